@@ -1,0 +1,351 @@
+"""The `vqcodec` command line: a thin layer over vqcodec.Codec."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from .errors import VQCodecError
+
+DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
+
+
+# ---------------------------------------------------------------- helpers
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise VQCodecError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise VQCodecError(f"{path}: is a directory") from None
+    except OSError as exc:
+        raise VQCodecError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _write_output(path: str, write, force: bool) -> None:
+    """Call write(stream) into a temporary file beside `path`, then rename it into place."""
+    if path == "-":
+        buffer = io.BytesIO()
+        write(buffer)
+        sys.stdout.buffer.write(buffer.getvalue())
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    if target.exists() and not force:
+        raise VQCodecError(f"{path} exists; pass --force to overwrite it")
+    if target.is_dir():
+        raise VQCodecError(f"{path} is a directory")
+    if not target.parent.is_dir():
+        raise VQCodecError(f"{target.parent}: no such directory")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            write(stream)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _media_kind(data: bytes, path: str, forced: str | None) -> str:
+    if forced:
+        return forced
+    from .io import media_kind_of
+
+    kind = media_kind_of(Path(path)) if path != "-" else None
+    if kind:
+        return kind
+    if data[:4] in (b"\x89PNG", b"GIF8", b"BM\x00\x00") or data[:2] in (b"\xff\xd8", b"BM") or data[8:12] == b"WEBP" \
+            or data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image"
+    return "audio"
+
+
+def _audio_format(path: str, forced: str | None) -> str | None:
+    if forced:
+        return forced.upper()
+    if path == "-":
+        return "WAV"
+    return None
+
+
+# ---------------------------------------------------------------- commands
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vqcodec")
+def cli():
+    """Neural codec for speech and images: media -> integer codes -> compact .vq files.
+
+    \b
+    Examples:
+      vqcodec encode talk.wav talk.vq -q 6
+      vqcodec decode talk.vq talk.wav
+      vqcodec encode photo.png photo.vq -q 8
+      vqcodec info talk.vq
+      vqcodec train my_recordings/ --out models/mine --max-minutes 60
+    """
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT")
+@click.argument("output_path", metavar="OUTPUT")
+@click.option("-q", "--quality", default=None, type=int, help="Number of codebooks (1..max). Default: about 3 kbps for speech, 8 for images.")
+@click.option("-m", "--model", default=None, help="Model name or path (default: speech16k for audio, image for images).")
+@click.option("--kind", type=click.Choice(["audio", "image"]), default=None, help="Media kind, if the name does not tell.")
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+def encode(input_path, output_path, quality, model, kind, device, force):
+    """Encode an audio file or image into a .vq file. Use - for stdin or stdout.
+
+    \b
+    Examples:
+      vqcodec encode speech.flac speech.vq -q 6
+      vqcodec encode photo.png photo.vq -q 8
+      cat speech.wav | vqcodec encode - - > speech.vq
+    """
+    from .codec import Codec
+    from .io import open_image
+
+    if output_path != "-" and Path(output_path).exists() and not force:
+        raise VQCodecError(f"{output_path} exists; pass --force to overwrite it")
+    data = _read_input(input_path)
+    if not data:
+        raise VQCodecError(f"{input_path}: file is empty")
+    kind = _media_kind(data, input_path, kind)
+    codec = Codec.load(model or DEFAULT_MODELS[kind], device=device)
+    if codec.kind != kind:
+        raise VQCodecError(f"model {codec.name} codes {codec.kind}, but the input is {kind}")
+    quality = quality or (min(6, codec.num_codebooks) if kind == "audio" else min(8, codec.num_codebooks))
+    if kind == "audio":
+        encoded = codec.encode_audio_file(io.BytesIO(data), quality)
+    else:
+        encoded = codec.encode_image(open_image(io.BytesIO(data)), quality)
+    _write_output(output_path, lambda stream: stream.write(encoded), force)
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT")
+@click.argument("output_path", metavar="OUTPUT")
+@click.option("-m", "--model", default=None, help="Model name or path (default: the installed model the file names).")
+@click.option("--format", "format_name", default=None, help="Output format when OUTPUT is - or has no telling extension (WAV, FLAC, PNG, ...).")
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+def decode(input_path, output_path, model, format_name, device, force):
+    """Decode a .vq file back to audio or an image, at its original rate, size, channels and mode.
+
+    \b
+    Examples:
+      vqcodec decode speech.vq speech.wav
+      vqcodec decode photo.vq photo.png
+      vqcodec decode speech.vq - --format flac > speech.flac
+    """
+    from . import format as vqformat
+    from .codec import Codec, model_for_file
+
+    if output_path != "-" and Path(output_path).exists() and not force:
+        raise VQCodecError(f"{output_path} exists; pass --force to overwrite it")
+    data = _read_input(input_path)
+    header = vqformat.parse_header(data)
+    codec = Codec.load(model or model_for_file(data), device=device)
+    if header.kind == vqformat.KIND_AUDIO:
+        audio_format = _audio_format(output_path, format_name)
+        _write_output(output_path, lambda stream: codec.decode_audio_file(data, stream, format_hint=audio_format or _format_from_name(output_path)), force)
+    else:
+        from .io import write_image
+
+        image = codec.decode_image(data)
+        image_format = format_name or ("PNG" if output_path == "-" else _image_format_from_name(output_path))
+        _write_output(output_path, lambda stream: write_image(image, stream, image_format), force)
+
+
+def _format_from_name(path: str) -> str:
+    import soundfile
+
+    suffix = Path(path).suffix.lstrip(".").upper()
+    if suffix not in soundfile.available_formats():
+        raise VQCodecError(f"{path}: unknown audio format {suffix or '(no extension)'}; use .wav, .flac or .ogg, or --format")
+    return suffix
+
+
+def _image_format_from_name(path: str) -> str:
+    from PIL import Image
+
+    Image.init()
+    suffix = Path(path).suffix.lower()
+    if suffix not in Image.EXTENSION:
+        raise VQCodecError(f"{path}: unknown image format {suffix or '(no extension)'}; use .png, .webp, ..., or --format")
+    return Image.EXTENSION[suffix]
+
+
+@cli.command()
+@click.argument("input_path", metavar="FILE")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(input_path, as_json):
+    """Show what a .vq file holds: model, duration or size, quality and real bitrate.
+
+    \b
+    Example:
+      vqcodec info speech.vq --json
+    """
+    from .codec import list_models, read_info
+
+    file_info = read_info(_read_input(input_path))
+    model = next((m["name"] for m in list_models() if m["model_id"] == file_info.model_id), None)
+    record = {k: v for k, v in vars(file_info).items()}
+    record["model"] = model
+    if file_info.kind == "audio":
+        record.update(duration=round(file_info.duration, 6), bitrate_bps=round(file_info.bitrate, 2))
+        for key in ("width", "height", "mode", "has_alpha"):
+            record.pop(key)
+    else:
+        record.update(bits_per_pixel=round(file_info.bitrate, 4))
+        for key in ("sample_rate", "channels", "samples"):
+            record.pop(key)
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+        return
+    click.echo(f"kind:      {file_info.kind}")
+    click.echo(f"model:     {model or 'not installed'} ({file_info.model_id})")
+    if file_info.kind == "audio":
+        click.echo(f"audio:     {file_info.channels} channel(s), {file_info.sample_rate} Hz, "
+                   f"{file_info.samples} samples ({file_info.duration:.3f} s)")
+        click.echo(f"bitrate:   {file_info.bitrate / 1000:.3f} kbps ({file_info.size_bytes} bytes)")
+    else:
+        click.echo(f"image:     {file_info.width}x{file_info.height} {file_info.mode}" + (" with alpha" if file_info.has_alpha else ""))
+        click.echo(f"bitrate:   {file_info.bitrate:.4f} bpp ({file_info.size_bytes} bytes)")
+    click.echo(f"quality:   {file_info.quality} codebooks")
+    click.echo(f"coding:    {file_info.coding}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models(as_json):
+    """List the installed models (shipped ones and those on $VQCODEC_MODEL_PATH).
+
+    \b
+    Example:
+      VQCODEC_MODEL_PATH=runs/mine vqcodec models
+    """
+    from .codec import list_models
+
+    found = list_models()
+    if as_json:
+        click.echo(json.dumps([{k: m[k] for k in ("name", "kind", "model_id", "path", "config")} for m in found], indent=2))
+        return
+    if not found:
+        click.echo("no models installed")
+    for m in found:
+        cfg = m["config"]
+        rate = f"{m['sample_rate']} Hz, " if m.get("sample_rate") else ""
+        click.echo(f"{m['name']:<12} {m['kind']:<6} {rate}{cfg['num_codebooks']} codebooks x {cfg['codebook_size']}  "
+                   f"id {m['model_id']}  {m['path']}")
+
+
+@cli.command()
+@click.argument("data_dir", metavar="DIR")
+@click.option("--out", required=True, help="Output folder for checkpoints and the model files.")
+@click.option("--name", default=None, help="Model name (default: the output folder's name).")
+@click.option("--kind", type=click.Choice(["audio", "image"]), default=None, help="Media kind (default: detected).")
+@click.option("--config", "config_path", default=None, help="JSON file with model config fields (see docs).")
+@click.option("--codebooks", type=int, default=None, help="Number of residual codebooks.")
+@click.option("--codebook-size", type=int, default=None, help="Entries per codebook.")
+@click.option("--sample-rate", type=int, default=None, help="Audio model sample rate.")
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
+@click.option("--max-minutes", type=float, default=None, help="Training time budget.")
+@click.option("--max-steps", type=int, default=None, help="Training step budget.")
+@click.option("--batch-size", type=int, default=None, help="Examples per step (default 16 audio, 12 images).")
+@click.option("--crop", type=int, default=None, help="Crop length in samples (audio) or side in pixels (images).")
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
+def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, sample_rate, device, max_minutes,
+          max_steps, batch_size, crop, lr, threads, resume):
+    """Train a codec on a folder of audio or images (read recursively).
+
+    \b
+    Examples:
+      vqcodec train my_recordings/ --out runs/mine --max-minutes 60
+      vqcodec train my_photos/ --out runs/photos --kind image --device cuda
+      vqcodec train my_recordings/ --out runs/mine --resume --max-minutes 30
+    Then: VQCODEC_MODEL_PATH=runs/mine vqcodec encode in.wav out.vq -m mine
+    """
+    import dataclasses
+
+    from .codec import resolve_device
+    from .config import AudioConfig, ImageConfig, config_from_dict
+    from .train import TrainOptions, find_media
+    from .train import train as run_training
+
+    if not Path(data_dir).is_dir():
+        raise VQCodecError(f"{data_dir}: not a directory")
+    if max_minutes is None and max_steps is None:
+        raise VQCodecError("give a budget: --max-minutes or --max-steps")
+    config = None
+    if resume:
+        checkpoint = Path(out) / "checkpoint.json"
+        if not checkpoint.exists():
+            raise VQCodecError(f"--resume: no checkpoint in {out}")
+        kind = json.loads(checkpoint.read_text())["config"]["kind"]
+    else:
+        if config_path:
+            try:
+                config = config_from_dict(json.loads(Path(config_path).read_text()))
+            except (OSError, ValueError, TypeError) as exc:
+                raise VQCodecError(f"{config_path}: bad config ({exc})") from None
+            kind = kind or config.kind
+        kind, _ = find_media(Path(data_dir), kind)
+        config = config or (AudioConfig() if kind == "audio" else ImageConfig())
+        overrides = {"num_codebooks": codebooks, "codebook_size": codebook_size}
+        if kind == "audio":
+            overrides["sample_rate"] = sample_rate
+        config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    defaults = {"audio": (16, 8000), "image": (12, 128)}[kind or "audio"]
+    options = TrainOptions(out=Path(out), name=name or Path(out).name, device=resolve_device(device),
+                           batch_size=batch_size or defaults[0], crop=crop or defaults[1], lr=lr,
+                           max_minutes=max_minutes, max_steps=max_steps, threads=threads, resume=resume)
+    run_training(Path(data_dir), config, options, kind=kind)
+
+
+def run(args: list[str] | None = None) -> int:
+    """Run the command line and turn every user error into one line on stderr and an exit code."""
+    try:
+        result = cli.main(args=args, prog_name="vqcodec", standalone_mode=False)
+        if isinstance(result, int):
+            return result
+    except VQCodecError as exc:
+        click.echo(f"vqcodec: error: {exc}", err=True)
+        return 1
+    except click.exceptions.Abort:
+        click.echo("vqcodec: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        click.echo(f"vqcodec: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("vqcodec: interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except MemoryError:
+        click.echo("vqcodec: error: out of memory", err=True)
+        return 1
+    except OSError as exc:
+        click.echo(f"vqcodec: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), err=True)
+        return 1
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,502 @@
+"""The Python API: load a model, turn media into `.vq` bytes and back, or into integer codes.
+
+    codec = Codec.load("speech16k")
+    data = codec.encode_audio(audio, sample_rate, quality=6)   # audio: (channels, samples)
+    audio, rate = codec.decode_audio(data)
+
+Long audio is coded in blocks of frames with context on both sides, so memory stays bounded
+and the result does not depend on the block size. Images are coded in tiles the same way.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import soundfile
+import soxr
+import torch
+
+from . import entropy
+from . import format as vqformat
+from .errors import VQCodecError
+from .io import IMAGE_MODE_NAMES, image_to_planes, planes_to_image
+from .modelfile import build_model, read_model_files
+
+AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
+IMAGE_CHUNK_ROWS = 16           # latent rows per container chunk
+AUDIO_BLOCK_FRAMES = 500        # frames the networks see at once, before context
+IMAGE_TILE = 64                 # latent cells per tile side, before context
+STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
+
+
+# ---------------------------------------------------------------- finding models
+
+def shipped_models_dir() -> Path:
+    spec = importlib.util.find_spec("vqcodec.shipped")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+def model_search_path() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get("VQCODEC_MODEL_PATH", "").split(os.pathsep) if p]
+    return extra + [shipped_models_dir()]
+
+
+def find_model(name: str) -> Path:
+    """A model name (searched in $VQCODEC_MODEL_PATH, then the shipped models) or a path to its files."""
+    candidate = Path(name)
+    if candidate.suffix in (".safetensors", ".json") or candidate.exists():
+        path = candidate.with_suffix(".safetensors") if candidate.suffix != ".safetensors" else candidate
+        if candidate.is_dir():
+            found = sorted(candidate.glob("*.safetensors"))
+            found = [p for p in found if p.with_suffix(".json").exists()]
+            if len(found) != 1:
+                raise VQCodecError(f"{candidate}: expected one model (NAME.safetensors + NAME.json) in the folder")
+            path = found[0]
+        if not path.exists():
+            raise VQCodecError(f"model file not found: {path}")
+        return path
+    for folder in model_search_path():
+        path = folder / f"{name}.safetensors"
+        if path.exists() and path.with_suffix(".json").exists():
+            return path
+    available = ", ".join(m["name"] for m in list_models()) or "none"
+    raise VQCodecError(f"unknown model {name!r} (installed: {available})")
+
+
+def list_models() -> list[dict]:
+    import json
+
+    models, seen = [], set()
+    for folder in model_search_path():
+        for meta_path in sorted(folder.glob("*.json")):
+            if meta_path.stem in seen or not meta_path.with_suffix(".safetensors").exists():
+                continue
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (OSError, ValueError):
+                continue
+            if "model_id" in meta and "config" in meta:
+                seen.add(meta_path.stem)
+                models.append({**meta, "name": meta_path.stem, "path": str(meta_path.with_suffix(".safetensors"))})
+    return models
+
+
+def model_for_file(data: bytes) -> str:
+    """Path of the installed model whose id the `.vq` header names."""
+    wanted = vqformat.parse_header(data).model_id.hex()
+    for meta in list_models():
+        if meta["model_id"] == wanted:
+            return meta["path"]
+    raise VQCodecError(f"no installed model has id {wanted}; pass --model with the model that wrote this file")
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise VQCodecError(f"unknown device {device!r} (use auto, cpu or cuda)")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise VQCodecError("--device cuda asked for, but no CUDA device is available")
+    return device
+
+
+# ---------------------------------------------------------------- block-wise processing
+
+def _blocks(total: int, block: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, total, block):
+        yield start, min(total, start + block)
+
+
+class _SampleWindow:
+    """Holds a sliding window over a stream of (channels, n) sample blocks."""
+
+    def __init__(self, blocks: Iterator[np.ndarray], channels: int, total: int):
+        self.blocks, self.total = blocks, total
+        self.buffer = np.zeros((channels, 0), dtype=np.float32)
+        self.start = 0   # stream position of buffer[:, 0]
+
+    def take(self, begin: int, end: int) -> np.ndarray:
+        """Samples [begin, end) of the stream, zero beyond its total; forgets everything before `begin`."""
+        while self.start + self.buffer.shape[1] < min(end, self.total):
+            block = next(self.blocks, None)
+            if block is None:
+                break
+            self.buffer = np.concatenate([self.buffer, block], axis=1)
+        drop = begin - self.start
+        if drop > 0:
+            self.buffer = self.buffer[:, drop:]
+            self.start = begin
+        out = self.buffer[:, :end - begin]
+        if out.shape[1] < end - begin:
+            out = np.pad(out, ((0, 0), (0, end - begin - out.shape[1])))
+        return out
+
+
+def _resampled_blocks(blocks: Iterator[np.ndarray], source_rate: int, target_rate: int, channels: int,
+                      total_out: int) -> Iterator[np.ndarray]:
+    """Resample a stream of (channels, n) blocks with soxr, padded or trimmed to exactly `total_out`."""
+    stream = None if source_rate == target_rate else soxr.ResampleStream(source_rate, target_rate, channels, dtype="float32")
+    produced = 0
+
+    def emit(block: np.ndarray):
+        nonlocal produced
+        block = block[:, :max(0, total_out - produced)]
+        produced += block.shape[1]
+        return block
+
+    for block in blocks:
+        if stream is not None:
+            block = stream.resample_chunk(np.ascontiguousarray(block.T), last=False).T
+        yield emit(block)
+    if stream is not None:
+        yield emit(stream.resample_chunk(np.zeros((0, channels), dtype=np.float32), last=True).T)
+    if produced < total_out:
+        yield np.zeros((channels, total_out - produced), dtype=np.float32)
+        produced = total_out
+
+
+def _checked(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    for block in blocks:
+        if not np.isfinite(block).all():
+            raise VQCodecError("audio contains NaN or infinite samples")
+        yield block
+
+
+# ---------------------------------------------------------------- the codec
+
+@dataclass
+class FileInfo:
+    kind: str
+    model_id: str
+    quality: int
+    coding: str
+    size_bytes: int
+    sample_rate: int = 0
+    channels: int = 0
+    samples: int = 0
+    width: int = 0
+    height: int = 0
+    mode: str = ""
+    has_alpha: bool = False
+
+    @property
+    def duration(self) -> float:
+        return self.samples / self.sample_rate if self.sample_rate else 0.0
+
+    @property
+    def bitrate(self) -> float:
+        """Bits per second for audio, bits per pixel for images; the whole file counted."""
+        if self.kind == "audio":
+            return self.size_bytes * 8 / self.duration if self.duration else 0.0
+        return self.size_bytes * 8 / (self.width * self.height)
+
+
+def read_info(data: bytes) -> FileInfo:
+    header, _, _ = vqformat.parse_file(data)
+    info = FileInfo(kind=vqformat.KIND_NAMES[header.kind], model_id=header.model_id.hex(), quality=header.quality,
+                    coding=vqformat.CODING_NAMES[header.coding], size_bytes=len(data))
+    if header.kind == vqformat.KIND_AUDIO:
+        info.sample_rate, info.channels, info.samples = header.sample_rate, header.channels, header.length
+    else:
+        info.width, info.height = header.width, header.height
+        info.mode = IMAGE_MODE_NAMES.get(header.mode, "?")
+        info.has_alpha = bool(header.flags & vqformat.FLAG_ALPHA)
+    return info
+
+
+class Codec:
+    def __init__(self, model, meta: dict, tensors: dict, device: str = "cpu"):
+        self.meta = meta
+        self.name = meta.get("name", "model")
+        self.device = device
+        self.model = model.to(device).eval()
+        self.cfg = model.cfg
+        self.kind = self.cfg.kind
+        self.model_id = bytes.fromhex(meta["model_id"])
+        self.hop = self.cfg.hop
+        self.num_codebooks = self.cfg.num_codebooks
+        self.codebook_size = self.cfg.codebook_size
+        self.sample_rate = getattr(self.cfg, "sample_rate", 0)
+        self.block_frames = AUDIO_BLOCK_FRAMES if self.kind == "audio" else IMAGE_TILE
+
+    @classmethod
+    def load(cls, name: str, device: str = "cpu") -> "Codec":
+        meta, tensors = read_model_files(find_model(name))
+        return cls(build_model(meta, tensors), meta, tensors, resolve_device(device))
+
+    def _check_quality(self, quality: int) -> int:
+        if not 1 <= int(quality) <= self.num_codebooks:
+            raise VQCodecError(f"quality must be 1..{self.num_codebooks} for model {self.name}, got {quality}")
+        return int(quality)
+
+    def _require(self, kind: str) -> None:
+        if self.kind != kind:
+            raise VQCodecError(f"model {self.name} codes {self.kind}, not {kind}")
+
+    # ------------------------------------------------------------ audio: codes
+
+    def _encode_frames(self, samples: _SampleWindow, total_frames: int, quality: int) -> np.ndarray:
+        """(channels, quality, frames) codes of a sample stream at the model rate."""
+        ctx, hop = self.cfg.context_frames, self.hop
+        parts = []
+        for f0, f1 in _blocks(total_frames, self.block_frames):
+            a, b = max(0, f0 - ctx), min(total_frames, f1 + ctx)
+            x = torch.from_numpy(np.ascontiguousarray(samples.take(a * hop, b * hop)))[:, None].to(self.device)
+            latents = self.model.encoder(x)[:, :, f0 - a:f1 - a]
+            vectors = latents.transpose(1, 2).reshape(-1, latents.shape[1])
+            codes = self.model.quantizer.encode(vectors, quality).reshape(quality, x.shape[0], f1 - f0)
+            parts.append(codes.transpose(0, 1).cpu().numpy())
+        return np.concatenate(parts, axis=2) if parts else np.zeros((samples.buffer.shape[0], quality, 0), np.int64)
+
+    def _decode_frames(self, codes: np.ndarray) -> Iterator[np.ndarray]:
+        """Yield (channels, samples) float32 blocks at the model rate from (channels, q, frames) codes."""
+        ctx, hop = self.cfg.context_frames, self.hop
+        channels, quality, total_frames = codes.shape
+        for f0, f1 in _blocks(total_frames, self.block_frames):
+            a, b = max(0, f0 - ctx), min(total_frames, f1 + ctx)
+            window = torch.from_numpy(np.ascontiguousarray(codes[:, :, a:b])).to(self.device)
+            flat = window.transpose(0, 1).reshape(quality, -1)
+            latents = self.model.quantizer.decode(flat).reshape(channels, b - a, -1).transpose(1, 2)
+            audio = self.model.decoder(latents)[:, 0, (f0 - a) * hop:(f1 - a) * hop]
+            yield audio.cpu().numpy().astype(np.float32)
+
+    @torch.inference_mode()
+    def audio_to_codes(self, audio: np.ndarray, quality: int | None = None) -> np.ndarray:
+        """Codes of audio already at the model rate: (channels, samples) -> int64 (channels, quality, frames)."""
+        self._require("audio")
+        audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
+        quality = self._check_quality(quality or self.num_codebooks)
+        frames = math.ceil(audio.shape[1] / self.hop)
+        return self._encode_frames(_SampleWindow(iter([audio]), audio.shape[0], audio.shape[1]), frames, quality)
+
+    @torch.inference_mode()
+    def codes_to_audio(self, codes: np.ndarray) -> np.ndarray:
+        """(channels, quality, frames) codes -> float32 (channels, frames * hop) at the model rate."""
+        self._require("audio")
+        codes = np.asarray(codes, dtype=np.int64)
+        if codes.ndim != 3 or codes.shape[1] > self.num_codebooks or (codes.size and (codes.min() < 0 or codes.max() >= self.codebook_size)):
+            raise VQCodecError("codes must be an int array (channels, quality, frames) of valid indices")
+        blocks = list(self._decode_frames(codes))
+        return np.concatenate(blocks, axis=1) if blocks else np.zeros((codes.shape[0], 0), np.float32)
+
+    # ------------------------------------------------------------ audio: files
+
+    def _model_length(self, samples: int, rate: int) -> int:
+        return math.ceil(samples * self.sample_rate / rate)
+
+    def _pack_audio(self, codes: np.ndarray, rate: int, samples: int, quality: int) -> bytes:
+        header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=vqformat.CODING_FIXED, quality=quality,
+                                 model_id=self.model_id, sample_rate=rate, length=samples,
+                                 channels=codes.shape[0], chunk_frames=AUDIO_CHUNK_FRAMES)
+        chunks = [entropy.pack_fixed(codes[:, :, f0:f1], self.codebook_size)
+                  for f0, f1 in _blocks(codes.shape[2], AUDIO_CHUNK_FRAMES)]
+        return vqformat.build_file(header, chunks)
+
+    @torch.inference_mode()
+    def encode_audio_stream(self, blocks: Iterator[np.ndarray], sample_rate: int, channels: int, samples: int,
+                            quality: int) -> bytes:
+        """Encode a stream of (channels, n) float32 blocks holding `samples` samples per channel in all."""
+        self._require("audio")
+        quality = self._check_quality(quality)
+        if samples <= 0:
+            raise VQCodecError("audio is empty")
+        if not 1 <= channels <= vqformat.MAX_CHANNELS:
+            raise VQCodecError(f"{channels} channels: between 1 and {vqformat.MAX_CHANNELS} are supported")
+        if not 1 <= sample_rate <= vqformat.MAX_SAMPLE_RATE:
+            raise VQCodecError(f"sample rate {sample_rate} Hz is out of range")
+        if samples > sample_rate * vqformat.MAX_AUDIO_SECONDS:
+            raise VQCodecError(f"audio longer than {vqformat.MAX_AUDIO_SECONDS // 3600} hours is not supported")
+        model_length = self._model_length(samples, sample_rate)
+        stream = _resampled_blocks(_checked(blocks), sample_rate, self.sample_rate, channels, model_length)
+        window = _SampleWindow(stream, channels, model_length)
+        codes = self._encode_frames(window, math.ceil(model_length / self.hop), quality)
+        return self._pack_audio(codes, sample_rate, samples, quality)
+
+    def encode_audio(self, audio: np.ndarray, sample_rate: int, quality: int) -> bytes:
+        """Encode float audio (channels, samples) or (samples,) at any rate into `.vq` bytes."""
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim == 1:
+            audio = audio[None]
+        if audio.ndim != 2:
+            raise VQCodecError("audio must be (channels, samples)")
+        blocks = (audio[:, i:i + STREAM_BLOCK_SAMPLES] for i in range(0, audio.shape[1], STREAM_BLOCK_SAMPLES))
+        return self.encode_audio_stream(blocks, sample_rate, audio.shape[0], audio.shape[1], quality)
+
+    def encode_audio_file(self, source, quality: int) -> bytes:
+        """Encode an audio file (path or binary stream) that soundfile reads, block by block."""
+        try:
+            sound = soundfile.SoundFile(source)
+        except Exception as exc:
+            name = getattr(source, "name", source)
+            raise VQCodecError(f"cannot read audio {name}: {exc}") from None
+        with sound:
+            def blocks():
+                try:
+                    for block in sound.blocks(STREAM_BLOCK_SAMPLES, dtype="float32", always_2d=True):
+                        yield block.T
+                except RuntimeError as exc:
+                    raise VQCodecError(f"cannot read audio: {exc}") from None
+            return self.encode_audio_stream(blocks(), sound.samplerate, sound.channels, sound.frames, quality)
+
+    def _parse_audio(self, data: bytes):
+        header, chunks, _ = vqformat.parse_file(data)
+        if header.kind != vqformat.KIND_AUDIO:
+            raise VQCodecError("this .vq file holds an image, not audio")
+        self._check_file_model(header)
+        model_length = self._model_length(header.length, header.sample_rate)
+        total_frames = math.ceil(model_length / self.hop)
+        self._check_chunks(header, chunks, total_frames)
+        parts = []
+        for (f0, f1), payload in zip(_blocks(total_frames, header.chunk_frames), chunks):
+            count = header.channels * header.quality * (f1 - f0)
+            values = entropy.unpack_fixed(payload, count, self.codebook_size)
+            parts.append(values.reshape(header.channels, header.quality, f1 - f0))
+        codes = np.concatenate(parts, axis=2) if parts else np.zeros((header.channels, header.quality, 0), np.int64)
+        return header, codes, model_length
+
+    def _check_file_model(self, header: vqformat.Header) -> None:
+        if header.model_id != self.model_id:
+            raise VQCodecError(f"file was written by model {header.model_id.hex()}, not {self.name} "
+                               f"({self.model_id.hex()}); pass the matching --model")
+        if header.quality > self.num_codebooks:
+            raise VQCodecError(f"file uses {header.quality} codebooks; model {self.name} has {self.num_codebooks}")
+        if header.coding != vqformat.CODING_FIXED:
+            raise VQCodecError(f"payload coding {header.coding} is not supported by this model")
+
+    @staticmethod
+    def _check_chunks(header: vqformat.Header, chunks: list[bytes], total_frames: int) -> None:
+        expected = vqformat.expected_chunk_count(total_frames, header.chunk_frames)
+        if len(chunks) != expected:
+            raise VQCodecError(f"corrupted .vq file: {len(chunks)} chunks where {expected} were expected")
+
+    @torch.inference_mode()
+    def decode_audio_blocks(self, data: bytes) -> tuple[vqformat.Header, Iterator[np.ndarray]]:
+        """Parse `.vq` bytes and return the header and a generator of (channels, n) blocks at the original rate."""
+        self._require("audio")
+        header, codes, model_length = self._parse_audio(data)
+
+        def model_rate_blocks():
+            produced = 0
+            with torch.inference_mode():
+                for block in self._decode_frames(codes):
+                    block = block[:, :model_length - produced]
+                    produced += block.shape[1]
+                    yield block
+
+        return header, _resampled_blocks(model_rate_blocks(), self.sample_rate, header.sample_rate,
+                                         header.channels, header.length)
+
+    def decode_audio(self, data: bytes) -> tuple[np.ndarray, int]:
+        """`.vq` bytes -> float32 (channels, samples) at the original sample rate and length."""
+        header, blocks = self.decode_audio_blocks(data)
+        audio = np.concatenate(list(blocks), axis=1)
+        return audio, header.sample_rate
+
+    def decode_audio_file(self, data: bytes, destination, format_hint: str | None = None, subtype: str | None = None) -> None:
+        """Decode into a path or binary stream, block by block; the format follows the name or the hint."""
+        header, blocks = self.decode_audio_blocks(data)
+        try:
+            output = soundfile.SoundFile(destination, "w", samplerate=header.sample_rate, channels=header.channels,
+                                         format=format_hint, subtype=subtype)
+        except Exception as exc:
+            raise VQCodecError(f"cannot write audio: {exc}") from None
+        with output:
+            for block in blocks:
+                output.write(np.clip(block, -1.0, 1.0).T)
+
+    # ------------------------------------------------------------ images
+
+    def _tiles(self, rows: int, cols: int):
+        for r0, r1 in _blocks(rows, IMAGE_TILE):
+            for c0, c1 in _blocks(cols, IMAGE_TILE):
+                yield r0, r1, c0, c1
+
+    @torch.inference_mode()
+    def image_to_codes(self, rgb: np.ndarray, quality: int | None = None) -> np.ndarray:
+        """uint8 RGB (h, w, 3) -> int64 codes (quality, ceil(h/hop), ceil(w/hop)), coded in tiles."""
+        self._require("image")
+        quality = self._check_quality(quality or self.num_codebooks)
+        hop, ctx = self.hop, self.cfg.context_frames
+        h, w, _ = rgb.shape
+        rows, cols = math.ceil(h / hop), math.ceil(w / hop)
+        padded = np.pad(rgb, ((0, rows * hop - h), (0, cols * hop - w), (0, 0)), mode="edge")
+        codes = np.zeros((quality, rows, cols), dtype=np.int64)
+        for r0, r1, c0, c1 in self._tiles(rows, cols):
+            a, b = max(0, r0 - ctx), min(rows, r1 + ctx)
+            c, d = max(0, c0 - ctx), min(cols, c1 + ctx)
+            tile = torch.from_numpy(np.ascontiguousarray(padded[a * hop:b * hop, c * hop:d * hop]))
+            x = tile.to(self.device).permute(2, 0, 1)[None].float() / 255.0
+            latents = self.model.encoder(x)[0, :, r0 - a:r1 - a, c0 - c:c1 - c]
+            vectors = latents.reshape(latents.shape[0], -1).t()
+            codes[:, r0:r1, c0:c1] = self.model.quantizer.encode(vectors, quality).reshape(quality, r1 - r0, c1 - c0).cpu().numpy()
+        return codes
+
+    @torch.inference_mode()
+    def codes_to_image(self, codes: np.ndarray, height: int | None = None, width: int | None = None) -> np.ndarray:
+        """(quality, rows, cols) codes -> uint8 RGB (height, width, 3), decoded in tiles."""
+        self._require("image")
+        hop, ctx = self.hop, self.cfg.context_frames
+        quality, rows, cols = codes.shape
+        height, width = height or rows * hop, width or cols * hop
+        out = np.zeros((rows * hop, cols * hop, 3), dtype=np.uint8)
+        for r0, r1, c0, c1 in self._tiles(rows, cols):
+            a, b = max(0, r0 - ctx), min(rows, r1 + ctx)
+            c, d = max(0, c0 - ctx), min(cols, c1 + ctx)
+            window = torch.from_numpy(np.ascontiguousarray(codes[:, a:b, c:d])).to(self.device)
+            latents = self.model.quantizer.decode(window.reshape(quality, -1)).t().reshape(1, -1, b - a, d - c)
+            pixels = self.model.decoder(latents)[0, :, (r0 - a) * hop:(r1 - a) * hop, (c0 - c) * hop:(c1 - c) * hop]
+            out[r0 * hop:r1 * hop, c0 * hop:c1 * hop] = (pixels.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+        return out[:height, :width]
+
+    def encode_image(self, image, quality: int) -> bytes:
+        """Encode a Pillow image of any supported mode; alpha is kept losslessly."""
+        self._require("image")
+        quality = self._check_quality(quality)
+        rgb, mode, alpha = image_to_planes(image)
+        h, w, _ = rgb.shape
+        if max(h, w) > vqformat.MAX_IMAGE_SIDE or h * w > vqformat.MAX_IMAGE_PIXELS:
+            raise VQCodecError(f"image {w}x{h} exceeds the size limit")
+        codes = self.image_to_codes(rgb, quality)
+        header = vqformat.Header(kind=vqformat.KIND_IMAGE, coding=vqformat.CODING_FIXED, quality=quality,
+                                 model_id=self.model_id, width=w, height=h, channels=3, mode=mode,
+                                 chunk_frames=IMAGE_CHUNK_ROWS)
+        chunks = [entropy.pack_fixed(codes[:, r0:r1], self.codebook_size) for r0, r1 in _blocks(codes.shape[1], IMAGE_CHUNK_ROWS)]
+        alpha_bytes = zlib.compress(alpha.tobytes(), 9) if alpha is not None else None
+        return vqformat.build_file(header, chunks, alpha_bytes)
+
+    def decode_image(self, data: bytes):
+        """`.vq` bytes -> Pillow image with the original size and mode."""
+        self._require("image")
+        header, chunks, alpha_bytes = vqformat.parse_file(data)
+        if header.kind != vqformat.KIND_IMAGE:
+            raise VQCodecError("this .vq file holds audio, not an image")
+        self._check_file_model(header)
+        if header.mode not in IMAGE_MODE_NAMES:
+            raise VQCodecError(f"corrupted .vq file: unknown colour mode {header.mode}")
+        rows, cols = math.ceil(header.height / self.hop), math.ceil(header.width / self.hop)
+        self._check_chunks(header, chunks, rows)
+        parts = []
+        for (r0, r1), payload in zip(_blocks(rows, header.chunk_frames), chunks):
+            values = entropy.unpack_fixed(payload, header.quality * (r1 - r0) * cols, self.codebook_size)
+            parts.append(values.reshape(header.quality, r1 - r0, cols))
+        rgb = self.codes_to_image(np.concatenate(parts, axis=1), header.height, header.width)
+        alpha = None
+        if alpha_bytes is not None:
+            try:
+                raw = zlib.decompressobj().decompress(alpha_bytes, header.width * header.height + 1)
+            except zlib.error:
+                raise VQCodecError("corrupted .vq file: alpha plane does not decompress") from None
+            if len(raw) != header.width * header.height:
+                raise VQCodecError("corrupted .vq file: alpha plane has the wrong size")
+            alpha = np.frombuffer(raw, dtype=np.uint8).reshape(header.height, header.width)
+        elif IMAGE_MODE_NAMES[header.mode] in ("RGBA", "LA", "PA"):
+            raise VQCodecError("corrupted .vq file: alpha plane missing")
+        return planes_to_image(rgb, header.mode, alpha)

@@ -1,0 +1,149 @@
+"""The `.vq` container: a fixed 56-byte header, then independently decodable chunks.
+
+docs/FORMAT.md specifies every byte. All integers are little-endian. Every size read from a
+file is checked against fixed bounds before anything is allocated, and every failure raises
+FormatError, a VQCodecError.
+"""
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+
+from .errors import VQCodecError
+
+MAGIC = b"VQCD"
+VERSION = 1
+HEADER_SIZE = 56
+_HEADER = struct.Struct("<4sBBBB8sIIQIIHBBII")  # everything before the header CRC
+assert _HEADER.size + 4 == HEADER_SIZE
+_CHUNK_HEAD = struct.Struct("<II")  # payload length, payload CRC32
+
+KIND_AUDIO, KIND_IMAGE = 0, 1
+KIND_NAMES = {KIND_AUDIO: "audio", KIND_IMAGE: "image"}
+CODING_FIXED, CODING_PRIOR = 0, 1
+CODING_NAMES = {CODING_FIXED: "fixed-width", CODING_PRIOR: "prior range coding"}
+FLAG_ALPHA = 1
+
+# Sanity bounds, checked before allocating anything.
+MAX_SAMPLE_RATE = 768_000
+MAX_AUDIO_SECONDS = 24 * 3600
+MAX_CHANNELS = 64
+MAX_IMAGE_SIDE = 65_535
+MAX_IMAGE_PIXELS = 1 << 28
+MAX_CHUNK_BYTES = 1 << 26
+MAX_QUALITY = 64
+
+
+class FormatError(VQCodecError):
+    pass
+
+
+@dataclass
+class Header:
+    kind: int
+    coding: int
+    quality: int
+    model_id: bytes          # 8 bytes
+    prior_id: int = 0
+    sample_rate: int = 0     # audio: the input's original rate
+    length: int = 0          # audio: samples per channel
+    width: int = 0           # image
+    height: int = 0          # image
+    channels: int = 0        # audio: channel count; image: colour planes coded (3)
+    mode: int = 0            # image: colour mode code (see io.IMAGE_MODES)
+    flags: int = 0
+    chunk_frames: int = 0    # frames (audio) or latent rows (image) per chunk
+    chunk_count: int = 0
+
+    def pack(self) -> bytes:
+        body = _HEADER.pack(MAGIC, VERSION, self.kind, self.coding, self.quality, self.model_id,
+                            self.prior_id, self.sample_rate, self.length, self.width, self.height,
+                            self.channels, self.mode, self.flags, self.chunk_frames, self.chunk_count)
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    @property
+    def duration(self) -> float:
+        return self.length / self.sample_rate if self.kind == KIND_AUDIO else 0.0
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise FormatError(message)
+
+
+def parse_header(data: bytes) -> Header:
+    _check(len(data) >= 4 and data[:4] == MAGIC, "not a .vq file (bad magic)")
+    _check(len(data) >= HEADER_SIZE, "truncated .vq file (incomplete header)")
+    fields = _HEADER.unpack_from(data)
+    _check(fields[1] == VERSION, f"unsupported .vq format version {fields[1]} (this vqcodec reads version {VERSION})")
+    (crc,) = struct.unpack_from("<I", data, _HEADER.size)
+    _check(zlib.crc32(data[:_HEADER.size]) == crc, "corrupted .vq file (header CRC mismatch)")
+    header = Header(*fields[2:])
+    _check(header.kind in KIND_NAMES, f"unknown media kind {header.kind}")
+    _check(header.coding in CODING_NAMES, f"unknown payload coding {header.coding}")
+    _check(1 <= header.quality <= MAX_QUALITY, f"quality {header.quality} out of range")
+    _check(header.chunk_frames >= 1, "chunk size of zero")
+    if header.kind == KIND_AUDIO:
+        _check(1 <= header.sample_rate <= MAX_SAMPLE_RATE, f"sample rate {header.sample_rate} out of range")
+        _check(1 <= header.channels <= MAX_CHANNELS, f"channel count {header.channels} out of range")
+        _check(header.length <= header.sample_rate * MAX_AUDIO_SECONDS,
+               f"audio length of {header.length} samples exceeds {MAX_AUDIO_SECONDS // 3600} hours")
+    else:
+        _check(1 <= header.width <= MAX_IMAGE_SIDE and 1 <= header.height <= MAX_IMAGE_SIDE,
+               f"image size {header.width}x{header.height} out of range")
+        _check(header.width * header.height <= MAX_IMAGE_PIXELS,
+               f"image of {header.width * header.height} pixels exceeds the limit of {MAX_IMAGE_PIXELS}")
+        _check(header.channels == 3, f"image plane count {header.channels} is not 3")
+    return header
+
+
+def expected_chunk_count(total_frames: int, chunk_frames: int) -> int:
+    return math.ceil(total_frames / chunk_frames)
+
+
+def pack_chunk(payload: bytes) -> bytes:
+    return _CHUNK_HEAD.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def read_chunks(data: bytes, count: int, offset: int = HEADER_SIZE) -> tuple[list[bytes], int]:
+    """Read `count` chunks from `data` at `offset`; returns the payloads and the offset after them."""
+    payloads = []
+    for index in range(count):
+        _check(offset + _CHUNK_HEAD.size <= len(data), f"truncated .vq file (chunk {index} missing)")
+        length, crc = _CHUNK_HEAD.unpack_from(data, offset)
+        offset += _CHUNK_HEAD.size
+        _check(length <= MAX_CHUNK_BYTES, f"chunk {index} claims {length} bytes")
+        _check(offset + length <= len(data), f"truncated .vq file (chunk {index} cut short)")
+        payload = data[offset:offset + length]
+        _check(zlib.crc32(payload) == crc, f"corrupted .vq file (chunk {index} CRC mismatch)")
+        payloads.append(bytes(payload))
+        offset += length
+    return payloads, offset
+
+
+def parse_file(data: bytes) -> tuple[Header, list[bytes], bytes | None]:
+    """Parse a whole file into its header, its code chunk payloads and its alpha section (or None).
+
+    Whether chunk_count fits the header's dimensions depends on the model's stride, so the codec
+    checks that; here it is bounded by the bytes actually present.
+    """
+    header = parse_header(data)
+    _check(header.chunk_count <= (len(data) - HEADER_SIZE) // _CHUNK_HEAD.size,
+           f"truncated .vq file (header announces {header.chunk_count} chunks)")
+    chunks, offset = read_chunks(data, header.chunk_count)
+    alpha = None
+    if header.flags & FLAG_ALPHA:
+        (alpha,), offset = read_chunks(data, 1, offset)
+    _check(offset == len(data), f"{len(data) - offset} unexpected bytes after the last chunk")
+    return header, chunks, alpha
+
+
+def build_file(header: Header, chunks: list[bytes], alpha: bytes | None = None) -> bytes:
+    header.chunk_count = len(chunks)
+    header.flags = (header.flags & ~FLAG_ALPHA) | (FLAG_ALPHA if alpha is not None else 0)
+    parts = [header.pack()] + [pack_chunk(c) for c in chunks]
+    if alpha is not None:
+        parts.append(pack_chunk(alpha))
+    return b"".join(parts)

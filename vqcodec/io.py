@@ -1,0 +1,140 @@
+"""Media in and out: audio through soundfile and soxr, images through Pillow."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+
+from .errors import VQCodecError
+
+AUDIO_EXTENSIONS = {"." + ext.lower() for ext in soundfile.available_formats()} | {".oga", ".opus"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+def media_kind_of(path: Path) -> str | None:
+    suffix = Path(path).suffix.lower()
+    if suffix in AUDIO_EXTENSIONS:
+        return "audio"
+    if suffix in IMAGE_EXTENSIONS:
+        return "image"
+    return None
+
+
+def read_audio(path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Read a whole audio file as float32 (channels, samples), resampled to `sample_rate` if given."""
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises several types for unreadable input
+        raise VQCodecError(f"cannot read audio {path}: {exc}") from None
+    data = data.T
+    if sample_rate is not None and rate != sample_rate and data.shape[1] > 0:
+        data = np.stack([soxr.resample(channel, rate, sample_rate) for channel in data]).astype(np.float32)
+        rate = sample_rate
+    return data, rate
+
+
+def read_image_rgb(path) -> np.ndarray:
+    """Read an image as uint8 RGB (height, width, 3), EXIF orientation applied."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            return np.asarray(image.convert("RGB"))
+    except Exception as exc:
+        raise VQCodecError(f"cannot read image {path}: {exc}") from None
+
+
+# ---------------------------------------------------------------- images
+
+# Colour modes we restore exactly, with their code in the .vq header.
+IMAGE_MODES = {"RGB": 0, "L": 1, "RGBA": 2, "LA": 3, "P": 4, "PA": 5, "I;16": 6, "I": 7,
+               "CMYK": 8, "1": 9, "YCbCr": 10, "F": 11, "RGBX": 12, "I;16B": 13, "I;16L": 14}
+IMAGE_MODE_NAMES = {code: name for name, code in IMAGE_MODES.items()}
+_SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I", "F"}
+MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold
+
+
+def open_image(source):
+    """Open an image file (path or binary stream), apply EXIF orientation, and refuse bombs."""
+    import warnings
+
+    from PIL import Image, ImageOps
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(source)
+            if image.width * image.height > MAX_PIXELS:
+                raise VQCodecError(f"image of {image.width}x{image.height} pixels exceeds the limit of {MAX_PIXELS} pixels")
+            image.seek(0)
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except VQCodecError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise VQCodecError("image exceeds the decompression-bomb limit of Pillow") from None
+    except Exception as exc:
+        name = getattr(source, "name", source)
+        raise VQCodecError(f"cannot read image {name}: {exc}") from None
+
+
+def image_to_planes(image) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """Split a Pillow image into uint8 RGB (h, w, 3), its mode code and a uint8 alpha plane or None."""
+    mode = image.mode
+    if mode == "P" and "transparency" in image.info:
+        mode = "PA"
+        image = image.convert("RGBA")
+    if mode not in IMAGE_MODES:
+        raise VQCodecError(f"unsupported image mode {mode}")
+    if image.width < 1 or image.height < 1:
+        raise VQCodecError("image has zero width or height")
+    alpha = None
+    if mode in ("RGBA", "LA", "PA"):
+        alpha = np.asarray(image.getchannel("A"))
+    if mode in _SIXTEEN_BIT:
+        values = np.asarray(image, dtype=np.float64)
+        scale = 65535.0 if mode != "F" else 1.0
+        grey = np.clip(np.round(values / scale * 255.0), 0, 255).astype(np.uint8)
+        rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    elif mode in ("L", "1", "LA"):
+        rgb = np.repeat(np.asarray(image.convert("L"))[:, :, None], 3, axis=2)
+    else:
+        rgb = np.asarray(image.convert("RGB"))
+    return np.ascontiguousarray(rgb), IMAGE_MODES[mode], alpha
+
+
+def planes_to_image(rgb: np.ndarray, mode_code: int, alpha: np.ndarray | None):
+    """Rebuild a Pillow image of the original mode from decoded RGB and the lossless alpha plane."""
+    from PIL import Image
+
+    mode = IMAGE_MODE_NAMES[mode_code]
+    image = Image.fromarray(rgb, "RGB")
+    if mode in _SIXTEEN_BIT:
+        grey = np.asarray(image.convert("L")).astype(np.float64) / 255.0
+        if mode == "F":
+            return Image.fromarray(grey.astype(np.float32), "F")
+        values = np.round(grey * 65535.0)
+        if mode == "I":
+            return Image.fromarray(values.astype(np.int32), "I")
+        byte_order = ">u2" if mode == "I;16B" else "<u2"
+        return Image.frombytes(mode, image.size, values.astype(byte_order).tobytes())
+    if mode in ("L", "1"):
+        return image.convert(mode)
+    if mode in ("LA", "RGBA", "PA"):
+        result = image.convert("L") if mode == "LA" else image.copy()
+        result.putalpha(Image.fromarray(alpha, "L"))
+        return result.quantize(256, method=Image.Quantize.FASTOCTREE) if mode == "PA" else result
+    if mode == "P":
+        return image.quantize(256, method=Image.Quantize.MEDIANCUT)
+    return image.convert(mode) if mode != "RGB" else image
+
+
+def write_image(image, destination, format_hint: str | None = None) -> None:
+    """Save a Pillow image to a path or binary stream; the format follows the file name or the hint."""
+    try:
+        image.save(destination, format=format_hint)
+    except (ValueError, OSError, KeyError) as exc:
+        raise VQCodecError(f"cannot write image: {exc}") from None

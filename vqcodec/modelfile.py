@@ -1,0 +1,90 @@
+"""Model files: NAME.safetensors (weights) beside NAME.json (config, rates, id, training record).
+
+The model id is a hash of the config and every weight, so a `.vq` file can name exactly the
+model that wrote it. Nothing here uses pickle.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import FORMAT_VERSION, config_from_dict, config_to_dict
+from .errors import VQCodecError
+from .models import VQVAE
+
+# Training-only state that a shipped model does not need.
+_TRAINING_BUFFERS = ("ema_count", "ema_sum", "idle_steps", "initialized")
+
+
+def inference_state(model: VQVAE) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+            if not k.endswith(_TRAINING_BUFFERS)}
+
+
+def compute_model_id(config: dict, tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous()
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def save_model(model: VQVAE, path: Path, training: dict | None = None, extra: dict | None = None,
+               extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    path = Path(path).with_suffix(".safetensors")
+    tensors = inference_state(model)
+    config = config_to_dict(model.cfg)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "name": path.stem,
+        "kind": model.cfg.kind,
+        "model_id": compute_model_id(config, tensors),
+        "config": config,
+        "codebook_sizes": [model.cfg.codebook_size] * model.cfg.num_codebooks,
+        "training": training or {},
+    }
+    if model.cfg.kind == "audio":
+        meta["sample_rate"] = model.cfg.sample_rate
+    meta.update(extra or {})
+    tensors.update(extra_tensors or {})
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, path)
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    return path
+
+
+def read_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Read NAME.json and NAME.safetensors and check that the weights match the recorded id."""
+    path = Path(path).with_suffix(".safetensors")
+    meta_path = path.with_suffix(".json")
+    try:
+        meta = json.loads(meta_path.read_text())
+        tensors = load_file(str(path))
+    except FileNotFoundError as exc:
+        raise VQCodecError(f"model file missing: {exc.filename}") from None
+    except Exception as exc:
+        raise VQCodecError(f"cannot read model {path}: {exc}") from None
+    network = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
+    if compute_model_id(meta["config"], network) != meta.get("model_id"):
+        raise VQCodecError(f"model {path} does not match its recorded id: the files are damaged or mismatched")
+    return meta, tensors
+
+
+def build_model(meta: dict, tensors: dict[str, torch.Tensor]) -> VQVAE:
+    model = VQVAE(config_from_dict(meta["config"]))
+    network = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
+    missing, unexpected = model.load_state_dict(network, strict=False)
+    missing = [k for k in missing if not k.endswith(_TRAINING_BUFFERS)]
+    if missing or unexpected:
+        raise VQCodecError(f"model weights do not fit its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for layer in model.quantizer.layers:
+        layer.initialized.fill_(True)
+    return model.eval()

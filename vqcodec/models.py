@@ -1,0 +1,176 @@
+"""Encoder and decoder networks, and the VQ-VAE that joins them with a residual quantiser.
+
+Audio tensors are (batch, 1, samples); image tensors are (batch, 3, height, width) in [0, 1].
+Latents are (batch, latent_dim, frames) for audio and (batch, latent_dim, h, w) for images.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .config import AudioConfig, ImageConfig, ModelConfig
+from .quantize import ResidualVQ
+
+
+class AudioResBlock(nn.Module):
+    def __init__(self, channels: int, dilation: int):
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.ELU(),
+            nn.Conv1d(channels, channels // 2, 3, dilation=dilation, padding=dilation),
+            nn.ELU(),
+            nn.Conv1d(channels // 2, channels, 1),
+        )
+
+    def forward(self, x):
+        return x + self.block(x)
+
+
+def _res_stack(channels: int, count: int) -> list[nn.Module]:
+    return [AudioResBlock(channels, 3 ** i) for i in range(count)]
+
+
+class AudioEncoder(nn.Module):
+    def __init__(self, cfg: AudioConfig):
+        super().__init__()
+        width = cfg.base_channels
+        layers: list[nn.Module] = [nn.Conv1d(1, width, 7, padding=3)]
+        for stride in cfg.strides:
+            layers += _res_stack(width, cfg.res_blocks)
+            layers += [nn.ELU(), nn.Conv1d(width, width * 2, 2 * stride, stride=stride, padding=(stride + 1) // 2)]
+            width *= 2
+        layers += [nn.ELU(), nn.Conv1d(width, cfg.latent_dim, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, audio):
+        return self.net(audio)
+
+
+class Upsample1d(nn.Module):
+    """Sub-pixel upsampling: a convolution to `stride` times the channels, then interleave.
+
+    Much faster on CPU than a transposed convolution, and free of its checkerboard artefacts.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        self.conv = nn.Conv1d(in_channels, out_channels * stride, 3, padding=1)
+
+    def forward(self, x):
+        b, _, t = x.shape
+        y = self.conv(x).reshape(b, -1, self.stride, t)
+        return y.transpose(2, 3).reshape(b, -1, t * self.stride)
+
+
+class AudioDecoder(nn.Module):
+    def __init__(self, cfg: AudioConfig):
+        super().__init__()
+        width = cfg.base_channels * 2 ** len(cfg.strides)
+        layers: list[nn.Module] = [nn.Conv1d(cfg.latent_dim, width, 7, padding=3)]
+        for stride in reversed(cfg.strides):
+            layers += [nn.ELU(), Upsample1d(width, width // 2, stride)]
+            width //= 2
+            layers += _res_stack(width, cfg.res_blocks)
+        layers += [nn.ELU(), nn.Conv1d(width, 1, 7, padding=3)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, latents):
+        return self.net(latents)
+
+
+class ImageResBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.GELU(),
+            nn.Conv2d(channels, channels // 2, 1),
+            nn.GELU(),
+            nn.Conv2d(channels // 2, channels // 2, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(channels // 2, channels, 1),
+        )
+
+    def forward(self, x):
+        return x + self.block(x)
+
+
+class ImageEncoder(nn.Module):
+    def __init__(self, cfg: ImageConfig):
+        super().__init__()
+        widths = cfg.channels
+        layers: list[nn.Module] = [nn.PixelUnshuffle(cfg.patch), nn.Conv2d(3 * cfg.patch ** 2, widths[0], 3, padding=1)]
+        for i, width in enumerate(widths):
+            layers += [ImageResBlock(width) for _ in range(cfg.res_blocks)]
+            if i + 1 < len(widths):
+                layers += [nn.GELU(), nn.Conv2d(width, widths[i + 1], 4, stride=2, padding=1)]
+        layers += [ImageResBlock(widths[-1]), nn.GELU(), nn.Conv2d(widths[-1], cfg.latent_dim, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, image):
+        return self.net(image - 0.5)
+
+
+class ImageDecoder(nn.Module):
+    def __init__(self, cfg: ImageConfig):
+        super().__init__()
+        widths = list(reversed(cfg.channels))
+        layers: list[nn.Module] = [nn.Conv2d(cfg.latent_dim, widths[0], 3, padding=1), ImageResBlock(widths[0])]
+        for i, width in enumerate(widths):
+            layers += [ImageResBlock(width) for _ in range(cfg.res_blocks)]
+            if i + 1 < len(widths):
+                layers += [nn.GELU(), nn.ConvTranspose2d(width, widths[i + 1], 4, stride=2, padding=1)]
+        layers += [nn.GELU(), nn.Conv2d(widths[-1], 3 * cfg.patch ** 2, 3, padding=1), nn.PixelShuffle(cfg.patch)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, latents):
+        return self.net(latents) + 0.5
+
+
+def _networks(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
+    if isinstance(cfg, AudioConfig):
+        return AudioEncoder(cfg), AudioDecoder(cfg)
+    return ImageEncoder(cfg), ImageDecoder(cfg)
+
+
+class VQVAE(nn.Module):
+    """Encoder -> residual VQ -> decoder, for either media kind."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder, self.decoder = _networks(cfg)
+        self.quantizer = ResidualVQ(cfg.latent_dim, cfg.num_codebooks, cfg.codebook_size)
+
+    @staticmethod
+    def _flatten(latents):
+        """(B, D, *grid) -> (B * cells, D)."""
+        return latents.flatten(2).transpose(1, 2).reshape(-1, latents.shape[1])
+
+    @staticmethod
+    def _unflatten(vectors, like):
+        b, d, *grid = like.shape
+        return vectors.reshape(b, -1, d).transpose(1, 2).reshape(b, d, *grid)
+
+    def forward(self, x):
+        """Training pass: returns the reconstruction, codes (Q, N) and commitment loss."""
+        latents = self.encoder(x)
+        cells = latents[0, 0].numel()
+        quantized, codes, commitment = self.quantizer(self._flatten(latents), group_size=cells)
+        return self.decoder(self._unflatten(quantized, latents)), codes, commitment
+
+    @torch.no_grad()
+    def encode_codes(self, x, count: int) -> torch.Tensor:
+        """(1, C, *size) media -> (count, *grid) int64 code indices."""
+        latents = self.encoder(x)
+        codes = self.quantizer.encode(self._flatten(latents), count)
+        return codes.reshape(count, *latents.shape[2:])
+
+    @torch.no_grad()
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """(q, *grid) code indices -> (1, C, *size) media."""
+        q, *grid = codes.shape
+        vectors = self.quantizer.decode(codes.reshape(q, -1))
+        latents = vectors.t().reshape(1, self.cfg.latent_dim, *grid)
+        return self.decoder(latents)

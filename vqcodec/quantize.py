@@ -1,0 +1,151 @@
+"""Residual vector quantisation with EMA codebooks (van den Oord et al. 2017; Zeghidour et al. 2021).
+
+Each codebook is updated by exponential moving averages of the vectors assigned to it,
+initialised by k-means on the first batch it sees, and dead codes are restarted from
+vectors of the current batch. Quantizer dropout trains one model for every bitrate.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def nearest_code(vectors: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest codebook row for each row of `vectors` (N, D) -> (N,)."""
+    distances = (
+        vectors.pow(2).sum(1, keepdim=True)
+        - 2 * vectors @ codebook.t()
+        + codebook.pow(2).sum(1)[None, :]
+    )
+    return distances.argmin(1)
+
+
+def kmeans(vectors: torch.Tensor, k: int, iterations: int = 10) -> torch.Tensor:
+    n = vectors.shape[0]
+    pick = torch.randperm(n, device=vectors.device)[:k] if n >= k else torch.randint(n, (k,), device=vectors.device)
+    centroids = vectors[pick].clone()
+    if n < k:
+        centroids += 1e-3 * vectors.std() * torch.randn_like(centroids)
+    for _ in range(iterations):
+        assign = nearest_code(vectors, centroids)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, vectors)
+        counts = torch.bincount(assign, minlength=k).to(vectors.dtype)
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled, None]
+    return centroids
+
+
+class VectorQuantizer(nn.Module):
+    def __init__(self, dim: int, size: int, decay: float = 0.99, restart_after: int = 50):
+        super().__init__()
+        self.size = size
+        self.decay = decay
+        self.restart_after = restart_after  # training steps a code may go unused before it is restarted
+        self.register_buffer("codebook", torch.randn(size, dim) * 0.1)
+        self.register_buffer("ema_count", torch.ones(size))
+        self.register_buffer("ema_sum", self.codebook.clone())
+        self.register_buffer("idle_steps", torch.zeros(size, dtype=torch.int64))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+
+    def encode(self, vectors: torch.Tensor) -> torch.Tensor:
+        return nearest_code(vectors, self.codebook)
+
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.codebook[indices]
+
+    @torch.no_grad()
+    def _update(self, vectors: torch.Tensor, indices: torch.Tensor) -> None:
+        if not bool(self.initialized):
+            self.codebook.copy_(kmeans(vectors, self.size))
+            self.ema_sum.copy_(self.codebook)
+            self.ema_count.fill_(1.0)
+            self.initialized.fill_(True)
+            return
+        one_hot_count = torch.bincount(indices, minlength=self.size).to(vectors.dtype)
+        sums = torch.zeros_like(self.codebook).index_add_(0, indices, vectors)
+        self.ema_count.mul_(self.decay).add_(one_hot_count, alpha=1 - self.decay)
+        self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        total = self.ema_count.sum()
+        smoothed = (self.ema_count + 1e-5) / (total + self.size * 1e-5) * total
+        self.codebook.copy_(self.ema_sum / smoothed[:, None])
+        self.idle_steps.add_(1).masked_fill_(one_hot_count > 0, 0)
+        dead = self.idle_steps >= self.restart_after
+        n_dead = int(dead.sum())
+        if n_dead:
+            replacement = vectors[torch.randint(vectors.shape[0], (n_dead,), device=vectors.device)]
+            self.codebook[dead] = replacement
+            self.ema_sum[dead] = replacement
+            self.ema_count[dead] = 1.0
+            self.idle_steps[dead] = 0
+
+    def forward(self, vectors: torch.Tensor, active: torch.Tensor | None = None):
+        """Quantise (N, D) vectors. `active` (N,) bool marks rows that take part in training updates.
+
+        Returns the quantised vectors with a straight-through gradient, the indices and the
+        commitment loss.
+        """
+        indices = self.encode(vectors.detach())
+        if self.training:
+            mask = active if active is not None else torch.ones_like(indices, dtype=torch.bool)
+            if bool(mask.any()):
+                self._update(vectors.detach()[mask], indices[mask])
+                indices = self.encode(vectors.detach())
+        quantized = self.decode(indices)
+        commitment = (vectors - quantized.detach()).pow(2).mean(1)
+        quantized = vectors + (quantized - vectors).detach()
+        return quantized, indices, commitment
+
+
+class ResidualVQ(nn.Module):
+    def __init__(self, dim: int, num_codebooks: int, codebook_size: int, dropout: float = 0.5):
+        super().__init__()
+        self.dropout = dropout
+        self.layers = nn.ModuleList(VectorQuantizer(dim, codebook_size) for _ in range(num_codebooks))
+
+    @property
+    def num_codebooks(self) -> int:
+        return len(self.layers)
+
+    def forward(self, latents: torch.Tensor, group_size: int):
+        """Quantise (N, D) latent vectors, where each run of `group_size` rows is one training example.
+
+        With quantizer dropout, each example uses a random number of codebooks 1..Q.
+        Returns quantised latents, indices (Q, N), commitment loss, and per-layer usage.
+        """
+        n = latents.shape[0]
+        depth = torch.full((n,), self.num_codebooks, device=latents.device)
+        if self.training and self.dropout > 0:
+            examples = n // group_size
+            drawn = torch.randint(1, self.num_codebooks + 1, (examples,), device=latents.device)
+            keep_full = torch.rand(examples, device=latents.device) >= self.dropout
+            drawn = torch.where(keep_full, torch.full_like(drawn, self.num_codebooks), drawn)
+            depth = drawn.repeat_interleave(group_size)
+        residual = latents
+        output = torch.zeros_like(latents)
+        commitment = torch.zeros((), device=latents.device)
+        all_indices = []
+        for level, layer in enumerate(self.layers):
+            active = depth > level
+            quantized, indices, commit = layer(residual, active)
+            weight = active.to(latents.dtype)
+            output = output + quantized * weight[:, None]
+            residual = residual - quantized.detach() * weight[:, None]
+            commitment = commitment + (commit * weight).sum() / n
+            all_indices.append(indices)
+        return output, torch.stack(all_indices), commitment
+
+    def encode(self, latents: torch.Tensor, count: int) -> torch.Tensor:
+        residual = latents
+        out = []
+        for layer in self.layers[:count]:
+            indices = layer.encode(residual)
+            residual = residual - layer.decode(indices)
+            out.append(indices)
+        return torch.stack(out)
+
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        """(q, N) indices -> (N, D) latents, using the first q codebooks."""
+        total = 0
+        for layer, level_indices in zip(self.layers, indices):
+            total = total + layer.decode(level_indices)
+        return total

@@ -1,0 +1,361 @@
+"""Training loop for both media kinds: data, losses, checkpoints and the final model files."""
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict
+from .errors import VQCodecError
+from .io import media_kind_of, read_audio, read_image_rgb
+from .models import VQVAE
+from .modelfile import save_model
+
+
+@dataclass
+class TrainOptions:
+    out: Path
+    name: str
+    device: str = "cpu"
+    batch_size: int = 16
+    crop: int = 16000            # samples for audio, pixels (square side) for images
+    lr: float = 1e-3
+    max_minutes: float | None = None
+    max_steps: int | None = None
+    checkpoint_minutes: float = 5.0
+    eval_every: int = 200
+    threads: int | None = None
+    seed: int = 0
+    resume: bool = False
+    quiet: bool = False
+
+
+# ---------------------------------------------------------------- data
+
+def find_media(folder: Path, kind: str | None) -> tuple[str, list[Path]]:
+    """All files of one media kind under `folder`, recursively, sorted."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and media_kind_of(p))
+    if kind is None:
+        kinds = {media_kind_of(p) for p in files}
+        if len(kinds) != 1:
+            found = ", ".join(sorted(kinds)) or "no audio or image files"
+            raise VQCodecError(f"{folder}: cannot tell the media kind ({found}); pass --kind audio|image")
+        kind = kinds.pop()
+    files = [p for p in files if media_kind_of(p) == kind]
+    if not files:
+        raise VQCodecError(f"{folder}: no {kind} files found")
+    return kind, files
+
+
+def split_files(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Hold out every 20th file (at least one, when there are two or more) for validation."""
+    if len(files) < 2:
+        return files, files
+    held = set(range(0, len(files), 20))
+    return [f for i, f in enumerate(files) if i not in held], [f for i, f in enumerate(files) if i in held]
+
+
+class AudioCrops:
+    def __init__(self, files: list[Path], sample_rate: int, crop: int):
+        self.crop = crop
+        self.clips = []
+        for path in files:
+            try:
+                audio, _ = read_audio(path, sample_rate)
+            except VQCodecError as exc:
+                print(f"skipping {exc}", file=sys.stderr)
+                continue
+            for channel in audio:
+                if np.isfinite(channel).all() and channel.size:
+                    self.clips.append(np.pad(channel, (0, max(0, crop - channel.size))))
+        if not self.clips:
+            raise VQCodecError("no readable audio in the training folder")
+        self.weights = np.array([c.size for c in self.clips], dtype=np.float64)
+        self.weights /= self.weights.sum()
+        self.seconds = sum(c.size for c in self.clips) / sample_rate
+
+    def batch(self, size: int, rng: np.random.Generator, augment: bool = True) -> torch.Tensor:
+        out = np.empty((size, 1, self.crop), dtype=np.float32)
+        for i in range(size):
+            clip = self.clips[rng.choice(len(self.clips), p=self.weights)]
+            start = rng.integers(0, clip.size - self.crop + 1)
+            out[i, 0] = clip[start:start + self.crop]
+            if augment:
+                peak = max(np.abs(out[i]).max(), 1e-4)
+                out[i] *= min(10 ** rng.uniform(-1.0, 0.25), 0.99 / peak)
+        return torch.from_numpy(out)
+
+    def describe(self) -> str:
+        return f"{len(self.clips)} clips, {self.seconds / 60:.1f} min"
+
+
+class ImageCrops:
+    def __init__(self, files: list[Path], crop: int):
+        self.crop = crop
+        self.images = []
+        for path in files:
+            try:
+                image = read_image_rgb(path)
+            except VQCodecError as exc:
+                print(f"skipping {exc}", file=sys.stderr)
+                continue
+            h, w, _ = image.shape
+            if h < crop or w < crop:
+                image = np.pad(image, ((0, max(0, crop - h)), (0, max(0, crop - w)), (0, 0)), mode="reflect" if min(h, w) > 1 else "edge")
+            self.images.append(image)
+        if not self.images:
+            raise VQCodecError("no readable images in the training folder")
+        self.weights = np.array([im.shape[0] * im.shape[1] for im in self.images], dtype=np.float64)
+        self.weights /= self.weights.sum()
+
+    def batch(self, size: int, rng: np.random.Generator, augment: bool = True) -> torch.Tensor:
+        out = np.empty((size, self.crop, self.crop, 3), dtype=np.uint8)
+        for i in range(size):
+            image = self.images[rng.choice(len(self.images), p=self.weights)]
+            top = rng.integers(0, image.shape[0] - self.crop + 1)
+            left = rng.integers(0, image.shape[1] - self.crop + 1)
+            patch = image[top:top + self.crop, left:left + self.crop]
+            if augment and rng.random() < 0.5:
+                patch = patch[:, ::-1]
+            if augment and rng.random() < 0.5:
+                patch = patch[::-1]
+            out[i] = patch
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255.0
+
+    def describe(self) -> str:
+        return f"{len(self.images)} images, {self.weights.size and sum(im.shape[0] * im.shape[1] for im in self.images) / 1e6:.1f} Mpixel"
+
+
+# ---------------------------------------------------------------- losses
+
+def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int) -> torch.Tensor:
+    """Triangular HTK-style mel filters, (n_mels, n_fft // 2 + 1)."""
+    def hz_to_mel(hz):
+        return 2595.0 * np.log10(1.0 + hz / 700.0)
+
+    mel_points = np.linspace(0, hz_to_mel(sample_rate / 2), n_mels + 2)
+    hz_points = 700.0 * (10 ** (mel_points / 2595.0) - 1.0)
+    bins = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    filters = np.zeros((n_mels, bins.size), dtype=np.float32)
+    for m in range(n_mels):
+        left, centre, right = hz_points[m:m + 3]
+        rising = (bins - left) / max(centre - left, 1e-6)
+        falling = (right - bins) / max(right - centre, 1e-6)
+        filters[m] = np.clip(np.minimum(rising, falling), 0, None)
+    return torch.from_numpy(filters)
+
+
+class MultiResolutionMelLoss(torch.nn.Module):
+    """L1 distance of log-mel spectrograms at several STFT sizes, computed with torch.stft."""
+
+    def __init__(self, sample_rate: int, sizes=(2048, 1024, 512, 256, 128), mels=(128, 80, 64, 32, 16)):
+        super().__init__()
+        self.sizes = sizes
+        for size, n_mels in zip(sizes, mels):
+            self.register_buffer(f"mel_{size}", mel_filterbank(size, n_mels, sample_rate))
+            self.register_buffer(f"window_{size}", torch.hann_window(size))
+
+    def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = 0.0
+        for size in self.sizes:
+            window, filters = getattr(self, f"window_{size}"), getattr(self, f"mel_{size}")
+            specs = []
+            for signal in (estimate, target):
+                spec = torch.stft(signal.flatten(0, 1), size, size // 4, window=window, return_complex=True).abs()
+                specs.append(torch.log10((filters @ spec).clamp_min(1e-5)))
+            total = total + (specs[0] - specs[1]).abs().mean()
+        return total / len(self.sizes)
+
+
+class ReconstructionLoss(torch.nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.kind = cfg.kind
+        if cfg.kind == "audio":
+            self.mel = MultiResolutionMelLoss(cfg.sample_rate)
+
+    def forward(self, estimate, target) -> tuple[torch.Tensor, dict]:
+        if self.kind == "audio":
+            mel = self.mel(estimate, target)
+            wave = (estimate - target).abs().mean()
+            return mel + 0.1 * wave, {"mel": mel.item(), "l1": wave.item()}
+        mse = F.mse_loss(estimate, target)
+        return 1000.0 * mse, {"psnr": -10 * math.log10(max(mse.item(), 1e-10))}
+
+
+COMMITMENT_WEIGHT = 0.25
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    state = optimizer.state_dict()["state"]
+    tensors = {}
+    for index, entry in state.items():
+        for key, value in entry.items():
+            tensors[f"optim.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return tensors
+
+
+def save_checkpoint(path: Path, model: VQVAE, optimizer, step: int, trained_seconds: float) -> None:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({k: v.detach().cpu().contiguous() for k, v in _optimizer_tensors(optimizer).items()})
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(path)
+    meta = {"step": step, "trained_seconds": trained_seconds, "config": config_to_dict(model.cfg)}
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+
+
+def load_checkpoint(path: Path, device: str) -> tuple[VQVAE, dict, dict]:
+    meta = json.loads(path.with_suffix(".json").read_text())
+    tensors = load_file(str(path), device=device)
+    model = VQVAE(config_from_dict(meta["config"])).to(device)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    optim_state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            optim_state.setdefault(int(index), {})[name] = value
+    return model, optim_state, meta
+
+
+# ---------------------------------------------------------------- loop
+
+class CodebookUsage:
+    """Counts code use since the last report: perplexity and the share of codes in use."""
+
+    def __init__(self, cfg: ModelConfig):
+        self.counts = torch.zeros(cfg.num_codebooks, cfg.codebook_size)
+
+    def add(self, codes: torch.Tensor) -> None:
+        for level, indices in enumerate(codes.cpu()):
+            self.counts[level] += torch.bincount(indices, minlength=self.counts.shape[1]).float()
+
+    def summary(self) -> tuple[float, float]:
+        p = self.counts / self.counts.sum(1, keepdim=True).clamp_min(1)
+        perplexity = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum(1)).mean()
+        return float(perplexity), float((self.counts > 0).float().mean())
+
+
+def _format_time(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: str | None = None) -> Path:
+    """Train a model on the media in `data_dir`; returns the path of the written model file."""
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    torch.manual_seed(options.seed)
+    rng = np.random.default_rng(options.seed)
+    random.seed(options.seed)
+    device = options.device
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = out / "checkpoint.safetensors"
+
+    optim_state: dict = {}
+    step, trained_seconds = 0, 0.0
+    if options.resume and checkpoint_path.exists():
+        model, optim_state, meta = load_checkpoint(checkpoint_path, device)
+        step, trained_seconds = meta["step"], meta["trained_seconds"]
+        cfg = model.cfg
+        kind = cfg.kind
+    kind, files = find_media(data_dir, kind or (cfg.kind if cfg else None))
+    if cfg is None:
+        cfg = AudioConfig() if kind == "audio" else ImageConfig()
+    if cfg.kind != kind:
+        raise VQCodecError(f"config is for {cfg.kind} but {data_dir} holds {kind} files")
+    if not optim_state:
+        model = VQVAE(cfg).to(device)
+
+    train_files, val_files = split_files(files)
+    crop = options.crop - options.crop % cfg.hop
+    if crop <= 0:
+        raise VQCodecError(f"--crop must be at least the model stride {cfg.hop}")
+    if kind == "audio":
+        train_data, val_data = AudioCrops(train_files, cfg.sample_rate, crop), AudioCrops(val_files, cfg.sample_rate, crop)
+    else:
+        train_data, val_data = ImageCrops(train_files, crop), ImageCrops(val_files, crop)
+    val_batch = val_data.batch(options.batch_size, np.random.default_rng(1234), augment=False).to(device)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, betas=(0.8, 0.99), weight_decay=0.0)
+    if optim_state:
+        full = optimizer.state_dict()
+        full["state"] = optim_state
+        optimizer.load_state_dict(full)
+    loss_fn = ReconstructionLoss(cfg).to(device)
+    log_path = out / "train_log.jsonl"
+    if not options.quiet:
+        print(f"training {options.name} ({kind}) on {train_data.describe()}; validation {val_data.describe()}; "
+              f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; device {device}", file=sys.stderr)
+
+    budget = options.max_minutes * 60 if options.max_minutes else None
+    start = time.monotonic()
+    last_checkpoint = start
+    val_text, usage_text = "", ""
+    usage = CodebookUsage(cfg)
+    while True:
+        elapsed = time.monotonic() - start
+        done_by_time = budget is not None and elapsed >= budget
+        done_by_steps = options.max_steps is not None and step >= options.max_steps
+        if done_by_time or done_by_steps or (budget is None and options.max_steps is None):
+            break
+        progress = max(elapsed / budget if budget else 0.0, step / options.max_steps if options.max_steps else 0.0)
+        lr = options.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        model.train()
+        batch = train_data.batch(options.batch_size, rng).to(device)
+        estimate, codes, commitment = model(batch)
+        reconstruction, parts = loss_fn(estimate, batch)
+        loss = reconstruction + COMMITMENT_WEIGHT * commitment
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        usage.add(codes)
+
+        if step % options.eval_every == 0 or step == 1:
+            model.eval()
+            with torch.no_grad():
+                val_estimate, _, _ = model(val_batch)
+                val_loss, val_parts = loss_fn(val_estimate, val_batch)
+            val_text = f"val {float(val_loss):.4f}"
+            perplexity, in_use = usage.summary()
+            usage_text = f"perplexity {perplexity:.0f} | codes in use {in_use:.0%}"
+            usage = CodebookUsage(cfg)
+            record = {"step": step, "loss": float(loss), "val": float(val_loss), "perplexity": perplexity,
+                      "codes_in_use": in_use, "lr": lr, "seconds": trained_seconds + time.monotonic() - start,
+                      **parts, **{f"val_{k}": v for k, v in val_parts.items()}}
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        if not options.quiet and (step % 10 == 0 or step == 1):
+            left = f" | {_format_time(budget - elapsed)} left" if budget else ""
+            detail = " ".join(f"{k} {v:.3f}" for k, v in parts.items())
+            end = "\r" if sys.stderr.isatty() else "\n"
+            print(f"step {step} | loss {float(loss):.4f} ({detail}) | {val_text} | {usage_text}{left}", end=end, file=sys.stderr, flush=True)
+        if time.monotonic() - last_checkpoint >= options.checkpoint_minutes * 60:
+            save_checkpoint(checkpoint_path, model, optimizer, step, trained_seconds + time.monotonic() - start)
+            last_checkpoint = time.monotonic()
+
+    trained_seconds += time.monotonic() - start
+    save_checkpoint(checkpoint_path, model, optimizer, step, trained_seconds)
+    model_path = save_model(model.cpu(), out / f"{options.name}.safetensors",
+                            training={"steps": step, "seconds": round(trained_seconds),
+                                      "data": str(data_dir), "files": len(train_files)})
+    if not options.quiet:
+        print(f"\nwrote {model_path} after {step} steps ({trained_seconds / 60:.1f} min)", file=sys.stderr)
+    return model_path
