@@ -30,6 +30,18 @@ def _read_input(path: str) -> bytes:
         raise VQCodecError(f"{path}: cannot read ({exc.strerror})") from None
 
 
+def _checked_path(path: str) -> Path:
+    """An input path that exists, is a regular file and can be read."""
+    candidate = Path(path)
+    if not candidate.exists():
+        raise VQCodecError(f"{path}: no such file")
+    if candidate.is_dir():
+        raise VQCodecError(f"{path}: is a directory")
+    if not os.access(candidate, os.R_OK):
+        raise VQCodecError(f"{path}: permission denied")
+    return candidate
+
+
 def _write_output(path: str, write, force: bool) -> None:
     """Call write(stream) into a temporary file beside `path`, then rename it into place."""
     if path == "-":
@@ -116,18 +128,22 @@ def encode(input_path, output_path, quality, model, kind, device, force):
 
     if output_path != "-" and Path(output_path).exists() and not force:
         raise VQCodecError(f"{output_path} exists; pass --force to overwrite it")
-    data = _read_input(input_path)
-    if not data:
+    # Files are streamed from disk, so long audio never sits in memory; stdin has to be buffered.
+    source = io.BytesIO(_read_input("-")) if input_path == "-" else _checked_path(input_path)
+    head = source.read(16) if input_path == "-" else source.open("rb").read(16)
+    if input_path == "-":
+        source.seek(0)
+    if not head:
         raise VQCodecError(f"{input_path}: file is empty")
-    kind = _media_kind(data, input_path, kind)
+    kind = _media_kind(head, input_path, kind)
     codec = Codec.load(model or DEFAULT_MODELS[kind], device=device)
     if codec.kind != kind:
         raise VQCodecError(f"model {codec.name} codes {codec.kind}, but the input is {kind}")
     quality = quality or (min(6, codec.num_codebooks) if kind == "audio" else min(8, codec.num_codebooks))
     if kind == "audio":
-        encoded = codec.encode_audio_file(io.BytesIO(data), quality)
+        encoded = codec.encode_audio_file(source, quality)
     else:
-        encoded = codec.encode_image(open_image(io.BytesIO(data)), quality)
+        encoded = codec.encode_image(open_image(source), quality)
     _write_output(output_path, lambda stream: stream.write(encoded), force)
 
 

@@ -27,6 +27,7 @@ from . import format as vqformat
 from .errors import VQCodecError
 from .io import IMAGE_MODE_NAMES, image_to_planes, planes_to_image
 from .modelfile import build_model, read_model_files
+from .prior import CodePrior
 
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
 IMAGE_CHUNK_ROWS = 16           # latent rows per container chunk
@@ -212,8 +213,11 @@ def read_info(data: bytes) -> FileInfo:
     return info
 
 
+CODINGS = ("auto", "prior", "fixed")
+
+
 class Codec:
-    def __init__(self, model, meta: dict, tensors: dict, device: str = "cpu"):
+    def __init__(self, model, meta: dict, tensors: dict, device: str = "cpu", coding: str = "auto"):
         self.meta = meta
         self.name = meta.get("name", "model")
         self.device = device
@@ -226,15 +230,55 @@ class Codec:
         self.codebook_size = self.cfg.codebook_size
         self.sample_rate = getattr(self.cfg, "sample_rate", 0)
         self.block_frames = AUDIO_BLOCK_FRAMES if self.kind == "audio" else IMAGE_TILE
+        # The learned prior over the codes (model tensors "prior.*"), or None: see vqcodec/prior.py.
+        self.prior = CodePrior.from_tensors(tensors)
+        if self.prior is not None and (self.prior.codebook_size != self.codebook_size or self.prior.kind != self.kind
+                                       or self.prior.num_levels < self.num_codebooks):
+            raise VQCodecError(f"model {self.name}: its prior does not fit its codebooks")
+        self.coding = coding
 
     @classmethod
-    def load(cls, name: str, device: str = "cpu") -> "Codec":
+    def load(cls, name: str, device: str = "cpu", coding: str = "auto") -> "Codec":
         meta, tensors = read_model_files(find_model(name))
-        return cls(build_model(meta, tensors), meta, tensors, resolve_device(device))
+        return cls(build_model(meta, tensors), meta, tensors, resolve_device(device), coding)
+
+    # ------------------------------------------------------------ payload coding
+
+    @property
+    def coding(self) -> str:
+        """How new files code their indices: "auto" (the prior when the model has one), "prior" or "fixed"."""
+        return self._coding
+
+    @coding.setter
+    def coding(self, value: str) -> None:
+        if value not in CODINGS:
+            raise VQCodecError(f"unknown coding {value!r} (use {', '.join(CODINGS)})")
+        if value == "prior" and self.prior is None:
+            raise VQCodecError(f"model {self.name} has no prior for entropy coding; run `vqcodec fit-prior` first")
+        self._coding = value
+
+    def _coding_id(self) -> int:
+        use_prior = self.prior is not None and self._coding != "fixed"
+        return vqformat.CODING_PRIOR if use_prior else vqformat.CODING_FIXED
+
+    def _prior_id(self, coding: int) -> int:
+        return self.prior.prior_id if coding == vqformat.CODING_PRIOR else 0
+
+    def _encode_payload(self, coding: int, codes: np.ndarray) -> bytes:
+        """One chunk's codes, audio (channels, q, frames) or image (q, rows, cols), as a payload."""
+        if coding == vqformat.CODING_PRIOR:
+            return self.prior.encode_chunk(codes)
+        return entropy.pack_fixed(codes, self.codebook_size)
+
+    def _decode_payload(self, header: vqformat.Header, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+        if header.coding == vqformat.CODING_PRIOR:
+            return self.prior.decode_chunk(payload, shape)
+        return entropy.unpack_fixed(payload, math.prod(shape), self.codebook_size).reshape(shape)
 
     def _check_quality(self, quality: int) -> int:
-        if not 1 <= int(quality) <= self.num_codebooks:
-            raise VQCodecError(f"quality must be 1..{self.num_codebooks} for model {self.name}, got {quality}")
+        highest = min(self.num_codebooks, vqformat.MAX_QUALITY)
+        if not 1 <= int(quality) <= highest:
+            raise VQCodecError(f"quality must be 1..{highest} for model {self.name}, got {quality}")
         return int(quality)
 
     def _require(self, kind: str) -> None:
@@ -290,13 +334,15 @@ class Codec:
     # ------------------------------------------------------------ audio: files
 
     def _model_length(self, samples: int, rate: int) -> int:
-        return math.ceil(samples * self.sample_rate / rate)
+        """Samples at the model rate for `samples` at `rate`: ceil(samples * model_rate / rate), exactly."""
+        return -(-samples * self.sample_rate // rate)
 
     def _pack_audio(self, codes: np.ndarray, rate: int, samples: int, quality: int) -> bytes:
-        header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=vqformat.CODING_FIXED, quality=quality,
-                                 model_id=self.model_id, sample_rate=rate, length=samples,
-                                 channels=codes.shape[0], chunk_frames=AUDIO_CHUNK_FRAMES)
-        chunks = [entropy.pack_fixed(codes[:, :, f0:f1], self.codebook_size)
+        coding = self._coding_id()
+        header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=coding, quality=quality,
+                                 model_id=self.model_id, prior_id=self._prior_id(coding), sample_rate=rate,
+                                 length=samples, channels=codes.shape[0], chunk_frames=AUDIO_CHUNK_FRAMES)
+        chunks = [self._encode_payload(coding, codes[:, :, f0:f1])
                   for f0, f1 in _blocks(codes.shape[2], AUDIO_CHUNK_FRAMES)]
         return vqformat.build_file(header, chunks)
 
@@ -333,7 +379,7 @@ class Codec:
     def encode_audio_file(self, source, quality: int) -> bytes:
         """Encode an audio file (path or binary stream) that soundfile reads, block by block."""
         try:
-            sound = soundfile.SoundFile(source)
+            sound = soundfile.SoundFile(str(source) if isinstance(source, Path) else source)
         except Exception as exc:
             name = getattr(source, "name", source)
             raise VQCodecError(f"cannot read audio {name}: {exc}") from None
@@ -356,9 +402,7 @@ class Codec:
         self._check_chunks(header, chunks, total_frames)
         parts = []
         for (f0, f1), payload in zip(_blocks(total_frames, header.chunk_frames), chunks):
-            count = header.channels * header.quality * (f1 - f0)
-            values = entropy.unpack_fixed(payload, count, self.codebook_size)
-            parts.append(values.reshape(header.channels, header.quality, f1 - f0))
+            parts.append(self._decode_payload(header, payload, (header.channels, header.quality, f1 - f0)))
         codes = np.concatenate(parts, axis=2) if parts else np.zeros((header.channels, header.quality, 0), np.int64)
         return header, codes, model_length
 
@@ -368,8 +412,56 @@ class Codec:
                                f"({self.model_id.hex()}); pass the matching --model")
         if header.quality > self.num_codebooks:
             raise VQCodecError(f"file uses {header.quality} codebooks; model {self.name} has {self.num_codebooks}")
-        if header.coding != vqformat.CODING_FIXED:
+        if header.coding == vqformat.CODING_PRIOR:
+            if self.prior is None:
+                raise VQCodecError(f"file is entropy coded with prior {header.prior_id:08x}, but model {self.name} "
+                                   "has no prior; pass the model files that wrote it")
+            if header.prior_id != self.prior.prior_id:
+                raise VQCodecError(f"file is entropy coded with prior {header.prior_id:08x}, but model {self.name} "
+                                   f"has prior {self.prior.prior_id:08x}; pass the model files that wrote it")
+        elif header.coding != vqformat.CODING_FIXED:
             raise VQCodecError(f"payload coding {header.coding} is not supported by this model")
+
+    def code_report(self, data: bytes) -> dict:
+        """Where the bits of a `.vq` file written by this model go, without running the networks.
+
+        Per codebook level: the number of codes, their fixed-width size and, when the model has a
+        prior, their ideal code length under it (sum of -log2 p). A range-coded stream cannot be
+        split by level, so the actual size is given for the payloads as a whole; `framing_bytes` is
+        the header, the chunk heads and the alpha plane.
+        """
+        header, chunks, alpha = vqformat.parse_file(data)
+        self._check_file_model(header)
+        quality = header.quality
+        if header.kind == vqformat.KIND_AUDIO:
+            total = math.ceil(self._model_length(header.length, header.sample_rate) / self.hop)
+            shape_of = lambda n: (header.channels, quality, n)  # noqa: E731
+        else:
+            total, cols = math.ceil(header.height / self.hop), math.ceil(header.width / self.hop)
+            shape_of = lambda n: (quality, n, cols)  # noqa: E731
+        self._check_chunks(header, chunks, total)
+        counts = np.zeros(quality, dtype=np.int64)
+        ideal = np.zeros(quality) if self.prior is not None else None
+        for (a, b), payload in zip(_blocks(total, header.chunk_frames), chunks):
+            codes = self._decode_payload(header, payload, shape_of(b - a))
+            counts += codes.size // quality
+            if ideal is not None:
+                ideal += self.prior.ideal_bits(codes)
+        payload_bytes = sum(len(c) for c in chunks)
+        fixed_width = entropy.bits_per_index(self.codebook_size)
+        return {
+            "coding": vqformat.CODING_NAMES[header.coding],
+            "prior_id": f"{header.prior_id:08x}" if header.coding == vqformat.CODING_PRIOR else None,
+            "chunks": len(chunks),
+            "payload_bytes": payload_bytes,
+            "framing_bytes": len(data) - payload_bytes,
+            "fixed_width_bytes": sum(math.ceil(math.prod(shape_of(b - a)) * fixed_width / 8)
+                                     for a, b in _blocks(total, header.chunk_frames)),
+            "ideal_bytes": float(ideal.sum() / 8) if ideal is not None else None,
+            "levels": [{"level": level, "codes": int(counts[level]), "fixed_bits": int(counts[level] * fixed_width),
+                        "ideal_bits": round(float(ideal[level]), 1) if ideal is not None else None}
+                       for level in range(quality)],
+        }
 
     @staticmethod
     def _check_chunks(header: vqformat.Header, chunks: list[bytes], total_frames: int) -> None:
@@ -465,10 +557,11 @@ class Codec:
         if max(h, w) > vqformat.MAX_IMAGE_SIDE or h * w > vqformat.MAX_IMAGE_PIXELS:
             raise VQCodecError(f"image {w}x{h} exceeds the size limit")
         codes = self.image_to_codes(rgb, quality)
-        header = vqformat.Header(kind=vqformat.KIND_IMAGE, coding=vqformat.CODING_FIXED, quality=quality,
-                                 model_id=self.model_id, width=w, height=h, channels=3, mode=mode,
-                                 chunk_frames=IMAGE_CHUNK_ROWS)
-        chunks = [entropy.pack_fixed(codes[:, r0:r1], self.codebook_size) for r0, r1 in _blocks(codes.shape[1], IMAGE_CHUNK_ROWS)]
+        coding = self._coding_id()
+        header = vqformat.Header(kind=vqformat.KIND_IMAGE, coding=coding, quality=quality,
+                                 model_id=self.model_id, prior_id=self._prior_id(coding), width=w, height=h,
+                                 channels=3, mode=mode, chunk_frames=IMAGE_CHUNK_ROWS)
+        chunks = [self._encode_payload(coding, codes[:, r0:r1]) for r0, r1 in _blocks(codes.shape[1], IMAGE_CHUNK_ROWS)]
         alpha_bytes = zlib.compress(alpha.tobytes(), 9) if alpha is not None else None
         return vqformat.build_file(header, chunks, alpha_bytes)
 
@@ -485,9 +578,7 @@ class Codec:
         self._check_chunks(header, chunks, rows)
         parts = []
         for (r0, r1), payload in zip(_blocks(rows, header.chunk_frames), chunks):
-            values = entropy.unpack_fixed(payload, header.quality * (r1 - r0) * cols, self.codebook_size)
-            parts.append(values.reshape(header.quality, r1 - r0, cols))
-        rgb = self.codes_to_image(np.concatenate(parts, axis=1), header.height, header.width)
+            parts.append(self._decode_payload(header, payload, (header.quality, r1 - r0, cols)))
         alpha = None
         if alpha_bytes is not None:
             try:
@@ -497,6 +588,7 @@ class Codec:
             if len(raw) != header.width * header.height:
                 raise VQCodecError("corrupted .vq file: alpha plane has the wrong size")
             alpha = np.frombuffer(raw, dtype=np.uint8).reshape(header.height, header.width)
-        elif IMAGE_MODE_NAMES[header.mode] in ("RGBA", "LA", "PA"):
-            raise VQCodecError("corrupted .vq file: alpha plane missing")
+        if (alpha is not None) != (IMAGE_MODE_NAMES[header.mode] in ("RGBA", "LA", "PA")):
+            raise VQCodecError("corrupted .vq file: alpha plane present or missing against the colour mode")
+        rgb = self.codes_to_image(np.concatenate(parts, axis=1), header.height, header.width)
         return planes_to_image(rgb, header.mode, alpha)

@@ -31,7 +31,10 @@ def unpack_fixed(payload: bytes, count: int, codebook_size: int) -> np.ndarray:
     expected = math.ceil(count * bits / 8)
     if len(payload) != expected:
         raise FormatError(f"chunk holds {len(payload)} bytes where {expected} were expected")
-    bit_matrix = np.unpackbits(np.frombuffer(payload, dtype=np.uint8))[:count * bits].reshape(count, bits)
+    all_bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8))
+    if all_bits[count * bits:].any():
+        raise FormatError("corrupted chunk: padding bits are not zero")
+    bit_matrix = all_bits[:count * bits].reshape(count, bits)
     values = bit_matrix.astype(np.int64) @ (1 << np.arange(bits - 1, -1, -1, dtype=np.int64))
     if values.size and values.max() >= codebook_size:
         raise FormatError("corrupted chunk: code index beyond the codebook")

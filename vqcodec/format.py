@@ -31,8 +31,9 @@ MAX_SAMPLE_RATE = 768_000
 MAX_AUDIO_SECONDS = 24 * 3600
 MAX_CHANNELS = 64
 MAX_IMAGE_SIDE = 65_535
-MAX_IMAGE_PIXELS = 1 << 28
-MAX_CHUNK_BYTES = 1 << 26
+MAX_IMAGE_PIXELS = 89_478_485   # Pillow's decompression-bomb threshold
+MAX_CHUNK_BYTES = 1 << 27        # above the largest alpha plane, even incompressible
+MAX_CHUNK_FRAMES = 1 << 20
 MAX_QUALITY = 64
 
 
@@ -84,18 +85,22 @@ def parse_header(data: bytes) -> Header:
     _check(header.kind in KIND_NAMES, f"unknown media kind {header.kind}")
     _check(header.coding in CODING_NAMES, f"unknown payload coding {header.coding}")
     _check(1 <= header.quality <= MAX_QUALITY, f"quality {header.quality} out of range")
-    _check(header.chunk_frames >= 1, "chunk size of zero")
+    _check(1 <= header.chunk_frames <= MAX_CHUNK_FRAMES, f"chunk size of {header.chunk_frames} frames out of range")
+    _check(header.flags & ~FLAG_ALPHA == 0, f"unknown flags {header.flags:#x}")
+    _check(header.coding != CODING_FIXED or header.prior_id == 0, "fixed-width file names a prior")
     if header.kind == KIND_AUDIO:
         _check(1 <= header.sample_rate <= MAX_SAMPLE_RATE, f"sample rate {header.sample_rate} out of range")
         _check(1 <= header.channels <= MAX_CHANNELS, f"channel count {header.channels} out of range")
-        _check(header.length <= header.sample_rate * MAX_AUDIO_SECONDS,
-               f"audio length of {header.length} samples exceeds {MAX_AUDIO_SECONDS // 3600} hours")
+        _check(1 <= header.length <= header.sample_rate * MAX_AUDIO_SECONDS,
+               f"audio length of {header.length} samples is zero or exceeds {MAX_AUDIO_SECONDS // 3600} hours")
+        _check(header.width == header.height == header.mode == header.flags == 0, "image fields set in an audio file")
     else:
         _check(1 <= header.width <= MAX_IMAGE_SIDE and 1 <= header.height <= MAX_IMAGE_SIDE,
                f"image size {header.width}x{header.height} out of range")
         _check(header.width * header.height <= MAX_IMAGE_PIXELS,
                f"image of {header.width * header.height} pixels exceeds the limit of {MAX_IMAGE_PIXELS}")
         _check(header.channels == 3, f"image plane count {header.channels} is not 3")
+        _check(header.sample_rate == header.length == 0, "audio fields set in an image file")
     return header
 
 
@@ -107,10 +112,10 @@ def pack_chunk(payload: bytes) -> bytes:
     return _CHUNK_HEAD.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def read_chunks(data: bytes, count: int, offset: int = HEADER_SIZE) -> tuple[list[bytes], int]:
+def read_chunks(data: bytes, count: int, offset: int = HEADER_SIZE, first_index: int = 0) -> tuple[list[bytes], int]:
     """Read `count` chunks from `data` at `offset`; returns the payloads and the offset after them."""
     payloads = []
-    for index in range(count):
+    for index in range(first_index, first_index + count):
         _check(offset + _CHUNK_HEAD.size <= len(data), f"truncated .vq file (chunk {index} missing)")
         length, crc = _CHUNK_HEAD.unpack_from(data, offset)
         offset += _CHUNK_HEAD.size
@@ -135,7 +140,7 @@ def parse_file(data: bytes) -> tuple[Header, list[bytes], bytes | None]:
     chunks, offset = read_chunks(data, header.chunk_count)
     alpha = None
     if header.flags & FLAG_ALPHA:
-        (alpha,), offset = read_chunks(data, 1, offset)
+        (alpha,), offset = read_chunks(data, 1, offset, first_index=header.chunk_count)
     _check(offset == len(data), f"{len(data) - offset} unexpected bytes after the last chunk")
     return header, chunks, alpha
 

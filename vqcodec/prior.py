@@ -1,0 +1,529 @@
+"""Learned priors over code indices, range coded with constriction: the CODING_PRIOR payload.
+
+A prior holds, for every codebook level, integer probability tables: the probability of a code
+value given a small context class. Context sources, chosen per level when the prior is fitted:
+
+    up     the code of the coarser level at the same frame or latent cell
+    left   the code of the same level one frame earlier (audio) or one cell to the left (images)
+    above  the code of the same level one latent row higher (images)
+
+Each source maps its code value (or "unavailable", index K) to a class through a stored integer
+table; a level's context is the mixed-radix number of its sources' classes, in the order above.
+Contexts never reach across a chunk: chunks stay independently decodable.
+
+Every stored probability is an integer q / 2**16 with q >= 1 and each row summing to exactly
+2**16. constriction's Categorical model receives the weights 256 q - 1 as float64: integers that
+sum to exactly 2**24 - K, so constriction's fast quantisation (scale = (2**24 - K) / sum = 1.0)
+reproduces 256 q exactly, with no rounding anywhere (docs/ENTROPY.md). Encoder and decoder
+therefore use the same integers on every machine, thread count and device: nothing in the
+probability path depends on a float computation, torch or the codes' device.
+
+Coding order inside a chunk: for each channel (audio) and each level, coarse to fine; a level whose
+context only uses `up` is coded in groups of equal context (one constriction call per context); a
+level that uses its own neighbours is coded symbol by symbol in raster order.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .format import FormatError
+
+try:  # constriction is a dependency, but keep `import vqcodec` working without it
+    import constriction
+except ImportError:  # pragma: no cover
+    constriction = None
+
+PRIOR_VERSION = 1
+PRECISION = 16                   # stored tables: q / 2**16
+CODER_PRECISION = 24             # constriction's Categorical works on 24-bit probabilities
+SOURCES = ("up", "left", "above")
+KIND_NAME = "context-tables"
+
+# Fitting choices: classes per source when it is alone, and when two sources are combined.
+SINGLE_CLASSES = 64
+JOINT_CLASSES = {"up": 16, "left": 8, "above": 8}
+BETAS = (0.5, 2.0, 8.0, 32.0, 128.0, 512.0)
+DEFAULT_BETA = 8.0
+SEQUENTIAL_MIN_GAIN = 0.01   # a level codes symbol by symbol only when that saves over 1% of its bits
+
+
+def _require_constriction():
+    if constriction is None:  # pragma: no cover
+        from .errors import VQCodecError
+        raise VQCodecError("the constriction package is needed for entropy-coded .vq files (pip install constriction)")
+
+
+# ---------------------------------------------------------------- tables
+
+def quantize_rows(p: np.ndarray) -> np.ndarray:
+    """Float probability rows (n, K) -> uint16 rows with every entry >= 1 summing to 2**PRECISION."""
+    p = np.asarray(p, dtype=np.float64)
+    n, k = p.shape
+    p = np.maximum(p, 0) / np.maximum(p.sum(1, keepdims=True), 1e-300)
+    budget = (1 << PRECISION) - k
+    raw = p * budget
+    q = np.floor(raw).astype(np.int64)
+    left = budget - q.sum(1)
+    frac = raw - q
+    order = np.argsort(-frac, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(k)[None, :].repeat(n, 0), axis=1)
+    q += ranks < left[:, None]
+    q += 1
+    assert (q.sum(1) == 1 << PRECISION).all() and q.min() >= 1
+    return q.astype(np.uint16)
+
+
+@dataclass
+class LevelPrior:
+    sources: tuple[str, ...]                    # in SOURCES order
+    maps: dict[str, np.ndarray]                 # source -> int64 (K + 1,) class of each value; K: unavailable
+    table: np.ndarray                           # uint16 (contexts, K)
+    info: dict = field(default_factory=dict)    # fitting record, not part of the coding
+
+    @property
+    def sizes(self) -> list[int]:
+        return [int(self.maps[s].max()) + 1 for s in self.sources]
+
+    @property
+    def sequential(self) -> bool:
+        return any(s != "up" for s in self.sources)
+
+    def multipliers(self) -> dict[str, int]:
+        mult, out = 1, {}
+        for source, size in reversed(list(zip(self.sources, self.sizes))):
+            out[source] = mult
+            mult *= size
+        return out
+
+
+def _neighbours(plane: np.ndarray, level: int, codebook_size: int) -> dict[str, np.ndarray]:
+    """Known code values of each context source for every cell of `plane[level]` (R, C)."""
+    k = codebook_size
+    x = plane[level]
+    up = plane[level - 1] if level > 0 else np.full_like(x, k)
+    left = np.full_like(x, k)
+    left[:, 1:] = x[:, :-1]
+    above = np.full_like(x, k)
+    above[1:] = x[:-1]
+    return {"up": up, "left": left, "above": above}
+
+
+def _contexts(level_prior: LevelPrior, neighbours: dict[str, np.ndarray]) -> np.ndarray:
+    mult = level_prior.multipliers()
+    ctx = np.zeros(next(iter(neighbours.values())).shape, dtype=np.int64)
+    for source in level_prior.sources:
+        ctx += level_prior.maps[source][neighbours[source]] * mult[source]
+    return ctx
+
+
+# ---------------------------------------------------------------- the prior
+
+class CodePrior:
+    """Integer context tables over code indices for one model (every level), and their range coder."""
+
+    def __init__(self, levels: list[LevelPrior], codebook_size: int, kind: str):
+        self.levels = levels
+        self.codebook_size = int(codebook_size)
+        self.kind = kind
+        self._models: list[dict[int, object]] = [dict() for _ in levels]
+        self._log2: list[np.ndarray | None] = [None] * len(levels)
+        self.prior_id = self._compute_id()
+
+    # ------------------------------------------------------------ storage
+
+    def to_tensors(self) -> dict:
+        import torch
+
+        tensors = {
+            "prior.version": torch.tensor([PRIOR_VERSION, self.codebook_size, len(self.levels),
+                                           1 if self.kind == "image" else 0], dtype=torch.int32),
+        }
+        for index, level in enumerate(self.levels):
+            tensors[f"prior.{index}.table"] = torch.from_numpy(np.ascontiguousarray(level.table.view(np.int16)).copy())
+            for source in level.sources:
+                tensors[f"prior.{index}.map.{source}"] = torch.from_numpy(level.maps[source].astype(np.int16))
+        return tensors
+
+    @classmethod
+    def from_tensors(cls, tensors: dict) -> "CodePrior | None":
+        """The prior stored among a model's tensors, or None when the model has none."""
+        from .errors import VQCodecError
+
+        names = {k: v for k, v in tensors.items() if k.startswith("prior.")}
+        if not names:
+            return None
+
+        def bad(message):
+            return VQCodecError(f"model prior is damaged: {message}")
+
+        head = names.get("prior.version")
+        if head is None or head.numel() != 4:
+            raise bad("no version record")
+        version, k, count, image = (int(v) for v in head.tolist())
+        if version != PRIOR_VERSION:
+            raise VQCodecError(f"model prior version {version} is not supported (this vqcodec reads {PRIOR_VERSION})")
+        if not 2 <= k <= 1 << 15 or not 1 <= count <= 256:
+            raise bad("bad sizes")
+        levels = []
+        for index in range(count):
+            table_t = names.get(f"prior.{index}.table")
+            if table_t is None or table_t.ndim != 2 or table_t.shape[1] != k:
+                raise bad(f"level {index} table missing or misshapen")
+            table = table_t.numpy().view(np.uint16).copy()
+            sources, maps = [], {}
+            for source in SOURCES:
+                m = names.get(f"prior.{index}.map.{source}")
+                if m is not None:
+                    m = m.numpy().astype(np.int64)
+                    if m.shape != (k + 1,) or m.min() < 0:
+                        raise bad(f"level {index} map {source} misshapen")
+                    if source == "up" and index == 0:
+                        raise bad("level 0 cannot use the coarser level")
+                    sources.append(source)
+                    maps[source] = m
+            level = LevelPrior(tuple(sources), maps, table)
+            if int(np.prod(level.sizes, dtype=np.int64)) != table.shape[0]:
+                raise bad(f"level {index} has {table.shape[0]} contexts where its maps make {np.prod(level.sizes)}")
+            if table.min() < 1 or (table.astype(np.int64).sum(1) != 1 << PRECISION).any():
+                raise bad(f"level {index} probabilities do not sum to 2**{PRECISION}")
+            levels.append(level)
+        prior = cls(levels, k, "image" if image else "audio")
+        return prior
+
+    def _compute_id(self) -> int:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.to_tensors().items()):
+            digest.update(name.encode())
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.numpy().astype(tensor.numpy().dtype.newbyteorder("<")).tobytes())
+        return int.from_bytes(digest.digest()[:4], "little")
+
+    def describe(self) -> dict:
+        """A JSON-friendly summary for the model's NAME.json."""
+        return {
+            "id": self.prior_id,
+            "kind": KIND_NAME,
+            "precision_bits": PRECISION,
+            "coder": "constriction RangeEncoder, Categorical(perfect=False)",
+            "contexts": [{"level": i, "sources": list(level.sources), "classes": level.sizes,
+                          "table_rows": int(level.table.shape[0]), **level.info}
+                         for i, level in enumerate(self.levels)],
+        }
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.levels)
+
+    def check_shape(self, quality: int, codebook_size: int) -> None:
+        from .errors import VQCodecError
+
+        if codebook_size != self.codebook_size or quality > self.num_levels:
+            raise VQCodecError(f"the model's prior covers {self.num_levels} codebooks of {self.codebook_size}, "
+                               f"not {quality} of {codebook_size}")
+
+    # ------------------------------------------------------------ probabilities
+
+    def _model(self, level: int, context: int):
+        cache = self._models[level]
+        model = cache.get(context)
+        if model is None:
+            _require_constriction()
+            # integers 256 q - 1, exact in float64, summing to exactly 2**24 - K (see the module doc)
+            weights = self.levels[level].table[context].astype(np.float64) * (1 << (CODER_PRECISION - PRECISION)) - 1.0
+            model = constriction.stream.model.Categorical(weights, perfect=False)
+            cache[context] = model
+        return model
+
+    def _level_log2(self, level: int) -> np.ndarray:
+        if self._log2[level] is None:
+            self._log2[level] = PRECISION - np.log2(self.levels[level].table.astype(np.float64))
+        return self._log2[level]
+
+    # ------------------------------------------------------------ planes
+
+    def _planes(self, codes: np.ndarray) -> list[np.ndarray]:
+        """Chunk codes -> planes (levels, rows, cols): audio (channels, q, frames), image (q, rows, cols)."""
+        codes = np.asarray(codes)
+        if codes.ndim != 3:
+            raise ValueError("chunk codes must be 3-D")
+        if self.kind == "audio":
+            return [np.asarray(channel, dtype=np.int64)[:, None, :] for channel in codes]
+        return [np.asarray(codes, dtype=np.int64)]
+
+    def ideal_bits(self, codes: np.ndarray) -> np.ndarray:
+        """Ideal code length, sum of -log2 p, of one chunk's codes: float64 bits per level."""
+        planes = self._planes(codes)
+        quality = planes[0].shape[0] if planes else 0
+        bits = np.zeros(quality)
+        for plane in planes:
+            for level in range(quality):
+                ctx = _contexts(self.levels[level], _neighbours(plane, level, self.codebook_size))
+                bits[level] += self._level_log2(level)[ctx, plane[level]].sum()
+        return bits
+
+    # ------------------------------------------------------------ coding
+
+    def encode_chunk(self, codes: np.ndarray) -> bytes:
+        """Range-code one chunk's codes (shape as in _planes) into a payload."""
+        _require_constriction()
+        planes = self._planes(codes)
+        quality = planes[0].shape[0] if planes else 0
+        self.check_shape(quality, self.codebook_size)
+        for plane in planes:
+            if plane.size and (plane.min() < 0 or plane.max() >= self.codebook_size):
+                raise ValueError("code index out of range")
+        encoder = constriction.stream.queue.RangeEncoder()
+        for plane in planes:
+            for level in range(quality):
+                lp = self.levels[level]
+                x = plane[level].ravel()
+                ctx = _contexts(lp, _neighbours(plane, level, self.codebook_size)).ravel()
+                if lp.sequential:
+                    models = {c: self._model(level, c) for c in np.unique(ctx).tolist()}
+                    for symbol, c in zip(x.tolist(), ctx.tolist()):
+                        encoder.encode(symbol, models[c])
+                else:
+                    order = np.argsort(ctx, kind="stable")
+                    counts = np.bincount(ctx, minlength=lp.table.shape[0])
+                    start = 0
+                    for c in np.flatnonzero(counts).tolist():
+                        end = start + int(counts[c])
+                        encoder.encode(x[order[start:end]].astype(np.int32), self._model(level, c))
+                        start = end
+        words = encoder.get_compressed()
+        return np.asarray(words, dtype=np.uint32).astype("<u4").tobytes()
+
+    def decode_chunk(self, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+        """Payload -> int64 codes of `shape` (as in _planes). Corrupt input raises FormatError."""
+        _require_constriction()
+        shape = tuple(int(s) for s in shape)
+        if self.kind == "audio":
+            channels, quality, frames = shape
+            plane_shapes = [(quality, 1, frames)] * channels
+        else:
+            quality, rows, cols = shape
+            plane_shapes = [(quality, rows, cols)]
+        self.check_shape(quality, self.codebook_size)
+        if len(payload) % 4:
+            raise FormatError("corrupted chunk: entropy-coded payload is not a whole number of words")
+        words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+        try:
+            decoder = constriction.stream.queue.RangeDecoder(words)
+            planes = [self._decode_plane(decoder, s) for s in plane_shapes]
+        except FormatError:
+            raise
+        except Exception as exc:  # constriction rejects some corrupt streams
+            raise FormatError(f"corrupted chunk: entropy decoding failed ({exc})") from None
+        if not decoder.maybe_exhausted():
+            raise FormatError("corrupted chunk: entropy-coded payload has data left over")
+        if self.kind == "audio":
+            if not planes:
+                return np.zeros(shape, dtype=np.int64)
+            return np.stack([p[:, 0, :] for p in planes])
+        return planes[0]
+
+    def _decode_plane(self, decoder, shape: tuple[int, int, int]) -> np.ndarray:
+        quality, rows, cols = shape
+        k = self.codebook_size
+        plane = np.zeros(shape, dtype=np.int64)
+        for level in range(quality):
+            lp = self.levels[level]
+            if not lp.sequential:
+                ctx = _contexts(lp, _neighbours(plane, level, k)).ravel()
+                counts = np.bincount(ctx, minlength=lp.table.shape[0])
+                order = np.argsort(ctx, kind="stable")
+                values = np.empty(ctx.size, dtype=np.int64)
+                start = 0
+                for c in np.flatnonzero(counts).tolist():
+                    end = start + int(counts[c])
+                    values[start:end] = decoder.decode(self._model(level, c), end - start)
+                    start = end
+                flat = np.empty(ctx.size, dtype=np.int64)
+                flat[order] = values
+                plane[level] = flat.reshape(rows, cols)
+                continue
+            mult = lp.multipliers()
+            base = np.zeros((rows, cols), dtype=np.int64)
+            if "up" in lp.sources:
+                base = lp.maps["up"][plane[level - 1]] * mult["up"]
+            base = base.tolist()
+            left_map = (lp.maps["left"] * mult["left"]).tolist() if "left" in lp.sources else [0] * (k + 1)
+            above_map = (lp.maps["above"] * mult["above"]).tolist() if "above" in lp.sources else [0] * (k + 1)
+            cache = self._models[level]
+            previous = [k] * cols
+            out = []
+            for r in range(rows):
+                row_base = base[r]
+                row = []
+                left = k
+                for c in range(cols):
+                    context = row_base[c] + left_map[left] + above_map[previous[c]]
+                    model = cache.get(context)
+                    if model is None:
+                        model = self._model(level, context)
+                    left = int(decoder.decode(model))
+                    row.append(left)
+                out.append(row)
+                previous = row
+            plane[level] = np.asarray(out, dtype=np.int64).reshape(rows, cols)
+        return plane
+
+    # ------------------------------------------------------------ fitting
+
+    @classmethod
+    def fit(cls, planes: list[np.ndarray], codebook_size: int, kind: str, chunk: int,
+            holdout_every: int = 5, log=None) -> "CodePrior":
+        """Fit a prior to code planes: audio (levels, frames) per channel, images (levels, rows, cols).
+
+        `chunk` is the container's chunk length (frames for audio, latent rows for images): the
+        same-level context restarts there. Context sources, class counts and smoothing are chosen
+        per level by the ideal code length on every `holdout_every`-th plane, then refitted on all.
+        """
+        k = int(codebook_size)
+        planes = [np.asarray(p, dtype=np.int64) for p in planes]
+        planes = [p[:, None, :] if p.ndim == 2 else p for p in planes]
+        planes = [p for p in planes if p.size]
+        if not planes:
+            from .errors import VQCodecError
+            raise VQCodecError("no codes to fit a prior to")
+        num_levels = min(p.shape[0] for p in planes)
+        held = np.array([i % holdout_every == holdout_every - 1 for i in range(len(planes))]) \
+            if len(planes) >= 2 * holdout_every else None
+        if kind == "audio":
+            candidates = [(), ("left",)], [(), ("up",), ("left",), ("up", "left")]
+        else:
+            candidates = [(), ("left",), ("above",), ("left", "above")], [(), ("up",), ("up", "left"), ("up", "above")]
+        levels = []
+        for level in range(num_levels):
+            data = _level_data(planes, level, k, chunk, kind)
+            options = candidates[0] if level == 0 else candidates[1]
+            record = {}
+            if held is not None:
+                mask = held[data["plane"]]
+                train = {n: v[~mask] for n, v in data.items()}
+                test = {n: v[mask] for n, v in data.items()}
+                scored = []
+                for sources in options:
+                    fitted, beta = _fit_level(train, sources, k, test)
+                    bits = fitted.info["heldout_bits_per_code"]
+                    record["+".join(sources) or "unigram"] = round(bits, 4)
+                    scored.append((bits, sources, beta))
+                # symbol-by-symbol coding (same-level neighbours) is slower: it must pay for itself
+                batched = min(s for s in scored if "left" not in s[1] and "above" not in s[1])
+                best = min(scored)
+                if best[0] > batched[0] * (1 - SEQUENTIAL_MIN_GAIN):
+                    best = batched
+                _, sources, beta = best
+            else:
+                sources, beta = options[-1], None
+            fitted, _ = _fit_level(data, sources, k, None, beta)
+            fitted.info = {"heldout_bits": record} if record else {}
+            if log:
+                log(f"level {level}: {'+'.join(sources) or 'unigram'} "
+                    + " ".join(f"{n} {b:.3f}" for n, b in record.items()))
+            levels.append(fitted)
+        return cls(levels, k, kind)
+
+
+def _level_data(planes: list[np.ndarray], level: int, k: int, chunk: int, kind: str) -> dict[str, np.ndarray]:
+    """Flat arrays of (value, source values, plane index) for one level of every plane."""
+    parts = {n: [] for n in ("x", "up", "left", "above", "plane")}
+    for index, plane in enumerate(planes):
+        n = _neighbours(plane, level, k)
+        if kind == "audio":
+            n["left"][:, ::chunk] = k
+        else:
+            n["above"][::chunk] = k
+        parts["x"].append(plane[level].ravel())
+        for source in SOURCES:
+            parts[source].append(n[source].ravel())
+        parts["plane"].append(np.full(plane[level].size, index))
+    return {n: np.concatenate(v) for n, v in parts.items()}
+
+
+def _cluster(values: np.ndarray, targets: np.ndarray, k: int, classes: int, iterations: int = 12) -> np.ndarray:
+    """Map each source value 0..k-1 to one of `classes` classes with similar target distributions
+    (hard EM on a mixture of multinomials); value k (unavailable) gets its own class `classes`."""
+    counts = np.bincount(values * k + targets, minlength=(k + 1) * k).reshape(k + 1, k)[:k].astype(np.float64)
+    totals = counts.sum(1)
+    unigram = (counts.sum(0) + 0.5) / (counts.sum() + 0.5 * k)
+    seen = np.flatnonzero(totals)
+    mapping = np.zeros(k + 1, dtype=np.int64)
+    mapping[k] = classes
+    if seen.size == 0:
+        return mapping
+    seeds = seen[np.argsort(-totals[seen], kind="stable")][:classes]
+    q = (counts[seeds] + unigram) / (totals[seeds, None] + 1.0)
+    assign = np.zeros(k, dtype=np.int64)
+    for _ in range(iterations):
+        new = (counts[seen] @ np.log(q).T).argmax(1)
+        if _ > 0 and np.array_equal(new, assign[seen]):
+            break
+        assign[seen] = new
+        onehot = np.zeros((seen.size, q.shape[0]))
+        onehot[np.arange(seen.size), assign[seen]] = 1.0
+        sums = onehot.T @ counts[seen]
+        q = (sums + unigram) / (sums.sum(1, keepdims=True) + 1.0)
+    # unseen values go to the class of the most common value
+    assign[totals == 0] = assign[seeds[0]]
+    # renumber the classes in use densely
+    used = np.unique(assign)
+    mapping[:k] = np.searchsorted(used, assign)
+    mapping[k] = used.size
+    return mapping
+
+
+def _fit_level(data: dict, sources: tuple[str, ...], k: int, test: dict | None, beta=None):
+    """Fit one level's tables with the given sources; returns (LevelPrior, chosen smoothing)."""
+    x = data["x"]
+    unigram = (np.bincount(x, minlength=k) + 0.5) / (x.size + 0.5 * k)
+    maps = {}
+    for source in sources:
+        classes = SINGLE_CLASSES if len(sources) == 1 else JOINT_CLASSES[source]
+        maps[source] = _cluster(data[source], x, k, classes)
+    sizes = [int(maps[s].max()) + 1 for s in sources]
+
+    def context(d, upto):
+        ctx = np.zeros(d["x"].size, dtype=np.int64)
+        for source, size in zip(sources[:upto], sizes[:upto]):
+            ctx = ctx * size + maps[source][d[source]]
+        return ctx
+
+    # hierarchical smoothing: first source alone backs off to the unigram, both sources back off to the first
+    stages = []
+    for upto in range(1, len(sources) + 1):
+        n_ctx = int(np.prod(sizes[:upto]))
+        counts = np.bincount(context(data, upto) * k + x, minlength=n_ctx * k).reshape(n_ctx, k).astype(np.float64)
+        stages.append((upto, n_ctx, counts))
+
+    def probabilities(betas):
+        p = unigram[None, :]
+        for (upto, n_ctx, counts), b in zip(stages, betas):
+            parent = p if upto == 1 else np.repeat(p, sizes[upto - 1], axis=0)
+            p = (counts + b * parent) / (counts.sum(1, keepdims=True) + b)
+        return p
+
+    if beta is None and test is None:
+        beta = (DEFAULT_BETA,) * len(stages)
+    elif beta is None:
+        beta = ()
+        for stage in range(len(stages)):
+            best = None
+            ctx_test = context(test, stage + 1)
+            for b in BETAS:
+                p = probabilities(beta + (b,))
+                bits = -np.log2(p[ctx_test, test["x"]]).mean() if test["x"].size else 0.0
+                if best is None or bits < best[0]:
+                    best = (bits, b)
+            beta = beta + (best[1],)
+    p = probabilities(beta) if sources else unigram[None, :]
+    level = LevelPrior(tuple(sources), maps, quantize_rows(p))
+    if test is not None:
+        ctx_test = context(test, len(sources))
+        log2 = PRECISION - np.log2(level.table.astype(np.float64))
+        level.info["heldout_bits_per_code"] = float(log2[ctx_test, test["x"]].mean()) if test["x"].size else 0.0
+    return level, beta
