@@ -1,0 +1,249 @@
+"""Shared helpers for the benchmark scripts (speech, image).
+
+Metrics, file listing, a median-of-runs timer, machine description and a
+Markdown table printer. Nothing here depends on a particular codec.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # so `import vqcodec` works from a checkout
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+# --------------------------------------------------------------------------- files
+
+def list_files(directory, extensions: Iterable[str], limit: int | None = None) -> list[Path]:
+    """Files in `directory` (recursively) whose suffix is in `extensions`, sorted by path;
+    the first `limit` of them when `limit` is given."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise SystemExit(f"data directory not found: {directory}")
+    wanted = {e.lower().lstrip(".") for e in extensions}
+    files = sorted(p for p in directory.rglob("*")
+                   if p.is_file() and p.suffix.lower().lstrip(".") in wanted)
+    if limit is not None:
+        files = files[:limit]
+    if not files:
+        raise SystemExit(f"no {'/'.join(sorted(wanted))} files in {directory}")
+    return files
+
+
+def fit_length(signal: np.ndarray, length: int) -> np.ndarray:
+    """Trim or zero-pad a 1-D signal to exactly `length` samples."""
+    signal = np.asarray(signal, dtype=np.float32).reshape(-1)
+    if signal.size >= length:
+        return signal[:length]
+    return np.concatenate([signal, np.zeros(length - signal.size, dtype=np.float32)])
+
+
+def shift_signal(signal: np.ndarray, shift: int) -> np.ndarray:
+    """Advance a 1-D signal by `shift` samples (delay it when negative), keeping its length:
+    out[n] = signal[n + shift], zeros where that falls outside."""
+    signal = np.asarray(signal, dtype=np.float32).reshape(-1)
+    if shift == 0:
+        return signal
+    out = np.zeros_like(signal)
+    if shift > 0:
+        out[:signal.size - shift] = signal[shift:]
+    else:
+        out[-shift:] = signal[:signal.size + shift]
+    return out
+
+
+def best_shift(references: Sequence[np.ndarray], degraded: Sequence[np.ndarray],
+               max_shift: int = 1) -> int:
+    """One integer shift for a whole set (same for every file), |shift| <= max_shift, that
+    maximises the mean SI-SDR: compensates a codec's residual (sub-)sample delay without
+    aligning files one by one. 0 when even the best mean SI-SDR is not positive."""
+    scores = {s: np.mean([si_sdr(r, shift_signal(fit_length(d, np.size(r)), s))
+                          for r, d in zip(references, degraded)])
+              for s in range(-max_shift, max_shift + 1)}
+    best = max(scores, key=lambda s: (scores[s], -abs(s)))
+    # a codec that does not match the waveform (SI-SDR <= 0 dB: parametric, e.g. Codec 2)
+    # has no meaningful sample alignment: leave it alone
+    return best if scores[best] > 0 else 0
+
+
+# --------------------------------------------------------------------------- metrics
+
+_MEL_CACHE: dict = {}
+
+
+def _mel_setup(n_fft: int, n_mels: int, sample_rate: int):
+    key = (n_fft, n_mels, sample_rate)
+    if key not in _MEL_CACHE:
+        import torch
+        from vqcodec.train import mel_filterbank
+        _MEL_CACHE[key] = (mel_filterbank(n_fft, n_mels, sample_rate).float(),
+                           torch.hann_window(n_fft))
+    return _MEL_CACHE[key]
+
+
+def log_mel(signal: np.ndarray, sample_rate: int = 16000, n_fft: int = 1024, hop: int = 256,
+            n_mels: int = 80, floor: float = 1e-5):
+    """log10 of the magnitude mel spectrogram (n_mels, frames): torch.stft with a Hann window,
+    centred frames, |STFT| projected on `vqcodec.train.mel_filterbank`, clamped at `floor`."""
+    import torch
+    filters, window = _mel_setup(n_fft, n_mels, sample_rate)
+    x = torch.as_tensor(np.asarray(signal, dtype=np.float32).reshape(-1))
+    spec = torch.stft(x, n_fft, hop_length=hop, win_length=n_fft, window=window,
+                      center=True, return_complex=True).abs()
+    return torch.log10(torch.clamp(filters @ spec, min=floor))
+
+
+def log_mel_l1(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = 16000) -> float:
+    """Mean absolute difference of the log10 mel spectrograms (80 mels, n_fft 1024, hop 256,
+    clamp 1e-5) of two signals of equal length. Lower is better; 0 for identical signals."""
+    ref, deg = _pair(reference, degraded)
+    return float((log_mel(ref, sample_rate) - log_mel(deg, sample_rate)).abs().mean())
+
+
+def si_sdr(reference: np.ndarray, degraded: np.ndarray, eps: float = 1e-12) -> float:
+    """Scale-invariant signal-to-distortion ratio in dB (means removed)."""
+    ref, deg = _pair(reference, degraded)
+    ref = ref.astype(np.float64) - ref.mean()
+    deg = deg.astype(np.float64) - deg.mean()
+    scale = np.dot(deg, ref) / (np.dot(ref, ref) + eps)
+    target = scale * ref
+    noise = deg - target
+    return float(10 * np.log10((np.dot(target, target) + eps) / (np.dot(noise, noise) + eps)))
+
+
+def pesq_wb(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = 16000) -> float | None:
+    """PESQ wide-band (ITU-T P.862.2) MOS-LQO, or None when PESQ refuses the file
+    (e.g. no utterance detected)."""
+    from pesq import pesq
+    ref, deg = _pair(reference, degraded)
+    try:
+        return float(pesq(sample_rate, ref.astype(np.float64), deg.astype(np.float64), "wb"))
+    except Exception:  # pesq.NoUtterancesError, BufferTooShortError, ...
+        return None
+
+
+def stoi_score(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = 16000) -> float:
+    """Short-time objective intelligibility (classic, not extended)."""
+    from pystoi import stoi
+    ref, deg = _pair(reference, degraded)
+    return float(stoi(ref.astype(np.float64), deg.astype(np.float64), sample_rate, extended=False))
+
+
+def _pair(reference, degraded):
+    ref = np.asarray(reference, dtype=np.float32).reshape(-1)
+    deg = fit_length(degraded, ref.size)
+    return ref, deg
+
+
+def mean_or_none(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+# --------------------------------------------------------------------------- timing
+
+def time_median(function: Callable[[], object], runs: int):
+    """Call `function` `runs` times (at least once); return (median seconds, last result)."""
+    durations, result = [], None
+    for _ in range(max(1, runs)):
+        start = time.perf_counter()
+        result = function()
+        durations.append(time.perf_counter() - start)
+    return statistics.median(durations), result
+
+
+class Stopwatch:
+    """Accumulates wall-clock time over several `with watch:` blocks."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def __enter__(self):
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds += time.perf_counter() - self._start
+        return False
+
+
+# --------------------------------------------------------------------------- reporting
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(threads: int | None = None) -> dict:
+    info = {"cpu": cpu_model(), "cpu_count": os.cpu_count(),
+            "python": platform.python_version()}
+    try:
+        import torch
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads() if threads is None else threads
+    except ImportError:
+        pass
+    return info
+
+
+def repro_command(argv: Sequence[str] | None = None) -> str:
+    """The command line that reproduces this run, relative to the repository root."""
+    argv = list(sys.argv if argv is None else argv)
+    script = Path(argv[0]).resolve()
+    try:
+        script = script.relative_to(REPO_ROOT)
+    except ValueError:
+        pass
+    return " ".join(shlex.quote(a) for a in ["python", str(script), *argv[1:]])
+
+
+def format_value(value, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        if not np.isfinite(value):
+            return "n/a"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence], digits: Sequence[int] | int = 2,
+                   align: Sequence[str] | None = None) -> str:
+    """A GitHub Markdown table. `digits` is the number of decimals for float cells (one value,
+    or one per column); `align` is 'l' or 'r' per column (default: text left, numbers right)."""
+    ncol = len(headers)
+    digits = [digits] * ncol if isinstance(digits, int) else list(digits)
+    cells = [[format_value(v, digits[i]) for i, v in enumerate(row)] for row in rows]
+    if align is None:
+        align = ["r" if rows and all(isinstance(r[i], (int, float)) or r[i] is None for r in rows)
+                 else "l" for i in range(ncol)]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+
+    def line(values):
+        return "| " + " | ".join(v.rjust(w) if a == "r" else v.ljust(w)
+                                 for v, w, a in zip(values, widths, align)) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if a == "r" else ("-" * (w + 2))
+                          for w, a in zip(widths, align)) + "|"
+    return "\n".join([line(headers), rule] + [line(r) for r in cells])
+
+
+def save_json(path, payload: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
