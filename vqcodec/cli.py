@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from . import __version__
 from .errors import VQCodecError
 
 DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
@@ -92,7 +93,7 @@ def _audio_format(path: str, forced: str | None) -> str | None:
 # ---------------------------------------------------------------- commands
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="vqcodec")
+@click.version_option(version=__version__, prog_name="vqcodec")
 def cli():
     """Neural codec for speech and images: media -> integer codes -> compact .vq files.
 
@@ -114,7 +115,9 @@ def cli():
 @click.option("--kind", type=click.Choice(["audio", "image"]), default=None, help="Media kind, if the name does not tell.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
-def encode(input_path, output_path, quality, model, kind, device, force):
+@click.option("--coding", type=click.Choice(["auto", "prior", "fixed"]), default="auto", show_default=True,
+              help="Payload coding: range coding with the model's prior (auto: when it has one) or fixed-width indices.")
+def encode(input_path, output_path, quality, model, kind, device, force, coding):
     """Encode an audio file or image into a .vq file. Use - for stdin or stdout.
 
     \b
@@ -136,10 +139,11 @@ def encode(input_path, output_path, quality, model, kind, device, force):
     if not head:
         raise VQCodecError(f"{input_path}: file is empty")
     kind = _media_kind(head, input_path, kind)
-    codec = Codec.load(model or DEFAULT_MODELS[kind], device=device)
+    codec = Codec.load(model or DEFAULT_MODELS[kind], device=device, coding=coding)
     if codec.kind != kind:
         raise VQCodecError(f"model {codec.name} codes {codec.kind}, but the input is {kind}")
-    quality = quality or (min(6, codec.num_codebooks) if kind == "audio" else min(8, codec.num_codebooks))
+    if quality is None:
+        quality = min(6, codec.num_codebooks) if kind == "audio" else min(8, codec.num_codebooks)
     if kind == "audio":
         encoded = codec.encode_audio_file(source, quality)
     else:
@@ -204,19 +208,34 @@ def _image_format_from_name(path: str) -> str:
 @cli.command()
 @click.argument("input_path", metavar="FILE")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def info(input_path, as_json):
+@click.option("-v", "--verbose", is_flag=True, help="Also show the bits per codebook: fixed width, ideal under the prior, actual.")
+@click.option("-m", "--model", "model_option", default=None,
+              help="Model for --verbose (default: the installed model the file names).")
+def info(input_path, as_json, verbose, model_option):
     """Show what a .vq file holds: model, duration or size, quality and real bitrate.
 
+    With --verbose, also where the bits go: per codebook the fixed-width size and the ideal code
+    length under the model's prior (sum of -log2 p), and the actual payload against the ideal.
+    This decodes the codes (not the media), so it needs the model.
+
     \b
-    Example:
+    Examples:
       vqcodec info speech.vq --json
+      vqcodec info speech.vq --verbose
     """
     from .codec import list_models, read_info
 
-    file_info = read_info(_read_input(input_path))
+    data = _read_input(input_path)
+    file_info = read_info(data)
     model = next((m["name"] for m in list_models() if m["model_id"] == file_info.model_id), None)
     record = {k: v for k, v in vars(file_info).items()}
     record["model"] = model
+    report = None
+    if verbose:
+        from .codec import Codec, model_for_file
+
+        report = Codec.load(model_option or model_for_file(data)).code_report(data)
+        record["payload"] = report
     if file_info.kind == "audio":
         record.update(duration=round(file_info.duration, 6), bitrate_bps=round(file_info.bitrate, 2))
         for key in ("width", "height", "mode", "has_alpha"):
@@ -238,7 +257,33 @@ def info(input_path, as_json):
         click.echo(f"image:     {file_info.width}x{file_info.height} {file_info.mode}" + (" with alpha" if file_info.has_alpha else ""))
         click.echo(f"bitrate:   {file_info.bitrate:.4f} bpp ({file_info.size_bytes} bytes)")
     click.echo(f"quality:   {file_info.quality} codebooks")
-    click.echo(f"coding:    {file_info.coding}")
+    click.echo(f"coding:    {file_info.coding}" + (f" (prior {report['prior_id']})" if report and report["prior_id"] else ""))
+    if report:
+        _print_code_report(report)
+
+
+def _print_code_report(report: dict) -> None:
+    has_ideal = report["ideal_bytes"] is not None
+    click.echo(f"chunks:    {report['chunks']} ({report['framing_bytes']} bytes of header, chunk heads and alpha)")
+    click.echo("")
+    click.echo(" codebook       codes   fixed bits   ideal bits   ideal bits/code")
+    for row in report["levels"]:
+        ideal = f"{row['ideal_bits']:12.0f}   {row['ideal_bits'] / max(row['codes'], 1):15.3f}" if has_ideal \
+            else f"{'-':>12}   {'-':>15}"
+        click.echo(f" {row['level']:8d} {row['codes']:11d} {row['fixed_bits']:12d} {ideal}")
+    fixed_bits = sum(r["fixed_bits"] for r in report["levels"])
+    click.echo(f" {'total':>8} {sum(r['codes'] for r in report['levels']):11d} {fixed_bits:12d}"
+               + (f" {report['ideal_bytes'] * 8:12.0f}" if has_ideal else ""))
+    click.echo("")
+    actual = report["payload_bytes"]
+    click.echo(f"payload:   {actual} bytes actual ({report['coding']}); fixed width would take "
+               f"{report['fixed_width_bytes']} bytes")
+    if has_ideal:
+        ideal = report["ideal_bytes"]
+        click.echo(f"ideal:     {ideal:.1f} bytes under the model's prior; actual is "
+                   f"{(actual / ideal - 1) * 100 if ideal else 0:+.2f}% of it")
+    else:
+        click.echo("ideal:     the model has no prior (vqcodec fit-prior adds one)")
 
 
 @cli.command()
@@ -282,8 +327,9 @@ def models(as_json):
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
+@click.option("--no-prior", is_flag=True, help="Skip fitting the entropy-coding prior at the end (vqcodec fit-prior can add it later).")
 def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, sample_rate, device, max_minutes,
-          max_steps, batch_size, crop, lr, threads, resume):
+          max_steps, batch_size, crop, lr, threads, resume, no_prior):
     """Train a codec on a folder of audio or images (read recursively).
 
     \b
@@ -326,8 +372,47 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     defaults = {"audio": (16, 8000), "image": (12, 128)}[kind or "audio"]
     options = TrainOptions(out=Path(out), name=name or Path(out).name, device=resolve_device(device),
                            batch_size=batch_size or defaults[0], crop=crop or defaults[1], lr=lr,
-                           max_minutes=max_minutes, max_steps=max_steps, threads=threads, resume=resume)
+                           max_minutes=max_minutes, max_steps=max_steps, threads=threads, resume=resume,
+                           fit_prior=not no_prior)
     run_training(Path(data_dir), config, options, kind=kind)
+
+
+@cli.command("fit-prior")
+@click.argument("model", metavar="MODEL")
+@click.argument("data_dir", metavar="DIR")
+@click.option("--out", default=None, help="Write the model files with the prior here (NAME.safetensors) instead of in place.")
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+def fit_prior(model, data_dir, out, device, threads):
+    """Fit the entropy-coding prior of MODEL to the codes of the media in DIR, and store it in the model.
+
+    The prior gives the probability of each code index from its neighbours (coarser codebook, earlier
+    frame or neighbouring cell); files are then range coded with it. The model id does not change,
+    so existing .vq files keep decoding; files entropy coded with an earlier prior need that prior.
+
+    \b
+    Examples:
+      vqcodec fit-prior runs/mine/mine.safetensors my_recordings/
+      vqcodec fit-prior speech16k more_speech/ --out models/speech16k_v2.safetensors
+    """
+    import torch
+
+    from .codec import find_model, resolve_device
+    from .modelfile import read_model_files
+    from .train import find_media, fit_prior_files
+
+    if threads:
+        torch.set_num_threads(threads)
+    if not Path(data_dir).is_dir():
+        raise VQCodecError(f"{data_dir}: not a directory")
+    path = find_model(model)
+    meta, _ = read_model_files(path)
+    _, files = find_media(Path(data_dir), meta["config"]["kind"])
+    target = Path(out).with_suffix(".safetensors") if out else None
+    if target is not None and not target.parent.is_dir():
+        raise VQCodecError(f"{target.parent}: no such directory")
+    fit_prior_files(path, files, out=target, device=resolve_device(device),
+                    log=lambda line: click.echo(line, err=True))
 
 
 def run(args: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ import torch
 from . import entropy
 from . import format as vqformat
 from .errors import VQCodecError
-from .io import IMAGE_MODE_NAMES, image_to_planes, planes_to_image
+from .io import ALPHA_MODES, IMAGE_MODE_NAMES, image_to_planes, planes_to_image
 from .modelfile import build_model, read_model_files
 from .prior import CodePrior
 
@@ -317,7 +317,7 @@ class Codec:
         """Codes of audio already at the model rate: (channels, samples) -> int64 (channels, quality, frames)."""
         self._require("audio")
         audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
-        quality = self._check_quality(quality or self.num_codebooks)
+        quality = self._check_quality(self.num_codebooks if quality is None else quality)
         frames = math.ceil(audio.shape[1] / self.hop)
         return self._encode_frames(_SampleWindow(iter([audio]), audio.shape[0], audio.shape[1]), frames, quality)
 
@@ -422,6 +422,23 @@ class Codec:
         elif header.coding != vqformat.CODING_FIXED:
             raise VQCodecError(f"payload coding {header.coding} is not supported by this model")
 
+    def read_codes(self, data: bytes) -> tuple[vqformat.Header, np.ndarray]:
+        """The header and the integer codes of a `.vq` file written by this model, without running the networks:
+        audio (channels, quality, frames), image (quality, rows, cols)."""
+        header, chunks, _ = vqformat.parse_file(data)
+        self._check_file_model(header)
+        quality = header.quality
+        if header.kind == vqformat.KIND_AUDIO:
+            total = math.ceil(self._model_length(header.length, header.sample_rate) / self.hop)
+            shape_of, axis = (lambda n: (header.channels, quality, n)), 2
+        else:
+            total, cols = math.ceil(header.height / self.hop), math.ceil(header.width / self.hop)
+            shape_of, axis = (lambda n: (quality, n, cols)), 1
+        self._check_chunks(header, chunks, total)
+        parts = [self._decode_payload(header, payload, shape_of(b - a))
+                 for (a, b), payload in zip(_blocks(total, header.chunk_frames), chunks)]
+        return header, np.concatenate(parts, axis=axis) if parts else np.zeros(shape_of(0), dtype=np.int64)
+
     def code_report(self, data: bytes) -> dict:
         """Where the bits of a `.vq` file written by this model go, without running the networks.
 
@@ -515,7 +532,7 @@ class Codec:
     def image_to_codes(self, rgb: np.ndarray, quality: int | None = None) -> np.ndarray:
         """uint8 RGB (h, w, 3) -> int64 codes (quality, ceil(h/hop), ceil(w/hop)), coded in tiles."""
         self._require("image")
-        quality = self._check_quality(quality or self.num_codebooks)
+        quality = self._check_quality(self.num_codebooks if quality is None else quality)
         hop, ctx = self.hop, self.cfg.context_frames
         h, w, _ = rgb.shape
         rows, cols = math.ceil(h / hop), math.ceil(w / hop)
@@ -588,7 +605,7 @@ class Codec:
             if len(raw) != header.width * header.height:
                 raise VQCodecError("corrupted .vq file: alpha plane has the wrong size")
             alpha = np.frombuffer(raw, dtype=np.uint8).reshape(header.height, header.width)
-        if (alpha is not None) != (IMAGE_MODE_NAMES[header.mode] in ("RGBA", "LA", "PA")):
+        if (alpha is not None) != (IMAGE_MODE_NAMES[header.mode] in ALPHA_MODES):
             raise VQCodecError("corrupted .vq file: alpha plane present or missing against the colour mode")
         rgb = self.codes_to_image(np.concatenate(parts, axis=1), header.height, header.width)
         return planes_to_image(rgb, header.mode, alpha)

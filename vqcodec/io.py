@@ -51,7 +51,9 @@ def read_image_rgb(path) -> np.ndarray:
 
 # Colour modes we restore exactly, with their code in the .vq header.
 IMAGE_MODES = {"RGB": 0, "L": 1, "RGBA": 2, "LA": 3, "P": 4, "PA": 5, "I;16": 6, "I": 7,
-               "CMYK": 8, "1": 9, "YCbCr": 10, "F": 11, "RGBX": 12, "I;16B": 13, "I;16L": 14}
+               "CMYK": 8, "1": 9, "YCbCr": 10, "F": 11, "RGBX": 12, "I;16B": 13, "I;16L": 14,
+               "P;transparency": 15}  # a P image with a transparent palette entry
+ALPHA_MODES = {"RGBA", "LA", "PA", "P;transparency"}
 IMAGE_MODE_NAMES = {code: name for name, code in IMAGE_MODES.items()}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I", "F"}
 MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold
@@ -85,14 +87,20 @@ def image_to_planes(image) -> tuple[np.ndarray, int, np.ndarray | None]:
     """Split a Pillow image into uint8 RGB (h, w, 3), its mode code and a uint8 alpha plane or None."""
     mode = image.mode
     if mode == "P" and "transparency" in image.info:
-        mode = "PA"
+        mode = "P;transparency"
         image = image.convert("RGBA")
+    elif mode == "PA":
+        image = image.convert("RGBA")
+    elif mode in ("L", "1", "RGB") and "transparency" in image.info:
+        # A transparent colour (PNG tRNS) is alpha too: keep it, as LA or RGBA.
+        mode = "RGBA" if mode == "RGB" else "LA"
+        image = image.convert(mode)
     if mode not in IMAGE_MODES:
         raise VQCodecError(f"unsupported image mode {mode}")
     if image.width < 1 or image.height < 1:
         raise VQCodecError("image has zero width or height")
     alpha = None
-    if mode in ("RGBA", "LA", "PA"):
+    if mode in ALPHA_MODES:
         alpha = np.asarray(image.getchannel("A"))
     if mode in _SIXTEEN_BIT:
         values = np.asarray(image, dtype=np.float64)
@@ -123,10 +131,13 @@ def planes_to_image(rgb: np.ndarray, mode_code: int, alpha: np.ndarray | None):
         return Image.frombytes(mode, image.size, values.astype(byte_order).tobytes())
     if mode in ("L", "1"):
         return image.convert(mode)
-    if mode in ("LA", "RGBA", "PA"):
+    if mode in ALPHA_MODES:
         result = image.convert("L") if mode == "LA" else image.copy()
         result.putalpha(Image.fromarray(alpha, "L"))
-        return result.quantize(256, method=Image.Quantize.FASTOCTREE) if mode == "PA" else result
+        if mode in ("PA", "P;transparency"):
+            palette = result.quantize(256, method=Image.Quantize.FASTOCTREE)
+            return palette.convert("PA") if mode == "PA" else palette
+        return result
     if mode == "P":
         return image.quantize(256, method=Image.Quantize.MEDIANCUT)
     return image.convert(mode) if mode != "RGB" else image

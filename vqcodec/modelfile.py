@@ -61,6 +61,31 @@ def save_model(model: VQVAE, path: Path, training: dict | None = None, extra: di
     return path
 
 
+def write_model_files(path: Path, meta: dict, tensors: dict[str, torch.Tensor]) -> Path:
+    """Write NAME.safetensors and NAME.json, each through a temporary file renamed into place."""
+    path = Path(path).with_suffix(".safetensors")
+    meta = {**meta, "name": path.stem}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+    meta_tmp = path.with_name(path.stem + ".json.tmp")
+    meta_tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(meta_tmp, path.with_suffix(".json"))
+    return path
+
+
+def attach_prior(path: Path, prior, out: Path | None = None) -> Path:
+    """Store a CodePrior in the model files at `path` (or in a copy at `out`), replacing any prior there.
+
+    Prior tensors are left out of the model id, so the id, and every `.vq` file that names it, stays valid.
+    """
+    meta, tensors = read_model_files(path)
+    network = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
+    network.update(prior.to_tensors())
+    meta["prior"] = prior.describe()
+    return write_model_files(Path(out) if out is not None else Path(path), meta, network)
+
+
 def read_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """Read NAME.json and NAME.safetensors and check that the weights match the recorded id."""
     path = Path(path).with_suffix(".safetensors")

@@ -62,7 +62,9 @@ def quantize_rows(p: np.ndarray) -> np.ndarray:
     """Float probability rows (n, K) -> uint16 rows with every entry >= 1 summing to 2**PRECISION."""
     p = np.asarray(p, dtype=np.float64)
     n, k = p.shape
-    p = np.maximum(p, 0) / np.maximum(p.sum(1, keepdims=True), 1e-300)
+    p = np.where(np.isfinite(p), np.maximum(p, 0), 0.0)
+    p[p.sum(1) <= 0] = 1.0  # an empty row becomes uniform
+    p = p / p.sum(1, keepdims=True)
     budget = (1 << PRECISION) - k
     raw = p * budget
     q = np.floor(raw).astype(np.int64)
@@ -151,6 +153,8 @@ class CodePrior:
     @classmethod
     def from_tensors(cls, tensors: dict) -> "CodePrior | None":
         """The prior stored among a model's tensors, or None when the model has none."""
+        import torch
+
         from .errors import VQCodecError
 
         names = {k: v for k, v in tensors.items() if k.startswith("prior.")}
@@ -161,7 +165,7 @@ class CodePrior:
             return VQCodecError(f"model prior is damaged: {message}")
 
         head = names.get("prior.version")
-        if head is None or head.numel() != 4:
+        if head is None or head.dtype != torch.int32 or head.numel() != 4:
             raise bad("no version record")
         version, k, count, image = (int(v) for v in head.tolist())
         if version != PRIOR_VERSION:
@@ -171,13 +175,15 @@ class CodePrior:
         levels = []
         for index in range(count):
             table_t = names.get(f"prior.{index}.table")
-            if table_t is None or table_t.ndim != 2 or table_t.shape[1] != k:
+            if table_t is None or table_t.dtype != torch.int16 or table_t.ndim != 2 or table_t.shape[1] != k:
                 raise bad(f"level {index} table missing or misshapen")
             table = table_t.numpy().view(np.uint16).copy()
             sources, maps = [], {}
             for source in SOURCES:
                 m = names.get(f"prior.{index}.map.{source}")
                 if m is not None:
+                    if m.dtype != torch.int16:
+                        raise bad(f"level {index} map {source} is not int16")
                     m = m.numpy().astype(np.int64)
                     if m.shape != (k + 1,) or m.min() < 0:
                         raise bad(f"level {index} map {source} misshapen")

@@ -37,6 +37,7 @@ class TrainOptions:
     seed: int = 0
     resume: bool = False
     quiet: bool = False
+    fit_prior: bool = True       # fit the entropy-coding prior on the training codes at the end
 
 
 # ---------------------------------------------------------------- data
@@ -166,14 +167,17 @@ class MultiResolutionMelLoss(torch.nn.Module):
 
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = 0.0
-        for size in self.sizes:
+        length = estimate.shape[-1]
+        sizes = [size for size in self.sizes if size // 2 < length] or [min(self.sizes)]
+        for size in sizes:
             window, filters = getattr(self, f"window_{size}"), getattr(self, f"mel_{size}")
             specs = []
             for signal in (estimate, target):
-                spec = torch.stft(signal.flatten(0, 1), size, size // 4, window=window, return_complex=True).abs()
+                spec = torch.stft(signal.flatten(0, 1), size, size // 4, window=window, pad_mode="constant",
+                                  return_complex=True).abs()
                 specs.append(torch.log10((filters @ spec).clamp_min(1e-5)))
             total = total + (specs[0] - specs[1]).abs().mean()
-        return total / len(self.sizes)
+        return total / len(sizes)
 
 
 class ReconstructionLoss(torch.nn.Module):
@@ -257,7 +261,6 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     if options.threads:
         torch.set_num_threads(options.threads)
     torch.manual_seed(options.seed)
-    rng = np.random.default_rng(options.seed)
     random.seed(options.seed)
     device = options.device
     out = Path(options.out)
@@ -271,6 +274,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         step, trained_seconds = meta["step"], meta["trained_seconds"]
         cfg = model.cfg
         kind = cfg.kind
+    rng = np.random.default_rng((options.seed, step))  # a resumed run continues with fresh crops
     kind, files = find_media(data_dir, kind or (cfg.kind if cfg else None))
     if cfg is None:
         cfg = AudioConfig() if kind == "audio" else ImageConfig()
@@ -337,7 +341,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
             perplexity, in_use = usage.summary()
             usage_text = f"perplexity {perplexity:.0f} | codes in use {in_use:.0%}"
             usage = CodebookUsage(cfg)
-            record = {"step": step, "loss": float(loss), "val": float(val_loss), "perplexity": perplexity,
+            record = {"step": step, "loss": loss.item(), "val": val_loss.item(), "perplexity": perplexity,
                       "codes_in_use": in_use, "lr": lr, "seconds": trained_seconds + time.monotonic() - start,
                       **parts, **{f"val_{k}": v for k, v in val_parts.items()}}
             with open(log_path, "a") as f:
@@ -346,7 +350,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
             left = f" | {_format_time(budget - elapsed)} left" if budget else ""
             detail = " ".join(f"{k} {v:.3f}" for k, v in parts.items())
             end = "\r" if sys.stderr.isatty() else "\n"
-            print(f"step {step} | loss {float(loss):.4f} ({detail}) | {val_text} | {usage_text}{left}", end=end, file=sys.stderr, flush=True)
+            print(f"step {step} | loss {loss.item():.4f} ({detail}) | {val_text} | {usage_text}{left}", end=end, file=sys.stderr, flush=True)
         if time.monotonic() - last_checkpoint >= options.checkpoint_minutes * 60:
             save_checkpoint(checkpoint_path, model, optimizer, step, trained_seconds + time.monotonic() - start)
             last_checkpoint = time.monotonic()
@@ -358,4 +362,55 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
                                       "data": str(data_dir), "files": len(train_files)})
     if not options.quiet:
         print(f"\nwrote {model_path} after {step} steps ({trained_seconds / 60:.1f} min)", file=sys.stderr)
+    if options.fit_prior:
+        try:
+            fit_prior_files(model_path, train_files, device=device,
+                            log=None if options.quiet else (lambda line: print(line, file=sys.stderr, flush=True)))
+        except VQCodecError as exc:  # the trained model is already written; a prior can be added later
+            print(f"warning: no entropy-coding prior fitted ({exc}); files will use fixed-width coding until "
+                  f"`vqcodec fit-prior {model_path} DIR` adds one", file=sys.stderr)
     return model_path
+
+
+# ---------------------------------------------------------------- entropy-coding prior
+
+def collect_codes(codec, files: list[Path], log=None) -> list[np.ndarray]:
+    """Code planes of every file at full quality: (levels, frames) per audio channel, (levels, rows, cols) per image."""
+    planes = []
+    start = time.monotonic()
+    for number, path in enumerate(files, 1):
+        try:
+            if codec.kind == "audio":
+                audio, _ = read_audio(path, codec.sample_rate)
+                planes.extend(codec.audio_to_codes(audio, codec.num_codebooks))
+            else:
+                planes.append(codec.image_to_codes(read_image_rgb(path), codec.num_codebooks))
+        except VQCodecError as exc:
+            if log:
+                log(f"skipping {exc}")
+        if log and (number % 25 == 0 or number == len(files)):
+            log(f"coded {number}/{len(files)} files ({time.monotonic() - start:.0f} s)")
+    return planes
+
+
+def fit_prior_files(model_path: Path, files: list[Path], out: Path | None = None, device: str = "cpu", log=None) -> Path:
+    """Fit a CodePrior to the codes the model gives `files` and store it in the model files (or at `out`)."""
+    from .codec import AUDIO_CHUNK_FRAMES, IMAGE_CHUNK_ROWS, Codec, find_model
+    from .modelfile import attach_prior
+    from .prior import CodePrior
+
+    model_path = find_model(str(model_path))
+    codec = Codec.load(str(model_path), device=device, coding="fixed")
+    planes = collect_codes(codec, files, log)
+    if not planes:
+        raise VQCodecError("no readable media to fit the prior to")
+    start = time.monotonic()
+    chunk = AUDIO_CHUNK_FRAMES if codec.kind == "audio" else IMAGE_CHUNK_ROWS
+    prior = CodePrior.fit(planes, codec.codebook_size, codec.kind, chunk, log=log)
+    path = attach_prior(model_path, prior, out)
+    if log:
+        codes = sum(p.size for p in planes)
+        ideal = sum(float(prior.ideal_bits(p[None] if codec.kind == "audio" else p).sum()) for p in planes)
+        log(f"prior {prior.prior_id:08x} fitted in {time.monotonic() - start:.0f} s: {ideal / codes:.3f} bits per code "
+            f"on the fitting data (fixed width: {np.ceil(np.log2(codec.codebook_size)):.0f}); wrote {path}")
+    return path

@@ -1,0 +1,154 @@
+"""Shared fixtures: tiny untrained models, sample `.vq` files and helpers to craft and run things.
+
+Every model here is tiny and untrained, built once per session, so the tests exercise the codec's
+plumbing (container, blocks, resampling, CLI) in seconds. The quality of the shipped models is
+tested separately (tests/test_audio.py, skipped while they are not there).
+"""
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from vqcodec import Codec
+from vqcodec import format as vqformat
+from vqcodec.config import AudioConfig
+from vqcodec.modelfile import save_model
+from vqcodec.models import VQVAE
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Tiny models gain nothing from several threads, and on a busy machine OpenMP threads waiting on
+# each other make them many times slower.
+torch.set_num_threads(1)
+
+TINY_AUDIO = dict(base_channels=4, strides=(2, 4), res_blocks=1, latent_dim=8, num_codebooks=4,
+                  codebook_size=16, context_frames=16)
+
+
+def make_tiny_model(folder: Path, name: str, seed: int, **overrides) -> Path:
+    """Build an untrained tiny audio VQ-VAE with a fixed seed and save it as folder/name.safetensors."""
+    torch.manual_seed(seed)
+    cfg = AudioConfig(**{**TINY_AUDIO, **overrides})
+    model = VQVAE(cfg).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    return save_model(model, folder / f"{name}.safetensors")
+
+
+# ---------------------------------------------------------------- models
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    """Tiny audio model at 16 kHz, hop 8, 4 codebooks of 16, alone in its folder."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_model"), "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_model_path(tmp_path_factory) -> Path:
+    """Same architecture as tiny, another seed: another model id."""
+    return make_tiny_model(tmp_path_factory.mktemp("other_model"), "other", seed=1)
+
+
+@pytest.fixture(scope="session")
+def codec(tiny_model_path) -> Codec:
+    return Codec.load(str(tiny_model_path))
+
+
+@pytest.fixture(scope="session")
+def other_codec(other_model_path) -> Codec:
+    return Codec.load(str(other_model_path))
+
+
+@pytest.fixture(scope="session")
+def bighop_codec(tmp_path_factory) -> Codec:
+    """Tiny model at 8 kHz with a hop of 32 samples: cheap on long audio."""
+    path = make_tiny_model(tmp_path_factory.mktemp("bighop_model"), "bighop", seed=2,
+                           sample_rate=8000, strides=(4, 8), context_frames=8)
+    return Codec.load(str(path))
+
+
+# ---------------------------------------------------------------- media
+
+def make_signal(channels: int, samples: int, rate: int, seed: int = 0) -> np.ndarray:
+    """A sine chord plus a little noise, float32 (channels, samples), peak below 0.6."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(samples) / rate
+    rows = []
+    for c in range(channels):
+        tone = 0.3 * np.sin(2 * np.pi * (220 + 110 * c) * t) + 0.1 * np.sin(2 * np.pi * 1234 * t)
+        rows.append(tone + 0.02 * rng.standard_normal(samples))
+    return np.asarray(rows, dtype=np.float32)
+
+
+@pytest.fixture(scope="session")
+def signal():
+    return make_signal
+
+
+@pytest.fixture(scope="session")
+def small_vq(codec) -> bytes:
+    """A small valid file: 7 mono samples at 16 kHz, quality 2 (one chunk)."""
+    return codec.encode_audio(make_signal(1, 7, 16000), 16000, 2)
+
+
+@pytest.fixture(scope="session")
+def two_chunk_vq(codec) -> bytes:
+    """A valid file of two chunks: 0.3 s stereo at 16 kHz (600 frames at hop 8), quality 4."""
+    return codec.encode_audio(make_signal(2, 4800, 16000), 16000, 4)
+
+
+# ---------------------------------------------------------------- crafting files
+
+def header_fields(data: bytes) -> dict:
+    """The header fields of `data` without any validation (CRC, bounds)."""
+    fields = vqformat._HEADER.unpack_from(data)
+    names = ["magic", "version", "kind", "coding", "quality", "model_id", "prior_id", "sample_rate", "length",
+             "width", "height", "channels", "mode", "flags", "chunk_frames", "chunk_count"]
+    return dict(zip(names, fields))
+
+
+def with_header(data: bytes, **changes) -> bytes:
+    """`data` with header fields changed and the header CRC recomputed, so only the field checks can reject it."""
+    fields = header_fields(data)
+    unknown = set(changes) - set(fields)
+    assert not unknown, unknown
+    fields.update(changes)
+    body = vqformat._HEADER.pack(*fields.values())
+    return body + struct.pack("<I", zlib.crc32(body)) + data[vqformat.HEADER_SIZE:]
+
+
+def fix_header_crc(data: bytes) -> bytes:
+    """Recompute the header CRC of arbitrary (possibly edited) bytes."""
+    data = bytes(data)
+    body = data[:vqformat.HEADER_SIZE - 4]
+    return body + struct.pack("<I", zlib.crc32(body)) + data[vqformat.HEADER_SIZE:]
+
+
+@pytest.fixture(scope="session")
+def craft():
+    return SimpleNamespace(header_fields=header_fields, with_header=with_header, fix_header_crc=fix_header_crc)
+
+
+# ---------------------------------------------------------------- running the CLI
+
+def run_cli(*args, input: bytes | None = None, env: dict | None = None, cwd=None, timeout: float = 900):
+    """Run `python -m vqcodec ARGS` in a subprocess from the repository root; returns CompletedProcess (bytes)."""
+    environment = {k: v for k, v in os.environ.items() if k != "VQCODEC_MODEL_PATH"}
+    environment["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
+    environment["OMP_NUM_THREADS"] = "1"
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", "vqcodec", *map(str, args)], input=input, capture_output=True,
+                          cwd=cwd or REPO_ROOT, env=environment, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def cli():
+    return run_cli

@@ -1,0 +1,288 @@
+"""The `vqcodec` command line, run as a subprocess (`python -m vqcodec`) with a tiny untrained model.
+
+Every failure must be one line on stderr starting with "vqcodec: error:", a non-zero exit status,
+no traceback, and no output file (not even a hidden temporary one) left behind.
+"""
+from __future__ import annotations
+
+import io
+import json
+import random
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from vqcodec import format as vqformat
+
+COMMANDS = ["encode", "decode", "info", "models", "train"]
+
+
+def write_wav(path: Path, signal, channels=2, rate=22050, samples=11025, subtype="PCM_16"):
+    soundfile.write(path, signal(channels, samples, rate).T, rate, subtype=subtype)
+    return path
+
+
+def assert_one_line_error(result):
+    stderr = result.stderr.decode(errors="replace")
+    assert result.returncode != 0, f"exit status 0; stderr: {stderr!r}"
+    assert "Traceback" not in stderr and b"Traceback" not in result.stdout, stderr
+    lines = stderr.rstrip("\n").split("\n")
+    assert len(lines) == 1, f"expected one line on stderr, got: {stderr!r}"
+    assert lines[0].startswith("vqcodec: error:") and lines[0][len("vqcodec: error:"):].strip(), stderr
+    assert result.stdout == b"", result.stdout[:200]
+
+
+def listing(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+# ---------------------------------------------------------------- happy paths
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory, signal, cli, tiny_model_path):
+    """in.wav (stereo, 22.05 kHz, PCM_16) encoded through the CLI to out.vq."""
+    folder = tmp_path_factory.mktemp("cli_roundtrip")
+    source = write_wav(folder / "in.wav", signal)
+    result = cli("encode", source, folder / "out.vq", "-m", tiny_model_path, "-q", "3")
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b"" and result.stderr == b""
+    return folder
+
+
+def test_encode_writes_a_valid_file(encoded, codec):
+    data = (encoded / "out.vq").read_bytes()
+    header, chunks, _ = vqformat.parse_file(data)
+    assert (header.sample_rate, header.channels, header.length, header.quality) == (22050, 2, 11025, 3)
+    assert header.model_id == codec.model_id
+    assert data == codec.encode_audio_file(str(encoded / "in.wav"), 3)
+    assert sorted(listing(encoded)) == ["in.wav", "out.vq"]  # no temporary file left
+
+
+def test_decode_restores_rate_channels_and_length(encoded, cli, tiny_model_path):
+    out = encoded / "decoded.wav"
+    result = cli("decode", encoded / "out.vq", out, env={"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)})
+    assert result.returncode == 0, result.stderr.decode()
+    got, want = soundfile.info(str(out)), soundfile.info(str(encoded / "in.wav"))
+    assert (got.samplerate, got.channels, got.frames) == (want.samplerate, want.channels, want.frames)
+    assert got.format == "WAV"
+    audio, _ = soundfile.read(str(out))
+    assert np.isfinite(audio).all()
+    out.unlink()
+
+
+def test_decode_with_model_path_and_other_format(encoded, cli, tiny_model_path):
+    out = encoded / "decoded.flac"
+    result = cli("decode", encoded / "out.vq", out, "-m", tiny_model_path)
+    assert result.returncode == 0, result.stderr.decode()
+    info = soundfile.info(str(out))
+    assert (info.format, info.samplerate, info.channels, info.frames) == ("FLAC", 22050, 2, 11025)
+    out.unlink()
+
+
+def test_info_text(encoded, cli, tiny_model_path, codec):
+    result = cli("info", encoded / "out.vq", env={"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)})
+    assert result.returncode == 0, result.stderr.decode()
+    text = result.stdout.decode()
+    assert "audio" in text and "22050 Hz" in text and "11025 samples" in text and "2 channel" in text
+    assert "tiny" in text and codec.model_id.hex() in text and "3 codebooks" in text
+
+
+def test_info_json(encoded, cli, tiny_model_path, codec):
+    result = cli("info", encoded / "out.vq", "--json", env={"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)})
+    assert result.returncode == 0, result.stderr.decode()
+    record = json.loads(result.stdout)
+    size = (encoded / "out.vq").stat().st_size
+    assert record["kind"] == "audio"
+    assert (record["sample_rate"], record["channels"], record["samples"], record["quality"]) == (22050, 2, 11025, 3)
+    assert record["model_id"] == codec.model_id.hex() and record["model"] == "tiny"
+    assert record["bitrate_bps"] == pytest.approx(size * 8 / (11025 / 22050), rel=1e-3)
+    assert record["duration"] == pytest.approx(0.5)
+
+
+def test_models_lists_the_model_on_the_search_path(cli, tiny_model_path, codec):
+    env = {"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)}
+    result = cli("models", env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    line = next(line for line in result.stdout.decode().splitlines() if line.startswith("tiny "))
+    assert codec.model_id.hex() in line and "16000 Hz" in line and "4 codebooks x 16" in line
+    result = cli("models", "--json", env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    entry = next(m for m in json.loads(result.stdout) if m["name"] == "tiny")
+    assert entry["model_id"] == codec.model_id.hex() and entry["kind"] == "audio"
+    assert Path(entry["path"]) == tiny_model_path
+
+
+def test_stdin_stdout(encoded, cli, tiny_model_path):
+    wav = (encoded / "in.wav").read_bytes()
+    # -m also takes the folder that holds one model
+    result = cli("encode", "-", "-", "-m", tiny_model_path.parent, "-q", "3", input=wav)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == (encoded / "out.vq").read_bytes()
+    result = cli("decode", "-", "-", "--format", "wav", input=result.stdout,
+                 env={"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)})
+    assert result.returncode == 0, result.stderr.decode()
+    audio, rate = soundfile.read(io.BytesIO(result.stdout), always_2d=True)
+    assert rate == 22050 and audio.shape == (11025, 2)
+    assert sorted(listing(encoded)) == ["in.wav", "out.vq"]
+
+
+def test_refuses_to_overwrite_without_force(encoded, cli, tiny_model_path):
+    target = encoded / "existing.vq"
+    target.write_bytes(b"precious")
+    before = listing(encoded)
+    result = cli("encode", encoded / "in.wav", target, "-m", tiny_model_path)
+    assert_one_line_error(result)
+    assert "--force" in result.stderr.decode()
+    assert target.read_bytes() == b"precious" and listing(encoded) == before
+    result = cli("decode", encoded / "out.vq", target, "-m", tiny_model_path, "--format", "wav")
+    assert_one_line_error(result)
+    assert target.read_bytes() == b"precious" and listing(encoded) == before
+    result = cli("encode", encoded / "in.wav", target, "-m", tiny_model_path, "-q", "3", "--force")
+    assert result.returncode == 0, result.stderr.decode()
+    assert target.read_bytes() == (encoded / "out.vq").read_bytes()
+    assert listing(encoded) == before
+    target.unlink()
+
+
+# ---------------------------------------------------------------- many independent runs, run two at a time
+
+def _case_setup(name: str, folder: Path, ctx) -> tuple[list, dict]:
+    """Prepare files for one failing invocation in `folder`; returns its arguments and extra environment."""
+    model = ["-m", str(ctx.model)]
+    wav = lambda: write_wav(folder / "in.wav", ctx.signal, channels=1, rate=16000, samples=800)  # noqa: E731
+    vq = ctx.valid_vq
+
+    def vq_file(data: bytes) -> Path:
+        (folder / "in.vq").write_bytes(data)
+        return folder / "in.vq"
+
+    out_vq, out_wav = folder / "out.vq", folder / "out.wav"
+    if name == "encode-missing-file":
+        return ["encode", folder / "nosuch.wav", out_vq, *model], {}
+    if name == "encode-directory":
+        (folder / "adir.wav").mkdir()
+        return ["encode", folder / "adir.wav", out_vq, *model], {}
+    if name == "encode-empty-file":
+        (folder / "empty.wav").write_bytes(b"")
+        return ["encode", folder / "empty.wav", out_vq, *model], {}
+    if name == "encode-text-file":
+        (folder / "x.wav").write_text("this is not audio\n" * 20)
+        return ["encode", folder / "x.wav", out_vq, *model], {}
+    if name == "encode-nan-wav":
+        audio = np.full((800, 1), np.nan, dtype=np.float32)
+        soundfile.write(folder / "nan.wav", audio, 16000, subtype="FLOAT")
+        return ["encode", folder / "nan.wav", out_vq, *model], {}
+    if name == "encode-inf-wav-late":
+        audio = np.zeros((200_000, 2), dtype=np.float32)
+        audio[150_000, 1] = np.inf
+        soundfile.write(folder / "inf.wav", audio, 44100, subtype="FLOAT")
+        return ["encode", folder / "inf.wav", out_vq, *model], {}
+    if name == "encode-unknown-model":
+        return ["encode", wav(), out_vq, "-m", "nosuch"], {}
+    if name == "encode-quality-0":
+        return ["encode", wav(), out_vq, *model, "-q", "0"], {}
+    if name == "encode-quality-99":
+        return ["encode", wav(), out_vq, *model, "-q", "99"], {}
+    if name == "encode-quality-not-a-number":
+        return ["encode", wav(), out_vq, *model, "-q", "six"], {}
+    if name == "encode-output-dir-missing":
+        return ["encode", wav(), "/nonexistent/dir/out.vq", *model], {}
+    if name == "encode-output-is-a-directory":
+        (folder / "outdir").mkdir()
+        return ["encode", wav(), folder / "outdir", *model, "--force"], {}
+    if name == "decode-truncated":
+        return ["decode", vq_file(vq[:len(vq) // 2]), out_wav, *model], {}
+    if name == "decode-truncated-header":
+        return ["decode", vq_file(vq[:30]), out_wav, *model], {}
+    if name == "decode-bit-flipped":
+        data = bytearray(vq)
+        data[len(data) - 3] ^= 0x10
+        return ["decode", vq_file(bytes(data)), out_wav, *model], {}
+    if name == "decode-unknown-version":
+        return ["decode", vq_file(ctx.craft.with_header(vq, version=9)), out_wav, *model], {}
+    if name == "decode-random-bytes":
+        return ["decode", vq_file(random.Random(5).randbytes(300)), out_wav, *model], {}
+    if name == "decode-empty-file":
+        return ["decode", vq_file(b""), out_wav, *model], {}
+    if name == "decode-10e15-samples":
+        return ["decode", vq_file(ctx.craft.with_header(vq, length=10**15)), out_wav, *model], {}
+    if name == "decode-wrong-model":
+        return ["decode", vq_file(vq), out_wav, "-m", str(ctx.other_model)], {}
+    if name == "decode-no-installed-model":
+        return ["decode", vq_file(vq), out_wav], {"VQCODEC_MODEL_PATH": str(ctx.other_model.parent)}
+    if name == "decode-unknown-output-format":
+        return ["decode", vq_file(vq), folder / "out.xyz", *model], {}
+    if name == "decode-output-dir-missing":
+        return ["decode", vq_file(vq), "/nonexistent/dir/out.wav", *model], {}
+    if name == "info-random-bytes":
+        return ["info", vq_file(random.Random(6).randbytes(100))], {}
+    if name == "info-missing-file":
+        return ["info", folder / "nosuch.vq"], {}
+    if name == "train-no-budget":
+        wav()
+        return ["train", folder, "--out", folder / "run"], {}
+    raise KeyError(name)
+
+
+BAD_CASES = [
+    "encode-missing-file", "encode-directory", "encode-empty-file", "encode-text-file", "encode-nan-wav",
+    "encode-inf-wav-late", "encode-unknown-model", "encode-quality-0", "encode-quality-99",
+    "encode-quality-not-a-number", "encode-output-dir-missing", "encode-output-is-a-directory",
+    "decode-truncated", "decode-truncated-header", "decode-bit-flipped", "decode-unknown-version",
+    "decode-random-bytes", "decode-empty-file", "decode-10e15-samples", "decode-wrong-model",
+    "decode-no-installed-model", "decode-unknown-output-format", "decode-output-dir-missing",
+    "info-random-bytes", "info-missing-file", "train-no-budget",
+]
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory, cli, signal, small_vq, craft, tiny_model_path, other_model_path):
+    """Run every independent invocation (failures and --help) up front, two at a time; results by name."""
+    from types import SimpleNamespace
+
+    ctx = SimpleNamespace(model=tiny_model_path, other_model=other_model_path, signal=signal, craft=craft,
+                          valid_vq=small_vq)
+    root = tmp_path_factory.mktemp("cli_batch")
+    jobs = {}
+    for name in BAD_CASES:
+        folder = root / name
+        folder.mkdir()
+        args, env = _case_setup(name, folder, ctx)
+        jobs[name] = (args, env, folder, listing(folder))
+    for command in [None] + COMMANDS:
+        jobs[f"help-{command}"] = ([command, "--help"] if command else ["--help"], {}, None, None)
+
+    def run(name):
+        args, env, folder, before = jobs[name]
+        result = cli(*args, env=env)
+        after = listing(folder) if folder else None
+        return name, SimpleNamespace(result=result, before=before, after=after)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(run, jobs))
+
+
+@pytest.mark.parametrize("name", BAD_CASES)
+def test_bad_input_fails_cleanly(batch, name):
+    outcome = batch[name]
+    assert_one_line_error(outcome.result)
+    assert outcome.after == outcome.before, f"files left behind: {sorted(outcome.after - outcome.before)}"
+    assert not Path("/nonexistent").exists()
+
+
+@pytest.mark.parametrize("command", [None] + COMMANDS)
+def test_help(batch, command):
+    result = batch[f"help-{command}"].result
+    assert result.returncode == 0, result.stderr.decode()
+    text = result.stdout.decode()
+    assert "Example" in text and "Usage:" in text
+    if command:
+        assert f"vqcodec {command}" in text
+
+
+def test_version(cli):
+    result = cli("--version")
+    assert result.returncode == 0 and "0.1.0" in result.stdout.decode()

@@ -1,0 +1,422 @@
+"""Entropy coding with a learned prior (CODING_PRIOR): round trips, bit-exactness across processes,
+thread counts and devices, committed golden files, corrupt payloads, sizes, and the command line.
+
+Everything uses tiny models and synthetic codes (K = 16), so the file runs in well under a minute.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from make_golden import AUDIO_RATE, golden_audio, golden_image  # noqa: E402
+from vqcodec import Codec, VQCodecError  # noqa: E402
+from vqcodec import format as vqformat  # noqa: E402
+from vqcodec.format import FormatError  # noqa: E402
+from vqcodec.modelfile import attach_prior, read_model_files  # noqa: E402
+from vqcodec.prior import PRECISION, CodePrior, quantize_rows  # noqa: E402
+
+GOLDEN = REPO / "tests" / "data" / "golden"
+K = 16
+
+
+# ---------------------------------------------------------------- synthetic codes
+
+def markov_plane(levels: int, rows: int, cols: int, seed: int, k: int = K) -> np.ndarray:
+    """Codes with structure a prior can learn: each level follows its left neighbour and the coarser level."""
+    rng = np.random.default_rng(seed)
+    plane = np.zeros((levels, rows, cols), dtype=np.int64)
+    for level in range(levels):
+        for r in range(rows):
+            for c in range(cols):
+                if rng.random() < 0.6 and c > 0:
+                    value = plane[level, r, c - 1]
+                elif level > 0 and rng.random() < 0.6:
+                    value = (plane[level - 1, r, c] * 3 + 1) % k
+                else:
+                    value = min(int(rng.geometric(0.3)) - 1, k - 1)
+                plane[level, r, c] = value
+    return plane
+
+
+@pytest.fixture(scope="module")
+def audio_prior() -> CodePrior:
+    planes = [markov_plane(4, 1, 300, seed)[:, 0] for seed in range(12)]
+    return CodePrior.fit(planes, K, "audio", chunk=500)
+
+
+@pytest.fixture(scope="module")
+def image_prior() -> CodePrior:
+    planes = [markov_plane(3, 12, 10, seed) for seed in range(12)]
+    return CodePrior.fit(planes, K, "image", chunk=16)
+
+
+# ---------------------------------------------------------------- the prior itself
+
+def test_quantized_rows_are_exact_integers():
+    rng = np.random.default_rng(0)
+    p = rng.gamma(0.2, size=(20, 1024))
+    p[0] = 0
+    p[1, 5] = 1.0
+    q = quantize_rows(p)
+    assert q.dtype == np.uint16 and q.min() >= 1
+    assert (q.astype(np.int64).sum(1) == 1 << PRECISION).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 300), (2, 3, 17), (3, 1, 1), (1, 2, 1)])
+def test_audio_round_trip(audio_prior, shape):
+    channels, quality, frames = shape
+    codes = np.stack([markov_plane(quality, 1, frames, 100 + c)[:, 0] for c in range(channels)])
+    payload = audio_prior.encode_chunk(codes)
+    assert np.array_equal(audio_prior.decode_chunk(payload, shape), codes)
+
+
+@pytest.mark.parametrize("shape", [(3, 12, 10), (2, 16, 7), (1, 1, 1), (3, 1, 9), (3, 5, 1)])
+def test_image_round_trip(image_prior, shape):
+    codes = markov_plane(*shape, seed=7)
+    payload = image_prior.encode_chunk(codes)
+    assert np.array_equal(image_prior.decode_chunk(payload, shape), codes)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 4), st.integers(1, 40), st.integers(1, 2), st.integers(0, 2 ** 32 - 1))
+def test_random_codes_round_trip(audio_prior, quality, frames, channels, seed):
+    """Codes the prior never saw, unstructured, including values of probability close to the floor."""
+    codes = np.random.default_rng(seed).integers(0, K, (channels, quality, frames))
+    payload = audio_prior.encode_chunk(codes)
+    assert np.array_equal(audio_prior.decode_chunk(payload, codes.shape), codes)
+
+
+def test_prior_saves_bits_and_codes_close_to_ideal(audio_prior, image_prior):
+    for prior, codes in ((audio_prior, markov_plane(4, 1, 500, 99)[:, 0][None]), (image_prior, markov_plane(3, 16, 40, 98))):
+        payload = prior.encode_chunk(codes)
+        fixed_bytes = codes.size * 4 / 8
+        ideal_bytes = prior.ideal_bits(codes).sum() / 8
+        assert len(payload) < 0.8 * fixed_bytes
+        assert ideal_bytes - 4 <= len(payload) <= ideal_bytes * 1.01 + 8  # the coder's flush words
+
+
+def test_tensors_round_trip_and_id(audio_prior):
+    tensors = audio_prior.to_tensors()
+    assert all(name.startswith("prior.") for name in tensors)
+    assert all(not t.is_floating_point() for t in tensors.values())
+    again = CodePrior.from_tensors(tensors)
+    assert again.prior_id == audio_prior.prior_id
+    codes = markov_plane(4, 1, 50, 5)[:, 0][None]
+    assert again.encode_chunk(codes) == audio_prior.encode_chunk(codes)
+    changed = dict(tensors)
+    table = changed["prior.1.table"].clone()
+    table.view(-1)[:2] = table.view(-1)[:2].flip(0)  # swap two entries: same sums, other probabilities
+    changed["prior.1.table"] = table
+    if not torch.equal(table, tensors["prior.1.table"]):
+        assert CodePrior.from_tensors(changed).prior_id != audio_prior.prior_id
+    assert CodePrior.from_tensors({"other": torch.zeros(1)}) is None
+
+
+@pytest.mark.parametrize("damage", ["sum", "zero", "version", "map", "shape"])
+def test_damaged_prior_tensors_are_refused(audio_prior, damage):
+    tensors = dict(audio_prior.to_tensors())
+    if damage == "sum":
+        t = tensors["prior.0.table"].clone()
+        t.view(-1)[0] += 1
+        tensors["prior.0.table"] = t
+    elif damage == "zero":
+        t = tensors["prior.0.table"].clone()
+        t.view(-1)[0] = 0
+        tensors["prior.0.table"] = t
+    elif damage == "version":
+        tensors["prior.version"] = torch.tensor([99, K, 4, 0], dtype=torch.int32)
+    elif damage == "map":
+        name = next(n for n in tensors if ".map." in n)
+        tensors[name] = tensors[name][:-1]
+    else:
+        tensors["prior.2.table"] = tensors["prior.2.table"][:, :-1]
+    with pytest.raises(VQCodecError):
+        CodePrior.from_tensors(tensors)
+
+
+def test_corrupt_payloads_raise_or_stay_in_range(audio_prior, image_prior):
+    """A damaged payload (one whose CRC was forged) never crashes, hangs or yields an index out of range."""
+    rng = np.random.default_rng(3)
+    for prior, shape in ((audio_prior, (2, 4, 60)), (image_prior, (3, 9, 8))):
+        codes = rng.integers(0, K, shape)
+        payload = prior.encode_chunk(codes)
+        attempts = [payload[:-1], payload[:-4], b"", payload + b"\x00\x00\x00\x01", b"\xff" * len(payload)]
+        for _ in range(30):
+            damaged = bytearray(payload)
+            damaged[rng.integers(len(damaged))] ^= 1 << int(rng.integers(8))
+            attempts.append(bytes(damaged))
+        attempts.append(rng.integers(0, 256, 64, dtype=np.uint8).tobytes())
+        attempts.append(rng.integers(0, 256, 63, dtype=np.uint8).tobytes())
+        refused = 0
+        for attempt in attempts:
+            try:
+                out = prior.decode_chunk(attempt, shape)
+            except FormatError:
+                refused += 1
+                continue
+            assert out.shape == shape and out.min() >= 0 and out.max() < K
+        assert refused >= 3  # partial words and data left over at least
+
+
+def test_corrupt_prior_file_is_refused(golden_audio_codec):
+    data = bytearray((GOLDEN / "golden_audio_prior.vq").read_bytes())
+    data[vqformat.HEADER_SIZE + 12] ^= 0x10  # inside the first payload: the chunk CRC catches it
+    with pytest.raises(VQCodecError):
+        golden_audio_codec.decode_audio(bytes(data))
+
+
+# ---------------------------------------------------------------- the codec with a prior
+
+@pytest.fixture(scope="module")
+def golden_audio_codec() -> Codec:
+    return Codec.load(str(GOLDEN / "golden_audio.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def golden_image_codec() -> Codec:
+    return Codec.load(str(GOLDEN / "golden_image.safetensors"))
+
+
+def test_codec_writes_prior_files_and_still_reads_fixed_ones(golden_audio_codec):
+    codec = golden_audio_codec
+    signal = golden_audio(5, seconds=0.8)
+    entropy_coded = codec.encode_audio(signal, AUDIO_RATE, 4)
+    header = vqformat.parse_header(entropy_coded)
+    assert header.coding == vqformat.CODING_PRIOR and header.prior_id == codec.prior.prior_id
+    fixed_codec = Codec.load(str(GOLDEN / "golden_audio.safetensors"), coding="fixed")
+    fixed = fixed_codec.encode_audio(signal, AUDIO_RATE, 4)
+    assert vqformat.parse_header(fixed).coding == vqformat.CODING_FIXED
+    assert vqformat.parse_header(fixed).prior_id == 0
+    assert len(entropy_coded) < len(fixed)
+    assert np.array_equal(codec.read_codes(entropy_coded)[1], codec.read_codes(fixed)[1])
+    audio_a, _ = codec.decode_audio(entropy_coded)
+    audio_b, _ = codec.decode_audio(fixed)
+    assert np.array_equal(audio_a, audio_b)
+
+
+def test_image_codec_with_prior(golden_image_codec):
+    from PIL import Image
+
+    codec = golden_image_codec
+    image = Image.fromarray(golden_image(4, 70, 50))
+    entropy_coded = codec.encode_image(image, 3)
+    assert vqformat.parse_header(entropy_coded).coding == vqformat.CODING_PRIOR
+    codec.coding = "fixed"
+    try:
+        fixed = codec.encode_image(image, 3)
+    finally:
+        codec.coding = "auto"
+    assert np.array_equal(codec.read_codes(entropy_coded)[1], codec.read_codes(fixed)[1])
+    assert np.array_equal(np.asarray(codec.decode_image(entropy_coded)), np.asarray(codec.decode_image(fixed)))
+
+
+def test_prior_file_needs_the_matching_prior(golden_audio_codec, tmp_path):
+    data = golden_audio_codec.encode_audio(golden_audio(6, seconds=0.2), AUDIO_RATE, 2)
+    # the same network with another prior: the id matches, the prior does not
+    meta, tensors = read_model_files(GOLDEN / "golden_audio.safetensors")
+    other = CodePrior.fit([markov_plane(4, 1, 200, s)[:, 0] for s in range(3)], K, "audio", 500)
+    copy = tmp_path / "copy.safetensors"
+    attach_prior(GOLDEN / "golden_audio.safetensors", other, out=copy)
+    assert json.loads(copy.with_suffix(".json").read_text())["model_id"] == meta["model_id"]
+    with pytest.raises(VQCodecError, match="prior"):
+        Codec.load(str(copy)).decode_audio(data)
+    # the network alone, without any prior
+    from vqcodec.modelfile import write_model_files
+
+    bare = tmp_path / "bare.safetensors"
+    write_model_files(bare, {k: v for k, v in meta.items() if k != "prior"},
+                      {k: v for k, v in tensors.items() if not k.startswith("prior.")})
+    bare_codec = Codec.load(str(bare))
+    assert bare_codec.prior is None
+    with pytest.raises(VQCodecError, match="prior"):
+        bare_codec.decode_audio(data)
+    with pytest.raises(VQCodecError, match="fit-prior"):
+        Codec.load(str(bare), coding="prior")
+    assert vqformat.parse_header(bare_codec.encode_audio(golden_audio(6, seconds=0.2), AUDIO_RATE, 2)).coding == 0
+
+
+def test_code_report(golden_audio_codec):
+    data = (GOLDEN / "golden_audio_prior.vq").read_bytes()
+    report = golden_audio_codec.code_report(data)
+    expected = np.load(GOLDEN / "golden_audio_codes.npy", allow_pickle=False)
+    assert [r["codes"] for r in report["levels"]] == [expected[:, level].size for level in range(expected.shape[1])]
+    assert report["payload_bytes"] + report["framing_bytes"] == len(data)
+    assert report["ideal_bytes"] - 4 <= report["payload_bytes"] <= report["ideal_bytes"] * 1.02 + 8 * report["chunks"]
+
+
+# ---------------------------------------------------------------- bit-exactness
+
+@pytest.mark.parametrize("kind", ["audio", "image"])
+def test_golden_files_decode_to_the_committed_codes(kind):
+    """Files written by an earlier build, in both codings, decode to exactly the committed codes,
+    and today's encoder writes the committed prior payloads byte for byte."""
+    codec = Codec.load(str(GOLDEN / f"golden_{kind}.safetensors"))
+    meta = json.loads((GOLDEN / f"golden_{kind}.json").read_text())
+    assert meta["prior"]["id"] == codec.prior.prior_id
+    expected = np.load(GOLDEN / f"golden_{kind}_codes.npy", allow_pickle=False).astype(np.int64)
+    for coding, coding_id in (("fixed", vqformat.CODING_FIXED), ("prior", vqformat.CODING_PRIOR)):
+        data = (GOLDEN / f"golden_{kind}_{coding}.vq").read_bytes()
+        header, codes = codec.read_codes(data)
+        assert header.coding == coding_id
+        np.testing.assert_array_equal(codes, expected)
+    data = (GOLDEN / f"golden_{kind}_prior.vq").read_bytes()
+    header, chunks, _ = vqformat.parse_file(data)
+    axis = 2 if kind == "audio" else 1
+    for index, payload in enumerate(chunks):
+        part = np.take(expected, range(index * header.chunk_frames,
+                                       min(expected.shape[axis], (index + 1) * header.chunk_frames)), axis=axis)
+        assert codec.prior.encode_chunk(part) == payload
+    if kind == "audio":
+        codec.decode_audio(data)
+    else:
+        codec.decode_image(data)
+
+
+_ENCODE = """
+import sys, numpy as np, torch
+torch.set_num_threads(1)
+sys.path[:0] = [{repo!r}, {tests!r}]
+from PIL import Image
+from make_golden import golden_audio, golden_image
+from vqcodec import Codec
+audio = Codec.load({audio_model!r})
+image = Codec.load({image_model!r})
+signal = golden_audio(21, seconds=1.3)
+open({out!r} + '/a.vq', 'wb').write(audio.encode_audio(signal, 16000, 4))
+np.save({out!r} + '/a.npy', audio.audio_to_codes(signal, 4))
+rgb = golden_image(22, 90, 60)
+open({out!r} + '/i.vq', 'wb').write(image.encode_image(Image.fromarray(rgb), 3))
+np.save({out!r} + '/i.npy', image.image_to_codes(rgb, 3))
+print(torch.get_num_threads())
+"""
+
+_DECODE = """
+import sys, numpy as np, torch
+torch.set_num_threads(2)
+sys.path[:0] = [{repo!r}]
+from vqcodec import Codec, format as vqformat
+for name, model in (('a', {audio_model!r}), ('i', {image_model!r})):
+    codec = Codec.load(model)
+    data = open({out!r} + '/' + name + '.vq', 'rb').read()
+    header, codes = codec.read_codes(data)
+    assert header.coding == vqformat.CODING_PRIOR
+    assert np.array_equal(codes, np.load({out!r} + '/' + name + '.npy')), name
+    _, chunks, _ = vqformat.parse_file(data)
+    axis = 2 if name == 'a' else 1
+    for i, payload in enumerate(chunks):
+        part = np.take(codes, range(i * header.chunk_frames, min(codes.shape[axis], (i + 1) * header.chunk_frames)), axis=axis)
+        assert codec.prior.encode_chunk(part) == payload, (name, i)
+    codec.decode_audio(data) if name == 'a' else codec.decode_image(data)
+print(torch.get_num_threads())
+"""
+
+
+def test_encode_with_one_thread_decode_with_two_in_other_processes(tmp_path):
+    fields = dict(repo=str(REPO), tests=str(REPO / "tests"), out=str(tmp_path),
+                  audio_model=str(GOLDEN / "golden_audio.safetensors"), image_model=str(GOLDEN / "golden_image.safetensors"))
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    for script, threads in ((_ENCODE, "1"), (_DECODE, "2")):
+        result = subprocess.run([sys.executable, "-c", textwrap.dedent(script).format(**fields)],
+                                capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.split()[-1] == threads
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_encode_on_gpu_decode_on_cpu():
+    from PIL import Image
+
+    for kind in ("audio", "image"):
+        gpu = Codec.load(str(GOLDEN / f"golden_{kind}.safetensors"), device="cuda")
+        cpu = Codec.load(str(GOLDEN / f"golden_{kind}.safetensors"), device="cpu")
+        if kind == "audio":
+            signal = golden_audio(31, seconds=1.2)
+            data, codes = gpu.encode_audio(signal, AUDIO_RATE, 4), gpu.audio_to_codes(signal, 4)
+        else:
+            rgb = golden_image(32, 80, 64)
+            data, codes = gpu.encode_image(Image.fromarray(rgb), 3), gpu.image_to_codes(rgb, 3)
+        header, decoded = cpu.read_codes(data)
+        assert header.coding == vqformat.CODING_PRIOR
+        np.testing.assert_array_equal(decoded, codes)
+        np.testing.assert_array_equal(gpu.read_codes(data)[1], codes)
+
+
+# ---------------------------------------------------------------- fitting and the command line
+
+def test_fit_prior_command_and_verbose_info(tmp_path, cli):
+    import soundfile
+
+    from vqcodec.modelfile import write_model_files
+
+    meta, tensors = read_model_files(GOLDEN / "golden_audio.safetensors")
+    model = tmp_path / "models" / "bare.safetensors"
+    model.parent.mkdir()
+    write_model_files(model, {k: v for k, v in meta.items() if k != "prior"},
+                      {k: v for k, v in tensors.items() if not k.startswith("prior.")})
+    data = tmp_path / "data"
+    data.mkdir()
+    for seed in range(3):
+        soundfile.write(str(data / f"clip{seed}.wav"), golden_audio(40 + seed, seconds=0.5).T, AUDIO_RATE)
+    out = tmp_path / "models" / "withprior.safetensors"
+    result = cli("fit-prior", model, data, "--out", out)
+    assert result.returncode == 0, result.stderr.decode()
+    stored = json.loads(out.with_suffix(".json").read_text())
+    assert stored["model_id"] == meta["model_id"] and stored["prior"]["kind"] == "context-tables"
+    assert "prior" not in json.loads(model.with_suffix(".json").read_text())  # --out leaves the original alone
+
+    wav = tmp_path / "in.wav"
+    soundfile.write(str(wav), golden_audio(50, seconds=0.6).T, AUDIO_RATE)
+    for coding in ("fixed", "auto"):
+        result = cli("encode", wav, tmp_path / f"{coding}.vq", "-m", out, "--coding", coding)
+        assert result.returncode == 0, result.stderr.decode()
+    assert vqformat.parse_header((tmp_path / "auto.vq").read_bytes()).coding == vqformat.CODING_PRIOR
+    assert vqformat.parse_header((tmp_path / "fixed.vq").read_bytes()).coding == vqformat.CODING_FIXED
+    result = cli("info", tmp_path / "auto.vq", "--verbose", "-m", out)
+    assert result.returncode == 0, result.stderr.decode()
+    text = result.stdout.decode()
+    assert "ideal bits" in text and "prior range coding" in text and "actual is" in text
+    result = cli("info", tmp_path / "fixed.vq", "--verbose", "--json", "-m", out)
+    report = json.loads(result.stdout)["payload"]
+    assert report["payload_bytes"] == report["fixed_width_bytes"]
+    assert all(row["fixed_bits"] == row["codes"] * 4 for row in report["levels"])
+    result = cli("encode", wav, tmp_path / "x.vq", "-m", model, "--coding", "prior")
+    assert result.returncode == 1 and b"fit-prior" in result.stderr
+
+
+def test_fit_prior_on_image_codes_in_process(tmp_path):
+    from PIL import Image
+
+    from vqcodec.modelfile import write_model_files
+    from vqcodec.train import fit_prior_files
+
+    meta, tensors = read_model_files(GOLDEN / "golden_image.safetensors")
+    model = tmp_path / "img.safetensors"
+    write_model_files(model, {k: v for k, v in meta.items() if k != "prior"},
+                      {k: v for k, v in tensors.items() if not k.startswith("prior.")})
+    files = []
+    for seed in range(3):
+        files.append(tmp_path / f"p{seed}.png")
+        Image.fromarray(golden_image(60 + seed, 40, 36)).save(files[-1])
+    lines = []
+    fit_prior_files(model, files, log=lines.append)
+    codec = Codec.load(str(model))
+    assert codec.prior is not None and codec.prior.num_levels == 3
+    assert any("prior" in line for line in lines)
+    data = codec.encode_image(Image.open(files[0]), 3)
+    assert vqformat.parse_header(data).coding == vqformat.CODING_PRIOR
+    codec.decode_image(data)

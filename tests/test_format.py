@@ -1,0 +1,473 @@
+"""The `.vq` container: exact layout, round trips, and rejection of every kind of damaged or hostile file."""
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from vqcodec import VQCodecError
+from vqcodec import entropy
+from vqcodec import format as vqformat
+from vqcodec.format import FormatError, Header
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+MODEL_ID = bytes(range(1, 9))
+
+
+def audio_header(**changes) -> Header:
+    fields = dict(kind=vqformat.KIND_AUDIO, coding=vqformat.CODING_PRIOR, quality=5, model_id=MODEL_ID,
+                  prior_id=0xDEADBEEF, sample_rate=44100, length=123_456_789, channels=2, flags=0,
+                  chunk_frames=500, chunk_count=3)
+    fields.update(changes)
+    return Header(**fields)
+
+
+def image_header(**changes) -> Header:
+    fields = dict(kind=vqformat.KIND_IMAGE, coding=vqformat.CODING_FIXED, quality=8, model_id=MODEL_ID[::-1],
+                  prior_id=0, width=4000, height=3000, channels=3, mode=2, flags=0, chunk_frames=16, chunk_count=0)
+    fields.update(changes)
+    return Header(**fields)
+
+
+def small_image_file(alpha: bytes | None = b"alpha plane bytes") -> bytes:
+    return vqformat.build_file(image_header(width=70, height=33), [b"\x01\x02\x03", b"", b"\xff" * 10], alpha)
+
+
+# ---------------------------------------------------------------- round trips and layout
+
+@pytest.mark.parametrize("make", [audio_header, image_header,
+                                  lambda: audio_header(coding=vqformat.CODING_FIXED, prior_id=0, quality=64, length=1),
+                                  lambda: image_header(coding=vqformat.CODING_PRIOR, prior_id=2**32 - 1, mode=14,
+                                                       flags=vqformat.FLAG_ALPHA)],
+                         ids=["audio", "image", "audio-fixed", "image-prior"])
+def test_header_round_trip_keeps_every_field(make):
+    header = make()
+    packed = header.pack()
+    assert len(packed) == vqformat.HEADER_SIZE == 56
+    assert vqformat.parse_header(packed) == header
+
+
+def test_header_byte_layout():
+    header = audio_header(mode=9, flags=0, width=0, height=0)
+    data = header.pack()
+    assert data[0:4] == b"VQCD"
+    assert data[4] == 1 == vqformat.VERSION
+    assert (data[5], data[6], data[7]) == (vqformat.KIND_AUDIO, vqformat.CODING_PRIOR, 5)
+    assert data[8:16] == MODEL_ID
+    assert struct.unpack_from("<I", data, 16)[0] == 0xDEADBEEF
+    assert struct.unpack_from("<I", data, 20)[0] == 44100
+    assert struct.unpack_from("<Q", data, 24)[0] == 123_456_789
+    assert struct.unpack_from("<II", data, 32) == (0, 0)
+    assert struct.unpack_from("<H", data, 40)[0] == 2
+    assert (data[42], data[43]) == (9, 0)
+    assert struct.unpack_from("<II", data, 44) == (500, 3)
+    assert struct.unpack_from("<I", data, 52)[0] == zlib.crc32(data[:52])
+
+
+def test_image_header_byte_layout():
+    data = image_header(width=4000, height=3000).pack()
+    assert struct.unpack_from("<II", data, 32) == (4000, 3000)
+    assert struct.unpack_from("<H", data, 40)[0] == 3
+    assert data[42] == 2
+
+
+def test_build_and_parse_file_round_trip_with_alpha():
+    chunks = [b"\x01\x02\x03", b"", bytes(range(256))]
+    header = image_header(width=70, height=33)
+    data = vqformat.build_file(header, chunks, b"alpha!")
+    parsed, got_chunks, alpha = vqformat.parse_file(data)
+    assert got_chunks == chunks
+    assert alpha == b"alpha!"
+    assert parsed.chunk_count == 3 and parsed.flags & vqformat.FLAG_ALPHA
+    assert (parsed.width, parsed.height, parsed.mode, parsed.quality) == (70, 33, 2, 8)
+    # chunk layout: u32 length, u32 CRC-32 of the payload, payload; the alpha section is one more chunk
+    offset = 56
+    for payload in chunks + [b"alpha!"]:
+        length, crc = struct.unpack_from("<II", data, offset)
+        assert length == len(payload) and crc == zlib.crc32(payload)
+        assert data[offset + 8:offset + 8 + length] == payload
+        offset += 8 + length
+    assert offset == len(data)
+
+
+def test_build_file_without_alpha_clears_the_flag():
+    header = audio_header(length=1000, flags=vqformat.FLAG_ALPHA, coding=vqformat.CODING_FIXED, prior_id=0)
+    data = vqformat.build_file(header, [b"abc", b"defg"])
+    parsed, chunks, alpha = vqformat.parse_file(data)
+    assert alpha is None and not parsed.flags & vqformat.FLAG_ALPHA
+    assert chunks == [b"abc", b"defg"] and parsed.chunk_count == 2
+    assert len(data) == 56 + (8 + 3) + (8 + 4)
+
+
+def test_worked_example_of_the_format_document(codec):
+    """docs/FORMAT.md section 9: the tiny model (seed 0) codes 40 zero samples at 8 kHz, quality 2, into these 74 bytes."""
+    expected = bytes.fromhex(
+        "56514344 01000002 e76c409a e183d39a 00000000 401f0000 28000000 00000000"
+        "00000000 00000000 01000000 f4010000 01000000 e0493177 0a000000 53101745"
+        "a8888888 8a7ccccc ccf4".replace(" ", ""))
+    assert len(expected) == 74
+    assert codec.model_id.hex() == "e76c409ae183d39a"
+    data = codec.encode_audio(np.zeros((1, 40), np.float32), 8000, 2)
+    assert data == expected
+    header, chunks, _ = vqformat.parse_file(data)
+    codes = entropy.unpack_fixed(chunks[0], 20, 16).reshape(1, 2, 10)
+    np.testing.assert_array_equal(codes[0, 0], [10, 8, 8, 8, 8, 8, 8, 8, 8, 10])
+    np.testing.assert_array_equal(codes[0, 1], [7, 12, 12, 12, 12, 12, 12, 12, 15, 4])
+
+
+def test_real_file_layout(two_chunk_vq, codec):
+    header, chunks, alpha = vqformat.parse_file(two_chunk_vq)
+    assert alpha is None
+    assert (header.sample_rate, header.channels, header.length, header.quality) == (16000, 2, 4800, 4)
+    assert header.model_id == codec.model_id
+    frames = math.ceil(4800 / codec.hop)
+    assert header.chunk_count == len(chunks) == math.ceil(frames / header.chunk_frames) == 2
+    bits = entropy.bits_per_index(codec.codebook_size)
+    sizes = [min(header.chunk_frames, frames - i * header.chunk_frames) for i in range(len(chunks))]
+    assert [len(c) for c in chunks] == [math.ceil(2 * 4 * n * bits / 8) for n in sizes]
+
+
+# ---------------------------------------------------------------- fixed-width payloads
+
+@pytest.mark.parametrize("size, bits", [(16, 4), (1000, 10), (1024, 10), (1025, 11), (2, 1)])
+@pytest.mark.parametrize("count", [0, 1, 7, 8, 1001])
+def test_pack_fixed_round_trip(size, bits, count):
+    rng = np.random.default_rng(size * 7 + count)
+    values = rng.integers(0, size, count)
+    if count >= 2:
+        values[0], values[-1] = 0, size - 1
+    assert entropy.bits_per_index(size) == bits
+    payload = entropy.pack_fixed(values, size)
+    assert len(payload) == math.ceil(count * bits / 8)
+    back = entropy.unpack_fixed(payload, count, size)
+    assert back.dtype == np.int64
+    np.testing.assert_array_equal(back, values)
+
+
+def test_pack_fixed_is_msb_first():
+    assert entropy.pack_fixed(np.array([5, 3]), 16) == b"\x53"
+    assert entropy.pack_fixed(np.array([1]), 1024) == b"\x00\x40"
+    assert entropy.pack_fixed(np.array([1024]), 1025) == b"\x80\x00"
+    assert entropy.pack_fixed(np.array([1, 2, 3]), 1024) == bytes.fromhex("0040200c")  # docs/FORMAT.md section 4
+    assert entropy.pack_fixed(np.array([1, 2, 3]), 5) == bytes.fromhex("2980")
+
+
+def test_unpack_fixed_rejects_wrong_length_and_out_of_range_values():
+    payload = entropy.pack_fixed(np.arange(10), 16)
+    with pytest.raises(FormatError):
+        entropy.unpack_fixed(payload + b"\x00", 10, 16)
+    with pytest.raises(FormatError):
+        entropy.unpack_fixed(payload[:-1], 10, 16)
+    with pytest.raises(FormatError):  # 10 bits can hold 1023, a codebook of 1000 cannot
+        entropy.unpack_fixed(b"\xff\xc0", 1, 1000)
+    np.testing.assert_array_equal(entropy.unpack_fixed(b"\x50", 1, 16), [5])
+    with pytest.raises(FormatError):  # padding bits must be zero
+        entropy.unpack_fixed(b"\x51", 1, 16)
+
+
+# ---------------------------------------------------------------- rejection
+
+def test_bad_magic(small_vq):
+    with pytest.raises(FormatError, match="magic"):
+        vqformat.parse_file(b"RIFF" + small_vq[4:])
+
+
+def test_unknown_version_even_with_a_valid_crc(small_vq, craft):
+    data = craft.with_header(small_vq, version=2)
+    with pytest.raises(FormatError, match="version"):
+        vqformat.parse_file(data)
+
+
+def test_header_crc_mismatch(small_vq):
+    data = bytearray(small_vq)
+    data[52] ^= 0xFF
+    with pytest.raises(FormatError, match="CRC"):
+        vqformat.parse_file(bytes(data))
+    data = bytearray(small_vq)
+    data[21] ^= 0x01  # sample rate, CRC left as is
+    with pytest.raises(FormatError, match="CRC"):
+        vqformat.parse_file(bytes(data))
+
+
+@pytest.mark.parametrize("which", ["audio", "image"])
+def test_every_truncation_is_rejected(which, small_vq):
+    data = small_vq if which == "audio" else small_image_file()
+    vqformat.parse_file(data)  # the whole file is fine
+    for length in range(len(data)):
+        with pytest.raises(FormatError):
+            vqformat.parse_file(data[:length])
+
+
+def test_every_truncation_is_rejected_by_the_codec(small_vq, codec):
+    for length in range(len(small_vq)):
+        with pytest.raises(VQCodecError):
+            codec.decode_audio(small_vq[:length])
+
+
+@pytest.mark.parametrize("which", ["audio", "image"])
+def test_every_single_bit_flip_is_rejected(which, small_vq):
+    data = small_vq if which == "audio" else small_image_file()
+    for position in range(len(data)):
+        for bit in range(8):
+            damaged = bytearray(data)
+            damaged[position] ^= 1 << bit
+            with pytest.raises(FormatError):
+                vqformat.parse_file(bytes(damaged))
+
+
+def test_trailing_garbage_is_rejected(small_vq):
+    for tail in (b"\x00", b"garbage", small_vq):
+        with pytest.raises(FormatError, match="unexpected bytes"):
+            vqformat.parse_file(small_vq + tail)
+
+
+AUDIO_ABSURD = [
+    dict(length=10**15),
+    dict(length=16000 * 24 * 3600 + 1),
+    dict(channels=0),
+    dict(channels=1000),
+    dict(sample_rate=0),
+    dict(sample_rate=10**7),
+    dict(quality=0),
+    dict(quality=200),
+    dict(kind=7),
+    dict(coding=9),
+    dict(chunk_frames=0),
+    dict(chunk_frames=2**32 - 1),
+    dict(chunk_count=2**32 - 1),
+    dict(chunk_count=1000),
+    dict(length=0),
+    dict(flags=2),
+    dict(flags=vqformat.FLAG_ALPHA),  # alpha in an audio file
+    dict(width=5),
+    dict(mode=1),
+    dict(prior_id=1),  # fixed-width coding names a prior
+]
+
+
+@pytest.mark.parametrize("changes", AUDIO_ABSURD, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_absurd_audio_header_fields_with_valid_crc(changes, small_vq, craft, codec):
+    data = craft.with_header(small_vq, **changes)
+    with pytest.raises(FormatError):
+        vqformat.parse_file(data)
+    with pytest.raises(VQCodecError):
+        codec.decode_audio(data)
+
+
+IMAGE_ABSURD = [
+    dict(width=0, height=5),
+    dict(width=5, height=0),
+    dict(width=70000, height=10),
+    dict(width=10, height=70000),
+    dict(width=20000, height=20000),
+    dict(width=65535, height=1366),  # over the pixel limit
+    dict(channels=1),
+    dict(channels=4),
+    dict(sample_rate=16000),
+    dict(length=5),
+    dict(flags=4),
+]
+
+
+@pytest.mark.parametrize("changes", IMAGE_ABSURD, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_absurd_image_header_fields_with_valid_crc(changes, craft):
+    data = craft.with_header(small_image_file(), **changes)
+    with pytest.raises(FormatError):
+        vqformat.parse_file(data)
+
+
+def test_huge_chunk_length_is_rejected_before_reading(small_vq):
+    for claimed in (2**31, 2**32 - 1, vqformat.MAX_CHUNK_BYTES + 1):
+        data = bytearray(small_vq)
+        struct.pack_into("<I", data, vqformat.HEADER_SIZE, claimed)
+        with pytest.raises(FormatError):
+            vqformat.parse_file(bytes(data))
+
+
+def test_limits_are_inclusive(small_vq, craft):
+    """The bounds themselves are allowed: 24 h of audio, 64 channels, 768 kHz, a 65535-pixel side."""
+    vqformat.parse_header(craft.with_header(small_vq, length=16000 * 24 * 3600))
+    vqformat.parse_header(craft.with_header(small_vq, channels=64, sample_rate=768_000))
+    vqformat.parse_header(craft.with_header(small_image_file(), width=65535, height=1))
+    vqformat.parse_header(craft.with_header(small_image_file(), width=65535, height=1365))
+    vqformat.parse_header(craft.with_header(small_vq, chunk_frames=2**20))
+
+
+# ---------------------------------------------------------------- codec-level checks behind a valid CRC
+
+def test_wrong_model_id(small_vq, craft, codec):
+    with pytest.raises(VQCodecError, match="model"):
+        codec.decode_audio(craft.with_header(small_vq, model_id=b"\x00" * 8))
+
+
+def test_file_from_another_model(small_vq, other_codec):
+    with pytest.raises(VQCodecError, match="model"):
+        other_codec.decode_audio(small_vq)
+
+
+def test_quality_beyond_the_models_codebooks(small_vq, craft, codec):
+    with pytest.raises(VQCodecError):
+        codec.decode_audio(craft.with_header(small_vq, quality=codec.num_codebooks + 1))
+
+
+@pytest.mark.parametrize("changes", [dict(quality=1), dict(quality=3), dict(channels=1), dict(channels=3), dict(chunk_frames=1)])
+def test_payload_length_that_does_not_fit_the_header(changes, two_chunk_vq, craft, codec):
+    data = craft.with_header(two_chunk_vq, **changes)
+    vqformat.parse_file(data)  # the container itself is intact
+    with pytest.raises(VQCodecError):
+        codec.decode_audio(data)
+
+
+def test_chunk_count_that_does_not_fit_the_length(two_chunk_vq, small_vq, craft, codec):
+    # two chunks in the file, but a length that needs one
+    with pytest.raises(VQCodecError, match="chunks"):
+        codec.decode_audio(craft.with_header(two_chunk_vq, length=100))
+    # one chunk in the file, but a length that needs two
+    with pytest.raises(VQCodecError, match="chunks"):
+        codec.decode_audio(craft.with_header(small_vq, length=16000))
+
+
+def test_image_file_given_to_audio_decoder(craft, codec):
+    data = vqformat.build_file(image_header(width=8, height=8, model_id=codec.model_id), [b"\x00"])
+    with pytest.raises(VQCodecError):
+        codec.decode_audio(data)
+
+
+def test_prior_coding_is_refused_by_a_model_without_prior(small_vq, craft, codec):
+    with pytest.raises(VQCodecError):
+        codec.decode_audio(craft.with_header(small_vq, coding=vqformat.CODING_PRIOR))
+
+
+def test_zero_length_audio_file(craft, codec):
+    """A header of 0 samples with no chunks passes the container checks; decoding it must not crash.
+
+    Either an empty (channels, 0) result or a VQCodecError is acceptable, never another exception.
+    """
+    for rate in (16000, 44100):
+        data = vqformat.build_file(Header(kind=vqformat.KIND_AUDIO, coding=vqformat.CODING_FIXED, quality=2,
+                                          model_id=codec.model_id, sample_rate=rate, length=0, channels=1,
+                                          chunk_frames=500), [])
+        try:
+            audio, got_rate = codec.decode_audio(data)
+        except VQCodecError:
+            continue
+        assert audio.shape == (1, 0) and got_rate == rate
+
+
+def test_length_and_rate_changed_consistently_still_decodes(small_vq, craft, codec):
+    """A valid CRC and consistent fields: decoding follows the header (7 samples at 16 kHz -> 20 at 44.1 kHz)."""
+    data = craft.with_header(small_vq, sample_rate=44100, length=20)
+    audio, rate = codec.decode_audio(data)
+    assert rate == 44100 and audio.shape == (1, 20) and np.isfinite(audio).all()
+
+
+# ---------------------------------------------------------------- fuzzing
+
+def _mutations():
+    op = st.sampled_from(["overwrite", "insert", "delete", "truncate"])
+    return st.lists(st.tuples(op, st.integers(0, 10**6), st.binary(min_size=1, max_size=8)), min_size=1, max_size=4)
+
+
+def _mutate(data: bytes, mutations) -> bytes:
+    data = bytearray(data)
+    for op, position, blob in mutations:
+        position %= len(data) + 1
+        if op == "overwrite":
+            data[position:position + len(blob)] = blob
+        elif op == "insert":
+            data[position:position] = blob
+        elif op == "delete":
+            del data[position:position + len(blob)]
+        else:
+            del data[position:]
+    return bytes(data)
+
+
+def _decode_must_fail_cleanly_or_work(codec, data: bytes) -> None:
+    try:
+        audio, rate = codec.decode_audio(data)
+    except VQCodecError:
+        return
+    header = vqformat.parse_header(data)
+    assert rate == header.sample_rate
+    assert audio.shape == (header.channels, header.length) and audio.dtype == np.float32
+    assert np.isfinite(audio).all()
+
+
+@FUZZ
+@given(data=st.binary(max_size=400))
+def test_fuzz_random_bytes(data, codec):
+    try:
+        vqformat.parse_file(data)
+    except VQCodecError:
+        pass
+    _decode_must_fail_cleanly_or_work(codec, data)
+
+
+@FUZZ
+@given(data=st.binary(max_size=400))
+def test_fuzz_random_bytes_after_a_valid_magic(data, codec):
+    data = b"VQCD\x01" + data
+    try:
+        vqformat.parse_file(data)
+    except VQCodecError:
+        pass
+    _decode_must_fail_cleanly_or_work(codec, data)
+
+
+@FUZZ
+@given(mutations=_mutations())
+def test_fuzz_mutated_valid_file(mutations, two_chunk_vq, codec):
+    data = _mutate(two_chunk_vq, mutations)
+    assume(data != two_chunk_vq)
+    with pytest.raises(VQCodecError):  # header and chunks are CRC-protected: every change is caught
+        vqformat.parse_file(data)
+    with pytest.raises(VQCodecError):
+        codec.decode_audio(data)
+
+
+@FUZZ
+@given(mutations=_mutations())
+def test_fuzz_mutated_valid_file_with_fixed_header_crc(mutations, small_vq, codec, craft):
+    """Mutations confined to the header, CRC recomputed: the field and codec checks must catch them."""
+    header = _mutate(small_vq[:52], mutations)[:52].ljust(52, b"\x00")
+    data = craft.fix_header_crc(header + small_vq[52:])
+    try:
+        vqformat.parse_file(data)
+    except VQCodecError:
+        pass
+    _decode_must_fail_cleanly_or_work(codec, data)
+
+
+@FUZZ
+@given(
+    kind=st.sampled_from([0, 0, 0, 1, 2]),
+    coding=st.sampled_from([0, 0, 0, 1, 5]),
+    quality=st.integers(0, 6),
+    right_model=st.booleans(),
+    sample_rate=st.sampled_from([0, 1, 7, 8000, 16000, 16000, 44100, 768_000, 768_001]),
+    length=st.one_of(st.integers(0, 40), st.integers(0, 5000), st.just(10**12)),
+    channels=st.integers(0, 3),
+    chunk_frames=st.sampled_from([0, 1, 2, 3, 500, 2**20, 2**32 - 1]),
+    payloads=st.lists(st.binary(max_size=24), max_size=4),
+    alpha=st.sampled_from([None, None, None, b"", b"x\x9c"]),
+)
+def test_fuzz_headers_with_valid_crc(kind, coding, quality, right_model, sample_rate, length, channels, chunk_frames,
+                                     payloads, alpha, codec):
+    audio = kind != vqformat.KIND_IMAGE
+    header = Header(kind=kind, coding=coding, quality=quality,
+                    model_id=codec.model_id if right_model else b"\x00" * 8,
+                    sample_rate=sample_rate if audio else 0, length=length if audio else 0, channels=channels,
+                    width=0 if audio else 3, height=0 if audio else 3, chunk_frames=chunk_frames)
+    data = vqformat.build_file(header, payloads, alpha)
+    try:
+        vqformat.parse_file(data)
+    except VQCodecError:
+        pass
+    _decode_must_fail_cleanly_or_work(codec, data)

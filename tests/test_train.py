@@ -1,0 +1,206 @@
+"""Training on a tiny config: the files it writes, resuming, learning at all, and the `train` command."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from safetensors.torch import load_file
+
+from vqcodec import Codec, VQCodecError
+from vqcodec.config import AudioConfig, config_from_dict, config_to_dict
+from vqcodec.modelfile import compute_model_id, read_model_files
+from vqcodec.train import TrainOptions, train
+
+CFG = AudioConfig(sample_rate=8000, base_channels=4, strides=(2, 4), res_blocks=1, latent_dim=8, num_codebooks=4,
+                  codebook_size=16, context_frames=16)
+# The multi-resolution mel loss uses STFTs of up to 2048 points, so crops are kept above 1024 samples.
+CROP = 1280
+PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".npy", ".npz"}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, signal) -> Path:
+    """Three short sine-plus-noise WAVs: 22.05 kHz stereo, 16 kHz mono in a subfolder, 8 kHz mono."""
+    folder = tmp_path_factory.mktemp("train_data")
+    (folder / "nested" / "deeper").mkdir(parents=True)
+    soundfile.write(folder / "a.wav", signal(2, 22050, 22050).T, 22050)
+    soundfile.write(folder / "nested" / "deeper" / "b.wav", signal(1, 16000, 16000, seed=1).T, 16000)
+    soundfile.write(folder / "c.wav", signal(1, 12000, 8000, seed=2).T, 8000, subtype="FLOAT")
+    (folder / "notes.txt").write_text("not audio, not an image: ignored\n")
+    return folder
+
+
+def options(out: Path, **changes) -> TrainOptions:
+    values = dict(out=out, name="tiny", max_steps=12, batch_size=4, crop=CROP, eval_every=5, threads=1, quiet=True)
+    values.update(changes)
+    return TrainOptions(**values)
+
+
+def read_log(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
+
+
+def assert_no_pickles(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if not path.is_file():
+            continue
+        assert path.suffix not in PICKLE_SUFFIXES, f"{path.name} looks like a pickle"
+        head = path.read_bytes()[:4]
+        assert not head.startswith(b"\x80") and not head.startswith(b"PK"), f"{path.name} is a pickle or torch zip"
+        if path.suffix == ".safetensors":
+            assert load_file(str(path))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir) -> Path:
+    out = tmp_path_factory.mktemp("train_out") / "run"
+    path = train(data_dir, CFG, options(out))
+    assert path == out / "tiny.safetensors"
+    return out
+
+
+def test_training_writes_model_checkpoint_and_log(trained):
+    names = {p.name for p in trained.iterdir()}
+    assert {"tiny.safetensors", "tiny.json", "checkpoint.safetensors", "checkpoint.json", "train_log.jsonl"} <= names
+    assert not any(name.endswith(".tmp") for name in names)
+
+
+def test_model_json(trained):
+    meta = json.loads((trained / "tiny.json").read_text())
+    assert config_from_dict(meta["config"]) == CFG
+    assert meta["kind"] == "audio" and meta["name"] == "tiny"
+    assert meta["sample_rate"] == 8000 and meta["format_version"] == 1
+    assert meta["codebook_sizes"] == [16] * 4
+    assert meta["training"]["steps"] == 12
+    assert len(meta["model_id"]) == 16
+    read_meta, tensors = read_model_files(trained / "tiny.safetensors")  # verifies the id against the weights
+    network = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
+    assert compute_model_id(meta["config"], network) == meta["model_id"]
+    assert not any(k.endswith(("ema_count", "ema_sum", "idle_steps", "initialized")) for k in tensors)
+    assert any(k.startswith("prior.") for k in tensors) and "prior" in meta  # fitted at the end by default
+
+
+def test_checkpoint_json(trained):
+    meta = json.loads((trained / "checkpoint.json").read_text())
+    assert meta["step"] == 12
+    assert meta["config"] == json.loads(json.dumps(config_to_dict(CFG)))
+    assert meta["trained_seconds"] > 0
+    tensors = load_file(str(trained / "checkpoint.safetensors"))
+    assert any(k.startswith("model.") for k in tensors) and any(k.startswith("optim.") for k in tensors)
+    assert any(k.endswith("ema_count") for k in tensors)  # training state is kept for resuming
+
+
+def test_training_log(trained):
+    log = read_log(trained)
+    assert [r["step"] for r in log] == [1, 5, 10]
+    for record in log:
+        assert 1 <= record["perplexity"] <= 16
+        assert 0 < record["codes_in_use"] <= 1
+        assert math.isfinite(record["loss"]) and math.isfinite(record["val"])
+        assert {"mel", "l1", "val_mel", "lr", "seconds"} <= set(record)
+
+
+@pytest.mark.parametrize("coding", ["auto", "fixed"])
+def test_trained_model_encodes_and_decodes(trained, signal, coding):
+    codec = Codec.load(str(trained / "tiny.safetensors"), coding=coding)
+    assert codec.sample_rate == 8000 and codec.num_codebooks == 4
+    audio = signal(1, 4000, 16000)
+    data = codec.encode_audio(audio, 16000, 3)
+    decoded, rate = codec.decode_audio(data)
+    assert rate == 16000 and decoded.shape == (1, 4000) and np.isfinite(decoded).all()
+    assert np.abs(decoded).max() > 0
+
+
+def test_no_pickles(trained):
+    assert_no_pickles(trained)
+
+
+def test_resume_continues_to_the_total_step_count(trained, data_dir, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    first_log = read_log(out)
+    train(data_dir, None, options(out, max_steps=20, resume=True))
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 20
+    log = read_log(out)
+    assert log[:len(first_log)] == first_log
+    assert [r["step"] for r in log[len(first_log):]] == [15, 20]  # continues from 12, does not restart at 1
+    meta = json.loads((out / "tiny.json").read_text())
+    assert meta["training"]["steps"] == 20 and config_from_dict(meta["config"]) == CFG
+    tensors = load_file(str(out / "checkpoint.safetensors"))
+    adam_steps = {float(v) for k, v in tensors.items() if k.endswith(".step")}
+    assert adam_steps == {20.0}, "optimizer state was not restored"
+    assert meta["model_id"] != json.loads((trained / "tiny.json").read_text())["model_id"]
+    Codec.load(str(out / "tiny.safetensors"))
+    assert_no_pickles(out)
+
+
+def test_resume_at_the_budget_trains_no_more(trained, data_dir, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    train(data_dir, None, options(out, max_steps=12, resume=True, fit_prior=False))
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 12
+    assert read_log(out) == read_log(trained)
+
+
+def test_loss_decreases(data_dir, tmp_path):
+    out = tmp_path / "run"
+    train(data_dir, CFG, options(out, max_steps=40, eval_every=1, lr=5e-3, fit_prior=False))
+    log = read_log(out)
+    assert [r["step"] for r in log] == list(range(1, 41))
+    val = [r["val"] for r in log]
+    loss = [r["loss"] for r in log]
+    assert np.mean(val[-5:]) < 0.9 * np.mean(val[:5]), val
+    assert np.mean(loss[-5:]) < np.mean(loss[:5]), loss
+
+
+def test_small_crop_trains_or_fails_cleanly(data_dir, tmp_path):
+    """--crop 256 (the stride allows it) must train, or be refused with a VQCodecError; not crash in torch.stft."""
+    out = tmp_path / "run"
+    try:
+        train(data_dir, CFG, options(out, max_steps=2, crop=256, fit_prior=False))
+    except VQCodecError:
+        return
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 2
+
+
+def test_crop_below_the_stride_is_refused(data_dir, tmp_path):
+    with pytest.raises(VQCodecError):
+        train(data_dir, CFG, options(tmp_path / "run", max_steps=1, crop=CFG.hop - 1))
+
+
+def test_folder_without_media_is_refused(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "readme.txt").write_text("nothing here")
+    with pytest.raises(VQCodecError):
+        train(tmp_path / "data", CFG, options(tmp_path / "run", max_steps=1))
+
+
+def test_unreadable_files_are_skipped(data_dir, tmp_path):
+    folder = tmp_path / "data"
+    shutil.copytree(data_dir, folder)
+    (folder / "z_broken.wav").write_text("this is text, not a WAV file\n")
+    train(folder, CFG, options(tmp_path / "run", max_steps=1, fit_prior=False))
+    assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["step"] == 1
+
+
+def test_train_command(data_dir, tmp_path, cli):
+    config = {**config_to_dict(CFG), "codebook_size": 8}
+    (tmp_path / "cfg.json").write_text(json.dumps(config))
+    out = tmp_path / "mine"
+    result = cli("train", data_dir, "--out", out, "--max-steps", "3", "--crop", str(CROP), "--batch-size", "2",
+                 "--config", tmp_path / "cfg.json", "--threads", "1", "--device", "cpu")
+    assert result.returncode == 0, result.stderr.decode()
+    assert "Traceback" not in result.stderr.decode()
+    meta = json.loads((out / "mine.json").read_text())
+    assert meta["name"] == "mine" and meta["training"]["steps"] == 3
+    assert config_from_dict(meta["config"]) == AudioConfig(**{**config_to_dict(CFG), "codebook_size": 8})
+    assert meta["codebook_sizes"] == [8] * 4
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 3
+    assert_no_pickles(out)
+    codec = Codec.load(str(out / "mine.safetensors"))
+    assert codec.codebook_size == 8
