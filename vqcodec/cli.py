@@ -278,7 +278,11 @@ def _print_code_report(report: dict) -> None:
     actual = report["payload_bytes"]
     click.echo(f"payload:   {actual} bytes actual ({report['coding']}); fixed width would take "
                f"{report['fixed_width_bytes']} bytes")
-    if has_ideal:
+    if has_ideal and report["prior_id"] is None:
+        ideal = report["ideal_bytes"]
+        click.echo(f"ideal:     {ideal:.1f} bytes under the model's prior: entropy coding (--coding prior) would save "
+                   f"about {(1 - ideal / actual) * 100 if actual else 0:.1f}%")
+    elif has_ideal:
         ideal = report["ideal_bytes"]
         click.echo(f"ideal:     {ideal:.1f} bytes under the model's prior; actual is "
                    f"{(actual / ideal - 1) * 100 if ideal else 0:+.2f}% of it")
