@@ -438,13 +438,13 @@ def test_cli_round_trip(cli_runs, tiny_model_path, tmp_path):
 
 
 def test_cli_decode_failure_leaves_nothing(codec, tiny_model_path, tmp_path, capsys):
-    """A write that fails half-way (a mode PNG cannot hold) removes its temporary file."""
+    """A write that fails (alpha, which JPEG cannot hold and we never drop) leaves no file behind."""
     from vqcodec.cli import run
 
-    vq = tmp_path / "cmyk.vq"
-    vq.write_bytes(codec.encode_image(make_image("CMYK"), 2))
+    vq = tmp_path / "la.vq"
+    vq.write_bytes(codec.encode_image(make_image("LA"), 2))
     (tmp_path / "out").mkdir()
-    code = run(["decode", str(vq), str(tmp_path / "out" / "x.png"), "-m", str(tiny_model_path)])
+    code = run(["decode", str(vq), str(tmp_path / "out" / "x.jpg"), "-m", str(tiny_model_path)])
     err = capsys.readouterr().err
     assert code != 0 and err.startswith("vqcodec: error:") and len(err.strip().splitlines()) == 1
     assert list((tmp_path / "out").iterdir()) == []
@@ -539,3 +539,14 @@ def test_shipped_model_psnr_floor(shipped_codec, photo):
     out = shipped_codec.decode_image(shipped_codec.encode_image(image, min(8, shipped_codec.num_codebooks)))
     value = psnr(np.asarray(image.convert("RGB")), np.asarray(out.convert("RGB")))
     assert value >= PSNR_FLOOR_DB, f"{photo.name}: {value:.2f} dB < {PSNR_FLOOR_DB} dB"
+
+
+def test_decoding_to_a_format_that_cannot_hold_the_mode_uses_the_nearest_mode(codec, tiny_model_path, tmp_path):
+    """CMYK cannot be stored as PNG: the decoder writes RGB rather than failing."""
+    from vqcodec.cli import run
+
+    vq = tmp_path / "cmyk.vq"
+    vq.write_bytes(codec.encode_image(make_image("CMYK"), 2))
+    assert run(["decode", str(vq), str(tmp_path / "x.png"), "-m", str(tiny_model_path)]) == 0
+    with Image.open(tmp_path / "x.png") as out:
+        assert out.mode == "RGB" and out.size == make_image("CMYK").size

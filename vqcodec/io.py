@@ -144,8 +144,53 @@ def planes_to_image(rgb: np.ndarray, mode_code: int, alpha: np.ndarray | None):
 
 
 def write_image(image, destination, format_hint: str | None = None) -> None:
-    """Save a Pillow image to a path or binary stream; the format follows the file name or the hint."""
+    """Save a Pillow image to a path or binary stream; the format follows the file name or the hint.
+
+    When the format cannot hold the image's mode (CMYK or float as PNG, alpha as JPEG, ...), the
+    nearest mode it can hold is written instead: RGBA, RGB, L or I;16.
+    """
+    import io as _io
+
+    buffer = _io.BytesIO()
+    name = format_hint or Path(getattr(destination, "name", str(destination))).suffix.lstrip(".") or None
     try:
-        image.save(destination, format=format_hint)
+        try:
+            image.save(buffer, format=_format_name(name))
+        except (OSError, ValueError) as exc:
+            if "mode" not in str(exc):
+                raise
+            for mode in _fallback_modes(image):
+                buffer = _io.BytesIO()
+                try:
+                    image.convert(mode).save(buffer, format=_format_name(name))
+                    break
+                except (OSError, ValueError) as retry_exc:
+                    exc = retry_exc
+            else:
+                raise exc
     except (ValueError, OSError, KeyError) as exc:
         raise VQCodecError(f"cannot write image: {exc}") from None
+    if hasattr(destination, "write"):
+        destination.write(buffer.getvalue())
+    else:
+        Path(destination).write_bytes(buffer.getvalue())
+
+
+def _format_name(name: str | None) -> str | None:
+    from PIL import Image
+
+    if name is None:
+        return None
+    Image.init()
+    return Image.EXTENSION.get("." + name.lower(), name.upper())
+
+
+def _fallback_modes(image) -> list[str]:
+    """Modes to try, nearest first; alpha is never dropped, so images with alpha only try RGBA."""
+    if "A" in image.getbands() or "transparency" in image.info:
+        return ["RGBA"]
+    if image.mode in ("L", "1"):
+        return ["L"]
+    if image.mode in _SIXTEEN_BIT:
+        return ["I;16", "L"]
+    return ["RGB"]
