@@ -147,6 +147,38 @@ def test_resume_at_the_budget_trains_no_more(trained, data_dir, tmp_path):
     assert read_log(out) == read_log(trained)
 
 
+def test_adversarial_fine_tuning_checkpoints_and_keeps_the_discriminator(trained, data_dir, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    before = load_file(str(out / "checkpoint.safetensors"))
+    assert not any(k.startswith("disc") for k in before)
+    train(data_dir, None, options(out, max_steps=16, resume=True, adversarial=True, fit_prior=False))
+    tensors = load_file(str(out / "checkpoint.safetensors"))
+    disc_steps = {float(v) for k, v in tensors.items() if k.startswith("disc_optim.") and k.endswith(".step")}
+    assert disc_steps == {4.0}, "the discriminator must take one step per training step"
+    assert json.loads((out / "checkpoint.json").read_text())["adversarial"] is True
+    new_records = [r for r in read_log(out) if r["step"] > 12]
+    assert new_records and all({"adv", "fm", "disc"} <= set(r) for r in new_records)
+    _, weights = read_model_files(out / "tiny.safetensors")
+    assert not any(k.startswith("disc") for k in weights), "the discriminator must not be shipped"
+
+    first_disc = {k: v.clone() for k, v in tensors.items() if k.startswith("disc.")}
+    train(data_dir, None, options(out, max_steps=18, resume=True, fit_prior=False))  # no flag: stays adversarial
+    tensors = load_file(str(out / "checkpoint.safetensors"))
+    assert {float(v) for k, v in tensors.items() if k.startswith("disc_optim.") and k.endswith(".step")} == {6.0}
+    assert any(not (tensors[k] == v).all() for k, v in first_disc.items()), "the discriminator did not train"
+    Codec.load(str(out / "tiny.safetensors"))
+    assert_no_pickles(out)
+
+
+def test_adversarial_is_refused_for_images(tmp_path):
+    from PIL import Image
+    (tmp_path / "data").mkdir()
+    Image.new("RGB", (32, 32), (10, 20, 30)).save(tmp_path / "data" / "a.png")
+    with pytest.raises(VQCodecError, match="audio"):
+        train(tmp_path / "data", None, options(tmp_path / "run", max_steps=1, crop=32, adversarial=True))
+
+
 def test_loss_decreases(data_dir, tmp_path):
     out = tmp_path / "run"
     train(data_dir, CFG, options(out, max_steps=40, eval_every=1, lr=5e-3, fit_prior=False))

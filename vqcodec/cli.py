@@ -332,8 +332,11 @@ def models(as_json):
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
 @click.option("--no-prior", is_flag=True, help="Skip fitting the entropy-coding prior at the end (vqcodec fit-prior can add it later).")
+@click.option("--adversarial", is_flag=True,
+              help="Audio: add a multi-scale STFT discriminator and feature matching (best resumed from a model "
+                   "first trained without it). Kept on when resuming such a checkpoint.")
 def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, sample_rate, device, max_minutes,
-          max_steps, batch_size, crop, lr, threads, resume, no_prior):
+          max_steps, batch_size, crop, lr, threads, resume, no_prior, adversarial):
     """Train a codec on a folder of audio or images (read recursively).
 
     \b
@@ -341,6 +344,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
       vqcodec train my_recordings/ --out runs/mine --max-minutes 60
       vqcodec train my_photos/ --out runs/photos --kind image --device cuda
       vqcodec train my_recordings/ --out runs/mine --resume --max-minutes 30
+      vqcodec train my_recordings/ --out runs/mine --resume --adversarial --max-minutes 120
     Then: VQCODEC_MODEL_PATH=runs/mine vqcodec encode in.wav out.vq -m mine
     """
     import dataclasses
@@ -377,7 +381,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     options = TrainOptions(out=Path(out), name=name or Path(out).name, device=resolve_device(device),
                            batch_size=batch_size or defaults[0], crop=crop or defaults[1], lr=lr,
                            max_minutes=max_minutes, max_steps=max_steps, threads=threads, resume=resume,
-                           fit_prior=not no_prior)
+                           fit_prior=not no_prior, adversarial=adversarial)
     run_training(Path(data_dir), config, options, kind=kind)
 
 

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict
 from .errors import VQCodecError
 from .io import media_kind_of, read_audio, read_image_rgb
+from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from .models import VQVAE
 from .modelfile import save_model
 
@@ -38,6 +39,7 @@ class TrainOptions:
     resume: bool = False
     quiet: bool = False
     fit_prior: bool = True       # fit the entropy-coding prior on the training codes at the end
+    adversarial: bool = False    # audio: add the STFT discriminator and feature-matching losses
 
 
 # ---------------------------------------------------------------- data
@@ -197,40 +199,52 @@ class ReconstructionLoss(torch.nn.Module):
 
 
 COMMITMENT_WEIGHT = 0.25
+ADVERSARIAL_WEIGHT = 0.1
+FEATURE_MATCHING_WEIGHT = 0.2
 
 
 # ---------------------------------------------------------------- checkpoints
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    state = optimizer.state_dict()["state"]
+def _optimizer_tensors(optimizer: torch.optim.Optimizer, prefix: str) -> dict[str, torch.Tensor]:
     tensors = {}
-    for index, entry in state.items():
+    for index, entry in optimizer.state_dict()["state"].items():
         for key, value in entry.items():
-            tensors[f"optim.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"{prefix}.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
     return tensors
 
 
-def save_checkpoint(path: Path, model: VQVAE, optimizer, step: int, trained_seconds: float) -> None:
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({k: v.detach().cpu().contiguous() for k, v in _optimizer_tensors(optimizer).items()})
+def save_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                    meta: dict) -> None:
+    """Networks under `NAME.param`, optimiser state under `NAME.index.field`, in one safetensors file."""
+    tensors = {}
+    for name, module in modules.items():
+        tensors.update({f"{name}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
+    for name, optimizer in optimizers.items():
+        tensors.update({k: v.detach().cpu().contiguous() for k, v in _optimizer_tensors(optimizer, name).items()})
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp))
     tmp.replace(path)
-    meta = {"step": step, "trained_seconds": trained_seconds, "config": config_to_dict(model.cfg)}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
 
 
-def load_checkpoint(path: Path, device: str) -> tuple[VQVAE, dict, dict]:
+def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
+    """The checkpoint's tensors grouped by name ("model", "optim", "disc", "disc_optim"), and its metadata."""
     meta = json.loads(path.with_suffix(".json").read_text())
-    tensors = load_file(str(path), device=device)
-    model = VQVAE(config_from_dict(meta["config"])).to(device)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    optim_state: dict[int, dict] = {}
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in load_file(str(path), device=device).items():
+        name, rest = key.split(".", 1)
+        groups.setdefault(name, {})[rest] = value
+    return groups, meta
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    state: dict[int, dict] = {}
     for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, index, name = key.split(".", 2)
-            optim_state.setdefault(int(index), {})[name] = value
-    return model, optim_state, meta
+        index, field = key.split(".", 1)
+        state.setdefault(int(index), {})[field] = value
+    full = optimizer.state_dict()
+    full["state"] = state
+    optimizer.load_state_dict(full)
 
 
 # ---------------------------------------------------------------- loop
@@ -267,21 +281,26 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out / "checkpoint.safetensors"
 
-    optim_state: dict = {}
+    saved: dict[str, dict] = {}
     step, trained_seconds = 0, 0.0
+    adversarial = options.adversarial
     if options.resume and checkpoint_path.exists():
-        model, optim_state, meta = load_checkpoint(checkpoint_path, device)
+        saved, meta = load_checkpoint(checkpoint_path, device)
         step, trained_seconds = meta["step"], meta["trained_seconds"]
-        cfg = model.cfg
+        cfg = config_from_dict(meta["config"])
         kind = cfg.kind
+        adversarial = adversarial or meta.get("adversarial", False)  # resuming keeps the discriminator
     rng = np.random.default_rng((options.seed, step))  # a resumed run continues with fresh crops
     kind, files = find_media(data_dir, kind or (cfg.kind if cfg else None))
     if cfg is None:
         cfg = AudioConfig() if kind == "audio" else ImageConfig()
     if cfg.kind != kind:
         raise VQCodecError(f"config is for {cfg.kind} but {data_dir} holds {kind} files")
-    if not optim_state:
-        model = VQVAE(cfg).to(device)
+    if adversarial and kind != "audio":
+        raise VQCodecError("--adversarial is for audio models only")
+    model = VQVAE(cfg).to(device)
+    if saved:
+        model.load_state_dict(saved["model"])
 
     train_files, val_files = split_files(files)
     crop = options.crop - options.crop % cfg.hop
@@ -294,15 +313,25 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     val_batch = val_data.batch(options.batch_size, np.random.default_rng(1234), augment=False).to(device)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, betas=(0.8, 0.99), weight_decay=0.0)
-    if optim_state:
-        full = optimizer.state_dict()
-        full["state"] = optim_state
-        optimizer.load_state_dict(full)
+    if saved:
+        restore_optimizer(optimizer, saved.get("optim", {}))
+    modules, optimizers = {"model": model}, {"optim": optimizer}
+    if adversarial:
+        disc = MultiScaleSTFTDiscriminator().to(device)
+        disc_optimizer = torch.optim.AdamW(disc.parameters(), lr=options.lr, betas=(0.8, 0.99), weight_decay=0.0)
+        if "disc" in saved:  # a checkpoint trained without --adversarial starts a fresh discriminator
+            disc.load_state_dict(saved["disc"])
+            restore_optimizer(disc_optimizer, saved.get("disc_optim", {}))
+        modules["disc"], optimizers["disc_optim"] = disc, disc_optimizer
     loss_fn = ReconstructionLoss(cfg).to(device)
     log_path = out / "train_log.jsonl"
     if not options.quiet:
         print(f"training {options.name} ({kind}) on {train_data.describe()}; validation {val_data.describe()}; "
               f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; device {device}", file=sys.stderr)
+
+    def checkpoint_meta(seconds: float) -> dict:
+        return {"step": step, "trained_seconds": seconds, "config": config_to_dict(cfg),
+                "adversarial": adversarial}
 
     budget = options.max_minutes * 60 if options.max_minutes else None
     start = time.monotonic()
@@ -317,14 +346,25 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
             break
         progress = max(elapsed / budget if budget else 0.0, step / options.max_steps if options.max_steps else 0.0)
         lr = options.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        for opt in optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = lr
 
         model.train()
         batch = train_data.batch(options.batch_size, rng).to(device)
         estimate, codes, commitment = model(batch)
         reconstruction, parts = loss_fn(estimate, batch)
         loss = reconstruction + COMMITMENT_WEIGHT * commitment
+        if adversarial:
+            disc.requires_grad_(True)
+            disc_loss = discriminator_loss(disc, batch, estimate)
+            disc_optimizer.zero_grad(set_to_none=True)
+            disc_loss.backward()
+            disc_optimizer.step()
+            disc.requires_grad_(False)  # the generator's step must not touch the discriminator
+            fooling, matching = generator_losses(disc, batch, estimate)
+            loss = loss + ADVERSARIAL_WEIGHT * fooling + FEATURE_MATCHING_WEIGHT * matching
+            parts.update(adv=fooling.item(), fm=matching.item(), disc=disc_loss.item())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -352,13 +392,13 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
             end = "\r" if sys.stderr.isatty() else "\n"
             print(f"step {step} | loss {loss.item():.4f} ({detail}) | {val_text} | {usage_text}{left}", end=end, file=sys.stderr, flush=True)
         if time.monotonic() - last_checkpoint >= options.checkpoint_minutes * 60:
-            save_checkpoint(checkpoint_path, model, optimizer, step, trained_seconds + time.monotonic() - start)
+            save_checkpoint(checkpoint_path, modules, optimizers, checkpoint_meta(trained_seconds + time.monotonic() - start))
             last_checkpoint = time.monotonic()
 
     trained_seconds += time.monotonic() - start
-    save_checkpoint(checkpoint_path, model, optimizer, step, trained_seconds)
+    save_checkpoint(checkpoint_path, modules, optimizers, checkpoint_meta(trained_seconds))
     model_path = save_model(model.cpu(), out / f"{options.name}.safetensors",
-                            training={"steps": step, "seconds": round(trained_seconds),
+                            training={"steps": step, "seconds": round(trained_seconds), "adversarial": adversarial,
                                       "data": str(data_dir), "files": len(train_files)})
     if not options.quiet:
         print(f"\nwrote {model_path} after {step} steps ({trained_seconds / 60:.1f} min)", file=sys.stderr)
