@@ -68,12 +68,12 @@ def open_image(source):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(source)
-            if image.width * image.height > MAX_PIXELS:
-                raise VQCodecError(f"image of {image.width}x{image.height} pixels exceeds the limit of {MAX_PIXELS} pixels")
-            image.seek(0)
-            image.load()
-            return ImageOps.exif_transpose(image)
+            with Image.open(source) as image:
+                if image.width * image.height > MAX_PIXELS:
+                    raise VQCodecError(f"image of {image.width}x{image.height} pixels exceeds the limit of {MAX_PIXELS} pixels")
+                image.seek(0)
+                image.load()
+                return ImageOps.exif_transpose(image)  # a copy, so closing the file is safe
     except VQCodecError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
