@@ -259,6 +259,31 @@ def score(result: Result, clips, max_shift: int = 1) -> dict:
     return row
 
 
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    """Rate-quality curves: PESQ-WB and STOI against real kbps, one line per codec."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for codec in dict.fromkeys(r["codec"] for r in rows):
+        points = sorted((r for r in rows if r["codec"] == codec), key=lambda r: r["kbps"])
+        style = dict(marker="o", markersize=4, linewidth=2 if codec == "vqcodec" else 1.2)
+        for axis, key in zip(axes, ("pesq_wb", "stoi")):
+            axis.plot([r["kbps"] for r in points], [r[key] for r in points], label=codec, **style)
+    for axis, label in zip(axes, ("PESQ-WB", "STOI")):
+        axis.set_xlabel("real bitrate, kbps (file bytes x 8 / duration)")
+        axis.set_ylabel(label)
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def parse_qualities(text: str | None, maximum: int) -> list[int]:
     if not text:
         return list(range(1, maximum + 1))
@@ -282,6 +307,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-shift", type=int, default=1,
                         help="largest residual alignment shift in samples, per row (0: none)")
     parser.add_argument("--out", default=None, help="also write the rows to this JSON file")
+    parser.add_argument("--plot", default=None, help="also draw PESQ and STOI against kbps to this PNG")
     args = parser.parse_args(argv)
 
     import torch
@@ -384,6 +410,9 @@ def main(argv=None) -> int:
             "footnotes": footnotes,
         })
         print(f"\nSaved {args.out}", file=sys.stderr)
+    if args.plot:
+        plot(rows, Path(args.plot), f"Speech, {len(files)} files of {args.data}")
+        print(f"Saved {args.plot}", file=sys.stderr)
     return 0
 
 
