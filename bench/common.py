@@ -243,6 +243,26 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence], digits: Seq
     return "\n".join([line(headers), rule] + [line(r) for r in cells])
 
 
+def side_by_side_axes(height: float):
+    """A figure of two plots side by side (matplotlib, headless), for an RD plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(1, 2, figsize=(12, height))
+
+
+def save_figure(fig, path, title: str, dpi: int) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def save_json(path, payload: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -277,12 +277,7 @@ def comparison_table(results: dict[str, list[dict] | None], image_count: int) ->
 
 
 def plot(results: dict[str, list[dict] | None], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, (left, right) = common.side_by_side_axes(4.8)
     for name, rows in results.items():
         if not rows:
             continue
@@ -298,11 +293,7 @@ def plot(results: dict[str, list[dict] | None], path: Path, title: str) -> None:
         for target in TARGETS_BPP:
             axis.axvline(target, color="grey", linewidth=0.5, linestyle=":")
         axis.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, path, title, dpi=120)
 
 
 # --------------------------------------------------------------------------- main

@@ -261,12 +261,7 @@ def score(result: Result, clips, max_shift: int = 1) -> dict:
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
     """Rate-quality curves: PESQ-WB and STOI against real kbps, one line per codec."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = common.side_by_side_axes(4.5)
     for codec in dict.fromkeys(r["codec"] for r in rows):
         points = sorted((r for r in rows if r["codec"] == codec), key=lambda r: r["kbps"])
         style = dict(marker="o", markersize=4, linewidth=2 if codec == "vqcodec" else 1.2)
@@ -277,11 +272,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         axis.set_ylabel(label)
         axis.grid(True, alpha=0.3)
         axis.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    common.save_figure(fig, path, title, dpi=110)
 
 
 def parse_qualities(text: str | None, maximum: int) -> list[int]:
