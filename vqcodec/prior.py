@@ -45,6 +45,7 @@ KIND_NAME = "context-tables"
 # Fitting choices: classes per source when it is alone, and when two sources are combined.
 SINGLE_CLASSES = 64
 JOINT_CLASSES = {"up": 16, "left": 8, "above": 8}
+JOINT_CLASSES_WITHOUT_UP = {"left": 32, "above": 32}  # the first image level: same-level neighbours only
 BETAS = (0.5, 2.0, 8.0, 32.0, 128.0, 512.0)
 DEFAULT_BETA = 8.0
 SEQUENTIAL_MIN_GAIN = 0.01   # a level codes symbol by symbol only when that saves over 1% of its bits
@@ -489,7 +490,8 @@ def _fit_level(data: dict, sources: tuple[str, ...], k: int, test: dict | None, 
     unigram = (np.bincount(x, minlength=k) + 0.5) / (x.size + 0.5 * k)
     maps = {}
     for source in sources:
-        classes = SINGLE_CLASSES if len(sources) == 1 else JOINT_CLASSES[source]
+        joint = JOINT_CLASSES if "up" in sources else JOINT_CLASSES_WITHOUT_UP
+        classes = SINGLE_CLASSES if len(sources) == 1 else joint[source]
         maps[source] = _cluster(data[source], x, k, classes)
     sizes = [int(maps[s].max()) + 1 for s in sources]
 
