@@ -541,6 +541,38 @@ def test_shipped_model_psnr_floor(shipped_codec, photo):
     assert value >= PSNR_FLOOR_DB, f"{photo.name}: {value:.2f} dB < {PSNR_FLOOR_DB} dB"
 
 
+def test_refinement_lowers_the_error_of_the_shipped_model(shipped_codec):
+    rgb = np.ascontiguousarray(np.asarray(open_image(PHOTOS[0]).convert("RGB"))[:128, :192])
+    errors = []
+    for steps in (0, 5):
+        shipped_codec.refine = steps
+        codes = shipped_codec.image_to_codes(rgb, 8)
+        assert codes.shape == (8, 8, 12)
+        errors.append(psnr(rgb, shipped_codec.codes_to_image(codes, 128, 192)))
+    shipped_codec.refine = 0
+    assert errors[1] > errors[0] + 0.2, errors  # fails if refinement does nothing
+
+
+def test_refinement_across_tiles_keeps_sizes_and_does_not_hurt(codec, monkeypatch):
+    """With several tiles each tile is refined against the codes its neighbours already chose."""
+    monkeypatch.setattr(codec_module, "IMAGE_TILE", 4)
+    image = Image.fromarray(smooth_rgb(61, 83, seed=5))  # 16 x 21 cells: 4 x 6 tiles
+    rgb = np.asarray(image)
+    errors = []
+    for steps in (0, 3):
+        monkeypatch.setattr(codec, "refine", steps)
+        out = np.asarray(codec.decode_image(codec.encode_image(image, 3)))
+        assert out.shape == rgb.shape
+        errors.append(np.mean((out.astype(float) - rgb) ** 2))
+    assert errors[1] <= errors[0] * 1.02, errors
+
+
+@pytest.mark.parametrize("value", [-1, 1001, 2.5, True])
+def test_refine_setting_is_checked(codec, value):
+    with pytest.raises(VQCodecError, match="refine"):
+        codec.refine = value
+
+
 def test_decoding_to_a_format_that_cannot_hold_the_mode_uses_the_nearest_mode(codec, tiny_model_path, tmp_path):
     """CMYK cannot be stored as PNG: the decoder writes RGB rather than failing."""
     from vqcodec.cli import run

@@ -36,6 +36,8 @@ AUDIO_BLOCK_FRAMES = 500        # frames the networks see at once, before contex
 # with a smaller quantisation error at the same quality level, for more encoder time.
 DEFAULT_BEAM = {"audio": 1, "image": 4}
 MAX_BEAM = 64
+MAX_REFINE = 1000
+REFINE_LR = 0.02                # Adam step size of the latent refinement (Codec.refine)
 IMAGE_TILE = 64                 # latent cells per tile side, before context
 STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
 
@@ -220,6 +222,16 @@ def read_info(data: bytes) -> FileInfo:
 CODINGS = ("auto", "prior", "fixed")
 
 
+def _adam_step(value: torch.Tensor, gradient: torch.Tensor, moments: list, step: int, lr: float,
+               betas=(0.9, 0.999), eps: float = 1e-8) -> torch.Tensor:
+    """One Adam update of a plain tensor (no torch.optim: the tensor is not a parameter)."""
+    moments[0].mul_(betas[0]).add_(gradient, alpha=1 - betas[0])
+    moments[1].mul_(betas[1]).addcmul_(gradient, gradient, value=1 - betas[1])
+    corrected = moments[0] / (1 - betas[0] ** step)
+    scale = (moments[1] / (1 - betas[1] ** step)).sqrt_().add_(eps)
+    return value - lr * corrected / scale
+
+
 class Codec:
     def __init__(self, model, meta: dict, tensors: dict, device: str = "cpu", coding: str = "auto",
                  beam: int | None = None):
@@ -242,6 +254,7 @@ class Codec:
             raise VQCodecError(f"model {self.name}: its prior does not fit its codebooks")
         self.coding = coding
         self.beam = DEFAULT_BEAM[self.kind] if beam is None else beam
+        self.refine = 0
 
     @classmethod
     def load(cls, name: str, device: str = "cpu", coding: str = "auto", beam: int | None = None) -> "Codec":
@@ -252,6 +265,18 @@ class Codec:
     def beam(self) -> int:
         """Beam width of the code search when encoding (1: greedy). Decoding does not depend on it."""
         return self._beam
+
+    @property
+    def refine(self) -> int:
+        """Images: steps of latent refinement when encoding (0: none). Each step runs the decoder
+        forwards and backwards, so encoding is slower; decoding is unaffected."""
+        return self._refine
+
+    @refine.setter
+    def refine(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REFINE:
+            raise VQCodecError(f"refine must be an integer from 0 to {MAX_REFINE}, not {value!r}")
+        self._refine = value
 
     @beam.setter
     def beam(self, value: int) -> None:
@@ -545,7 +570,7 @@ class Codec:
             for c0, c1 in _blocks(cols, IMAGE_TILE):
                 yield r0, r1, c0, c1
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: refinement needs gradients through the decoder
     def image_to_codes(self, rgb: np.ndarray, quality: int | None = None) -> np.ndarray:
         """uint8 RGB (h, w, 3) -> int64 codes (quality, ceil(h/hop), ceil(w/hop)), coded in tiles."""
         self._require("image")
@@ -555,15 +580,61 @@ class Codec:
         rows, cols = math.ceil(h / hop), math.ceil(w / hop)
         padded = np.pad(rgb, ((0, rows * hop - h), (0, cols * hop - w), (0, 0)), mode="edge")
         codes = np.zeros((quality, rows, cols), dtype=np.int64)
+        done = np.zeros((rows, cols), dtype=bool)
         for r0, r1, c0, c1 in self._tiles(rows, cols):
             a, b = max(0, r0 - ctx), min(rows, r1 + ctx)
             c, d = max(0, c0 - ctx), min(cols, c1 + ctx)
             tile = torch.from_numpy(np.ascontiguousarray(padded[a * hop:b * hop, c * hop:d * hop]))
             x = tile.to(self.device).permute(2, 0, 1)[None].float() / 255.0
-            latents = self.model.encoder(x)[0, :, r0 - a:r1 - a, c0 - c:c1 - c]
-            vectors = latents.reshape(latents.shape[0], -1).t()
-            codes[:, r0:r1, c0:c1] = self.model.quantizer.encode(vectors, quality, self.beam).reshape(quality, r1 - r0, c1 - c0).cpu().numpy()
+            window = self.model.encoder(x)
+            inner = (slice(r0 - a, r1 - a), slice(c0 - c, c1 - c))
+            if self.refine:
+                tile_codes = self._refine_tile(x, window, inner, codes[:, a:b, c:d], done[a:b, c:d], quality)
+            else:
+                tile_codes = self._quantize_cells(window[0, :, inner[0], inner[1]], quality)
+            codes[:, r0:r1, c0:c1] = tile_codes.cpu().numpy()
+            done[r0:r1, c0:c1] = True
         return codes
+
+    def _quantize_cells(self, latents: torch.Tensor, quality: int) -> torch.Tensor:
+        """(D, rows, cols) latents -> (quality, rows, cols) codes."""
+        dim, rows, cols = latents.shape
+        return self.model.quantizer.encode(latents.reshape(dim, -1).t(), quality, self.beam).reshape(quality, rows, cols)
+
+    def _refine_tile(self, x, window, inner, window_codes, window_done, quality) -> torch.Tensor:
+        """Codes of one tile's inner cells, chosen by gradient descent on their latents so that the
+        decoded tile, rather than the latents, is closest to the input (Yang et al., "Improving
+        Inference for Neural Image Compression", 2020). Each step quantises (beam search) with a
+        straight-through gradient; the codes with the smallest pixel error of all steps win.
+        Context cells stay fixed: final codes where an earlier tile chose them, else their
+        unrefined codes."""
+        rvq, dim = self.model.quantizer, window.shape[1]
+        hop = self.hop
+        context_codes = torch.from_numpy(np.where(window_done[None], window_codes, 0)).to(self.device)
+        fresh = self._quantize_cells(window[0], quality)
+        context_codes = torch.where(torch.from_numpy(window_done).to(self.device)[None], context_codes, fresh)
+        fixed = rvq.decode(context_codes.reshape(quality, -1)).t().reshape(1, dim, *window.shape[2:])
+        pixels = (slice(None), slice(None), slice(inner[0].start * hop, inner[0].stop * hop),
+                  slice(inner[1].start * hop, inner[1].stop * hop))
+        target = x[pixels]
+        latents = window[0, :, inner[0], inner[1]].clone()
+        moments = [torch.zeros_like(latents), torch.zeros_like(latents)]
+        best_error, best_codes = None, None
+        with torch.enable_grad():
+            for step in range(self.refine + 1):
+                codes = self._quantize_cells(latents, quality)
+                quantized = rvq.decode(codes.reshape(quality, -1)).t().reshape(latents.shape)
+                variable = latents.detach().requires_grad_(step < self.refine)
+                full = fixed.clone()
+                full[0, :, inner[0], inner[1]] = variable + (quantized - variable).detach()
+                error = (self.model.decoder(full)[pixels] - target).pow(2).mean()
+                if best_error is None or error.item() < best_error:
+                    best_error, best_codes = error.item(), codes
+                if step == self.refine:
+                    break
+                (gradient,) = torch.autograd.grad(error, variable)
+                latents = _adam_step(latents, gradient, moments, step + 1, REFINE_LR)
+        return best_codes
 
     @torch.inference_mode()
     def codes_to_image(self, codes: np.ndarray, height: int | None = None, width: int | None = None) -> np.ndarray:
