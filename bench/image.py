@@ -1,7 +1,7 @@
 """Image benchmark: our codec at each quality against JPEG, WebP and AVIF (Pillow), same run, same images.
 
     python bench/image.py [--data ../shared/data/images/kodak] [--model image] [--qualities 1,2,4,8]
-                          [--images N] [--runs 3] [--threads 2] [--baselines JPEG,WebP,AVIF]
+                          [--images N] [--runs 3] [--threads 2] [--refine N] [--baselines JPEG,WebP,AVIF]
                           [--out bench/out/image.json] [--plot bench/out/image_rd.png]
 
 Relative paths are taken from the repository root (an existing path relative to the current
@@ -19,6 +19,9 @@ Prints the reproducing command and the machine, then two Markdown tables:
     averaged over images. When some image's sweep does not reach the target, the value is
     interpolated along the curve of the means instead and marked '*'; '—' when even that
     curve does not reach it.
+
+With --refine N our codec is run a second time with N steps of latent refinement (`vqcodec
+encode --refine N`), as its own row in (b) and its own table like (a), timed once.
 
 Baselines are Pillow's encoders with default settings except the quality: JPEG (libjpeg,
 4:2:0, with optimised Huffman tables), WebP (method 4) and AVIF (Pillow's built-in libavif,
@@ -181,7 +184,7 @@ def _measure(picture: Picture, data: bytes, decoded_rgb: np.ndarray) -> dict:
 
 # --------------------------------------------------------------------------- codecs
 
-def run_ours(codec, pictures: list[Picture], qualities: list[int], runs: int) -> list[dict]:
+def run_ours(codec, pictures: list[Picture], qualities: list[int], runs: int, label: str = "ours") -> list[dict]:
     """One summary row per quality, each with its per-image points."""
     rows = []
     for quality in qualities:
@@ -192,8 +195,8 @@ def run_ours(codec, pictures: list[Picture], qualities: list[int], runs: int) ->
             point = _measure(picture, data, np.asarray(decoded.convert("RGB")))
             point.update(encode_s=encode_s, decode_s=decode_s)
             points.append(point)
-        rows.append(_summary("ours", quality, points, pictures))
-        print(f"  ours -q {quality}: {rows[-1]['bpp']:.3f} bpp, {rows[-1]['psnr']:.2f} dB", file=sys.stderr, flush=True)
+        rows.append(_summary(label, quality, points, pictures))
+        print(f"  {label} -q {quality}: {rows[-1]['bpp']:.3f} bpp, {rows[-1]['psnr']:.2f} dB", file=sys.stderr, flush=True)
     return rows
 
 
@@ -288,7 +291,7 @@ def plot(results: dict[str, list[dict] | None], path: Path, title: str) -> None:
         if not rows:
             continue
         bpp = [r["bpp"] for r in rows]
-        style = dict(marker="o", markersize=3, linewidth=2 if name == "ours" else 1.2)
+        style = dict(marker="o", markersize=3, linewidth=2 if name.startswith("ours") else 1.2)
         left.plot(bpp, [r["psnr"] for r in rows], label=name, **style)
         right.plot(bpp, [-10 * math.log10(max(1e-12, 1 - r["ms_ssim"])) for r in rows], label=name, **style)
     for axis, label in ((left, "PSNR (RGB), dB"), (right, "MS-SSIM, dB  (-10 log10(1 - MS-SSIM))")):
@@ -322,6 +325,8 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=None, help="first N images only (sorted by name)")
     parser.add_argument("--runs", type=int, default=3, help="timing runs of our codec (median)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--refine", type=int, default=0,
+                        help="also run our codec with this many refinement steps (encode --refine), one timing run")
     parser.add_argument("--baselines", default="JPEG,WebP,AVIF", help="baselines to run ('' for none)")
     parser.add_argument("--skip-baselines", action="store_true", help="our codec only (same as --baselines '')")
     parser.add_argument("--out", default="bench/out/image.json", help="JSON with every point ('' for none)")
@@ -361,6 +366,11 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     ours = run_ours(codec, pictures, qualities, args.runs)
     results: dict[str, list[dict] | None] = {"ours": ours}
+    refined_label = f"ours --refine {args.refine}"
+    if args.refine:
+        codec.refine = args.refine
+        results[refined_label] = run_ours(codec, pictures, qualities, 1, refined_label)
+        codec.refine = 0
     wanted = [] if args.skip_baselines else [b.strip() for b in args.baselines.split(",") if b.strip()]
     unknown = [b for b in wanted if b not in BASELINE_SWEEPS]
     if unknown:
@@ -377,6 +387,11 @@ def main(argv=None) -> int:
     print()
     print(ours_table(ours))
     print()
+    if args.refine:
+        print(f"With --refine {args.refine} (one timing run):")
+        print()
+        print(ours_table(results[refined_label]))
+        print()
     table, summary, notes = comparison_table(results, len(pictures))
     print("PSNR (RGB, dB) at equal bitrate, per-image interpolation along each quality sweep, mean over images:")
     print()
