@@ -85,7 +85,7 @@ def _mel_setup(n_fft: int, n_mels: int, sample_rate: int):
     key = (n_fft, n_mels, sample_rate)
     if key not in _MEL_CACHE:
         import torch
-        from vqcodec.train import mel_filterbank
+        from vqcodec.losses import mel_filterbank
         _MEL_CACHE[key] = (mel_filterbank(n_fft, n_mels, sample_rate).float(),
                            torch.hann_window(n_fft))
     return _MEL_CACHE[key]
@@ -94,7 +94,7 @@ def _mel_setup(n_fft: int, n_mels: int, sample_rate: int):
 def log_mel(signal: np.ndarray, sample_rate: int = 16000, n_fft: int = 1024, hop: int = 256,
             n_mels: int = 80, floor: float = 1e-5):
     """log10 of the magnitude mel spectrogram (n_mels, frames): torch.stft with a Hann window,
-    centred frames, |STFT| projected on `vqcodec.train.mel_filterbank`, clamped at `floor`."""
+    centred frames, |STFT| projected on `vqcodec.losses.mel_filterbank`, clamped at `floor`."""
     import torch
     filters, window = _mel_setup(n_fft, n_mels, sample_rate)
     x = torch.as_tensor(np.asarray(signal, dtype=np.float32).reshape(-1))

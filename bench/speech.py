@@ -1,7 +1,8 @@
 """Speech benchmark: our codec at each quality level against Opus and Codec 2, same run, same files.
 
     python bench/speech.py [--data ../shared/data/speech/dev] [--model speech16k] [--files N]
-                           [--runs 3] [--qualities 1,2,4] [--skip-ours] [--out bench/out/speech.json]
+                           [--runs 3] [--qualities 1,2,4] [--refine N] [--refine-qualities 1,6]
+                           [--skip-ours] [--out bench/out/speech.json]
 
 Prints a Markdown table, one row per codec setting:
 
@@ -14,6 +15,9 @@ Prints a Markdown table, one row per codec setting:
   encode_audio/decode_audio calls, and the opusenc/opusdec/c2enc/c2dec subprocesses (process
   start-up included, as a user of those tools pays it). File preparation, resampling for
   Codec 2 and the metrics are not timed.
+
+With --refine N, our codec also runs with N steps of latent refinement (`vqcodec encode --refine
+N`) at --refine-qualities, as rows "vqcodec+refine N", timed once (encoding is much slower).
 
 Alignment: opusdec removes Opus's pre-skip itself and writes exactly the input length. Codec 2
 has an algorithmic delay that c2dec does not remove; we measured it on this data (the STOI
@@ -198,7 +202,7 @@ def bench_codec2(clips, mode: str, workdir: Path, runs: int) -> Result:
     return Result("Codec 2", mode, size, enc_s, dec_s, decoded)
 
 
-def bench_ours(clips, codec, quality: int, runs: int) -> Result:
+def bench_ours(clips, codec, quality: int, runs: int, label: str = "vqcodec") -> Result:
     import torch
 
     def once():
@@ -221,7 +225,7 @@ def bench_ours(clips, codec, quality: int, runs: int) -> Result:
         return enc.seconds, dec.seconds, (size, decoded, bad_rate)
 
     enc_s, dec_s, (size, decoded, bad_rate) = median_runs(runs, once)
-    result = Result("vqcodec", f"q{quality}", size, enc_s, dec_s, decoded)
+    result = Result(label, f"q{quality}", size, enc_s, dec_s, decoded)
     if bad_rate:
         result.notes.append(f"decode_audio returned a rate other than {SAMPLE_RATE} Hz "
                             f"for {bad_rate} files (resampled)")
@@ -264,7 +268,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     fig, axes = common.side_by_side_axes(4.5)
     for codec in dict.fromkeys(r["codec"] for r in rows):
         points = sorted((r for r in rows if r["codec"] == codec), key=lambda r: r["kbps"])
-        style = dict(marker="o", markersize=4, linewidth=2 if codec == "vqcodec" else 1.2)
+        style = dict(marker="o", markersize=4, linewidth=2 if codec.startswith("vqcodec") else 1.2)
         for axis, key in zip(axes, ("pesq_wb", "stoi")):
             axis.plot([r["kbps"] for r in points], [r[key] for r in points], label=codec, **style)
     for axis, label in zip(axes, ("PESQ-WB", "STOI")):
@@ -293,6 +297,8 @@ def main(argv=None) -> int:
     parser.add_argument("--files", type=int, default=None, help="first N files only (sorted)")
     parser.add_argument("--runs", type=int, default=3, help="timing runs (median)")
     parser.add_argument("--qualities", default=None, help="e.g. 1,2,4,6,8 (default: all)")
+    parser.add_argument("--refine", type=int, default=0, help="also run ours with this many refinement steps")
+    parser.add_argument("--refine-qualities", default="1,6", help="qualities of the --refine rows")
     parser.add_argument("--skip-ours", action="store_true", help="baselines only")
     parser.add_argument("--skip-baselines", action="store_true", help="our codec only")
     parser.add_argument("--max-shift", type=int, default=1,
@@ -344,6 +350,11 @@ def main(argv=None) -> int:
                                                   SAMPLE_RATE, qualities[-1]))
             for quality in qualities:
                 report(bench_ours(clips, codec, quality, args.runs))
+            if args.refine:
+                codec.refine = args.refine
+                for quality in parse_qualities(args.refine_qualities, codec.num_codebooks):
+                    report(bench_ours(clips, codec, quality, 1, f"vqcodec+refine {args.refine}"))
+                codec.refine = 0
 
         if not args.skip_baselines:
             require_tools("opusenc", "opusdec", "c2enc", "c2dec")

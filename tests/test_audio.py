@@ -18,7 +18,7 @@ from vqcodec import format as vqformat
 from vqcodec.config import AudioConfig
 from vqcodec.modelfile import save_model
 from vqcodec.models import VQVAE
-from vqcodec.train import mel_filterbank
+from vqcodec.losses import mel_filterbank
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # VQCODEC_TEST_SPEECH_MODEL=path/to/model.safetensors checks another model file (e.g. a checkpoint) instead.
@@ -384,3 +384,47 @@ def test_shipped_speech_model_quality_floor(speech_codec, name):
     assert np.abs(estimate - reference).max() > 1e-3, "decoded speech is the input itself: nothing was coded"
     mel = log_mel_distance(reference, estimate, rate)
     assert mel < MEL_FLOOR, f"{name}: log-mel distance {mel:.3f} >= {MEL_FLOOR}"
+
+
+# ---------------------------------------------------------------- latent refinement
+
+def test_refinement_of_stereo_in_blocks_keeps_layout_and_does_not_hurt(codec, signal, monkeypatch):
+    """Refined block by block (blocks of 7 frames), each block against the codes the previous one chose."""
+    audio = signal(2, 4000 + 3, 16000)
+    monkeypatch.setattr(codec, "block_frames", 7)
+    losses = []
+    from vqcodec.losses import ReconstructionLoss
+    loss = ReconstructionLoss(codec.cfg)
+    for steps in (0, 3):
+        monkeypatch.setattr(codec, "refine", steps)
+        codes = codec.audio_to_codes(audio, 3)
+        assert codes.shape == (2, 3, math.ceil(audio.shape[1] / codec.hop))
+        decoded, rate = codec.decode_audio(codec.encode_audio(audio, 16000, 3))
+        assert rate == 16000 and decoded.shape == audio.shape
+        out = torch.from_numpy(codec.codes_to_audio(codes)[:, None, :audio.shape[1]])
+        losses.append(float(loss(out, torch.from_numpy(audio)[:, None])[0]))
+    assert losses[1] <= losses[0] * 1.02, losses
+
+
+def test_refinement_improves_the_shipped_speech_model(speech_codec):
+    audio, _ = soundfile.read(str(REPO_ROOT / "tests" / "data" / SPEECH_FILES[0]), dtype="float32", always_2d=True)
+    audio = audio.T[:, :48000]
+    distances = []
+    for steps in (0, 5):
+        speech_codec.refine = steps
+        decoded, _ = speech_codec.decode_audio(speech_codec.encode_audio(audio, 16000, 6))
+        distances.append(log_mel_distance(audio[0], decoded[0], 16000))
+    speech_codec.refine = 0
+    assert distances[1] < distances[0] - 0.005, distances  # fails if refinement does nothing
+
+
+def test_refinement_works_under_inference_mode(tmp_path, signal):
+    """Callers often wrap the API in torch.inference_mode(); refinement needs autograd inside it."""
+    torch.manual_seed(0)
+    fresh = Codec.load(str(save_model(VQVAE(AudioConfig(base_channels=4, strides=(2, 2), latent_dim=8,
+                                                        num_codebooks=2, codebook_size=16, context_frames=8)),
+                                      tmp_path / "fresh.safetensors")))
+    fresh.refine = 2
+    with torch.inference_mode():
+        codes = fresh.audio_to_codes(signal(1, 800, 16000), 2)
+    assert codes.shape == (1, 2, 200)

@@ -121,8 +121,8 @@ def cli():
               help="Beam width of the code search: wider lowers distortion at the same quality, for encoder time "
                    "(default: 4 for images, 1 for audio; decoding is unaffected).")
 @click.option("--refine", default=0, type=click.IntRange(0, 1000), show_default=True,
-              help="Images: steps of latent refinement through the decoder; about 1 dB better at the same "
-                   "quality for a much slower encode (10 steps: about 10x). Decoding is unaffected.")
+              help="Steps of latent refinement through the decoder: better quality at the same rate (images: "
+                   "about +1 dB) for a much slower encode (10 steps: about 10x). Decoding is unaffected.")
 def encode(input_path, output_path, quality, model, kind, device, force, coding, beam, refine):
     """Encode an audio file or image into a .vq file. Use - for stdin or stdout.
 
@@ -149,8 +149,6 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
     codec = Codec.load(model or DEFAULT_MODELS[kind], device=device, coding=coding, beam=beam)
     if codec.kind != kind:
         raise VQCodecError(f"model {codec.name} codes {codec.kind}, but the input is {kind}")
-    if refine and kind != "image":
-        raise VQCodecError("--refine applies to images only")
     codec.refine = refine
     if quality is None:
         quality = min(6, codec.num_codebooks) if kind == "audio" else min(8, codec.num_codebooks)

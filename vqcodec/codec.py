@@ -28,6 +28,7 @@ from .errors import VQCodecError
 from .io import ALPHA_MODES, IMAGE_MODE_NAMES, image_to_planes, planes_to_image
 from .modelfile import build_model, read_model_files
 from .prior import CodePrior
+from .refine import refine_codes
 
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
 IMAGE_CHUNK_ROWS = 16           # latent rows per container chunk
@@ -37,7 +38,6 @@ AUDIO_BLOCK_FRAMES = 500        # frames the networks see at once, before contex
 DEFAULT_BEAM = {"audio": 1, "image": 4}
 MAX_BEAM = 64
 MAX_REFINE = 1000
-REFINE_LR = 0.02                # Adam step size of the latent refinement (Codec.refine)
 IMAGE_TILE = 64                 # latent cells per tile side, before context
 STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
 
@@ -116,6 +116,10 @@ def resolve_device(device: str) -> str:
 
 
 # ---------------------------------------------------------------- block-wise processing
+
+def _mean_squared_error(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (estimate - target).pow(2).mean()
+
 
 def _blocks(total: int, block: int) -> Iterator[tuple[int, int]]:
     for start in range(0, total, block):
@@ -222,16 +226,6 @@ def read_info(data: bytes) -> FileInfo:
 CODINGS = ("auto", "prior", "fixed")
 
 
-def _adam_step(value: torch.Tensor, gradient: torch.Tensor, moments: list, step: int, lr: float,
-               betas=(0.9, 0.999), eps: float = 1e-8) -> torch.Tensor:
-    """One Adam update of a plain tensor (no torch.optim: the tensor is not a parameter)."""
-    moments[0].mul_(betas[0]).add_(gradient, alpha=1 - betas[0])
-    moments[1].mul_(betas[1]).addcmul_(gradient, gradient, value=1 - betas[1])
-    corrected = moments[0] / (1 - betas[0] ** step)
-    scale = (moments[1] / (1 - betas[1] ** step)).sqrt_().add_(eps)
-    return value - lr * corrected / scale
-
-
 class Codec:
     def __init__(self, model, meta: dict, tensors: dict, device: str = "cpu", coding: str = "auto",
                  beam: int | None = None):
@@ -255,6 +249,7 @@ class Codec:
         self.coding = coding
         self.beam = DEFAULT_BEAM[self.kind] if beam is None else beam
         self.refine = 0
+        self._audio_loss = None
 
     @classmethod
     def load(cls, name: str, device: str = "cpu", coding: str = "auto", beam: int | None = None) -> "Codec":
@@ -268,8 +263,8 @@ class Codec:
 
     @property
     def refine(self) -> int:
-        """Images: steps of latent refinement when encoding (0: none). Each step runs the decoder
-        forwards and backwards, so encoding is slower; decoding is unaffected."""
+        """Steps of latent refinement when encoding (0: none; vqcodec/refine.py). Each step runs the
+        decoder forwards and backwards, so encoding is slower; decoding is unaffected."""
         return self._refine
 
     @refine.setter
@@ -336,11 +331,36 @@ class Codec:
         for f0, f1 in _blocks(total_frames, self.block_frames):
             a, b = max(0, f0 - ctx), min(total_frames, f1 + ctx)
             x = torch.from_numpy(np.ascontiguousarray(samples.take(a * hop, b * hop)))[:, None].to(self.device)
-            latents = self.model.encoder(x)[:, :, f0 - a:f1 - a]
-            vectors = latents.transpose(1, 2).reshape(-1, latents.shape[1])
-            codes = self.model.quantizer.encode(vectors, quality, self.beam).reshape(quality, x.shape[0], f1 - f0)
+            window = self.model.encoder(x)
+            if self.refine:
+                previous = parts[-1][:, :, parts[-1].shape[2] - (f0 - a):] if parts else None
+                codes = self._refine_block(x, window, (slice(f0 - a, f1 - a),), previous, quality)
+            else:
+                latents = window[:, :, f0 - a:f1 - a]
+                vectors = latents.transpose(1, 2).reshape(-1, latents.shape[1])
+                codes = self.model.quantizer.encode(vectors, quality, self.beam).reshape(quality, x.shape[0], f1 - f0)
             parts.append(codes.transpose(0, 1).cpu().numpy())
         return np.concatenate(parts, axis=2) if parts else np.zeros((samples.buffer.shape[0], quality, 0), np.int64)
+
+    def _refine_block(self, x, window, inner, previous, quality) -> torch.Tensor:
+        """Codes (quality, channels, frames) of one block's inner frames by latent refinement
+        (vqcodec/refine.py) against the training loss. The context before the block keeps the
+        previous block's final codes, the context after it its unrefined codes."""
+        rvq, hop = self.model.quantizer, self.hop
+        channels, dim, frames = window.shape
+        vectors = window.transpose(1, 2).reshape(-1, dim)
+        context = rvq.encode(vectors, quality, self.beam).reshape(quality, channels, frames)
+        if previous is not None and previous.shape[2]:
+            context[:, :, :previous.shape[2]] = torch.from_numpy(previous).to(self.device).transpose(0, 1)
+        fixed = rvq.decode(context.reshape(quality, -1)).reshape(channels, frames, dim).transpose(1, 2)
+        samples = (slice(None), slice(None), slice(inner[0].start * hop, inner[0].stop * hop))
+        if self._audio_loss is None:
+            from .losses import ReconstructionLoss
+            with torch.inference_mode(False):  # its buffers take part in autograd
+                self._audio_loss = ReconstructionLoss(self.cfg).to(self.device)
+        loss = lambda estimate, target: self._audio_loss(estimate, target)[0]  # noqa: E731
+        return refine_codes(rvq, self.model.decoder, loss, window, fixed, inner, x[samples], samples,
+                            quality, self.beam, self.refine)
 
     def _decode_frames(self, codes: np.ndarray) -> Iterator[np.ndarray]:
         """Yield (channels, samples) float32 blocks at the model rate from (channels, q, frames) codes."""
@@ -354,7 +374,7 @@ class Codec:
             audio = self.model.decoder(latents)[:, 0, (f0 - a) * hop:(f1 - a) * hop]
             yield audio.cpu().numpy().astype(np.float32)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: refinement needs gradients through the decoder
     def audio_to_codes(self, audio: np.ndarray, quality: int | None = None) -> np.ndarray:
         """Codes of audio already at the model rate: (channels, samples) -> int64 (channels, quality, frames)."""
         self._require("audio")
@@ -388,7 +408,7 @@ class Codec:
                   for f0, f1 in _blocks(codes.shape[2], AUDIO_CHUNK_FRAMES)]
         return vqformat.build_file(header, chunks)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # as audio_to_codes
     def encode_audio_stream(self, blocks: Iterator[np.ndarray], sample_rate: int, channels: int, samples: int,
                             quality: int) -> bytes:
         """Encode a stream of (channels, n) float32 blocks holding `samples` samples per channel in all."""
@@ -570,7 +590,7 @@ class Codec:
             for c0, c1 in _blocks(cols, IMAGE_TILE):
                 yield r0, r1, c0, c1
 
-    @torch.no_grad()  # not inference_mode: refinement needs gradients through the decoder
+    @torch.no_grad()  # as audio_to_codes
     def image_to_codes(self, rgb: np.ndarray, quality: int | None = None) -> np.ndarray:
         """uint8 RGB (h, w, 3) -> int64 codes (quality, ceil(h/hop), ceil(w/hop)), coded in tiles."""
         self._require("image")
@@ -602,39 +622,18 @@ class Codec:
         return self.model.quantizer.encode(latents.reshape(dim, -1).t(), quality, self.beam).reshape(quality, rows, cols)
 
     def _refine_tile(self, x, window, inner, window_codes, window_done, quality) -> torch.Tensor:
-        """Codes of one tile's inner cells, chosen by gradient descent on their latents so that the
-        decoded tile, rather than the latents, is closest to the input (Yang et al., "Improving
-        Inference for Neural Image Compression", 2020). Each step quantises (beam search) with a
-        straight-through gradient; the codes with the smallest pixel error of all steps win.
-        Context cells stay fixed: final codes where an earlier tile chose them, else their
-        unrefined codes."""
-        rvq, dim = self.model.quantizer, window.shape[1]
-        hop = self.hop
-        context_codes = torch.from_numpy(np.where(window_done[None], window_codes, 0)).to(self.device)
+        """Codes of one tile's inner cells by latent refinement (vqcodec/refine.py). Context cells
+        keep the final codes where an earlier tile chose them, else their unrefined codes."""
+        rvq, hop = self.model.quantizer, self.hop
         fresh = self._quantize_cells(window[0], quality)
-        context_codes = torch.where(torch.from_numpy(window_done).to(self.device)[None], context_codes, fresh)
-        fixed = rvq.decode(context_codes.reshape(quality, -1)).t().reshape(1, dim, *window.shape[2:])
+        done = torch.from_numpy(window_done).to(self.device)[None]
+        context = torch.where(done, torch.from_numpy(window_codes).to(self.device), fresh)
+        fixed = rvq.decode(context.reshape(quality, -1)).t().reshape(window.shape)
         pixels = (slice(None), slice(None), slice(inner[0].start * hop, inner[0].stop * hop),
                   slice(inner[1].start * hop, inner[1].stop * hop))
-        target = x[pixels]
-        latents = window[0, :, inner[0], inner[1]].clone()
-        moments = [torch.zeros_like(latents), torch.zeros_like(latents)]
-        best_error, best_codes = None, None
-        with torch.enable_grad():
-            for step in range(self.refine + 1):
-                codes = self._quantize_cells(latents, quality)
-                quantized = rvq.decode(codes.reshape(quality, -1)).t().reshape(latents.shape)
-                variable = latents.detach().requires_grad_(step < self.refine)
-                full = fixed.clone()
-                full[0, :, inner[0], inner[1]] = variable + (quantized - variable).detach()
-                error = (self.model.decoder(full)[pixels] - target).pow(2).mean()
-                if best_error is None or error.item() < best_error:
-                    best_error, best_codes = error.item(), codes
-                if step == self.refine:
-                    break
-                (gradient,) = torch.autograd.grad(error, variable)
-                latents = _adam_step(latents, gradient, moments, step + 1, REFINE_LR)
-        return best_codes
+        codes = refine_codes(rvq, self.model.decoder, _mean_squared_error, window, fixed, inner, x[pixels], pixels,
+                             quality, self.beam, self.refine)
+        return codes[:, 0]
 
     @torch.inference_mode()
     def codes_to_image(self, codes: np.ndarray, height: int | None = None, width: int | None = None) -> np.ndarray:
