@@ -28,7 +28,7 @@ from .errors import VQCodecError
 from .io import ALPHA_MODES, IMAGE_MODE_NAMES, image_to_planes, planes_to_image
 from .modelfile import build_model, read_model_files
 from .prior import CodePrior
-from .refine import refine_codes
+from .refine import LEARNING_RATE as REFINE_LEARNING_RATE, refine_codes
 
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
 IMAGE_CHUNK_ROWS = 16           # latent rows per container chunk
@@ -360,7 +360,7 @@ class Codec:
                 self._audio_loss = ReconstructionLoss(self.cfg).to(self.device)
         loss = lambda estimate, target: self._audio_loss(estimate, target)[0]  # noqa: E731
         return refine_codes(rvq, self.model.decoder, loss, window, fixed, inner, x[samples], samples,
-                            quality, self.beam, self.refine)
+                            quality, self.beam, self.refine, REFINE_LEARNING_RATE["audio"])
 
     def _decode_frames(self, codes: np.ndarray) -> Iterator[np.ndarray]:
         """Yield (channels, samples) float32 blocks at the model rate from (channels, q, frames) codes."""
@@ -632,7 +632,7 @@ class Codec:
         pixels = (slice(None), slice(None), slice(inner[0].start * hop, inner[0].stop * hop),
                   slice(inner[1].start * hop, inner[1].stop * hop))
         codes = refine_codes(rvq, self.model.decoder, _mean_squared_error, window, fixed, inner, x[pixels], pixels,
-                             quality, self.beam, self.refine)
+                             quality, self.beam, self.refine, REFINE_LEARNING_RATE["image"])
         return codes[:, 0]
 
     @torch.inference_mode()

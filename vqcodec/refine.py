@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import torch
 
-LEARNING_RATE = 0.02
+# Adam step sizes, chosen on crops of the training sets at 5 steps: images 0.005 and 0.01 tie,
+# 0.02 is 1 dB worse; speech (log-mel) 0.02 and 0.05 tie, 0.01 and 0.1 are worse.
+LEARNING_RATE = {"image": 0.01, "audio": 0.03}
 BETAS = (0.9, 0.999)
 EPSILON = 1e-8
 
 
 def refine_codes(quantizer, decoder, loss, window: torch.Tensor, fixed: torch.Tensor, inner: tuple[slice, ...],
-                 target: torch.Tensor, output: tuple[slice, ...], quality: int, beam: int, steps: int) -> torch.Tensor:
+                 target: torch.Tensor, output: tuple[slice, ...], quality: int, beam: int, steps: int,
+                 learning_rate: float) -> torch.Tensor:
     """Codes (quality, batch, *inner sizes) for the inner cells of a window of latents.
 
     window: (batch, D, *cells) encoder latents; fixed: the same shape, quantised latents the
@@ -41,7 +44,7 @@ def refine_codes(quantizer, decoder, loss, window: torch.Tensor, fixed: torch.Te
             if step == steps:
                 break
             (gradient,) = torch.autograd.grad(value, variable)
-            latents = _adam_step(latents, gradient, moments, step + 1)
+            latents = _adam_step(latents, gradient, moments, step + 1, learning_rate)
     return best_codes
 
 
@@ -54,10 +57,10 @@ def _quantize(quantizer, latents: torch.Tensor, quality: int, beam: int) -> tupl
     return codes.reshape(quality, latents.shape[0], *latents.shape[2:]), quantized
 
 
-def _adam_step(value: torch.Tensor, gradient: torch.Tensor, moments, step: int) -> torch.Tensor:
+def _adam_step(value: torch.Tensor, gradient: torch.Tensor, moments, step: int, learning_rate: float) -> torch.Tensor:
     """One Adam update of a plain tensor (not an nn.Parameter, so no torch.optim)."""
     moments[0].mul_(BETAS[0]).add_(gradient, alpha=1 - BETAS[0])
     moments[1].mul_(BETAS[1]).addcmul_(gradient, gradient, value=1 - BETAS[1])
     corrected = moments[0] / (1 - BETAS[0] ** step)
     scale = (moments[1] / (1 - BETAS[1] ** step)).sqrt_().add_(EPSILON)
-    return value - LEARNING_RATE * corrected / scale
+    return value - learning_rate * corrected / scale
