@@ -17,7 +17,7 @@ import soundfile
 
 from vqcodec import format as vqformat
 
-COMMANDS = ["encode", "decode", "info", "models", "train"]
+COMMANDS = ["encode", "decode", "info", "codes", "models", "train"]
 
 
 def write_wav(path: Path, signal, channels=2, rate=22050, samples=11025, subtype="PCM_16"):
@@ -129,6 +129,21 @@ def test_stdin_stdout(encoded, cli, tiny_model_path):
     assert sorted(listing(encoded)) == ["in.wav", "out.vq"]
 
 
+def test_codes_writes_the_integer_codes_as_npy(encoded, cli, tiny_model_path, codec):
+    out = encoded / "codes.npy"
+    result = cli("codes", encoded / "out.vq", out, "-m", tiny_model_path)
+    assert result.returncode == 0, result.stderr.decode()
+    array = np.load(out, allow_pickle=False)
+    _, expected = codec.read_codes((encoded / "out.vq").read_bytes())
+    assert array.dtype == np.int32 and array.shape == (2, 3, expected.shape[2])
+    assert np.array_equal(array, expected)
+    result = cli("codes", encoded / "out.vq", "-", "-m", tiny_model_path)
+    assert result.returncode == 0 and np.array_equal(np.load(io.BytesIO(result.stdout)), expected)
+    result = cli("codes", encoded / "out.vq", out, "-m", tiny_model_path)
+    assert_one_line_error(result)  # exists, no --force
+    out.unlink()
+
+
 def test_refuses_to_overwrite_without_force(encoded, cli, tiny_model_path):
     target = encoded / "existing.vq"
     target.write_bytes(b"precious")
@@ -221,6 +236,10 @@ def _case_setup(name: str, folder: Path, ctx) -> tuple[list, dict]:
         return ["info", vq_file(random.Random(6).randbytes(100))], {}
     if name == "info-missing-file":
         return ["info", folder / "nosuch.vq"], {}
+    if name == "codes-truncated":
+        return ["codes", vq_file(vq[:len(vq) // 2]), folder / "codes.npy", *model], {}
+    if name == "codes-wrong-model":
+        return ["codes", vq_file(vq), folder / "codes.npy", "-m", str(ctx.other_model)], {}
     if name == "train-no-budget":
         wav()
         return ["train", folder, "--out", folder / "run"], {}
@@ -234,7 +253,7 @@ BAD_CASES = [
     "decode-truncated", "decode-truncated-header", "decode-bit-flipped", "decode-unknown-version",
     "decode-random-bytes", "decode-empty-file", "decode-10e15-samples", "decode-wrong-model",
     "decode-no-installed-model", "decode-unknown-output-format", "decode-output-dir-missing",
-    "info-random-bytes", "info-missing-file", "train-no-budget",
+    "info-random-bytes", "info-missing-file", "codes-truncated", "codes-wrong-model", "train-no-budget",
 ]
 
 

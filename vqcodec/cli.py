@@ -270,6 +270,34 @@ def info(input_path, as_json, verbose, model_option):
         _print_code_report(report)
 
 
+@cli.command()
+@click.argument("input_path", metavar="FILE")
+@click.argument("output_path", metavar="OUTPUT")
+@click.option("-m", "--model", default=None, help="Model name or path (default: the installed model the file names).")
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+def codes(input_path, output_path, model, force):
+    """Write the integer codes of a .vq file to a NumPy .npy file, without decoding the media.
+
+    The array is int32: audio (channels, quality, frames) at the model's frame rate, images
+    (quality, rows, cols) of latent cells. Load it with numpy.load(OUTPUT) (no pickle), and
+    turn codes back into media with the Python API (Codec.codes_to_audio, codes_to_image).
+
+    \b
+    Examples:
+      vqcodec codes speech.vq speech_codes.npy
+      vqcodec codes photo.vq photo_codes.npy --force
+    """
+    import numpy as np
+
+    from .codec import Codec, model_for_file
+
+    if output_path != "-" and Path(output_path).exists() and not force:
+        raise VQCodecError(f"{output_path} exists; pass --force to overwrite it")
+    data = _read_input(input_path)
+    _, array = Codec.load(model or model_for_file(data)).read_codes(data)
+    _write_output(output_path, lambda stream: np.save(stream, array.astype(np.int32), allow_pickle=False), force)
+
+
 def _print_code_report(report: dict) -> None:
     has_ideal = report["ideal_bytes"] is not None
     click.echo(f"chunks:    {report['chunks']} ({report['framing_bytes']} bytes of header, chunk heads and alpha)")
