@@ -117,8 +117,10 @@ def resolve_device(device: str) -> str:
 
 # ---------------------------------------------------------------- block-wise processing
 
-def _mean_squared_error(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return (estimate - target).pow(2).mean()
+def _checked_setting(name: str, value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise VQCodecError(f"{name} must be an integer from {low} to {high}, not {value!r}")
+    return value
 
 
 def _blocks(total: int, block: int) -> Iterator[tuple[int, int]]:
@@ -249,7 +251,7 @@ class Codec:
         self.coding = coding
         self.beam = DEFAULT_BEAM[self.kind] if beam is None else beam
         self.refine = 0
-        self._audio_loss = None
+        self._refine_loss = None
 
     @classmethod
     def load(cls, name: str, device: str = "cpu", coding: str = "auto", beam: int | None = None) -> "Codec":
@@ -261,6 +263,10 @@ class Codec:
         """Beam width of the code search when encoding (1: greedy). Decoding does not depend on it."""
         return self._beam
 
+    @beam.setter
+    def beam(self, value: int) -> None:
+        self._beam = _checked_setting("beam", value, 1, MAX_BEAM)
+
     @property
     def refine(self) -> int:
         """Steps of latent refinement when encoding (0: none; vqcodec/refine.py). Each step runs the
@@ -269,15 +275,7 @@ class Codec:
 
     @refine.setter
     def refine(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REFINE:
-            raise VQCodecError(f"refine must be an integer from 0 to {MAX_REFINE}, not {value!r}")
-        self._refine = value
-
-    @beam.setter
-    def beam(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BEAM:
-            raise VQCodecError(f"beam must be an integer from 1 to {MAX_BEAM}, not {value!r}")
-        self._beam = value
+        self._refine = _checked_setting("refine", value, 0, MAX_REFINE)
 
     # ------------------------------------------------------------ payload coding
 
@@ -336,9 +334,7 @@ class Codec:
                 previous = parts[-1][:, :, parts[-1].shape[2] - (f0 - a):] if parts else None
                 codes = self._refine_block(x, window, (slice(f0 - a, f1 - a),), previous, quality)
             else:
-                latents = window[:, :, f0 - a:f1 - a]
-                vectors = latents.transpose(1, 2).reshape(-1, latents.shape[1])
-                codes = self.model.quantizer.encode(vectors, quality, self.beam).reshape(quality, x.shape[0], f1 - f0)
+                codes = self.model.quantizer.encode_cells(window[:, :, f0 - a:f1 - a], quality, self.beam)
             parts.append(codes.transpose(0, 1).cpu().numpy())
         return np.concatenate(parts, axis=2) if parts else np.zeros((samples.buffer.shape[0], quality, 0), np.int64)
 
@@ -347,20 +343,23 @@ class Codec:
         (vqcodec/refine.py) against the training loss. The context before the block keeps the
         previous block's final codes, the context after it its unrefined codes."""
         rvq, hop = self.model.quantizer, self.hop
-        channels, dim, frames = window.shape
-        vectors = window.transpose(1, 2).reshape(-1, dim)
-        context = rvq.encode(vectors, quality, self.beam).reshape(quality, channels, frames)
+        context = rvq.encode_cells(window, quality, self.beam)
         if previous is not None and previous.shape[2]:
             context[:, :, :previous.shape[2]] = torch.from_numpy(previous).to(self.device).transpose(0, 1)
-        fixed = rvq.decode(context.reshape(quality, -1)).reshape(channels, frames, dim).transpose(1, 2)
         samples = (slice(None), slice(None), slice(inner[0].start * hop, inner[0].stop * hop))
-        if self._audio_loss is None:
+        return refine_codes(rvq, self.model.decoder, self._loss(), window, rvq.decode_cells(context), inner,
+                            x[samples], samples, quality, self.beam, self.refine, REFINE_LEARNING_RATE["audio"])
+
+    def _loss(self):
+        """The refinement objective (estimate, target) -> scalar tensor: the training loss for audio,
+        plain MSE for images (the training loss scales it by 1000, which Adam's epsilon would notice)."""
+        if self.kind == "image":
+            return torch.nn.functional.mse_loss
+        if self._refine_loss is None:
             from .losses import ReconstructionLoss
             with torch.inference_mode(False):  # its buffers take part in autograd
-                self._audio_loss = ReconstructionLoss(self.cfg).to(self.device)
-        loss = lambda estimate, target: self._audio_loss(estimate, target)[0]  # noqa: E731
-        return refine_codes(rvq, self.model.decoder, loss, window, fixed, inner, x[samples], samples,
-                            quality, self.beam, self.refine, REFINE_LEARNING_RATE["audio"])
+                self._refine_loss = ReconstructionLoss(self.cfg).to(self.device)
+        return lambda estimate, target: self._refine_loss(estimate, target)[0]
 
     def _decode_frames(self, codes: np.ndarray) -> Iterator[np.ndarray]:
         """Yield (channels, samples) float32 blocks at the model rate from (channels, q, frames) codes."""
@@ -369,8 +368,7 @@ class Codec:
         for f0, f1 in _blocks(total_frames, self.block_frames):
             a, b = max(0, f0 - ctx), min(total_frames, f1 + ctx)
             window = torch.from_numpy(np.ascontiguousarray(codes[:, :, a:b])).to(self.device)
-            flat = window.transpose(0, 1).reshape(quality, -1)
-            latents = self.model.quantizer.decode(flat).reshape(channels, b - a, -1).transpose(1, 2)
+            latents = self.model.quantizer.decode_cells(window.transpose(0, 1))
             audio = self.model.decoder(latents)[:, 0, (f0 - a) * hop:(f1 - a) * hop]
             yield audio.cpu().numpy().astype(np.float32)
 
@@ -611,29 +609,23 @@ class Codec:
             if self.refine:
                 tile_codes = self._refine_tile(x, window, inner, codes[:, a:b, c:d], done[a:b, c:d], quality)
             else:
-                tile_codes = self._quantize_cells(window[0, :, inner[0], inner[1]], quality)
-            codes[:, r0:r1, c0:c1] = tile_codes.cpu().numpy()
+                tile_codes = self.model.quantizer.encode_cells(window[:, :, inner[0], inner[1]], quality, self.beam)
+            codes[:, r0:r1, c0:c1] = tile_codes[:, 0].cpu().numpy()
             done[r0:r1, c0:c1] = True
         return codes
 
-    def _quantize_cells(self, latents: torch.Tensor, quality: int) -> torch.Tensor:
-        """(D, rows, cols) latents -> (quality, rows, cols) codes."""
-        dim, rows, cols = latents.shape
-        return self.model.quantizer.encode(latents.reshape(dim, -1).t(), quality, self.beam).reshape(quality, rows, cols)
-
     def _refine_tile(self, x, window, inner, window_codes, window_done, quality) -> torch.Tensor:
-        """Codes of one tile's inner cells by latent refinement (vqcodec/refine.py). Context cells
-        keep the final codes where an earlier tile chose them, else their unrefined codes."""
+        """Codes (quality, 1, rows, cols) of one tile's inner cells by latent refinement
+        (vqcodec/refine.py). Context cells keep the final codes where an earlier tile chose them,
+        else their unrefined codes."""
         rvq, hop = self.model.quantizer, self.hop
-        fresh = self._quantize_cells(window[0], quality)
-        done = torch.from_numpy(window_done).to(self.device)[None]
-        context = torch.where(done, torch.from_numpy(window_codes).to(self.device), fresh)
-        fixed = rvq.decode(context.reshape(quality, -1)).t().reshape(window.shape)
+        fresh = rvq.encode_cells(window, quality, self.beam)
+        done = torch.from_numpy(window_done).to(self.device)
+        context = torch.where(done, torch.from_numpy(window_codes).to(self.device)[:, None], fresh)
         pixels = (slice(None), slice(None), slice(inner[0].start * hop, inner[0].stop * hop),
                   slice(inner[1].start * hop, inner[1].stop * hop))
-        codes = refine_codes(rvq, self.model.decoder, _mean_squared_error, window, fixed, inner, x[pixels], pixels,
-                             quality, self.beam, self.refine, REFINE_LEARNING_RATE["image"])
-        return codes[:, 0]
+        return refine_codes(rvq, self.model.decoder, self._loss(), window, rvq.decode_cells(context), inner,
+                            x[pixels], pixels, quality, self.beam, self.refine, REFINE_LEARNING_RATE["image"])
 
     @torch.inference_mode()
     def codes_to_image(self, codes: np.ndarray, height: int | None = None, width: int | None = None) -> np.ndarray:
@@ -647,7 +639,7 @@ class Codec:
             a, b = max(0, r0 - ctx), min(rows, r1 + ctx)
             c, d = max(0, c0 - ctx), min(cols, c1 + ctx)
             window = torch.from_numpy(np.ascontiguousarray(codes[:, a:b, c:d])).to(self.device)
-            latents = self.model.quantizer.decode(window.reshape(quality, -1)).t().reshape(1, -1, b - a, d - c)
+            latents = self.model.quantizer.decode_cells(window[:, None])
             pixels = self.model.decoder(latents)[0, :, (r0 - a) * hop:(r1 - a) * hop, (c0 - c) * hop:(c1 - c) * hop]
             out[r0 * hop:r1 * hop, c0 * hop:c1 * hop] = (pixels.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
         return out[:height, :width]

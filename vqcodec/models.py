@@ -163,14 +163,9 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def encode_codes(self, x, count: int) -> torch.Tensor:
         """(1, C, *size) media -> (count, *grid) int64 code indices."""
-        latents = self.encoder(x)
-        codes = self.quantizer.encode(self._flatten(latents), count)
-        return codes.reshape(count, *latents.shape[2:])
+        return self.quantizer.encode_cells(self.encoder(x), count)[:, 0]
 
     @torch.no_grad()
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """(q, *grid) code indices -> (1, C, *size) media."""
-        q, *grid = codes.shape
-        vectors = self.quantizer.decode(codes.reshape(q, -1))
-        latents = vectors.t().reshape(1, self.cfg.latent_dim, *grid)
-        return self.decoder(latents)
+        return self.decoder(self.quantizer.decode_cells(codes[:, None]))

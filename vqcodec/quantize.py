@@ -170,6 +170,17 @@ class ResidualVQ(nn.Module):
         parts = [self._beam_encode(rows, count, beam) for rows in latents.split(BEAM_ROWS)]
         return torch.cat(parts, 1) if parts else latents.new_zeros((count, 0), dtype=torch.long)
 
+    def encode_cells(self, latents: torch.Tensor, count: int, beam: int = 1) -> torch.Tensor:
+        """(batch, D, *cells) latents -> (count, batch, *cells) indices: frames for audio, rows and
+        columns for images."""
+        vectors = latents.movedim(1, -1).reshape(-1, latents.shape[1])
+        return self.encode(vectors, count, beam).reshape(count, latents.shape[0], *latents.shape[2:])
+
+    def decode_cells(self, indices: torch.Tensor) -> torch.Tensor:
+        """(q, batch, *cells) indices -> (batch, D, *cells) latents: the inverse layout of encode_cells."""
+        vectors = self.decode(indices.reshape(indices.shape[0], -1))
+        return vectors.reshape(*indices.shape[1:], -1).movedim(-1, 1).contiguous()  # layout decides conv kernels
+
     def _beam_encode(self, latents: torch.Tensor, count: int, beam: int) -> torch.Tensor:
         n, dim = latents.shape
         ones = latents.new_ones((n, 1, 1))

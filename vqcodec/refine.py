@@ -34,7 +34,8 @@ def refine_codes(quantizer, decoder, loss, window: torch.Tensor, fixed: torch.Te
         latents, fixed, target = window[index].clone(), fixed.clone(), target.clone()
         moments = (torch.zeros_like(latents), torch.zeros_like(latents))
         for step in range(steps + 1):
-            codes, quantized = _quantize(quantizer, latents, quality, beam)
+            codes = quantizer.encode_cells(latents, quality, beam)
+            quantized = quantizer.decode_cells(codes)
             variable = latents.detach().requires_grad_(step < steps)
             full = fixed.clone()
             full[index] = variable + (quantized - variable).detach()
@@ -46,15 +47,6 @@ def refine_codes(quantizer, decoder, loss, window: torch.Tensor, fixed: torch.Te
             (gradient,) = torch.autograd.grad(value, variable)
             latents = _adam_step(latents, gradient, moments, step + 1, learning_rate)
     return best_codes
-
-
-def _quantize(quantizer, latents: torch.Tensor, quality: int, beam: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(batch, D, *cells) latents -> codes (quality, batch, *cells) and their quantised latents."""
-    dim = latents.shape[1]
-    vectors = latents.movedim(1, -1).reshape(-1, dim)
-    codes = quantizer.encode(vectors, quality, beam)
-    quantized = quantizer.decode(codes).reshape(*latents.movedim(1, -1).shape).movedim(-1, 1)
-    return codes.reshape(quality, latents.shape[0], *latents.shape[2:]), quantized
 
 
 def _adam_step(value: torch.Tensor, gradient: torch.Tensor, moments, step: int, learning_rate: float) -> torch.Tensor:
