@@ -89,19 +89,20 @@ def _gaussian(size: int = 11, sigma: float = 1.5):
     return _WINDOW[(size, sigma)]
 
 
+def _valid_filter(x, taps: list[float], dim: int):
+    """'valid' 1-D filtering of x along `dim` by shifted in-place sums."""
+    length = x.shape[dim] - len(taps) + 1
+    out = x.narrow(dim, 0, length) * taps[0]
+    for k, tap in enumerate(taps[1:], 1):
+        out.add_(x.narrow(dim, k, length), alpha=tap)
+    return out
+
+
 def _blur(x, g):
     """Separable 'valid' Gaussian filtering of (n, c, h, w): shifted in-place sums, about 4x faster
     than a grouped float64 conv2d on CPU, with the same result."""
     taps = g.tolist()
-    width = x.shape[-1] - len(taps) + 1
-    rows = x[..., :width] * taps[0]
-    for k, tap in enumerate(taps[1:], 1):
-        rows.add_(x[..., k:k + width], alpha=tap)
-    height = rows.shape[-2] - len(taps) + 1
-    out = rows[..., :height, :] * taps[0]
-    for k, tap in enumerate(taps[1:], 1):
-        out.add_(rows[..., k:k + height, :], alpha=tap)
-    return out
+    return _valid_filter(_valid_filter(x, taps, -1), taps, -2)
 
 
 def _ssim_and_cs(x, y, g, data_range: float = 255.0):
