@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from vqcodec import Codec, VQCodecError
 from vqcodec.config import AudioConfig, config_from_dict, config_to_dict
 from vqcodec.modelfile import compute_model_id, read_model_files
-from vqcodec.train import TrainOptions, train
+from vqcodec.train import WARMUP_STEPS, TrainOptions, train
 
 CFG = AudioConfig(sample_rate=8000, base_channels=4, strides=(2, 4), res_blocks=1, latent_dim=8, num_codebooks=4,
                   codebook_size=16, context_frames=16)
@@ -137,6 +137,19 @@ def test_resume_continues_to_the_total_step_count(trained, data_dir, tmp_path):
     assert meta["model_id"] != json.loads((trained / "tiny.json").read_text())["model_id"]
     Codec.load(str(out / "tiny.safetensors"))
     assert_no_pickles(out)
+
+
+def test_resumed_run_warms_its_learning_rate_up_again(trained, data_dir, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    first_log = read_log(out)
+    train(data_dir, None, options(out, max_steps=14, resume=True, eval_every=1, fit_prior=False))
+    resumed = read_log(out)[len(first_log):]
+    assert [r["step"] for r in resumed] == [13, 14]
+    lr = TrainOptions.lr
+    # one step and two steps into the 200-step warm-up, not the full rate a restart at step 12 would jump to
+    assert resumed[0]["lr"] < lr * 1.5 / WARMUP_STEPS
+    assert resumed[1]["lr"] > resumed[0]["lr"]  # still rising, although the cosine decay is near its end
 
 
 def test_resume_at_the_budget_trains_no_more(trained, data_dir, tmp_path):

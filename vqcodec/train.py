@@ -141,6 +141,7 @@ class ImageCrops:
 COMMITMENT_WEIGHT = 0.25
 ADVERSARIAL_WEIGHT = 0.1
 FEATURE_MATCHING_WEIGHT = 0.2
+WARMUP_STEPS = 200  # linear learning-rate warm-up at the start of every run, resumed or not
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -274,6 +275,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
                 "adversarial": adversarial}
 
     budget = options.max_minutes * 60 if options.max_minutes else None
+    first_step = step  # a resumed run warms its learning rate up again
     start = time.monotonic()
     last_checkpoint = start
     val_text, usage_text = "", ""
@@ -285,7 +287,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         if done_by_time or done_by_steps or (budget is None and options.max_steps is None):
             break
         progress = max(elapsed / budget if budget else 0.0, step / options.max_steps if options.max_steps else 0.0)
-        lr = options.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
+        lr = options.lr * min(1.0, (step - first_step + 1) / WARMUP_STEPS) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
         for opt in optimizers.values():
             for group in opt.param_groups:
                 group["lr"] = lr
