@@ -1,6 +1,7 @@
 """Training on a tiny config: the files it writes, resuming, learning at all, and the `train` command."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -9,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import torch
 from safetensors.torch import load_file
 
 from vqcodec import Codec, VQCodecError
 from vqcodec.config import AudioConfig, config_from_dict, config_to_dict
 from vqcodec.modelfile import compute_model_id, read_model_files
-from vqcodec.train import WARMUP_STEPS, TrainOptions, train
+from vqcodec.models import VQVAE
+from vqcodec.train import WARMUP_STEPS, TrainOptions, resolve_precision, train
 
 CFG = AudioConfig(sample_rate=8000, base_channels=4, strides=(2, 4), res_blocks=1, latent_dim=8, num_codebooks=4,
                   codebook_size=16, context_frames=16)
@@ -137,6 +140,35 @@ def test_resume_continues_to_the_total_step_count(trained, data_dir, tmp_path):
     assert meta["model_id"] != json.loads((trained / "tiny.json").read_text())["model_id"]
     Codec.load(str(out / "tiny.safetensors"))
     assert_no_pickles(out)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_precision_is_recorded_and_the_weights_stay_fp32(data_dir, tmp_path, precision):
+    out = tmp_path / precision
+    train(data_dir, CFG, options(out, max_steps=3, precision=precision, fit_prior=False))
+    meta = json.loads((out / "tiny.json").read_text())
+    assert meta["training"]["precision"] == precision
+    tensors = load_file(str(out / "tiny.safetensors"))
+    assert {t.dtype for t in tensors.values() if t.is_floating_point()} == {torch.float32}
+    Codec.load(str(out / "tiny.safetensors")).audio_to_codes(np.zeros((1, 800), np.float32))
+
+
+def test_quantiser_runs_in_fp32_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = VQVAE(dataclasses.replace(CFG, codebook_size=256)).train()
+    seen = []
+    model.quantizer.register_forward_pre_hook(lambda module, args, kwargs: seen.append(args[0]), with_kwargs=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        estimate, codes, commitment = model(torch.randn(8, 1, CROP))
+    assert estimate.dtype == torch.bfloat16  # the networks did run in bf16
+    assert seen[0].dtype == commitment.dtype == torch.float32
+    # the codes are the exact fp32 nearest neighbours of what the quantiser received
+    assert torch.equal(codes[0], model.quantizer.layers[0].encode(seen[0]))
+
+
+def test_auto_precision_is_fp32_or_bf16():
+    assert resolve_precision("auto", "cpu") in ("fp32", "bf16")
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
 
 
 def test_resumed_run_warms_its_learning_rate_up_again(trained, data_dir, tmp_path):

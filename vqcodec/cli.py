@@ -366,13 +366,16 @@ def models(as_json):
 @click.option("--crop", type=int, default=None, help="Crop length in samples (audio) or side in pixels (images).")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@click.option("--precision", default="auto", type=click.Choice(["auto", "fp32", "bf16"]), show_default=True,
+              help="bf16: run the networks under bfloat16 autocast (quantiser and losses stay fp32). "
+                   "auto: bf16 on GPUs and CPUs that compute it natively (AMX, AVX512-BF16), else fp32.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
 @click.option("--no-prior", is_flag=True, help="Skip fitting the entropy-coding prior at the end (vqcodec fit-prior can add it later).")
 @click.option("--adversarial", is_flag=True,
               help="Audio: add a multi-scale STFT discriminator and feature matching (best resumed from a model "
                    "first trained without it). Kept on when resuming such a checkpoint.")
 def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, sample_rate, device, max_minutes,
-          max_steps, batch_size, crop, lr, threads, resume, no_prior, adversarial):
+          max_steps, batch_size, crop, lr, threads, precision, resume, no_prior, adversarial):
     """Train a codec on a folder of audio or images (read recursively).
 
     \b
@@ -417,7 +420,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     options = TrainOptions(out=Path(out), name=name or Path(out).name, device=resolve_device(device),
                            batch_size=batch_size or defaults[0], crop=crop or defaults[1], lr=lr,
                            max_minutes=max_minutes, max_steps=max_steps, threads=threads, resume=resume,
-                           fit_prior=not no_prior, adversarial=adversarial)
+                           fit_prior=not no_prior, adversarial=adversarial, precision=precision)
     run_training(Path(data_dir), config, options, kind=kind)
 
 

@@ -155,9 +155,10 @@ class VQVAE(nn.Module):
 
     def forward(self, x):
         """Training pass: returns the reconstruction, codes (Q, N) and commitment loss."""
-        latents = self.encoder(x)
+        latents = self.encoder(x).float()
         cells = latents[0, 0].numel()
-        quantized, codes, commitment = self.quantizer(self._flatten(latents), group_size=cells)
+        with torch.autocast(latents.device.type, enabled=False):  # code search and EMA updates need fp32
+            quantized, codes, commitment = self.quantizer(self._flatten(latents), group_size=cells)
         return self.decoder(self._unflatten(quantized, latents)), codes, commitment
 
     @torch.no_grad()

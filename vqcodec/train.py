@@ -40,6 +40,7 @@ class TrainOptions:
     quiet: bool = False
     fit_prior: bool = True       # fit the entropy-coding prior on the training codes at the end
     adversarial: bool = False    # audio: add the STFT discriminator and feature-matching losses
+    precision: str = "auto"      # "bf16": the networks run under bfloat16 autocast; "auto": see resolve_precision
 
 
 # ---------------------------------------------------------------- data
@@ -206,6 +207,23 @@ class CodebookUsage:
         return float(perplexity), float((self.counts > 0).float().mean())
 
 
+def resolve_precision(precision: str, device: str) -> str:
+    """"auto" -> "bf16" where the hardware computes bfloat16 natively, else "fp32".
+
+    Native means a CUDA GPU with bf16 support, or a CPU with AMX or AVX512-BF16 (oneDNN runs the
+    convolutions there about 1.7x faster). Elsewhere bf16 is emulated and slower than fp32.
+    """
+    if precision != "auto":
+        return precision
+    if torch.device(device).type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    except AttributeError:  # private helpers: absent from some torch builds
+        native = False
+    return "bf16" if native else "fp32"
+
+
 def _format_time(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -218,6 +236,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     torch.manual_seed(options.seed)
     random.seed(options.seed)
     device = options.device
+    precision = resolve_precision(options.precision, device)
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out / "checkpoint.safetensors"
@@ -268,12 +287,13 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     log_path = out / "train_log.jsonl"
     if not options.quiet:
         print(f"training {options.name} ({kind}) on {train_data.describe()}; validation {val_data.describe()}; "
-              f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; device {device}", file=sys.stderr)
+              f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; device {device}, {precision}", file=sys.stderr)
 
     def checkpoint_meta(seconds: float) -> dict:
         return {"step": step, "trained_seconds": seconds, "config": config_to_dict(cfg),
                 "adversarial": adversarial}
 
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
     budget = options.max_minutes * 60 if options.max_minutes else None
     first_step = step  # a resumed run warms its learning rate up again
     start = time.monotonic()
@@ -294,7 +314,9 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
 
         model.train()
         batch = train_data.batch(options.batch_size, rng).to(device)
-        estimate, codes, commitment = model(batch)
+        with autocast:
+            estimate, codes, commitment = model(batch)
+        estimate = estimate.float()  # losses and the discriminator stay in fp32
         reconstruction, parts = loss_fn(estimate, batch)
         loss = reconstruction + COMMITMENT_WEIGHT * commitment
         if adversarial:
@@ -341,6 +363,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     save_checkpoint(checkpoint_path, modules, optimizers, checkpoint_meta(trained_seconds))
     model_path = save_model(model.cpu(), out / f"{options.name}.safetensors",
                             training={"steps": step, "seconds": round(trained_seconds), "adversarial": adversarial,
+                                      "precision": precision,
                                       "data": str(data_dir), "files": len(train_files)})
     if not options.quiet:
         print(f"\nwrote {model_path} after {step} steps ({trained_seconds / 60:.1f} min)", file=sys.stderr)

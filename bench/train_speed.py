@@ -1,0 +1,81 @@
+"""Training speed: seconds per step of `vqcodec train` in fp32 and under bf16 autocast.
+
+    python bench/train_speed.py [--steps 30] [--runs 3] [--threads 1] [--out bench/out/train_speed.json]
+
+Runs the real training loop (vqcodec.train.train: data, forward, losses, backward, AdamW step,
+codebook updates) on the shipped models' configs and the project's training folders, with the
+default batch and crop (speech 16 x 8000 samples, images 12 x 128 x 128), from fresh weights and
+with no prior fit. Time per step is (time at the last step - time at step 1) / (steps - 1), taken
+from the training log; runs alternate between the precisions, and the table gives the median.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+DATA = common.REPO_ROOT.parent / "shared" / "data"
+SETUPS = {  # kind: (shipped model, training folder, batch, crop)
+    "audio": ("speech16k", DATA / "speech" / "train", 16, 8000),
+    "image": ("image", DATA / "images" / "train", 12, 128),
+}
+
+
+def seconds_per_step(kind: str, precision: str, steps: int, threads: int) -> float:
+    from vqcodec.codec import find_model
+    from vqcodec.config import config_from_dict
+    from vqcodec.train import TrainOptions, train
+
+    model, data, batch, crop = SETUPS[kind]
+    meta = json.loads(find_model(model).with_suffix(".json").read_text())
+    with tempfile.TemporaryDirectory() as out:
+        options = TrainOptions(out=Path(out), name="bench", batch_size=batch, crop=crop, max_steps=steps,
+                               eval_every=steps, threads=threads, quiet=True, fit_prior=False, precision=precision)
+        train(data, config_from_dict(meta["config"]), options)
+        log = [json.loads(line) for line in (Path(out) / "train_log.jsonl").read_text().splitlines()]
+    first, last = log[0], log[-1]
+    return (last["seconds"] - first["seconds"]) / (last["step"] - first["step"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--kinds", default="audio,image")
+    parser.add_argument("--out", default="bench/out/train_speed.json")
+    args = parser.parse_args()
+
+    rows, results = [], {}
+    for kind in args.kinds.split(","):
+        times = {"fp32": [], "bf16": []}
+        for run in range(args.runs):
+            order = ("fp32", "bf16") if run % 2 == 0 else ("bf16", "fp32")
+            for precision in order:
+                times[precision].append(seconds_per_step(kind, precision, args.steps, args.threads))
+                print(f"{kind} run {run + 1} {precision}: {times[precision][-1]:.3f} s/step", file=sys.stderr, flush=True)
+        fp32, bf16 = statistics.median(times["fp32"]), statistics.median(times["bf16"])
+        results[kind] = {"seconds_per_step": times, "median": {"fp32": fp32, "bf16": bf16}, "speedup": fp32 / bf16}
+        model, _, batch, crop = SETUPS[kind]
+        shape = f"{batch} x {crop}" if kind == "audio" else f"{batch} x {crop}x{crop}"
+        rows.append([model, shape, fp32, bf16, fp32 / bf16])
+
+    print(common.markdown_table(["model", "batch", "fp32 s/step", "bf16 s/step", "bf16 speed-up"], rows,
+                                digits=[0, 0, 3, 3, 2]))
+    if args.out:
+        common.save_json(args.out, {"machine": common.machine_info(args.threads), "command": common.repro_command(),
+                                     "steps": args.steps, "runs": args.runs, "results": results})
+
+
+if __name__ == "__main__":
+    main()
