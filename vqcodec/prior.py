@@ -42,11 +42,13 @@ CODER_PRECISION = 24             # constriction's Categorical works on 24-bit pr
 SOURCES = ("up", "left", "above")
 KIND_NAME = "context-tables"
 
-# Fitting choices: classes per source when it is alone, and when two sources are combined.
-SINGLE_CLASSES = 64
+# Fitting choices: classes per source when it is alone (the larger count only where it saves
+# LARGER_TABLE_MIN_GAIN of the level's bits on held-out codes), and when two sources are combined.
+SINGLE_CLASSES = (64, 256)
+LARGER_TABLE_MIN_GAIN = 0.01
 JOINT_CLASSES = {"up": 16, "left": 8, "above": 8}
 JOINT_CLASSES_WITHOUT_UP = {"left": 32, "above": 32}  # the first image level: same-level neighbours only
-BETAS = (0.5, 2.0, 8.0, 32.0, 128.0, 512.0)
+BETAS = (0.5, 2.0, 8.0, 32.0, 128.0, 512.0, 2048.0, 8192.0)
 DEFAULT_BETA = 8.0
 SEQUENTIAL_MIN_GAIN = 0.01   # a level codes symbol by symbol only when that saves over 1% of its bits
 
@@ -415,19 +417,19 @@ class CodePrior:
                 test = {n: v[mask] for n, v in data.items()}
                 scored = []
                 for sources in options:
-                    fitted, beta = _fit_level(train, sources, k, test)
-                    bits = fitted.info["heldout_bits_per_code"]
-                    record["+".join(sources) or "unigram"] = round(bits, 4)
-                    scored.append((bits, sources, beta))
+                    bits, beta, single_classes = _choose_classes(train, test, sources, k)
+                    name = "+".join(sources) or "unigram"
+                    record[f"{name}/{single_classes}" if single_classes != SINGLE_CLASSES[0] else name] = round(bits, 4)
+                    scored.append((bits, sources, beta, single_classes))
                 # symbol-by-symbol coding (same-level neighbours) is slower: it must pay for itself
-                batched = min(s for s in scored if "left" not in s[1] and "above" not in s[1])
-                best = min(scored)
+                batched = min((s for s in scored if "left" not in s[1] and "above" not in s[1]), key=lambda s: s[0])
+                best = min(scored, key=lambda s: s[0])
                 if best[0] > batched[0] * (1 - SEQUENTIAL_MIN_GAIN):
                     best = batched
-                _, sources, beta = best
+                _, sources, beta, single_classes = best
             else:
-                sources, beta = options[-1], None
-            fitted, _ = _fit_level(data, sources, k, None, beta)
+                sources, beta, single_classes = options[-1], None, SINGLE_CLASSES[0]
+            fitted, _ = _fit_level(data, sources, k, None, beta, single_classes=single_classes)
             fitted.info = {"heldout_bits": record} if record else {}
             if log:
                 log(f"level {level}: {'+'.join(sources) or 'unigram'} "
@@ -484,14 +486,27 @@ def _cluster(values: np.ndarray, targets: np.ndarray, k: int, classes: int, iter
     return mapping
 
 
-def _fit_level(data: dict, sources: tuple[str, ...], k: int, test: dict | None, beta=None):
+def _choose_classes(train: dict, test: dict, sources: tuple[str, ...], k: int) -> tuple[float, tuple, int]:
+    """Held-out bits per code, smoothing and class count of a level fitted with `sources`; a lone
+    source tries every SINGLE_CLASSES count, and a larger one wins only by LARGER_TABLE_MIN_GAIN."""
+    best = None
+    for classes in SINGLE_CLASSES if len(sources) == 1 else SINGLE_CLASSES[:1]:
+        fitted, beta = _fit_level(train, sources, k, test, single_classes=classes)
+        bits = fitted.info["heldout_bits_per_code"]
+        if best is None or bits < best[0] * (1 - LARGER_TABLE_MIN_GAIN):
+            best = (bits, beta, classes)
+    return best
+
+
+def _fit_level(data: dict, sources: tuple[str, ...], k: int, test: dict | None, beta=None,
+               single_classes: int = SINGLE_CLASSES[0]):
     """Fit one level's tables with the given sources; returns (LevelPrior, chosen smoothing)."""
     x = data["x"]
     unigram = (np.bincount(x, minlength=k) + 0.5) / (x.size + 0.5 * k)
     maps = {}
     for source in sources:
         joint = JOINT_CLASSES if "up" in sources else JOINT_CLASSES_WITHOUT_UP
-        classes = SINGLE_CLASSES if len(sources) == 1 else joint[source]
+        classes = single_classes if len(sources) == 1 else joint[source]
         maps[source] = _cluster(data[source], x, k, classes)
     sizes = [int(maps[s].max()) + 1 for s in sources]
 
