@@ -6,7 +6,8 @@ Runs the real training loop (vqcodec.train.train: data, forward, losses, backwar
 codebook updates) on the shipped models' configs and the project's training folders, with the
 default batch and crop (speech 16 x 8000 samples, images 12 x 128 x 128), from fresh weights and
 with no prior fit. Time per step is (time at the last step - time at step 1) / (steps - 1), taken
-from the training log; runs alternate between the precisions, and the table gives the median.
+from the training log, so it includes the one fp32 validation pass logged with the last step;
+runs alternate between the precisions, and the table gives the median.
 """
 from __future__ import annotations
 
