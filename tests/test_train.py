@@ -17,7 +17,8 @@ from vqcodec import Codec, VQCodecError
 from vqcodec.config import AudioConfig, config_from_dict, config_to_dict
 from vqcodec.modelfile import compute_model_id, read_model_files
 from vqcodec.models import VQVAE
-from vqcodec.train import WARMUP_STEPS, TrainOptions, resolve_precision, train
+from vqcodec.train import (NOISE_SNR_DB, WARMUP_STEPS, AudioCrops, TrainOptions, add_background_noise,
+                           resolve_precision, train)
 
 CFG = AudioConfig(sample_rate=8000, base_channels=4, strides=(2, 4), res_blocks=1, latent_dim=8, num_codebooks=4,
                   codebook_size=16, context_frames=16)
@@ -222,6 +223,42 @@ def test_adversarial_is_refused_for_images(tmp_path):
     Image.new("RGB", (32, 32), (10, 20, 30)).save(tmp_path / "data" / "a.png")
     with pytest.raises(VQCodecError, match="audio"):
         train(tmp_path / "data", None, options(tmp_path / "run", max_steps=1, crop=32, adversarial=True))
+
+
+def test_background_noise_is_added_at_an_snr_in_range():
+    rng = np.random.default_rng(0)
+    clip = (0.3 * np.sin(np.arange(4000) * 0.05)).astype(np.float32)
+    snrs = []
+    for _ in range(200):
+        noisy = add_background_noise(clip, rng)
+        assert noisy.dtype == clip.dtype and noisy.shape == clip.shape
+        snrs.append(10 * math.log10(np.mean(clip.astype(np.float64) ** 2) / np.mean((noisy - clip).astype(np.float64) ** 2)))
+    low, high = NOISE_SNR_DB
+    assert low - 0.01 <= min(snrs) and max(snrs) <= high + 0.01
+    assert max(snrs) - min(snrs) > 0.8 * (high - low)  # the SNR is drawn over the whole range
+    silence = np.zeros(100, np.float32)
+    assert not add_background_noise(silence, rng).any()
+
+
+def test_noise_augments_training_crops_but_never_validation(data_dir, tmp_path):
+    files = sorted(data_dir.rglob("*.wav"))
+    clean, noisy = AudioCrops(files, 8000, CROP), AudioCrops(files, 8000, CROP, noise=1.0)
+    batch = lambda crops, augment: crops.batch(4, np.random.default_rng(5), augment=augment)  # noqa: E731
+    assert torch.equal(batch(clean, False), batch(noisy, False))
+    assert not torch.equal(batch(clean, True), batch(noisy, True))
+    out = tmp_path / "run"
+    train(data_dir, CFG, options(out, max_steps=2, noise=0.5, fit_prior=False))
+    assert json.loads((out / "tiny.json").read_text())["training"]["noise"] == 0.5
+    with pytest.raises(VQCodecError, match="between 0 and 1"):
+        train(data_dir, CFG, options(tmp_path / "bad", max_steps=1, noise=1.5))
+
+
+def test_noise_is_refused_for_images(tmp_path):
+    from PIL import Image
+    (tmp_path / "data").mkdir()
+    Image.new("RGB", (32, 32), (10, 20, 30)).save(tmp_path / "data" / "a.png")
+    with pytest.raises(VQCodecError, match="audio"):
+        train(tmp_path / "data", None, options(tmp_path / "run", max_steps=1, crop=32, noise=0.5))
 
 
 def test_loss_decreases(data_dir, tmp_path):

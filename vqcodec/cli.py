@@ -369,13 +369,17 @@ def models(as_json):
 @click.option("--precision", default="auto", type=click.Choice(["auto", "fp32", "bf16"]), show_default=True,
               help="bf16: run the networks under bfloat16 autocast (quantiser and losses stay fp32). "
                    "auto: bf16 on GPUs and CPUs that compute it natively (AMX, AVX512-BF16), else fp32.")
+@click.option("--noise", type=float, default=0.0, show_default=True,
+              help="Audio: share of training crops mixed with coloured noise at 10-40 dB SNR, so that the codec "
+                   "keeps background noise instead of gating it.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
 @click.option("--no-prior", is_flag=True, help="Skip fitting the entropy-coding prior at the end (vqcodec fit-prior can add it later).")
 @click.option("--adversarial", is_flag=True,
               help="Audio: add a multi-scale STFT discriminator and feature matching (best resumed from a model "
                    "first trained without it). Kept on when resuming such a checkpoint.")
 def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, sample_rate, device, max_minutes,
-          max_steps, batch_size, crop, lr, threads, precision, resume, no_prior, adversarial):
+          max_steps, batch_size, crop, lr, threads, precision, noise, resume, no_prior,
+          adversarial):
     """Train a codec on a folder of audio or images (read recursively).
 
     \b
@@ -384,6 +388,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
       vqcodec train my_photos/ --out runs/photos --kind image --device cuda
       vqcodec train my_recordings/ --out runs/mine --resume --max-minutes 30
       vqcodec train my_recordings/ --out runs/mine --resume --adversarial --max-minutes 120
+      vqcodec train my_recordings/ --out runs/mine --noise 0.5 --max-minutes 60
     Then: VQCODEC_MODEL_PATH=runs/mine vqcodec encode in.wav out.vq -m mine
     """
     import dataclasses
@@ -420,7 +425,8 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     options = TrainOptions(out=Path(out), name=name or Path(out).name, device=resolve_device(device),
                            batch_size=batch_size or defaults[0], crop=crop or defaults[1], lr=lr,
                            max_minutes=max_minutes, max_steps=max_steps, threads=threads, resume=resume,
-                           fit_prior=not no_prior, adversarial=adversarial, precision=precision)
+                           fit_prior=not no_prior, adversarial=adversarial, precision=precision,
+                           noise=noise)
     run_training(Path(data_dir), config, options, kind=kind)
 
 

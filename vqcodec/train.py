@@ -41,6 +41,7 @@ class TrainOptions:
     fit_prior: bool = True       # fit the entropy-coding prior on the training codes at the end
     adversarial: bool = False    # audio: add the STFT discriminator and feature-matching losses
     precision: str = "auto"      # "bf16": the networks run under bfloat16 autocast; "auto": see resolve_precision
+    noise: float = 0.0           # audio: share of training crops mixed with coloured noise (see add_background_noise)
 
 
 # ---------------------------------------------------------------- data
@@ -68,9 +69,33 @@ def split_files(files: list[Path]) -> tuple[list[Path], list[Path]]:
     return [f for i, f in enumerate(files) if i not in held], [f for i, f in enumerate(files) if i in held]
 
 
+NOISE_SNR_DB = (10.0, 40.0)
+NOISE_MAX_SLOPE = 2.0  # power spectrum ~ 1/f**slope: 0 white, 1 pink, 2 brown
+
+
+def add_background_noise(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`clip` plus stationary coloured noise at a random SNR, so the codec learns to keep background noise.
+
+    Both the input and the target of a training step are the noisy clip: the codec is taught to reproduce the
+    noise, not to remove it. A silent clip is returned unchanged."""
+    power = float(np.mean(clip.astype(np.float64) ** 2))
+    if power == 0.0:
+        return clip
+    spectrum = np.fft.rfft(rng.standard_normal(clip.size))
+    frequency = np.arange(spectrum.size, dtype=np.float64)
+    frequency[0] = 1.0
+    spectrum *= frequency ** (-rng.uniform(0.0, NOISE_MAX_SLOPE) / 2)
+    spectrum[0] = 0.0
+    noise = np.fft.irfft(spectrum, n=clip.size)
+    snr_db = rng.uniform(*NOISE_SNR_DB)
+    noise *= math.sqrt(power / 10 ** (snr_db / 10) / max(float(np.mean(noise ** 2)), 1e-30))
+    return (clip + noise).astype(clip.dtype)
+
+
 class AudioCrops:
-    def __init__(self, files: list[Path], sample_rate: int, crop: int):
+    def __init__(self, files: list[Path], sample_rate: int, crop: int, noise: float = 0.0):
         self.crop = crop
+        self.noise = noise
         self.clips = []
         for path in files:
             try:
@@ -93,6 +118,8 @@ class AudioCrops:
             clip = self.clips[rng.choice(len(self.clips), p=self.weights)]
             start = rng.integers(0, clip.size - self.crop + 1)
             out[i, 0] = clip[start:start + self.crop]
+            if augment and self.noise and rng.random() < self.noise:
+                out[i, 0] = add_background_noise(out[i, 0], rng)
             if augment:
                 peak = max(np.abs(out[i]).max(), 1e-4)
                 out[i] *= min(10 ** rng.uniform(-1.0, 0.25), 0.99 / peak)
@@ -258,6 +285,10 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         raise VQCodecError(f"config is for {cfg.kind} but {data_dir} holds {kind} files")
     if adversarial and kind != "audio":
         raise VQCodecError("--adversarial is for audio models only")
+    if options.noise and kind != "audio":
+        raise VQCodecError("--noise is for audio models only")
+    if not 0.0 <= options.noise <= 1.0:
+        raise VQCodecError(f"--noise must be a share between 0 and 1, not {options.noise}")
     model = VQVAE(cfg).to(device)
     if saved:
         model.load_state_dict(saved["model"])
@@ -267,7 +298,8 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     if crop <= 0:
         raise VQCodecError(f"--crop must be at least the model stride {cfg.hop}")
     if kind == "audio":
-        train_data, val_data = AudioCrops(train_files, cfg.sample_rate, crop), AudioCrops(val_files, cfg.sample_rate, crop)
+        train_data = AudioCrops(train_files, cfg.sample_rate, crop, noise=options.noise)
+        val_data = AudioCrops(val_files, cfg.sample_rate, crop)
     else:
         train_data, val_data = ImageCrops(train_files, crop), ImageCrops(val_files, crop)
     val_batch = val_data.batch(options.batch_size, np.random.default_rng(1234), augment=False).to(device)
@@ -363,7 +395,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     save_checkpoint(checkpoint_path, modules, optimizers, checkpoint_meta(trained_seconds))
     model_path = save_model(model.cpu(), out / f"{options.name}.safetensors",
                             training={"steps": step, "seconds": round(trained_seconds), "adversarial": adversarial,
-                                      "precision": precision,
+                                      "precision": precision, "noise": options.noise,
                                       "data": str(data_dir), "files": len(train_files)})
     if not options.quiet:
         print(f"\nwrote {model_path} after {step} steps ({trained_seconds / 60:.1f} min)", file=sys.stderr)
