@@ -1,0 +1,105 @@
+"""Speech robustness benchmark: input level and background noise, where a codec trained on clean,
+normalised speech goes wrong.
+
+    python bench/robustness.py [--data ../shared/data/speech/dev] [--files 20]
+                               [--models speech16k[,PATH...]] [--qualities 1,6] [--levels 0,-12,-24]
+                               [--out bench/out/robustness.json]
+
+Two sets of inputs:
+
+* "dev": the first --files files of the clean dev speakers;
+* "noisy": tests/data/speech.flac, a LibriSpeech test-other utterance with audible background noise.
+
+Each is coded at each input level (a gain in dB applied before encoding; the reference is the
+scaled input) and each quality. One row per model, set, level and quality:
+
+* log-mel L1 between the scaled input and the decoded output (bench/common.py);
+* pause level: how much louder (positive) or quieter (negative) the output is than the input in
+  the quietest quarter of the frames, in dB: the mean over those frames and over the 80 mel
+  bands of 20 * (log10 mel_out - log10 mel_in). A codec that gates background noise scores well
+  below 0 dB; one that adds hiss, above. Frames are chosen by their mean log-mel level in the
+  input, file by file.
+
+Several --models are measured in the same run, so a retrained model can be compared with the one
+it replaces (for instance the previous release, extracted with `git show REV:models/...`).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+DATA = common.REPO_ROOT.parent / "shared" / "data"
+NOISY_SAMPLE = common.REPO_ROOT / "tests" / "data" / "speech.flac"
+QUIET_SHARE = 0.25
+
+
+def pause_level_db(reference: np.ndarray, decoded: np.ndarray) -> float:
+    """Output level minus input level over the quietest QUIET_SHARE of the input's frames, in dB."""
+    mel_in, mel_out = np.asarray(common.log_mel(reference)), np.asarray(common.log_mel(decoded))
+    frame_level = mel_in.mean(axis=0)
+    quiet = frame_level <= np.quantile(frame_level, QUIET_SHARE)
+    return float(20 * np.mean(mel_out[:, quiet] - mel_in[:, quiet]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(DATA / "speech" / "dev"))
+    parser.add_argument("--files", type=int, default=20)
+    parser.add_argument("--models", default="speech16k", help="Comma-separated model names or paths.")
+    parser.add_argument("--qualities", default="1,6")
+    parser.add_argument("--levels", default="0,-12,-24", help="Input gains in dB.")
+    parser.add_argument("--out", default=str(common.REPO_ROOT / "bench" / "out" / "robustness.json"))
+    args = parser.parse_args()
+
+    import torch
+
+    from vqcodec import Codec
+    from vqcodec.io import read_audio
+
+    torch.set_num_threads(1)
+    sets = {"dev": [read_audio(p, 16000)[0][0] for p in common.list_files(args.data, ["flac", "wav"], args.files)],
+            "noisy": [read_audio(NOISY_SAMPLE, 16000)[0][0]]}
+    qualities = [int(q) for q in args.qualities.split(",")]
+    levels = [float(level) for level in args.levels.split(",")]
+    rows, records = [], []
+    for model in args.models.split(","):
+        codec = Codec.load(model)
+        for set_name, clips in sets.items():
+            for level in levels:
+                gain = 10 ** (level / 20)
+                for quality in qualities:
+                    mel, pause = [], []
+                    for clip in clips:
+                        scaled = (clip * gain).astype(np.float32)
+                        decoded = codec.decode_audio(codec.encode_audio(scaled[None], 16000, quality))[0][0]
+                        mel.append(common.log_mel_l1(scaled, decoded))
+                        pause.append(pause_level_db(scaled, decoded))
+                    record = {"model": codec.name, "model_id": codec.model_id.hex(), "set": set_name, "files": len(clips),
+                              "level_db": level, "quality": quality,
+                              "log_mel_l1": float(np.mean(mel)), "pause_level_db": float(np.mean(pause))}
+                    records.append(record)
+                    rows.append([f"{codec.name} {codec.model_id.hex()[:8]}", f"{set_name} ({len(clips)})", f"{level:+.0f}",
+                                 f"q{quality}", record["log_mel_l1"], record["pause_level_db"]])
+                    print(rows[-1], file=sys.stderr, flush=True)
+    machine = common.machine_info(threads=1)
+    print(f"Speech robustness, {machine['cpu']}, 1 thread, torch {machine.get('torch')}\n")
+    print(common.markdown_table(["model", "set (files)", "input dB", "quality", "log-mel L1", "pause level dB"],
+                                rows, digits=[0, 0, 0, 0, 3, 1]))
+    command = common.repro_command()
+    print(f"\nReproduce: {command}")
+    if args.out:
+        common.save_json(args.out, {"machine": machine, "command": command, "rows": records})
+
+
+if __name__ == "__main__":
+    main()
