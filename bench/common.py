@@ -110,6 +110,19 @@ def log_mel_l1(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = 1
     return float((log_mel(ref, sample_rate) - log_mel(deg, sample_rate)).abs().mean())
 
 
+def pause_level_db(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = 16000,
+                   quiet_share: float = 0.25) -> float:
+    """How much louder (positive) or quieter (negative) `degraded` is than `reference` over the
+    reference's quietest `quiet_share` of frames (by mean log-mel level): the mean over those frames
+    and the 80 mel bands of 20 * (log10 mel_out - log10 mel_in), in dB. A codec that gates
+    background noise scores well below 0 dB; one that adds hiss, above."""
+    ref, deg = _pair(reference, degraded)
+    mel_in, mel_out = log_mel(ref, sample_rate), log_mel(deg, sample_rate)
+    frame_level = mel_in.mean(dim=0)
+    quiet = frame_level <= frame_level.quantile(quiet_share)
+    return float(20 * (mel_out[:, quiet] - mel_in[:, quiet]).mean())
+
+
 def si_sdr(reference: np.ndarray, degraded: np.ndarray, eps: float = 1e-12) -> float:
     """Scale-invariant signal-to-distortion ratio in dB (means removed)."""
     ref, deg = _pair(reference, degraded)

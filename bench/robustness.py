@@ -14,11 +14,10 @@ Each is coded at each input level (a gain in dB applied before encoding; the ref
 scaled input) and each quality. One row per model, set, level and quality:
 
 * log-mel L1 between the scaled input and the decoded output (bench/common.py);
-* pause level: how much louder (positive) or quieter (negative) the output is than the input in
-  the quietest quarter of the frames, in dB: the mean over those frames and over the 80 mel
-  bands of 20 * (log10 mel_out - log10 mel_in). A codec that gates background noise scores well
-  below 0 dB; one that adds hiss, above. Frames are chosen by their mean log-mel level in the
-  input, file by file.
+* pause level (common.pause_level_db): how much louder (positive) or quieter (negative) the
+  output is than the input in the input's quietest quarter of frames, in dB over the 80 mel
+  bands, file by file. A codec that gates background noise scores well below 0 dB; one that
+  adds hiss, above.
 
 Several --models are measured in the same run, so a retrained model can be compared with the one
 it replaces (for instance the previous release, extracted with `git show REV:models/...`).
@@ -40,15 +39,6 @@ import common  # noqa: E402
 
 DATA = common.REPO_ROOT.parent / "shared" / "data"
 NOISY_SAMPLE = common.REPO_ROOT / "tests" / "data" / "speech.flac"
-QUIET_SHARE = 0.25
-
-
-def pause_level_db(reference: np.ndarray, decoded: np.ndarray) -> float:
-    """Output level minus input level over the quietest QUIET_SHARE of the input's frames, in dB."""
-    mel_in, mel_out = np.asarray(common.log_mel(reference)), np.asarray(common.log_mel(decoded))
-    frame_level = mel_in.mean(axis=0)
-    quiet = frame_level <= np.quantile(frame_level, QUIET_SHARE)
-    return float(20 * np.mean(mel_out[:, quiet] - mel_in[:, quiet]))
 
 
 def main() -> None:
@@ -83,7 +73,7 @@ def main() -> None:
                         scaled = (clip * gain).astype(np.float32)
                         decoded = codec.decode_audio(codec.encode_audio(scaled[None], 16000, quality))[0][0]
                         mel.append(common.log_mel_l1(scaled, decoded))
-                        pause.append(pause_level_db(scaled, decoded))
+                        pause.append(common.pause_level_db(scaled, decoded))
                     record = {"model": codec.name, "model_id": codec.model_id.hex(), "set": set_name, "files": len(clips),
                               "level_db": level, "quality": quality,
                               "log_mel_l1": float(np.mean(mel)), "pause_level_db": float(np.mean(pause))}

@@ -2,6 +2,7 @@
 and a quality floor for the shipped speech model."""
 from __future__ import annotations
 
+import importlib.util
 import io
 import math
 import os
@@ -18,9 +19,12 @@ from vqcodec import format as vqformat
 from vqcodec.config import AudioConfig
 from vqcodec.modelfile import save_model
 from vqcodec.models import VQVAE
-from vqcodec.losses import mel_filterbank
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# the benchmarks' metric definitions (log-mel L1, SI-SDR, pause level), so tests and benches measure alike
+_spec = importlib.util.spec_from_file_location("vqcodec_bench_common", REPO_ROOT / "bench" / "common.py")
+metrics = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(metrics)
 # VQCODEC_TEST_SPEECH_MODEL=path/to/model.safetensors checks another model file (e.g. a checkpoint) instead.
 SHIPPED_SPEECH = Path(os.environ.get("VQCODEC_TEST_SPEECH_MODEL", REPO_ROOT / "models" / "speech16k.safetensors"))
 SPEECH_FILES = ["speech.flac", "speech2.flac", "speech3.flac"]
@@ -337,41 +341,12 @@ def test_model_files_are_verified(tmp_path, tiny_model_path):
 
 # ---------------------------------------------------------------- quality floor of the shipped model
 
-def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    reference = reference.astype(np.float64) - reference.mean()
-    estimate = estimate.astype(np.float64) - estimate.mean()
-    target = (estimate @ reference) / (reference @ reference) * reference
-    noise = estimate - target
-    return float(10 * np.log10((target @ target) / max(noise @ noise, 1e-20)))
-
-
-def log_mel(x: np.ndarray, rate: int, n_fft: int = 1024, n_mels: int = 80) -> torch.Tensor:
-    """log10 mel spectrogram (n_mels, frames): torch.stft, Hann window, hop n_fft/4, floor 1e-5."""
-    spec = torch.stft(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), n_fft, n_fft // 4,
-                      window=torch.hann_window(n_fft), return_complex=True).abs()
-    return torch.log10((mel_filterbank(n_fft, n_mels, rate) @ spec).clamp_min(1e-5))
-
-
-def log_mel_distance(reference: np.ndarray, estimate: np.ndarray, rate: int) -> float:
-    """Mean absolute difference of log10 mel spectrograms."""
-    return float((log_mel(reference, rate) - log_mel(estimate, rate)).abs().mean())
-
-
-def pause_level_db(reference: np.ndarray, estimate: np.ndarray, rate: int) -> float:
-    """How much louder (dB, over all mel bands) the estimate is than the reference in the reference's
-    quietest quarter of frames; a codec that gates background noise scores well below zero."""
-    mel_in, mel_out = log_mel(reference, rate), log_mel(estimate, rate)
-    frame_level = mel_in.mean(dim=0)
-    quiet = frame_level <= torch.quantile(frame_level, 0.25)
-    return float(20 * (mel_out[:, quiet] - mel_in[:, quiet]).mean())
-
-
 def test_metric_helpers_are_sane(signal):
     x = signal(1, 16000, 16000)[0]
-    assert si_sdr(x, x) > 100 and log_mel_distance(x, x, 16000) == 0
+    assert metrics.si_sdr(x, x) > 100 and metrics.log_mel_l1(x, x, 16000) == 0
     noisy = x + 0.1 * np.random.default_rng(0).standard_normal(x.size).astype(np.float32)
-    assert 0 < si_sdr(x, noisy) < 30 and log_mel_distance(x, noisy, 16000) > 0.05
-    assert si_sdr(x, 0.5 * x) > 100  # scale-invariant
+    assert 0 < metrics.si_sdr(x, noisy) < 30 and metrics.log_mel_l1(x, noisy, 16000) > 0.05
+    assert metrics.si_sdr(x, 0.5 * x) > 100  # scale-invariant
 
 
 @pytest.fixture(scope="module")
@@ -393,7 +368,7 @@ def test_shipped_speech_model_quality_floor(speech_codec, name):
     rms_in, rms_out = np.sqrt(np.mean(reference ** 2)), np.sqrt(np.mean(estimate ** 2))
     assert rms_out > 0.1 * rms_in, "decoded speech is (nearly) silent"
     assert np.abs(estimate - reference).max() > 1e-3, "decoded speech is the input itself: nothing was coded"
-    mel = log_mel_distance(reference, estimate, rate)
+    mel = metrics.log_mel_l1(reference, estimate, rate)
     assert mel < MEL_FLOOR, f"{name}: log-mel distance {mel:.3f} >= {MEL_FLOOR}"
 
 
@@ -402,7 +377,7 @@ def test_shipped_speech_model_keeps_background_noise(speech_codec):
     path = REPO_ROOT / "tests" / "data" / "speech.flac"
     audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     decoded, _ = speech_codec.decode_audio(speech_codec.encode_audio_file(str(path), 6))
-    level = pause_level_db(audio[:, 0], decoded[0], rate)
+    level = metrics.pause_level_db(audio[:, 0], decoded[0], rate)
     assert level > PAUSE_LEVEL_FLOOR_DB, f"pauses come out {-level:.1f} dB quieter than the input"
 
 
@@ -433,7 +408,7 @@ def test_refinement_improves_the_shipped_speech_model(speech_codec):
     for steps in (0, 5):
         speech_codec.refine = steps
         decoded, _ = speech_codec.decode_audio(speech_codec.encode_audio(audio, 16000, 6))
-        distances.append(log_mel_distance(audio[0], decoded[0], 16000))
+        distances.append(metrics.log_mel_l1(audio[0], decoded[0], 16000))
     speech_codec.refine = 0
     assert distances[1] < distances[0] - 0.005, distances  # fails if refinement does nothing
 
