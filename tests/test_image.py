@@ -40,7 +40,7 @@ from vqcodec.models import VQVAE  # noqa: E402
 # PSNR (RGB, dB) the shipped `image` model must reach at -q 8 on each test photo (Kodak kodim23
 # and kodim15). A placeholder until training finishes; the lead sets it from the trained model.
 # VQCODEC_TEST_IMAGE_MODEL=path/to/model.safetensors checks another model file instead.
-PSNR_FLOOR_DB = 27.5  # shipped image model at -q 8: 30.1 dB on kodim23, 28.5 dB on kodim15
+PSNR_FLOOR_DB = 28.0  # shipped image model at -q 8: 30.2 dB on kodim23, 28.6 dB on kodim15
 SHIPPED_IMAGE_MODEL = Path(os.environ.get("VQCODEC_TEST_IMAGE_MODEL", REPO / "models" / "image.safetensors"))
 PHOTOS = [REPO / "tests" / "data" / "photo.png", REPO / "tests" / "data" / "photo2.png"]
 
