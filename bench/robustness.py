@@ -8,7 +8,7 @@ normalised speech goes wrong.
 Two sets of inputs:
 
 * "dev": the first --files files of the clean dev speakers;
-* "noisy": tests/data/speech.flac, a LibriSpeech test-other utterance with audible background noise.
+* "noisy": tests/data/speech.flac, a LibriSpeech test-other utterance with background noise.
 
 Each is coded at each input level (a gain in dB applied before encoding; the reference is the
 scaled input) and each quality. One row per model, set, level and quality:
@@ -66,11 +66,10 @@ def main() -> None:
         codec = Codec.load(model)
         for set_name, clips in sets.items():
             for level in levels:
-                gain = 10 ** (level / 20)
+                scaled_clips = [(clip * 10 ** (level / 20)).astype(np.float32) for clip in clips]
                 for quality in qualities:
                     mel, pause = [], []
-                    for clip in clips:
-                        scaled = (clip * gain).astype(np.float32)
+                    for scaled in scaled_clips:
                         decoded = codec.decode_audio(codec.encode_audio(scaled[None], 16000, quality))[0][0]
                         mel.append(common.log_mel_l1(scaled, decoded))
                         pause.append(common.pause_level_db(scaled, decoded))
