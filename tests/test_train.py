@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from vqcodec import Codec, VQCodecError
@@ -318,3 +319,64 @@ def test_train_command(data_dir, tmp_path, cli):
     assert_no_pickles(out)
     codec = Codec.load(str(out / "mine.safetensors"))
     assert codec.codebook_size == 8
+
+
+def network_tensors(model_file: Path) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in load_file(str(model_file)).items() if not k.startswith("prior.")}
+
+
+def test_init_starts_a_new_run_from_the_models_weights(trained, data_dir, tmp_path):
+    out = tmp_path / "tuned"
+    source = json.loads((trained / "tiny.json").read_text())
+    train(data_dir, None, options(out, max_steps=0, init=str(trained / "tiny.safetensors"), fit_prior=False))
+    meta = json.loads((out / "tiny.json").read_text())
+    assert meta["training"]["init"] == source["model_id"] and meta["training"]["steps"] == 0
+    assert config_from_dict(meta["config"]) == CFG
+    before, after = network_tensors(trained / "tiny.safetensors"), network_tensors(out / "tiny.safetensors")
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert meta["model_id"] == source["model_id"]
+    checkpoint = load_file(str(out / "checkpoint.safetensors"))
+    for level in range(CFG.num_codebooks):
+        prefix = f"model.quantizer.layers.{level}."
+        # the EMA restarts from the model's codebook with a count of 1 per code
+        assert torch.equal(checkpoint[prefix + "ema_sum"], checkpoint[prefix + "codebook"])
+        assert torch.equal(checkpoint[prefix + "ema_count"], torch.ones(CFG.codebook_size))
+        assert bool(checkpoint[prefix + "initialized"]), "k-means initialisation would overwrite the trained codebook"
+
+
+def test_init_fine_tunes_and_resumes_as_one_run(trained, data_dir, tmp_path):
+    out = tmp_path / "tuned"
+    source_id = json.loads((trained / "tiny.json").read_text())["model_id"]
+    train(data_dir, None, options(out, max_steps=3, init=str(trained), eval_every=1, fit_prior=False))
+    log = read_log(out)
+    assert [r["step"] for r in log] == [1, 2, 3]  # a new run: its own step count, from 1
+    before, after = network_tensors(trained / "tiny.safetensors"), network_tensors(out / "tiny.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before), "fine-tuning changed no weight"
+    train(data_dir, None, options(out, max_steps=5, resume=True, init=str(trained), fit_prior=False))
+    meta = json.loads((out / "tiny.json").read_text())
+    assert meta["training"]["steps"] == 5 and meta["training"]["init"] == source_id
+    assert json.loads((out / "checkpoint.json").read_text())["init"] == source_id
+    Codec.load(str(out / "tiny.safetensors"))
+
+
+def test_train_command_init_errors(trained, data_dir, tmp_path, cli):
+    from test_cli import assert_one_line_error
+    model = str(trained / "tiny.safetensors")
+    base = ("train", data_dir, "--out", tmp_path / "tuned", "--max-steps", "1", "--crop", str(CROP), "--device", "cpu")
+    cases = {
+        "--resume": (*base, "--init", model, "--resume"),
+        "--codebooks": (*base, "--init", model, "--codebooks", "2"),
+        "missing": (*base, "--init", str(tmp_path / "nothing.safetensors")),
+        "--kind": (*base, "--init", model, "--kind", "image"),
+    }
+    for case, args in cases.items():
+        result = cli(*args)
+        assert_one_line_error(result)
+        assert not (tmp_path / "tuned" / "tuned.safetensors").exists(), case
+    images = tmp_path / "photos"
+    images.mkdir()
+    Image.new("RGB", (64, 64), (90, 120, 30)).save(images / "a.png")
+    result = cli("train", images, "--out", tmp_path / "tuned", "--max-steps", "1", "--init", model)
+    assert_one_line_error(result)
+    assert "no audio files" in result.stderr.decode()

@@ -373,12 +373,15 @@ def models(as_json):
               help="Audio: share of training crops mixed with coloured noise at 10-40 dB SNR, so that the codec "
                    "keeps background noise instead of gating it.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
+@click.option("--init", "init_model", default=None, metavar="MODEL",
+              help="Start from a trained model's weights and codebooks (a name such as speech16k, or a path) "
+                   "instead of from scratch: fine-tuning. The model's config is kept.")
 @click.option("--no-prior", is_flag=True, help="Skip fitting the entropy-coding prior at the end (vqcodec fit-prior can add it later).")
 @click.option("--adversarial", is_flag=True,
               help="Audio: add a multi-scale STFT discriminator and feature matching (best resumed from a model "
                    "first trained without it). Kept on when resuming such a checkpoint.")
 def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, sample_rate, device, max_minutes,
-          max_steps, batch_size, crop, lr, threads, precision, noise, resume, no_prior,
+          max_steps, batch_size, crop, lr, threads, precision, noise, resume, init_model, no_prior,
           adversarial):
     """Train a codec on a folder of audio or images (read recursively).
 
@@ -389,11 +392,12 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
       vqcodec train my_recordings/ --out runs/mine --resume --max-minutes 30
       vqcodec train my_recordings/ --out runs/mine --resume --adversarial --max-minutes 120
       vqcodec train my_recordings/ --out runs/mine --noise 0.5 --max-minutes 60
+      vqcodec train my_recordings/ --out runs/tuned --init speech16k --lr 3e-4 --max-minutes 30
     Then: VQCODEC_MODEL_PATH=runs/mine vqcodec encode in.wav out.vq -m mine
     """
     import dataclasses
 
-    from .codec import resolve_device
+    from .codec import find_model, resolve_device
     from .config import AudioConfig, ImageConfig, config_from_dict
     from .train import TrainOptions, find_media
     from .train import train as run_training
@@ -403,7 +407,20 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     if max_minutes is None and max_steps is None:
         raise VQCodecError("give a budget: --max-minutes or --max-steps")
     config = None
-    if resume:
+    if init_model and resume:
+        raise VQCodecError("--init starts a new run from a model and --resume continues one: give only one")
+    if init_model:
+        if config_path or codebooks or codebook_size or sample_rate:
+            raise VQCodecError("--init keeps the model's own config: leave out --config, --codebooks, "
+                               "--codebook-size and --sample-rate")
+        try:
+            model_kind = json.loads(find_model(init_model).with_suffix(".json").read_text())["config"]["kind"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise VQCodecError(f"--init {init_model}: cannot read the model's config ({exc})") from None
+        if kind and kind != model_kind:
+            raise VQCodecError(f"--init {init_model} is an {model_kind} model, not {kind}")
+        kind, _ = find_media(Path(data_dir), model_kind)
+    elif resume:
         checkpoint = Path(out) / "checkpoint.json"
         if not checkpoint.exists():
             raise VQCodecError(f"--resume: no checkpoint in {out}")
@@ -426,7 +443,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
                            batch_size=batch_size or defaults[0], crop=crop or defaults[1], lr=lr,
                            max_minutes=max_minutes, max_steps=max_steps, threads=threads, resume=resume,
                            fit_prior=not no_prior, adversarial=adversarial, precision=precision,
-                           noise=noise)
+                           noise=noise, init=init_model)
     run_training(Path(data_dir), config, options, kind=kind)
 
 

@@ -63,7 +63,7 @@ def find_model(name: str) -> Path:
         path = candidate.with_suffix(".safetensors") if candidate.suffix != ".safetensors" else candidate
         if candidate.is_dir():
             found = sorted(candidate.glob("*.safetensors"))
-            found = [p for p in found if p.with_suffix(".json").exists()]
+            found = [p for p in found if p.with_suffix(".json").exists() and p.stem != "checkpoint"]
             if len(found) != 1:
                 raise VQCodecError(f"{candidate}: expected one model (NAME.safetensors + NAME.json) in the folder")
             path = found[0]

@@ -19,7 +19,7 @@ from .io import media_kind_of, read_audio, read_image_rgb
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from .models import VQVAE
-from .modelfile import save_model
+from .modelfile import build_model, read_model_files, save_model
 
 
 @dataclass
@@ -42,6 +42,7 @@ class TrainOptions:
     adversarial: bool = False    # audio: add the STFT discriminator and feature-matching losses
     precision: str = "auto"      # "bf16": the networks run under bfloat16 autocast; "auto": see resolve_precision
     noise: float = 0.0           # audio: share of training crops mixed with coloured noise (see add_background_noise)
+    init: str | None = None      # a trained model (name or path) whose weights and codebooks a new run starts from
 
 
 # ---------------------------------------------------------------- data
@@ -216,6 +217,22 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     optimizer.load_state_dict(full)
 
 
+def load_initial_model(reference: str) -> tuple[VQVAE, str]:
+    """A trained model's networks and codebooks, ready to train further, and its model id.
+
+    Model files hold no EMA statistics, so each codebook restarts them at a count of 1 per code, where
+    ema_sum / ema_count is the codebook itself; the counts adapt to the new data within a few hundred steps."""
+    from .codec import find_model
+    meta, tensors = read_model_files(find_model(reference))
+    model = build_model(meta, tensors)
+    with torch.no_grad():
+        for layer in model.quantizer.layers:
+            layer.ema_count.fill_(1.0)
+            layer.ema_sum.copy_(layer.codebook)
+            layer.idle_steps.zero_()
+    return model.train(), meta["model_id"]
+
+
 # ---------------------------------------------------------------- loop
 
 class CodebookUsage:
@@ -269,14 +286,21 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     checkpoint_path = out / "checkpoint.safetensors"
 
     saved: dict[str, dict] = {}
+    saved_meta: dict = {}
     step, trained_seconds = 0, 0.0
     adversarial = options.adversarial
     if options.resume and checkpoint_path.exists():
-        saved, meta = load_checkpoint(checkpoint_path, device)
-        step, trained_seconds = meta["step"], meta["trained_seconds"]
-        cfg = config_from_dict(meta["config"])
+        saved, saved_meta = load_checkpoint(checkpoint_path, device)
+        step, trained_seconds = saved_meta["step"], saved_meta["trained_seconds"]
+        cfg = config_from_dict(saved_meta["config"])
         kind = cfg.kind
-        adversarial = adversarial or meta.get("adversarial", False)  # resuming keeps the discriminator
+        adversarial = adversarial or saved_meta.get("adversarial", False)  # resuming keeps the discriminator
+    initial_model, initial_id = None, None
+    if options.init and not saved:
+        initial_model, initial_id = load_initial_model(options.init)
+        if cfg is not None and cfg != initial_model.cfg:
+            raise VQCodecError("--init takes the model's own config; leave out --config and the size flags")
+        cfg, kind = initial_model.cfg, initial_model.cfg.kind
     rng = np.random.default_rng((options.seed, step))  # a resumed run continues with fresh crops
     kind, files = find_media(data_dir, kind or (cfg.kind if cfg else None))
     if cfg is None:
@@ -289,7 +313,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         raise VQCodecError("--noise is for audio models only")
     if not 0.0 <= options.noise <= 1.0:
         raise VQCodecError(f"--noise must be a share between 0 and 1, not {options.noise}")
-    model = VQVAE(cfg).to(device)
+    model = (initial_model or VQVAE(cfg)).to(device)
     if saved:
         model.load_state_dict(saved["model"])
 
@@ -321,9 +345,11 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         print(f"training {options.name} ({kind}) on {train_data.describe()}; validation {val_data.describe()}; "
               f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; device {device}, {precision}", file=sys.stderr)
 
+    initial_id = initial_id or saved_meta.get("init")
+
     def checkpoint_meta(seconds: float) -> dict:
-        return {"step": step, "trained_seconds": seconds, "config": config_to_dict(cfg),
-                "adversarial": adversarial}
+        meta = {"step": step, "trained_seconds": seconds, "config": config_to_dict(cfg), "adversarial": adversarial}
+        return {**meta, "init": initial_id} if initial_id else meta
 
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
     budget = options.max_minutes * 60 if options.max_minutes else None
@@ -396,7 +422,8 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     model_path = save_model(model.cpu(), out / f"{options.name}.safetensors",
                             training={"steps": step, "seconds": round(trained_seconds), "adversarial": adversarial,
                                       "precision": precision, "noise": options.noise,
-                                      "data": str(data_dir), "files": len(train_files)})
+                                      "data": str(data_dir), "files": len(train_files),
+                                      **({"init": initial_id} if initial_id else {})})
     if not options.quiet:
         print(f"\nwrote {model_path} after {step} steps ({trained_seconds / 60:.1f} min)", file=sys.stderr)
     if options.fit_prior:
