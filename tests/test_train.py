@@ -226,15 +226,16 @@ def test_adversarial_is_refused_for_images(tmp_path):
         train(tmp_path / "data", None, options(tmp_path / "run", max_steps=1, crop=32, adversarial=True))
 
 
-def test_background_noise_is_added_at_an_snr_in_range():
+@pytest.mark.parametrize("snr_range", [NOISE_SNR_DB, (40.0, 60.0)])
+def test_background_noise_is_added_at_an_snr_in_range(snr_range):
     rng = np.random.default_rng(0)
     clip = (0.3 * np.sin(np.arange(4000) * 0.05)).astype(np.float32)
     snrs = []
     for _ in range(200):
-        noisy = add_background_noise(clip, rng)
+        noisy = add_background_noise(clip, rng, snr_range)
         assert noisy.dtype == clip.dtype and noisy.shape == clip.shape
         snrs.append(10 * math.log10(np.mean(clip.astype(np.float64) ** 2) / np.mean((noisy - clip).astype(np.float64) ** 2)))
-    low, high = NOISE_SNR_DB
+    low, high = snr_range
     assert low - 0.01 <= min(snrs) and max(snrs) <= high + 0.01
     assert max(snrs) - min(snrs) > 0.8 * (high - low)  # the SNR is drawn over the whole range
     silence = np.zeros(100, np.float32)
@@ -249,9 +250,35 @@ def test_noise_augments_training_crops_but_never_validation(data_dir, tmp_path):
     assert not torch.equal(batch(clean, True), batch(noisy, True))
     out = tmp_path / "run"
     train(data_dir, CFG, options(out, max_steps=2, noise=0.5, fit_prior=False))
-    assert json.loads((out / "tiny.json").read_text())["training"]["noise"] == 0.5
+    training = json.loads((out / "tiny.json").read_text())["training"]
+    assert training["noise"] == 0.5 and training["noise_snr_db"] == list(NOISE_SNR_DB)
     with pytest.raises(VQCodecError, match="between 0 and 1"):
         train(data_dir, CFG, options(tmp_path / "bad", max_steps=1, noise=1.5))
+    with pytest.raises(VQCodecError, match="--noise-snr"):
+        train(data_dir, CFG, options(tmp_path / "bad", max_steps=1, noise=0.5, noise_snr_db=(40.0, 10.0)))
+
+
+def test_noise_snr_range_reaches_the_crops_and_the_model_record(data_dir, tmp_path, cli):
+    files = sorted(data_dir.rglob("*.wav"))
+
+    def crops_with_noise_at(snr_db: float) -> np.ndarray:  # the same crops, gains and noise shapes every time
+        return AudioCrops(files, 8000, CROP, noise=1.0, noise_snr_db=(snr_db, snr_db)).batch(8, np.random.default_rng(3)).numpy()
+
+    reference = crops_with_noise_at(100.0)
+    quiet, loud = (np.mean((crops_with_noise_at(snr) - reference) ** 2) for snr in (60.0, 0.0))
+    assert 0 < quiet < 1e-4 * loud  # 60 dB apart
+
+    (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(CFG)))
+    out = tmp_path / "cli"
+    result = cli("train", data_dir, "--out", out, "--max-steps", "1", "--crop", str(CROP), "--batch-size", "2",
+                 "--config", tmp_path / "cfg.json", "--noise", "0.5", "--noise-snr", "20,60", "--no-prior",
+                 "--threads", "1", "--device", "cpu")
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads((out / "cli.json").read_text())["training"]["noise_snr_db"] == [20.0, 60.0]
+    from test_cli import assert_one_line_error
+    for bad in ("20", "a,b", "60,20", "10,40,50"):
+        assert_one_line_error(cli("train", data_dir, "--out", tmp_path / "bad", "--max-steps", "1", "--noise", "0.5",
+                                  "--noise-snr", bad))
 
 
 def test_noise_is_refused_for_images(tmp_path):

@@ -370,8 +370,10 @@ def models(as_json):
               help="bf16: run the networks under bfloat16 autocast (quantiser and losses stay fp32). "
                    "auto: bf16 on GPUs and CPUs that compute it natively (AMX, AVX512-BF16), else fp32.")
 @click.option("--noise", type=float, default=0.0, show_default=True,
-              help="Audio: share of training crops mixed with coloured noise at 10-40 dB SNR, so that the codec "
+              help="Audio: share of training crops mixed with coloured noise (at --noise-snr), so that the codec "
                    "keeps background noise instead of gating it.")
+@click.option("--noise-snr", default="10,40", show_default=True, metavar="LOW,HIGH",
+              help="Audio: the range of SNRs, in dB below the speech, that --noise draws its noise from.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
 @click.option("--init", "init_model", default=None, metavar="MODEL",
               help="Start from a trained model's weights and codebooks (a name such as speech16k, or a path) "
@@ -381,7 +383,7 @@ def models(as_json):
               help="Audio: add a multi-scale STFT discriminator and feature matching (best resumed from a model "
                    "first trained without it). Kept on when resuming such a checkpoint.")
 def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, sample_rate, device, max_minutes,
-          max_steps, batch_size, crop, lr, threads, precision, noise, resume, init_model, no_prior,
+          max_steps, batch_size, crop, lr, threads, precision, noise, noise_snr, resume, init_model, no_prior,
           adversarial):
     """Train a codec on a folder of audio or images (read recursively).
 
@@ -406,6 +408,10 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
         raise VQCodecError(f"{data_dir}: not a directory")
     if max_minutes is None and max_steps is None:
         raise VQCodecError("give a budget: --max-minutes or --max-steps")
+    try:
+        low_snr, high_snr = (float(part) for part in noise_snr.split(","))
+    except ValueError:
+        raise VQCodecError(f"--noise-snr takes two numbers, LOW,HIGH in dB (such as 10,40), not {noise_snr!r}") from None
     config = None
     if init_model and resume:
         raise VQCodecError("--init starts a new run from a model and --resume continues one: give only one")
@@ -443,7 +449,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
                            batch_size=batch_size or defaults[0], crop=crop or defaults[1], lr=lr,
                            max_minutes=max_minutes, max_steps=max_steps, threads=threads, resume=resume,
                            fit_prior=not no_prior, adversarial=adversarial, precision=precision,
-                           noise=noise, init=init_model)
+                           noise=noise, noise_snr_db=(low_snr, high_snr), init=init_model)
     run_training(Path(data_dir), config, options, kind=kind)
 
 

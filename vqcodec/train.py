@@ -42,6 +42,7 @@ class TrainOptions:
     adversarial: bool = False    # audio: add the STFT discriminator and feature-matching losses
     precision: str = "auto"      # "bf16": the networks run under bfloat16 autocast; "auto": see resolve_precision
     noise: float = 0.0           # audio: share of training crops mixed with coloured noise (see add_background_noise)
+    noise_snr_db: tuple[float, float] = (10.0, 40.0)  # audio: the range the noise's SNR is drawn from
     init: str | None = None      # a trained model (name or path) whose weights and codebooks a new run starts from
 
 
@@ -70,12 +71,14 @@ def split_files(files: list[Path]) -> tuple[list[Path], list[Path]]:
     return [f for i, f in enumerate(files) if i not in held], [f for i, f in enumerate(files) if i in held]
 
 
-NOISE_SNR_DB = (10.0, 40.0)
+NOISE_SNR_DB = TrainOptions.noise_snr_db
 NOISE_MAX_SLOPE = 2.0  # power spectrum ~ 1/f**slope: 0 white, 1 pink, 2 brown
 
 
-def add_background_noise(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """`clip` plus stationary coloured noise at a random SNR, so the codec learns to keep background noise.
+def add_background_noise(clip: np.ndarray, rng: np.random.Generator,
+                         snr_range_db: tuple[float, float] = NOISE_SNR_DB) -> np.ndarray:
+    """`clip` plus stationary coloured noise at an SNR drawn from `snr_range_db`, so the codec learns to keep
+    background noise.
 
     Both the input and the target of a training step are the noisy clip: the codec is taught to reproduce the
     noise, not to remove it. A silent clip is returned unchanged."""
@@ -88,15 +91,17 @@ def add_background_noise(clip: np.ndarray, rng: np.random.Generator) -> np.ndarr
     spectrum *= frequency ** (-rng.uniform(0.0, NOISE_MAX_SLOPE) / 2)
     spectrum[0] = 0.0
     noise = np.fft.irfft(spectrum, n=clip.size)
-    snr_db = rng.uniform(*NOISE_SNR_DB)
+    snr_db = rng.uniform(*snr_range_db)
     noise *= math.sqrt(power / 10 ** (snr_db / 10) / max(float(np.mean(noise ** 2)), 1e-30))
     return (clip + noise).astype(clip.dtype)
 
 
 class AudioCrops:
-    def __init__(self, files: list[Path], sample_rate: int, crop: int, noise: float = 0.0):
+    def __init__(self, files: list[Path], sample_rate: int, crop: int, noise: float = 0.0,
+                 noise_snr_db: tuple[float, float] = NOISE_SNR_DB):
         self.crop = crop
         self.noise = noise
+        self.noise_snr_db = noise_snr_db
         self.clips = []
         for path in files:
             try:
@@ -120,7 +125,7 @@ class AudioCrops:
             start = rng.integers(0, clip.size - self.crop + 1)
             out[i, 0] = clip[start:start + self.crop]
             if augment and self.noise and rng.random() < self.noise:
-                out[i, 0] = add_background_noise(out[i, 0], rng)
+                out[i, 0] = add_background_noise(out[i, 0], rng, self.noise_snr_db)
             if augment:
                 peak = max(np.abs(out[i]).max(), 1e-4)
                 out[i] *= min(10 ** rng.uniform(-1.0, 0.25), 0.99 / peak)
@@ -313,6 +318,9 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         raise VQCodecError("--noise is for audio models only")
     if not 0.0 <= options.noise <= 1.0:
         raise VQCodecError(f"--noise must be a share between 0 and 1, not {options.noise}")
+    low_snr, high_snr = options.noise_snr_db
+    if not -20.0 <= low_snr <= high_snr <= 100.0:
+        raise VQCodecError(f"--noise-snr must be LOW,HIGH in dB with -20 <= LOW <= HIGH <= 100, not {low_snr},{high_snr}")
     model = (initial_model or VQVAE(cfg)).to(device)
     if saved:
         model.load_state_dict(saved["model"])
@@ -322,7 +330,8 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     if crop <= 0:
         raise VQCodecError(f"--crop must be at least the model stride {cfg.hop}")
     if kind == "audio":
-        train_data = AudioCrops(train_files, cfg.sample_rate, crop, noise=options.noise)
+        train_data = AudioCrops(train_files, cfg.sample_rate, crop, noise=options.noise,
+                                noise_snr_db=options.noise_snr_db)
         val_data = AudioCrops(val_files, cfg.sample_rate, crop)
     else:
         train_data, val_data = ImageCrops(train_files, crop), ImageCrops(val_files, crop)
@@ -422,6 +431,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     model_path = save_model(model.cpu(), out / f"{options.name}.safetensors",
                             training={"steps": step, "seconds": round(trained_seconds), "adversarial": adversarial,
                                       "precision": precision, "noise": options.noise,
+                                      **({"noise_snr_db": list(options.noise_snr_db)} if options.noise else {}),
                                       "data": str(data_dir), "files": len(train_files),
                                       **({"init": initial_id} if initial_id else {})})
     if not options.quiet:
