@@ -300,7 +300,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         cfg = config_from_dict(saved_meta["config"])
         kind = cfg.kind
         adversarial = adversarial or saved_meta.get("adversarial", False)  # resuming keeps the discriminator
-    initial_model, initial_id = None, None
+    initial_model, initial_id = None, saved_meta.get("init")  # a resumed fine-tune keeps its starting model's id
     if options.init and not saved:
         initial_model, initial_id = load_initial_model(options.init)
         if cfg is not None and cfg != initial_model.cfg:
@@ -353,8 +353,6 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     if not options.quiet:
         print(f"training {options.name} ({kind}) on {train_data.describe()}; validation {val_data.describe()}; "
               f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; device {device}, {precision}", file=sys.stderr)
-
-    initial_id = initial_id or saved_meta.get("init")
 
     def checkpoint_meta(seconds: float) -> dict:
         meta = {"step": step, "trained_seconds": seconds, "config": config_to_dict(cfg), "adversarial": adversarial}
