@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from test_cli import assert_one_line_error
 from vqcodec import Codec, VQCodecError
 from vqcodec.config import AudioConfig, config_from_dict, config_to_dict
 from vqcodec.modelfile import compute_model_id, read_model_files
@@ -219,7 +220,6 @@ def test_adversarial_fine_tuning_checkpoints_and_keeps_the_discriminator(trained
 
 
 def test_adversarial_is_refused_for_images(tmp_path):
-    from PIL import Image
     (tmp_path / "data").mkdir()
     Image.new("RGB", (32, 32), (10, 20, 30)).save(tmp_path / "data" / "a.png")
     with pytest.raises(VQCodecError, match="audio"):
@@ -275,14 +275,12 @@ def test_noise_snr_range_reaches_the_crops_and_the_model_record(data_dir, tmp_pa
                  "--threads", "1", "--device", "cpu")
     assert result.returncode == 0, result.stderr.decode()
     assert json.loads((out / "cli.json").read_text())["training"]["noise_snr_db"] == [20.0, 60.0]
-    from test_cli import assert_one_line_error
     for bad in ("20", "a,b", "60,20", "10,40,50"):
         assert_one_line_error(cli("train", data_dir, "--out", tmp_path / "bad", "--max-steps", "1", "--noise", "0.5",
                                   "--noise-snr", bad))
 
 
 def test_noise_is_refused_for_images(tmp_path):
-    from PIL import Image
     (tmp_path / "data").mkdir()
     Image.new("RGB", (32, 32), (10, 20, 30)).save(tmp_path / "data" / "a.png")
     with pytest.raises(VQCodecError, match="audio"):
@@ -388,7 +386,6 @@ def test_init_fine_tunes_and_resumes_as_one_run(trained, data_dir, tmp_path):
 
 
 def test_train_command_init_errors(trained, data_dir, tmp_path, cli):
-    from test_cli import assert_one_line_error
     model = str(trained / "tiny.safetensors")
     base = ("train", data_dir, "--out", tmp_path / "tuned", "--max-steps", "1", "--crop", str(CROP), "--device", "cpu")
     cases = {
