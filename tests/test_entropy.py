@@ -28,7 +28,7 @@ from vqcodec import Codec, VQCodecError  # noqa: E402
 from vqcodec import format as vqformat  # noqa: E402
 from vqcodec.format import FormatError  # noqa: E402
 from vqcodec.modelfile import attach_prior, read_model_files  # noqa: E402
-from vqcodec.prior import PRECISION, CodePrior, quantize_rows  # noqa: E402
+from vqcodec.prior import PRECISION, CodePrior, holdout_mask, quantize_rows  # noqa: E402
 
 GOLDEN = REPO / "tests" / "data" / "golden"
 K = 16
@@ -420,11 +420,41 @@ def test_fit_prior_command_and_verbose_info(tmp_path, cli):
     assert result.returncode == 1 and b"fit-prior" in result.stderr
 
 
+def test_holdout_keeps_each_group_together():
+    groups = [g for g in range(12) for _ in range(4)]  # a photo and its three views, twelve photos
+    held = holdout_mask(groups, 5)
+    assert held.tolist() == [g in (4, 9) for g in groups]
+    assert holdout_mask(list(range(9)), 5) is None  # too few groups to hold any out
+    assert holdout_mask([7, 7, 3, 3, 7], 1).tolist() == [True] * 5
+
+
+def test_prior_views_of_a_photo_and_a_recording():
+    from vqcodec.train import prior_views
+
+    rgb = np.random.default_rng(0).integers(0, 256, (7, 13, 3), dtype=np.uint8)
+    views = prior_views(rgb, "image")
+    assert views[0] is rgb
+    assert np.array_equal(views[1], np.rot90(rgb)) and views[1].flags.c_contiguous
+    assert [v.shape for v in views[2:]] == [(5, 9, 3), (4, 6, 3)]
+    assert all(v.dtype == np.uint8 for v in views)
+    assert [v.shape for v in prior_views(rgb[:1, :1], "image")] == [(1, 1, 3)] * 4
+
+    tone = np.sin(2 * np.pi * 440 * np.arange(16000) / 16000).astype(np.float32)
+    audio = np.stack([tone, 0.5 * tone])
+    views = prior_views(audio, "audio", 16000)
+    assert views[0] is audio
+    assert [v.shape for v in views[1:]] == [(2, 14545), (2, 17778)]  # played 1.1x and 0.9x as fast
+    assert all(v.dtype == np.float32 and v.flags.c_contiguous for v in views)
+    faster = np.abs(np.fft.rfft(views[1][0]))
+    assert abs(faster.argmax() * 16000 / views[1].shape[1] - 484) < 2  # pitch 440 Hz x 1.1
+    assert np.allclose(views[1][1], 0.5 * views[1][0], atol=1e-4)  # channels stay apart
+
+
 def test_fit_prior_on_image_codes_in_process(tmp_path):
     from PIL import Image
 
     from vqcodec.modelfile import write_model_files
-    from vqcodec.train import fit_prior_files
+    from vqcodec.train import collect_codes, fit_prior_files
 
     meta, tensors = read_model_files(GOLDEN / "golden_image.safetensors")
     model = tmp_path / "img.safetensors"
@@ -434,11 +464,14 @@ def test_fit_prior_on_image_codes_in_process(tmp_path):
     for seed in range(3):
         files.append(tmp_path / f"p{seed}.png")
         Image.fromarray(golden_image(60 + seed, 40, 36)).save(files[-1])
+    planes, groups = collect_codes(Codec.load(str(model), coding="fixed"), files, views=True)
+    assert groups == [0] * 4 + [1] * 4 + [2] * 4
+    assert [p.shape[1:] for p in planes[:4]] == [(10, 9), (9, 10), (7, 7), (5, 5)]  # 40x36 photo, stride 4
     lines = []
     fit_prior_files(model, files, log=lines.append)
     codec = Codec.load(str(model))
     assert codec.prior is not None and codec.prior.num_levels == 3
-    assert any("prior" in line for line in lines)
+    assert any("quarter turn" in line for line in lines) and any("prior" in line for line in lines)
     data = codec.encode_image(Image.open(files[0]), 3)
     assert vqformat.parse_header(data).coding == vqformat.CODING_PRIOR
     codec.decode_image(data)

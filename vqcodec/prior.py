@@ -385,23 +385,28 @@ class CodePrior:
 
     @classmethod
     def fit(cls, planes: list[np.ndarray], codebook_size: int, kind: str, chunk: int,
-            holdout_every: int = 5, log=None) -> "CodePrior":
+            holdout_every: int = 5, log=None, groups: list[int] | None = None) -> "CodePrior":
         """Fit a prior to code planes: audio (levels, frames) per channel, images (levels, rows, cols).
 
         `chunk` is the container's chunk length (frames for audio, latent rows for images): the
         same-level context restarts there. Context sources, class counts and smoothing are chosen
-        per level by the ideal code length on every `holdout_every`-th plane, then refitted on all.
+        per level by the ideal code length on every `holdout_every`-th group of planes, then refitted
+        on all. `groups` gives each plane's group (its source file, so that the channels or extra
+        views of one file are held out together); by default each plane is its own group.
         """
         k = int(codebook_size)
+        groups = list(range(len(planes))) if groups is None else list(groups)
+        if len(groups) != len(planes):
+            raise ValueError("one group per plane")
         planes = [np.asarray(p, dtype=np.int64) for p in planes]
         planes = [p[:, None, :] if p.ndim == 2 else p for p in planes]
+        groups = [g for g, p in zip(groups, planes) if p.size]
         planes = [p for p in planes if p.size]
         if not planes:
             from .errors import VQCodecError
             raise VQCodecError("no codes to fit a prior to")
         num_levels = min(p.shape[0] for p in planes)
-        held = np.array([i % holdout_every == holdout_every - 1 for i in range(len(planes))]) \
-            if len(planes) >= 2 * holdout_every else None
+        held = holdout_mask(groups, holdout_every)
         if kind == "audio":
             candidates = [(), ("left",)], [(), ("up",), ("left",), ("up", "left")]
         else:
@@ -436,6 +441,15 @@ class CodePrior:
                     + " ".join(f"{n} {b:.3f}" for n, b in record.items()))
             levels.append(fitted)
         return cls(levels, k, kind)
+
+
+def holdout_mask(groups: list[int], every: int) -> np.ndarray | None:
+    """Which planes CodePrior.fit holds out: those of every `every`-th group, counted in order of first
+    appearance; None when there are fewer than 2 * `every` groups."""
+    rank = {group: index for index, group in enumerate(dict.fromkeys(groups))}
+    if len(rank) < 2 * every:
+        return None
+    return np.array([rank[group] % every == every - 1 for group in groups])
 
 
 def _level_data(planes: list[np.ndarray], level: int, k: int, chunk: int, kind: str) -> dict[str, np.ndarray]:

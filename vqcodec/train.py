@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soxr
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -446,23 +447,62 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
 
 # ---------------------------------------------------------------- entropy-coding prior
 
-def collect_codes(codec, files: list[Path], log=None) -> list[np.ndarray]:
-    """Code planes of every file at full quality: (levels, frames) per audio channel, (levels, rows, cols) per image."""
-    planes = []
+# Training folders are small: the tens of photos or the hour of speech that train a codec give too
+# few codes for the context tables, and the codes of files the network has trained on come out more
+# predictable than those of new files. So, for folders of fewer than PRIOR_VIEWS_MAX_FILES files,
+# the prior is also fitted to the codes of other views of each file: a photo turned a quarter turn
+# and scaled down, a recording played faster and slower (see docs/ENTROPY.md for what this saves).
+PRIOR_VIEWS_MAX_FILES = 1000
+PRIOR_VIEW_SCALES = (0.71, 0.5)      # photos
+PRIOR_VIEW_SPEEDS = (1.1, 0.9)       # recordings: tempo and pitch together, as in speed perturbation
+
+
+def prior_views(media: np.ndarray, kind: str, sample_rate: int = 0) -> list[np.ndarray]:
+    """A file's media and the other views of it the prior is fitted to: a photo (uint8 RGB, height x
+    width x 3), a quarter turn of it and its PRIOR_VIEW_SCALES; a recording (float32 channels x
+    samples at `sample_rate`) and its PRIOR_VIEW_SPEEDS."""
+    if kind == "audio":
+        return [media] + [np.ascontiguousarray(soxr.resample(media.T, sample_rate * speed, sample_rate).T)
+                          for speed in PRIOR_VIEW_SPEEDS]
+    from PIL import Image
+
+    photo = Image.fromarray(media)
+    views = [media, np.ascontiguousarray(np.rot90(media))]
+    for scale in PRIOR_VIEW_SCALES:
+        size = (max(1, round(photo.width * scale)), max(1, round(photo.height * scale)))
+        views.append(np.asarray(photo.resize(size, Image.LANCZOS)))
+    return views
+
+
+def collect_codes(codec, files: list[Path], log=None, views: bool = False) -> tuple[list[np.ndarray], list[int]]:
+    """Code planes of every file at full quality, and the index of the file each plane comes from.
+
+    Planes are (levels, frames) per audio channel and (levels, rows, cols) per image; with `views`,
+    each file also gives the planes of its prior_views."""
+    planes, groups = [], []
     start = time.monotonic()
     for number, path in enumerate(files, 1):
         try:
             if codec.kind == "audio":
-                audio, _ = read_audio(path, codec.sample_rate)
-                planes.extend(codec.audio_to_codes(audio, codec.num_codebooks))
+                media, _ = read_audio(path, codec.sample_rate)
             else:
-                planes.append(codec.image_to_codes(read_image_rgb(path), codec.num_codebooks))
+                media = read_image_rgb(path)
+            coded = []
+            for view in prior_views(media, codec.kind, codec.sample_rate) if views else [media]:
+                if codec.kind == "audio":
+                    coded.extend(codec.audio_to_codes(view, codec.num_codebooks))
+                else:
+                    coded.append(codec.image_to_codes(view, codec.num_codebooks))
         except VQCodecError as exc:
             if log:
                 log(f"skipping {exc}")
-        if log and (number % 25 == 0 or number == len(files)):
-            log(f"coded {number}/{len(files)} files ({time.monotonic() - start:.0f} s)")
-    return planes
+            continue
+        finally:
+            if log and (number % 25 == 0 or number == len(files)):
+                log(f"coded {number}/{len(files)} files ({time.monotonic() - start:.0f} s)")
+        planes.extend(coded)
+        groups.extend([number - 1] * len(coded))
+    return planes, groups
 
 
 def fit_prior_files(model_path: Path, files: list[Path], out: Path | None = None, device: str = "cpu", log=None) -> Path:
@@ -473,12 +513,20 @@ def fit_prior_files(model_path: Path, files: list[Path], out: Path | None = None
 
     model_path = find_model(str(model_path))
     codec = Codec.load(str(model_path), device=device, coding="fixed")
-    planes = collect_codes(codec, files, log)
+    views = len(files) < PRIOR_VIEWS_MAX_FILES
+    if views and log:
+        if codec.kind == "audio":
+            speeds = " and ".join(f"{speed:g}x" for speed in PRIOR_VIEW_SPEEDS)
+            log(f"fitting the prior to each recording and to it played at {speeds} speed")
+        else:
+            scales = " and ".join(f"{scale:.0%}" for scale in PRIOR_VIEW_SCALES)
+            log(f"fitting the prior to each photo, a quarter turn of it, and it scaled to {scales}")
+    planes, groups = collect_codes(codec, files, log, views=views)
     if not planes:
         raise VQCodecError("no readable media to fit the prior to")
     start = time.monotonic()
     chunk = AUDIO_CHUNK_FRAMES if codec.kind == "audio" else IMAGE_CHUNK_ROWS
-    prior = CodePrior.fit(planes, codec.codebook_size, codec.kind, chunk, log=log)
+    prior = CodePrior.fit(planes, codec.codebook_size, codec.kind, chunk, log=log, groups=groups)
     path = attach_prior(model_path, prior, out)
     if log:
         codes = sum(p.size for p in planes)

@@ -1,0 +1,125 @@
+"""What fitting the prior to extra views of each training file saves (vqcodec.train.prior_views).
+
+    python bench/prior_views.py [--skip-speech] [--skip-images] [--speech-model speech16k] [--image-model image]
+                                [--out bench/out/prior_views.json]
+
+For each model, the training folder is split the way `vqcodec train` splits it (every 20th file is
+the network's validation set, which it never trained on). Two priors are fitted to the other files:
+one to the files alone, and one to the files and their views (photos turned a quarter turn and
+scaled to 71 % and 50 %; recordings played at 1.1x and 0.9x speed). Both are then measured, as the
+ideal code length in bits per code (sum of -log2 p, contexts restarting at every container chunk as
+in a .vq file), on the network's validation files and on the evaluation set (speech dev, Kodak),
+at several quality levels: the first q levels of the codes at full quality. Fixed width is 10 bits.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+DATA = common.REPO_ROOT.parent / "shared" / "data"
+
+
+def code_files(codec, files, views: bool):
+    """Code planes (levels, rows, cols) of each file (and its views), with the file index of each plane."""
+    from vqcodec.io import read_audio, read_image_rgb
+    from vqcodec.train import prior_views
+
+    planes, groups = [], []
+    for index, path in enumerate(files):
+        media = read_audio(path, codec.sample_rate)[0] if codec.kind == "audio" else read_image_rgb(path)
+        for view in prior_views(media, codec.kind, codec.sample_rate) if views else [media]:
+            if codec.kind == "audio":
+                coded = [channel[:, None, :] for channel in codec.audio_to_codes(view, codec.num_codebooks)]
+            else:
+                coded = [codec.image_to_codes(view, codec.num_codebooks)]
+            planes.extend(coded)
+            groups.extend([index] * len(coded))
+    return planes, groups
+
+
+def bits_per_code(prior, planes, chunk: int, kind: str) -> np.ndarray:
+    """Ideal bits per code of each level, over whole container chunks."""
+    bits, count = np.zeros(prior.num_levels), 0
+    for plane in planes:
+        axis = 2 if kind == "audio" else 1
+        for start in range(0, plane.shape[axis], chunk):
+            part = plane[:, :, start:start + chunk] if kind == "audio" else plane[:, start:start + chunk]
+            bits += prior.ideal_bits(part[None, :, 0] if kind == "audio" else part)
+        count += plane[0].size
+    return bits / count
+
+
+def run_model(name: str, train_dir: Path, eval_dir: Path, eval_name: str, qualities: list[int]) -> list[dict]:
+    from vqcodec import Codec
+    from vqcodec.codec import AUDIO_CHUNK_FRAMES, IMAGE_CHUNK_ROWS
+    from vqcodec.prior import CodePrior
+    from vqcodec.train import find_media, split_files
+
+    codec = Codec.load(name, coding="fixed")
+    chunk = AUDIO_CHUNK_FRAMES if codec.kind == "audio" else IMAGE_CHUNK_ROWS
+    _, files = find_media(train_dir, codec.kind)
+    fit_files, network_val = split_files(files)
+    _, eval_files = find_media(eval_dir, codec.kind)
+    start = time.monotonic()
+    with_views, groups = code_files(codec, fit_files, views=True)
+    originals = [p for p, g, previous in zip(with_views, groups, [None] + groups) if g != previous]
+    sets = {"network validation": code_files(codec, network_val, views=False)[0],
+            eval_name: code_files(codec, eval_files, views=False)[0]}
+    print(f"{name}: coded {len(fit_files)} files (and views), {len(network_val)} + {len(eval_files)} to measure "
+          f"({time.monotonic() - start:.0f} s)", file=sys.stderr, flush=True)
+
+    def fit(planes, plane_groups):
+        planes = [p[:, 0] if codec.kind == "audio" else p for p in planes]
+        return CodePrior.fit(planes, codec.codebook_size, codec.kind, chunk, groups=plane_groups)
+
+    priors = {"files": fit(originals, sorted(set(groups))), "files + views": fit(with_views, groups)}
+    rows = []
+    for set_name, planes in sets.items():
+        bits = {variant: bits_per_code(prior, planes, chunk, codec.kind) for variant, prior in priors.items()}
+        for q in qualities:
+            plain, viewed = (float(bits[v][:q].mean()) for v in ("files", "files + views"))
+            rows.append({"model": name, "set": set_name, "quality": q, "bits_files": plain,
+                         "bits_with_views": viewed, "saving_files": 1 - plain / 10,
+                         "saving_with_views": 1 - viewed / 10, "gain": 1 - viewed / plain})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--speech-model", default="speech16k")
+    parser.add_argument("--image-model", default="image")
+    parser.add_argument("--skip-speech", action="store_true")
+    parser.add_argument("--skip-images", action="store_true")
+    parser.add_argument("--out", default="bench/out/prior_views.json")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    rows = []
+    if not args.skip_speech:
+        rows += run_model(args.speech_model, DATA / "speech" / "train", DATA / "speech" / "dev", "speech dev", [1, 2, 4, 6, 8])
+    if not args.skip_images:
+        rows += run_model(args.image_model, DATA / "images" / "train", DATA / "images" / "kodak", "Kodak", [2, 4, 8, 12, 20])
+    print(common.markdown_table(
+        ["model", "measured on", "q", "bits/code, prior fitted to files", "with views", "saving vs fixed", "with views",
+         "views save"],
+        [[r["model"], r["set"], r["quality"], r["bits_files"], r["bits_with_views"], f"{r['saving_files']:.1%}",
+          f"{r['saving_with_views']:.1%}", f"{r['gain']:.1%}"] for r in rows], digits=3))
+    if args.out:
+        common.save_json(args.out, {"machine": common.machine_info(threads=1), "command": common.repro_command(),
+                                    "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
