@@ -30,32 +30,12 @@ import common  # noqa: E402
 DATA = common.REPO_ROOT.parent / "shared" / "data"
 
 
-def code_files(codec, files, views: bool):
-    """Code planes (levels, rows, cols) of each file (and its views), with the file index of each plane."""
-    from vqcodec.io import read_audio, read_image_rgb
-    from vqcodec.train import prior_views
-
-    planes, groups = [], []
-    for index, path in enumerate(files):
-        media = read_audio(path, codec.sample_rate)[0] if codec.kind == "audio" else read_image_rgb(path)
-        for view in prior_views(media, codec.kind, codec.sample_rate) if views else [media]:
-            if codec.kind == "audio":
-                coded = [channel[:, None, :] for channel in codec.audio_to_codes(view, codec.num_codebooks)]
-            else:
-                coded = [codec.image_to_codes(view, codec.num_codebooks)]
-            planes.extend(coded)
-            groups.extend([index] * len(coded))
-    return planes, groups
-
-
 def bits_per_code(prior, planes, chunk: int, kind: str) -> np.ndarray:
     """Ideal bits per code of each level, over whole container chunks."""
     bits, count = np.zeros(prior.num_levels), 0
-    for plane in planes:
-        axis = 2 if kind == "audio" else 1
-        for start in range(0, plane.shape[axis], chunk):
-            part = plane[:, :, start:start + chunk] if kind == "audio" else plane[:, start:start + chunk]
-            bits += prior.ideal_bits(part[None, :, 0] if kind == "audio" else part)
+    for plane in planes:  # audio (levels, frames), images (levels, rows, cols)
+        for start in range(0, plane.shape[-1 if kind == "audio" else 1], chunk):
+            bits += prior.ideal_bits(plane[None, :, start:start + chunk] if kind == "audio" else plane[:, start:start + chunk])
         count += plane[0].size
     return bits / count
 
@@ -64,7 +44,7 @@ def run_model(name: str, train_dir: Path, eval_dir: Path, eval_name: str, qualit
     from vqcodec import Codec
     from vqcodec.codec import AUDIO_CHUNK_FRAMES, IMAGE_CHUNK_ROWS
     from vqcodec.prior import CodePrior
-    from vqcodec.train import find_media, split_files
+    from vqcodec.train import collect_codes, find_media, split_files
 
     codec = Codec.load(name, coding="fixed")
     chunk = AUDIO_CHUNK_FRAMES if codec.kind == "audio" else IMAGE_CHUNK_ROWS
@@ -72,18 +52,14 @@ def run_model(name: str, train_dir: Path, eval_dir: Path, eval_name: str, qualit
     fit_files, network_val = split_files(files)
     _, eval_files = find_media(eval_dir, codec.kind)
     start = time.monotonic()
-    with_views, groups = code_files(codec, fit_files, views=True)
-    originals = [p for p, g, previous in zip(with_views, groups, [None] + groups) if g != previous]
-    sets = {"network validation": code_files(codec, network_val, views=False)[0],
-            eval_name: code_files(codec, eval_files, views=False)[0]}
-    print(f"{name}: coded {len(fit_files)} files (and views), {len(network_val)} + {len(eval_files)} to measure "
-          f"({time.monotonic() - start:.0f} s)", file=sys.stderr, flush=True)
-
-    def fit(planes, plane_groups):
-        planes = [p[:, 0] if codec.kind == "audio" else p for p in planes]
-        return CodePrior.fit(planes, codec.codebook_size, codec.kind, chunk, groups=plane_groups)
-
-    priors = {"files": fit(originals, sorted(set(groups))), "files + views": fit(with_views, groups)}
+    with_views, groups = collect_codes(codec, fit_files, views=True)
+    # a file's own planes come first among its views (the speech here is mono)
+    originals = [plane for plane, group, previous in zip(with_views, groups, [None] + groups) if group != previous]
+    sets = {"network validation": collect_codes(codec, network_val)[0], eval_name: collect_codes(codec, eval_files)[0]}
+    print(f"{name}: coded {len(fit_files)} files and their views, {len(network_val)} + {len(eval_files)} files to "
+          f"measure ({time.monotonic() - start:.0f} s)", file=sys.stderr, flush=True)
+    priors = {"files": CodePrior.fit(originals, codec.codebook_size, codec.kind, chunk),
+              "files + views": CodePrior.fit(with_views, codec.codebook_size, codec.kind, chunk, groups=groups)}
     rows = []
     for set_name, planes in sets.items():
         bits = {variant: bits_per_code(prior, planes, chunk, codec.kind) for variant, prior in priors.items()}

@@ -463,7 +463,9 @@ def fit_prior(model, data_dir, out, device, threads):
     """Fit the entropy-coding prior of MODEL to the codes of the media in DIR, and store it in the model.
 
     The prior gives the probability of each code index from its neighbours (coarser codebook, earlier
-    frame or neighbouring cell); files are then range coded with it. The model id does not change,
+    frame or neighbouring cell); files are then range coded with it. When DIR holds fewer than 1000
+    files, the prior is also fitted to other views of each (photos turned and scaled down, recordings
+    sped up and slowed down), which makes it fit new files better. The model id does not change,
     so existing .vq files keep decoding; files entropy coded with an earlier prior need that prior.
 
     \b
