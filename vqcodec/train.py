@@ -496,12 +496,11 @@ def collect_codes(codec, files: list[Path], log=None, views: bool = False) -> tu
         except VQCodecError as exc:
             if log:
                 log(f"skipping {exc}")
-            continue
-        finally:
-            if log and (number % 25 == 0 or number == len(files)):
-                log(f"coded {number}/{len(files)} files ({time.monotonic() - start:.0f} s)")
-        planes.extend(coded)
-        groups.extend([number - 1] * len(coded))
+        else:
+            planes.extend(coded)
+            groups.extend([number - 1] * len(coded))
+        if log and (number % 25 == 0 or number == len(files)):
+            log(f"coded {number}/{len(files)} files ({time.monotonic() - start:.0f} s)")
     return planes, groups
 
 
