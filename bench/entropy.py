@@ -17,6 +17,9 @@ payload coding is instrumented. One row per quality:
 * coding share: time in entropy coding and decoding / whole encode + decode time;
 * file rate: whole .vq files (all framing included) in kbps (speech) or bits per pixel (images);
 * mismatches: codes that did not decode to exactly what the encoder coded (must be 0).
+
+Codes are chosen without the rate term (--rate-weight 0) unless asked, so that the saving is the
+prior's alone; bench/rdo.py measures rate-distortion-optimised codes at equal quality.
 """
 from __future__ import annotations
 
@@ -133,6 +136,9 @@ def main() -> None:
     parser.add_argument("--image-qualities", default="1,2,4,8,12,16,20")
     parser.add_argument("--skip-speech", action="store_true")
     parser.add_argument("--skip-images", action="store_true")
+    parser.add_argument("--rate-weight", type=float, default=0.0,
+                        help="Encoder rate weight (default 0: codes chosen by error alone, so that the saving "
+                             "is the prior's; bench/rdo.py measures the weighted search).")
     parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "out" / "entropy.json"))
     args = parser.parse_args()
 
@@ -143,6 +149,7 @@ def main() -> None:
     tables = []
     if not args.skip_speech:
         codec = Codec.load(args.speech_model)
+        codec.rate_weight = args.rate_weight
         if codec.prior is None:
             raise SystemExit(f"model {args.speech_model} has no prior: run vqcodec fit-prior first")
         files = common.list_files(args.speech, ["flac", "wav"], args.files)
@@ -158,6 +165,7 @@ def main() -> None:
                                      "rows": records}
     if not args.skip_images:
         codec = Codec.load(args.image_model)
+        codec.rate_weight = args.rate_weight
         if codec.prior is None:
             raise SystemExit(f"model {args.image_model} has no prior: run vqcodec fit-prior first")
         files = common.list_files(args.images, ["png"], args.files)

@@ -144,6 +144,25 @@ def test_codes_writes_the_integer_codes_as_npy(encoded, cli, tiny_model_path, co
     out.unlink()
 
 
+def test_rate_weight_option_makes_smaller_entropy_coded_files(cli, tmp_path):
+    from PIL import Image
+
+    golden = Path(__file__).resolve().parent / "data" / "golden" / "golden_image.safetensors"
+    rng = np.random.default_rng(3)
+    picture = np.clip(rng.normal(0, 30, (64, 80, 3)).cumsum(1) / 6 + 128, 0, 255).astype(np.uint8)
+    Image.fromarray(picture).save(tmp_path / "in.png")
+    sizes = {}
+    for weight in ("0", "50"):
+        out = tmp_path / f"w{weight}.vq"
+        result = cli("encode", tmp_path / "in.png", out, "-m", golden, "-q", "3", "--rate-weight", weight)
+        assert result.returncode == 0, result.stderr.decode()
+        sizes[weight] = out.stat().st_size
+        decoded = tmp_path / f"w{weight}.png"
+        assert cli("decode", out, decoded, "-m", golden).returncode == 0
+        assert Image.open(decoded).size == (80, 64)
+    assert sizes["50"] < sizes["0"]
+
+
 def test_refuses_to_overwrite_without_force(encoded, cli, tiny_model_path):
     target = encoded / "existing.vq"
     target.write_bytes(b"precious")
@@ -203,6 +222,8 @@ def _case_setup(name: str, folder: Path, ctx) -> tuple[list, dict]:
         return ["encode", wav(), out_vq, *model, "-q", "99"], {}
     if name == "encode-quality-not-a-number":
         return ["encode", wav(), out_vq, *model, "-q", "six"], {}
+    if name == "encode-negative-rate-weight":
+        return ["encode", wav(), out_vq, *model, "--rate-weight", "-1"], {}
     if name == "encode-output-dir-missing":
         return ["encode", wav(), "/nonexistent/dir/out.vq", *model], {}
     if name == "encode-output-is-a-directory":
@@ -249,7 +270,7 @@ def _case_setup(name: str, folder: Path, ctx) -> tuple[list, dict]:
 BAD_CASES = [
     "encode-missing-file", "encode-directory", "encode-empty-file", "encode-text-file", "encode-nan-wav",
     "encode-inf-wav-late", "encode-unknown-model", "encode-quality-0", "encode-quality-99",
-    "encode-quality-not-a-number", "encode-output-dir-missing", "encode-output-is-a-directory",
+    "encode-quality-not-a-number", "encode-negative-rate-weight", "encode-output-dir-missing", "encode-output-is-a-directory",
     "decode-truncated", "decode-truncated-header", "decode-bit-flipped", "decode-unknown-version",
     "decode-random-bytes", "decode-empty-file", "decode-10e15-samples", "decode-wrong-model",
     "decode-no-installed-model", "decode-unknown-output-format", "decode-output-dir-missing",

@@ -28,7 +28,7 @@ from vqcodec import Codec, VQCodecError  # noqa: E402
 from vqcodec import format as vqformat  # noqa: E402
 from vqcodec.format import FormatError  # noqa: E402
 from vqcodec.modelfile import attach_prior, read_model_files  # noqa: E402
-from vqcodec.prior import PRECISION, CodePrior, holdout_mask, quantize_rows  # noqa: E402
+from vqcodec.prior import PRECISION, CodePrior, RateCosts, holdout_mask, quantize_rows  # noqa: E402
 
 GOLDEN = REPO / "tests" / "data" / "golden"
 K = 16
@@ -214,8 +214,9 @@ def golden_image_codec() -> Codec:
     return Codec.load(str(GOLDEN / "golden_image.safetensors"))
 
 
-def test_codec_writes_prior_files_and_still_reads_fixed_ones(golden_audio_codec):
-    codec = golden_audio_codec
+def test_codec_writes_prior_files_and_still_reads_fixed_ones():
+    codec = Codec.load(str(GOLDEN / "golden_audio.safetensors"))
+    codec.rate_weight = 0  # the nearest codes in both codings (test_rate_weight_trades_bits_for_error covers it)
     signal = golden_audio(5, seconds=0.8)
     entropy_coded = codec.encode_audio(signal, AUDIO_RATE, 4)
     header = vqformat.parse_header(entropy_coded)
@@ -231,20 +232,74 @@ def test_codec_writes_prior_files_and_still_reads_fixed_ones(golden_audio_codec)
     assert np.array_equal(audio_a, audio_b)
 
 
-def test_image_codec_with_prior(golden_image_codec):
+def test_image_codec_with_prior():
     from PIL import Image
 
-    codec = golden_image_codec
+    codec = Codec.load(str(GOLDEN / "golden_image.safetensors"))
+    codec.rate_weight = 0  # the nearest codes in both codings
     image = Image.fromarray(golden_image(4, 70, 50))
     entropy_coded = codec.encode_image(image, 3)
     assert vqformat.parse_header(entropy_coded).coding == vqformat.CODING_PRIOR
     codec.coding = "fixed"
-    try:
-        fixed = codec.encode_image(image, 3)
-    finally:
-        codec.coding = "auto"
+    fixed = codec.encode_image(image, 3)
     assert np.array_equal(codec.read_codes(entropy_coded)[1], codec.read_codes(fixed)[1])
     assert np.array_equal(np.asarray(codec.decode_image(entropy_coded)), np.asarray(codec.decode_image(fixed)))
+
+
+@pytest.mark.parametrize("kind", ["audio", "image"])
+def test_rate_costs_add_up_to_the_ideal_code_length(kind):
+    """With the final codes as the neighbour estimate, the rate term of every chosen code is the
+    prior's own code length: the search weighs exactly the bits the range coder will spend."""
+    codec = Codec.load(str(GOLDEN / f"golden_{kind}.safetensors"))
+    chunk = json.loads((GOLDEN / f"golden_{kind}.json").read_text())
+    codes = np.load(GOLDEN / f"golden_{kind}_codes.npy", allow_pickle=False).astype(np.int64)
+    if kind == "audio":   # (channels, q, frames) -> the search's layout (q, channels, frames)
+        codes = codes[:, :, :500]
+        layout, inner = codes.transpose(1, 0, 2), (slice(None),)
+    else:                 # (q, rows, cols) -> (q, 1, rows, cols), one container chunk of rows
+        codes = codes[:, :16]
+        layout, inner = codes[:, None], (slice(None), slice(None))
+    quality = layout.shape[0]
+    weight = 0.75
+    costs = RateCosts(codec.prior, layout, inner, weight, quality)
+    flat = torch.from_numpy(layout.reshape(quality, -1))
+    rows = slice(0, flat.shape[1])
+    for level in range(quality):
+        table = costs(level, rows, flat[level - 1][:, None] if level else None)
+        spent = table[:, 0].gather(1, flat[level][:, None]).sum().item()
+        assert spent == pytest.approx(weight * codec.prior.ideal_bits(codes)[level], rel=1e-5), (chunk["name"], level)
+
+
+def test_rate_weight_trades_bits_for_error(golden_image_codec, golden_audio_codec):
+    from PIL import Image
+
+    image = Image.fromarray(golden_image(9, 80, 64))
+    signal = golden_audio(9, seconds=1.0)   # stereo: the channels are searched as one batch
+    for codec, encode, codes_of in (
+            (golden_image_codec, lambda c: c.encode_image(image, 3), lambda c: c.image_to_codes(np.asarray(image), 3)),
+            (golden_audio_codec, lambda c: c.encode_audio(signal, AUDIO_RATE, 4), lambda c: c.audio_to_codes(signal, 4))):
+        default = codec.rate_weight
+        try:
+            codec.rate_weight = 0
+            plain = encode(codec)
+            codec.rate_weight = 50.0
+            cheap = encode(codec)
+            assert len(cheap) < len(plain)
+            # the file holds exactly the codes the API chooses with the same weight, and decodes
+            assert np.array_equal(codec.read_codes(cheap)[1], codes_of(codec))
+            assert not np.array_equal(codec.read_codes(cheap)[1], codec.read_codes(plain)[1])
+            decoded = codec.decode_image(cheap) if codec.kind == "image" else codec.decode_audio(cheap)[0]
+            assert np.asarray(decoded).size
+            # fixed-width files have no prior to weigh bits with: the weight changes nothing
+            codec.coding = "fixed"
+            weighted = encode(codec)
+            codec.rate_weight = 0
+            assert encode(codec) == weighted
+        finally:
+            codec.rate_weight, codec.coding = default, "auto"
+    for bad in (-0.1, True, "1", float("nan"), 1e9):
+        with pytest.raises(VQCodecError, match="rate weight"):
+            golden_image_codec.rate_weight = bad
 
 
 def test_prior_file_needs_the_matching_prior(golden_audio_codec, tmp_path):

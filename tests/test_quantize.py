@@ -82,3 +82,40 @@ def test_grouped_smallest_matches_topk(shape, k):
     expected, _ = values.topk(k, dim=1, largest=False)
     assert torch.equal(smallest, expected)
     assert torch.equal(values.gather(1, where), smallest)
+
+
+# ---------------------------------------------------------------- rate-distortion-optimised search
+
+def test_zero_bit_costs_change_nothing(rvq):
+    latents = torch.randn(300, 8)
+    zero = lambda level, rows, coarser: torch.zeros((rows.stop - rows.start, 1, 32))  # noqa: E731
+    for beam in (1, 4):
+        assert torch.equal(rvq.encode(latents, 4, beam, zero), rvq.encode(latents, 4, beam))
+
+
+def test_rate_term_search_is_exact_with_a_full_beam(rvq, monkeypatch):
+    """Two levels, a beam as wide as the first codebook: the search must find the pair of codes with
+    the smallest error plus costs, where the second level's costs depend on the first level's code."""
+    torch.manual_seed(1)
+    latents = torch.randn(40, 8)
+    first = torch.rand(40, 32) * 3
+    second = torch.rand(32, 32) * 3          # indexed by (coarser code, code)
+    monkeypatch.setattr(quantize, "BEAM_ROWS", 16)
+
+    def costs(level, rows, coarser):
+        return first[rows][:, None, :] if level == 0 else second[coarser]
+
+    codes = rvq.encode(latents, 2, beam=32, bit_costs=costs)
+    c0, c1 = rvq.layers[0].codebook, rvq.layers[1].codebook
+    total = ((latents[:, None, None, :] - c0[None, :, None, :] - c1[None, None, :, :]).pow(2).sum(-1)
+             + first[:, :, None] + second[None])
+    best = total.view(40, -1).argmin(1)
+    assert torch.equal(codes[0], best // 32) and torch.equal(codes[1], best % 32)
+
+
+def test_heavy_rate_term_wins_over_error(rvq):
+    latents = torch.randn(100, 8)
+    costs = torch.full((32,), 1e6)
+    costs[5] = 0
+    codes = rvq.encode(latents, 3, beam=2, bit_costs=lambda level, rows, coarser: costs.expand(rows.stop - rows.start, 1, 32))
+    assert (codes == 5).all()

@@ -136,6 +136,7 @@ class CodePrior:
         self.kind = kind
         self._models: list[dict[int, object]] = [dict() for _ in levels]
         self._log2: list[np.ndarray | None] = [None] * len(levels)
+        self._bit_tables: dict = {}
         self.prior_id = self._compute_id()
 
     # ------------------------------------------------------------ storage
@@ -246,6 +247,16 @@ class CodePrior:
             model = constriction.stream.model.Categorical(weights, perfect=False)
             cache[context] = model
         return model
+
+    def bit_table(self, level: int, device="cpu"):
+        """-log2 p of every (context, value) of a level as a float32 torch tensor, cached per device
+        (read-only: the encoder's rate term, prior.RateCosts)."""
+        import torch
+
+        key = (level, str(device))
+        if key not in self._bit_tables:
+            self._bit_tables[key] = torch.from_numpy(self._level_log2(level)).to(device=device, dtype=torch.float32)
+        return self._bit_tables[key]
 
     def _level_log2(self, level: int) -> np.ndarray:
         if self._log2[level] is None:
@@ -441,6 +452,70 @@ class CodePrior:
                     + " ".join(f"{n} {b:.3f}" for n, b in record.items()))
             levels.append(fitted)
         return cls(levels, k, kind)
+
+
+class RateCosts:
+    """The rate term of rate-distortion-optimised quantisation: `weight` times the prior's code length,
+    in bits, of every value of a level at every cell (quantize.ResidualVQ.encode's `bit_costs`).
+
+    The coarser level's code (source `up`) comes from the search itself; same-level neighbours
+    (`left`, `above`) come from `estimate`, codes chosen without the rate term, since the final ones
+    are not known yet. Only the encoder uses this: it changes which codes are chosen, never how they
+    are coded, so files stay exact whatever the estimate was.
+    """
+
+    def __init__(self, prior: CodePrior, estimate: np.ndarray, inner: tuple[slice, ...], weight: float,
+                 levels: int, device="cpu"):
+        """estimate: (levels estimated, batch, *cells) codes of a window of cells, as
+        ResidualVQ.encode_cells returns them (cells: frames, or rows and columns), for at least
+        every level of the `levels` that uses a same-level neighbour; inner: slices of the cells searched."""
+        import torch
+
+        k = prior.codebook_size
+        estimate = np.asarray(estimate, dtype=np.int64)
+        self.levels = []
+        for level in range(levels):
+            lp = prior.levels[level]
+            mult = lp.multipliers()
+            if lp.sequential:
+                if level >= estimate.shape[0]:
+                    raise ValueError(f"level {level} needs estimated neighbours")
+                parts = []
+                for item in range(estimate.shape[1]):
+                    plane = estimate[:, item]
+                    plane = plane[:, None, :] if plane.ndim == 2 else plane
+                    neighbours = _neighbours(plane, level, k)
+                    context = np.zeros(plane.shape[1:], dtype=np.int64)
+                    for source in lp.sources:
+                        if source != "up":
+                            context += lp.maps[source][neighbours[source]] * mult[source]
+                    parts.append((context[:, inner[0]] if len(inner) == 1 else context[inner]).ravel())
+                base = torch.from_numpy(np.concatenate(parts)).to(device)
+            else:
+                base = None
+            up = torch.from_numpy(lp.maps["up"] * mult["up"]).to(device) if "up" in lp.sources else None
+            self.levels.append((base, up, prior.bit_table(level, device)))
+        if weight != 1:
+            self.scale(weight)
+
+    def bits(self, level: int, coarser, codes):
+        """The weighted bits of `codes` (N,) at level `level`, given the coarser level's codes (N,) or None."""
+        table = self(level, slice(0, codes.shape[0]), None if coarser is None else coarser[:, None])
+        return table[:, 0].gather(1, codes[:, None])[:, 0]
+
+    def scale(self, factor: float) -> None:
+        """Multiply the weight by `factor`."""
+        self.levels = [(base, up, table * factor) for base, up, table in self.levels]
+
+    def __call__(self, level: int, rows: slice, coarser):
+        import torch
+
+        base, up, table = self.levels[level]
+        if up is not None:
+            context = up[coarser] if base is None else base[rows, None] + up[coarser]
+        else:
+            context = base[rows, None] if base is not None else torch.zeros((rows.stop - rows.start, 1), dtype=torch.int64, device=table.device)
+        return table[context]
 
 
 def holdout_mask(groups: list[int], every: int) -> np.ndarray | None:

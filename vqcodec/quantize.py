@@ -155,11 +155,17 @@ class ResidualVQ(nn.Module):
             all_indices.append(indices)
         return output, torch.stack(all_indices), commitment
 
-    def encode(self, latents: torch.Tensor, count: int, beam: int = 1) -> torch.Tensor:
+    def encode(self, latents: torch.Tensor, count: int, beam: int = 1, bit_costs=None) -> torch.Tensor:
         """(N, D) latents -> (count, N) indices. With beam > 1 the search keeps the `beam` best
         partial sums at every level instead of the nearest code alone (greedy), which lowers the
-        quantisation error at the same number of codebooks; the decoder is the same either way."""
-        if beam <= 1:
+        quantisation error at the same number of codebooks; the decoder is the same either way.
+
+        bit_costs: optional rate term for rate-distortion-optimised quantisation, a callable
+        (level, rows: slice of the N rows, coarser codes (rows, paths) or None at level 0) ->
+        (rows, paths or 1, K) costs added to the squared error of every code (prior.RateCosts).
+        The search then minimises error plus the summed costs along each path.
+        """
+        if beam <= 1 and bit_costs is None:
             residual = latents
             out = []
             for layer in self.layers[:count]:
@@ -167,34 +173,46 @@ class ResidualVQ(nn.Module):
                 residual = residual - layer.decode(indices)
                 out.append(indices)
             return torch.stack(out) if out else latents.new_zeros((0, latents.shape[0]), dtype=torch.long)
-        parts = [self._beam_encode(rows, count, beam) for rows in latents.split(BEAM_ROWS)]
+        parts = [self._beam_encode(latents[start:start + BEAM_ROWS], count, max(1, beam), bit_costs, start)
+                 for start in range(0, latents.shape[0], BEAM_ROWS)]
         return torch.cat(parts, 1) if parts else latents.new_zeros((count, 0), dtype=torch.long)
 
-    def encode_cells(self, latents: torch.Tensor, count: int, beam: int = 1) -> torch.Tensor:
+    def encode_cells(self, latents: torch.Tensor, count: int, beam: int = 1, bit_costs=None) -> torch.Tensor:
         """(batch, D, *cells) latents -> (count, batch, *cells) indices: frames for audio, rows and
         columns for images."""
         vectors = latents.movedim(1, -1).reshape(-1, latents.shape[1])
-        return self.encode(vectors, count, beam).reshape(count, latents.shape[0], *latents.shape[2:])
+        return self.encode(vectors, count, beam, bit_costs).reshape(count, latents.shape[0], *latents.shape[2:])
 
     def decode_cells(self, indices: torch.Tensor) -> torch.Tensor:
         """(q, batch, *cells) indices -> (batch, D, *cells) latents: the inverse layout of encode_cells."""
         vectors = self.decode(indices.reshape(indices.shape[0], -1))
         return vectors.reshape(*indices.shape[1:], -1).movedim(-1, 1).contiguous()  # layout decides conv kernels
 
-    def _beam_encode(self, latents: torch.Tensor, count: int, beam: int) -> torch.Tensor:
+    def _beam_encode(self, latents: torch.Tensor, count: int, beam: int, bit_costs=None, first_row: int = 0) -> torch.Tensor:
         n, dim = latents.shape
+        rows = slice(first_row, first_row + n)
         ones = latents.new_ones((n, 1, 1))
         residuals = latents[:, None, :]                                    # (N, paths, D)
+        rates = latents.new_zeros((n, 1))                                  # summed bit costs of each path
         paths = torch.zeros((n, 1, 0), dtype=torch.long, device=latents.device)
-        for layer in self.layers[:count]:
+        for level, layer in enumerate(self.layers[:count]):
             codebook = layer.codebook
             size, width = codebook.shape[0], residuals.shape[1]
-            # |r - c|^2 = |r|^2 - 2 r.c + |c|^2 for every path and code, as one product [r, 1, |r|^2] . [-2c, |c|^2, 1]
-            rows = torch.cat([residuals, ones.expand(-1, width, -1), residuals.pow(2).sum(-1, keepdim=True)], 2)
+            # |r - c|^2 + rate = (|r|^2 + rate) - 2 r.c + |c|^2 for every path and code, as one product
+            # [r, 1, |r|^2 + rate] . [-2c, |c|^2, 1]
+            known = residuals.pow(2).sum(-1, keepdim=True) + rates[..., None]
+            rows_r = torch.cat([residuals, ones.expand(-1, width, -1), known], 2)
             columns = torch.cat([-2 * codebook, codebook.pow(2).sum(1, keepdim=True), codebook.new_ones((size, 1))], 1)
-            distances = (rows.reshape(-1, dim + 2) @ columns.t()).view(n, width * size)
-            _, best = _smallest(distances, min(beam, width * size))
+            scores = (rows_r.reshape(-1, dim + 2) @ columns.t()).view(n, width, size)
+            if bit_costs is not None:
+                costs = bit_costs(level, rows, paths[:, :, -1] if level else None)   # (N, paths or 1, K)
+                scores.add_(costs)
+            _, best = _smallest(scores.view(n, width * size), min(beam, width * size))
             parent, code = best // size, best % size
+            if bit_costs is not None:
+                chosen = costs.reshape(n, width * size).gather(1, best) if costs.shape[1] == width else \
+                    costs[:, 0].gather(1, code)
+                rates = rates.gather(1, parent) + chosen
             residuals = residuals.gather(1, parent[..., None].expand(-1, -1, dim)) - codebook[code]
             paths = torch.cat([paths.gather(1, parent[..., None].expand(-1, -1, paths.shape[2])), code[..., None]], 2)
         return paths[:, 0].t()                                             # in increasing order: path 0 is the best

@@ -1,0 +1,243 @@
+"""Rate-distortion-optimised quantisation benchmark: codes chosen by error plus weighted bits.
+
+    python bench/rdo.py [--images ../shared/data/images/kodak] [--speech ../shared/data/speech/dev]
+                        [--files N] [--image-weights 0,0.1,0.2,0.4] [--speech-weights 0,0.05,0.1,0.2]
+                        [--image-qualities 2,4,8,12,16,20] [--speech-qualities 1,2,4,6,8]
+                        [--beams default] [--skip-speech] [--skip-images] [--out bench/out/rdo.json]
+
+With a rate weight w > 0 the encoder picks, at every level, the codes that minimise squared latent
+error plus w times their bits under the model's prior (vqcodec/prior.py RateCosts), instead of the
+nearest codes. Every file is encoded with the real codec API (one torch thread, CPU) at every
+weight and quality, and decoded. One row per beam, weight and quality:
+
+* rate: whole .vq files (header and framing included), kbps for speech, bits per pixel for images;
+* quality: PSNR over RGB (images); PESQ-WB and log-mel L1 (speech);
+* saved vs w=0: rate saved against the entropy-coded ladder of the same beam at weight 0, at equal
+  quality (the ladder's rate interpolated linearly at the row's quality between its two nearest
+  qualities; the weight-0 ladder is measured at every quality so that the interpolation is short);
+* saved vs fixed: the same against fixed-width files (weight 0, the model's default beam): the
+  "entropy-coded files are smaller at equal quality" measure;
+* encode: mean encode seconds per file (images) or times real time (speech).
+
+Savings are computed on the curve of the means over files. Use --images/--speech on the training
+folders to choose weights: the shipped defaults (vqcodec/codec.py DEFAULT_RATE_WEIGHT) come from those.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+REPO_ROOT = common.REPO_ROOT
+DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def spread(files: list[Path], count: int | None) -> list[Path]:
+    """`count` files evenly spaced over the sorted list (all when count is None)."""
+    if count is None or count >= len(files):
+        return files
+    return [files[i * len(files) // count] for i in range(count)]
+
+
+def numbers(text: str, kind=float) -> list:
+    return [kind(v) for v in text.split(",") if v.strip()]
+
+
+def rate_at(ladder: list[dict], key: str, quality: float, higher_is_better: bool = True) -> float | None:
+    """The ladder's rate at `quality`, interpolated along its points; None outside them."""
+    points = sorted((p[key], p["rate"]) for p in ladder if p[key] is not None)
+    if not higher_is_better:
+        points = sorted((-q, r) for q, r in points)
+        quality = -quality
+    values, rates = np.array([q for q, _ in points]), np.array([r for _, r in points])
+    if len(values) < 2 or not values[0] <= quality <= values[-1] or np.any(np.diff(values) <= 0):
+        return None
+    return float(np.interp(quality, values, rates))
+
+
+def add_savings(rows: list[dict], fixed: list[dict], metrics: list[tuple[str, bool]]) -> None:
+    for row in rows:
+        ladder = [r for r in rows if r["beam"] == row["beam"] and r["weight"] == 0]
+        for key, higher in metrics:
+            for name, reference in (("vs_ladder", ladder), ("vs_fixed", fixed)):
+                at = rate_at(reference, key, row[key], higher) if row[key] is not None else None
+                row[f"saved_{name}_{key}"] = None if at is None else 1 - row["rate"] / at
+
+
+# --------------------------------------------------------------------------- images
+
+def bench_images(args, beams: list[int]) -> dict:
+    import torch
+    from image import Picture, psnr
+
+    from vqcodec import Codec
+
+    codec = Codec.load(args.image_model)
+    pictures = [Picture(p) for p in spread(common.list_files(args.images, (".png", ".jpg", ".jpeg")), args.files)]
+    qualities = numbers(args.image_qualities, int)
+    pixels = sum(p.pixels for p in pictures)
+    default_beam = codec.beam
+    rows = []
+
+    def run(beam, weight, quality, coding="auto"):
+        codec.beam, codec.rate_weight, codec.coding = beam, weight, coding
+        size, scores, seconds = 0, [], 0.0
+        with torch.inference_mode():
+            for picture in pictures:
+                start = time.perf_counter()
+                data = codec.encode_image(picture.image, quality)
+                seconds += time.perf_counter() - start
+                size += len(data)
+                if coding == "auto":
+                    scores.append(psnr(picture.rgb, np.asarray(codec.decode_image(data).convert("RGB"))))
+        return {"beam": beam, "weight": weight, "quality": quality, "rate": size * 8 / pixels,
+                "psnr": float(np.mean(scores)) if scores else None, "encode_s": seconds / len(pictures)}
+
+    every = list(range(1, codec.num_codebooks + 1))
+    for beam in beams:
+        for weight in numbers(args.image_weights):
+            for quality in (every if weight == 0 else qualities):
+                rows.append(run(beam, weight, quality))
+                print(f"  images beam {beam} w {weight:g} q{quality}: {rows[-1]['rate']:.4f} bpp "
+                      f"{rows[-1]['psnr']:.3f} dB {rows[-1]['encode_s']:.2f} s", file=sys.stderr, flush=True)
+    ladder = {r["quality"]: r for r in rows if r["beam"] == default_beam and r["weight"] == 0}
+    fixed = []
+    for quality in every:
+        row = run(default_beam, 0.0, quality, "fixed")
+        row["psnr"] = ladder[quality]["psnr"] if quality in ladder else None  # the same codes
+        fixed.append(row)
+    add_savings(rows, fixed, [("psnr", True)])
+    return {"data": str(args.images), "model": codec.name, "files": [p.name for p in pictures], "rows": rows,
+            "fixed": fixed}
+
+
+def image_table(result: dict) -> str:
+    headers = ["beam", "weight", "q", "bpp", "PSNR dB", "saved vs w=0", "saved vs fixed", "encode s"]
+    table = [[r["beam"], f"{r['weight']:g}", r["quality"], r["rate"], r["psnr"],
+              _percent(r["saved_vs_ladder_psnr"]), _percent(r["saved_vs_fixed_psnr"]), r["encode_s"]]
+             for r in result["rows"]]
+    return common.markdown_table(headers, table, [0, 0, 0, 4, 3, 0, 0, 2])
+
+
+# --------------------------------------------------------------------------- speech
+
+def bench_speech(args, beams: list[int]) -> dict:
+    import torch
+    from speech import SAMPLE_RATE, load_clips
+
+    from vqcodec import Codec
+
+    codec = Codec.load(args.speech_model)
+    files = spread(common.list_files(args.speech, (".flac", ".wav", ".ogg")), args.files)
+    qualities = numbers(args.speech_qualities, int)
+    default_beam = codec.beam
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        clips = load_clips(files, Path(workdir))
+    seconds_total = sum(c.seconds for c in clips)
+
+    def run(beam, weight, quality, coding="auto"):
+        codec.beam, codec.rate_weight, codec.coding = beam, weight, coding
+        size, pesq, mel, seconds = 0, [], [], 0.0
+        with torch.inference_mode():
+            for clip in clips:
+                start = time.perf_counter()
+                data = codec.encode_audio(clip.audio[None, :], SAMPLE_RATE, quality)
+                seconds += time.perf_counter() - start
+                size += len(data)
+                if coding == "auto":
+                    out = common.fit_length(codec.decode_audio(data)[0][0], clip.audio.size)
+                    pesq.append(common.pesq_wb(clip.audio, out))
+                    mel.append(common.log_mel_l1(clip.audio, out))
+        return {"beam": beam, "weight": weight, "quality": quality, "rate": size * 8 / seconds_total / 1000,
+                "pesq_wb": common.mean_or_none(pesq) if pesq else None,
+                "log_mel_l1": float(np.mean(mel)) if mel else None,
+                "encode_xrt": seconds_total / seconds}
+
+    every = list(range(1, codec.num_codebooks + 1))
+    for beam in beams:
+        for weight in numbers(args.speech_weights):
+            for quality in (every if weight == 0 else qualities):
+                rows.append(run(beam, weight, quality))
+                r = rows[-1]
+                print(f"  speech beam {beam} w {weight:g} q{quality}: {r['rate']:.3f} kbps PESQ {r['pesq_wb']:.3f} "
+                      f"log-mel {r['log_mel_l1']:.4f} {r['encode_xrt']:.1f}x", file=sys.stderr, flush=True)
+    ladder = {r["quality"]: r for r in rows if r["beam"] == default_beam and r["weight"] == 0}
+    fixed = []
+    for quality in every:
+        row = run(default_beam, 0.0, quality, "fixed")
+        if quality in ladder:  # the same codes
+            row.update(pesq_wb=ladder[quality]["pesq_wb"], log_mel_l1=ladder[quality]["log_mel_l1"])
+        fixed.append(row)
+    add_savings(rows, fixed, [("pesq_wb", True), ("log_mel_l1", False)])
+    return {"data": str(args.speech), "model": codec.name, "files": [c.name for c in clips], "rows": rows,
+            "fixed": fixed}
+
+
+def speech_table(result: dict) -> str:
+    headers = ["beam", "weight", "q", "kbps", "PESQ-WB", "log-mel L1", "saved vs w=0 (PESQ / log-mel)",
+               "saved vs fixed (PESQ / log-mel)", "encode ×RT"]
+    table = [[r["beam"], f"{r['weight']:g}", r["quality"], r["rate"], r["pesq_wb"], r["log_mel_l1"],
+              f"{_percent(r['saved_vs_ladder_pesq_wb'])} / {_percent(r['saved_vs_ladder_log_mel_l1'])}",
+              f"{_percent(r['saved_vs_fixed_pesq_wb'])} / {_percent(r['saved_vs_fixed_log_mel_l1'])}",
+              r["encode_xrt"]] for r in result["rows"]]
+    return common.markdown_table(headers, table, [0, 0, 0, 3, 3, 4, 0, 0, 1])
+
+
+def _percent(value) -> str:
+    return "–" if value is None else f"{100 * value:.1f} %"
+
+
+# --------------------------------------------------------------------------- main
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", default=str(DATA / "images" / "kodak"))
+    parser.add_argument("--speech", default=str(DATA / "speech" / "dev"))
+    parser.add_argument("--image-model", default="image")
+    parser.add_argument("--speech-model", default="speech16k")
+    parser.add_argument("--files", type=int, default=None, help="Use N files spread evenly over each set.")
+    parser.add_argument("--image-weights", default="0,0.1,0.2,0.4")
+    parser.add_argument("--speech-weights", default="0,0.05,0.1,0.2")
+    parser.add_argument("--image-qualities", default="2,4,8,12,16,20")
+    parser.add_argument("--speech-qualities", default="1,2,4,6,8")
+    parser.add_argument("--beams", default="default",
+                        help="Comma-separated beam widths, or 'default' for each model's own.")
+    parser.add_argument("--skip-speech", action="store_true")
+    parser.add_argument("--skip-images", action="store_true")
+    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "out" / "rdo.json"))
+    args = parser.parse_args()
+
+    import torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(REPO_ROOT))
+    from vqcodec.codec import DEFAULT_BEAM
+
+    payload = {"command": common.repro_command(), "machine": common.machine_info(1)}
+    for kind, skip, bench, table in (("image", args.skip_images, bench_images, image_table),
+                                     ("audio", args.skip_speech, bench_speech, speech_table)):
+        if skip:
+            continue
+        beams = [DEFAULT_BEAM[kind]] if args.beams == "default" else numbers(args.beams, int)
+        result = bench(args, beams)
+        payload["images" if kind == "image" else "speech"] = result
+        print(f"\n{result['data']} ({len(result['files'])} files, model {result['model']}):\n")
+        print(table(result))
+    if args.out:
+        common.save_json(args.out, payload)
+        print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
