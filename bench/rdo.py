@@ -75,6 +75,28 @@ def add_savings(rows: list[dict], fixed: list[dict], metrics: list[tuple[str, bo
                 row[f"saved_{name}_{key}"] = None if at is None else 1 - row["rate"] / at
 
 
+def sweep(run, num_codebooks: int, default_beam: int, beams: list[int], weights: list[float],
+          qualities: list[int], metrics: list[tuple[str, bool]], describe) -> tuple[list[dict], list[dict]]:
+    """Rows for every beam, weight and quality (the weight-0 ladder at every quality), the
+    fixed-width ladder (the default beam's weight-0 codes, so the same quality), and the savings."""
+    every = list(range(1, num_codebooks + 1))
+    rows = []
+    for beam in beams:
+        for weight in weights:
+            for quality in (every if weight == 0 else qualities):
+                rows.append(run(beam, weight, quality))
+                print(f"  {describe(rows[-1])}", file=sys.stderr, flush=True)
+    ladder = {r["quality"]: r for r in rows if r["beam"] == default_beam and r["weight"] == 0}
+    fixed = []
+    for quality in every:
+        row = run(default_beam, 0.0, quality, "fixed")
+        for key, _ in metrics:
+            row[key] = ladder[quality][key] if quality in ladder else None
+        fixed.append(row)
+    add_savings(rows, fixed, metrics)
+    return rows, fixed
+
+
 # --------------------------------------------------------------------------- images
 
 def bench_images(args, beams: list[int]) -> dict:
@@ -88,7 +110,6 @@ def bench_images(args, beams: list[int]) -> dict:
     qualities = numbers(args.image_qualities, int)
     pixels = sum(p.pixels for p in pictures)
     default_beam = codec.beam
-    rows = []
 
     def run(beam, weight, quality, coding="auto"):
         codec.beam, codec.rate_weight, codec.coding = beam, weight, coding
@@ -104,20 +125,10 @@ def bench_images(args, beams: list[int]) -> dict:
         return {"beam": beam, "weight": weight, "quality": quality, "rate": size * 8 / pixels,
                 "psnr": float(np.mean(scores)) if scores else None, "encode_s": seconds / len(pictures)}
 
-    every = list(range(1, codec.num_codebooks + 1))
-    for beam in beams:
-        for weight in numbers(args.image_weights):
-            for quality in (every if weight == 0 else qualities):
-                rows.append(run(beam, weight, quality))
-                print(f"  images beam {beam} w {weight:g} q{quality}: {rows[-1]['rate']:.4f} bpp "
-                      f"{rows[-1]['psnr']:.3f} dB {rows[-1]['encode_s']:.2f} s", file=sys.stderr, flush=True)
-    ladder = {r["quality"]: r for r in rows if r["beam"] == default_beam and r["weight"] == 0}
-    fixed = []
-    for quality in every:
-        row = run(default_beam, 0.0, quality, "fixed")
-        row["psnr"] = ladder[quality]["psnr"] if quality in ladder else None  # the same codes
-        fixed.append(row)
-    add_savings(rows, fixed, [("psnr", True)])
+    rows, fixed = sweep(run, codec.num_codebooks, default_beam, beams, numbers(args.image_weights), qualities,
+                        [("psnr", True)],
+                        lambda r: f"images beam {r['beam']} w {r['weight']:g} q{r['quality']}: {r['rate']:.4f} bpp "
+                                  f"{r['psnr']:.3f} dB {r['encode_s']:.2f} s")
     return {"data": str(args.images), "model": codec.name, "files": [p.name for p in pictures], "rows": rows,
             "fixed": fixed}
 
@@ -142,7 +153,6 @@ def bench_speech(args, beams: list[int]) -> dict:
     files = spread(common.list_files(args.speech, (".flac", ".wav", ".ogg")), args.files)
     qualities = numbers(args.speech_qualities, int)
     default_beam = codec.beam
-    rows = []
     with tempfile.TemporaryDirectory() as workdir:
         clips = load_clips(files, Path(workdir))
     seconds_total = sum(c.seconds for c in clips)
@@ -165,22 +175,10 @@ def bench_speech(args, beams: list[int]) -> dict:
                 "log_mel_l1": float(np.mean(mel)) if mel else None,
                 "encode_xrt": seconds_total / seconds}
 
-    every = list(range(1, codec.num_codebooks + 1))
-    for beam in beams:
-        for weight in numbers(args.speech_weights):
-            for quality in (every if weight == 0 else qualities):
-                rows.append(run(beam, weight, quality))
-                r = rows[-1]
-                print(f"  speech beam {beam} w {weight:g} q{quality}: {r['rate']:.3f} kbps PESQ {r['pesq_wb']:.3f} "
-                      f"log-mel {r['log_mel_l1']:.4f} {r['encode_xrt']:.1f}x", file=sys.stderr, flush=True)
-    ladder = {r["quality"]: r for r in rows if r["beam"] == default_beam and r["weight"] == 0}
-    fixed = []
-    for quality in every:
-        row = run(default_beam, 0.0, quality, "fixed")
-        if quality in ladder:  # the same codes
-            row.update(pesq_wb=ladder[quality]["pesq_wb"], log_mel_l1=ladder[quality]["log_mel_l1"])
-        fixed.append(row)
-    add_savings(rows, fixed, [("pesq_wb", True), ("log_mel_l1", False)])
+    rows, fixed = sweep(run, codec.num_codebooks, default_beam, beams, numbers(args.speech_weights), qualities,
+                        [("pesq_wb", True), ("log_mel_l1", False)],
+                        lambda r: f"speech beam {r['beam']} w {r['weight']:g} q{r['quality']}: {r['rate']:.3f} kbps "
+                                  f"PESQ {r['pesq_wb']:.3f} log-mel {r['log_mel_l1']:.4f} {r['encode_xrt']:.1f}x")
     return {"data": str(args.speech), "model": codec.name, "files": [c.name for c in clips], "rows": rows,
             "fixed": fixed}
 
