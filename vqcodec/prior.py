@@ -117,11 +117,13 @@ def _neighbours(plane: np.ndarray, level: int, codebook_size: int) -> dict[str, 
     return {"up": up, "left": left, "above": above}
 
 
-def _contexts(level_prior: LevelPrior, neighbours: dict[str, np.ndarray]) -> np.ndarray:
+def _contexts(level_prior: LevelPrior, neighbours: dict[str, np.ndarray], without: str | None = None) -> np.ndarray:
+    """Context numbers of every cell; `without` leaves one source's term out (its part is added later)."""
     mult = level_prior.multipliers()
     ctx = np.zeros(next(iter(neighbours.values())).shape, dtype=np.int64)
     for source in level_prior.sources:
-        ctx += level_prior.maps[source][neighbours[source]] * mult[source]
+        if source != without:
+            ctx += level_prior.maps[source][neighbours[source]] * mult[source]
     return ctx
 
 
@@ -484,11 +486,7 @@ class RateCosts:
                 for item in range(estimate.shape[1]):
                     plane = estimate[:, item]
                     plane = plane[:, None, :] if plane.ndim == 2 else plane
-                    neighbours = _neighbours(plane, level, k)
-                    context = np.zeros(plane.shape[1:], dtype=np.int64)
-                    for source in lp.sources:
-                        if source != "up":
-                            context += lp.maps[source][neighbours[source]] * mult[source]
+                    context = _contexts(lp, _neighbours(plane, level, k), without="up")
                     parts.append((context[:, inner[0]] if len(inner) == 1 else context[inner]).ravel())
                 base = torch.from_numpy(np.concatenate(parts)).to(device)
             else:
