@@ -9,17 +9,20 @@ For each data set and quality level, every file is encoded and decoded with the 
 (Codec.encode_audio/decode_audio, encode_image/decode_image; one torch thread, CPU), and the
 payload coding is instrumented. One row per quality:
 
-* fixed bytes: the fixed-width payloads the same codes take (ceil(n * 10 / 8) per chunk for K = 1024);
+* fixed bytes: the fixed-width payloads the same codes take (ceil(n * 10 / 8) per chunk for K = 1024;
+  with per-cell depth, the fixed-width payload of every level of every cell);
 * entropy bytes: the actual range-coded payloads (header and chunk framing excluded, as in fixed bytes);
 * saving: 1 - entropy / fixed;
-* ideal bytes: the prior's ideal code length, sum of -log2 p over all codes, / 8;
+* ideal bytes: the prior's ideal code length, sum of -log2 p over all codes (plus the depth maps'
+  under their adaptive model with per-cell depth), / 8;
 * overhead: entropy bytes / ideal bytes - 1 (coder flush words, 2^-16 probability floor);
 * coding share: time in entropy coding and decoding / whole encode + decode time;
 * file rate: whole .vq files (all framing included) in kbps (speech) or bits per pixel (images);
 * mismatches: codes that did not decode to exactly what the encoder coded (must be 0).
 
-Codes are chosen without the rate term (--rate-weight 0) unless asked, so that the saving is the
-prior's alone; bench/rdo.py measures rate-distortion-optimised codes at equal quality.
+Codes are chosen without the rate term and with every cell at full depth (--rate-weight 0
+--depth-weight 0) unless asked, so that the saving is the prior's alone; bench/rdo.py measures
+rate-distortion-optimised codes and per-cell depth at equal quality.
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+from vqcodec.format import CODING_PRIOR_DEPTH  # noqa: E402  (common puts the repository on the path)
 
 REPO_ROOT = common.REPO_ROOT
 DATA = REPO_ROOT.parent / "shared" / "data"
@@ -59,6 +63,8 @@ class Instrumented:
             self.payload_bytes += len(payload)
             self.fixed_bytes += math.ceil(codes.size * math.ceil(math.log2(codec.codebook_size)) / 8)
             self.ideal_bits += float(codec.prior.ideal_bits(codes).sum())
+            if coding == CODING_PRIOR_DEPTH:
+                self.ideal_bits += codec.prior.depth_bits(codes)
             self.untimed += time.perf_counter() - bookkeeping  # not part of encoding: left out of the total
             return payload
 
@@ -139,6 +145,8 @@ def main() -> None:
     parser.add_argument("--rate-weight", type=float, default=0.0,
                         help="Encoder rate weight (default 0: codes chosen by error alone, so that the saving "
                              "is the prior's; bench/rdo.py measures the weighted search).")
+    parser.add_argument("--depth-weight", type=float, default=0.0,
+                        help="Encoder depth weight (default 0: every cell keeps every level).")
     parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "out" / "entropy.json"))
     args = parser.parse_args()
 
@@ -149,7 +157,7 @@ def main() -> None:
     tables = []
     if not args.skip_speech:
         codec = Codec.load(args.speech_model)
-        codec.rate_weight = args.rate_weight
+        codec.rate_weight, codec.depth_weight = args.rate_weight, args.depth_weight
         if codec.prior is None:
             raise SystemExit(f"model {args.speech_model} has no prior: run vqcodec fit-prior first")
         files = common.list_files(args.speech, ["flac", "wav"], args.files)
@@ -165,7 +173,7 @@ def main() -> None:
                                      "rows": records}
     if not args.skip_images:
         codec = Codec.load(args.image_model)
-        codec.rate_weight = args.rate_weight
+        codec.rate_weight, codec.depth_weight = args.rate_weight, args.depth_weight
         if codec.prior is None:
             raise SystemExit(f"model {args.image_model} has no prior: run vqcodec fit-prior first")
         files = common.list_files(args.images, ["png"], args.files)

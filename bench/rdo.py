@@ -1,18 +1,22 @@
-"""Rate-distortion-optimised quantisation benchmark: codes chosen by error plus weighted bits.
+"""Rate-distortion-optimised quantisation benchmark: codes and per-cell depths chosen by error plus weighted bits.
 
     python bench/rdo.py [--images ../shared/data/images/kodak] [--speech ../shared/data/speech/dev]
                         [--files N] [--image-weights 0,0.1,0.2,0.4] [--speech-weights 0,0.05,0.1,0.2]
+                        [--image-depth-weights 0] [--speech-depth-weights 0]
                         [--image-qualities 2,4,8,12,16,20] [--speech-qualities 1,2,4,6,8]
                         [--beams default] [--skip-speech] [--skip-images] [--out bench/out/rdo.json]
 
 With a rate weight w > 0 the encoder picks, at every level, the codes that minimise squared latent
 error plus w times their bits under the model's prior (vqcodec/prior.py RateCosts), instead of the
-nearest codes. Every file is encoded with the real codec API (one torch thread, CPU) at every
-weight and quality, and decoded. One row per beam, weight and quality:
+nearest codes. With a depth weight d > 0 it then gives every cell (audio frame, image latent cell)
+only the first levels whose error reduction is worth their bits at d times the exchange rate
+(Codec.depth_weight, the per-cell depth files). Every file is encoded with the real codec API (one
+torch thread, CPU) at every pair of weights and every quality, and decoded. One row per beam, rate
+weight, depth weight and quality:
 
 * rate: whole .vq files (header and framing included), kbps for speech, bits per pixel for images;
 * quality: PSNR over RGB (images); PESQ-WB and log-mel L1 (speech);
-* saved vs w=0: rate saved against the entropy-coded ladder of the same beam at weight 0, at equal
+* saved vs w=0: rate saved against the entropy-coded ladder of the same beam at weights 0, at equal
   quality (the ladder's rate interpolated linearly at the row's quality between its two nearest
   qualities; the weight-0 ladder is measured at every quality so that the interpolation is short);
 * saved vs fixed: the same against fixed-width files (weight 0, the model's default beam): the
@@ -20,7 +24,8 @@ weight and quality, and decoded. One row per beam, weight and quality:
 * encode: mean encode seconds per file (images) or times real time (speech).
 
 Savings are computed on the curve of the means over files. Use --images/--speech on the training
-folders to choose weights: the shipped defaults (vqcodec/codec.py DEFAULT_RATE_WEIGHT) come from those.
+folders to choose weights: the shipped defaults (vqcodec/codec.py DEFAULT_RATE_WEIGHT and
+DEFAULT_DEPTH_WEIGHT) come from those.
 """
 from __future__ import annotations
 
@@ -68,7 +73,7 @@ def rate_at(ladder: list[dict], key: str, quality: float, higher_is_better: bool
 
 def add_savings(rows: list[dict], fixed: list[dict], metrics: list[tuple[str, bool]]) -> None:
     for row in rows:
-        ladder = [r for r in rows if r["beam"] == row["beam"] and r["weight"] == 0]
+        ladder = [r for r in rows if r["beam"] == row["beam"] and r["weight"] == 0 and r["depth_weight"] == 0]
         for key, higher in metrics:
             for name, reference in (("vs_ladder", ladder), ("vs_fixed", fixed)):
                 at = rate_at(reference, key, row[key], higher) if row[key] is not None else None
@@ -76,17 +81,21 @@ def add_savings(rows: list[dict], fixed: list[dict], metrics: list[tuple[str, bo
 
 
 def sweep(run, num_codebooks: int, default_beam: int, beams: list[int], weights: list[float],
-          qualities: list[int], metrics: list[tuple[str, bool]], describe) -> tuple[list[dict], list[dict]]:
-    """Rows for every beam, weight and quality (the weight-0 ladder at every quality), the
-    fixed-width ladder (the default beam's weight-0 codes, so the same quality), and the savings."""
+          depth_weights: list[float], qualities: list[int], metrics: list[tuple[str, bool]],
+          describe) -> tuple[list[dict], list[dict]]:
+    """Rows for every beam, pair of weights and quality (the weights-0 ladder at every quality), the
+    fixed-width ladder (the default beam's weights-0 codes, so the same quality), and the savings."""
     every = list(range(1, num_codebooks + 1))
+    pairs = [(w, d) for w in weights for d in depth_weights]
+    if (0.0, 0.0) not in pairs:
+        pairs.insert(0, (0.0, 0.0))
     rows = []
     for beam in beams:
-        for weight in weights:
-            for quality in (every if weight == 0 else qualities):
-                rows.append(run(beam, weight, quality))
+        for weight, depth in pairs:
+            for quality in (every if weight == depth == 0 else qualities):
+                rows.append(run(beam, weight, quality, depth=depth))
                 print(f"  {describe(rows[-1])}", file=sys.stderr, flush=True)
-    ladder = {r["quality"]: r for r in rows if r["beam"] == default_beam and r["weight"] == 0}
+    ladder = {r["quality"]: r for r in rows if r["beam"] == default_beam and r["weight"] == r["depth_weight"] == 0}
     fixed = []
     for quality in every:
         row = run(default_beam, 0.0, quality, "fixed")
@@ -111,8 +120,8 @@ def bench_images(args, beams: list[int]) -> dict:
     pixels = sum(p.pixels for p in pictures)
     default_beam = codec.beam
 
-    def run(beam, weight, quality, coding="auto"):
-        codec.beam, codec.rate_weight, codec.coding = beam, weight, coding
+    def run(beam, weight, quality, coding="auto", depth=0.0):
+        codec.beam, codec.rate_weight, codec.depth_weight, codec.coding = beam, weight, depth, coding
         size, scores, seconds = 0, [], 0.0
         with torch.inference_mode():
             for picture in pictures:
@@ -122,23 +131,24 @@ def bench_images(args, beams: list[int]) -> dict:
                 size += len(data)
                 if coding == "auto":
                     scores.append(psnr(picture.rgb, np.asarray(codec.decode_image(data).convert("RGB"))))
-        return {"beam": beam, "weight": weight, "quality": quality, "rate": size * 8 / pixels,
+        return {"beam": beam, "weight": weight, "depth_weight": depth, "quality": quality, "rate": size * 8 / pixels,
                 "psnr": float(np.mean(scores)) if scores else None, "encode_s": seconds / len(pictures)}
 
-    rows, fixed = sweep(run, codec.num_codebooks, default_beam, beams, numbers(args.image_weights), qualities,
-                        [("psnr", True)],
-                        lambda r: f"images beam {r['beam']} w {r['weight']:g} q{r['quality']}: {r['rate']:.4f} bpp "
+    rows, fixed = sweep(run, codec.num_codebooks, default_beam, beams, numbers(args.image_weights),
+                        numbers(args.image_depth_weights), qualities, [("psnr", True)],
+                        lambda r: f"images beam {r['beam']} w {r['weight']:g} d {r['depth_weight']:g} q{r['quality']}: "
+                                  f"{r['rate']:.4f} bpp "
                                   f"{r['psnr']:.3f} dB {r['encode_s']:.2f} s")
     return {"data": str(args.images), "model": codec.name, "files": [p.name for p in pictures], "rows": rows,
             "fixed": fixed}
 
 
 def image_table(result: dict) -> str:
-    headers = ["beam", "weight", "q", "bpp", "PSNR dB", "saved vs w=0", "saved vs fixed", "encode s"]
-    table = [[r["beam"], f"{r['weight']:g}", r["quality"], r["rate"], r["psnr"],
+    headers = ["beam", "weight", "depth", "q", "bpp", "PSNR dB", "saved vs w=0", "saved vs fixed", "encode s"]
+    table = [[r["beam"], f"{r['weight']:g}", f"{r['depth_weight']:g}", r["quality"], r["rate"], r["psnr"],
               _percent(r["saved_vs_ladder_psnr"]), _percent(r["saved_vs_fixed_psnr"]), r["encode_s"]]
              for r in result["rows"]]
-    return common.markdown_table(headers, table, [0, 0, 0, 4, 3, 0, 0, 2])
+    return common.markdown_table(headers, table, [0, 0, 0, 0, 4, 3, 0, 0, 2])
 
 
 # --------------------------------------------------------------------------- speech
@@ -157,8 +167,8 @@ def bench_speech(args, beams: list[int]) -> dict:
         clips = load_clips(files, Path(workdir))
     seconds_total = sum(c.seconds for c in clips)
 
-    def run(beam, weight, quality, coding="auto"):
-        codec.beam, codec.rate_weight, codec.coding = beam, weight, coding
+    def run(beam, weight, quality, coding="auto", depth=0.0):
+        codec.beam, codec.rate_weight, codec.depth_weight, codec.coding = beam, weight, depth, coding
         size, pesq, mel, seconds = 0, [], [], 0.0
         with torch.inference_mode():
             for clip in clips:
@@ -170,27 +180,30 @@ def bench_speech(args, beams: list[int]) -> dict:
                     out = common.fit_length(codec.decode_audio(data)[0][0], clip.audio.size)
                     pesq.append(common.pesq_wb(clip.audio, out))
                     mel.append(common.log_mel_l1(clip.audio, out))
-        return {"beam": beam, "weight": weight, "quality": quality, "rate": size * 8 / seconds_total / 1000,
+        return {"beam": beam, "weight": weight, "depth_weight": depth, "quality": quality,
+                "rate": size * 8 / seconds_total / 1000,
                 "pesq_wb": common.mean_or_none(pesq) if pesq else None,
                 "log_mel_l1": float(np.mean(mel)) if mel else None,
                 "encode_xrt": seconds_total / seconds}
 
-    rows, fixed = sweep(run, codec.num_codebooks, default_beam, beams, numbers(args.speech_weights), qualities,
-                        [("pesq_wb", True), ("log_mel_l1", False)],
-                        lambda r: f"speech beam {r['beam']} w {r['weight']:g} q{r['quality']}: {r['rate']:.3f} kbps "
+    rows, fixed = sweep(run, codec.num_codebooks, default_beam, beams, numbers(args.speech_weights),
+                        numbers(args.speech_depth_weights), qualities, [("pesq_wb", True), ("log_mel_l1", False)],
+                        lambda r: f"speech beam {r['beam']} w {r['weight']:g} d {r['depth_weight']:g} q{r['quality']}: "
+                                  f"{r['rate']:.3f} kbps "
                                   f"PESQ {r['pesq_wb']:.3f} log-mel {r['log_mel_l1']:.4f} {r['encode_xrt']:.1f}x")
     return {"data": str(args.speech), "model": codec.name, "files": [c.name for c in clips], "rows": rows,
             "fixed": fixed}
 
 
 def speech_table(result: dict) -> str:
-    headers = ["beam", "weight", "q", "kbps", "PESQ-WB", "log-mel L1", "saved vs w=0 (PESQ / log-mel)",
+    headers = ["beam", "weight", "depth", "q", "kbps", "PESQ-WB", "log-mel L1", "saved vs w=0 (PESQ / log-mel)",
                "saved vs fixed (PESQ / log-mel)", "encode ×RT"]
-    table = [[r["beam"], f"{r['weight']:g}", r["quality"], r["rate"], r["pesq_wb"], r["log_mel_l1"],
+    table = [[r["beam"], f"{r['weight']:g}", f"{r['depth_weight']:g}", r["quality"], r["rate"], r["pesq_wb"],
+              r["log_mel_l1"],
               f"{_percent(r['saved_vs_ladder_pesq_wb'])} / {_percent(r['saved_vs_ladder_log_mel_l1'])}",
               f"{_percent(r['saved_vs_fixed_pesq_wb'])} / {_percent(r['saved_vs_fixed_log_mel_l1'])}",
               r["encode_xrt"]] for r in result["rows"]]
-    return common.markdown_table(headers, table, [0, 0, 0, 3, 3, 4, 0, 0, 1])
+    return common.markdown_table(headers, table, [0, 0, 0, 0, 3, 3, 4, 0, 0, 1])
 
 
 def _percent(value) -> str:
@@ -208,6 +221,8 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=None, help="Use N files spread evenly over each set.")
     parser.add_argument("--image-weights", default="0,0.1,0.2,0.4")
     parser.add_argument("--speech-weights", default="0,0.05,0.1,0.2")
+    parser.add_argument("--image-depth-weights", default="0")
+    parser.add_argument("--speech-depth-weights", default="0")
     parser.add_argument("--image-qualities", default="2,4,8,12,16,20")
     parser.add_argument("--speech-qualities", default="1,2,4,6,8")
     parser.add_argument("--beams", default="default",

@@ -25,6 +25,8 @@ from vqcodec.modelfile import save_model
 from vqcodec.models import VQVAE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = REPO_ROOT / "tests" / "data" / "golden"
+K = 16  # codebook size of the synthetic codes and of the golden models
 
 # Tiny models gain nothing from several threads, and on a busy machine OpenMP threads waiting on
 # each other make them many times slower.
@@ -152,3 +154,50 @@ def run_cli(*args, input: bytes | None = None, env: dict | None = None, cwd=None
 @pytest.fixture(scope="session")
 def cli():
     return run_cli
+
+
+# ---------------------------------------------------------------- priors and models with a prior
+
+def markov_plane(levels: int, rows: int, cols: int, seed: int, k: int = K) -> np.ndarray:
+    """Codes with structure a prior can learn: each level follows its left neighbour and the coarser level."""
+    rng = np.random.default_rng(seed)
+    plane = np.zeros((levels, rows, cols), dtype=np.int64)
+    for level in range(levels):
+        for r in range(rows):
+            for c in range(cols):
+                if rng.random() < 0.6 and c > 0:
+                    value = plane[level, r, c - 1]
+                elif level > 0 and rng.random() < 0.6:
+                    value = (plane[level - 1, r, c] * 3 + 1) % k
+                else:
+                    value = min(int(rng.geometric(0.3)) - 1, k - 1)
+                plane[level, r, c] = value
+    return plane
+
+
+@pytest.fixture(scope="session")
+def audio_prior():
+    from vqcodec.prior import CodePrior
+
+    planes = [markov_plane(4, 1, 300, seed)[:, 0] for seed in range(12)]
+    return CodePrior.fit(planes, K, "audio", chunk=500)
+
+
+@pytest.fixture(scope="session")
+def image_prior():
+    from vqcodec.prior import CodePrior
+
+    planes = [markov_plane(3, 12, 10, seed) for seed in range(12)]
+    return CodePrior.fit(planes, K, "image", chunk=16)
+
+
+@pytest.fixture(scope="session")
+def golden_audio_codec() -> Codec:
+    """The committed tiny audio model with a prior (tests/make_golden.py). Tests that change its
+    settings put them back."""
+    return Codec.load(str(GOLDEN / "golden_audio.safetensors"))
+
+
+@pytest.fixture(scope="session")
+def golden_image_codec() -> Codec:
+    return Codec.load(str(GOLDEN / "golden_image.safetensors"))

@@ -1,12 +1,15 @@
 """Regenerate the golden fixtures in tests/data/golden/ (checked by tests/test_entropy.py).
 
-    python tests/make_golden.py
+    python tests/make_golden.py          # everything
+    python tests/make_golden.py depth    # only the per-cell depth files, from the committed models
 
 Writes, for a tiny audio model and a tiny image model, each with a fitted prior:
     golden_KIND.safetensors + golden_KIND.json   the model files, prior included
     golden_KIND_fixed.vq                          a file with fixed-width payloads
     golden_KIND_prior.vq                          the same codes range coded with the prior
     golden_KIND_codes.npy                         the codes both files must decode to (int16, no pickle)
+    golden_KIND_depth.vq                          a file with per-cell depth (coding 2)
+    golden_KIND_depth_codes.npy                   the codes it must decode to, -1 where absent
 
 Only regenerate on purpose (a deliberate format or prior change): the point of the fixtures is that
 files written by an earlier build keep decoding to exactly these codes on every machine.
@@ -65,6 +68,9 @@ def golden_image(seed: int, height: int = 72, width: int = 44) -> np.ndarray:
 def main() -> None:
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
+    if sys.argv[1:] == ["depth"]:
+        write_depth()
+        return
 
     torch.manual_seed(0)
     path = save_model(VQVAE(AUDIO_CONFIG).eval(), OUT / "golden_audio.safetensors")
@@ -79,6 +85,23 @@ def main() -> None:
     planes = [codec.image_to_codes(golden_image(seed + 10), 3) for seed in range(6)]
     attach_prior(path, CodePrior.fit(planes, 16, "image", IMAGE_CHUNK_ROWS))
     write(Codec.load(str(path)), "image", lambda c: c.encode_image(Image.fromarray(golden_image(1)), 2))
+    write_depth()
+
+
+def write_depth() -> None:
+    """Per-cell depth files (CODING_PRIOR_DEPTH) from the golden models, with depths that vary."""
+    for kind, weight, encode in (
+            ("audio", 0.1, lambda c: c.encode_audio(golden_audio(2, seconds=1.2), AUDIO_RATE, 4)),
+            ("image", 1.0, lambda c: c.encode_image(Image.fromarray(golden_image(2, 96, 60)), 3))):
+        codec = Codec.load(str(OUT / f"golden_{kind}.safetensors"))
+        codec.rate_weight, codec.depth_weight = 0.0, weight
+        data = encode(codec)
+        header, codes = codec.read_codes(data)
+        depths = np.unique((codes >= 0).sum(1 if kind == "audio" else 0))
+        assert header.coding == 2 and len(depths) >= 3, depths
+        (OUT / f"golden_{kind}_depth.vq").write_bytes(data)
+        np.save(OUT / f"golden_{kind}_depth_codes.npy", codes.astype(np.int16), allow_pickle=False)
+        print(f"{kind}: depth codes {codes.shape}, {int((codes < 0).sum())} absent, {len(data)} bytes")
 
 
 def write(codec: Codec, kind: str, encode) -> None:

@@ -193,7 +193,7 @@ def test_channels_are_coded_independently(codec, signal):
 
 
 @pytest.mark.parametrize("bad", [
-    np.full((1, 1, 5), -1), np.full((1, 1, 5), 16), np.zeros((1, 5, 5), np.int64), np.zeros((5, 5), np.int64),
+    np.full((1, 1, 5), -2), np.full((1, 1, 5), 16), np.zeros((1, 5, 5), np.int64), np.zeros((5, 5), np.int64),
 ])
 def test_codes_to_audio_rejects_invalid_codes(codec, bad):
     with pytest.raises(VQCodecError):

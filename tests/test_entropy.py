@@ -30,39 +30,7 @@ from vqcodec.format import FormatError  # noqa: E402
 from vqcodec.modelfile import attach_prior, read_model_files  # noqa: E402
 from vqcodec.prior import PRECISION, CodePrior, RateCosts, holdout_mask, quantize_rows  # noqa: E402
 
-GOLDEN = REPO / "tests" / "data" / "golden"
-K = 16
-
-
-# ---------------------------------------------------------------- synthetic codes
-
-def markov_plane(levels: int, rows: int, cols: int, seed: int, k: int = K) -> np.ndarray:
-    """Codes with structure a prior can learn: each level follows its left neighbour and the coarser level."""
-    rng = np.random.default_rng(seed)
-    plane = np.zeros((levels, rows, cols), dtype=np.int64)
-    for level in range(levels):
-        for r in range(rows):
-            for c in range(cols):
-                if rng.random() < 0.6 and c > 0:
-                    value = plane[level, r, c - 1]
-                elif level > 0 and rng.random() < 0.6:
-                    value = (plane[level - 1, r, c] * 3 + 1) % k
-                else:
-                    value = min(int(rng.geometric(0.3)) - 1, k - 1)
-                plane[level, r, c] = value
-    return plane
-
-
-@pytest.fixture(scope="module")
-def audio_prior() -> CodePrior:
-    planes = [markov_plane(4, 1, 300, seed)[:, 0] for seed in range(12)]
-    return CodePrior.fit(planes, K, "audio", chunk=500)
-
-
-@pytest.fixture(scope="module")
-def image_prior() -> CodePrior:
-    planes = [markov_plane(3, 12, 10, seed) for seed in range(12)]
-    return CodePrior.fit(planes, K, "image", chunk=16)
+from conftest import GOLDEN, K, markov_plane  # noqa: E402
 
 
 # ---------------------------------------------------------------- the prior itself
@@ -204,16 +172,6 @@ def test_corrupt_prior_file_is_refused(golden_audio_codec):
 
 # ---------------------------------------------------------------- the codec with a prior
 
-@pytest.fixture(scope="module")
-def golden_audio_codec() -> Codec:
-    return Codec.load(str(GOLDEN / "golden_audio.safetensors"))
-
-
-@pytest.fixture(scope="module")
-def golden_image_codec() -> Codec:
-    return Codec.load(str(GOLDEN / "golden_image.safetensors"))
-
-
 def test_codec_writes_prior_files_and_still_reads_fixed_ones():
     codec = Codec.load(str(GOLDEN / "golden_audio.safetensors"))
     codec.rate_weight = 0  # the nearest codes in both codings (test_rate_weight_trades_bits_for_error covers it)
@@ -236,7 +194,7 @@ def test_image_codec_with_prior():
     from PIL import Image
 
     codec = Codec.load(str(GOLDEN / "golden_image.safetensors"))
-    codec.rate_weight = 0  # the nearest codes in both codings
+    codec.rate_weight = codec.depth_weight = 0  # the nearest codes, every level, in both codings
     image = Image.fromarray(golden_image(4, 70, 50))
     entropy_coded = codec.encode_image(image, 3)
     assert vqformat.parse_header(entropy_coded).coding == vqformat.CODING_PRIOR
@@ -278,9 +236,9 @@ def test_rate_weight_trades_bits_for_error(golden_image_codec, golden_audio_code
     for codec, encode, codes_of in (
             (golden_image_codec, lambda c: c.encode_image(image, 3), lambda c: c.image_to_codes(np.asarray(image), 3)),
             (golden_audio_codec, lambda c: c.encode_audio(signal, AUDIO_RATE, 4), lambda c: c.audio_to_codes(signal, 4))):
-        default = codec.rate_weight
+        default, default_depth = codec.rate_weight, codec.depth_weight
         try:
-            codec.rate_weight = 0
+            codec.rate_weight = codec.depth_weight = 0   # the rate term alone (tests/test_depth.py: depths)
             plain = encode(codec)
             codec.rate_weight = 50.0
             cheap = encode(codec)
@@ -296,7 +254,7 @@ def test_rate_weight_trades_bits_for_error(golden_image_codec, golden_audio_code
             codec.rate_weight = 0
             assert encode(codec) == weighted
         finally:
-            codec.rate_weight, codec.coding = default, "auto"
+            codec.rate_weight, codec.depth_weight, codec.coding = default, default_depth, "auto"
     for bad in (-0.1, True, "1", float("nan"), 1e9):
         with pytest.raises(VQCodecError, match="rate weight"):
             golden_image_codec.rate_weight = bad
@@ -374,11 +332,12 @@ from vqcodec import Codec
 audio = Codec.load({audio_model!r})
 image = Codec.load({image_model!r})
 signal = golden_audio(21, seconds=1.3)
-open({out!r} + '/a.vq', 'wb').write(audio.encode_audio(signal, 16000, 4))
-np.save({out!r} + '/a.npy', audio.audio_to_codes(signal, 4))
 rgb = golden_image(22, 90, 60)
-open({out!r} + '/i.vq', 'wb').write(image.encode_image(Image.fromarray(rgb), 3))
-np.save({out!r} + '/i.npy', image.image_to_codes(rgb, 3))
+for suffix, audio.depth_weight, image.depth_weight in (('', 0.0, 0.0), ('d', 0.1, 1.0)):  # d: per-cell depth
+    open({out!r} + '/a' + suffix + '.vq', 'wb').write(audio.encode_audio(signal, 16000, 4))
+    np.save({out!r} + '/a' + suffix + '.npy', audio.audio_to_codes(signal, 4, variable_depth=True))
+    open({out!r} + '/i' + suffix + '.vq', 'wb').write(image.encode_image(Image.fromarray(rgb), 3))
+    np.save({out!r} + '/i' + suffix + '.npy', image.image_to_codes(rgb, 3, variable_depth=True))
 print(torch.get_num_threads())
 """
 
@@ -387,18 +346,20 @@ import sys, numpy as np, torch
 torch.set_num_threads(2)
 sys.path[:0] = [{repo!r}]
 from vqcodec import Codec, format as vqformat
-for name, model in (('a', {audio_model!r}), ('i', {image_model!r})):
+for name, model in (('a', {audio_model!r}), ('i', {image_model!r}), ('ad', {audio_model!r}), ('id', {image_model!r})):
     codec = Codec.load(model)
     data = open({out!r} + '/' + name + '.vq', 'rb').read()
     header, codes = codec.read_codes(data)
-    assert header.coding == vqformat.CODING_PRIOR
+    depths = name.endswith('d')
+    assert header.coding == (vqformat.CODING_PRIOR_DEPTH if depths else vqformat.CODING_PRIOR), name
     assert np.array_equal(codes, np.load({out!r} + '/' + name + '.npy')), name
+    assert (codes < 0).any() == depths, name
     _, chunks, _ = vqformat.parse_file(data)
-    axis = 2 if name == 'a' else 1
+    axis = 2 if name[0] == 'a' else 1
     for i, payload in enumerate(chunks):
         part = np.take(codes, range(i * header.chunk_frames, min(codes.shape[axis], (i + 1) * header.chunk_frames)), axis=axis)
-        assert codec.prior.encode_chunk(part) == payload, (name, i)
-    codec.decode_audio(data) if name == 'a' else codec.decode_image(data)
+        assert codec.prior.encode_chunk(part, depths=depths) == payload, (name, i)
+    codec.decode_audio(data) if name[0] == 'a' else codec.decode_image(data)
 print(torch.get_num_threads())
 """
 
@@ -418,19 +379,21 @@ def test_encode_with_one_thread_decode_with_two_in_other_processes(tmp_path):
 def test_encode_on_gpu_decode_on_cpu():
     from PIL import Image
 
-    for kind in ("audio", "image"):
+    for kind, depth_weight in (("audio", 0.0), ("image", 0.0), ("audio", 0.1), ("image", 1.0)):
         gpu = Codec.load(str(GOLDEN / f"golden_{kind}.safetensors"), device="cuda")
         cpu = Codec.load(str(GOLDEN / f"golden_{kind}.safetensors"), device="cpu")
+        gpu.depth_weight = depth_weight
         if kind == "audio":
             signal = golden_audio(31, seconds=1.2)
-            data, codes = gpu.encode_audio(signal, AUDIO_RATE, 4), gpu.audio_to_codes(signal, 4)
+            data, codes = gpu.encode_audio(signal, AUDIO_RATE, 4), gpu.audio_to_codes(signal, 4, variable_depth=True)
         else:
             rgb = golden_image(32, 80, 64)
-            data, codes = gpu.encode_image(Image.fromarray(rgb), 3), gpu.image_to_codes(rgb, 3)
+            data, codes = gpu.encode_image(Image.fromarray(rgb), 3), gpu.image_to_codes(rgb, 3, variable_depth=True)
         header, decoded = cpu.read_codes(data)
-        assert header.coding == vqformat.CODING_PRIOR
+        assert header.coding == (vqformat.CODING_PRIOR_DEPTH if depth_weight else vqformat.CODING_PRIOR)
         np.testing.assert_array_equal(decoded, codes)
         np.testing.assert_array_equal(gpu.read_codes(data)[1], codes)
+        cpu.decode_audio(data) if kind == "audio" else cpu.decode_image(data)
 
 
 # ---------------------------------------------------------------- fitting and the command line
@@ -528,5 +491,5 @@ def test_fit_prior_on_image_codes_in_process(tmp_path):
     assert codec.prior is not None and codec.prior.num_levels == 3
     assert any("quarter turn" in line for line in lines) and any("prior" in line for line in lines)
     data = codec.encode_image(Image.open(files[0]), 3)
-    assert vqformat.parse_header(data).coding == vqformat.CODING_PRIOR
+    assert vqformat.parse_header(data).coding in vqformat.PRIOR_CODINGS
     codec.decode_image(data)

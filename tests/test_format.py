@@ -44,8 +44,9 @@ def small_image_file(alpha: bytes | None = b"alpha plane bytes") -> bytes:
 @pytest.mark.parametrize("make", [audio_header, image_header,
                                   lambda: audio_header(coding=vqformat.CODING_FIXED, prior_id=0, quality=64, length=1),
                                   lambda: image_header(coding=vqformat.CODING_PRIOR, prior_id=2**32 - 1, mode=14,
-                                                       flags=vqformat.FLAG_ALPHA)],
-                         ids=["audio", "image", "audio-fixed", "image-prior"])
+                                                       flags=vqformat.FLAG_ALPHA),
+                                  lambda: audio_header(coding=vqformat.CODING_PRIOR_DEPTH, prior_id=7)],
+                         ids=["audio", "image", "audio-fixed", "image-prior", "audio-prior-depth"])
 def test_header_round_trip_keeps_every_field(make):
     header = make()
     packed = header.pack()
@@ -238,6 +239,7 @@ AUDIO_ABSURD = [
     dict(quality=200),
     dict(kind=7),
     dict(coding=9),
+    dict(coding=3),
     dict(chunk_frames=0),
     dict(chunk_frames=2**32 - 1),
     dict(chunk_count=2**32 - 1),
@@ -339,9 +341,10 @@ def test_image_file_given_to_audio_decoder(craft, codec):
         codec.decode_audio(data)
 
 
-def test_prior_coding_is_refused_by_a_model_without_prior(small_vq, craft, codec):
-    with pytest.raises(VQCodecError):
-        codec.decode_audio(craft.with_header(small_vq, coding=vqformat.CODING_PRIOR))
+@pytest.mark.parametrize("coding", [vqformat.CODING_PRIOR, vqformat.CODING_PRIOR_DEPTH])
+def test_prior_coding_is_refused_by_a_model_without_prior(small_vq, craft, codec, coding):
+    with pytest.raises(VQCodecError, match="no prior"):
+        codec.decode_audio(craft.with_header(small_vq, coding=coding, prior_id=5))
 
 
 def test_zero_length_audio_file(craft, codec):
@@ -445,7 +448,7 @@ def test_fuzz_mutated_valid_file_with_fixed_header_crc(mutations, small_vq, code
 @FUZZ
 @given(
     kind=st.sampled_from([0, 0, 0, 1, 2]),
-    coding=st.sampled_from([0, 0, 0, 1, 5]),
+    coding=st.sampled_from([0, 0, 0, 1, 2, 5]),
     quality=st.integers(0, 6),
     right_model=st.booleans(),
     sample_rate=st.sampled_from([0, 1, 7, 8000, 16000, 16000, 44100, 768_000, 768_001]),

@@ -126,9 +126,15 @@ def cli():
 @click.option("--rate-weight", default=None, type=click.FloatRange(0, 100),
               help="Rate-distortion optimisation of entropy-coded files: codes are chosen by latent error plus "
                    "their bits under the prior, weighed at this multiple of the error one more codebook would buy "
-                   "per bit. Higher: smaller files, a little worse. Default: 1 for images, 0 (the nearest codes) "
-                   "for audio. Decoding is unaffected.")
-def encode(input_path, output_path, quality, model, kind, device, force, coding, beam, refine, rate_weight):
+                   "per bit. Higher: smaller files, a little worse. Default: 0 (the nearest codes). Decoding is "
+                   "unaffected.")
+@click.option("--depth-weight", default=None, type=click.FloatRange(0, 100),
+              help="Per-cell depth for entropy-coded files: each audio frame or image cell keeps only the first "
+                   "codebooks whose error reduction is worth their bits at this multiple of the same exchange rate; "
+                   "-q is then the most any cell uses. Higher: smaller files, a little worse. 0: every cell uses "
+                   "all -q codebooks. Default: 1 for images, AUDIO_DEFAULT for audio.")
+def encode(input_path, output_path, quality, model, kind, device, force, coding, beam, refine, rate_weight,
+           depth_weight):
     """Encode an audio file or image into a .vq file. Use - for stdin or stdout.
 
     \b
@@ -137,6 +143,7 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
       vqcodec encode photo.png photo.vq -q 8
       vqcodec encode photo.png photo.vq -q 8 --refine 10   # slower encode, about 1 dB better
       vqcodec encode photo.png photo.vq -q 12 --rate-weight 3   # smaller file, a little worse
+      vqcodec encode photo.png photo.vq -q 12 --depth-weight 0  # every cell uses all 12 codebooks
       cat speech.wav | vqcodec encode - - > speech.vq
     """
     from .codec import Codec
@@ -158,6 +165,8 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
     codec.refine = refine
     if rate_weight is not None:
         codec.rate_weight = rate_weight
+    if depth_weight is not None:
+        codec.depth_weight = depth_weight
     if quality is None:
         quality = min(6, codec.num_codebooks) if kind == "audio" else min(8, codec.num_codebooks)
     if kind == "audio":
@@ -287,8 +296,10 @@ def codes(input_path, output_path, model, force):
     """Write the integer codes of a .vq file to a NumPy .npy file, without decoding the media.
 
     The array is int32: audio (channels, quality, frames) at the model's frame rate, images
-    (quality, rows, cols) of latent cells. Load it with numpy.load(OUTPUT) (no pickle), and
-    turn codes back into media with the Python API (Codec.codes_to_audio, codes_to_image).
+    (quality, rows, cols) of latent cells. In files with per-cell depth (--depth-weight), a
+    frame's or cell's levels beyond its depth are -1. Load it with numpy.load(OUTPUT) (no
+    pickle), and turn codes back into media with the Python API (Codec.codes_to_audio,
+    codes_to_image).
 
     \b
     Examples:
@@ -315,6 +326,9 @@ def _print_code_report(report: dict) -> None:
         ideal = f"{row['ideal_bits']:12.0f}   {row['ideal_bits'] / max(row['codes'], 1):15.3f}" if has_ideal \
             else f"{'-':>12}   {'-':>15}"
         click.echo(f" {row['level']:8d} {row['codes']:11d} {row['fixed_bits']:12d} {ideal}")
+    if report["depth_ideal_bits"] is not None:
+        click.echo(f" {'depths':>8} {report['cells']:11d} {'-':>12} {report['depth_ideal_bits']:12.0f}   "
+                   f"{report['depth_ideal_bits'] / max(report['cells'], 1):15.3f}")
     fixed_bits = sum(r["fixed_bits"] for r in report["levels"])
     click.echo(f" {'total':>8} {sum(r['codes'] for r in report['levels']):11d} {fixed_bits:12d}"
                + (f" {report['ideal_bytes'] * 8:12.0f}" if has_ideal else ""))

@@ -27,7 +27,7 @@ from . import format as vqformat
 from .errors import VQCodecError
 from .io import ALPHA_MODES, IMAGE_MODE_NAMES, image_to_planes, planes_to_image
 from .modelfile import build_model, read_model_files
-from .prior import CodePrior, RateCosts
+from .prior import ABSENT, CodePrior, RateCosts
 from .refine import LEARNING_RATE as REFINE_LEARNING_RATE, refine_codes
 
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
@@ -40,9 +40,17 @@ MAX_BEAM = 64
 # Rate-distortion-optimised quantisation (Codec.rate_weight): bits under the prior are weighed against
 # squared latent error when codes are chosen for entropy-coded files, at this multiple of the quality
 # ladder's own exchange rate. Chosen on the training sets (bench/rdo.py): for speech it saved 1-2 %
-# at equal PESQ but nothing at equal log-mel distance, so audio keeps the nearest codes (0).
-DEFAULT_RATE_WEIGHT = {"audio": 0.0, "image": 1.0}
+# at equal PESQ but nothing at equal log-mel distance; for photos it saved 3-6 % alone, but nothing
+# measurable on top of per-cell depth, for up to 0.3 s more per photo. So both keep the nearest codes.
+DEFAULT_RATE_WEIGHT = {"audio": 0.0, "image": 0.0}
 MAX_RATE_WEIGHT = 100.0
+# Per-cell depth (Codec.depth_weight): an entropy-coded file's cells (audio frames, image latent cells)
+# each use only the levels whose error reduction is worth their bits, at this multiple of the ladder's
+# exchange rate (0: every cell uses every level). Chosen on the training sets (bench/rdo.py): photos
+# saved 8 / 14-15 / 18-21 % at equal PSNR with weights 0.5 / 1 / 2, but the higher weights also lower
+# the best quality -q 20 reaches (-0.12 dB at 1, -0.35 dB at 2), so images use 1.
+DEFAULT_DEPTH_WEIGHT = {"audio": 0.0, "image": 1.0}
+MAX_DEPTH_WEIGHT = 100.0
 MAX_REFINE = 1000
 IMAGE_TILE = 64                 # latent cells per tile side, before context
 STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
@@ -127,6 +135,12 @@ def _checked_setting(name: str, value, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise VQCodecError(f"{name} must be an integer from {low} to {high}, not {value!r}")
     return value
+
+
+def _checked_weight(name: str, value, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
+        raise VQCodecError(f"{name} must be a number from 0 to {high:g}, not {value!r}")
+    return float(value)
 
 
 def _blocks(total: int, block: int) -> Iterator[tuple[int, int]]:
@@ -258,6 +272,7 @@ class Codec:
         self.beam = DEFAULT_BEAM[self.kind] if beam is None else beam
         self.refine = 0
         self.rate_weight = DEFAULT_RATE_WEIGHT[self.kind]
+        self.depth_weight = DEFAULT_DEPTH_WEIGHT[self.kind]
         self._refine_loss = None
 
     @classmethod
@@ -295,9 +310,19 @@ class Codec:
 
     @rate_weight.setter
     def rate_weight(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_RATE_WEIGHT:
-            raise VQCodecError(f"rate weight must be a number from 0 to {MAX_RATE_WEIGHT:g}, not {value!r}")
-        self._rate_weight = float(value)
+        self._rate_weight = _checked_weight("rate weight", value, MAX_RATE_WEIGHT)
+
+    @property
+    def depth_weight(self) -> float:
+        """Per-cell depth for entropy-coded files (CODING_PRIOR_DEPTH): each cell (audio frame, image
+        latent cell) keeps the first d of the file's levels, d chosen to minimise its squared latent
+        error plus this weight times the ladder's exchange rate (as for rate_weight) times the bits of
+        its codes under the prior. 0: every cell uses every level. Decoding does not depend on it."""
+        return self._depth_weight
+
+    @depth_weight.setter
+    def depth_weight(self, value: float) -> None:
+        self._depth_weight = _checked_weight("depth weight", value, MAX_DEPTH_WEIGHT)
 
     def _rate_costs(self, window: torch.Tensor, inner: tuple[slice, ...], quality: int) -> RateCosts | None:
         """The rate term for choosing the codes of a window's inner cells, or None when codes are
@@ -323,10 +348,48 @@ class Codec:
         costs.scale(scale)
         return costs
 
-    def _quantize(self, window: torch.Tensor, inner: tuple[slice, ...], quality: int) -> torch.Tensor:
+    def _depth_active(self, variable_depth: bool) -> bool:
+        return variable_depth and self.depth_weight > 0 and self._coding_id() == vqformat.CODING_PRIOR
+
+    def _choose_depths(self, latents: torch.Tensor, codes: torch.Tensor, depth_lambda: float | None = None) -> torch.Tensor:
+        """Per-cell depth: codes (q, batch, *cells) of latents (batch, D, *cells), with each cell's levels
+        from its depth d on set to ABSENT; d (0..q) minimises the cell's squared error after d levels plus
+        lambda times the bits of its first d codes under the prior (with these codes as context).
+
+        lambda is depth_weight times the quality ladder's exchange rate measured on these cells: the
+        error one more level of nearest codes removes, summed, per bit it spends (at the top quality,
+        the last level's own), unless `depth_lambda` gives it."""
+        rvq = self.model.quantizer
+        quality = codes.shape[0]
+        vectors = latents.movedim(1, -1).reshape(-1, latents.shape[1])
+        flat = codes.reshape(quality, -1)
+        ladder = min(quality + 1, self.num_codebooks)
+        if ladder > quality:
+            flat = torch.cat([flat, rvq.layers[quality].encode(vectors - rvq.decode(flat))[None]])
+        errors = rvq.partial_errors(vectors, flat).double()                          # (ladder + 1, cells)
+        planes = flat.reshape(ladder, *codes.shape[1:]).transpose(0, 1).cpu().numpy()  # (batch, ladder, *cells)
+        bits = torch.from_numpy(np.stack([self.prior.code_bits(p[:, None] if p.ndim == 2 else p).reshape(ladder, -1)
+                                          for p in planes], 1).reshape(ladder, -1)).to(errors.device)
+        if depth_lambda is None:
+            removed, spent = float((errors[ladder - 1] - errors[ladder]).sum()), float(bits[ladder - 1].sum())
+            if not (removed > 0 and spent > 0):
+                return codes
+            depth_lambda = self.depth_weight * removed / spent
+        spent_by_depth = torch.cat([bits.new_zeros((1, bits.shape[1])), bits[:quality].cumsum(0)])
+        depth = (errors[:quality + 1] + depth_lambda * spent_by_depth).argmin(0)
+        absent = torch.arange(quality, device=codes.device)[:, None] >= depth[None]
+        return flat[:quality].masked_fill(absent, ABSENT).reshape(codes.shape)
+
+    def _quantize(self, window: torch.Tensor, inner: tuple[slice, ...], quality: int,
+                  variable_depth: bool = False) -> torch.Tensor:
         """Codes (quality, batch, *inner cells) of the inner cells of a window of latents (batch, D, *cells)."""
         cells = window[(slice(None), slice(None)) + inner]
-        return self.model.quantizer.encode_cells(cells, quality, self.beam, self._rate_costs(window, inner, quality))
+        codes = self.model.quantizer.encode_cells(cells, quality, self.beam, self._rate_costs(window, inner, quality))
+        return self._choose_depths(cells, codes) if self._depth_active(variable_depth) else codes
+
+    def _depth_finish(self, variable_depth: bool):
+        """For refine_codes: what turns a step's codes into the file's codes (the depth choice, or nothing)."""
+        return self._choose_depths if self._depth_active(variable_depth) else None
 
     # ------------------------------------------------------------ payload coding
 
@@ -344,21 +407,31 @@ class Codec:
         self._coding = value
 
     def _coding_id(self) -> int:
+        """The coding of new files whose cells use every level: CODING_PRIOR or CODING_FIXED."""
         use_prior = self.prior is not None and self._coding != "fixed"
         return vqformat.CODING_PRIOR if use_prior else vqformat.CODING_FIXED
 
+    def _file_coding(self, codes: np.ndarray) -> int:
+        """The coding of a new file holding `codes`: CODING_PRIOR_DEPTH when some cell stops short."""
+        coding = self._coding_id()
+        if (codes < 0).any():
+            if coding != vqformat.CODING_PRIOR:
+                raise VQCodecError("codes with absent levels (-1) need entropy coding with the model's prior")
+            return vqformat.CODING_PRIOR_DEPTH
+        return coding
+
     def _prior_id(self, coding: int) -> int:
-        return self.prior.prior_id if coding == vqformat.CODING_PRIOR else 0
+        return self.prior.prior_id if coding in vqformat.PRIOR_CODINGS else 0
 
     def _encode_payload(self, coding: int, codes: np.ndarray) -> bytes:
         """One chunk's codes, audio (channels, q, frames) or image (q, rows, cols), as a payload."""
-        if coding == vqformat.CODING_PRIOR:
-            return self.prior.encode_chunk(codes)
+        if coding in vqformat.PRIOR_CODINGS:
+            return self.prior.encode_chunk(codes, depths=coding == vqformat.CODING_PRIOR_DEPTH)
         return entropy.pack_fixed(codes, self.codebook_size)
 
     def _decode_payload(self, header: vqformat.Header, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
-        if header.coding == vqformat.CODING_PRIOR:
-            return self.prior.decode_chunk(payload, shape)
+        if header.coding in vqformat.PRIOR_CODINGS:
+            return self.prior.decode_chunk(payload, shape, depths=header.coding == vqformat.CODING_PRIOR_DEPTH)
         return entropy.unpack_fixed(payload, math.prod(shape), self.codebook_size).reshape(shape)
 
     def _check_quality(self, quality: int) -> int:
@@ -373,8 +446,10 @@ class Codec:
 
     # ------------------------------------------------------------ audio: codes
 
-    def _encode_frames(self, samples: _SampleWindow, total_frames: int, quality: int) -> np.ndarray:
-        """(channels, quality, frames) codes of a sample stream at the model rate."""
+    def _encode_frames(self, samples: _SampleWindow, total_frames: int, quality: int,
+                       variable_depth: bool = False) -> np.ndarray:
+        """(channels, quality, frames) codes of a sample stream at the model rate (ABSENT beyond each
+        frame's depth with `variable_depth`)."""
         ctx, hop = self.cfg.context_frames, self.hop
         parts = []
         for f0, f1 in _blocks(total_frames, self.block_frames):
@@ -383,13 +458,13 @@ class Codec:
             window = self.model.encoder(x)
             if self.refine:
                 previous = parts[-1][:, :, parts[-1].shape[2] - (f0 - a):] if parts else None
-                codes = self._refine_block(x, window, (slice(f0 - a, f1 - a),), previous, quality)
+                codes = self._refine_block(x, window, (slice(f0 - a, f1 - a),), previous, quality, variable_depth)
             else:
-                codes = self._quantize(window, (slice(f0 - a, f1 - a),), quality)
+                codes = self._quantize(window, (slice(f0 - a, f1 - a),), quality, variable_depth)
             parts.append(codes.transpose(0, 1).cpu().numpy())
         return np.concatenate(parts, axis=2) if parts else np.zeros((samples.buffer.shape[0], quality, 0), np.int64)
 
-    def _refine_block(self, x, window, inner, previous, quality) -> torch.Tensor:
+    def _refine_block(self, x, window, inner, previous, quality, variable_depth) -> torch.Tensor:
         """Codes (quality, channels, frames) of one block's inner frames by latent refinement
         (vqcodec/refine.py) against the training loss. The context before the block keeps the
         previous block's final codes, the context after it its unrefined codes."""
@@ -400,7 +475,7 @@ class Codec:
         samples = (slice(None), slice(None), slice(inner[0].start * hop, inner[0].stop * hop))
         return refine_codes(rvq, self.model.decoder, self._loss(), window, rvq.decode_cells(context), inner,
                             x[samples], samples, quality, self.beam, self.refine, REFINE_LEARNING_RATE["audio"],
-                            self._rate_costs(window, inner, quality))
+                            self._rate_costs(window, inner, quality), self._depth_finish(variable_depth))
 
     def _loss(self):
         """The refinement objective (estimate, target) -> scalar tensor: the training loss for audio,
@@ -425,21 +500,26 @@ class Codec:
             yield audio.cpu().numpy().astype(np.float32)
 
     @torch.no_grad()  # not inference_mode: refinement needs gradients through the decoder
-    def audio_to_codes(self, audio: np.ndarray, quality: int | None = None) -> np.ndarray:
-        """Codes of audio already at the model rate: (channels, samples) -> int64 (channels, quality, frames)."""
+    def audio_to_codes(self, audio: np.ndarray, quality: int | None = None, variable_depth: bool = False) -> np.ndarray:
+        """Codes of audio already at the model rate: (channels, samples) -> int64 (channels, quality, frames).
+
+        With `variable_depth` (and a depth weight, for entropy coding) each frame keeps only the levels
+        that pay for their bits, as in files: the rest of its codes are -1."""
         self._require("audio")
         audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
         quality = self._check_quality(self.num_codebooks if quality is None else quality)
         frames = math.ceil(audio.shape[1] / self.hop)
-        return self._encode_frames(_SampleWindow(iter([audio]), audio.shape[0], audio.shape[1]), frames, quality)
+        return self._encode_frames(_SampleWindow(iter([audio]), audio.shape[0], audio.shape[1]), frames, quality,
+                                   variable_depth)
 
     @torch.inference_mode()
     def codes_to_audio(self, codes: np.ndarray) -> np.ndarray:
-        """(channels, quality, frames) codes -> float32 (channels, frames * hop) at the model rate."""
+        """(channels, quality, frames) codes -> float32 (channels, frames * hop) at the model rate; a code of
+        -1 leaves its level out of that frame."""
         self._require("audio")
         codes = np.asarray(codes, dtype=np.int64)
-        if codes.ndim != 3 or codes.shape[1] > self.num_codebooks or (codes.size and (codes.min() < 0 or codes.max() >= self.codebook_size)):
-            raise VQCodecError("codes must be an int array (channels, quality, frames) of valid indices")
+        if codes.ndim != 3 or codes.shape[1] > self.num_codebooks or (codes.size and (codes.min() < ABSENT or codes.max() >= self.codebook_size)):
+            raise VQCodecError("codes must be an int array (channels, quality, frames) of valid indices or -1")
         blocks = list(self._decode_frames(codes))
         return np.concatenate(blocks, axis=1) if blocks else np.zeros((codes.shape[0], 0), np.float32)
 
@@ -450,7 +530,7 @@ class Codec:
         return -(-samples * self.sample_rate // rate)
 
     def _pack_audio(self, codes: np.ndarray, rate: int, samples: int, quality: int) -> bytes:
-        coding = self._coding_id()
+        coding = self._file_coding(codes)
         header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=coding, quality=quality,
                                  model_id=self.model_id, prior_id=self._prior_id(coding), sample_rate=rate,
                                  length=samples, channels=codes.shape[0], chunk_frames=AUDIO_CHUNK_FRAMES)
@@ -475,7 +555,7 @@ class Codec:
         model_length = self._model_length(samples, sample_rate)
         stream = _resampled_blocks(_checked(blocks), sample_rate, self.sample_rate, channels, model_length)
         window = _SampleWindow(stream, channels, model_length)
-        codes = self._encode_frames(window, math.ceil(model_length / self.hop), quality)
+        codes = self._encode_frames(window, math.ceil(model_length / self.hop), quality, variable_depth=True)
         return self._pack_audio(codes, sample_rate, samples, quality)
 
     def encode_audio(self, audio: np.ndarray, sample_rate: int, quality: int) -> bytes:
@@ -524,7 +604,7 @@ class Codec:
                                f"({self.model_id.hex()}); pass the matching --model")
         if header.quality > self.num_codebooks:
             raise VQCodecError(f"file uses {header.quality} codebooks; model {self.name} has {self.num_codebooks}")
-        if header.coding == vqformat.CODING_PRIOR:
+        if header.coding in vqformat.PRIOR_CODINGS:
             if self.prior is None:
                 raise VQCodecError(f"file is entropy coded with prior {header.prior_id:08x}, but model {self.name} "
                                    "has no prior; pass the model files that wrote it")
@@ -554,10 +634,11 @@ class Codec:
     def code_report(self, data: bytes) -> dict:
         """Where the bits of a `.vq` file written by this model go, without running the networks.
 
-        Per codebook level: the number of codes, their fixed-width size and, when the model has a
-        prior, their ideal code length under it (sum of -log2 p). A range-coded stream cannot be
-        split by level, so the actual size is given for the payloads as a whole; `framing_bytes` is
-        the header, the chunk heads and the alpha plane.
+        Per codebook level: the number of codes present, their fixed-width size and, when the model
+        has a prior, their ideal code length under it (sum of -log2 p); for files with per-cell depth,
+        also the ideal length of the depth maps (`depth_ideal_bits`, included in `ideal_bytes`). A
+        range-coded stream cannot be split by level, so the actual size is given for the payloads as a
+        whole; `framing_bytes` is the header, the chunk heads and the alpha plane.
         """
         header, chunks, alpha = vqformat.parse_file(data)
         self._check_file_model(header)
@@ -565,28 +646,37 @@ class Codec:
         if header.kind == vqformat.KIND_AUDIO:
             total = math.ceil(self._model_length(header.length, header.sample_rate) / self.hop)
             shape_of = lambda n: (header.channels, quality, n)  # noqa: E731
+            level_axis = 1
         else:
             total, cols = math.ceil(header.height / self.hop), math.ceil(header.width / self.hop)
             shape_of = lambda n: (quality, n, cols)  # noqa: E731
+            level_axis = 0
         self._check_chunks(header, chunks, total)
         counts = np.zeros(quality, dtype=np.int64)
         ideal = np.zeros(quality) if self.prior is not None else None
+        depth_bits = 0.0 if header.coding == vqformat.CODING_PRIOR_DEPTH else None
+        cells = 0
         for (a, b), payload in zip(_blocks(total, header.chunk_frames), chunks):
             codes = self._decode_payload(header, payload, shape_of(b - a))
-            counts += codes.size // quality
+            counts += np.moveaxis(codes >= 0, level_axis, 0).reshape(quality, -1).sum(1)
+            cells += codes.size // quality
             if ideal is not None:
                 ideal += self.prior.ideal_bits(codes)
+            if depth_bits is not None:
+                depth_bits += self.prior.depth_bits(codes)
         payload_bytes = sum(len(c) for c in chunks)
         fixed_width = entropy.bits_per_index(self.codebook_size)
         return {
             "coding": vqformat.CODING_NAMES[header.coding],
-            "prior_id": f"{header.prior_id:08x}" if header.coding == vqformat.CODING_PRIOR else None,
+            "prior_id": f"{header.prior_id:08x}" if header.coding in vqformat.PRIOR_CODINGS else None,
             "chunks": len(chunks),
             "payload_bytes": payload_bytes,
             "framing_bytes": len(data) - payload_bytes,
             "fixed_width_bytes": sum(math.ceil(math.prod(shape_of(b - a)) * fixed_width / 8)
                                      for a, b in _blocks(total, header.chunk_frames)),
-            "ideal_bytes": float(ideal.sum() / 8) if ideal is not None else None,
+            "ideal_bytes": float((ideal.sum() + (depth_bits or 0.0)) / 8) if ideal is not None else None,
+            "cells": cells,
+            "depth_ideal_bits": round(depth_bits, 1) if depth_bits is not None else None,
             "levels": [{"level": level, "codes": int(counts[level]), "fixed_bits": int(counts[level] * fixed_width),
                         "ideal_bits": round(float(ideal[level]), 1) if ideal is not None else None}
                        for level in range(quality)],
@@ -641,8 +731,11 @@ class Codec:
                 yield r0, r1, c0, c1
 
     @torch.no_grad()  # as audio_to_codes
-    def image_to_codes(self, rgb: np.ndarray, quality: int | None = None) -> np.ndarray:
-        """uint8 RGB (h, w, 3) -> int64 codes (quality, ceil(h/hop), ceil(w/hop)), coded in tiles."""
+    def image_to_codes(self, rgb: np.ndarray, quality: int | None = None, variable_depth: bool = False) -> np.ndarray:
+        """uint8 RGB (h, w, 3) -> int64 codes (quality, ceil(h/hop), ceil(w/hop)), coded in tiles.
+
+        With `variable_depth` (and a depth weight, for entropy coding) each latent cell keeps only the
+        levels that pay for their bits, as in files: the rest of its codes are -1."""
         self._require("image")
         quality = self._check_quality(self.num_codebooks if quality is None else quality)
         hop, ctx = self.hop, self.cfg.context_frames
@@ -659,14 +752,15 @@ class Codec:
             window = self.model.encoder(x)
             inner = (slice(r0 - a, r1 - a), slice(c0 - c, c1 - c))
             if self.refine:
-                tile_codes = self._refine_tile(x, window, inner, codes[:, a:b, c:d], done[a:b, c:d], quality)
+                tile_codes = self._refine_tile(x, window, inner, codes[:, a:b, c:d], done[a:b, c:d], quality,
+                                               variable_depth)
             else:
-                tile_codes = self._quantize(window, inner, quality)
+                tile_codes = self._quantize(window, inner, quality, variable_depth)
             codes[:, r0:r1, c0:c1] = tile_codes[:, 0].cpu().numpy()
             done[r0:r1, c0:c1] = True
         return codes
 
-    def _refine_tile(self, x, window, inner, window_codes, window_done, quality) -> torch.Tensor:
+    def _refine_tile(self, x, window, inner, window_codes, window_done, quality, variable_depth) -> torch.Tensor:
         """Codes (quality, 1, rows, cols) of one tile's inner cells by latent refinement
         (vqcodec/refine.py). Context cells keep the final codes where an earlier tile chose them,
         else their unrefined codes."""
@@ -678,13 +772,17 @@ class Codec:
                   slice(inner[1].start * hop, inner[1].stop * hop))
         return refine_codes(rvq, self.model.decoder, self._loss(), window, rvq.decode_cells(context), inner,
                             x[pixels], pixels, quality, self.beam, self.refine, REFINE_LEARNING_RATE["image"],
-                            self._rate_costs(window, inner, quality))
+                            self._rate_costs(window, inner, quality), self._depth_finish(variable_depth))
 
     @torch.inference_mode()
     def codes_to_image(self, codes: np.ndarray, height: int | None = None, width: int | None = None) -> np.ndarray:
-        """(quality, rows, cols) codes -> uint8 RGB (height, width, 3), decoded in tiles."""
+        """(quality, rows, cols) codes -> uint8 RGB (height, width, 3), decoded in tiles; a code of -1
+        leaves its level out of that cell."""
         self._require("image")
         hop, ctx = self.hop, self.cfg.context_frames
+        codes = np.asarray(codes, dtype=np.int64)
+        if codes.ndim != 3 or codes.shape[0] > self.num_codebooks or (codes.size and (codes.min() < ABSENT or codes.max() >= self.codebook_size)):
+            raise VQCodecError("codes must be an int array (quality, rows, cols) of valid indices or -1")
         quality, rows, cols = codes.shape
         height, width = height or rows * hop, width or cols * hop
         out = np.zeros((rows * hop, cols * hop, 3), dtype=np.uint8)
@@ -705,8 +803,8 @@ class Codec:
         h, w, _ = rgb.shape
         if max(h, w) > vqformat.MAX_IMAGE_SIDE or h * w > vqformat.MAX_IMAGE_PIXELS:
             raise VQCodecError(f"image {w}x{h} exceeds the size limit")
-        codes = self.image_to_codes(rgb, quality)
-        coding = self._coding_id()
+        codes = self.image_to_codes(rgb, quality, variable_depth=True)
+        coding = self._file_coding(codes)
         header = vqformat.Header(kind=vqformat.KIND_IMAGE, coding=coding, quality=quality,
                                  model_id=self.model_id, prior_id=self._prior_id(coding), width=w, height=h,
                                  channels=3, mode=mode, chunk_frames=IMAGE_CHUNK_ROWS)

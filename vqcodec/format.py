@@ -22,8 +22,10 @@ _CHUNK_HEAD = struct.Struct("<II")  # payload length, payload CRC32
 
 KIND_AUDIO, KIND_IMAGE = 0, 1
 KIND_NAMES = {KIND_AUDIO: "audio", KIND_IMAGE: "image"}
-CODING_FIXED, CODING_PRIOR = 0, 1
-CODING_NAMES = {CODING_FIXED: "fixed-width", CODING_PRIOR: "prior range coding"}
+CODING_FIXED, CODING_PRIOR, CODING_PRIOR_DEPTH = 0, 1, 2
+CODING_NAMES = {CODING_FIXED: "fixed-width", CODING_PRIOR: "prior range coding",
+                CODING_PRIOR_DEPTH: "prior range coding, per-cell depth"}
+PRIOR_CODINGS = (CODING_PRIOR, CODING_PRIOR_DEPTH)
 FLAG_ALPHA = 1
 
 # Sanity bounds, checked before allocating anything.

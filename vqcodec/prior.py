@@ -21,10 +21,16 @@ probability path depends on a float computation, torch or the codes' device.
 Coding order inside a chunk: for each channel (audio) and each level, coarse to fine; a level whose
 context only uses `up` is coded in groups of equal context (one constriction call per context); a
 level that uses its own neighbours is coded symbol by symbol in raster order.
+
+Per-cell depth (the CODING_PRIOR_DEPTH payload): a cell (an audio frame or an image latent cell)
+may use fewer levels than the file's quality. Its codes beyond its depth are ABSENT (-1) in the
+code arrays and are not coded; each plane's depth map goes first, under an adaptive integer model
+(DepthModel), and absent neighbours count as unavailable context.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +57,9 @@ JOINT_CLASSES_WITHOUT_UP = {"left": 32, "above": 32}  # the first image level: s
 BETAS = (0.5, 2.0, 8.0, 32.0, 128.0, 512.0, 2048.0, 8192.0)
 DEFAULT_BETA = 8.0
 SEQUENTIAL_MIN_GAIN = 0.01   # a level codes symbol by symbol only when that saves over 1% of its bits
+ABSENT = -1                  # code value of a level a cell does not use (per-cell depth)
+DEPTH_INCREMENT = 16         # the adaptive depth model adds this to a depth's count once it is coded
+DEPTH_COUNT_LIMIT = 1 << 13  # and halves its counts (rounding up) when they sum to more than this
 
 
 def _require_constriction():
@@ -82,6 +91,109 @@ def quantize_rows(p: np.ndarray) -> np.ndarray:
     return q.astype(np.uint16)
 
 
+def coder_weights(row) -> np.ndarray:
+    """constriction weights for a probability row of integers q >= 1 summing to 2**PRECISION: the
+    integers 256 q - 1, exact in float64 and summing to exactly 2**24 - len(row) (module doc)."""
+    return np.asarray(row, dtype=np.float64) * (1 << (CODER_PRECISION - PRECISION)) - 1.0
+
+
+def counts_to_row(counts: list[int], total: int | None = None) -> list[int]:
+    """Positive integer counts (summing to `total`) -> integers q >= 1 summing to exactly 2**PRECISION,
+    in integer arithmetic only: 1 + floor(count * (2**PRECISION - n) / total), the remainder to the
+    first largest count."""
+    n = len(counts)
+    total = sum(counts) if total is None else total
+    budget = (1 << PRECISION) - n
+    row = [1 + c * budget // total for c in counts]
+    row[counts.index(max(counts))] += (1 << PRECISION) - sum(row)
+    return row
+
+
+class DepthModel:
+    """Adaptive model of the depth (0..quality) of every cell of one plane, in raster order.
+
+    The context is the rounded mean of the left and above neighbours' depths (one of them when the
+    other is outside the plane, `quality` when both are); each context has its own counts, starting
+    at 1 for every depth. After a depth is coded its count grows by DEPTH_INCREMENT, and a context's
+    counts are halved, rounding up, once they sum to more than DEPTH_COUNT_LIMIT. Everything is an
+    integer, so encoder and decoder build the same probabilities on every machine.
+    """
+
+    def __init__(self, quality: int):
+        self.quality = int(quality)
+        self.counts: dict[int, list[int]] = {}
+        self._totals: dict[int, int] = {}
+        self._models: dict[int, object] = {}
+
+    def context(self, left: int | None, above: int | None) -> int:
+        if left is None and above is None:
+            return self.quality
+        if left is None or above is None:
+            return above if left is None else left
+        return (left + above + 1) // 2
+
+    def row(self, context: int) -> list[int]:
+        """The probability row (integers summing to 2**PRECISION) of a context, as it stands."""
+        counts = self.counts.get(context)
+        return counts_to_row(counts if counts is not None else [1] * (self.quality + 1))
+
+    def model(self, context: int):
+        """The row of a context as a constriction model (cached until the context's next update)."""
+        model = self._models.get(context)
+        if model is None:
+            counts = self.counts.get(context)
+            row = counts_to_row(counts, self._totals[context]) if counts is not None else self.row(context)
+            # coder_weights, in plain Python: faster than NumPy for a row this short
+            weights = np.array([(q << (CODER_PRECISION - PRECISION)) - 1 for q in row], dtype=np.float64)
+            model = self._models[context] = constriction.stream.model.Categorical(weights, perfect=False)
+        return model
+
+    def update(self, context: int, depth: int) -> None:
+        counts = self.counts.get(context)
+        if counts is None:
+            counts = self.counts[context] = [1] * (self.quality + 1)
+            self._totals[context] = self.quality + 1
+        counts[depth] += DEPTH_INCREMENT
+        self._totals[context] += DEPTH_INCREMENT
+        if self._totals[context] > DEPTH_COUNT_LIMIT:
+            counts[:] = [(c + 1) // 2 for c in counts]
+            self._totals[context] = sum(counts)
+        self._models.pop(context, None)
+
+    def walk(self, rows: int, cols: int, depths: list[list[int]]):
+        """Yield (row, col, context) in raster order; `depths` must hold the depth of every earlier cell."""
+        for r in range(rows):
+            for c in range(cols):
+                yield r, c, self.context(depths[r][c - 1] if c else None, depths[r - 1][c] if r else None)
+
+    def code(self, rows: int, cols: int, depths: list[list[int]], step) -> None:
+        """Visit the cells in raster order: `step(model, row, col)` codes one cell's depth with the
+        constriction model of its context and returns it; `depths` (lists of rows) must hold the depth
+        of every earlier cell (the decoder's `step` fills it in as it goes)."""
+        quality = self.quality
+        for r in range(rows):
+            above_row = depths[r - 1] if r else None
+            left = None
+            for c in range(cols):
+                above = above_row[c] if above_row is not None else None
+                if left is None:
+                    context = quality if above is None else above
+                else:
+                    context = left if above is None else (left + above + 1) // 2
+                left = step(self.model(context), r, c)
+                self.update(context, left)
+
+
+def plane_depths(plane: np.ndarray) -> np.ndarray:
+    """Depth of every cell of a code plane (levels, rows, cols): its number of leading present codes.
+    Raises ValueError unless every cell's present codes come first (then only ABSENT)."""
+    present = plane >= 0
+    depth = present.sum(0)
+    if (plane < ABSENT).any() or not np.array_equal(present, np.arange(plane.shape[0])[:, None, None] < depth[None]):
+        raise ValueError("codes must be present from the first level up to a cell's depth, then -1")
+    return depth
+
+
 @dataclass
 class LevelPrior:
     sources: tuple[str, ...]                    # in SOURCES order
@@ -108,8 +220,8 @@ class LevelPrior:
 def _neighbours(plane: np.ndarray, level: int, codebook_size: int) -> dict[str, np.ndarray]:
     """Known code values of each context source for every cell of `plane[level]` (R, C)."""
     k = codebook_size
-    x = plane[level]
-    up = plane[level - 1] if level > 0 else np.full_like(x, k)
+    x = np.where(plane[level] < 0, k, plane[level])  # an absent code is unavailable context
+    up = np.where(plane[level - 1] < 0, k, plane[level - 1]) if level > 0 else np.full_like(x, k)
     left = np.full_like(x, k)
     left[:, 1:] = x[:, :-1]
     above = np.full_like(x, k)
@@ -244,9 +356,7 @@ class CodePrior:
         model = cache.get(context)
         if model is None:
             _require_constriction()
-            # integers 256 q - 1, exact in float64, summing to exactly 2**24 - K (see the module doc)
-            weights = self.levels[level].table[context].astype(np.float64) * (1 << (CODER_PRECISION - PRECISION)) - 1.0
-            model = constriction.stream.model.Categorical(weights, perfect=False)
+            model = constriction.stream.model.Categorical(coder_weights(self.levels[level].table[context]), perfect=False)
             cache[context] = model
         return model
 
@@ -276,34 +386,62 @@ class CodePrior:
             return [np.asarray(channel, dtype=np.int64)[:, None, :] for channel in codes]
         return [np.asarray(codes, dtype=np.int64)]
 
+    def code_bits(self, plane: np.ndarray) -> np.ndarray:
+        """-log2 p of every code of a plane (levels, rows, cols), with the plane's own codes as context;
+        0 where a code is absent."""
+        plane = np.asarray(plane, dtype=np.int64)
+        bits = np.zeros(plane.shape)
+        for level in range(plane.shape[0]):
+            ctx = _contexts(self.levels[level], _neighbours(plane, level, self.codebook_size))
+            present = plane[level] >= 0
+            bits[level][present] = self._level_log2(level)[ctx[present], plane[level][present]]
+        return bits
+
     def ideal_bits(self, codes: np.ndarray) -> np.ndarray:
-        """Ideal code length, sum of -log2 p, of one chunk's codes: float64 bits per level."""
+        """Ideal code length, sum of -log2 p, of one chunk's codes: float64 bits per level (absent codes
+        cost nothing here; their depth maps are counted by depth_bits)."""
         planes = self._planes(codes)
         quality = planes[0].shape[0] if planes else 0
         bits = np.zeros(quality)
         for plane in planes:
-            for level in range(quality):
-                ctx = _contexts(self.levels[level], _neighbours(plane, level, self.codebook_size))
-                bits[level] += self._level_log2(level)[ctx, plane[level]].sum()
+            bits += self.code_bits(plane).reshape(quality, -1).sum(1)
         return bits
+
+    def depth_bits(self, codes: np.ndarray) -> float:
+        """Ideal code length of one chunk's depth maps under DepthModel (CODING_PRIOR_DEPTH)."""
+        total = 0.0
+        for plane in self._planes(codes):
+            depth = plane_depths(plane)
+            rows = depth.tolist()
+            model = DepthModel(plane.shape[0])
+            for r, c, context in model.walk(*depth.shape, rows):
+                total += PRECISION - math.log2(model.row(context)[rows[r][c]])
+                model.update(context, rows[r][c])
+        return total
 
     # ------------------------------------------------------------ coding
 
-    def encode_chunk(self, codes: np.ndarray) -> bytes:
-        """Range-code one chunk's codes (shape as in _planes) into a payload."""
+    def encode_chunk(self, codes: np.ndarray, depths: bool = False) -> bytes:
+        """Range-code one chunk's codes (shape as in _planes) into a payload. With `depths`
+        (CODING_PRIOR_DEPTH) codes may be ABSENT beyond each cell's depth, and the depth maps are coded too."""
         _require_constriction()
         planes = self._planes(codes)
         quality = planes[0].shape[0] if planes else 0
         self.check_shape(quality, self.codebook_size)
         for plane in planes:
-            if plane.size and (plane.min() < 0 or plane.max() >= self.codebook_size):
+            if plane.size and (plane.min() < (ABSENT if depths else 0) or plane.max() >= self.codebook_size):
                 raise ValueError("code index out of range")
         encoder = constriction.stream.queue.RangeEncoder()
         for plane in planes:
+            if depths:
+                self._encode_depths(encoder, plane_depths(plane), quality)
             for level in range(quality):
                 lp = self.levels[level]
                 x = plane[level].ravel()
                 ctx = _contexts(lp, _neighbours(plane, level, self.codebook_size)).ravel()
+                if depths:
+                    present = x >= 0
+                    x, ctx = x[present], ctx[present]
                 if lp.sequential:
                     models = {c: self._model(level, c) for c in np.unique(ctx).tolist()}
                     for symbol, c in zip(x.tolist(), ctx.tolist()):
@@ -319,8 +457,30 @@ class CodePrior:
         words = encoder.get_compressed()
         return np.asarray(words, dtype=np.uint32).astype("<u4").tobytes()
 
-    def decode_chunk(self, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
-        """Payload -> int64 codes of `shape` (as in _planes). Corrupt input raises FormatError."""
+    @staticmethod
+    def _encode_depths(encoder, depth: np.ndarray, quality: int) -> None:
+        rows = depth.tolist()
+
+        def step(model, r, c):
+            encoder.encode(rows[r][c], model)
+            return rows[r][c]
+
+        DepthModel(quality).code(depth.shape[0], depth.shape[1], rows, step)
+
+    @staticmethod
+    def _decode_depths(decoder, rows: int, cols: int, quality: int) -> np.ndarray:
+        depth = [[0] * cols for _ in range(rows)]
+
+        def step(model, r, c):
+            value = depth[r][c] = int(decoder.decode(model))
+            return value
+
+        DepthModel(quality).code(rows, cols, depth, step)
+        return np.asarray(depth, dtype=np.int64).reshape(rows, cols)
+
+    def decode_chunk(self, payload: bytes, shape: tuple[int, int, int], depths: bool = False) -> np.ndarray:
+        """Payload -> int64 codes of `shape` (as in _planes), ABSENT beyond each cell's depth when the
+        payload has depth maps (`depths`, CODING_PRIOR_DEPTH). Corrupt input raises FormatError."""
         _require_constriction()
         shape = tuple(int(s) for s in shape)
         if self.kind == "audio":
@@ -335,7 +495,7 @@ class CodePrior:
         words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
         try:
             decoder = constriction.stream.queue.RangeDecoder(words)
-            planes = [self._decode_plane(decoder, s) for s in plane_shapes]
+            planes = [self._decode_plane(decoder, s, depths) for s in plane_shapes]
         except FormatError:
             raise
         except Exception as exc:  # constriction rejects some corrupt streams
@@ -348,14 +508,18 @@ class CodePrior:
             return np.stack([p[:, 0, :] for p in planes])
         return planes[0]
 
-    def _decode_plane(self, decoder, shape: tuple[int, int, int]) -> np.ndarray:
+    def _decode_plane(self, decoder, shape: tuple[int, int, int], depths: bool = False) -> np.ndarray:
         quality, rows, cols = shape
         k = self.codebook_size
         plane = np.zeros(shape, dtype=np.int64)
+        depth = self._decode_depths(decoder, rows, cols, quality) if depths else None
         for level in range(quality):
             lp = self.levels[level]
+            present = (depth > level).ravel() if depth is not None else None
             if not lp.sequential:
                 ctx = _contexts(lp, _neighbours(plane, level, k)).ravel()
+                cells = np.flatnonzero(present) if present is not None else np.arange(ctx.size)
+                ctx = ctx[cells]
                 counts = np.bincount(ctx, minlength=lp.table.shape[0])
                 order = np.argsort(ctx, kind="stable")
                 values = np.empty(ctx.size, dtype=np.int64)
@@ -364,8 +528,8 @@ class CodePrior:
                     end = start + int(counts[c])
                     values[start:end] = decoder.decode(self._model(level, c), end - start)
                     start = end
-                flat = np.empty(ctx.size, dtype=np.int64)
-                flat[order] = values
+                flat = np.full(rows * cols, ABSENT, dtype=np.int64)
+                flat[cells[order]] = values
                 plane[level] = flat.reshape(rows, cols)
                 continue
             mult = lp.multipliers()
@@ -375,14 +539,19 @@ class CodePrior:
             base = base.tolist()
             left_map = (lp.maps["left"] * mult["left"]).tolist() if "left" in lp.sources else [0] * (k + 1)
             above_map = (lp.maps["above"] * mult["above"]).tolist() if "above" in lp.sources else [0] * (k + 1)
+            coded = (depth > level).tolist() if depth is not None else [[True] * cols] * rows
             cache = self._models[level]
             previous = [k] * cols
             out = []
             for r in range(rows):
-                row_base = base[r]
+                row_base, row_coded = base[r], coded[r]
                 row = []
                 left = k
                 for c in range(cols):
+                    if not row_coded[c]:
+                        left = k  # absent: unavailable as context
+                        row.append(k)
+                        continue
                     context = row_base[c] + left_map[left] + above_map[previous[c]]
                     model = cache.get(context)
                     if model is None:
@@ -391,7 +560,8 @@ class CodePrior:
                     row.append(left)
                 out.append(row)
                 previous = row
-            plane[level] = np.asarray(out, dtype=np.int64).reshape(rows, cols)
+            values = np.asarray(out, dtype=np.int64).reshape(rows, cols)
+            plane[level] = np.where(values == k, ABSENT, values)
         return plane
 
     # ------------------------------------------------------------ fitting

@@ -218,8 +218,22 @@ class ResidualVQ(nn.Module):
         return paths[:, 0].t()                                             # in increasing order: path 0 is the best
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
-        """(q, N) indices -> (N, D) latents, using the first q codebooks."""
+        """(q, N) indices -> (N, D) latents, using the first q codebooks. An index of -1 adds nothing:
+        that vector does not use that level (per-cell depth, Codec.depth_weight)."""
         total = 0
         for layer, level_indices in zip(self.layers, indices):
-            total = total + layer.decode(level_indices)
+            absent = level_indices < 0
+            if bool(absent.any()):
+                total = total + layer.decode(level_indices.clamp(min=0)).masked_fill(absent[:, None], 0.0)
+            else:
+                total = total + layer.decode(level_indices)
         return total
+
+    def partial_errors(self, latents: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Squared error of each of the (N, D) latents after 0, 1, .., q of its (q, N) codes: (q + 1, N)."""
+        residual = latents
+        errors = [residual.pow(2).sum(1)]
+        for layer, level_indices in zip(self.layers, indices):
+            residual = residual - layer.decode(level_indices)
+            errors.append(residual.pow(2).sum(1))
+        return torch.stack(errors)

@@ -20,13 +20,14 @@ EPSILON = 1e-8
 
 def refine_codes(quantizer, decoder, loss, window: torch.Tensor, fixed: torch.Tensor, inner: tuple[slice, ...],
                  target: torch.Tensor, output: tuple[slice, ...], quality: int, beam: int, steps: int,
-                 learning_rate: float, bit_costs=None) -> torch.Tensor:
+                 learning_rate: float, bit_costs=None, finish=None) -> torch.Tensor:
     """Codes (quality, batch, *inner sizes) for the inner cells of a window of latents.
 
     window: (batch, D, *cells) encoder latents; fixed: the same shape, quantised latents the
     context cells keep; inner: slices of the cells to code; target: the input the decoder's
     output[output] must match under `loss(estimate, target)`; bit_costs: the rate term of the
-    search (quantize.ResidualVQ.encode).
+    search (quantize.ResidualVQ.encode); finish: optional (latents, codes) -> codes applied to
+    each step's codes before they are judged (the per-cell depth choice).
     """
     index = (slice(None), slice(None)) + tuple(inner)
     best_loss, best_codes = None, None
@@ -36,6 +37,8 @@ def refine_codes(quantizer, decoder, loss, window: torch.Tensor, fixed: torch.Te
         moments = (torch.zeros_like(latents), torch.zeros_like(latents))
         for step in range(steps + 1):
             codes = quantizer.encode_cells(latents, quality, beam, bit_costs)
+            if finish is not None:
+                codes = finish(latents, codes)
             quantized = quantizer.decode_cells(codes)
             variable = latents.detach().requires_grad_(step < steps)
             full = fixed.clone()

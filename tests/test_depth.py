@@ -1,0 +1,367 @@
+"""Per-cell depth (CODING_PRIOR_DEPTH): cells that use fewer levels than the file's quality.
+
+Round trips of the payload with its depth maps, the integer depth model, corrupt payloads, the
+encoder's choice (it must minimise error plus weighted bits exactly), the codec and CLI paths, and
+the committed golden files. Tiny models and synthetic codes (K = 16) only.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from make_golden import AUDIO_RATE, golden_audio, golden_image  # noqa: E402
+from conftest import GOLDEN, K, markov_plane  # noqa: E402
+from vqcodec import Codec, VQCodecError  # noqa: E402
+from vqcodec import format as vqformat  # noqa: E402
+from vqcodec.format import FormatError  # noqa: E402
+from vqcodec.prior import ABSENT, PRECISION, DepthModel, counts_to_row, plane_depths  # noqa: E402
+
+
+def truncate(plane: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """A code plane (levels, rows, cols) with every cell's levels from its depth on set to ABSENT."""
+    levels = np.arange(plane.shape[0])[:, None, None]
+    return np.where(levels < depth[None], plane, ABSENT)
+
+
+def smooth_depths(rows: int, cols: int, quality: int, seed: int) -> np.ndarray:
+    """Depths 0..quality in patches, as the encoder's choice tends to make them."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, quality + 1, (rows // 4 + 1, cols // 4 + 1))
+    depth = np.kron(coarse, np.ones((4, 4), dtype=np.int64))[:rows, :cols]
+    flips = rng.random((rows, cols)) < 0.1
+    depth[flips] = rng.integers(0, quality + 1, int(flips.sum()))
+    return depth
+
+
+# ---------------------------------------------------------------- the payload
+
+@pytest.mark.parametrize("shape", [(1, 4, 300), (2, 3, 17), (3, 1, 1), (1, 2, 1)])
+def test_audio_depth_round_trip(audio_prior, shape):
+    channels, quality, frames = shape
+    codes = np.stack([truncate(markov_plane(quality, 1, frames, 50 + c), smooth_depths(1, frames, quality, c))[:, 0]
+                      for c in range(channels)])
+    payload = audio_prior.encode_chunk(codes, depths=True)
+    np.testing.assert_array_equal(audio_prior.decode_chunk(payload, shape, depths=True), codes)
+
+
+@pytest.mark.parametrize("shape", [(3, 12, 10), (2, 16, 7), (1, 1, 1), (3, 1, 9), (3, 5, 1)])
+def test_image_depth_round_trip(image_prior, shape):
+    quality, rows, cols = shape
+    codes = truncate(markov_plane(*shape, seed=8), smooth_depths(rows, cols, quality, 3))
+    payload = image_prior.encode_chunk(codes, depths=True)
+    np.testing.assert_array_equal(image_prior.decode_chunk(payload, shape, depths=True), codes)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 3), st.integers(1, 9), st.integers(1, 9), st.integers(0, 2 ** 32 - 1))
+def test_random_depths_round_trip(image_prior, quality, rows, cols, seed):
+    """Unstructured codes and depths, every depth from 0 (nothing coded) to the quality."""
+    rng = np.random.default_rng(seed)
+    codes = truncate(rng.integers(0, K, (quality, rows, cols)), rng.integers(0, quality + 1, (rows, cols)))
+    payload = image_prior.encode_chunk(codes, depths=True)
+    np.testing.assert_array_equal(image_prior.decode_chunk(payload, codes.shape, depths=True), codes)
+
+
+def test_full_depth_payload_holds_the_same_codes_as_plain_prior_coding(image_prior):
+    codes = markov_plane(3, 12, 10, seed=9)
+    plain = image_prior.encode_chunk(codes)
+    with_depths = image_prior.encode_chunk(codes, depths=True)
+    assert with_depths != plain
+    np.testing.assert_array_equal(image_prior.decode_chunk(with_depths, codes.shape, depths=True), codes)
+    # a depth map that never changes costs almost nothing once the model has adapted
+    assert len(with_depths) <= len(plain) + 0.1 * codes[0].size / 8 + 8
+
+
+def test_codes_must_be_present_up_to_the_depth(audio_prior, image_prior):
+    codes = markov_plane(3, 4, 5, seed=1)
+    gap = codes.copy()
+    gap[0, 1, 1] = ABSENT            # level 0 absent but level 1 present: not a depth
+    with pytest.raises(ValueError, match="depth"):
+        image_prior.encode_chunk(gap, depths=True)
+    below = codes.copy()
+    below[2, 0, 0] = -2
+    with pytest.raises(ValueError):
+        image_prior.encode_chunk(below, depths=True)
+    truncated = truncate(codes, np.full((4, 5), 1))
+    with pytest.raises(ValueError):  # plain prior coding has no way to say a code is absent
+        image_prior.encode_chunk(truncated)
+    with pytest.raises(ValueError):
+        audio_prior.encode_chunk(np.full((1, 2, 5), ABSENT), depths=False)
+    assert plane_depths(truncated).tolist() == np.full((4, 5), 1).tolist()
+
+
+def test_counts_to_row_is_exact_integer_arithmetic():
+    rng = np.random.default_rng(0)
+    cases = [[1], [1, 1], [10 ** 9, 1, 1], list(rng.integers(1, 5000, 21)), [1] * 65, [7, 3]]
+    for counts in cases:
+        row = counts_to_row([int(c) for c in counts])
+        assert all(isinstance(v, int) and v >= 1 for v in row)
+        assert sum(row) == 1 << PRECISION
+        assert row.index(max(row)) == list(counts).index(max(counts))
+
+
+def test_depth_model_adapts_and_restarts_per_plane():
+    model = DepthModel(8)
+    assert model.context(None, None) == 8 and model.context(3, None) == 3 and model.context(2, 5) == 4
+    start = model.row(8)[5]
+    assert start == (1 << PRECISION) // 9 or start == (1 << PRECISION) // 9 + 1   # uniform over 0..8
+    for _ in range(600):
+        model.update(8, 5)
+    assert 1 << 12 < sum(model.counts[8]) <= 1 << 13   # halved on the way (600 * 16 > 2**13)
+    assert model.row(8)[5] > 0.99 * (1 << PRECISION)  # a repeated depth becomes cheap: under 0.015 bits
+    assert model.row(3)[5] == start                    # other contexts are untouched
+    assert DepthModel(8).row(8)[5] == start            # a new plane starts from scratch
+
+
+def test_corrupt_depth_payloads_raise_or_stay_well_formed(audio_prior, image_prior):
+    rng = np.random.default_rng(4)
+    for prior, shape in ((audio_prior, (2, 4, 60)), (image_prior, (3, 9, 8))):
+        if len(shape) == 3 and prior is audio_prior:
+            codes = np.stack([truncate(rng.integers(0, K, (shape[1], 1, shape[2])),
+                                       rng.integers(0, shape[1] + 1, (1, shape[2])))[:, 0] for _ in range(shape[0])])
+        else:
+            codes = truncate(rng.integers(0, K, shape), rng.integers(0, shape[0] + 1, shape[1:]))
+        payload = prior.encode_chunk(codes, depths=True)
+        attempts = [payload[:-1], payload[:-4], b"", payload + b"\x00\x00\x00\x01", b"\xff" * len(payload)]
+        for _ in range(30):
+            damaged = bytearray(payload)
+            damaged[rng.integers(len(damaged))] ^= 1 << int(rng.integers(8))
+            attempts.append(bytes(damaged))
+        refused = 0
+        for attempt in attempts:
+            try:
+                out = prior.decode_chunk(attempt, shape, depths=True)
+            except FormatError:
+                refused += 1
+                continue
+            assert out.shape == shape and out.min() >= ABSENT and out.max() < K
+            planes = [c[:, None] for c in out] if prior is audio_prior else [out]
+            for plane in planes:
+                plane_depths(plane)   # well formed: present codes first, then absent
+        assert refused >= 3
+
+
+# ---------------------------------------------------------------- the encoder's choice
+
+@pytest.mark.parametrize("kind", ["audio", "image"])
+def test_chosen_depths_minimise_error_plus_weighted_bits(kind, golden_audio_codec, golden_image_codec):
+    """Every cell's depth is the exact minimiser of its squared latent error after d levels plus
+    lambda times the bits of its first d codes, over d = 0..q, recomputed here by brute force."""
+    codec = golden_audio_codec if kind == "audio" else golden_image_codec
+    torch.manual_seed(0)
+    quality = codec.num_codebooks
+    if kind == "audio":
+        latents = codec.model.encoder(torch.from_numpy(golden_audio(3, seconds=0.4))[:, None])  # (2, D, frames)
+    else:
+        latents = codec.model.encoder(torch.from_numpy(golden_image(3, 48, 40)).permute(2, 0, 1)[None].float() / 255)
+    latents = latents.detach()
+    codes = codec.model.quantizer.encode_cells(latents, quality)
+    depth_lambda = 0.05 * float(latents.pow(2).sum(1).mean())   # big enough that depths vary
+    chosen = codec._choose_depths(latents, codes, depth_lambda).numpy()
+    full = codes.numpy()
+    vectors = latents.movedim(1, -1).numpy()                        # (batch, *cells, D)
+    books = [layer.codebook.numpy() for layer in codec.model.quantizer.layers]
+    depths_seen = set()
+    for item in range(full.shape[1]):
+        plane = full[:, item]
+        plane = plane[:, None] if plane.ndim == 2 else plane       # (q, rows, cols)
+        bits = codec.prior.code_bits(plane)
+        latent = vectors[item].reshape(plane.shape[1], plane.shape[2], -1)
+        result = chosen[:, item].reshape(plane.shape)
+        for r in range(plane.shape[1]):
+            for c in range(plane.shape[2]):
+                residual, costs = latent[r, c].astype(np.float64), []
+                for d in range(quality + 1):
+                    costs.append(float(residual @ residual) + depth_lambda * float(bits[:d, r, c].sum()))
+                    if d < quality:
+                        residual = residual - books[d][plane[d, r, c]]
+                best = int(np.argmin(costs))
+                got = int((result[:, r, c] >= 0).sum())
+                assert costs[got] <= costs[best] + 1e-6 * (1 + abs(costs[best]))
+                np.testing.assert_array_equal(result[:got, r, c], plane[:got, r, c])
+                assert (result[got:, r, c] == ABSENT).all()
+                depths_seen.add(got)
+    assert len(depths_seen) > 1
+
+
+@pytest.mark.parametrize("quality", [2, 3])
+def test_depth_lambda_is_the_weight_times_the_ladders_exchange_rate(quality, golden_image_codec):
+    """Without an explicit lambda, the choice uses depth_weight times the error one more level of
+    nearest codes removes per bit it spends (the last level's own at the top quality)."""
+    codec = golden_image_codec
+    rvq = codec.model.quantizer
+    torch.manual_seed(5)  # latents that differ from cell to cell, at the codebooks' scale
+    latents = torch.randn(1, codec.cfg.latent_dim, 8, 6) * rvq.layers[0].codebook.std() * 2
+    codes = rvq.encode_cells(latents, quality)
+    ladder = min(quality + 1, codec.num_codebooks)
+    nearest = rvq.encode_cells(latents, ladder)             # greedy: its first levels are `codes` too
+    np.testing.assert_array_equal(nearest[:quality].numpy(), codes.numpy())
+    vectors = latents.movedim(1, -1).reshape(-1, latents.shape[1]).double()
+    books = [layer.codebook.double() for layer in rvq.layers]
+    flat = nearest.reshape(ladder, -1)
+    before = vectors - sum(books[level][flat[level]] for level in range(ladder - 1))
+    after = before - books[ladder - 1][flat[ladder - 1]]
+    removed = float((before.pow(2).sum(1) - after.pow(2).sum(1)).sum())
+    spent = codec.prior.code_bits(nearest[:, 0].numpy())[ladder - 1].sum()
+    defaults = codec.depth_weight
+    try:
+        codec.depth_weight = 1.0
+        expected = codec._choose_depths(latents, codes, removed / spent)
+        assert len(np.unique((expected >= 0).sum(0))) == quality + 1   # every depth occurs: lambda matters
+        np.testing.assert_array_equal(codec._choose_depths(latents, codes).numpy(), expected.numpy())
+        codec.depth_weight = 100.0   # the weight does matter: heavy enough, levels go
+        assert (codec._choose_depths(latents, codes) < 0).any()
+    finally:
+        codec.depth_weight = defaults
+
+
+def test_depth_weight_trades_bits_for_error(golden_image_codec, golden_audio_codec):
+    from PIL import Image
+
+    image = Image.fromarray(golden_image(9, 80, 64))
+    signal = golden_audio(9, seconds=1.0)
+    for codec, encode, codes_of, decode in (
+            (golden_image_codec, lambda c: c.encode_image(image, 3),
+             lambda c: c.image_to_codes(np.asarray(image), 3, variable_depth=True),
+             lambda c, data: np.asarray(c.decode_image(data)).astype(np.float64)),
+            (golden_audio_codec, lambda c: c.encode_audio(signal, AUDIO_RATE, 4),
+             lambda c: c.audio_to_codes(signal, 4, variable_depth=True),
+             lambda c, data: c.decode_audio(data)[0].astype(np.float64))):
+        defaults = codec.rate_weight, codec.depth_weight
+        try:
+            codec.rate_weight, codec.depth_weight = 0.0, 0.0
+            full = encode(codec)
+            assert vqformat.parse_header(full).coding == vqformat.CODING_PRIOR
+            codec.depth_weight = 1.0
+            shallow = encode(codec)
+            header, codes = codec.read_codes(shallow)
+            assert header.coding == vqformat.CODING_PRIOR_DEPTH and header.prior_id == codec.prior.prior_id
+            assert len(shallow) < len(full)
+            assert (codes == ABSENT).any() and (codes >= 0).any()
+            # the file holds exactly the codes the API chooses with the same weight
+            np.testing.assert_array_equal(codes, codes_of(codec))
+            # and decodes to what the API makes of them; absent levels add nothing
+            decoded = decode(codec, shallow)
+            if codec.kind == "image":
+                np.testing.assert_array_equal(decoded, codec.codes_to_image(codes, header.height, header.width))
+            else:
+                reference = codec.codes_to_audio(codes)[:, :signal.shape[1]]
+                np.testing.assert_allclose(decoded, reference, atol=1e-6)
+            # worse than every cell at full depth, but not broken
+            assert not np.array_equal(decoded, decode(codec, full))
+            # the report counts the codes present and the depth maps' bits
+            report = codec.code_report(shallow)
+            assert sum(r["codes"] for r in report["levels"]) == int((codes >= 0).sum())
+            assert report["depth_ideal_bits"] > 0
+            assert report["ideal_bytes"] - 4 <= report["payload_bytes"] <= report["ideal_bytes"] * 1.01 + 8 * report["chunks"]
+            # fixed-width coding cannot leave codes out: the weight changes nothing there
+            codec.coding = "fixed"
+            codec.depth_weight = 0.0
+            fixed_full = encode(codec)
+            codec.depth_weight = 1.0
+            assert encode(codec) == fixed_full
+            # the API's plain call keeps every level
+            assert (codes_of(codec) >= 0).all()
+        finally:
+            codec.rate_weight, codec.depth_weight = defaults
+            codec.coding = "auto"
+    for bad in (-0.1, True, "1", float("nan"), 1e9):
+        with pytest.raises(VQCodecError, match="depth weight"):
+            golden_image_codec.depth_weight = bad
+
+
+def test_depth_with_refinement_writes_the_codes_it_judged(golden_image_codec):
+    from PIL import Image
+
+    codec = golden_image_codec
+    image = Image.fromarray(golden_image(12, 48, 48))
+    defaults = codec.depth_weight, codec.refine
+    try:
+        codec.depth_weight, codec.refine = 4.0, 2
+        data = codec.encode_image(image, 3)
+        header, codes = codec.read_codes(data)
+        assert header.coding == vqformat.CODING_PRIOR_DEPTH
+        np.testing.assert_array_equal(codes, codec.image_to_codes(np.asarray(image), 3, variable_depth=True))
+    finally:
+        codec.depth_weight, codec.refine = defaults
+
+
+def test_codes_to_media_accept_absent_levels_only_as_minus_one(golden_audio_codec, golden_image_codec):
+    audio_codes = golden_audio_codec.audio_to_codes(golden_audio(2, seconds=0.2), 4)
+    full = golden_audio_codec.codes_to_audio(audio_codes)
+    fewer = audio_codes.copy()
+    fewer[:, 2:] = ABSENT
+    np.testing.assert_allclose(golden_audio_codec.codes_to_audio(fewer), golden_audio_codec.codes_to_audio(audio_codes[:, :2]),
+                               atol=1e-6)
+    assert not np.allclose(golden_audio_codec.codes_to_audio(fewer), full)
+    below = audio_codes.copy()
+    below[0, 1, 3] = -2
+    with pytest.raises(VQCodecError):
+        golden_audio_codec.codes_to_audio(below)
+    image_codes = golden_image_codec.image_to_codes(golden_image(2, 32, 32), 3)
+    below = image_codes.copy()
+    below[2, 1, 1] = -2
+    with pytest.raises(VQCodecError):
+        golden_image_codec.codes_to_image(below)
+    with pytest.raises(VQCodecError):
+        golden_image_codec.codes_to_image(image_codes + K)
+
+
+# ---------------------------------------------------------------- committed golden files
+
+@pytest.mark.parametrize("kind", ["audio", "image"])
+def test_golden_depth_files_decode_to_the_committed_codes(kind):
+    """Per-cell depth files written by an earlier build decode to exactly the committed codes, and
+    today's encoder writes their payloads byte for byte."""
+    codec = Codec.load(str(GOLDEN / f"golden_{kind}.safetensors"))
+    assert json.loads((GOLDEN / f"golden_{kind}.json").read_text())["prior"]["id"] == codec.prior.prior_id
+    expected = np.load(GOLDEN / f"golden_{kind}_depth_codes.npy", allow_pickle=False).astype(np.int64)
+    data = (GOLDEN / f"golden_{kind}_depth.vq").read_bytes()
+    header, codes = codec.read_codes(data)
+    assert header.coding == vqformat.CODING_PRIOR_DEPTH
+    np.testing.assert_array_equal(codes, expected)
+    assert (expected == ABSENT).any()
+    header, chunks, _ = vqformat.parse_file(data)
+    axis = 2 if kind == "audio" else 1
+    for index, payload in enumerate(chunks):
+        part = np.take(expected, range(index * header.chunk_frames,
+                                       min(expected.shape[axis], (index + 1) * header.chunk_frames)), axis=axis)
+        assert codec.prior.encode_chunk(part, depths=True) == payload
+    if kind == "audio":
+        codec.decode_audio(data)
+    else:
+        codec.decode_image(data)
+
+
+def test_depth_option_and_verbose_info(cli, tmp_path):
+    from PIL import Image
+
+    golden = GOLDEN / "golden_image.safetensors"
+    Image.fromarray(golden_image(13, 64, 80)).save(tmp_path / "in.png")
+    sizes = {}
+    for weight in ("0", "6"):
+        out = tmp_path / f"d{weight}.vq"
+        result = cli("encode", tmp_path / "in.png", out, "-m", golden, "-q", "3", "--depth-weight", weight)
+        assert result.returncode == 0, result.stderr.decode()
+        sizes[weight] = out.stat().st_size
+        assert cli("decode", out, tmp_path / f"d{weight}.png", "-m", golden).returncode == 0
+        assert Image.open(tmp_path / f"d{weight}.png").size == (80, 64)
+    assert sizes["6"] < sizes["0"]
+    result = cli("info", tmp_path / "d6.vq", "--verbose", "-m", golden)
+    assert result.returncode == 0, result.stderr.decode()
+    text = result.stdout.decode()
+    assert "per-cell depth" in text and "depths" in text
+    result = cli("codes", tmp_path / "d6.vq", tmp_path / "codes.npy", "-m", golden)
+    assert result.returncode == 0
+    array = np.load(tmp_path / "codes.npy", allow_pickle=False)
+    assert array.dtype == np.int32 and (array == -1).any()
