@@ -1,7 +1,8 @@
 """Image benchmark: our codec at each quality against JPEG, WebP and AVIF (Pillow), same run, same images.
 
     python bench/image.py [--data ../shared/data/images/kodak] [--model image] [--qualities 1,2,4,8]
-                          [--images N] [--runs 3] [--threads 2] [--refine N] [--baselines JPEG,WebP,AVIF]
+                          [--images N] [--runs 3] [--threads 2] [--refine N] [--depth-weights 0]
+                          [--baselines JPEG,WebP,AVIF]
                           [--out bench/out/image.json] [--plot bench/out/image_rd.png]
 
 Relative paths are taken from the repository root (an existing path relative to the current
@@ -21,7 +22,9 @@ Prints the reproducing command and the machine, then two Markdown tables:
     curve does not reach it.
 
 With --refine N our codec is run a second time with N steps of latent refinement (`vqcodec
-encode --refine N`), as its own row in (b) and its own table like (a), timed once.
+encode --refine N`), as its own row in (b) and its own table like (a), timed once. With
+--depth-weights W1,W2 it is also run at each of those depth weights (`vqcodec encode
+--depth-weight W`; 0: every latent cell uses every level), each its own row and table, timed once.
 
 Baselines are Pillow's encoders with default settings except the quality: JPEG (libjpeg,
 4:2:0, with optimised Huffman tables), WebP (method 4) and AVIF (Pillow's built-in libavif,
@@ -328,6 +331,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--refine", type=int, default=0,
                         help="also run our codec with this many refinement steps (encode --refine), one timing run")
+    parser.add_argument("--depth-weights", default="",
+                        help="also run our codec at these depth weights (encode --depth-weight), one timing run")
     parser.add_argument("--baselines", default="JPEG,WebP,AVIF", help="baselines to run ('' for none)")
     parser.add_argument("--skip-baselines", action="store_true", help="our codec only (same as --baselines '')")
     parser.add_argument("--out", default="bench/out/image.json", help="JSON with every point ('' for none)")
@@ -361,7 +366,8 @@ def main(argv=None) -> int:
     print(f"Machine: {machine['cpu']} ({machine['cpu_count']} CPUs), Python {machine['python']}, "
           f"torch {machine.get('torch')} with {args.threads} thread(s), Pillow {_pillow_version()}")
     print(f"Data: {len(pictures)} images from {args.data}; model {codec.name} (id {codec.model_id.hex()}, "
-          f"{codec.num_codebooks} codebooks x {codec.codebook_size}); timing: median of {args.runs} run(s)")
+          f"{codec.num_codebooks} codebooks x {codec.codebook_size}); timing: median of {args.runs} run(s); "
+          f"encoder: beam {codec.beam}, rate weight {codec.rate_weight:g}, depth weight {codec.depth_weight:g}")
     print()
 
     started = time.perf_counter()
@@ -372,6 +378,13 @@ def main(argv=None) -> int:
         codec.refine = args.refine
         results[refined_label] = run_ours(codec, pictures, qualities, 1, refined_label)
         codec.refine = 0
+    default_depth = codec.depth_weight
+    depth_labels = []
+    for weight in [float(w) for w in args.depth_weights.split(",") if w.strip()]:
+        depth_labels.append(f"ours --depth-weight {weight:g}")
+        codec.depth_weight = weight
+        results[depth_labels[-1]] = run_ours(codec, pictures, qualities, 1, depth_labels[-1])
+    codec.depth_weight = default_depth
     wanted = [] if args.skip_baselines else [b.strip() for b in args.baselines.split(",") if b.strip()]
     unknown = [b for b in wanted if b not in BASELINE_SWEEPS]
     if unknown:
@@ -392,6 +405,11 @@ def main(argv=None) -> int:
         print(f"With --refine {args.refine} (one timing run):")
         print()
         print(ours_table(results[refined_label]))
+        print()
+    for label in depth_labels:
+        print(f"With {label[len('ours '):]} (one timing run):")
+        print()
+        print(ours_table(results[label]))
         print()
     table, summary, notes = comparison_table(results, len(pictures))
     print("PSNR (RGB, dB) at equal bitrate, per-image interpolation along each quality sweep, mean over images:")
