@@ -249,6 +249,8 @@ def _case_setup(name: str, folder: Path, ctx) -> tuple[list, dict]:
         return ["decode", vq_file(vq), out_wav, "-m", str(ctx.other_model)], {}
     if name == "decode-no-installed-model":
         return ["decode", vq_file(vq), out_wav], {"VQCODEC_MODEL_PATH": str(ctx.other_model.parent)}
+    if name == "decode-retired-model":   # a file from an earlier release's speech16k
+        return ["decode", vq_file(ctx.craft.with_header(vq, model_id=bytes.fromhex(RETIRED_SPEECH_ID))), out_wav], {}
     if name == "decode-unknown-output-format":
         return ["decode", vq_file(vq), folder / "out.xyz", *model], {}
     if name == "decode-output-dir-missing":
@@ -267,13 +269,14 @@ def _case_setup(name: str, folder: Path, ctx) -> tuple[list, dict]:
     raise KeyError(name)
 
 
+RETIRED_SPEECH_ID = "64bef28acfd5aa33"  # in models/retired.json
 BAD_CASES = [
     "encode-missing-file", "encode-directory", "encode-empty-file", "encode-text-file", "encode-nan-wav",
     "encode-inf-wav-late", "encode-unknown-model", "encode-quality-0", "encode-quality-99",
     "encode-quality-not-a-number", "encode-negative-rate-weight", "encode-output-dir-missing", "encode-output-is-a-directory",
     "decode-truncated", "decode-truncated-header", "decode-bit-flipped", "decode-unknown-version",
     "decode-random-bytes", "decode-empty-file", "decode-10e15-samples", "decode-wrong-model",
-    "decode-no-installed-model", "decode-unknown-output-format", "decode-output-dir-missing",
+    "decode-no-installed-model", "decode-retired-model", "decode-unknown-output-format", "decode-output-dir-missing",
     "info-random-bytes", "info-missing-file", "codes-truncated", "codes-wrong-model", "train-no-budget",
 ]
 
@@ -303,6 +306,14 @@ def batch(tmp_path_factory, cli, signal, small_vq, craft, tiny_model_path, other
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         return dict(pool.map(run, jobs))
+
+
+def test_retired_model_is_named_with_where_to_find_it(batch):
+    message = batch["decode-retired-model"].result.stderr.decode()
+    assert f"no installed model has id {RETIRED_SPEECH_ID}" in message
+    assert "speech16k as shipped in vqcodec commit 6c862ba" in message
+    assert "git show 6c862ba:models/speech16k.safetensors" in message
+    assert "(it is" not in batch["decode-no-installed-model"].result.stderr.decode()  # not for unknown ids
 
 
 @pytest.mark.parametrize("name", BAD_CASES)

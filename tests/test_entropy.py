@@ -285,6 +285,15 @@ def test_prior_file_needs_the_matching_prior(golden_audio_codec, tmp_path):
     assert vqformat.parse_header(bare_codec.encode_audio(golden_audio(6, seconds=0.2), AUDIO_RATE, 2)).coding == 0
 
 
+def test_retired_priors_are_named_with_where_to_find_them():
+    from vqcodec.codec import retired_model_hint
+
+    # the shipped image network kept its id when its prior was refitted: the old prior is findable
+    assert "image as shipped in vqcodec commit 7e30402" in retired_model_hint("cffe104cb3860a3c", 0xc945a0f9)
+    assert retired_model_hint("cffe104cb3860a3c", 0x12345678) == ""
+    assert retired_model_hint("0000000000000000") == ""
+
+
 def test_code_report(golden_audio_codec):
     data = (GOLDEN / "golden_audio_prior.vq").read_bytes()
     report = golden_audio_codec.code_report(data)

@@ -55,6 +55,7 @@ MAX_DEPTH_WEIGHT = 100.0
 MAX_REFINE = 1000
 IMAGE_TILE = 64                 # latent cells per tile side, before context
 STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
+RETIRED_MODELS = "retired.json"  # in the shipped models' folder: earlier releases' models and where they are
 
 
 # ---------------------------------------------------------------- finding models
@@ -117,7 +118,25 @@ def model_for_file(data: bytes) -> str:
     for meta in list_models():
         if meta["model_id"] == wanted:
             return meta["path"]
-    raise VQCodecError(f"no installed model has id {wanted}; pass --model with the model that wrote this file")
+    raise VQCodecError(f"no installed model has id {wanted}; pass --model with the model that wrote this file"
+                       + retired_model_hint(wanted))
+
+
+def retired_model_hint(model_id: str, prior_id: int | None = None) -> str:
+    """Where an earlier release's model (with that prior) can be found, for error messages: models/retired.json
+    lists the shipped models later releases replaced. Empty when it is not one of them."""
+    import json
+
+    try:
+        entries = json.loads((shipped_models_dir() / RETIRED_MODELS).read_text())["models"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    for entry in entries:
+        if entry.get("model_id") == model_id and (prior_id is None or entry.get("prior_id") == f"{prior_id:08x}"):
+            name, commit = entry.get("name"), entry.get("commit")
+            return (f" (it is {name} as shipped in vqcodec commit {commit}: `git show {commit}:models/{name}.safetensors`"
+                    f" and the same for .json give its files)")
+    return ""
 
 
 def resolve_device(device: str) -> str:
@@ -611,7 +630,8 @@ class Codec:
                                    "has no prior; pass the model files that wrote it")
             if header.prior_id != self.prior.prior_id:
                 raise VQCodecError(f"file is entropy coded with prior {header.prior_id:08x}, but model {self.name} "
-                                   f"has prior {self.prior.prior_id:08x}; pass the model files that wrote it")
+                                   f"has prior {self.prior.prior_id:08x}; pass the model files that wrote it"
+                                   + retired_model_hint(self.model_id.hex(), header.prior_id))
         elif header.coding != vqformat.CODING_FIXED:
             raise VQCodecError(f"payload coding {header.coding} is not supported by this model")
 
