@@ -121,8 +121,9 @@ def cli():
               help="Beam width of the code search: wider lowers distortion at the same quality, for encoder time "
                    "(default: 4 for images, 1 for audio; decoding is unaffected).")
 @click.option("--refine", default=0, type=click.IntRange(0, 1000), show_default=True,
-              help="Steps of latent refinement through the decoder: better quality at the same rate (images: "
-                   "about +1 dB) for a much slower encode (10 steps: about 10x). Decoding is unaffected.")
+              help="Steps of latent refinement through the decoder: a little better quality at the same rate "
+                   "(photos: about +0.1 dB) for a much slower encode (10 steps: about 14x). "
+                   "Decoding is unaffected.")
 @click.option("--rate-weight", default=None, type=click.FloatRange(0, 100),
               help="Rate-distortion optimisation of entropy-coded files: codes are chosen by latent error plus "
                    "their bits under the prior, weighed at this multiple of the error one more codebook would buy "
@@ -141,7 +142,7 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
     Examples:
       vqcodec encode speech.flac speech.vq -q 6
       vqcodec encode photo.png photo.vq -q 8
-      vqcodec encode photo.png photo.vq -q 8 --refine 10   # slower encode, about 1 dB better
+      vqcodec encode photo.png photo.vq -q 8 --refine 10   # much slower encode, a little better
       vqcodec encode photo.png photo.vq -q 12 --rate-weight 3   # smaller file, a little worse
       vqcodec encode photo.png photo.vq -q 12 --depth-weight 0  # every cell uses all 12 codebooks
       cat speech.wav | vqcodec encode - - > speech.vq
