@@ -105,6 +105,7 @@ def write_depth() -> None:
 
 
 def write(codec: Codec, kind: str, encode) -> None:
+    codec.rate_weight = codec.depth_weight = 0.0  # the same codes in both codings: nearest codes, every level
     codec.coding = "fixed"
     fixed = encode(codec)
     codec.coding = "prior"
