@@ -135,16 +135,16 @@ class DepthModel:
     def row(self, context: int) -> list[int]:
         """The probability row (integers summing to 2**PRECISION) of a context, as it stands."""
         counts = self.counts.get(context)
-        return counts_to_row(counts if counts is not None else [1] * (self.quality + 1))
+        if counts is None:
+            return counts_to_row([1] * (self.quality + 1))
+        return counts_to_row(counts, self._totals[context])
 
     def model(self, context: int):
         """The row of a context as a constriction model (cached until the context's next update)."""
         model = self._models.get(context)
         if model is None:
-            counts = self.counts.get(context)
-            row = counts_to_row(counts, self._totals[context]) if counts is not None else self.row(context)
             # coder_weights, in plain Python: faster than NumPy for a row this short
-            weights = np.array([(q << (CODER_PRECISION - PRECISION)) - 1 for q in row], dtype=np.float64)
+            weights = np.array([(q << (CODER_PRECISION - PRECISION)) - 1 for q in self.row(context)], dtype=np.float64)
             model = self._models[context] = constriction.stream.model.Categorical(weights, perfect=False)
         return model
 
@@ -160,27 +160,18 @@ class DepthModel:
             self._totals[context] = sum(counts)
         self._models.pop(context, None)
 
-    def walk(self, rows: int, cols: int, depths: list[list[int]]):
-        """Yield (row, col, context) in raster order; `depths` must hold the depth of every earlier cell."""
-        for r in range(rows):
-            for c in range(cols):
-                yield r, c, self.context(depths[r][c - 1] if c else None, depths[r - 1][c] if r else None)
-
     def code(self, rows: int, cols: int, depths: list[list[int]], step) -> None:
-        """Visit the cells in raster order: `step(model, row, col)` codes one cell's depth with the
-        constriction model of its context and returns it; `depths` (lists of rows) must hold the depth
-        of every earlier cell (the decoder's `step` fills it in as it goes)."""
-        quality = self.quality
+        """Visit the cells in raster order: `step(context, row, col)` codes one cell's depth under that
+        context (with `self.model(context)` or `self.row(context)`) and returns it, and the model then
+        learns it. `depths` (lists of rows) must hold the depth of every earlier cell: the decoder's
+        `step` fills it in as it goes."""
+        context_of = self.context
         for r in range(rows):
             above_row = depths[r - 1] if r else None
             left = None
             for c in range(cols):
-                above = above_row[c] if above_row is not None else None
-                if left is None:
-                    context = quality if above is None else above
-                else:
-                    context = left if above is None else (left + above + 1) // 2
-                left = step(self.model(context), r, c)
+                context = context_of(left, above_row[c] if above_row is not None else None)
+                left = step(context, r, c)
                 self.update(context, left)
 
 
@@ -411,12 +402,15 @@ class CodePrior:
         """Ideal code length of one chunk's depth maps under DepthModel (CODING_PRIOR_DEPTH)."""
         total = 0.0
         for plane in self._planes(codes):
-            depth = plane_depths(plane)
-            rows = depth.tolist()
+            rows = plane_depths(plane).tolist()
             model = DepthModel(plane.shape[0])
-            for r, c, context in model.walk(*depth.shape, rows):
+
+            def step(context, r, c):
+                nonlocal total
                 total += PRECISION - math.log2(model.row(context)[rows[r][c]])
-                model.update(context, rows[r][c])
+                return rows[r][c]
+
+            model.code(plane.shape[1], plane.shape[2], rows, step)
         return total
 
     # ------------------------------------------------------------ coding
@@ -459,23 +453,23 @@ class CodePrior:
 
     @staticmethod
     def _encode_depths(encoder, depth: np.ndarray, quality: int) -> None:
-        rows = depth.tolist()
+        rows, model = depth.tolist(), DepthModel(quality)
 
-        def step(model, r, c):
-            encoder.encode(rows[r][c], model)
+        def step(context, r, c):
+            encoder.encode(rows[r][c], model.model(context))
             return rows[r][c]
 
-        DepthModel(quality).code(depth.shape[0], depth.shape[1], rows, step)
+        model.code(depth.shape[0], depth.shape[1], rows, step)
 
     @staticmethod
     def _decode_depths(decoder, rows: int, cols: int, quality: int) -> np.ndarray:
-        depth = [[0] * cols for _ in range(rows)]
+        depth, model = [[0] * cols for _ in range(rows)], DepthModel(quality)
 
-        def step(model, r, c):
-            value = depth[r][c] = int(decoder.decode(model))
+        def step(context, r, c):
+            value = depth[r][c] = int(decoder.decode(model.model(context)))
             return value
 
-        DepthModel(quality).code(rows, cols, depth, step)
+        model.code(rows, cols, depth, step)
         return np.asarray(depth, dtype=np.int64).reshape(rows, cols)
 
     def decode_chunk(self, payload: bytes, shape: tuple[int, int, int], depths: bool = False) -> np.ndarray:
