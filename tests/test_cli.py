@@ -144,7 +144,8 @@ def test_codes_writes_the_integer_codes_as_npy(encoded, cli, tiny_model_path, co
     out.unlink()
 
 
-def test_rate_weight_option_makes_smaller_entropy_coded_files(cli, tmp_path):
+@pytest.mark.parametrize("option, heavy", [("--rate-weight", "50"), ("--depth-weight", "6")])
+def test_weight_options_make_smaller_entropy_coded_files(cli, tmp_path, option, heavy):
     from PIL import Image
 
     golden = Path(__file__).resolve().parent / "data" / "golden" / "golden_image.safetensors"
@@ -152,15 +153,22 @@ def test_rate_weight_option_makes_smaller_entropy_coded_files(cli, tmp_path):
     picture = np.clip(rng.normal(0, 30, (64, 80, 3)).cumsum(1) / 6 + 128, 0, 255).astype(np.uint8)
     Image.fromarray(picture).save(tmp_path / "in.png")
     sizes = {}
-    for weight in ("0", "50"):
+    for weight in ("0", heavy):
         out = tmp_path / f"w{weight}.vq"
-        result = cli("encode", tmp_path / "in.png", out, "-m", golden, "-q", "3", "--rate-weight", weight)
+        result = cli("encode", tmp_path / "in.png", out, "-m", golden, "-q", "3", option, weight)
         assert result.returncode == 0, result.stderr.decode()
         sizes[weight] = out.stat().st_size
         decoded = tmp_path / f"w{weight}.png"
         assert cli("decode", out, decoded, "-m", golden).returncode == 0
         assert Image.open(decoded).size == (80, 64)
-    assert sizes["50"] < sizes["0"]
+    assert sizes[heavy] < sizes["0"]
+    if option == "--depth-weight":   # per-cell depth shows in the report and as -1 codes
+        result = cli("info", tmp_path / f"w{heavy}.vq", "--verbose", "-m", golden)
+        assert result.returncode == 0, result.stderr.decode()
+        assert "per-cell depth" in result.stdout.decode() and "depths" in result.stdout.decode()
+        assert cli("codes", tmp_path / f"w{heavy}.vq", tmp_path / "codes.npy", "-m", golden).returncode == 0
+        array = np.load(tmp_path / "codes.npy", allow_pickle=False)
+        assert array.dtype == np.int32 and (array == -1).any() and (array >= 0).any()
 
 
 def test_refuses_to_overwrite_without_force(encoded, cli, tiny_model_path):
@@ -224,6 +232,8 @@ def _case_setup(name: str, folder: Path, ctx) -> tuple[list, dict]:
         return ["encode", wav(), out_vq, *model, "-q", "six"], {}
     if name == "encode-negative-rate-weight":
         return ["encode", wav(), out_vq, *model, "--rate-weight", "-1"], {}
+    if name == "encode-huge-depth-weight":
+        return ["encode", wav(), out_vq, *model, "--depth-weight", "1e9"], {}
     if name == "encode-output-dir-missing":
         return ["encode", wav(), "/nonexistent/dir/out.vq", *model], {}
     if name == "encode-output-is-a-directory":
@@ -273,7 +283,7 @@ RETIRED_SPEECH_ID = "64bef28acfd5aa33"  # in models/retired.json
 BAD_CASES = [
     "encode-missing-file", "encode-directory", "encode-empty-file", "encode-text-file", "encode-nan-wav",
     "encode-inf-wav-late", "encode-unknown-model", "encode-quality-0", "encode-quality-99",
-    "encode-quality-not-a-number", "encode-negative-rate-weight", "encode-output-dir-missing", "encode-output-is-a-directory",
+    "encode-quality-not-a-number", "encode-negative-rate-weight", "encode-huge-depth-weight", "encode-output-dir-missing", "encode-output-is-a-directory",
     "decode-truncated", "decode-truncated-header", "decode-bit-flipped", "decode-unknown-version",
     "decode-random-bytes", "decode-empty-file", "decode-10e15-samples", "decode-wrong-model",
     "decode-no-installed-model", "decode-retired-model", "decode-unknown-output-format", "decode-output-dir-missing",

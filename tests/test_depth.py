@@ -341,27 +341,3 @@ def test_golden_depth_files_decode_to_the_committed_codes(kind):
         codec.decode_audio(data)
     else:
         codec.decode_image(data)
-
-
-def test_depth_option_and_verbose_info(cli, tmp_path):
-    from PIL import Image
-
-    golden = GOLDEN / "golden_image.safetensors"
-    Image.fromarray(golden_image(13, 64, 80)).save(tmp_path / "in.png")
-    sizes = {}
-    for weight in ("0", "6"):
-        out = tmp_path / f"d{weight}.vq"
-        result = cli("encode", tmp_path / "in.png", out, "-m", golden, "-q", "3", "--depth-weight", weight)
-        assert result.returncode == 0, result.stderr.decode()
-        sizes[weight] = out.stat().st_size
-        assert cli("decode", out, tmp_path / f"d{weight}.png", "-m", golden).returncode == 0
-        assert Image.open(tmp_path / f"d{weight}.png").size == (80, 64)
-    assert sizes["6"] < sizes["0"]
-    result = cli("info", tmp_path / "d6.vq", "--verbose", "-m", golden)
-    assert result.returncode == 0, result.stderr.decode()
-    text = result.stdout.decode()
-    assert "per-cell depth" in text and "depths" in text
-    result = cli("codes", tmp_path / "d6.vq", tmp_path / "codes.npy", "-m", golden)
-    assert result.returncode == 0
-    array = np.load(tmp_path / "codes.npy", allow_pickle=False)
-    assert array.dtype == np.int32 and (array == -1).any()
