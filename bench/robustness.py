@@ -3,7 +3,7 @@ normalised speech goes wrong.
 
     python bench/robustness.py [--data ../shared/data/speech/dev] [--files 20]
                                [--models speech16k[,PATH...]] [--qualities 1,6] [--levels 0,-12,-24]
-                               [--out bench/out/robustness.json]
+                               [--depth-weights default] [--out bench/out/robustness.json]
 
 Two sets of inputs:
 
@@ -20,7 +20,9 @@ scaled input) and each quality. One row per model, set, level and quality:
   adds hiss, above.
 
 Several --models are measured in the same run, so a retrained model can be compared with the one
-it replaces (for instance the previous release, extracted with `git show REV:models/...`).
+it replaces (for instance the previous release, extracted with `git show REV:models/...`), and
+several --depth-weights (Codec.depth_weight; "default" is the model's own), so that per-cell depth
+can be checked for gating quiet frames.
 """
 from __future__ import annotations
 
@@ -48,6 +50,8 @@ def main() -> None:
     parser.add_argument("--models", default="speech16k", help="Comma-separated model names or paths.")
     parser.add_argument("--qualities", default="1,6")
     parser.add_argument("--levels", default="0,-12,-24", help="Input gains in dB.")
+    parser.add_argument("--depth-weights", default="default",
+                        help="Comma-separated encoder depth weights, or 'default' for the codec's own.")
     parser.add_argument("--out", default=str(common.REPO_ROOT / "bench" / "out" / "robustness.json"))
     args = parser.parse_args()
 
@@ -62,8 +66,12 @@ def main() -> None:
     qualities = [int(q) for q in args.qualities.split(",")]
     levels = [float(level) for level in args.levels.split(",")]
     rows, records = [], []
-    for model in args.models.split(","):
+    settings = [(model, weight) for model in args.models.split(",") for weight in args.depth_weights.split(",")]
+    for model, weight in settings:
         codec = Codec.load(model)
+        if weight != "default":
+            codec.depth_weight = float(weight)
+        label = f"{codec.name} {codec.model_id.hex()[:8]}" + (f" depth {weight}" if weight != "default" else "")
         for set_name, clips in sets.items():
             for level in levels:
                 scaled_clips = [(clip * 10 ** (level / 20)).astype(np.float32) for clip in clips]
@@ -73,11 +81,12 @@ def main() -> None:
                         decoded = codec.decode_audio(codec.encode_audio(scaled[None], 16000, quality))[0][0]
                         mel.append(common.log_mel_l1(scaled, decoded))
                         pause.append(common.pause_level_db(scaled, decoded))
-                    record = {"model": codec.name, "model_id": codec.model_id.hex(), "set": set_name, "files": len(clips),
+                    record = {"model": codec.name, "model_id": codec.model_id.hex(), "depth_weight": codec.depth_weight,
+                              "set": set_name, "files": len(clips),
                               "level_db": level, "quality": quality,
                               "log_mel_l1": float(np.mean(mel)), "pause_level_db": float(np.mean(pause))}
                     records.append(record)
-                    rows.append([f"{codec.name} {codec.model_id.hex()[:8]}", f"{set_name} ({len(clips)})", f"{level:+.0f}",
+                    rows.append([label, f"{set_name} ({len(clips)})", f"{level:+.0f}",
                                  f"q{quality}", record["log_mel_l1"], record["pause_level_db"]])
                     print(rows[-1], file=sys.stderr, flush=True)
     machine = common.machine_info(threads=1)

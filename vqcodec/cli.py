@@ -133,7 +133,7 @@ def cli():
               help="Per-cell depth for entropy-coded files: each audio frame or image cell keeps only the first "
                    "codebooks whose error reduction is worth their bits at this multiple of the same exchange rate; "
                    "-q is then the most any cell uses. Higher: smaller files, a little worse. 0: every cell uses "
-                   "all -q codebooks. Default: 1 for images, 0 for audio.")
+                   "all -q codebooks. Default: 1.")
 def encode(input_path, output_path, quality, model, kind, device, force, coding, beam, refine, rate_weight,
            depth_weight):
     """Encode an audio file or image into a .vq file. Use - for stdin or stdout.

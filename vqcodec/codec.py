@@ -48,9 +48,9 @@ MAX_RATE_WEIGHT = 100.0
 # each use only the levels whose error reduction is worth their bits, at this multiple of the ladder's
 # exchange rate (0: every cell uses every level). Chosen on the training sets (bench/rdo.py): photos
 # saved 8 / 14-15 / 18-21 % at equal PSNR with weights 0.5 / 1 / 2, but the higher weights also lower
-# the best quality -q 20 reaches (-0.12 dB at 1, -0.35 dB at 2), so images use 1. Speech saved 7-12 %
-# at equal PESQ with weights 1-2 but -2 to +3 % at equal log-mel distance: nothing clear, so audio uses 0.
-DEFAULT_DEPTH_WEIGHT = {"audio": 0.0, "image": 1.0}
+# the best quality -q 20 reaches (-0.12 dB at 1, -0.35 dB at 2), so images use 1. Speech (48 recordings)
+# saved 5-8 % at equal PESQ and 0-3 % at equal log-mel distance with weight 1, so audio uses 1 too.
+DEFAULT_DEPTH_WEIGHT = {"audio": 1.0, "image": 1.0}
 MAX_DEPTH_WEIGHT = 100.0
 MAX_REFINE = 1000
 IMAGE_TILE = 64                 # latent cells per tile side, before context
