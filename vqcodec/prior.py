@@ -93,16 +93,19 @@ def quantize_rows(p: np.ndarray) -> np.ndarray:
 
 def coder_weights(row) -> np.ndarray:
     """constriction weights for a probability row of integers q >= 1 summing to 2**PRECISION: the
-    integers 256 q - 1, exact in float64 and summing to exactly 2**24 - len(row) (module doc)."""
+    integers 256 q - 1, exact in float64 and summing to exactly 2**24 - len(row) (module doc). A
+    row given as a list (the short rows of the depth model) is converted in plain Python, which is
+    faster than NumPy at that size."""
+    if isinstance(row, list):
+        return np.array([(q << (CODER_PRECISION - PRECISION)) - 1 for q in row], dtype=np.float64)
     return np.asarray(row, dtype=np.float64) * (1 << (CODER_PRECISION - PRECISION)) - 1.0
 
 
-def counts_to_row(counts: list[int], total: int | None = None) -> list[int]:
-    """Positive integer counts (summing to `total`) -> integers q >= 1 summing to exactly 2**PRECISION,
-    in integer arithmetic only: 1 + floor(count * (2**PRECISION - n) / total), the remainder to the
-    first largest count."""
-    n = len(counts)
-    total = sum(counts) if total is None else total
+def counts_to_row(counts: list[int]) -> list[int]:
+    """Positive integer counts -> integers q >= 1 summing to exactly 2**PRECISION, in integer
+    arithmetic only: 1 + floor(count * (2**PRECISION - n) / total), the remainder to the first
+    largest count."""
+    n, total = len(counts), sum(counts)
     budget = (1 << PRECISION) - n
     row = [1 + c * budget // total for c in counts]
     row[counts.index(max(counts))] += (1 << PRECISION) - sum(row)
@@ -122,7 +125,6 @@ class DepthModel:
     def __init__(self, quality: int):
         self.quality = int(quality)
         self.counts: dict[int, list[int]] = {}
-        self._totals: dict[int, int] = {}
         self._models: dict[int, object] = {}
 
     def context(self, left: int | None, above: int | None) -> int:
@@ -134,30 +136,21 @@ class DepthModel:
 
     def row(self, context: int) -> list[int]:
         """The probability row (integers summing to 2**PRECISION) of a context, as it stands."""
-        counts = self.counts.get(context)
-        if counts is None:
-            return counts_to_row([1] * (self.quality + 1))
-        return counts_to_row(counts, self._totals[context])
+        return counts_to_row(self.counts.get(context) or [1] * (self.quality + 1))
 
     def model(self, context: int):
         """The row of a context as a constriction model (cached until the context's next update)."""
         model = self._models.get(context)
         if model is None:
-            # coder_weights, in plain Python: faster than NumPy for a row this short
-            weights = np.array([(q << (CODER_PRECISION - PRECISION)) - 1 for q in self.row(context)], dtype=np.float64)
-            model = self._models[context] = constriction.stream.model.Categorical(weights, perfect=False)
+            model = constriction.stream.model.Categorical(coder_weights(self.row(context)), perfect=False)
+            self._models[context] = model
         return model
 
     def update(self, context: int, depth: int) -> None:
-        counts = self.counts.get(context)
-        if counts is None:
-            counts = self.counts[context] = [1] * (self.quality + 1)
-            self._totals[context] = self.quality + 1
+        counts = self.counts.setdefault(context, [1] * (self.quality + 1))
         counts[depth] += DEPTH_INCREMENT
-        self._totals[context] += DEPTH_INCREMENT
-        if self._totals[context] > DEPTH_COUNT_LIMIT:
+        if sum(counts) > DEPTH_COUNT_LIMIT:
             counts[:] = [(c + 1) // 2 for c in counts]
-            self._totals[context] = sum(counts)
         self._models.pop(context, None)
 
     def code(self, rows: int, cols: int, depths: list[list[int]], step) -> None:
