@@ -460,6 +460,15 @@ class Codec:
             raise VQCodecError(f"quality must be 1..{highest} for model {self.name}, got {quality}")
         return int(quality)
 
+    def _checked_codes(self, codes, level_axis: int, layout: str) -> np.ndarray:
+        """Codes given to codes_to_audio / codes_to_image as int64: 3-D, at most num_codebooks levels on
+        `level_axis`, each an index below K or -1 (a level the cell leaves out)."""
+        codes = np.asarray(codes, dtype=np.int64)
+        if codes.ndim != 3 or codes.shape[level_axis] > self.num_codebooks or (
+                codes.size and (codes.min() < ABSENT or codes.max() >= self.codebook_size)):
+            raise VQCodecError(f"codes must be an int array ({layout}) of valid indices or -1")
+        return codes
+
     def _require(self, kind: str) -> None:
         if self.kind != kind:
             raise VQCodecError(f"model {self.name} codes {self.kind}, not {kind}")
@@ -537,9 +546,7 @@ class Codec:
         """(channels, quality, frames) codes -> float32 (channels, frames * hop) at the model rate; a code of
         -1 leaves its level out of that frame."""
         self._require("audio")
-        codes = np.asarray(codes, dtype=np.int64)
-        if codes.ndim != 3 or codes.shape[1] > self.num_codebooks or (codes.size and (codes.min() < ABSENT or codes.max() >= self.codebook_size)):
-            raise VQCodecError("codes must be an int array (channels, quality, frames) of valid indices or -1")
+        codes = self._checked_codes(codes, 1, "channels, quality, frames")
         blocks = list(self._decode_frames(codes))
         return np.concatenate(blocks, axis=1) if blocks else np.zeros((codes.shape[0], 0), np.float32)
 
@@ -801,9 +808,7 @@ class Codec:
         leaves its level out of that cell."""
         self._require("image")
         hop, ctx = self.hop, self.cfg.context_frames
-        codes = np.asarray(codes, dtype=np.int64)
-        if codes.ndim != 3 or codes.shape[0] > self.num_codebooks or (codes.size and (codes.min() < ABSENT or codes.max() >= self.codebook_size)):
-            raise VQCodecError("codes must be an int array (quality, rows, cols) of valid indices or -1")
+        codes = self._checked_codes(codes, 0, "quality, rows, cols")
         quality, rows, cols = codes.shape
         height, width = height or rows * hop, width or cols * hop
         out = np.zeros((rows * hop, cols * hop, 3), dtype=np.uint8)
