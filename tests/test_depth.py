@@ -126,7 +126,7 @@ def test_depth_model_adapts_and_restarts_per_plane():
 def test_corrupt_depth_payloads_raise_or_stay_well_formed(audio_prior, image_prior):
     rng = np.random.default_rng(4)
     for prior, shape in ((audio_prior, (2, 4, 60)), (image_prior, (3, 9, 8))):
-        if len(shape) == 3 and prior is audio_prior:
+        if prior is audio_prior:
             codes = np.stack([truncate(rng.integers(0, K, (shape[1], 1, shape[2])),
                                        rng.integers(0, shape[1] + 1, (1, shape[2])))[:, 0] for _ in range(shape[0])])
         else:
