@@ -29,12 +29,13 @@ _spec.loader.exec_module(metrics)
 SHIPPED_SPEECH = Path(os.environ.get("VQCODEC_TEST_SPEECH_MODEL", REPO_ROOT / "models" / "speech16k.safetensors"))
 SPEECH_FILES = ["speech.flac", "speech2.flac", "speech3.flac"]
 
-# Quality floors of the shipped speech16k model at quality 6 (about 2.8 kbps), on each LibriSpeech
-# test file. It measures 0.163 / 0.160 / 0.141 log-mel distance (the release before it: 0.203 /
-# 0.180 / 0.163); speech.flac, a quiet and noisy test-other speaker, is its weakest. Noise at 0.03
-# RMS scores 0.9-1.8.
+# Quality floors of the shipped speech16k model at quality 6 (about 2.1 kbps), on each LibriSpeech
+# test file. With the default encoder (per-cell depth weight 2) it measures 0.165 / 0.165 / 0.141
+# log-mel distance (at full depth 0.163 / 0.160 / 0.141; the model before it: 0.203 / 0.180 / 0.163);
+# speech.flac, a quiet and noisy test-other speaker, is its weakest. Noise at 0.03 RMS scores 0.9-1.8.
 MEL_FLOOR = 0.19
-# Its pauses in speech.flac come out 0.1 dB louder than the input. The releases before it gated
+# Its pauses in speech.flac come out 0.4 dB quieter than the input with the default encoder (0.1 dB
+# louder at full depth). The models before it gated
 # them by 0.1 and 2.1 dB, and the one before those, trained without --noise, by 3.8 dB
 # (bench/robustness.py measures this on more files and input levels).
 PAUSE_LEVEL_FLOOR_DB = -1.5

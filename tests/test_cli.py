@@ -102,6 +102,18 @@ def test_info_json(encoded, cli, tiny_model_path, codec):
     assert record["duration"] == pytest.approx(0.5)
 
 
+def test_default_speech_encoding_is_the_top_quality_with_per_cell_depth(cli, tmp_path):
+    """Without -q, speech16k codes every level it has (with depth weight 2 that is about the rate
+    -q 6 gave at weight 1), with per-cell depth, under 3 kbps."""
+    out = tmp_path / "speech.vq"
+    result = cli("encode", Path("tests/data/speech.flac"), out)
+    assert result.returncode == 0, result.stderr.decode()
+    header, _, _ = vqformat.parse_file(out.read_bytes())
+    assert (header.quality, header.coding) == (8, vqformat.CODING_PRIOR_DEPTH)
+    record = json.loads(cli("info", out, "--json").stdout)
+    assert 1500 < record["bitrate_bps"] < 3000
+
+
 def test_models_lists_the_model_on_the_search_path(cli, tiny_model_path, codec):
     env = {"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)}
     result = cli("models", env=env)

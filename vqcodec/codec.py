@@ -49,8 +49,10 @@ MAX_RATE_WEIGHT = 100.0
 # exchange rate (0: every cell uses every level). Chosen on the training sets (bench/rdo.py): photos
 # saved 8 / 14-15 / 18-21 % at equal PSNR with weights 0.5 / 1 / 2, but the higher weights also lower
 # the best quality -q 20 reaches (-0.12 dB at 1, -0.35 dB at 2), so images use 1. Speech (48 recordings)
-# saved 5-8 % at equal PESQ and 0-3 % at equal log-mel distance with weight 1, so audio uses 1 too.
-DEFAULT_DEPTH_WEIGHT = {"audio": 1.0, "image": 1.0}
+# saved 13-22 / 19-29 / 23-32 / 24-31 % against fixed width at equal PESQ with weights 1 / 2 / 3 / 4,
+# and weight 2 saved as much as 1 (within 0.1 point) at equal log-mel distance too; the best quality
+# -q 8 reaches falls by 0.01 / 0.05 / 0.09 / 0.14 PESQ, so audio uses 2.
+DEFAULT_DEPTH_WEIGHT = {"audio": 2.0, "image": 1.0}
 MAX_DEPTH_WEIGHT = 100.0
 MAX_REFINE = 1000
 IMAGE_TILE = 64                 # latent cells per tile side, before context
