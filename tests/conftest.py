@@ -70,11 +70,15 @@ def other_codec(other_model_path) -> Codec:
 
 
 @pytest.fixture(scope="session")
-def bighop_codec(tmp_path_factory) -> Codec:
+def bighop_model_path(tmp_path_factory) -> Path:
     """Tiny model at 8 kHz with a hop of 32 samples: cheap on long audio."""
-    path = make_tiny_model(tmp_path_factory.mktemp("bighop_model"), "bighop", seed=2,
+    return make_tiny_model(tmp_path_factory.mktemp("bighop_model"), "bighop", seed=2,
                            sample_rate=8000, strides=(4, 8), context_frames=8)
-    return Codec.load(str(path))
+
+
+@pytest.fixture(scope="session")
+def bighop_codec(bighop_model_path) -> Codec:
+    return Codec.load(str(bighop_model_path))
 
 
 # ---------------------------------------------------------------- media
@@ -141,14 +145,20 @@ def craft():
 
 # ---------------------------------------------------------------- running the CLI
 
-def run_cli(*args, input: bytes | None = None, env: dict | None = None, cwd=None, timeout: float = 900):
-    """Run `python -m vqcodec ARGS` in a subprocess from the repository root; returns CompletedProcess (bytes)."""
+def run_python(*args, input: bytes | None = None, env: dict | None = None, cwd=None, timeout: float = 900):
+    """Run `python ARGS` in a subprocess from the repository root, with this checkout importable, no
+    VQCODEC_MODEL_PATH and one OpenMP thread; returns CompletedProcess (bytes)."""
     environment = {k: v for k, v in os.environ.items() if k != "VQCODEC_MODEL_PATH"}
     environment["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
     environment["OMP_NUM_THREADS"] = "1"
     environment.update(env or {})
-    return subprocess.run([sys.executable, "-m", "vqcodec", *map(str, args)], input=input, capture_output=True,
+    return subprocess.run([sys.executable, *map(str, args)], input=input, capture_output=True,
                           cwd=cwd or REPO_ROOT, env=environment, timeout=timeout)
+
+
+def run_cli(*args, **options):
+    """Run `python -m vqcodec ARGS` the way run_python runs Python."""
+    return run_python("-m", "vqcodec", *args, **options)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,8 @@ import soundfile
 
 from vqcodec import format as vqformat
 
+from conftest import run_python  # noqa: E402
+
 COMMANDS = ["encode", "decode", "info", "codes", "models", "train"]
 
 
@@ -40,6 +42,41 @@ def listing(folder: Path) -> set[str]:
 
 
 # ---------------------------------------------------------------- happy paths
+
+PEAK_RSS = """
+import resource, subprocess, sys
+with open(sys.argv[1], "rb") as stdin, open(sys.argv[2], "wb") as stdout:
+    code = subprocess.run([sys.executable, "-m", "vqcodec", *sys.argv[3:]], stdin=stdin, stdout=stdout).returncode
+print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+"""
+
+
+def peak_rss(stdin_path: Path, stdout_path: Path, *args) -> int:
+    """Peak resident memory, in bytes, of `vqcodec ARGS` reading stdin_path on stdin and writing stdout_path."""
+    result = run_python("-c", PEAK_RSS, stdin_path, stdout_path, *args)
+    assert result.returncode == 0, result.stderr.decode()
+    code, peak = map(int, result.stdout.split())
+    assert code == 0, f"vqcodec {' '.join(map(str, args))} exited with {code}"
+    return peak
+
+
+def test_stdin_and_stdout_are_spooled_to_disk_not_memory(tmp_path, bighop_model_path):
+    """Forty minutes of audio through stdin and stdout need no more memory than one minute does."""
+    rate, peaks = 8000, {}
+    for minutes in (1, 40):
+        samples = minutes * 60 * rate
+        t = np.arange(samples) / rate
+        wav = tmp_path / f"{minutes}.wav"
+        soundfile.write(wav, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), rate, subtype="PCM_16")
+        vq, decoded = tmp_path / f"{minutes}.vq", tmp_path / f"{minutes}.out.wav"
+        peaks[minutes] = (peak_rss(wav, vq, "encode", "-", "-", "-m", bighop_model_path, "-q", "1"),
+                          peak_rss(vq, decoded, "decode", "-", "-", "-m", bighop_model_path))
+        assert soundfile.info(str(decoded)).frames == samples
+    audio_bytes = 40 * 60 * rate * 2  # the 40-minute WAV: 38 MB
+    for step, short, long in zip(("encode", "decode"), peaks[1], peaks[40]):
+        assert long - short < audio_bytes / 4, (
+            f"{step}: peak memory grew by {(long - short) / 1e6:.0f} MB for {audio_bytes / 1e6:.0f} MB more audio")
+
 
 @pytest.fixture(scope="module")
 def encoded(tmp_path_factory, signal, cli, tiny_model_path):

@@ -1,9 +1,9 @@
 """The `vqcodec` command line: a thin layer over vqcodec.Codec."""
 from __future__ import annotations
 
-import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -17,6 +17,18 @@ DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
 
 
 # ---------------------------------------------------------------- helpers
+
+SPOOL_BLOCK = 1 << 20  # bytes copied at a time between stdin or stdout and a temporary file
+
+
+def _spooled_stdin():
+    """stdin copied into an anonymous temporary file, rewound: soundfile and Pillow need to seek, and
+    a file on disk keeps long input out of memory."""
+    spool = tempfile.TemporaryFile()
+    shutil.copyfileobj(sys.stdin.buffer, spool, SPOOL_BLOCK)
+    spool.seek(0)
+    return spool
+
 
 def _read_input(path: str) -> bytes:
     if path == "-":
@@ -46,9 +58,12 @@ def _checked_path(path: str) -> Path:
 def _write_output(path: str, write, force: bool) -> None:
     """Call write(stream) into a temporary file beside `path`, then rename it into place."""
     if path == "-":
-        buffer = io.BytesIO()
-        write(buffer)
-        sys.stdout.buffer.write(buffer.getvalue())
+        # Written in full to a temporary file first, so a failure writes nothing to stdout and long
+        # output never sits in memory.
+        with tempfile.TemporaryFile() as spool:
+            write(spool)
+            spool.seek(0)
+            shutil.copyfileobj(spool, sys.stdout.buffer, SPOOL_BLOCK)
         sys.stdout.buffer.flush()
         return
     target = Path(path)
@@ -152,11 +167,14 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
 
     if output_path != "-" and Path(output_path).exists() and not force:
         raise VQCodecError(f"{output_path} exists; pass --force to overwrite it")
-    # Files are streamed from disk, so long audio never sits in memory; stdin has to be buffered.
-    source = io.BytesIO(_read_input("-")) if input_path == "-" else _checked_path(input_path)
-    head = source.read(16) if input_path == "-" else source.open("rb").read(16)
+    # Files are streamed from disk, so long audio never sits in memory; stdin is spooled to disk first.
+    source = _spooled_stdin() if input_path == "-" else _checked_path(input_path)
     if input_path == "-":
+        head = source.read(16)
         source.seek(0)
+    else:
+        with source.open("rb") as stream:
+            head = stream.read(16)
     if not head:
         raise VQCodecError(f"{input_path}: file is empty")
     kind = _media_kind(head, input_path, kind)

@@ -482,18 +482,20 @@ class Codec:
         """(channels, quality, frames) codes of a sample stream at the model rate (ABSENT beyond each
         frame's depth with `variable_depth`)."""
         ctx, hop = self.cfg.context_frames, self.hop
-        parts = []
+        # One array for the whole stream, filled block by block: no per-block pieces left between the
+        # blocks' large temporaries on the heap, where they would keep it from being reused.
+        out = np.empty((samples.buffer.shape[0], quality, total_frames), dtype=np.int64)
         for f0, f1 in _blocks(total_frames, self.block_frames):
             a, b = max(0, f0 - ctx), min(total_frames, f1 + ctx)
             x = torch.from_numpy(np.ascontiguousarray(samples.take(a * hop, b * hop)))[:, None].to(self.device)
             window = self.model.encoder(x)
             if self.refine:
-                previous = parts[-1][:, :, parts[-1].shape[2] - (f0 - a):] if parts else None
+                previous = out[:, :, a:f0]
                 codes = self._refine_block(x, window, (slice(f0 - a, f1 - a),), previous, quality, variable_depth)
             else:
                 codes = self._quantize(window, (slice(f0 - a, f1 - a),), quality, variable_depth)
-            parts.append(codes.transpose(0, 1).cpu().numpy())
-        return np.concatenate(parts, axis=2) if parts else np.zeros((samples.buffer.shape[0], quality, 0), np.int64)
+            out[:, :, f0:f1] = codes.transpose(0, 1).cpu().numpy()
+        return out
 
     def _refine_block(self, x, window, inner, previous, quality, variable_depth) -> torch.Tensor:
         """Codes (quality, channels, frames) of one block's inner frames by latent refinement
@@ -621,10 +623,9 @@ class Codec:
         model_length = self._model_length(header.length, header.sample_rate)
         total_frames = math.ceil(model_length / self.hop)
         self._check_chunks(header, chunks, total_frames)
-        parts = []
+        codes = np.empty((header.channels, header.quality, total_frames), dtype=np.int64)  # as in _encode_frames
         for (f0, f1), payload in zip(_blocks(total_frames, header.chunk_frames), chunks):
-            parts.append(self._decode_payload(header, payload, (header.channels, header.quality, f1 - f0)))
-        codes = np.concatenate(parts, axis=2) if parts else np.zeros((header.channels, header.quality, 0), np.int64)
+            codes[:, :, f0:f1] = self._decode_payload(header, payload, (header.channels, header.quality, f1 - f0))
         return header, codes, model_length
 
     def _check_file_model(self, header: vqformat.Header) -> None:
