@@ -437,6 +437,20 @@ def test_cli_round_trip(cli_runs, tiny_model_path, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["photo.png"]
 
 
+def test_cli_image_through_stdin_and_stdout(cli_runs, tiny_model_path):
+    """A photo piped in gives the same file as the photo read from disk, and its decode piped out is a PNG."""
+    _, _, vq = cli_runs
+    run = lambda *args, data: subprocess.run([sys.executable, "-m", "vqcodec", *args], cwd=REPO, input=data,  # noqa: E731
+                                             capture_output=True, timeout=300)
+    encoded = run("encode", "-", "-", "-m", str(tiny_model_path), "-q", "3", data=PHOTOS[0].read_bytes())
+    assert encoded.returncode == 0, encoded.stderr.decode()
+    assert encoded.stdout == vq.read_bytes()
+    decoded = run("decode", "-", "-", "-m", str(tiny_model_path), data=encoded.stdout)
+    assert decoded.returncode == 0, decoded.stderr.decode()
+    with Image.open(PHOTOS[0]) as original, Image.open(io.BytesIO(decoded.stdout)) as result:
+        assert result.format == "PNG" and (result.size, result.mode) == (original.size, original.mode)
+
+
 def test_cli_decode_failure_leaves_nothing(codec, tiny_model_path, tmp_path, capsys):
     """A write that fails (alpha, which JPEG cannot hold and we never drop) leaves no file behind."""
     from vqcodec.cli import run
