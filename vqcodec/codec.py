@@ -456,6 +456,12 @@ class Codec:
             return self.prior.decode_chunk(payload, shape, depths=header.coding == vqformat.CODING_PRIOR_DEPTH)
         return entropy.unpack_fixed(payload, math.prod(shape), self.codebook_size).reshape(shape)
 
+    @property
+    def _code_dtype(self):
+        """The smallest integer type that holds every code and ABSENT: a whole recording's codes are
+        kept in memory while it is coded (an hour of speech16k at q8: 2.9 MB as int16)."""
+        return np.int16 if self.codebook_size <= 1 << 15 else np.int32
+
     def _check_quality(self, quality: int) -> int:
         highest = min(self.num_codebooks, vqformat.MAX_QUALITY)
         if not 1 <= int(quality) <= highest:
@@ -484,13 +490,13 @@ class Codec:
         ctx, hop = self.cfg.context_frames, self.hop
         # One array for the whole stream, filled block by block: no per-block pieces left between the
         # blocks' large temporaries on the heap, where they would keep it from being reused.
-        out = np.empty((samples.buffer.shape[0], quality, total_frames), dtype=np.int64)
+        out = np.empty((samples.buffer.shape[0], quality, total_frames), dtype=self._code_dtype)
         for f0, f1 in _blocks(total_frames, self.block_frames):
             a, b = max(0, f0 - ctx), min(total_frames, f1 + ctx)
             x = torch.from_numpy(np.ascontiguousarray(samples.take(a * hop, b * hop)))[:, None].to(self.device)
             window = self.model.encoder(x)
             if self.refine:
-                previous = out[:, :, a:f0]
+                previous = out[:, :, a:f0].astype(np.int64)
                 codes = self._refine_block(x, window, (slice(f0 - a, f1 - a),), previous, quality, variable_depth)
             else:
                 codes = self._quantize(window, (slice(f0 - a, f1 - a),), quality, variable_depth)
@@ -527,7 +533,7 @@ class Codec:
         channels, quality, total_frames = codes.shape
         for f0, f1 in _blocks(total_frames, self.block_frames):
             a, b = max(0, f0 - ctx), min(total_frames, f1 + ctx)
-            window = torch.from_numpy(np.ascontiguousarray(codes[:, :, a:b])).to(self.device)
+            window = torch.from_numpy(np.ascontiguousarray(codes[:, :, a:b], dtype=np.int64)).to(self.device)
             latents = self.model.quantizer.decode_cells(window.transpose(0, 1))
             audio = self.model.decoder(latents)[:, 0, (f0 - a) * hop:(f1 - a) * hop]
             yield audio.cpu().numpy().astype(np.float32)
@@ -543,7 +549,7 @@ class Codec:
         quality = self._check_quality(self.num_codebooks if quality is None else quality)
         frames = math.ceil(audio.shape[1] / self.hop)
         return self._encode_frames(_SampleWindow(iter([audio]), audio.shape[0], audio.shape[1]), frames, quality,
-                                   variable_depth)
+                                   variable_depth).astype(np.int64)
 
     @torch.inference_mode()
     def codes_to_audio(self, codes: np.ndarray) -> np.ndarray:
@@ -565,7 +571,7 @@ class Codec:
         header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=coding, quality=quality,
                                  model_id=self.model_id, prior_id=self._prior_id(coding), sample_rate=rate,
                                  length=samples, channels=codes.shape[0], chunk_frames=AUDIO_CHUNK_FRAMES)
-        chunks = [self._encode_payload(coding, codes[:, :, f0:f1])
+        chunks = [self._encode_payload(coding, codes[:, :, f0:f1].astype(np.int64))
                   for f0, f1 in _blocks(codes.shape[2], AUDIO_CHUNK_FRAMES)]
         return vqformat.build_file(header, chunks)
 
@@ -623,7 +629,7 @@ class Codec:
         model_length = self._model_length(header.length, header.sample_rate)
         total_frames = math.ceil(model_length / self.hop)
         self._check_chunks(header, chunks, total_frames)
-        codes = np.empty((header.channels, header.quality, total_frames), dtype=np.int64)  # as in _encode_frames
+        codes = np.empty((header.channels, header.quality, total_frames), dtype=self._code_dtype)  # as in _encode_frames
         for (f0, f1), payload in zip(_blocks(total_frames, header.chunk_frames), chunks):
             codes[:, :, f0:f1] = self._decode_payload(header, payload, (header.channels, header.quality, f1 - f0))
         return header, codes, model_length
