@@ -509,7 +509,7 @@ class Codec:
         previous block's final codes, the context after it its unrefined codes."""
         rvq, hop = self.model.quantizer, self.hop
         context = rvq.encode_cells(window, quality, self.beam)
-        if previous is not None and previous.shape[2]:
+        if previous.shape[2]:
             context[:, :, :previous.shape[2]] = torch.from_numpy(previous).to(self.device).transpose(0, 1)
         samples = (slice(None), slice(None), slice(inner[0].start * hop, inner[0].stop * hop))
         return refine_codes(rvq, self.model.decoder, self._loss(), window, rvq.decode_cells(context), inner,
@@ -571,7 +571,7 @@ class Codec:
         header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=coding, quality=quality,
                                  model_id=self.model_id, prior_id=self._prior_id(coding), sample_rate=rate,
                                  length=samples, channels=codes.shape[0], chunk_frames=AUDIO_CHUNK_FRAMES)
-        chunks = [self._encode_payload(coding, codes[:, :, f0:f1].astype(np.int64))
+        chunks = [self._encode_payload(coding, codes[:, :, f0:f1])
                   for f0, f1 in _blocks(codes.shape[2], AUDIO_CHUNK_FRAMES)]
         return vqformat.build_file(header, chunks)
 
