@@ -280,3 +280,15 @@ def save_json(path, payload: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+
+
+# --------------------------------------------------------------------------- priors
+
+def bits_per_code(prior, planes, chunk: int, kind: str) -> np.ndarray:
+    """Ideal bits per code of each level, over whole container chunks."""
+    bits, count = np.zeros(prior.num_levels), 0
+    for plane in planes:  # audio (levels, frames), images (levels, rows, cols)
+        for start in range(0, plane.shape[-1 if kind == "audio" else 1], chunk):
+            bits += prior.ideal_bits(plane[None, :, start:start + chunk] if kind == "audio" else plane[:, start:start + chunk])
+        count += plane[0].size
+    return bits / count

@@ -111,39 +111,36 @@ def main() -> None:
           f"{len(test_planes)} held out", file=sys.stderr, flush=True)
     tables = CodePrior.fit(fit_planes, k, "audio", AUDIO_CHUNK_FRAMES,
                            groups=[g for g, h in zip(groups, held) if not h])
-    table_bits = np.zeros(tables.num_levels)
-    for plane in test_planes:
-        for begin in range(0, plane.shape[1], AUDIO_CHUNK_FRAMES):
-            table_bits += tables.ideal_bits(plane[None, :, begin:begin + AUDIO_CHUNK_FRAMES])
-    table_bits /= sum(p.shape[1] for p in test_planes)
+    table_bits = common.bits_per_code(tables, test_planes, AUDIO_CHUNK_FRAMES, "audio")
     books = [layer.codebook.detach().float().cpu() for layer in codec.model.quantizer.layers]
     hidden_sizes = [int(h) for h in args.hidden.split(",")]
+    columns = [f"{features}/{hidden}" for features in FEATURES for hidden in hidden_sizes]
     rows = []
     for level in (int(v) for v in args.levels.split(",")):
         y_fit = torch.from_numpy(np.concatenate([p[level] for p in fit_planes])).long()
         y_test = torch.from_numpy(np.concatenate([p[level] for p in test_planes])).long()
         unigram = torch.bincount(y_fit, minlength=k).double() + 0.5
         row = {"level": level, "unigram": float(-torch.log2(unigram[y_test] / unigram.sum()).mean()),
-               "tables": float(table_bits[level]), "table_sources": "+".join(tables.levels[level].sources) or "unigram"}
-        for features in FEATURES[:1] if level == 0 else FEATURES:
+               "tables": float(table_bits[level]), "table_sources": "+".join(tables.levels[level].sources) or "unigram",
+               "inputs": "prev2" if level == 0 else "coarser levels", "bits": {}, "macs": {}}
+        for features in FEATURES[:1] if level == 0 else FEATURES:  # level 0 has one set of inputs (prev2)
             x_fit = torch.cat([level_inputs(torch, books, p, level, features) for p in fit_planes])
             x_test = torch.cat([level_inputs(torch, books, p, level, features) for p in test_planes])
             scale = x_fit.std(0).clamp_min(1e-6)
             for hidden in hidden_sizes:
-                name = ("prev2" if level == 0 else features) + f"/{hidden}"
-                row[name] = train_mlp(torch, x_fit / scale, y_fit, x_test / scale, y_test, hidden, args.epochs, k)
-                row[f"macs {name}"] = x_fit.shape[1] * hidden + hidden * k
-                print(f"level {level} {name}: {row[name]:.3f} bits (tables {row['tables']:.3f})", file=sys.stderr, flush=True)
+                column = f"{features}/{hidden}"
+                row["bits"][column] = train_mlp(torch, x_fit / scale, y_fit, x_test / scale, y_test, hidden, args.epochs, k)
+                row["macs"][column] = x_fit.shape[1] * hidden + hidden * k
+                print(f"level {level} {column} ({row['inputs']}): {row['bits'][column]:.3f} bits "
+                      f"(tables {row['tables']:.3f})", file=sys.stderr, flush=True)
         rows.append(row)
-    names = [n for n in rows[-1] if "/" in n and not n.startswith("macs")]
-    headers = ["level", "unigram", "tables (sources)"] + [f"MLP {n}" for n in names] + ["MACs per code"]
+    headers = ["level", "unigram", "tables (sources)"] + [f"MLP {c}" for c in columns] + ["MACs per code"]
     table = []
     for row in rows:
-        mlp = [n for n in row if "/" in n and not n.startswith("macs")]
+        note = " (prev2)" if row["inputs"] == "prev2" else ""
         cells = [row["level"], f"{row['unigram']:.3f}", f"{row['tables']:.3f} ({row['table_sources']})"]
-        cells += [f"{row[n]:.3f}" if n in row else (f"{row[mlp[i]]:.3f} (prev2)" if i < len(mlp) else "—")
-                  for i, n in enumerate(names)]
-        cells.append(" / ".join(f"{row['macs ' + n]:,}" for n in mlp))
+        cells += [f"{row['bits'][c]:.3f}{note}" if c in row["bits"] else "—" for c in columns]
+        cells.append(" / ".join(f"{macs:,}" for macs in row["macs"].values()))
         table.append(cells)
     print(common.markdown_table(headers, table))
     if args.out:

@@ -22,22 +22,10 @@ from pathlib import Path
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 DATA = common.REPO_ROOT.parent / "shared" / "data"
-
-
-def bits_per_code(prior, planes, chunk: int, kind: str) -> np.ndarray:
-    """Ideal bits per code of each level, over whole container chunks."""
-    bits, count = np.zeros(prior.num_levels), 0
-    for plane in planes:  # audio (levels, frames), images (levels, rows, cols)
-        for start in range(0, plane.shape[-1 if kind == "audio" else 1], chunk):
-            bits += prior.ideal_bits(plane[None, :, start:start + chunk] if kind == "audio" else plane[:, start:start + chunk])
-        count += plane[0].size
-    return bits / count
 
 
 def run_model(name: str, train_dir: Path, eval_dir: Path, eval_name: str, qualities: list[int]) -> list[dict]:
@@ -62,7 +50,7 @@ def run_model(name: str, train_dir: Path, eval_dir: Path, eval_name: str, qualit
               "files + views": CodePrior.fit(with_views, codec.codebook_size, codec.kind, chunk, groups=groups)}
     rows = []
     for set_name, planes in sets.items():
-        bits = {variant: bits_per_code(prior, planes, chunk, codec.kind) for variant, prior in priors.items()}
+        bits = {variant: common.bits_per_code(prior, planes, chunk, codec.kind) for variant, prior in priors.items()}
         for q in qualities:
             plain, viewed = (float(bits[v][:q].mean()) for v in ("files", "files + views"))
             rows.append({"model": name, "set": set_name, "quality": q, "bits_files": plain,
