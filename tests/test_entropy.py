@@ -294,6 +294,22 @@ def test_retired_priors_are_named_with_where_to_find_them():
     assert retired_model_hint("0000000000000000") == ""
 
 
+def test_file_of_a_retired_model_names_the_commit_with_its_prior(golden_image_codec):
+    """A retired network listed with several priors: the error names the entry with the file's prior."""
+    from PIL import Image
+
+    from vqcodec.codec import model_for_file
+
+    data = bytearray(golden_image_codec.encode_image(Image.fromarray(golden_image(9, 48, 32)), 3))
+    header = vqformat.parse_header(bytes(data))
+    assert header.coding in vqformat.PRIOR_CODINGS
+    for prior_id, commit in ((0xc945a0f9, "7e30402"), (0x902f9556, "1727a60")):
+        header.model_id, header.prior_id = bytes.fromhex("cffe104cb3860a3c"), prior_id
+        data[:vqformat.HEADER_SIZE] = header.pack()
+        with pytest.raises(VQCodecError, match=f"image as shipped in vqcodec commit {commit}"):
+            model_for_file(bytes(data))
+
+
 def test_code_report(golden_audio_codec):
     data = (GOLDEN / "golden_audio_prior.vq").read_bytes()
     report = golden_audio_codec.code_report(data)

@@ -116,12 +116,14 @@ def list_models() -> list[dict]:
 
 def model_for_file(data: bytes) -> str:
     """Path of the installed model whose id the `.vq` header names."""
-    wanted = vqformat.parse_header(data).model_id.hex()
+    header = vqformat.parse_header(data)
+    wanted = header.model_id.hex()
     for meta in list_models():
         if meta["model_id"] == wanted:
             return meta["path"]
+    prior_id = header.prior_id if header.coding in vqformat.PRIOR_CODINGS else None
     raise VQCodecError(f"no installed model has id {wanted}; pass --model with the model that wrote this file"
-                       + retired_model_hint(wanted))
+                       + retired_model_hint(wanted, prior_id))
 
 
 def retired_model_hint(model_id: str, prior_id: int | None = None) -> str:
