@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import soundfile
 
 from vqcodec import format as vqformat
 
-from conftest import run_python  # noqa: E402
+from conftest import make_tiny_model, run_python  # noqa: E402
 
 COMMANDS = ["encode", "decode", "info", "codes", "models", "train"]
 
@@ -218,6 +220,22 @@ def test_weight_options_make_smaller_entropy_coded_files(cli, tmp_path, option, 
         assert cli("codes", tmp_path / f"w{heavy}.vq", tmp_path / "codes.npy", "-m", golden).returncode == 0
         array = np.load(tmp_path / "codes.npy", allow_pickle=False)
         assert array.dtype == np.int32 and (array == -1).any() and (array >= 0).any()
+
+
+@pytest.fixture
+def umask_027():
+    previous = os.umask(0o027)
+    yield 0o640
+    os.umask(previous)
+
+
+def test_outputs_get_the_permissions_of_the_umask(encoded, cli, tiny_model_path, tmp_path, umask_027):
+    """Not the owner-only 0600 that temporary files are created with."""
+    assert cli("encode", encoded / "in.wav", tmp_path / "out.vq", "-m", tiny_model_path).returncode == 0
+    assert cli("decode", tmp_path / "out.vq", tmp_path / "out.wav", "-m", tiny_model_path).returncode == 0
+    model = make_tiny_model(tmp_path / "trained", "mine", seed=0)
+    for path in (tmp_path / "out.vq", tmp_path / "out.wav", model, model.with_suffix(".json")):
+        assert stat.S_IMODE(path.stat().st_mode) == umask_027, path.name
 
 
 def test_refuses_to_overwrite_without_force(encoded, cli, tiny_model_path):

@@ -1,6 +1,7 @@
 """Media in and out: audio through soundfile and soxr, images through Pillow."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,16 @@ from .errors import VQCodecError
 
 AUDIO_EXTENSIONS = {"." + ext.lower() for ext in soundfile.available_formats()} | {".oga", ".opus"}
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+def move_into_place(finished, target) -> None:
+    """Rename a finished temporary file onto `target`, with the permissions a plain open() would
+    have given it (0666 less the umask): mkstemp and safetensors create files only their owner
+    can read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(finished, 0o666 & ~umask)
+    os.replace(finished, target)
 
 
 def media_kind_of(path: Path) -> str | None:

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import FORMAT_VERSION, config_from_dict, config_to_dict
 from .errors import VQCodecError
+from .io import move_into_place
 from .models import VQVAE
 
 # Training-only state that a shipped model does not need.
@@ -56,7 +57,7 @@ def save_model(model: VQVAE, path: Path, training: dict | None = None, extra: di
     tensors.update(extra_tensors or {})
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp))
-    os.replace(tmp, path)
+    move_into_place(tmp, path)
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     return path
 
@@ -67,7 +68,7 @@ def write_model_files(path: Path, meta: dict, tensors: dict[str, torch.Tensor]) 
     meta = {**meta, "name": path.stem}
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    move_into_place(tmp, path)
     meta_tmp = path.with_name(path.stem + ".json.tmp")
     meta_tmp.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(meta_tmp, path.with_suffix(".json"))

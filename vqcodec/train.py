@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict
 from .errors import VQCodecError
-from .io import media_kind_of, read_audio, read_image_rgb
+from .io import media_kind_of, move_into_place, read_audio, read_image_rgb
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from .models import VQVAE
@@ -199,7 +199,7 @@ def save_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizers:
         tensors.update({k: v.detach().cpu().contiguous() for k, v in _optimizer_tensors(optimizer, name).items()})
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp))
-    tmp.replace(path)
+    move_into_place(tmp, path)
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
 
 
