@@ -236,6 +236,10 @@ def test_outputs_get_the_permissions_of_the_umask(encoded, cli, tiny_model_path,
     model = make_tiny_model(tmp_path / "trained", "mine", seed=0)
     for path in (tmp_path / "out.vq", tmp_path / "out.wav", model, model.with_suffix(".json")):
         assert stat.S_IMODE(path.stat().st_mode) == umask_027, path.name
+    # a file overwritten with --force keeps its own permissions
+    os.chmod(tmp_path / "out.wav", 0o604)
+    assert cli("decode", tmp_path / "out.vq", tmp_path / "out.wav", "-m", tiny_model_path, "--force").returncode == 0
+    assert stat.S_IMODE((tmp_path / "out.wav").stat().st_mode) == 0o604
 
 
 def test_refuses_to_overwrite_without_force(encoded, cli, tiny_model_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,15 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", "
 
 def move_into_place(finished, target) -> None:
     """Rename a finished temporary file onto `target`, with the permissions a plain open() would
-    have given it (0666 less the umask): mkstemp and safetensors create files only their owner
-    can read."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(finished, 0o666 & ~umask)
+    have given it: those of the file it replaces, else 0666 less the umask (mkstemp and
+    safetensors create files only their owner can read)."""
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    os.chmod(finished, mode)
     os.replace(finished, target)
 
 
