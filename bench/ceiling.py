@@ -1,14 +1,20 @@
-"""Where an image model's quality is capped: the autoencoder itself, or the quantiser.
+"""Where a model's quality is capped: the autoencoder itself, or the quantiser.
 
     python bench/ceiling.py [--data ../shared/data/images/kodak] [--model image] [--qualities 8,12,16,20]
                             [--images N] [--out bench/out/ceiling.json]
+    python bench/ceiling.py --speech [--data ../shared/data/speech/dev] [--model speech16k]
+                            [--qualities 1,4,8] [--files N] [--out bench/out/ceiling_speech.json]
 
-For every image, PSNR over RGB of the decoder's output from (a) the encoder's latents themselves,
-unquantised: the autoencoder's ceiling, which no number of codebooks can pass; and (b) the latents
-after the first q codebooks (greedy codes, every latent cell at full depth), with the relative
-squared latent error left after them. The images are coded whole (no tiles, so up to 1024 pixels a
-side). One table row per image and the mean; the gap between the ceiling and the highest quality
-says how much more codebooks could still buy.
+Images: for every image, PSNR over RGB of the decoder's output from (a) the encoder's latents
+themselves, unquantised: the autoencoder's ceiling, which no number of codebooks can pass; and (b)
+the latents after the first q codebooks (greedy codes, every latent cell at full depth), with the
+relative squared latent error left after them. The images are coded whole (no tiles, so up to 1024
+pixels a side). One table row per image and the mean; the gap between the ceiling and the highest
+quality says how much more codebooks could still buy.
+
+Speech (--speech): the same two decodings of every recording, coded whole at the model rate, scored
+against the input by PESQ-WB, STOI and log-mel L1 distance; one row for the unquantised latents and
+one per quality, means over the recordings.
 """
 from __future__ import annotations
 
@@ -27,12 +33,22 @@ REPO_ROOT = common.REPO_ROOT
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=str(REPO_ROOT.parent / "shared" / "data" / "images" / "kodak"))
-    parser.add_argument("--model", default="image")
-    parser.add_argument("--qualities", default="8,12,16,20")
-    parser.add_argument("--images", type=int, default=None, help="first N images only")
-    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "out" / "ceiling.json"))
+    parser.add_argument("--speech", action="store_true", help="a speech model on recordings instead of photos")
+    parser.add_argument("--data", default=None, help="default: Kodak, or the speech dev set with --speech")
+    parser.add_argument("--model", default=None, help="default: image, or speech16k with --speech")
+    parser.add_argument("--qualities", default=None, help="default: 8,12,16,20, or 1,4,8 with --speech")
+    parser.add_argument("--images", "--files", dest="limit", type=int, default=None, help="first N files only")
+    parser.add_argument("--out", default=None, help="JSON of every file's numbers ('' for none)")
     args = parser.parse_args()
+    data = REPO_ROOT.parent / "shared" / "data"
+    args.data = args.data or str(data / "speech" / "dev" if args.speech else data / "images" / "kodak")
+    args.model = args.model or ("speech16k" if args.speech else "image")
+    args.qualities = args.qualities or ("1,4,8" if args.speech else "8,12,16,20")
+    if args.out is None:
+        args.out = str(REPO_ROOT / "bench" / "out" / ("ceiling_speech.json" if args.speech else "ceiling.json"))
+    if args.speech:
+        speech_ceiling(args)
+        return
 
     import torch
 
@@ -42,7 +58,7 @@ def main() -> None:
     codec = Codec.load(args.model)
     model, rvq = codec.model, codec.model.quantizer
     qualities = [int(q) for q in args.qualities.split(",")]
-    pictures = [Picture(p) for p in common.list_files(args.data, (".png",), args.images)]
+    pictures = [Picture(p) for p in common.list_files(args.data, (".png",), args.limit)]
     hop = codec.hop
 
     def decoded_psnr(latents, picture, height, width) -> float:
@@ -76,6 +92,53 @@ def main() -> None:
     if args.out:
         common.save_json(args.out, {"command": common.repro_command(), "model": codec.model_id.hex(),
                                     "images": records})
+
+
+def speech_ceiling(args) -> None:
+    import soundfile
+    import soxr
+    import torch
+
+    from vqcodec import Codec
+
+    torch.set_num_threads(1)
+    codec = Codec.load(args.model)
+    model, rvq, rate = codec.model, codec.model.quantizer, codec.sample_rate
+    qualities = [int(q) for q in args.qualities.split(",")]
+    files = common.list_files(args.data, (".flac", ".wav"), args.limit)
+    settings = ["unquantised"] + [f"q{q}" for q in qualities]
+    scores = {name: {"pesq": [], "stoi": [], "log_mel": []} for name in settings}
+    records = []
+    with torch.inference_mode():
+        for path in files:
+            audio, file_rate = soundfile.read(path, dtype="float32", always_2d=True)
+            audio = audio.mean(axis=1)
+            if file_rate != rate:
+                audio = soxr.resample(audio, file_rate, rate).astype(np.float32)
+            padded = np.pad(audio, (0, -audio.size % codec.hop))
+            latents = model.encoder(torch.from_numpy(padded)[None, None])
+            decodings = {"unquantised": latents}
+            for quality in qualities:
+                decodings[f"q{quality}"] = rvq.decode_cells(rvq.encode_cells(latents, quality))
+            record = {"file": path.name}
+            for name, coded in decodings.items():
+                output = model.decoder(coded)[0, 0, :audio.size].numpy()
+                values = {"pesq": common.pesq_wb(audio, output, rate), "stoi": common.stoi_score(audio, output, rate),
+                          "log_mel": common.log_mel_l1(audio, output, rate)}
+                for key, value in values.items():
+                    scores[name][key].append(value)
+                record[name] = values
+            records.append(record)
+            print(f"  {path.name}: unquantised PESQ {record['unquantised']['pesq']}", file=sys.stderr, flush=True)
+    rows = [[name, common.mean_or_none(scores[name]["pesq"]), common.mean_or_none(scores[name]["stoi"]),
+             common.mean_or_none(scores[name]["log_mel"])] for name in settings]
+    print(f"Decoded latents, model {codec.name} ({codec.model_id.hex()}), {len(files)} recordings from {args.data}, "
+          "each coded whole; greedy codes, every frame at full depth\n")
+    print(common.markdown_table(["latents", "PESQ-WB", "STOI", "log-mel L1"], rows, digits=[0, 2, 3, 3]))
+    print(f"\nReproduce: {common.repro_command()}")
+    if args.out:
+        common.save_json(args.out, {"command": common.repro_command(), "model": codec.model_id.hex(),
+                                    "files": records})
 
 
 if __name__ == "__main__":
