@@ -1,0 +1,80 @@
+"""Coding speed of larger speech networks: would they still meet the 20x real-time target?
+
+    python bench/config_speed.py [--files 8] [--runs 3] [--threads 1] [--quality 8]
+                                 [--configs "base_channels=24;base_channels=32;res_blocks=3"]
+
+Encodes and decodes the first N speech dev files (joined into one recording) with the shipped
+speech16k and with untrained networks of other AudioConfig sizes, on one thread, and prints each
+one's parameter count and speed as a multiple of real time (median of the runs). The untrained
+networks have no prior, so their files are fixed-width and skip the per-frame depth choice, which
+the shipped model (prior, depth weight 2) pays for: their speeds are a little flattering. Speed
+does not depend on the weights' values, so an untrained network times like a trained one.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+DEV = common.REPO_ROOT.parent / "shared" / "data" / "speech" / "dev"
+
+
+def parse_config(text: str) -> dict:
+    fields = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, value = item.split("=")
+        fields[key.strip()] = int(value)
+    return fields
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quality", type=int, default=8)
+    parser.add_argument("--configs", default="base_channels=24;base_channels=32;res_blocks=3;base_channels=24,res_blocks=3",
+                        help="';'-separated AudioConfig overrides, each 'field=value,field=value'")
+    args = parser.parse_args()
+
+    import soundfile
+    import torch
+
+    from vqcodec import Codec
+    from vqcodec.config import AudioConfig
+    from vqcodec.modelfile import save_model
+    from vqcodec.models import VQVAE
+
+    torch.set_num_threads(args.threads)
+    files = common.list_files(DEV, (".flac",), args.files)
+    audio = np.concatenate([soundfile.read(f, dtype="float32")[0] for f in files])
+    seconds = audio.size / 16000
+
+    def measure(label: str, codec) -> list:
+        encode_s, data = common.time_median(lambda: codec.encode_audio(audio, 16000, args.quality), args.runs)
+        decode_s, _ = common.time_median(lambda: codec.decode_audio(data), args.runs)
+        params = sum(p.numel() for p in codec.model.parameters()) / 1e6
+        print(f"  {label}: {seconds / (encode_s + decode_s):.1f}x", file=sys.stderr, flush=True)
+        return [label, params, seconds / encode_s, seconds / decode_s, seconds / (encode_s + decode_s)]
+
+    rows = [measure("speech16k (shipped)", Codec.load("speech16k"))]
+    with tempfile.TemporaryDirectory() as folder:
+        for index, text in enumerate(filter(None, args.configs.split(";"))):
+            torch.manual_seed(0)
+            path = save_model(VQVAE(AudioConfig(**parse_config(text))).eval(), Path(folder) / f"probe{index}.safetensors")
+            rows.append(measure(text, Codec.load(str(path))))
+    print(f"{common.cpu_model()}, {args.threads} thread(s), torch {torch.__version__}; {len(files)} dev files joined, "
+          f"{seconds:.1f} s; -q {args.quality}; median of {args.runs} runs\n")
+    print(common.markdown_table(["network", "M params", "encode xRT", "decode xRT", "both xRT"], rows,
+                                digits=[0, 2, 1, 1, 1]))
+    print(f"\nReproduce: {common.repro_command()}")
+
+
+if __name__ == "__main__":
+    main()
