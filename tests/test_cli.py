@@ -21,7 +21,7 @@ from vqcodec import format as vqformat
 
 from conftest import make_tiny_model, run_python  # noqa: E402
 
-COMMANDS = ["encode", "decode", "info", "codes", "models", "train"]
+COMMANDS = ["encode", "decode", "info", "codes", "pack", "models", "train"]
 
 
 def write_wav(path: Path, signal, channels=2, rate=22050, samples=11025, subtype="PCM_16"):
@@ -220,6 +220,62 @@ def test_weight_options_make_smaller_entropy_coded_files(cli, tmp_path, option, 
         assert cli("codes", tmp_path / f"w{heavy}.vq", tmp_path / "codes.npy", "-m", golden).returncode == 0
         array = np.load(tmp_path / "codes.npy", allow_pickle=False)
         assert array.dtype == np.int32 and (array == -1).any() and (array >= 0).any()
+
+
+def test_pack_inverts_codes_byte_for_byte(cli, tmp_path):
+    """`codes` then `pack` gives back the same file, per-cell depth (-1 codes) included."""
+    from PIL import Image
+
+    from make_golden import golden_audio, golden_image
+
+    golden = Path(__file__).resolve().parent / "data" / "golden"
+    signal = golden_audio(41, seconds=1.3)
+    soundfile.write(tmp_path / "in.wav", signal.T, 22050)  # not the model's rate
+    Image.fromarray(golden_image(42, 70, 90)).save(tmp_path / "in.png")
+    for source, model, extra in (("in.wav", "golden_audio", ["--rate", "22050", "--samples", str(signal.shape[1])]),
+                                 ("in.png", "golden_image", ["--width", "90", "--height", "70"])):
+        model = golden / f"{model}.safetensors"
+        assert cli("encode", tmp_path / source, tmp_path / "a.vq", "-m", model, "-q", "3",
+                   "--depth-weight", "3", "--force").returncode == 0
+        assert cli("codes", tmp_path / "a.vq", tmp_path / "a.npy", "-m", model, "--force").returncode == 0
+        assert (np.load(tmp_path / "a.npy") == -1).any()
+        result = cli("pack", tmp_path / "a.npy", tmp_path / "b.vq", "-m", model, *extra, "--force")
+        assert result.returncode == 0, result.stderr.decode()
+        assert (tmp_path / "b.vq").read_bytes() == (tmp_path / "a.vq").read_bytes(), source
+        # without the sizes: the model's rate and whole frames or cells, decoded like any file
+        assert cli("pack", tmp_path / "a.npy", tmp_path / "c.vq", "-m", model, "--force").returncode == 0
+        decoded = tmp_path / ("c.wav" if source == "in.wav" else "c.png")
+        assert cli("decode", tmp_path / "c.vq", decoded, "-m", model, "--force").returncode == 0
+        if source == "in.wav":
+            info = soundfile.info(decoded)
+            frames = np.load(tmp_path / "a.npy").shape[2]
+            assert (info.samplerate, info.channels, info.frames) == (16000, 2, frames * 8)  # hop 8
+        else:
+            _, rows, cols = np.load(tmp_path / "a.npy").shape
+            assert Image.open(decoded).size == (cols * 4, rows * 4) == (92, 72)  # hop 4
+
+
+def test_pack_refuses_bad_codes(cli, tmp_path, tiny_model_path):
+    golden = Path(__file__).resolve().parent / "data" / "golden" / "golden_audio.safetensors"
+    good = np.zeros((1, 3, 20), dtype=np.int32)
+    broken = good.copy()
+    broken[0, 1, 4] = -1   # a level left out below one that is present
+    arrays = {"float": good.astype(np.float32), "two-d": good[0], "range": good + 10 ** 6, "broken": broken,
+              "absent": np.where(np.arange(20) < 5, -1, good), "good": good}
+    for name, array in arrays.items():
+        np.save(tmp_path / f"{name}.npy", array)
+    np.save(tmp_path / "pickled.npy", np.array([{"codes": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "text.npy").write_text("not numpy")
+    cases = [("float", golden, [], "integers"), ("two-d", golden, [], "valid indices"),
+             ("range", golden, [], "valid indices"), ("broken", golden, [], "present from the first level"),
+             ("absent", tiny_model_path, [], "need entropy coding"),   # a model without a prior
+             ("pickled", golden, [], "pickled"), ("text", golden, [], "not a NumPy"),
+             ("good", golden, ["--samples", "3"], "make 1 frames, not 20")]
+    for name, model, extra, message in cases:
+        result = cli("pack", tmp_path / f"{name}.npy", tmp_path / "out.vq", "-m", model, *extra)
+        assert_one_line_error(result)
+        assert message in result.stderr.decode(), (name, result.stderr)
+        assert not (tmp_path / "out.vq").exists(), name
 
 
 @pytest.fixture

@@ -320,7 +320,7 @@ def codes(input_path, output_path, model, force):
     (quality, rows, cols) of latent cells. In files with per-cell depth (--depth-weight), a
     frame's or cell's levels beyond its depth are -1. Load it with numpy.load(OUTPUT) (no
     pickle), and turn codes back into media with the Python API (Codec.codes_to_audio,
-    codes_to_image).
+    codes_to_image), or into a .vq file with `vqcodec pack`.
 
     \b
     Examples:
@@ -336,6 +336,48 @@ def codes(input_path, output_path, model, force):
     data = _read_input(input_path)
     _, array = Codec.load(model or model_for_file(data)).read_codes(data)
     _write_output(output_path, lambda stream: np.save(stream, array.astype(np.int32), allow_pickle=False), force)
+
+
+@cli.command()
+@click.argument("input_path", metavar="CODES")
+@click.argument("output_path", metavar="OUTPUT")
+@click.option("-m", "--model", required=True, help="Model name or path whose codebooks the codes index.")
+@click.option("--rate", type=int, default=None, help="Audio: the sample rate to decode to (default: the model's).")
+@click.option("--samples", type=int, default=None,
+              help="Audio: samples per channel to decode to (default: frames x hop at --rate).")
+@click.option("--width", type=int, default=None, help="Image: width to decode to (default: cols x 16).")
+@click.option("--height", type=int, default=None, help="Image: height to decode to (default: rows x 16).")
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+def pack(input_path, output_path, model, rate, samples, width, height, force):
+    """Pack integer codes from a NumPy .npy file into a .vq file, the inverse of `vqcodec codes`.
+
+    CODES holds integers as `vqcodec codes` writes them: audio (channels, quality, frames), images
+    (quality, rows, cols); -1 leaves a level out of a frame or cell, from some level up. They may
+    come from a .vq file or from your own model of the codes. They are entropy coded under the
+    model's prior, and `vqcodec decode` turns the file into audio or an image.
+
+    \b
+    Examples:
+      vqcodec codes speech.vq codes.npy && vqcodec pack codes.npy again.vq -m speech16k
+      vqcodec pack generated.npy generated.vq -m speech16k && vqcodec decode generated.vq generated.wav
+      vqcodec pack photo_codes.npy photo.vq -m image --width 768 --height 512
+    """
+    import io
+
+    import numpy as np
+
+    from .codec import Codec
+
+    if output_path != "-" and Path(output_path).exists() and not force:
+        raise VQCodecError(f"{output_path} exists; pass --force to overwrite it")
+    try:
+        array = np.load(io.BytesIO(_read_input(input_path)), allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        raise VQCodecError(f"{input_path}: not a NumPy .npy array (pickled arrays are refused)") from None
+    if not isinstance(array, np.ndarray):
+        raise VQCodecError(f"{input_path}: a .npz archive, not one .npy array")
+    encoded = Codec.load(model).codes_to_file(array, sample_rate=rate, samples=samples, width=width, height=height)
+    _write_output(output_path, lambda stream: stream.write(encoded), force)
 
 
 def _print_code_report(report: dict) -> None:

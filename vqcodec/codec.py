@@ -25,7 +25,7 @@ import torch
 from . import entropy
 from . import format as vqformat
 from .errors import VQCodecError
-from .io import ALPHA_MODES, IMAGE_MODE_NAMES, image_to_planes, planes_to_image
+from .io import ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, image_to_planes, planes_to_image
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts
 from .refine import LEARNING_RATE as REFINE_LEARNING_RATE, refine_codes
@@ -832,6 +832,52 @@ class Codec:
             out[r0 * hop:r1 * hop, c0 * hop:c1 * hop] = (pixels.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
         return out[:height, :width]
 
+    # ------------------------------------------------------------ codes: files
+
+    def codes_to_file(self, codes: np.ndarray, sample_rate: int | None = None, samples: int | None = None,
+                      width: int | None = None, height: int | None = None) -> bytes:
+        """`.vq` bytes holding the given codes, entropy coded under the model's prior when it has one,
+        to decode like any file: codes as audio_to_codes, image_to_codes or `vqcodec codes` give them,
+        or made by another model. Audio (channels, quality, frames), decoded at `sample_rate` to
+        `samples` per channel (default: the model's rate, frames x hop); images (quality, rows, cols),
+        decoded as RGB of `width` x `height` (default: cols and rows x hop). -1 leaves a level out of
+        a frame or cell, from some level up to the top."""
+        array = np.asarray(codes)
+        if not np.issubdtype(array.dtype, np.integer):
+            raise VQCodecError(f"codes must be integers, not {array.dtype}")
+        if self.kind == "audio":
+            array = self._checked_codes(array, 1, "channels, quality, frames")
+            channels, quality, frames = array.shape
+            rate = self.sample_rate if sample_rate is None else int(sample_rate)
+            if not 1 <= rate <= vqformat.MAX_SAMPLE_RATE:
+                raise VQCodecError(f"sample rate {rate} Hz is out of range")
+            if not 1 <= channels <= vqformat.MAX_CHANNELS or frames < 1:
+                raise VQCodecError(f"codes of {channels} channels and {frames} frames cannot make a file")
+            samples = frames * self.hop * rate // self.sample_rate if samples is None else int(samples)
+            if not 1 <= samples <= rate * vqformat.MAX_AUDIO_SECONDS:
+                raise VQCodecError(f"{samples} samples is out of range")
+            if math.ceil(self._model_length(samples, rate) / self.hop) != frames:
+                raise VQCodecError(f"{samples} samples at {rate} Hz make "
+                                   f"{math.ceil(self._model_length(samples, rate) / self.hop)} frames, not {frames}")
+            self._check_quality(quality)
+        else:
+            array = self._checked_codes(array, 0, "quality, rows, cols")
+            quality, rows, cols = array.shape
+            width, height = int(width or cols * self.hop), int(height or rows * self.hop)
+            if min(width, height) < 1 or max(width, height) > vqformat.MAX_IMAGE_SIDE \
+                    or width * height > vqformat.MAX_IMAGE_PIXELS:
+                raise VQCodecError(f"image {width}x{height} is out of range")
+            if (math.ceil(height / self.hop), math.ceil(width / self.hop)) != (rows, cols):
+                raise VQCodecError(f"a {width}x{height} image has {math.ceil(height / self.hop)} x "
+                                   f"{math.ceil(width / self.hop)} latent cells, not {rows} x {cols}")
+            self._check_quality(quality)
+        try:
+            if self.kind == "audio":
+                return self._pack_audio(array, rate, samples, quality)
+            return self._pack_image(array, width, height, IMAGE_MODES["RGB"], None)
+        except ValueError as exc:  # the prior's check: -1 only above a frame's or cell's last level
+            raise VQCodecError(str(exc)) from None
+
     def encode_image(self, image, quality: int) -> bytes:
         """Encode a Pillow image of any supported mode; alpha is kept losslessly."""
         self._require("image")
@@ -841,12 +887,15 @@ class Codec:
         if max(h, w) > vqformat.MAX_IMAGE_SIDE or h * w > vqformat.MAX_IMAGE_PIXELS:
             raise VQCodecError(f"image {w}x{h} exceeds the size limit")
         codes = self.image_to_codes(rgb, quality, variable_depth=True)
+        alpha_bytes = zlib.compress(alpha.tobytes(), 9) if alpha is not None else None
+        return self._pack_image(codes, w, h, mode, alpha_bytes)
+
+    def _pack_image(self, codes: np.ndarray, width: int, height: int, mode: int, alpha_bytes: bytes | None) -> bytes:
         coding = self._file_coding(codes)
-        header = vqformat.Header(kind=vqformat.KIND_IMAGE, coding=coding, quality=quality,
-                                 model_id=self.model_id, prior_id=self._prior_id(coding), width=w, height=h,
+        header = vqformat.Header(kind=vqformat.KIND_IMAGE, coding=coding, quality=codes.shape[0],
+                                 model_id=self.model_id, prior_id=self._prior_id(coding), width=width, height=height,
                                  channels=3, mode=mode, chunk_frames=IMAGE_CHUNK_ROWS)
         chunks = [self._encode_payload(coding, codes[:, r0:r1]) for r0, r1 in _blocks(codes.shape[1], IMAGE_CHUNK_ROWS)]
-        alpha_bytes = zlib.compress(alpha.tobytes(), 9) if alpha is not None else None
         return vqformat.build_file(header, chunks, alpha_bytes)
 
     def decode_image(self, data: bytes):
