@@ -270,7 +270,8 @@ def test_pack_refuses_bad_codes(cli, tmp_path, tiny_model_path):
              ("range", golden, [], "valid indices"), ("broken", golden, [], "present from the first level"),
              ("absent", tiny_model_path, [], "need entropy coding"),   # a model without a prior
              ("pickled", golden, [], "pickled"), ("text", golden, [], "not a NumPy"),
-             ("good", golden, ["--samples", "3"], "make 1 frames, not 20")]
+             ("good", golden, ["--samples", "3"], "make 1 frames, not 20"),
+             ("good", golden, ["--width", "64"], "width and height are for images")]
     for name, model, extra, message in cases:
         result = cli("pack", tmp_path / f"{name}.npy", tmp_path / "out.vq", "-m", model, *extra)
         assert_one_line_error(result)

@@ -345,8 +345,8 @@ def codes(input_path, output_path, model, force):
 @click.option("--rate", type=int, default=None, help="Audio: the sample rate to decode to (default: the model's).")
 @click.option("--samples", type=int, default=None,
               help="Audio: samples per channel to decode to (default: frames x hop at --rate).")
-@click.option("--width", type=int, default=None, help="Image: width to decode to (default: cols x 16).")
-@click.option("--height", type=int, default=None, help="Image: height to decode to (default: rows x 16).")
+@click.option("--width", type=int, default=None, help="Image: width to decode to (default: cols x the model's stride).")
+@click.option("--height", type=int, default=None, help="Image: height to decode to (default: rows x the stride).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 def pack(input_path, output_path, model, rate, samples, width, height, force):
     """Pack integer codes from a NumPy .npy file into a .vq file, the inverse of `vqcodec codes`.
@@ -354,7 +354,8 @@ def pack(input_path, output_path, model, rate, samples, width, height, force):
     CODES holds integers as `vqcodec codes` writes them: audio (channels, quality, frames), images
     (quality, rows, cols); -1 leaves a level out of a frame or cell, from some level up. They may
     come from a .vq file or from your own model of the codes. They are entropy coded under the
-    model's prior, and `vqcodec decode` turns the file into audio or an image.
+    model's prior (packed at fixed width if it has none), and `vqcodec decode` turns the file
+    into audio or an image.
 
     \b
     Examples:

@@ -845,6 +845,10 @@ class Codec:
         array = np.asarray(codes)
         if not np.issubdtype(array.dtype, np.integer):
             raise VQCodecError(f"codes must be integers, not {array.dtype}")
+        if (self.kind == "audio" and (width, height) != (None, None)) or \
+                (self.kind == "image" and (sample_rate, samples) != (None, None)):
+            raise VQCodecError(f"model {self.name} codes {self.kind}: a width and height are for images, "
+                               "a sample rate and sample count for audio")
         if self.kind == "audio":
             array = self._checked_codes(array, 1, "channels, quality, frames")
             channels, quality, frames = array.shape
