@@ -266,10 +266,14 @@ def test_pack_refuses_bad_codes(cli, tmp_path, tiny_model_path):
         np.save(tmp_path / f"{name}.npy", array)
     np.save(tmp_path / "pickled.npy", np.array([{"codes": 1}], dtype=object), allow_pickle=True)
     (tmp_path / "text.npy").write_text("not numpy")
+    with open(tmp_path / "huge.npy", "wb") as stream:   # a header that claims 3 TB
+        np.lib.format.write_array_header_1_0(stream, {"descr": "<i4", "fortran_order": False, "shape": (1, 8, 10 ** 11)})
+        stream.write(bytes(100))
     cases = [("float", golden, [], "integers"), ("two-d", golden, [], "valid indices"),
              ("range", golden, [], "valid indices"), ("broken", golden, [], "present from the first level"),
              ("absent", tiny_model_path, [], "need entropy coding"),   # a model without a prior
-             ("pickled", golden, [], "pickled"), ("text", golden, [], "not a NumPy"),
+             ("pickled", golden, [], "pickles are refused"), ("text", golden, [], "not a NumPy"),
+             ("huge", golden, [], "header announces 800000000000 values"),
              ("good", golden, ["--samples", "3"], "make 1 frames, not 20"),
              ("good", golden, ["--width", "64"], "width and height are for images")]
     for name, model, extra, message in cases:

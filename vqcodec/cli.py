@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -363,22 +364,37 @@ def pack(input_path, output_path, model, rate, samples, width, height, force):
       vqcodec pack generated.npy generated.vq -m speech16k && vqcodec decode generated.vq generated.wav
       vqcodec pack photo_codes.npy photo.vq -m image --width 768 --height 512
     """
-    import io
-
-    import numpy as np
-
     from .codec import Codec
 
     if output_path != "-" and Path(output_path).exists() and not force:
         raise VQCodecError(f"{output_path} exists; pass --force to overwrite it")
-    try:
-        array = np.load(io.BytesIO(_read_input(input_path)), allow_pickle=False)
-    except (ValueError, OSError, EOFError):
-        raise VQCodecError(f"{input_path}: not a NumPy .npy array (pickled arrays are refused)") from None
-    if not isinstance(array, np.ndarray):
-        raise VQCodecError(f"{input_path}: a .npz archive, not one .npy array")
+    array = _read_npy(_read_input(input_path), input_path)
     encoded = Codec.load(model).codes_to_file(array, sample_rate=rate, samples=samples, width=width, height=height)
     _write_output(output_path, lambda stream: stream.write(encoded), force)
+
+
+def _read_npy(data: bytes, name: str):
+    """The array of a .npy file, its header checked against the bytes there before anything is
+    allocated (a header may claim any shape); pickled (object) arrays are refused."""
+    import io
+
+    import numpy as np
+    from numpy.lib import format as npy
+
+    stream = io.BytesIO(data)
+    try:
+        version = npy.read_magic(stream)
+        read_header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}[version]
+        shape, fortran_order, dtype = read_header(stream)
+    except (ValueError, KeyError, EOFError):
+        raise VQCodecError(f"{name}: not a NumPy .npy file (version 1 or 2)") from None
+    if dtype.hasobject:
+        raise VQCodecError(f"{name}: an array of Python objects (pickles are refused)")
+    count = math.prod(shape)
+    if count * dtype.itemsize != len(data) - stream.tell():
+        raise VQCodecError(f"{name}: its header announces {count} values of {dtype.itemsize} bytes, "
+                           f"the file holds {len(data) - stream.tell()} bytes")
+    return np.frombuffer(data, dtype, count, stream.tell()).reshape(shape, order="F" if fortran_order else "C")
 
 
 def _print_code_report(report: dict) -> None:
