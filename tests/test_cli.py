@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import soundfile
 
 from vqcodec import format as vqformat
@@ -281,6 +283,29 @@ def test_pack_refuses_bad_codes(cli, tmp_path, tiny_model_path):
         assert_one_line_error(result)
         assert message in result.stderr.decode(), (name, result.stderr)
         assert not (tmp_path / "out.vq").exists(), name
+
+
+def _valid_npy(array: np.ndarray) -> bytes:
+    stream = io.BytesIO()
+    np.save(stream, array, allow_pickle=False)
+    return stream.getvalue()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(tail=st.binary(max_size=300), position=st.integers(0, 200), byte=st.integers(0, 255))
+def test_fuzz_pack_input(golden_audio_codec, tail, position, byte):
+    """Random or mutated .npy bytes: reading and packing raise only our own error, or work."""
+    from vqcodec.cli import _read_npy
+    from vqcodec.errors import VQCodecError
+
+    valid = bytearray(_valid_npy(np.zeros((1, 3, 20), dtype=np.int16)))
+    mutated = bytes(valid[:position % len(valid)]) + bytes([byte]) + bytes(valid[position % len(valid) + 1:])
+    for data in (b"\x93NUMPY\x01\x00" + tail, mutated, valid[:position] + tail):
+        try:
+            codes = _read_npy(bytes(data), "fuzz.npy")
+            golden_audio_codec.codes_to_file(codes)
+        except VQCodecError:
+            pass
 
 
 @pytest.fixture

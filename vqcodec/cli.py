@@ -386,7 +386,7 @@ def _read_npy(data: bytes, name: str):
         version = npy.read_magic(stream)
         read_header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}[version]
         shape, fortran_order, dtype = read_header(stream)
-    except (ValueError, KeyError, EOFError):
+    except Exception:  # numpy's header parser raises many kinds (ValueError, SyntaxError, TokenError...)
         raise VQCodecError(f"{name}: not a NumPy .npy file (version 1 or 2)") from None
     if dtype.hasobject:
         raise VQCodecError(f"{name}: an array of Python objects (pickles are refused)")
