@@ -404,3 +404,28 @@ def test_train_command_init_errors(trained, data_dir, tmp_path, cli):
     result = cli("train", images, "--out", tmp_path / "tuned", "--max-steps", "1", "--init", model)
     assert_one_line_error(result)
     assert "no audio files" in result.stderr.decode()
+
+
+@pytest.mark.parametrize("device, audio, image", [("cpu", (16, 8000), (12, 128)), ("cuda", (64, 8000), (32, 256))])
+def test_cli_sizes_batches_and_crops_for_the_device(data_dir, tmp_path, monkeypatch, device, audio, image):
+    """Without --batch-size and --crop a GPU gets larger batches (and photo crops) than the CPU."""
+    from click.testing import CliRunner
+
+    import vqcodec.codec
+    import vqcodec.train
+    from vqcodec.cli import cli
+
+    chosen = {}
+    monkeypatch.setattr(vqcodec.codec, "resolve_device", lambda name: device)
+    monkeypatch.setattr(vqcodec.train, "train", lambda folder, config, options, kind: chosen.update(
+        {kind: (options.device, options.batch_size, options.crop)}))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(photos / "a.png")
+    for folder in (data_dir, photos):
+        result = CliRunner().invoke(cli, ["train", str(folder), "--out", str(tmp_path / "run"), "--max-steps", "1"])
+        assert result.exit_code == 0, result.output
+    assert chosen == {"audio": (device, *audio), "image": (device, *image)}
+    result = CliRunner().invoke(cli, ["train", str(photos), "--out", str(tmp_path / "run"), "--max-steps", "1",
+                                      "--batch-size", "5", "--crop", "64"])
+    assert result.exit_code == 0 and chosen["image"] == (device, 5, 64)

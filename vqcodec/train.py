@@ -47,6 +47,13 @@ class TrainOptions:
     init: str | None = None      # a trained model (name or path) whose weights and codebooks a new run starts from
 
 
+# Batch size and crop (audio samples, image side) when none is given, by media kind and device. On a
+# GPU, four times the batch (and 256-pixel photo crops) cost the shipped models' H100 and H200 runs no
+# speed per step: at the CPU's sizes a GPU mostly waits (docs/GPU.md).
+DEFAULT_BATCH_AND_CROP = {("audio", "cpu"): (16, 8000), ("audio", "cuda"): (64, 8000),
+                          ("image", "cpu"): (12, 128), ("image", "cuda"): (32, 256)}
+
+
 # ---------------------------------------------------------------- data
 
 def find_media(folder: Path, kind: str | None) -> tuple[str, list[Path]]:
