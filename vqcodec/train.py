@@ -47,9 +47,9 @@ class TrainOptions:
     init: str | None = None      # a trained model (name or path) whose weights and codebooks a new run starts from
 
 
-# Batch size and crop (audio samples, image side) when none is given, by media kind and device. On a
-# GPU, four times the batch (and 256-pixel photo crops) cost the shipped models' H100 and H200 runs no
-# speed per step: at the CPU's sizes a GPU mostly waits (docs/GPU.md).
+# Batch size and crop (audio samples, image side) when none is given, by media kind and device. The
+# shipped models' H100 run (batches of 64 and 32) and H200 run (128 and 48) made about as many steps a
+# second: at these sizes a GPU mostly waits, so larger batches come nearly free there (docs/GPU.md).
 DEFAULT_BATCH_AND_CROP = {("audio", "cpu"): (16, 8000), ("audio", "cuda"): (64, 8000),
                           ("image", "cpu"): (12, 128), ("image", "cuda"): (32, 256)}
 
