@@ -220,6 +220,25 @@ def _resampled_blocks(blocks: Iterator[np.ndarray], source_rate: int, target_rat
         produced = total_out
 
 
+def _check_audio_size(channels: int, sample_rate: int, samples: int) -> None:
+    """The container's bounds on a new audio file, checked before anything is coded."""
+    if not 1 <= channels <= vqformat.MAX_CHANNELS:
+        raise VQCodecError(f"{channels} channels: between 1 and {vqformat.MAX_CHANNELS} are supported")
+    if not 1 <= sample_rate <= vqformat.MAX_SAMPLE_RATE:
+        raise VQCodecError(f"sample rate {sample_rate} Hz is out of range")
+    if samples <= 0:
+        raise VQCodecError("audio is empty")
+    if samples > sample_rate * vqformat.MAX_AUDIO_SECONDS:
+        raise VQCodecError(f"audio longer than {vqformat.MAX_AUDIO_SECONDS // 3600} hours is not supported")
+
+
+def _check_image_size(width: int, height: int) -> None:
+    """The container's bounds on a new image file, checked before anything is coded."""
+    if min(width, height) < 1 or max(width, height) > vqformat.MAX_IMAGE_SIDE \
+            or width * height > vqformat.MAX_IMAGE_PIXELS:
+        raise VQCodecError(f"image {width}x{height} exceeds the size limit")
+
+
 def _checked(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
     for block in blocks:
         if not np.isfinite(block).all():
@@ -583,14 +602,7 @@ class Codec:
         """Encode a stream of (channels, n) float32 blocks holding `samples` samples per channel in all."""
         self._require("audio")
         quality = self._check_quality(quality)
-        if samples <= 0:
-            raise VQCodecError("audio is empty")
-        if not 1 <= channels <= vqformat.MAX_CHANNELS:
-            raise VQCodecError(f"{channels} channels: between 1 and {vqformat.MAX_CHANNELS} are supported")
-        if not 1 <= sample_rate <= vqformat.MAX_SAMPLE_RATE:
-            raise VQCodecError(f"sample rate {sample_rate} Hz is out of range")
-        if samples > sample_rate * vqformat.MAX_AUDIO_SECONDS:
-            raise VQCodecError(f"audio longer than {vqformat.MAX_AUDIO_SECONDS // 3600} hours is not supported")
+        _check_audio_size(channels, sample_rate, samples)
         model_length = self._model_length(samples, sample_rate)
         stream = _resampled_blocks(_checked(blocks), sample_rate, self.sample_rate, channels, model_length)
         window = _SampleWindow(stream, channels, model_length)
@@ -853,27 +865,21 @@ class Codec:
             array = self._checked_codes(array, 1, "channels, quality, frames")
             channels, quality, frames = array.shape
             rate = self.sample_rate if sample_rate is None else int(sample_rate)
-            if not 1 <= rate <= vqformat.MAX_SAMPLE_RATE:
-                raise VQCodecError(f"sample rate {rate} Hz is out of range")
-            if not 1 <= channels <= vqformat.MAX_CHANNELS or frames < 1:
-                raise VQCodecError(f"codes of {channels} channels and {frames} frames cannot make a file")
             samples = frames * self.hop * rate // self.sample_rate if samples is None else int(samples)
-            if not 1 <= samples <= rate * vqformat.MAX_AUDIO_SECONDS:
-                raise VQCodecError(f"{samples} samples is out of range")
-            if math.ceil(self._model_length(samples, rate) / self.hop) != frames:
-                raise VQCodecError(f"{samples} samples at {rate} Hz make "
-                                   f"{math.ceil(self._model_length(samples, rate) / self.hop)} frames, not {frames}")
+            _check_audio_size(channels, rate, samples)
+            frames_of_samples = math.ceil(self._model_length(samples, rate) / self.hop)
+            if frames_of_samples != frames:
+                raise VQCodecError(f"{samples} samples at {rate} Hz make {frames_of_samples} frames, not {frames}")
             self._check_quality(quality)
         else:
             array = self._checked_codes(array, 0, "quality, rows, cols")
             quality, rows, cols = array.shape
             width, height = int(width or cols * self.hop), int(height or rows * self.hop)
-            if min(width, height) < 1 or max(width, height) > vqformat.MAX_IMAGE_SIDE \
-                    or width * height > vqformat.MAX_IMAGE_PIXELS:
-                raise VQCodecError(f"image {width}x{height} is out of range")
-            if (math.ceil(height / self.hop), math.ceil(width / self.hop)) != (rows, cols):
-                raise VQCodecError(f"a {width}x{height} image has {math.ceil(height / self.hop)} x "
-                                   f"{math.ceil(width / self.hop)} latent cells, not {rows} x {cols}")
+            _check_image_size(width, height)
+            cells = (math.ceil(height / self.hop), math.ceil(width / self.hop))
+            if cells != (rows, cols):
+                raise VQCodecError(f"a {width}x{height} image has {cells[0]} x {cells[1]} latent cells, "
+                                   f"not {rows} x {cols}")
             self._check_quality(quality)
         try:
             if self.kind == "audio":
@@ -888,8 +894,7 @@ class Codec:
         quality = self._check_quality(quality)
         rgb, mode, alpha = image_to_planes(image)
         h, w, _ = rgb.shape
-        if max(h, w) > vqformat.MAX_IMAGE_SIDE or h * w > vqformat.MAX_IMAGE_PIXELS:
-            raise VQCodecError(f"image {w}x{h} exceeds the size limit")
+        _check_image_size(w, h)
         codes = self.image_to_codes(rgb, quality, variable_depth=True)
         alpha_bytes = zlib.compress(alpha.tobytes(), 9) if alpha is not None else None
         return self._pack_image(codes, w, h, mode, alpha_bytes)
