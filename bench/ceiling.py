@@ -95,11 +95,10 @@ def main() -> None:
 
 
 def speech_ceiling(args) -> None:
-    import soundfile
-    import soxr
     import torch
 
     from vqcodec import Codec
+    from vqcodec.io import read_audio
 
     torch.set_num_threads(1)
     codec = Codec.load(args.model)
@@ -111,10 +110,7 @@ def speech_ceiling(args) -> None:
     records = []
     with torch.inference_mode():
         for path in files:
-            audio, file_rate = soundfile.read(path, dtype="float32", always_2d=True)
-            audio = audio.mean(axis=1)
-            if file_rate != rate:
-                audio = soxr.resample(audio, file_rate, rate).astype(np.float32)
+            audio = read_audio(path, rate)[0].mean(axis=0)
             padded = np.pad(audio, (0, -audio.size % codec.hop))
             latents = model.encoder(torch.from_numpy(padded)[None, None])
             decodings = {"unquantised": latents}

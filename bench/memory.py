@@ -36,16 +36,12 @@ print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
 
 
 def speech_of_length(files: list[Path], seconds: int, rate: int) -> np.ndarray:
-    import soundfile
-    import soxr
+    from vqcodec.io import read_audio
 
     pieces, total = [], 0
     while total < seconds * rate:
         for path in files:
-            audio, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-            audio = audio.mean(1)
-            if file_rate != rate:
-                audio = soxr.resample(audio, file_rate, rate)
+            audio = read_audio(path, rate)[0].mean(axis=0)
             pieces.append(audio)
             total += audio.size
             if total >= seconds * rate:
