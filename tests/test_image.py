@@ -437,15 +437,13 @@ def test_cli_round_trip(cli_runs, tiny_model_path, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["photo.png"]
 
 
-def test_cli_image_through_stdin_and_stdout(cli_runs, tiny_model_path):
+def test_cli_image_through_stdin_and_stdout(cli_runs, cli, tiny_model_path):
     """A photo piped in gives the same file as the photo read from disk, and its decode piped out is a PNG."""
     _, _, vq = cli_runs
-    run = lambda *args, data: subprocess.run([sys.executable, "-m", "vqcodec", *args], cwd=REPO, input=data,  # noqa: E731
-                                             capture_output=True, timeout=300)
-    encoded = run("encode", "-", "-", "-m", str(tiny_model_path), "-q", "3", data=PHOTOS[0].read_bytes())
+    encoded = cli("encode", "-", "-", "-m", tiny_model_path, "-q", "3", input=PHOTOS[0].read_bytes())
     assert encoded.returncode == 0, encoded.stderr.decode()
     assert encoded.stdout == vq.read_bytes()
-    decoded = run("decode", "-", "-", "-m", str(tiny_model_path), data=encoded.stdout)
+    decoded = cli("decode", "-", "-", "-m", tiny_model_path, input=encoded.stdout)
     assert decoded.returncode == 0, decoded.stderr.decode()
     with Image.open(PHOTOS[0]) as original, Image.open(io.BytesIO(decoded.stdout)) as result:
         assert result.format == "PNG" and (result.size, result.mode) == (original.size, original.mode)
