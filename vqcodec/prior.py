@@ -9,7 +9,9 @@ value given a small context class. Context sources, chosen per level when the pr
 
 Each source maps its code value (or "unavailable", index K) to a class through a stored integer
 table; a level's context is the mixed-radix number of its sources' classes, in the order above.
-Contexts never reach across a chunk: chunks stay independently decodable.
+Contexts never reach across a chunk: chunks stay independently decodable. A level with a single
+source may instead have one row per source value (an identity map), fitted with a small network
+over codebook vectors (CodePrior.with_network_tables, vqcodec/netprior.py); it codes like any table.
 
 Every stored probability is an integer q / 2**16 with q >= 1 and each row summing to exactly
 2**16. constriction's Categorical model receives the weights 256 q - 1 as float64: integers that
@@ -56,6 +58,7 @@ JOINT_CLASSES = {"up": 16, "left": 8, "above": 8}
 JOINT_CLASSES_WITHOUT_UP = {"left": 32, "above": 32}  # the first image level: same-level neighbours only
 BETAS = (0.5, 2.0, 8.0, 32.0, 128.0, 512.0, 2048.0, 8192.0)
 DEFAULT_BETA = 8.0
+NETWORK_MIN_GAIN = 0.01      # a network-fitted table replaces a count table that codes 1% more bits
 SEQUENTIAL_MIN_GAIN = 0.01   # a level codes symbol by symbol only when that saves over 1% of its bits
 ABSENT = -1                  # code value of a level a cell does not use (per-cell depth)
 DEPTH_INCREMENT = 16         # the adaptive depth model adds this to a depth's count once it is coded
@@ -602,15 +605,55 @@ class CodePrior:
                 if best[0] > batched[0] * (1 - SEQUENTIAL_MIN_GAIN):
                     best = batched
                 _, sources, beta, single_classes = best
+                chosen = "+".join(sources) or "unigram"
+                chosen = f"{chosen}/{single_classes}" if single_classes != SINGLE_CLASSES[0] else chosen
             else:
                 sources, beta, single_classes = options[-1], None, SINGLE_CLASSES[0]
             fitted, _ = _fit_level(data, sources, k, None, beta, single_classes=single_classes)
-            fitted.info = {"heldout_bits": record} if record else {}
+            fitted.info = {"heldout_bits": record, "chosen": chosen} if record else {}
             if log:
                 log(f"level {level}: {'+'.join(sources) or 'unigram'} "
                     + " ".join(f"{n} {b:.3f}" for n, b in record.items()))
             levels.append(fitted)
         return cls(levels, k, kind)
+
+    def with_network_tables(self, planes: list[np.ndarray], groups: list[int], codebooks: list[np.ndarray],
+                            chunk: int, holdout_every: int = 5, min_gain: float = NETWORK_MIN_GAIN,
+                            log=None) -> "CodePrior":
+        """This prior, with the table of every level whose context is a single source refitted by
+        vqcodec/netprior.py (one row per source value, from a network over codebook vectors) where
+        that codes the held-out planes in `min_gain` (a fraction) fewer bits than the level's count
+        table did. `planes` and `groups` as for fit(); `codebooks` (K, D) for every level."""
+        from . import netprior
+
+        k = self.codebook_size
+        held = holdout_mask(groups, holdout_every)
+        if held is None:
+            return self
+        planes = [np.asarray(p, dtype=np.int64) for p in planes]
+        planes = [p[:, None, :] if p.ndim == 2 else p for p in planes]
+        levels = []
+        for index, level in enumerate(self.levels):
+            table_bits = level.info.get("heldout_bits", {}).get(level.info.get("chosen", ""))
+            if len(level.sources) != 1 or table_bits is None:
+                levels.append(level)
+                continue
+            source = level.sources[0]
+            data = _level_data(planes, index, k, chunk, self.kind)
+            mask = held[data["plane"]]
+            pairs = data[source] * k + data["x"]
+            counts = [np.bincount(pairs[m], minlength=(k + 1) * k).reshape(k + 1, k).astype(np.float64)
+                      for m in (~mask, mask)]
+            rows, bits, record = netprior.fit_rows(codebooks[index - 1 if source == "up" else index], *counts, log=log)
+            keep = bits < table_bits * (1 - min_gain)
+            if log:
+                log(f"level {index}: network-fitted {source} table {bits:.3f} bits per held-out code against "
+                    f"{table_bits:.3f}: {'kept' if keep else 'not kept'}")
+            if keep:
+                info = {**level.info, "chosen": f"{source}/network", "network": {**record, "heldout_bits": round(bits, 4)}}
+                level = LevelPrior((source,), {source: np.arange(k + 1, dtype=np.int64)}, quantize_rows(rows), info)
+            levels.append(level)
+        return CodePrior(levels, k, self.kind)
 
 
 class RateCosts:

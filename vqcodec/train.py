@@ -533,6 +533,8 @@ def fit_prior_files(model_path: Path, files: list[Path], out: Path | None = None
     start = time.monotonic()
     chunk = AUDIO_CHUNK_FRAMES if codec.kind == "audio" else IMAGE_CHUNK_ROWS
     prior = CodePrior.fit(planes, codec.codebook_size, codec.kind, chunk, log=log, groups=groups)
+    codebooks = [layer.codebook.detach().float().cpu().numpy() for layer in codec.model.quantizer.layers]
+    prior = prior.with_network_tables(planes, groups, codebooks, chunk, log=log)
     path = attach_prior(model_path, prior, out)
     if log:
         codes = sum(p.size for p in planes)
