@@ -145,15 +145,16 @@ def craft():
 
 # ---------------------------------------------------------------- running the CLI
 
-def run_python(*args, input: bytes | None = None, env: dict | None = None, cwd=None, timeout: float = 900):
+def run_python(*args, input: bytes | None = None, env: dict | None = None, cwd=None, timeout: float = 900,
+               text: bool = False):
     """Run `python ARGS` in a subprocess from the repository root, with this checkout importable, no
-    VQCODEC_MODEL_PATH and one OpenMP thread; returns CompletedProcess (bytes)."""
+    VQCODEC_MODEL_PATH and one OpenMP thread; returns CompletedProcess (bytes, or str with `text`)."""
     environment = {k: v for k, v in os.environ.items() if k != "VQCODEC_MODEL_PATH"}
     environment["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
     environment["OMP_NUM_THREADS"] = "1"
     environment.update(env or {})
     return subprocess.run([sys.executable, *map(str, args)], input=input, capture_output=True,
-                          cwd=cwd or REPO_ROOT, env=environment, timeout=timeout)
+                          cwd=cwd or REPO_ROOT, env=environment, timeout=timeout, text=text)
 
 
 def run_cli(*args, **options):

@@ -12,7 +12,6 @@ import math
 import os
 import re
 import struct
-import subprocess
 import sys
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +35,8 @@ from vqcodec.config import ImageConfig  # noqa: E402
 from vqcodec.io import IMAGE_MODES, MAX_PIXELS, open_image  # noqa: E402
 from vqcodec.modelfile import save_model  # noqa: E402
 from vqcodec.models import VQVAE  # noqa: E402
+
+from conftest import run_cli  # noqa: E402
 
 # PSNR (RGB, dB) the shipped `image` model must reach at -q 8 on each test photo (Kodak kodim23
 # and kodim15), set about 0.5 dB under what the model measures so that a weaker release fails.
@@ -384,11 +385,6 @@ def _bad_inputs(folder: Path, codec: Codec) -> dict[str, tuple[str, Path]]:
     return cases
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vqcodec", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
-
-
 @pytest.fixture(scope="session")
 def cli_runs(tmp_path_factory, tiny_model_path, codec):
     """Every bad input through the real command line, run concurrently (each run pays for
@@ -402,7 +398,7 @@ def cli_runs(tmp_path_factory, tiny_model_path, codec):
     roundtrip_vq = folder / "photo.vq"
     jobs["roundtrip-encode"] = ("encode", str(PHOTOS[0]), str(roundtrip_vq), "-m", str(tiny_model_path), "-q", "3")
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = dict(zip(jobs, pool.map(lambda args: _cli(*args), jobs.values())))
+        results = dict(zip(jobs, pool.map(lambda args: run_cli(*args, text=True, timeout=300), jobs.values())))
     return cases, results, roundtrip_vq
 
 
@@ -429,7 +425,7 @@ def test_cli_round_trip(cli_runs, tiny_model_path, tmp_path):
     info = read_info(vq.read_bytes())
     assert (info.kind, info.width, info.height, info.quality) == ("image", 768, 512, 3)
     out = tmp_path / "photo.png"
-    decoded = _cli("decode", str(vq), str(out), "-m", str(tiny_model_path))
+    decoded = run_cli("decode", str(vq), str(out), "-m", str(tiny_model_path), text=True, timeout=300)
     assert decoded.returncode == 0, decoded.stderr
     with Image.open(PHOTOS[0]) as original, Image.open(out) as result:
         assert result.format == "PNG"
