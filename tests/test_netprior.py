@@ -102,3 +102,34 @@ def test_fit_rows_prefers_counts_where_they_are_plentiful():
     assert rows.shape == (9, 16) and np.allclose(rows.sum(1), 1)
     assert rows[2, 5] > 0.95
     assert bits > 0 and record["hidden"] == netprior.HIDDEN
+
+
+def test_fit_prior_files_tries_network_tables_and_the_model_codes_with_them(tmp_path):
+    """The fit-prior path (train.fit_prior_files) offers every single-source level a network-fitted
+    table, and whatever it keeps, the stored prior loads and codes a file exactly."""
+    import sys
+    from pathlib import Path
+
+    import soundfile
+
+    repo = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(repo / "tests"))
+    from make_golden import AUDIO_RATE, golden_audio
+
+    from vqcodec import Codec
+    from vqcodec.train import fit_prior_files
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for seed in range(12):  # enough files to hold every fifth out
+        soundfile.write(str(data / f"clip{seed:02d}.wav"), golden_audio(60 + seed, seconds=0.4).T, AUDIO_RATE)
+    messages = []
+    out = fit_prior_files(repo / "tests" / "data" / "golden" / "golden_audio.safetensors", sorted(data.iterdir()),
+                          out=tmp_path / "model.safetensors", log=messages.append)
+    codec = Codec.load(str(out))
+    single = [i for i, level in enumerate(codec.prior.levels) if len(level.sources) == 1]
+    tried = [m for m in messages if "network-fitted" in m]
+    assert single and len(tried) >= 1
+    signal = golden_audio(99, seconds=0.7)
+    header, codes = codec.read_codes(codec.encode_audio(signal, AUDIO_RATE, 4))
+    np.testing.assert_array_equal(codes, codec.audio_to_codes(signal, 4, variable_depth=True))
