@@ -620,10 +620,12 @@ class CodePrior:
     def with_network_tables(self, planes: list[np.ndarray], groups: list[int], codebooks: list[np.ndarray],
                             chunk: int, holdout_every: int = 5, min_gain: float = NETWORK_MIN_GAIN,
                             log=None) -> "CodePrior":
-        """This prior, with the table of every level whose context is a single source refitted by
-        vqcodec/netprior.py (one row per source value, from a network over codebook vectors) where
+        """This prior, with some levels' tables replaced by network-fitted ones (vqcodec/netprior.py:
+        one row per value of a single context source, from a network over codebook vectors) where
         that codes the held-out planes in `min_gain` (a fraction) fewer bits than the level's count
-        table did. `planes` and `groups` as for fit(); `codebooks` (K, D) for every level."""
+        table did. Tried: every source of level 0's context (its own earlier neighbours, whose vectors
+        predict it best), and the source of every other level whose context has a single source.
+        `planes` and `groups` as for fit(); `codebooks` (K, D) for every level."""
         from . import netprior
 
         k = self.codebook_size
@@ -635,21 +637,28 @@ class CodePrior:
         levels = []
         for index, level in enumerate(self.levels):
             table_bits = level.info.get("heldout_bits", {}).get(level.info.get("chosen", ""))
-            if len(level.sources) != 1 or table_bits is None:
+            candidates = level.sources if index == 0 or len(level.sources) == 1 else ()
+            if table_bits is None or not candidates:
                 levels.append(level)
                 continue
-            source = level.sources[0]
             data = _level_data(planes, index, k, chunk, self.kind)
             mask = held[data["plane"]]
-            pairs = data[source] * k + data["x"]
-            counts = [np.bincount(pairs[m], minlength=(k + 1) * k).reshape(k + 1, k).astype(np.float64)
-                      for m in (~mask, mask)]
-            rows, bits, record = netprior.fit_rows(codebooks[index - 1 if source == "up" else index], *counts, log=log)
-            keep = bits < table_bits * (1 - min_gain)
-            if log:
-                log(f"level {index}: network-fitted {source} table {bits:.3f} bits per held-out code against "
-                    f"{table_bits:.3f}: {'kept' if keep else 'not kept'}")
-            if keep:
+            best = None
+            for source in candidates:
+                pairs = data[source] * k + data["x"]
+                counts = [np.bincount(pairs[m], minlength=(k + 1) * k).reshape(k + 1, k).astype(np.float64)
+                          for m in (~mask, mask)]
+                rows, bits, record = netprior.fit_rows(codebooks[index - 1 if source == "up" else index], *counts,
+                                                       log=log)
+                if log:
+                    log(f"level {index}: network-fitted {source} table {bits:.3f} bits per held-out code against "
+                        f"{table_bits:.3f} ({level.info['chosen']} counts)")
+                if best is None or bits < best[0]:
+                    best = (bits, source, rows, record)
+            bits, source, rows, record = best
+            if bits < table_bits * (1 - min_gain):
+                if log:
+                    log(f"level {index}: kept the network-fitted {source} table")
                 info = {**level.info, "chosen": f"{source}/network", "network": {**record, "heldout_bits": round(bits, 4)}}
                 level = LevelPrior((source,), {source: np.arange(k + 1, dtype=np.int64)}, quantize_rows(rows), info)
             levels.append(level)
