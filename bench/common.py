@@ -292,3 +292,13 @@ def bits_per_code(prior, planes, chunk: int, kind: str) -> np.ndarray:
             bits += prior.ideal_bits(plane[None, :, start:start + chunk] if kind == "audio" else plane[:, start:start + chunk])
         count += plane[0].size
     return bits / count
+
+
+def add_model_options(parser, out: str) -> None:
+    """The options of a benchmark that measures the shipped speech and image models: which models,
+    which to skip, and where to write the JSON record."""
+    parser.add_argument("--speech-model", default="speech16k")
+    parser.add_argument("--image-model", default="image")
+    parser.add_argument("--skip-speech", action="store_true")
+    parser.add_argument("--skip-images", action="store_true")
+    parser.add_argument("--out", default=out)

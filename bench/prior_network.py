@@ -69,12 +69,8 @@ def run_model(name: str, train_dir: Path, eval_dir: Path, eval_name: str, levels
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--skip-speech", action="store_true")
-    parser.add_argument("--skip-images", action="store_true")
-    parser.add_argument("--speech-model", default="speech16k")
-    parser.add_argument("--image-model", default="image")
+    common.add_model_options(parser, "bench/out/prior_network.json")
     parser.add_argument("--levels", type=int, default=4, help="levels to list one by one")
-    parser.add_argument("--out", default="bench/out/prior_network.json")
     args = parser.parse_args()
     results = []
     if not args.skip_speech:

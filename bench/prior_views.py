@@ -61,11 +61,7 @@ def run_model(name: str, train_dir: Path, eval_dir: Path, eval_name: str, qualit
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--speech-model", default="speech16k")
-    parser.add_argument("--image-model", default="image")
-    parser.add_argument("--skip-speech", action="store_true")
-    parser.add_argument("--skip-images", action="store_true")
-    parser.add_argument("--out", default="bench/out/prior_views.json")
+    common.add_model_options(parser, "bench/out/prior_views.json")
     args = parser.parse_args()
     import torch
 
