@@ -46,7 +46,7 @@ def fit_rows(vectors: np.ndarray, fit_counts: np.ndarray, test_counts: np.ndarra
     generator = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(np.asarray(vectors, dtype=np.float32))
     x = (x - x.mean(0)) / x.std().clamp_min(1e-8)
-    values, dim = x.shape
+    dim = x.shape[1]
     k = fit_counts.shape[1]
     fit = torch.from_numpy(fit_counts.astype(np.float32))
     test = torch.from_numpy(test_counts.astype(np.float32))
