@@ -15,7 +15,7 @@ torch thread, CPU) at every pair of weights and every quality, and decoded. One 
 weight, depth weight and quality:
 
 * rate: whole .vq files (header and framing included), kbps for speech, bits per pixel for images;
-* quality: PSNR over RGB (images); PESQ-WB and log-mel L1 (speech);
+* quality: PSNR over RGB (images); PESQ-WB, STOI and log-mel L1 (speech);
 * saved vs w=0: rate saved against the entropy-coded ladder of the same beam at weights 0, at equal
   quality (the ladder's rate interpolated linearly at the row's quality between its two nearest
   qualities; the weight-0 ladder is measured at every quality so that the interpolation is short);
@@ -169,7 +169,7 @@ def bench_speech(args, beams: list[int]) -> dict:
 
     def run(beam, weight, quality, coding="auto", depth=0.0):
         codec.beam, codec.rate_weight, codec.depth_weight, codec.coding = beam, weight, depth, coding
-        size, pesq, mel, seconds = 0, [], [], 0.0
+        size, pesq, stoi, mel, seconds = 0, [], [], [], 0.0
         with torch.inference_mode():
             for clip in clips:
                 start = time.perf_counter()
@@ -179,31 +179,36 @@ def bench_speech(args, beams: list[int]) -> dict:
                 if coding == "auto":
                     out = common.fit_length(codec.decode_audio(data)[0][0], clip.audio.size)
                     pesq.append(common.pesq_wb(clip.audio, out))
+                    stoi.append(common.stoi_score(clip.audio, out))
                     mel.append(common.log_mel_l1(clip.audio, out))
         return {"beam": beam, "weight": weight, "depth_weight": depth, "quality": quality,
                 "rate": size * 8 / seconds_total / 1000,
                 "pesq_wb": common.mean_or_none(pesq) if pesq else None,
+                "stoi": float(np.mean(stoi)) if stoi else None,
                 "log_mel_l1": float(np.mean(mel)) if mel else None,
                 "encode_xrt": seconds_total / seconds}
 
     rows, fixed = sweep(run, codec.num_codebooks, default_beam, beams, numbers(args.speech_weights),
-                        numbers(args.speech_depth_weights), qualities, [("pesq_wb", True), ("log_mel_l1", False)],
+                        numbers(args.speech_depth_weights), qualities,
+                        [("pesq_wb", True), ("stoi", True), ("log_mel_l1", False)],
                         lambda r: f"speech beam {r['beam']} w {r['weight']:g} d {r['depth_weight']:g} q{r['quality']}: "
                                   f"{r['rate']:.3f} kbps "
-                                  f"PESQ {r['pesq_wb']:.3f} log-mel {r['log_mel_l1']:.4f} {r['encode_xrt']:.1f}x")
+                                  f"PESQ {r['pesq_wb']:.3f} STOI {r['stoi']:.4f} log-mel {r['log_mel_l1']:.4f} "
+                                  f"{r['encode_xrt']:.1f}x")
     return {"data": str(args.speech), "model": codec.name, "files": [c.name for c in clips], "rows": rows,
             "fixed": fixed}
 
 
 def speech_table(result: dict) -> str:
-    headers = ["beam", "weight", "depth", "q", "kbps", "PESQ-WB", "log-mel L1", "saved vs w=0 (PESQ / log-mel)",
-               "saved vs fixed (PESQ / log-mel)", "encode ×RT"]
+    headers = ["beam", "weight", "depth", "q", "kbps", "PESQ-WB", "STOI", "log-mel L1",
+               "saved vs w=0 (PESQ / STOI / log-mel)", "saved vs fixed (PESQ / STOI / log-mel)", "encode ×RT"]
+    metrics = ("pesq_wb", "stoi", "log_mel_l1")
     table = [[r["beam"], f"{r['weight']:g}", f"{r['depth_weight']:g}", r["quality"], r["rate"], r["pesq_wb"],
-              r["log_mel_l1"],
-              f"{_percent(r['saved_vs_ladder_pesq_wb'])} / {_percent(r['saved_vs_ladder_log_mel_l1'])}",
-              f"{_percent(r['saved_vs_fixed_pesq_wb'])} / {_percent(r['saved_vs_fixed_log_mel_l1'])}",
+              r["stoi"], r["log_mel_l1"],
+              " / ".join(_percent(r[f"saved_vs_ladder_{m}"]) for m in metrics),
+              " / ".join(_percent(r[f"saved_vs_fixed_{m}"]) for m in metrics),
               r["encode_xrt"]] for r in result["rows"]]
-    return common.markdown_table(headers, table, [0, 0, 0, 0, 3, 3, 4, 0, 0, 1])
+    return common.markdown_table(headers, table, [0, 0, 0, 0, 3, 3, 4, 4, 0, 0, 1])
 
 
 def _percent(value) -> str:
