@@ -133,3 +133,13 @@ def test_fit_prior_files_tries_network_tables_and_the_model_codes_with_them(tmp_
     signal = golden_audio(99, seconds=0.7)
     header, codes = codec.read_codes(codec.encode_audio(signal, AUDIO_RATE, 4))
     np.testing.assert_array_equal(codes, codec.audio_to_codes(signal, 4, variable_depth=True))
+
+
+def test_large_codebooks_keep_their_count_tables(fitted, monkeypatch):
+    """A table of K + 1 rows of K grows with K squared: above NETWORK_MAX_CODEBOOK nothing is refitted."""
+    import vqcodec.prior as prior_module
+
+    counted, _, books = fitted
+    planes, _ = walk_planes(15, 600, seed=1)
+    monkeypatch.setattr(prior_module, "NETWORK_MAX_CODEBOOK", K - 1)
+    assert counted.with_network_tables(planes, list(range(15)), books, CHUNK) is counted

@@ -59,6 +59,7 @@ JOINT_CLASSES_WITHOUT_UP = {"left": 32, "above": 32}  # the first image level: s
 BETAS = (0.5, 2.0, 8.0, 32.0, 128.0, 512.0, 2048.0, 8192.0)
 DEFAULT_BETA = 8.0
 NETWORK_MIN_GAIN = 0.01      # a network-fitted table replaces a count table that codes 1% more bits
+NETWORK_MAX_CODEBOOK = 2048  # ... for codebooks of at most this size (its table has K + 1 rows of K)
 SEQUENTIAL_MIN_GAIN = 0.01   # a level codes symbol by symbol only when that saves over 1% of its bits
 ABSENT = -1                  # code value of a level a cell does not use (per-cell depth)
 DEPTH_INCREMENT = 16         # the adaptive depth model adds this to a depth's count once it is coded
@@ -625,12 +626,13 @@ class CodePrior:
         that codes the held-out planes in `min_gain` (a fraction) fewer bits than the level's count
         table did. Tried: every source of level 0's context (its own earlier neighbours, whose vectors
         predict it best), and the source of every other level whose context has a single source.
-        `planes` and `groups` as for fit(); `codebooks` (K, D) for every level."""
+        `planes` and `groups` as for fit(); `codebooks` (K, D) for every level. Codebooks larger than
+        NETWORK_MAX_CODEBOOK keep their count tables (a table of K + 1 rows would be too large)."""
         from . import netprior
 
         k = self.codebook_size
         held = holdout_mask(groups, holdout_every)
-        if held is None:
+        if held is None or k > NETWORK_MAX_CODEBOOK:
             return self
         planes = [np.asarray(p, dtype=np.int64) for p in planes]
         planes = [p[:, None, :] if p.ndim == 2 else p for p in planes]
