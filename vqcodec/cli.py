@@ -56,6 +56,13 @@ def _checked_path(path: str) -> Path:
     return candidate
 
 
+def _refuse_existing_output(path: str, force: bool) -> None:
+    """Refuse to overwrite an existing output without --force (commands check this before their
+    work as well as when they write, so that a refusal costs nothing)."""
+    if path != "-" and Path(path).exists() and not force:
+        raise VQCodecError(f"{path} exists; pass --force to overwrite it")
+
+
 def _write_output(path: str, write, force: bool) -> None:
     """Call write(stream) into a temporary file beside `path`, then rename it into place."""
     if path == "-":
@@ -67,9 +74,8 @@ def _write_output(path: str, write, force: bool) -> None:
             shutil.copyfileobj(spool, sys.stdout.buffer, SPOOL_BLOCK)
         sys.stdout.buffer.flush()
         return
+    _refuse_existing_output(path, force)
     target = Path(path)
-    if target.exists() and not force:
-        raise VQCodecError(f"{path} exists; pass --force to overwrite it")
     if target.is_dir():
         raise VQCodecError(f"{path} is a directory")
     if not target.parent.is_dir():
@@ -168,8 +174,7 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
     from .codec import Codec
     from .io import open_image
 
-    if output_path != "-" and Path(output_path).exists() and not force:
-        raise VQCodecError(f"{output_path} exists; pass --force to overwrite it")
+    _refuse_existing_output(output_path, force)
     # Files are streamed from disk, so long audio never sits in memory; stdin is spooled to disk first.
     source = _spooled_stdin() if input_path == "-" else _checked_path(input_path)
     if input_path == "-":
@@ -217,8 +222,7 @@ def decode(input_path, output_path, model, format_name, device, force):
     from . import format as vqformat
     from .codec import Codec, model_for_file
 
-    if output_path != "-" and Path(output_path).exists() and not force:
-        raise VQCodecError(f"{output_path} exists; pass --force to overwrite it")
+    _refuse_existing_output(output_path, force)
     data = _read_input(input_path)
     header = vqformat.parse_header(data)
     codec = Codec.load(model or model_for_file(data), device=device)
@@ -332,8 +336,7 @@ def codes(input_path, output_path, model, force):
 
     from .codec import Codec, model_for_file
 
-    if output_path != "-" and Path(output_path).exists() and not force:
-        raise VQCodecError(f"{output_path} exists; pass --force to overwrite it")
+    _refuse_existing_output(output_path, force)
     data = _read_input(input_path)
     _, array = Codec.load(model or model_for_file(data)).read_codes(data)
     _write_output(output_path, lambda stream: np.save(stream, array.astype(np.int32), allow_pickle=False), force)
@@ -366,8 +369,7 @@ def pack(input_path, output_path, model, rate, samples, width, height, force):
     """
     from .codec import Codec
 
-    if output_path != "-" and Path(output_path).exists() and not force:
-        raise VQCodecError(f"{output_path} exists; pass --force to overwrite it")
+    _refuse_existing_output(output_path, force)
     array = _read_npy(_read_input(input_path), input_path)
     encoded = Codec.load(model).codes_to_file(array, sample_rate=rate, samples=samples, width=width, height=height)
     _write_output(output_path, lambda stream: stream.write(encoded), force)
