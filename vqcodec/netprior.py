@@ -65,7 +65,7 @@ def fit_rows(vectors: np.ndarray, fit_counts: np.ndarray, test_counts: np.ndarra
     def bits(counts, lp):
         return float(-(counts * lp).sum() / counts.sum().clamp_min(1)) / math.log(2)
 
-    best, stale, step = (float("inf"), None, 0), 0, 0
+    best, stale = (float("inf"), None, 0), 0  # held-out bits, parameters, step
     for step in range(1, MAX_STEPS + 1):
         loss = -(fit * log_p()).sum() / fit.sum()
         optimiser.zero_grad()

@@ -572,8 +572,7 @@ class CodePrior:
         groups = list(range(len(planes))) if groups is None else list(groups)
         if len(groups) != len(planes):
             raise ValueError("one group per plane")
-        planes = [np.asarray(p, dtype=np.int64) for p in planes]
-        planes = [p[:, None, :] if p.ndim == 2 else p for p in planes]
+        planes = _as_planes(planes)
         groups = [g for g, p in zip(groups, planes) if p.size]
         planes = [p for p in planes if p.size]
         if not planes:
@@ -634,8 +633,7 @@ class CodePrior:
         held = holdout_mask(groups, holdout_every)
         if held is None or k > NETWORK_MAX_CODEBOOK:
             return self
-        planes = [np.asarray(p, dtype=np.int64) for p in planes]
-        planes = [p[:, None, :] if p.ndim == 2 else p for p in planes]
+        planes = _as_planes(planes)
         levels = []
         for index, level in enumerate(self.levels):
             table_bits = level.info.get("heldout_bits", {}).get(level.info.get("chosen", ""))
@@ -734,6 +732,12 @@ def holdout_mask(groups: list[int], every: int) -> np.ndarray | None:
     if len(rank) < 2 * every:
         return None
     return np.array([rank[group] % every == every - 1 for group in groups])
+
+
+def _as_planes(planes: list[np.ndarray]) -> list[np.ndarray]:
+    """Fitting input as int64 planes (levels, rows, cols): audio (levels, frames) gets one row."""
+    planes = [np.asarray(p, dtype=np.int64) for p in planes]
+    return [p[:, None, :] if p.ndim == 2 else p for p in planes]
 
 
 def _level_data(planes: list[np.ndarray], level: int, k: int, chunk: int, kind: str) -> dict[str, np.ndarray]:
