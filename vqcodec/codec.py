@@ -870,7 +870,6 @@ class Codec:
             frames_of_samples = math.ceil(self._model_length(samples, rate) / self.hop)
             if frames_of_samples != frames:
                 raise VQCodecError(f"{samples} samples at {rate} Hz make {frames_of_samples} frames, not {frames}")
-            self._check_quality(quality)
         else:
             array = self._checked_codes(array, 0, "quality, rows, cols")
             quality, rows, cols = array.shape
@@ -880,7 +879,7 @@ class Codec:
             if cells != (rows, cols):
                 raise VQCodecError(f"a {width}x{height} image has {cells[0]} x {cells[1]} latent cells, "
                                    f"not {rows} x {cols}")
-            self._check_quality(quality)
+        self._check_quality(quality)
         try:
             if self.kind == "audio":
                 return self._pack_audio(array, rate, samples, quality)
