@@ -16,9 +16,9 @@ from safetensors.torch import load_file
 
 from test_cli import assert_one_line_error
 from vqcodec import Codec, VQCodecError
-from vqcodec.config import AudioConfig, config_from_dict, config_to_dict
+from vqcodec.config import AudioConfig, ImageConfig, config_from_dict, config_to_dict
 from vqcodec.modelfile import compute_model_id, read_model_files
-from vqcodec.models import VQVAE
+from vqcodec.models import VQVAE, widen, widths_differ_only
 from vqcodec.train import (NOISE_SNR_DB, WARMUP_STEPS, AudioCrops, TrainOptions, add_background_noise,
                            resolve_precision, train)
 
@@ -383,6 +383,75 @@ def test_init_fine_tunes_and_resumes_as_one_run(trained, data_dir, tmp_path):
     assert meta["training"]["steps"] == 5 and meta["training"]["init"] == source_id
     assert json.loads((out / "checkpoint.json").read_text())["init"] == source_id
     Codec.load(str(out / "tiny.safetensors"))
+
+
+def test_widen_keeps_the_output_and_breaks_the_symmetry_of_the_copies():
+    torch.manual_seed(0)
+    narrow = VQVAE(CFG).eval()
+    wide = widen(narrow, dataclasses.replace(CFG, base_channels=7)).eval()  # 4 -> 7 channels, 8 -> 14, ...
+    assert wide.cfg.base_channels == 7
+    assert sum(p.numel() for p in wide.parameters()) > 2 * sum(p.numel() for p in narrow.parameters())
+    audio = torch.randn(1, 1, 2000)
+    latents = torch.randn(1, CFG.latent_dim, 30)
+    with torch.no_grad():
+        assert torch.allclose(wide.encoder(audio), narrow.encoder(audio), rtol=1e-4, atol=1e-5)
+        assert torch.allclose(wide.decoder(latents), narrow.decoder(latents), rtol=1e-4, atol=1e-6)
+    assert torch.equal(wide.quantizer.layers[0].codebook, narrow.quantizer.layers[0].codebook)
+    # the first convolution's channels 4..6 copy three of channels 0..3; a training step must move
+    # each copy differently from its original, or the wider network would never be more than the narrow one
+    first = wide.encoder.net[0].weight
+    originals = [next(i for i in range(4) if torch.equal(first[i], first[c])) for c in range(4, 7)]
+    wide.train()
+    loss = wide.decoder(wide.encoder(audio)).pow(2).mean()
+    loss.backward()
+    gradient = wide.encoder.net[0].weight.grad
+    for copy, original in zip(range(4, 7), originals):
+        assert not torch.allclose(gradient[copy], gradient[original])
+
+
+def test_widen_images():
+    cfg = ImageConfig(channels=(8, 12, 16), latent_dim=8, num_codebooks=2, codebook_size=16)
+    narrow = VQVAE(cfg).eval()
+    wide = widen(narrow, dataclasses.replace(cfg, channels=(12, 12, 24))).eval()
+    image, latents = torch.rand(1, 3, 48, 64), torch.randn(1, 8, 3, 4)
+    with torch.no_grad():
+        assert torch.allclose(wide.encoder(image), narrow.encoder(image), rtol=1e-4, atol=1e-5)
+        assert torch.allclose(wide.decoder(latents), narrow.decoder(latents), rtol=1e-4, atol=1e-5)
+
+
+def test_widths_differ_only():
+    assert widths_differ_only(CFG, dataclasses.replace(CFG, base_channels=6))
+    assert not widths_differ_only(CFG, CFG)
+    assert not widths_differ_only(CFG, dataclasses.replace(CFG, base_channels=3))  # narrower
+    assert not widths_differ_only(CFG, dataclasses.replace(CFG, base_channels=6, num_codebooks=5))
+    image = ImageConfig()
+    assert widths_differ_only(image, dataclasses.replace(image, channels=(128, 160, 256)))
+    assert not widths_differ_only(image, dataclasses.replace(image, channels=(128, 160)))
+    assert not widths_differ_only(image, CFG)
+
+
+def test_init_with_a_wider_config_grows_the_model(trained, data_dir, tmp_path, cli):
+    wider = dataclasses.replace(CFG, base_channels=6)
+    config = tmp_path / "wider.json"
+    config.write_text(json.dumps(config_to_dict(wider)))
+    out = tmp_path / "grown"
+    result = cli("train", data_dir, "--out", out, "--name", "tiny", "--init", trained / "tiny.safetensors",
+                 "--config", config, "--max-steps", "0", "--crop", str(CROP), "--device", "cpu", "--no-prior")
+    assert result.returncode == 0, result.stderr.decode()
+    meta = json.loads((out / "tiny.json").read_text())
+    assert config_from_dict(meta["config"]) == wider
+    assert meta["training"]["init"] == json.loads((trained / "tiny.json").read_text())["model_id"]
+    source, grown = Codec.load(str(trained / "tiny.safetensors")), Codec.load(str(out / "tiny.safetensors"))
+    audio = np.asarray(soundfile.read(data_dir / "c.wav", dtype="float32")[0])[None]
+    codes = source.audio_to_codes(audio)
+    np.testing.assert_array_equal(grown.audio_to_codes(audio), codes)
+    np.testing.assert_allclose(grown.codes_to_audio(codes), source.codes_to_audio(codes), atol=1e-4)
+    narrower = tmp_path / "other.json"
+    narrower.write_text(json.dumps(config_to_dict(dataclasses.replace(CFG, base_channels=6, res_blocks=2))))
+    result = cli("train", data_dir, "--out", tmp_path / "bad", "--init", trained / "tiny.safetensors",
+                 "--config", narrower, "--max-steps", "0", "--crop", str(CROP), "--device", "cpu")
+    assert_one_line_error(result)
+    assert "wider networks" in result.stderr.decode()
 
 
 def test_train_command_init_errors(trained, data_dir, tmp_path, cli):

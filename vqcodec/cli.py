@@ -454,6 +454,14 @@ def models(as_json):
                    f"id {m['model_id']}  {m['path']}")
 
 
+def _read_config(path: str):
+    from .config import config_from_dict
+    try:
+        return config_from_dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise VQCodecError(f"{path}: bad config ({exc})") from None
+
+
 @cli.command()
 @click.argument("data_dir", metavar="DIR")
 @click.option("--out", required=True, help="Output folder for checkpoints and the model files.")
@@ -483,7 +491,9 @@ def models(as_json):
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
 @click.option("--init", "init_model", default=None, metavar="MODEL",
               help="Start from a trained model's weights and codebooks (a name such as speech16k, or a path) "
-                   "instead of from scratch: fine-tuning. The model's config is kept.")
+                   "instead of from scratch: fine-tuning. The model's config is kept, unless --config names the "
+                   "same config with wider networks: then the model is widened without changing its output "
+                   "(Net2Net) and trained on from there.")
 @click.option("--no-prior", is_flag=True, help="Skip fitting the entropy-coding prior at the end (vqcodec fit-prior can add it later).")
 @click.option("--adversarial", is_flag=True,
               help="Audio: add a multi-scale STFT discriminator and feature matching (best resumed from a model "
@@ -506,7 +516,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     import dataclasses
 
     from .codec import find_model, resolve_device
-    from .config import AudioConfig, ImageConfig, config_from_dict
+    from .config import AudioConfig, ImageConfig
     from .train import DEFAULT_BATCH_AND_CROP, TrainOptions, find_media
     from .train import train as run_training
 
@@ -522,9 +532,10 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     if init_model and resume:
         raise VQCodecError("--init starts a new run from a model and --resume continues one: give only one")
     if init_model:
-        if config_path or codebooks or codebook_size or sample_rate:
-            raise VQCodecError("--init keeps the model's own config: leave out --config, --codebooks, "
-                               "--codebook-size and --sample-rate")
+        if codebooks or codebook_size or sample_rate:
+            raise VQCodecError("--init keeps the model's own config: leave out --codebooks, --codebook-size and "
+                               "--sample-rate (--config may name the same config with wider networks)")
+        config = _read_config(config_path) if config_path else None
         try:
             model_kind = json.loads(find_model(init_model).with_suffix(".json").read_text())["config"]["kind"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -539,10 +550,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
         kind = json.loads(checkpoint.read_text())["config"]["kind"]
     else:
         if config_path:
-            try:
-                config = config_from_dict(json.loads(Path(config_path).read_text()))
-            except (OSError, ValueError, TypeError) as exc:
-                raise VQCodecError(f"{config_path}: bad config ({exc})") from None
+            config = _read_config(config_path)
             kind = kind or config.kind
         kind, _ = find_media(Path(data_dir), kind)
         config = config or (AudioConfig() if kind == "audio" else ImageConfig())

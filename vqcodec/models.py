@@ -5,6 +5,8 @@ Latents are (batch, latent_dim, frames) for audio and (batch, latent_dim, h, w) 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -169,3 +171,96 @@ class VQVAE(nn.Module):
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """(q, *grid) code indices -> (1, C, *size) media."""
         return self.decoder(self.quantizer.decode_cells(codes[:, None]))
+
+
+# ---------------------------------------------------------------- growing a trained network
+
+def widths_differ_only(old: ModelConfig, new: ModelConfig) -> bool:
+    """True when `new` is `old` with wider networks (audio base_channels, image channels) and nothing else."""
+    if type(old) is not type(new) or old == new:
+        return False
+    field = "base_channels" if isinstance(old, AudioConfig) else "channels"
+    widths_old, widths_new = getattr(old, field), getattr(new, field)
+    if isinstance(old, ImageConfig) and len(widths_old) != len(widths_new):
+        return False
+    pairs = zip(widths_old, widths_new) if isinstance(old, ImageConfig) else [(widths_old, widths_new)]
+    return all(b >= a for a, b in pairs) and replace_widths(new, widths_old) == old
+
+
+def replace_widths(cfg: ModelConfig, widths) -> ModelConfig:
+    field = "base_channels" if isinstance(cfg, AudioConfig) else "channels"
+    return dataclasses.replace(cfg, **{field: widths})
+
+
+@torch.no_grad()
+def widen(model: VQVAE, cfg: ModelConfig, seed: int = 0) -> VQVAE:
+    """A wider network (`cfg`) that computes what the trained `model` computes (Chen et al., Net2Net, 2016).
+
+    Each new channel copies an old one: its incoming weights are the old channel's, and the weights
+    that read a copied channel share the old weight between the copies in random proportions that sum
+    to one. The output is unchanged (to rounding), yet the copies receive different gradients and
+    grow apart in training. The quantiser, whose width is latent_dim, is copied as it is."""
+    if not widths_differ_only(model.cfg, cfg):
+        raise ValueError("widen needs the same config with equal or wider networks")
+    generator = torch.Generator().manual_seed(seed)
+    wide = VQVAE(cfg)
+    for old_net, new_net in ((model.encoder.net, wide.encoder.net), (model.decoder.net, wide.decoder.net)):
+        first = next(m for m in old_net.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d)))
+        _widen_sequence(list(old_net), list(new_net), torch.arange(first.in_channels), generator)
+    wide.quantizer.load_state_dict(model.quantizer.state_dict())
+    return wide.train(model.training)
+
+
+def _copy_map(old: int, new: int, generator: torch.Generator) -> torch.Tensor:
+    """For each of `new` channels, the old channel it copies: first each old one, then random ones."""
+    extra = new - old
+    if extra <= old:
+        picks = torch.randperm(old, generator=generator)[:extra]
+    else:
+        picks = torch.randint(old, (extra,), generator=generator)
+    return torch.cat([torch.arange(old), picks])
+
+
+def _read_shares(source: torch.Tensor, shape: tuple[int, ...], dim: int, generator: torch.Generator) -> torch.Tensor:
+    """Random positive weights over dimension `dim` (new input channels) that sum to one over the
+    copies of each old channel, element by element."""
+    shares = 0.5 + torch.rand(shape, generator=generator)
+    moved = shares.movedim(dim, 0)
+    totals = torch.zeros((int(source.max()) + 1, *moved.shape[1:])).index_add_(0, source, moved)
+    return (moved / totals[source]).movedim(0, dim)
+
+
+def _widen_conv(old: nn.Module, new: nn.Module, source_in: torch.Tensor, source_out: torch.Tensor,
+                generator: torch.Generator) -> None:
+    weight = old.weight
+    in_dim, out_dim = (0, 1) if isinstance(old, nn.ConvTranspose2d) else (1, 0)
+    weight = weight.index_select(out_dim, source_out).index_select(in_dim, source_in)
+    weight = weight * _read_shares(source_in, tuple(weight.shape), in_dim, generator)
+    new.weight.copy_(weight)
+    if old.bias is not None:
+        new.bias.copy_(old.bias[source_out])
+
+
+def _widen_sequence(old_layers: list[nn.Module], new_layers: list[nn.Module], source: torch.Tensor,
+                    generator: torch.Generator, last_out: torch.Tensor | None = None) -> torch.Tensor:
+    """Widen each layer of a sequence in place of `new_layers`; `source` maps the channels flowing in
+    to the old channels they copy. `last_out` forces the last convolution's map (residual blocks)."""
+    convs = [i for i, m in enumerate(old_layers) if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, Upsample1d))]
+    for index, (old, new) in enumerate(zip(old_layers, new_layers)):
+        if isinstance(old, (AudioResBlock, ImageResBlock)):
+            _widen_sequence(list(old.block), list(new.block), source, generator, last_out=source)
+        elif isinstance(old, Upsample1d):
+            target = _copy_map(old.conv.out_channels // old.stride, new.conv.out_channels // new.stride, generator)
+            rows = (target[:, None] * old.stride + torch.arange(old.stride)).reshape(-1)
+            _widen_conv(old.conv, new.conv, source, rows, generator)
+            source = target
+        elif isinstance(old, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)):
+            old_out = old.out_channels
+            new_out = new.out_channels
+            if last_out is not None and index == convs[-1]:
+                target = last_out
+            else:
+                target = _copy_map(old_out, new_out, generator)
+            _widen_conv(old, new, source, target, generator)
+            source = target
+    return source

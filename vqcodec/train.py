@@ -19,7 +19,7 @@ from .errors import VQCodecError
 from .io import media_kind_of, move_into_place, read_audio, read_image_rgb
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
-from .models import VQVAE
+from .models import VQVAE, widen, widths_differ_only
 from .modelfile import build_model, read_model_files, save_model
 
 
@@ -311,8 +311,11 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     initial_model, initial_id = None, saved_meta.get("init")  # a resumed fine-tune keeps its starting model's id
     if options.init and not saved:
         initial_model, initial_id = load_initial_model(options.init)
-        if cfg is not None and cfg != initial_model.cfg:
-            raise VQCodecError("--init takes the model's own config; leave out --config and the size flags")
+        if cfg is not None and widths_differ_only(initial_model.cfg, cfg):
+            initial_model = widen(initial_model, cfg, seed=options.seed)
+        elif cfg is not None and cfg != initial_model.cfg:
+            raise VQCodecError("--init takes the model's own config, or the same config with wider networks "
+                               "(audio base_channels, image channels); leave out the other size flags")
         cfg, kind = initial_model.cfg, initial_model.cfg.kind
     rng = np.random.default_rng((options.seed, step))  # a resumed run continues with fresh crops
     kind, files = find_media(data_dir, kind or (cfg.kind if cfg else None))
