@@ -101,7 +101,7 @@ def test_prior_saves_bits_and_codes_close_to_ideal(audio_prior, image_prior):
 
 
 def test_tensors_round_trip_and_id(audio_prior):
-    tensors = audio_prior.to_tensors()
+    tensors = audio_prior.to_tensors(compress=False)
     assert all(name.startswith("prior.") for name in tensors)
     assert all(not t.is_floating_point() for t in tensors.values())
     again = CodePrior.from_tensors(tensors)
@@ -117,9 +117,46 @@ def test_tensors_round_trip_and_id(audio_prior):
     assert CodePrior.from_tensors({"other": torch.zeros(1)}) is None
 
 
+def test_compressed_tables_round_trip_with_the_same_id(audio_prior, image_prior):
+    for prior in (audio_prior, image_prior):
+        plain, packed = prior.to_tensors(compress=False), prior.to_tensors()
+        assert not any(name.endswith(".table") for name in packed)
+        assert sum(t.numel() * t.element_size() for t in packed.values()) < 0.8 * sum(
+            t.numel() * t.element_size() for t in plain.values())
+        again = CodePrior.from_tensors(packed)
+        assert again.prior_id == prior.prior_id == CodePrior.from_tensors(plain).prior_id
+        for level, original in zip(again.levels, prior.levels):
+            assert level.table.dtype == np.uint16 and np.array_equal(level.table, original.table)
+
+
+@pytest.mark.parametrize("damage", ["flip", "cut", "long", "empty", "dtype", "bomb"])
+def test_damaged_compressed_tables_are_refused(audio_prior, damage, monkeypatch):
+    import zlib
+
+    import vqcodec.prior as prior_module
+    tensors = dict(audio_prior.to_tensors())
+    blob = tensors["prior.0.table_z"].clone()
+    rows_times_k = audio_prior.levels[0].table.size
+    if damage == "flip":
+        blob[len(blob) // 2] ^= 0xFF
+    elif damage == "cut":
+        blob = blob[:-5]
+    elif damage == "long":  # inflates to more than the table
+        blob = torch.frombuffer(bytearray(zlib.compress(bytes(2 * rows_times_k + 2))), dtype=torch.uint8)
+    elif damage == "empty":
+        blob = blob[:0]
+    elif damage == "dtype":
+        blob = blob.to(torch.int16)
+    else:  # maps that announce a table over the size limit: refused before anything is inflated
+        monkeypatch.setattr(prior_module, "MAX_TABLE_BYTES", 2 * rows_times_k - 1)
+    tensors["prior.0.table_z"] = blob
+    with pytest.raises(VQCodecError, match="too large" if damage == "bomb" else "table"):
+        CodePrior.from_tensors(tensors)
+
+
 @pytest.mark.parametrize("damage", ["sum", "zero", "version", "map", "shape"])
 def test_damaged_prior_tensors_are_refused(audio_prior, damage):
-    tensors = dict(audio_prior.to_tensors())
+    tensors = dict(audio_prior.to_tensors(compress=False))
     if damage == "sum":
         t = tensors["prior.0.table"].clone()
         t.view(-1)[0] += 1

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from test_cli import assert_one_line_error
 from vqcodec import Codec, VQCodecError
 from vqcodec.config import AudioConfig, ImageConfig, config_from_dict, config_to_dict
-from vqcodec.modelfile import compute_model_id, read_model_files
+from vqcodec.modelfile import compute_model_id, read_model_files, storage_form
 from vqcodec.models import VQVAE, widen, widths_differ_only
 from vqcodec.train import (NOISE_SNR_DB, WARMUP_STEPS, AudioCrops, TrainOptions, add_background_noise,
                            resolve_precision, train)
@@ -151,8 +151,10 @@ def test_precision_is_recorded_and_the_weights_stay_fp32(data_dir, tmp_path, pre
     train(data_dir, CFG, options(out, max_steps=3, precision=precision, fit_prior=False))
     meta = json.loads((out / "tiny.json").read_text())
     assert meta["training"]["precision"] == precision
-    tensors = load_file(str(out / "tiny.safetensors"))
-    assert {t.dtype for t in tensors.values() if t.is_floating_point()} == {torch.float32}
+    checkpoint = load_file(str(out / "checkpoint.safetensors"))
+    assert {t.dtype for k, t in checkpoint.items() if k.startswith("model.") and t.is_floating_point()} == {torch.float32}
+    tensors = load_file(str(out / "tiny.safetensors"))  # stored as float16 whatever the training precision
+    assert {t.dtype for t in tensors.values() if t.is_floating_point()} == {torch.float16}
     Codec.load(str(out / "tiny.safetensors")).audio_to_codes(np.zeros((1, 800), np.float32))
 
 
@@ -346,6 +348,19 @@ def test_train_command(data_dir, tmp_path, cli):
     assert codec.codebook_size == 8
 
 
+def test_model_weights_are_stored_as_float16(trained):
+    tensors = network_tensors(trained / "tiny.safetensors")
+    floats = [name for name, t in tensors.items() if t.is_floating_point()]
+    assert floats and all(tensors[name].dtype == torch.float16 for name in floats)
+    checkpoint = load_file(str(trained / "checkpoint.safetensors"))  # training state keeps full precision
+    assert checkpoint["model.quantizer.layers.0.codebook"].dtype == torch.float32
+    codec = Codec.load(str(trained / "tiny.safetensors"))
+    assert all(p.dtype == torch.float32 for p in codec.model.parameters())
+    assert storage_form(torch.tensor([1.0, 7e4])).dtype == torch.float32  # beyond float16's range
+    assert storage_form(torch.tensor([1.0, float("nan")])).dtype == torch.float32
+    assert storage_form(torch.tensor([3, 4])).dtype == torch.int64
+
+
 def network_tensors(model_file: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in load_file(str(model_file)).items() if not k.startswith("prior.")}
 
@@ -444,7 +459,8 @@ def test_init_with_a_wider_config_grows_the_model(trained, data_dir, tmp_path, c
     source, grown = Codec.load(str(trained / "tiny.safetensors")), Codec.load(str(out / "tiny.safetensors"))
     audio = np.asarray(soundfile.read(data_dir / "c.wav", dtype="float32")[0])[None]
     codes = source.audio_to_codes(audio)
-    np.testing.assert_array_equal(grown.audio_to_codes(audio), codes)
+    # the grown weights are stored as float16 like any model's, so a few codes near a tie may differ
+    assert (grown.audio_to_codes(audio)[:, 0] == codes[:, 0]).mean() > 0.98
     np.testing.assert_allclose(grown.codes_to_audio(codes), source.codes_to_audio(codes), atol=1e-4)
     narrower = tmp_path / "other.json"
     narrower.write_text(json.dumps(config_to_dict(dataclasses.replace(CFG, base_channels=6, res_blocks=2))))

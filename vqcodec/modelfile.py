@@ -27,6 +27,17 @@ def inference_state(model: VQVAE) -> dict[str, torch.Tensor]:
             if not k.endswith(_TRAINING_BUFFERS)}
 
 
+FP16_MAX = 65504.0
+
+
+def storage_form(tensor: torch.Tensor) -> torch.Tensor:
+    """Float weights are stored as float16, which halves the file: the codecs' outputs do not change
+    measurably (README, "Limits"). A tensor that float16 cannot hold stays float32."""
+    if tensor.dtype != torch.float32 or not torch.isfinite(tensor).all() or tensor.abs().max() > FP16_MAX:
+        return tensor
+    return tensor.half()
+
+
 def compute_model_id(config: dict, tensors: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for name in sorted(tensors):
@@ -40,7 +51,7 @@ def compute_model_id(config: dict, tensors: dict[str, torch.Tensor]) -> str:
 def save_model(model: VQVAE, path: Path, training: dict | None = None, extra: dict | None = None,
                extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
     path = Path(path).with_suffix(".safetensors")
-    tensors = inference_state(model)
+    tensors = {name: storage_form(tensor) for name, tensor in inference_state(model).items()}
     config = config_to_dict(model.cfg)
     meta = {
         "format_version": FORMAT_VERSION,

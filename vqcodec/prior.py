@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -182,6 +183,34 @@ def plane_depths(plane: np.ndarray) -> np.ndarray:
     return depth
 
 
+MAX_TABLE_BYTES = 1 << 30  # a stored table larger than this is refused before it is inflated
+
+
+def _stored_table(names: dict, index: int, rows: int, k: int, bad) -> np.ndarray:
+    """Level `index`'s uint16 (rows, k) table, stored plain (`table`) or compressed (`table_z`)."""
+    import torch
+
+    plain, packed = names.get(f"prior.{index}.table"), names.get(f"prior.{index}.table_z")
+    if plain is not None:
+        if plain.dtype != torch.int16 or tuple(plain.shape) != (rows, k):
+            raise bad(f"level {index} table is misshapen: {tuple(plain.shape)} where its maps make ({rows}, {k})")
+        return plain.numpy().view(np.uint16).copy()
+    if packed is None or packed.dtype != torch.uint8 or packed.ndim != 1:
+        raise bad(f"level {index} table missing")
+    size = rows * k * 2
+    if size > MAX_TABLE_BYTES:
+        raise bad(f"level {index} table of {rows} x {k} entries is too large")
+    inflate = zlib.decompressobj()
+    try:
+        data = inflate.decompress(packed.numpy().tobytes(), size)
+    except zlib.error as exc:
+        raise bad(f"level {index} table does not decompress ({exc})") from None
+    if len(data) != size or not inflate.eof or inflate.unconsumed_tail:
+        raise bad(f"level {index} table does not decompress to {rows} x {k} entries")
+    planes = np.frombuffer(data, dtype=np.uint8).reshape(2, rows, k).astype(np.uint16)
+    return planes[0] | (planes[1] << 8)
+
+
 @dataclass
 class LevelPrior:
     sources: tuple[str, ...]                    # in SOURCES order
@@ -243,7 +272,23 @@ class CodePrior:
 
     # ------------------------------------------------------------ storage
 
-    def to_tensors(self) -> dict:
+    def to_tensors(self, compress: bool = True) -> dict:
+        """The prior as integer tensors for a model file. With `compress`, each table is stored as
+        `prior.N.table_z`: its uint16 entries split into a plane of low bytes and then a plane of high
+        bytes, zlib-compressed (a third to a half of the size); otherwise as `prior.N.table`, int16."""
+        import torch
+
+        tensors = self._plain_tensors()
+        if compress:
+            for index, level in enumerate(self.levels):
+                del tensors[f"prior.{index}.table"]
+                planes = np.concatenate([(level.table & 0xFF).astype(np.uint8).ravel(),
+                                         (level.table >> 8).astype(np.uint8).ravel()])
+                packed = zlib.compress(planes.tobytes(), 9)
+                tensors[f"prior.{index}.table_z"] = torch.frombuffer(bytearray(packed), dtype=torch.uint8)
+        return tensors
+
+    def _plain_tensors(self) -> dict:
         import torch
 
         tensors = {
@@ -280,10 +325,6 @@ class CodePrior:
             raise bad("bad sizes")
         levels = []
         for index in range(count):
-            table_t = names.get(f"prior.{index}.table")
-            if table_t is None or table_t.dtype != torch.int16 or table_t.ndim != 2 or table_t.shape[1] != k:
-                raise bad(f"level {index} table missing or misshapen")
-            table = table_t.numpy().view(np.uint16).copy()
             sources, maps = [], {}
             for source in SOURCES:
                 m = names.get(f"prior.{index}.map.{source}")
@@ -297,9 +338,9 @@ class CodePrior:
                         raise bad("level 0 cannot use the coarser level")
                     sources.append(source)
                     maps[source] = m
+            rows = math.prod(int(maps[source].max()) + 1 for source in sources)
+            table = _stored_table(names, index, rows, k, bad)
             level = LevelPrior(tuple(sources), maps, table)
-            if int(np.prod(level.sizes, dtype=np.int64)) != table.shape[0]:
-                raise bad(f"level {index} has {table.shape[0]} contexts where its maps make {np.prod(level.sizes)}")
             if table.min() < 1 or (table.astype(np.int64).sum(1) != 1 << PRECISION).any():
                 raise bad(f"level {index} probabilities do not sum to 2**{PRECISION}")
             levels.append(level)
@@ -307,8 +348,8 @@ class CodePrior:
         return prior
 
     def _compute_id(self) -> int:
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.to_tensors().items()):
+        digest = hashlib.sha256()  # over the plain tables, so the id does not depend on how they are stored
+        for name, tensor in sorted(self._plain_tensors().items()):
             digest.update(name.encode())
             digest.update(str(tuple(tensor.shape)).encode())
             digest.update(tensor.numpy().astype(tensor.numpy().dtype.newbyteorder("<")).tobytes())
