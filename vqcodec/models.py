@@ -245,22 +245,21 @@ def _widen_sequence(old_layers: list[nn.Module], new_layers: list[nn.Module], so
                     generator: torch.Generator, last_out: torch.Tensor | None = None) -> torch.Tensor:
     """Widen each layer of a sequence in place of `new_layers`; `source` maps the channels flowing in
     to the old channels they copy. `last_out` forces the last convolution's map (residual blocks)."""
-    convs = [i for i, m in enumerate(old_layers) if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, Upsample1d))]
+    convolutions = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)
+    last_conv = max(i for i, m in enumerate(old_layers) if isinstance(m, convolutions))
     for index, (old, new) in enumerate(zip(old_layers, new_layers)):
         if isinstance(old, (AudioResBlock, ImageResBlock)):
             _widen_sequence(list(old.block), list(new.block), source, generator, last_out=source)
-        elif isinstance(old, Upsample1d):
+        elif isinstance(old, Upsample1d):  # its convolution's channels are (output channel, phase) pairs
             target = _copy_map(old.conv.out_channels // old.stride, new.conv.out_channels // new.stride, generator)
             rows = (target[:, None] * old.stride + torch.arange(old.stride)).reshape(-1)
             _widen_conv(old.conv, new.conv, source, rows, generator)
             source = target
-        elif isinstance(old, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)):
-            old_out = old.out_channels
-            new_out = new.out_channels
-            if last_out is not None and index == convs[-1]:
+        elif isinstance(old, convolutions):
+            if last_out is not None and index == last_conv:
                 target = last_out
             else:
-                target = _copy_map(old_out, new_out, generator)
+                target = _copy_map(old.out_channels, new.out_channels, generator)
             _widen_conv(old, new, source, target, generator)
             source = target
     return source
