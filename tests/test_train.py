@@ -359,6 +359,7 @@ def test_model_weights_are_stored_as_float16(trained):
     assert storage_form(torch.tensor([1.0, 7e4])).dtype == torch.float32  # beyond float16's range
     assert storage_form(torch.tensor([1.0, float("nan")])).dtype == torch.float32
     assert storage_form(torch.tensor([3, 4])).dtype == torch.int64
+    assert storage_form(torch.zeros(0)).dtype == torch.float32
 
 
 def network_tensors(model_file: Path) -> dict[str, torch.Tensor]:

@@ -33,7 +33,8 @@ FP16_MAX = 65504.0
 def storage_form(tensor: torch.Tensor) -> torch.Tensor:
     """Float weights are stored as float16, which halves the file: the codecs' outputs do not change
     measurably (README, "Limits"). A tensor that float16 cannot hold stays float32."""
-    if tensor.dtype != torch.float32 or not torch.isfinite(tensor).all() or tensor.abs().max() > FP16_MAX:
+    if tensor.dtype != torch.float32 or tensor.numel() == 0 or not torch.isfinite(tensor).all() \
+            or tensor.abs().max() > FP16_MAX:
         return tensor
     return tensor.half()
 
