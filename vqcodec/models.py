@@ -181,15 +181,10 @@ def widths_differ_only(old: ModelConfig, new: ModelConfig) -> bool:
         return False
     field = "base_channels" if isinstance(old, AudioConfig) else "channels"
     widths_old, widths_new = getattr(old, field), getattr(new, field)
-    if isinstance(old, ImageConfig) and len(widths_old) != len(widths_new):
-        return False
-    pairs = zip(widths_old, widths_new) if isinstance(old, ImageConfig) else [(widths_old, widths_new)]
-    return all(b >= a for a, b in pairs) and replace_widths(new, widths_old) == old
-
-
-def replace_widths(cfg: ModelConfig, widths) -> ModelConfig:
-    field = "base_channels" if isinstance(cfg, AudioConfig) else "channels"
-    return dataclasses.replace(cfg, **{field: widths})
+    if isinstance(old, AudioConfig):
+        widths_old, widths_new = (widths_old,), (widths_new,)
+    return (len(widths_old) == len(widths_new) and all(b >= a for a, b in zip(widths_old, widths_new))
+            and dataclasses.replace(new, **{field: getattr(old, field)}) == old)
 
 
 @torch.no_grad()

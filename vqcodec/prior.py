@@ -338,9 +338,8 @@ class CodePrior:
                         raise bad("level 0 cannot use the coarser level")
                     sources.append(source)
                     maps[source] = m
-            rows = math.prod(int(maps[source].max()) + 1 for source in sources)
-            table = _stored_table(names, index, rows, k, bad)
-            level = LevelPrior(tuple(sources), maps, table)
+            level = LevelPrior(tuple(sources), maps, table=None)
+            table = level.table = _stored_table(names, index, math.prod(level.sizes), k, bad)
             if table.min() < 1 or (table.astype(np.int64).sum(1) != 1 << PRECISION).any():
                 raise bad(f"level {index} probabilities do not sum to 2**{PRECISION}")
             levels.append(level)
