@@ -475,7 +475,8 @@ def _read_config(path: str):
 @click.option("--max-minutes", type=float, default=None, help="Training time budget.")
 @click.option("--max-steps", type=int, default=None, help="Training step budget.")
 @click.option("--batch-size", type=int, default=None,
-              help="Examples per step (default 16 audio, 12 images on the CPU; 64 and 32 on a GPU).")
+              help="Examples per step, over all processes under torchrun (default 16 audio, 12 images on the CPU; "
+                   "64 and 32 on a GPU; times the number of processes).")
 @click.option("--crop", type=int, default=None,
               help="Crop length in samples (audio, default 8000) or side in pixels (images, 128; 256 on a GPU).")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
@@ -511,12 +512,15 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
       vqcodec train my_recordings/ --out runs/mine --resume --adversarial --max-minutes 120
       vqcodec train my_recordings/ --out runs/mine --noise 0.5 --max-minutes 60
       vqcodec train my_recordings/ --out runs/tuned --init speech16k --lr 3e-4 --max-minutes 30
+      torchrun --nproc_per_node 8 -m vqcodec train my_recordings/ --out runs/big --device cuda --max-minutes 60
     Then: VQCODEC_MODEL_PATH=runs/mine vqcodec encode in.wav out.vq -m mine
+    Under torchrun each process (one per GPU) trains on its share of every batch.
     """
     import dataclasses
 
     from .codec import find_model, resolve_device
     from .config import AudioConfig, ImageConfig
+    from .parallel import launched_processes
     from .train import DEFAULT_BATCH_AND_CROP, TrainOptions, find_media
     from .train import train as run_training
 
@@ -561,7 +565,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     device = resolve_device(device)
     default_batch, default_crop = DEFAULT_BATCH_AND_CROP[kind or "audio", device]
     options = TrainOptions(out=Path(out), name=name or Path(out).name, device=device,
-                           batch_size=batch_size or default_batch, crop=crop or default_crop, lr=lr,
+                           batch_size=batch_size or default_batch * launched_processes(), crop=crop or default_crop, lr=lr,
                            max_minutes=max_minutes, max_steps=max_steps, threads=threads, resume=resume,
                            fit_prior=not no_prior, adversarial=adversarial, precision=precision,
                            noise=noise, noise_snr_db=(low_snr, high_snr), init=init_model)

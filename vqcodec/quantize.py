@@ -3,11 +3,15 @@
 Each codebook is updated by exponential moving averages of the vectors assigned to it,
 initialised by k-means on the first batch it sees, and dead codes are restarted from
 vectors of the current batch. Quantizer dropout trains one model for every bitrate.
+Under data-parallel training (vqcodec.parallel) every process makes the same codebook
+update, from the statistics of the whole batch.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from . import parallel
 
 
 def nearest_code(vectors: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -56,13 +60,15 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _update(self, vectors: torch.Tensor, indices: torch.Tensor) -> None:
         if not bool(self.initialized):
-            self.codebook.copy_(kmeans(vectors, self.size))
+            self.codebook.copy_(kmeans(parallel.gather_rows(vectors), self.size))
+            parallel.broadcast_(self.codebook)
             self.ema_sum.copy_(self.codebook)
             self.ema_count.fill_(1.0)
             self.initialized.fill_(True)
             return
         one_hot_count = torch.bincount(indices, minlength=self.size).to(vectors.dtype)
         sums = torch.zeros_like(self.codebook).index_add_(0, indices, vectors)
+        parallel.sum_(one_hot_count, sums)
         self.ema_count.mul_(self.decay).add_(one_hot_count, alpha=1 - self.decay)
         self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         total = self.ema_count.sum()
@@ -72,7 +78,9 @@ class VectorQuantizer(nn.Module):
         dead = self.idle_steps >= self.restart_after
         n_dead = int(dead.sum())
         if n_dead:
-            replacement = vectors[torch.randint(vectors.shape[0], (n_dead,), device=vectors.device)]
+            pool = parallel.gather_rows(vectors)
+            replacement = pool[torch.randint(pool.shape[0], (n_dead,), device=vectors.device)]
+            parallel.broadcast_(replacement)
             self.codebook[dead] = replacement
             self.ema_sum[dead] = replacement
             self.ema_count[dead] = 1.0
@@ -87,7 +95,7 @@ class VectorQuantizer(nn.Module):
         indices = self.encode(vectors.detach())
         if self.training:
             mask = active if active is not None else torch.ones_like(indices, dtype=torch.bool)
-            if bool(mask.any()):
+            if parallel.any_process(bool(mask.any()), vectors.device):
                 self._update(vectors.detach()[mask], indices[mask])
                 indices = self.encode(vectors.detach())
         quantized = self.decode(indices)

@@ -14,6 +14,7 @@ import soxr
 import torch
 from safetensors.torch import load_file, save_file
 
+from . import parallel
 from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict
 from .errors import VQCodecError
 from .io import media_kind_of, move_into_place, read_audio, read_image_rgb
@@ -249,16 +250,18 @@ def load_initial_model(reference: str) -> tuple[VQVAE, str]:
 # ---------------------------------------------------------------- loop
 
 class CodebookUsage:
-    """Counts code use since the last report: perplexity and the share of codes in use."""
+    """Counts code use since the last report: perplexity and the share of codes in use, over every process."""
 
-    def __init__(self, cfg: ModelConfig):
-        self.counts = torch.zeros(cfg.num_codebooks, cfg.codebook_size)
+    def __init__(self, cfg: ModelConfig, device: str = "cpu"):
+        self.counts = torch.zeros(cfg.num_codebooks, cfg.codebook_size, device=device)
 
     def add(self, codes: torch.Tensor) -> None:
-        for level, indices in enumerate(codes.cpu()):
+        for level, indices in enumerate(codes):
             self.counts[level] += torch.bincount(indices, minlength=self.counts.shape[1]).float()
 
     def summary(self) -> tuple[float, float]:
+        """Perplexity and share of codes in use. Every process must call it at the same step."""
+        parallel.sum_(self.counts)
         p = self.counts / self.counts.sum(1, keepdim=True).clamp_min(1)
         perplexity = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum(1)).mean()
         return float(perplexity), float((self.counts > 0).float().mean())
@@ -281,18 +284,57 @@ def resolve_precision(precision: str, device: str) -> str:
     return "bf16" if native else "fp32"
 
 
+def train_step(model: VQVAE, optimizer: torch.optim.Optimizer, loss_fn: ReconstructionLoss, batch: torch.Tensor,
+               autocast, disc: MultiScaleSTFTDiscriminator | None = None,
+               disc_optimizer: torch.optim.Optimizer | None = None) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    """One optimiser step on `batch`, this process's share of the step's examples.
+
+    Returns the loss, its parts and the codes. Under data-parallel training the gradients are
+    averaged over the processes before the step, so every process takes the step of the whole batch."""
+    with autocast:
+        estimate, codes, commitment = model(batch)
+    estimate = estimate.float()  # losses and the discriminator stay in fp32
+    reconstruction, parts = loss_fn(estimate, batch)
+    loss = reconstruction + COMMITMENT_WEIGHT * commitment
+    if disc is not None:
+        disc.requires_grad_(True)
+        disc_loss = discriminator_loss(disc, batch, estimate)
+        disc_optimizer.zero_grad(set_to_none=True)
+        disc_loss.backward()
+        parallel.average_gradients(disc.parameters())
+        disc_optimizer.step()
+        disc.requires_grad_(False)  # the generator's step must not touch the discriminator
+        fooling, matching = generator_losses(disc, batch, estimate)
+        loss = loss + ADVERSARIAL_WEIGHT * fooling + FEATURE_MATCHING_WEIGHT * matching
+        parts.update(adv=fooling.item(), fm=matching.item(), disc=disc_loss.item())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    parallel.average_gradients(model.parameters())
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss, parts, codes
+
+
 def _format_time(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: str | None = None) -> Path:
-    """Train a model on the media in `data_dir`; returns the path of the written model file."""
+    """Train a model on the media in `data_dir`; returns the path of the written model file.
+
+    Launched by torchrun, each process trains on its share of every batch (vqcodec.parallel) and
+    the first one writes the files; the others return the same path once training ends."""
     if options.threads:
         torch.set_num_threads(options.threads)
-    torch.manual_seed(options.seed)
+    device = parallel.start(options.device)
+    processes, rank, main = parallel.world_size(), parallel.rank(), parallel.is_main()
+    if options.batch_size % processes:
+        raise VQCodecError(f"--batch-size {options.batch_size} does not split evenly over {processes} processes")
+    share = options.batch_size // processes
+    quiet = options.quiet or not main
+    torch.manual_seed(options.seed + rank)  # the processes draw different quantizer dropout
     random.seed(options.seed)
-    device = options.device
     precision = resolve_precision(options.precision, device)
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -317,7 +359,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
             raise VQCodecError("--init takes the model's own config, or the same config with wider networks "
                                "(audio base_channels, image channels); leave out the other size flags")
         cfg, kind = initial_model.cfg, initial_model.cfg.kind
-    rng = np.random.default_rng((options.seed, step))  # a resumed run continues with fresh crops
+    rng = np.random.default_rng((options.seed, step, rank))  # a resumed run continues with fresh crops
     kind, files = find_media(data_dir, kind or (cfg.kind if cfg else None))
     if cfg is None:
         cfg = AudioConfig() if kind == "audio" else ImageConfig()
@@ -335,6 +377,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     model = (initial_model or VQVAE(cfg)).to(device)
     if saved:
         model.load_state_dict(saved["model"])
+    parallel.broadcast_module_(model)  # the processes start from the first one's weights
 
     train_files, val_files = split_files(files)
     crop = options.crop - options.crop % cfg.hop
@@ -346,7 +389,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         val_data = AudioCrops(val_files, cfg.sample_rate, crop)
     else:
         train_data, val_data = ImageCrops(train_files, crop), ImageCrops(val_files, crop)
-    val_batch = val_data.batch(options.batch_size, np.random.default_rng(1234), augment=False).to(device)
+    val_batch = val_data.batch(options.batch_size, np.random.default_rng(1234), augment=False).to(device) if main else None
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, betas=(0.8, 0.99), weight_decay=0.0)
     if saved:
@@ -358,12 +401,15 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         if "disc" in saved:  # a checkpoint trained without --adversarial starts a fresh discriminator
             disc.load_state_dict(saved["disc"])
             restore_optimizer(disc_optimizer, saved.get("disc_optim", {}))
+        parallel.broadcast_module_(disc)
         modules["disc"], optimizers["disc_optim"] = disc, disc_optimizer
     loss_fn = ReconstructionLoss(cfg).to(device)
     log_path = out / "train_log.jsonl"
-    if not options.quiet:
+    if not quiet:
+        spread = f"{processes} processes ({share} examples each)" if processes > 1 else f"device {device}"
         print(f"training {options.name} ({kind}) on {train_data.describe()}; validation {val_data.describe()}; "
-              f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; device {device}, {precision}", file=sys.stderr)
+              f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; batch {options.batch_size}; "
+              f"{spread}, {precision}", file=sys.stderr)
 
     def checkpoint_meta(seconds: float) -> dict:
         meta = {"step": step, "trained_seconds": seconds, "config": config_to_dict(cfg), "adversarial": adversarial}
@@ -375,9 +421,9 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     start = time.monotonic()
     last_checkpoint = start
     val_text, usage_text = "", ""
-    usage = CodebookUsage(cfg)
+    usage = CodebookUsage(cfg, device)
     while True:
-        elapsed = time.monotonic() - start
+        elapsed = parallel.first_process_value(time.monotonic() - start, device)
         done_by_time = budget is not None and elapsed >= budget
         done_by_steps = options.max_steps is not None and step >= options.max_steps
         if done_by_time or done_by_steps or (budget is None and options.max_steps is None):
@@ -389,66 +435,59 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
                 group["lr"] = lr
 
         model.train()
-        batch = train_data.batch(options.batch_size, rng).to(device)
-        with autocast:
-            estimate, codes, commitment = model(batch)
-        estimate = estimate.float()  # losses and the discriminator stay in fp32
-        reconstruction, parts = loss_fn(estimate, batch)
-        loss = reconstruction + COMMITMENT_WEIGHT * commitment
-        if adversarial:
-            disc.requires_grad_(True)
-            disc_loss = discriminator_loss(disc, batch, estimate)
-            disc_optimizer.zero_grad(set_to_none=True)
-            disc_loss.backward()
-            disc_optimizer.step()
-            disc.requires_grad_(False)  # the generator's step must not touch the discriminator
-            fooling, matching = generator_losses(disc, batch, estimate)
-            loss = loss + ADVERSARIAL_WEIGHT * fooling + FEATURE_MATCHING_WEIGHT * matching
-            parts.update(adv=fooling.item(), fm=matching.item(), disc=disc_loss.item())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        batch = train_data.batch(share, rng).to(device)
+        loss, parts, codes = train_step(model, optimizer, loss_fn, batch, autocast,
+                                        *((disc, disc_optimizer) if adversarial else ()))
         step += 1
         usage.add(codes)
+        loss_value = loss.item()
 
         if step % options.eval_every == 0 or step == 1:
+            perplexity, in_use = usage.summary()
+            usage = CodebookUsage(cfg, device)
+            losses = torch.tensor([loss.item(), *parts.values()], dtype=torch.float64, device=device)
+            parallel.sum_(losses)  # the log gives the whole batch's loss, a mean over the processes' shares
+            losses = (losses / processes).tolist()
+            loss_value, parts = losses[0], dict(zip(parts, losses[1:]))
+        if main and (step % options.eval_every == 0 or step == 1):
             model.eval()
             with torch.no_grad():
                 val_estimate, _, _ = model(val_batch)
                 val_loss, val_parts = loss_fn(val_estimate, val_batch)
             val_text = f"val {float(val_loss):.4f}"
-            perplexity, in_use = usage.summary()
             usage_text = f"perplexity {perplexity:.0f} | codes in use {in_use:.0%}"
-            usage = CodebookUsage(cfg)
-            record = {"step": step, "loss": loss.item(), "val": val_loss.item(), "perplexity": perplexity,
+            record = {"step": step, "loss": loss_value, "val": val_loss.item(), "perplexity": perplexity,
                       "codes_in_use": in_use, "lr": lr, "seconds": trained_seconds + time.monotonic() - start,
                       **parts, **{f"val_{k}": v for k, v in val_parts.items()}}
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-        if not options.quiet and (step % 10 == 0 or step == 1):
+        if not quiet and (step % 10 == 0 or step == 1):
             left = f" | {_format_time(budget - elapsed)} left" if budget else ""
             detail = " ".join(f"{k} {v:.3f}" for k, v in parts.items())
             end = "\r" if sys.stderr.isatty() else "\n"
-            print(f"step {step} | loss {loss.item():.4f} ({detail}) | {val_text} | {usage_text}{left}", end=end, file=sys.stderr, flush=True)
-        if time.monotonic() - last_checkpoint >= options.checkpoint_minutes * 60:
+            print(f"step {step} | loss {loss_value:.4f} ({detail}) | {val_text} | {usage_text}{left}", end=end, file=sys.stderr, flush=True)
+        if main and time.monotonic() - last_checkpoint >= options.checkpoint_minutes * 60:
             save_checkpoint(checkpoint_path, modules, optimizers, checkpoint_meta(trained_seconds + time.monotonic() - start))
             last_checkpoint = time.monotonic()
 
     trained_seconds += time.monotonic() - start
+    parallel.stop()
+    model_path = out / f"{options.name}.safetensors"
+    if not main:
+        return model_path
     save_checkpoint(checkpoint_path, modules, optimizers, checkpoint_meta(trained_seconds))
-    model_path = save_model(model.cpu(), out / f"{options.name}.safetensors",
+    model_path = save_model(model.cpu(), model_path,
                             training={"steps": step, "seconds": round(trained_seconds), "adversarial": adversarial,
                                       "precision": precision, "noise": options.noise,
                                       **({"noise_snr_db": list(options.noise_snr_db)} if options.noise else {}),
                                       "data": str(data_dir), "files": len(train_files),
                                       **({"init": initial_id} if initial_id else {})})
-    if not options.quiet:
+    if not quiet:
         print(f"\nwrote {model_path} after {step} steps ({trained_seconds / 60:.1f} min)", file=sys.stderr)
     if options.fit_prior:
         try:
             fit_prior_files(model_path, train_files, device=device,
-                            log=None if options.quiet else (lambda line: print(line, file=sys.stderr, flush=True)))
+                            log=None if quiet else (lambda line: print(line, file=sys.stderr, flush=True)))
         except VQCodecError as exc:  # the trained model is already written; a prior can be added later
             print(f"warning: no entropy-coding prior fitted ({exc}); files will use fixed-width coding until "
                   f"`vqcodec fit-prior {model_path} DIR` adds one", file=sys.stderr)

@@ -1,0 +1,106 @@
+"""Data-parallel training speed: seconds per step of the same training run in one process and split
+over several torchrun processes, on the CPU.
+
+    python bench/train_parallel.py [--processes 1,2] [--threads 2] [--steps 12] [--runs 3] [--out bench/out/train_parallel.json]
+
+Every run trains the shipped model's config from fresh weights on the project's training folder,
+with the same batch over all processes (speech 16 x 8000 samples, images 12 x 128 x 128) and the
+same total of CPU threads, split evenly between the processes (1 process x 2 threads against
+2 processes x 1 thread). Time per step is (time at the last step - time at step 1) / (steps - 1),
+from the training log of the first process; it includes one validation pass, and for several
+processes the exchange of gradients and codebook statistics through Gloo. Runs alternate the
+order of the settings and the table gives the median.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+DATA = common.REPO_ROOT.parent / "shared" / "data"
+SETUPS = {  # kind: (shipped model, training folder, batch over all processes, crop)
+    "audio": ("speech16k", DATA / "speech" / "train", 16, 8000),
+    "image": ("image", DATA / "images" / "train", 12, 128),
+}
+
+
+def worker(kind: str, out: Path, steps: int, threads: int, precision: str) -> None:
+    """One process of a run (started directly, or by torchrun for several)."""
+    from vqcodec.codec import find_model
+    from vqcodec.config import config_from_dict
+    from vqcodec.train import TrainOptions, train
+
+    model, data, batch, crop = SETUPS[kind]
+    meta = json.loads(find_model(model).with_suffix(".json").read_text())
+    options = TrainOptions(out=out, name="bench", batch_size=batch, crop=crop, max_steps=steps, eval_every=steps,
+                           threads=threads, quiet=True, fit_prior=False, precision=precision)
+    train(data, config_from_dict(meta["config"]), options)
+
+
+def seconds_per_step(kind: str, processes: int, threads: int, steps: int, precision: str) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        command = [__file__, "--worker", kind, "--worker-out", out, "--steps", str(steps),
+                   "--threads", str(threads // processes), "--precision", precision]
+        if processes > 1:
+            command = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), *command]
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads // processes)}
+        subprocess.run([sys.executable, *command], check=True, env=env, stdout=subprocess.DEVNULL)
+        log = [json.loads(line) for line in (Path(out) / "train_log.jsonl").read_text().splitlines()]
+    first, last = log[0], log[-1]
+    return (last["seconds"] - first["seconds"]) / (last["step"] - first["step"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--processes", default="1,2")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads of a run, over all its processes")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--kinds", default="audio,image")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--out", default="bench/out/train_parallel.json")
+    parser.add_argument("--worker", choices=sorted(SETUPS), help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, Path(args.worker_out), args.steps, args.threads, args.precision)
+        return
+
+    counts = [int(p) for p in args.processes.split(",")]
+    if any(args.threads % p for p in counts):
+        raise SystemExit(f"--threads {args.threads} must split evenly over every process count in {args.processes}")
+    rows, results = [], {}
+    for kind in args.kinds.split(","):
+        times: dict[int, list[float]] = {p: [] for p in counts}
+        for run in range(args.runs):
+            for processes in counts if run % 2 == 0 else counts[::-1]:
+                times[processes].append(seconds_per_step(kind, processes, args.threads, args.steps, args.precision))
+                print(f"{kind} run {run + 1}, {processes} process(es): {times[processes][-1]:.3f} s/step",
+                      file=sys.stderr, flush=True)
+        medians = {p: statistics.median(t) for p, t in times.items()}
+        results[kind] = {"seconds_per_step": {str(p): t for p, t in times.items()},
+                         "median": {str(p): m for p, m in medians.items()}}
+        model, _, batch, crop = SETUPS[kind]
+        shape = f"{batch} x {crop}" if kind == "audio" else f"{batch} x {crop}x{crop}"
+        for processes in counts:
+            rows.append([model, shape, f"{processes} x {args.threads // processes}", medians[processes],
+                         medians[counts[0]] / medians[processes]])
+
+    print(common.markdown_table(["model", "batch (all processes)", "processes x threads", "s/step",
+                                 f"speed-up vs {counts[0]} process{'es' if counts[0] > 1 else ''}"], rows,
+                                digits=[0, 0, 0, 3, 2]))
+    if args.out:
+        common.save_json(args.out, {"machine": common.machine_info(args.threads), "command": common.repro_command(),
+                                     "steps": args.steps, "runs": args.runs, "results": results})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Training steps of a tiny audio model, run alone or as one of several torchrun processes.
+
+    python tests/parallel_steps.py OUT                                            # one process
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/parallel_steps.py OUT
+
+Every process builds the same model and the same batches, trains on its own contiguous share of
+each batch, and writes its weights and codebooks to OUT/rank<R>_<stage>.safetensors after two
+stages: SGD steps (which tests/test_parallel.py compares with one process training on the whole
+batches) and AdamW steps after them (whose copies must stay bit for bit the same in every process).
+Quantizer dropout is off and a code unused for one step is restarted, so that k-means, the EMA
+updates and restarts all run, and one process's steps are the same computation as the parallel ones.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from vqcodec import parallel
+from vqcodec.config import AudioConfig
+from vqcodec.losses import ReconstructionLoss
+from vqcodec.models import VQVAE
+from vqcodec.train import train_step
+
+CFG = AudioConfig(sample_rate=8000, base_channels=4, strides=(2, 4), res_blocks=1, latent_dim=8, num_codebooks=3,
+                  codebook_size=256, context_frames=16)
+BATCH, CROP, SGD_STEPS, ADAM_STEPS = 4, 1280, 3, 3
+
+
+def batches(count: int) -> list[torch.Tensor]:
+    rng = np.random.default_rng(7)
+    t = np.arange(CROP) / CFG.sample_rate
+    out = []
+    for _ in range(count):
+        tones = np.sin(2 * np.pi * rng.uniform(100, 1500, (BATCH, 1)) * t) * rng.uniform(0.1, 0.5, (BATCH, 1))
+        noisy = tones + 0.05 * rng.standard_normal((BATCH, CROP))
+        out.append(torch.from_numpy(noisy.astype(np.float32))[:, None])
+    return out
+
+
+def main(out: Path) -> None:
+    torch.set_num_threads(1)
+    device = parallel.start("cpu")
+    rank, share = parallel.rank(), BATCH // parallel.world_size()
+    torch.manual_seed(0)  # the same draws in every process: k-means and restarts then match one process's
+    model = VQVAE(CFG).to(device).train()
+    model.quantizer.dropout = 0.0
+    for layer in model.quantizer.layers:
+        layer.restart_after = 1
+    loss_fn = ReconstructionLoss(CFG)
+    no_autocast = torch.autocast("cpu", enabled=False)
+    data = batches(SGD_STEPS + ADAM_STEPS)
+    stages = [("sgd", torch.optim.SGD(model.parameters(), lr=0.05), data[:SGD_STEPS]),
+              ("adam", torch.optim.AdamW(model.parameters(), lr=1e-3), data[SGD_STEPS:])]
+    for stage, optimizer, stage_batches in stages:
+        for batch in stage_batches:
+            train_step(model, optimizer, loss_fn, batch[rank * share:(rank + 1) * share], no_autocast)
+        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(out / f"rank{rank}_{stage}.safetensors"))
+    parallel.stop()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

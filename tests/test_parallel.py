@@ -1,0 +1,85 @@
+"""Data-parallel training with torchrun on the CPU (Gloo): two processes, each with half of every batch,
+must take the steps one process takes on the whole batches, and must stay identical to each other."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from test_train import CFG, CROP, data_dir  # noqa: F401  (data_dir: the training folder fixture)
+from vqcodec import Codec
+
+TESTS = Path(__file__).resolve().parent
+
+
+def torchrun(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
+
+
+def test_two_processes_take_the_steps_of_one_process_on_the_whole_batch(tmp_path):
+    alone, together = tmp_path / "alone", tmp_path / "together"
+    alone.mkdir(), together.mkdir()
+    script = str(TESTS / "parallel_steps.py")
+    subprocess.run([sys.executable, script, str(alone)], check=True, timeout=300)
+    result = torchrun(script, str(together))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    for stage in ("sgd", "adam"):
+        first, second = (load_file(str(together / f"rank{r}_{stage}.safetensors")) for r in (0, 1))
+        for name in first:  # weights, codebooks, EMA statistics, idle counts
+            assert torch.equal(first[name], second[name]), f"{stage}: the processes' {name} differ"
+    one = load_file(str(alone / "rank0_sgd.safetensors"))
+    two = load_file(str(together / "rank0_sgd.safetensors"))
+    assert one.keys() == two.keys()
+    for name in one:
+        if one[name].is_floating_point():
+            assert torch.allclose(one[name], two[name], rtol=1e-4, atol=1e-5), name
+        else:
+            assert torch.equal(one[name], two[name]), name
+    # the steps did something: the codebooks moved from their k-means start and the weights trained
+    adam = load_file(str(together / "rank0_adam.safetensors"))
+    assert not torch.equal(adam["quantizer.layers.0.codebook"], two["quantizer.layers.0.codebook"])
+    assert not torch.equal(adam["decoder.net.0.weight"], two["decoder.net.0.weight"])
+
+
+def test_train_command_under_torchrun_writes_one_model_that_resumes_in_one_process(data_dir, tmp_path):  # noqa: F811
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({**CFG.__dict__, "strides": list(CFG.strides)}))
+    out = tmp_path / "run"
+    common = ["--out", str(out), "--config", str(config), "--crop", str(CROP), "--device", "cpu", "--no-prior"]
+    result = torchrun("-m", "vqcodec", "train", str(data_dir), "--max-steps", "4", *common)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "batch 32; 2 processes (16 examples each)" in result.stderr  # the CPU default of 16 per process
+    assert result.stderr.count("wrote ") == 1  # only the first process writes
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 4
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in log] == [1]
+    assert 0 < log[0]["codes_in_use"] <= 1 and np.isfinite(log[0]["loss"])
+
+    codec = Codec.load(str(out / "run.safetensors"))
+    audio = np.random.default_rng(0).standard_normal(4000).astype(np.float32) * 0.1
+    decoded, rate = codec.decode_audio(codec.encode_audio(audio, 8000, 2))
+    assert rate == 8000 and decoded.shape[-1] == 4000
+
+    alone = subprocess.run([sys.executable, "-m", "vqcodec", "train", str(data_dir), "--resume", "--max-steps", "6",
+                            *common], capture_output=True, text=True, timeout=300)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 6
+
+
+def test_a_batch_that_does_not_split_over_the_processes_is_refused(data_dir, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    result = torchrun("-m", "vqcodec", "train", str(data_dir), "--out", str(out), "--batch-size", "3",
+                      "--max-steps", "2", "--device", "cpu", "--no-prior")
+    assert result.returncode != 0
+    assert "--batch-size 3 does not split evenly over 2 processes" in result.stderr
+    assert not (out / "checkpoint.safetensors").exists()

@@ -1,0 +1,138 @@
+"""Data-parallel training over several processes, launched by torchrun: one process per GPU, or per
+group of CPU cores.
+
+Every process holds a whole copy of the model and trains on its own share of each batch. After
+the backward pass the gradients are averaged over the processes, and the codebooks' EMA statistics
+are summed, so every copy takes the same optimiser and codebook step and the copies never drift
+apart. Where a step draws at random for all of them (k-means initialisation, restarting dead
+codes), the first process's draw is sent to the others. Only the first process (rank 0) reads the
+clock, prints, validates and writes files.
+
+Run without torchrun (no WORLD_SIZE above 1 in the environment), every function here does nothing.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+from .errors import VQCodecError
+
+
+def launched_processes() -> int:
+    """How many processes torchrun started for this run (1 without torchrun)."""
+    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def start(device: str) -> str:
+    """Join the process group torchrun describes in the environment, if any, and return the device
+    this process trains on: `cuda:LOCAL_RANK` on GPUs (NCCL), the CPU otherwise (Gloo)."""
+    if launched_processes() == 1 or active():
+        return device
+    if not dist.is_available():
+        raise VQCodecError("this torch build has no torch.distributed: train in one process")
+    if torch.device(device).type == "cuda":
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if local_rank >= torch.cuda.device_count():
+            raise VQCodecError(f"process {local_rank} has no GPU of its own ({torch.cuda.device_count()} visible): "
+                               f"start at most that many processes per machine")
+        torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl")
+        return f"cuda:{local_rank}"
+    dist.init_process_group("gloo")
+    return device
+
+
+def stop() -> None:
+    if active():
+        dist.destroy_process_group()
+
+
+def sum_(*tensors: torch.Tensor) -> None:
+    """Replace each tensor, in place, by its sum over the processes (one exchange for all of them)."""
+    if not active() or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset:offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def average_gradients(parameters) -> None:
+    """Average the gradients of `parameters` over the processes, so that each takes the step the
+    whole batch gives. A parameter without a gradient counts as a zero gradient."""
+    if not active():
+        return
+    parameters = [p for p in parameters if p.requires_grad]
+    for p in parameters:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    grads = [p.grad for p in parameters]
+    sum_(*grads)
+    for g in grads:
+        g.div_(world_size())
+
+
+def broadcast_(*tensors: torch.Tensor) -> None:
+    """Overwrite each tensor, in place, with the first process's."""
+    if not active():
+        return
+    for t in tensors:
+        dist.broadcast(t, src=0)
+
+
+def broadcast_module_(module: torch.nn.Module) -> None:
+    """Give every process the first process's parameters and buffers."""
+    broadcast_(*module.state_dict().values())
+
+
+def any_process(flag: bool, device) -> bool:
+    """True where `flag` is true in any process."""
+    if not active():
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def first_process_value(value: float, device) -> float:
+    """The first process's `value`, in every process: the clock that decides the learning rate and
+    when to stop must be one clock."""
+    if not active():
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(tensor, src=0)
+    return float(tensor.item())
+
+
+def gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    """The (N, D) rows of every process, concatenated in process order, in every process."""
+    if not active():
+        return rows
+    counts = [torch.zeros(1, dtype=torch.int64, device=rows.device) for _ in range(world_size())]
+    dist.all_gather(counts, torch.tensor([rows.shape[0]], dtype=torch.int64, device=rows.device))
+    counts = [int(c.item()) for c in counts]
+    padded = rows.new_zeros((max(counts), *rows.shape[1:]))
+    padded[:rows.shape[0]] = rows
+    gathered = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(gathered, padded)
+    return torch.cat([g[:n] for g, n in zip(gathered, counts)])
