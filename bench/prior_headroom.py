@@ -93,7 +93,8 @@ def main() -> None:
     from vqcodec import Codec
     from vqcodec.codec import AUDIO_CHUNK_FRAMES
     from vqcodec.prior import CodePrior, holdout_mask
-    from vqcodec.train import collect_codes, find_media
+    from vqcodec.data import find_media
+    from vqcodec.train import collect_codes
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -32,7 +32,8 @@ def run_model(name: str, train_dir: Path, eval_dir: Path, eval_name: str, qualit
     from vqcodec import Codec
     from vqcodec.codec import AUDIO_CHUNK_FRAMES, IMAGE_CHUNK_ROWS
     from vqcodec.prior import CodePrior
-    from vqcodec.train import collect_codes, find_media, split_files
+    from vqcodec.data import find_media, split_files
+    from vqcodec.train import collect_codes
 
     codec = Codec.load(name, coding="fixed")
     chunk = AUDIO_CHUNK_FRAMES if codec.kind == "audio" else IMAGE_CHUNK_ROWS

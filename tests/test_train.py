@@ -19,8 +19,8 @@ from vqcodec import Codec, VQCodecError
 from vqcodec.config import AudioConfig, ImageConfig, config_from_dict, config_to_dict
 from vqcodec.modelfile import compute_model_id, read_model_files, storage_form
 from vqcodec.models import VQVAE, widen, widths_differ_only
-from vqcodec.train import (NOISE_SNR_DB, WARMUP_STEPS, AudioCrops, TrainOptions, add_background_noise,
-                           resolve_precision, train)
+from vqcodec.data import NOISE_SNR_DB, AudioCrops, add_background_noise
+from vqcodec.train import WARMUP_STEPS, TrainOptions, resolve_precision, train
 
 CFG = AudioConfig(sample_rate=8000, base_channels=4, strides=(2, 4), res_blocks=1, latent_dim=8, num_codebooks=4,
                   codebook_size=16, context_frames=16)

@@ -495,13 +495,16 @@ def _read_config(path: str):
                    "instead of from scratch: fine-tuning. The model's config is kept, unless --config names the "
                    "same config with wider networks: then the model is widened without changing its output "
                    "(Net2Net) and trained on from there.")
+@click.option("--stream-data", is_flag=True,
+              help="Read each training crop from its file when it is needed instead of holding the decoded folder "
+                   "in memory (automatic for folders of over 2 GiB decoded).")
 @click.option("--no-prior", is_flag=True, help="Skip fitting the entropy-coding prior at the end (vqcodec fit-prior can add it later).")
 @click.option("--adversarial", is_flag=True,
               help="Audio: add a multi-scale STFT discriminator and feature matching (best resumed from a model "
                    "first trained without it). Kept on when resuming such a checkpoint.")
 def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, sample_rate, device, max_minutes,
-          max_steps, batch_size, crop, lr, threads, precision, noise, noise_snr, resume, init_model, no_prior,
-          adversarial):
+          max_steps, batch_size, crop, lr, threads, precision, noise, noise_snr, resume, init_model, stream_data,
+          no_prior, adversarial):
     """Train a codec on a folder of audio or images (read recursively).
 
     \b
@@ -521,7 +524,8 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     from .codec import find_model, resolve_device
     from .config import AudioConfig, ImageConfig
     from .parallel import launched_processes
-    from .train import DEFAULT_BATCH_AND_CROP, TrainOptions, find_media
+    from .data import find_media
+    from .train import DEFAULT_BATCH_AND_CROP, TrainOptions
     from .train import train as run_training
 
     if not Path(data_dir).is_dir():
@@ -568,7 +572,8 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
                            batch_size=batch_size or default_batch * launched_processes(), crop=crop or default_crop, lr=lr,
                            max_minutes=max_minutes, max_steps=max_steps, threads=threads, resume=resume,
                            fit_prior=not no_prior, adversarial=adversarial, precision=precision,
-                           noise=noise, noise_snr_db=(low_snr, high_snr), init=init_model)
+                           noise=noise, noise_snr_db=(low_snr, high_snr), init=init_model,
+                           stream_data=stream_data)
     run_training(Path(data_dir), config, options, kind=kind)
 
 
@@ -596,7 +601,8 @@ def fit_prior(model, data_dir, out, device, threads):
 
     from .codec import find_model, resolve_device
     from .modelfile import read_model_files
-    from .train import find_media, fit_prior_files
+    from .data import find_media
+    from .train import fit_prior_files
 
     if threads:
         torch.set_num_threads(threads)

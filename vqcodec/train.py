@@ -17,7 +17,8 @@ from safetensors.torch import load_file, save_file
 from . import parallel
 from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict
 from .errors import VQCodecError
-from .io import media_kind_of, move_into_place, read_audio, read_image_rgb
+from .data import NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, find_media, split_files
+from .io import move_into_place, read_audio, read_image_rgb
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from .models import VQVAE, widen, widths_differ_only
@@ -44,8 +45,9 @@ class TrainOptions:
     adversarial: bool = False    # audio: add the STFT discriminator and feature-matching losses
     precision: str = "auto"      # "bf16": the networks run under bfloat16 autocast; "auto": see resolve_precision
     noise: float = 0.0           # audio: share of training crops mixed with coloured noise (see add_background_noise)
-    noise_snr_db: tuple[float, float] = (10.0, 40.0)  # audio: the range the noise's SNR is drawn from
+    noise_snr_db: tuple[float, float] = NOISE_SNR_DB  # audio: the range the noise's SNR is drawn from
     init: str | None = None      # a trained model (name or path) whose weights and codebooks a new run starts from
+    stream_data: bool = False    # read every crop from its file, even when the folder would fit in memory
 
 
 # Batch size and crop (audio samples, image side) when none is given, by media kind and device. The
@@ -53,132 +55,6 @@ class TrainOptions:
 # second: at these sizes a GPU mostly waits, so larger batches come nearly free there (docs/GPU.md).
 DEFAULT_BATCH_AND_CROP = {("audio", "cpu"): (16, 8000), ("audio", "cuda"): (64, 8000),
                           ("image", "cpu"): (12, 128), ("image", "cuda"): (32, 256)}
-
-
-# ---------------------------------------------------------------- data
-
-def find_media(folder: Path, kind: str | None) -> tuple[str, list[Path]]:
-    """All files of one media kind under `folder`, recursively, sorted."""
-    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and media_kind_of(p))
-    if kind is None:
-        kinds = {media_kind_of(p) for p in files}
-        if len(kinds) != 1:
-            found = ", ".join(sorted(kinds)) or "no audio or image files"
-            raise VQCodecError(f"{folder}: cannot tell the media kind ({found}); pass --kind audio|image")
-        kind = kinds.pop()
-    files = [p for p in files if media_kind_of(p) == kind]
-    if not files:
-        raise VQCodecError(f"{folder}: no {kind} files found")
-    return kind, files
-
-
-def split_files(files: list[Path]) -> tuple[list[Path], list[Path]]:
-    """Hold out every 20th file (at least one, when there are two or more) for validation."""
-    if len(files) < 2:
-        return files, files
-    held = set(range(0, len(files), 20))
-    return [f for i, f in enumerate(files) if i not in held], [f for i, f in enumerate(files) if i in held]
-
-
-NOISE_SNR_DB = TrainOptions.noise_snr_db
-NOISE_MAX_SLOPE = 2.0  # power spectrum ~ 1/f**slope: 0 white, 1 pink, 2 brown
-
-
-def add_background_noise(clip: np.ndarray, rng: np.random.Generator,
-                         snr_range_db: tuple[float, float] = NOISE_SNR_DB) -> np.ndarray:
-    """`clip` plus stationary coloured noise at an SNR drawn from `snr_range_db`, so the codec learns to keep
-    background noise.
-
-    Both the input and the target of a training step are the noisy clip: the codec is taught to reproduce the
-    noise, not to remove it. A silent clip is returned unchanged."""
-    power = float(np.mean(clip.astype(np.float64) ** 2))
-    if power == 0.0:
-        return clip
-    spectrum = np.fft.rfft(rng.standard_normal(clip.size))
-    frequency = np.arange(spectrum.size, dtype=np.float64)
-    frequency[0] = 1.0
-    spectrum *= frequency ** (-rng.uniform(0.0, NOISE_MAX_SLOPE) / 2)
-    spectrum[0] = 0.0
-    noise = np.fft.irfft(spectrum, n=clip.size)
-    snr_db = rng.uniform(*snr_range_db)
-    noise *= math.sqrt(power / 10 ** (snr_db / 10) / max(float(np.mean(noise ** 2)), 1e-30))
-    return (clip + noise).astype(clip.dtype)
-
-
-class AudioCrops:
-    def __init__(self, files: list[Path], sample_rate: int, crop: int, noise: float = 0.0,
-                 noise_snr_db: tuple[float, float] = NOISE_SNR_DB):
-        self.crop = crop
-        self.noise = noise
-        self.noise_snr_db = noise_snr_db
-        self.clips = []
-        for path in files:
-            try:
-                audio, _ = read_audio(path, sample_rate)
-            except VQCodecError as exc:
-                print(f"skipping {exc}", file=sys.stderr)
-                continue
-            for channel in audio:
-                if np.isfinite(channel).all() and channel.size:
-                    self.clips.append(np.pad(channel, (0, max(0, crop - channel.size))))
-        if not self.clips:
-            raise VQCodecError("no readable audio in the training folder")
-        self.weights = np.array([c.size for c in self.clips], dtype=np.float64)
-        self.weights /= self.weights.sum()
-        self.seconds = sum(c.size for c in self.clips) / sample_rate
-
-    def batch(self, size: int, rng: np.random.Generator, augment: bool = True) -> torch.Tensor:
-        out = np.empty((size, 1, self.crop), dtype=np.float32)
-        for i in range(size):
-            clip = self.clips[rng.choice(len(self.clips), p=self.weights)]
-            start = rng.integers(0, clip.size - self.crop + 1)
-            out[i, 0] = clip[start:start + self.crop]
-            if augment and self.noise and rng.random() < self.noise:
-                out[i, 0] = add_background_noise(out[i, 0], rng, self.noise_snr_db)
-            if augment:
-                peak = max(np.abs(out[i]).max(), 1e-4)
-                out[i] *= min(10 ** rng.uniform(-1.0, 0.25), 0.99 / peak)
-        return torch.from_numpy(out)
-
-    def describe(self) -> str:
-        return f"{len(self.clips)} clips, {self.seconds / 60:.1f} min"
-
-
-class ImageCrops:
-    def __init__(self, files: list[Path], crop: int):
-        self.crop = crop
-        self.images = []
-        for path in files:
-            try:
-                image = read_image_rgb(path)
-            except VQCodecError as exc:
-                print(f"skipping {exc}", file=sys.stderr)
-                continue
-            h, w, _ = image.shape
-            if h < crop or w < crop:
-                image = np.pad(image, ((0, max(0, crop - h)), (0, max(0, crop - w)), (0, 0)), mode="reflect" if min(h, w) > 1 else "edge")
-            self.images.append(image)
-        if not self.images:
-            raise VQCodecError("no readable images in the training folder")
-        self.weights = np.array([im.shape[0] * im.shape[1] for im in self.images], dtype=np.float64)
-        self.weights /= self.weights.sum()
-
-    def batch(self, size: int, rng: np.random.Generator, augment: bool = True) -> torch.Tensor:
-        out = np.empty((size, self.crop, self.crop, 3), dtype=np.uint8)
-        for i in range(size):
-            image = self.images[rng.choice(len(self.images), p=self.weights)]
-            top = rng.integers(0, image.shape[0] - self.crop + 1)
-            left = rng.integers(0, image.shape[1] - self.crop + 1)
-            patch = image[top:top + self.crop, left:left + self.crop]
-            if augment and rng.random() < 0.5:
-                patch = patch[:, ::-1]
-            if augment and rng.random() < 0.5:
-                patch = patch[::-1]
-            out[i] = patch
-        return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255.0
-
-    def describe(self) -> str:
-        return f"{len(self.images)} images, {self.weights.size and sum(im.shape[0] * im.shape[1] for im in self.images) / 1e6:.1f} Mpixel"
 
 
 COMMITMENT_WEIGHT = 0.25
@@ -383,12 +259,14 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     crop = options.crop - options.crop % cfg.hop
     if crop <= 0:
         raise VQCodecError(f"--crop must be at least the model stride {cfg.hop}")
+    in_memory_bytes = 0 if options.stream_data else None
     if kind == "audio":
         train_data = AudioCrops(train_files, cfg.sample_rate, crop, noise=options.noise,
-                                noise_snr_db=options.noise_snr_db)
-        val_data = AudioCrops(val_files, cfg.sample_rate, crop)
+                                noise_snr_db=options.noise_snr_db, in_memory_bytes=in_memory_bytes)
+        val_data = AudioCrops(val_files, cfg.sample_rate, crop, in_memory_bytes=in_memory_bytes)
     else:
-        train_data, val_data = ImageCrops(train_files, crop), ImageCrops(val_files, crop)
+        train_data = ImageCrops(train_files, crop, in_memory_bytes=in_memory_bytes)
+        val_data = ImageCrops(val_files, crop, in_memory_bytes=in_memory_bytes)
     val_batch = val_data.batch(options.batch_size, np.random.default_rng(1234), augment=False).to(device) if main else None
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, betas=(0.8, 0.99), weight_decay=0.0)
@@ -422,54 +300,57 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     last_checkpoint = start
     val_text, usage_text = "", ""
     usage = CodebookUsage(cfg, device)
-    while True:
-        elapsed = parallel.first_process_value(time.monotonic() - start, device)
-        done_by_time = budget is not None and elapsed >= budget
-        done_by_steps = options.max_steps is not None and step >= options.max_steps
-        if done_by_time or done_by_steps or (budget is None and options.max_steps is None):
-            break
-        progress = max(elapsed / budget if budget else 0.0, step / options.max_steps if options.max_steps else 0.0)
-        lr = options.lr * min(1.0, (step - first_step + 1) / WARMUP_STEPS) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
-        for opt in optimizers.values():
-            for group in opt.param_groups:
-                group["lr"] = lr
+    batches = Batches(train_data, share, rng)
+    try:
+        while True:
+            elapsed = parallel.first_process_value(time.monotonic() - start, device)
+            done_by_time = budget is not None and elapsed >= budget
+            done_by_steps = options.max_steps is not None and step >= options.max_steps
+            if done_by_time or done_by_steps or (budget is None and options.max_steps is None):
+                break
+            progress = max(elapsed / budget if budget else 0.0, step / options.max_steps if options.max_steps else 0.0)
+            lr = options.lr * min(1.0, (step - first_step + 1) / WARMUP_STEPS) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
+            for opt in optimizers.values():
+                for group in opt.param_groups:
+                    group["lr"] = lr
 
-        model.train()
-        batch = train_data.batch(share, rng).to(device)
-        loss, parts, codes = train_step(model, optimizer, loss_fn, batch, autocast,
-                                        *((disc, disc_optimizer) if adversarial else ()))
-        step += 1
-        usage.add(codes)
-        loss_value = loss.item()
+            model.train()
+            batch = batches.next().to(device)
+            loss, parts, codes = train_step(model, optimizer, loss_fn, batch, autocast,
+                                            *((disc, disc_optimizer) if adversarial else ()))
+            step += 1
+            usage.add(codes)
+            loss_value = loss.item()
 
-        if step % options.eval_every == 0 or step == 1:
-            perplexity, in_use = usage.summary()
-            usage = CodebookUsage(cfg, device)
-            losses = torch.tensor([loss.item(), *parts.values()], dtype=torch.float64, device=device)
-            parallel.sum_(losses)  # the log gives the whole batch's loss, a mean over the processes' shares
-            losses = (losses / processes).tolist()
-            loss_value, parts = losses[0], dict(zip(parts, losses[1:]))
-        if main and (step % options.eval_every == 0 or step == 1):
-            model.eval()
-            with torch.no_grad():
-                val_estimate, _, _ = model(val_batch)
-                val_loss, val_parts = loss_fn(val_estimate, val_batch)
-            val_text = f"val {float(val_loss):.4f}"
-            usage_text = f"perplexity {perplexity:.0f} | codes in use {in_use:.0%}"
-            record = {"step": step, "loss": loss_value, "val": val_loss.item(), "perplexity": perplexity,
-                      "codes_in_use": in_use, "lr": lr, "seconds": trained_seconds + time.monotonic() - start,
-                      **parts, **{f"val_{k}": v for k, v in val_parts.items()}}
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-        if not quiet and (step % 10 == 0 or step == 1):
-            left = f" | {_format_time(budget - elapsed)} left" if budget else ""
-            detail = " ".join(f"{k} {v:.3f}" for k, v in parts.items())
-            end = "\r" if sys.stderr.isatty() else "\n"
-            print(f"step {step} | loss {loss_value:.4f} ({detail}) | {val_text} | {usage_text}{left}", end=end, file=sys.stderr, flush=True)
-        if main and time.monotonic() - last_checkpoint >= options.checkpoint_minutes * 60:
-            save_checkpoint(checkpoint_path, modules, optimizers, checkpoint_meta(trained_seconds + time.monotonic() - start))
-            last_checkpoint = time.monotonic()
-
+            if step % options.eval_every == 0 or step == 1:
+                perplexity, in_use = usage.summary()
+                usage = CodebookUsage(cfg, device)
+                losses = torch.tensor([loss.item(), *parts.values()], dtype=torch.float64, device=device)
+                parallel.sum_(losses)  # the log gives the whole batch's loss, a mean over the processes' shares
+                losses = (losses / processes).tolist()
+                loss_value, parts = losses[0], dict(zip(parts, losses[1:]))
+            if main and (step % options.eval_every == 0 or step == 1):
+                model.eval()
+                with torch.no_grad():
+                    val_estimate, _, _ = model(val_batch)
+                    val_loss, val_parts = loss_fn(val_estimate, val_batch)
+                val_text = f"val {float(val_loss):.4f}"
+                usage_text = f"perplexity {perplexity:.0f} | codes in use {in_use:.0%}"
+                record = {"step": step, "loss": loss_value, "val": val_loss.item(), "perplexity": perplexity,
+                          "codes_in_use": in_use, "lr": lr, "seconds": trained_seconds + time.monotonic() - start,
+                          **parts, **{f"val_{k}": v for k, v in val_parts.items()}}
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            if not quiet and (step % 10 == 0 or step == 1):
+                left = f" | {_format_time(budget - elapsed)} left" if budget else ""
+                detail = " ".join(f"{k} {v:.3f}" for k, v in parts.items())
+                end = "\r" if sys.stderr.isatty() else "\n"
+                print(f"step {step} | loss {loss_value:.4f} ({detail}) | {val_text} | {usage_text}{left}", end=end, file=sys.stderr, flush=True)
+            if main and time.monotonic() - last_checkpoint >= options.checkpoint_minutes * 60:
+                save_checkpoint(checkpoint_path, modules, optimizers, checkpoint_meta(trained_seconds + time.monotonic() - start))
+                last_checkpoint = time.monotonic()
+    finally:
+        batches.close()
     trained_seconds += time.monotonic() - start
     parallel.stop()
     model_path = out / f"{options.name}.safetensors"

@@ -1,0 +1,120 @@
+"""Training data: crops read from disk match crops of the media held in memory, batches made ahead in
+threads are the batches made in order, and a folder too large for memory trains from disk."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from PIL import Image
+
+from test_train import CFG, CROP, options
+from vqcodec import data
+from vqcodec.data import AudioCrops, Batches, CropPlan, ImageCrops
+from vqcodec.train import train
+
+
+@pytest.fixture(scope="module")
+def audio_files(tmp_path_factory) -> list:
+    """Tones plus noise at several rates and channel counts, one shorter than a crop, one FLAC."""
+    folder = tmp_path_factory.mktemp("audio")
+    rng = np.random.default_rng(0)
+    for name, rate, channels, frames in [("a.wav", 22050, 2, 30000), ("b.flac", 16000, 1, 20000),
+                                         ("c.wav", 8000, 1, 9000), ("d.wav", 44100, 1, 1000)]:
+        t = np.arange(frames) / rate
+        tones = [0.3 * np.sin(2 * np.pi * (300 + 100 * c) * t) + 0.05 * rng.standard_normal(frames) for c in range(channels)]
+        soundfile.write(folder / name, np.stack(tones, 1), rate)
+    return sorted(folder.iterdir())
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory) -> list:
+    """Noise photos, one smaller than a crop and one stored on its side (EXIF orientation 6)."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(1)
+    for name, (h, w) in [("a.png", (70, 90)), ("b.jpg", (40, 100)), ("c.png", (20, 30))]:
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / name)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rng.integers(0, 256, (50, 80, 3), dtype=np.uint8)).save(folder / "d.jpg", exif=exif)
+    return sorted(folder.iterdir())
+
+
+@pytest.mark.parametrize("model_rate", [8000, 16000])
+def test_audio_crops_read_from_disk_match_the_crops_of_the_whole_files(audio_files, model_rate):
+    memory, disk = AudioCrops(audio_files, model_rate, CROP), AudioCrops(audio_files, model_rate, CROP, in_memory_bytes=0)
+    assert memory.in_memory and memory.clips is not None
+    assert not disk.in_memory and disk.clips is None
+    assert memory.sources == disk.sources and len(disk.sources) == 5  # a.wav has two channels
+    assert np.allclose(memory.weights, disk.weights, atol=2e-3)
+    ends = [CropPlan(source, (where,)) for source in range(5) for where in (0.0, 0.999999)]
+    for plan in memory.plan(40, np.random.default_rng(2), augment=False) + ends:
+        crop = disk.make(plan)
+        assert crop.shape == (1, CROP) and crop.dtype == np.float32
+        # resampled crops differ from slices of the whole file's resampling by rounding only
+        assert np.abs(crop - memory.make(plan)).max() < 1e-5, memory.sources[plan.source]
+
+
+def test_image_crops_read_from_disk_match_the_crops_of_the_whole_images(image_files):
+    memory, disk = ImageCrops(image_files, 32), ImageCrops(image_files, 32, in_memory_bytes=0)
+    assert memory.in_memory and not disk.in_memory and disk.images is None
+    assert memory.images[3].shape == (80, 50, 3)  # EXIF orientation applied
+    plans = memory.plan(40, np.random.default_rng(3))
+    assert {plan.source for plan in plans} == set(range(4)) and any(plan.flips[0] for plan in plans)
+    for plan in plans:
+        crop = disk.make(plan)
+        assert crop.shape == (3, 32, 32) and 0.0 <= crop.min() and crop.max() <= 1.0
+        assert np.array_equal(crop, memory.make(plan))
+
+
+def test_batches_made_in_threads_are_the_batches_made_in_order(audio_files, image_files):
+    for crops in (AudioCrops(audio_files, 8000, CROP, noise=0.5, in_memory_bytes=0), ImageCrops(image_files, 32)):
+        in_order = np.random.default_rng(4)
+        expected = [crops.batch(6, in_order) for _ in range(3)]
+        batches = Batches(crops, 6, np.random.default_rng(4), workers=3)
+        try:
+            made = [batches.next() for _ in range(3)]
+        finally:
+            batches.close()
+        for want, got in zip(expected, made):
+            assert torch.equal(want, got)
+        assert not torch.equal(made[0], made[1])
+
+
+def test_a_folder_too_large_for_memory_trains_from_disk(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for i, rate in enumerate((8000, 11025, 16000)):
+        soundfile.write(folder / f"{i}.wav", 0.2 * rng.standard_normal(rate), rate)
+    monkeypatch.setattr(data, "IN_MEMORY_BYTES", 0)
+    out = tmp_path / "run"
+    train(folder, CFG, options(out, max_steps=3, eval_every=3, fit_prior=False, quiet=False))
+    assert "read from disk" in capsys.readouterr().err
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 3
+    assert all(np.isfinite(record["loss"]) for record in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()))
+
+
+def test_non_finite_samples_read_from_disk_become_silence(tmp_path):
+    clip = np.full(3000, 0.25, dtype=np.float32)
+    clip[1000:1100] = np.nan
+    soundfile.write(tmp_path / "nan.wav", clip, 8000, subtype="FLOAT")
+    disk = AudioCrops([tmp_path / "nan.wav"], 8000, 3000, in_memory_bytes=0)
+    crop = disk.make(disk.plan(1, np.random.default_rng(0), augment=False)[0])[0]
+    assert np.isfinite(crop).all() and not crop[1000:1100].any() and (crop[:1000] == 0.25).all()
+    with pytest.raises(Exception, match="no readable audio"):  # in memory, a channel with NaN is left out
+        AudioCrops([tmp_path / "nan.wav"], 8000, 3000)
+
+
+def test_train_command_streams_data_when_asked(tmp_path, cli, image_files):
+    (tmp_path / "tiny.json").write_text(json.dumps({"kind": "image", "channels": [8, 8, 8], "latent_dim": 4,
+                                                    "num_codebooks": 2, "codebook_size": 8}))
+    out = tmp_path / "run"
+    result = cli("train", image_files[0].parent, "--out", out, "--max-steps", "2", "--crop", "32", "--batch-size", "2",
+                 "--stream-data", "--threads", "1", "--device", "cpu", "--no-prior", "--config", tmp_path / "tiny.json")
+    assert result.returncode == 0, result.stderr.decode()
+    # training (3 photos) and validation (1) both read from disk
+    assert "3 images, 0.0 Mpixel, read from disk; validation 1 images, 0.0 Mpixel, read from disk" in result.stderr.decode()
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 2

@@ -1,0 +1,311 @@
+"""Training data: the media files of a folder, the files held out for validation, and random
+training crops.
+
+A folder whose decoded media fit in IN_MEMORY_BYTES is read once and cropped from memory. A larger
+one is never loaded whole: each crop is read from its file when it is needed (audio by seeking to
+the crop, images by decoding the one photo), so the memory a run needs does not grow with the
+folder. Either way, `Batches` makes the next batch in worker threads while a training step runs.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+import torch
+
+from .errors import VQCodecError
+from .io import media_kind_of, read_audio, read_image_rgb
+
+IN_MEMORY_BYTES = 2 * 2**30      # decoded training media up to this size are held in memory
+RESAMPLE_MARGIN_SECONDS = 0.02   # read on both sides of a crop that is resampled, for the filter's sake
+BATCH_WORKERS = min(4, os.cpu_count() or 1)
+NOISE_SNR_DB = (10.0, 40.0)
+NOISE_MAX_SLOPE = 2.0  # power spectrum ~ 1/f**slope: 0 white, 1 pink, 2 brown
+
+
+def find_media(folder: Path, kind: str | None) -> tuple[str, list[Path]]:
+    """All files of one media kind under `folder`, recursively, sorted."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and media_kind_of(p))
+    if kind is None:
+        kinds = {media_kind_of(p) for p in files}
+        if len(kinds) != 1:
+            found = ", ".join(sorted(kinds)) or "no audio or image files"
+            raise VQCodecError(f"{folder}: cannot tell the media kind ({found}); pass --kind audio|image")
+        kind = kinds.pop()
+    files = [p for p in files if media_kind_of(p) == kind]
+    if not files:
+        raise VQCodecError(f"{folder}: no {kind} files found")
+    return kind, files
+
+
+def split_files(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Hold out every 20th file (at least one, when there are two or more) for validation."""
+    if len(files) < 2:
+        return files, files
+    held = set(range(0, len(files), 20))
+    return [f for i, f in enumerate(files) if i not in held], [f for i, f in enumerate(files) if i in held]
+
+
+def add_background_noise(clip: np.ndarray, rng: np.random.Generator,
+                         snr_range_db: tuple[float, float] = NOISE_SNR_DB) -> np.ndarray:
+    """`clip` plus stationary coloured noise at an SNR drawn from `snr_range_db`, so the codec learns to keep
+    background noise.
+
+    Both the input and the target of a training step are the noisy clip: the codec is taught to reproduce the
+    noise, not to remove it. A silent clip is returned unchanged."""
+    power = float(np.mean(clip.astype(np.float64) ** 2))
+    if power == 0.0:
+        return clip
+    spectrum = np.fft.rfft(rng.standard_normal(clip.size))
+    frequency = np.arange(spectrum.size, dtype=np.float64)
+    frequency[0] = 1.0
+    spectrum *= frequency ** (-rng.uniform(0.0, NOISE_MAX_SLOPE) / 2)
+    spectrum[0] = 0.0
+    noise = np.fft.irfft(spectrum, n=clip.size)
+    snr_db = rng.uniform(*snr_range_db)
+    noise *= math.sqrt(power / 10 ** (snr_db / 10) / max(float(np.mean(noise ** 2)), 1e-30))
+    return (clip + noise).astype(clip.dtype)
+
+
+def _skip(message: str) -> None:
+    print(f"skipping {message}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class AudioSource:
+    """One channel of an audio file: `frames` samples at the file's own `rate`."""
+    path: Path
+    channel: int
+    frames: int
+    rate: int
+
+
+@dataclass(frozen=True)
+class CropPlan:
+    """Every random choice behind one training crop, drawn before any reading is done."""
+    source: int
+    where: tuple[float, ...]      # position of the crop, as fractions of the room along each axis
+    flips: tuple[bool, bool] = (False, False)   # images: left-right, top-bottom
+    gain: float | None = None     # audio: log10 of the gain before the peak limit
+    noise_seed: int | None = None  # audio: seed of the background noise, when this crop gets some
+
+
+class AudioCrops:
+    """Crops of `crop` samples at `sample_rate` from the channels of audio files, each channel drawn in
+    proportion to its length, with a random gain and, for a share `noise` of them, background noise."""
+
+    def __init__(self, files: list[Path], sample_rate: int, crop: int, noise: float = 0.0,
+                 noise_snr_db: tuple[float, float] = NOISE_SNR_DB, in_memory_bytes: int | None = None):
+        self.sample_rate, self.crop, self.noise, self.noise_snr_db = sample_rate, crop, noise, noise_snr_db
+        self.sources: list[AudioSource] = []
+        for path in files:
+            try:
+                info = soundfile.info(str(path))
+            except Exception as exc:  # soundfile raises several types for unreadable input
+                _skip(f"cannot read audio {path}: {exc}")
+                continue
+            if info.frames > 0 and info.samplerate > 0:
+                self.sources += [AudioSource(Path(path), c, info.frames, info.samplerate) for c in range(info.channels)]
+        limit = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
+        self.in_memory = sum(self._length(s) for s in self.sources) * 4 <= limit
+        self.clips: list[np.ndarray] | None = self._load() if self.in_memory else None
+        if not self.sources:
+            raise VQCodecError("no readable audio in the training folder")
+        if self.clips is not None:
+            lengths = np.array([clip.size for clip in self.clips], dtype=np.float64)
+        else:
+            lengths = np.array([max(self._length(s), crop) for s in self.sources], dtype=np.float64)
+        self.weights = lengths / lengths.sum()
+        self.seconds = sum(self._length(s) for s in self.sources) / sample_rate
+
+    def _length(self, source: AudioSource) -> int:
+        return round(source.frames * self.sample_rate / source.rate)
+
+    def _load(self) -> list[np.ndarray]:
+        """Read every file once, keeping the channels whose samples are all finite."""
+        clips, kept, loaded = [], [], {}
+        for source in self.sources:
+            if source.path not in loaded:
+                try:
+                    loaded = {source.path: read_audio(source.path, self.sample_rate)[0]}
+                except VQCodecError as exc:
+                    _skip(str(exc))
+                    loaded = {source.path: None}
+            audio = loaded[source.path]
+            if audio is not None and source.channel < len(audio) and audio[source.channel].size \
+                    and np.isfinite(audio[source.channel]).all():
+                clip = audio[source.channel]
+                clips.append(np.pad(clip, (0, max(0, self.crop - clip.size))))
+                kept.append(source)
+        self.sources = kept
+        return clips
+
+    def plan(self, size: int, rng: np.random.Generator, augment: bool = True) -> list[CropPlan]:
+        plans = []
+        for _ in range(size):
+            source = int(rng.choice(len(self.sources), p=self.weights))
+            where = (float(rng.random()),)
+            noise_seed = int(rng.integers(2**63)) if augment and self.noise and rng.random() < self.noise else None
+            gain = float(rng.uniform(-1.0, 0.25)) if augment else None
+            plans.append(CropPlan(source, where, gain=gain, noise_seed=noise_seed))
+        return plans
+
+    def make(self, plan: CropPlan) -> np.ndarray:
+        """The (1, crop) float32 crop that `plan` describes."""
+        if self.clips is not None:
+            clip = self.clips[plan.source]
+            start = int(plan.where[0] * (clip.size - self.crop + 1))
+            out = clip[start:start + self.crop].copy()
+        else:
+            out = self._read(self.sources[plan.source], plan.where[0])
+        if plan.noise_seed is not None:
+            out = add_background_noise(out, np.random.default_rng(plan.noise_seed), self.noise_snr_db)
+        if plan.gain is not None:
+            peak = max(float(np.abs(out).max()), 1e-4)
+            out *= min(10 ** plan.gain, 0.99 / peak)
+        return out[None]
+
+    def _read(self, source: AudioSource, where: float) -> np.ndarray:
+        """A crop read from disk: only the samples it covers, and a margin on both sides when it is
+        resampled, so that it matches the same crop of the whole file resampled. Samples that are not
+        finite become zeros."""
+        start = int(where * (max(self._length(source), self.crop) - self.crop + 1))
+        common = math.gcd(source.rate, self.sample_rate)
+        up, down = source.rate // common, self.sample_rate // common  # model sample n is source sample n * up / down
+        first = start  # the model sample the read begins at
+        margin = 0
+        if source.rate != self.sample_rate:
+            margin = math.ceil(RESAMPLE_MARGIN_SECONDS * source.rate)
+            first = max(0, start - math.ceil(RESAMPLE_MARGIN_SECONDS * self.sample_rate))
+            if down <= self.crop:
+                first -= first % down  # on a source sample, so the resampled read falls on the whole file's grid
+        low = first * up // down
+        high = min(source.frames, -(-(start + self.crop) * up // down) + margin)
+        try:
+            data, _ = soundfile.read(str(source.path), start=low, stop=max(low, high), dtype="float32", always_2d=True)
+        except Exception as exc:
+            raise VQCodecError(f"cannot read audio {source.path}: {exc}") from None
+        segment = data[:, source.channel]
+        if source.rate != self.sample_rate and segment.size:
+            segment = soxr.resample(segment, source.rate, self.sample_rate).astype(np.float32)
+        offset = start - first
+        out = np.zeros(self.crop, dtype=np.float32)
+        part = segment[offset:offset + self.crop]
+        out[:part.size] = np.nan_to_num(part, nan=0.0, posinf=0.0, neginf=0.0)
+        return out
+
+    def batch(self, size: int, rng: np.random.Generator, augment: bool = True) -> torch.Tensor:
+        return torch.from_numpy(np.stack([self.make(p) for p in self.plan(size, rng, augment)]))
+
+    def describe(self) -> str:
+        return f"{len(self.sources)} clips, {self.seconds / 60:.1f} min{'' if self.in_memory else ', read from disk'}"
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    path: Path
+    width: int
+    height: int
+
+
+class ImageCrops:
+    """Square crops of side `crop` from photos, each photo drawn in proportion to its area, flipped at
+    random. Photos smaller than a crop are padded by reflection."""
+
+    def __init__(self, files: list[Path], crop: int, in_memory_bytes: int | None = None):
+        from PIL import Image
+
+        self.crop = crop
+        self.sources: list[ImageSource] = []
+        for path in files:
+            try:
+                with Image.open(path) as image:
+                    self.sources.append(ImageSource(Path(path), image.width, image.height))
+            except Exception as exc:
+                _skip(f"cannot read image {path}: {exc}")
+        limit = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
+        self.in_memory = sum(s.width * s.height * 3 for s in self.sources) <= limit
+        self.images: list[np.ndarray] | None = self._load() if self.in_memory else None
+        if not self.sources:
+            raise VQCodecError("no readable images in the training folder")
+        areas = np.array([s.width * s.height for s in self.sources], dtype=np.float64)
+        self.weights = areas / areas.sum()
+
+    def _load(self) -> list[np.ndarray]:
+        images, kept = [], []
+        for source in self.sources:
+            try:
+                images.append(self._padded(read_image_rgb(source.path)))
+                kept.append(source)
+            except VQCodecError as exc:
+                _skip(str(exc))
+        self.sources = kept
+        return images
+
+    def _padded(self, image: np.ndarray) -> np.ndarray:
+        h, w, _ = image.shape
+        if h >= self.crop and w >= self.crop:
+            return image
+        mode = "reflect" if min(h, w) > 1 else "edge"
+        return np.pad(image, ((0, max(0, self.crop - h)), (0, max(0, self.crop - w)), (0, 0)), mode=mode)
+
+    def plan(self, size: int, rng: np.random.Generator, augment: bool = True) -> list[CropPlan]:
+        plans = []
+        for _ in range(size):
+            source = int(rng.choice(len(self.sources), p=self.weights))
+            where = (float(rng.random()), float(rng.random()))
+            flips = (bool(rng.random() < 0.5), bool(rng.random() < 0.5)) if augment else (False, False)
+            plans.append(CropPlan(source, where, flips))
+        return plans
+
+    def make(self, plan: CropPlan) -> np.ndarray:
+        """The (3, crop, crop) float32 crop, in [0, 1], that `plan` describes."""
+        if self.images is not None:
+            image = self.images[plan.source]
+        else:
+            image = self._padded(read_image_rgb(self.sources[plan.source].path))
+        top = int(plan.where[0] * (image.shape[0] - self.crop + 1))
+        left = int(plan.where[1] * (image.shape[1] - self.crop + 1))
+        patch = image[top:top + self.crop, left:left + self.crop]
+        if plan.flips[0]:
+            patch = patch[:, ::-1]
+        if plan.flips[1]:
+            patch = patch[::-1]
+        return np.ascontiguousarray(patch.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
+
+    def batch(self, size: int, rng: np.random.Generator, augment: bool = True) -> torch.Tensor:
+        return torch.from_numpy(np.stack([self.make(p) for p in self.plan(size, rng, augment)]))
+
+    def describe(self) -> str:
+        pixels = sum(s.width * s.height for s in self.sources)
+        return f"{len(self.sources)} images, {pixels / 1e6:.1f} Mpixel{'' if self.in_memory else ', read from disk'}"
+
+
+class Batches:
+    """Training batches of `size` crops, each made while the step before it runs.
+
+    Worker threads read, decode, resample and crop (soundfile, soxr, Pillow and numpy release the
+    GIL while they work). Every random choice of a batch is drawn from `rng`, in order, before its
+    work is handed out, so the batches do not depend on how the threads are scheduled."""
+
+    def __init__(self, crops: AudioCrops | ImageCrops, size: int, rng: np.random.Generator, workers: int = BATCH_WORKERS):
+        self.crops, self.size, self.rng = crops, size, rng
+        self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="vqcodec-batches")
+        self.pending = self._start()
+
+    def _start(self):
+        return [self.pool.submit(self.crops.make, plan) for plan in self.crops.plan(self.size, self.rng)]
+
+    def next(self) -> torch.Tensor:
+        ready, self.pending = self.pending, self._start()
+        return torch.from_numpy(np.stack([future.result() for future in ready]))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
