@@ -4,9 +4,10 @@
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/parallel_steps.py OUT
 
 Every process builds the same model and the same batches, trains on its own contiguous share of
-each batch, and writes its weights and codebooks to OUT/rank<R>_<stage>.safetensors after two
+each batch, and writes its weights and codebooks to OUT/rank<R>_<stage>.safetensors after three
 stages: SGD steps (which tests/test_parallel.py compares with one process training on the whole
-batches) and AdamW steps after them (whose copies must stay bit for bit the same in every process).
+batches), then AdamW steps, then AdamW steps with the discriminator (whose copies, like the
+model's, must stay bit for bit the same in every process).
 Quantizer dropout is off and a code unused for one step is restarted, so that k-means, the EMA
 updates and restarts all run, and one process's steps are the same computation as the parallel ones.
 """
@@ -20,6 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 from vqcodec import parallel
+from vqcodec.adversarial import MultiScaleSTFTDiscriminator
 from vqcodec.config import AudioConfig
 from vqcodec.losses import ReconstructionLoss
 from vqcodec.models import VQVAE
@@ -27,7 +29,7 @@ from vqcodec.train import train_step
 
 CFG = AudioConfig(sample_rate=8000, base_channels=4, strides=(2, 4), res_blocks=1, latent_dim=8, num_codebooks=3,
                   codebook_size=256, context_frames=16)
-BATCH, CROP, SGD_STEPS, ADAM_STEPS = 4, 1280, 3, 3
+BATCH, CROP, SGD_STEPS, ADAM_STEPS, ADVERSARIAL_STEPS = 4, 1280, 3, 3, 2
 
 
 def batches(count: int) -> list[torch.Tensor]:
@@ -53,12 +55,18 @@ def main(out: Path) -> None:
     loss_fn = ReconstructionLoss(CFG)
     no_autocast = torch.autocast("cpu", enabled=False)
     data = batches(SGD_STEPS + ADAM_STEPS)
-    stages = [("sgd", torch.optim.SGD(model.parameters(), lr=0.05), data[:SGD_STEPS]),
-              ("adam", torch.optim.AdamW(model.parameters(), lr=1e-3), data[SGD_STEPS:])]
-    for stage, optimizer, stage_batches in stages:
+    disc = MultiScaleSTFTDiscriminator(channels=4)
+    stages = [("sgd", torch.optim.SGD(model.parameters(), lr=0.05), data[:SGD_STEPS], None),
+              ("adam", torch.optim.AdamW(model.parameters(), lr=1e-3), data[SGD_STEPS:], None),
+              ("adversarial", torch.optim.AdamW(model.parameters(), lr=1e-3), data[:ADVERSARIAL_STEPS],
+               torch.optim.AdamW(disc.parameters(), lr=1e-3))]
+    for stage, optimizer, stage_batches, disc_optimizer in stages:
         for batch in stage_batches:
-            train_step(model, optimizer, loss_fn, batch[rank * share:(rank + 1) * share], no_autocast)
-        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+            train_step(model, optimizer, loss_fn, batch[rank * share:(rank + 1) * share], no_autocast,
+                       *((disc, disc_optimizer) if disc_optimizer else ()))
+        modules = {"model": model, "disc": disc} if disc_optimizer else {"model": model}
+        state = {f"{name}.{k}": v.detach().clone().contiguous()
+                 for name, module in modules.items() for k, v in module.state_dict().items()}
         save_file(state, str(out / f"rank{rank}_{stage}.safetensors"))
     parallel.stop()
 

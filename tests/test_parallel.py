@@ -33,9 +33,9 @@ def test_two_processes_take_the_steps_of_one_process_on_the_whole_batch(tmp_path
     result = torchrun(script, str(together))
     assert result.returncode == 0, result.stderr[-3000:]
 
-    for stage in ("sgd", "adam"):
+    for stage in ("sgd", "adam", "adversarial"):
         first, second = (load_file(str(together / f"rank{r}_{stage}.safetensors")) for r in (0, 1))
-        for name in first:  # weights, codebooks, EMA statistics, idle counts
+        for name in first:  # weights, codebooks, EMA statistics, idle counts, the discriminator
             assert torch.equal(first[name], second[name]), f"{stage}: the processes' {name} differ"
     one = load_file(str(alone / "rank0_sgd.safetensors"))
     two = load_file(str(together / "rank0_sgd.safetensors"))
@@ -47,8 +47,9 @@ def test_two_processes_take_the_steps_of_one_process_on_the_whole_batch(tmp_path
             assert torch.equal(one[name], two[name]), name
     # the steps did something: the codebooks moved from their k-means start and the weights trained
     adam = load_file(str(together / "rank0_adam.safetensors"))
-    assert not torch.equal(adam["quantizer.layers.0.codebook"], two["quantizer.layers.0.codebook"])
-    assert not torch.equal(adam["decoder.net.0.weight"], two["decoder.net.0.weight"])
+    assert not torch.equal(adam["model.quantizer.layers.0.codebook"], two["model.quantizer.layers.0.codebook"])
+    assert not torch.equal(adam["model.decoder.net.0.weight"], two["model.decoder.net.0.weight"])
+    assert any(name.startswith("disc.") for name in load_file(str(together / "rank0_adversarial.safetensors")))
 
 
 def test_train_command_under_torchrun_writes_one_model_that_resumes_in_one_process(data_dir, tmp_path):  # noqa: F811
