@@ -197,6 +197,75 @@ def test_codes_writes_the_integer_codes_as_npy(encoded, cli, tiny_model_path, co
     out.unlink()
 
 
+def test_codes_of_a_media_file_are_the_codes_of_its_vq_file(encoded, cli, tiny_model_path, codec, tmp_path):
+    result = cli("codes", encoded / "in.wav", tmp_path / "media.npy", "-m", tiny_model_path, "-q", "3")
+    assert result.returncode == 0, result.stderr.decode()
+    _, expected = codec.read_codes((encoded / "out.vq").read_bytes())
+    assert np.array_equal(np.load(tmp_path / "media.npy"), expected)
+    result = cli("codes", encoded / "in.wav", tmp_path / "all.npy", "-m", tiny_model_path)  # all 4 levels
+    assert result.returncode == 0 and np.array_equal(np.load(tmp_path / "all.npy")[:, :3], expected)
+    wav = (encoded / "in.wav").read_bytes()
+    result = cli("codes", "-", "-", "-m", tiny_model_path, "-q", "3", input=wav)
+    assert result.returncode == 0 and np.array_equal(np.load(io.BytesIO(result.stdout)), expected)
+    assert_one_line_error(cli("codes", encoded / "out.vq", tmp_path / "q.npy", "-m", tiny_model_path, "-q", "2"))
+    assert_one_line_error(cli("codes", encoded / "in.wav", tmp_path / "q.npy", "-m", tiny_model_path, "-q", "9"))
+    assert not (tmp_path / "q.npy").exists()
+
+
+def test_codes_of_a_folder(cli, tmp_path, signal, tiny_model_path, codec):
+    folder, out = tmp_path / "recordings", tmp_path / "tokens"
+    (folder / "sub").mkdir(parents=True)
+    write_wav(folder / "in.wav", signal)
+    soundfile.write(folder / "sub" / "x.flac", signal(1, 3000, 8000).T, 8000)
+    (folder / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio")
+    (folder / "notes.txt").write_text("not media: ignored")
+
+    result = cli("codes", folder, out, "-m", tiny_model_path)
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 1 and "Traceback" not in result.stderr.decode()
+    assert lines[0].startswith(f"skipping {folder / 'bad.wav'}: ") and lines[-1].startswith("vqcodec: error: 1 of 3 files")
+    manifest = json.loads((out / "codes.json").read_text())
+    assert (manifest["model_id"], manifest["kind"], manifest["quality"]) == (codec.model_id.hex(), "audio", 4)
+    assert manifest["frames_per_second"] == 16000 / 8 and manifest["axes"] == ["channel", "level", "frame"]
+    assert [entry["file"] for entry in manifest["files"]] == ["in.wav", "sub/x.flac"]
+    for entry in manifest["files"]:
+        array = np.load(out / entry["codes"], allow_pickle=False)
+        expected, restore = codec.media_to_codes(folder / entry["file"])
+        assert array.dtype == np.int32 and list(array.shape) == entry["shape"] and np.array_equal(array, expected)
+        assert {k: entry[k] for k in restore} == restore
+    assert manifest["files"][1] | {"shape": None} == {"file": "sub/x.flac", "codes": "sub/x.npy", "shape": None,
+                                                      "sample_rate": 8000, "samples": 3000, "channels": 1}
+    audio = codec.codes_to_audio(np.load(out / "sub" / "x.npy"))
+    assert audio.shape == (1, manifest["files"][1]["shape"][2] * 8)
+
+    before = (out / "in.npy").stat().st_mtime_ns
+    assert_one_line_error(cli("codes", folder, out, "-m", tiny_model_path))  # exists, no --force: nothing done
+    assert (out / "in.npy").stat().st_mtime_ns == before
+    (folder / "bad.wav").unlink()
+    result = cli("codes", folder, out, "-m", tiny_model_path, "-q", "2", "--force")
+    assert result.returncode == 0, result.stderr.decode()
+    assert np.load(out / "in.npy").shape[1] == 2 and json.loads((out / "codes.json").read_text())["quality"] == 2
+
+
+def test_codes_of_a_folder_of_photos(cli, tmp_path):
+    from PIL import Image
+
+    golden = Path(__file__).resolve().parent / "data" / "golden" / "golden_image.safetensors"
+    folder, out = tmp_path / "photos", tmp_path / "tokens"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 256, (17, 9), dtype=np.uint8)).save(folder / "b.png")
+    result = cli("codes", folder, out, "-m", golden, "-q", "2")
+    assert result.returncode == 0, result.stderr.decode()
+    manifest = json.loads((out / "codes.json").read_text())
+    stride = manifest["stride"]
+    assert manifest["kind"] == "image" and manifest["axes"] == ["level", "row", "col"]
+    for entry, (h, w) in zip(manifest["files"], [(40, 56), (17, 9)]):
+        assert (entry["width"], entry["height"]) == (w, h)
+        assert np.load(out / entry["codes"]).shape == (2, -(-h // stride), -(-w // stride))
+
+
 @pytest.mark.parametrize("option, heavy", [("--rate-weight", "50"), ("--depth-weight", "6")])
 def test_weight_options_make_smaller_entropy_coded_files(cli, tmp_path, option, heavy):
     from PIL import Image

@@ -314,32 +314,135 @@ def info(input_path, as_json, verbose, model_option):
 
 
 @cli.command()
-@click.argument("input_path", metavar="FILE")
+@click.argument("input_path", metavar="INPUT")
 @click.argument("output_path", metavar="OUTPUT")
-@click.option("-m", "--model", default=None, help="Model name or path (default: the installed model the file names).")
-@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
-def codes(input_path, output_path, model, force):
-    """Write the integer codes of a .vq file to a NumPy .npy file, without decoding the media.
+@click.option("-m", "--model", default=None,
+              help="Model name or path (default: for a .vq file, the installed model it names; for media, "
+                   "speech16k for audio and image for images).")
+@click.option("-q", "--quality", default=None, type=int,
+              help="Media input: codebooks to use (default: all of the model's).")
+@click.option("--kind", type=click.Choice(["audio", "image"]), default=None,
+              help="Media input: media kind, if the name does not tell (for a folder: which files to code).")
+@click.option("--depth-weight", default=0.0, type=click.FloatRange(0, 100), show_default=True,
+              help="Media input: per-cell depth as `encode` chooses it; 0 gives every frame or cell all -q levels.")
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT (for a folder: the files in it) if it exists.")
+def codes(input_path, output_path, model, quality, kind, depth_weight, device, force):
+    """Write the integer codes of a .vq file, an audio file or image, or a whole folder of them,
+    to NumPy .npy files.
 
-    The array is int32: audio (channels, quality, frames) at the model's frame rate, images
-    (quality, rows, cols) of latent cells. In files with per-cell depth (--depth-weight), a
-    frame's or cell's levels beyond its depth are -1. Load it with numpy.load(OUTPUT) (no
-    pickle), and turn codes back into media with the Python API (Codec.codes_to_audio,
+    The arrays are int32: audio (channels, quality, frames) at the model's frame rate (50 a second
+    for speech16k), images (quality, rows, cols) of latent cells (16 x 16 pixels for `image`). Where
+    a frame or cell uses fewer levels (per-cell depth), its higher levels are -1. Load them with
+    numpy.load (no pickle); turn codes back into media with the Python API (Codec.codes_to_audio,
     codes_to_image), or into a .vq file with `vqcodec pack`.
+
+    For a folder (read recursively), OUTPUT is a folder that gets one .npy file per media file, at
+    the same relative path, and codes.json: the model, quality and frame rate or stride, and for
+    each file its codes' shape and the rate and length or size that restore it. A file that cannot
+    be read is reported and skipped, and the command then exits with status 1.
 
     \b
     Examples:
       vqcodec codes speech.vq speech_codes.npy
-      vqcodec codes photo.vq photo_codes.npy --force
+      vqcodec codes speech.flac speech_codes.npy -q 8
+      vqcodec codes my_recordings/ my_tokens/            # a dataset of speech tokens
+      vqcodec codes my_photos/ photo_tokens/ -q 12 --force
     """
     import numpy as np
 
-    from .codec import Codec, model_for_file
+    from . import format as vqformat
+    from .codec import Codec, model_for_file, resolve_device
 
+    if input_path != "-" and Path(input_path).is_dir():
+        _codes_of_folder(Path(input_path), Path(output_path), model, quality, kind, depth_weight,
+                         resolve_device(device), force)
+        return
     _refuse_existing_output(output_path, force)
-    data = _read_input(input_path)
-    _, array = Codec.load(model or model_for_file(data)).read_codes(data)
-    _write_output(output_path, lambda stream: np.save(stream, array.astype(np.int32), allow_pickle=False), force)
+    source = _spooled_stdin() if input_path == "-" else _checked_path(input_path)
+    with (open(source, "rb") if isinstance(source, Path) else source) as stream:
+        head = stream.read(16)
+        if not head:
+            raise VQCodecError(f"{input_path}: file is empty")
+        if head[:4] == vqformat.MAGIC:
+            if quality is not None or depth_weight or kind:
+                raise VQCodecError("-q, --kind and --depth-weight choose how media are coded; a .vq file's codes "
+                                   "are already chosen")
+            stream.seek(0)
+            data = stream.read()
+            _, array = Codec.load(model or model_for_file(data), device=resolve_device(device)).read_codes(data)
+        else:
+            stream.seek(0)
+            codec = _codes_codec(model, _media_kind(head, input_path, kind), depth_weight, resolve_device(device))
+            array, _ = codec.media_to_codes(source if isinstance(source, Path) else stream, quality)
+    _write_output(output_path, lambda out: np.save(out, array.astype(np.int32), allow_pickle=False), force)
+
+
+def _codes_codec(model: str | None, kind: str, depth_weight: float, device: str):
+    """The codec that codes media for `vqcodec codes`: fixed-width coding, unless per-cell depth needs the prior."""
+    from .codec import Codec
+
+    codec = Codec.load(model or DEFAULT_MODELS[kind], device=device, coding="auto" if depth_weight else "fixed")
+    if codec.kind != kind:
+        raise VQCodecError(f"model {codec.name} codes {codec.kind}, but the input is {kind}")
+    codec.depth_weight = depth_weight
+    return codec
+
+
+CODES_MANIFEST = "codes.json"
+
+
+def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | None, kind: str | None,
+                     depth_weight: float, device: str, force: bool) -> None:
+    """`vqcodec codes FOLDER OUT`: one .npy file per media file, and a manifest."""
+    import numpy as np
+
+    from .data import find_media
+
+    if kind is None and model is not None:
+        from .codec import find_model
+        try:
+            kind = json.loads(find_model(model).with_suffix(".json").read_text())["config"]["kind"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise VQCodecError(f"--model {model}: cannot read the model's config ({exc})") from None
+    kind, files = find_media(folder, kind)
+    outputs = [out / path.relative_to(folder).with_suffix(".npy") for path in files]
+    names = {}
+    for path, output in zip(files, outputs):
+        if output in names:
+            raise VQCodecError(f"{names[output]} and {path} would both write {output}")
+        names[output] = path
+    if out.exists() and not out.is_dir():
+        raise VQCodecError(f"{out} exists and is not a folder")
+    if not force:
+        for existing in [*outputs, out / CODES_MANIFEST]:
+            _refuse_existing_output(str(existing), force)
+    codec = _codes_codec(model, kind, depth_weight, device)
+    quality = codec._check_quality(codec.num_codebooks if quality is None else quality)
+    entries, failed = [], 0
+    for number, (path, output) in enumerate(zip(files, outputs), 1):
+        try:
+            array, restore = codec.media_to_codes(path, quality)
+        except VQCodecError as exc:
+            print(f"skipping {path}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        output.parent.mkdir(parents=True, exist_ok=True)
+        _write_output(str(output), lambda stream: np.save(stream, array.astype(np.int32), allow_pickle=False), True)
+        entries.append({"file": str(path.relative_to(folder)), "codes": str(output.relative_to(out)),
+                        "shape": list(array.shape), **restore})
+        if number % 100 == 0:
+            print(f"coded {number}/{len(files)} files", file=sys.stderr, flush=True)
+    layout = ({"frames_per_second": codec.sample_rate / codec.hop, "sample_rate": codec.sample_rate,
+               "axes": ["channel", "level", "frame"]} if kind == "audio" else
+              {"stride": codec.hop, "axes": ["level", "row", "col"]})
+    manifest = {"model": codec.name, "model_id": codec.model_id.hex(), "kind": kind, "quality": quality,
+                "codebook_size": codec.codebook_size, "depth_weight": depth_weight, **layout, "files": entries}
+    out.mkdir(parents=True, exist_ok=True)
+    _write_output(str(out / CODES_MANIFEST), lambda stream: stream.write(json.dumps(manifest, indent=1).encode()), True)
+    print(f"wrote the codes of {len(entries)} files to {out}", file=sys.stderr)
+    if failed:
+        raise VQCodecError(f"{failed} of {len(files)} files could not be coded (listed above)")
 
 
 @cli.command()

@@ -25,7 +25,7 @@ import torch
 from . import entropy
 from . import format as vqformat
 from .errors import VQCodecError
-from .io import ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, image_to_planes, planes_to_image
+from .io import ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, image_to_planes, open_image, planes_to_image
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts
 from .refine import LEARNING_RATE as REFINE_LEARNING_RATE, refine_codes
@@ -681,6 +681,23 @@ class Codec:
         parts = [self._decode_payload(header, payload, shape_of(b - a))
                  for (a, b), payload in zip(_blocks(total, header.chunk_frames), chunks)]
         return header, np.concatenate(parts, axis=axis) if parts else np.zeros(shape_of(0), dtype=np.int64)
+
+    def media_to_codes(self, source, quality: int | None = None) -> tuple[np.ndarray, dict]:
+        """The codes of an audio file or image (a path or a binary stream), as a `.vq` file of it made
+        with this codec's settings holds them (all of the model's codebooks unless `quality` says),
+        and what restores the media: {"sample_rate", "samples", "channels"} or {"width", "height"}.
+
+        Audio is read, resampled and coded block by block, as `encode` does, so a long recording
+        needs no more memory than its codes."""
+        quality = self.num_codebooks if quality is None else quality
+        if self.kind == "audio":
+            data = self.encode_audio_file(source, quality)
+        else:
+            data = self.encode_image(open_image(source), quality)
+        header, codes = self.read_codes(data)
+        if self.kind == "audio":
+            return codes, {"sample_rate": header.sample_rate, "samples": header.length, "channels": header.channels}
+        return codes, {"width": header.width, "height": header.height}
 
     def code_report(self, data: bytes) -> dict:
         """Where the bits of a `.vq` file written by this model go, without running the networks.
