@@ -7,13 +7,13 @@ Every run trains the shipped model's config from fresh weights on the project's 
 decoded folder in memory (the default below 2 GiB) and once with `--stream-data`, where each crop is
 read from its file when a batch needs it, in worker threads while the step before runs. Peak memory
 is the training process's maximum resident set size (getrusage), so it includes torch itself.
-Time per step is (time at the last step - time at step 1) / (steps - 1) from the training log.
+Time per step is (time at the last step - time at step 1) / (steps - 1) from the training log,
+whose clock leaves validation out.
 Runs alternate the order of the two settings; the table gives medians.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -23,25 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-
-DATA = common.REPO_ROOT.parent / "shared" / "data"
-SETUPS = {  # kind: (shipped model, training folder, batch, crop)
-    "audio": ("speech16k", DATA / "speech" / "train", 16, 8000),
-    "image": ("image", DATA / "images" / "train", 12, 128),
-}
-
-
-def worker(kind: str, out: Path, steps: int, threads: int, stream: bool) -> None:
-    from vqcodec.codec import find_model
-    from vqcodec.config import config_from_dict
-    from vqcodec.train import TrainOptions, train
-
-    model, data, batch, crop = SETUPS[kind]
-    meta = json.loads(find_model(model).with_suffix(".json").read_text())
-    options = TrainOptions(out=out, name="bench", batch_size=batch, crop=crop, max_steps=steps, eval_every=steps,
-                           threads=threads, quiet=True, fit_prior=False, stream_data=stream)
-    train(data, config_from_dict(meta["config"]), options)
-
+import training_runs  # noqa: E402
+from training_runs import SETUPS  # noqa: E402
 
 def measure(kind: str, stream: bool, steps: int, threads: int) -> tuple[float, float]:
     """Seconds per step and peak resident memory (MiB) of one training run in its own process."""
@@ -52,9 +35,7 @@ def measure(kind: str, stream: bool, steps: int, threads: int) -> tuple[float, f
         _, status, usage = os.wait4(process.pid, 0)
         if status != 0:
             raise SystemExit(f"training run failed: {' '.join(command)}")
-        log = [json.loads(line) for line in (Path(out) / "train_log.jsonl").read_text().splitlines()]
-    first, last = log[0], log[-1]
-    return (last["seconds"] - first["seconds"]) / (last["step"] - first["step"]), usage.ru_maxrss / 1024
+        return training_runs.seconds_per_step(Path(out)), usage.ru_maxrss / 1024
 
 
 def main() -> None:
@@ -69,7 +50,7 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, Path(args.worker_out), args.steps, args.threads, args.stream)
+        training_runs.train_briefly(args.worker, Path(args.worker_out), args.steps, args.threads, stream_data=args.stream)
         return
 
     rows, results = [], {}
@@ -83,10 +64,9 @@ def main() -> None:
         medians = {where: (statistics.median(s for s, _ in r), statistics.median(m for _, m in r))
                    for where, r in runs.items()}
         results[kind] = {"runs": runs, "median": medians}
-        model, folder, batch, crop = SETUPS[kind]
         for where, label in (("memory", "in memory"), ("disk", "from disk (--stream-data)")):
             seconds, mib = medians[where]
-            rows.append([model, label, mib, seconds, seconds / medians["memory"][0]])
+            rows.append([SETUPS[kind][0], label, mib, seconds, seconds / medians["memory"][0]])
 
     print(common.markdown_table(["model", "training crops", "peak memory MiB", "s/step", "time vs in memory"], rows,
                                 digits=[0, 0, 0, 3, 2]))

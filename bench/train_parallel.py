@@ -7,14 +7,13 @@ Every run trains the shipped model's config from fresh weights on the project's 
 with the same batch over all processes (speech 16 x 8000 samples, images 12 x 128 x 128) and the
 same total of CPU threads, split evenly between the processes (1 process x 2 threads against
 2 processes x 1 thread). Time per step is (time at the last step - time at step 1) / (steps - 1),
-from the training log of the first process; it includes one validation pass, and for several
-processes the exchange of gradients and codebook statistics through Gloo. Runs alternate the
+from the training log of the first process, whose clock leaves validation out; for several
+processes it includes the exchange of gradients and codebook statistics through Gloo. Runs alternate the
 order of the settings and the table gives the median.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -24,26 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-
-DATA = common.REPO_ROOT.parent / "shared" / "data"
-SETUPS = {  # kind: (shipped model, training folder, batch over all processes, crop)
-    "audio": ("speech16k", DATA / "speech" / "train", 16, 8000),
-    "image": ("image", DATA / "images" / "train", 12, 128),
-}
-
-
-def worker(kind: str, out: Path, steps: int, threads: int, precision: str) -> None:
-    """One process of a run (started directly, or by torchrun for several)."""
-    from vqcodec.codec import find_model
-    from vqcodec.config import config_from_dict
-    from vqcodec.train import TrainOptions, train
-
-    model, data, batch, crop = SETUPS[kind]
-    meta = json.loads(find_model(model).with_suffix(".json").read_text())
-    options = TrainOptions(out=out, name="bench", batch_size=batch, crop=crop, max_steps=steps, eval_every=steps,
-                           threads=threads, quiet=True, fit_prior=False, precision=precision)
-    train(data, config_from_dict(meta["config"]), options)
-
+import training_runs  # noqa: E402
+from training_runs import SETUPS  # noqa: E402
 
 def seconds_per_step(kind: str, processes: int, threads: int, steps: int, precision: str) -> float:
     with tempfile.TemporaryDirectory() as out:
@@ -53,9 +34,7 @@ def seconds_per_step(kind: str, processes: int, threads: int, steps: int, precis
             command = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), *command]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads // processes)}
         subprocess.run([sys.executable, *command], check=True, env=env, stdout=subprocess.DEVNULL)
-        log = [json.loads(line) for line in (Path(out) / "train_log.jsonl").read_text().splitlines()]
-    first, last = log[0], log[-1]
-    return (last["seconds"] - first["seconds"]) / (last["step"] - first["step"])
+        return training_runs.seconds_per_step(Path(out))
 
 
 def main() -> None:
@@ -71,7 +50,7 @@ def main() -> None:
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, Path(args.worker_out), args.steps, args.threads, args.precision)
+        training_runs.train_briefly(args.worker, Path(args.worker_out), args.steps, args.threads, precision=args.precision)
         return
 
     counts = [int(p) for p in args.processes.split(",")]
@@ -88,11 +67,9 @@ def main() -> None:
         medians = {p: statistics.median(t) for p, t in times.items()}
         results[kind] = {"seconds_per_step": {str(p): t for p, t in times.items()},
                          "median": {str(p): m for p, m in medians.items()}}
-        model, _, batch, crop = SETUPS[kind]
-        shape = f"{batch} x {crop}" if kind == "audio" else f"{batch} x {crop}x{crop}"
         for processes in counts:
-            rows.append([model, shape, f"{processes} x {args.threads // processes}", medians[processes],
-                         medians[counts[0]] / medians[processes]])
+            rows.append([SETUPS[kind][0], training_runs.batch_shape(kind), f"{processes} x {args.threads // processes}",
+                         medians[processes], medians[counts[0]] / medians[processes]])
 
     print(common.markdown_table(["model", "batch (all processes)", "processes x threads", "s/step",
                                  f"speed-up vs {counts[0]} process{'es' if counts[0] > 1 else ''}"], rows,

@@ -6,13 +6,11 @@ Runs the real training loop (vqcodec.train.train: data, forward, losses, backwar
 codebook updates) on the shipped models' configs and the project's training folders, with the
 default batch and crop (speech 16 x 8000 samples, images 12 x 128 x 128), from fresh weights and
 with no prior fit. Time per step is (time at the last step - time at step 1) / (steps - 1), taken
-from the training log, so it includes the one fp32 validation pass logged with the last step;
-runs alternate between the precisions, and the table gives the median.
+from the training log, whose clock leaves validation out; runs alternate between the precisions, and the table gives the median.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -24,28 +22,14 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import training_runs  # noqa: E402
 
-DATA = common.REPO_ROOT.parent / "shared" / "data"
-SETUPS = {  # kind: (shipped model, training folder, batch, crop)
-    "audio": ("speech16k", DATA / "speech" / "train", 16, 8000),
-    "image": ("image", DATA / "images" / "train", 12, 128),
-}
 
 
 def seconds_per_step(kind: str, precision: str, steps: int, threads: int) -> float:
-    from vqcodec.codec import find_model
-    from vqcodec.config import config_from_dict
-    from vqcodec.train import TrainOptions, train
-
-    model, data, batch, crop = SETUPS[kind]
-    meta = json.loads(find_model(model).with_suffix(".json").read_text())
     with tempfile.TemporaryDirectory() as out:
-        options = TrainOptions(out=Path(out), name="bench", batch_size=batch, crop=crop, max_steps=steps,
-                               eval_every=steps, threads=threads, quiet=True, fit_prior=False, precision=precision)
-        train(data, config_from_dict(meta["config"]), options)
-        log = [json.loads(line) for line in (Path(out) / "train_log.jsonl").read_text().splitlines()]
-    first, last = log[0], log[-1]
-    return (last["seconds"] - first["seconds"]) / (last["step"] - first["step"])
+        training_runs.train_briefly(kind, Path(out), steps, threads, precision=precision)
+        return training_runs.seconds_per_step(Path(out))
 
 
 def main() -> None:
@@ -67,9 +51,7 @@ def main() -> None:
                 print(f"{kind} run {run + 1} {precision}: {times[precision][-1]:.3f} s/step", file=sys.stderr, flush=True)
         fp32, bf16 = statistics.median(times["fp32"]), statistics.median(times["bf16"])
         results[kind] = {"seconds_per_step": times, "median": {"fp32": fp32, "bf16": bf16}, "speedup": fp32 / bf16}
-        model, _, batch, crop = SETUPS[kind]
-        shape = f"{batch} x {crop}" if kind == "audio" else f"{batch} x {crop}x{crop}"
-        rows.append([model, shape, fp32, bf16, fp32 / bf16])
+        rows.append([training_runs.SETUPS[kind][0], training_runs.batch_shape(kind), fp32, bf16, fp32 / bf16])
 
     print(common.markdown_table(["model", "batch", "fp32 s/step", "bf16 s/step", "bf16 speed-up"], rows,
                                 digits=[0, 0, 3, 3, 2]))

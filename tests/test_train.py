@@ -20,7 +20,8 @@ from vqcodec.config import AudioConfig, ImageConfig, config_from_dict, config_to
 from vqcodec.modelfile import compute_model_id, read_model_files, storage_form
 from vqcodec.models import VQVAE, widen, widths_differ_only
 from vqcodec.data import NOISE_SNR_DB, AudioCrops, add_background_noise
-from vqcodec.train import WARMUP_STEPS, TrainOptions, resolve_precision, train
+from vqcodec.losses import ReconstructionLoss
+from vqcodec.train import WARMUP_STEPS, TrainOptions, resolve_precision, train, validate
 
 CFG = AudioConfig(sample_rate=8000, base_channels=4, strides=(2, 4), res_blocks=1, latent_dim=8, num_codebooks=4,
                   codebook_size=16, context_frames=16)
@@ -287,6 +288,18 @@ def test_noise_is_refused_for_images(tmp_path):
     Image.new("RGB", (32, 32), (10, 20, 30)).save(tmp_path / "data" / "a.png")
     with pytest.raises(VQCodecError, match="audio"):
         train(tmp_path / "data", None, options(tmp_path / "run", max_steps=1, crop=32, noise=0.5))
+
+
+def test_validation_covers_every_crop_whatever_the_batch_size(trained, data_dir):
+    model = Codec.load(str(trained / "tiny.safetensors")).model
+    crops = AudioCrops(sorted(data_dir.rglob("*.wav")), 8000, CROP).batch(10, np.random.default_rng(0), augment=False)
+    loss_fn = ReconstructionLoss(CFG)
+    whole, whole_parts = validate(model, loss_fn, crops, 10, "cpu")
+    batched, batched_parts = validate(model, loss_fn, crops, 4, "cpu")  # batches of 4, 4 and 2
+    assert whole == pytest.approx(batched, rel=1e-5)
+    assert whole_parts == pytest.approx(batched_parts, rel=1e-5)
+    first, _ = validate(model, loss_fn, crops[:4], 4, "cpu")
+    assert first != pytest.approx(whole, rel=1e-3)  # the other six crops count
 
 
 def test_loss_decreases(data_dir, tmp_path):

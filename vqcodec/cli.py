@@ -583,6 +583,8 @@ def _read_config(path: str):
 @click.option("--crop", type=int, default=None,
               help="Crop length in samples (audio, default 8000) or side in pixels (images, 128; 256 on a GPU).")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--eval-every", type=click.IntRange(1), default=200, show_default=True,
+              help="Steps between validations (and training-log records).")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
 @click.option("--precision", default="auto", type=click.Choice(["auto", "fp32", "bf16"]), show_default=True,
               help="bf16: run the networks under bfloat16 autocast (quantiser and losses stay fp32). "
@@ -606,7 +608,7 @@ def _read_config(path: str):
               help="Audio: add a multi-scale STFT discriminator and feature matching (best resumed from a model "
                    "first trained without it). Kept on when resuming such a checkpoint.")
 def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, sample_rate, device, max_minutes,
-          max_steps, batch_size, crop, lr, threads, precision, noise, noise_snr, resume, init_model, stream_data,
+          max_steps, batch_size, crop, lr, eval_every, threads, precision, noise, noise_snr, resume, init_model, stream_data,
           no_prior, adversarial):
     """Train a codec on a folder of audio or images (read recursively).
 
@@ -673,7 +675,8 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     default_batch, default_crop = DEFAULT_BATCH_AND_CROP[kind or "audio", device]
     options = TrainOptions(out=Path(out), name=name or Path(out).name, device=device,
                            batch_size=batch_size or default_batch * launched_processes(), crop=crop or default_crop, lr=lr,
-                           max_minutes=max_minutes, max_steps=max_steps, threads=threads, resume=resume,
+                           max_minutes=max_minutes, max_steps=max_steps, eval_every=eval_every, threads=threads,
+                           resume=resume,
                            fit_prior=not no_prior, adversarial=adversarial, precision=precision,
                            noise=noise, noise_snr_db=(low_snr, high_snr), init=init_model,
                            stream_data=stream_data)

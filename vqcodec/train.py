@@ -60,6 +60,7 @@ DEFAULT_BATCH_AND_CROP = {("audio", "cpu"): (16, 8000), ("audio", "cuda"): (64, 
 COMMITMENT_WEIGHT = 0.25
 ADVERSARIAL_WEIGHT = 0.1
 FEATURE_MATCHING_WEIGHT = 0.2
+VALIDATION_CROPS = 64  # crops of the held-out files each evaluation measures (at least one batch)
 WARMUP_STEPS = 200  # linear learning-rate warm-up at the start of every run, resumed or not
 
 
@@ -191,6 +192,22 @@ def train_step(model: VQVAE, optimizer: torch.optim.Optimizer, loss_fn: Reconstr
     return loss, parts, codes
 
 
+@torch.no_grad()
+def validate(model: VQVAE, loss_fn: ReconstructionLoss, crops: torch.Tensor, batch_size: int,
+             device: str) -> tuple[float, dict]:
+    """The reconstruction loss and its parts over `crops`, at full quality, in batches of `batch_size`."""
+    model.eval()
+    total, parts_total = 0.0, {}
+    for begin in range(0, len(crops), batch_size):
+        batch = crops[begin:begin + batch_size].to(device)
+        estimate, _, _ = model(batch)
+        loss, parts = loss_fn(estimate, batch)
+        total += float(loss) * len(batch)
+        for name, value in parts.items():
+            parts_total[name] = parts_total.get(name, 0.0) + value * len(batch)
+    return total / len(crops), {name: value / len(crops) for name, value in parts_total.items()}
+
+
 def _format_time(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -267,7 +284,9 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     else:
         train_data = ImageCrops(train_files, crop, in_memory_bytes=in_memory_bytes)
         val_data = ImageCrops(val_files, crop, in_memory_bytes=in_memory_bytes)
-    val_batch = val_data.batch(options.batch_size, np.random.default_rng(1234), augment=False).to(device) if main else None
+    # the same crops of the held-out files at every evaluation, so that validation losses compare
+    val_crops = val_data.batch(max(options.batch_size, VALIDATION_CROPS), np.random.default_rng(1234), augment=False) \
+        if main else None
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, betas=(0.8, 0.99), weight_decay=0.0)
     if saved:
@@ -330,14 +349,12 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
                 losses = (losses / processes).tolist()
                 loss_value, parts = losses[0], dict(zip(parts, losses[1:]))
             if main and (step % options.eval_every == 0 or step == 1):
-                model.eval()
-                with torch.no_grad():
-                    val_estimate, _, _ = model(val_batch)
-                    val_loss, val_parts = loss_fn(val_estimate, val_batch)
-                val_text = f"val {float(val_loss):.4f}"
+                seconds = trained_seconds + time.monotonic() - start  # training time, validation left out
+                val_loss, val_parts = validate(model, loss_fn, val_crops, options.batch_size, device)
+                val_text = f"val {val_loss:.4f}"
                 usage_text = f"perplexity {perplexity:.0f} | codes in use {in_use:.0%}"
-                record = {"step": step, "loss": loss_value, "val": val_loss.item(), "perplexity": perplexity,
-                          "codes_in_use": in_use, "lr": lr, "seconds": trained_seconds + time.monotonic() - start,
+                record = {"step": step, "loss": loss_value, "val": val_loss, "perplexity": perplexity,
+                          "codes_in_use": in_use, "lr": lr, "seconds": seconds,
                           **parts, **{f"val_{k}": v for k, v in val_parts.items()}}
                 with open(log_path, "a") as f:
                     f.write(json.dumps(record) + "\n")

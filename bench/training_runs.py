@@ -1,0 +1,40 @@
+"""Short training runs of the shipped models' configs, shared by the training benchmarks
+(train_speed, train_parallel, train_data): every run starts from fresh weights on the project's
+training folder, with the default CPU batch and crop, and fits no prior."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import common
+
+DATA = common.REPO_ROOT.parent / "shared" / "data"
+SETUPS = {  # kind: (shipped model, training folder, batch over all processes, crop)
+    "audio": ("speech16k", DATA / "speech" / "train", 16, 8000),
+    "image": ("image", DATA / "images" / "train", 12, 128),
+}
+
+
+def train_briefly(kind: str, out: Path, steps: int, threads: int, **options) -> None:
+    """`steps` training steps of `kind`'s shipped config into `out`; `options` are further TrainOptions."""
+    from vqcodec.codec import find_model
+    from vqcodec.config import config_from_dict
+    from vqcodec.train import TrainOptions, train
+
+    model, data, batch, crop = SETUPS[kind]
+    meta = json.loads(find_model(model).with_suffix(".json").read_text())
+    train(data, config_from_dict(meta["config"]),
+          TrainOptions(out=Path(out), name="bench", batch_size=batch, crop=crop, max_steps=steps, eval_every=steps,
+                       threads=threads, quiet=True, fit_prior=False, **options))
+
+
+def seconds_per_step(out: Path) -> float:
+    """(time at the last logged step - time at step 1) / (steps between them), from a run's training log."""
+    log = [json.loads(line) for line in (Path(out) / "train_log.jsonl").read_text().splitlines()]
+    first, last = log[0], log[-1]
+    return (last["seconds"] - first["seconds"]) / (last["step"] - first["step"])
+
+
+def batch_shape(kind: str) -> str:
+    _, _, batch, crop = SETUPS[kind]
+    return f"{batch} x {crop}" if kind == "audio" else f"{batch} x {crop}x{crop}"
