@@ -40,14 +40,6 @@ def list_files(directory, extensions: Iterable[str], limit: int | None = None) -
     return files
 
 
-def fit_length(signal: np.ndarray, length: int) -> np.ndarray:
-    """Trim or zero-pad a 1-D signal to exactly `length` samples."""
-    signal = np.asarray(signal, dtype=np.float32).reshape(-1)
-    if signal.size >= length:
-        return signal[:length]
-    return np.concatenate([signal, np.zeros(length - signal.size, dtype=np.float32)])
-
-
 def shift_signal(signal: np.ndarray, shift: int) -> np.ndarray:
     """Advance a 1-D signal by `shift` samples (delay it when negative), keeping its length:
     out[n] = signal[n + shift], zeros where that falls outside."""
@@ -78,84 +70,8 @@ def best_shift(references: Sequence[np.ndarray], degraded: Sequence[np.ndarray],
 
 # --------------------------------------------------------------------------- metrics
 
-_MEL_CACHE: dict = {}
-
-
-def _mel_setup(n_fft: int, n_mels: int, sample_rate: int):
-    key = (n_fft, n_mels, sample_rate)
-    if key not in _MEL_CACHE:
-        import torch
-        from vqcodec.losses import mel_filterbank
-        _MEL_CACHE[key] = (mel_filterbank(n_fft, n_mels, sample_rate).float(),
-                           torch.hann_window(n_fft))
-    return _MEL_CACHE[key]
-
-
-def log_mel(signal: np.ndarray, sample_rate: int = 16000, n_fft: int = 1024, hop: int = 256,
-            n_mels: int = 80, floor: float = 1e-5):
-    """log10 of the magnitude mel spectrogram (n_mels, frames): torch.stft with a Hann window,
-    centred frames, |STFT| projected on `vqcodec.losses.mel_filterbank`, clamped at `floor`."""
-    import torch
-    filters, window = _mel_setup(n_fft, n_mels, sample_rate)
-    x = torch.as_tensor(np.asarray(signal, dtype=np.float32).reshape(-1))
-    spec = torch.stft(x, n_fft, hop_length=hop, win_length=n_fft, window=window,
-                      center=True, return_complex=True).abs()
-    return torch.log10(torch.clamp(filters @ spec, min=floor))
-
-
-def log_mel_l1(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = 16000) -> float:
-    """Mean absolute difference of the log10 mel spectrograms (80 mels, n_fft 1024, hop 256,
-    clamp 1e-5) of two signals of equal length. Lower is better; 0 for identical signals."""
-    ref, deg = _pair(reference, degraded)
-    return float((log_mel(ref, sample_rate) - log_mel(deg, sample_rate)).abs().mean())
-
-
-def pause_level_db(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = 16000,
-                   quiet_share: float = 0.25) -> float:
-    """How much louder (positive) or quieter (negative) `degraded` is than `reference` over the
-    reference's quietest `quiet_share` of frames (by mean log-mel level): the mean over those frames
-    and the 80 mel bands of 20 * (log10 mel_out - log10 mel_in), in dB. A codec that gates
-    background noise scores well below 0 dB; one that adds hiss, above."""
-    ref, deg = _pair(reference, degraded)
-    mel_in, mel_out = log_mel(ref, sample_rate), log_mel(deg, sample_rate)
-    frame_level = mel_in.mean(dim=0)
-    quiet = frame_level <= frame_level.quantile(quiet_share)
-    return float(20 * (mel_out[:, quiet] - mel_in[:, quiet]).mean())
-
-
-def si_sdr(reference: np.ndarray, degraded: np.ndarray, eps: float = 1e-12) -> float:
-    """Scale-invariant signal-to-distortion ratio in dB (means removed)."""
-    ref, deg = _pair(reference, degraded)
-    ref = ref.astype(np.float64) - ref.mean()
-    deg = deg.astype(np.float64) - deg.mean()
-    scale = np.dot(deg, ref) / (np.dot(ref, ref) + eps)
-    target = scale * ref
-    noise = deg - target
-    return float(10 * np.log10((np.dot(target, target) + eps) / (np.dot(noise, noise) + eps)))
-
-
-def pesq_wb(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = 16000) -> float | None:
-    """PESQ wide-band (ITU-T P.862.2) MOS-LQO, or None when PESQ refuses the file
-    (e.g. no utterance detected)."""
-    from pesq import pesq
-    ref, deg = _pair(reference, degraded)
-    try:
-        return float(pesq(sample_rate, ref.astype(np.float64), deg.astype(np.float64), "wb"))
-    except Exception:  # pesq.NoUtterancesError, BufferTooShortError, ...
-        return None
-
-
-def stoi_score(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = 16000) -> float:
-    """Short-time objective intelligibility (classic, not extended)."""
-    from pystoi import stoi
-    ref, deg = _pair(reference, degraded)
-    return float(stoi(ref.astype(np.float64), deg.astype(np.float64), sample_rate, extended=False))
-
-
-def _pair(reference, degraded):
-    ref = np.asarray(reference, dtype=np.float32).reshape(-1)
-    deg = fit_length(degraded, ref.size)
-    return ref, deg
+from vqcodec.metrics import (fit_length, log_mel_l1, pause_level_db, pesq_wb, si_sdr,  # noqa: E402,F401
+                             stoi_score)
 
 
 def mean_or_none(values: Sequence[float | None]) -> float | None:

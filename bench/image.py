@@ -53,10 +53,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+from vqcodec.metrics import ms_ssim, psnr  # noqa: E402,F401  (psnr: for the other benchmarks)
 
 REPO_ROOT = common.REPO_ROOT
 TARGETS_BPP = (0.2, 0.3, 0.5)
-MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 # Quality sweeps of the baselines: dense where the bitrate is low, reaching well past 0.5 bpp.
 BASELINE_SWEEPS = {
@@ -72,77 +72,6 @@ PILLOW_FEATURE = {"JPEG": "jpg", "WebP": "webp", "AVIF": "avif"}
 
 
 # --------------------------------------------------------------------------- metrics
-
-def psnr(reference: np.ndarray, decoded: np.ndarray) -> float:
-    """PSNR in dB over all RGB values of two uint8 (h, w, 3) arrays (inf when identical)."""
-    mse = np.mean((reference.astype(np.float64) - decoded.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
-
-
-_WINDOW = {}
-
-
-def _gaussian(size: int = 11, sigma: float = 1.5):
-    import torch
-
-    if (size, sigma) not in _WINDOW:
-        x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-        g = torch.exp(-x ** 2 / (2 * sigma ** 2))
-        _WINDOW[(size, sigma)] = g / g.sum()
-    return _WINDOW[(size, sigma)]
-
-
-def _valid_filter(x, taps: list[float], dim: int):
-    """'valid' 1-D filtering of x along `dim` by shifted in-place sums."""
-    length = x.shape[dim] - len(taps) + 1
-    out = x.narrow(dim, 0, length) * taps[0]
-    for k, tap in enumerate(taps[1:], 1):
-        out.add_(x.narrow(dim, k, length), alpha=tap)
-    return out
-
-
-def _blur(x, g):
-    """Separable 'valid' Gaussian filtering of (n, c, h, w): shifted in-place sums, about 4x faster
-    than a grouped float64 conv2d on CPU, with the same result."""
-    taps = g.tolist()
-    return _valid_filter(_valid_filter(x, taps, -1), taps, -2)
-
-
-def _ssim_and_cs(x, y, g, data_range: float = 255.0):
-    """Mean SSIM and mean contrast-structure term per channel: two (n, c) tensors."""
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mu_x, mu_y = _blur(x, g), _blur(y, g)
-    sigma_xx = _blur(x * x, g) - mu_x ** 2
-    sigma_yy = _blur(y * y, g) - mu_y ** 2
-    sigma_xy = _blur(x * y, g) - mu_x * mu_y
-    cs = (2 * sigma_xy + c2) / (sigma_xx + sigma_yy + c2)
-    luminance = (2 * mu_x * mu_y + c1) / (mu_x ** 2 + mu_y ** 2 + c1)
-    return (luminance * cs).mean((2, 3)), cs.mean((2, 3))
-
-
-def ms_ssim(reference: np.ndarray, decoded: np.ndarray) -> float:
-    """Five-scale MS-SSIM of two uint8 (h, w, 3) RGB arrays, averaged over the channels."""
-    import torch
-    import torch.nn.functional as F
-
-    scales = len(MS_SSIM_WEIGHTS)
-    g = _gaussian()
-    if min(reference.shape[:2]) <= (g.numel() - 1) * 2 ** (scales - 1):
-        raise ValueError(f"MS-SSIM needs a shortest side above {(g.numel() - 1) * 2 ** (scales - 1)} pixels")
-    x = torch.from_numpy(np.array(reference, dtype=np.float64)).permute(2, 0, 1)[None]
-    y = torch.from_numpy(np.array(decoded, dtype=np.float64)).permute(2, 0, 1)[None]
-    terms = []
-    for scale in range(scales):
-        ssim, cs = _ssim_and_cs(x, y, g)
-        if scale < scales - 1:
-            terms.append(torch.relu(cs))
-            pad = [s % 2 for s in x.shape[2:]]
-            x = F.avg_pool2d(x, 2, padding=pad)
-            y = F.avg_pool2d(y, 2, padding=pad)
-    terms.append(torch.relu(ssim))
-    weights = torch.tensor(MS_SSIM_WEIGHTS, dtype=torch.float64).view(-1, 1, 1)
-    return float(torch.prod(torch.stack(terms) ** weights, dim=0).mean())
-
 
 def interpolate_at(bpps, values, target: float) -> float | None:
     """Linear interpolation of values(bpp) at `target` along one image's sweep; None outside it."""

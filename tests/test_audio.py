@@ -2,7 +2,6 @@
 and a quality floor for the shipped speech model."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import math
 import os
@@ -16,15 +15,12 @@ import torch
 
 from vqcodec import Codec, VQCodecError
 from vqcodec import format as vqformat
+from vqcodec import metrics  # the benchmarks' metric definitions, so tests and benches measure alike
 from vqcodec.config import AudioConfig
 from vqcodec.modelfile import save_model
 from vqcodec.models import VQVAE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# the benchmarks' metric definitions (log-mel L1, SI-SDR, pause level), so tests and benches measure alike
-_spec = importlib.util.spec_from_file_location("vqcodec_bench_common", REPO_ROOT / "bench" / "common.py")
-metrics = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(metrics)
 # VQCODEC_TEST_SPEECH_MODEL=path/to/model.safetensors checks another model file (e.g. a checkpoint) instead.
 SHIPPED_SPEECH = Path(os.environ.get("VQCODEC_TEST_SPEECH_MODEL", REPO_ROOT / "models" / "speech16k.safetensors"))
 SPEECH_FILES = ["speech.flac", "speech2.flac", "speech3.flac"]

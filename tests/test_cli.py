@@ -23,7 +23,7 @@ from vqcodec import format as vqformat
 
 from conftest import make_tiny_model, run_python  # noqa: E402
 
-COMMANDS = ["encode", "decode", "info", "codes", "pack", "models", "train"]
+COMMANDS = ["encode", "decode", "info", "codes", "pack", "models", "train", "eval"]
 
 
 def write_wav(path: Path, signal, channels=2, rate=22050, samples=11025, subtype="PCM_16"):

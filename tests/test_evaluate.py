@@ -1,0 +1,76 @@
+"""`vqcodec eval`: real file rates and quality per level, measured as encode and decode make them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from PIL import Image
+
+from test_cli import assert_one_line_error
+from vqcodec import Codec, metrics
+from vqcodec.io import read_audio
+
+DATA = Path(__file__).resolve().parent / "data"
+GOLDEN_IMAGE = DATA / "golden" / "golden_image.safetensors"
+
+
+def test_eval_measures_the_shipped_speech_model_at_each_level(cli, tmp_path):
+    folder = tmp_path / "speech"
+    folder.mkdir()
+    (folder / "a.flac").write_bytes((DATA / "speech.flac").read_bytes())
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio")
+    result = cli("eval", "speech16k", folder, "-q", "1,8", "--json", "--threads", "1")
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads(result.stdout)
+    assert report["files"] == [str(folder / "a.flac")] and [entry["file"] for entry in report["skipped"]] == [str(folder / "broken.wav")]
+    assert "skipping" in result.stderr.decode()
+    low, high = report["rows"]
+    assert (low["quality"], high["quality"]) == (1, 8)
+
+    codec = Codec.load("speech16k")
+    audio, rate = read_audio(folder / "a.flac", codec.sample_rate)
+    for row in (low, high):
+        data = codec.encode_audio(audio, rate, row["quality"])
+        assert row["rate"] == 8 * len(data) / (audio.shape[1] / rate) / 1000  # real bytes, header included
+        decoded, _ = codec.decode_audio(data)
+        assert row["log_mel"] == pytest.approx(metrics.log_mel_l1(audio[0], decoded[0], rate), rel=1e-5)
+        assert row["si_sdr"] == pytest.approx(metrics.si_sdr(audio[0], decoded[0]), rel=1e-5)
+        assert row["encode_speed"] > 0 and row["decode_speed"] > 0
+    assert high["rate"] > 3 * low["rate"] and high["log_mel"] < low["log_mel"] - 0.03
+
+
+def test_eval_table_and_photos(cli, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 256, (200, 180, 3), dtype=np.uint8)).save(folder / "b.png")
+    result = cli("eval", GOLDEN_IMAGE, folder, "-q", "1,2", "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    rows = json.loads(result.stdout)["rows"]
+    codec = Codec.load(str(GOLDEN_IMAGE))
+    pixels = 48 * 64 + 200 * 180
+    for row in rows:
+        size = sum(len(codec.encode_image(Image.open(folder / name), row["quality"])) for name in ("a.png", "b.png"))
+        assert row["rate"] == 8 * size / pixels and np.isfinite(row["psnr"])
+        assert 0 < row["ms_ssim"] <= 1  # from b.png alone: a.png is too small for five scales
+    result = cli("eval", GOLDEN_IMAGE, folder, "-q", "2", "--files", "1")
+    lines = result.stdout.decode().splitlines()
+    assert result.returncode == 0 and lines[0].endswith(f"on 1 images of {folder}")
+    assert lines[1].split() == ["|", "q", "|", "bpp", "|", "PSNR", "dB", "|", "encode", "img/s", "|", "decode", "img/s", "|"]
+
+
+def test_eval_refuses_bad_input_in_one_line(cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(cli("eval", GOLDEN_IMAGE, tmp_path / "empty"))
+    assert_one_line_error(cli("eval", GOLDEN_IMAGE, tmp_path / "missing"))
+    (tmp_path / "one").mkdir()
+    Image.new("RGB", (20, 20)).save(tmp_path / "one" / "a.png")
+    assert_one_line_error(cli("eval", GOLDEN_IMAGE, tmp_path / "one", "-q", "99"))
+    assert_one_line_error(cli("eval", GOLDEN_IMAGE, tmp_path / "one", "-q", "two"))
+    soundfile.write(tmp_path / "one" / "b.wav", np.zeros(100), 16000)  # audio, ignored for an image model
+    (tmp_path / "one" / "a.png").write_bytes(b"\x89PNG broken")
+    assert_one_line_error(cli("eval", GOLDEN_IMAGE, tmp_path / "one"))  # no file could be read
