@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import sys
 import time
 from dataclasses import dataclass
@@ -227,7 +226,6 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     share = options.batch_size // processes
     quiet = options.quiet or not main
     torch.manual_seed(options.seed + rank)  # the processes draw different quantizer dropout
-    random.seed(options.seed)
     precision = resolve_precision(options.precision, device)
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -280,10 +278,10 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     if kind == "audio":
         train_data = AudioCrops(train_files, cfg.sample_rate, crop, noise=options.noise,
                                 noise_snr_db=options.noise_snr_db, in_memory_bytes=in_memory_bytes)
-        val_data = AudioCrops(val_files, cfg.sample_rate, crop, in_memory_bytes=in_memory_bytes)
+        val_data = AudioCrops(val_files, cfg.sample_rate, crop, in_memory_bytes=in_memory_bytes) if main else None
     else:
         train_data = ImageCrops(train_files, crop, in_memory_bytes=in_memory_bytes)
-        val_data = ImageCrops(val_files, crop, in_memory_bytes=in_memory_bytes)
+        val_data = ImageCrops(val_files, crop, in_memory_bytes=in_memory_bytes) if main else None
     # the same crops of the held-out files at every evaluation, so that validation losses compare
     val_crops = val_data.batch(max(options.batch_size, VALIDATION_CROPS), np.random.default_rng(1234), augment=False) \
         if main else None
