@@ -125,7 +125,9 @@ def machine_info(threads: int | None = None) -> dict:
         import torch
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads() if threads is None else threads
-    except ImportError:
+        info["cpu_amx"] = bool(torch.cpu._is_amx_tile_supported())
+        info["cpu_avx512_bf16"] = bool(torch.cpu._is_avx512_bf16_supported())
+    except (ImportError, AttributeError):
         pass
     return info
 

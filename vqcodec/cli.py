@@ -588,7 +588,7 @@ def _read_config(path: str):
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
 @click.option("--precision", default="auto", type=click.Choice(["auto", "fp32", "bf16"]), show_default=True,
               help="bf16: run the networks under bfloat16 autocast (quantiser and losses stay fp32). "
-                   "auto: bf16 on GPUs and CPUs that compute it natively (AMX, AVX512-BF16), else fp32.")
+                   "auto: bf16 on GPUs and on CPUs with AMX, else fp32.")
 @click.option("--noise", type=float, default=0.0, show_default=True,
               help="Audio: share of training crops mixed with coloured noise (at --noise-snr), so that the codec "
                    "keeps background noise instead of gating it.")

@@ -144,20 +144,21 @@ class CodebookUsage:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """"auto" -> "bf16" where the hardware computes bfloat16 natively, else "fp32".
+    """"auto" -> "bf16" where the hardware makes it pay, else "fp32".
 
-    Native means a CUDA GPU with bf16 support, or a CPU with AMX or AVX512-BF16 (oneDNN runs the
-    convolutions there about 1.7x faster). Elsewhere bf16 is emulated and slower than fp32.
+    That is a CUDA GPU with bf16 support, or a CPU with AMX tiles. A CPU with AVX512-BF16 but no
+    AMX computes bf16 natively too, but there bench/train_speed.py measured no gain for speech
+    and a 25 % loss for photos; elsewhere bf16 is emulated and slower still.
     """
     if precision != "auto":
         return precision
     if torch.device(device).type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     try:
-        native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
-    except AttributeError:  # private helpers: absent from some torch builds
-        native = False
-    return "bf16" if native else "fp32"
+        amx = torch.cpu._is_amx_tile_supported()
+    except AttributeError:  # a private helper: absent from some torch builds
+        amx = False
+    return "bf16" if amx else "fp32"
 
 
 def train_step(model: VQVAE, optimizer: torch.optim.Optimizer, loss_fn: ReconstructionLoss, batch: torch.Tensor,
@@ -315,6 +316,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     first_step = step  # a resumed run warms its learning rate up again
     start = time.monotonic()
     last_checkpoint = start
+    validating = 0.0  # seconds this run has spent validating, which the log's clock leaves out
     val_text, usage_text = "", ""
     usage = CodebookUsage(cfg, device)
     batches = Batches(train_data, share, rng)
@@ -347,8 +349,10 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
                 losses = (losses / processes).tolist()
                 loss_value, parts = losses[0], dict(zip(parts, losses[1:]))
             if main and (step % options.eval_every == 0 or step == 1):
-                seconds = trained_seconds + time.monotonic() - start  # training time, validation left out
+                began = time.monotonic()
                 val_loss, val_parts = validate(model, loss_fn, val_crops, options.batch_size, device)
+                validating += time.monotonic() - began
+                seconds = trained_seconds + time.monotonic() - start - validating
                 val_text = f"val {val_loss:.4f}"
                 usage_text = f"perplexity {perplexity:.0f} | codes in use {in_use:.0%}"
                 record = {"step": step, "loss": loss_value, "val": val_loss, "perplexity": perplexity,
