@@ -418,7 +418,7 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
         for existing in [*outputs, out / CODES_MANIFEST]:
             _refuse_existing_output(str(existing), force)
     codec = _codes_codec(model, kind, depth_weight, device)
-    quality = codec._check_quality(codec.num_codebooks if quality is None else quality)
+    quality = codec.check_quality(codec.num_codebooks if quality is None else quality)
     entries, failed = [], 0
     for number, (path, output) in enumerate(zip(files, outputs), 1):
         try:

@@ -483,7 +483,8 @@ class Codec:
         kept in memory while it is coded (an hour of speech16k at q8: 2.9 MB as int16)."""
         return np.int16 if self.codebook_size <= 1 << 15 else np.int32
 
-    def _check_quality(self, quality: int) -> int:
+    def check_quality(self, quality: int) -> int:
+        """`quality` as an int, or a one-line error when this model has no such level."""
         highest = min(self.num_codebooks, vqformat.MAX_QUALITY)
         if not 1 <= int(quality) <= highest:
             raise VQCodecError(f"quality must be 1..{highest} for model {self.name}, got {quality}")
@@ -567,7 +568,7 @@ class Codec:
         that pay for their bits, as in files: the rest of its codes are -1."""
         self._require("audio")
         audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
-        quality = self._check_quality(self.num_codebooks if quality is None else quality)
+        quality = self.check_quality(self.num_codebooks if quality is None else quality)
         frames = math.ceil(audio.shape[1] / self.hop)
         return self._encode_frames(_SampleWindow(iter([audio]), audio.shape[0], audio.shape[1]), frames, quality,
                                    variable_depth).astype(np.int64)
@@ -601,7 +602,7 @@ class Codec:
                             quality: int) -> bytes:
         """Encode a stream of (channels, n) float32 blocks holding `samples` samples per channel in all."""
         self._require("audio")
-        quality = self._check_quality(quality)
+        quality = self.check_quality(quality)
         _check_audio_size(channels, sample_rate, samples)
         model_length = self._model_length(samples, sample_rate)
         stream = _resampled_blocks(_checked(blocks), sample_rate, self.sample_rate, channels, model_length)
@@ -805,7 +806,7 @@ class Codec:
         With `variable_depth` (and a depth weight, for entropy coding) each latent cell keeps only the
         levels that pay for their bits, as in files: the rest of its codes are -1."""
         self._require("image")
-        quality = self._check_quality(self.num_codebooks if quality is None else quality)
+        quality = self.check_quality(self.num_codebooks if quality is None else quality)
         hop, ctx = self.hop, self.cfg.context_frames
         h, w, _ = rgb.shape
         rows, cols = math.ceil(h / hop), math.ceil(w / hop)
@@ -896,7 +897,7 @@ class Codec:
             if cells != (rows, cols):
                 raise VQCodecError(f"a {width}x{height} image has {cells[0]} x {cells[1]} latent cells, "
                                    f"not {rows} x {cols}")
-        self._check_quality(quality)
+        self.check_quality(quality)
         try:
             if self.kind == "audio":
                 return self._pack_audio(array, rate, samples, quality)
@@ -907,7 +908,7 @@ class Codec:
     def encode_image(self, image, quality: int) -> bytes:
         """Encode a Pillow image of any supported mode; alpha is kept losslessly."""
         self._require("image")
-        quality = self._check_quality(quality)
+        quality = self.check_quality(quality)
         rgb, mode, alpha = image_to_planes(image)
         h, w, _ = rgb.shape
         _check_image_size(w, h)

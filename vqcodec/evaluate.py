@@ -33,7 +33,7 @@ def _mean(values: list) -> float | None:
 def evaluate(codec, files: list[Path], qualities: list[int], log=None) -> dict:
     """Per quality level, the mean rate and quality over the files that could be read, and speeds;
     the files that could not, with the reason."""
-    qualities = [codec._check_quality(q) for q in qualities]
+    qualities = [codec.check_quality(q) for q in qualities]
     measure = _measure_audio if codec.kind == "audio" else _measure_image
     warm_up = np.zeros((1, codec.sample_rate), np.float32) if codec.kind == "audio" else np.zeros((64, 64, 3), np.uint8)
     measure(codec, warm_up, qualities[0])  # first calls pay one-time costs that the speeds should not show
