@@ -113,8 +113,16 @@ def test_train_command_streams_data_when_asked(tmp_path, cli, image_files):
                                                     "num_codebooks": 2, "codebook_size": 8}))
     out = tmp_path / "run"
     result = cli("train", image_files[0].parent, "--out", out, "--max-steps", "2", "--crop", "32", "--batch-size", "2",
-                 "--stream-data", "--threads", "1", "--device", "cpu", "--no-prior", "--config", tmp_path / "tiny.json")
+                 "--stream-data", "--data-workers", "3", "--threads", "1", "--device", "cpu", "--no-prior",
+                 "--config", tmp_path / "tiny.json")
     assert result.returncode == 0, result.stderr.decode()
     # training (3 photos) and validation (1) both read from disk
     assert "3 images, 0.0 Mpixel, read from disk; validation 1 images, 0.0 Mpixel, read from disk" in result.stderr.decode()
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 2
+
+
+def test_batch_workers_share_the_cores(monkeypatch):
+    monkeypatch.setattr(data.os, "cpu_count", lambda: 16)
+    assert [data.default_batch_workers(p) for p in (1, 2, 4, 8, 32)] == [8, 8, 4, 2, 1]
+    monkeypatch.setattr(data.os, "cpu_count", lambda: None)
+    assert data.default_batch_workers() == 1

@@ -603,13 +603,16 @@ def _read_config(path: str):
 @click.option("--stream-data", is_flag=True,
               help="Read each training crop from its file when it is needed instead of holding the decoded folder "
                    "in memory (automatic for folders of over 2 GiB decoded).")
+@click.option("--data-workers", type=click.IntRange(1, 256), default=None,
+              help="Threads that read and crop the next batch while a step runs (default: this process's share "
+                   "of the CPU cores, at most 8).")
 @click.option("--no-prior", is_flag=True, help="Skip fitting the entropy-coding prior at the end (vqcodec fit-prior can add it later).")
 @click.option("--adversarial", is_flag=True,
               help="Audio: add a multi-scale STFT discriminator and feature matching (best resumed from a model "
                    "first trained without it). Kept on when resuming such a checkpoint.")
 def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, sample_rate, device, max_minutes,
           max_steps, batch_size, crop, lr, eval_every, threads, precision, noise, noise_snr, resume, init_model, stream_data,
-          no_prior, adversarial):
+          data_workers, no_prior, adversarial):
     """Train a codec on a folder of audio or images (read recursively).
 
     \b
@@ -679,7 +682,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
                            resume=resume,
                            fit_prior=not no_prior, adversarial=adversarial, precision=precision,
                            noise=noise, noise_snr_db=(low_snr, high_snr), init=init_model,
-                           stream_data=stream_data)
+                           stream_data=stream_data, data_workers=data_workers)
     run_training(Path(data_dir), config, options, kind=kind)
 
 

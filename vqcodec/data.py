@@ -25,7 +25,12 @@ from .io import media_kind_of, read_audio, read_image_rgb
 
 IN_MEMORY_BYTES = 2 * 2**30      # decoded training media up to this size are held in memory
 RESAMPLE_MARGIN_SECONDS = 0.02   # read on both sides of a crop that is resampled, for the filter's sake
-BATCH_WORKERS = min(4, os.cpu_count() or 1)
+MAX_BATCH_WORKERS = 8
+
+
+def default_batch_workers(processes: int = 1) -> int:
+    """Threads that make batches: this process's share of the CPU cores, at most MAX_BATCH_WORKERS."""
+    return max(1, min(MAX_BATCH_WORKERS, (os.cpu_count() or 1) // processes))
 NOISE_SNR_DB = (10.0, 40.0)
 NOISE_MAX_SLOPE = 2.0  # power spectrum ~ 1/f**slope: 0 white, 1 pink, 2 brown
 
@@ -295,8 +300,9 @@ class Batches:
     GIL while they work). Every random choice of a batch is drawn from `rng`, in order, before its
     work is handed out, so the batches do not depend on how the threads are scheduled."""
 
-    def __init__(self, crops: AudioCrops | ImageCrops, size: int, rng: np.random.Generator, workers: int = BATCH_WORKERS):
+    def __init__(self, crops: AudioCrops | ImageCrops, size: int, rng: np.random.Generator, workers: int | None = None):
         self.crops, self.size, self.rng = crops, size, rng
+        workers = default_batch_workers() if workers is None else workers
         self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="vqcodec-batches")
         self.pending = self._start()
 

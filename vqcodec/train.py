@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from . import parallel
 from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict
 from .errors import VQCodecError
-from .data import NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, find_media, split_files
+from .data import NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, default_batch_workers, find_media, split_files
 from .io import move_into_place, read_audio, read_image_rgb
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
@@ -47,6 +47,7 @@ class TrainOptions:
     noise_snr_db: tuple[float, float] = NOISE_SNR_DB  # audio: the range the noise's SNR is drawn from
     init: str | None = None      # a trained model (name or path) whose weights and codebooks a new run starts from
     stream_data: bool = False    # read every crop from its file, even when the folder would fit in memory
+    data_workers: int | None = None  # threads making batches (default: data.default_batch_workers)
 
 
 # Batch size and crop (audio samples, image side) when none is given, by media kind and device. The
@@ -319,7 +320,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     validating = 0.0  # seconds this run has spent validating, which the log's clock leaves out
     val_text, usage_text = "", ""
     usage = CodebookUsage(cfg, device)
-    batches = Batches(train_data, share, rng)
+    batches = Batches(train_data, share, rng, options.data_workers or default_batch_workers(processes))
     try:
         while True:
             elapsed = parallel.first_process_value(time.monotonic() - start, device)
