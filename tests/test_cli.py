@@ -228,6 +228,7 @@ def test_codes_of_a_folder(cli, tmp_path, signal, tiny_model_path, codec):
     assert (manifest["model_id"], manifest["kind"], manifest["quality"]) == (codec.model_id.hex(), "audio", 4)
     assert manifest["frames_per_second"] == 16000 / 8 and manifest["axes"] == ["channel", "level", "frame"]
     assert [entry["file"] for entry in manifest["files"]] == ["in.wav", "sub/x.flac"]
+    assert [entry["file"] for entry in manifest["skipped"]] == ["bad.wav"] and manifest["skipped"][0]["reason"]
     for entry in manifest["files"]:
         array = np.load(out / entry["codes"], allow_pickle=False)
         expected, restore = codec.media_to_codes(folder / entry["file"])

@@ -389,15 +389,11 @@ def _codes_codec(model: str | None, kind: str, depth_weight: float, device: str)
     return codec
 
 
-CODES_MANIFEST = "codes.json"
-
-
 def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | None, kind: str | None,
                      depth_weight: float, device: str, force: bool) -> None:
-    """`vqcodec codes FOLDER OUT`: one .npy file per media file, and a manifest."""
-    import numpy as np
-
+    """`vqcodec codes FOLDER OUT`: vqcodec.tokens.code_folder, with the files and codec the options name."""
     from .data import find_media
+    from .tokens import MANIFEST, code_folder, code_paths
 
     if kind is None and model is not None:
         from .codec import find_model
@@ -406,43 +402,18 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise VQCodecError(f"--model {model}: cannot read the model's config ({exc})") from None
     kind, files = find_media(folder, kind)
-    outputs = [out / path.relative_to(folder).with_suffix(".npy") for path in files]
-    names = {}
-    for path, output in zip(files, outputs):
-        if output in names:
-            raise VQCodecError(f"{names[output]} and {path} would both write {output}")
-        names[output] = path
     if out.exists() and not out.is_dir():
         raise VQCodecError(f"{out} exists and is not a folder")
-    if not force:
-        for existing in [*outputs, out / CODES_MANIFEST]:
-            _refuse_existing_output(str(existing), force)
+    for existing in [*code_paths(folder, out, files), out / MANIFEST]:
+        _refuse_existing_output(str(existing), force)
     codec = _codes_codec(model, kind, depth_weight, device)
-    quality = codec.check_quality(codec.num_codebooks if quality is None else quality)
-    entries, failed = [], 0
-    for number, (path, output) in enumerate(zip(files, outputs), 1):
-        try:
-            array, restore = codec.media_to_codes(path, quality)
-        except VQCodecError as exc:
-            print(f"skipping {path}: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        output.parent.mkdir(parents=True, exist_ok=True)
-        _write_output(str(output), lambda stream: np.save(stream, array.astype(np.int32), allow_pickle=False), True)
-        entries.append({"file": str(path.relative_to(folder)), "codes": str(output.relative_to(out)),
-                        "shape": list(array.shape), **restore})
-        if number % 100 == 0:
-            print(f"coded {number}/{len(files)} files", file=sys.stderr, flush=True)
-    layout = ({"frames_per_second": codec.sample_rate / codec.hop, "sample_rate": codec.sample_rate,
-               "axes": ["channel", "level", "frame"]} if kind == "audio" else
-              {"stride": codec.hop, "axes": ["level", "row", "col"]})
-    manifest = {"model": codec.name, "model_id": codec.model_id.hex(), "kind": kind, "quality": quality,
-                "codebook_size": codec.codebook_size, "depth_weight": depth_weight, **layout, "files": entries}
-    out.mkdir(parents=True, exist_ok=True)
-    _write_output(str(out / CODES_MANIFEST), lambda stream: stream.write(json.dumps(manifest, indent=1).encode()), True)
-    print(f"wrote the codes of {len(entries)} files to {out}", file=sys.stderr)
-    if failed:
-        raise VQCodecError(f"{failed} of {len(files)} files could not be coded (listed above)")
+    manifest = code_folder(codec, folder, out, files, quality,
+                           log=lambda line: print(line, file=sys.stderr, flush=True))
+    for skipped in manifest["skipped"]:
+        print(f"skipping {folder / skipped['file']}: {skipped['reason']}", file=sys.stderr)
+    print(f"wrote the codes of {len(manifest['files'])} files to {out}", file=sys.stderr)
+    if manifest["skipped"]:
+        raise VQCodecError(f"{len(manifest['skipped'])} of {len(files)} files could not be coded (listed above)")
 
 
 @cli.command()

@@ -1,0 +1,77 @@
+"""A folder of media as a folder of integer codes, for models trained on the codes: one int32 .npy
+array per file, at the file's relative path, and a JSON manifest (what `vqcodec codes FOLDER OUT`
+writes)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import VQCodecError
+from .io import move_into_place
+
+MANIFEST = "codes.json"
+
+
+def code_paths(folder: Path, out: Path, files: list[Path]) -> list[Path]:
+    """Where the codes of each file go: its path under `folder`, under `out`, ending .npy."""
+    outputs, sources = [], {}
+    for path in files:
+        output = out / Path(path).relative_to(folder).with_suffix(".npy")
+        if output in sources:
+            raise VQCodecError(f"{sources[output]} and {path} would both write {output}")
+        sources[output] = path
+        outputs.append(output)
+    return outputs
+
+
+def _write(path: Path, write) -> None:
+    """write(stream) into a temporary file beside `path`, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            write(stream)
+        move_into_place(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int | None = None, log=None) -> dict:
+    """Write the codes of `files` (media under `folder`) to `out`, and the manifest; return the manifest.
+
+    Codes are as `codec.media_to_codes` gives them (all levels unless `quality`; per-cell depth as
+    `codec.depth_weight` says). The manifest holds the model id, quality, codebook size, the frame
+    rate (or the stride in pixels) and axis order, and for each file its array's shape and the sample
+    rate and length (or the width and height) that restore it; "skipped" lists the files that could
+    not be coded, and why."""
+    folder, out = Path(folder), Path(out)
+    outputs = code_paths(folder, out, files)
+    quality = codec.check_quality(codec.num_codebooks if quality is None else quality)
+    entries, skipped = [], []
+    for number, (path, output) in enumerate(zip(files, outputs), 1):
+        try:
+            codes, restore = codec.media_to_codes(path, quality)
+        except VQCodecError as exc:
+            skipped.append({"file": str(Path(path).relative_to(folder)), "reason": str(exc)})
+            continue
+        output.parent.mkdir(parents=True, exist_ok=True)
+        _write(output, lambda stream: np.save(stream, codes.astype(np.int32), allow_pickle=False))
+        entries.append({"file": str(Path(path).relative_to(folder)), "codes": str(output.relative_to(out)),
+                        "shape": list(codes.shape), **restore})
+        if log and number % 100 == 0:
+            log(f"coded {number}/{len(files)} files")
+    if codec.kind == "audio":
+        layout = {"frames_per_second": codec.sample_rate / codec.hop, "sample_rate": codec.sample_rate,
+                  "axes": ["channel", "level", "frame"]}
+    else:
+        layout = {"stride": codec.hop, "axes": ["level", "row", "col"]}
+    manifest = {"model": codec.name, "model_id": codec.model_id.hex(), "kind": codec.kind, "quality": quality,
+                "codebook_size": codec.codebook_size, "depth_weight": codec.depth_weight, **layout,
+                "files": entries, "skipped": skipped}
+    out.mkdir(parents=True, exist_ok=True)
+    _write(out / MANIFEST, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()))
+    return manifest
