@@ -153,14 +153,15 @@ class AudioCrops:
         return clips
 
     def plan(self, size: int, rng: np.random.Generator, augment: bool = True) -> list[CropPlan]:
-        plans = []
-        for _ in range(size):
-            source = int(rng.choice(len(self.sources), p=self.weights))
-            where = (float(rng.random()),)
-            noise_seed = int(rng.integers(2**63)) if augment and self.noise and rng.random() < self.noise else None
-            gain = float(rng.uniform(-1.0, 0.25)) if augment else None
-            plans.append(CropPlan(source, where, gain=gain, noise_seed=noise_seed))
-        return plans
+        sources = rng.choice(len(self.sources), size=size, p=self.weights)
+        wheres = rng.random(size)
+        if not augment:
+            return [CropPlan(int(source), (float(where),)) for source, where in zip(sources, wheres)]
+        noisy = rng.random(size) < self.noise
+        seeds = rng.integers(2**63, size=size)
+        gains = rng.uniform(-1.0, 0.25, size)
+        return [CropPlan(int(source), (float(where),), gain=float(gain), noise_seed=int(seed) if noise else None)
+                for source, where, noise, seed, gain in zip(sources, wheres, noisy, seeds, gains)]
 
     def make(self, plan: CropPlan) -> np.ndarray:
         """The (1, crop) float32 crop that `plan` describes."""
@@ -262,13 +263,11 @@ class ImageCrops:
         return np.pad(image, ((0, max(0, self.crop - h)), (0, max(0, self.crop - w)), (0, 0)), mode=mode)
 
     def plan(self, size: int, rng: np.random.Generator, augment: bool = True) -> list[CropPlan]:
-        plans = []
-        for _ in range(size):
-            source = int(rng.choice(len(self.sources), p=self.weights))
-            where = (float(rng.random()), float(rng.random()))
-            flips = (bool(rng.random() < 0.5), bool(rng.random() < 0.5)) if augment else (False, False)
-            plans.append(CropPlan(source, where, flips))
-        return plans
+        sources = rng.choice(len(self.sources), size=size, p=self.weights)
+        wheres = rng.random((size, 2))
+        flips = rng.random((size, 2)) < 0.5 if augment else np.zeros((size, 2), dtype=bool)
+        return [CropPlan(int(source), (float(top), float(left)), (bool(flip_lr), bool(flip_tb)))
+                for source, (top, left), (flip_lr, flip_tb) in zip(sources, wheres, flips)]
 
     def make(self, plan: CropPlan) -> np.ndarray:
         """The (3, crop, crop) float32 crop, in [0, 1], that `plan` describes."""
