@@ -80,16 +80,9 @@ def _write_output(path: str, write, force: bool) -> None:
         raise VQCodecError(f"{path} is a directory")
     if not target.parent.is_dir():
         raise VQCodecError(f"{target.parent}: no such directory")
-    from .io import move_into_place
+    from .io import write_file
 
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            write(stream)
-        move_into_place(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file(target, write)
 
 
 def _media_kind(data: bytes, path: str, forced: str | None) -> str:

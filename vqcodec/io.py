@@ -29,6 +29,22 @@ def move_into_place(finished, target) -> None:
     os.replace(finished, target)
 
 
+def write_file(path, write) -> None:
+    """Call write(stream) into a temporary file beside `path`, then rename it onto `path`: a failure
+    leaves nothing behind, and readers never see half a file."""
+    import tempfile
+
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            write(stream)
+        move_into_place(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def media_kind_of(path: Path) -> str | None:
     suffix = Path(path).suffix.lower()
     if suffix in AUDIO_EXTENSIONS:

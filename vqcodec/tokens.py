@@ -4,14 +4,12 @@ writes)."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import VQCodecError
-from .io import move_into_place
+from .io import write_file
 
 MANIFEST = "codes.json"
 
@@ -26,18 +24,6 @@ def code_paths(folder: Path, out: Path, files: list[Path]) -> list[Path]:
         sources[output] = path
         outputs.append(output)
     return outputs
-
-
-def _write(path: Path, write) -> None:
-    """write(stream) into a temporary file beside `path`, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            write(stream)
-        move_into_place(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int | None = None, log=None) -> dict:
@@ -59,7 +45,7 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
             skipped.append({"file": str(Path(path).relative_to(folder)), "reason": str(exc)})
             continue
         output.parent.mkdir(parents=True, exist_ok=True)
-        _write(output, lambda stream: np.save(stream, codes.astype(np.int32), allow_pickle=False))
+        write_file(output, lambda stream: np.save(stream, codes.astype(np.int32), allow_pickle=False))
         entries.append({"file": str(Path(path).relative_to(folder)), "codes": str(output.relative_to(out)),
                         "shape": list(codes.shape), **restore})
         if log and number % 100 == 0:
@@ -73,5 +59,5 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
                 "codebook_size": codec.codebook_size, "depth_weight": codec.depth_weight, **layout,
                 "files": entries, "skipped": skipped}
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / MANIFEST, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()))
+    write_file(out / MANIFEST, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()))
     return manifest
