@@ -126,3 +126,31 @@ def test_batch_workers_share_the_cores(monkeypatch):
     assert [data.default_batch_workers(p) for p in (1, 2, 4, 8, 32)] == [8, 8, 4, 2, 1]
     monkeypatch.setattr(data.os, "cpu_count", lambda: None)
     assert data.default_batch_workers() == 1
+
+
+def test_a_file_that_becomes_unreadable_gives_its_crop_to_the_next_file(tmp_path, capsys):
+    rng = np.random.default_rng(6)
+    for name in ("a", "b", "c"):
+        soundfile.write(tmp_path / f"{name}.wav", 0.1 * rng.standard_normal(4000), 8000)
+    disk = AudioCrops(sorted(tmp_path.glob("*.wav")), 8000, CROP, in_memory_bytes=0)
+    expected = disk.make(CropPlan(1, (0.5,)))
+    (tmp_path / "a.wav").write_bytes(b"damaged")
+    assert np.array_equal(disk.make(CropPlan(0, (0.5,))), expected)  # a.wav -> b.wav, same place
+    disk.make(CropPlan(0, (0.1,)))
+    assert capsys.readouterr().err.count("skipping") == 1  # reported once
+    for name in ("b", "c"):
+        (tmp_path / f"{name}.wav").unlink()
+    with pytest.raises(data.VQCodecError, match="3 training files in a row could not be read"):
+        disk.make(CropPlan(2, (0.0,)))
+
+
+def test_a_photo_that_becomes_unreadable_gives_its_crop_to_the_next_one(image_files, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    copies = [folder / path.name for path in image_files]
+    for path, copy in zip(image_files, copies):
+        copy.write_bytes(path.read_bytes())
+    disk = ImageCrops(copies, 32, in_memory_bytes=0)
+    expected = disk.make(CropPlan(1, (0.2, 0.7)))
+    copies[0].unlink()
+    assert np.array_equal(disk.make(CropPlan(0, (0.2, 0.7))), expected)

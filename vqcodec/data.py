@@ -83,6 +83,25 @@ def _skip(message: str) -> None:
     print(f"skipping {message}", file=sys.stderr)
 
 
+MAX_READ_ATTEMPTS = 8
+
+
+def read_or_next(sources: list, index: int, read, reported: set):
+    """read(sources[index]), or, where that file cannot be read (damaged or removed since the folder
+    was scanned), read() of the sources after it in turn, so that one bad file does not end a long
+    run from disk. Each unreadable file is reported once (its path goes into `reported`)."""
+    for attempt in range(min(MAX_READ_ATTEMPTS, len(sources))):
+        source = sources[(index + attempt) % len(sources)]
+        try:
+            return read(source)
+        except VQCodecError as exc:
+            if source.path not in reported:
+                reported.add(source.path)
+                _skip(f"{exc} (the crop comes from the next file)")
+            last = exc
+    raise VQCodecError(f"{min(MAX_READ_ATTEMPTS, len(sources))} training files in a row could not be read ({last})")
+
+
 @dataclass(frozen=True)
 class AudioSource:
     """One channel of an audio file: `frames` samples at the file's own `rate`."""
@@ -109,6 +128,7 @@ class AudioCrops:
     def __init__(self, files: list[Path], sample_rate: int, crop: int, noise: float = 0.0,
                  noise_snr_db: tuple[float, float] = NOISE_SNR_DB, in_memory_bytes: int | None = None):
         self.sample_rate, self.crop, self.noise, self.noise_snr_db = sample_rate, crop, noise, noise_snr_db
+        self.unreadable: set[Path] = set()
         self.sources: list[AudioSource] = []
         for path in files:
             try:
@@ -170,7 +190,8 @@ class AudioCrops:
             start = int(plan.where[0] * (clip.size - self.crop + 1))
             out = clip[start:start + self.crop].copy()
         else:
-            out = self._read(self.sources[plan.source], plan.where[0])
+            out = read_or_next(self.sources, plan.source, lambda source: self._read(source, plan.where[0]),
+                               self.unreadable)
         if plan.noise_seed is not None:
             out = add_background_noise(out, np.random.default_rng(plan.noise_seed), self.noise_snr_db)
         if plan.gain is not None:
@@ -229,6 +250,7 @@ class ImageCrops:
         from PIL import Image
 
         self.crop = crop
+        self.unreadable: set[Path] = set()
         self.sources: list[ImageSource] = []
         for path in files:
             try:
@@ -274,7 +296,8 @@ class ImageCrops:
         if self.images is not None:
             image = self.images[plan.source]
         else:
-            image = self._padded(read_image_rgb(self.sources[plan.source].path))
+            image = read_or_next(self.sources, plan.source, lambda source: self._padded(read_image_rgb(source.path)),
+                                 self.unreadable)
         top = int(plan.where[0] * (image.shape[0] - self.crop + 1))
         left = int(plan.where[1] * (image.shape[1] - self.crop + 1))
         patch = image[top:top + self.crop, left:left + self.crop]
