@@ -389,11 +389,7 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
     from .tokens import MANIFEST, code_folder, code_paths
 
     if kind is None and model is not None:
-        from .codec import find_model
-        try:
-            kind = json.loads(find_model(model).with_suffix(".json").read_text())["config"]["kind"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise VQCodecError(f"--model {model}: cannot read the model's config ({exc})") from None
+        kind = _model_kind(model, "--model")
     kind, files = find_media(folder, kind)
     if out.exists() and not out.is_dir():
         raise VQCodecError(f"{out} exists and is not a folder")
@@ -521,6 +517,16 @@ def models(as_json):
                    f"id {m['model_id']}  {m['path']}")
 
 
+def _model_kind(model: str, option: str) -> str:
+    """The media kind of an installed or given model, from its config, without loading its weights."""
+    from .codec import find_model
+
+    try:
+        return json.loads(find_model(model).with_suffix(".json").read_text())["config"]["kind"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise VQCodecError(f"{option} {model}: cannot read the model's config ({exc})") from None
+
+
 def _read_config(path: str):
     from .config import config_from_dict
     try:
@@ -593,7 +599,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     """
     import dataclasses
 
-    from .codec import find_model, resolve_device
+    from .codec import resolve_device
     from .config import AudioConfig, ImageConfig
     from .parallel import launched_processes
     from .data import find_media
@@ -616,10 +622,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
             raise VQCodecError("--init keeps the model's own config: leave out --codebooks, --codebook-size and "
                                "--sample-rate (--config may name the same config with wider networks)")
         config = _read_config(config_path) if config_path else None
-        try:
-            model_kind = json.loads(find_model(init_model).with_suffix(".json").read_text())["config"]["kind"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise VQCodecError(f"--init {init_model}: cannot read the model's config ({exc})") from None
+        model_kind = _model_kind(init_model, "--init")
         if kind and kind != model_kind:
             raise VQCodecError(f"--init {init_model} is an {model_kind} model, not {kind}")
         kind, _ = find_media(Path(data_dir), model_kind)
