@@ -121,7 +121,24 @@ class CropPlan:
     noise_seed: int | None = None  # audio: seed of the background noise, when this crop gets some
 
 
-class AudioCrops:
+class Crops:
+    """Random training crops: `plan` draws every random choice of a batch, `make` reads one crop."""
+
+    def plan(self, size: int, rng: np.random.Generator, augment: bool = True) -> list[CropPlan]:
+        raise NotImplementedError
+
+    def make(self, plan: CropPlan) -> np.ndarray:
+        raise NotImplementedError
+
+    def batch(self, size: int, rng: np.random.Generator, augment: bool = True) -> torch.Tensor:
+        return stack([self.make(plan) for plan in self.plan(size, rng, augment)])
+
+
+def stack(crops: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(crops))
+
+
+class AudioCrops(Crops):
     """Crops of `crop` samples at `sample_rate` from the channels of audio files, each channel drawn in
     proportion to its length, with a random gain and, for a share `noise` of them, background noise."""
 
@@ -228,9 +245,6 @@ class AudioCrops:
         out[:part.size] = np.nan_to_num(part, nan=0.0, posinf=0.0, neginf=0.0)
         return out
 
-    def batch(self, size: int, rng: np.random.Generator, augment: bool = True) -> torch.Tensor:
-        return torch.from_numpy(np.stack([self.make(p) for p in self.plan(size, rng, augment)]))
-
     def describe(self) -> str:
         return f"{len(self.sources)} clips, {self.seconds / 60:.1f} min{'' if self.in_memory else ', read from disk'}"
 
@@ -242,7 +256,7 @@ class ImageSource:
     height: int
 
 
-class ImageCrops:
+class ImageCrops(Crops):
     """Square crops of side `crop` from photos, each photo drawn in proportion to its area, flipped at
     random. Photos smaller than a crop are padded by reflection."""
 
@@ -307,9 +321,6 @@ class ImageCrops:
             patch = patch[::-1]
         return np.ascontiguousarray(patch.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
 
-    def batch(self, size: int, rng: np.random.Generator, augment: bool = True) -> torch.Tensor:
-        return torch.from_numpy(np.stack([self.make(p) for p in self.plan(size, rng, augment)]))
-
     def describe(self) -> str:
         pixels = sum(s.width * s.height for s in self.sources)
         return f"{len(self.sources)} images, {pixels / 1e6:.1f} Mpixel{'' if self.in_memory else ', read from disk'}"
@@ -322,7 +333,7 @@ class Batches:
     GIL while they work). Every random choice of a batch is drawn from `rng`, in order, before its
     work is handed out, so the batches do not depend on how the threads are scheduled."""
 
-    def __init__(self, crops: AudioCrops | ImageCrops, size: int, rng: np.random.Generator, workers: int | None = None):
+    def __init__(self, crops: Crops, size: int, rng: np.random.Generator, workers: int | None = None):
         self.crops, self.size, self.rng = crops, size, rng
         workers = default_batch_workers() if workers is None else workers
         self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="vqcodec-batches")
@@ -333,7 +344,7 @@ class Batches:
 
     def next(self) -> torch.Tensor:
         ready, self.pending = self.pending, self._start()
-        return torch.from_numpy(np.stack([future.result() for future in ready]))
+        return stack([future.result() for future in ready])
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
