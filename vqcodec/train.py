@@ -345,7 +345,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
             if step % options.eval_every == 0 or step == 1:
                 perplexity, in_use = usage.summary()
                 usage = CodebookUsage(cfg, device)
-                losses = torch.tensor([loss.item(), *parts.values()], dtype=torch.float64, device=device)
+                losses = torch.tensor([loss_value, *parts.values()], dtype=torch.float64, device=device)
                 parallel.sum_(losses)  # the log gives the whole batch's loss, a mean over the processes' shares
                 losses = (losses / processes).tolist()
                 loss_value, parts = losses[0], dict(zip(parts, losses[1:]))
