@@ -151,8 +151,13 @@ def cli():
                    "codebooks whose error reduction is worth their bits at this multiple of the same exchange rate; "
                    "-q is then the most any cell uses. Higher: smaller files, a little worse. 0: every cell uses "
                    "all -q codebooks. Default: 2 for audio, 1 for images.")
+@click.option("--bitrate", "max_kbps", default=None, type=click.FloatRange(0, min_open=True), metavar="KBPS",
+              help="Audio: the best file of at most this bitrate, whole file included, chosen by trying qualities "
+                   "and depth weights (about 10 encodes); -q is then the most codebooks it may use (default: all).")
+@click.option("--bpp", "max_bpp", default=None, type=click.FloatRange(0, min_open=True),
+              help="Images: the best file of at most this many bits per pixel, as --bitrate does for audio.")
 def encode(input_path, output_path, quality, model, kind, device, force, coding, beam, refine, rate_weight,
-           depth_weight):
+           depth_weight, max_kbps, max_bpp):
     """Encode an audio file or image into a .vq file. Use - for stdin or stdout.
 
     \b
@@ -162,6 +167,8 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
       vqcodec encode photo.png photo.vq -q 8 --refine 10   # much slower encode, a little better
       vqcodec encode photo.png photo.vq -q 12 --rate-weight 3   # smaller file, a little worse
       vqcodec encode photo.png photo.vq -q 12 --depth-weight 0  # every cell uses all 12 codebooks
+      vqcodec encode speech.flac speech.vq --bitrate 1.5   # the best file of at most 1.5 kbps
+      vqcodec encode photo.png photo.vq --bpp 0.3          # the best file of at most 0.3 bits per pixel
       cat speech.wav | vqcodec encode - - > speech.vq
     """
     from .codec import Codec
@@ -187,12 +194,17 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
         codec.rate_weight = rate_weight
     if depth_weight is not None:
         codec.depth_weight = depth_weight
+    if kind == "audio" and max_bpp is not None:
+        raise VQCodecError(f"--bpp is for images, and {input_path} is audio: use --bitrate (kbps)")
+    if kind == "image" and max_kbps is not None:
+        raise VQCodecError(f"--bitrate is for audio, and {input_path} is an image: use --bpp")
+    targeted = max_kbps is not None or max_bpp is not None
     if quality is None:
-        quality = min(8, codec.num_codebooks)
+        quality = codec.num_codebooks if targeted else min(8, codec.num_codebooks)
     if kind == "audio":
-        encoded = codec.encode_audio_file(source, quality)
+        encoded = codec.encode_audio_file(source, quality, max_kbps)
     else:
-        encoded = codec.encode_image(open_image(source), quality)
+        encoded = codec.encode_image(open_image(source), quality, max_bpp)
     _write_output(output_path, lambda stream: stream.write(encoded), force)
 
 

@@ -15,7 +15,7 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import soundfile
@@ -24,6 +24,7 @@ import torch
 
 from . import entropy
 from . import format as vqformat
+from . import ratecontrol
 from .errors import VQCodecError
 from .io import ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, image_to_planes, open_image, planes_to_image
 from .modelfile import build_model, read_model_files
@@ -164,6 +165,12 @@ def _checked_setting(name: str, value, low: int, high: int) -> int:
 def _checked_weight(name: str, value, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
         raise VQCodecError(f"{name} must be a number from 0 to {high:g}, not {value!r}")
+    return float(value)
+
+
+def _checked_rate(name: str, value, unit: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise VQCodecError(f"the {name} must be a positive number of {unit}, not {value!r}")
     return float(value)
 
 
@@ -610,24 +617,71 @@ class Codec:
         codes = self._encode_frames(window, math.ceil(model_length / self.hop), quality, variable_depth=True)
         return self._pack_audio(codes, sample_rate, samples, quality)
 
-    def encode_audio(self, audio: np.ndarray, sample_rate: int, quality: int) -> bytes:
-        """Encode float audio (channels, samples) or (samples,) at any rate into `.vq` bytes."""
+    def encode_audio(self, audio: np.ndarray, sample_rate: int, quality: int, max_kbps: float | None = None) -> bytes:
+        """Encode float audio (channels, samples) or (samples,) at any rate into `.vq` bytes.
+
+        With `max_kbps`, the best file of at most that bitrate (whole file, header included), with
+        `quality` the most codebooks it may use (vqcodec.ratecontrol)."""
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim == 1:
             audio = audio[None]
         if audio.ndim != 2:
             raise VQCodecError("audio must be (channels, samples)")
+        if max_kbps is not None:
+            return self._fit_audio(lambda q: self.encode_audio(audio, sample_rate, q), quality, max_kbps,
+                                   audio.shape[1] / sample_rate if sample_rate > 0 else 0.0)
         blocks = (audio[:, i:i + STREAM_BLOCK_SAMPLES] for i in range(0, audio.shape[1], STREAM_BLOCK_SAMPLES))
         return self.encode_audio_stream(blocks, sample_rate, audio.shape[0], audio.shape[1], quality)
 
-    def encode_audio_file(self, source, quality: int) -> bytes:
-        """Encode an audio file (path or binary stream) that soundfile reads, block by block."""
+    def encode_audio_file(self, source, quality: int, max_kbps: float | None = None) -> bytes:
+        """Encode an audio file (path or binary stream) that soundfile reads, block by block.
+
+        With `max_kbps`, the best file of at most that bitrate, as encode_audio; a stream must then
+        be seekable, since each try reads it again."""
+        if max_kbps is None:
+            return self._encode_audio_source(source, quality)
+        with self._open_sound(source) as sound:
+            duration = sound.frames / sound.samplerate
+
+        def encode_at(q: int) -> bytes:
+            if not isinstance(source, (str, Path)):
+                source.seek(0)
+            return self._encode_audio_source(source, q)
+        return self._fit_audio(encode_at, quality, max_kbps, duration)
+
+    def _fit_audio(self, encode_at: Callable[[int], bytes], quality: int, max_kbps: float, duration: float) -> bytes:
+        max_kbps = _checked_rate("bitrate", max_kbps, "kbps")
+        if duration <= 0:
+            raise VQCodecError("cannot fit empty audio in a bitrate")
+        return self._fit_rate(encode_at, math.floor(max_kbps * 1000 * duration / 8), quality, f"{max_kbps:g} kbps",
+                             lambda size: f"{size * 8 / duration / 1000:.3g} kbps")
+
+    def _fit_rate(self, encode_at: Callable[[int], bytes], limit_bytes: int, max_quality: int, target: str,
+                 describe: Callable[[int], str]) -> bytes:
+        """The largest file of at most `limit_bytes` that `encode_at(quality)` makes, over qualities
+        up to `max_quality` and, for entropy-coded files, depth weights (vqcodec.ratecontrol).
+        This codec's depth weight is where the search starts, and is restored afterwards."""
+        configured = self.depth_weight
+
+        def encode(quality: int, weight: float) -> bytes:
+            self.depth_weight = weight
+            return encode_at(quality)
         try:
-            sound = soundfile.SoundFile(str(source) if isinstance(source, Path) else source)
+            return ratecontrol.fit_size(encode, limit_bytes, self.check_quality(max_quality), configured,
+                                        MAX_DEPTH_WEIGHT, self._coding_id() == vqformat.CODING_PRIOR, target, describe)
+        finally:
+            self.depth_weight = configured
+
+    @staticmethod
+    def _open_sound(source) -> soundfile.SoundFile:
+        try:
+            return soundfile.SoundFile(str(source) if isinstance(source, Path) else source)
         except Exception as exc:
             name = getattr(source, "name", source)
             raise VQCodecError(f"cannot read audio {name}: {exc}") from None
-        with sound:
+
+    def _encode_audio_source(self, source, quality: int) -> bytes:
+        with self._open_sound(source) as sound:
             def blocks():
                 try:
                     for block in sound.blocks(STREAM_BLOCK_SAMPLES, dtype="float32", always_2d=True):
@@ -905,9 +959,17 @@ class Codec:
         except ValueError as exc:  # the prior's check: -1 only above a frame's or cell's last level
             raise VQCodecError(str(exc)) from None
 
-    def encode_image(self, image, quality: int) -> bytes:
-        """Encode a Pillow image of any supported mode; alpha is kept losslessly."""
+    def encode_image(self, image, quality: int, max_bpp: float | None = None) -> bytes:
+        """Encode a Pillow image of any supported mode; alpha is kept losslessly.
+
+        With `max_bpp`, the best file of at most that many bits per pixel (whole file, header and
+        alpha included), with `quality` the most codebooks it may use (vqcodec.ratecontrol)."""
         self._require("image")
+        if max_bpp is not None:
+            max_bpp = _checked_rate("bits per pixel", max_bpp, "bpp")
+            pixels = image.width * image.height
+            return self._fit_rate(lambda q: self.encode_image(image, q), math.floor(max_bpp * pixels / 8), quality,
+                                 f"{max_bpp:g} bpp", lambda size: f"{size * 8 / pixels:.3g} bpp")
         quality = self.check_quality(quality)
         rgb, mode, alpha = image_to_planes(image)
         h, w, _ = rgb.shape

@@ -1,0 +1,178 @@
+"""Rate control (`encode --bitrate` / `--bpp`, vqcodec.ratecontrol): the best file of at most a size.
+
+The search itself on a synthetic encoder whose sizes are known, then the shipped models on the
+committed samples (files within the budget, filling it, decoding, at least as good as the best
+plain quality that fits), and the CLI.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from PIL import Image
+
+from vqcodec import Codec, VQCodecError, read_info
+from vqcodec.metrics import log_mel_l1, psnr
+from vqcodec.ratecontrol import fit_size
+
+DATA = Path(__file__).resolve().parent / "data"
+MAX_WEIGHT = 100.0
+
+
+def synthetic_encoder(header: int = 40, per_level: int = 1000):
+    """encode(quality, weight) -> bytes whose length falls smoothly with the weight: at weight 1 a
+    quality's file is one level larger than the quality below's, and it shrinks towards that as the
+    weight grows. Records every call."""
+    calls = []
+
+    def encode(quality: int, weight: float) -> bytes:
+        calls.append((quality, weight))
+        size = header + per_level * (quality - 1 + 2 / (1 + weight))
+        return bytes(int(size))
+
+    return encode, calls
+
+
+def describe(size: int) -> str:
+    return f"{size} bytes"
+
+
+@pytest.mark.parametrize("limit", [700, 1500, 4321, 9000, 15039])
+def test_the_file_fits_and_fills_the_budget(limit):
+    encode, calls = synthetic_encoder()
+    data = fit_size(encode, limit, 16, 1.0, MAX_WEIGHT, True, "target", describe)
+    assert len(data) <= limit
+    assert len(data) >= 0.98 * limit  # the search lands within 2 % of the budget
+    assert len(calls) <= 16           # about 10 encodes, not a sweep of every setting
+
+
+def test_a_budget_above_the_top_quality_gets_it_at_full_depth():
+    encode, _ = synthetic_encoder()
+    top_at_full_depth = len(encode(16, 0.0))
+    data = fit_size(encode, 10 ** 6, 16, 1.0, MAX_WEIGHT, True, "target", describe)
+    assert len(data) == top_at_full_depth
+
+
+def test_without_per_cell_depth_it_is_the_highest_quality_that_fits():
+    encode, calls = synthetic_encoder()
+    sizes = [len(encode(q, 1.0)) for q in range(1, 17)]
+    calls.clear()
+    for limit in [sizes[0], sizes[0] + 1, sizes[6] - 1, sizes[6], sizes[15] + 5]:
+        data = fit_size(encode, limit, 16, 1.0, MAX_WEIGHT, False, "target", describe)
+        assert len(data) == max(s for s in sizes if s <= limit)
+        assert {w for _, w in calls} == {1.0}  # the depth weight is never touched
+
+
+def test_below_the_lowest_quality_the_weight_rises_at_quality_1():
+    encode, calls = synthetic_encoder()
+    lowest = len(encode(1, 1.0))
+    data = fit_size(encode, lowest - 100, 16, 1.0, MAX_WEIGHT, True, "target", describe)
+    assert len(data) <= lowest - 100
+    assert all(q == 1 for q, w in calls if w > 1.0)
+
+
+def test_nothing_fits_is_one_clear_error():
+    encode, _ = synthetic_encoder(header=500)
+    with pytest.raises(VQCodecError, match=r"cannot fit the input in 0\.1 kbps: the smallest file .* is 5\d\d bytes"):
+        fit_size(encode, 400, 16, 1.0, MAX_WEIGHT, True, "0.1 kbps", describe)
+
+
+# ---------------------------------------------------------------- the shipped models
+
+@pytest.fixture(scope="module")
+def speech():
+    return Codec.load("speech16k")
+
+
+@pytest.fixture(scope="module")
+def photo_codec():
+    return Codec.load("image")
+
+
+@pytest.mark.parametrize("kbps", [0.8, 1.7])
+def test_speech_at_a_bitrate(speech, kbps):
+    path = DATA / "speech.flac"
+    audio, rate = soundfile.read(str(path), dtype="float32")
+    seconds = audio.size / rate
+    data = speech.encode_audio_file(path, speech.num_codebooks, max_kbps=kbps)
+    assert speech.depth_weight == 2.0  # the search restores the codec's own weight
+    real = len(data) * 8 / seconds / 1000
+    assert 0.95 * kbps <= real <= kbps
+    decoded, decoded_rate = speech.decode_audio(data)
+    assert decoded_rate == rate and decoded.shape == (1, audio.size)
+    # at least as good as the best plain quality whose file fits
+    plain = [speech.encode_audio_file(path, q) for q in range(1, speech.num_codebooks + 1)]
+    best_fitting = max((d for d in plain if len(d) <= len(data)), key=len)
+    distance = lambda d: log_mel_l1(audio, speech.decode_audio(d)[0][0])  # noqa: E731
+    assert distance(data) <= distance(best_fitting) + 0.002
+
+
+def test_a_stream_is_read_again_for_each_try(speech):
+    path = DATA / "speech2.flac"
+    with open(path, "rb") as stream:
+        from_stream = speech.encode_audio_file(stream, 8, max_kbps=1.2)
+    assert from_stream == speech.encode_audio_file(path, 8, max_kbps=1.2)
+
+
+def test_quality_caps_the_search(speech):
+    path = DATA / "speech.flac"
+    capped = speech.encode_audio_file(path, 2, max_kbps=50)
+    assert read_info(capped).quality == 2
+    assert len(capped) == len(speech.encode_audio_file(path, 2, max_kbps=50))
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, math.nan, math.inf, "2"])
+def test_a_bad_rate_is_refused(speech, photo_codec, bad):
+    with pytest.raises(VQCodecError, match="must be a positive number"):
+        speech.encode_audio(np.zeros(16000, np.float32), 16000, 8, max_kbps=bad)
+    with pytest.raises(VQCodecError, match="must be a positive number"):
+        photo_codec.encode_image(Image.new("RGB", (16, 16)), 8, max_bpp=bad)
+
+
+@pytest.mark.parametrize("bpp", [0.1, 0.3])
+def test_a_photo_at_bits_per_pixel(photo_codec, bpp):
+    image = Image.open(DATA / "photo.png")
+    image.load()
+    pixels = image.width * image.height
+    data = photo_codec.encode_image(image, photo_codec.num_codebooks, max_bpp=bpp)
+    assert photo_codec.depth_weight == 1.0
+    assert 0.97 * bpp <= len(data) * 8 / pixels <= bpp
+    decoded = photo_codec.decode_image(data)
+    assert decoded.size == image.size and decoded.mode == image.mode
+    rgb = np.asarray(image.convert("RGB"))
+    plain = [photo_codec.encode_image(image, q) for q in range(1, photo_codec.num_codebooks + 1)]
+    best_fitting = max((d for d in plain if len(d) <= len(data)), key=len)
+    quality = lambda d: psnr(rgb, np.asarray(photo_codec.decode_image(d).convert("RGB")))  # noqa: E731
+    assert quality(data) >= quality(best_fitting) - 0.02
+
+
+# ---------------------------------------------------------------- CLI
+
+def test_cli_bitrate_and_bpp(cli, tmp_path):
+    out = tmp_path / "talk.vq"
+    result = cli("encode", DATA / "speech3.flac", out, "--bitrate", "1.0")
+    assert result.returncode == 0, result.stderr
+    info = soundfile.info(str(DATA / "speech3.flac"))
+    assert out.stat().st_size * 8 / (info.frames / info.samplerate) / 1000 <= 1.0
+
+    photo = tmp_path / "photo.vq"
+    assert cli("encode", DATA / "photo2.png", photo, "--bpp", "0.15").returncode == 0
+    with Image.open(DATA / "photo2.png") as image:
+        assert photo.stat().st_size * 8 / (image.width * image.height) <= 0.15
+
+
+@pytest.mark.parametrize("args, message", [
+    (("speech.flac", "--bpp", "0.2"), "--bpp is for images"),
+    (("photo.png", "--bitrate", "2"), "--bitrate is for audio"),
+    (("speech.flac", "--bitrate", "0.05"), "cannot fit the input in 0.05 kbps"),
+])
+def test_cli_rate_errors_are_one_line_and_leave_nothing(cli, tmp_path, args, message):
+    out = tmp_path / "out.vq"
+    result = cli("encode", DATA / args[0], out, *args[1:], text=True)
+    assert result.returncode == 1
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
