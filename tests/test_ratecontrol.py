@@ -176,3 +176,55 @@ def test_cli_rate_errors_are_one_line_and_leave_nothing(cli, tmp_path, args, mes
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- the encoder runs once per block
+
+@pytest.mark.parametrize("kind", ["audio", "image"])
+def test_a_rate_search_runs_the_encoder_once_per_block_and_writes_the_same_file(kind, golden_audio_codec,
+                                                                                   golden_image_codec, monkeypatch):
+    """Every try codes the same input, so the encoder's latents of each block or tile are kept; the
+    file must be the one the search would write if each try ran the encoder again."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from make_golden import AUDIO_RATE, golden_audio, golden_image
+
+    codec = golden_audio_codec if kind == "audio" else golden_image_codec
+    if kind == "audio":  # several blocks of 500 frames, two channels
+        audio = golden_audio(3, seconds=3 * 500 * codec.hop / AUDIO_RATE, channels=2)
+        encode = lambda: codec.encode_audio(audio, AUDIO_RATE, codec.num_codebooks, max_kbps=3.0)  # noqa: E731
+        blocks = 3
+    else:                # several tiles of 64 x 64 cells
+        image = Image.fromarray(golden_image(3, height=130 * codec.hop, width=70 * codec.hop))
+        encode = lambda: codec.encode_image(image, codec.num_codebooks, max_bpp=0.5)  # noqa: E731
+        blocks = 3 * 2
+    calls = []
+    hook = codec.model.encoder.register_forward_hook(lambda module, inputs, output: calls.append(1))
+    try:
+        kept = encode()
+        assert len(calls) == blocks
+        monkeypatch.setattr(type(codec), "_encoder_latents", lambda self, x, block: self.model.encoder(x))
+        calls.clear()
+        assert encode() == kept
+        assert len(calls) > 2 * blocks  # the search did try several settings
+    finally:
+        hook.remove()
+    assert codec._latent_memo is None
+
+
+# ---------------------------------------------------------------- vqcodec eval --rates
+
+def test_eval_at_target_rates(cli, tmp_path):
+    import json
+    import shutil
+    for name in ("speech.flac", "speech2.flac"):
+        shutil.copy(DATA / name, tmp_path / name)
+    result = cli("eval", "speech16k", tmp_path, "--rates", "0.05,1.2", "--json", text=True)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)["rows"]
+    assert [r["target"] for r in rows] == [0.05, 1.2]
+    assert rows[0]["unreached"] == 2 and "rate" not in rows[0]  # no file fits in 0.05 kbps
+    assert rows[1]["unreached"] == 0 and 1.1 <= rows[1]["rate"] <= 1.2 and rows[1]["quality"] == 8
+    assert rows[1]["log_mel"] < 0.3
+    bad = cli("eval", "speech16k", tmp_path, "--rates", "1,2", "-q", "4,8", text=True)
+    assert bad.returncode == 1 and "-q takes one level" in bad.stderr

@@ -670,13 +670,16 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
 @click.argument("data_dir", metavar="DIR")
 @click.option("-q", "--qualities", default=None, metavar="Q1,Q2,...",
               help="Quality levels to measure (default: 1, 2, 4, 8, ... and the model's highest).")
+@click.option("--rates", default=None, metavar="R1,R2,...",
+              help="Measure at these target rates instead (kbps for audio, bits per pixel for images), each file "
+                   "coded as `encode --bitrate` / `--bpp` would; -q then gives the most codebooks (one level).")
 @click.option("--files", type=click.IntRange(1), default=None, help="Measure the first N files only (sorted by path).")
 @click.option("--depth-weight", default=None, type=click.FloatRange(0, 100),
               help="Encoder's per-cell depth weight, as for `encode` (default: the model kind's default).")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (rows, files, skipped files).")
-def eval_command(model, data_dir, qualities, files, depth_weight, device, threads, as_json):
+def eval_command(model, data_dir, qualities, rates, files, depth_weight, device, threads, as_json):
     """Measure a model on a folder of audio or images (read recursively): real bitrate and quality
     at each quality level, and speed.
 
@@ -690,6 +693,7 @@ def eval_command(model, data_dir, qualities, files, depth_weight, device, thread
       vqcodec eval speech16k my_recordings/ -q 1,4,8
       vqcodec eval runs/mine/mine.safetensors held_out/ --files 20 --json
       vqcodec eval image my_photos/ -q 4,8,12,20
+      vqcodec eval image my_photos/ --rates 0.2,0.3,0.5   # at equal rate: compare models directly
     """
     import torch
 
@@ -702,18 +706,30 @@ def eval_command(model, data_dir, qualities, files, depth_weight, device, thread
     codec = Codec.load(model, device=resolve_device(device))
     if depth_weight is not None:
         codec.depth_weight = depth_weight
+    targets = None
+    if rates:
+        try:
+            targets = [float(part) for part in rates.split(",")]
+        except ValueError:
+            raise VQCodecError(f"--rates takes comma-separated numbers, not {rates!r}") from None
+        if not all(0 < t < math.inf for t in targets):
+            raise VQCodecError(f"--rates must be positive, not {rates!r}")
     if qualities:
         try:
             levels = [int(part) for part in qualities.split(",")]
         except ValueError:
             raise VQCodecError(f"--qualities takes comma-separated integers, not {qualities!r}") from None
+        if targets and len(levels) != 1:
+            raise VQCodecError("with --rates, -q takes one level: the most codebooks a file may use")
+    elif targets:
+        levels = [codec.num_codebooks]
     else:
         levels = sorted({2 ** k for k in range(codec.num_codebooks.bit_length()) if 2 ** k <= codec.num_codebooks}
                         | {codec.num_codebooks})
     if not Path(data_dir).is_dir():
         raise VQCodecError(f"{data_dir}: not a directory")
     _, paths = find_media(Path(data_dir), codec.kind)
-    report = evaluate(codec, paths[:files], levels, log=log_to_stderr)
+    report = evaluate(codec, paths[:files], levels, log=log_to_stderr, targets=targets)
     for skipped in report["skipped"]:
         print(f"skipping {skipped['file']}: {skipped['reason']}", file=sys.stderr)
     if as_json:

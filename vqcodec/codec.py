@@ -324,6 +324,7 @@ class Codec:
         self.rate_weight = DEFAULT_RATE_WEIGHT[self.kind]
         self.depth_weight = DEFAULT_DEPTH_WEIGHT[self.kind]
         self._refine_loss = None
+        self._latent_memo: dict | None = None  # the encoder's latents per block, during a rate search
 
     @classmethod
     def load(cls, name: str, device: str = "cpu", coding: str = "auto", beam: int | None = None) -> "Codec":
@@ -510,6 +511,15 @@ class Codec:
         if self.kind != kind:
             raise VQCodecError(f"model {self.name} codes {self.kind}, not {kind}")
 
+    def _encoder_latents(self, x: torch.Tensor, block: tuple) -> torch.Tensor:
+        """The encoder's latents of one block or tile. During a rate search every try codes the same
+        input, so each block's are computed once and kept (about 46 MB an hour of mono speech)."""
+        if self._latent_memo is None:
+            return self.model.encoder(x)
+        if block not in self._latent_memo:
+            self._latent_memo[block] = self.model.encoder(x)
+        return self._latent_memo[block]
+
     # ------------------------------------------------------------ audio: codes
 
     def _encode_frames(self, samples: _SampleWindow, total_frames: int, quality: int,
@@ -523,7 +533,7 @@ class Codec:
         for f0, f1 in _blocks(total_frames, self.block_frames):
             a, b = max(0, f0 - ctx), min(total_frames, f1 + ctx)
             x = torch.from_numpy(np.ascontiguousarray(samples.take(a * hop, b * hop)))[:, None].to(self.device)
-            window = self.model.encoder(x)
+            window = self._encoder_latents(x, ("audio", a, b))
             if self.refine:
                 previous = out[:, :, a:f0].astype(np.int64)
                 codes = self._refine_block(x, window, (slice(f0 - a, f1 - a),), previous, quality, variable_depth)
@@ -666,11 +676,13 @@ class Codec:
         def encode(quality: int, weight: float) -> bytes:
             self.depth_weight = weight
             return encode_at(quality)
+        self._latent_memo = {}
         try:
             return ratecontrol.fit_size(encode, limit_bytes, self.check_quality(max_quality), configured,
                                         MAX_DEPTH_WEIGHT, self._coding_id() == vqformat.CODING_PRIOR, target, describe)
         finally:
             self.depth_weight = configured
+            self._latent_memo = None
 
     @staticmethod
     def _open_sound(source) -> soundfile.SoundFile:
@@ -872,7 +884,7 @@ class Codec:
             c, d = max(0, c0 - ctx), min(cols, c1 + ctx)
             tile = torch.from_numpy(np.ascontiguousarray(padded[a * hop:b * hop, c * hop:d * hop]))
             x = tile.to(self.device).permute(2, 0, 1)[None].float() / 255.0
-            window = self.model.encoder(x)
+            window = self._encoder_latents(x, ("image", a, b, c, d))
             inner = (slice(r0 - a, r1 - a), slice(c0 - c, c1 - c))
             if self.refine:
                 tile_codes = self._refine_tile(x, window, inner, codes[:, a:b, c:d], done[a:b, c:d], quality,

@@ -19,6 +19,7 @@ import numpy as np
 from . import metrics
 from .errors import VQCodecError
 from .io import read_audio, read_image_rgb
+from .ratecontrol import RateUnreachable
 
 
 def _optional(module: str) -> bool:
@@ -30,49 +31,64 @@ def _mean(values: list) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
-def evaluate(codec, files: list[Path], qualities: list[int], log=None) -> dict:
+def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: list[float] | None = None) -> dict:
     """Per quality level, the mean rate and quality over the files that could be read, and speeds;
-    the files that could not, with the reason."""
+    the files that could not, with the reason.
+
+    With `targets` (kbps for audio, bits per pixel for images), one row per target instead: every
+    file coded as `encode --bitrate` / `--bpp` would, at most the first of `qualities` codebooks.
+    A file too short to fit a target is left out of that row only (its `unreached` count)."""
     qualities = [codec.check_quality(q) for q in qualities]
+    settings = [(qualities[0], float(t)) for t in targets] if targets else [(q, None) for q in qualities]
     measure = _measure_audio if codec.kind == "audio" else _measure_image
     warm_up = np.zeros((1, codec.sample_rate), np.float32) if codec.kind == "audio" else np.zeros((64, 64, 3), np.uint8)
     measure(codec, warm_up, qualities[0])  # first calls pay one-time costs that the speeds should not show
-    scores: dict[int, list[dict]] = {q: [] for q in qualities}
+    scores: dict[tuple, list[dict]] = {setting: [] for setting in settings}
+    unreached = {setting: 0 for setting in settings}
     used, skipped = [], []
     for number, path in enumerate(files, 1):
         try:
             media = read_audio(path, codec.sample_rate)[0] if codec.kind == "audio" else read_image_rgb(path)
-            per_quality = {q: measure(codec, media, q) for q in qualities}
+            per_setting = {}
+            for setting in settings:
+                try:
+                    per_setting[setting] = measure(codec, media, *setting)
+                except RateUnreachable:
+                    unreached[setting] += 1
         except VQCodecError as exc:
             skipped.append({"file": str(path), "reason": str(exc)})
             continue
         used.append(str(path))
-        for q, score in per_quality.items():
-            scores[q].append(score)
+        for setting, score in per_setting.items():
+            scores[setting].append(score)
         if log and number % 10 == 0:
             log(f"measured {number}/{len(files)} files")
     if not used:
         raise VQCodecError(f"no file could be measured ({skipped[0]['reason']})" if skipped else "no files")
     rows = []
-    for q in qualities:
-        total = {key: sum(s[key] for s in scores[q]) for key in ("bytes", "units", "encode_s", "decode_s", "count")}
-        row = {"quality": q, "rate": 8 * total["bytes"] / total["units"] / (1000 if codec.kind == "audio" else 1),
-               "encode_speed": total["count"] / max(total["encode_s"], 1e-9),
-               "decode_speed": total["count"] / max(total["decode_s"], 1e-9)}
-        for key in scores[q][0]["metrics"]:
-            row[key] = _mean([s["metrics"][key] for s in scores[q]])
+    for setting in settings:
+        quality, target = setting
+        row = {"quality": quality, **({"target": target, "unreached": unreached[setting]} if targets else {})}
+        if scores[setting]:
+            total = {key: sum(s[key] for s in scores[setting])
+                     for key in ("bytes", "units", "encode_s", "decode_s", "count")}
+            row.update(rate=8 * total["bytes"] / total["units"] / (1000 if codec.kind == "audio" else 1),
+                       encode_speed=total["count"] / max(total["encode_s"], 1e-9),
+                       decode_speed=total["count"] / max(total["decode_s"], 1e-9))
+            for key in scores[setting][0]["metrics"]:
+                row[key] = _mean([s["metrics"][key] for s in scores[setting]])
         rows.append(row)
     return {"model": codec.name, "model_id": codec.model_id.hex(), "kind": codec.kind, "files": used,
             "skipped": skipped, "rows": rows}
 
 
-def _measure_audio(codec, audio: np.ndarray, quality: int) -> dict:
+def _measure_audio(codec, audio: np.ndarray, quality: int, max_kbps: float | None = None) -> dict:
     """`units` are seconds and `count` seconds too: speeds come out as multiples of real time."""
     rate = codec.sample_rate
     if audio.shape[1] == 0:
         raise VQCodecError("empty audio")
     start = time.perf_counter()
-    data = codec.encode_audio(audio, rate, quality)
+    data = codec.encode_audio(audio, rate, quality, max_kbps)
     encoded = time.perf_counter()
     decoded, _ = codec.decode_audio(data)
     done = time.perf_counter()
@@ -90,12 +106,12 @@ def _measure_audio(codec, audio: np.ndarray, quality: int) -> dict:
             "decode_s": done - encoded, "metrics": measured}
 
 
-def _measure_image(codec, rgb: np.ndarray, quality: int) -> dict:
+def _measure_image(codec, rgb: np.ndarray, quality: int, max_bpp: float | None = None) -> dict:
     """`units` are pixels and `count` images: speeds come out as images a second."""
     from PIL import Image
 
     start = time.perf_counter()
-    data = codec.encode_image(Image.fromarray(rgb), quality)
+    data = codec.encode_image(Image.fromarray(rgb), quality, max_bpp)
     encoded = time.perf_counter()
     decoded = np.asarray(codec.decode_image(data).convert("RGB"))
     done = time.perf_counter()
@@ -108,7 +124,7 @@ def _measure_image(codec, rgb: np.ndarray, quality: int) -> dict:
 
 
 COLUMNS = {  # key: (heading, digits)
-    "quality": ("q", 0), "rate": ("kbps", 3), "pesq": ("PESQ-WB", 3), "stoi": ("STOI", 4), "log_mel": ("log-mel L1", 4),
+    "target": ("target kbps", 2), "unreached": ("unreached", 0), "quality": ("q", 0), "rate": ("kbps", 3), "pesq": ("PESQ-WB", 3), "stoi": ("STOI", 4), "log_mel": ("log-mel L1", 4),
     "si_sdr": ("SI-SDR dB", 1), "psnr": ("PSNR dB", 2), "ms_ssim": ("MS-SSIM", 4),
     "encode_speed": ("encode xRT", 1), "decode_speed": ("decode xRT", 1),
 }
@@ -120,7 +136,8 @@ def table(report: dict) -> str:
     keys = [key for key in COLUMNS if any(row.get(key) is not None for row in rows)]
     headings = [COLUMNS[key][0] for key in keys]
     if report["kind"] == "image":
-        headings = [{"kbps": "bpp", "encode xRT": "encode img/s", "decode xRT": "decode img/s"}.get(h, h)
+        headings = [{"kbps": "bpp", "target kbps": "target bpp", "encode xRT": "encode img/s",
+                     "decode xRT": "decode img/s"}.get(h, h)
                     for h in headings]
     cells = [[("—" if row.get(key) is None else f"{row[key]:.{COLUMNS[key][1]}f}") for key in keys] for row in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headings)]

@@ -24,6 +24,10 @@ CLOSE_ENOUGH = 0.99       # a file of at least this share of the budget ends a w
 SMALLEST_RAISED_WEIGHT = 0.125
 
 
+class RateUnreachable(VQCodecError):
+    """Even the smallest file the model makes of the input is over the budget."""
+
+
 def fit_size(encode: Callable[[int, float], bytes], limit: int, max_quality: int, weight: float,
              max_weight: float, variable_depth: bool, target: str, describe: Callable[[int], str]) -> bytes:
     """The largest file of at most `limit` bytes that `encode(quality, depth_weight)` makes.
@@ -65,7 +69,7 @@ def fit_size(encode: Callable[[int, float], bytes], limit: int, max_quality: int
     candidates = [c for c in candidates if len(c) <= limit]
     if not candidates:
         smallest = min(sizes.values(), key=len)
-        raise VQCodecError(f"cannot fit the input in {target}: the smallest file this model makes "
+        raise RateUnreachable(f"cannot fit the input in {target}: the smallest file this model makes "
                            f"of it is {describe(len(smallest))} ({len(smallest)} bytes)")
     return max(candidates, key=len)
 
