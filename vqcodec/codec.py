@@ -513,7 +513,7 @@ class Codec:
 
     def _encoder_latents(self, x: torch.Tensor, block: tuple) -> torch.Tensor:
         """The encoder's latents of one block or tile. During a rate search every try codes the same
-        input, so each block's are computed once and kept (about 46 MB an hour of mono speech)."""
+        input, so each block's are computed once and kept (about 50 MB an hour of mono speech)."""
         if self._latent_memo is None:
             return self.model.encoder(x)
         if block not in self._latent_memo:
@@ -639,7 +639,7 @@ class Codec:
             raise VQCodecError("audio must be (channels, samples)")
         if max_kbps is not None:
             return self._fit_audio(lambda q: self.encode_audio(audio, sample_rate, q), quality, max_kbps,
-                                   audio.shape[1] / sample_rate if sample_rate > 0 else 0.0)
+                                   audio.shape[0], sample_rate, audio.shape[1])
         blocks = (audio[:, i:i + STREAM_BLOCK_SAMPLES] for i in range(0, audio.shape[1], STREAM_BLOCK_SAMPLES))
         return self.encode_audio_stream(blocks, sample_rate, audio.shape[0], audio.shape[1], quality)
 
@@ -651,18 +651,19 @@ class Codec:
         if max_kbps is None:
             return self._encode_audio_source(source, quality)
         with self._open_sound(source) as sound:
-            duration = sound.frames / sound.samplerate
+            channels, sample_rate, samples = sound.channels, sound.samplerate, sound.frames
 
         def encode_at(q: int) -> bytes:
             if not isinstance(source, (str, Path)):
                 source.seek(0)
             return self._encode_audio_source(source, q)
-        return self._fit_audio(encode_at, quality, max_kbps, duration)
+        return self._fit_audio(encode_at, quality, max_kbps, channels, sample_rate, samples)
 
-    def _fit_audio(self, encode_at: Callable[[int], bytes], quality: int, max_kbps: float, duration: float) -> bytes:
+    def _fit_audio(self, encode_at: Callable[[int], bytes], quality: int, max_kbps: float, channels: int,
+                   sample_rate: int, samples: int) -> bytes:
         max_kbps = _checked_rate("bitrate", max_kbps, "kbps")
-        if duration <= 0:
-            raise VQCodecError("cannot fit empty audio in a bitrate")
+        _check_audio_size(channels, sample_rate, samples)
+        duration = samples / sample_rate
         return self._fit_rate(encode_at, math.floor(max_kbps * 1000 * duration / 8), quality, f"{max_kbps:g} kbps",
                              lambda size: f"{size * 8 / duration / 1000:.3g} kbps")
 

@@ -124,7 +124,8 @@ def _measure_image(codec, rgb: np.ndarray, quality: int, max_bpp: float | None =
 
 
 COLUMNS = {  # key: (heading, digits)
-    "target": ("target kbps", 2), "unreached": ("unreached", 0), "quality": ("q", 0), "rate": ("kbps", 3), "pesq": ("PESQ-WB", 3), "stoi": ("STOI", 4), "log_mel": ("log-mel L1", 4),
+    "target": ("target kbps", 2), "unreached": ("unreached", 0), "quality": ("q", 0), "rate": ("kbps", 3),
+    "pesq": ("PESQ-WB", 3), "stoi": ("STOI", 4), "log_mel": ("log-mel L1", 4),
     "si_sdr": ("SI-SDR dB", 1), "psnr": ("PSNR dB", 2), "ms_ssim": ("MS-SSIM", 4),
     "encode_speed": ("encode xRT", 1), "decode_speed": ("decode xRT", 1),
 }
