@@ -215,7 +215,11 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
 @click.option("--format", "format_name", default=None, help="Output format when OUTPUT is - or has no telling extension (WAV, FLAC, PNG, ...).")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
-def decode(input_path, output_path, model, format_name, device, force):
+@click.option("--start", default=None, type=click.FloatRange(0), metavar="SECONDS",
+              help="Audio: decode from this time on, decoding only the chunks that cover what is asked.")
+@click.option("--duration", default=None, type=click.FloatRange(0, min_open=True), metavar="SECONDS",
+              help="Audio: decode this long (to the end of the file at most).")
+def decode(input_path, output_path, model, format_name, device, force, start, duration):
     """Decode a .vq file back to audio or an image, at its original rate, size, channels and mode.
 
     \b
@@ -223,6 +227,7 @@ def decode(input_path, output_path, model, format_name, device, force):
       vqcodec decode speech.vq speech.wav
       vqcodec decode photo.vq photo.png
       vqcodec decode speech.vq - --format flac > speech.flac
+      vqcodec decode talk.vq minute.wav --start 3600 --duration 60   # one minute, out of hours
     """
     from . import format as vqformat
     from .codec import Codec, model_for_file
@@ -232,8 +237,11 @@ def decode(input_path, output_path, model, format_name, device, force):
     header = vqformat.parse_header(data)
     codec = Codec.load(model or model_for_file(data), device=device)
     if header.kind == vqformat.KIND_AUDIO:
-        audio_format = _audio_format(output_path, format_name)
-        _write_output(output_path, lambda stream: codec.decode_audio_file(data, stream, format_hint=audio_format or _format_from_name(output_path)), force)
+        audio_format = _audio_format(output_path, format_name) or _format_from_name(output_path)
+        _write_output(output_path, lambda stream: codec.decode_audio_file(data, stream, format_hint=audio_format,
+                                                                          start=start or 0.0, duration=duration), force)
+    elif start is not None or duration is not None:
+        raise VQCodecError(f"--start and --duration are for audio; {input_path} holds an image")
     else:
         from .io import write_image
 

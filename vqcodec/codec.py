@@ -58,6 +58,7 @@ MAX_DEPTH_WEIGHT = 100.0
 MAX_REFINE = 1000
 IMAGE_TILE = 64                 # latent cells per tile side, before context
 STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
+RESAMPLE_MARGIN_SECONDS = 0.02  # decoded before a range of a file that is resampled, for the filter's sake
 RETIRED_MODELS = "retired.json"  # in the shipped models' folder: earlier releases' models and where they are
 
 
@@ -174,6 +175,14 @@ def _checked_rate(name: str, value, unit: str) -> float:
     return float(value)
 
 
+def _checked_time(name: str, value, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            (0 <= value if allow_zero else 0 < value) and value < math.inf):
+        raise VQCodecError(f"the {name} must be a {'non-negative' if allow_zero else 'positive'} number of seconds, "
+                           f"not {value!r}")
+    return float(value)
+
+
 def _blocks(total: int, block: int) -> Iterator[tuple[int, int]]:
     for start in range(0, total, block):
         yield start, min(total, start + block)
@@ -225,6 +234,15 @@ def _resampled_blocks(blocks: Iterator[np.ndarray], source_rate: int, target_rat
     if produced < total_out:
         yield np.zeros((channels, total_out - produced), dtype=np.float32)
         produced = total_out
+
+
+def _dropped(blocks: Iterator[np.ndarray], count: int) -> Iterator[np.ndarray]:
+    """The blocks without their first `count` samples."""
+    for block in blocks:
+        skip = min(count, block.shape[1])
+        count -= skip
+        if block.shape[1] > skip:
+            yield block[:, skip:]
 
 
 def _check_audio_size(channels: int, sample_rate: int, samples: int) -> None:
@@ -566,11 +584,14 @@ class Codec:
                 self._refine_loss = ReconstructionLoss(self.cfg).to(self.device)
         return lambda estimate, target: self._refine_loss(estimate, target)[0]
 
-    def _decode_frames(self, codes: np.ndarray) -> Iterator[np.ndarray]:
-        """Yield (channels, samples) float32 blocks at the model rate from (channels, q, frames) codes."""
+    def _decode_frames(self, codes: np.ndarray, first: int = 0, last: int | None = None) -> Iterator[np.ndarray]:
+        """Yield (channels, samples) float32 blocks at the model rate from (channels, q, frames) codes:
+        the audio of frames first..last (default: all), each block decoded with its context frames."""
         ctx, hop = self.cfg.context_frames, self.hop
         channels, quality, total_frames = codes.shape
-        for f0, f1 in _blocks(total_frames, self.block_frames):
+        last = total_frames if last is None else last
+        for f0, f1 in _blocks(last - first, self.block_frames):
+            f0, f1 = f0 + first, f1 + first
             a, b = max(0, f0 - ctx), min(total_frames, f1 + ctx)
             window = torch.from_numpy(np.ascontiguousarray(codes[:, :, a:b], dtype=np.int64)).to(self.device)
             latents = self.model.quantizer.decode_cells(window.transpose(0, 1))
@@ -704,6 +725,11 @@ class Codec:
             return self.encode_audio_stream(blocks(), sound.samplerate, sound.channels, sound.frames, quality)
 
     def _parse_audio(self, data: bytes):
+        header, chunks, model_length, total_frames = self._audio_parts(data)
+        return header, self._decode_chunks(header, chunks, total_frames, 0, len(chunks)), model_length
+
+    def _audio_parts(self, data: bytes) -> tuple[vqformat.Header, list[bytes], int, int]:
+        """The header, the chunk payloads, and the length in samples and frames at the model rate."""
         header, chunks, _ = vqformat.parse_file(data)
         if header.kind != vqformat.KIND_AUDIO:
             raise VQCodecError("this .vq file holds an image, not audio")
@@ -711,10 +737,18 @@ class Codec:
         model_length = self._model_length(header.length, header.sample_rate)
         total_frames = math.ceil(model_length / self.hop)
         self._check_chunks(header, chunks, total_frames)
-        codes = np.empty((header.channels, header.quality, total_frames), dtype=self._code_dtype)  # as in _encode_frames
-        for (f0, f1), payload in zip(_blocks(total_frames, header.chunk_frames), chunks):
-            codes[:, :, f0:f1] = self._decode_payload(header, payload, (header.channels, header.quality, f1 - f0))
-        return header, codes, model_length
+        return header, chunks, model_length, total_frames
+
+    def _decode_chunks(self, header: vqformat.Header, chunks: list[bytes], total_frames: int, first: int,
+                       last: int) -> np.ndarray:
+        """The codes of chunks first..last: frames first * chunk_frames up to last * chunk_frames (or the end)."""
+        f_begin, f_end = first * header.chunk_frames, min(total_frames, last * header.chunk_frames)
+        codes = np.empty((header.channels, header.quality, f_end - f_begin), dtype=self._code_dtype)  # as in _encode_frames
+        for index in range(first, last):
+            f0, f1 = index * header.chunk_frames, min(total_frames, (index + 1) * header.chunk_frames)
+            codes[:, :, f0 - f_begin:f1 - f_begin] = self._decode_payload(header, chunks[index],
+                                                                          (header.channels, header.quality, f1 - f0))
+        return codes
 
     def _check_file_model(self, header: vqformat.Header) -> None:
         if header.model_id != self.model_id:
@@ -825,31 +859,86 @@ class Codec:
             raise VQCodecError(f"corrupted .vq file: {len(chunks)} chunks where {expected} were expected")
 
     @torch.inference_mode()
-    def decode_audio_blocks(self, data: bytes) -> tuple[vqformat.Header, Iterator[np.ndarray]]:
-        """Parse `.vq` bytes and return the header and a generator of (channels, n) blocks at the original rate."""
+    def decode_audio_blocks(self, data: bytes, start: int = 0,
+                            count: int | None = None) -> tuple[vqformat.Header, Iterator[np.ndarray]]:
+        """Parse `.vq` bytes and return the header and a generator of (channels, n) blocks at the original rate.
+
+        With `start` and `count` (samples at the original rate), only those samples: the chunks and
+        network blocks that cover them are decoded, and nothing else. They equal the same samples of
+        the whole file's decoding up to float rounding (the blocks fall elsewhere); a file whose rate
+        is not the model's is resampled from a point on the whole file's resampling grid, 20 ms before
+        the range."""
         self._require("audio")
-        header, codes, model_length = self._parse_audio(data)
+        header, chunks, model_length, total_frames = self._audio_parts(data)
+        count = header.length - start if count is None else count
+        if not (0 <= start < header.length and 1 <= count <= header.length - start):
+            raise VQCodecError(f"samples {start}..{start + count} are not within the file's {header.length} "
+                               f"({header.length / header.sample_rate:.3f} s)")
+        low, high, lead = self._model_span(header, start, count, model_length)
+        ctx, hop = self.cfg.context_frames, self.hop
+        first_frame, last_frame = low // hop, -(-high // hop)
+        first_chunk = max(0, first_frame - ctx) // header.chunk_frames
+        last_chunk = -(-min(total_frames, last_frame + ctx) // header.chunk_frames)
+        codes = self._decode_chunks(header, chunks, total_frames, first_chunk, last_chunk)
+        base = first_chunk * header.chunk_frames
 
         def model_rate_blocks():
-            produced = 0
+            position = first_frame * hop  # the model sample the next block begins at
             with torch.inference_mode():
-                for block in self._decode_frames(codes):
-                    block = block[:, :model_length - produced]
-                    produced += block.shape[1]
-                    yield block
+                for block in self._decode_frames(codes, first_frame - base, last_frame - base):
+                    begin, end = max(position, low), min(position + block.shape[1], high)
+                    if end > begin:
+                        yield block[:, begin - position:end - position]
+                    position += block.shape[1]
 
-        return header, _resampled_blocks(model_rate_blocks(), self.sample_rate, header.sample_rate,
-                                         header.channels, header.length)
+        blocks = _resampled_blocks(model_rate_blocks(), self.sample_rate, header.sample_rate, header.channels,
+                                   lead + count)
+        return header, _dropped(blocks, lead)
 
-    def decode_audio(self, data: bytes) -> tuple[np.ndarray, int]:
-        """`.vq` bytes -> float32 (channels, samples) at the original sample rate and length."""
-        header, blocks = self.decode_audio_blocks(data)
+    def _model_span(self, header: vqformat.Header, start: int, count: int, model_length: int) -> tuple[int, int, int]:
+        """Model-rate samples low..high to decode for samples start..start + count at the file's rate,
+        and how many resampled samples come before `start` (`lead`)."""
+        rate, model_rate = header.sample_rate, self.sample_rate
+        if start == 0 and count == header.length:
+            return 0, model_length, 0
+        if rate == model_rate:
+            return start, start + count, 0
+        common = math.gcd(rate, model_rate)
+        step, out_step = model_rate // common, rate // common  # model sample n * out_step / step is file sample n
+        margin = math.ceil(RESAMPLE_MARGIN_SECONDS * model_rate)
+        low = max(0, start * step // out_step - margin)
+        low -= low % step  # on a file sample, so the resampled part falls on the whole file's grid
+        high = min(model_length, -(-(start + count) * step // out_step) + margin)
+        return low, high, start - low // step * out_step
+    def decode_audio(self, data: bytes, start: float = 0.0, duration: float | None = None) -> tuple[np.ndarray, int]:
+        """`.vq` bytes -> float32 (channels, samples) at the original sample rate and length.
+
+        With `start` and `duration` (seconds), only that part (to the end if the duration runs past
+        it), decoding only what covers it (decode_audio_blocks)."""
+        header, blocks = self.decode_audio_blocks(data, *self._sample_range(data, start, duration))
         audio = np.concatenate(list(blocks), axis=1)
         return audio, header.sample_rate
 
-    def decode_audio_file(self, data: bytes, destination, format_hint: str | None = None, subtype: str | None = None) -> None:
-        """Decode into a path or binary stream, block by block; the format follows the name or the hint."""
-        header, blocks = self.decode_audio_blocks(data)
+    def _sample_range(self, data: bytes, start: float, duration: float | None) -> tuple[int, int | None]:
+        """(first sample, count) at the file's rate for a range in seconds; (0, None) for all of it."""
+        if start == 0 and duration is None:
+            return 0, None
+        header = vqformat.parse_header(data)
+        start = _checked_time("start", start, allow_zero=True)
+        first = round(start * header.sample_rate)
+        if first >= header.length:
+            raise VQCodecError(f"--start {start:g} s is not before the end of the audio "
+                               f"({header.length / header.sample_rate:.3f} s)")
+        left = header.length - first
+        if duration is None:
+            return first, left
+        return first, min(left, max(1, round(_checked_time("duration", duration) * header.sample_rate)))
+
+    def decode_audio_file(self, data: bytes, destination, format_hint: str | None = None, subtype: str | None = None,
+                          start: float = 0.0, duration: float | None = None) -> None:
+        """Decode into a path or binary stream, block by block; the format follows the name or the hint.
+        `start` and `duration` (seconds) decode only that part, as decode_audio."""
+        header, blocks = self.decode_audio_blocks(data, *self._sample_range(data, start, duration))
         try:
             output = soundfile.SoundFile(destination, "w", samplerate=header.sample_rate, channels=header.channels,
                                          format=format_hint, subtype=subtype)

@@ -1,0 +1,86 @@
+"""Decoding part of an audio file (`decode --start --duration`, Codec.decode_audio(start=, duration=)).
+
+The part must be the same samples as the whole file's decoding, at every file rate, while only the
+chunks that cover it are entropy-decoded. Tiny untrained model (hop 8: a chunk of 500 frames is
+4000 samples at 16 kHz).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import soundfile
+
+from vqcodec import VQCodecError
+
+
+@pytest.fixture(scope="module")
+def long_files(codec, signal):
+    """rate -> (.vq bytes of 2 s of stereo at that rate, its whole decoding): 8 chunks each."""
+    files = {}
+    for rate in (16000, 44100, 8000):
+        data = codec.encode_audio(signal(2, 2 * rate, rate), rate, 3)
+        files[rate] = data, codec.decode_audio(data)[0]
+    return files
+
+
+@pytest.mark.parametrize("rate", [16000, 44100, 8000])
+@pytest.mark.parametrize("start, duration", [(0.0, 0.1), (0.7371, 0.25), (1.2, 5.0), (1.99, 0.001), (0.5, None)])
+def test_a_part_is_the_same_samples_as_the_whole(codec, long_files, monkeypatch, rate, start, duration):
+    data, whole = long_files[rate]
+    monkeypatch.setattr(codec, "block_frames", 37)  # the part's blocks fall elsewhere than the whole's
+    part, part_rate = codec.decode_audio(data, start=start, duration=duration)
+    first = round(start * rate)
+    count = whole.shape[1] - first if duration is None else min(round(duration * rate), whole.shape[1] - first)
+    assert part_rate == rate and part.shape == (2, count)
+    np.testing.assert_allclose(part, whole[:, first:first + count], atol=1e-5)
+
+
+def test_all_of_it_is_the_whole_decoding_exactly(codec, long_files):
+    data, whole = long_files[44100]
+    assert np.array_equal(codec.decode_audio(data, start=0.0, duration=10.0)[0], whole)
+
+
+def test_only_the_chunks_that_cover_the_part_are_decoded(codec, long_files, monkeypatch):
+    data, _ = long_files[16000]
+    decoded = []
+    original = codec._decode_payload
+    monkeypatch.setattr(codec, "_decode_payload", lambda header, payload, shape: decoded.append(shape) or
+                        original(header, payload, shape))
+    codec.decode_audio(data)
+    assert len(decoded) == 8
+    decoded.clear()
+    codec.decode_audio(data, start=0.9, duration=0.05)  # inside the fourth chunk, away from its edges
+    assert len(decoded) == 1
+    decoded.clear()
+    codec.decode_audio(data, start=0.999, duration=0.002)  # across a chunk boundary (4000 samples = 0.25 s)
+    assert len(decoded) == 2
+
+
+@pytest.mark.parametrize("start, duration, message", [
+    (2.0, None, "not before the end"), (5.0, 1.0, "not before the end"), (-0.1, None, "non-negative"),
+    (math.nan, None, "non-negative"), (0.0, 0.0, "positive"), (0.1, math.inf, "positive"), (0.1, -1.0, "positive"),
+])
+def test_a_range_outside_the_file_is_refused(codec, long_files, start, duration, message):
+    data, _ = long_files[16000]
+    with pytest.raises(VQCodecError, match=message):
+        codec.decode_audio(data, start=start, duration=duration)
+
+
+def test_cli_start_and_duration(cli, codec, long_files, tiny_model_path, tmp_path):
+    data, whole = long_files[44100]
+    source = tmp_path / "long.vq"
+    source.write_bytes(data)
+    env = {"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)}
+    out = tmp_path / "part.wav"
+    result = cli("decode", source, out, "--start", "0.5", "--duration", "0.25", env=env)
+    assert result.returncode == 0, result.stderr
+    part, rate = soundfile.read(str(out), dtype="float32", always_2d=True)
+    assert rate == 44100 and part.shape == (round(0.25 * 44100), 2)
+    first = round(0.5 * 44100)
+    np.testing.assert_allclose(part.T, np.clip(whole[:, first:first + part.shape[0]], -1, 1), atol=1e-4)  # 16-bit WAV
+
+    late = cli("decode", source, tmp_path / "late.wav", "--start", "3", env=env, text=True)
+    assert late.returncode == 1 and "not before the end" in late.stderr
+    assert len(late.stderr.strip().splitlines()) == 1 and not (tmp_path / "late.wav").exists()
