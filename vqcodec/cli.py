@@ -219,7 +219,11 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
               help="Audio: decode from this time on, decoding only the chunks that cover what is asked.")
 @click.option("--duration", default=None, type=click.FloatRange(0, min_open=True), metavar="SECONDS",
               help="Audio: decode this long (to the end of the file at most).")
-def decode(input_path, output_path, model, format_name, device, force, start, duration):
+@click.option("--salvage", is_flag=True,
+              help="Decode a damaged or cut-short file whose header is intact: the chunks that fail their "
+                   "CRC or are missing come out as silence (audio) or grey rows (images), and a warning "
+                   "says which.")
+def decode(input_path, output_path, model, format_name, device, force, start, duration, salvage):
     """Decode a .vq file back to audio or an image, at its original rate, size, channels and mode.
 
     \b
@@ -228,6 +232,7 @@ def decode(input_path, output_path, model, format_name, device, force, start, du
       vqcodec decode photo.vq photo.png
       vqcodec decode speech.vq - --format flac > speech.flac
       vqcodec decode talk.vq minute.wav --start 3600 --duration 60   # one minute, out of hours
+      vqcodec decode damaged.vq talk.wav --salvage   # what is left of a damaged or cut-short file
     """
     from . import format as vqformat
     from .codec import Codec, model_for_file
@@ -236,18 +241,48 @@ def decode(input_path, output_path, model, format_name, device, force, start, du
     data = _read_input(input_path)
     header = vqformat.parse_header(data)
     codec = Codec.load(model or model_for_file(data), device=device)
-    if header.kind == vqformat.KIND_AUDIO:
-        audio_format = _audio_format(output_path, format_name) or _format_from_name(output_path)
-        _write_output(output_path, lambda stream: codec.decode_audio_file(data, stream, format_hint=audio_format,
-                                                                          start=start or 0.0, duration=duration), force)
-    elif start is not None or duration is not None:
-        raise VQCodecError(f"--start and --duration are for audio; {input_path} holds an image")
-    else:
-        from .io import write_image
+    if salvage:
+        _warn_damage(codec.damaged_parts(data), header)
+    try:
+        if header.kind == vqformat.KIND_AUDIO:
+            audio_format = _audio_format(output_path, format_name) or _format_from_name(output_path)
+            _write_output(output_path, lambda stream: codec.decode_audio_file(
+                data, stream, format_hint=audio_format, start=start or 0.0, duration=duration, salvage=salvage), force)
+        elif start is not None or duration is not None:
+            raise VQCodecError(f"--start and --duration are for audio; {input_path} holds an image")
+        else:
+            from .io import write_image
 
-        image = codec.decode_image(data)
-        image_format = format_name or ("PNG" if output_path == "-" else _image_format_from_name(output_path))
-        _write_output(output_path, lambda stream: write_image(image, stream, image_format), force)
+            image = codec.decode_image(data, salvage=salvage)
+            image_format = format_name or ("PNG" if output_path == "-" else _image_format_from_name(output_path))
+            _write_output(output_path, lambda stream: write_image(image, stream, image_format), force)
+    except VQCodecError as exc:
+        if salvage or not _damaged(codec, data):
+            raise
+        raise VQCodecError(f"{exc}; --salvage decodes what is intact") from None
+
+
+def _damaged(codec, data: bytes) -> bool:
+    """Whether a file that failed to decode is damaged in its chunks only (so --salvage can help)."""
+    try:
+        return bool(codec.damaged_parts(data))
+    except VQCodecError:
+        return False
+
+
+def _warn_damage(damaged: list[dict], header) -> None:
+    """One warning line for what a salvaged decoding lost."""
+    from . import format as vqformat
+
+    if not damaged:
+        return
+    audio = header.kind == vqformat.KIND_AUDIO
+    spans = [f"{d['from']:g}-{d['to']:g} {'s' if audio else 'px rows'}" for d in damaged if "from" in d]
+    lost = spans + ["the alpha plane (made opaque)" for d in damaged if d.get("alpha")]
+    fill = "silence" if audio else "grey"
+    total = header.chunk_count + (1 if header.flags & vqformat.FLAG_ALPHA else 0)
+    click.echo(f"vqcodec: warning: {len(damaged)} of {total} chunks "
+               f"are damaged or missing, decoded as {fill}: {', '.join(lost)}", err=True)
 
 
 def _format_from_name(path: str) -> str:

@@ -726,29 +726,58 @@ class Codec:
 
     def _parse_audio(self, data: bytes):
         header, chunks, model_length, total_frames = self._audio_parts(data)
-        return header, self._decode_chunks(header, chunks, total_frames, 0, len(chunks)), model_length
+        return header, self._decode_chunks(header, chunks, total_frames, 0, len(chunks))[0], model_length
 
-    def _audio_parts(self, data: bytes) -> tuple[vqformat.Header, list[bytes], int, int]:
-        """The header, the chunk payloads, and the length in samples and frames at the model rate."""
-        header, chunks, _ = vqformat.parse_file(data)
+    def _audio_parts(self, data: bytes, salvage: bool = False) -> tuple[vqformat.Header, list, int, int]:
+        """The header, the chunk payloads, and the length in samples and frames at the model rate.
+        With `salvage`, a damaged chunk is None instead of an error (the header must be intact)."""
+        if salvage:
+            header = vqformat.parse_header(data)
+        else:
+            header, chunks, _ = vqformat.parse_file(data)
         if header.kind != vqformat.KIND_AUDIO:
             raise VQCodecError("this .vq file holds an image, not audio")
         self._check_file_model(header)
         model_length = self._model_length(header.length, header.sample_rate)
         total_frames = math.ceil(model_length / self.hop)
+        if salvage:
+            chunks = self._salvaged_chunks(data, header, total_frames)[0]
         self._check_chunks(header, chunks, total_frames)
         return header, chunks, model_length, total_frames
 
-    def _decode_chunks(self, header: vqformat.Header, chunks: list[bytes], total_frames: int, first: int,
-                       last: int) -> np.ndarray:
-        """The codes of chunks first..last: frames first * chunk_frames up to last * chunk_frames (or the end)."""
+    def _salvaged_chunks(self, data: bytes, header: vqformat.Header, units: int) -> tuple[list, bytes | None]:
+        """vqformat.salvage_chunks, once the header's chunk count is known to fit its dimensions."""
+        expected = vqformat.expected_chunk_count(units, header.chunk_frames)
+        if header.chunk_count != expected:
+            raise VQCodecError(f"corrupted .vq file: {header.chunk_count} chunks where {expected} were expected")
+        return vqformat.salvage_chunks(data, header)
+
+    def _decode_chunks(self, header: vqformat.Header, chunks: list, total_frames: int, first: int,
+                       last: int, salvage: bool = False) -> tuple[np.ndarray, list[int]]:
+        """The codes of chunks first..last: frames first * chunk_frames up to last * chunk_frames (or the end).
+        With `salvage`, also the chunks among them that are missing (None) or do not decode, whose codes
+        are all ABSENT; without it, such a chunk is an error."""
         f_begin, f_end = first * header.chunk_frames, min(total_frames, last * header.chunk_frames)
         codes = np.empty((header.channels, header.quality, f_end - f_begin), dtype=self._code_dtype)  # as in _encode_frames
+        damaged = []
         for index in range(first, last):
             f0, f1 = index * header.chunk_frames, min(total_frames, (index + 1) * header.chunk_frames)
-            codes[:, :, f0 - f_begin:f1 - f_begin] = self._decode_payload(header, chunks[index],
-                                                                          (header.channels, header.quality, f1 - f0))
-        return codes
+            shape = (header.channels, header.quality, f1 - f0)
+            codes[:, :, f0 - f_begin:f1 - f_begin] = self._chunk_codes(header, chunks, index, shape, salvage, damaged)
+        return codes, damaged
+
+    def _chunk_codes(self, header: vqformat.Header, chunks: list, index: int, shape: tuple, salvage: bool,
+                     damaged: list[int]) -> np.ndarray:
+        """Chunk `index`'s codes. With `salvage`, a chunk that is None or does not decode gives all
+        ABSENT codes, and its index is added to `damaged`."""
+        if chunks[index] is not None:
+            try:
+                return self._decode_payload(header, chunks[index], shape)
+            except VQCodecError:
+                if not salvage:
+                    raise
+        damaged.append(index)
+        return np.full(shape, ABSENT, dtype=self._code_dtype)
 
     def _check_file_model(self, header: vqformat.Header) -> None:
         if header.model_id != self.model_id:
@@ -858,18 +887,53 @@ class Codec:
         if len(chunks) != expected:
             raise VQCodecError(f"corrupted .vq file: {len(chunks)} chunks where {expected} were expected")
 
+    def damaged_parts(self, data: bytes) -> list[dict]:
+        """What a damaged `.vq` file has lost: each code chunk whose framing or CRC fails or that does
+        not decode, as {"chunk", "from", "to"} in seconds (audio) or pixel rows (images), and
+        {"chunk", "alpha": True} for a damaged alpha plane. Empty for an intact file. The header must
+        be intact: a file whose header is damaged raises, as in decoding."""
+        kind = vqformat.parse_header(data).kind
+        self._require("audio" if kind == vqformat.KIND_AUDIO else "image")
+        if kind == vqformat.KIND_AUDIO:
+            header, chunks, _, units = self._audio_parts(data, salvage=True)
+            shape = lambda n: (header.channels, header.quality, n)  # noqa: E731
+            scale = self.hop / self.sample_rate
+            alpha_bytes = None
+        else:
+            header, chunks, alpha_bytes, units, cols = self._image_parts(data, salvage=True)
+            shape = lambda n: (header.quality, n, cols)  # noqa: E731
+            scale = self.hop
+        damaged: list[int] = []
+        for index, (u0, u1) in enumerate(_blocks(units, header.chunk_frames)):
+            self._chunk_codes(header, chunks, index, shape(u1 - u0), True, damaged)
+        if kind == vqformat.KIND_AUDIO:
+            end = header.length / header.sample_rate
+        else:
+            end = header.height
+        report = [{"chunk": i, "from": round(min(end, i * header.chunk_frames * scale), 3),
+                   "to": round(min(end, (i + 1) * header.chunk_frames * scale), 3)} for i in damaged]
+        if kind == vqformat.KIND_IMAGE and IMAGE_MODE_NAMES[header.mode] in ALPHA_MODES:
+            try:
+                self._alpha_plane(header, alpha_bytes, True)
+            except VQCodecError:
+                report.append({"chunk": header.chunk_count, "alpha": True})
+        return report
+
     @torch.inference_mode()
-    def decode_audio_blocks(self, data: bytes, start: int = 0,
-                            count: int | None = None) -> tuple[vqformat.Header, Iterator[np.ndarray]]:
+    def decode_audio_blocks(self, data: bytes, start: int = 0, count: int | None = None,
+                            salvage: bool = False) -> tuple[vqformat.Header, Iterator[np.ndarray]]:
         """Parse `.vq` bytes and return the header and a generator of (channels, n) blocks at the original rate.
 
         With `start` and `count` (samples at the original rate), only those samples: the chunks and
         network blocks that cover them are decoded, and nothing else. They equal the same samples of
         the whole file's decoding up to float rounding (the blocks fall elsewhere); a file whose rate
         is not the model's is resampled from a point on the whole file's resampling grid, 20 ms before
-        the range."""
+        the range.
+
+        With `salvage`, a file whose header is intact decodes even where chunks are damaged or
+        missing (damaged_parts lists them): their frames come out silent."""
         self._require("audio")
-        header, chunks, model_length, total_frames = self._audio_parts(data)
+        header, chunks, model_length, total_frames = self._audio_parts(data, salvage)
         count = header.length - start if count is None else count
         if not (0 <= start < header.length and 1 <= count <= header.length - start):
             raise VQCodecError(f"samples {start}..{start + count} are not within the file's {header.length} "
@@ -879,13 +943,16 @@ class Codec:
         first_frame, last_frame = low // hop, -(-high // hop)
         first_chunk = max(0, first_frame - ctx) // header.chunk_frames
         last_chunk = -(-min(total_frames, last_frame + ctx) // header.chunk_frames)
-        codes = self._decode_chunks(header, chunks, total_frames, first_chunk, last_chunk)
+        codes, damaged = self._decode_chunks(header, chunks, total_frames, first_chunk, last_chunk, salvage)
         base = first_chunk * header.chunk_frames
+        silent = [(i * header.chunk_frames * hop, (i + 1) * header.chunk_frames * hop) for i in damaged]
 
         def model_rate_blocks():
             position = first_frame * hop  # the model sample the next block begins at
             with torch.inference_mode():
                 for block in self._decode_frames(codes, first_frame - base, last_frame - base):
+                    for a, b in silent:
+                        block[:, max(0, a - position):max(0, b - position)] = 0.0
                     begin, end = max(position, low), min(position + block.shape[1], high)
                     if end > begin:
                         yield block[:, begin - position:end - position]
@@ -910,12 +977,13 @@ class Codec:
         low -= low % step  # on a file sample, so the resampled part falls on the whole file's grid
         high = min(model_length, -(-(start + count) * step // out_step) + margin)
         return low, high, start - low // step * out_step
-    def decode_audio(self, data: bytes, start: float = 0.0, duration: float | None = None) -> tuple[np.ndarray, int]:
+    def decode_audio(self, data: bytes, start: float = 0.0, duration: float | None = None,
+                     salvage: bool = False) -> tuple[np.ndarray, int]:
         """`.vq` bytes -> float32 (channels, samples) at the original sample rate and length.
 
         With `start` and `duration` (seconds), only that part (to the end if the duration runs past
-        it), decoding only what covers it (decode_audio_blocks)."""
-        header, blocks = self.decode_audio_blocks(data, *self._sample_range(data, start, duration))
+        it), decoding only what covers it; `salvage` decodes around damaged chunks (decode_audio_blocks)."""
+        header, blocks = self.decode_audio_blocks(data, *self._sample_range(data, start, duration), salvage)
         audio = np.concatenate(list(blocks), axis=1)
         return audio, header.sample_rate
 
@@ -935,10 +1003,10 @@ class Codec:
         return first, min(left, max(1, round(_checked_time("duration", duration) * header.sample_rate)))
 
     def decode_audio_file(self, data: bytes, destination, format_hint: str | None = None, subtype: str | None = None,
-                          start: float = 0.0, duration: float | None = None) -> None:
+                          start: float = 0.0, duration: float | None = None, salvage: bool = False) -> None:
         """Decode into a path or binary stream, block by block; the format follows the name or the hint.
-        `start` and `duration` (seconds) decode only that part, as decode_audio."""
-        header, blocks = self.decode_audio_blocks(data, *self._sample_range(data, start, duration))
+        `start`, `duration` (seconds) and `salvage` as for decode_audio."""
+        header, blocks = self.decode_audio_blocks(data, *self._sample_range(data, start, duration), salvage)
         try:
             output = soundfile.SoundFile(destination, "w", samplerate=header.sample_rate, channels=header.channels,
                                          format=format_hint, subtype=subtype)
@@ -1088,20 +1156,51 @@ class Codec:
         chunks = [self._encode_payload(coding, codes[:, r0:r1]) for r0, r1 in _blocks(codes.shape[1], IMAGE_CHUNK_ROWS)]
         return vqformat.build_file(header, chunks, alpha_bytes)
 
-    def decode_image(self, data: bytes):
-        """`.vq` bytes -> Pillow image with the original size and mode."""
+    def decode_image(self, data: bytes, salvage: bool = False):
+        """`.vq` bytes -> Pillow image with the original size and mode.
+
+        With `salvage`, a file whose header is intact decodes even where chunks are damaged or
+        missing (damaged_parts lists them): their rows come out grey, and a damaged alpha plane
+        opaque."""
         self._require("image")
-        header, chunks, alpha_bytes = vqformat.parse_file(data)
+        header, chunks, alpha_bytes, rows, cols = self._image_parts(data, salvage)
+        damaged: list[int] = []
+        parts = [self._chunk_codes(header, chunks, index, (header.quality, r1 - r0, cols), salvage, damaged)
+                 for index, (r0, r1) in enumerate(_blocks(rows, header.chunk_frames))]
+        alpha = None
+        needs_alpha = IMAGE_MODE_NAMES[header.mode] in ALPHA_MODES
+        try:
+            alpha = self._alpha_plane(header, alpha_bytes, needs_alpha)
+        except VQCodecError:
+            if not salvage:
+                raise
+        if salvage and needs_alpha and alpha is None:
+            alpha = np.full((header.height, header.width), 255, dtype=np.uint8)
+        rgb = self.codes_to_image(np.concatenate(parts, axis=1), header.height, header.width)
+        for index in damaged:
+            rgb[index * header.chunk_frames * self.hop:(index + 1) * header.chunk_frames * self.hop] = 128
+        return planes_to_image(rgb, header.mode, alpha)
+
+    def _image_parts(self, data: bytes, salvage: bool = False):
+        """The header, the chunk payloads (None where damaged, with `salvage`), the alpha section, and
+        the latent rows and columns."""
+        if salvage:
+            header = vqformat.parse_header(data)
+        else:
+            header, chunks, alpha_bytes = vqformat.parse_file(data)
         if header.kind != vqformat.KIND_IMAGE:
             raise VQCodecError("this .vq file holds audio, not an image")
         self._check_file_model(header)
         if header.mode not in IMAGE_MODE_NAMES:
             raise VQCodecError(f"corrupted .vq file: unknown colour mode {header.mode}")
         rows, cols = math.ceil(header.height / self.hop), math.ceil(header.width / self.hop)
+        if salvage:
+            chunks, alpha_bytes = self._salvaged_chunks(data, header, rows)
         self._check_chunks(header, chunks, rows)
-        parts = []
-        for (r0, r1), payload in zip(_blocks(rows, header.chunk_frames), chunks):
-            parts.append(self._decode_payload(header, payload, (header.quality, r1 - r0, cols)))
+        return header, chunks, alpha_bytes, rows, cols
+
+    @staticmethod
+    def _alpha_plane(header: vqformat.Header, alpha_bytes: bytes | None, needs_alpha: bool) -> np.ndarray | None:
         alpha = None
         if alpha_bytes is not None:
             try:
@@ -1111,7 +1210,6 @@ class Codec:
             if len(raw) != header.width * header.height:
                 raise VQCodecError("corrupted .vq file: alpha plane has the wrong size")
             alpha = np.frombuffer(raw, dtype=np.uint8).reshape(header.height, header.width)
-        if (alpha is not None) != (IMAGE_MODE_NAMES[header.mode] in ALPHA_MODES):
+        if (alpha is not None) != needs_alpha:
             raise VQCodecError("corrupted .vq file: alpha plane present or missing against the colour mode")
-        rgb = self.codes_to_image(np.concatenate(parts, axis=1), header.height, header.width)
-        return planes_to_image(rgb, header.mode, alpha)
+        return alpha

@@ -147,6 +147,31 @@ def parse_file(data: bytes) -> tuple[Header, list[bytes], bytes | None]:
     return header, chunks, alpha
 
 
+def salvage_chunks(data: bytes, header: Header) -> tuple[list[bytes | None], bytes | None]:
+    """The code chunk payloads and the alpha section of a damaged file whose header is intact (and
+    whose chunk_count the caller has checked): None for each chunk whose CRC fails, and for every
+    chunk from the first whose framing is cut short or out of bounds on (nothing after it can be
+    found). Bytes after the last chunk are ignored."""
+    payloads: list[bytes | None] = []
+    offset, lost = HEADER_SIZE, False
+    for _ in range(header.chunk_count + (1 if header.flags & FLAG_ALPHA else 0)):
+        payload = None
+        if not lost and offset + _CHUNK_HEAD.size <= len(data):
+            length, crc = _CHUNK_HEAD.unpack_from(data, offset)
+            body = offset + _CHUNK_HEAD.size
+            if length <= MAX_CHUNK_BYTES and body + length <= len(data):
+                offset = body + length
+                if zlib.crc32(data[body:offset]) == crc:
+                    payload = bytes(data[body:offset])
+            else:
+                lost = True
+        else:
+            lost = True
+        payloads.append(payload)
+    alpha = payloads.pop() if header.flags & FLAG_ALPHA else None
+    return payloads, alpha
+
+
 def build_file(header: Header, chunks: list[bytes], alpha: bytes | None = None) -> bytes:
     header.chunk_count = len(chunks)
     header.flags = (header.flags & ~FLAG_ALPHA) | (FLAG_ALPHA if alpha is not None else 0)

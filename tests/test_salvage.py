@@ -1,0 +1,164 @@
+"""Damaged and cut-short files (`decode --salvage`, Codec.damaged_parts).
+
+Without --salvage a damaged file is refused (tests/test_format.py and the fuzzing); with it, a file
+whose header is intact decodes around the chunks that fail: those come out silent (audio) or grey
+(images), the rest as the intact file decodes. Tiny models only.
+"""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from vqcodec import VQCodecError
+from vqcodec import format as vqformat
+
+CHUNK_HEAD = struct.Struct("<II")
+
+
+def chunk_offsets(data: bytes) -> list[tuple[int, int]]:
+    """(payload offset, payload length) of every chunk of an intact file."""
+    header = vqformat.parse_header(data)
+    offsets, offset = [], vqformat.HEADER_SIZE
+    for _ in range(header.chunk_count + (1 if header.flags & vqformat.FLAG_ALPHA else 0)):
+        length, _ = CHUNK_HEAD.unpack_from(data, offset)
+        offsets.append((offset + CHUNK_HEAD.size, length))
+        offset += CHUNK_HEAD.size + length
+    return offsets
+
+
+def flip_byte_in_chunk(data: bytes, index: int) -> bytes:
+    offset, length = chunk_offsets(data)[index]
+    damaged = bytearray(data)
+    damaged[offset + length // 2] ^= 0x5A
+    return bytes(damaged)
+
+
+@pytest.fixture(scope="module")
+def audio_file(codec, signal):
+    """2 s of stereo at 44.1 kHz (8 chunks of 0.25 s with the tiny model), and its decoding."""
+    data = codec.encode_audio(signal(2, 88200, 44100), 44100, 3)
+    assert vqformat.parse_header(data).chunk_count == 8
+    return data, codec.decode_audio(data)[0]
+
+
+def test_a_damaged_chunk_is_refused_without_salvage(codec, audio_file):
+    damaged = flip_byte_in_chunk(audio_file[0], 3)
+    with pytest.raises(VQCodecError, match="chunk 3 CRC mismatch"):
+        codec.decode_audio(damaged)
+
+
+def test_a_damaged_chunk_comes_out_silent_and_the_rest_intact(codec, audio_file):
+    data, whole = audio_file
+    damaged = flip_byte_in_chunk(data, 3)
+    assert codec.damaged_parts(damaged) == [{"chunk": 3, "from": 0.75, "to": 1.0}]
+    assert codec.damaged_parts(data) == []
+    out, rate = codec.decode_audio(damaged, salvage=True)
+    assert rate == 44100 and out.shape == whole.shape
+    second = 44100
+    inside = slice(int(0.76 * second), int(0.99 * second))
+    assert np.abs(out[:, inside]).max() < 1e-6
+    # away from the damaged chunk's context (16 frames of 8 samples at 16 kHz, and the resampler)
+    for part in (slice(0, int(0.7 * second)), slice(int(1.05 * second), whole.shape[1])):
+        np.testing.assert_allclose(out[:, part], whole[:, part], atol=1e-5)
+
+
+def test_a_cut_short_file_decodes_what_it_holds(codec, audio_file):
+    data, whole = audio_file
+    offset, length = chunk_offsets(data)[5]
+    cut = data[:offset + length // 2]
+    with pytest.raises(VQCodecError, match="truncated"):
+        codec.decode_audio(cut)
+    assert [d["chunk"] for d in codec.damaged_parts(cut)] == [5, 6, 7]
+    out, _ = codec.decode_audio(cut, salvage=True)
+    assert out.shape == whole.shape
+    np.testing.assert_allclose(out[:, :int(1.2 * 44100)], whole[:, :int(1.2 * 44100)], atol=1e-5)
+    assert np.abs(out[:, int(1.26 * 44100):]).max() < 1e-3  # silence, but for the resampler's ringing
+
+
+def test_salvage_needs_an_intact_header(codec, audio_file):
+    damaged = bytearray(audio_file[0])
+    damaged[20] ^= 1
+    for call in (lambda: codec.damaged_parts(bytes(damaged)), lambda: codec.decode_audio(bytes(damaged), salvage=True)):
+        with pytest.raises(VQCodecError, match="header"):
+            call()
+
+
+def test_a_part_of_a_salvaged_file(codec, audio_file):
+    data, whole = audio_file
+    damaged = flip_byte_in_chunk(data, 6)
+    part, _ = codec.decode_audio(damaged, start=0.2, duration=0.3, salvage=True)  # far from chunk 6
+    first = round(0.2 * 44100)
+    np.testing.assert_allclose(part, whole[:, first:first + part.shape[1]], atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def image_file(golden_image_codec):
+    """An RGBA image three chunks tall (16 latent rows of 4 pixels each), and its decoding."""
+    rng = np.random.default_rng(5)
+    rgba = np.concatenate([rng.integers(0, 256, (150, 40, 3)), np.full((150, 40, 1), 200)], axis=2)
+    image = Image.fromarray(rgba.astype(np.uint8), "RGBA")
+    data = golden_image_codec.encode_image(image, 3)
+    assert vqformat.parse_header(data).chunk_count == 3
+    return data, np.asarray(golden_image_codec.decode_image(data))
+
+
+def test_a_damaged_image_chunk_comes_out_grey(golden_image_codec, image_file):
+    data, whole = image_file
+    damaged = flip_byte_in_chunk(data, 1)
+    assert golden_image_codec.damaged_parts(damaged) == [{"chunk": 1, "from": 64, "to": 128}]
+    with pytest.raises(VQCodecError):
+        golden_image_codec.decode_image(damaged)
+    out = np.asarray(golden_image_codec.decode_image(damaged, salvage=True))
+    assert out.shape == whole.shape
+    assert (out[64:128, :, :3] == 128).all()
+    np.testing.assert_array_equal(out[:, :, 3], whole[:, :, 3])
+    context = 6 * golden_image_codec.hop
+    np.testing.assert_array_equal(out[:64 - context], whole[:64 - context])
+    np.testing.assert_array_equal(out[128 + context:], whole[128 + context:])
+
+
+def test_a_damaged_alpha_plane_comes_out_opaque(golden_image_codec, image_file):
+    data, whole = image_file
+    damaged = flip_byte_in_chunk(data, 3)  # the alpha section follows the 3 code chunks
+    assert golden_image_codec.damaged_parts(damaged) == [{"chunk": 3, "alpha": True}]
+    out = np.asarray(golden_image_codec.decode_image(damaged, salvage=True))
+    assert (out[:, :, 3] == 255).all()
+    np.testing.assert_array_equal(out[:, :, :3], whole[:, :, :3])
+
+
+def test_cli_salvage(cli, codec, audio_file, tiny_model_path, tmp_path):
+    data, _ = audio_file
+    source = tmp_path / "damaged.vq"
+    source.write_bytes(flip_byte_in_chunk(data, 2))
+    env = {"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)}
+    refused = cli("decode", source, tmp_path / "refused.wav", env=env, text=True)
+    assert refused.returncode == 1 and "--salvage decodes what is intact" in refused.stderr
+    assert not (tmp_path / "refused.wav").exists()
+    out = tmp_path / "salvaged.wav"
+    result = cli("decode", source, out, "--salvage", env=env, text=True)
+    assert result.returncode == 0 and out.exists()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "1 of 8 chunks are damaged or missing, decoded as silence: 0.5-0.75 s" in lines[0]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(1, 255)), min_size=1, max_size=6),
+       st.integers(0, 10 ** 6))
+def test_any_damage_after_an_intact_header_salvages(codec, two_chunk_vq, flips, cut):
+    """Random bytes flipped and a random cut after the header: salvaging always gives the whole
+    length, and damaged_parts names the chunks it could not use."""
+    data = bytearray(two_chunk_vq)
+    body = len(data) - vqformat.HEADER_SIZE
+    for where, mask in flips:
+        data[vqformat.HEADER_SIZE + where % body] ^= mask
+    data = bytes(data[:vqformat.HEADER_SIZE + cut % (body + 1)])
+    header = vqformat.parse_header(data)
+    parts = codec.damaged_parts(data)
+    assert {p["chunk"] for p in parts} <= set(range(header.chunk_count))
+    out, _ = codec.decode_audio(data, salvage=True)
+    assert out.shape == (header.channels, header.length) and np.isfinite(out).all()
