@@ -17,7 +17,7 @@ SETUPS = {  # kind: (shipped model, training folder, batch over all processes, c
 
 def train_briefly(kind: str, out: Path, steps: int, threads: int, **options) -> None:
     """`steps` training steps of `kind`'s shipped config into `out`; `options` are further TrainOptions."""
-    from vqcodec.codec import find_model
+    from vqcodec.registry import find_model
     from vqcodec.config import config_from_dict
     from vqcodec.train import TrainOptions, train
 

@@ -25,7 +25,7 @@ DATA = common.REPO_ROOT.parent / "shared" / "data"
 
 
 def float16_copy(name: str, folder: Path) -> Path:
-    from vqcodec.codec import find_model
+    from vqcodec.registry import find_model
     from vqcodec.modelfile import compute_model_id, read_model_files, storage_form, write_model_files
 
     meta, tensors = read_model_files(find_model(name))

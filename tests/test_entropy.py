@@ -323,7 +323,7 @@ def test_prior_file_needs_the_matching_prior(golden_audio_codec, tmp_path):
 
 
 def test_retired_priors_are_named_with_where_to_find_them():
-    from vqcodec.codec import retired_model_hint
+    from vqcodec.registry import retired_model_hint
 
     # the shipped image network kept its id when its prior was refitted: the old prior is findable
     assert "image as shipped in vqcodec commit 7e30402" in retired_model_hint("cffe104cb3860a3c", 0xc945a0f9)
@@ -335,7 +335,7 @@ def test_file_of_a_retired_model_names_the_commit_with_its_prior(golden_image_co
     """A retired network listed with several priors: the error names the entry with the file's prior."""
     from PIL import Image
 
-    from vqcodec.codec import model_for_file
+    from vqcodec.registry import model_for_file
 
     data = bytearray(golden_image_codec.encode_image(Image.fromarray(golden_image(9, 48, 32)), 3))
     header = vqformat.parse_header(bytes(data))

@@ -235,7 +235,8 @@ def decode(input_path, output_path, model, format_name, device, force, start, du
       vqcodec decode damaged.vq talk.wav --salvage   # what is left of a damaged or cut-short file
     """
     from . import format as vqformat
-    from .codec import Codec, model_for_file
+    from .codec import Codec
+    from .registry import model_for_file
 
     _refuse_existing_output(output_path, force)
     data = _read_input(input_path)
@@ -322,7 +323,8 @@ def info(input_path, as_json, verbose, model_option):
       vqcodec info speech.vq --json
       vqcodec info speech.vq --verbose
     """
-    from .codec import list_models, read_info
+    from .codec import read_info
+    from .registry import list_models
 
     data = _read_input(input_path)
     file_info = read_info(data)
@@ -331,7 +333,8 @@ def info(input_path, as_json, verbose, model_option):
     record["model"] = model
     report = None
     if verbose:
-        from .codec import Codec, model_for_file
+        from .codec import Codec
+        from .registry import model_for_file
 
         report = Codec.load(model_option or model_for_file(data)).code_report(data)
         record["payload"] = report
@@ -400,7 +403,8 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, f
     import numpy as np
 
     from . import format as vqformat
-    from .codec import Codec, model_for_file, resolve_device
+    from .codec import Codec, resolve_device
+    from .registry import model_for_file
 
     if input_path != "-" and Path(input_path).is_dir():
         _codes_of_folder(Path(input_path), Path(output_path), model, quality, kind, depth_weight,
@@ -557,7 +561,7 @@ def models(as_json):
     Example:
       VQCODEC_MODEL_PATH=runs/mine vqcodec models
     """
-    from .codec import list_models
+    from .registry import list_models
 
     found = list_models()
     if as_json:
@@ -574,7 +578,7 @@ def models(as_json):
 
 def _model_kind(model: str, option: str) -> str:
     """The media kind of an installed or given model, from its config, without loading its weights."""
-    from .codec import find_model
+    from .registry import find_model
 
     try:
         return json.loads(find_model(model).with_suffix(".json").read_text())["config"]["kind"]
@@ -806,7 +810,8 @@ def fit_prior(model, data_dir, out, device, threads):
     """
     import torch
 
-    from .codec import find_model, resolve_device
+    from .codec import resolve_device
+    from .registry import find_model
     from .modelfile import read_model_files
     from .data import find_media
     from .train import fit_prior_files

@@ -113,7 +113,7 @@ def load_initial_model(reference: str) -> tuple[VQVAE, str]:
 
     Model files hold no EMA statistics, so each codebook restarts them at a count of 1 per code, where
     ema_sum / ema_count is the codebook itself; the counts adapt to the new data within a few hundred steps."""
-    from .codec import find_model
+    from .registry import find_model
     meta, tensors = read_model_files(find_model(reference))
     model = build_model(meta, tensors)
     with torch.no_grad():
@@ -456,7 +456,8 @@ def collect_codes(codec, files: list[Path], log=None, views: bool = False) -> tu
 
 def fit_prior_files(model_path: Path, files: list[Path], out: Path | None = None, device: str = "cpu", log=None) -> Path:
     """Fit a CodePrior to the codes the model gives `files` and store it in the model files (or at `out`)."""
-    from .codec import AUDIO_CHUNK_FRAMES, IMAGE_CHUNK_ROWS, Codec, find_model
+    from .codec import AUDIO_CHUNK_FRAMES, IMAGE_CHUNK_ROWS, Codec
+    from .registry import find_model
     from .modelfile import attach_prior
     from .prior import CodePrior
 
