@@ -152,8 +152,9 @@ def cli():
                    "-q is then the most any cell uses. Higher: smaller files, a little worse. 0: every cell uses "
                    "all -q codebooks. Default: 2 for audio, 1 for images.")
 @click.option("--bitrate", "max_kbps", default=None, type=click.FloatRange(0, min_open=True), metavar="KBPS",
-              help="Audio: the best file of at most this bitrate, whole file included, chosen by trying qualities "
-                   "and depth weights (about 10 encodes); -q is then the most codebooks it may use (default: all).")
+              help="Audio: the best file of at most this bitrate in kbps, header included, found by trying qualities "
+                   "and depth weights (4-10 tries, the encoder network run once); -q is then the most codebooks it "
+                   "may use (default: all).")
 @click.option("--bpp", "max_bpp", default=None, type=click.FloatRange(0, min_open=True),
               help="Images: the best file of at most this many bits per pixel, as --bitrate does for audio.")
 def encode(input_path, output_path, quality, model, kind, device, force, coding, beam, refine, rate_weight,
