@@ -162,3 +162,15 @@ def test_any_damage_after_an_intact_header_salvages(codec, two_chunk_vq, flips, 
     assert {p["chunk"] for p in parts} <= set(range(header.chunk_count))
     out, _ = codec.decode_audio(data, salvage=True)
     assert out.shape == (header.channels, header.length) and np.isfinite(out).all()
+
+
+def test_info_on_a_damaged_file_says_what_the_header_holds(cli, audio_file, tiny_model_path, tmp_path):
+    source = tmp_path / "damaged.vq"
+    source.write_bytes(flip_byte_in_chunk(audio_file[0], 4))
+    result = cli("info", source, "--json", env={"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)}, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("vqcodec: error: corrupted .vq file (chunk 4 CRC mismatch); "
+                                     "`vqcodec decode --salvage` decodes what is intact")
+    import json
+    record = json.loads(result.stdout)
+    assert record["samples"] == 88200 and record["sample_rate"] == 44100 and record["channels"] == 2

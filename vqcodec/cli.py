@@ -328,7 +328,11 @@ def info(input_path, as_json, verbose, model_option):
     from .registry import list_models
 
     data = _read_input(input_path)
-    file_info = read_info(data)
+    try:
+        file_info, damage = read_info(data), None
+    except VQCodecError as exc:  # an intact header still says what the file holds
+        file_info, damage = read_info(data, check_chunks=False), exc
+        verbose = False
     model = next((m["name"] for m in list_models() if m["model_id"] == file_info.model_id), None)
     record = {k: v for k, v in vars(file_info).items()}
     record["model"] = model
@@ -349,7 +353,13 @@ def info(input_path, as_json, verbose, model_option):
             record.pop(key)
     if as_json:
         click.echo(json.dumps(record, indent=2))
-        return
+    else:
+        _print_info(file_info, model, report)
+    if damage is not None:
+        raise VQCodecError(f"{damage}; `vqcodec decode --salvage` decodes what is intact")
+
+
+def _print_info(file_info, model: str | None, report: dict | None) -> None:
     click.echo(f"kind:      {file_info.kind}")
     click.echo(f"model:     {model or 'not installed'} ({file_info.model_id})")
     if file_info.kind == "audio":

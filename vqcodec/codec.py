@@ -215,8 +215,10 @@ class FileInfo:
         return self.size_bytes * 8 / (self.width * self.height)
 
 
-def read_info(data: bytes) -> FileInfo:
-    header, _, _ = vqformat.parse_file(data)
+def read_info(data: bytes, check_chunks: bool = True) -> FileInfo:
+    """What a `.vq` file's header says, once the whole file checks out (or the header alone, with
+    check_chunks=False: for a damaged file)."""
+    header = vqformat.parse_file(data)[0] if check_chunks else vqformat.parse_header(data)
     info = FileInfo(kind=vqformat.KIND_NAMES[header.kind], model_id=header.model_id.hex(), quality=header.quality,
                     coding=vqformat.CODING_NAMES[header.coding], size_bytes=len(data))
     if header.kind == vqformat.KIND_AUDIO:
