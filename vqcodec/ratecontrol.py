@@ -9,8 +9,9 @@ quality at equal rate than the level below (README, "Per-cell depth"). At the to
 lowers the depth weight instead, down to 0 (every cell at full depth), and below the lowest it
 raises the weight at quality 1.
 
-Every probe is a whole encode, so a target costs up to about 14 encodes: a slower encoder, the
-same decoder and the same file format.
+A target takes 4-10 probes, more below quality 1. Each repeats the code search and the entropy
+coding; the codec keeps the encoder network's latents between them (Codec._fit_rate). The decoder
+and the file format are the same as for any file.
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def fit_size(encode: Callable[[int, float], bytes], limit: int, max_quality: int
     if not candidates:
         smallest = min(sizes.values(), key=len)
         raise RateUnreachable(f"cannot fit the input in {target}: the smallest file this model makes "
-                           f"of it is {describe(len(smallest))} ({len(smallest)} bytes)")
+                              f"of it is {describe(len(smallest))} ({len(smallest)} bytes)")
     return max(candidates, key=len)
 
 
