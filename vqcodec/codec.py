@@ -84,16 +84,11 @@ def _checked_weight(name: str, value, high: float) -> float:
     return float(value)
 
 
-def _checked_rate(name: str, value, unit: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise VQCodecError(f"the {name} must be a positive number of {unit}, not {value!r}")
-    return float(value)
-
-
-def _checked_time(name: str, value, allow_zero: bool = False) -> float:
+def _checked_amount(name: str, value, unit: str, allow_zero: bool = False) -> float:
+    """A finite positive number (or zero, with allow_zero) of `unit`, or a one-line error."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
             (0 <= value if allow_zero else 0 < value) and value < math.inf):
-        raise VQCodecError(f"the {name} must be a {'non-negative' if allow_zero else 'positive'} number of seconds, "
+        raise VQCodecError(f"the {name} must be a {'non-negative' if allow_zero else 'positive'} number of {unit}, "
                            f"not {value!r}")
     return float(value)
 
@@ -599,7 +594,7 @@ class Codec:
 
     def _fit_audio(self, encode_at: Callable[[int], bytes], quality: int, max_kbps: float, channels: int,
                    sample_rate: int, samples: int) -> bytes:
-        max_kbps = _checked_rate("bitrate", max_kbps, "kbps")
+        max_kbps = _checked_amount("bitrate", max_kbps, "kbps")
         _check_audio_size(channels, sample_rate, samples)
         duration = samples / sample_rate
         return self._fit_rate(encode_at, math.floor(max_kbps * 1000 * duration / 8), quality, f"{max_kbps:g} kbps",
@@ -657,17 +652,10 @@ class Codec:
         self._check_file_model(header)
         model_length = self._model_length(header.length, header.sample_rate)
         total_frames = math.ceil(model_length / self.hop)
+        self._check_chunks(header, total_frames)
         if salvage:
-            chunks = self._salvaged_chunks(data, header, total_frames)[0]
-        self._check_chunks(header, chunks, total_frames)
+            chunks = vqformat.salvage_chunks(data, header)[0]
         return header, chunks, model_length, total_frames
-
-    def _salvaged_chunks(self, data: bytes, header: vqformat.Header, units: int) -> tuple[list, bytes | None]:
-        """vqformat.salvage_chunks, once the header's chunk count is known to fit its dimensions."""
-        expected = vqformat.expected_chunk_count(units, header.chunk_frames)
-        if header.chunk_count != expected:
-            raise VQCodecError(f"corrupted .vq file: {header.chunk_count} chunks where {expected} were expected")
-        return vqformat.salvage_chunks(data, header)
 
     def _decode_chunks(self, header: vqformat.Header, chunks: list, total_frames: int, first: int,
                        last: int, salvage: bool = False) -> tuple[np.ndarray, list[int]]:
@@ -718,14 +706,9 @@ class Codec:
         audio (channels, quality, frames), image (quality, rows, cols)."""
         header, chunks, _ = vqformat.parse_file(data)
         self._check_file_model(header)
-        quality = header.quality
-        if header.kind == vqformat.KIND_AUDIO:
-            total = math.ceil(self._model_length(header.length, header.sample_rate) / self.hop)
-            shape_of, axis = (lambda n: (header.channels, quality, n)), 2
-        else:
-            total, cols = math.ceil(header.height / self.hop), math.ceil(header.width / self.hop)
-            shape_of, axis = (lambda n: (quality, n, cols)), 1
-        self._check_chunks(header, chunks, total)
+        total, shape_of = self._chunk_layout(header)
+        axis = 2 if header.kind == vqformat.KIND_AUDIO else 1
+        self._check_chunks(header, total)
         parts = [self._decode_payload(header, payload, shape_of(b - a))
                  for (a, b), payload in zip(_blocks(total, header.chunk_frames), chunks)]
         return header, np.concatenate(parts, axis=axis) if parts else np.zeros(shape_of(0), dtype=np.int64)
@@ -759,15 +742,9 @@ class Codec:
         header, chunks, alpha = vqformat.parse_file(data)
         self._check_file_model(header)
         quality = header.quality
-        if header.kind == vqformat.KIND_AUDIO:
-            total = math.ceil(self._model_length(header.length, header.sample_rate) / self.hop)
-            shape_of = lambda n: (header.channels, quality, n)  # noqa: E731
-            level_axis = 1
-        else:
-            total, cols = math.ceil(header.height / self.hop), math.ceil(header.width / self.hop)
-            shape_of = lambda n: (quality, n, cols)  # noqa: E731
-            level_axis = 0
-        self._check_chunks(header, chunks, total)
+        total, shape_of = self._chunk_layout(header)
+        level_axis = 1 if header.kind == vqformat.KIND_AUDIO else 0
+        self._check_chunks(header, total)
         counts = np.zeros(quality, dtype=np.int64)
         ideal = np.zeros(quality) if self.prior is not None else None
         depth_bits = 0.0 if header.coding == vqformat.CODING_PRIOR_DEPTH else None
@@ -799,37 +776,42 @@ class Codec:
         }
 
     @staticmethod
-    def _check_chunks(header: vqformat.Header, chunks: list[bytes], total_frames: int) -> None:
-        expected = vqformat.expected_chunk_count(total_frames, header.chunk_frames)
-        if len(chunks) != expected:
-            raise VQCodecError(f"corrupted .vq file: {len(chunks)} chunks where {expected} were expected")
+    def _check_chunks(header: vqformat.Header, total: int) -> None:
+        """The header's chunk count against the frames or rows it describes (parse_file reads exactly
+        that many chunks; salvage_chunks needs it checked before it allocates)."""
+        expected = vqformat.expected_chunk_count(total, header.chunk_frames)
+        if header.chunk_count != expected:
+            raise VQCodecError(f"corrupted .vq file: {header.chunk_count} chunks where {expected} were expected")
+
+    def _chunk_layout(self, header: vqformat.Header) -> tuple[int, Callable[[int], tuple]]:
+        """The frames (audio) or latent rows (images) a file's chunks divide, and the shape of the
+        codes of n of them: (channels, quality, n) or (quality, n, cols)."""
+        if header.kind == vqformat.KIND_AUDIO:
+            total = math.ceil(self._model_length(header.length, header.sample_rate) / self.hop)
+            return total, lambda n: (header.channels, header.quality, n)
+        rows, cols = math.ceil(header.height / self.hop), math.ceil(header.width / self.hop)
+        return rows, lambda n: (header.quality, n, cols)
 
     def damaged_parts(self, data: bytes) -> list[dict]:
         """What a damaged `.vq` file has lost: each code chunk whose framing or CRC fails or that does
         not decode, as {"chunk", "from", "to"} in seconds (audio) or pixel rows (images), and
         {"chunk", "alpha": True} for a damaged alpha plane. Empty for an intact file. The header must
         be intact: a file whose header is damaged raises, as in decoding."""
-        kind = vqformat.parse_header(data).kind
-        self._require("audio" if kind == vqformat.KIND_AUDIO else "image")
-        if kind == vqformat.KIND_AUDIO:
-            header, chunks, _, units = self._audio_parts(data, salvage=True)
-            shape = lambda n: (header.channels, header.quality, n)  # noqa: E731
-            scale = self.hop / self.sample_rate
-            alpha_bytes = None
+        audio = vqformat.parse_header(data).kind == vqformat.KIND_AUDIO
+        self._require("audio" if audio else "image")
+        if audio:
+            header, chunks, _, _ = self._audio_parts(data, salvage=True)
+            alpha_bytes, scale, end = None, self.hop / self.sample_rate, header.length / header.sample_rate
         else:
-            header, chunks, alpha_bytes, units, cols = self._image_parts(data, salvage=True)
-            shape = lambda n: (header.quality, n, cols)  # noqa: E731
-            scale = self.hop
+            header, chunks, alpha_bytes, _, _ = self._image_parts(data, salvage=True)
+            scale, end = self.hop, header.height
+        total, shape_of = self._chunk_layout(header)
         damaged: list[int] = []
-        for index, (u0, u1) in enumerate(_blocks(units, header.chunk_frames)):
-            self._chunk_codes(header, chunks, index, shape(u1 - u0), True, damaged)
-        if kind == vqformat.KIND_AUDIO:
-            end = header.length / header.sample_rate
-        else:
-            end = header.height
+        for index, (a, b) in enumerate(_blocks(total, header.chunk_frames)):
+            self._chunk_codes(header, chunks, index, shape_of(b - a), True, damaged)
         report = [{"chunk": i, "from": round(min(end, i * header.chunk_frames * scale), 3),
                    "to": round(min(end, (i + 1) * header.chunk_frames * scale), 3)} for i in damaged]
-        if kind == vqformat.KIND_IMAGE and IMAGE_MODE_NAMES[header.mode] in ALPHA_MODES:
+        if not audio and IMAGE_MODE_NAMES[header.mode] in ALPHA_MODES:
             try:
                 self._alpha_plane(header, alpha_bytes, True)
             except VQCodecError:
@@ -894,6 +876,7 @@ class Codec:
         low -= low % step  # on a file sample, so the resampled part falls on the whole file's grid
         high = min(model_length, -(-(start + count) * step // out_step) + margin)
         return low, high, start - low // step * out_step
+
     def decode_audio(self, data: bytes, start: float = 0.0, duration: float | None = None,
                      salvage: bool = False) -> tuple[np.ndarray, int]:
         """`.vq` bytes -> float32 (channels, samples) at the original sample rate and length.
@@ -909,7 +892,7 @@ class Codec:
         if start == 0 and duration is None:
             return 0, None
         header = vqformat.parse_header(data)
-        start = _checked_time("start", start, allow_zero=True)
+        start = _checked_amount("start", start, "seconds", allow_zero=True)
         first = round(start * header.sample_rate)
         if first >= header.length:
             raise VQCodecError(f"--start {start:g} s is not before the end of the audio "
@@ -917,7 +900,7 @@ class Codec:
         left = header.length - first
         if duration is None:
             return first, left
-        return first, min(left, max(1, round(_checked_time("duration", duration) * header.sample_rate)))
+        return first, min(left, max(1, round(_checked_amount("duration", duration, "seconds") * header.sample_rate)))
 
     def decode_audio_file(self, data: bytes, destination, format_hint: str | None = None, subtype: str | None = None,
                           start: float = 0.0, duration: float | None = None, salvage: bool = False) -> None:
@@ -1053,7 +1036,7 @@ class Codec:
         alpha included), with `quality` the most codebooks it may use (vqcodec.ratecontrol)."""
         self._require("image")
         if max_bpp is not None:
-            max_bpp = _checked_rate("bits per pixel", max_bpp, "bpp")
+            max_bpp = _checked_amount("bits per pixel", max_bpp, "bpp")
             pixels = image.width * image.height
             return self._fit_rate(lambda q: self.encode_image(image, q), math.floor(max_bpp * pixels / 8), quality,
                                  f"{max_bpp:g} bpp", lambda size: f"{size * 8 / pixels:.3g} bpp")
@@ -1111,9 +1094,9 @@ class Codec:
         if header.mode not in IMAGE_MODE_NAMES:
             raise VQCodecError(f"corrupted .vq file: unknown colour mode {header.mode}")
         rows, cols = math.ceil(header.height / self.hop), math.ceil(header.width / self.hop)
+        self._check_chunks(header, rows)
         if salvage:
-            chunks, alpha_bytes = self._salvaged_chunks(data, header, rows)
-        self._check_chunks(header, chunks, rows)
+            chunks, alpha_bytes = vqformat.salvage_chunks(data, header)
         return header, chunks, alpha_bytes, rows, cols
 
     @staticmethod
