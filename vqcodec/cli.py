@@ -723,6 +723,13 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     run_training(Path(data_dir), config, options, kind=kind)
 
 
+def _comma_separated(text: str, kind, option: str, what: str) -> list:
+    try:
+        return [kind(part) for part in text.split(",")]
+    except ValueError:
+        raise VQCodecError(f"{option} takes comma-separated {what}, not {text!r}") from None
+
+
 @cli.command("eval")
 @click.argument("model", metavar="MODEL")
 @click.argument("data_dir", metavar="DIR")
@@ -764,19 +771,11 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     codec = Codec.load(model, device=resolve_device(device))
     if depth_weight is not None:
         codec.depth_weight = depth_weight
-    targets = None
-    if rates:
-        try:
-            targets = [float(part) for part in rates.split(",")]
-        except ValueError:
-            raise VQCodecError(f"--rates takes comma-separated numbers, not {rates!r}") from None
-        if not all(0 < t < math.inf for t in targets):
-            raise VQCodecError(f"--rates must be positive, not {rates!r}")
+    targets = _comma_separated(rates, float, "--rates", "numbers") if rates else None
+    if targets and not all(0 < t < math.inf for t in targets):
+        raise VQCodecError(f"--rates must be positive, not {rates!r}")
     if qualities:
-        try:
-            levels = [int(part) for part in qualities.split(",")]
-        except ValueError:
-            raise VQCodecError(f"--qualities takes comma-separated integers, not {qualities!r}") from None
+        levels = _comma_separated(qualities, int, "--qualities", "integers")
         if targets and len(levels) != 1:
             raise VQCodecError("with --rates, -q takes one level: the most codebooks a file may use")
     elif targets:
