@@ -2,6 +2,7 @@
 
     python tests/make_golden.py          # everything
     python tests/make_golden.py depth    # only the per-cell depth files, from the committed models
+    python tests/make_golden.py shared   # only the shared-channel file, from the committed audio model
 
 Writes, for a tiny audio model and a tiny image model, each with a fitted prior:
     golden_KIND.safetensors + golden_KIND.json   the model files, prior included
@@ -10,6 +11,8 @@ Writes, for a tiny audio model and a tiny image model, each with a fitted prior:
     golden_KIND_codes.npy                         the codes both files must decode to (int16, no pickle)
     golden_KIND_depth.vq                          a file with per-cell depth (coding 2)
     golden_KIND_depth_codes.npy                   the codes it must decode to, -1 where absent
+    golden_audio_shared.vq                        stereo whose two channels share their codes, stored once
+    golden_audio_shared_codes.npy                 the codes of its one stored channel
 
 Only regenerate on purpose (a deliberate format or prior change): the point of the fixtures is that
 files written by an earlier build keep decoding to exactly these codes on every machine.
@@ -71,6 +74,9 @@ def main() -> None:
     if sys.argv[1:] == ["depth"]:
         write_depth()
         return
+    if sys.argv[1:] == ["shared"]:
+        write_shared()
+        return
 
     torch.manual_seed(0)
     path = save_model(VQVAE(AUDIO_CONFIG).eval(), OUT / "golden_audio.safetensors")
@@ -86,6 +92,19 @@ def main() -> None:
     attach_prior(path, CodePrior.fit(planes, 16, "image", IMAGE_CHUNK_ROWS))
     write(Codec.load(str(path)), "image", lambda c: c.encode_image(Image.fromarray(golden_image(1)), 2))
     write_depth()
+    write_shared()
+
+
+def write_shared() -> None:
+    """A stereo file of one signal in both channels (FLAG_SHARED_CHANNELS), per-cell depth coded."""
+    codec = Codec.load(str(OUT / "golden_audio.safetensors"))
+    codec.rate_weight, codec.depth_weight = 0.0, 0.1
+    data = codec.encode_audio(np.repeat(golden_audio(3, seconds=0.9, channels=1), 2, axis=0), AUDIO_RATE, 4)
+    header, codes = codec.read_codes(data)
+    assert header.flags == 2 and header.channels == 2 and np.array_equal(codes[0], codes[1])
+    (OUT / "golden_audio_shared.vq").write_bytes(data)
+    np.save(OUT / "golden_audio_shared_codes.npy", codes[:1].astype(np.int16), allow_pickle=False)
+    print(f"audio: shared codes {codes[:1].shape}, {len(data)} bytes")
 
 
 def write_depth() -> None:

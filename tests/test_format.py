@@ -245,7 +245,8 @@ AUDIO_ABSURD = [
     dict(chunk_count=2**32 - 1),
     dict(chunk_count=1000),
     dict(length=0),
-    dict(flags=2),
+    dict(flags=2),  # shared channels in a mono file
+    dict(flags=4),
     dict(flags=vqformat.FLAG_ALPHA),  # alpha in an audio file
     dict(width=5),
     dict(mode=1),
@@ -274,6 +275,7 @@ IMAGE_ABSURD = [
     dict(sample_rate=16000),
     dict(length=5),
     dict(flags=4),
+    dict(flags=2),  # shared channels in an image
 ]
 
 

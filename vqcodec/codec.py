@@ -58,6 +58,10 @@ MAX_REFINE = 1000
 IMAGE_TILE = 64                 # latent cells per tile side, before context
 STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
 RESAMPLE_MARGIN_SECONDS = 0.02  # decoded before a range of a file that is resampled, for the filter's sake
+# Channels of an encoder block that differ from the first by at most this anywhere (-60 dBFS, 32 steps
+# of 16-bit audio: copies of one signal dithered or processed apart) are coded as one, and their codes
+# copied; the difference is far below the codec's own error at any quality.
+SAME_CHANNEL_TOLERANCE = 2.0 ** -10
 
 
 def resolve_device(device: str) -> str:
@@ -174,6 +178,16 @@ def _check_image_size(width: int, height: int) -> None:
         raise VQCodecError(f"image {width}x{height} exceeds the size limit")
 
 
+def _same_channels(x: torch.Tensor) -> bool:
+    """Whether every channel of a (channels, 1, samples) window is within SAME_CHANNEL_TOLERANCE of the first."""
+    return x.shape[0] > 1 and bool((x - x[:1]).abs().max() <= SAME_CHANNEL_TOLERANCE)
+
+
+def _codes_shared(codes: np.ndarray) -> bool:
+    """Whether every channel of (channels, quality, frames) codes has the first one's codes."""
+    return codes.shape[0] > 1 and bool((codes == codes[:1]).all())
+
+
 def _checked(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
     for block in blocks:
         if not np.isfinite(block).all():
@@ -197,6 +211,7 @@ class FileInfo:
     height: int = 0
     mode: str = ""
     has_alpha: bool = False
+    shared_channels: bool = False   # audio: every channel has the same codes, stored once
 
     @property
     def duration(self) -> float:
@@ -218,6 +233,7 @@ def read_info(data: bytes, check_chunks: bool = True) -> FileInfo:
                     coding=vqformat.CODING_NAMES[header.coding], size_bytes=len(data))
     if header.kind == vqformat.KIND_AUDIO:
         info.sample_rate, info.channels, info.samples = header.sample_rate, header.channels, header.length
+        info.shared_channels = bool(header.flags & vqformat.FLAG_SHARED_CHANNELS)
     else:
         info.width, info.height = header.width, header.height
         info.mode = IMAGE_MODE_NAMES.get(header.mode, "?")
@@ -463,9 +479,11 @@ class Codec:
         for f0, f1 in _blocks(total_frames, self.block_frames):
             a, b = max(0, f0 - ctx), min(total_frames, f1 + ctx)
             x = torch.from_numpy(np.ascontiguousarray(samples.take(a * hop, b * hop)))[:, None].to(self.device)
+            if _same_channels(x):  # coded once, and the codes copied to every channel
+                x = x[:1]
             window = self._encoder_latents(x, ("audio", a, b))
             if self.refine:
-                previous = out[:, :, a:f0].astype(np.int64)
+                previous = out[:x.shape[0], :, a:f0].astype(np.int64)
                 codes = self._refine_block(x, window, (slice(f0 - a, f1 - a),), previous, quality, variable_depth)
             else:
                 codes = self._quantize(window, (slice(f0 - a, f1 - a),), quality, variable_depth)
@@ -539,10 +557,16 @@ class Codec:
         return -(-samples * self.sample_rate // rate)
 
     def _pack_audio(self, codes: np.ndarray, rate: int, samples: int, quality: int) -> bytes:
+        """Channels whose codes are all the same (a mono recording in a stereo file) are stored once."""
+        channels = codes.shape[0]
+        shared = _codes_shared(codes)
+        if shared:
+            codes = codes[:1]
         coding = self._file_coding(codes)
         header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=coding, quality=quality,
                                  model_id=self.model_id, prior_id=self._prior_id(coding), sample_rate=rate,
-                                 length=samples, channels=codes.shape[0], chunk_frames=AUDIO_CHUNK_FRAMES)
+                                 length=samples, channels=channels, chunk_frames=AUDIO_CHUNK_FRAMES,
+                                 flags=vqformat.FLAG_SHARED_CHANNELS if shared else 0)
         chunks = [self._encode_payload(coding, codes[:, :, f0:f1])
                   for f0, f1 in _blocks(codes.shape[2], AUDIO_CHUNK_FRAMES)]
         return vqformat.build_file(header, chunks)
@@ -663,11 +687,11 @@ class Codec:
         With `salvage`, also the chunks among them that are missing (None) or do not decode, whose codes
         are all ABSENT; without it, such a chunk is an error."""
         f_begin, f_end = first * header.chunk_frames, min(total_frames, last * header.chunk_frames)
-        codes = np.empty((header.channels, header.quality, f_end - f_begin), dtype=self._code_dtype)  # as in _encode_frames
+        codes = np.empty((header.coded_channels, header.quality, f_end - f_begin), dtype=self._code_dtype)  # as in _encode_frames
         damaged = []
         for index in range(first, last):
             f0, f1 = index * header.chunk_frames, min(total_frames, (index + 1) * header.chunk_frames)
-            shape = (header.channels, header.quality, f1 - f0)
+            shape = (header.coded_channels, header.quality, f1 - f0)
             codes[:, :, f0 - f_begin:f1 - f_begin] = self._chunk_codes(header, chunks, index, shape, salvage, damaged)
         return codes, damaged
 
@@ -703,7 +727,8 @@ class Codec:
 
     def read_codes(self, data: bytes) -> tuple[vqformat.Header, np.ndarray]:
         """The header and the integer codes of a `.vq` file written by this model, without running the networks:
-        audio (channels, quality, frames), image (quality, rows, cols)."""
+        audio (channels, quality, frames), every channel's even where the file stores shared codes once;
+        image (quality, rows, cols)."""
         header, chunks, _ = vqformat.parse_file(data)
         self._check_file_model(header)
         total, shape_of = self._chunk_layout(header)
@@ -711,7 +736,10 @@ class Codec:
         self._check_chunks(header, total)
         parts = [self._decode_payload(header, payload, shape_of(b - a))
                  for (a, b), payload in zip(_blocks(total, header.chunk_frames), chunks)]
-        return header, np.concatenate(parts, axis=axis) if parts else np.zeros(shape_of(0), dtype=np.int64)
+        codes = np.concatenate(parts, axis=axis) if parts else np.zeros(shape_of(0), dtype=np.int64)
+        if header.kind == vqformat.KIND_AUDIO and header.coded_channels != header.channels:
+            codes = np.repeat(codes, header.channels, axis=0)
+        return header, codes
 
     def media_to_codes(self, source, quality: int | None = None) -> tuple[np.ndarray, dict]:
         """The codes of an audio file or image (a path or a binary stream), as a `.vq` file of it made
@@ -788,7 +816,7 @@ class Codec:
         codes of n of them: (channels, quality, n) or (quality, n, cols)."""
         if header.kind == vqformat.KIND_AUDIO:
             total = math.ceil(self._model_length(header.length, header.sample_rate) / self.hop)
-            return total, lambda n: (header.channels, header.quality, n)
+            return total, lambda n: (header.coded_channels, header.quality, n)
         rows, cols = math.ceil(header.height / self.hop), math.ceil(header.width / self.hop)
         return rows, lambda n: (header.quality, n, cols)
 
@@ -857,9 +885,11 @@ class Codec:
                         yield block[:, begin - position:end - position]
                     position += block.shape[1]
 
-        blocks = _resampled_blocks(model_rate_blocks(), self.sample_rate, header.sample_rate, header.channels,
-                                   lead + count)
-        return header, _dropped(blocks, lead)
+        blocks = _dropped(_resampled_blocks(model_rate_blocks(), self.sample_rate, header.sample_rate,
+                                            header.coded_channels, lead + count), lead)
+        if header.coded_channels != header.channels:
+            blocks = (np.repeat(block, header.channels, axis=0) for block in blocks)
+        return header, blocks
 
     def _model_span(self, header: vqformat.Header, start: int, count: int, model_length: int) -> tuple[int, int, int]:
         """Model-rate samples low..high to decode for samples start..start + count at the file's rate,

@@ -26,7 +26,8 @@ CODING_FIXED, CODING_PRIOR, CODING_PRIOR_DEPTH = 0, 1, 2
 CODING_NAMES = {CODING_FIXED: "fixed-width", CODING_PRIOR: "prior range coding",
                 CODING_PRIOR_DEPTH: "prior range coding, per-cell depth"}
 PRIOR_CODINGS = (CODING_PRIOR, CODING_PRIOR_DEPTH)
-FLAG_ALPHA = 1
+FLAG_ALPHA = 1             # image: a lossless alpha plane follows the code chunks
+FLAG_SHARED_CHANNELS = 2   # audio: every channel has the same codes, which are stored once
 
 # Sanity bounds, checked before allocating anything.
 MAX_SAMPLE_RATE = 768_000
@@ -60,6 +61,11 @@ class Header:
     chunk_frames: int = 0    # frames (audio) or latent rows (image) per chunk
     chunk_count: int = 0
 
+    @property
+    def coded_channels(self) -> int:
+        """Audio: the channels whose codes the chunks hold (one when they are shared by all)."""
+        return 1 if self.flags & FLAG_SHARED_CHANNELS else self.channels
+
     def pack(self) -> bytes:
         body = _HEADER.pack(MAGIC, VERSION, self.kind, self.coding, self.quality, self.model_id,
                             self.prior_id, self.sample_rate, self.length, self.width, self.height,
@@ -88,14 +94,16 @@ def parse_header(data: bytes) -> Header:
     _check(header.coding in CODING_NAMES, f"unknown payload coding {header.coding}")
     _check(1 <= header.quality <= MAX_QUALITY, f"quality {header.quality} out of range")
     _check(1 <= header.chunk_frames <= MAX_CHUNK_FRAMES, f"chunk size of {header.chunk_frames} frames out of range")
-    _check(header.flags & ~FLAG_ALPHA == 0, f"unknown flags {header.flags:#x}")
+    known_flags = FLAG_SHARED_CHANNELS if header.kind == KIND_AUDIO else FLAG_ALPHA
+    _check(header.flags & ~known_flags == 0, f"unknown flags {header.flags:#x}")
     _check(header.coding != CODING_FIXED or header.prior_id == 0, "fixed-width file names a prior")
     if header.kind == KIND_AUDIO:
         _check(1 <= header.sample_rate <= MAX_SAMPLE_RATE, f"sample rate {header.sample_rate} out of range")
         _check(1 <= header.channels <= MAX_CHANNELS, f"channel count {header.channels} out of range")
         _check(1 <= header.length <= header.sample_rate * MAX_AUDIO_SECONDS,
                f"audio length of {header.length} samples is zero or exceeds {MAX_AUDIO_SECONDS // 3600} hours")
-        _check(header.width == header.height == header.mode == header.flags == 0, "image fields set in an audio file")
+        _check(header.width == header.height == header.mode == 0, "image fields set in an audio file")
+        _check(header.channels > 1 or not header.flags & FLAG_SHARED_CHANNELS, "shared-channel flag on mono audio")
     else:
         _check(1 <= header.width <= MAX_IMAGE_SIDE and 1 <= header.height <= MAX_IMAGE_SIDE,
                f"image size {header.width}x{header.height} out of range")
