@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from . import format as vqformat
 from .errors import VQCodecError
 
 DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
@@ -161,6 +162,11 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
            depth_weight, max_kbps, max_bpp):
     """Encode an audio file or image into a .vq file. Use - for stdin or stdout.
 
+    For a folder (read recursively), OUTPUT is a folder that gets one .vq file per audio file or
+    image, at the same relative path, all coded with the same options and the networks loaded
+    once. A file that cannot be coded is reported and skipped, and the command then exits with
+    status 1.
+
     \b
     Examples:
       vqcodec encode speech.flac speech.vq -q 6
@@ -171,10 +177,13 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
       vqcodec encode speech.flac speech.vq --bitrate 1.5   # the best file of at most 1.5 kbps
       vqcodec encode photo.png photo.vq --bpp 0.3          # the best file of at most 0.3 bits per pixel
       cat speech.wav | vqcodec encode - - > speech.vq
+      vqcodec encode my_recordings/ my_recordings_vq/ -q 6   # a whole folder
     """
-    from .codec import Codec
     from .io import open_image
 
+    if input_path != "-" and Path(input_path).is_dir():
+        return _encode_folder(Path(input_path), output_path, quality, model, kind, device, force, coding, beam,
+                              refine, rate_weight, depth_weight, max_kbps, max_bpp)
     _refuse_existing_output(output_path, force)
     # Files are streamed from disk, so long audio never sits in memory; stdin is spooled to disk first.
     source = _spooled_stdin() if input_path == "-" else _checked_path(input_path)
@@ -187,6 +196,20 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
     if not head:
         raise VQCodecError(f"{input_path}: file is empty")
     kind = _media_kind(head, input_path, kind)
+    codec, quality = _encoder(kind, input_path, quality, model, device, coding, beam, refine, rate_weight,
+                              depth_weight, max_kbps, max_bpp)
+    if kind == "audio":
+        encoded = codec.encode_audio_file(source, quality, max_kbps)
+    else:
+        encoded = codec.encode_image(open_image(source), quality, max_bpp)
+    _write_output(output_path, lambda stream: stream.write(encoded), force)
+
+
+def _encoder(kind, input_path, quality, model, device, coding, beam, refine, rate_weight, depth_weight, max_kbps,
+             max_bpp):
+    """The codec `encode` codes `kind` with, set as the options say, and the quality to ask of it."""
+    from .codec import Codec
+
     codec = Codec.load(model or DEFAULT_MODELS[kind], device=device, coding=coding, beam=beam)
     if codec.kind != kind:
         raise VQCodecError(f"model {codec.name} codes {codec.kind}, but the input is {kind}")
@@ -202,11 +225,50 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
     targeted = max_kbps is not None or max_bpp is not None
     if quality is None:
         quality = codec.num_codebooks if targeted else min(8, codec.num_codebooks)
-    if kind == "audio":
-        encoded = codec.encode_audio_file(source, quality, max_kbps)
-    else:
-        encoded = codec.encode_image(open_image(source), quality, max_bpp)
-    _write_output(output_path, lambda stream: stream.write(encoded), force)
+    return codec, quality
+
+
+def _encode_folder(folder: Path, output_path: str, quality, model, kind, device, force, coding, beam, refine,
+                   rate_weight, depth_weight, max_kbps, max_bpp) -> None:
+    """`vqcodec encode FOLDER OUT`: vqcodec.folders.encode_folder with the files and codec the options name."""
+    from .data import find_media
+    from .folders import encode_folder, mirrored_paths
+
+    out = _output_folder(output_path)
+    if kind is None and model is not None:
+        kind = _model_kind(model, "--model")
+    kind, files = find_media(folder, kind)
+    outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
+    for existing in outputs:
+        _refuse_existing_output(str(existing), force)
+    codec, quality = _encoder(kind, str(folder), quality, model, device, coding, beam, refine, rate_weight,
+                              depth_weight, max_kbps, max_bpp)
+    report = encode_folder(codec, folder, files, outputs, quality, max_kbps if kind == "audio" else max_bpp,
+                           lambda path, data: _write_output(str(path), lambda stream: stream.write(data), force),
+                           log=_progress)
+    _finish_folder(report, "encoded", out, len(files))
+
+
+def _output_folder(output_path: str) -> Path:
+    if output_path == "-":
+        raise VQCodecError("a folder is coded into a folder, not to stdout")
+    out = Path(output_path)
+    if out.exists() and not out.is_dir():
+        raise VQCodecError(f"{out} exists and is not a folder")
+    return out
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _finish_folder(report, verb: str, out: Path, total: int) -> None:
+    """The folder commands' last lines: the files skipped, what was written, and status 1 if any was skipped."""
+    for path, reason in report.skipped:
+        print(f"skipping {path}: {reason}", file=sys.stderr)
+    print(f"{verb} {report.summary()} into {out}", file=sys.stderr)
+    if report.skipped:
+        raise VQCodecError(f"{len(report.skipped)} of {total} files could not be {verb} (listed above)")
 
 
 @cli.command()
@@ -227,6 +289,11 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
 def decode(input_path, output_path, model, format_name, device, force, start, duration, salvage):
     """Decode a .vq file back to audio or an image, at its original rate, size, channels and mode.
 
+    For a folder (read recursively), OUTPUT is a folder that gets each .vq file decoded at the same
+    relative path: audio as WAV and images as PNG, or in the format --format names for its kind.
+    Each model is loaded once. A file that cannot be decoded is reported and skipped, and the
+    command then exits with status 1.
+
     \b
     Examples:
       vqcodec decode speech.vq speech.wav
@@ -234,11 +301,15 @@ def decode(input_path, output_path, model, format_name, device, force, start, du
       vqcodec decode speech.vq - --format flac > speech.flac
       vqcodec decode talk.vq minute.wav --start 3600 --duration 60   # one minute, out of hours
       vqcodec decode damaged.vq talk.wav --salvage   # what is left of a damaged or cut-short file
+      vqcodec decode my_recordings_vq/ decoded/ --format flac   # a whole folder
     """
-    from . import format as vqformat
     from .codec import Codec
     from .registry import model_for_file
 
+    if input_path != "-" and Path(input_path).is_dir():
+        if start is not None or duration is not None:
+            raise VQCodecError("--start and --duration are for one file, not a folder")
+        return _decode_folder(Path(input_path), output_path, model, format_name, device, force, salvage)
     _refuse_existing_output(output_path, force)
     data = _read_input(input_path)
     header = vqformat.parse_header(data)
@@ -264,6 +335,39 @@ def decode(input_path, output_path, model, format_name, device, force, start, du
         raise VQCodecError(f"{exc}; --salvage decodes what is intact") from None
 
 
+def _decode_folder(folder: Path, output_path: str, model, format_name, device, force, salvage) -> None:
+    """`vqcodec decode FOLDER OUT`: vqcodec.folders.decode_folder, one codec per model."""
+    from .codec import Codec
+    from .folders import decode_folder, find_vq_files, mirrored_paths, output_formats, sort_by_kind
+    from .registry import model_for_file
+
+    out = _output_folder(output_path)
+    formats, extensions = output_formats(format_name)
+    files = find_vq_files(folder)
+    kinds, unreadable = sort_by_kind(files)
+    readable = [path for path in files if path in kinds]
+    outputs = mirrored_paths(folder, out, readable, lambda path: extensions[kinds[path]])
+    for existing in outputs:
+        _refuse_existing_output(str(existing), force)
+    codecs = {}
+
+    def codec_for(data: bytes):
+        name = model or model_for_file(data)
+        if name not in codecs:
+            codecs[name] = Codec.load(name, device=device)
+        return codecs[name]
+
+    def warn(path, damaged, header):
+        if damaged:
+            print(f"{path}:", file=sys.stderr, end=" ")
+            _warn_damage(damaged, header)
+
+    report = decode_folder(readable, outputs, formats, codec_for,
+                           lambda path, write: _write_output(str(path), write, force), salvage, warn, _progress)
+    report.skipped[:0] = unreadable
+    _finish_folder(report, "decoded", out, len(files))
+
+
 def _damaged(codec, data: bytes) -> bool:
     """Whether a file that failed to decode is damaged in its chunks only (so --salvage can help)."""
     try:
@@ -274,7 +378,6 @@ def _damaged(codec, data: bytes) -> bool:
 
 def _warn_damage(damaged: list[dict], header) -> None:
     """One warning line for what a salvaged decoding lost."""
-    from . import format as vqformat
 
     if not damaged:
         return
@@ -414,7 +517,6 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, f
     """
     import numpy as np
 
-    from . import format as vqformat
     from .codec import Codec, resolve_device
     from .registry import model_for_file
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import VQCodecError
+from .folders import mirrored_paths
 from .io import write_file
 
 MANIFEST = "codes.json"
@@ -16,14 +17,7 @@ MANIFEST = "codes.json"
 
 def code_paths(folder: Path, out: Path, files: list[Path]) -> list[Path]:
     """Where the codes of each file go: its path under `folder`, under `out`, ending .npy."""
-    outputs, sources = [], {}
-    for path in files:
-        output = out / Path(path).relative_to(folder).with_suffix(".npy")
-        if output in sources:
-            raise VQCodecError(f"{sources[output]} and {path} would both write {output}")
-        sources[output] = path
-        outputs.append(output)
-    return outputs
+    return mirrored_paths(folder, out, files, lambda path: ".npy")
 
 
 def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int | None = None, log=None) -> dict:

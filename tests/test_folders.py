@@ -1,0 +1,146 @@
+"""`vqcodec encode DIR OUT` and `vqcodec decode DIR OUT`: whole folders in one run."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from PIL import Image
+
+from vqcodec import Codec
+from vqcodec import format as vqformat
+from vqcodec.errors import VQCodecError
+from vqcodec.folders import mirrored_paths, output_formats
+
+DATA = Path(__file__).resolve().parent / "data"
+GOLDEN_IMAGE = DATA / "golden" / "golden_image.safetensors"
+
+
+def stderr_lines(result) -> list[str]:
+    text = result.stderr.decode()
+    assert "Traceback" not in text
+    return text.splitlines()
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory) -> Path:
+    """Two speech recordings (one in a subfolder, one at 8 kHz stereo), a broken one and a text file."""
+    folder = tmp_path_factory.mktemp("folders") / "recordings"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(DATA / "speech.flac", folder / "a.flac")
+    audio, rate = soundfile.read(DATA / "speech2.flac", dtype="float32")
+    soundfile.write(folder / "sub" / "b.wav", np.stack([audio[::2], audio[1::2]]).T, rate // 2)
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio")
+    (folder / "notes.txt").write_text("not media: ignored")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def encoded_folder(recordings, tmp_path_factory, cli):
+    out = tmp_path_factory.mktemp("encoded") / "vq"
+    result = cli("encode", recordings, out, "-q", "4")
+    return out, result
+
+
+def test_encode_folder_mirrors_the_tree_and_skips_what_it_cannot_read(recordings, encoded_folder):
+    out, result = encoded_folder
+    lines = stderr_lines(result)
+    assert result.returncode == 1
+    assert lines[0].startswith(f"skipping {recordings / 'broken.wav'}: cannot read audio")
+    assert lines[1].startswith(f"encoded 2 files, ") and lines[1].endswith(f"kbps over 7.5 s into {out}")
+    assert lines[-1] == "vqcodec: error: 1 of 3 files could not be encoded (listed above)"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["a.vq", "sub/b.vq"]
+    codec = Codec.load("speech16k")
+    for name, source in (("a.vq", "a.flac"), ("sub/b.vq", "sub/b.wav")):  # as the one-file command writes them
+        assert (out / name).read_bytes() == codec.encode_audio_file(recordings / source, 4)
+    header = vqformat.parse_header((out / "sub" / "b.vq").read_bytes())
+    assert (header.sample_rate, header.channels, header.quality) == (8000, 2, 4)
+
+
+def test_decode_folder_of_audio_and_images(encoded_folder, tmp_path, cli):
+    source = tmp_path / "mixed"
+    shutil.copytree(encoded_folder[0], source)
+    photo = Image.open(DATA / "photo.png").crop((0, 0, 200, 120))
+    (source / "photo.vq").write_bytes(Codec.load("image").encode_image(photo, 4))
+    (source / "sub" / "cut.vq").write_bytes((source / "a.vq").read_bytes()[:-3])
+    (source / "sub" / "junk.vq").write_bytes(b"not a vq file at all, not at all")
+    out = tmp_path / "decoded"
+
+    result = cli("decode", source, out, "--format", "flac")
+    lines = stderr_lines(result)
+    assert result.returncode == 1
+    assert any(line.startswith(f"skipping {source / 'sub' / 'junk.vq'}: not a .vq file") for line in lines)
+    assert any(line.startswith(f"skipping {source / 'sub' / 'cut.vq'}: truncated .vq file") for line in lines)
+    assert lines[-1] == "vqcodec: error: 2 of 5 files could not be decoded (listed above)"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == \
+        ["a.flac", "photo.png", "sub/b.flac"]
+    speech = Codec.load("speech16k")
+    for name in ("a", "sub/b"):
+        decoded, rate = soundfile.read(out / f"{name}.flac", dtype="float32", always_2d=True)
+        expected, expected_rate = speech.decode_audio((source / f"{name}.vq").read_bytes())
+        assert rate == expected_rate and decoded.shape == expected.T.shape
+        np.testing.assert_allclose(decoded, np.clip(expected.T, -1, 1), atol=1.5 / 32768)  # 16-bit FLAC
+    assert Image.open(out / "photo.png").size == (200, 120)
+
+    result = cli("decode", source, out, "--salvage", "--format", "flac")  # all outputs exist
+    assert result.returncode == 1 and "--force" in stderr_lines(result)[-1]
+    result = cli("decode", source, out, "--salvage", "--format", "flac", "--force")
+    lines = stderr_lines(result)
+    assert any(line.startswith(f"{source / 'sub' / 'cut.vq'}: vqcodec: warning: 1 of 1 chunks") for line in lines)
+    assert lines[-1] == "vqcodec: error: 1 of 5 files could not be decoded (listed above)"  # junk.vq only
+    assert soundfile.info(out / "sub" / "cut.flac").frames == soundfile.info(out / "a.flac").frames
+
+
+def test_encode_folder_of_photos_at_a_rate(tmp_path, cli):
+    folder, out = tmp_path / "photos", tmp_path / "vq"
+    folder.mkdir()
+    for index, name in enumerate(("photo.png", "photo2.png")):
+        Image.open(DATA / name).crop((0, 0, 256, 192)).save(folder / f"{index}.png")
+    result = cli("encode", folder, out, "--bpp", "0.3")
+    assert result.returncode == 0, result.stderr.decode()
+    assert stderr_lines(result)[-1].endswith(f"bpp over {2 * 256 * 192} pixels into {out}")
+    for index in range(2):
+        assert 0.27 * 256 * 192 <= (out / f"{index}.vq").stat().st_size * 8 <= 0.3 * 256 * 192
+    result = cli("decode", out, tmp_path / "jpegs", "--format", "jpeg")
+    assert result.returncode == 0, result.stderr.decode()
+    assert sorted(p.name for p in (tmp_path / "jpegs").iterdir()) == ["0.jpg", "1.jpg"]
+
+
+def test_folder_refusals_leave_everything_as_it_was(recordings, encoded_folder, tmp_path, cli):
+    out = encoded_folder[0]
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    result = cli("encode", recordings, out, "-q", "4")  # the outputs exist: refused before any work
+    assert result.returncode == 1 and stderr_lines(result) == [f"vqcodec: error: {out / 'a.vq'} exists; "
+                                                               "pass --force to overwrite it"]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    shutil.copy(DATA / "speech.flac", clash / "talk.flac")
+    soundfile.write(clash / "talk.wav", np.zeros(1600, np.float32), 16000)
+    for args in (("encode", clash, tmp_path / "clash_vq"),                 # talk.flac and talk.wav -> talk.vq
+                 ("encode", clash, "-"),                                    # a folder to stdout
+                 ("encode", clash, clash / "talk.flac"),                     # into a file
+                 ("encode", clash, tmp_path / "x", "--bpp", "0.2"),          # a rate of the other kind
+                 ("encode", clash, tmp_path / "x", "-m", GOLDEN_IMAGE),      # no images in the folder
+                 ("decode", out, tmp_path / "y", "--start", "1"),
+                 ("decode", out, tmp_path / "y", "--format", "xyz"),
+                 ("decode", clash, tmp_path / "y")):                         # no .vq files
+        result = cli(*args)
+        assert result.returncode != 0 and len(stderr_lines(result)) == 1, args
+        assert stderr_lines(result)[0].startswith("vqcodec: error: "), args
+    assert not (tmp_path / "clash_vq").exists() and not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_mirrored_paths_and_output_formats(tmp_path):
+    files = [tmp_path / "a.wav", tmp_path / "d" / "b.flac"]
+    assert mirrored_paths(tmp_path, tmp_path / "o", files, lambda p: ".vq") == \
+        [tmp_path / "o" / "a.vq", tmp_path / "o" / "d" / "b.vq"]
+    with pytest.raises(VQCodecError, match="would both write"):
+        mirrored_paths(tmp_path, tmp_path / "o", [tmp_path / "a.wav", tmp_path / "a.flac"], lambda p: ".vq")
+    assert output_formats(None) == ({"audio": "WAV", "image": "PNG"}, {"audio": ".wav", "image": ".png"})
+    assert output_formats("flac") == ({"audio": "FLAC", "image": "PNG"}, {"audio": ".flac", "image": ".png"})
+    assert output_formats("JPEG") == ({"audio": "WAV", "image": "JPEG"}, {"audio": ".wav", "image": ".jpg"})
+    assert output_formats("webp")[1]["image"] == ".webp"

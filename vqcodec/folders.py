@@ -1,0 +1,158 @@
+"""Whole folders in one run (`vqcodec encode DIR OUT`, `vqcodec decode DIR OUT`): the networks are
+loaded once instead of once per file, each output goes to the input's relative path under OUT, and a
+file that cannot be coded is reported and skipped while the others go on."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import format as vqformat
+from .errors import VQCodecError
+
+DEFAULT_EXTENSIONS = {"audio": ".wav", "image": ".png"}
+IMAGE_EXTENSIONS = {"JPEG": ".jpg", "TIFF": ".tiff"}  # where Pillow's first-registered one is unusual
+
+
+def mirrored_paths(folder: Path, out: Path, files: list[Path], suffix_of: Callable[[Path], str]) -> list[Path]:
+    """Each file's path under `folder`, moved under `out`, with the suffix `suffix_of(file)` gives;
+    refused when two files would write the same output (talk.wav and talk.flac)."""
+    outputs, sources = [], {}
+    for path in files:
+        output = out / Path(path).relative_to(folder).with_suffix(suffix_of(path))
+        if output in sources:
+            raise VQCodecError(f"{sources[output]} and {path} would both write {output}")
+        sources[output] = path
+        outputs.append(output)
+    return outputs
+
+
+def find_vq_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() == ".vq")
+    if not files:
+        raise VQCodecError(f"{folder}: no .vq files found")
+    return files
+
+
+@dataclass
+class FolderReport:
+    """What a folder run did: the files written, their total size and the duration (seconds of
+    audio) or pixels they hold, and the files skipped, with why."""
+    kind: str
+    written: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    pixels: int = 0
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.kind == "audio" and self.seconds:
+            return f"{self.written} files, {self.bytes} bytes, {self.bytes * 8 / self.seconds / 1000:.3f} kbps " \
+                   f"over {self.seconds:.1f} s"
+        if self.kind == "image" and self.pixels:
+            return f"{self.written} files, {self.bytes} bytes, {self.bytes * 8 / self.pixels:.4f} bpp " \
+                   f"over {self.pixels} pixels"
+        return f"{self.written} files"
+
+
+def encode_folder(codec, folder: Path, files: list[Path], outputs: list[Path], quality: int,
+                  max_rate: float | None, write: Callable[[Path, bytes], None],
+                  log: Callable[[str], None] | None = None) -> FolderReport:
+    """Encode `files` (media of codec.kind under `folder`) into `outputs` with one codec; `max_rate`
+    is --bitrate (kbps) for audio or --bpp for images. `write(path, data)` writes one output."""
+    from .codec import read_info
+    from .io import open_image
+
+    report = FolderReport(codec.kind)
+    for number, (path, output) in enumerate(zip(files, outputs), 1):
+        try:
+            if codec.kind == "audio":
+                data = codec.encode_audio_file(path, quality, max_rate)
+            else:
+                data = codec.encode_image(open_image(path), quality, max_rate)
+            output.parent.mkdir(parents=True, exist_ok=True)
+            write(output, data)
+        except VQCodecError as exc:
+            report.skipped.append((path, str(exc)))
+            continue
+        info = read_info(data)
+        report.written += 1
+        report.bytes += len(data)
+        report.seconds += info.duration
+        report.pixels += info.width * info.height
+        if log and number % 100 == 0:
+            log(f"encoded {number}/{len(files)} files")
+    return report
+
+
+def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str],
+                  codec_for: Callable[[bytes], object], write: Callable[[Path, Callable], None],
+                  salvage: bool = False, warn: Callable[[Path, list, vqformat.Header], None] | None = None,
+                  log: Callable[[str], None] | None = None) -> FolderReport:
+    """Decode `.vq` files into `outputs`, audio in the soundfile format formats["audio"] and images
+    in the Pillow format formats["image"]. `codec_for(data)` gives the codec of a file (reusing
+    codecs across files); `write(path, write_stream)` writes one output; with `salvage`,
+    `warn(path, damaged_parts, header)` reports what a damaged file lost."""
+    from .io import write_image
+
+    report = FolderReport("mixed")
+    for number, (path, output) in enumerate(zip(files, outputs), 1):
+        try:
+            data = path.read_bytes()
+            header = vqformat.parse_header(data)
+            codec = codec_for(data)
+            if salvage and warn:
+                warn(path, codec.damaged_parts(data), header)
+            output.parent.mkdir(parents=True, exist_ok=True)
+            if header.kind == vqformat.KIND_AUDIO:
+                write(output, lambda stream: codec.decode_audio_file(data, stream, format_hint=formats["audio"],
+                                                                     salvage=salvage))
+            else:
+                image = codec.decode_image(data, salvage=salvage)
+                write(output, lambda stream: write_image(image, stream, formats["image"]))
+        except (VQCodecError, OSError) as exc:
+            report.skipped.append((path, str(exc)))
+            continue
+        report.written += 1
+        report.bytes += output.stat().st_size
+        if log and number % 100 == 0:
+            log(f"decoded {number}/{len(files)} files")
+    return report
+
+
+def sort_by_kind(files: list[Path]) -> tuple[dict[Path, str], list[tuple[Path, str]]]:
+    """The media kind each `.vq` file holds, read from its header alone, and the files whose header
+    cannot be read or is not valid, with why."""
+    kinds, unreadable = {}, []
+    for path in files:
+        try:
+            with open(path, "rb") as stream:
+                kinds[path] = vqformat.KIND_NAMES[vqformat.parse_header(stream.read(vqformat.HEADER_SIZE)).kind]
+        except VQCodecError as exc:
+            unreadable.append((path, str(exc)))
+        except OSError as exc:
+            unreadable.append((path, f"cannot read ({exc.strerror})"))
+    return kinds, unreadable
+
+
+def output_formats(format_name: str | None) -> tuple[dict[str, str], dict[str, str]]:
+    """The output format and file extension for each kind: WAV and PNG, except the kind whose
+    format --format names (an audio format soundfile writes, or an image format Pillow writes)."""
+    import soundfile
+    from PIL import Image
+
+    formats, extensions = {"audio": "WAV", "image": "PNG"}, dict(DEFAULT_EXTENSIONS)
+    if format_name is None:
+        return formats, extensions
+    name = format_name.upper()
+    Image.init()
+    if name in soundfile.available_formats():
+        formats["audio"], extensions["audio"] = name, "." + name.lower()
+    elif name in Image.SAVE:
+        formats["image"] = name
+        extensions["image"] = IMAGE_EXTENSIONS.get(name) or next(
+            ext for ext, owner in Image.EXTENSION.items() if owner == name)
+    else:
+        raise VQCodecError(f"unknown output format {format_name}: an audio format soundfile writes (WAV, FLAC, "
+                           "OGG, ...) or an image format Pillow writes (PNG, WEBP, ...)")
+    return formats, extensions
