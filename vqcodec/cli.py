@@ -162,6 +162,10 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
            depth_weight, max_kbps, max_bpp):
     """Encode an audio file or image into a .vq file. Use - for stdin or stdout.
 
+    A .vq file as INPUT is recoded: a smaller file made from its codes alone, at a lower -q,
+    --bitrate or --bpp, each frame or cell cut where its levels are worth least (--depth-weight);
+    the networks do not run.
+
     For a folder (read recursively), OUTPUT is a folder that gets one .vq file per audio file or
     image, at the same relative path, all coded with the same options and the networks loaded
     once. A file that cannot be coded is reported and skipped, and the command then exits with
@@ -178,6 +182,7 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
       vqcodec encode photo.png photo.vq --bpp 0.3          # the best file of at most 0.3 bits per pixel
       cat speech.wav | vqcodec encode - - > speech.vq
       vqcodec encode my_recordings/ my_recordings_vq/ -q 6   # a whole folder
+      vqcodec encode talk.vq small.vq --bitrate 1   # a smaller file from a .vq file alone
     """
     from .io import open_image
 
@@ -195,6 +200,14 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
             head = stream.read(16)
     if not head:
         raise VQCodecError(f"{input_path}: file is empty")
+    if head[:4] == vqformat.MAGIC:
+        if beam is not None or refine or rate_weight is not None or kind:
+            raise VQCodecError("--beam, --refine, --rate-weight and --kind choose how media are coded; a .vq "
+                               "file's codes are already chosen, and recoding only cuts levels")
+        data = source.read() if input_path == "-" else source.read_bytes()
+        encoded = _recoder(data, model, device, coding, depth_weight, max_kbps, max_bpp).recode(
+            data, quality, max_kbps if max_bpp is None else max_bpp)
+        return _write_output(output_path, lambda stream: stream.write(encoded), force)
     kind = _media_kind(head, input_path, kind)
     codec, quality = _encoder(kind, input_path, quality, model, device, coding, beam, refine, rate_weight,
                               depth_weight, max_kbps, max_bpp)
@@ -203,6 +216,22 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
     else:
         encoded = codec.encode_image(open_image(source), quality, max_bpp)
     _write_output(output_path, lambda stream: stream.write(encoded), force)
+
+
+def _recoder(data: bytes, model, device, coding, depth_weight, max_kbps, max_bpp):
+    """The codec that recodes a .vq file (`encode FILE.vq`), set as the options say."""
+    from .codec import Codec
+    from .registry import model_for_file
+
+    audio = vqformat.parse_header(data).kind == vqformat.KIND_AUDIO
+    if audio and max_bpp is not None:
+        raise VQCodecError("--bpp is for images, and this .vq file holds audio: use --bitrate (kbps)")
+    if not audio and max_kbps is not None:
+        raise VQCodecError("--bitrate is for audio, and this .vq file holds an image: use --bpp")
+    codec = Codec.load(model or model_for_file(data), device=device, coding=coding)
+    if depth_weight is not None:
+        codec.depth_weight = depth_weight
+    return codec
 
 
 def _encoder(kind, input_path, quality, model, device, coding, beam, refine, rate_weight, depth_weight, max_kbps,

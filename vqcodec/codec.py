@@ -27,6 +27,7 @@ from .errors import VQCodecError
 from .io import ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, image_to_planes, open_image, planes_to_image
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts
+from .recode import cut_codes
 from .refine import LEARNING_RATE as REFINE_LEARNING_RATE, refine_codes
 from .registry import find_model, retired_model_hint
 
@@ -740,6 +741,45 @@ class Codec:
         if header.kind == vqformat.KIND_AUDIO and header.coded_channels != header.channels:
             codes = np.repeat(codes, header.channels, axis=0)
         return header, codes
+
+    def recode(self, data: bytes, quality: int | None = None, max_rate: float | None = None) -> bytes:
+        """A `.vq` file written by this model at a lower quality or rate, made from the file alone:
+        at most `quality` levels (default: the file's), each frame or cell cut where its levels are
+        worth least at this codec's depth weight (vqcodec/recode.py); with `max_rate` (kbps for
+        audio, bits per pixel for images), the best such file of at most that rate, searched as
+        encoding searches (vqcodec.ratecontrol). The networks do not run. At the file's own quality
+        and without a rate, the codes are kept as they are."""
+        header, codes = self.read_codes(data)
+        alpha_bytes = vqformat.parse_file(data)[2]
+        audio = header.kind == vqformat.KIND_AUDIO
+        stored = header.quality
+        quality = stored if quality is None else quality
+        if not (isinstance(quality, int) and 1 <= quality <= stored):
+            raise VQCodecError(f"quality {quality} is not within the file's 1..{stored} codebooks: "
+                               "a file can be recoded to fewer codebooks, not more")
+        axis = 2 if audio else 1
+
+        def pack(levels: int, weight: float) -> bytes:
+            parts = [cut_codes(self, np.take(codes, range(a, b), axis=axis), levels, weight)
+                     for a, b in _blocks(codes.shape[axis], header.chunk_frames)]
+            cut = np.concatenate(parts, axis=axis)
+            if audio:
+                return self._pack_audio(cut, header.sample_rate, header.length, levels)
+            return self._pack_image(cut, header.width, header.height, header.mode, alpha_bytes)
+
+        variable_depth = self._coding_id() == vqformat.CODING_PRIOR
+        weight = self.depth_weight if variable_depth else 0.0
+        if max_rate is None:
+            return pack(quality, weight if quality < stored else 0.0)
+        if audio:
+            duration = header.length / header.sample_rate
+            limit = math.floor(_checked_amount("bitrate", max_rate, "kbps") * 1000 * duration / 8)
+            target, describe = f"{max_rate:g} kbps", lambda size: f"{size * 8 / duration / 1000:.3g} kbps"
+        else:
+            pixels = header.width * header.height
+            limit = math.floor(_checked_amount("bits per pixel", max_rate, "bpp") * pixels / 8)
+            target, describe = f"{max_rate:g} bpp", lambda size: f"{size * 8 / pixels:.3g} bpp"
+        return ratecontrol.fit_size(pack, limit, quality, weight, MAX_DEPTH_WEIGHT, variable_depth, target, describe)
 
     def media_to_codes(self, source, quality: int | None = None) -> tuple[np.ndarray, dict]:
         """The codes of an audio file or image (a path or a binary stream), as a `.vq` file of it made

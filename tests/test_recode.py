@@ -1,0 +1,175 @@
+"""Recoding: a `.vq` file at a lower quality or rate, made from the file alone (Codec.recode,
+`vqcodec encode FILE.vq`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from PIL import Image
+
+from vqcodec import Codec
+from vqcodec import format as vqformat
+from vqcodec.errors import VQCodecError
+from vqcodec.metrics import log_mel_l1, psnr
+from vqcodec.ratecontrol import RateUnreachable
+from vqcodec.recode import cut_codes
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="module")
+def speech_codec() -> Codec:
+    return Codec.load("speech16k")
+
+
+@pytest.fixture(scope="module")
+def image_codec() -> Codec:
+    return Codec.load("image")
+
+
+@pytest.fixture(scope="module")
+def recordings(speech_codec):
+    """(audio, rate, the default -q 8 file) of the committed speech samples."""
+    out = []
+    for name in ("speech", "speech2", "speech3"):
+        audio, rate = soundfile.read(DATA / f"{name}.flac", dtype="float32")
+        out.append((audio, rate, speech_codec.encode_audio(audio, rate, 8)))
+    return out
+
+
+def depths(codes: np.ndarray, level_axis: int) -> np.ndarray:
+    return (codes >= 0).sum(level_axis)
+
+
+class NetworkCalls:
+    def __init__(self, codec):
+        self.codec, self.calls = codec, []
+
+    def __enter__(self):
+        model = self.codec.model
+        self.hooks = [m.register_forward_pre_hook(lambda *_: self.calls.append(1)) for m in (model.encoder, model.decoder)]
+        return self.calls
+
+    def __exit__(self, *exc):
+        for hook in self.hooks:
+            hook.remove()
+
+
+def test_recode_keeps_a_file_at_its_own_quality(speech_codec, recordings):
+    top = recordings[0][2]
+    assert speech_codec.recode(top) == top
+    assert speech_codec.recode(top, 8) == top
+
+
+def test_fewer_levels_are_a_prefix_of_the_file_codes(speech_codec, recordings):
+    audio, rate, top = recordings[0]
+    _, stored = speech_codec.read_codes(top)
+    with NetworkCalls(speech_codec) as calls:
+        smaller = speech_codec.recode(top, 4)
+    assert not calls  # neither network runs
+    header, codes = speech_codec.read_codes(smaller)
+    assert header.quality == 4 and (header.sample_rate, header.length) == (rate, audio.size)
+    present = codes >= 0
+    assert np.array_equal(codes[present], stored[:, :4][present])  # the same codes where kept ...
+    assert (depths(codes, 1) <= np.minimum(depths(stored, 1), 4)).all()  # ... cut, never deepened
+    assert (depths(codes, 1) < np.minimum(depths(stored, 1), 4)).any()   # the depth weight cuts some frames
+    assert len(smaller) < len(top)
+    decoded, decoded_rate = speech_codec.decode_audio(smaller)
+    assert decoded.shape == (1, audio.size) and decoded_rate == rate
+
+    weight = speech_codec.depth_weight
+    speech_codec.depth_weight = 0.0  # depth weight 0: each frame keeps its levels, up to 4
+    try:
+        _, plain = speech_codec.read_codes(speech_codec.recode(top, 4))
+    finally:
+        speech_codec.depth_weight = weight
+    np.testing.assert_array_equal(depths(plain, 1), np.minimum(depths(stored, 1), 4))
+
+
+def test_recode_to_a_rate_fits_and_is_as_good_as_encoding_again(speech_codec, recordings):
+    for target in (1.0, 2.0):
+        recoded_distance, encoded_distance = [], []
+        for audio, rate, top in recordings:
+            recoded = speech_codec.recode(top, max_rate=target)
+            encoded = speech_codec.encode_audio(audio, rate, 8, max_kbps=target)
+            seconds = audio.size / rate
+            assert 0.93 * target <= len(recoded) * 8 / seconds / 1000 <= target
+            recoded_distance.append(log_mel_l1(audio, speech_codec.decode_audio(recoded)[0][0]))
+            encoded_distance.append(log_mel_l1(audio, speech_codec.decode_audio(encoded)[0][0]))
+        assert np.mean(recoded_distance) <= np.mean(encoded_distance) + 0.01, (target, recoded_distance,
+                                                                               encoded_distance)
+
+
+def test_recode_photo_keeps_mode_and_alpha(image_codec):
+    photo = Image.open(DATA / "photo.png").crop((0, 0, 320, 256)).convert("RGBA")
+    alpha = np.tile(np.arange(320, dtype=np.uint8), (256, 1))
+    photo.putalpha(Image.fromarray(alpha))
+    top = image_codec.encode_image(photo, 20)
+    recoded = image_codec.recode(top, max_rate=0.3)
+    header = vqformat.parse_header(recoded)
+    assert (header.width, header.height, header.flags) == (320, 256, vqformat.FLAG_ALPHA)
+    assert 0.27 <= len(recoded) * 8 / (320 * 256) <= 0.3
+    decoded = image_codec.decode_image(recoded)
+    assert decoded.mode == "RGBA" and np.array_equal(np.asarray(decoded)[..., 3], alpha)
+    encoded = image_codec.decode_image(image_codec.encode_image(photo, 20, max_bpp=0.3))
+    original = np.asarray(photo)[..., :3]
+    assert psnr(original, np.asarray(decoded)[..., :3]) >= psnr(original, np.asarray(encoded)[..., :3]) - 0.3
+
+
+def test_shared_channels_stay_shared(speech_codec, recordings):
+    audio, rate, _ = recordings[1]
+    top = speech_codec.encode_audio(np.stack([audio, audio]), rate, 8)
+    recoded = speech_codec.recode(top, 3)
+    header = vqformat.parse_header(recoded)
+    assert header.channels == 2 and header.flags == vqformat.FLAG_SHARED_CHANNELS
+    assert recoded[vqformat.HEADER_SIZE:] == speech_codec.recode(speech_codec.encode_audio(audio, rate, 8), 3)[
+        vqformat.HEADER_SIZE:]
+
+
+def test_cut_codes_never_deepens_and_cuts_more_at_higher_weights(speech_codec, recordings):
+    _, stored = speech_codec.read_codes(recordings[2][2])
+    chunk = stored  # 159 frames: one chunk
+    previous = None
+    for weight in (0.0, 0.5, 2.0, 8.0, 50.0):
+        cut = cut_codes(speech_codec, chunk, 6, weight)
+        assert cut.shape == (1, 6, chunk.shape[2])
+        assert (depths(cut, 1) <= np.minimum(depths(chunk, 1), 6)).all()
+        present = cut >= 0
+        assert np.array_equal(cut[present], chunk[:, :6][present])
+        # -1 only above a frame's last level
+        assert ((cut[:, 1:] >= 0) <= (cut[:, :-1] >= 0)).all()
+        if previous is not None:
+            assert depths(cut, 1).sum() <= previous
+        previous = depths(cut, 1).sum()
+    assert previous < depths(chunk[:, :6], 1).sum() / 2
+
+
+def test_recode_refusals(speech_codec, image_codec, recordings):
+    top = recordings[0][2]
+    with pytest.raises(VQCodecError, match="fewer codebooks, not more"):
+        speech_codec.recode(top, 9)
+    with pytest.raises(RateUnreachable, match="smallest file"):
+        speech_codec.recode(top, max_rate=0.05)
+    with pytest.raises(VQCodecError):
+        speech_codec.recode(top[:-2], 4)  # cut short
+    with pytest.raises(VQCodecError, match="file was written by model"):
+        image_codec.recode(top, 4)
+
+
+def test_cli_recode(cli, tmp_path, recordings):
+    audio, rate, top = recordings[0]
+    (tmp_path / "talk.vq").write_bytes(top)
+    result = cli("encode", tmp_path / "talk.vq", tmp_path / "small.vq", "--bitrate", "1")
+    assert result.returncode == 0, result.stderr.decode()
+    assert len((tmp_path / "small.vq").read_bytes()) * 8 / (audio.size / rate) <= 1000
+    assert cli("encode", tmp_path / "talk.vq", tmp_path / "q2.vq", "-q", "2").returncode == 0
+    assert vqformat.parse_header((tmp_path / "q2.vq").read_bytes()).quality == 2
+    piped = cli("encode", "-", "-", "-q", "2", input=top)
+    assert piped.returncode == 0 and piped.stdout == (tmp_path / "q2.vq").read_bytes()
+    for options in (["--bpp", "0.1"], ["--beam", "2"], ["--refine", "3"], ["-q", "9"], ["--bitrate", "0.01"]):
+        result = cli("encode", tmp_path / "talk.vq", tmp_path / "bad.vq", *options)
+        lines = result.stderr.decode().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("vqcodec: error: "), options
+    assert not (tmp_path / "bad.vq").exists()
