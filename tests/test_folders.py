@@ -144,3 +144,31 @@ def test_mirrored_paths_and_output_formats(tmp_path):
     assert output_formats("flac") == ({"audio": "FLAC", "image": "PNG"}, {"audio": ".flac", "image": ".png"})
     assert output_formats("JPEG") == ({"audio": "WAV", "image": "JPEG"}, {"audio": ".wav", "image": ".jpg"})
     assert output_formats("webp")[1]["image"] == ".webp"
+
+
+def test_encode_of_a_folder_of_vq_files_recodes_them(encoded_folder, tmp_path, cli):
+    source = tmp_path / "archive"
+    shutil.copytree(encoded_folder[0], source)
+    photo = Image.open(DATA / "photo.png").crop((0, 0, 128, 96))
+    (source / "photo.vq").write_bytes(Codec.load("image").encode_image(photo, 8))
+    out = tmp_path / "small"
+
+    result = cli("encode", source, out, "--bitrate", "0.8")
+    lines = stderr_lines(result)
+    assert result.returncode == 1
+    assert lines[0] == f"skipping {source / 'photo.vq'}: --bitrate is for audio, and this .vq file holds an " \
+                       "image: use --bpp"
+    assert lines[-1] == "vqcodec: error: 1 of 3 files could not be recoded (listed above)"
+    speech = Codec.load("speech16k")
+    for name in ("a.vq", "sub/b.vq"):
+        data = (out / name).read_bytes()
+        assert data == speech.recode((source / name).read_bytes(), max_rate=0.8)
+        header = vqformat.parse_header(data)
+        assert len(data) * 8 / (header.length / header.sample_rate) <= 800
+    assert not (out / "photo.vq").exists()
+
+    result = cli("encode", source, tmp_path / "q2", "-q", "2")
+    assert result.returncode == 0, result.stderr.decode()
+    assert {vqformat.parse_header(p.read_bytes()).quality for p in (tmp_path / "q2").rglob("*.vq")} == {2}
+    result = cli("encode", source, tmp_path / "q2b", "--beam", "2")
+    assert result.returncode == 1 and "recoding only cuts levels" in stderr_lines(result)[-1]

@@ -168,7 +168,7 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
 
     For a folder (read recursively), OUTPUT is a folder that gets one .vq file per audio file or
     image, at the same relative path, all coded with the same options and the networks loaded
-    once. A file that cannot be coded is reported and skipped, and the command then exits with
+    once; a folder of .vq files alone is recoded file by file. A file that cannot be coded is reported and skipped, and the command then exits with
     status 1.
 
     \b
@@ -201,11 +201,9 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
     if not head:
         raise VQCodecError(f"{input_path}: file is empty")
     if head[:4] == vqformat.MAGIC:
-        if beam is not None or refine or rate_weight is not None or kind:
-            raise VQCodecError("--beam, --refine, --rate-weight and --kind choose how media are coded; a .vq "
-                               "file's codes are already chosen, and recoding only cuts levels")
+        _refuse_media_options(beam, refine, rate_weight, kind)
         data = source.read() if input_path == "-" else source.read_bytes()
-        encoded = _recoder(data, model, device, coding, depth_weight, max_kbps, max_bpp).recode(
+        encoded = _recoder(data, model, device, coding, depth_weight, max_kbps, max_bpp, {}).recode(
             data, quality, max_kbps if max_bpp is None else max_bpp)
         return _write_output(output_path, lambda stream: stream.write(encoded), force)
     kind = _media_kind(head, input_path, kind)
@@ -218,8 +216,15 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
     _write_output(output_path, lambda stream: stream.write(encoded), force)
 
 
-def _recoder(data: bytes, model, device, coding, depth_weight, max_kbps, max_bpp):
-    """The codec that recodes a .vq file (`encode FILE.vq`), set as the options say."""
+def _refuse_media_options(beam, refine, rate_weight, kind) -> None:
+    if beam is not None or refine or rate_weight is not None or kind:
+        raise VQCodecError("--beam, --refine, --rate-weight and --kind choose how media are coded; a .vq "
+                           "file's codes are already chosen, and recoding only cuts levels")
+
+
+def _recoder(data: bytes, model, device, coding, depth_weight, max_kbps, max_bpp, codecs: dict):
+    """The codec that recodes a .vq file (`encode FILE.vq`), set as the options say; `codecs` keeps
+    the codecs loaded so far, by model."""
     from .codec import Codec
     from .registry import model_for_file
 
@@ -228,10 +233,12 @@ def _recoder(data: bytes, model, device, coding, depth_weight, max_kbps, max_bpp
         raise VQCodecError("--bpp is for images, and this .vq file holds audio: use --bitrate (kbps)")
     if not audio and max_kbps is not None:
         raise VQCodecError("--bitrate is for audio, and this .vq file holds an image: use --bpp")
-    codec = Codec.load(model or model_for_file(data), device=device, coding=coding)
-    if depth_weight is not None:
-        codec.depth_weight = depth_weight
-    return codec
+    name = model or model_for_file(data)
+    if name not in codecs:
+        codecs[name] = Codec.load(name, device=device, coding=coding)
+        if depth_weight is not None:
+            codecs[name].depth_weight = depth_weight
+    return codecs[name]
 
 
 def _encoder(kind, input_path, quality, model, device, coding, beam, refine, rate_weight, depth_weight, max_kbps,
@@ -261,9 +268,26 @@ def _encode_folder(folder: Path, output_path: str, quality, model, kind, device,
                    rate_weight, depth_weight, max_kbps, max_bpp) -> None:
     """`vqcodec encode FOLDER OUT`: vqcodec.folders.encode_folder with the files and codec the options name."""
     from .data import find_media
-    from .folders import encode_folder, mirrored_paths
+    from .folders import encode_folder, find_vq_files, mirrored_paths, recode_folder
+    from .io import media_kind_of
 
     out = _output_folder(output_path)
+    if not any(media_kind_of(path) for path in folder.rglob("*") if path.is_file()) and \
+            any(path.suffix.lower() == ".vq" for path in folder.rglob("*") if path.is_file()):
+        _refuse_media_options(beam, refine, rate_weight, kind)
+        files = find_vq_files(folder)
+        outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
+        for existing in outputs:
+            _refuse_existing_output(str(existing), force)
+        codecs = {}
+
+        def recode(data: bytes) -> bytes:
+            codec = _recoder(data, model, device, coding, depth_weight, max_kbps, max_bpp, codecs)
+            return codec.recode(data, quality, max_kbps if max_bpp is None else max_bpp)
+        report = recode_folder(files, outputs, recode,
+                               lambda path, data: _write_output(str(path), lambda stream: stream.write(data), force),
+                               log=_progress)
+        return _finish_folder(report, "recoded", out, len(files))
     if kind is None and model is not None:
         kind = _model_kind(model, "--model")
     kind, files = find_media(folder, kind)

@@ -1,5 +1,5 @@
-"""Whole folders in one run (`vqcodec encode DIR OUT`, `vqcodec decode DIR OUT`): the networks are
-loaded once instead of once per file, each output goes to the input's relative path under OUT, and a
+"""Whole folders in one run (`vqcodec encode DIR OUT`, `vqcodec decode DIR OUT`, and `encode` of a
+folder of .vq files, which recodes them): the networks are loaded once instead of once per file, each output goes to the input's relative path under OUT, and a
 file that cannot be coded is reported and skipped while the others go on."""
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class FolderReport:
         if self.kind == "image" and self.pixels:
             return f"{self.written} files, {self.bytes} bytes, {self.bytes * 8 / self.pixels:.4f} bpp " \
                    f"over {self.pixels} pixels"
-        return f"{self.written} files"
+        return f"{self.written} files, {self.bytes} bytes"
 
 
 def encode_folder(codec, folder: Path, files: list[Path], outputs: list[Path], quality: int,
@@ -82,6 +82,28 @@ def encode_folder(codec, folder: Path, files: list[Path], outputs: list[Path], q
         report.pixels += info.width * info.height
         if log and number % 100 == 0:
             log(f"encoded {number}/{len(files)} files")
+    return report
+
+
+def recode_folder(files: list[Path], outputs: list[Path], recode: Callable[[bytes], bytes],
+                  write: Callable[[Path, bytes], None], log: Callable[[str], None] | None = None) -> FolderReport:
+    """Recode `.vq` files (`recode(data)` gives the smaller file) into `outputs`."""
+    report = FolderReport("mixed")
+    for number, (path, output) in enumerate(zip(files, outputs), 1):
+        try:
+            data = recode(path.read_bytes())
+            output.parent.mkdir(parents=True, exist_ok=True)
+            write(output, data)
+        except VQCodecError as exc:
+            report.skipped.append((path, str(exc)))
+            continue
+        except OSError as exc:
+            report.skipped.append((path, f"cannot read ({exc.strerror})"))
+            continue
+        report.written += 1
+        report.bytes += len(data)
+        if log and number % 100 == 0:
+            log(f"recoded {number}/{len(files)} files")
     return report
 
 
