@@ -24,6 +24,11 @@ if str(REPO_ROOT) not in sys.path:  # so `import vqcodec` works from a checkout
 
 # --------------------------------------------------------------------------- files
 
+def numbers(text: str) -> list[float]:
+    """A comma-separated command-line list of numbers ("0.1,0.2,0.3")."""
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
 def list_files(directory, extensions: Iterable[str], limit: int | None = None) -> list[Path]:
     """Files in `directory` (recursively) whose suffix is in `extensions`, sorted by path;
     the first `limit` of them when `limit` is given."""

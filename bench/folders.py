@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,15 +29,6 @@ def run(*args: str) -> None:
     result = subprocess.run([sys.executable, "-m", "vqcodec", *args], capture_output=True, env=environment)
     if result.returncode:
         raise SystemExit(f"vqcodec {' '.join(args)} failed: {result.stderr.decode()}")
-
-
-def timed(function, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 def same_tree(a: Path, b: Path) -> bool:
@@ -65,10 +55,11 @@ def measure(kind: str, sources: list[Path], runs: int, work: Path) -> dict:
         for path in sorted(one_by_one.glob("*.vq")):
             run("decode", str(path), str(one_by_one / "out" / (path.stem + media_suffix)), "--force")
 
-    encode_each_s = timed(encode_each, runs)
-    encode_folder_s = timed(lambda: run("encode", str(folder), str(at_once), "--force"), runs)
-    decode_each_s = timed(decode_each, runs)
-    decode_folder_s = timed(lambda: run("decode", str(at_once), str(work / kind / "folder_out"), "--force"), runs)
+    encode_each_s = common.time_median(encode_each, runs)[0]
+    encode_folder_s = common.time_median(lambda: run("encode", str(folder), str(at_once), "--force"), runs)[0]
+    decode_each_s = common.time_median(decode_each, runs)[0]
+    decode_folder_s = common.time_median(
+        lambda: run("decode", str(at_once), str(work / kind / "folder_out"), "--force"), runs)[0]
     same_vq = all((one_by_one / (p.stem + ".vq")).read_bytes() == (at_once / (p.stem + ".vq")).read_bytes()
                   for p in folder.iterdir())
     return {"kind": kind, "files": len(sources), "encode_each_s": encode_each_s, "encode_folder_s": encode_folder_s,

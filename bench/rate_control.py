@@ -39,10 +39,6 @@ import common  # noqa: E402
 DATA = common.REPO_ROOT.parent / "shared" / "data"
 
 
-def numbers(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v.strip()]
-
-
 def spread(files: list[Path], count: int | None) -> list[Path]:
     if count is None or count >= len(files):
         return files
@@ -96,7 +92,7 @@ def bench_images(args) -> dict:
         jpeg = [[as_points(p) for p in sweep] for sweep in
                 _regroup(run_baseline("JPEG", pictures, BASELINE_SWEEPS["JPEG"]), len(pictures))]
         rows = []
-        for target in numbers(args.bpp):
+        for target in common.numbers(args.bpp):
             points, seconds = [], 0.0
             for picture in pictures:
                 start = time.perf_counter()
@@ -165,7 +161,7 @@ def bench_speech(args) -> dict:
                 sweep.append(measure(clip, codec.encode_audio(clip.audio[None], SAMPLE_RATE, quality)))
         print(f"  speech: ladder of {codec.num_codebooks} qualities done", file=sys.stderr, flush=True)
         rows = []
-        for target in numbers(args.kbps):
+        for target in common.numbers(args.kbps):
             points, seconds = [], 0.0
             for clip in clips:
                 start = time.perf_counter()

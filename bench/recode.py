@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -32,16 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 DATA = common.REPO_ROOT.parent / "shared" / "data"
-
-
-def numbers(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v.strip()]
-
-
-def timed(function):
-    start = time.perf_counter()
-    result = function()
-    return time.perf_counter() - start, result
 
 
 def cut_by_level(codec, top: bytes, target: float) -> bytes | None:
@@ -62,16 +51,17 @@ def cut_by_level(codec, top: bytes, target: float) -> bytes | None:
 
 
 def run(kind: str, codec, items, targets, top_quality: int, measure, encode_at) -> list[dict]:
+    from vqcodec.ratecontrol import RateUnreachable
+
     rows = []
     tops = [codec.encode_image(item, top_quality) if kind == "image" else codec.encode_audio(*item, top_quality)
             for item in items]
     for target in targets:
         results = {"encode": [], "recode": [], "cut": []}
         for item, top in zip(items, tops):
-            from vqcodec.ratecontrol import RateUnreachable
             try:
-                encode_s, fresh = timed(lambda: encode_at(item, target))
-                recode_s, recoded = timed(lambda: codec.recode(top, max_rate=target))
+                encode_s, fresh = common.time_median(lambda: encode_at(item, target), 1)
+                recode_s, recoded = common.time_median(lambda: codec.recode(top, max_rate=target), 1)
             except RateUnreachable:
                 continue
             cut = cut_by_level(codec, top, target)
@@ -120,7 +110,7 @@ def main() -> None:
             seconds = audio.size / rate
             return {"rate": len(data) * 8 / seconds / 1000, "pesq": pesq_wb(audio, decoded, rate),
                     "stoi": stoi_score(audio, decoded, rate), "log_mel": log_mel_l1(audio, decoded)}
-        rows += run("audio", speech, items, numbers(args.kbps), speech.num_codebooks, measure_speech,
+        rows += run("audio", speech, items, common.numbers(args.kbps), speech.num_codebooks, measure_speech,
                     lambda item, target: speech.encode_audio(*item, speech.num_codebooks, max_kbps=target))
     if args.image_files:
         image = Codec.load("image")
@@ -130,7 +120,7 @@ def main() -> None:
         def measure_image(item, data):
             decoded = np.asarray(image.decode_image(data).convert("RGB"))
             return {"rate": len(data) * 8 / (item.width * item.height), "psnr": psnr(np.asarray(item), decoded)}
-        rows += run("image", image, items, numbers(args.bpp), image.num_codebooks, measure_image,
+        rows += run("image", image, items, common.numbers(args.bpp), image.num_codebooks, measure_image,
                     lambda item, target: image.encode_image(item, image.num_codebooks, max_bpp=target))
 
     for kind, headers, keys, digits in (
