@@ -168,8 +168,8 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
 
     For a folder (read recursively), OUTPUT is a folder that gets one .vq file per audio file or
     image, at the same relative path, all coded with the same options and the networks loaded
-    once; a folder of .vq files alone is recoded file by file. A file that cannot be coded is reported and skipped, and the command then exits with
-    status 1.
+    once; a folder of .vq files and no media is recoded file by file. A file that cannot be coded
+    is reported and skipped, and the command then exits with status 1.
 
     \b
     Examples:
@@ -268,26 +268,14 @@ def _encode_folder(folder: Path, output_path: str, quality, model, kind, device,
                    rate_weight, depth_weight, max_kbps, max_bpp) -> None:
     """`vqcodec encode FOLDER OUT`: vqcodec.folders.encode_folder with the files and codec the options name."""
     from .data import find_media
-    from .folders import encode_folder, find_vq_files, mirrored_paths, recode_folder
+    from .folders import encode_folder, mirrored_paths
     from .io import media_kind_of
 
     out = _output_folder(output_path)
-    if not any(media_kind_of(path) for path in folder.rglob("*") if path.is_file()) and \
-            any(path.suffix.lower() == ".vq" for path in folder.rglob("*") if path.is_file()):
+    everything = [path for path in folder.rglob("*") if path.is_file()]
+    if not any(media_kind_of(path) for path in everything) and any(path.suffix.lower() == ".vq" for path in everything):
         _refuse_media_options(beam, refine, rate_weight, kind)
-        files = find_vq_files(folder)
-        outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
-        for existing in outputs:
-            _refuse_existing_output(str(existing), force)
-        codecs = {}
-
-        def recode(data: bytes) -> bytes:
-            codec = _recoder(data, model, device, coding, depth_weight, max_kbps, max_bpp, codecs)
-            return codec.recode(data, quality, max_kbps if max_bpp is None else max_bpp)
-        report = recode_folder(files, outputs, recode,
-                               lambda path, data: _write_output(str(path), lambda stream: stream.write(data), force),
-                               log=_progress)
-        return _finish_folder(report, "recoded", out, len(files))
+        return _recode_folder(folder, out, quality, model, device, force, coding, depth_weight, max_kbps, max_bpp)
     if kind is None and model is not None:
         kind = _model_kind(model, "--model")
     kind, files = find_media(folder, kind)
@@ -296,10 +284,30 @@ def _encode_folder(folder: Path, output_path: str, quality, model, kind, device,
         _refuse_existing_output(str(existing), force)
     codec, quality = _encoder(kind, str(folder), quality, model, device, coding, beam, refine, rate_weight,
                               depth_weight, max_kbps, max_bpp)
-    report = encode_folder(codec, folder, files, outputs, quality, max_kbps if kind == "audio" else max_bpp,
+    report = encode_folder(codec, files, outputs, quality, max_kbps if kind == "audio" else max_bpp,
                            lambda path, data: _write_output(str(path), lambda stream: stream.write(data), force),
                            log=_progress)
     _finish_folder(report, "encoded", out, len(files))
+
+
+def _recode_folder(folder: Path, out: Path, quality, model, device, force, coding, depth_weight, max_kbps,
+                   max_bpp) -> None:
+    """`vqcodec encode FOLDER OUT` for a folder of .vq files: vqcodec.folders.recode_folder."""
+    from .folders import find_vq_files, mirrored_paths, recode_folder
+
+    files = find_vq_files(folder)
+    outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
+    for existing in outputs:
+        _refuse_existing_output(str(existing), force)
+    codecs = {}
+
+    def recode(data: bytes) -> bytes:
+        codec = _recoder(data, model, device, coding, depth_weight, max_kbps, max_bpp, codecs)
+        return codec.recode(data, quality, max_kbps if max_bpp is None else max_bpp)
+    report = recode_folder(files, outputs, recode,
+                           lambda path, data: _write_output(str(path), lambda stream: stream.write(data), force),
+                           log=_progress)
+    _finish_folder(report, "recoded", out, len(files))
 
 
 def _output_folder(output_path: str) -> Path:
@@ -431,7 +439,6 @@ def _damaged(codec, data: bytes) -> bool:
 
 def _warn_damage(damaged: list[dict], header) -> None:
     """One warning line for what a salvaged decoding lost."""
-
     if not damaged:
         return
     audio = header.kind == vqformat.KIND_AUDIO

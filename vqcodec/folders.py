@@ -1,6 +1,7 @@
 """Whole folders in one run (`vqcodec encode DIR OUT`, `vqcodec decode DIR OUT`, and `encode` of a
-folder of .vq files, which recodes them): the networks are loaded once instead of once per file, each output goes to the input's relative path under OUT, and a
-file that cannot be coded is reported and skipped while the others go on."""
+folder of .vq files, which recodes them): the networks are loaded once instead of once per file,
+each output goes to the input's relative path under OUT, and a file that cannot be coded is
+reported and skipped while the others go on."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -55,56 +56,58 @@ class FolderReport:
         return f"{self.written} files, {self.bytes} bytes"
 
 
-def encode_folder(codec, folder: Path, files: list[Path], outputs: list[Path], quality: int,
-                  max_rate: float | None, write: Callable[[Path, bytes], None],
-                  log: Callable[[str], None] | None = None) -> FolderReport:
-    """Encode `files` (media of codec.kind under `folder`) into `outputs` with one codec; `max_rate`
-    is --bitrate (kbps) for audio or --bpp for images. `write(path, data)` writes one output."""
+def _each_file(files: list[Path], outputs: list[Path], make: Callable[[Path, Path], int], report: FolderReport,
+               verb: str, log: Callable[[str], None] | None) -> FolderReport:
+    """Call make(input, output), which writes the output (its folder made once there is something to
+    write) and returns its size, for every file; a file that fails (VQCodecError, or an OSError) is
+    added to report.skipped."""
+    for number, (path, output) in enumerate(zip(files, outputs), 1):
+        try:
+            report.bytes += make(path, output)
+        except VQCodecError as exc:
+            report.skipped.append((path, str(exc)))
+            continue
+        except OSError as exc:
+            report.skipped.append((path, f"cannot read or write ({exc.strerror})"))
+            continue
+        report.written += 1
+        if log and number % 100 == 0:
+            log(f"{verb} {number}/{len(files)} files")
+    return report
+
+
+def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, max_rate: float | None,
+                  write: Callable[[Path, bytes], None], log: Callable[[str], None] | None = None) -> FolderReport:
+    """Encode `files` (media of codec.kind) into `outputs` with one codec; `max_rate` is --bitrate
+    (kbps) for audio or --bpp for images. `write(path, data)` writes one output."""
     from .codec import read_info
     from .io import open_image
 
     report = FolderReport(codec.kind)
-    for number, (path, output) in enumerate(zip(files, outputs), 1):
-        try:
-            if codec.kind == "audio":
-                data = codec.encode_audio_file(path, quality, max_rate)
-            else:
-                data = codec.encode_image(open_image(path), quality, max_rate)
-            output.parent.mkdir(parents=True, exist_ok=True)
-            write(output, data)
-        except VQCodecError as exc:
-            report.skipped.append((path, str(exc)))
-            continue
+
+    def make(path: Path, output: Path) -> int:
+        if codec.kind == "audio":
+            data = codec.encode_audio_file(path, quality, max_rate)
+        else:
+            data = codec.encode_image(open_image(path), quality, max_rate)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        write(output, data)
         info = read_info(data)
-        report.written += 1
-        report.bytes += len(data)
         report.seconds += info.duration
         report.pixels += info.width * info.height
-        if log and number % 100 == 0:
-            log(f"encoded {number}/{len(files)} files")
-    return report
+        return len(data)
+    return _each_file(files, outputs, make, report, "encoded", log)
 
 
 def recode_folder(files: list[Path], outputs: list[Path], recode: Callable[[bytes], bytes],
                   write: Callable[[Path, bytes], None], log: Callable[[str], None] | None = None) -> FolderReport:
     """Recode `.vq` files (`recode(data)` gives the smaller file) into `outputs`."""
-    report = FolderReport("mixed")
-    for number, (path, output) in enumerate(zip(files, outputs), 1):
-        try:
-            data = recode(path.read_bytes())
-            output.parent.mkdir(parents=True, exist_ok=True)
-            write(output, data)
-        except VQCodecError as exc:
-            report.skipped.append((path, str(exc)))
-            continue
-        except OSError as exc:
-            report.skipped.append((path, f"cannot read ({exc.strerror})"))
-            continue
-        report.written += 1
-        report.bytes += len(data)
-        if log and number % 100 == 0:
-            log(f"recoded {number}/{len(files)} files")
-    return report
+    def make(path: Path, output: Path) -> int:
+        data = recode(path.read_bytes())
+        output.parent.mkdir(parents=True, exist_ok=True)
+        write(output, data)
+        return len(data)
+    return _each_file(files, outputs, make, FolderReport("mixed"), "recoded", log)
 
 
 def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str],
@@ -117,29 +120,21 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
     `warn(path, damaged_parts, header)` reports what a damaged file lost."""
     from .io import write_image
 
-    report = FolderReport("mixed")
-    for number, (path, output) in enumerate(zip(files, outputs), 1):
-        try:
-            data = path.read_bytes()
-            header = vqformat.parse_header(data)
-            codec = codec_for(data)
-            if salvage and warn:
-                warn(path, codec.damaged_parts(data), header)
-            output.parent.mkdir(parents=True, exist_ok=True)
-            if header.kind == vqformat.KIND_AUDIO:
-                write(output, lambda stream: codec.decode_audio_file(data, stream, format_hint=formats["audio"],
-                                                                     salvage=salvage))
-            else:
-                image = codec.decode_image(data, salvage=salvage)
-                write(output, lambda stream: write_image(image, stream, formats["image"]))
-        except (VQCodecError, OSError) as exc:
-            report.skipped.append((path, str(exc)))
-            continue
-        report.written += 1
-        report.bytes += output.stat().st_size
-        if log and number % 100 == 0:
-            log(f"decoded {number}/{len(files)} files")
-    return report
+    def make(path: Path, output: Path) -> int:
+        data = path.read_bytes()
+        header = vqformat.parse_header(data)
+        codec = codec_for(data)
+        if salvage and warn:
+            warn(path, codec.damaged_parts(data), header)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if header.kind == vqformat.KIND_AUDIO:
+            write(output, lambda stream: codec.decode_audio_file(data, stream, format_hint=formats["audio"],
+                                                                 salvage=salvage))
+        else:
+            image = codec.decode_image(data, salvage=salvage)
+            write(output, lambda stream: write_image(image, stream, formats["image"]))
+        return output.stat().st_size
+    return _each_file(files, outputs, make, FolderReport("mixed"), "decoded", log)
 
 
 def sort_by_kind(files: list[Path]) -> tuple[dict[Path, str], list[tuple[Path, str]]]:
