@@ -33,6 +33,8 @@ def recordings(tmp_path_factory) -> Path:
     audio, rate = soundfile.read(DATA / "speech2.flac", dtype="float32")
     soundfile.write(folder / "sub" / "b.wav", np.stack([audio[::2], audio[1::2]]).T, rate // 2)
     (folder / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio")
+    (folder / "empty").mkdir()
+    (folder / "empty" / "silent.wav").write_bytes(b"")
     (folder / "notes.txt").write_text("not media: ignored")
     return folder
 
@@ -49,8 +51,10 @@ def test_encode_folder_mirrors_the_tree_and_skips_what_it_cannot_read(recordings
     lines = stderr_lines(result)
     assert result.returncode == 1
     assert lines[0].startswith(f"skipping {recordings / 'broken.wav'}: cannot read audio")
-    assert lines[1].startswith(f"encoded 2 files, ") and lines[1].endswith(f"kbps over 7.5 s into {out}")
-    assert lines[-1] == "vqcodec: error: 1 of 3 files could not be encoded (listed above)"
+    assert lines[1].startswith(f"skipping {recordings / 'empty' / 'silent.wav'}: cannot read audio")
+    assert lines[2].startswith(f"encoded 2 files, ") and lines[2].endswith(f"kbps over 7.5 s into {out}")
+    assert lines[-1] == "vqcodec: error: 2 of 4 files could not be encoded (listed above)"
+    assert not (out / "empty").exists()  # no folder is made for what could not be coded
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["a.vq", "sub/b.vq"]
     codec = Codec.load("speech16k")
     for name, source in (("a.vq", "a.flac"), ("sub/b.vq", "sub/b.wav")):  # as the one-file command writes them
