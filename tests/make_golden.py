@@ -11,8 +11,8 @@ Writes, for a tiny audio model and a tiny image model, each with a fitted prior:
     golden_KIND_codes.npy                         the codes both files must decode to (int16, no pickle)
     golden_KIND_depth.vq                          a file with per-cell depth (coding 2)
     golden_KIND_depth_codes.npy                   the codes it must decode to, -1 where absent
-    golden_audio_shared.vq                        stereo whose two channels share their codes, stored once
-    golden_audio_shared_codes.npy                 the codes of its one stored channel
+    golden_audio_shared.vq                        stereo whose channels share their codes in two chunks
+    golden_audio_shared_codes.npy                 the codes it must decode to (both channels)
 
 Only regenerate on purpose (a deliberate format or prior change): the point of the fixtures is that
 files written by an earlier build keep decoding to exactly these codes on every machine.
@@ -32,6 +32,7 @@ if str(REPO) not in sys.path:
 
 from vqcodec.codec import AUDIO_CHUNK_FRAMES, IMAGE_CHUNK_ROWS, Codec  # noqa: E402
 from vqcodec.config import AudioConfig, ImageConfig  # noqa: E402
+from vqcodec.format import parse_file  # noqa: E402
 from vqcodec.modelfile import attach_prior, save_model  # noqa: E402
 from vqcodec.models import VQVAE  # noqa: E402
 from vqcodec.prior import CodePrior  # noqa: E402
@@ -96,15 +97,25 @@ def main() -> None:
 
 
 def write_shared() -> None:
-    """A stereo file of one signal in both channels (FLAG_SHARED_CHANNELS), per-cell depth coded."""
+    """A stereo file (FLAG_SHARED_CHANNELS, per-cell depth coded) whose channels carry one signal for
+    its first two chunks, which store their codes once, and differ in the other two."""
     codec = Codec.load(str(OUT / "golden_audio.safetensors"))
     codec.rate_weight, codec.depth_weight = 0.0, 0.1
-    data = codec.encode_audio(np.repeat(golden_audio(3, seconds=0.9, channels=1), 2, axis=0), AUDIO_RATE, 4)
+    data = codec.encode_audio(shared_golden_audio(), AUDIO_RATE, 4)
     header, codes = codec.read_codes(data)
-    assert header.flags == 2 and header.channels == 2 and np.array_equal(codes[0], codes[1])
+    layouts = [chunk[0] for chunk in parse_file(data)[1]]
+    assert header.flags == 2 and header.channels == 2 and layouts == [1, 1, 0, 0], layouts
     (OUT / "golden_audio_shared.vq").write_bytes(data)
-    np.save(OUT / "golden_audio_shared_codes.npy", codes[:1].astype(np.int16), allow_pickle=False)
-    print(f"audio: shared codes {codes[:1].shape}, {len(data)} bytes")
+    np.save(OUT / "golden_audio_shared_codes.npy", codes.astype(np.int16), allow_pickle=False)
+    print(f"audio: shared codes {codes.shape}, chunk layouts {layouts}, {len(data)} bytes")
+
+
+def shared_golden_audio() -> np.ndarray:
+    """0.9 s of stereo whose channels are the same for the first 9000 samples (the first two
+    chunks of 4000 samples, with their network context)."""
+    audio = golden_audio(3, seconds=0.9)
+    audio[1, :9000] = audio[0, :9000]
+    return audio
 
 
 def write_depth() -> None:

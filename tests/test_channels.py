@@ -1,6 +1,6 @@
 """Channels that carry one signal (a mono recording saved as stereo) are coded once: the encoder runs
-on one of them, and a file whose channels all have the same codes stores them once
-(FLAG_SHARED_CHANNELS, docs/FORMAT.md)."""
+on one of them, and a chunk whose channels all have the same codes stores them once, behind a
+channel-layout byte (FLAG_SHARED_CHANNELS, docs/FORMAT.md)."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import soundfile
 
+import vqcodec.codec as codec_module
 from conftest import GOLDEN, make_signal
-from make_golden import AUDIO_RATE, golden_audio
+from make_golden import AUDIO_RATE, shared_golden_audio
 from vqcodec import Codec
 from vqcodec import format as vqformat
 from vqcodec.codec import SAME_CHANNEL_TOLERANCE, read_info
@@ -32,13 +33,13 @@ def speech():
 
 
 class EncoderBatches:
-    """Records how many channels each call of the encoder network saw."""
+    """Records how many channels each call of the encoder (or the decoder) network saw."""
 
-    def __init__(self, codec: Codec):
-        self.codec, self.batches = codec, []
+    def __init__(self, codec: Codec, network: str = "encoder"):
+        self.network, self.batches = getattr(codec.model, network), []
 
     def __enter__(self):
-        self.hook = self.codec.model.encoder.register_forward_pre_hook(
+        self.hook = self.network.register_forward_pre_hook(
             lambda module, inputs: self.batches.append(inputs[0].shape[0]))
         return self.batches
 
@@ -52,16 +53,19 @@ def test_dual_mono_is_coded_once_and_decodes_as_the_mono_file(speech_codec, spee
     with EncoderBatches(speech_codec) as batches:
         stereo = speech_codec.encode_audio(np.stack([audio, audio]), rate, 6)
     assert batches and set(batches) == {1}
-    header = vqformat.parse_header(stereo)
-    assert header.channels == 2 and header.coded_channels == 1 and header.flags == vqformat.FLAG_SHARED_CHANNELS
-    assert len(stereo) == len(mono)  # the header differs only in its channel count and flags
-    assert stereo[vqformat.HEADER_SIZE:] == mono[vqformat.HEADER_SIZE:]
-    decoded, decoded_rate = speech_codec.decode_audio(stereo)
+    header, chunks, _ = vqformat.parse_file(stereo)
+    assert header.channels == 2 and header.flags == vqformat.FLAG_SHARED_CHANNELS
+    assert [chunk[0] for chunk in chunks] == [vqformat.LAYOUT_SHARED]  # one chunk of 4 s
+    assert len(stereo) == len(mono) + 1  # the mono file and one layout byte
+    assert chunks[0][1:] == vqformat.parse_file(mono)[1][0]
+    with EncoderBatches(speech_codec, "decoder") as batches:
+        decoded, decoded_rate = speech_codec.decode_audio(stereo)
+    assert batches and set(batches) == {1}  # decoded once too
     reference, _ = speech_codec.decode_audio(mono)
     assert decoded_rate == rate and decoded.shape == (2, audio.size)
     np.testing.assert_array_equal(decoded[0], reference[0])
     np.testing.assert_array_equal(decoded[1], reference[0])
-    assert read_info(stereo).shared_channels and not read_info(mono).shared_channels
+    assert (read_info(stereo).shared_chunks, read_info(mono).shared_chunks) == (1, 0)
 
 
 def test_copies_within_the_tolerance_are_coded_once(codec):
@@ -86,28 +90,46 @@ def test_distinct_channels_are_coded_apart(codec):
         data = codec.encode_audio(stereo, 16000, 3)
     assert set(batches) == {2}
     header, codes = codec.read_codes(data)
-    assert header.flags == 0 and header.coded_channels == 2 and not np.array_equal(codes[0], codes[1])
+    assert header.flags == 0 and not np.array_equal(codes[0], codes[1])
 
 
-def test_partly_identical_channels_share_only_those_blocks(codec):
-    """Blocks where the channels agree are coded once; the file keeps both channels' codes, since
-    they differ elsewhere."""
-    signal = make_signal(2, 16000 * 2, 16000)  # hop 8: 4000 frames, blocks of 500
-    signal[1, :8000] = signal[0, :8000]   # the first 1000 frames
+def test_partly_identical_channels_share_those_chunks(codec):
+    """A stereo recording that is mono for a while (a mono talk after a stereo jingle, or the
+    reverse) stores the codes of those chunks once."""
+    signal = make_signal(2, 16000 * 2, 16000)  # hop 8: 4000 frames, blocks and chunks of 500
+    signal[1, 8000:] = signal[0, 8000:]   # from frame 1000 on (block 2's context, from frame 984, differs)
     with EncoderBatches(codec) as batches:
         data = codec.encode_audio(signal, 16000, 3)
-    assert 1 in batches and 2 in batches
-    header, codes = codec.read_codes(data)
-    assert header.coded_channels == 2
-    assert np.array_equal(codes[0, :, :400], codes[1, :, :400])  # a block and its context agree there
-    assert not np.array_equal(codes[0, :, 2000:], codes[1, :, 2000:])
+    assert batches == [2, 2, 1, 1, 1, 1, 1, 1]
+    header, chunks, _ = vqformat.parse_file(data)
+    assert header.flags == vqformat.FLAG_SHARED_CHANNELS
+    assert [chunk[0] for chunk in chunks] == [0, 0, 1, 1, 1, 1, 1, 1]
+    _, codes = codec.read_codes(data)
+    assert codes.shape == (2, 3, 4000) and np.array_equal(codes[0, :, 1000:], codes[1, :, 1000:])
+    assert not np.array_equal(codes[0, :, :1000], codes[1, :, :1000])
+    decoded, _ = codec.decode_audio(data)
+    assert decoded.shape == signal.shape and np.array_equal(decoded[0, 13000:], decoded[1, 13000:])
+
+    apart = (codec_module._same_channels, codec_module._codes_shared)
+    codec_module._same_channels = codec_module._codes_shared = lambda x: False
+    try:
+        unshared = codec.encode_audio(signal, 16000, 3)
+    finally:
+        codec_module._same_channels, codec_module._codes_shared = apart
+    assert vqformat.parse_header(unshared).flags == 0
+    assert len(data) < 0.75 * len(unshared)
+    apart_decoded = codec.decode_audio(unshared)[0]
+    np.testing.assert_allclose(apart_decoded[:, :8000], decoded[:, :8000], atol=1e-5)
+    # from the border on, channel 1 is decoded from channel 0's codes: as close as the codec's error
+    difference = np.abs(apart_decoded[1, 8000:] - decoded[1, 8000:]).max()
+    assert difference < 0.1 * np.abs(signal[1, 8000:] - apart_decoded[1, 8000:]).max(), difference
 
 
 def test_shared_file_codes_part_and_salvage(codec):
     signal = np.repeat(make_signal(1, 16000 * 3, 16000), 2, axis=0)  # 6000 frames: 12 chunks
     data = codec.encode_audio(signal, 16000, 4)
     header, codes = codec.read_codes(data)
-    assert header.coded_channels == 1 and codes.shape == (2, 4, 6000)
+    assert header.flags == vqformat.FLAG_SHARED_CHANNELS and codes.shape == (2, 4, 6000)
     assert codec.codes_to_file(codes, 16000, signal.shape[1]) == data  # pack finds the sharing again
     whole, _ = codec.decode_audio(data)
     part, _ = codec.decode_audio(data, start=1.0, duration=0.5)
@@ -120,28 +142,38 @@ def test_shared_file_codes_part_and_salvage(codec):
 
 
 def test_golden_shared_channel_file():
-    """A committed shared-channel file decodes to its committed codes in both channels, and today's
-    packer writes it byte for byte from them."""
+    """A committed file whose first two chunks store shared codes decodes to its committed codes,
+    and today's packer writes it byte for byte from them."""
     codec = Codec.load(str(GOLDEN / "golden_audio.safetensors"))
     data = (GOLDEN / "golden_audio_shared.vq").read_bytes()
-    stored = np.load(GOLDEN / "golden_audio_shared_codes.npy", allow_pickle=False).astype(np.int64)
-    header, codes = codec.read_codes(data)
+    expected = np.load(GOLDEN / "golden_audio_shared_codes.npy", allow_pickle=False).astype(np.int64)
+    header, chunks, _ = vqformat.parse_file(data)
     assert header.flags == vqformat.FLAG_SHARED_CHANNELS and header.channels == 2
-    assert header.coding == vqformat.CODING_PRIOR_DEPTH and (stored < 0).any()
-    np.testing.assert_array_equal(codes, np.repeat(stored, 2, axis=0))
+    assert header.coding == vqformat.CODING_PRIOR_DEPTH and (expected < 0).any()
+    assert [chunk[0] for chunk in chunks] == [1, 1, 0, 0]
+    _, codes = codec.read_codes(data)
+    np.testing.assert_array_equal(codes, expected)
+    assert np.array_equal(codes[0, :, :1000], codes[1, :, :1000]) and not np.array_equal(codes[0], codes[1])
     assert codec.codes_to_file(codes, AUDIO_RATE, header.length) == data
     decoded, _ = codec.decode_audio(data)
-    assert decoded.shape == (2, golden_audio(3, seconds=0.9, channels=1).shape[1])
-    np.testing.assert_array_equal(decoded[0], decoded[1])
+    assert decoded.shape == shared_golden_audio().shape
 
 
-def test_flag_is_refused_where_it_means_nothing(craft):
+def test_flag_and_layout_bytes_are_checked(craft):
     codec = Codec.load(str(GOLDEN / "golden_audio.safetensors"))
     data = (GOLDEN / "golden_audio_shared.vq").read_bytes()
     with pytest.raises(vqformat.FormatError, match="mono"):
         vqformat.parse_header(craft.with_header(data, channels=1))
-    with pytest.raises(vqformat.FormatError):  # the chunks hold one channel, not two
+    with pytest.raises(vqformat.FormatError):  # the layout bytes would be read as codes
         codec.decode_audio(craft.with_header(data, flags=0))
+    header, chunks, _ = vqformat.parse_file(data)
+    for layout in (b"\x02", b"\xff"):
+        bad = vqformat.build_file(header, [layout + chunks[0][1:]] + chunks[1:])
+        with pytest.raises(vqformat.FormatError, match="unknown channel layout"):
+            codec.decode_audio(bad)
+    with pytest.raises(vqformat.FormatError, match="no channel-layout byte"):
+        codec.read_codes(vqformat.build_file(header, [b""] + chunks[1:]))
+
 
 
 def test_info_says_the_channels_are_stored_once(cli, tmp_path, speech):
@@ -151,9 +183,9 @@ def test_info_says_the_channels_are_stored_once(cli, tmp_path, speech):
     result = cli("encode", source, tmp_path / "dual.vq", "-q", "2")
     assert result.returncode == 0, result.stderr
     shown = cli("info", tmp_path / "dual.vq", text=True)
-    assert "2 channel(s) (the same codes, stored once)" in shown.stdout
+    assert "2 channel(s) (one signal, stored once, in 1 of 1 chunks)" in shown.stdout
     record = json.loads(cli("info", tmp_path / "dual.vq", "--json", text=True).stdout)
-    assert record["shared_channels"] is True and record["channels"] == 2
+    assert record["shared_chunks"] == record["chunks"] == 1 and record["channels"] == 2
     assert cli("decode", tmp_path / "dual.vq", tmp_path / "out.wav").returncode == 0
     decoded, decoded_rate = soundfile.read(tmp_path / "out.wav", dtype="float32")
     assert decoded.shape == (audio.size, 2) and decoded_rate == rate

@@ -512,7 +512,7 @@ def info(input_path, as_json, verbose, model_option):
             record.pop(key)
     else:
         record.update(bits_per_pixel=round(file_info.bitrate, 4))
-        for key in ("sample_rate", "channels", "samples", "shared_channels"):
+        for key in ("sample_rate", "channels", "samples", "shared_chunks"):
             record.pop(key)
     if as_json:
         click.echo(json.dumps(record, indent=2))
@@ -526,7 +526,8 @@ def _print_info(file_info, model: str | None, report: dict | None) -> None:
     click.echo(f"kind:      {file_info.kind}")
     click.echo(f"model:     {model or 'not installed'} ({file_info.model_id})")
     if file_info.kind == "audio":
-        shared = " (the same codes, stored once)" if file_info.shared_channels else ""
+        shared = f" (one signal, stored once, in {file_info.shared_chunks} of {file_info.chunks} chunks)" \
+            if file_info.shared_chunks else ""
         click.echo(f"audio:     {file_info.channels} channel(s){shared}, {file_info.sample_rate} Hz, "
                    f"{file_info.samples} samples ({file_info.duration:.3f} s)")
         click.echo(f"bitrate:   {file_info.bitrate / 1000:.3f} kbps ({file_info.size_bytes} bytes)")

@@ -59,9 +59,10 @@ MAX_REFINE = 1000
 IMAGE_TILE = 64                 # latent cells per tile side, before context
 STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
 RESAMPLE_MARGIN_SECONDS = 0.02  # decoded before a range of a file that is resampled, for the filter's sake
-# Channels of an encoder block that differ from the first by at most this anywhere (-60 dBFS, 32 steps
-# of 16-bit audio: copies of one signal dithered or processed apart) are coded as one, and their codes
-# copied; the difference is far below the codec's own error at any quality.
+# Channels of an encoder block that differ from the first by at most this anywhere in the block (-60
+# dBFS, 32 steps of 16-bit audio: copies of one signal dithered or processed apart) are coded as one,
+# context included, and their codes copied; the difference is far below the codec's own error at any
+# quality (where the context differs, next to a stretch whose channels do, so are a few codes).
 SAME_CHANNEL_TOLERANCE = 2.0 ** -10
 
 
@@ -180,7 +181,7 @@ def _check_image_size(width: int, height: int) -> None:
 
 
 def _same_channels(x: torch.Tensor) -> bool:
-    """Whether every channel of a (channels, 1, samples) window is within SAME_CHANNEL_TOLERANCE of the first."""
+    """Whether every channel of (channels, 1, samples) is within SAME_CHANNEL_TOLERANCE of the first."""
     return x.shape[0] > 1 and bool((x - x[:1]).abs().max() <= SAME_CHANNEL_TOLERANCE)
 
 
@@ -212,7 +213,8 @@ class FileInfo:
     height: int = 0
     mode: str = ""
     has_alpha: bool = False
-    shared_channels: bool = False   # audio: every channel has the same codes, stored once
+    chunks: int = 0
+    shared_chunks: int = 0   # audio: chunks whose channels share one set of codes, stored once
 
     @property
     def duration(self) -> float:
@@ -229,12 +231,13 @@ class FileInfo:
 def read_info(data: bytes, check_chunks: bool = True) -> FileInfo:
     """What a `.vq` file's header says, once the whole file checks out (or the header alone, with
     check_chunks=False: for a damaged file)."""
-    header = vqformat.parse_file(data)[0] if check_chunks else vqformat.parse_header(data)
+    header, chunks, _ = vqformat.parse_file(data) if check_chunks else (vqformat.parse_header(data), [], None)
     info = FileInfo(kind=vqformat.KIND_NAMES[header.kind], model_id=header.model_id.hex(), quality=header.quality,
-                    coding=vqformat.CODING_NAMES[header.coding], size_bytes=len(data))
+                    coding=vqformat.CODING_NAMES[header.coding], size_bytes=len(data), chunks=header.chunk_count)
     if header.kind == vqformat.KIND_AUDIO:
         info.sample_rate, info.channels, info.samples = header.sample_rate, header.channels, header.length
-        info.shared_channels = bool(header.flags & vqformat.FLAG_SHARED_CHANNELS)
+        if header.flags & vqformat.FLAG_SHARED_CHANNELS:
+            info.shared_chunks = sum(chunk[:1] == bytes([vqformat.LAYOUT_SHARED]) for chunk in chunks)
     else:
         info.width, info.height = header.width, header.height
         info.mode = IMAGE_MODE_NAMES.get(header.mode, "?")
@@ -428,6 +431,14 @@ class Codec:
         return entropy.pack_fixed(codes, self.codebook_size)
 
     def _decode_payload(self, header: vqformat.Header, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+        """One chunk's codes of the given shape (every channel's, for audio)."""
+        if header.kind == vqformat.KIND_AUDIO and header.flags & vqformat.FLAG_SHARED_CHANNELS:
+            layout, payload = vqformat.channel_layout(payload)
+            if layout == vqformat.LAYOUT_SHARED:
+                return np.repeat(self._decode_body(header, payload, (1, *shape[1:])), shape[0], axis=0)
+        return self._decode_body(header, payload, shape)
+
+    def _decode_body(self, header: vqformat.Header, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
         if header.coding in vqformat.PRIOR_CODINGS:
             return self.prior.decode_chunk(payload, shape, depths=header.coding == vqformat.CODING_PRIOR_DEPTH)
         return entropy.unpack_fixed(payload, math.prod(shape), self.codebook_size).reshape(shape)
@@ -480,7 +491,7 @@ class Codec:
         for f0, f1 in _blocks(total_frames, self.block_frames):
             a, b = max(0, f0 - ctx), min(total_frames, f1 + ctx)
             x = torch.from_numpy(np.ascontiguousarray(samples.take(a * hop, b * hop)))[:, None].to(self.device)
-            if _same_channels(x):  # coded once, and the codes copied to every channel
+            if _same_channels(x[:, :, (f0 - a) * hop:(f1 - a) * hop]):  # coded once, codes copied to every channel
                 x = x[:1]
             window = self._encoder_latents(x, ("audio", a, b))
             if self.refine:
@@ -524,10 +535,12 @@ class Codec:
         for f0, f1 in _blocks(last - first, self.block_frames):
             f0, f1 = f0 + first, f1 + first
             a, b = max(0, f0 - ctx), min(total_frames, f1 + ctx)
-            window = torch.from_numpy(np.ascontiguousarray(codes[:, :, a:b], dtype=np.int64)).to(self.device)
-            latents = self.model.quantizer.decode_cells(window.transpose(0, 1))
-            audio = self.model.decoder(latents)[:, 0, (f0 - a) * hop:(f1 - a) * hop]
-            yield audio.cpu().numpy().astype(np.float32)
+            window = codes[:, :, a:b]
+            shared = _codes_shared(window)  # one signal in every channel: decoded once, and copied
+            window = torch.from_numpy(np.ascontiguousarray(window[:1] if shared else window, dtype=np.int64))
+            latents = self.model.quantizer.decode_cells(window.to(self.device).transpose(0, 1))
+            audio = self.model.decoder(latents)[:, 0, (f0 - a) * hop:(f1 - a) * hop].cpu().numpy().astype(np.float32)
+            yield np.repeat(audio, codes.shape[0], axis=0) if shared else audio
 
     @torch.no_grad()  # not inference_mode: refinement needs gradients through the decoder
     def audio_to_codes(self, audio: np.ndarray, quality: int | None = None, variable_depth: bool = False) -> np.ndarray:
@@ -558,19 +571,21 @@ class Codec:
         return -(-samples * self.sample_rate // rate)
 
     def _pack_audio(self, codes: np.ndarray, rate: int, samples: int, quality: int) -> bytes:
-        """Channels whose codes are all the same (a mono recording in a stereo file) are stored once."""
-        channels = codes.shape[0]
-        shared = _codes_shared(codes)
-        if shared:
-            codes = codes[:1]
+        """A chunk whose channels all have the same codes (a mono recording in a stereo file, or a
+        stretch of one) stores them once, behind a channel-layout byte (FLAG_SHARED_CHANNELS)."""
         coding = self._file_coding(codes)
+        parts = [codes[:, :, f0:f1] for f0, f1 in _blocks(codes.shape[2], AUDIO_CHUNK_FRAMES)]
+        shared = [_codes_shared(part) for part in parts]
         header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=coding, quality=quality,
                                  model_id=self.model_id, prior_id=self._prior_id(coding), sample_rate=rate,
-                                 length=samples, channels=channels, chunk_frames=AUDIO_CHUNK_FRAMES,
-                                 flags=vqformat.FLAG_SHARED_CHANNELS if shared else 0)
-        chunks = [self._encode_payload(coding, codes[:, :, f0:f1])
-                  for f0, f1 in _blocks(codes.shape[2], AUDIO_CHUNK_FRAMES)]
-        return vqformat.build_file(header, chunks)
+                                 length=samples, channels=codes.shape[0], chunk_frames=AUDIO_CHUNK_FRAMES,
+                                 flags=vqformat.FLAG_SHARED_CHANNELS if any(shared) else 0)
+        if not any(shared):
+            return vqformat.build_file(header, [self._encode_payload(coding, part) for part in parts])
+        return vqformat.build_file(header, [
+            bytes([vqformat.LAYOUT_SHARED]) + self._encode_payload(coding, part[:1]) if one else
+            bytes([vqformat.LAYOUT_EVERY_CHANNEL]) + self._encode_payload(coding, part)
+            for part, one in zip(parts, shared)])
 
     @torch.no_grad()  # as audio_to_codes
     def encode_audio_stream(self, blocks: Iterator[np.ndarray], sample_rate: int, channels: int, samples: int,
@@ -688,11 +703,11 @@ class Codec:
         With `salvage`, also the chunks among them that are missing (None) or do not decode, whose codes
         are all ABSENT; without it, such a chunk is an error."""
         f_begin, f_end = first * header.chunk_frames, min(total_frames, last * header.chunk_frames)
-        codes = np.empty((header.coded_channels, header.quality, f_end - f_begin), dtype=self._code_dtype)  # as in _encode_frames
+        codes = np.empty((header.channels, header.quality, f_end - f_begin), dtype=self._code_dtype)  # as in _encode_frames
         damaged = []
         for index in range(first, last):
             f0, f1 = index * header.chunk_frames, min(total_frames, (index + 1) * header.chunk_frames)
-            shape = (header.coded_channels, header.quality, f1 - f0)
+            shape = (header.channels, header.quality, f1 - f0)
             codes[:, :, f0 - f_begin:f1 - f_begin] = self._chunk_codes(header, chunks, index, shape, salvage, damaged)
         return codes, damaged
 
@@ -728,7 +743,7 @@ class Codec:
 
     def read_codes(self, data: bytes) -> tuple[vqformat.Header, np.ndarray]:
         """The header and the integer codes of a `.vq` file written by this model, without running the networks:
-        audio (channels, quality, frames), every channel's even where the file stores shared codes once;
+        audio (channels, quality, frames), every channel's even where a chunk stores shared codes once;
         image (quality, rows, cols)."""
         header, chunks, _ = vqformat.parse_file(data)
         self._check_file_model(header)
@@ -737,10 +752,7 @@ class Codec:
         self._check_chunks(header, total)
         parts = [self._decode_payload(header, payload, shape_of(b - a))
                  for (a, b), payload in zip(_blocks(total, header.chunk_frames), chunks)]
-        codes = np.concatenate(parts, axis=axis) if parts else np.zeros(shape_of(0), dtype=np.int64)
-        if header.kind == vqformat.KIND_AUDIO and header.coded_channels != header.channels:
-            codes = np.repeat(codes, header.channels, axis=0)
-        return header, codes
+        return header, np.concatenate(parts, axis=axis) if parts else np.zeros(shape_of(0), dtype=np.int64)
 
     def recode(self, data: bytes, quality: int | None = None, max_rate: float | None = None) -> bytes:
         """A `.vq` file written by this model at a lower quality or rate, made from the file alone:
@@ -805,7 +817,9 @@ class Codec:
         has a prior, their ideal code length under it (sum of -log2 p); for files with per-cell depth,
         also the ideal length of the depth maps (`depth_ideal_bits`, included in `ideal_bytes`). A
         range-coded stream cannot be split by level, so the actual size is given for the payloads as a
-        whole; `framing_bytes` is the header, the chunk heads and the alpha plane.
+        whole (with the channel-layout bytes of files that share channels' codes, which the levels'
+        counts leave out: they count the codes stored); `framing_bytes` is the header, the chunk
+        heads and the alpha plane.
         """
         header, chunks, alpha = vqformat.parse_file(data)
         self._check_file_model(header)
@@ -816,9 +830,14 @@ class Codec:
         counts = np.zeros(quality, dtype=np.int64)
         ideal = np.zeros(quality) if self.prior is not None else None
         depth_bits = 0.0 if header.coding == vqformat.CODING_PRIOR_DEPTH else None
-        cells = 0
+        cells = fixed_bytes = 0
+        shared_channels = header.kind == vqformat.KIND_AUDIO and header.flags & vqformat.FLAG_SHARED_CHANNELS
+        fixed_width = entropy.bits_per_index(self.codebook_size)
         for (a, b), payload in zip(_blocks(total, header.chunk_frames), chunks):
             codes = self._decode_payload(header, payload, shape_of(b - a))
+            if shared_channels and payload[0] == vqformat.LAYOUT_SHARED:
+                codes = codes[:1]  # what the chunk stores
+            fixed_bytes += math.ceil(codes.size * fixed_width / 8)
             counts += np.moveaxis(codes >= 0, level_axis, 0).reshape(quality, -1).sum(1)
             cells += codes.size // quality
             if ideal is not None:
@@ -826,15 +845,13 @@ class Codec:
             if depth_bits is not None:
                 depth_bits += self.prior.depth_bits(codes)
         payload_bytes = sum(len(c) for c in chunks)
-        fixed_width = entropy.bits_per_index(self.codebook_size)
         return {
             "coding": vqformat.CODING_NAMES[header.coding],
             "prior_id": f"{header.prior_id:08x}" if header.coding in vqformat.PRIOR_CODINGS else None,
             "chunks": len(chunks),
             "payload_bytes": payload_bytes,
             "framing_bytes": len(data) - payload_bytes,
-            "fixed_width_bytes": sum(math.ceil(math.prod(shape_of(b - a)) * fixed_width / 8)
-                                     for a, b in _blocks(total, header.chunk_frames)),
+            "fixed_width_bytes": fixed_bytes,
             "ideal_bytes": float((ideal.sum() + (depth_bits or 0.0)) / 8) if ideal is not None else None,
             "cells": cells,
             "depth_ideal_bits": round(depth_bits, 1) if depth_bits is not None else None,
@@ -856,7 +873,7 @@ class Codec:
         codes of n of them: (channels, quality, n) or (quality, n, cols)."""
         if header.kind == vqformat.KIND_AUDIO:
             total = math.ceil(self._model_length(header.length, header.sample_rate) / self.hop)
-            return total, lambda n: (header.coded_channels, header.quality, n)
+            return total, lambda n: (header.channels, header.quality, n)
         rows, cols = math.ceil(header.height / self.hop), math.ceil(header.width / self.hop)
         return rows, lambda n: (header.quality, n, cols)
 
@@ -925,11 +942,9 @@ class Codec:
                         yield block[:, begin - position:end - position]
                     position += block.shape[1]
 
-        blocks = _dropped(_resampled_blocks(model_rate_blocks(), self.sample_rate, header.sample_rate,
-                                            header.coded_channels, lead + count), lead)
-        if header.coded_channels != header.channels:
-            blocks = (np.repeat(block, header.channels, axis=0) for block in blocks)
-        return header, blocks
+        blocks = _resampled_blocks(model_rate_blocks(), self.sample_rate, header.sample_rate, header.channels,
+                                   lead + count)
+        return header, _dropped(blocks, lead)
 
     def _model_span(self, header: vqformat.Header, start: int, count: int, model_length: int) -> tuple[int, int, int]:
         """Model-rate samples low..high to decode for samples start..start + count at the file's rate,

@@ -27,7 +27,8 @@ CODING_NAMES = {CODING_FIXED: "fixed-width", CODING_PRIOR: "prior range coding",
                 CODING_PRIOR_DEPTH: "prior range coding, per-cell depth"}
 PRIOR_CODINGS = (CODING_PRIOR, CODING_PRIOR_DEPTH)
 FLAG_ALPHA = 1             # image: a lossless alpha plane follows the code chunks
-FLAG_SHARED_CHANNELS = 2   # audio: every channel has the same codes, which are stored once
+FLAG_SHARED_CHANNELS = 2   # audio: each code chunk starts with a channel-layout byte
+LAYOUT_EVERY_CHANNEL, LAYOUT_SHARED = 0, 1  # the chunk holds every channel's codes / one set, every channel's
 
 # Sanity bounds, checked before allocating anything.
 MAX_SAMPLE_RATE = 768_000
@@ -60,11 +61,6 @@ class Header:
     flags: int = 0
     chunk_frames: int = 0    # frames (audio) or latent rows (image) per chunk
     chunk_count: int = 0
-
-    @property
-    def coded_channels(self) -> int:
-        """Audio: the channels whose codes the chunks hold (one when they are shared by all)."""
-        return 1 if self.flags & FLAG_SHARED_CHANNELS else self.channels
 
     def pack(self) -> bytes:
         body = _HEADER.pack(MAGIC, VERSION, self.kind, self.coding, self.quality, self.model_id,
@@ -112,6 +108,13 @@ def parse_header(data: bytes) -> Header:
         _check(header.channels == 3, f"image plane count {header.channels} is not 3")
         _check(header.sample_rate == header.length == 0, "audio fields set in an image file")
     return header
+
+
+def channel_layout(payload: bytes) -> tuple[int, bytes]:
+    """The channel-layout byte of an audio chunk of a FLAG_SHARED_CHANNELS file, and the rest."""
+    _check(len(payload) >= 1, "audio chunk has no channel-layout byte")
+    _check(payload[0] in (LAYOUT_EVERY_CHANNEL, LAYOUT_SHARED), f"unknown channel layout {payload[0]}")
+    return payload[0], payload[1:]
 
 
 def expected_chunk_count(total_frames: int, chunk_frames: int) -> int:
