@@ -27,7 +27,7 @@ from .errors import VQCodecError
 from .io import ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, image_to_planes, open_image, planes_to_image
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts
-from .recode import cut_codes
+from .recode import FileCuts
 from .refine import LEARNING_RATE as REFINE_LEARNING_RATE, refine_codes
 from .registry import find_model, retired_model_hint
 
@@ -769,12 +769,10 @@ class Codec:
         if not (isinstance(quality, int) and 1 <= quality <= stored):
             raise VQCodecError(f"quality {quality} is not within the file's 1..{stored} codebooks: "
                                "a file can be recoded to fewer codebooks, not more")
-        axis = 2 if audio else 1
+        cuts = FileCuts(self, codes, header.chunk_frames)
 
         def pack(levels: int, weight: float) -> bytes:
-            parts = [cut_codes(self, np.take(codes, range(a, b), axis=axis), levels, weight)
-                     for a, b in _blocks(codes.shape[axis], header.chunk_frames)]
-            cut = np.concatenate(parts, axis=axis)
+            cut = cuts.cut(levels, weight)
             if audio:
                 return self._pack_audio(cut, header.sample_rate, header.length, levels)
             return self._pack_image(cut, header.width, header.height, header.mode, alpha_bytes)

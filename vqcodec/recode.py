@@ -19,31 +19,87 @@ import torch
 from .prior import ABSENT
 
 
+class FileCuts:
+    """A file's codes (audio (channels, Q, frames), image (Q, rows, cols), ABSENT beyond a cell's
+    depth), cut chunk by chunk. What choosing the cells' depths needs is computed once, on the first
+    cut that needs it, into two arrays for the whole file (many small arrays kept between the large
+    temporaries would keep the heap from shrinking: an hour of speech would hold 600 MB more)."""
+
+    def __init__(self, codec, codes: np.ndarray, chunk: int):
+        self.codec, self.codes, self.audio = codec, codes, codec.kind == "audio"
+        self.axis = 2 if self.audio else 1
+        total = codes.shape[self.axis]
+        self.spans = [(start, min(total, start + chunk)) for start in range(0, total, chunk)]
+        self._errors = self._bits = None
+
+    def cut(self, quality: int, weight: float) -> np.ndarray:
+        """The codes cut to at most `quality` levels, each cell at the depth worth its bits at
+        `weight` (0: every cell keeps its levels, up to `quality`), lambda measured per chunk."""
+        with_costs = weight > 0 and self.codec.prior is not None
+        if with_costs and self._errors is None:
+            self._measure()
+        parts, cell = [], 0
+        for a, b in self.spans:
+            flat, depth = self._chunk(a, b)
+            cells = flat.shape[1]
+            if with_costs and cells:
+                depth = _best_depths(self._errors[:, cell:cell + cells], self._bits[:, cell:cell + cells],
+                                     quality, weight, depth)
+            cell += cells
+            parts.append(self._shaped(flat[:quality].masked_fill(torch.arange(quality)[:, None] >= depth[None],
+                                                                 ABSENT).numpy(), b - a))
+        return np.concatenate(parts, axis=self.axis)
+
+    def _chunk(self, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A chunk's codes as (Q, cells), cells channel by channel for audio, and each cell's depth."""
+        codes = self.codes[:, :, a:b] if self.audio else self.codes[:, a:b]
+        flat = np.moveaxis(codes, 1, 0).reshape(codes.shape[1], -1) if self.audio else codes.reshape(codes.shape[0], -1)
+        flat = torch.from_numpy(flat.astype(np.int64))
+        return flat, (flat >= 0).sum(0)
+
+    def _shaped(self, cut: np.ndarray, n: int) -> np.ndarray:
+        if self.audio:
+            return cut.reshape(cut.shape[0], -1, n).transpose(1, 0, 2)
+        return cut.reshape(cut.shape[0], n, -1)
+
+    def _measure(self) -> None:
+        """|z - z_d|^2 for d = 0..Q (Q + 1, cells) and each code's bits under the prior (Q, cells)."""
+        levels = self.codes.shape[1 if self.audio else 0]
+        cells = self.codes.size // levels
+        self._errors = torch.empty((levels + 1, cells), dtype=torch.float64)
+        self._bits = torch.empty((levels, cells), dtype=torch.float64)
+        cell = 0
+        for a, b in self.spans:
+            flat, _ = self._chunk(a, b)
+            n = flat.shape[1]
+            self._errors[:, cell:cell + n] = _errors_by_depth(self.codec.model.quantizer, flat)
+            planes = [channel[:, None, :] for channel in self.codes[:, :, a:b]] if self.audio else [self.codes[:, a:b]]
+            self._bits[:, cell:cell + n] = torch.from_numpy(np.concatenate(
+                [self.codec.prior.code_bits(p).reshape(levels, -1) for p in planes], axis=1))
+            cell += n
+
+
+def _best_depths(errors: torch.Tensor, bits: torch.Tensor, quality: int, weight: float,
+                 depth: torch.Tensor) -> torch.Tensor:
+    """Each cell's depth d <= quality minimising errors[d] + lambda * (bits of its first d codes), with
+    lambda = weight times the error the next level removes per bit it costs on these cells (the
+    last level's own at the top); `depth` (the cells' own) where that exchange cannot be measured."""
+    measured = min(quality, bits.shape[0] - 1)
+    removed, spent = float((errors[measured] - errors[measured + 1]).sum()), float(bits[measured].sum())
+    if not (removed > 0 and spent > 0):
+        return depth.clamp(max=quality)
+    spent_by_depth = torch.cat([bits.new_zeros((1, bits.shape[1])), bits[:quality].cumsum(0)])
+    # past a cell's own depth its error and bits stay the same, so argmin (the first minimum) never
+    # picks a depth the file does not hold
+    return (errors[:quality + 1] + weight * removed / spent * spent_by_depth).argmin(0)
+
+
 def cut_codes(codec, codes: np.ndarray, quality: int, weight: float) -> np.ndarray:
-    """One chunk's codes (audio (channels, Q, n), image (Q, rows, cols), ABSENT beyond a cell's
-    depth) cut to at most `quality` levels, each cell at the depth worth its bits at `weight`
-    (0: every cell keeps its levels, up to `quality`)."""
-    audio = codec.kind == "audio"
-    planes = [channel[:, None, :] for channel in codes] if audio else [codes]  # (levels, rows, cols) each
-    flat = torch.from_numpy(np.concatenate([p.reshape(p.shape[0], -1) for p in planes], axis=1).astype(np.int64))
-    depth = torch.from_numpy((codes >= 0).sum(1 if audio else 0).reshape(-1)).clamp(max=quality)
-    if weight > 0 and codec.prior is not None and flat.shape[1]:
-        errors = _errors_by_depth(codec.model.quantizer, flat)
-        bits = torch.from_numpy(np.concatenate([codec.prior.code_bits(p).reshape(p.shape[0], -1) for p in planes],
-                                               axis=1))
-        measured = min(quality, flat.shape[0] - 1)  # the level whose exchange of error for bits sets lambda
-        removed, spent = float((errors[measured] - errors[measured + 1]).sum()), float(bits[measured].sum())
-        if removed > 0 and spent > 0:
-            spent_by_depth = torch.cat([bits.new_zeros((1, bits.shape[1])), bits[:quality].cumsum(0)])
-            # past a cell's own depth, its error and bits stay the same, so argmin (the first minimum)
-            # never picks a depth the file does not hold
-            depth = (errors[:quality + 1] + weight * removed / spent * spent_by_depth).argmin(0)
-    cut = flat[:quality].masked_fill(torch.arange(quality)[:, None] >= depth[None], ABSENT).numpy()
-    if audio:
-        return cut.reshape(quality, len(planes), -1).transpose(1, 0, 2).copy()
-    return cut.reshape(quality, *codes.shape[1:])
+    """One chunk's codes cut to at most `quality` levels at `weight` (FileCuts.cut)."""
+    return FileCuts(codec, codes, codes.shape[2 if codec.kind == "audio" else 1]).cut(quality, weight)
 
 
+@torch.no_grad()  # the codebooks are parameters: a graph would keep every level's vectors alive
 def _errors_by_depth(quantizer, flat: torch.Tensor) -> torch.Tensor:
     """(Q + 1, cells) float64: |z - z_d|^2 for d = 0..Q, where z is what all of the cell's codes
     decode to and z_d its first d levels."""
