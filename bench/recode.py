@@ -3,7 +3,7 @@ against encoding the media again at the same target.
 
     python bench/recode.py [--speech ../shared/data/speech/dev] [--files 20] [--kbps 0.5,1,1.5,2]
                            [--images ../shared/data/images/kodak] [--image-files 12]
-                           [--bpp 0.1,0.2,0.3] [--out bench/out/recode.json]
+                           [--bpp 0.1,0.2,0.3] [--minutes 60] [--out bench/out/recode.json]
 
 Each file is encoded once at the default settings of the top quality (speech -q 8, photos -q 20:
 the file a user would keep). Then, for each target and on one thread:
@@ -14,6 +14,10 @@ the file a user would keep). Then, for each target and on one thread:
 Per row: mean real rate (whole file with header), quality against the original media (speech:
 PESQ-WB, STOI, log-mel L1; photos: PSNR over RGB), and the mean seconds each way takes per file
 (encode: the whole encoder with its search; recode: reading, cutting and entropy coding).
+
+Long audio (--minutes, 0 to skip): the dev recordings joined into one recording of that length,
+encoded at -q 8, then recoded to each --kbps target and to -q 4, each in a fresh process (median
+of 3 runs), with that process's peak resident memory once the model and file are loaded, and at the end.
 """
 from __future__ import annotations
 
@@ -79,6 +83,59 @@ def run(kind: str, codec, items, targets, top_quality: int, measure, encode_at) 
     return rows
 
 
+# Peak memory from VmHWM: ru_maxrss would carry over the parent's size from before the exec.
+_LONG = """
+import sys, time, torch
+torch.set_num_threads(1)
+from vqcodec import Codec
+def peak_mib():
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+codec = Codec.load("speech16k")
+data = open(sys.argv[1], "rb").read()
+loaded = peak_mib()
+start = time.perf_counter()
+out = codec.recode(data, **({"max_rate": float(sys.argv[2])} if sys.argv[2] != "q4" else {"quality": 4}))
+print(time.perf_counter() - start, len(out), loaded, peak_mib())
+"""
+
+
+def long_audio(args) -> list[dict]:
+    import subprocess
+    import tempfile
+
+    import torch
+    from seek import long_recording
+
+    from vqcodec import Codec
+
+    torch.set_num_threads(1)
+    audio = long_recording(args.speech, args.minutes, 16000)
+    seconds = audio.size / 16000
+    codec = Codec.load("speech16k")
+    encode_s, top = common.time_median(lambda: codec.encode_audio(audio, 16000, 8), 1)
+    rows = [{"target": "encode -q 8 from the audio", "seconds": encode_s, "kbps": len(top) * 8 / seconds / 1000,
+             "loaded_mib": None, "peak_mib": None}]
+    with tempfile.NamedTemporaryFile(suffix=".vq") as file:
+        file.write(top)
+        file.flush()
+        for target in [*[str(t) for t in common.numbers(args.kbps)], "q4"]:
+            runs = []
+            for _ in range(3):
+                result = subprocess.run([sys.executable, "-c", _LONG, file.name, target], capture_output=True,
+                                        text=True, env=dict(os.environ, PYTHONPATH=str(common.REPO_ROOT)))
+                if result.returncode:
+                    raise SystemExit(result.stderr)
+                runs.append([float(v) for v in result.stdout.split()])
+            runs.sort()
+            recode_s, size, loaded, peak = runs[1]
+            rows.append({"target": f"recode to {target} kbps" if target != "q4" else "recode to -q 4",
+                         "seconds": recode_s, "kbps": size * 8 / seconds / 1000, "loaded_mib": loaded,
+                         "peak_mib": peak})
+            print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--speech", default=str(DATA / "speech" / "dev"))
@@ -87,6 +144,7 @@ def main() -> None:
     parser.add_argument("--images", default=str(DATA / "images" / "kodak"))
     parser.add_argument("--image-files", type=int, default=12)
     parser.add_argument("--bpp", default="0.1,0.2,0.3")
+    parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--out", default=str(common.REPO_ROOT / "bench" / "out" / "recode.json"))
     args = parser.parse_args()
 
@@ -123,6 +181,7 @@ def main() -> None:
         rows += run("image", image, items, common.numbers(args.bpp), image.num_codebooks, measure_image,
                     lambda item, target: image.encode_image(item, image.num_codebooks, max_bpp=target))
 
+    long_rows = long_audio(args) if args.minutes else []
     for kind, headers, keys, digits in (
             ("audio", ["target kbps", "way", "files", "kbps", "PESQ-WB", "STOI", "log-mel", "s per file"],
              ["rate", "pesq", "stoi", "log_mel", "seconds"], [2, 0, 0, 3, 3, 3, 3, 3]),
@@ -132,9 +191,14 @@ def main() -> None:
         if table:
             print(f"\n{kind}, one thread\n")
             print(common.markdown_table(headers, table, digits))
+    if long_rows:
+        print(f"\n{args.minutes:g} minutes of speech, one thread\n")
+        print(common.markdown_table(["file", "kbps", "seconds", "peak MiB, model and file loaded", "peak MiB"],
+                                    [[r["target"], r["kbps"], r["seconds"], r["loaded_mib"], r["peak_mib"]]
+                                     for r in long_rows], [0, 3, 2, 0, 0]))
     if args.out:
         common.save_json(args.out, {"command": common.repro_command(), "machine": common.machine_info(threads=1),
-                                    "rows": rows})
+                                    "rows": rows, "long": long_rows})
         print(f"\nwrote {args.out}")
 
 
