@@ -84,3 +84,41 @@ def test_cli_start_and_duration(cli, codec, long_files, tiny_model_path, tmp_pat
     late = cli("decode", source, tmp_path / "late.wav", "--start", "3", env=env, text=True)
     assert late.returncode == 1 and "not before the end" in late.stderr
     assert len(late.stderr.strip().splitlines()) == 1 and not (tmp_path / "late.wav").exists()
+
+
+# ---------------------------------------------------------------- decoding at another rate (--rate)
+
+@pytest.mark.parametrize("file_rate, rate", [(44100, 16000), (44100, 22050), (8000, 48000), (16000, 11025)])
+def test_decoding_at_another_rate(codec, long_files, file_rate, rate):
+    """The whole file at `rate`: its length scaled (rounded up), the model-rate decoding resampled
+    once; a part at that rate is the same samples as the whole decoding at it."""
+    import soxr
+
+    data, whole_native = long_files[file_rate]
+    whole, got_rate = codec.decode_audio(data, rate=rate)
+    length = -(-whole_native.shape[1] * rate // file_rate)
+    assert got_rate == rate and whole.shape == (2, length)
+    _, codes = codec.read_codes(data)
+    model_rate = codec.codes_to_audio(codes)[:, :-(-whole_native.shape[1] * 16000 // file_rate)]
+    expected = model_rate if rate == 16000 else soxr.resample(model_rate.T, 16000, rate).T
+    n = min(length, expected.shape[1]) - 64   # soxr's one-shot and streamed ends may differ at the very end
+    np.testing.assert_allclose(whole[:, :n], expected[:, :n], atol=2e-4)
+    part, _ = codec.decode_audio(data, start=0.61, duration=0.3, rate=rate)
+    first = round(0.61 * rate)
+    np.testing.assert_allclose(part, whole[:, first:first + round(0.3 * rate)], atol=1e-5)
+
+
+def test_rate_is_checked_and_written(codec, long_files, signal, tmp_path, cli, tiny_model_path):
+    odd = codec.encode_audio(signal(1, 1001, 8000), 8000, 2)
+    assert codec.decode_audio(odd, rate=22050)[0].shape == (1, 2760)  # 1001 * 22050 / 8000 = 2759.06, rounded up
+    data, _ = long_files[44100]
+    for bad in (0, -5, 10**7, 16000.5):
+        with pytest.raises(VQCodecError, match="output sample rate"):
+            codec.decode_audio(data, rate=bad)
+    (tmp_path / "a.vq").write_bytes(data)
+    result = cli("decode", tmp_path / "a.vq", tmp_path / "a.wav", "--rate", "16000", "-m", tiny_model_path)
+    assert result.returncode == 0, result.stderr.decode()
+    info = soundfile.info(tmp_path / "a.wav")
+    assert (info.samplerate, info.frames, info.channels) == (16000, 32000, 2)
+    result = cli("decode", tmp_path / "a.vq", tmp_path / "b.wav", "--rate", "0", "-m", tiny_model_path)
+    assert result.returncode != 0 and not (tmp_path / "b.wav").exists()

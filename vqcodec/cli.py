@@ -347,7 +347,9 @@ def _finish_folder(report, verb: str, out: Path, total: int) -> None:
               help="Decode a damaged or cut-short file whose header is intact: the chunks that fail their "
                    "CRC or are missing come out as silence (audio) or grey rows (images), and a warning "
                    "says which.")
-def decode(input_path, output_path, model, format_name, device, force, start, duration, salvage):
+@click.option("--rate", "output_rate", default=None, type=click.IntRange(1, 768_000), metavar="HZ",
+              help="Audio: write at this sample rate instead of the original one (the length scales with it).")
+def decode(input_path, output_path, model, format_name, device, force, start, duration, salvage, output_rate):
     """Decode a .vq file back to audio or an image, at its original rate, size, channels and mode.
 
     For a folder (read recursively), OUTPUT is a folder that gets each .vq file decoded at the same
@@ -362,6 +364,7 @@ def decode(input_path, output_path, model, format_name, device, force, start, du
       vqcodec decode speech.vq - --format flac > speech.flac
       vqcodec decode talk.vq minute.wav --start 3600 --duration 60   # one minute, out of hours
       vqcodec decode damaged.vq talk.wav --salvage   # what is left of a damaged or cut-short file
+      vqcodec decode talk.vq talk16k.wav --rate 16000   # at another sample rate
       vqcodec decode my_recordings_vq/ decoded/ --format flac   # a whole folder
     """
     from .codec import Codec
@@ -370,7 +373,7 @@ def decode(input_path, output_path, model, format_name, device, force, start, du
     if input_path != "-" and Path(input_path).is_dir():
         if start is not None or duration is not None:
             raise VQCodecError("--start and --duration are for one file, not a folder")
-        return _decode_folder(Path(input_path), output_path, model, format_name, device, force, salvage)
+        return _decode_folder(Path(input_path), output_path, model, format_name, device, force, salvage, output_rate)
     _refuse_existing_output(output_path, force)
     data = _read_input(input_path)
     header = vqformat.parse_header(data)
@@ -381,9 +384,10 @@ def decode(input_path, output_path, model, format_name, device, force, start, du
         if header.kind == vqformat.KIND_AUDIO:
             audio_format = _audio_format(output_path, format_name) or _format_from_name(output_path)
             _write_output(output_path, lambda stream: codec.decode_audio_file(
-                data, stream, format_hint=audio_format, start=start or 0.0, duration=duration, salvage=salvage), force)
-        elif start is not None or duration is not None:
-            raise VQCodecError(f"--start and --duration are for audio; {input_path} holds an image")
+                data, stream, format_hint=audio_format, start=start or 0.0, duration=duration, salvage=salvage,
+                rate=output_rate), force)
+        elif start is not None or duration is not None or output_rate is not None:
+            raise VQCodecError(f"--start, --duration and --rate are for audio; {input_path} holds an image")
         else:
             from .io import write_image
 
@@ -396,7 +400,7 @@ def decode(input_path, output_path, model, format_name, device, force, start, du
         raise VQCodecError(f"{exc}; --salvage decodes what is intact") from None
 
 
-def _decode_folder(folder: Path, output_path: str, model, format_name, device, force, salvage) -> None:
+def _decode_folder(folder: Path, output_path: str, model, format_name, device, force, salvage, rate) -> None:
     """`vqcodec decode FOLDER OUT`: vqcodec.folders.decode_folder, one codec per model."""
     from .codec import Codec
     from .folders import decode_folder, find_vq_files, mirrored_paths, output_formats, sort_by_kind
@@ -424,7 +428,8 @@ def _decode_folder(folder: Path, output_path: str, model, format_name, device, f
             _warn_damage(damaged, header)
 
     report = decode_folder(readable, outputs, formats, codec_for,
-                           lambda path, write: _write_output(str(path), write, force), salvage, warn, _progress)
+                           lambda path, write: _write_output(str(path), write, force), salvage, warn, _progress,
+                           rate)
     report.skipped[:0] = unreadable
     _finish_folder(report, "decoded", out, len(files))
 

@@ -902,11 +902,12 @@ class Codec:
         return report
 
     @torch.inference_mode()
-    def decode_audio_blocks(self, data: bytes, start: int = 0, count: int | None = None,
-                            salvage: bool = False) -> tuple[vqformat.Header, Iterator[np.ndarray]]:
-        """Parse `.vq` bytes and return the header and a generator of (channels, n) blocks at the original rate.
+    def decode_audio_blocks(self, data: bytes, start: int = 0, count: int | None = None, salvage: bool = False,
+                            rate: int | None = None) -> tuple[vqformat.Header, Iterator[np.ndarray]]:
+        """Parse `.vq` bytes and return the header and a generator of (channels, n) blocks at the original rate,
+        or at `rate` (Hz; the length then scales with it, rounded up).
 
-        With `start` and `count` (samples at the original rate), only those samples: the chunks and
+        With `start` and `count` (samples at that rate), only those samples: the chunks and
         network blocks that cover them are decoded, and nothing else. They equal the same samples of
         the whole file's decoding up to float rounding (the blocks fall elsewhere); a file whose rate
         is not the model's is resampled from a point on the whole file's resampling grid, 20 ms before
@@ -916,11 +917,12 @@ class Codec:
         missing (damaged_parts lists them): their frames come out silent."""
         self._require("audio")
         header, chunks, model_length, total_frames = self._audio_parts(data, salvage)
-        count = header.length - start if count is None else count
-        if not (0 <= start < header.length and 1 <= count <= header.length - start):
-            raise VQCodecError(f"samples {start}..{start + count} are not within the file's {header.length} "
-                               f"({header.length / header.sample_rate:.3f} s)")
-        low, high, lead = self._model_span(header, start, count, model_length)
+        rate, length = self._output_timing(header, rate)
+        count = length - start if count is None else count
+        if not (0 <= start < length and 1 <= count <= length - start):
+            raise VQCodecError(f"samples {start}..{start + count} are not within the file's {length} "
+                               f"({length / rate:.3f} s)")
+        low, high, lead = self._model_span(rate, length, start, count, model_length)
         ctx, hop = self.cfg.context_frames, self.hop
         first_frame, last_frame = low // hop, -(-high // hop)
         first_chunk = max(0, first_frame - ctx) // header.chunk_frames
@@ -940,15 +942,23 @@ class Codec:
                         yield block[:, begin - position:end - position]
                     position += block.shape[1]
 
-        blocks = _resampled_blocks(model_rate_blocks(), self.sample_rate, header.sample_rate, header.channels,
-                                   lead + count)
+        blocks = _resampled_blocks(model_rate_blocks(), self.sample_rate, rate, header.channels, lead + count)
         return header, _dropped(blocks, lead)
 
-    def _model_span(self, header: vqformat.Header, start: int, count: int, model_length: int) -> tuple[int, int, int]:
-        """Model-rate samples low..high to decode for samples start..start + count at the file's rate,
-        and how many resampled samples come before `start` (`lead`)."""
-        rate, model_rate = header.sample_rate, self.sample_rate
-        if start == 0 and count == header.length:
+    @staticmethod
+    def _output_timing(header: vqformat.Header, rate: int | None) -> tuple[int, int]:
+        """The rate audio is decoded at (the file's, unless `rate` says) and its length in samples there."""
+        if rate is None or rate == header.sample_rate:
+            return header.sample_rate, header.length
+        if not (isinstance(rate, int) and 1 <= rate <= vqformat.MAX_SAMPLE_RATE):
+            raise VQCodecError(f"output sample rate {rate} Hz is out of range (1..{vqformat.MAX_SAMPLE_RATE})")
+        return rate, -(-header.length * rate // header.sample_rate)
+
+    def _model_span(self, rate: int, length: int, start: int, count: int, model_length: int) -> tuple[int, int, int]:
+        """Model-rate samples low..high to decode for samples start..start + count of the output (at
+        `rate`, `length` samples in all), and how many resampled samples come before `start` (`lead`)."""
+        model_rate = self.sample_rate
+        if start == 0 and count == length:
             return 0, model_length, 0
         if rate == model_rate:
             return start, start + count, 0
@@ -961,37 +971,42 @@ class Codec:
         return low, high, start - low // step * out_step
 
     def decode_audio(self, data: bytes, start: float = 0.0, duration: float | None = None,
-                     salvage: bool = False) -> tuple[np.ndarray, int]:
-        """`.vq` bytes -> float32 (channels, samples) at the original sample rate and length.
+                     salvage: bool = False, rate: int | None = None) -> tuple[np.ndarray, int]:
+        """`.vq` bytes -> float32 (channels, samples) and their rate: the original sample rate and
+        length, or `rate` (Hz) and the length at it.
 
         With `start` and `duration` (seconds), only that part (to the end if the duration runs past
         it), decoding only what covers it; `salvage` decodes around damaged chunks (decode_audio_blocks)."""
-        header, blocks = self.decode_audio_blocks(data, *self._sample_range(data, start, duration), salvage)
+        header, blocks = self.decode_audio_blocks(data, *self._sample_range(data, start, duration, rate), salvage,
+                                                  rate)
         audio = np.concatenate(list(blocks), axis=1)
-        return audio, header.sample_rate
+        return audio, self._output_timing(header, rate)[0]
 
-    def _sample_range(self, data: bytes, start: float, duration: float | None) -> tuple[int, int | None]:
-        """(first sample, count) at the file's rate for a range in seconds; (0, None) for all of it."""
+    def _sample_range(self, data: bytes, start: float, duration: float | None,
+                      rate: int | None = None) -> tuple[int, int | None]:
+        """(first sample, count) at the output rate for a range in seconds; (0, None) for all of it."""
         if start == 0 and duration is None:
             return 0, None
-        header = vqformat.parse_header(data)
+        rate, length = self._output_timing(vqformat.parse_header(data), rate)
         start = _checked_amount("start", start, "seconds", allow_zero=True)
-        first = round(start * header.sample_rate)
-        if first >= header.length:
-            raise VQCodecError(f"--start {start:g} s is not before the end of the audio "
-                               f"({header.length / header.sample_rate:.3f} s)")
-        left = header.length - first
+        first = round(start * rate)
+        if first >= length:
+            raise VQCodecError(f"--start {start:g} s is not before the end of the audio ({length / rate:.3f} s)")
+        left = length - first
         if duration is None:
             return first, left
-        return first, min(left, max(1, round(_checked_amount("duration", duration, "seconds") * header.sample_rate)))
+        return first, min(left, max(1, round(_checked_amount("duration", duration, "seconds") * rate)))
 
     def decode_audio_file(self, data: bytes, destination, format_hint: str | None = None, subtype: str | None = None,
-                          start: float = 0.0, duration: float | None = None, salvage: bool = False) -> None:
+                          start: float = 0.0, duration: float | None = None, salvage: bool = False,
+                          rate: int | None = None) -> None:
         """Decode into a path or binary stream, block by block; the format follows the name or the hint.
-        `start`, `duration` (seconds) and `salvage` as for decode_audio."""
-        header, blocks = self.decode_audio_blocks(data, *self._sample_range(data, start, duration), salvage)
+        `start`, `duration` (seconds), `salvage` and `rate` (Hz) as for decode_audio."""
+        header, blocks = self.decode_audio_blocks(data, *self._sample_range(data, start, duration, rate), salvage,
+                                                  rate)
         try:
-            output = soundfile.SoundFile(destination, "w", samplerate=header.sample_rate, channels=header.channels,
+            output = soundfile.SoundFile(destination, "w", samplerate=self._output_timing(header, rate)[0],
+                                         channels=header.channels,
                                          format=format_hint, subtype=subtype)
         except Exception as exc:
             raise VQCodecError(f"cannot write audio: {exc}") from None

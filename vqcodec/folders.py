@@ -113,11 +113,11 @@ def recode_folder(files: list[Path], outputs: list[Path], recode: Callable[[byte
 def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str],
                   codec_for: Callable[[bytes], object], write: Callable[[Path, Callable], None],
                   salvage: bool = False, warn: Callable[[Path, list, vqformat.Header], None] | None = None,
-                  log: Callable[[str], None] | None = None) -> FolderReport:
-    """Decode `.vq` files into `outputs`, audio in the soundfile format formats["audio"] and images
-    in the Pillow format formats["image"]. `codec_for(data)` gives the codec of a file (reusing
-    codecs across files); `write(path, write_stream)` writes one output; with `salvage`,
-    `warn(path, damaged_parts, header)` reports what a damaged file lost."""
+                  log: Callable[[str], None] | None = None, rate: int | None = None) -> FolderReport:
+    """Decode `.vq` files into `outputs`, audio in the soundfile format formats["audio"] (at `rate`
+    Hz, if given) and images in the Pillow format formats["image"]. `codec_for(data)` gives the
+    codec of a file (reusing codecs across files); `write(path, write_stream)` writes one output;
+    with `salvage`, `warn(path, damaged_parts, header)` reports what a damaged file lost."""
     from .io import write_image
 
     def make(path: Path, output: Path) -> int:
@@ -129,7 +129,7 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
         output.parent.mkdir(parents=True, exist_ok=True)
         if header.kind == vqformat.KIND_AUDIO:
             write(output, lambda stream: codec.decode_audio_file(data, stream, format_hint=formats["audio"],
-                                                                 salvage=salvage))
+                                                                 salvage=salvage, rate=rate))
         else:
             image = codec.decode_image(data, salvage=salvage)
             write(output, lambda stream: write_image(image, stream, formats["image"]))
