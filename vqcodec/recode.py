@@ -99,7 +99,7 @@ def cut_codes(codec, codes: np.ndarray, quality: int, weight: float) -> np.ndarr
     return FileCuts(codec, codes, codes.shape[2 if codec.kind == "audio" else 1]).cut(quality, weight)
 
 
-@torch.no_grad()  # the codebooks are parameters: a graph would keep every level's vectors alive
+@torch.no_grad()
 def _errors_by_depth(quantizer, flat: torch.Tensor) -> torch.Tensor:
     """(Q + 1, cells) float64: |z - z_d|^2 for d = 0..Q, where z is what all of the cell's codes
     decode to and z_d its first d levels."""
