@@ -236,8 +236,7 @@ def read_info(data: bytes, check_chunks: bool = True) -> FileInfo:
                     coding=vqformat.CODING_NAMES[header.coding], size_bytes=len(data), chunks=header.chunk_count)
     if header.kind == vqformat.KIND_AUDIO:
         info.sample_rate, info.channels, info.samples = header.sample_rate, header.channels, header.length
-        if header.flags & vqformat.FLAG_SHARED_CHANNELS:
-            info.shared_chunks = sum(chunk[:1] == bytes([vqformat.LAYOUT_SHARED]) for chunk in chunks)
+        info.shared_chunks = sum(vqformat.stores_one_channel(header, chunk) for chunk in chunks)
     else:
         info.width, info.height = header.width, header.height
         info.mode = IMAGE_MODE_NAMES.get(header.mode, "?")
@@ -746,13 +745,17 @@ class Codec:
         audio (channels, quality, frames), every channel's even where a chunk stores shared codes once;
         image (quality, rows, cols)."""
         header, chunks, _ = vqformat.parse_file(data)
+        return header, self._file_codes(header, chunks)
+
+    def _file_codes(self, header: vqformat.Header, chunks: list[bytes]) -> np.ndarray:
+        """All the codes of a parsed file written by this model (read_codes)."""
         self._check_file_model(header)
         total, shape_of = self._chunk_layout(header)
         axis = 2 if header.kind == vqformat.KIND_AUDIO else 1
         self._check_chunks(header, total)
         parts = [self._decode_payload(header, payload, shape_of(b - a))
                  for (a, b), payload in zip(_blocks(total, header.chunk_frames), chunks)]
-        return header, np.concatenate(parts, axis=axis) if parts else np.zeros(shape_of(0), dtype=np.int64)
+        return np.concatenate(parts, axis=axis) if parts else np.zeros(shape_of(0), dtype=np.int64)
 
     def recode(self, data: bytes, quality: int | None = None, max_rate: float | None = None) -> bytes:
         """A `.vq` file written by this model at a lower quality or rate, made from the file alone:
@@ -761,8 +764,8 @@ class Codec:
         audio, bits per pixel for images), the best such file of at most that rate, searched as
         encoding searches (vqcodec.ratecontrol). The networks do not run. At the file's own quality
         and without a rate, the codes are kept as they are."""
-        header, codes = self.read_codes(data)
-        alpha_bytes = vqformat.parse_file(data)[2]
+        header, chunks, alpha_bytes = vqformat.parse_file(data)
+        codes = self._file_codes(header, chunks)
         audio = header.kind == vqformat.KIND_AUDIO
         stored = header.quality
         quality = stored if quality is None else quality
@@ -829,11 +832,10 @@ class Codec:
         ideal = np.zeros(quality) if self.prior is not None else None
         depth_bits = 0.0 if header.coding == vqformat.CODING_PRIOR_DEPTH else None
         cells = fixed_bytes = 0
-        shared_channels = header.kind == vqformat.KIND_AUDIO and header.flags & vqformat.FLAG_SHARED_CHANNELS
         fixed_width = entropy.bits_per_index(self.codebook_size)
         for (a, b), payload in zip(_blocks(total, header.chunk_frames), chunks):
             codes = self._decode_payload(header, payload, shape_of(b - a))
-            if shared_channels and payload[0] == vqformat.LAYOUT_SHARED:
+            if vqformat.stores_one_channel(header, payload):
                 codes = codes[:1]  # what the chunk stores
             fixed_bytes += math.ceil(codes.size * fixed_width / 8)
             counts += np.moveaxis(codes >= 0, level_axis, 0).reshape(quality, -1).sum(1)

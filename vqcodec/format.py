@@ -117,6 +117,12 @@ def channel_layout(payload: bytes) -> tuple[int, bytes]:
     return payload[0], payload[1:]
 
 
+def stores_one_channel(header: Header, payload: bytes) -> bool:
+    """Whether a code chunk of this file holds one set of codes for every channel (LAYOUT_SHARED)."""
+    return bool(header.kind == KIND_AUDIO and header.flags & FLAG_SHARED_CHANNELS
+                and payload[:1] == bytes([LAYOUT_SHARED]))
+
+
 def expected_chunk_count(total_frames: int, chunk_frames: int) -> int:
     return math.ceil(total_frames / chunk_frames)
 
