@@ -225,19 +225,25 @@ def _refuse_media_options(beam, refine, rate_weight, kind) -> None:
 def _recoder(data: bytes, model, device, coding, depth_weight, max_kbps, max_bpp, codecs: dict):
     """The codec that recodes a .vq file (`encode FILE.vq`), set as the options say; `codecs` keeps
     the codecs loaded so far, by model."""
-    from .codec import Codec
-    from .registry import model_for_file
-
     audio = vqformat.parse_header(data).kind == vqformat.KIND_AUDIO
     if audio and max_bpp is not None:
         raise VQCodecError("--bpp is for images, and this .vq file holds audio: use --bitrate (kbps)")
     if not audio and max_kbps is not None:
         raise VQCodecError("--bitrate is for audio, and this .vq file holds an image: use --bpp")
+    codec = _file_codec(data, model, device, codecs, coding)
+    if depth_weight is not None:
+        codec.depth_weight = depth_weight
+    return codec
+
+
+def _file_codec(data: bytes, model, device, codecs: dict, coding: str = "auto"):
+    """The codec of the model a .vq file names (or `model`), kept in `codecs` by model for the next file."""
+    from .codec import Codec
+    from .registry import model_for_file
+
     name = model or model_for_file(data)
     if name not in codecs:
         codecs[name] = Codec.load(name, device=device, coding=coding)
-        if depth_weight is not None:
-            codecs[name].depth_weight = depth_weight
     return codecs[name]
 
 
@@ -402,9 +408,7 @@ def decode(input_path, output_path, model, format_name, device, force, start, du
 
 def _decode_folder(folder: Path, output_path: str, model, format_name, device, force, salvage, rate) -> None:
     """`vqcodec decode FOLDER OUT`: vqcodec.folders.decode_folder, one codec per model."""
-    from .codec import Codec
     from .folders import decode_folder, find_vq_files, mirrored_paths, output_formats, sort_by_kind
-    from .registry import model_for_file
 
     out = _output_folder(output_path)
     formats, extensions = output_formats(format_name)
@@ -416,18 +420,12 @@ def _decode_folder(folder: Path, output_path: str, model, format_name, device, f
         _refuse_existing_output(str(existing), force)
     codecs = {}
 
-    def codec_for(data: bytes):
-        name = model or model_for_file(data)
-        if name not in codecs:
-            codecs[name] = Codec.load(name, device=device)
-        return codecs[name]
-
     def warn(path, damaged, header):
         if damaged:
             print(f"{path}:", file=sys.stderr, end=" ")
             _warn_damage(damaged, header)
 
-    report = decode_folder(readable, outputs, formats, codec_for,
+    report = decode_folder(readable, outputs, formats, lambda data: _file_codec(data, model, device, codecs),
                            lambda path, write: _write_output(str(path), write, force), salvage, warn, _progress,
                            rate)
     report.skipped[:0] = unreadable
