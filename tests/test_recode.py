@@ -14,7 +14,7 @@ from vqcodec import format as vqformat
 from vqcodec.errors import VQCodecError
 from vqcodec.metrics import log_mel_l1, psnr
 from vqcodec.ratecontrol import RateUnreachable
-from vqcodec.recode import cut_codes
+from vqcodec.recode import FileCuts
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -128,12 +128,12 @@ def test_shared_channels_stay_shared(speech_codec, recordings):
     assert [chunk[1:] for chunk in vqformat.parse_file(recoded)[1]] == vqformat.parse_file(mono)[1]
 
 
-def test_cut_codes_never_deepens_and_cuts_more_at_higher_weights(speech_codec, recordings):
+def test_cuts_never_deepen_and_cuts_more_at_higher_weights(speech_codec, recordings):
     _, stored = speech_codec.read_codes(recordings[2][2])
     chunk = stored  # 159 frames: one chunk
     previous = None
     for weight in (0.0, 0.5, 2.0, 8.0, 50.0):
-        cut = cut_codes(speech_codec, chunk, 6, weight)
+        cut = FileCuts(speech_codec, chunk, chunk.shape[2]).cut(6, weight)
         assert cut.shape == (1, 6, chunk.shape[2])
         assert (depths(cut, 1) <= np.minimum(depths(chunk, 1), 6)).all()
         present = cut >= 0

@@ -94,11 +94,6 @@ def _best_depths(errors: torch.Tensor, bits: torch.Tensor, quality: int, weight:
     return (errors[:quality + 1] + weight * removed / spent * spent_by_depth).argmin(0)
 
 
-def cut_codes(codec, codes: np.ndarray, quality: int, weight: float) -> np.ndarray:
-    """One chunk's codes cut to at most `quality` levels at `weight` (FileCuts.cut)."""
-    return FileCuts(codec, codes, codes.shape[2 if codec.kind == "audio" else 1]).cut(quality, weight)
-
-
 @torch.no_grad()
 def _errors_by_depth(quantizer, flat: torch.Tensor) -> torch.Tensor:
     """(Q + 1, cells) float64: |z - z_d|^2 for d = 0..Q, where z is what all of the cell's codes
