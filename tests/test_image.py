@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -32,7 +33,7 @@ import vqcodec.codec as codec_module  # noqa: E402
 from vqcodec import Codec, VQCodecError, read_info  # noqa: E402
 from vqcodec import format as vqformat  # noqa: E402
 from vqcodec.config import ImageConfig  # noqa: E402
-from vqcodec.io import IMAGE_MODES, MAX_PIXELS, open_image  # noqa: E402
+from vqcodec.io import IMAGE_MODES, MAX_PIXELS, is_image_signature, media_kind_of, open_image  # noqa: E402
 from vqcodec.modelfile import save_model  # noqa: E402
 from vqcodec.models import VQVAE  # noqa: E402
 
@@ -306,18 +307,41 @@ def test_exif_orientation_is_applied(codec, tmp_path):
 
 @pytest.mark.parametrize("fmt,suffix,tolerance", [
     ("PNG", ".png", 0), ("JPEG", ".jpg", 12), ("WEBP", ".webp", 12), ("BMP", ".bmp", 0),
-    ("TIFF", ".tif", 0), ("GIF", ".gif", 40)])
+    ("TIFF", ".tif", 0), ("GIF", ".gif", 40), ("AVIF", ".avif", 12), ("PPM", ".ppm", 0), ("QOI", ".qoi", 0),
+    ("JPEG2000", ".jp2", 0), ("TGA", ".tga", 0)])
 def test_reads_common_formats(codec, tmp_path, fmt, suffix, tolerance):
     rgb = smooth_rgb(21, 33, seed=8)
     path = tmp_path / f"image{suffix}"
     Image.fromarray(rgb).save(path, format=fmt)
+    assert media_kind_of(path) == "image"
     image = open_image(path)
     assert image.size == (33, 21)
     error = np.abs(np.asarray(image.convert("RGB"), dtype=np.int16) - rgb).mean()
     assert error <= tolerance
     with open(path, "rb") as stream:   # the command line reads from a stream
-        assert open_image(io.BytesIO(stream.read())).size == (33, 21)
+        data = stream.read()
+    assert open_image(io.BytesIO(data)).size == (33, 21)
+    assert is_image_signature(data[:16]) == (fmt != "TGA")   # how stdin is told apart; TGA has no signature
     assert roundtrip(codec, image).size == (33, 21)
+
+
+def test_audio_is_not_taken_for_an_image(tmp_path):
+    for fmt in ("WAV", "FLAC", "OGG", "AIFF"):
+        stream = io.BytesIO()
+        soundfile.write(stream, np.zeros(1000, dtype=np.float32), 16000, format=fmt)
+        assert not is_image_signature(stream.getvalue()[:16]), fmt
+    assert media_kind_of(tmp_path / "talk.flac") == "audio" and media_kind_of(tmp_path / "notes.txt") is None
+
+
+@pytest.mark.parametrize("suffix,mode", [(".pgm", "L"), (".pbm", "1"), (".pfm", "F")])
+def test_netpbm_grey_modes_round_trip(cli, tiny_model_path, tmp_path, suffix, mode):
+    source = tmp_path / f"grey{suffix}"
+    Image.fromarray(smooth_rgb(21, 33, seed=3)).convert(mode).save(source)
+    encoded, decoded = tmp_path / "grey.vq", tmp_path / f"back{suffix}"
+    assert cli("encode", str(source), str(encoded), "-q", "2", "--model", str(tiny_model_path)).returncode == 0
+    assert cli("decode", str(encoded), str(decoded), "--model", str(tiny_model_path)).returncode == 0
+    with Image.open(decoded) as image:
+        assert (image.mode, image.size) == (mode, (33, 21))
 
 
 def test_animated_gif_gives_its_first_frame(tmp_path):

@@ -89,15 +89,12 @@ def _write_output(path: str, write, force: bool) -> None:
 def _media_kind(data: bytes, path: str, forced: str | None) -> str:
     if forced:
         return forced
-    from .io import media_kind_of
+    from .io import is_image_signature, media_kind_of
 
     kind = media_kind_of(Path(path)) if path != "-" else None
     if kind:
         return kind
-    if data[:4] in (b"\x89PNG", b"GIF8", b"BM\x00\x00") or data[:2] in (b"\xff\xd8", b"BM") or data[8:12] == b"WEBP" \
-            or data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "image"
-    return "audio"
+    return "image" if is_image_signature(data) else "audio"
 
 
 def _audio_format(path: str, forced: str | None) -> str | None:

@@ -663,7 +663,9 @@ class Codec:
             return soundfile.SoundFile(str(source) if isinstance(source, Path) else source)
         except Exception as exc:
             name = getattr(source, "name", source)
-            raise VQCodecError(f"cannot read audio {name}: {exc}") from None
+            where = f" {name}" if isinstance(name, (str, Path)) else " from stdin"  # a spooled stdin's name is its fd
+            reason = str(exc).rsplit(": ", 1)[-1] if str(exc).startswith("Error opening") else exc
+            raise VQCodecError(f"cannot read audio{where}: {reason}") from None
 
     def _encode_audio_source(self, source, quality: int) -> bytes:
         with self._open_sound(source) as sound:

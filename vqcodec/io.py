@@ -12,7 +12,10 @@ import soxr
 from .errors import VQCodecError
 
 AUDIO_EXTENSIONS = {"." + ext.lower() for ext in soundfile.available_formats()} | {".oga", ".opus"}
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+# Raster formats Pillow reads (soundfile claims none of these extensions)
+IMAGE_EXTENSIONS = {".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".dib", ".tif", ".tiff",
+                    ".gif", ".avif", ".ppm", ".pgm", ".pbm", ".pnm", ".pfm", ".qoi", ".jp2", ".j2k", ".jpx",
+                    ".tga"}
 
 
 def move_into_place(finished, target) -> None:
@@ -52,6 +55,15 @@ def media_kind_of(path: Path) -> str | None:
     if suffix in IMAGE_EXTENSIONS:
         return "image"
     return None
+
+
+def is_image_signature(head: bytes) -> bool:
+    """Whether a file's first 16 bytes are those of an image format of IMAGE_EXTENSIONS (all but TGA, which
+    has none): how input without a known extension, such as stdin, is told apart."""
+    return (head[:4] in (b"\x89PNG", b"GIF8", b"II*\x00", b"MM\x00*", b"qoif") or head[:2] in (b"\xff\xd8", b"BM")
+            or head[8:12] == b"WEBP" or head[4:12] in (b"ftypavif", b"ftypavis")
+            or head[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n" or head[:4] == b"\xff\x4f\xff\x51"
+            or (head[:1] == b"P" and head[1:2] in b"1234567fF" and head[2:3] in (b" ", b"\t", b"\n", b"\r")))
 
 
 def read_audio(path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
