@@ -335,12 +335,24 @@ def test_folder_without_media_is_refused(tmp_path):
         train(tmp_path / "data", CFG, options(tmp_path / "run", max_steps=1))
 
 
-def test_unreadable_files_are_skipped(data_dir, tmp_path):
+@pytest.mark.parametrize("name", ["z_broken.wav", "0_broken.wav"])  # 0_ sorts first: the file validation would hold out
+def test_unreadable_files_are_skipped(data_dir, tmp_path, capsys, name):
     folder = tmp_path / "data"
     shutil.copytree(data_dir, folder)
-    (folder / "z_broken.wav").write_text("this is text, not a WAV file\n")
+    (folder / name).write_text("this is text, not a WAV file\n")
     train(folder, CFG, options(tmp_path / "run", max_steps=1, fit_prior=False))
     assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["step"] == 1
+    assert [line for line in capsys.readouterr().err.splitlines() if name in line] == [
+        f"skipping cannot read audio {folder / name}: Format not recognised."]   # one line, the path once
+
+
+def test_a_folder_of_one_readable_file_trains_and_validates_on_it(data_dir, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    shutil.copy(data_dir / "a.wav", folder / "b.wav")
+    (folder / "a.wav").write_bytes(b"RIFF\x00\x00 cut short")
+    train(folder, CFG, options(tmp_path / "run", max_steps=2, eval_every=1, fit_prior=False))
+    assert read_log(tmp_path / "run")[-1]["step"] == 2
 
 
 def test_train_command(data_dir, tmp_path, cli):

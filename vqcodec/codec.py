@@ -24,7 +24,7 @@ from . import entropy
 from . import format as vqformat
 from . import ratecontrol
 from .errors import VQCodecError
-from .io import ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, image_to_planes, open_image, planes_to_image
+from .io import ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, image_to_planes, open_image, planes_to_image, unreadable_audio
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts
 from .recode import FileCuts
@@ -663,9 +663,7 @@ class Codec:
             return soundfile.SoundFile(str(source) if isinstance(source, Path) else source)
         except Exception as exc:
             name = getattr(source, "name", source)
-            where = f" {name}" if isinstance(name, (str, Path)) else " from stdin"  # a spooled stdin's name is its fd
-            reason = str(exc).rsplit(": ", 1)[-1] if str(exc).startswith("Error opening") else exc
-            raise VQCodecError(f"cannot read audio{where}: {reason}") from None
+            raise unreadable_audio(name if isinstance(name, (str, Path)) else None, exc) from None  # stdin: an fd
 
     def _encode_audio_source(self, source, quality: int) -> bytes:
         with self._open_sound(source) as sound:

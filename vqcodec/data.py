@@ -21,7 +21,7 @@ import soxr
 import torch
 
 from .errors import VQCodecError
-from .io import media_kind_of, read_audio, read_image_rgb
+from .io import media_kind_of, read_audio, read_image_rgb, unreadable_audio
 
 IN_MEMORY_BYTES = 2 * 2**30      # decoded training media up to this size are held in memory
 RESAMPLE_MARGIN_SECONDS = 0.02   # read on both sides of a crop that is resampled, for the filter's sake
@@ -48,6 +48,29 @@ def find_media(folder: Path, kind: str | None) -> tuple[str, list[Path]]:
     if not files:
         raise VQCodecError(f"{folder}: no {kind} files found")
     return kind, files
+
+
+def readable_files(kind: str, files: list[Path]) -> list[Path]:
+    """The files whose header soundfile (audio, with samples) or Pillow (images) reads; each other one
+    gets a `skipping` line. Training splits these, so that an unreadable file is never the validation set."""
+    from PIL import Image
+
+    kept = []
+    for path in files:
+        try:
+            if kind == "audio":
+                if soundfile.info(str(path)).frames <= 0:
+                    _skip(f"{path}: no samples")
+                    continue
+            else:
+                with Image.open(path):
+                    pass
+            kept.append(path)
+        except Exception as exc:  # soundfile and Pillow raise several types for unreadable input
+            _skip(str(unreadable_audio(path, exc)) if kind == "audio" else f"cannot read image {path}: {exc}")
+    if not kept:
+        raise VQCodecError(f"no readable {kind} in the training folder")
+    return kept
 
 
 def split_files(files: list[Path]) -> tuple[list[Path], list[Path]]:
@@ -151,7 +174,7 @@ class AudioCrops(Crops):
             try:
                 info = soundfile.info(str(path))
             except Exception as exc:  # soundfile raises several types for unreadable input
-                _skip(f"cannot read audio {path}: {exc}")
+                _skip(str(unreadable_audio(path, exc)))
                 continue
             if info.frames > 0 and info.samplerate > 0:
                 self.sources += [AudioSource(Path(path), c, info.frames, info.samplerate) for c in range(info.channels)]
@@ -235,7 +258,7 @@ class AudioCrops(Crops):
         try:
             data, _ = soundfile.read(str(source.path), start=low, stop=max(low, high), dtype="float32", always_2d=True)
         except Exception as exc:
-            raise VQCodecError(f"cannot read audio {source.path}: {exc}") from None
+            raise unreadable_audio(source.path, exc) from None
         segment = data[:, source.channel]
         if source.rate != self.sample_rate and segment.size:
             segment = soxr.resample(segment, source.rate, self.sample_rate).astype(np.float32)

@@ -66,12 +66,19 @@ def is_image_signature(head: bytes) -> bool:
             or (head[:1] == b"P" and head[1:2] in b"1234567fF" and head[2:3] in (b" ", b"\t", b"\n", b"\r")))
 
 
+def unreadable_audio(where, exc: Exception) -> VQCodecError:
+    """The error for audio soundfile cannot open: `where` (a path, or None for stdin) and soundfile's
+    reason, without the "Error opening <name>: " it puts before it."""
+    reason = str(exc).rsplit(": ", 1)[-1] if str(exc).startswith("Error opening") else str(exc)
+    return VQCodecError(f"cannot read audio {where if where is not None else 'from stdin'}: {reason}")
+
+
 def read_audio(path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
     """Read a whole audio file as float32 (channels, samples), resampled to `sample_rate` if given."""
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for unreadable input
-        raise VQCodecError(f"cannot read audio {path}: {exc}") from None
+        raise unreadable_audio(path, exc) from None
     data = data.T
     if sample_rate is not None and rate != sample_rate and data.shape[1] > 0:
         data = np.stack([soxr.resample(channel, rate, sample_rate) for channel in data]).astype(np.float32)

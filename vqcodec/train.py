@@ -16,7 +16,8 @@ from safetensors.torch import load_file, save_file
 from . import parallel
 from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict
 from .errors import VQCodecError
-from .data import NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, default_batch_workers, find_media, split_files
+from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, default_batch_workers, find_media, readable_files,
+                   split_files)
 from .io import move_into_place, read_audio, read_image_rgb
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
@@ -272,7 +273,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         model.load_state_dict(saved["model"])
     parallel.broadcast_module_(model)  # the processes start from the first one's weights
 
-    train_files, val_files = split_files(files)
+    train_files, val_files = split_files(readable_files(kind, files))
     crop = options.crop - options.crop % cfg.hop
     if crop <= 0:
         raise VQCodecError(f"--crop must be at least the model stride {cfg.hop}")
