@@ -226,6 +226,26 @@ def test_block_size_invariance_of_whole_files(codec, signal, monkeypatch):
     np.testing.assert_allclose(codec.decode_audio(data)[0], decoded, atol=1e-5)
 
 
+def test_progress_reports_every_block_of_each_stage(codec, signal, monkeypatch):
+    audio = signal(1, 30000, 16000)
+    frames = math.ceil(30000 / codec.hop)
+    monkeypatch.setattr(codec, "block_frames", 7)
+    calls = []
+    monkeypatch.setattr(codec, "progress", lambda stage, done, total: calls.append((stage, done, total)))
+    data = codec.encode_audio(audio, 16000, 4)
+    blocks = math.ceil(frames / 7)
+    assert calls == [("encoding", min(frames, 7 * (i + 1)), frames) for i in range(blocks)]
+    calls.clear()
+    codec.decode_audio(data)
+    assert calls == [("decoding", min(frames, 7 * (i + 1)), frames) for i in range(blocks)]
+    calls.clear()
+    kbps = len(data) * 8 / (30000 / 16000) / 1000
+    codec.encode_audio(audio, 16000, 4, max_kbps=kbps * 0.8)  # the network runs once; the other tries search codes
+    stages = [stage for stage, _, _ in calls]
+    assert stages[:blocks] == ["encoding"] * blocks and set(stages[blocks:]) == {"searching the rate"}
+    assert len(stages) > blocks and len(stages) % blocks == 0
+
+
 def test_block_size_invariance_of_the_default_architecture(tmp_path, signal, monkeypatch):
     """context_frames of the default AudioConfig covers its receptive field (untrained weights)."""
     torch.manual_seed(3)

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import random
+import re
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -166,6 +167,44 @@ def test_models_lists_the_model_on_the_search_path(cli, tiny_model_path, codec):
     entry = next(m for m in json.loads(result.stdout) if m["name"] == "tiny")
     assert entry["model_id"] == codec.model_id.hex() and entry["kind"] == "audio"
     assert Path(entry["path"]) == tiny_model_path
+
+
+TERMINAL_STDERR = """
+import os, pty, subprocess, sys
+main, terminal = pty.openpty()
+code = subprocess.run([sys.executable, "-m", "vqcodec", *sys.argv[1:]], stderr=terminal).returncode
+os.close(terminal)
+shown = b""
+while True:
+    try:
+        piece = os.read(main, 4096)
+    except OSError:
+        break
+    if not piece:
+        break
+    shown += piece
+sys.stdout.write(shown.decode())
+sys.exit(code)
+"""
+
+
+def test_progress_is_shown_on_a_terminal_for_long_audio_only(tmp_path, cli, tiny_model_path, signal):
+    from vqcodec.cli import PROGRESS_MIN_BLOCKS
+    from vqcodec.codec import AUDIO_BLOCK_FRAMES
+
+    long_samples = (PROGRESS_MIN_BLOCKS * AUDIO_BLOCK_FRAMES + 1) * 8   # the tiny model's hop is 8
+    soundfile.write(tmp_path / "long.wav", signal(1, long_samples, 16000).T, 16000)
+    soundfile.write(tmp_path / "short.wav", signal(1, long_samples // 2, 16000).T, 16000)
+    model = ["--model", str(tiny_model_path)]
+    for name, shown in (("long", True), ("short", False)):
+        encode = run_python("-c", TERMINAL_STDERR, "encode", tmp_path / f"{name}.wav", tmp_path / f"{name}.vq", "-q", "2",
+                            *model)
+        decode = run_python("-c", TERMINAL_STDERR, "decode", tmp_path / f"{name}.vq", tmp_path / f"{name}_out.wav", *model)
+        assert encode.returncode == 0 and decode.returncode == 0, encode.stdout + decode.stdout
+        assert (re.search(rb"^\rencoding 1\d%\r", encode.stdout) is not None and encode.stdout.endswith(b"\r")) == shown
+        assert (re.search(rb"^\rdecoding 1\d%\r", decode.stdout) is not None and decode.stdout.endswith(b"\r")) == shown
+    piped = cli("encode", tmp_path / "long.wav", tmp_path / "piped.vq", "-q", "2", *model)
+    assert piped.returncode == 0 and piped.stderr == b""    # not a terminal: nothing shown
 
 
 def test_stdin_stdout(encoded, cli, tiny_model_path):

@@ -207,6 +207,7 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
     codec, quality = _encoder(kind, input_path, quality, model, device, coding, beam, refine, rate_weight,
                               depth_weight, max_kbps, max_bpp)
     if kind == "audio":
+        codec.progress = _terminal_progress()
         encoded = codec.encode_audio_file(source, quality, max_kbps)
     else:
         encoded = codec.encode_image(open_image(source), quality, max_bpp)
@@ -322,6 +323,25 @@ def _output_folder(output_path: str) -> Path:
     return out
 
 
+PROGRESS_MIN_BLOCKS = 6  # audio of fewer blocks (a minute of speech) is coded before a percentage would help
+
+
+def _terminal_progress():
+    """Codec.progress for a long file when stderr is a terminal: one percentage line, rewritten in
+    place and cleared at the end of each stage; None (nothing shown) otherwise."""
+    if not sys.stderr.isatty():
+        return None
+    from .codec import AUDIO_BLOCK_FRAMES
+
+    def show(stage: str, done: int, total: int) -> None:
+        if total <= PROGRESS_MIN_BLOCKS * AUDIO_BLOCK_FRAMES:
+            return
+        line = f"{stage} {100 * done // total}%"
+        sys.stderr.write(f"\r{line}" if done < total else "\r" + " " * len(line) + "\r")
+        sys.stderr.flush()
+    return show
+
+
 def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -381,6 +401,7 @@ def decode(input_path, output_path, model, format_name, device, force, start, du
     data = _read_input(input_path)
     header = vqformat.parse_header(data)
     codec = Codec.load(model or model_for_file(data), device=device)
+    codec.progress = _terminal_progress()
     if salvage:
         _warn_damage(codec.damaged_parts(data), header)
     try:

@@ -274,6 +274,9 @@ class Codec:
         self.depth_weight = DEFAULT_DEPTH_WEIGHT[self.kind]
         self._refine_loss = None
         self._latent_memo: dict | None = None  # the encoder's latents per block, during a rate search
+        # Called as progress(stage, frames_done, frames_total) after each block of audio coded or
+        # decoded; the command line shows it on a terminal.
+        self.progress: Callable[[str, int, int], None] | None = None
 
     @classmethod
     def load(cls, name: str, device: str = "cpu", coding: str = "auto", beam: int | None = None) -> "Codec":
@@ -487,6 +490,7 @@ class Codec:
         # One array for the whole stream, filled block by block: no per-block pieces left between the
         # blocks' large temporaries on the heap, where they would keep it from being reused.
         out = np.empty((samples.buffer.shape[0], quality, total_frames), dtype=self._code_dtype)
+        stage = "searching the rate" if self._latent_memo else "encoding"  # a rate search's later tries
         for f0, f1 in _blocks(total_frames, self.block_frames):
             a, b = max(0, f0 - ctx), min(total_frames, f1 + ctx)
             x = torch.from_numpy(np.ascontiguousarray(samples.take(a * hop, b * hop)))[:, None].to(self.device)
@@ -499,6 +503,8 @@ class Codec:
             else:
                 codes = self._quantize(window, (slice(f0 - a, f1 - a),), quality, variable_depth)
             out[:, :, f0:f1] = codes.transpose(0, 1).cpu().numpy()
+            if self.progress:
+                self.progress(stage, f1, total_frames)
         return out
 
     def _refine_block(self, x, window, inner, previous, quality, variable_depth) -> torch.Tensor:
@@ -539,6 +545,8 @@ class Codec:
             window = torch.from_numpy(np.ascontiguousarray(window[:1] if shared else window, dtype=np.int64))
             latents = self.model.quantizer.decode_cells(window.to(self.device).transpose(0, 1))
             audio = self.model.decoder(latents)[:, 0, (f0 - a) * hop:(f1 - a) * hop].cpu().numpy().astype(np.float32)
+            if self.progress:
+                self.progress("decoding", f1 - first, last - first)
             yield np.repeat(audio, codes.shape[0], axis=0) if shared else audio
 
     @torch.no_grad()  # not inference_mode: refinement needs gradients through the decoder
