@@ -132,6 +132,27 @@ def test_info_text(encoded, cli, tiny_model_path, codec):
     assert "tiny" in text and codec.model_id.hex() in text and "3 codebooks" in text
 
 
+WITHOUT_TORCH = """
+import sys
+from vqcodec.cli import cli
+try:
+    cli(sys.argv[1:])
+except SystemExit as exit:
+    assert exit.code in (0, None), exit.code
+import vqcodec
+assert vqcodec.read_info and vqcodec.list_models and vqcodec.VQCodecError
+assert "torch" not in sys.modules, "torch was imported"
+assert vqcodec.Codec and "torch" in sys.modules   # the codec, when it is wanted, brings it
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["models"], ["info", "FILE"], ["info", "FILE", "--json"]])
+def test_commands_that_need_no_network_start_without_torch(encoded, tiny_model_path, args):
+    args = [str(encoded / "out.vq") if a == "FILE" else a for a in args]
+    result = run_python("-c", WITHOUT_TORCH, *args, env={"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)})
+    assert result.returncode == 0, result.stderr.decode()
+
+
 def test_info_json(encoded, cli, tiny_model_path, codec):
     result = cli("info", encoded / "out.vq", "--json", env={"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)})
     assert result.returncode == 0, result.stderr.decode()

@@ -1,7 +1,15 @@
 """vqcodec: a neural VQ-VAE codec for speech and images, with integer codes you can use."""
-from .codec import Codec, FileInfo, read_info
-from .registry import list_models
 from .errors import VQCodecError
+from .fileinfo import FileInfo, read_info
+from .registry import list_models
 
 __version__ = "0.1.0"
 __all__ = ["Codec", "FileInfo", "VQCodecError", "list_models", "read_info", "__version__"]
+
+
+def __getattr__(name: str):
+    # torch is imported when the codec is first wanted, so that `vqcodec info`, `models` and --help start fast
+    if name == "Codec":
+        from .codec import Codec
+        return Codec
+    raise AttributeError(f"module 'vqcodec' has no attribute {name!r}")

@@ -508,7 +508,7 @@ def info(input_path, as_json, verbose, model_option):
       vqcodec info speech.vq --json
       vqcodec info speech.vq --verbose
     """
-    from .codec import read_info
+    from .fileinfo import read_info
     from .registry import list_models
 
     data = _read_input(input_path)

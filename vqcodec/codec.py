@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -24,6 +23,7 @@ from . import entropy
 from . import format as vqformat
 from . import ratecontrol
 from .errors import VQCodecError
+from .fileinfo import FileInfo, read_info  # noqa: F401  (part of this module's API)
 from .io import ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, image_to_planes, open_image, planes_to_image, unreadable_audio
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts
@@ -198,51 +198,6 @@ def _checked(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
 
 
 # ---------------------------------------------------------------- the codec
-
-@dataclass
-class FileInfo:
-    kind: str
-    model_id: str
-    quality: int
-    coding: str
-    size_bytes: int
-    sample_rate: int = 0
-    channels: int = 0
-    samples: int = 0
-    width: int = 0
-    height: int = 0
-    mode: str = ""
-    has_alpha: bool = False
-    chunks: int = 0
-    shared_chunks: int = 0   # audio: chunks whose channels share one set of codes, stored once
-
-    @property
-    def duration(self) -> float:
-        return self.samples / self.sample_rate if self.sample_rate else 0.0
-
-    @property
-    def bitrate(self) -> float:
-        """Bits per second for audio, bits per pixel for images; the whole file counted."""
-        if self.kind == "audio":
-            return self.size_bytes * 8 / self.duration if self.duration else 0.0
-        return self.size_bytes * 8 / (self.width * self.height)
-
-
-def read_info(data: bytes, check_chunks: bool = True) -> FileInfo:
-    """What a `.vq` file's header says, once the whole file checks out (or the header alone, with
-    check_chunks=False: for a damaged file)."""
-    header, chunks, _ = vqformat.parse_file(data) if check_chunks else (vqformat.parse_header(data), [], None)
-    info = FileInfo(kind=vqformat.KIND_NAMES[header.kind], model_id=header.model_id.hex(), quality=header.quality,
-                    coding=vqformat.CODING_NAMES[header.coding], size_bytes=len(data), chunks=header.chunk_count)
-    if header.kind == vqformat.KIND_AUDIO:
-        info.sample_rate, info.channels, info.samples = header.sample_rate, header.channels, header.length
-        info.shared_chunks = sum(vqformat.stores_one_channel(header, chunk) for chunk in chunks)
-    else:
-        info.width, info.height = header.width, header.height
-        info.mode = IMAGE_MODE_NAMES.get(header.mode, "?")
-        info.has_alpha = bool(header.flags & vqformat.FLAG_ALPHA)
-    return info
-
 
 CODINGS = ("auto", "prior", "fixed")
 

@@ -80,7 +80,7 @@ def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, m
                   write: Callable[[Path, bytes], None], log: Callable[[str], None] | None = None) -> FolderReport:
     """Encode `files` (media of codec.kind) into `outputs` with one codec; `max_rate` is --bitrate
     (kbps) for audio or --bpp for images. `write(path, data)` writes one output."""
-    from .codec import read_info
+    from .fileinfo import read_info
     from .io import open_image
 
     report = FolderReport(codec.kind)
