@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from test_cli import assert_one_line_error
 from vqcodec import Codec, VQCodecError
 from vqcodec.config import AudioConfig, ImageConfig, config_from_dict, config_to_dict
-from vqcodec.modelfile import compute_model_id, read_model_files, storage_form
+from vqcodec.modelfile import compute_model_id, read_model_files, storage_form, write_model_files
 from vqcodec.models import VQVAE, widen, widths_differ_only
 from vqcodec.data import NOISE_SNR_DB, AudioCrops, add_background_noise
 from vqcodec.losses import ReconstructionLoss
@@ -424,6 +424,59 @@ def test_init_fine_tunes_and_resumes_as_one_run(trained, data_dir, tmp_path):
     assert meta["training"]["steps"] == 5 and meta["training"]["init"] == source_id
     assert json.loads((out / "checkpoint.json").read_text())["init"] == source_id
     Codec.load(str(out / "tiny.safetensors"))
+
+
+def float32_copy(model_file: Path, out: Path) -> Path:
+    """The model with float32 weights that float16 cannot hold (as the shipped models have)."""
+    meta, tensors = read_model_files(model_file)
+    generator = torch.Generator().manual_seed(0)
+    tensors = {k: v.float() * (1 + 1e-3 * torch.randn(v.shape, generator=generator)) if v.is_floating_point() else v
+               for k, v in tensors.items() if not k.startswith("prior.")}
+    meta = {key: value for key, value in meta.items() if key != "prior"}
+    meta["model_id"] = compute_model_id(meta["config"], tensors)
+    return write_model_files(out / "tiny.safetensors", meta, tensors)
+
+
+def test_decoder_only_keeps_the_codes_and_trains_the_decoder(trained, data_dir, tmp_path):
+    (tmp_path / "fp32").mkdir()
+    start = float32_copy(trained / "tiny.safetensors", tmp_path / "fp32")
+    out = tmp_path / "decoder"
+    train(data_dir, None, options(out, max_steps=4, init=str(start), decoder_only=True, eval_every=1,
+                                  fit_prior=False, lr=1e-2))
+    before, after = network_tensors(start), network_tensors(out / "tiny.safetensors")
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k].float(), after[k].float())}
+    assert changed == {"decoder"}
+    for name in before:  # stored to the bit: float16 rounding would move codes near a tie
+        if not name.startswith("decoder."):
+            assert after[name].dtype == before[name].dtype
+    source, tuned = Codec.load(str(start)), Codec.load(str(out / "tiny.safetensors"))
+    audio = np.asarray(soundfile.read(data_dir / "a.wav", dtype="float32")[0]).T
+    codes = source.audio_to_codes(audio)
+    np.testing.assert_array_equal(tuned.audio_to_codes(audio), codes)
+    assert not np.allclose(tuned.codes_to_audio(codes), source.codes_to_audio(codes), atol=1e-4)
+    meta = json.loads((out / "tiny.json").read_text())
+    assert meta["training"]["decoder_only"] and bytes.fromhex(meta["model_id"]) != source.model_id
+    # resuming keeps the encoder and codebooks frozen without the flag
+    train(data_dir, None, options(out, max_steps=6, resume=True, fit_prior=False, lr=1e-2))
+    np.testing.assert_array_equal(Codec.load(str(out / "tiny.safetensors")).audio_to_codes(audio), codes)
+    assert json.loads((out / "tiny.json").read_text())["training"]["steps"] == 6
+    with pytest.raises(VQCodecError, match="--init"):
+        train(data_dir, CFG, options(tmp_path / "scratch", decoder_only=True))
+    with pytest.raises(VQCodecError, match="whole model"):
+        train(data_dir, None, options(tmp_path / "again", max_steps=1, init=str(trained), fit_prior=False))
+        train(data_dir, None, options(tmp_path / "again", max_steps=2, resume=True, decoder_only=True))
+
+
+def test_train_command_decoder_only_errors(trained, data_dir, tmp_path, cli):
+    base = ("train", data_dir, "--out", tmp_path / "tuned", "--max-steps", "1", "--crop", str(CROP), "--device", "cpu",
+            "--decoder-only")
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps(config_to_dict(CFG)))
+    for args, message in [((), "--init"), (("--init", str(trained / "tiny.safetensors"), "--config", config), "--config")]:
+        result = cli(*base, *args)
+        assert_one_line_error(result)
+        assert message in result.stderr.decode()
+        assert not (tmp_path / "tuned" / "tuned.safetensors").exists()
 
 
 def test_widen_keeps_the_output_and_breaks_the_symmetry_of_the_copies():

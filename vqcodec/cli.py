@@ -825,6 +825,10 @@ def _read_config(path: str):
                    "instead of from scratch: fine-tuning. The model's config is kept, unless --config names the "
                    "same config with wider networks: then the model is widened without changing its output "
                    "(Net2Net) and trained on from there.")
+@click.option("--decoder-only", is_flag=True,
+              help="With --init: train the decoder alone. The encoder and codebooks stay as they are, so the new "
+                   "model makes exactly the codes of the one it starts from (the same tokens, and a prior fitted "
+                   "to them still fits). Kept on when resuming such a checkpoint.")
 @click.option("--stream-data", is_flag=True,
               help="Read each training crop from its file when it is needed instead of holding the decoded folder "
                    "in memory (automatic for folders of over 2 GiB decoded).")
@@ -836,8 +840,8 @@ def _read_config(path: str):
               help="Audio: add a multi-scale STFT discriminator and feature matching (best resumed from a model "
                    "first trained without it). Kept on when resuming such a checkpoint.")
 def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, sample_rate, device, max_minutes,
-          max_steps, batch_size, crop, lr, eval_every, threads, precision, noise, noise_snr, resume, init_model, stream_data,
-          data_workers, no_prior, adversarial):
+          max_steps, batch_size, crop, lr, eval_every, threads, precision, noise, noise_snr, resume, init_model, decoder_only,
+          stream_data, data_workers, no_prior, adversarial):
     """Train a codec on a folder of audio or images (read recursively).
 
     \b
@@ -848,6 +852,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
       vqcodec train my_recordings/ --out runs/mine --resume --adversarial --max-minutes 120
       vqcodec train my_recordings/ --out runs/mine --noise 0.5 --max-minutes 60
       vqcodec train my_recordings/ --out runs/tuned --init speech16k --lr 3e-4 --max-minutes 30
+      vqcodec train my_photos/ --out runs/dec --init image --decoder-only --lr 5e-5 --max-minutes 60
       torchrun --nproc_per_node 8 -m vqcodec train my_recordings/ --out runs/big --device cuda --max-minutes 60
     Then: VQCODEC_MODEL_PATH=runs/mine vqcodec encode in.wav out.vq -m mine
     Under torchrun each process (one per GPU) trains on its share of every batch.
@@ -872,6 +877,10 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     config = None
     if init_model and resume:
         raise VQCodecError("--init starts a new run from a model and --resume continues one: give only one")
+    if decoder_only and not (init_model or resume):
+        raise VQCodecError("--decoder-only trains the decoder of a trained model: give --init MODEL")
+    if decoder_only and config_path:
+        raise VQCodecError("--decoder-only keeps the model's encoder and codebooks as they are: leave out --config")
     if init_model:
         if codebooks or codebook_size or sample_rate:
             raise VQCodecError("--init keeps the model's own config: leave out --codebooks, --codebook-size and "
@@ -904,7 +913,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
                            resume=resume,
                            fit_prior=not no_prior, adversarial=adversarial, precision=precision,
                            noise=noise, noise_snr_db=(low_snr, high_snr), init=init_model,
-                           stream_data=stream_data, data_workers=data_workers)
+                           decoder_only=decoder_only, stream_data=stream_data, data_workers=data_workers)
     run_training(Path(data_dir), config, options, kind=kind)
 
 

@@ -39,6 +39,12 @@ def storage_form(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.half()
 
 
+def _exact_storage_form(tensor: torch.Tensor) -> torch.Tensor:
+    """The float16 storage form where it holds the values exactly (weights read from a float16 file), else as is."""
+    stored = storage_form(tensor)
+    return stored if torch.equal(stored.to(tensor.dtype), tensor) else tensor
+
+
 def compute_model_id(config: dict, tensors: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for name in sorted(tensors):
@@ -50,9 +56,12 @@ def compute_model_id(config: dict, tensors: dict[str, torch.Tensor]) -> str:
 
 
 def save_model(model: VQVAE, path: Path, training: dict | None = None, extra: dict | None = None,
-               extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+               extra_tensors: dict[str, torch.Tensor] | None = None, exact: tuple[str, ...] = ()) -> Path:
+    """Write the model files. Tensors whose names start with a prefix in `exact` keep their values to
+    the bit (float32), so that a decoder-only fine-tune makes exactly the codes of its starting model."""
     path = Path(path).with_suffix(".safetensors")
-    tensors = {name: storage_form(tensor) for name, tensor in inference_state(model).items()}
+    tensors = {name: _exact_storage_form(tensor) if exact and name.startswith(exact) else storage_form(tensor)
+               for name, tensor in inference_state(model).items()}
     config = config_to_dict(model.cfg)
     meta = {
         "format_version": FORMAT_VERSION,

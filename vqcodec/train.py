@@ -49,6 +49,7 @@ class TrainOptions:
     init: str | None = None      # a trained model (name or path) whose weights and codebooks a new run starts from
     stream_data: bool = False    # read every crop from its file, even when the folder would fit in memory
     data_workers: int | None = None  # threads making batches (default: data.default_batch_workers)
+    decoder_only: bool = False   # train the decoder alone: encoder and codebooks frozen, so the codes do not change
 
 
 # Batch size and crop (audio samples, image side) when none is given, by media kind and device. The
@@ -163,6 +164,22 @@ def resolve_precision(precision: str, device: str) -> str:
     return "bf16" if amx else "fp32"
 
 
+def freeze_for_decoder_only(model: VQVAE) -> None:
+    """Freeze the encoder and the codebooks, so that the model makes the codes it made before."""
+    model.encoder.requires_grad_(False)
+    model.quantizer.requires_grad_(False)
+
+
+def set_training_mode(model: VQVAE, decoder_only: bool) -> None:
+    """Training mode; with `decoder_only`, the codebooks stay in evaluation mode (no EMA updates, k-means
+    or restarts) while the residual quantiser keeps its dropout, so the decoder still learns every level."""
+    model.train()
+    if decoder_only:
+        model.encoder.eval()
+        for layer in model.quantizer.layers:
+            layer.eval()
+
+
 def train_step(model: VQVAE, optimizer: torch.optim.Optimizer, loss_fn: ReconstructionLoss, batch: torch.Tensor,
                autocast, disc: MultiScaleSTFTDiscriminator | None = None,
                disc_optimizer: torch.optim.Optimizer | None = None) -> tuple[torch.Tensor, dict, torch.Tensor]:
@@ -244,6 +261,11 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         cfg = config_from_dict(saved_meta["config"])
         kind = cfg.kind
         adversarial = adversarial or saved_meta.get("adversarial", False)  # resuming keeps the discriminator
+        if options.decoder_only and not saved_meta.get("decoder_only", False):
+            raise VQCodecError("--decoder-only cannot resume a checkpoint that trains the whole model")
+    decoder_only = options.decoder_only or saved_meta.get("decoder_only", False)
+    if decoder_only and not (options.init or saved):
+        raise VQCodecError("--decoder-only trains the decoder of a trained model: give --init MODEL")
     initial_model, initial_id = None, saved_meta.get("init")  # a resumed fine-tune keeps its starting model's id
     if options.init and not saved:
         initial_model, initial_id = load_initial_model(options.init)
@@ -272,6 +294,8 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     if saved:
         model.load_state_dict(saved["model"])
     parallel.broadcast_module_(model)  # the processes start from the first one's weights
+    if decoder_only:
+        freeze_for_decoder_only(model)
 
     train_files, val_files = split_files(readable_files(kind, files))
     crop = options.crop - options.crop % cfg.hop
@@ -289,7 +313,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     val_crops = val_data.batch(max(options.batch_size, VALIDATION_CROPS), np.random.default_rng(1234), augment=False) \
         if main else None
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, betas=(0.8, 0.99), weight_decay=0.0)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=options.lr, betas=(0.8, 0.99), weight_decay=0.0)
     if saved:
         restore_optimizer(optimizer, saved.get("optim", {}))
     modules, optimizers = {"model": model}, {"optim": optimizer}
@@ -302,15 +326,18 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         parallel.broadcast_module_(disc)
         modules["disc"], optimizers["disc_optim"] = disc, disc_optimizer
     loss_fn = ReconstructionLoss(cfg).to(device)
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log_path = out / "train_log.jsonl"
     if not quiet:
         spread = f"{processes} processes ({share} examples each)" if processes > 1 else f"device {device}"
         print(f"training {options.name} ({kind}) on {train_data.describe()}; validation {val_data.describe()}; "
-              f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; batch {options.batch_size}; "
+              f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
+              f"{f' ({trained / 1e6:.2f}M trained: the decoder)' if decoder_only else ''}; batch {options.batch_size}; "
               f"{spread}, {precision}", file=sys.stderr)
 
     def checkpoint_meta(seconds: float) -> dict:
-        meta = {"step": step, "trained_seconds": seconds, "config": config_to_dict(cfg), "adversarial": adversarial}
+        meta = {"step": step, "trained_seconds": seconds, "config": config_to_dict(cfg), "adversarial": adversarial,
+                "decoder_only": decoder_only}
         return {**meta, "init": initial_id} if initial_id else meta
 
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -335,7 +362,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
                 for group in opt.param_groups:
                     group["lr"] = lr
 
-            model.train()
+            set_training_mode(model, decoder_only)
             batch = batches.next().to(device)
             loss, parts, codes = train_step(model, optimizer, loss_fn, batch, autocast,
                                             *((disc, disc_optimizer) if adversarial else ()))
@@ -380,10 +407,12 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     save_checkpoint(checkpoint_path, modules, optimizers, checkpoint_meta(trained_seconds))
     model_path = save_model(model.cpu(), model_path,
                             training={"steps": step, "seconds": round(trained_seconds), "adversarial": adversarial,
+                                      **({"decoder_only": True} if decoder_only else {}),
                                       "precision": precision, "noise": options.noise,
                                       **({"noise_snr_db": list(options.noise_snr_db)} if options.noise else {}),
                                       "data": str(data_dir), "files": len(train_files),
-                                      **({"init": initial_id} if initial_id else {})})
+                                      **({"init": initial_id} if initial_id else {})},
+                            exact=("encoder.", "quantizer.") if decoder_only else ())
     if not quiet:
         print(f"\nwrote {model_path} after {step} steps ({trained_seconds / 60:.1f} min)", file=sys.stderr)
     if options.fit_prior:
