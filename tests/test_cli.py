@@ -94,6 +94,26 @@ def encoded(tmp_path_factory, signal, cli, tiny_model_path):
     return folder
 
 
+def test_audio_above_full_scale_is_coded_with_a_warning(tmp_path, signal, cli, tiny_model_path, codec):
+    audio = signal(1, 8000, 8000)
+    hot = tmp_path / "in" / "hot.wav"
+    hot.parent.mkdir()
+    soundfile.write(hot, (audio * 2.5 / np.abs(audio).max()).T, 8000, subtype="FLOAT")
+    soundfile.write(tmp_path / "in" / "full.wav", (audio / np.abs(audio).max()).T, 8000, subtype="FLOAT")
+    result = cli("encode", hot, tmp_path / "hot.vq", "-m", tiny_model_path, "-q", "2")
+    assert result.returncode == 0 and (tmp_path / "hot.vq").exists()
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vqcodec: warning: ") and "+8.0 dB above full scale" in lines[0]
+    result = cli("encode", tmp_path / "in" / "full.wav", tmp_path / "full.vq", "-m", tiny_model_path, "-q", "2")
+    assert result.returncode == 0 and result.stderr == b""  # a peak of exactly 1.0 is within full scale
+    result = cli("encode", tmp_path / "in", tmp_path / "out", "-m", tiny_model_path, "-q", "2")
+    assert result.returncode == 0
+    warnings = [line for line in result.stderr.decode().splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "hot.wav" in warnings[0]
+    codec.encode_audio(audio * 0.5, 8000, 2)
+    assert codec.level_warning("x") is None and codec.input_peak == pytest.approx(0.5 * np.abs(audio).max())
+
+
 def test_encode_writes_a_valid_file(encoded, codec):
     data = (encoded / "out.vq").read_bytes()
     header, chunks, _ = vqformat.parse_file(data)

@@ -209,6 +209,9 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
     if kind == "audio":
         codec.progress = _terminal_progress()
         encoded = codec.encode_audio_file(source, quality, max_kbps)
+        warning = codec.level_warning("stdin" if input_path == "-" else input_path)
+        if warning:
+            click.echo(f"vqcodec: warning: {warning}", err=True)
     else:
         encoded = codec.encode_image(open_image(source), quality, max_bpp)
     _write_output(output_path, lambda stream: stream.write(encoded), force)

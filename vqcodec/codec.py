@@ -190,10 +190,13 @@ def _codes_shared(codes: np.ndarray) -> bool:
     return codes.shape[0] > 1 and bool((codes == codes[:1]).all())
 
 
-def _checked(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+def _checked(blocks: Iterator[np.ndarray], peak: list[float]) -> Iterator[np.ndarray]:
+    """The blocks, refused if any sample is NaN or infinite; peak[0] becomes the largest absolute sample."""
     for block in blocks:
         if not np.isfinite(block).all():
             raise VQCodecError("audio contains NaN or infinite samples")
+        if block.size:
+            peak[0] = max(peak[0], float(np.abs(block).max()))
         yield block
 
 
@@ -232,6 +235,7 @@ class Codec:
         # Called as progress(stage, frames_done, frames_total) after each block of audio coded or
         # decoded; the command line shows it on a terminal.
         self.progress: Callable[[str, int, int], None] | None = None
+        self.input_peak = 0.0  # the largest absolute sample of the audio last encoded (see level_warning)
 
     @classmethod
     def load(cls, name: str, device: str = "cpu", coding: str = "auto", beam: int | None = None) -> "Codec":
@@ -557,10 +561,23 @@ class Codec:
         quality = self.check_quality(quality)
         _check_audio_size(channels, sample_rate, samples)
         model_length = self._model_length(samples, sample_rate)
-        stream = _resampled_blocks(_checked(blocks), sample_rate, self.sample_rate, channels, model_length)
+        peak = [0.0]
+        stream = _resampled_blocks(_checked(blocks, peak), sample_rate, self.sample_rate, channels, model_length)
         window = _SampleWindow(stream, channels, model_length)
         codes = self._encode_frames(window, math.ceil(model_length / self.hop), quality, variable_depth=True)
+        self.input_peak = peak[0]
         return self._pack_audio(codes, sample_rate, samples, quality)
+
+    def level_warning(self, name) -> str | None:
+        """A line for audio whose last encoding went above full scale (float audio beyond +-1.0), or None.
+
+        Such audio is coded as it is, but the networks are trained on audio within +-1.0 and decoding
+        gives audio within it, so the loud parts come out limited and distorted."""
+        if self.input_peak <= 1.0:
+            return None
+        return (f"{name} peaks at {20 * math.log10(self.input_peak):+.1f} dB above full scale (float samples up to "
+                f"{self.input_peak:.3g}); it is coded as it is, but the codec is made for audio within +-1.0 and "
+                f"decodes within it, so the loud parts come out limited and distorted: scale it down first")
 
     def encode_audio(self, audio: np.ndarray, sample_rate: int, quality: int, max_kbps: float | None = None) -> bytes:
         """Encode float audio (channels, samples) or (samples,) at any rate into `.vq` bytes.

@@ -88,6 +88,9 @@ def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, m
     def make(path: Path, output: Path) -> int:
         if codec.kind == "audio":
             data = codec.encode_audio_file(path, quality, max_rate)
+            warning = codec.level_warning(path)
+            if warning and log:
+                log(f"vqcodec: warning: {warning}")
         else:
             data = codec.encode_image(open_image(path), quality, max_rate)
         output.parent.mkdir(parents=True, exist_ok=True)
