@@ -60,6 +60,37 @@ def test_round_trip_shape_rate_dtype(codec, signal, rate, channels, seconds_or_s
     assert np.isfinite(decoded).all()
 
 
+def test_one_call_api_takes_paths_streams_and_arrays(codec, signal, tmp_path, tiny_model_path, monkeypatch):
+    import vqcodec
+
+    audio = signal(2, 5000, 22050)
+    path = tmp_path / "in.flac"
+    soundfile.write(path, audio.T, 22050, subtype="PCM_24")
+    by_path, by_name = codec.encode(path, 3), codec.encode(str(path), 3)
+    with open(path, "rb") as stream:
+        by_stream = codec.encode(stream, 3)
+    assert by_path == by_name == by_stream == codec.encode_audio_file(path, 3)
+    assert codec.encode(audio, 3, sample_rate=22050) == codec.encode_audio(audio, 22050, 3)
+    assert vqformat.parse_header(codec.encode(audio, sample_rate=22050)).quality == 4  # default: min(8, all 4)
+    small = codec.encode(path, max_rate=30.0)  # the header weighs on 0.23 s
+    assert len(small) * 8 / (5000 / 22050) <= 30000 and len(small) < len(by_path)
+    decoded, rate = codec.decode(by_path)
+    np.testing.assert_array_equal(decoded, codec.decode_audio(by_path)[0])
+    assert rate == 22050 and decoded.shape == (2, 5000)
+    (tmp_path / "in.vq").write_bytes(by_path)
+    np.testing.assert_array_equal(codec.decode(tmp_path / "in.vq")[0], decoded)
+    monkeypatch.setenv("VQCODEC_MODEL_PATH", str(tiny_model_path.parent))  # vqcodec.decode finds the file's model
+    np.testing.assert_array_equal(vqcodec.decode(by_path)[0], decoded)
+    with pytest.raises(VQCodecError, match="sample_rate"):
+        codec.encode(audio)
+    with pytest.raises(VQCodecError, match="sample_rate"):
+        codec.encode(path, sample_rate=8000)
+    with pytest.raises(VQCodecError, match="cannot read"):
+        codec.decode(tmp_path / "missing.vq")
+    with pytest.raises(VQCodecError):
+        codec.encode(tmp_path / "missing.wav")
+
+
 def test_mono_1d_input_is_one_channel(codec, signal):
     audio = signal(1, 999, 16000)
     assert codec.encode_audio(audio[0], 16000, 3) == codec.encode_audio(audio, 16000, 3)

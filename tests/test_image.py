@@ -126,6 +126,25 @@ def roundtrip(codec: Codec, image: Image.Image, quality: int = 3) -> Image.Image
 MODES = sorted(m for m in IMAGE_MODES if m != "P;transparency") + ["P+transparency"]
 
 
+def test_one_call_api_takes_paths_images_and_arrays(codec, tmp_path):
+    image = make_image("RGBA", 19, 11, seed=3)
+    path = tmp_path / "in.png"
+    image.save(path)
+    data = codec.encode(path, 2)
+    assert data == codec.encode(str(path), 2) == codec.encode(image, 2) == codec.encode_image(image, 2)
+    assert codec.encode(np.asarray(image), 2) == data
+    decoded = codec.decode(data)
+    assert (decoded.mode, decoded.size) == ("RGBA", (19, 11))
+    assert np.array_equal(np.asarray(decoded), np.asarray(codec.decode_image(data)))
+    grey = codec.decode(codec.encode(np.asarray(image.convert("L"))))
+    assert (grey.mode, grey.size) == ("L", (19, 11))
+    for bad in (np.zeros((4, 4), np.float32), np.zeros((4, 4, 2), np.uint8), np.zeros((0, 4, 3), np.uint8)):
+        with pytest.raises(VQCodecError, match="image"):
+            codec.encode(bad)
+    with pytest.raises(VQCodecError, match="sample_rate"):
+        codec.encode(path, sample_rate=8000)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_every_mode_round_trips_with_its_mode_and_size(codec, mode):
     image = make_image(mode)

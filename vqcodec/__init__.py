@@ -4,12 +4,12 @@ from .fileinfo import FileInfo, read_info
 from .registry import list_models
 
 __version__ = "0.1.0"
-__all__ = ["Codec", "FileInfo", "VQCodecError", "list_models", "read_info", "__version__"]
+__all__ = ["Codec", "FileInfo", "VQCodecError", "decode", "list_models", "read_info", "__version__"]
 
 
 def __getattr__(name: str):
     # torch is imported when the codec is first wanted, so that `vqcodec info`, `models` and --help start fast
-    if name == "Codec":
-        from .codec import Codec
-        return Codec
+    if name in ("Codec", "decode"):
+        from . import codec
+        return getattr(codec, name)
     raise AttributeError(f"module 'vqcodec' has no attribute {name!r}")

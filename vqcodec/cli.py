@@ -265,9 +265,8 @@ def _encoder(kind, input_path, quality, model, device, coding, beam, refine, rat
         raise VQCodecError(f"--bpp is for images, and {input_path} is audio: use --bitrate (kbps)")
     if kind == "image" and max_kbps is not None:
         raise VQCodecError(f"--bitrate is for audio, and {input_path} is an image: use --bpp")
-    targeted = max_kbps is not None or max_bpp is not None
     if quality is None:
-        quality = codec.num_codebooks if targeted else min(8, codec.num_codebooks)
+        quality = codec.default_quality(targeted=max_kbps is not None or max_bpp is not None)
     return codec, quality
 
 

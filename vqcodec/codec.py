@@ -36,6 +36,7 @@ IMAGE_CHUNK_ROWS = 16           # latent rows per container chunk
 AUDIO_BLOCK_FRAMES = 500        # frames the networks see at once, before context
 # Beam width of the residual-VQ search when encoding (quantize.ResidualVQ.encode): wider finds codes
 # with a smaller quantisation error at the same quality level, for more encoder time.
+DEFAULT_QUALITY = 8             # codebooks used when no quality is given (and the model has as many)
 DEFAULT_BEAM = {"audio": 1, "image": 4}
 MAX_BEAM = 64
 # Rate-distortion-optimised quantisation (Codec.rate_weight): bits under the prior are weighed against
@@ -200,6 +201,38 @@ def _checked(blocks: Iterator[np.ndarray], peak: list[float]) -> Iterator[np.nda
         yield block
 
 
+def _array_image(array: np.ndarray):
+    """A uint8 array (height, width), (height, width, 3) or (height, width, 4) as a Pillow image."""
+    from PIL import Image
+
+    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        raise VQCodecError("an image array must be uint8 (height, width), (height, width, 3) or (height, width, 4), "
+                           f"not {array.dtype} {array.shape}")
+    if min(array.shape[:2]) < 1:
+        raise VQCodecError(f"image of {array.shape[1]}x{array.shape[0]} pixels is empty")
+    return Image.fromarray(np.ascontiguousarray(array), {2: "L", 3: "RGB", 4: "RGBA"}[array.ndim if array.ndim == 2
+                                                                                    else array.shape[2]])
+
+
+def _vq_bytes(data) -> bytes:
+    """`.vq` file contents from bytes or a path."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    try:
+        return Path(data).read_bytes()
+    except OSError as exc:
+        raise VQCodecError(f"cannot read {data}: {exc.strerror}") from None
+
+
+def decode(data, device: str = "cpu"):
+    """Decode `.vq` bytes (or a `.vq` file's path) with the installed model the file names:
+    (audio, sample rate) or a Pillow image, as Codec.decode."""
+    from .registry import model_for_file
+
+    data = _vq_bytes(data)
+    return Codec.load(model_for_file(data), device=device).decode(data)
+
+
 # ---------------------------------------------------------------- the codec
 
 CODINGS = ("auto", "prior", "fixed")
@@ -241,6 +274,47 @@ class Codec:
     def load(cls, name: str, device: str = "cpu", coding: str = "auto", beam: int | None = None) -> "Codec":
         meta, tensors = read_model_files(find_model(name))
         return cls(build_model(meta, tensors), meta, tensors, resolve_device(device), coding, beam)
+
+    # ------------------------------------------------------------ one call for any media
+
+    def default_quality(self, targeted: bool = False) -> int:
+        """The quality `encode` uses when none is given: 8 codebooks (or all, if fewer), and all of them
+        under a rate target, which then chooses."""
+        return self.num_codebooks if targeted else min(DEFAULT_QUALITY, self.num_codebooks)
+
+    def encode(self, media, quality: int | None = None, *, sample_rate: int | None = None,
+               max_rate: float | None = None) -> bytes:
+        """Encode media of this model's kind into `.vq` bytes, as `vqcodec encode` does.
+
+        `media`: a file path or binary stream (any format soundfile or Pillow reads), a Pillow image,
+        or a NumPy array: float audio (channels, samples) or (samples,) with `sample_rate`, or a uint8
+        image (height, width), (height, width, 3) RGB or (height, width, 4) RGBA. `quality`: the most
+        codebooks used (default_quality). `max_rate`: the best file within kbps (audio) or bits per
+        pixel (images)."""
+        quality = self.default_quality(max_rate is not None) if quality is None else quality
+        if isinstance(media, np.ndarray):
+            if self.kind == "audio":
+                if sample_rate is None:
+                    raise VQCodecError("audio given as an array needs its sample_rate")
+                return self.encode_audio(media, sample_rate, quality, max_rate)
+            return self.encode_image(_array_image(media), quality, max_rate)
+        if sample_rate is not None:
+            raise VQCodecError("sample_rate is for audio given as an array; a file or image carries its own")
+        if self.kind == "audio":
+            if hasattr(media, "mode") and hasattr(media, "size"):
+                raise VQCodecError(f"model {self.name} codes audio, not images")
+            return self.encode_audio_file(Path(media) if isinstance(media, str) else media, quality, max_rate)
+        image = media if hasattr(media, "mode") and hasattr(media, "size") else open_image(media)
+        return self.encode_image(image, quality, max_rate)
+
+    def decode(self, data):
+        """`.vq` bytes (or the path of a `.vq` file) -> (float32 audio (channels, samples), sample rate) for
+        audio, or a Pillow image for images: the original rate, length, size and mode."""
+        data = _vq_bytes(data)
+        kind = read_info(data).kind
+        if kind != self.kind:
+            raise VQCodecError(f"the file holds {kind}, and model {self.name} codes {self.kind}")
+        return self.decode_audio(data) if kind == "audio" else self.decode_image(data)
 
     @property
     def beam(self) -> int:
