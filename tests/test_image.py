@@ -131,7 +131,8 @@ def test_one_call_api_takes_paths_images_and_arrays(codec, tmp_path):
     path = tmp_path / "in.png"
     image.save(path)
     data = codec.encode(path, 2)
-    assert data == codec.encode(str(path), 2) == codec.encode(image, 2) == codec.encode_image(image, 2)
+    assert data == codec.encode(str(path), 2) == codec.encode(path.read_bytes(), 2) == codec.encode(image, 2)
+    assert data == codec.encode_image(image, 2)
     assert codec.encode(np.asarray(image), 2) == data
     decoded = codec.decode(data)
     assert (decoded.mode, decoded.size) == ("RGBA", (19, 11))

@@ -9,6 +9,7 @@ and the result does not depend on the block size. Images are coded in tiles the 
 """
 from __future__ import annotations
 
+import io
 import math
 import zlib
 from pathlib import Path
@@ -286,7 +287,8 @@ class Codec:
                max_rate: float | None = None) -> bytes:
         """Encode media of this model's kind into `.vq` bytes, as `vqcodec encode` does.
 
-        `media`: a file path or binary stream (any format soundfile or Pillow reads), a Pillow image,
+        `media`: a file path, binary stream or file contents as bytes (any format soundfile or Pillow
+        reads), a Pillow image,
         or a NumPy array: float audio (channels, samples) or (samples,) with `sample_rate`, or a uint8
         image (height, width), (height, width, 3) RGB or (height, width, 4) RGBA. `quality`: the most
         codebooks used (default_quality). `max_rate`: the best file within kbps (audio) or bits per
@@ -300,6 +302,8 @@ class Codec:
             return self.encode_image(_array_image(media), quality, max_rate)
         if sample_rate is not None:
             raise VQCodecError("sample_rate is for audio given as an array; a file or image carries its own")
+        if isinstance(media, (bytes, bytearray, memoryview)):
+            media = io.BytesIO(media)
         if self.kind == "audio":
             if hasattr(media, "mode") and hasattr(media, "size"):
                 raise VQCodecError(f"model {self.name} codes audio, not images")
