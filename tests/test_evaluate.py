@@ -57,6 +57,12 @@ def test_eval_table_and_photos(cli, tmp_path):
         size = sum(len(codec.encode_image(Image.open(folder / name), row["quality"])) for name in ("a.png", "b.png"))
         assert row["rate"] == 8 * size / pixels and np.isfinite(row["psnr"])
         assert 0 < row["ms_ssim"] <= 1  # from b.png alone: a.png is too small for five scales
+    one = cli("eval", GOLDEN_IMAGE, folder / "b.png", "-q", "1,2", "--json")  # a single file
+    assert one.returncode == 0, one.stderr.decode()
+    report = json.loads(one.stdout)
+    assert report["files"] == [str(folder / "b.png")]
+    for row in report["rows"]:
+        assert row["rate"] == 8 * len(codec.encode_image(Image.open(folder / "b.png"), row["quality"])) / (200 * 180)
     result = cli("eval", GOLDEN_IMAGE, folder, "-q", "2", "--files", "1")
     lines = result.stdout.decode().splitlines()
     assert result.returncode == 0 and lines[0].endswith(f"on 1 images of {folder}")
@@ -67,6 +73,10 @@ def test_eval_refuses_bad_input_in_one_line(cli, tmp_path):
     (tmp_path / "empty").mkdir()
     assert_one_line_error(cli("eval", GOLDEN_IMAGE, tmp_path / "empty"))
     assert_one_line_error(cli("eval", GOLDEN_IMAGE, tmp_path / "missing"))
+    soundfile.write(tmp_path / "c.wav", np.zeros(100), 16000)
+    result = cli("eval", GOLDEN_IMAGE, tmp_path / "c.wav")  # a file of the other kind
+    assert_one_line_error(result)
+    assert "not an image" in result.stderr.decode()
     (tmp_path / "one").mkdir()
     Image.new("RGB", (20, 20)).save(tmp_path / "one" / "a.png")
     assert_one_line_error(cli("eval", GOLDEN_IMAGE, tmp_path / "one", "-q", "99"))

@@ -928,7 +928,7 @@ def _comma_separated(text: str, kind, option: str, what: str) -> list:
 
 @cli.command("eval")
 @click.argument("model", metavar="MODEL")
-@click.argument("data_dir", metavar="DIR")
+@click.argument("data_dir", metavar="DIR|FILE")
 @click.option("-q", "--qualities", default=None, metavar="Q1,Q2,...",
               help="Quality levels to measure (default: 1, 2, 4, 8, ... and the model's highest).")
 @click.option("--rates", default=None, metavar="R1,R2,...",
@@ -941,8 +941,8 @@ def _comma_separated(text: str, kind, option: str, what: str) -> list:
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (rows, files, skipped files).")
 def eval_command(model, data_dir, qualities, rates, files, depth_weight, device, threads, as_json):
-    """Measure a model on a folder of audio or images (read recursively): real bitrate and quality
-    at each quality level, and speed.
+    """Measure a model on a folder of audio or images (read recursively), or on one file: real
+    bitrate and quality at each quality level, and speed.
 
     Every file is encoded to .vq bytes and decoded, as `encode` and `decode` would. Audio: kbps
     (file bytes x 8 / duration), SI-SDR, log-mel L1, and PESQ-WB and STOI where the bench extra
@@ -954,6 +954,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
       vqcodec eval speech16k my_recordings/ -q 1,4,8
       vqcodec eval runs/mine/mine.safetensors held_out/ --files 20 --json
       vqcodec eval image my_photos/ -q 4,8,12,20
+      vqcodec eval speech16k talk.flac -q 2,4,8        # one file
       vqcodec eval image my_photos/ --rates 0.2,0.3,0.5   # at equal rate: compare models directly
     """
     import torch
@@ -961,6 +962,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     from .codec import Codec, resolve_device
     from .data import find_media
     from .evaluate import evaluate, log_to_stderr, table
+    from .io import media_kind_of
 
     if threads:
         torch.set_num_threads(threads)
@@ -979,9 +981,15 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     else:
         levels = sorted({2 ** k for k in range(codec.num_codebooks.bit_length()) if 2 ** k <= codec.num_codebooks}
                         | {codec.num_codebooks})
-    if not Path(data_dir).is_dir():
-        raise VQCodecError(f"{data_dir}: not a directory")
-    _, paths = find_media(Path(data_dir), codec.kind)
+    if Path(data_dir).is_file():
+        if media_kind_of(Path(data_dir)) != codec.kind:
+            raise VQCodecError(f"{data_dir}: not {'an audio file' if codec.kind == 'audio' else 'an image'} "
+                               f"(model {codec.name} codes {codec.kind}) by its extension")
+        paths = [Path(data_dir)]
+    elif Path(data_dir).is_dir():
+        _, paths = find_media(Path(data_dir), codec.kind)
+    else:
+        raise VQCodecError(f"{data_dir}: no such file or directory")
     report = evaluate(codec, paths[:files], levels, log=log_to_stderr, targets=targets)
     for skipped in report["skipped"]:
         print(f"skipping {skipped['file']}: {skipped['reason']}", file=sys.stderr)
