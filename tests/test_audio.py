@@ -81,8 +81,15 @@ def test_one_call_api_takes_paths_streams_and_arrays(codec, signal, tmp_path, ti
     np.testing.assert_array_equal(codec.decode(tmp_path / "in.vq")[0], decoded)
     monkeypatch.setenv("VQCODEC_MODEL_PATH", str(tiny_model_path.parent))  # vqcodec.decode finds the file's model
     np.testing.assert_array_equal(vqcodec.decode(by_path)[0], decoded)
+    assert codec.encode(audio[0].tolist(), 3, sample_rate=22050) == codec.encode_audio(audio[0], 22050, 3)
     with pytest.raises(VQCodecError, match="sample_rate"):
         codec.encode(audio)
+    with pytest.raises(VQCodecError, match="cannot encode a NoneType"):
+        codec.encode(None)
+    with pytest.raises(VQCodecError, match="not a NoneType"):
+        codec.decode(None)
+    with pytest.raises(VQCodecError, match="cannot read audio from the stream"):
+        codec.encode(b"RIFF not audio")
     with pytest.raises(VQCodecError, match="sample_rate"):
         codec.encode(path, sample_rate=8000)
     with pytest.raises(VQCodecError, match="cannot read"):

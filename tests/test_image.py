@@ -144,6 +144,8 @@ def test_one_call_api_takes_paths_images_and_arrays(codec, tmp_path):
             codec.encode(bad)
     with pytest.raises(VQCodecError, match="sample_rate"):
         codec.encode(path, sample_rate=8000)
+    with pytest.raises(VQCodecError, match="^cannot read image from the stream: not an image format Pillow reads$"):
+        codec.encode(b"\x89PNG broken")
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -219,6 +219,8 @@ def _vq_bytes(data) -> bytes:
     """`.vq` file contents from bytes or a path."""
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
+    if not isinstance(data, (str, Path)):
+        raise VQCodecError(f"a .vq file is given as bytes or a path, not a {type(data).__name__}")
     try:
         return Path(data).read_bytes()
     except OSError as exc:
@@ -294,6 +296,13 @@ class Codec:
         codebooks used (default_quality). `max_rate`: the best file within kbps (audio) or bits per
         pixel (images)."""
         quality = self.default_quality(max_rate is not None) if quality is None else quality
+        if isinstance(media, (list, tuple)):
+            media = np.asarray(media, dtype=np.float32 if self.kind == "audio" else None)
+        is_image = hasattr(media, "mode") and hasattr(media, "size")
+        if not isinstance(media, (np.ndarray, str, Path, bytes, bytearray, memoryview)) and not is_image \
+                and not hasattr(media, "read"):
+            raise VQCodecError(f"cannot encode a {type(media).__name__}: give a path, a binary stream, bytes, "
+                               "a Pillow image or a NumPy array")
         if isinstance(media, np.ndarray):
             if self.kind == "audio":
                 if sample_rate is None:
@@ -305,10 +314,10 @@ class Codec:
         if isinstance(media, (bytes, bytearray, memoryview)):
             media = io.BytesIO(media)
         if self.kind == "audio":
-            if hasattr(media, "mode") and hasattr(media, "size"):
+            if is_image:
                 raise VQCodecError(f"model {self.name} codes audio, not images")
             return self.encode_audio_file(Path(media) if isinstance(media, str) else media, quality, max_rate)
-        image = media if hasattr(media, "mode") and hasattr(media, "size") else open_image(media)
+        image = media if is_image else open_image(media)
         return self.encode_image(image, quality, max_rate)
 
     def decode(self, data):
@@ -721,7 +730,8 @@ class Codec:
             return soundfile.SoundFile(str(source) if isinstance(source, Path) else source)
         except Exception as exc:
             name = getattr(source, "name", source)
-            raise unreadable_audio(name if isinstance(name, (str, Path)) else None, exc) from None  # stdin: an fd
+            where = name if isinstance(name, (str, Path)) else "from stdin" if isinstance(name, int) else None
+            raise unreadable_audio(where, exc) from None  # the command line's stdin is a file descriptor
 
     def _encode_audio_source(self, source, quality: int) -> bytes:
         with self._open_sound(source) as sound:

@@ -70,7 +70,7 @@ def unreadable_audio(where, exc: Exception) -> VQCodecError:
     """The error for audio soundfile cannot open: `where` (a path, or None for stdin) and soundfile's
     reason, without the "Error opening <name>: " it puts before it."""
     reason = str(exc).rsplit(": ", 1)[-1] if str(exc).startswith("Error opening") else str(exc)
-    return VQCodecError(f"cannot read audio {where if where is not None else 'from stdin'}: {reason}")
+    return VQCodecError(f"cannot read audio {where if where is not None else 'from the stream'}: {reason}")
 
 
 def read_audio(path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
@@ -114,7 +114,7 @@ def open_image(source):
     """Open an image file (path or binary stream), apply EXIF orientation, and refuse bombs."""
     import warnings
 
-    from PIL import Image, ImageOps
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
@@ -130,8 +130,10 @@ def open_image(source):
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise VQCodecError("image exceeds the decompression-bomb limit of Pillow") from None
     except Exception as exc:
-        name = getattr(source, "name", source)
-        raise VQCodecError(f"cannot read image {name}: {exc}") from None
+        name = source if isinstance(source, (str, Path)) else getattr(source, "name", None)
+        where = name if isinstance(name, (str, Path)) else "from stdin" if isinstance(name, int) else "from the stream"
+        reason = "not an image format Pillow reads" if isinstance(exc, UnidentifiedImageError) else exc
+        raise VQCodecError(f"cannot read image {where}: {reason}") from None
 
 
 def image_to_planes(image) -> tuple[np.ndarray, int, np.ndarray | None]:
