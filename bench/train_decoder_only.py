@@ -43,11 +43,9 @@ def main() -> None:
 
     rows, results = [], {}
     for kind in args.kinds.split(","):
-        times = {"whole": [], "decoder": []}
-        for run in range(args.runs):
-            for part in (("whole", "decoder") if run % 2 == 0 else ("decoder", "whole")):
-                times[part].append(seconds_per_step(kind, part == "decoder", args.steps, args.threads))
-                print(f"{kind} run {run + 1} {part}: {times[part][-1]:.3f} s/step", file=sys.stderr, flush=True)
+        times = training_runs.alternating_runs(
+            kind, ("whole", "decoder"), args.runs, lambda part: seconds_per_step(kind, part == "decoder", args.steps,
+                                                                                 args.threads))
         whole, decoder = statistics.median(times["whole"]), statistics.median(times["decoder"])
         results[kind] = {"seconds_per_step": times, "median": {"whole": whole, "decoder": decoder}}
         rows.append([training_runs.SETUPS[kind][0], training_runs.batch_shape(kind), whole, decoder, whole / decoder])

@@ -58,12 +58,9 @@ def main() -> None:
         raise SystemExit(f"--threads {args.threads} must split evenly over every process count in {args.processes}")
     rows, results = [], {}
     for kind in args.kinds.split(","):
-        times: dict[int, list[float]] = {p: [] for p in counts}
-        for run in range(args.runs):
-            for processes in counts if run % 2 == 0 else counts[::-1]:
-                times[processes].append(seconds_per_step(kind, processes, args.threads, args.steps, args.precision))
-                print(f"{kind} run {run + 1}, {processes} process(es): {times[processes][-1]:.3f} s/step",
-                      file=sys.stderr, flush=True)
+        times = training_runs.alternating_runs(
+            kind, counts, args.runs, lambda processes: seconds_per_step(kind, processes, args.threads, args.steps,
+                                                                        args.precision))
         medians = {p: statistics.median(t) for p, t in times.items()}
         results[kind] = {"seconds_per_step": {str(p): t for p, t in times.items()},
                          "median": {str(p): m for p, m in medians.items()}}

@@ -43,12 +43,8 @@ def main() -> None:
 
     rows, results = [], {}
     for kind in args.kinds.split(","):
-        times = {"fp32": [], "bf16": []}
-        for run in range(args.runs):
-            order = ("fp32", "bf16") if run % 2 == 0 else ("bf16", "fp32")
-            for precision in order:
-                times[precision].append(seconds_per_step(kind, precision, args.steps, args.threads))
-                print(f"{kind} run {run + 1} {precision}: {times[precision][-1]:.3f} s/step", file=sys.stderr, flush=True)
+        times = training_runs.alternating_runs(
+            kind, ("fp32", "bf16"), args.runs, lambda precision: seconds_per_step(kind, precision, args.steps, args.threads))
         fp32, bf16 = statistics.median(times["fp32"]), statistics.median(times["bf16"])
         results[kind] = {"seconds_per_step": times, "median": {"fp32": fp32, "bf16": bf16}, "speedup": fp32 / bf16}
         rows.append([training_runs.SETUPS[kind][0], training_runs.batch_shape(kind), fp32, bf16, fp32 / bf16])

@@ -4,7 +4,9 @@ training folder, with the default CPU batch and crop, and fits no prior."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from typing import Callable, Sequence
 
 import common
 
@@ -38,3 +40,15 @@ def seconds_per_step(out: Path) -> float:
 def batch_shape(kind: str) -> str:
     _, _, batch, crop = SETUPS[kind]
     return f"{batch} x {crop}" if kind == "audio" else f"{batch} x {crop}x{crop}"
+
+
+def alternating_runs(kind: str, settings: Sequence, runs: int, measure: Callable) -> dict:
+    """measure(setting) for every setting, `runs` times: in the settings' order on even runs and in
+    reverse on odd ones, so that a machine's drift does not favour one. Each result is printed as it
+    comes; returns {setting: [results]}."""
+    results = {setting: [] for setting in settings}
+    for run in range(runs):
+        for setting in settings if run % 2 == 0 else settings[::-1]:
+            results[setting].append(measure(setting))
+            print(f"{kind} run {run + 1} {setting}: {results[setting][-1]}", file=sys.stderr, flush=True)
+    return results
