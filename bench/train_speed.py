@@ -1,12 +1,16 @@
-"""Training speed: seconds per step of `vqcodec train` in fp32 and under bf16 autocast.
+"""Training speed: seconds per step of `vqcodec train`, fp32 against bf16 autocast, or (with
+--decoder-only) fine-tuning the whole model against `--decoder-only`.
 
     python bench/train_speed.py [--steps 30] [--runs 3] [--threads 1] [--out bench/out/train_speed.json]
+    python bench/train_speed.py --decoder-only [--steps 20] [--out bench/out/train_decoder_only.json]
 
 Runs the real training loop (vqcodec.train.train: data, forward, losses, backward, AdamW step,
 codebook updates) on the shipped models' configs and the project's training folders, with the
-default batch and crop (speech 16 x 8000 samples, images 12 x 128 x 128), from fresh weights and
-with no prior fit. Time per step is (time at the last step - time at step 1) / (steps - 1), taken
-from the training log, whose clock leaves validation out; runs alternate between the precisions, and the table gives the median.
+default batch and crop (speech 16 x 8000 samples, images 12 x 128 x 128) and no prior fit: from
+fresh weights for the precisions; from the shipped models (`--init`), in fp32, for --decoder-only.
+Time per step is (time at the last step - time at step 1) / (steps - 1), taken from the training
+log, whose clock leaves validation out; runs alternate between the two settings, and the table
+gives the median.
 """
 from __future__ import annotations
 
@@ -24,11 +28,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import training_runs  # noqa: E402
 
+COMPARISONS = {  # name: (the two settings, their TrainOptions, column titles)
+    "precision": (("fp32", "bf16"), {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"}},
+                  ["fp32 s/step", "bf16 s/step", "bf16 speed-up"]),
+    "decoder-only": (("whole", "decoder"),
+                     {"whole": {"precision": "fp32"}, "decoder": {"precision": "fp32", "decoder_only": True}},
+                     ["whole model s/step", "--decoder-only s/step", "speed-up"]),
+}
 
 
-def seconds_per_step(kind: str, precision: str, steps: int, threads: int) -> float:
+def seconds_per_step(kind: str, steps: int, threads: int, **options) -> float:
     with tempfile.TemporaryDirectory() as out:
-        training_runs.train_briefly(kind, Path(out), steps, threads, precision=precision)
+        training_runs.train_briefly(kind, Path(out), steps, threads, **options)
         return training_runs.seconds_per_step(Path(out))
 
 
@@ -38,22 +49,29 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--kinds", default="audio,image")
-    parser.add_argument("--out", default="bench/out/train_speed.json")
+    parser.add_argument("--decoder-only", action="store_true", help="compare --decoder-only with the whole model")
+    parser.add_argument("--out", default=None, help="default: bench/out/train_speed.json (train_decoder_only.json)")
     args = parser.parse_args()
+    comparison = "decoder-only" if args.decoder_only else "precision"
+    settings, options, titles = COMPARISONS[comparison]
+    out = args.out if args.out is not None else \
+        "bench/out/train_decoder_only.json" if args.decoder_only else "bench/out/train_speed.json"
 
     rows, results = [], {}
     for kind in args.kinds.split(","):
+        init = {"init": training_runs.SETUPS[kind][0]} if args.decoder_only else {}
         times = training_runs.alternating_runs(
-            kind, ("fp32", "bf16"), args.runs, lambda precision: seconds_per_step(kind, precision, args.steps, args.threads))
-        fp32, bf16 = statistics.median(times["fp32"]), statistics.median(times["bf16"])
-        results[kind] = {"seconds_per_step": times, "median": {"fp32": fp32, "bf16": bf16}, "speedup": fp32 / bf16}
-        rows.append([training_runs.SETUPS[kind][0], training_runs.batch_shape(kind), fp32, bf16, fp32 / bf16])
+            kind, settings, args.runs,
+            lambda setting: seconds_per_step(kind, args.steps, args.threads, **options[setting], **init))
+        first, second = (statistics.median(times[setting]) for setting in settings)
+        results[kind] = {"seconds_per_step": times, "median": dict(zip(settings, (first, second))),
+                         "speedup": first / second}
+        rows.append([training_runs.SETUPS[kind][0], training_runs.batch_shape(kind), first, second, first / second])
 
-    print(common.markdown_table(["model", "batch", "fp32 s/step", "bf16 s/step", "bf16 speed-up"], rows,
-                                digits=[0, 0, 3, 3, 2]))
-    if args.out:
-        common.save_json(args.out, {"machine": common.machine_info(args.threads), "command": common.repro_command(),
-                                     "steps": args.steps, "runs": args.runs, "results": results})
+    print(common.markdown_table(["model", "batch", *titles], rows, digits=[0, 0, 3, 3, 2]))
+    if out:
+        common.save_json(out, {"machine": common.machine_info(args.threads), "command": common.repro_command(),
+                               "comparison": comparison, "steps": args.steps, "runs": args.runs, "results": results})
 
 
 if __name__ == "__main__":
