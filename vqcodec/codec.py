@@ -35,9 +35,9 @@ from .registry import find_model, retired_model_hint
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
 IMAGE_CHUNK_ROWS = 16           # latent rows per container chunk
 AUDIO_BLOCK_FRAMES = 500        # frames the networks see at once, before context
+DEFAULT_QUALITY = 8             # codebooks used when no quality is given (and the model has as many)
 # Beam width of the residual-VQ search when encoding (quantize.ResidualVQ.encode): wider finds codes
 # with a smaller quantisation error at the same quality level, for more encoder time.
-DEFAULT_QUALITY = 8             # codebooks used when no quality is given (and the model has as many)
 DEFAULT_BEAM = {"audio": 1, "image": 4}
 MAX_BEAM = 64
 # Rate-distortion-optimised quantisation (Codec.rate_weight): bits under the prior are weighed against
@@ -290,11 +290,10 @@ class Codec:
         """Encode media of this model's kind into `.vq` bytes, as `vqcodec encode` does.
 
         `media`: a file path, binary stream or file contents as bytes (any format soundfile or Pillow
-        reads), a Pillow image,
-        or a NumPy array: float audio (channels, samples) or (samples,) with `sample_rate`, or a uint8
-        image (height, width), (height, width, 3) RGB or (height, width, 4) RGBA. `quality`: the most
-        codebooks used (default_quality). `max_rate`: the best file within kbps (audio) or bits per
-        pixel (images)."""
+        reads), a Pillow image, or a NumPy array: float audio (channels, samples) or (samples,) with
+        `sample_rate`, or a uint8 image (height, width), (height, width, 3) RGB or (height, width, 4)
+        RGBA. `quality`: the most codebooks used (default_quality). `max_rate`: the best file within
+        that many kbps (audio) or bits per pixel (images)."""
         quality = self.default_quality(max_rate is not None) if quality is None else quality
         if isinstance(media, (list, tuple)):
             media = np.asarray(media, dtype=np.float32 if self.kind == "audio" else None)

@@ -67,7 +67,7 @@ def is_image_signature(head: bytes) -> bool:
 
 
 def unreadable_audio(where, exc: Exception) -> VQCodecError:
-    """The error for audio soundfile cannot open: `where` (a path, or None for stdin) and soundfile's
+    """The error for audio soundfile cannot open: `where` (a path, "from stdin", or None for a stream) and soundfile's
     reason, without the "Error opening <name>: " it puts before it."""
     reason = str(exc).rsplit(": ", 1)[-1] if str(exc).startswith("Error opening") else str(exc)
     return VQCodecError(f"cannot read audio {where if where is not None else 'from the stream'}: {reason}")

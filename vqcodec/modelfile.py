@@ -58,7 +58,8 @@ def compute_model_id(config: dict, tensors: dict[str, torch.Tensor]) -> str:
 def save_model(model: VQVAE, path: Path, training: dict | None = None, extra: dict | None = None,
                extra_tensors: dict[str, torch.Tensor] | None = None, exact: tuple[str, ...] = ()) -> Path:
     """Write the model files. Tensors whose names start with a prefix in `exact` keep their values to
-    the bit (float32), so that a decoder-only fine-tune makes exactly the codes of its starting model."""
+    the bit (float16 only where it holds them exactly), so that a decoder-only fine-tune makes exactly
+    the codes of its starting model."""
     path = Path(path).with_suffix(".safetensors")
     tensors = {name: _exact_storage_form(tensor) if exact and name.startswith(exact) else storage_form(tensor)
                for name, tensor in inference_state(model).items()}
