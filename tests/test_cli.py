@@ -135,6 +135,21 @@ def test_decode_restores_rate_channels_and_length(encoded, cli, tiny_model_path)
     out.unlink()
 
 
+def test_a_shadowed_model_still_decodes_its_files(encoded, cli, tiny_model_path, tmp_path):
+    """A model earlier in VQCODEC_MODEL_PATH with the same name hides the name, not the files' model."""
+    make_tiny_model(tmp_path / "first", "tiny", seed=5)  # another model called tiny, found first
+    env = {"VQCODEC_MODEL_PATH": os.pathsep.join([str(tmp_path / "first"), str(tiny_model_path.parent)])}
+    out = tmp_path / "decoded.wav"
+    result = cli("decode", encoded / "out.vq", out, env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    assert soundfile.info(str(out)).frames == 11025
+    listed = json.loads(cli("models", "--json", env=env).stdout)
+    tiny = [m for m in listed if m["name"] == "tiny"]
+    assert [m["shadowed"] for m in tiny] == [False, True] and tiny[1]["path"] == str(tiny_model_path)
+    info = json.loads(cli("info", encoded / "out.vq", "--json", env=env).stdout)
+    assert info["model"] == str(tiny_model_path)  # the name would load the other one
+
+
 def test_decode_with_model_path_and_other_format(encoded, cli, tiny_model_path):
     out = encoded / "decoded.flac"
     result = cli("decode", encoded / "out.vq", out, "-m", tiny_model_path)

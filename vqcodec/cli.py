@@ -519,7 +519,8 @@ def info(input_path, as_json, verbose, model_option):
     except VQCodecError as exc:  # an intact header still says what the file holds
         file_info, damage = read_info(data, check_chunks=False), exc
         verbose = False
-    model = next((m["name"] for m in list_models() if m["model_id"] == file_info.model_id), None)
+    match = next((m for m in list_models(shadowed=True) if m["model_id"] == file_info.model_id), None)
+    model = None if match is None else match["path"] if match.get("shadowed") else match["name"]  # a name would load another
     record = {k: v for k, v in vars(file_info).items()}
     record["model"] = model
     report = None
@@ -755,15 +756,19 @@ def _print_code_report(report: dict) -> None:
 def models(as_json):
     """List the installed models (shipped ones and those on $VQCODEC_MODEL_PATH).
 
+    A model of the same name as one earlier in the path is shadowed: the name loads the first, but
+    files that a shadowed model wrote still decode with it (they name their model by id).
+
     \b
     Example:
       VQCODEC_MODEL_PATH=runs/mine vqcodec models
     """
     from .registry import list_models
 
-    found = list_models()
+    found = list_models(shadowed=True)
     if as_json:
-        click.echo(json.dumps([{k: m[k] for k in ("name", "kind", "model_id", "path", "config")} for m in found], indent=2))
+        click.echo(json.dumps([{**{k: m[k] for k in ("name", "kind", "model_id", "path", "config")},
+                                "shadowed": m.get("shadowed", False)} for m in found], indent=2))
         return
     if not found:
         click.echo("no models installed")
@@ -771,7 +776,8 @@ def models(as_json):
         cfg = m["config"]
         rate = f"{m['sample_rate']} Hz, " if m.get("sample_rate") else ""
         click.echo(f"{m['name']:<12} {m['kind']:<6} {rate}{cfg['num_codebooks']} codebooks x {cfg['codebook_size']}  "
-                   f"id {m['model_id']}  {m['path']}")
+                   f"id {m['model_id']}  {m['path']}"
+                   + ("  (shadowed by the one above of that name; still decodes its files)" if m.get("shadowed") else ""))
 
 
 def _model_kind(model: str, option: str) -> str:

@@ -47,19 +47,22 @@ def find_model(name: str) -> Path:
     raise VQCodecError(f"unknown model {name!r} (installed: {available})")
 
 
-def list_models() -> list[dict]:
+def list_models(shadowed: bool = False) -> list[dict]:
+    """The installed models, in search order. A name found again later in the search path is hidden by
+    the first (which `Codec.load(name)` takes); with `shadowed`, those are listed too, marked "shadowed"."""
     models, seen = [], set()
     for folder in model_search_path():
         for meta_path in sorted(folder.glob("*.json")):
-            if meta_path.stem in seen or not meta_path.with_suffix(".safetensors").exists():
+            if (meta_path.stem in seen and not shadowed) or not meta_path.with_suffix(".safetensors").exists():
                 continue
             try:
                 meta = json.loads(meta_path.read_text())
             except (OSError, ValueError):
                 continue
             if "model_id" in meta and "config" in meta:
+                models.append({**meta, "name": meta_path.stem, "path": str(meta_path.with_suffix(".safetensors")),
+                               **({"shadowed": True} if meta_path.stem in seen else {})})
                 seen.add(meta_path.stem)
-                models.append({**meta, "name": meta_path.stem, "path": str(meta_path.with_suffix(".safetensors"))})
     return models
 
 
@@ -67,7 +70,7 @@ def model_for_file(data: bytes) -> str:
     """Path of the installed model whose id the `.vq` header names."""
     header = vqformat.parse_header(data)
     wanted = header.model_id.hex()
-    for meta in list_models():
+    for meta in list_models(shadowed=True):  # a file names its model by id, whatever the model's name
         if meta["model_id"] == wanted:
             return meta["path"]
     prior_id = header.prior_id if header.coding in vqformat.PRIOR_CODINGS else None
