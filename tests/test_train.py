@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from safetensors.torch import load_file
 
 from test_cli import assert_one_line_error
 from vqcodec import Codec, VQCodecError
+from vqcodec import format as vqformat
 from vqcodec.config import AudioConfig, ImageConfig, config_from_dict, config_to_dict
 from vqcodec.modelfile import compute_model_id, read_model_files, storage_form, write_model_files
 from vqcodec.models import VQVAE, widen, widths_differ_only
@@ -432,7 +434,7 @@ def float32_copy(model_file: Path, out: Path) -> Path:
     generator = torch.Generator().manual_seed(0)
     tensors = {k: v.float() * (1 + 1e-3 * torch.randn(v.shape, generator=generator)) if v.is_floating_point() else v
                for k, v in tensors.items() if not k.startswith("prior.")}
-    meta = {key: value for key, value in meta.items() if key != "prior"}
+    meta = {key: value for key, value in meta.items() if key not in ("prior", "decodes", "codes_id")}
     meta["model_id"] = compute_model_id(meta["config"], tensors)
     return write_model_files(out / "tiny.safetensors", meta, tensors)
 
@@ -456,6 +458,7 @@ def test_decoder_only_keeps_the_codes_and_trains_the_decoder(trained, data_dir, 
     assert not np.allclose(tuned.codes_to_audio(codes), source.codes_to_audio(codes), atol=1e-4)
     meta = json.loads((out / "tiny.json").read_text())
     assert meta["training"]["decoder_only"] and bytes.fromhex(meta["model_id"]) != source.model_id
+    assert meta["decodes"] == [source.model_id.hex()] and "prior" not in meta  # the start had no prior to keep
     # resuming keeps the encoder and codebooks frozen without the flag
     train(data_dir, None, options(out, max_steps=6, resume=True, fit_prior=False, lr=1e-2))
     np.testing.assert_array_equal(Codec.load(str(out / "tiny.safetensors")).audio_to_codes(audio), codes)
@@ -465,6 +468,40 @@ def test_decoder_only_keeps_the_codes_and_trains_the_decoder(trained, data_dir, 
     with pytest.raises(VQCodecError, match="whole model"):
         train(data_dir, None, options(tmp_path / "again", max_steps=1, init=str(trained), fit_prior=False))
         train(data_dir, None, options(tmp_path / "again", max_steps=2, resume=True, decoder_only=True))
+
+
+def test_a_decoder_only_model_decodes_its_starting_models_files(trained, data_dir, tmp_path, monkeypatch):
+    from vqcodec.registry import model_for_file
+
+    start = Codec.load(str(trained / "tiny.safetensors"))
+    audio = np.asarray(soundfile.read(data_dir / "a.wav", dtype="float32")[0]).T
+    old_file = start.encode_audio(audio, 22050, 3)  # entropy coded with the starting model's prior
+    assert vqformat.parse_header(old_file).coding in vqformat.PRIOR_CODINGS
+    out = tmp_path / "tuned"
+    train(data_dir, None, options(out, max_steps=3, init=str(trained), decoder_only=True, lr=1e-2))
+    tuned = Codec.load(str(out / "tiny.safetensors"))
+    assert tuned.prior.prior_id == start.prior.prior_id  # kept, not refitted: the codes are the same
+    assert tuned.model_id != start.model_id and tuned.decodes == {start.model_id}
+    decoded, rate = tuned.decode(old_file)
+    assert rate == 22050 and decoded.shape == audio.shape
+    np.testing.assert_array_equal(tuned.read_codes(old_file)[1], start.read_codes(old_file)[1])
+    assert not np.allclose(decoded, start.decode(old_file)[0], atol=1e-4)  # the new decoder's output
+    new_file = tuned.encode_audio(audio, 22050, 3)
+    assert vqformat.parse_file(new_file)[1] == vqformat.parse_file(old_file)[1]  # the same payload chunks
+    assert len(new_file) == len(old_file) and vqformat.parse_header(new_file).model_id == tuned.model_id
+    with pytest.raises(VQCodecError, match="written by model"):
+        start.decode(new_file)  # the starting model does not know its successor
+    with pytest.raises(VQCodecError, match="written by model"):
+        Codec.load(str(float32_copy(out / "tiny.safetensors", tmp_path))).decode(old_file)  # other decoders do not
+    # by id: the model itself where it is installed, else its decoder-only successor
+    monkeypatch.setenv("VQCODEC_MODEL_PATH", str(out))
+    assert model_for_file(old_file) == str(out / "tiny.safetensors")
+    monkeypatch.setenv("VQCODEC_MODEL_PATH", os.pathsep.join([str(out), str(trained)]))
+    assert model_for_file(old_file) == str(trained / "tiny.safetensors")
+    # a successor of the successor decodes both
+    again = tmp_path / "again"
+    train(data_dir, None, options(again, max_steps=1, init=str(out / "tiny.safetensors"), decoder_only=True))
+    assert Codec.load(str(again / "tiny.safetensors")).decodes == {start.model_id, tuned.model_id}
 
 
 def test_train_command_decoder_only_errors(trained, data_dir, tmp_path, cli):

@@ -511,7 +511,7 @@ def info(input_path, as_json, verbose, model_option):
       vqcodec info speech.vq --verbose
     """
     from .fileinfo import read_info
-    from .registry import list_models
+    from .registry import model_decoding
 
     data = _read_input(input_path)
     try:
@@ -519,7 +519,7 @@ def info(input_path, as_json, verbose, model_option):
     except VQCodecError as exc:  # an intact header still says what the file holds
         file_info, damage = read_info(data, check_chunks=False), exc
         verbose = False
-    match = next((m for m in list_models(shadowed=True) if m["model_id"] == file_info.model_id), None)
+    match = model_decoding(file_info.model_id)
     model = None if match is None else match["path"] if match.get("shadowed") else match["name"]  # a name would load another
     record = {k: v for k, v in vars(file_info).items()}
     record["model"] = model
@@ -768,7 +768,8 @@ def models(as_json):
     found = list_models(shadowed=True)
     if as_json:
         click.echo(json.dumps([{**{k: m[k] for k in ("name", "kind", "model_id", "path", "config")},
-                                "shadowed": m.get("shadowed", False)} for m in found], indent=2))
+                                "shadowed": m.get("shadowed", False), "decodes": m.get("decodes", [])}
+                               for m in found], indent=2))
         return
     if not found:
         click.echo("no models installed")
@@ -777,7 +778,8 @@ def models(as_json):
         rate = f"{m['sample_rate']} Hz, " if m.get("sample_rate") else ""
         click.echo(f"{m['name']:<12} {m['kind']:<6} {rate}{cfg['num_codebooks']} codebooks x {cfg['codebook_size']}  "
                    f"id {m['model_id']}  {m['path']}"
-                   + ("  (shadowed by the one above of that name; still decodes its files)" if m.get("shadowed") else ""))
+                   + ("  (shadowed by the one above of that name; still decodes its files)" if m.get("shadowed") else "")
+                   + (f"  (also decodes files of {', '.join(m['decodes'])})" if m.get("decodes") else ""))
 
 
 def _model_kind(model: str, option: str) -> str:

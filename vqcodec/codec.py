@@ -251,6 +251,8 @@ class Codec:
         self.cfg = model.cfg
         self.kind = self.cfg.kind
         self.model_id = bytes.fromhex(meta["model_id"])
+        # models whose files this one decodes too: it is a decoder-only fine-tune of them (same codes)
+        self.decodes = {bytes.fromhex(model_id) for model_id in meta.get("decodes", [])}
         self.hop = self.cfg.hop
         self.num_codebooks = self.cfg.num_codebooks
         self.codebook_size = self.cfg.codebook_size
@@ -791,7 +793,7 @@ class Codec:
         return np.full(shape, ABSENT, dtype=self._code_dtype)
 
     def _check_file_model(self, header: vqformat.Header) -> None:
-        if header.model_id != self.model_id:
+        if header.model_id != self.model_id and header.model_id not in self.decodes:
             raise VQCodecError(f"file was written by model {header.model_id.hex()}, not {self.name} "
                                f"({self.model_id.hex()}); pass the matching --model")
         if header.quality > self.num_codebooks:

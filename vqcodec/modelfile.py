@@ -55,6 +55,23 @@ def compute_model_id(config: dict, tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
+CODE_TENSORS = ("encoder.", "quantizer.")  # what turns media into codes and codes into latents
+
+
+def compute_codes_id(config: dict, tensors: dict[str, torch.Tensor]) -> str:
+    """A hash of the config and of the encoder's and codebooks' values (as float32): two models with the
+    same codes id make the same codes of any input and read codes as the same latents; only their
+    decoders may differ (see `vqcodec train --decoder-only`)."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for name in sorted(tensors):
+        if name.startswith(CODE_TENSORS):
+            tensor = tensors[name].float() if tensors[name].is_floating_point() else tensors[name]
+            digest.update(name.encode())
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.contiguous().view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
 def save_model(model: VQVAE, path: Path, training: dict | None = None, extra: dict | None = None,
                extra_tensors: dict[str, torch.Tensor] | None = None, exact: tuple[str, ...] = ()) -> Path:
     """Write the model files. Tensors whose names start with a prefix in `exact` keep their values to

@@ -66,13 +66,22 @@ def list_models(shadowed: bool = False) -> list[dict]:
     return models
 
 
+def model_decoding(model_id: str) -> dict | None:
+    """The installed model that decodes files of `model_id`: the one of that id, else one that lists it
+    under "decodes" (a decoder-only fine-tune of it, which reads the same codes); None if there is none.
+    A file names its model by id, so shadowed models (list_models) count too."""
+    installed = list_models(shadowed=True)
+    return next((m for m in installed if m["model_id"] == model_id), None) \
+        or next((m for m in installed if model_id in m.get("decodes", ())), None)
+
+
 def model_for_file(data: bytes) -> str:
-    """Path of the installed model whose id the `.vq` header names."""
+    """Path of the installed model that decodes a `.vq` file (model_decoding of the id its header names)."""
     header = vqformat.parse_header(data)
     wanted = header.model_id.hex()
-    for meta in list_models(shadowed=True):  # a file names its model by id, whatever the model's name
-        if meta["model_id"] == wanted:
-            return meta["path"]
+    found = model_decoding(wanted)
+    if found is not None:
+        return found["path"]
     prior_id = header.prior_id if header.coding in vqformat.PRIOR_CODINGS else None
     raise VQCodecError(f"no installed model has id {wanted}; pass --model with the model that wrote this file"
                        + retired_model_hint(wanted, prior_id))

@@ -22,7 +22,9 @@ from .io import move_into_place, read_audio, read_image_rgb
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from .models import VQVAE, widen, widths_differ_only
-from .modelfile import build_model, read_model_files, save_model
+from .modelfile import (CODE_TENSORS, attach_prior, build_model, compute_codes_id, inference_state, read_model_files,
+                        save_model)
+from .registry import find_model
 
 
 @dataclass
@@ -110,12 +112,12 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     optimizer.load_state_dict(full)
 
 
-def load_initial_model(reference: str) -> tuple[VQVAE, str]:
-    """A trained model's networks and codebooks, ready to train further, and its model id.
+def load_initial_model(reference: str) -> tuple[VQVAE, str, list[str]]:
+    """A trained model's networks and codebooks, ready to train further, its model id, and the ids of
+    the models whose files it decodes besides its own (its "decodes" record).
 
     Model files hold no EMA statistics, so each codebook restarts them at a count of 1 per code, where
     ema_sum / ema_count is the codebook itself; the counts adapt to the new data within a few hundred steps."""
-    from .registry import find_model
     meta, tensors = read_model_files(find_model(reference))
     model = build_model(meta, tensors)
     with torch.no_grad():
@@ -123,7 +125,7 @@ def load_initial_model(reference: str) -> tuple[VQVAE, str]:
             layer.ema_count.fill_(1.0)
             layer.ema_sum.copy_(layer.codebook)
             layer.idle_steps.zero_()
-    return model.train(), meta["model_id"]
+    return model.train(), meta["model_id"], list(meta.get("decodes", []))
 
 
 # ---------------------------------------------------------------- loop
@@ -267,8 +269,10 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     if decoder_only and not (options.init or saved):
         raise VQCodecError("--decoder-only trains the decoder of a trained model: give --init MODEL")
     initial_model, initial_id = None, saved_meta.get("init")  # a resumed fine-tune keeps its starting model's id
+    initial_decodes, initial_path = saved_meta.get("init_decodes", []), saved_meta.get("init_path")
     if options.init and not saved:
-        initial_model, initial_id = load_initial_model(options.init)
+        initial_model, initial_id, initial_decodes = load_initial_model(options.init)
+        initial_path = str(find_model(options.init).resolve())
         if cfg is not None and widths_differ_only(initial_model.cfg, cfg):
             initial_model = widen(initial_model, cfg, seed=options.seed)
         elif cfg is not None and cfg != initial_model.cfg:
@@ -296,6 +300,8 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     parallel.broadcast_module_(model)  # the processes start from the first one's weights
     if decoder_only:
         freeze_for_decoder_only(model)
+        # what the model's codes were at the start (a resumed run: in its first run), to check at the end
+        codes_id = saved_meta.get("codes_id") or compute_codes_id(config_to_dict(cfg), inference_state(model))
 
     train_files, val_files = split_files(readable_files(kind, files))
     crop = options.crop - options.crop % cfg.hop
@@ -338,6 +344,8 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     def checkpoint_meta(seconds: float) -> dict:
         meta = {"step": step, "trained_seconds": seconds, "config": config_to_dict(cfg), "adversarial": adversarial,
                 "decoder_only": decoder_only}
+        if decoder_only:
+            meta.update(codes_id=codes_id, init_decodes=initial_decodes, init_path=initial_path)
         return {**meta, "init": initial_id} if initial_id else meta
 
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -412,10 +420,18 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
                                       **({"noise_snr_db": list(options.noise_snr_db)} if options.noise else {}),
                                       "data": str(data_dir), "files": len(train_files),
                                       **({"init": initial_id} if initial_id else {})},
-                            exact=("encoder.", "quantizer.") if decoder_only else ())
+                            extra=_decodes_record(model, codes_id, initial_id, initial_decodes) if decoder_only
+                            else None, exact=CODE_TENSORS if decoder_only else ())
     if not quiet:
         print(f"\nwrote {model_path} after {step} steps ({trained_seconds / 60:.1f} min)", file=sys.stderr)
-    if options.fit_prior:
+    kept_prior = _initial_prior(initial_path) if decoder_only and options.fit_prior else None
+    if kept_prior is not None:
+        attach_prior(model_path, kept_prior)
+        if not quiet:
+            print(f"kept the starting model's prior {kept_prior.prior_id:08x}: the codes are its codes, and its "
+                  f"entropy-coded files decode with this model (`vqcodec fit-prior {model_path} DIR` fits one to "
+                  f"a folder instead)", file=sys.stderr)
+    elif options.fit_prior:
         try:
             fit_prior_files(model_path, train_files, device=device,
                             log=None if quiet else (lambda line: print(line, file=sys.stderr, flush=True)))
@@ -423,6 +439,25 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
             print(f"warning: no entropy-coding prior fitted ({exc}); files will use fixed-width coding until "
                   f"`vqcodec fit-prior {model_path} DIR` adds one", file=sys.stderr)
     return model_path
+
+
+def _initial_prior(path: str | None):
+    """The prior of the model a decoder-only run started from (its files at `path`), or None."""
+    from .prior import CodePrior
+
+    if path is None or not Path(path).exists():
+        return None
+    return CodePrior.from_tensors(read_model_files(Path(path))[1])
+
+
+def _decodes_record(model: VQVAE, codes_id: str, initial_id: str | None, initial_decodes: list[str]) -> dict:
+    """For a decoder-only run: the models whose files the new model decodes (its starting model and those
+    that one decodes), once the frozen encoder and codebooks are checked to be, to the bit, what they were."""
+    if compute_codes_id(config_to_dict(model.cfg), inference_state(model)) != codes_id:
+        print("warning: the encoder or codebooks changed in a decoder-only run; the model will not decode its "
+              "starting model's files", file=sys.stderr)
+        return {}
+    return {"codes_id": codes_id, **({"decodes": [initial_id, *initial_decodes]} if initial_id else {})}
 
 
 # ---------------------------------------------------------------- entropy-coding prior
@@ -487,8 +522,6 @@ def collect_codes(codec, files: list[Path], log=None, views: bool = False) -> tu
 def fit_prior_files(model_path: Path, files: list[Path], out: Path | None = None, device: str = "cpu", log=None) -> Path:
     """Fit a CodePrior to the codes the model gives `files` and store it in the model files (or at `out`)."""
     from .codec import AUDIO_CHUNK_FRAMES, IMAGE_CHUNK_ROWS, Codec
-    from .registry import find_model
-    from .modelfile import attach_prior
     from .prior import CodePrior
 
     model_path = find_model(str(model_path))
