@@ -46,6 +46,7 @@ def _exact_storage_form(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def compute_model_id(config: dict, tensors: dict[str, torch.Tensor]) -> str:
+    """The first 16 hex digits of a SHA-256 over the config and every tensor's name, shape and stored bytes."""
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for name in sorted(tensors):
         tensor = tensors[name].contiguous()
@@ -62,14 +63,8 @@ def compute_codes_id(config: dict, tensors: dict[str, torch.Tensor]) -> str:
     """A hash of the config and of the encoder's and codebooks' values (as float32): two models with the
     same codes id make the same codes of any input and read codes as the same latents; only their
     decoders may differ (see `vqcodec train --decoder-only`)."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for name in sorted(tensors):
-        if name.startswith(CODE_TENSORS):
-            tensor = tensors[name].float() if tensors[name].is_floating_point() else tensors[name]
-            digest.update(name.encode())
-            digest.update(str(tuple(tensor.shape)).encode())
-            digest.update(tensor.contiguous().view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()[:16]
+    return compute_model_id(config, {name: tensor.float() if tensor.is_floating_point() else tensor
+                                     for name, tensor in tensors.items() if name.startswith(CODE_TENSORS)})
 
 
 def save_model(model: VQVAE, path: Path, training: dict | None = None, extra: dict | None = None,
