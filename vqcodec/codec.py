@@ -25,7 +25,8 @@ from . import format as vqformat
 from . import ratecontrol
 from .errors import VQCodecError
 from .fileinfo import FileInfo, read_info  # noqa: F401  (part of this module's API)
-from .io import ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, image_to_planes, open_image, planes_to_image, unreadable_audio
+from .io import (ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, image_to_planes, input_name, open_image, planes_to_image,
+                 unreadable_audio)
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts
 from .recode import FileCuts
@@ -325,7 +326,7 @@ class Codec:
         """`.vq` bytes (or the path of a `.vq` file) -> (float32 audio (channels, samples), sample rate) for
         audio, or a Pillow image for images: the original rate, length, size and mode."""
         data = _vq_bytes(data)
-        kind = read_info(data).kind
+        kind = vqformat.KIND_NAMES[vqformat.parse_header(data).kind]  # the decoding checks the rest
         if kind != self.kind:
             raise VQCodecError(f"the file holds {kind}, and model {self.name} codes {self.kind}")
         return self.decode_audio(data) if kind == "audio" else self.decode_image(data)
@@ -730,9 +731,7 @@ class Codec:
         try:
             return soundfile.SoundFile(str(source) if isinstance(source, Path) else source)
         except Exception as exc:
-            name = getattr(source, "name", source)
-            where = name if isinstance(name, (str, Path)) else "from stdin" if isinstance(name, int) else None
-            raise unreadable_audio(where, exc) from None  # the command line's stdin is a file descriptor
+            raise unreadable_audio(input_name(source), exc) from None
 
     def _encode_audio_source(self, source, quality: int) -> bytes:
         with self._open_sound(source) as sound:

@@ -66,6 +66,13 @@ def is_image_signature(head: bytes) -> bool:
             or (head[:1] == b"P" and head[1:2] in b"1234567fF" and head[2:3] in (b" ", b"\t", b"\n", b"\r")))
 
 
+def input_name(source) -> str | Path | None:
+    """How an error names an input: its path or name, "from stdin" for the command line's stdin (a file
+    descriptor), or None for another stream."""
+    name = getattr(source, "name", source)
+    return name if isinstance(name, (str, Path)) else "from stdin" if isinstance(name, int) else None
+
+
 def unreadable_audio(where, exc: Exception) -> VQCodecError:
     """The error for audio soundfile cannot open: `where` (a path, "from stdin", or None for a stream) and soundfile's
     reason, without the "Error opening <name>: " it puts before it."""
@@ -130,8 +137,7 @@ def open_image(source):
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise VQCodecError("image exceeds the decompression-bomb limit of Pillow") from None
     except Exception as exc:
-        name = source if isinstance(source, (str, Path)) else getattr(source, "name", None)
-        where = name if isinstance(name, (str, Path)) else "from stdin" if isinstance(name, int) else "from the stream"
+        where = input_name(source) or "from the stream"
         reason = "not an image format Pillow reads" if isinstance(exc, UnidentifiedImageError) else exc
         raise VQCodecError(f"cannot read image {where}: {reason}") from None
 
