@@ -465,6 +465,9 @@ def test_decoder_only_keeps_the_codes_and_trains_the_decoder(trained, data_dir, 
     assert json.loads((out / "tiny.json").read_text())["training"]["steps"] == 6
     with pytest.raises(VQCodecError, match="--init"):
         train(data_dir, CFG, options(tmp_path / "scratch", decoder_only=True))
+    with pytest.raises(VQCodecError, match="leave out --config"):  # growing would change the encoder
+        train(data_dir, dataclasses.replace(CFG, base_channels=6),
+              options(tmp_path / "grown", init=str(trained), decoder_only=True))
     with pytest.raises(VQCodecError, match="whole model"):
         train(data_dir, None, options(tmp_path / "again", max_steps=1, init=str(trained), fit_prior=False))
         train(data_dir, None, options(tmp_path / "again", max_steps=2, resume=True, decoder_only=True))

@@ -274,6 +274,9 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         initial_model, initial_id, initial_decodes = load_initial_model(options.init)
         initial_path = str(find_model(options.init).resolve())
         if cfg is not None and widths_differ_only(initial_model.cfg, cfg):
+            if decoder_only:  # a grown encoder makes the codes only to rounding
+                raise VQCodecError("--decoder-only keeps the model's encoder and codebooks as they are: "
+                                   "leave out --config")
             initial_model = widen(initial_model, cfg, seed=options.seed)
         elif cfg is not None and cfg != initial_model.cfg:
             raise VQCodecError("--init takes the model's own config, or the same config with wider networks "
