@@ -465,7 +465,7 @@ def test_decoder_only_keeps_the_codes_and_trains_the_decoder(trained, data_dir, 
     assert json.loads((out / "tiny.json").read_text())["training"]["steps"] == 6
     with pytest.raises(VQCodecError, match="--init"):
         train(data_dir, CFG, options(tmp_path / "scratch", decoder_only=True))
-    with pytest.raises(VQCodecError, match="leave out --config"):  # growing would change the encoder
+    with pytest.raises(VQCodecError, match="decoder_channels"):  # growing the encoder would change the codes
         train(data_dir, dataclasses.replace(CFG, base_channels=6),
               options(tmp_path / "grown", init=str(trained), decoder_only=True))
     with pytest.raises(VQCodecError, match="whole model"):
@@ -511,12 +511,58 @@ def test_train_command_decoder_only_errors(trained, data_dir, tmp_path, cli):
     base = ("train", data_dir, "--out", tmp_path / "tuned", "--max-steps", "1", "--crop", str(CROP), "--device", "cpu",
             "--decoder-only")
     config = tmp_path / "cfg.json"
-    config.write_text(json.dumps(config_to_dict(CFG)))
+    config.write_text(json.dumps(config_to_dict(dataclasses.replace(CFG, base_channels=6))))
     for args, message in [((), "--init"), (("--init", str(trained / "tiny.safetensors"), "--config", config), "--config")]:
         result = cli(*base, *args)
         assert_one_line_error(result)
         assert message in result.stderr.decode()
         assert not (tmp_path / "tuned" / "tuned.safetensors").exists()
+
+
+def test_decoder_only_grows_a_wider_decoder_onto_the_same_codes(trained, data_dir, tmp_path, cli):
+    start = Codec.load(str(trained / "tiny.safetensors"))
+    audio = np.asarray(soundfile.read(data_dir / "a.wav", dtype="float32")[0]).T
+    old_file = start.encode_audio(audio, 22050, 3)
+    wider = dataclasses.replace(CFG, decoder_channels=7)
+    config = tmp_path / "wider.json"
+    config.write_text(json.dumps(config_to_dict(wider)))
+    out = tmp_path / "grown"
+    result = cli("train", data_dir, "--out", out, "--name", "tiny", "--init", trained / "tiny.safetensors",
+                 "--decoder-only", "--config", config, "--max-steps", "2", "--lr", "1e-2", "--crop", str(CROP),
+                 "--device", "cpu")
+    assert result.returncode == 0, result.stderr.decode()
+    meta = json.loads((out / "tiny.json").read_text())
+    assert config_from_dict(meta["config"]) == wider and meta["config"]["decoder_channels"] == 7
+    grown = Codec.load(str(out / "tiny.safetensors"))
+    assert grown.decodes == {start.model_id} and grown.prior.prior_id == start.prior.prior_id
+    assert sum(p.numel() for p in grown.model.decoder.parameters()) > \
+        1.5 * sum(p.numel() for p in start.model.decoder.parameters())
+    np.testing.assert_array_equal(grown.audio_to_codes(audio), start.audio_to_codes(audio))
+    assert vqformat.parse_file(grown.encode_audio(audio, 22050, 3))[1] == vqformat.parse_file(old_file)[1]
+    decoded, rate = grown.decode(old_file)
+    assert rate == 22050 and decoded.shape == audio.shape
+    # a model without decoder_channels keeps its config, and so its id, as before the field
+    assert "decoder_channels" not in json.loads((trained / "tiny.json").read_text())["config"]
+    assert "decoder_channels" not in config_to_dict(CFG)
+
+
+def test_widen_the_decoder_alone_keeps_the_encoder_to_the_bit():
+    torch.manual_seed(0)
+    narrow = VQVAE(CFG).eval()
+    wide = widen(narrow, dataclasses.replace(CFG, decoder_channels=7)).eval()
+    audio, latents = torch.randn(1, 1, 2000), torch.randn(1, CFG.latent_dim, 30)
+    narrow_state = narrow.state_dict()
+    assert all(torch.equal(tensor, narrow_state[name]) for name, tensor in wide.state_dict().items()
+               if not name.startswith("decoder."))
+    with torch.no_grad():
+        assert torch.allclose(wide.decoder(latents), narrow.decoder(latents), rtol=1e-4, atol=1e-6)
+    image = ImageConfig(channels=(8, 12, 16), latent_dim=8, num_codebooks=2, codebook_size=16)
+    narrow = VQVAE(image).eval()
+    wide = widen(narrow, dataclasses.replace(image, decoder_channels=(12, 16, 16))).eval()
+    latents = torch.randn(1, 8, 3, 4)
+    with torch.no_grad():
+        assert torch.equal(wide.encoder(torch.ones(1, 3, 32, 32)), narrow.encoder(torch.ones(1, 3, 32, 32)))
+        assert torch.allclose(wide.decoder(latents), narrow.decoder(latents), rtol=1e-4, atol=1e-5)
 
 
 def test_widen_keeps_the_output_and_breaks_the_symmetry_of_the_copies():
@@ -562,6 +608,11 @@ def test_widths_differ_only():
     assert widths_differ_only(image, dataclasses.replace(image, channels=(128, 160, 256)))
     assert not widths_differ_only(image, dataclasses.replace(image, channels=(128, 160)))
     assert not widths_differ_only(image, CFG)
+    assert widths_differ_only(CFG, dataclasses.replace(CFG, decoder_channels=6))
+    assert not widths_differ_only(CFG, dataclasses.replace(CFG, decoder_channels=3))  # narrower than base_channels 4
+    assert not widths_differ_only(CFG, dataclasses.replace(CFG, decoder_channels=4))  # the same widths
+    assert widths_differ_only(image, dataclasses.replace(image, decoder_channels=(96, 192, 224)))
+    assert not widths_differ_only(image, dataclasses.replace(image, decoder_channels=(96, 160)))
 
 
 def test_init_with_a_wider_config_grows_the_model(trained, data_dir, tmp_path, cli):

@@ -838,7 +838,8 @@ def _read_config(path: str):
 @click.option("--decoder-only", is_flag=True,
               help="With --init: train the decoder alone. The encoder and codebooks stay as they are, so the new "
                    "model makes exactly the codes of the one it starts from (the same tokens, and a prior fitted "
-                   "to them still fits). Kept on when resuming such a checkpoint.")
+                   "to them still fits). --config may widen the decoder alone (decoder_channels). Kept on when "
+                   "resuming such a checkpoint.")
 @click.option("--stream-data", is_flag=True,
               help="Read each training crop from its file when it is needed instead of holding the decoded folder "
                    "in memory (automatic for folders of over 2 GiB decoded).")
@@ -889,8 +890,6 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
         raise VQCodecError("--init starts a new run from a model and --resume continues one: give only one")
     if decoder_only and not (init_model or resume):
         raise VQCodecError("--decoder-only trains the decoder of a trained model: give --init MODEL")
-    if decoder_only and config_path:
-        raise VQCodecError("--decoder-only keeps the model's encoder and codebooks as they are: leave out --config")
     if init_model:
         if codebooks or codebook_size or sample_rate:
             raise VQCodecError("--init keeps the model's own config: leave out --codebooks, --codebook-size and "

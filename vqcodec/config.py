@@ -22,6 +22,9 @@ class AudioConfig:
     codebook_size: int = 1024
     # Frames of context on each side when coding in blocks; must cover the receptive field.
     context_frames: int = 16
+    # The decoder's base width; 0: base_channels. A wider decoder can be grown onto a trained model
+    # without changing its codes (`vqcodec train --init MODEL --decoder-only --config`).
+    decoder_channels: int = 0
 
     @property
     def hop(self) -> int:
@@ -29,6 +32,10 @@ class AudioConfig:
         for s in self.strides:
             result *= s
         return result
+
+    @property
+    def decoder_base_channels(self) -> int:
+        return self.decoder_channels or self.base_channels
 
 
 @dataclass
@@ -43,17 +50,25 @@ class ImageConfig:
     num_codebooks: int = 20
     codebook_size: int = 1024
     context_frames: int = 6             # latent cells of context around a tile
+    decoder_channels: tuple[int, ...] = ()  # the decoder's widths, finest first; (): channels
 
     @property
     def hop(self) -> int:
         return self.patch * 2 ** (len(self.channels) - 1)
+
+    @property
+    def decoder_widths(self) -> tuple[int, ...]:
+        return self.decoder_channels or self.channels
 
 
 ModelConfig = AudioConfig | ImageConfig
 
 
 def config_to_dict(config: ModelConfig) -> dict:
-    return dataclasses.asdict(config)
+    data = dataclasses.asdict(config)
+    if not data["decoder_channels"]:  # left out when unused, so that the ids of earlier models stay as they were
+        del data["decoder_channels"]
+    return data
 
 
 def config_from_dict(data: dict) -> ModelConfig:

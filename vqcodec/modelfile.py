@@ -62,7 +62,8 @@ CODE_TENSORS = ("encoder.", "quantizer.")  # what turns media into codes and cod
 def compute_codes_id(config: dict, tensors: dict[str, torch.Tensor]) -> str:
     """A hash of the config and of the encoder's and codebooks' values (as float32): two models with the
     same codes id make the same codes of any input and read codes as the same latents; only their
-    decoders may differ (see `vqcodec train --decoder-only`)."""
+    decoders may differ (see `vqcodec train --decoder-only`), in weights and in width."""
+    config = {key: value for key, value in config.items() if key != "decoder_channels"}
     return compute_model_id(config, {name: tensor.float() if tensor.is_floating_point() else tensor
                                      for name, tensor in tensors.items() if name.startswith(CODE_TENSORS)})
 

@@ -68,7 +68,7 @@ class Upsample1d(nn.Module):
 class AudioDecoder(nn.Module):
     def __init__(self, cfg: AudioConfig):
         super().__init__()
-        width = cfg.base_channels * 2 ** len(cfg.strides)
+        width = cfg.decoder_base_channels * 2 ** len(cfg.strides)
         layers: list[nn.Module] = [nn.Conv1d(cfg.latent_dim, width, 7, padding=3)]
         for stride in reversed(cfg.strides):
             layers += [nn.ELU(), Upsample1d(width, width // 2, stride)]
@@ -116,7 +116,7 @@ class ImageEncoder(nn.Module):
 class ImageDecoder(nn.Module):
     def __init__(self, cfg: ImageConfig):
         super().__init__()
-        widths = list(reversed(cfg.channels))
+        widths = list(reversed(cfg.decoder_widths))
         layers: list[nn.Module] = [nn.Conv2d(cfg.latent_dim, widths[0], 3, padding=1), ImageResBlock(widths[0])]
         for i, width in enumerate(widths):
             layers += [ImageResBlock(width) for _ in range(cfg.res_blocks)]
@@ -175,16 +175,31 @@ class VQVAE(nn.Module):
 
 # ---------------------------------------------------------------- growing a trained network
 
+def network_widths(cfg: ModelConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The encoder's and the decoder's widths."""
+    if isinstance(cfg, AudioConfig):
+        return (cfg.base_channels,), (cfg.decoder_base_channels,)
+    return cfg.channels, cfg.decoder_widths
+
+
+def _without_widths(cfg: ModelConfig) -> ModelConfig:
+    if isinstance(cfg, AudioConfig):
+        return dataclasses.replace(cfg, base_channels=0, decoder_channels=0)
+    return dataclasses.replace(cfg, channels=(), decoder_channels=())
+
+
 def widths_differ_only(old: ModelConfig, new: ModelConfig) -> bool:
-    """True when `new` is `old` with wider networks (audio base_channels, image channels) and nothing else."""
-    if type(old) is not type(new) or old == new:
+    """True when `new` is `old` with wider networks (audio base_channels and decoder_channels, image
+    channels and decoder_channels) and nothing else."""
+    if type(old) is not type(new) or network_widths(old) == network_widths(new):
         return False
-    field = "base_channels" if isinstance(old, AudioConfig) else "channels"
-    widths_old, widths_new = getattr(old, field), getattr(new, field)
-    if isinstance(old, AudioConfig):
-        widths_old, widths_new = (widths_old,), (widths_new,)
-    return (len(widths_old) == len(widths_new) and all(b >= a for a, b in zip(widths_old, widths_new))
-            and dataclasses.replace(new, **{field: getattr(old, field)}) == old)
+    pairs = list(zip(network_widths(old), network_widths(new)))
+    return (all(len(a) == len(b) and all(y >= x for x, y in zip(a, b)) for a, b in pairs)
+            and _without_widths(new) == _without_widths(old))
+
+
+def encoder_unchanged(old: ModelConfig, new: ModelConfig) -> bool:
+    return network_widths(old)[0] == network_widths(new)[0]
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, default_batch_
 from .io import move_into_place, read_audio, read_image_rgb
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
-from .models import VQVAE, widen, widths_differ_only
+from .models import VQVAE, encoder_unchanged, widen, widths_differ_only
 from .modelfile import (CODE_TENSORS, attach_prior, build_model, compute_codes_id, inference_state, read_model_files,
                         save_model)
 from .registry import find_model
@@ -274,13 +274,13 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         initial_model, initial_id, initial_decodes = load_initial_model(options.init)
         initial_path = str(find_model(options.init).resolve())
         if cfg is not None and widths_differ_only(initial_model.cfg, cfg):
-            if decoder_only:  # a grown encoder makes the codes only to rounding
+            if decoder_only and not encoder_unchanged(initial_model.cfg, cfg):  # a grown encoder makes the codes only to rounding
                 raise VQCodecError("--decoder-only keeps the model's encoder and codebooks as they are: "
-                                   "leave out --config")
+                                   "its --config may widen the decoder alone (decoder_channels)")
             initial_model = widen(initial_model, cfg, seed=options.seed)
         elif cfg is not None and cfg != initial_model.cfg:
             raise VQCodecError("--init takes the model's own config, or the same config with wider networks "
-                               "(audio base_channels, image channels); leave out the other size flags")
+                               "(base_channels or channels, decoder_channels); leave out the other size flags")
         cfg, kind = initial_model.cfg, initial_model.cfg.kind
     rng = np.random.default_rng((options.seed, step, rank))  # a resumed run continues with fresh crops
     kind, files = find_media(data_dir, kind or (cfg.kind if cfg else None))
