@@ -62,6 +62,7 @@ def start(device: str) -> str:
 
 def stop() -> None:
     if active():
+        dist.barrier()  # no process tears its connections down while another still exchanges over them
         dist.destroy_process_group()
 
 
