@@ -3,7 +3,8 @@ normalised speech goes wrong.
 
     python bench/robustness.py [--data ../shared/data/speech/dev] [--files 20]
                                [--models speech16k[,PATH...]] [--qualities 1,6] [--levels 0,-12,-24]
-                               [--depth-weights default] [--out bench/out/robustness.json]
+                               [--peaks 0.5,0.99,2,4] [--depth-weights default]
+                               [--out bench/out/robustness.json]
 
 Two sets of inputs:
 
@@ -11,7 +12,9 @@ Two sets of inputs:
 * "noisy": tests/data/speech.flac, a LibriSpeech test-other utterance with background noise.
 
 Each is coded at each input level (a gain in dB applied before encoding; the reference is the
-scaled input) and each quality. One row per model, set, level and quality:
+scaled input) and each quality. With --peaks instead, each clip is scaled to each peak (its
+largest absolute sample): peaks above 1.0 are float audio beyond full scale, which the networks
+never saw in training (README, "Limits"). One row per model, set, level and quality:
 
 * log-mel L1 between the scaled input and the decoded output (bench/common.py);
 * pause level (common.pause_level_db): how much louder (positive) or quieter (negative) the
@@ -50,6 +53,8 @@ def main() -> None:
     parser.add_argument("--models", default="speech16k", help="Comma-separated model names or paths.")
     parser.add_argument("--qualities", default="1,6")
     parser.add_argument("--levels", default="0,-12,-24", help="Input gains in dB.")
+    parser.add_argument("--peaks", default=None,
+                        help="Comma-separated sample peaks to scale each clip to (replaces --levels).")
     parser.add_argument("--depth-weights", default="default",
                         help="Comma-separated encoder depth weights, or 'default' for the codec's own.")
     parser.add_argument("--out", default=str(common.REPO_ROOT / "bench" / "out" / "robustness.json"))
@@ -64,7 +69,12 @@ def main() -> None:
     sets = {"dev": [read_audio(p, 16000)[0][0] for p in common.list_files(args.data, ["flac", "wav"], args.files)],
             "noisy": [read_audio(NOISY_SAMPLE, 16000)[0][0]]}
     qualities = [int(q) for q in args.qualities.split(",")]
-    levels = [float(level) for level in args.levels.split(",")]
+    by_peak = args.peaks is not None
+    levels = [float(level) for level in (args.peaks if by_peak else args.levels).split(",")]
+
+    def scale(clip: np.ndarray, level: float) -> np.ndarray:
+        gain = level / max(float(np.abs(clip).max()), 1e-9) if by_peak else 10 ** (level / 20)
+        return (clip * gain).astype(np.float32)
     rows, records = [], []
     settings = [(model, weight) for model in args.models.split(",") for weight in args.depth_weights.split(",")]
     for model, weight in settings:
@@ -74,7 +84,7 @@ def main() -> None:
         label = f"{codec.name} {codec.model_id.hex()[:8]}" + (f" depth {weight}" if weight != "default" else "")
         for set_name, clips in sets.items():
             for level in levels:
-                scaled_clips = [(clip * 10 ** (level / 20)).astype(np.float32) for clip in clips]
+                scaled_clips = [scale(clip, level) for clip in clips]
                 for quality in qualities:
                     mel, pause = [], []
                     for scaled in scaled_clips:
@@ -83,15 +93,15 @@ def main() -> None:
                         pause.append(common.pause_level_db(scaled, decoded))
                     record = {"model": codec.name, "model_id": codec.model_id.hex(), "depth_weight": codec.depth_weight,
                               "set": set_name, "files": len(clips),
-                              "level_db": level, "quality": quality,
+                              **({"peak": level} if by_peak else {"level_db": level}), "quality": quality,
                               "log_mel_l1": float(np.mean(mel)), "pause_level_db": float(np.mean(pause))}
                     records.append(record)
-                    rows.append([label, f"{set_name} ({len(clips)})", f"{level:+.0f}",
+                    rows.append([label, f"{set_name} ({len(clips)})", f"{level:g}" if by_peak else f"{level:+.0f}",
                                  f"q{quality}", record["log_mel_l1"], record["pause_level_db"]])
                     print(rows[-1], file=sys.stderr, flush=True)
     machine = common.machine_info(threads=1)
     print(f"Speech robustness, {machine['cpu']}, 1 thread, torch {machine.get('torch')}\n")
-    print(common.markdown_table(["model", "set (files)", "input dB", "quality", "log-mel L1", "pause level dB"],
+    print(common.markdown_table(["model", "set (files)", "input peak" if by_peak else "input dB", "quality", "log-mel L1", "pause level dB"],
                                 rows, digits=[0, 0, 0, 0, 3, 1]))
     command = common.repro_command()
     print(f"\nReproduce: {command}")
