@@ -448,6 +448,40 @@ def test_shipped_speech_model_keeps_background_noise(shipped_speech_at_q6):
     assert level > PAUSE_LEVEL_FLOOR_DB, f"pauses come out {-level:.1f} dB quieter than the input"
 
 
+def test_shipped_speech_model_codes_loud_and_quiet_recordings_at_a_level_gain(speech_codec):
+    """Audio far above full scale, or far below the training recordings' level, is coded divided by a
+    level gain that the decoder multiplies back: as well as at a usual level, where without the gain
+    it comes out clipped and distorted."""
+    audio, rate = soundfile.read(str(REPO_ROOT / "tests" / "data" / "speech2.flac"), dtype="float32")
+    audio = audio[:4 * rate] / np.abs(audio[:4 * rate]).max() * 0.5
+    distances = {}
+    for peak in (0.5, 4.0, 0.01):
+        scaled = audio * np.float32(peak / 0.5)
+        data = speech_codec.encode_audio(scaled, rate, 4)
+        header = vqformat.parse_header(data)
+        assert bool(header.flags & vqformat.FLAG_LEVEL_GAIN) == (peak != 0.5)
+        assert header.gain == (1.0 if peak == 0.5 else pytest.approx(peak / 0.5, rel=1e-3))
+        decoded, _ = speech_codec.decode_audio(data)
+        ratio = np.sqrt(np.mean(decoded ** 2) / np.mean(scaled ** 2))
+        assert 0.7 < ratio < 1.3, f"peak {peak}: decoded at {ratio:.2f} times the input's level"
+        distances[peak] = metrics.log_mel_l1(scaled, decoded[0], rate)
+    assert abs(distances[4.0] - distances[0.5]) < 0.01 and abs(distances[0.01] - distances[0.5]) < 0.01, distances
+    loud = audio * np.float32(8.0)
+    as_it_is = speech_codec.encode_audio_stream(iter([loud[None]]), rate, 1, loud.size, 4)  # no peak: no gain
+    assert not vqformat.parse_header(as_it_is).flags & vqformat.FLAG_LEVEL_GAIN
+    clipped = metrics.log_mel_l1(loud, speech_codec.decode_audio(as_it_is)[0][0], rate)
+    assert clipped > distances[0.5] + 0.05, (clipped, distances)
+
+
+def test_level_gain_bounds():
+    from vqcodec.codec import level_gain
+
+    one = vqformat.GAIN_ONE
+    assert level_gain(0.0) == level_gain(0.1) == level_gain(0.5) == level_gain(1.0) == level_gain(float("nan")) == 0
+    assert level_gain(2.0) == 4 * one and level_gain(0.05) == round(one / 10)
+    assert level_gain(1e6) == vqformat.MAX_GAIN and level_gain(1e-9) == vqformat.MIN_GAIN
+
+
 # ---------------------------------------------------------------- latent refinement
 
 def test_refinement_of_stereo_in_blocks_keeps_layout_and_does_not_hurt(codec, signal, monkeypatch):

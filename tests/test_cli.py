@@ -94,22 +94,34 @@ def encoded(tmp_path_factory, signal, cli, tiny_model_path):
     return folder
 
 
-def test_audio_above_full_scale_is_coded_with_a_warning(tmp_path, signal, cli, tiny_model_path, codec):
+def test_audio_above_full_scale_is_coded_at_a_level_gain(tmp_path, signal, cli, tiny_model_path, codec):
     audio = signal(1, 8000, 8000)
     hot = tmp_path / "in" / "hot.wav"
     hot.parent.mkdir()
     soundfile.write(hot, (audio * 2.5 / np.abs(audio).max()).T, 8000, subtype="FLOAT")
     soundfile.write(tmp_path / "in" / "full.wav", (audio / np.abs(audio).max()).T, 8000, subtype="FLOAT")
     result = cli("encode", hot, tmp_path / "hot.vq", "-m", tiny_model_path, "-q", "2")
-    assert result.returncode == 0 and (tmp_path / "hot.vq").exists()
-    lines = result.stderr.decode().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("vqcodec: warning: ") and "+8.0 dB above full scale" in lines[0]
+    assert result.returncode == 0 and result.stderr == b""
+    header = vqformat.parse_header((tmp_path / "hot.vq").read_bytes())
+    assert header.flags & vqformat.FLAG_LEVEL_GAIN and header.gain == pytest.approx(5.0, rel=1e-4)
+    info = cli("info", tmp_path / "hot.vq", "-m", tiny_model_path)
+    assert "coded divided by 5, decoded multiplied by it" in info.stdout.decode()
+    assert json.loads(cli("info", tmp_path / "hot.vq", "--json").stdout)["gain"] == pytest.approx(5.0, rel=1e-4)
+    # WAV comes back as float, above full scale; FLAC has no float samples, so it is clipped to full scale
+    assert cli("decode", tmp_path / "hot.vq", tmp_path / "hot.wav", "-m", tiny_model_path).returncode == 0
+    assert soundfile.info(str(tmp_path / "hot.wav")).subtype == "FLOAT"
+    assert np.abs(soundfile.read(tmp_path / "hot.wav")[0]).max() > 1.2
+    assert cli("decode", tmp_path / "hot.vq", tmp_path / "hot.flac", "-m", tiny_model_path).returncode == 0
+    assert np.abs(soundfile.read(tmp_path / "hot.flac")[0]).max() <= 1.0
     result = cli("encode", tmp_path / "in" / "full.wav", tmp_path / "full.vq", "-m", tiny_model_path, "-q", "2")
     assert result.returncode == 0 and result.stderr == b""  # a peak of exactly 1.0 is within full scale
+    assert not vqformat.parse_header((tmp_path / "full.vq").read_bytes()).flags & vqformat.FLAG_LEVEL_GAIN
+    # beyond what the gain can bring down (256), a warning; folders warn per file
+    soundfile.write(hot, (audio * 600 / np.abs(audio).max()).T, 8000, subtype="FLOAT")
     result = cli("encode", tmp_path / "in", tmp_path / "out", "-m", tiny_model_path, "-q", "2")
     assert result.returncode == 0
     warnings = [line for line in result.stderr.decode().splitlines() if "warning" in line]
-    assert len(warnings) == 1 and "hot.wav" in warnings[0]
+    assert len(warnings) == 1 and "hot.wav" in warnings[0] and "above full scale" in warnings[0]
     codec.encode_audio(audio * 0.5, 8000, 2)
     assert codec.level_warning("x") is None and codec.input_peak == pytest.approx(0.5 * np.abs(audio).max())
 
@@ -330,7 +342,8 @@ def test_codes_of_a_folder(cli, tmp_path, signal, tiny_model_path, codec):
         assert array.dtype == np.int32 and list(array.shape) == entry["shape"] and np.array_equal(array, expected)
         assert {k: entry[k] for k in restore} == restore
     assert manifest["files"][1] | {"shape": None} == {"file": "sub/x.flac", "codes": "sub/x.npy", "shape": None,
-                                                      "sample_rate": 8000, "samples": 3000, "channels": 1}
+                                                      "sample_rate": 8000, "samples": 3000, "channels": 1,
+                                                      "gain": 1.0}
     audio = codec.codes_to_audio(np.load(out / "sub" / "x.npy"))
     assert audio.shape == (1, manifest["files"][1]["shape"][2] * 8)
 
@@ -420,6 +433,20 @@ def test_pack_inverts_codes_byte_for_byte(cli, tmp_path):
         else:
             _, rows, cols = np.load(tmp_path / "a.npy").shape
             assert Image.open(decoded).size == (cols * 4, rows * 4) == (92, 72)  # hop 4
+    # audio coded at a level gain: `codes` of a folder lists it, and `pack --gain` puts it back
+    model = golden / "golden_audio.safetensors"
+    (tmp_path / "loud").mkdir()
+    soundfile.write(tmp_path / "loud" / "in.wav", (signal * 3 / np.abs(signal).max()).T, 22050, subtype="FLOAT")
+    assert cli("encode", tmp_path / "loud" / "in.wav", tmp_path / "loud.vq", "-m", model, "-q", "3").returncode == 0
+    gain = vqformat.parse_header((tmp_path / "loud.vq").read_bytes()).gain
+    assert gain == pytest.approx(6.0, rel=1e-4)
+    assert cli("codes", tmp_path / "loud", tmp_path / "loud_codes", "-m", model, "-q", "3",
+               "--depth-weight", "2").returncode == 0
+    assert json.loads((tmp_path / "loud_codes" / "codes.json").read_text())["files"][0]["gain"] == gain
+    assert cli("codes", tmp_path / "loud.vq", tmp_path / "loud.npy", "-m", model).returncode == 0
+    assert cli("pack", tmp_path / "loud.npy", tmp_path / "loud2.vq", "-m", model, "--rate", "22050", "--samples",
+               str(signal.shape[1]), "--gain", repr(gain)).returncode == 0
+    assert (tmp_path / "loud2.vq").read_bytes() == (tmp_path / "loud.vq").read_bytes()
 
 
 def test_pack_refuses_bad_codes(cli, tmp_path, tiny_model_path):
@@ -442,7 +469,9 @@ def test_pack_refuses_bad_codes(cli, tmp_path, tiny_model_path):
              ("pickled", golden, [], "pickles are refused"), ("text", golden, [], "not a NumPy"),
              ("huge", golden, [], "header announces 800000000000 values"),
              ("good", golden, ["--samples", "3"], "make 1 frames, not 20"),
-             ("good", golden, ["--width", "64"], "width and height are for images")]
+             ("good", golden, ["--width", "64"], "width and height are for images"),
+             ("good", golden, ["--gain", "1e9"], "gain 1000000000.0 is out of range"),
+             ("good", golden, ["--gain", "nan"], "out of range")]
     for name, model, extra, message in cases:
         result = cli("pack", tmp_path / f"{name}.npy", tmp_path / "out.vq", "-m", model, *extra)
         assert_one_line_error(result)

@@ -45,8 +45,10 @@ def small_image_file(alpha: bytes | None = b"alpha plane bytes") -> bytes:
                                   lambda: audio_header(coding=vqformat.CODING_FIXED, prior_id=0, quality=64, length=1),
                                   lambda: image_header(coding=vqformat.CODING_PRIOR, prior_id=2**32 - 1, mode=14,
                                                        flags=vqformat.FLAG_ALPHA),
-                                  lambda: audio_header(coding=vqformat.CODING_PRIOR_DEPTH, prior_id=7)],
-                         ids=["audio", "image", "audio-fixed", "image-prior", "audio-prior-depth"])
+                                  lambda: audio_header(coding=vqformat.CODING_PRIOR_DEPTH, prior_id=7),
+                                  lambda: audio_header(flags=vqformat.FLAG_LEVEL_GAIN | vqformat.FLAG_SHARED_CHANNELS,
+                                                       width=3 * vqformat.GAIN_ONE)],
+                         ids=["audio", "image", "audio-fixed", "image-prior", "audio-prior-depth", "audio-gain"])
 def test_header_round_trip_keeps_every_field(make):
     header = make()
     packed = header.pack()
@@ -246,7 +248,11 @@ AUDIO_ABSURD = [
     dict(chunk_count=1000),
     dict(length=0),
     dict(flags=2),  # shared channels in a mono file
-    dict(flags=4),
+    dict(flags=4),  # a level gain of 0
+    dict(flags=4, width=vqformat.MIN_GAIN - 1),
+    dict(flags=4, width=vqformat.MAX_GAIN + 1),
+    dict(flags=4, width=vqformat.GAIN_ONE, height=1),
+    dict(flags=8),
     dict(flags=vqformat.FLAG_ALPHA),  # alpha in an audio file
     dict(width=5),
     dict(mode=1),
@@ -298,6 +304,9 @@ def test_limits_are_inclusive(small_vq, craft):
     """The bounds themselves are allowed: 24 h of audio, 64 channels, 768 kHz, a 65535-pixel side."""
     vqformat.parse_header(craft.with_header(small_vq, length=16000 * 24 * 3600))
     vqformat.parse_header(craft.with_header(small_vq, channels=64, sample_rate=768_000))
+    for gain in (vqformat.MIN_GAIN, vqformat.MAX_GAIN):
+        assert vqformat.parse_header(craft.with_header(small_vq, flags=vqformat.FLAG_LEVEL_GAIN, width=gain)).gain == \
+            gain / vqformat.GAIN_ONE
     vqformat.parse_header(craft.with_header(small_image_file(), width=65535, height=1))
     vqformat.parse_header(craft.with_header(small_image_file(), width=65535, height=1365))
     vqformat.parse_header(craft.with_header(small_vq, chunk_frames=2**20))

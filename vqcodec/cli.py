@@ -536,7 +536,7 @@ def info(input_path, as_json, verbose, model_option):
             record.pop(key)
     else:
         record.update(bits_per_pixel=round(file_info.bitrate, 4))
-        for key in ("sample_rate", "channels", "samples", "shared_chunks"):
+        for key in ("sample_rate", "channels", "samples", "shared_chunks", "gain"):
             record.pop(key)
     if as_json:
         click.echo(json.dumps(record, indent=2))
@@ -555,6 +555,8 @@ def _print_info(file_info, model: str | None, report: dict | None) -> None:
         click.echo(f"audio:     {file_info.channels} channel(s){shared}, {file_info.sample_rate} Hz, "
                    f"{file_info.samples} samples ({file_info.duration:.3f} s)")
         click.echo(f"bitrate:   {file_info.bitrate / 1000:.3f} kbps ({file_info.size_bytes} bytes)")
+        if file_info.gain != 1.0:
+            click.echo(f"level:     coded divided by {file_info.gain:.6g}, decoded multiplied by it")
     else:
         click.echo(f"image:     {file_info.width}x{file_info.height} {file_info.mode}" + (" with alpha" if file_info.has_alpha else ""))
         click.echo(f"bitrate:   {file_info.bitrate:.4f} bpp ({file_info.size_bytes} bytes)")
@@ -672,8 +674,11 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
               help="Audio: samples per channel to decode to (default: frames x hop at --rate).")
 @click.option("--width", type=int, default=None, help="Image: width to decode to (default: cols x the model's stride).")
 @click.option("--height", type=int, default=None, help="Image: height to decode to (default: rows x the stride).")
+@click.option("--gain", type=float, default=None,
+              help="Audio: what the decoded audio is multiplied by (default 1; `vqcodec codes` of a folder lists "
+                   "each file's, for recordings coded at a level gain).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
-def pack(input_path, output_path, model, rate, samples, width, height, force):
+def pack(input_path, output_path, model, rate, samples, width, height, gain, force):
     """Pack integer codes from a NumPy .npy file into a .vq file, the inverse of `vqcodec codes`.
 
     CODES holds integers as `vqcodec codes` writes them: audio (channels, quality, frames), images
@@ -692,7 +697,8 @@ def pack(input_path, output_path, model, rate, samples, width, height, force):
 
     _refuse_existing_output(output_path, force)
     array = _read_npy(_read_input(input_path), input_path)
-    encoded = Codec.load(model).codes_to_file(array, sample_rate=rate, samples=samples, width=width, height=height)
+    encoded = Codec.load(model).codes_to_file(array, sample_rate=rate, samples=samples, width=width, height=height,
+                                              gain=gain)
     _write_output(output_path, lambda stream: stream.write(encoded), force)
 
 

@@ -67,6 +67,12 @@ RESAMPLE_MARGIN_SECONDS = 0.02  # decoded before a range of a file that is resam
 # context included, and their codes copied; the difference is far below the codec's own error at any
 # quality (where the context differs, next to a stretch whose channels do, so are a few codes).
 SAME_CHANNEL_TOLERANCE = 2.0 ** -10
+# Input level: audio whose peak (largest absolute sample) lies outside LEVEL_RANGE, the peaks of the
+# training recordings, is divided by a gain that brings its peak to LEVEL_TARGET_PEAK (their median)
+# before coding, and the decoder multiplies by it (FLAG_LEVEL_GAIN): audio above full scale is then
+# not clipped, and quiet recordings are coded as well as others (`python bench/robustness.py --peaks`).
+LEVEL_RANGE = (0.1, 1.0)
+LEVEL_TARGET_PEAK = 0.5
 
 
 def resolve_device(device: str) -> str:
@@ -203,6 +209,25 @@ def _checked(blocks: Iterator[np.ndarray], peak: list[float]) -> Iterator[np.nda
         yield block
 
 
+def level_gain(peak: float) -> int:
+    """The level gain (in units of 1/GAIN_ONE) for audio of this peak: 0, no gain, within LEVEL_RANGE
+    (and for silence)."""
+    low, high = LEVEL_RANGE
+    if not peak > 0 or low <= peak <= high:
+        return 0
+    gain = round(peak / LEVEL_TARGET_PEAK * vqformat.GAIN_ONE)
+    return min(max(gain, vqformat.MIN_GAIN), vqformat.MAX_GAIN)
+
+
+def _scaled(blocks: Iterator[np.ndarray], gain: int) -> Iterator[np.ndarray]:
+    if not gain:
+        yield from blocks
+        return
+    factor = np.float32(vqformat.GAIN_ONE / gain)
+    for block in blocks:
+        yield block * factor
+
+
 def _array_image(array: np.ndarray):
     """A uint8 array (height, width), (height, width, 3) or (height, width, 4) as a Pillow image."""
     from PIL import Image
@@ -275,6 +300,7 @@ class Codec:
         # decoded; the command line shows it on a terminal.
         self.progress: Callable[[str, int, int], None] | None = None
         self.input_peak = 0.0  # the largest absolute sample of the audio last encoded (see level_warning)
+        self.input_gain = 1.0  # the level gain it was coded at
 
     @classmethod
     def load(cls, name: str, device: str = "cpu", coding: str = "auto", beam: int | None = None) -> "Codec":
@@ -625,16 +651,18 @@ class Codec:
         """Samples at the model rate for `samples` at `rate`: ceil(samples * model_rate / rate), exactly."""
         return -(-samples * self.sample_rate // rate)
 
-    def _pack_audio(self, codes: np.ndarray, rate: int, samples: int, quality: int) -> bytes:
+    def _pack_audio(self, codes: np.ndarray, rate: int, samples: int, quality: int, gain: int = 0) -> bytes:
         """A chunk whose channels all have the same codes (a mono recording in a stereo file, or a
-        stretch of one) stores them once, behind a channel-layout byte (FLAG_SHARED_CHANNELS)."""
+        stretch of one) stores them once, behind a channel-layout byte (FLAG_SHARED_CHANNELS).
+        A level gain (level_gain) goes in the header's `width` field (FLAG_LEVEL_GAIN)."""
         coding = self._file_coding(codes)
         parts = [codes[:, :, f0:f1] for f0, f1 in _blocks(codes.shape[2], AUDIO_CHUNK_FRAMES)]
         shared = [_codes_shared(part) for part in parts]
         header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=coding, quality=quality,
                                  model_id=self.model_id, prior_id=self._prior_id(coding), sample_rate=rate,
                                  length=samples, channels=codes.shape[0], chunk_frames=AUDIO_CHUNK_FRAMES,
-                                 flags=vqformat.FLAG_SHARED_CHANNELS if any(shared) else 0)
+                                 width=gain, flags=(vqformat.FLAG_SHARED_CHANNELS if any(shared) else 0)
+                                 | (vqformat.FLAG_LEVEL_GAIN if gain else 0))
         if not any(shared):
             return vqformat.build_file(header, [self._encode_payload(coding, part) for part in parts])
         return vqformat.build_file(header, [
@@ -644,29 +672,36 @@ class Codec:
 
     @torch.no_grad()  # as audio_to_codes
     def encode_audio_stream(self, blocks: Iterator[np.ndarray], sample_rate: int, channels: int, samples: int,
-                            quality: int) -> bytes:
-        """Encode a stream of (channels, n) float32 blocks holding `samples` samples per channel in all."""
+                            quality: int, peak: float | None = None) -> bytes:
+        """Encode a stream of (channels, n) float32 blocks holding `samples` samples per channel in all.
+        With the stream's `peak` (largest absolute sample), known before it is read, audio outside
+        LEVEL_RANGE is coded at a level gain; without it, at its own level."""
         self._require("audio")
         quality = self.check_quality(quality)
         _check_audio_size(channels, sample_rate, samples)
         model_length = self._model_length(samples, sample_rate)
-        peak = [0.0]
-        stream = _resampled_blocks(_checked(blocks, peak), sample_rate, self.sample_rate, channels, model_length)
+        gain = level_gain(peak) if peak is not None else 0
+        seen = [0.0]
+        stream = _resampled_blocks(_scaled(_checked(blocks, seen), gain), sample_rate, self.sample_rate, channels,
+                                   model_length)
         window = _SampleWindow(stream, channels, model_length)
         codes = self._encode_frames(window, math.ceil(model_length / self.hop), quality, variable_depth=True)
-        self.input_peak = peak[0]
-        return self._pack_audio(codes, sample_rate, samples, quality)
+        self.input_peak = seen[0]
+        self.input_gain = gain / vqformat.GAIN_ONE if gain else 1.0
+        return self._pack_audio(codes, sample_rate, samples, quality, gain)
 
     def level_warning(self, name) -> str | None:
-        """A line for audio whose last encoding went above full scale (float audio beyond +-1.0), or None.
+        """A line for audio that its last encoding coded above full scale, or None: float audio beyond
+        +-1.0 that no level gain brought within it (a stream of unknown peak, or one above 256).
 
-        Such audio is coded as it is, but the networks are trained on audio within +-1.0 and decoding
-        gives audio within it, so the loud parts come out limited and distorted."""
-        if self.input_peak <= 1.0:
+        The networks are trained on audio within +-1.0 and decode within it, so the loud parts of such
+        audio come out limited and distorted."""
+        level = self.input_peak / self.input_gain
+        if level <= 1.0:
             return None
-        return (f"{name} peaks at {20 * math.log10(self.input_peak):+.1f} dB above full scale (float samples up to "
-                f"{self.input_peak:.3g}); it is coded as it is, but the codec is made for audio within +-1.0 and "
-                f"decodes within it, so the loud parts come out limited and distorted: scale it down first")
+        return (f"{name} is coded at {20 * math.log10(level):+.1f} dB above full scale (float samples up to "
+                f"{self.input_peak:.3g}); the codec is made for audio within +-1.0 and decodes within it, so the "
+                f"loud parts come out limited and distorted: scale it down first")
 
     def encode_audio(self, audio: np.ndarray, sample_rate: int, quality: int, max_kbps: float | None = None) -> bytes:
         """Encode float audio (channels, samples) or (samples,) at any rate into `.vq` bytes.
@@ -682,7 +717,8 @@ class Codec:
             return self._fit_audio(lambda q: self.encode_audio(audio, sample_rate, q), quality, max_kbps,
                                    audio.shape[0], sample_rate, audio.shape[1])
         blocks = (audio[:, i:i + STREAM_BLOCK_SAMPLES] for i in range(0, audio.shape[1], STREAM_BLOCK_SAMPLES))
-        return self.encode_audio_stream(blocks, sample_rate, audio.shape[0], audio.shape[1], quality)
+        peak = float(np.abs(audio).max()) if audio.size else 0.0
+        return self.encode_audio_stream(blocks, sample_rate, audio.shape[0], audio.shape[1], quality, peak)
 
     def encode_audio_file(self, source, quality: int, max_kbps: float | None = None) -> bytes:
         """Encode an audio file (path or binary stream) that soundfile reads, block by block.
@@ -734,6 +770,7 @@ class Codec:
             raise unreadable_audio(input_name(source), exc) from None
 
     def _encode_audio_source(self, source, quality: int) -> bytes:
+        """Two passes over the file: its peak (for the level gain), then the coding."""
         with self._open_sound(source) as sound:
             def blocks():
                 try:
@@ -741,7 +778,9 @@ class Codec:
                         yield block.T
                 except RuntimeError as exc:
                     raise VQCodecError(f"cannot read audio: {exc}") from None
-            return self.encode_audio_stream(blocks(), sound.samplerate, sound.channels, sound.frames, quality)
+            peak = max((float(np.abs(block).max()) for block in blocks() if block.size), default=0.0)
+            sound.seek(0)
+            return self.encode_audio_stream(blocks(), sound.samplerate, sound.channels, sound.frames, quality, peak)
 
     def _parse_audio(self, data: bytes):
         header, chunks, model_length, total_frames = self._audio_parts(data)
@@ -845,7 +884,8 @@ class Codec:
         def pack(levels: int, weight: float) -> bytes:
             cut = cuts.cut(levels, weight)
             if audio:
-                return self._pack_audio(cut, header.sample_rate, header.length, levels)
+                gain = header.width if header.flags & vqformat.FLAG_LEVEL_GAIN else 0
+                return self._pack_audio(cut, header.sample_rate, header.length, levels, gain)
             return self._pack_image(cut, header.width, header.height, header.mode, alpha_bytes)
 
         variable_depth = self._coding_id() == vqformat.CODING_PRIOR
@@ -876,7 +916,8 @@ class Codec:
             data = self.encode_image(open_image(source), quality)
         header, codes = self.read_codes(data)
         if self.kind == "audio":
-            return codes, {"sample_rate": header.sample_rate, "samples": header.length, "channels": header.channels}
+            return codes, {"sample_rate": header.sample_rate, "samples": header.length, "channels": header.channels,
+                           "gain": header.gain}
         return codes, {"width": header.width, "height": header.height}
 
     def code_report(self, data: bytes) -> dict:
@@ -1005,6 +1046,8 @@ class Codec:
             position = first_frame * hop  # the model sample the next block begins at
             with torch.inference_mode():
                 for block in self._decode_frames(codes, first_frame - base, last_frame - base):
+                    if header.gain != 1.0:
+                        block = block * np.float32(header.gain)
                     for a, b in silent:
                         block[:, max(0, a - position):max(0, b - position)] = 0.0
                     begin, end = max(position, low), min(position + block.shape[1], high)
@@ -1071,18 +1114,28 @@ class Codec:
                           start: float = 0.0, duration: float | None = None, salvage: bool = False,
                           rate: int | None = None) -> None:
         """Decode into a path or binary stream, block by block; the format follows the name or the hint.
-        `start`, `duration` (seconds), `salvage` and `rate` (Hz) as for decode_audio."""
+        `start`, `duration` (seconds), `salvage` and `rate` (Hz) as for decode_audio. Audio coded at a
+        level gain from above full scale is written as float where the format has it (WAV), so that
+        its level comes back; other formats, and integer subtypes, are clipped to full scale."""
         header, blocks = self.decode_audio_blocks(data, *self._sample_range(data, start, duration, rate), salvage,
                                                   rate)
+        def open_output(subtype):
+            return soundfile.SoundFile(destination, "w", samplerate=self._output_timing(header, rate)[0],
+                                       channels=header.channels, format=format_hint, subtype=subtype)
         try:
-            output = soundfile.SoundFile(destination, "w", samplerate=self._output_timing(header, rate)[0],
-                                         channels=header.channels,
-                                         format=format_hint, subtype=subtype)
+            output = None
+            if subtype is None and header.gain * LEVEL_TARGET_PEAK > 1.0:  # input above full scale: float, if the format has it
+                try:
+                    output = open_output("FLOAT")
+                except (ValueError, TypeError, RuntimeError):
+                    pass
+            output = output or open_output(subtype)
         except Exception as exc:
             raise VQCodecError(f"cannot write audio: {exc}") from None
+        limit = np.inf if output.subtype in ("FLOAT", "DOUBLE") else 1.0  # float files keep a level gain's peaks
         with output:
             for block in blocks:
-                output.write(np.clip(block, -1.0, 1.0).T)
+                output.write(np.clip(block, -limit, limit).T)
 
     # ------------------------------------------------------------ images
 
@@ -1157,20 +1210,27 @@ class Codec:
     # ------------------------------------------------------------ codes: files
 
     def codes_to_file(self, codes: np.ndarray, sample_rate: int | None = None, samples: int | None = None,
-                      width: int | None = None, height: int | None = None) -> bytes:
+                      width: int | None = None, height: int | None = None, gain: float | None = None) -> bytes:
         """`.vq` bytes holding the given codes, entropy coded under the model's prior when it has one,
         to decode like any file: codes as audio_to_codes, image_to_codes or `vqcodec codes` give them,
         or made by another model. Audio (channels, quality, frames), decoded at `sample_rate` to
         `samples` per channel (default: the model's rate, frames x hop); images (quality, rows, cols),
         decoded as RGB of `width` x `height` (default: cols and rows x hop). -1 leaves a level out of
-        a frame or cell, from some level up to the top."""
+        a frame or cell, from some level up to the top. Audio `gain`: what the decoded audio is
+        multiplied by (the "gain" media_to_codes reports; default 1)."""
         array = np.asarray(codes)
         if not np.issubdtype(array.dtype, np.integer):
             raise VQCodecError(f"codes must be integers, not {array.dtype}")
         if (self.kind == "audio" and (width, height) != (None, None)) or \
-                (self.kind == "image" and (sample_rate, samples) != (None, None)):
+                (self.kind == "image" and (sample_rate, samples, gain) != (None, None, None)):
             raise VQCodecError(f"model {self.name} codes {self.kind}: a width and height are for images, "
-                               "a sample rate and sample count for audio")
+                               "a sample rate, sample count and gain for audio")
+        stored_gain = 0
+        if gain is not None and gain != 1.0:
+            stored_gain = round(float(gain) * vqformat.GAIN_ONE) if math.isfinite(float(gain)) else 0
+            if not vqformat.MIN_GAIN <= stored_gain <= vqformat.MAX_GAIN:
+                raise VQCodecError(f"gain {gain} is out of range ({vqformat.MIN_GAIN / vqformat.GAIN_ONE:g}.."
+                                   f"{vqformat.MAX_GAIN // vqformat.GAIN_ONE})")
         if self.kind == "audio":
             array = self._checked_codes(array, 1, "channels, quality, frames")
             channels, quality, frames = array.shape
@@ -1192,7 +1252,7 @@ class Codec:
         self.check_quality(quality)
         try:
             if self.kind == "audio":
-                return self._pack_audio(array, rate, samples, quality)
+                return self._pack_audio(array, rate, samples, quality, stored_gain)
             return self._pack_image(array, width, height, IMAGE_MODES["RGB"], None)
         except ValueError as exc:  # the prior's check: -1 only above a frame's or cell's last level
             raise VQCodecError(str(exc)) from None

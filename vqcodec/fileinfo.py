@@ -23,6 +23,7 @@ class FileInfo:
     has_alpha: bool = False
     chunks: int = 0
     shared_chunks: int = 0   # audio: chunks whose channels share one set of codes, stored once
+    gain: float = 1.0        # audio: the level gain the decoder multiplies by
 
     @property
     def duration(self) -> float:
@@ -45,6 +46,7 @@ def read_info(data: bytes, check_chunks: bool = True) -> FileInfo:
     if header.kind == vqformat.KIND_AUDIO:
         info.sample_rate, info.channels, info.samples = header.sample_rate, header.channels, header.length
         info.shared_chunks = sum(vqformat.stores_one_channel(header, chunk) for chunk in chunks)
+        info.gain = header.gain
     else:
         info.width, info.height = header.width, header.height
         info.mode = IMAGE_MODE_NAMES.get(header.mode, "?")

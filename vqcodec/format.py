@@ -28,6 +28,9 @@ CODING_NAMES = {CODING_FIXED: "fixed-width", CODING_PRIOR: "prior range coding",
 PRIOR_CODINGS = (CODING_PRIOR, CODING_PRIOR_DEPTH)
 FLAG_ALPHA = 1             # image: a lossless alpha plane follows the code chunks
 FLAG_SHARED_CHANNELS = 2   # audio: each code chunk starts with a channel-layout byte
+FLAG_LEVEL_GAIN = 4        # audio: `width` holds the gain the decoded audio is multiplied by (GAIN_ONE = 1.0)
+GAIN_ONE = 1 << 16         # the level gain is stored in units of 1/65536
+MIN_GAIN, MAX_GAIN = GAIN_ONE >> 10, GAIN_ONE << 8  # 1/1024 .. 256
 LAYOUT_EVERY_CHANNEL, LAYOUT_SHARED = 0, 1  # the chunk holds every channel's codes / one set, every channel's
 
 # Sanity bounds, checked before allocating anything.
@@ -69,6 +72,11 @@ class Header:
         return body + struct.pack("<I", zlib.crc32(body))
 
     @property
+    def gain(self) -> float:
+        """What the decoded audio is multiplied by: the encoder divided the input by it (FLAG_LEVEL_GAIN)."""
+        return self.width / GAIN_ONE if self.kind == KIND_AUDIO and self.flags & FLAG_LEVEL_GAIN else 1.0
+
+    @property
     def duration(self) -> float:
         return self.length / self.sample_rate if self.kind == KIND_AUDIO else 0.0
 
@@ -90,7 +98,7 @@ def parse_header(data: bytes) -> Header:
     _check(header.coding in CODING_NAMES, f"unknown payload coding {header.coding}")
     _check(1 <= header.quality <= MAX_QUALITY, f"quality {header.quality} out of range")
     _check(1 <= header.chunk_frames <= MAX_CHUNK_FRAMES, f"chunk size of {header.chunk_frames} frames out of range")
-    known_flags = FLAG_SHARED_CHANNELS if header.kind == KIND_AUDIO else FLAG_ALPHA
+    known_flags = FLAG_SHARED_CHANNELS | FLAG_LEVEL_GAIN if header.kind == KIND_AUDIO else FLAG_ALPHA
     _check(header.flags & ~known_flags == 0, f"unknown flags {header.flags:#x}")
     _check(header.coding != CODING_FIXED or header.prior_id == 0, "fixed-width file names a prior")
     if header.kind == KIND_AUDIO:
@@ -98,7 +106,10 @@ def parse_header(data: bytes) -> Header:
         _check(1 <= header.channels <= MAX_CHANNELS, f"channel count {header.channels} out of range")
         _check(1 <= header.length <= header.sample_rate * MAX_AUDIO_SECONDS,
                f"audio length of {header.length} samples is zero or exceeds {MAX_AUDIO_SECONDS // 3600} hours")
-        _check(header.width == header.height == header.mode == 0, "image fields set in an audio file")
+        _check(header.height == header.mode == 0 and (header.width == 0 or header.flags & FLAG_LEVEL_GAIN),
+               "image fields set in an audio file")
+        _check(not header.flags & FLAG_LEVEL_GAIN or MIN_GAIN <= header.width <= MAX_GAIN,
+               f"level gain {header.width}/{GAIN_ONE} out of range")
         _check(header.channels > 1 or not header.flags & FLAG_SHARED_CHANNELS, "shared-channel flag on mono audio")
     else:
         _check(1 <= header.width <= MAX_IMAGE_SIDE and 1 <= header.height <= MAX_IMAGE_SIDE,
