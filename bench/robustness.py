@@ -8,7 +8,7 @@ normalised speech goes wrong.
 
 Two sets of inputs:
 
-* "dev": the first --files files of the clean dev speakers;
+* "dev" (the --data folder's name): the first --files files of the clean dev speakers;
 * "noisy": tests/data/speech.flac, a LibriSpeech test-other utterance with background noise.
 
 Each is coded at each input level (a gain in dB applied before encoding; the reference is the
@@ -66,7 +66,7 @@ def main() -> None:
     from vqcodec.io import read_audio
 
     torch.set_num_threads(1)
-    sets = {"dev": [read_audio(p, 16000)[0][0] for p in common.list_files(args.data, ["flac", "wav"], args.files)],
+    sets = {Path(args.data).name: [read_audio(p, 16000)[0][0] for p in common.list_files(args.data, ["flac", "wav"], args.files)],
             "noisy": [read_audio(NOISY_SAMPLE, 16000)[0][0]]}
     qualities = [int(q) for q in args.qualities.split(",")]
     by_peak = args.peaks is not None

@@ -115,7 +115,10 @@ def test_audio_above_full_scale_is_coded_at_a_level_gain(tmp_path, signal, cli, 
     assert np.abs(soundfile.read(tmp_path / "hot.flac")[0]).max() <= 1.0
     result = cli("encode", tmp_path / "in" / "full.wav", tmp_path / "full.vq", "-m", tiny_model_path, "-q", "2")
     assert result.returncode == 0 and result.stderr == b""  # a peak of exactly 1.0 is within full scale
-    assert not vqformat.parse_header((tmp_path / "full.vq").read_bytes()).flags & vqformat.FLAG_LEVEL_GAIN
+    assert vqformat.parse_header((tmp_path / "full.vq").read_bytes()).gain == 2.0  # but louder than coded best
+    soundfile.write(tmp_path / "usual.wav", (audio * 0.7 / np.abs(audio).max()).T, 8000, subtype="FLOAT")
+    assert cli("encode", tmp_path / "usual.wav", tmp_path / "usual.vq", "-m", tiny_model_path).returncode == 0
+    assert not vqformat.parse_header((tmp_path / "usual.vq").read_bytes()).flags & vqformat.FLAG_LEVEL_GAIN
     # beyond what the gain can bring down (256), a warning; folders warn per file
     soundfile.write(hot, (audio * 600 / np.abs(audio).max()).T, 8000, subtype="FLOAT")
     result = cli("encode", tmp_path / "in", tmp_path / "out", "-m", tiny_model_path, "-q", "2")
