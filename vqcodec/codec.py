@@ -61,6 +61,7 @@ MAX_DEPTH_WEIGHT = 100.0
 MAX_REFINE = 1000
 IMAGE_TILE = 64                 # latent cells per tile side, before context
 STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
+WHOLE_READ_SAMPLES = 1 << 22    # files of up to this many samples (16 MiB) are read once, longer ones twice
 RESAMPLE_MARGIN_SECONDS = 0.02  # decoded before a range of a file that is resampled, for the filter's sake
 # Channels of an encoder block that differ from the first by at most this anywhere in the block (-60
 # dBFS, 32 steps of 16-bit audio: copies of one signal dithered or processed apart) are coded as one,
@@ -772,7 +773,8 @@ class Codec:
             raise unreadable_audio(input_name(source), exc) from None
 
     def _encode_audio_source(self, source, quality: int) -> bytes:
-        """Two passes over the file: its peak (for the level gain), then the coding."""
+        """The file's peak (for the level gain), then its coding: a short file read once into memory,
+        a longer one read twice, so that memory stays bounded."""
         with self._open_sound(source) as sound:
             def blocks():
                 try:
@@ -780,9 +782,17 @@ class Codec:
                         yield block.T
                 except RuntimeError as exc:
                     raise VQCodecError(f"cannot read audio: {exc}") from None
-            peak = max((float(np.abs(block).max()) for block in blocks() if block.size), default=0.0)
-            sound.seek(0)
-            return self.encode_audio_stream(blocks(), sound.samplerate, sound.channels, sound.frames, quality, peak)
+
+            def peak_of(stream) -> float:
+                return max((float(np.abs(block).max()) for block in stream if block.size), default=0.0)
+            if sound.frames * sound.channels <= WHOLE_READ_SAMPLES:
+                read = list(blocks())
+                stream, peak = iter(read), peak_of(read)
+            else:
+                peak = peak_of(blocks())
+                sound.seek(0)
+                stream = blocks()
+            return self.encode_audio_stream(stream, sound.samplerate, sound.channels, sound.frames, quality, peak)
 
     def _parse_audio(self, data: bytes):
         header, chunks, model_length, total_frames = self._audio_parts(data)
