@@ -216,7 +216,7 @@ def level_gain(peak: float) -> int:
     """The level gain (in units of 1/GAIN_ONE) for audio of this peak: 0, no gain, within LEVEL_RANGE
     (and for silence)."""
     low, high = LEVEL_RANGE
-    if not peak > 0 or low <= peak <= high:
+    if not (0 < peak < math.inf) or low <= peak <= high:  # NaN and inf samples are refused when read
         return 0
     gain = round(peak / LEVEL_TARGET_PEAK * vqformat.GAIN_ONE)
     return min(max(gain, vqformat.MIN_GAIN), vqformat.MAX_GAIN)
