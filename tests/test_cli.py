@@ -104,6 +104,7 @@ def test_audio_above_full_scale_is_coded_at_a_level_gain(tmp_path, signal, cli, 
     assert result.returncode == 0 and result.stderr == b""
     header = vqformat.parse_header((tmp_path / "hot.vq").read_bytes())
     assert header.flags & vqformat.FLAG_LEVEL_GAIN and header.gain == pytest.approx(5.0, rel=1e-4)
+    assert vqformat.parse_header(codec.recode((tmp_path / "hot.vq").read_bytes(), 1)).gain == header.gain
     info = cli("info", tmp_path / "hot.vq", "-m", tiny_model_path)
     assert "coded divided by 5, decoded multiplied by it" in info.stdout.decode()
     assert json.loads(cli("info", tmp_path / "hot.vq", "--json").stdout)["gain"] == pytest.approx(5.0, rel=1e-4)

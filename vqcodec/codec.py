@@ -202,12 +202,13 @@ def _codes_shared(codes: np.ndarray) -> bool:
     return codes.shape[0] > 1 and bool((codes == codes[:1]).all())
 
 
-def _checked(blocks: Iterator[np.ndarray], peak: list[float]) -> Iterator[np.ndarray]:
-    """The blocks, refused if any sample is NaN or infinite; peak[0] becomes the largest absolute sample."""
+def _checked(blocks: Iterator[np.ndarray], peak: list[float] | None) -> Iterator[np.ndarray]:
+    """The blocks, refused if any sample is NaN or infinite; peak[0], if given, becomes the largest
+    absolute sample."""
     for block in blocks:
         if not np.isfinite(block).all():
             raise VQCodecError("audio contains NaN or infinite samples")
-        if block.size:
+        if peak is not None and block.size:
             peak[0] = max(peak[0], float(np.abs(block).max()))
         yield block
 
@@ -684,12 +685,12 @@ class Codec:
         _check_audio_size(channels, sample_rate, samples)
         model_length = self._model_length(samples, sample_rate)
         gain = level_gain(peak) if peak is not None else 0
-        seen = [0.0]
+        seen = [0.0] if peak is None else None  # a peak given is not measured again
         stream = _resampled_blocks(_scaled(_checked(blocks, seen), gain), sample_rate, self.sample_rate, channels,
                                    model_length)
         window = _SampleWindow(stream, channels, model_length)
         codes = self._encode_frames(window, math.ceil(model_length / self.hop), quality, variable_depth=True)
-        self.input_peak = seen[0]
+        self.input_peak = peak if seen is None else seen[0]
         self.input_gain = gain / vqformat.GAIN_ONE if gain else 1.0
         return self._pack_audio(codes, sample_rate, samples, quality, gain)
 
@@ -896,8 +897,7 @@ class Codec:
         def pack(levels: int, weight: float) -> bytes:
             cut = cuts.cut(levels, weight)
             if audio:
-                gain = header.width if header.flags & vqformat.FLAG_LEVEL_GAIN else 0
-                return self._pack_audio(cut, header.sample_rate, header.length, levels, gain)
+                return self._pack_audio(cut, header.sample_rate, header.length, levels, header.gain_units)
             return self._pack_image(cut, header.width, header.height, header.mode, alpha_bytes)
 
         variable_depth = self._coding_id() == vqformat.CODING_PRIOR

@@ -72,9 +72,14 @@ class Header:
         return body + struct.pack("<I", zlib.crc32(body))
 
     @property
+    def gain_units(self) -> int:
+        """The stored level gain in units of 1/GAIN_ONE, or 0 for none (FLAG_LEVEL_GAIN)."""
+        return self.width if self.kind == KIND_AUDIO and self.flags & FLAG_LEVEL_GAIN else 0
+
+    @property
     def gain(self) -> float:
-        """What the decoded audio is multiplied by: the encoder divided the input by it (FLAG_LEVEL_GAIN)."""
-        return self.width / GAIN_ONE if self.kind == KIND_AUDIO and self.flags & FLAG_LEVEL_GAIN else 1.0
+        """What the decoded audio is multiplied by: the encoder divided the input by it."""
+        return self.gain_units / GAIN_ONE if self.gain_units else 1.0
 
     @property
     def duration(self) -> float:
