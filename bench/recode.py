@@ -9,6 +9,8 @@ Each file is encoded once at the default settings of the top quality (speech -q 
 the file a user would keep). Then, for each target and on one thread:
   encode  the media encoded again with the target (encode --bitrate / --bpp), as the reference;
   recode  the top file recoded to the target, without the media (Codec.recode);
+  twice   the top file recoded to the largest target first, then that file recoded to the target:
+          recoding a file that was already cut (every target but the largest);
   cut     the top file cut to the highest -q whose file fits with every cell keeping its levels
           (depth weight 0: what cutting by level alone gives), for comparison.
 Per row: mean real rate (whole file with header), quality against the original media (speech:
@@ -60,9 +62,12 @@ def run(kind: str, codec, items, targets, top_quality: int, measure, encode_at) 
     rows = []
     tops = [codec.encode_image(item, top_quality) if kind == "image" else codec.encode_audio(*item, top_quality)
             for item in items]
+    largest = max(targets)
+    # the files of the largest target, which the "twice" rows recode again (None where it is out of reach)
+    middles = [_recode_or_none(codec, top, largest) for top in tops]
     for target in targets:
-        results = {"encode": [], "recode": [], "cut": []}
-        for item, top in zip(items, tops):
+        results = {"encode": [], "recode": [], "twice": [], "cut": []}
+        for item, top, middle in zip(items, tops, middles):
             try:
                 encode_s, fresh = common.time_median(lambda: encode_at(item, target), 1)
                 recode_s, recoded = common.time_median(lambda: codec.recode(top, max_rate=target), 1)
@@ -71,6 +76,9 @@ def run(kind: str, codec, items, targets, top_quality: int, measure, encode_at) 
             cut = cut_by_level(codec, top, target)
             results["encode"].append({"seconds": encode_s, **measure(item, fresh)})
             results["recode"].append({"seconds": recode_s, **measure(item, recoded)})
+            twice = _recode_or_none(codec, middle, target) if middle is not None and target < largest else None
+            if twice is not None:
+                results["twice"].append(measure(item, twice))
             if cut is not None:
                 results["cut"].append(measure(item, cut))
         for way, values in results.items():
@@ -81,6 +89,15 @@ def run(kind: str, codec, items, targets, top_quality: int, measure, encode_at) 
         print(f"  {kind} {target}: {[(r['way'], r['files']) for r in rows if r['target'] == target]}",
               file=sys.stderr, flush=True)
     return rows
+
+
+def _recode_or_none(codec, data: bytes, target: float) -> bytes | None:
+    from vqcodec.ratecontrol import RateUnreachable
+
+    try:
+        return codec.recode(data, max_rate=target)
+    except RateUnreachable:
+        return None
 
 
 # Peak memory from VmHWM: ru_maxrss would carry over the parent's size from before the exec.
