@@ -102,6 +102,22 @@ def test_recode_to_a_rate_fits_and_is_as_good_as_encoding_again(speech_codec, re
                                                                                encoded_distance)
 
 
+def test_recoding_a_recoded_file_is_about_as_good_as_recoding_once(speech_codec, recordings):
+    once_distance, twice_distance = [], []
+    for audio, rate, top in recordings:
+        middle = speech_codec.recode(top, max_rate=2.0)
+        twice = speech_codec.recode(middle, max_rate=1.0)
+        once = speech_codec.recode(top, max_rate=1.0)
+        seconds = audio.size / rate
+        assert 0.93 <= len(twice) * 8 / seconds / 1000 <= 1.0
+        _, middle_codes = speech_codec.read_codes(middle)
+        _, twice_codes = speech_codec.read_codes(twice)
+        assert (depths(twice_codes, 1) <= depths(middle_codes, 1)).all()  # cut from what the file held
+        once_distance.append(log_mel_l1(audio, speech_codec.decode_audio(once)[0][0]))
+        twice_distance.append(log_mel_l1(audio, speech_codec.decode_audio(twice)[0][0]))
+    assert np.mean(twice_distance) <= np.mean(once_distance) + 0.005, (once_distance, twice_distance)
+
+
 def test_recode_photo_keeps_mode_and_alpha(image_codec):
     photo = Image.open(DATA / "photo.png").crop((0, 0, 320, 256)).convert("RGBA")
     alpha = np.tile(np.arange(320, dtype=np.uint8), (256, 1))
