@@ -478,7 +478,7 @@ def _format_from_name(path: str) -> str:
 
     suffix = Path(path).suffix.lstrip(".").upper()
     if suffix not in soundfile.available_formats():
-        raise VQCodecError(f"{path}: unknown audio format {suffix or '(no extension)'}; use .wav, .flac or .ogg, or --format")
+        raise VQCodecError(f"{path}: unknown audio format {suffix or '(no extension)'}; use .wav, .flac, .ogg or .mp3, or --format")
     return suffix
 
 
