@@ -213,6 +213,11 @@ def _checked(blocks: Iterator[np.ndarray], peak: list[float] | None) -> Iterator
         yield block
 
 
+def _peak(blocks) -> float:
+    """The largest absolute sample of some (channels, n) blocks; 0 for none."""
+    return max((float(np.abs(block).max()) for block in blocks if block.size), default=0.0)
+
+
 def level_gain(peak: float) -> int:
     """The level gain (in units of 1/GAIN_ONE) for audio of this peak: 0, no gain, within LEVEL_RANGE
     (and for silence)."""
@@ -721,8 +726,7 @@ class Codec:
             return self._fit_audio(lambda q: self.encode_audio(audio, sample_rate, q), quality, max_kbps,
                                    audio.shape[0], sample_rate, audio.shape[1])
         blocks = (audio[:, i:i + STREAM_BLOCK_SAMPLES] for i in range(0, audio.shape[1], STREAM_BLOCK_SAMPLES))
-        peak = float(np.abs(audio).max()) if audio.size else 0.0
-        return self.encode_audio_stream(blocks, sample_rate, audio.shape[0], audio.shape[1], quality, peak)
+        return self.encode_audio_stream(blocks, sample_rate, audio.shape[0], audio.shape[1], quality, _peak([audio]))
 
     def encode_audio_file(self, source, quality: int, max_kbps: float | None = None) -> bytes:
         """Encode an audio file (path or binary stream) that soundfile reads, block by block.
@@ -784,13 +788,11 @@ class Codec:
                 except RuntimeError as exc:
                     raise VQCodecError(f"cannot read audio: {exc}") from None
 
-            def peak_of(stream) -> float:
-                return max((float(np.abs(block).max()) for block in stream if block.size), default=0.0)
             if sound.frames * sound.channels <= WHOLE_READ_SAMPLES:
                 read = list(blocks())
-                stream, peak = iter(read), peak_of(read)
+                stream, peak = iter(read), _peak(read)
             else:
-                peak = peak_of(blocks())
+                peak = _peak(blocks())
                 sound.seek(0)
                 stream = blocks()
             return self.encode_audio_stream(stream, sound.samplerate, sound.channels, sound.frames, quality, peak)
