@@ -189,9 +189,10 @@ def set_training_mode(model: VQVAE, decoder_only: bool) -> None:
 
 def file_codes_forward(model: VQVAE, prior, depth_weight: float, beam: int, batch: torch.Tensor, quality: int):
     """A decoder-only training pass on the codes an entropy-coded file holds at `quality`: the encoder's
-    code search (`beam`), then per-cell depth (codec.choose_depths), so that cells use different numbers of levels, as in files,
-    where quantizer dropout gives every cell of an example the same number. Returns what VQVAE.forward does,
-    the codes None (they are not the codebooks' training statistics) and no commitment loss."""
+    code search (`beam`), then per-cell depth (codec.choose_depths), so that cells use different numbers
+    of levels, as in files, where quantizer dropout gives every cell of an example the same number.
+    Returns what VQVAE.forward does, but no codes (they are not the codebooks' training statistics)
+    and no commitment loss."""
     with torch.no_grad():
         latents = model.encoder(batch).float()
         with torch.autocast(latents.device.type, enabled=False):
@@ -429,14 +430,14 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
             if main and (step % options.eval_every == 0 or step == 1):
                 began = time.monotonic()
                 val_loss, val_parts = validate(model, loss_fn, val_crops, options.batch_size, device)
+                val_text = f"val {val_loss:.4f}"
+                if file_codes:  # and on the codes files hold, at the middle quality
+                    middle = max(1, cfg.num_codebooks // 2)
+                    files_forward = functools.partial(file_codes_forward, model, *file_codes, quality=middle)
+                    val_parts["files"] = validate(model, loss_fn, val_crops, options.batch_size, device, files_forward)[0]
+                    val_text += f" (files q{middle} {val_parts['files']:.4f})"
                 validating += time.monotonic() - began
                 seconds = trained_seconds + time.monotonic() - start - validating
-                val_text = f"val {val_loss:.4f}"
-                if file_codes:  # the files' codes at the middle quality
-                    files_forward = functools.partial(file_codes_forward, model, *file_codes,
-                                                      quality=max(1, cfg.num_codebooks // 2))
-                    val_parts["files"] = validate(model, loss_fn, val_crops, options.batch_size, device, files_forward)[0]
-                    val_text += f" (files q{max(1, cfg.num_codebooks // 2)} {val_parts['files']:.4f})"
                 usage_text = f"perplexity {perplexity:.0f} | codes in use {in_use:.0%}"
                 record = {"step": step, "loss": loss_value, "val": val_loss, "perplexity": perplexity,
                           "codes_in_use": in_use, "lr": lr, "seconds": seconds,
