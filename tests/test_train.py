@@ -507,48 +507,6 @@ def test_a_decoder_only_model_decodes_its_starting_models_files(trained, data_di
     assert Codec.load(str(again / "tiny.safetensors")).decodes == {start.model_id, tuned.model_id}
 
 
-def test_depth_codes_steps_decode_the_codes_files_hold(trained, data_dir, tmp_path, cli):
-    from vqcodec.train import file_codes_forward
-
-    start = Codec.load(str(trained / "tiny.safetensors"))
-    assert start.prior is not None
-    # a training pass on the files' codes decodes exactly what an entropy-coded file of the crop holds
-    audio = np.asarray(soundfile.read(data_dir / "nested" / "deeper" / "b.wav", dtype="float32")[0])
-    audio = resampled(audio, 16000, CFG.sample_rate)[:CROP]
-    for quality in (2, 4):
-        codes = start.audio_to_codes(audio[None], quality, variable_depth=True)
-        assert (codes < 0).any() and (codes[:, 0] >= 0).all()  # frames of different depths
-        with torch.no_grad():
-            estimate, _, commitment = file_codes_forward(start.model, start.prior, start.depth_weight, start.beam,
-                                                         torch.from_numpy(audio)[None, None], quality)
-        np.testing.assert_allclose(estimate[0].numpy(), start.codes_to_audio(codes), atol=1e-5)
-        assert float(commitment) == 0.0
-    out = tmp_path / "files"
-    result = cli("train", data_dir, "--out", out, "--name", "tiny", "--init", str(trained / "tiny.safetensors"),
-                 "--decoder-only", "--depth-codes", "1", "--max-steps", "3", "--eval-every", "1", "--crop", str(CROP),
-                 "--batch-size", "4", "--lr", "1e-2", "--threads", "1", "--device", "cpu")
-    assert result.returncode == 0, result.stderr.decode()
-    tuned = Codec.load(str(out / "tiny.safetensors"))
-    assert tuned.decodes == {start.model_id} and tuned.prior.prior_id == start.prior.prior_id
-    np.testing.assert_array_equal(tuned.audio_to_codes(audio[None]), start.audio_to_codes(audio[None]))
-    meta = json.loads((out / "tiny.json").read_text())
-    assert meta["training"]["depth_codes"] == 1.0
-    log = read_log(out)
-    assert all(record["val_files"] > 0 for record in log) and log[-1]["val_files"] != log[0]["val_files"]
-    for args, message in [((), "add --decoder-only"), (("--decoder-only",), "entropy-coding prior")]:
-        start_file = trained / "tiny.safetensors" if not args else float32_copy(trained / "tiny.safetensors", tmp_path)
-        result = cli("train", data_dir, "--out", tmp_path / "refused", "--init", str(start_file), "--depth-codes",
-                     "0.5", *args, "--max-steps", "1", "--crop", str(CROP), "--device", "cpu")
-        assert_one_line_error(result)
-        assert message in result.stderr.decode()
-        assert not (tmp_path / "refused" / "refused.safetensors").exists()
-
-
-def resampled(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
-    import soxr
-    return soxr.resample(audio, rate, target).astype(np.float32)
-
-
 def test_train_command_decoder_only_errors(trained, data_dir, tmp_path, cli):
     base = ("train", data_dir, "--out", tmp_path / "tuned", "--max-steps", "1", "--crop", str(CROP), "--device", "cpu",
             "--decoder-only")

@@ -846,10 +846,6 @@ def _read_config(path: str):
                    "model makes exactly the codes of the one it starts from (the same tokens, and a prior fitted "
                    "to them still fits). --config may widen the decoder alone (decoder_channels). Kept on when "
                    "resuming such a checkpoint.")
-@click.option("--depth-codes", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True, metavar="SHARE",
-              help="With --decoder-only: this share of the steps decode the codes entropy-coded files hold, where "
-                   "each frame or cell keeps only the levels worth their bits (per-cell depth, at a random "
-                   "quality), instead of the same number of levels everywhere. Needs a model with a prior.")
 @click.option("--stream-data", is_flag=True,
               help="Read each training crop from its file when it is needed instead of holding the decoded folder "
                    "in memory (automatic for folders of over 2 GiB decoded).")
@@ -862,7 +858,7 @@ def _read_config(path: str):
                    "first trained without it). Kept on when resuming such a checkpoint.")
 def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, sample_rate, device, max_minutes,
           max_steps, batch_size, crop, lr, eval_every, threads, precision, noise, noise_snr, resume, init_model, decoder_only,
-          depth_codes, stream_data, data_workers, no_prior, adversarial):
+          stream_data, data_workers, no_prior, adversarial):
     """Train a codec on a folder of audio or images (read recursively).
 
     \b
@@ -932,7 +928,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
                            resume=resume,
                            fit_prior=not no_prior, adversarial=adversarial, precision=precision,
                            noise=noise, noise_snr_db=(low_snr, high_snr), init=init_model,
-                           decoder_only=decoder_only, depth_codes=depth_codes, stream_data=stream_data, data_workers=data_workers)
+                           decoder_only=decoder_only, stream_data=stream_data, data_workers=data_workers)
     run_training(Path(data_dir), config, options, kind=kind)
 
 

@@ -273,37 +273,6 @@ def decode(data, device: str = "cpu"):
 
 # ---------------------------------------------------------------- the codec
 
-def choose_depths(rvq, prior: CodePrior, depth_weight: float, latents: torch.Tensor, codes: torch.Tensor,
-                  depth_lambda: float | None = None) -> torch.Tensor:
-    """Per-cell depth: codes (q, batch, *cells) of latents (batch, D, *cells), with each cell's levels
-    from its depth d on set to ABSENT; d (0..q) minimises the cell's squared error after d levels plus
-    lambda times the bits of its first d codes under the prior (with these codes as context).
-
-    lambda is depth_weight times the quality ladder's exchange rate measured on these cells: the
-    error one more level of nearest codes removes, summed, per bit it spends (at the top quality,
-    the last level's own), unless `depth_lambda` gives it. `rvq` is the model's ResidualVQ."""
-    quality = codes.shape[0]
-    num_codebooks = len(rvq.layers)
-    vectors = latents.movedim(1, -1).reshape(-1, latents.shape[1])
-    flat = codes.reshape(quality, -1)
-    ladder = min(quality + 1, num_codebooks)
-    if ladder > quality:
-        flat = torch.cat([flat, rvq.layers[quality].encode(vectors - rvq.decode(flat))[None]])
-    errors = rvq.partial_errors(vectors, flat).double()                          # (ladder + 1, cells)
-    planes = flat.reshape(ladder, *codes.shape[1:]).transpose(0, 1).cpu().numpy()  # (batch, ladder, *cells)
-    bits = torch.from_numpy(np.stack([prior.code_bits(p[:, None] if p.ndim == 2 else p).reshape(ladder, -1)
-                                      for p in planes], 1).reshape(ladder, -1)).to(errors.device)
-    if depth_lambda is None:
-        removed, spent = float((errors[ladder - 1] - errors[ladder]).sum()), float(bits[ladder - 1].sum())
-        if not (removed > 0 and spent > 0):
-            return codes
-        depth_lambda = depth_weight * removed / spent
-    spent_by_depth = torch.cat([bits.new_zeros((1, bits.shape[1])), bits[:quality].cumsum(0)])
-    depth = (errors[:quality + 1] + depth_lambda * spent_by_depth).argmin(0)
-    absent = torch.arange(quality, device=codes.device)[:, None] >= depth[None]
-    return flat[:quality].masked_fill(absent, ABSENT).reshape(codes.shape)
-
-
 CODINGS = ("auto", "prior", "fixed")
 
 
@@ -469,7 +438,33 @@ class Codec:
         return variable_depth and self.depth_weight > 0 and self._coding_id() == vqformat.CODING_PRIOR
 
     def _choose_depths(self, latents: torch.Tensor, codes: torch.Tensor, depth_lambda: float | None = None) -> torch.Tensor:
-        return choose_depths(self.model.quantizer, self.prior, self.depth_weight, latents, codes, depth_lambda)
+        """Per-cell depth: codes (q, batch, *cells) of latents (batch, D, *cells), with each cell's levels
+        from its depth d on set to ABSENT; d (0..q) minimises the cell's squared error after d levels plus
+        lambda times the bits of its first d codes under the prior (with these codes as context).
+
+        lambda is depth_weight times the quality ladder's exchange rate measured on these cells: the
+        error one more level of nearest codes removes, summed, per bit it spends (at the top quality,
+        the last level's own), unless `depth_lambda` gives it."""
+        rvq = self.model.quantizer
+        quality = codes.shape[0]
+        vectors = latents.movedim(1, -1).reshape(-1, latents.shape[1])
+        flat = codes.reshape(quality, -1)
+        ladder = min(quality + 1, self.num_codebooks)
+        if ladder > quality:
+            flat = torch.cat([flat, rvq.layers[quality].encode(vectors - rvq.decode(flat))[None]])
+        errors = rvq.partial_errors(vectors, flat).double()                          # (ladder + 1, cells)
+        planes = flat.reshape(ladder, *codes.shape[1:]).transpose(0, 1).cpu().numpy()  # (batch, ladder, *cells)
+        bits = torch.from_numpy(np.stack([self.prior.code_bits(p[:, None] if p.ndim == 2 else p).reshape(ladder, -1)
+                                          for p in planes], 1).reshape(ladder, -1)).to(errors.device)
+        if depth_lambda is None:
+            removed, spent = float((errors[ladder - 1] - errors[ladder]).sum()), float(bits[ladder - 1].sum())
+            if not (removed > 0 and spent > 0):
+                return codes
+            depth_lambda = self.depth_weight * removed / spent
+        spent_by_depth = torch.cat([bits.new_zeros((1, bits.shape[1])), bits[:quality].cumsum(0)])
+        depth = (errors[:quality + 1] + depth_lambda * spent_by_depth).argmin(0)
+        absent = torch.arange(quality, device=codes.device)[:, None] >= depth[None]
+        return flat[:quality].masked_fill(absent, ABSENT).reshape(codes.shape)
 
     def _quantize(self, window: torch.Tensor, inner: tuple[slice, ...], quality: int,
                   variable_depth: bool = False) -> torch.Tensor:

@@ -1,7 +1,6 @@
 """Training loop for both media kinds: data, losses, checkpoints and the final model files."""
 from __future__ import annotations
 
-import functools
 import json
 import math
 import sys
@@ -16,7 +15,6 @@ from safetensors.torch import load_file, save_file
 
 from . import parallel
 from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict
-from .codec import DEFAULT_BEAM, DEFAULT_DEPTH_WEIGHT, choose_depths
 from .errors import VQCodecError
 from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, default_batch_workers, find_media, readable_files,
                    split_files)
@@ -54,7 +52,6 @@ class TrainOptions:
     stream_data: bool = False    # read every crop from its file, even when the folder would fit in memory
     data_workers: int | None = None  # threads making batches (default: data.default_batch_workers)
     decoder_only: bool = False   # train the decoder alone: encoder and codebooks frozen, so the codes do not change
-    depth_codes: float = 0.0     # decoder-only: share of steps that decode the codes files hold (per-cell depth)
 
 
 # Batch size and crop (audio samples, image side) when none is given, by media kind and device. The
@@ -139,9 +136,7 @@ class CodebookUsage:
     def __init__(self, cfg: ModelConfig, device: str = "cpu"):
         self.counts = torch.zeros(cfg.num_codebooks, cfg.codebook_size, device=device)
 
-    def add(self, codes: torch.Tensor | None) -> None:
-        if codes is None:
-            return
+    def add(self, codes: torch.Tensor) -> None:
         for level, indices in enumerate(codes):
             self.counts[level] += torch.bincount(indices, minlength=self.counts.shape[1]).float()
 
@@ -187,31 +182,15 @@ def set_training_mode(model: VQVAE, decoder_only: bool) -> None:
             layer.eval()
 
 
-def file_codes_forward(model: VQVAE, prior, depth_weight: float, beam: int, batch: torch.Tensor, quality: int):
-    """A decoder-only training pass on the codes an entropy-coded file holds at `quality`: the encoder's
-    code search (`beam`), then per-cell depth (codec.choose_depths), so that cells use different numbers
-    of levels, as in files, where quantizer dropout gives every cell of an example the same number.
-    Returns what VQVAE.forward does, but no codes (they are not the codebooks' training statistics)
-    and no commitment loss."""
-    with torch.no_grad():
-        latents = model.encoder(batch).float()
-        with torch.autocast(latents.device.type, enabled=False):
-            codes = model.quantizer.encode_cells(latents, quality, beam)
-            codes = choose_depths(model.quantizer, prior, depth_weight, latents, codes)
-            quantized = model.quantizer.decode_cells(codes)
-    return model.decoder(quantized), None, latents.new_zeros(())
-
-
 def train_step(model: VQVAE, optimizer: torch.optim.Optimizer, loss_fn: ReconstructionLoss, batch: torch.Tensor,
                autocast, disc: MultiScaleSTFTDiscriminator | None = None,
-               disc_optimizer: torch.optim.Optimizer | None = None, forward=None) -> tuple[torch.Tensor, dict, torch.Tensor]:
-    """One optimiser step on `batch`, this process's share of the step's examples; `forward` replaces the
-    model's training pass (file_codes_forward).
+               disc_optimizer: torch.optim.Optimizer | None = None) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    """One optimiser step on `batch`, this process's share of the step's examples.
 
     Returns the loss, its parts and the codes. Under data-parallel training the gradients are
     averaged over the processes before the step, so every process takes the step of the whole batch."""
     with autocast:
-        estimate, codes, commitment = (forward or model)(batch)
+        estimate, codes, commitment = model(batch)
     estimate = estimate.float()  # losses and the discriminator stay in fp32
     reconstruction, parts = loss_fn(estimate, batch)
     loss = reconstruction + COMMITMENT_WEIGHT * commitment
@@ -236,14 +215,13 @@ def train_step(model: VQVAE, optimizer: torch.optim.Optimizer, loss_fn: Reconstr
 
 @torch.no_grad()
 def validate(model: VQVAE, loss_fn: ReconstructionLoss, crops: torch.Tensor, batch_size: int,
-             device: str, forward=None) -> tuple[float, dict]:
-    """The reconstruction loss and its parts over `crops`, at full quality (or through `forward`), in
-    batches of `batch_size`."""
+             device: str) -> tuple[float, dict]:
+    """The reconstruction loss and its parts over `crops`, at full quality, in batches of `batch_size`."""
     model.eval()
     total, parts_total = 0.0, {}
     for begin in range(0, len(crops), batch_size):
         batch = crops[begin:begin + batch_size].to(device)
-        estimate, _, _ = (forward or model)(batch)
+        estimate, _, _ = model(batch)
         loss, parts = loss_fn(estimate, batch)
         total += float(loss) * len(batch)
         for name, value in parts.items():
@@ -305,7 +283,6 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
                                "(base_channels or channels, decoder_channels); leave out the other size flags")
         cfg, kind = initial_model.cfg, initial_model.cfg.kind
     rng = np.random.default_rng((options.seed, step, rank))  # a resumed run continues with fresh crops
-    step_rng = np.random.default_rng((options.seed, step, rank, 1))  # which steps decode files' codes
     kind, files = find_media(data_dir, kind or (cfg.kind if cfg else None))
     if cfg is None:
         cfg = AudioConfig() if kind == "audio" else ImageConfig()
@@ -328,18 +305,6 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         freeze_for_decoder_only(model)
         # what the model's codes were at the start (a resumed run: in its first run), to check at the end
         codes_id = saved_meta.get("codes_id") or compute_codes_id(config_to_dict(cfg), inference_state(model))
-
-    file_codes = None  # (prior, depth weight, beam) of --depth-codes steps: the default encoder's
-    if options.depth_codes:
-        if not 0.0 < options.depth_codes <= 1.0:
-            raise VQCodecError(f"--depth-codes must be a share between 0 and 1, not {options.depth_codes}")
-        if not decoder_only:
-            raise VQCodecError("--depth-codes trains the decoder on the codes files hold: add --decoder-only")
-        prior = _initial_prior(initial_path)
-        if prior is None:
-            raise VQCodecError("--depth-codes needs a starting model with an entropy-coding prior "
-                               "(`vqcodec fit-prior` adds one)")
-        file_codes = (prior, DEFAULT_DEPTH_WEIGHT[kind], DEFAULT_BEAM[kind])
 
     train_files, val_files = split_files(readable_files(kind, files))
     crop = options.crop - options.crop % cfg.hop
@@ -410,12 +375,8 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
 
             set_training_mode(model, decoder_only)
             batch = batches.next().to(device)
-            forward = None
-            if file_codes and step_rng.random() < options.depth_codes:
-                quality = int(step_rng.integers(1, cfg.num_codebooks + 1))
-                forward = functools.partial(file_codes_forward, model, *file_codes, quality=quality)
             loss, parts, codes = train_step(model, optimizer, loss_fn, batch, autocast,
-                                            *((disc, disc_optimizer) if adversarial else (None, None)), forward=forward)
+                                            *((disc, disc_optimizer) if adversarial else ()))
             step += 1
             usage.add(codes)
             loss_value = loss.item()
@@ -430,14 +391,9 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
             if main and (step % options.eval_every == 0 or step == 1):
                 began = time.monotonic()
                 val_loss, val_parts = validate(model, loss_fn, val_crops, options.batch_size, device)
-                val_text = f"val {val_loss:.4f}"
-                if file_codes:  # and on the codes files hold, at the middle quality
-                    middle = max(1, cfg.num_codebooks // 2)
-                    files_forward = functools.partial(file_codes_forward, model, *file_codes, quality=middle)
-                    val_parts["files"] = validate(model, loss_fn, val_crops, options.batch_size, device, files_forward)[0]
-                    val_text += f" (files q{middle} {val_parts['files']:.4f})"
                 validating += time.monotonic() - began
                 seconds = trained_seconds + time.monotonic() - start - validating
+                val_text = f"val {val_loss:.4f}"
                 usage_text = f"perplexity {perplexity:.0f} | codes in use {in_use:.0%}"
                 record = {"step": step, "loss": loss_value, "val": val_loss, "perplexity": perplexity,
                           "codes_in_use": in_use, "lr": lr, "seconds": seconds,
@@ -463,7 +419,6 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     model_path = save_model(model.cpu(), model_path,
                             training={"steps": step, "seconds": round(trained_seconds), "adversarial": adversarial,
                                       **({"decoder_only": True} if decoder_only else {}),
-                                      **({"depth_codes": options.depth_codes} if file_codes else {}),
                                       "precision": precision, "noise": options.noise,
                                       **({"noise_snr_db": list(options.noise_snr_db)} if options.noise else {}),
                                       "data": str(data_dir), "files": len(train_files),
