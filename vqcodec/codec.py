@@ -208,8 +208,8 @@ def _checked(blocks: Iterator[np.ndarray], peak: list[float] | None) -> Iterator
     for block in blocks:
         if not np.isfinite(block).all():
             raise VQCodecError("audio contains NaN or infinite samples")
-        if peak is not None and block.size:
-            peak[0] = max(peak[0], float(np.abs(block).max()))
+        if peak is not None:
+            peak[0] = max(peak[0], _peak([block]))
         yield block
 
 
