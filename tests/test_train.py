@@ -292,42 +292,6 @@ def test_noise_is_refused_for_images(tmp_path):
         train(tmp_path / "data", None, options(tmp_path / "run", max_steps=1, crop=32, noise=0.5))
 
 
-def test_stft_loss_counts_what_the_mel_filters_average_away():
-    """A comb of harmonics and the same spectrum filled with noise look alike to wide mel bands, not to
-    linear bins: the STFT loss must tell them apart far more than the mel loss does."""
-    from vqcodec.losses import MultiResolutionMelLoss, MultiResolutionSTFTLoss
-
-    rate, t = 16000, torch.arange(16000) / 16000
-    harmonic = sum(torch.sin(2 * math.pi * 150 * k * t) for k in range(1, 40)) / 40
-    noise = torch.randn(16000, generator=torch.Generator().manual_seed(0))
-    power = torch.fft.rfft(harmonic).abs() ** 2  # the same smoothed power envelope, with noise in place of harmonics
-    smooth = torch.nn.functional.avg_pool1d(power[None, None], 301, 1, 150, count_include_pad=False)[0, 0].sqrt()
-    filled = torch.fft.irfft(torch.fft.rfft(noise) / torch.fft.rfft(noise).abs().clamp_min(1e-6) * smooth, n=16000)
-    pair = harmonic[None, None], filled[None, None]
-    stft, mel = MultiResolutionSTFTLoss(), MultiResolutionMelLoss(rate)
-    assert stft(harmonic[None, None], harmonic[None, None]).item() == 0.0
-    assert stft(*pair).item() > 2 * mel(*pair).item()
-
-    loss = ReconstructionLoss(CFG, stft_weight=0.5)
-    total, parts = loss(*pair)
-    assert set(parts) == {"mel", "l1", "stft"}
-    assert total.item() == pytest.approx(parts["mel"] + 0.1 * parts["l1"] + 0.5 * parts["stft"], rel=1e-5)
-    assert set(ReconstructionLoss(CFG)(*pair)[1]) == {"mel", "l1"}
-
-
-def test_stft_weight_reaches_the_model_record_and_is_checked(data_dir, tmp_path):
-    out = tmp_path / "run"
-    train(data_dir, CFG, options(out, max_steps=2, eval_every=1, stft_weight=0.5, fit_prior=False))
-    assert json.loads((out / "tiny.json").read_text())["training"]["stft_weight"] == 0.5
-    assert all(record["val_stft"] > 0 and record["stft"] > 0 for record in read_log(out))
-    with pytest.raises(VQCodecError, match="--stft-weight"):
-        train(data_dir, CFG, options(tmp_path / "bad", max_steps=1, stft_weight=-1.0))
-    (tmp_path / "images").mkdir()
-    Image.new("RGB", (32, 32), (10, 20, 30)).save(tmp_path / "images" / "a.png")
-    with pytest.raises(VQCodecError, match="audio"):
-        train(tmp_path / "images", None, options(tmp_path / "img", max_steps=1, crop=32, stft_weight=0.5))
-
-
 def test_validation_covers_every_crop_whatever_the_batch_size(trained, data_dir):
     model = Codec.load(str(trained / "tiny.safetensors")).model
     crops = AudioCrops(sorted(data_dir.rglob("*.wav")), 8000, CROP).batch(10, np.random.default_rng(0), augment=False)

@@ -835,9 +835,6 @@ def _read_config(path: str):
                    "keeps background noise instead of gating it.")
 @click.option("--noise-snr", default="10,40", show_default=True, metavar="LOW,HIGH",
               help="Audio: the range of SNRs, in dB below the speech, that --noise draws its noise from.")
-@click.option("--stft-weight", type=float, default=0.0, show_default=True,
-              help="Audio: add an L1 loss on log STFT magnitudes over linear frequency bins, at this weight, "
-                   "to the log-mel loss (every bin counts, so harmonics and the valleys between them do too).")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
 @click.option("--init", "init_model", default=None, metavar="MODEL",
               help="Start from a trained model's weights and codebooks (a name such as speech16k, or a path) "
@@ -860,7 +857,7 @@ def _read_config(path: str):
               help="Audio: add a multi-scale STFT discriminator and feature matching (best resumed from a model "
                    "first trained without it). Kept on when resuming such a checkpoint.")
 def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, sample_rate, device, max_minutes,
-          max_steps, batch_size, crop, lr, eval_every, threads, precision, noise, noise_snr, stft_weight, resume, init_model, decoder_only,
+          max_steps, batch_size, crop, lr, eval_every, threads, precision, noise, noise_snr, resume, init_model, decoder_only,
           stream_data, data_workers, no_prior, adversarial):
     """Train a codec on a folder of audio or images (read recursively).
 
@@ -930,7 +927,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
                            max_minutes=max_minutes, max_steps=max_steps, eval_every=eval_every, threads=threads,
                            resume=resume,
                            fit_prior=not no_prior, adversarial=adversarial, precision=precision,
-                           noise=noise, noise_snr_db=(low_snr, high_snr), stft_weight=stft_weight, init=init_model,
+                           noise=noise, noise_snr_db=(low_snr, high_snr), init=init_model,
                            decoder_only=decoder_only, stream_data=stream_data, data_workers=data_workers)
     run_training(Path(data_dir), config, options, kind=kind)
 

@@ -1,5 +1,5 @@
-"""Reconstruction losses: multi-resolution log-mel L1 (torch.stft) plus waveform L1 for audio, optionally
-a linear-frequency log-magnitude STFT L1 (`--stft-weight`), and MSE for images. Training minimises them; encoding with refinement (vqcodec/refine.py) does too."""
+"""Reconstruction losses: multi-resolution log-mel L1 (torch.stft) plus waveform L1 for audio, MSE for
+images. Training minimises them; encoding with refinement (vqcodec/refine.py) does too."""
 from __future__ import annotations
 
 import math
@@ -53,46 +53,17 @@ class MultiResolutionMelLoss(torch.nn.Module):
         return total / len(sizes)
 
 
-class MultiResolutionSTFTLoss(torch.nn.Module):
-    """L1 distance of log10 STFT magnitudes on linear frequency bins, at several STFT sizes. Unlike the
-    mel filters, whose bands above about 1 kHz span several harmonics of a voice, every bin counts here,
-    so the valleys between harmonics do too."""
-
-    def __init__(self, sizes=(2048, 1024, 512)):
-        super().__init__()
-        self.sizes = sizes
-        for size in sizes:
-            self.register_buffer(f"window_{size}", torch.hann_window(size))
-
-    def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        length = estimate.shape[-1]
-        sizes = [size for size in self.sizes if size // 2 < length] or [min(self.sizes)]
-        total = 0.0
-        for size in sizes:
-            window = getattr(self, f"window_{size}")
-            logs = [torch.log10(torch.stft(signal.flatten(0, 1), size, size // 4, window=window, pad_mode="constant",
-                                           return_complex=True).abs().clamp_min(1e-5)) for signal in (estimate, target)]
-            total = total + (logs[0] - logs[1]).abs().mean()
-        return total / len(sizes)
-
-
 class ReconstructionLoss(torch.nn.Module):
-    def __init__(self, cfg: ModelConfig, stft_weight: float = 0.0):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.kind = cfg.kind
-        self.stft_weight = stft_weight
         if cfg.kind == "audio":
             self.mel = MultiResolutionMelLoss(cfg.sample_rate)
-            if stft_weight:
-                self.stft = MultiResolutionSTFTLoss()
 
     def forward(self, estimate, target) -> tuple[torch.Tensor, dict]:
         if self.kind == "audio":
             mel = self.mel(estimate, target)
             wave = (estimate - target).abs().mean()
-            if not self.stft_weight:
-                return mel + 0.1 * wave, {"mel": mel.item(), "l1": wave.item()}
-            stft = self.stft(estimate, target)
-            return mel + 0.1 * wave + self.stft_weight * stft, {"mel": mel.item(), "l1": wave.item(), "stft": stft.item()}
+            return mel + 0.1 * wave, {"mel": mel.item(), "l1": wave.item()}
         mse = F.mse_loss(estimate, target)
         return 1000.0 * mse, {"psnr": -10 * math.log10(max(mse.item(), 1e-10))}

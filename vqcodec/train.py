@@ -52,7 +52,6 @@ class TrainOptions:
     stream_data: bool = False    # read every crop from its file, even when the folder would fit in memory
     data_workers: int | None = None  # threads making batches (default: data.default_batch_workers)
     decoder_only: bool = False   # train the decoder alone: encoder and codebooks frozen, so the codes do not change
-    stft_weight: float = 0.0     # audio: weight of the linear-frequency log-STFT loss added to the log-mel loss
 
 
 # Batch size and crop (audio samples, image side) when none is given, by media kind and device. The
@@ -293,10 +292,6 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         raise VQCodecError("--adversarial is for audio models only")
     if options.noise and kind != "audio":
         raise VQCodecError("--noise is for audio models only")
-    if options.stft_weight and kind != "audio":
-        raise VQCodecError("--stft-weight is for audio models only")
-    if not 0.0 <= options.stft_weight <= 100.0:
-        raise VQCodecError(f"--stft-weight must be between 0 and 100, not {options.stft_weight}")
     if not 0.0 <= options.noise <= 1.0:
         raise VQCodecError(f"--noise must be a share between 0 and 1, not {options.noise}")
     low_snr, high_snr = options.noise_snr_db
@@ -339,7 +334,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
             restore_optimizer(disc_optimizer, saved.get("disc_optim", {}))
         parallel.broadcast_module_(disc)
         modules["disc"], optimizers["disc_optim"] = disc, disc_optimizer
-    loss_fn = ReconstructionLoss(cfg, options.stft_weight).to(device)
+    loss_fn = ReconstructionLoss(cfg).to(device)
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log_path = out / "train_log.jsonl"
     if not quiet:
@@ -426,7 +421,6 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
                                       **({"decoder_only": True} if decoder_only else {}),
                                       "precision": precision, "noise": options.noise,
                                       **({"noise_snr_db": list(options.noise_snr_db)} if options.noise else {}),
-                                      **({"stft_weight": options.stft_weight} if options.stft_weight else {}),
                                       "data": str(data_dir), "files": len(train_files),
                                       **({"init": initial_id} if initial_id else {})},
                             extra=_decodes_record(model, codes_id, initial_id, initial_decodes) if decoder_only
