@@ -23,7 +23,7 @@ from vqcodec.modelfile import compute_model_id, read_model_files, storage_form, 
 from vqcodec.models import VQVAE, widen, widths_differ_only
 from vqcodec.data import NOISE_SNR_DB, AudioCrops, add_background_noise
 from vqcodec.losses import ReconstructionLoss
-from vqcodec.train import WARMUP_STEPS, TrainOptions, resolve_precision, train, validate
+from vqcodec.train import WARMUP_STEPS, TrainOptions, WeightAverage, resolve_precision, train, validate
 
 CFG = AudioConfig(sample_rate=8000, base_channels=4, strides=(2, 4), res_blocks=1, latent_dim=8, num_codebooks=4,
                   codebook_size=16, context_frames=16)
@@ -290,6 +290,61 @@ def test_noise_is_refused_for_images(tmp_path):
     Image.new("RGB", (32, 32), (10, 20, 30)).save(tmp_path / "data" / "a.png")
     with pytest.raises(VQCodecError, match="audio"):
         train(tmp_path / "data", None, options(tmp_path / "run", max_steps=1, crop=32, noise=0.5))
+
+
+def test_weight_average_follows_the_trained_parameters_only():
+    model = VQVAE(CFG)
+    model.encoder.requires_grad_(False)
+    average = WeightAverage(model, decay=0.9)
+    trained = next(model.decoder.parameters())
+    frozen = next(model.encoder.parameters())
+    start_trained, start_frozen = trained.detach().clone(), frozen.detach().clone()
+    with torch.no_grad():
+        trained.add_(1.0)
+        frozen.add_(1.0)  # not trained: the average must not follow it
+        model.quantizer.layers[0].codebook.add_(2.0)
+    average.update()  # the first update's decay is min(0.9, 2 / 11)
+    decay = 2 / 11
+    averaged = dict(average.synced(model).named_parameters())
+    name = next(n for n, p in model.named_parameters() if p is trained)
+    frozen_name = next(n for n, p in model.named_parameters() if p is frozen)
+    assert torch.allclose(averaged[name], decay * start_trained + (1 - decay) * (start_trained + 1.0))
+    assert torch.equal(averaged[frozen_name], start_frozen)
+    assert torch.equal(average.model.quantizer.layers[0].codebook, model.quantizer.layers[0].codebook)  # buffers: live
+    for _ in range(200):
+        average.update()
+    assert torch.allclose(dict(average.model.named_parameters())[name], trained, atol=1e-6)  # converges to a fixed point
+
+
+def test_weight_average_is_what_the_model_file_holds_and_resumes(data_dir, tmp_path):
+    out = tmp_path / "run"
+    train(data_dir, CFG, options(out, max_steps=6, lr=1.0, weight_average=0.9, fit_prior=False))  # big steps: the
+    # weights move well beyond float16 rounding, so the file shows which of the two it holds
+    meta, tensors = read_model_files(out / "tiny.safetensors")
+    assert meta["training"]["weight_average"] == 0.9
+    checkpoint = load_file(str(out / "checkpoint.safetensors"))
+    name = "decoder.output.weight" if "decoder.output.weight" in tensors else next(
+        k for k in tensors if k.startswith("decoder.") and k.endswith("weight"))
+    assert (tensors[name].float() - checkpoint[f"average.{name}"]).abs().max() < 2e-4  # float16 storage
+    assert (checkpoint[f"average.{name}"] - checkpoint[f"model.{name}"]).abs().max() > 2e-3
+    assert json.loads((out / "checkpoint.json").read_text())["average_updates"] == 6
+    train(data_dir, None, options(out, max_steps=9, resume=True, fit_prior=False))  # kept without the option
+    assert json.loads((out / "checkpoint.json").read_text())["average_updates"] == 9
+    assert read_model_files(out / "tiny.safetensors")[0]["training"]["weight_average"] == 0.9
+    for bad in (1.0, -0.5):
+        with pytest.raises(VQCodecError, match="--weight-average"):
+            train(data_dir, CFG, options(tmp_path / "bad", max_steps=1, weight_average=bad))
+
+
+def test_weight_average_option_of_the_train_command(data_dir, tmp_path, cli):
+    (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(CFG)))
+    out = tmp_path / "cli"
+    result = cli("train", data_dir, "--out", out, "--max-steps", "2", "--crop", str(CROP), "--batch-size", "2",
+                 "--config", tmp_path / "cfg.json", "--weight-average", "0.99", "--no-prior", "--threads", "1",
+                 "--device", "cpu")
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads((out / "cli.json").read_text())["training"]["weight_average"] == 0.99
+    assert_one_line_error(cli("train", data_dir, "--out", tmp_path / "bad", "--max-steps", "1", "--weight-average", "2"))
 
 
 def test_validation_covers_every_crop_whatever_the_batch_size(trained, data_dir):

@@ -835,6 +835,9 @@ def _read_config(path: str):
                    "keeps background noise instead of gating it.")
 @click.option("--noise-snr", default="10,40", show_default=True, metavar="LOW,HIGH",
               help="Audio: the range of SNRs, in dB below the speech, that --noise draws its noise from.")
+@click.option("--weight-average", type=float, default=0.0, metavar="DECAY",
+              help="Validate and write a moving average of the weights, updated each step with this decay (such as "
+                   "0.999: about the last 1000 steps), instead of the last step's weights. Kept when resuming.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
 @click.option("--init", "init_model", default=None, metavar="MODEL",
               help="Start from a trained model's weights and codebooks (a name such as speech16k, or a path) "
@@ -857,7 +860,7 @@ def _read_config(path: str):
               help="Audio: add a multi-scale STFT discriminator and feature matching (best resumed from a model "
                    "first trained without it). Kept on when resuming such a checkpoint.")
 def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, sample_rate, device, max_minutes,
-          max_steps, batch_size, crop, lr, eval_every, threads, precision, noise, noise_snr, resume, init_model, decoder_only,
+          max_steps, batch_size, crop, lr, eval_every, threads, precision, noise, noise_snr, weight_average, resume, init_model, decoder_only,
           stream_data, data_workers, no_prior, adversarial):
     """Train a codec on a folder of audio or images (read recursively).
 
@@ -927,7 +930,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
                            max_minutes=max_minutes, max_steps=max_steps, eval_every=eval_every, threads=threads,
                            resume=resume,
                            fit_prior=not no_prior, adversarial=adversarial, precision=precision,
-                           noise=noise, noise_snr_db=(low_snr, high_snr), init=init_model,
+                           noise=noise, noise_snr_db=(low_snr, high_snr), weight_average=weight_average, init=init_model,
                            decoder_only=decoder_only, stream_data=stream_data, data_workers=data_workers)
     run_training(Path(data_dir), config, options, kind=kind)
 

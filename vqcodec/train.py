@@ -1,6 +1,7 @@
 """Training loop for both media kinds: data, losses, checkpoints and the final model files."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import sys
@@ -52,6 +53,7 @@ class TrainOptions:
     stream_data: bool = False    # read every crop from its file, even when the folder would fit in memory
     data_workers: int | None = None  # threads making batches (default: data.default_batch_workers)
     decoder_only: bool = False   # train the decoder alone: encoder and codebooks frozen, so the codes do not change
+    weight_average: float = 0.0  # decay of the moving average of the weights that validation and the model file use; 0: off
 
 
 # Batch size and crop (audio samples, image side) when none is given, by media kind and device. The
@@ -129,6 +131,30 @@ def load_initial_model(reference: str) -> tuple[VQVAE, str, list[str]]:
 
 
 # ---------------------------------------------------------------- loop
+
+class WeightAverage:
+    """An exponential moving average of a model's trained parameters (Polyak averaging): validation and
+    the model file use it instead of the last step's weights, which carry the noise of small batches.
+    Buffers (the codebooks and their EMA statistics) are the live model's, copied in at each use."""
+
+    def __init__(self, model: VQVAE, decay: float, updates: int = 0):
+        self.decay, self.updates = decay, updates
+        self.model = copy.deepcopy(model).requires_grad_(False)
+        self._pairs = [(average, live) for average, live in zip(self.model.parameters(), model.parameters())
+                       if live.requires_grad]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))  # the first steps count in full
+        torch._foreach_lerp_([a for a, _ in self._pairs], [live for _, live in self._pairs], 1.0 - decay)
+
+    @torch.no_grad()
+    def synced(self, model: VQVAE) -> VQVAE:
+        for average, live in zip(self.model.buffers(), model.buffers()):
+            average.copy_(live)
+        return self.model
+
 
 class CodebookUsage:
     """Counts code use since the last report: perplexity and the share of codes in use, over every process."""
@@ -326,6 +352,15 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     if saved:
         restore_optimizer(optimizer, saved.get("optim", {}))
     modules, optimizers = {"model": model}, {"optim": optimizer}
+    weight_average = options.weight_average or saved_meta.get("weight_average", 0.0)  # resuming keeps it
+    if not 0.0 <= weight_average < 1.0:
+        raise VQCodecError(f"--weight-average must be a decay between 0 and 1, such as 0.999, not {weight_average}")
+    average = None
+    if weight_average:
+        average = WeightAverage(model, weight_average, saved_meta.get("average_updates", 0))
+        if "average" in saved:
+            average.model.load_state_dict(saved["average"])
+        modules["average"] = average.model
     if adversarial:
         disc = MultiScaleSTFTDiscriminator().to(device)
         disc_optimizer = torch.optim.AdamW(disc.parameters(), lr=options.lr, betas=(0.8, 0.99), weight_decay=0.0)
@@ -347,6 +382,8 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     def checkpoint_meta(seconds: float) -> dict:
         meta = {"step": step, "trained_seconds": seconds, "config": config_to_dict(cfg), "adversarial": adversarial,
                 "decoder_only": decoder_only}
+        if average is not None:
+            meta.update(weight_average=weight_average, average_updates=average.updates)
         if decoder_only:
             meta.update(codes_id=codes_id, init_decodes=initial_decodes, init_path=initial_path)
         return {**meta, "init": initial_id} if initial_id else meta
@@ -378,6 +415,8 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
             loss, parts, codes = train_step(model, optimizer, loss_fn, batch, autocast,
                                             *((disc, disc_optimizer) if adversarial else ()))
             step += 1
+            if average is not None:
+                average.update()
             usage.add(codes)
             loss_value = loss.item()
 
@@ -390,7 +429,8 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
                 loss_value, parts = losses[0], dict(zip(parts, losses[1:]))
             if main and (step % options.eval_every == 0 or step == 1):
                 began = time.monotonic()
-                val_loss, val_parts = validate(model, loss_fn, val_crops, options.batch_size, device)
+                val_loss, val_parts = validate(average.synced(model) if average else model, loss_fn, val_crops,
+                                               options.batch_size, device)
                 validating += time.monotonic() - began
                 seconds = trained_seconds + time.monotonic() - start - validating
                 val_text = f"val {val_loss:.4f}"
@@ -416,11 +456,14 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     if not main:
         return model_path
     save_checkpoint(checkpoint_path, modules, optimizers, checkpoint_meta(trained_seconds))
+    if average is not None:
+        model = average.synced(model)
     model_path = save_model(model.cpu(), model_path,
                             training={"steps": step, "seconds": round(trained_seconds), "adversarial": adversarial,
                                       **({"decoder_only": True} if decoder_only else {}),
                                       "precision": precision, "noise": options.noise,
                                       **({"noise_snr_db": list(options.noise_snr_db)} if options.noise else {}),
+                                      **({"weight_average": weight_average} if weight_average else {}),
                                       "data": str(data_dir), "files": len(train_files),
                                       **({"init": initial_id} if initial_id else {})},
                             extra=_decodes_record(model, codes_id, initial_id, initial_decodes) if decoder_only
