@@ -320,6 +320,9 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         raise VQCodecError("--noise is for audio models only")
     if not 0.0 <= options.noise <= 1.0:
         raise VQCodecError(f"--noise must be a share between 0 and 1, not {options.noise}")
+    weight_average = options.weight_average or saved_meta.get("weight_average", 0.0)  # resuming keeps it
+    if not 0.0 <= weight_average < 1.0:
+        raise VQCodecError(f"--weight-average must be a decay between 0 and 1, such as 0.999, not {weight_average}")
     low_snr, high_snr = options.noise_snr_db
     if not -20.0 <= low_snr <= high_snr <= 100.0:
         raise VQCodecError(f"--noise-snr must be LOW,HIGH in dB with -20 <= LOW <= HIGH <= 100, not {low_snr},{high_snr}")
@@ -352,9 +355,6 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     if saved:
         restore_optimizer(optimizer, saved.get("optim", {}))
     modules, optimizers = {"model": model}, {"optim": optimizer}
-    weight_average = options.weight_average or saved_meta.get("weight_average", 0.0)  # resuming keeps it
-    if not 0.0 <= weight_average < 1.0:
-        raise VQCodecError(f"--weight-average must be a decay between 0 and 1, such as 0.999, not {weight_average}")
     average = None
     if weight_average:
         average = WeightAverage(model, weight_average, saved_meta.get("average_updates", 0))
