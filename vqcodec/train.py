@@ -140,14 +140,15 @@ class WeightAverage:
     def __init__(self, model: VQVAE, decay: float, updates: int = 0):
         self.decay, self.updates = decay, updates
         self.model = copy.deepcopy(model).requires_grad_(False)
-        self._pairs = [(average, live) for average, live in zip(self.model.parameters(), model.parameters())
-                       if live.requires_grad]
+        trained = [(average, live) for average, live in zip(self.model.parameters(), model.parameters())
+                   if live.requires_grad]
+        self._averaged, self._live = [average for average, _ in trained], [live for _, live in trained]
 
     @torch.no_grad()
     def update(self) -> None:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))  # the first steps count in full
-        torch._foreach_lerp_([a for a, _ in self._pairs], [live for _, live in self._pairs], 1.0 - decay)
+        torch._foreach_lerp_(self._averaged, self._live, 1.0 - decay)
 
     @torch.no_grad()
     def synced(self, model: VQVAE) -> VQVAE:
