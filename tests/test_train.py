@@ -347,42 +347,6 @@ def test_weight_average_option_of_the_train_command(data_dir, tmp_path, cli):
     assert_one_line_error(cli("train", data_dir, "--out", tmp_path / "bad", "--max-steps", "1", "--weight-average", "2"))
 
 
-def test_mel_asymmetry_weighs_excess_energy_and_reports_the_plain_distance(signal):
-    target = torch.from_numpy(signal(1, 4000, 8000)).unsqueeze(0)
-    louder, quieter = target * 2.0, target * 0.5  # the same log-mel distance, on opposite sides
-    plain_loss = ReconstructionLoss(CFG)
-    for asymmetry in (1.0, 3.0):
-        loss_fn = ReconstructionLoss(CFG, mel_asymmetry=asymmetry)
-        (loud, loud_parts), (quiet, quiet_parts) = loss_fn(louder, target), loss_fn(quieter, target)
-        assert loud_parts["mel"] == pytest.approx(quiet_parts["mel"], rel=1e-3)  # mel: plain, whatever the asymmetry
-        assert loud_parts["mel"] == pytest.approx(plain_loss(louder, target)[1]["mel"], rel=1e-6)
-        loud_mel, quiet_mel = (float(loss) - 0.1 * parts["l1"] for loss, parts in ((loud, loud_parts), (quiet, quiet_parts)))
-        assert quiet_mel == pytest.approx(quiet_parts["mel"], rel=1e-5)  # quieter bands cost what they always did
-        assert loud_mel == pytest.approx(asymmetry * loud_parts["mel"], rel=1e-3)  # louder ones, A times that
-
-
-def test_mel_asymmetry_is_recorded_resumed_and_checked(data_dir, tmp_path, cli):
-    out = tmp_path / "run"
-    train(data_dir, CFG, options(out, max_steps=2, mel_asymmetry=2.5, fit_prior=False))
-    assert read_model_files(out / "tiny.safetensors")[0]["training"]["mel_asymmetry"] == 2.5
-    train(data_dir, None, options(out, max_steps=3, resume=True, fit_prior=False))  # kept without the option
-    assert json.loads((out / "checkpoint.json").read_text())["mel_asymmetry"] == 2.5
-    assert read_model_files(out / "tiny.safetensors")[0]["training"]["mel_asymmetry"] == 2.5
-    train(data_dir, CFG, options(tmp_path / "plain", max_steps=1, fit_prior=False))
-    assert "mel_asymmetry" not in read_model_files(tmp_path / "plain" / "tiny.safetensors")[0]["training"]
-    for bad in (0.5, 11.0):
-        with pytest.raises(VQCodecError, match="--mel-asymmetry"):
-            train(data_dir, CFG, options(tmp_path / "bad", max_steps=1, mel_asymmetry=bad))
-    assert_one_line_error(cli("train", data_dir, "--out", tmp_path / "bad", "--max-steps", "1", "--mel-asymmetry", "0"))
-
-
-def test_mel_asymmetry_is_refused_for_images(tmp_path):
-    (tmp_path / "data").mkdir()
-    Image.new("RGB", (32, 32), (10, 20, 30)).save(tmp_path / "data" / "a.png")
-    with pytest.raises(VQCodecError, match="--mel-asymmetry is for audio"):
-        train(tmp_path / "data", None, options(tmp_path / "run", max_steps=1, crop=32, mel_asymmetry=2.0))
-
-
 def test_validation_covers_every_crop_whatever_the_batch_size(trained, data_dir):
     model = Codec.load(str(trained / "tiny.safetensors")).model
     crops = AudioCrops(sorted(data_dir.rglob("*.wav")), 8000, CROP).batch(10, np.random.default_rng(0), augment=False)

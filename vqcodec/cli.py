@@ -838,10 +838,6 @@ def _read_config(path: str):
 @click.option("--weight-average", type=float, default=0.0, metavar="DECAY",
               help="Validate and write a moving average of the weights, updated each step with this decay (such as "
                    "0.999: about the last 1000 steps), instead of the last step's weights. Kept when resuming.")
-@click.option("--mel-asymmetry", type=float, default=1.0, metavar="A",
-              help="Audio: make a log-mel band where the decoded audio is louder than the original cost A times "
-                   "what a quieter one costs (1: symmetric). Above 1 the decoder learns to add less noise between "
-                   "harmonics, which PESQ punishes most. Kept when resuming.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
 @click.option("--init", "init_model", default=None, metavar="MODEL",
               help="Start from a trained model's weights and codebooks (a name such as speech16k, or a path) "
@@ -864,7 +860,7 @@ def _read_config(path: str):
               help="Audio: add a multi-scale STFT discriminator and feature matching (best resumed from a model "
                    "first trained without it). Kept on when resuming such a checkpoint.")
 def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, sample_rate, device, max_minutes,
-          max_steps, batch_size, crop, lr, eval_every, threads, precision, noise, noise_snr, weight_average, mel_asymmetry, resume, init_model, decoder_only,
+          max_steps, batch_size, crop, lr, eval_every, threads, precision, noise, noise_snr, weight_average, resume, init_model, decoder_only,
           stream_data, data_workers, no_prior, adversarial):
     """Train a codec on a folder of audio or images (read recursively).
 
@@ -934,8 +930,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
                            max_minutes=max_minutes, max_steps=max_steps, eval_every=eval_every, threads=threads,
                            resume=resume,
                            fit_prior=not no_prior, adversarial=adversarial, precision=precision,
-                           noise=noise, noise_snr_db=(low_snr, high_snr), weight_average=weight_average,
-                           mel_asymmetry=mel_asymmetry, init=init_model,
+                           noise=noise, noise_snr_db=(low_snr, high_snr), weight_average=weight_average, init=init_model,
                            decoder_only=decoder_only, stream_data=stream_data, data_workers=data_workers)
     run_training(Path(data_dir), config, options, kind=kind)
 

@@ -29,22 +29,17 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int) -> torch.Tensor:
 
 
 class MultiResolutionMelLoss(torch.nn.Module):
-    """L1 distance of log-mel spectrograms at several STFT sizes, computed with torch.stft.
+    """L1 distance of log-mel spectrograms at several STFT sizes, computed with torch.stft."""
 
-    With `asymmetry` A above 1, a band where the estimate is louder than the target counts A times
-    as much as one where it is quieter. Returns the weighted distance and the plain one."""
-
-    def __init__(self, sample_rate: int, sizes=(2048, 1024, 512, 256, 128), mels=(128, 80, 64, 32, 16),
-                 asymmetry: float = 1.0):
+    def __init__(self, sample_rate: int, sizes=(2048, 1024, 512, 256, 128), mels=(128, 80, 64, 32, 16)):
         super().__init__()
         self.sizes = sizes
-        self.asymmetry = asymmetry
         for size, n_mels in zip(sizes, mels):
             self.register_buffer(f"mel_{size}", mel_filterbank(size, n_mels, sample_rate))
             self.register_buffer(f"window_{size}", torch.hann_window(size))
 
-    def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        weighted, plain = 0.0, 0.0
+    def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = 0.0
         length = estimate.shape[-1]
         sizes = [size for size in self.sizes if size // 2 < length] or [min(self.sizes)]
         for size in sizes:
@@ -54,28 +49,21 @@ class MultiResolutionMelLoss(torch.nn.Module):
                 spec = torch.stft(signal.flatten(0, 1), size, size // 4, window=window, pad_mode="constant",
                                   return_complex=True).abs()
                 specs.append(torch.log10((filters @ spec).clamp_min(1e-5)))
-            excess = specs[0] - specs[1]
-            distance = excess.abs().mean()
-            plain = plain + distance
-            weighted = weighted + (torch.where(excess > 0, self.asymmetry * excess, -excess).mean()
-                                   if self.asymmetry != 1.0 else distance)
-        return weighted / len(sizes), plain / len(sizes)
+            total = total + (specs[0] - specs[1]).abs().mean()
+        return total / len(sizes)
 
 
 class ReconstructionLoss(torch.nn.Module):
-    """The training loss and its parts; for audio, "mel" is the plain log-mel distance whatever the
-    asymmetry, so that runs with and without it compare."""
-
-    def __init__(self, cfg: ModelConfig, mel_asymmetry: float = 1.0):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.kind = cfg.kind
         if cfg.kind == "audio":
-            self.mel = MultiResolutionMelLoss(cfg.sample_rate, asymmetry=mel_asymmetry)
+            self.mel = MultiResolutionMelLoss(cfg.sample_rate)
 
     def forward(self, estimate, target) -> tuple[torch.Tensor, dict]:
         if self.kind == "audio":
-            mel, plain_mel = self.mel(estimate, target)
+            mel = self.mel(estimate, target)
             wave = (estimate - target).abs().mean()
-            return mel + 0.1 * wave, {"mel": plain_mel.item(), "l1": wave.item()}
+            return mel + 0.1 * wave, {"mel": mel.item(), "l1": wave.item()}
         mse = F.mse_loss(estimate, target)
         return 1000.0 * mse, {"psnr": -10 * math.log10(max(mse.item(), 1e-10))}

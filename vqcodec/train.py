@@ -54,7 +54,6 @@ class TrainOptions:
     data_workers: int | None = None  # threads making batches (default: data.default_batch_workers)
     decoder_only: bool = False   # train the decoder alone: encoder and codebooks frozen, so the codes do not change
     weight_average: float = 0.0  # decay of the moving average of the weights that validation and the model file use; 0: off
-    mel_asymmetry: float = 1.0   # audio: how much more a log-mel band louder than the original costs than a quieter one
 
 
 # Batch size and crop (audio samples, image side) when none is given, by media kind and device. The
@@ -325,11 +324,6 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     weight_average = options.weight_average or saved_meta.get("weight_average", 0.0)  # resuming keeps it
     if not 0.0 <= weight_average < 1.0:
         raise VQCodecError(f"--weight-average must be a decay between 0 and 1, such as 0.999, not {weight_average}")
-    mel_asymmetry = saved_meta.get("mel_asymmetry", 1.0) if options.mel_asymmetry == 1.0 else options.mel_asymmetry
-    if mel_asymmetry != 1.0 and kind != "audio":
-        raise VQCodecError("--mel-asymmetry is for audio models only")
-    if not 1.0 <= mel_asymmetry <= 10.0:
-        raise VQCodecError(f"--mel-asymmetry must be between 1 (symmetric) and 10, such as 2.5, not {mel_asymmetry}")
     low_snr, high_snr = options.noise_snr_db
     if not -20.0 <= low_snr <= high_snr <= 100.0:
         raise VQCodecError(f"--noise-snr must be LOW,HIGH in dB with -20 <= LOW <= HIGH <= 100, not {low_snr},{high_snr}")
@@ -376,7 +370,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
             restore_optimizer(disc_optimizer, saved.get("disc_optim", {}))
         parallel.broadcast_module_(disc)
         modules["disc"], optimizers["disc_optim"] = disc, disc_optimizer
-    loss_fn = ReconstructionLoss(cfg, mel_asymmetry).to(device)
+    loss_fn = ReconstructionLoss(cfg).to(device)
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log_path = out / "train_log.jsonl"
     if not quiet:
@@ -391,8 +385,6 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
                 "decoder_only": decoder_only}
         if average is not None:
             meta.update(weight_average=weight_average, average_updates=average.updates)
-        if mel_asymmetry != 1.0:
-            meta.update(mel_asymmetry=mel_asymmetry)
         if decoder_only:
             meta.update(codes_id=codes_id, init_decodes=initial_decodes, init_path=initial_path)
         return {**meta, "init": initial_id} if initial_id else meta
@@ -473,7 +465,6 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
                                       "precision": precision, "noise": options.noise,
                                       **({"noise_snr_db": list(options.noise_snr_db)} if options.noise else {}),
                                       **({"weight_average": weight_average} if weight_average else {}),
-                                      **({"mel_asymmetry": mel_asymmetry} if mel_asymmetry != 1.0 else {}),
                                       "data": str(data_dir), "files": len(train_files),
                                       **({"init": initial_id} if initial_id else {})},
                             extra=_decodes_record(model, codes_id, initial_id, initial_decodes) if decoder_only
