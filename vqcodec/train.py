@@ -430,7 +430,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
                 loss_value, parts = losses[0], dict(zip(parts, losses[1:]))
             if main and (step % options.eval_every == 0 or step == 1):
                 began = time.monotonic()
-                val_loss, val_parts = validate(average.synced(model) if average else model, loss_fn, val_crops,
+                val_loss, val_parts = validate(average.synced(model) if average is not None else model, loss_fn, val_crops,
                                                options.batch_size, device)
                 validating += time.monotonic() - began
                 seconds = trained_seconds + time.monotonic() - start - validating
