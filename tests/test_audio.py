@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import os
 import tracemalloc
 from pathlib import Path
@@ -172,6 +173,22 @@ def test_encode_audio_file_formats(codec, signal, tmp_path, fmt, subtype, dtype,
     decoded, decoded_rate = codec.decode_audio(from_file)
     assert decoded_rate == rate and decoded.shape == (channels, audio.shape[1])
 
+@pytest.mark.skipif("MP3" not in soundfile.available_formats(), reason="this libsndfile has no MP3")
+def test_truncated_file_is_coded_as_far_as_it_reads(codec, signal, tmp_path):
+    # A cut MP3 still declares its whole length; what it holds is coded, the same bytes every time.
+    audio = signal(1, 32000, 16000)
+    whole = tmp_path / "whole.mp3"
+    soundfile.write(whole, audio.T, 16000)
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(whole.read_bytes()[:3001])
+    held, rate = soundfile.read(cut, dtype="float32", always_2d=True)
+    assert 0 < len(held) < soundfile.info(str(cut)).frames
+    data = codec.encode_audio_file(cut, 4)
+    assert data == codec.encode_audio_file(cut, 4) == codec.encode_audio(held.T, rate, 4)
+    assert codec.decode_audio(data)[0].shape == (1, len(held))
+    kbps = len(codec.encode_audio_file(cut, 2)) * 8 / (len(held) / rate) / 1000  # the rate is over what it holds
+    assert len(codec.encode_audio_file(cut, 4, max_kbps=kbps)) * 8 / (len(held) / rate) / 1000 <= kbps
+
 
 def test_decode_audio_file_writes_the_original_layout(codec, signal, tmp_path):
     audio = signal(2, 12345, 22050)
@@ -185,6 +202,27 @@ def test_decode_audio_file_writes_the_original_layout(codec, signal, tmp_path):
     decoded, _ = codec.decode_audio(data)
     assert rate == 22050 and written.shape == (12345, 2)
     np.testing.assert_allclose(written.T, np.clip(decoded, -1, 1), atol=1 / 2 ** 15)
+    codec.decode_audio_file(data, tmp_path / "out.aif")  # a suffix that is not a soundfile format name
+    assert soundfile.info(str(tmp_path / "out.aif")).format == "AIFF"
+
+
+@pytest.mark.parametrize("name, hint, rate, channels, reason", [
+    ("out.ogg", None, 256000, 1, "Ogg Vorbis holds at most 200000 Hz"),  # libvorbis would crash the process
+    (None, "OGG", 200001, 1, "Ogg Vorbis holds at most 200000 Hz"),
+    ("out.flac", None, 16000, 9, "FLAC holds at most 8 channels"),
+    (None, "MP3", 16000, 3, "MP3 holds at most 2 channels"),
+    (None, "MP3", 96000, 1, "MPEG-1/2/2.5 only supports sample rates"),  # soundfile's own reason, without its prefix
+])
+def test_decode_audio_file_refuses_what_the_format_cannot_hold(codec, signal, tmp_path, name, hint, rate, channels,
+                                                               reason):
+    data = codec.encode_audio(signal(channels, rate // 100, rate), rate, 1)
+    destination = str(tmp_path / name) if name else io.BytesIO()
+    with pytest.raises(VQCodecError, match=re.escape(reason)) as error:
+        codec.decode_audio_file(data, destination, format_hint=hint)
+    assert "Error opening" not in str(error.value)
+    if name is None:
+        codec.decode_audio_file(data, destination, format_hint="WAV")  # what the format can hold is written
+        assert soundfile.info(io.BytesIO(destination.getvalue())).channels == channels
 
 
 # ---------------------------------------------------------------- codes API

@@ -594,6 +594,9 @@ def _case_setup(name: str, folder: Path, ctx) -> tuple[list, dict]:
     if name == "encode-output-is-a-directory":
         (folder / "outdir").mkdir()
         return ["encode", wav(), folder / "outdir", *model, "--force"], {}
+    if name == "encode-output-is-a-directory-no-force":
+        (folder / "outdir").mkdir()
+        return ["encode", wav(), folder / "outdir", *model], {}
     if name == "decode-truncated":
         return ["decode", vq_file(vq[:len(vq) // 2]), out_wav, *model], {}
     if name == "decode-truncated-header":
@@ -639,6 +642,7 @@ BAD_CASES = [
     "encode-missing-file", "encode-directory", "encode-empty-file", "encode-text-file", "encode-nan-wav",
     "encode-inf-wav-late", "encode-unknown-model", "encode-quality-0", "encode-quality-99",
     "encode-quality-not-a-number", "encode-negative-rate-weight", "encode-huge-depth-weight", "encode-output-dir-missing", "encode-output-is-a-directory",
+    "encode-output-is-a-directory-no-force",
     "decode-truncated", "decode-truncated-header", "decode-bit-flipped", "decode-unknown-version",
     "decode-random-bytes", "decode-empty-file", "decode-10e15-samples", "decode-wrong-model",
     "decode-no-installed-model", "decode-retired-model", "decode-unknown-output-format", "decode-output-dir-missing",
@@ -679,6 +683,11 @@ def test_retired_model_is_named_with_where_to_find_it(batch):
     assert "speech16k as shipped in vqcodec commit 6c862ba" in message
     assert "git show 6c862ba:models/speech16k.safetensors" in message
     assert "(it is" not in batch["decode-no-installed-model"].result.stderr.decode()  # not for unknown ids
+
+
+def test_an_output_that_is_a_directory_is_named_so_with_or_without_force(batch):
+    for name in ("encode-output-is-a-directory", "encode-output-is-a-directory-no-force"):
+        assert batch[name].result.stderr.decode().rstrip().endswith("outdir: is a directory")
 
 
 @pytest.mark.parametrize("name", BAD_CASES)

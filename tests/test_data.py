@@ -154,3 +154,14 @@ def test_a_photo_that_becomes_unreadable_gives_its_crop_to_the_next_one(image_fi
     expected = disk.make(CropPlan(1, (0.2, 0.7)))
     copies[0].unlink()
     assert np.array_equal(disk.make(CropPlan(0, (0.2, 0.7))), expected)
+
+
+def test_find_media_takes_every_name_of_soundfile_formats(tmp_path):
+    # .aif, .aifc and .wave are common names soundfile's format list (AIFF, WAV) does not spell out.
+    tone = np.sin(np.arange(1600, dtype=np.float32) / 5)[:, None] * 0.1
+    for name, fmt in (("a.aif", "AIFF"), ("b.AIFC", "AIFF"), ("c.wave", "WAV"), ("d.WAV", "WAV"), ("e.flac", "FLAC")):
+        soundfile.write(tmp_path / name, tone, 16000, format=fmt)
+    (tmp_path / "notes.txt").write_text("not audio")
+    kind, files = data.find_media(tmp_path, None)
+    assert kind == "audio" and [p.name for p in files] == ["a.aif", "b.AIFC", "c.wave", "d.WAV", "e.flac"]
+    assert data.readable_files(kind, files) == files

@@ -60,7 +60,11 @@ def _checked_path(path: str) -> Path:
 def _refuse_existing_output(path: str, force: bool) -> None:
     """Refuse to overwrite an existing output without --force (commands check this before their
     work as well as when they write, so that a refusal costs nothing)."""
-    if path != "-" and Path(path).exists() and not force:
+    if path == "-":
+        return
+    if Path(path).is_dir():
+        raise VQCodecError(f"{path}: is a directory")
+    if Path(path).exists() and not force:
         raise VQCodecError(f"{path} exists; pass --force to overwrite it")
 
 
@@ -77,8 +81,6 @@ def _write_output(path: str, write, force: bool) -> None:
         return
     _refuse_existing_output(path, force)
     target = Path(path)
-    if target.is_dir():
-        raise VQCodecError(f"{path} is a directory")
     if not target.parent.is_dir():
         raise VQCodecError(f"{target.parent}: no such directory")
     from .io import write_file
@@ -474,12 +476,13 @@ def _warn_damage(damaged: list[dict], header) -> None:
 
 
 def _format_from_name(path: str) -> str:
-    import soundfile
+    from .io import audio_format_of
 
-    suffix = Path(path).suffix.lstrip(".").upper()
-    if suffix not in soundfile.available_formats():
+    found = audio_format_of(path)
+    if found is None:
+        suffix = Path(path).suffix.lstrip(".").upper()
         raise VQCodecError(f"{path}: unknown audio format {suffix or '(no extension)'}; use .wav, .flac, .ogg or .mp3, or --format")
-    return suffix
+    return found
 
 
 def _image_format_from_name(path: str) -> str:

@@ -25,8 +25,8 @@ from . import format as vqformat
 from . import ratecontrol
 from .errors import VQCodecError
 from .fileinfo import FileInfo, read_info  # noqa: F401  (part of this module's API)
-from .io import (ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, image_to_planes, input_name, open_image, planes_to_image,
-                 unreadable_audio)
+from .io import (ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_of, check_audio_output, image_to_planes,
+                 input_name, open_image, planes_to_image, unreadable_audio, unwritable_audio)
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts
 from .recode import FileCuts
@@ -736,7 +736,8 @@ class Codec:
         if max_kbps is None:
             return self._encode_audio_source(source, quality)
         with self._open_sound(source) as sound:
-            channels, sample_rate, samples = sound.channels, sound.samplerate, sound.frames
+            channels, sample_rate = sound.channels, sound.samplerate
+            samples = sum(block.shape[1] for block in self._sound_blocks(sound))
 
         def encode_at(q: int) -> bytes:
             if not isinstance(source, (str, Path)):
@@ -777,25 +778,33 @@ class Codec:
         except Exception as exc:
             raise unreadable_audio(input_name(source), exc) from None
 
-    def _encode_audio_source(self, source, quality: int) -> bytes:
-        """The file's peak (for the level gain), then its coding: a short file read once into memory,
-        a longer one read twice, so that memory stays bounded."""
-        with self._open_sound(source) as sound:
-            def blocks():
-                try:
-                    for block in sound.blocks(STREAM_BLOCK_SAMPLES, dtype="float32", always_2d=True):
-                        yield block.T
-                except RuntimeError as exc:
-                    raise VQCodecError(f"cannot read audio: {exc}") from None
+    @staticmethod
+    def _sound_blocks(sound: soundfile.SoundFile) -> Iterator[np.ndarray]:
+        """(channels, n) float32 blocks of the samples the file really holds. (SoundFile.blocks() yields
+        its whole buffer, uninitialised past the end, when a damaged file ends before its declared
+        length, so the count each read returns is what counts.)"""
+        try:
+            while len(block := sound.read(STREAM_BLOCK_SAMPLES, dtype="float32", always_2d=True)):
+                yield block.T
+        except RuntimeError as exc:
+            raise VQCodecError(f"cannot read audio: {exc}") from None
 
+    def _encode_audio_source(self, source, quality: int) -> bytes:
+        """The file's peak (for the level gain) and length, then its coding: a short file read once
+        into memory, a longer one read twice, so that memory stays bounded. The length is what the
+        reads return, which for a truncated file is less than its header declares."""
+        with self._open_sound(source) as sound:
             if sound.frames * sound.channels <= WHOLE_READ_SAMPLES:
-                read = list(blocks())
+                read = list(self._sound_blocks(sound))
                 stream, peak = iter(read), _peak(read)
+                samples = sum(block.shape[1] for block in read)
             else:
-                peak = _peak(blocks())
+                peak, samples = 0.0, 0
+                for block in self._sound_blocks(sound):
+                    peak, samples = max(peak, _peak([block])), samples + block.shape[1]
                 sound.seek(0)
-                stream = blocks()
-            return self.encode_audio_stream(stream, sound.samplerate, sound.channels, sound.frames, quality, peak)
+                stream = self._sound_blocks(sound)
+            return self.encode_audio_stream(stream, sound.samplerate, sound.channels, samples, quality, peak)
 
     def _parse_audio(self, data: bytes):
         header, chunks, model_length, total_frames = self._audio_parts(data)
@@ -1133,9 +1142,15 @@ class Codec:
         its level comes back; other formats, and integer subtypes, are clipped to full scale."""
         header, blocks = self.decode_audio_blocks(data, *self._sample_range(data, start, duration, rate), salvage,
                                                   rate)
+        output_rate = self._output_timing(header, rate)[0]
+        if format_hint is None and isinstance(destination, (str, Path)):
+            format_hint = audio_format_of(destination)
+        if format_hint:
+            check_audio_output(format_hint, subtype, output_rate, header.channels)
+
         def open_output(subtype):
-            return soundfile.SoundFile(destination, "w", samplerate=self._output_timing(header, rate)[0],
-                                       channels=header.channels, format=format_hint, subtype=subtype)
+            return soundfile.SoundFile(destination, "w", samplerate=output_rate, channels=header.channels,
+                                       format=format_hint, subtype=subtype)
         try:
             output = None
             if subtype is None and header.gain * LEVEL_TARGET_PEAK > 1.0:  # input above full scale: float, if the format has it
@@ -1145,7 +1160,7 @@ class Codec:
                     pass
             output = output or open_output(subtype)
         except Exception as exc:
-            raise VQCodecError(f"cannot write audio: {exc}") from None
+            raise unwritable_audio(exc) from None
         limit = np.inf if output.subtype in ("FLOAT", "DOUBLE") else 1.0  # float files keep a level gain's peaks
         with output:
             for block in blocks:

@@ -11,7 +11,10 @@ import soxr
 
 from .errors import VQCodecError
 
-AUDIO_EXTENSIONS = {"." + ext.lower() for ext in soundfile.available_formats()} | {".oga", ".opus"}
+# Suffixes that name one of soundfile's formats (which it knows by name: WAV, AIFF, ...) otherwise
+AUDIO_SUFFIX_FORMATS = {".wave": "WAV", ".aif": "AIFF", ".aifc": "AIFF", ".snd": "AU", ".sph": "NIST", ".oga": "OGG"}
+AUDIO_EXTENSIONS = ({"." + ext.lower() for ext in soundfile.available_formats()} | set(AUDIO_SUFFIX_FORMATS)
+                    | {".opus"})
 # Raster formats Pillow reads (soundfile claims none of these extensions)
 IMAGE_EXTENSIONS = {".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".dib", ".tif", ".tiff",
                     ".gif", ".avif", ".ppm", ".pgm", ".pbm", ".pnm", ".pfm", ".qoi", ".jp2", ".j2k", ".jpx",
@@ -48,6 +51,13 @@ def write_file(path, write) -> None:
         raise
 
 
+def audio_format_of(path) -> str | None:
+    """The soundfile format a file name asks for, or None."""
+    suffix = Path(path).suffix.lower()
+    name = AUDIO_SUFFIX_FORMATS.get(suffix, suffix.lstrip(".").upper())
+    return name if name in soundfile.available_formats() else None
+
+
 def media_kind_of(path: Path) -> str | None:
     suffix = Path(path).suffix.lower()
     if suffix in AUDIO_EXTENSIONS:
@@ -78,6 +88,32 @@ def unreadable_audio(where, exc: Exception) -> VQCodecError:
     reason, without the "Error opening <name>: " it puts before it."""
     reason = str(exc).rsplit(": ", 1)[-1] if str(exc).startswith("Error opening") else str(exc)
     return VQCodecError(f"cannot read audio {where if where is not None else 'from the stream'}: {reason}")
+
+
+# Limits of libsndfile's encoders that it does not report clearly: above 200 kHz libvorbis crashes
+# the process, and too many channels for FLAC or MP3 come back as "Format not recognised".
+VORBIS_MAX_RATE = 200_000
+FORMAT_MAX_CHANNELS = {"FLAC": 8, "MP3": 2}
+
+
+def check_audio_output(format_name: str, subtype: str | None, sample_rate: int, channels: int) -> None:
+    """Refuse, before anything is written, audio that soundfile's `format_name` cannot hold."""
+    format_name = format_name.upper()
+    if format_name not in soundfile.available_formats():
+        return  # soundfile says why when it opens the output
+    subtype = (subtype or soundfile.default_subtype(format_name) or "").upper()
+    if format_name == "OGG" and subtype == "VORBIS" and sample_rate > VORBIS_MAX_RATE:
+        raise VQCodecError(f"Ogg Vorbis holds at most {VORBIS_MAX_RATE} Hz, not {sample_rate}: "
+                           f"write another format (.wav, .flac) or pass --rate")
+    limit = FORMAT_MAX_CHANNELS.get(format_name)
+    if limit is not None and channels > limit:
+        raise VQCodecError(f"{format_name} holds at most {limit} channels, not {channels}: write .wav or .ogg")
+
+
+def unwritable_audio(exc: Exception) -> VQCodecError:
+    """The error for audio soundfile cannot write, without the "Error opening <stream>: " it puts first."""
+    reason = str(exc).rsplit(": ", 1)[-1] if str(exc).startswith("Error opening") else str(exc)
+    return VQCodecError(f"cannot write audio: {reason}")
 
 
 def read_audio(path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
