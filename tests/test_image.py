@@ -33,7 +33,8 @@ import vqcodec.codec as codec_module  # noqa: E402
 from vqcodec import Codec, VQCodecError, read_info  # noqa: E402
 from vqcodec import format as vqformat  # noqa: E402
 from vqcodec.config import ImageConfig  # noqa: E402
-from vqcodec.io import IMAGE_MODES, MAX_PIXELS, is_image_signature, media_kind_of, open_image  # noqa: E402
+from vqcodec.io import (IMAGE_MODES, MAX_PIXELS, is_image_signature, media_kind_of, open_image,  # noqa: E402
+                        write_image)
 from vqcodec.modelfile import save_model  # noqa: E402
 from vqcodec.models import VQVAE  # noqa: E402
 
@@ -292,6 +293,37 @@ def test_palette_transparency_survives(codec, tmp_path):
     out.save(tmp_path / "out.png")  # and it is still there after a PNG save
     reread = np.asarray(Image.open(tmp_path / "out.png").convert("RGBA").getchannel("A"))
     assert np.array_equal(reread == 0, alpha_in == 0)
+
+
+def test_palette_alpha_of_many_levels_is_exact(codec, tmp_path):
+    # A palette whose entries carry 51 alpha values (as pngquant writes them): each comes back as it was.
+    colours = Image.fromarray(smooth_rgb(48, 40, seed=8)).quantize(64, method=Image.Quantize.MEDIANCUT)
+    entries = np.asarray(colours.getpalette()[:64 * 3], dtype=np.uint8).reshape(-1, 3)
+    alphas = np.r_[0, np.linspace(30, 255, 50).round()].astype(np.uint8)
+    palette = np.concatenate([entries, alphas[np.arange(64) % 51, None]], axis=1)
+    image = colours.copy()
+    image.putpalette(bytes(palette.ravel()), rawmode="RGBA")
+    image.save(tmp_path / "in.png")
+    image = open_image(tmp_path / "in.png")
+    alpha_in = np.asarray(image.convert("RGBA").getchannel("A"))
+    assert len(np.unique(alpha_in)) == 51
+    out = roundtrip(codec, image)
+    assert out.mode == "P"
+    out.save(tmp_path / "out.png")
+    with Image.open(tmp_path / "out.png") as reread:
+        assert np.array_equal(np.asarray(reread.convert("RGBA").getchannel("A")), alpha_in)
+
+
+def test_sixteen_bit_grey_with_a_transparent_value_keeps_it_as_alpha(codec):
+    values = np.tile(np.linspace(0, 65535, 24).round().astype("<u2"), (16, 1))
+    values[:4, :4] = 1000
+    image = Image.frombytes("I;16", (24, 16), values.tobytes())
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", transparency=1000)
+    buffer.seek(0)
+    out = roundtrip(codec, open_image(buffer))
+    assert out.mode == "LA"
+    assert np.array_equal(np.asarray(out.getchannel("A")) == 0, values == 1000)
 
 
 @pytest.mark.parametrize("mode,key", [("L", 0), ("RGB", (0, 0, 0))])
@@ -636,3 +668,47 @@ def test_decoding_to_a_format_that_cannot_hold_the_mode_uses_the_nearest_mode(co
     assert run(["decode", str(vq), str(tmp_path / "x.png"), "-m", str(tiny_model_path)]) == 0
     with Image.open(tmp_path / "x.png") as out:
         assert out.mode == "RGB" and out.size == make_image("CMYK").size
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "BMP", "GIF", "PNG"])
+def test_deep_grey_written_to_a_format_that_cannot_hold_it_is_scaled(mode, fmt):
+    # Pillow's own conversions clip 16-bit grey to white and truncate float to black.
+    level = np.tile(np.linspace(0, 1, 32), (8, 1))
+    if mode == "F":
+        image = Image.fromarray(level.astype(np.float32), "F")
+    elif mode == "I":
+        image = Image.fromarray((level * 65535).round().astype(np.int32), "I")
+    else:
+        image = Image.frombytes("I;16", (32, 8), (level * 65535).round().astype("<u2").tobytes())
+    buffer = io.BytesIO()
+    write_image(image, buffer, fmt)
+    with Image.open(io.BytesIO(buffer.getvalue())) as written:
+        if written.mode in ("I;16", "I", "F"):
+            full = 1.0 if written.mode == "F" else 65535.0
+            back = np.asarray(written, dtype=np.float64) / full
+        else:
+            back = np.asarray(written.convert("L"), dtype=np.float64) / 255
+    assert np.abs(back - level).max() < (0.1 if fmt in ("JPEG", "WEBP") else 0.01)
+
+
+def _semi_transparent_palette_image():
+    image = Image.fromarray(smooth_rgb(16, 16, seed=9)).convert("RGBA")
+    image.putalpha(Image.fromarray(np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1)), "L"))
+    return image.quantize(64, method=Image.Quantize.FASTOCTREE)  # the alpha is in the palette only
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "BMP", "PPM"])
+@pytest.mark.parametrize("source", ["RGBA", "LA", "P"])
+def test_alpha_is_never_dropped_by_the_output_format(fmt, source):
+    image = _semi_transparent_palette_image() if source == "P" else make_image(source, 16, 12, seed=3)
+    with pytest.raises(VQCodecError, match=f"{fmt} cannot hold the image's alpha channel"):
+        write_image(image, io.BytesIO(), fmt)
+
+
+def test_opaque_alpha_may_be_dropped():
+    image = make_image("RGB", 16, 12, seed=3).convert("RGBA")
+    buffer = io.BytesIO()
+    write_image(image, buffer, "JPEG")
+    with Image.open(io.BytesIO(buffer.getvalue())) as written:
+        assert written.mode == "RGB" and written.size == (16, 12)

@@ -180,6 +180,8 @@ def open_image(source):
 
 def image_to_planes(image) -> tuple[np.ndarray, int, np.ndarray | None]:
     """Split a Pillow image into uint8 RGB (h, w, 3), its mode code and a uint8 alpha plane or None."""
+    if image.mode in ("La", "RGBa"):  # premultiplied alpha, which only images made in memory have
+        image = image.convert(image.mode.upper())
     mode = image.mode
     if mode == "P" and "transparency" in image.info:
         mode = "P;transparency"
@@ -190,6 +192,9 @@ def image_to_planes(image) -> tuple[np.ndarray, int, np.ndarray | None]:
         # A transparent colour (PNG tRNS) is alpha too: keep it, as LA or RGBA.
         mode = "RGBA" if mode == "RGB" else "LA"
         image = image.convert(mode)
+    elif mode in _SIXTEEN_BIT and "transparency" in image.info:
+        # A transparent grey value in 16-bit grey: LA too (the codec keeps 8 bits of grey in any case).
+        mode, image = "LA", _grey_with_transparent_value(image)
     if mode not in IMAGE_MODES:
         raise VQCodecError(f"unsupported image mode {mode}")
     if image.width < 1 or image.height < 1:
@@ -226,49 +231,118 @@ def planes_to_image(rgb: np.ndarray, mode_code: int, alpha: np.ndarray | None):
         return Image.frombytes(mode, image.size, values.astype(byte_order).tobytes())
     if mode in ("L", "1"):
         return image.convert(mode)
+    if mode == "P;transparency":
+        return _palette_with_exact_alpha(rgb, alpha)
+    if mode == "PA":
+        result = image.quantize(256, method=Image.Quantize.MEDIANCUT).convert("PA")
+        result.putalpha(Image.fromarray(alpha, "L"))
+        return result
     if mode in ALPHA_MODES:
         result = image.convert("L") if mode == "LA" else image.copy()
         result.putalpha(Image.fromarray(alpha, "L"))
-        if mode in ("PA", "P;transparency"):
-            palette = result.quantize(256, method=Image.Quantize.FASTOCTREE)
-            return palette.convert("PA") if mode == "PA" else palette
         return result
     if mode == "P":
         return image.quantize(256, method=Image.Quantize.MEDIANCUT)
     return image.convert(mode) if mode != "RGB" else image
 
 
+def _grey_with_transparent_value(image):
+    """An LA image of 16-bit, 32-bit or float grey whose pixels of the transparent value are transparent."""
+    from PIL import Image
+
+    values = np.asarray(image, dtype=np.float64)
+    alpha = np.where(values == image.info["transparency"], 0, 255).astype(np.uint8)
+    grey = np.clip(np.round(values / (1.0 if image.mode == "F" else 65535.0) * 255.0), 0, 255).astype(np.uint8)
+    return Image.merge("LA", (Image.fromarray(grey, "L"), Image.fromarray(alpha, "L")))
+
+
+def _palette_with_exact_alpha(rgb: np.ndarray, alpha: np.ndarray):
+    """A palette image of these colours whose palette holds every alpha value exactly (one coded
+    from a palette image has at most 256): each alpha value gets its own palette entries, one for
+    fully transparent pixels and for the others a share of the 256 in proportion to their pixels."""
+    from PIL import Image
+
+    levels, level_of, counts = np.unique(alpha.ravel(), return_inverse=True, return_counts=True)
+    if len(levels) > 256:
+        raise VQCodecError("a palette image's alpha plane holds more than 256 values")
+    visible = counts * (levels > 0)
+    spare = 256 - len(levels)
+    shares = 1 + (visible * spare // max(1, visible.sum())) * (levels > 0)
+    colours = rgb.reshape(-1, 3)
+    indices = np.zeros(len(colours), dtype=np.uint8)
+    palette = []
+    for level, (value, share) in enumerate(zip(levels, shares)):
+        where = np.flatnonzero(level_of == level)
+        part = Image.fromarray(colours[where][None], "RGB").quantize(int(share), method=Image.Quantize.MEDIANCUT)
+        part_indices = np.asarray(part)[0]
+        entries = np.asarray(part.getpalette()[:3 * (int(part_indices.max()) + 1)], dtype=np.uint8).reshape(-1, 3)
+        indices[where] = part_indices + len(palette)
+        palette += [(*colour, value) for colour in entries]
+    result = Image.fromarray(indices.reshape(alpha.shape), "P")
+    result.putpalette(bytes(np.asarray(palette, dtype=np.uint8).ravel()), rawmode="RGBA")
+    return result
+
+
 def write_image(image, destination, format_hint: str | None = None) -> None:
     """Save a Pillow image to a path or binary stream; the format follows the file name or the hint.
 
-    When the format cannot hold the image's mode (CMYK or float as PNG, alpha as JPEG, ...), the
-    nearest mode it can hold is written instead: RGBA, RGB, L or I;16.
+    When the format cannot hold the image's mode (CMYK or float as PNG, 16-bit as JPEG, ...), the
+    nearest mode it can hold is written instead: RGBA, RGB, I;16 or L, deep values scaled to it.
+    Alpha is never dropped: a format that cannot hold it is refused.
     """
+    name = format_hint or Path(getattr(destination, "name", str(destination))).suffix.lstrip(".") or None
+    data = _saved(image, _format_name(name))
+    if hasattr(destination, "write"):
+        destination.write(data)
+    else:
+        Path(destination).write_bytes(data)
+
+
+def _saved(image, format_name: str | None) -> bytes:
+    """The bytes of `image` in `format_name`, in the first of its mode and the fallback modes that the
+    format really holds: Pillow converts some modes on its own (16-bit to 8-bit by clipping, alpha
+    dropped), so each try is read back and checked."""
     import io as _io
 
-    buffer = _io.BytesIO()
-    name = format_hint or Path(getattr(destination, "name", str(destination))).suffix.lstrip(".") or None
-    try:
+    from PIL import Image
+
+    wants_alpha, deep = _has_visible_alpha(image), image.mode in _SIXTEEN_BIT
+    error = None
+    for mode in dict.fromkeys([image.mode, *_fallback_modes(image, wants_alpha)]):
+        candidate = image if mode == image.mode else _converted(image, mode)
+        buffer = _io.BytesIO()
         try:
-            image.save(buffer, format=_format_name(name))
+            candidate.save(buffer, format=format_name)
         except (OSError, ValueError) as exc:
             if "mode" not in str(exc):
-                raise
-            for mode in _fallback_modes(image):
-                buffer = _io.BytesIO()
-                try:
-                    image.convert(mode).save(buffer, format=_format_name(name))
-                    break
-                except (OSError, ValueError) as retry_exc:
-                    exc = retry_exc
-            else:
-                raise exc
-    except (ValueError, OSError, KeyError) as exc:
-        raise VQCodecError(f"cannot write image: {exc}") from None
-    if hasattr(destination, "write"):
-        destination.write(buffer.getvalue())
-    else:
-        Path(destination).write_bytes(buffer.getvalue())
+                raise VQCodecError(f"cannot write image: {exc}") from None
+            error = exc
+            continue
+        except KeyError as exc:
+            raise VQCodecError(f"cannot write image: unknown format {exc}") from None
+        buffer.seek(0)
+        with Image.open(buffer) as written:
+            if wants_alpha and not written.has_transparency_data:
+                continue
+            if deep and candidate.mode in _SIXTEEN_BIT and written.mode not in _SIXTEEN_BIT:
+                continue
+        return buffer.getvalue()
+    if wants_alpha:
+        raise VQCodecError(f"{format_name or 'this format'} cannot hold the image's alpha channel: "
+                           f"write .png, .webp or .tif")
+    raise VQCodecError(f"cannot write image: {error}")
+
+
+def _converted(image, mode: str):
+    """`image` in `mode`; 16-bit, 32-bit and float grey are scaled to its range, not clipped."""
+    from PIL import Image
+
+    if image.mode not in _SIXTEEN_BIT or mode not in ("L", "I;16"):
+        return image.convert(mode)
+    values = np.asarray(image, dtype=np.float64) / (1.0 if image.mode == "F" else 65535.0)  # as planes_to_image
+    if mode == "L":
+        return Image.fromarray(np.clip(np.round(values * 255.0), 0, 255).astype(np.uint8), "L")
+    return Image.frombytes("I;16", image.size, np.clip(np.round(values * 65535.0), 0, 65535).astype("<u2").tobytes())
 
 
 def _format_name(name: str | None) -> str | None:
@@ -280,11 +354,20 @@ def _format_name(name: str | None) -> str | None:
     return Image.EXTENSION.get("." + name.lower(), name.upper())
 
 
-def _fallback_modes(image) -> list[str]:
-    """Modes to try, nearest first; alpha is never dropped, so images with alpha only try RGBA."""
-    if "A" in image.getbands() or "transparency" in image.info:
+def _has_visible_alpha(image) -> bool:
+    """Whether any pixel of the image is not fully opaque."""
+    if not image.has_transparency_data:
+        return False
+    alpha = image.getchannel("A") if "A" in image.getbands() else image.convert("RGBA").getchannel("A")
+    return alpha.getextrema()[0] < 255
+
+
+def _fallback_modes(image, keep_alpha: bool) -> list[str]:
+    """Modes to try after the image's own, nearest first. Alpha is never dropped, so images with
+    visible alpha only try RGBA; fully opaque alpha may go."""
+    if keep_alpha:
         return ["RGBA"]
-    if image.mode in ("L", "1"):
+    if image.mode in ("L", "1", "LA"):
         return ["L"]
     if image.mode in _SIXTEEN_BIT:
         return ["I;16", "L"]
