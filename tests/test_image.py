@@ -171,9 +171,18 @@ def test_float_mode_stays_in_unit_range(codec):
     assert out.dtype == np.float32 and 0.0 <= out.min() and out.max() <= 1.0
 
 
-def test_unsupported_mode_is_a_clean_error(codec):
-    with pytest.raises(VQCodecError):
-        codec.encode_image(Image.new("RGBa", (4, 4)), 2)
+@pytest.mark.parametrize("mode", ["LAB", "HSV"])
+def test_unsupported_mode_is_a_clean_error(codec, mode):
+    with pytest.raises(VQCodecError, match=f"unsupported image mode {mode}"):
+        codec.encode_image(Image.new(mode, (4, 4)), 2)
+
+
+@pytest.mark.parametrize("mode", ["RGBa", "La"])
+def test_premultiplied_alpha_is_coded_as_straight_alpha(codec, mode):
+    image = make_image("RGBA" if mode == "RGBa" else "LA", 9, 7, seed=4).convert(mode)
+    out = roundtrip(codec, image)
+    assert out.mode == mode.upper() and out.size == (9, 7)
+    assert np.array_equal(np.asarray(out.getchannel("A")), np.asarray(image.getchannel("a")))
 
 
 # ---------------------------------------------------------------- sizes and tiling
