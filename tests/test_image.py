@@ -721,3 +721,17 @@ def test_opaque_alpha_may_be_dropped():
     write_image(image, buffer, "JPEG")
     with Image.open(io.BytesIO(buffer.getvalue())) as written:
         assert written.mode == "RGB" and written.size == (16, 12)
+
+
+def test_info_and_decode_refuse_an_unknown_colour_mode(codec):
+    data = _vq_with_header(codec.encode_image(Image.fromarray(smooth_rgb(20, 30)), 2), mode=16)
+    for read in (read_info, codec.decode_image):
+        with pytest.raises(VQCodecError, match="unknown colour mode 16"):
+            read(data)
+
+
+@pytest.mark.parametrize("size", [{"width": 0}, {"height": 0}])
+def test_packing_codes_refuses_a_zero_size(codec, size):
+    codes = codec.image_to_codes(smooth_rgb(16, 24), 2)
+    with pytest.raises(VQCodecError, match="exceeds the size limit"):
+        codec.codes_to_file(codes, **size)

@@ -67,6 +67,12 @@ def test_a_damaged_chunk_comes_out_silent_and_the_rest_intact(codec, audio_file)
         np.testing.assert_allclose(out[:, part], whole[:, part], atol=1e-5)
 
 
+def test_a_lost_last_chunk_of_one_sample_is_a_span_of_a_millisecond(codec, signal):
+    data = codec.encode_audio(signal(1, 16001, 16000), 16000, 3)  # 1 s in 0.25 s chunks, and one sample
+    last = vqformat.parse_header(data).chunk_count - 1
+    assert codec.damaged_parts(flip_byte_in_chunk(data, last)) == [{"chunk": last, "from": 1.0, "to": 1.001}]
+
+
 def test_a_cut_short_file_decodes_what_it_holds(codec, audio_file):
     data, whole = audio_file
     offset, length = chunk_offsets(data)[5]

@@ -207,7 +207,7 @@ def _checked(blocks: Iterator[np.ndarray], peak: list[float] | None) -> Iterator
     absolute sample."""
     for block in blocks:
         if not np.isfinite(block).all():
-            raise VQCodecError("audio contains NaN or infinite samples")
+            raise VQCodecError("audio contains NaN or infinite samples (or samples beyond float32's range, 3.4e38)")
         if peak is not None:
             peak[0] = max(peak[0], _peak([block]))
         yield block
@@ -1026,8 +1026,11 @@ class Codec:
         damaged: list[int] = []
         for index, (a, b) in enumerate(_blocks(total, header.chunk_frames)):
             self._chunk_codes(header, chunks, index, shape_of(b - a), True, damaged)
-        report = [{"chunk": i, "from": round(min(end, i * header.chunk_frames * scale), 3),
-                   "to": round(min(end, (i + 1) * header.chunk_frames * scale), 3)} for i in damaged]
+        def edge(position: float, outwards) -> float:  # to the millisecond, never hiding a short span
+            return outwards(round(position * 1000, 6)) / 1000 if audio else position
+
+        report = [{"chunk": i, "from": edge(min(end, i * header.chunk_frames * scale), math.floor),
+                   "to": edge(min(end, (i + 1) * header.chunk_frames * scale), math.ceil)} for i in damaged]
         if not audio and IMAGE_MODE_NAMES[header.mode] in ALPHA_MODES:
             try:
                 self._alpha_plane(header, alpha_bytes, True)
@@ -1225,7 +1228,8 @@ class Codec:
         hop, ctx = self.hop, self.cfg.context_frames
         codes = self._checked_codes(codes, 0, "quality, rows, cols")
         quality, rows, cols = codes.shape
-        height, width = height or rows * hop, width or cols * hop
+        height = rows * hop if height is None else height
+        width = cols * hop if width is None else width
         out = np.zeros((rows * hop, cols * hop, 3), dtype=np.uint8)
         for r0, r1, c0, c1 in self._tiles(rows, cols):
             a, b = max(0, r0 - ctx), min(rows, r1 + ctx)
@@ -1272,7 +1276,8 @@ class Codec:
         else:
             array = self._checked_codes(array, 0, "quality, rows, cols")
             quality, rows, cols = array.shape
-            width, height = int(width or cols * self.hop), int(height or rows * self.hop)
+            width = cols * self.hop if width is None else int(width)
+            height = rows * self.hop if height is None else int(height)
             _check_image_size(width, height)
             cells = (math.ceil(height / self.hop), math.ceil(width / self.hop))
             if cells != (rows, cols):

@@ -49,6 +49,8 @@ def read_info(data: bytes, check_chunks: bool = True) -> FileInfo:
         info.gain = header.gain
     else:
         info.width, info.height = header.width, header.height
-        info.mode = IMAGE_MODE_NAMES.get(header.mode, "?")
+        if header.mode not in IMAGE_MODE_NAMES:
+            raise vqformat.FormatError(f"corrupted .vq file: unknown colour mode {header.mode}")
+        info.mode = IMAGE_MODE_NAMES[header.mode]
         info.has_alpha = bool(header.flags & vqformat.FLAG_ALPHA)
     return info

@@ -41,11 +41,17 @@ def write_file(path, write) -> None:
     import tempfile
 
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    except OSError as exc:
+        raise VQCodecError(f"cannot write {target}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as stream:
             write(stream)
         move_into_place(tmp, target)
+    except OSError as exc:  # named by the output, not the temporary file
+        Path(tmp).unlink(missing_ok=True)
+        raise VQCodecError(f"cannot write {target}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
