@@ -296,7 +296,10 @@ def write_image(image, destination, format_hint: str | None = None) -> None:
     nearest mode it can hold is written instead: RGBA, RGB, I;16 or L, deep values scaled to it.
     Alpha is never dropped: a format that cannot hold it is refused.
     """
-    name = format_hint or Path(getattr(destination, "name", str(destination))).suffix.lstrip(".") or None
+    named = destination if isinstance(destination, (str, Path)) else getattr(destination, "name", None)
+    name = format_hint or (Path(named).suffix.lstrip(".") if isinstance(named, (str, Path)) else None)
+    if not name:
+        raise VQCodecError("cannot write image: no format given, and no file name with an extension to take it from")
     data = _saved(image, _format_name(name))
     if hasattr(destination, "write"):
         destination.write(data)
@@ -319,19 +322,22 @@ def _saved(image, format_name: str | None) -> bytes:
         buffer = _io.BytesIO()
         try:
             candidate.save(buffer, format=format_name)
-        except (OSError, ValueError) as exc:
-            if "mode" not in str(exc):
+        except (OSError, ValueError) as exc:  # written to memory: the format refused the mode
+            if "unknown file extension" in str(exc):
                 raise VQCodecError(f"cannot write image: {exc}") from None
             error = exc
             continue
         except KeyError as exc:
             raise VQCodecError(f"cannot write image: unknown format {exc}") from None
         buffer.seek(0)
-        with Image.open(buffer) as written:
-            if wants_alpha and not written.has_transparency_data:
-                continue
-            if deep and candidate.mode in _SIXTEEN_BIT and written.mode not in _SIXTEEN_BIT:
-                continue
+        try:
+            written = Image.open(buffer)
+        except Exception:  # a format Pillow writes but cannot read back (PDF, ...): nothing to check
+            return buffer.getvalue()
+        if wants_alpha and not written.has_transparency_data:
+            continue
+        if deep and candidate.mode in _SIXTEEN_BIT and written.mode not in _SIXTEEN_BIT:
+            continue
         return buffer.getvalue()
     if wants_alpha:
         raise VQCodecError(f"{format_name or 'this format'} cannot hold the image's alpha channel: "
