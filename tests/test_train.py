@@ -739,3 +739,111 @@ def test_cli_sizes_batches_and_crops_for_the_device(data_dir, tmp_path, monkeypa
     result = CliRunner().invoke(cli, ["train", str(photos), "--out", str(tmp_path / "run"), "--max-steps", "1",
                                       "--batch-size", "5", "--crop", "64"])
     assert result.exit_code == 0 and chosen["image"] == (device, 5, 64)
+
+
+def run_in_process(args: list, capsys) -> tuple[int, str]:
+    from vqcodec.cli import run
+
+    code = run([str(arg) for arg in args])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--max-minutes", "nan"], "--max-minutes must be a positive number"),
+    (["--max-minutes", "0"], "--max-minutes must be a positive number"),
+    (["--max-minutes", "-1"], "--max-minutes must be a positive number"),
+    (["--lr", "-1"], "--lr must be a positive number"),
+    (["--batch-size", "0"], "'--batch-size': 0 is not in the range"),
+    (["--crop", "0"], "'--crop': 0 is not in the range"),
+    (["--threads", "-1"], "'--threads': -1 is not in the range"),
+    (["--codebook-size", "0"], "'--codebook-size': 0 is not in the range"),
+    (["--max-steps", "-5"], "'--max-steps': -5 is not in the range"),
+    (["--max-steps", "0"], "--max-steps 0 writes the starting model as it is: it needs --init"),
+    (["--name", "checkpoint"], "is the training checkpoint's"),
+    (["--name", "sub/x"], "is not a plain file name"),
+    (["--name", ".."], "is not a plain file name"),
+    (["--config", "CONFIG:{\"kind\": \"audio\", \"foo\": 1}"], "unknown field foo"),
+    (["--config", "CONFIG:{\"kind\": \"audio\", \"num_codebooks\": \"4\"}"], "num_codebooks must be a whole number"),
+    (["--config", "CONFIG:{\"kind\": \"audio\", \"codebook_size\": 0}"], "codebook_size must be a whole number"),
+    (["--config", "CONFIG:[1, 2]"], "a config is a JSON object"),
+    (["--resume", "--codebooks", "2"], "--resume continues with the checkpoint's config"),
+    (["--resume"], "--resume: no checkpoint in"),
+])
+def test_train_refuses_bad_options_before_it_makes_anything(data_dir, tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    args = []
+    for arg in extra:
+        if arg.startswith("CONFIG:"):
+            (tmp_path / "cfg.json").write_text(arg[len("CONFIG:"):])
+            arg = tmp_path / "cfg.json"
+        args.append(arg)
+    budget = [] if "--max-steps" in extra or "--max-minutes" in extra else ["--max-steps", "1"]
+    code, err = run_in_process(["train", data_dir, "--out", out, *budget, "--device", "cpu", *args], capsys)
+    assert code != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert message in err
+    assert not out.exists()
+
+
+def test_a_new_run_is_not_started_over_another_without_force(trained, data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    base = ["train", data_dir, "--out", out, "--name", "tiny", "--max-steps", "2", "--crop", CROP, "--batch-size", "2",
+            "--device", "cpu", "--threads", "1", "--no-prior", "--eval-every", "1"]
+    code, err = run_in_process(base, capsys)
+    assert code == 1 and "holds a training run" in err and "--force" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps(config_to_dict(CFG)))
+    code, err = run_in_process([*base, "--config", config, "--force"], capsys)
+    assert code == 0, err
+    assert [record["step"] for record in read_log(out)] == [1, 2]  # the old run's log is not appended to
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 2
+
+
+def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    base = ["train", data_dir, "--out", out, "--name", "tiny", "--resume", "--max-steps", "20", "--device", "cpu"]
+    (out / "checkpoint.json").write_text("{not json")
+    code, err = run_in_process(base, capsys)
+    assert code == 1 and "checkpoint in" in err and "is damaged" in err, err
+    (out / "checkpoint.safetensors").unlink()
+    code, err = run_in_process(base, capsys)
+    assert code == 1 and "--resume: no checkpoint in" in err, err
+
+
+def test_a_checkpoint_given_as_a_model_is_named_so(trained):
+    with pytest.raises(VQCodecError, match="is a training checkpoint"):
+        Codec.load(str(trained / "checkpoint.safetensors"))
+
+
+def test_an_interrupted_run_saves_a_checkpoint_to_resume(trained, data_dir, tmp_path, monkeypatch, capsys):
+    import vqcodec.train as train_module
+
+    steps = []
+    real_step = train_module.train_step
+
+    def interrupted_step(*args, **kwargs):
+        if len(steps) == 3:
+            raise KeyboardInterrupt
+        steps.append(1)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", interrupted_step)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(data_dir, CFG, options(out, quiet=False))
+    assert "interrupted at step 3: checkpoint saved" in capsys.readouterr().err
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 3
+    monkeypatch.setattr(train_module, "train_step", real_step)
+    train(data_dir, None, options(out, resume=True, max_steps=5))
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 5
+
+
+def test_fit_prior_does_not_overwrite_another_model_without_force(trained, data_dir, tmp_path, capsys):
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(b"precious")
+    code, err = run_in_process(["fit-prior", trained / "tiny.safetensors", data_dir, "--out", other], capsys)
+    assert code == 1 and "exists; pass --force" in err
+    assert other.read_bytes() == b"precious"

@@ -801,10 +801,27 @@ def _model_kind(model: str, option: str) -> str:
         raise VQCodecError(f"{option} {model}: cannot read the model's config ({exc})") from None
 
 
+def _refuse_existing_run(out: Path, name: str, force: bool) -> None:
+    """Refuse to start a new run over the files of another without --force; with it, clear them, so
+    that neither its checkpoint (for a later --resume) nor its log is mistaken for the new run's."""
+    from .train import CHECKPOINT_NAME, LOG_NAME
+
+    if out.exists() and not out.is_dir():
+        raise VQCodecError(f"--out {out} exists and is not a folder")
+    earlier = [out / f"{CHECKPOINT_NAME}.safetensors", out / f"{CHECKPOINT_NAME}.json", out / LOG_NAME,
+               out / f"{name}.safetensors", out / f"{name}.json"]
+    earlier = [path for path in earlier if path.exists()]
+    if earlier and not force:
+        raise VQCodecError(f"{out} holds a training run ({earlier[0].name}): pass --resume to continue it, "
+                           "--force to replace it, or another --out")
+    for path in earlier:
+        path.unlink()
+
+
 def _read_config(path: str):
-    from .config import config_from_dict
+    from .config import load_config_file
     try:
-        return config_from_dict(json.loads(Path(path).read_text()))
+        return load_config_file(path)
     except (OSError, ValueError, TypeError) as exc:
         raise VQCodecError(f"{path}: bad config ({exc})") from None
 
@@ -815,21 +832,22 @@ def _read_config(path: str):
 @click.option("--name", default=None, help="Model name (default: the output folder's name).")
 @click.option("--kind", type=click.Choice(["audio", "image"]), default=None, help="Media kind (default: detected).")
 @click.option("--config", "config_path", default=None, help="JSON file with model config fields (see docs).")
-@click.option("--codebooks", type=int, default=None, help="Number of residual codebooks.")
-@click.option("--codebook-size", type=int, default=None, help="Entries per codebook.")
-@click.option("--sample-rate", type=int, default=None, help="Audio model sample rate.")
+@click.option("--codebooks", type=click.IntRange(1, 64), default=None, help="Number of residual codebooks.")
+@click.option("--codebook-size", type=click.IntRange(2, 1 << 16), default=None, help="Entries per codebook.")
+@click.option("--sample-rate", type=click.IntRange(1000, 192_000), default=None, help="Audio model sample rate.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
 @click.option("--max-minutes", type=float, default=None, help="Training time budget.")
-@click.option("--max-steps", type=int, default=None, help="Training step budget.")
-@click.option("--batch-size", type=int, default=None,
+@click.option("--max-steps", type=click.IntRange(0), default=None,
+              help="Training step budget (0 with --init: write the starting model, grown by --config, untrained).")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
               help="Examples per step, over all processes under torchrun (default 16 audio, 12 images on the CPU; "
                    "64 and 32 on a GPU; times the number of processes).")
-@click.option("--crop", type=int, default=None,
+@click.option("--crop", type=click.IntRange(1), default=None,
               help="Crop length in samples (audio, default 8000) or side in pixels (images, 128; 256 on a GPU).")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--eval-every", type=click.IntRange(1), default=200, show_default=True,
               help="Steps between validations (and training-log records).")
-@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch.")
 @click.option("--precision", default="auto", type=click.Choice(["auto", "fp32", "bf16"]), show_default=True,
               help="bf16: run the networks under bfloat16 autocast (quantiser and losses stay fp32). "
                    "auto: bf16 on GPUs and on CPUs with AMX, else fp32.")
@@ -842,6 +860,8 @@ def _read_config(path: str):
               help="Validate and write a moving average of the weights, updated each step with this decay (such as "
                    "0.999: about the last 1000 steps), instead of the last step's weights. Kept when resuming.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
+@click.option("--force", is_flag=True,
+              help="Start a new run in an --out folder that holds one (its checkpoint, log and model files are replaced).")
 @click.option("--init", "init_model", default=None, metavar="MODEL",
               help="Start from a trained model's weights and codebooks (a name such as speech16k, or a path) "
                    "instead of from scratch: fine-tuning. The model's config is kept, unless --config names the "
@@ -863,8 +883,8 @@ def _read_config(path: str):
               help="Audio: add a multi-scale STFT discriminator and feature matching (best resumed from a model "
                    "first trained without it). Kept on when resuming such a checkpoint.")
 def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, sample_rate, device, max_minutes,
-          max_steps, batch_size, crop, lr, eval_every, threads, precision, noise, noise_snr, weight_average, resume, init_model, decoder_only,
-          stream_data, data_workers, no_prior, adversarial):
+          max_steps, batch_size, crop, lr, eval_every, threads, precision, noise, noise_snr, weight_average, resume, force,
+          init_model, decoder_only, stream_data, data_workers, no_prior, adversarial):
     """Train a codec on a folder of audio or images (read recursively).
 
     \b
@@ -886,13 +906,27 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     from .config import AudioConfig, ImageConfig
     from .parallel import launched_processes
     from .data import find_media
-    from .train import DEFAULT_BATCH_AND_CROP, TrainOptions
+    from .train import DEFAULT_BATCH_AND_CROP, TrainOptions, check_model_name, checkpoint_kind
     from .train import train as run_training
 
     if not Path(data_dir).is_dir():
         raise VQCodecError(f"{data_dir}: not a directory")
     if max_minutes is None and max_steps is None:
         raise VQCodecError("give a budget: --max-minutes or --max-steps")
+    for option, value in (("--max-minutes", max_minutes), ("--lr", lr)):
+        if value is not None and not 0 < value < math.inf:
+            raise VQCodecError(f"{option} must be a positive number, not {value}")
+    if max_steps == 0 and not init_model:
+        raise VQCodecError("--max-steps 0 writes the starting model as it is: it needs --init MODEL")
+    name = name or Path(out).name
+    check_model_name(name)
+    if resume and (config_path or codebooks or codebook_size or sample_rate or kind):
+        raise VQCodecError("--resume continues with the checkpoint's config: leave out --config, --kind, --codebooks, "
+                           "--codebook-size and --sample-rate")
+    if resume and force:
+        raise VQCodecError("--resume continues the run in --out and --force replaces it: give only one")
+    if not resume:
+        _refuse_existing_run(Path(out), name, force)
     try:
         low_snr, high_snr = (float(part) for part in noise_snr.split(","))
     except ValueError:
@@ -912,10 +946,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
             raise VQCodecError(f"--init {init_model} is an {model_kind} model, not {kind}")
         kind, _ = find_media(Path(data_dir), model_kind)
     elif resume:
-        checkpoint = Path(out) / "checkpoint.json"
-        if not checkpoint.exists():
-            raise VQCodecError(f"--resume: no checkpoint in {out}")
-        kind = json.loads(checkpoint.read_text())["config"]["kind"]
+        kind = checkpoint_kind(Path(out))
     else:
         if config_path:
             config = _read_config(config_path)
@@ -928,8 +959,9 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
         config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     device = resolve_device(device)
     default_batch, default_crop = DEFAULT_BATCH_AND_CROP[kind or "audio", device]
-    options = TrainOptions(out=Path(out), name=name or Path(out).name, device=device,
-                           batch_size=batch_size or default_batch * launched_processes(), crop=crop or default_crop, lr=lr,
+    options = TrainOptions(out=Path(out), name=name, device=device,
+                           batch_size=default_batch * launched_processes() if batch_size is None else batch_size,
+                           crop=default_crop if crop is None else crop, lr=lr,
                            max_minutes=max_minutes, max_steps=max_steps, eval_every=eval_every, threads=threads,
                            resume=resume,
                            fit_prior=not no_prior, adversarial=adversarial, precision=precision,
@@ -957,7 +989,7 @@ def _comma_separated(text: str, kind, option: str, what: str) -> list:
 @click.option("--depth-weight", default=None, type=click.FloatRange(0, 100),
               help="Encoder's per-cell depth weight, as for `encode` (default: the model kind's default).")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (rows, files, skipped files).")
 def eval_command(model, data_dir, qualities, rates, files, depth_weight, device, threads, as_json):
     """Measure a model on a folder of audio or images (read recursively), or on one file: real
@@ -1026,8 +1058,9 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
 @click.argument("data_dir", metavar="DIR")
 @click.option("--out", default=None, help="Write the model files with the prior here (NAME.safetensors) instead of in place.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
-def fit_prior(model, data_dir, out, device, threads):
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch.")
+@click.option("--force", is_flag=True, help="Overwrite the model files that --out names.")
+def fit_prior(model, data_dir, out, device, threads, force):
     """Fit the entropy-coding prior of MODEL to the codes of the media in DIR, and store it in the model.
 
     The prior gives the probability of each code index from its neighbours (coarser codebook, earlier
@@ -1057,8 +1090,15 @@ def fit_prior(model, data_dir, out, device, threads):
     meta, _ = read_model_files(path)
     _, files = find_media(Path(data_dir), meta["config"]["kind"])
     target = Path(out).with_suffix(".safetensors") if out else None
-    if target is not None and not target.parent.is_dir():
-        raise VQCodecError(f"{target.parent}: no such directory")
+    if target is not None:
+        from .train import check_model_name
+
+        check_model_name(target.stem)
+        if not target.parent.is_dir():
+            raise VQCodecError(f"{target.parent}: no such directory")
+        if target.resolve() != path.resolve():
+            for existing in (target, target.with_suffix(".json")):
+                _refuse_existing_output(str(existing), force)
     fit_prior_files(path, files, out=target, device=resolve_device(device),
                     log=lambda line: click.echo(line, err=True))
 
@@ -1072,8 +1112,8 @@ def run(args: list[str] | None = None) -> int:
     except VQCodecError as exc:
         click.echo(f"vqcodec: error: {exc}", err=True)
         return 1
-    except click.exceptions.Abort:
-        click.echo("vqcodec: aborted", err=True)
+    except click.exceptions.Abort:  # click's form of Ctrl-C
+        click.echo("vqcodec: interrupted", err=True)
         return 130
     except click.ClickException as exc:
         click.echo(f"vqcodec: error: {exc.format_message()}", err=True)

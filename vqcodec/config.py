@@ -71,16 +71,68 @@ def config_to_dict(config: ModelConfig) -> dict:
     return data
 
 
-def config_from_dict(data: dict) -> ModelConfig:
+# Bounds on a config's sizes: what the container, the quantiser and the prior are built for
+# (MAX_QUALITY codebooks in a file), well above any useful model, so that a typo fails here and
+# not deep inside torch.
+MAX_CODEBOOKS = 64
+MAX_CODEBOOK_SIZE = 1 << 16
+MAX_WIDTH = 4096
+MAX_SAMPLE_RATE = 192_000
+
+
+def config_from_dict(data: dict, strict: bool = False) -> ModelConfig:
+    """The config a dict describes, its values checked. Unknown fields are ignored, or refused when
+    `strict` (a config a user wrote, where one is most likely a typo)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a config is a JSON object of fields, not {type(data).__name__}")
     kinds = {"audio": AudioConfig, "image": ImageConfig}
     cls = kinds.get(data.get("kind"))
     if cls is None:
         raise ValueError(f"unknown model kind {data.get('kind')!r}")
     names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if strict and unknown:
+        raise ValueError(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for an {cls().kind} "
+                         f"config (fields: {', '.join(sorted(names))})")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
-    return cls(**values)
+    config = cls(**values)
+    check_config(config)
+    return config
+
+
+def check_config(config: ModelConfig) -> None:
+    """Raise ValueError for a field of the wrong type or out of bounds."""
+    def whole(name: str, value, low: int, high: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
+
+    def widths(name: str, value, allow_empty: bool) -> None:
+        if not isinstance(value, tuple) or (not value and not allow_empty):
+            raise ValueError(f"{name} must be a list of whole numbers, not {value!r}")
+        for item in value:
+            whole(f"each of {name}", item, 1, MAX_WIDTH)
+
+    whole("num_codebooks", config.num_codebooks, 1, MAX_CODEBOOKS)
+    whole("codebook_size", config.codebook_size, 2, MAX_CODEBOOK_SIZE)
+    whole("latent_dim", config.latent_dim, 1, MAX_WIDTH)
+    whole("res_blocks", config.res_blocks, 0, 64)
+    whole("context_frames", config.context_frames, 0, 1024)
+    if isinstance(config, AudioConfig):
+        whole("sample_rate", config.sample_rate, 1000, MAX_SAMPLE_RATE)
+        whole("base_channels", config.base_channels, 1, MAX_WIDTH)
+        whole("decoder_channels", config.decoder_channels, 0, MAX_WIDTH)
+        if not isinstance(config.strides, tuple) or not config.strides:
+            raise ValueError(f"strides must be a list of whole numbers, not {config.strides!r}")
+        for stride in config.strides:
+            whole("each of strides", stride, 1, 64)
+    else:
+        whole("patch", config.patch, 1, 64)
+        widths("channels", config.channels, allow_empty=False)
+        widths("decoder_channels", config.decoder_channels, allow_empty=True)
+        if config.decoder_channels and len(config.decoder_channels) != len(config.channels):
+            raise ValueError(f"decoder_channels must have one width per level of channels ({len(config.channels)})")
 
 
 def load_config_file(path) -> ModelConfig:
     with open(path) as f:
-        return config_from_dict(json.load(f))
+        return config_from_dict(json.load(f), strict=True)

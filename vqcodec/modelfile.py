@@ -133,6 +133,14 @@ def read_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         raise VQCodecError(f"model file missing: {exc.filename}") from None
     except Exception as exc:
         raise VQCodecError(f"cannot read model {path}: {exc}") from None
+    if not isinstance(meta, dict) or "model_id" not in meta or "config" not in meta:
+        kind = "a training checkpoint (its model files are NAME.safetensors beside it)" \
+            if isinstance(meta, dict) and "step" in meta else "not a model's files"
+        raise VQCodecError(f"{path} is {kind}")
+    try:
+        config_from_dict(meta["config"])
+    except (ValueError, TypeError) as exc:
+        raise VQCodecError(f"model {path} has a bad config ({exc})") from None
     network = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
     if compute_model_id(meta["config"], network) != meta.get("model_id"):
         raise VQCodecError(f"model {path} does not match its recorded id: the files are damaged or mismatched")

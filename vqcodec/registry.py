@@ -59,7 +59,7 @@ def list_models(shadowed: bool = False) -> list[dict]:
                 meta = json.loads(meta_path.read_text())
             except (OSError, ValueError):
                 continue
-            if "model_id" in meta and "config" in meta:
+            if isinstance(meta, dict) and "model_id" in meta and "config" in meta:
                 models.append({**meta, "name": meta_path.stem, "path": str(meta_path.with_suffix(".safetensors")),
                                **({"shadowed": True} if meta_path.stem in seen else {})})
                 seen.add(meta_path.stem)

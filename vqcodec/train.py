@@ -68,6 +68,27 @@ ADVERSARIAL_WEIGHT = 0.1
 FEATURE_MATCHING_WEIGHT = 0.2
 VALIDATION_CROPS = 64  # crops of the held-out files each evaluation measures (at least one batch)
 WARMUP_STEPS = 200  # linear learning-rate warm-up at the start of every run, resumed or not
+CHECKPOINT_NAME = "checkpoint"  # checkpoint.safetensors + checkpoint.json in the output folder
+LOG_NAME = "train_log.jsonl"
+
+
+def check_model_name(name: str) -> None:
+    """A model name is a plain file name in the output folder, other than the checkpoint's."""
+    if not name or name in (".", "..") or name.startswith(".") or any(sep in name for sep in "/\\"):
+        raise VQCodecError(f"model name {name!r} is not a plain file name: pass --name")
+    if name == CHECKPOINT_NAME:
+        raise VQCodecError(f"model name {name!r} is the training checkpoint's: pass another --name")
+
+
+def checkpoint_kind(out: Path) -> str:
+    """The media kind of the checkpoint in `out`, which --resume continues; refused if it is missing or damaged."""
+    path = out / f"{CHECKPOINT_NAME}.json"
+    if not path.exists() or not path.with_suffix(".safetensors").exists():
+        raise VQCodecError(f"--resume: no checkpoint in {out}")
+    try:
+        return config_from_dict(json.loads(path.read_text())["config"]).kind
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise VQCodecError(f"--resume: the checkpoint in {out} is damaged ({exc})") from None
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -91,14 +112,20 @@ def save_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizers:
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp))
     move_into_place(tmp, path)
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    tmp.write_text(json.dumps(meta, indent=2))
+    move_into_place(tmp, path.with_suffix(".json"))
 
 
 def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
     """The checkpoint's tensors grouped by name ("model", "optim", "disc", "disc_optim"), and its metadata."""
-    meta = json.loads(path.with_suffix(".json").read_text())
+    try:
+        meta = json.loads(path.with_suffix(".json").read_text())
+        config_from_dict(meta["config"]), int(meta["step"]), float(meta["trained_seconds"])
+        tensors = load_file(str(path), device=device)
+    except Exception as exc:  # JSON, safetensors and missing fields raise many types
+        raise VQCodecError(f"the checkpoint {path} is damaged ({type(exc).__name__}: {exc})") from None
     groups: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in load_file(str(path), device=device).items():
+    for key, value in tensors.items():
         name, rest = key.split(".", 1)
         groups.setdefault(name, {})[rest] = value
     return groups, meta
@@ -276,15 +303,17 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     quiet = options.quiet or not main
     torch.manual_seed(options.seed + rank)  # the processes draw different quantizer dropout
     precision = resolve_precision(options.precision, device)
+    check_model_name(options.name)
     out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = out / "checkpoint.safetensors"
+    checkpoint_path = out / f"{CHECKPOINT_NAME}.safetensors"
+    if options.resume and not checkpoint_path.exists():
+        raise VQCodecError(f"--resume: no checkpoint in {out}")
 
     saved: dict[str, dict] = {}
     saved_meta: dict = {}
     step, trained_seconds = 0, 0.0
     adversarial = options.adversarial
-    if options.resume and checkpoint_path.exists():
+    if options.resume:
         saved, saved_meta = load_checkpoint(checkpoint_path, device)
         step, trained_seconds = saved_meta["step"], saved_meta["trained_seconds"]
         cfg = config_from_dict(saved_meta["config"])
@@ -372,7 +401,8 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         modules["disc"], optimizers["disc_optim"] = disc, disc_optimizer
     loss_fn = ReconstructionLoss(cfg).to(device)
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log_path = out / "train_log.jsonl"
+    out.mkdir(parents=True, exist_ok=True)  # only now, so that a run refused above leaves nothing behind
+    log_path = out / LOG_NAME
     if not quiet:
         spread = f"{processes} processes ({share} examples each)" if processes > 1 else f"device {device}"
         print(f"training {options.name} ({kind}) on {train_data.describe()}; validation {val_data.describe()}; "
@@ -449,6 +479,11 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
             if main and time.monotonic() - last_checkpoint >= options.checkpoint_minutes * 60:
                 save_checkpoint(checkpoint_path, modules, optimizers, checkpoint_meta(trained_seconds + time.monotonic() - start))
                 last_checkpoint = time.monotonic()
+    except KeyboardInterrupt:
+        if main and step > first_step:  # keep what this run trained, for --resume
+            save_checkpoint(checkpoint_path, modules, optimizers, checkpoint_meta(trained_seconds + time.monotonic() - start))
+            print(f"\ninterrupted at step {step}: checkpoint saved in {out}; continue with --resume", file=sys.stderr)
+        raise
     finally:
         batches.close()
     trained_seconds += time.monotonic() - start
