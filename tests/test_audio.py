@@ -563,3 +563,63 @@ def test_refinement_works_under_inference_mode(tmp_path, signal):
     with torch.inference_mode():
         codes = fresh.audio_to_codes(signal(1, 800, 16000), 2)
     assert codes.shape == (1, 2, 200)
+
+
+# ---------------------------------------------------------------- the API refuses what it cannot take
+
+def test_api_numbers_are_whole_where_they_must_be(codec, signal):
+    audio = signal(1, 1600, 16000)
+    plain = codec.encode_audio(audio, 16000, 2)
+    assert codec.encode_audio(audio, np.int64(16000), np.int64(2)) == plain
+    assert codec.encode(torch.from_numpy(audio), 2, sample_rate=16000) == plain  # a tensor is an array
+    for rate in (16000.0, 16000.5, "16000", True, None):
+        with pytest.raises(VQCodecError, match="sample rate must be a whole number"):
+            codec.encode_audio(audio, rate, 2)
+    for quality in (2.5, "3", True, None, float("nan")):
+        with pytest.raises(VQCodecError, match="quality must be a whole number"):
+            codec.encode_audio(audio, 16000, quality)
+    assert codec.recode(plain, np.int64(1)) == codec.recode(plain, 1)
+    assert codec.decode_audio(plain, rate=np.int64(8000))[1] == 8000
+    with pytest.raises(VQCodecError, match="out of range"):
+        codec.decode_audio(plain, rate=True)
+    assert len(codec.encode_audio(audio, 16000, 2, max_kbps=np.float32(1000.0))) == len(
+        codec.encode_audio(audio, 16000, 2, max_kbps=1000.0))
+
+
+def test_integer_pcm_arrays_are_scaled_as_soundfile_reads_them(codec, signal):
+    audio = np.round(signal(1, 1600, 16000) * 2 ** 14) / 2 ** 15
+    as_int16 = (audio * 2 ** 15).astype(np.int16)
+    assert codec.encode_audio(as_int16, 16000, 2) == codec.encode_audio(audio, 16000, 2)
+    with pytest.raises(VQCodecError, match="float or integer PCM"):
+        codec.encode_audio(audio > 0, 16000, 2)
+
+
+def test_vq_files_are_taken_as_bytes_paths_or_streams(codec, signal, tmp_path):
+    data = codec.encode_audio(signal(1, 1600, 16000), 16000, 2)
+    (tmp_path / "a.vq").write_bytes(data)
+    decoded = codec.decode_audio(data)[0]
+    for given in (tmp_path / "a.vq", str(tmp_path / "a.vq"), io.BytesIO(data), bytearray(data)):
+        np.testing.assert_array_equal(codec.decode_audio(given)[0], decoded)
+    assert codec.read_codes(tmp_path / "a.vq")[1].shape == codec.read_codes(data)[1].shape
+    assert vqformat.parse_header(codec.recode(tmp_path / "a.vq", 1)).quality == 1
+    with pytest.raises(VQCodecError, match="is a directory"):
+        codec.decode_audio(tmp_path)
+    with pytest.raises(VQCodecError, match="given as bytes, a path or a binary stream"):
+        codec.decode_audio(np.frombuffer(data, np.uint8))
+
+
+def test_codes_functions_check_their_input(codec, signal):
+    with pytest.raises(VQCodecError, match="NaN"):
+        codec.audio_to_codes(np.full((1, 320), np.nan, np.float32))
+    with pytest.raises(VQCodecError, match="3-D"):
+        codec.audio_to_codes(np.zeros((1, 1, 320), np.float32))
+    with pytest.raises(VQCodecError, match="channels"):
+        codec.audio_to_codes(np.zeros((3000, 2), np.float32))  # (samples, channels) by mistake
+    codes = codec.audio_to_codes(signal(1, 1600, 16000), 2)
+    for bad in (codes + 0.5, codes[:, :0], codes[:0]):
+        with pytest.raises(VQCodecError, match="non-empty integer array"):
+            codec.codes_to_audio(bad)
+    with pytest.raises(VQCodecError, match="gain must be a number"):
+        codec.codes_to_file(codes, gain="x")
+    with pytest.raises(VQCodecError, match="sample rate must be a whole number"):
+        codec.codes_to_file(codes, sample_rate=16000.7)

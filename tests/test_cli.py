@@ -467,8 +467,8 @@ def test_pack_refuses_bad_codes(cli, tmp_path, tiny_model_path):
     with open(tmp_path / "huge.npy", "wb") as stream:   # a header that claims 3 TB
         np.lib.format.write_array_header_1_0(stream, {"descr": "<i4", "fortran_order": False, "shape": (1, 8, 10 ** 11)})
         stream.write(bytes(100))
-    cases = [("float", golden, [], "integers"), ("two-d", golden, [], "valid indices"),
-             ("range", golden, [], "valid indices"), ("broken", golden, [], "present from the first level"),
+    cases = [("float", golden, [], "integers"), ("two-d", golden, [], "integer array (channels, quality, frames)"),
+             ("range", golden, [], "each an index below"), ("broken", golden, [], "present from the first level"),
              ("absent", tiny_model_path, [], "need entropy coding"),   # a model without a prior
              ("pickled", golden, [], "pickles are refused"), ("text", golden, [], "not a NumPy"),
              ("huge", golden, [], "header announces 800000000000 values"),

@@ -735,3 +735,21 @@ def test_packing_codes_refuses_a_zero_size(codec, size):
     codes = codec.image_to_codes(smooth_rgb(16, 24), 2)
     with pytest.raises(VQCodecError, match="exceeds the size limit"):
         codec.codes_to_file(codes, **size)
+
+
+def test_image_api_takes_arrays_and_tensors_and_refuses_what_it_cannot(codec):
+    rgb = smooth_rgb(20, 30)
+    plain = codec.encode(rgb, 2)
+    assert codec.encode(torch.from_numpy(rgb), 2) == plain == codec.encode_image(rgb, 2)
+    for bad in (rgb[:, :, 0].astype(np.float32), rgb.astype(np.float32) / 255, rgb[:, :, :2]):
+        with pytest.raises(VQCodecError, match="uint8 array"):
+            codec.image_to_codes(bad, 2)
+    with pytest.raises(VQCodecError, match="Pillow image or a uint8 array"):
+        codec.encode_image("photo.png", 2)
+    codes = codec.image_to_codes(rgb, 2)
+    rows, cols = codes.shape[1:]
+    assert codec.codes_to_image(codes, 20, 30).shape == (20, 30, 3)
+    for height, width in ((rows * codec.hop + 1, 30), (20, 0), (-1, -1)):
+        with pytest.raises(VQCodecError, match="must be an integer from"):
+            codec.codes_to_image(codes, height, width)
+    assert read_info(io.BytesIO(plain)).width == 30

@@ -906,7 +906,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     from .config import AudioConfig, ImageConfig
     from .parallel import launched_processes
     from .data import find_media
-    from .train import DEFAULT_BATCH_AND_CROP, TrainOptions, check_model_name, checkpoint_kind
+    from .train import DEFAULT_BATCH_AND_CROP, TrainOptions, check_model_name, checkpoint_config
     from .train import train as run_training
 
     if not Path(data_dir).is_dir():
@@ -920,9 +920,6 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
         raise VQCodecError("--max-steps 0 writes the starting model as it is: it needs --init MODEL")
     name = name or Path(out).name
     check_model_name(name)
-    if resume and (config_path or codebooks or codebook_size or sample_rate or kind):
-        raise VQCodecError("--resume continues with the checkpoint's config: leave out --config, --kind, --codebooks, "
-                           "--codebook-size and --sample-rate")
     if resume and force:
         raise VQCodecError("--resume continues the run in --out and --force replaces it: give only one")
     if not resume:
@@ -946,7 +943,16 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
             raise VQCodecError(f"--init {init_model} is an {model_kind} model, not {kind}")
         kind, _ = find_media(Path(data_dir), model_kind)
     elif resume:
-        kind = checkpoint_kind(Path(out))
+        saved = checkpoint_config(Path(out))
+        given = {"--config": _read_config(config_path) if config_path else None, "--kind": kind,
+                 "--codebooks": codebooks, "--codebook-size": codebook_size, "--sample-rate": sample_rate}
+        held = {"--config": saved, "--kind": saved.kind, "--codebooks": saved.num_codebooks,
+                "--codebook-size": saved.codebook_size, "--sample-rate": getattr(saved, "sample_rate", None)}
+        differing = [option for option, value in given.items() if value is not None and value != held[option]]
+        if differing:
+            raise VQCodecError(f"--resume continues with the checkpoint's config, which {', '.join(differing)} "
+                               "would change: leave it out, or start a new run")
+        kind = saved.kind
     else:
         if config_path:
             config = _read_config(config_path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import numbers
 import zlib
 from pathlib import Path
 from typing import Callable, Iterator
@@ -24,7 +25,7 @@ from . import entropy
 from . import format as vqformat
 from . import ratecontrol
 from .errors import VQCodecError
-from .fileinfo import FileInfo, read_info  # noqa: F401  (part of this module's API)
+from .fileinfo import FileInfo, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: part of this module's API)
 from .io import (ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_of, check_audio_output, image_to_planes,
                  input_name, open_image, planes_to_image, unreadable_audio, unwritable_audio)
 from .modelfile import build_model, read_model_files
@@ -90,21 +91,57 @@ def resolve_device(device: str) -> str:
 
 # ---------------------------------------------------------------- block-wise processing
 
+def _is_whole(value) -> bool:
+    """An int or NumPy integer, but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value) -> bool:
+    """An int, float or NumPy number, but not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def _checked_setting(name: str, value, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    if not _is_whole(value) or not low <= value <= high:
         raise VQCodecError(f"{name} must be an integer from {low} to {high}, not {value!r}")
-    return value
+    return int(value)
 
 
 def _checked_weight(name: str, value, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
+    if not _is_real(value) or not 0 <= value <= high:
         raise VQCodecError(f"{name} must be a number from 0 to {high:g}, not {value!r}")
     return float(value)
 
 
+def _checked_rate(value) -> int:
+    """A sample rate given to the API: a whole number of Hz within the container's bounds."""
+    if not _is_whole(value) or not 1 <= value <= vqformat.MAX_SAMPLE_RATE:
+        raise VQCodecError(f"the sample rate must be a whole number of Hz from 1 to {vqformat.MAX_SAMPLE_RATE}, "
+                           f"not {value!r}")
+    return int(value)
+
+
+def _float_audio(audio) -> np.ndarray:
+    """Audio given to the API as float32 (channels, samples): float arrays as they are, integer PCM
+    scaled to +-1 as soundfile reads it (int16 by 2**15, uint8 around 128, ...)."""
+    array = np.asarray(audio)
+    if array.dtype.kind in "iu":
+        bits = array.dtype.itemsize * 8
+        offset = 2 ** (bits - 1) if array.dtype.kind == "u" else 0
+        array = (array.astype(np.float64) - offset) / 2 ** (bits - 1)
+    elif array.dtype.kind != "f":
+        raise VQCodecError(f"audio must be a float or integer PCM array, not {array.dtype}")
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim == 1:
+        array = array[None]
+    if array.ndim != 2:
+        raise VQCodecError(f"audio must be (channels, samples) or (samples,), not {array.ndim}-D")
+    return array
+
+
 def _checked_amount(name: str, value, unit: str, allow_zero: bool = False) -> float:
     """A finite positive number (or zero, with allow_zero) of `unit`, or a one-line error."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+    if not _is_real(value) or not (
             (0 <= value if allow_zero else 0 < value) and value < math.inf):
         raise VQCodecError(f"the {name} must be a {'non-negative' if allow_zero else 'positive'} number of {unit}, "
                            f"not {value!r}")
@@ -250,24 +287,12 @@ def _array_image(array: np.ndarray):
                                                                                     else array.shape[2]])
 
 
-def _vq_bytes(data) -> bytes:
-    """`.vq` file contents from bytes or a path."""
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return bytes(data)
-    if not isinstance(data, (str, Path)):
-        raise VQCodecError(f"a .vq file is given as bytes or a path, not a {type(data).__name__}")
-    try:
-        return Path(data).read_bytes()
-    except OSError as exc:
-        raise VQCodecError(f"cannot read {data}: {exc.strerror}") from None
-
-
 def decode(data, device: str = "cpu"):
     """Decode `.vq` bytes (or a `.vq` file's path) with the installed model the file names:
     (audio, sample rate) or a Pillow image, as Codec.decode."""
     from .registry import model_for_file
 
-    data = _vq_bytes(data)
+    data = vq_bytes(data)
     return Codec.load(model_for_file(data), device=device).decode(data)
 
 
@@ -277,6 +302,11 @@ CODINGS = ("auto", "prior", "fixed")
 
 
 class Codec:
+    """A trained model and its prior, with the encoder's settings: media <-> codes <-> `.vq` bytes.
+
+    Not thread-safe: a rate search, the encoder settings and the level warning keep state on the
+    object, so each thread needs its own Codec (or a lock around a shared one)."""
+
     def __init__(self, model, meta: dict, tensors: dict, device: str = "cpu", coding: str = "auto",
                  beam: int | None = None):
         self.meta = meta
@@ -313,6 +343,8 @@ class Codec:
 
     @classmethod
     def load(cls, name: str, device: str = "cpu", coding: str = "auto", beam: int | None = None) -> "Codec":
+        if not isinstance(name, (str, Path)):
+            raise VQCodecError(f"a model is named by a name or a path, not a {type(name).__name__}")
         meta, tensors = read_model_files(find_model(name))
         return cls(build_model(meta, tensors), meta, tensors, resolve_device(device), coding, beam)
 
@@ -332,10 +364,14 @@ class Codec:
         `sample_rate`, or a uint8 image (height, width), (height, width, 3) RGB or (height, width, 4)
         RGBA. `quality`: the most codebooks used (default_quality). `max_rate`: the best file within
         that many kbps (audio) or bits per pixel (images)."""
+        from PIL import Image
+
         quality = self.default_quality(max_rate is not None) if quality is None else quality
         if isinstance(media, (list, tuple)):
             media = np.asarray(media, dtype=np.float32 if self.kind == "audio" else None)
-        is_image = hasattr(media, "mode") and hasattr(media, "size")
+        if isinstance(media, torch.Tensor):
+            media = media.detach().cpu().numpy()
+        is_image = isinstance(media, Image.Image)
         if not isinstance(media, (np.ndarray, str, Path, bytes, bytearray, memoryview)) and not is_image \
                 and not hasattr(media, "read"):
             raise VQCodecError(f"cannot encode a {type(media).__name__}: give a path, a binary stream, bytes, "
@@ -360,7 +396,7 @@ class Codec:
     def decode(self, data):
         """`.vq` bytes (or the path of a `.vq` file) -> (float32 audio (channels, samples), sample rate) for
         audio, or a Pillow image for images: the original rate, length, size and mode."""
-        data = _vq_bytes(data)
+        data = vq_bytes(data)
         kind = vqformat.KIND_NAMES[vqformat.parse_header(data).kind]  # the decoding checks the rest
         if kind != self.kind:
             raise VQCodecError(f"the file holds {kind}, and model {self.name} codes {self.kind}")
@@ -537,18 +573,19 @@ class Codec:
     def check_quality(self, quality: int) -> int:
         """`quality` as an int, or a one-line error when this model has no such level."""
         highest = min(self.num_codebooks, vqformat.MAX_QUALITY)
-        if not 1 <= int(quality) <= highest:
-            raise VQCodecError(f"quality must be 1..{highest} for model {self.name}, got {quality}")
+        if not _is_whole(quality) or not 1 <= quality <= highest:
+            raise VQCodecError(f"quality must be a whole number 1..{highest} for model {self.name}, got {quality!r}")
         return int(quality)
 
     def _checked_codes(self, codes, level_axis: int, layout: str) -> np.ndarray:
-        """Codes given to codes_to_audio / codes_to_image as int64: 3-D, at most num_codebooks levels on
+        """Codes given to codes_to_audio / codes_to_image as int64: 3-D, 1 to num_codebooks levels on
         `level_axis`, each an index below K or -1 (a level the cell leaves out)."""
-        codes = np.asarray(codes, dtype=np.int64)
-        if codes.ndim != 3 or codes.shape[level_axis] > self.num_codebooks or (
-                codes.size and (codes.min() < ABSENT or codes.max() >= self.codebook_size)):
-            raise VQCodecError(f"codes must be an int array ({layout}) of valid indices or -1")
-        return codes
+        codes = np.asarray(codes)
+        if codes.dtype.kind not in "iu" or codes.ndim != 3 or not 1 <= codes.shape[level_axis] <= self.num_codebooks \
+                or 0 in codes.shape or codes.min() < ABSENT or codes.max() >= self.codebook_size:
+            raise VQCodecError(f"codes must be a non-empty integer array ({layout}) of at most {self.num_codebooks} "
+                               f"levels, each an index below {self.codebook_size} or -1")
+        return codes.astype(np.int64)
 
     def _require(self, kind: str) -> None:
         if self.kind != kind:
@@ -639,7 +676,10 @@ class Codec:
         With `variable_depth` (and a depth weight, for entropy coding) each frame keeps only the levels
         that pay for their bits, as in files: the rest of its codes are -1."""
         self._require("audio")
-        audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
+        audio = _float_audio(audio)
+        _check_audio_size(audio.shape[0], self.sample_rate, audio.shape[1])
+        if not np.isfinite(audio).all():
+            raise VQCodecError("audio contains NaN or infinite samples")
         quality = self.check_quality(self.num_codebooks if quality is None else quality)
         frames = math.ceil(audio.shape[1] / self.hop)
         return self._encode_frames(_SampleWindow(iter([audio]), audio.shape[0], audio.shape[1]), frames, quality,
@@ -717,11 +757,8 @@ class Codec:
 
         With `max_kbps`, the best file of at most that bitrate (whole file, header included), with
         `quality` the most codebooks it may use (vqcodec.ratecontrol)."""
-        audio = np.asarray(audio, dtype=np.float32)
-        if audio.ndim == 1:
-            audio = audio[None]
-        if audio.ndim != 2:
-            raise VQCodecError("audio must be (channels, samples)")
+        audio = _float_audio(audio)
+        sample_rate = _checked_rate(sample_rate)
         if max_kbps is not None:
             return self._fit_audio(lambda q: self.encode_audio(audio, sample_rate, q), quality, max_kbps,
                                    audio.shape[0], sample_rate, audio.shape[1])
@@ -875,6 +912,7 @@ class Codec:
         """The header and the integer codes of a `.vq` file written by this model, without running the networks:
         audio (channels, quality, frames), every channel's even where a chunk stores shared codes once;
         image (quality, rows, cols)."""
+        data = vq_bytes(data)
         header, chunks, _ = vqformat.parse_file(data)
         return header, self._file_codes(header, chunks)
 
@@ -895,14 +933,16 @@ class Codec:
         audio, bits per pixel for images), the best such file of at most that rate, searched as
         encoding searches (vqcodec.ratecontrol). The networks do not run. At the file's own quality
         and without a rate, the codes are kept as they are."""
+        data = vq_bytes(data)
         header, chunks, alpha_bytes = vqformat.parse_file(data)
         codes = self._file_codes(header, chunks)
         audio = header.kind == vqformat.KIND_AUDIO
         stored = header.quality
         quality = stored if quality is None else quality
-        if not (isinstance(quality, int) and 1 <= quality <= stored):
+        if not (_is_whole(quality) and 1 <= quality <= stored):
             raise VQCodecError(f"quality {quality} is not within the file's 1..{stored} codebooks: "
                                "a file can be recoded to fewer codebooks, not more")
+        quality = int(quality)
         cuts = FileCuts(self, codes, header.chunk_frames)
 
         def pack(levels: int, weight: float) -> bytes:
@@ -954,6 +994,7 @@ class Codec:
         counts leave out: they count the codes stored); `framing_bytes` is the header, the chunk
         heads and the alpha plane.
         """
+        data = vq_bytes(data)
         header, chunks, alpha = vqformat.parse_file(data)
         self._check_file_model(header)
         quality = header.quality
@@ -1014,6 +1055,7 @@ class Codec:
         not decode, as {"chunk", "from", "to"} in seconds (audio) or pixel rows (images), and
         {"chunk", "alpha": True} for a damaged alpha plane. Empty for an intact file. The header must
         be intact: a file whose header is damaged raises, as in decoding."""
+        data = vq_bytes(data)
         audio = vqformat.parse_header(data).kind == vqformat.KIND_AUDIO
         self._require("audio" if audio else "image")
         if audio:
@@ -1052,6 +1094,7 @@ class Codec:
 
         With `salvage`, a file whose header is intact decodes even where chunks are damaged or
         missing (damaged_parts lists them): their frames come out silent."""
+        data = vq_bytes(data)
         self._require("audio")
         header, chunks, model_length, total_frames = self._audio_parts(data, salvage)
         rate, length = self._output_timing(header, rate)
@@ -1089,9 +1132,9 @@ class Codec:
         """The rate audio is decoded at (the file's, unless `rate` says) and its length in samples there."""
         if rate is None or rate == header.sample_rate:
             return header.sample_rate, header.length
-        if not (isinstance(rate, int) and 1 <= rate <= vqformat.MAX_SAMPLE_RATE):
-            raise VQCodecError(f"output sample rate {rate} Hz is out of range (1..{vqformat.MAX_SAMPLE_RATE})")
-        return rate, -(-header.length * rate // header.sample_rate)
+        if not (_is_whole(rate) and 1 <= rate <= vqformat.MAX_SAMPLE_RATE):
+            raise VQCodecError(f"output sample rate {rate!r} Hz is out of range (1..{vqformat.MAX_SAMPLE_RATE})")
+        return int(rate), -(-header.length * int(rate) // header.sample_rate)
 
     def _model_span(self, rate: int, length: int, start: int, count: int, model_length: int) -> tuple[int, int, int]:
         """Model-rate samples low..high to decode for samples start..start + count of the output (at
@@ -1116,6 +1159,7 @@ class Codec:
 
         With `start` and `duration` (seconds), only that part (to the end if the duration runs past
         it), decoding only what covers it; `salvage` decodes around damaged chunks (decode_audio_blocks)."""
+        data = vq_bytes(data)
         header, blocks = self.decode_audio_blocks(data, *self._sample_range(data, start, duration, rate), salvage,
                                                   rate)
         audio = np.concatenate(list(blocks), axis=1)
@@ -1143,6 +1187,7 @@ class Codec:
         `start`, `duration` (seconds), `salvage` and `rate` (Hz) as for decode_audio. Audio coded at a
         level gain from above full scale is written as float where the format has it (WAV), so that
         its level comes back; other formats, and integer subtypes, are clipped to full scale."""
+        data = vq_bytes(data)
         header, blocks = self.decode_audio_blocks(data, *self._sample_range(data, start, duration, rate), salvage,
                                                   rate)
         output_rate = self._output_timing(header, rate)[0]
@@ -1183,6 +1228,11 @@ class Codec:
         With `variable_depth` (and a depth weight, for entropy coding) each latent cell keeps only the
         levels that pay for their bits, as in files: the rest of its codes are -1."""
         self._require("image")
+        rgb = np.asarray(rgb)
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
+            raise VQCodecError(f"an image's RGB is a uint8 array (height, width, 3), not {rgb.dtype} {rgb.shape}: "
+                               "encode() takes other arrays and Pillow images")
+        _check_image_size(rgb.shape[1], rgb.shape[0])
         quality = self.check_quality(self.num_codebooks if quality is None else quality)
         hop, ctx = self.hop, self.cfg.context_frames
         h, w, _ = rgb.shape
@@ -1228,8 +1278,8 @@ class Codec:
         hop, ctx = self.hop, self.cfg.context_frames
         codes = self._checked_codes(codes, 0, "quality, rows, cols")
         quality, rows, cols = codes.shape
-        height = rows * hop if height is None else height
-        width = cols * hop if width is None else width
+        height = rows * hop if height is None else _checked_setting("height", height, (rows - 1) * hop + 1, rows * hop)
+        width = cols * hop if width is None else _checked_setting("width", width, (cols - 1) * hop + 1, cols * hop)
         out = np.zeros((rows * hop, cols * hop, 3), dtype=np.uint8)
         for r0, r1, c0, c1 in self._tiles(rows, cols):
             a, b = max(0, r0 - ctx), min(rows, r1 + ctx)
@@ -1259,6 +1309,8 @@ class Codec:
             raise VQCodecError(f"model {self.name} codes {self.kind}: a width and height are for images, "
                                "a sample rate, sample count and gain for audio")
         stored_gain = 0
+        if gain is not None and not _is_real(gain):
+            raise VQCodecError(f"gain must be a number, not {gain!r}")
         if gain is not None and gain != 1.0:
             stored_gain = round(float(gain) * vqformat.GAIN_ONE) if math.isfinite(float(gain)) else 0
             if not vqformat.MIN_GAIN <= stored_gain <= vqformat.MAX_GAIN:
@@ -1267,7 +1319,9 @@ class Codec:
         if self.kind == "audio":
             array = self._checked_codes(array, 1, "channels, quality, frames")
             channels, quality, frames = array.shape
-            rate = self.sample_rate if sample_rate is None else int(sample_rate)
+            rate = self.sample_rate if sample_rate is None else _checked_rate(sample_rate)
+            if samples is not None and not _is_whole(samples):
+                raise VQCodecError(f"samples must be a whole number, not {samples!r}")
             samples = frames * self.hop * rate // self.sample_rate if samples is None else int(samples)
             _check_audio_size(channels, rate, samples)
             frames_of_samples = math.ceil(self._model_length(samples, rate) / self.hop)
@@ -1276,6 +1330,9 @@ class Codec:
         else:
             array = self._checked_codes(array, 0, "quality, rows, cols")
             quality, rows, cols = array.shape
+            for side, value in (("width", width), ("height", height)):
+                if value is not None and not _is_whole(value):
+                    raise VQCodecError(f"{side} must be a whole number of pixels, not {value!r}")
             width = cols * self.hop if width is None else int(width)
             height = rows * self.hop if height is None else int(height)
             _check_image_size(width, height)
@@ -1296,7 +1353,14 @@ class Codec:
 
         With `max_bpp`, the best file of at most that many bits per pixel (whole file, header and
         alpha included), with `quality` the most codebooks it may use (vqcodec.ratecontrol)."""
+        from PIL import Image
+
         self._require("image")
+        if isinstance(image, np.ndarray):
+            image = _array_image(image)
+        elif not isinstance(image, Image.Image):
+            raise VQCodecError(f"encode_image takes a Pillow image or a uint8 array, not a {type(image).__name__}: "
+                               "encode() also takes paths and bytes")
         if max_bpp is not None:
             max_bpp = _checked_amount("bits per pixel", max_bpp, "bpp")
             pixels = image.width * image.height
@@ -1324,6 +1388,7 @@ class Codec:
         With `salvage`, a file whose header is intact decodes even where chunks are damaged or
         missing (damaged_parts lists them): their rows come out grey, and a damaged alpha plane
         opaque."""
+        data = vq_bytes(data)
         self._require("image")
         header, chunks, alpha_bytes, rows, cols = self._image_parts(data, salvage)
         damaged: list[int] = []

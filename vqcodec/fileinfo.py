@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import format as vqformat
+from .errors import VQCodecError
 from .io import IMAGE_MODE_NAMES
 
 
@@ -37,9 +39,29 @@ class FileInfo:
         return self.size_bytes * 8 / (self.width * self.height)
 
 
+def vq_bytes(data) -> bytes:
+    """`.vq` file contents from bytes, a path or a binary stream."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    if hasattr(data, "read"):
+        data = data.read()
+        if not isinstance(data, bytes):
+            raise VQCodecError("a .vq file is read from a binary stream, not a text one")
+        return data
+    if not isinstance(data, (str, Path)):
+        raise VQCodecError(f"a .vq file is given as bytes, a path or a binary stream, not a {type(data).__name__}")
+    try:
+        return Path(data).read_bytes()
+    except IsADirectoryError:
+        raise VQCodecError(f"{data}: is a directory") from None
+    except OSError as exc:
+        raise VQCodecError(f"cannot read {data}: {exc.strerror}") from None
+
+
 def read_info(data: bytes, check_chunks: bool = True) -> FileInfo:
-    """What a `.vq` file's header says, once the whole file checks out (or the header alone, with
-    check_chunks=False: for a damaged file)."""
+    """What a `.vq` file's header says (`data`: its bytes, path or a binary stream), once the whole
+    file checks out (or the header alone, with check_chunks=False: for a damaged file)."""
+    data = vq_bytes(data)
     header, chunks, _ = vqformat.parse_file(data) if check_chunks else (vqformat.parse_header(data), [], None)
     info = FileInfo(kind=vqformat.KIND_NAMES[header.kind], model_id=header.model_id.hex(), quality=header.quality,
                     coding=vqformat.CODING_NAMES[header.coding], size_bytes=len(data), chunks=header.chunk_count)

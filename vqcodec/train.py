@@ -80,13 +80,13 @@ def check_model_name(name: str) -> None:
         raise VQCodecError(f"model name {name!r} is the training checkpoint's: pass another --name")
 
 
-def checkpoint_kind(out: Path) -> str:
-    """The media kind of the checkpoint in `out`, which --resume continues; refused if it is missing or damaged."""
+def checkpoint_config(out: Path) -> ModelConfig:
+    """The config of the checkpoint in `out`, which --resume continues; refused if it is missing or damaged."""
     path = out / f"{CHECKPOINT_NAME}.json"
     if not path.exists() or not path.with_suffix(".safetensors").exists():
         raise VQCodecError(f"--resume: no checkpoint in {out}")
     try:
-        return config_from_dict(json.loads(path.read_text())["config"]).kind
+        return config_from_dict(json.loads(path.read_text())["config"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise VQCodecError(f"--resume: the checkpoint in {out} is damaged ({exc})") from None
 
