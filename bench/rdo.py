@@ -184,7 +184,7 @@ def bench_speech(args, beams: list[int]) -> dict:
         return {"beam": beam, "weight": weight, "depth_weight": depth, "quality": quality,
                 "rate": size * 8 / seconds_total / 1000,
                 "pesq_wb": common.mean_or_none(pesq) if pesq else None,
-                "stoi": float(np.mean(stoi)) if stoi else None,
+                "stoi": common.mean_or_none(stoi) if stoi else None,
                 "log_mel_l1": float(np.mean(mel)) if mel else None,
                 "encode_xrt": seconds_total / seconds}
 

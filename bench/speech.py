@@ -245,8 +245,7 @@ def score(result: Result, clips, max_shift: int = 1) -> dict:
         "setting": result.setting,
         "kbps": result.total_bytes * 8 / seconds / 1000,
         "pesq_wb": common.mean_or_none(pesq_values),
-        "stoi": float(np.mean([common.stoi_score(c.audio, y)
-                               for c, y in zip(clips, result.decoded)])),
+        "stoi": common.mean_or_none([common.stoi_score(c.audio, y) for c, y in zip(clips, result.decoded)]),
         "log_mel_l1": float(np.mean([common.log_mel_l1(c.audio, y)
                                      for c, y in zip(clips, result.decoded)])),
         "si_sdr_db": float(np.mean([common.si_sdr(c.audio, y)

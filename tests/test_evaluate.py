@@ -84,3 +84,13 @@ def test_eval_refuses_bad_input_in_one_line(cli, tmp_path):
     soundfile.write(tmp_path / "one" / "b.wav", np.zeros(100), 16000)  # audio, ignored for an image model
     (tmp_path / "one" / "a.png").write_bytes(b"\x89PNG broken")
     assert_one_line_error(cli("eval", GOLDEN_IMAGE, tmp_path / "one"))  # no file could be read
+
+
+def test_stoi_of_too_little_speech_is_left_out_not_counted_as_zero(signal):
+    pytest.importorskip("pystoi")
+    from vqcodec import metrics
+
+    short = signal(1, 3200, 16000)[0]  # 0.2 s: under pystoi's 30 frames
+    assert metrics.stoi_score(short, short) is None
+    long = signal(1, 32000, 16000)[0]
+    assert metrics.stoi_score(long, long) > 0.99

@@ -1030,7 +1030,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     if targets and not all(0 < t < math.inf for t in targets):
         raise VQCodecError(f"--rates must be positive, not {rates!r}")
     if qualities:
-        levels = _comma_separated(qualities, int, "--qualities", "integers")
+        levels = list(dict.fromkeys(_comma_separated(qualities, int, "--qualities", "integers")))  # each once
         if targets and len(levels) != 1:
             raise VQCodecError("with --rates, -q takes one level: the most codebooks a file may use")
     elif targets:

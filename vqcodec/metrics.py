@@ -83,11 +83,18 @@ def pesq_wb(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = 1600
         return None
 
 
-def stoi_score(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = 16000) -> float:
-    """Short-time objective intelligibility (classic, not extended)."""
+def stoi_score(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = 16000) -> float | None:
+    """Short-time objective intelligibility (classic, not extended), or None where the reference has
+    too little speech for it (under 30 frames of 25.6 ms once silence is removed: pystoi then warns
+    and returns 1e-5, which would pull a mean down)."""
+    import warnings
+
     from pystoi import stoi
     ref, deg = paired(reference, degraded)
-    return float(stoi(ref.astype(np.float64), deg.astype(np.float64), sample_rate, extended=False))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        score = float(stoi(ref.astype(np.float64), deg.astype(np.float64), sample_rate, extended=False))
+    return None if any("Not enough STFT frames" in str(w.message) for w in caught) else score
 
 
 def paired(reference, degraded):
