@@ -89,11 +89,15 @@ def input_name(source) -> str | Path | None:
     return name if isinstance(name, (str, Path)) else "from stdin" if isinstance(name, int) else None
 
 
+def _soundfile_reason(exc: Exception) -> str:
+    """soundfile's reason, without the "Error opening <name>: " it puts before it."""
+    return str(exc).rsplit(": ", 1)[-1] if str(exc).startswith("Error opening") else str(exc)
+
+
 def unreadable_audio(where, exc: Exception) -> VQCodecError:
     """The error for audio soundfile cannot open: `where` (a path, "from stdin", or None for a stream) and soundfile's
-    reason, without the "Error opening <name>: " it puts before it."""
-    reason = str(exc).rsplit(": ", 1)[-1] if str(exc).startswith("Error opening") else str(exc)
-    return VQCodecError(f"cannot read audio {where if where is not None else 'from the stream'}: {reason}")
+    reason."""
+    return VQCodecError(f"cannot read audio {where if where is not None else 'from the stream'}: {_soundfile_reason(exc)}")
 
 
 # Limits of libsndfile's encoders that it does not report clearly: above 200 kHz libvorbis crashes
@@ -117,9 +121,8 @@ def check_audio_output(format_name: str, subtype: str | None, sample_rate: int, 
 
 
 def unwritable_audio(exc: Exception) -> VQCodecError:
-    """The error for audio soundfile cannot write, without the "Error opening <stream>: " it puts first."""
-    reason = str(exc).rsplit(": ", 1)[-1] if str(exc).startswith("Error opening") else str(exc)
-    return VQCodecError(f"cannot write audio: {reason}")
+    """The error for audio soundfile cannot write, with its reason."""
+    return VQCodecError(f"cannot write audio: {_soundfile_reason(exc)}")
 
 
 def read_audio(path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
