@@ -861,7 +861,8 @@ def _read_config(path: str):
                    "0.999: about the last 1000 steps), instead of the last step's weights. Kept when resuming.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
 @click.option("--force", is_flag=True,
-              help="Start a new run in an --out folder that holds one (its checkpoint, log and model files are replaced).")
+              help="Start a new run in an --out folder that holds one (its checkpoint, log and model files are "
+                   "replaced).")
 @click.option("--init", "init_model", default=None, metavar="MODEL",
               help="Start from a trained model's weights and codebooks (a name such as speech16k, or a path) "
                    "instead of from scratch: fine-tuning. The model's config is kept, unless --config names the "
@@ -883,8 +884,8 @@ def _read_config(path: str):
               help="Audio: add a multi-scale STFT discriminator and feature matching (best resumed from a model "
                    "first trained without it). Kept on when resuming such a checkpoint.")
 def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, sample_rate, device, max_minutes,
-          max_steps, batch_size, crop, lr, eval_every, threads, precision, noise, noise_snr, weight_average, resume, force,
-          init_model, decoder_only, stream_data, data_workers, no_prior, adversarial):
+          max_steps, batch_size, crop, lr, eval_every, threads, precision, noise, noise_snr, weight_average, resume,
+          force, init_model, decoder_only, stream_data, data_workers, no_prior, adversarial):
     """Train a codec on a folder of audio or images (read recursively).
 
     \b

@@ -97,7 +97,8 @@ def _soundfile_reason(exc: Exception) -> str:
 def unreadable_audio(where, exc: Exception) -> VQCodecError:
     """The error for audio soundfile cannot open: `where` (a path, "from stdin", or None for a stream) and soundfile's
     reason."""
-    return VQCodecError(f"cannot read audio {where if where is not None else 'from the stream'}: {_soundfile_reason(exc)}")
+    where = where if where is not None else "from the stream"
+    return VQCodecError(f"cannot read audio {where}: {_soundfile_reason(exc)}")
 
 
 # Limits of libsndfile's encoders that it does not report clearly: above 200 kHz libvorbis crashes

@@ -481,7 +481,8 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
                 last_checkpoint = time.monotonic()
     except KeyboardInterrupt:
         if main and step > first_step:  # keep what this run trained, for --resume
-            save_checkpoint(checkpoint_path, modules, optimizers, checkpoint_meta(trained_seconds + time.monotonic() - start))
+            seconds = trained_seconds + time.monotonic() - start
+            save_checkpoint(checkpoint_path, modules, optimizers, checkpoint_meta(seconds))
             print(f"\ninterrupted at step {step}: checkpoint saved in {out}; continue with --resume", file=sys.stderr)
         raise
     finally:
