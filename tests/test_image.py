@@ -725,9 +725,29 @@ def test_opaque_alpha_may_be_dropped():
 
 def test_info_and_decode_refuse_an_unknown_colour_mode(codec):
     data = _vq_with_header(codec.encode_image(Image.fromarray(smooth_rgb(20, 30)), 2), mode=16)
-    for read in (read_info, codec.decode_image):
+    for read in (read_info, codec.decode_image, codec.read_codes, codec.recode):
         with pytest.raises(VQCodecError, match="unknown colour mode 16"):
             read(data)
+
+
+def _with_alpha_section(data: bytes, alpha: bytes) -> bytes:
+    """`data`, an image file with alpha, with its alpha section (the last chunk: docs/FORMAT.md §2) replaced."""
+    header = vqformat.parse_header(data)
+    offset = vqformat.HEADER_SIZE
+    for _ in range(header.chunk_count):
+        offset += 8 + struct.unpack_from("<I", data, offset)[0]
+    return data[:offset] + struct.pack("<II", len(alpha), zlib.crc32(alpha)) + alpha
+
+
+@pytest.mark.parametrize("change", ["trailing bytes", "no checksum"])
+def test_an_alpha_plane_that_is_not_one_whole_zlib_stream_is_refused(codec, change):
+    data = codec.encode_image(make_image("RGBA", 20, 12, seed=2), 2)
+    whole = zlib.compress(np.asarray(make_image("RGBA", 20, 12, seed=2).getchannel("A")).tobytes(), 9)
+    assert _with_alpha_section(data, whole) == data  # the section is as the spec lays it out
+    damaged = _with_alpha_section(data, whole + b"\0\0" if change == "trailing bytes" else whole[:-4])
+    for read in (codec.decode_image, codec.read_codes):
+        with pytest.raises(VQCodecError, match="alpha plane is not one whole zlib stream"):
+            read(damaged)
 
 
 @pytest.mark.parametrize("size", [{"width": 0}, {"height": 0}])

@@ -913,8 +913,18 @@ class Codec:
         audio (channels, quality, frames), every channel's even where a chunk stores shared codes once;
         image (quality, rows, cols)."""
         data = vq_bytes(data)
-        header, chunks, _ = vqformat.parse_file(data)
+        header, chunks, _ = self._parse_whole(data)
         return header, self._file_codes(header, chunks)
+
+    def _parse_whole(self, data: bytes) -> tuple[vqformat.Header, list[bytes], bytes | None]:
+        """parse_file, and for an image the colour mode and its alpha plane checked as decoding checks
+        them, so that reading a file's codes refuses what decoding it would."""
+        header, chunks, alpha_bytes = vqformat.parse_file(data)
+        if header.kind == vqformat.KIND_IMAGE:
+            if header.mode not in IMAGE_MODE_NAMES:
+                raise VQCodecError(f"corrupted .vq file: unknown colour mode {header.mode}")
+            self._alpha_plane(header, alpha_bytes, IMAGE_MODE_NAMES[header.mode] in ALPHA_MODES)
+        return header, chunks, alpha_bytes
 
     def _file_codes(self, header: vqformat.Header, chunks: list[bytes]) -> np.ndarray:
         """All the codes of a parsed file written by this model (read_codes)."""
@@ -934,7 +944,7 @@ class Codec:
         encoding searches (vqcodec.ratecontrol). The networks do not run. At the file's own quality
         and without a rate, the codes are kept as they are."""
         data = vq_bytes(data)
-        header, chunks, alpha_bytes = vqformat.parse_file(data)
+        header, chunks, alpha_bytes = self._parse_whole(data)
         codes = self._file_codes(header, chunks)
         audio = header.kind == vqformat.KIND_AUDIO
         stored = header.quality
@@ -995,7 +1005,7 @@ class Codec:
         heads and the alpha plane.
         """
         data = vq_bytes(data)
-        header, chunks, alpha = vqformat.parse_file(data)
+        header, chunks, alpha = self._parse_whole(data)
         self._check_file_model(header)
         quality = header.quality
         total, shape_of = self._chunk_layout(header)
@@ -1430,12 +1440,15 @@ class Codec:
     def _alpha_plane(header: vqformat.Header, alpha_bytes: bytes | None, needs_alpha: bool) -> np.ndarray | None:
         alpha = None
         if alpha_bytes is not None:
+            inflate = zlib.decompressobj()
             try:
-                raw = zlib.decompressobj().decompress(alpha_bytes, header.width * header.height + 1)
+                raw = inflate.decompress(alpha_bytes, header.width * header.height + 1)
             except zlib.error:
                 raise VQCodecError("corrupted .vq file: alpha plane does not decompress") from None
             if len(raw) != header.width * header.height:
                 raise VQCodecError("corrupted .vq file: alpha plane has the wrong size")
+            if not inflate.eof or inflate.unused_data:  # cut before its checksum, or bytes after it
+                raise VQCodecError("corrupted .vq file: alpha plane is not one whole zlib stream")
             alpha = np.frombuffer(raw, dtype=np.uint8).reshape(header.height, header.width)
         if (alpha is not None) != needs_alpha:
             raise VQCodecError("corrupted .vq file: alpha plane present or missing against the colour mode")
