@@ -1,6 +1,7 @@
 """`vqcodec encode DIR OUT` and `vqcodec decode DIR OUT`: whole folders in one run."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -176,3 +177,75 @@ def test_encode_of_a_folder_of_vq_files_recodes_them(encoded_folder, tmp_path, c
     assert {vqformat.parse_header(p.read_bytes()).quality for p in (tmp_path / "q2").rglob("*.vq")} == {2}
     result = cli("encode", source, tmp_path / "q2b", "--beam", "2")
     assert result.returncode == 1 and "recoding only cuts levels" in stderr_lines(result)[-1]
+
+
+def _run(args, capsys) -> tuple[int, str]:
+    from vqcodec.cli import run
+
+    code = run([str(arg) for arg in args])
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture
+def two_recordings(tmp_path) -> Path:
+    folder = tmp_path / "rec"
+    (folder / "sub").mkdir(parents=True)
+    audio, rate = soundfile.read(DATA / "speech.flac", dtype="float32")
+    soundfile.write(folder / "a.flac", audio[:rate], rate)
+    soundfile.write(folder / "sub" / "b.wav", audio[rate:2 * rate], rate)
+    return folder
+
+
+def test_an_output_folder_inside_the_input_is_not_read_as_input(two_recordings, capsys):
+    small = two_recordings / "vq"
+    assert _run(["encode", two_recordings, small, "-q", "2"], capsys)[0] == 0
+    for _ in range(2):  # recoding in a folder under the input: its own outputs are not inputs
+        code, err = _run(["encode", small, small / "smaller", "-q", "1", "--force"], capsys)
+        assert code == 0 and "recoded 2 files" in err, err
+    assert sorted(p.relative_to(small).as_posix() for p in small.rglob("*.vq")) == [
+        "a.vq", "smaller/a.vq", "smaller/sub/b.vq", "sub/b.vq"]
+
+
+def test_an_output_that_cannot_be_made_is_refused_before_any_work(two_recordings, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").write_text("a file where the folder of an output must go")
+    code, err = _run(["encode", two_recordings, out, "-q", "2"], capsys)
+    assert code == 1 and "is a file, where the folder of" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["sub"]
+    clash = tmp_path / "clash"
+    (clash / "x.vq").mkdir(parents=True)
+    shutil.copy(DATA / "speech.flac", clash / "x.flac")
+    shutil.copy(DATA / "speech.flac", clash / "x.vq" / "y.flac")
+    code, err = _run(["encode", clash, tmp_path / "clash_out", "-q", "2"], capsys)
+    assert code == 1 and "would be both an output file and the folder of" in err, err
+    assert not (tmp_path / "clash_out").exists()
+    code, err = _run(["codes", two_recordings, "-"], capsys)
+    assert code == 1 and "not to stdout" in err and not Path("-").exists()
+
+
+def test_a_file_name_that_is_not_utf8_is_coded(tmp_path, capsys):
+    name = os.fsdecode(b"bad\xff name.flac")
+    try:
+        shutil.copy(DATA / "speech.flac", tmp_path / name)
+    except (UnicodeEncodeError, OSError):
+        pytest.skip("this file system takes UTF-8 names only")
+    code, err = _run(["encode", tmp_path, tmp_path / "out", "-q", "2"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "out" / os.fsdecode(b"bad\xff name.vq")).exists()
+
+
+def test_a_folder_that_cannot_be_read_is_an_error_not_a_gap(two_recordings, capsys):
+    from vqcodec.folders import files_under
+
+    with pytest.raises(VQCodecError, match="cannot read the folder"):
+        files_under(two_recordings / "missing")
+    if os.geteuid() == 0:
+        return  # root reads a folder whatever its mode
+    locked = two_recordings / "sub"
+    locked.chmod(0)
+    try:
+        code, err = _run(["encode", two_recordings, two_recordings.parent / "out", "-q", "2"], capsys)
+    finally:
+        locked.chmod(0o755)
+    assert code == 1 and f"cannot read the folder {locked}" in err, err

@@ -276,17 +276,17 @@ def _encode_folder(folder: Path, output_path: str, quality, model, kind, device,
                    rate_weight, depth_weight, max_kbps, max_bpp) -> None:
     """`vqcodec encode FOLDER OUT`: vqcodec.folders.encode_folder with the files and codec the options name."""
     from .data import find_media
-    from .folders import encode_folder, mirrored_paths
+    from .folders import encode_folder, files_under, mirrored_paths
     from .io import media_kind_of
 
     out = _output_folder(output_path)
-    everything = [path for path in folder.rglob("*") if path.is_file()]
+    everything = files_under(folder, out)
     if not any(media_kind_of(path) for path in everything) and any(path.suffix.lower() == ".vq" for path in everything):
         _refuse_media_options(beam, refine, rate_weight, kind)
         return _recode_folder(folder, out, quality, model, device, force, coding, depth_weight, max_kbps, max_bpp)
     if kind is None and model is not None:
         kind = _model_kind(model, "--model")
-    kind, files = find_media(folder, kind)
+    kind, files = find_media(folder, kind, out)
     outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
     for existing in outputs:
         _refuse_existing_output(str(existing), force)
@@ -303,7 +303,7 @@ def _recode_folder(folder: Path, out: Path, quality, model, device, force, codin
     """`vqcodec encode FOLDER OUT` for a folder of .vq files: vqcodec.folders.recode_folder."""
     from .folders import find_vq_files, mirrored_paths, recode_folder
 
-    files = find_vq_files(folder)
+    files = find_vq_files(folder, out)
     outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
     for existing in outputs:
         _refuse_existing_output(str(existing), force)
@@ -434,7 +434,7 @@ def _decode_folder(folder: Path, output_path: str, model, format_name, device, f
 
     out = _output_folder(output_path)
     formats, extensions = output_formats(format_name)
-    files = find_vq_files(folder)
+    files = find_vq_files(folder, out)
     kinds, unreadable = sort_by_kind(files)
     readable = [path for path in files if path in kinds]
     outputs = mirrored_paths(folder, out, readable, lambda path: extensions[kinds[path]])
@@ -651,11 +651,10 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
     from .data import find_media
     from .tokens import MANIFEST, code_folder, code_paths
 
+    out = _output_folder(str(out))
     if kind is None and model is not None:
         kind = _model_kind(model, "--model")
-    kind, files = find_media(folder, kind)
-    if out.exists() and not out.is_dir():
-        raise VQCodecError(f"{out} exists and is not a folder")
+    kind, files = find_media(folder, kind, out)
     for existing in [*code_paths(folder, out, files), out / MANIFEST]:
         _refuse_existing_output(str(existing), force)
     codec = _codes_codec(model, kind, depth_weight, device)

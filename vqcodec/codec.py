@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import numbers
 import zlib
 from pathlib import Path
@@ -811,7 +812,7 @@ class Codec:
     @staticmethod
     def _open_sound(source) -> soundfile.SoundFile:
         try:
-            return soundfile.SoundFile(str(source) if isinstance(source, Path) else source)
+            return soundfile.SoundFile(os.fsencode(source) if isinstance(source, (str, Path)) else source)
         except Exception as exc:
             raise unreadable_audio(input_name(source), exc) from None
 

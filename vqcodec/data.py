@@ -35,14 +35,19 @@ NOISE_SNR_DB = (10.0, 40.0)
 NOISE_MAX_SLOPE = 2.0  # power spectrum ~ 1/f**slope: 0 white, 1 pink, 2 brown
 
 
-def find_media(folder: Path, kind: str | None) -> tuple[str, list[Path]]:
-    """All files of one media kind under `folder`, recursively, sorted."""
-    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and media_kind_of(p))
+def find_media(folder: Path, kind: str | None, leave_out: Path | None = None) -> tuple[str, list[Path]]:
+    """All files of one media kind under `folder`, recursively, sorted (without what is under
+    `leave_out`: vqcodec.folders.files_under)."""
+    from .folders import files_under
+
+    files = [p for p in files_under(folder, leave_out) if media_kind_of(p)]
     if kind is None:
         kinds = {media_kind_of(p) for p in files}
+        if not kinds:
+            raise VQCodecError(f"{folder}: no audio or image files found")
         if len(kinds) != 1:
-            found = ", ".join(sorted(kinds)) or "no audio or image files"
-            raise VQCodecError(f"{folder}: cannot tell the media kind ({found}); pass --kind audio|image")
+            raise VQCodecError(f"{folder}: cannot tell the media kind ({', '.join(sorted(kinds))}); "
+                               "pass --kind audio|image")
         kind = kinds.pop()
     files = [p for p in files if media_kind_of(p) == kind]
     if not files:
@@ -59,7 +64,7 @@ def readable_files(kind: str, files: list[Path]) -> list[Path]:
     for path in files:
         try:
             if kind == "audio":
-                if soundfile.info(str(path)).frames <= 0:
+                if soundfile.info(os.fsencode(path)).frames <= 0:
                     _skip(f"{path}: no samples")
                     continue
             else:
@@ -172,7 +177,7 @@ class AudioCrops(Crops):
         self.sources: list[AudioSource] = []
         for path in files:
             try:
-                info = soundfile.info(str(path))
+                info = soundfile.info(os.fsencode(path))
             except Exception as exc:  # soundfile raises several types for unreadable input
                 _skip(str(unreadable_audio(path, exc)))
                 continue
@@ -256,7 +261,7 @@ class AudioCrops(Crops):
         low = first * up // down
         high = min(source.frames, -(-(start + self.crop) * up // down) + margin)
         try:
-            data, _ = soundfile.read(str(source.path), start=low, stop=max(low, high), dtype="float32", always_2d=True)
+            data, _ = soundfile.read(os.fsencode(source.path), start=low, stop=max(low, high), dtype="float32", always_2d=True)
         except Exception as exc:
             raise unreadable_audio(source.path, exc) from None
         segment = data[:, source.channel]

@@ -4,6 +4,7 @@ each output goes to the input's relative path under OUT, and a file that cannot 
 reported and skipped while the others go on."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,11 +26,43 @@ def mirrored_paths(folder: Path, out: Path, files: list[Path], suffix_of: Callab
             raise VQCodecError(f"{sources[output]} and {path} would both write {output}")
         sources[output] = path
         outputs.append(output)
+    _check_output_tree(outputs)
     return outputs
 
 
-def find_vq_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() == ".vq")
+def _check_output_tree(outputs: list[Path]) -> None:
+    """Refuse, before anything is written, outputs whose folder cannot be made: a file stands where
+    it must go, or one output is the folder of another (x.vq for x.flac, and x.vq/ for x.vq/y.flac)."""
+    taken = set(outputs)
+    for output in outputs:
+        for parent in output.parents:
+            if parent in taken:
+                raise VQCodecError(f"{parent} would be both an output file and the folder of {output}")
+            if parent.exists():
+                if not parent.is_dir():
+                    raise VQCodecError(f"{parent} is a file, where the folder of {output} must go")
+                break
+
+
+def files_under(folder: Path, leave_out: Path | None = None) -> list[Path]:
+    """Every file under `folder`, recursively and sorted, without following links to folders and
+    without what is under `leave_out` (an output folder inside the input one, so that a second run
+    does not take the first one's outputs for inputs). A subfolder that cannot be read is an error,
+    not a silent gap."""
+    def refuse(error: OSError):
+        raise VQCodecError(f"cannot read the folder {error.filename} ({error.strerror})")
+
+    skipped = Path(leave_out).resolve() if leave_out is not None else None
+    found = []
+    for root, folders, names in os.walk(folder, onerror=refuse):
+        if skipped is not None:
+            folders[:] = [name for name in folders if (Path(root) / name).resolve() != skipped]
+        found += [Path(root) / name for name in names if (Path(root) / name).is_file()]
+    return sorted(found)
+
+
+def find_vq_files(folder: Path, leave_out: Path | None = None) -> list[Path]:
+    files = [p for p in files_under(folder, leave_out) if p.suffix.lower() == ".vq"]
     if not files:
         raise VQCodecError(f"{folder}: no .vq files found")
     return files

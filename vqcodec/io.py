@@ -129,7 +129,7 @@ def unwritable_audio(exc: Exception) -> VQCodecError:
 def read_audio(path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
     """Read a whole audio file as float32 (channels, samples), resampled to `sample_rate` if given."""
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        data, rate = soundfile.read(os.fsencode(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for unreadable input
         raise unreadable_audio(path, exc) from None
     data = data.T

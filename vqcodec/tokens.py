@@ -35,11 +35,12 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     for number, (path, output) in enumerate(zip(files, outputs), 1):
         try:
             codes, restore = codec.media_to_codes(path, quality)
-        except VQCodecError as exc:
-            skipped.append({"file": str(Path(path).relative_to(folder)), "reason": str(exc)})
+            output.parent.mkdir(parents=True, exist_ok=True)
+            write_file(output, lambda stream: np.save(stream, codes.astype(np.int32), allow_pickle=False))
+        except (VQCodecError, OSError) as exc:
+            reason = str(exc) if isinstance(exc, VQCodecError) else f"cannot write {output} ({exc.strerror})"
+            skipped.append({"file": str(Path(path).relative_to(folder)), "reason": reason})
             continue
-        output.parent.mkdir(parents=True, exist_ok=True)
-        write_file(output, lambda stream: np.save(stream, codes.astype(np.int32), allow_pickle=False))
         entries.append({"file": str(Path(path).relative_to(folder)), "codes": str(output.relative_to(out)),
                         "shape": list(codes.shape), **restore})
         if log and number % 100 == 0:
