@@ -13,6 +13,7 @@ import click
 
 from . import __version__
 from . import format as vqformat
+from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
 from .errors import VQCodecError
 
 DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
@@ -831,9 +832,11 @@ def _read_config(path: str):
 @click.option("--name", default=None, help="Model name (default: the output folder's name).")
 @click.option("--kind", type=click.Choice(["audio", "image"]), default=None, help="Media kind (default: detected).")
 @click.option("--config", "config_path", default=None, help="JSON file with model config fields (see docs).")
-@click.option("--codebooks", type=click.IntRange(1, 64), default=None, help="Number of residual codebooks.")
-@click.option("--codebook-size", type=click.IntRange(2, 1 << 16), default=None, help="Entries per codebook.")
-@click.option("--sample-rate", type=click.IntRange(1000, 192_000), default=None, help="Audio model sample rate.")
+@click.option("--codebooks", type=click.IntRange(1, MAX_CODEBOOKS), default=None,
+              help="Number of residual codebooks.")
+@click.option("--codebook-size", type=click.IntRange(2, MAX_CODEBOOK_SIZE), default=None, help="Entries per codebook.")
+@click.option("--sample-rate", type=click.IntRange(MIN_MODEL_RATE, MAX_MODEL_RATE), default=None,
+              help="Audio model sample rate.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
 @click.option("--max-minutes", type=float, default=None, help="Training time budget.")
 @click.option("--max-steps", type=click.IntRange(0), default=None,

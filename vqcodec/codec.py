@@ -26,7 +26,7 @@ from . import entropy
 from . import format as vqformat
 from . import ratecontrol
 from .errors import VQCodecError
-from .fileinfo import FileInfo, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: part of this module's API)
+from .fileinfo import FileInfo, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_of, check_audio_output, image_to_planes,
                  input_name, open_image, planes_to_image, unreadable_audio, unwritable_audio)
 from .modelfile import build_model, read_model_files
@@ -240,12 +240,16 @@ def _codes_shared(codes: np.ndarray) -> bool:
     return codes.shape[0] > 1 and bool((codes == codes[:1]).all())
 
 
+def _check_finite(audio: np.ndarray) -> None:
+    if not np.isfinite(audio).all():
+        raise VQCodecError("audio contains NaN or infinite samples (or samples beyond float32's range, 3.4e38)")
+
+
 def _checked(blocks: Iterator[np.ndarray], peak: list[float] | None) -> Iterator[np.ndarray]:
     """The blocks, refused if any sample is NaN or infinite; peak[0], if given, becomes the largest
     absolute sample."""
     for block in blocks:
-        if not np.isfinite(block).all():
-            raise VQCodecError("audio contains NaN or infinite samples (or samples beyond float32's range, 3.4e38)")
+        _check_finite(block)
         if peak is not None:
             peak[0] = max(peak[0], _peak([block]))
         yield block
@@ -679,8 +683,7 @@ class Codec:
         self._require("audio")
         audio = _float_audio(audio)
         _check_audio_size(audio.shape[0], self.sample_rate, audio.shape[1])
-        if not np.isfinite(audio).all():
-            raise VQCodecError("audio contains NaN or infinite samples")
+        _check_finite(audio)
         quality = self.check_quality(self.num_codebooks if quality is None else quality)
         frames = math.ceil(audio.shape[1] / self.hop)
         return self._encode_frames(_SampleWindow(iter([audio]), audio.shape[0], audio.shape[1]), frames, quality,
@@ -922,9 +925,7 @@ class Codec:
         them, so that reading a file's codes refuses what decoding it would."""
         header, chunks, alpha_bytes = vqformat.parse_file(data)
         if header.kind == vqformat.KIND_IMAGE:
-            if header.mode not in IMAGE_MODE_NAMES:
-                raise VQCodecError(f"corrupted .vq file: unknown colour mode {header.mode}")
-            self._alpha_plane(header, alpha_bytes, IMAGE_MODE_NAMES[header.mode] in ALPHA_MODES)
+            self._alpha_plane(header, alpha_bytes, colour_mode(header) in ALPHA_MODES)
         return header, chunks, alpha_bytes
 
     def _file_codes(self, header: vqformat.Header, chunks: list[bytes]) -> np.ndarray:
@@ -1429,8 +1430,7 @@ class Codec:
         if header.kind != vqformat.KIND_IMAGE:
             raise VQCodecError("this .vq file holds audio, not an image")
         self._check_file_model(header)
-        if header.mode not in IMAGE_MODE_NAMES:
-            raise VQCodecError(f"corrupted .vq file: unknown colour mode {header.mode}")
+        colour_mode(header)
         rows, cols = math.ceil(header.height / self.hop), math.ceil(header.width / self.hop)
         self._check_chunks(header, rows)
         if salvage:

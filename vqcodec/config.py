@@ -5,6 +5,8 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from .format import MAX_QUALITY
+
 FORMAT_VERSION = 1
 
 
@@ -74,10 +76,10 @@ def config_to_dict(config: ModelConfig) -> dict:
 # Bounds on a config's sizes: what the container, the quantiser and the prior are built for
 # (MAX_QUALITY codebooks in a file), well above any useful model, so that a typo fails here and
 # not deep inside torch.
-MAX_CODEBOOKS = 64
+MAX_CODEBOOKS = MAX_QUALITY
 MAX_CODEBOOK_SIZE = 1 << 16
 MAX_WIDTH = 4096
-MAX_SAMPLE_RATE = 192_000
+MIN_MODEL_RATE, MAX_MODEL_RATE = 1000, 192_000  # a model's sample rate (files may have others)
 
 
 def config_from_dict(data: dict, strict: bool = False) -> ModelConfig:
@@ -118,7 +120,7 @@ def check_config(config: ModelConfig) -> None:
     whole("res_blocks", config.res_blocks, 0, 64)
     whole("context_frames", config.context_frames, 0, 1024)
     if isinstance(config, AudioConfig):
-        whole("sample_rate", config.sample_rate, 1000, MAX_SAMPLE_RATE)
+        whole("sample_rate", config.sample_rate, MIN_MODEL_RATE, MAX_MODEL_RATE)
         whole("base_channels", config.base_channels, 1, MAX_WIDTH)
         whole("decoder_channels", config.decoder_channels, 0, MAX_WIDTH)
         if not isinstance(config.strides, tuple) or not config.strides:

@@ -261,7 +261,8 @@ class AudioCrops(Crops):
         low = first * up // down
         high = min(source.frames, -(-(start + self.crop) * up // down) + margin)
         try:
-            data, _ = soundfile.read(os.fsencode(source.path), start=low, stop=max(low, high), dtype="float32", always_2d=True)
+            data, _ = soundfile.read(os.fsencode(source.path), start=low, stop=max(low, high), dtype="float32",
+                                     always_2d=True)
         except Exception as exc:
             raise unreadable_audio(source.path, exc) from None
         segment = data[:, source.channel]

@@ -58,6 +58,13 @@ def vq_bytes(data) -> bytes:
         raise VQCodecError(f"cannot read {data}: {exc.strerror}") from None
 
 
+def colour_mode(header: vqformat.Header) -> str:
+    """The colour mode an image header names (docs/FORMAT.md §7, check 13)."""
+    if header.mode not in IMAGE_MODE_NAMES:
+        raise vqformat.FormatError(f"corrupted .vq file: unknown colour mode {header.mode}")
+    return IMAGE_MODE_NAMES[header.mode]
+
+
 def read_info(data: bytes, check_chunks: bool = True) -> FileInfo:
     """What a `.vq` file's header says (`data`: its bytes, path or a binary stream), once the whole
     file checks out (or the header alone, with check_chunks=False: for a damaged file)."""
@@ -71,8 +78,6 @@ def read_info(data: bytes, check_chunks: bool = True) -> FileInfo:
         info.gain = header.gain
     else:
         info.width, info.height = header.width, header.height
-        if header.mode not in IMAGE_MODE_NAMES:
-            raise vqformat.FormatError(f"corrupted .vq file: unknown colour mode {header.mode}")
-        info.mode = IMAGE_MODE_NAMES[header.mode]
+        info.mode = colour_mode(header)
         info.has_alpha = bool(header.flags & vqformat.FLAG_ALPHA)
     return info
