@@ -60,12 +60,20 @@ def test_only_the_chunks_that_cover_the_part_are_decoded(codec, long_files, monk
 
 @pytest.mark.parametrize("start, duration, message", [
     (2.0, None, "not before the end"), (5.0, 1.0, "not before the end"), (-0.1, None, "non-negative"),
-    (math.nan, None, "non-negative"), (0.0, 0.0, "positive"), (0.1, math.inf, "positive"), (0.1, -1.0, "positive"),
+    (math.nan, None, "non-negative"), (0.0, 0.0, "positive"), (0.1, math.nan, "positive"), (0.1, -1.0, "positive"),
+    (1e308, None, "not before the end"), (math.inf, 1.0, "non-negative"),
 ])
 def test_a_range_outside_the_file_is_refused(codec, long_files, start, duration, message):
     data, _ = long_files[16000]
     with pytest.raises(VQCodecError, match=message):
         codec.decode_audio(data, start=start, duration=duration)
+
+
+@pytest.mark.parametrize("duration", [math.inf, 1e308, 1.5])
+def test_a_duration_past_the_end_stops_at_the_end(codec, long_files, duration):
+    data, whole = long_files[16000]
+    part, _ = codec.decode_audio(data, start=0.5, duration=duration)
+    assert part.shape == (2, whole.shape[1] - 8000)
 
 
 def test_cli_start_and_duration(cli, codec, long_files, tiny_model_path, tmp_path):
@@ -84,6 +92,13 @@ def test_cli_start_and_duration(cli, codec, long_files, tiny_model_path, tmp_pat
     late = cli("decode", source, tmp_path / "late.wav", "--start", "3", env=env, text=True)
     assert late.returncode == 1 and "not before the end" in late.stderr
     assert len(late.stderr.strip().splitlines()) == 1 and not (tmp_path / "late.wav").exists()
+    for start in ("1e308", "2.0000001"):  # the message gives the start as typed, not rounded to 6 digits
+        late = cli("decode", source, tmp_path / "late.wav", "--start", start, env=env, text=True)
+        assert late.returncode == 1 and f"--start {float(start)} s is not before the end" in late.stderr, late.stderr
+        assert len(late.stderr.strip().splitlines()) == 1 and not (tmp_path / "late.wav").exists()
+    result = cli("decode", source, out, "--start", "1.5", "--duration", "inf", "--force", env=env)
+    assert result.returncode == 0, result.stderr
+    assert soundfile.info(str(out)).frames == 2 * 44100 - round(1.5 * 44100)
 
 
 # ---------------------------------------------------------------- decoding at another rate (--rate)

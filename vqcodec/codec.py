@@ -1184,13 +1184,13 @@ class Codec:
             return 0, None
         rate, length = self._output_timing(vqformat.parse_header(data), rate)
         start = _checked_amount("start", start, "seconds", allow_zero=True)
+        if start * rate >= length or round(start * rate) >= length:  # the float test first: round(inf) raises
+            raise VQCodecError(f"--start {start} s is not before the end of the audio ({length / rate:.3f} s)")
         first = round(start * rate)
-        if first >= length:
-            raise VQCodecError(f"--start {start:g} s is not before the end of the audio ({length / rate:.3f} s)")
         left = length - first
-        if duration is None:
+        if duration is None or duration == math.inf:
             return first, left
-        return first, min(left, max(1, round(_checked_amount("duration", duration, "seconds") * rate)))
+        return first, max(1, round(min(_checked_amount("duration", duration, "seconds") * rate, left)))
 
     def decode_audio_file(self, data: bytes, destination, format_hint: str | None = None, subtype: str | None = None,
                           start: float = 0.0, duration: float | None = None, salvage: bool = False,
