@@ -172,6 +172,21 @@ def test_encode_of_a_folder_of_vq_files_recodes_them(encoded_folder, tmp_path, c
         assert len(data) * 8 / (header.length / header.sample_rate) <= 800
     assert not (out / "photo.vq").exists()
 
+    result = cli("encode", source, tmp_path / "both", "--bitrate", "0.8", "--bpp", "0.2")  # each file its own
+    assert result.returncode == 0, result.stderr.decode()
+    assert (tmp_path / "both" / "a.vq").read_bytes() == (out / "a.vq").read_bytes()
+    assert (tmp_path / "both" / "photo.vq").read_bytes() == \
+        Codec.load("image").recode((source / "photo.vq").read_bytes(), max_rate=0.2)
+    result = cli("encode", source / "a.vq", tmp_path / "one.vq", "--bitrate", "0.8", "--bpp", "0.2")
+    assert result.returncode == 1 and "--bpp is for images" in stderr_lines(result)[-1]  # one file: one target
+
+    for args in (("encode", source, tmp_path / "none", "-q", "2"), ("decode", source, tmp_path / "none")):
+        result = cli(*args, "-m", "nosuch")  # refused once, before any file
+        lines = stderr_lines(result)
+        assert result.returncode == 1 and len(lines) == 1, args
+        assert lines[0].startswith("vqcodec: error: unknown model 'nosuch' (installed: "), args
+        assert not (tmp_path / "none").exists()
+
     result = cli("encode", source, tmp_path / "q2", "-q", "2")
     assert result.returncode == 0, result.stderr.decode()
     assert {vqformat.parse_header(p.read_bytes()).quality for p in (tmp_path / "q2").rglob("*.vq")} == {2}

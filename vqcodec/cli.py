@@ -240,6 +240,14 @@ def _recoder(data: bytes, model, device, coding, depth_weight, max_kbps, max_bpp
     return codec
 
 
+def _named_codec(model, device, coding: str = "auto") -> dict:
+    """The codecs of a folder's files as _file_codec keeps them: with -m, that model loaded before any
+    file, so that a model that cannot be loaded is one error and not one per file."""
+    from .codec import Codec
+
+    return {} if model is None else {model: Codec.load(model, device=device, coding=coding)}
+
+
 def _file_codec(data: bytes, model, device, codecs: dict, coding: str = "auto"):
     """The codec of the model a .vq file names (or `model`), kept in `codecs` by model for the next file."""
     from .codec import Codec
@@ -308,11 +316,15 @@ def _recode_folder(folder: Path, out: Path, quality, model, device, force, codin
     outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
     for existing in outputs:
         _refuse_existing_output(str(existing), force)
-    codecs = {}
+    codecs = _named_codec(model, device, coding)
 
     def recode(data: bytes) -> bytes:
-        codec = _recoder(data, model, device, coding, depth_weight, max_kbps, max_bpp, codecs)
-        return codec.recode(data, quality, max_kbps if max_bpp is None else max_bpp)
+        kbps, bpp = max_kbps, max_bpp
+        if kbps is not None and bpp is not None:  # a folder of audio and images: each file takes its own
+            audio = vqformat.parse_header(data).kind == vqformat.KIND_AUDIO
+            kbps, bpp = (kbps, None) if audio else (None, bpp)
+        codec = _recoder(data, model, device, coding, depth_weight, kbps, bpp, codecs)
+        return codec.recode(data, quality, kbps if bpp is None else bpp)
     report = recode_folder(files, outputs, recode,
                            lambda path, data: _write_output(str(path), lambda stream: stream.write(data), force),
                            log=_progress)
@@ -441,7 +453,7 @@ def _decode_folder(folder: Path, output_path: str, model, format_name, device, f
     outputs = mirrored_paths(folder, out, readable, lambda path: extensions[kinds[path]])
     for existing in outputs:
         _refuse_existing_output(str(existing), force)
-    codecs = {}
+    codecs = _named_codec(model, device)
 
     def warn(path, damaged, header):
         if damaged:
