@@ -467,11 +467,16 @@ def test_pack_refuses_bad_codes(cli, tmp_path, tiny_model_path):
     with open(tmp_path / "huge.npy", "wb") as stream:   # a header that claims 3 TB
         np.lib.format.write_array_header_1_0(stream, {"descr": "<i4", "fortran_order": False, "shape": (1, 8, 10 ** 11)})
         stream.write(bytes(100))
+    for name, descr, shape, size in (("negative", "<i4", (-1, -1), 4), ("empty-type", "|V0", (10 ** 12,), 0)):
+        with open(tmp_path / f"{name}.npy", "wb") as stream:  # reshape or frombuffer would raise
+            np.lib.format.write_array_header_1_0(stream, {"descr": descr, "fortran_order": False, "shape": shape})
+            stream.write(bytes(size))
     cases = [("float", golden, [], "integers"), ("two-d", golden, [], "integer array (channels, quality, frames)"),
              ("range", golden, [], "each an index below"), ("broken", golden, [], "present from the first level"),
              ("absent", tiny_model_path, [], "need entropy coding"),   # a model without a prior
              ("pickled", golden, [], "pickles are refused"), ("text", golden, [], "not a NumPy"),
              ("huge", golden, [], "header announces 800000000000 values"),
+             ("negative", golden, [], "negative size (-1, -1)"), ("empty-type", golden, [], "integers, not |V0"),
              ("good", golden, ["--samples", "3"], "make 1 frames, not 20"),
              ("good", golden, ["--width", "64"], "width and height are for images"),
              ("good", golden, ["--gain", "1e9"], "gain 1000000000.0 is out of range"),

@@ -719,7 +719,7 @@ def pack(input_path, output_path, model, rate, samples, width, height, gain, for
 
 def _read_npy(data: bytes, name: str):
     """The array of a .npy file, its header checked against the bytes there before anything is
-    allocated (a header may claim any shape); pickled (object) arrays are refused."""
+    allocated (a header may claim any shape); arrays of anything but integers (pickles too) are refused."""
     import io
 
     import numpy as np
@@ -734,6 +734,10 @@ def _read_npy(data: bytes, name: str):
         raise VQCodecError(f"{name}: not a NumPy .npy file (version 1 or 2)") from None
     if dtype.hasobject:
         raise VQCodecError(f"{name}: an array of Python objects (pickles are refused)")
+    if dtype.kind not in "iu":
+        raise VQCodecError(f"{name}: codes must be integers, not {dtype}")
+    if any(side < 0 for side in shape):
+        raise VQCodecError(f"{name}: its header announces a negative size {shape}")
     count = math.prod(shape)
     if count * dtype.itemsize != len(data) - stream.tell():
         raise VQCodecError(f"{name}: its header announces {count} values of {dtype.itemsize} bytes, "
