@@ -572,7 +572,8 @@ def _print_info(file_info, model: str | None, report: dict | None) -> None:
                    f"{file_info.samples} samples ({file_info.duration:.3f} s)")
         click.echo(f"bitrate:   {file_info.bitrate / 1000:.3f} kbps ({file_info.size_bytes} bytes)")
         if file_info.gain != 1.0:
-            click.echo(f"level:     coded divided by {file_info.gain:.6g}, decoded multiplied by it")
+            # 9 digits: enough for `pack --gain` to restore the stored gain (units of 1/65536) exactly
+            click.echo(f"level:     coded divided by {file_info.gain:.9g}, decoded multiplied by it")
     else:
         click.echo(f"image:     {file_info.width}x{file_info.height} {file_info.mode}" + (" with alpha" if file_info.has_alpha else ""))
         click.echo(f"bitrate:   {file_info.bitrate:.4f} bpp ({file_info.size_bytes} bytes)")
