@@ -437,8 +437,17 @@ def test_pack_inverts_codes_byte_for_byte(cli, tmp_path):
         else:
             _, rows, cols = np.load(tmp_path / "a.npy").shape
             assert Image.open(decoded).size == (cols * 4, rows * 4) == (92, 72)  # hop 4
-    # audio coded at a level gain: `codes` of a folder lists it, and `pack --gain` puts it back
+    # a fixed-width file comes back with --coding fixed (by default its codes are entropy coded)
     model = golden / "golden_audio.safetensors"
+    extra = ["--rate", "22050", "--samples", str(signal.shape[1]), "--force"]
+    assert cli("encode", tmp_path / "in.wav", tmp_path / "fixed.vq", "-m", model, "-q", "3", "--coding", "fixed",
+               "--force").returncode == 0
+    assert cli("codes", tmp_path / "fixed.vq", tmp_path / "fixed.npy", "-m", model).returncode == 0
+    assert cli("pack", tmp_path / "fixed.npy", tmp_path / "d.vq", "-m", model, *extra, "--coding", "fixed").returncode == 0
+    assert (tmp_path / "d.vq").read_bytes() == (tmp_path / "fixed.vq").read_bytes()
+    assert cli("pack", tmp_path / "fixed.npy", tmp_path / "d.vq", "-m", model, *extra).returncode == 0
+    assert len((tmp_path / "d.vq").read_bytes()) < len((tmp_path / "fixed.vq").read_bytes())
+    # audio coded at a level gain: `codes` of a folder lists it, and `pack --gain` puts it back
     (tmp_path / "loud").mkdir()
     soundfile.write(tmp_path / "loud" / "in.wav", (signal * 61.2345678 / np.abs(signal).max()).T, 22050,
                     subtype="FLOAT")

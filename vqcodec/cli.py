@@ -693,15 +693,17 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
 @click.option("--gain", type=float, default=None,
               help="Audio: what the decoded audio is multiplied by (default 1; `vqcodec codes` of a folder lists "
                    "each file's, for recordings coded at a level gain).")
+@click.option("--coding", type=click.Choice(["auto", "prior", "fixed"]), default="auto", show_default=True,
+              help="Payload coding, as for `encode` (fixed: the same bytes again for a fixed-width file).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
-def pack(input_path, output_path, model, rate, samples, width, height, gain, force):
+def pack(input_path, output_path, model, rate, samples, width, height, gain, coding, force):
     """Pack integer codes from a NumPy .npy file into a .vq file, the inverse of `vqcodec codes`.
 
     CODES holds integers as `vqcodec codes` writes them: audio (channels, quality, frames), images
     (quality, rows, cols); -1 leaves a level out of a frame or cell, from some level up. They may
     come from a .vq file or from your own model of the codes. They are entropy coded under the
-    model's prior (packed at fixed width if it has none), and `vqcodec decode` turns the file
-    into audio or an image.
+    model's prior (packed at fixed width if it has none, or with --coding fixed), and `vqcodec
+    decode` turns the file into audio or an image.
 
     \b
     Examples:
@@ -713,8 +715,8 @@ def pack(input_path, output_path, model, rate, samples, width, height, gain, for
 
     _refuse_existing_output(output_path, force)
     array = _read_npy(_read_input(input_path), input_path)
-    encoded = Codec.load(model).codes_to_file(array, sample_rate=rate, samples=samples, width=width, height=height,
-                                              gain=gain)
+    encoded = Codec.load(model, coding=coding).codes_to_file(array, sample_rate=rate, samples=samples, width=width,
+                                                             height=height, gain=gain)
     _write_output(output_path, lambda stream: stream.write(encoded), force)
 
 
