@@ -621,5 +621,7 @@ def test_codes_functions_check_their_input(codec, signal):
             codec.codes_to_audio(bad)
     with pytest.raises(VQCodecError, match="gain must be a number"):
         codec.codes_to_file(codes, gain="x")
+    # a gain within half a step of 1 is no gain: the file is the one `info` and codes.json describe (gain 1)
+    assert codec.codes_to_file(codes, gain=1 + 1e-7) == codec.codes_to_file(codes, gain=1.0) == codec.codes_to_file(codes)
     with pytest.raises(VQCodecError, match="sample rate must be a whole number"):
         codec.codes_to_file(codes, sample_rate=16000.7)

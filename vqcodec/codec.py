@@ -1325,7 +1325,9 @@ class Codec:
             raise VQCodecError(f"gain must be a number, not {gain!r}")
         if gain is not None and gain != 1.0:
             stored_gain = round(float(gain) * vqformat.GAIN_ONE) if math.isfinite(float(gain)) else 0
-            if not vqformat.MIN_GAIN <= stored_gain <= vqformat.MAX_GAIN:
+            if stored_gain == vqformat.GAIN_ONE:  # a gain that rounds to 1 is none, as the encoder writes it
+                stored_gain = 0
+            elif not vqformat.MIN_GAIN <= stored_gain <= vqformat.MAX_GAIN:
                 raise VQCodecError(f"gain {gain} is out of range ({vqformat.MIN_GAIN / vqformat.GAIN_ONE:g}.."
                                    f"{vqformat.MAX_GAIN // vqformat.GAIN_ONE})")
         if self.kind == "audio":
