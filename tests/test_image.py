@@ -772,4 +772,7 @@ def test_image_api_takes_arrays_and_tensors_and_refuses_what_it_cannot(codec):
     for height, width in ((rows * codec.hop + 1, 30), (20, 0), (-1, -1)):
         with pytest.raises(VQCodecError, match="must be an integer from"):
             codec.codes_to_image(codes, height, width)
+    tall = np.broadcast_to(codes[:, :1, :1], (2, 65536 // codec.hop + 1, 1))  # a picture beyond the size limit
+    with pytest.raises(VQCodecError, match="exceeds the size limit"):
+        codec.codes_to_image(tall)
     assert read_info(io.BytesIO(plain)).width == 30

@@ -1292,6 +1292,7 @@ class Codec:
         quality, rows, cols = codes.shape
         height = rows * hop if height is None else _checked_setting("height", height, (rows - 1) * hop + 1, rows * hop)
         width = cols * hop if width is None else _checked_setting("width", width, (cols - 1) * hop + 1, cols * hop)
+        _check_image_size(width, height)  # before the whole picture is allocated
         out = np.zeros((rows * hop, cols * hop, 3), dtype=np.uint8)
         for r0, r1, c0, c1 in self._tiles(rows, cols):
             a, b = max(0, r0 - ctx), min(rows, r1 + ctx)
