@@ -678,6 +678,7 @@ class Codec:
     def audio_to_codes(self, audio: np.ndarray, quality: int | None = None, variable_depth: bool = False) -> np.ndarray:
         """Codes of audio already at the model rate: (channels, samples) -> int64 (channels, quality, frames).
 
+        The samples are coded as given: unlike encoding and media_to_codes, no level gain is applied.
         With `variable_depth` (and a depth weight, for entropy coding) each frame keeps only the levels
         that pay for their bits, as in files: the rest of its codes are -1."""
         self._require("audio")
