@@ -360,6 +360,17 @@ def test_codes_of_a_folder(cli, tmp_path, signal, tiny_model_path, codec):
     assert np.load(out / "in.npy").shape[1] == 2 and json.loads((out / "codes.json").read_text())["quality"] == 2
 
 
+def test_codes_of_a_folder_refuses_a_subfolder_where_the_manifest_goes(cli, tmp_path, signal, tiny_model_path):
+    folder, out = tmp_path / "recordings", tmp_path / "tokens"
+    (folder / "codes.json").mkdir(parents=True)
+    write_wav(folder / "codes.json" / "x.wav", signal)
+    write_wav(folder / "y.wav", signal)
+    result = cli("codes", folder, out, "-m", tiny_model_path)
+    assert_one_line_error(result)
+    assert "would be both an output file and the folder of" in result.stderr.decode()
+    assert not out.exists()  # refused before any work
+
+
 def test_codes_of_a_folder_of_photos(cli, tmp_path):
     from PIL import Image
 

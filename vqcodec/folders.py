@@ -16,9 +16,11 @@ DEFAULT_EXTENSIONS = {"audio": ".wav", "image": ".png"}
 IMAGE_EXTENSIONS = {"JPEG": ".jpg", "TIFF": ".tiff"}  # where Pillow's first-registered one is unusual
 
 
-def mirrored_paths(folder: Path, out: Path, files: list[Path], suffix_of: Callable[[Path], str]) -> list[Path]:
+def mirrored_paths(folder: Path, out: Path, files: list[Path], suffix_of: Callable[[Path], str],
+                   also: tuple[Path, ...] = ()) -> list[Path]:
     """Each file's path under `folder`, moved under `out`, with the suffix `suffix_of(file)` gives;
-    refused when two files would write the same output (talk.wav and talk.flac)."""
+    refused when two files would write the same output (talk.wav and talk.flac), or when one would
+    go where a folder of another, or of the run's other outputs `also` (a manifest), must go."""
     outputs, sources = [], {}
     for path in files:
         output = out / Path(path).relative_to(folder).with_suffix(suffix_of(path))
@@ -26,7 +28,7 @@ def mirrored_paths(folder: Path, out: Path, files: list[Path], suffix_of: Callab
             raise VQCodecError(f"{sources[output]} and {path} would both write {output}")
         sources[output] = path
         outputs.append(output)
-    _check_output_tree(outputs)
+    _check_output_tree([*outputs, *also])
     return outputs
 
 

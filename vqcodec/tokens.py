@@ -16,8 +16,9 @@ MANIFEST = "codes.json"
 
 
 def code_paths(folder: Path, out: Path, files: list[Path]) -> list[Path]:
-    """Where the codes of each file go: its path under `folder`, under `out`, ending .npy."""
-    return mirrored_paths(folder, out, files, lambda path: ".npy")
+    """Where the codes of each file go: its path under `folder`, under `out`, ending .npy (refused
+    where the manifest, out/codes.json, would have to be a folder)."""
+    return mirrored_paths(folder, out, files, lambda path: ".npy", also=(Path(out) / MANIFEST,))
 
 
 def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int | None = None, log=None) -> dict:
