@@ -609,8 +609,9 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, f
 
     For a folder (read recursively), OUTPUT is a folder that gets one .npy file per media file, at
     the same relative path, and codes.json: the model, quality and frame rate or stride, and for
-    each file its codes' shape and the rate and length or size that restore it. A file that cannot
-    be read is reported and skipped, and the command then exits with status 1.
+    each file its codes' shape and the rate, length and level gain (`pack --rate --samples --gain`)
+    or the size (`--width --height`) that restore it. A file that cannot be read is reported and
+    skipped, and the command then exits with status 1.
 
     \b
     Examples:

@@ -27,8 +27,8 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     Codes are as `codec.media_to_codes` gives them (all levels unless `quality`; per-cell depth as
     `codec.depth_weight` says). The manifest holds the model id, quality, codebook size, the frame
     rate (or the stride in pixels) and axis order, and for each file its array's shape and the sample
-    rate and length (or the width and height) that restore it; "skipped" lists the files that could
-    not be coded, and why."""
+    rate, length and level gain (or the width and height) that restore it; "skipped" lists the files
+    that could not be coded, and why."""
     folder, out = Path(folder), Path(out)
     outputs = code_paths(folder, out, files)
     quality = codec.check_quality(codec.num_codebooks if quality is None else quality)
