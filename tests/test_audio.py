@@ -608,6 +608,16 @@ def test_vq_files_are_taken_as_bytes_paths_or_streams(codec, signal, tmp_path):
         codec.decode_audio(np.frombuffer(data, np.uint8))
 
 
+def test_codes_of_a_file_pack_back_into_its_vq_file(codec, signal, tmp_path):
+    """What media_to_codes returns is what codes_to_file takes: the same file as encoding it, level gain included."""
+    soundfile.write(tmp_path / "loud.wav", (signal(2, 3000, 22050) * 8).T, 22050, subtype="FLOAT")
+    codes, restore = codec.media_to_codes(tmp_path / "loud.wav", 3)
+    assert restore["gain"] > 1 and restore["channels"] == 2
+    assert codec.codes_to_file(codes, **restore) == codec.encode_audio_file(tmp_path / "loud.wav", 3)
+    with pytest.raises(VQCodecError, match="the codes hold 2 channels, not 1"):
+        codec.codes_to_file(codes, **{**restore, "channels": 1})
+
+
 def test_codes_functions_check_their_input(codec, signal):
     with pytest.raises(VQCodecError, match="NaN"):
         codec.audio_to_codes(np.full((1, 320), np.nan, np.float32))

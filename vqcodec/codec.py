@@ -1307,21 +1307,23 @@ class Codec:
     # ------------------------------------------------------------ codes: files
 
     def codes_to_file(self, codes: np.ndarray, sample_rate: int | None = None, samples: int | None = None,
-                      width: int | None = None, height: int | None = None, gain: float | None = None) -> bytes:
+                      width: int | None = None, height: int | None = None, gain: float | None = None,
+                      channels: int | None = None) -> bytes:
         """`.vq` bytes holding the given codes, entropy coded under the model's prior when it has one,
         to decode like any file: codes as audio_to_codes, image_to_codes or `vqcodec codes` give them,
         or made by another model. Audio (channels, quality, frames), decoded at `sample_rate` to
         `samples` per channel (default: the model's rate, frames x hop); images (quality, rows, cols),
         decoded as RGB of `width` x `height` (default: cols and rows x hop). -1 leaves a level out of
         a frame or cell, from some level up to the top. Audio `gain`: what the decoded audio is
-        multiplied by (the "gain" media_to_codes reports; default 1)."""
+        multiplied by (the "gain" media_to_codes reports; default 1); `channels`, if given, must be
+        the codes' (so that codes_to_file(codes, **restore) takes what media_to_codes returns)."""
         array = np.asarray(codes)
         if not np.issubdtype(array.dtype, np.integer):
             raise VQCodecError(f"codes must be integers, not {array.dtype}")
         if (self.kind == "audio" and (width, height) != (None, None)) or \
-                (self.kind == "image" and (sample_rate, samples, gain) != (None, None, None)):
+                (self.kind == "image" and (sample_rate, samples, gain, channels) != (None, None, None, None)):
             raise VQCodecError(f"model {self.name} codes {self.kind}: a width and height are for images, "
-                               "a sample rate, sample count and gain for audio")
+                               "a sample rate, sample count, gain and channel count for audio")
         stored_gain = 0
         if gain is not None and not _is_real(gain):
             raise VQCodecError(f"gain must be a number, not {gain!r}")
@@ -1334,6 +1336,8 @@ class Codec:
                                    f"{vqformat.MAX_GAIN // vqformat.GAIN_ONE})")
         if self.kind == "audio":
             array = self._checked_codes(array, 1, "channels, quality, frames")
+            if channels is not None and channels != array.shape[0]:
+                raise VQCodecError(f"the codes hold {array.shape[0]} channels, not {channels!r}")
             channels, quality, frames = array.shape
             rate = self.sample_rate if sample_rate is None else _checked_rate(sample_rate)
             if samples is not None and not _is_whole(samples):
