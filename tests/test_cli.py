@@ -468,6 +468,14 @@ def test_pack_inverts_codes_byte_for_byte(cli, tmp_path):
     assert cli("codes", tmp_path / "loud", tmp_path / "loud_codes", "-m", model, "-q", "3",
                "--depth-weight", "2").returncode == 0
     assert json.loads((tmp_path / "loud_codes" / "codes.json").read_text())["files"][0]["gain"] == gain
+    # codes of the one recording say the gain, which nothing else records for them
+    result = cli("codes", tmp_path / "loud" / "in.wav", tmp_path / "one.npy", "-m", model, "-q", "3",
+                 "--depth-weight", "2")
+    note = re.search(r"pack --gain (\S+)`", result.stderr.decode())
+    assert result.returncode == 0 and note, result.stderr.decode()
+    assert cli("pack", tmp_path / "one.npy", tmp_path / "one.vq", "-m", model, "--rate", "22050", "--samples",
+               str(signal.shape[1]), "--gain", note[1]).returncode == 0
+    assert (tmp_path / "one.vq").read_bytes() == (tmp_path / "loud.vq").read_bytes()
     assert cli("codes", tmp_path / "loud.vq", tmp_path / "loud.npy", "-m", model).returncode == 0
     # the gain as `vqcodec info` prints it is enough to restore it exactly
     shown = re.search(r"coded divided by (\S+),", cli("info", tmp_path / "loud.vq", "-m", model).stdout.decode())[1]

@@ -645,7 +645,10 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, f
         else:
             stream.seek(0)
             codec = _codes_codec(model, _media_kind(head, input_path, kind), depth_weight, resolve_device(device))
-            array, _ = codec.media_to_codes(source if isinstance(source, Path) else stream, quality)
+            array, restore = codec.media_to_codes(source if isinstance(source, Path) else stream, quality)
+            if restore.get("gain", 1.0) != 1.0:  # nothing else records it for a single file (a folder's codes.json does)
+                click.echo(f"vqcodec: note: coded divided by a level gain of {restore['gain']:.9g}; "
+                           f"`vqcodec pack --gain {restore['gain']:.9g}` restores the level", err=True)
     _write_output(output_path, lambda out: np.save(out, array.astype(np.int32), allow_pickle=False), force)
 
 
