@@ -695,8 +695,9 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
 @click.option("--width", type=int, default=None, help="Image: width to decode to (default: cols x the model's stride).")
 @click.option("--height", type=int, default=None, help="Image: height to decode to (default: rows x the stride).")
 @click.option("--gain", type=float, default=None,
-              help="Audio: what the decoded audio is multiplied by (default 1; `vqcodec codes` of a folder lists "
-                   "each file's, for recordings coded at a level gain).")
+              help="Audio: what the decoded audio is multiplied by (default 1; for recordings coded at a level "
+                   "gain, `vqcodec info` shows a .vq file's, and `vqcodec codes` prints a recording's and lists a "
+                   "folder's in codes.json).")
 @click.option("--coding", type=click.Choice(["auto", "prior", "fixed"]), default="auto", show_default=True,
               help="Payload coding, as for `encode` (fixed: the same bytes again for a fixed-width file).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
