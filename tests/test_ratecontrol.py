@@ -132,6 +132,21 @@ def test_a_bad_rate_is_refused(speech, photo_codec, bad):
         photo_codec.encode_image(Image.new("RGB", (16, 16)), 8, max_bpp=bad)
 
 
+def test_a_rate_beyond_any_file_gives_the_top_quality(speech, photo_codec):
+    """A rate whose budget in bits overflows a float (1e308 kbps over a second, 1e308 bpp over 256
+    pixels) is a budget every file fits, not an OverflowError: encoding and recoding give the file
+    of the top quality."""
+    audio = np.zeros((1, 16000), np.float32)
+    audio[0, ::40] = 0.3
+    data = speech.encode_audio(audio, 16000, 3, max_kbps=1e308)
+    assert read_info(data).quality == 3
+    assert read_info(speech.recode(data, max_rate=1e308)).quality == 3
+    image = Image.fromarray(np.arange(256 * 3, dtype=np.uint8).reshape(16, 16, 3))
+    data = photo_codec.encode_image(image, 3, max_bpp=1e308)
+    assert read_info(data).quality == 3
+    assert read_info(photo_codec.recode(data, max_rate=1e308)).quality == 3
+
+
 @pytest.mark.parametrize("bpp", [0.1, 0.3])
 def test_a_photo_at_bits_per_pixel(photo_codec, bpp):
     image = Image.open(DATA / "photo.png")

@@ -792,7 +792,7 @@ class Codec:
         max_kbps = _checked_amount("bitrate", max_kbps, "kbps")
         _check_audio_size(channels, sample_rate, samples)
         duration = samples / sample_rate
-        return self._fit_rate(encode_at, math.floor(max_kbps * 1000 * duration / 8), quality, f"{max_kbps:g} kbps",
+        return self._fit_rate(encode_at, ratecontrol.byte_limit(max_kbps * 1000 * duration), quality, f"{max_kbps:g} kbps",
                              lambda size: f"{size * 8 / duration / 1000:.3g} kbps")
 
     def _fit_rate(self, encode_at: Callable[[int], bytes], limit_bytes: int, max_quality: int, target: str,
@@ -970,11 +970,11 @@ class Codec:
             return pack(quality, weight if quality < stored else 0.0)
         if audio:
             duration = header.length / header.sample_rate
-            limit = math.floor(_checked_amount("bitrate", max_rate, "kbps") * 1000 * duration / 8)
+            limit = ratecontrol.byte_limit(_checked_amount("bitrate", max_rate, "kbps") * 1000 * duration)
             target, describe = f"{max_rate:g} kbps", lambda size: f"{size * 8 / duration / 1000:.3g} kbps"
         else:
             pixels = header.width * header.height
-            limit = math.floor(_checked_amount("bits per pixel", max_rate, "bpp") * pixels / 8)
+            limit = ratecontrol.byte_limit(_checked_amount("bits per pixel", max_rate, "bpp") * pixels)
             target, describe = f"{max_rate:g} bpp", lambda size: f"{size * 8 / pixels:.3g} bpp"
         return ratecontrol.fit_size(pack, limit, quality, weight, MAX_DEPTH_WEIGHT, variable_depth, target, describe)
 
@@ -1384,7 +1384,7 @@ class Codec:
         if max_bpp is not None:
             max_bpp = _checked_amount("bits per pixel", max_bpp, "bpp")
             pixels = image.width * image.height
-            return self._fit_rate(lambda q: self.encode_image(image, q), math.floor(max_bpp * pixels / 8), quality,
+            return self._fit_rate(lambda q: self.encode_image(image, q), ratecontrol.byte_limit(max_bpp * pixels), quality,
                                  f"{max_bpp:g} bpp", lambda size: f"{size * 8 / pixels:.3g} bpp")
         quality = self.check_quality(quality)
         rgb, mode, alpha = image_to_planes(image)

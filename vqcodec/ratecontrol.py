@@ -25,6 +25,12 @@ CLOSE_ENOUGH = 0.99       # a file of at least this share of the budget ends a w
 SMALLEST_RAISED_WEIGHT = 0.125
 
 
+def byte_limit(bits: float) -> int:
+    """A budget of `bits` bits as whole bytes. One beyond any file (a rate such as 1e308, whose bits
+    overflow to infinity) becomes a large finite number of bytes, which every file fits."""
+    return math.floor(min(bits / 8, float(1 << 62)))
+
+
 class RateUnreachable(VQCodecError):
     """Even the smallest file the model makes of the input is over the budget."""
 
