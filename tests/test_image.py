@@ -232,6 +232,25 @@ def test_tiling_check_detects_seams_without_context(codec, monkeypatch):
     assert tiled_data != whole_data or not np.array_equal(tiled, whole)
 
 
+def test_tiling_is_seamless_with_per_cell_depth(golden_image_codec, monkeypatch):
+    """With a prior and per-cell depth (the default for entropy-coded files), tiles still give the
+    whole image's file: the depths are chosen with one exchange rate for every cell and each cell's
+    neighbours in other tiles as context, not tile by tile (a strip of a few cells at the right edge
+    used to get its own)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from make_golden import golden_image
+
+    codec = golden_image_codec
+    image = Image.fromarray(golden_image(3, height=21 * codec.hop, width=23 * codec.hop + 3))  # 21 x 24 cells
+    codes = codec.image_to_codes(np.asarray(image), 3, variable_depth=True)
+    assert 0 < (codes == -1).mean() < 0.5, "some cells, not most, must stop early for this test to mean anything"
+    whole_data, whole = _coded(codec, image, 10_000, monkeypatch)
+    tiled_data, tiled = _coded(codec, image, 5, monkeypatch)  # 5 x 5 tiles, the last column one cell wide
+    assert tiled_data == whole_data
+    assert np.array_equal(tiled, whole)
+    assert np.array_equal(codec.image_to_codes(np.asarray(image), 3, variable_depth=True), codes)
+
+
 def _receptive_radius(cfg: ImageConfig, cells: int = 16) -> tuple[int, int]:
     """Latent cells each side that one encoder output cell and one decoder output cell depend on."""
     torch.manual_seed(0)

@@ -486,33 +486,48 @@ class Codec:
         lambda is depth_weight times the quality ladder's exchange rate measured on these cells: the
         error one more level of nearest codes removes, summed, per bit it spends (at the top quality,
         the last level's own), unless `depth_lambda` gives it."""
+        ladder, errors = self._depth_ladder(latents, codes)
+        return self._cut_depths(codes.shape, ladder, errors, depth_lambda)
+
+    def _depth_ladder(self, latents: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What _cut_depths needs of some cells: their codes (ladder, cells), one level more than `codes`
+        (q, batch, *cells) below the top quality, and float64 errors (ladder + 1, cells) after 0..ladder
+        levels. Each cell's on its own, so a tile's cells give what the whole image's would."""
         rvq = self.model.quantizer
         quality = codes.shape[0]
         vectors = latents.movedim(1, -1).reshape(-1, latents.shape[1])
         flat = codes.reshape(quality, -1)
-        ladder = min(quality + 1, self.num_codebooks)
-        if ladder > quality:
+        if quality < self.num_codebooks:
             flat = torch.cat([flat, rvq.layers[quality].encode(vectors - rvq.decode(flat))[None]])
-        errors = rvq.partial_errors(vectors, flat).double()                          # (ladder + 1, cells)
-        planes = flat.reshape(ladder, *codes.shape[1:]).transpose(0, 1).cpu().numpy()  # (batch, ladder, *cells)
+        return flat, rvq.partial_errors(vectors, flat).double()
+
+    def _cut_depths(self, shape: tuple, flat: torch.Tensor, errors: torch.Tensor,
+                    depth_lambda: float | None = None) -> torch.Tensor:
+        """_choose_depths for codes of `shape` (q, batch, *cells), given their _depth_ladder."""
+        quality, ladder = shape[0], flat.shape[0]
+        planes = flat.reshape(ladder, *shape[1:]).transpose(0, 1).cpu().numpy()  # (batch, ladder, *cells)
         bits = torch.from_numpy(np.stack([self.prior.code_bits(p[:, None] if p.ndim == 2 else p).reshape(ladder, -1)
                                           for p in planes], 1).reshape(ladder, -1)).to(errors.device)
         if depth_lambda is None:
             removed, spent = float((errors[ladder - 1] - errors[ladder]).sum()), float(bits[ladder - 1].sum())
             if not (removed > 0 and spent > 0):
-                return codes
+                return flat[:quality].reshape(shape)
             depth_lambda = self.depth_weight * removed / spent
         spent_by_depth = torch.cat([bits.new_zeros((1, bits.shape[1])), bits[:quality].cumsum(0)])
         depth = (errors[:quality + 1] + depth_lambda * spent_by_depth).argmin(0)
-        absent = torch.arange(quality, device=codes.device)[:, None] >= depth[None]
-        return flat[:quality].masked_fill(absent, ABSENT).reshape(codes.shape)
+        absent = torch.arange(quality, device=flat.device)[:, None] >= depth[None]
+        return flat[:quality].masked_fill(absent, ABSENT).reshape(shape)
 
     def _quantize(self, window: torch.Tensor, inner: tuple[slice, ...], quality: int,
                   variable_depth: bool = False) -> torch.Tensor:
         """Codes (quality, batch, *inner cells) of the inner cells of a window of latents (batch, D, *cells)."""
-        cells = window[(slice(None), slice(None)) + inner]
-        codes = self.model.quantizer.encode_cells(cells, quality, self.beam, self._rate_costs(window, inner, quality))
+        cells, codes = self._search(window, inner, quality)
         return self._choose_depths(cells, codes) if self._depth_active(variable_depth) else codes
+
+    def _search(self, window: torch.Tensor, inner: tuple[slice, ...], quality: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The inner cells of a window of latents, and their codes (quality, batch, *inner cells) at full depth."""
+        cells = window[(slice(None), slice(None)) + inner]
+        return cells, self.model.quantizer.encode_cells(cells, quality, self.beam, self._rate_costs(window, inner, quality))
 
     def _depth_finish(self, variable_depth: bool):
         """For refine_codes: what turns a step's codes into the file's codes (the depth choice, or nothing)."""
@@ -1253,6 +1268,14 @@ class Codec:
         padded = np.pad(rgb, ((0, rows * hop - h), (0, cols * hop - w), (0, 0)), mode="edge")
         codes = np.zeros((quality, rows, cols), dtype=np.int64)
         done = np.zeros((rows, cols), dtype=bool)
+        # Without refinement, the depths are chosen once the whole image is searched, as if it were one
+        # tile: one exchange rate for every cell, and each cell's bits with its neighbours across tiles as
+        # context. Tile by tile, a strip of a few cells at the right or bottom edge got its own.
+        whole_depth = self._depth_active(variable_depth) and not self.refine
+        ladder = min(quality + 1, self.num_codebooks)
+        if whole_depth:
+            ladder_codes = torch.zeros((ladder, rows, cols), dtype=torch.int64)
+            errors = torch.zeros((ladder + 1, rows, cols), dtype=torch.float64)
         for r0, r1, c0, c1 in self._tiles(rows, cols):
             a, b = max(0, r0 - ctx), min(rows, r1 + ctx)
             c, d = max(0, c0 - ctx), min(cols, c1 + ctx)
@@ -1263,10 +1286,18 @@ class Codec:
             if self.refine:
                 tile_codes = self._refine_tile(x, window, inner, codes[:, a:b, c:d], done[a:b, c:d], quality,
                                                variable_depth)
+            elif whole_depth:
+                flat, tile_errors = self._depth_ladder(*self._search(window, inner, quality))
+                ladder_codes[:, r0:r1, c0:c1] = flat.reshape(ladder, r1 - r0, c1 - c0).cpu()
+                errors[:, r0:r1, c0:c1] = tile_errors.reshape(ladder + 1, r1 - r0, c1 - c0).cpu()
+                continue
             else:
                 tile_codes = self._quantize(window, inner, quality, variable_depth)
             codes[:, r0:r1, c0:c1] = tile_codes[:, 0].cpu().numpy()
             done[r0:r1, c0:c1] = True
+        if whole_depth:
+            codes = self._cut_depths((quality, 1, rows, cols), ladder_codes.reshape(ladder, -1),
+                                     errors.reshape(ladder + 1, -1))[:, 0].numpy()
         return codes
 
     def _refine_tile(self, x, window, inner, window_codes, window_done, quality, variable_depth) -> torch.Tensor:
