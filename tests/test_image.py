@@ -135,6 +135,7 @@ def test_one_call_api_takes_paths_images_and_arrays(codec, tmp_path):
     assert data == codec.encode(str(path), 2) == codec.encode(path.read_bytes(), 2) == codec.encode(image, 2)
     assert data == codec.encode_image(image, 2)
     assert codec.encode(np.asarray(image), 2) == data
+    assert codec.encode_image(torch.from_numpy(np.asarray(image).copy()), 2) == data  # "arrays" include tensors
     decoded = codec.decode(data)
     assert (decoded.mode, decoded.size) == ("RGBA", (19, 11))
     assert np.array_equal(np.asarray(decoded), np.asarray(codec.decode_image(data)))

@@ -1407,6 +1407,8 @@ class Codec:
         from PIL import Image
 
         self._require("image")
+        if isinstance(image, torch.Tensor):
+            image = image.detach().cpu().numpy()
         if isinstance(image, np.ndarray):
             image = _array_image(image)
         elif not isinstance(image, Image.Image):
