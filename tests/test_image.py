@@ -386,6 +386,9 @@ def test_exif_orientation_is_applied(codec, tmp_path):
     assert pixels[:8, -8:, 0].mean() > 200 and pixels[:8, :8, 0].mean() < 50  # now top-right
     info = read_info(codec.encode_image(image, 2))
     assert (info.width, info.height) == (24, 40)
+    with Image.open(path) as opened:  # as Image.open gives it, not yet turned: the API turns it as for the file
+        assert opened.size == (40, 24)
+        assert codec.encode_image(opened, 2) == codec.encode(opened, 2) == codec.encode(path, 2)
 
 
 @pytest.mark.parametrize("fmt,suffix,tolerance", [

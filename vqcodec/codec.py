@@ -61,6 +61,7 @@ MAX_RATE_WEIGHT = 100.0
 DEFAULT_DEPTH_WEIGHT = {"audio": 2.0, "image": 1.0}
 MAX_DEPTH_WEIGHT = 100.0
 MAX_REFINE = 1000
+EXIF_ORIENTATION = 0x0112      # the EXIF tag of how a stored image is turned for display
 IMAGE_TILE = 64                 # latent cells per tile side, before context
 STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
 WHOLE_READ_SAMPLES = 1 << 22    # files of up to this many samples (16 MiB) are read once, longer ones twice
@@ -1400,11 +1401,12 @@ class Codec:
             raise VQCodecError(str(exc)) from None
 
     def encode_image(self, image, quality: int, max_bpp: float | None = None) -> bytes:
-        """Encode a Pillow image of any supported mode; alpha is kept losslessly.
+        """Encode a Pillow image of any supported mode; alpha is kept losslessly. Its EXIF orientation is
+        applied, as for a file.
 
         With `max_bpp`, the best file of at most that many bits per pixel (whole file, header and
         alpha included), with `quality` the most codebooks it may use (vqcodec.ratecontrol)."""
-        from PIL import Image
+        from PIL import Image, ImageOps
 
         self._require("image")
         if isinstance(image, torch.Tensor):
@@ -1414,6 +1416,8 @@ class Codec:
         elif not isinstance(image, Image.Image):
             raise VQCodecError(f"encode_image takes a Pillow image or a uint8 array, not a {type(image).__name__}: "
                                "encode() also takes paths and bytes")
+        elif image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # Image.open leaves it to the caller; open_image applies it
+            image = ImageOps.exif_transpose(image)
         if max_bpp is not None:
             max_bpp = _checked_amount("bits per pixel", max_bpp, "bpp")
             pixels = image.width * image.height
