@@ -525,10 +525,12 @@ class Codec:
         cells, codes = self._search(window, inner, quality)
         return self._choose_depths(cells, codes) if self._depth_active(variable_depth) else codes
 
-    def _search(self, window: torch.Tensor, inner: tuple[slice, ...], quality: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _search(self, window: torch.Tensor, inner: tuple[slice, ...],
+                quality: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The inner cells of a window of latents, and their codes (quality, batch, *inner cells) at full depth."""
         cells = window[(slice(None), slice(None)) + inner]
-        return cells, self.model.quantizer.encode_cells(cells, quality, self.beam, self._rate_costs(window, inner, quality))
+        costs = self._rate_costs(window, inner, quality)
+        return cells, self.model.quantizer.encode_cells(cells, quality, self.beam, costs)
 
     def _depth_finish(self, variable_depth: bool):
         """For refine_codes: what turns a step's codes into the file's codes (the depth choice, or nothing)."""
@@ -808,8 +810,8 @@ class Codec:
         max_kbps = _checked_amount("bitrate", max_kbps, "kbps")
         _check_audio_size(channels, sample_rate, samples)
         duration = samples / sample_rate
-        return self._fit_rate(encode_at, ratecontrol.byte_limit(max_kbps * 1000 * duration), quality, f"{max_kbps:g} kbps",
-                             lambda size: f"{size * 8 / duration / 1000:.3g} kbps")
+        return self._fit_rate(encode_at, ratecontrol.byte_limit(max_kbps * 1000 * duration), quality,
+                              f"{max_kbps:g} kbps", lambda size: f"{size * 8 / duration / 1000:.3g} kbps")
 
     def _fit_rate(self, encode_at: Callable[[int], bytes], limit_bytes: int, max_quality: int, target: str,
                  describe: Callable[[int], str]) -> bytes:
@@ -1421,8 +1423,8 @@ class Codec:
         if max_bpp is not None:
             max_bpp = _checked_amount("bits per pixel", max_bpp, "bpp")
             pixels = image.width * image.height
-            return self._fit_rate(lambda q: self.encode_image(image, q), ratecontrol.byte_limit(max_bpp * pixels), quality,
-                                 f"{max_bpp:g} bpp", lambda size: f"{size * 8 / pixels:.3g} bpp")
+            return self._fit_rate(lambda q: self.encode_image(image, q), ratecontrol.byte_limit(max_bpp * pixels),
+                                  quality, f"{max_bpp:g} bpp", lambda size: f"{size * 8 / pixels:.3g} bpp")
         quality = self.check_quality(quality)
         rgb, mode, alpha = image_to_planes(image)
         h, w, _ = rgb.shape
