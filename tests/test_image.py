@@ -738,6 +738,19 @@ def test_alpha_is_never_dropped_by_the_output_format(fmt, source):
         write_image(image, io.BytesIO(), fmt)
 
 
+@pytest.mark.parametrize("fmt,limit", [("JPEG", 65_500), ("WEBP", 16_383)])
+def test_a_format_too_small_for_a_side_is_one_clear_error(fmt, limit, capfd):
+    """Images go to 65 535 pixels a side, JPEG to 65 500 and WebP to 16 383: the error names the
+    limit, and nothing else reaches stderr (libjpeg printed a line of its own)."""
+    with pytest.raises(VQCodecError, match=f"^{fmt} holds at most {limit} pixels a side, and the image is "
+                                           f"{limit + 1}x1: write .png or .tif$"):
+        write_image(Image.new("L", (limit + 1, 1)), io.BytesIO(), fmt)
+    assert capfd.readouterr().err == ""
+    buffer = io.BytesIO()
+    write_image(Image.new("L", (limit, 1)), buffer, fmt)
+    assert Image.open(buffer).size == (limit, 1)
+
+
 def test_opaque_alpha_may_be_dropped():
     image = make_image("RGB", 16, 12, seed=3).convert("RGBA")
     buffer = io.BytesIO()

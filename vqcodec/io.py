@@ -161,6 +161,7 @@ ALPHA_MODES = {"RGBA", "LA", "PA", "P;transparency"}
 IMAGE_MODE_NAMES = {code: name for name, code in IMAGE_MODES.items()}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I", "F"}
 MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold
+_MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383}  # the most pixels a side these formats hold (images go to 65 535)
 
 
 def open_image(source):
@@ -319,6 +320,10 @@ def _saved(image, format_name: str | None) -> bytes:
 
     from PIL import Image
 
+    limit = _MAX_SIDE.get(format_name)
+    if limit and max(image.size) > limit:  # refused before libjpeg prints its own line on stderr
+        raise VQCodecError(f"{format_name} holds at most {limit} pixels a side, and the image is "
+                           f"{image.width}x{image.height}: write .png or .tif")
     wants_alpha, deep = _has_visible_alpha(image), image.mode in _SIXTEEN_BIT
     error = None
     for mode in dict.fromkeys([image.mode, *_fallback_modes(image, wants_alpha)]):
