@@ -11,6 +11,7 @@ import os
 import random
 import re
 import stat
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -291,6 +292,58 @@ def test_stdin_stdout(encoded, cli, tiny_model_path):
     audio, rate = soundfile.read(io.BytesIO(result.stdout), always_2d=True)
     assert rate == 22050 and audio.shape == (11025, 2)
     assert sorted(listing(encoded)) == ["in.wav", "out.vq"]
+
+
+class ShortWrites(io.RawIOBase):
+    """stdout as Python has it when unbuffered (PYTHONUNBUFFERED, python -u): a raw stream, whose write
+    may take only part of what it is given, as a pipe or a filling disk does; `terminal` says isatty."""
+
+    def __init__(self, terminal: bool = False):
+        self.taken, self.terminal = bytearray(), terminal
+
+    def writable(self):
+        return True
+
+    def isatty(self):
+        return self.terminal
+
+    def write(self, data):
+        part = bytes(data[:1000])
+        self.taken += part
+        return len(part)
+
+
+def test_stdout_gets_every_byte_when_unbuffered(encoded, tiny_model_path, monkeypatch):
+    from vqcodec.cli import run
+
+    stdout = ShortWrites()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(stdout, write_through=True))
+    assert run(["decode", str(encoded / "out.vq"), "-", "-m", str(tiny_model_path)]) == 0
+    audio, rate = soundfile.read(io.BytesIO(bytes(stdout.taken)), always_2d=True)
+    assert len(stdout.taken) > 1000 and rate == 22050 and audio.shape == (11025, 2)
+
+
+def test_closed_or_terminal_stdin_and_stdout_are_refused(encoded, tiny_model_path, monkeypatch, capsys):
+    """Reading a terminal would wait, without a prompt, for media no one can type; binary output would
+    garble it (written with --force, as gzip does); a closed stream (`<&-`, `>&-`) is None in Python."""
+    from vqcodec.cli import run
+
+    vq, model = str(encoded / "out.vq"), ["-m", str(tiny_model_path)]
+    terminal = io.TextIOWrapper(ShortWrites(terminal=True), write_through=True)
+    for stdin, stdout, args, error in (
+            (None, None, ["info", "-"], "stdin is closed"),
+            (None, None, ["encode", "-", "x.vq"], "stdin is closed"),
+            (terminal, None, ["decode", "-", "x.wav"], "stdin is a terminal"),
+            (terminal, None, ["codes", "-", "x.npy"], "stdin is a terminal"),
+            (None, None, ["decode", vq, "-"], "stdout is closed"),
+            (None, terminal, ["decode", vq, "-"], "not writing binary output to a terminal")):
+        monkeypatch.setattr(sys, "stdin", stdin)
+        monkeypatch.setattr(sys, "stdout", stdout)
+        assert run([*args, *model]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"vqcodec: error: {error}") and err.count("\n") == 1, (args, err)
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(written := ShortWrites(terminal=True), write_through=True))
+    assert run(["decode", vq, "-", "--force", *model]) == 0 and written.taken[:4] == b"RIFF"
 
 
 def test_codes_writes_the_integer_codes_as_npy(encoded, cli, tiny_model_path, codec):

@@ -24,18 +24,38 @@ DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
 SPOOL_BLOCK = 1 << 20  # bytes copied at a time between stdin or stdout and a temporary file
 
 
+def _stdin():
+    """stdin's binary stream, refused when it is closed (`<&-`) or a terminal, where reading would wait,
+    without a prompt, for media no one can type."""
+    if sys.stdin is None:
+        raise VQCodecError("stdin is closed: pipe or redirect the input into it")
+    if sys.stdin.isatty():
+        raise VQCodecError("stdin is a terminal: pipe or redirect the input into it")
+    return sys.stdin.buffer
+
+
+def _stdout(force: bool):
+    """stdout's binary stream, refused when it is closed (`>&-`), or, without --force, a terminal (as gzip
+    refuses), which binary output would garble."""
+    if sys.stdout is None:
+        raise VQCodecError("stdout is closed: redirect or pipe the output")
+    if sys.stdout.isatty() and not force:
+        raise VQCodecError("not writing binary output to a terminal: redirect or pipe it, or pass --force")
+    return sys.stdout.buffer
+
+
 def _spooled_stdin():
     """stdin copied into an anonymous temporary file, rewound: soundfile and Pillow need to seek, and
     a file on disk keeps long input out of memory."""
     spool = tempfile.TemporaryFile()
-    shutil.copyfileobj(sys.stdin.buffer, spool, SPOOL_BLOCK)
+    shutil.copyfileobj(_stdin(), spool, SPOOL_BLOCK)
     spool.seek(0)
     return spool
 
 
 def _read_input(path: str) -> bytes:
     if path == "-":
-        return sys.stdin.buffer.read()
+        return _stdin().read()
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
@@ -62,6 +82,7 @@ def _refuse_existing_output(path: str, force: bool) -> None:
     """Refuse to overwrite an existing output without --force (commands check this before their
     work as well as when they write, so that a refusal costs nothing)."""
     if path == "-":
+        _stdout(force)
         return
     if Path(path).is_dir():
         raise VQCodecError(f"{path}: is a directory")
@@ -74,11 +95,17 @@ def _write_output(path: str, write, force: bool) -> None:
     if path == "-":
         # Written in full to a temporary file first, so a failure writes nothing to stdout and long
         # output never sits in memory.
+        stdout = _stdout(force)
         with tempfile.TemporaryFile() as spool:
             write(spool)
             spool.seek(0)
-            shutil.copyfileobj(spool, sys.stdout.buffer, SPOOL_BLOCK)
-        sys.stdout.buffer.flush()
+            while block := spool.read(SPOOL_BLOCK):
+                # Unbuffered (PYTHONUNBUFFERED, python -u), stdout is a raw stream, whose write may
+                # take only part of a block (a pipe closed early, a full disk): write the rest.
+                view = memoryview(block)
+                while view:
+                    view = view[stdout.write(view) or 0:]
+        stdout.flush()
         return
     _refuse_existing_output(path, force)
     target = Path(path)
