@@ -346,6 +346,38 @@ def test_closed_or_terminal_stdin_and_stdout_are_refused(encoded, tiny_model_pat
     assert run(["decode", vq, "-", "--force", *model]) == 0 and written.taken[:4] == b"RIFF"
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_fifos_and_devices_are_read_and_written_through(encoded, cli, tiny_model_path, tmp_path):
+    """A FIFO (a named pipe, <(...) or >(...)) is read as stdin is (soundfile must seek; a first read of
+    its head took bytes the decoder needed), and written into, as /dev/null is, without --force, since
+    nothing is overwritten (renaming a file onto it put a regular file in its place)."""
+    fifo, model = tmp_path / "pipe.wav", ["-m", str(tiny_model_path)]
+    os.mkfifo(fifo)
+    wav = (encoded / "in.wav").read_bytes()
+    with ThreadPoolExecutor(1) as pool:
+        feeding = pool.submit(lambda: fifo.write_bytes(wav))
+        try:
+            result = cli("encode", fifo, tmp_path / "out.vq", "-q", "3", *model, timeout=60)
+        finally:
+            if not feeding.done():  # let a writer still waiting for a reader go
+                os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+    assert result.returncode == 0, result.stderr.decode()
+    assert (tmp_path / "out.vq").read_bytes() == (encoded / "out.vq").read_bytes()
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(fifo.read_bytes)
+        try:
+            result = cli("decode", encoded / "out.vq", fifo, *model, timeout=60)
+        finally:
+            if not reading.done():  # let a reader still waiting for a writer go
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        decoded = reading.result(timeout=60)
+    assert result.returncode == 0, result.stderr.decode()
+    audio, rate = soundfile.read(io.BytesIO(decoded), always_2d=True)
+    assert rate == 22050 and audio.shape == (11025, 2) and fifo.is_fifo()
+    result = cli("decode", encoded / "out.vq", os.devnull, "--format", "wav", *model)
+    assert result.returncode == 0 and result.stderr == b"" and Path(os.devnull).is_char_device()
+
+
 def test_codes_writes_the_integer_codes_as_npy(encoded, cli, tiny_model_path, codec):
     out = encoded / "codes.npy"
     result = cli("codes", encoded / "out.vq", out, "-m", tiny_model_path)

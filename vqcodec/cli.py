@@ -44,11 +44,20 @@ def _stdout(force: bool):
     return sys.stdout.buffer
 
 
-def _spooled_stdin():
-    """stdin copied into an anonymous temporary file, rewound: soundfile and Pillow need to seek, and
-    a file on disk keeps long input out of memory."""
+def _media_source(path: str):
+    """The input of encode and codes: a checked path, or for stdin and for a FIFO or device (a process
+    substitution, <(...)), a copy in an anonymous temporary file, rewound: soundfile and Pillow need to
+    seek, long audio is read twice, and a file on disk keeps long input out of memory."""
+    from .io import is_stream_file
+
+    if path != "-" and not is_stream_file(path):
+        return _checked_path(path)
     spool = tempfile.TemporaryFile()
-    shutil.copyfileobj(_stdin(), spool, SPOOL_BLOCK)
+    if path == "-":
+        shutil.copyfileobj(_stdin(), spool, SPOOL_BLOCK)
+    else:
+        with open(path, "rb") as stream:
+            shutil.copyfileobj(stream, spool, SPOOL_BLOCK)
     spool.seek(0)
     return spool
 
@@ -86,7 +95,9 @@ def _refuse_existing_output(path: str, force: bool) -> None:
         return
     if Path(path).is_dir():
         raise VQCodecError(f"{path}: is a directory")
-    if Path(path).exists() and not force:
+    from .io import is_stream_file
+
+    if Path(path).exists() and not force and not is_stream_file(path):
         raise VQCodecError(f"{path} exists; pass --force to overwrite it")
 
 
@@ -217,9 +228,9 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
         return _encode_folder(Path(input_path), output_path, quality, model, kind, device, force, coding, beam,
                               refine, rate_weight, depth_weight, max_kbps, max_bpp)
     _refuse_existing_output(output_path, force)
-    # Files are streamed from disk, so long audio never sits in memory; stdin is spooled to disk first.
-    source = _spooled_stdin() if input_path == "-" else _checked_path(input_path)
-    if input_path == "-":
+    # Files are streamed from disk, so long audio never sits in memory; stdin and FIFOs are spooled to disk first.
+    source = _media_source(input_path)
+    if not isinstance(source, Path):
         head = source.read(16)
         source.seek(0)
     else:
@@ -229,7 +240,7 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
         raise VQCodecError(f"{input_path}: file is empty")
     if head[:4] == vqformat.MAGIC:
         _refuse_media_options(beam, refine, rate_weight, kind)
-        data = source.read() if input_path == "-" else source.read_bytes()
+        data = source.read_bytes() if isinstance(source, Path) else source.read()
         encoded = _recoder(data, model, device, coding, depth_weight, max_kbps, max_bpp, {}).recode(
             data, quality, max_kbps if max_bpp is None else max_bpp)
         return _write_output(output_path, lambda stream: stream.write(encoded), force)
@@ -657,7 +668,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, f
                          resolve_device(device), force)
         return
     _refuse_existing_output(output_path, force)
-    source = _spooled_stdin() if input_path == "-" else _checked_path(input_path)
+    source = _media_source(input_path)
     with (open(source, "rb") if isinstance(source, Path) else source) as stream:
         head = stream.read(16)
         if not head:

@@ -35,12 +35,35 @@ def move_into_place(finished, target) -> None:
     os.replace(finished, target)
 
 
+def is_stream_file(path) -> bool:
+    """Whether `path` is a FIFO or a character device (/dev/null, a terminal, /dev/stdout when that is
+    a pipe): output is written into it, since renaming a file onto it would put a regular file in its
+    place, and writing into it overwrites nothing."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
 def write_file(path, write) -> None:
     """Call write(stream) into a temporary file beside `path`, then rename it onto `path`: a failure
-    leaves nothing behind, and readers never see half a file."""
+    leaves nothing behind, and readers never see half a file. A FIFO or device (is_stream_file) gets
+    the finished output written into it instead."""
+    import shutil
     import tempfile
 
     target = Path(path)
+    if is_stream_file(target):
+        try:
+            with tempfile.TemporaryFile() as spool:
+                write(spool)
+                spool.seek(0)
+                with open(target, "wb") as stream:
+                    shutil.copyfileobj(spool, stream)
+        except OSError as exc:
+            raise VQCodecError(f"cannot write {target}: {exc.strerror or exc}") from None
+        return
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     except OSError as exc:
