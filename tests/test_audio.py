@@ -190,6 +190,32 @@ def test_truncated_file_is_coded_as_far_as_it_reads(codec, signal, tmp_path):
     assert len(codec.encode_audio_file(cut, 4, max_kbps=kbps)) * 8 / (len(held) / rate) / 1000 <= kbps
 
 
+@pytest.mark.parametrize("format_name", ["W64", "RF64"])
+def test_a_stream_declaring_an_impossible_size_is_read_without_a_traceback(codec, signal, tmp_path, monkeypatch,
+                                                                          format_name):
+    # libsndfile skips the data chunk by its declared 64-bit size; past what any file may hold (here
+    # negative as a file offset), the stream's seek raised inside soundfile's callback, where Python
+    # printed it as an unraisable exception, with its traceback.
+    import struct
+    import sys
+
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    audio = signal(1, 4000, 16000)
+    path = tmp_path / "lying.wav"
+    soundfile.write(path, audio.T, 16000, format=format_name, subtype="FLOAT")
+    raw = bytearray(path.read_bytes())
+    if format_name == "W64":
+        struct.pack_into("<Q", raw, raw.index(b"data") + 16, 2**63 + 5)
+    else:  # the ds64 chunk's RIFF and data sizes
+        struct.pack_into("<QQ", raw, raw.index(b"ds64") + 8, 2**63 + 5, 2**63 + 5)
+    path.write_bytes(raw)
+    with open(path, "rb") as stream:
+        data = codec.encode_audio_file(stream, 2)
+    assert not unraisable and data == codec.encode_audio(audio, 16000, 2)
+
+
 def test_decode_audio_file_writes_the_original_layout(codec, signal, tmp_path):
     audio = signal(2, 12345, 22050)
     data = codec.encode_audio(audio, 22050, 2)

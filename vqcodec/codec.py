@@ -28,7 +28,7 @@ from . import ratecontrol
 from .errors import VQCodecError
 from .fileinfo import FileInfo, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_of, check_audio_output, image_to_planes,
-                 input_name, open_image, planes_to_image, unreadable_audio, unwritable_audio)
+                 input_name, open_image, planes_to_image, SoundStream, unreadable_audio, unwritable_audio)
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts
 from .recode import FileCuts
@@ -834,7 +834,7 @@ class Codec:
     @staticmethod
     def _open_sound(source) -> soundfile.SoundFile:
         try:
-            return soundfile.SoundFile(os.fsencode(source) if isinstance(source, (str, Path)) else source)
+            return soundfile.SoundFile(os.fsencode(source) if isinstance(source, (str, Path)) else SoundStream(source))
         except Exception as exc:
             raise unreadable_audio(input_name(source), exc) from None
 

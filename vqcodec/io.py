@@ -124,6 +124,25 @@ def unreadable_audio(where, exc: Exception) -> VQCodecError:
     return VQCodecError(f"cannot read audio {where}: {_soundfile_reason(exc)}")
 
 
+class SoundStream:
+    """A binary stream as soundfile reads it, whose seek to where the stream cannot go stays where it
+    is: libsndfile skips a chunk by the size its header declares, and a size past what a file may
+    hold (W64 and RF64 have 64-bit sizes) raised inside soundfile's callback, which printed a
+    traceback (the samples were read all the same)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        try:
+            return self.stream.seek(offset, whence)
+        except (OSError, ValueError, OverflowError):
+            return self.stream.tell()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 # Limits of libsndfile's encoders that it does not report clearly: above 200 kHz libvorbis crashes
 # the process, and too many channels for FLAC or MP3 come back as "Format not recognised".
 VORBIS_MAX_RATE = 200_000
