@@ -346,6 +346,34 @@ def test_closed_or_terminal_stdin_and_stdout_are_refused(encoded, tiny_model_pat
     assert run(["decode", vq, "-", "--force", *model]) == 0 and written.taken[:4] == b"RIFF"
 
 
+class Recording(io.RawIOBase):
+    """64 MiB of a WAV-like stream, counting what is read of it."""
+
+    def __init__(self):
+        self.left, self.taken = 64 << 20, 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        count = min(len(buffer), self.left)
+        buffer[:count] = (b"RIFF" if self.taken == 0 else b"\0" * 4)[:count].ljust(count, b"\0")
+        self.left, self.taken = self.left - count, self.taken + count
+        return count
+
+
+def test_decode_and_info_refuse_other_input_from_its_first_bytes(tiny_model_path, monkeypatch, capsys):
+    """A recording given to decode or info is refused before it is read into memory."""
+    from vqcodec.cli import run
+
+    for args in (["info", "-"], ["decode", "-", "-", "-m", str(tiny_model_path)]):
+        stdin = Recording()
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(stdin)))
+        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(ShortWrites(), write_through=True))
+        assert run(args) == 1 and capsys.readouterr().err == "vqcodec: error: not a .vq file (bad magic)\n"
+        assert stdin.taken < 1 << 20, f"{args[0]} read {stdin.taken} bytes of a recording"
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
 def test_fifos_and_devices_are_read_and_written_through(encoded, cli, tiny_model_path, tmp_path):
     """A FIFO (a named pipe, <(...) or >(...)) is read as stdin is (soundfile must seek; a first read of

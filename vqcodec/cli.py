@@ -1,6 +1,7 @@
 """The `vqcodec` command line: a thin layer over vqcodec.Codec."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -62,11 +63,18 @@ def _media_source(path: str):
     return spool
 
 
-def _read_input(path: str) -> bytes:
-    if path == "-":
-        return _stdin().read()
+def _read_input(path: str, magic: bytes = b"") -> bytes:
+    """The bytes of an input file or stdin. With `magic`, input that does not start with it is refused
+    from its first bytes (as parse_header refuses it), before the rest (a recording given to decode,
+    gigabytes maybe) is read into memory."""
     try:
-        return Path(path).read_bytes()
+        with contextlib.nullcontext(_stdin()) if path == "-" else open(path, "rb") as stream:
+            head = b""
+            while len(head) < len(magic) and (piece := stream.read(len(magic) - len(head))):
+                head += piece
+            if head != magic:
+                vqformat.parse_header(head)
+            return head + stream.read()
     except FileNotFoundError:
         raise VQCodecError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -453,7 +461,7 @@ def decode(input_path, output_path, model, format_name, device, force, start, du
             raise VQCodecError("--start and --duration are for one file, not a folder")
         return _decode_folder(Path(input_path), output_path, model, format_name, device, force, salvage, output_rate)
     _refuse_existing_output(output_path, force)
-    data = _read_input(input_path)
+    data = _read_input(input_path, vqformat.MAGIC)
     header = vqformat.parse_header(data)
     codec = Codec.load(model or model_for_file(data), device=device)
     codec.progress = _terminal_progress()
@@ -567,7 +575,7 @@ def info(input_path, as_json, verbose, model_option):
     from .fileinfo import read_info
     from .registry import model_decoding
 
-    data = _read_input(input_path)
+    data = _read_input(input_path, vqformat.MAGIC)
     try:
         file_info, damage = read_info(data), None
     except VQCodecError as exc:  # an intact header still says what the file holds
