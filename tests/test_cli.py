@@ -406,6 +406,20 @@ def test_fifos_and_devices_are_read_and_written_through(encoded, cli, tiny_model
     assert result.returncode == 0 and result.stderr == b"" and Path(os.devnull).is_char_device()
 
 
+def test_a_symlinked_output_is_written_through(encoded, cli, tiny_model_path, tmp_path):
+    """With --force, the file a link names gets the output and the link stays (renaming onto the
+    link replaced it by a regular file; for /dev/stdout, as root, the device's link itself)."""
+    real, link = tmp_path / "real.wav", tmp_path / "link.wav"
+    real.write_bytes(b"old")
+    link.symlink_to(real)
+    result = cli("decode", encoded / "out.vq", link, "-m", tiny_model_path)
+    assert result.returncode == 1 and real.read_bytes() == b"old"  # an existing file, through a link too
+    result = cli("decode", encoded / "out.vq", link, "-m", tiny_model_path, "--force")
+    assert result.returncode == 0, result.stderr.decode()
+    assert link.is_symlink() and soundfile.info(str(real)).frames == 11025
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.wav", "real.wav"]
+
+
 def test_codes_writes_the_integer_codes_as_npy(encoded, cli, tiny_model_path, codec):
     out = encoded / "codes.npy"
     result = cli("codes", encoded / "out.vq", out, "-m", tiny_model_path)

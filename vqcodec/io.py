@@ -49,11 +49,14 @@ def is_stream_file(path) -> bool:
 def write_file(path, write) -> None:
     """Call write(stream) into a temporary file beside `path`, then rename it onto `path`: a failure
     leaves nothing behind, and readers never see half a file. A FIFO or device (is_stream_file) gets
-    the finished output written into it instead."""
+    the finished output written into it instead. A symbolic link to a file is written through: the
+    file it names is replaced, and the link stays."""
     import shutil
     import tempfile
 
     target = Path(path)
+    if target.is_symlink() and target.exists():
+        target = Path(os.path.realpath(target))
     if is_stream_file(target):
         try:
             with tempfile.TemporaryFile() as spool:
