@@ -861,6 +861,11 @@ def test_bad_input_fails_cleanly(batch, name):
     assert not Path("/nonexistent").exists()
 
 
+def test_empty_input_is_called_empty_by_every_command(batch):
+    for name in ("encode-empty-file", "decode-empty-file"):
+        assert "file is empty" in batch[name].result.stderr.decode(), name
+
+
 @pytest.mark.parametrize("command", [None] + COMMANDS)
 def test_help(batch, command):
     result = batch[f"help-{command}"].result

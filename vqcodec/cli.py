@@ -72,6 +72,8 @@ def _read_input(path: str, magic: bytes = b"") -> bytes:
             head = b""
             while len(head) < len(magic) and (piece := stream.read(len(magic) - len(head))):
                 head += piece
+            if magic and not head:
+                raise VQCodecError(f"{path}: file is empty")  # as encode says it
             if head != magic:
                 vqformat.parse_header(head)
             return head + stream.read()
