@@ -460,6 +460,16 @@ def test_model_files_are_verified(tmp_path, tiny_model_path):
         Codec.load(str(tmp_path / "nowhere.safetensors"))
 
 
+def test_a_folder_named_dot_or_root_is_a_model_path(tmp_path, tiny_model_path, monkeypatch):
+    """`-m .` is the model in the current folder; `-m /` is a folder without one (was a ValueError)."""
+    from vqcodec.registry import find_model
+
+    monkeypatch.chdir(tiny_model_path.parent)
+    assert find_model(".") == Path(".") / tiny_model_path.name
+    with pytest.raises(VQCodecError, match="expected one model"):
+        find_model("/")
+
+
 # ---------------------------------------------------------------- quality floor of the shipped model
 
 def test_metric_helpers_are_sane(signal):

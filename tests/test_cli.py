@@ -242,6 +242,36 @@ def test_models_lists_the_model_on_the_search_path(cli, tiny_model_path, codec):
     assert Path(entry["path"]) == tiny_model_path
 
 
+def test_models_warns_of_a_broken_model_and_lists_the_others(cli, tiny_model_path, encoded, tmp_path, monkeypatch):
+    """A model JSON that cannot be used (not JSON, a bad config or "decodes") is one warning line for
+    `models` and one error line when loaded, never a traceback; the good models are still found."""
+    import shutil
+
+    broken = {"garbled": lambda meta: "{not json",
+              "badconfig": lambda meta: json.dumps({**meta, "config": [1, 2]}),
+              "baddecodes": lambda meta: json.dumps({**meta, "decodes": "a8f645bdaba073ee"})}
+    meta = json.loads(tiny_model_path.with_suffix(".json").read_text())
+    for name, text in broken.items():
+        shutil.copy(tiny_model_path, tmp_path / f"{name}.safetensors")
+        (tmp_path / f"{name}.json").write_text(text(meta))
+    env = {"VQCODEC_MODEL_PATH": os.pathsep.join([str(tmp_path), str(tiny_model_path.parent)])}
+    for args in (["models"], ["models", "--json"]):
+        result = cli(*args, env=env)
+        assert result.returncode == 0, result.stderr.decode()
+        warnings = result.stderr.decode().splitlines()
+        assert len(warnings) == 3 and all(line.startswith("vqcodec: warning: model ") for line in warnings)
+        assert all(any(f"{name}.safetensors" in line for line in warnings) for name in broken)
+        assert "tiny" in result.stdout.decode() and "garbled" not in result.stdout.decode()
+    from vqcodec import Codec, VQCodecError
+    from vqcodec.registry import model_for_file
+
+    monkeypatch.setenv("VQCODEC_MODEL_PATH", env["VQCODEC_MODEL_PATH"])
+    for name in broken:
+        with pytest.raises(VQCodecError, match=f"{name}.safetensors"):
+            Codec.load(name)
+    assert model_for_file((encoded / "out.vq").read_bytes()) == str(tiny_model_path)  # by id, past the broken ones
+
+
 TERMINAL_STDERR = """
 import os, pty, subprocess, sys
 main, terminal = pty.openpty()

@@ -322,6 +322,27 @@ def test_prior_file_needs_the_matching_prior(golden_audio_codec, tmp_path):
     assert vqformat.parse_header(bare_codec.encode_audio(golden_audio(6, seconds=0.2), AUDIO_RATE, 2)).coding == 0
 
 
+def test_a_file_decodes_with_the_installed_copy_that_has_its_prior(golden_audio_codec, audio_prior, tmp_path,
+                                                                   monkeypatch):
+    """`fit-prior --out` makes a copy of a model with the same id and another prior: each copy's files
+    find that copy (not the first of the id, which cannot decode them), for decoding and for `info`."""
+    import vqcodec
+    from vqcodec.registry import model_for_file, model_of_file
+
+    attach_prior(GOLDEN / "golden_audio.safetensors", golden_audio_codec.prior, out=tmp_path / "a.safetensors")
+    attach_prior(GOLDEN / "golden_audio.safetensors", audio_prior, out=tmp_path / "b.safetensors")
+    monkeypatch.setenv("VQCODEC_MODEL_PATH", str(tmp_path))
+    audio = golden_audio(6, seconds=0.2)
+    for name in ("a", "b"):
+        codec = Codec.load(name)
+        data = codec.encode_audio(audio, AUDIO_RATE, 3)
+        assert model_for_file(data) == str(tmp_path / f"{name}.safetensors")
+        assert model_of_file(data)["name"] == name
+        decoded, _ = vqcodec.decode(data)
+        assert np.array_equal(decoded, codec.decode_audio(data)[0])
+    assert audio_prior.prior_id != golden_audio_codec.prior.prior_id
+
+
 def test_retired_priors_are_named_with_where_to_find_them():
     from vqcodec.registry import retired_model_hint
 

@@ -575,7 +575,7 @@ def info(input_path, as_json, verbose, model_option):
       vqcodec info speech.vq --verbose
     """
     from .fileinfo import read_info
-    from .registry import model_decoding
+    from .registry import model_of_file
 
     data = _read_input(input_path, vqformat.MAGIC)
     try:
@@ -583,7 +583,7 @@ def info(input_path, as_json, verbose, model_option):
     except VQCodecError as exc:  # an intact header still says what the file holds
         file_info, damage = read_info(data, check_chunks=False), exc
         verbose = False
-    match = model_decoding(file_info.model_id)
+    match = model_of_file(data)
     model = None if match is None else match["path"] if match.get("shadowed") else match["name"]  # a name would load another
     record = {k: v for k, v in vars(file_info).items()}
     record["model"] = model
@@ -844,9 +844,13 @@ def models(as_json):
     Example:
       VQCODEC_MODEL_PATH=runs/mine vqcodec models
     """
+    from .config import config_from_dict
     from .registry import list_models
 
-    found = list_models(shadowed=True)
+    problems = []
+    found = list_models(shadowed=True, problems=problems)
+    for problem in problems:
+        click.echo(f"vqcodec: warning: {problem}; not listed", err=True)
     if as_json:
         click.echo(json.dumps([{**{k: m[k] for k in ("name", "kind", "model_id", "path", "config")},
                                 "shadowed": m.get("shadowed", False), "decodes": m.get("decodes", [])}
@@ -855,9 +859,9 @@ def models(as_json):
     if not found:
         click.echo("no models installed")
     for m in found:
-        cfg = m["config"]
+        cfg = config_from_dict(m["config"])
         rate = f"{m['sample_rate']} Hz, " if m.get("sample_rate") else ""
-        click.echo(f"{m['name']:<12} {m['kind']:<6} {rate}{cfg['num_codebooks']} codebooks x {cfg['codebook_size']}  "
+        click.echo(f"{m['name']:<12} {m['kind']:<6} {rate}{cfg.num_codebooks} codebooks x {cfg.codebook_size}  "
                    f"id {m['model_id']}  {m['path']}"
                    + ("  (shadowed by the one above of that name; still decodes its files)" if m.get("shadowed") else "")
                    + (f"  (also decodes files of {', '.join(m['decodes'])})" if m.get("decodes") else ""))

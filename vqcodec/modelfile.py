@@ -17,6 +17,7 @@ from .config import FORMAT_VERSION, config_from_dict, config_to_dict
 from .errors import VQCodecError
 from .io import move_into_place
 from .models import VQVAE
+from .registry import meta_problem
 
 # Training-only state that a shipped model does not need.
 _TRAINING_BUFFERS = ("ema_count", "ema_sum", "idle_steps", "initialized")
@@ -137,10 +138,9 @@ def read_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         kind = "a training checkpoint (its model files are NAME.safetensors beside it)" \
             if isinstance(meta, dict) and "step" in meta else "not a model's files"
         raise VQCodecError(f"{path} is {kind}")
-    try:
-        config_from_dict(meta["config"])
-    except (ValueError, TypeError) as exc:
-        raise VQCodecError(f"model {path} has a bad config ({exc})") from None
+    problem = meta_problem(meta)
+    if problem is not None:
+        raise VQCodecError(f"model {path} has {problem}")
     network = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
     if compute_model_id(meta["config"], network) != meta.get("model_id"):
         raise VQCodecError(f"model {path} does not match its recorded id: the files are damaged or mismatched")

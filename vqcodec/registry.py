@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from . import format as vqformat
+from .config import config_from_dict
 from .errors import VQCodecError
 
 RETIRED_MODELS = "retired.json"  # in the shipped models' folder: earlier releases' models and where they are
@@ -29,13 +30,14 @@ def find_model(name: str) -> Path:
     """A model name (searched in $VQCODEC_MODEL_PATH, then the shipped models) or a path to its files."""
     candidate = Path(name)
     if candidate.suffix in (".safetensors", ".json") or candidate.exists():
-        path = candidate.with_suffix(".safetensors") if candidate.suffix != ".safetensors" else candidate
         if candidate.is_dir():
             found = sorted(candidate.glob("*.safetensors"))
             found = [p for p in found if p.with_suffix(".json").exists() and p.stem != "checkpoint"]
             if len(found) != 1:
                 raise VQCodecError(f"{candidate}: expected one model (NAME.safetensors + NAME.json) in the folder")
             path = found[0]
+        else:
+            path = candidate.with_suffix(".safetensors")
         if not path.exists():
             raise VQCodecError(f"model file not found: {path}")
         return path
@@ -47,41 +49,83 @@ def find_model(name: str) -> Path:
     raise VQCodecError(f"unknown model {name!r} (installed: {available})")
 
 
-def list_models(shadowed: bool = False) -> list[dict]:
+def _is_model_id(value) -> bool:
+    return isinstance(value, str) and len(value) == 16 and all(c in "0123456789abcdef" for c in value)
+
+
+def meta_problem(meta: dict) -> str | None:
+    """What makes a model's NAME.json (a dict with "model_id" and "config") unusable, or None."""
+    if not _is_model_id(meta["model_id"]):
+        return f"a bad model_id ({meta['model_id']!r}: not 16 hex digits)"
+    try:
+        config_from_dict(meta["config"])
+    except (ValueError, TypeError) as exc:
+        return f"a bad config ({exc})"
+    decodes = meta.get("decodes", [])
+    if not isinstance(decodes, list) or not all(_is_model_id(item) for item in decodes):
+        return f"a bad \"decodes\" ({decodes!r}: not a list of model ids)"
+    return None
+
+
+def list_models(shadowed: bool = False, problems: list[str] | None = None) -> list[dict]:
     """The installed models, in search order. A name found again later in the search path is hidden by
-    the first (which `Codec.load(name)` takes); with `shadowed`, those are listed too, marked "shadowed"."""
+    the first (which `Codec.load(name)` takes); with `shadowed`, those are listed too, marked "shadowed".
+    A model whose NAME.json cannot be read or is not valid is left out, and why is added to `problems`.
+    "kind" and "sample_rate" are the config's."""
     models, seen = [], set()
     for folder in model_search_path():
         for meta_path in sorted(folder.glob("*.json")):
-            if (meta_path.stem in seen and not shadowed) or not meta_path.with_suffix(".safetensors").exists():
+            if (meta_path.stem in seen and not shadowed) or not meta_path.with_suffix(".safetensors").is_file():
                 continue
             try:
                 meta = json.loads(meta_path.read_text())
-            except (OSError, ValueError):
-                continue
-            if isinstance(meta, dict) and "model_id" in meta and "config" in meta:
+            except (OSError, ValueError) as exc:
+                meta, problem = None, f"an unreadable NAME.json ({exc})"
+            else:
+                if not isinstance(meta, dict) or "model_id" not in meta or "config" not in meta:
+                    continue  # another JSON file beside weights: a training checkpoint's
+                problem = meta_problem(meta)
+            if problem is None:
+                config = config_from_dict(meta["config"])
                 models.append({**meta, "name": meta_path.stem, "path": str(meta_path.with_suffix(".safetensors")),
+                               "kind": config.kind,
+                               **({"sample_rate": config.sample_rate} if config.kind == "audio" else {}),
                                **({"shadowed": True} if meta_path.stem in seen else {})})
-                seen.add(meta_path.stem)
+            elif problems is not None:
+                problems.append(f"model {meta_path.with_suffix('.safetensors')} has {problem}")
+            seen.add(meta_path.stem)  # a broken model still takes its name: find_model finds it first
     return models
 
 
-def model_decoding(model_id: str) -> dict | None:
+def _prior_id(model: dict) -> int | None:
+    prior = model.get("prior")
+    return prior.get("id") if isinstance(prior, dict) else None
+
+
+def model_decoding(model_id: str, prior_id: int | None = None) -> dict | None:
     """The installed model that decodes files of `model_id`: the one of that id, else one that lists it
     under "decodes" (a decoder-only fine-tune of it, which reads the same codes); None if there is none.
-    A file names its model by id, so shadowed models (list_models) count too."""
+    A file names its model by id, so shadowed models (list_models) count too. For an entropy-coded file,
+    `prior_id` is the prior it names: a model that has it comes first (refitted copies share the id)."""
     installed = list_models(shadowed=True)
-    return next((m for m in installed if m["model_id"] == model_id), None) \
-        or next((m for m in installed if model_id in m.get("decodes", ())), None)
+    found = [m for m in installed if m["model_id"] == model_id] \
+        + [m for m in installed if model_id in m.get("decodes", ())]
+    return next((m for m in found if prior_id is None or _prior_id(m) == prior_id), found[0] if found else None)
+
+
+def model_of_file(data: bytes) -> dict | None:
+    """model_decoding of the model and prior a `.vq` file's header names."""
+    header = vqformat.parse_header(data)
+    return model_decoding(header.model_id.hex(), header.prior_id if header.coding in vqformat.PRIOR_CODINGS else None)
 
 
 def model_for_file(data: bytes) -> str:
-    """Path of the installed model that decodes a `.vq` file (model_decoding of the id its header names)."""
-    header = vqformat.parse_header(data)
-    wanted = header.model_id.hex()
-    found = model_decoding(wanted)
+    """Path of the installed model that decodes a `.vq` file (model_of_file)."""
+    found = model_of_file(data)
     if found is not None:
         return found["path"]
+    header = vqformat.parse_header(data)
+    wanted = header.model_id.hex()
     prior_id = header.prior_id if header.coding in vqformat.PRIOR_CODINGS else None
     raise VQCodecError(f"no installed model has id {wanted}; pass --model with the model that wrote this file"
                        + retired_model_hint(wanted, prior_id))
