@@ -460,6 +460,32 @@ def test_model_files_are_verified(tmp_path, tiny_model_path):
         Codec.load(str(tmp_path / "nowhere.safetensors"))
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda t, name: t.__setitem__(name, torch.zeros(t[name].numel() + 1)), "do not fit"),  # misshapen
+    (lambda t, name: t.__setitem__(name, t[name].to(torch.int32)), "do not fit"),          # not floating point
+    (lambda t, name: t[name].view(-1).__setitem__(0, float("nan")), "NaN"),                 # not finite
+])
+def test_weights_that_do_not_fit_the_network_are_refused(tmp_path, tiny_model_path, change, message):
+    """Weights whose id was recomputed (so the id check passes) but that the network cannot take as they
+    are: one error naming the tensor, not a torch traceback or a model computing with nonsense."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from vqcodec.modelfile import compute_model_id
+
+    tensors = {k: v.clone() for k, v in load_file(str(tiny_model_path)).items()}
+    name = sorted(tensors)[0]
+    change(tensors, name)
+    meta = json.loads(tiny_model_path.with_suffix(".json").read_text())
+    meta["model_id"] = compute_model_id(meta["config"], tensors)
+    save_file(tensors, str(tmp_path / "m.safetensors"))
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    with pytest.raises(VQCodecError, match=message) as caught:
+        Codec.load(str(tmp_path / "m"))
+    assert name in str(caught.value)
+
+
 def test_a_folder_named_dot_or_root_is_a_model_path(tmp_path, tiny_model_path, monkeypatch):
     """`-m .` is the model in the current folder; `-m /` is a folder without one (was a ValueError)."""
     from vqcodec.registry import find_model

@@ -150,6 +150,14 @@ def read_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 def build_model(meta: dict, tensors: dict[str, torch.Tensor]) -> VQVAE:
     model = VQVAE(config_from_dict(meta["config"]))
     network = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
+    expected = model.state_dict()
+    for name, tensor in network.items():
+        want = expected.get(name)
+        if want is not None and (tensor.shape != want.shape or tensor.is_floating_point() != want.is_floating_point()):
+            raise VQCodecError(f"model weights do not fit its config ({name} is {str(tensor.dtype)[6:]} "
+                               f"{list(tensor.shape)}, not {str(want.dtype)[6:]} {list(want.shape)})")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise VQCodecError(f"model weights are damaged: {name} holds NaN or infinite values")
     missing, unexpected = model.load_state_dict(network, strict=False)
     missing = [k for k in missing if not k.endswith(_TRAINING_BUFFERS)]
     if missing or unexpected:
