@@ -272,6 +272,34 @@ def test_models_warns_of_a_broken_model_and_lists_the_others(cli, tiny_model_pat
     assert model_for_file((encoded / "out.vq").read_bytes()) == str(tiny_model_path)  # by id, past the broken ones
 
 
+@pytest.mark.parametrize("args", [["encode", "IN", "OUT", "-m", ""], ["codes", "IN", "OUT", "-m", " "],
+                                  ["train", "DIR", "--out", "OUT", "--init", ""]])
+def test_an_empty_model_name_is_refused_not_taken_for_the_default(cli, encoded, tmp_path, args):
+    """`-m "$MODEL"` with the variable unset encoded with the default model, and `--init ""` trained from
+    scratch, without a word."""
+    args = [{"IN": encoded / "in.wav", "OUT": tmp_path / "out", "DIR": encoded}.get(a, a) for a in args]
+    result = cli(*args)
+    assert_one_line_error(result)
+    assert "cannot be empty" in result.stderr.decode() and not (tmp_path / "out").exists()
+
+
+def test_a_model_name_with_a_folder_in_it_is_a_path_not_searched_for(tiny_model_path, tmp_path, monkeypatch):
+    import shutil
+
+    from vqcodec import VQCodecError
+    from vqcodec.registry import find_model
+
+    (tmp_path / "search" / "models").mkdir(parents=True)
+    shutil.copytree(tiny_model_path.parent, tmp_path / "search" / "other")
+    monkeypatch.setenv("VQCODEC_MODEL_PATH", str(tmp_path / "search" / "models"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(VQCodecError, match="not found"):  # not search/models/../other/tiny
+        find_model("../other/tiny")
+    assert find_model("search/other/tiny") == Path("search/other/tiny.safetensors")
+    with pytest.raises(VQCodecError, match="empty"):
+        find_model("")
+
+
 TERMINAL_STDERR = """
 import os, pty, subprocess, sys
 main, terminal = pty.openpty()

@@ -97,6 +97,13 @@ def _checked_path(path: str) -> Path:
     return candidate
 
 
+def _model_name(ctx, param, value):
+    """A model option or argument: an empty one (an unset shell variable) is refused, not read as the default."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("a model name or path cannot be empty", ctx=ctx, param=param)
+    return value
+
+
 def _refuse_existing_output(path: str, force: bool) -> None:
     """Refuse to overwrite an existing output without --force (commands check this before their
     work as well as when they write, so that a refusal costs nothing)."""
@@ -177,7 +184,8 @@ def cli():
 @click.argument("input_path", metavar="INPUT")
 @click.argument("output_path", metavar="OUTPUT")
 @click.option("-q", "--quality", default=None, type=int, help="Number of codebooks (1..max). Default: 8 (speech16k: about 2.6 kbps).")
-@click.option("-m", "--model", default=None, help="Model name or path (default: speech16k for audio, image for images).")
+@click.option("-m", "--model", default=None, callback=_model_name,
+              help="Model name or path (default: speech16k for audio, image for images).")
 @click.option("--kind", type=click.Choice(["audio", "image"]), default=None, help="Media kind, if the name does not tell.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
@@ -423,7 +431,8 @@ def _finish_folder(report, verb: str, out: Path, total: int) -> None:
 @cli.command()
 @click.argument("input_path", metavar="INPUT")
 @click.argument("output_path", metavar="OUTPUT")
-@click.option("-m", "--model", default=None, help="Model name or path (default: the installed model the file names).")
+@click.option("-m", "--model", default=None, callback=_model_name,
+              help="Model name or path (default: the installed model the file names).")
 @click.option("--format", "format_name", default=None, help="Output format when OUTPUT is - or has no telling extension (WAV, FLAC, PNG, ...).")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
@@ -560,7 +569,7 @@ def _image_format_from_name(path: str) -> str:
 @click.argument("input_path", metavar="FILE")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Also show the bits per codebook: fixed width, ideal under the prior, actual.")
-@click.option("-m", "--model", "model_option", default=None,
+@click.option("-m", "--model", "model_option", default=None, callback=_model_name,
               help="Model for --verbose (default: the installed model the file names).")
 def info(input_path, as_json, verbose, model_option):
     """Show what a .vq file holds: model, duration or size, quality and real bitrate.
@@ -634,7 +643,7 @@ def _print_info(file_info, model: str | None, report: dict | None) -> None:
 @cli.command()
 @click.argument("input_path", metavar="INPUT")
 @click.argument("output_path", metavar="OUTPUT")
-@click.option("-m", "--model", default=None,
+@click.option("-m", "--model", default=None, callback=_model_name,
               help="Model name or path (default: for a .vq file, the installed model it names; for media, "
                    "speech16k for audio and image for images).")
 @click.option("-q", "--quality", default=None, type=int,
@@ -736,7 +745,8 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
 @cli.command()
 @click.argument("input_path", metavar="CODES")
 @click.argument("output_path", metavar="OUTPUT")
-@click.option("-m", "--model", required=True, help="Model name or path whose codebooks the codes index.")
+@click.option("-m", "--model", required=True, callback=_model_name,
+              help="Model name or path whose codebooks the codes index.")
 @click.option("--rate", type=int, default=None, help="Audio: the sample rate to decode to (default: the model's).")
 @click.option("--samples", type=int, default=None,
               help="Audio: samples per channel to decode to (default: frames x hop at --rate).")
@@ -941,7 +951,7 @@ def _read_config(path: str):
 @click.option("--force", is_flag=True,
               help="Start a new run in an --out folder that holds one (its checkpoint, log and model files are "
                    "replaced).")
-@click.option("--init", "init_model", default=None, metavar="MODEL",
+@click.option("--init", "init_model", default=None, metavar="MODEL", callback=_model_name,
               help="Start from a trained model's weights and codebooks (a name such as speech16k, or a path) "
                    "instead of from scratch: fine-tuning. The model's config is kept, unless --config names the "
                    "same config with wider networks: then the model is widened without changing its output "
@@ -1063,7 +1073,7 @@ def _comma_separated(text: str, kind, option: str, what: str) -> list:
 
 
 @cli.command("eval")
-@click.argument("model", metavar="MODEL")
+@click.argument("model", metavar="MODEL", callback=_model_name)
 @click.argument("data_dir", metavar="DIR|FILE")
 @click.option("-q", "--qualities", default=None, metavar="Q1,Q2,...",
               help="Quality levels to measure (default: 1, 2, 4, 8, ... and the model's highest).")
@@ -1139,7 +1149,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
 
 
 @cli.command("fit-prior")
-@click.argument("model", metavar="MODEL")
+@click.argument("model", metavar="MODEL", callback=_model_name)
 @click.argument("data_dir", metavar="DIR")
 @click.option("--out", default=None, help="Write the model files with the prior here (NAME.safetensors) instead of in place.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)

@@ -27,9 +27,12 @@ def model_search_path() -> list[Path]:
 
 
 def find_model(name: str) -> Path:
-    """A model name (searched in $VQCODEC_MODEL_PATH, then the shipped models) or a path to its files."""
+    """A model name (searched in $VQCODEC_MODEL_PATH, then the shipped models) or a path to its files
+    (one with a suffix or a folder in it, or one that exists)."""
+    if not str(name).strip():
+        raise VQCodecError("a model name or path cannot be empty")
     candidate = Path(name)
-    if candidate.suffix in (".safetensors", ".json") or candidate.exists():
+    if candidate.suffix in (".safetensors", ".json") or len(candidate.parts) > 1 or candidate.exists():
         if candidate.is_dir():
             found = sorted(candidate.glob("*.safetensors"))
             found = [p for p in found if p.with_suffix(".json").exists() and p.stem != "checkpoint"]
