@@ -53,7 +53,7 @@ def compute_model_id(config: dict, tensors: dict[str, torch.Tensor]) -> str:
         tensor = tensors[name].contiguous()
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")  # 0-d too
     return digest.hexdigest()[:16]
 
 
