@@ -766,6 +766,9 @@ def run_in_process(args: list, capsys) -> tuple[int, str]:
     (["--config", "CONFIG:{\"kind\": \"audio\", \"num_codebooks\": \"4\"}"], "num_codebooks must be a whole number"),
     (["--config", "CONFIG:{\"kind\": \"audio\", \"codebook_size\": 0}"], "codebook_size must be a whole number"),
     (["--config", "CONFIG:[1, 2]"], "a config is a JSON object"),
+    # in bounds field by field, but 317 GB of weights: a RuntimeError traceback (or the OOM killer) when built
+    (["--config", "CONFIG:{\"kind\": \"audio\", \"base_channels\": 4096}"], "makes layers 65536 wide"),
+    (["--config", "CONFIG:{\"kind\": \"audio\", \"decoder_channels\": 300}"], "decoder_channels 300 doubled"),
     (["--resume"], "--resume: no checkpoint in"),
 ])
 def test_train_refuses_bad_options_before_it_makes_anything(data_dir, tmp_path, capsys, extra, message):

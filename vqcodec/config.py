@@ -127,6 +127,11 @@ def check_config(config: ModelConfig) -> None:
             raise ValueError(f"strides must be a list of whole numbers, not {config.strides!r}")
         for stride in config.strides:
             whole("each of strides", stride, 1, 64)
+        for name, base in (("base_channels", config.base_channels), ("decoder_channels", config.decoder_channels)):
+            widest = base << len(config.strides)  # the width doubles at each stride
+            if widest > MAX_WIDTH:
+                raise ValueError(f"{name} {base} doubled at each of {len(config.strides)} strides makes layers "
+                                 f"{widest} wide, more than {MAX_WIDTH}")
     else:
         whole("patch", config.patch, 1, 64)
         widths("channels", config.channels, allow_empty=False)
