@@ -769,6 +769,9 @@ def run_in_process(args: list, capsys) -> tuple[int, str]:
     # in bounds field by field, but 317 GB of weights: a RuntimeError traceback (or the OOM killer) when built
     (["--config", "CONFIG:{\"kind\": \"audio\", \"base_channels\": 4096}"], "makes layers 65536 wide"),
     (["--config", "CONFIG:{\"kind\": \"audio\", \"decoder_channels\": 300}"], "decoder_channels 300 doubled"),
+    (["--config", "CONFIG:{\"kind\": \"audio\", \"num_codebooks\": 64, \"codebook_size\": 65536, "
+      "\"latent_dim\": 4096}"], "num_codebooks x codebook_size x latent_dim is 17179869184"),  # 64 GiB
+    (["--config", "CONFIG:{\"kind\": \"image\", \"channels\": [8, 8, 8, 8, 8, 8, 8, 8, 8]}"], "at most 8 levels"),
     (["--resume"], "--resume: no checkpoint in"),
 ])
 def test_train_refuses_bad_options_before_it_makes_anything(data_dir, tmp_path, capsys, extra, message):

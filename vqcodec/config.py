@@ -79,6 +79,8 @@ def config_to_dict(config: ModelConfig) -> dict:
 MAX_CODEBOOKS = MAX_QUALITY
 MAX_CODEBOOK_SIZE = 1 << 16
 MAX_WIDTH = 4096
+MAX_CODEBOOK_ENTRIES = 1 << 27  # codebooks x size x latent_dim: 512 MB of float32 codebooks
+MAX_IMAGE_LEVELS = 8
 MIN_MODEL_RATE, MAX_MODEL_RATE = 1000, 192_000  # a model's sample rate (files may have others)
 
 
@@ -119,6 +121,9 @@ def check_config(config: ModelConfig) -> None:
     whole("latent_dim", config.latent_dim, 1, MAX_WIDTH)
     whole("res_blocks", config.res_blocks, 0, 64)
     whole("context_frames", config.context_frames, 0, 1024)
+    entries = config.num_codebooks * config.codebook_size * config.latent_dim
+    if entries > MAX_CODEBOOK_ENTRIES:
+        raise ValueError(f"num_codebooks x codebook_size x latent_dim is {entries}, more than {MAX_CODEBOOK_ENTRIES}")
     if isinstance(config, AudioConfig):
         whole("sample_rate", config.sample_rate, MIN_MODEL_RATE, MAX_MODEL_RATE)
         whole("base_channels", config.base_channels, 1, MAX_WIDTH)
@@ -135,6 +140,8 @@ def check_config(config: ModelConfig) -> None:
     else:
         whole("patch", config.patch, 1, 64)
         widths("channels", config.channels, allow_empty=False)
+        if len(config.channels) > MAX_IMAGE_LEVELS:
+            raise ValueError(f"channels must have at most {MAX_IMAGE_LEVELS} levels, not {len(config.channels)}")
         widths("decoder_channels", config.decoder_channels, allow_empty=True)
         if config.decoder_channels and len(config.decoder_channels) != len(config.channels):
             raise ValueError(f"decoder_channels must have one width per level of channels ({len(config.channels)})")
