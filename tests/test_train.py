@@ -854,3 +854,21 @@ def test_fit_prior_does_not_overwrite_another_model_without_force(trained, data_
     code, err = run_in_process(["fit-prior", trained / "tiny.safetensors", data_dir, "--out", other], capsys)
     assert code == 1 and "exists; pass --force" in err
     assert other.read_bytes() == b"precious"
+
+
+def test_fit_prior_does_not_replace_the_prior_of_a_shipped_model(data_dir, tmp_path, capsys, monkeypatch):
+    """Every file entropy coded with a shipped model needs its prior: refitting one in place (forgetting
+    --out, or --out naming it) rewrote the installed package's model and those files stopped decoding."""
+    from conftest import GOLDEN
+    from vqcodec import registry
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(GOLDEN / f"golden_audio{suffix}", shipped / f"golden_audio{suffix}")
+    before = (shipped / "golden_audio.safetensors").read_bytes()
+    monkeypatch.setattr(registry, "shipped_models_dir", lambda: shipped)
+    for extra in ([], ["--out", shipped / "golden_audio.safetensors", "--force"]):
+        code, err = run_in_process(["fit-prior", "golden_audio", data_dir, *extra], capsys)
+        assert code == 1 and "is a shipped model" in err and len(err.strip().splitlines()) == 1, err
+    assert (shipped / "golden_audio.safetensors").read_bytes() == before

@@ -1163,6 +1163,7 @@ def fit_prior(model, data_dir, out, device, threads, force):
     files, the prior is also fitted to other views of each (photos turned and scaled down, recordings
     sped up and slowed down), which makes it fit new files better. The model id does not change,
     so existing .vq files keep decoding; files entropy coded with an earlier prior need that prior.
+    A shipped model's prior is never replaced: its new prior goes into a copy (--out).
 
     \b
     Examples:
@@ -1172,7 +1173,7 @@ def fit_prior(model, data_dir, out, device, threads, force):
     import torch
 
     from .codec import resolve_device
-    from .registry import find_model
+    from .registry import find_model, shipped_models_dir
     from .modelfile import read_model_files
     from .data import find_media
     from .train import fit_prior_files
@@ -1183,8 +1184,11 @@ def fit_prior(model, data_dir, out, device, threads, force):
         raise VQCodecError(f"{data_dir}: not a directory")
     path = find_model(model)
     meta, _ = read_model_files(path)
-    _, files = find_media(Path(data_dir), meta["config"]["kind"])
     target = Path(out).with_suffix(".safetensors") if out else None
+    if (target or path).resolve() == (shipped_models_dir() / path.name).resolve():
+        raise VQCodecError(f"{path.stem} is a shipped model: every file entropy coded with it needs its prior, so a new "
+                           f"prior goes into a copy (--out {path.stem}_mine.safetensors)")
+    _, files = find_media(Path(data_dir), meta["config"]["kind"])
     if target is not None:
         from .train import check_model_name
 
