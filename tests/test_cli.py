@@ -270,6 +270,9 @@ def test_models_warns_of_a_broken_model_and_lists_the_others(cli, tiny_model_pat
         with pytest.raises(VQCodecError, match=f"{name}.safetensors"):
             Codec.load(name)
     assert model_for_file((encoded / "out.vq").read_bytes()) == str(tiny_model_path)  # by id, past the broken ones
+    monkeypatch.setenv("VQCODEC_MODEL_PATH", str(tmp_path))  # only the broken ones
+    with pytest.raises(VQCodecError, match="model files on the search path do not check out"):
+        model_for_file((encoded / "out.vq").read_bytes())
 
 
 @pytest.mark.parametrize("args", [["encode", "IN", "OUT", "-m", ""], ["codes", "IN", "OUT", "-m", " "],

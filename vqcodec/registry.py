@@ -130,7 +130,10 @@ def model_for_file(data: bytes) -> str:
     header = vqformat.parse_header(data)
     wanted = header.model_id.hex()
     prior_id = header.prior_id if header.coding in vqformat.PRIOR_CODINGS else None
-    raise VQCodecError(f"no installed model has id {wanted}; pass --model with the model that wrote this file"
+    problems: list[str] = []
+    list_models(shadowed=True, problems=problems)
+    broken = " (some model files on the search path do not check out: `vqcodec models` says which)" if problems else ""
+    raise VQCodecError(f"no installed model has id {wanted}{broken}; pass --model with the model that wrote this file"
                        + retired_model_hint(wanted, prior_id))
 
 
