@@ -249,7 +249,8 @@ def test_models_warns_of_a_broken_model_and_lists_the_others(cli, tiny_model_pat
 
     broken = {"garbled": lambda meta: "{not json",
               "badconfig": lambda meta: json.dumps({**meta, "config": [1, 2]}),
-              "baddecodes": lambda meta: json.dumps({**meta, "decodes": "a8f645bdaba073ee"})}
+              "baddecodes": lambda meta: json.dumps({**meta, "decodes": "a8f645bdaba073ee"}),
+              "deep": lambda meta: "[" * 100_000 + "]" * 100_000}  # RecursionError in json
     meta = json.loads(tiny_model_path.with_suffix(".json").read_text())
     for name, text in broken.items():
         shutil.copy(tiny_model_path, tmp_path / f"{name}.safetensors")
@@ -259,7 +260,7 @@ def test_models_warns_of_a_broken_model_and_lists_the_others(cli, tiny_model_pat
         result = cli(*args, env=env)
         assert result.returncode == 0, result.stderr.decode()
         warnings = result.stderr.decode().splitlines()
-        assert len(warnings) == 3 and all(line.startswith("vqcodec: warning: model ") for line in warnings)
+        assert len(warnings) == 4 and all(line.startswith("vqcodec: warning: model ") for line in warnings)
         assert all(any(f"{name}.safetensors" in line for line in warnings) for name in broken)
         assert "tiny" in result.stdout.decode() and "garbled" not in result.stdout.decode()
     from vqcodec import Codec, VQCodecError

@@ -766,6 +766,7 @@ def run_in_process(args: list, capsys) -> tuple[int, str]:
     (["--config", "CONFIG:{\"kind\": \"audio\", \"num_codebooks\": \"4\"}"], "num_codebooks must be a whole number"),
     (["--config", "CONFIG:{\"kind\": \"audio\", \"codebook_size\": 0}"], "codebook_size must be a whole number"),
     (["--config", "CONFIG:[1, 2]"], "a config is a JSON object"),
+    (["--config", "CONFIG:" + "[" * 100_000 + "]" * 100_000], "bad config (maximum recursion depth"),
     # in bounds field by field, but 317 GB of weights: a RuntimeError traceback (or the OOM killer) when built
     (["--config", "CONFIG:{\"kind\": \"audio\", \"base_channels\": 4096}"], "makes layers 65536 wide"),
     (["--config", "CONFIG:{\"kind\": \"audio\", \"decoder_channels\": 300}"], "decoder_channels 300 doubled"),

@@ -883,7 +883,7 @@ def _model_kind(model: str, option: str) -> str:
 
     try:
         return json.loads(find_model(model).with_suffix(".json").read_text())["config"]["kind"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise VQCodecError(f"{option} {model}: cannot read the model's config ({exc})") from None
 
 
@@ -908,7 +908,7 @@ def _read_config(path: str):
     from .config import load_config_file
     try:
         return load_config_file(path)
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise VQCodecError(f"{path}: bad config ({exc})") from None
 
 

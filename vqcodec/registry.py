@@ -82,7 +82,7 @@ def list_models(shadowed: bool = False, problems: list[str] | None = None) -> li
                 continue
             try:
                 meta = json.loads(meta_path.read_text())
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
                 meta, problem = None, f"an unreadable NAME.json ({exc})"
             else:
                 if not isinstance(meta, dict) or "model_id" not in meta or "config" not in meta:

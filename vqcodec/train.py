@@ -87,7 +87,7 @@ def checkpoint_config(out: Path) -> ModelConfig:
         raise VQCodecError(f"--resume: no checkpoint in {out}")
     try:
         return config_from_dict(json.loads(path.read_text())["config"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise VQCodecError(f"--resume: the checkpoint in {out} is damaged ({exc})") from None
 
 
