@@ -859,7 +859,8 @@ def test_fit_prior_does_not_overwrite_another_model_without_force(trained, data_
 
 def test_fit_prior_does_not_replace_the_prior_of_a_shipped_model(data_dir, tmp_path, capsys, monkeypatch):
     """Every file entropy coded with a shipped model needs its prior: refitting one in place (forgetting
-    --out, or --out naming it) rewrote the installed package's model and those files stopped decoding."""
+    --out, or --out naming it) rewrote the installed package's model, without --force, and those files
+    stopped decoding."""
     from conftest import GOLDEN
     from vqcodec import registry
 
@@ -869,7 +870,7 @@ def test_fit_prior_does_not_replace_the_prior_of_a_shipped_model(data_dir, tmp_p
         shutil.copy(GOLDEN / f"golden_audio{suffix}", shipped / f"golden_audio{suffix}")
     before = (shipped / "golden_audio.safetensors").read_bytes()
     monkeypatch.setattr(registry, "shipped_models_dir", lambda: shipped)
-    for extra in ([], ["--out", shipped / "golden_audio.safetensors", "--force"]):
+    for extra in ([], ["--out", shipped / "golden_audio.safetensors"]):
         code, err = run_in_process(["fit-prior", "golden_audio", data_dir, *extra], capsys)
         assert code == 1 and "is a shipped model" in err and len(err.strip().splitlines()) == 1, err
     assert (shipped / "golden_audio.safetensors").read_bytes() == before

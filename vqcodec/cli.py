@@ -1154,7 +1154,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
 @click.option("--out", default=None, help="Write the model files with the prior here (NAME.safetensors) instead of in place.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch.")
-@click.option("--force", is_flag=True, help="Overwrite the model files that --out names.")
+@click.option("--force", is_flag=True, help="Overwrite the model files that --out names, or a shipped model's prior.")
 def fit_prior(model, data_dir, out, device, threads, force):
     """Fit the entropy-coding prior of MODEL to the codes of the media in DIR, and store it in the model.
 
@@ -1163,7 +1163,7 @@ def fit_prior(model, data_dir, out, device, threads, force):
     files, the prior is also fitted to other views of each (photos turned and scaled down, recordings
     sped up and slowed down), which makes it fit new files better. The model id does not change,
     so existing .vq files keep decoding; files entropy coded with an earlier prior need that prior.
-    A shipped model's prior is never replaced: its new prior goes into a copy (--out).
+    A shipped model's prior is replaced only with --force (give --out for a copy).
 
     \b
     Examples:
@@ -1185,9 +1185,9 @@ def fit_prior(model, data_dir, out, device, threads, force):
     path = find_model(model)
     meta, _ = read_model_files(path)
     target = Path(out).with_suffix(".safetensors") if out else None
-    if (target or path).resolve() == (shipped_models_dir() / path.name).resolve():
-        raise VQCodecError(f"{path.stem} is a shipped model: every file entropy coded with it needs its prior, so a new "
-                           f"prior goes into a copy (--out {path.stem}_mine.safetensors)")
+    if (target or path).resolve() == (shipped_models_dir() / path.name).resolve() and not force:
+        raise VQCodecError(f"{path.stem} is a shipped model, and every file entropy coded with it needs its prior: "
+                           f"give --out for a copy with the new prior, or --force to replace it")
     _, files = find_media(Path(data_dir), meta["config"]["kind"])
     if target is not None:
         from .train import check_model_name
