@@ -304,6 +304,24 @@ def test_a_model_name_with_a_folder_in_it_is_a_path_not_searched_for(tiny_model_
         find_model("")
 
 
+def test_a_model_name_with_one_of_its_files_missing_says_which(tiny_model_path, tmp_path, monkeypatch):
+    """Weights copied without their NAME.json (or the reverse) were an 'unknown model'."""
+    import shutil
+
+    from vqcodec import VQCodecError
+    from vqcodec.registry import find_model
+
+    monkeypatch.setenv("VQCODEC_MODEL_PATH", str(tmp_path))
+    shutil.copy(tiny_model_path, tmp_path / "mine.safetensors")
+    shutil.copy(tiny_model_path.with_suffix(".json"), tmp_path / "theirs.json")
+    with pytest.raises(VQCodecError, match=r"mine.safetensors has no mine.json beside it"):
+        find_model("mine")
+    with pytest.raises(VQCodecError, match=r"theirs.json has no theirs.safetensors beside it"):
+        find_model("theirs")
+    with pytest.raises(VQCodecError, match="unknown model 'nobody'"):
+        find_model("nobody")
+
+
 TERMINAL_STDERR = """
 import os, pty, subprocess, sys
 main, terminal = pty.openpty()

@@ -44,10 +44,15 @@ def find_model(name: str) -> Path:
         if not path.exists():
             raise VQCodecError(f"model file not found: {path}")
         return path
+    half = None  # the first model of that name with one of its two files missing
     for folder in model_search_path():
         path = folder / f"{name}.safetensors"
         if path.exists() and path.with_suffix(".json").exists():
             return path
+        half = half or next((p for p in (path, path.with_suffix(".json")) if p.exists()), None)
+    if half is not None:
+        missing = half.with_suffix(".json" if half.suffix == ".safetensors" else ".safetensors")
+        raise VQCodecError(f"model {name!r}: {half} has no {missing.name} beside it")
     available = ", ".join(m["name"] for m in list_models()) or "none"
     raise VQCodecError(f"unknown model {name!r} (installed: {available})")
 
