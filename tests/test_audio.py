@@ -487,6 +487,16 @@ def test_weights_that_do_not_fit_the_network_are_refused(tmp_path, tiny_model_pa
     assert name in str(caught.value)
 
 
+def test_a_renamed_copy_of_a_model_goes_by_its_file_name(tmp_path, tiny_model_path):
+    """Messages, eval and the codes.json of `vqcodec codes` name a model by the name that finds it (the
+    JSON's "name" of a renamed copy named a model that is not there, or another one)."""
+    import shutil
+
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(tiny_model_path.with_suffix(suffix), tmp_path / f"renamed{suffix}")
+    assert Codec.load(str(tmp_path / "renamed")).name == "renamed"
+
+
 def test_a_folder_named_dot_or_root_is_a_model_path(tmp_path, tiny_model_path, monkeypatch):
     """`-m .` is the model in the current folder; `-m /` is a folder without one (was a ValueError)."""
     from vqcodec.registry import find_model
