@@ -1,6 +1,7 @@
 """`vqcodec eval`: real file rates and quality per level, measured as encode and decode make them."""
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -94,3 +95,18 @@ def test_stoi_of_too_little_speech_is_left_out_not_counted_as_zero(signal):
     assert metrics.stoi_score(short, short) is None
     long = signal(1, 32000, 16000)[0]
     assert metrics.stoi_score(long, long) > 0.99
+
+
+def test_eval_of_a_clip_too_short_for_the_metrics_windows_gives_a_table(cli, tiny_model_path, tmp_path, signal):
+    # under half an STFT window (log-mel) and under one pystoi frame: both used to raise a traceback
+    assert metrics.log_mel_l1(signal(1, 10, 16000)[0], signal(1, 10, 16000, seed=1)[0]) > 0
+    assert metrics.log_mel_l1(signal(1, 10, 16000)[0], signal(1, 10, 16000)[0]) == 0
+    if importlib.util.find_spec("pystoi"):
+        assert metrics.stoi_score(signal(1, 10, 16000)[0], signal(1, 10, 16000)[0]) is None
+    folder = tmp_path / "short"
+    folder.mkdir()
+    soundfile.write(folder / "a.wav", signal(1, 10, 16000)[0], 16000)
+    result = cli("eval", tiny_model_path, folder, "-q", "4", "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    row, = json.loads(result.stdout)["rows"]
+    assert np.isfinite(row["log_mel"]) and row.get("stoi") is None

@@ -32,12 +32,14 @@ def _mel_setup(n_fft: int, n_mels: int, sample_rate: int):
 def log_mel(signal: np.ndarray, sample_rate: int = 16000, n_fft: int = 1024, hop: int = 256,
             n_mels: int = 80, floor: float = 1e-5):
     """log10 of the magnitude mel spectrogram (n_mels, frames): torch.stft with a Hann window,
-    centred frames, |STFT| projected on `vqcodec.losses.mel_filterbank`, clamped at `floor`."""
+    centred frames (reflect-padded; zero-padded for a signal of n_fft / 2 samples or fewer, which
+    reflection cannot pad), |STFT| projected on `vqcodec.losses.mel_filterbank`, clamped at `floor`."""
     import torch
     filters, window = _mel_setup(n_fft, n_mels, sample_rate)
     x = torch.as_tensor(np.asarray(signal, dtype=np.float32).reshape(-1))
     spec = torch.stft(x, n_fft, hop_length=hop, win_length=n_fft, window=window,
-                      center=True, return_complex=True).abs()
+                      center=True, pad_mode="reflect" if x.numel() > n_fft // 2 else "constant",
+                      return_complex=True).abs()
     return torch.log10(torch.clamp(filters @ spec, min=floor))
 
 
@@ -91,6 +93,8 @@ def stoi_score(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = 1
 
     from pystoi import stoi
     ref, deg = paired(reference, degraded)
+    if ref.size * 10000 < (256 + 29 * 128) * sample_rate:  # under 30 frames (at 10 kHz) before silence is
+        return None                                        # removed; under one, pystoi fails outright
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         score = float(stoi(ref.astype(np.float64), deg.astype(np.float64), sample_rate, extended=False))
