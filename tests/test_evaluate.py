@@ -110,3 +110,23 @@ def test_eval_of_a_clip_too_short_for_the_metrics_windows_gives_a_table(cli, tin
     assert result.returncode == 0, result.stderr.decode()
     row, = json.loads(result.stdout)["rows"]
     assert np.isfinite(row["log_mel"]) and row.get("stoi") is None
+
+
+def test_a_silent_recording_is_left_out_of_the_stoi_and_si_sdr_means(cli, tiny_model_path, tmp_path, signal):
+    # pystoi scores digital silence 0 without a warning, and SI-SDR against silence is eps over the
+    # noise (about -70 dB): either pulled the folder's mean far down
+    speech = signal(1, 32000, 16000)[0]
+    assert metrics.si_sdr(np.zeros(32000), speech) != metrics.si_sdr(np.zeros(32000), speech)  # nan
+    if importlib.util.find_spec("pystoi"):
+        assert metrics.stoi_score(np.zeros(32000), speech) is None
+    folder = tmp_path / "with_silence"
+    folder.mkdir()
+    soundfile.write(folder / "a.wav", speech, 16000)
+    result = cli("eval", tiny_model_path, folder / "a.wav", "-q", "4", "--json")
+    alone, = json.loads(result.stdout)["rows"]
+    soundfile.write(folder / "b.wav", np.zeros(32000), 16000)
+    result = cli("eval", tiny_model_path, folder, "-q", "4", "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    row, = json.loads(result.stdout)["rows"]
+    assert row["si_sdr"] == pytest.approx(alone["si_sdr"])
+    assert row.get("stoi") == pytest.approx(alone.get("stoi"))

@@ -64,10 +64,13 @@ def pause_level_db(reference: np.ndarray, degraded: np.ndarray, sample_rate: int
 
 
 def si_sdr(reference: np.ndarray, degraded: np.ndarray, eps: float = 1e-12) -> float:
-    """Scale-invariant signal-to-distortion ratio in dB (means removed)."""
+    """Scale-invariant signal-to-distortion ratio in dB (means removed); nan for a silent (or
+    constant) reference, which has no signal to measure against (`vqcodec eval` leaves it out)."""
     ref, deg = paired(reference, degraded)
     ref = ref.astype(np.float64) - ref.mean()
     deg = deg.astype(np.float64) - deg.mean()
+    if not np.any(ref):
+        return float("nan")
     scale = np.dot(deg, ref) / (np.dot(ref, ref) + eps)
     target = scale * ref
     noise = deg - target
@@ -88,11 +91,14 @@ def pesq_wb(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = 1600
 def stoi_score(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = 16000) -> float | None:
     """Short-time objective intelligibility (classic, not extended), or None where the reference has
     too little speech for it (under 30 frames of 25.6 ms once silence is removed: pystoi then warns
-    and returns 1e-5, which would pull a mean down)."""
+    and returns 1e-5, which would pull a mean down), or none at all (a silent reference, which pystoi
+    scores 0 without a warning)."""
     import warnings
 
     from pystoi import stoi
     ref, deg = paired(reference, degraded)
+    if not np.any(ref):  # digital silence: no speech at all
+        return None
     if ref.size * 10000 < (256 + 29 * 128) * sample_rate:  # under 30 frames (at 10 kHz) before silence is
         return None                                        # removed; under one, pystoi fails outright
     with warnings.catch_warnings(record=True) as caught:
