@@ -106,6 +106,8 @@ def main() -> None:
     start = time.monotonic()
     planes, groups = collect_codes(codec, files)
     held = holdout_mask(groups, 5)
+    if held is None:
+        sys.exit(f"prior_headroom.py: {len(files)} audio files in {args.data}; at least 10 are needed (every fifth held out)")
     fit_planes = [p for p, h in zip(planes, held) if not h]
     test_planes = [p for p, h in zip(planes, held) if h]
     print(f"coded {len(files)} files in {time.monotonic() - start:.0f} s: {len(fit_planes)} planes to fit, "
