@@ -62,7 +62,7 @@ def variants(speech_files, music_files, seed: int = 0):
     jingles = [soxr.resample(audio.T, rate, 16000).T.astype(np.float32)[:, :160000]
                for audio, rate in music if audio.shape[1] >= rate * 10]
     talks = []
-    for index in range(0, len(speech) - 1, 2):
+    for index in range(0, len(speech) - 1, 2) if jingles else ():  # no stereo file of 10 s: no jingle
         (first, rate), (second, _) = speech[index], speech[index + 1]
         talk = pcm16(np.concatenate([first, second]))
         jingle = jingles[index // 2 % len(jingles)]
@@ -99,6 +99,9 @@ def main() -> None:
     codec.decode_audio(codec.encode_audio(np.zeros((2, 16000), np.float32), 16000, args.quality))  # warm-up
     rows = []
     for name, items in variants(speech_files, music_files):
+        if not items:  # --files 1 makes no talk of two recordings; --music may hold no (long enough) stereo file
+            print(f"  {name}: no files, left out", file=sys.stderr, flush=True)
+            continue
         for mode, rules in (("shared", shared_rules), ("apart", apart_rules)):
             codec_module._same_channels, codec_module._codes_shared = rules
             size = seconds = time_s = 0.0
