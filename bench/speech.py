@@ -127,16 +127,17 @@ def require_tools(*names) -> None:
 
 def load_clips(files, workdir: Path) -> list[Clip]:
     clips = []
-    for path in files:
+    for number, path in enumerate(files):
+        name = f"{number:04d}-{path.stem}"  # a.flac and a.wav, or sub/a.flac: each its own work files
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
         audio = audio.mean(axis=1)
         if rate != SAMPLE_RATE:
             audio = soxr.resample(audio, rate, SAMPLE_RATE).astype(np.float32)
-        wav = workdir / f"{path.stem}.wav"
+        wav = workdir / f"{name}.wav"
         sf.write(str(wav), audio, SAMPLE_RATE, subtype="PCM_16")
         # use exactly what the tools see (16-bit) as the reference for everybody
         audio = sf.read(str(wav), dtype="float32")[0]
-        clips.append(Clip(path.stem, audio, wav))
+        clips.append(Clip(name, audio, wav))
     return clips
 
 
