@@ -289,6 +289,9 @@ def main(argv=None) -> int:
 
     files = common.list_files(_input_path(args.data), ["png"], args.images)
     pictures = [Picture(f) for f in files]
+    small = [p.path.name for p in pictures if min(p.rgb.shape[:2]) < 161]
+    if small:  # MS-SSIM is measured for every point
+        raise SystemExit(f"MS-SSIM needs a shortest side of at least 161 pixels: {', '.join(small)}")
     machine = common.machine_info(threads=args.threads)
     command = common.repro_command()
     print(f"Command: `{command}`")
