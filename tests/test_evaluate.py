@@ -130,3 +130,11 @@ def test_a_silent_recording_is_left_out_of_the_stoi_and_si_sdr_means(cli, tiny_m
     row, = json.loads(result.stdout)["rows"]
     assert row["si_sdr"] == pytest.approx(alone["si_sdr"])
     assert row.get("stoi") == pytest.approx(alone.get("stoi"))
+
+
+def test_eval_table_shows_each_target_rate_as_given(cli, tiny_model_path, tmp_path, signal):
+    soundfile.write(tmp_path / "a.wav", signal(1, 8000, 16000)[0], 16000)
+    result = cli("eval", tiny_model_path, tmp_path / "a.wav", "--rates", "0.075,0.085,1000")
+    assert result.returncode == 0, result.stderr.decode()
+    targets = [line.split("|")[1].strip() for line in result.stdout.decode().splitlines()[3:]]
+    assert targets == ["0.075", "0.085", "1000"]  # not 0.07 / 0.09 / 1000.00: rounding hid which row is which

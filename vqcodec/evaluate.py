@@ -123,8 +123,8 @@ def _measure_image(codec, rgb: np.ndarray, quality: int, max_bpp: float | None =
             "decode_s": done - encoded, "metrics": {"psnr": metrics.psnr(rgb, decoded), "ms_ssim": ms_ssim}}
 
 
-COLUMNS = {  # key: (heading, digits)
-    "target": ("target kbps", 2), "unreached": ("unreached", 0), "quality": ("q", 0), "rate": ("kbps", 3),
+COLUMNS = {  # key: (heading, digits; None: as given, e.g. 0.075)
+    "target": ("target kbps", None), "unreached": ("unreached", 0), "quality": ("q", 0), "rate": ("kbps", 3),
     "pesq": ("PESQ-WB", 3), "stoi": ("STOI", 4), "log_mel": ("log-mel L1", 4),
     "si_sdr": ("SI-SDR dB", 1), "psnr": ("PSNR dB", 2), "ms_ssim": ("MS-SSIM", 4),
     "encode_speed": ("encode xRT", 1), "decode_speed": ("decode xRT", 1),
@@ -140,7 +140,8 @@ def table(report: dict) -> str:
         headings = [{"kbps": "bpp", "target kbps": "target bpp", "encode xRT": "encode img/s",
                      "decode xRT": "decode img/s"}.get(h, h)
                     for h in headings]
-    cells = [[("—" if row.get(key) is None else f"{row[key]:.{COLUMNS[key][1]}f}") for key in keys] for row in rows]
+    cells = [[("—" if row.get(key) is None else f"{row[key]:g}" if COLUMNS[key][1] is None
+               else f"{row[key]:.{COLUMNS[key][1]}f}") for key in keys] for row in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headings)]
     lines = ["| " + " | ".join(h.rjust(w) for h, w in zip(headings, widths)) + " |",
              "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"]
