@@ -81,7 +81,7 @@ def main() -> None:
                      "max_diff": float(np.abs(part - whole[:, first:first + part.shape[1]]).max())})
         print(f"  {args.seconds:g} s at {at:.1f} s: {decode_s * 1000:.0f} ms", file=sys.stderr, flush=True)
 
-    headers = ["part", "from s", "length s", "decode s", "× faster than whole", "max |difference|"]
+    headers = ["part", "from s", "length s", "decode s", "× faster than whole", "max abs difference"]
     table = [[r["part"], r["start_s"], r["seconds"], r["decode_s"], whole_s / r["decode_s"], f"{r['max_diff']:.1e}"]
              for r in rows]
     print(f"\n{args.model}, {seconds / 60:.1f} min at {args.rate} Hz, -q 8, one thread\n")
