@@ -138,3 +138,23 @@ def test_eval_table_shows_each_target_rate_as_given(cli, tiny_model_path, tmp_pa
     assert result.returncode == 0, result.stderr.decode()
     targets = [line.split("|")[1].strip() for line in result.stdout.decode().splitlines()[3:]]
     assert targets == ["0.075", "0.085", "1000"]  # not 0.07 / 0.09 / 1000.00: rounding hid which row is which
+
+
+def test_eval_codes_each_image_in_its_own_mode_as_encode_does(cli, tmp_path):
+    # eval used to code every image converted to RGB: an RGBA photo's alpha was left out of the rate,
+    # and 16-bit grey was clipped to white by Pillow's conversion before coding and measuring
+    from vqcodec.io import image_to_planes
+
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (40, 48, 4), dtype=np.uint8)).save(tmp_path / "rgba.png")
+    Image.fromarray(np.tile(np.linspace(0, 65535, 48).astype(np.uint16), (40, 1))).save(tmp_path / "grey16.png")
+    codec = Codec.load(str(GOLDEN_IMAGE))
+    for name in ("rgba.png", "grey16.png"):
+        result = cli("eval", GOLDEN_IMAGE, tmp_path / name, "-q", "2", "--json")
+        assert result.returncode == 0, result.stderr.decode()
+        row, = json.loads(result.stdout)["rows"]
+        with Image.open(tmp_path / name) as image:
+            data = codec.encode_image(image, 2)
+            reference = image_to_planes(image)[0]
+        assert row["rate"] == 8 * len(data) / (40 * 48)
+        assert row["psnr"] == pytest.approx(metrics.psnr(reference, image_to_planes(codec.decode_image(data))[0]))

@@ -2,8 +2,9 @@
 decoded, and measured against the original.
 
 Audio is compared at the model's sample rate (each file read and resampled to it once), every
-channel on its own; images in RGB. The rate is the real file size: bytes x 8 over the duration
-(kbps) or over the pixels (bpp), header included. Speeds are one run, on however many threads torch
+channel on its own; images are coded in their own mode, as `encode` codes them (alpha included), and
+compared in RGB. The rate is the real file size: bytes x 8 over the duration (kbps) or over the
+pixels (bpp), header included. Speeds are one run, on however many threads torch
 is given. PESQ (wide band, 16 kHz models only) and STOI are measured where the `bench` extra's
 pesq and pystoi are installed.
 """
@@ -18,7 +19,7 @@ import numpy as np
 
 from . import metrics
 from .errors import VQCodecError
-from .io import read_audio, read_image_rgb
+from .io import image_to_planes, open_image, read_audio
 from .ratecontrol import RateUnreachable
 
 
@@ -41,14 +42,18 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
     qualities = [codec.check_quality(q) for q in qualities]
     settings = [(qualities[0], float(t)) for t in targets] if targets else [(q, None) for q in qualities]
     measure = _measure_audio if codec.kind == "audio" else _measure_image
-    warm_up = np.zeros((1, codec.sample_rate), np.float32) if codec.kind == "audio" else np.zeros((64, 64, 3), np.uint8)
+    if codec.kind == "audio":
+        warm_up = np.zeros((1, codec.sample_rate), np.float32)
+    else:
+        from PIL import Image
+        warm_up = Image.new("RGB", (64, 64))
     measure(codec, warm_up, qualities[0])  # first calls pay one-time costs that the speeds should not show
     scores: dict[tuple, list[dict]] = {setting: [] for setting in settings}
     unreached = {setting: 0 for setting in settings}
     used, skipped = [], []
     for number, path in enumerate(files, 1):
         try:
-            media = read_audio(path, codec.sample_rate)[0] if codec.kind == "audio" else read_image_rgb(path)
+            media = read_audio(path, codec.sample_rate)[0] if codec.kind == "audio" else open_image(path)
             per_setting = {}
             for setting in settings:
                 try:
@@ -106,14 +111,15 @@ def _measure_audio(codec, audio: np.ndarray, quality: int, max_kbps: float | Non
             "decode_s": done - encoded, "metrics": measured}
 
 
-def _measure_image(codec, rgb: np.ndarray, quality: int, max_bpp: float | None = None) -> dict:
-    """`units` are pixels and `count` images: speeds come out as images a second."""
-    from PIL import Image
-
+def _measure_image(codec, image, quality: int, max_bpp: float | None = None) -> dict:
+    """`units` are pixels and `count` images: speeds come out as images a second. The image is coded
+    in its own mode, as `encode` codes it (alpha, 16-bit grey, palettes: all in the file size), and
+    compared on the RGB planes the codec codes and decodes."""
+    rgb = image_to_planes(image)[0]
     start = time.perf_counter()
-    data = codec.encode_image(Image.fromarray(rgb), quality, max_bpp)
+    data = codec.encode_image(image, quality, max_bpp)
     encoded = time.perf_counter()
-    decoded = np.asarray(codec.decode_image(data).convert("RGB"))
+    decoded = image_to_planes(codec.decode_image(data))[0]
     done = time.perf_counter()
     try:
         ms_ssim = metrics.ms_ssim(rgb, decoded)
