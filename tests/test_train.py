@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from test_cli import assert_one_line_error
 from vqcodec import Codec, VQCodecError
 from vqcodec import format as vqformat
-from vqcodec.config import AudioConfig, ImageConfig, config_from_dict, config_to_dict
+from vqcodec.config import MAX_PARAMETERS, AudioConfig, ImageConfig, config_from_dict, config_to_dict, parameter_count
 from vqcodec.modelfile import compute_model_id, read_model_files, storage_form, write_model_files
 from vqcodec.models import VQVAE, widen, widths_differ_only
 from vqcodec.data import NOISE_SNR_DB, AudioCrops, add_background_noise
@@ -748,6 +748,22 @@ def run_in_process(args: list, capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+@pytest.mark.parametrize("cfg", [
+    AudioConfig(), ImageConfig(), AudioConfig(base_channels=24), ImageConfig(channels=(128, 224, 320)),
+    AudioConfig(base_channels=3, strides=(2, 3, 5), decoder_channels=5, res_blocks=3, latent_dim=7),
+    AudioConfig(strides=(7,), res_blocks=0),
+    ImageConfig(channels=(5, 7, 9), decoder_channels=(11, 3, 6), patch=3, res_blocks=2, latent_dim=5),
+    ImageConfig(channels=(8,), res_blocks=0, latent_dim=48)])
+def test_parameter_count_is_that_of_the_networks(cfg):
+    assert parameter_count(cfg) == sum(p.numel() for p in VQVAE(cfg).parameters()) <= MAX_PARAMETERS
+
+
+@pytest.mark.parametrize("name", ["speech16k", "image"])
+def test_the_shipped_configs_are_within_the_parameter_bound(name):
+    config = config_from_dict(json.loads((Path(__file__).parent.parent / "models" / f"{name}.json").read_text())["config"])
+    assert 1e6 < parameter_count(config) < MAX_PARAMETERS / 10
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--max-minutes", "nan"], "--max-minutes must be a positive number"),
     (["--max-minutes", "0"], "--max-minutes must be a positive number"),
@@ -773,6 +789,11 @@ def run_in_process(args: list, capsys) -> tuple[int, str]:
     (["--config", "CONFIG:{\"kind\": \"audio\", \"num_codebooks\": 64, \"codebook_size\": 65536, "
       "\"latent_dim\": 4096}"], "num_codebooks x codebook_size x latent_dim is 17179869184"),  # 64 GiB
     (["--config", "CONFIG:{\"kind\": \"image\", \"channels\": [8, 8, 8, 8, 8, 8, 8, 8, 8]}"], "at most 8 levels"),
+    # each width and the depth in bounds, but 4 746 M parameters (17.7 GiB of weights)
+    (["--config", "CONFIG:{\"kind\": \"image\", \"channels\": [4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096]}"],
+     "the networks would have 4,746 M parameters (17.7 GiB"),
+    (["--config", "CONFIG:{\"kind\": \"audio\", \"base_channels\": 256, \"res_blocks\": 64}"],
+     "the networks would have 1,694 M parameters"),
     (["--resume"], "--resume: no checkpoint in"),
 ])
 def test_train_refuses_bad_options_before_it_makes_anything(data_dir, tmp_path, capsys, extra, message):

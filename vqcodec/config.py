@@ -81,6 +81,7 @@ MAX_CODEBOOK_SIZE = 1 << 16
 MAX_WIDTH = 4096
 MAX_CODEBOOK_ENTRIES = 1 << 27  # codebooks x size x latent_dim: 512 MB of float32 codebooks
 MAX_IMAGE_LEVELS = 8
+MAX_PARAMETERS = 1 << 28  # the encoder's and decoder's weights: 1 GiB of float32 (the shipped models have 1.4 M and 2.7 M)
 MIN_MODEL_RATE, MAX_MODEL_RATE = 1000, 192_000  # a model's sample rate (files may have others)
 
 
@@ -102,6 +103,42 @@ def config_from_dict(data: dict, strict: bool = False) -> ModelConfig:
     config = cls(**values)
     check_config(config)
     return config
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """The weights and biases of the encoder and decoder that vqcodec.models builds for `config` (the
+    codebooks are buffers), counted without building them; tests/test_train.py checks it against the networks."""
+    def conv(inputs: int, outputs: int, kernel: int) -> int:  # kernel: the number of taps (k, or k*k in 2-D)
+        return inputs * outputs * kernel + outputs
+
+    if isinstance(config, AudioConfig):
+        def block(c: int) -> int:
+            return conv(c, c // 2, 3) + conv(c // 2, c, 1)
+
+        width, total = config.base_channels, conv(1, config.base_channels, 7)
+        for stride in config.strides:
+            total += config.res_blocks * block(width) + conv(width, 2 * width, 2 * stride)
+            width *= 2
+        total += conv(width, config.latent_dim, 3)
+        width = config.decoder_base_channels << len(config.strides)
+        total += conv(config.latent_dim, width, 7)
+        for stride in reversed(config.strides):
+            total += conv(width, width // 2 * stride, 3)
+            width //= 2
+            total += config.res_blocks * block(width)
+        return total + conv(width, 1, 7)
+
+    def block2d(c: int) -> int:
+        return conv(c, c // 2, 1) + conv(c // 2, c // 2, 9) + conv(c // 2, c, 1)
+
+    stem = 3 * config.patch ** 2
+    encoder, decoder = config.channels, config.decoder_widths[::-1]
+    total = conv(stem, encoder[0], 9) + block2d(encoder[-1]) + conv(encoder[-1], config.latent_dim, 1)
+    total += conv(config.latent_dim, decoder[0], 9) + block2d(decoder[0]) + conv(decoder[-1], stem, 9)
+    for widths in (encoder, decoder):
+        total += sum(config.res_blocks * block2d(width) for width in widths)
+        total += sum(conv(wide, narrow, 16) for wide, narrow in zip(widths, widths[1:]))
+    return total
 
 
 def check_config(config: ModelConfig) -> None:
@@ -145,6 +182,11 @@ def check_config(config: ModelConfig) -> None:
         widths("decoder_channels", config.decoder_channels, allow_empty=True)
         if config.decoder_channels and len(config.decoder_channels) != len(config.channels):
             raise ValueError(f"decoder_channels must have one width per level of channels ({len(config.channels)})")
+    parameters = parameter_count(config)
+    if parameters > MAX_PARAMETERS:
+        raise ValueError(f"the networks would have {parameters / 1e6:,.0f} M parameters ({parameters * 4 / 2**30:.1f} GiB "
+                         f"of float32 weights), more than {MAX_PARAMETERS / 1e6:.0f} M: narrower "
+                         "channels or fewer res_blocks")
 
 
 def load_config_file(path) -> ModelConfig:
