@@ -69,6 +69,24 @@ def test_image_crops_read_from_disk_match_the_crops_of_the_whole_images(image_fi
         assert np.array_equal(crop, memory.make(plan))
 
 
+def test_image_crops_are_what_encoding_codes_in_every_colour_mode(tmp_path):
+    """16-bit and float grey are scaled to 8 bits as the encoder scales them (Pillow's convert clips them: white)."""
+    from vqcodec.io import image_to_planes, open_image
+
+    ramp = np.arange(32 * 32, dtype=np.float64).reshape(32, 32) / (32 * 32 - 1)
+    Image.frombytes("I;16", (32, 32), np.round(ramp * 65535).astype("<u2").tobytes()).save(tmp_path / "a16.png")
+    Image.fromarray(ramp.astype(np.float32), "F").save(tmp_path / "b.tiff")
+    Image.fromarray((ramp * 255).astype(np.uint8), "L").convert("P").save(tmp_path / "c.png", transparency=0)
+    Image.fromarray(np.zeros((32, 32, 4), np.uint8) + 200, "RGBA").convert("CMYK").save(tmp_path / "d.tiff")
+    files = sorted(tmp_path.iterdir())
+    crops = ImageCrops(files, 32)
+    for index, path in enumerate(files):
+        crop = crops.make(CropPlan(index, (0.0, 0.0)))
+        expected = image_to_planes(open_image(path))[0].transpose(2, 0, 1) / np.float32(255)
+        assert np.array_equal(crop, expected), path
+    assert 0.45 < crops.make(CropPlan(0, (0.0, 0.0))).mean() < 0.55  # the ramp, not clipped to white
+
+
 def test_batches_made_in_threads_are_the_batches_made_in_order(audio_files, image_files):
     for crops in (AudioCrops(audio_files, 8000, CROP, noise=0.5, in_memory_bytes=0), ImageCrops(image_files, 32)):
         in_order = np.random.default_rng(4)

@@ -185,15 +185,12 @@ def read_audio(path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
 
 
 def read_image_rgb(path) -> np.ndarray:
-    """Read an image as uint8 RGB (height, width, 3), EXIF orientation applied."""
-    from PIL import Image, ImageOps
-
+    """Read an image as the uint8 RGB (height, width, 3) that encoding it codes (open_image and
+    image_to_planes: EXIF orientation applied, 16-bit and float grey scaled to 8 bits, not clipped)."""
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            return np.asarray(image.convert("RGB"))
-    except Exception as exc:
-        raise VQCodecError(f"cannot read image {path}: {exc}") from None
+        return image_to_planes(open_image(path))[0]
+    except VQCodecError as exc:
+        raise VQCodecError(str(exc) if str(path) in str(exc) else f"cannot read image {path}: {exc}") from None
 
 
 # ---------------------------------------------------------------- images
