@@ -115,7 +115,7 @@ def test_a_folder_too_large_for_memory_trains_from_disk(tmp_path, monkeypatch, c
     assert all(np.isfinite(record["loss"]) for record in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()))
 
 
-def test_non_finite_samples_read_from_disk_become_silence(tmp_path):
+def test_non_finite_samples_read_from_disk_become_silence(tmp_path, capsys):
     clip = np.full(3000, 0.25, dtype=np.float32)
     clip[1000:1100] = np.nan
     soundfile.write(tmp_path / "nan.wav", clip, 8000, subtype="FLOAT")
@@ -124,6 +124,12 @@ def test_non_finite_samples_read_from_disk_become_silence(tmp_path):
     assert np.isfinite(crop).all() and not crop[1000:1100].any() and (crop[:1000] == 0.25).all()
     with pytest.raises(Exception, match="no readable audio"):  # in memory, a channel with NaN is left out
         AudioCrops([tmp_path / "nan.wav"], 8000, 3000)
+    assert f"skipping {tmp_path / 'nan.wav'}: samples that are not finite" in capsys.readouterr().err
+    stereo = np.stack([clip, np.full(3000, 0.5, dtype=np.float32)], 1)
+    soundfile.write(tmp_path / "stereo.wav", stereo, 8000, subtype="FLOAT")
+    memory = AudioCrops([tmp_path / "stereo.wav"], 8000, 3000)  # the finite channel is kept
+    assert [source.channel for source in memory.sources] == [1] and (memory.clips[0] == 0.5).all()
+    assert f"skipping {tmp_path / 'stereo.wav'} channel 1: samples that are not finite" in capsys.readouterr().err
 
 
 def test_train_command_streams_data_when_asked(tmp_path, cli, image_files):

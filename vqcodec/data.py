@@ -209,11 +209,15 @@ class AudioCrops(Crops):
                     _skip(str(exc))
                     loaded = {source.path: None}
             audio = loaded[source.path]
-            if audio is not None and source.channel < len(audio) and audio[source.channel].size \
-                    and np.isfinite(audio[source.channel]).all():
-                clip = audio[source.channel]
-                clips.append(np.pad(clip, (0, max(0, self.crop - clip.size))))
-                kept.append(source)
+            if audio is None:
+                continue
+            clip = audio[source.channel] if source.channel < len(audio) else np.zeros(0, np.float32)
+            problem = "no samples" if not clip.size else None if np.isfinite(clip).all() else "samples that are not finite"
+            if problem:  # the file changed since it was listed, or holds NaN or infinity
+                _skip(f"{source.path}{f' channel {source.channel + 1}' if len(audio) > 1 else ''}: {problem}")
+                continue
+            clips.append(np.pad(clip, (0, max(0, self.crop - clip.size))))
+            kept.append(source)
         self.sources = kept
         return clips
 
