@@ -811,6 +811,19 @@ def test_train_refuses_bad_options_before_it_makes_anything(data_dir, tmp_path, 
     assert not out.exists()
 
 
+def test_a_folder_of_one_file_says_it_validates_on_it(data_dir, tmp_path, capsys):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    shutil.copy(sorted(data_dir.glob("*.wav"))[0], folder / "only.wav")
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps(config_to_dict(CFG)))
+    code, err = run_in_process(["train", folder, "--out", tmp_path / "run", "--config", config, "--max-steps", "1",
+                                "--crop", CROP, "--batch-size", "2", "--device", "cpu", "--threads", "1", "--no-prior"],
+                               capsys)
+    assert code == 0, err
+    assert "validation on the training file (none held out from one)" in err
+
+
 def test_a_new_run_is_not_started_over_another_without_force(trained, data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(trained, out)

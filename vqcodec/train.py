@@ -405,7 +405,8 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     log_path = out / LOG_NAME
     if not quiet:
         spread = f"{processes} processes ({share} examples each)" if processes > 1 else f"device {device}"
-        print(f"training {options.name} ({kind}) on {train_data.describe()}; validation {val_data.describe()}; "
+        validation = val_data.describe() if val_files != train_files else "on the training file (none held out from one)"
+        print(f"training {options.name} ({kind}) on {train_data.describe()}; validation {validation}; "
               f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
               f"{f' ({trained / 1e6:.2f}M trained: the decoder)' if decoder_only else ''}; batch {options.batch_size}; "
               f"{spread}, {precision}", file=sys.stderr)
