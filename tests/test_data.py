@@ -87,6 +87,35 @@ def test_image_crops_are_what_encoding_codes_in_every_colour_mode(tmp_path):
     assert 0.45 < crops.make(CropPlan(0, (0.0, 0.0))).mean() < 0.55  # the ramp, not clipped to white
 
 
+def test_a_damaged_file_due_to_be_held_out_gives_its_place_to_the_next(tmp_path, capsys):
+    """Headers that read but data that do not decode: such a file first in the folder was the whole
+    validation set, and training stopped with 'no readable images in the training folder'."""
+    rng = np.random.default_rng(4)
+    for name in "bcd":
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    (tmp_path / "a.png").write_bytes((tmp_path / "b.png").read_bytes()[:3000])  # cut short
+    soundfile.write(tmp_path / "whole.flac", rng.standard_normal(40000) * 0.1, 8000)
+    (tmp_path / "cut.flac").write_bytes((tmp_path / "whole.flac").read_bytes()[:3000])
+    photos = data.readable_files("image", sorted(tmp_path.glob("*.png")))
+    assert len(photos) == 4
+    train, held = data.split_files(photos, lambda path: data.decodes("image", path))
+    assert [p.name for p in held] == ["b.png"] and [p.name for p in train] == ["c.png", "d.png"]
+    assert ImageCrops(held, 32).sources[0].path == tmp_path / "b.png"
+    assert capsys.readouterr().err == f"skipping cannot read image {tmp_path / 'a.png'}: image file is truncated\n"
+    recordings = data.readable_files("audio", [tmp_path / "cut.flac", tmp_path / "whole.flac"])
+    assert data.split_files(recordings, lambda path: data.decodes("audio", path)) == ([tmp_path / "whole.flac"],) * 2
+    assert capsys.readouterr().err.startswith(f"skipping cannot read audio {tmp_path / 'cut.flac'}")
+    assert data.split_files(recordings[:1], lambda path: False) == (recordings[:1],) * 2  # one file: not checked
+
+
+def test_a_photo_over_the_pixel_limit_is_skipped_in_one_line(tmp_path, capsys):
+    Image.new("L", (10000, 9000)).save(tmp_path / "big.png")
+    Image.new("L", (40, 40)).save(tmp_path / "small.png")
+    assert data.readable_files("image", sorted(tmp_path.iterdir())) == [tmp_path / "small.png"]
+    assert capsys.readouterr().err == \
+        f"skipping cannot read image {tmp_path / 'big.png'}: image of 10000x9000 pixels exceeds the limit of 89478485 pixels\n"
+
+
 def test_batches_made_in_threads_are_the_batches_made_in_order(audio_files, image_files):
     for crops in (AudioCrops(audio_files, 8000, CROP, noise=0.5, in_memory_bytes=0), ImageCrops(image_files, 32)):
         in_order = np.random.default_rng(4)

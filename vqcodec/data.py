@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import soxr
 import torch
 
 from .errors import VQCodecError
-from .io import media_kind_of, read_audio, read_image_rgb, unreadable_audio
+from .io import MAX_PIXELS, media_kind_of, read_audio, read_image_rgb, unreadable_audio
 
 IN_MEMORY_BYTES = 2 * 2**30      # decoded training media up to this size are held in memory
 RESAMPLE_MARGIN_SECONDS = 0.02   # read on both sides of a crop that is resampled, for the filter's sake
@@ -55,11 +56,22 @@ def find_media(folder: Path, kind: str | None, leave_out: Path | None = None) ->
     return kind, files
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """A photo's width and height, from its header; one over MAX_PIXELS, which encoding refuses, raises
+    ValueError (instead of Pillow's DecompressionBombWarning, a Python warning on stderr)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise ValueError(f"image of {image.width}x{image.height} pixels exceeds the limit of {MAX_PIXELS} pixels")
+            return image.width, image.height
+
+
 def readable_files(kind: str, files: list[Path]) -> list[Path]:
     """The files whose header soundfile (audio, with samples) or Pillow (images) reads; each other one
     gets a `skipping` line. Training splits these, so that an unreadable file is never the validation set."""
-    from PIL import Image
-
     kept = []
     for path in files:
         try:
@@ -68,8 +80,7 @@ def readable_files(kind: str, files: list[Path]) -> list[Path]:
                     _skip(f"{path}: no samples")
                     continue
             else:
-                with Image.open(path):
-                    pass
+                image_size(path)
             kept.append(path)
         except Exception as exc:  # soundfile and Pillow raise several types for unreadable input
             _skip(str(unreadable_audio(path, exc)) if kind == "audio" else f"cannot read image {path}: {exc}")
@@ -78,12 +89,38 @@ def readable_files(kind: str, files: list[Path]) -> list[Path]:
     return kept
 
 
-def split_files(files: list[Path]) -> tuple[list[Path], list[Path]]:
-    """Hold out every 20th file (at least one, when there are two or more) for validation."""
+def decodes(kind: str, path: Path) -> bool:
+    """Whether the whole file decodes (audio block by block, in bounded memory); one that does not (a
+    damaged file whose header reads) gets a `skipping` line."""
+    try:
+        if kind == "audio":
+            for _ in soundfile.blocks(os.fsencode(path), blocksize=1 << 16, dtype="float32"):
+                pass
+        else:
+            read_image_rgb(path)
+        return True
+    except VQCodecError as exc:
+        _skip(str(exc))
+    except Exception as exc:  # soundfile raises several types for unreadable input
+        _skip(str(unreadable_audio(path, exc)))
+    return False
+
+
+def split_files(files: list[Path], usable=lambda path: True) -> tuple[list[Path], list[Path]]:
+    """Hold out every 20th file (at least one, when there are two or more) for validation. A file due
+    to be held out that is not `usable` is left out of both, and the next one is held out instead, so
+    that one damaged file does not leave the validation set empty."""
     if len(files) < 2:
         return files, files
-    held = set(range(0, len(files), 20))
-    return [f for i, f in enumerate(files) if i not in held], [f for i, f in enumerate(files) if i in held]
+    train, held, due = [], [], False
+    for index, path in enumerate(files):
+        due = due or index % 20 == 0
+        if not due:
+            train.append(path)
+        elif usable(path):
+            held.append(path)
+            due = False
+    return (train, held) if train else (held, held)
 
 
 def add_background_noise(clip: np.ndarray, rng: np.random.Generator,
@@ -301,8 +338,7 @@ class ImageCrops(Crops):
         self.sources: list[ImageSource] = []
         for path in files:
             try:
-                with Image.open(path) as image:
-                    self.sources.append(ImageSource(Path(path), image.width, image.height))
+                self.sources.append(ImageSource(Path(path), *image_size(path)))
             except Exception as exc:
                 _skip(f"cannot read image {path}: {exc}")
         limit = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes

@@ -188,7 +188,7 @@ def read_image_rgb(path) -> np.ndarray:
     """Read an image as the uint8 RGB (height, width, 3) that encoding it codes (open_image and
     image_to_planes: EXIF orientation applied, 16-bit and float grey scaled to 8 bits, not clipped)."""
     try:
-        return image_to_planes(open_image(path))[0]
+        return image_to_planes(open_image(os.fspath(path)))[0]  # a str: open_image names a Path by its last part
     except VQCodecError as exc:
         raise VQCodecError(str(exc) if str(path) in str(exc) else f"cannot read image {path}: {exc}") from None
 

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from . import parallel
 from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict
 from .errors import VQCodecError
-from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, default_batch_workers, find_media, readable_files,
+from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, decodes, default_batch_workers, find_media, readable_files,
                    split_files)
 from .io import move_into_place, read_audio, read_image_rgb
 from .losses import ReconstructionLoss
@@ -365,7 +365,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         # what the model's codes were at the start (a resumed run: in its first run), to check at the end
         codes_id = saved_meta.get("codes_id") or compute_codes_id(config_to_dict(cfg), inference_state(model))
 
-    train_files, val_files = split_files(readable_files(kind, files))
+    train_files, val_files = split_files(readable_files(kind, files), lambda path: decodes(kind, path))
     crop = options.crop - options.crop % cfg.hop
     if crop <= 0:
         raise VQCodecError(f"--crop must be at least the model stride {cfg.hop}")
