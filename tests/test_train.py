@@ -179,6 +179,22 @@ def test_auto_precision_is_fp32_or_bf16():
     assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
 
 
+def test_a_resumed_run_keeps_its_held_out_files_when_the_folder_changes(data_dir, tmp_path, signal, capsys):
+    folder = tmp_path / "data"
+    shutil.copytree(data_dir, folder)
+    out = tmp_path / "run"
+    train(folder, CFG, options(out, max_steps=1, fit_prior=False))
+    assert json.loads((out / "checkpoint.json").read_text())["held_out"] == ["a.wav"]  # the first of three
+    soundfile.write(folder / "0.wav", signal(1, 8000, 8000, seed=5).T, 8000)  # now the first file
+    train(folder, None, options(out, max_steps=2, resume=True, fit_prior=False, quiet=False))
+    assert json.loads((out / "checkpoint.json").read_text())["held_out"] == ["a.wav"]
+    assert "training tiny (audio) on 3 clips" in capsys.readouterr().err  # 0.wav, b.wav and c.wav train
+    (folder / "a.wav").unlink()
+    train(folder, None, options(out, max_steps=3, resume=True, fit_prior=False, quiet=False))
+    assert "none of the files the checkpoint held out for validation is left" in capsys.readouterr().err
+    assert json.loads((out / "checkpoint.json").read_text())["held_out"] == ["0.wav"]
+
+
 def test_resumed_run_warms_its_learning_rate_up_again(trained, data_dir, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(trained, out)
@@ -847,6 +863,10 @@ def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tm
     base = ["train", data_dir, "--out", out, "--name", "tiny", "--resume", "--max-steps", "20", "--device", "cpu"]
     code, err = run_in_process([*base, "--codebooks", "2"], capsys)  # what the checkpoint's config is not
     assert code == 1 and "which --codebooks would change" in err, err
+    meta = json.loads((out / "checkpoint.json").read_text())
+    (out / "checkpoint.json").write_text(json.dumps({**meta, "held_out": 5}))
+    code, err = run_in_process(base, capsys)
+    assert code == 1 and "is damaged (ValueError: held_out is not a list of file names: 5)" in err, err
     (out / "checkpoint.json").write_text("{not json")
     code, err = run_in_process(base, capsys)
     assert code == 1 and "checkpoint in" in err and "is damaged" in err, err

@@ -123,6 +123,24 @@ def split_files(files: list[Path], usable=lambda path: True) -> tuple[list[Path]
     return (train, held) if train else (held, held)
 
 
+def split_as_before(files: list[Path], folder: Path, held_out: list[str], usable=lambda path: True) \
+        -> tuple[list[Path], list[Path]] | None:
+    """A resumed run's split: the files its checkpoint held out (`held_out`, paths under `folder`) that are
+    still there and `usable` stay held out and every other file trains, so that files added or removed
+    since do not move trained files into the validation set. None when none of them is left."""
+    names = set(held_out)
+    held = [path for path in files if relative_name(path, folder) in names and usable(path)]
+    if not held:
+        return None
+    train = [path for path in files if relative_name(path, folder) not in names]
+    return train or held, held
+
+
+def relative_name(path: Path, folder: Path) -> str:
+    """How a checkpoint names a training file: its path under the training folder, with slashes."""
+    return Path(path).relative_to(folder).as_posix()
+
+
 def add_background_noise(clip: np.ndarray, rng: np.random.Generator,
                          snr_range_db: tuple[float, float] = NOISE_SNR_DB) -> np.ndarray:
     """`clip` plus stationary coloured noise at an SNR drawn from `snr_range_db`, so the codec learns to keep

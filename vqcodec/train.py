@@ -18,7 +18,7 @@ from . import parallel
 from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict
 from .errors import VQCodecError
 from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, decodes, default_batch_workers, find_media, readable_files,
-                   split_files)
+                   relative_name, split_as_before, split_files)
 from .io import move_into_place, read_audio, read_image_rgb
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
@@ -121,6 +121,9 @@ def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.
     try:
         meta = json.loads(path.with_suffix(".json").read_text())
         config_from_dict(meta["config"]), int(meta["step"]), float(meta["trained_seconds"])
+        held_out = meta.get("held_out", [])
+        if not isinstance(held_out, list) or not all(isinstance(name, str) for name in held_out):
+            raise ValueError(f"held_out is not a list of file names: {held_out!r}"[:200])
         tensors = load_file(str(path), device=device)
     except Exception as exc:  # JSON, safetensors and missing fields raise many types
         raise VQCodecError(f"the checkpoint {path} is damaged ({type(exc).__name__}: {exc})") from None
@@ -365,7 +368,14 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         # what the model's codes were at the start (a resumed run: in its first run), to check at the end
         codes_id = saved_meta.get("codes_id") or compute_codes_id(config_to_dict(cfg), inference_state(model))
 
-    train_files, val_files = split_files(readable_files(kind, files), lambda path: decodes(kind, path))
+    readable = readable_files(kind, files)
+    split = None
+    if "held_out" in saved_meta:  # a resumed run validates on the files its first run held out
+        split = split_as_before(readable, data_dir, saved_meta["held_out"], lambda path: decodes(kind, path))
+        if split is None and not quiet:
+            print(f"none of the files the checkpoint held out for validation is left in {data_dir}: others are held "
+                  "out, and validation losses do not compare with the log's earlier ones", file=sys.stderr)
+    train_files, val_files = split or split_files(readable, lambda path: decodes(kind, path))
     crop = options.crop - options.crop % cfg.hop
     if crop <= 0:
         raise VQCodecError(f"--crop must be at least the model stride {cfg.hop}")
@@ -413,7 +423,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
 
     def checkpoint_meta(seconds: float) -> dict:
         meta = {"step": step, "trained_seconds": seconds, "config": config_to_dict(cfg), "adversarial": adversarial,
-                "decoder_only": decoder_only}
+                "decoder_only": decoder_only, "held_out": [relative_name(path, data_dir) for path in val_files]}
         if average is not None:
             meta.update(weight_average=weight_average, average_updates=average.updates)
         if decoder_only:
