@@ -195,6 +195,14 @@ def test_a_resumed_run_keeps_its_held_out_files_when_the_folder_changes(data_dir
     assert json.loads((out / "checkpoint.json").read_text())["held_out"] == ["0.wav"]
 
 
+def test_a_run_in_a_folder_whose_name_is_not_utf8_resumes_and_its_model_loads(trained, data_dir, tmp_path):
+    out = tmp_path / os.fsdecode(b"run\xff")  # safetensors refuses such paths: the checkpoint was 'damaged'
+    shutil.copytree(trained, out)
+    path = train(data_dir, None, options(out, max_steps=13, resume=True, fit_prior=False))
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 13
+    assert Codec.load(str(path)).kind == "audio"
+
+
 def test_resumed_run_warms_its_learning_rate_up_again(trained, data_dir, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(trained, out)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save_file
 
 from .config import FORMAT_VERSION, config_from_dict, config_to_dict
 from .errors import VQCodecError
@@ -123,13 +123,23 @@ def attach_prior(path: Path, prior, out: Path | None = None) -> Path:
     return write_model_files(Path(out) if out is not None else Path(path), meta, network)
 
 
+def read_safetensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors file; one whose path is not UTF-8 (which safetensors refuses) is read
+    through its bytes."""
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return {name: tensor.to(device) for name, tensor in load(Path(path).read_bytes()).items()}
+    return load_file(str(path), device=device)
+
+
 def read_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """Read NAME.json and NAME.safetensors and check that the weights match the recorded id."""
     path = Path(path).with_suffix(".safetensors")
     meta_path = path.with_suffix(".json")
     try:
         meta = json.loads(meta_path.read_text())
-        tensors = load_file(str(path))
+        tensors = read_safetensors(path)
     except FileNotFoundError as exc:
         raise VQCodecError(f"model file missing: {exc.filename}") from None
     except Exception as exc:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from . import parallel
 from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict
@@ -24,7 +24,7 @@ from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from .models import VQVAE, encoder_unchanged, widen, widths_differ_only
 from .modelfile import (CODE_TENSORS, attach_prior, build_model, compute_codes_id, inference_state, read_model_files,
-                        save_model)
+                        read_safetensors, save_model)
 from .registry import find_model
 
 
@@ -124,7 +124,7 @@ def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.
         held_out = meta.get("held_out", [])
         if not isinstance(held_out, list) or not all(isinstance(name, str) for name in held_out):
             raise ValueError(f"held_out is not a list of file names: {held_out!r}"[:200])
-        tensors = load_file(str(path), device=device)
+        tensors = read_safetensors(path, device)
     except Exception as exc:  # JSON, safetensors and missing fields raise many types
         raise VQCodecError(f"the checkpoint {path} is damaged ({type(exc).__name__}: {exc})") from None
     groups: dict[str, dict[str, torch.Tensor]] = {}
