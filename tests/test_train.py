@@ -848,6 +848,13 @@ def test_a_folder_of_one_file_says_it_validates_on_it(data_dir, tmp_path, capsys
     assert "validation on the training file (none held out from one)" in err
 
 
+def test_a_training_folder_that_is_missing_or_a_file_is_named_so(data_dir, tmp_path, capsys):
+    for folder, problem in ((tmp_path / "missing", "no such directory"), (data_dir / "a.wav", "not a directory")):
+        for command in (["train", folder, "--out", tmp_path / "run", "--max-steps", "1"], ["fit-prior", "image", folder]):
+            code, err = run_in_process(command, capsys)
+            assert code == 1 and err == f"vqcodec: error: {folder}: {problem}\n", err
+
+
 def test_a_new_run_is_not_started_over_another_without_force(trained, data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(trained, out)
