@@ -144,6 +144,14 @@ def test_a_folder_too_large_for_memory_trains_from_disk(tmp_path, monkeypatch, c
     assert all(np.isfinite(record["loss"]) for record in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()))
 
 
+def test_a_folder_is_loaded_only_when_reading_its_largest_file_fits_too(tmp_path):
+    """A file is decoded whole at its own rate, every channel, to be loaded: a long 96 kHz stereo recording
+    needs twelve times its size at 8 kHz mono, which the memory budget left out."""
+    soundfile.write(tmp_path / "wide.wav", np.zeros((96000, 2), np.float32), 96000)  # 64 kB at 8 kHz, 768 kB read
+    assert not AudioCrops([tmp_path / "wide.wav"], 8000, CROP, in_memory_bytes=100_000).in_memory
+    assert AudioCrops([tmp_path / "wide.wav"], 8000, CROP, in_memory_bytes=64_000 + 768_000).in_memory
+
+
 def test_non_finite_samples_read_from_disk_become_silence(tmp_path, capsys):
     clip = np.full(3000, 0.25, dtype=np.float32)
     clip[1000:1100] = np.nan

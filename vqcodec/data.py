@@ -239,7 +239,10 @@ class AudioCrops(Crops):
             if info.frames > 0 and info.samplerate > 0:
                 self.sources += [AudioSource(Path(path), c, info.frames, info.samplerate) for c in range(info.channels)]
         limit = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
-        self.in_memory = sum(self._length(s) for s in self.sources) * 4 <= limit
+        read_at_once: dict[Path, int] = {}  # each file is decoded whole, every channel at its own rate, to be loaded
+        for source in self.sources:
+            read_at_once[source.path] = read_at_once.get(source.path, 0) + source.frames * 4
+        self.in_memory = sum(self._length(s) for s in self.sources) * 4 + max(read_at_once.values(), default=0) <= limit
         self.clips: list[np.ndarray] | None = self._load() if self.in_memory else None
         if not self.sources:
             raise VQCodecError("no readable audio in the training folder")
