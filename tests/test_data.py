@@ -3,6 +3,7 @@ threads are the batches made in order, and a folder too large for memory trains 
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -106,6 +107,16 @@ def test_a_damaged_file_due_to_be_held_out_gives_its_place_to_the_next(tmp_path,
     assert data.split_files(recordings, lambda path: data.decodes("audio", path)) == ([tmp_path / "whole.flac"],) * 2
     assert capsys.readouterr().err.startswith(f"skipping cannot read audio {tmp_path / 'cut.flac'}")
     assert data.split_files(recordings[:1], lambda path: False) == (recordings[:1],) * 2  # one file: not checked
+
+
+def test_a_second_name_of_a_file_is_not_trained_on_twice(tmp_path, capsys):
+    Image.new("L", (40, 40)).save(tmp_path / "a.png")
+    Image.new("L", (40, 40)).save(tmp_path / "b.png")  # the same pixels, another file: kept
+    (tmp_path / "c.png").symlink_to(tmp_path / "a.png")
+    os.link(tmp_path / "b.png", tmp_path / "d.png")
+    assert data.readable_files("image", sorted(tmp_path.iterdir())) == [tmp_path / "a.png", tmp_path / "b.png"]
+    assert capsys.readouterr().err == (f"skipping {tmp_path / 'c.png'}: the same file as {tmp_path / 'a.png'}\n"
+                                       f"skipping {tmp_path / 'd.png'}: the same file as {tmp_path / 'b.png'}\n")
 
 
 def test_a_photo_over_the_pixel_limit_is_skipped_in_one_line(tmp_path, capsys):

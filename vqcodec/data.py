@@ -71,10 +71,17 @@ def image_size(path: Path) -> tuple[int, int]:
 
 def readable_files(kind: str, files: list[Path]) -> list[Path]:
     """The files whose header soundfile (audio, with samples) or Pillow (images) reads; each other one
-    gets a `skipping` line. Training splits these, so that an unreadable file is never the validation set."""
-    kept = []
+    gets a `skipping` line, as does a second name of one file (a link to it, symbolic or hard), which
+    would train twice as often or be held out and trained on. Training splits these, so that an
+    unreadable file is never the validation set."""
+    kept, names = [], {}
     for path in files:
         try:
+            status = os.stat(path)
+            if (status.st_dev, status.st_ino) in names:
+                _skip(f"{path}: the same file as {names[status.st_dev, status.st_ino]}")
+                continue
+            names[status.st_dev, status.st_ino] = path
             if kind == "audio":
                 if soundfile.info(os.fsencode(path)).frames <= 0:
                     _skip(f"{path}: no samples")
