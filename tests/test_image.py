@@ -812,3 +812,11 @@ def test_image_api_takes_arrays_and_tensors_and_refuses_what_it_cannot(codec):
     with pytest.raises(VQCodecError, match="exceeds the size limit"):
         codec.codes_to_image(tall)
     assert read_info(io.BytesIO(plain)).width == 30
+
+
+def test_an_error_names_a_path_in_full(tmp_path):
+    cut = tmp_path / "sub" / "cut.png"
+    cut.parent.mkdir()
+    cut.write_bytes(PHOTOS[0].read_bytes()[:200])
+    with pytest.raises(VQCodecError, match=re.escape(str(cut))):
+        open_image(cut)

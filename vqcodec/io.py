@@ -111,7 +111,7 @@ def is_image_signature(head: bytes) -> bool:
 def input_name(source) -> str | Path | None:
     """How an error names an input: its path or name, "from stdin" for the command line's stdin (a file
     descriptor), or None for another stream."""
-    name = getattr(source, "name", source)
+    name = source if isinstance(source, Path) else getattr(source, "name", source)  # a Path's .name is its last part
     return name if isinstance(name, (str, Path)) else "from stdin" if isinstance(name, int) else None
 
 
