@@ -576,3 +576,24 @@ def test_fit_prior_on_image_codes_in_process(tmp_path):
     data = codec.encode_image(Image.open(files[0]), 3)
     assert vqformat.parse_header(data).coding in vqformat.PRIOR_CODINGS
     codec.decode_image(data)
+
+
+@pytest.mark.parametrize("coding", [vqformat.CODING_PRIOR, vqformat.CODING_PRIOR_DEPTH])
+def test_a_few_bytes_cannot_claim_millions_of_codes(golden_audio_codec, coding):
+    """A range decoder turns any words, even none, into codes. A file of a few dozen bytes whose
+    header declares ten minutes in chunks of 2**20 frames, with empty or one-word payloads (their
+    CRCs valid), used to decode millions of codes per chunk (gigabytes and minutes with more
+    channels). Such a payload is far shorter than any encoder writes for that many codes, and is
+    refused before it is decoded."""
+    header = vqformat.parse_header((GOLDEN / "golden_audio_prior.vq").read_bytes())
+    header.coding, header.length, header.chunk_frames = coding, AUDIO_RATE * 600, 1 << 20
+    frames = -(-header.length // golden_audio_codec.hop)
+    for payload in (b"", b"\x00\x00\x00\x80", b"\xff" * 8):
+        data = vqformat.build_file(header, [payload] * -(-frames // header.chunk_frames))
+        assert len(data) < 100
+        for read in (golden_audio_codec.read_codes, golden_audio_codec.code_report,
+                     lambda d: golden_audio_codec.decode_audio(d, start=1.0, duration=0.01)):
+            with pytest.raises(FormatError, match="too short for its"):
+                read(data)
+        damaged = golden_audio_codec.damaged_parts(data)
+        assert [part["chunk"] for part in damaged] == [0, 1]

@@ -268,6 +268,7 @@ class CodePrior:
         self._models: list[dict[int, object]] = [dict() for _ in levels]
         self._log2: list[np.ndarray | None] = [None] * len(levels)
         self._bit_tables: dict = {}
+        self._largest = [int(lp.table.max()) for lp in levels]  # each level's largest q (min_bits)
         self.prior_id = self._compute_id()
 
     # ------------------------------------------------------------ storage
@@ -529,6 +530,10 @@ class CodePrior:
         self.check_shape(quality, self.codebook_size)
         if len(payload) % 4:
             raise FormatError("corrupted chunk: entropy-coded payload is not a whole number of words")
+        cells = sum(rows * cols for _, rows, cols in plane_shapes)
+        if cells and 2 * (32 * len(payload) // 4 + 32) < self.min_bits(quality, cells, depths):
+            raise FormatError(f"corrupted chunk: entropy-coded payload of {len(payload)} bytes is too short "
+                              f"for its {cells * quality} codes")
         words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
         try:
             decoder = constriction.stream.queue.RangeDecoder(words)
@@ -544,6 +549,22 @@ class CodePrior:
                 return np.zeros(shape, dtype=np.int64)
             return np.stack([p[:, 0, :] for p in planes])
         return planes[0]
+
+    def min_bits(self, quality: int, cells: int, depths: bool = False) -> float:
+        """A lower bound on the size in bits of any payload of `cells` cells (audio frames of a
+        channel, image latent cells) at `quality` levels: each code, or with `depths` each cell's
+        depth (a cell may have no code), costs at least -log2 of the largest probability its model
+        can give. Every q of a row is >= 1; a depth row's counts each are >= 1 and sum to at most
+        DEPTH_COUNT_LIMIT, so its other depths have q >= 1 + (2**16 - Q - 1) // DEPTH_COUNT_LIMIT.
+        The + 1 covers constriction's rounding to 24 bits. decode_chunk refuses a payload that far
+        too short, which no encoder writes, before it decodes (and allocates) the codes."""
+        one = 1 << PRECISION
+        if depths:
+            others = 1 + (one - quality - 1) // DEPTH_COUNT_LIMIT
+            largest = [one - quality * others]
+        else:
+            largest = self._largest[:quality]
+        return cells * sum(-math.log2(min(one, q + 1) / one) for q in largest)
 
     def _decode_plane(self, decoder, shape: tuple[int, int, int], depths: bool = False) -> np.ndarray:
         quality, rows, cols = shape
