@@ -180,3 +180,25 @@ def test_info_on_a_damaged_file_says_what_the_header_holds(cli, audio_file, tiny
     import json
     record = json.loads(result.stdout)
     assert record["samples"] == 88200 and record["sample_rate"] == 44100 and record["channels"] == 2
+
+
+def test_a_header_alone_costs_no_memory_for_its_lost_chunks(golden_audio_codec):
+    """A 56-byte file whose header declares an hour of 8 channels in chunks of 2**20 frames has
+    every chunk lost: listing them, or salvaging a few milliseconds, used to fill an array of
+    every lost chunk's codes (64 MB a chunk here, gigabytes with a real model and 64 channels)."""
+    import tracemalloc
+
+    from conftest import GOLDEN
+
+    header = vqformat.parse_header((GOLDEN / "golden_audio_prior.vq").read_bytes())
+    header.length, header.channels, header.chunk_frames = 16000 * 3600, 8, 1 << 20
+    frames = -(-header.length // golden_audio_codec.hop)
+    header.chunk_count = -(-frames // header.chunk_frames)
+    data = header.pack()
+    tracemalloc.start()
+    try:
+        assert [part["chunk"] for part in golden_audio_codec.damaged_parts(data)] == list(range(header.chunk_count))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20

@@ -904,7 +904,8 @@ class Codec:
     def _chunk_codes(self, header: vqformat.Header, chunks: list, index: int, shape: tuple, salvage: bool,
                      damaged: list[int]) -> np.ndarray:
         """Chunk `index`'s codes. With `salvage`, a chunk that is None or does not decode gives all
-        ABSENT codes, and its index is added to `damaged`."""
+        ABSENT codes (a read-only view, allocating nothing: a damaged file may declare far more codes
+        than it holds), and its index is added to `damaged`."""
         if chunks[index] is not None:
             try:
                 return self._decode_payload(header, chunks[index], shape)
@@ -912,7 +913,7 @@ class Codec:
                 if not salvage:
                     raise
         damaged.append(index)
-        return np.full(shape, ABSENT, dtype=self._code_dtype)
+        return np.broadcast_to(np.array(ABSENT, dtype=self._code_dtype), shape)
 
     def _check_file_model(self, header: vqformat.Header) -> None:
         if header.model_id != self.model_id and header.model_id not in self.decodes:
