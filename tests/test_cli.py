@@ -545,6 +545,7 @@ def test_codes_of_a_folder(cli, tmp_path, signal, tiny_model_path, codec):
     manifest = json.loads((out / "codes.json").read_text())
     assert (manifest["model_id"], manifest["kind"], manifest["quality"]) == (codec.model_id.hex(), "audio", 4)
     assert manifest["frames_per_second"] == 16000 / 8 and manifest["axes"] == ["channel", "level", "frame"]
+    assert manifest["depth_weight"] == 0.0
     assert [entry["file"] for entry in manifest["files"]] == ["in.wav", "sub/x.flac"]
     assert [entry["file"] for entry in manifest["skipped"]] == ["bad.wav"] and manifest["skipped"][0]["reason"]
     for entry in manifest["files"]:
@@ -565,6 +566,10 @@ def test_codes_of_a_folder(cli, tmp_path, signal, tiny_model_path, codec):
     result = cli("codes", folder, out, "-m", tiny_model_path, "-q", "2", "--force")
     assert result.returncode == 0, result.stderr.decode()
     assert np.load(out / "in.npy").shape[1] == 2 and json.loads((out / "codes.json").read_text())["quality"] == 2
+    result = cli("codes", folder, out, "-m", tiny_model_path, "--depth-weight", "2", "--force")
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads((out / "codes.json").read_text())["depth_weight"] == 0.0  # no prior: every frame all levels
+    assert (np.load(out / "in.npy") >= 0).all()
 
 
 def test_codes_of_a_folder_refuses_a_subfolder_where_the_manifest_goes(cli, tmp_path, signal, tiny_model_path):

@@ -476,6 +476,12 @@ class Codec:
         costs.scale(scale)
         return costs
 
+    @property
+    def chooses_depths(self) -> bool:
+        """Whether files and codes made by this codec get per-cell depth: a depth weight, and a prior
+        to code the depths under."""
+        return self._depth_active(True)
+
     def _depth_active(self, variable_depth: bool) -> bool:
         return variable_depth and self.depth_weight > 0 and self._coding_id() == vqformat.CODING_PRIOR
 

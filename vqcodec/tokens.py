@@ -52,7 +52,7 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     else:
         layout = {"stride": codec.hop, "axes": ["level", "row", "col"]}
     manifest = {"model": codec.name, "model_id": codec.model_id.hex(), "kind": codec.kind, "quality": quality,
-                "codebook_size": codec.codebook_size, "depth_weight": codec.depth_weight, **layout,
+                "codebook_size": codec.codebook_size, "depth_weight": codec.depth_weight if codec.chooses_depths else 0.0, **layout,
                 "files": entries, "skipped": skipped}
     out.mkdir(parents=True, exist_ok=True)
     write_file(out / MANIFEST, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()))
