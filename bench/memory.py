@@ -61,9 +61,20 @@ def peak_rss(stdin: Path, stdout: Path, args: list[str], source: Path) -> tuple[
     return int(result.stdout.split()[1]), seconds
 
 
+def _minute_list(text: str) -> list[int]:
+    try:
+        minutes = [int(m) for m in text.split(",")]
+    except ValueError:
+        minutes = []
+    if not minutes or min(minutes) < 1:
+        raise argparse.ArgumentTypeError(f"not a list of whole minutes, each at least 1: {text!r}")
+    return minutes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", default="1,60")
+    parser.add_argument("--minutes", default="1,60", type=_minute_list,
+                        help="Whole minutes of audio to code, comma-separated (default 1,60).")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--model", default="speech16k")
     parser.add_argument("-q", "--quality", type=int, default=8)
@@ -82,7 +93,7 @@ def main() -> None:
         folder = Path(folder)
         empty = folder / "empty"
         empty.write_bytes(b"")
-        for minutes in (int(m) for m in args.minutes.split(",")):
+        for minutes in args.minutes:
             wav, vq, back = folder / f"{minutes}.wav", folder / f"{minutes}.vq", folder / f"{minutes}.out.wav"
             soundfile.write(str(wav), speech_of_length(files, minutes * 60, 16000), 16000, subtype="PCM_16")
             model = ["-m", args.model]
