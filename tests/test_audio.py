@@ -708,3 +708,11 @@ def test_codes_functions_check_their_input(codec, signal):
     assert codec.codes_to_file(codes, gain=1 + 1e-7) == codec.codes_to_file(codes, gain=1.0) == codec.codes_to_file(codes)
     with pytest.raises(VQCodecError, match="sample rate must be a whole number"):
         codec.codes_to_file(codes, sample_rate=16000.7)
+
+
+def test_a_quoted_home_folder_in_the_model_path_is_searched(monkeypatch, tiny_model_path):
+    from vqcodec.registry import find_model
+
+    monkeypatch.setenv("HOME", str(tiny_model_path.parent.parent))
+    monkeypatch.setenv("VQCODEC_MODEL_PATH", f"~/{tiny_model_path.parent.name}")  # as VQCODEC_MODEL_PATH='~/m'
+    assert find_model(tiny_model_path.stem) == tiny_model_path

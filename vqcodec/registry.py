@@ -22,7 +22,7 @@ def shipped_models_dir() -> Path:
 
 
 def model_search_path() -> list[Path]:
-    extra = [Path(p) for p in os.environ.get("VQCODEC_MODEL_PATH", "").split(os.pathsep) if p]
+    extra = [Path(p).expanduser() for p in os.environ.get("VQCODEC_MODEL_PATH", "").split(os.pathsep) if p]  # '~/m' quoted
     return extra + [shipped_models_dir()]
 
 
