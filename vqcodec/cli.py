@@ -912,11 +912,10 @@ def _read_config(path: str):
         raise VQCodecError(f"{path}: bad config ({exc})") from None
 
 
-def check_folder(data_dir) -> None:
+def _check_folder(data_dir) -> None:
     """A training or fitting folder that is not one is refused, saying whether it is missing."""
     if not Path(data_dir).is_dir():
         raise VQCodecError(f"{data_dir}: {'not a directory' if Path(data_dir).exists() else 'no such directory'}")
-
 
 
 @cli.command()
@@ -1005,7 +1004,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     from .train import DEFAULT_BATCH_AND_CROP, TrainOptions, check_model_name, checkpoint_config
     from .train import train as run_training
 
-    check_folder(data_dir)
+    _check_folder(data_dir)
     if max_minutes is None and max_steps is None:
         raise VQCodecError("give a budget: --max-minutes or --max-steps")
     for option, value in (("--max-minutes", max_minutes), ("--lr", lr)):
@@ -1186,7 +1185,7 @@ def fit_prior(model, data_dir, out, device, threads, force):
 
     if threads:
         torch.set_num_threads(threads)
-    check_folder(data_dir)
+    _check_folder(data_dir)
     path = find_model(model)
     meta, _ = read_model_files(path)
     target = Path(out).with_suffix(".safetensors") if out else None

@@ -1210,9 +1210,9 @@ class Codec:
             return 0, None
         rate, length = self._output_timing(vqformat.parse_header(data), rate)
         start = _checked_amount("start", start, "seconds", allow_zero=True)
-        if start * rate >= length or round(start * rate) >= length:  # the float test first: round(inf) raises
+        first = round(min(start * rate, length))  # min first: a start of 1e308 s is inf samples, which round() refuses
+        if first >= length:
             raise VQCodecError(f"--start {start} s is not before the end of the audio ({length / rate:.3f} s)")
-        first = round(start * rate)
         left = length - first
         if duration is None or duration == math.inf:
             return first, left

@@ -22,7 +22,7 @@ import soxr
 import torch
 
 from .errors import VQCodecError
-from .io import MAX_PIXELS, media_kind_of, read_audio, read_image_rgb, unreadable_audio
+from .io import check_pixel_count, media_kind_of, read_audio, read_image_rgb, unreadable_audio
 
 IN_MEMORY_BYTES = 2 * 2**30      # decoded training media up to this size are held in memory
 RESAMPLE_MARGIN_SECONDS = 0.02   # read on both sides of a crop that is resampled, for the filter's sake
@@ -57,15 +57,14 @@ def find_media(folder: Path, kind: str | None, leave_out: Path | None = None) ->
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """A photo's width and height, from its header; one over MAX_PIXELS, which encoding refuses, raises
-    ValueError (instead of Pillow's DecompressionBombWarning, a Python warning on stderr)."""
+    """A photo's width and height, from its header; one that encoding refuses (io.check_pixel_count)
+    raises VQCodecError (instead of Pillow's DecompressionBombWarning, a Python warning on stderr)."""
     from PIL import Image
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(path) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise ValueError(f"image of {image.width}x{image.height} pixels exceeds the limit of {MAX_PIXELS} pixels")
+            check_pixel_count(image.width, image.height)
             return image.width, image.height
 
 

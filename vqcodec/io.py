@@ -188,7 +188,7 @@ def read_image_rgb(path) -> np.ndarray:
     """Read an image as the uint8 RGB (height, width, 3) that encoding it codes (open_image and
     image_to_planes: EXIF orientation applied, 16-bit and float grey scaled to 8 bits, not clipped)."""
     try:
-        return image_to_planes(open_image(os.fspath(path)))[0]  # a str: open_image names a Path by its last part
+        return image_to_planes(open_image(path))[0]
     except VQCodecError as exc:
         raise VQCodecError(str(exc) if str(path) in str(exc) else f"cannot read image {path}: {exc}") from None
 
@@ -206,6 +206,12 @@ MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold
 _MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383}  # the most pixels a side these formats hold (images go to 65 535)
 
 
+def check_pixel_count(width: int, height: int) -> None:
+    """Refuse an image over MAX_PIXELS (Pillow's decompression-bomb threshold), from its header's size."""
+    if width * height > MAX_PIXELS:
+        raise VQCodecError(f"image of {width}x{height} pixels exceeds the limit of {MAX_PIXELS} pixels")
+
+
 def open_image(source):
     """Open an image file (path or binary stream), apply EXIF orientation, and refuse bombs."""
     import warnings
@@ -216,8 +222,7 @@ def open_image(source):
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as image:
-                if image.width * image.height > MAX_PIXELS:
-                    raise VQCodecError(f"image of {image.width}x{image.height} pixels exceeds the limit of {MAX_PIXELS} pixels")
+                check_pixel_count(image.width, image.height)
                 image.seek(0)
                 image.load()
                 return ImageOps.exif_transpose(image)  # a copy, so closing the file is safe
