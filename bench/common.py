@@ -29,6 +29,19 @@ def numbers(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a whole number of at least 1: {text!r}")
+    return value
+
+
 def list_files(directory, extensions: Iterable[str], limit: int | None = None) -> list[Path]:
     """Files in `directory` (recursively) whose suffix is in `extensions`, sorted by path;
     the first `limit` of them when `limit` is given."""

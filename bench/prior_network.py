@@ -1,7 +1,8 @@
 """What the network-fitted tables save over count tables (CodePrior.with_network_tables).
 
     python bench/prior_network.py [--skip-speech] [--skip-images] [--speech-model speech16k]
-                                  [--image-model image] [--levels 4] [--out bench/out/prior_network.json]
+                                  [--image-model image] [--levels 4] [--files N]
+                                  [--out bench/out/prior_network.json]
 
 For each model the whole training folder is coded at full quality with its views, as `vqcodec
 fit-prior` codes it, and two priors are fitted to those codes: count tables alone (CodePrior.fit),
@@ -9,7 +10,8 @@ and the same with network-fitted tables where they pay (with_network_tables, whi
 fifth file out to decide). Both are measured on the evaluation set (speech dev, Kodak) as the
 ideal code length in bits per code of each level (sum of -log2 p, contexts restarting at every
 container chunk as in a .vq file), and as the saving against fixed width (10 bits) of the first q
-levels.
+levels. --files N keeps the first N files of each folder for a quick check (at least 5, since
+every fifth is held out).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import common  # noqa: E402
 DATA = common.REPO_ROOT.parent / "shared" / "data"
 
 
-def run_model(name: str, train_dir: Path, eval_dir: Path, eval_name: str, levels: int) -> dict:
+def run_model(name: str, train_dir: Path, eval_dir: Path, eval_name: str, levels: int, limit: int | None) -> dict:
     import numpy as np
     import torch
 
@@ -41,8 +43,8 @@ def run_model(name: str, train_dir: Path, eval_dir: Path, eval_name: str, levels
     torch.set_num_threads(1)
     codec = Codec.load(name, coding="fixed")
     chunk = AUDIO_CHUNK_FRAMES if codec.kind == "audio" else IMAGE_CHUNK_ROWS
-    _, train_files = find_media(train_dir, codec.kind)
-    _, eval_files = find_media(eval_dir, codec.kind)
+    train_files = find_media(train_dir, codec.kind)[1][:limit]
+    eval_files = find_media(eval_dir, codec.kind)[1][:limit]
     start = time.monotonic()
     planes, groups = collect_codes(codec, train_files, views=True)
     evaluation = collect_codes(codec, eval_files)[0]
@@ -71,15 +73,19 @@ def run_model(name: str, train_dir: Path, eval_dir: Path, eval_name: str, levels
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_model_options(parser, "bench/out/prior_network.json")
-    parser.add_argument("--levels", type=int, default=4, help="levels to list one by one")
+    parser.add_argument("--levels", type=common.positive_int, default=4, help="levels to list one by one")
+    parser.add_argument("--files", type=common.positive_int, default=None,
+                        help="first N files of each folder (at least 5)")
     args = parser.parse_args()
+    if args.files is not None and args.files < 5:
+        parser.error("--files must be at least 5: every fifth file is held out")
     results = []
     if not args.skip_speech:
         results.append(run_model(args.speech_model, DATA / "speech" / "train", DATA / "speech" / "dev",
-                                 "speech dev", args.levels))
+                                 "speech dev", args.levels, args.files))
     if not args.skip_images:
         results.append(run_model(args.image_model, DATA / "images" / "train", DATA / "images" / "kodak",
-                                 "Kodak", args.levels))
+                                 "Kodak", args.levels, args.files))
     for result in results:
         print(f"\n{result['model']} on {result['measured_on']}: count tables (prior {result['prior_counts']}) "
               f"against network-fitted tables (prior {result['prior_network']}, {result['network_seconds']:.0f} s "

@@ -1,7 +1,7 @@
 """What fitting the prior to extra views of each training file saves (vqcodec.train.prior_views).
 
     python bench/prior_views.py [--skip-speech] [--skip-images] [--speech-model speech16k] [--image-model image]
-                                [--out bench/out/prior_views.json]
+                                [--files N] [--out bench/out/prior_views.json]
 
 For each model, the training folder is split the way `vqcodec train` splits it (every 20th file is
 the network's validation set, which it never trained on). Two priors are fitted to the other files:
@@ -10,6 +10,7 @@ scaled to 71 % and 50 %; recordings played at 1.1x and 0.9x speed). Both are the
 ideal code length in bits per code (sum of -log2 p, contexts restarting at every container chunk as
 in a .vq file), on the network's validation files and on the evaluation set (speech dev, Kodak),
 at several quality levels: the first q levels of the codes at full quality. Fixed width is 10 bits.
+--files N keeps the first N files of each set, after the split, for a quick check.
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ import common  # noqa: E402
 DATA = common.REPO_ROOT.parent / "shared" / "data"
 
 
-def run_model(name: str, train_dir: Path, eval_dir: Path, eval_name: str, qualities: list[int]) -> list[dict]:
+def run_model(name: str, train_dir: Path, eval_dir: Path, eval_name: str, qualities: list[int],
+              limit: int | None) -> list[dict]:
     from vqcodec import Codec
     from vqcodec.codec import AUDIO_CHUNK_FRAMES, IMAGE_CHUNK_ROWS
     from vqcodec.prior import CodePrior
@@ -38,8 +40,8 @@ def run_model(name: str, train_dir: Path, eval_dir: Path, eval_name: str, qualit
     codec = Codec.load(name, coding="fixed")
     chunk = AUDIO_CHUNK_FRAMES if codec.kind == "audio" else IMAGE_CHUNK_ROWS
     _, files = find_media(train_dir, codec.kind)
-    fit_files, network_val = split_files(files)
-    _, eval_files = find_media(eval_dir, codec.kind)
+    fit_files, network_val = (part[:limit] for part in split_files(files))
+    eval_files = find_media(eval_dir, codec.kind)[1][:limit]
     start = time.monotonic()
     with_views, groups = collect_codes(codec, fit_files, views=True)
     # a file's own planes come first among its views (the speech here is mono)
@@ -63,15 +65,18 @@ def run_model(name: str, train_dir: Path, eval_dir: Path, eval_name: str, qualit
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_model_options(parser, "bench/out/prior_views.json")
+    parser.add_argument("--files", type=common.positive_int, default=None, help="first N files of each set")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(1)
     rows = []
     if not args.skip_speech:
-        rows += run_model(args.speech_model, DATA / "speech" / "train", DATA / "speech" / "dev", "speech dev", [1, 2, 4, 6, 8])
+        rows += run_model(args.speech_model, DATA / "speech" / "train", DATA / "speech" / "dev", "speech dev", [1, 2, 4, 6, 8],
+                          args.files)
     if not args.skip_images:
-        rows += run_model(args.image_model, DATA / "images" / "train", DATA / "images" / "kodak", "Kodak", [2, 4, 8, 12, 20])
+        rows += run_model(args.image_model, DATA / "images" / "train", DATA / "images" / "kodak", "Kodak", [2, 4, 8, 12, 20],
+                          args.files)
     print(common.markdown_table(
         ["model", "measured on", "q", "bits/code, prior fitted to files", "with views", "saving vs fixed", "with views",
          "views save"],
