@@ -97,6 +97,22 @@ def test_stoi_of_too_little_speech_is_left_out_not_counted_as_zero(signal):
     assert metrics.stoi_score(long, long) > 0.99
 
 
+def test_pesq_of_speech_at_another_rate_is_measured_at_16_khz_not_dropped():
+    # pesq refuses wide band at any rate but 16 kHz, and pesq_wb took that refusal for "no utterance"
+    pytest.importorskip("pesq")
+    import soxr
+
+    speech, rate = soundfile.read(DATA / "speech.flac", dtype="float32")
+    assert rate == 16000
+    noisy = speech + np.random.default_rng(0).normal(0, 0.01, speech.shape).astype(np.float32)
+    at_16k = metrics.pesq_wb(speech, noisy, 16000)
+    for other in (8000, 44100):
+        score = metrics.pesq_wb(soxr.resample(speech, rate, other), soxr.resample(noisy, rate, other), other)
+        assert score is not None and 1 < score < 4.7
+    assert metrics.pesq_wb(soxr.resample(speech, rate, 48000), soxr.resample(noisy, rate, 48000), 48000) \
+        == pytest.approx(at_16k, abs=0.05)
+
+
 def test_eval_of_a_clip_too_short_for_the_metrics_windows_gives_a_table(cli, tiny_model_path, tmp_path, signal):
     # under half an STFT window (log-mel) and under one pystoi frame: both used to raise a traceback
     assert metrics.log_mel_l1(signal(1, 10, 16000)[0], signal(1, 10, 16000, seed=1)[0]) > 0

@@ -79,9 +79,14 @@ def si_sdr(reference: np.ndarray, degraded: np.ndarray, eps: float = 1e-12) -> f
 
 def pesq_wb(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = 16000) -> float | None:
     """PESQ wide-band (ITU-T P.862.2) MOS-LQO, or None when PESQ refuses the file
-    (e.g. no utterance detected)."""
+    (e.g. no utterance detected). P.862.2 is defined at 16 kHz: signals at another rate are
+    resampled to it (soxr) first."""
     from pesq import pesq
     ref, deg = paired(reference, degraded)
+    if sample_rate != 16000:  # pesq refuses any other rate for wide band, which read as "no utterance"
+        import soxr
+        ref, deg = (soxr.resample(s, sample_rate, 16000) for s in (ref, deg))
+        sample_rate = 16000
     try:
         return float(pesq(sample_rate, ref.astype(np.float64), deg.astype(np.float64), "wb"))
     except Exception:  # pesq.NoUtterancesError, BufferTooShortError, ...
