@@ -403,6 +403,39 @@ def test_stdout_gets_every_byte_when_unbuffered(encoded, tiny_model_path, monkey
     assert len(stdout.taken) > 1000 and rate == 22050 and audio.shape == (11025, 2)
 
 
+# Decoding that receives a signal half way through its output, then runs on as a long decode would.
+SIGNAL_WHILE_WRITING = """
+import os, signal, sys, time
+from vqcodec.codec import Codec
+from vqcodec.cli import run
+
+def decode_audio_file(self, data, destination, *args, **kwargs):
+    destination.write(b"RIFF half a file")
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+    time.sleep(30)
+
+Codec.decode_audio_file = decode_audio_file
+sys.exit(run(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("name, status, folder", [("SIGTERM", 143, False), ("SIGHUP", 129, True)])
+def test_sigterm_and_sighup_stop_like_ctrl_c_leaving_no_temporary_file(encoded, tiny_model_path, tmp_path, name,
+                                                                       status, folder):
+    """kill (SIGTERM) and a closed terminal (SIGHUP) ended the process where it stood, leaving the
+    hidden .part file of the output half written."""
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "a.vq").write_bytes((encoded / "out.vq").read_bytes())
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [source, out] if folder else [source / "a.vq", out / "a.wav"]
+    result = run_python("-c", SIGNAL_WHILE_WRITING, name, "decode", *args, "-m", tiny_model_path, timeout=25)
+    assert result.returncode == status and result.stderr.decode().strip() == f"vqcodec: stopped by {name}", \
+        result.stderr.decode()
+    assert listing(out) == set() and listing(source) == {"a.vq"}
+
+
 def test_closed_or_terminal_stdin_and_stdout_are_refused(encoded, tiny_model_path, monkeypatch, capsys):
     """Reading a terminal would wait, without a prompt, for media no one can type; binary output would
     garble it (written with --force, as gzip does); a closed stream (`<&-`, `>&-`) is None in Python."""

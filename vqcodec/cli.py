@@ -6,8 +6,10 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import click
@@ -15,7 +17,7 @@ import click
 from . import __version__
 from . import format as vqformat
 from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
-from .errors import VQCodecError
+from .errors import Terminated, VQCodecError
 
 DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
 
@@ -1206,8 +1208,43 @@ def fit_prior(model, data_dir, out, device, threads, force):
                     log=lambda line: click.echo(line, err=True))
 
 
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _stopping_like_ctrl_c():
+    """SIGTERM (kill, a job scheduler) and SIGHUP (a closed terminal) stop the command as Ctrl-C does,
+    instead of ending the process where it stands: a temporary output file was left behind, and a
+    training run kept nothing since its last checkpoint. Signals set to be ignored (nohup) stay so."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
+                previous[signum] = signal.signal(signum, _terminate)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _interrupted(exc: BaseException | None) -> int:
+    """Say why the command stopped, and the exit status a shell gives a process stopped by that signal."""
+    if isinstance(exc, Terminated):
+        click.echo(f"vqcodec: stopped by {signal.Signals(exc.signum).name}", err=True)
+        return 128 + exc.signum
+    click.echo("vqcodec: interrupted", err=True)
+    return 130
+
+
 def run(args: list[str] | None = None) -> int:
     """Run the command line and turn every user error into one line on stderr and an exit code."""
+    with _stopping_like_ctrl_c():
+        return _run(args)
+
+
+def _run(args: list[str] | None) -> int:
     try:
         result = cli.main(args=args, prog_name="vqcodec", standalone_mode=False)
         if isinstance(result, int):
@@ -1215,15 +1252,13 @@ def run(args: list[str] | None = None) -> int:
     except VQCodecError as exc:
         click.echo(f"vqcodec: error: {exc}", err=True)
         return 1
-    except click.exceptions.Abort:  # click's form of Ctrl-C
-        click.echo("vqcodec: interrupted", err=True)
-        return 130
+    except click.exceptions.Abort as exc:  # click's form of Ctrl-C (and of Terminated)
+        return _interrupted(exc.__cause__)
     except click.ClickException as exc:
         click.echo(f"vqcodec: error: {exc.format_message()}", err=True)
         return exc.exit_code
-    except KeyboardInterrupt:
-        click.echo("vqcodec: interrupted", err=True)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
     except BrokenPipeError:
         return 1
     except MemoryError:

@@ -1,2 +1,11 @@
 class VQCodecError(Exception):
     """An error caused by the user's input: reported as one line, without a traceback."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread as Ctrl-C's KeyboardInterrupt is, so that the same
+    clean-up runs (temporary files removed, a training run's checkpoint saved)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
