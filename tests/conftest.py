@@ -162,6 +162,21 @@ def run_cli(*args, **options):
     return run_python("-m", "vqcodec", *args, **options)
 
 
+FILE_SIZE_LIMITED = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), resource.RLIM_INFINITY))
+from vqcodec.cli import run
+sys.exit(run(sys.argv[2:]))
+"""
+
+
+def run_cli_with_file_size_limit(max_bytes: int, *args, **options):
+    """Run the command line as run_cli does, in a process that may write no file larger than `max_bytes`
+    (RLIMIT_FSIZE): a write past that fails (EFBIG, "File too large") as one on a full disk does, and
+    as root too, who may write to a read-only folder. (Python ignores the SIGXFSZ that comes with it.)"""
+    return run_python("-c", FILE_SIZE_LIMITED, max_bytes, *args, **options)
+
+
 @pytest.fixture(scope="session")
 def cli():
     return run_cli

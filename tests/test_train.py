@@ -76,7 +76,7 @@ def trained(tmp_path_factory, data_dir) -> Path:
 def test_training_writes_model_checkpoint_and_log(trained):
     names = {p.name for p in trained.iterdir()}
     assert {"tiny.safetensors", "tiny.json", "checkpoint.safetensors", "checkpoint.json", "train_log.jsonl"} <= names
-    assert not any(name.endswith(".tmp") for name in names)
+    assert not any(name.endswith((".tmp", ".part")) for name in names)
 
 
 def test_model_json(trained):
@@ -924,6 +924,22 @@ def test_fit_prior_does_not_overwrite_another_model_without_force(trained, data_
     code, err = run_in_process(["fit-prior", trained / "tiny.safetensors", data_dir, "--out", other], capsys)
     assert code == 1 and "exists; pass --force" in err
     assert other.read_bytes() == b"precious"
+
+
+def test_model_files_that_cannot_be_written_are_one_line_and_leave_nothing(trained, data_dir, tmp_path):
+    """A full disk or a read-only folder under safetensors' writer (model files, checkpoints) ended in a
+    SafetensorError traceback, after the whole fit."""
+    from conftest import run_cli_with_file_size_limit
+
+    out = tmp_path / "out"
+    out.mkdir()
+    limit = (trained / "tiny.safetensors").stat().st_size // 2
+    result = run_cli_with_file_size_limit(limit, "fit-prior", trained / "tiny.safetensors", data_dir,
+                                          "--out", out / "copy.safetensors")
+    err = result.stderr.decode()
+    assert result.returncode == 1 and "Traceback" not in err, err
+    assert err.splitlines()[-1] == f"vqcodec: error: cannot write {out / 'copy.safetensors'}: File too large", err
+    assert list(out.iterdir()) == []
 
 
 def test_fit_prior_does_not_replace_the_prior_of_a_shipped_model(data_dir, tmp_path, capsys, monkeypatch):

@@ -11,11 +11,11 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load, load_file, save_file
+from safetensors.torch import load, load_file, save
 
 from .config import FORMAT_VERSION, config_from_dict, config_to_dict
 from .errors import VQCodecError
-from .io import move_into_place
+from .io import write_file
 from .models import VQVAE
 from .registry import meta_problem
 
@@ -91,23 +91,28 @@ def save_model(model: VQVAE, path: Path, training: dict | None = None, extra: di
         meta["sample_rate"] = model.cfg.sample_rate
     meta.update(extra or {})
     tensors.update(extra_tensors or {})
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp))
-    move_into_place(tmp, path)
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_tensors(path, tensors)
+    write_json(path.with_suffix(".json"), meta)
     return path
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write a safetensors file through write_file (a temporary file beside it, renamed into place): a
+    failure (a full disk, a read-only folder) is one VQCodecError, and leaves nothing behind."""
+    write_file(path, lambda stream: stream.write(save(tensors)))
+
+
+def write_json(path: Path, value) -> None:
+    """Write a JSON file through write_file, as write_tensors."""
+    write_file(path, lambda stream: stream.write((json.dumps(value, indent=2) + "\n").encode()))
 
 
 def write_model_files(path: Path, meta: dict, tensors: dict[str, torch.Tensor]) -> Path:
     """Write NAME.safetensors and NAME.json, each through a temporary file renamed into place."""
     path = Path(path).with_suffix(".safetensors")
     meta = {**meta, "name": path.stem}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    move_into_place(tmp, path)
-    meta_tmp = path.with_name(path.stem + ".json.tmp")
-    meta_tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(meta_tmp, path.with_suffix(".json"))
+    write_tensors(path, {k: v.contiguous() for k, v in tensors.items()})
+    write_json(path.with_suffix(".json"), meta)
     return path
 
 

@@ -12,19 +12,18 @@ from pathlib import Path
 import numpy as np
 import soxr
 import torch
-from safetensors.torch import save_file
 
 from . import parallel
 from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict
 from .errors import VQCodecError
 from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, decodes, default_batch_workers, find_media, readable_files,
                    relative_name, split_as_before, split_files)
-from .io import move_into_place, read_audio, read_image_rgb
+from .io import read_audio, read_image_rgb
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from .models import VQVAE, encoder_unchanged, widen, widths_differ_only
 from .modelfile import (CODE_TENSORS, attach_prior, build_model, compute_codes_id, inference_state, read_model_files,
-                        read_safetensors, save_model)
+                        read_safetensors, save_model, write_json, write_tensors)
 from .registry import find_model
 
 
@@ -109,11 +108,8 @@ def save_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizers:
         tensors.update({f"{name}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
     for name, optimizer in optimizers.items():
         tensors.update({k: v.detach().cpu().contiguous() for k, v in _optimizer_tensors(optimizer, name).items()})
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp))
-    move_into_place(tmp, path)
-    tmp.write_text(json.dumps(meta, indent=2))
-    move_into_place(tmp, path.with_suffix(".json"))
+    write_tensors(path, tensors)
+    write_json(path.with_suffix(".json"), meta)
 
 
 def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
