@@ -436,6 +436,18 @@ def test_sigterm_and_sighup_stop_like_ctrl_c_leaving_no_temporary_file(encoded, 
     assert listing(out) == set() and listing(source) == {"a.vq"}
 
 
+@pytest.mark.parametrize("output", ["out.wav", "-"])
+def test_a_full_disk_under_audio_output_is_one_line(encoded, tiny_model_path, tmp_path, output):
+    """A write that failed inside soundfile's callbacks (a full disk; here a file size limit) printed a
+    traceback for each callback and libsndfile wrote on; to stdout, soundfile then failed an assertion."""
+    from conftest import run_cli_with_file_size_limit
+
+    result = run_cli_with_file_size_limit(10000, "decode", encoded / "out.vq", output if output == "-" else
+                                          tmp_path / output, "-m", tiny_model_path)
+    assert_one_line_error(result)
+    assert "File too large" in result.stderr.decode() and listing(tmp_path) == set()
+
+
 def test_closed_or_terminal_stdin_and_stdout_are_refused(encoded, tiny_model_path, monkeypatch, capsys):
     """Reading a terminal would wait, without a prompt, for media no one can type; binary output would
     garble it (written with --force, as gzip does); a closed stream (`<&-`, `>&-`) is None in Python."""

@@ -28,7 +28,8 @@ from . import ratecontrol
 from .errors import VQCodecError
 from .fileinfo import FileInfo, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_of, check_audio_output, image_to_planes,
-                 input_name, open_image, planes_to_image, SoundStream, unreadable_audio, unwritable_audio)
+                 input_name, open_image, planes_to_image, SoundSink, SoundStream, unreadable_audio,
+                 unwritable_audio)
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts
 from .recode import FileCuts
@@ -1234,9 +1235,11 @@ class Codec:
         if format_hint:
             check_audio_output(format_hint, subtype, output_rate, header.channels)
 
+        sink = None if isinstance(destination, (str, Path)) else SoundSink(destination)
+
         def open_output(subtype):
-            return soundfile.SoundFile(destination, "w", samplerate=output_rate, channels=header.channels,
-                                       format=format_hint, subtype=subtype)
+            return soundfile.SoundFile(destination if sink is None else sink, "w", samplerate=output_rate,
+                                       channels=header.channels, format=format_hint, subtype=subtype)
         try:
             output = None
             if subtype is None and header.gain * LEVEL_TARGET_PEAK > 1.0:  # input above full scale: float, if the format has it
@@ -1251,6 +1254,10 @@ class Codec:
         with output:
             for block in blocks:
                 output.write(np.clip(block, -limit, limit).T)
+                if sink is not None:
+                    sink.check()  # stop at a full disk, not at the end
+        if sink is not None:
+            sink.check()
 
     # ------------------------------------------------------------ images
 

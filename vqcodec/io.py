@@ -146,6 +146,39 @@ class SoundStream:
         return getattr(self.stream, name)
 
 
+class SoundSink:
+    """A binary stream as soundfile writes it: an OSError (a full disk) inside soundfile's callbacks was
+    printed as a traceback and lost, and libsndfile wrote on, or soundfile failed an assertion on the
+    short write. The first one is kept for check() to raise; nothing more is written after it, though
+    libsndfile, which cannot be told why, is told that all of it was."""
+
+    def __init__(self, stream):
+        self.stream, self.error = stream, None
+
+    def write(self, data) -> int:
+        if self.error is None:
+            try:
+                return self.stream.write(data)
+            except OSError as exc:
+                self.error = exc
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if self.error is None:
+            try:
+                return self.stream.seek(offset, whence)
+            except OSError as exc:  # a buffered stream writes what it holds before it seeks
+                self.error = exc
+        return self.stream.tell()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 # Limits of libsndfile's encoders that it does not report clearly: above 200 kHz libvorbis crashes
 # the process, and too many channels for FLAC or MP3 come back as "Format not recognised".
 VORBIS_MAX_RATE = 200_000
