@@ -104,6 +104,17 @@ def test_mono_1d_input_is_one_channel(codec, signal):
     assert codec.encode_audio(audio[0], 16000, 3) == codec.encode_audio(audio, 16000, 3)
 
 
+def test_decoding_block_by_block_leaves_the_callers_code_out_of_inference_mode(codec, two_chunk_vq):
+    """Inference mode was held across the generator's yield: on in the caller's code between blocks (its
+    new tensors inference tensors), and switched off whenever the garbage collector closed a generator
+    left half-read, which in a folder's decode made loading the next model fail."""
+    _, blocks = codec.decode_audio_blocks(two_chunk_vq)
+    assert next(blocks).size and not torch.is_inference_mode_enabled()
+    assert not torch.nn.Linear(2, 2).weight.is_inference()
+    blocks.close()
+    assert not torch.is_inference_mode_enabled()
+
+
 def test_long_audio_round_trip(codec, signal):
     """Two minutes at 8 kHz mono: many container chunks and coding blocks."""
     rate, samples = 8000, 8000 * 120 + 13

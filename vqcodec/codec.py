@@ -1152,16 +1152,23 @@ class Codec:
 
         def model_rate_blocks():
             position = first_frame * hop  # the model sample the next block begins at
-            with torch.inference_mode():
-                for block in self._decode_frames(codes, first_frame - base, last_frame - base):
-                    if header.gain != 1.0:
-                        block = block * np.float32(header.gain)
-                    for a, b in silent:
-                        block[:, max(0, a - position):max(0, b - position)] = 0.0
-                    begin, end = max(position, low), min(position + block.shape[1], high)
-                    if end > begin:
-                        yield block[:, begin - position:end - position]
-                    position += block.shape[1]
+            frames = self._decode_frames(codes, first_frame - base, last_frame - base)
+            while True:
+                # Inference mode around each block's decoding, not across the yield: held there, it was on
+                # in the caller's code between blocks, and went off whenever the garbage collector closed
+                # a generator left half-read (a write that failed), in the middle of loading a model.
+                with torch.inference_mode():
+                    block = next(frames, None)
+                if block is None:
+                    break
+                if header.gain != 1.0:
+                    block = block * np.float32(header.gain)
+                for a, b in silent:
+                    block[:, max(0, a - position):max(0, b - position)] = 0.0
+                begin, end = max(position, low), min(position + block.shape[1], high)
+                if end > begin:
+                    yield block[:, begin - position:end - position]
+                position += block.shape[1]
 
         blocks = _resampled_blocks(model_rate_blocks(), self.sample_rate, rate, header.channels, lead + count)
         return header, _dropped(blocks, lead)
