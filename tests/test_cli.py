@@ -448,6 +448,22 @@ def test_a_full_disk_under_audio_output_is_one_line(encoded, tiny_model_path, tm
     assert "File too large" in result.stderr.decode() and listing(tmp_path) == set()
 
 
+def test_an_output_name_of_up_to_255_bytes_is_written_alone_and_in_a_folder(encoded, tiny_model_path, tmp_path):
+    """The temporary file's name held the output's whole name and more: an output named with 240 to 255
+    bytes, which the file system allows, failed with "File name too long"."""
+    from vqcodec.cli import run
+
+    name = "y" * 251  # .wav makes 255 bytes
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / f"{name}.vq").write_bytes((encoded / "out.vq").read_bytes())
+    model = ["-m", str(tiny_model_path)]
+    assert run(["decode", str(source / f"{name}.vq"), str(tmp_path / f"{name}.wav"), *model]) == 0
+    assert run(["decode", str(source), str(tmp_path / "out"), *model]) == 0
+    assert listing(tmp_path / "out") == {f"{name}.wav"}
+    assert (tmp_path / "out" / f"{name}.wav").read_bytes() == (tmp_path / f"{name}.wav").read_bytes()
+
+
 def test_closed_or_terminal_stdin_and_stdout_are_refused(encoded, tiny_model_path, monkeypatch, capsys):
     """Reading a terminal would wait, without a prompt, for media no one can type; binary output would
     garble it (written with --force, as gzip does); a closed stream (`<&-`, `>&-`) is None in Python."""

@@ -46,6 +46,9 @@ def is_stream_file(path) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 
 
+TEMPORARY_NAME_CHARS = 40  # of the output's name in its temporary file's: at most 160 bytes in UTF-8
+
+
 def write_file(path, write) -> None:
     """Call write(stream) into a temporary file beside `path`, then rename it onto `path`: a failure
     leaves nothing behind, and readers never see half a file. A FIFO or device (is_stream_file) gets
@@ -68,7 +71,9 @@ def write_file(path, write) -> None:
             raise VQCodecError(f"cannot write {target}: {exc.strerror or exc}") from None
         return
     try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        # The start of the name only: a name near the 255-byte limit, with more around it, was too long.
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:TEMPORARY_NAME_CHARS]}.",
+                                   suffix=".part")
     except OSError as exc:
         raise VQCodecError(f"cannot write {target}: {exc.strerror or exc}") from None
     try:
