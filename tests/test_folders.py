@@ -264,3 +264,21 @@ def test_a_folder_that_cannot_be_read_is_an_error_not_a_gap(two_recordings, caps
     finally:
         locked.chmod(0o755)
     assert code == 1 and f"cannot read the folder {locked}" in err, err
+
+
+def test_an_output_folder_that_cannot_be_made_is_named(two_recordings, tmp_path, capsys, monkeypatch):
+    """A folder for one file's output that could not be made (a read-only or full place) was reported as
+    "cannot read or write (Permission denied)", naming neither it nor anything, beside the input."""
+    out = tmp_path / "out"
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if self == out / "sub":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    code, err = _run(["encode", two_recordings, out, "-q", "1"], capsys)
+    assert code == 1 and f"skipping {two_recordings / 'sub' / 'b.wav'}: cannot read or write {out / 'sub'} " \
+                          "(Permission denied)" in err, err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["a.vq"]

@@ -103,7 +103,8 @@ def _each_file(files: list[Path], outputs: list[Path], make: Callable[[Path, Pat
             report.skipped.append((path, str(exc)))
             continue
         except OSError as exc:
-            report.skipped.append((path, f"cannot read or write ({exc.strerror})"))
+            where = f" {exc.filename}" if exc.filename else ""  # a folder that cannot be made is not the input
+            report.skipped.append((path, f"cannot read or write{where} ({exc.strerror})"))
             continue
         report.written += 1
         if log and number % 100 == 0:
