@@ -464,6 +464,21 @@ def test_an_output_name_of_up_to_255_bytes_is_written_alone_and_in_a_folder(enco
     assert (tmp_path / "out" / f"{name}.wav").read_bytes() == (tmp_path / f"{name}.wav").read_bytes()
 
 
+def test_a_line_break_in_a_file_name_keeps_errors_on_one_line(encoded, tiny_model_path, tmp_path, capsys):
+    """A file name holding a line break split the one line of an error, and of a folder's "skipping" list."""
+    from vqcodec.cli import run
+
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "new\nline.vq").write_bytes(b"not a vq file")
+    (tmp_path / "taken\r\n.wav").write_bytes(b"precious")
+    model = ["-m", str(tiny_model_path)]
+    assert run(["decode", str(encoded / "out.vq"), str(tmp_path / "taken\r\n.wav"), *model]) == 1
+    assert capsys.readouterr().err == f"vqcodec: error: {tmp_path}/taken\\r\\n.wav exists; pass --force to overwrite it\n"
+    assert run(["decode", str(source), str(tmp_path / "out"), *model]) == 1
+    assert capsys.readouterr().err.splitlines()[0] == f"skipping {source}/new\\nline.vq: not a .vq file (bad magic)"
+
+
 def test_closed_or_terminal_stdin_and_stdout_are_refused(encoded, tiny_model_path, monkeypatch, capsys):
     """Reading a terminal would wait, without a prompt, for media no one can type; binary output would
     garble it (written with --force, as gzip does); a closed stream (`<&-`, `>&-`) is None in Python."""

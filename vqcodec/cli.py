@@ -417,6 +417,11 @@ def _terminal_progress():
     return show
 
 
+def _one_line(message: str) -> str:
+    """A message as one line: a file name may hold a line break, which split it (shown as \\n, as ls shows it)."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -424,7 +429,7 @@ def _progress(line: str) -> None:
 def _finish_folder(report, verb: str, out: Path, total: int) -> None:
     """The folder commands' last lines: the files skipped, what was written, and status 1 if any was skipped."""
     for path, reason in report.skipped:
-        print(f"skipping {path}: {reason}", file=sys.stderr)
+        print(_one_line(f"skipping {path}: {reason}"), file=sys.stderr)
     print(f"{verb} {report.summary()} into {out}", file=sys.stderr)
     if report.skipped:
         raise VQCodecError(f"{len(report.skipped)} of {total} files could not be {verb} (listed above)")
@@ -738,7 +743,7 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
     manifest = code_folder(codec, folder, out, files, quality,
                            log=lambda line: print(line, file=sys.stderr, flush=True))
     for skipped in manifest["skipped"]:
-        print(f"skipping {folder / skipped['file']}: {skipped['reason']}", file=sys.stderr)
+        print(_one_line(f"skipping {folder / skipped['file']}: {skipped['reason']}"), file=sys.stderr)
     print(f"wrote the codes of {len(manifest['files'])} files to {out}", file=sys.stderr)
     if manifest["skipped"]:
         raise VQCodecError(f"{len(manifest['skipped'])} of {len(files)} files could not be coded (listed above)")
@@ -1145,7 +1150,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
         raise VQCodecError(f"{data_dir}: no such file or directory")
     report = evaluate(codec, paths[:files], levels, log=log_to_stderr, targets=targets)
     for skipped in report["skipped"]:
-        print(f"skipping {skipped['file']}: {skipped['reason']}", file=sys.stderr)
+        print(_one_line(f"skipping {skipped['file']}: {skipped['reason']}"), file=sys.stderr)
     if as_json:
         click.echo(json.dumps(report, indent=1))
     else:
@@ -1250,12 +1255,12 @@ def _run(args: list[str] | None) -> int:
         if isinstance(result, int):
             return result
     except VQCodecError as exc:
-        click.echo(f"vqcodec: error: {exc}", err=True)
+        click.echo(_one_line(f"vqcodec: error: {exc}"), err=True)
         return 1
     except click.exceptions.Abort as exc:  # click's form of Ctrl-C (and of Terminated)
         return _interrupted(exc.__cause__)
     except click.ClickException as exc:
-        click.echo(f"vqcodec: error: {exc.format_message()}", err=True)
+        click.echo(_one_line(f"vqcodec: error: {exc.format_message()}"), err=True)
         return exc.exit_code
     except KeyboardInterrupt as exc:
         return _interrupted(exc)
@@ -1265,7 +1270,8 @@ def _run(args: list[str] | None) -> int:
         click.echo("vqcodec: error: out of memory", err=True)
         return 1
     except OSError as exc:
-        click.echo(f"vqcodec: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), err=True)
+        click.echo(_one_line(f"vqcodec: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")),
+                   err=True)
         return 1
     return 0
 
