@@ -521,6 +521,32 @@ def test_fit_prior_command_and_verbose_info(tmp_path, cli):
     assert result.returncode == 1 and b"fit-prior" in result.stderr
 
 
+def test_no_prior_is_fitted_to_codebooks_the_reader_refuses(tmp_path):
+    """Models may have codebooks of up to 2**16 entries, but a prior's reader takes at most
+    MAX_CODEBOOK. fit-prior on a model of 40000 codes used to spend minutes fitting and then write a
+    prior that made the model refuse to load at all ("model prior is damaged: bad sizes"), even for
+    fixed-width coding; it is now refused before the folder is coded, and the model is left alone."""
+    import soundfile
+
+    from conftest import make_tiny_model
+    from vqcodec.prior import MAX_CODEBOOK, LevelPrior
+    from vqcodec.train import fit_prior_files
+
+    largest = CodePrior([LevelPrior((), {}, quantize_rows(np.ones((1, MAX_CODEBOOK))))], MAX_CODEBOOK, "audio")
+    assert CodePrior.from_tensors(largest.to_tensors()).prior_id == largest.prior_id  # the limit is the reader's
+    with pytest.raises(VQCodecError, match=f"at most {MAX_CODEBOOK} entries"):
+        CodePrior.fit([np.zeros((1, 5), dtype=np.int64)], MAX_CODEBOOK + 1, "audio", chunk=500)
+
+    model = make_tiny_model(tmp_path / "models", "big", seed=0, codebook_size=MAX_CODEBOOK + 1, num_codebooks=1)
+    before = model.read_bytes()
+    wav = tmp_path / "a.wav"
+    soundfile.write(str(wav), np.zeros(80, dtype=np.float32), 16000)
+    with pytest.raises(VQCodecError, match="fixed width"):
+        fit_prior_files(model, [wav])
+    assert model.read_bytes() == before
+    assert Codec.load(str(model)).prior is None
+
+
 def test_holdout_keeps_each_group_together():
     groups = [g for g in range(12) for _ in range(4)]  # a photo and its three views, twelve photos
     held = holdout_mask(groups, 5)

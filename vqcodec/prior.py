@@ -65,6 +65,15 @@ SEQUENTIAL_MIN_GAIN = 0.01   # a level codes symbol by symbol only when that sav
 ABSENT = -1                  # code value of a level a cell does not use (per-cell depth)
 DEPTH_INCREMENT = 16         # the adaptive depth model adds this to a depth's count once it is coded
 DEPTH_COUNT_LIMIT = 1 << 13  # and halves its counts (rounding up) when they sum to more than this
+MAX_CODEBOOK = 1 << 15       # the largest codebook a prior covers (readers refuse larger ones)
+
+
+def check_codebook_size(codebook_size: int) -> None:
+    """Refuse to fit a prior that no reader would load (from_tensors): codebooks over MAX_CODEBOOK."""
+    if codebook_size > MAX_CODEBOOK:
+        from .errors import VQCodecError
+        raise VQCodecError(f"a prior covers codebooks of at most {MAX_CODEBOOK} entries, not {codebook_size}: "
+                           "this model's files can only be coded at fixed width")
 
 
 def _require_constriction():
@@ -322,7 +331,7 @@ class CodePrior:
         version, k, count, image = (int(v) for v in head.tolist())
         if version != PRIOR_VERSION:
             raise VQCodecError(f"model prior version {version} is not supported (this vqcodec reads {PRIOR_VERSION})")
-        if not 2 <= k <= 1 << 15 or not 1 <= count <= 256:
+        if not 2 <= k <= MAX_CODEBOOK or not 1 <= count <= 256:
             raise bad("bad sizes")
         levels = []
         for index in range(count):
@@ -636,6 +645,7 @@ class CodePrior:
         views of one file are held out together); by default each plane is its own group.
         """
         k = int(codebook_size)
+        check_codebook_size(k)
         groups = list(range(len(planes))) if groups is None else list(groups)
         if len(groups) != len(planes):
             raise ValueError("one group per plane")

@@ -612,10 +612,11 @@ def collect_codes(codec, files: list[Path], log=None, views: bool = False) -> tu
 def fit_prior_files(model_path: Path, files: list[Path], out: Path | None = None, device: str = "cpu", log=None) -> Path:
     """Fit a CodePrior to the codes the model gives `files` and store it in the model files (or at `out`)."""
     from .codec import AUDIO_CHUNK_FRAMES, IMAGE_CHUNK_ROWS, Codec
-    from .prior import CodePrior
+    from .prior import CodePrior, check_codebook_size
 
     model_path = find_model(str(model_path))
     codec = Codec.load(str(model_path), device=device, coding="fixed")
+    check_codebook_size(codec.codebook_size)  # before coding the folder
     views = len(files) < PRIOR_VIEWS_MAX_FILES
     if views and log:
         if codec.kind == "audio":
