@@ -547,6 +547,29 @@ def test_no_prior_is_fitted_to_codebooks_the_reader_refuses(tmp_path):
     assert Codec.load(str(model)).prior is None
 
 
+def test_fit_prior_fits_each_file_once_whatever_its_names(tmp_path, cli):
+    """A second name of a file (a hard or symbolic link) made it a second group of planes for the
+    fit, which could hold it out and fit to it too; fit-prior now skips it as training does."""
+    import soundfile
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for seed in range(2):
+        soundfile.write(str(data / f"clip{seed}.wav"), golden_audio(70 + seed, seconds=0.2).T, AUDIO_RATE)
+    os.link(data / "clip0.wav", data / "hard.wav")
+    (data / "soft.wav").symlink_to("clip1.wav")
+    result = cli("fit-prior", GOLDEN / "golden_audio.safetensors", data, "--out", tmp_path / "copy.safetensors")
+    assert result.returncode == 0, result.stderr.decode()
+    stderr = result.stderr.decode()
+    assert stderr.count("the same file as") == 2 and "coded 2/2 files" in stderr
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.wav").write_bytes(b"RIFF")
+    result = cli("fit-prior", GOLDEN / "golden_audio.safetensors", bad, "--out", tmp_path / "other.safetensors")
+    assert result.returncode == 1 and result.stderr.decode().splitlines()[-1] == f"vqcodec: error: no readable audio in {bad}"
+    assert not (tmp_path / "other.safetensors").exists()
+
+
 def test_holdout_keeps_each_group_together():
     groups = [g for g in range(12) for _ in range(4)]  # a photo and its three views, twelve photos
     held = holdout_mask(groups, 5)

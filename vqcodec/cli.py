@@ -1187,7 +1187,7 @@ def fit_prior(model, data_dir, out, device, threads, force):
     from .codec import resolve_device
     from .registry import find_model, shipped_models_dir
     from .modelfile import read_model_files
-    from .data import find_media
+    from .data import find_media, readable_files
     from .train import fit_prior_files
 
     if threads:
@@ -1199,7 +1199,8 @@ def fit_prior(model, data_dir, out, device, threads, force):
     if (target or path).resolve() == (shipped_models_dir() / path.name).resolve() and not force:
         raise VQCodecError(f"{path.stem} is a shipped model, and every file entropy coded with it needs its prior: "
                            f"give --out for a copy with the new prior, or --force to replace it")
-    _, files = find_media(Path(data_dir), meta["config"]["kind"])
+    kind, files = find_media(Path(data_dir), meta["config"]["kind"])
+    files = readable_files(kind, files, data_dir)  # one name per file: a second could be held out and fitted to
     if target is not None:
         from .train import check_model_name
 

@@ -68,11 +68,11 @@ def image_size(path: Path) -> tuple[int, int]:
             return image.width, image.height
 
 
-def readable_files(kind: str, files: list[Path]) -> list[Path]:
+def readable_files(kind: str, files: list[Path], folder: str = "the training folder") -> list[Path]:
     """The files whose header soundfile (audio, with samples) or Pillow (images) reads; each other one
     gets a `skipping` line, as does a second name of one file (a link to it, symbolic or hard), which
     would train twice as often or be held out and trained on. Training splits these, so that an
-    unreadable file is never the validation set."""
+    unreadable file is never the validation set; fit-prior fits to them (`folder` names the folder)."""
     kept, names = [], {}
     for path in files:
         try:
@@ -91,7 +91,7 @@ def readable_files(kind: str, files: list[Path]) -> list[Path]:
         except Exception as exc:  # soundfile and Pillow raise several types for unreadable input
             _skip(str(unreadable_audio(path, exc)) if kind == "audio" else f"cannot read image {path}: {exc}")
     if not kept:
-        raise VQCodecError(f"no readable {kind} in the training folder")
+        raise VQCodecError(f"no readable {kind} in {folder}")
     return kept
 
 
