@@ -959,3 +959,16 @@ def test_fit_prior_does_not_replace_the_prior_of_a_shipped_model(data_dir, tmp_p
         code, err = run_in_process(["fit-prior", "golden_audio", data_dir, *extra], capsys)
         assert code == 1 and "is a shipped model" in err and len(err.strip().splitlines()) == 1, err
     assert (shipped / "golden_audio.safetensors").read_bytes() == before
+
+
+def test_a_codebook_too_large_for_a_prior_is_trained_without_one(data_dir, tmp_path, capsys):
+    """A prior covers codebooks of at most prior.MAX_CODEBOOK entries: training a larger one ends with
+    a warning that does not send the user to `vqcodec fit-prior`, which refuses it too."""
+    from vqcodec.prior import MAX_CODEBOOK
+
+    big = dataclasses.replace(CFG, codebook_size=MAX_CODEBOOK + 1, num_codebooks=1)
+    path = train(data_dir, big, options(tmp_path / "big", max_steps=1, eval_every=1))
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: no entropy")]
+    assert len(warning) == 1 and f"at most {MAX_CODEBOOK} entries" in warning[0] and "fit-prior" not in warning[0]
+    codec = Codec.load(str(path))
+    assert codec.prior is None and codec.codebook_size == MAX_CODEBOOK + 1

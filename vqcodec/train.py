@@ -526,8 +526,11 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
             fit_prior_files(model_path, train_files, device=device,
                             log=None if quiet else (lambda line: print(line, file=sys.stderr, flush=True)))
         except VQCodecError as exc:  # the trained model is already written; a prior can be added later
-            print(f"warning: no entropy-coding prior fitted ({exc}); files will use fixed-width coding until "
-                  f"`vqcodec fit-prior {model_path} DIR` adds one", file=sys.stderr)
+            from .prior import MAX_CODEBOOK
+
+            later = f" until `vqcodec fit-prior {model_path} DIR` adds one" if cfg.codebook_size <= MAX_CODEBOOK else ""
+            print(f"warning: no entropy-coding prior fitted ({exc}); files will use fixed-width coding{later}",
+                  file=sys.stderr)
     return model_path
 
 
