@@ -972,3 +972,23 @@ def test_a_codebook_too_large_for_a_prior_is_trained_without_one(data_dir, tmp_p
     assert len(warning) == 1 and f"at most {MAX_CODEBOOK} entries" in warning[0] and "fit-prior" not in warning[0]
     codec = Codec.load(str(path))
     assert codec.prior is None and codec.codebook_size == MAX_CODEBOOK + 1
+
+
+def test_a_decoder_only_model_keeps_its_starting_priors_record(trained, data_dir, tmp_path):
+    """The kept prior was read back from tensors alone, so the new NAME.json lost the fit's record
+    (held-out bits per candidate, the choice, the network fit): it is now carried over too."""
+    from conftest import markov_plane
+    from vqcodec.modelfile import attach_prior
+    from vqcodec.prior import CodePrior
+
+    start = tmp_path / "start" / "tiny.safetensors"
+    start.parent.mkdir()
+    meta, tensors = read_model_files(trained / "tiny.safetensors")
+    write_model_files(start, meta, tensors)
+    prior = CodePrior.fit([markov_plane(4, 1, 60, seed)[:, 0] for seed in range(12)], 16, "audio", chunk=500)
+    attach_prior(start, prior)
+    summary = json.loads(start.with_suffix(".json").read_text())["prior"]
+    assert all("heldout_bits" in context for context in summary["contexts"])
+    out = tmp_path / "tuned"
+    train(data_dir, None, options(out, max_steps=1, init=str(start), decoder_only=True))
+    assert json.loads((out / "tiny.json").read_text())["prior"] == summary

@@ -540,7 +540,13 @@ def _initial_prior(path: str | None):
 
     if path is None or not Path(path).exists():
         return None
-    return CodePrior.from_tensors(read_model_files(Path(path))[1])
+    meta, tensors = read_model_files(Path(path))
+    prior = CodePrior.from_tensors(tensors)
+    summary = meta.get("prior") or {}
+    if prior is not None and summary.get("id") == prior.prior_id:  # keep the fit's record (held-out bits, ...)
+        for level, described in zip(prior.levels, summary.get("contexts", [])):
+            level.info = {k: v for k, v in described.items() if k not in ("level", "sources", "classes", "table_rows")}
+    return prior
 
 
 def _decodes_record(model: VQVAE, codes_id: str, initial_id: str | None, initial_decodes: list[str]) -> dict:
