@@ -570,6 +570,27 @@ def test_fit_prior_fits_each_file_once_whatever_its_names(tmp_path, cli):
     assert not (tmp_path / "other.safetensors").exists()
 
 
+def test_class_fitting_keeps_only_the_values_that_occur():
+    """_cluster counted (value, code) pairs in a K x K table and copied it to floats twice, three
+    tables at once: 26 GB for a codebook of 2**15 (prior.MAX_CODEBOOK). It now keeps floats for
+    the values that occur only, with the same classes."""
+    import tracemalloc
+
+    from vqcodec.prior import _cluster
+
+    k, rng = 2048, np.random.default_rng(0)
+    values, targets = rng.integers(0, 20, 5000), rng.integers(0, k, 5000)
+    tracemalloc.start()
+    try:
+        mapping = _cluster(values, targets, k, 64)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.3 * (k + 1) * k * 8  # the integer pair counts, and little more
+    assert mapping.shape == (k + 1,) and mapping[k] == mapping[:k].max() + 1
+    assert len(set(mapping[:20].tolist())) > 1 and (mapping[20:k] == mapping[np.bincount(values).argmax()]).all()
+
+
 def test_holdout_keeps_each_group_together():
     groups = [g for g in range(12) for _ in range(4)]  # a photo and its three views, twelve photos
     held = holdout_mask(groups, 5)

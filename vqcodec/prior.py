@@ -836,25 +836,28 @@ def _level_data(planes: list[np.ndarray], level: int, k: int, chunk: int, kind: 
 def _cluster(values: np.ndarray, targets: np.ndarray, k: int, classes: int, iterations: int = 12) -> np.ndarray:
     """Map each source value 0..k-1 to one of `classes` classes with similar target distributions
     (hard EM on a mixture of multinomials); value k (unavailable) gets its own class `classes`."""
-    counts = np.bincount(values * k + targets, minlength=(k + 1) * k).reshape(k + 1, k)[:k].astype(np.float64)
-    totals = counts.sum(1)
-    unigram = (counts.sum(0) + 0.5) / (counts.sum() + 0.5 * k)
+    pairs = np.bincount(values * k + targets, minlength=(k + 1) * k).reshape(k + 1, k)[:k]
+    totals = pairs.sum(1).astype(np.float64)
     seen = np.flatnonzero(totals)
+    counts = pairs[seen].astype(np.float64)  # only the values that occur: K x K floats would not fit for large K
+    del pairs
+    unigram = (counts.sum(0) + 0.5) / (counts.sum() + 0.5 * k)
     mapping = np.zeros(k + 1, dtype=np.int64)
     mapping[k] = classes
     if seen.size == 0:
         return mapping
-    seeds = seen[np.argsort(-totals[seen], kind="stable")][:classes]
-    q = (counts[seeds] + unigram) / (totals[seeds, None] + 1.0)
+    first = np.argsort(-totals[seen], kind="stable")[:classes]
+    seeds = seen[first]
+    q = (counts[first] + unigram) / (totals[seeds, None] + 1.0)
     assign = np.zeros(k, dtype=np.int64)
     for _ in range(iterations):
-        new = (counts[seen] @ np.log(q).T).argmax(1)
+        new = (counts @ np.log(q).T).argmax(1)
         if _ > 0 and np.array_equal(new, assign[seen]):
             break
         assign[seen] = new
         onehot = np.zeros((seen.size, q.shape[0]))
         onehot[np.arange(seen.size), assign[seen]] = 1.0
-        sums = onehot.T @ counts[seen]
+        sums = onehot.T @ counts
         q = (sums + unigram) / (sums.sum(1, keepdims=True) + 1.0)
     # unseen values go to the class of the most common value
     assign[totals == 0] = assign[seeds[0]]
