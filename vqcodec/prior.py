@@ -59,6 +59,8 @@ JOINT_CLASSES = {"up": 16, "left": 8, "above": 8}
 JOINT_CLASSES_WITHOUT_UP = {"left": 32, "above": 32}  # the first image level: same-level neighbours only
 BETAS = (0.5, 2.0, 8.0, 32.0, 128.0, 512.0, 2048.0, 8192.0)
 DEFAULT_BETA = 8.0
+UNIGRAM_ALPHAS = (0.5, 2.0, 8.0, 32.0, 128.0)  # pseudo-count per value of a level's unigram
+DEFAULT_ALPHA = 0.5
 NETWORK_MIN_GAIN = 0.01      # a network-fitted table replaces a count table that codes 1% more bits
 NETWORK_MAX_CODEBOOK = 2048  # ... for codebooks of at most this size (its table has K + 1 rows of K)
 SEQUENTIAL_MIN_GAIN = 0.01   # a level codes symbol by symbol only when that saves over 1% of its bits
@@ -657,6 +659,7 @@ class CodePrior:
             raise VQCodecError("no codes to fit a prior to")
         num_levels = min(p.shape[0] for p in planes)
         held = holdout_mask(groups, holdout_every)
+        by_segment = held is None  # too few files to hold some out: hold out chunks instead
         if kind == "audio":
             candidates = [(), ("left",)], [(), ("up",), ("left",), ("up", "left")]
         else:
@@ -666,8 +669,8 @@ class CodePrior:
             data = _level_data(planes, level, k, chunk, kind)
             options = candidates[0] if level == 0 else candidates[1]
             record = {}
-            if held is not None:
-                mask = held[data["plane"]]
+            mask = _segment_mask(data["segment"], holdout_every) if by_segment else held[data["plane"]]
+            if mask is not None:
                 train = {n: v[~mask] for n, v in data.items()}
                 test = {n: v[mask] for n, v in data.items()}
                 scored = []
@@ -685,7 +688,7 @@ class CodePrior:
                 chosen = "+".join(sources) or "unigram"
                 chosen = f"{chosen}/{single_classes}" if single_classes != SINGLE_CLASSES[0] else chosen
             else:
-                sources, beta, single_classes = options[-1], None, SINGLE_CLASSES[0]
+                sources, beta, single_classes = options[0], None, SINGLE_CLASSES[0]
             fitted, _ = _fit_level(data, sources, k, None, beta, single_classes=single_classes)
             fitted.info = {"heldout_bits": record, "chosen": chosen} if record else {}
             if log:
@@ -802,6 +805,13 @@ class RateCosts:
         return table[context]
 
 
+def _segment_mask(segments: np.ndarray, every: int) -> np.ndarray | None:
+    """Which codes CodePrior.fit holds out when there are too few files for holdout_mask: those of every
+    `every`-th segment (a container chunk of one plane); None when there are fewer than 2 * `every`."""
+    count = int(segments.max()) + 1 if segments.size else 0
+    return None if count < 2 * every else segments % every == every - 1
+
+
 def holdout_mask(groups: list[int], every: int) -> np.ndarray | None:
     """Which planes CodePrior.fit holds out: those of every `every`-th group, counted in order of first
     appearance; None when there are fewer than 2 * `every` groups."""
@@ -818,14 +828,21 @@ def _as_planes(planes: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def _level_data(planes: list[np.ndarray], level: int, k: int, chunk: int, kind: str) -> dict[str, np.ndarray]:
-    """Flat arrays of (value, source values, plane index) for one level of every plane."""
-    parts = {n: [] for n in ("x", "up", "left", "above", "plane")}
+    """Flat arrays of (value, source values, plane index, segment index) for one level of every plane;
+    a segment is one container chunk of one plane, numbered across planes."""
+    parts = {n: [] for n in ("x", "up", "left", "above", "plane", "segment")}
+    segments = 0
     for index, plane in enumerate(planes):
         n = _neighbours(plane, level, k)
+        rows, cols = plane[level].shape
         if kind == "audio":
             n["left"][:, ::chunk] = k
+            segment = np.broadcast_to(np.arange(cols) // chunk, (rows, cols))
         else:
             n["above"][::chunk] = k
+            segment = np.broadcast_to(np.arange(rows)[:, None] // chunk, (rows, cols))
+        parts["segment"].append(segments + segment.ravel())
+        segments += int(segment.max()) + 1 if segment.size else 0
         parts["x"].append(plane[level].ravel())
         for source in SOURCES:
             parts[source].append(n[source].ravel())
@@ -880,11 +897,24 @@ def _choose_classes(train: dict, test: dict, sources: tuple[str, ...], k: int) -
     return best
 
 
+def _unigram_bits(counts: np.ndarray, alpha: float, test: np.ndarray) -> float:
+    """Bits per code of `test` under the unigram of `counts` with `alpha` added to every value."""
+    if not test.size:
+        return 0.0
+    return float(-np.log2((counts[test] + alpha) / (counts.sum() + alpha * counts.size)).mean())
+
+
 def _fit_level(data: dict, sources: tuple[str, ...], k: int, test: dict | None, beta=None,
                single_classes: int = SINGLE_CLASSES[0]):
-    """Fit one level's tables with the given sources; returns (LevelPrior, chosen smoothing)."""
+    """Fit one level's tables with the given sources; returns (LevelPrior, chosen smoothing: the
+    unigram's pseudo-count, then each context stage's weight on its parent)."""
     x = data["x"]
-    unigram = (np.bincount(x, minlength=k) + 0.5) / (x.size + 0.5 * k)
+    value_counts = np.bincount(x, minlength=k)
+    if beta is None and test is not None:
+        alpha = min(UNIGRAM_ALPHAS, key=lambda a: _unigram_bits(value_counts, a, test["x"]))
+    else:
+        alpha = DEFAULT_ALPHA if beta is None else beta[0]
+    unigram = (value_counts + alpha) / (x.size + alpha * k)
     maps = {}
     for source in sources:
         joint = JOINT_CLASSES if "up" in sources else JOINT_CLASSES_WITHOUT_UP
@@ -913,19 +943,22 @@ def _fit_level(data: dict, sources: tuple[str, ...], k: int, test: dict | None, 
         return p
 
     if beta is None and test is None:
-        beta = (DEFAULT_BETA,) * len(stages)
+        stage_betas = (DEFAULT_BETA,) * len(stages)
     elif beta is None:
-        beta = ()
+        stage_betas = ()
         for stage in range(len(stages)):
             best = None
             ctx_test = context(test, stage + 1)
             for b in BETAS:
-                p = probabilities(beta + (b,))
+                p = probabilities(stage_betas + (b,))
                 bits = -np.log2(p[ctx_test, test["x"]]).mean() if test["x"].size else 0.0
                 if best is None or bits < best[0]:
                     best = (bits, b)
-            beta = beta + (best[1],)
-    p = probabilities(beta) if sources else unigram[None, :]
+            stage_betas = stage_betas + (best[1],)
+    else:
+        stage_betas = tuple(beta[1:])
+    beta = (alpha,) + stage_betas
+    p = probabilities(stage_betas) if sources else unigram[None, :]
     level = LevelPrior(tuple(sources), maps, quantize_rows(p))
     if test is not None:
         ctx_test = context(test, len(sources))
