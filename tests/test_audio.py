@@ -727,3 +727,23 @@ def test_a_quoted_home_folder_in_the_model_path_is_searched(monkeypatch, tiny_mo
     monkeypatch.setenv("HOME", str(tiny_model_path.parent.parent))
     monkeypatch.setenv("VQCODEC_MODEL_PATH", f"~/{tiny_model_path.parent.name}")  # as VQCODEC_MODEL_PATH='~/m'
     assert find_model(tiny_model_path.stem) == tiny_model_path
+
+
+def test_tensors_with_gradients_or_types_numpy_lacks_and_ragged_lists(codec, signal):
+    audio = signal(1, 1600, 16000)
+    plain = codec.encode_audio(audio, 16000, 2)
+    tensor = torch.from_numpy(audio).requires_grad_()  # a model's output
+    assert codec.encode_audio(tensor, 16000, 2) == plain == codec.encode(tensor, 2, sample_rate=16000)
+    np.testing.assert_array_equal(codec.audio_to_codes(tensor, 2), codec.audio_to_codes(audio, 2))
+    half = torch.from_numpy(audio).bfloat16()
+    assert codec.encode_audio(half, 16000, 2) == codec.encode_audio(half.float().numpy(), 16000, 2)
+    meta = torch.empty(1, 1600, device="meta")
+    for call in (lambda: codec.encode_audio(meta, 16000, 2), lambda: codec.encode(meta, 2, sample_rate=16000),
+                 lambda: codec.audio_to_codes(meta, 2), lambda: codec.codes_to_audio(meta.long())):
+        with pytest.raises(VQCodecError, match="meta device holds no data"):
+            call()
+    ragged = [[0.1, 0.2], [0.3]]
+    for call in (lambda: codec.encode(ragged, 2, sample_rate=16000), lambda: codec.encode_audio(ragged, 16000, 2),
+                 lambda: codec.codes_to_file(ragged)):
+        with pytest.raises(VQCodecError, match="not an array of numbers"):
+            call()

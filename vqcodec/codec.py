@@ -124,10 +124,26 @@ def _checked_rate(value) -> int:
     return int(value)
 
 
+def _as_array(value, dtype=None) -> np.ndarray:
+    """An array given to the API (a NumPy array, a torch tensor on any device, with or without
+    gradients, or nested lists) as a NumPy array, or a one-line error."""
+    if isinstance(value, torch.Tensor):
+        if value.is_meta:
+            raise VQCodecError("a tensor on the meta device holds no data")
+        value = value.detach().cpu()
+        if value.is_floating_point() and value.dtype not in (torch.float16, torch.float32, torch.float64):
+            value = value.float()  # bfloat16 and float8, which NumPy lacks
+        value = value.numpy()
+    try:
+        return np.asarray(value, dtype=dtype)
+    except (ValueError, TypeError) as exc:
+        raise VQCodecError(f"not an array of numbers: {exc}") from None
+
+
 def _float_audio(audio) -> np.ndarray:
     """Audio given to the API as float32 (channels, samples): float arrays as they are, integer PCM
     scaled to +-1 as soundfile reads it (int16 by 2**15, uint8 around 128, ...)."""
-    array = np.asarray(audio)
+    array = _as_array(audio)
     if array.dtype.kind in "iu":
         bits = array.dtype.itemsize * 8
         offset = 2 ** (bits - 1) if array.dtype.kind == "u" else 0
@@ -375,9 +391,9 @@ class Codec:
 
         quality = self.default_quality(max_rate is not None) if quality is None else quality
         if isinstance(media, (list, tuple)):
-            media = np.asarray(media, dtype=np.float32 if self.kind == "audio" else None)
+            media = _as_array(media, np.float32 if self.kind == "audio" else None)
         if isinstance(media, torch.Tensor):
-            media = media.detach().cpu().numpy()
+            media = _as_array(media)
         is_image = isinstance(media, Image.Image)
         if not isinstance(media, (np.ndarray, str, Path, bytes, bytearray, memoryview)) and not is_image \
                 and not hasattr(media, "read"):
@@ -610,7 +626,7 @@ class Codec:
     def _checked_codes(self, codes, level_axis: int, layout: str) -> np.ndarray:
         """Codes given to codes_to_audio / codes_to_image as int64: 3-D, 1 to num_codebooks levels on
         `level_axis`, each an index below K or -1 (a level the cell leaves out)."""
-        codes = np.asarray(codes)
+        codes = _as_array(codes)
         if codes.dtype.kind not in "iu" or codes.ndim != 3 or not 1 <= codes.shape[level_axis] <= self.num_codebooks \
                 or 0 in codes.shape or codes.min() < ABSENT or codes.max() >= self.codebook_size:
             raise VQCodecError(f"codes must be a non-empty integer array ({layout}) of at most {self.num_codebooks} "
@@ -1280,7 +1296,7 @@ class Codec:
         With `variable_depth` (and a depth weight, for entropy coding) each latent cell keeps only the
         levels that pay for their bits, as in files: the rest of its codes are -1."""
         self._require("image")
-        rgb = np.asarray(rgb)
+        rgb = _as_array(rgb)
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
             raise VQCodecError(f"an image's RGB is a uint8 array (height, width, 3), not {rgb.dtype} {rgb.shape}: "
                                "encode() takes other arrays and Pillow images")
@@ -1372,7 +1388,7 @@ class Codec:
         a frame or cell, from some level up to the top. Audio `gain`: what the decoded audio is
         multiplied by (the "gain" media_to_codes reports; default 1); `channels`, if given, must be
         the codes' (so that codes_to_file(codes, **restore) takes what media_to_codes returns)."""
-        array = np.asarray(codes)
+        array = _as_array(codes)
         if not np.issubdtype(array.dtype, np.integer):
             raise VQCodecError(f"codes must be integers, not {array.dtype}")
         if (self.kind == "audio" and (width, height) != (None, None)) or \
@@ -1433,7 +1449,7 @@ class Codec:
 
         self._require("image")
         if isinstance(image, torch.Tensor):
-            image = image.detach().cpu().numpy()
+            image = _as_array(image)
         if isinstance(image, np.ndarray):
             image = _array_image(image)
         elif not isinstance(image, Image.Image):
