@@ -747,3 +747,15 @@ def test_tensors_with_gradients_or_types_numpy_lacks_and_ragged_lists(codec, sig
                  lambda: codec.codes_to_file(ragged)):
         with pytest.raises(VQCodecError, match="not an array of numbers"):
             call()
+
+
+def test_64_bit_integer_audio_is_refused_not_coded_as_silence(codec, signal):
+    samples = np.round(signal(1, 1600, 16000) * 2 ** 14).astype(np.int64)  # int16 samples in a default integer array
+    for audio in (samples, samples.astype(np.uint64), torch.from_numpy(samples)):
+        with pytest.raises(VQCodecError, match="PCM of 8, 16 or 32 bits, not u?int64"):
+            codec.encode_audio(audio, 16000, 2)
+    with pytest.raises(VQCodecError, match="PCM of 8, 16 or 32 bits"):
+        codec.encode(torch.from_numpy(samples), 2, sample_rate=16000)
+    with pytest.raises(VQCodecError, match="PCM of 8, 16 or 32 bits"):
+        codec.audio_to_codes(samples, 2)
+    assert codec.encode_audio(samples.astype(np.int16), 16000, 2) == codec.encode_audio(samples / 2 ** 15, 16000, 2)

@@ -144,6 +144,11 @@ def _float_audio(audio) -> np.ndarray:
     """Audio given to the API as float32 (channels, samples): float arrays as they are, integer PCM
     scaled to +-1 as soundfile reads it (int16 by 2**15, uint8 around 128, ...)."""
     array = _as_array(audio)
+    if array.dtype.kind in "iu" and array.dtype.itemsize > 4:
+        # no PCM is 64-bit: such arrays (NumPy's and torch's default integers) hold 16- or 32-bit
+        # samples, which scaled by 2**63 would be coded as silence
+        raise VQCodecError(f"integer audio is PCM of 8, 16 or 32 bits, not {array.dtype}: "
+                           "convert it to the type its samples are (np.int16, np.int32) or to float")
     if array.dtype.kind in "iu":
         bits = array.dtype.itemsize * 8
         offset = 2 ** (bits - 1) if array.dtype.kind == "u" else 0
