@@ -707,8 +707,11 @@ def test_codes_functions_check_their_input(codec, signal):
         codec.audio_to_codes(np.full((1, 320), np.nan, np.float32))
     with pytest.raises(VQCodecError, match="3-D"):
         codec.audio_to_codes(np.zeros((1, 1, 320), np.float32))
-    with pytest.raises(VQCodecError, match="channels"):
-        codec.audio_to_codes(np.zeros((3000, 2), np.float32))  # (samples, channels) by mistake
+    for layout in ((3000, 2), (3000, 1)):  # (samples, channels) by mistake, as soundfile.read gives it
+        with pytest.raises(VQCodecError, match=r"looks like \(samples, channels\): give its transpose"):
+            codec.audio_to_codes(np.zeros(layout, np.float32))
+        with pytest.raises(VQCodecError, match="give its transpose"):
+            codec.encode_audio(np.zeros(layout, np.float32), 16000, 2)
     codes = codec.audio_to_codes(signal(1, 1600, 16000), 2)
     for bad in (codes + 0.5, codes[:, :0], codes[:0]):
         with pytest.raises(VQCodecError, match="non-empty integer array"):

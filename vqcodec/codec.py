@@ -160,6 +160,9 @@ def _float_audio(audio) -> np.ndarray:
         array = array[None]
     if array.ndim != 2:
         raise VQCodecError(f"audio must be (channels, samples) or (samples,), not {array.ndim}-D")
+    if array.shape[0] > vqformat.MAX_CHANNELS >= array.shape[1]:
+        raise VQCodecError(f"audio is (channels, samples), and a {array.shape[0]} x {array.shape[1]} array looks like "
+                           "(samples, channels): give its transpose (audio.T)")
     return array
 
 
