@@ -802,6 +802,8 @@ def test_image_api_takes_arrays_and_tensors_and_refuses_what_it_cannot(codec):
             codec.image_to_codes(bad, 2)
     with pytest.raises(VQCodecError, match="Pillow image or a uint8 array"):
         codec.encode_image("photo.png", 2)
+    with pytest.raises(VQCodecError, match="sample_rate is for audio"):  # not ignored: the array may be audio
+        codec.encode(rgb, 2, sample_rate=16000)
     codes = codec.image_to_codes(rgb, 2)
     rows, cols = codes.shape[1:]
     assert codec.codes_to_image(codes, 20, 30).shape == (20, 30, 3)

@@ -407,14 +407,14 @@ class Codec:
                 and not hasattr(media, "read"):
             raise VQCodecError(f"cannot encode a {type(media).__name__}: give a path, a binary stream, bytes, "
                                "a Pillow image or a NumPy array")
-        if isinstance(media, np.ndarray):
-            if self.kind == "audio":
-                if sample_rate is None:
-                    raise VQCodecError("audio given as an array needs its sample_rate")
-                return self.encode_audio(media, sample_rate, quality, max_rate)
-            return self.encode_image(_array_image(media), quality, max_rate)
+        if isinstance(media, np.ndarray) and self.kind == "audio":
+            if sample_rate is None:
+                raise VQCodecError("audio given as an array needs its sample_rate")
+            return self.encode_audio(media, sample_rate, quality, max_rate)
         if sample_rate is not None:
             raise VQCodecError("sample_rate is for audio given as an array; a file or image carries its own")
+        if isinstance(media, np.ndarray):
+            return self.encode_image(_array_image(media), quality, max_rate)
         if isinstance(media, (bytes, bytearray, memoryview)):
             media = io.BytesIO(media)
         if self.kind == "audio":
