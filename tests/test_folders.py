@@ -282,3 +282,14 @@ def test_an_output_folder_that_cannot_be_made_is_named(two_recordings, tmp_path,
     assert code == 1 and f"skipping {two_recordings / 'sub' / 'b.wav'}: cannot read or write {out / 'sub'} " \
                           "(Permission denied)" in err, err
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["a.vq"]
+
+
+def test_tokens_helpers_are_reached_from_a_plain_import():
+    import subprocess
+    import sys
+
+    # as the README calls it: vqcodec.tokens.code_folder after `import vqcodec` alone
+    result = subprocess.run([sys.executable, "-c", "import vqcodec; print(vqcodec.tokens.code_folder.__name__)"],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "code_folder"

@@ -12,4 +12,7 @@ def __getattr__(name: str):
     if name in ("Codec", "decode"):
         from . import codec
         return getattr(codec, name)
+    if name == "tokens":  # the README's vqcodec.tokens.code_folder, after a plain `import vqcodec`
+        import importlib
+        return importlib.import_module(".tokens", __name__)
     raise AttributeError(f"module 'vqcodec' has no attribute {name!r}")
