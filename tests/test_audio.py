@@ -700,6 +700,14 @@ def test_codes_of_a_file_pack_back_into_its_vq_file(codec, signal, tmp_path):
     assert codec.codes_to_file(codes, **restore) == codec.encode_audio_file(tmp_path / "loud.wav", 3)
     with pytest.raises(VQCodecError, match="the codes hold 2 channels, not 1"):
         codec.codes_to_file(codes, **{**restore, "channels": 1})
+    # whatever encode takes: the file's bytes, or an array with its rate (a SoundStream repr before)
+    data = (tmp_path / "loud.wav").read_bytes()
+    np.testing.assert_array_equal(codec.media_to_codes(data, 3)[0], codes)
+    audio = signal(1, 1600, 16000)
+    array_codes, array_restore = codec.media_to_codes(audio, 3, sample_rate=16000)
+    assert codec.codes_to_file(array_codes, **array_restore) == codec.encode_audio(audio, 16000, 3)
+    with pytest.raises(VQCodecError, match="needs its sample_rate"):
+        codec.media_to_codes(audio, 3)
 
 
 def test_codes_functions_check_their_input(codec, signal):

@@ -804,6 +804,12 @@ def test_image_api_takes_arrays_and_tensors_and_refuses_what_it_cannot(codec):
         codec.encode_image("photo.png", 2)
     with pytest.raises(VQCodecError, match="sample_rate is for audio"):  # not ignored: the array may be audio
         codec.encode(rgb, 2, sample_rate=16000)
+    codes, restore = codec.media_to_codes(rgb, 2)  # what encode takes: arrays, Pillow images, bytes
+    assert restore == {"width": 30, "height": 20} and codec.codes_to_file(codes, **restore) == plain
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "PNG")
+    for media in (Image.fromarray(rgb), buffer.getvalue()):
+        np.testing.assert_array_equal(codec.media_to_codes(media, 2)[0], codes)
     codes = codec.image_to_codes(rgb, 2)
     rows, cols = codes.shape[1:]
     assert codec.codes_to_image(codes, 20, 30).shape == (20, 30, 3)

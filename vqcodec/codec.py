@@ -1028,19 +1028,17 @@ class Codec:
             target, describe = f"{max_rate:g} bpp", lambda size: f"{size * 8 / pixels:.3g} bpp"
         return ratecontrol.fit_size(pack, limit, quality, weight, MAX_DEPTH_WEIGHT, variable_depth, target, describe)
 
-    def media_to_codes(self, source, quality: int | None = None) -> tuple[np.ndarray, dict]:
-        """The codes of an audio file or image (a path or a binary stream), as a `.vq` file of it made
-        with this codec's settings holds them (all of the model's codebooks unless `quality` says),
-        and what restores the media: {"sample_rate", "samples", "channels"} or {"width", "height"}.
+    def media_to_codes(self, source, quality: int | None = None, *,
+                       sample_rate: int | None = None) -> tuple[np.ndarray, dict]:
+        """The codes of media, anything `encode` takes (a path, binary stream, file contents as bytes,
+        a Pillow image, or an array, with `sample_rate` for audio), as a `.vq` file of it made with
+        this codec's settings holds them (all of the model's codebooks unless `quality` says), and
+        what restores the media: {"sample_rate", "samples", "channels", "gain"} or {"width", "height"}.
 
         Audio is read, resampled and coded block by block, as `encode` does, so a long recording
         needs no more memory than its codes."""
         quality = self.num_codebooks if quality is None else quality
-        if self.kind == "audio":
-            data = self.encode_audio_file(source, quality)
-        else:
-            data = self.encode_image(open_image(source), quality)
-        header, codes = self.read_codes(data)
+        header, codes = self.read_codes(self.encode(source, quality, sample_rate=sample_rate))
         if self.kind == "audio":
             return codes, {"sample_rate": header.sample_rate, "samples": header.length, "channels": header.channels,
                            "gain": header.gain}
