@@ -770,3 +770,29 @@ def test_64_bit_integer_audio_is_refused_not_coded_as_silence(codec, signal):
     with pytest.raises(VQCodecError, match="PCM of 8, 16 or 32 bits"):
         codec.audio_to_codes(samples, 2)
     assert codec.encode_audio(samples.astype(np.int16), 16000, 2) == codec.encode_audio(samples / 2 ** 15, 16000, 2)
+
+
+class _Pipe(io.RawIOBase):
+    """A binary stream that cannot seek, as a pipe, a socket or an HTTP response."""
+
+    def __init__(self, data: bytes):
+        self.data = io.BytesIO(data)
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        return self.data.readinto(buffer)
+
+
+def test_streams_that_cannot_seek_are_encoded_and_text_streams_refused(codec, signal, tmp_path, capfd):
+    buffer = io.BytesIO()
+    soundfile.write(buffer, signal(1, 1600, 22050).T, 22050, format="FLAC")
+    data = buffer.getvalue()
+    capfd.readouterr()
+    assert codec.encode(_Pipe(data), 2) == codec.encode(data, 2) == codec.encode_audio_file(_Pipe(data), 2)
+    assert codec.encode(_Pipe(data), 2, max_rate=50.0) == codec.encode(data, 2, max_rate=50.0)
+    np.testing.assert_array_equal(codec.media_to_codes(_Pipe(data), 2)[0], codec.media_to_codes(data, 2)[0])
+    assert capfd.readouterr().err == ""  # soundfile's callbacks printed tracebacks for the failed seeks
+    with pytest.raises(VQCodecError, match="binary stream, not a text one"):
+        codec.encode(io.StringIO("RIFF"), 2)

@@ -65,6 +65,7 @@ MAX_REFINE = 1000
 EXIF_ORIENTATION = 0x0112      # the EXIF tag of how a stored image is turned for display
 IMAGE_TILE = 64                 # latent cells per tile side, before context
 STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
+STREAM_SPOOL_BYTES = 1 << 20    # bytes copied at a time from a stream that cannot seek
 WHOLE_READ_SAMPLES = 1 << 22    # files of up to this many samples (16 MiB) are read once, longer ones twice
 RESAMPLE_MARGIN_SECONDS = 0.02  # decoded before a range of a file that is resampled, for the filter's sake
 # Channels of an encoder block that differ from the first by at most this anywhere in the block (-60
@@ -173,6 +174,33 @@ def _checked_amount(name: str, value, unit: str, allow_zero: bool = False) -> fl
         raise VQCodecError(f"the {name} must be a {'non-negative' if allow_zero else 'positive'} number of {unit}, "
                            f"not {value!r}")
     return float(value)
+
+
+def _seekable(stream) -> bool:
+    """Whether a binary stream can seek (soundfile and Pillow need to; a pipe, socket or HTTP
+    response cannot). A text stream is refused."""
+    if isinstance(stream, io.TextIOBase):
+        raise VQCodecError("media is read from a binary stream, not a text one (open the file with 'rb')")
+    try:
+        return bool(stream.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _spooled(stream):
+    """What is left of a stream that cannot seek, copied into an anonymous temporary file (on disk, so
+    that long audio stays out of memory), rewound."""
+    import shutil
+    import tempfile
+
+    spool = tempfile.TemporaryFile()
+    try:
+        shutil.copyfileobj(stream, spool, STREAM_SPOOL_BYTES)
+    except (OSError, ValueError, TypeError) as exc:
+        spool.close()
+        raise VQCodecError(f"cannot read the stream: {exc}") from None
+    spool.seek(0)
+    return spool
 
 
 def _blocks(total: int, block: int) -> Iterator[tuple[int, int]]:
@@ -820,10 +848,14 @@ class Codec:
         return self.encode_audio_stream(blocks, sample_rate, audio.shape[0], audio.shape[1], quality, _peak([audio]))
 
     def encode_audio_file(self, source, quality: int, max_kbps: float | None = None) -> bytes:
-        """Encode an audio file (path or binary stream) that soundfile reads, block by block.
+        """Encode an audio file (path or binary stream) that soundfile reads, block by block. A stream
+        that cannot seek (a pipe, a socket), which soundfile cannot read, is copied into a temporary
+        file first.
 
-        With `max_kbps`, the best file of at most that bitrate, as encode_audio; a stream must then
-        be seekable, since each try reads it again."""
+        With `max_kbps`, the best file of at most that bitrate, as encode_audio."""
+        if not isinstance(source, (str, Path)) and not _seekable(source):
+            with _spooled(source) as copy:
+                return self.encode_audio_file(copy, quality, max_kbps)
         if max_kbps is None:
             return self._encode_audio_source(source, quality)
         with self._open_sound(source) as sound:
