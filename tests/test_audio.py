@@ -796,3 +796,11 @@ def test_streams_that_cannot_seek_are_encoded_and_text_streams_refused(codec, si
     assert capfd.readouterr().err == ""  # soundfile's callbacks printed tracebacks for the failed seeks
     with pytest.raises(VQCodecError, match="binary stream, not a text one"):
         codec.encode(io.StringIO("RIFF"), 2)
+
+
+def test_an_audio_path_that_cannot_be_read_says_why(codec, tmp_path):
+    for path, reason in ((tmp_path / "missing.flac", "No such file or directory"), (tmp_path, "Is a directory")):
+        for call in (lambda: codec.encode(path, 2), lambda: codec.encode(str(path), 2),
+                     lambda: codec.media_to_codes(path, 2)):
+            with pytest.raises(VQCodecError, match=f"cannot read audio {path}: {reason}"):
+                call()

@@ -899,6 +899,12 @@ class Codec:
         try:
             return soundfile.SoundFile(os.fsencode(source) if isinstance(source, (str, Path)) else SoundStream(source))
         except Exception as exc:
+            if isinstance(source, (str, Path)):
+                try:  # libsndfile says only "System error." for a path that is missing, a folder or unreadable
+                    open(source, "rb").close()
+                except (OSError, ValueError) as error:
+                    reason = getattr(error, "strerror", None) or error
+                    raise VQCodecError(f"cannot read audio {source}: {reason}") from None
             raise unreadable_audio(input_name(source), exc) from None
 
     @staticmethod
