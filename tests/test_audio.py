@@ -690,6 +690,8 @@ def test_vq_files_are_taken_as_bytes_paths_or_streams(codec, signal, tmp_path):
         codec.decode_audio(tmp_path)
     with pytest.raises(VQCodecError, match="given as bytes, a path or a binary stream"):
         codec.decode_audio(np.frombuffer(data, np.uint8))
+    with pytest.raises(VQCodecError, match="embedded null byte"):  # bytes decoded to str by mistake
+        codec.decode_audio(data.decode("latin-1"))
 
 
 def test_codes_of_a_file_pack_back_into_its_vq_file(codec, signal, tmp_path):

@@ -56,6 +56,8 @@ def vq_bytes(data) -> bytes:
         raise VQCodecError(f"{data}: is a directory") from None
     except OSError as exc:
         raise VQCodecError(f"cannot read {data}: {exc.strerror}") from None
+    except ValueError as exc:  # a path with a NUL byte (the file's contents decoded to str by mistake)
+        raise VQCodecError(f"cannot read {data!r:.60}: {exc}") from None
 
 
 def colour_mode(header: vqformat.Header) -> str:
