@@ -806,3 +806,20 @@ def test_an_audio_path_that_cannot_be_read_says_why(codec, tmp_path):
                      lambda: codec.media_to_codes(path, 2)):
             with pytest.raises(VQCodecError, match=f"cannot read audio {path}: {reason}"):
                 call()
+
+
+def test_a_stream_of_blocks_is_taken_as_arrays_are_and_checked(codec, signal):
+    audio = signal(2, 1600, 16000)
+    plain = codec.encode_audio(audio, 16000, 2)
+
+    def blocks(convert):
+        return (convert(audio[:, i:i + 500]) for i in range(0, 1600, 500))
+    assert codec.encode_audio_stream(blocks(lambda b: b), 16000, 2, 1600, 2) == plain
+    assert codec.encode_audio_stream(blocks(lambda b: b.astype(np.float64)), np.int64(16000), 2, 1600, 2) == plain
+    for convert, message in ((lambda b: b[:1], "has 1 channels, not 2"), (lambda b: b.T, "give its transpose"),
+                             (lambda b: b.astype(np.int64), "PCM of 8, 16 or 32 bits")):
+        with pytest.raises(VQCodecError, match=message):
+            codec.encode_audio_stream(blocks(convert), 16000, 2, 1600, 2)
+    for rate, channels, samples in ((16000.5, 2, 1600), (16000, 2.0, 1600), (16000, 2, 1600.0)):
+        with pytest.raises(VQCodecError, match="must be a whole number"):
+            codec.encode_audio_stream(blocks(lambda b: b), rate, channels, samples, 2)

@@ -299,10 +299,14 @@ def _check_finite(audio: np.ndarray) -> None:
         raise VQCodecError("audio contains NaN or infinite samples (or samples beyond float32's range, 3.4e38)")
 
 
-def _checked(blocks: Iterator[np.ndarray], peak: list[float] | None) -> Iterator[np.ndarray]:
-    """The blocks, refused if any sample is NaN or infinite; peak[0], if given, becomes the largest
-    absolute sample."""
+def _checked(blocks: Iterator[np.ndarray], peak: list[float] | None, channels: int) -> Iterator[np.ndarray]:
+    """The blocks as float32 (channels, n), taken as _float_audio takes arrays, refused if one has
+    another number of channels or any sample is NaN or infinite; peak[0], if given, becomes the
+    largest absolute sample."""
     for block in blocks:
+        block = _float_audio(block)
+        if block.shape[0] != channels:
+            raise VQCodecError(f"a block of the stream has {block.shape[0]} channels, not {channels}")
         _check_finite(block)
         if peak is not None:
             peak[0] = max(peak[0], _peak([block]))
@@ -804,16 +808,22 @@ class Codec:
     @torch.no_grad()  # as audio_to_codes
     def encode_audio_stream(self, blocks: Iterator[np.ndarray], sample_rate: int, channels: int, samples: int,
                             quality: int, peak: float | None = None) -> bytes:
-        """Encode a stream of (channels, n) float32 blocks holding `samples` samples per channel in all.
+        """Encode a stream of (channels, n) blocks (float, or integer PCM as encode_audio takes it)
+        holding `samples` samples per channel in all.
         With the stream's `peak` (largest absolute sample), known before it is read, audio outside
         LEVEL_RANGE is coded at a level gain; without it, at its own level."""
         self._require("audio")
         quality = self.check_quality(quality)
+        sample_rate = _checked_rate(sample_rate)
+        for name, value in (("channels", channels), ("samples", samples)):
+            if not _is_whole(value):
+                raise VQCodecError(f"{name} must be a whole number, not {value!r}")
+        channels, samples = int(channels), int(samples)
         _check_audio_size(channels, sample_rate, samples)
         model_length = self._model_length(samples, sample_rate)
         gain = level_gain(peak) if peak is not None else 0
         seen = [0.0] if peak is None else None  # a peak given is not measured again
-        stream = _resampled_blocks(_scaled(_checked(blocks, seen), gain), sample_rate, self.sample_rate, channels,
+        stream = _resampled_blocks(_scaled(_checked(blocks, seen, channels), gain), sample_rate, self.sample_rate, channels,
                                    model_length)
         window = _SampleWindow(stream, channels, model_length)
         codes = self._encode_frames(window, math.ceil(model_length / self.hop), quality, variable_depth=True)
