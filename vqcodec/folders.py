@@ -23,6 +23,8 @@ def mirrored_paths(folder: Path, out: Path, files: list[Path], suffix_of: Callab
     go where a folder of another, or of the run's other outputs `also` (a manifest), must go."""
     outputs, sources = [], {}
     for path in files:
+        if not Path(path).is_relative_to(folder):  # vqcodec.tokens.code_folder's caller chose the files
+            raise VQCodecError(f"{path} is not in the folder {folder}")
         output = out / Path(path).relative_to(folder).with_suffix(suffix_of(path))
         if output in sources:
             raise VQCodecError(f"{sources[output]} and {path} would both write {output}")
