@@ -423,9 +423,9 @@ class Codec:
         """Encode media of this model's kind into `.vq` bytes, as `vqcodec encode` does.
 
         `media`: a file path, binary stream or file contents as bytes (any format soundfile or Pillow
-        reads), a Pillow image, or a NumPy array: float audio (channels, samples) or (samples,) with
-        `sample_rate`, or a uint8 image (height, width), (height, width, 3) RGB or (height, width, 4)
-        RGBA. `quality`: the most codebooks used (default_quality). `max_rate`: the best file within
+        reads), a Pillow image, or an array (NumPy, a torch tensor, or lists): audio (channels,
+        samples) or (samples,), float or 8- to 32-bit integer PCM, with `sample_rate`, or a uint8
+        image (height, width), (height, width, 3) RGB or (height, width, 4) RGBA. `quality`: the most codebooks used (default_quality). `max_rate`: the best file within
         that many kbps (audio) or bits per pixel (images)."""
         from PIL import Image
 
