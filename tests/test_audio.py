@@ -823,3 +823,28 @@ def test_a_stream_of_blocks_is_taken_as_arrays_are_and_checked(codec, signal):
     for rate, channels, samples in ((16000.5, 2, 1600), (16000, 2.0, 1600), (16000, 2, 1600.0)):
         with pytest.raises(VQCodecError, match="must be a whole number"):
             codec.encode_audio_stream(blocks(lambda b: b), rate, channels, samples, 2)
+
+
+def test_decode_audio_file_to_a_path_leaves_nothing_half_written(codec, signal, tmp_path):
+    data = codec.encode_audio(signal(1, 8000, 16000), 16000, 2)  # two network blocks of 500 frames
+
+    def interrupted(stage, done, total):
+        if done < total:
+            raise KeyboardInterrupt
+    target = tmp_path / "out.wav"
+    target.write_bytes(b"what was there")
+    codec.progress = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            codec.decode_audio_file(data, target)
+        with pytest.raises(KeyboardInterrupt):
+            codec.decode_audio_file(data, tmp_path / "new.flac")
+    finally:
+        codec.progress = None
+    assert target.read_bytes() == b"what was there" and sorted(tmp_path.iterdir()) == [target]
+    with pytest.raises(VQCodecError, match="cannot tell an audio format from the name"):
+        codec.decode_audio_file(data, tmp_path / "out.xyz")
+    with pytest.raises(VQCodecError, match="cannot write"):
+        codec.decode_audio_file(data, tmp_path / "no" / "out.wav")  # soundfile said only "System error."
+    codec.decode_audio_file(data, target)
+    assert soundfile.info(str(target)).frames == 8000

@@ -29,7 +29,7 @@ from .errors import VQCodecError
 from .fileinfo import FileInfo, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_of, check_audio_output, image_to_planes,
                  input_name, open_image, planes_to_image, SoundSink, SoundStream, unreadable_audio,
-                 unwritable_audio)
+                 unwritable_audio, write_file)
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts
 from .recode import FileCuts
@@ -1302,20 +1302,28 @@ class Codec:
         """Decode into a path or binary stream, block by block; the format follows the name or the hint.
         `start`, `duration` (seconds), `salvage` and `rate` (Hz) as for decode_audio. Audio coded at a
         level gain from above full scale is written as float where the format has it (WAV), so that
-        its level comes back; other formats, and integer subtypes, are clipped to full scale."""
+        its level comes back; other formats, and integer subtypes, are clipped to full scale. A path
+        is written through a temporary file renamed into place (io.write_file), so a failure leaves
+        what was there before."""
         data = vq_bytes(data)
+        if isinstance(destination, (str, Path)):
+            format_hint = format_hint or audio_format_of(destination)
+            if format_hint is None:
+                raise VQCodecError(f"cannot tell an audio format from the name {destination}: give a format_hint "
+                                   "(WAV, FLAC, OGG, ...)")
+            write_file(destination, lambda stream: self.decode_audio_file(data, stream, format_hint, subtype, start,
+                                                                          duration, salvage, rate))
+            return
         header, blocks = self.decode_audio_blocks(data, *self._sample_range(data, start, duration, rate), salvage,
                                                   rate)
         output_rate = self._output_timing(header, rate)[0]
-        if format_hint is None and isinstance(destination, (str, Path)):
-            format_hint = audio_format_of(destination)
         if format_hint:
             check_audio_output(format_hint, subtype, output_rate, header.channels)
 
-        sink = None if isinstance(destination, (str, Path)) else SoundSink(destination)
+        sink = SoundSink(destination)
 
         def open_output(subtype):
-            return soundfile.SoundFile(destination if sink is None else sink, "w", samplerate=output_rate,
+            return soundfile.SoundFile(sink, "w", samplerate=output_rate,
                                        channels=header.channels, format=format_hint, subtype=subtype)
         try:
             output = None
@@ -1331,10 +1339,8 @@ class Codec:
         with output:
             for block in blocks:
                 output.write(np.clip(block, -limit, limit).T)
-                if sink is not None:
-                    sink.check()  # stop at a full disk, not at the end
-        if sink is not None:
-            sink.check()
+                sink.check()  # stop at a full disk, not at the end
+        sink.check()
 
     # ------------------------------------------------------------ images
 
