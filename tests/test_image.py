@@ -810,6 +810,12 @@ def test_image_api_takes_arrays_and_tensors_and_refuses_what_it_cannot(codec):
     Image.fromarray(rgb).save(buffer, "PNG")
     for media in (Image.fromarray(rgb), buffer.getvalue()):
         np.testing.assert_array_equal(codec.media_to_codes(media, 2)[0], codes)
+    with Image.open(io.BytesIO(buffer.getvalue())) as lazy:  # pixels not read before the file is closed
+        pass
+    with pytest.raises(VQCodecError, match="closed before its pixels were read"):
+        codec.encode(lazy, 2)
+    with pytest.raises(VQCodecError, match="cannot read the image: image file is truncated"):
+        codec.encode_image(Image.open(io.BytesIO(buffer.getvalue()[:-40])), 2)
     codes = codec.image_to_codes(rgb, 2)
     rows, cols = codes.shape[1:]
     assert codec.codes_to_image(codes, 20, 30).shape == (20, 30, 3)

@@ -1515,8 +1515,14 @@ class Codec:
         elif not isinstance(image, Image.Image):
             raise VQCodecError(f"encode_image takes a Pillow image or a uint8 array, not a {type(image).__name__}: "
                                "encode() also takes paths and bytes")
-        elif image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # Image.open leaves it to the caller; open_image applies it
-            image = ImageOps.exif_transpose(image)
+        else:
+            try:  # Image.open reads the pixels only now: the file may be cut short, or closed already
+                image.load()
+            except Exception as exc:
+                reason = str(exc) or "its file was closed before its pixels were read (Image.open is lazy: load() it)"
+                raise VQCodecError(f"cannot read the image: {reason}") from None
+            if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # Image.open leaves it to the caller
+                image = ImageOps.exif_transpose(image)
         if max_bpp is not None:
             max_bpp = _checked_amount("bits per pixel", max_bpp, "bpp")
             pixels = image.width * image.height
