@@ -7,6 +7,7 @@ import math
 import re
 import os
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -848,3 +849,17 @@ def test_decode_audio_file_to_a_path_leaves_nothing_half_written(codec, signal, 
         codec.decode_audio_file(data, tmp_path / "no" / "out.wav")  # soundfile said only "System error."
     codec.decode_audio_file(data, target)
     assert soundfile.info(str(target)).frames == 8000
+
+
+def test_arrays_coded_above_full_scale_warn_as_the_command_line_does(codec, signal):
+    audio = signal(1, 1600, 16000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # audio at a usual level, or loud but within the gain's range: no warning
+        codec.encode_audio(audio, 16000, 2)
+        codec.encode_audio(audio * 100, 16000, 2)
+    as_floats = np.round(audio * 2 ** 15)  # 16-bit values given as floats, not scaled to +-1
+    for call in (lambda: codec.encode_audio(as_floats, 16000, 2), lambda: codec.encode(as_floats, 2, sample_rate=16000),
+                 lambda: codec.encode_audio(as_floats, 16000, 2, max_kbps=1000.0)):
+        with pytest.warns(UserWarning, match=r"the audio is coded at \+\d+\.\d dB above full scale") as caught:
+            call()
+        assert len(caught) == 1

@@ -848,12 +848,24 @@ class Codec:
         """Encode float audio (channels, samples) or (samples,) at any rate into `.vq` bytes.
 
         With `max_kbps`, the best file of at most that bitrate (whole file, header included), with
-        `quality` the most codebooks it may use (vqcodec.ratecontrol)."""
+        `quality` the most codebooks it may use (vqcodec.ratecontrol). Audio that is coded above full
+        scale (level_warning: float samples beyond 256, such as 16-bit values given as floats) gets
+        a UserWarning, as the command line's warning line."""
+        import warnings
+
         audio = _float_audio(audio)
         sample_rate = _checked_rate(sample_rate)
         if max_kbps is not None:
-            return self._fit_audio(lambda q: self.encode_audio(audio, sample_rate, q), quality, max_kbps,
+            data = self._fit_audio(lambda q: self._encode_array(audio, sample_rate, q), quality, max_kbps,
                                    audio.shape[0], sample_rate, audio.shape[1])
+        else:
+            data = self._encode_array(audio, sample_rate, quality)
+        warning = self.level_warning("the audio")
+        if warning:
+            warnings.warn(warning, stacklevel=2)
+        return data
+
+    def _encode_array(self, audio: np.ndarray, sample_rate: int, quality: int) -> bytes:
         blocks = (audio[:, i:i + STREAM_BLOCK_SAMPLES] for i in range(0, audio.shape[1], STREAM_BLOCK_SAMPLES))
         return self.encode_audio_stream(blocks, sample_rate, audio.shape[0], audio.shape[1], quality, _peak([audio]))
 
