@@ -425,8 +425,9 @@ class Codec:
         `media`: a file path, binary stream or file contents as bytes (any format soundfile or Pillow
         reads), a Pillow image, or an array (NumPy, a torch tensor, or lists): audio (channels,
         samples) or (samples,), float or 8- to 32-bit integer PCM, with `sample_rate`, or a uint8
-        image (height, width), (height, width, 3) RGB or (height, width, 4) RGBA. `quality`: the most codebooks used (default_quality). `max_rate`: the best file within
-        that many kbps (audio) or bits per pixel (images)."""
+        image (height, width), (height, width, 3) RGB or (height, width, 4) RGBA. `quality`: the
+        most codebooks used (default_quality). `max_rate`: the best file within that many kbps
+        (audio) or bits per pixel (images)."""
         from PIL import Image
 
         quality = self.default_quality(max_rate is not None) if quality is None else quality
@@ -823,8 +824,8 @@ class Codec:
         model_length = self._model_length(samples, sample_rate)
         gain = level_gain(peak) if peak is not None else 0
         seen = [0.0] if peak is None else None  # a peak given is not measured again
-        stream = _resampled_blocks(_scaled(_checked(blocks, seen, channels), gain), sample_rate, self.sample_rate, channels,
-                                   model_length)
+        stream = _resampled_blocks(_scaled(_checked(blocks, seen, channels), gain), sample_rate, self.sample_rate,
+                                   channels, model_length)
         window = _SampleWindow(stream, channels, model_length)
         codes = self._encode_frames(window, math.ceil(model_length / self.hop), quality, variable_depth=True)
         self.input_peak = peak if seen is None else seen[0]
