@@ -863,3 +863,22 @@ def test_arrays_coded_above_full_scale_warn_as_the_command_line_does(codec, sign
         with pytest.warns(UserWarning, match=r"the audio is coded at \+\d+\.\d dB above full scale") as caught:
             call()
         assert len(caught) == 1
+
+
+def test_threads_sharing_a_codec_do_not_get_each_others_rate_search(tiny_model_path, signal):
+    import threading
+
+    codec = Codec.load(str(tiny_model_path))  # its own: progress is set on it
+    x, y = signal(1, 8000, 16000, seed=1), signal(1, 8000, 16000, seed=2) * 0.5
+    expected_x, expected_y = codec.encode_audio(x, 16000, 4, max_kbps=40.0), codec.encode_audio(y, 16000, 2)
+    out = {}
+    other = threading.Thread(target=lambda: out.setdefault("y", codec.encode_audio(y, 16000, 2)))
+
+    def during_the_search(stage, done, total):  # the other thread encodes while this one's search holds latents
+        if threading.current_thread() is not other and not other.is_alive() and "y" not in out:
+            other.start()
+            other.join(0.5)  # held up by the lock, it finishes after the search
+    codec.progress = during_the_search
+    out["x"] = codec.encode_audio(x, 16000, 4, max_kbps=40.0)
+    other.join()
+    assert out["x"] == expected_x and out["y"] == expected_y

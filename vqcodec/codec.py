@@ -9,10 +9,12 @@ and the result does not depend on the block size. Images are coded in tiles the 
 """
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
 import numbers
+import threading
 import zlib
 from pathlib import Path
 from typing import Callable, Iterator
@@ -350,6 +352,17 @@ def _array_image(array: np.ndarray):
                                                                                     else array.shape[2]])
 
 
+def _one_at_a_time(method):
+    """Run an encoding method under its codec's lock: a rate search keeps the encoder's latents and
+    sets the depth weight on the codec, and an encoding leaves its input's level there, so two
+    threads encoding with one Codec got each other's (re-entrant: the methods call each other)."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return locked
+
+
 def decode(data, device: str = "cpu"):
     """Decode `.vq` bytes (or a `.vq` file's path) with the installed model the file names:
     (audio, sample rate) or a Pillow image, as Codec.decode."""
@@ -367,8 +380,9 @@ CODINGS = ("auto", "prior", "fixed")
 class Codec:
     """A trained model and its prior, with the encoder's settings: media <-> codes <-> `.vq` bytes.
 
-    Not thread-safe: a rate search, the encoder settings and the level warning keep state on the
-    object, so each thread needs its own Codec (or a lock around a shared one)."""
+    A rate search and the level warning keep state on the object, so the encoding methods hold a
+    lock: threads sharing one Codec encode one at a time (a Codec each runs them in parallel). The
+    encoder settings (beam, depth_weight, ...) are the object's, for every thread."""
 
     def __init__(self, model, meta: dict, tensors: dict, device: str = "cpu", coding: str = "auto",
                  beam: int | None = None):
@@ -403,6 +417,7 @@ class Codec:
         self.progress: Callable[[str, int, int], None] | None = None
         self.input_peak = 0.0  # the largest absolute sample of the audio last encoded (see level_warning)
         self.input_gain = 1.0  # the level gain it was coded at
+        self._lock = threading.RLock()  # held by the encoding methods (_one_at_a_time)
 
     @classmethod
     def load(cls, name: str, device: str = "cpu", coding: str = "auto", beam: int | None = None) -> "Codec":
@@ -756,6 +771,7 @@ class Codec:
                 self.progress("decoding", f1 - first, last - first)
             yield np.repeat(audio, codes.shape[0], axis=0) if shared else audio
 
+    @_one_at_a_time
     @torch.no_grad()  # not inference_mode: refinement needs gradients through the decoder
     def audio_to_codes(self, audio: np.ndarray, quality: int | None = None, variable_depth: bool = False) -> np.ndarray:
         """Codes of audio already at the model rate: (channels, samples) -> int64 (channels, quality, frames).
@@ -806,6 +822,7 @@ class Codec:
             bytes([vqformat.LAYOUT_EVERY_CHANNEL]) + self._encode_payload(coding, part)
             for part, one in zip(parts, shared)])
 
+    @_one_at_a_time
     @torch.no_grad()  # as audio_to_codes
     def encode_audio_stream(self, blocks: Iterator[np.ndarray], sample_rate: int, channels: int, samples: int,
                             quality: int, peak: float | None = None) -> bytes:
@@ -845,6 +862,7 @@ class Codec:
                 f"{self.input_peak:.3g}); the codec is made for audio within +-1.0 and decodes within it, so the "
                 f"loud parts come out limited and distorted: scale it down first")
 
+    @_one_at_a_time
     def encode_audio(self, audio: np.ndarray, sample_rate: int, quality: int, max_kbps: float | None = None) -> bytes:
         """Encode float audio (channels, samples) or (samples,) at any rate into `.vq` bytes.
 
@@ -870,6 +888,7 @@ class Codec:
         blocks = (audio[:, i:i + STREAM_BLOCK_SAMPLES] for i in range(0, audio.shape[1], STREAM_BLOCK_SAMPLES))
         return self.encode_audio_stream(blocks, sample_rate, audio.shape[0], audio.shape[1], quality, _peak([audio]))
 
+    @_one_at_a_time
     def encode_audio_file(self, source, quality: int, max_kbps: float | None = None) -> bytes:
         """Encode an audio file (path or binary stream) that soundfile reads, block by block. A stream
         that cannot seek (a pipe, a socket), which soundfile cannot read, is copied into a temporary
@@ -1362,6 +1381,7 @@ class Codec:
             for c0, c1 in _blocks(cols, IMAGE_TILE):
                 yield r0, r1, c0, c1
 
+    @_one_at_a_time
     @torch.no_grad()  # as audio_to_codes
     def image_to_codes(self, rgb: np.ndarray, quality: int | None = None, variable_depth: bool = False) -> np.ndarray:
         """uint8 RGB (h, w, 3) -> int64 codes (quality, ceil(h/hop), ceil(w/hop)), coded in tiles.
@@ -1512,6 +1532,7 @@ class Codec:
         except ValueError as exc:  # the prior's check: -1 only above a frame's or cell's last level
             raise VQCodecError(str(exc)) from None
 
+    @_one_at_a_time
     def encode_image(self, image, quality: int, max_bpp: float | None = None) -> bytes:
         """Encode a Pillow image of any supported mode; alpha is kept losslessly. Its EXIF orientation is
         applied, as for a file.
