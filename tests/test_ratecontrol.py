@@ -74,6 +74,22 @@ def test_below_the_lowest_quality_the_weight_rises_at_quality_1():
     assert all(q == 1 for q, w in calls if w > 1.0)
 
 
+def test_a_size_flat_over_low_weights_does_not_stall_the_search():
+    """A photo's quality-1 file stays the same size up to a depth weight of about 20, then shrinks
+    (kodim01: 1656 bytes, 364 at the largest weight). False position alone kept guessing next to
+    the too-big end and ran out of steps: a budget of 1474 bytes got the 364-byte file, smaller
+    than what a budget of 983 bytes got."""
+    def encode(quality: int, weight: float) -> bytes:
+        if quality > 1:
+            return bytes(1656 * quality)
+        shrink = min(max(math.log(weight / 20) / math.log(100 / 20), 0.0), 1.0)
+        return bytes(round(1656 - shrink * (1656 - 364)))
+
+    for limit in range(400, 1656, 25):
+        data = fit_size(encode, limit, 20, 1.0, MAX_WEIGHT, True, "target", describe)
+        assert 0.9 * limit <= len(data) <= limit, limit
+
+
 def test_nothing_fits_is_one_clear_error():
     encode, _ = synthetic_encoder(header=500)
     with pytest.raises(VQCodecError, match=r"cannot fit the input in 0\.1 kbps: the smallest file .* is 5\d\d bytes"):

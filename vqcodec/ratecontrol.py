@@ -92,15 +92,19 @@ def _search_weight(encode_at: Callable[[float], bytes], limit: int, fitting: flo
     if len(biggest) <= limit:  # the lower end of a raised weight's range may fit after all
         return max(best, biggest, key=len)
     fit_size, big_size = len(best), len(biggest)
+    missed = False  # whether the last guess was too big
     for _ in range(WEIGHT_STEPS):
         if fit_size >= CLOSE_ENOUGH * limit:
             break
         a, b = position(fitting), position(too_big)
         share = (CLOSE_ENOUGH * limit + limit) / 2 - fit_size
         share = min(max(share / max(big_size - fit_size, 1), 0.1), 0.9)
-        middle = weight_at(a + share * (b - a))
+        # where the size stays flat over a range of weights (cells that no weight there cuts), false
+        # position keeps guessing next to the too-big end; after a miss, halve the bracket instead
+        middle = weight_at(a + (0.5 if missed else share) * (b - a))
         data = encode_at(middle)
-        if len(data) > limit:
+        missed = len(data) > limit
+        if missed:
             too_big, big_size = middle, len(data)
         else:
             best, fitting, fit_size = max(best, data, key=len), middle, len(data)
