@@ -184,7 +184,8 @@ def test_cli_recode(cli, tmp_path, recordings):
     assert vqformat.parse_header((tmp_path / "q2.vq").read_bytes()).quality == 2
     piped = cli("encode", "-", "-", "-q", "2", input=top)
     assert piped.returncode == 0 and piped.stdout == (tmp_path / "q2.vq").read_bytes()
-    for options in (["--bpp", "0.1"], ["--beam", "2"], ["--refine", "3"], ["-q", "9"], ["--bitrate", "0.01"]):
+    for options in (["--bpp", "0.1"], ["--beam", "2"], ["--refine", "3"], ["-q", "9"], ["--bitrate", "0.01"],
+                    ["--depth-weight", "20"], ["--depth-weight", "20", "-q", "8"]):  # at its own quality: a no-op
         result = cli("encode", tmp_path / "talk.vq", tmp_path / "bad.vq", *options)
         lines = result.stderr.decode().splitlines()
         assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("vqcodec: error: "), options

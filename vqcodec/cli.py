@@ -261,7 +261,7 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
     if head[:4] == vqformat.MAGIC:
         _refuse_media_options(beam, refine, rate_weight, kind)
         data = source.read_bytes() if isinstance(source, Path) else source.read()
-        encoded = _recoder(data, model, device, coding, depth_weight, max_kbps, max_bpp, {}).recode(
+        encoded = _recoder(data, model, device, coding, quality, depth_weight, max_kbps, max_bpp, {}).recode(
             data, quality, max_kbps if max_bpp is None else max_bpp)
         return _write_output(output_path, lambda stream: stream.write(encoded), force)
     kind = _media_kind(head, input_path, kind)
@@ -284,14 +284,18 @@ def _refuse_media_options(beam, refine, rate_weight, kind) -> None:
                            "file's codes are already chosen, and recoding only cuts levels")
 
 
-def _recoder(data: bytes, model, device, coding, depth_weight, max_kbps, max_bpp, codecs: dict):
+def _recoder(data: bytes, model, device, coding, quality, depth_weight, max_kbps, max_bpp, codecs: dict):
     """The codec that recodes a .vq file (`encode FILE.vq`), set as the options say; `codecs` keeps
     the codecs loaded so far, by model."""
-    audio = vqformat.parse_header(data).kind == vqformat.KIND_AUDIO
+    header = vqformat.parse_header(data)
+    audio = header.kind == vqformat.KIND_AUDIO
     if audio and max_bpp is not None:
         raise VQCodecError("--bpp is for images, and this .vq file holds audio: use --bitrate (kbps)")
     if not audio and max_kbps is not None:
         raise VQCodecError("--bitrate is for audio, and this .vq file holds an image: use --bpp")
+    if depth_weight is not None and max_kbps is None and max_bpp is None and quality in (None, header.quality):
+        raise VQCodecError(f"--depth-weight cuts a .vq file's levels only with a -q below its {header.quality} "
+                           "codebooks or a --bitrate / --bpp: at its own quality its codes are kept as they are")
     codec = _file_codec(data, model, device, codecs, coding)
     if depth_weight is not None:
         codec.depth_weight = depth_weight
@@ -381,7 +385,7 @@ def _recode_folder(folder: Path, out: Path, quality, model, device, force, codin
         if kbps is not None and bpp is not None:  # a folder of audio and images: each file takes its own
             audio = vqformat.parse_header(data).kind == vqformat.KIND_AUDIO
             kbps, bpp = (kbps, None) if audio else (None, bpp)
-        codec = _recoder(data, model, device, coding, depth_weight, kbps, bpp, codecs)
+        codec = _recoder(data, model, device, coding, quality, depth_weight, kbps, bpp, codecs)
         return codec.recode(data, quality, kbps if bpp is None else bpp)
     report = recode_folder(files, outputs, recode,
                            lambda path, data: _write_output(str(path), lambda stream: stream.write(data), force),
