@@ -73,7 +73,7 @@ def bench_images(args) -> dict:
     import torch
     from image import BASELINE_SWEEPS, Picture, _measure, run_baseline
 
-    from vqcodec import Codec
+    from vqcodec import Codec, VQCodecError
 
     codec = Codec.load(args.image_model)
     pictures = [Picture(p) for p in spread(common.list_files(args.images, (".png", ".jpg", ".jpeg")), args.files)]
@@ -96,9 +96,17 @@ def bench_images(args) -> dict:
             points, seconds = [], 0.0
             for picture in pictures:
                 start = time.perf_counter()
-                data = codec.encode_image(picture.image, codec.num_codebooks, max_bpp=target)
-                seconds += time.perf_counter() - start
+                try:
+                    data = codec.encode_image(picture.image, codec.num_codebooks, max_bpp=target)
+                except VQCodecError as exc:  # a target below what the image can reach
+                    print(f"  {picture.name} at {target:g} bpp: {exc}", file=sys.stderr)
+                    continue
+                finally:
+                    seconds += time.perf_counter() - start
                 points.append(as_points(_measure(picture, data, decoded(data))))
+            if not points:
+                print(f"  images {target:g} bpp: no image fits, no row", file=sys.stderr, flush=True)
+                continue
             row = {"target": target, "rate": float(np.mean([p["rate"] for p in points])),
                    "max_over_target": max(p["rate"] for p in points) / target,
                    "psnr": float(np.mean([p["psnr"] for p in points])),
@@ -173,6 +181,9 @@ def bench_speech(args) -> dict:
                 finally:
                     seconds += time.perf_counter() - start
                 points.append(measure(clip, data))
+            if not points:
+                print(f"  speech {target:g} kbps: no file fits, no row", file=sys.stderr, flush=True)
+                continue
             kept = [sweep for sweep, clip in zip(ladder, clips) if clip.name in {p["file"] for p in points}]
             row = {"target": target, "files": len(points), "rate": float(np.mean([p["rate"] for p in points])),
                    "max_over_target": max(p["rate"] for p in points) / target,
