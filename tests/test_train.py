@@ -866,6 +866,11 @@ def test_a_new_run_is_not_started_over_another_without_force(trained, data_dir, 
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps(config_to_dict(CFG)))
+    # --force replaces the run only once the new one starts: a run refused for its options deleted it first
+    for refused in (["--crop", "3"], ["--noise-snr", "x"], ["--batch-size", "0"]):
+        code, err = run_in_process([*base, "--config", config, "--force", *refused], capsys)
+        assert code != 0 and len(err.strip().splitlines()) == 1, err
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before, refused
     code, err = run_in_process([*base, "--config", config, "--force"], capsys)
     assert code == 0, err
     assert [record["step"] for record in read_log(out)] == [1, 2]  # the old run's log is not appended to

@@ -899,20 +899,16 @@ def _model_kind(model: str, option: str) -> str:
 
 
 def _refuse_existing_run(out: Path, name: str, force: bool) -> None:
-    """Refuse to start a new run over the files of another without --force; with it, clear them, so
-    that neither its checkpoint (for a later --resume) nor its log is mistaken for the new run's."""
-    from .train import CHECKPOINT_NAME, LOG_NAME
+    """Refuse to start a new run over the files of another without --force. With it, training removes
+    them once every option is checked (TrainOptions.replace), so a refused run leaves them as they are."""
+    from .train import run_files
 
     if out.exists() and not out.is_dir():
         raise VQCodecError(f"--out {out} exists and is not a folder")
-    earlier = [out / f"{CHECKPOINT_NAME}.safetensors", out / f"{CHECKPOINT_NAME}.json", out / LOG_NAME,
-               out / f"{name}.safetensors", out / f"{name}.json"]
-    earlier = [path for path in earlier if path.exists()]
+    earlier = run_files(out, name)
     if earlier and not force:
         raise VQCodecError(f"{out} holds a training run ({earlier[0].name}): pass --resume to continue it, "
                            "--force to replace it, or another --out")
-    for path in earlier:
-        path.unlink()
 
 
 def _read_config(path: str):
@@ -1074,7 +1070,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
                            batch_size=default_batch * launched_processes() if batch_size is None else batch_size,
                            crop=default_crop if crop is None else crop, lr=lr,
                            max_minutes=max_minutes, max_steps=max_steps, eval_every=eval_every, threads=threads,
-                           resume=resume,
+                           resume=resume, replace=force,
                            fit_prior=not no_prior, adversarial=adversarial, precision=precision,
                            noise=noise, noise_snr_db=(low_snr, high_snr), weight_average=weight_average, init=init_model,
                            decoder_only=decoder_only, stream_data=stream_data, data_workers=data_workers)

@@ -42,6 +42,7 @@ class TrainOptions:
     threads: int | None = None
     seed: int = 0
     resume: bool = False
+    replace: bool = False        # a new run over another in `out`: its files are removed once training starts
     quiet: bool = False
     fit_prior: bool = True       # fit the entropy-coding prior on the training codes at the end
     adversarial: bool = False    # audio: add the STFT discriminator and feature-matching losses
@@ -77,6 +78,13 @@ def check_model_name(name: str) -> None:
         raise VQCodecError(f"model name {name!r} is not a plain file name: pass --name")
     if name == CHECKPOINT_NAME:
         raise VQCodecError(f"model name {name!r} is the training checkpoint's: pass another --name")
+
+
+def run_files(out: Path, name: str) -> list[Path]:
+    """The files of a training run named `name` in `out` that exist: checkpoint, log and model files."""
+    paths = [out / f"{CHECKPOINT_NAME}.safetensors", out / f"{CHECKPOINT_NAME}.json", out / LOG_NAME,
+             out / f"{name}.safetensors", out / f"{name}.json"]
+    return [path for path in paths if path.exists()]
 
 
 def checkpoint_config(out: Path) -> ModelConfig:
@@ -407,6 +415,11 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         modules["disc"], optimizers["disc_optim"] = disc, disc_optimizer
     loss_fn = ReconstructionLoss(cfg).to(device)
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if options.replace and not options.resume and main:
+        # only now, so that a run refused above leaves the one it would replace as it was; neither its
+        # checkpoint (for a later --resume) nor its log may be mistaken for this run's
+        for path in run_files(out, options.name):
+            path.unlink()
     out.mkdir(parents=True, exist_ok=True)  # only now, so that a run refused above leaves nothing behind
     log_path = out / LOG_NAME
     if not quiet:
