@@ -792,6 +792,7 @@ def test_the_shipped_configs_are_within_the_parameter_bound(name):
     (["--max-minutes", "nan"], "--max-minutes must be a positive number"),
     (["--max-minutes", "0"], "--max-minutes must be a positive number"),
     (["--max-minutes", "-1"], "--max-minutes must be a positive number"),
+    (["--max-minutes", "1e308"], "--max-minutes 1e+308 is too large a budget"),  # an OverflowError mid-run
     (["--lr", "-1"], "--lr must be a positive number"),
     (["--batch-size", "0"], "'--batch-size': 0 is not in the range"),
     (["--crop", "0"], "'--crop': 0 is not in the range"),

@@ -1017,6 +1017,8 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     for option, value in (("--max-minutes", max_minutes), ("--lr", lr)):
         if value is not None and not 0 < value < math.inf:
             raise VQCodecError(f"{option} must be a positive number, not {value}")
+    if max_minutes is not None and max_minutes * 60 == math.inf:  # finite minutes, but not in seconds
+        raise VQCodecError(f"--max-minutes {max_minutes} is too large a budget: leave it out and give --max-steps")
     if max_steps == 0 and not init_model:
         raise VQCodecError("--max-steps 0 writes the starting model as it is: it needs --init MODEL")
     name = name or Path(out).name
