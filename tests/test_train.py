@@ -924,6 +924,26 @@ def test_an_interrupted_run_saves_a_checkpoint_to_resume(trained, data_dir, tmp_
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 5
 
 
+def test_a_run_whose_loss_stops_being_finite_stops_without_writing_a_model(data_dir, tmp_path, monkeypatch):
+    """A diverged run (too high a --lr) trained on to its budget and wrote a model of NaN weights, which
+    nothing could load, with exit status 0."""
+    import vqcodec.train as train_module
+
+    steps = []
+    real_step = train_module.train_step
+
+    def diverging_step(*args, **kwargs):
+        steps.append(1)
+        loss, parts, codes = real_step(*args, **kwargs)
+        return (loss * math.nan if len(steps) == 3 else loss), parts, codes
+
+    monkeypatch.setattr(train_module, "train_step", diverging_step)
+    out = tmp_path / "run"
+    with pytest.raises(VQCodecError, match="training diverged: the loss is not finite at step 3"):
+        train(data_dir, CFG, options(out))
+    assert len(steps) == 3 and not (out / "tiny.safetensors").exists() and not (out / "checkpoint.json").exists()
+
+
 def test_fit_prior_does_not_overwrite_another_model_without_force(trained, data_dir, tmp_path, capsys):
     other = tmp_path / "other.safetensors"
     other.write_bytes(b"precious")

@@ -470,6 +470,9 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
                 average.update()
             usage.add(codes)
             loss_value = loss.item()
+            if parallel.any_process(not math.isfinite(loss_value), device):  # every process stops at this step
+                raise VQCodecError(f"training diverged: the loss is not finite at step {step} (lower the --lr); "
+                                   f"no model written{', the last checkpoint is kept' if checkpoint_path.exists() else ''}")
 
             if step % options.eval_every == 0 or step == 1:
                 perplexity, in_use = usage.summary()
