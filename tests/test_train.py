@@ -13,7 +13,7 @@ import pytest
 import soundfile
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from test_cli import assert_one_line_error
 from vqcodec import Codec, VQCodecError
@@ -888,6 +888,20 @@ def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tm
     (out / "checkpoint.json").write_text(json.dumps({**meta, "held_out": 5}))
     code, err = run_in_process(base, capsys)
     assert code == 1 and "is damaged (ValueError: held_out is not a list of file names: 5)" in err, err
+    # each was a traceback: from the crops' seed, the log's clock, load_state_dict or the first optimiser step
+    for changes, problem in (({"step": -3}, "ValueError: step is not a count: -3"),
+                             ({"step": "2"}, "ValueError: step is not a count: '2'"),
+                             ({"trained_seconds": math.nan}, "trained_seconds is not a number of at least 0: nan"),
+                             ({"config": {**meta["config"], "num_codebooks": 2}}, "RuntimeError: Error(s) in loading"),
+                             ({"decoder_only": True}, "the optimiser state of parameter 0 does not fit the model's")):
+        (out / "checkpoint.json").write_text(json.dumps({**meta, **changes}))
+        code, err = run_in_process(base, capsys)
+        assert code == 1 and len(err.strip().splitlines()) == 1 and "is damaged" in err and problem in err, err
+    tensors = load_file(str(out / "checkpoint.safetensors"))
+    save_file({k: v for k, v in tensors.items() if not k.startswith("model.")}, str(out / "checkpoint.safetensors"))
+    (out / "checkpoint.json").write_text(json.dumps(meta))
+    code, err = run_in_process(base, capsys)
+    assert code == 1 and "is damaged (ValueError: it holds no model weights)" in err, err
     (out / "checkpoint.json").write_text("{not json")
     code, err = run_in_process(base, capsys)
     assert code == 1 and "checkpoint in" in err and "is damaged" in err, err

@@ -124,18 +124,38 @@ def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.
     """The checkpoint's tensors grouped by name ("model", "optim", "disc", "disc_optim"), and its metadata."""
     try:
         meta = json.loads(path.with_suffix(".json").read_text())
-        config_from_dict(meta["config"]), int(meta["step"]), float(meta["trained_seconds"])
+        config_from_dict(meta["config"])
+        for field in ("step", "average_updates"):  # counts, which seed the crops and the average's warm-up
+            value = meta.get(field, 0) if field == "average_updates" else meta[field]
+            if type(value) is not int or value < 0:
+                raise ValueError(f"{field} is not a count: {value!r}"[:200])
+        for field in ("trained_seconds", "weight_average"):
+            value = meta.get(field, 0.0) if field == "weight_average" else meta[field]
+            if type(value) not in (int, float) or not 0 <= value < math.inf:
+                raise ValueError(f"{field} is not a number of at least 0: {value!r}"[:200])
         held_out = meta.get("held_out", [])
         if not isinstance(held_out, list) or not all(isinstance(name, str) for name in held_out):
             raise ValueError(f"held_out is not a list of file names: {held_out!r}"[:200])
         tensors = read_safetensors(path, device)
+        groups: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            name, rest = key.split(".", 1)
+            groups.setdefault(name, {})[rest] = value
+        if "model" not in groups:
+            raise ValueError("it holds no model weights")
     except Exception as exc:  # JSON, safetensors and missing fields raise many types
         raise VQCodecError(f"the checkpoint {path} is damaged ({type(exc).__name__}: {exc})") from None
-    groups: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        name, rest = key.split(".", 1)
-        groups.setdefault(name, {})[rest] = value
     return groups, meta
+
+
+def restore_state(path: Path, load, *args) -> None:
+    """Call `load(*args)`, a load_state_dict or restore_optimizer with the tensors of the checkpoint at
+    `path`: tensors that do not fit the networks (missing, extra or of other shapes) make it damaged."""
+    try:
+        load(*args)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        detail = " ".join(str(exc).split())[:200]  # load_state_dict lists every key, over many lines
+        raise VQCodecError(f"the checkpoint {path} is damaged ({type(exc).__name__}: {detail})") from None
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
@@ -143,6 +163,10 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     for key, value in tensors.items():
         index, field = key.split(".", 1)
         state.setdefault(int(index), {})[field] = value
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, entry in state.items():  # optimizer.load_state_dict checks none of this, and the step fails
+        if not 0 <= index < len(parameters) or any(v.dim() and v.shape != parameters[index].shape for v in entry.values()):
+            raise ValueError(f"the optimiser state of parameter {index} does not fit the model's")
     full = optimizer.state_dict()
     full["state"] = state
     optimizer.load_state_dict(full)
@@ -365,7 +389,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         raise VQCodecError(f"--noise-snr must be LOW,HIGH in dB with -20 <= LOW <= HIGH <= 100, not {low_snr},{high_snr}")
     model = (initial_model or VQVAE(cfg)).to(device)
     if saved:
-        model.load_state_dict(saved["model"])
+        restore_state(checkpoint_path, model.load_state_dict, saved["model"])
     parallel.broadcast_module_(model)  # the processes start from the first one's weights
     if decoder_only:
         freeze_for_decoder_only(model)
@@ -397,20 +421,20 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=options.lr, betas=(0.8, 0.99), weight_decay=0.0)
     if saved:
-        restore_optimizer(optimizer, saved.get("optim", {}))
+        restore_state(checkpoint_path, restore_optimizer, optimizer, saved.get("optim", {}))
     modules, optimizers = {"model": model}, {"optim": optimizer}
     average = None
     if weight_average:
         average = WeightAverage(model, weight_average, saved_meta.get("average_updates", 0))
         if "average" in saved:
-            average.model.load_state_dict(saved["average"])
+            restore_state(checkpoint_path, average.model.load_state_dict, saved["average"])
         modules["average"] = average.model
     if adversarial:
         disc = MultiScaleSTFTDiscriminator().to(device)
         disc_optimizer = torch.optim.AdamW(disc.parameters(), lr=options.lr, betas=(0.8, 0.99), weight_decay=0.0)
         if "disc" in saved:  # a checkpoint trained without --adversarial starts a fresh discriminator
-            disc.load_state_dict(saved["disc"])
-            restore_optimizer(disc_optimizer, saved.get("disc_optim", {}))
+            restore_state(checkpoint_path, disc.load_state_dict, saved["disc"])
+            restore_state(checkpoint_path, restore_optimizer, disc_optimizer, saved.get("disc_optim", {}))
         parallel.broadcast_module_(disc)
         modules["disc"], optimizers["disc_optim"] = disc, disc_optimizer
     loss_fn = ReconstructionLoss(cfg).to(device)
