@@ -12,7 +12,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from test_train import CFG, CROP, data_dir  # noqa: F401  (data_dir: the training folder fixture)
+import pytest
+
+from test_train import CFG, CROP, data_dir, run_in_process  # noqa: F401  (data_dir: the training folder fixture)
 from vqcodec import Codec
 
 TESTS = Path(__file__).resolve().parent
@@ -83,3 +85,34 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused(data_dir, tmp
     assert result.returncode != 0
     assert "--batch-size 3 does not split evenly over 2 processes" in result.stderr
     assert not (out / "checkpoint.safetensors").exists()
+
+
+@pytest.mark.parametrize("environment, message", [
+    ({"WORLD_SIZE": "two"}, "the environment variable WORLD_SIZE is 'two', not a whole number"),
+    ({"WORLD_SIZE": "2"}, "WORLD_SIZE is 2 but RANK is not set: start the processes with torchrun"),
+    ({"WORLD_SIZE": "2", "RANK": "0"}, "WORLD_SIZE is 2 but MASTER_ADDR is not set"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "x"},
+     "the environment variable MASTER_PORT is 'x'"),
+    # a rank outside the group waited for the others for good
+    ({"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}, "RANK is 2, not one of the 2"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "PORT IN USE"},
+     "cannot join the other training processes"),
+])
+def test_a_torchrun_environment_set_wrongly_is_refused_in_one_line(data_dir, tmp_path, capsys, monkeypatch,  # noqa: F811
+                                                                    environment, message):
+    """Each was a traceback from int() or torch.distributed's rendezvous."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in environment.items():
+            monkeypatch.setenv(name, str(taken.getsockname()[1]) if value == "PORT IN USE" else value)
+        out = tmp_path / "run"
+        code, err = run_in_process(["train", data_dir, "--out", out, "--max-steps", "1", "--batch-size", "2",
+                                    "--device", "cpu", "--no-prior"], capsys)
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert message in err
+    assert not out.exists()

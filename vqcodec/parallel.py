@@ -20,9 +20,25 @@ import torch.distributed as dist
 from .errors import VQCodecError
 
 
+def _not_set(name: str) -> VQCodecError:
+    return VQCodecError(f"WORLD_SIZE is {os.environ['WORLD_SIZE']} but {name} is not set: start the processes with "
+                        f"torchrun (torchrun --nproc_per_node N -m vqcodec train ...), or unset WORLD_SIZE")
+
+
+def _environment_number(name: str, default: str | None = None) -> int:
+    """A whole number torchrun sets in the environment; one set wrongly (or missing) is refused."""
+    text = os.environ.get(name, default)
+    if text is None:
+        raise _not_set(name)
+    try:
+        return int(text)
+    except ValueError:
+        raise VQCodecError(f"the environment variable {name} is {text!r}, not a whole number") from None
+
+
 def launched_processes() -> int:
     """How many processes torchrun started for this run (1 without torchrun)."""
-    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    return max(1, _environment_number("WORLD_SIZE", "1"))
 
 
 def active() -> bool:
@@ -48,16 +64,24 @@ def start(device: str) -> str:
         return device
     if not dist.is_available():
         raise VQCodecError("this torch build has no torch.distributed: train in one process")
-    if torch.device(device).type == "cuda":
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if local_rank >= torch.cuda.device_count():
-            raise VQCodecError(f"process {local_rank} has no GPU of its own ({torch.cuda.device_count()} visible): "
-                               f"start at most that many processes per machine")
+    processes, process = launched_processes(), _environment_number("RANK")
+    if not 0 <= process < processes:
+        raise VQCodecError(f"RANK is {process}, not one of the {processes} processes of WORLD_SIZE (0 to {processes - 1})")
+    if not os.environ.get("MASTER_ADDR"):
+        raise _not_set("MASTER_ADDR")
+    _environment_number("MASTER_PORT")
+    cuda = torch.device(device).type == "cuda"
+    local_rank = _environment_number("LOCAL_RANK", "0")
+    if cuda and not 0 <= local_rank < torch.cuda.device_count():
+        raise VQCodecError(f"process {local_rank} has no GPU of its own ({torch.cuda.device_count()} visible): "
+                           f"start at most that many processes per machine")
+    if cuda:
         torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl")
-        return f"cuda:{local_rank}"
-    dist.init_process_group("gloo")
-    return device
+    try:
+        dist.init_process_group("nccl" if cuda else "gloo")
+    except (RuntimeError, ValueError) as exc:  # the address taken or unreachable, a timeout
+        raise VQCodecError(f"cannot join the other training processes ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
+    return f"cuda:{local_rank}" if cuda else device
 
 
 def stop() -> None:
