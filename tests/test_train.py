@@ -811,6 +811,8 @@ def test_the_shipped_configs_are_within_the_parameter_bound(name):
     # in bounds field by field, but 317 GB of weights: a RuntimeError traceback (or the OOM killer) when built
     (["--config", "CONFIG:{\"kind\": \"audio\", \"base_channels\": 4096}"], "makes layers 65536 wide"),
     (["--config", "CONFIG:{\"kind\": \"audio\", \"decoder_channels\": 300}"], "decoder_channels 300 doubled"),
+    # the encoder's frames outnumbered the decoder's input by one: a RuntimeError traceback at the first step
+    (["--config", "CONFIG:{\"kind\": \"audio\", \"strides\": [4, 1]}"], "each of strides must be a whole number from 2"),
     (["--config", "CONFIG:{\"kind\": \"audio\", \"num_codebooks\": 64, \"codebook_size\": 65536, "
       "\"latent_dim\": 4096}"], "num_codebooks x codebook_size x latent_dim is 17179869184"),  # 64 GiB
     (["--config", "CONFIG:{\"kind\": \"image\", \"channels\": [8, 8, 8, 8, 8, 8, 8, 8, 8]}"], "at most 8 levels"),

@@ -168,7 +168,7 @@ def check_config(config: ModelConfig) -> None:
         if not isinstance(config.strides, tuple) or not config.strides:
             raise ValueError(f"strides must be a list of whole numbers, not {config.strides!r}")
         for stride in config.strides:
-            whole("each of strides", stride, 1, 64)
+            whole("each of strides", stride, 2, 64)  # a stride of 1 makes one latent frame more than samples
         for name, base in (("base_channels", config.base_channels), ("decoder_channels", config.decoder_channels)):
             widest = base << len(config.strides)  # the width doubles at each stride
             if widest > MAX_WIDTH:
