@@ -811,6 +811,11 @@ def test_the_shipped_configs_are_within_the_parameter_bound(name):
     # in bounds field by field, but 317 GB of weights: a RuntimeError traceback (or the OOM killer) when built
     (["--config", "CONFIG:{\"kind\": \"audio\", \"base_channels\": 4096}"], "makes layers 65536 wide"),
     (["--config", "CONFIG:{\"kind\": \"audio\", \"decoder_channels\": 300}"], "decoder_channels 300 doubled"),
+    # a width of 1: its residual blocks' convolutions had no channels, a RuntimeError traceback at the first step
+    (["--config", "CONFIG:{\"kind\": \"audio\", \"base_channels\": 1}"], "base_channels must be a whole number from 2"),
+    (["--config", "CONFIG:{\"kind\": \"audio\", \"decoder_channels\": 1}"], "decoder_channels must be 0 (base_"),
+    (["--config", "CONFIG:{\"kind\": \"image\", \"channels\": [8, 1]}"], "each of channels must be a whole number from 2"),
+    (["--config", "CONFIG:{\"kind\": \"image\", \"decoder_channels\": [8, 8, 1]}"], "each of decoder_channels must"),
     # the encoder's frames outnumbered the decoder's input by one: a RuntimeError traceback at the first step
     (["--config", "CONFIG:{\"kind\": \"audio\", \"strides\": [4, 1]}"], "each of strides must be a whole number from 2"),
     (["--config", "CONFIG:{\"kind\": \"audio\", \"num_codebooks\": 64, \"codebook_size\": 65536, "

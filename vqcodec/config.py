@@ -151,7 +151,7 @@ def check_config(config: ModelConfig) -> None:
         if not isinstance(value, tuple) or (not value and not allow_empty):
             raise ValueError(f"{name} must be a list of whole numbers, not {value!r}")
         for item in value:
-            whole(f"each of {name}", item, 1, MAX_WIDTH)
+            whole(f"each of {name}", item, 2, MAX_WIDTH)  # a residual block halves its width
 
     whole("num_codebooks", config.num_codebooks, 1, MAX_CODEBOOKS)
     whole("codebook_size", config.codebook_size, 2, MAX_CODEBOOK_SIZE)
@@ -163,8 +163,10 @@ def check_config(config: ModelConfig) -> None:
         raise ValueError(f"num_codebooks x codebook_size x latent_dim is {entries}, more than {MAX_CODEBOOK_ENTRIES}")
     if isinstance(config, AudioConfig):
         whole("sample_rate", config.sample_rate, MIN_MODEL_RATE, MAX_MODEL_RATE)
-        whole("base_channels", config.base_channels, 1, MAX_WIDTH)
+        whole("base_channels", config.base_channels, 2, MAX_WIDTH)  # a residual block halves its width
         whole("decoder_channels", config.decoder_channels, 0, MAX_WIDTH)
+        if config.decoder_channels == 1:
+            raise ValueError("decoder_channels must be 0 (base_channels) or at least 2, not 1")
         if not isinstance(config.strides, tuple) or not config.strides:
             raise ValueError(f"strides must be a list of whole numbers, not {config.strides!r}")
         for stride in config.strides:
