@@ -800,6 +800,7 @@ def test_the_shipped_configs_are_within_the_parameter_bound(name):
     (["--codebook-size", "0"], "'--codebook-size': 0 is not in the range"),
     (["--max-steps", "-5"], "'--max-steps': -5 is not in the range"),
     (["--max-steps", "0"], "--max-steps 0 writes the starting model as it is: it needs --init"),
+    (["--threads", "100000"], "'--threads': 100000 is not in the range 1<=x<=256"),  # torch crashed (SIGSEGV)
     (["--name", "checkpoint"], "is the training checkpoint's"),
     (["--name", "sub/x"], "is not a plain file name"),
     (["--name", ".."], "is not a plain file name"),

@@ -948,7 +948,7 @@ def _check_folder(data_dir) -> None:
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--eval-every", type=click.IntRange(1), default=200, show_default=True,
               help="Steps between validations (and training-log records).")
-@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch.")
+@click.option("--threads", type=click.IntRange(1, 256), default=None, help="CPU threads for torch (at most 256).")
 @click.option("--precision", default="auto", type=click.Choice(["auto", "fp32", "bf16"]), show_default=True,
               help="bf16: run the networks under bfloat16 autocast (quantiser and losses stay fp32). "
                    "auto: bf16 on GPUs and on CPUs with AMX, else fp32.")
@@ -1098,7 +1098,7 @@ def _comma_separated(text: str, kind, option: str, what: str) -> list:
 @click.option("--depth-weight", default=None, type=click.FloatRange(0, 100),
               help="Encoder's per-cell depth weight, as for `encode` (default: the model kind's default).")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch.")
+@click.option("--threads", type=click.IntRange(1, 256), default=None, help="CPU threads for torch (at most 256).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (rows, files, skipped files).")
 def eval_command(model, data_dir, qualities, rates, files, depth_weight, device, threads, as_json):
     """Measure a model on a folder of audio or images (read recursively), or on one file: real
@@ -1167,7 +1167,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
 @click.argument("data_dir", metavar="DIR")
 @click.option("--out", default=None, help="Write the model files with the prior here (NAME.safetensors) instead of in place.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch.")
+@click.option("--threads", type=click.IntRange(1, 256), default=None, help="CPU threads for torch (at most 256).")
 @click.option("--force", is_flag=True, help="Overwrite the model files that --out names, or a shipped model's prior.")
 def fit_prior(model, data_dir, out, device, threads, force):
     """Fit the entropy-coding prior of MODEL to the codes of the media in DIR, and store it in the model.
