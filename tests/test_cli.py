@@ -868,6 +868,29 @@ def test_refuses_to_overwrite_without_force(encoded, cli, tiny_model_path):
     target.unlink()
 
 
+@pytest.mark.parametrize("force", [False, True])
+def test_an_output_written_by_another_run_meanwhile_is_kept_without_force(tmp_path, force):
+    """Two runs writing one new name: the check before the work passes for both, and the rename at the
+    end replaced whatever the other had written, without --force."""
+    from vqcodec.cli import _write_output
+    from vqcodec.errors import VQCodecError
+
+    target = tmp_path / "out.vq"
+
+    def write(stream):
+        target.write_bytes(b"the other run's file")  # finished while this one was still writing
+        stream.write(b"this run's file")
+
+    if force:
+        _write_output(str(target), write, force=True)
+        assert target.read_bytes() == b"this run's file"
+    else:
+        with pytest.raises(VQCodecError, match="exists .*--force"):
+            _write_output(str(target), write, force=False)
+        assert target.read_bytes() == b"the other run's file"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.vq"]  # no temporary file left
+
+
 # ---------------------------------------------------------------- many independent runs, run two at a time
 
 def _case_setup(name: str, folder: Path, ctx) -> tuple[list, dict]:

@@ -143,7 +143,7 @@ def _write_output(path: str, write, force: bool) -> None:
         raise VQCodecError(f"{target.parent}: no such directory")
     from .io import write_file
 
-    write_file(target, write)
+    write_file(target, write, replace=force)
 
 
 def _media_kind(data: bytes, path: str, forced: str | None) -> str:

@@ -21,10 +21,11 @@ IMAGE_EXTENSIONS = {".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", 
                     ".tga"}
 
 
-def move_into_place(finished, target) -> None:
+def move_into_place(finished, target, replace: bool = True) -> None:
     """Rename a finished temporary file onto `target`, with the permissions a plain open() would
     have given it: those of the file it replaces, else 0666 less the umask (mkstemp and
-    safetensors create files only their owner can read)."""
+    safetensors create files only their owner can read). With replace=False a `target` that has
+    appeared meanwhile (another run writing the same name) is kept, and VQCodecError raised."""
     try:
         mode = stat.S_IMODE(os.stat(target).st_mode)
     except FileNotFoundError:
@@ -32,6 +33,17 @@ def move_into_place(finished, target) -> None:
         os.umask(umask)
         mode = 0o666 & ~umask
     os.chmod(finished, mode)
+    if not replace:
+        try:
+            os.link(finished, target)  # fails, atomically, where target exists
+        except FileExistsError:
+            raise VQCodecError(f"{target} exists (written while this ran); pass --force to overwrite it") from None
+        except OSError:  # no hard links on this file system: check, then rename
+            if os.path.lexists(target):
+                raise VQCodecError(f"{target} exists (written while this ran); pass --force to overwrite it") from None
+        else:
+            os.unlink(finished)
+            return
     os.replace(finished, target)
 
 
@@ -49,11 +61,12 @@ def is_stream_file(path) -> bool:
 TEMPORARY_NAME_CHARS = 40  # of the output's name in its temporary file's: at most 160 bytes in UTF-8
 
 
-def write_file(path, write) -> None:
+def write_file(path, write, replace: bool = True) -> None:
     """Call write(stream) into a temporary file beside `path`, then rename it onto `path`: a failure
     leaves nothing behind, and readers never see half a file. A FIFO or device (is_stream_file) gets
     the finished output written into it instead. A symbolic link to a file is written through: the
-    file it names is replaced, and the link stays."""
+    file it names is replaced, and the link stays. With replace=False a file at `path` is never
+    replaced, even one that another process wrote while this one ran (move_into_place)."""
     import shutil
     import tempfile
 
@@ -79,7 +92,7 @@ def write_file(path, write) -> None:
     try:
         with os.fdopen(fd, "wb") as stream:
             write(stream)
-        move_into_place(tmp, target)
+        move_into_place(tmp, target, replace)
     except OSError as exc:  # named by the output, not the temporary file
         Path(tmp).unlink(missing_ok=True)
         raise VQCodecError(f"cannot write {target}: {exc.strerror or exc}") from None
