@@ -966,6 +966,35 @@ def test_a_run_whose_loss_stops_being_finite_stops_without_writing_a_model(data_
     assert len(steps) == 3 and not (out / "tiny.safetensors").exists() and not (out / "checkpoint.json").exists()
 
 
+def test_weights_that_stop_being_finite_at_the_last_step_write_no_model(data_dir, tmp_path, monkeypatch):
+    """The loss check cannot see a last step whose loss was finite but whose update made the weights NaN."""
+    import vqcodec.train as train_module
+
+    real_step = train_module.train_step
+    steps = []
+
+    def last_step_spoils_the_weights(model, *args, **kwargs):
+        result = real_step(model, *args, **kwargs)
+        steps.append(1)
+        if len(steps) == 2:
+            with torch.no_grad():
+                next(model.parameters()).fill_(math.nan)
+        return result
+
+    monkeypatch.setattr(train_module, "train_step", last_step_spoils_the_weights)
+    out = tmp_path / "run"
+    with pytest.raises(VQCodecError, match="the weights are not finite after step 2"):
+        train(data_dir, CFG, options(out, max_steps=2))
+    assert not (out / "tiny.safetensors").exists() and not (out / "checkpoint.json").exists()
+
+
+def test_a_budget_too_short_for_one_step_writes_no_untrained_model(data_dir, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(VQCodecError, match="no training step ended within --max-minutes"):
+        train(data_dir, CFG, options(out, max_steps=None, max_minutes=1e-9))
+    assert not (out / "tiny.safetensors").exists()
+
+
 def test_fit_prior_does_not_overwrite_another_model_without_force(trained, data_dir, tmp_path, capsys):
     other = tmp_path / "other.safetensors"
     other.write_bytes(b"precious")

@@ -539,6 +539,11 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     model_path = out / f"{options.name}.safetensors"
     if not main:
         return model_path
+    if step == 0 and not initial_id:
+        raise VQCodecError("no training step ended within --max-minutes: no model written (give it more time)")
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise VQCodecError(f"training diverged: the weights are not finite after step {step} (lower the --lr); "
+                           f"no model written{', the last checkpoint is kept' if checkpoint_path.exists() else ''}")
     save_checkpoint(checkpoint_path, modules, optimizers, checkpoint_meta(trained_seconds))
     if average is not None:
         model = average.synced(model)
