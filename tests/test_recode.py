@@ -172,6 +172,9 @@ def test_recode_refusals(speech_codec, image_codec, recordings):
         speech_codec.recode(top[:-2], 4)  # cut short
     with pytest.raises(VQCodecError, match="file was written by model"):
         image_codec.recode(top, 4)
+    fixed = Codec.load("speech16k", coding="fixed")
+    with pytest.raises(VQCodecError, match="per-cell depth.*fixed-width coding cannot hold"):
+        fixed.recode(top, 3)  # the file's frames stop at several depths
 
 
 def test_cli_recode(cli, tmp_path, recordings):

@@ -640,7 +640,9 @@ class Codec:
         coding = self._coding_id()
         if (codes < 0).any():
             if coding != vqformat.CODING_PRIOR:
-                raise VQCodecError("codes with absent levels (-1) need entropy coding with the model's prior")
+                raise VQCodecError("some frames or cells stop short of the last codebook (per-cell depth, code -1), "
+                                   "which fixed-width coding cannot hold: code them with the model's prior "
+                                   "(coding auto or prior)")
             return vqformat.CODING_PRIOR_DEPTH
         return coding
 
