@@ -84,6 +84,11 @@ def test_one_call_api_takes_paths_streams_and_arrays(codec, signal, tmp_path, ti
     monkeypatch.setenv("VQCODEC_MODEL_PATH", str(tiny_model_path.parent))  # vqcodec.decode finds the file's model
     np.testing.assert_array_equal(vqcodec.decode(by_path)[0], decoded)
     assert codec.encode(audio[0].tolist(), 3, sample_rate=22050) == codec.encode_audio(audio[0], 22050, 3)
+    pcm = (audio[0] * 2**15).astype(np.int16).tolist()  # Python ints: coded as float, they were 2**15 times too loud
+    with pytest.raises(VQCodecError, match="PCM of 8, 16 or 32 bits"):
+        codec.encode(pcm, 3, sample_rate=22050)
+    with pytest.raises(VQCodecError, match="PCM of 8, 16 or 32 bits"):
+        codec.encode_audio(pcm, 22050, 3)
     with pytest.raises(VQCodecError, match="sample_rate"):
         codec.encode(audio)
     with pytest.raises(VQCodecError, match="cannot encode a NoneType"):

@@ -447,7 +447,7 @@ class Codec:
 
         quality = self.default_quality(max_rate is not None) if quality is None else quality
         if isinstance(media, (list, tuple)):
-            media = _as_array(media, np.float32 if self.kind == "audio" else None)
+            media = _as_array(media)  # a list of ints is refused as encode_audio refuses it, not taken as float
         if isinstance(media, torch.Tensor):
             media = _as_array(media)
         is_image = isinstance(media, Image.Image)
