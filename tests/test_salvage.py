@@ -152,6 +152,23 @@ def test_cli_salvage(cli, codec, audio_file, tiny_model_path, tmp_path):
     assert len(lines) == 1 and "1 of 8 chunks are damaged or missing, decoded as silence: 0.5-0.75 s" in lines[0]
 
 
+def test_bytes_after_the_last_chunk_are_named_and_salvage_says_it_ignores_them(cli, codec, audio_file,
+                                                                              tiny_model_path, tmp_path):
+    """Plain decode refused such a file without the --salvage hint, and --salvage decoded it silently."""
+    data, whole = audio_file
+    source = tmp_path / "junk.vq"
+    source.write_bytes(data + b"junkjunk")
+    assert codec.damaged_parts(source.read_bytes()) == [{"trailing_bytes": 8}]
+    env = {"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)}
+    refused = cli("decode", source, tmp_path / "refused.wav", env=env, text=True)
+    assert refused.returncode == 1 and refused.stderr == \
+        "vqcodec: error: 8 unexpected bytes after the last chunk; --salvage decodes what is intact\n"
+    result = cli("decode", source, tmp_path / "out.wav", "--salvage", env=env, text=True)
+    assert result.returncode == 0
+    assert result.stderr == "vqcodec: warning: 8 unexpected bytes after the last chunk, ignored\n"
+    np.testing.assert_array_equal(codec.decode_audio(source.read_bytes(), salvage=True)[0], whole)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(1, 255)), min_size=1, max_size=6),
        st.integers(0, 10 ** 6))
@@ -165,7 +182,7 @@ def test_any_damage_after_an_intact_header_salvages(codec, two_chunk_vq, flips, 
     data = bytes(data[:vqformat.HEADER_SIZE + cut % (body + 1)])
     header = vqformat.parse_header(data)
     parts = codec.damaged_parts(data)
-    assert {p["chunk"] for p in parts} <= set(range(header.chunk_count))
+    assert {p["chunk"] for p in parts if "chunk" in p} <= set(range(header.chunk_count))
     out, _ = codec.decode_audio(data, salvage=True)
     assert out.shape == (header.channels, header.length) and np.isfinite(out).all()
 

@@ -550,10 +550,13 @@ def _warn_damage(damaged: list[dict], header) -> None:
     audio = header.kind == vqformat.KIND_AUDIO
     spans = [f"{d['from']:g}-{d['to']:g} {'s' if audio else 'px rows'}" for d in damaged if "from" in d]
     lost = spans + ["the alpha plane (made opaque)" for d in damaged if d.get("alpha")]
+    trailing = "".join(f"{d['trailing_bytes']} unexpected bytes after the last chunk, ignored"
+                       for d in damaged if "trailing_bytes" in d)
     fill = "silence" if audio else "grey"
     total = header.chunk_count + (1 if header.flags & vqformat.FLAG_ALPHA else 0)
-    click.echo(f"vqcodec: warning: {len(damaged)} of {total} chunks "
-               f"are damaged or missing, decoded as {fill}: {', '.join(lost)}", err=True)
+    warnings = [f"{len(lost)} of {total} chunks are damaged or missing, decoded as {fill}: {', '.join(lost)}"
+                if lost else "", trailing]
+    click.echo(f"vqcodec: warning: {'; '.join(w for w in warnings if w)}", err=True)
 
 
 def _format_from_name(path: str) -> str:

@@ -1196,8 +1196,9 @@ class Codec:
     def damaged_parts(self, data: bytes) -> list[dict]:
         """What a damaged `.vq` file has lost: each code chunk whose framing or CRC fails or that does
         not decode, as {"chunk", "from", "to"} in seconds (audio) or pixel rows (images), and
-        {"chunk", "alpha": True} for a damaged alpha plane. Empty for an intact file. The header must
-        be intact: a file whose header is damaged raises, as in decoding."""
+        {"chunk", "alpha": True} for a damaged alpha plane, and {"trailing_bytes"} for bytes after the
+        last chunk (which salvage ignores). Empty for an intact file. The header must be intact: a file
+        whose header is damaged raises, as in decoding."""
         data = vq_bytes(data)
         audio = vqformat.parse_header(data).kind == vqformat.KIND_AUDIO
         self._require("audio" if audio else "image")
@@ -1221,6 +1222,9 @@ class Codec:
                 self._alpha_plane(header, alpha_bytes, True)
             except VQCodecError:
                 report.append({"chunk": header.chunk_count, "alpha": True})
+        trailing = vqformat.trailing_bytes(data, header)
+        if trailing:
+            report.append({"trailing_bytes": trailing})
         return report
 
     @torch.inference_mode()

@@ -205,6 +205,15 @@ def salvage_chunks(data: bytes, header: Header) -> tuple[list[bytes | None], byt
     return payloads, alpha
 
 
+def trailing_bytes(data: bytes, header: Header) -> int:
+    """How many bytes follow the last chunk of a file whose chunks are all framed (0 where one is not)."""
+    try:
+        _, offset = read_chunks(data, header.chunk_count + (1 if header.flags & FLAG_ALPHA else 0))
+    except FormatError:
+        return 0
+    return len(data) - offset
+
+
 def build_file(header: Header, chunks: list[bytes], alpha: bytes | None = None) -> bytes:
     header.chunk_count = len(chunks)
     header.flags = (header.flags & ~FLAG_ALPHA) | (FLAG_ALPHA if alpha is not None else 0)
