@@ -918,6 +918,35 @@ def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tm
     assert code == 1 and "--resume: no checkpoint in" in err, err
 
 
+def test_a_checkpoint_pair_of_two_saves_is_refused_and_one_without_save_ids_resumes(trained, data_dir, tmp_path, capsys):
+    # a kill between the two renames of a save left the new weights with the old JSON (step 12), and
+    # --resume went on silently with the wrong step count, schedule and clock
+    later, out = tmp_path / "later", tmp_path / "run"
+    shutil.copytree(trained, later)
+    train(data_dir, None, options(later, max_steps=14, resume=True, fit_prior=False))
+    shutil.copytree(trained, out)
+    shutil.copy(later / "checkpoint.safetensors", out / "checkpoint.safetensors")
+    base = ["train", data_dir, "--out", out, "--name", "tiny", "--resume", "--max-steps", "16", "--device", "cpu"]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, err = run_in_process(base, capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and err.startswith("vqcodec: error: "), err
+    assert "is half-written (checkpoint.safetensors and checkpoint.json are of different saves" in err, err
+    assert "--force" in err and {p.name: p.read_bytes() for p in out.iterdir()} == before
+    (out / "checkpoint.json").unlink()  # the first save of a run, stopped between its renames
+    code, err = run_in_process(base, capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "is half-written (checkpoint.json is missing" in err, err
+    with pytest.raises(VQCodecError, match="checkpoint.json is missing"):
+        train(data_dir, None, options(out, max_steps=16, resume=True))
+    # a checkpoint written before save ids (none in either file) still resumes
+    meta = json.loads((trained / "checkpoint.json").read_text())
+    assert set(load_file(str(trained / "checkpoint.safetensors"))) and "save_id" in meta
+    save_file(load_file(str(trained / "checkpoint.safetensors")), str(out / "checkpoint.safetensors"))
+    (out / "checkpoint.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "save_id"}))
+    train(data_dir, None, options(out, max_steps=14, resume=True, fit_prior=False))
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 14
+
+
 def test_a_checkpoint_given_as_a_model_is_named_so(trained):
     with pytest.raises(VQCodecError, match="is a training checkpoint"):
         Codec.load(str(trained / "checkpoint.safetensors"))

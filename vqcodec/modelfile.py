@@ -96,10 +96,11 @@ def save_model(model: VQVAE, path: Path, training: dict | None = None, extra: di
     return path
 
 
-def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Write a safetensors file through write_file (a temporary file beside it, renamed into place): a
-    failure (a full disk, a read-only folder) is one VQCodecError, and leaves nothing behind."""
-    write_file(path, lambda stream: stream.write(save(tensors)))
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write a safetensors file (with `metadata`, strings, in its header) through write_file (a temporary
+    file beside it, renamed into place): a failure (a full disk, a read-only folder) is one VQCodecError,
+    and leaves nothing behind."""
+    write_file(path, lambda stream: stream.write(save(tensors, metadata=metadata)))
 
 
 def write_json(path: Path, value) -> None:
@@ -136,6 +137,16 @@ def read_safetensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]
     except UnicodeDecodeError:
         return {name: tensor.to(device) for name, tensor in load(Path(path).read_bytes()).items()}
     return load_file(str(path), device=device)
+
+
+def read_safetensors_metadata(path: Path) -> dict[str, str]:
+    """The metadata in a .safetensors file's header (empty if it has none); its size is checked against
+    the file's before it is read."""
+    with open(path, "rb") as stream:
+        size = int.from_bytes(stream.read(8), "little")
+        if size > os.fstat(stream.fileno()).st_size - 8:
+            raise ValueError(f"its header size ({size} bytes) is more than the file holds")
+        return json.loads(stream.read(size)).get("__metadata__") or {}
 
 
 def read_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import secrets
 import sys
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from .models import VQVAE, encoder_unchanged, widen, widths_differ_only
 from .modelfile import (CODE_TENSORS, attach_prior, build_model, compute_codes_id, inference_state, read_model_files,
-                        read_safetensors, save_model, write_json, write_tensors)
+                        read_safetensors, read_safetensors_metadata, save_model, write_json, write_tensors)
 from .registry import find_model
 
 
@@ -90,12 +91,19 @@ def run_files(out: Path, name: str) -> list[Path]:
 def checkpoint_config(out: Path) -> ModelConfig:
     """The config of the checkpoint in `out`, which --resume continues; refused if it is missing or damaged."""
     path = out / f"{CHECKPOINT_NAME}.json"
-    if not path.exists() or not path.with_suffix(".safetensors").exists():
+    if not path.with_suffix(".safetensors").exists():
         raise VQCodecError(f"--resume: no checkpoint in {out}")
+    if not path.exists():
+        raise VQCodecError(half_written(out, f"{path.name} is missing"))
     try:
         return config_from_dict(json.loads(path.read_text())["config"])
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise VQCodecError(f"--resume: the checkpoint in {out} is damaged ({exc})") from None
+
+
+def half_written(out: Path, what: str) -> str:
+    return (f"--resume: the checkpoint in {out} is half-written ({what}: the run was stopped while saving it) "
+            f"and cannot be resumed: start the run again with --force")
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -110,18 +118,24 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer, prefix: str) -> dict[st
 
 def save_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
                     meta: dict) -> None:
-    """Networks under `NAME.param`, optimiser state under `NAME.index.field`, in one safetensors file."""
+    """Networks under `NAME.param`, optimiser state under `NAME.index.field`, in one safetensors file.
+    The two files are renamed into place one after the other: the same new `save_id` in both shows
+    that they are of one save (load_checkpoint refuses a pair that is not)."""
+    meta = {**meta, "save_id": secrets.token_hex(8)}
     tensors = {}
     for name, module in modules.items():
         tensors.update({f"{name}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
     for name, optimizer in optimizers.items():
         tensors.update({k: v.detach().cpu().contiguous() for k, v in _optimizer_tensors(optimizer, name).items()})
-    write_tensors(path, tensors)
+    write_tensors(path, tensors, {"save_id": meta["save_id"]})
     write_json(path.with_suffix(".json"), meta)
 
 
 def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
-    """The checkpoint's tensors grouped by name ("model", "optim", "disc", "disc_optim"), and its metadata."""
+    """The checkpoint's tensors grouped by name ("model", "optim", "disc", "disc_optim"), and its metadata.
+    A pair whose files are of different saves is refused (one written before save ids has none in either)."""
+    if not path.with_suffix(".json").exists():
+        raise VQCodecError(half_written(path.parent, f"{path.with_suffix('.json').name} is missing"))
     try:
         meta = json.loads(path.with_suffix(".json").read_text())
         config_from_dict(meta["config"])
@@ -143,8 +157,12 @@ def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.
             groups.setdefault(name, {})[rest] = value
         if "model" not in groups:
             raise ValueError("it holds no model weights")
+        weights_save = read_safetensors_metadata(path).get("save_id")
     except Exception as exc:  # JSON, safetensors and missing fields raise many types
         raise VQCodecError(f"the checkpoint {path} is damaged ({type(exc).__name__}: {exc})") from None
+    if weights_save != meta.get("save_id"):
+        raise VQCodecError(half_written(path.parent, f"{path.name} and {path.with_suffix('.json').name} "
+                                                     f"are of different saves"))
     return groups, meta
 
 
