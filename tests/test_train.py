@@ -889,7 +889,13 @@ def test_a_new_run_is_not_started_over_another_without_force(trained, data_dir, 
 def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(trained, out)
+    weights = str(out / "checkpoint.safetensors")
+    tensors = load_file(weights)
     base = ["train", data_dir, "--out", out, "--name", "tiny", "--resume", "--max-steps", "20", "--device", "cpu"]
+    save_file(tensors, weights, metadata={"checkpoint": "{not json"})  # the record in the weights' header
+    code, err = run_in_process(base, capsys)
+    assert code == 1 and "checkpoint in" in err and "is damaged" in err, err
+    save_file(tensors, weights)  # as written before the header held the record: the JSON file is read
     code, err = run_in_process([*base, "--codebooks", "2"], capsys)  # what the checkpoint's config is not
     assert code == 1 and "which --codebooks would change" in err, err
     meta = json.loads((out / "checkpoint.json").read_text())
@@ -918,31 +924,32 @@ def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tm
     assert code == 1 and "--resume: no checkpoint in" in err, err
 
 
-def test_a_checkpoint_pair_of_two_saves_is_refused_and_one_without_save_ids_resumes(trained, data_dir, tmp_path, capsys):
-    # a kill between the two renames of a save left the new weights with the old JSON (step 12), and
-    # --resume went on silently with the wrong step count, schedule and clock
+def test_a_checkpoint_left_half_written_resumes_from_its_weights_own_record(trained, data_dir, tmp_path,
+                                                                             monkeypatch):
+    # a kill between the two renames of a save left the new weights with the old JSON (step 12), or
+    # none, and --resume went on silently with the wrong step count, schedule and clock
+    import vqcodec.train as train_module
+
     later, out = tmp_path / "later", tmp_path / "run"
     shutil.copytree(trained, later)
     train(data_dir, None, options(later, max_steps=14, resume=True, fit_prior=False))
-    shutil.copytree(trained, out)
-    shutil.copy(later / "checkpoint.safetensors", out / "checkpoint.safetensors")
-    base = ["train", data_dir, "--out", out, "--name", "tiny", "--resume", "--max-steps", "16", "--device", "cpu"]
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
-    code, err = run_in_process(base, capsys)
-    assert code == 1 and len(err.strip().splitlines()) == 1 and err.startswith("vqcodec: error: "), err
-    assert "is half-written (checkpoint.safetensors and checkpoint.json are of different saves" in err, err
-    assert "--force" in err and {p.name: p.read_bytes() for p in out.iterdir()} == before
-    (out / "checkpoint.json").unlink()  # the first save of a run, stopped between its renames
-    code, err = run_in_process(base, capsys)
-    assert code == 1 and len(err.strip().splitlines()) == 1, err
-    assert "is half-written (checkpoint.json is missing" in err, err
-    with pytest.raises(VQCodecError, match="checkpoint.json is missing"):
-        train(data_dir, None, options(out, max_steps=16, resume=True))
-    # a checkpoint written before save ids (none in either file) still resumes
+    steps = []
+    real_step = train_module.train_step
+    monkeypatch.setattr(train_module, "train_step", lambda *a, **k: steps.append(1) or real_step(*a, **k))
+    for json_left in (True, False):
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(trained, out)
+        shutil.copy(later / "checkpoint.safetensors", out / "checkpoint.safetensors")
+        if not json_left:  # the first save of a run, stopped between its renames
+            (out / "checkpoint.json").unlink()
+        steps.clear()
+        train(data_dir, None, options(out, max_steps=16, resume=True, fit_prior=False))
+        assert len(steps) == 2  # from the weights' step 14, not the JSON's 12
+        assert json.loads((out / "checkpoint.json").read_text())["step"] == 16
+    # a checkpoint written before the record was in the weights' header still resumes from its JSON file
     meta = json.loads((trained / "checkpoint.json").read_text())
-    assert set(load_file(str(trained / "checkpoint.safetensors"))) and "save_id" in meta
     save_file(load_file(str(trained / "checkpoint.safetensors")), str(out / "checkpoint.safetensors"))
-    (out / "checkpoint.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "save_id"}))
+    (out / "checkpoint.json").write_text(json.dumps(meta))
     train(data_dir, None, options(out, max_steps=14, resume=True, fit_prior=False))
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 14
 

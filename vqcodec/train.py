@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import secrets
 import sys
 import time
 from dataclasses import dataclass
@@ -90,20 +89,22 @@ def run_files(out: Path, name: str) -> list[Path]:
 
 def checkpoint_config(out: Path) -> ModelConfig:
     """The config of the checkpoint in `out`, which --resume continues; refused if it is missing or damaged."""
-    path = out / f"{CHECKPOINT_NAME}.json"
-    if not path.with_suffix(".safetensors").exists():
-        raise VQCodecError(f"--resume: no checkpoint in {out}")
+    path = out / f"{CHECKPOINT_NAME}.safetensors"
     if not path.exists():
-        raise VQCodecError(half_written(out, f"{path.name} is missing"))
+        raise VQCodecError(f"--resume: no checkpoint in {out}")
     try:
-        return config_from_dict(json.loads(path.read_text())["config"])
+        return config_from_dict(checkpoint_record(path)["config"])
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise VQCodecError(f"--resume: the checkpoint in {out} is damaged ({exc})") from None
 
 
-def half_written(out: Path, what: str) -> str:
-    return (f"--resume: the checkpoint in {out} is half-written ({what}: the run was stopped while saving it) "
-            f"and cannot be resumed: start the run again with --force")
+def checkpoint_record(path: Path) -> dict:
+    """A checkpoint's record (step, clock, config, held-out files, ...): the copy in its weights file's
+    header, written with them. The JSON file beside it is a readable copy, renamed into place after the
+    weights, so a run stopped between the two renames leaves it one save behind, or missing; checkpoints
+    written before the header copy have only the JSON file."""
+    stored = read_safetensors_metadata(path).get("checkpoint")
+    return json.loads(stored if stored is not None else path.with_suffix(".json").read_text())
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -118,26 +119,21 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer, prefix: str) -> dict[st
 
 def save_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
                     meta: dict) -> None:
-    """Networks under `NAME.param`, optimiser state under `NAME.index.field`, in one safetensors file.
-    The two files are renamed into place one after the other: the same new `save_id` in both shows
-    that they are of one save (load_checkpoint refuses a pair that is not)."""
-    meta = {**meta, "save_id": secrets.token_hex(8)}
+    """Networks under `NAME.param`, optimiser state under `NAME.index.field`, in one safetensors file,
+    with `meta` in its header (checkpoint_record) and in a JSON file beside it."""
     tensors = {}
     for name, module in modules.items():
         tensors.update({f"{name}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
     for name, optimizer in optimizers.items():
         tensors.update({k: v.detach().cpu().contiguous() for k, v in _optimizer_tensors(optimizer, name).items()})
-    write_tensors(path, tensors, {"save_id": meta["save_id"]})
+    write_tensors(path, tensors, {"checkpoint": json.dumps(meta)})
     write_json(path.with_suffix(".json"), meta)
 
 
 def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
-    """The checkpoint's tensors grouped by name ("model", "optim", "disc", "disc_optim"), and its metadata.
-    A pair whose files are of different saves is refused (one written before save ids has none in either)."""
-    if not path.with_suffix(".json").exists():
-        raise VQCodecError(half_written(path.parent, f"{path.with_suffix('.json').name} is missing"))
+    """The checkpoint's tensors grouped by name ("model", "optim", "disc", "disc_optim"), and its record."""
     try:
-        meta = json.loads(path.with_suffix(".json").read_text())
+        meta = checkpoint_record(path)
         config_from_dict(meta["config"])
         for field in ("step", "average_updates"):  # counts, which seed the crops and the average's warm-up
             value = meta.get(field, 0) if field == "average_updates" else meta[field]
@@ -157,12 +153,8 @@ def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.
             groups.setdefault(name, {})[rest] = value
         if "model" not in groups:
             raise ValueError("it holds no model weights")
-        weights_save = read_safetensors_metadata(path).get("save_id")
     except Exception as exc:  # JSON, safetensors and missing fields raise many types
         raise VQCodecError(f"the checkpoint {path} is damaged ({type(exc).__name__}: {exc})") from None
-    if weights_save != meta.get("save_id"):
-        raise VQCodecError(half_written(path.parent, f"{path.name} and {path.with_suffix('.json').name} "
-                                                     f"are of different saves"))
     return groups, meta
 
 
