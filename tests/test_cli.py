@@ -792,7 +792,7 @@ def test_pack_refuses_bad_codes(cli, tmp_path, tiny_model_path):
             stream.write(bytes(size))
     cases = [("float", golden, [], "integers"), ("two-d", golden, [], "integer array (channels, quality, frames)"),
              ("range", golden, [], "each an index below"), ("broken", golden, [], "present from the first level"),
-             ("absent", tiny_model_path, [], "need entropy coding"),   # a model without a prior
+             ("absent", tiny_model_path, [], "fixed-width coding cannot hold"),   # a model without a prior
              ("pickled", golden, [], "pickles are refused"), ("text", golden, [], "not a NumPy"),
              ("huge", golden, [], "header announces 800000000000 values"),
              ("negative", golden, [], "negative size (-1, -1)"), ("empty-type", golden, [], "integers, not |V0"),
