@@ -341,3 +341,19 @@ def test_golden_depth_files_decode_to_the_committed_codes(kind):
         codec.decode_audio(data)
     else:
         codec.decode_image(data)
+
+
+def test_verbose_info_says_what_the_fixed_width_size_counts(cli):
+    """On a file whose cells stop at several depths, the fixed bits count the codes present and the
+    fixed-width size every level of every cell: the two disagreed with nothing saying why."""
+    args = (GOLDEN / "golden_audio_depth.vq", "-v", "-m", GOLDEN / "golden_audio.safetensors")
+    result = cli("info", *args, text=True)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(cli("info", *args, "--json", text=True).stdout)["payload"]
+    codes = sum(row["codes"] for row in report["levels"])
+    assert codes < report["cells"] * 4 and report["fixed_width_bytes"] == report["cells"] * 4 * 4 // 8
+    line = next(line for line in result.stdout.splitlines() if line.startswith("payload:"))
+    assert line.endswith(f"fixed width would take {report['fixed_width_bytes']} bytes "
+                         f"(all 4 levels of every cell, not only the {codes} codes above)")
+    full = cli("info", GOLDEN / "golden_audio_prior.vq", "-v", "-m", GOLDEN / "golden_audio.safetensors", text=True)
+    assert "every cell" not in full.stdout  # every code present: the two agree

@@ -1135,7 +1135,9 @@ class Codec:
         range-coded stream cannot be split by level, so the actual size is given for the payloads as a
         whole (with the channel-layout bytes of files that share channels' codes, which the levels'
         counts leave out: they count the codes stored); `framing_bytes` is the header, the chunk
-        heads and the alpha plane.
+        heads and the alpha plane. Each level's `fixed_bits` counts the codes present only, while
+        `fixed_width_bytes` is what a fixed-width file would take: all `quality` levels of every one of
+        the `cells` (frames or latent cells, per channel stored), as fixed width has no absent levels.
         """
         data = vq_bytes(data)
         header, chunks, alpha = self._parse_whole(data)
