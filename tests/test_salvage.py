@@ -149,7 +149,7 @@ def test_cli_salvage(cli, codec, audio_file, tiny_model_path, tmp_path):
     result = cli("decode", source, out, "--salvage", env=env, text=True)
     assert result.returncode == 0 and out.exists()
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "1 of 8 chunks are damaged or missing, decoded as silence: 0.5-0.75 s" in lines[0]
+    assert len(lines) == 1 and "1 of 8 chunks are damaged or missing, decoded as silence: 0.500-0.750 s" in lines[0]
 
 
 def test_bytes_after_the_last_chunk_are_named_and_salvage_says_it_ignores_them(cli, codec, audio_file,
@@ -219,3 +219,17 @@ def test_a_header_alone_costs_no_memory_for_its_lost_chunks(golden_audio_codec):
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20
+
+
+@pytest.mark.parametrize("kind, parts, spans", [
+    (vqformat.KIND_AUDIO, [{"chunk": 361, "from": 3617.554, "to": 3627.554}], "3617.554-3627.554 s"),
+    (vqformat.KIND_IMAGE, [{"chunk": 3906, "from": 999936, "to": 1000192}], "999936-1000192 px rows")])
+def test_salvage_warning_gives_spans_to_the_millisecond_and_the_row(capsys, kind, parts, spans):
+    """Spans were printed with 6 significant digits: 3617.55 s for 3617.554, 1e+06 for row 1000000."""
+    from vqcodec.cli import _warn_damage
+
+    header = vqformat.Header(kind=kind, coding=0, quality=1, model_id=bytes(8), chunk_frames=1, chunk_count=4000)
+    _warn_damage(parts, header)
+    assert capsys.readouterr().err.endswith(f" chunks are damaged or missing, decoded as "
+                                            f"{'silence' if kind == vqformat.KIND_AUDIO else 'grey'}: {spans}\n")
+

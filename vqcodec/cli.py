@@ -548,7 +548,8 @@ def _warn_damage(damaged: list[dict], header) -> None:
     if not damaged:
         return
     audio = header.kind == vqformat.KIND_AUDIO
-    spans = [f"{d['from']:g}-{d['to']:g} {'s' if audio else 'px rows'}" for d in damaged if "from" in d]
+    spans = [f"{d['from']:.3f}-{d['to']:.3f} s" if audio else f"{int(d['from'])}-{int(d['to'])} px rows"
+             for d in damaged if "from" in d]  # to the millisecond (as damaged_parts gives them), whole rows
     lost = spans + ["the alpha plane (made opaque)" for d in damaged if d.get("alpha")]
     trailing = "".join(f"{d['trailing_bytes']} unexpected bytes after the last chunk, ignored"
                        for d in damaged if "trailing_bytes" in d)
