@@ -233,3 +233,21 @@ def test_salvage_warning_gives_spans_to_the_millisecond_and_the_row(capsys, kind
     assert capsys.readouterr().err.endswith(f" chunks are damaged or missing, decoded as "
                                             f"{'silence' if kind == vqformat.KIND_AUDIO else 'grey'}: {spans}\n")
 
+
+def test_info_on_a_damaged_file_does_not_say_how_many_chunks_it_shares(cli, tmp_path):
+    """With its chunks unread, info --json said "shared_chunks": 0 for a file that stores channels once."""
+    import json
+
+    from conftest import GOLDEN
+
+    source = tmp_path / "damaged.vq"
+    source.write_bytes(flip_byte_in_chunk((GOLDEN / "golden_audio_shared.vq").read_bytes(), 0))
+    record = json.loads(cli("info", source, "--json", text=True).stdout)
+    assert record["shared_chunks"] is None and record["channels"] == 2
+    shown = cli("info", source, text=True)
+    assert shown.returncode == 1
+    assert "2 channel(s) (stored once or per channel: unknown, chunks unread), 16000 Hz" in shown.stdout
+    intact = json.loads(cli("info", GOLDEN / "golden_audio_depth.vq", "--json", text=True).stdout)
+    damaged = tmp_path / "damaged_unshared.vq"
+    damaged.write_bytes(flip_byte_in_chunk((GOLDEN / "golden_audio_depth.vq").read_bytes(), 0))
+    assert intact["shared_chunks"] == json.loads(cli("info", damaged, "--json", text=True).stdout)["shared_chunks"] == 0

@@ -639,7 +639,8 @@ def _print_info(file_info, model: str | None, report: dict | None) -> None:
     click.echo(f"model:     {model or 'not installed'} ({file_info.model_id})")
     if file_info.kind == "audio":
         shared = f" (one signal, stored once, in {file_info.shared_chunks} of {file_info.chunks} chunks)" \
-            if file_info.shared_chunks else ""
+            if file_info.shared_chunks else " (stored once or per channel: unknown, chunks unread)" \
+            if file_info.shared_chunks is None else ""
         click.echo(f"audio:     {file_info.channels} channel(s){shared}, {file_info.sample_rate} Hz, "
                    f"{file_info.samples} samples ({file_info.duration:.3f} s)")
         click.echo(f"bitrate:   {file_info.bitrate / 1000:.3f} kbps ({file_info.size_bytes} bytes)")

@@ -24,7 +24,8 @@ class FileInfo:
     mode: str = ""
     has_alpha: bool = False
     chunks: int = 0
-    shared_chunks: int = 0   # audio: chunks whose channels share one set of codes, stored once
+    shared_chunks: int | None = 0   # audio: chunks whose channels share one set of codes, stored once
+                                    # (None: unknown, as for a damaged file, whose chunks are not read)
     gain: float = 1.0        # audio: the level gain the decoder multiplies by
 
     @property
@@ -69,14 +70,16 @@ def colour_mode(header: vqformat.Header) -> str:
 
 def read_info(data: bytes, check_chunks: bool = True) -> FileInfo:
     """What a `.vq` file's header says (`data`: its bytes, path or a binary stream), once the whole
-    file checks out (or the header alone, with check_chunks=False: for a damaged file)."""
+    file checks out (or the header alone, with check_chunks=False: for a damaged file; shared_chunks
+    is then None where the header allows shared chunks, as the chunks are not read)."""
     data = vq_bytes(data)
     header, chunks, _ = vqformat.parse_file(data) if check_chunks else (vqformat.parse_header(data), [], None)
     info = FileInfo(kind=vqformat.KIND_NAMES[header.kind], model_id=header.model_id.hex(), quality=header.quality,
                     coding=vqformat.CODING_NAMES[header.coding], size_bytes=len(data), chunks=header.chunk_count)
     if header.kind == vqformat.KIND_AUDIO:
         info.sample_rate, info.channels, info.samples = header.sample_rate, header.channels, header.length
-        info.shared_chunks = sum(vqformat.stores_one_channel(header, chunk) for chunk in chunks)
+        info.shared_chunks = sum(vqformat.stores_one_channel(header, chunk) for chunk in chunks) \
+            if check_chunks or not header.flags & vqformat.FLAG_SHARED_CHANNELS else None  # not read: unknown
         info.gain = header.gain
     else:
         info.width, info.height = header.width, header.height
