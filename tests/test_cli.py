@@ -217,6 +217,23 @@ def test_info_json(encoded, cli, tiny_model_path, codec):
     assert record["duration"] == pytest.approx(0.5)
 
 
+
+def test_info_gives_the_bits_per_pixel_of_a_large_image_to_6_significant_digits(cli, tmp_path):
+    """Rounded to 4 decimals, a large image at a low rate was "bits_per_pixel": 0.0 (and 0.0000 bpp)."""
+    from conftest import GOLDEN
+
+    data = (GOLDEN / "golden_image_depth.vq").read_bytes()
+    header = vqformat.parse_header(data)
+    header.width = header.height = 9000
+    source = tmp_path / "large.vq"
+    source.write_bytes(header.pack() + data[vqformat.HEADER_SIZE:])
+    bpp = len(source.read_bytes()) * 8 / 9000 ** 2
+    record = json.loads(cli("info", source, "--json", text=True).stdout)
+    assert record["bits_per_pixel"] == pytest.approx(bpp, rel=1e-5) and record["bits_per_pixel"] == float(f"{bpp:.6g}")
+    assert f"bitrate:   {bpp:#.4g} bpp ({len(data)} bytes)" in cli("info", source, text=True).stdout
+    assert json.loads(cli("info", GOLDEN / "golden_image_depth.vq", "--json", text=True).stdout)["bits_per_pixel"] \
+        == float(f"{len(data) * 8 / (60 * 96):.6g}")
+
 def test_default_speech_encoding_is_the_top_quality_with_per_cell_depth(cli, tmp_path):
     """Without -q, speech16k codes every level it has (with depth weight 2 that is about the rate
     -q 6 gave at weight 1), with per-cell depth, under 3 kbps."""

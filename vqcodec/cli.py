@@ -623,7 +623,7 @@ def info(input_path, as_json, verbose, model_option):
         for key in ("width", "height", "mode", "has_alpha"):
             record.pop(key)
     else:
-        record.update(bits_per_pixel=round(file_info.bitrate, 4))
+        record.update(bits_per_pixel=float(f"{file_info.bitrate:.6g}"))  # 6 significant digits, however low
         for key in ("sample_rate", "channels", "samples", "shared_chunks", "gain"):
             record.pop(key)
     if as_json:
@@ -649,7 +649,7 @@ def _print_info(file_info, model: str | None, report: dict | None) -> None:
             click.echo(f"level:     coded divided by {file_info.gain:.9g}, decoded multiplied by it")
     else:
         click.echo(f"image:     {file_info.width}x{file_info.height} {file_info.mode}" + (" with alpha" if file_info.has_alpha else ""))
-        click.echo(f"bitrate:   {file_info.bitrate:.4f} bpp ({file_info.size_bytes} bytes)")
+        click.echo(f"bitrate:   {file_info.bitrate:#.4g} bpp ({file_info.size_bytes} bytes)")
     click.echo(f"quality:   {file_info.quality} codebooks")
     click.echo(f"coding:    {file_info.coding}" + (f" (prior {report['prior_id']})" if report and report["prior_id"] else ""))
     if report:
