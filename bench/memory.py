@@ -63,12 +63,9 @@ def peak_rss(stdin: Path, stdout: Path, args: list[str], source: Path) -> tuple[
 
 def _minute_list(text: str) -> list[int]:
     try:
-        minutes = [int(m) for m in text.split(",")]
-    except ValueError:
-        minutes = []
-    if not minutes or min(minutes) < 1:
-        raise argparse.ArgumentTypeError(f"not a list of whole minutes, each at least 1: {text!r}")
-    return minutes
+        return [common.positive_int(m) for m in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"not a list of whole minutes, each at least 1: {text!r}") from None
 
 
 def main() -> None:

@@ -10,8 +10,8 @@ and the same with network-fitted tables where they pay (with_network_tables, whi
 fifth file out to decide). Both are measured on the evaluation set (speech dev, Kodak) as the
 ideal code length in bits per code of each level (sum of -log2 p, contexts restarting at every
 container chunk as in a .vq file), and as the saving against fixed width (10 bits) of the first q
-levels. --files N keeps the first N files of each folder for a quick check (at least 5, since
-every fifth is held out).
+levels. --files N keeps the first N files of each folder for a quick check (at least 10: network-
+fitted tables are tried only where every fifth file can be held out, from ten files on).
 """
 from __future__ import annotations
 
@@ -75,10 +75,10 @@ def main() -> None:
     common.add_model_options(parser, "bench/out/prior_network.json")
     parser.add_argument("--levels", type=common.positive_int, default=4, help="levels to list one by one")
     parser.add_argument("--files", type=common.positive_int, default=None,
-                        help="first N files of each folder (at least 5)")
+                        help="first N files of each folder (at least 10)")
     args = parser.parse_args()
-    if args.files is not None and args.files < 5:
-        parser.error("--files must be at least 5: every fifth file is held out")
+    if args.files is not None and args.files < 10:
+        parser.error("--files must be at least 10: network-fitted tables are tried only from ten files on")
     results = []
     if not args.skip_speech:
         results.append(run_model(args.speech_model, DATA / "speech" / "train", DATA / "speech" / "dev",

@@ -426,6 +426,11 @@ def _one_line(message: str) -> str:
     return message.replace("\r", "\\r").replace("\n", "\\n")
 
 
+def _print_skipped(path, reason: str) -> None:
+    """A folder command's line for a file it could not do (the rest go on)."""
+    print(_one_line(f"skipping {path}: {reason}"), file=sys.stderr)
+
+
 def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -433,7 +438,7 @@ def _progress(line: str) -> None:
 def _finish_folder(report, verb: str, out: Path, total: int) -> None:
     """The folder commands' last lines: the files skipped, what was written, and status 1 if any was skipped."""
     for path, reason in report.skipped:
-        print(_one_line(f"skipping {path}: {reason}"), file=sys.stderr)
+        _print_skipped(path, reason)
     print(f"{verb} {report.summary()} into {out}", file=sys.stderr)
     if report.skipped:
         raise VQCodecError(f"{len(report.skipped)} of {total} files could not be {verb} (listed above)")
@@ -551,13 +556,13 @@ def _warn_damage(damaged: list[dict], header) -> None:
     spans = [f"{d['from']:.3f}-{d['to']:.3f} s" if audio else f"{int(d['from'])}-{int(d['to'])} px rows"
              for d in damaged if "from" in d]  # to the millisecond (as damaged_parts gives them), whole rows
     lost = spans + ["the alpha plane (made opaque)" for d in damaged if d.get("alpha")]
-    trailing = "".join(f"{d['trailing_bytes']} unexpected bytes after the last chunk, ignored"
-                       for d in damaged if "trailing_bytes" in d)
     fill = "silence" if audio else "grey"
     total = header.chunk_count + (1 if header.flags & vqformat.FLAG_ALPHA else 0)
-    warnings = [f"{len(lost)} of {total} chunks are damaged or missing, decoded as {fill}: {', '.join(lost)}"
-                if lost else "", trailing]
-    click.echo(f"vqcodec: warning: {'; '.join(w for w in warnings if w)}", err=True)
+    warnings = [f"{len(lost)} of {total} chunks are damaged or missing, decoded as {fill}: {', '.join(lost)}"] \
+        if lost else []
+    warnings += [f"{d['trailing_bytes']} unexpected bytes after the last chunk, ignored"
+                 for d in damaged if "trailing_bytes" in d]
+    click.echo(f"vqcodec: warning: {'; '.join(warnings)}", err=True)
 
 
 def _format_from_name(path: str) -> str:
@@ -752,7 +757,7 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
     manifest = code_folder(codec, folder, out, files, quality,
                            log=lambda line: print(line, file=sys.stderr, flush=True))
     for skipped in manifest["skipped"]:
-        print(_one_line(f"skipping {folder / skipped['file']}: {skipped['reason']}"), file=sys.stderr)
+        _print_skipped(folder / skipped["file"], skipped["reason"])
     print(f"wrote the codes of {len(manifest['files'])} files to {out}", file=sys.stderr)
     if manifest["skipped"]:
         raise VQCodecError(f"{len(manifest['skipped'])} of {len(files)} files could not be coded (listed above)")
@@ -1160,7 +1165,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
         raise VQCodecError(f"{data_dir}: no such file or directory")
     report = evaluate(codec, paths[:files], levels, log=log_to_stderr, targets=targets)
     for skipped in report["skipped"]:
-        print(_one_line(f"skipping {skipped['file']}: {skipped['reason']}"), file=sys.stderr)
+        _print_skipped(skipped["file"], skipped["reason"])
     if as_json:
         click.echo(json.dumps(report, indent=1))
     else:

@@ -127,7 +127,7 @@ def _checked_rate(value) -> int:
     return int(value)
 
 
-def _as_array(value, dtype=None) -> np.ndarray:
+def _as_array(value) -> np.ndarray:
     """An array given to the API (a NumPy array, a torch tensor on any device, with or without
     gradients, or nested lists) as a NumPy array, or a one-line error."""
     if isinstance(value, torch.Tensor):
@@ -138,7 +138,7 @@ def _as_array(value, dtype=None) -> np.ndarray:
             value = value.float()  # bfloat16 and float8, which NumPy lacks
         value = value.numpy()
     try:
-        return np.asarray(value, dtype=dtype)
+        return np.asarray(value)
     except (ValueError, TypeError) as exc:
         raise VQCodecError(f"not an array of numbers: {exc}") from None
 

@@ -37,13 +37,14 @@ def move_into_place(finished, target, replace: bool = True) -> None:
         try:
             os.link(finished, target)  # fails, atomically, where target exists
         except FileExistsError:
-            raise VQCodecError(f"{target} exists (written while this ran); pass --force to overwrite it") from None
+            taken = True
         except OSError:  # no hard links on this file system: check, then rename
-            if os.path.lexists(target):
-                raise VQCodecError(f"{target} exists (written while this ran); pass --force to overwrite it") from None
+            taken = os.path.lexists(target)
         else:
             os.unlink(finished)
             return
+        if taken:
+            raise VQCodecError(f"{target} exists (written while this ran); pass --force to overwrite it")
     os.replace(finished, target)
 
 

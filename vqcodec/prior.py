@@ -910,10 +910,12 @@ def _fit_level(data: dict, sources: tuple[str, ...], k: int, test: dict | None, 
     unigram's pseudo-count, then each context stage's weight on its parent)."""
     x = data["x"]
     value_counts = np.bincount(x, minlength=k)
-    if beta is None and test is not None:
-        alpha = min(UNIGRAM_ALPHAS, key=lambda a: _unigram_bits(value_counts, a, test["x"]))
-    else:
-        alpha = DEFAULT_ALPHA if beta is None else beta[0]
+    if beta is not None:
+        alpha, stage_betas = beta[0], tuple(beta[1:])
+    elif test is None:
+        alpha, stage_betas = DEFAULT_ALPHA, (DEFAULT_BETA,) * len(sources)
+    else:  # chosen on the held-out codes: the unigram's here, the stages' once their counts are in
+        alpha, stage_betas = min(UNIGRAM_ALPHAS, key=lambda a: _unigram_bits(value_counts, a, test["x"])), None
     unigram = (value_counts + alpha) / (x.size + alpha * k)
     maps = {}
     for source in sources:
@@ -942,9 +944,7 @@ def _fit_level(data: dict, sources: tuple[str, ...], k: int, test: dict | None, 
             p = (counts + b * parent) / (counts.sum(1, keepdims=True) + b)
         return p
 
-    if beta is None and test is None:
-        stage_betas = (DEFAULT_BETA,) * len(stages)
-    elif beta is None:
+    if stage_betas is None:
         stage_betas = ()
         for stage in range(len(stages)):
             best = None
@@ -955,13 +955,10 @@ def _fit_level(data: dict, sources: tuple[str, ...], k: int, test: dict | None, 
                 if best is None or bits < best[0]:
                     best = (bits, b)
             stage_betas = stage_betas + (best[1],)
-    else:
-        stage_betas = tuple(beta[1:])
-    beta = (alpha,) + stage_betas
     p = probabilities(stage_betas) if sources else unigram[None, :]
     level = LevelPrior(tuple(sources), maps, quantize_rows(p))
     if test is not None:
         ctx_test = context(test, len(sources))
         log2 = PRECISION - np.log2(level.table.astype(np.float64))
         level.info["heldout_bits_per_code"] = float(log2[ctx_test, test["x"]].mean()) if test["x"].size else 0.0
-    return level, beta
+    return level, (alpha,) + stage_betas

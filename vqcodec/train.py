@@ -158,6 +158,12 @@ def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.
     return groups, meta
 
 
+def diverged(what: str, checkpoint_path: Path) -> VQCodecError:
+    """The error that stops a run whose numbers stopped being finite, before it writes a model."""
+    kept = ", the last checkpoint is kept" if checkpoint_path.exists() else ""
+    return VQCodecError(f"training diverged: {what} (lower the --lr); no model written{kept}")
+
+
 def restore_state(path: Path, load, *args) -> None:
     """Call `load(*args)`, a load_state_dict or restore_optimizer with the tensors of the checkpoint at
     `path`: tensors that do not fit the networks (missing, extra or of other shapes) make it damaged."""
@@ -505,8 +511,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
             usage.add(codes)
             loss_value = loss.item()
             if parallel.any_process(not math.isfinite(loss_value), device):  # every process stops at this step
-                raise VQCodecError(f"training diverged: the loss is not finite at step {step} (lower the --lr); "
-                                   f"no model written{', the last checkpoint is kept' if checkpoint_path.exists() else ''}")
+                raise diverged(f"the loss is not finite at step {step}", checkpoint_path)
 
             if step % options.eval_every == 0 or step == 1:
                 perplexity, in_use = usage.summary()
@@ -552,8 +557,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     if step == 0 and not initial_id:
         raise VQCodecError("no training step ended within --max-minutes: no model written (give it more time)")
     if not all(torch.isfinite(p).all() for p in model.parameters()):
-        raise VQCodecError(f"training diverged: the weights are not finite after step {step} (lower the --lr); "
-                           f"no model written{', the last checkpoint is kept' if checkpoint_path.exists() else ''}")
+        raise diverged(f"the weights are not finite after step {step}", checkpoint_path)
     save_checkpoint(checkpoint_path, modules, optimizers, checkpoint_meta(trained_seconds))
     if average is not None:
         model = average.synced(model)
