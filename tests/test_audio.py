@@ -643,6 +643,23 @@ def test_refinement_improves_the_shipped_speech_model(speech_codec):
     assert distances[1] < distances[0] - 0.005, distances  # fails if refinement does nothing
 
 
+def test_refinement_matches_the_input_samples_not_the_last_frames_padding(codec, signal, monkeypatch):
+    """The last frame of 330 samples holds 10 of them and 310 zeros of padding, which refinement
+    once counted as input to match."""
+    import vqcodec.codec as codec_module
+    targets = []
+    refine_codes = codec_module.refine_codes
+
+    def spy(*args, **kwargs):
+        targets.append(args[6].shape[-1])
+        return refine_codes(*args, **kwargs)
+
+    monkeypatch.setattr(codec_module, "refine_codes", spy)
+    monkeypatch.setattr(codec, "refine", 1)
+    codec.audio_to_codes(signal(1, 2 * codec.hop + 10, 16000), 2)
+    assert targets == [2 * codec.hop + 10]
+
+
 def test_refinement_works_under_inference_mode(tmp_path, signal):
     """Callers often wrap the API in torch.inference_mode(); refinement needs autograd inside it."""
     torch.manual_seed(0)

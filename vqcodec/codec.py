@@ -723,7 +723,8 @@ class Codec:
             window = self._encoder_latents(x, ("audio", a, b))
             if self.refine:
                 previous = out[:x.shape[0], :, a:f0].astype(np.int64)
-                codes = self._refine_block(x, window, (slice(f0 - a, f1 - a),), previous, quality, variable_depth)
+                codes = self._refine_block(x, window, (slice(f0 - a, f1 - a),), previous, quality, variable_depth,
+                                           samples.total - a * hop)
             else:
                 codes = self._quantize(window, (slice(f0 - a, f1 - a),), quality, variable_depth)
             out[:, :, f0:f1] = codes.transpose(0, 1).cpu().numpy()
@@ -731,15 +732,16 @@ class Codec:
                 self.progress(stage, f1, total_frames)
         return out
 
-    def _refine_block(self, x, window, inner, previous, quality, variable_depth) -> torch.Tensor:
+    def _refine_block(self, x, window, inner, previous, quality, variable_depth, length) -> torch.Tensor:
         """Codes (quality, channels, frames) of one block's inner frames by latent refinement
-        (vqcodec/refine.py) against the training loss. The context before the block keeps the
+        (vqcodec/refine.py) against the training loss, on the block's samples before `length` (the
+        zeros padding the last frame are not the input's). The context before the block keeps the
         previous block's final codes, the context after it its unrefined codes."""
         rvq, hop = self.model.quantizer, self.hop
         context = rvq.encode_cells(window, quality, self.beam)
         if previous.shape[2]:
             context[:, :, :previous.shape[2]] = torch.from_numpy(previous).to(self.device).transpose(0, 1)
-        samples = (slice(None), slice(None), slice(inner[0].start * hop, inner[0].stop * hop))
+        samples = (slice(None), slice(None), slice(inner[0].start * hop, min(inner[0].stop * hop, length)))
         return refine_codes(rvq, self.model.decoder, self._loss(), window, rvq.decode_cells(context), inner,
                             x[samples], samples, quality, self.beam, self.refine, REFINE_LEARNING_RATE["audio"],
                             self._rate_costs(window, inner, quality), self._depth_finish(variable_depth))
@@ -1426,7 +1428,7 @@ class Codec:
             inner = (slice(r0 - a, r1 - a), slice(c0 - c, c1 - c))
             if self.refine:
                 tile_codes = self._refine_tile(x, window, inner, codes[:, a:b, c:d], done[a:b, c:d], quality,
-                                               variable_depth)
+                                               variable_depth, (h - a * hop, w - c * hop))
             elif whole_depth:
                 flat, tile_errors = self._depth_ladder(*self._search(window, inner, quality))
                 ladder_codes[:, r0:r1, c0:c1] = flat.reshape(ladder, r1 - r0, c1 - c0).cpu()
@@ -1441,16 +1443,17 @@ class Codec:
                                      errors.reshape(ladder + 1, -1))[:, 0].numpy()
         return codes
 
-    def _refine_tile(self, x, window, inner, window_codes, window_done, quality, variable_depth) -> torch.Tensor:
+    def _refine_tile(self, x, window, inner, window_codes, window_done, quality, variable_depth,
+                     size) -> torch.Tensor:
         """Codes (quality, 1, rows, cols) of one tile's inner cells by latent refinement
-        (vqcodec/refine.py). Context cells keep the final codes where an earlier tile chose them,
-        else their unrefined codes."""
+        (vqcodec/refine.py), on the tile's pixels within `size` (height, width: not the edge padding).
+        Context cells keep the final codes where an earlier tile chose them, else their unrefined codes."""
         rvq, hop = self.model.quantizer, self.hop
         fresh = rvq.encode_cells(window, quality, self.beam)
         done = torch.from_numpy(window_done).to(self.device)
         context = torch.where(done, torch.from_numpy(window_codes).to(self.device)[:, None], fresh)
-        pixels = (slice(None), slice(None), slice(inner[0].start * hop, inner[0].stop * hop),
-                  slice(inner[1].start * hop, inner[1].stop * hop))
+        pixels = (slice(None), slice(None), slice(inner[0].start * hop, min(inner[0].stop * hop, size[0])),
+                  slice(inner[1].start * hop, min(inner[1].stop * hop, size[1])))
         return refine_codes(rvq, self.model.decoder, self._loss(), window, rvq.decode_cells(context), inner,
                             x[pixels], pixels, quality, self.beam, self.refine, REFINE_LEARNING_RATE["image"],
                             self._rate_costs(window, inner, quality), self._depth_finish(variable_depth))
