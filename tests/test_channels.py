@@ -183,7 +183,7 @@ def test_info_says_the_channels_are_stored_once(cli, tmp_path, speech):
     result = cli("encode", source, tmp_path / "dual.vq", "-q", "2")
     assert result.returncode == 0, result.stderr
     shown = cli("info", tmp_path / "dual.vq", text=True)
-    assert "2 channel(s) (one signal, stored once, in 1 of 1 chunks)" in shown.stdout
+    assert "2 channels (one signal, stored once, in 1 of 1 chunk)" in shown.stdout
     record = json.loads(cli("info", tmp_path / "dual.vq", "--json", text=True).stdout)
     assert record["shared_chunks"] == record["chunks"] == 1 and record["channels"] == 2
     assert cli("decode", tmp_path / "dual.vq", tmp_path / "out.wav").returncode == 0

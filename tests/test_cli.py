@@ -234,6 +234,33 @@ def test_info_gives_the_bits_per_pixel_of_a_large_image_to_6_significant_digits(
     assert json.loads(cli("info", GOLDEN / "golden_image_depth.vq", "--json", text=True).stdout)["bits_per_pixel"] \
         == float(f"{len(data) * 8 / (60 * 96):.6g}")
 
+def test_counts_of_one_are_singular(cli, tmp_path, tiny_model_path, codec, signal):
+    """Messages said "1 files", "1 codebooks", "1 channel(s)", "1 of 1 chunks are" and "1 unexpected bytes"."""
+    from vqcodec.wording import plural
+
+    assert (plural(0, "file"), plural(1, "file"), plural(2, "file")) == ("0 files", "1 file", "2 files")
+    env = {"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)}
+    folder = tmp_path / "in"
+    folder.mkdir()
+    data = codec.encode_audio(signal(1, 800, 16000), 16000, 1)
+    (folder / "one.vq").write_bytes(data + b"x")
+    shown = cli("info", folder / "one.vq", "--json", env=env, text=True)
+    assert shown.stderr == "vqcodec: error: 1 unexpected byte after the last chunk; " \
+                           "`vqcodec decode --salvage` decodes what is intact\n"
+    (folder / "one.vq").write_bytes(data)
+    text = cli("info", folder / "one.vq", env=env, text=True).stdout
+    assert "audio:     1 channel, 16000 Hz, 800 samples" in text and "quality:   1 codebook\n" in text
+    result = cli("decode", folder, tmp_path / "out", env=env, text=True)
+    assert result.returncode == 0 and result.stderr.startswith("decoded 1 file, "), result.stderr
+    (folder / "one.vq").write_bytes(data[:-2])
+    result = cli("decode", folder, tmp_path / "out2", "--salvage", env=env, text=True)
+    assert "vqcodec: warning: 1 of 1 chunk is damaged or missing" in result.stderr
+    (folder / "one.vq").write_bytes(b"junk")
+    result = cli("decode", folder, tmp_path / "out3", env=env, text=True)
+    assert result.stderr.splitlines()[-2:] == [f"decoded 0 files, 0 bytes into {tmp_path / 'out3'}",
+                                               "vqcodec: error: 1 of 1 file could not be decoded (listed above)"]
+
+
 def test_default_speech_encoding_is_the_top_quality_with_per_cell_depth(cli, tmp_path):
     """Without -q, speech16k codes every level it has (with depth weight 2 that is about the rate
     -q 6 gave at weight 1), with per-cell depth, under 3 kbps."""
@@ -813,7 +840,7 @@ def test_pack_refuses_bad_codes(cli, tmp_path, tiny_model_path):
              ("pickled", golden, [], "pickles are refused"), ("text", golden, [], "not a NumPy"),
              ("huge", golden, [], "header announces 800000000000 values"),
              ("negative", golden, [], "negative size (-1, -1)"), ("empty-type", golden, [], "integers, not |V0"),
-             ("good", golden, ["--samples", "3"], "make 1 frames, not 20"),
+             ("good", golden, ["--samples", "3"], "3 samples at 16000 Hz make 1 frame, not 20"),
              ("good", golden, ["--width", "64"], "width and height are for images"),
              ("good", golden, ["--gain", "1e9"], "gain 1000000000.0 is out of range"),
              ("good", golden, ["--gain", "nan"], "out of range")]

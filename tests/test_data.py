@@ -189,7 +189,7 @@ def test_train_command_streams_data_when_asked(tmp_path, cli, image_files):
                  "--config", tmp_path / "tiny.json")
     assert result.returncode == 0, result.stderr.decode()
     # training (3 photos) and validation (1) both read from disk
-    assert "3 images, 0.0 Mpixel, read from disk; validation 1 images, 0.0 Mpixel, read from disk" in result.stderr.decode()
+    assert "3 images, 0.0 Mpixel, read from disk; validation 1 image, 0.0 Mpixel, read from disk" in result.stderr.decode()
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 2
 
 

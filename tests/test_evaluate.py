@@ -66,7 +66,7 @@ def test_eval_table_and_photos(cli, tmp_path):
         assert row["rate"] == 8 * len(codec.encode_image(Image.open(folder / "b.png"), row["quality"])) / (200 * 180)
     result = cli("eval", GOLDEN_IMAGE, folder, "-q", "2", "--files", "1")
     lines = result.stdout.decode().splitlines()
-    assert result.returncode == 0 and lines[0].endswith(f"on 1 images of {folder}")
+    assert result.returncode == 0 and lines[0].endswith(f"on 1 image of {folder}")
     assert lines[1].split() == ["|", "q", "|", "bpp", "|", "PSNR", "dB", "|", "encode", "img/s", "|", "decode", "img/s", "|"]
 
 

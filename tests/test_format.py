@@ -226,7 +226,7 @@ def test_every_single_bit_flip_is_rejected(which, small_vq):
 
 def test_trailing_garbage_is_rejected(small_vq):
     for tail in (b"\x00", b"garbage", small_vq):
-        with pytest.raises(FormatError, match="unexpected bytes"):
+        with pytest.raises(FormatError, match="unexpected bytes? after the last chunk"):
             vqformat.parse_file(small_vq + tail)
 
 
@@ -342,7 +342,7 @@ def test_chunk_count_that_does_not_fit_the_length(two_chunk_vq, small_vq, craft,
     with pytest.raises(VQCodecError, match="chunks"):
         codec.decode_audio(craft.with_header(two_chunk_vq, length=100))
     # one chunk in the file, but a length that needs two
-    with pytest.raises(VQCodecError, match="chunks"):
+    with pytest.raises(VQCodecError, match="chunks? where"):
         codec.decode_audio(craft.with_header(small_vq, length=16000))
 
 

@@ -149,7 +149,7 @@ def test_cli_salvage(cli, codec, audio_file, tiny_model_path, tmp_path):
     result = cli("decode", source, out, "--salvage", env=env, text=True)
     assert result.returncode == 0 and out.exists()
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "1 of 8 chunks are damaged or missing, decoded as silence: 0.500-0.750 s" in lines[0]
+    assert len(lines) == 1 and "1 of 8 chunks is damaged or missing, decoded as silence: 0.500-0.750 s" in lines[0]
 
 
 def test_bytes_after_the_last_chunk_are_named_and_salvage_says_it_ignores_them(cli, codec, audio_file,
@@ -230,7 +230,7 @@ def test_salvage_warning_gives_spans_to_the_millisecond_and_the_row(capsys, kind
 
     header = vqformat.Header(kind=kind, coding=0, quality=1, model_id=bytes(8), chunk_frames=1, chunk_count=4000)
     _warn_damage(parts, header)
-    assert capsys.readouterr().err.endswith(f" chunks are damaged or missing, decoded as "
+    assert capsys.readouterr().err.endswith(f" chunks is damaged or missing, decoded as "
                                             f"{'silence' if kind == vqformat.KIND_AUDIO else 'grey'}: {spans}\n")
 
 
@@ -246,7 +246,7 @@ def test_info_on_a_damaged_file_does_not_say_how_many_chunks_it_shares(cli, tmp_
     assert record["shared_chunks"] is None and record["channels"] == 2
     shown = cli("info", source, text=True)
     assert shown.returncode == 1
-    assert "2 channel(s) (stored once or per channel: unknown, chunks unread), 16000 Hz" in shown.stdout
+    assert "2 channels (stored once or per channel: unknown, chunks unread), 16000 Hz" in shown.stdout
     intact = json.loads(cli("info", GOLDEN / "golden_audio_depth.vq", "--json", text=True).stdout)
     damaged = tmp_path / "damaged_unshared.vq"
     damaged.write_bytes(flip_byte_in_chunk((GOLDEN / "golden_audio_depth.vq").read_bytes(), 0))

@@ -18,6 +18,7 @@ from . import __version__
 from . import format as vqformat
 from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
 from .errors import Terminated, VQCodecError
+from .wording import plural
 
 DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
 
@@ -441,7 +442,7 @@ def _finish_folder(report, verb: str, out: Path, total: int) -> None:
         _print_skipped(path, reason)
     print(f"{verb} {report.summary()} into {out}", file=sys.stderr)
     if report.skipped:
-        raise VQCodecError(f"{len(report.skipped)} of {total} files could not be {verb} (listed above)")
+        raise VQCodecError(f"{len(report.skipped)} of {plural(total, 'file')} could not be {verb} (listed above)")
 
 
 @cli.command()
@@ -558,9 +559,10 @@ def _warn_damage(damaged: list[dict], header) -> None:
     lost = spans + ["the alpha plane (made opaque)" for d in damaged if d.get("alpha")]
     fill = "silence" if audio else "grey"
     total = header.chunk_count + (1 if header.flags & vqformat.FLAG_ALPHA else 0)
-    warnings = [f"{len(lost)} of {total} chunks are damaged or missing, decoded as {fill}: {', '.join(lost)}"] \
+    warnings = [f"{len(lost)} of {plural(total, 'chunk')} {'is' if len(lost) == 1 else 'are'} damaged or missing, "
+                 f"decoded as {fill}: {', '.join(lost)}"] \
         if lost else []
-    warnings += [f"{d['trailing_bytes']} unexpected bytes after the last chunk, ignored"
+    warnings += [f"{plural(d['trailing_bytes'], 'unexpected byte')} after the last chunk, ignored"
                  for d in damaged if "trailing_bytes" in d]
     click.echo(f"vqcodec: warning: {'; '.join(warnings)}", err=True)
 
@@ -643,11 +645,11 @@ def _print_info(file_info, model: str | None, report: dict | None) -> None:
     click.echo(f"kind:      {file_info.kind}")
     click.echo(f"model:     {model or 'not installed'} ({file_info.model_id})")
     if file_info.kind == "audio":
-        shared = f" (one signal, stored once, in {file_info.shared_chunks} of {file_info.chunks} chunks)" \
+        shared = f" (one signal, stored once, in {file_info.shared_chunks} of {plural(file_info.chunks, 'chunk')})" \
             if file_info.shared_chunks else " (stored once or per channel: unknown, chunks unread)" \
             if file_info.shared_chunks is None else ""
-        click.echo(f"audio:     {file_info.channels} channel(s){shared}, {file_info.sample_rate} Hz, "
-                   f"{file_info.samples} samples ({file_info.duration:.3f} s)")
+        click.echo(f"audio:     {plural(file_info.channels, 'channel')}{shared}, {file_info.sample_rate} Hz, "
+                   f"{plural(file_info.samples, 'sample')} ({file_info.duration:.3f} s)")
         click.echo(f"bitrate:   {file_info.bitrate / 1000:.3f} kbps ({file_info.size_bytes} bytes)")
         if file_info.gain != 1.0:
             # 9 digits: enough for `pack --gain` to restore the stored gain (units of 1/65536) exactly
@@ -655,7 +657,7 @@ def _print_info(file_info, model: str | None, report: dict | None) -> None:
     else:
         click.echo(f"image:     {file_info.width}x{file_info.height} {file_info.mode}" + (" with alpha" if file_info.has_alpha else ""))
         click.echo(f"bitrate:   {file_info.bitrate:#.4g} bpp ({file_info.size_bytes} bytes)")
-    click.echo(f"quality:   {file_info.quality} codebooks")
+    click.echo(f"quality:   {plural(file_info.quality, 'codebook')}")
     click.echo(f"coding:    {file_info.coding}" + (f" (prior {report['prior_id']})" if report and report["prior_id"] else ""))
     if report:
         _print_code_report(report)
@@ -758,9 +760,9 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
                            log=lambda line: print(line, file=sys.stderr, flush=True))
     for skipped in manifest["skipped"]:
         _print_skipped(folder / skipped["file"], skipped["reason"])
-    print(f"wrote the codes of {len(manifest['files'])} files to {out}", file=sys.stderr)
+    print(f"wrote the codes of {plural(len(manifest['files']), 'file')} to {out}", file=sys.stderr)
     if manifest["skipped"]:
-        raise VQCodecError(f"{len(manifest['skipped'])} of {len(files)} files could not be coded (listed above)")
+        raise VQCodecError(f"{len(manifest['skipped'])} of {plural(len(files), 'file')} could not be coded (listed above)")
 
 
 @cli.command()
@@ -895,7 +897,7 @@ def models(as_json):
     for m in found:
         cfg = config_from_dict(m["config"])
         rate = f"{m['sample_rate']} Hz, " if m.get("sample_rate") else ""
-        click.echo(f"{m['name']:<12} {m['kind']:<6} {rate}{cfg.num_codebooks} codebooks x {cfg.codebook_size}  "
+        click.echo(f"{m['name']:<12} {m['kind']:<6} {rate}{plural(cfg.num_codebooks, 'codebook')} x {cfg.codebook_size}  "
                    f"id {m['model_id']}  {m['path']}"
                    + ("  (shadowed by the one above of that name; still decodes its files)" if m.get("shadowed") else "")
                    + (f"  (also decodes files of {', '.join(m['decodes'])})" if m.get("decodes") else ""))
@@ -1169,8 +1171,8 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     if as_json:
         click.echo(json.dumps(report, indent=1))
     else:
-        unit = "files" if codec.kind == "audio" else "images"
-        click.echo(f"{codec.name} ({codec.model_id.hex()}) on {len(report['files'])} {unit} of {data_dir}"
+        unit = "file" if codec.kind == "audio" else "image"
+        click.echo(f"{codec.name} ({codec.model_id.hex()}) on {plural(len(report['files']), unit)} of {data_dir}"
                    + (f" ({len(report['skipped'])} skipped)" if report["skipped"] else ""))
         click.echo(table(report))
 

@@ -37,6 +37,7 @@ from .prior import ABSENT, CodePrior, RateCosts
 from .recode import FileCuts
 from .refine import LEARNING_RATE as REFINE_LEARNING_RATE, refine_codes
 from .registry import find_model, retired_model_hint
+from .wording import plural
 
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
 IMAGE_CHUNK_ROWS = 16           # latent rows per container chunk
@@ -1035,7 +1036,7 @@ class Codec:
             raise VQCodecError(f"file was written by model {header.model_id.hex()}, not {self.name} "
                                f"({self.model_id.hex()}); pass the matching --model")
         if header.quality > self.num_codebooks:
-            raise VQCodecError(f"file uses {header.quality} codebooks; model {self.name} has {self.num_codebooks}")
+            raise VQCodecError(f"file uses {plural(header.quality, 'codebook')}; model {self.name} has {self.num_codebooks}")
         if header.coding in vqformat.PRIOR_CODINGS:
             if self.prior is None:
                 raise VQCodecError(f"file is entropy coded with prior {header.prior_id:08x}, but model {self.name} "
@@ -1186,7 +1187,8 @@ class Codec:
         that many chunks; salvage_chunks needs it checked before it allocates)."""
         expected = vqformat.expected_chunk_count(total, header.chunk_frames)
         if header.chunk_count != expected:
-            raise VQCodecError(f"corrupted .vq file: {header.chunk_count} chunks where {expected} were expected")
+            raise VQCodecError(f"corrupted .vq file: {plural(header.chunk_count, 'chunk')} where {expected} "
+                               f"{'was' if expected == 1 else 'were'} expected")
 
     def _chunk_layout(self, header: vqformat.Header) -> tuple[int, Callable[[int], tuple]]:
         """The frames (audio) or latent rows (images) a file's chunks divide, and the shape of the
@@ -1521,7 +1523,7 @@ class Codec:
             _check_audio_size(channels, rate, samples)
             frames_of_samples = math.ceil(self._model_length(samples, rate) / self.hop)
             if frames_of_samples != frames:
-                raise VQCodecError(f"{samples} samples at {rate} Hz make {frames_of_samples} frames, not {frames}")
+                raise VQCodecError(f"{plural(samples, 'sample')} at {rate} Hz make {plural(frames_of_samples, 'frame')}, not {frames}")
         else:
             array = self._checked_codes(array, 0, "quality, rows, cols")
             quality, rows, cols = array.shape

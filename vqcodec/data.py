@@ -23,6 +23,7 @@ import torch
 
 from .errors import VQCodecError
 from .io import check_pixel_count, media_kind_of, read_audio, read_image_rgb, unreadable_audio
+from .wording import plural
 
 IN_MEMORY_BYTES = 2 * 2**30      # decoded training media up to this size are held in memory
 RESAMPLE_MARGIN_SECONDS = 0.02   # read on both sides of a crop that is resampled, for the filter's sake
@@ -343,7 +344,7 @@ class AudioCrops(Crops):
         return out
 
     def describe(self) -> str:
-        return f"{len(self.sources)} clips, {self.seconds / 60:.1f} min{'' if self.in_memory else ', read from disk'}"
+        return f"{plural(len(self.sources), 'clip')}, {self.seconds / 60:.1f} min{'' if self.in_memory else ', read from disk'}"
 
 
 @dataclass(frozen=True)
@@ -419,7 +420,7 @@ class ImageCrops(Crops):
 
     def describe(self) -> str:
         pixels = sum(s.width * s.height for s in self.sources)
-        return f"{len(self.sources)} images, {pixels / 1e6:.1f} Mpixel{'' if self.in_memory else ', read from disk'}"
+        return f"{plural(len(self.sources), 'image')}, {pixels / 1e6:.1f} Mpixel{'' if self.in_memory else ', read from disk'}"
 
 
 class Batches:

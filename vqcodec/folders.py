@@ -11,6 +11,7 @@ from typing import Callable
 
 from . import format as vqformat
 from .errors import VQCodecError
+from .wording import plural
 
 DEFAULT_EXTENSIONS = {"audio": ".wav", "image": ".png"}
 IMAGE_EXTENSIONS = {"JPEG": ".jpg", "TIFF": ".tiff"}  # where Pillow's first-registered one is unusual
@@ -85,12 +86,12 @@ class FolderReport:
 
     def summary(self) -> str:
         if self.kind == "audio" and self.seconds:
-            return f"{self.written} files, {self.bytes} bytes, {self.bytes * 8 / self.seconds / 1000:.3f} kbps " \
+            return f"{plural(self.written, 'file')}, {self.bytes} bytes, {self.bytes * 8 / self.seconds / 1000:.3f} kbps " \
                    f"over {self.seconds:.1f} s"
         if self.kind == "image" and self.pixels:
-            return f"{self.written} files, {self.bytes} bytes, {self.bytes * 8 / self.pixels:.4f} bpp " \
+            return f"{plural(self.written, 'file')}, {self.bytes} bytes, {self.bytes * 8 / self.pixels:.4f} bpp " \
                    f"over {self.pixels} pixels"
-        return f"{self.written} files, {self.bytes} bytes"
+        return f"{plural(self.written, 'file')}, {self.bytes} bytes"
 
 
 def _each_file(files: list[Path], outputs: list[Path], make: Callable[[Path, Path], int], report: FolderReport,

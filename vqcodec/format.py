@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass
 
 from .errors import VQCodecError
+from .wording import plural
 
 MAGIC = b"VQCD"
 VERSION = 1
@@ -171,12 +172,12 @@ def parse_file(data: bytes) -> tuple[Header, list[bytes], bytes | None]:
     """
     header = parse_header(data)
     _check(header.chunk_count <= (len(data) - HEADER_SIZE) // _CHUNK_HEAD.size,
-           f"truncated .vq file (header announces {header.chunk_count} chunks)")
+           f"truncated .vq file (header announces {plural(header.chunk_count, 'chunk')})")
     chunks, offset = read_chunks(data, header.chunk_count)
     alpha = None
     if header.flags & FLAG_ALPHA:
         (alpha,), offset = read_chunks(data, 1, offset, first_index=header.chunk_count)
-    _check(offset == len(data), f"{len(data) - offset} unexpected bytes after the last chunk")
+    _check(offset == len(data), f"{plural(len(data) - offset, 'unexpected byte')} after the last chunk")
     return header, chunks, alpha
 
 

@@ -25,6 +25,7 @@ from .models import VQVAE, encoder_unchanged, widen, widths_differ_only
 from .modelfile import (CODE_TENSORS, attach_prior, build_model, compute_codes_id, inference_state, read_model_files,
                         read_safetensors, read_safetensors_metadata, save_model, write_json, write_tensors)
 from .registry import find_model
+from .wording import plural
 
 
 @dataclass
@@ -572,7 +573,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
                             extra=_decodes_record(model, codes_id, initial_id, initial_decodes) if decoder_only
                             else None, exact=CODE_TENSORS if decoder_only else ())
     if not quiet:
-        print(f"\nwrote {model_path} after {step} steps ({trained_seconds / 60:.1f} min)", file=sys.stderr)
+        print(f"\nwrote {model_path} after {plural(step, 'step')} ({trained_seconds / 60:.1f} min)", file=sys.stderr)
     kept_prior = _initial_prior(initial_path) if decoder_only and options.fit_prior else None
     if kept_prior is not None:
         attach_prior(model_path, kept_prior)

@@ -1,0 +1,7 @@
+"""Counted nouns for the messages the command line prints: "1 file", "2 files"."""
+from __future__ import annotations
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """`count` and `noun`, in the plural (`nouns`, or `noun` + "s") unless count is 1."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
