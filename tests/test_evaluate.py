@@ -24,7 +24,7 @@ def test_eval_measures_the_shipped_speech_model_at_each_level(cli, tmp_path):
     (folder / "a.flac").write_bytes((DATA / "speech.flac").read_bytes())
     (folder / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio")
     result = cli("eval", "speech16k", folder, "-q", "1,8", "--json", "--threads", "1")
-    assert result.returncode == 0, result.stderr.decode()
+    assert result.returncode == 1, result.stderr.decode()  # a file was skipped
     report = json.loads(result.stdout)
     assert report["files"] == [str(folder / "a.flac")] and [entry["file"] for entry in report["skipped"]] == [str(folder / "broken.wav")]
     assert "skipping" in result.stderr.decode()
@@ -69,6 +69,24 @@ def test_eval_table_and_photos(cli, tmp_path):
     assert result.returncode == 0 and lines[0].endswith(f"on 1 image of {folder}")
     assert lines[1].split() == ["|", "q", "|", "bpp", "|", "PSNR", "dB", "|", "encode", "img/s", "|", "decode", "img/s", "|"]
 
+
+def test_eval_that_skips_a_file_prints_its_report_and_exits_1(cli, tiny_model_path, tmp_path, signal):
+    """eval exited 0 after skipping an unreadable file, where the folder commands exit 1."""
+    (tmp_path / "speech").mkdir()
+    soundfile.write(tmp_path / "speech" / "a.wav", signal(1, 1600, 16000).T, 16000)
+    (tmp_path / "speech" / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio")
+    for extra in ([], ["--json"]):
+        result = cli("eval", tiny_model_path, tmp_path / "speech", "-q", "2", *extra, text=True)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        lines = result.stderr.splitlines()
+        assert lines[0].startswith(f"skipping {tmp_path / 'speech' / 'broken.wav'}: ")
+        assert lines[-1] == "vqcodec: error: 1 of 2 files could not be measured (listed above)"
+        if extra:
+            assert json.loads(result.stdout)["files"] == [str(tmp_path / "speech" / "a.wav")]
+        else:
+            assert result.stdout.startswith(f"tiny ") and "on 1 file of" in result.stdout and "| q |" in result.stdout
+    result = cli("eval", tiny_model_path, tmp_path / "speech" / "a.wav", "-q", "2", text=True)
+    assert result.returncode == 0, result.stderr
 
 def test_eval_refuses_bad_input_in_one_line(cli, tmp_path):
     (tmp_path / "empty").mkdir()

@@ -1123,6 +1123,8 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     (file bytes x 8 / duration), SI-SDR, log-mel L1, and PESQ-WB and STOI where the bench extra
     is installed, compared at the model's sample rate; images: bpp, PSNR and MS-SSIM over RGB.
     Means over the files; encode and decode speed as multiples of real time (images a second).
+    A file that cannot be read is reported and left out, and the command then exits with status 1,
+    after the report of the others.
 
     \b
     Examples:
@@ -1175,6 +1177,9 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
         click.echo(f"{codec.name} ({codec.model_id.hex()}) on {plural(len(report['files']), unit)} of {data_dir}"
                    + (f" ({len(report['skipped'])} skipped)" if report["skipped"] else ""))
         click.echo(table(report))
+    if report["skipped"]:
+        raise VQCodecError(f"{len(report['skipped'])} of {plural(len(paths[:files]), 'file')} could not be measured "
+                           "(listed above)")
 
 
 @cli.command("fit-prior")
