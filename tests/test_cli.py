@@ -176,6 +176,17 @@ def test_decode_with_model_path_and_other_format(encoded, cli, tiny_model_path):
     out.unlink()
 
 
+def test_decode_format_is_used_over_the_extension_as_its_help_says(encoded, cli, tiny_model_path):
+    """--help said --format was the output format "when OUTPUT is - or has no telling extension";
+    it is used over the extension too (FLAC into x.wav), and the help now says so."""
+    out = encoded / "flac_named.wav"
+    result = cli("decode", encoded / "out.vq", out, "-m", tiny_model_path, "--format", "flac")
+    assert result.returncode == 0, result.stderr.decode()
+    assert soundfile.info(str(out)).format == "FLAC"
+    out.unlink()
+    shown = " ".join(cli("decode", "--help", text=True).stdout.split())
+    assert "over the one OUTPUT's extension names" in shown and "has no telling extension (WAV" not in shown
+
 def test_info_text(encoded, cli, tiny_model_path, codec):
     result = cli("info", encoded / "out.vq", env={"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)})
     assert result.returncode == 0, result.stderr.decode()

@@ -450,7 +450,10 @@ def _finish_folder(report, verb: str, out: Path, total: int) -> None:
 @click.argument("output_path", metavar="OUTPUT")
 @click.option("-m", "--model", default=None, callback=_model_name,
               help="Model name or path (default: the installed model the file names).")
-@click.option("--format", "format_name", default=None, help="Output format when OUTPUT is - or has no telling extension (WAV, FLAC, PNG, ...).")
+@click.option("--format", "format_name", default=None,
+              help="Output format (WAV, FLAC, PNG, ...), over the one OUTPUT's extension names; needed when OUTPUT "
+                   "has no telling extension (- is WAV or PNG without it). For a folder: the format of its audio "
+                   "or of its images.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--start", default=None, type=click.FloatRange(0), metavar="SECONDS",
