@@ -254,7 +254,8 @@ def test_eval_at_target_rates(cli, tmp_path):
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)["rows"]
     assert [r["target"] for r in rows] == [0.05, 1.2]
-    assert rows[0]["unreached"] == 2 and "rate" not in rows[0]  # no file fits in 0.05 kbps
+    assert rows[0]["unreached"] == 2 and rows[0]["rate"] is None  # no file fits in 0.05 kbps
+    assert rows[0].keys() == rows[1].keys() and set(rows[0].values()) == {0.05, 2, 8, None}  # null, not left out
     assert rows[1]["unreached"] == 0 and 1.1 <= rows[1]["rate"] <= 1.2 and rows[1]["quality"] == 8
     assert rows[1]["log_mel"] < 0.3
     bad = cli("eval", "speech16k", tmp_path, "--rates", "1,2", "-q", "4,8", text=True)

@@ -38,7 +38,8 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
 
     With `targets` (kbps for audio, bits per pixel for images), one row per target instead: every
     file coded as `encode --bitrate` / `--bpp` would, at most the first of `qualities` codebooks.
-    A file too short to fit a target is left out of that row only (its `unreached` count)."""
+    A file too short to fit a target is left out of that row only (its `unreached` count); a row
+    that no file reached has the fields of the others, None for its rate, speeds and measures."""
     qualities = [codec.check_quality(q) for q in qualities]
     settings = [(qualities[0], float(t)) for t in targets] if targets else [(q, None) for q in qualities]
     measure = _measure_audio if codec.kind == "audio" else _measure_image
@@ -70,10 +71,12 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
             log(f"measured {number}/{len(files)} files")
     if not used:
         raise VQCodecError(f"no file could be measured ({skipped[0]['reason']})" if skipped else "no files")
+    measures = dict.fromkeys(key for setting in settings for score in scores[setting] for key in score["metrics"])
     rows = []
     for setting in settings:
         quality, target = setting
-        row = {"quality": quality, **({"target": target, "unreached": unreached[setting]} if targets else {})}
+        row = {"quality": quality, **({"target": target, "unreached": unreached[setting]} if targets else {}),
+               "rate": None, "encode_speed": None, "decode_speed": None, **measures}
         if scores[setting]:
             total = {key: sum(s[key] for s in scores[setting])
                      for key in ("bytes", "units", "encode_s", "decode_s", "count")}
