@@ -229,6 +229,19 @@ def test_info_json(encoded, cli, tiny_model_path, codec):
 
 
 
+def test_info_json_has_the_fields_the_readme_lists(cli):
+    """The README's list of `info --json` fields, per kind, against what info prints."""
+    from conftest import GOLDEN
+
+    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    listed = readme[readme.index("`vqcodec info --json` gives"):readme.index("`--verbose` adds `payload`")]
+    common = {"kind", "model_id", "model", "quality", "coding", "size_bytes", "chunks"}
+    audio = {"sample_rate", "channels", "samples", "duration", "bitrate_bps", "gain", "shared_chunks"}
+    image = {"width", "height", "mode", "has_alpha", "bits_per_pixel"}
+    assert common | audio | image <= set(re.findall(r"`(\w+)`", listed))
+    for name, fields in (("golden_audio_shared.vq", common | audio), ("golden_image_depth.vq", common | image)):
+        assert json.loads(cli("info", GOLDEN / name, "--json", text=True).stdout).keys() == fields, name
+
 def test_info_gives_the_bits_per_pixel_of_a_large_image_to_6_significant_digits(cli, tmp_path):
     """Rounded to 4 decimals, a large image at a low rate was "bits_per_pixel": 0.0 (and 0.0000 bpp)."""
     from conftest import GOLDEN
