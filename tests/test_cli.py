@@ -187,6 +187,15 @@ def test_decode_format_is_used_over_the_extension_as_its_help_says(encoded, cli,
     shown = " ".join(cli("decode", "--help", text=True).stdout.split())
     assert "over the one OUTPUT's extension names" in shown and "has no telling extension (WAV" not in shown
 
+def test_help_of_encode_kind_and_info_verbose_says_what_they_do(cli):
+    """encode --kind's help left out that for a folder of both kinds it picks the files to code (a
+    folder of recordings and photos needs it), and info --verbose's claimed actual bits per codebook,
+    which info gives for the whole payload only."""
+    encode = " ".join(cli("encode", "--help", text=True).stdout.split())
+    assert "Media kind, if the name does not tell (for a folder: which files to code)" in encode
+    info = " ".join(cli("info", "--help", text=True).stdout.split())
+    assert "ideal under the prior, actual." not in info and "the actual payload against their totals" in info
+
 def test_info_text(encoded, cli, tiny_model_path, codec):
     result = cli("info", encoded / "out.vq", env={"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)})
     assert result.returncode == 0, result.stderr.decode()

@@ -189,7 +189,8 @@ def cli():
 @click.option("-q", "--quality", default=None, type=int, help="Number of codebooks (1..max). Default: 8 (speech16k: about 2.6 kbps).")
 @click.option("-m", "--model", default=None, callback=_model_name,
               help="Model name or path (default: speech16k for audio, image for images).")
-@click.option("--kind", type=click.Choice(["audio", "image"]), default=None, help="Media kind, if the name does not tell.")
+@click.option("--kind", type=click.Choice(["audio", "image"]), default=None,
+              help="Media kind, if the name does not tell (for a folder: which files to code).")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--coding", type=click.Choice(["auto", "prior", "fixed"]), default="auto", show_default=True,
@@ -593,7 +594,8 @@ def _image_format_from_name(path: str) -> str:
 @cli.command()
 @click.argument("input_path", metavar="FILE")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("-v", "--verbose", is_flag=True, help="Also show the bits per codebook: fixed width, ideal under the prior, actual.")
+@click.option("-v", "--verbose", is_flag=True, help="Also show where the bits go: per codebook the fixed-width and the ideal bits under the prior, "
+                   "and the actual payload against their totals.")
 @click.option("-m", "--model", "model_option", default=None, callback=_model_name,
               help="Model for --verbose (default: the installed model the file names).")
 def info(input_path, as_json, verbose, model_option):
