@@ -269,9 +269,12 @@ def test_info_gives_the_bits_per_pixel_of_a_large_image_to_6_significant_digits(
 
 def test_counts_of_one_are_singular(cli, tmp_path, tiny_model_path, codec, signal):
     """Messages said "1 files", "1 codebooks", "1 channel(s)", "1 of 1 chunks are" and "1 unexpected bytes"."""
+    from vqcodec.errors import VQCodecError
     from vqcodec.wording import plural
 
     assert (plural(0, "file"), plural(1, "file"), plural(2, "file")) == ("0 files", "1 file", "2 files")
+    with pytest.raises(VQCodecError, match="the codes hold 1 channel, not 2"):
+        codec.codes_to_file(np.zeros((1, 2, 10), np.int64), channels=2)
     env = {"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)}
     folder = tmp_path / "in"
     folder.mkdir()

@@ -309,7 +309,7 @@ def _checked(blocks: Iterator[np.ndarray], peak: list[float] | None, channels: i
     for block in blocks:
         block = _float_audio(block)
         if block.shape[0] != channels:
-            raise VQCodecError(f"a block of the stream has {block.shape[0]} channels, not {channels}")
+            raise VQCodecError(f"a block of the stream has {plural(block.shape[0], 'channel')}, not {channels}")
         _check_finite(block)
         if peak is not None:
             peak[0] = max(peak[0], _peak([block]))
@@ -1514,7 +1514,7 @@ class Codec:
         if self.kind == "audio":
             array = self._checked_codes(array, 1, "channels, quality, frames")
             if channels is not None and channels != array.shape[0]:
-                raise VQCodecError(f"the codes hold {array.shape[0]} channels, not {channels!r}")
+                raise VQCodecError(f"the codes hold {plural(array.shape[0], 'channel')}, not {channels!r}")
             channels, quality, frames = array.shape
             rate = self.sample_rate if sample_rate is None else _checked_rate(sample_rate)
             if samples is not None and not _is_whole(samples):
