@@ -319,6 +319,8 @@ def test_models_lists_the_model_on_the_search_path(cli, tiny_model_path, codec):
     assert result.returncode == 0, result.stderr.decode()
     entry = next(m for m in json.loads(result.stdout) if m["name"] == "tiny")
     assert entry["model_id"] == codec.model_id.hex() and entry["kind"] == "audio"
+    assert entry["sample_rate"] == 16000  # as the text line and info --json give it, not only in the config
+    assert "sample_rate" not in next(m for m in json.loads(result.stdout) if m["kind"] == "image")
     assert Path(entry["path"]) == tiny_model_path
 
 

@@ -893,7 +893,8 @@ def models(as_json):
     for problem in problems:
         click.echo(f"vqcodec: warning: {problem}; not listed", err=True)
     if as_json:
-        click.echo(json.dumps([{**{k: m[k] for k in ("name", "kind", "model_id", "path", "config")},
+        click.echo(json.dumps([{**{k: m[k] for k in ("name", "kind", "sample_rate", "model_id", "path", "config")
+                                   if k in m},
                                 "shadowed": m.get("shadowed", False), "decodes": m.get("decodes", [])}
                                for m in found], indent=2))
         return
