@@ -906,6 +906,8 @@ def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tm
     for changes, problem in (({"step": -3}, "ValueError: step is not a count: -3"),
                              ({"step": "2"}, "ValueError: step is not a count: '2'"),
                              ({"trained_seconds": math.nan}, "trained_seconds is not a number of at least 0: nan"),
+                             ({"adversarial": "no"}, "ValueError: adversarial is not true or false: 'no'"),
+                             ({"decoder_only": 1}, "ValueError: decoder_only is not true or false: 1"),
                              ({"config": {**meta["config"], "num_codebooks": 2}}, "RuntimeError: Error(s) in loading"),
                              ({"decoder_only": True}, "the optimiser state of parameter 0 does not fit the model's")):
         (out / "checkpoint.json").write_text(json.dumps({**meta, **changes}))
@@ -1028,7 +1030,23 @@ def test_a_budget_too_short_for_one_step_writes_no_untrained_model(data_dir, tmp
     out = tmp_path / "run"
     with pytest.raises(VQCodecError, match="no training step ended within --max-minutes"):
         train(data_dir, CFG, options(out, max_steps=None, max_minutes=1e-9))
-    assert not (out / "tiny.safetensors").exists()
+    assert not out.exists()  # nor the empty folder it made
+    out.mkdir()
+    with pytest.raises(VQCodecError, match="no training step ended within --max-minutes"):
+        train(data_dir, CFG, options(out, max_steps=None, max_minutes=1e-9))
+    assert out.is_dir()  # a folder the user made stays
+
+
+def test_a_run_that_diverges_at_its_first_step_leaves_no_empty_folder(data_dir, tmp_path, monkeypatch):
+    import vqcodec.train as train_module
+
+    real_step = train_module.train_step
+    monkeypatch.setattr(train_module, "train_step",
+                        lambda *args, **kwargs: (lambda loss, *rest: (loss * math.nan, *rest))(*real_step(*args, **kwargs)))
+    out = tmp_path / "run"
+    with pytest.raises(VQCodecError, match="training diverged: the loss is not finite at step 1"):
+        train(data_dir, CFG, options(out))
+    assert not out.exists()
 
 
 def test_fit_prior_does_not_overwrite_another_model_without_force(trained, data_dir, tmp_path, capsys):

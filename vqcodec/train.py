@@ -1,6 +1,7 @@
 """Training loop for both media kinds: data, losses, checkpoints and the final model files."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -144,6 +145,9 @@ def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.
             value = meta.get(field, 0.0) if field == "weight_average" else meta[field]
             if type(value) not in (int, float) or not 0 <= value < math.inf:
                 raise ValueError(f"{field} is not a number of at least 0: {value!r}"[:200])
+        for field in ("adversarial", "decoder_only"):  # a string such as "no" would read as true
+            if type(meta.get(field, False)) is not bool:
+                raise ValueError(f"{field} is not true or false: {meta[field]!r}"[:200])
         held_out = meta.get("held_out", [])
         if not isinstance(held_out, list) or not all(isinstance(name, str) for name in held_out):
             raise ValueError(f"held_out is not a list of file names: {held_out!r}"[:200])
@@ -340,7 +344,20 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     """Train a model on the media in `data_dir`; returns the path of the written model file.
 
     Launched by torchrun, each process trains on its share of every batch (vqcodec.parallel) and
-    the first one writes the files; the others return the same path once training ends."""
+    the first one writes the files; the others return the same path once training ends. A run that
+    fails before writing anything to the --out folder it made leaves no folder behind."""
+    out = Path(options.out)
+    existed = out.exists()
+    try:
+        return _train(data_dir, cfg, options, kind)
+    except BaseException:
+        if not existed:
+            with contextlib.suppress(OSError):  # not empty (a log, a checkpoint), or another process's
+                out.rmdir()
+        raise
+
+
+def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: str | None) -> Path:
     if options.threads:
         torch.set_num_threads(options.threads)
     device = parallel.start(options.device)
