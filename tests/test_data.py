@@ -14,6 +14,7 @@ from PIL import Image
 from test_train import CFG, CROP, options
 from vqcodec import data
 from vqcodec.data import AudioCrops, Batches, CropPlan, ImageCrops
+from vqcodec.errors import VQCodecError
 from vqcodec.train import train
 
 
@@ -163,21 +164,32 @@ def test_a_folder_is_loaded_only_when_reading_its_largest_file_fits_too(tmp_path
     assert AudioCrops([tmp_path / "wide.wav"], 8000, CROP, in_memory_bytes=64_000 + 768_000).in_memory
 
 
-def test_non_finite_samples_read_from_disk_become_silence(tmp_path, capsys):
-    clip = np.full(3000, 0.25, dtype=np.float32)
-    clip[1000:1100] = np.nan
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("in_memory_bytes", [None, 0])
+def test_channels_of_non_finite_samples_are_left_out_in_memory_and_from_disk(tmp_path, capsys, bad, in_memory_bytes):
+    """Read from disk, NaN samples became silence in the crops, where loading left their channel out."""
+    clip = np.full(70000, 0.25, dtype=np.float32)  # past the first block that reading from disk checks
+    clip[69000:69100] = bad
     soundfile.write(tmp_path / "nan.wav", clip, 8000, subtype="FLOAT")
-    disk = AudioCrops([tmp_path / "nan.wav"], 8000, 3000, in_memory_bytes=0)
-    crop = disk.make(disk.plan(1, np.random.default_rng(0), augment=False)[0])[0]
-    assert np.isfinite(crop).all() and not crop[1000:1100].any() and (crop[:1000] == 0.25).all()
-    with pytest.raises(Exception, match="no readable audio"):  # in memory, a channel with NaN is left out
-        AudioCrops([tmp_path / "nan.wav"], 8000, 3000)
-    assert f"skipping {tmp_path / 'nan.wav'}: samples that are not finite" in capsys.readouterr().err
-    stereo = np.stack([clip, np.full(3000, 0.5, dtype=np.float32)], 1)
+    with pytest.raises(VQCodecError, match="no readable audio"):
+        AudioCrops([tmp_path / "nan.wav"], 8000, 3000, in_memory_bytes=in_memory_bytes)
+    assert f"skipping {tmp_path / 'nan.wav'}: samples that are not finite\n" in capsys.readouterr().err
+    stereo = np.stack([clip, np.full(70000, 0.5, dtype=np.float32)], 1)
     soundfile.write(tmp_path / "stereo.wav", stereo, 8000, subtype="FLOAT")
-    memory = AudioCrops([tmp_path / "stereo.wav"], 8000, 3000)  # the finite channel is kept
-    assert [source.channel for source in memory.sources] == [1] and (memory.clips[0] == 0.5).all()
+    crops = AudioCrops([tmp_path / "stereo.wav"], 8000, 3000, in_memory_bytes=in_memory_bytes)
+    assert [source.channel for source in crops.sources] == [1] and crops.in_memory == (in_memory_bytes is None)
+    assert all((crops.make(plan) == 0.5).all() for plan in crops.plan(8, np.random.default_rng(0), augment=False))
     assert f"skipping {tmp_path / 'stereo.wav'} channel 1: samples that are not finite" in capsys.readouterr().err
+
+
+def test_a_crop_from_disk_of_samples_made_non_finite_since_the_scan_comes_from_the_next_file(tmp_path, capsys):
+    for name in ("a.wav", "b.wav"):
+        soundfile.write(tmp_path / name, np.full(3000, 0.25, dtype=np.float32), 8000, subtype="FLOAT")
+    disk = AudioCrops([tmp_path / "a.wav", tmp_path / "b.wav"], 8000, 3000, in_memory_bytes=0)
+    soundfile.write(tmp_path / "a.wav", np.full(3000, np.nan, dtype=np.float32), 8000, subtype="FLOAT")
+    assert (disk.make(CropPlan(0, (0.0,)))[0] == 0.25).all()
+    assert f"skipping {tmp_path / 'a.wav'}: samples that are not finite (the crop comes from the next file)" \
+        in capsys.readouterr().err
 
 
 def test_train_command_streams_data_when_asked(tmp_path, cli, image_files):

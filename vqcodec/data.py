@@ -4,7 +4,9 @@ training crops.
 A folder whose decoded media fit in IN_MEMORY_BYTES is read once and cropped from memory. A larger
 one is never loaded whole: each crop is read from its file when it is needed (audio by seeking to
 the crop, images by decoding the one photo), so the memory a run needs does not grow with the
-folder. Either way, `Batches` makes the next batch in worker threads while a training step runs.
+folder (its files are read once first, block by block, to leave out the channels of NaN or
+infinite samples that loading would leave out). Either way, `Batches` makes the next batch in
+worker threads while a training step runs.
 """
 from __future__ import annotations
 
@@ -201,6 +203,29 @@ class AudioSource:
     rate: int
 
 
+def _channel_finiteness(path: Path) -> tuple[int, np.ndarray] | None:
+    """The samples per channel a file holds and whether each channel's are all finite, read block by
+    block; None, after a `skipping` line, for a file that cannot be read."""
+    try:
+        with soundfile.SoundFile(os.fsencode(path)) as sound:
+            samples, finite = 0, np.ones(sound.channels, dtype=bool)
+            while len(block := sound.read(1 << 16, dtype="float32", always_2d=True)):
+                samples += len(block)
+                finite &= np.isfinite(block).all(axis=0)
+    except Exception as exc:  # soundfile raises several types for unreadable input
+        _skip(str(unreadable_audio(path, exc)))
+        return None
+    return samples, finite
+
+
+def _usable_channel(source: AudioSource, channels: int, samples: int, finite: bool) -> bool:
+    """Whether a channel of `samples` samples trains; one that does not gets a `skipping` line."""
+    problem = "no samples" if not samples else None if finite else "samples that are not finite"
+    if problem:  # the file changed since it was listed, or holds NaN or infinity
+        _skip(f"{source.path}{f' channel {source.channel + 1}' if channels > 1 else ''}: {problem}")
+    return not problem
+
+
 @dataclass(frozen=True)
 class CropPlan:
     """Every random choice behind one training crop, drawn before any reading is done."""
@@ -251,6 +276,8 @@ class AudioCrops(Crops):
             read_at_once[source.path] = read_at_once.get(source.path, 0) + source.frames * 4
         self.in_memory = sum(self._length(s) for s in self.sources) * 4 + max(read_at_once.values(), default=0) <= limit
         self.clips: list[np.ndarray] | None = self._load() if self.in_memory else None
+        if not self.in_memory:
+            self._scan()
         if not self.sources:
             raise VQCodecError("no readable audio in the training folder")
         if self.clips is not None:
@@ -277,14 +304,29 @@ class AudioCrops(Crops):
             if audio is None:
                 continue
             clip = audio[source.channel] if source.channel < len(audio) else np.zeros(0, np.float32)
-            problem = "no samples" if not clip.size else None if np.isfinite(clip).all() else "samples that are not finite"
-            if problem:  # the file changed since it was listed, or holds NaN or infinity
-                _skip(f"{source.path}{f' channel {source.channel + 1}' if len(audio) > 1 else ''}: {problem}")
+            if not _usable_channel(source, len(audio), clip.size, bool(np.isfinite(clip).all())):
                 continue
             clips.append(np.pad(clip, (0, max(0, self.crop - clip.size))))
             kept.append(source)
         self.sources = kept
         return clips
+
+    def _scan(self) -> None:
+        """Read every file once, block by block, keeping the channels _load would keep (crops read
+        from disk later are then never of NaN or infinite samples)."""
+        kept, scanned = [], {}
+        for source in self.sources:
+            if source.path not in scanned:
+                scanned = {source.path: _channel_finiteness(source.path)}
+            found = scanned[source.path]
+            if found is None:
+                continue
+            samples, finite = found
+            present = source.channel < len(finite)
+            if _usable_channel(source, len(finite), samples if present else 0,
+                               present and bool(finite[source.channel])):
+                kept.append(source)
+        self.sources = kept
 
     def plan(self, size: int, rng: np.random.Generator, augment: bool = True) -> list[CropPlan]:
         sources = rng.choice(len(self.sources), size=size, p=self.weights)
@@ -315,8 +357,8 @@ class AudioCrops(Crops):
 
     def _read(self, source: AudioSource, where: float) -> np.ndarray:
         """A crop read from disk: only the samples it covers, and a margin on both sides when it is
-        resampled, so that it matches the same crop of the whole file resampled. Samples that are not
-        finite become zeros."""
+        resampled, so that it matches the same crop of the whole file resampled. A crop of samples
+        that are not finite (the file changed since _scan read it) is refused."""
         start = int(where * (max(self._length(source), self.crop) - self.crop + 1))
         common = math.gcd(source.rate, self.sample_rate)
         up, down = source.rate // common, self.sample_rate // common  # model sample n is source sample n * up / down
@@ -340,7 +382,9 @@ class AudioCrops(Crops):
         offset = start - first
         out = np.zeros(self.crop, dtype=np.float32)
         part = segment[offset:offset + self.crop]
-        out[:part.size] = np.nan_to_num(part, nan=0.0, posinf=0.0, neginf=0.0)
+        if not np.isfinite(part).all():
+            raise VQCodecError(f"{source.path}: samples that are not finite")
+        out[:part.size] = part
         return out
 
     def describe(self) -> str:
