@@ -69,6 +69,16 @@ def test_a_range_outside_the_file_is_refused(codec, long_files, start, duration,
         codec.decode_audio(data, start=start, duration=duration)
 
 
+@pytest.mark.parametrize("rate", [16000, 44100])
+def test_a_start_in_the_last_half_sample_decodes_the_last_sample(codec, long_files, rate):
+    """A start before the end that rounds to it was refused as 'not before the end'."""
+    data, whole = long_files[rate]
+    part, _ = codec.decode_audio(data, start=(whole.shape[1] - 0.3) / rate)
+    np.testing.assert_allclose(part, whole[:, -1:], atol=1e-5)
+    with pytest.raises(VQCodecError, match=r"--start 2.0 s is not before the end of the audio \(2 s\)"):
+        codec.decode_audio(data, start=whole.shape[1] / rate)
+
+
 @pytest.mark.parametrize("duration", [math.inf, 1e308, 1.5])
 def test_a_duration_past_the_end_stops_at_the_end(codec, long_files, duration):
     data, whole = long_files[16000]

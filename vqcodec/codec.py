@@ -1332,9 +1332,9 @@ class Codec:
             return 0, None
         rate, length = self._output_timing(vqformat.parse_header(data), rate)
         start = _checked_amount("start", start, "seconds", allow_zero=True)
-        first = round(min(start * rate, length))  # min first: a start of 1e308 s is inf samples, which round() refuses
-        if first >= length:
-            raise VQCodecError(f"--start {start} s is not before the end of the audio ({length / rate:.3f} s)")
+        if start * rate >= length:
+            raise VQCodecError(f"--start {start} s is not before the end of the audio ({length / rate:.9g} s)")
+        first = min(round(start * rate), length - 1)  # a start within the last half sample rounds to the end
         left = length - first
         if duration is None or duration == math.inf:
             return first, left
