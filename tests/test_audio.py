@@ -687,8 +687,9 @@ def test_api_numbers_are_whole_where_they_must_be(codec, signal):
             codec.encode_audio(audio, 16000, quality)
     assert codec.recode(plain, np.int64(1)) == codec.recode(plain, 1)
     assert codec.decode_audio(plain, rate=np.int64(8000))[1] == 8000
-    with pytest.raises(VQCodecError, match="out of range"):
-        codec.decode_audio(plain, rate=True)
+    for rate in (True, 8000.0, 16000.0):  # 8000.0 was said to be out of range, and 16000.0 (the file's) taken
+        with pytest.raises(VQCodecError, match="output sample rate must be a whole number of Hz"):
+            codec.decode_audio(plain, rate=rate)
     assert len(codec.encode_audio(audio, 16000, 2, max_kbps=np.float32(1000.0))) == len(
         codec.encode_audio(audio, 16000, 2, max_kbps=1000.0))
 

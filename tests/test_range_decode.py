@@ -79,6 +79,15 @@ def test_a_start_in_the_last_half_sample_decodes_the_last_sample(codec, long_fil
         codec.decode_audio(data, start=whole.shape[1] / rate)
 
 
+def test_decode_audio_blocks_refuses_a_range_not_in_whole_samples(codec, long_files):
+    data, whole = long_files[16000]
+    for start, count in ((1.5, 10), (100, 10.0), ("1", 2), (None, 2)):
+        with pytest.raises(VQCodecError, match="must be a whole number of samples"):
+            codec.decode_audio_blocks(data, start, count)
+    _, blocks = codec.decode_audio_blocks(data, np.int64(100), np.int32(10))
+    np.testing.assert_allclose(np.concatenate(list(blocks), axis=1), whole[:, 100:110], atol=1e-5)
+
+
 @pytest.mark.parametrize("duration", [math.inf, 1e308, 1.5])
 def test_a_duration_past_the_end_stops_at_the_end(codec, long_files, duration):
     data, whole = long_files[16000]

@@ -1251,7 +1251,11 @@ class Codec:
         self._require("audio")
         header, chunks, model_length, total_frames = self._audio_parts(data, salvage)
         rate, length = self._output_timing(header, rate)
-        count = length - start if count is None else count
+        for name, value in (("start", start), ("count", 0 if count is None else count)):
+            if not _is_whole(value):
+                raise VQCodecError(f"the {name} must be a whole number of samples, not {value!r}")
+        start = int(start)
+        count = length - start if count is None else int(count)
         if not (0 <= start < length and 1 <= count <= length - start):
             raise VQCodecError(f"samples {start}..{start + count} are not within the file's {length} "
                                f"({length / rate:.3f} s)")
@@ -1290,10 +1294,13 @@ class Codec:
     @staticmethod
     def _output_timing(header: vqformat.Header, rate: int | None) -> tuple[int, int]:
         """The rate audio is decoded at (the file's, unless `rate` says) and its length in samples there."""
-        if rate is None or rate == header.sample_rate:
+        if rate is None:
             return header.sample_rate, header.length
         if not (_is_whole(rate) and 1 <= rate <= vqformat.MAX_SAMPLE_RATE):
-            raise VQCodecError(f"output sample rate {rate!r} Hz is out of range (1..{vqformat.MAX_SAMPLE_RATE})")
+            raise VQCodecError(f"the output sample rate must be a whole number of Hz from 1 to "
+                               f"{vqformat.MAX_SAMPLE_RATE}, not {rate!r}")
+        if rate == header.sample_rate:
+            return header.sample_rate, header.length
         return int(rate), -(-header.length * int(rate) // header.sample_rate)
 
     def _model_span(self, rate: int, length: int, start: int, count: int, model_length: int) -> tuple[int, int, int]:
