@@ -70,7 +70,8 @@ IMAGE_TILE = 64                 # latent cells per tile side, before context
 STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
 STREAM_SPOOL_BYTES = 1 << 20    # bytes copied at a time from a stream that cannot seek
 WHOLE_READ_SAMPLES = 1 << 22    # files of up to this many samples (16 MiB) are read once, longer ones twice
-RESAMPLE_MARGIN_SECONDS = 0.02  # decoded before a range of a file that is resampled, for the filter's sake
+RESAMPLE_MARGIN_SECONDS = 0.02  # decoded before a range of a file that is resampled, for the filter's sake,
+RESAMPLE_MARGIN_SAMPLES = 160   # and at least this many samples of the rate it is resampled to
 # Channels of an encoder block that differ from the first by at most this anywhere in the block (-60
 # dBFS, 32 steps of 16-bit audio: copies of one signal dithered or processed apart) are coded as one,
 # context included, and their codes copied; the difference is far below the codec's own error at any
@@ -1242,8 +1243,8 @@ class Codec:
         With `start` and `count` (samples at that rate), only those samples: the chunks and
         network blocks that cover them are decoded, and nothing else. They equal the same samples of
         the whole file's decoding up to float rounding (the blocks fall elsewhere); a file whose rate
-        is not the model's is resampled from a point on the whole file's resampling grid, 20 ms before
-        the range.
+        is not the model's is resampled from a point on the whole file's resampling grid, 20 ms (and
+        at least RESAMPLE_MARGIN_SAMPLES at the output rate) before the range.
 
         With `salvage`, a file whose header is intact decodes even where chunks are damaged or
         missing (damaged_parts lists them): their frames come out silent."""
@@ -1313,7 +1314,7 @@ class Codec:
             return start, start + count, 0
         common = math.gcd(rate, model_rate)
         step, out_step = model_rate // common, rate // common  # model sample n * out_step / step is file sample n
-        margin = math.ceil(RESAMPLE_MARGIN_SECONDS * model_rate)
+        margin = math.ceil(max(RESAMPLE_MARGIN_SECONDS, RESAMPLE_MARGIN_SAMPLES / rate) * model_rate)
         low = max(0, start * step // out_step - margin)
         low -= low % step  # on a file sample, so the resampled part falls on the whole file's grid
         high = min(model_length, -(-(start + count) * step // out_step) + margin)
