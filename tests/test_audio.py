@@ -255,6 +255,12 @@ def test_decode_audio_file_writes_the_original_layout(codec, signal, tmp_path):
     ("out.flac", None, 16000, 9, "FLAC holds at most 8 channels"),
     (None, "MP3", 16000, 3, "MP3 holds at most 2 channels"),
     (None, "MP3", 96000, 1, "MPEG-1/2/2.5 only supports sample rates"),  # soundfile's own reason, without its prefix
+    ("out.voc", None, 16000, 3, "VOC holds at most 2 channels"),  # "Format not recognised"
+    # libsndfile wrote these as 8000, 44100, 30464 (16 bits) and 44247 Hz (a whole number of 100 ns a sample)
+    ("out.wve", None, 16000, 1, "WVE cannot hold a rate of 16000 Hz"),
+    (None, "XI", 16000, 1, "XI cannot hold a rate of 16000 Hz"),
+    (None, "SVX", 96000, 1, "SVX cannot hold a rate of 96000 Hz"),
+    ("out.htk", None, 44100, 1, "HTK cannot hold a rate of 44100 Hz"),
 ])
 def test_decode_audio_file_refuses_what_the_format_cannot_hold(codec, signal, tmp_path, name, hint, rate, channels,
                                                                reason):

@@ -199,9 +199,16 @@ class SoundSink:
 
 
 # Limits of libsndfile's encoders that it does not report clearly: above 200 kHz libvorbis crashes
-# the process, and too many channels for FLAC or MP3 come back as "Format not recognised".
+# the process, and too many channels for FLAC, MP3 and others come back as "Format not recognised".
 VORBIS_MAX_RATE = 200_000
-FORMAT_MAX_CHANNELS = {"FLAC": 8, "MP3": 2}
+FORMAT_MAX_CHANNELS = {"FLAC": 8, "MP3": 2, "AVR": 2, "MPC2K": 2, "VOC": 2, "HTK": 1, "SDS": 1, "SVX": 1, "WVE": 1,
+                       "XI": 1}
+# Rates that some formats' headers cannot say, which libsndfile writes as another rate without a word:
+# a rate of their own, a 16-bit field, or the sample period in whole units (HTK 100 ns; SDS 1 ns, in 21 bits).
+FORMAT_HOLDS_RATE = {"WVE": lambda rate: rate == 8000, "XI": lambda rate: rate == 44100,
+                     "SVX": lambda rate: rate < 2**16, "MPC2K": lambda rate: rate < 2**16,
+                     "HTK": lambda rate: 10**7 // (10**7 // rate) == rate,
+                     "SDS": lambda rate: 10**9 // rate < 2**21 and 10**9 // (10**9 // rate) == rate}
 
 
 def check_audio_output(format_name: str, subtype: str | None, sample_rate: int, channels: int) -> None:
@@ -212,6 +219,9 @@ def check_audio_output(format_name: str, subtype: str | None, sample_rate: int, 
     subtype = (subtype or soundfile.default_subtype(format_name) or "").upper()
     if format_name == "OGG" and subtype == "VORBIS" and sample_rate > VORBIS_MAX_RATE:
         raise VQCodecError(f"Ogg Vorbis holds at most {VORBIS_MAX_RATE} Hz, not {sample_rate}: "
+                           f"write another format (.wav, .flac) or pass --rate")
+    if not FORMAT_HOLDS_RATE.get(format_name, lambda rate: True)(sample_rate):
+        raise VQCodecError(f"{format_name} cannot hold a rate of {sample_rate} Hz (it would say another): "
                            f"write another format (.wav, .flac) or pass --rate")
     limit = FORMAT_MAX_CHANNELS.get(format_name)
     if limit is not None and channels > limit:
