@@ -247,6 +247,10 @@ def test_decode_audio_file_writes_the_original_layout(codec, signal, tmp_path):
     np.testing.assert_allclose(written.T, np.clip(decoded, -1, 1), atol=1 / 2 ** 15)
     codec.decode_audio_file(data, tmp_path / "out.aif")  # a suffix that is not a soundfile format name
     assert soundfile.info(str(tmp_path / "out.aif")).format == "AIFF"
+    for hint, name in (("aif", "AIFF"), ("wave", "WAV"), ("OGA", "OGG")):  # these were 'Unknown format'
+        buffer = io.BytesIO()
+        codec.decode_audio_file(data, buffer, format_hint=hint)
+        assert soundfile.info(io.BytesIO(buffer.getvalue())).format == name
 
 
 @pytest.mark.parametrize("name, hint, rate, channels, reason", [

@@ -151,6 +151,8 @@ def test_mirrored_paths_and_output_formats(tmp_path):
     assert output_formats("flac") == ({"audio": "FLAC", "image": "PNG"}, {"audio": ".flac", "image": ".png"})
     assert output_formats("JPEG") == ({"audio": "WAV", "image": "JPEG"}, {"audio": ".wav", "image": ".jpg"})
     assert output_formats("webp")[1]["image"] == ".webp"
+    assert output_formats("aif") == ({"audio": "AIFF", "image": "PNG"}, {"audio": ".aiff", "image": ".png"})
+    assert output_formats("wave")[0]["audio"] == "WAV"
 
 
 def test_encode_of_a_folder_of_vq_files_recodes_them(encoded_folder, tmp_path, cli):

@@ -29,8 +29,8 @@ from . import format as vqformat
 from . import ratecontrol
 from .errors import VQCodecError
 from .fileinfo import FileInfo, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
-from .io import (ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_of, check_audio_output, image_to_planes,
-                 input_name, open_image, planes_to_image, SoundSink, SoundStream, unreadable_audio,
+from .io import (ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of, check_audio_output,
+                 image_to_planes, input_name, open_image, planes_to_image, SoundSink, SoundStream, unreadable_audio,
                  unwritable_audio, write_file)
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts
@@ -1358,6 +1358,7 @@ class Codec:
         is written through a temporary file renamed into place (io.write_file), so a failure leaves
         what was there before."""
         data = vq_bytes(data)
+        format_hint = format_hint and (audio_format_named(format_hint) or format_hint)
         if isinstance(destination, (str, Path)):
             format_hint = format_hint or audio_format_of(destination)
             if format_hint is None:

@@ -197,16 +197,17 @@ def sort_by_kind(files: list[Path]) -> tuple[dict[Path, str], list[tuple[Path, s
 def output_formats(format_name: str | None) -> tuple[dict[str, str], dict[str, str]]:
     """The output format and file extension for each kind: WAV and PNG, except the kind whose
     format --format names (an audio format soundfile writes, or an image format Pillow writes)."""
-    import soundfile
     from PIL import Image
+
+    from .io import audio_format_named
 
     formats, extensions = {"audio": "WAV", "image": "PNG"}, dict(DEFAULT_EXTENSIONS)
     if format_name is None:
         return formats, extensions
-    name = format_name.upper()
+    name, audio = format_name.upper(), audio_format_named(format_name)
     Image.init()
-    if name in soundfile.available_formats():
-        formats["audio"], extensions["audio"] = name, "." + name.lower()
+    if audio:
+        formats["audio"], extensions["audio"] = audio, "." + audio.lower()
     elif name in Image.SAVE:
         formats["image"] = name
         extensions["image"] = IMAGE_EXTENSIONS.get(name) or next(

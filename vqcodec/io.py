@@ -104,8 +104,12 @@ def write_file(path, write, replace: bool = True) -> None:
 
 def audio_format_of(path) -> str | None:
     """The soundfile format a file name asks for, or None."""
-    suffix = Path(path).suffix.lower()
-    name = AUDIO_SUFFIX_FORMATS.get(suffix, suffix.lstrip(".").upper())
+    return audio_format_named(Path(path).suffix.lstrip("."))
+
+
+def audio_format_named(name: str) -> str | None:
+    """The soundfile format of a format name or a file extension without its dot (WAV, wave, aif), or None."""
+    name = AUDIO_SUFFIX_FORMATS.get("." + name.lower(), name.upper())
     return name if name in soundfile.available_formats() else None
 
 
