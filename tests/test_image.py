@@ -750,9 +750,9 @@ def test_alpha_is_never_dropped_by_the_output_format(fmt, source):
         write_image(image, io.BytesIO(), fmt)
 
 
-@pytest.mark.parametrize("fmt,limit", [("JPEG", 65_500), ("WEBP", 16_383)])
+@pytest.mark.parametrize("fmt,limit", [("JPEG", 65_500), ("WEBP", 16_383), ("ICO", 256)])
 def test_a_format_too_small_for_a_side_is_one_clear_error(fmt, limit, capfd):
-    """Images go to 65 535 pixels a side, JPEG to 65 500 and WebP to 16 383: the error names the
+    """Images go to 65 535 pixels a side, JPEG to 65 500, WebP to 16 383 and ICO to 256: the error names the
     limit, and nothing else reaches stderr (libjpeg printed a line of its own)."""
     with pytest.raises(VQCodecError, match=f"^{fmt} holds at most {limit} pixels a side, and the image is "
                                            f"{limit + 1}x1: write .png or .tif$"):
@@ -761,6 +761,16 @@ def test_a_format_too_small_for_a_side_is_one_clear_error(fmt, limit, capfd):
     buffer = io.BytesIO()
     write_image(Image.new("L", (limit, 1)), buffer, fmt)
     assert Image.open(buffer).size == (limit, 1)
+
+
+def test_an_image_is_written_at_its_size_or_refused():
+    """Pillow scaled a 200x130 image to a 128x83 icon (ICO) or a 1024x1024 one (ICNS), silently."""
+    image = Image.fromarray(smooth_rgb(130, 200))
+    buffer = io.BytesIO()
+    write_image(image, buffer, "ICO")
+    assert Image.open(buffer).size == (200, 130)
+    with pytest.raises(VQCodecError, match="^ICNS cannot hold a 200x130 image at its size: write .png or .tif$"):
+        write_image(image, io.BytesIO(), "ICNS")
 
 
 def test_opaque_alpha_may_be_dropped():

@@ -269,7 +269,7 @@ ALPHA_MODES = {"RGBA", "LA", "PA", "P;transparency"}
 IMAGE_MODE_NAMES = {code: name for name, code in IMAGE_MODES.items()}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I", "F"}
 MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold
-_MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383}  # the most pixels a side these formats hold (images go to 65 535)
+_MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383, "ICO": 256}  # the most pixels a side these formats hold (images go to 65 535)
 
 
 def check_pixel_count(width: int, height: int) -> None:
@@ -438,12 +438,13 @@ def _saved(image, format_name: str | None) -> bytes:
         raise VQCodecError(f"{format_name} holds at most {limit} pixels a side, and the image is "
                            f"{image.width}x{image.height}: write .png or .tif")
     wants_alpha, deep = _has_visible_alpha(image), image.mode in _SIXTEEN_BIT
+    options = {"sizes": [image.size]} if format_name == "ICO" else {}  # else Pillow writes 16x16..256x256 icons
     error = None
     for mode in dict.fromkeys([image.mode, *_fallback_modes(image, wants_alpha)]):
         candidate = image if mode == image.mode else _converted(image, mode)
         buffer = _io.BytesIO()
         try:
-            candidate.save(buffer, format=format_name)
+            candidate.save(buffer, format=format_name, **options)
         except (OSError, ValueError) as exc:  # written to memory: the format refused the mode
             if "unknown file extension" in str(exc):
                 raise VQCodecError(f"cannot write image: {exc}") from None
@@ -456,6 +457,9 @@ def _saved(image, format_name: str | None) -> bytes:
             written = Image.open(buffer)
         except Exception:  # a format Pillow writes but cannot read back (PDF, ...): nothing to check
             return buffer.getvalue()
+        if written.size != image.size:  # ICO and ICNS scale to the sizes they hold
+            raise VQCodecError(f"{format_name} cannot hold a {image.width}x{image.height} image at its size: "
+                               "write .png or .tif")
         if wants_alpha and not written.has_transparency_data:
             continue
         if deep and candidate.mode in _SIXTEEN_BIT and written.mode not in _SIXTEEN_BIT:
