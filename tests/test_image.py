@@ -289,7 +289,8 @@ def test_receptive_field_fits_in_the_tile_context(cfg):
 
 
 def test_image_over_the_side_limit_is_refused(codec):
-    with pytest.raises(VQCodecError, match="size limit"):
+    with pytest.raises(VQCodecError, match="^image 65536x1 exceeds the size limit of 65535 pixels a side and "
+                                           f"{MAX_PIXELS} pixels$"):
         codec.encode_image(Image.new("L", (vqformat.MAX_IMAGE_SIDE + 1, 1)), 1)
 
 
@@ -453,7 +454,8 @@ def png_claiming(width: int, height: int) -> bytes:
 @pytest.mark.parametrize("side", [10_000, 20_000])  # above Pillow's warning and its error limit
 def test_decompression_bombs_are_refused(side):
     assert side * side > MAX_PIXELS
-    with pytest.raises(VQCodecError):
+    size = f"of {side}x{side} pixels " if side * side <= 2 * MAX_PIXELS else ""  # Pillow gives no size beyond
+    with pytest.raises(VQCodecError, match=f"^image {size}exceeds the limit of {MAX_PIXELS} pixels$"):
         open_image(io.BytesIO(png_claiming(side, side)))
 
 
@@ -811,7 +813,7 @@ def test_an_alpha_plane_that_is_not_one_whole_zlib_stream_is_refused(codec, chan
 @pytest.mark.parametrize("size", [{"width": 0}, {"height": 0}])
 def test_packing_codes_refuses_a_zero_size(codec, size):
     codes = codec.image_to_codes(smooth_rgb(16, 24), 2)
-    with pytest.raises(VQCodecError, match="exceeds the size limit"):
+    with pytest.raises(VQCodecError, match="is empty"):
         codec.codes_to_file(codes, **size)
 
 

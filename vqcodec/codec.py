@@ -283,9 +283,11 @@ def _check_audio_size(channels: int, sample_rate: int, samples: int) -> None:
 
 def _check_image_size(width: int, height: int) -> None:
     """The container's bounds on a new image file, checked before anything is coded."""
-    if min(width, height) < 1 or max(width, height) > vqformat.MAX_IMAGE_SIDE \
-            or width * height > vqformat.MAX_IMAGE_PIXELS:
-        raise VQCodecError(f"image {width}x{height} exceeds the size limit")
+    if min(width, height) < 1:
+        raise VQCodecError(f"image {width}x{height} is empty")
+    if max(width, height) > vqformat.MAX_IMAGE_SIDE or width * height > vqformat.MAX_IMAGE_PIXELS:
+        raise VQCodecError(f"image {width}x{height} exceeds the size limit of {vqformat.MAX_IMAGE_SIDE} pixels "
+                           f"a side and {vqformat.MAX_IMAGE_PIXELS} pixels")
 
 
 def _same_channels(x: torch.Tensor) -> bool:
