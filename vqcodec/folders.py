@@ -204,14 +204,16 @@ def output_formats(format_name: str | None) -> tuple[dict[str, str], dict[str, s
     formats, extensions = {"audio": "WAV", "image": "PNG"}, dict(DEFAULT_EXTENSIONS)
     if format_name is None:
         return formats, extensions
-    name, audio = format_name.upper(), audio_format_named(format_name)
+    name, suffix, audio = format_name.upper(), "." + format_name.lower(), audio_format_named(format_name)
     Image.init()
     if audio:
         formats["audio"], extensions["audio"] = audio, "." + audio.lower()
     elif name in Image.SAVE:
         formats["image"] = name
         extensions["image"] = IMAGE_EXTENSIONS.get(name) or next(
-            ext for ext, owner in Image.EXTENSION.items() if owner == name)
+            (ext for ext, owner in Image.EXTENSION.items() if owner == name), suffix)
+    elif Image.EXTENSION.get(suffix) in Image.SAVE:  # named by its extension (jpg, tif), as one file's --format
+        formats["image"], extensions["image"] = Image.EXTENSION[suffix], suffix
     else:
         raise VQCodecError(f"unknown output format {format_name}: an audio format soundfile writes (WAV, FLAC, "
                            "OGG, ...) or an image format Pillow writes (PNG, WEBP, ...)")
