@@ -752,17 +752,26 @@ def test_alpha_is_never_dropped_by_the_output_format(fmt, source):
         write_image(image, io.BytesIO(), fmt)
 
 
-@pytest.mark.parametrize("fmt,limit", [("JPEG", 65_500), ("WEBP", 16_383), ("ICO", 256)])
+@pytest.mark.parametrize("fmt,limit", [("JPEG", 65_500), ("MPO", 65_500), ("PDF", 65_500), ("WEBP", 16_383), ("AVIF", 32_768),
+                                       ("ICO", 256)])
 def test_a_format_too_small_for_a_side_is_one_clear_error(fmt, limit, capfd):
-    """Images go to 65 535 pixels a side, JPEG to 65 500, WebP to 16 383 and ICO to 256: the error names the
-    limit, and nothing else reaches stderr (libjpeg printed a line of its own)."""
+    """Images go to 65 535 pixels a side, JPEG, MPO and PDF to 65 500, WebP to 16 383, AVIF to 32 768 (beyond
+    it, what Pillow wrote it could not read) and ICO to 256: the error names the limit, and nothing else
+    reaches stderr (libjpeg printed a line of its own)."""
     with pytest.raises(VQCodecError, match=f"^{fmt} holds at most {limit} pixels a side, and the image is "
                                            f"{limit + 1}x1: write .png or .tif$"):
         write_image(Image.new("L", (limit + 1, 1)), io.BytesIO(), fmt)
     assert capfd.readouterr().err == ""
     buffer = io.BytesIO()
     write_image(Image.new("L", (limit, 1)), buffer, fmt)
-    assert Image.open(buffer).size == (limit, 1)
+    if fmt != "PDF":  # which Pillow writes but does not read
+        assert Image.open(buffer).size == (limit, 1)
+
+
+def test_a_format_whose_header_cannot_hold_the_size_is_one_clear_error():
+    """PCX stores the bytes of a row in 16 bits: Pillow raised OverflowError, a traceback."""
+    with pytest.raises(VQCodecError, match="^PCX cannot hold a 65535x1 image: write .png or .tif$"):
+        write_image(Image.new("RGB", (65_535, 1)), io.BytesIO(), "PCX")
 
 
 def test_an_image_is_written_at_its_size_or_refused():

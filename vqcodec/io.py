@@ -269,7 +269,9 @@ ALPHA_MODES = {"RGBA", "LA", "PA", "P;transparency"}
 IMAGE_MODE_NAMES = {code: name for name, code in IMAGE_MODES.items()}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I", "F"}
 MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold
-_MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383, "ICO": 256}  # the most pixels a side these formats hold (images go to 65 535)
+# The most pixels a side these formats hold (images go to 65 535): MPO and PDF code through libjpeg, and
+# libavif, which Pillow reads AVIF with, refuses a side over 32 768.
+_MAX_SIDE = {"JPEG": 65_500, "MPO": 65_500, "PDF": 65_500, "WEBP": 16_383, "AVIF": 32_768, "ICO": 256}
 
 
 def check_pixel_count(width: int, height: int) -> None:
@@ -452,6 +454,9 @@ def _saved(image, format_name: str | None) -> bytes:
             continue
         except KeyError as exc:
             raise VQCodecError(f"cannot write image: unknown format {exc}") from None
+        except OverflowError:  # a size field of the format's header (PCX: 16-bit bytes per line)
+            raise VQCodecError(f"{format_name} cannot hold a {image.width}x{image.height} image: "
+                               "write .png or .tif") from None
         buffer.seek(0)
         try:
             written = Image.open(buffer)
