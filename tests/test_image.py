@@ -768,6 +768,25 @@ def test_a_format_too_small_for_a_side_is_one_clear_error(fmt, limit, capfd):
         assert Image.open(buffer).size == (limit, 1)
 
 
+@pytest.mark.parametrize("mode", ["L", "1", "LA", "I;16", "F"])
+def test_grey_written_to_a_format_without_grey_comes_out_as_rgb(mode):
+    """QOI holds RGB and RGBA only: a grey photo decoded to .qoi was refused ('Unsupported QOI image mode')."""
+    grey = np.tile(np.linspace(0, 255, 32).round().astype(np.uint8), (8, 1))
+    image = Image.fromarray(grey, "L").convert("LA" if mode == "LA" else "L")
+    if mode == "1":
+        image = image.convert("1")
+        grey = np.asarray(image.convert("L"))
+    elif mode == "I;16":
+        image = Image.frombytes("I;16", image.size, (grey.astype(np.float64) * 257).astype("<u2").tobytes())
+    elif mode == "F":
+        image = Image.fromarray(grey.astype(np.float32) / 255, "F")
+    buffer = io.BytesIO()
+    write_image(image, buffer, "QOI")
+    with Image.open(io.BytesIO(buffer.getvalue())) as written:
+        assert written.mode == "RGB" and written.size == (32, 8)
+        np.testing.assert_array_equal(np.asarray(written)[:, :, 1], grey)
+
+
 def test_a_format_whose_header_cannot_hold_the_size_is_one_clear_error():
     """PCX stores the bytes of a row in 16 bits: Pillow raised OverflowError, a traceback."""
     with pytest.raises(VQCodecError, match="^PCX cannot hold a 65535x1 image: write .png or .tif$"):

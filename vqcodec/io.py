@@ -480,11 +480,11 @@ def _converted(image, mode: str):
     """`image` in `mode`; 16-bit, 32-bit and float grey are scaled to its range, not clipped."""
     from PIL import Image
 
-    if image.mode not in _SIXTEEN_BIT or mode not in ("L", "I;16"):
+    if image.mode not in _SIXTEEN_BIT or mode not in ("L", "I;16", "RGB"):
         return image.convert(mode)
     values = np.asarray(image, dtype=np.float64) / (1.0 if image.mode == "F" else 65535.0)  # as planes_to_image
-    if mode == "L":
-        return Image.fromarray(np.clip(np.round(values * 255.0), 0, 255).astype(np.uint8), "L")
+    if mode in ("L", "RGB"):
+        return Image.fromarray(np.clip(np.round(values * 255.0), 0, 255).astype(np.uint8), "L").convert(mode)
     return Image.frombytes("I;16", image.size, np.clip(np.round(values * 65535.0), 0, 65535).astype("<u2").tobytes())
 
 
@@ -511,7 +511,7 @@ def _fallback_modes(image, keep_alpha: bool) -> list[str]:
     if keep_alpha:
         return ["RGBA"]
     if image.mode in ("L", "1", "LA"):
-        return ["L"]
+        return ["L", "RGB"]  # RGB for formats without grey (QOI)
     if image.mode in _SIXTEEN_BIT:
-        return ["I;16", "L"]
+        return ["I;16", "L", "RGB"]
     return ["RGB"]
