@@ -821,6 +821,10 @@ def test_the_shipped_configs_are_within_the_parameter_bound(name):
     (["--config", "CONFIG:{\"kind\": \"audio\", \"strides\": [4, 1]}"], "each of strides must be a whole number from 2"),
     (["--config", "CONFIG:{\"kind\": \"audio\", \"num_codebooks\": 64, \"codebook_size\": 65536, "
       "\"latent_dim\": 4096}"], "num_codebooks x codebook_size x latent_dim is 17179869184"),  # 64 GiB
+    # each flag in its range, but 1 GiB of codebooks with the default latent_dim: the product was checked only in a --config
+    (["--codebooks", "64", "--codebook-size", "65536"], "num_codebooks x codebook_size x latent_dim is 268435456"),
+    (["--config", "CONFIG:{\"kind\": \"audio\", \"latent_dim\": 128}", "--codebooks", "64", "--codebook-size", "32768"],
+     "num_codebooks x codebook_size x latent_dim is 268435456"),
     (["--config", "CONFIG:{\"kind\": \"image\", \"channels\": [8, 8, 8, 8, 8, 8, 8, 8, 8]}"], "at most 8 levels"),
     # each width and the depth in bounds, but 4 746 M parameters (17.7 GiB of weights)
     (["--config", "CONFIG:{\"kind\": \"image\", \"channels\": [4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096]}"],
@@ -842,6 +846,16 @@ def test_train_refuses_bad_options_before_it_makes_anything(data_dir, tmp_path, 
     assert code != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert message in err
     assert not out.exists()
+
+
+def test_train_checks_a_config_built_in_python(data_dir, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(VQCodecError, match="bad config \\(num_codebooks must be a whole number from 1 to 64, not 65\\)"):
+        train(data_dir, dataclasses.replace(CFG, num_codebooks=65), options(out))
+    assert not out.exists()
+    # lists where the fields are tuples, as config_from_dict makes them: the same config
+    path = train(data_dir, dataclasses.replace(CFG, strides=[2, 4]), options(out, max_steps=1, fit_prior=False))
+    assert config_from_dict(json.loads(path.with_suffix(".json").read_text())["config"]) == CFG
 
 
 def test_a_folder_of_one_file_says_it_validates_on_it(data_dir, tmp_path, capsys):

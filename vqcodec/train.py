@@ -369,6 +369,11 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     torch.manual_seed(options.seed + rank)  # the processes draw different quantizer dropout
     precision = resolve_precision(options.precision, device)
     check_model_name(options.name)
+    if cfg is not None:
+        try:
+            cfg = config_from_dict(config_to_dict(cfg))
+        except ValueError as exc:
+            raise VQCodecError(f"bad config ({exc})") from None
     out = Path(options.out)
     checkpoint_path = out / f"{CHECKPOINT_NAME}.safetensors"
     if options.resume and not checkpoint_path.exists():
