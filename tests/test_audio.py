@@ -514,6 +514,32 @@ def test_weights_that_do_not_fit_the_network_are_refused(tmp_path, tiny_model_pa
     assert name in str(caught.value)
 
 
+def test_a_config_that_does_not_fit_the_weights_is_refused_before_its_network_is_built(tmp_path, tiny_model_path):
+    """A NAME.json naming a config in bounds but far larger than its weights (the id recomputed) is refused
+    without building that network: its 64 codebooks of 65536 made a gigabyte of buffers first."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from conftest import run_python
+    from vqcodec.modelfile import compute_model_id
+
+    meta = json.loads(tiny_model_path.with_suffix(".json").read_text())
+    meta["config"].update(num_codebooks=64, codebook_size=65536, latent_dim=32)
+    meta["model_id"] = compute_model_id(meta["config"], load_file(str(tiny_model_path)))
+    shutil.copy(tiny_model_path, tmp_path / "m.safetensors")
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    script = ("import resource, sys; from vqcodec import Codec, VQCodecError\n"
+              "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+              "try:\n    Codec.load(sys.argv[1])\nexcept VQCodecError as exc:\n    print(exc)\n"
+              "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)")
+    result = run_python("-c", script, tmp_path / "m", text=True, timeout=300)
+    message, grown_mb = result.stdout.splitlines()
+    assert "model weights do not fit its config" in message
+    assert int(grown_mb) < 200, f"{grown_mb} MB"
+
+
 def test_a_renamed_copy_of_a_model_goes_by_its_file_name(tmp_path, tiny_model_path):
     """Messages, eval and the codes.json of `vqcodec codes` name a model by the name that finds it (the
     JSON's "name" of a renamed copy named a model that is not there, or another one)."""

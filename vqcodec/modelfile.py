@@ -175,9 +175,10 @@ def read_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 
 def build_model(meta: dict, tensors: dict[str, torch.Tensor]) -> VQVAE:
-    model = VQVAE(config_from_dict(meta["config"]))
+    config = config_from_dict(meta["config"])
     network = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
-    expected = model.state_dict()
+    with torch.device("meta"):  # shapes without storage: a config far larger than its weights allocates nothing
+        expected = VQVAE(config).state_dict()
     for name, tensor in network.items():
         want = expected.get(name)
         if want is not None and (tensor.shape != want.shape or tensor.is_floating_point() != want.is_floating_point()):
@@ -185,10 +186,12 @@ def build_model(meta: dict, tensors: dict[str, torch.Tensor]) -> VQVAE:
                                f"{list(tensor.shape)}, not {str(want.dtype)[6:]} {list(want.shape)})")
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise VQCodecError(f"model weights are damaged: {name} holds NaN or infinite values")
-    missing, unexpected = model.load_state_dict(network, strict=False)
-    missing = [k for k in missing if not k.endswith(_TRAINING_BUFFERS)]
+    missing = [k for k in expected if k not in network and not k.endswith(_TRAINING_BUFFERS)]
+    unexpected = [k for k in network if k not in expected]
     if missing or unexpected:
         raise VQCodecError(f"model weights do not fit its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model = VQVAE(config)
+    model.load_state_dict(network, strict=False)
     for layer in model.quantizer.layers:
         layer.initialized.fill_(True)
     return model.eval()
