@@ -808,6 +808,8 @@ def test_the_shipped_configs_are_within_the_parameter_bound(name):
     (["--config", "CONFIG:{\"kind\": \"audio\", \"num_codebooks\": \"4\"}"], "num_codebooks must be a whole number"),
     (["--config", "CONFIG:{\"kind\": \"audio\", \"codebook_size\": 0}"], "codebook_size must be a whole number"),
     (["--config", "CONFIG:[1, 2]"], "a config is a JSON object"),
+    (["--config", "CONFIG:{\"num_codebooks\": 4}"], "bad config (a config names its media kind: \"kind\": \"audio\" or"),
+    (["--config", "CONFIG:{\"kind\": [\"audio\"]}"], "bad config (unknown model kind ['audio'] (\"audio\" or \"image\"))"),
     (["--config", "CONFIG:" + "[" * 100_000 + "]" * 100_000], "bad config (maximum recursion depth"),
     # in bounds field by field, but 317 GB of weights: a RuntimeError traceback (or the OOM killer) when built
     (["--config", "CONFIG:{\"kind\": \"audio\", \"base_channels\": 4096}"], "makes layers 65536 wide"),

@@ -91,9 +91,11 @@ def config_from_dict(data: dict, strict: bool = False) -> ModelConfig:
     if not isinstance(data, dict):
         raise ValueError(f"a config is a JSON object of fields, not {type(data).__name__}")
     kinds = {"audio": AudioConfig, "image": ImageConfig}
-    cls = kinds.get(data.get("kind"))
+    if "kind" not in data:
+        raise ValueError('a config names its media kind: "kind": "audio" or "image"')
+    cls = kinds.get(data["kind"]) if isinstance(data["kind"], str) else None
     if cls is None:
-        raise ValueError(f"unknown model kind {data.get('kind')!r}")
+        raise ValueError(f'unknown model kind {data["kind"]!r} ("audio" or "image")')
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if strict and unknown:
