@@ -740,6 +740,27 @@ def test_train_command_init_errors(trained, data_dir, tmp_path, cli):
     assert "no audio files" in result.stderr.decode()
 
 
+@pytest.mark.parametrize("config, message", [
+    ({**config_to_dict(CFG), "kind": []}, "has a bad config (unknown model kind []"),  # was "no [] files found"
+    ({**config_to_dict(CFG), "kind": None}, "has a bad config (unknown model kind None"),
+    (None, "has a bad config (a config is a JSON object of fields, not NoneType)"),  # was "'NoneType' object is not ..."
+    ({**config_to_dict(CFG), "res_blocks": True}, "has a bad config (res_blocks must be a whole number"),
+])
+def test_a_model_with_a_bad_config_is_refused_where_its_kind_is_read(trained, data_dir, tmp_path, capsys, config, message):
+    """--init and the folder commands' --model read a model's kind before its weights: its NAME.json is
+    checked there as loading it checks it."""
+    model = tmp_path / "m.safetensors"
+    shutil.copy(trained / "tiny.safetensors", model)
+    meta = json.loads((trained / "tiny.json").read_text())
+    model.with_suffix(".json").write_text(json.dumps({**meta, "config": config}))
+    for command in (["train", data_dir, "--out", tmp_path / "run", "--max-steps", "1", "--init", model],
+                    ["codes", data_dir, tmp_path / "codes", "-m", model],
+                    ["encode", data_dir, tmp_path / "coded", "-m", model]):
+        code, err = run_in_process(command, capsys)
+        assert code == 1 and err.startswith(f"vqcodec: error: model {model} {message}") and len(err.splitlines()) == 1, err
+    assert not any((tmp_path / name).exists() for name in ("run", "codes", "coded"))
+
+
 @pytest.mark.parametrize("device, audio, image", [("cpu", (16, 8000), (12, 128)), ("cuda", (64, 8000), (32, 256))])
 def test_cli_sizes_batches_and_crops_for_the_device(data_dir, tmp_path, monkeypatch, device, audio, image):
     """Without --batch-size and --crop a GPU gets larger batches (and photo crops) than the CPU."""

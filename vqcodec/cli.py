@@ -358,7 +358,7 @@ def _encode_folder(folder: Path, output_path: str, quality, model, kind, device,
         _refuse_media_options(beam, refine, rate_weight, kind)
         return _recode_folder(folder, out, quality, model, device, force, coding, depth_weight, max_kbps, max_bpp)
     if kind is None and model is not None:
-        kind = _model_kind(model, "--model")
+        kind = _model_kind(model)
     kind, files = find_media(folder, kind, out)
     outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
     for existing in outputs:
@@ -756,7 +756,7 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
 
     out = _output_folder(str(out))
     if kind is None and model is not None:
-        kind = _model_kind(model, "--model")
+        kind = _model_kind(model)
     kind, files = find_media(folder, kind, out)
     for existing in [*code_paths(folder, out, files), out / MANIFEST]:
         _refuse_existing_output(str(existing), force)
@@ -909,14 +909,12 @@ def models(as_json):
                    + (f"  (also decodes files of {', '.join(m['decodes'])})" if m.get("decodes") else ""))
 
 
-def _model_kind(model: str, option: str) -> str:
+def _model_kind(model: str) -> str:
     """The media kind of an installed or given model, from its config, without loading its weights."""
+    from .modelfile import read_model_meta
     from .registry import find_model
 
-    try:
-        return json.loads(find_model(model).with_suffix(".json").read_text())["config"]["kind"]
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise VQCodecError(f"{option} {model}: cannot read the model's config ({exc})") from None
+    return read_model_meta(find_model(model))["config"]["kind"]
 
 
 def _refuse_existing_run(out: Path, name: str, force: bool) -> None:
@@ -1062,7 +1060,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
             raise VQCodecError("--init keeps the model's own config: leave out --codebooks, --codebook-size and "
                                "--sample-rate (--config may name the same config with wider networks)")
         config = _read_config(config_path) if config_path else None
-        model_kind = _model_kind(init_model, "--init")
+        model_kind = _model_kind(init_model)
         if kind and kind != model_kind:
             raise VQCodecError(f"--init {init_model} is an {model_kind} model, not {kind}")
         kind, _ = find_media(Path(data_dir), model_kind)

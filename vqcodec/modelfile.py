@@ -149,13 +149,11 @@ def read_safetensors_metadata(path: Path) -> dict[str, str]:
         return json.loads(stream.read(size)).get("__metadata__") or {}
 
 
-def read_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Read NAME.json and NAME.safetensors and check that the weights match the recorded id."""
+def read_model_meta(path: Path) -> dict:
+    """The NAME.json of the model whose weights are at `path`, checked (meta_problem), without its weights."""
     path = Path(path).with_suffix(".safetensors")
-    meta_path = path.with_suffix(".json")
     try:
-        meta = json.loads(meta_path.read_text())
-        tensors = read_safetensors(path)
+        meta = json.loads(path.with_suffix(".json").read_text())
     except FileNotFoundError as exc:
         raise VQCodecError(f"model file missing: {exc.filename}") from None
     except Exception as exc:
@@ -167,6 +165,19 @@ def read_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     problem = meta_problem(meta)
     if problem is not None:
         raise VQCodecError(f"model {path} has {problem}")
+    return meta
+
+
+def read_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Read NAME.json and NAME.safetensors and check that the weights match the recorded id."""
+    path = Path(path).with_suffix(".safetensors")
+    meta = read_model_meta(path)
+    try:
+        tensors = read_safetensors(path)
+    except FileNotFoundError as exc:
+        raise VQCodecError(f"model file missing: {exc.filename}") from None
+    except Exception as exc:
+        raise VQCodecError(f"cannot read model {path}: {exc}") from None
     network = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
     if compute_model_id(meta["config"], network) != meta.get("model_id"):
         raise VQCodecError(f"model {path} does not match its recorded id: the files are damaged or mismatched")
