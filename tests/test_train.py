@@ -894,6 +894,16 @@ def test_a_folder_of_one_file_says_it_validates_on_it(data_dir, tmp_path, capsys
     assert "validation on the training file (none held out from one)" in err
 
 
+def test_sample_rate_is_refused_for_an_image_model(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (32, 32), (90, 120, 30)).save(photos / "a.png")
+    code, err = run_in_process(["train", photos, "--out", tmp_path / "run", "--max-steps", "1", "--sample-rate", "8000",
+                                "--device", "cpu"], capsys)
+    assert code == 1 and err == "vqcodec: error: --sample-rate is for audio models only\n", err  # was ignored
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_training_folder_that_is_missing_or_a_file_is_named_so(data_dir, tmp_path, capsys):
     for folder, problem in ((tmp_path / "missing", "no such directory"), (data_dir / "a.wav", "not a directory")):
         for command in (["train", folder, "--out", tmp_path / "run", "--max-steps", "1"], ["fit-prior", "image", folder]):

@@ -1084,6 +1084,8 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
         overrides = {"num_codebooks": codebooks, "codebook_size": codebook_size}
         if kind == "audio":
             overrides["sample_rate"] = sample_rate
+        elif sample_rate is not None:
+            raise VQCodecError("--sample-rate is for audio models only")
         config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     device = resolve_device(device)
     default_batch, default_crop = DEFAULT_BATCH_AND_CROP[kind or "audio", device]
