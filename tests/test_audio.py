@@ -514,6 +514,24 @@ def test_weights_that_do_not_fit_the_network_are_refused(tmp_path, tiny_model_pa
     assert name in str(caught.value)
 
 
+@pytest.mark.parametrize("version", [2, "1", True, None])
+def test_model_files_of_another_format_version_are_refused(tmp_path, tiny_model_path, version):
+    """NAME.json's format_version versions the model files; one this vqcodec does not read was loaded as if
+    it were version 1."""
+    import json
+    import shutil
+
+    shutil.copy(tiny_model_path, tmp_path / "m.safetensors")
+    meta = json.loads(tiny_model_path.with_suffix(".json").read_text())
+    (tmp_path / "m.json").write_text(json.dumps({**meta, "format_version": version}))
+    with pytest.raises(VQCodecError, match=re.escape(f"has format_version {version!r} (this vqcodec reads model "
+                                                     "files of version 1)")):
+        Codec.load(str(tmp_path / "m"))
+    del meta["format_version"]  # written by every vqcodec, but a model without it is read as version 1
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    assert Codec.load(str(tmp_path / "m")).num_codebooks == 4
+
+
 def test_a_config_that_does_not_fit_the_weights_is_refused_before_its_network_is_built(tmp_path, tiny_model_path):
     """A NAME.json naming a config in bounds but far larger than its weights (the id recomputed) is refused
     without building that network: its 64 codebooks of 65536 made a gigabyte of buffers first."""

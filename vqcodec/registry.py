@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from . import format as vqformat
-from .config import config_from_dict
+from .config import FORMAT_VERSION, config_from_dict
 from .errors import VQCodecError
 
 RETIRED_MODELS = "retired.json"  # in the shipped models' folder: earlier releases' models and where they are
@@ -63,6 +63,9 @@ def _is_model_id(value) -> bool:
 
 def meta_problem(meta: dict) -> str | None:
     """What makes a model's NAME.json (a dict with "model_id" and "config") unusable, or None."""
+    version = meta.get("format_version", FORMAT_VERSION)
+    if isinstance(version, bool) or version != FORMAT_VERSION:
+        return f"format_version {version!r} (this vqcodec reads model files of version {FORMAT_VERSION})"
     if not _is_model_id(meta["model_id"]):
         return f"a bad model_id ({meta['model_id']!r}: not 16 hex digits)"
     try:
