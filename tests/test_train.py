@@ -894,6 +894,23 @@ def test_a_folder_of_one_file_says_it_validates_on_it(data_dir, tmp_path, capsys
     assert "validation on the training file (none held out from one)" in err
 
 
+@pytest.mark.parametrize("kind, config, extra", [
+    ("audio", ImageConfig(), ["--sample-rate", "8000"]),  # was a TypeError traceback (ImageConfig has no sample_rate)
+    ("audio", ImageConfig(), []),
+    ("image", CFG, []),
+])
+def test_a_kind_that_is_not_the_configs_is_refused(data_dir, tmp_path, capsys, kind, config, extra):
+    folder = tmp_path / "mixed"
+    shutil.copytree(data_dir, folder)
+    Image.new("RGB", (32, 32), (90, 120, 30)).save(folder / "a.png")
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(config_to_dict(config)))
+    code, err = run_in_process(["train", folder, "--out", tmp_path / "run", "--max-steps", "1", "--kind", kind,
+                                "--config", path, *extra, "--device", "cpu"], capsys)
+    assert code == 1 and err == f"vqcodec: error: --config {path} is an {config.kind} config, not {kind}\n", err
+    assert not (tmp_path / "run").exists()
+
+
 def test_sample_rate_is_refused_for_an_image_model(tmp_path, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -1078,7 +1078,9 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     else:
         if config_path:
             config = _read_config(config_path)
-            kind = kind or config.kind
+            if kind and kind != config.kind:
+                raise VQCodecError(f"--config {config_path} is an {config.kind} config, not {kind}")
+            kind = config.kind
         kind, _ = find_media(Path(data_dir), kind)
         config = config or (AudioConfig() if kind == "audio" else ImageConfig())
         overrides = {"num_codebooks": codebooks, "codebook_size": codebook_size}
