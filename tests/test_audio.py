@@ -492,6 +492,9 @@ def test_model_files_are_verified(tmp_path, tiny_model_path):
     (lambda t, name: t.__setitem__(name, t[name].to(torch.int32)), "do not fit"),          # not floating point
     (lambda t, name: t[name].view(-1).__setitem__(0, float("nan")), "NaN"),                 # not finite
     (lambda t, name: t.__setitem__(name, torch.tensor(0.5)), "do not fit"),                  # 0-d: hashed too
+    # a float16 weight of the wrong shape: its dtype, which loads, was named as if it were wrong too
+    (lambda t, name: t.__setitem__(name, torch.zeros(3, dtype=torch.float16)), r"is floating-point \[3\], not floating-point \["),
+    (lambda t, name: t.__setitem__(name, t[name].to(torch.int16)), r"is int16 \[\d+(, \d+)*\], not floating-point \["),
 ])
 def test_weights_that_do_not_fit_the_network_are_refused(tmp_path, tiny_model_path, change, message):
     """Weights whose id was recomputed (so the id check passes) but that the network cannot take as they

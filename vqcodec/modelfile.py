@@ -185,6 +185,11 @@ def read_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     return meta, tensors
 
 
+def _tensor_form(tensor: torch.Tensor) -> str:
+    """What a weight must match: its shape, and being floating point (any float dtype loads)."""
+    return f"{'floating-point' if tensor.is_floating_point() else str(tensor.dtype)[6:]} {list(tensor.shape)}"
+
+
 def build_model(meta: dict, tensors: dict[str, torch.Tensor]) -> VQVAE:
     config = config_from_dict(meta["config"])
     network = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
@@ -193,8 +198,8 @@ def build_model(meta: dict, tensors: dict[str, torch.Tensor]) -> VQVAE:
     for name, tensor in network.items():
         want = expected.get(name)
         if want is not None and (tensor.shape != want.shape or tensor.is_floating_point() != want.is_floating_point()):
-            raise VQCodecError(f"model weights do not fit its config ({name} is {str(tensor.dtype)[6:]} "
-                               f"{list(tensor.shape)}, not {str(want.dtype)[6:]} {list(want.shape)})")
+            raise VQCodecError(f"model weights do not fit its config ({name} is {_tensor_form(tensor)}, "
+                               f"not {_tensor_form(want)})")
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise VQCodecError(f"model weights are damaged: {name} holds NaN or infinite values")
     missing = [k for k in expected if k not in network and not k.endswith(_TRAINING_BUFFERS)]
