@@ -854,6 +854,16 @@ def test_the_shipped_configs_are_within_the_parameter_bound(name):
      "the networks would have 4,746 M parameters (17.7 GiB"),
     (["--config", "CONFIG:{\"kind\": \"audio\", \"base_channels\": 256, \"res_blocks\": 64}"],
      "the networks would have 1,694 M parameters"),
+    # each stride in bounds, but one code of 6.9e10 samples: 1 s of audio was padded out to that, out of memory
+    (["--config", "CONFIG:{\"kind\": \"audio\", \"strides\": [64, 64, 64, 64, 64, 64]}"],
+     "the strides make one code of 68719476736 samples, more than 16384"),
+    (["--config", "CONFIG:{\"kind\": \"audio\", \"strides\": [64, 64, 4], \"context_frames\": 1024}"],
+     "context_frames 1024 of 16384 samples each span 16777216 samples, more than 1048576"),
+    (["--config", "CONFIG:{\"kind\": \"image\", \"patch\": 16, \"context_frames\": 100}"],
+     "context_frames 100 of 64 pixels each span 6400 pixels, more than 1024"),
+    # a 64 x 64 photo took 29 s and 3.7 GB to encode with such a model
+    (["--config", "CONFIG:{\"kind\": \"image\", \"patch\": 64, \"channels\": [8, 8, 8, 8, 8, 8, 8, 8]}"],
+     "the strides make one code of 8192 pixels, more than 256"),
     (["--resume"], "--resume: no checkpoint in"),
 ])
 def test_train_refuses_bad_options_before_it_makes_anything(data_dir, tmp_path, capsys, extra, message):

@@ -83,6 +83,10 @@ MAX_CODEBOOK_ENTRIES = 1 << 27  # codebooks x size x latent_dim: 512 MB of float
 MAX_IMAGE_LEVELS = 8
 MAX_PARAMETERS = 1 << 28  # the encoder's and decoder's weights: 1 GiB of float32 (the shipped models have 1.4 M and 2.7 M)
 MIN_MODEL_RATE, MAX_MODEL_RATE = 1000, 192_000  # a model's sample rate (files may have others)
+# samples (audio) or pixels (images) a side per code, and the most of them the context around a block
+# spans: a larger stride pads even a short input out to one enormous frame (shipped: 320 and 16)
+MAX_HOP = {"audio": 1 << 14, "image": 256}
+MAX_CONTEXT = {"audio": 1 << 20, "image": 1024}
 
 
 def config_from_dict(data: dict, strict: bool = False) -> ModelConfig:
@@ -191,6 +195,12 @@ def check_config(config: ModelConfig) -> None:
         raise ValueError(f"the networks would have {parameters / 1e6:,.0f} M parameters ({parameters * 4 / 2**30:.1f} GiB "
                          f"of float32 weights), more than {MAX_PARAMETERS / 1e6:.0f} M: narrower "
                          "channels or fewer res_blocks")
+    unit = "samples" if config.kind == "audio" else "pixels"
+    if config.hop > MAX_HOP[config.kind]:
+        raise ValueError(f"the strides make one code of {config.hop} {unit}, more than {MAX_HOP[config.kind]}")
+    if config.hop * config.context_frames > MAX_CONTEXT[config.kind]:
+        raise ValueError(f"context_frames {config.context_frames} of {config.hop} {unit} each span "
+                         f"{config.hop * config.context_frames} {unit}, more than {MAX_CONTEXT[config.kind]}")
 
 
 def load_config_file(path) -> ModelConfig:
