@@ -21,6 +21,7 @@ from vqcodec import format as vqformat
 from vqcodec.config import MAX_PARAMETERS, AudioConfig, ImageConfig, config_from_dict, config_to_dict, parameter_count
 from vqcodec.modelfile import compute_model_id, read_model_files, storage_form, write_model_files
 from vqcodec.models import VQVAE, widen, widths_differ_only
+from vqcodec.registry import find_model
 from vqcodec.data import NOISE_SNR_DB, AudioCrops, add_background_noise
 from vqcodec.losses import ReconstructionLoss
 from vqcodec.train import WARMUP_STEPS, TrainOptions, WeightAverage, resolve_precision, train, validate
@@ -470,6 +471,16 @@ def test_model_weights_are_stored_as_float16(trained):
 
 def network_tensors(model_file: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in load_file(str(model_file)).items() if not k.startswith("prior.")}
+
+
+def test_zero_steps_from_a_shipped_model_write_that_model(data_dir, tmp_path):
+    """speech16k's encoder is stored in float32 (its decoder-only fine-tune kept it to the bit): --max-steps 0
+    stored it in float16 instead, a model of another id that decoded none of speech16k's files."""
+    source = json.loads(Path(find_model("speech16k")).with_suffix(".json").read_text())
+    out = tmp_path / "same"
+    train(data_dir, None, options(out, max_steps=0, init="speech16k", fit_prior=False))
+    meta = json.loads((out / "tiny.json").read_text())
+    assert meta["model_id"] == source["model_id"] and meta["decodes"] == source["decodes"]
 
 
 def test_init_starts_a_new_run_from_the_models_weights(trained, data_dir, tmp_path):

@@ -395,10 +395,12 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     if decoder_only and not (options.init or saved):
         raise VQCodecError("--decoder-only trains the decoder of a trained model: give --init MODEL")
     initial_model, initial_id = None, saved_meta.get("init")  # a resumed fine-tune keeps its starting model's id
+    widened = False
     initial_decodes, initial_path = saved_meta.get("init_decodes", []), saved_meta.get("init_path")
     if options.init and not saved:
         initial_model, initial_id, initial_decodes = load_initial_model(options.init)
         initial_path = str(find_model(options.init).resolve())
+        widened = cfg is not None and cfg != initial_model.cfg
         if cfg is not None and widths_differ_only(initial_model.cfg, cfg):
             if decoder_only and not encoder_unchanged(initial_model.cfg, cfg):  # a grown encoder makes the codes only to rounding
                 raise VQCodecError("--decoder-only keeps the model's encoder and codebooks as they are: "
@@ -584,6 +586,11 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     save_checkpoint(checkpoint_path, modules, optimizers, checkpoint_meta(trained_seconds))
     if average is not None:
         model = average.synced(model)
+    unchanged = step == 0 and initial_model is not None and not widened  # --max-steps 0: the model, kept to the bit
+    if decoder_only:
+        lineage = _decodes_record(model, codes_id, initial_id, initial_decodes)
+    else:
+        lineage = {"decodes": initial_decodes} if unchanged and initial_decodes else None
     model_path = save_model(model.cpu(), model_path,
                             training={"steps": step, "seconds": round(trained_seconds), "adversarial": adversarial,
                                       **({"decoder_only": True} if decoder_only else {}),
@@ -592,8 +599,7 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
                                       **({"weight_average": weight_average} if weight_average else {}),
                                       "data": str(data_dir), "files": len(train_files),
                                       **({"init": initial_id} if initial_id else {})},
-                            extra=_decodes_record(model, codes_id, initial_id, initial_decodes) if decoder_only
-                            else None, exact=CODE_TENSORS if decoder_only else ())
+                            extra=lineage, exact=CODE_TENSORS if decoder_only else ("",) if unchanged else ())
     if not quiet:
         print(f"\nwrote {model_path} after {plural(step, 'step')} ({trained_seconds / 60:.1f} min)", file=sys.stderr)
     kept_prior = _initial_prior(initial_path) if decoder_only and options.fit_prior else None
