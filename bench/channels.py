@@ -92,7 +92,7 @@ def main() -> None:
     torch.set_num_threads(1)
     codec = Codec.load(args.model)
     shared_rules = (codec_module._same_channels, codec_module._codes_shared)
-    apart_rules = (lambda x: False, lambda codes: False)
+    apart_rules = (lambda x, tolerance=0.0: False, lambda codes: False)
     speech_files = common.list_files(args.data, (".flac", ".wav"), args.files)
     music_files = common.list_files(args.music, (".flac", ".wav"))
 

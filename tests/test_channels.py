@@ -84,6 +84,20 @@ def test_copies_within_the_tolerance_are_coded_once(codec):
         assert decoded.shape == (3, signal.size) and np.isfinite(decoded).all()
 
 
+@pytest.mark.parametrize("peak, difference, shared", [(0.02, SAME_CHANNEL_TOLERANCE / 2, True),
+                                                       (0.95, 1.5 * SAME_CHANNEL_TOLERANCE, False)])
+def test_channels_are_compared_at_the_input_level(codec, peak, difference, shared):
+    """A recording coded at a level gain (peak outside 0.1-0.7) has its channels compared as they are
+    in the input, not as the gain scales them: quiet copies within the tolerance are coded once."""
+    signal = make_signal(1, 6000, 16000)[0]
+    signal *= peak / np.abs(signal).max()
+    copy = signal + difference * np.random.default_rng(1).choice([-1.0, 1.0], signal.size).astype(np.float32)
+    with EncoderBatches(codec) as batches:
+        data = codec.encode_audio(np.stack([signal, copy]), 16000, 3)
+    assert read_info(data).gain != 1.0
+    assert set(batches) == ({1} if shared else {2})
+
+
 def test_distinct_channels_are_coded_apart(codec):
     stereo = make_signal(2, 6000, 16000)
     with EncoderBatches(codec) as batches:
@@ -111,7 +125,7 @@ def test_partly_identical_channels_share_those_chunks(codec):
     assert decoded.shape == signal.shape and np.array_equal(decoded[0, 13000:], decoded[1, 13000:])
 
     apart = (codec_module._same_channels, codec_module._codes_shared)
-    codec_module._same_channels = codec_module._codes_shared = lambda x: False
+    codec_module._same_channels = codec_module._codes_shared = lambda x, *tolerance: False
     try:
         unshared = codec.encode_audio(signal, 16000, 3)
     finally:

@@ -290,9 +290,9 @@ def _check_image_size(width: int, height: int) -> None:
                            f"a side and {vqformat.MAX_IMAGE_PIXELS} pixels")
 
 
-def _same_channels(x: torch.Tensor) -> bool:
-    """Whether every channel of (channels, 1, samples) is within SAME_CHANNEL_TOLERANCE of the first."""
-    return x.shape[0] > 1 and bool((x - x[:1]).abs().max() <= SAME_CHANNEL_TOLERANCE)
+def _same_channels(x: torch.Tensor, tolerance: float = SAME_CHANNEL_TOLERANCE) -> bool:
+    """Whether every channel of (channels, 1, samples) is within `tolerance` of the first."""
+    return x.shape[0] > 1 and bool((x - x[:1]).abs().max() <= tolerance)
 
 
 def _codes_shared(codes: np.ndarray) -> bool:
@@ -711,18 +711,20 @@ class Codec:
     # ------------------------------------------------------------ audio: codes
 
     def _encode_frames(self, samples: _SampleWindow, total_frames: int, quality: int,
-                       variable_depth: bool = False) -> np.ndarray:
+                       variable_depth: bool = False, gain: int = 0) -> np.ndarray:
         """(channels, quality, frames) codes of a sample stream at the model rate (ABSENT beyond each
-        frame's depth with `variable_depth`)."""
+        frame's depth with `variable_depth`); a stream coded at level `gain` has its channels compared
+        at the input's level."""
         ctx, hop = self.cfg.context_frames, self.hop
         # One array for the whole stream, filled block by block: no per-block pieces left between the
         # blocks' large temporaries on the heap, where they would keep it from being reused.
         out = np.empty((samples.buffer.shape[0], quality, total_frames), dtype=self._code_dtype)
         stage = "searching the rate" if self._latent_memo else "encoding"  # a rate search's later tries
+        tolerance = SAME_CHANNEL_TOLERANCE * vqformat.GAIN_ONE / gain if gain else SAME_CHANNEL_TOLERANCE
         for f0, f1 in _blocks(total_frames, self.block_frames):
             a, b = max(0, f0 - ctx), min(total_frames, f1 + ctx)
             x = torch.from_numpy(np.ascontiguousarray(samples.take(a * hop, b * hop)))[:, None].to(self.device)
-            if _same_channels(x[:, :, (f0 - a) * hop:(f1 - a) * hop]):  # coded once, codes copied to every channel
+            if _same_channels(x[:, :, (f0 - a) * hop:(f1 - a) * hop], tolerance):  # coded once, codes copied to every channel
                 x = x[:1]
             window = self._encoder_latents(x, ("audio", a, b))
             if self.refine:
@@ -852,7 +854,8 @@ class Codec:
         stream = _resampled_blocks(_scaled(_checked(blocks, seen, channels), gain), sample_rate, self.sample_rate,
                                    channels, model_length)
         window = _SampleWindow(stream, channels, model_length)
-        codes = self._encode_frames(window, math.ceil(model_length / self.hop), quality, variable_depth=True)
+        codes = self._encode_frames(window, math.ceil(model_length / self.hop), quality, variable_depth=True,
+                                    gain=gain)
         self.input_peak = peak if seen is None else seen[0]
         self.input_gain = gain / vqformat.GAIN_ONE if gain else 1.0
         return self._pack_audio(codes, sample_rate, samples, quality, gain)
