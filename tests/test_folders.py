@@ -301,3 +301,21 @@ def test_tokens_helpers_are_reached_from_a_plain_import():
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "code_folder"
+
+
+def test_a_stopped_folder_run_says_what_it_wrote(two_recordings, tmp_path, capsys, monkeypatch):
+    """Ctrl-C part way through a folder said only "interrupted": not which files were done and kept."""
+    out = tmp_path / "out"
+    real_encode = Codec.encode_audio_file
+
+    def encode(self, path, *args, **kwargs):
+        if Path(path).name == "b.wav":
+            raise KeyboardInterrupt
+        return real_encode(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Codec, "encode_audio_file", encode)
+    code, err = _run(["encode", two_recordings, out, "-q", "1"], capsys)
+    assert code == 130 and sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["a.vq"]
+    summary, last = [line for line in err.splitlines() if line][-2:]
+    assert summary.startswith("encoded 1 file, ") and summary.endswith(" before the stop; 1 of 2 files not encoded"), err
+    assert last == "vqcodec: interrupted"

@@ -98,10 +98,18 @@ def _each_file(files: list[Path], outputs: list[Path], make: Callable[[Path, Pat
                verb: str, log: Callable[[str], None] | None) -> FolderReport:
     """Call make(input, output), which writes the output (its folder made once there is something to
     write) and returns its size, for every file; a file that fails (VQCodecError, or an OSError) is
-    added to report.skipped."""
+    added to report.skipped. When the run is stopped (Ctrl-C, SIGTERM), `log` is given the files
+    skipped and what was written before the stop."""
     for number, (path, output) in enumerate(zip(files, outputs), 1):
         try:
             report.bytes += make(path, output)
+        except KeyboardInterrupt:
+            if log:
+                for skipped, reason in report.skipped:
+                    log(f"skipping {skipped}: {reason}")
+                log(f"{verb} {report.summary()} before the stop; "
+                    f"{len(files) - number + 1} of {plural(len(files), 'file')} not {verb}")
+            raise
         except VQCodecError as exc:
             report.skipped.append((path, str(exc)))
             continue
