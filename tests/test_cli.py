@@ -730,6 +730,33 @@ def test_codes_of_a_folder(cli, tmp_path, signal, tiny_model_path, codec):
     assert (np.load(out / "in.npy") >= 0).all()
 
 
+def test_codes_of_a_folder_stopped_part_way_keeps_a_manifest_of_what_it_wrote(tmp_path, signal, codec, monkeypatch):
+    """A stopped run left the arrays it had written but no codes.json: nothing said which sample rate,
+    length and gain restore them."""
+    from vqcodec.tokens import code_folder
+
+    folder, out = tmp_path / "recordings", tmp_path / "tokens"
+    folder.mkdir()
+    for name in ("a.wav", "b.wav", "c.wav"):
+        write_wav(folder / name, signal)
+    real, calls = codec.media_to_codes, []
+
+    def stopped_at_the_second_file(path, quality):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(path, quality)
+
+    monkeypatch.setattr(codec, "media_to_codes", stopped_at_the_second_file)
+    with pytest.raises(KeyboardInterrupt):
+        code_folder(codec, folder, out, sorted(folder.iterdir()))
+    manifest = json.loads((out / "codes.json").read_text())
+    assert manifest["stopped"] is True and [entry["file"] for entry in manifest["files"]] == ["a.wav"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.npy", "codes.json"]
+    monkeypatch.setattr(codec, "media_to_codes", real)
+    assert "stopped" not in code_folder(codec, folder, tmp_path / "again", sorted(folder.iterdir()))
+
+
 def test_codes_of_a_folder_refuses_a_subfolder_where_the_manifest_goes(cli, tmp_path, signal, tiny_model_path):
     folder, out = tmp_path / "recordings", tmp_path / "tokens"
     (folder / "codes.json").mkdir(parents=True)

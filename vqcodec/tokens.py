@@ -28,24 +28,35 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     `codec.depth_weight` says). The manifest holds the model id, quality, codebook size, the frame
     rate (or the stride in pixels) and axis order, and for each file its array's shape and the sample
     rate, length and level gain (or the width and height) that restore it; "skipped" lists the files
-    that could not be coded, and why."""
+    that could not be coded, and why. A run stopped part way (Ctrl-C, SIGTERM) writes the manifest of
+    the files it finished, with "stopped": true."""
     folder, out = Path(folder), Path(out)
     outputs = code_paths(folder, out, files)
     quality = codec.check_quality(codec.num_codebooks if quality is None else quality)
     entries, skipped = [], []
-    for number, (path, output) in enumerate(zip(files, outputs), 1):
-        try:
-            codes, restore = codec.media_to_codes(path, quality)
-            output.parent.mkdir(parents=True, exist_ok=True)
-            write_file(output, lambda stream: np.save(stream, codes.astype(np.int32), allow_pickle=False))
-        except (VQCodecError, OSError) as exc:
-            reason = str(exc) if isinstance(exc, VQCodecError) else f"cannot write {output} ({exc.strerror})"
-            skipped.append({"file": str(Path(path).relative_to(folder)), "reason": reason})
-            continue
-        entries.append({"file": str(Path(path).relative_to(folder)), "codes": str(output.relative_to(out)),
-                        "shape": list(codes.shape), **restore})
-        if log and number % 100 == 0:
-            log(f"coded {number}/{len(files)} files")
+    try:
+        for number, (path, output) in enumerate(zip(files, outputs), 1):
+            try:
+                codes, restore = codec.media_to_codes(path, quality)
+                output.parent.mkdir(parents=True, exist_ok=True)
+                write_file(output, lambda stream: np.save(stream, codes.astype(np.int32), allow_pickle=False))
+            except (VQCodecError, OSError) as exc:
+                reason = str(exc) if isinstance(exc, VQCodecError) else f"cannot write {output} ({exc.strerror})"
+                skipped.append({"file": str(Path(path).relative_to(folder)), "reason": reason})
+                continue
+            entries.append({"file": str(Path(path).relative_to(folder)), "codes": str(output.relative_to(out)),
+                            "shape": list(codes.shape), **restore})
+            if log and number % 100 == 0:
+                log(f"coded {number}/{len(files)} files")
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: the arrays already written keep what restores them
+        if entries or skipped:
+            _write_manifest(codec, out, quality, entries, skipped, stopped=True)
+        raise
+    return _write_manifest(codec, out, quality, entries, skipped)
+
+
+def _write_manifest(codec, out: Path, quality: int, entries: list[dict], skipped: list[dict],
+                    stopped: bool = False) -> dict:
     if codec.kind == "audio":
         layout = {"frames_per_second": codec.sample_rate / codec.hop, "sample_rate": codec.sample_rate,
                   "axes": ["channel", "level", "frame"]}
@@ -53,7 +64,7 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
         layout = {"stride": codec.hop, "axes": ["level", "row", "col"]}
     manifest = {"model": codec.name, "model_id": codec.model_id.hex(), "kind": codec.kind, "quality": quality,
                 "codebook_size": codec.codebook_size, "depth_weight": codec.depth_weight if codec.chooses_depths else 0.0, **layout,
-                "files": entries, "skipped": skipped}
+                "files": entries, "skipped": skipped, **({"stopped": True} if stopped else {})}
     out.mkdir(parents=True, exist_ok=True)
     write_file(out / MANIFEST, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()))
     return manifest
