@@ -699,7 +699,7 @@ def test_codes_of_a_folder(cli, tmp_path, signal, tiny_model_path, codec):
     result = cli("codes", folder, out, "-m", tiny_model_path)
     lines = result.stderr.decode().splitlines()
     assert result.returncode == 1 and "Traceback" not in result.stderr.decode()
-    assert lines[0].startswith(f"skipping {folder / 'bad.wav'}: ") and lines[-1].startswith("vqcodec: error: 1 of 3 files")
+    assert lines[0].startswith(f"skipping cannot read audio {folder / 'bad.wav'}: ") and lines[-1].startswith("vqcodec: error: 1 of 3 files")
     manifest = json.loads((out / "codes.json").read_text())
     assert (manifest["model_id"], manifest["kind"], manifest["quality"]) == (codec.model_id.hex(), "audio", 4)
     assert manifest["frames_per_second"] == 16000 / 8 and manifest["axes"] == ["channel", "level", "frame"]

@@ -79,7 +79,7 @@ def test_eval_that_skips_a_file_prints_its_report_and_exits_1(cli, tiny_model_pa
         result = cli("eval", tiny_model_path, tmp_path / "speech", "-q", "2", *extra, text=True)
         assert result.returncode == 1 and "Traceback" not in result.stderr
         lines = result.stderr.splitlines()
-        assert lines[0].startswith(f"skipping {tmp_path / 'speech' / 'broken.wav'}: ")
+        assert lines[0].startswith(f"skipping cannot read audio {tmp_path / 'speech' / 'broken.wav'}: ")
         assert lines[-1] == "vqcodec: error: 1 of 2 files could not be measured (listed above)"
         if extra:
             assert json.loads(result.stdout)["files"] == [str(tmp_path / "speech" / "a.wav")]

@@ -18,7 +18,7 @@ from . import __version__
 from . import format as vqformat
 from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
 from .errors import Terminated, VQCodecError
-from .wording import plural
+from .wording import plural, skipping
 
 DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
 
@@ -430,7 +430,7 @@ def _one_line(message: str) -> str:
 
 def _print_skipped(path, reason: str) -> None:
     """A folder command's line for a file it could not do (the rest go on)."""
-    print(_one_line(f"skipping {path}: {reason}"), file=sys.stderr)
+    print(_one_line(skipping(path, reason)), file=sys.stderr)
 
 
 def _progress(line: str) -> None:

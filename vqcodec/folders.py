@@ -11,7 +11,7 @@ from typing import Callable
 
 from . import format as vqformat
 from .errors import VQCodecError
-from .wording import plural
+from .wording import plural, skipping
 
 DEFAULT_EXTENSIONS = {"audio": ".wav", "image": ".png"}
 IMAGE_EXTENSIONS = {"JPEG": ".jpg", "TIFF": ".tiff"}  # where Pillow's first-registered one is unusual
@@ -106,7 +106,7 @@ def _each_file(files: list[Path], outputs: list[Path], make: Callable[[Path, Pat
         except KeyboardInterrupt:
             if log:
                 for skipped, reason in report.skipped:
-                    log(f"skipping {skipped}: {reason}")
+                    log(skipping(skipped, reason))
                 log(f"{verb} {report.summary()} before the stop; "
                     f"{len(files) - number + 1} of {plural(len(files), 'file')} not {verb}")
             raise

@@ -5,3 +5,8 @@ from __future__ import annotations
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
     """`count` and `noun`, in the plural (`nouns`, or `noun` + "s") unless count is 1."""
     return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
+def skipping(path, reason: str) -> str:
+    """A folder command's line for a file it leaves out: its path once, whether or not `reason` names it."""
+    return f"skipping {reason}" if str(path) in reason else f"skipping {path}: {reason}"
