@@ -759,6 +759,27 @@ def test_integer_pcm_arrays_are_scaled_as_soundfile_reads_them(codec, signal):
         codec.encode_audio(audio > 0, 16000, 2)
 
 
+def test_integer_pcm_arrays_are_scaled_in_float32_exactly():
+    from vqcodec.codec import _float_audio
+
+    rng = np.random.default_rng(0)
+    for dtype in (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32):
+        bounds = np.iinfo(dtype)
+        pcm = rng.integers(bounds.min, bounds.max, 10_000, dtype=dtype, endpoint=True)
+        pcm[:2] = bounds.min, bounds.max
+        offset = 2 ** (pcm.dtype.itemsize * 8 - 1)
+        expected = ((pcm.astype(np.float64) - (offset if pcm.dtype.kind == "u" else 0)) / offset).astype(np.float32)
+        np.testing.assert_array_equal(_float_audio(pcm)[0], expected)
+    long = np.ones(2_000_000, dtype=np.int16)
+    tracemalloc.start()
+    try:
+        _float_audio(long)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.5 * long.size * 4  # the float32 result, not float64 copies of the whole signal
+
+
 def test_vq_files_are_taken_as_bytes_paths_or_streams(codec, signal, tmp_path):
     data = codec.encode_audio(signal(1, 1600, 16000), 16000, 2)
     (tmp_path / "a.vq").write_bytes(data)

@@ -156,8 +156,10 @@ def _float_audio(audio) -> np.ndarray:
                            "convert it to the type its samples are (np.int16, np.int32) or to float")
     if array.dtype.kind in "iu":
         bits = array.dtype.itemsize * 8
-        offset = 2 ** (bits - 1) if array.dtype.kind == "u" else 0
-        array = (array.astype(np.float64) - offset) / 2 ** (bits - 1)
+        if array.dtype.kind == "u":  # flipping the top bit subtracts 2 ** (bits - 1), exactly
+            array = (array ^ array.dtype.type(1 << (bits - 1))).view(f"i{array.dtype.itemsize}")
+        array = array.astype(np.float32)  # rounded once, then scaled by a power of two: exact
+        array *= np.float32(2.0 ** -(bits - 1))
     elif array.dtype.kind != "f":
         raise VQCodecError(f"audio must be a float or integer PCM array, not {array.dtype}")
     array = np.asarray(array, dtype=np.float32)
