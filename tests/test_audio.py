@@ -407,6 +407,24 @@ def test_encode_audio_stream_consumes_blocks_lazily(bighop_codec):
     assert peak < total_bytes / 4, f"peak {peak / 1e6:.1f} MB while encoding {total_bytes / 1e6:.1f} MB of audio"
 
 
+def test_decoding_to_an_array_holds_the_audio_once(bighop_codec):
+    rate, seconds = bighop_codec.sample_rate, 120
+    audio = (0.3 * np.sin(2 * np.pi * 440 * np.arange(seconds * rate) / rate)).astype(np.float32)[None]
+    data = bighop_codec.encode_audio(audio, rate, 1)
+    codes = bighop_codec.read_codes(data)[1]
+    for decode in (lambda: bighop_codec.decode_audio(data)[0], lambda: bighop_codec.codes_to_audio(codes)):
+        tracemalloc.start()
+        try:
+            decoded = decode()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert decoded.shape[1] >= audio.shape[1]
+        assert peak < 1.5 * decoded.nbytes, f"peak {peak / 1e6:.1f} MB for {decoded.nbytes / 1e6:.1f} MB of audio"
+    part = bighop_codec.decode_audio(data, start=30.0, duration=2.5)[0]
+    np.testing.assert_allclose(part, bighop_codec.decode_audio(data)[0][:, 30 * rate:int(32.5 * rate)], atol=1e-5)
+
+
 # ---------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("audio, rate, quality", [

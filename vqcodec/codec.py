@@ -239,6 +239,17 @@ class _SampleWindow:
         return out
 
 
+def _joined(blocks: Iterator[np.ndarray], channels: int, total: int) -> np.ndarray:
+    """`total` samples of (channels, n) float32 blocks, copied into one array as they come rather than
+    kept until the end and joined, which would hold the whole signal twice."""
+    audio = np.empty((channels, total), dtype=np.float32)
+    position = 0
+    for block in blocks:
+        audio[:, position:position + block.shape[1]] = block
+        position += block.shape[1]
+    return audio[:, :position]
+
+
 def _resampled_blocks(blocks: Iterator[np.ndarray], source_rate: int, target_rate: int, channels: int,
                       total_out: int) -> Iterator[np.ndarray]:
     """Resample a stream of (channels, n) blocks with soxr, padded or trimmed to exactly `total_out`."""
@@ -806,8 +817,7 @@ class Codec:
         -1 leaves its level out of that frame."""
         self._require("audio")
         codes = self._checked_codes(codes, 1, "channels, quality, frames")
-        blocks = list(self._decode_frames(codes))
-        return np.concatenate(blocks, axis=1) if blocks else np.zeros((codes.shape[0], 0), np.float32)
+        return _joined(self._decode_frames(codes), codes.shape[0], codes.shape[2] * self.hop)
 
     # ------------------------------------------------------------ audio: files
 
@@ -1335,10 +1345,10 @@ class Codec:
         With `start` and `duration` (seconds), only that part (to the end if the duration runs past
         it), decoding only what covers it; `salvage` decodes around damaged chunks (decode_audio_blocks)."""
         data = vq_bytes(data)
-        header, blocks = self.decode_audio_blocks(data, *self._sample_range(data, start, duration, rate), salvage,
-                                                  rate)
-        audio = np.concatenate(list(blocks), axis=1)
-        return audio, self._output_timing(header, rate)[0]
+        first, count = self._sample_range(data, start, duration, rate)
+        header, blocks = self.decode_audio_blocks(data, first, count, salvage, rate)
+        output_rate, length = self._output_timing(header, rate)
+        return _joined(blocks, header.channels, length if count is None else count), output_rate
 
     def _sample_range(self, data: bytes, start: float, duration: float | None,
                       rate: int | None = None) -> tuple[int, int | None]:
