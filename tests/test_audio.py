@@ -798,6 +798,21 @@ def test_integer_pcm_arrays_are_scaled_in_float32_exactly():
     assert peak < 1.5 * long.size * 4  # the float32 result, not float64 copies of the whole signal
 
 
+def test_the_peak_of_an_array_is_found_without_copying_it(codec):
+    from vqcodec.codec import _peak
+
+    audio = np.zeros((2, 1_000_000), dtype=np.float32)
+    audio[1, 5], audio[0, 7] = 0.25, -0.5
+    tracemalloc.start()
+    try:
+        assert _peak([audio]) == 0.5
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < audio.nbytes / 10
+    assert _peak([]) == 0.0 and math.isnan(_peak([np.array([[0.1, np.nan]])]))
+
+
 def test_vq_files_are_taken_as_bytes_paths_or_streams(codec, signal, tmp_path):
     data = codec.encode_audio(signal(1, 1600, 16000), 16000, 2)
     (tmp_path / "a.vq").write_bytes(data)

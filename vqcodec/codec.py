@@ -334,7 +334,7 @@ def _checked(blocks: Iterator[np.ndarray], peak: list[float] | None, channels: i
 
 def _peak(blocks) -> float:
     """The largest absolute sample of some (channels, n) blocks; 0 for none."""
-    return max((float(np.abs(block).max()) for block in blocks if block.size), default=0.0)
+    return max((max(float(block.max()), -float(block.min())) for block in blocks if block.size), default=0.0)
 
 
 def level_gain(peak: float) -> int:
