@@ -425,6 +425,20 @@ def test_decoding_to_an_array_holds_the_audio_once(bighop_codec):
     np.testing.assert_allclose(part, bighop_codec.decode_audio(data)[0][:, 30 * rate:int(32.5 * rate)], atol=1e-5)
 
 
+def test_reading_a_files_codes_holds_them_once(bighop_codec):
+    rate, seconds = bighop_codec.sample_rate, 300
+    audio = (0.3 * np.sin(2 * np.pi * 440 * np.arange(seconds * rate) / rate)).astype(np.float32)[None]
+    data = bighop_codec.encode_audio(audio, rate, 2)
+    tracemalloc.start()
+    try:
+        codes = bighop_codec.read_codes(data)[1]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert codes.dtype == np.int64 and codes.shape == (1, 2, seconds * rate // bighop_codec.hop)
+    assert peak < 1.5 * codes.nbytes, f"peak {peak / 1e6:.1f} MB for {codes.nbytes / 1e6:.1f} MB of codes"
+
+
 # ---------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("audio, rate, quality", [

@@ -1088,9 +1088,10 @@ class Codec:
         total, shape_of = self._chunk_layout(header)
         axis = 2 if header.kind == vqformat.KIND_AUDIO else 1
         self._check_chunks(header, total)
-        parts = [self._decode_payload(header, payload, shape_of(b - a))
-                 for (a, b), payload in zip(_blocks(total, header.chunk_frames), chunks)]
-        return np.concatenate(parts, axis=axis) if parts else np.zeros(shape_of(0), dtype=np.int64)
+        codes = np.empty(shape_of(total), dtype=np.int64)  # filled chunk by chunk: not held twice, as pieces and joined
+        for (a, b), payload in zip(_blocks(total, header.chunk_frames), chunks):
+            codes[(slice(None),) * axis + (slice(a, b),)] = self._decode_payload(header, payload, shape_of(b - a))
+        return codes
 
     def recode(self, data: bytes, quality: int | None = None, max_rate: float | None = None) -> bytes:
         """A `.vq` file written by this model at a lower quality or rate, made from the file alone:
