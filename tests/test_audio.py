@@ -965,7 +965,7 @@ def test_a_stream_of_blocks_is_taken_as_arrays_are_and_checked(codec, signal):
         return (convert(audio[:, i:i + 500]) for i in range(0, 1600, 500))
     assert codec.encode_audio_stream(blocks(lambda b: b), 16000, 2, 1600, 2) == plain
     assert codec.encode_audio_stream(blocks(lambda b: b.astype(np.float64)), np.int64(16000), 2, 1600, 2) == plain
-    for convert, message in ((lambda b: b[:1], "has 1 channels, not 2"), (lambda b: b.T, "give its transpose"),
+    for convert, message in ((lambda b: b[:1], "has 1 channel, not 2"), (lambda b: b.T, "give its transpose"),
                              (lambda b: b.astype(np.int64), "PCM of 8, 16 or 32 bits")):
         with pytest.raises(VQCodecError, match=message):
             codec.encode_audio_stream(blocks(convert), 16000, 2, 1600, 2)
