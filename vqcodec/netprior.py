@@ -17,7 +17,8 @@ The result is an ordinary table, one row per source value, with an identity clas
 read it like any other, as stored integers, so nothing about bit-exact decoding changes and
 decoding is exactly as fast. The network only runs while fitting. (A network evaluated for every
 code, over the codebook vectors of several neighbours, saves about twice as many bits, but in
-integer arithmetic it took a quarter of the total coding time: README, "learned-prior probe".)
+integer arithmetic it took a quarter of the total coding time: docs/ENTROPY.md, "Measurements
+behind the prior".)
 """
 from __future__ import annotations
 
