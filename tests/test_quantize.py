@@ -75,6 +75,23 @@ def test_codec_beam_setting_and_files_decode_either_way():
     assert error[0] <= error[1] * 1.02
 
 
+@pytest.mark.parametrize("beam", [1, 4])
+def test_code_search_does_not_depend_on_the_thread_count(beam):
+    """README "Same input, same codes": across thread counts only the encoder network's latents can
+    differ; the search makes the same codes of the same latents."""
+    rvq = Codec.load("image").model.quantizer
+    latents = torch.randn(1000, rvq.layers[0].codebook.shape[1], generator=torch.Generator().manual_seed(0))
+    threads = torch.get_num_threads()
+    try:
+        codes = []
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            codes.append(rvq.encode(latents, 12, beam=beam))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(codes[0], codes[1]) and torch.equal(codes[0], codes[2])
+
+
 @pytest.mark.parametrize("shape, k", [((50, 4096), 4), ((50, 4096), 1), ((30, 1000), 3), ((5, 128), 3), ((7, 64), 2)])
 def test_grouped_smallest_matches_topk(shape, k):
     values = torch.randn(shape)
