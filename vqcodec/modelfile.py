@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load, load_file, save
 
-from .config import FORMAT_VERSION, config_from_dict, config_to_dict
+from .config import FORMAT_VERSION, config_from_dict, config_to_dict, parameter_count
 from .errors import VQCodecError
 from .io import write_file
 from .models import VQVAE
@@ -193,8 +193,12 @@ def _tensor_form(tensor: torch.Tensor) -> str:
 def build_model(meta: dict, tensors: dict[str, torch.Tensor]) -> VQVAE:
     config = config_from_dict(meta["config"])
     network = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
-    with torch.device("meta"):  # shapes without storage: a config far larger than its weights allocates nothing
-        expected = VQVAE(config).state_dict()
+    needed = parameter_count(config) + config.num_codebooks * config.codebook_size * config.latent_dim
+    stored = sum(tensor.numel() for tensor in network.values())
+    if needed > 2 * stored + (1 << 20):  # checked before building: such a config would allocate it all first
+        raise VQCodecError(f"model weights do not fit its config (it needs {needed} values, the file holds {stored})")
+    model = VQVAE(config)
+    expected = model.state_dict()
     for name, tensor in network.items():
         want = expected.get(name)
         if want is not None and (tensor.shape != want.shape or tensor.is_floating_point() != want.is_floating_point()):
@@ -206,7 +210,6 @@ def build_model(meta: dict, tensors: dict[str, torch.Tensor]) -> VQVAE:
     unexpected = [k for k in network if k not in expected]
     if missing or unexpected:
         raise VQCodecError(f"model weights do not fit its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    model = VQVAE(config)
     model.load_state_dict(network, strict=False)
     for layer in model.quantizer.layers:
         layer.initialized.fill_(True)
