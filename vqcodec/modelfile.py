@@ -149,15 +149,20 @@ def read_safetensors_metadata(path: Path) -> dict[str, str]:
         return json.loads(stream.read(size)).get("__metadata__") or {}
 
 
-def read_model_meta(path: Path) -> dict:
-    """The NAME.json of the model whose weights are at `path`, checked (meta_problem), without its weights."""
-    path = Path(path).with_suffix(".safetensors")
+def _read_model_file(path: Path, read):
+    """read(), a missing or unreadable file of the model at `path` made one VQCodecError."""
     try:
-        meta = json.loads(path.with_suffix(".json").read_text())
+        return read()
     except FileNotFoundError as exc:
         raise VQCodecError(f"model file missing: {exc.filename}") from None
     except Exception as exc:
         raise VQCodecError(f"cannot read model {path}: {exc}") from None
+
+
+def read_model_meta(path: Path) -> dict:
+    """The NAME.json of the model whose weights are at `path`, checked (meta_problem), without its weights."""
+    path = Path(path).with_suffix(".safetensors")
+    meta = _read_model_file(path, lambda: json.loads(path.with_suffix(".json").read_text()))
     if not isinstance(meta, dict) or "model_id" not in meta or "config" not in meta:
         kind = "a training checkpoint (its model files are NAME.safetensors beside it)" \
             if isinstance(meta, dict) and "step" in meta else "not a model's files"
@@ -172,12 +177,7 @@ def read_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """Read NAME.json and NAME.safetensors and check that the weights match the recorded id."""
     path = Path(path).with_suffix(".safetensors")
     meta = read_model_meta(path)
-    try:
-        tensors = read_safetensors(path)
-    except FileNotFoundError as exc:
-        raise VQCodecError(f"model file missing: {exc.filename}") from None
-    except Exception as exc:
-        raise VQCodecError(f"cannot read model {path}: {exc}") from None
+    tensors = _read_model_file(path, lambda: read_safetensors(path))
     network = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
     if compute_model_id(meta["config"], network) != meta.get("model_id"):
         raise VQCodecError(f"model {path} does not match its recorded id: the files are damaged or mismatched")
