@@ -6,10 +6,18 @@ tested separately (tests/test_audio.py, skipped while they are not there).
 """
 from __future__ import annotations
 
+import atexit
+import json
 import os
+import shutil
+import signal
+import socket
 import struct
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 import zlib
 from pathlib import Path
 from types import SimpleNamespace
@@ -149,17 +157,130 @@ def run_python(*args, input: bytes | None = None, env: dict | None = None, cwd=N
                text: bool = False):
     """Run `python ARGS` in a subprocess from the repository root, with this checkout importable, no
     VQCODEC_MODEL_PATH and one OpenMP thread; returns CompletedProcess (bytes, or str with `text`)."""
-    environment = {k: v for k, v in os.environ.items() if k != "VQCODEC_MODEL_PATH"}
-    environment["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
-    environment["OMP_NUM_THREADS"] = "1"
-    environment.update(env or {})
+    environment = _base_environment() | (env or {})
     return subprocess.run([sys.executable, *map(str, args)], input=input, capture_output=True,
                           cwd=cwd or REPO_ROOT, env=environment, timeout=timeout, text=text)
 
 
-def run_cli(*args, **options):
-    """Run `python -m vqcodec ARGS` the way run_python runs Python."""
-    return run_python("-m", "vqcodec", *args, **options)
+def run_cli(*args, input: bytes | None = None, env: dict | None = None, cwd=None, timeout: float = 900,
+            text: bool = False):
+    """Run `python -m vqcodec ARGS` the way run_python runs Python: in a process forked from a server that
+    has imported torch already (tests/cli_server.py), or in a plain subprocess where the environment
+    changes what that import reads."""
+    environment = _base_environment() | (env or {})
+    server = _cli_server()
+    if server is None or any(environment.get(k) != server.environment.get(k) for k in set(environment) | set(server.environment)
+                             if not k.startswith(("VQCODEC_", "PYTEST_"))):
+        return run_python("-m", "vqcodec", *args, input=input, env=env, cwd=cwd, timeout=timeout, text=text)
+    result = server.run([str(a) for a in args], input, environment, str(cwd or REPO_ROOT), timeout)
+    if text:
+        result.stdout, result.stderr = result.stdout.decode(), result.stderr.decode()
+    return result
+
+
+def _base_environment() -> dict:
+    environment = {k: v for k, v in os.environ.items() if k != "VQCODEC_MODEL_PATH"}
+    environment["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
+    environment["OMP_NUM_THREADS"] = "1"
+    return environment
+
+
+class CliServer:
+    """Client of tests/cli_server.py: one server per test process, started on first use."""
+
+    def __init__(self):
+        self.folder = tempfile.mkdtemp(prefix="vqcodec-cli-")
+        self.socket_path = os.path.join(self.folder, "socket")
+        self.environment = _base_environment()
+        self.process = subprocess.Popen([sys.executable, str(REPO_ROOT / "tests" / "cli_server.py"), self.socket_path],
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=self.environment)
+        if self.process.stdout.readline() != b"ready\n":
+            raise RuntimeError("the command-line server did not start")
+        atexit.register(self.stop)
+
+    def stop(self):
+        self.process.kill()
+        self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def run(self, args: list[str], input: bytes | None, environment: dict, cwd: str, timeout: float):
+        deadline = time.monotonic() + timeout
+        stdin_read, stdin_write = os.pipe() if input is not None else (_inherited_stdin(), None)
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
+        request = json.dumps(dict(args=args, env=environment, cwd=cwd, umask=_current_umask())).encode()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.connect(self.socket_path)
+            socket.send_fds(connection, [struct.pack("<I", len(request))], [stdin_read, out_write, err_write])
+            connection.sendall(request)
+            for fd in (stdin_read, out_write, err_write):
+                os.close(fd)
+            connection.settimeout(timeout)
+            pid = struct.unpack("<q", _receive(connection, 8))[0]
+            outputs = {}
+            readers = [threading.Thread(target=lambda fd=fd: outputs.__setitem__(fd, _read_all(fd))) for fd in (out_read, err_read)]
+            if stdin_write is not None:
+                readers.append(threading.Thread(target=_write_all, args=(stdin_write, input)))
+            for reader in readers:
+                reader.start()
+            try:
+                connection.settimeout(max(deadline - time.monotonic(), 0.001))
+                code = struct.unpack("<q", _receive(connection, 8))[0]
+            except (socket.timeout, ConnectionError):
+                os.kill(pid, signal.SIGKILL)
+                raise subprocess.TimeoutExpired(["vqcodec", *args], timeout) from None
+            finally:
+                for reader in readers:
+                    reader.join()
+        return subprocess.CompletedProcess([sys.executable, "-m", "vqcodec", *args], code, outputs[out_read], outputs[err_read])
+
+
+def _inherited_stdin() -> int:
+    try:
+        return os.dup(0)
+    except OSError:
+        return os.open(os.devnull, os.O_RDONLY)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _receive(connection: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        part = connection.recv(size - len(data))
+        if not part:
+            raise ConnectionError("the command-line server hung up")
+        data += part
+    return data
+
+
+def _read_all(fd: int) -> bytes:
+    with open(fd, "rb") as stream:
+        return stream.read()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    with open(fd, "wb") as stream:
+        try:
+            stream.write(data)
+        except BrokenPipeError:
+            pass
+
+
+_SERVER: list = []
+
+
+def _cli_server() -> CliServer | None:
+    if not _SERVER:
+        try:
+            _SERVER.append(CliServer())
+        except (OSError, RuntimeError):
+            _SERVER.append(None)
+    return _SERVER[0]
 
 
 FILE_SIZE_LIMITED = """

@@ -23,7 +23,7 @@ import soundfile
 
 from vqcodec import format as vqformat
 
-from conftest import make_tiny_model, run_python  # noqa: E402
+from conftest import make_tiny_model, run_cli, run_python  # noqa: E402
 
 COMMANDS = ["encode", "decode", "info", "codes", "pack", "models", "train", "eval"]
 
@@ -1168,6 +1168,20 @@ def test_help(batch, command):
     assert "Example" in text and "Usage:" in text
     if command:
         assert f"vqcodec {command}" in text
+
+
+def test_runs_forked_from_the_command_line_server_end_as_plain_processes_do(tmp_path, signal, tiny_model_path):
+    """`run_cli` forks most runs from a server that has imported torch (tests/cli_server.py); their
+    status, output and files must be those of `python -m vqcodec` started afresh."""
+    source = write_wav(tmp_path / "in.wav", signal)
+    for args, stdin in ((["encode", source, "-", "-m", tiny_model_path], None),
+                        (["decode", "-", "-", "-m", tiny_model_path, "--format", "wav"], "encoded"),
+                        (["decode", "-", tmp_path / "out.wav", "-m", tiny_model_path], b"not a vq file"),
+                        (["encode", tmp_path / "nosuch.wav", "-", "-m", tiny_model_path], None)):
+        stdin = forked.stdout if stdin == "encoded" else stdin
+        forked, plain = run_cli(*args, input=stdin), run_python("-m", "vqcodec", *args, input=stdin)
+        assert (forked.returncode, forked.stdout, forked.stderr) == (plain.returncode, plain.stdout, plain.stderr), args
+    assert forked.returncode == 1 and not (tmp_path / "out.wav").exists()
 
 
 def test_version(cli):

@@ -1,0 +1,127 @@
+"""Run `python -m vqcodec ARGS` in a fresh process without paying for `import torch` each time.
+
+A command-line run spends about 1.7 s importing torch before it does anything, and the tests make
+hundreds of them. This server imports vqcodec and its dependencies once, then forks one process per
+run: the run gets its own pid, its own stdin/stdout/stderr (the caller's pipes, passed over a Unix
+socket), environment, working folder and umask, and ends with the status and output that
+`python -m vqcodec ARGS` would give. The caller (tests/conftest.py, `run_cli`) falls back to a plain
+subprocess where that would not hold: an environment that changes what importing torch reads.
+
+    python tests/cli_server.py SOCKET_PATH     # prints "ready" once it listens
+"""
+from __future__ import annotations
+
+import atexit
+import gc
+import importlib
+import json
+import os
+import pkgutil
+import signal
+import socket
+import struct
+import sys
+
+REQUEST_LENGTH = struct.Struct("<I")
+NUMBER = struct.Struct("<q")
+
+
+def preload() -> None:
+    import numpy, PIL.Image, soundfile, soxr, torch  # noqa: E401,F401
+    import vqcodec
+
+    for module in pkgutil.iter_modules(vqcodec.__path__):
+        if module.name != "__main__":
+            importlib.import_module(f"vqcodec.{module.name}")
+
+
+def receive_request(connection: socket.socket) -> tuple[dict, list[int]]:
+    head, fds, _, _ = socket.recv_fds(connection, REQUEST_LENGTH.size, 3)
+    (length,) = REQUEST_LENGTH.unpack(head)
+    body = b""
+    while len(body) < length:
+        body += connection.recv(length - len(body))
+    return json.loads(body), fds
+
+
+def become_the_run(request: dict, fds: list[int]) -> None:
+    """In the forked child: take the run's streams and surroundings, then run as `python -m vqcodec` does."""
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.umask(request["umask"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.stdin = open(0, "r", closefd=False)
+    sys.stdout = open(1, "w", closefd=False)
+    sys.stderr = open(2, "w", closefd=False, errors="backslashreplace", buffering=1)
+    sys.argv = [str(os.path.join(os.path.dirname(sys.modules["vqcodec"].__file__), "__main__.py")), *request["args"]]
+
+    from vqcodec.cli import main
+
+    os._exit(exit_status(main))
+
+
+def exit_status(main) -> int:
+    """Run `main` and end as the interpreter would, short of tearing its modules down: that touches every
+    object, which after a fork copies every page the server holds (about a second with torch)."""
+    try:
+        main()
+        status = 0
+    except SystemExit as exit:
+        status = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
+        if not isinstance(exit.code, (int, type(None))):
+            print(exit.code, file=sys.stderr)
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        status = 1
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        status = 120
+    sys.stderr.flush()
+    return status
+
+
+def handle(connection: socket.socket) -> None:
+    """In a forked handler: fork the run, tell the caller its pid, wait for it and send its status."""
+    request, fds = receive_request(connection)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    pid = os.fork()
+    if pid == 0:
+        connection.close()
+        become_the_run(request, fds)
+    for fd in fds:
+        os.close(fd)
+    connection.sendall(NUMBER.pack(pid))
+    _, status = os.waitpid(pid, 0)
+    connection.sendall(NUMBER.pack(os.waitstatus_to_exitcode(status)))
+    os._exit(0)
+
+
+def serve(path: str) -> None:
+    preload()
+    gc.freeze()  # the forked runs share the server's objects instead of copying them when they collect
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # handlers are reaped without waiting for them
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(16)
+    listener.settimeout(2)
+    parent = os.getppid()
+    print("ready", flush=True)
+    while os.getppid() == parent:  # ends with the test process that started it
+        try:
+            connection, _ = listener.accept()
+        except socket.timeout:
+            continue
+        connection.settimeout(None)
+        if os.fork() == 0:
+            listener.close()
+            handle(connection)
+        connection.close()
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
