@@ -147,6 +147,18 @@ def _write_output(path: str, write, force: bool) -> None:
     write_file(target, write, replace=force)
 
 
+threads_option = click.option("--threads", type=click.IntRange(1, 256), default=None,
+                              help="CPU threads for torch (at most 256).")
+
+
+def _use_threads(threads: int | None) -> None:
+    """torch's CPU threads as --threads asks (without it, torch's default or OMP_NUM_THREADS)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _media_kind(data: bytes, path: str, forced: str | None) -> str:
     if forced:
         return forced
@@ -967,7 +979,7 @@ def _check_folder(data_dir) -> None:
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--eval-every", type=click.IntRange(1), default=200, show_default=True,
               help="Steps between validations (and training-log records).")
-@click.option("--threads", type=click.IntRange(1, 256), default=None, help="CPU threads for torch (at most 256).")
+@threads_option
 @click.option("--precision", default="auto", type=click.Choice(["auto", "fp32", "bf16"]), show_default=True,
               help="bf16: run the networks under bfloat16 autocast (quantiser and losses stay fp32). "
                    "auto: bf16 on GPUs and on CPUs with AMX, else fp32.")
@@ -1121,7 +1133,7 @@ def _comma_separated(text: str, kind, option: str, what: str) -> list:
 @click.option("--depth-weight", default=None, type=click.FloatRange(0, 100),
               help="Encoder's per-cell depth weight, as for `encode` (default: the model kind's default).")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
-@click.option("--threads", type=click.IntRange(1, 256), default=None, help="CPU threads for torch (at most 256).")
+@threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (rows, files, skipped files).")
 def eval_command(model, data_dir, qualities, rates, files, depth_weight, device, threads, as_json):
     """Measure a model on a folder of audio or images (read recursively), or on one file: real
@@ -1142,15 +1154,12 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
       vqcodec eval speech16k talk.flac -q 2,4,8        # one file
       vqcodec eval image my_photos/ --rates 0.2,0.3,0.5   # at equal rate: compare models directly
     """
-    import torch
-
     from .codec import Codec, resolve_device
     from .data import find_media
     from .evaluate import evaluate, log_to_stderr, table
     from .io import media_kind_of
 
-    if threads:
-        torch.set_num_threads(threads)
+    _use_threads(threads)
     codec = Codec.load(model, device=resolve_device(device))
     if depth_weight is not None:
         codec.depth_weight = depth_weight
@@ -1195,7 +1204,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
 @click.argument("data_dir", metavar="DIR")
 @click.option("--out", default=None, help="Write the model files with the prior here (NAME.safetensors) instead of in place.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
-@click.option("--threads", type=click.IntRange(1, 256), default=None, help="CPU threads for torch (at most 256).")
+@threads_option
 @click.option("--force", is_flag=True, help="Overwrite the model files that --out names, or a shipped model's prior.")
 def fit_prior(model, data_dir, out, device, threads, force):
     """Fit the entropy-coding prior of MODEL to the codes of the media in DIR, and store it in the model.
@@ -1212,16 +1221,13 @@ def fit_prior(model, data_dir, out, device, threads, force):
       vqcodec fit-prior runs/mine/mine.safetensors my_recordings/
       vqcodec fit-prior speech16k more_speech/ --out models/speech16k_v2.safetensors
     """
-    import torch
-
     from .codec import resolve_device
     from .registry import find_model, shipped_models_dir
     from .modelfile import read_model_files
     from .data import find_media, readable_files
     from .train import fit_prior_files
 
-    if threads:
-        torch.set_num_threads(threads)
+    _use_threads(threads)
     _check_folder(data_dir)
     path = find_model(model)
     meta, _ = read_model_files(path)
