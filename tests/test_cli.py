@@ -485,6 +485,29 @@ def test_stdout_gets_every_byte_when_unbuffered(encoded, tiny_model_path, monkey
     assert len(stdout.taken) > 1000 and rate == 22050 and audio.shape == (11025, 2)
 
 
+def test_threads_reach_torch_in_encode_decode_and_codes(encoded, tiny_model_path, tmp_path, monkeypatch):
+    """Only train, eval and fit-prior took --threads, and a .vq file is byte-identical between runs
+    only at the same thread count: encode, decode and codes had no way to pin it."""
+    import torch
+
+    from vqcodec.cli import run
+
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "a.vq").write_bytes((encoded / "out.vq").read_bytes())
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(ShortWrites(), write_through=True))
+    model = ["-m", str(tiny_model_path)]
+    try:
+        for threads, args in ((2, ["encode", encoded / "in.wav", tmp_path / "a.vq", "-q", "1"]),
+                              (3, ["decode", source / "a.vq", "-"]),
+                              (2, ["decode", source, tmp_path / "decoded"]),
+                              (3, ["codes", source / "a.vq", tmp_path / "a.npy"])):
+            assert run([*map(str, args), *model, "--threads", str(threads)]) == 0, args
+            assert torch.get_num_threads() == threads, args
+    finally:
+        torch.set_num_threads(1)
+
+
 # Decoding that receives a signal half way through its output, then runs on as a long decode would.
 SIGNAL_WHILE_WRITING = """
 import os, signal, sys, time
@@ -1038,6 +1061,8 @@ def _case_setup(name: str, folder: Path, ctx) -> tuple[list, dict]:
         return ["encode", wav(), out_vq, "-m", "nosuch"], {}
     if name == "encode-quality-0":
         return ["encode", wav(), out_vq, *model, "-q", "0"], {}
+    if name == "encode-threads-0":
+        return ["encode", wav(), out_vq, *model, "--threads", "0"], {}
     if name == "encode-quality-99":
         return ["encode", wav(), out_vq, *model, "-q", "99"], {}
     if name == "encode-quality-not-a-number":
@@ -1097,7 +1122,7 @@ def _case_setup(name: str, folder: Path, ctx) -> tuple[list, dict]:
 RETIRED_SPEECH_ID = "64bef28acfd5aa33"  # in models/retired.json
 BAD_CASES = [
     "encode-missing-file", "encode-directory", "encode-empty-file", "encode-text-file", "encode-nan-wav",
-    "encode-inf-wav-late", "encode-unknown-model", "encode-quality-0", "encode-quality-99",
+    "encode-inf-wav-late", "encode-unknown-model", "encode-quality-0", "encode-threads-0", "encode-quality-99",
     "encode-quality-not-a-number", "encode-negative-rate-weight", "encode-huge-depth-weight", "encode-output-dir-missing", "encode-output-is-a-directory",
     "encode-output-is-a-directory-no-force",
     "decode-truncated", "decode-truncated-header", "decode-bit-flipped", "decode-unknown-version",

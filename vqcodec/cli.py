@@ -204,6 +204,7 @@ def cli():
 @click.option("--kind", type=click.Choice(["audio", "image"]), default=None,
               help="Media kind, if the name does not tell (for a folder: which files to code).")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
+@threads_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--coding", type=click.Choice(["auto", "prior", "fixed"]), default="auto", show_default=True,
               help="Payload coding: range coding with the model's prior (auto: when it has one) or fixed-width indices.")
@@ -230,7 +231,7 @@ def cli():
                    "may use (default: all).")
 @click.option("--bpp", "max_bpp", default=None, type=click.FloatRange(0, min_open=True),
               help="Images: the best file of at most this many bits per pixel, as --bitrate does for audio.")
-def encode(input_path, output_path, quality, model, kind, device, force, coding, beam, refine, rate_weight,
+def encode(input_path, output_path, quality, model, kind, device, threads, force, coding, beam, refine, rate_weight,
            depth_weight, max_kbps, max_bpp):
     """Encode an audio file or image into a .vq file. Use - for stdin or stdout.
 
@@ -258,6 +259,7 @@ def encode(input_path, output_path, quality, model, kind, device, force, coding,
     """
     from .io import open_image
 
+    _use_threads(threads)
     if input_path != "-" and Path(input_path).is_dir():
         return _encode_folder(Path(input_path), output_path, quality, model, kind, device, force, coding, beam,
                               refine, rate_weight, depth_weight, max_kbps, max_bpp)
@@ -468,6 +470,7 @@ def _finish_folder(report, verb: str, out: Path, total: int) -> None:
                    "has no telling extension (- is WAV or PNG without it). For a folder: the format of its audio "
                    "or of its images.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
+@threads_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--start", default=None, type=click.FloatRange(0), metavar="SECONDS",
               help="Audio: decode from this time on, decoding only the chunks that cover what is asked.")
@@ -479,7 +482,8 @@ def _finish_folder(report, verb: str, out: Path, total: int) -> None:
                    "says which.")
 @click.option("--rate", "output_rate", default=None, type=click.IntRange(1, 768_000), metavar="HZ",
               help="Audio: write at this sample rate instead of the original one (the length scales with it).")
-def decode(input_path, output_path, model, format_name, device, force, start, duration, salvage, output_rate):
+def decode(input_path, output_path, model, format_name, device, threads, force, start, duration, salvage,
+           output_rate):
     """Decode a .vq file back to audio or an image, at its original rate, size, channels and mode.
 
     For a folder (read recursively), OUTPUT is a folder that gets each .vq file decoded at the same
@@ -500,6 +504,7 @@ def decode(input_path, output_path, model, format_name, device, force, start, du
     from .codec import Codec
     from .registry import model_for_file
 
+    _use_threads(threads)
     if input_path != "-" and Path(input_path).is_dir():
         if start is not None or duration is not None:
             raise VQCodecError("--start and --duration are for one file, not a folder")
@@ -693,8 +698,9 @@ def _print_info(file_info, model: str | None, report: dict | None) -> None:
 @click.option("--depth-weight", default=0.0, type=click.FloatRange(0, 100), show_default=True,
               help="Media input: per-cell depth as `encode` chooses it; 0 gives every frame or cell all -q levels.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
+@threads_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT (for a folder: the files in it) if it exists.")
-def codes(input_path, output_path, model, quality, kind, depth_weight, device, force):
+def codes(input_path, output_path, model, quality, kind, depth_weight, device, threads, force):
     """Write the integer codes of a .vq file, an audio file or image, or a whole folder of them,
     to NumPy .npy files.
 
@@ -722,6 +728,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, f
     from .codec import Codec, resolve_device
     from .registry import model_for_file
 
+    _use_threads(threads)
     if input_path != "-" and Path(input_path).is_dir():
         _codes_of_folder(Path(input_path), Path(output_path), model, quality, kind, depth_weight,
                          resolve_device(device), force)
