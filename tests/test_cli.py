@@ -225,6 +225,15 @@ def test_commands_that_need_no_network_start_without_torch(encoded, tiny_model_p
     assert result.returncode == 0, result.stderr.decode()
 
 
+def test_info_with_a_model_checks_that_it_decodes_the_file(encoded, cli, tiny_model_path, other_model_path):
+    result = cli("info", encoded / "out.vq", "-m", tiny_model_path)
+    assert result.returncode == 0, result.stderr.decode()
+    assert f"model:     {tiny_model_path} (" in result.stdout.decode()
+    result = cli("info", encoded / "out.vq", "-m", other_model_path, "--json")
+    assert_one_line_error(result)
+    assert "file was written by model" in result.stderr.decode() and not result.stdout
+
+
 def test_info_json(encoded, cli, tiny_model_path, codec):
     result = cli("info", encoded / "out.vq", "--json", env={"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)})
     assert result.returncode == 0, result.stderr.decode()

@@ -614,18 +614,21 @@ def _image_format_from_name(path: str) -> str:
 @click.option("-v", "--verbose", is_flag=True, help="Also show where the bits go: per codebook the fixed-width and the ideal bits under the prior, "
                    "and the actual payload against their totals.")
 @click.option("-m", "--model", "model_option", default=None, callback=_model_name,
-              help="Model for --verbose (default: the installed model the file names).")
+              help="Model to check the file against, and to report with under --verbose (default: the installed "
+                   "model the file names).")
 def info(input_path, as_json, verbose, model_option):
     """Show what a .vq file holds: model, duration or size, quality and real bitrate.
 
     With --verbose, also where the bits go: per codebook the fixed-width size and the ideal code
     length under the model's prior (sum of -log2 p), and the actual payload against the ideal.
-    This decodes the codes (not the media), so it needs the model.
+    This decodes the codes (not the media), so it needs the model. With --model, info also checks
+    that the model decodes the file, and names it.
 
     \b
     Examples:
       vqcodec info speech.vq --json
       vqcodec info speech.vq --verbose
+      vqcodec info speech.vq -m runs/mine/mine.safetensors
     """
     from .fileinfo import read_info
     from .registry import model_of_file
@@ -641,12 +644,16 @@ def info(input_path, as_json, verbose, model_option):
     record = {k: v for k, v in vars(file_info).items()}
     record["model"] = model
     report = None
-    if verbose:
+    if verbose or model_option:
         from .codec import Codec
         from .registry import model_for_file
 
-        report = Codec.load(model_option or model_for_file(data)).code_report(data)
-        record["payload"] = report
+        codec = Codec.load(model_option or model_for_file(data))
+        codec.check_file(data)
+        if model_option:
+            record["model"] = model = model_option
+        if verbose:
+            report = record["payload"] = codec.code_report(data)
     if file_info.kind == "audio":
         record.update(duration=round(file_info.duration, 6), bitrate_bps=round(file_info.bitrate, 2))
         for key in ("width", "height", "mode", "has_alpha"):

@@ -1049,6 +1049,10 @@ class Codec:
         damaged.append(index)
         return np.broadcast_to(np.array(ABSENT, dtype=self._code_dtype), shape)
 
+    def check_file(self, data: bytes) -> None:
+        """Refuse a `.vq` file this model does not decode: another model's, another prior's, or more codebooks."""
+        self._check_file_model(vqformat.parse_header(data))
+
     def _check_file_model(self, header: vqformat.Header) -> None:
         if header.model_id != self.model_id and header.model_id not in self.decodes:
             raise VQCodecError(f"file was written by model {header.model_id.hex()}, not {self.name} "
