@@ -1000,10 +1000,6 @@ class Codec:
                 stream = self._sound_blocks(sound)
             return self.encode_audio_stream(stream, sound.samplerate, sound.channels, samples, quality, peak)
 
-    def _parse_audio(self, data: bytes):
-        header, chunks, model_length, total_frames = self._audio_parts(data)
-        return header, self._decode_chunks(header, chunks, total_frames, 0, len(chunks))[0], model_length
-
     def _audio_parts(self, data: bytes, salvage: bool = False) -> tuple[vqformat.Header, list, int, int]:
         """The header, the chunk payloads, and the length in samples and frames at the model rate.
         With `salvage`, a damaged chunk is None instead of an error (the header must be intact)."""
