@@ -162,16 +162,6 @@ class VQVAE(nn.Module):
             quantized, codes, commitment = self.quantizer(self._flatten(latents), group_size=cells)
         return self.decoder(self._unflatten(quantized, latents)), codes, commitment
 
-    @torch.no_grad()
-    def encode_codes(self, x, count: int) -> torch.Tensor:
-        """(1, C, *size) media -> (count, *grid) int64 code indices."""
-        return self.quantizer.encode_cells(self.encoder(x), count)[:, 0]
-
-    @torch.no_grad()
-    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """(q, *grid) code indices -> (1, C, *size) media."""
-        return self.decoder(self.quantizer.decode_cells(codes[:, None]))
-
 
 # ---------------------------------------------------------------- growing a trained network
 
