@@ -70,7 +70,7 @@ def compute_codes_id(config: dict, tensors: dict[str, torch.Tensor]) -> str:
 
 
 def save_model(model: VQVAE, path: Path, training: dict | None = None, extra: dict | None = None,
-               extra_tensors: dict[str, torch.Tensor] | None = None, exact: tuple[str, ...] = ()) -> Path:
+               exact: tuple[str, ...] = ()) -> Path:
     """Write the model files. Tensors whose names start with a prefix in `exact` keep their values to
     the bit (float16 only where it holds them exactly), so that a decoder-only fine-tune makes exactly
     the codes of its starting model."""
@@ -90,7 +90,6 @@ def save_model(model: VQVAE, path: Path, training: dict | None = None, extra: di
     if model.cfg.kind == "audio":
         meta["sample_rate"] = model.cfg.sample_rate
     meta.update(extra or {})
-    tensors.update(extra_tensors or {})
     write_tensors(path, tensors)
     write_json(path.with_suffix(".json"), meta)
     return path
