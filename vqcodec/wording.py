@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """`count` and `noun`, in the plural (`nouns`, or `noun` + "s") unless count is 1."""
-    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+def plural(count: int, noun: str) -> str:
+    """`count` and `noun`, with an "s" unless count is 1."""
+    return f"{count} {noun if count == 1 else noun + 's'}"
 
 
 def skipping(path, reason: str) -> str:
