@@ -456,8 +456,13 @@ def _finish_folder(report, verb: str, out: Path, total: int) -> None:
     for path, reason in report.skipped:
         _print_skipped(path, reason)
     print(f"{verb} {report.summary()} into {out}", file=sys.stderr)
-    if report.skipped:
-        raise VQCodecError(f"{len(report.skipped)} of {plural(total, 'file')} could not be {verb} (listed above)")
+    _fail_if_skipped(len(report.skipped), total, verb)
+
+
+def _fail_if_skipped(skipped: int, total: int, verb: str) -> None:
+    """Status 1 for a run over several files that skipped some (each listed above by then)."""
+    if skipped:
+        raise VQCodecError(f"{skipped} of {plural(total, 'file')} could not be {verb} (listed above)")
 
 
 @cli.command()
@@ -792,8 +797,7 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
     for skipped in manifest["skipped"]:
         _print_skipped(folder / skipped["file"], skipped["reason"])
     print(f"wrote the codes of {plural(len(manifest['files']), 'file')} to {out}", file=sys.stderr)
-    if manifest["skipped"]:
-        raise VQCodecError(f"{len(manifest['skipped'])} of {plural(len(files), 'file')} could not be coded (listed above)")
+    _fail_if_skipped(len(manifest["skipped"]), len(files), "coded")
 
 
 @cli.command()
@@ -1208,9 +1212,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
         click.echo(f"{codec.name} ({codec.model_id.hex()}) on {plural(len(report['files']), unit)} of {data_dir}"
                    + (f" ({len(report['skipped'])} skipped)" if report["skipped"] else ""))
         click.echo(table(report))
-    if report["skipped"]:
-        raise VQCodecError(f"{len(report['skipped'])} of {plural(len(paths[:files]), 'file')} could not be measured "
-                           "(listed above)")
+    _fail_if_skipped(len(report["skipped"]), len(paths[:files]), "measured")
 
 
 @cli.command("fit-prior")
