@@ -61,6 +61,7 @@ BETAS = (0.5, 2.0, 8.0, 32.0, 128.0, 512.0, 2048.0, 8192.0)
 DEFAULT_BETA = 8.0
 UNIGRAM_ALPHAS = (0.5, 2.0, 8.0, 32.0, 128.0)  # pseudo-count per value of a level's unigram
 DEFAULT_ALPHA = 0.5
+HOLDOUT_EVERY = 5            # fitting scores its choices on every 5th group of planes (one file's)
 NETWORK_MIN_GAIN = 0.01      # a network-fitted table replaces a count table that codes 1% more bits
 NETWORK_MAX_CODEBOOK = 2048  # ... for codebooks of at most this size (its table has K + 1 rows of K)
 SEQUENTIAL_MIN_GAIN = 0.01   # a level codes symbol by symbol only when that saves over 1% of its bits
@@ -637,12 +638,12 @@ class CodePrior:
 
     @classmethod
     def fit(cls, planes: list[np.ndarray], codebook_size: int, kind: str, chunk: int,
-            holdout_every: int = 5, log=None, groups: list[int] | None = None) -> "CodePrior":
+            log=None, groups: list[int] | None = None) -> "CodePrior":
         """Fit a prior to code planes: audio (levels, frames) per channel, images (levels, rows, cols).
 
         `chunk` is the container's chunk length (frames for audio, latent rows for images): the
         same-level context restarts there. Context sources, class counts and smoothing are chosen
-        per level by the ideal code length on every `holdout_every`-th group of planes, then refitted
+        per level by the ideal code length on every HOLDOUT_EVERY-th group of planes, then refitted
         on all. `groups` gives each plane's group (its source file, so that the channels or extra
         views of one file are held out together); by default each plane is its own group.
         """
@@ -658,7 +659,7 @@ class CodePrior:
             from .errors import VQCodecError
             raise VQCodecError("no codes to fit a prior to")
         num_levels = min(p.shape[0] for p in planes)
-        held = holdout_mask(groups, holdout_every)
+        held = holdout_mask(groups, HOLDOUT_EVERY)
         by_segment = held is None  # too few files to hold some out: hold out chunks instead
         if kind == "audio":
             candidates = [(), ("left",)], [(), ("up",), ("left",), ("up", "left")]
@@ -669,7 +670,7 @@ class CodePrior:
             data = _level_data(planes, level, k, chunk, kind)
             options = candidates[0] if level == 0 else candidates[1]
             record = {}
-            mask = _segment_mask(data["segment"], holdout_every) if by_segment else held[data["plane"]]
+            mask = _segment_mask(data["segment"], HOLDOUT_EVERY) if by_segment else held[data["plane"]]
             if mask is not None:
                 train = {n: v[~mask] for n, v in data.items()}
                 test = {n: v[mask] for n, v in data.items()}
@@ -698,11 +699,10 @@ class CodePrior:
         return cls(levels, k, kind)
 
     def with_network_tables(self, planes: list[np.ndarray], groups: list[int], codebooks: list[np.ndarray],
-                            chunk: int, holdout_every: int = 5, min_gain: float = NETWORK_MIN_GAIN,
-                            log=None) -> "CodePrior":
+                            chunk: int, log=None) -> "CodePrior":
         """This prior, with some levels' tables replaced by network-fitted ones (vqcodec/netprior.py:
         one row per value of a single context source, from a network over codebook vectors) where
-        that codes the held-out planes in `min_gain` (a fraction) fewer bits than the level's count
+        that codes the held-out planes in NETWORK_MIN_GAIN (a fraction) fewer bits than the level's count
         table did. Tried: every source of level 0's context (its own earlier neighbours, whose vectors
         predict it best), and the source of every other level whose context has a single source.
         `planes` and `groups` as for fit(); `codebooks` (K, D) for every level. Codebooks larger than
@@ -710,7 +710,7 @@ class CodePrior:
         from . import netprior
 
         k = self.codebook_size
-        held = holdout_mask(groups, holdout_every)
+        held = holdout_mask(groups, HOLDOUT_EVERY)
         if held is None or k > NETWORK_MAX_CODEBOOK:
             return self
         planes = _as_planes(planes)
@@ -736,7 +736,7 @@ class CodePrior:
                 if best is None or bits < best[0]:
                     best = (bits, source, rows, record)
             bits, source, rows, record = best
-            if bits < table_bits * (1 - min_gain):
+            if bits < table_bits * (1 - NETWORK_MIN_GAIN):
                 if log:
                     log(f"level {index}: kept the network-fitted {source} table")
                 info = {**level.info, "chosen": f"{source}/network", "network": {**record, "heldout_bits": round(bits, 4)}}
