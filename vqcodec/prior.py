@@ -677,8 +677,7 @@ class CodePrior:
                 scored = []
                 for sources in options:
                     bits, beta, single_classes = _choose_classes(train, test, sources, k)
-                    name = "+".join(sources) or "unigram"
-                    record[f"{name}/{single_classes}" if single_classes != SINGLE_CLASSES[0] else name] = round(bits, 4)
+                    record[_option_name(sources, single_classes)] = round(bits, 4)
                     scored.append((bits, sources, beta, single_classes))
                 # symbol-by-symbol coding (same-level neighbours) is slower: it must pay for itself
                 batched = min((s for s in scored if "left" not in s[1] and "above" not in s[1]), key=lambda s: s[0])
@@ -686,8 +685,7 @@ class CodePrior:
                 if best[0] > batched[0] * (1 - SEQUENTIAL_MIN_GAIN):
                     best = batched
                 _, sources, beta, single_classes = best
-                chosen = "+".join(sources) or "unigram"
-                chosen = f"{chosen}/{single_classes}" if single_classes != SINGLE_CLASSES[0] else chosen
+                chosen = _option_name(sources, single_classes)
             else:
                 sources, beta, single_classes = options[0], None, SINGLE_CLASSES[0]
             fitted, _ = _fit_level(data, sources, k, None, beta, single_classes=single_classes)
@@ -883,6 +881,12 @@ def _cluster(values: np.ndarray, targets: np.ndarray, k: int, classes: int, iter
     mapping[:k] = np.searchsorted(used, assign)
     mapping[k] = used.size
     return mapping
+
+
+def _option_name(sources: tuple[str, ...], single_classes: int) -> str:
+    """A level's context option as a prior's info names it: its sources, and a class count not the default."""
+    name = "+".join(sources) or "unigram"
+    return f"{name}/{single_classes}" if single_classes != SINGLE_CLASSES[0] else name
 
 
 def _choose_classes(train: dict, test: dict, sources: tuple[str, ...], k: int) -> tuple[float, tuple, int]:
