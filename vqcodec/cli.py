@@ -1273,8 +1273,8 @@ def _terminate(signum, frame):
 @contextlib.contextmanager
 def _stopping_like_ctrl_c():
     """SIGTERM (kill, a job scheduler) and SIGHUP (a closed terminal) stop the command as Ctrl-C does,
-    instead of ending the process where it stands: a temporary output file was left behind, and a
-    training run kept nothing since its last checkpoint. Signals set to be ignored (nohup) stay so."""
+    instead of ending the process where it stands, which would leave a temporary output file behind and
+    lose what a training run did since its last checkpoint. Signals set to be ignored (nohup) stay so."""
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):

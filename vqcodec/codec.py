@@ -372,7 +372,7 @@ def _array_image(array: np.ndarray):
 def _one_at_a_time(method):
     """Run an encoding method under its codec's lock: a rate search keeps the encoder's latents and
     sets the depth weight on the codec, and an encoding leaves its input's level there, so two
-    threads encoding with one Codec got each other's (re-entrant: the methods call each other)."""
+    threads encoding with one Codec would get each other's (re-entrant: the methods call each other)."""
     @functools.wraps(method)
     def locked(self, *args, **kwargs):
         with self._lock:
@@ -1291,8 +1291,8 @@ class Codec:
             position = first_frame * hop  # the model sample the next block begins at
             frames = self._decode_frames(codes, first_frame - base, last_frame - base)
             while True:
-                # Inference mode around each block's decoding, not across the yield: held there, it was on
-                # in the caller's code between blocks, and went off whenever the garbage collector closed
+                # Inference mode around each block's decoding, not across the yield: held there, it would be
+                # on in the caller's code between blocks, and go off whenever the garbage collector closes
                 # a generator left half-read (a write that failed), in the middle of loading a model.
                 with torch.inference_mode():
                     block = next(frames, None)
@@ -1442,7 +1442,7 @@ class Codec:
         done = np.zeros((rows, cols), dtype=bool)
         # Without refinement, the depths are chosen once the whole image is searched, as if it were one
         # tile: one exchange rate for every cell, and each cell's bits with its neighbours across tiles as
-        # context. Tile by tile, a strip of a few cells at the right or bottom edge got its own.
+        # context (tile by tile, a strip of a few cells at the right or bottom edge would get its own).
         whole_depth = self._depth_active(variable_depth) and not self.refine
         ladder = min(quality + 1, self.num_codebooks)
         if whole_depth:

@@ -85,7 +85,7 @@ def write_file(path, write, replace: bool = True) -> None:
             raise VQCodecError(f"cannot write {target}: {exc.strerror or exc}") from None
         return
     try:
-        # The start of the name only: a name near the 255-byte limit, with more around it, was too long.
+        # The start of the name only: a name near the 255-byte limit, with more around it, would be too long.
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:TEMPORARY_NAME_CHARS]}.",
                                    suffix=".part")
     except OSError as exc:
@@ -153,8 +153,8 @@ def unreadable_audio(where, exc: Exception) -> VQCodecError:
 class SoundStream:
     """A binary stream as soundfile reads it, whose seek to where the stream cannot go stays where it
     is: libsndfile skips a chunk by the size its header declares, and a size past what a file may
-    hold (W64 and RF64 have 64-bit sizes) raised inside soundfile's callback, which printed a
-    traceback (the samples were read all the same)."""
+    hold (W64 and RF64 have 64-bit sizes) would raise inside soundfile's callback, which prints a
+    traceback (the samples are read all the same)."""
 
     def __init__(self, stream):
         self.stream = stream
@@ -170,9 +170,9 @@ class SoundStream:
 
 
 class SoundSink:
-    """A binary stream as soundfile writes it: an OSError (a full disk) inside soundfile's callbacks was
-    printed as a traceback and lost, and libsndfile wrote on, or soundfile failed an assertion on the
-    short write. The first one is kept for check() to raise; nothing more is written after it, though
+    """A binary stream as soundfile writes it: an OSError (a full disk) inside soundfile's callbacks would
+    be printed as a traceback and lost while libsndfile wrote on, or soundfile would fail an assertion on
+    the short write. The first one is kept for check() to raise; nothing more is written after it, though
     libsndfile, which cannot be told why, is told that all of it was."""
 
     def __init__(self, stream):
