@@ -1123,7 +1123,7 @@ class Codec:
         if max_rate is None:
             return pack(quality, weight if quality < stored else 0.0)
         if audio:
-            duration = header.length / header.sample_rate
+            duration = header.duration
             limit = ratecontrol.byte_limit(_checked_amount("bitrate", max_rate, "kbps") * 1000 * duration)
             target, describe = f"{max_rate:g} kbps", lambda size: f"{size * 8 / duration / 1000:.3g} kbps"
         else:
