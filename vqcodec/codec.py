@@ -756,13 +756,18 @@ class Codec:
         (vqcodec/refine.py) against the training loss, on the block's samples before `length` (the
         zeros padding the last frame are not the input's). The context before the block keeps the
         previous block's final codes, the context after it its unrefined codes."""
-        rvq, hop = self.model.quantizer, self.hop
-        context = rvq.encode_cells(window, quality, self.beam)
+        hop = self.hop
+        context = self.model.quantizer.encode_cells(window, quality, self.beam)
         if previous.shape[2]:
             context[:, :, :previous.shape[2]] = torch.from_numpy(previous).to(self.device).transpose(0, 1)
         samples = (slice(None), slice(None), slice(inner[0].start * hop, min(inner[0].stop * hop, length)))
+        return self._refined(x, window, context, inner, samples, quality, variable_depth)
+
+    def _refined(self, x, window, context, inner, span, quality, variable_depth) -> torch.Tensor:
+        """refine_codes of a block's or tile's inner cells against `x[span]`, at this codec's settings."""
+        rvq = self.model.quantizer
         return refine_codes(rvq, self.model.decoder, self._loss(), window, rvq.decode_cells(context), inner,
-                            x[samples], samples, quality, self.beam, self.refine, REFINE_LEARNING_RATE["audio"],
+                            x[span], span, quality, self.beam, self.refine, REFINE_LEARNING_RATE[self.kind],
                             self._rate_costs(window, inner, quality), self._depth_finish(variable_depth))
 
     def _loss(self):
@@ -1477,15 +1482,13 @@ class Codec:
         """Codes (quality, 1, rows, cols) of one tile's inner cells by latent refinement
         (vqcodec/refine.py), on the tile's pixels within `size` (height, width: not the edge padding).
         Context cells keep the final codes where an earlier tile chose them, else their unrefined codes."""
-        rvq, hop = self.model.quantizer, self.hop
-        fresh = rvq.encode_cells(window, quality, self.beam)
+        hop = self.hop
+        fresh = self.model.quantizer.encode_cells(window, quality, self.beam)
         done = torch.from_numpy(window_done).to(self.device)
         context = torch.where(done, torch.from_numpy(window_codes).to(self.device)[:, None], fresh)
         pixels = (slice(None), slice(None), slice(inner[0].start * hop, min(inner[0].stop * hop, size[0])),
                   slice(inner[1].start * hop, min(inner[1].stop * hop, size[1])))
-        return refine_codes(rvq, self.model.decoder, self._loss(), window, rvq.decode_cells(context), inner,
-                            x[pixels], pixels, quality, self.beam, self.refine, REFINE_LEARNING_RATE["image"],
-                            self._rate_costs(window, inner, quality), self._depth_finish(variable_depth))
+        return self._refined(x, window, context, inner, pixels, quality, variable_depth)
 
     @torch.inference_mode()
     def codes_to_image(self, codes: np.ndarray, height: int | None = None, width: int | None = None) -> np.ndarray:
