@@ -403,8 +403,6 @@ class ImageCrops(Crops):
     random. Photos smaller than a crop are padded by reflection."""
 
     def __init__(self, files: list[Path], crop: int, in_memory_bytes: int | None = None):
-        from PIL import Image
-
         self.crop = crop
         self.unreadable: set[Path] = set()
         self.sources: list[ImageSource] = []
