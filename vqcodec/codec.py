@@ -182,6 +182,15 @@ def _checked_amount(name: str, value, unit: str, allow_zero: bool = False) -> fl
     return float(value)
 
 
+def _rate_target(max_rate: float, audio: bool, amount: float) -> tuple[int, str, Callable[[int], str]]:
+    """A rate search's byte limit for `max_rate` (kbps over `amount` seconds of audio, or bits per pixel
+    over `amount` pixels), the target as its messages name it, and how a size in bytes reads in its unit."""
+    if audio:
+        return (ratecontrol.byte_limit(max_rate * 1000 * amount), f"{max_rate:g} kbps",
+                lambda size: f"{size * 8 / amount / 1000:.3g} kbps")
+    return ratecontrol.byte_limit(max_rate * amount), f"{max_rate:g} bpp", lambda size: f"{size * 8 / amount:.3g} bpp"
+
+
 def _seekable(stream) -> bool:
     """Whether a binary stream can seek (soundfile and Pillow need to; a pipe, socket or HTTP
     response cannot). A text stream is refused."""
@@ -942,12 +951,10 @@ class Codec:
                    sample_rate: int, samples: int) -> bytes:
         max_kbps = _checked_amount("bitrate", max_kbps, "kbps")
         _check_audio_size(channels, sample_rate, samples)
-        duration = samples / sample_rate
-        return self._fit_rate(encode_at, ratecontrol.byte_limit(max_kbps * 1000 * duration), quality,
-                              f"{max_kbps:g} kbps", lambda size: f"{size * 8 / duration / 1000:.3g} kbps")
+        return self._fit_rate(encode_at, quality, *_rate_target(max_kbps, True, samples / sample_rate))
 
-    def _fit_rate(self, encode_at: Callable[[int], bytes], limit_bytes: int, max_quality: int, target: str,
-                 describe: Callable[[int], str]) -> bytes:
+    def _fit_rate(self, encode_at: Callable[[int], bytes], max_quality: int, limit_bytes: int, target: str,
+                  describe: Callable[[int], str]) -> bytes:
         """The largest file of at most `limit_bytes` that `encode_at(quality)` makes, over qualities
         up to `max_quality` and, for entropy-coded files, depth weights (vqcodec.ratecontrol).
         This codec's depth weight is where the search starts, and is restored afterwards."""
@@ -1128,13 +1135,10 @@ class Codec:
         if max_rate is None:
             return pack(quality, weight if quality < stored else 0.0)
         if audio:
-            duration = header.duration
-            limit = ratecontrol.byte_limit(_checked_amount("bitrate", max_rate, "kbps") * 1000 * duration)
-            target, describe = f"{max_rate:g} kbps", lambda size: f"{size * 8 / duration / 1000:.3g} kbps"
+            limit, target, describe = _rate_target(_checked_amount("bitrate", max_rate, "kbps"), True, header.duration)
         else:
-            pixels = header.width * header.height
-            limit = ratecontrol.byte_limit(_checked_amount("bits per pixel", max_rate, "bpp") * pixels)
-            target, describe = f"{max_rate:g} bpp", lambda size: f"{size * 8 / pixels:.3g} bpp"
+            limit, target, describe = _rate_target(_checked_amount("bits per pixel", max_rate, "bpp"), False,
+                                                   header.width * header.height)
         return ratecontrol.fit_size(pack, limit, quality, weight, MAX_DEPTH_WEIGHT, variable_depth, target, describe)
 
     def media_to_codes(self, source, quality: int | None = None, *,
@@ -1602,9 +1606,8 @@ class Codec:
                 image = ImageOps.exif_transpose(image)
         if max_bpp is not None:
             max_bpp = _checked_amount("bits per pixel", max_bpp, "bpp")
-            pixels = image.width * image.height
-            return self._fit_rate(lambda q: self.encode_image(image, q), ratecontrol.byte_limit(max_bpp * pixels),
-                                  quality, f"{max_bpp:g} bpp", lambda size: f"{size * 8 / pixels:.3g} bpp")
+            return self._fit_rate(lambda q: self.encode_image(image, q), quality,
+                                  *_rate_target(max_bpp, False, image.width * image.height))
         quality = self.check_quality(quality)
         rgb, mode, alpha = image_to_planes(image)
         h, w, _ = rgb.shape
