@@ -947,19 +947,6 @@ def _model_kind(model: str) -> str:
     return read_model_meta(find_model(model))["config"]["kind"]
 
 
-def _refuse_existing_run(out: Path, name: str, force: bool) -> None:
-    """Refuse to start a new run over the files of another without --force. With it, training removes
-    them once every option is checked (TrainOptions.replace), so a refused run leaves them as they are."""
-    from .train import run_files
-
-    if out.exists() and not out.is_dir():
-        raise VQCodecError(f"--out {out} exists and is not a folder")
-    earlier = run_files(out, name)
-    if earlier and not force:
-        raise VQCodecError(f"{out} holds a training run ({earlier[0].name}): pass --resume to continue it, "
-                           "--force to replace it, or another --out")
-
-
 def _read_config(path: str):
     from .config import load_config_file
     try:
@@ -1057,25 +1044,16 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     from .config import AudioConfig, ImageConfig
     from .parallel import launched_processes
     from .data import find_media
-    from .train import DEFAULT_BATCH_AND_CROP, TrainOptions, check_model_name, checkpoint_config
+    from .train import DEFAULT_BATCH_AND_CROP, TrainOptions, check_options, checkpoint_config
     from .train import train as run_training
 
     _check_folder(data_dir)
-    if max_minutes is None and max_steps is None:
-        raise VQCodecError("give a budget: --max-minutes or --max-steps")
-    for option, value in (("--max-minutes", max_minutes), ("--lr", lr)):
-        if value is not None and not 0 < value < math.inf:
-            raise VQCodecError(f"{option} must be a positive number, not {value}")
-    if max_minutes is not None and max_minutes * 60 == math.inf:  # finite minutes, but not in seconds
-        raise VQCodecError(f"--max-minutes {max_minutes} is too large a budget: leave it out and give --max-steps")
-    if max_steps == 0 and not init_model:
-        raise VQCodecError("--max-steps 0 writes the starting model as it is: it needs --init MODEL")
-    name = name or Path(out).name
-    check_model_name(name)
-    if resume and force:
-        raise VQCodecError("--resume continues the run in --out and --force replaces it: give only one")
-    if not resume:
-        _refuse_existing_run(Path(out), name, force)
+    options = TrainOptions(out=Path(out), name=name or Path(out).name, lr=lr, max_minutes=max_minutes,
+                           max_steps=max_steps, eval_every=eval_every, threads=threads, resume=resume, replace=force,
+                           fit_prior=not no_prior, adversarial=adversarial, precision=precision, noise=noise,
+                           weight_average=weight_average, init=init_model, decoder_only=decoder_only,
+                           stream_data=stream_data, data_workers=data_workers)
+    check_options(options)
     try:
         low_snr, high_snr = (float(part) for part in noise_snr.split(","))
     except ValueError:
@@ -1083,8 +1061,6 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     config = None
     if init_model and resume:
         raise VQCodecError("--init starts a new run from a model and --resume continues one: give only one")
-    if decoder_only and not (init_model or resume):
-        raise VQCodecError("--decoder-only trains the decoder of a trained model: give --init MODEL")
     if init_model:
         if codebooks or codebook_size or sample_rate:
             raise VQCodecError("--init keeps the model's own config: leave out --codebooks, --codebook-size and "
@@ -1121,14 +1097,9 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
         config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     device = resolve_device(device)
     default_batch, default_crop = DEFAULT_BATCH_AND_CROP[kind or "audio", device]
-    options = TrainOptions(out=Path(out), name=name, device=device,
-                           batch_size=default_batch * launched_processes() if batch_size is None else batch_size,
-                           crop=default_crop if crop is None else crop, lr=lr,
-                           max_minutes=max_minutes, max_steps=max_steps, eval_every=eval_every, threads=threads,
-                           resume=resume, replace=force,
-                           fit_prior=not no_prior, adversarial=adversarial, precision=precision,
-                           noise=noise, noise_snr_db=(low_snr, high_snr), weight_average=weight_average, init=init_model,
-                           decoder_only=decoder_only, stream_data=stream_data, data_workers=data_workers)
+    options = dataclasses.replace(options, device=device, noise_snr_db=(low_snr, high_snr),
+                                  batch_size=default_batch * launched_processes() if batch_size is None else batch_size,
+                                  crop=default_crop if crop is None else crop)
     run_training(Path(data_dir), config, options, kind=kind)
 
 

@@ -89,6 +89,39 @@ def run_files(out: Path, name: str) -> list[Path]:
     return [path for path in paths if path.exists()]
 
 
+def refuse_existing_run(out: Path, name: str, replace: bool) -> None:
+    """Refuse to start a new run over the files of another unless `replace` (--force). With it, training
+    removes them once every option is checked, so a refused run leaves them as they are."""
+    if out.exists() and not out.is_dir():
+        raise VQCodecError(f"--out {out} exists and is not a folder")
+    earlier = run_files(out, name)
+    if earlier and not replace:
+        raise VQCodecError(f"{out} holds a training run ({earlier[0].name}): pass --resume to continue it, "
+                           "--force to replace it, or another --out")
+
+
+def check_options(options: TrainOptions) -> None:
+    """The checks of a run's options that need neither its data nor a model: a budget, a positive learning
+    rate, a plain model name, a new run that replaces another only when told to, and a model for
+    --decoder-only to start from."""
+    if options.max_minutes is None and options.max_steps is None:
+        raise VQCodecError("give a budget: --max-minutes or --max-steps")
+    for option, value in (("--max-minutes", options.max_minutes), ("--lr", options.lr)):
+        if value is not None and not 0 < value < math.inf:
+            raise VQCodecError(f"{option} must be a positive number, not {value}")
+    if options.max_minutes is not None and options.max_minutes * 60 == math.inf:  # finite minutes, but not in seconds
+        raise VQCodecError(f"--max-minutes {options.max_minutes} is too large a budget: leave it out and give --max-steps")
+    if options.max_steps == 0 and not options.init:
+        raise VQCodecError("--max-steps 0 writes the starting model as it is: it needs --init MODEL")
+    check_model_name(options.name)
+    if options.resume and options.replace:
+        raise VQCodecError("--resume continues the run in --out and --force replaces it: give only one")
+    if not options.resume:
+        refuse_existing_run(Path(options.out), options.name, options.replace)
+    if options.decoder_only and not (options.init or options.resume):
+        raise VQCodecError("--decoder-only trains the decoder of a trained model: give --init MODEL")
+
+
 def checkpoint_config(out: Path) -> ModelConfig:
     """The config of the checkpoint in `out`, which --resume continues; refused if it is missing or damaged."""
     path = out / f"{CHECKPOINT_NAME}.safetensors"
@@ -358,6 +391,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
 
 
 def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: str | None) -> Path:
+    check_options(options)
     if options.threads:
         torch.set_num_threads(options.threads)
     device = parallel.start(options.device)
@@ -368,7 +402,6 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     quiet = options.quiet or not main
     torch.manual_seed(options.seed + rank)  # the processes draw different quantizer dropout
     precision = resolve_precision(options.precision, device)
-    check_model_name(options.name)
     if cfg is not None:
         try:
             cfg = config_from_dict(config_to_dict(cfg))
@@ -392,8 +425,6 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
         if options.decoder_only and not saved_meta.get("decoder_only", False):
             raise VQCodecError("--decoder-only cannot resume a checkpoint that trains the whole model")
     decoder_only = options.decoder_only or saved_meta.get("decoder_only", False)
-    if decoder_only and not (options.init or saved):
-        raise VQCodecError("--decoder-only trains the decoder of a trained model: give --init MODEL")
     initial_model, initial_id = None, saved_meta.get("init")  # a resumed fine-tune keeps its starting model's id
     widened = False
     initial_decodes, initial_path = saved_meta.get("init_decodes", []), saved_meta.get("init_path")
