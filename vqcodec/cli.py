@@ -947,14 +947,6 @@ def _model_kind(model: str) -> str:
     return read_model_meta(find_model(model))["config"]["kind"]
 
 
-def _read_config(path: str):
-    from .config import load_config_file
-    try:
-        return load_config_file(path)
-    except (OSError, ValueError, TypeError, RecursionError) as exc:  # RecursionError: JSON nested too deep
-        raise VQCodecError(f"{path}: bad config ({exc})") from None
-
-
 def _check_folder(data_dir) -> None:
     """A training or fitting folder that is not one is refused, saying whether it is missing."""
     if not Path(data_dir).is_dir():
@@ -1041,10 +1033,8 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     import dataclasses
 
     from .codec import resolve_device
-    from .config import AudioConfig, ImageConfig
     from .parallel import launched_processes
-    from .data import find_media
-    from .train import DEFAULT_BATCH_AND_CROP, TrainOptions, check_options, checkpoint_config
+    from .train import DEFAULT_BATCH_AND_CROP, TrainOptions, check_options, training_config
     from .train import train as run_training
 
     _check_folder(data_dir)
@@ -1058,43 +1048,10 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
         low_snr, high_snr = (float(part) for part in noise_snr.split(","))
     except ValueError:
         raise VQCodecError(f"--noise-snr takes two numbers, LOW,HIGH in dB (such as 10,40), not {noise_snr!r}") from None
-    config = None
     if init_model and resume:
         raise VQCodecError("--init starts a new run from a model and --resume continues one: give only one")
-    if init_model:
-        if codebooks or codebook_size or sample_rate:
-            raise VQCodecError("--init keeps the model's own config: leave out --codebooks, --codebook-size and "
-                               "--sample-rate (--config may name the same config with wider networks)")
-        config = _read_config(config_path) if config_path else None
-        model_kind = _model_kind(init_model)
-        if kind and kind != model_kind:
-            raise VQCodecError(f"--init {init_model} is an {model_kind} model, not {kind}")
-        kind, _ = find_media(Path(data_dir), model_kind)
-    elif resume:
-        saved = checkpoint_config(Path(out))
-        given = {"--config": _read_config(config_path) if config_path else None, "--kind": kind,
-                 "--codebooks": codebooks, "--codebook-size": codebook_size, "--sample-rate": sample_rate}
-        held = {"--config": saved, "--kind": saved.kind, "--codebooks": saved.num_codebooks,
-                "--codebook-size": saved.codebook_size, "--sample-rate": getattr(saved, "sample_rate", None)}
-        differing = [option for option, value in given.items() if value is not None and value != held[option]]
-        if differing:
-            raise VQCodecError(f"--resume continues with the checkpoint's config, which {', '.join(differing)} "
-                               "would change: leave it out, or start a new run")
-        kind = saved.kind
-    else:
-        if config_path:
-            config = _read_config(config_path)
-            if kind and kind != config.kind:
-                raise VQCodecError(f"--config {config_path} is an {config.kind} config, not {kind}")
-            kind = config.kind
-        kind, _ = find_media(Path(data_dir), kind)
-        config = config or (AudioConfig() if kind == "audio" else ImageConfig())
-        overrides = {"num_codebooks": codebooks, "codebook_size": codebook_size}
-        if kind == "audio":
-            overrides["sample_rate"] = sample_rate
-        elif sample_rate is not None:
-            raise VQCodecError("--sample-rate is for audio models only")
-        config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    config, kind = training_config(Path(data_dir), options, config_path, kind, num_codebooks=codebooks,
+                                   codebook_size=codebook_size, sample_rate=sample_rate)
     device = resolve_device(device)
     default_batch, default_crop = DEFAULT_BATCH_AND_CROP[kind or "audio", device]
     options = dataclasses.replace(options, device=device, noise_snr_db=(low_snr, high_snr),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 import sys
@@ -15,7 +16,7 @@ import soxr
 import torch
 
 from . import parallel
-from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict
+from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict, load_config_file
 from .errors import VQCodecError
 from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, decodes, default_batch_workers, find_media, readable_files,
                    relative_name, split_as_before, split_files)
@@ -24,7 +25,8 @@ from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from .models import VQVAE, encoder_unchanged, widen, widths_differ_only
 from .modelfile import (CODE_TENSORS, attach_prior, build_model, compute_codes_id, inference_state, read_model_files,
-                        read_safetensors, read_safetensors_metadata, save_model, write_json, write_tensors)
+                        read_model_meta, read_safetensors, read_safetensors_metadata, save_model, write_json,
+                        write_tensors)
 from .registry import find_model
 from .wording import plural
 
@@ -131,6 +133,60 @@ def checkpoint_config(out: Path) -> ModelConfig:
         return config_from_dict(checkpoint_record(path)["config"])
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise VQCodecError(f"--resume: the checkpoint in {out} is damaged ({exc})") from None
+
+
+def read_config(path: str | Path) -> ModelConfig:
+    """A model config from a JSON file of its fields (--config)."""
+    try:
+        return load_config_file(path)
+    except (OSError, ValueError, TypeError, RecursionError) as exc:  # RecursionError: JSON nested too deep
+        raise VQCodecError(f"{path}: bad config ({exc})") from None
+
+
+def training_config(data_dir: Path, options: TrainOptions, config_path: str | Path | None = None,
+                    kind: str | None = None, num_codebooks: int | None = None, codebook_size: int | None = None,
+                    sample_rate: int | None = None) -> tuple[ModelConfig | None, str]:
+    """The config and media kind that `train` takes for a run on `data_dir`, from the train command's
+    --config (a JSON file), --kind, --codebooks, --codebook-size and --sample-rate.
+
+    A new run takes the config file's, or the media kind's default config, with the sizes given. A run
+    from --init keeps its model's config (None here), which the config file may only widen, and a resumed
+    run the checkpoint's (None), which none of the values given may change."""
+    if options.init:
+        if num_codebooks or codebook_size or sample_rate:
+            raise VQCodecError("--init keeps the model's own config: leave out --codebooks, --codebook-size and "
+                               "--sample-rate (--config may name the same config with wider networks)")
+        config = read_config(config_path) if config_path else None
+        model_kind = read_model_meta(find_model(options.init))["config"]["kind"]
+        if kind and kind != model_kind:
+            raise VQCodecError(f"--init {options.init} is an {model_kind} model, not {kind}")
+        kind, _ = find_media(data_dir, model_kind)
+        return config, kind
+    if options.resume:
+        saved = checkpoint_config(Path(options.out))
+        given = {"--config": read_config(config_path) if config_path else None, "--kind": kind,
+                 "--codebooks": num_codebooks, "--codebook-size": codebook_size, "--sample-rate": sample_rate}
+        held = {"--config": saved, "--kind": saved.kind, "--codebooks": saved.num_codebooks,
+                "--codebook-size": saved.codebook_size, "--sample-rate": getattr(saved, "sample_rate", None)}
+        differing = [option for option, value in given.items() if value is not None and value != held[option]]
+        if differing:
+            raise VQCodecError(f"--resume continues with the checkpoint's config, which {', '.join(differing)} "
+                               "would change: leave it out, or start a new run")
+        return None, saved.kind
+    config = None
+    if config_path:
+        config = read_config(config_path)
+        if kind and kind != config.kind:
+            raise VQCodecError(f"--config {config_path} is an {config.kind} config, not {kind}")
+        kind = config.kind
+    kind, _ = find_media(data_dir, kind)
+    config = config or (AudioConfig() if kind == "audio" else ImageConfig())
+    overrides = {"num_codebooks": num_codebooks, "codebook_size": codebook_size}
+    if kind == "audio":
+        overrides["sample_rate"] = sample_rate
+    elif sample_rate is not None:
+        raise VQCodecError("--sample-rate is for audio models only")
+    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None}), kind
 
 
 def checkpoint_record(path: Path) -> dict:
