@@ -8,7 +8,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -446,89 +446,199 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
         raise
 
 
+@dataclass
+class _Run:
+    """What the steps of a run share: its options, the processes, the device and the checkpoint's path."""
+    options: TrainOptions
+    device: str
+    processes: int
+    main: bool               # the first process, which validates and writes the files
+    quiet: bool
+    precision: str
+    checkpoint_path: Path
+
+
+@dataclass
+class _Start:
+    """Where a run starts from: nothing, a trained model (--init) or the checkpoint it resumes."""
+    cfg: ModelConfig | None
+    kind: str | None
+    adversarial: bool
+    decoder_only: bool = False
+    saved: dict = field(default_factory=dict)         # the checkpoint's tensors, by module; none for a new run
+    meta: dict = field(default_factory=dict)          # the checkpoint's record
+    step: int = 0
+    trained_seconds: float = 0.0
+    model: VQVAE | None = None                        # --init's model, widened where the config widens it
+    widened: bool = False
+    init_id: str | None = None                        # a resumed fine-tune keeps its starting model's id
+    init_decodes: list[str] = field(default_factory=list)
+    init_path: str | None = None
+
+
+@dataclass
+class _Data:
+    """A run's training and held-out files, the crops it trains on and the fixed crops it validates on."""
+    train_files: list[Path]
+    val_files: list[Path]
+    train: AudioCrops | ImageCrops
+    val: AudioCrops | ImageCrops | None               # the first process's alone
+    val_crops: torch.Tensor | None
+
+
+@dataclass
+class _Optimisation:
+    """The optimisers of a run, the modules and optimisers a checkpoint saves, and the weight average."""
+    optimizer: torch.optim.Optimizer
+    modules: dict[str, torch.nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    average: WeightAverage | None = None
+    disc: MultiScaleSTFTDiscriminator | None = None
+    disc_optimizer: torch.optim.Optimizer | None = None
+
+
 def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: str | None) -> Path:
     check_options(options)
+    run = _start_processes(options)
+    start = _starting_point(run, _checked_config(cfg), kind)
+    rng = np.random.default_rng((options.seed, start.step, parallel.rank()))  # a resumed run continues with fresh crops
+    cfg, kind, files, weight_average = _media_and_config(data_dir, start, options)
+    model, codes_id = _build_model(run, start, cfg)
+    data = _training_data(run, data_dir, kind, files, cfg, start.meta)
+    training = _optimisation(run, model, start, weight_average)
+    loss_fn = ReconstructionLoss(cfg).to(run.device)
+    _make_out(options, run.main)
+    if not run.quiet:
+        _print_run(run, kind, model, data, start.decoder_only)
+
+    def checkpoint_meta(step: int, seconds: float) -> dict:
+        meta = {"step": step, "trained_seconds": seconds, "config": config_to_dict(cfg), "adversarial": start.adversarial,
+                "decoder_only": start.decoder_only, "held_out": [relative_name(path, data_dir) for path in data.val_files]}
+        if training.average is not None:
+            meta.update(weight_average=weight_average, average_updates=training.average.updates)
+        if start.decoder_only:
+            meta.update(codes_id=codes_id, init_decodes=start.init_decodes, init_path=start.init_path)
+        return {**meta, "init": start.init_id} if start.init_id else meta
+
+    step, trained_seconds = _step_loop(run, cfg, model, training, loss_fn, data, rng, start, checkpoint_meta)
+    parallel.stop()
+    model_path = Path(options.out) / f"{options.name}.safetensors"
+    if not run.main:
+        return model_path
+    if step == 0 and not start.init_id:
+        raise VQCodecError("no training step ended within --max-minutes: no model written (give it more time)")
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise diverged(f"the weights are not finite after step {step}", run.checkpoint_path)
+    save_checkpoint(run.checkpoint_path, training.modules, training.optimizers, checkpoint_meta(step, trained_seconds))
+    if training.average is not None:
+        model = training.average.synced(model)
+    model_path = _write_model(run, model, model_path, start, codes_id, step, trained_seconds, weight_average, data_dir,
+                              data.train_files)
+    _add_prior(run, model_path, cfg, start, data.train_files)
+    return model_path
+
+
+def _start_processes(options: TrainOptions) -> _Run:
+    """Start this process's part of the run (vqcodec.parallel): threads, device, seed and precision."""
     if options.threads:
         torch.set_num_threads(options.threads)
     device = parallel.start(options.device)
     processes, rank, main = parallel.world_size(), parallel.rank(), parallel.is_main()
     if options.batch_size % processes:
         raise VQCodecError(f"--batch-size {options.batch_size} does not split evenly over {processes} processes")
-    share = options.batch_size // processes
-    quiet = options.quiet or not main
     torch.manual_seed(options.seed + rank)  # the processes draw different quantizer dropout
     precision = resolve_precision(options.precision, device)
-    if cfg is not None:
-        try:
-            cfg = config_from_dict(config_to_dict(cfg))
-        except ValueError as exc:
-            raise VQCodecError(f"bad config ({exc})") from None
-    out = Path(options.out)
-    checkpoint_path = out / f"{CHECKPOINT_NAME}.safetensors"
-    if options.resume and not checkpoint_path.exists():
-        raise VQCodecError(f"--resume: no checkpoint in {out}")
+    return _Run(options, device, processes, main, options.quiet or not main, precision,
+                Path(options.out) / f"{CHECKPOINT_NAME}.safetensors")
 
-    saved: dict[str, dict] = {}
-    saved_meta: dict = {}
-    step, trained_seconds = 0, 0.0
-    adversarial = options.adversarial
+
+def _checked_config(cfg: ModelConfig | None) -> ModelConfig | None:
+    """`cfg` as reading it from a model file would check it."""
+    if cfg is None:
+        return None
+    try:
+        return config_from_dict(config_to_dict(cfg))
+    except ValueError as exc:
+        raise VQCodecError(f"bad config ({exc})") from None
+
+
+def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _Start:
+    """The checkpoint a run resumes, or the model it starts from (grown to `cfg` where that widens it)."""
+    options = run.options
+    if options.resume and not run.checkpoint_path.exists():
+        raise VQCodecError(f"--resume: no checkpoint in {Path(options.out)}")
+    start = _Start(cfg, kind, options.adversarial)
     if options.resume:
-        saved, saved_meta = load_checkpoint(checkpoint_path, device)
-        step, trained_seconds = saved_meta["step"], saved_meta["trained_seconds"]
-        cfg = config_from_dict(saved_meta["config"])
-        kind = cfg.kind
-        adversarial = adversarial or saved_meta.get("adversarial", False)  # resuming keeps the discriminator
-        if options.decoder_only and not saved_meta.get("decoder_only", False):
+        start.saved, start.meta = load_checkpoint(run.checkpoint_path, run.device)
+        start.step, start.trained_seconds = start.meta["step"], start.meta["trained_seconds"]
+        start.cfg = config_from_dict(start.meta["config"])
+        start.kind = start.cfg.kind
+        start.adversarial = start.adversarial or start.meta.get("adversarial", False)  # resuming keeps the discriminator
+        if options.decoder_only and not start.meta.get("decoder_only", False):
             raise VQCodecError("--decoder-only cannot resume a checkpoint that trains the whole model")
-    decoder_only = options.decoder_only or saved_meta.get("decoder_only", False)
-    initial_model, initial_id = None, saved_meta.get("init")  # a resumed fine-tune keeps its starting model's id
-    widened = False
-    initial_decodes, initial_path = saved_meta.get("init_decodes", []), saved_meta.get("init_path")
-    if options.init and not saved:
-        initial_model, initial_id, initial_decodes = load_initial_model(options.init)
-        initial_path = str(find_model(options.init).resolve())
-        widened = cfg is not None and cfg != initial_model.cfg
-        if cfg is not None and widths_differ_only(initial_model.cfg, cfg):
-            if decoder_only and not encoder_unchanged(initial_model.cfg, cfg):  # a grown encoder makes the codes only to rounding
+    start.decoder_only = options.decoder_only or start.meta.get("decoder_only", False)
+    start.init_id = start.meta.get("init")
+    start.init_decodes, start.init_path = start.meta.get("init_decodes", []), start.meta.get("init_path")
+    if options.init and not start.saved:
+        model, start.init_id, start.init_decodes = load_initial_model(options.init)
+        start.init_path = str(find_model(options.init).resolve())
+        start.widened = cfg is not None and cfg != model.cfg
+        if cfg is not None and widths_differ_only(model.cfg, cfg):
+            if start.decoder_only and not encoder_unchanged(model.cfg, cfg):  # a grown encoder makes the codes only to rounding
                 raise VQCodecError("--decoder-only keeps the model's encoder and codebooks as they are: "
                                    "its --config may widen the decoder alone (decoder_channels)")
-            initial_model = widen(initial_model, cfg, seed=options.seed)
-        elif cfg is not None and cfg != initial_model.cfg:
+            model = widen(model, cfg, seed=options.seed)
+        elif cfg is not None and cfg != model.cfg:
             raise VQCodecError("--init takes the model's own config, or the same config with wider networks "
                                "(base_channels or channels, decoder_channels); leave out the other size flags")
-        cfg, kind = initial_model.cfg, initial_model.cfg.kind
-    rng = np.random.default_rng((options.seed, step, rank))  # a resumed run continues with fresh crops
-    kind, files = find_media(data_dir, kind or (cfg.kind if cfg else None))
-    if cfg is None:
-        cfg = AudioConfig() if kind == "audio" else ImageConfig()
+        start.model, start.cfg, start.kind = model, model.cfg, model.cfg.kind
+    return start
+
+
+def _media_and_config(data_dir: Path, start: _Start, options: TrainOptions) -> tuple[ModelConfig, str, list[Path], float]:
+    """The media kind and files of `data_dir`, the config, and the decay of the weight average; refuses
+    options that do not fit the media."""
+    kind, files = find_media(data_dir, start.kind or (start.cfg.kind if start.cfg else None))
+    cfg = start.cfg if start.cfg is not None else AudioConfig() if kind == "audio" else ImageConfig()
     if cfg.kind != kind:
         raise VQCodecError(f"config is for {cfg.kind} but {data_dir} holds {kind} files")
-    if adversarial and kind != "audio":
+    if start.adversarial and kind != "audio":
         raise VQCodecError("--adversarial is for audio models only")
     if options.noise and kind != "audio":
         raise VQCodecError("--noise is for audio models only")
     if not 0.0 <= options.noise <= 1.0:
         raise VQCodecError(f"--noise must be a share between 0 and 1, not {options.noise}")
-    weight_average = options.weight_average or saved_meta.get("weight_average", 0.0)  # resuming keeps it
+    weight_average = options.weight_average or start.meta.get("weight_average", 0.0)  # resuming keeps it
     if not 0.0 <= weight_average < 1.0:
         raise VQCodecError(f"--weight-average must be a decay between 0 and 1, such as 0.999, not {weight_average}")
     low_snr, high_snr = options.noise_snr_db
     if not -20.0 <= low_snr <= high_snr <= 100.0:
         raise VQCodecError(f"--noise-snr must be LOW,HIGH in dB with -20 <= LOW <= HIGH <= 100, not {low_snr},{high_snr}")
-    model = (initial_model or VQVAE(cfg)).to(device)
-    if saved:
-        restore_state(checkpoint_path, model.load_state_dict, saved["model"])
-    parallel.broadcast_module_(model)  # the processes start from the first one's weights
-    if decoder_only:
-        freeze_for_decoder_only(model)
-        # what the model's codes were at the start (a resumed run: in its first run), to check at the end
-        codes_id = saved_meta.get("codes_id") or compute_codes_id(config_to_dict(cfg), inference_state(model))
+    return cfg, kind, files, weight_average
 
+
+def _build_model(run: _Run, start: _Start, cfg: ModelConfig) -> tuple[VQVAE, str | None]:
+    """The model to train, on the device and the same in every process, and, for --decoder-only, the id
+    of the codes it makes (a resumed run: those it made in its first run), to check at the end."""
+    model = (start.model or VQVAE(cfg)).to(run.device)
+    if start.saved:
+        restore_state(run.checkpoint_path, model.load_state_dict, start.saved["model"])
+    parallel.broadcast_module_(model)  # the processes start from the first one's weights
+    if not start.decoder_only:
+        return model, None
+    freeze_for_decoder_only(model)
+    return model, start.meta.get("codes_id") or compute_codes_id(config_to_dict(cfg), inference_state(model))
+
+
+def _training_data(run: _Run, data_dir: Path, kind: str, files: list[Path], cfg: ModelConfig, saved_meta: dict) -> _Data:
+    """The files split into training and held-out ones (a resumed run: as its first run split them), and
+    their crops."""
+    options = run.options
     readable = readable_files(kind, files)
     split = None
     if "held_out" in saved_meta:  # a resumed run validates on the files its first run held out
         split = split_as_before(readable, data_dir, saved_meta["held_out"], lambda path: decodes(kind, path))
-        if split is None and not quiet:
+        if split is None and not run.quiet:
             print(f"none of the files the checkpoint held out for validation is left in {data_dir}: others are held "
                   "out, and validation losses do not compare with the log's earlier ones", file=sys.stderr)
     train_files, val_files = split or split_files(readable, lambda path: decodes(kind, path))
@@ -539,84 +649,99 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     if kind == "audio":
         train_data = AudioCrops(train_files, cfg.sample_rate, crop, noise=options.noise,
                                 noise_snr_db=options.noise_snr_db, in_memory_bytes=in_memory_bytes)
-        val_data = AudioCrops(val_files, cfg.sample_rate, crop, in_memory_bytes=in_memory_bytes) if main else None
+        val_data = AudioCrops(val_files, cfg.sample_rate, crop, in_memory_bytes=in_memory_bytes) if run.main else None
     else:
         train_data = ImageCrops(train_files, crop, in_memory_bytes=in_memory_bytes)
-        val_data = ImageCrops(val_files, crop, in_memory_bytes=in_memory_bytes) if main else None
+        val_data = ImageCrops(val_files, crop, in_memory_bytes=in_memory_bytes) if run.main else None
     # the same crops of the held-out files at every evaluation, so that validation losses compare
     val_crops = val_data.batch(max(options.batch_size, VALIDATION_CROPS), np.random.default_rng(1234), augment=False) \
-        if main else None
+        if run.main else None
+    return _Data(train_files, val_files, train_data, val_data, val_crops)
 
+
+def _optimisation(run: _Run, model: VQVAE, start: _Start, weight_average: float) -> _Optimisation:
+    """The optimiser of the trained weights, the weight average and the discriminator with its optimiser,
+    as the checkpoint left them where the run resumes one."""
+    options, saved, checkpoint_path = run.options, start.saved, run.checkpoint_path
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=options.lr, betas=(0.8, 0.99), weight_decay=0.0)
     if saved:
         restore_state(checkpoint_path, restore_optimizer, optimizer, saved.get("optim", {}))
-    modules, optimizers = {"model": model}, {"optim": optimizer}
-    average = None
+    training = _Optimisation(optimizer, {"model": model}, {"optim": optimizer})
     if weight_average:
-        average = WeightAverage(model, weight_average, saved_meta.get("average_updates", 0))
+        training.average = WeightAverage(model, weight_average, start.meta.get("average_updates", 0))
         if "average" in saved:
-            restore_state(checkpoint_path, average.model.load_state_dict, saved["average"])
-        modules["average"] = average.model
-    if adversarial:
-        disc = MultiScaleSTFTDiscriminator().to(device)
+            restore_state(checkpoint_path, training.average.model.load_state_dict, saved["average"])
+        training.modules["average"] = training.average.model
+    if start.adversarial:
+        disc = MultiScaleSTFTDiscriminator().to(run.device)
         disc_optimizer = torch.optim.AdamW(disc.parameters(), lr=options.lr, betas=(0.8, 0.99), weight_decay=0.0)
         if "disc" in saved:  # a checkpoint trained without --adversarial starts a fresh discriminator
             restore_state(checkpoint_path, disc.load_state_dict, saved["disc"])
             restore_state(checkpoint_path, restore_optimizer, disc_optimizer, saved.get("disc_optim", {}))
         parallel.broadcast_module_(disc)
-        modules["disc"], optimizers["disc_optim"] = disc, disc_optimizer
-    loss_fn = ReconstructionLoss(cfg).to(device)
-    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        training.disc, training.disc_optimizer = disc, disc_optimizer
+        training.modules["disc"], training.optimizers["disc_optim"] = disc, disc_optimizer
+    return training
+
+
+def _make_out(options: TrainOptions, main: bool) -> None:
+    """The output folder, made only once every option is checked, so that a run refused before leaves
+    nothing behind; with `replace`, the files of the run this one replaces are removed only now too."""
+    out = Path(options.out)
     if options.replace and not options.resume and main:
-        # only now, so that a run refused above leaves the one it would replace as it was; neither its
-        # checkpoint (for a later --resume) nor its log may be mistaken for this run's
+        # neither its checkpoint (for a later --resume) nor its log may be mistaken for this run's
         for path in run_files(out, options.name):
             path.unlink()
-    out.mkdir(parents=True, exist_ok=True)  # only now, so that a run refused above leaves nothing behind
-    log_path = out / LOG_NAME
-    if not quiet:
-        spread = f"{processes} processes ({share} examples each)" if processes > 1 else f"device {device}"
-        validation = val_data.describe() if val_files != train_files else "on the training file (none held out from one)"
-        print(f"training {options.name} ({kind}) on {train_data.describe()}; validation {validation}; "
-              f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
-              f"{f' ({trained / 1e6:.2f}M trained: the decoder)' if decoder_only else ''}; batch {options.batch_size}; "
-              f"{spread}, {precision}", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
 
-    def checkpoint_meta(seconds: float) -> dict:
-        meta = {"step": step, "trained_seconds": seconds, "config": config_to_dict(cfg), "adversarial": adversarial,
-                "decoder_only": decoder_only, "held_out": [relative_name(path, data_dir) for path in val_files]}
-        if average is not None:
-            meta.update(weight_average=weight_average, average_updates=average.updates)
-        if decoder_only:
-            meta.update(codes_id=codes_id, init_decodes=initial_decodes, init_path=initial_path)
-        return {**meta, "init": initial_id} if initial_id else meta
 
-    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
+def _print_run(run: _Run, kind: str, model: VQVAE, data: _Data, decoder_only: bool) -> None:
+    options = run.options
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    share = options.batch_size // run.processes
+    spread = f"{run.processes} processes ({share} examples each)" if run.processes > 1 else f"device {run.device}"
+    validation = data.val.describe() if data.val_files != data.train_files else "on the training file (none held out from one)"
+    print(f"training {options.name} ({kind}) on {data.train.describe()}; validation {validation}; "
+          f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
+          f"{f' ({trained / 1e6:.2f}M trained: the decoder)' if decoder_only else ''}; batch {options.batch_size}; "
+          f"{spread}, {run.precision}", file=sys.stderr)
+
+
+def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisation, loss_fn: ReconstructionLoss,
+               data: _Data, rng: np.random.Generator, start: _Start, checkpoint_meta) -> tuple[int, float]:
+    """Train until the budget is spent: the learning-rate schedule, the steps, the log's records of
+    validation and code use, the progress lines and the checkpoints. Returns the step count and the
+    seconds trained, over all the runs of the checkpoint's."""
+    options, device, main, checkpoint_path = run.options, run.device, run.main, run.checkpoint_path
+    average, step, trained_seconds = training.average, start.step, start.trained_seconds
+    log_path = Path(options.out) / LOG_NAME
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=run.precision == "bf16")
     budget = options.max_minutes * 60 if options.max_minutes else None
     first_step = step  # a resumed run warms its learning rate up again
-    start = time.monotonic()
-    last_checkpoint = start
+    began_run = time.monotonic()
+    last_checkpoint = began_run
     validating = 0.0  # seconds this run has spent validating, which the log's clock leaves out
     val_text, usage_text = "", ""
     usage = CodebookUsage(cfg, device)
-    batches = Batches(train_data, share, rng, options.data_workers or default_batch_workers(processes))
+    batches = Batches(data.train, options.batch_size // run.processes, rng,
+                      options.data_workers or default_batch_workers(run.processes))
     try:
         while True:
-            elapsed = parallel.first_process_value(time.monotonic() - start, device)
+            elapsed = parallel.first_process_value(time.monotonic() - began_run, device)
             done_by_time = budget is not None and elapsed >= budget
             done_by_steps = options.max_steps is not None and step >= options.max_steps
             if done_by_time or done_by_steps or (budget is None and options.max_steps is None):
                 break
             progress = max(elapsed / budget if budget else 0.0, step / options.max_steps if options.max_steps else 0.0)
             lr = options.lr * min(1.0, (step - first_step + 1) / WARMUP_STEPS) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
-            for opt in optimizers.values():
+            for opt in training.optimizers.values():
                 for group in opt.param_groups:
                     group["lr"] = lr
 
-            set_training_mode(model, decoder_only)
+            set_training_mode(model, start.decoder_only)
             batch = batches.next().to(device)
-            loss, parts, codes = train_step(model, optimizer, loss_fn, batch, autocast,
-                                            *((disc, disc_optimizer) if adversarial else ()))
+            loss, parts, codes = train_step(model, training.optimizer, loss_fn, batch, autocast,
+                                            *((training.disc, training.disc_optimizer) if start.adversarial else ()))
             step += 1
             if average is not None:
                 average.update()
@@ -630,14 +755,14 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
                 usage = CodebookUsage(cfg, device)
                 losses = torch.tensor([loss_value, *parts.values()], dtype=torch.float64, device=device)
                 parallel.sum_(losses)  # the log gives the whole batch's loss, a mean over the processes' shares
-                losses = (losses / processes).tolist()
+                losses = (losses / run.processes).tolist()
                 loss_value, parts = losses[0], dict(zip(parts, losses[1:]))
             if main and (step % options.eval_every == 0 or step == 1):
                 began = time.monotonic()
-                val_loss, val_parts = validate(average.synced(model) if average is not None else model, loss_fn, val_crops,
-                                               options.batch_size, device)
+                val_loss, val_parts = validate(average.synced(model) if average is not None else model, loss_fn,
+                                               data.val_crops, options.batch_size, device)
                 validating += time.monotonic() - began
-                seconds = trained_seconds + time.monotonic() - start - validating
+                seconds = trained_seconds + time.monotonic() - began_run - validating
                 val_text = f"val {val_loss:.4f}"
                 usage_text = f"perplexity {perplexity:.0f} | codes in use {in_use:.0%}"
                 record = {"step": step, "loss": loss_value, "val": val_loss, "perplexity": perplexity,
@@ -645,51 +770,55 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
                           **parts, **{f"val_{k}": v for k, v in val_parts.items()}}
                 with open(log_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
-            if not quiet and (step % 10 == 0 or step == 1):
+            if not run.quiet and (step % 10 == 0 or step == 1):
                 left = f" | {_format_time(budget - elapsed)} left" if budget else ""
                 detail = " ".join(f"{k} {v:.3f}" for k, v in parts.items())
                 end = "\r" if sys.stderr.isatty() else "\n"
                 print(f"step {step} | loss {loss_value:.4f} ({detail}) | {val_text} | {usage_text}{left}", end=end, file=sys.stderr, flush=True)
             if main and time.monotonic() - last_checkpoint >= options.checkpoint_minutes * 60:
-                save_checkpoint(checkpoint_path, modules, optimizers, checkpoint_meta(trained_seconds + time.monotonic() - start))
+                save_checkpoint(checkpoint_path, training.modules, training.optimizers,
+                                checkpoint_meta(step, trained_seconds + time.monotonic() - began_run))
                 last_checkpoint = time.monotonic()
     except KeyboardInterrupt:
         if main and step > first_step:  # keep what this run trained, for --resume
-            seconds = trained_seconds + time.monotonic() - start
-            save_checkpoint(checkpoint_path, modules, optimizers, checkpoint_meta(seconds))
-            print(f"\ninterrupted at step {step}: checkpoint saved in {out}; continue with --resume", file=sys.stderr)
+            seconds = trained_seconds + time.monotonic() - began_run
+            save_checkpoint(checkpoint_path, training.modules, training.optimizers, checkpoint_meta(step, seconds))
+            print(f"\ninterrupted at step {step}: checkpoint saved in {Path(options.out)}; continue with --resume",
+                  file=sys.stderr)
         raise
     finally:
         batches.close()
-    trained_seconds += time.monotonic() - start
-    parallel.stop()
-    model_path = out / f"{options.name}.safetensors"
-    if not main:
-        return model_path
-    if step == 0 and not initial_id:
-        raise VQCodecError("no training step ended within --max-minutes: no model written (give it more time)")
-    if not all(torch.isfinite(p).all() for p in model.parameters()):
-        raise diverged(f"the weights are not finite after step {step}", checkpoint_path)
-    save_checkpoint(checkpoint_path, modules, optimizers, checkpoint_meta(trained_seconds))
-    if average is not None:
-        model = average.synced(model)
-    unchanged = step == 0 and initial_model is not None and not widened  # --max-steps 0: the model, kept to the bit
+    return step, trained_seconds + time.monotonic() - began_run
+
+
+def _write_model(run: _Run, model: VQVAE, model_path: Path, start: _Start, codes_id: str | None, step: int,
+                 trained_seconds: float, weight_average: float, data_dir: Path, train_files: list[Path]) -> Path:
+    """Write the trained model's files, with the record of its training and of the models whose files it decodes."""
+    options, decoder_only = run.options, start.decoder_only
+    unchanged = step == 0 and start.model is not None and not start.widened  # --max-steps 0: the model, kept to the bit
     if decoder_only:
-        lineage = _decodes_record(model, codes_id, initial_id, initial_decodes)
+        lineage = _decodes_record(model, codes_id, start.init_id, start.init_decodes)
     else:
-        lineage = {"decodes": initial_decodes} if unchanged and initial_decodes else None
+        lineage = {"decodes": start.init_decodes} if unchanged and start.init_decodes else None
     model_path = save_model(model.cpu(), model_path,
-                            training={"steps": step, "seconds": round(trained_seconds), "adversarial": adversarial,
+                            training={"steps": step, "seconds": round(trained_seconds), "adversarial": start.adversarial,
                                       **({"decoder_only": True} if decoder_only else {}),
-                                      "precision": precision, "noise": options.noise,
+                                      "precision": run.precision, "noise": options.noise,
                                       **({"noise_snr_db": list(options.noise_snr_db)} if options.noise else {}),
                                       **({"weight_average": weight_average} if weight_average else {}),
                                       "data": str(data_dir), "files": len(train_files),
-                                      **({"init": initial_id} if initial_id else {})},
+                                      **({"init": start.init_id} if start.init_id else {})},
                             extra=lineage, exact=CODE_TENSORS if decoder_only else ("",) if unchanged else ())
-    if not quiet:
+    if not run.quiet:
         print(f"\nwrote {model_path} after {plural(step, 'step')} ({trained_seconds / 60:.1f} min)", file=sys.stderr)
-    kept_prior = _initial_prior(initial_path) if decoder_only and options.fit_prior else None
+    return model_path
+
+
+def _add_prior(run: _Run, model_path: Path, cfg: ModelConfig, start: _Start, train_files: list[Path]) -> None:
+    """Add the entropy-coding prior to the written model: a decoder-only run keeps its starting model's,
+    another fits one to the training files (a failed fit leaves the model without one, with a warning)."""
+    options, quiet = run.options, run.quiet
+    kept_prior = _initial_prior(start.init_path) if start.decoder_only and options.fit_prior else None
     if kept_prior is not None:
         attach_prior(model_path, kept_prior)
         if not quiet:
@@ -698,7 +827,7 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
                   f"a folder instead)", file=sys.stderr)
     elif options.fit_prior:
         try:
-            fit_prior_files(model_path, train_files, device=device,
+            fit_prior_files(model_path, train_files, device=run.device,
                             log=None if quiet else (lambda line: print(line, file=sys.stderr, flush=True)))
         except VQCodecError as exc:  # the trained model is already written; a prior can be added later
             from .prior import MAX_CODEBOOK
@@ -706,7 +835,6 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
             later = f" until `vqcodec fit-prior {model_path} DIR` adds one" if cfg.codebook_size <= MAX_CODEBOOK else ""
             print(f"warning: no entropy-coding prior fitted ({exc}); files will use fixed-width coding{later}",
                   file=sys.stderr)
-    return model_path
 
 
 def _initial_prior(path: str | None):
