@@ -124,17 +124,6 @@ def check_options(options: TrainOptions) -> None:
         raise VQCodecError("--decoder-only trains the decoder of a trained model: give --init MODEL")
 
 
-def checkpoint_config(out: Path) -> ModelConfig:
-    """The config of the checkpoint in `out`, which --resume continues; refused if it is missing or damaged."""
-    path = out / f"{CHECKPOINT_NAME}.safetensors"
-    if not path.exists():
-        raise VQCodecError(f"--resume: no checkpoint in {out}")
-    try:
-        return config_from_dict(checkpoint_record(path)["config"])
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise VQCodecError(f"--resume: the checkpoint in {out} is damaged ({exc})") from None
-
-
 def read_config(path: str | Path) -> ModelConfig:
     """A model config from a JSON file of its fields (--config)."""
     try:
@@ -187,6 +176,17 @@ def training_config(data_dir: Path, options: TrainOptions, config_path: str | Pa
     elif sample_rate is not None:
         raise VQCodecError("--sample-rate is for audio models only")
     return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None}), kind
+
+
+def checkpoint_config(out: Path) -> ModelConfig:
+    """The config of the checkpoint in `out`, which --resume continues; refused if it is missing or damaged."""
+    path = out / f"{CHECKPOINT_NAME}.safetensors"
+    if not path.exists():
+        raise VQCodecError(f"--resume: no checkpoint in {out}")
+    try:
+        return config_from_dict(checkpoint_record(path)["config"])
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise VQCodecError(f"--resume: the checkpoint in {out} is damaged ({exc})") from None
 
 
 def checkpoint_record(path: Path) -> dict:
