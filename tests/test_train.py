@@ -971,6 +971,24 @@ def test_a_new_run_is_not_started_over_another_without_force(trained, data_dir, 
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 2
 
 
+def test_the_python_api_checks_the_options_as_the_command_does(trained, data_dir, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for changes, message in (
+            (dict(max_steps=None), "give a budget: --max-minutes or --max-steps"),
+            (dict(lr=-1.0), "--lr must be a positive number, not -1.0"),
+            (dict(max_steps=0), "--max-steps 0 writes the starting model as it is: it needs --init MODEL"),
+            (dict(resume=True, replace=True), "--resume continues the run in --out and --force replaces it: give only one"),
+            (dict(), f"{out} holds a training run (checkpoint.safetensors): pass --resume to continue it, --force to "
+                     "replace it, or another --out"),
+            (dict(decoder_only=True, replace=True), "--decoder-only trains the decoder of a trained model: give --init MODEL")):
+        with pytest.raises(VQCodecError) as refused:
+            train(data_dir, CFG, options(out, **changes))
+        assert str(refused.value) == message
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(trained, out)
