@@ -732,8 +732,7 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
             done_by_steps = options.max_steps is not None and step >= options.max_steps
             if done_by_time or done_by_steps or (budget is None and options.max_steps is None):
                 break
-            progress = max(elapsed / budget if budget else 0.0, step / options.max_steps if options.max_steps else 0.0)
-            lr = options.lr * min(1.0, (step - first_step + 1) / WARMUP_STEPS) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
+            lr = _learning_rate(options, step, first_step, elapsed, budget)
             for opt in training.optimizers.values():
                 for group in opt.param_groups:
                     group["lr"] = lr
@@ -789,6 +788,13 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
     finally:
         batches.close()
     return step, trained_seconds + time.monotonic() - began_run
+
+
+def _learning_rate(options: TrainOptions, step: int, first_step: int, elapsed: float, budget: float | None) -> float:
+    """The learning rate of the step after `step`: a linear warm-up over the first WARMUP_STEPS steps of this
+    run, times a half cosine from --lr down to a tenth of it over the budget (time or steps, whichever is further)."""
+    progress = max(elapsed / budget if budget else 0.0, step / options.max_steps if options.max_steps else 0.0)
+    return options.lr * min(1.0, (step - first_step + 1) / WARMUP_STEPS) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
 def _write_model(run: _Run, model: VQVAE, model_path: Path, start: _Start, codes_id: str | None, step: int,
