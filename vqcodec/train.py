@@ -139,8 +139,8 @@ def training_config(data_dir: Path, options: TrainOptions, config_path: str | Pa
     --config (a JSON file), --kind, --codebooks, --codebook-size and --sample-rate.
 
     A new run takes the config file's, or the media kind's default config, with the sizes given. A run
-    from --init keeps its model's config (None here), which the config file may only widen, and a resumed
-    run the checkpoint's (None), which none of the values given may change."""
+    from --init takes the config file's, which may only widen its model's, or None: the model's own. A
+    resumed run takes None, the checkpoint's, which none of the values given may change."""
     if options.init:
         if num_codebooks or codebook_size or sample_rate:
             raise VQCodecError("--init keeps the model's own config: leave out --codebooks, --codebook-size and "
