@@ -772,29 +772,41 @@ def test_a_model_with_a_bad_config_is_refused_where_its_kind_is_read(trained, da
     assert not any((tmp_path / name).exists() for name in ("run", "codes", "coded"))
 
 
-@pytest.mark.parametrize("device, audio, image", [("cpu", (16, 8000), (12, 128)), ("cuda", (64, 8000), (32, 256))])
-def test_cli_sizes_batches_and_crops_for_the_device(data_dir, tmp_path, monkeypatch, device, audio, image):
-    """Without --batch-size and --crop a GPU gets larger batches (and photo crops) than the CPU."""
+@pytest.mark.parametrize("device, audio, image", [("cpu", (16, 8000), (12, 128)), ("cuda:0", (64, 8000), (32, 256))])
+def test_runs_get_batches_and_crops_for_their_kind_and_device(tmp_path, device, audio, image):
+    """Without a batch size and crop (--batch-size, --crop) a GPU gets larger batches (and photo crops) than
+    the CPU, and each of several processes the batch of one; from Python as from the command line."""
+    import dataclasses
+
+    from vqcodec.train import _Run, _sized
+
+    run = _Run(options(tmp_path, batch_size=None, crop=None), device, processes=1, main=True, quiet=True,
+               precision="fp32", checkpoint_path=tmp_path / "checkpoint.safetensors")
+    for kind, sizes in (("audio", audio), ("image", image)):
+        sized = _sized(run, kind)
+        assert (sized.batch_size, sized.crop) == sizes
+    two = dataclasses.replace(run, processes=2)
+    assert _sized(two, "image").batch_size == 2 * image[0]
+    given = dataclasses.replace(two, options=options(tmp_path, batch_size=6, crop=64))
+    assert (_sized(given, "image").batch_size, _sized(given, "image").crop) == (6, 64)
+    with pytest.raises(VQCodecError, match="--batch-size 5 does not split evenly over 2 processes"):
+        _sized(dataclasses.replace(given, options=options(tmp_path, batch_size=5)), "audio")
+
+
+def test_cli_hands_the_batch_and_crop_given_to_training(data_dir, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    import vqcodec.codec
     import vqcodec.train
     from vqcodec.cli import cli
 
-    chosen = {}
-    monkeypatch.setattr(vqcodec.codec, "resolve_device", lambda name: device)
-    monkeypatch.setattr(vqcodec.train, "train", lambda folder, config, options, kind: chosen.update(
-        {kind: (options.device, options.batch_size, options.crop)}))
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(photos / "a.png")
-    for folder in (data_dir, photos):
-        result = CliRunner().invoke(cli, ["train", str(folder), "--out", str(tmp_path / "run"), "--max-steps", "1"])
+    chosen = []
+    monkeypatch.setattr(vqcodec.train, "train", lambda folder, config, options, kind: chosen.append(
+        (options.batch_size, options.crop)))
+    for extra in ([], ["--batch-size", "5", "--crop", "64"]):
+        result = CliRunner().invoke(cli, ["train", str(data_dir), "--out", str(tmp_path / "run"), "--max-steps", "1",
+                                          *extra])
         assert result.exit_code == 0, result.output
-    assert chosen == {"audio": (device, *audio), "image": (device, *image)}
-    result = CliRunner().invoke(cli, ["train", str(photos), "--out", str(tmp_path / "run"), "--max-steps", "1",
-                                      "--batch-size", "5", "--crop", "64"])
-    assert result.exit_code == 0 and chosen["image"] == (device, 5, 64)
+    assert chosen == [(None, None), (5, 64)]
 
 
 def run_in_process(args: list, capsys) -> tuple[int, str]:

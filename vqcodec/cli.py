@@ -1033,8 +1033,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     import dataclasses
 
     from .codec import resolve_device
-    from .parallel import launched_processes
-    from .train import DEFAULT_BATCH_AND_CROP, TrainOptions, check_options, training_config
+    from .train import TrainOptions, check_options, training_config
     from .train import train as run_training
 
     _check_folder(data_dir)
@@ -1052,11 +1051,8 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
         raise VQCodecError("--init starts a new run from a model and --resume continues one: give only one")
     config, kind = training_config(Path(data_dir), options, config_path, kind, num_codebooks=codebooks,
                                    codebook_size=codebook_size, sample_rate=sample_rate)
-    device = resolve_device(device)
-    default_batch, default_crop = DEFAULT_BATCH_AND_CROP[kind or "audio", device]
-    options = dataclasses.replace(options, device=device, noise_snr_db=(low_snr, high_snr),
-                                  batch_size=default_batch * launched_processes() if batch_size is None else batch_size,
-                                  crop=default_crop if crop is None else crop)
+    options = dataclasses.replace(options, device=resolve_device(device), noise_snr_db=(low_snr, high_snr),
+                                  batch_size=batch_size, crop=crop)
     run_training(Path(data_dir), config, options, kind=kind)
 
 

@@ -36,8 +36,8 @@ class TrainOptions:
     out: Path
     name: str
     device: str = "cpu"
-    batch_size: int = 16
-    crop: int = 16000            # samples for audio, pixels (square side) for images
+    batch_size: int | None = None  # examples per step over all processes (None: DEFAULT_BATCH_AND_CROP's, times them)
+    crop: int | None = None      # samples for audio, pixels (square side) for images (None: DEFAULT_BATCH_AND_CROP's)
     lr: float = 1e-3
     max_minutes: float | None = None
     max_steps: int | None = None
@@ -503,6 +503,7 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     start = _starting_point(run, _checked_config(cfg), kind)
     rng = np.random.default_rng((options.seed, start.step, parallel.rank()))  # a resumed run continues with fresh crops
     cfg, kind, files, weight_average = _media_and_config(data_dir, start, options)
+    run.options = options = _sized(run, kind)
     model, codes_id = _build_model(run, start, cfg)
     data = _training_data(run, data_dir, kind, files, cfg, start.meta)
     training = _optimisation(run, model, start, weight_average)
@@ -544,12 +545,21 @@ def _start_processes(options: TrainOptions) -> _Run:
         torch.set_num_threads(options.threads)
     device = parallel.start(options.device)
     processes, rank, main = parallel.world_size(), parallel.rank(), parallel.is_main()
-    if options.batch_size % processes:
-        raise VQCodecError(f"--batch-size {options.batch_size} does not split evenly over {processes} processes")
     torch.manual_seed(options.seed + rank)  # the processes draw different quantizer dropout
     precision = resolve_precision(options.precision, device)
     return _Run(options, device, processes, main, options.quiet or not main, precision,
                 Path(options.out) / f"{CHECKPOINT_NAME}.safetensors")
+
+
+def _sized(run: _Run, kind: str) -> TrainOptions:
+    """The run's options with the batch and crop of its media kind and device (DEFAULT_BATCH_AND_CROP; the
+    batch for each process) where none is given."""
+    options = run.options
+    default_batch, default_crop = DEFAULT_BATCH_AND_CROP[kind, "cpu" if run.device == "cpu" else "cuda"]
+    batch_size = default_batch * run.processes if options.batch_size is None else options.batch_size
+    if batch_size % run.processes:
+        raise VQCodecError(f"--batch-size {batch_size} does not split evenly over {run.processes} processes")
+    return dataclasses.replace(options, batch_size=batch_size, crop=default_crop if options.crop is None else options.crop)
 
 
 def _checked_config(cfg: ModelConfig | None) -> ModelConfig | None:
