@@ -162,9 +162,10 @@ def test_damaged_prior_tensors_are_refused(audio_prior, damage):
         t.view(-1)[0] += 1
         tensors["prior.0.table"] = t
     elif damage == "zero":
-        t = tensors["prior.0.table"].clone()
+        t = tensors["prior.0.table"].clone().view(torch.uint16).to(torch.int32)
+        t.view(-1)[1] += t.view(-1)[0]  # the row still sums to 2**PRECISION: only the zero is wrong
         t.view(-1)[0] = 0
-        tensors["prior.0.table"] = t
+        tensors["prior.0.table"] = t.to(torch.uint16).view(torch.int16)
     elif damage == "version":
         tensors["prior.version"] = torch.tensor([99, K, 4, 0], dtype=torch.int32)
     elif damage == "map":
@@ -172,7 +173,9 @@ def test_damaged_prior_tensors_are_refused(audio_prior, damage):
         tensors[name] = tensors[name][:-1]
     else:
         tensors["prior.2.table"] = tensors["prior.2.table"][:, :-1]
-    with pytest.raises(VQCodecError):
+    reason = {"sum": "do not sum", "zero": "do not sum", "version": "version 99 is not supported",
+              "map": r"map \w+ misshapen", "shape": "table is misshapen"}[damage]
+    with pytest.raises(VQCodecError, match=reason):
         CodePrior.from_tensors(tensors)
 
 
