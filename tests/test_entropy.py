@@ -112,8 +112,8 @@ def test_tensors_round_trip_and_id(audio_prior):
     table = changed["prior.1.table"].clone()
     table.view(-1)[:2] = table.view(-1)[:2].flip(0)  # swap two entries: same sums, other probabilities
     changed["prior.1.table"] = table
-    if not torch.equal(table, tensors["prior.1.table"]):
-        assert CodePrior.from_tensors(changed).prior_id != audio_prior.prior_id
+    assert not torch.equal(table, tensors["prior.1.table"])
+    assert CodePrior.from_tensors(changed).prior_id != audio_prior.prior_id
     assert CodePrior.from_tensors({"other": torch.zeros(1)}) is None
 
 
