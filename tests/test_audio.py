@@ -441,23 +441,23 @@ def test_reading_a_files_codes_holds_them_once(bighop_codec):
 
 # ---------------------------------------------------------------- errors
 
-@pytest.mark.parametrize("audio, rate, quality", [
-    (np.zeros((1, 0), np.float32), 16000, 2),
-    (np.zeros(0, np.float32), 16000, 2),
-    (np.zeros((0, 100), np.float32), 16000, 2),
-    (np.zeros((65, 10), np.float32), 16000, 2),
-    (np.zeros((1, 2, 10), np.float32), 16000, 2),
-    (np.zeros((1, 100), np.float32), 0, 2),
-    (np.zeros((1, 100), np.float32), -16000, 2),
-    (np.zeros((1, 100), np.float32), 10**7, 2),
-    (np.zeros((1, 100), np.float32), 16000, 0),
-    (np.zeros((1, 100), np.float32), 16000, -1),
-    (np.zeros((1, 100), np.float32), 16000, 5),
-    (np.zeros((1, 100), np.float32), 16000, 99),
+@pytest.mark.parametrize("audio, rate, quality, message", [
+    (np.zeros((1, 0), np.float32), 16000, 2, "audio is empty"),
+    (np.zeros(0, np.float32), 16000, 2, "audio is empty"),
+    (np.zeros((0, 100), np.float32), 16000, 2, "0 channels: between 1 and 64"),
+    (np.zeros((65, 100), np.float32), 16000, 2, "65 channels: between 1 and 64"),
+    (np.zeros((1, 2, 10), np.float32), 16000, 2, "not 3-D"),
+    (np.zeros((1, 100), np.float32), 0, 2, "sample rate must be a whole number of Hz from 1 to 768000, not 0"),
+    (np.zeros((1, 100), np.float32), -16000, 2, "sample rate must be .* not -16000"),
+    (np.zeros((1, 100), np.float32), 10**7, 2, "sample rate must be .* not 10000000"),
+    (np.zeros((1, 100), np.float32), 16000, 0, "quality must be a whole number 1..4"),
+    (np.zeros((1, 100), np.float32), 16000, -1, "quality must be a whole number 1..4"),
+    (np.zeros((1, 100), np.float32), 16000, 5, "quality must be a whole number 1..4"),
+    (np.zeros((1, 100), np.float32), 16000, 99, "quality must be a whole number 1..4"),
 ], ids=["empty", "empty-1d", "no-channels", "65-channels", "3d", "rate-0", "rate-negative", "rate-10M",
         "quality-0", "quality-negative", "quality-5", "quality-99"])
-def test_encode_rejects(codec, audio, rate, quality):
-    with pytest.raises(VQCodecError):
+def test_encode_rejects(codec, audio, rate, quality, message):
+    with pytest.raises(VQCodecError, match=message):
         codec.encode_audio(audio, rate, quality)
 
 
