@@ -65,10 +65,14 @@ def test_image_crops_read_from_disk_match_the_crops_of_the_whole_images(image_fi
     assert memory.images[3].shape == (80, 50, 3)  # EXIF orientation applied
     plans = memory.plan(40, np.random.default_rng(3))
     assert {plan.source for plan in plans} == set(range(4)) and any(plan.flips[0] for plan in plans)
+    assert any(plan.flips[1] for plan in plans)
     for plan in plans:
         crop = disk.make(plan)
         assert crop.shape == (3, 32, 32) and 0.0 <= crop.min() and crop.max() <= 1.0
         assert np.array_equal(crop, memory.make(plan))
+        expected = memory.make(CropPlan(plan.source, plan.where))  # the flips mirror the crop, left-right, top-bottom
+        expected = expected[:, :, ::-1] if plan.flips[0] else expected
+        assert np.array_equal(crop, expected[:, ::-1] if plan.flips[1] else expected)
 
 
 def test_image_crops_are_what_encoding_codes_in_every_colour_mode(tmp_path):
