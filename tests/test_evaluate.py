@@ -192,3 +192,18 @@ def test_eval_codes_each_image_in_its_own_mode_as_encode_does(cli, tmp_path):
             reference = image_to_planes(image)[0]
         assert row["rate"] == 8 * len(data) / (40 * 48)
         assert row["psnr"] == pytest.approx(metrics.psnr(reference, image_to_planes(codec.decode_image(data))[0]))
+
+
+def test_eval_measures_every_channel_of_a_recording(codec, tmp_path, signal):
+    from vqcodec.evaluate import evaluate
+
+    stereo = signal(2, 4000, 16000)
+    stereo[1] *= 0.3  # the channels differ in level and pitch, so their measures differ
+    soundfile.write(tmp_path / "a.wav", stereo.T, 16000, subtype="FLOAT")
+    row, = evaluate(codec, [tmp_path / "a.wav"], [4])["rows"]
+    audio, _ = read_audio(tmp_path / "a.wav", codec.sample_rate)
+    decoded, _ = codec.decode_audio(codec.encode_audio(audio, codec.sample_rate, 4))
+    per_channel = [metrics.log_mel_l1(a, d, codec.sample_rate) for a, d in zip(audio, decoded)]
+    assert abs(per_channel[0] - per_channel[1]) > 0.01
+    assert row["log_mel"] == pytest.approx(np.mean(per_channel), rel=1e-5)
+    assert row["si_sdr"] == pytest.approx(np.mean([metrics.si_sdr(a, d) for a, d in zip(audio, decoded)]), rel=1e-5)
