@@ -491,6 +491,13 @@ def test_decode_with_the_wrong_model(codec, other_codec, signal):
         other_codec.decode_audio(data)
 
 
+def test_a_file_of_more_codebooks_than_the_model_has_is_refused(codec, signal, craft):
+    data = craft.with_header(codec.encode_audio(signal(1, 1000, 16000), 16000, 4), quality=5)
+    for read in (codec.decode_audio, codec.read_codes, lambda d: codec.recode(d, 1)):
+        with pytest.raises(VQCodecError, match="file uses 5 codebooks; model tiny has 4"):
+            read(data)
+
+
 def test_audio_model_refuses_images(codec):
     from PIL import Image
 
