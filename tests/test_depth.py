@@ -92,6 +92,11 @@ def test_codes_must_be_present_up_to_the_depth(audio_prior, image_prior):
     below[2, 0, 0] = -2
     with pytest.raises(ValueError):
         image_prior.encode_chunk(below, depths=True)
+    above = codes.copy()
+    above[1, 2, 3] = K
+    for depths in (False, True):
+        with pytest.raises(ValueError, match="code index out of range"):
+            image_prior.encode_chunk(above, depths=depths)
     truncated = truncate(codes, np.full((4, 5), 1))
     with pytest.raises(ValueError):  # plain prior coding has no way to say a code is absent
         image_prior.encode_chunk(truncated)
