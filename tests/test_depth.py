@@ -123,6 +123,7 @@ def test_depth_model_adapts_and_restarts_per_plane():
     for _ in range(600):
         model.update(8, 5)
     assert 1 << 12 < sum(model.counts[8]) <= 1 << 13   # halved on the way (600 * 16 > 2**13)
+    assert min(model.counts[8]) == 1                   # rounding up: no depth's count falls to 0 (min_bits relies on it)
     assert model.row(8)[5] > 0.99 * (1 << PRECISION)  # a repeated depth becomes cheap: under 0.015 bits
     assert model.row(3)[5] == start                    # other contexts are untouched
     assert DepthModel(8).row(8)[5] == start            # a new plane starts from scratch
