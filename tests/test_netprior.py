@@ -73,7 +73,7 @@ def test_network_tables_code_exactly_and_survive_storage(fitted):
         assert ideal / 8 <= len(payload) <= ideal / 8 * 1.02 + 8
 
 
-def test_a_network_table_that_does_not_pay_is_not_kept():
+def test_codes_unrelated_to_their_neighbours_keep_their_count_tables():
     """Codes with no relation to their neighbours: the count table (a unigram) stays."""
     rng = np.random.default_rng(3)
     planes = [rng.integers(0, K, (2, 600)) for _ in range(15)]
@@ -82,6 +82,28 @@ def test_a_network_table_that_does_not_pay_is_not_kept():
     networked = counted.with_network_tables(planes, list(range(15)), books, CHUNK)
     assert all("network" not in level.info for level in networked.levels)
     assert networked.prior_id == counted.prior_id
+
+
+def test_a_network_table_tried_that_codes_worse_than_its_counts_is_not_kept(monkeypatch):
+    """Level 0 follows its left neighbour through a random permutation: counts of exact pairs hold
+    it, random codebook vectors do not, so the network-fitted table is tried and dropped."""
+    monkeypatch.setattr(netprior, "MAX_STEPS", 200)
+    k, rng = 64, np.random.default_rng(3)
+    follow = rng.permutation(k)
+    planes = []
+    for _ in range(10):
+        plane = rng.integers(0, k, (2, 300))
+        for t in range(1, 300):
+            if rng.random() < 0.9:
+                plane[0, t] = follow[plane[0, t - 1]]
+        planes.append(plane)
+    books = [rng.standard_normal((k, DIM)).astype(np.float32) for _ in range(2)]
+    counted = CodePrior.fit(planes, k, "audio", CHUNK)
+    assert counted.levels[0].sources == ("left",)
+    messages = []
+    networked = counted.with_network_tables(planes, list(range(10)), books, CHUNK, log=messages.append)
+    assert any(m.startswith("level 0: network-fitted left table") for m in messages)  # tried ...
+    assert "network" not in networked.levels[0].info and networked.prior_id == counted.prior_id  # ... and dropped
 
 
 def test_too_few_files_to_hold_out_leaves_the_prior_alone(fitted):
