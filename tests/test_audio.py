@@ -703,6 +703,7 @@ def test_level_gain_bounds():
     one = vqformat.GAIN_ONE
     assert level_gain(0.0) == level_gain(0.1) == level_gain(0.5) == level_gain(0.7) == level_gain(float("nan")) == level_gain(float("inf")) == 0
     assert level_gain(1.0) == 2 * one
+    assert level_gain(0.71) == round(1.42 * one) and level_gain(0.099) == round(0.198 * one)  # just outside 0.1-0.7
     assert level_gain(2.0) == 4 * one and level_gain(0.05) == round(one / 10)
     assert level_gain(1e6) == vqformat.MAX_GAIN and level_gain(1e-9) == vqformat.MIN_GAIN
 
