@@ -605,6 +605,7 @@ def test_holdout_keeps_each_group_together():
     assert held.tolist() == [g in (4, 9) for g in groups]
     assert holdout_mask(list(range(9)), 5) is None  # too few groups to hold any out
     assert holdout_mask([7, 7, 3, 3, 7], 1).tolist() == [True] * 5
+    assert holdout_mask(list(range(9, -1, -1)), 5).tolist() == [g in (5, 0) for g in range(9, -1, -1)]  # in order of appearance
 
 
 def test_prior_views_of_a_photo_and_a_recording():
