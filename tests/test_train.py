@@ -115,6 +115,16 @@ def test_training_log(trained):
         assert {"mel", "l1", "val_mel", "lr", "seconds"} <= set(record)
 
 
+def test_code_use_counts_every_step_since_the_last_report():
+    from vqcodec.train import CodebookUsage
+
+    usage = CodebookUsage(CFG)  # 4 levels of 16 codes
+    usage.add(torch.zeros((4, 10), dtype=torch.long))
+    usage.add(torch.ones((4, 10), dtype=torch.long))
+    perplexity, in_use = usage.summary()
+    assert perplexity == pytest.approx(2.0) and in_use == 2 / 16  # two codes, used equally
+
+
 @pytest.mark.parametrize("coding", ["auto", "fixed"])
 def test_trained_model_encodes_and_decodes(trained, signal, coding):
     codec = Codec.load(str(trained / "tiny.safetensors"), coding=coding)
