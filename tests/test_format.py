@@ -300,7 +300,7 @@ def test_huge_chunk_length_is_rejected_before_reading(small_vq):
     for claimed in (2**31, 2**32 - 1, vqformat.MAX_CHUNK_BYTES + 1):
         data = bytearray(small_vq)
         struct.pack_into("<I", data, vqformat.HEADER_SIZE, claimed)
-        with pytest.raises(FormatError):
+        with pytest.raises(FormatError, match=f"chunk 0 claims {claimed} bytes"):
             vqformat.parse_file(bytes(data))
 
 
