@@ -305,7 +305,7 @@ def test_huge_chunk_length_is_rejected_before_reading(small_vq):
 
 
 def test_limits_are_inclusive(small_vq, craft):
-    """The bounds themselves are allowed: 24 h of audio, 64 channels, 768 kHz, a 65535-pixel side."""
+    """The bounds themselves are allowed: 24 h of audio, 64 channels, 768 kHz, a 65535-pixel side, the pixel limit."""
     vqformat.parse_header(craft.with_header(small_vq, length=16000 * 24 * 3600))
     vqformat.parse_header(craft.with_header(small_vq, channels=64, sample_rate=768_000))
     for gain in (vqformat.MIN_GAIN, vqformat.MAX_GAIN):
@@ -313,6 +313,9 @@ def test_limits_are_inclusive(small_vq, craft):
             gain / vqformat.GAIN_ONE
     vqformat.parse_header(craft.with_header(small_image_file(), width=65535, height=1))
     vqformat.parse_header(craft.with_header(small_image_file(), width=65535, height=1365))
+    vqformat.parse_header(craft.with_header(small_image_file(), width=1, height=65535))
+    assert 16385 * 5461 == vqformat.MAX_IMAGE_PIXELS
+    vqformat.parse_header(craft.with_header(small_image_file(), width=16385, height=5461))
     vqformat.parse_header(craft.with_header(small_vq, chunk_frames=2**20))
 
 
