@@ -96,6 +96,12 @@ def test_a_duration_past_the_end_stops_at_the_end(codec, long_files, duration):
     assert part.shape == (2, whole.shape[1] - 8000)
 
 
+def test_a_duration_under_half_a_sample_is_one_sample(codec, long_files):
+    data, whole = long_files[16000]
+    part, _ = codec.decode_audio(data, start=0.5, duration=1e-6)
+    np.testing.assert_allclose(part, whole[:, 8000:8001], atol=1e-5)
+
+
 def test_cli_start_and_duration(cli, codec, long_files, tiny_model_path, tmp_path):
     data, whole = long_files[44100]
     source = tmp_path / "long.vq"
