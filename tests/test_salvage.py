@@ -73,6 +73,20 @@ def test_a_lost_last_chunk_of_one_sample_is_a_span_of_a_millisecond(codec, signa
     assert codec.damaged_parts(flip_byte_in_chunk(data, last)) == [{"chunk": last, "from": 1.0, "to": 1.001}]
 
 
+def test_a_chunk_that_does_not_decode_is_damaged_too(codec, audio_file):
+    """A chunk whose CRC holds but whose payload does not decode (a byte short here) is salvaged as one whose CRC fails."""
+    data, whole = audio_file
+    header, chunks, _ = vqformat.parse_file(data)
+    chunks[3] = chunks[3][:-1]
+    damaged = vqformat.build_file(header, chunks)
+    with pytest.raises(VQCodecError, match="chunk holds"):
+        codec.decode_audio(damaged)
+    assert codec.damaged_parts(damaged) == [{"chunk": 3, "from": 0.75, "to": 1.0}]
+    out, _ = codec.decode_audio(damaged, salvage=True)
+    assert np.abs(out[:, int(0.76 * 44100):int(0.99 * 44100)]).max() < 1e-6
+    np.testing.assert_allclose(out[:, :int(0.7 * 44100)], whole[:, :int(0.7 * 44100)], atol=1e-5)
+
+
 def test_a_cut_short_file_decodes_what_it_holds(codec, audio_file):
     data, whole = audio_file
     offset, length = chunk_offsets(data)[5]
