@@ -87,6 +87,14 @@ def test_a_chunk_that_does_not_decode_is_damaged_too(codec, audio_file):
     np.testing.assert_allclose(out[:, :int(0.7 * 44100)], whole[:, :int(0.7 * 44100)], atol=1e-5)
 
 
+def test_a_lost_chunk_that_starts_within_a_millisecond_is_a_span_from_that_millisecond(codec, signal, monkeypatch):
+    from vqcodec import codec as codec_module
+
+    monkeypatch.setattr(codec_module, "AUDIO_CHUNK_FRAMES", 3)  # 1.5 ms chunks at hop 8
+    data = codec.encode_audio(signal(1, 400, 16000), 16000, 2)
+    assert codec.damaged_parts(flip_byte_in_chunk(data, 1)) == [{"chunk": 1, "from": 0.001, "to": 0.003}]
+
+
 def test_a_cut_short_file_decodes_what_it_holds(codec, audio_file):
     data, whole = audio_file
     offset, length = chunk_offsets(data)[5]
