@@ -1089,7 +1089,7 @@ def _case_setup(name: str, folder: Path, ctx) -> tuple[list, dict]:
         (folder / "outdir").mkdir()
         return ["encode", wav(), folder / "outdir", *model], {}
     if name == "decode-truncated":
-        return ["decode", vq_file(vq[:len(vq) // 2]), out_wav, *model], {}
+        return ["decode", vq_file(vq[:-1]), out_wav, *model], {}
     if name == "decode-truncated-header":
         return ["decode", vq_file(vq[:30]), out_wav, *model], {}
     if name == "decode-bit-flipped":
@@ -1119,7 +1119,7 @@ def _case_setup(name: str, folder: Path, ctx) -> tuple[list, dict]:
     if name == "info-missing-file":
         return ["info", folder / "nosuch.vq"], {}
     if name == "codes-truncated":
-        return ["codes", vq_file(vq[:len(vq) // 2]), folder / "codes.npy", *model], {}
+        return ["codes", vq_file(vq[:-1]), folder / "codes.npy", *model], {}
     if name == "codes-wrong-model":
         return ["codes", vq_file(vq), folder / "codes.npy", "-m", str(ctx.other_model)], {}
     if name == "train-no-budget":
@@ -1129,16 +1129,41 @@ def _case_setup(name: str, folder: Path, ctx) -> tuple[list, dict]:
 
 
 RETIRED_SPEECH_ID = "64bef28acfd5aa33"  # in models/retired.json
-BAD_CASES = [
-    "encode-missing-file", "encode-directory", "encode-empty-file", "encode-text-file", "encode-nan-wav",
-    "encode-inf-wav-late", "encode-unknown-model", "encode-quality-0", "encode-threads-0", "encode-quality-99",
-    "encode-quality-not-a-number", "encode-negative-rate-weight", "encode-huge-depth-weight", "encode-output-dir-missing", "encode-output-is-a-directory",
-    "encode-output-is-a-directory-no-force",
-    "decode-truncated", "decode-truncated-header", "decode-bit-flipped", "decode-unknown-version",
-    "decode-random-bytes", "decode-empty-file", "decode-10e15-samples", "decode-wrong-model",
-    "decode-no-installed-model", "decode-retired-model", "decode-unknown-output-format", "decode-output-dir-missing",
-    "info-random-bytes", "info-missing-file", "codes-truncated", "codes-wrong-model", "train-no-budget",
-]
+BAD_CASES = {  # name: what its error says
+    "encode-missing-file": "nosuch.wav: no such file",
+    "encode-directory": "adir.wav: no audio files found",
+    "encode-empty-file": "empty.wav: file is empty",
+    "encode-text-file": "cannot read audio",
+    "encode-nan-wav": "NaN or infinite",
+    "encode-inf-wav-late": "NaN or infinite",
+    "encode-unknown-model": "unknown model 'nosuch'",
+    "encode-quality-0": "quality must be a whole number 1..4",
+    "encode-threads-0": "'--threads': 0 is not in the range",
+    "encode-quality-99": "quality must be a whole number 1..4",
+    "encode-quality-not-a-number": "'six' is not a valid integer",
+    "encode-negative-rate-weight": "'--rate-weight': -1.0 is not in the range",
+    "encode-huge-depth-weight": "'--depth-weight': 1000000000.0 is not in the range",
+    "encode-output-dir-missing": "/nonexistent/dir: no such directory",
+    "encode-output-is-a-directory": "outdir: is a directory",
+    "encode-output-is-a-directory-no-force": "outdir: is a directory",
+    "decode-truncated": "truncated .vq file (chunk 0 cut short)",
+    "decode-truncated-header": "truncated .vq file (incomplete header)",
+    "decode-bit-flipped": "chunk 0 CRC mismatch",
+    "decode-unknown-version": "unsupported .vq format version 9",
+    "decode-random-bytes": "bad magic",
+    "decode-empty-file": "in.vq: file is empty",
+    "decode-10e15-samples": "audio length of 1000000000000000 samples",
+    "decode-wrong-model": "pass the matching --model",
+    "decode-no-installed-model": "no installed model has id",
+    "decode-retired-model": "no installed model has id",
+    "decode-unknown-output-format": "unknown audio format XYZ",
+    "decode-output-dir-missing": "/nonexistent/dir: no such directory",
+    "info-random-bytes": "bad magic",
+    "info-missing-file": "nosuch.vq: no such file",
+    "codes-truncated": "truncated .vq file (chunk 0 cut short)",
+    "codes-wrong-model": "pass the matching --model",
+    "train-no-budget": "give a budget",
+}
 
 
 @pytest.fixture(scope="module")
@@ -1185,6 +1210,7 @@ def test_an_output_that_is_a_directory_is_named_so_with_or_without_force(batch):
 def test_bad_input_fails_cleanly(batch, name):
     outcome = batch[name]
     assert_one_line_error(outcome.result)
+    assert BAD_CASES[name] in outcome.result.stderr.decode()
     assert outcome.after == outcome.before, f"files left behind: {sorted(outcome.after - outcome.before)}"
     assert not Path("/nonexistent").exists()
 
