@@ -996,12 +996,14 @@ def test_refuses_to_overwrite_without_force(encoded, cli, tiny_model_path):
     target = encoded / "existing.vq"
     target.write_bytes(b"precious")
     before = listing(encoded)
+    refusal = f"vqcodec: error: {target} exists; pass --force to overwrite it\n"  # before the work, not after it
     result = cli("encode", encoded / "in.wav", target, "-m", tiny_model_path)
     assert_one_line_error(result)
-    assert "--force" in result.stderr.decode()
+    assert result.stderr.decode() == refusal
     assert target.read_bytes() == b"precious" and listing(encoded) == before
     result = cli("decode", encoded / "out.vq", target, "-m", tiny_model_path, "--format", "wav")
     assert_one_line_error(result)
+    assert result.stderr.decode() == refusal
     assert target.read_bytes() == b"precious" and listing(encoded) == before
     result = cli("encode", encoded / "in.wav", target, "-m", tiny_model_path, "-q", "3", "--force")
     assert result.returncode == 0, result.stderr.decode()
