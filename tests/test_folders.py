@@ -259,14 +259,21 @@ def test_a_file_name_that_is_not_utf8_is_coded(tmp_path, capsys):
     assert (tmp_path / "out" / os.fsdecode(b"bad\xff name.vq")).exists()
 
 
-def test_a_folder_that_cannot_be_read_is_an_error_not_a_gap(two_recordings, capsys):
+def test_a_folder_that_cannot_be_read_is_an_error_not_a_gap(two_recordings, capsys, monkeypatch):
     from vqcodec.folders import files_under
 
     with pytest.raises(VQCodecError, match="cannot read the folder"):
         files_under(two_recordings / "missing")
-    if os.geteuid() == 0:
-        return  # root reads a folder whatever its mode
     locked = two_recordings / "sub"
+    if os.geteuid() == 0:  # root reads a folder whatever its mode: refuse it as the mode would
+        scandir = os.scandir
+
+        def refusing_scandir(path="."):
+            if Path(path) == locked:
+                raise PermissionError(13, "Permission denied", str(path))
+            return scandir(path)
+
+        monkeypatch.setattr(os, "scandir", refusing_scandir)
     locked.chmod(0)
     try:
         code, err = _run(["encode", two_recordings, two_recordings.parent / "out", "-q", "2"], capsys)
