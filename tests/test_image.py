@@ -818,6 +818,16 @@ def test_info_and_decode_refuse_an_unknown_colour_mode(codec):
             read(data)
 
 
+def test_an_audio_file_is_refused_by_the_image_decoder_as_audio(codec):
+    """Even one that names this model: the kind is checked before anything else in the header."""
+    data = vqformat.build_file(vqformat.Header(kind=vqformat.KIND_AUDIO, coding=vqformat.CODING_FIXED, quality=2,
+                                               model_id=codec.model_id, sample_rate=16000, length=64, channels=1,
+                                               chunk_frames=500), [bytes(16)])
+    for decode in (codec.decode_image, lambda data: codec.decode_image(data, salvage=True)):
+        with pytest.raises(VQCodecError, match="^this .vq file holds audio, not an image$"):
+            decode(data)
+
+
 def _with_alpha_section(data: bytes, alpha: bytes) -> bytes:
     """`data`, an image file with alpha, with its alpha section (the last chunk: docs/FORMAT.md §2) replaced."""
     header = vqformat.parse_header(data)
