@@ -570,6 +570,19 @@ def test_cli_decode_failure_leaves_nothing(codec, tiny_model_path, tmp_path, cap
     assert list((tmp_path / "out").iterdir()) == []
 
 
+def test_cli_refuses_start_duration_and_rate_for_an_image(codec, tiny_model_path, tmp_path, capsys):
+    """They are for audio: an image is not decoded with them silently left out, even --start 0."""
+    from vqcodec.cli import run
+
+    source = tmp_path / "photo.vq"
+    source.write_bytes(codec.encode_image(Image.fromarray(smooth_rgb(20, 30)), 2))
+    for option in (["--start", "0"], ["--duration", "1"], ["--rate", "8000"]):
+        assert run(["decode", str(source), str(tmp_path / "out.png"), "-m", str(tiny_model_path), *option]) == 1
+        assert capsys.readouterr().err == \
+            f"vqcodec: error: --start, --duration and --rate are for audio; {source} holds an image\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["photo.vq"]
+
+
 # ---------------------------------------------------------------- fuzzed headers
 
 
