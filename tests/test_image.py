@@ -41,9 +41,11 @@ from vqcodec.models import VQVAE  # noqa: E402
 from conftest import run_cli  # noqa: E402
 
 # PSNR (RGB, dB) the shipped `image` model must reach at -q 8 on each test photo (Kodak kodim23
-# and kodim15), set about 0.5 dB under what the model measures so that a weaker release fails.
+# and kodim15), set 0.3 dB under what the model measures so that a weaker release fails: one
+# codebook fewer (-q 7) loses 0.42 / 0.33 dB, and the encoder without its beam search 0.41 / 0.29 dB.
 # VQCODEC_TEST_IMAGE_MODEL=path/to/model.safetensors checks another model file instead.
-PSNR_FLOOR_DB = 29.0  # shipped image model at -q 8 (default encoder): 31.1 dB on kodim23, 29.6 dB on kodim15 (the release before: 30.9 / 29.5)
+# Shipped image model at -q 8 (default encoder): 31.10 dB on kodim23, 29.60 dB on kodim15 (the release before: 30.9 / 29.5).
+PSNR_FLOORS_DB = {"photo.png": 30.8, "photo2.png": 29.3}
 SHIPPED_IMAGE_MODEL = Path(os.environ.get("VQCODEC_TEST_IMAGE_MODEL", REPO / "models" / "image.safetensors"))
 PHOTOS = [REPO / "tests" / "data" / "photo.png", REPO / "tests" / "data" / "photo2.png"]
 
@@ -671,7 +673,7 @@ def test_shipped_model_psnr_floor(shipped_codec, photo):
     image = open_image(photo)
     out = shipped_codec.decode_image(shipped_codec.encode_image(image, min(8, shipped_codec.num_codebooks)))
     value = psnr(np.asarray(image.convert("RGB")), np.asarray(out.convert("RGB")))
-    assert value >= PSNR_FLOOR_DB, f"{photo.name}: {value:.2f} dB < {PSNR_FLOOR_DB} dB"
+    assert value >= PSNR_FLOORS_DB[photo.name], f"{photo.name}: {value:.2f} dB < {PSNR_FLOORS_DB[photo.name]} dB"
 
 
 def test_refinement_lowers_the_error_of_the_shipped_model(shipped_codec):
