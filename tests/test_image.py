@@ -487,7 +487,7 @@ def _bad_inputs(folder: Path, codec: Codec) -> dict[str, tuple[str, Path]]:
         "empty.png": b"",
         "bomb.png": png_claiming(20_000, 20_000),
         "oversized.vq": _vq_with_header(valid_vq, width=100_000, height=100_000),
-        "absurd.vq": _vq_with_header(valid_vq, width=60_000, height=4_000),   # within the header bounds
+        "absurd.vq": _vq_with_header(valid_vq, width=9_000, height=9_000),   # within the header bounds
     }
     cases = {}
     for name, content in inputs.items():
@@ -516,7 +516,15 @@ def cli_runs(tmp_path_factory, tiny_model_path, codec):
     return cases, results, roundtrip_vq
 
 
-BAD_INPUTS = ["truncated.png", "corrupt.jpg", "truncated.jpg", "empty.png", "bomb.png", "oversized.vq", "absurd.vq"]
+BAD_INPUTS = {  # name: what its error says
+    "truncated.png": "truncated.png: image file is truncated",
+    "corrupt.jpg": "corrupt.jpg: not an image format Pillow reads",
+    "truncated.jpg": "truncated.jpg: image file is truncated",
+    "empty.png": "empty.png: file is empty",
+    "bomb.png": "image exceeds the limit of 89478485 pixels",
+    "oversized.vq": "image size 100000x100000 out of range",
+    "absurd.vq": "corrupted .vq file: 1 chunk where 141 were expected",
+}
 
 
 @pytest.mark.parametrize("name", BAD_INPUTS)
@@ -528,6 +536,7 @@ def test_cli_refuses_bad_input_in_one_line(cli_runs, name):
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vqcodec: error:"), result.stderr
+    assert BAD_INPUTS[name] in lines[0]
     assert result.stdout == ""
     assert list((case_dir / "out").iterdir()) == []   # no output, no hidden .part file
 
