@@ -65,6 +65,17 @@ def test_encode_folder_mirrors_the_tree_and_skips_what_it_cannot_read(recordings
     assert (header.sample_rate, header.channels, header.quality) == (8000, 2, 4)
 
 
+def test_decode_folder_at_another_rate(encoded_folder, tmp_path, capsys):
+    vq = encoded_folder[0]
+    out = tmp_path / "at11k"
+    code, err = _run(["decode", vq, out, "--rate", "11025"], capsys)
+    assert code == 0, err
+    for name in ("a", "sub/b"):  # at 16 and 8 kHz
+        header = vqformat.parse_header((vq / f"{name}.vq").read_bytes())
+        info = soundfile.info(out / f"{name}.wav")
+        assert (info.samplerate, info.frames) == (11025, -(-header.length * 11025 // header.sample_rate)), name
+
+
 def test_decode_folder_of_audio_and_images(encoded_folder, tmp_path, cli):
     source = tmp_path / "mixed"
     shutil.copytree(encoded_folder[0], source)
