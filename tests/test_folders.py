@@ -74,6 +74,8 @@ def test_decode_folder_at_another_rate(encoded_folder, tmp_path, capsys):
         header = vqformat.parse_header((vq / f"{name}.vq").read_bytes())
         info = soundfile.info(out / f"{name}.wav")
         assert (info.samplerate, info.frames) == (11025, -(-header.length * 11025 // header.sample_rate)), name
+    written = sum(path.stat().st_size for path in out.rglob("*.wav"))
+    assert err.splitlines()[-1] == f"decoded 2 files, {written} bytes into {out}"
 
 
 def test_decode_folder_of_audio_and_images(encoded_folder, tmp_path, cli):
