@@ -261,6 +261,14 @@ def test_an_output_that_cannot_be_made_is_refused_before_any_work(two_recordings
     assert code == 1 and "not to stdout" in err and not Path("-").exists()
 
 
+def test_a_folder_is_not_coded_into_a_file(two_recordings, tmp_path, capsys):
+    taken = tmp_path / "out.vq"
+    taken.write_bytes(b"precious")
+    code, err = _run(["encode", two_recordings, taken, "-q", "2", "--force"], capsys)
+    assert code == 1 and err == f"vqcodec: error: {taken} exists and is not a folder\n", err
+    assert taken.read_bytes() == b"precious"
+
+
 def test_a_file_name_that_is_not_utf8_is_coded(tmp_path, capsys):
     name = os.fsdecode(b"bad\xff name.flac")
     try:
