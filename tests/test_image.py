@@ -594,6 +594,18 @@ def test_cli_refuses_start_duration_and_rate_for_an_image(codec, tiny_model_path
     assert [p.name for p in tmp_path.iterdir()] == ["photo.vq"]
 
 
+def test_cli_refuses_an_output_name_that_names_no_image_format(codec, tiny_model_path, tmp_path, capsys):
+    from vqcodec.cli import run
+
+    source = tmp_path / "photo.vq"
+    source.write_bytes(codec.encode_image(Image.fromarray(smooth_rgb(20, 30)), 2))
+    for name, suffix in (("out.xyz", ".xyz"), ("out", "(no extension)")):
+        assert run(["decode", str(source), str(tmp_path / name), "-m", str(tiny_model_path)]) == 1
+        assert capsys.readouterr().err == (f"vqcodec: error: {tmp_path / name}: unknown image format {suffix}; "
+                                           "use .png, .webp, ..., or --format\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["photo.vq"]
+
+
 # ---------------------------------------------------------------- fuzzed headers
 
 
