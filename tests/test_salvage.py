@@ -159,6 +159,15 @@ def test_a_damaged_alpha_plane_comes_out_opaque(golden_image_codec, image_file):
     np.testing.assert_array_equal(out[:, :, :3], whole[:, :, :3])
 
 
+def test_salvage_warning_counts_and_names_the_alpha_plane(capsys, golden_image_codec, image_file):
+    from vqcodec.cli import _warn_damage
+
+    damaged = flip_byte_in_chunk(flip_byte_in_chunk(image_file[0], 1), 3)
+    _warn_damage(golden_image_codec.damaged_parts(damaged), vqformat.parse_header(damaged))
+    assert capsys.readouterr().err == ("vqcodec: warning: 2 of 4 chunks are damaged or missing, decoded as grey: "
+                                       "64-128 px rows, the alpha plane (made opaque)\n")
+
+
 def test_cli_salvage(cli, codec, audio_file, tiny_model_path, tmp_path):
     data, _ = audio_file
     source = tmp_path / "damaged.vq"
