@@ -336,11 +336,16 @@ def test_quality_beyond_the_models_codebooks(small_vq, craft, codec):
         codec.decode_audio(craft.with_header(small_vq, quality=codec.num_codebooks + 1))
 
 
-@pytest.mark.parametrize("changes", [dict(quality=1), dict(quality=3), dict(channels=1), dict(channels=3), dict(chunk_frames=1)])
-def test_payload_length_that_does_not_fit_the_header(changes, two_chunk_vq, craft, codec):
+@pytest.mark.parametrize("changes, message", [
+    (dict(quality=1), "chunk holds 2000 bytes where 500 were expected"),
+    (dict(quality=3), "chunk holds 2000 bytes where 1500 were expected"),
+    (dict(channels=1), "chunk holds 2000 bytes where 1000 were expected"),
+    (dict(channels=3), "chunk holds 2000 bytes where 3000 were expected"),
+    (dict(chunk_frames=1), "2 chunks where 600 were expected")])
+def test_payload_length_that_does_not_fit_the_header(changes, message, two_chunk_vq, craft, codec):
     data = craft.with_header(two_chunk_vq, **changes)
     vqformat.parse_file(data)  # the container itself is intact
-    with pytest.raises(VQCodecError):
+    with pytest.raises(VQCodecError, match=message):
         codec.decode_audio(data)
 
 
