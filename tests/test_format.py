@@ -332,7 +332,7 @@ def test_file_from_another_model(small_vq, other_codec):
 
 
 def test_quality_beyond_the_models_codebooks(small_vq, craft, codec):
-    with pytest.raises(VQCodecError):
+    with pytest.raises(VQCodecError, match="^file uses 5 codebooks; model tiny has 4$"):
         codec.decode_audio(craft.with_header(small_vq, quality=codec.num_codebooks + 1))
 
 
