@@ -89,6 +89,13 @@ def test_decode_audio_blocks_refuses_a_range_not_in_whole_samples(codec, long_fi
     np.testing.assert_allclose(np.concatenate(list(blocks), axis=1), whole[:, 100:110], atol=1e-5)
 
 
+def test_decode_audio_blocks_refuses_a_range_past_the_end(codec, long_files):
+    data, whole = long_files[16000]
+    for start, count in ((100, whole.shape[1] - 99), (whole.shape[1], 1), (0, 0)):
+        with pytest.raises(VQCodecError, match=f"^samples {start}..{start + count} are not within the file's 32000 "):
+            codec.decode_audio_blocks(data, start, count)
+
+
 @pytest.mark.parametrize("duration", [math.inf, 1e308, 1.5])
 def test_a_duration_past_the_end_stops_at_the_end(codec, long_files, duration):
     data, whole = long_files[16000]
