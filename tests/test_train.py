@@ -997,6 +997,12 @@ def test_the_python_api_checks_the_options_as_the_command_does(trained, data_dir
     for changes, message in (
             (dict(max_steps=None), "give a budget: --max-minutes or --max-steps"),
             (dict(lr=-1.0), "--lr must be a positive number, not -1.0"),
+            (dict(eval_every=0), "--eval-every must be at least 1, not 0"),
+            (dict(batch_size=0), "--batch-size must be at least 1, not 0"),
+            (dict(crop=-5), "--crop must be at least 1, not -5"),
+            (dict(max_steps=-1), "--max-steps must be at least 0, not -1"),
+            (dict(threads=0), "--threads must be at least 1 and at most 256, not 0"),
+            (dict(data_workers=300), "--data-workers must be at least 1 and at most 256, not 300"),
             (dict(max_steps=0), "--max-steps 0 writes the starting model as it is: it needs --init MODEL"),
             (dict(resume=True, replace=True), "--resume continues the run in --out and --force replaces it: give only one"),
             (dict(), f"{out} holds a training run (checkpoint.safetensors): pass --resume to continue it, --force to "

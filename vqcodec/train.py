@@ -104,13 +104,18 @@ def refuse_existing_run(out: Path, name: str, replace: bool) -> None:
 
 def check_options(options: TrainOptions) -> None:
     """The checks of a run's options that need neither its data nor a model: a budget, a positive learning
-    rate, a plain model name, a new run that replaces another only when told to, and a model for
-    --decoder-only to start from."""
+    rate, counts within the command's bounds, a plain model name, a new run that replaces another only when
+    told to, and a model for --decoder-only to start from."""
     if options.max_minutes is None and options.max_steps is None:
         raise VQCodecError("give a budget: --max-minutes or --max-steps")
     for option, value in (("--max-minutes", options.max_minutes), ("--lr", options.lr)):
         if value is not None and not 0 < value < math.inf:
             raise VQCodecError(f"{option} must be a positive number, not {value}")
+    for option, value, low, high in (("--max-steps", options.max_steps, 0, None), ("--batch-size", options.batch_size, 1, None),
+                                     ("--crop", options.crop, 1, None), ("--eval-every", options.eval_every, 1, None),
+                                     ("--threads", options.threads, 1, 256), ("--data-workers", options.data_workers, 1, 256)):
+        if value is not None and not low <= value <= (high or value):
+            raise VQCodecError(f"{option} must be at least {low}{f' and at most {high}' if high else ''}, not {value}")
     if options.max_minutes is not None and options.max_minutes * 60 == math.inf:  # finite minutes, but not in seconds
         raise VQCodecError(f"--max-minutes {options.max_minutes} is too large a budget: leave it out and give --max-steps")
     if options.max_steps == 0 and not options.init:
