@@ -518,7 +518,7 @@ def test_init_fine_tunes_and_resumes_as_one_run(trained, data_dir, tmp_path):
     assert [r["step"] for r in log] == [1, 2, 3]  # a new run: its own step count, from 1
     before, after = network_tensors(trained / "tiny.safetensors"), network_tensors(out / "tiny.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before), "fine-tuning changed no weight"
-    train(data_dir, None, options(out, max_steps=5, resume=True, init=str(trained), fit_prior=False))
+    train(data_dir, None, options(out, max_steps=5, resume=True, fit_prior=False))
     meta = json.loads((out / "tiny.json").read_text())
     assert meta["training"]["steps"] == 5 and meta["training"]["init"] == source_id
     assert json.loads((out / "checkpoint.json").read_text())["init"] == source_id
@@ -1005,6 +1005,8 @@ def test_the_python_api_checks_the_options_as_the_command_does(trained, data_dir
             (dict(data_workers=300), "--data-workers must be at least 1 and at most 256, not 300"),
             (dict(max_steps=0), "--max-steps 0 writes the starting model as it is: it needs --init MODEL"),
             (dict(resume=True, replace=True), "--resume continues the run in --out and --force replaces it: give only one"),
+            (dict(resume=True, init=str(trained)), "--init starts a new run from a model and --resume continues one: give "
+                                                   "only one"),
             (dict(), f"{out} holds a training run (checkpoint.safetensors): pass --resume to continue it, --force to "
                      "replace it, or another --out"),
             (dict(decoder_only=True, replace=True), "--decoder-only trains the decoder of a trained model: give --init MODEL")):

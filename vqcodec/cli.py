@@ -1047,8 +1047,6 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
         low_snr, high_snr = (float(part) for part in noise_snr.split(","))
     except ValueError:
         raise VQCodecError(f"--noise-snr takes two numbers, LOW,HIGH in dB (such as 10,40), not {noise_snr!r}") from None
-    if init_model and resume:
-        raise VQCodecError("--init starts a new run from a model and --resume continues one: give only one")
     config, kind = training_config(Path(data_dir), options, config_path, kind, num_codebooks=codebooks,
                                    codebook_size=codebook_size, sample_rate=sample_rate)
     options = dataclasses.replace(options, device=resolve_device(device), noise_snr_db=(low_snr, high_snr),

@@ -105,7 +105,7 @@ def refuse_existing_run(out: Path, name: str, replace: bool) -> None:
 def check_options(options: TrainOptions) -> None:
     """The checks of a run's options that need neither its data nor a model: a budget, a positive learning
     rate, counts within the command's bounds, a plain model name, a new run that replaces another only when
-    told to, and a model for --decoder-only to start from."""
+    told to, not both a model to start from and a run to resume, and a model for --decoder-only to start from."""
     if options.max_minutes is None and options.max_steps is None:
         raise VQCodecError("give a budget: --max-minutes or --max-steps")
     for option, value in (("--max-minutes", options.max_minutes), ("--lr", options.lr)):
@@ -123,6 +123,8 @@ def check_options(options: TrainOptions) -> None:
     check_model_name(options.name)
     if options.resume and options.replace:
         raise VQCodecError("--resume continues the run in --out and --force replaces it: give only one")
+    if options.init and options.resume:
+        raise VQCodecError("--init starts a new run from a model and --resume continues one: give only one")
     if not options.resume:
         refuse_existing_run(Path(options.out), options.name, options.replace)
     if options.decoder_only and not (options.init or options.resume):
