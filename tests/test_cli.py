@@ -236,6 +236,18 @@ def test_info_with_a_model_checks_that_it_decodes_the_file(encoded, cli, tiny_mo
     assert "file was written by model" in result.stderr.decode() and not result.stdout
 
 
+def test_check_file_takes_a_file_as_decoding_does(encoded, tiny_model_path, other_model_path):
+    from vqcodec import Codec, VQCodecError
+
+    path = encoded / "out.vq"
+    for source in (path.read_bytes(), path, str(path)):
+        Codec.load(str(tiny_model_path)).check_file(source)
+        with pytest.raises(VQCodecError, match="file was written by model"):
+            Codec.load(str(other_model_path)).check_file(source)
+    with path.open("rb") as stream:
+        Codec.load(str(tiny_model_path)).check_file(stream)
+
+
 def test_info_json(encoded, cli, tiny_model_path, codec):
     result = cli("info", encoded / "out.vq", "--json", env={"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)})
     assert result.returncode == 0, result.stderr.decode()

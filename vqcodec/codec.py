@@ -1058,8 +1058,9 @@ class Codec:
         return np.broadcast_to(np.array(ABSENT, dtype=self._code_dtype), shape)
 
     def check_file(self, data: bytes) -> None:
-        """Refuse a `.vq` file this model does not decode: another model's, another prior's, or more codebooks."""
-        self._check_file_model(vqformat.parse_header(data))
+        """Refuse a `.vq` file (bytes, a path or a binary stream) this model does not decode: another model's,
+        another prior's, or more codebooks."""
+        self._check_file_model(vqformat.parse_header(vq_bytes(data)))
 
     def _check_file_model(self, header: vqformat.Header) -> None:
         if header.model_id != self.model_id and header.model_id not in self.decodes:
