@@ -491,6 +491,13 @@ def test_decode_with_the_wrong_model(codec, other_codec, signal):
         other_codec.decode_audio(data)
 
 
+def test_a_file_of_a_retired_model_given_another_model_says_where_its_model_is(codec, signal, craft):
+    data = craft.with_header(codec.encode_audio(signal(1, 1000, 16000), 16000, 4), coding=0,
+                             model_id=bytes.fromhex("64bef28acfd5aa33"))  # models/retired.json: a speech16k
+    with pytest.raises(VQCodecError, match="not tiny .*git show 6c862ba:models/speech16k.safetensors"):
+        codec.decode_audio(data)
+
+
 def test_a_file_of_more_codebooks_than_the_model_has_is_refused(codec, signal, craft):
     data = craft.with_header(codec.encode_audio(signal(1, 1000, 16000), 16000, 4), quality=5)
     for read in (codec.decode_audio, codec.read_codes, lambda d: codec.recode(d, 1)):

@@ -1065,7 +1065,8 @@ class Codec:
     def _check_file_model(self, header: vqformat.Header) -> None:
         if header.model_id != self.model_id and header.model_id not in self.decodes:
             raise VQCodecError(f"file was written by model {header.model_id.hex()}, not {self.name} "
-                               f"({self.model_id.hex()}); pass the matching --model")
+                               f"({self.model_id.hex()}); pass the matching --model"
+                               + retired_model_hint(header.model_id.hex(), header.coded_prior_id))
         if header.quality > self.num_codebooks:
             raise VQCodecError(f"file uses {plural(header.quality, 'codebook')}; model {self.name} has {self.num_codebooks}")
         if header.coding in vqformat.PRIOR_CODINGS:
@@ -1197,7 +1198,7 @@ class Codec:
         payload_bytes = sum(len(c) for c in chunks)
         return {
             "coding": vqformat.CODING_NAMES[header.coding],
-            "prior_id": f"{header.prior_id:08x}" if header.coding in vqformat.PRIOR_CODINGS else None,
+            "prior_id": None if header.coded_prior_id is None else f"{header.coded_prior_id:08x}",
             "chunks": len(chunks),
             "payload_bytes": payload_bytes,
             "framing_bytes": len(data) - payload_bytes,

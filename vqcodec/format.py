@@ -86,6 +86,11 @@ class Header:
     def duration(self) -> float:
         return self.length / self.sample_rate if self.kind == KIND_AUDIO else 0.0
 
+    @property
+    def coded_prior_id(self) -> int | None:
+        """The prior an entropy-coded file was coded with; None for a fixed-width file (whose prior_id is 0)."""
+        return self.prior_id if self.coding in PRIOR_CODINGS else None
+
 
 def _check(condition: bool, message: str) -> None:
     if not condition:

@@ -127,7 +127,7 @@ def model_decoding(model_id: str, prior_id: int | None = None) -> dict | None:
 def model_of_file(data: bytes) -> dict | None:
     """model_decoding of the model and prior a `.vq` file's header names."""
     header = vqformat.parse_header(data)
-    return model_decoding(header.model_id.hex(), header.prior_id if header.coding in vqformat.PRIOR_CODINGS else None)
+    return model_decoding(header.model_id.hex(), header.coded_prior_id)
 
 
 def model_for_file(data: bytes) -> str:
@@ -137,12 +137,11 @@ def model_for_file(data: bytes) -> str:
         return found["path"]
     header = vqformat.parse_header(data)
     wanted = header.model_id.hex()
-    prior_id = header.prior_id if header.coding in vqformat.PRIOR_CODINGS else None
     problems: list[str] = []
     list_models(shadowed=True, problems=problems)
     broken = " (some model files on the search path do not check out: `vqcodec models` says which)" if problems else ""
     raise VQCodecError(f"no installed model has id {wanted}{broken}; pass --model with the model that wrote this file"
-                       + retired_model_hint(wanted, prior_id))
+                       + retired_model_hint(wanted, header.coded_prior_id))
 
 
 def retired_model_hint(model_id: str, prior_id: int | None = None) -> str:
