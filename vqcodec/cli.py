@@ -365,6 +365,7 @@ def _encode_folder(folder: Path, output_path: str, quality, model, kind, device,
     from .data import find_media
     from .folders import encode_folder, files_under, mirrored_paths
     from .io import media_kind_of
+    from .modelfile import model_kind
 
     out = _output_folder(output_path)
     everything = files_under(folder, out)
@@ -372,7 +373,7 @@ def _encode_folder(folder: Path, output_path: str, quality, model, kind, device,
         _refuse_media_options(beam, refine, rate_weight, kind)
         return _recode_folder(folder, out, quality, model, device, force, coding, depth_weight, max_kbps, max_bpp)
     if kind is None and model is not None:
-        kind = _model_kind(model)
+        kind = model_kind(model)
     kind, files = find_media(folder, kind, out)
     outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
     for existing in outputs:
@@ -783,11 +784,12 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
                      depth_weight: float, device: str, force: bool) -> None:
     """`vqcodec codes FOLDER OUT`: vqcodec.tokens.code_folder, with the files and codec the options name."""
     from .data import find_media
+    from .modelfile import model_kind
     from .tokens import MANIFEST, code_folder, code_paths
 
     out = _output_folder(str(out))
     if kind is None and model is not None:
-        kind = _model_kind(model)
+        kind = model_kind(model)
     kind, files = find_media(folder, kind, out)
     for existing in [*code_paths(folder, out, files), out / MANIFEST]:
         _refuse_existing_output(str(existing), force)
@@ -937,14 +939,6 @@ def models(as_json):
                    f"id {m['model_id']}  {m['path']}"
                    + ("  (shadowed by the one above of that name; still decodes its files)" if m.get("shadowed") else "")
                    + (f"  (also decodes files of {', '.join(m['decodes'])})" if m.get("decodes") else ""))
-
-
-def _model_kind(model: str) -> str:
-    """The media kind of an installed or given model, from its config, without loading its weights."""
-    from .modelfile import read_model_meta
-    from .registry import find_model
-
-    return read_model_meta(find_model(model))["config"]["kind"]
 
 
 def _check_folder(data_dir) -> None:

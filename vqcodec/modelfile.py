@@ -17,7 +17,7 @@ from .config import FORMAT_VERSION, config_from_dict, config_to_dict, parameter_
 from .errors import VQCodecError
 from .io import write_file
 from .models import VQVAE
-from .registry import meta_problem
+from .registry import find_model, meta_problem
 
 # Training-only state that a shipped model does not need.
 _TRAINING_BUFFERS = ("ema_count", "ema_sum", "idle_steps", "initialized")
@@ -170,6 +170,11 @@ def read_model_meta(path: Path) -> dict:
     if problem is not None:
         raise VQCodecError(f"model {path} has {problem}")
     return meta
+
+
+def model_kind(reference: str) -> str:
+    """The media kind of a model (an installed name or a path), from its checked JSON, without its weights."""
+    return read_model_meta(find_model(reference))["config"]["kind"]
 
 
 def read_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:

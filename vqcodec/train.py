@@ -24,8 +24,8 @@ from .io import read_audio, read_image_rgb
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from .models import VQVAE, encoder_unchanged, widen, widths_differ_only
-from .modelfile import (CODE_TENSORS, attach_prior, build_model, compute_codes_id, inference_state, read_model_files,
-                        read_model_meta, read_safetensors, read_safetensors_metadata, save_model, write_json,
+from .modelfile import (CODE_TENSORS, attach_prior, build_model, compute_codes_id, inference_state, model_kind,
+                        read_model_files, read_safetensors, read_safetensors_metadata, save_model, write_json,
                         write_tensors)
 from .registry import find_model
 from .wording import plural
@@ -153,10 +153,10 @@ def training_config(data_dir: Path, options: TrainOptions, config_path: str | Pa
             raise VQCodecError("--init keeps the model's own config: leave out --codebooks, --codebook-size and "
                                "--sample-rate (--config may name the same config with wider networks)")
         config = read_config(config_path) if config_path else None
-        model_kind = read_model_meta(find_model(options.init))["config"]["kind"]
-        if kind and kind != model_kind:
-            raise VQCodecError(f"--init {options.init} is an {model_kind} model, not {kind}")
-        kind, _ = find_media(data_dir, model_kind)
+        init_kind = model_kind(options.init)
+        if kind and kind != init_kind:
+            raise VQCodecError(f"--init {options.init} is an {init_kind} model, not {kind}")
+        kind, _ = find_media(data_dir, init_kind)
         return config, kind
     if options.resume:
         saved = checkpoint_config(Path(options.out))
