@@ -495,13 +495,15 @@ class _Data:
 
 @dataclass
 class _Optimisation:
-    """The optimisers of a run, the modules and optimisers a checkpoint saves, and the weight average."""
-    optimizer: torch.optim.Optimizer
+    """The modules and optimisers of a run, by the names a checkpoint saves them under, and the weight average."""
     modules: dict[str, torch.nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
     average: WeightAverage | None = None
-    disc: MultiScaleSTFTDiscriminator | None = None
-    disc_optimizer: torch.optim.Optimizer | None = None
+
+    @property
+    def adversary(self) -> tuple:
+        """The discriminator and its optimiser, as train_step takes them; none without --adversarial."""
+        return (self.modules["disc"], self.optimizers["disc_optim"]) if "disc" in self.modules else ()
 
 
 def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: str | None) -> Path:
@@ -683,7 +685,7 @@ def _optimisation(run: _Run, model: VQVAE, start: _Start, weight_average: float)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=options.lr, betas=(0.8, 0.99), weight_decay=0.0)
     if saved:
         restore_state(checkpoint_path, restore_optimizer, optimizer, saved.get("optim", {}))
-    training = _Optimisation(optimizer, {"model": model}, {"optim": optimizer})
+    training = _Optimisation({"model": model}, {"optim": optimizer})
     if weight_average:
         training.average = WeightAverage(model, weight_average, start.meta.get("average_updates", 0))
         if "average" in saved:
@@ -696,7 +698,6 @@ def _optimisation(run: _Run, model: VQVAE, start: _Start, weight_average: float)
             restore_state(checkpoint_path, disc.load_state_dict, saved["disc"])
             restore_state(checkpoint_path, restore_optimizer, disc_optimizer, saved.get("disc_optim", {}))
         parallel.broadcast_module_(disc)
-        training.disc, training.disc_optimizer = disc, disc_optimizer
         training.modules["disc"], training.optimizers["disc_optim"] = disc, disc_optimizer
     return training
 
@@ -756,8 +757,8 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
 
             set_training_mode(model, start.decoder_only)
             batch = batches.next().to(device)
-            loss, parts, codes = train_step(model, training.optimizer, loss_fn, batch, autocast,
-                                            *((training.disc, training.disc_optimizer) if start.adversarial else ()))
+            loss, parts, codes = train_step(model, training.optimizers["optim"], loss_fn, batch, autocast,
+                                            *training.adversary)
             step += 1
             if average is not None:
                 average.update()
