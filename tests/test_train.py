@@ -162,9 +162,10 @@ def test_resume_continues_to_the_total_step_count(trained, data_dir, tmp_path):
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_precision_is_recorded_and_the_weights_stay_fp32(data_dir, tmp_path, precision):
     out = tmp_path / precision
-    train(data_dir, CFG, options(out, max_steps=3, precision=precision, fit_prior=False))
+    train(data_dir, CFG, options(out, max_steps=3, precision=precision, fit_prior=False, batch_size=None, lr=2e-4))
     meta = json.loads((out / "tiny.json").read_text())
     assert meta["training"]["precision"] == precision
+    assert (meta["training"]["batch_size"], meta["training"]["crop"], meta["training"]["lr"]) == (16, CROP, 2e-4)
     checkpoint = load_file(str(out / "checkpoint.safetensors"))
     assert {t.dtype for k, t in checkpoint.items() if k.startswith("model.") and t.is_floating_point()} == {torch.float32}
     tensors = load_file(str(out / "tiny.safetensors"))  # stored as float16 whatever the training precision
@@ -523,6 +524,12 @@ def test_init_fine_tunes_and_resumes_as_one_run(trained, data_dir, tmp_path):
     assert meta["training"]["steps"] == 5 and meta["training"]["init"] == source_id
     assert json.loads((out / "checkpoint.json").read_text())["init"] == source_id
     Codec.load(str(out / "tiny.safetensors"))
+    # the starting model's record is kept, through the resume, so the whole lineage stays in the file
+    assert meta["training"]["earlier"] == json.loads((trained / "tiny.json").read_text())["training"]
+    train(data_dir, None, options(tmp_path / "again", max_steps=2, init=str(out / "tiny.safetensors"), fit_prior=False))
+    again = json.loads((tmp_path / "again" / "tiny.json").read_text())["training"]
+    assert again["steps"] == 2 and again["earlier"] == meta["training"]
+    assert again["earlier"]["earlier"]["steps"] == json.loads((trained / "tiny.json").read_text())["training"]["steps"]
 
 
 def float32_copy(model_file: Path, out: Path) -> Path:
@@ -1038,6 +1045,7 @@ def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tm
                              ({"trained_seconds": math.nan}, "trained_seconds is not a number of at least 0: nan"),
                              ({"adversarial": "no"}, "ValueError: adversarial is not true or false: 'no'"),
                              ({"decoder_only": 1}, "ValueError: decoder_only is not true or false: 1"),
+                             ({"init_training": [1]}, "ValueError: init_training is not a record: [1]"),
                              ({"config": {**meta["config"], "num_codebooks": 2}}, "RuntimeError: Error(s) in loading"),
                              ({"decoder_only": True}, "the optimiser state of parameter 0 does not fit the model's")):
         (out / "checkpoint.json").write_text(json.dumps({**meta, **changes}))

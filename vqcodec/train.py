@@ -247,6 +247,8 @@ def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.
         held_out = meta.get("held_out", [])
         if not isinstance(held_out, list) or not all(isinstance(name, str) for name in held_out):
             raise ValueError(f"held_out is not a list of file names: {held_out!r}"[:200])
+        if not isinstance(meta.get("init_training", {}), dict):
+            raise ValueError(f"init_training is not a record: {meta['init_training']!r}"[:200])
         tensors = read_safetensors(path, device)
         groups: dict[str, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
@@ -289,9 +291,10 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     optimizer.load_state_dict(full)
 
 
-def load_initial_model(reference: str) -> tuple[VQVAE, str, list[str]]:
-    """A trained model's networks and codebooks, ready to train further, its model id, and the ids of
-    the models whose files it decodes besides its own (its "decodes" record).
+def load_initial_model(reference: str) -> tuple[VQVAE, str, list[str], dict]:
+    """A trained model's networks and codebooks, ready to train further, its model id, the ids of
+    the models whose files it decodes besides its own (its "decodes" record), and the record of its
+    training.
 
     Model files hold no EMA statistics, so each codebook restarts them at a count of 1 per code, where
     ema_sum / ema_count is the codebook itself; the counts adapt to the new data within a few hundred steps."""
@@ -302,7 +305,7 @@ def load_initial_model(reference: str) -> tuple[VQVAE, str, list[str]]:
             layer.ema_count.fill_(1.0)
             layer.ema_sum.copy_(layer.codebook)
             layer.idle_steps.zero_()
-    return model.train(), meta["model_id"], list(meta.get("decodes", []))
+    return model.train(), meta["model_id"], list(meta.get("decodes", [])), dict(meta.get("training") or {})
 
 
 # ---------------------------------------------------------------- loop
@@ -481,6 +484,7 @@ class _Start:
     init_id: str | None = None                        # a resumed fine-tune keeps its starting model's id
     init_decodes: list[str] = field(default_factory=list)
     init_path: str | None = None
+    init_training: dict = field(default_factory=dict)  # the starting model's record, kept as the new one's "earlier"
 
 
 @dataclass
@@ -528,7 +532,7 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
             meta.update(weight_average=weight_average, average_updates=training.average.updates)
         if start.decoder_only:
             meta.update(codes_id=codes_id, init_decodes=start.init_decodes, init_path=start.init_path)
-        return {**meta, "init": start.init_id} if start.init_id else meta
+        return {**meta, "init": start.init_id, "init_training": start.init_training} if start.init_id else meta
 
     step, trained_seconds = _step_loop(run, cfg, model, training, loss_fn, data, rng, start, checkpoint_meta)
     parallel.stop()
@@ -598,8 +602,9 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
     start.decoder_only = options.decoder_only or start.meta.get("decoder_only", False)
     start.init_id = start.meta.get("init")
     start.init_decodes, start.init_path = start.meta.get("init_decodes", []), start.meta.get("init_path")
+    start.init_training = start.meta.get("init_training", {})
     if options.init and not start.saved:
-        model, start.init_id, start.init_decodes = load_initial_model(options.init)
+        model, start.init_id, start.init_decodes, start.init_training = load_initial_model(options.init)
         start.init_path = str(find_model(options.init).resolve())
         start.widened = cfg is not None and cfg != model.cfg
         if cfg is not None and widths_differ_only(model.cfg, cfg):
@@ -827,11 +832,13 @@ def _write_model(run: _Run, model: VQVAE, model_path: Path, start: _Start, codes
     model_path = save_model(model.cpu(), model_path,
                             training={"steps": step, "seconds": round(trained_seconds), "adversarial": start.adversarial,
                                       **({"decoder_only": True} if decoder_only else {}),
-                                      "precision": run.precision, "noise": options.noise,
+                                      "precision": run.precision, "batch_size": options.batch_size,
+                                      "crop": options.crop, "lr": options.lr, "noise": options.noise,
                                       **({"noise_snr_db": list(options.noise_snr_db)} if options.noise else {}),
                                       **({"weight_average": weight_average} if weight_average else {}),
                                       "data": str(data_dir), "files": len(train_files),
-                                      **({"init": start.init_id} if start.init_id else {})},
+                                      **({"init": start.init_id} if start.init_id else {}),
+                                      **({"earlier": start.init_training} if start.init_training else {})},
                             extra=lineage, exact=CODE_TENSORS if decoder_only else ("",) if unchanged else ())
     if not run.quiet:
         print(f"\nwrote {model_path} after {plural(step, 'step')} ({trained_seconds / 60:.1f} min)", file=sys.stderr)
