@@ -1122,6 +1122,25 @@ def test_an_interrupted_run_saves_a_checkpoint_to_resume(trained, data_dir, tmp_
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 5
 
 
+def test_a_run_whose_progress_pipe_closes_stops_with_a_checkpoint(data_dir, tmp_path):
+    """`vqcodec train ... 2>&1 | head`: the run stopped at its next progress line with status 1 and no
+    checkpoint, losing what it had trained. It now stops as SIGPIPE would, with the checkpoint saved."""
+    import subprocess
+    import sys
+
+    (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(CFG)))
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "vqcodec", "train", str(data_dir), "--out", str(out), "--config",
+                                str(tmp_path / "cfg.json"), "--no-prior", "--threads", "1", "--batch-size", "2",
+                                "--crop", str(CROP), "--max-steps", "100000", "--eval-every", "1000"],
+                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert process.stderr.readline().startswith(b"training run (audio)")
+    process.stderr.close()
+    assert process.wait(timeout=120) == 128 + 13
+    assert json.loads((out / "checkpoint.json").read_text())["step"] >= 1
+    assert not (out / "tiny.safetensors").exists() and not (out / "run.safetensors").exists()
+
+
 def test_a_run_whose_loss_stops_being_finite_stops_without_writing_a_model(data_dir, tmp_path, monkeypatch):
     """A diverged run (too high a --lr) trained on to its budget and wrote a model of NaN weights, which
     nothing could load, with exit status 0."""

@@ -1205,11 +1205,10 @@ def _stopping_like_ctrl_c():
 
 def _interrupted(exc: BaseException | None) -> int:
     """Say why the command stopped, and the exit status a shell gives a process stopped by that signal."""
-    if isinstance(exc, Terminated):
-        click.echo(f"vqcodec: stopped by {signal.Signals(exc.signum).name}", err=True)
-        return 128 + exc.signum
-    click.echo("vqcodec: interrupted", err=True)
-    return 130
+    with contextlib.suppress(BrokenPipeError):  # no one to say it to
+        click.echo(f"vqcodec: stopped by {signal.Signals(exc.signum).name}" if isinstance(exc, Terminated)
+                   else "vqcodec: interrupted", err=True)
+    return 128 + exc.signum if isinstance(exc, Terminated) else 130
 
 
 def run(args: list[str] | None = None) -> int:

@@ -4,7 +4,8 @@ class VQCodecError(Exception):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised in the main thread as Ctrl-C's KeyboardInterrupt is, so that the same
-    clean-up runs (temporary files removed, a training run's checkpoint saved)."""
+    clean-up runs (temporary files removed, a training run's checkpoint saved); SIGPIPE where training
+    finds its progress display's pipe closed."""
 
     def __init__(self, signum: int):
         super().__init__(signum)

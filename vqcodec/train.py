@@ -6,6 +6,8 @@ import copy
 import dataclasses
 import json
 import math
+import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ import torch
 
 from . import parallel
 from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict, load_config_file
-from .errors import VQCodecError
+from .errors import Terminated, VQCodecError
 from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, decodes, default_batch_workers, find_media, readable_files,
                    relative_name, split_as_before, split_files)
 from .io import read_audio, read_image_rgb
@@ -796,7 +798,12 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
                 left = f" | {_format_time(budget - elapsed)} left" if budget else ""
                 detail = " ".join(f"{k} {v:.3f}" for k, v in parts.items())
                 end = "\r" if sys.stderr.isatty() else "\n"
-                print(f"step {step} | loss {loss_value:.4f} ({detail}) | {val_text} | {usage_text}{left}", end=end, file=sys.stderr, flush=True)
+                try:
+                    print(f"step {step} | loss {loss_value:.4f} ({detail}) | {val_text} | {usage_text}{left}", end=end,
+                          file=sys.stderr, flush=True)
+                except BrokenPipeError:  # `2>&1 | head`: stop as SIGPIPE would, but with the checkpoint saved
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())  # what is left unwritten goes nowhere
+                    raise Terminated(signal.SIGPIPE) from None
             if main and time.monotonic() - last_checkpoint >= options.checkpoint_minutes * 60:
                 save_checkpoint(checkpoint_path, training.modules, training.optimizers,
                                 checkpoint_meta(step, trained_seconds + time.monotonic() - began_run))
@@ -805,8 +812,9 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
         if main and step > first_step:  # keep what this run trained, for --resume
             seconds = trained_seconds + time.monotonic() - began_run
             save_checkpoint(checkpoint_path, training.modules, training.optimizers, checkpoint_meta(step, seconds))
-            print(f"\ninterrupted at step {step}: checkpoint saved in {Path(options.out)}; continue with --resume",
-                  file=sys.stderr)
+            with contextlib.suppress(BrokenPipeError):
+                print(f"\ninterrupted at step {step}: checkpoint saved in {Path(options.out)}; continue with --resume",
+                      file=sys.stderr)
         raise
     finally:
         batches.close()
