@@ -254,9 +254,24 @@ def test_decode_audio_file_writes_the_original_layout(codec, signal, tmp_path):
         assert soundfile.info(io.BytesIO(buffer.getvalue())).format == name
 
 
+def test_decode_audio_file_writes_ogg_opus(codec, signal, tmp_path):
+    """.opus (or the format name OPUS) is Ogg Opus: it had been refused as an unknown format, and OGG
+    writes Vorbis."""
+    data = codec.encode_audio(signal(2, 4800, 48000), 48000, 2)
+    codec.decode_audio_file(data, tmp_path / "out.opus")
+    buffer = io.BytesIO()
+    codec.decode_audio_file(data, buffer, format_hint="opus")
+    for written in (str(tmp_path / "out.opus"), io.BytesIO(buffer.getvalue())):
+        info = soundfile.info(written)
+        assert (info.format, info.subtype, info.samplerate, info.channels, info.frames) == ("OGG", "OPUS", 48000, 2, 4800)
+
+
 @pytest.mark.parametrize("name, hint, rate, channels, reason", [
     ("out.ogg", None, 256000, 1, "Ogg Vorbis holds at most 200000 Hz"),  # libvorbis would crash the process
     (None, "OGG", 200001, 1, "Ogg Vorbis holds at most 200000 Hz"),
+    ("out.opus", None, 44100, 1, "Opus holds 8000, 12000, 16000, 24000 or 48000 Hz audio, not 44100 Hz: pass --rate "
+                                 "48000"),
+    (None, "OPUS", 11025, 2, "not 11025 Hz: pass --rate 12000"),
     ("out.flac", None, 16000, 9, "FLAC holds at most 8 channels"),
     (None, "MP3", 16000, 3, "MP3 holds at most 2 channels"),
     (None, "MP3", 96000, 1, "MPEG-1/2/2.5 only supports sample rates"),  # soundfile's own reason, without its prefix

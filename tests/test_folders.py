@@ -167,6 +167,7 @@ def test_mirrored_paths_and_output_formats(tmp_path):
     assert output_formats("webp")[1]["image"] == ".webp"
     assert output_formats("aif") == ({"audio": "AIFF", "image": "PNG"}, {"audio": ".aiff", "image": ".png"})
     assert output_formats("wave")[0]["audio"] == "WAV"
+    assert output_formats("opus") == ({"audio": "OPUS", "image": "PNG"}, {"audio": ".opus", "image": ".png"})
     # as decoding one file takes them: a format named by its extension, and one Pillow gives none
     assert output_formats("jpg") == ({"audio": "WAV", "image": "JPEG"}, {"audio": ".wav", "image": ".jpg"})
     assert output_formats("tif") == ({"audio": "WAV", "image": "TIFF"}, {"audio": ".wav", "image": ".tif"})

@@ -600,7 +600,7 @@ def _format_from_name(path: str) -> str:
     found = audio_format_of(path)
     if found is None:
         suffix = Path(path).suffix.lstrip(".").upper()
-        raise VQCodecError(f"{path}: unknown audio format {suffix or '(no extension)'}; use .wav, .flac, .ogg or .mp3, or --format")
+        raise VQCodecError(f"{path}: unknown audio format {suffix or '(no extension)'}; use .wav, .flac, .ogg, .opus or .mp3, or --format")
     return found
 
 

@@ -30,8 +30,8 @@ from . import ratecontrol
 from .errors import VQCodecError
 from .fileinfo import FileInfo, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of, check_audio_output,
-                 image_to_planes, input_name, open_image, planes_to_image, SoundSink, SoundStream, unreadable_audio,
-                 unwritable_audio, write_file)
+                 image_to_planes, input_name, open_image, planes_to_image, SoundSink, SoundStream, soundfile_format,
+                 unreadable_audio, unwritable_audio, write_file)
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts
 from .recode import FileCuts
@@ -1401,6 +1401,7 @@ class Codec:
         output_rate = self._output_timing(header, rate)[0]
         if format_hint:
             check_audio_output(format_hint, subtype, output_rate, header.channels)
+            format_hint, subtype = soundfile_format(format_hint, subtype)
 
         sink = SoundSink(destination)
 

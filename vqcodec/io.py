@@ -15,6 +15,9 @@ from .errors import VQCodecError
 AUDIO_SUFFIX_FORMATS = {".wave": "WAV", ".aif": "AIFF", ".aifc": "AIFF", ".snd": "AU", ".sph": "NIST", ".oga": "OGG"}
 AUDIO_EXTENSIONS = ({"." + ext.lower() for ext in soundfile.available_formats()} | set(AUDIO_SUFFIX_FORMATS)
                     | {".opus"})
+# Formats named by their codec, which soundfile writes as a subtype of a container format
+AUDIO_CODEC_FORMATS = {"OPUS": ("OGG", "OPUS")} if "OPUS" in soundfile.available_subtypes("OGG") else {}
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 # Raster formats Pillow reads (soundfile claims none of these extensions)
 IMAGE_EXTENSIONS = {".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".dib", ".tif", ".tiff",
                     ".gif", ".avif", ".ppm", ".pgm", ".pbm", ".pnm", ".pfm", ".qoi", ".jp2", ".j2k", ".jpx",
@@ -110,7 +113,13 @@ def audio_format_of(path) -> str | None:
 def audio_format_named(name: str) -> str | None:
     """The soundfile format of a format name or a file extension without its dot (WAV, wave, aif), or None."""
     name = AUDIO_SUFFIX_FORMATS.get("." + name.lower(), name.upper())
-    return name if name in soundfile.available_formats() else None
+    return name if name in soundfile.available_formats() or name in AUDIO_CODEC_FORMATS else None
+
+
+def soundfile_format(format_name: str, subtype: str | None) -> tuple[str, str | None]:
+    """The soundfile format and subtype that write `format_name` (OPUS: Ogg Opus)."""
+    container, codec = AUDIO_CODEC_FORMATS.get(format_name.upper(), (format_name, None))
+    return container, subtype or codec
 
 
 def media_kind_of(path: Path) -> str | None:
@@ -217,13 +226,17 @@ FORMAT_HOLDS_RATE = {"WVE": lambda rate: rate == 8000, "XI": lambda rate: rate =
 
 def check_audio_output(format_name: str, subtype: str | None, sample_rate: int, channels: int) -> None:
     """Refuse, before anything is written, audio that soundfile's `format_name` cannot hold."""
-    format_name = format_name.upper()
+    format_name, subtype = soundfile_format(format_name.upper(), subtype)
     if format_name not in soundfile.available_formats():
         return  # soundfile says why when it opens the output
     subtype = (subtype or soundfile.default_subtype(format_name) or "").upper()
     if format_name == "OGG" and subtype == "VORBIS" and sample_rate > VORBIS_MAX_RATE:
         raise VQCodecError(f"Ogg Vorbis holds at most {VORBIS_MAX_RATE} Hz, not {sample_rate}: "
                            f"write another format (.wav, .flac) or pass --rate")
+    if format_name == "OGG" and subtype == "OPUS" and sample_rate not in OPUS_RATES:
+        raise VQCodecError(f"Opus holds {', '.join(map(str, OPUS_RATES[:-1]))} or {OPUS_RATES[-1]} Hz audio, not "
+                           f"{sample_rate} Hz: pass --rate {min(r for r in OPUS_RATES if r >= min(sample_rate, 48000))}, "
+                           "or write another format (.wav, .flac)")
     if not FORMAT_HOLDS_RATE.get(format_name, lambda rate: True)(sample_rate):
         raise VQCodecError(f"{format_name} cannot hold a rate of {sample_rate} Hz (it would say another): "
                            f"write another format (.wav, .flac) or pass --rate")
