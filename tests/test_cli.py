@@ -344,6 +344,9 @@ def test_models_lists_the_model_on_the_search_path(cli, tiny_model_path, codec):
     assert entry["model_id"] == codec.model_id.hex() and entry["kind"] == "audio"
     assert entry["sample_rate"] == 16000  # as the text line and info --json give it, not only in the config
     assert "sample_rate" not in next(m for m in json.loads(result.stdout) if m["kind"] == "image")
+    shipped = next(m for m in json.loads(result.stdout) if m["name"] == "speech16k")
+    assert shipped["training"] == json.loads(Path(shipped["path"]).with_suffix(".json").read_text())["training"]
+    assert shipped["training"]["earlier"]["init"] in shipped["decodes"]
     assert Path(entry["path"]) == tiny_model_path
 
 

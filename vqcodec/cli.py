@@ -910,7 +910,8 @@ def _print_code_report(report: dict) -> None:
 def models(as_json):
     """List the installed models (shipped ones and those on $VQCODEC_MODEL_PATH).
 
-    A model of the same name as one earlier in the path is shadowed: the name loads the first, but
+    --json also gives each model's training record: the run that made it, and under "earlier" the
+    record of the model it started from (--init). A model of the same name as one earlier in the path is shadowed: the name loads the first, but
     files that a shadowed model wrote still decode with it (they name their model by id).
 
     \b
@@ -927,7 +928,8 @@ def models(as_json):
     if as_json:
         click.echo(json.dumps([{**{k: m[k] for k in ("name", "kind", "sample_rate", "model_id", "path", "config")
                                    if k in m},
-                                "shadowed": m.get("shadowed", False), "decodes": m.get("decodes", [])}
+                                "shadowed": m.get("shadowed", False), "decodes": m.get("decodes", []),
+                                "training": m.get("training", {})}
                                for m in found], indent=2))
         return
     if not found:
