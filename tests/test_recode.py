@@ -2,6 +2,7 @@
 `vqcodec encode FILE.vq`)."""
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +161,22 @@ def test_cuts_never_deepen_and_cuts_more_at_higher_weights(speech_codec, recordi
             assert depths(cut, 1).sum() <= previous
         previous = depths(cut, 1).sum()
     assert previous < depths(chunk[:, :6], 1).sum() / 2
+
+
+def test_recoding_a_long_file_holds_its_codes_once_and_compactly(speech_codec, recordings):
+    """Five minutes of speech (one recording's codes, repeated) recoded: the codes are held as int16,
+    with the cut codes beside them, in less memory than one int64 copy of the file's codes."""
+    _, stored = speech_codec.read_codes(recordings[0][2])
+    codes = np.tile(stored, (1, 1, -(-5 * 60 * 50 // stored.shape[2]))).astype(np.int16)
+    data = speech_codec._pack_audio(codes, 16000, codes.shape[2] * speech_codec.hop, 8)
+    tracemalloc.start()
+    try:
+        recoded = speech_codec.recode(data, 4)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert vqformat.parse_header(recoded).quality == 4
+    assert peak < 4 * codes.nbytes, f"peak {peak / 1e6:.2f} MB for {codes.nbytes / 1e6:.2f} MB of codes"
 
 
 def test_recode_refusals(speech_codec, image_codec, recordings):

@@ -1096,13 +1096,13 @@ class Codec:
             self._alpha_plane(header, alpha_bytes, colour_mode(header) in ALPHA_MODES)
         return header, chunks, alpha_bytes
 
-    def _file_codes(self, header: vqformat.Header, chunks: list[bytes]) -> np.ndarray:
-        """All the codes of a parsed file written by this model (read_codes)."""
+    def _file_codes(self, header: vqformat.Header, chunks: list[bytes], dtype=np.int64) -> np.ndarray:
+        """All the codes of a parsed file written by this model (read_codes), as `dtype`."""
         self._check_file_model(header)
         total, shape_of = self._chunk_layout(header)
         axis = 2 if header.kind == vqformat.KIND_AUDIO else 1
         self._check_chunks(header, total)
-        codes = np.empty(shape_of(total), dtype=np.int64)  # filled chunk by chunk: not held twice, as pieces and joined
+        codes = np.empty(shape_of(total), dtype=dtype)  # filled chunk by chunk: not held twice, as pieces and joined
         for (a, b), payload in zip(_blocks(total, header.chunk_frames), chunks):
             codes[(slice(None),) * axis + (slice(a, b),)] = self._decode_payload(header, payload, shape_of(b - a))
         return codes
@@ -1116,7 +1116,7 @@ class Codec:
         and without a rate, the codes are kept as they are."""
         data = vq_bytes(data)
         header, chunks, alpha_bytes = self._parse_whole(data)
-        codes = self._file_codes(header, chunks)
+        codes = self._file_codes(header, chunks, self._code_dtype)
         audio = header.kind == vqformat.KIND_AUDIO
         stored = header.quality
         quality = stored if quality is None else quality
