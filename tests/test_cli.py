@@ -351,13 +351,14 @@ def test_models_lists_the_model_on_the_search_path(cli, tiny_model_path, codec):
 
 
 def test_models_warns_of_a_broken_model_and_lists_the_others(cli, tiny_model_path, encoded, tmp_path, monkeypatch):
-    """A model JSON that cannot be used (not JSON, a bad config or "decodes") is one warning line for
+    """A model JSON that cannot be used (not JSON, a bad config, "decodes" or "training") is one warning line for
     `models` and one error line when loaded, never a traceback; the good models are still found."""
     import shutil
 
     broken = {"garbled": lambda meta: "{not json",
               "badconfig": lambda meta: json.dumps({**meta, "config": [1, 2]}),
               "baddecodes": lambda meta: json.dumps({**meta, "decodes": "a8f645bdaba073ee"}),
+              "badtraining": lambda meta: json.dumps({**meta, "training": "abc"}),  # --init had a traceback
               "deep": lambda meta: "[" * 100_000 + "]" * 100_000}  # RecursionError in json
     meta = json.loads(tiny_model_path.with_suffix(".json").read_text())
     for name, text in broken.items():
@@ -368,7 +369,7 @@ def test_models_warns_of_a_broken_model_and_lists_the_others(cli, tiny_model_pat
         result = cli(*args, env=env)
         assert result.returncode == 0, result.stderr.decode()
         warnings = result.stderr.decode().splitlines()
-        assert len(warnings) == 4 and all(line.startswith("vqcodec: warning: model ") for line in warnings)
+        assert len(warnings) == len(broken) and all(line.startswith("vqcodec: warning: model ") for line in warnings)
         assert all(any(f"{name}.safetensors" in line for line in warnings) for name in broken)
         assert "tiny" in result.stdout.decode() and "garbled" not in result.stdout.decode()
     from vqcodec import Codec, VQCodecError

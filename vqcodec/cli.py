@@ -929,7 +929,7 @@ def models(as_json):
         click.echo(json.dumps([{**{k: m[k] for k in ("name", "kind", "sample_rate", "model_id", "path", "config")
                                    if k in m},
                                 "shadowed": m.get("shadowed", False), "decodes": m.get("decodes", []),
-                                "training": m.get("training", {})}
+                                "training": m.get("training") or {}}
                                for m in found], indent=2))
         return
     if not found:
