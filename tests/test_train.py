@@ -1141,6 +1141,27 @@ def test_a_run_whose_progress_pipe_closes_stops_with_a_checkpoint(data_dir, tmp_
     assert not (out / "tiny.safetensors").exists() and not (out / "run.safetensors").exists()
 
 
+def test_a_run_whose_progress_pipe_closes_after_training_still_fits_its_prior(data_dir, tmp_path):
+    """The pipe closing after the last progress line stopped the run at "wrote ..." with status 1: the
+    model was written without the prior that follows it. What is left to say now goes nowhere."""
+    import subprocess
+    import sys
+
+    (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(CFG)))
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "vqcodec", "train", str(data_dir), "--out", str(out), "--config",
+                                str(tmp_path / "cfg.json"), "--threads", "1", "--batch-size", "2", "--crop", str(CROP),
+                                "--max-steps", "2", "--eval-every", "1000", "--name", "tiny"],
+                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert process.stderr.readline().startswith(b"training tiny (audio)")
+    assert process.stderr.readline().startswith(b"step 1 |")
+    process.stderr.close()
+    assert process.wait(timeout=120) == 0
+    meta = json.loads((out / "tiny.json").read_text())
+    assert meta["training"]["steps"] == 2 and "prior" in meta
+    Codec.load(str(out / "tiny.safetensors"))
+
+
 def test_a_run_whose_loss_stops_being_finite_stops_without_writing_a_model(data_dir, tmp_path, monkeypatch):
     """A diverged run (too high a --lr) trained on to its budget and wrote a model of NaN weights, which
     nothing could load, with exit status 0."""

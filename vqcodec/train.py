@@ -798,12 +798,8 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
                 left = f" | {_format_time(budget - elapsed)} left" if budget else ""
                 detail = " ".join(f"{k} {v:.3f}" for k, v in parts.items())
                 end = "\r" if sys.stderr.isatty() else "\n"
-                try:
-                    print(f"step {step} | loss {loss_value:.4f} ({detail}) | {val_text} | {usage_text}{left}", end=end,
-                          file=sys.stderr, flush=True)
-                except BrokenPipeError:  # `2>&1 | head`: stop as SIGPIPE would, but with the checkpoint saved
-                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())  # what is left unwritten goes nowhere
-                    raise Terminated(signal.SIGPIPE) from None
+                if not _say(f"step {step} | loss {loss_value:.4f} ({detail}) | {val_text} | {usage_text}{left}", end=end):
+                    raise Terminated(signal.SIGPIPE)  # `2>&1 | head`: stop as SIGPIPE would, but with the checkpoint saved
             if main and time.monotonic() - last_checkpoint >= options.checkpoint_minutes * 60:
                 save_checkpoint(checkpoint_path, training.modules, training.optimizers,
                                 checkpoint_meta(step, trained_seconds + time.monotonic() - began_run))
@@ -819,6 +815,17 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
     finally:
         batches.close()
     return step, trained_seconds + time.monotonic() - began_run
+
+
+def _say(line: str, end: str = "\n") -> bool:
+    """Print `line` on stderr; False where its pipe has closed (`2>&1 | head`), after which what is
+    left to say goes nowhere."""
+    try:
+        print(line, end=end, file=sys.stderr, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
+        return False
+    return True
 
 
 def _learning_rate(options: TrainOptions, step: int, first_step: int, elapsed: float, budget: float | None) -> float:
@@ -849,7 +856,7 @@ def _write_model(run: _Run, model: VQVAE, model_path: Path, start: _Start, codes
                                       **({"earlier": start.init_training} if start.init_training else {})},
                             extra=lineage, exact=CODE_TENSORS if decoder_only else ("",) if unchanged else ())
     if not run.quiet:
-        print(f"\nwrote {model_path} after {plural(step, 'step')} ({trained_seconds / 60:.1f} min)", file=sys.stderr)
+        _say(f"\nwrote {model_path} after {plural(step, 'step')} ({trained_seconds / 60:.1f} min)")
     return model_path
 
 
@@ -861,19 +868,18 @@ def _add_prior(run: _Run, model_path: Path, cfg: ModelConfig, start: _Start, tra
     if kept_prior is not None:
         attach_prior(model_path, kept_prior)
         if not quiet:
-            print(f"kept the starting model's prior {kept_prior.prior_id:08x}: the codes are its codes, and its "
-                  f"entropy-coded files decode with this model (`vqcodec fit-prior {model_path} DIR` fits one to "
-                  f"a folder instead)", file=sys.stderr)
+            _say(f"kept the starting model's prior {kept_prior.prior_id:08x}: the codes are its codes, and its "
+                 f"entropy-coded files decode with this model (`vqcodec fit-prior {model_path} DIR` fits one to "
+                 f"a folder instead)")
     elif options.fit_prior:
         try:
             fit_prior_files(model_path, train_files, device=run.device,
-                            log=None if quiet else (lambda line: print(line, file=sys.stderr, flush=True)))
+                            log=None if quiet else _say)
         except VQCodecError as exc:  # the trained model is already written; a prior can be added later
             from .prior import MAX_CODEBOOK
 
             later = f" until `vqcodec fit-prior {model_path} DIR` adds one" if cfg.codebook_size <= MAX_CODEBOOK else ""
-            print(f"warning: no entropy-coding prior fitted ({exc}); files will use fixed-width coding{later}",
-                  file=sys.stderr)
+            _say(f"warning: no entropy-coding prior fitted ({exc}); files will use fixed-width coding{later}")
 
 
 def _initial_prior(path: str | None):
