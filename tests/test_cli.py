@@ -1267,3 +1267,22 @@ def test_runs_forked_from_the_command_line_server_end_as_plain_processes_do(tmp_
 def test_version(cli):
     result = cli("--version")
     assert result.returncode == 0 and "0.1.0" in result.stdout.decode()
+
+
+def test_a_closed_stderr_stops_no_command(encoded, tiny_model_path, tmp_path):
+    """`vqcodec decode ... 2>&-`: with stderr closed, sys.stderr is None, and every command stopped at its
+    first look at it with status 1 and nothing said (a training run lost all it trained); what a
+    command says there now goes nowhere."""
+    import subprocess
+
+    from conftest import REPO_ROOT, _base_environment
+
+    def run_without_stderr(*args):
+        return subprocess.run([sys.executable, "-m", "vqcodec", *map(str, args)], stdout=subprocess.PIPE,
+                              preexec_fn=lambda: os.close(2), cwd=REPO_ROOT, env=_base_environment(), timeout=300)
+
+    out = tmp_path / "out.wav"
+    result = run_without_stderr("decode", encoded / "out.vq", out, "-m", tiny_model_path)
+    assert result.returncode == 0 and result.stdout == b"" and soundfile.info(out).frames > 0
+    result = run_without_stderr("decode", tmp_path / "missing.vq", tmp_path / "missing.wav", "-m", tiny_model_path)
+    assert result.returncode == 1 and result.stdout == b"" and not (tmp_path / "missing.wav").exists()

@@ -1246,7 +1246,22 @@ def _run(args: list[str] | None) -> int:
     return 0
 
 
+def _open_stderr() -> None:
+    """With stderr closed (`2>&-`), what it is told goes nowhere: sys.stderr is None then, which
+    stopped every command, and the first file opened would take its descriptor."""
+    try:
+        os.fstat(2)
+    except OSError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        if null != 2:
+            os.dup2(null, 2)
+            os.close(null)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)
+
+
 def main() -> None:
+    _open_stderr()
     sys.exit(run())
 
 
