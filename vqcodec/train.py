@@ -901,8 +901,8 @@ def _decodes_record(model: VQVAE, codes_id: str, initial_id: str | None, initial
     """For a decoder-only run: the models whose files the new model decodes (its starting model and those
     that one decodes), once the frozen encoder and codebooks are checked to be, to the bit, what they were."""
     if compute_codes_id(config_to_dict(model.cfg), inference_state(model)) != codes_id:
-        print("warning: the encoder or codebooks changed in a decoder-only run; the model will not decode its "
-              "starting model's files", file=sys.stderr)
+        _say("warning: the encoder or codebooks changed in a decoder-only run; the model will not decode its "
+             "starting model's files")
         return {}
     return {"codes_id": codes_id, **({"decodes": [initial_id, *initial_decodes]} if initial_id else {})}
 
