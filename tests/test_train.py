@@ -611,6 +611,20 @@ def test_a_decoder_only_model_decodes_its_starting_models_files(trained, data_di
     assert Codec.load(str(again / "tiny.safetensors")).decodes == {start.model_id, tuned.model_id}
 
 
+def test_a_decoder_only_run_whose_codes_changed_claims_no_files(trained, capsys):
+    """The frozen encoder and codebooks are checked to the bit before the model says it decodes its
+    starting model's files."""
+    from vqcodec.modelfile import compute_codes_id, inference_state
+    from vqcodec.train import _decodes_record
+
+    model = Codec.load(str(trained / "tiny.safetensors")).model
+    same = compute_codes_id(config_to_dict(model.cfg), inference_state(model))
+    assert _decodes_record(model, same, "ab" * 8, ["cd" * 8]) == {"codes_id": same, "decodes": ["ab" * 8, "cd" * 8]}
+    assert capsys.readouterr().err == ""
+    assert _decodes_record(model, "0" * 16, "ab" * 8, []) == {}
+    assert "the encoder or codebooks changed in a decoder-only run" in capsys.readouterr().err
+
+
 def test_train_command_decoder_only_errors(trained, data_dir, tmp_path, cli):
     base = ("train", data_dir, "--out", tmp_path / "tuned", "--max-steps", "1", "--crop", str(CROP), "--device", "cpu",
             "--decoder-only")
