@@ -1400,8 +1400,8 @@ class Codec:
                                                   rate)
         output_rate = self._output_timing(header, rate)[0]
         if format_hint:
-            check_audio_output(format_hint, subtype, output_rate, header.channels)
             format_hint, subtype = soundfile_format(format_hint, subtype)
+            check_audio_output(format_hint, subtype, output_rate, header.channels)
 
         sink = SoundSink(destination)
 

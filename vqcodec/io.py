@@ -225,8 +225,9 @@ FORMAT_HOLDS_RATE = {"WVE": lambda rate: rate == 8000, "XI": lambda rate: rate =
 
 
 def check_audio_output(format_name: str, subtype: str | None, sample_rate: int, channels: int) -> None:
-    """Refuse, before anything is written, audio that soundfile's `format_name` cannot hold."""
-    format_name, subtype = soundfile_format(format_name.upper(), subtype)
+    """Refuse, before anything is written, audio that soundfile's `format_name` (with `subtype`, as
+    soundfile_format gives them) cannot hold."""
+    format_name = format_name.upper()
     if format_name not in soundfile.available_formats():
         return  # soundfile says why when it opens the output
     subtype = (subtype or soundfile.default_subtype(format_name) or "").upper()
