@@ -808,9 +808,7 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
         if main and step > first_step:  # keep what this run trained, for --resume
             seconds = trained_seconds + time.monotonic() - began_run
             save_checkpoint(checkpoint_path, training.modules, training.optimizers, checkpoint_meta(step, seconds))
-            with contextlib.suppress(BrokenPipeError):
-                print(f"\ninterrupted at step {step}: checkpoint saved in {Path(options.out)}; continue with --resume",
-                      file=sys.stderr)
+            _say(f"\ninterrupted at step {step}: checkpoint saved in {Path(options.out)}; continue with --resume")
         raise
     finally:
         batches.close()
