@@ -911,8 +911,9 @@ def models(as_json):
     """List the installed models (shipped ones and those on $VQCODEC_MODEL_PATH).
 
     --json also gives each model's training record: the run that made it, and under "earlier" the
-    record of the model it started from (--init). A model of the same name as one earlier in the path is shadowed: the name loads the first, but
-    files that a shadowed model wrote still decode with it (they name their model by id).
+    record of the model it started from (--init). A model of the same name as one earlier in the
+    path is shadowed: the name loads the first, but files that a shadowed model wrote still decode
+    with it (they name their model by id).
 
     \b
     Example:
