@@ -1155,6 +1155,32 @@ def test_a_run_whose_progress_pipe_closes_stops_with_a_checkpoint(data_dir, tmp_
     assert not (out / "tiny.safetensors").exists() and not (out / "run.safetensors").exists()
 
 
+def test_a_run_whose_progress_pipe_is_closed_before_training_stops_as_sigpipe_would(trained, data_dir, tmp_path):
+    """`vqcodec train ... 2>&1 | true`: the first line, before any step, met the closed pipe and the run
+    stopped with status 1, not the 141 of a pipe closing during training; a --force run had removed the
+    run it replaces first. It now stops with 141, and leaves the folder as it was."""
+    import subprocess
+    import sys
+
+    (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(CFG)))
+    base = [sys.executable, "-m", "vqcodec", "train", str(data_dir), "--config", str(tmp_path / "cfg.json"),
+            "--no-prior", "--threads", "1", "--batch-size", "2", "--crop", str(CROP), "--max-steps", "2", "--name", "tiny"]
+    replaced = tmp_path / "replaced"
+    shutil.copytree(trained, replaced)
+    before = {p.name: p.read_bytes() for p in replaced.iterdir()}
+    for out, extra in ((tmp_path / "new", []), (replaced, ["--force"])):
+        reader, writer = os.pipe()
+        os.close(reader)
+        try:
+            process = subprocess.run([*base, "--out", str(out), *extra], stderr=writer, stdout=subprocess.PIPE,
+                                     timeout=120)
+        finally:
+            os.close(writer)
+        assert process.returncode == 128 + 13 and not process.stdout
+    assert not (tmp_path / "new").exists()
+    assert {p.name: p.read_bytes() for p in replaced.iterdir()} == before
+
+
 def test_a_run_whose_progress_pipe_closes_after_training_still_fits_its_prior(data_dir, tmp_path):
     """The pipe closing after the last progress line stopped the run at "wrote ..." with status 1: the
     model was written without the prior that follows it. What is left to say now goes nowhere."""

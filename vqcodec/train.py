@@ -523,9 +523,9 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     data = _training_data(run, data_dir, kind, files, cfg, start.meta)
     training = _optimisation(run, model, start, weight_average)
     loss_fn = ReconstructionLoss(cfg).to(run.device)
-    _make_out(options, run.main)
     if not run.quiet:
         _print_run(run, kind, model, data, start.decoder_only)
+    _make_out(options, run.main)
 
     def checkpoint_meta(step: int, seconds: float) -> dict:
         meta = {"step": step, "trained_seconds": seconds, "config": config_to_dict(cfg), "adversarial": start.adversarial,
@@ -665,8 +665,8 @@ def _training_data(run: _Run, data_dir: Path, kind: str, files: list[Path], cfg:
     if "held_out" in saved_meta:  # a resumed run validates on the files its first run held out
         split = split_as_before(readable, data_dir, saved_meta["held_out"], lambda path: decodes(kind, path))
         if split is None and not run.quiet:
-            print(f"none of the files the checkpoint held out for validation is left in {data_dir}: others are held "
-                  "out, and validation losses do not compare with the log's earlier ones", file=sys.stderr)
+            _progress(f"none of the files the checkpoint held out for validation is left in {data_dir}: others are "
+                      "held out, and validation losses do not compare with the log's earlier ones")
     train_files, val_files = split or split_files(readable, lambda path: decodes(kind, path))
     crop = options.crop - options.crop % cfg.hop
     if crop <= 0:
@@ -726,10 +726,10 @@ def _print_run(run: _Run, kind: str, model: VQVAE, data: _Data, decoder_only: bo
     share = options.batch_size // run.processes
     spread = f"{run.processes} processes ({share} examples each)" if run.processes > 1 else f"device {run.device}"
     validation = data.val.describe() if data.val_files != data.train_files else "on the training file (none held out from one)"
-    print(f"training {options.name} ({kind}) on {data.train.describe()}; validation {validation}; "
-          f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
-          f"{f' ({trained / 1e6:.2f}M trained: the decoder)' if decoder_only else ''}; batch {options.batch_size}; "
-          f"{spread}, {run.precision}", file=sys.stderr)
+    _progress(f"training {options.name} ({kind}) on {data.train.describe()}; validation {validation}; "
+              f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
+              f"{f' ({trained / 1e6:.2f}M trained: the decoder)' if decoder_only else ''}; batch {options.batch_size}; "
+              f"{spread}, {run.precision}")
 
 
 def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisation, loss_fn: ReconstructionLoss,
@@ -798,8 +798,7 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
                 left = f" | {_format_time(budget - elapsed)} left" if budget else ""
                 detail = " ".join(f"{k} {v:.3f}" for k, v in parts.items())
                 end = "\r" if sys.stderr.isatty() else "\n"
-                if not _say(f"step {step} | loss {loss_value:.4f} ({detail}) | {val_text} | {usage_text}{left}", end=end):
-                    raise Terminated(signal.SIGPIPE)  # `2>&1 | head`: stop as SIGPIPE would, but with the checkpoint saved
+                _progress(f"step {step} | loss {loss_value:.4f} ({detail}) | {val_text} | {usage_text}{left}", end=end)
             if main and time.monotonic() - last_checkpoint >= options.checkpoint_minutes * 60:
                 save_checkpoint(checkpoint_path, training.modules, training.optimizers,
                                 checkpoint_meta(step, trained_seconds + time.monotonic() - began_run))
@@ -824,6 +823,13 @@ def _say(line: str, end: str = "\n") -> bool:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
         return False
     return True
+
+
+def _progress(line: str, end: str = "\n") -> None:
+    """Say `line` (_say) before or during training, where a closed pipe (`2>&1 | head`) stops the run
+    as SIGPIPE would, but with what it trained saved in the checkpoint (Terminated)."""
+    if not _say(line, end=end):
+        raise Terminated(signal.SIGPIPE)
 
 
 def _learning_rate(options: TrainOptions, step: int, first_step: int, elapsed: float, budget: float | None) -> float:
