@@ -522,6 +522,7 @@ def test_init_fine_tunes_and_resumes_as_one_run(trained, data_dir, tmp_path):
     train(data_dir, None, options(out, max_steps=5, resume=True, fit_prior=False))
     meta = json.loads((out / "tiny.json").read_text())
     assert meta["training"]["steps"] == 5 and meta["training"]["init"] == source_id
+    assert "widened_from" not in meta["training"]
     assert json.loads((out / "checkpoint.json").read_text())["init"] == source_id
     Codec.load(str(out / "tiny.safetensors"))
     # the starting model's record is kept, through the resume, so the whole lineage stays in the file
@@ -744,6 +745,7 @@ def test_init_with_a_wider_config_grows_the_model(trained, data_dir, tmp_path, c
     meta = json.loads((out / "tiny.json").read_text())
     assert config_from_dict(meta["config"]) == wider
     assert meta["training"]["init"] == json.loads((trained / "tiny.json").read_text())["model_id"]
+    assert meta["training"]["widened_from"] == {"base_channels": 4}  # the record said nothing of the growing
     source, grown = Codec.load(str(trained / "tiny.safetensors")), Codec.load(str(out / "tiny.safetensors"))
     audio = np.asarray(soundfile.read(data_dir / "c.wav", dtype="float32")[0])[None]
     codes = source.audio_to_codes(audio)
@@ -756,6 +758,8 @@ def test_init_with_a_wider_config_grows_the_model(trained, data_dir, tmp_path, c
                  "--config", deeper, "--max-steps", "0", "--crop", str(CROP), "--device", "cpu")
     assert_one_line_error(result)
     assert "wider networks" in result.stderr.decode()
+    train(data_dir, None, options(out, max_steps=1, resume=True, fit_prior=False))  # a resumed run still says so
+    assert json.loads((out / "tiny.json").read_text())["training"]["widened_from"] == {"base_channels": 4}
 
 
 def test_train_command_init_errors(trained, data_dir, tmp_path, cli):
@@ -1060,6 +1064,7 @@ def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tm
                              ({"adversarial": "no"}, "ValueError: adversarial is not true or false: 'no'"),
                              ({"decoder_only": 1}, "ValueError: decoder_only is not true or false: 1"),
                              ({"init_training": [1]}, "ValueError: init_training is not a record: [1]"),
+                             ({"init_widened": 6}, "ValueError: init_widened is not a record: 6"),
                              ({"config": {**meta["config"], "num_codebooks": 2}}, "RuntimeError: Error(s) in loading"),
                              ({"decoder_only": True}, "the optimiser state of parameter 0 does not fit the model's")):
         (out / "checkpoint.json").write_text(json.dumps({**meta, **changes}))

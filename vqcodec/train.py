@@ -249,8 +249,9 @@ def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.
         held_out = meta.get("held_out", [])
         if not isinstance(held_out, list) or not all(isinstance(name, str) for name in held_out):
             raise ValueError(f"held_out is not a list of file names: {held_out!r}"[:200])
-        if not isinstance(meta.get("init_training", {}), dict):
-            raise ValueError(f"init_training is not a record: {meta['init_training']!r}"[:200])
+        for field in ("init_training", "init_widened"):
+            if not isinstance(meta.get(field, {}), dict):
+                raise ValueError(f"{field} is not a record: {meta[field]!r}"[:200])
         tensors = read_safetensors(path, device)
         groups: dict[str, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
@@ -482,7 +483,7 @@ class _Start:
     step: int = 0
     trained_seconds: float = 0.0
     model: VQVAE | None = None                        # --init's model, widened where the config widens it
-    widened: bool = False
+    widened: dict = field(default_factory=dict)        # the starting model's widths that the config widened, by field
     init_id: str | None = None                        # a resumed fine-tune keeps its starting model's id
     init_decodes: list[str] = field(default_factory=list)
     init_path: str | None = None
@@ -534,6 +535,8 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
             meta.update(weight_average=weight_average, average_updates=training.average.updates)
         if start.decoder_only:
             meta.update(codes_id=codes_id, init_decodes=start.init_decodes, init_path=start.init_path)
+        if start.widened:
+            meta.update(init_widened=start.widened)
         return {**meta, "init": start.init_id, "init_training": start.init_training} if start.init_id else meta
 
     step, trained_seconds = _step_loop(run, cfg, model, training, loss_fn, data, rng, start, checkpoint_meta)
@@ -604,12 +607,13 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
     start.decoder_only = options.decoder_only or start.meta.get("decoder_only", False)
     start.init_id = start.meta.get("init")
     start.init_decodes, start.init_path = start.meta.get("init_decodes", []), start.meta.get("init_path")
-    start.init_training = start.meta.get("init_training", {})
+    start.init_training, start.widened = start.meta.get("init_training", {}), start.meta.get("init_widened", {})
     if options.init and not start.saved:
         model, start.init_id, start.init_decodes, start.init_training = load_initial_model(options.init)
         start.init_path = str(find_model(options.init).resolve())
-        start.widened = cfg is not None and cfg != model.cfg
         if cfg is not None and widths_differ_only(model.cfg, cfg):
+            start.widened = {f.name: getattr(model.cfg, f.name) for f in dataclasses.fields(cfg)
+                             if getattr(model.cfg, f.name) != getattr(cfg, f.name)}
             if start.decoder_only and not encoder_unchanged(model.cfg, cfg):  # a grown encoder makes the codes only to rounding
                 raise VQCodecError("--decoder-only keeps the model's encoder and codebooks as they are: "
                                    "its --config may widen the decoder alone (decoder_channels)")
@@ -857,6 +861,7 @@ def _write_model(run: _Run, model: VQVAE, model_path: Path, start: _Start, codes
                                       **({"weight_average": weight_average} if weight_average else {}),
                                       "data": str(data_dir), "files": len(train_files),
                                       **({"init": start.init_id} if start.init_id else {}),
+                                      **({"widened_from": start.widened} if start.widened else {}),
                                       **({"earlier": start.init_training} if start.init_training else {})},
                             extra=lineage, exact=CODE_TENSORS if decoder_only else ("",) if unchanged else ())
     if not run.quiet:
