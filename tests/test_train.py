@@ -151,6 +151,7 @@ def test_resume_continues_to_the_total_step_count(trained, data_dir, tmp_path):
     assert [r["step"] for r in log[len(first_log):]] == [15, 20]  # continues from 12, does not restart at 1
     meta = json.loads((out / "tiny.json").read_text())
     assert meta["training"]["steps"] == 20 and config_from_dict(meta["config"]) == CFG
+    assert "earlier_parts" not in meta["training"]  # resumed with the settings it started with
     tensors = load_file(str(out / "checkpoint.safetensors"))
     adam_steps = {float(v) for k, v in tensors.items() if k.endswith(".step")}
     assert adam_steps == {20.0}, "optimizer state was not restored"
@@ -189,6 +190,41 @@ def test_quantiser_runs_in_fp32_under_bf16_autocast():
 def test_auto_precision_is_fp32_or_bf16():
     assert resolve_precision("auto", "cpu") in ("fp32", "bf16")
     assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+
+
+def test_a_run_resumed_with_other_settings_records_each_part(trained, data_dir, tmp_path):
+    """A run resumed with another --batch-size, --crop or --lr recorded only its last part's, as if all its
+    steps had trained so; the earlier parts are now kept, each with its own steps, seconds and settings."""
+    from vqcodec.registry import meta_problem
+
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    first = json.loads((trained / "tiny.json").read_text())["training"]
+    part = {key: value for key, value in first.items() if key not in ("seconds", "earlier_parts")}
+    train(data_dir, None, options(out, max_steps=14, resume=True, fit_prior=False, batch_size=2, lr=2e-3))
+    meta = json.loads((out / "tiny.json").read_text())
+    training = meta["training"]
+    assert (training["steps"], training["batch_size"], training["lr"]) == (14, 2, 2e-3)
+    assert [{k: v for k, v in p.items() if k != "seconds"} for p in training["earlier_parts"]] == [part]
+    assert training["earlier_parts"][0]["seconds"] <= training["seconds"] and meta_problem(meta) is None
+    train(data_dir, None, options(out, max_steps=15, resume=True, fit_prior=False, batch_size=2, lr=2e-3))
+    assert json.loads((out / "tiny.json").read_text())["training"]["earlier_parts"] == training["earlier_parts"]
+    train(data_dir, None, options(out, max_steps=16, resume=True, fit_prior=False, crop=2 * CROP))
+    training = json.loads((out / "tiny.json").read_text())["training"]
+    assert [(p["steps"], p["batch_size"], p["crop"], p["lr"]) for p in training["earlier_parts"]] == \
+        [(12, 4, CROP, 1e-3), (3, 2, CROP, 2e-3)]
+    assert (training["steps"], training["batch_size"], training["crop"], training["lr"]) == (16, 4, 2 * CROP, 1e-3)
+    Codec.load(str(out / "tiny.safetensors"))
+    # a checkpoint from before the settings were kept resumes, its steps a part of settings it did not record
+    old = tmp_path / "old"
+    shutil.copytree(trained, old)
+    meta = json.loads((old / "checkpoint.json").read_text())
+    del meta["settings"]
+    save_file(load_file(str(old / "checkpoint.safetensors")), str(old / "checkpoint.safetensors"))
+    (old / "checkpoint.json").write_text(json.dumps(meta))
+    train(data_dir, None, options(old, max_steps=13, resume=True, fit_prior=False))
+    training = json.loads((old / "tiny.json").read_text())["training"]
+    assert training["steps"] == 13 and training["earlier_parts"] == [{"steps": 12, "seconds": first["seconds"]}]
 
 
 def test_a_resumed_run_keeps_its_held_out_files_when_the_folder_changes(data_dir, tmp_path, signal, capsys):
@@ -1065,6 +1101,8 @@ def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tm
                              ({"decoder_only": 1}, "ValueError: decoder_only is not true or false: 1"),
                              ({"init_training": [1]}, "ValueError: init_training is not a record: [1]"),
                              ({"init_widened": 6}, "ValueError: init_widened is not a record: 6"),
+                             ({"settings": []}, "ValueError: settings is not a record: []"),
+                             ({"earlier_parts": [{"steps": 2}]}, "ValueError: earlier_parts is not a list of records"),
                              ({"config": {**meta["config"], "num_codebooks": 2}}, "RuntimeError: Error(s) in loading"),
                              ({"decoder_only": True}, "the optimiser state of parameter 0 does not fit the model's")):
         (out / "checkpoint.json").write_text(json.dumps({**meta, **changes}))

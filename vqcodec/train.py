@@ -249,9 +249,14 @@ def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.
         held_out = meta.get("held_out", [])
         if not isinstance(held_out, list) or not all(isinstance(name, str) for name in held_out):
             raise ValueError(f"held_out is not a list of file names: {held_out!r}"[:200])
-        for field in ("init_training", "init_widened"):
+        for field in ("init_training", "init_widened", "settings"):
             if not isinstance(meta.get(field, {}), dict):
                 raise ValueError(f"{field} is not a record: {meta[field]!r}"[:200])
+        parts = meta.get("earlier_parts", [])
+        if not isinstance(parts, list) or not all(isinstance(part, dict) and all(type(part.get(count)) is int
+                                                                                 for count in ("steps", "seconds"))
+                                                  for part in parts):
+            raise ValueError(f"earlier_parts is not a list of records of steps and seconds: {parts!r}"[:200])
         tensors = read_safetensors(path, device)
         groups: dict[str, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
@@ -524,13 +529,16 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     data = _training_data(run, data_dir, kind, files, cfg, start.meta)
     training = _optimisation(run, model, start, weight_average)
     loss_fn = ReconstructionLoss(cfg).to(run.device)
+    settings = _part_settings(run, start, weight_average, data_dir, data.train_files)
+    parts = _earlier_parts(start, settings)
     if not run.quiet:
         _print_run(run, kind, model, data, start.decoder_only)
     _make_out(options, run.main)
 
     def checkpoint_meta(step: int, seconds: float) -> dict:
         meta = {"step": step, "trained_seconds": seconds, "config": config_to_dict(cfg), "adversarial": start.adversarial,
-                "decoder_only": start.decoder_only, "held_out": [relative_name(path, data_dir) for path in data.val_files]}
+                "decoder_only": start.decoder_only, "held_out": [relative_name(path, data_dir) for path in data.val_files],
+                "settings": settings, **({"earlier_parts": parts} if parts else {})}
         if training.average is not None:
             meta.update(weight_average=weight_average, average_updates=training.average.updates)
         if start.decoder_only:
@@ -551,10 +559,33 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     save_checkpoint(run.checkpoint_path, training.modules, training.optimizers, checkpoint_meta(step, trained_seconds))
     if training.average is not None:
         model = training.average.synced(model)
-    model_path = _write_model(run, model, model_path, start, codes_id, step, trained_seconds, weight_average, data_dir,
-                              data.train_files)
+    model_path = _write_model(run, model, model_path, start, codes_id, step, trained_seconds, settings, parts)
     _add_prior(run, model_path, cfg, start, data.train_files)
     return model_path
+
+
+def _part_settings(run: _Run, start: _Start, weight_average: float, data_dir: Path, train_files: list[Path]) -> dict:
+    """The settings this part of a run trains with, as its training record gives them."""
+    options = run.options
+    return {"adversarial": start.adversarial, "precision": run.precision, "batch_size": options.batch_size,
+            "crop": options.crop, "lr": options.lr, "noise": options.noise,
+            **({"noise_snr_db": list(options.noise_snr_db)} if options.noise else {}),
+            **({"weight_average": weight_average} if weight_average else {}),
+            "data": str(data_dir), "files": len(train_files)}
+
+
+def _earlier_parts(start: _Start, settings: dict) -> list[dict]:
+    """The parts of a resumed run that trained with other settings than its last, oldest first, each with
+    the steps and seconds it trained: the checkpoint's, and the part it ends where this one's `settings`
+    differ. A checkpoint from before its settings were kept ends a part of steps and seconds alone."""
+    if not start.saved:
+        return []
+    parts = start.meta.get("earlier_parts", [])
+    steps = start.step - sum(part["steps"] for part in parts)
+    if start.meta.get("settings") == settings or steps <= 0:
+        return parts
+    seconds = round(start.trained_seconds) - sum(part["seconds"] for part in parts)
+    return [*parts, {"steps": steps, "seconds": seconds, **start.meta.get("settings", {})}]
 
 
 def _start_processes(options: TrainOptions) -> _Run:
@@ -844,22 +875,19 @@ def _learning_rate(options: TrainOptions, step: int, first_step: int, elapsed: f
 
 
 def _write_model(run: _Run, model: VQVAE, model_path: Path, start: _Start, codes_id: str | None, step: int,
-                 trained_seconds: float, weight_average: float, data_dir: Path, train_files: list[Path]) -> Path:
-    """Write the trained model's files, with the record of its training and of the models whose files it decodes."""
-    options, decoder_only = run.options, start.decoder_only
+                 trained_seconds: float, settings: dict, parts: list[dict]) -> Path:
+    """Write the trained model's files, with the record of its training (the settings of its last part, and
+    its earlier parts where a resumed run changed them) and of the models whose files it decodes."""
+    decoder_only = start.decoder_only
     unchanged = step == 0 and start.model is not None and not start.widened  # --max-steps 0: the model, kept to the bit
     if decoder_only:
         lineage = _decodes_record(model, codes_id, start.init_id, start.init_decodes)
     else:
         lineage = {"decodes": start.init_decodes} if unchanged and start.init_decodes else None
     model_path = save_model(model.cpu(), model_path,
-                            training={"steps": step, "seconds": round(trained_seconds), "adversarial": start.adversarial,
-                                      **({"decoder_only": True} if decoder_only else {}),
-                                      "precision": run.precision, "batch_size": options.batch_size,
-                                      "crop": options.crop, "lr": options.lr, "noise": options.noise,
-                                      **({"noise_snr_db": list(options.noise_snr_db)} if options.noise else {}),
-                                      **({"weight_average": weight_average} if weight_average else {}),
-                                      "data": str(data_dir), "files": len(train_files),
+                            training={"steps": step, "seconds": round(trained_seconds),
+                                      **({"decoder_only": True} if decoder_only else {}), **settings,
+                                      **({"earlier_parts": parts} if parts else {}),
                                       **({"init": start.init_id} if start.init_id else {}),
                                       **({"widened_from": start.widened} if start.widened else {}),
                                       **({"earlier": start.init_training} if start.init_training else {})},
