@@ -868,7 +868,7 @@ def test_cli_hands_the_batch_and_crop_given_to_training(data_dir, tmp_path, monk
     from vqcodec.cli import cli
 
     chosen = []
-    monkeypatch.setattr(vqcodec.train, "train", lambda folder, config, options, kind: chosen.append(
+    monkeypatch.setattr(vqcodec.train, "_train_checked", lambda folder, config, options, kind: chosen.append(
         (options.batch_size, options.crop)))
     for extra in ([], ["--batch-size", "5", "--crop", "64"]):
         result = CliRunner().invoke(cli, ["train", str(data_dir), "--out", str(tmp_path / "run"), "--max-steps", "1",

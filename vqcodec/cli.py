@@ -1027,28 +1027,22 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     Then: VQCODEC_MODEL_PATH=runs/mine vqcodec encode in.wav out.vq -m mine
     Under torchrun each process (one per GPU) trains on its share of every batch.
     """
-    import dataclasses
-
     from .codec import resolve_device
-    from .train import TrainOptions, check_options, training_config
-    from .train import train as run_training
+    from .train import TrainOptions, train_command
 
     _check_folder(data_dir)
-    options = TrainOptions(out=Path(out), name=name or Path(out).name, lr=lr, max_minutes=max_minutes,
-                           max_steps=max_steps, eval_every=eval_every, threads=threads, resume=resume, replace=force,
-                           fit_prior=not no_prior, adversarial=adversarial, precision=precision, noise=noise,
-                           weight_average=weight_average, init=init_model, decoder_only=decoder_only,
-                           stream_data=stream_data, data_workers=data_workers)
-    check_options(options)
     try:
         low_snr, high_snr = (float(part) for part in noise_snr.split(","))
     except ValueError:
         raise VQCodecError(f"--noise-snr takes two numbers, LOW,HIGH in dB (such as 10,40), not {noise_snr!r}") from None
-    config, kind = training_config(Path(data_dir), options, config_path, kind, num_codebooks=codebooks,
-                                   codebook_size=codebook_size, sample_rate=sample_rate)
-    options = dataclasses.replace(options, device=resolve_device(device), noise_snr_db=(low_snr, high_snr),
-                                  batch_size=batch_size, crop=crop)
-    run_training(Path(data_dir), config, options, kind=kind)
+    options = TrainOptions(out=Path(out), name=name or Path(out).name, device=resolve_device(device),
+                           batch_size=batch_size, crop=crop, lr=lr, max_minutes=max_minutes, max_steps=max_steps,
+                           eval_every=eval_every, threads=threads, resume=resume, replace=force, fit_prior=not no_prior,
+                           adversarial=adversarial, precision=precision, noise=noise, noise_snr_db=(low_snr, high_snr),
+                           weight_average=weight_average, init=init_model, decoder_only=decoder_only,
+                           stream_data=stream_data, data_workers=data_workers)
+    train_command(Path(data_dir), options, config_path, kind, num_codebooks=codebooks, codebook_size=codebook_size,
+                  sample_rate=sample_rate)
 
 
 def _comma_separated(text: str, kind, option: str, what: str) -> list:

@@ -453,6 +453,22 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     Launched by torchrun, each process trains on its share of every batch (vqcodec.parallel) and
     the first one writes the files; the others return the same path once training ends. A run that
     fails before writing anything to the --out folder it made leaves no folder behind."""
+    check_options(options)
+    return _train_checked(data_dir, cfg, options, kind)
+
+
+def train_command(data_dir: Path, options: TrainOptions, config_path: str | Path | None = None, kind: str | None = None,
+                  num_codebooks: int | None = None, codebook_size: int | None = None,
+                  sample_rate: int | None = None) -> Path:
+    """`train` as the train command runs it: the options checked before the config and media kind are taken
+    from its --config, --kind, --codebooks, --codebook-size and --sample-rate (training_config)."""
+    check_options(options)
+    cfg, kind = training_config(data_dir, options, config_path, kind, num_codebooks, codebook_size, sample_rate)
+    return _train_checked(data_dir, cfg, options, kind)
+
+
+def _train_checked(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: str | None) -> Path:
+    """`train` with options check_options has passed."""
     out = Path(options.out)
     existed = out.exists()
     try:
@@ -519,7 +535,6 @@ class _Optimisation:
 
 
 def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: str | None) -> Path:
-    check_options(options)
     run = _start_processes(options)
     start = _starting_point(run, _checked_config(cfg), kind)
     rng = np.random.default_rng((options.seed, start.step, parallel.rank()))  # a resumed run continues with fresh crops
