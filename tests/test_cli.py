@@ -967,6 +967,20 @@ def test_pack_refuses_bad_codes(cli, tmp_path, tiny_model_path):
         assert not (tmp_path / "out.vq").exists(), name
 
 
+def test_pack_refuses_negative_sizes(cli, tmp_path):
+    """A negative --samples said "audio is empty" and a negative --width that the image was empty; each
+    is now refused as the value it is, in one line."""
+    golden = Path(__file__).resolve().parent / "data" / "golden" / "golden_audio.safetensors"
+    np.save(tmp_path / "codes.npy", np.zeros((1, 3, 20), dtype=np.int32))
+    for option, value in [("--samples", "-1"), ("--rate", "-16000"), ("--samples", "0"), ("--width", "-64"),
+                          ("--height", "-1"), ("--gain", "-2")]:
+        result = cli("pack", tmp_path / "codes.npy", tmp_path / "out.vq", "-m", golden, option, value)
+        assert_one_line_error(result)
+        assert f"{option}" in result.stderr.decode() and value in result.stderr.decode(), result.stderr
+        assert "empty" not in result.stderr.decode(), result.stderr
+        assert not (tmp_path / "out.vq").exists()
+
+
 def _valid_npy(array: np.ndarray) -> bytes:
     stream = io.BytesIO()
     np.save(stream, array, allow_pickle=False)

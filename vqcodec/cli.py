@@ -807,12 +807,13 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
 @click.argument("output_path", metavar="OUTPUT")
 @click.option("-m", "--model", required=True, callback=_model_name,
               help="Model name or path whose codebooks the codes index.")
-@click.option("--rate", type=int, default=None, help="Audio: the sample rate to decode to (default: the model's).")
-@click.option("--samples", type=int, default=None,
+@click.option("--rate", type=click.IntRange(1), default=None, help="Audio: the sample rate to decode to (default: the model's).")
+@click.option("--samples", type=click.IntRange(1), default=None,
               help="Audio: samples per channel to decode to (default: frames x hop at --rate).")
-@click.option("--width", type=int, default=None, help="Image: width to decode to (default: cols x the model's stride).")
-@click.option("--height", type=int, default=None, help="Image: height to decode to (default: rows x the stride).")
-@click.option("--gain", type=float, default=None,
+@click.option("--width", type=click.IntRange(1), default=None,
+              help="Image: width to decode to (default: cols x the model's stride).")
+@click.option("--height", type=click.IntRange(1), default=None, help="Image: height to decode to (default: rows x the stride).")
+@click.option("--gain", type=click.FloatRange(0, min_open=True), default=None,
               help="Audio: what the decoded audio is multiplied by (default 1; for recordings coded at a level "
                    "gain, `vqcodec info` shows a .vq file's, and `vqcodec codes` prints a recording's and lists a "
                    "folder's in codes.json).")
