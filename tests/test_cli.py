@@ -413,6 +413,26 @@ def test_a_model_name_with_a_folder_in_it_is_a_path_not_searched_for(tiny_model_
         find_model("")
 
 
+def test_a_bare_model_name_is_the_installed_model_even_beside_a_local_one(tiny_model_path, tmp_path, monkeypatch):
+    """A file or folder named like an installed model in the current folder took the name (`-m speech16k`
+    loaded ./speech16k); a bare name now always means the installed model, and a local one takes a path."""
+    import shutil
+
+    from vqcodec import VQCodecError
+    from vqcodec.registry import find_model
+
+    shipped = find_model("speech16k")
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_model_path.parent, tmp_path / "speech16k")  # a folder of that name, with a model in it
+    (tmp_path / "image").write_text("not a model")                   # a file of that name
+    assert find_model("speech16k") == shipped and find_model("image").parent == shipped.parent
+    assert find_model("./speech16k") == Path("speech16k") / tiny_model_path.name
+    assert find_model("speech16k/" + tiny_model_path.name) == Path("speech16k") / tiny_model_path.name
+    shutil.copytree(tiny_model_path.parent, tmp_path / "mine")
+    with pytest.raises(VQCodecError, match=r"unknown model 'mine' .*give it as a path: \./mine"):
+        find_model("mine")
+
+
 def test_a_model_name_with_one_of_its_files_missing_says_which(tiny_model_path, tmp_path, monkeypatch):
     """Weights copied without their NAME.json (or the reverse) were an 'unknown model'."""
     import shutil

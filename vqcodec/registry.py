@@ -26,13 +26,22 @@ def model_search_path() -> list[Path]:
     return extra + [shipped_models_dir()]
 
 
+def is_model_path(name: str) -> bool:
+    """Whether a model reference is a path to a model's files (one with a folder in it, such as
+    ./mine or runs/mine, a .safetensors or .json suffix, or . or ..) rather than a model name: a bare
+    name is always searched for, even where a file or folder of that name is in the current folder."""
+    name = str(name)
+    return (any(sep in name for sep in {"/", os.sep}) or name in (".", "..")
+            or Path(name).suffix in (".safetensors", ".json"))
+
+
 def find_model(name: str) -> Path:
     """A model name (searched in $VQCODEC_MODEL_PATH, then the shipped models) or a path to its files
-    (one with a suffix or a folder in it, or one that exists)."""
+    (is_model_path: one with a folder or a model file's suffix in it)."""
     if not str(name).strip():
         raise VQCodecError("a model name or path cannot be empty")
     candidate = Path(name)
-    if candidate.suffix in (".safetensors", ".json") or len(candidate.parts) > 1 or candidate.exists():
+    if is_model_path(name):
         if candidate.is_dir():
             found = sorted(candidate.glob("*.safetensors"))
             found = [p for p in found if p.with_suffix(".json").exists() and p.stem != "checkpoint"]
@@ -54,7 +63,8 @@ def find_model(name: str) -> Path:
         missing = half.with_suffix(".json" if half.suffix == ".safetensors" else ".safetensors")
         raise VQCodecError(f"model {name!r}: {half} has no {missing.name} beside it")
     available = ", ".join(m["name"] for m in list_models()) or "none"
-    raise VQCodecError(f"unknown model {name!r} (installed: {available})")
+    local = f"; for the model in {name}, give it as a path: ./{name}" if candidate.exists() else ""
+    raise VQCodecError(f"unknown model {name!r} (installed: {available}){local}")
 
 
 def _is_model_id(value) -> bool:
