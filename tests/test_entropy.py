@@ -351,6 +351,30 @@ def test_a_file_decodes_with_the_installed_copy_that_has_its_prior(golden_audio_
     assert audio_prior.prior_id != golden_audio_codec.prior.prior_id
 
 
+def test_info_names_a_file_of_a_copy_with_another_prior_as_not_installed(golden_audio_codec, audio_prior, tmp_path,
+                                                                         cli):
+    """A file coded by a `fit-prior --out` copy that is not installed: info named the installed model of
+    the same id, which cannot decode it (it has another prior), as the file's model."""
+    installed, copy = tmp_path / "installed", tmp_path / "copy"
+    installed.mkdir()
+    copy.mkdir()
+    attach_prior(GOLDEN / "golden_audio.safetensors", golden_audio_codec.prior, out=installed / "a.safetensors")
+    attach_prior(GOLDEN / "golden_audio.safetensors", audio_prior, out=copy / "a.safetensors")
+    (tmp_path / "copy.vq").write_bytes(Codec.load(str(copy / "a.safetensors")).encode_audio(
+        golden_audio(6, seconds=0.2), AUDIO_RATE, 3))
+    (tmp_path / "own.vq").write_bytes(Codec.load(str(installed / "a.safetensors")).encode_audio(
+        golden_audio(6, seconds=0.2), AUDIO_RATE, 3))
+    env = {"VQCODEC_MODEL_PATH": str(installed)}
+    text = cli("info", tmp_path / "copy.vq", env=env, text=True)
+    assert text.returncode == 0, text.stderr
+    model_line = text.stdout.splitlines()[1]
+    assert model_line.startswith("model:     not installed (") and "the installed a of that id has another prior" \
+        in model_line, model_line
+    assert json.loads(cli("info", tmp_path / "copy.vq", "--json", env=env).stdout)["model"] is None
+    assert json.loads(cli("info", tmp_path / "own.vq", "--json", env=env).stdout)["model"] == "a"
+    assert cli("info", tmp_path / "own.vq", env=env, text=True).stdout.splitlines()[1].startswith("model:     a (")
+
+
 def test_retired_priors_are_named_with_where_to_find_them():
     from vqcodec.registry import retired_model_hint
 

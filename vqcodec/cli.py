@@ -637,7 +637,7 @@ def info(input_path, as_json, verbose, model_option):
       vqcodec info speech.vq -m runs/mine/mine.safetensors
     """
     from .fileinfo import read_info
-    from .registry import model_of_file
+    from .registry import model_of_file, other_prior_model
 
     data = _read_input(input_path, vqformat.MAGIC)
     try:
@@ -645,7 +645,9 @@ def info(input_path, as_json, verbose, model_option):
     except VQCodecError as exc:  # an intact header still says what the file holds
         file_info, damage = read_info(data, check_chunks=False), exc
         verbose = False
-    match = model_of_file(data)
+    match, other_prior = model_of_file(data), other_prior_model(data)
+    if other_prior is not None:  # the model of that id installed has another prior: its copy that wrote the file is not
+        match = None
     model = None if match is None else match["path"] if match.get("shadowed") else match["name"]  # a name would load another
     record = {k: v for k, v in vars(file_info).items()}
     record["model"] = model
@@ -671,14 +673,16 @@ def info(input_path, as_json, verbose, model_option):
     if as_json:
         click.echo(json.dumps(record, indent=2))
     else:
-        _print_info(file_info, model, report)
+        _print_info(file_info, model, report, other_prior)
     if damage is not None:
         raise VQCodecError(f"{damage}; `vqcodec decode --salvage` decodes what is intact")
 
 
-def _print_info(file_info, model: str | None, report: dict | None) -> None:
+def _print_info(file_info, model: str | None, report: dict | None, other_prior: dict | None = None) -> None:
     click.echo(f"kind:      {file_info.kind}")
-    click.echo(f"model:     {model or 'not installed'} ({file_info.model_id})")
+    click.echo(f"model:     {model or 'not installed'} ({file_info.model_id}"
+               + (f"; the installed {other_prior['name']} of that id has another prior than the copy that wrote "
+                  f"this file)" if other_prior and not model else ")"))
     if file_info.kind == "audio":
         shared = f" (one signal, stored once, in {file_info.shared_chunks} of {plural(file_info.chunks, 'chunk')})" \
             if file_info.shared_chunks else " (stored once or per channel: unknown, chunks unread)" \
