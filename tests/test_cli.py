@@ -187,6 +187,23 @@ def test_decode_format_is_used_over_the_extension_as_its_help_says(encoded, cli,
     shown = " ".join(cli("decode", "--help", text=True).stdout.split())
     assert "over the one OUTPUT's extension names" in shown and "has no telling extension (WAV" not in shown
 
+def test_decode_refuses_a_format_of_the_other_media_kind(cli, tmp_path):
+    """--format png for an audio file, or --format wav for an image, is refused in one line before
+    anything is decoded or written."""
+    from conftest import GOLDEN
+
+    cases = [("golden_audio_shared.vq", "golden_audio.safetensors", "png", "is an image format"),
+             ("golden_audio_shared.vq", "golden_audio.safetensors", "jpg", "is an image format"),
+             ("golden_image_depth.vq", "golden_image.safetensors", "wav", "is an audio format"),
+             ("golden_image_depth.vq", "golden_image.safetensors", "FLAC", "is an audio format")]
+    for name, model, format_name, message in cases:
+        for output in (tmp_path / "out", "-"):
+            result = cli("decode", GOLDEN / name, output, "-m", GOLDEN / model, "--format", format_name)
+            assert_one_line_error(result)
+            assert f"--format {format_name} {message}" in result.stderr.decode(), result.stderr
+            assert not (tmp_path / "out").exists()
+
+
 def test_help_of_encode_kind_and_info_verbose_says_what_they_do(cli):
     """encode --kind's help left out that for a folder of both kinds it picks the files to code (a
     folder of recordings and photos needs it), and info --verbose's claimed actual bits per codebook,

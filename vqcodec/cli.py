@@ -518,6 +518,8 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
     _refuse_existing_output(output_path, force)
     data = _read_input(input_path, vqformat.MAGIC)
     header = vqformat.parse_header(data)
+    if format_name is not None:
+        _check_format_kind(format_name, header.kind == vqformat.KIND_AUDIO, input_path)
     codec = Codec.load(model or model_for_file(data), device=device)
     codec.progress = _terminal_progress()
     if salvage:
@@ -592,6 +594,23 @@ def _warn_damage(damaged: list[dict], header) -> None:
     warnings += [f"{plural(d['trailing_bytes'], 'unexpected byte')} after the last chunk, ignored"
                  for d in damaged if "trailing_bytes" in d]
     click.echo(f"vqcodec: warning: {'; '.join(warnings)}", err=True)
+
+
+def _check_format_kind(format_name: str, audio: bool, input_path: str) -> None:
+    """Refuse a --format of the other media kind than the .vq file holds (an image format for audio, or
+    an audio format for an image), before anything is decoded."""
+    from PIL import Image
+
+    from .io import audio_format_named
+
+    Image.init()
+    is_image_format = format_name.upper() in Image.SAVE or Image.EXTENSION.get("." + format_name.lower()) in Image.SAVE
+    if audio and audio_format_named(format_name) is None and is_image_format:
+        raise VQCodecError(f"--format {format_name} is an image format, and {input_path} holds audio: "
+                           "use an audio format (WAV, FLAC, OGG, OPUS, MP3)")
+    if not audio and audio_format_named(format_name) is not None:
+        raise VQCodecError(f"--format {format_name} is an audio format, and {input_path} holds an image: "
+                           "use an image format (PNG, WEBP, JPEG, ...)")
 
 
 def _format_from_name(path: str) -> str:
