@@ -174,6 +174,26 @@ def test_mirrored_paths_and_output_formats(tmp_path):
     assert output_formats("spider") == ({"audio": "WAV", "image": "SPIDER"}, {"audio": ".wav", "image": ".spider"})
 
 
+def test_a_folder_run_that_writes_nothing_says_so(tmp_path, cli):
+    """Encoding, recoding or decoding a folder in which every file is skipped printed a summary of
+    "0 files, 0 bytes into OUT" as if a run had been done; the error line now says nothing was written."""
+    audio, archive = tmp_path / "audio", tmp_path / "archive"
+    audio.mkdir()
+    archive.mkdir()
+    (audio / "broken.wav").write_bytes(b"not audio")
+    (archive / "junk.vq").write_bytes(b"junk")
+    for command, folder, verb in (("encode", audio, "encoded"), ("encode", archive, "recoded"),
+                                  ("decode", archive, "decoded")):
+        out = tmp_path / f"{command}_{folder.name}"
+        result = cli(command, folder, out)
+        lines = stderr_lines(result)
+        assert result.returncode == 1 and result.stdout == b""
+        assert len(lines) == 2 and lines[0].startswith("skipping "), lines
+        assert lines[1] == f"vqcodec: error: 1 of 1 file could not be {verb} (listed above): nothing was written " \
+                           f"to {out}", lines
+        assert not out.exists()
+
+
 def test_encode_of_a_folder_of_vq_files_recodes_them(encoded_folder, tmp_path, cli):
     source = tmp_path / "archive"
     shutil.copytree(encoded_folder[0], source)

@@ -453,17 +453,21 @@ def _progress(line: str) -> None:
 
 
 def _finish_folder(report, verb: str, out: Path, total: int) -> None:
-    """The folder commands' last lines: the files skipped, what was written, and status 1 if any was skipped."""
+    """The folder commands' last lines: the files skipped, what was written, and status 1 if any was
+    skipped; a run that wrote nothing says so in its error line instead of a summary of no files."""
     for path, reason in report.skipped:
         _print_skipped(path, reason)
+    if not report.written:
+        _fail_if_skipped(max(len(report.skipped), total), total, verb, f": nothing was written to {out}")
+        raise VQCodecError(f"no file was {verb}: nothing was written to {out}")
     print(f"{verb} {report.summary()} into {out}", file=sys.stderr)
     _fail_if_skipped(len(report.skipped), total, verb)
 
 
-def _fail_if_skipped(skipped: int, total: int, verb: str) -> None:
+def _fail_if_skipped(skipped: int, total: int, verb: str, then: str = "") -> None:
     """Status 1 for a run over several files that skipped some (each listed above by then)."""
     if skipped:
-        raise VQCodecError(f"{skipped} of {plural(total, 'file')} could not be {verb} (listed above)")
+        raise VQCodecError(f"{skipped} of {plural(total, 'file')} could not be {verb} (listed above){then}")
 
 
 @cli.command()
