@@ -449,6 +449,15 @@ def test_small_crop_trains(data_dir, tmp_path):
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 2
 
 
+def test_the_training_record_gives_the_crop_trained_on(data_dir, tmp_path):
+    """A crop that is not a whole number of strides trains on the whole strides below it; the record gave
+    the crop asked for, which the run never trained on."""
+    out = tmp_path / "run"
+    train(data_dir, CFG, options(out, max_steps=1, crop=CROP + CFG.hop - 1, fit_prior=False))
+    assert json.loads((out / "tiny.json").read_text())["training"]["crop"] == CROP
+    assert json.loads((out / "checkpoint.json").read_text())["settings"]["crop"] == CROP
+
+
 def test_crop_below_the_stride_is_refused(data_dir, tmp_path):
     with pytest.raises(VQCodecError, match=f"--crop must be at least the model stride {CFG.hop}"):
         train(data_dir, CFG, options(tmp_path / "run", max_steps=1, crop=CFG.hop - 1))
@@ -850,15 +859,16 @@ def test_runs_get_batches_and_crops_for_their_kind_and_device(tmp_path, device, 
 
     run = _Run(options(tmp_path, batch_size=None, crop=None), device, processes=1, main=True, quiet=True,
                precision="fp32", checkpoint_path=tmp_path / "checkpoint.safetensors")
+    configs = {"audio": AudioConfig(), "image": ImageConfig()}
     for kind, sizes in (("audio", audio), ("image", image)):
-        sized = _sized(run, kind)
+        sized = _sized(run, kind, configs[kind])
         assert (sized.batch_size, sized.crop) == sizes
     two = dataclasses.replace(run, processes=2)
-    assert _sized(two, "image").batch_size == 2 * image[0]
+    assert _sized(two, "image", configs["image"]).batch_size == 2 * image[0]
     given = dataclasses.replace(two, options=options(tmp_path, batch_size=6, crop=64))
-    assert (_sized(given, "image").batch_size, _sized(given, "image").crop) == (6, 64)
+    assert (_sized(given, "image", configs["image"]).batch_size, _sized(given, "image", configs["image"]).crop) == (6, 64)
     with pytest.raises(VQCodecError, match="--batch-size 5 does not split evenly over 2 processes"):
-        _sized(dataclasses.replace(given, options=options(tmp_path, batch_size=5)), "audio")
+        _sized(dataclasses.replace(given, options=options(tmp_path, batch_size=5)), "audio", configs["audio"])
 
 
 def test_cli_hands_the_batch_and_crop_given_to_training(data_dir, tmp_path, monkeypatch):

@@ -539,7 +539,7 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     start = _starting_point(run, _checked_config(cfg), kind)
     rng = np.random.default_rng((options.seed, start.step, parallel.rank()))  # a resumed run continues with fresh crops
     cfg, kind, files, weight_average = _media_and_config(data_dir, start, options)
-    run.options = options = _sized(run, kind)
+    run.options = options = _sized(run, kind, cfg)
     model, codes_id = _build_model(run, start, cfg)
     data = _training_data(run, data_dir, kind, files, cfg, start.meta)
     training = _optimisation(run, model, start, weight_average)
@@ -615,15 +615,20 @@ def _start_processes(options: TrainOptions) -> _Run:
                 Path(options.out) / f"{CHECKPOINT_NAME}.safetensors")
 
 
-def _sized(run: _Run, kind: str) -> TrainOptions:
+def _sized(run: _Run, kind: str, cfg: ModelConfig) -> TrainOptions:
     """The run's options with the batch and crop of its media kind and device (DEFAULT_BATCH_AND_CROP; the
-    batch for each process) where none is given."""
+    batch for each process) where none is given, the crop cut down to a whole number of the model's
+    strides: the crop it trains on, which its training record gives."""
     options = run.options
     default_batch, default_crop = DEFAULT_BATCH_AND_CROP[kind, "cpu" if run.device == "cpu" else "cuda"]
     batch_size = default_batch * run.processes if options.batch_size is None else options.batch_size
     if batch_size % run.processes:
         raise VQCodecError(f"--batch-size {batch_size} does not split evenly over {run.processes} processes")
-    return dataclasses.replace(options, batch_size=batch_size, crop=default_crop if options.crop is None else options.crop)
+    crop = default_crop if options.crop is None else options.crop
+    crop -= crop % cfg.hop
+    if crop <= 0:
+        raise VQCodecError(f"--crop must be at least the model stride {cfg.hop}")
+    return dataclasses.replace(options, batch_size=batch_size, crop=crop)
 
 
 def _checked_config(cfg: ModelConfig | None) -> ModelConfig | None:
@@ -718,9 +723,7 @@ def _training_data(run: _Run, data_dir: Path, kind: str, files: list[Path], cfg:
             _progress(f"none of the files the checkpoint held out for validation is left in {data_dir}: others are "
                       "held out, and validation losses do not compare with the log's earlier ones")
     train_files, val_files = split or split_files(readable, lambda path: decodes(kind, path))
-    crop = options.crop - options.crop % cfg.hop
-    if crop <= 0:
-        raise VQCodecError(f"--crop must be at least the model stride {cfg.hop}")
+    crop = options.crop  # a whole number of strides (_sized)
     in_memory_bytes = 0 if options.stream_data else None
     if kind == "audio":
         train_data = AudioCrops(train_files, cfg.sample_rate, crop, noise=options.noise,
