@@ -227,6 +227,25 @@ def test_a_run_resumed_with_other_settings_records_each_part(trained, data_dir, 
     assert training["steps"] == 13 and training["earlier_parts"] == [{"steps": 12, "seconds": first["seconds"]}]
 
 
+def test_a_run_resumed_on_its_folder_by_another_path_is_one_part(trained, data_dir, tmp_path, monkeypatch):
+    """The data folder is recorded as its absolute path: resuming with `data/` for `/abs/data` (or the
+    reverse) counted as other data, and split the run into parts of the same settings."""
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    monkeypatch.chdir(data_dir.parent)
+    train(Path(data_dir.name), None, options(out, max_steps=13, resume=True, fit_prior=False))
+    training = json.loads((out / "tiny.json").read_text())["training"]
+    assert training["data"] == str(data_dir.resolve()) and "earlier_parts" not in training
+    # a checkpoint that named its folder relatively resumes as one part with the absolute path
+    meta = json.loads((out / "checkpoint.json").read_text())
+    meta["settings"]["data"] = data_dir.name
+    save_file(load_file(str(out / "checkpoint.safetensors")), str(out / "checkpoint.safetensors"))
+    (out / "checkpoint.json").write_text(json.dumps(meta))
+    train(data_dir, None, options(out, max_steps=14, resume=True, fit_prior=False))
+    training = json.loads((out / "tiny.json").read_text())["training"]
+    assert training["steps"] == 14 and "earlier_parts" not in training
+
+
 def test_a_resumed_run_keeps_its_held_out_files_when_the_folder_changes(data_dir, tmp_path, signal, capsys):
     folder = tmp_path / "data"
     shutil.copytree(data_dir, folder)

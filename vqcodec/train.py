@@ -586,7 +586,7 @@ def _part_settings(run: _Run, start: _Start, weight_average: float, data_dir: Pa
             "crop": options.crop, "lr": options.lr, "noise": options.noise,
             **({"noise_snr_db": list(options.noise_snr_db)} if options.noise else {}),
             **({"weight_average": weight_average} if weight_average else {}),
-            "data": str(data_dir), "files": len(train_files)}
+            "data": str(Path(data_dir).resolve()), "files": len(train_files)}
 
 
 def _earlier_parts(start: _Start, settings: dict) -> list[dict]:
@@ -597,7 +597,10 @@ def _earlier_parts(start: _Start, settings: dict) -> list[dict]:
         return []
     parts = start.meta.get("earlier_parts", [])
     steps = start.step - sum(part["steps"] for part in parts)
-    if start.meta.get("settings") == settings or steps <= 0:
+    saved = start.meta.get("settings")
+    if isinstance(saved, dict) and "data" in saved:  # a folder named relatively (before paths were resolved)
+        saved = {**saved, "data": str(Path(saved["data"]).resolve())}
+    if saved == settings or steps <= 0:
         return parts
     seconds = round(start.trained_seconds) - sum(part["seconds"] for part in parts)
     return [*parts, {"steps": steps, "seconds": seconds, **start.meta.get("settings", {})}]
