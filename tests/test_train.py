@@ -676,6 +676,17 @@ def test_a_decoder_only_model_decodes_its_starting_models_files(trained, data_di
     assert Codec.load(str(again / "tiny.safetensors")).decodes == {start.model_id, tuned.model_id}
 
 
+def test_a_decoder_only_run_without_prior_fitting_keeps_the_starting_prior(trained, data_dir, tmp_path):
+    """--decoder-only --no-prior ended with a model without a prior: the codes are the starting model's,
+    so its prior is kept whether or not a prior is to be fitted."""
+    out = tmp_path / "tuned"
+    train(data_dir, None, options(out, max_steps=1, init=str(trained / "tiny.safetensors"), decoder_only=True,
+                                  fit_prior=False))
+    start, tuned = Codec.load(str(trained / "tiny.safetensors")), Codec.load(str(out / "tiny.safetensors"))
+    assert start.prior is not None and tuned.prior is not None and tuned.prior.prior_id == start.prior.prior_id
+    assert json.loads((out / "tiny.json").read_text())["prior"]["id"] == start.prior.prior_id
+
+
 def test_a_decoder_only_run_whose_codes_changed_claims_no_files(trained, capsys):
     """The frozen encoder and codebooks are checked to the bit before the model says it decodes its
     starting model's files."""

@@ -1033,7 +1033,9 @@ def _check_folder(data_dir) -> None:
 @click.option("--data-workers", type=click.IntRange(1, 256), default=None,
               help="Threads that read and crop the next batch while a step runs (default: this process's share "
                    "of the CPU cores, at most 8).")
-@click.option("--no-prior", is_flag=True, help="Skip fitting the entropy-coding prior at the end (vqcodec fit-prior can add it later).")
+@click.option("--no-prior", is_flag=True,
+              help="Skip fitting the entropy-coding prior at the end (vqcodec fit-prior can add it later). A "
+                   "--decoder-only run keeps its starting model's prior all the same: its codes are that model's.")
 @click.option("--adversarial", is_flag=True,
               help="Audio: add a multi-scale STFT discriminator and feature matching (best resumed from a model "
                    "first trained without it). Kept on when resuming such a checkpoint.")

@@ -50,7 +50,7 @@ class TrainOptions:
     resume: bool = False
     replace: bool = False        # a new run over another in `out`: its files are removed once training starts
     quiet: bool = False
-    fit_prior: bool = True       # fit the entropy-coding prior on the training codes at the end
+    fit_prior: bool = True       # fit the entropy-coding prior on the training codes at the end (decoder-only: keep the start's)
     adversarial: bool = False    # audio: add the STFT discriminator and feature-matching losses
     precision: str = "auto"      # "bf16": the networks run under bfloat16 autocast; "auto": see resolve_precision
     noise: float = 0.0           # audio: share of training crops mixed with coloured noise (see add_background_noise)
@@ -919,10 +919,11 @@ def _write_model(run: _Run, model: VQVAE, model_path: Path, start: _Start, codes
 
 
 def _add_prior(run: _Run, model_path: Path, cfg: ModelConfig, start: _Start, train_files: list[Path]) -> None:
-    """Add the entropy-coding prior to the written model: a decoder-only run keeps its starting model's,
+    """Add the entropy-coding prior to the written model: a decoder-only run keeps its starting model's
+    (with fit_prior off too: the codes are the same, and the prior is part of the model it continues),
     another fits one to the training files (a failed fit leaves the model without one, with a warning)."""
     options, quiet = run.options, run.quiet
-    kept_prior = _initial_prior(start.init_path) if start.decoder_only and options.fit_prior else None
+    kept_prior = _initial_prior(start.init_path) if start.decoder_only else None
     if kept_prior is not None:
         attach_prior(model_path, kept_prior)
         if not quiet:
