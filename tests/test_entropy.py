@@ -594,6 +594,14 @@ def test_fit_prior_fits_each_file_once_whatever_its_names(tmp_path, cli):
     assert result.returncode == 0, result.stderr.decode()
     stderr = result.stderr.decode()
     assert stderr.count("the same file as") == 2 and "coded 2/2 files" in stderr
+    # what was fitted, level by level: the context chosen, and its bits (held out, and on the fitting data)
+    prior = Codec.load(str(tmp_path / "copy.safetensors")).prior
+    chosen = [line for line in stderr.splitlines() if ": chose context " in line]
+    assert [line.split(":")[0] for line in chosen] == [f"level {i}" for i in range(prior.num_levels)], stderr
+    for line, level in zip(chosen, prior.levels):
+        assert line.split("chose context ")[1].startswith("+".join(level.sources) or "none (unigram)"), line
+        assert line.endswith(" bits per code on the fitting data"), line
+    assert stderr.splitlines()[-1].startswith(f"prior {prior.prior_id:08x} fitted in ")
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "x.wav").write_bytes(b"RIFF")

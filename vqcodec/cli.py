@@ -1173,7 +1173,8 @@ def fit_prior(model, data_dir, out, device, threads, force):
     files, the prior is also fitted to other views of each (photos turned and scaled down, recordings
     sped up and slowed down), which makes it fit new files better. The model id does not change,
     so existing .vq files keep decoding; files entropy coded with an earlier prior need that prior.
-    A shipped model's prior is replaced only with --force (give --out for a copy).
+    A shipped model's prior is replaced only with --force (give --out for a copy). At the end it
+    says, for each codebook level, the context it chose and the bits per code that gives.
 
     \b
     Examples:

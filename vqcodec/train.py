@@ -1052,7 +1052,26 @@ def fit_prior_files(model_path: Path, files: list[Path], out: Path | None = None
     path = attach_prior(model_path, prior, out)
     if log:
         codes = sum(p.size for p in planes)
-        ideal = sum(float(prior.ideal_bits(p[None] if codec.kind == "audio" else p).sum()) for p in planes)
-        log(f"prior {prior.prior_id:08x} fitted in {time.monotonic() - start:.0f} s: {ideal / codes:.3f} bits per code "
-            f"on the fitting data (fixed width: {np.ceil(np.log2(codec.codebook_size)):.0f}); wrote {path}")
+        per_level = sum(prior.ideal_bits(p[None] if codec.kind == "audio" else p) for p in planes)
+        for line in prior_summary(prior, per_level / sum(p[0].size for p in planes)):
+            log(line)
+        log(f"prior {prior.prior_id:08x} fitted in {time.monotonic() - start:.0f} s: {per_level.sum() / codes:.3f} bits "
+            f"per code on the fitting data (fixed width: {np.ceil(np.log2(codec.codebook_size)):.0f}); wrote {path}")
     return path
+
+
+def prior_summary(prior, fitting_bits) -> list[str]:
+    """One line per codebook level of a fitted prior: the context it chose (the neighbours it predicts
+    each code from, and whether from counts or a network-fitted table), the bits per code that choice
+    gave the held-out codes, and `fitting_bits`, the bits per code of that level on the fitting data."""
+    lines = []
+    for index, (level, bits) in enumerate(zip(prior.levels, fitting_bits)):
+        chosen = level.info.get("chosen")
+        network = (chosen or "").endswith("/network")
+        sources = "+".join(level.sources) or "none (unigram)"
+        held = level.info["network"]["heldout_bits"] if network else level.info.get("heldout_bits", {}).get(chosen)
+        lines.append(f"level {index}: chose context {sources}, {'a network-fitted table' if network else 'counts'}: "
+                     + (f"{held:.3f} bits per held-out code, " if held is not None else "(too few codes to hold some "
+                        "out), ")
+                     + f"{float(bits):.3f} bits per code on the fitting data")
+    return lines
