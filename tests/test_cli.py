@@ -189,7 +189,9 @@ def test_decode_format_is_used_over_the_extension_as_its_help_says(encoded, cli,
 
 def test_decode_refuses_a_format_of_the_other_media_kind(cli, tmp_path):
     """--format png for an audio file, or --format wav for an image, is refused in one line before
-    anything is decoded or written."""
+    anything is decoded or written; for a folder, one whose .vq files are all of the other kind."""
+    import shutil
+
     from conftest import GOLDEN
 
     cases = [("golden_audio_shared.vq", "golden_audio.safetensors", "png", "is an image format"),
@@ -202,6 +204,15 @@ def test_decode_refuses_a_format_of_the_other_media_kind(cli, tmp_path):
             assert_one_line_error(result)
             assert f"--format {format_name} {message}" in result.stderr.decode(), result.stderr
             assert not (tmp_path / "out").exists()
+    # a folder whose files are all of the other kind: they were all written in their kind's default format
+    for name, model, format_name, message in cases[1:3]:
+        folder = tmp_path / name.split("_")[1]
+        folder.mkdir()
+        shutil.copy(GOLDEN / name, folder / name)
+        result = cli("decode", folder, tmp_path / "out", "-m", GOLDEN / model, "--format", format_name)
+        assert_one_line_error(result)
+        assert f"--format {format_name} {message}, and the .vq files of {folder} hold " in result.stderr.decode()
+        assert not (tmp_path / "out").exists()
 
 
 def test_help_of_encode_kind_and_info_verbose_says_what_they_do(cli):

@@ -556,6 +556,8 @@ def _decode_folder(folder: Path, output_path: str, model, format_name, device, f
     formats, extensions = output_formats(format_name)
     files = find_vq_files(folder, out)
     kinds, unreadable = sort_by_kind(files)
+    if format_name is not None and kinds:
+        _check_format_kind_in_folder(format_name, set(kinds.values()), folder)
     readable = [path for path in files if path in kinds]
     outputs = mirrored_paths(folder, out, readable, lambda path: extensions[kinds[path]])
     for existing in outputs:
@@ -615,6 +617,18 @@ def _check_format_kind(format_name: str, audio: bool, input_path: str) -> None:
     if not audio and audio_format_named(format_name) is not None:
         raise VQCodecError(f"--format {format_name} is an audio format, and {input_path} holds an image: "
                            "use an image format (PNG, WEBP, JPEG, ...)")
+
+
+def _check_format_kind_in_folder(format_name: str, kinds: set[str], folder: Path) -> None:
+    """Refuse a --format for a folder none of whose .vq files it applies to (an audio format for a folder
+    of images, or the reverse), which would have written them all in the default format of their kind."""
+    from .io import audio_format_named
+
+    kind = "audio" if audio_format_named(format_name) else "image"
+    if kind not in kinds:
+        held = "images" if kinds == {"image"} else "audio"
+        raise VQCodecError(f"--format {format_name} is {'an audio' if kind == 'audio' else 'an image'} format, and the "
+                           f".vq files of {folder} hold {held} only")
 
 
 def _format_from_name(path: str) -> str:
