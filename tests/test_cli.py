@@ -1326,6 +1326,14 @@ def test_runs_forked_from_the_command_line_server_end_as_plain_processes_do(tmp_
     assert forked.returncode == 1 and not (tmp_path / "out.wav").exists()
 
 
+def test_bare_vqcodec_shows_its_help(cli):
+    """`vqcodec` alone gave click's usage error, the whole help squeezed onto one "error:" line with
+    status 2; it now prints the help that --help prints, with status 0."""
+    result = cli()
+    assert result.returncode == 0 and result.stderr == b"", result.stderr.decode()
+    assert result.stdout == cli("--help").stdout and b"Commands:" in result.stdout
+
+
 def test_version(cli):
     result = cli("--version")
     assert result.returncode == 0 and "0.1.0" in result.stdout.decode()

@@ -180,9 +180,10 @@ def _audio_format(path: str, forced: str | None) -> str | None:
 
 # ---------------------------------------------------------------- commands
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
 @click.version_option(version=__version__, prog_name="vqcodec")
-def cli():
+@click.pass_context
+def cli(ctx):
     """Neural codec for speech and images: media -> integer codes -> compact .vq files.
 
     \b
@@ -193,6 +194,8 @@ def cli():
       vqcodec info talk.vq
       vqcodec train my_recordings/ --out models/mine --max-minutes 60
     """
+    if ctx.invoked_subcommand is None:  # bare `vqcodec`: the help, as --help gives it, not a usage error
+        click.echo(ctx.get_help())
 
 
 @cli.command()
