@@ -996,6 +996,10 @@ def test_the_shipped_configs_are_within_the_parameter_bound(name):
     (["--config", "CONFIG:{\"kind\": \"image\", \"patch\": 64, \"channels\": [8, 8, 8, 8, 8, 8, 8, 8]}"],
      "the strides make one code of 8192 pixels, more than 256"),
     (["--resume"], "--resume: no checkpoint in"),
+    # the SNR range was taken and ignored: no crop had noise to set it for
+    (["--noise-snr", "0,20"], "--noise-snr sets the SNR of the noise that --noise mixes in: give --noise SHARE"),
+    (["--noise-snr", "10,40"], "--noise-snr sets the SNR"),  # the default's value, given
+    (["--noise", "0", "--noise-snr", "0,20"], "--noise-snr sets the SNR"),
 ])
 def test_train_refuses_bad_options_before_it_makes_anything(data_dir, tmp_path, capsys, extra, message):
     out = tmp_path / "run"

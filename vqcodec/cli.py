@@ -1026,7 +1026,8 @@ def _check_folder(data_dir) -> None:
               help="Audio: share of training crops mixed with coloured noise (at --noise-snr), so that the codec "
                    "keeps background noise instead of gating it.")
 @click.option("--noise-snr", default="10,40", show_default=True, metavar="LOW,HIGH",
-              help="Audio: the range of SNRs, in dB below the speech, that --noise draws its noise from.")
+              help="Audio: the range of SNRs, in dB below the speech, that --noise draws its noise from (only with "
+                   "--noise).")
 @click.option("--weight-average", type=float, default=0.0, metavar="DECAY",
               help="Validate and write a moving average of the weights, updated each step with this decay (such as "
                    "0.999: about the last 1000 steps), instead of the last step's weights. Kept when resuming.")
@@ -1078,6 +1079,9 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     from .train import TrainOptions, train_command
 
     _check_folder(data_dir)
+    if not noise and click.get_current_context().get_parameter_source("noise_snr") != click.core.ParameterSource.DEFAULT:
+        raise VQCodecError("--noise-snr sets the SNR of the noise that --noise mixes in: give --noise SHARE (such as 0.5) "
+                           "too, or leave --noise-snr out")
     try:
         low_snr, high_snr = (float(part) for part in noise_snr.split(","))
     except ValueError:
