@@ -25,7 +25,7 @@ from vqcodec import format as vqformat
 
 from conftest import make_tiny_model, run_cli, run_python  # noqa: E402
 
-COMMANDS = ["encode", "decode", "info", "codes", "pack", "models", "train", "eval"]
+COMMANDS = ["encode", "decode", "info", "codes", "pack", "models", "train", "eval", "fit-prior"]
 
 
 def write_wav(path: Path, signal, channels=2, rate=22050, samples=11025, subtype="PCM_16"):
@@ -1324,6 +1324,31 @@ def test_runs_forked_from_the_command_line_server_end_as_plain_processes_do(tmp_
         forked, plain = run_cli(*args, input=stdin), run_python("-m", "vqcodec", *args, input=stdin)
         assert (forked.returncode, forked.stdout, forked.stderr) == (plain.returncode, plain.stdout, plain.stderr), args
     assert forked.returncode == 1 and not (tmp_path / "out.wav").exists()
+
+
+def test_every_command_and_option_has_help():
+    """--device (six commands) and train's --lr showed no help at all in --help, and fit-prior was
+    missing from COMMANDS, whose --help test_help checks."""
+    import click
+
+    from vqcodec.cli import cli as group
+
+    assert sorted(COMMANDS) == sorted(group.commands)
+    context = click.Context(group)
+    missing = [f"{name} {'/'.join(param.opts)}" for name, command in sorted(group.commands.items())
+               for param in command.get_params(context)
+               if isinstance(param, click.Option) and not (param.help or "").strip()]
+    missing += ["/".join(p.opts) for p in group.get_params(context) if isinstance(p, click.Option) and not p.help]
+    assert not missing, f"options without help: {missing}"
+    assert all(command.help and command.help.strip() for command in group.commands.values())
+
+
+def test_every_train_example_has_a_time_budget(cli):
+    """A training run needs a budget; one example in `train --help` had none, and copied as it was it
+    stopped with "give a budget"."""
+    text = cli("train", "--help", text=True).stdout
+    examples = [line for line in text.splitlines() if "vqcodec train " in line and not line.startswith("Usage:")]
+    assert len(examples) >= 5 and all("--max-minutes" in line for line in examples), examples
 
 
 def test_bare_vqcodec_shows_its_help(cli):

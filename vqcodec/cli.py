@@ -147,6 +147,8 @@ def _write_output(path: str, write, force: bool) -> None:
     write_file(target, write, replace=force)
 
 
+device_option = click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True,
+                             help="Where the networks run: cpu, cuda (a GPU), or auto: cuda when there is one, else cpu.")
 threads_option = click.option("--threads", type=click.IntRange(1, 256), default=None,
                               help="CPU threads for torch (at most 256).")
 
@@ -206,7 +208,7 @@ def cli(ctx):
               help="Model name or path (default: speech16k for audio, image for images).")
 @click.option("--kind", type=click.Choice(["audio", "image"]), default=None,
               help="Media kind, if the name does not tell (for a folder: which files to code).")
-@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
+@device_option
 @threads_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--coding", type=click.Choice(["auto", "prior", "fixed"]), default="auto", show_default=True,
@@ -482,7 +484,7 @@ def _fail_if_skipped(skipped: int, total: int, verb: str, then: str = "") -> Non
               help="Output format (WAV, FLAC, PNG, ...), over the one OUTPUT's extension names; needed when OUTPUT "
                    "has no telling extension (- is WAV or PNG without it). For a folder: the format of its audio "
                    "or of its images.")
-@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
+@device_option
 @threads_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--start", default=None, type=click.FloatRange(0), metavar="SECONDS",
@@ -754,7 +756,7 @@ def _print_info(file_info, model: str | None, report: dict | None, other_prior: 
               help="Media input: media kind, if the name does not tell (for a folder: which files to code).")
 @click.option("--depth-weight", default=0.0, type=click.FloatRange(0, 100), show_default=True,
               help="Media input: per-cell depth as `encode` chooses it; 0 gives every frame or cell all -q levels.")
-@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
+@device_option
 @threads_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT (for a folder: the files in it) if it exists.")
 def codes(input_path, output_path, model, quality, kind, depth_weight, device, threads, force):
@@ -1006,8 +1008,9 @@ def _check_folder(data_dir) -> None:
 @click.option("--codebook-size", type=click.IntRange(2, MAX_CODEBOOK_SIZE), default=None, help="Entries per codebook.")
 @click.option("--sample-rate", type=click.IntRange(MIN_MODEL_RATE, MAX_MODEL_RATE), default=None,
               help="Audio model sample rate.")
-@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
-@click.option("--max-minutes", type=float, default=None, help="Training time budget.")
+@device_option
+@click.option("--max-minutes", type=float, default=None,
+              help="Training time budget in minutes (give it, --max-steps, or both: training stops at the first).")
 @click.option("--max-steps", type=click.IntRange(0), default=None,
               help="Training step budget (0 with --init: write the starting model, grown by --config, untrained).")
 @click.option("--batch-size", type=click.IntRange(1), default=None,
@@ -1015,7 +1018,9 @@ def _check_folder(data_dir) -> None:
                    "64 and 32 on a GPU; times the number of processes).")
 @click.option("--crop", type=click.IntRange(1), default=None,
               help="Crop length in samples (audio, default 8000) or side in pixels (images, 128; 256 on a GPU).")
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True,
+              help="Peak learning rate: warmed up to over the first 200 steps, then down to a tenth of it along a "
+                   "half cosine over the budget (lower for fine-tuning with --init, such as 3e-4).")
 @click.option("--eval-every", type=click.IntRange(1), default=200, show_default=True,
               help="Steps between validations (and training-log records).")
 @threads_option
@@ -1065,7 +1070,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     \b
     Examples:
       vqcodec train my_recordings/ --out runs/mine --max-minutes 60
-      vqcodec train my_photos/ --out runs/photos --kind image --device cuda
+      vqcodec train my_photos/ --out runs/photos --kind image --device cuda --max-minutes 60
       vqcodec train my_recordings/ --out runs/mine --resume --max-minutes 30
       vqcodec train my_recordings/ --out runs/mine --resume --adversarial --max-minutes 120
       vqcodec train my_recordings/ --out runs/mine --noise 0.5 --max-minutes 60
@@ -1114,7 +1119,7 @@ def _comma_separated(text: str, kind, option: str, what: str) -> list:
 @click.option("--files", type=click.IntRange(1), default=None, help="Measure the first N files only (sorted by path).")
 @click.option("--depth-weight", default=None, type=click.FloatRange(0, 100),
               help="Encoder's per-cell depth weight, as for `encode` (default: the model kind's default).")
-@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
+@device_option
 @threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (rows, files, skipped files).")
 def eval_command(model, data_dir, qualities, rates, files, depth_weight, device, threads, as_json):
@@ -1183,7 +1188,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
 @click.argument("model", metavar="MODEL", callback=_model_name)
 @click.argument("data_dir", metavar="DIR")
 @click.option("--out", default=None, help="Write the model files with the prior here (NAME.safetensors) instead of in place.")
-@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True)
+@device_option
 @threads_option
 @click.option("--force", is_flag=True, help="Overwrite the model files that --out names, or a shipped model's prior.")
 def fit_prior(model, data_dir, out, device, threads, force):
