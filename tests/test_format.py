@@ -479,3 +479,15 @@ def test_fuzz_headers_with_valid_crc(kind, coding, quality, right_model, sample_
                     width=0 if audio else 3, height=0 if audio else 3, chunk_frames=chunk_frames)
     data = vqformat.build_file(header, payloads, alpha)
     _parse_and_decode_fail_cleanly_or_work(codec, data)
+
+
+def test_the_api_s_codec_load_and_file_info_say_what_they_take_and_give():
+    """Codec.load had no docstring, and FileInfo only the one dataclass makes up (its signature)."""
+    import dataclasses
+
+    import vqcodec
+
+    load = vqcodec.Codec.load.__doc__ or ""
+    assert all(word in load for word in ("`name`", "`device`", "`coding`", "`beam`", "Returns", "VQCodecError"))
+    info = vqcodec.FileInfo.__doc__ or ""
+    assert "read_info" in info and all(f"`{field.name}`" in info for field in dataclasses.fields(vqcodec.FileInfo))

@@ -447,6 +447,19 @@ class Codec:
 
     @classmethod
     def load(cls, name: str, device: str = "cpu", coding: str = "auto", beam: int | None = None) -> "Codec":
+        """Load a model and return a Codec ready to encode and decode with it.
+
+        `name`: an installed model's name (such as "speech16k" or "image"; searched in
+        $VQCODEC_MODEL_PATH, then the shipped models, as `vqcodec models` lists them) or the path of
+        its files, NAME.safetensors with NAME.json beside it (a str or Path; a folder holding one
+        model is taken too). `device`: "cpu", "cuda" or "auto" (cuda when there is one). `coding`:
+        how new files code their indices, "auto" (with the model's prior when it has one), "prior"
+        or "fixed" (see the `coding` attribute). `beam`: the width of the encoder's code search
+        (default 1 for audio, 4 for images).
+
+        Returns a Codec for the model's media kind (`kind`: "audio" or "image"). Raises VQCodecError
+        for an unknown name, missing or damaged model files, an unknown device or coding, "cuda"
+        without a GPU, or "prior" for a model that has none."""
         if not isinstance(name, (str, Path)):
             raise VQCodecError(f"a model is named by a name or a path, not a {type(name).__name__}")
         meta, tensors = read_model_files(find_model(name))

@@ -11,6 +11,18 @@ from .io import IMAGE_MODE_NAMES
 
 @dataclass
 class FileInfo:
+    """What a `.vq` file holds, as read_info returns it from the file's header (and chunk table):
+    no networks run and no media are decoded.
+
+    `kind`: "audio" or "image"; `model_id`: the id (16 hex digits) of the model that wrote it;
+    `quality`: its codebooks; `coding`: how its indices are coded ("fixed-width", "prior range
+    coding" or "prior range coding, per-cell depth"); `size_bytes`: the whole file's size;
+    `chunks`: the chunks it is stored in. Audio: `sample_rate` (Hz), `channels`, `samples` (per
+    channel), `shared_chunks` and `gain`; images: `width`, `height` (pixels), `mode` (the
+    original colour mode, such as "RGB" or "L") and `has_alpha`. The other kind's fields keep
+    their defaults. The `duration` (seconds, audio) and `bitrate` (bits per second for audio, bits
+    per pixel for images, the whole file counted) properties are worked out from these."""
+
     kind: str
     model_id: str
     quality: int
