@@ -424,6 +424,47 @@ def test_an_empty_model_name_is_refused_not_taken_for_the_default(cli, encoded, 
     assert "cannot be empty" in result.stderr.decode() and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("args", [
+    ["encode", "", "out.vq", "-m", "MODEL"],  # coded the current folder (an empty path is ".")
+    ["encode", "in.wav", "", "-m", "MODEL"],
+    ["decode", "", "out.wav", "-m", "MODEL"],  # decoded the current folder's .vq files into a folder out.wav
+    ["decode", "in.vq", "", "-m", "MODEL"],
+    ["decode", "in.vq", "out.wav", "--format", "", "-m", "MODEL"],
+    ["info", ""], ["codes", "", "out.npy", "-m", "MODEL"], ["pack", "", "out.vq", "-m", "MODEL"],
+    ["eval", "MODEL", ""],
+    ["eval", "MODEL", "in.wav", "-q", ""],  # measured the default levels
+    ["eval", "MODEL", "in.wav", "--rates", ""],  # measured at qualities, not rates
+    ["train", "", "--out", "run", "--max-steps", "1"],
+    ["train", ".", "--out", "", "--max-steps", "1"],
+    ["train", ".", "--out", "run", "--name", "", "--max-steps", "1"],
+    ["train", ".", "--out", "run", "--config", "", "--max-steps", "1"],
+    ["fit-prior", "MODEL", ""],
+    ["fit-prior", "MODEL", ".", "--out", ""],  # replaced the model's prior in place, as without --out
+])
+def test_empty_arguments_and_options_are_refused(encoded, tiny_model_path, tmp_path, monkeypatch, capsys, args):
+    """An empty argument or option (an unset shell variable, "$FILE") is refused in one line before
+    anything is read or written, instead of standing for the current folder or for the default."""
+    import shutil
+
+    from vqcodec.cli import run
+
+    model = tmp_path / "model" / "tiny.safetensors"
+    model.parent.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(Path(tiny_model_path).with_suffix(suffix), model.with_suffix(suffix))
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("in.wav", "out.vq"):
+        shutil.copy(encoded / name, work / ("in.vq" if name == "out.vq" else name))
+    monkeypatch.chdir(work)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    code = run([str(model) if a == "MODEL" else a for a in args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("vqcodec: error: Invalid value for ") and err.endswith(": cannot be empty\n"), err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in work.iterdir()) == ["in.vq", "in.wav"]
+
+
 def test_a_model_name_with_a_folder_in_it_is_a_path_not_searched_for(tiny_model_path, tmp_path, monkeypatch):
     import shutil
 

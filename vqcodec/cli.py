@@ -182,7 +182,25 @@ def _audio_format(path: str, forced: str | None) -> str | None:
 
 # ---------------------------------------------------------------- commands
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
+class _Command(click.Command):
+    """A command whose arguments and options may not be empty strings: `encode "" out.vq` coded the
+    current folder (an empty path is "."), `fit-prior --out ""` replaced the model's prior in place as
+    if --out were not given, and `eval -q ""` measured the default levels; an unset shell variable
+    ("$FILE") is the usual cause."""
+
+    def parse_args(self, ctx, args):
+        rest = super().parse_args(ctx, args)
+        for param in self.get_params(ctx):
+            if ctx.params.get(param.name) == "":
+                raise click.BadParameter("cannot be empty", ctx=ctx, param=param)
+        return rest
+
+
+class _Group(click.Group):
+    command_class = _Command
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
 @click.version_option(version=__version__, prog_name="vqcodec")
 @click.pass_context
 def cli(ctx):
