@@ -610,6 +610,45 @@ def test_fit_prior_fits_each_file_once_whatever_its_names(tmp_path, cli):
     assert not (tmp_path / "other.safetensors").exists()
 
 
+@pytest.mark.parametrize("out, message", [
+    ("OUT", "names a folder: give the path of the model to write, such as OUT/NAME.safetensors"),
+    ("OUT/", "names a folder"),
+    ("OUT/new/", "names a folder"),  # was written as OUT/new.safetensors
+    ("OUT/v1.2", "is not a model path (NAME or NAME.safetensors): give OUT/v1.2.safetensors"),  # OUT/v1.safetensors
+    ("OUT/notes.txt", "is not a model path"),
+    ("OUT/.hidden", "not a hidden one"),
+    ("OUT/checkpoint.safetensors", "checkpoint is a training checkpoint's name"),
+    ("OUT/nosuch/copy", "OUT/nosuch: no such directory"),
+    ("OUT/file.txt/copy", "OUT/file.txt is not a folder"),
+])
+def test_fit_prior_refuses_an_out_that_is_no_model_path(tmp_path, capsys, out, message):
+    """`fit-prior --out FOLDER` wrote FOLDER.safetensors beside the folder, and other names lost their
+    last dotted part or made a model no name finds; each is refused in one line before any file is coded."""
+    import shutil
+
+    import soundfile
+
+    from vqcodec.cli import run
+
+    model = tmp_path / "model" / "golden_audio.safetensors"
+    model.parent.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy((GOLDEN / "golden_audio").with_suffix(suffix), model.with_suffix(suffix))
+    data = tmp_path / "data"
+    data.mkdir()
+    soundfile.write(str(data / "clip.wav"), golden_audio(80, seconds=0.2).T, AUDIO_RATE)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "file.txt").write_text("not a folder")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    code = run(["fit-prior", str(model), str(data), "--out", out.replace("OUT", str(folder))])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and err.startswith("vqcodec: error: "), err
+    assert message.replace("OUT", str(folder)) in err, err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model", "out"]
+
+
 def test_class_fitting_keeps_only_the_values_that_occur():
     """_cluster counted (value, code) pairs in a K x K table and copied it to floats twice, three
     tables at once: 26 GB for a codebook of 2**15 (prior.MAX_CODEBOOK). It now keeps floats for

@@ -1205,7 +1205,9 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
 @cli.command("fit-prior")
 @click.argument("model", metavar="MODEL", callback=_model_name)
 @click.argument("data_dir", metavar="DIR")
-@click.option("--out", default=None, help="Write the model files with the prior here (NAME.safetensors) instead of in place.")
+@click.option("--out", default=None, metavar="PATH",
+              help="Write a copy of the model with the new prior to this path (NAME or NAME.safetensors, with "
+                   "NAME.json beside it, in a folder that exists) instead of replacing its prior in place.")
 @device_option
 @threads_option
 @click.option("--force", is_flag=True, help="Overwrite the model files that --out names, or a shipped model's prior.")
@@ -1235,23 +1237,40 @@ def fit_prior(model, data_dir, out, device, threads, force):
     _check_folder(data_dir)
     path = find_model(model)
     meta, _ = read_model_files(path)
-    target = Path(out).with_suffix(".safetensors") if out else None
+    target = _prior_copy_path(out) if out is not None else None
     if (target or path).resolve() == (shipped_models_dir() / path.name).resolve() and not force:
         raise VQCodecError(f"{path.stem} is a shipped model, and every file entropy coded with it needs its prior: "
                            f"give --out for a copy with the new prior, or --force to replace it")
+    if target is not None and target.resolve() != path.resolve():
+        for existing in (target, target.with_suffix(".json")):
+            _refuse_existing_output(str(existing), force)
     kind, files = find_media(Path(data_dir), meta["config"]["kind"])
     files = readable_files(kind, files, data_dir)  # one name per file: a second could be held out and fitted to
-    if target is not None:
-        from .train import check_model_name
-
-        check_model_name(target.stem)
-        if not target.parent.is_dir():
-            raise VQCodecError(f"{target.parent}: no such directory")
-        if target.resolve() != path.resolve():
-            for existing in (target, target.with_suffix(".json")):
-                _refuse_existing_output(str(existing), force)
     fit_prior_files(path, files, out=target, device=resolve_device(device),
                     log=lambda line: click.echo(line, err=True))
+
+
+def _prior_copy_path(out: str) -> Path:
+    """The NAME.safetensors that `fit-prior --out` names: a model path, NAME or NAME.safetensors (or
+    NAME.json) in a folder that exists. A folder, another suffix (which the model would silently
+    have lost: runs/v1.2 wrote runs/v1.safetensors) or a name no model can have is refused."""
+    candidate = Path(out)
+    if candidate.is_dir() or out.endswith(("/", os.sep)):
+        raise VQCodecError(f"--out {out} names a folder: give the path of the model to write, such as "
+                           f"{candidate / 'NAME'}.safetensors")
+    if candidate.suffix not in ("", ".safetensors", ".json"):
+        raise VQCodecError(f"--out {out} is not a model path (NAME or NAME.safetensors): give {out}.safetensors")
+    target = candidate.with_suffix(".safetensors")
+    from .train import CHECKPOINT_NAME
+
+    if candidate.name in (".", "..") or target.stem.startswith("."):
+        raise VQCodecError(f"--out {out} is not a model path: a model's name is a plain file name, not a hidden one")
+    if target.stem == CHECKPOINT_NAME:
+        raise VQCodecError(f"--out {out}: {CHECKPOINT_NAME} is a training checkpoint's name, not a model's: give another")
+    if not target.parent.is_dir():
+        raise VQCodecError(f"--out {out}: {target.parent} is not a folder" if target.parent.exists()
+                           else f"{target.parent}: no such directory")
+    return target
 
 
 def _terminate(signum, frame):
