@@ -31,8 +31,14 @@ from image import Picture, psnr  # noqa: E402
 REPO_ROOT = common.REPO_ROOT
 
 
+# --help's description: one sentence saying what the script measures (the docstring starts with a title)
+DESCRIPTION = ("Measures where a model's quality is capped: the quality its decoder gives from the encoder's "
+               "unquantised latents (the autoencoder's ceiling) against that after the first q codebooks, on "
+               "photos or, with --speech, on recordings.")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
     parser.add_argument("--speech", action="store_true", help="a speech model on recordings instead of photos")
     parser.add_argument("--data", default=None, help="default: Kodak, or the speech dev set with --speech")
     parser.add_argument("--model", default=None, help="default: image, or speech16k with --speech")

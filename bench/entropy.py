@@ -131,8 +131,14 @@ def run_set(name, codec, files, qualities, load, encode, decode, unit):
     return table, records
 
 
+# --help's description: one sentence saying what the script measures (the docstring starts with a title)
+DESCRIPTION = ("Measures how much smaller range coding with the model's prior makes the payload of speech and "
+               "photo files than fixed-width coding, at each quality, with its overhead over the ideal code "
+               "length and its share of the coding time.")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
     parser.add_argument("--speech", default=str(DATA / "speech" / "dev"))
     parser.add_argument("--images", default=str(DATA / "images" / "kodak"))
     parser.add_argument("--speech-model", default="speech16k")

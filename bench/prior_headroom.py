@@ -79,8 +79,13 @@ def train_mlp(torch, x_fit, y_fit, x_test, y_test, hidden: int, epochs: int, k: 
     return best
 
 
+# --help's description: one sentence saying what the script measures (the docstring starts with a title)
+DESCRIPTION = ("Measures how many bits per code a learned network prior could save over the shipped context "
+               "tables, on held-out speech codes.")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
     parser.add_argument("--model", default="speech16k")
     parser.add_argument("--data", default=str(DATA / "speech" / "train"))
     parser.add_argument("--levels", default="0,1,2,3")

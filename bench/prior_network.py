@@ -70,8 +70,13 @@ def run_model(name: str, train_dir: Path, eval_dir: Path, eval_name: str, levels
             "prior_network": f"{networked.prior_id:08x}", "network_seconds": seconds, "levels": rows, "savings": savings}
 
 
+# --help's description: one sentence saying what the script measures (the docstring starts with a title)
+DESCRIPTION = ("Measures the bits per code that network-fitted tables (CodePrior.with_network_tables) save "
+               "over count tables alone, level by level, on the speech and photo evaluation sets.")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
     common.add_model_options(parser, "bench/out/prior_network.json")
     parser.add_argument("--levels", type=common.positive_int, default=4, help="levels to list one by one")
     parser.add_argument("--files", type=common.positive_int, default=None,

@@ -46,8 +46,14 @@ DATA = common.REPO_ROOT.parent / "shared" / "data"
 NOISY_SAMPLE = common.REPO_ROOT / "tests" / "data" / "speech.flac"
 
 
+# --help's description: one sentence saying what the script measures (the docstring starts with a title)
+DESCRIPTION = ("Measures how the speech codec copes with input levels and background noise that a codec "
+               "trained on clean, normalised speech can get wrong: log-mel distance and how loud pauses come "
+               "out, per model, input set, level and quality.")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
     parser.add_argument("--data", default=str(DATA / "speech" / "dev"))
     parser.add_argument("--files", type=int, default=20)
     parser.add_argument("--models", default="speech16k", help="Comma-separated model names or paths.")

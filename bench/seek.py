@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -45,8 +46,14 @@ def long_recording(folder: str, minutes: float, rate: int) -> np.ndarray:
     return soxr.resample(audio, 16000, rate).astype(np.float32) if rate != 16000 else audio
 
 
+# --help's description: one sentence saying what the script measures (the docstring starts with a title)
+DESCRIPTION = ("Measures the time to decode part of a long recording (decode --start --duration) against "
+               "decoding all of it, and how far the part differs from the same samples of the whole.")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=textwrap.fill(DESCRIPTION), epilog=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(common.REPO_ROOT.parent / "shared" / "data" / "speech" / "dev"))
     parser.add_argument("--model", default="speech16k")
     parser.add_argument("--minutes", type=float, default=60.0)

@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,8 +38,14 @@ def seconds_per_step(kind: str, processes: int, threads: int, steps: int, precis
         return training_runs.seconds_per_step(Path(out))
 
 
+# --help's description: one sentence saying what the script measures (the docstring starts with a title)
+DESCRIPTION = ("Measures the seconds per step of the same training run in one process and split over several "
+               "torchrun processes on the CPU.")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=textwrap.fill(DESCRIPTION), epilog=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--processes", default="1,2")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of a run, over all its processes")
     parser.add_argument("--steps", type=int, default=12)
