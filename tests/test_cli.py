@@ -1392,6 +1392,16 @@ def test_every_train_example_has_a_time_budget(cli):
     assert len(examples) >= 5 and all("--max-minutes" in line for line in examples), examples
 
 
+def test_train_help_says_what_it_does_with_which_data_and_where_it_writes(cli):
+    """`train --help` said only "Train a codec on a folder of audio or images (read recursively)":
+    not what is trained, which files are taken or held out, nor what lands in --out."""
+    text = " ".join(cli("train", "--help", text=True).stdout.split())
+    for words in ("encoder, codebooks and decoder", "entropy-coding prior", "files of one kind",
+                  "Every 20th file is held out", "--out folder", "NAME.safetensors and NAME.json",
+                  "checkpoint.safetensors", "train_log.jsonl", "--max-minutes, --max-steps, or both"):
+        assert words in text, words
+
+
 def test_bare_vqcodec_shows_its_help(cli):
     """`vqcodec` alone gave click's usage error, the whole help squeezed onto one "error:" line with
     status 2; it now prints the help that --help prints, with status 0."""

@@ -1017,7 +1017,8 @@ def _check_folder(data_dir) -> None:
 
 @cli.command()
 @click.argument("data_dir", metavar="DIR")
-@click.option("--out", required=True, help="Output folder for checkpoints and the model files.")
+@click.option("--out", required=True,
+              help="Folder the run writes to, made if missing: the model files, the checkpoint and the training log.")
 @click.option("--name", default=None, help="Model name (default: the output folder's name).")
 @click.option("--kind", type=click.Choice(["audio", "image"]), default=None, help="Media kind (default: detected).")
 @click.option("--config", "config_path", default=None, help="JSON file with model config fields (see docs).")
@@ -1083,7 +1084,19 @@ def _check_folder(data_dir) -> None:
 def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, sample_rate, device, max_minutes,
           max_steps, batch_size, crop, lr, eval_every, threads, precision, noise, noise_snr, weight_average, resume,
           force, init_model, decoder_only, stream_data, data_workers, no_prior, adversarial):
-    """Train a codec on a folder of audio or images (read recursively).
+    """Train a codec model (encoder, codebooks and decoder) on the audio files or images in DIR, then fit
+    its entropy-coding prior to their codes (unless --no-prior).
+
+    DIR is read recursively and holds files of one kind (or give --kind): audio in any format
+    soundfile reads, each channel a training signal, resampled to the model's rate; or images
+    (PNG, JPEG, WebP and the other formats Pillow reads). Every 20th file is held out to validate
+    on. A budget is needed: --max-minutes, --max-steps, or both.
+
+    Everything is written to the --out folder (made if missing): the model's files NAME.safetensors
+    and NAME.json (NAME: --name, default the folder's name), a checkpoint that --resume continues
+    from (checkpoint.safetensors and .json: every 5 minutes, on Ctrl-C and at the end) and the
+    training log (train_log.jsonl). A folder that holds another run is refused without --resume or
+    --force.
 
     \b
     Examples:
