@@ -465,6 +465,30 @@ def test_empty_arguments_and_options_are_refused(encoded, tiny_model_path, tmp_p
     assert sorted(p.name for p in work.iterdir()) == ["in.vq", "in.wav"]
 
 
+@pytest.mark.parametrize("args, why", [
+    (["encode", "IN", "OUT", "-m", "TINY", "--depth-weight", "1"], "model tiny has no prior"),
+    (["encode", "IN", "OUT", "-m", "TINY", "--rate-weight", "2", "--depth-weight", "0"], "model tiny has no prior"),
+    (["encode", "IN", "OUT", "-m", "GOLDEN", "--coding", "fixed", "--rate-weight", "1"], "--coding fixed"),
+    (["encode", "FOLDER", "OUT", "-m", "GOLDEN", "--coding", "fixed", "--depth-weight", "2"], "--coding fixed"),
+    (["eval", "TINY", "IN", "-q", "1", "--depth-weight", "2"], "model tiny has no prior"),
+])
+def test_weights_are_refused_for_fixed_width_files(encoded, tiny_model_path, tmp_path, capsys, args, why):
+    """--rate-weight and --depth-weight weigh bits under the model's prior; files coded fixed-width
+    (a model without a prior, or --coding fixed) were written as if neither had been given."""
+    from vqcodec.cli import run
+
+    golden = Path(__file__).resolve().parent / "data" / "golden" / "golden_audio.safetensors"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.wav").write_bytes((encoded / "in.wav").read_bytes())
+    names = {"IN": encoded / "in.wav", "OUT": tmp_path / "out", "TINY": tiny_model_path, "GOLDEN": golden,
+             "FOLDER": folder}
+    code = run([str(names.get(a, a)) for a in args])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "bits under the model's prior" in err and why in err, err
+    assert "coded fixed-width" in err and not (tmp_path / "out").exists()
+
+
 def test_a_model_name_with_a_folder_in_it_is_a_path_not_searched_for(tiny_model_path, tmp_path, monkeypatch):
     import shutil
 

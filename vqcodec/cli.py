@@ -368,6 +368,7 @@ def _encoder(kind, input_path, quality, model, device, coding, beam, refine, rat
     codec = Codec.load(model or DEFAULT_MODELS[kind], device=device, coding=coding, beam=beam)
     if codec.kind != kind:
         raise VQCodecError(f"model {codec.name} codes {codec.kind}, but the input is {kind}")
+    _refuse_weights_when_fixed_width(codec, rate_weight, depth_weight)
     codec.refine = refine
     if rate_weight is not None:
         codec.rate_weight = rate_weight
@@ -380,6 +381,18 @@ def _encoder(kind, input_path, quality, model, device, coding, beam, refine, rat
     if quality is None:
         quality = codec.default_quality(targeted=max_kbps is not None or max_bpp is not None)
     return codec, quality
+
+
+def _refuse_weights_when_fixed_width(codec, rate_weight, depth_weight) -> None:
+    """--rate-weight and --depth-weight weigh codes' bits under the model's prior: files coded
+    fixed-width (--coding fixed, or a model without a prior) have no such bits, and the weights
+    were taken and ignored."""
+    given = [option for option, value in (("--rate-weight", rate_weight), ("--depth-weight", depth_weight))
+             if value is not None]
+    if given and (codec.prior is None or codec.coding == "fixed"):
+        why = "--coding fixed" if codec.coding == "fixed" else f"model {codec.name} has no prior (vqcodec fit-prior fits one)"
+        raise VQCodecError(f"{' and '.join(given)} {'weigh' if len(given) > 1 else 'weighs'} bits under the model's "
+                           f"prior, for entropy-coded files, but these files are coded fixed-width: {why}")
 
 
 def _encode_folder(folder: Path, output_path: str, quality, model, kind, device, force, coding, beam, refine,
@@ -1179,6 +1192,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
 
     _use_threads(threads)
     codec = Codec.load(model, device=resolve_device(device))
+    _refuse_weights_when_fixed_width(codec, None, depth_weight)
     if depth_weight is not None:
         codec.depth_weight = depth_weight
     targets = _comma_separated(rates, float, "--rates", "numbers") if rates else None
