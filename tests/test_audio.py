@@ -843,6 +843,52 @@ def test_integer_pcm_arrays_are_scaled_in_float32_exactly():
     assert peak < 1.5 * long.size * 4  # the float32 result, not float64 copies of the whole signal
 
 
+def test_arrays_of_other_types_are_coded_as_their_whole_float32_conversion(codec, signal):
+    """Converted a block at a time, an int16, unsigned, int32 or float64 array (or tensor) gives the
+    bytes its whole float32 conversion gives: the peak (so the level gain) and every block the same."""
+    from vqcodec.codec import STREAM_BLOCK_SAMPLES, _float_audio
+
+    samples = 3 * STREAM_BLOCK_SAMPLES + 123  # several blocks and a short last one
+    loud = signal(2, samples, 16000)
+    quiet = loud * 0.01  # outside LEVEL_RANGE: coded with a level gain taken from the peak
+    for audio in (loud, quiet):
+        arrays = [np.round(audio * 2 ** 15).clip(-2 ** 15, 2 ** 15 - 1).astype(np.int16),
+                  np.round(audio * 2 ** 7 + 128).clip(0, 255).astype(np.uint8),
+                  np.round(audio * 2 ** 31).clip(-2 ** 31, 2 ** 31 - 1).astype(np.int32),
+                  audio.astype(np.float64) * (1 + 1e-9)]  # float64 values that float32 rounds
+        arrays.append(torch.from_numpy(arrays[0]))
+        for array in arrays:
+            whole = _float_audio(array)
+            assert whole.dtype == np.float32 and whole.shape == (2, samples)
+            assert codec.encode_audio(array, 16000, 2) == codec.encode_audio(whole, 16000, 2), array.dtype
+            assert codec.encode(array[0], 2, sample_rate=22050) == codec.encode(whole[0], 2, sample_rate=22050)
+            np.testing.assert_array_equal(codec.audio_to_codes(array, 2), codec.audio_to_codes(whole, 2))
+        pcm = arrays[0]
+        assert codec.encode_audio(pcm, 16000, 3, max_kbps=20.0) == codec.encode_audio(
+            _float_audio(pcm), 16000, 3, max_kbps=20.0)
+    broken = np.zeros((1, samples))
+    broken[0, -1] = np.nan  # in the last block: refused all the same
+    with pytest.raises(VQCodecError, match="NaN or infinite"):
+        codec.encode_audio(broken, 16000, 2)
+    with pytest.raises(VQCodecError, match="NaN or infinite"):
+        codec.audio_to_codes(broken, 2)
+
+
+def test_an_int16_array_is_never_converted_to_float32_whole(bighop_codec):
+    rate, seconds = bighop_codec.sample_rate, 300
+    pcm = (0.3 * 2 ** 15 * np.sin(2 * np.pi * 440 * np.arange(seconds * rate) / rate)).astype(np.int16)
+    float32_bytes = pcm.size * 4
+    for encode in (lambda: bighop_codec.encode_audio(pcm, rate, 1), lambda: bighop_codec.encode(pcm, 1, sample_rate=rate),
+                   lambda: bighop_codec.audio_to_codes(pcm, 1)):
+        tracemalloc.start()
+        try:
+            encode()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < float32_bytes / 4, f"peak {peak / 1e6:.1f} MB for {pcm.nbytes / 1e6:.1f} MB of int16 audio"
+
+
 def test_the_peak_of_an_array_is_found_without_copying_it(codec):
     from vqcodec.codec import _peak
 

@@ -145,24 +145,17 @@ def _as_array(value) -> np.ndarray:
         raise VQCodecError(f"not an array of numbers: {exc}") from None
 
 
-def _float_audio(audio) -> np.ndarray:
-    """Audio given to the API as float32 (channels, samples): float arrays as they are, integer PCM
-    scaled to +-1 as soundfile reads it (int16 by 2**15, uint8 around 128, ...)."""
+def _pcm_array(audio) -> np.ndarray:
+    """Audio given to the API as a (channels, samples) array of its own type, checked as _float_audio
+    checks it but not converted: _float32 converts it, a block at a time where it is long."""
     array = _as_array(audio)
     if array.dtype.kind in "iu" and array.dtype.itemsize > 4:
         # no PCM is 64-bit: such arrays (NumPy's and torch's default integers) hold 16- or 32-bit
         # samples, which scaled by 2**63 would be coded as silence
         raise VQCodecError(f"integer audio is PCM of 8, 16 or 32 bits, not {array.dtype}: "
                            "convert it to the type its samples are (np.int16, np.int32) or to float")
-    if array.dtype.kind in "iu":
-        bits = array.dtype.itemsize * 8
-        if array.dtype.kind == "u":  # flipping the top bit subtracts 2 ** (bits - 1), exactly
-            array = (array ^ array.dtype.type(1 << (bits - 1))).view(f"i{array.dtype.itemsize}")
-        array = array.astype(np.float32)  # rounded once, then scaled by a power of two: exact
-        array *= np.float32(2.0 ** -(bits - 1))
-    elif array.dtype.kind != "f":
+    if array.dtype.kind not in "iuf":
         raise VQCodecError(f"audio must be a float or integer PCM array, not {array.dtype}")
-    array = np.asarray(array, dtype=np.float32)
     if array.ndim == 1:
         array = array[None]
     if array.ndim != 2:
@@ -171,6 +164,32 @@ def _float_audio(audio) -> np.ndarray:
         raise VQCodecError(f"audio is (channels, samples), and a {array.shape[0]} x {array.shape[1]} array looks like "
                            "(samples, channels): give its transpose (audio.T)")
     return array
+
+
+def _float32(array: np.ndarray) -> np.ndarray:
+    """Samples of a _pcm_array as float32: float ones as they are (float32 itself without a copy),
+    integer PCM scaled to +-1 as soundfile reads it (int16 by 2**15, uint8 around 128, ...)."""
+    if array.dtype.kind in "iu":
+        bits = array.dtype.itemsize * 8
+        if array.dtype.kind == "u":  # flipping the top bit subtracts 2 ** (bits - 1), exactly
+            array = (array ^ array.dtype.type(1 << (bits - 1))).view(f"i{array.dtype.itemsize}")
+        array = array.astype(np.float32)  # rounded once, then scaled by a power of two: exact
+        array *= np.float32(2.0 ** -(bits - 1))
+    return np.asarray(array, dtype=np.float32)
+
+
+def _float_audio(audio) -> np.ndarray:
+    """Audio given to the API as float32 (channels, samples): float arrays as they are, integer PCM
+    scaled to +-1 as soundfile reads it (int16 by 2**15, uint8 around 128, ...)."""
+    return _float32(_pcm_array(audio))
+
+
+def _float_blocks(audio: np.ndarray) -> Iterator[np.ndarray]:
+    """A _pcm_array as float32 blocks of STREAM_BLOCK_SAMPLES, each converted only when it is taken,
+    so that a long array of another type (int16, float64) is never copied whole. The conversion is
+    the same sample by sample, so the blocks hold what _float32 of the whole array would."""
+    for start in range(0, audio.shape[1], STREAM_BLOCK_SAMPLES):
+        yield _float32(audio[:, start:start + STREAM_BLOCK_SAMPLES])
 
 
 def _checked_amount(name: str, value, unit: str, allow_zero: bool = False) -> float:
@@ -830,13 +849,13 @@ class Codec:
         With `variable_depth` (and a depth weight, for entropy coding) each frame keeps only the levels
         that pay for their bits, as in files: the rest of its codes are -1."""
         self._require("audio")
-        audio = _float_audio(audio)
-        _check_audio_size(audio.shape[0], self.sample_rate, audio.shape[1])
-        _check_finite(audio)
+        audio = _pcm_array(audio)  # converted to float32 a block at a time, as it is coded
+        channels, samples = audio.shape
+        _check_audio_size(channels, self.sample_rate, samples)
         quality = self.check_quality(self.num_codebooks if quality is None else quality)
-        frames = math.ceil(audio.shape[1] / self.hop)
-        return self._encode_frames(_SampleWindow(iter([audio]), audio.shape[0], audio.shape[1]), frames, quality,
-                                   variable_depth).astype(np.int64)
+        frames = math.ceil(samples / self.hop)
+        window = _SampleWindow(_checked(_float_blocks(audio), None, channels), channels, samples)
+        return self._encode_frames(window, frames, quality, variable_depth).astype(np.int64)
 
     @torch.inference_mode()
     def codes_to_audio(self, codes: np.ndarray) -> np.ndarray:
@@ -922,7 +941,7 @@ class Codec:
         a UserWarning, as the command line's warning line."""
         import warnings
 
-        audio = _float_audio(audio)
+        audio = _pcm_array(audio)  # converted to float32 a block at a time, as it is coded
         sample_rate = _checked_rate(sample_rate)
         if max_kbps is not None:
             data = self._fit_audio(lambda q: self._encode_array(audio, sample_rate, q), quality, max_kbps,
@@ -935,8 +954,11 @@ class Codec:
         return data
 
     def _encode_array(self, audio: np.ndarray, sample_rate: int, quality: int) -> bytes:
-        blocks = (audio[:, i:i + STREAM_BLOCK_SAMPLES] for i in range(0, audio.shape[1], STREAM_BLOCK_SAMPLES))
-        return self.encode_audio_stream(blocks, sample_rate, audio.shape[0], audio.shape[1], quality, _peak([audio]))
+        """Encode a _pcm_array, read twice a block at a time (for its peak, then to code it): an array
+        of another type than float32 is never held whole as float32."""
+        peak = max((_peak([block]) for block in _float_blocks(audio)), default=0.0)
+        return self.encode_audio_stream(_float_blocks(audio), sample_rate, audio.shape[0], audio.shape[1], quality,
+                                        peak)
 
     @_one_at_a_time
     def encode_audio_file(self, source, quality: int, max_kbps: float | None = None) -> bytes:
