@@ -346,6 +346,58 @@ def test_palette_alpha_of_many_levels_is_exact(codec, tmp_path):
         assert np.array_equal(np.asarray(reread.convert("RGBA").getchannel("A")), alpha_in)
 
 
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I", "F", "I;16+transparency"])
+def test_deep_grey_is_scaled_a_strip_at_a_time_as_it_was_whole(mode, monkeypatch):
+    """Deep grey is scaled to 8 bits a strip at a time: the planes are those of the whole image
+    scaled at once (values / 65535, or / 1.0 for F, times 255, rounded), alpha from a transparent
+    value included."""
+    import vqcodec.io as vqio
+
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 65536, (37, 29))
+    values[5:9, 3:7] = 1000
+    if mode == "F":
+        image = Image.fromarray((values / 65535.0 * 1.2 - 0.1).astype(np.float32))  # beyond 0..1: clipped
+    elif mode == "I":
+        image = Image.fromarray(values.astype(np.int32) * 3)
+    else:
+        order = ">u2" if mode == "I;16B" else "<u2"
+        image = Image.frombytes(mode.split("+")[0], (29, 37), values.astype(order).tobytes())
+    if mode.endswith("+transparency"):
+        image.info["transparency"] = 1000
+    whole = np.asarray(image, dtype=np.float64)
+    expected = np.clip(np.round(whole / (1.0 if mode == "F" else 65535.0) * 255.0), 0, 255).astype(np.uint8)
+    monkeypatch.setattr(vqio, "DEEP_STRIP_PIXELS", 29 * 5 + 3)  # strips of 5 rows, the last of 2
+    rgb, mode_code, alpha = vqio.image_to_planes(image)
+    assert rgb.shape == (37, 29, 3) and rgb.dtype == np.uint8
+    for channel in range(3):
+        np.testing.assert_array_equal(rgb[:, :, channel], expected)
+    if mode.endswith("+transparency"):
+        assert mode_code == IMAGE_MODES["LA"]
+        np.testing.assert_array_equal(alpha, np.where(whole == 1000, 0, 255))
+    else:
+        assert mode_code == IMAGE_MODES[mode] and alpha is None
+    monkeypatch.setattr(vqio, "DEEP_STRIP_PIXELS", 1)  # a row at a time
+    np.testing.assert_array_equal(vqio.image_to_planes(image)[0], rgb)
+
+
+def test_deep_grey_is_never_held_whole_as_float64():
+    import tracemalloc
+
+    import vqcodec.io as vqio
+
+    side = 4096  # 128 MB as float64; strips of DEEP_STRIP_PIXELS take 8 MB each
+    image = Image.frombytes("I;16", (side, side), (np.arange(side * side) % 65536).astype("<u2").tobytes())
+    tracemalloc.start()
+    try:
+        rgb = vqio.image_to_planes(image)[0]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    whole = side * side * 8  # the image's values as float64
+    assert peak < rgb.nbytes + whole / 2, f"peak {peak / 1e6:.1f} MB for {rgb.nbytes / 1e6:.1f} MB of RGB"
+
+
 def test_sixteen_bit_grey_with_a_transparent_value_keeps_it_as_alpha(codec):
     values = np.tile(np.linspace(0, 65535, 24).round().astype("<u2"), (16, 1))
     values[:4, :4] = 1000

@@ -282,6 +282,7 @@ IMAGE_MODES = {"RGB": 0, "L": 1, "RGBA": 2, "LA": 3, "P": 4, "PA": 5, "I;16": 6,
 ALPHA_MODES = {"RGBA", "LA", "PA", "P;transparency"}
 IMAGE_MODE_NAMES = {code: name for name, code in IMAGE_MODES.items()}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I", "F"}
+DEEP_STRIP_PIXELS = 1 << 20  # deep grey is scaled to 8 bits in strips of about this many pixels
 MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold
 # The most pixels a side these formats hold (images go to 65 535): MPO and PDF code through libjpeg, and
 # libavif, which Pillow reads AVIF with, refuses a side over 32 768.
@@ -343,10 +344,9 @@ def image_to_planes(image) -> tuple[np.ndarray, int, np.ndarray | None]:
     if mode in ALPHA_MODES:
         alpha = np.asarray(image.getchannel("A"))
     if mode in _SIXTEEN_BIT:
-        values = np.asarray(image, dtype=np.float64)
-        scale = 65535.0 if mode != "F" else 1.0
-        grey = np.clip(np.round(values / scale * 255.0), 0, 255).astype(np.uint8)
-        rgb = np.repeat(grey[:, :, None], 3, axis=2)
+        rgb = np.empty((image.height, image.width, 3), dtype=np.uint8)
+        for top, grey in _deep_grey_strips(image):
+            rgb[top:top + grey.shape[0]] = grey[:, :, None]
     elif mode in ("L", "1", "LA"):
         rgb = np.repeat(np.asarray(image.convert("L"))[:, :, None], 3, axis=2)
     else:
@@ -390,10 +390,26 @@ def _grey_with_transparent_value(image):
     """An LA image of 16-bit, 32-bit or float grey whose pixels of the transparent value are transparent."""
     from PIL import Image
 
-    values = np.asarray(image, dtype=np.float64)
-    alpha = np.where(values == image.info["transparency"], 0, 255).astype(np.uint8)
-    grey = np.clip(np.round(values / (1.0 if image.mode == "F" else 65535.0) * 255.0), 0, 255).astype(np.uint8)
+    grey = np.empty((image.height, image.width), dtype=np.uint8)
+    alpha = np.empty_like(grey)
+    for top, strip in _deep_grey_strips(image, alpha):
+        grey[top:top + strip.shape[0]] = strip
     return Image.merge("LA", (Image.fromarray(grey, "L"), Image.fromarray(alpha, "L")))
+
+
+def _deep_grey_strips(image, alpha: np.ndarray | None = None):
+    """(top row, uint8 grey) for strips of a 16-bit, 32-bit or float grey image of about
+    DEEP_STRIP_PIXELS each, scaled to 8 bits (65535 or, for F, 1.0 to 255): a strip's values are
+    taken as float64 one strip at a time, never the whole image's. With `alpha` (uint8 (height,
+    width)), its rows are filled too: 0 where a pixel has the image's transparent value, else 255."""
+    scale = 1.0 if image.mode == "F" else 65535.0
+    rows = max(1, DEEP_STRIP_PIXELS // image.width)
+    for top in range(0, image.height, rows):
+        bottom = min(image.height, top + rows)
+        values = np.asarray(image.crop((0, top, image.width, bottom)), dtype=np.float64)
+        if alpha is not None:
+            alpha[top:bottom] = np.where(values == image.info["transparency"], 0, 255)
+        yield top, np.clip(np.round(values / scale * 255.0), 0, 255).astype(np.uint8)
 
 
 def _palette_with_exact_alpha(rgb: np.ndarray, alpha: np.ndarray):
