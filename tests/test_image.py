@@ -226,6 +226,40 @@ def test_tiling_is_seamless(codec, monkeypatch):
     assert np.array_equal(tiled, whole)
 
 
+def test_tiles_are_padded_as_the_whole_image_padded_at_once(codec, monkeypatch):
+    """Each tile is cut from the image and padded on its own (the whole image is never padded, so
+    never copied): the same pixels, so the same codes, as the image padded to whole cells first."""
+    from vqcodec.codec import _edge_padded
+
+    rgb = smooth_rgb(157, 203, seed=5)  # 40 x 51 cells, the last row and column partly padding
+    h, w = rgb.shape[:2]
+    padded = np.pad(rgb, ((0, 40 * HOP - h), (0, 51 * HOP - w), (0, 0)), mode="edge")
+    for top, bottom, left, right in [(0, 40 * HOP, 0, 51 * HOP), (36 * HOP, 40 * HOP, 0, 8 * HOP),
+                                     (0, 4 * HOP, 47 * HOP, 51 * HOP), (39 * HOP, 40 * HOP, 50 * HOP, 51 * HOP),
+                                     (10 * HOP, 20 * HOP, 10 * HOP, 20 * HOP)]:
+        tile = _edge_padded(rgb, top, bottom, left, right)
+        assert tile.flags.c_contiguous and np.array_equal(tile, padded[top:bottom, left:right])
+    monkeypatch.setattr(codec_module, "IMAGE_TILE", 4)
+    for variable_depth in (False, True):
+        np.testing.assert_array_equal(codec.image_to_codes(rgb, 3, variable_depth),
+                                      codec.image_to_codes(padded, 3, variable_depth)[:, :40, :51])
+
+
+def test_an_image_is_never_padded_whole(codec):
+    import tracemalloc
+
+    rgb = np.zeros((2047, 2045, 3), dtype=np.uint8)  # 512 x 512 cells, the last row and column padded
+    rgb[::7, ::5] = 200
+    tracemalloc.start()
+    try:
+        codes = codec.image_to_codes(rgb, 1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert codes.shape == (1, 512, 512)
+    assert peak < rgb.nbytes / 2, f"peak {peak / 1e6:.1f} MB for {rgb.nbytes / 1e6:.1f} MB of RGB"
+
+
 def test_tiling_check_detects_seams_without_context(codec, monkeypatch):
     """The check above is sensitive: with no context, tiles disagree with the whole image."""
     monkeypatch.setattr(codec.cfg, "context_frames", 0)

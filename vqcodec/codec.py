@@ -384,6 +384,15 @@ def _scaled(blocks: Iterator[np.ndarray], gain: int) -> Iterator[np.ndarray]:
         yield block * factor
 
 
+def _edge_padded(rgb: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    """Rows [top, bottom) and columns [left, right) of an (h, w, 3) image padded past its bottom and
+    right edges by repeating its last row and column (top < h, left < w): the tile of the whole image
+    padded so, made without padding (so copying) the whole image."""
+    h, w = rgb.shape[:2]
+    part = rgb[top:min(bottom, h), left:min(right, w)]
+    return np.ascontiguousarray(np.pad(part, ((0, max(0, bottom - h)), (0, max(0, right - w)), (0, 0)), mode="edge"))
+
+
 def _array_image(array: np.ndarray):
     """A uint8 array (height, width), (height, width, 3) or (height, width, 4) as a Pillow image."""
     from PIL import Image
@@ -1484,7 +1493,6 @@ class Codec:
         hop, ctx = self.hop, self.cfg.context_frames
         h, w, _ = rgb.shape
         rows, cols = math.ceil(h / hop), math.ceil(w / hop)
-        padded = np.pad(rgb, ((0, rows * hop - h), (0, cols * hop - w), (0, 0)), mode="edge")
         codes = np.zeros((quality, rows, cols), dtype=np.int64)
         done = np.zeros((rows, cols), dtype=bool)
         # Without refinement, the depths are chosen once the whole image is searched, as if it were one
@@ -1498,7 +1506,7 @@ class Codec:
         for r0, r1, c0, c1 in self._tiles(rows, cols):
             a, b = max(0, r0 - ctx), min(rows, r1 + ctx)
             c, d = max(0, c0 - ctx), min(cols, c1 + ctx)
-            tile = torch.from_numpy(np.ascontiguousarray(padded[a * hop:b * hop, c * hop:d * hop]))
+            tile = torch.from_numpy(_edge_padded(rgb, a * hop, b * hop, c * hop, d * hop))
             x = tile.to(self.device).permute(2, 0, 1)[None].float() / 255.0
             window = self._encoder_latents(x, ("image", a, b, c, d))
             inner = (slice(r0 - a, r1 - a), slice(c0 - c, c1 - c))
