@@ -1,19 +1,29 @@
 """Peak memory of `vqcodec encode` and `decode` on long speech: does an hour need more than a minute?
 
-    python bench/memory.py [--minutes 1,60] [--runs 3] [--model speech16k] [-q 8] [--source DIR] [--out bench/out/memory.json]
+    python bench/memory.py [--minutes 1,60] [--runs 3] [--model speech16k] [-q 8] [--ways cli,api]
+                           [--dtypes int16,float32] [--source DIR ...] [--out bench/out/memory.json]
 
 Recordings of the speech dev set are joined, end to end and repeated, into 16 kHz mono 16-bit WAV
-files of each length. Each is then coded by the command line in a fresh process, four ways:
-file to file and stdin to stdout, encoding and decoding, `--runs` times. The table gives the
-median over the runs of each process's peak resident memory (ru_maxrss), its range, and the
-growth of the median over the shortest length. The peak of one and the same run varies by tens
-of MiB from run to run (the allocator's luck with the networks' large temporaries), hence the
-median. `--source DIR` runs the
-vqcodec package found in DIR instead (for example a `git worktree` of an earlier commit).
+files of each length. Each is then coded in a fresh process, `--runs` times, by each of `--ways`:
+
+- `cli`: the command line, four ways: file to file and stdin to stdout, encoding and decoding.
+- `api`: the Python API, `Codec.load(model).encode(array, quality, sample_rate=16000)`, the WAV
+  read first (soundfile) into a NumPy array of each of `--dtypes` (int16: the PCM as it is, float32:
+  scaled to +-1, float64, ...). The array is the caller's, so the table also gives the peak less
+  the array's size: what coding it costs.
+
+The table gives the median over the runs of each process's peak resident memory (ru_maxrss), its
+range, and the growth of the median over the shortest length. The peak of one and the same run
+varies by tens of MiB from run to run (the allocator's luck with the networks' large
+temporaries), hence the median. `--source DIR` runs the vqcodec package found in DIR instead
+(for example a `git clone` or `git worktree` of an earlier commit); given more than once, each
+is measured in turn, in the same run, and the table names each by its commit. The API's `.vq`
+files are compared across sources (`same .vq`: the bytes of the first source's file).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import subprocess
 import sys
@@ -34,6 +44,18 @@ with open(sys.argv[1], "rb") as stdin, open(sys.argv[2], "wb") as stdout:
 print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
 """
 
+API_PEAK = """
+import resource, sys
+import numpy as np, soundfile
+wav, dtype, model, quality, out = sys.argv[1:6]
+audio, rate = soundfile.read(wav, dtype=dtype)  # mono: (samples,), as the caller holds it
+from vqcodec import Codec
+data = Codec.load(model).encode(audio, int(quality), sample_rate=rate)
+with open(out, "wb") as file:
+    file.write(data)
+print(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, audio.nbytes)
+"""
+
 
 def speech_of_length(files: list[Path], seconds: int, rate: int) -> np.ndarray:
     from vqcodec.io import read_audio
@@ -49,16 +71,39 @@ def speech_of_length(files: list[Path], seconds: int, rate: int) -> np.ndarray:
     return np.concatenate(pieces)[:seconds * rate]
 
 
-def peak_rss(stdin: Path, stdout: Path, args: list[str], source: Path) -> tuple[int, float]:
-    """(peak resident bytes, seconds) of `python -m vqcodec ARGS`, run from `source`."""
+def peak_rss(stdin: Path, stdout: Path, args: list[str], source: Path) -> tuple[int, float, int]:
+    """(peak resident bytes, seconds, 0) of `python -m vqcodec ARGS`, run from `source`."""
+    return _measured([sys.executable, "-c", PEAK_RSS, str(stdin), str(stdout), *args], source,
+                     f"vqcodec {' '.join(args)}")
+
+
+def api_peak_rss(wav: Path, dtype: str, model: str, quality: int, out: Path, source: Path) -> tuple[int, float, int]:
+    """(peak resident bytes, seconds, bytes of the input array) of encoding `wav`, read as a `dtype`
+    array, through the Python API of the vqcodec in `source`, in a fresh process."""
+    return _measured([sys.executable, "-c", API_PEAK, str(wav), dtype, model, str(quality), str(out)], source,
+                     f"Codec.encode of a {dtype} array")
+
+
+def _measured(command: list[str], source: Path, what: str) -> tuple[int, float, int]:
     env = dict(os.environ, PYTHONPATH=str(source), OMP_NUM_THREADS="1")
     start = time.monotonic()
-    result = subprocess.run([sys.executable, "-c", PEAK_RSS, str(stdin), str(stdout), *args], capture_output=True,
-                            env=env, cwd=source)
+    result = subprocess.run(command, capture_output=True, env=env, cwd=source)
     seconds = time.monotonic() - start
-    if result.returncode != 0 or not result.stdout.split() or result.stdout.split()[0] != b"0":
-        sys.exit(f"memory.py: vqcodec {' '.join(args)} failed: {result.stderr.decode()[-500:]}")
-    return int(result.stdout.split()[1]), seconds
+    words = result.stdout.split()
+    if result.returncode != 0 or not words or words[0] != b"0":
+        sys.exit(f"memory.py: {what} failed: {result.stderr.decode()[-500:]}")
+    return int(words[1]), seconds, int(words[2]) if len(words) > 2 else 0
+
+
+def source_label(source: Path) -> str:
+    """The commit `source` holds (with +changes if its tree differs), or its folder's name."""
+    result = subprocess.run(["git", "-C", str(source), "describe", "--always", "--dirty=+changes"],
+                            capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else source.name
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _minute_list(text: str) -> list[int]:
@@ -81,12 +126,26 @@ def main() -> None:
     parser.add_argument("--model", default="speech16k")
     parser.add_argument("-q", "--quality", type=int, default=8)
     parser.add_argument("--data", default=str(DATA))
-    parser.add_argument("--source", default=str(common.REPO_ROOT), help="Folder holding the vqcodec package to run.")
+    parser.add_argument("--source", action="append", default=None,
+                        help="Folder holding the vqcodec package to run (default this checkout); give it more than "
+                             "once to measure each in the same run.")
+    parser.add_argument("--ways", default="cli", type=_names,
+                        help="What to measure, comma-separated: cli (the command line, four ways) and/or api "
+                             "(Codec.encode of an array; default cli).")
+    parser.add_argument("--dtypes", default="int16", type=_names,
+                        help="Types of the array the API is given, comma-separated NumPy names (default int16).")
     parser.add_argument("--out", default="bench/out/memory.json")
     args = parser.parse_args()
     import soundfile
 
-    source = Path(args.source).resolve()
+    unknown = set(args.ways) - {"cli", "api"}
+    if unknown or not args.ways:
+        sys.exit(f"memory.py: --ways takes cli and/or api, not {args.ways}")
+    for dtype in args.dtypes:
+        if dtype not in ("int16", "int32", "float32", "float64"):
+            sys.exit(f"memory.py: --dtypes takes int16, int32, float32 and float64 (what soundfile reads), not {dtype}")
+    sources = [Path(s).resolve() for s in (args.source or [str(common.REPO_ROOT)])]
+    labels = [source_label(source) for source in sources]
     files = common.list_files(args.data, (".flac", ".wav"))
     if not files:
         sys.exit(f"memory.py: no audio in {args.data}")
@@ -99,29 +158,50 @@ def main() -> None:
             wav, vq, back = folder / f"{minutes}.wav", folder / f"{minutes}.vq", folder / f"{minutes}.out.wav"
             soundfile.write(str(wav), speech_of_length(files, minutes * 60, 16000), 16000, subtype="PCM_16")
             model = ["-m", args.model]
-            runs = {
-                "encode file → file": (empty, folder / "log", ["encode", str(wav), str(vq), "-q", str(args.quality), "--force", *model]),
-                "encode stdin → stdout": (wav, vq, ["encode", "-", "-", "-q", str(args.quality), *model]),
-                "decode file → file": (empty, folder / "log", ["decode", str(vq), str(back), "--force", *model]),
-                "decode stdin → stdout": (vq, back, ["decode", "-", "-", *model]),
-            }
-            for name, (stdin, stdout, command) in runs.items():
-                measured = [peak_rss(stdin, stdout, command, source) for _ in range(args.runs)]
-                peaks = sorted(peak for peak, _ in measured)
-                rows.append({"minutes": minutes, "run": name, "peak_bytes": float(np.median(peaks)), "peaks": peaks,
-                             "seconds": float(np.median([s for _, s in measured])), "wav_bytes": wav.stat().st_size})
-                print(f"  {minutes} min, {name}: {' '.join(f'{p / 2**20:.0f}' for p in peaks)} MiB", file=sys.stderr,
-                      flush=True)
+            runs = {}
+            if "cli" in args.ways:
+                runs.update({
+                    "encode file → file": (empty, folder / "log", ["encode", str(wav), str(vq), "-q", str(args.quality), "--force", *model]),
+                    "encode stdin → stdout": (wav, vq, ["encode", "-", "-", "-q", str(args.quality), *model]),
+                    "decode file → file": (empty, folder / "log", ["decode", str(vq), str(back), "--force", *model]),
+                    "decode stdin → stdout": (vq, back, ["decode", "-", "-", *model]),
+                })
+            if "api" in args.ways:
+                runs.update({f"API encode, {dtype} array": dtype for dtype in args.dtypes})
+            for name, run in runs.items():
+                first_vq = None
+                for source, label in zip(sources, labels):
+                    if isinstance(run, str):
+                        out = folder / f"{minutes}.api.vq"
+                        measured = [api_peak_rss(wav, run, args.model, args.quality, out, source)
+                                    for _ in range(args.runs)]
+                        digest = hashlib.sha256(out.read_bytes()).hexdigest()
+                        first_vq = first_vq or digest
+                        same = "yes" if digest == first_vq else "NO"
+                    else:
+                        stdin, stdout, command = run
+                        measured = [peak_rss(stdin, stdout, command, source) for _ in range(args.runs)]
+                        digest, same = None, ""
+                    peaks = sorted(peak for peak, _, _ in measured)
+                    held = measured[0][2]
+                    rows.append({"source": label, "minutes": minutes, "run": name, "peak_bytes": float(np.median(peaks)),
+                                 "peaks": peaks, "input_bytes": held, "seconds": float(np.median([s for _, s, _ in measured])),
+                                 "wav_bytes": wav.stat().st_size, "vq_sha256": digest, "same_vq": same})
+                    print(f"  {label}, {minutes} min, {name}: {' '.join(f'{p / 2**20:.0f}' for p in peaks)} MiB"
+                          + (f" ({held / 2**20:.0f} MiB of it the input array)" if held else ""), file=sys.stderr,
+                          flush=True)
     shortest = min(r["minutes"] for r in rows)
-    base = {r["run"]: r["peak_bytes"] for r in rows if r["minutes"] == shortest}
+    base = {(r["source"], r["run"]): r["peak_bytes"] for r in rows if r["minutes"] == shortest}
     print(common.markdown_table(
-        ["minutes", "WAV MiB", "run", "peak MiB (median)", "range", f"growth over {shortest} min, MiB", "seconds"],
-        [[r["minutes"], r["wav_bytes"] / 2**20, r["run"], r["peak_bytes"] / 2**20,
-          f"{r['peaks'][0] / 2**20:.0f}–{r['peaks'][-1] / 2**20:.0f}", (r["peak_bytes"] - base[r["run"]]) / 2**20,
-          r["seconds"]] for r in rows], digits=1))
+        ["code", "minutes", "WAV MiB", "run", "peak MiB (median)", "range", "input array MiB", "peak less input, MiB",
+         f"growth over {shortest} min, MiB", "seconds", "same .vq"],
+        [[r["source"], r["minutes"], r["wav_bytes"] / 2**20, r["run"], r["peak_bytes"] / 2**20,
+          f"{r['peaks'][0] / 2**20:.0f}–{r['peaks'][-1] / 2**20:.0f}", r["input_bytes"] / 2**20,
+          (r["peak_bytes"] - r["input_bytes"]) / 2**20, (r["peak_bytes"] - base[r["source"], r["run"]]) / 2**20,
+          r["seconds"], r["same_vq"]] for r in rows], digits=1))
     if args.out:
         common.save_json(args.out, {"machine": common.machine_info(threads=1), "command": common.repro_command(),
-                                    "source": str(source), "rows": rows})
+                                    "sources": [str(source) for source in sources], "rows": rows})
 
 
 if __name__ == "__main__":
