@@ -10,6 +10,7 @@ import pytest
 import soundfile
 from PIL import Image
 
+from conftest import run_python
 from test_cli import assert_one_line_error
 from vqcodec import Codec, metrics
 from vqcodec.io import read_audio
@@ -129,6 +130,39 @@ def test_pesq_of_speech_at_another_rate_is_measured_at_16_khz_not_dropped():
         assert score is not None and 1 < score < 4.7
     assert metrics.pesq_wb(soxr.resample(speech, rate, 48000), soxr.resample(noisy, rate, 48000), 48000) \
         == pytest.approx(at_16k, abs=0.05)
+
+
+def test_pesq_of_a_long_signal_is_scored_in_pieces_not_crashing_the_process():
+    # the pesq library writes past its 50-utterance tables on long signals and dies of a segmentation
+    # fault (`vqcodec eval speech16k` on a 133 s song did): 60 s of 0.25 s bursts crashed it
+    pytest.importorskip("pesq")
+
+    script = """
+import numpy as np
+from vqcodec import metrics
+t = np.arange(60 * 16000) / 16000
+rng = np.random.default_rng(0)
+ref = (0.1 * rng.standard_normal(t.size) * (t % 0.5 < 0.25)).astype(np.float32)
+deg = ref + rng.normal(0, 0.01, t.size).astype(np.float32)
+pieces = [metrics.pesq_wb(ref[k:k + 320000], deg[k:k + 320000]) for k in range(0, t.size, 320000)]
+print(metrics.pesq_wb(ref, deg), np.mean(pieces))
+"""
+    result = run_python("-c", script, timeout=120, text=True)
+    assert result.returncode == 0, result.stderr
+    whole, pieces = map(float, result.stdout.split())
+    assert 1 < whole < 4.7 and whole == pytest.approx(pieces)  # three 20 s pieces of equal weight
+
+
+def test_pesq_of_a_short_signal_is_scored_whole_as_before():
+    pytest.importorskip("pesq")
+    from pesq import pesq
+
+    speech, rate = soundfile.read(DATA / "speech.flac", dtype="float32")
+    noisy = speech + np.random.default_rng(0).normal(0, 0.01, speech.shape).astype(np.float32)
+    assert metrics.pesq_wb(speech, noisy, rate) == pesq(rate, speech.astype(np.float64), noisy.astype(np.float64), "wb")
+    twenty = np.tile(speech, -(-20 * rate // speech.size))[:20 * rate]  # the longest scored at once
+    noisy = twenty + np.random.default_rng(1).normal(0, 0.01, twenty.shape).astype(np.float32)
+    assert metrics.pesq_wb(twenty, noisy, rate) == pesq(rate, twenty.astype(np.float64), noisy.astype(np.float64), "wb")
 
 
 def test_eval_of_a_clip_too_short_for_the_metrics_windows_gives_a_table(cli, tiny_model_path, tmp_path, signal):

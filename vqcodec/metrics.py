@@ -77,20 +77,41 @@ def si_sdr(reference: np.ndarray, degraded: np.ndarray, eps: float = 1e-12) -> f
     return float(10 * np.log10((np.dot(target, target) + eps) / (np.dot(noise, noise) + eps)))
 
 
+# The pesq library (the ITU-T P.862 reference code) keeps at most 50 utterances in fixed tables that
+# it fills without a bound check. An utterance is at least 0.2 s of speech, and utterances under
+# 0.2 s apart are joined, so 20 s holds at most 50; a longer signal can write past the tables and
+# crash the process (segmentation fault): 30 s of 0.25 s bursts 0.25 s apart did, as did the first
+# 130 s of a song (data/music/librosa__Karissa_Hobbs_-_Lets_Go_Fishin.flac). Longer signals are
+# scored in pieces of at most this many seconds.
+PESQ_PIECE_SECONDS = 20
+
+
 def pesq_wb(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = 16000) -> float | None:
     """PESQ wide-band (ITU-T P.862.2) MOS-LQO, or None when PESQ refuses the file
     (e.g. no utterance detected). P.862.2 is defined at 16 kHz: signals at another rate are
-    resampled to it (soxr) first."""
+    resampled to it (soxr) first. A signal of over `PESQ_PIECE_SECONDS` (20 s) is cut into the
+    fewest equal pieces of at most that length, at fixed boundaries (not where the speech pauses),
+    each scored on its own; the score is their mean weighted by length, over the pieces PESQ scores
+    (None when it scores none). Up to 20 s the whole signal is scored at once."""
     from pesq import pesq
     ref, deg = paired(reference, degraded)
     if sample_rate != 16000:  # pesq refuses any other rate for wide band, which read as "no utterance"
         import soxr
         ref, deg = (soxr.resample(s, sample_rate, 16000) for s in (ref, deg))
         sample_rate = 16000
-    try:
-        return float(pesq(sample_rate, ref.astype(np.float64), deg.astype(np.float64), "wb"))
-    except Exception:  # pesq.NoUtterancesError, BufferTooShortError, ...
+    ref, deg = ref.astype(np.float64), deg.astype(np.float64)
+    pieces = -(-ref.size // (PESQ_PIECE_SECONDS * sample_rate)) or 1
+    bounds = [ref.size * k // pieces for k in range(pieces + 1)]
+    scores, lengths = [], []
+    for start, end in zip(bounds, bounds[1:]):
+        try:
+            scores.append(float(pesq(sample_rate, ref[start:end], deg[start:end], "wb")))
+        except Exception:  # pesq.NoUtterancesError, BufferTooShortError, ...
+            continue
+        lengths.append(end - start)
+    if not scores:
         return None
+    return scores[0] if pieces == 1 else float(np.average(scores, weights=lengths))
 
 
 def stoi_score(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = 16000) -> float | None:
