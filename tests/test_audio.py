@@ -1049,6 +1049,22 @@ def test_a_stream_of_blocks_is_taken_as_arrays_are_and_checked(codec, signal):
     for rate, channels, samples in ((16000.5, 2, 1600), (16000, 2.0, 1600), (16000, 2, 1600.0)):
         with pytest.raises(VQCodecError, match="must be a whole number"):
             codec.encode_audio_stream(blocks(lambda b: b), rate, channels, samples, 2)
+    for channels, samples, named in ((0, 1600, "channels"), (2, -1, "samples"), (2, 0, "samples")):
+        with pytest.raises(VQCodecError, match=f"^{named} must be a whole number from 1 up"):
+            codec.encode_audio_stream(blocks(lambda b: b), 16000, channels, samples, 2)
+
+
+@pytest.mark.parametrize("option, message", [
+    ({"samples": -1}, "^samples must be a whole number from 1 up, not -1$"),
+    ({"samples": 0}, "^samples must be a whole number from 1 up, not 0$"),
+    ({"sample_rate": -16000}, "^the sample rate must be a whole number of Hz from 1 to .*, not -16000$"),
+    ({"gain": -2}, "^gain -2 is out of range"), ({"gain": 0}, "^gain 0 is out of range"),
+    ({"gain": float("nan")}, "^gain nan is out of range")])
+def test_packing_audio_codes_refuses_sizes_rates_and_gains_below_one_naming_them(codec, signal, option, message):
+    # samples=-1 said "audio is empty"
+    codes = codec.audio_to_codes(signal(1, 1600, 16000), 2)
+    with pytest.raises(VQCodecError, match=message):
+        codec.codes_to_file(codes, **option)
 
 
 def test_decode_audio_file_to_a_path_leaves_nothing_half_written(codec, signal, tmp_path):

@@ -970,10 +970,12 @@ def test_an_alpha_plane_that_is_not_one_whole_zlib_stream_is_refused(codec, chan
             read(damaged)
 
 
-@pytest.mark.parametrize("size", [{"width": 0}, {"height": 0}])
-def test_packing_codes_refuses_a_zero_size(codec, size):
+@pytest.mark.parametrize("size", [{"width": 0}, {"height": 0}, {"width": -24}, {"height": -1}])
+def test_packing_codes_refuses_a_zero_or_negative_size_naming_it(codec, size):
+    # a negative width said "image -24x16 is empty"
     codes = codec.image_to_codes(smooth_rgb(16, 24), 2)
-    with pytest.raises(VQCodecError, match="is empty"):
+    (side, value), = size.items()
+    with pytest.raises(VQCodecError, match=f"^{side} must be a whole number of pixels from 1 up, not {value}$"):
         codec.codes_to_file(codes, **size)
 
 

@@ -121,6 +121,14 @@ def _checked_weight(name: str, value, high: float) -> float:
     return float(value)
 
 
+def _checked_count(name: str, value, unit: str = "") -> int:
+    """A size given to the API (samples, channels, pixels): a whole number of at least 1, or a one-line
+    error naming it (a size of 0 or below read as 'audio is empty' or 'image 0x-5 is empty')."""
+    if not _is_whole(value) or value < 1:
+        raise VQCodecError(f"{name} must be a whole number{' of ' + unit if unit else ''} from 1 up, not {value!r}")
+    return int(value)
+
+
 def _checked_rate(value) -> int:
     """A sample rate given to the API: a whole number of Hz within the container's bounds."""
     if not _is_whole(value) or not 1 <= value <= vqformat.MAX_SAMPLE_RATE:
@@ -910,10 +918,7 @@ class Codec:
         self._require("audio")
         quality = self.check_quality(quality)
         sample_rate = _checked_rate(sample_rate)
-        for name, value in (("channels", channels), ("samples", samples)):
-            if not _is_whole(value):
-                raise VQCodecError(f"{name} must be a whole number, not {value!r}")
-        channels, samples = int(channels), int(samples)
+        channels, samples = _checked_count("channels", channels), _checked_count("samples", samples)
         _check_audio_size(channels, sample_rate, samples)
         model_length = self._model_length(samples, sample_rate)
         gain = level_gain(peak) if peak is not None else 0
@@ -1597,9 +1602,7 @@ class Codec:
                 raise VQCodecError(f"the codes hold {plural(array.shape[0], 'channel')}, not {channels!r}")
             channels, quality, frames = array.shape
             rate = self.sample_rate if sample_rate is None else _checked_rate(sample_rate)
-            if samples is not None and not _is_whole(samples):
-                raise VQCodecError(f"samples must be a whole number, not {samples!r}")
-            samples = frames * self.hop * rate // self.sample_rate if samples is None else int(samples)
+            samples = frames * self.hop * rate // self.sample_rate if samples is None else _checked_count("samples", samples)
             _check_audio_size(channels, rate, samples)
             frames_of_samples = math.ceil(self._model_length(samples, rate) / self.hop)
             if frames_of_samples != frames:
@@ -1607,11 +1610,8 @@ class Codec:
         else:
             array = self._checked_codes(array, 0, "quality, rows, cols")
             quality, rows, cols = array.shape
-            for side, value in (("width", width), ("height", height)):
-                if value is not None and not _is_whole(value):
-                    raise VQCodecError(f"{side} must be a whole number of pixels, not {value!r}")
-            width = cols * self.hop if width is None else int(width)
-            height = rows * self.hop if height is None else int(height)
+            width = cols * self.hop if width is None else _checked_count("width", width, "pixels")
+            height = rows * self.hop if height is None else _checked_count("height", height, "pixels")
             _check_image_size(width, height)
             cells = (math.ceil(height / self.hop), math.ceil(width / self.hop))
             if cells != (rows, cols):
