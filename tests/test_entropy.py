@@ -616,8 +616,11 @@ def test_fit_prior_fits_each_file_once_whatever_its_names(tmp_path, cli):
     ("OUT/new/", "names a folder"),  # was written as OUT/new.safetensors
     ("OUT/v1.2", "is not a model path (NAME or NAME.safetensors): give OUT/v1.2.safetensors"),  # OUT/v1.safetensors
     ("OUT/notes.txt", "is not a model path"),
-    ("OUT/.hidden", "not a hidden one"),
-    ("OUT/checkpoint.safetensors", "checkpoint is a training checkpoint's name"),
+    ("OUT/.hidden", "the model name '.hidden' is not a plain file name (it is a hidden one)"),
+    ("OUT/checkpoint.safetensors", "the model name 'checkpoint' is the training checkpoint's"),
+    ("OUT/ ", "the model name ' ' is blank"),  # was written as 'OUT/ .safetensors'
+    ("OUT/ .safetensors", "the model name ' ' is blank"),
+    ("OUT/new\tline", "(it holds a control character)"),
     ("OUT/nosuch/copy", "OUT/nosuch: no such directory"),
     ("OUT/file.txt/copy", "OUT/file.txt is not a folder"),
 ])

@@ -954,8 +954,11 @@ def test_the_shipped_configs_are_within_the_parameter_bound(name):
     (["--max-steps", "0"], "--max-steps 0 writes the starting model as it is: it needs --init"),
     (["--threads", "100000"], "'--threads': 100000 is not in the range 1<=x<=256"),  # torch crashed (SIGSEGV)
     (["--name", "checkpoint"], "is the training checkpoint's"),
-    (["--name", "sub/x"], "is not a plain file name"),
-    (["--name", ".."], "is not a plain file name"),
+    (["--name", "sub/x"], "model name 'sub/x' is not a plain file name (it holds a slash): pass another --name"),
+    (["--name", ".."], "is not a plain file name (it is a hidden one)"),
+    (["--name", " "], "model name ' ' is blank: pass another --name"),  # wrote ' .safetensors'
+    (["--name", "\t "], "model name '\\t ' is blank"),
+    (["--name", "a\nb"], "model name 'a\\nb' is not a plain file name (it holds a control character)"),
     (["--config", "CONFIG:{\"kind\": \"audio\", \"foo\": 1}"], "unknown field foo"),
     (["--config", "CONFIG:{\"kind\": \"audio\", \"num_codebooks\": \"4\"}"], "num_codebooks must be a whole number"),
     (["--config", "CONFIG:{\"kind\": \"audio\", \"codebook_size\": 0}"], "codebook_size must be a whole number"),

@@ -1287,13 +1287,13 @@ def _prior_copy_path(out: str) -> Path:
                            f"{candidate / 'NAME'}.safetensors")
     if candidate.suffix not in ("", ".safetensors", ".json"):
         raise VQCodecError(f"--out {out} is not a model path (NAME or NAME.safetensors): give {out}.safetensors")
-    target = candidate.with_suffix(".safetensors")
-    from .train import CHECKPOINT_NAME
+    from .train import model_name_problem
 
-    if candidate.name in (".", "..") or target.stem.startswith("."):
-        raise VQCodecError(f"--out {out} is not a model path: a model's name is a plain file name, not a hidden one")
-    if target.stem == CHECKPOINT_NAME:
-        raise VQCodecError(f"--out {out}: {CHECKPOINT_NAME} is a training checkpoint's name, not a model's: give another")
+    name = candidate.stem if candidate.suffix else candidate.name
+    problem = model_name_problem(name)
+    if problem:
+        raise VQCodecError(f"--out {out} is not a model path: the model name {name!r} {problem}")
+    target = candidate.with_suffix(".safetensors")
     if not target.parent.is_dir():
         raise VQCodecError(f"--out {out}: {target.parent} is not a folder" if target.parent.exists()
                            else f"{target.parent}: no such directory")

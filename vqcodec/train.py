@@ -78,12 +78,27 @@ CHECKPOINT_NAME = "checkpoint"  # checkpoint.safetensors + checkpoint.json in th
 LOG_NAME = "train_log.jsonl"
 
 
+def model_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a model (its files NAME.safetensors and NAME.json), or None: a model name is
+    a plain file name, not blank, hidden or the checkpoint's. train's --name and fit-prior's --out check it."""
+    if not name.strip():
+        return "is blank"
+    if not name.isprintable():
+        return "is not a plain file name (it holds a control character)"
+    if any(sep in name for sep in "/\\"):
+        return "is not a plain file name (it holds a slash)"
+    if name.startswith("."):
+        return "is not a plain file name (it is a hidden one)"
+    if name == CHECKPOINT_NAME:
+        return "is the training checkpoint's"
+    return None
+
+
 def check_model_name(name: str) -> None:
     """A model name is a plain file name in the output folder, other than the checkpoint's."""
-    if not name or name in (".", "..") or name.startswith(".") or any(sep in name for sep in "/\\"):
-        raise VQCodecError(f"model name {name!r} is not a plain file name: pass --name")
-    if name == CHECKPOINT_NAME:
-        raise VQCodecError(f"model name {name!r} is the training checkpoint's: pass another --name")
+    problem = model_name_problem(name)
+    if problem:
+        raise VQCodecError(f"model name {name!r} {problem}: pass another --name")
 
 
 def run_files(out: Path, name: str) -> list[Path]:
