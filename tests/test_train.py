@@ -1365,6 +1365,28 @@ def test_fit_prior_does_not_overwrite_another_model_without_force(trained, data_
     assert other.read_bytes() == b"precious"
 
 
+def test_fit_prior_out_naming_the_model_itself_needs_force(data_dir, tmp_path, capsys):
+    """--out asks for a copy; naming the model's own files (as its .json, or another path to them) replaced
+    its prior in place without --force, and the files entropy coded with the old prior stopped decoding."""
+    from conftest import GOLDEN
+
+    model = tmp_path / "model" / "golden_audio.safetensors"
+    model.parent.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(GOLDEN / f"golden_audio{suffix}", model.with_suffix(suffix))
+    (tmp_path / "link").symlink_to(model.parent)
+    before = model.read_bytes()
+    for out in (model, model.with_suffix(".json"), model.with_suffix(""), tmp_path / "link" / "golden_audio"):
+        code, err = run_in_process(["fit-prior", model, data_dir, "--out", out], capsys)
+        assert code == 1 and len(err.strip().splitlines()) == 1, err
+        assert f"--out {out} names golden_audio's own files" in err and "pass --force" in err, err
+    assert model.read_bytes() == before
+    code, err = run_in_process(["fit-prior", model, data_dir, "--out", model, "--force", "--threads", "1"], capsys)
+    assert code == 0, err
+    assert model.read_bytes() != before and sorted(p.name for p in model.parent.iterdir()) == \
+        ["golden_audio.json", "golden_audio.safetensors"]
+
+
 def test_model_files_that_cannot_be_written_are_one_line_and_leave_nothing(trained, data_dir, tmp_path):
     """A full disk or a read-only folder under safetensors' writer (model files, checkpoints) ended in a
     SafetensorError traceback, after the whole fit."""

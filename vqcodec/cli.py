@@ -1237,7 +1237,8 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
                    "NAME.json beside it, in a folder that exists) instead of replacing its prior in place.")
 @device_option
 @threads_option
-@click.option("--force", is_flag=True, help="Overwrite the model files that --out names, or a shipped model's prior.")
+@click.option("--force", is_flag=True,
+              help="Overwrite the model files that --out names (MODEL's own too), or a shipped model's prior.")
 def fit_prior(model, data_dir, out, device, threads, force):
     """Fit the entropy-coding prior of MODEL to the codes of the media in DIR, and store it in the model.
 
@@ -1246,8 +1247,9 @@ def fit_prior(model, data_dir, out, device, threads, force):
     files, the prior is also fitted to other views of each (photos turned and scaled down, recordings
     sped up and slowed down), which makes it fit new files better. The model id does not change,
     so existing .vq files keep decoding; files entropy coded with an earlier prior need that prior.
-    A shipped model's prior is replaced only with --force (give --out for a copy). At the end it
-    says, for each codebook level, the context it chose and the bits per code that gives.
+    A shipped model's prior is replaced only with --force (give --out for a copy), as is MODEL's
+    own when --out names its files. At the end it says, for each codebook level, the context it
+    chose and the bits per code that gives.
 
     \b
     Examples:
@@ -1268,6 +1270,9 @@ def fit_prior(model, data_dir, out, device, threads, force):
     if (target or path).resolve() == (shipped_models_dir() / path.name).resolve() and not force:
         raise VQCodecError(f"{path.stem} is a shipped model, and every file entropy coded with it needs its prior: "
                            f"give --out for a copy with the new prior, or --force to replace it")
+    if target is not None and target.resolve() == path.resolve() and not force:
+        raise VQCodecError(f"--out {out} names {path.stem}'s own files, whose prior it would replace: leave --out "
+                           f"out to replace it in place, give another --out for a copy, or pass --force")
     if target is not None and target.resolve() != path.resolve():
         for existing in (target, target.with_suffix(".json")):
             _refuse_existing_output(str(existing), force)
