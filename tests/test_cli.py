@@ -471,6 +471,8 @@ def test_empty_arguments_and_options_are_refused(encoded, tiny_model_path, tmp_p
     (["encode", "IN", "OUT", "-m", "GOLDEN", "--coding", "fixed", "--rate-weight", "1"], "--coding fixed"),
     (["encode", "FOLDER", "OUT", "-m", "GOLDEN", "--coding", "fixed", "--depth-weight", "2"], "--coding fixed"),
     (["eval", "TINY", "IN", "-q", "1", "--depth-weight", "2"], "model tiny has no prior"),
+    (["codes", "IN", "OUT", "-m", "TINY", "--depth-weight", "2"], "model tiny has no prior"),
+    (["codes", "FOLDER", "OUT", "-m", "TINY", "--depth-weight", "0.5"], "model tiny has no prior"),
 ])
 def test_weights_are_refused_for_fixed_width_files(encoded, tiny_model_path, tmp_path, capsys, args, why):
     """--rate-weight and --depth-weight weigh bits under the model's prior; files coded fixed-width
@@ -486,7 +488,8 @@ def test_weights_are_refused_for_fixed_width_files(encoded, tiny_model_path, tmp
     code = run([str(names.get(a, a)) for a in args])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "bits under the model's prior" in err and why in err, err
-    assert "coded fixed-width" in err and not (tmp_path / "out").exists()
+    assert ("chosen without one" if args[0] == "codes" else "coded fixed-width") in err, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_model_name_with_a_folder_in_it_is_a_path_not_searched_for(tiny_model_path, tmp_path, monkeypatch):
@@ -888,10 +891,14 @@ def test_codes_of_a_folder(cli, tmp_path, signal, tiny_model_path, codec):
     result = cli("codes", folder, out, "-m", tiny_model_path, "-q", "2", "--force")
     assert result.returncode == 0, result.stderr.decode()
     assert np.load(out / "in.npy").shape[1] == 2 and json.loads((out / "codes.json").read_text())["quality"] == 2
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
     result = cli("codes", folder, out, "-m", tiny_model_path, "--depth-weight", "2", "--force")
+    assert_one_line_error(result)  # no prior to weigh depths under: it was taken and ignored
+    assert "--depth-weight weighs bits under the model's prior" in result.stderr.decode()
+    assert before == {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    result = cli("codes", folder, out, "-m", tiny_model_path, "--depth-weight", "0", "--force")
     assert result.returncode == 0, result.stderr.decode()
-    assert json.loads((out / "codes.json").read_text())["depth_weight"] == 0.0  # no prior: every frame all levels
-    assert (np.load(out / "in.npy") >= 0).all()
+    assert json.loads((out / "codes.json").read_text())["depth_weight"] == 0.0 and (np.load(out / "in.npy") >= 0).all()
 
 
 def test_codes_of_a_folder_stopped_part_way_keeps_a_manifest_of_what_it_wrote(tmp_path, signal, codec, monkeypatch):

@@ -383,16 +383,17 @@ def _encoder(kind, input_path, quality, model, device, coding, beam, refine, rat
     return codec, quality
 
 
-def _refuse_weights_when_fixed_width(codec, rate_weight, depth_weight) -> None:
+def _refuse_weights_when_fixed_width(codec, rate_weight, depth_weight,
+                                     coded: str = "these files are coded fixed-width") -> None:
     """--rate-weight and --depth-weight weigh codes' bits under the model's prior: files coded
     fixed-width (--coding fixed, or a model without a prior) have no such bits, and the weights
-    were taken and ignored."""
+    were taken and ignored (by encode, eval and codes)."""
     given = [option for option, value in (("--rate-weight", rate_weight), ("--depth-weight", depth_weight))
              if value is not None]
     if given and (codec.prior is None or codec.coding == "fixed"):
         why = "--coding fixed" if codec.coding == "fixed" else f"model {codec.name} has no prior (vqcodec fit-prior fits one)"
         raise VQCodecError(f"{' and '.join(given)} {'weigh' if len(given) > 1 else 'weighs'} bits under the model's "
-                           f"prior, for entropy-coded files, but these files are coded fixed-width: {why}")
+                           f"prior, for entropy-coded files, but {coded}: {why}")
 
 
 def _encode_folder(folder: Path, output_path: str, quality, model, kind, device, force, coding, beam, refine,
@@ -786,7 +787,8 @@ def _print_info(file_info, model: str | None, report: dict | None, other_prior: 
 @click.option("--kind", type=click.Choice(["audio", "image"]), default=None,
               help="Media input: media kind, if the name does not tell (for a folder: which files to code).")
 @click.option("--depth-weight", default=0.0, type=click.FloatRange(0, 100), show_default=True,
-              help="Media input: per-cell depth as `encode` chooses it; 0 gives every frame or cell all -q levels.")
+              help="Media input: per-cell depth as `encode` chooses it (under the model's prior: refused for a "
+                   "model without one); 0 gives every frame or cell all -q levels.")
 @device_option
 @threads_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT (for a folder: the files in it) if it exists.")
@@ -853,6 +855,7 @@ def _codes_codec(model: str | None, kind: str, depth_weight: float, device: str)
     codec = Codec.load(model or DEFAULT_MODELS[kind], device=device, coding="auto" if depth_weight else "fixed")
     if codec.kind != kind:
         raise VQCodecError(f"model {codec.name} codes {codec.kind}, but the input is {kind}")
+    _refuse_weights_when_fixed_width(codec, None, depth_weight or None, "these codes would be chosen without one")
     codec.depth_weight = depth_weight
     return codec
 
