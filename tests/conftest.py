@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 import zlib
 from pathlib import Path
 from types import SimpleNamespace
@@ -42,6 +43,16 @@ torch.set_num_threads(1)
 
 TINY_AUDIO = dict(base_channels=4, strides=(2, 4), res_blocks=1, latent_dim=8, num_codebooks=4,
                   codebook_size=16, context_frames=16)
+
+
+def traced_peak(call):
+    """Run call() and return (its result, the peak bytes Python allocated meanwhile, by tracemalloc)."""
+    tracemalloc.start()
+    try:
+        result = call()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def make_tiny_model(folder: Path, name: str, seed: int, **overrides) -> Path:

@@ -6,7 +6,6 @@ import io
 import math
 import re
 import os
-import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -21,6 +20,8 @@ from vqcodec import metrics  # the benchmarks' metric definitions, so tests and 
 from vqcodec.config import AudioConfig
 from vqcodec.modelfile import save_model
 from vqcodec.models import VQVAE
+
+from conftest import traced_peak
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # VQCODEC_TEST_SPEECH_MODEL=path/to/model.safetensors checks another model file (e.g. a checkpoint) instead.
@@ -412,12 +413,7 @@ def test_encode_audio_stream_consumes_blocks_lazily(bighop_codec):
             yield base * np.float32(1 + i * 1e-4)  # a fresh array each time
 
     total_bytes = seconds * rate * 4
-    tracemalloc.start()
-    try:
-        data = bighop_codec.encode_audio_stream(blocks(), rate, 1, seconds * rate, 1)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    data, peak = traced_peak(lambda: bighop_codec.encode_audio_stream(blocks(), rate, 1, seconds * rate, 1))
     assert len(pulled) == seconds
     assert vqformat.parse_header(data).length == seconds * rate
     assert peak < total_bytes / 4, f"peak {peak / 1e6:.1f} MB while encoding {total_bytes / 1e6:.1f} MB of audio"
@@ -429,12 +425,7 @@ def test_decoding_to_an_array_holds_the_audio_once(bighop_codec):
     data = bighop_codec.encode_audio(audio, rate, 1)
     codes = bighop_codec.read_codes(data)[1]
     for decode in (lambda: bighop_codec.decode_audio(data)[0], lambda: bighop_codec.codes_to_audio(codes)):
-        tracemalloc.start()
-        try:
-            decoded = decode()
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        decoded, peak = traced_peak(decode)
         assert decoded.shape[1] >= audio.shape[1]
         assert peak < 1.5 * decoded.nbytes, f"peak {peak / 1e6:.1f} MB for {decoded.nbytes / 1e6:.1f} MB of audio"
     part = bighop_codec.decode_audio(data, start=30.0, duration=2.5)[0]
@@ -445,12 +436,7 @@ def test_reading_a_files_codes_holds_them_once(bighop_codec):
     rate, seconds = bighop_codec.sample_rate, 300
     audio = (0.3 * np.sin(2 * np.pi * 440 * np.arange(seconds * rate) / rate)).astype(np.float32)[None]
     data = bighop_codec.encode_audio(audio, rate, 2)
-    tracemalloc.start()
-    try:
-        codes = bighop_codec.read_codes(data)[1]
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    codes, peak = traced_peak(lambda: bighop_codec.read_codes(data)[1])
     assert codes.dtype == np.int64 and codes.shape == (1, 2, seconds * rate // bighop_codec.hop)
     assert peak < 1.5 * codes.nbytes, f"peak {peak / 1e6:.1f} MB for {codes.nbytes / 1e6:.1f} MB of codes"
 
@@ -834,12 +820,7 @@ def test_integer_pcm_arrays_are_scaled_in_float32_exactly():
         expected = ((pcm.astype(np.float64) - (offset if pcm.dtype.kind == "u" else 0)) / offset).astype(np.float32)
         np.testing.assert_array_equal(_float_audio(pcm)[0], expected)
     long = np.ones(2_000_000, dtype=np.int16)
-    tracemalloc.start()
-    try:
-        _float_audio(long)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    _, peak = traced_peak(lambda: _float_audio(long))
     assert peak < 1.5 * long.size * 4  # the float32 result, not float64 copies of the whole signal
 
 
@@ -880,12 +861,7 @@ def test_an_int16_array_is_never_converted_to_float32_whole(bighop_codec):
     float32_bytes = pcm.size * 4
     for encode in (lambda: bighop_codec.encode_audio(pcm, rate, 1), lambda: bighop_codec.encode(pcm, 1, sample_rate=rate),
                    lambda: bighop_codec.audio_to_codes(pcm, 1)):
-        tracemalloc.start()
-        try:
-            encode()
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        _, peak = traced_peak(encode)
         assert peak < float32_bytes / 4, f"peak {peak / 1e6:.1f} MB for {pcm.nbytes / 1e6:.1f} MB of int16 audio"
 
 
@@ -894,12 +870,8 @@ def test_the_peak_of_an_array_is_found_without_copying_it(codec):
 
     audio = np.zeros((2, 1_000_000), dtype=np.float32)
     audio[1, 5], audio[0, 7] = 0.25, -0.5
-    tracemalloc.start()
-    try:
-        assert _peak([audio]) == 0.5
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    result, peak = traced_peak(lambda: _peak([audio]))
+    assert result == 0.5
     assert peak < audio.nbytes / 10
     assert _peak([]) == 0.0 and math.isnan(_peak([np.array([[0.1, np.nan]])]))
 

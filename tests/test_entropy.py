@@ -30,7 +30,7 @@ from vqcodec.format import FormatError  # noqa: E402
 from vqcodec.modelfile import attach_prior, read_model_files  # noqa: E402
 from vqcodec.prior import PRECISION, CodePrior, RateCosts, holdout_mask, quantize_rows  # noqa: E402
 
-from conftest import GOLDEN, K, markov_plane  # noqa: E402
+from conftest import GOLDEN, K, markov_plane, traced_peak  # noqa: E402
 
 
 # ---------------------------------------------------------------- the prior itself
@@ -656,18 +656,12 @@ def test_class_fitting_keeps_only_the_values_that_occur():
     """_cluster counted (value, code) pairs in a K x K table and copied it to floats twice, three
     tables at once: 26 GB for a codebook of 2**15 (prior.MAX_CODEBOOK). It now keeps floats for
     the values that occur only, with the same classes."""
-    import tracemalloc
 
     from vqcodec.prior import _cluster
 
     k, rng = 2048, np.random.default_rng(0)
     values, targets = rng.integers(0, 20, 5000), rng.integers(0, k, 5000)
-    tracemalloc.start()
-    try:
-        mapping = _cluster(values, targets, k, 64)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    mapping, peak = traced_peak(lambda: _cluster(values, targets, k, 64))
     assert peak < 1.3 * (k + 1) * k * 8  # the integer pair counts, and little more
     assert mapping.shape == (k + 1,) and mapping[k] == mapping[:k].max() + 1
     assert len(set(mapping[:20].tolist())) > 1 and (mapping[20:k] == mapping[np.bincount(values).argmax()]).all()

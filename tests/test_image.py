@@ -38,7 +38,7 @@ from vqcodec.io import (IMAGE_MODES, MAX_PIXELS, is_image_signature, media_kind_
 from vqcodec.modelfile import save_model  # noqa: E402
 from vqcodec.models import VQVAE  # noqa: E402
 
-from conftest import run_cli  # noqa: E402
+from conftest import run_cli, traced_peak  # noqa: E402
 
 # PSNR (RGB, dB) the shipped `image` model must reach at -q 8 on each test photo (Kodak kodim23
 # and kodim15), set 0.3 dB under what the model measures so that a weaker release fails: one
@@ -246,16 +246,9 @@ def test_tiles_are_padded_as_the_whole_image_padded_at_once(codec, monkeypatch):
 
 
 def test_an_image_is_never_padded_whole(codec):
-    import tracemalloc
-
     rgb = np.zeros((2047, 2045, 3), dtype=np.uint8)  # 512 x 512 cells, the last row and column padded
     rgb[::7, ::5] = 200
-    tracemalloc.start()
-    try:
-        codes = codec.image_to_codes(rgb, 1)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    codes, peak = traced_peak(lambda: codec.image_to_codes(rgb, 1))
     assert codes.shape == (1, 512, 512)
     assert peak < rgb.nbytes / 2, f"peak {peak / 1e6:.1f} MB for {rgb.nbytes / 1e6:.1f} MB of RGB"
 
@@ -416,18 +409,12 @@ def test_deep_grey_is_scaled_a_strip_at_a_time_as_it_was_whole(mode, monkeypatch
 
 
 def test_deep_grey_is_never_held_whole_as_float64():
-    import tracemalloc
 
     import vqcodec.io as vqio
 
     side = 4096  # 128 MB as float64; strips of DEEP_STRIP_PIXELS take 8 MB each
     image = Image.frombytes("I;16", (side, side), (np.arange(side * side) % 65536).astype("<u2").tobytes())
-    tracemalloc.start()
-    try:
-        rgb = vqio.image_to_planes(image)[0]
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    rgb, peak = traced_peak(lambda: vqio.image_to_planes(image)[0])
     whole = side * side * 8  # the image's values as float64
     assert peak < rgb.nbytes + whole / 2, f"peak {peak / 1e6:.1f} MB for {rgb.nbytes / 1e6:.1f} MB of RGB"
 

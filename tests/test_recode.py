@@ -2,7 +2,6 @@
 `vqcodec encode FILE.vq`)."""
 from __future__ import annotations
 
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,8 @@ from vqcodec.errors import VQCodecError
 from vqcodec.metrics import log_mel_l1, psnr
 from vqcodec.ratecontrol import RateUnreachable
 from vqcodec.recode import FileCuts
+
+from conftest import traced_peak
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -169,12 +170,7 @@ def test_recoding_a_long_file_holds_its_codes_once_and_compactly(speech_codec, r
     _, stored = speech_codec.read_codes(recordings[0][2])
     codes = np.tile(stored, (1, 1, -(-5 * 60 * 50 // stored.shape[2]))).astype(np.int16)
     data = speech_codec._pack_audio(codes, 16000, codes.shape[2] * speech_codec.hop, 8)
-    tracemalloc.start()
-    try:
-        recoded = speech_codec.recode(data, 4)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    recoded, peak = traced_peak(lambda: speech_codec.recode(data, 4))
     assert vqformat.parse_header(recoded).quality == 4
     assert peak < 4 * codes.nbytes, f"peak {peak / 1e6:.2f} MB for {codes.nbytes / 1e6:.2f} MB of codes"
 

@@ -17,6 +17,8 @@ from PIL import Image
 from vqcodec import VQCodecError
 from vqcodec import format as vqformat
 
+from conftest import traced_peak
+
 CHUNK_HEAD = struct.Struct("<II")
 
 
@@ -234,7 +236,6 @@ def test_a_header_alone_costs_no_memory_for_its_lost_chunks(golden_audio_codec):
     """A 56-byte file whose header declares an hour of 8 channels in chunks of 2**20 frames has
     every chunk lost: listing them, or salvaging a few milliseconds, used to fill an array of
     every lost chunk's codes (64 MB a chunk here, gigabytes with a real model and 64 channels)."""
-    import tracemalloc
 
     from conftest import GOLDEN
 
@@ -243,12 +244,8 @@ def test_a_header_alone_costs_no_memory_for_its_lost_chunks(golden_audio_codec):
     frames = -(-header.length // golden_audio_codec.hop)
     header.chunk_count = -(-frames // header.chunk_frames)
     data = header.pack()
-    tracemalloc.start()
-    try:
-        assert [part["chunk"] for part in golden_audio_codec.damaged_parts(data)] == list(range(header.chunk_count))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    result, peak = traced_peak(lambda: [part["chunk"] for part in golden_audio_codec.damaged_parts(data)])
+    assert result == list(range(header.chunk_count))
     assert peak < 1 << 20
 
 
