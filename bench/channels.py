@@ -81,13 +81,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=textwrap.fill(DESCRIPTION), epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     data = common.REPO_ROOT.parent / "shared" / "data"
-    parser.add_argument("--data", default=str(data / "speech" / "dev"))
-    parser.add_argument("--music", default=str(data / "music"))
-    parser.add_argument("--model", default="speech16k")
-    parser.add_argument("--files", type=int, default=20)
-    parser.add_argument("-q", "--quality", type=int, default=8)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--out", default=str(common.REPO_ROOT / "bench" / "out" / "channels.json"))
+    parser.add_argument("--data", default=str(data / "speech" / "dev"),
+                        help="folder of speech recordings (FLAC, WAV), read recursively (default: %(default)s)")
+    parser.add_argument("--music", default=str(data / "music"),
+                        help="folder of music files (FLAC, WAV) whose stereo ones give the jingles and the "
+                             "'music stereo' rows (default: %(default)s)")
+    parser.add_argument("--model", default="speech16k", help="model name or .safetensors path (default: %(default)s)")
+    parser.add_argument("--files", type=int, default=20,
+                        help="first N speech recordings, sorted by path (default: %(default)s)")
+    parser.add_argument("-q", "--quality", type=int, default=8,
+                        help="quality level every variant is coded at (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="timing runs of each encode and decode; the median is reported (default: %(default)s)")
+    parser.add_argument("--out", default=str(common.REPO_ROOT / "bench" / "out" / "channels.json"),
+                        help="JSON file of every row ('' for none; default: %(default)s)")
     args = parser.parse_args()
 
     import torch

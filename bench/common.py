@@ -233,8 +233,10 @@ def bits_per_code(prior, planes, chunk: int, kind: str) -> np.ndarray:
 def add_model_options(parser, out: str) -> None:
     """The options of a benchmark that measures the shipped speech and image models: which models,
     which to skip, and where to write the JSON record."""
-    parser.add_argument("--speech-model", default="speech16k")
-    parser.add_argument("--image-model", default="image")
-    parser.add_argument("--skip-speech", action="store_true")
-    parser.add_argument("--skip-images", action="store_true")
-    parser.add_argument("--out", default=out)
+    parser.add_argument("--speech-model", default="speech16k",
+                        help="speech model name or .safetensors path (default: %(default)s)")
+    parser.add_argument("--image-model", default="image",
+                        help="image model name or .safetensors path (default: %(default)s)")
+    parser.add_argument("--skip-speech", action="store_true", help="leave the speech model out")
+    parser.add_argument("--skip-images", action="store_true", help="leave the image model out")
+    parser.add_argument("--out", default=out, help="JSON file of the results ('' for none; default: %(default)s)")

@@ -122,10 +122,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
     parser.add_argument("--minutes", default="1,60", type=_minute_list,
                         help="Whole minutes of audio to code, comma-separated (default 1,60).")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--model", default="speech16k")
-    parser.add_argument("-q", "--quality", type=int, default=8)
-    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--runs", type=int, default=3,
+                        help="Fresh processes per way, source and length; the table gives the median peak "
+                             "and its range (default 3).")
+    parser.add_argument("--model", default="speech16k",
+                        help="Model name or .safetensors path, given to the command line's -m and to Codec.load "
+                             "(default speech16k).")
+    parser.add_argument("-q", "--quality", type=int, default=8, help="Quality level to encode at (default 8).")
+    parser.add_argument("--data", default=str(DATA),
+                        help="Folder of speech recordings (FLAC, WAV), joined end to end and repeated into 16 kHz "
+                             "mono 16-bit WAV files of each length (default %(default)s).")
     parser.add_argument("--source", action="append", default=None,
                         help="Folder holding the vqcodec package to run (default this checkout); give it more than "
                              "once to measure each in the same run.")
@@ -134,7 +140,8 @@ def main() -> None:
                              "(Codec.encode of an array; default cli).")
     parser.add_argument("--dtypes", default="int16", type=_names,
                         help="Types of the array the API is given, comma-separated NumPy names (default int16).")
-    parser.add_argument("--out", default="bench/out/memory.json")
+    parser.add_argument("--out", default="bench/out/memory.json",
+                        help="JSON file of every row, '' for none (default bench/out/memory.json).")
     args = parser.parse_args()
     import soundfile
 

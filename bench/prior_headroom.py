@@ -86,12 +86,21 @@ DESCRIPTION = ("Measures how many bits per code a learned network prior could sa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
-    parser.add_argument("--model", default="speech16k")
-    parser.add_argument("--data", default=str(DATA / "speech" / "train"))
-    parser.add_argument("--levels", default="0,1,2,3")
-    parser.add_argument("--hidden", default="32,256")
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--out", default="bench/out/prior_headroom.json")
+    parser.add_argument("--model", default="speech16k",
+                        help="audio model name or .safetensors path whose codes are measured (default: %(default)s)")
+    parser.add_argument("--data", default=str(DATA / "speech" / "train"),
+                        help="folder of audio to code (at least 10 files; every fifth held out) "
+                             "(default: %(default)s)")
+    parser.add_argument("--levels", default="0,1,2,3",
+                        help="codebook levels to measure, comma-separated, 0 the coarsest (default: %(default)s)")
+    parser.add_argument("--hidden", default="32,256",
+                        help="hidden units of the MLPs, comma-separated: one MLP per size and set of inputs "
+                             "(default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=12,
+                        help="training epochs of each MLP; its best held-out bits over them are reported "
+                             "(default: %(default)s)")
+    parser.add_argument("--out", default="bench/out/prior_headroom.json",
+                        help="JSON file of every row ('' for none; default: %(default)s)")
     args = parser.parse_args()
     import torch
 

@@ -225,22 +225,35 @@ DESCRIPTION = ("Measures the rate saved at equal quality when codes and per-cell
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
-    parser.add_argument("--images", default=str(DATA / "images" / "kodak"))
-    parser.add_argument("--speech", default=str(DATA / "speech" / "dev"))
-    parser.add_argument("--image-model", default="image")
-    parser.add_argument("--speech-model", default="speech16k")
+    parser.add_argument("--images", default=str(DATA / "images" / "kodak"),
+                        help="Folder of images (PNG, JPEG), read recursively (default %(default)s).")
+    parser.add_argument("--speech", default=str(DATA / "speech" / "dev"),
+                        help="Folder of speech recordings (FLAC, WAV, Ogg), read recursively (default %(default)s).")
+    parser.add_argument("--image-model", default="image",
+                        help="Image model name or .safetensors path (default image).")
+    parser.add_argument("--speech-model", default="speech16k",
+                        help="Speech model name or .safetensors path (default speech16k).")
     parser.add_argument("--files", type=int, default=None, help="Use N files spread evenly over each set.")
-    parser.add_argument("--image-weights", default="0,0.1,0.2,0.4")
-    parser.add_argument("--speech-weights", default="0,0.05,0.1,0.2")
-    parser.add_argument("--image-depth-weights", default="0")
-    parser.add_argument("--speech-depth-weights", default="0")
-    parser.add_argument("--image-qualities", default="2,4,8,12,16,20")
-    parser.add_argument("--speech-qualities", default="1,2,4,6,8")
+    parser.add_argument("--image-weights", default="0,0.1,0.2,0.4",
+                        help="Image rate weights, comma-separated: bits under the prior weighed against squared "
+                             "latent error (default 0,0.1,0.2,0.4).")
+    parser.add_argument("--speech-weights", default="0,0.05,0.1,0.2",
+                        help="Speech rate weights, comma-separated (default 0,0.05,0.1,0.2).")
+    parser.add_argument("--image-depth-weights", default="0",
+                        help="Image depth weights, comma-separated, each tried with every rate weight; 0 keeps "
+                             "every level of every cell (default 0).")
+    parser.add_argument("--speech-depth-weights", default="0",
+                        help="Speech depth weights, comma-separated, each tried with every rate weight (default 0).")
+    parser.add_argument("--image-qualities", default="2,4,8,12,16,20",
+                        help="Image quality levels, comma-separated (default 2,4,8,12,16,20).")
+    parser.add_argument("--speech-qualities", default="1,2,4,6,8",
+                        help="Speech quality levels, comma-separated (default 1,2,4,6,8).")
     parser.add_argument("--beams", default="default",
                         help="Comma-separated beam widths, or 'default' for each model's own.")
-    parser.add_argument("--skip-speech", action="store_true")
-    parser.add_argument("--skip-images", action="store_true")
-    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "out" / "rdo.json"))
+    parser.add_argument("--skip-speech", action="store_true", help="Leave the speech set out.")
+    parser.add_argument("--skip-images", action="store_true", help="Leave the image set out.")
+    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "out" / "rdo.json"),
+                        help="JSON file of every row, '' for none (default %(default)s).")
     args = parser.parse_args()
 
     import torch

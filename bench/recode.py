@@ -163,14 +163,26 @@ DESCRIPTION = ("Measures the rate, quality and time of lowering a .vq file's rat
 def main() -> None:
     parser = argparse.ArgumentParser(description=textwrap.fill(DESCRIPTION), epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--speech", default=str(DATA / "speech" / "dev"))
-    parser.add_argument("--files", type=int, default=20)
-    parser.add_argument("--kbps", default="0.5,1,1.5,2")
-    parser.add_argument("--images", default=str(DATA / "images" / "kodak"))
-    parser.add_argument("--image-files", type=int, default=12)
-    parser.add_argument("--bpp", default="0.1,0.2,0.3")
-    parser.add_argument("--minutes", type=float, default=60.0)
-    parser.add_argument("--out", default=str(common.REPO_ROOT / "bench" / "out" / "recode.json"))
+    parser.add_argument("--speech", default=str(DATA / "speech" / "dev"),
+                        help="folder of speech recordings (FLAC, WAV), coded with speech16k and joined into the "
+                             "long recording (default: %(default)s)")
+    parser.add_argument("--files", type=int, default=20,
+                        help="first N recordings of --speech, sorted by path; 0 for no speech rows "
+                             "(default: %(default)s)")
+    parser.add_argument("--kbps", default="0.5,1,1.5,2",
+                        help="speech targets in kbps, comma-separated, for the files and the long recording "
+                             "(default: %(default)s)")
+    parser.add_argument("--images", default=str(DATA / "images" / "kodak"),
+                        help="folder of PNG photos, coded with the image model (default: %(default)s)")
+    parser.add_argument("--image-files", type=int, default=12,
+                        help="first N photos of --images, sorted by path; 0 for no image rows (default: %(default)s)")
+    parser.add_argument("--bpp", default="0.1,0.2,0.3",
+                        help="photo targets in bits per pixel, comma-separated (default: %(default)s)")
+    parser.add_argument("--minutes", type=float, default=60.0,
+                        help="minutes of the long recording whose recoding time and memory are measured; "
+                             "0 to skip it (default: %(default)s)")
+    parser.add_argument("--out", default=str(common.REPO_ROOT / "bench" / "out" / "recode.json"),
+                        help="JSON file of every row ('' for none; default: %(default)s)")
     args = parser.parse_args()
 
     import soundfile as sf

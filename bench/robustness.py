@@ -54,16 +54,20 @@ DESCRIPTION = ("Measures how the speech codec copes with input levels and backgr
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
-    parser.add_argument("--data", default=str(DATA / "speech" / "dev"))
-    parser.add_argument("--files", type=int, default=20)
+    parser.add_argument("--data", default=str(DATA / "speech" / "dev"),
+                        help="Folder of clean speech (FLAC, WAV), read recursively; the set is named after it "
+                             "(default %(default)s).")
+    parser.add_argument("--files", type=int, default=20,
+                        help="Use the first N files of --data, sorted by path (default 20).")
     parser.add_argument("--models", default="speech16k", help="Comma-separated model names or paths.")
-    parser.add_argument("--qualities", default="1,6")
+    parser.add_argument("--qualities", default="1,6", help="Comma-separated quality levels (default 1,6).")
     parser.add_argument("--levels", default="0,-12,-24", help="Input gains in dB.")
     parser.add_argument("--peaks", default=None,
                         help="Comma-separated sample peaks to scale each clip to (replaces --levels).")
     parser.add_argument("--depth-weights", default="default",
                         help="Comma-separated encoder depth weights, or 'default' for the codec's own.")
-    parser.add_argument("--out", default=str(common.REPO_ROOT / "bench" / "out" / "robustness.json"))
+    parser.add_argument("--out", default=str(common.REPO_ROOT / "bench" / "out" / "robustness.json"),
+                        help="JSON file of every row, '' for none (default %(default)s).")
     args = parser.parse_args()
 
     import torch

@@ -54,13 +54,24 @@ DESCRIPTION = ("Measures the time to decode part of a long recording (decode --s
 def main() -> None:
     parser = argparse.ArgumentParser(description=textwrap.fill(DESCRIPTION), epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(common.REPO_ROOT.parent / "shared" / "data" / "speech" / "dev"))
-    parser.add_argument("--model", default="speech16k")
-    parser.add_argument("--minutes", type=float, default=60.0)
-    parser.add_argument("--rate", type=int, default=44100)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--out", default=str(common.REPO_ROOT / "bench" / "out" / "seek.json"))
+    parser.add_argument("--data", default=str(common.REPO_ROOT.parent / "shared" / "data" / "speech" / "dev"),
+                        help="folder of speech recordings (FLAC, WAV) joined into the long recording "
+                             "(default: %(default)s)")
+    parser.add_argument("--model", default="speech16k",
+                        help="model name or .safetensors path; the file is encoded at -q 8 (default: %(default)s)")
+    parser.add_argument("--minutes", type=float, default=60.0,
+                        help="length of the long recording in minutes, the recordings repeated as needed "
+                             "(default: %(default)s)")
+    parser.add_argument("--rate", type=int, default=44100,
+                        help="sample rate in Hz the recording is resampled to before encoding, so that the "
+                             "decoded part is resampled too (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="length in seconds of each part decoded (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="timing runs of each part, the median reported; the whole file is decoded once "
+                             "(default: %(default)s)")
+    parser.add_argument("--out", default=str(common.REPO_ROOT / "bench" / "out" / "seek.json"),
+                        help="JSON file of every row ('' for none; default: %(default)s)")
     args = parser.parse_args()
 
     import torch

@@ -46,13 +46,24 @@ DESCRIPTION = ("Measures the seconds per step of the same training run in one pr
 def main() -> None:
     parser = argparse.ArgumentParser(description=textwrap.fill(DESCRIPTION), epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--processes", default="1,2")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads of a run, over all its processes")
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--kinds", default="audio,image")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    parser.add_argument("--out", default="bench/out/train_parallel.json")
+    parser.add_argument("--processes", default="1,2",
+                        help="process counts to compare, comma-separated; 1 is a plain process, more are "
+                             "torchrun processes; --threads must split evenly over each (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="CPU threads of a run, over all its processes (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=12,
+                        help="training steps of each run, at least 2 (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="runs of each process count, alternating their order; the table gives the median "
+                             "(default: %(default)s)")
+    parser.add_argument("--kinds", default="audio,image",
+                        help="what to train, comma-separated: audio (speech16k's config) and/or image "
+                             "(default: %(default)s)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="training precision, as vqcodec train --precision: bf16 autocast, fp32, or auto "
+                             "(bf16 on GPUs and on CPUs with AMX, else fp32) (default: %(default)s)")
+    parser.add_argument("--out", default="bench/out/train_parallel.json",
+                        help="JSON file of every run ('' for none; default: %(default)s)")
     parser.add_argument("--worker", choices=sorted(SETUPS), help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -43,11 +43,15 @@ DESCRIPTION = ("Measures whether storing a model's weights as float16 changes wh
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
-    parser.add_argument("--files", type=int, default=20)
-    parser.add_argument("--images", type=int, default=6)
-    parser.add_argument("--speech-qualities", default="1,4,8")
-    parser.add_argument("--image-qualities", default="4,12,20")
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--files", type=int, default=20,
+                        help="first N speech dev recordings, sorted by path (default: %(default)s)")
+    parser.add_argument("--images", type=int, default=6,
+                        help="first N Kodak images, sorted by path (default: %(default)s)")
+    parser.add_argument("--speech-qualities", default="1,4,8",
+                        help="speech16k quality levels, comma-separated (default: %(default)s)")
+    parser.add_argument("--image-qualities", default="4,12,20",
+                        help="image quality levels, comma-separated (default: %(default)s)")
+    parser.add_argument("--out", default=None, help="also write the rows to this JSON file (default: none)")
     args = parser.parse_args()
 
     import torch

@@ -1,13 +1,53 @@
-"""The benchmark scripts in bench/: what their --help says they measure."""
+"""The benchmark scripts in bench/: what their --help says they measure, and that it says what each option does."""
 from __future__ import annotations
 
+import argparse
+import json
 import re
+import sys
 
 import pytest
 
 from conftest import REPO_ROOT, run_python
 
 SCRIPTS = sorted(path.name for path in (REPO_ROOT / "bench").glob("*.py") if "ArgumentParser(" in path.read_text())
+
+# Run in a fresh process with a script's path: runs the script as `python SCRIPT` would, but its parser's
+# first parse prints the parser (description, and each option's strings and help) as JSON instead of
+# parsing, and exits. Nothing the script does after parsing its options runs.
+DUMP_PARSER = """
+import argparse, json, os, runpy, sys
+script = sys.argv[1]
+sys.argv = [script]
+sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+
+def dump(parser, *args, **kwargs):
+    print("PARSER " + json.dumps({
+        "description": parser.description,
+        "options": [{"strings": action.option_strings or [action.dest], "help": action.help}
+                    for action in parser._actions]}))
+    raise SystemExit(0)
+
+argparse.ArgumentParser.parse_known_args = dump
+runpy.run_path(script, run_name="__main__")
+raise SystemExit("the script never parsed its options")
+"""
+
+
+def script_parser(script: str) -> dict:
+    """The description and options of `script`'s parser, as DUMP_PARSER prints them."""
+    result = run_python("-c", DUMP_PARSER, REPO_ROOT / "bench" / script, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("PARSER ")]
+    assert len(lines) == 1, result.stdout
+    return json.loads(lines[0][len("PARSER "):])
+
+
+def undocumented(options: list[dict]) -> list[str]:
+    """The options whose help is missing or blank; hidden ones (help=argparse.SUPPRESS) are documented
+    on purpose as nothing."""
+    return ["/".join(option["strings"]) for option in options
+            if option["help"] != argparse.SUPPRESS and not (option["help"] or "").strip()]
 
 
 def test_every_benchmark_script_is_checked():
@@ -25,3 +65,37 @@ def test_help_says_in_one_sentence_what_the_script_measures(script):
     description = " ".join(paragraphs[1].split())  # the one after the usage
     assert description.startswith("Measures ") and description.endswith("."), description
     assert not re.search(r"[.?!] +[A-Z]", description), f"more than one sentence: {description}"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_option_of_every_script_has_help(script):
+    """Most options of most scripts had none (memory.py's --runs, --model, --data and --out; every option
+    of channels.py, folders.py, prior_headroom.py, recode.py, seek.py, weights_fp16.py and of
+    common.add_model_options), so --help listed them with their metavar alone."""
+    parser = script_parser(script)
+    assert (parser["description"] or "").strip(), f"{script} has no description"
+    assert len(parser["options"]) > 1, parser  # more than -h: the dump read the script's own parser
+    assert not undocumented(parser["options"]), f"{script}: options without help: {undocumented(parser['options'])}"
+
+
+def test_the_shared_model_options_have_help():
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(REPO_ROOT / "bench"))
+    parser = argparse.ArgumentParser()
+    common.add_model_options(parser, "out.json")
+    options = [{"strings": action.option_strings, "help": action.help} for action in parser._actions]
+    assert len(options) == 6 and not undocumented(options), options
+
+
+def test_an_option_without_help_is_found():
+    """The check itself: an option added without help=, or with a blank one, is reported; a hidden one is not."""
+    parser = argparse.ArgumentParser(description="Measures nothing.")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", help=" ")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--files", help="first N files")
+    options = [{"strings": action.option_strings, "help": action.help} for action in parser._actions]
+    assert undocumented(options) == ["--runs", "--out"]
