@@ -957,6 +957,7 @@ class Codec:
 
         audio = _pcm_array(audio)  # converted to float32 a block at a time, as it is coded
         sample_rate = _checked_rate(sample_rate)
+        _check_audio_size(audio.shape[0], sample_rate, audio.shape[1])  # "audio is empty", not "samples ... not 0"
         if max_kbps is not None:
             data = self._fit_audio(lambda q: self._encode_array(audio, sample_rate, q), quality, max_kbps,
                                    audio.shape[0], sample_rate, audio.shape[1])
