@@ -267,6 +267,29 @@ def test_decode_audio_file_writes_ogg_opus(codec, signal, tmp_path):
         assert (info.format, info.subtype, info.samplerate, info.channels, info.frames) == ("OGG", "OPUS", 48000, 2, 4800)
 
 
+@pytest.mark.parametrize("rate", [16000, 48000])
+@pytest.mark.parametrize("name, subtype", [("hot.ogg", "VORBIS"), ("hot.mp3", "MPEG_LAYER_III"), ("hot.wav", "FLOAT"),
+                                           ("hot.flac", "PCM_16"), ("hot.opus", "OPUS")])
+def test_audio_above_full_scale_keeps_its_level_where_the_format_holds_it(codec, signal, tmp_path, name, subtype, rate):
+    """A file coded at a level gain from above full scale comes back above it in float WAV and in the
+    lossy formats whose codecs code float samples (Vorbis and MP3 hold a peak of 1.9); Vorbis and MP3
+    were clipped to +-1.0, as integer formats (FLAC) are. Opus stays clipped: libopus codes speech
+    at 16 kHz in SILK mode through 16-bit integers, which clip it anyway."""
+    audio = signal(1, rate // 5, rate)
+    data = codec.encode_audio(audio * 2.5 / np.abs(audio).max(), rate, 2)
+    decoded = codec.decode_audio(data)[0]
+    assert np.abs(decoded).max() > 1.5
+    codec.decode_audio_file(data, tmp_path / name)
+    assert soundfile.info(str(tmp_path / name)).subtype == subtype
+    written = soundfile.read(str(tmp_path / name), dtype="float32")[0]
+    if subtype == "PCM_16":
+        assert np.abs(written).max() <= 1.0
+    elif subtype == "OPUS":
+        assert np.abs(written).max() < 1.4  # clipped, to the codec's error (Opus of clipped speech read back at 1.2)
+    else:
+        assert np.abs(written).max() > 1.5
+
+
 @pytest.mark.parametrize("name, hint, rate, channels, reason", [
     ("out.ogg", None, 256000, 1, "Ogg Vorbis holds at most 200000 Hz"),  # libvorbis would crash the process
     (None, "OGG", 200001, 1, "Ogg Vorbis holds at most 200000 Hz"),

@@ -29,9 +29,9 @@ from . import format as vqformat
 from . import ratecontrol
 from .errors import VQCodecError
 from .fileinfo import FileInfo, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
-from .io import (ALPHA_MODES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of, check_audio_output,
-                 image_to_planes, input_name, open_image, planes_to_image, SoundSink, SoundStream, soundfile_format,
-                 unreadable_audio, unwritable_audio, write_file)
+from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
+                 check_audio_output, image_to_planes, input_name, open_image, planes_to_image, SoundSink, SoundStream,
+                 soundfile_format, unreadable_audio, unwritable_audio, write_file)
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts
 from .recode import FileCuts
@@ -1433,7 +1433,9 @@ class Codec:
         """Decode into a path or binary stream, block by block; the format follows the name or the hint.
         `start`, `duration` (seconds), `salvage` and `rate` (Hz) as for decode_audio. Audio coded at a
         level gain from above full scale is written as float where the format has it (WAV), so that
-        its level comes back; other formats, and integer subtypes, are clipped to full scale. A path
+        its level comes back, as it is in formats whose codec codes float samples (Ogg Vorbis, MP3:
+        FLOAT_CODEC_SUBTYPES); other formats (Opus too), and integer subtypes, are clipped to full
+        scale. A path
         is written through a temporary file renamed into place (io.write_file), so a failure leaves
         what was there before."""
         data = vq_bytes(data)
@@ -1458,9 +1460,10 @@ class Codec:
         def open_output(subtype):
             return soundfile.SoundFile(sink, "w", samplerate=output_rate,
                                        channels=header.channels, format=format_hint, subtype=subtype)
+        above_full_scale = header.gain * LEVEL_TARGET_PEAK > 1.0
         try:
             output = None
-            if subtype is None and header.gain * LEVEL_TARGET_PEAK > 1.0:  # input above full scale: float, if the format has it
+            if subtype is None and above_full_scale:  # input above full scale: float, if the format has it
                 try:
                     output = open_output("FLOAT")
                 except (ValueError, TypeError, RuntimeError):
@@ -1468,7 +1471,10 @@ class Codec:
             output = output or open_output(subtype)
         except Exception as exc:
             raise unwritable_audio(exc) from None
-        limit = np.inf if output.subtype in ("FLOAT", "DOUBLE") else 1.0  # float files keep a level gain's peaks
+        # float files keep a level gain's peaks, and so do lossy codecs of float samples
+        keeps_level = (output.subtype in ("FLOAT", "DOUBLE")
+                       or (above_full_scale and output.subtype in FLOAT_CODEC_SUBTYPES))
+        limit = np.inf if keeps_level else 1.0
         with output:
             for block in blocks:
                 output.write(np.clip(block, -limit, limit).T)

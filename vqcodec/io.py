@@ -18,6 +18,10 @@ AUDIO_EXTENSIONS = ({"." + ext.lower() for ext in soundfile.available_formats()}
 # Formats named by their codec, which soundfile writes as a subtype of a container format
 AUDIO_CODEC_FORMATS = {"OPUS": ("OGG", "OPUS")} if "OPUS" in soundfile.available_subtypes("OGG") else {}
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+# Subtypes of lossy codecs that code float samples, which keep samples beyond +-1.0 as float WAV does
+# (a 1.9 peak comes back as 1.9, to the codec's error, at 16 and 48 kHz). Not Opus: libopus codes
+# speech at 16 kHz and below in its SILK mode through 16-bit integers, clipped to +-1.0.
+FLOAT_CODEC_SUBTYPES = {"VORBIS", "MPEG_LAYER_III"}  # MP3: the only MPEG layer libsndfile writes
 # Raster formats Pillow reads (soundfile claims none of these extensions)
 IMAGE_EXTENSIONS = {".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".dib", ".tif", ".tiff",
                     ".gif", ".avif", ".ppm", ".pgm", ".pbm", ".pnm", ".pfm", ".qoi", ".jp2", ".j2k", ".jpx",
