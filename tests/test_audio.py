@@ -209,6 +209,56 @@ def test_truncated_file_is_coded_as_far_as_it_reads(codec, signal, tmp_path):
     assert len(codec.encode_audio_file(cut, 4, max_kbps=kbps)) * 8 / (len(held) / rate) / 1000 <= kbps
 
 
+def flac_declaring(path: Path, audio: np.ndarray, rate: int, total: int) -> Path:
+    """A FLAC file of `audio` whose STREAMINFO declares `total` samples (36 bits; 0: no length given):
+    after 'fLaC' and the block's 4-byte header, sizes (10 bytes) and rate, channels and bits (28 bits)."""
+    soundfile.write(path, audio.T, rate, format="FLAC")
+    raw = bytearray(path.read_bytes())
+    assert raw[:4] == b"fLaC" and raw[4] & 0x7F == 0  # STREAMINFO comes first
+    raw[21] = (raw[21] & 0xF0) | (total >> 32)
+    raw[22:26] = (total & 0xFFFFFFFF).to_bytes(4, "big")
+    path.write_bytes(raw)
+    return path
+
+
+@pytest.mark.parametrize("total, says", [(20000, "its header declares 20000"), (2**36 - 1, "its header declares 68719"),
+                                         (0, "its header gives no length")])
+def test_a_flac_whose_header_declares_more_samples_is_refused_in_one_line(codec, signal, tmp_path, total, says):
+    """libsndfile fails the read that runs past the end of a FLAC file whose STREAMINFO declares more
+    samples than it holds (or none: 0, a length not known when it was written), losing that read's
+    samples. Encoding said only 'cannot read audio: Internal psf_fseek() failed.', without the file;
+    eval (read_audio) allocated the declared length first (256 GiB for 2**36 - 1 samples)."""
+    from vqcodec.io import read_audio
+
+    path = flac_declaring(tmp_path / "lying.flac", signal(1, 8000, 16000), 16000, total)
+    for read in (lambda: codec.encode_audio_file(path, 2), lambda: codec.encode_audio_file(str(path), 2),
+                 lambda: read_audio(path, 16000)):
+        with pytest.raises(VQCodecError) as caught:
+            read()
+        message = str(caught.value)
+        assert message.startswith(f"cannot read audio {path}: ") and says in message and "\n" not in message
+    with pytest.raises(VQCodecError, match="^cannot read audio from the stream: .* failed after 0 samples"):
+        codec.encode_audio_file(io.BytesIO(path.read_bytes()), 2)
+
+
+def test_read_audio_does_not_allocate_the_length_a_header_declares(signal, tmp_path, monkeypatch):
+    """read_audio takes a header's length on trust only up to TRUSTED_FRAMES_PER_BYTE frames a byte of
+    the file, and reads the rest block by block, to the same samples as soundfile.read."""
+    from vqcodec import io as vqio
+
+    path = flac_declaring(tmp_path / "lying.flac", signal(1, 8000, 16000), 16000, 2**27)  # 512 MiB of float32
+    _, peak = traced_peak(lambda: pytest.raises(VQCodecError, vqio.read_audio, path))
+    assert peak < 2**27 * 4 / 8, peak
+    honest = tmp_path / "honest.flac"
+    soundfile.write(honest, signal(2, 30000, 16000).T, 16000, format="FLAC")
+    expected = soundfile.read(honest, dtype="float32", always_2d=True)[0].T
+    for trusted, block in ((vqio.TRUSTED_FRAMES_PER_BYTE, vqio.READ_BLOCK_FRAMES), (0, 4096), (0, 7)):
+        monkeypatch.setattr(vqio, "TRUSTED_FRAMES_PER_BYTE", trusted)
+        monkeypatch.setattr(vqio, "READ_BLOCK_FRAMES", block)
+        data, rate = vqio.read_audio(honest)
+        assert rate == 16000 and data.dtype == np.float32 and np.array_equal(data, expected)
+
+
 @pytest.mark.parametrize("format_name", ["W64", "RF64"])
 def test_a_stream_declaring_an_impossible_size_is_read_without_a_traceback(codec, signal, tmp_path, monkeypatch,
                                                                           format_name):

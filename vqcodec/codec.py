@@ -31,7 +31,7 @@ from .errors import VQCodecError
 from .fileinfo import FileInfo, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
                  check_audio_output, image_to_planes, input_name, open_image, planes_to_image, SoundSink, SoundStream,
-                 soundfile_format, unreadable_audio, unwritable_audio, write_file)
+                 sound_blocks, soundfile_format, unreadable_audio, unwritable_audio, write_file)
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts
 from .recode import FileCuts
@@ -989,7 +989,7 @@ class Codec:
             return self._encode_audio_source(source, quality)
         with self._open_sound(source) as sound:
             channels, sample_rate = sound.channels, sound.samplerate
-            samples = sum(block.shape[1] for block in self._sound_blocks(sound))
+            samples = sum(block.shape[1] for block in self._sound_blocks(sound, source))
 
         def encode_at(q: int) -> bytes:
             if not isinstance(source, (str, Path)):
@@ -1035,15 +1035,10 @@ class Codec:
             raise unreadable_audio(input_name(source), exc) from None
 
     @staticmethod
-    def _sound_blocks(sound: soundfile.SoundFile) -> Iterator[np.ndarray]:
-        """(channels, n) float32 blocks of the samples the file really holds. (SoundFile.blocks() yields
-        its whole buffer, uninitialised past the end, when a damaged file ends before its declared
-        length, so the count each read returns is what counts.)"""
-        try:
-            while len(block := sound.read(STREAM_BLOCK_SAMPLES, dtype="float32", always_2d=True)):
-                yield block.T
-        except RuntimeError as exc:
-            raise VQCodecError(f"cannot read audio: {exc}") from None
+    def _sound_blocks(sound: soundfile.SoundFile, source) -> Iterator[np.ndarray]:
+        """(channels, n) float32 blocks of the samples the file really holds (io.sound_blocks); a read
+        that fails is refused naming `source` and how far reading got."""
+        return sound_blocks(sound, input_name(source), STREAM_BLOCK_SAMPLES)
 
     def _encode_audio_source(self, source, quality: int) -> bytes:
         """The file's peak (for the level gain) and length, then its coding: a short file read once
@@ -1051,15 +1046,15 @@ class Codec:
         reads return, which for a truncated file is less than its header declares."""
         with self._open_sound(source) as sound:
             if sound.frames * sound.channels <= WHOLE_READ_SAMPLES:
-                read = list(self._sound_blocks(sound))
+                read = list(self._sound_blocks(sound, source))
                 stream, peak = iter(read), _peak(read)
                 samples = sum(block.shape[1] for block in read)
             else:
                 peak, samples = 0.0, 0
-                for block in self._sound_blocks(sound):
+                for block in self._sound_blocks(sound, source):
                     peak, samples = max(peak, _peak([block])), samples + block.shape[1]
                 sound.seek(0)
-                stream = self._sound_blocks(sound)
+                stream = self._sound_blocks(sound, source)
             return self.encode_audio_stream(stream, sound.samplerate, sound.channels, samples, quality, peak)
 
     def _audio_parts(self, data: bytes, salvage: bool = False) -> tuple[vqformat.Header, list, int, int]:

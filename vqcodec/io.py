@@ -255,13 +255,68 @@ def unwritable_audio(exc: Exception) -> VQCodecError:
     return VQCodecError(f"cannot write audio: {_soundfile_reason(exc)}")
 
 
-def read_audio(path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
-    """Read a whole audio file as float32 (channels, samples), resampled to `sample_rate` if given."""
+UNKNOWN_FRAMES = 2**62  # libsndfile's frame count of a file whose header gives no length (SF_COUNT_MAX, 2**63 - 1)
+READ_BLOCK_FRAMES = 1 << 16
+# read_audio takes at most this many frames a byte of the file on trust from its header (FLAC of
+# silence holds a few hundred, low-rate Opus about 64): a header that declares more is read block by block
+TRUSTED_FRAMES_PER_BYTE = 256
+
+
+def sound_read_error(where, frames_read: int, declared: int, exc: Exception) -> VQCodecError:
+    """The error for a read that failed partway (libsndfile fails one that runs past the end of a
+    FLAC file whose header declares more samples than it holds, or no length at all), with how far
+    reading got and what the header declares."""
+    where = where if where is not None else "from the stream"
+    declared_text = ("its header gives no length" if declared >= UNKNOWN_FRAMES
+                     else f"its header declares {declared}")
+    return VQCodecError(f"cannot read audio {where}: {_soundfile_reason(exc).rstrip('.')} after {frames_read} samples "
+                        f"({declared_text})")
+
+
+def sound_blocks(sound: soundfile.SoundFile, where, block_frames: int = READ_BLOCK_FRAMES):
+    """(channels, n) float32 blocks of the samples an open file really holds: the count each read
+    returns is what counts, never the length its header declares (SoundFile.blocks() yields its
+    whole buffer, uninitialised past the end, when a damaged file ends before it). A failed read is
+    one VQCodecError naming `where` (sound_read_error)."""
+    frames_read = 0
     try:
-        data, rate = soundfile.read(os.fsencode(path), dtype="float32", always_2d=True)
+        while len(block := sound.read(block_frames, dtype="float32", always_2d=True)):
+            frames_read += len(block)
+            yield block.T
+    except RuntimeError as exc:  # soundfile's LibsndfileError
+        raise sound_read_error(where, frames_read, sound.frames, exc) from None
+
+
+def read_audio(path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Read a whole audio file as float32 (channels, samples), resampled to `sample_rate` if given.
+
+    The samples are those the file really holds: its header's length is taken on trust only up to
+    TRUSTED_FRAMES_PER_BYTE frames a byte of the file (a header that declares 2**36 samples had them
+    allocated, 256 GiB); past that, the rest is read a block at a time. (libsndfile stops at the
+    length a FLAC file's header declares, so one that declares too few is read that long.)"""
+    try:
+        sound = soundfile.SoundFile(os.fsencode(path))
     except Exception as exc:  # soundfile raises several types for unreadable input
         raise unreadable_audio(path, exc) from None
-    data = data.T
+    with sound:
+        rate, channels = sound.samplerate, sound.channels
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            size = 0
+        trusted = min(max(sound.frames, 0), max(READ_BLOCK_FRAMES, size * TRUSTED_FRAMES_PER_BYTE // channels))
+        buffer = np.empty((trusted, channels), dtype=np.float32)
+        frames_read = 0
+        try:
+            while frames_read < trusted:
+                got = len(sound.read(out=buffer[frames_read:frames_read + READ_BLOCK_FRAMES]))
+                if not got:
+                    break
+                frames_read += got
+        except RuntimeError as exc:
+            raise sound_read_error(path, frames_read, sound.frames, exc) from None
+        rest = [block.T for block in sound_blocks(sound, path)]  # beyond what the header was trusted for
+    data = (np.concatenate([buffer[:frames_read], *rest]) if rest else buffer[:frames_read]).T
     if sample_rate is not None and rate != sample_rate and data.shape[1] > 0:
         data = np.stack([soxr.resample(channel, rate, sample_rate) for channel in data]).astype(np.float32)
         rate = sample_rate
