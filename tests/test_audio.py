@@ -329,7 +329,10 @@ def test_audio_above_full_scale_keeps_its_level_where_the_format_holds_it(codec,
     data = codec.encode_audio(audio * 2.5 / np.abs(audio).max(), rate, 2)
     decoded = codec.decode_audio(data)[0]
     assert np.abs(decoded).max() > 1.5
-    codec.decode_audio_file(data, tmp_path / name)
+    from vqcodec.errors import ClippingWarning
+
+    with pytest.warns(ClippingWarning) if subtype in ("PCM_16", "OPUS") else warnings.catch_warnings():
+        codec.decode_audio_file(data, tmp_path / name)
     assert soundfile.info(str(tmp_path / name)).subtype == subtype
     written = soundfile.read(str(tmp_path / name), dtype="float32")[0]
     if subtype == "PCM_16":
@@ -338,6 +341,31 @@ def test_audio_above_full_scale_keeps_its_level_where_the_format_holds_it(codec,
         assert np.abs(written).max() < 1.4  # clipped, to the codec's error (Opus of clipped speech read back at 1.2)
     else:
         assert np.abs(written).max() > 1.5
+
+
+def test_audio_above_full_scale_clipped_by_the_output_gets_a_warning(codec, signal, tmp_path):
+    """Clipping a level-gain file's peaks (FLAC, Opus, or WAV with an integer subtype) is a ClippingWarning,
+    which the command line prints as one line; it was silent. Audio coded within full scale, whose
+    decoding may overshoot +-1.0 by the codec's error, and outputs that keep the level get none."""
+    from vqcodec import ClippingWarning
+
+    audio = signal(1, 9600, 48000)
+    hot = codec.encode_audio(audio * 2.5 / np.abs(audio).max(), 48000, 2)
+    peak = np.abs(codec.decode_audio(hot)[0]).max()
+    with pytest.warns(ClippingWarning) as caught:
+        codec.decode_audio_file(hot, tmp_path / "hot.flac")
+    assert len(caught) == 1 and str(caught[0].message).startswith(f"decoded audio above full scale (peak {peak:.3g}, +")
+    assert "FLAC PCM_16" in str(caught[0].message) and "\n" not in str(caught[0].message)
+    with pytest.warns(ClippingWarning):
+        codec.decode_audio_file(hot, io.BytesIO(), format_hint="WAV", subtype="PCM_24")
+    with pytest.warns(ClippingWarning, match="OGG OPUS holds no more"):
+        codec.decode_audio_file(hot, tmp_path / "hot.opus")
+    usual = codec.encode_audio(audio * 0.99 / np.abs(audio).max(), 48000, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        codec.decode_audio_file(hot, tmp_path / "hot.wav")
+        codec.decode_audio_file(hot, tmp_path / "hot.ogg")
+        codec.decode_audio_file(usual, tmp_path / "usual.flac")
 
 
 @pytest.mark.parametrize("name, hint, rate, channels, reason", [

@@ -113,8 +113,16 @@ def test_audio_above_full_scale_is_coded_at_a_level_gain(tmp_path, signal, cli, 
     assert cli("decode", tmp_path / "hot.vq", tmp_path / "hot.wav", "-m", tiny_model_path).returncode == 0
     assert soundfile.info(str(tmp_path / "hot.wav")).subtype == "FLOAT"
     assert np.abs(soundfile.read(tmp_path / "hot.wav")[0]).max() > 1.2
-    assert cli("decode", tmp_path / "hot.vq", tmp_path / "hot.flac", "-m", tiny_model_path).returncode == 0
-    assert np.abs(soundfile.read(tmp_path / "hot.flac")[0]).max() <= 1.0
+    result = cli("decode", tmp_path / "hot.vq", tmp_path / "hot.flac", "-m", tiny_model_path)
+    assert result.returncode == 0 and np.abs(soundfile.read(tmp_path / "hot.flac")[0]).max() <= 1.0
+    lines = result.stderr.decode().splitlines()  # with one warning line saying so
+    assert len(lines) == 1 and lines[0].startswith(f"vqcodec: warning: {tmp_path / 'hot.flac'}: decoded audio above "
+                                                   "full scale (peak ") and "clipped" in lines[0]
+    (tmp_path / "vq").mkdir()
+    (tmp_path / "vq" / "hot.vq").write_bytes((tmp_path / "hot.vq").read_bytes())
+    result = cli("decode", tmp_path / "vq", tmp_path / "decoded", "-m", tiny_model_path, "--format", "flac")
+    warnings = [line for line in result.stderr.decode().splitlines() if "warning" in line]
+    assert result.returncode == 0 and len(warnings) == 1 and f"{tmp_path / 'decoded' / 'hot.flac'}: " in warnings[0]
     result = cli("encode", tmp_path / "in" / "full.wav", tmp_path / "full.vq", "-m", tiny_model_path, "-q", "2")
     assert result.returncode == 0 and result.stderr == b""  # a peak of exactly 1.0 is within full scale
     assert vqformat.parse_header((tmp_path / "full.vq").read_bytes()).gain == 2.0  # but louder than coded best

@@ -1,10 +1,10 @@
 """vqcodec: a neural VQ-VAE codec for speech and images, with integer codes you can use."""
-from .errors import VQCodecError
+from .errors import ClippingWarning, VQCodecError
 from .fileinfo import FileInfo, read_info
 from .registry import list_models
 
 __version__ = "0.1.0"
-__all__ = ["Codec", "FileInfo", "VQCodecError", "decode", "list_models", "read_info", "__version__"]
+__all__ = ["ClippingWarning", "Codec", "FileInfo", "VQCodecError", "decode", "list_models", "read_info", "__version__"]
 
 
 def __getattr__(name: str):

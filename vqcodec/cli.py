@@ -568,9 +568,10 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
     try:
         if header.kind == vqformat.KIND_AUDIO:
             audio_format = _audio_format(output_path, format_name) or _format_from_name(output_path)
-            _write_output(output_path, lambda stream: codec.decode_audio_file(
-                data, stream, format_hint=audio_format, start=start or 0.0, duration=duration, salvage=salvage,
-                rate=output_rate), force)
+            with _clipping_warnings("stdout" if output_path == "-" else output_path):
+                _write_output(output_path, lambda stream: codec.decode_audio_file(
+                    data, stream, format_hint=audio_format, start=start or 0.0, duration=duration, salvage=salvage,
+                    rate=output_rate), force)
         elif start is not None or duration is not None or output_rate is not None:
             raise VQCodecError(f"--start, --duration and --rate are for audio; {input_path} holds an image")
         else:
@@ -606,11 +607,32 @@ def _decode_folder(folder: Path, output_path: str, model, format_name, device, f
             print(f"{path}:", file=sys.stderr, end=" ")
             _warn_damage(damaged, header)
 
+    def write_output(path, write):
+        with _clipping_warnings(path):
+            _write_output(str(path), write, force)
+
     report = decode_folder(readable, outputs, formats, lambda data: _file_codec(data, model, device, codecs),
-                           lambda path, write: _write_output(str(path), write, force), salvage, warn, _progress,
-                           rate)
+                           write_output, salvage, warn, _progress, rate)
     report.skipped[:0] = unreadable
     _finish_folder(report, "decoded", out, len(files))
+
+
+@contextlib.contextmanager
+def _clipping_warnings(name):
+    """Print each ClippingWarning that decoding into `name` issues as one warning line naming it (other
+    warnings are shown as they would have been)."""
+    import warnings
+
+    from .errors import ClippingWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ClippingWarning)
+        yield
+    for item in caught:
+        if issubclass(item.category, ClippingWarning):
+            click.echo(f"vqcodec: warning: {name}: {item.message}", err=True)
+        else:
+            warnings.showwarning(item.message, item.category, item.filename, item.lineno)
 
 
 def _damaged(codec, data: bytes) -> bool:

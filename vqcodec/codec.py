@@ -27,7 +27,7 @@ import torch
 from . import entropy
 from . import format as vqformat
 from . import ratecontrol
-from .errors import VQCodecError
+from .errors import ClippingWarning, VQCodecError
 from .fileinfo import FileInfo, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
                  check_audio_output, image_to_planes, input_name, open_image, planes_to_image, SoundSink, SoundStream,
@@ -1430,7 +1430,8 @@ class Codec:
         level gain from above full scale is written as float where the format has it (WAV), so that
         its level comes back, as it is in formats whose codec codes float samples (Ogg Vorbis, MP3:
         FLOAT_CODEC_SUBTYPES); other formats (Opus too), and integer subtypes, are clipped to full
-        scale. A path
+        scale, with a ClippingWarning where samples were clipped (audio coded within full scale is
+        clipped without one: its decoding can overshoot +-1.0 by the codec's error). A path
         is written through a temporary file renamed into place (io.write_file), so a failure leaves
         what was there before."""
         data = vq_bytes(data)
@@ -1470,11 +1471,21 @@ class Codec:
         keeps_level = (output.subtype in ("FLOAT", "DOUBLE")
                        or (above_full_scale and output.subtype in FLOAT_CODEC_SUBTYPES))
         limit = np.inf if keeps_level else 1.0
+        clipped = 0.0  # the peak of audio coded above full scale that the output clips
         with output:
             for block in blocks:
+                if above_full_scale and not keeps_level:
+                    clipped = max(clipped, _peak([block]))
                 output.write(np.clip(block, -limit, limit).T)
                 sink.check()  # stop at a full disk, not at the end
         sink.check()
+        if clipped > 1.0:
+            import warnings
+
+            warnings.warn(ClippingWarning(
+                f"decoded audio above full scale (peak {clipped:.3g}, {20 * math.log10(clipped):+.1f} dB) is clipped to "
+                f"+-1.0, as {output.format} {output.subtype} holds no more: write .wav (float), .ogg or .mp3 to keep "
+                "its level"), stacklevel=2)
 
     # ------------------------------------------------------------ images
 

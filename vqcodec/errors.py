@@ -2,6 +2,11 @@ class VQCodecError(Exception):
     """An error caused by the user's input: reported as one line, without a traceback."""
 
 
+class ClippingWarning(UserWarning):
+    """Decoded audio above full scale clipped to +-1.0 by an output format that holds no more: the
+    command line prints it as one warning line."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised in the main thread as Ctrl-C's KeyboardInterrupt is, so that the same
     clean-up runs (temporary files removed, a training run's checkpoint saved); SIGPIPE where training
