@@ -741,7 +741,8 @@ def info(input_path, as_json, verbose, model_option):
     except VQCodecError as exc:  # an intact header still says what the file holds
         file_info, damage = read_info(data, check_chunks=False), exc
         verbose = False
-    match, other_prior = model_of_file(data), other_prior_model(data)
+    match = model_of_file(data)
+    other_prior = other_prior_model(data, match)
     if other_prior is not None:  # the model of that id installed has another prior: its copy that wrote the file is not
         match = None
     model = None if match is None else match["path"] if match.get("shadowed") else match["name"]  # a name would load another

@@ -143,11 +143,10 @@ def model_of_file(data: bytes) -> dict | None:
     return model_decoding(header.model_id.hex(), header.coded_prior_id)
 
 
-def other_prior_model(data: bytes) -> dict | None:
-    """The installed model that model_of_file gives a `.vq` file when that model cannot decode it: the
-    file is entropy coded with a prior that no installed model of its id has (one fitted to a copy of
-    the model by `vqcodec fit-prior --out`, a copy that is not installed). None otherwise."""
-    found = model_of_file(data)
+def other_prior_model(data: bytes, found: dict | None) -> dict | None:
+    """`found`, the installed model that model_of_file gives a `.vq` file, when that model cannot decode
+    it: the file is entropy coded with a prior that no installed model of its id has (one fitted to a
+    copy of the model by `vqcodec fit-prior --out`, a copy that is not installed). None otherwise."""
     prior_id = vqformat.parse_header(data).coded_prior_id
     return found if found is not None and prior_id is not None and _prior_id(found) != prior_id else None
 
