@@ -661,19 +661,28 @@ def _warn_damage(damaged: list[dict], header) -> None:
     click.echo(f"vqcodec: warning: {'; '.join(warnings)}", err=True)
 
 
-def _check_format_kind(format_name: str, audio: bool, input_path: str) -> None:
-    """Refuse a --format of the other media kind than the .vq file holds (an image format for audio, or
-    an audio format for an image), before anything is decoded."""
+def _format_kind(format_name: str) -> str | None:
+    """"audio" or "image": the media kind a --format name writes; None for a name neither knows."""
     from PIL import Image
 
     from .io import audio_format_named
 
+    if audio_format_named(format_name) is not None:
+        return "audio"
     Image.init()
-    is_image_format = format_name.upper() in Image.SAVE or Image.EXTENSION.get("." + format_name.lower()) in Image.SAVE
-    if audio and audio_format_named(format_name) is None and is_image_format:
+    if format_name.upper() in Image.SAVE or Image.EXTENSION.get("." + format_name.lower()) in Image.SAVE:
+        return "image"
+    return None
+
+
+def _check_format_kind(format_name: str, audio: bool, input_path: str) -> None:
+    """Refuse a --format of the other media kind than the .vq file holds (an image format for audio, or
+    an audio format for an image), before anything is decoded."""
+    kind = _format_kind(format_name)
+    if audio and kind == "image":
         raise VQCodecError(f"--format {format_name} is an image format, and {input_path} holds audio: "
                            "use an audio format (WAV, FLAC, OGG, OPUS, MP3)")
-    if not audio and audio_format_named(format_name) is not None:
+    if not audio and kind == "audio":
         raise VQCodecError(f"--format {format_name} is an audio format, and {input_path} holds an image: "
                            "use an image format (PNG, WEBP, JPEG, ...)")
 
@@ -681,9 +690,7 @@ def _check_format_kind(format_name: str, audio: bool, input_path: str) -> None:
 def _check_format_kind_in_folder(format_name: str, kinds: set[str], folder: Path) -> None:
     """Refuse a --format for a folder none of whose .vq files it applies to (an audio format for a folder
     of images, or the reverse), which would have written them all in the default format of their kind."""
-    from .io import audio_format_named
-
-    kind = "audio" if audio_format_named(format_name) else "image"
+    kind = _format_kind(format_name) or "image"
     if kind not in kinds:
         held = "images" if kinds == {"image"} else "audio"
         raise VQCodecError(f"--format {format_name} is {'an audio' if kind == 'audio' else 'an image'} format, and the "
