@@ -143,24 +143,17 @@ def main() -> None:
                         help="Folder of speech recordings (FLAC, WAV), read recursively (default %(default)s).")
     parser.add_argument("--images", default=str(DATA / "images" / "kodak"),
                         help="Folder of PNG images, read recursively (default %(default)s).")
-    parser.add_argument("--speech-model", default="speech16k",
-                        help="Speech model name or .safetensors path; it must have a prior (default speech16k).")
-    parser.add_argument("--image-model", default="image",
-                        help="Image model name or .safetensors path; it must have a prior (default image).")
+    common.add_model_options(parser, str(REPO_ROOT / "bench" / "out" / "entropy.json"))
     parser.add_argument("--files", type=int, default=None, help="Use the first N files of each set.")
     parser.add_argument("--speech-qualities", default="1,2,4,6,8",
                         help="Speech quality levels, comma-separated: one row each (default 1,2,4,6,8).")
     parser.add_argument("--image-qualities", default="1,2,4,8,12,16,20",
                         help="Image quality levels, comma-separated: one row each (default 1,2,4,8,12,16,20).")
-    parser.add_argument("--skip-speech", action="store_true", help="Leave the speech set out.")
-    parser.add_argument("--skip-images", action="store_true", help="Leave the image set out.")
     parser.add_argument("--rate-weight", type=float, default=0.0,
                         help="Encoder rate weight (default 0: codes chosen by error alone, so that the saving "
                              "is the prior's; bench/rdo.py measures the weighted search).")
     parser.add_argument("--depth-weight", type=float, default=0.0,
                         help="Encoder depth weight (default 0: every cell keeps every level).")
-    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "out" / "entropy.json"),
-                        help="JSON file of every row, always written (default %(default)s).")
     args = parser.parse_args()
 
     from vqcodec import Codec
@@ -204,7 +197,8 @@ def main() -> None:
     print(f"Entropy coding, {machine['cpu']}, 1 thread, torch {machine.get('torch')}\n")
     print("\n\n".join(tables))
     print(f"\nReproduce: {results['command']}")
-    common.save_json(args.out, results)
+    if args.out:
+        common.save_json(args.out, results)
 
 
 if __name__ == "__main__":

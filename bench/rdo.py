@@ -229,10 +229,7 @@ def main() -> None:
                         help="Folder of images (PNG, JPEG), read recursively (default %(default)s).")
     parser.add_argument("--speech", default=str(DATA / "speech" / "dev"),
                         help="Folder of speech recordings (FLAC, WAV, Ogg), read recursively (default %(default)s).")
-    parser.add_argument("--image-model", default="image",
-                        help="Image model name or .safetensors path (default image).")
-    parser.add_argument("--speech-model", default="speech16k",
-                        help="Speech model name or .safetensors path (default speech16k).")
+    common.add_model_options(parser, str(REPO_ROOT / "bench" / "out" / "rdo.json"))
     parser.add_argument("--files", type=int, default=None, help="Use N files spread evenly over each set.")
     parser.add_argument("--image-weights", default="0,0.1,0.2,0.4",
                         help="Image rate weights, comma-separated: bits under the prior weighed against squared "
@@ -250,10 +247,6 @@ def main() -> None:
                         help="Speech quality levels, comma-separated (default 1,2,4,6,8).")
     parser.add_argument("--beams", default="default",
                         help="Comma-separated beam widths, or 'default' for each model's own.")
-    parser.add_argument("--skip-speech", action="store_true", help="Leave the speech set out.")
-    parser.add_argument("--skip-images", action="store_true", help="Leave the image set out.")
-    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "out" / "rdo.json"),
-                        help="JSON file of every row, '' for none (default %(default)s).")
     args = parser.parse_args()
 
     import torch
