@@ -270,14 +270,11 @@ def test_depth_weight_trades_bits_for_error(golden_image_codec, golden_audio_cod
             assert sum(r["codes"] for r in report["levels"]) == int((codes >= 0).sum())
             assert report["depth_ideal_bits"] > 0
             assert report["ideal_bytes"] - 4 <= report["payload_bytes"] <= report["ideal_bytes"] * 1.01 + 8 * report["chunks"]
-            # fixed-width coding cannot leave codes out: the weight changes nothing there
+            # fixed-width coding cannot leave codes out: a depth weight set for it is refused, in files and codes
             codec.coding = "fixed"
-            codec.depth_weight = 0.0
-            fixed_full = encode(codec)
-            codec.depth_weight = 1.0
-            assert encode(codec) == fixed_full
-            # the API's plain call keeps every level
-            assert (codes_of(codec) >= 0).all()
+            for refused in (encode, codes_of):
+                with pytest.raises(VQCodecError, match="depth weight 1 weighs bits under the model's prior"):
+                    refused(codec)
         finally:
             codec.rate_weight, codec.depth_weight = defaults
             codec.coding = "auto"

@@ -293,16 +293,58 @@ def test_rate_weight_trades_bits_for_error(golden_image_codec, golden_audio_code
             assert not np.array_equal(codec.read_codes(cheap)[1], codec.read_codes(plain)[1])
             decoded = codec.decode_image(cheap) if codec.kind == "image" else codec.decode_audio(cheap)[0]
             assert np.asarray(decoded).size
-            # fixed-width files have no prior to weigh bits with: the weight changes nothing
+            # fixed-width files have no prior to weigh bits with: a rate weight set for them is refused
             codec.coding = "fixed"
-            weighted = encode(codec)
-            codec.rate_weight = 0
-            assert encode(codec) == weighted
+            with pytest.raises(VQCodecError, match="rate weight 50 weighs bits under the model's prior"):
+                encode(codec)
         finally:
             codec.rate_weight, codec.depth_weight, codec.coding = default, default_depth, "auto"
     for bad in (-0.1, True, "1", float("nan"), 1e9):
         with pytest.raises(VQCodecError, match="rate weight"):
             golden_image_codec.rate_weight = bad
+
+
+def test_weights_set_for_fixed_width_files_are_refused_and_the_defaults_are_not(tiny_model_path):
+    """Codec.rate_weight and depth_weight weigh bits under the prior: a codec writing fixed-width files
+    took a weight set above 0 and silently wrote the file it wrote without it, where the command line
+    refuses the options."""
+    from PIL import Image
+
+    signal = golden_audio(9, seconds=1.0)
+    codec = Codec.load(str(GOLDEN / "golden_audio.safetensors"), coding="fixed")
+    plain = codec.encode_audio(signal, AUDIO_RATE, 4)   # the default depth weight (2) is left alone
+    assert vqformat.parse_header(plain).coding == vqformat.CODING_FIXED
+    searched = codec.encode_audio(signal, AUDIO_RATE, 4, max_kbps=len(plain) * 8 / 1000)  # 1 s: a rate search
+    assert vqformat.parse_header(searched).coding == vqformat.CODING_FIXED
+    codec.depth_weight = 1.0
+    for refused in (codec.check_weights, lambda: codec.encode_audio(signal, AUDIO_RATE, 4),
+                    lambda: codec.audio_to_codes(signal, 4, variable_depth=True),
+                    lambda: codec.recode(plain, 2)):
+        with pytest.raises(VQCodecError, match=r"^depth weight 1 weighs bits under the model's prior, but this "
+                                               r"codec writes fixed-width files \(its coding is 'fixed'\)"):
+            refused()
+    assert (codec.audio_to_codes(signal, 4) >= 0).all()   # every level asked for: the depth weight plays no part
+    codec.depth_weight, codec.rate_weight = 0.0, 0.5
+    with pytest.raises(VQCodecError, match="^rate weight 0.5 weighs"):
+        codec.audio_to_codes(signal, 4)
+    codec.rate_weight = 0.0
+    assert codec.encode_audio(signal, AUDIO_RATE, 4) == plain
+
+    # the two settings meet when codes are chosen, whichever was set first
+    photo = Codec.load(str(GOLDEN / "golden_image.safetensors"))
+    image = Image.fromarray(golden_image(9, 40, 32))
+    photo.rate_weight = 2.0
+    assert vqformat.parse_header(photo.encode_image(image, 2)).coding == vqformat.CODING_PRIOR
+    photo.coding = "fixed"
+    with pytest.raises(VQCodecError, match="^rate weight 2 weighs"):
+        photo.encode_image(image, 2)
+
+    no_prior = Codec.load(tiny_model_path)
+    short = golden_audio(3, seconds=0.1)[:1]
+    assert no_prior.encode_audio(short, AUDIO_RATE, 1)
+    no_prior.depth_weight = 2.0   # the default, but set: it asks for per-cell depth
+    with pytest.raises(VQCodecError, match=r"^depth weight 2 weighs .* \(model tiny has no prior\)"):
+        no_prior.encode_audio(short, AUDIO_RATE, 1)
 
 
 def test_prior_file_needs_the_matching_prior(golden_audio_codec, tmp_path):

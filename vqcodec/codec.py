@@ -470,8 +470,9 @@ class Codec:
         self.coding = coding
         self.beam = DEFAULT_BEAM[self.kind] if beam is None else beam
         self.refine = 0
-        self.rate_weight = DEFAULT_RATE_WEIGHT[self.kind]
-        self.depth_weight = DEFAULT_DEPTH_WEIGHT[self.kind]
+        self._rate_weight = DEFAULT_RATE_WEIGHT[self.kind]
+        self._depth_weight = DEFAULT_DEPTH_WEIGHT[self.kind]
+        self._weights_set: set[str] = set()  # the weights given through their setters ("rate weight", ...)
         self._refine_loss = None
         self._latent_memo: dict | None = None  # the encoder's latents per block, during a rate search
         # Called as progress(stage, frames_done, frames_total) after each block of audio coded or
@@ -581,24 +582,45 @@ class Codec:
         chosen by squared latent error plus this weight times the error the quality ladder trades
         for a bit (what one more codebook level would remove per bit it spends, measured on each
         window), times their bits under the prior. 0 picks the codes with the smallest error;
-        decoding does not depend on it."""
+        decoding does not depend on it. Fixed-width files have no bits under a prior to weigh: left
+        at its default the weight is ignored there, but a weight above 0 set here makes choosing
+        their codes raise VQCodecError."""
         return self._rate_weight
 
     @rate_weight.setter
     def rate_weight(self, value: float) -> None:
         self._rate_weight = _checked_weight("rate weight", value, MAX_RATE_WEIGHT)
+        self._weights_set.add("rate weight")
 
     @property
     def depth_weight(self) -> float:
         """Per-cell depth for entropy-coded files (CODING_PRIOR_DEPTH): each cell (audio frame, image
         latent cell) keeps the first d of the file's levels, d chosen to minimise its squared latent
         error plus this weight times the ladder's exchange rate (as for rate_weight) times the bits of
-        its codes under the prior. 0: every cell uses every level. Decoding does not depend on it."""
+        its codes under the prior. 0: every cell uses every level. Decoding does not depend on it.
+        Fixed-width files keep every level of every cell: left at its default the weight is ignored
+        there, but a weight above 0 set here makes encoding them (or asking for variable_depth codes
+        or a recoded file) raise VQCodecError."""
         return self._depth_weight
 
     @depth_weight.setter
     def depth_weight(self, value: float) -> None:
         self._depth_weight = _checked_weight("depth weight", value, MAX_DEPTH_WEIGHT)
+        self._weights_set.add("depth weight")
+
+    def check_weights(self, rate: bool = True, depth: bool = True) -> None:
+        """Raise VQCodecError when this codec writes fixed-width files (coding "fixed", or a model
+        without a prior), which have no bits under a prior to weigh, and a weight set above 0 would
+        be used: the rate weight when codes are chosen (`rate`), the depth weight when cells get
+        per-cell depth (`depth`). The defaults of a loaded codec pass. Encoding, recoding and the
+        codes methods check this before they start."""
+        if self._coding_id() == vqformat.CODING_PRIOR:
+            return
+        for name, value, used in (("rate weight", self._rate_weight, rate), ("depth weight", self._depth_weight, depth)):
+            if used and value > 0 and name in self._weights_set:
+                why = "its coding is 'fixed'" if self.prior is not None else f"model {self.name} has no prior"
+                raise VQCodecError(f"{name} {value:g} weighs bits under the model's prior, but this codec writes "
+                                   f"fixed-width files ({why}): set the {name} to 0 for them")
 
     def _rate_costs(self, window: torch.Tensor, inner: tuple[slice, ...], quality: int) -> RateCosts | None:
         """The rate term for choosing the codes of a window's inner cells, or None when codes are
@@ -694,7 +716,8 @@ class Codec:
 
     @property
     def coding(self) -> str:
-        """How new files code their indices: "auto" (the prior when the model has one), "prior" or "fixed"."""
+        """How new files code their indices: "auto" (the prior when the model has one), "prior" or "fixed".
+        Fixed-width files cannot use a rate or depth weight set above 0 (check_weights)."""
         return self._coding
 
     @coding.setter
@@ -786,6 +809,7 @@ class Codec:
         """(channels, quality, frames) codes of a sample stream at the model rate (ABSENT beyond each
         frame's depth with `variable_depth`); a stream coded at level `gain` has its channels compared
         at the input's level."""
+        self.check_weights(rate=True, depth=variable_depth)
         ctx, hop = self.cfg.context_frames, self.hop
         # One array for the whole stream, filled block by block: no per-block pieces left between the
         # blocks' large temporaries on the heap, where they would keep it from being reused.
@@ -1008,17 +1032,17 @@ class Codec:
         """The largest file of at most `limit_bytes` that `encode_at(quality)` makes, over qualities
         up to `max_quality` and, for entropy-coded files, depth weights (vqcodec.ratecontrol).
         This codec's depth weight is where the search starts, and is restored afterwards."""
-        configured = self.depth_weight
+        configured = self._depth_weight
 
         def encode(quality: int, weight: float) -> bytes:
-            self.depth_weight = weight
+            self._depth_weight = weight  # a try of the search, not a weight the caller set
             return encode_at(quality)
         self._latent_memo = {}
         try:
             return ratecontrol.fit_size(encode, limit_bytes, self.check_quality(max_quality), configured,
                                         MAX_DEPTH_WEIGHT, self._coding_id() == vqformat.CODING_PRIOR, target, describe)
         finally:
-            self.depth_weight = configured
+            self._depth_weight = configured
             self._latent_memo = None
 
     @staticmethod
@@ -1177,6 +1201,7 @@ class Codec:
                 return self._pack_audio(cut, header.sample_rate, header.length, levels, header.gain_units)
             return self._pack_image(cut, header.width, header.height, header.mode, alpha_bytes)
 
+        self.check_weights(rate=False, depth=quality < stored or max_rate is not None)
         variable_depth = self._coding_id() == vqformat.CODING_PRIOR
         weight = self.depth_weight if variable_depth else 0.0
         if max_rate is None:
@@ -1508,6 +1533,7 @@ class Codec:
                                "encode() takes other arrays and Pillow images")
         _check_image_size(rgb.shape[1], rgb.shape[0])
         quality = self.check_quality(self.num_codebooks if quality is None else quality)
+        self.check_weights(rate=True, depth=variable_depth)
         hop, ctx = self.hop, self.cfg.context_frames
         h, w, _ = rgb.shape
         rows, cols = math.ceil(h / hop), math.ceil(w / hop)
