@@ -478,6 +478,7 @@ def test_empty_arguments_and_options_are_refused(encoded, tiny_model_path, tmp_p
     (["encode", "IN", "OUT", "-m", "TINY", "--rate-weight", "2", "--depth-weight", "0"], "model tiny has no prior"),
     (["encode", "IN", "OUT", "-m", "GOLDEN", "--coding", "fixed", "--rate-weight", "1"], "--coding fixed"),
     (["encode", "FOLDER", "OUT", "-m", "GOLDEN", "--coding", "fixed", "--depth-weight", "2"], "--coding fixed"),
+    (["encode", "VQ", "OUT", "-m", "TINY", "-q", "2", "--depth-weight", "1"], "model tiny has no prior"),
     (["eval", "TINY", "IN", "-q", "1", "--depth-weight", "2"], "model tiny has no prior"),
     (["codes", "IN", "OUT", "-m", "TINY", "--depth-weight", "2"], "model tiny has no prior"),
     (["codes", "FOLDER", "OUT", "-m", "TINY", "--depth-weight", "0.5"], "model tiny has no prior"),
@@ -492,7 +493,7 @@ def test_weights_are_refused_for_fixed_width_files(encoded, tiny_model_path, tmp
     folder.mkdir()
     (folder / "a.wav").write_bytes((encoded / "in.wav").read_bytes())
     names = {"IN": encoded / "in.wav", "OUT": tmp_path / "out", "TINY": tiny_model_path, "GOLDEN": golden,
-             "FOLDER": folder}
+             "FOLDER": folder, "VQ": encoded / "out.vq"}
     code = run([str(names.get(a, a)) for a in args])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "bits under the model's prior" in err and why in err, err

@@ -336,6 +336,7 @@ def _recoder(data: bytes, model, device, coding, quality, depth_weight, max_kbps
         raise VQCodecError(f"--depth-weight cuts a .vq file's levels only with a -q below its {header.quality} "
                            "codebooks or a --bitrate / --bpp: at its own quality its codes are kept as they are")
     codec = _file_codec(data, model, device, codecs, coding)
+    _refuse_weights_when_fixed_width(codec, None, depth_weight)
     if depth_weight is not None:
         codec.depth_weight = depth_weight
     return codec
