@@ -937,6 +937,24 @@ def test_codes_of_a_folder_stopped_part_way_keeps_a_manifest_of_what_it_wrote(tm
     assert "stopped" not in code_folder(codec, folder, tmp_path / "again", sorted(folder.iterdir()))
 
 
+def test_codes_of_a_folder_with_a_weight_the_codec_cannot_use_stops_before_the_first_file(tmp_path, signal,
+                                                                                       tiny_model_path):
+    """A depth weight set on a codec that codes fixed-width failed every file alike: each was skipped
+    with the same reason, and a manifest of none was written."""
+    from vqcodec import Codec, VQCodecError
+    from vqcodec.tokens import code_folder
+
+    folder, out = tmp_path / "recordings", tmp_path / "tokens"
+    folder.mkdir()
+    for name in ("a.wav", "b.wav"):
+        write_wav(folder / name, signal)
+    codec = Codec.load(tiny_model_path)
+    codec.depth_weight = 1.0
+    with pytest.raises(VQCodecError, match=r"^depth weight 1 weighs .* \(model tiny has no prior\)"):
+        code_folder(codec, folder, out, sorted(folder.iterdir()))
+    assert not out.exists()
+
+
 def test_codes_of_a_folder_refuses_a_subfolder_where_the_manifest_goes(cli, tmp_path, signal, tiny_model_path):
     folder, out = tmp_path / "recordings", tmp_path / "tokens"
     (folder / "codes.json").mkdir(parents=True)

@@ -28,11 +28,13 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     `codec.depth_weight` says). The manifest holds the model id, quality, codebook size, the frame
     rate (or the stride in pixels) and axis order, and for each file its array's shape and the sample
     rate, length and level gain (or the width and height) that restore it; "skipped" lists the files
-    that could not be coded, and why. A run stopped part way (Ctrl-C, SIGTERM) writes the manifest of
+    that could not be coded, and why. A weight the codec cannot use (Codec.check_weights) raises
+    VQCodecError before any file. A run stopped part way (Ctrl-C, SIGTERM) writes the manifest of
     the files it finished, with "stopped": true."""
     folder, out = Path(folder), Path(out)
     outputs = code_paths(folder, out, files)
     quality = codec.check_quality(codec.num_codebooks if quality is None else quality)
+    codec.check_weights()  # a weight the codec cannot use would fail every file alike
     entries, skipped = [], []
     try:
         for number, (path, output) in enumerate(zip(files, outputs), 1):
