@@ -78,16 +78,35 @@ def test_every_option_of_every_script_has_help(script):
     assert not undocumented(parser["options"]), f"{script}: options without help: {undocumented(parser['options'])}"
 
 
-def test_the_shared_model_options_have_help():
+def shared_model_options() -> list[dict]:
+    """The options bench/common.py's add_model_options gives a parser, as DUMP_PARSER prints them (but -h)."""
     sys.path.insert(0, str(REPO_ROOT / "bench"))
     try:
         import common
     finally:
         sys.path.remove(str(REPO_ROOT / "bench"))
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(add_help=False)
     common.add_model_options(parser, "out.json")
-    options = [{"strings": action.option_strings, "help": action.help} for action in parser._actions]
-    assert len(options) == 6 and not undocumented(options), options
+    return [{"strings": action.option_strings, "help": action.help} for action in parser._actions]
+
+
+def test_the_shared_model_options_have_help():
+    options = shared_model_options()
+    assert len(options) == 5 and not undocumented(options), options
+
+
+# the scripts that measure the shipped speech and image models, with --skip-speech and --skip-images
+BOTH_MODELS = [script for script in SCRIPTS if "args.skip_speech" in (REPO_ROOT / "bench" / script).read_text()]
+
+
+@pytest.mark.parametrize("script", BOTH_MODELS)
+def test_the_scripts_measuring_both_models_take_the_shared_options(script):
+    """entropy.py and rdo.py declared their own copies, with other help (entropy.py's --out said
+    "always written", where the shared one says '' writes none)."""
+    assert len(BOTH_MODELS) >= 5 and "entropy.py" in BOTH_MODELS and "rdo.py" in BOTH_MODELS
+    options = script_parser(script)["options"]
+    for shared in shared_model_options():
+        assert shared in options, f"{script}: {shared['strings']} is not common.add_model_options'"
 
 
 def test_an_option_without_help_is_found():
