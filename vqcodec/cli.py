@@ -391,8 +391,9 @@ def _refuse_weights_when_fixed_width(codec, rate_weight, depth_weight,
     were taken and ignored (by encode, eval and codes)."""
     given = [option for option, value in (("--rate-weight", rate_weight), ("--depth-weight", depth_weight))
              if value is not None]
-    if given and (codec.prior is None or codec.coding == "fixed"):
-        why = "--coding fixed" if codec.coding == "fixed" else f"model {codec.name} has no prior (vqcodec fit-prior fits one)"
+    cause = codec.fixed_width_cause()
+    if given and cause:
+        why = "--coding fixed" if cause == "fixed coding" else f"model {codec.name} has no prior (vqcodec fit-prior fits one)"
         raise VQCodecError(f"{' and '.join(given)} {'weigh' if len(given) > 1 else 'weighs'} bits under the model's "
                            f"prior, for entropy-coded files, but {coded}: {why}")
 

@@ -614,13 +614,22 @@ class Codec:
         be used: the rate weight when codes are chosen (`rate`), the depth weight when cells get
         per-cell depth (`depth`). The defaults of a loaded codec pass. Encoding, recoding and the
         codes methods check this before they start."""
-        if self._coding_id() == vqformat.CODING_PRIOR:
+        cause = self.fixed_width_cause()
+        if cause is None:
             return
         for name, value, used in (("rate weight", self._rate_weight, rate), ("depth weight", self._depth_weight, depth)):
             if used and value > 0 and name in self._weights_set:
-                why = "its coding is 'fixed'" if self.prior is not None else f"model {self.name} has no prior"
+                why = "its coding is 'fixed'" if cause == "fixed coding" else f"model {self.name} has no prior"
                 raise VQCodecError(f"{name} {value:g} weighs bits under the model's prior, but this codec writes "
                                    f"fixed-width files ({why}): set the {name} to 0 for them")
+
+    def fixed_width_cause(self) -> str | None:
+        """Why this codec writes fixed-width files, which have no bits under a prior for a rate or
+        depth weight to weigh: "fixed coding" (its coding is "fixed") or "no prior" (its model has
+        none); None when it entropy-codes them."""
+        if self._coding == "fixed":
+            return "fixed coding"
+        return "no prior" if self.prior is None else None
 
     def _rate_costs(self, window: torch.Tensor, inner: tuple[slice, ...], quality: int) -> RateCosts | None:
         """The rate term for choosing the codes of a window's inner cells, or None when codes are
@@ -730,8 +739,7 @@ class Codec:
 
     def _coding_id(self) -> int:
         """The coding of new files whose cells use every level: CODING_PRIOR or CODING_FIXED."""
-        use_prior = self.prior is not None and self._coding != "fixed"
-        return vqformat.CODING_PRIOR if use_prior else vqformat.CODING_FIXED
+        return vqformat.CODING_FIXED if self.fixed_width_cause() else vqformat.CODING_PRIOR
 
     def _file_coding(self, codes: np.ndarray) -> int:
         """The coding of a new file holding `codes`: CODING_PRIOR_DEPTH when some cell stops short."""
