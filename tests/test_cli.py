@@ -479,6 +479,8 @@ def test_empty_arguments_and_options_are_refused(encoded, tiny_model_path, tmp_p
     (["encode", "IN", "OUT", "-m", "GOLDEN", "--coding", "fixed", "--rate-weight", "1"], "--coding fixed"),
     (["encode", "FOLDER", "OUT", "-m", "GOLDEN", "--coding", "fixed", "--depth-weight", "2"], "--coding fixed"),
     (["encode", "VQ", "OUT", "-m", "TINY", "-q", "2", "--depth-weight", "1"], "model tiny has no prior"),
+    (["encode", "VQFOLDER", "OUT", "-m", "TINY", "-q", "2", "--depth-weight", "1"], "model tiny has no prior"),
+    (["encode", "VQFOLDER", "OUT", "-q", "2", "--coding", "fixed", "--depth-weight", "1"], "--coding fixed"),
     (["eval", "TINY", "IN", "-q", "1", "--depth-weight", "2"], "model tiny has no prior"),
     (["codes", "IN", "OUT", "-m", "TINY", "--depth-weight", "2"], "model tiny has no prior"),
     (["codes", "FOLDER", "OUT", "-m", "TINY", "--depth-weight", "0.5"], "model tiny has no prior"),
@@ -492,8 +494,13 @@ def test_weights_are_refused_for_fixed_width_files(encoded, tiny_model_path, tmp
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "a.wav").write_bytes((encoded / "in.wav").read_bytes())
+    vq_folder = tmp_path / "vqs"  # refused once, before any file is read: each file said it again
+    vq_folder.mkdir()
+    for name in ("a.vq", "b.vq"):
+        (vq_folder / name).write_bytes((encoded / "out.vq").read_bytes())
+    (vq_folder / "c.vq").write_bytes(b"not a .vq file")
     names = {"IN": encoded / "in.wav", "OUT": tmp_path / "out", "TINY": tiny_model_path, "GOLDEN": golden,
-             "FOLDER": folder, "VQ": encoded / "out.vq"}
+             "FOLDER": folder, "VQ": encoded / "out.vq", "VQFOLDER": vq_folder}
     code = run([str(names.get(a, a)) for a in args])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "bits under the model's prior" in err and why in err, err

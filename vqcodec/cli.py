@@ -389,11 +389,16 @@ def _refuse_weights_when_fixed_width(codec, rate_weight, depth_weight,
     """--rate-weight and --depth-weight weigh codes' bits under the model's prior: files coded
     fixed-width (--coding fixed, or a model without a prior) have no such bits, and the weights
     were taken and ignored (by encode, eval and codes)."""
+    _refuse_weights(codec.fixed_width_cause(), codec.name, rate_weight, depth_weight, coded)
+
+
+def _refuse_weights(cause: str | None, model: str | None, rate_weight, depth_weight,
+                    coded: str = "these files are coded fixed-width") -> None:
+    """_refuse_weights_when_fixed_width for a codec's fixed_width_cause (None: nothing refused)."""
     given = [option for option, value in (("--rate-weight", rate_weight), ("--depth-weight", depth_weight))
              if value is not None]
-    cause = codec.fixed_width_cause()
     if given and cause:
-        why = "--coding fixed" if cause == "fixed coding" else f"model {codec.name} has no prior (vqcodec fit-prior fits one)"
+        why = "--coding fixed" if cause == "fixed coding" else f"model {model} has no prior (vqcodec fit-prior fits one)"
         raise VQCodecError(f"{' and '.join(given)} {'weigh' if len(given) > 1 else 'weighs'} bits under the model's "
                            f"prior, for entropy-coded files, but {coded}: {why}")
 
@@ -435,6 +440,7 @@ def _recode_folder(folder: Path, out: Path, quality, model, device, force, codin
     for existing in outputs:
         _refuse_existing_output(str(existing), force)
     codecs = _named_codec(model, device, coding)
+    _refuse_folder_depth_weight(codecs, model, coding, depth_weight)
 
     def recode(data: bytes) -> bytes:
         kbps, bpp = max_kbps, max_bpp
@@ -447,6 +453,17 @@ def _recode_folder(folder: Path, out: Path, quality, model, device, force, codin
                            lambda path, data: _write_output(str(path), lambda stream: stream.write(data), force),
                            log=_progress)
     _finish_folder(report, "recoded", out, len(files))
+
+
+def _refuse_folder_depth_weight(codecs: dict, model, coding: str, depth_weight) -> None:
+    """A --depth-weight that every file of a .vq folder would refuse, refused once before any is read:
+    -m's model decides, or without it --coding fixed, whatever model each file names."""
+    from .codec import fixed_width_cause
+
+    if model is not None:
+        _refuse_weights_when_fixed_width(codecs[model], None, depth_weight)
+    else:
+        _refuse_weights(fixed_width_cause(coding, has_prior=True), None, None, depth_weight)
 
 
 def _output_folder(output_path: str) -> Path:

@@ -99,6 +99,14 @@ def resolve_device(device: str) -> str:
 
 # ---------------------------------------------------------------- block-wise processing
 
+def fixed_width_cause(coding: str, has_prior: bool) -> str | None:
+    """Why a codec of this coding ("auto", "prior" or "fixed") writes fixed-width files: "fixed
+    coding", or "no prior" when its model has none; None when it entropy-codes them."""
+    if coding == "fixed":
+        return "fixed coding"
+    return None if has_prior else "no prior"
+
+
 def _is_whole(value) -> bool:
     """An int or NumPy integer, but not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
@@ -627,9 +635,7 @@ class Codec:
         """Why this codec writes fixed-width files, which have no bits under a prior for a rate or
         depth weight to weigh: "fixed coding" (its coding is "fixed") or "no prior" (its model has
         none); None when it entropy-codes them."""
-        if self._coding == "fixed":
-            return "fixed coding"
-        return "no prior" if self.prior is None else None
+        return fixed_width_cause(self._coding, self.prior is not None)
 
     def _rate_costs(self, window: torch.Tensor, inner: tuple[slice, ...], quality: int) -> RateCosts | None:
         """The rate term for choosing the codes of a window's inner cells, or None when codes are
