@@ -311,11 +311,20 @@ def test_codes_to_media_accept_absent_levels_only_as_minus_one(golden_audio_code
     below[0, 1, 3] = -2
     with pytest.raises(VQCodecError):
         golden_audio_codec.codes_to_audio(below)
+    # a level left out below a present one: no file holds it (codes_to_file refuses it), nor did decoding
+    hole = audio_codes.copy()
+    hole[1, 1, 3] = ABSENT
+    with pytest.raises(VQCodecError, match="present from the first level up to a cell's depth, then -1"):
+        golden_audio_codec.codes_to_audio(hole)
     image_codes = golden_image_codec.image_to_codes(golden_image(2, 32, 32), 3)
     below = image_codes.copy()
     below[2, 1, 1] = -2
     with pytest.raises(VQCodecError):
         golden_image_codec.codes_to_image(below)
+    hole = image_codes.copy()
+    hole[0, 1, 1] = ABSENT
+    with pytest.raises(VQCodecError, match="present from the first level up to a cell's depth, then -1"):
+        golden_image_codec.codes_to_image(hole)
     with pytest.raises(VQCodecError):
         golden_image_codec.codes_to_image(image_codes + K)
 

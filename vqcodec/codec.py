@@ -33,7 +33,7 @@ from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODE
                  check_audio_output, image_to_planes, input_name, open_image, planes_to_image, SoundSink, SoundStream,
                  sound_blocks, soundfile_format, unreadable_audio, unwritable_audio, write_file)
 from .modelfile import build_model, read_model_files
-from .prior import ABSENT, CodePrior, RateCosts
+from .prior import ABSENT, CodePrior, RateCosts, plane_depths
 from .recode import FileCuts
 from .refine import LEARNING_RATE as REFINE_LEARNING_RATE, refine_codes
 from .registry import find_model, retired_model_hint
@@ -795,12 +795,18 @@ class Codec:
 
     def _checked_codes(self, codes, level_axis: int, layout: str) -> np.ndarray:
         """Codes given to codes_to_audio / codes_to_image as int64: 3-D, 1 to num_codebooks levels on
-        `level_axis`, each an index below K or -1 (a level the cell leaves out)."""
+        `level_axis`, each an index below K or -1 (a level the cell leaves out, as files do: from
+        some level up to the top)."""
         codes = _as_array(codes)
         if codes.dtype.kind not in "iu" or codes.ndim != 3 or not 1 <= codes.shape[level_axis] <= self.num_codebooks \
                 or 0 in codes.shape or codes.min() < ABSENT or codes.max() >= self.codebook_size:
             raise VQCodecError(f"codes must be a non-empty integer array ({layout}) of at most {self.num_codebooks} "
                                f"levels, each an index below {self.codebook_size} or -1")
+        if codes.min() == ABSENT:
+            try:
+                plane_depths(np.moveaxis(codes, level_axis, 0))
+            except ValueError as exc:  # a level left out below one that is present: no file can hold it
+                raise VQCodecError(str(exc)) from None
         return codes.astype(np.int64)
 
     def _require(self, kind: str) -> None:
@@ -915,7 +921,7 @@ class Codec:
     @torch.inference_mode()
     def codes_to_audio(self, codes: np.ndarray) -> np.ndarray:
         """(channels, quality, frames) codes -> float32 (channels, frames * hop) at the model rate; a code of
-        -1 leaves its level out of that frame."""
+        -1 leaves its level out of that frame, from some level up to the top."""
         self._require("audio")
         codes = self._checked_codes(codes, 1, "channels, quality, frames")
         return _joined(self._decode_frames(codes), codes.shape[0], codes.shape[2] * self.hop)
@@ -1601,7 +1607,7 @@ class Codec:
     @torch.inference_mode()
     def codes_to_image(self, codes: np.ndarray, height: int | None = None, width: int | None = None) -> np.ndarray:
         """(quality, rows, cols) codes -> uint8 RGB (height, width, 3), decoded in tiles; a code of -1
-        leaves its level out of that cell."""
+        leaves its level out of that cell, from some level up to the top."""
         self._require("image")
         hop, ctx = self.hop, self.cfg.context_frames
         codes = self._checked_codes(codes, 0, "quality, rows, cols")
