@@ -1140,6 +1140,20 @@ def test_packing_audio_codes_refuses_sizes_rates_and_gains_below_one_naming_them
         codec.codes_to_file(codes, **option)
 
 
+@pytest.mark.parametrize("rate, message", [
+    (7, r"^20 frames of codes last 0.01 s, which no whole number of samples at 7 Hz lasts \(0 samples make 0 frames, "
+        r"and 1 sample 286\)$"),
+    (999, r"^20 frames .* at 999 Hz lasts \(9 samples make 19 frames, and 10 samples 21\)$")])
+def test_packing_audio_codes_at_a_rate_no_length_fits_says_so(codec, rate, message):
+    """Without a sample count, packing at such a rate said 'audio is empty' (7 Hz) or named a count
+    of samples the caller never gave (999 Hz: '9 samples at 999 Hz make 19 frames, not 20')."""
+    codes = np.zeros((1, 2, 20), dtype=np.int64)
+    with pytest.raises(VQCodecError, match=message):
+        codec.codes_to_file(codes, sample_rate=rate)
+    for fitting, samples in ((100, 1), (1001, 10), (44100, 441)):
+        assert vqformat.parse_header(codec.codes_to_file(codes, sample_rate=fitting)).length == samples
+
+
 def test_decode_audio_file_to_a_path_leaves_nothing_half_written(codec, signal, tmp_path):
     data = codec.encode_audio(signal(1, 8000, 16000), 16000, 2)  # two network blocks of 500 frames
 

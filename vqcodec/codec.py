@@ -932,6 +932,22 @@ class Codec:
         """Samples at the model rate for `samples` at `rate`: ceil(samples * model_rate / rate), exactly."""
         return -(-samples * self.sample_rate // rate)
 
+    def _frames_of_samples(self, samples: int, rate: int) -> int:
+        return -(-self._model_length(samples, rate) // self.hop)
+
+    def _samples_of_frames(self, frames: int, rate: int) -> int:
+        """The samples at `rate` that `frames` frames of codes decode to: frames x hop at the model
+        rate, at `rate` (rounded down, the only count that can make `frames` frames). Refused when
+        it makes another number of frames: then no count does (at a rate far below the model's)."""
+        samples = frames * self.hop * rate // self.sample_rate
+        if samples == 0 or self._frames_of_samples(samples, rate) != frames:
+            raise VQCodecError(f"{plural(frames, 'frame')} of codes last {frames * self.hop / self.sample_rate:g} s, "
+                               f"which no whole number of samples at {rate} Hz lasts ({plural(samples, 'sample')} "
+                               f"{'makes' if samples == 1 else 'make'} "
+                               f"{plural(self._frames_of_samples(samples, rate), 'frame')}, and "
+                               f"{plural(samples + 1, 'sample')} {self._frames_of_samples(samples + 1, rate)})")
+        return samples
+
     def _pack_audio(self, codes: np.ndarray, rate: int, samples: int, quality: int, gain: int = 0) -> bytes:
         """A chunk whose channels all have the same codes (a mono recording in a stereo file, or a
         stretch of one) stores them once, behind a channel-layout byte (FLAG_SHARED_CHANNELS).
@@ -1661,11 +1677,11 @@ class Codec:
                 raise VQCodecError(f"the codes hold {plural(array.shape[0], 'channel')}, not {channels!r}")
             channels, quality, frames = array.shape
             rate = self.sample_rate if sample_rate is None else _checked_rate(sample_rate)
-            samples = frames * self.hop * rate // self.sample_rate if samples is None else _checked_count("samples", samples)
+            samples = self._samples_of_frames(frames, rate) if samples is None else _checked_count("samples", samples)
             _check_audio_size(channels, rate, samples)
-            frames_of_samples = math.ceil(self._model_length(samples, rate) / self.hop)
-            if frames_of_samples != frames:
-                raise VQCodecError(f"{plural(samples, 'sample')} at {rate} Hz make {plural(frames_of_samples, 'frame')}, not {frames}")
+            if self._frames_of_samples(samples, rate) != frames:
+                raise VQCodecError(f"{plural(samples, 'sample')} at {rate} Hz make "
+                                   f"{plural(self._frames_of_samples(samples, rate), 'frame')}, not {frames}")
         else:
             array = self._checked_codes(array, 0, "quality, rows, cols")
             quality, rows, cols = array.shape
