@@ -1121,6 +1121,22 @@ def test_pack_refuses_bad_codes(cli, tmp_path, tiny_model_path):
         assert not (tmp_path / "out.vq").exists(), name
 
 
+def test_audio_of_no_samples_is_named_and_called_so(cli, tmp_path, tiny_model_path, codec):
+    """A WAV file with a header and no samples said only 'samples must be a whole number from 1 up,
+    not 0' (encode, codes, media_to_codes), without the file."""
+    from vqcodec import VQCodecError
+
+    soundfile.write(tmp_path / "silence.wav", np.zeros((0, 1), np.float32), 16000)
+    for args in (["codes", "silence.wav", "out.npy"], ["encode", "silence.wav", "out.vq"],
+                 ["encode", "silence.wav", "out.vq", "--bitrate", "1"]):
+        result = cli(*args, "-m", tiny_model_path, cwd=tmp_path)
+        assert_one_line_error(result)
+        assert "audio silence.wav holds no samples" in result.stderr.decode(), result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["silence.wav"]
+    with pytest.raises(VQCodecError, match="^audio from the stream holds no samples$"):
+        codec.media_to_codes(io.BytesIO((tmp_path / "silence.wav").read_bytes()))
+
+
 def test_pack_refuses_negative_sizes(cli, tmp_path):
     """A negative --samples said "audio is empty" and a negative --width that the image was empty; each
     is now refused as the value it is, in one line."""

@@ -1050,6 +1050,7 @@ class Codec:
         with self._open_sound(source) as sound:
             channels, sample_rate = sound.channels, sound.samplerate
             samples = sum(block.shape[1] for block in self._sound_blocks(sound, source))
+        self._check_samples_read(samples, source)
 
         def encode_at(q: int) -> bytes:
             if not isinstance(source, (str, Path)):
@@ -1100,6 +1101,13 @@ class Codec:
         that fails is refused naming `source` and how far reading got."""
         return sound_blocks(sound, input_name(source), STREAM_BLOCK_SAMPLES)
 
+    @staticmethod
+    def _check_samples_read(samples: int, source) -> None:
+        """A file of no samples (a sound header and nothing after it) is refused, naming it."""
+        if samples == 0:
+            where = input_name(source)
+            raise VQCodecError(f"audio {where if where is not None else 'from the stream'} holds no samples")
+
     def _encode_audio_source(self, source, quality: int) -> bytes:
         """The file's peak (for the level gain) and length, then its coding: a short file read once
         into memory, a longer one read twice, so that memory stays bounded. The length is what the
@@ -1115,6 +1123,7 @@ class Codec:
                     peak, samples = max(peak, _peak([block])), samples + block.shape[1]
                 sound.seek(0)
                 stream = self._sound_blocks(sound, source)
+            self._check_samples_read(samples, source)
             return self.encode_audio_stream(stream, sound.samplerate, sound.channels, samples, quality, peak)
 
     def _audio_parts(self, data: bytes, salvage: bool = False) -> tuple[vqformat.Header, list, int, int]:
