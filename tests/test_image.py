@@ -966,6 +966,15 @@ def test_packing_codes_refuses_a_zero_or_negative_size_naming_it(codec, size):
         codec.codes_to_file(codes, **size)
 
 
+def test_packing_codes_of_an_image_too_large_refuses_it_before_copying_them(codec):
+    """The codes were copied as int64 (8 bytes each, 48 MB for these 6 MB of int8), with -1 checked
+    on copies too, before the size they make was refused."""
+    codes = np.zeros((1, 2000, 3000), np.int8)  # 2000 x 3000 latent cells: beyond the pixel limit
+    codes[0, 0, 0] = -1
+    error, peak = traced_peak(lambda: pytest.raises(VQCodecError, codec.codes_to_file, codes).value)
+    assert "exceeds the size limit" in str(error) and peak < 1_000_000, peak
+
+
 def test_image_api_takes_arrays_and_tensors_and_refuses_what_it_cannot(codec):
     rgb = smooth_rgb(20, 30)
     plain = codec.encode(rgb, 2)

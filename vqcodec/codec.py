@@ -797,17 +797,23 @@ class Codec:
         """Codes given to codes_to_audio / codes_to_image as int64: 3-D, 1 to num_codebooks levels on
         `level_axis`, each an index below K or -1 (a level the cell leaves out, as files do: from
         some level up to the top)."""
-        codes = _as_array(codes)
-        if codes.dtype.kind not in "iu" or codes.ndim != 3 or not 1 <= codes.shape[level_axis] <= self.num_codebooks \
-                or 0 in codes.shape or codes.min() < ABSENT or codes.max() >= self.codebook_size:
-            raise VQCodecError(f"codes must be a non-empty integer array ({layout}) of at most {self.num_codebooks} "
-                               f"levels, each an index below {self.codebook_size} or -1")
+        codes = self._code_array(codes, level_axis, layout)
         if codes.min() == ABSENT:
             try:
                 plane_depths(np.moveaxis(codes, level_axis, 0))
             except ValueError as exc:  # a level left out below one that is present: no file can hold it
                 raise VQCodecError(str(exc)) from None
         return codes.astype(np.int64)
+
+    def _code_array(self, codes, level_axis: int, layout: str) -> np.ndarray:
+        """_checked_codes' checks of shape, type and range alone, on the array as given: nothing is
+        allocated, so that the size the shape makes can be checked before the codes are copied."""
+        codes = _as_array(codes)
+        if codes.dtype.kind not in "iu" or codes.ndim != 3 or not 1 <= codes.shape[level_axis] <= self.num_codebooks \
+                or 0 in codes.shape or codes.min() < ABSENT or codes.max() >= self.codebook_size:
+            raise VQCodecError(f"codes must be a non-empty integer array ({layout}) of at most {self.num_codebooks} "
+                               f"levels, each an index below {self.codebook_size} or -1")
+        return codes
 
     def _require(self, kind: str) -> None:
         if self.kind != kind:
@@ -1680,8 +1686,9 @@ class Codec:
             elif not vqformat.MIN_GAIN <= stored_gain <= vqformat.MAX_GAIN:
                 raise VQCodecError(f"gain {gain} is out of range ({vqformat.MIN_GAIN / vqformat.GAIN_ONE:g}.."
                                    f"{vqformat.MAX_GAIN // vqformat.GAIN_ONE})")
+        level_axis, layout = (1, "channels, quality, frames") if self.kind == "audio" else (0, "quality, rows, cols")
+        array = self._code_array(array, level_axis, layout)  # copied (as int64) once the size it makes passes
         if self.kind == "audio":
-            array = self._checked_codes(array, 1, "channels, quality, frames")
             if channels is not None and channels != array.shape[0]:
                 raise VQCodecError(f"the codes hold {plural(array.shape[0], 'channel')}, not {channels!r}")
             channels, quality, frames = array.shape
@@ -1692,7 +1699,6 @@ class Codec:
                 raise VQCodecError(f"{plural(samples, 'sample')} at {rate} Hz make "
                                    f"{plural(self._frames_of_samples(samples, rate), 'frame')}, not {frames}")
         else:
-            array = self._checked_codes(array, 0, "quality, rows, cols")
             quality, rows, cols = array.shape
             width = cols * self.hop if width is None else _checked_count("width", width, "pixels")
             height = rows * self.hop if height is None else _checked_count("height", height, "pixels")
@@ -1702,6 +1708,7 @@ class Codec:
                 raise VQCodecError(f"a {width}x{height} image has {cells[0]} x {cells[1]} latent cells, "
                                    f"not {rows} x {cols}")
         self.check_quality(quality)
+        array = self._checked_codes(array, level_axis, layout)
         try:
             if self.kind == "audio":
                 return self._pack_audio(array, rate, samples, quality, stored_gain)
