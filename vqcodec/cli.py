@@ -842,8 +842,8 @@ def _print_info(file_info, model: str | None, report: dict | None, other_prior: 
 @threads_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT (for a folder: the files in it) if it exists.")
 def codes(input_path, output_path, model, quality, kind, depth_weight, device, threads, force):
-    """Write the integer codes of a .vq file, an audio file or image, or a whole folder of them,
-    to NumPy .npy files.
+    """Write the integer codes of a .vq file, an audio file or image, or a whole folder of audio
+    files or images, to NumPy .npy files.
 
     The arrays are int32: audio (channels, quality, frames) at the model's frame rate (50 a second
     for speech16k), images (quality, rows, cols) of latent cells (16 x 16 pixels for `image`). Where
@@ -851,11 +851,12 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
     numpy.load (no pickle); turn codes back into media with the Python API (Codec.codes_to_audio,
     codes_to_image), or into a .vq file with `vqcodec pack`.
 
-    For a folder (read recursively), OUTPUT is a folder that gets one .npy file per media file, at
-    the same relative path, and codes.json: the model, quality and frame rate or stride, and for
-    each file its codes' shape and the rate, length and level gain (`pack --rate --samples --gain`)
-    or the size (`--width --height`) that restore it. A file that cannot be read is reported and
-    skipped, and the command then exits with status 1.
+    For a folder (read recursively), OUTPUT is a folder that gets one .npy file per media file
+    (.vq files in it are left out: give them one at a time), at the same relative path, and
+    codes.json: the model, quality and frame rate or stride, and for each file its codes' shape
+    and the rate, length and level gain (`pack --rate --samples --gain`) or the size (`--width
+    --height`) that restore it. A file that cannot be read is reported and skipped, and the
+    command then exits with status 1.
 
     \b
     Examples:
