@@ -279,3 +279,24 @@ def test_info_on_a_damaged_file_does_not_say_how_many_chunks_it_shares(cli, tmp_
     damaged = tmp_path / "damaged_unshared.vq"
     damaged.write_bytes(flip_byte_in_chunk((GOLDEN / "golden_audio_depth.vq").read_bytes(), 0))
     assert intact["shared_chunks"] == json.loads(cli("info", damaged, "--json", text=True).stdout)["shared_chunks"] == 0
+
+
+def test_salvaging_more_audio_than_memory_holds_is_refused_in_one_line(bighop_codec):
+    """A 56-byte header of 24 hours at 768 kHz with every chunk lost: decode_audio's output array
+    (265 GB of float32) cannot be allocated, which raised numpy's MemoryError instead of a one-line error."""
+    import resource
+
+    header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=vqformat.CODING_FIXED, quality=1,
+                             model_id=bighop_codec.model_id, sample_rate=768_000, length=768_000 * 86_400,
+                             channels=1, chunk_frames=1 << 20)
+    frames = -(-header.length * bighop_codec.sample_rate // header.sample_rate // bighop_codec.hop)
+    header.chunk_count = -(-frames // header.chunk_frames)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as statm:  # what the process maps now, so that the limit leaves 2 GiB
+        mapped = int(statm.read().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (mapped + (2 << 30), hard))
+    try:
+        with pytest.raises(VQCodecError, match="do not fit in memory"):
+            bighop_codec.decode_audio(header.pack(), salvage=True)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

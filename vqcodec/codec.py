@@ -285,8 +285,14 @@ class _SampleWindow:
 
 def _joined(blocks: Iterator[np.ndarray], channels: int, total: int) -> np.ndarray:
     """`total` samples of (channels, n) float32 blocks, copied into one array as they come rather than
-    kept until the end and joined, which would hold the whole signal twice."""
-    audio = np.empty((channels, total), dtype=np.float32)
+    kept until the end and joined, which would hold the whole signal twice. An array too large for
+    memory (a long file's length, as its header declares it) is refused before any decoding."""
+    try:
+        audio = np.empty((channels, total), dtype=np.float32)
+    except MemoryError:
+        raise VQCodecError(f"{plural(channels, 'channel')} of {plural(total, 'sample')} of decoded audio "
+                           f"({channels * total * 4 / 2**30:.1f} GiB) do not fit in memory: decode to a file "
+                           "(decode_audio_file, `vqcodec decode`) or a part at a time (start=, duration=)") from None
     position = 0
     for block in blocks:
         audio[:, position:position + block.shape[1]] = block
