@@ -848,14 +848,25 @@ def _level_data(planes: list[np.ndarray], level: int, k: int, chunk: int, kind: 
     return {n: np.concatenate(v) for n, v in parts.items()}
 
 
+def _pair_counts(rows: np.ndarray, columns: np.ndarray, num_rows: int, num_columns: int) -> np.ndarray:
+    """A num_rows x num_columns table of float counts: how often each (row, column) pair occurs."""
+    return np.bincount(rows * num_columns + columns, minlength=num_rows * num_columns).reshape(
+        num_rows, num_columns).astype(np.float64)
+
+
 def _cluster(values: np.ndarray, targets: np.ndarray, k: int, classes: int, iterations: int = 12) -> np.ndarray:
     """Map each source value 0..k-1 to one of `classes` classes with similar target distributions
     (hard EM on a mixture of multinomials); value k (unavailable) gets its own class `classes`."""
-    pairs = np.bincount(values * k + targets, minlength=(k + 1) * k).reshape(k + 1, k)[:k]
-    totals = pairs.sum(1).astype(np.float64)
+    available = values < k
+    values, targets = values[available], targets[available]
+    totals = np.bincount(values, minlength=k).astype(np.float64)
     seen = np.flatnonzero(totals)
-    counts = pairs[seen].astype(np.float64)  # only the values that occur: K x K floats would not fit for large K
-    del pairs
+    # Pair counts of the values and codes that occur only: the rest add nothing to any class's
+    # likelihood, and a K x K table would not fit for large K.
+    row_of_value = np.zeros(k, dtype=np.int64)
+    row_of_value[seen] = np.arange(seen.size)
+    codes, column = np.unique(targets, return_inverse=True)
+    counts = _pair_counts(row_of_value[values], column, seen.size, codes.size)
     unigram = (counts.sum(0) + 0.5) / (counts.sum() + 0.5 * k)
     mapping = np.zeros(k + 1, dtype=np.int64)
     mapping[k] = classes
@@ -870,9 +881,7 @@ def _cluster(values: np.ndarray, targets: np.ndarray, k: int, classes: int, iter
         if _ > 0 and np.array_equal(new, assign[seen]):
             break
         assign[seen] = new
-        onehot = np.zeros((seen.size, q.shape[0]))
-        onehot[np.arange(seen.size), assign[seen]] = 1.0
-        sums = onehot.T @ counts
+        sums = _pair_counts(assign[values], column, q.shape[0], codes.size)
         q = (sums + unigram) / (sums.sum(1, keepdims=True) + 1.0)
     # unseen values go to the class of the most common value
     assign[totals == 0] = assign[seeds[0]]
