@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -281,6 +282,23 @@ def test_resumed_run_warms_its_learning_rate_up_again(trained, data_dir, tmp_pat
     # one step and two steps into the 200-step warm-up, not the full rate a restart at step 12 would jump to
     assert resumed[0]["lr"] < lr * 1.5 / WARMUP_STEPS
     assert resumed[1]["lr"] > resumed[0]["lr"]  # still rising, although the cosine decay is near its end
+
+
+def test_the_logs_clock_leaves_out_validation_of_earlier_runs_too(data_dir, tmp_path, monkeypatch):
+    """A resumed run's log counted the seconds its checkpoint had spent validating as training."""
+    import vqcodec.train
+
+    def slow_validate(*args):
+        time.sleep(0.75)
+        return validate(*args)
+
+    monkeypatch.setattr(vqcodec.train, "validate", slow_validate)
+    out = tmp_path / "run"
+    train(data_dir, CFG, options(out, max_steps=2, eval_every=1, fit_prior=False))  # 1.5 s of validation
+    train(data_dir, None, options(out, max_steps=3, eval_every=1, resume=True, fit_prior=False))
+    seconds = [record["seconds"] for record in read_log(out)]
+    assert seconds[2] - seconds[1] < 0.75, seconds  # one tiny step, not the first run's validation
+    assert json.loads((out / "checkpoint.json").read_text())["validated_seconds"] >= 2.25
 
 
 def test_resume_at_the_budget_trains_no_more(trained, data_dir, tmp_path):
@@ -1144,6 +1162,7 @@ def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tm
     for changes, problem in (({"step": -3}, "ValueError: step is not a count: -3"),
                              ({"step": "2"}, "ValueError: step is not a count: '2'"),
                              ({"trained_seconds": math.nan}, "trained_seconds is not a number of at least 0: nan"),
+                             ({"validated_seconds": -1.0}, "validated_seconds is not a number of at least 0: -1.0"),
                              ({"adversarial": "no"}, "ValueError: adversarial is not true or false: 'no'"),
                              ({"decoder_only": 1}, "ValueError: decoder_only is not true or false: 1"),
                              ({"init_training": [1]}, "ValueError: init_training is not a record: [1]"),

@@ -254,8 +254,8 @@ def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.
             value = meta.get(field, 0) if field == "average_updates" else meta[field]
             if type(value) is not int or value < 0:
                 raise ValueError(f"{field} is not a count: {value!r}"[:200])
-        for field in ("trained_seconds", "weight_average"):
-            value = meta.get(field, 0.0) if field == "weight_average" else meta[field]
+        for field in ("trained_seconds", "validated_seconds", "weight_average"):
+            value = meta[field] if field == "trained_seconds" else meta.get(field, 0.0)
             if type(value) not in (int, float) or not 0 <= value < math.inf:
                 raise ValueError(f"{field} is not a number of at least 0: {value!r}"[:200])
         for field in ("adversarial", "decoder_only"):  # a string such as "no" would read as true
@@ -518,6 +518,7 @@ class _Start:
     meta: dict = field(default_factory=dict)          # the checkpoint's record
     step: int = 0
     trained_seconds: float = 0.0
+    validated_seconds: float = 0.0                    # of trained_seconds, those spent validating
     model: VQVAE | None = None                        # --init's model, widened where the config widens it
     widened: dict = field(default_factory=dict)        # the starting model's widths that the config widened, by field
     init_id: str | None = None                        # a resumed fine-tune keeps its starting model's id
@@ -565,9 +566,9 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
         _print_run(run, kind, model, data, start.decoder_only)
     _make_out(options, run.main)
 
-    def checkpoint_meta(step: int, seconds: float) -> dict:
-        meta = {"step": step, "trained_seconds": seconds, "config": config_to_dict(cfg), "adversarial": start.adversarial,
-                "decoder_only": start.decoder_only, "held_out": [relative_name(path, data_dir) for path in data.val_files],
+    def checkpoint_meta(step: int, seconds: float, validated: float) -> dict:
+        meta = {"step": step, "trained_seconds": seconds, "validated_seconds": validated, "config": config_to_dict(cfg),
+                "adversarial": start.adversarial, "decoder_only": start.decoder_only, "held_out": [relative_name(path, data_dir) for path in data.val_files],
                 "settings": settings, **({"earlier_parts": parts} if parts else {})}
         if training.average is not None:
             meta.update(weight_average=weight_average, average_updates=training.average.updates)
@@ -577,7 +578,8 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
             meta.update(init_widened=start.widened)
         return {**meta, "init": start.init_id, "init_training": start.init_training} if start.init_id else meta
 
-    step, trained_seconds = _step_loop(run, cfg, model, training, loss_fn, data, rng, start, checkpoint_meta)
+    step, trained_seconds, validated_seconds = _step_loop(run, cfg, model, training, loss_fn, data, rng, start,
+                                                          checkpoint_meta)
     parallel.stop()
     model_path = Path(options.out) / f"{options.name}.safetensors"
     if not run.main:
@@ -586,7 +588,8 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
         raise VQCodecError("no training step ended within --max-minutes: no model written (give it more time)")
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise diverged(f"the weights are not finite after step {step}", run.checkpoint_path)
-    save_checkpoint(run.checkpoint_path, training.modules, training.optimizers, checkpoint_meta(step, trained_seconds))
+    save_checkpoint(run.checkpoint_path, training.modules, training.optimizers,
+                    checkpoint_meta(step, trained_seconds, validated_seconds))
     if training.average is not None:
         model = training.average.synced(model)
     model_path = _write_model(run, model, model_path, start, codes_id, step, trained_seconds, settings, parts)
@@ -668,6 +671,7 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
     if options.resume:
         start.saved, start.meta = load_checkpoint(run.checkpoint_path, run.device)
         start.step, start.trained_seconds = start.meta["step"], start.meta["trained_seconds"]
+        start.validated_seconds = start.meta.get("validated_seconds", 0.0)
         start.cfg = config_from_dict(start.meta["config"])
         start.kind = start.cfg.kind
         start.adversarial = start.adversarial or start.meta.get("adversarial", False)  # resuming keeps the discriminator
@@ -804,10 +808,10 @@ def _print_run(run: _Run, kind: str, model: VQVAE, data: _Data, decoder_only: bo
 
 
 def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisation, loss_fn: ReconstructionLoss,
-               data: _Data, rng: np.random.Generator, start: _Start, checkpoint_meta) -> tuple[int, float]:
+               data: _Data, rng: np.random.Generator, start: _Start, checkpoint_meta) -> tuple[int, float, float]:
     """Train until the budget is spent: the learning-rate schedule, the steps, the log's records of
-    validation and code use, the progress lines and the checkpoints. Returns the step count and the
-    seconds trained, over all the runs of the checkpoint's."""
+    validation and code use, the progress lines and the checkpoints. Returns the step count, the
+    seconds trained and the seconds of those spent validating, over all the runs of the checkpoint's."""
     options, device, main, checkpoint_path = run.options, run.device, run.main, run.checkpoint_path
     average, step, trained_seconds = training.average, start.step, start.trained_seconds
     log_path = Path(options.out) / LOG_NAME
@@ -816,7 +820,7 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
     first_step = step  # a resumed run warms its learning rate up again
     began_run = time.monotonic()
     last_checkpoint = began_run
-    validating = 0.0  # seconds this run has spent validating, which the log's clock leaves out
+    validating = start.validated_seconds  # seconds spent validating, which the log's clock leaves out
     val_text, usage_text = "", ""
     usage = CodebookUsage(cfg, device)
     batches = Batches(data.train, options.batch_size // run.processes, rng,
@@ -871,18 +875,20 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
                 end = "\r" if sys.stderr.isatty() else "\n"
                 _progress(f"step {step} | loss {loss_value:.4f} ({detail}) | {val_text} | {usage_text}{left}", end=end)
             if main and time.monotonic() - last_checkpoint >= options.checkpoint_minutes * 60:
+                seconds = trained_seconds + time.monotonic() - began_run
                 save_checkpoint(checkpoint_path, training.modules, training.optimizers,
-                                checkpoint_meta(step, trained_seconds + time.monotonic() - began_run))
+                                checkpoint_meta(step, seconds, validating))
                 last_checkpoint = time.monotonic()
     except KeyboardInterrupt:
         if main and step > first_step:  # keep what this run trained, for --resume
             seconds = trained_seconds + time.monotonic() - began_run
-            save_checkpoint(checkpoint_path, training.modules, training.optimizers, checkpoint_meta(step, seconds))
+            save_checkpoint(checkpoint_path, training.modules, training.optimizers,
+                            checkpoint_meta(step, seconds, validating))
             _say(f"\ninterrupted at step {step}: checkpoint saved in {Path(options.out)}; continue with --resume")
         raise
     finally:
         batches.close()
-    return step, trained_seconds + time.monotonic() - began_run
+    return step, trained_seconds + time.monotonic() - began_run, validating
 
 
 def _say(line: str, end: str = "\n") -> bool:
