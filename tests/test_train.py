@@ -545,6 +545,15 @@ def test_train_command(data_dir, tmp_path, cli):
     assert codec.codebook_size == 8
 
 
+def test_out_inside_a_file_is_refused_before_the_data_is_read(data_dir, tmp_path, cli):
+    (tmp_path / "file").write_text("not a folder")
+    for out in (tmp_path / "file" / "run", tmp_path / "file" / "deeper" / "run"):
+        result = cli("train", data_dir, "--out", out, "--max-steps", "1", "--threads", "1", "--device", "cpu")
+        assert_one_line_error(result)  # no line about the data it would train on first
+        assert f"--out {out} cannot be made: {tmp_path / 'file'} is not a folder" in result.stderr.decode()
+    assert (tmp_path / "file").read_text() == "not a folder"
+
+
 def test_model_weights_are_stored_as_float16(trained):
     tensors = network_tensors(trained / "tiny.safetensors")
     floats = [name for name, t in tensors.items() if t.is_floating_point()]

@@ -113,6 +113,9 @@ def refuse_existing_run(out: Path, name: str, replace: bool) -> None:
     removes them once every option is checked, so a refused run leaves them as they are."""
     if out.exists() and not out.is_dir():
         raise VQCodecError(f"--out {out} exists and is not a folder")
+    nearest = next(path for path in (out, *out.absolute().parents) if path.exists())
+    if not nearest.is_dir():  # checked now, not once the data is read, where making the folder would fail
+        raise VQCodecError(f"--out {out} cannot be made: {nearest} is not a folder")
     earlier = run_files(out, name)
     if earlier and not replace:
         raise VQCodecError(f"{out} holds a training run ({earlier[0].name}): pass --resume to continue it, "
