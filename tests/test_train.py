@@ -301,6 +301,26 @@ def test_the_logs_clock_leaves_out_validation_of_earlier_runs_too(data_dir, tmp_
     assert json.loads((out / "checkpoint.json").read_text())["validated_seconds"] >= 2.25
 
 
+def test_a_resumed_run_draws_fresh_quantizer_dropout(trained, data_dir, tmp_path, monkeypatch):
+    """A resumed run reseeded torch as a new one does, so its steps drew the quantizer dropout of the
+    run's first steps again."""
+    import vqcodec.train
+
+    states = []
+
+    def recording_step(*args):
+        states.append(torch.get_rng_state())
+        return train_step(*args)
+
+    train_step = vqcodec.train.train_step
+    monkeypatch.setattr(vqcodec.train, "train_step", recording_step)
+    train(data_dir, CFG, options(tmp_path / "new", max_steps=1, fit_prior=False))
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    train(data_dir, None, options(out, max_steps=13, resume=True, fit_prior=False))
+    assert len(states) == 2 and not torch.equal(states[0], states[1])
+
+
 def test_resume_at_the_budget_trains_no_more(trained, data_dir, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(trained, out)

@@ -581,6 +581,9 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
             meta.update(init_widened=start.widened)
         return {**meta, "init": start.init_id, "init_training": start.init_training} if start.init_id else meta
 
+    if start.step:  # fresh quantizer dropout too, not the draws the run's first part began with
+        torch.manual_seed(int(np.random.SeedSequence((options.seed, start.step, run.processes, parallel.rank()))
+                              .generate_state(1, np.uint64)[0]) >> 1)
     step, trained_seconds, validated_seconds = _step_loop(run, cfg, model, training, loss_fn, data, rng, start,
                                                           checkpoint_meta)
     parallel.stop()
