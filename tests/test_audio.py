@@ -383,6 +383,8 @@ def test_audio_above_full_scale_clipped_by_the_output_gets_a_warning(codec, sign
     (None, "XI", 16000, 1, "XI cannot hold a rate of 16000 Hz"),
     (None, "SVX", 96000, 1, "SVX cannot hold a rate of 96000 Hz"),
     ("out.htk", None, 44100, 1, "HTK cannot hold a rate of 44100 Hz"),
+    # bare samples, without the resource fork that holds the rate and channels (and a "._" file left behind)
+    ("out.sd2", None, 16000, 1, "SD2 keeps its rate and channels in a resource fork"),
 ])
 def test_decode_audio_file_refuses_what_the_format_cannot_hold(codec, signal, tmp_path, name, hint, rate, channels,
                                                                reason):
@@ -391,6 +393,7 @@ def test_decode_audio_file_refuses_what_the_format_cannot_hold(codec, signal, tm
     with pytest.raises(VQCodecError, match=re.escape(reason)) as error:
         codec.decode_audio_file(data, destination, format_hint=hint)
     assert "Error opening" not in str(error.value)
+    assert os.listdir(tmp_path) == []
     if name is None:
         codec.decode_audio_file(data, destination, format_hint="WAV")  # what the format can hold is written
         assert soundfile.info(io.BytesIO(destination.getvalue())).channels == channels

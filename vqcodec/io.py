@@ -220,6 +220,10 @@ class SoundSink:
 VORBIS_MAX_RATE = 200_000
 FORMAT_MAX_CHANNELS = {"FLAC": 8, "MP3": 2, "AVR": 2, "MPC2K": 2, "VOC": 2, "HTK": 1, "SDS": 1, "SVX": 1, "WVE": 1,
                        "XI": 1}
+# Sound Designer II keeps its rate and channels in a resource fork, which libsndfile writes only beside a
+# path it opens itself (as ._NAME), never beside a stream: output would be bare samples (and an empty
+# "._" file in the current folder).
+RESOURCE_FORK_FORMATS = {"SD2"}
 # Rates that some formats' headers cannot say, which libsndfile writes as another rate without a word:
 # a rate of their own, a 16-bit field, or the sample period in whole units (HTK 100 ns; SDS 1 ns, in 21 bits).
 FORMAT_HOLDS_RATE = {"WVE": lambda rate: rate == 8000, "XI": lambda rate: rate == 44100,
@@ -234,6 +238,9 @@ def check_audio_output(format_name: str, subtype: str | None, sample_rate: int, 
     format_name = format_name.upper()
     if format_name not in soundfile.available_formats():
         return  # soundfile says why when it opens the output
+    if format_name in RESOURCE_FORK_FORMATS:
+        raise VQCodecError(f"{format_name} keeps its rate and channels in a resource fork, which cannot be written "
+                           "here: write another format (.wav, .aiff, .flac)")
     subtype = (subtype or soundfile.default_subtype(format_name) or "").upper()
     if format_name == "OGG" and subtype == "VORBIS" and sample_rate > VORBIS_MAX_RATE:
         raise VQCodecError(f"Ogg Vorbis holds at most {VORBIS_MAX_RATE} Hz, not {sample_rate}: "
