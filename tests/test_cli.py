@@ -1292,6 +1292,11 @@ def _case_setup(name: str, folder: Path, ctx) -> tuple[list, dict]:
     if name == "encode-output-is-a-directory-no-force":
         (folder / "outdir").mkdir()
         return ["encode", wav(), folder / "outdir", *model], {}
+    if name == "encode-output-ends-in-slash":  # was written as a file named vqs
+        return ["encode", wav(), f"{folder / 'vqs'}/", *model], {}
+    if name == "decode-output-ends-in-slash-over-a-file":  # replaced the file out.wav
+        out_wav.write_bytes(b"kept")
+        return ["decode", vq_file(vq), f"{out_wav}/", *model, "--force"], {}
     if name == "decode-truncated":
         return ["decode", vq_file(vq[:-1]), out_wav, *model], {}
     if name == "decode-truncated-header":
@@ -1350,6 +1355,8 @@ BAD_CASES = {  # name: what its error says
     "encode-output-dir-missing": "/nonexistent/dir: no such directory",
     "encode-output-is-a-directory": "outdir: is a directory",
     "encode-output-is-a-directory-no-force": "outdir: is a directory",
+    "encode-output-ends-in-slash": "vqs/: no such directory (a single file's output is a file name)",
+    "decode-output-ends-in-slash-over-a-file": "out.wav/: not a directory",
     "decode-truncated": "truncated .vq file (chunk 0 cut short)",
     "decode-truncated-header": "truncated .vq file (incomplete header)",
     "decode-bit-flipped": "chunk 0 CRC mismatch",
@@ -1391,7 +1398,7 @@ def batch(tmp_path_factory, cli, signal, small_vq, craft, tiny_model_path, other
         args, env, folder, before = jobs[name]
         result = cli(*args, env=env)
         after = listing(folder) if folder else None
-        return name, SimpleNamespace(result=result, before=before, after=after)
+        return name, SimpleNamespace(result=result, before=before, after=after, folder=folder)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         return dict(pool.map(run, jobs))
@@ -1408,6 +1415,12 @@ def test_retired_model_is_named_with_where_to_find_it(batch):
 def test_an_output_that_is_a_directory_is_named_so_with_or_without_force(batch):
     for name in ("encode-output-is-a-directory", "encode-output-is-a-directory-no-force"):
         assert batch[name].result.stderr.decode().rstrip().endswith("outdir: is a directory")
+
+
+def test_an_output_ending_in_a_slash_is_no_file(batch):
+    """`encode talk.wav vqs/` wrote a file named vqs, and `decode x.vq out.wav/ --force` replaced out.wav."""
+    assert batch["encode-output-ends-in-slash"].after == {"in.wav"}
+    assert (batch["decode-output-ends-in-slash-over-a-file"].folder / "out.wav").read_bytes() == b"kept"
 
 
 @pytest.mark.parametrize("name", BAD_CASES)

@@ -115,6 +115,9 @@ def _refuse_existing_output(path: str, force: bool) -> None:
         return
     if Path(path).is_dir():
         raise VQCodecError(f"{path}: is a directory")
+    if path.endswith(("/", os.sep)):  # names a folder, which Path() would drop: a file "out" for "out/"
+        raise VQCodecError(f"{path}: {'not a directory' if Path(path).exists() else 'no such directory'} "
+                           "(a single file's output is a file name)")
     from .io import is_stream_file
 
     if Path(path).exists() and not force and not is_stream_file(path):
