@@ -34,7 +34,7 @@ from vqcodec import Codec, VQCodecError, read_info  # noqa: E402
 from vqcodec import format as vqformat  # noqa: E402
 from vqcodec.config import ImageConfig  # noqa: E402
 from vqcodec.io import (IMAGE_MODES, MAX_PIXELS, is_image_signature, media_kind_of, open_image,  # noqa: E402
-                        write_image)
+                        planes_to_image, write_image)
 from vqcodec.modelfile import save_model  # noqa: E402
 from vqcodec.models import VQVAE  # noqa: E402
 
@@ -159,6 +159,15 @@ def test_every_mode_round_trips_with_its_mode_and_size(codec, mode):
     expected_mode = "P" if mode == "P+transparency" else mode
     assert out.mode == expected_mode
     assert out.size == image.size
+
+
+def test_a_bilevel_image_decodes_to_the_nearest_of_black_and_white():
+    """Mode "1" was restored by dithering the decoded grey: dark grey became a scatter of white
+    pixels (on a line drawing coded by the shipped model, 4.7 % of pixels wrong at q4 against 2.3 %)."""
+    grey = np.repeat(np.array([[40, 100, 160, 215]], dtype=np.uint8), 16, axis=1).repeat(8, axis=0)
+    image = planes_to_image(np.repeat(grey[:, :, None], 3, axis=2), IMAGE_MODES["1"], None)
+    assert image.mode == "1"
+    np.testing.assert_array_equal(np.asarray(image.convert("L")), np.where(grey > 127, 255, 0))
 
 
 @pytest.mark.parametrize("mode", ["I;16", "I;16B", "I;16L", "I"])

@@ -435,7 +435,9 @@ def planes_to_image(rgb: np.ndarray, mode_code: int, alpha: np.ndarray | None):
             return Image.fromarray(values.astype(np.int32), "I")
         byte_order = ">u2" if mode == "I;16B" else "<u2"
         return Image.frombytes(mode, image.size, values.astype(byte_order).tobytes())
-    if mode in ("L", "1"):
+    if mode == "1":  # the nearest of black and white, not a dither of the decoded grey (which turned 4 in 10 wrong)
+        return image.convert("L").convert("1", dither=Image.Dither.NONE)
+    if mode == "L":
         return image.convert(mode)
     if mode == "P;transparency":
         return _palette_with_exact_alpha(rgb, alpha)
