@@ -385,6 +385,8 @@ def test_audio_above_full_scale_clipped_by_the_output_gets_a_warning(codec, sign
     ("out.htk", None, 44100, 1, "HTK cannot hold a rate of 44100 Hz"),
     # bare samples, without the resource fork that holds the rate and channels (and a "._" file left behind)
     ("out.sd2", None, 16000, 1, "SD2 keeps its rate and channels in a resource fork"),
+    # soundfile said "No default subtype for major format 'RAW'"
+    ("out.raw", None, 16000, 1, "RAW is bare samples, which keep neither the rate nor the channels"),
 ])
 def test_decode_audio_file_refuses_what_the_format_cannot_hold(codec, signal, tmp_path, name, hint, rate, channels,
                                                                reason):

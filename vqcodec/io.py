@@ -241,6 +241,9 @@ def check_audio_output(format_name: str, subtype: str | None, sample_rate: int, 
     if format_name in RESOURCE_FORK_FORMATS:
         raise VQCodecError(f"{format_name} keeps its rate and channels in a resource fork, which cannot be written "
                            "here: write another format (.wav, .aiff, .flac)")
+    if not subtype and soundfile.default_subtype(format_name) is None:  # RAW: soundfile said "No default subtype"
+        raise VQCodecError(f"{format_name} is bare samples, which keep neither the rate nor the channels, of a type it "
+                           "must be told: write another format (.wav, .aiff, .flac)")
     subtype = (subtype or soundfile.default_subtype(format_name) or "").upper()
     if format_name == "OGG" and subtype == "VORBIS" and sample_rate > VORBIS_MAX_RATE:
         raise VQCodecError(f"Ogg Vorbis holds at most {VORBIS_MAX_RATE} Hz, not {sample_rate}: "
