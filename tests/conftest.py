@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 
-from vqcodec import Codec
+from vqcodec import Codec, entropy
 from vqcodec import format as vqformat
 from vqcodec.config import AudioConfig
 from vqcodec.modelfile import save_model
@@ -53,6 +53,18 @@ def traced_peak(call):
         return result, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def shared_channel_file(codec, channels: int, quality: int, frames: int) -> bytes:
+    """A fixed-width file of `channels` channels that share all-zero codes: few bytes, many codes."""
+    chunks = [bytes([vqformat.LAYOUT_SHARED]) + entropy.pack_fixed(np.zeros((1, quality, b - a), np.int64),
+                                                                   codec.codebook_size)
+              for a, b in ((a, min(frames, a + 500)) for a in range(0, frames, 500))]
+    header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=vqformat.CODING_FIXED, quality=quality,
+                             model_id=codec.model_id, prior_id=0, sample_rate=codec.sample_rate,
+                             length=frames * codec.hop, channels=channels, chunk_frames=500,
+                             flags=vqformat.FLAG_SHARED_CHANNELS)
+    return vqformat.build_file(header, chunks)
 
 
 def make_tiny_model(folder: Path, name: str, seed: int, **overrides) -> Path:

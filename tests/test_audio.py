@@ -21,7 +21,7 @@ from vqcodec.config import AudioConfig
 from vqcodec.modelfile import save_model
 from vqcodec.models import VQVAE
 
-from conftest import traced_peak
+from conftest import shared_channel_file, traced_peak
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # VQCODEC_TEST_SPEECH_MODEL=path/to/model.safetensors checks another model file (e.g. a checkpoint) instead.
@@ -543,8 +543,37 @@ def test_reading_a_files_codes_holds_them_once(bighop_codec):
     audio = (0.3 * np.sin(2 * np.pi * 440 * np.arange(seconds * rate) / rate)).astype(np.float32)[None]
     data = bighop_codec.encode_audio(audio, rate, 2)
     codes, peak = traced_peak(lambda: bighop_codec.read_codes(data)[1])
-    assert codes.dtype == np.int64 and codes.shape == (1, 2, seconds * rate // bighop_codec.hop)
+    assert codes.dtype == np.int16 and codes.shape == (1, 2, seconds * rate // bighop_codec.hop)
     assert peak < 1.5 * codes.nbytes, f"peak {peak / 1e6:.1f} MB for {codes.nbytes / 1e6:.1f} MB of codes"
+
+
+def test_reading_codes_that_would_not_fit_in_memory_refuses_them_before_allocating(codec, monkeypatch):
+    """A day of 64 channels sharing their codes is a legal file of 43 MB at q8 whose codes were
+    returned as 17.7 GB of int64: the allocation went on until the machine ran out of memory."""
+    import vqcodec.codec
+
+    data = shared_channel_file(codec, 64, 4, 20_000)  # 5.1 M codes: 10 MB as int16
+    monkeypatch.setattr(vqcodec.codec, "_memory_bytes", lambda: 8_000_000)
+    error, peak = traced_peak(lambda: pytest.raises(VQCodecError, codec.read_codes, data).value)
+    assert str(error).startswith("the codes take 0.0 GB, more than this machine's memory (0.0 GB)") and \
+        peak < 1_000_000, peak
+    monkeypatch.setattr(vqcodec.codec, "_memory_bytes", lambda: 20_000_000)
+    assert codec.read_codes(data)[1].nbytes == 64 * 4 * 20_000 * 2
+
+
+def test_codes_read_a_block_at_a_time_are_those_read_whole(codec, two_chunk_vq, signal):
+    from vqcodec.tokens import save_code_blocks
+
+    stereo = codec.encode_audio(signal(3, 24_000, 16000), 16000, 4)  # 1500 frames: three chunks
+    for data in (two_chunk_vq, stereo, shared_channel_file(codec, 3, 2, 1200)):
+        header, whole = codec.read_codes(data)
+        for max_codes in (1, 3000, 10 ** 6):  # one chunk at a time, two, all
+            _, shape, blocks = codec.code_blocks(data, max_codes)
+            stream = io.BytesIO()
+            save_code_blocks(stream, shape, 2, blocks)
+            expected = io.BytesIO()
+            np.save(expected, whole.astype(np.int32), allow_pickle=False)
+            assert stream.getvalue() == expected.getvalue()
 
 
 # ---------------------------------------------------------------- errors

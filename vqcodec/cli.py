@@ -872,6 +872,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
 
     from .codec import Codec, resolve_device
     from .registry import model_for_file
+    from .tokens import file_codes_writer
 
     _use_threads(threads)
     if input_path != "-" and Path(input_path).is_dir():
@@ -890,7 +891,9 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
                                    "are already chosen")
             stream.seek(0)
             data = stream.read()
-            _, array = Codec.load(model or model_for_file(data), device=resolve_device(device)).read_codes(data)
+            codec = Codec.load(model or model_for_file(data), device=resolve_device(device))
+            _write_output(output_path, file_codes_writer(codec, data), force)
+            return
         else:
             stream.seek(0)
             codec = _codes_codec(model, _media_kind(head, input_path, kind), depth_weight, resolve_device(device))

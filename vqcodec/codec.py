@@ -68,6 +68,7 @@ MAX_REFINE = 1000
 EXIF_ORIENTATION = 0x0112      # the EXIF tag of how a stored image is turned for display
 IMAGE_TILE = 64                 # latent cells per tile side, before context
 STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
+CODE_BLOCK_CODES = 1 << 22      # codes of a file read at a time (Codec.code_blocks): 8 MB as int16
 STREAM_SPOOL_BYTES = 1 << 20    # bytes copied at a time from a stream that cannot seek
 WHOLE_READ_SAMPLES = 1 << 22    # files of up to this many samples (16 MiB) are read once, longer ones twice
 RESAMPLE_MARGIN_SECONDS = 0.02  # decoded before a range of a file that is resampled, for the filter's sake,
@@ -342,6 +343,22 @@ def _check_audio_size(channels: int, sample_rate: int, samples: int) -> None:
         raise VQCodecError("audio is empty")
     if samples > sample_rate * vqformat.MAX_AUDIO_SECONDS:
         raise VQCodecError(f"audio longer than {vqformat.MAX_AUDIO_SECONDS // 3600} hours is not supported")
+
+
+def _memory_bytes() -> int | None:
+    """This machine's physical memory, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_fits_memory(size: int) -> None:
+    """Refuse codes of `size` bytes that this machine's memory cannot hold, before they are allocated."""
+    memory = _memory_bytes()
+    if memory is not None and size > memory:
+        raise VQCodecError(f"the codes take {size / 1e9:.1f} GB, more than this machine's memory "
+                           f"({memory / 1e9:.1f} GB); `vqcodec codes` writes them to a file a part at a time")
 
 
 def _check_image_size(width: int, height: int) -> None:
@@ -800,7 +817,7 @@ class Codec:
         return int(quality)
 
     def _checked_codes(self, codes, level_axis: int, layout: str) -> np.ndarray:
-        """Codes given to codes_to_audio / codes_to_image as int64: 3-D, 1 to num_codebooks levels on
+        """Codes given to codes_to_audio / codes_to_image as _code_dtype: 3-D, 1 to num_codebooks levels on
         `level_axis`, each an index below K or -1 (a level the cell leaves out, as files do: from
         some level up to the top)."""
         codes = self._code_array(codes, level_axis, layout)
@@ -809,7 +826,7 @@ class Codec:
                 plane_depths(np.moveaxis(codes, level_axis, 0))
             except ValueError as exc:  # a level left out below one that is present: no file can hold it
                 raise VQCodecError(str(exc)) from None
-        return codes.astype(np.int64)
+        return codes.astype(self._code_dtype, copy=False)  # int64 only for the networks, a window at a time
 
     def _code_array(self, codes, level_axis: int, layout: str) -> np.ndarray:
         """_checked_codes' checks of shape, type and range alone, on the array as given: nothing is
@@ -1209,10 +1226,20 @@ class Codec:
     def read_codes(self, data: bytes) -> tuple[vqformat.Header, np.ndarray]:
         """The header and the integer codes of a `.vq` file written by this model, without running the networks:
         audio (channels, quality, frames), every channel's even where a chunk stores shared codes once;
-        image (quality, rows, cols)."""
-        data = vq_bytes(data)
-        header, chunks, _ = self._parse_whole(data)
+        image (quality, rows, cols). As int16 (int32 for a codebook of more than 32 768 codes): a small
+        file can hold many codes (a day of 64 channels sharing them: 4.4 GB as int16 at q8), and
+        codes that would not fit in this machine's memory are refused before they are allocated."""
+        header, chunks, _ = self._parse_whole(vq_bytes(data))
         return header, self._file_codes(header, chunks)
+
+    def code_blocks(self, data: bytes, max_codes: int = CODE_BLOCK_CODES) -> tuple[vqformat.Header, tuple, Iterator]:
+        """read_codes a block at a time, so that a file's codes can be written out without being held
+        whole: the header, the shape read_codes gives, and (first, codes) pairs, each a whole number of
+        chunks of at most `max_codes` codes (or one chunk) from frame or row `first` on. The file and
+        its model are checked before this returns."""
+        header, chunks, _ = self._parse_whole(vq_bytes(data))
+        total, shape_of = self._checked_layout(header)
+        return header, shape_of(total), self._blocks_of_codes(header, chunks, total, shape_of, max_codes)
 
     def _parse_whole(self, data: bytes) -> tuple[vqformat.Header, list[bytes], bytes | None]:
         """parse_file, and for an image the colour mode and its alpha plane checked as decoding checks
@@ -1222,16 +1249,36 @@ class Codec:
             self._alpha_plane(header, alpha_bytes, colour_mode(header) in ALPHA_MODES)
         return header, chunks, alpha_bytes
 
-    def _file_codes(self, header: vqformat.Header, chunks: list[bytes], dtype=np.int64) -> np.ndarray:
-        """All the codes of a parsed file written by this model (read_codes), as `dtype`."""
+    def _checked_layout(self, header: vqformat.Header) -> tuple[int, Callable[[int], tuple]]:
+        """_chunk_layout of a parsed file, once its model and chunk count are checked."""
         self._check_file_model(header)
         total, shape_of = self._chunk_layout(header)
-        axis = 2 if header.kind == vqformat.KIND_AUDIO else 1
         self._check_chunks(header, total)
-        codes = np.empty(shape_of(total), dtype=dtype)  # filled chunk by chunk: not held twice, as pieces and joined
-        for (a, b), payload in zip(_blocks(total, header.chunk_frames), chunks):
-            codes[(slice(None),) * axis + (slice(a, b),)] = self._decode_payload(header, payload, shape_of(b - a))
+        return total, shape_of
+
+    def _file_codes(self, header: vqformat.Header, chunks: list[bytes]) -> np.ndarray:
+        """All the codes of a parsed file written by this model (read_codes)."""
+        total, shape_of = self._checked_layout(header)
+        _check_fits_memory(math.prod(shape_of(total)) * np.dtype(self._code_dtype).itemsize)
+        codes = np.empty(shape_of(total), dtype=self._code_dtype)  # filled chunk by chunk: not held twice
+        self._fill_codes(header, chunks, codes, 0, total, shape_of)
         return codes
+
+    def _blocks_of_codes(self, header: vqformat.Header, chunks: list[bytes], total: int,
+                         shape_of: Callable[[int], tuple], max_codes: int) -> Iterator[tuple[int, np.ndarray]]:
+        per_block = max(1, max_codes // math.prod(shape_of(header.chunk_frames))) * header.chunk_frames
+        for first, last in _blocks(total, per_block):
+            block = np.empty(shape_of(last - first), dtype=self._code_dtype)
+            self._fill_codes(header, chunks, block, first, last, shape_of)
+            yield first, block
+
+    def _fill_codes(self, header: vqformat.Header, chunks: list[bytes], out: np.ndarray, first: int, last: int,
+                    shape_of: Callable[[int], tuple]) -> None:
+        """Decode the chunks of frames or rows first..last (whole chunks) into `out`."""
+        axis = 2 if header.kind == vqformat.KIND_AUDIO else 1
+        for a, b in _blocks(last - first, header.chunk_frames):
+            payload = chunks[(first + a) // header.chunk_frames]
+            out[(slice(None),) * axis + (slice(a, b),)] = self._decode_payload(header, payload, shape_of(b - a))
 
     def recode(self, data: bytes, quality: int | None = None, max_rate: float | None = None) -> bytes:
         """A `.vq` file written by this model at a lower quality or rate, made from the file alone:
@@ -1242,7 +1289,7 @@ class Codec:
         and without a rate, the codes are kept as they are."""
         data = vq_bytes(data)
         header, chunks, alpha_bytes = self._parse_whole(data)
-        codes = self._file_codes(header, chunks, self._code_dtype)
+        codes = self._file_codes(header, chunks)
         audio = header.kind == vqformat.KIND_AUDIO
         stored = header.quality
         quality = stored if quality is None else quality
@@ -1656,7 +1703,7 @@ class Codec:
         for r0, r1, c0, c1 in self._tiles(rows, cols):
             a, b = max(0, r0 - ctx), min(rows, r1 + ctx)
             c, d = max(0, c0 - ctx), min(cols, c1 + ctx)
-            window = torch.from_numpy(np.ascontiguousarray(codes[:, a:b, c:d])).to(self.device)
+            window = torch.from_numpy(np.ascontiguousarray(codes[:, a:b, c:d], dtype=np.int64)).to(self.device)
             latents = self.model.quantizer.decode_cells(window[:, None])
             pixels = self.model.decoder(latents)[0, :, (r0 - a) * hop:(r1 - a) * hop, (c0 - c) * hop:(c1 - c) * hop]
             out[r0 * hop:r1 * hop, c0 * hop:c1 * hop] = (pixels.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
@@ -1693,7 +1740,7 @@ class Codec:
                 raise VQCodecError(f"gain {gain} is out of range ({vqformat.MIN_GAIN / vqformat.GAIN_ONE:g}.."
                                    f"{vqformat.MAX_GAIN // vqformat.GAIN_ONE})")
         level_axis, layout = (1, "channels, quality, frames") if self.kind == "audio" else (0, "quality, rows, cols")
-        array = self._code_array(array, level_axis, layout)  # copied (as int64) once the size it makes passes
+        array = self._code_array(array, level_axis, layout)  # copied (as _code_dtype) once the size it makes passes
         if self.kind == "audio":
             if channels is not None and channels != array.shape[0]:
                 raise VQCodecError(f"the codes hold {plural(array.shape[0], 'channel')}, not {channels!r}")
