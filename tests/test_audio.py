@@ -1174,6 +1174,19 @@ def test_packing_audio_codes_refuses_sizes_rates_and_gains_below_one_naming_them
         codec.codes_to_file(codes, **option)
 
 
+@pytest.mark.parametrize("option", [{"channels": 1.0}, {"channels": True}, {"channels": np.float64(1)},
+                                    {"samples": 160.0}, {"samples": True}, {"sample_rate": 16000.0},
+                                    {"sample_rate": np.True_}])
+def test_packing_audio_codes_refuses_integer_settings_that_are_not_integers_naming_them(codec, option):
+    """channels=1.0 and channels=True were taken for the one channel the codes hold."""
+    (name, value), = option.items()
+    named = f"^(the )?{name.replace('_', ' ')} must be a whole number .*, not {re.escape(repr(value))}$"
+    with pytest.raises(VQCodecError, match=named):
+        codec.codes_to_file(np.zeros((1, 2, 20), np.int64), **option)
+    fitting = {"channels": 1, "samples": 160, "sample_rate": 16000}[name]
+    assert codec.codes_to_file(np.zeros((1, 2, 20), np.int64), **{name: np.int64(fitting)})
+
+
 @pytest.mark.parametrize("rate, message", [
     (7, r"^20 frames of codes last 0.01 s, which no whole number of samples at 7 Hz lasts \(0 samples make 0 frames, "
         r"and 1 sample 286\)$"),

@@ -1742,7 +1742,7 @@ class Codec:
         level_axis, layout = (1, "channels, quality, frames") if self.kind == "audio" else (0, "quality, rows, cols")
         array = self._code_array(array, level_axis, layout)  # copied (as _code_dtype) once the size it makes passes
         if self.kind == "audio":
-            if channels is not None and channels != array.shape[0]:
+            if channels is not None and _checked_count("channels", channels) != array.shape[0]:
                 raise VQCodecError(f"the codes hold {plural(array.shape[0], 'channel')}, not {channels!r}")
             channels, quality, frames = array.shape
             rate = self.sample_rate if sample_rate is None else _checked_rate(sample_rate)
