@@ -985,6 +985,87 @@ def test_codes_of_a_folder_refuses_a_subfolder_where_the_manifest_goes(cli, tmp_
     assert not out.exists()  # refused before any work
 
 
+@pytest.fixture(scope="module")
+def vq_folder(tmp_path_factory):
+    """A folder of .vq files of both shipped models: a.vq (speech), sub/b.vq (a photo), bad.vq (cut short)."""
+    from vqcodec import Codec
+
+    folder = tmp_path_factory.mktemp("vq") / "files"
+    (folder / "sub").mkdir(parents=True)
+    speech = Codec.load("speech16k").codes_to_file(np.random.default_rng(0).integers(0, 1024, (2, 3, 120)),
+                                                     sample_rate=8000, samples=19_200)
+    (folder / "a.vq").write_bytes(speech)
+    photo = Codec.load("image").codes_to_file(np.ones((2, 3, 4), np.int64), width=60, height=40)
+    (folder / "sub" / "b.vq").write_bytes(photo)
+    (folder / "bad.vq").write_bytes(speech[:-3])
+    (folder / "notes.txt").write_text("not a .vq file: ignored")
+    return folder
+
+
+def test_codes_of_a_folder_of_vq_files(cli, vq_folder, tmp_path):
+    """A folder of .vq files was refused ('no audio or image files found'): each had to be given alone."""
+    from vqcodec import Codec
+
+    out = tmp_path / "tokens"
+    result = cli("codes", vq_folder, out)
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 1 and "Traceback" not in result.stderr.decode()
+    assert lines == [f"skipping {vq_folder / 'bad.vq'}: truncated .vq file (chunk 0 cut short)",
+                     f"coded 2 files, {(out / 'a.npy').stat().st_size + (out / 'sub' / 'b.npy').stat().st_size} "
+                     f"bytes into {out}",
+                     "vqcodec: error: 1 of 3 files could not be coded (listed above)"]
+    assert sorted(listing(out)) == ["a.npy", "codes.json", "sub", "sub/b.npy"]
+    manifest = json.loads((out / "codes.json").read_text())
+    for entry, model in zip(manifest["files"], ("speech16k", "image")):
+        codec = Codec.load(model)
+        header, expected = codec.read_codes(vq_folder / entry["file"])
+        array = np.load(out / entry["codes"], allow_pickle=False)
+        assert array.dtype == np.int32 and np.array_equal(array, expected) and entry["shape"] == list(array.shape)
+        assert (entry["model_id"], entry["quality"]) == (codec.model_id.hex(), header.quality)
+    assert manifest["files"][0] | {"model_id": None} == {
+        "file": "a.vq", "codes": "a.npy", "shape": [2, 3, 120], "model_id": None, "kind": "audio", "quality": 3,
+        "sample_rate": 8000, "samples": 19_200, "channels": 2, "gain": 1.0}
+    assert {k: manifest["files"][1][k] for k in ("file", "kind", "width", "height")} == \
+        {"file": "sub/b.vq", "kind": "image", "width": 60, "height": 40}
+    assert manifest["skipped"] == [{"file": "bad.vq", "reason": "truncated .vq file (chunk 0 cut short)"}]
+    assert manifest["axes"] == {"audio": ["channel", "level", "frame"], "image": ["level", "row", "col"]}
+
+    before = {path: path.stat().st_mtime_ns for path in out.rglob("*")}
+    assert_one_line_error(cli("codes", vq_folder, out))  # exists, no --force: nothing done
+    assert_one_line_error(cli("codes", vq_folder, tmp_path / "q", "-q", "2"))  # a .vq file's codes are chosen
+    assert before == {path: path.stat().st_mtime_ns for path in out.rglob("*")} and not (tmp_path / "q").exists()
+    (out / "a.npy").write_bytes(b"stale")
+    result = cli("codes", vq_folder, out, "-m", "speech16k", "--force")  # -m: the photo is another model's
+    assert result.returncode == 1 and "2 of 3 files could not be coded" in result.stderr.decode()
+    assert np.array_equal(np.load(out / "a.npy"), Codec.load("speech16k").read_codes(vq_folder / "a.vq")[1])
+    assert [entry["file"] for entry in json.loads((out / "codes.json").read_text())["files"]] == ["a.vq"]
+
+
+def test_codes_of_a_folder_of_vq_files_stopped_part_way_keeps_a_manifest_of_what_it_wrote(vq_folder, tmp_path):
+    from vqcodec import Codec
+    from vqcodec.folders import codes_folder
+    from vqcodec.tokens import write_vq_manifest
+
+    files, out = [vq_folder / "a.vq", vq_folder / "sub" / "b.vq"], tmp_path / "tokens"
+    speech, calls = Codec.load("speech16k"), []
+
+    def codec_for(data):
+        calls.append(data)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the second file stops the run, as Ctrl-C would
+        return speech
+
+    def write(path, write_stream):
+        with open(path, "wb") as stream:
+            write_stream(stream)
+    with pytest.raises(KeyboardInterrupt):
+        codes_folder(files, [out / "a.npy", out / "sub" / "b.npy"], codec_for, write,
+                     stopped=lambda report, entries: write_vq_manifest(vq_folder, out, entries, report.skipped,
+                                                                       stopped=True))
+    manifest = json.loads((out / "codes.json").read_text())
+    assert manifest["stopped"] is True and [entry["file"] for entry in manifest["files"]] == ["a.vq"]
+
+
 def test_codes_of_a_folder_of_photos(cli, tmp_path):
     from PIL import Image
 

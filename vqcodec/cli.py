@@ -855,17 +855,19 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
     codes_to_image), or into a .vq file with `vqcodec pack`.
 
     For a folder (read recursively), OUTPUT is a folder that gets one .npy file per media file
-    (.vq files in it are left out: give them one at a time), at the same relative path, and
-    codes.json: the model, quality and frame rate or stride, and for each file its codes' shape
-    and the rate, length and level gain (`pack --rate --samples --gain`) or the size (`--width
-    --height`) that restore it. A file that cannot be read is reported and skipped, and the
-    command then exits with status 1.
+    (.vq files in it are left out), at the same relative path, and codes.json: the model, quality
+    and frame rate or stride, and for each file its codes' shape and the rate, length and level
+    gain (`pack --rate --samples --gain`) or the size (`--width --height`) that restore it. A
+    folder of .vq files and no media gets one .npy file per .vq file, and a codes.json in which
+    each file names its own model id, kind and quality. A file that cannot be read is reported and
+    skipped, and the command then exits with status 1.
 
     \b
     Examples:
       vqcodec codes speech.vq speech_codes.npy
       vqcodec codes speech.flac speech_codes.npy -q 8
       vqcodec codes my_recordings/ my_tokens/            # a dataset of speech tokens
+      vqcodec codes my_vq_files/ my_tokens/              # the codes of every .vq file
       vqcodec codes my_photos/ photo_tokens/ -q 12 --force
     """
     import numpy as np
@@ -876,8 +878,12 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
 
     _use_threads(threads)
     if input_path != "-" and Path(input_path).is_dir():
-        _codes_of_folder(Path(input_path), Path(output_path), model, quality, kind, depth_weight,
-                         resolve_device(device), force)
+        if _holds_only_vq_files(Path(input_path), output_path):
+            _refuse_media_options_for_vq(quality, kind, depth_weight)
+            _codes_of_vq_folder(Path(input_path), _output_folder(output_path), model, resolve_device(device), force)
+        else:
+            _codes_of_folder(Path(input_path), Path(output_path), model, quality, kind, depth_weight,
+                             resolve_device(device), force)
         return
     _refuse_existing_output(output_path, force)
     source = _media_source(input_path)
@@ -886,9 +892,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
         if not head:
             raise VQCodecError(f"{input_path}: file is empty")
         if head[:4] == vqformat.MAGIC:
-            if quality is not None or depth_weight or kind:
-                raise VQCodecError("-q, --kind and --depth-weight choose how media are coded; a .vq file's codes "
-                                   "are already chosen")
+            _refuse_media_options_for_vq(quality, kind, depth_weight)
             stream.seek(0)
             data = stream.read()
             codec = Codec.load(model or model_for_file(data), device=resolve_device(device))
@@ -902,6 +906,42 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
                 click.echo(f"vqcodec: note: coded divided by a level gain of {restore['gain']:.9g}; "
                            f"`vqcodec pack --gain {restore['gain']:.9g}` restores the level", err=True)
     _write_output(output_path, lambda out: np.save(out, array.astype(np.int32), allow_pickle=False), force)
+
+
+def _refuse_media_options_for_vq(quality, kind, depth_weight) -> None:
+    if quality is not None or depth_weight or kind:
+        raise VQCodecError("-q, --kind and --depth-weight choose how media are coded; a .vq file's codes "
+                           "are already chosen")
+
+
+def _holds_only_vq_files(folder: Path, output_path: str) -> bool:
+    """Whether a folder holds .vq files and no media (leaving out the output folder), as `encode` tells
+    a folder to recode from one to encode."""
+    from .folders import files_under
+    from .io import media_kind_of
+
+    everything = files_under(folder, Path(output_path) if output_path != "-" else None)
+    return not any(media_kind_of(path) for path in everything) and any(path.suffix.lower() == ".vq"
+                                                                       for path in everything)
+
+
+def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str, force: bool) -> None:
+    """`vqcodec codes FOLDER OUT` of a folder of .vq files: vqcodec.folders.codes_folder, one codec per model."""
+    from .folders import codes_folder, find_vq_files, mirrored_paths
+    from .tokens import MANIFEST, write_vq_manifest
+
+    files = find_vq_files(folder, out)
+    outputs = mirrored_paths(folder, out, files, lambda path: ".npy", also=(out / MANIFEST,))
+    for existing in [*outputs, out / MANIFEST]:
+        _refuse_existing_output(str(existing), force)
+    codecs = _named_codec(model, device)
+    report, entries = codes_folder(
+        files, outputs, lambda data: _file_codec(data, model, device, codecs),
+        lambda path, write: _write_output(str(path), write, force), _progress,
+        stopped=lambda report, entries: write_vq_manifest(folder, out, entries, report.skipped, stopped=True))
+    if report.written:
+        write_vq_manifest(folder, out, entries, report.skipped)
+    _finish_folder(report, "coded", out, len(files))
 
 
 def _codes_codec(model: str | None, kind: str, depth_weight: float, device: str):

@@ -1,5 +1,5 @@
-"""Whole folders in one run (`vqcodec encode DIR OUT`, `vqcodec decode DIR OUT`, and `encode` of a
-folder of .vq files, which recodes them): the networks are loaded once instead of once per file,
+"""Whole folders in one run (`vqcodec encode DIR OUT`, `vqcodec decode DIR OUT`, `encode` of a
+folder of .vq files, which recodes them, and `codes` of one, which writes their codes): the networks are loaded once instead of once per file,
 each output goes to the input's relative path under OUT, and a file that cannot be coded is
 reported and skipped while the others go on."""
 from __future__ import annotations
@@ -185,6 +185,38 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
             write(output, lambda stream: write_image(image, stream, formats["image"]))
         return output.stat().st_size
     return _each_file(files, outputs, make, FolderReport("mixed"), "decoded", log)
+
+
+def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[bytes], object],
+                 write: Callable[[Path, Callable], None], log: Callable[[str], None] | None = None,
+                 stopped: Callable[[FolderReport, list[dict]], None] | None = None) -> tuple[FolderReport, list[dict]]:
+    """Write the codes of `.vq` files into `outputs` as int32 .npy files (Codec.code_blocks, a block
+    at a time), and return the report and, for each file written, its codes' shape and what restores
+    it (the model id, kind and quality, and the rate, length, channels and gain, or the size).
+    `codec_for(data)` gives the codec of a file; `write(path, write_stream)` writes one output;
+    `stopped(report, entries)` is called with what was done when the run is stopped (Ctrl-C, SIGTERM)."""
+    from .tokens import save_code_blocks
+
+    entries = []
+
+    def make(path: Path, output: Path) -> int:
+        data = path.read_bytes()
+        header, shape, blocks = codec_for(data).code_blocks(data)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        audio = header.kind == vqformat.KIND_AUDIO
+        write(output, lambda stream: save_code_blocks(stream, shape, 2 if audio else 1, blocks))
+        restore = {"sample_rate": header.sample_rate, "samples": header.length, "channels": header.channels,
+                   "gain": header.gain} if audio else {"width": header.width, "height": header.height}
+        entries.append({"file": path, "codes": output, "shape": list(shape), "model_id": header.model_id.hex(),
+                        "kind": vqformat.KIND_NAMES[header.kind], "quality": header.quality, **restore})
+        return output.stat().st_size
+    report = FolderReport("mixed")
+    try:
+        return _each_file(files, outputs, make, report, "coded", log), entries
+    except KeyboardInterrupt:
+        if stopped:
+            stopped(report, entries)
+        raise
 
 
 def sort_by_kind(files: list[Path]) -> tuple[dict[Path, str], list[tuple[Path, str]]]:

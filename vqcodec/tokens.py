@@ -97,3 +97,17 @@ def _write_manifest(codec, out: Path, quality: int, entries: list[dict], skipped
     out.mkdir(parents=True, exist_ok=True)
     write_file(out / MANIFEST, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()))
     return manifest
+
+
+def write_vq_manifest(folder: Path, out: Path, entries: list[dict], skipped: list[tuple[Path, str]],
+                      stopped: bool = False) -> None:
+    """codes.json of `vqcodec codes` on a folder of .vq files (vqcodec.folders.codes_folder): as a
+    folder of media's, but each file names its own model, kind and quality (a folder may hold files
+    of several models), and its axes follow from its kind."""
+    files = [{**entry, "file": str(Path(entry["file"]).relative_to(folder)),
+              "codes": str(Path(entry["codes"]).relative_to(out))} for entry in entries]
+    manifest = {"axes": {"audio": ["channel", "level", "frame"], "image": ["level", "row", "col"]}, "files": files,
+                "skipped": [{"file": str(Path(path).relative_to(folder)), "reason": reason} for path, reason in skipped],
+                **({"stopped": True} if stopped else {})}
+    out.mkdir(parents=True, exist_ok=True)
+    write_file(out / MANIFEST, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()))
