@@ -1187,6 +1187,24 @@ def test_packing_audio_codes_refuses_integer_settings_that_are_not_integers_nami
     assert codec.codes_to_file(np.zeros((1, 2, 20), np.int64), **{name: np.int64(fitting)})
 
 
+def test_masked_arrays_with_masked_values_are_refused_not_taken_unmasked(codec, signal):
+    """np.asarray drops a mask: the values under it were coded as if nothing were masked."""
+    codes = np.ma.array(np.zeros((1, 2, 20), np.int64), mask=False)
+    plain = codec.codes_to_file(codes.data)
+    assert codec.codes_to_file(codes) == plain  # nothing masked: the array as it is
+    codes[0, 1, 3] = np.ma.masked
+    for call in (codec.codes_to_file, codec.codes_to_audio, lambda a: codec.encode_audio(a, 16000, 2)):
+        with pytest.raises(VQCodecError, match="^a masked array with masked values: fill them first"):
+            call(codes)
+    assert codec.codes_to_file(codes.filled(1)) != plain
+
+
+def test_code_blocks_refuses_a_block_size_that_is_not_a_whole_number(codec, two_chunk_vq):
+    for bad in (0, 2.5, True):
+        with pytest.raises(VQCodecError, match="^max_codes must be a whole number from 1 up"):
+            codec.code_blocks(two_chunk_vq, bad)
+
+
 @pytest.mark.parametrize("rate, message", [
     (7, r"^20 frames of codes last 0.01 s, which no whole number of samples at 7 Hz lasts \(0 samples make 0 frames, "
         r"and 1 sample 286\)$"),

@@ -156,6 +156,9 @@ def _as_array(value) -> np.ndarray:
         if value.is_floating_point() and value.dtype not in (torch.float16, torch.float32, torch.float64):
             value = value.float()  # bfloat16 and float8, which NumPy lacks
         value = value.numpy()
+    if np.ma.is_masked(value):  # np.asarray would take the values under the mask as they are
+        raise VQCodecError("a masked array with masked values: fill them first (numpy.ma.filled; for codes, -1 "
+                           "leaves a level out)")
     try:
         return np.asarray(value)
     except (ValueError, TypeError) as exc:
@@ -1237,6 +1240,7 @@ class Codec:
         whole: the header, the shape read_codes gives, and (first, codes) pairs, each a whole number of
         chunks of at most `max_codes` codes (or one chunk) from frame or row `first` on. The file and
         its model are checked before this returns."""
+        max_codes = _checked_count("max_codes", max_codes)
         header, chunks, _ = self._parse_whole(vq_bytes(data))
         total, shape_of = self._checked_layout(header)
         return header, shape_of(total), self._blocks_of_codes(header, chunks, total, shape_of, max_codes)
