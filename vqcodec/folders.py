@@ -1,7 +1,7 @@
 """Whole folders in one run (`vqcodec encode DIR OUT`, `vqcodec decode DIR OUT`, `encode` of a
-folder of .vq files, which recodes them, and `codes` of one, which writes their codes): the networks are loaded once instead of once per file,
-each output goes to the input's relative path under OUT, and a file that cannot be coded is
-reported and skipped while the others go on."""
+folder of .vq files, which recodes them, and `codes` of one, which writes their codes): the
+networks are loaded once instead of once per file, each output goes to the input's relative path
+under OUT, and a file that cannot be coded is reported and skipped while the others go on."""
 from __future__ import annotations
 
 import os

@@ -107,7 +107,8 @@ def write_vq_manifest(folder: Path, out: Path, entries: list[dict], skipped: lis
     files = [{**entry, "file": str(Path(entry["file"]).relative_to(folder)),
               "codes": str(Path(entry["codes"]).relative_to(out))} for entry in entries]
     manifest = {"axes": {"audio": ["channel", "level", "frame"], "image": ["level", "row", "col"]}, "files": files,
-                "skipped": [{"file": str(Path(path).relative_to(folder)), "reason": reason} for path, reason in skipped],
+                "skipped": [{"file": str(Path(path).relative_to(folder)), "reason": reason}
+                            for path, reason in skipped],
                 **({"stopped": True} if stopped else {})}
     out.mkdir(parents=True, exist_ok=True)
     write_file(out / MANIFEST, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()))
