@@ -1180,6 +1180,33 @@ def test_pack_inverts_codes_byte_for_byte(cli, tmp_path):
     assert (tmp_path / "loud2.vq").read_bytes() == (tmp_path / "loud.vq").read_bytes()
 
 
+def test_pack_takes_codes_in_any_integer_layout_and_byte_order(cli, tmp_path, tiny_model_path, codec):
+    codes = np.random.default_rng(0).integers(0, 16, (2, 3, 700))
+    plain = codec.codes_to_file(codes)
+    for name, array in {"fortran": np.asfortranarray(codes), "big-endian": codes.astype(">i4"),
+                        "uint8": codes.astype(np.uint8), "int64": codes}.items():
+        np.save(tmp_path / f"{name}.npy", array)
+        result = cli("pack", tmp_path / f"{name}.npy", tmp_path / f"{name}.vq", "-m", tiny_model_path)
+        assert result.returncode == 0, result.stderr.decode()
+        assert (tmp_path / f"{name}.vq").read_bytes() == plain, name
+    np.save(tmp_path / "wide.npy", np.where(codes == 5, 2 ** 40, codes))  # wraps to 0 as int16
+    result = cli("pack", tmp_path / "wide.npy", tmp_path / "wide.vq", "-m", tiny_model_path)
+    assert_one_line_error(result)
+    assert "holds 1099511627776, which is no code: codes are each an index below 16 or -1" in result.stderr.decode()
+
+
+def test_pack_reads_codes_a_piece_at_a_time(tmp_path, codec, tiny_model_path):
+    """pack held the .npy file's bytes and an int64 copy of its codes: 3x the int32 codes at its peak
+    (1.5 GB for the 737 MB of two hours of 64 channels at q8)."""
+    small, large = tmp_path / "small.npy", tmp_path / "large.npy"
+    np.save(small, np.zeros((64, 4, 500), np.int32))
+    np.save(large, np.zeros((64, 4, 200_000), np.int32))
+    peaks = [peak_rss(path, tmp_path / "out.vq", "pack", path, "-", "-m", tiny_model_path) for path in (small, large)]
+    assert codec.read_codes(tmp_path / "out.vq")[1].shape == (64, 4, 200_000)
+    grown, size = peaks[1] - peaks[0], large.stat().st_size
+    assert grown < size, f"{grown / 1e6:.0f} MB more for {size / 1e6:.0f} MB of codes"
+
+
 def test_pack_refuses_bad_codes(cli, tmp_path, tiny_model_path):
     golden = Path(__file__).resolve().parent / "data" / "golden" / "golden_audio.safetensors"
     good = np.zeros((1, 3, 20), dtype=np.int32)
@@ -1262,7 +1289,7 @@ def test_fuzz_pack_input(golden_audio_codec, tail, position, byte):
     mutated = bytes(valid[:position % len(valid)]) + bytes([byte]) + bytes(valid[position % len(valid) + 1:])
     for data in (b"\x93NUMPY\x01\x00" + tail, mutated, valid[:position] + tail):
         try:
-            codes = _read_npy(bytes(data), "fuzz.npy")
+            codes = _read_npy(bytes(data), "fuzz.npy", np.int16, golden_audio_codec.codebook_size)
             golden_audio_codec.codes_to_file(codes)
         except VQCodecError:
             pass

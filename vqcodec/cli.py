@@ -1014,21 +1014,63 @@ def pack(input_path, output_path, model, rate, samples, width, height, gain, cod
     from .codec import Codec
 
     _refuse_existing_output(output_path, force)
-    array = _read_npy(_read_input(input_path), input_path)
-    encoded = Codec.load(model, coding=coding).codes_to_file(array, sample_rate=rate, samples=samples, width=width,
-                                                             height=height, gain=gain)
+    codec = Codec.load(model, coding=coding)
+    array = _npy_codes(input_path, codec)
+    encoded = codec.codes_to_file(array, sample_rate=rate, samples=samples, width=width, height=height, gain=gain)
     _write_output(output_path, lambda stream: stream.write(encoded), force)
 
 
-def _read_npy(data: bytes, name: str):
-    """The array of a .npy file, its header checked against the bytes there before anything is
-    allocated (a header may claim any shape); arrays of anything but integers (pickles too) are refused."""
+NPY_PIECE_BYTES = 1 << 24  # of a .npy file read at a time
+
+
+def _npy_codes(input_path: str, codec):
+    """`pack`'s codes: a regular file is read a piece at a time, never held whole; stdin, a FIFO or
+    a device is read into memory first."""
+    if input_path != "-" and _checked_path(input_path).is_file():
+        try:
+            with open(input_path, "rb") as stream:
+                return _read_npy(stream, input_path, codec.code_dtype, codec.codebook_size)
+        except OSError as exc:
+            raise VQCodecError(f"{input_path}: cannot read ({exc.strerror})") from None
+    return _read_npy(_read_input(input_path), input_path, codec.code_dtype, codec.codebook_size)
+
+
+def _read_npy(source, name: str, into, codebook_size: int):
+    """The array of a .npy file (its bytes, or a regular binary file) as `into`, the codec's code
+    type (int16 for most models: a quarter of int64 codes), read a piece at a time; its header is
+    checked against the bytes there before anything is allocated (a header may claim any shape).
+    Arrays of anything but integers (pickles too) are refused, and so is a value `into` cannot hold."""
     import io
 
+    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    size = len(source) if isinstance(source, (bytes, bytearray)) else os.fstat(source.fileno()).st_size
+    shape, fortran_order, dtype = _npy_header(stream, size, name)
+    return _narrowed(stream, shape, fortran_order, dtype, (into, codebook_size), name)
+
+
+def _narrowed(stream, shape: tuple, fortran_order: bool, dtype, narrow: tuple, name: str):
+    """The values of a .npy file after its header, read into an array of narrow[0] a piece at a time."""
     import numpy as np
+
+    into, codebook_size = narrow
+    order = "F" if fortran_order else "C"
+    array = np.empty(shape, dtype=into, order=order)
+    flat, low, high = array.reshape(-1, order=order), np.iinfo(into).min, np.iinfo(into).max
+    piece = max(1, NPY_PIECE_BYTES // dtype.itemsize)
+    for start in range(0, flat.size, piece):
+        values = np.frombuffer(stream.read(min(piece, flat.size - start) * dtype.itemsize), dtype)
+        if values.size and (values.min() < low or values.max() > high):
+            bad = values.min() if values.min() < low else values.max()
+            raise VQCodecError(f"{name}: holds {bad}, which is no code: codes are each an index below "
+                               f"{codebook_size} or -1")
+        flat[start:start + values.size] = values
+    return array
+
+
+def _npy_header(stream, size: int, name: str):
+    """The shape, order and type a .npy file's header gives, checked against the `size` bytes of the file."""
     from numpy.lib import format as npy
 
-    stream = io.BytesIO(data)
     try:
         version = npy.read_magic(stream)
         read_header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}[version]
@@ -1042,10 +1084,10 @@ def _read_npy(data: bytes, name: str):
     if any(side < 0 for side in shape):
         raise VQCodecError(f"{name}: its header announces a negative size {shape}")
     count = math.prod(shape)
-    if count * dtype.itemsize != len(data) - stream.tell():
+    if count * dtype.itemsize != size - stream.tell():
         raise VQCodecError(f"{name}: its header announces {count} values of {dtype.itemsize} bytes, "
-                           f"the file holds {len(data) - stream.tell()} bytes")
-    return np.frombuffer(data, dtype, count, stream.tell()).reshape(shape, order="F" if fortran_order else "C")
+                           f"the file holds {size - stream.tell()} bytes")
+    return shape, fortran_order, dtype
 
 
 def _print_code_report(report: dict) -> None:

@@ -807,6 +807,12 @@ class Codec:
         return entropy.unpack_fixed(payload, math.prod(shape), self.codebook_size).reshape(shape)
 
     @property
+    def code_dtype(self):
+        """The integer type of the codes read_codes and media_to_codes give: int16, or int32 for a
+        codebook of more than 32 768 codes."""
+        return self._code_dtype
+
+    @property
     def _code_dtype(self):
         """The smallest integer type that holds every code and ABSENT: a whole recording's codes are
         kept in memory while it is coded (an hour of speech16k at q8: 2.9 MB as int16)."""
