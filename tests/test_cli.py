@@ -1221,7 +1221,8 @@ def test_pack_refuses_bad_codes(cli, tmp_path, tiny_model_path):
     with open(tmp_path / "huge.npy", "wb") as stream:   # a header that claims 3 TB
         np.lib.format.write_array_header_1_0(stream, {"descr": "<i4", "fortran_order": False, "shape": (1, 8, 10 ** 11)})
         stream.write(bytes(100))
-    for name, descr, shape, size in (("negative", "<i4", (-1, -1), 4), ("empty-type", "|V0", (10 ** 12,), 0)):
+    for name, descr, shape, size in (("negative", "<i4", (-1, -1), 4), ("empty-type", "|V0", (10 ** 12,), 0),
+                                     ("no-codes", "<i4", (2 ** 62, 2 ** 62, 0), 0), ("too-wide", "<i4", (0, 2 ** 63), 0)):
         with open(tmp_path / f"{name}.npy", "wb") as stream:  # reshape or frombuffer would raise
             np.lib.format.write_array_header_1_0(stream, {"descr": descr, "fortran_order": False, "shape": shape})
             stream.write(bytes(size))
@@ -1231,6 +1232,8 @@ def test_pack_refuses_bad_codes(cli, tmp_path, tiny_model_path):
              ("pickled", golden, [], "pickles are refused"), ("text", golden, [], "not a NumPy"),
              ("huge", golden, [], "header announces 800000000000 values"),
              ("negative", golden, [], "negative size (-1, -1)"), ("empty-type", golden, [], "integers, not |V0"),
+             ("no-codes", golden, [], "holds no codes (shape (4611686018427387904, 4611686018427387904, 0))"),
+             ("too-wide", golden, [], "holds no codes (shape (0, 9223372036854775808))"),
              ("good", golden, ["--samples", "3"], "3 samples at 16000 Hz make 1 frame, not 20"),
              ("good", golden, ["--width", "64"], "width and height are for images"),
              ("good", golden, ["--gain", "1e9"], "gain 1000000000.0 is out of range"),

@@ -1084,6 +1084,8 @@ def _npy_header(stream, size: int, name: str):
     if any(side < 0 for side in shape):
         raise VQCodecError(f"{name}: its header announces a negative size {shape}")
     count = math.prod(shape)
+    if count == 0:  # numpy cannot make every such shape ((2**63, 0) is too large a dimension)
+        raise VQCodecError(f"{name}: holds no codes (shape {shape})")
     if count * dtype.itemsize != size - stream.tell():
         raise VQCodecError(f"{name}: its header announces {count} values of {dtype.itemsize} bytes, "
                            f"the file holds {size - stream.tell()} bytes")
