@@ -1045,14 +1045,13 @@ def _read_npy(source, name: str, into, codebook_size: int):
     stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     size = len(source) if isinstance(source, (bytes, bytearray)) else os.fstat(source.fileno()).st_size
     shape, fortran_order, dtype = _npy_header(stream, size, name)
-    return _narrowed(stream, shape, fortran_order, dtype, (into, codebook_size), name)
+    return _narrowed(stream, shape, fortran_order, dtype, into, codebook_size, name)
 
 
-def _narrowed(stream, shape: tuple, fortran_order: bool, dtype, narrow: tuple, name: str):
-    """The values of a .npy file after its header, read into an array of narrow[0] a piece at a time."""
+def _narrowed(stream, shape: tuple, fortran_order: bool, dtype, into, codebook_size: int, name: str):
+    """The values of a .npy file after its header, read into an array of type `into` a piece at a time."""
     import numpy as np
 
-    into, codebook_size = narrow
     order = "F" if fortran_order else "C"
     array = np.empty(shape, dtype=into, order=order)
     flat, low, high = array.reshape(-1, order=order), np.iinfo(into).min, np.iinfo(into).max
