@@ -20,7 +20,8 @@ from test_cli import assert_one_line_error
 from vqcodec import Codec, VQCodecError
 from vqcodec import format as vqformat
 from vqcodec.config import MAX_PARAMETERS, AudioConfig, ImageConfig, config_from_dict, config_to_dict, parameter_count
-from vqcodec.modelfile import compute_model_id, read_model_files, storage_form, write_model_files
+from vqcodec.modelfile import (compute_model_id, read_model_files, read_safetensors_metadata, storage_form,
+                               write_model_files)
 from vqcodec.models import VQVAE, widen, widths_differ_only
 from vqcodec.registry import find_model
 from vqcodec.data import NOISE_SNR_DB, AudioCrops, add_background_noise
@@ -1244,6 +1245,24 @@ def test_a_checkpoint_left_half_written_resumes_from_its_weights_own_record(trai
     (out / "checkpoint.json").write_text(json.dumps(meta))
     train(data_dir, None, options(out, max_steps=14, resume=True, fit_prior=False))
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 14
+
+
+def test_the_half_written_files_of_a_killed_save_are_removed_by_the_next_run(trained, data_dir, tmp_path):
+    # kill -9 during a save left `.checkpoint.safetensors.XXXXXXXX.part` (a whole checkpoint's size, for a
+    # real model) beside the checkpoint, and every later kill one more: no run ever removed them
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    half = (out / "checkpoint.safetensors").read_bytes()
+    leftovers = [out / ".checkpoint.safetensors.rk8wwrir.part", out / ".checkpoint.json.q0_3zx9a.part",
+                 out / ".tiny.safetensors.abcd1234.part", out / ".tiny.json.abcd1234.part"]
+    others = [out / ".checkpoint.safetensors.bak.abcd1234.part", out / ".notes.txt.abcd1234.part"]
+    for path in leftovers + others:
+        path.write_bytes(half[:len(half) // 2])
+    train(data_dir, None, options(out, max_steps=14, resume=True, fit_prior=False))
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 14
+    assert read_safetensors_metadata(out / "checkpoint.safetensors")  # whole, and its own
+    assert [path for path in leftovers if path.exists()] == []
+    assert all(path.exists() for path in others)  # the temporaries of other files' writes are not this run's
 
 
 def test_a_checkpoint_given_as_a_model_is_named_so(trained):

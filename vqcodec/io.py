@@ -92,9 +92,7 @@ def write_file(path, write, replace: bool = True) -> None:
             raise VQCodecError(f"cannot write {target}: {exc.strerror or exc}") from None
         return
     try:
-        # The start of the name only: a name near the 255-byte limit, with more around it, would be too long.
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:TEMPORARY_NAME_CHARS]}.",
-                                   suffix=".part")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=_temporary_prefix(target), suffix=".part")
     except OSError as exc:
         raise VQCodecError(f"cannot write {target}: {exc.strerror or exc}") from None
     try:
@@ -107,6 +105,24 @@ def write_file(path, write, replace: bool = True) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _temporary_prefix(target: Path) -> str:
+    """The start of the name of write_file's temporary files for `target`: the start of its name only,
+    since a name near the 255-byte limit, with more around it, would be too long."""
+    return f".{target.name[:TEMPORARY_NAME_CHARS]}."
+
+
+def remove_leftover_temporaries(path) -> None:
+    """Remove the temporary files of writes of `path` (write_file) that a killed process (kill -9, a
+    power cut) left half written beside it; call it only where no other process writes `path`."""
+    import glob
+
+    target = Path(path)
+    prefix = _temporary_prefix(target)
+    for leftover in target.parent.glob(f"{glob.escape(prefix)}*.part"):
+        if "." not in leftover.name[len(prefix):-len(".part")]:  # not the temporary of a longer name
+            leftover.unlink(missing_ok=True)
 
 
 def audio_format_of(path) -> str | None:

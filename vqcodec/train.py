@@ -22,7 +22,7 @@ from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, con
 from .errors import Terminated, VQCodecError
 from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, decodes, default_batch_workers, find_media, readable_files,
                    relative_name, split_as_before, split_files)
-from .io import read_audio, read_image_rgb
+from .io import read_audio, read_image_rgb, remove_leftover_temporaries
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from .models import VQVAE, encoder_unchanged, widen, widths_differ_only
@@ -799,6 +799,10 @@ def _make_out(options: TrainOptions, main: bool) -> None:
         for path in run_files(out, options.name):
             path.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    if main:  # a run killed while saving (kill -9) left its half-written files beside the whole ones
+        for name in (CHECKPOINT_NAME, options.name):
+            for suffix in (".safetensors", ".json"):
+                remove_leftover_temporaries(out / f"{name}{suffix}")
 
 
 def _print_run(run: _Run, kind: str, model: VQVAE, data: _Data, decoder_only: bool) -> None:
