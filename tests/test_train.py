@@ -1293,6 +1293,56 @@ def test_an_interrupted_run_saves_a_checkpoint_to_resume(trained, data_dir, tmp_
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 5
 
 
+def interrupted_prior_then_finish(base: list, capsys, monkeypatch, stop_in: str) -> tuple[str, str]:
+    """Run `vqcodec train` (`base`) with a Ctrl-C in the train module's `stop_in`, then the command its
+    message gives; return both runs' stderr."""
+    import shlex
+
+    import vqcodec.train as train_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(train_module, stop_in, interrupted)
+        code, stopped = run_in_process(base, capsys)
+    assert code == 130, stopped
+    assert stopped.splitlines()[-1] == "vqcodec: interrupted"
+    finish = stopped.split("`")[1]
+    assert finish.startswith("vqcodec ")
+    code, finished = run_in_process(shlex.split(finish)[1:], capsys)
+    assert code == 0, finished
+    return stopped, finished
+
+
+def test_ctrl_c_while_fitting_the_prior_says_how_to_fit_it_to_the_model_written(data_dir, tmp_path, capsys,
+                                                                                  monkeypatch):
+    # it said "vqcodec: interrupted" alone, over a model written without its prior
+    out = tmp_path / "my run"
+    (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(CFG)))
+    stopped, _ = interrupted_prior_then_finish(
+        ["train", data_dir, "--out", out, "--name", "tiny", "--config", tmp_path / "cfg.json", "--max-steps", "2",
+         "--batch-size", "4", "--crop", CROP, "--threads", "1"], capsys, monkeypatch, "fit_prior_files")
+    assert f"interrupted before the prior was added: {out / 'tiny.safetensors'} is written without one" in stopped
+    assert "vqcodec fit-prior" in stopped
+    assert Codec.load(str(out / "tiny.safetensors")).prior is not None
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 2
+
+
+def test_ctrl_c_while_a_decoder_only_run_keeps_its_prior_says_how_to_keep_it(trained, data_dir, tmp_path, capsys,
+                                                                           monkeypatch):
+    out = tmp_path / "dec"
+    stopped, _ = interrupted_prior_then_finish(
+        ["train", data_dir, "--out", out, "--name", "tiny", "--init", trained / "tiny.safetensors", "--decoder-only",
+         "--max-steps", "2", "--batch-size", "4", "--crop", CROP, "--threads", "1"], capsys, monkeypatch,
+        "attach_prior")
+    assert "--resume --max-steps 2`" in stopped
+    start, tuned = Codec.load(str(trained / "tiny.safetensors")), Codec.load(str(out / "tiny.safetensors"))
+    assert tuned.prior is not None and tuned.prior.prior_id == start.prior.prior_id
+    record = json.loads((out / "tiny.json").read_text())["training"]
+    assert record["steps"] == 2 and record["batch_size"] == 4 and "earlier_parts" not in record  # as trained
+
+
 def test_a_run_whose_progress_pipe_closes_stops_with_a_checkpoint(data_dir, tmp_path):
     """`vqcodec train ... 2>&1 | head`: the run stopped at its next progress line with status 1 and no
     checkpoint, losing what it had trained. It now stops as SIGPIPE would, with the checkpoint saved."""

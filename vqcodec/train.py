@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 import time
@@ -594,12 +595,14 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
         raise VQCodecError("no training step ended within --max-minutes: no model written (give it more time)")
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise diverged(f"the weights are not finite after step {step}", run.checkpoint_path)
+    if start.saved and step == start.step and "settings" in start.meta:  # resumed to write the model: no part of its own
+        settings, parts = start.meta["settings"], start.meta.get("earlier_parts", [])
     save_checkpoint(run.checkpoint_path, training.modules, training.optimizers,
                     checkpoint_meta(step, trained_seconds, validated_seconds))
     if training.average is not None:
         model = training.average.synced(model)
     model_path = _write_model(run, model, model_path, start, codes_id, step, trained_seconds, settings, parts)
-    _add_prior(run, model_path, cfg, start, data.train_files)
+    _add_prior(run, model_path, cfg, start, data.train_files, data_dir, step)
     return model_path
 
 
@@ -949,7 +952,24 @@ def _write_model(run: _Run, model: VQVAE, model_path: Path, start: _Start, codes
     return model_path
 
 
-def _add_prior(run: _Run, model_path: Path, cfg: ModelConfig, start: _Start, train_files: list[Path]) -> None:
+def _add_prior(run: _Run, model_path: Path, cfg: ModelConfig, start: _Start, train_files: list[Path], data_dir: Path,
+               step: int) -> None:
+    """Add the entropy-coding prior to the written model (_attach_or_fit_prior); stopped meanwhile (Ctrl-C,
+    SIGTERM), say the command that adds it, to the model already written."""
+    try:
+        _attach_or_fit_prior(run, model_path, cfg, start, train_files)
+    except KeyboardInterrupt:
+        if start.decoder_only:  # the starting model's prior, which a fit would not give back
+            finish = (f"vqcodec train {shlex.quote(str(data_dir))} --out {shlex.quote(str(run.options.out))} "
+                      f"--name {shlex.quote(run.options.name)} --resume --max-steps {step}")
+        else:
+            finish = f"vqcodec fit-prior {shlex.quote(str(model_path))} {shlex.quote(str(data_dir))}"
+        _say(f"\ninterrupted before the prior was added: {model_path} is written without one (its files would be "
+             f"fixed-width); add it with `{finish}`")
+        raise
+
+
+def _attach_or_fit_prior(run: _Run, model_path: Path, cfg: ModelConfig, start: _Start, train_files: list[Path]) -> None:
     """Add the entropy-coding prior to the written model: a decoder-only run keeps its starting model's
     (with fit_prior off too: the codes are the same, and the prior is part of the model it continues),
     another fits one to the training files (a failed fit leaves the model without one, with a warning)."""
