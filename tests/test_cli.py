@@ -481,14 +481,17 @@ def test_empty_arguments_and_options_are_refused(encoded, tiny_model_path, tmp_p
     (["encode", "VQ", "OUT", "-m", "TINY", "-q", "2", "--depth-weight", "1"], "model tiny has no prior"),
     (["encode", "VQFOLDER", "OUT", "-m", "TINY", "-q", "2", "--depth-weight", "1"], "model tiny has no prior"),
     (["encode", "VQFOLDER", "OUT", "-q", "2", "--coding", "fixed", "--depth-weight", "1"], "--coding fixed"),
+    (["encode", "VQFOLDER", "OUT", "-q", "2", "--depth-weight", "1"], "model tiny has no prior"),  # the files' model
     (["eval", "TINY", "IN", "-q", "1", "--depth-weight", "2"], "model tiny has no prior"),
     (["codes", "IN", "OUT", "-m", "TINY", "--depth-weight", "2"], "model tiny has no prior"),
     (["codes", "FOLDER", "OUT", "-m", "TINY", "--depth-weight", "0.5"], "model tiny has no prior"),
 ])
-def test_weights_are_refused_for_fixed_width_files(encoded, tiny_model_path, tmp_path, capsys, args, why):
+def test_weights_are_refused_for_fixed_width_files(encoded, tiny_model_path, tmp_path, capsys, monkeypatch, args, why):
     """--rate-weight and --depth-weight weigh bits under the model's prior; files coded fixed-width
     (a model without a prior, or --coding fixed) were written as if neither had been given."""
     from vqcodec.cli import run
+
+    monkeypatch.setenv("VQCODEC_MODEL_PATH", str(tiny_model_path.parent))  # where the .vq files' model is found
 
     golden = Path(__file__).resolve().parent / "data" / "golden" / "golden_audio.safetensors"
     folder = tmp_path / "in"

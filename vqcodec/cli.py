@@ -443,7 +443,7 @@ def _recode_folder(folder: Path, out: Path, quality, model, device, force, codin
     for existing in outputs:
         _refuse_existing_output(str(existing), force)
     codecs = _named_codec(model, device, coding)
-    _refuse_folder_depth_weight(codecs, model, coding, depth_weight)
+    _refuse_folder_depth_weight(codecs, files, model, device, coding, depth_weight)
 
     def recode(data: bytes) -> bytes:
         kbps, bpp = max_kbps, max_bpp
@@ -458,15 +458,34 @@ def _recode_folder(folder: Path, out: Path, quality, model, device, force, codin
     _finish_folder(report, "recoded", out, len(files))
 
 
-def _refuse_folder_depth_weight(codecs: dict, model, coding: str, depth_weight) -> None:
-    """A --depth-weight that every file of a .vq folder would refuse, refused once before any is read:
-    -m's model decides, or without it --coding fixed, whatever model each file names."""
+def _refuse_folder_depth_weight(codecs: dict, files: list[Path], model, device, coding: str, depth_weight) -> None:
+    """A --depth-weight that the files of a .vq folder would refuse, refused once before any is recoded:
+    -m's model decides, or without it --coding fixed, whatever model each file names, or else the models
+    the files name, where one has no prior."""
     from .codec import fixed_width_cause
 
     if model is not None:
         _refuse_weights_when_fixed_width(codecs[model], None, depth_weight)
-    else:
-        _refuse_weights(fixed_width_cause(coding, has_prior=True), None, None, depth_weight)
+        return
+    _refuse_weights(fixed_width_cause(coding, has_prior=True), None, None, depth_weight)
+    if depth_weight is not None:
+        for codec in _codecs_the_files_name(files, device, coding, codecs):
+            _refuse_weights_when_fixed_width(codec, None, depth_weight)
+
+
+def _codecs_the_files_name(files: list[Path], device, coding: str, codecs: dict) -> list:
+    """The codecs of the models that the headers of .vq files name, each loaded once into `codecs`
+    (_file_codec); a file whose header or model cannot be read is left to fail on its own."""
+    found = []
+    for path in files:
+        try:
+            with open(path, "rb") as stream:
+                codec = _file_codec(stream.read(vqformat.HEADER_SIZE), None, device, codecs, coding)
+        except (OSError, VQCodecError):
+            continue
+        if codec not in found:
+            found.append(codec)
+    return found
 
 
 def _output_folder(output_path: str) -> Path:
