@@ -1474,6 +1474,39 @@ def test_a_run_that_diverges_at_its_first_step_leaves_no_empty_folder(data_dir, 
     assert not out.exists()
 
 
+def test_a_full_disk_during_training_loses_no_steps_and_the_model_is_still_written(data_dir, tmp_path, monkeypatch,
+                                                                                      capsys):
+    # a checkpoint or log record that could not be written stopped the run there, with no model: every step
+    # since the last checkpoint was lost, and at the end the model, smaller than the checkpoint, went unwritten
+    import errno
+
+    import vqcodec.train as train_module
+
+    def full_disk(path, *args, **kwargs):
+        raise VQCodecError(f"cannot write {path}: No space left on device")
+
+    def open_on_full_disk(path, mode="r", *args, **kwargs):
+        if Path(path).name == "train_log.jsonl" and "a" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return open(path, mode, *args, **kwargs)
+
+    real_write = train_module.write_tensors
+    monkeypatch.setattr(train_module, "write_tensors",
+                        lambda path, *a, **k: (full_disk if path.stem == "checkpoint" else real_write)(path, *a, **k))
+    monkeypatch.setattr(train_module, "open", open_on_full_disk, raising=False)
+    out = tmp_path / "run"
+    with pytest.raises(VQCodecError) as failed:
+        train(data_dir, CFG, options(out, max_steps=4, eval_every=1, checkpoint_minutes=0.0, quiet=False,
+                                     fit_prior=False))
+    assert str(failed.value) == (f"{out / 'tiny.safetensors'} is written, but not the checkpoint of its step 4 (cannot "
+                                 f"write {out / 'checkpoint.safetensors'}: No space left on device): there is no "
+                                 "checkpoint to --resume")
+    err = capsys.readouterr().err
+    assert err.count("warning: cannot write") == 8 and "(step 4); training goes on" in err, err
+    assert json.loads((out / "tiny.json").read_text())["training"]["steps"] == 4
+    assert not (out / "checkpoint.safetensors").exists() and not (out / "train_log.jsonl").exists()
+
+
 def test_fit_prior_does_not_overwrite_another_model_without_force(trained, data_dir, tmp_path, capsys):
     other = tmp_path / "other.safetensors"
     other.write_bytes(b"precious")

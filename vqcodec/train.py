@@ -597,12 +597,20 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
         raise diverged(f"the weights are not finite after step {step}", run.checkpoint_path)
     if start.saved and step == start.step and "settings" in start.meta:  # resumed to write the model: no part of its own
         settings, parts = start.meta["settings"], start.meta.get("earlier_parts", [])
-    save_checkpoint(run.checkpoint_path, training.modules, training.optimizers,
-                    checkpoint_meta(step, trained_seconds, validated_seconds))
+    try:
+        save_checkpoint(run.checkpoint_path, training.modules, training.optimizers,
+                        checkpoint_meta(step, trained_seconds, validated_seconds))
+        unsaved = None
+    except VQCodecError as exc:  # a full disk: the model files, smaller, may still fit
+        unsaved = exc
     if training.average is not None:
         model = training.average.synced(model)
     model_path = _write_model(run, model, model_path, start, codes_id, step, trained_seconds, settings, parts)
     _add_prior(run, model_path, cfg, start, data.train_files, data_dir, step)
+    if unsaved is not None:
+        earlier = ("--resume would go back to the checkpoint saved before it" if run.checkpoint_path.exists()
+                   else "there is no checkpoint to --resume")
+        raise VQCodecError(f"{model_path} is written, but not the checkpoint of its step {step} ({unsaved}): {earlier}")
     return model_path
 
 
@@ -880,8 +888,7 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
                 record = {"step": step, "loss": loss_value, "val": val_loss, "perplexity": perplexity,
                           "codes_in_use": in_use, "lr": lr, "seconds": seconds,
                           **parts, **{f"val_{k}": v for k, v in val_parts.items()}}
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                _or_warn(lambda: _append_log(log_path, record), step)
             if not run.quiet and (step % 10 == 0 or step == 1):
                 left = f" | {_format_time(budget - elapsed)} left" if budget else ""
                 detail = " ".join(f"{k} {v:.3f}" for k, v in parts.items())
@@ -889,8 +896,8 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
                 _progress(f"step {step} | loss {loss_value:.4f} ({detail}) | {val_text} | {usage_text}{left}", end=end)
             if main and time.monotonic() - last_checkpoint >= options.checkpoint_minutes * 60:
                 seconds = trained_seconds + time.monotonic() - began_run
-                save_checkpoint(checkpoint_path, training.modules, training.optimizers,
-                                checkpoint_meta(step, seconds, validating))
+                _or_warn(lambda: save_checkpoint(checkpoint_path, training.modules, training.optimizers,
+                                                 checkpoint_meta(step, seconds, validating)), step)
                 last_checkpoint = time.monotonic()
     except KeyboardInterrupt:
         if main and step > first_step:  # keep what this run trained, for --resume
@@ -902,6 +909,23 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
     finally:
         batches.close()
     return step, trained_seconds + time.monotonic() - began_run, validating
+
+
+def _append_log(path: Path, record: dict) -> None:
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as exc:
+        raise VQCodecError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _or_warn(save, step: int) -> None:
+    """Call `save`, which writes a checkpoint or a log record during training; one that fails (a full
+    disk) is a warning, and training goes on: stopping would lose every step since the last checkpoint."""
+    try:
+        save()
+    except VQCodecError as exc:
+        _progress(f"\nwarning: {exc} (step {step}); training goes on")
 
 
 def _say(line: str, end: str = "\n") -> bool:
