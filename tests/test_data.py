@@ -168,6 +168,23 @@ def test_a_folder_is_loaded_only_when_reading_its_largest_file_fits_too(tmp_path
     assert AudioCrops([tmp_path / "wide.wav"], 8000, CROP, in_memory_bytes=64_000 + 768_000).in_memory
 
 
+def test_files_shorter_than_a_crop_count_padded_in_the_memory_budget_and_are_named(tmp_path):
+    """Clips and photos shorter than a crop are held padded to it: ten 0.1 s clips under a 1 s crop
+    hold 320 kB, not the 32 kB the budget counted, and nothing said the crops were mostly silence."""
+    for number in range(10):
+        soundfile.write(tmp_path / f"{number}.wav", np.full(800, 0.1, np.float32), 8000)
+    clips = sorted(tmp_path.glob("*.wav"))
+    assert not AudioCrops(clips, 8000, 8000, in_memory_bytes=100_000).in_memory
+    assert AudioCrops(clips, 8000, 8000, in_memory_bytes=330_000).in_memory
+    assert AudioCrops(clips, 8000, 8000).describe() == "10 clips, 0.0 min, 10 shorter than a crop (padded with silence)"
+    assert AudioCrops(clips, 8000, 800).describe() == "10 clips, 0.0 min"
+    Image.new("RGB", (20, 40)).save(tmp_path / "small.png")
+    assert not ImageCrops([tmp_path / "small.png"], 64, in_memory_bytes=10_000).in_memory  # 64 x 64 x 3 held
+    assert ImageCrops([tmp_path / "small.png"], 32).describe() == \
+        "1 image, 0.0 Mpixel, 1 smaller than a crop (padded by reflection)"
+    assert ImageCrops([tmp_path / "small.png"], 20).describe() == "1 image, 0.0 Mpixel"
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 @pytest.mark.parametrize("in_memory_bytes", [None, 0])
 def test_channels_of_non_finite_samples_are_left_out_in_memory_and_from_disk(tmp_path, capsys, bad, in_memory_bytes):
@@ -205,7 +222,8 @@ def test_train_command_streams_data_when_asked(tmp_path, cli, image_files):
                  "--config", tmp_path / "tiny.json")
     assert result.returncode == 0, result.stderr.decode()
     # training (3 photos) and validation (1) both read from disk
-    assert "3 images, 0.0 Mpixel, read from disk; validation 1 image, 0.0 Mpixel, read from disk" in result.stderr.decode()
+    assert ("3 images, 0.0 Mpixel, 1 smaller than a crop (padded by reflection), read from disk; validation 1 image, "
+            "0.0 Mpixel, read from disk") in result.stderr.decode()
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 2
 
 

@@ -274,7 +274,8 @@ class AudioCrops(Crops):
         read_at_once: dict[Path, int] = {}  # each file is decoded whole, every channel at its own rate, to be loaded
         for source in self.sources:
             read_at_once[source.path] = read_at_once.get(source.path, 0) + source.frames * 4
-        self.in_memory = sum(self._length(s) for s in self.sources) * 4 + max(read_at_once.values(), default=0) <= limit
+        padded = sum(max(self._length(s), crop) for s in self.sources) * 4  # held padded to a crop, when shorter
+        self.in_memory = padded + max(read_at_once.values(), default=0) <= limit
         self.clips: list[np.ndarray] | None = self._load() if self.in_memory else None
         if not self.in_memory:
             self._scan()
@@ -388,7 +389,10 @@ class AudioCrops(Crops):
         return out
 
     def describe(self) -> str:
-        return f"{plural(len(self.sources), 'clip')}, {self.seconds / 60:.1f} min{'' if self.in_memory else ', read from disk'}"
+        short = sum(self._length(s) < self.crop for s in self.sources)
+        padding = f", {short} shorter than a crop (padded with silence)" if short else ""
+        return (f"{plural(len(self.sources), 'clip')}, {self.seconds / 60:.1f} min{padding}"
+                f"{'' if self.in_memory else ', read from disk'}")
 
 
 @dataclass(frozen=True)
@@ -412,7 +416,7 @@ class ImageCrops(Crops):
             except Exception as exc:
                 _skip(f"cannot read image {path}: {exc}")
         limit = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
-        self.in_memory = sum(s.width * s.height * 3 for s in self.sources) <= limit
+        self.in_memory = sum(max(s.width, crop) * max(s.height, crop) * 3 for s in self.sources) <= limit  # padded
         self.images: list[np.ndarray] | None = self._load() if self.in_memory else None
         if not self.sources:
             raise VQCodecError("no readable images in the training folder")
@@ -462,7 +466,10 @@ class ImageCrops(Crops):
 
     def describe(self) -> str:
         pixels = sum(s.width * s.height for s in self.sources)
-        return f"{plural(len(self.sources), 'image')}, {pixels / 1e6:.1f} Mpixel{'' if self.in_memory else ', read from disk'}"
+        small = sum(min(s.width, s.height) < self.crop for s in self.sources)
+        padding = f", {small} smaller than a crop (padded by reflection)" if small else ""
+        return (f"{plural(len(self.sources), 'image')}, {pixels / 1e6:.1f} Mpixel{padding}"
+                f"{'' if self.in_memory else ', read from disk'}")
 
 
 class Batches:
