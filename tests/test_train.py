@@ -539,6 +539,20 @@ def test_unreadable_files_are_skipped(data_dir, tmp_path, capsys, name):
         f"skipping cannot read audio {folder / name}: Format not recognised."]   # one line, the path once
 
 
+def test_a_file_that_fails_to_decode_is_skipped_once_and_not_fitted_to(data_dir, tmp_path, capsys):
+    # its header reads, its samples do not: training skipped it, then the prior's fit tried it again
+    folder = tmp_path / "data"
+    shutil.copytree(data_dir, folder)
+    audio, rate = soundfile.read(folder / "a.wav", dtype="float32")
+    soundfile.write(folder / "z.flac", audio, rate)
+    whole = (folder / "z.flac").read_bytes()
+    (folder / "z.flac").write_bytes(whole[:len(whole) // 2])
+    train(folder, CFG, options(tmp_path / "run", max_steps=1, quiet=False))
+    err = capsys.readouterr().err
+    assert len([line for line in err.splitlines() if "z.flac" in line]) == 1, err
+    assert "coded 2/2 files" in err  # b.wav and c.wav; a.wav is held out
+
+
 def test_a_folder_of_one_readable_file_trains_and_validates_on_it(data_dir, tmp_path):
     folder = tmp_path / "data"
     folder.mkdir()

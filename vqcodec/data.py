@@ -248,6 +248,10 @@ class Crops:
     def batch(self, size: int, rng: np.random.Generator, augment: bool = True) -> torch.Tensor:
         return stack([self.make(plan) for plan in self.plan(size, rng, augment)])
 
+    def files(self) -> list[Path]:
+        """The files the crops come from, in order: those of the files given that were not skipped."""
+        return list(dict.fromkeys(source.path for source in self.sources))
+
 
 def stack(crops: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(crops))

@@ -606,7 +606,7 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     if training.average is not None:
         model = training.average.synced(model)
     model_path = _write_model(run, model, model_path, start, codes_id, step, trained_seconds, settings, parts)
-    _add_prior(run, model_path, cfg, start, data.train_files, data_dir, step)
+    _add_prior(run, model_path, cfg, start, data.train.files(), data_dir, step)  # without the files skipped
     if unsaved is not None:
         earlier = ("--resume would go back to the checkpoint saved before it" if run.checkpoint_path.exists()
                    else "there is no checkpoint to --resume")
