@@ -1307,7 +1307,7 @@ def test_an_interrupted_run_saves_a_checkpoint_to_resume(trained, data_dir, tmp_
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 5
 
 
-def interrupted_prior_then_finish(base: list, capsys, monkeypatch, stop_in: str) -> tuple[str, str]:
+def interrupted_then_finish(base: list, capsys, monkeypatch, stop_in: str) -> tuple[str, str]:
     """Run `vqcodec train` (`base`) with a Ctrl-C in the train module's `stop_in`, then the command its
     message gives; return both runs' stderr."""
     import shlex
@@ -1334,7 +1334,7 @@ def test_ctrl_c_while_fitting_the_prior_says_how_to_fit_it_to_the_model_written(
     # it said "vqcodec: interrupted" alone, over a model written without its prior
     out = tmp_path / "my run"
     (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(CFG)))
-    stopped, _ = interrupted_prior_then_finish(
+    stopped, _ = interrupted_then_finish(
         ["train", data_dir, "--out", out, "--name", "tiny", "--config", tmp_path / "cfg.json", "--max-steps", "2",
          "--batch-size", "4", "--crop", CROP, "--threads", "1"], capsys, monkeypatch, "fit_prior_files")
     assert f"interrupted before the prior was added: {out / 'tiny.safetensors'} is written without one" in stopped
@@ -1343,10 +1343,23 @@ def test_ctrl_c_while_fitting_the_prior_says_how_to_fit_it_to_the_model_written(
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 2
 
 
+def test_ctrl_c_while_the_model_is_written_says_how_to_write_it_from_the_checkpoint(data_dir, tmp_path, capsys,
+                                                                                    monkeypatch):
+    out = tmp_path / "run"
+    (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(CFG)))
+    stopped, _ = interrupted_then_finish(
+        ["train", data_dir, "--out", out, "--name", "tiny", "--config", tmp_path / "cfg.json", "--max-steps", "2",
+         "--batch-size", "4", "--crop", CROP, "--threads", "1"], capsys, monkeypatch, "save_model")
+    assert f"interrupted before the model was written: the checkpoint in {out} holds its 2 steps" in stopped
+    record = json.loads((out / "tiny.json").read_text())["training"]
+    assert record["steps"] == 2 and record["batch_size"] == 4 and "earlier_parts" not in record
+    assert Codec.load(str(out / "tiny.safetensors")).prior is not None
+
+
 def test_ctrl_c_while_a_decoder_only_run_keeps_its_prior_says_how_to_keep_it(trained, data_dir, tmp_path, capsys,
                                                                            monkeypatch):
     out = tmp_path / "dec"
-    stopped, _ = interrupted_prior_then_finish(
+    stopped, _ = interrupted_then_finish(
         ["train", data_dir, "--out", out, "--name", "tiny", "--init", trained / "tiny.safetensors", "--decoder-only",
          "--max-steps", "2", "--batch-size", "4", "--crop", CROP, "--threads", "1"], capsys, monkeypatch,
         "attach_prior")

@@ -605,7 +605,13 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
         unsaved = exc
     if training.average is not None:
         model = training.average.synced(model)
-    model_path = _write_model(run, model, model_path, start, codes_id, step, trained_seconds, settings, parts)
+    try:
+        model_path = _write_model(run, model, model_path, start, codes_id, step, trained_seconds, settings, parts)
+    except KeyboardInterrupt:
+        if unsaved is None:
+            _say(f"\ninterrupted before the model was written: the checkpoint in {Path(options.out)} holds its "
+                 f"{plural(step, 'step')}; write it with `{_finishing_command(run, data_dir, step)}`")
+        raise
     _add_prior(run, model_path, cfg, start, data.train.files(), data_dir, step)  # without the files skipped
     if unsaved is not None:
         earlier = ("--resume would go back to the checkpoint saved before it" if run.checkpoint_path.exists()
@@ -984,13 +990,20 @@ def _add_prior(run: _Run, model_path: Path, cfg: ModelConfig, start: _Start, tra
         _attach_or_fit_prior(run, model_path, cfg, start, train_files)
     except KeyboardInterrupt:
         if start.decoder_only:  # the starting model's prior, which a fit would not give back
-            finish = (f"vqcodec train {shlex.quote(str(data_dir))} --out {shlex.quote(str(run.options.out))} "
-                      f"--name {shlex.quote(run.options.name)} --resume --max-steps {step}")
+            finish = _finishing_command(run, data_dir, step)
         else:
             finish = f"vqcodec fit-prior {shlex.quote(str(model_path))} {shlex.quote(str(data_dir))}"
         _say(f"\ninterrupted before the prior was added: {model_path} is written without one (its files would be "
              f"fixed-width); add it with `{finish}`")
         raise
+
+
+def _finishing_command(run: _Run, data_dir: Path, step: int) -> str:
+    """The command that writes the model of a run whose checkpoint holds all its `step` steps, and adds its
+    prior: a --resume that trains no more (and keeps the checkpoint's training record)."""
+    options = run.options
+    return (f"vqcodec train {shlex.quote(str(data_dir))} --out {shlex.quote(str(options.out))} --name "
+            f"{shlex.quote(options.name)} --resume --max-steps {step}{'' if options.fit_prior else ' --no-prior'}")
 
 
 def _attach_or_fit_prior(run: _Run, model_path: Path, cfg: ModelConfig, start: _Start, train_files: list[Path]) -> None:
