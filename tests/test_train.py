@@ -1534,6 +1534,50 @@ def test_a_full_disk_during_training_loses_no_steps_and_the_model_is_still_writt
     assert not (out / "checkpoint.safetensors").exists() and not (out / "train_log.jsonl").exists()
 
 
+CPU_OUT_OF_MEMORY = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                     "tried to allocate 409600000 bytes. Error code 12 (Cannot allocate memory)")
+
+
+def test_running_out_of_memory_is_one_line_and_keeps_the_steps_trained(data_dir, tmp_path, monkeypatch, capsys):
+    # torch's allocator raised a RuntimeError, a traceback that lost every step since the last checkpoint
+    # (measured: --batch-size 40000 under `ulimit -v 5000000`)
+    import vqcodec.train as train_module
+
+    steps = []
+    real_step = train_module.train_step
+
+    def step_until_memory_runs_out(*args, **kwargs):
+        if len(steps) == 2:
+            raise RuntimeError(CPU_OUT_OF_MEMORY)
+        steps.append(1)
+        return real_step(*args, **kwargs)
+
+    (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(CFG)))
+    out = tmp_path / "run"
+    base = ["train", data_dir, "--out", out, "--name", "tiny", "--config", tmp_path / "cfg.json", "--batch-size", "4",
+            "--crop", CROP, "--threads", "1", "--no-prior"]
+    with monkeypatch.context() as patched:
+        patched.setattr(train_module, "train_step", step_until_memory_runs_out)
+        code, err = run_in_process([*base, "--max-steps", "5"], capsys)
+    assert code == 1 and err.splitlines()[-1] == (
+        "vqcodec: error: out of memory for batches of 4 crops of 1280: lower --batch-size or --crop; checkpoint of "
+        "step 2 saved: --resume with a smaller one continues"), err
+    assert "Traceback" not in err
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 2
+    code, err = run_in_process([*base[:6], "--resume", "--max-steps", "3", "--batch-size", "2", "--crop", CROP,
+                                "--no-prior"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "tiny.json").read_text())["training"]["steps"] == 3
+    monkeypatch.setattr(train_module, "validate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError(CPU_OUT_OF_MEMORY)))
+    code, err = run_in_process([*base, "--out", tmp_path / "other", "--max-steps", "1"], capsys)  # validating step 1
+    assert code == 1 and err.splitlines()[-1].startswith("vqcodec: error: out of memory for batches of 4"), err
+    assert "checkpoint of step 1 saved" in err
+    monkeypatch.setattr(train_module, "_training_data", lambda *a, **k: (_ for _ in ()).throw(RuntimeError(CPU_OUT_OF_MEMORY)))
+    code, err = run_in_process([*base, "--out", tmp_path / "third", "--max-steps", "1"], capsys)
+    assert (code, err.splitlines()[-1]) == (1, "vqcodec: error: out of memory"), err
+    assert not (tmp_path / "third").exists()
+
+
 def test_fit_prior_does_not_overwrite_another_model_without_force(trained, data_dir, tmp_path, capsys):
     other = tmp_path / "other.safetensors"
     other.write_bytes(b"precious")

@@ -17,7 +17,7 @@ import click
 from . import __version__
 from . import format as vqformat
 from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
-from .errors import Terminated, VQCodecError
+from .errors import Terminated, VQCodecError, is_out_of_memory
 from .wording import plural, skipping
 
 DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
@@ -1519,6 +1519,11 @@ def _run(args: list[str] | None) -> int:
     except BrokenPipeError:
         return 1
     except MemoryError:
+        click.echo("vqcodec: error: out of memory", err=True)
+        return 1
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
         click.echo("vqcodec: error: out of memory", err=True)
         return 1
     except OSError as exc:

@@ -15,3 +15,9 @@ class Terminated(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is torch failing to allocate memory: its OutOfMemoryError on a GPU, a RuntimeError
+    from its CPU allocator (told by name and message, so that this module needs no torch)."""
+    return type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(exc)

@@ -20,7 +20,7 @@ import torch
 
 from . import parallel
 from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict, load_config_file
-from .errors import Terminated, VQCodecError
+from .errors import Terminated, VQCodecError, is_out_of_memory
 from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, decodes, default_batch_workers, find_media, readable_files,
                    relative_name, split_as_before, split_files)
 from .io import read_audio, read_image_rgb, remove_leftover_temporaries
@@ -852,6 +852,15 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
     usage = CodebookUsage(cfg, device)
     batches = Batches(data.train, options.batch_size // run.processes, rng,
                       options.data_workers or default_batch_workers(run.processes))
+
+    def keep() -> bool:
+        """Save what this run trained, for --resume; False where it trained nothing."""
+        if not (main and step > first_step):
+            return False
+        seconds = trained_seconds + time.monotonic() - began_run
+        save_checkpoint(checkpoint_path, training.modules, training.optimizers, checkpoint_meta(step, seconds, validating))
+        return True
+
     try:
         while True:
             elapsed = parallel.first_process_value(time.monotonic() - began_run, device)
@@ -906,12 +915,15 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
                                                  checkpoint_meta(step, seconds, validating)), step)
                 last_checkpoint = time.monotonic()
     except KeyboardInterrupt:
-        if main and step > first_step:  # keep what this run trained, for --resume
-            seconds = trained_seconds + time.monotonic() - began_run
-            save_checkpoint(checkpoint_path, training.modules, training.optimizers,
-                            checkpoint_meta(step, seconds, validating))
+        if keep():
             _say(f"\ninterrupted at step {step}: checkpoint saved in {Path(options.out)}; continue with --resume")
         raise
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
+        kept = f"; checkpoint of step {step} saved: --resume with a smaller one continues" if keep() else ""
+        raise VQCodecError(f"out of memory for batches of {options.batch_size} crops of {options.crop}: lower "
+                           f"--batch-size or --crop{kept}") from None
     finally:
         batches.close()
     return step, trained_seconds + time.monotonic() - began_run, validating
