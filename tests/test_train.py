@@ -1568,6 +1568,11 @@ def test_running_out_of_memory_is_one_line_and_keeps_the_steps_trained(data_dir,
                                 "--no-prior"], capsys)
     assert code == 0, err
     assert json.loads((out / "tiny.json").read_text())["training"]["steps"] == 3
+    monkeypatch.setattr(train_module, "fit_prior_files", lambda *a, **k: (_ for _ in ()).throw(RuntimeError(CPU_OUT_OF_MEMORY)))
+    code, err = run_in_process([*base[:-1], "--out", tmp_path / "prior", "--max-steps", "1"], capsys)
+    assert code == 0 and err.splitlines()[-1] == (  # the model is written; its prior, like any failed fit, is for later
+        f"warning: no entropy-coding prior fitted (out of memory); files will use fixed-width coding until `vqcodec "
+        f"fit-prior {tmp_path / 'prior' / 'tiny.safetensors'} DIR` adds one"), err
     monkeypatch.setattr(train_module, "validate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError(CPU_OUT_OF_MEMORY)))
     code, err = run_in_process([*base, "--out", tmp_path / "other", "--max-steps", "1"], capsys)  # validating step 1
     assert code == 1 and err.splitlines()[-1].startswith("vqcodec: error: out of memory for batches of 4"), err

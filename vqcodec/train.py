@@ -1032,13 +1032,22 @@ def _attach_or_fit_prior(run: _Run, model_path: Path, cfg: ModelConfig, start: _
                  f"a folder instead)")
     elif options.fit_prior:
         try:
-            fit_prior_files(model_path, train_files, device=run.device,
-                            log=None if quiet else _say)
+            _fit_prior_in_memory(model_path, train_files, run.device, None if quiet else _say)
         except VQCodecError as exc:  # the trained model is already written; a prior can be added later
             from .prior import MAX_CODEBOOK
 
             later = f" until `vqcodec fit-prior {model_path} DIR` adds one" if cfg.codebook_size <= MAX_CODEBOOK else ""
             _say(f"warning: no entropy-coding prior fitted ({exc}); files will use fixed-width coding{later}")
+
+
+def _fit_prior_in_memory(model_path: Path, files: list[Path], device: str, log) -> None:
+    """fit_prior_files, where running out of memory is a VQCodecError too."""
+    try:
+        fit_prior_files(model_path, files, device=device, log=log)
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise VQCodecError("out of memory") from None
 
 
 def _initial_prior(path: str | None):
