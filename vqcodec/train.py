@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -930,9 +931,21 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
 
 
 def _append_log(path: Path, record: dict) -> None:
+    """Append `record` to the log as a line; one that cannot be written whole (a full disk) is taken back
+    out, so that the records appended after it stay lines of their own."""
+    line = (json.dumps(record) + "\n").encode()
     try:
-        with open(path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            size = os.fstat(descriptor).st_size
+            try:
+                if os.write(descriptor, line) < len(line):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError:
+                os.ftruncate(descriptor, size)
+                raise
+        finally:
+            os.close(descriptor)
     except OSError as exc:
         raise VQCodecError(f"cannot write {path}: {exc.strerror or exc}") from None
 
