@@ -936,6 +936,39 @@ def test_info_and_decode_refuse_an_unknown_colour_mode(codec):
             read(data)
 
 
+def _with_alpha_flipped(data: bytes) -> bytes:
+    """`data` with its alpha section dropped if it has one, else with the alpha plane of an opaque image added."""
+    header, chunks, alpha = vqformat.parse_file(data)
+    opaque = zlib.compress(bytes(header.width * header.height), 9)
+    return vqformat.build_file(header, chunks, None if alpha is not None else opaque)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "RGB"])
+def test_info_refuses_an_alpha_plane_missing_or_present_against_the_mode_as_decode_does(
+        cli, codec, tiny_model_path, tmp_path, mode):
+    """info said OK (exit 0, the --json record and no error) on an RGBA file without its alpha chunk,
+    which decode refuses."""
+    damaged = tmp_path / "damaged.vq"
+    damaged.write_bytes(_with_alpha_flipped(codec.encode_image(make_image(mode, 12, 8), 2)))
+    message = "corrupted .vq file: alpha plane present or missing against the colour mode"
+    for read in (read_info, codec.decode_image, codec.read_codes):
+        with pytest.raises(VQCodecError, match=f"^{message}$"):
+            read(damaged.read_bytes())
+    assert codec.damaged_parts(damaged.read_bytes()) == [{"chunk": 1, "alpha": True}]
+    for options in ([], ["--json"], ["--verbose"], ["--model", str(tiny_model_path)]):
+        result = cli("info", damaged, *options, env={"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)}, text=True)
+        assert result.returncode == 1, options
+        assert result.stderr == f"vqcodec: error: {message}; `vqcodec decode --salvage` decodes what is intact\n"
+        assert f"12x8 {mode}" in result.stdout or f'"mode": "{mode}"' in result.stdout
+    salvaged = tmp_path / "salvaged.png"
+    result = cli("decode", damaged, salvaged, "--salvage", "--model", str(tiny_model_path), text=True)
+    assert result.returncode == 0
+    fate = "made opaque" if mode == "RGBA" else "ignored: RGB has no alpha"
+    assert result.stderr.endswith(f"1 of 2 chunks is damaged or missing, decoded as grey: the alpha plane ({fate})\n")
+    with Image.open(salvaged) as image:
+        assert image.mode == mode
+
+
 def test_an_audio_file_is_refused_by_the_image_decoder_as_audio(codec):
     """Even one that names this model: the kind is checked before anything else in the header."""
     data = vqformat.build_file(vqformat.Header(kind=vqformat.KIND_AUDIO, coding=vqformat.CODING_FIXED, quality=2,

@@ -686,14 +686,18 @@ def _damaged(codec, data: bytes) -> bool:
 
 def _warn_damage(damaged: list[dict], header) -> None:
     """One warning line for what a salvaged decoding lost."""
+    from .io import ALPHA_MODES, IMAGE_MODE_NAMES
+
     if not damaged:
         return
     audio = header.kind == vqformat.KIND_AUDIO
     spans = [f"{d['from']:.3f}-{d['to']:.3f} s" if audio else f"{int(d['from'])}-{int(d['to'])} px rows"
              for d in damaged if "from" in d]  # to the millisecond (as damaged_parts gives them), whole rows
-    lost = spans + ["the alpha plane (made opaque)" for d in damaged if d.get("alpha")]
+    has_alpha_mode = not audio and IMAGE_MODE_NAMES.get(header.mode) in ALPHA_MODES
+    alpha_fate = "made opaque" if has_alpha_mode else f"ignored: {IMAGE_MODE_NAMES.get(header.mode)} has no alpha"
+    lost = spans + [f"the alpha plane ({alpha_fate})" for d in damaged if d.get("alpha")]
     fill = "silence" if audio else "grey"
-    total = header.chunk_count + (1 if header.flags & vqformat.FLAG_ALPHA else 0)
+    total = header.chunk_count + (1 if header.flags & vqformat.FLAG_ALPHA or has_alpha_mode else 0)
     warnings = [f"{len(lost)} of {plural(total, 'chunk')} {'is' if len(lost) == 1 else 'are'} damaged or missing, "
                  f"decoded as {fill}: {', '.join(lost)}"] \
         if lost else []

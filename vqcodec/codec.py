@@ -28,7 +28,7 @@ from . import entropy
 from . import format as vqformat
 from . import ratecontrol
 from .errors import ClippingWarning, VQCodecError
-from .fileinfo import FileInfo, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
+from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
                  check_audio_output, image_to_planes, input_name, open_image, planes_to_image, SoundSink, SoundStream,
                  sound_blocks, soundfile_format, unreadable_audio, unwritable_audio, write_file)
@@ -1256,7 +1256,7 @@ class Codec:
         them, so that reading a file's codes refuses what decoding it would."""
         header, chunks, alpha_bytes = vqformat.parse_file(data)
         if header.kind == vqformat.KIND_IMAGE:
-            self._alpha_plane(header, alpha_bytes, colour_mode(header) in ALPHA_MODES)
+            alpha_plane(header, alpha_bytes)
         return header, chunks, alpha_bytes
 
     def _checked_layout(self, header: vqformat.Header) -> tuple[int, Callable[[int], tuple]]:
@@ -1437,9 +1437,9 @@ class Codec:
 
         report = [{"chunk": i, "from": edge(min(end, i * header.chunk_frames * scale), math.floor),
                    "to": edge(min(end, (i + 1) * header.chunk_frames * scale), math.ceil)} for i in damaged]
-        if not audio and IMAGE_MODE_NAMES[header.mode] in ALPHA_MODES:
+        if not audio:
             try:
-                self._alpha_plane(header, alpha_bytes, True)
+                alpha_plane(header, alpha_bytes)
             except VQCodecError:
                 report.append({"chunk": header.chunk_count, "alpha": True})
         trailing = vqformat.trailing_bytes(data, header)
@@ -1839,7 +1839,7 @@ class Codec:
         alpha = None
         needs_alpha = IMAGE_MODE_NAMES[header.mode] in ALPHA_MODES
         try:
-            alpha = self._alpha_plane(header, alpha_bytes, needs_alpha)
+            alpha = alpha_plane(header, alpha_bytes)
         except VQCodecError:
             if not salvage:
                 raise
@@ -1866,21 +1866,3 @@ class Codec:
         if salvage:
             chunks, alpha_bytes = vqformat.salvage_chunks(data, header)
         return header, chunks, alpha_bytes, rows, cols
-
-    @staticmethod
-    def _alpha_plane(header: vqformat.Header, alpha_bytes: bytes | None, needs_alpha: bool) -> np.ndarray | None:
-        alpha = None
-        if alpha_bytes is not None:
-            inflate = zlib.decompressobj()
-            try:
-                raw = inflate.decompress(alpha_bytes, header.width * header.height + 1)
-            except zlib.error:
-                raise VQCodecError("corrupted .vq file: alpha plane does not decompress") from None
-            if len(raw) != header.width * header.height:
-                raise VQCodecError("corrupted .vq file: alpha plane has the wrong size")
-            if not inflate.eof or inflate.unused_data:  # cut before its checksum, or bytes after it
-                raise VQCodecError("corrupted .vq file: alpha plane is not one whole zlib stream")
-            alpha = np.frombuffer(raw, dtype=np.uint8).reshape(header.height, header.width)
-        if (alpha is not None) != needs_alpha:
-            raise VQCodecError("corrupted .vq file: alpha plane present or missing against the colour mode")
-        return alpha

@@ -4,9 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from . import format as vqformat
 from .errors import VQCodecError
-from .io import IMAGE_MODE_NAMES
+from .io import ALPHA_MODES, IMAGE_MODE_NAMES
 
 
 @dataclass
@@ -80,12 +82,34 @@ def colour_mode(header: vqformat.Header) -> str:
     return IMAGE_MODE_NAMES[header.mode]
 
 
+def alpha_plane(header: vqformat.Header, alpha_bytes: bytes | None) -> np.ndarray | None:
+    """The uint8 (height, width) alpha plane of an image file's alpha section, or None for a colour mode
+    without alpha; refused where the section is damaged, or present or missing against the mode."""
+    import zlib
+
+    alpha = None
+    if alpha_bytes is not None:
+        inflate = zlib.decompressobj()
+        try:
+            raw = inflate.decompress(alpha_bytes, header.width * header.height + 1)
+        except zlib.error:
+            raise VQCodecError("corrupted .vq file: alpha plane does not decompress") from None
+        if len(raw) != header.width * header.height:
+            raise VQCodecError("corrupted .vq file: alpha plane has the wrong size")
+        if not inflate.eof or inflate.unused_data:  # cut before its checksum, or bytes after it
+            raise VQCodecError("corrupted .vq file: alpha plane is not one whole zlib stream")
+        alpha = np.frombuffer(raw, dtype=np.uint8).reshape(header.height, header.width)
+    if (alpha is not None) != (colour_mode(header) in ALPHA_MODES):
+        raise VQCodecError("corrupted .vq file: alpha plane present or missing against the colour mode")
+    return alpha
+
+
 def read_info(data: bytes, check_chunks: bool = True) -> FileInfo:
     """What a `.vq` file's header says (`data`: its bytes, path or a binary stream), once the whole
     file checks out (or the header alone, with check_chunks=False: for a damaged file; shared_chunks
     is then None where the header allows shared chunks, as the chunks are not read)."""
     data = vq_bytes(data)
-    header, chunks, _ = vqformat.parse_file(data) if check_chunks else (vqformat.parse_header(data), [], None)
+    header, chunks, alpha_bytes = vqformat.parse_file(data) if check_chunks else (vqformat.parse_header(data), [], None)
     info = FileInfo(kind=vqformat.KIND_NAMES[header.kind], model_id=header.model_id.hex(), quality=header.quality,
                     coding=vqformat.CODING_NAMES[header.coding], size_bytes=len(data), chunks=header.chunk_count)
     if header.kind == vqformat.KIND_AUDIO:
@@ -96,5 +120,7 @@ def read_info(data: bytes, check_chunks: bool = True) -> FileInfo:
     else:
         info.width, info.height = header.width, header.height
         info.mode = colour_mode(header)
+        if check_chunks:
+            alpha_plane(header, alpha_bytes)
         info.has_alpha = bool(header.flags & vqformat.FLAG_ALPHA)
     return info
