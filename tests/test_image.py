@@ -392,10 +392,14 @@ def test_deep_grey_is_scaled_a_strip_at_a_time_as_it_was_whole(mode, monkeypatch
     rng = np.random.default_rng(3)
     values = rng.integers(0, 65536, (37, 29))
     values[5:9, 3:7] = 1000
+    beyond = (0, slice(10, 15))  # 5 pixels of 1073, under MAX_CLIPPED_SHARE: clipped
     if mode == "F":
-        image = Image.fromarray((values / 65535.0 * 1.2 - 0.1).astype(np.float32))  # beyond 0..1: clipped
+        scaled = values / 65535.0
+        scaled[beyond] = [-0.1, -0.002, 1.002, 1.1, 3.0]
+        image = Image.fromarray(scaled.astype(np.float32))
     elif mode == "I":
-        image = Image.fromarray(values.astype(np.int32) * 3)
+        values[beyond] = [-1, -200, 65536, 70000, 1 << 30]
+        image = Image.fromarray(values.astype(np.int32))
     else:
         order = ">u2" if mode == "I;16B" else "<u2"
         image = Image.frombytes(mode.split("+")[0], (29, 37), values.astype(order).tobytes())
@@ -415,6 +419,42 @@ def test_deep_grey_is_scaled_a_strip_at_a_time_as_it_was_whole(mode, monkeypatch
         assert mode_code == IMAGE_MODES[mode] and alpha is None
     monkeypatch.setattr(vqio, "DEEP_STRIP_PIXELS", 1)  # a row at a time
     np.testing.assert_array_equal(vqio.image_to_planes(image)[0], rgb)
+
+
+@pytest.mark.parametrize("mode, full_scale", [("F", 1), ("I", 65535)])
+def test_float_and_32_bit_grey_mostly_beyond_full_scale_is_refused_naming_the_range(mode, full_scale, codec):
+    """A float image of 0-255 values was coded as if 1.0 were white: almost all white."""
+    ramp = np.tile(np.linspace(0, 255 if mode == "F" else 255 * 65535, 32), (8, 1))
+    image = Image.fromarray(ramp.astype(np.float32 if mode == "F" else np.int32), mode)
+    kind = "float" if mode == "F" else "32-bit"
+    for code in (codec.encode_image, codec.media_to_codes):
+        with pytest.raises(VQCodecError, match="^" + re.escape(f"{kind} image values span 0 to {ramp.max():g}, and 97% of "
+                                               f"its pixels lie beyond 0 to {full_scale}, the range read as black to white: ")):
+            code(image, 2)
+    mostly_in_range = ramp / 255
+    mostly_in_range[0, -1] = ramp.max()  # 1 pixel of 256 beyond: clipped
+    roundtrip(codec, Image.fromarray(mostly_in_range.astype(np.float32 if mode == "F" else np.int32), mode))
+
+
+def test_a_float_image_with_nan_is_refused(cli, tiny_model_path, tmp_path):
+    values = np.tile(np.linspace(0, 1, 16, dtype=np.float32), (16, 1))
+    values[3, 3] = np.nan
+    source, encoded = tmp_path / "nan.tif", tmp_path / "nan.vq"
+    Image.fromarray(values, "F").save(source)
+    result = cli("encode", source, encoded, "-m", tiny_model_path, text=True)
+    assert result.returncode == 1 and not encoded.exists()
+    assert result.stderr == "vqcodec: error: float image holds NaN (not a number) values, which are no grey level\n"
+
+
+def test_float_tiff_and_pfm_of_0_to_255_are_refused_on_the_command_line(cli, tiny_model_path, tmp_path):
+    for suffix in (".tif", ".pfm"):
+        source, encoded = tmp_path / f"grey{suffix}", tmp_path / f"grey{suffix}.vq"
+        Image.fromarray(np.tile(np.linspace(0, 255, 32, dtype=np.float32), (4, 1)), "F").save(source)
+        result = cli("encode", source, encoded, "-m", tiny_model_path, text=True)
+        assert result.returncode == 1 and not encoded.exists()
+        assert result.stderr.startswith("vqcodec: error: float image values span 0 to 255, and 97% of its pixels lie "
+                                        "beyond 0 to 1, the range read as black to white: scale it")
+        assert result.stderr.count("\n") == 1
 
 
 def test_deep_grey_is_never_held_whole_as_float64():

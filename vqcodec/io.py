@@ -1,6 +1,7 @@
 """Media in and out: audio through soundfile and soxr, images through Pillow."""
 from __future__ import annotations
 
+import math
 import os
 import stat
 from pathlib import Path
@@ -368,6 +369,8 @@ ALPHA_MODES = {"RGBA", "LA", "PA", "P;transparency"}
 IMAGE_MODE_NAMES = {code: name for name, code in IMAGE_MODES.items()}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I", "F"}
 DEEP_STRIP_PIXELS = 1 << 20  # deep grey is scaled to 8 bits in strips of about this many pixels
+_FULL_SCALE = {"F": 1.0, "I": 65535.0}  # the deep modes whose values may lie beyond what is read as white
+MAX_CLIPPED_SHARE = 0.01  # of a float or 32-bit image's pixels, clipped to black or white: more are refused
 MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold
 # The most pixels a side these formats hold (images go to 65 535): MPO and PDF code through libjpeg, and
 # libavif, which Pillow reads AVIF with, refuses a side over 32 768.
@@ -408,6 +411,8 @@ def image_to_planes(image) -> tuple[np.ndarray, int, np.ndarray | None]:
     """Split a Pillow image into uint8 RGB (h, w, 3), its mode code and a uint8 alpha plane or None."""
     if image.mode in ("La", "RGBa"):  # premultiplied alpha, which only images made in memory have
         image = image.convert(image.mode.upper())
+    if image.mode in _FULL_SCALE:
+        _check_deep_range(image)
     mode = image.mode
     if mode == "P" and "transparency" in image.info:
         mode = "P;transparency"
@@ -484,18 +489,43 @@ def _grey_with_transparent_value(image):
     return Image.merge("LA", (Image.fromarray(grey, "L"), Image.fromarray(alpha, "L")))
 
 
-def _deep_grey_strips(image, alpha: np.ndarray | None = None):
-    """(top row, uint8 grey) for strips of a 16-bit, 32-bit or float grey image of about
-    DEEP_STRIP_PIXELS each, scaled to 8 bits (65535 or, for F, 1.0 to 255): a strip's values are
-    taken as float64 one strip at a time, never the whole image's. With `alpha` (uint8 (height,
-    width)), its rows are filled too: 0 where a pixel has the image's transparent value, else 255."""
-    scale = 1.0 if image.mode == "F" else 65535.0
+def _check_deep_range(image) -> None:
+    """Refuse a float or 32-bit grey image of which over MAX_CLIPPED_SHARE of the pixels lie beyond
+    its full scale (below 0, above 1.0 or 65535, where scaling to 8 bits would clip them), or any NaN:
+    a float image of 0-255 values would be coded almost white. A few pixels beyond (highlights,
+    rounding) are clipped."""
+    full_scale = _FULL_SCALE[image.mode]
+    low, high, beyond, nan = math.inf, -math.inf, 0, False
+    for _, values in _deep_grey_values(image):
+        nan = nan or bool(np.isnan(values).any())
+        low, high = min(low, float(np.nanmin(values, initial=math.inf))), max(high, float(np.nanmax(values, initial=-math.inf)))
+        beyond += int(np.count_nonzero((values < -0.5 / 255 * full_scale) | (values > 255.5 / 255 * full_scale)))
+    kind = "float" if image.mode == "F" else "32-bit"
+    if nan:
+        raise VQCodecError(f"{kind} image holds NaN (not a number) values, which are no grey level")
+    if beyond > MAX_CLIPPED_SHARE * image.width * image.height:
+        raise VQCodecError(f"{kind} image values span {low:.6g} to {high:.6g}, and {beyond / (image.width * image.height):.0%}"
+                           f" of its pixels lie beyond 0 to {full_scale:g}, the range read as black to white: "
+                           f"scale it to that range, or save it as 8 or 16 bits")
+
+
+def _deep_grey_values(image):
+    """(top row, float64 values) for strips of a 16-bit, 32-bit or float grey image of about
+    DEEP_STRIP_PIXELS each: a strip's values are taken as float64 one strip at a time, never the whole image's."""
     rows = max(1, DEEP_STRIP_PIXELS // image.width)
     for top in range(0, image.height, rows):
-        bottom = min(image.height, top + rows)
-        values = np.asarray(image.crop((0, top, image.width, bottom)), dtype=np.float64)
+        yield top, np.asarray(image.crop((0, top, image.width, min(image.height, top + rows))), dtype=np.float64)
+
+
+def _deep_grey_strips(image, alpha: np.ndarray | None = None):
+    """(top row, uint8 grey) for strips of a 16-bit, 32-bit or float grey image of about
+    DEEP_STRIP_PIXELS each (_deep_grey_values), scaled to 8 bits (65535 or, for F, 1.0 to 255). With
+    `alpha` (uint8 (height, width)), its rows are filled too: 0 where a pixel has the image's
+    transparent value, else 255."""
+    scale = 1.0 if image.mode == "F" else 65535.0
+    for top, values in _deep_grey_values(image):
         if alpha is not None:
-            alpha[top:bottom] = np.where(values == image.info["transparency"], 0, 255)
+            alpha[top:top + len(values)] = np.where(values == image.info["transparency"], 0, 255)
         yield top, np.clip(np.round(values / scale * 255.0), 0, 255).astype(np.uint8)
 
 
