@@ -547,12 +547,67 @@ def test_audio_is_not_taken_for_an_image(tmp_path):
 @pytest.mark.parametrize("suffix,mode", [(".pgm", "L"), (".pbm", "1"), (".pfm", "F")])
 def test_netpbm_grey_modes_round_trip(cli, tiny_model_path, tmp_path, suffix, mode):
     source = tmp_path / f"grey{suffix}"
-    Image.fromarray(smooth_rgb(21, 33, seed=3)).convert(mode).save(source)
+    grey = Image.fromarray(smooth_rgb(21, 33, seed=3)).convert("L")
+    # Pillow's convert("F") keeps 0-255, which encoding refuses: float images are read as 0.0 to 1.0
+    (Image.fromarray(np.asarray(grey, dtype=np.float32) / 255, "F") if mode == "F" else grey.convert(mode)).save(source)
     encoded, decoded = tmp_path / "grey.vq", tmp_path / f"back{suffix}"
     assert cli("encode", str(source), str(encoded), "-q", "2", "--model", str(tiny_model_path)).returncode == 0
     assert cli("decode", str(encoded), str(decoded), "--model", str(tiny_model_path)).returncode == 0
     with Image.open(decoded) as image:
         assert (image.mode, image.size) == (mode, (33, 21))
+
+
+@pytest.mark.parametrize("suffix, mode, magic, written_mode", [
+    (".ppm", "L", b"P6", "RGB"), (".ppm", "1", b"P6", "RGB"), (".ppm", "I;16", b"P6", "RGB"), (".ppm", "F", b"P6", "RGB"),
+    (".pgm", "1", b"P5", "L"), (".pgm", "LA", b"P5", "L"), (".pgm", "I;16", b"P5", "I"), (".pgm", "F", b"P5", "I"),
+    (".pbm", "L", b"P4", "1"), (".pbm", "I;16", b"P4", "1"), (".pfm", "L", b"Pf", "F"), (".pfm", "I;16", b"Pf", "F"),
+    (".pnm", "F", b"P5", "I"), (".pnm", "L", b"P5", "L")])
+def test_netpbm_output_holds_what_its_extension_names(suffix, mode, magic, written_mode):
+    """Pillow writes the Netpbm variant of the image's mode whatever the name: grey as P5 in a .ppm,
+    float as PFM in a .pgm. Grey levels are scaled as the other formats scale them, never clipped."""
+    level = np.tile(np.linspace(0, 1, 32), (8, 1))
+    image = Image.fromarray((level * 255).round().astype(np.uint8), "L")
+    if mode == "F":
+        image = Image.fromarray(level.astype(np.float32), "F")
+    elif mode == "I;16":
+        image = Image.frombytes("I;16", (32, 8), (level * 65535).round().astype("<u2").tobytes())
+    elif mode != "L":
+        image = image.convert(mode, dither=Image.Dither.NONE)
+    buffer = io.BytesIO()
+    buffer.name = f"out{suffix}"
+    write_image(image, buffer)
+    assert buffer.getvalue()[:2] == magic
+    with Image.open(io.BytesIO(buffer.getvalue())) as written:
+        assert written.mode == written_mode and written.size == (32, 8)
+        full = {"F": 1.0, "I": 65535.0, "1": 1.0}.get(written.mode, 255.0)
+        back = np.asarray(written.convert("L") if written.mode == "RGB" else written, dtype=np.float64) / full
+    expected = level * 255 >= 127.5 if mode == "1" or written_mode == "1" else level
+    assert np.abs(back - expected).max() < 0.003
+
+
+@pytest.mark.parametrize("suffix", [".pbm", ".pgm", ".pfm"])
+def test_a_colour_image_is_refused_as_grey_netpbm(cli, codec, tiny_model_path, tmp_path, suffix):
+    """Decoding an RGB image to .pgm wrote a colour P6 file under that name."""
+    encoded, decoded = tmp_path / "colour.vq", tmp_path / f"back{suffix}"
+    encoded.write_bytes(codec.encode_image(make_image("RGB", 12, 8), 2))
+    result = cli("decode", encoded, decoded, "--model", tiny_model_path, text=True)
+    assert result.returncode == 1 and not decoded.exists() and not list(tmp_path.glob(".*"))
+    holds = {".pbm": "black and white", ".pgm": "grey", ".pfm": "float grey"}[suffix]
+    assert result.stderr == (f"vqcodec: error: {suffix[1:].upper()} holds {holds} only, and the image is in colour "
+                             "(RGB): write .ppm, .pnm or .png\n")
+    folder = tmp_path / "folder"
+    result = cli("decode", tmp_path, folder, "--format", suffix[1:], "--model", tiny_model_path, text=True)
+    assert result.returncode == 1 and not (folder / f"colour{suffix}").exists()
+
+
+def test_grey_decodes_to_ppm_as_colour(cli, codec, tiny_model_path, tmp_path):
+    encoded, decoded = tmp_path / "grey.vq", tmp_path / "back.ppm"
+    encoded.write_bytes(codec.encode_image(make_image("L", 12, 8), 2))
+    assert cli("decode", encoded, decoded, "--model", tiny_model_path).returncode == 0
+    assert decoded.read_bytes()[:2] == b"P6"
+    folder = tmp_path / "folder"
+    assert cli("decode", tmp_path, folder, "--format", "pgm", "--model", tiny_model_path).returncode == 0
+    assert (folder / "grey.pgm").read_bytes()[:2] == b"P5"
 
 
 def test_animated_gif_gives_its_first_frame(tmp_path):

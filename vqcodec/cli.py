@@ -755,11 +755,13 @@ def _format_from_name(path: str) -> str:
 def _image_format_from_name(path: str) -> str:
     from PIL import Image
 
+    from .io import NETPBM_VARIANTS
+
     Image.init()
     suffix = Path(path).suffix.lower()
     if suffix not in Image.EXTENSION:
         raise VQCodecError(f"{path}: unknown image format {suffix or '(no extension)'}; use .png, .webp, ..., or --format")
-    return Image.EXTENSION[suffix]
+    return suffix[1:] if suffix[1:] in NETPBM_VARIANTS else Image.EXTENSION[suffix]  # PPM's variants hold other modes
 
 
 @cli.command()

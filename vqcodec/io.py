@@ -23,6 +23,9 @@ OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 # (a 1.9 peak comes back as 1.9, to the codec's error, at 16 and 48 kHz). Not Opus: libopus codes
 # speech at 16 kHz and below in its SILK mode through 16-bit integers, clipped to +-1.0.
 FLOAT_CODEC_SUBTYPES = {"VORBIS", "MPEG_LAYER_III"}  # MP3: the only MPEG layer libsndfile writes
+# The Netpbm variants, whose extension says what they hold: PBM black and white, PGM grey, PPM colour,
+# PNM any of these three, PFM float
+NETPBM_VARIANTS = {"pbm", "pgm", "ppm", "pnm", "pfm"}
 # Raster formats Pillow reads (soundfile claims none of these extensions)
 IMAGE_EXTENSIONS = {".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".dib", ".tif", ".tiff",
                     ".gif", ".avif", ".ppm", ".pgm", ".pbm", ".pnm", ".pfm", ".qoi", ".jp2", ".j2k", ".jpx",
@@ -369,6 +372,7 @@ ALPHA_MODES = {"RGBA", "LA", "PA", "P;transparency"}
 IMAGE_MODE_NAMES = {code: name for name, code in IMAGE_MODES.items()}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I", "F"}
 DEEP_STRIP_PIXELS = 1 << 20  # deep grey is scaled to 8 bits in strips of about this many pixels
+GREY_MODES = {"1", "L", "LA", "La", *_SIXTEEN_BIT}
 _FULL_SCALE = {"F": 1.0, "I": 65535.0}  # the deep modes whose values may lie beyond what is read as white
 MAX_CLIPPED_SHARE = 0.01  # of a float or 32-bit image's pixels, clipped to black or white: more are refused
 MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold
@@ -567,11 +571,37 @@ def write_image(image, destination, format_hint: str | None = None) -> None:
     name = format_hint or (Path(named).suffix.lstrip(".") if isinstance(named, (str, Path)) else None)
     if not name:
         raise VQCodecError("cannot write image: no format given, and no file name with an extension to take it from")
+    if name.lower() in NETPBM_VARIANTS:
+        image = _as_netpbm_variant(image, name.lower())
     data = _saved(image, _format_name(name))
     if hasattr(destination, "write"):
         destination.write(data)
     else:
         Path(destination).write_bytes(data)
+
+
+def _as_netpbm_variant(image, variant: str):
+    """`image` in the mode its Netpbm variant holds (Pillow writes the variant of the image's mode,
+    whatever the name: a colour P6 file named .pgm). Grey levels may be reduced, as in GIF and JPEG:
+    grey becomes black and white in PBM (the nearest of each, not dithered), 16-bit grey 8-bit in
+    PPM. Channels are never dropped: a colour image is refused as PBM, PGM or PFM (Pillow writes
+    PFM grey only), and visible alpha is left for _saved to refuse."""
+    from PIL import Image
+
+    grey = image.mode in GREY_MODES
+    if _has_visible_alpha(image) or (variant == "pbm" and image.mode == "1"):
+        return image
+    if variant in ("ppm", "pnm"):  # PNM is PBM, PGM or PPM (Pillow would write float as PFM)
+        return _converted(image, "RGB") if variant == "ppm" else _converted(image, "I;16") if image.mode == "F" else image
+    if not grey:
+        holds = {"pbm": "black and white", "pgm": "grey", "pfm": "float grey"}[variant]
+        raise VQCodecError(f"{variant.upper()} holds {holds} only, and the image is in colour ({image.mode}): "
+                           f"write .ppm, .pnm or .png")
+    if variant == "pbm":
+        return _converted(image, "L").convert("1", dither=Image.Dither.NONE)
+    if variant == "pfm":
+        return _converted(image, "F")
+    return _converted(image, "I;16" if image.mode in _SIXTEEN_BIT else "L")
 
 
 def _saved(image, format_name: str | None) -> bytes:
@@ -624,15 +654,25 @@ def _saved(image, format_name: str | None) -> bytes:
 
 
 def _converted(image, mode: str):
-    """`image` in `mode`; 16-bit, 32-bit and float grey are scaled to its range, not clipped."""
+    """`image` in `mode`; 16-bit, 32-bit and float grey are scaled to its range, not clipped, and
+    grey to float (F) as 0.0 to 1.0."""
     from PIL import Image
 
+    if mode == "F" and image.mode in GREY_MODES:
+        return Image.fromarray(_unit_grey(image).astype(np.float32), "F")
     if image.mode not in _SIXTEEN_BIT or mode not in ("L", "I;16", "RGB"):
         return image.convert(mode)
-    values = np.asarray(image, dtype=np.float64) / (1.0 if image.mode == "F" else 65535.0)  # as planes_to_image
+    values = _unit_grey(image)
     if mode in ("L", "RGB"):
         return Image.fromarray(np.clip(np.round(values * 255.0), 0, 255).astype(np.uint8), "L").convert(mode)
     return Image.frombytes("I;16", image.size, np.clip(np.round(values * 65535.0), 0, 65535).astype("<u2").tobytes())
+
+
+def _unit_grey(image) -> np.ndarray:
+    """A grey image's values as float64, 0.0 black to 1.0 white (as planes_to_image scales them)."""
+    if image.mode not in _SIXTEEN_BIT:
+        return np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+    return np.asarray(image, dtype=np.float64) / (1.0 if image.mode == "F" else 65535.0)
 
 
 def _format_name(name: str | None) -> str | None:
