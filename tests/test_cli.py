@@ -1321,6 +1321,18 @@ def test_outputs_get_the_permissions_of_the_umask(encoded, cli, tiny_model_path,
     assert stat.S_IMODE((tmp_path / "out.wav").stat().st_mode) == 0o604
 
 
+@pytest.mark.parametrize("name, kind", [("out.jpg", "an image"), ("out.PNG", "an image"), ("out.flac", "audio")])
+def test_encode_refuses_an_output_named_as_media(encoded, cli, tiny_model_path, name, kind):
+    """`encode in.wav out.flac` wrote a .vq file named out.flac, which nothing that reads FLAC opens."""
+    before = listing(encoded)
+    result = cli("encode", encoded / "in.wav", encoded / name, "-m", tiny_model_path)
+    assert_one_line_error(result)
+    assert result.stderr.decode() == (f"vqcodec: error: {encoded / name}: encode writes a .vq file, which a name ending "
+                                      f"{Path(name).suffix} says is {kind}: name it .vq (decode writes "
+                                      f"{'audio' if kind == 'audio' else 'image'} files)\n")
+    assert listing(encoded) == before
+
+
 def test_refuses_to_overwrite_without_force(encoded, cli, tiny_model_path):
     target = encoded / "existing.vq"
     target.write_bytes(b"precious")

@@ -289,6 +289,7 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
     if input_path != "-" and Path(input_path).is_dir():
         return _encode_folder(Path(input_path), output_path, quality, model, kind, device, force, coding, beam,
                               refine, rate_weight, depth_weight, max_kbps, max_bpp)
+    _refuse_media_output_name(output_path)
     _refuse_existing_output(output_path, force)
     # Files are streamed from disk, so long audio never sits in memory; stdin and FIFOs are spooled to disk first.
     source = _media_source(input_path)
@@ -318,6 +319,17 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
     else:
         encoded = codec.encode_image(open_image(source), quality, max_bpp)
     _write_output(output_path, lambda stream: stream.write(encoded), force)
+
+
+def _refuse_media_output_name(path: str) -> None:
+    """Refuse an encoding's output named as audio or an image (`encode photo.png photo.jpg`): the
+    .vq file written under that name is no such file, and what reads it by its name fails."""
+    from .io import media_kind_of
+
+    kind = media_kind_of(Path(path)) if path != "-" else None
+    if kind is not None:
+        raise VQCodecError(f"{path}: encode writes a .vq file, which a name ending {Path(path).suffix} says is "
+                           f"{'audio' if kind == 'audio' else 'an image'}: name it .vq (decode writes {kind} files)")
 
 
 def _refuse_media_options(beam, refine, rate_weight, kind) -> None:
