@@ -600,6 +600,22 @@ def test_a_colour_image_is_refused_as_grey_netpbm(cli, codec, tiny_model_path, t
     assert result.returncode == 1 and not (folder / f"colour{suffix}").exists()
 
 
+@pytest.mark.parametrize("mode, size, output, error", [
+    ("RGB", (65501, 1), "wide.jpg", "JPEG holds at most 65500 pixels a side, and the image is 65501x1: write .png or .tif"),
+    ("RGBA", (8, 4), "alpha.pgm", "PGM holds grey only, and the image is in colour (RGBA): write .ppm, .pnm or .png")])
+def test_output_the_header_shows_cannot_be_written_is_refused_before_decoding(
+        cli, codec, tiny_model_path, tmp_path, mode, size, output, error):
+    """Decoding ran first (28 s for a 65535x1 image with the shipped model) and the output was refused after.
+    The file is cut short here, so decoding it would fail on that instead."""
+    source = tmp_path / "cut.vq"
+    source.write_bytes(codec.encode_image(Image.new(mode, size, (40, 90, 200, 255)[:len(mode)]), 1)[:-1])
+    result = cli("decode", source, tmp_path / output, "--model", tiny_model_path, text=True)
+    assert result.returncode == 1 and result.stderr == f"vqcodec: error: {error}\n"
+    result = cli("decode", tmp_path, tmp_path / "out", "--format", Path(output).suffix[1:], "--model", tiny_model_path,
+                 text=True)
+    assert result.returncode == 1 and f"cut.vq: {error}" in result.stderr
+
+
 def test_grey_decodes_to_ppm_as_colour(cli, codec, tiny_model_path, tmp_path):
     encoded, decoded = tmp_path / "grey.vq", tmp_path / "back.ppm"
     encoded.write_bytes(codec.encode_image(make_image("L", 12, 8), 2))

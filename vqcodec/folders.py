@@ -168,7 +168,7 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
     Hz, if given) and images in the Pillow format formats["image"]. `codec_for(data)` gives the
     codec of a file (reusing codecs across files); `write(path, write_stream)` writes one output;
     with `salvage`, `warn(path, damaged_parts, header)` reports what a damaged file lost."""
-    from .io import write_image
+    from .io import IMAGE_MODE_NAMES, check_image_output, write_image
 
     def make(path: Path, output: Path) -> int:
         data = path.read_bytes()
@@ -181,6 +181,8 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
             write(output, lambda stream: codec.decode_audio_file(data, stream, format_hint=formats["audio"],
                                                                  salvage=salvage, rate=rate))
         else:
+            if header.mode in IMAGE_MODE_NAMES:  # else decoding says the mode is unknown
+                check_image_output(formats["image"], IMAGE_MODE_NAMES[header.mode], header.width, header.height)
             image = codec.decode_image(data, salvage=salvage)
             write(output, lambda stream: write_image(image, stream, formats["image"]))
         return output.stat().st_size

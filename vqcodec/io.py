@@ -580,23 +580,41 @@ def write_image(image, destination, format_hint: str | None = None) -> None:
         Path(destination).write_bytes(data)
 
 
+def check_image_output(name: str, mode: str, width: int, height: int) -> None:
+    """Refuse, before an image is decoded, output that write_image would refuse whatever its pixels: a
+    side over what the format `name` (a Pillow format or an extension) holds, or colour in a grey Netpbm
+    variant. `mode`: the image's mode, as IMAGE_MODES names it."""
+    _refuse_colour_in_grey_netpbm(name.lower(), mode)
+    _check_sides(_format_name(name), width, height)
+
+
+def _refuse_colour_in_grey_netpbm(variant: str, mode: str) -> None:
+    if variant in ("pbm", "pgm", "pfm") and mode not in GREY_MODES:
+        holds = {"pbm": "black and white", "pgm": "grey", "pfm": "float grey"}[variant]
+        raise VQCodecError(f"{variant.upper()} holds {holds} only, and the image is in colour ({mode}): "
+                           f"write .ppm, .pnm or .png")
+
+
+def _check_sides(format_name: str | None, width: int, height: int) -> None:
+    limit = _MAX_SIDE.get(format_name)
+    if limit and max(width, height) > limit:  # refused before libjpeg prints its own line on stderr
+        raise VQCodecError(f"{format_name} holds at most {limit} pixels a side, and the image is "
+                           f"{width}x{height}: write .png or .tif")
+
+
 def _as_netpbm_variant(image, variant: str):
     """`image` in the mode its Netpbm variant holds (Pillow writes the variant of the image's mode,
     whatever the name: a colour P6 file named .pgm). Grey levels may be reduced, as in GIF and JPEG:
     grey becomes black and white in PBM (the nearest of each, not dithered), 16-bit grey 8-bit in
     PPM. Channels are never dropped: a colour image is refused as PBM, PGM or PFM (Pillow writes
-    PFM grey only), and visible alpha is left for _saved to refuse."""
+    PFM grey only), and visible alpha is left for _saved to refuse (grey with alpha included)."""
     from PIL import Image
 
-    grey = image.mode in GREY_MODES
+    _refuse_colour_in_grey_netpbm(variant, image.mode)
     if _has_visible_alpha(image) or (variant == "pbm" and image.mode == "1"):
         return image
     if variant in ("ppm", "pnm"):  # PNM is PBM, PGM or PPM (Pillow would write float as PFM)
         return _converted(image, "RGB") if variant == "ppm" else _converted(image, "I;16") if image.mode == "F" else image
-    if not grey:
-        holds = {"pbm": "black and white", "pgm": "grey", "pfm": "float grey"}[variant]
-        raise VQCodecError(f"{variant.upper()} holds {holds} only, and the image is in colour ({image.mode}): "
-                           f"write .ppm, .pnm or .png")
     if variant == "pbm":
         return _converted(image, "L").convert("1", dither=Image.Dither.NONE)
     if variant == "pfm":
@@ -612,10 +630,7 @@ def _saved(image, format_name: str | None) -> bytes:
 
     from PIL import Image
 
-    limit = _MAX_SIDE.get(format_name)
-    if limit and max(image.size) > limit:  # refused before libjpeg prints its own line on stderr
-        raise VQCodecError(f"{format_name} holds at most {limit} pixels a side, and the image is "
-                           f"{image.width}x{image.height}: write .png or .tif")
+    _check_sides(format_name, image.width, image.height)
     wants_alpha, deep = _has_visible_alpha(image), image.mode in _SIXTEEN_BIT
     options = {"sizes": [image.size]} if format_name == "ICO" else {}  # else Pillow writes 16x16..256x256 icons
     error = None
