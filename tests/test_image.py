@@ -626,6 +626,24 @@ def test_grey_decodes_to_ppm_as_colour(cli, codec, tiny_model_path, tmp_path):
     assert (folder / "grey.pgm").read_bytes()[:2] == b"P5"
 
 
+CORRUPT_EXIF = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\xff\xff"  # 5 entries announced, 2 bytes of them
+
+
+def test_corrupt_exif_is_one_warning_line_naming_the_image(cli, tiny_model_path, tmp_path):
+    """Pillow's warning was printed twice, as Python shows warnings (its source path, then its code line)."""
+    from vqcodec.errors import ImageReadWarning
+
+    source, encoded = tmp_path / "bad exif.png", tmp_path / "out.vq"
+    Image.fromarray(smooth_rgb(8, 12)).save(source, exif=CORRUPT_EXIF)
+    with pytest.warns(ImageReadWarning) as caught:
+        assert open_image(source).size == (12, 8)
+    assert [str(w.message) for w in caught] == [f"{source}: Corrupt EXIF data. Expecting to read 12 bytes but only "
+                                                "got 2; read past it"]
+    result = cli("encode", source, encoded, "-m", tiny_model_path, text=True)
+    assert result.returncode == 0 and encoded.exists()
+    assert result.stderr == f"vqcodec: warning: {caught[0].message}\n"
+
+
 def test_animated_gif_gives_its_first_frame(tmp_path):
     frames = [Image.new("RGB", (20, 10), colour) for colour in ((255, 0, 0), (0, 0, 255))]
     path = tmp_path / "anim.gif"

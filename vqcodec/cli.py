@@ -1530,7 +1530,20 @@ def run(args: list[str] | None = None) -> int:
 
 
 def _run(args: list[str] | None) -> int:
+    import warnings
+
+    from .errors import ImageReadWarning
+
+    show = warnings.showwarning
+
+    def show_read_warning_in_one_line(message, category, *rest, **options):
+        if issubclass(category, ImageReadWarning):
+            click.echo(f"vqcodec: warning: {message}", err=True)
+        else:
+            show(message, category, *rest, **options)
+
     try:
+        warnings.showwarning = show_read_warning_in_one_line
         result = cli.main(args=args, prog_name="vqcodec", standalone_mode=False)
         if isinstance(result, int):
             return result
@@ -1558,6 +1571,8 @@ def _run(args: list[str] | None) -> int:
         click.echo(_one_line(f"vqcodec: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")),
                    err=True)
         return 1
+    finally:
+        warnings.showwarning = show
     return 0
 
 

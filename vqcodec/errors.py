@@ -7,6 +7,11 @@ class ClippingWarning(UserWarning):
     command line prints it as one warning line."""
 
 
+class ImageReadWarning(UserWarning):
+    """A fault in an image file that Pillow read past (corrupt EXIF data): the command line prints
+    it as one warning line."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised in the main thread as Ctrl-C's KeyboardInterrupt is, so that the same
     clean-up runs (temporary files removed, a training run's checkpoint saved); SIGPIPE where training

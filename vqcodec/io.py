@@ -4,13 +4,14 @@ from __future__ import annotations
 import math
 import os
 import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
 import soundfile
 import soxr
 
-from .errors import VQCodecError
+from .errors import ImageReadWarning, VQCodecError
 
 # Suffixes that name one of soundfile's formats (which it knows by name: WAV, AIFF, ...) otherwise
 AUDIO_SUFFIX_FORMATS = {".wave": "WAV", ".aif": "AIFF", ".aifc": "AIFF", ".snd": "AU", ".sph": "NIST", ".oga": "OGG"}
@@ -389,18 +390,20 @@ def check_pixel_count(width: int, height: int) -> None:
 
 def open_image(source):
     """Open an image file (path or binary stream), apply EXIF orientation, and refuse bombs."""
-    import warnings
-
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # check_pixel_count says it
             with Image.open(source) as image:
                 check_pixel_count(image.width, image.height)
                 image.seek(0)
                 image.load()
-                return ImageOps.exif_transpose(image)  # a copy, so closing the file is safe
+                transposed = ImageOps.exif_transpose(image)  # a copy, so closing the file is safe
+            transposed.info.pop("exif", None)  # applied, else kept no more: not parsed again (warning again)
+        _warn_once_each(caught, input_name(source))
+        return transposed
     except VQCodecError:
         raise
     except Image.DecompressionBombError:  # over twice the limit: Pillow refuses before giving the size
@@ -409,6 +412,19 @@ def open_image(source):
         where = input_name(source) or "from the stream"
         reason = "not an image format Pillow reads" if isinstance(exc, UnidentifiedImageError) else exc
         raise VQCodecError(f"cannot read image {where}: {reason}") from None
+
+
+def _warn_once_each(caught: list, where) -> None:
+    """Issue Pillow's warnings on reading an image (the same one comes from opening and transposing it)
+    as one ImageReadWarning each, naming the image, and any others as they were."""
+    said = set()
+    for item in caught:
+        if item.category is not UserWarning:  # Pillow's are plain UserWarnings
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+        elif str(item.message) not in said:
+            said.add(str(item.message))
+            reason = " ".join(str(item.message).split()).rstrip(".")
+            warnings.warn(ImageReadWarning(f"{where or 'the image'}: {reason}; read past it"), stacklevel=3)
 
 
 def image_to_planes(image) -> tuple[np.ndarray, int, np.ndarray | None]:
