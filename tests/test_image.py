@@ -644,15 +644,31 @@ def test_corrupt_exif_is_one_warning_line_naming_the_image(cli, tiny_model_path,
     assert result.stderr == f"vqcodec: warning: {caught[0].message}\n"
 
 
-def test_animated_gif_gives_its_first_frame(tmp_path):
+@pytest.mark.parametrize("suffix, unit", [(".gif", "frames"), (".webp", "frames"), (".png", "frames"), (".tif", "pages")])
+def test_animated_gif_gives_its_first_frame(tmp_path, suffix, unit):
+    """And says that it leaves the others out: they were dropped without a word."""
+    from vqcodec.errors import ImageReadWarning
+
+    frames = [Image.new("RGB", (20, 10), colour) for colour in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
+    path = tmp_path / f"anim{suffix}"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0, lossless=True)
+    with Image.open(path) as check:
+        assert check.n_frames == 3
+    with pytest.warns(ImageReadWarning) as caught:
+        image = open_image(path)
+    assert [str(w.message) for w in caught] == [f"{path} holds 3 {unit}: only the first is coded"]
+    assert image.size == (20, 10)
+    assert image.convert("RGB").getpixel((5, 5)) == (255, 0, 0)
+
+
+def test_the_frames_left_out_of_an_animation_from_stdin_are_one_warning_line(cli, tiny_model_path, tmp_path):
     frames = [Image.new("RGB", (20, 10), colour) for colour in ((255, 0, 0), (0, 0, 255))]
     path = tmp_path / "anim.gif"
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
-    with Image.open(path) as check:
-        assert check.n_frames == 2
-    image = open_image(path)
-    assert image.size == (20, 10)
-    assert image.convert("RGB").getpixel((5, 5)) == (255, 0, 0)
+    result = cli("encode", "-", tmp_path / "anim.vq", "-m", tiny_model_path, input=path.read_bytes())
+    assert result.returncode == 0
+    assert result.stderr == b"vqcodec: warning: the image from stdin holds 2 frames: only the first is coded\n"
+    assert cli("encode", Path("tests/data/photo.png"), tmp_path / "one.vq", "-m", tiny_model_path).stderr == b""
 
 
 def png_claiming(width: int, height: int) -> bytes:

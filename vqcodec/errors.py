@@ -8,8 +8,8 @@ class ClippingWarning(UserWarning):
 
 
 class ImageReadWarning(UserWarning):
-    """A fault in an image file that Pillow read past (corrupt EXIF data): the command line prints
-    it as one warning line."""
+    """What reading an image file passed over: a fault that Pillow read past (corrupt EXIF data), or the
+    frames after the first of an animation. The command line prints it as one warning line."""
 
 
 class Terminated(KeyboardInterrupt):

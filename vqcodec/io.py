@@ -398,11 +398,16 @@ def open_image(source):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # check_pixel_count says it
             with Image.open(source) as image:
                 check_pixel_count(image.width, image.height)
+                frames = getattr(image, "n_frames", 1) if image.format != "MPO" else 1  # MPO: a camera's previews
+                unit = "pages" if image.format == "TIFF" else "frames"
                 image.seek(0)
                 image.load()
                 transposed = ImageOps.exif_transpose(image)  # a copy, so closing the file is safe
             transposed.info.pop("exif", None)  # applied, else kept no more: not parsed again (warning again)
-        _warn_once_each(caught, input_name(source))
+        _warn_once_each(caught, _image_called(source))
+        if frames > 1:
+            warnings.warn(ImageReadWarning(f"{_image_called(source)} holds {frames} {unit}: only the first is coded"),
+                          stacklevel=2)
         return transposed
     except VQCodecError:
         raise
@@ -414,7 +419,13 @@ def open_image(source):
         raise VQCodecError(f"cannot read image {where}: {reason}") from None
 
 
-def _warn_once_each(caught: list, where) -> None:
+def _image_called(source) -> str:
+    """How a warning names an image: its path, "the image from stdin" or "the image"."""
+    name = input_name(source)
+    return "the image" if name is None else f"the image {name}" if name == "from stdin" else str(name)
+
+
+def _warn_once_each(caught: list, where: str) -> None:
     """Issue Pillow's warnings on reading an image (the same one comes from opening and transposing it)
     as one ImageReadWarning each, naming the image, and any others as they were."""
     said = set()
@@ -424,7 +435,7 @@ def _warn_once_each(caught: list, where) -> None:
         elif str(item.message) not in said:
             said.add(str(item.message))
             reason = " ".join(str(item.message).split()).rstrip(".")
-            warnings.warn(ImageReadWarning(f"{where or 'the image'}: {reason}; read past it"), stacklevel=3)
+            warnings.warn(ImageReadWarning(f"{where}: {reason}; read past it"), stacklevel=3)
 
 
 def image_to_planes(image) -> tuple[np.ndarray, int, np.ndarray | None]:
