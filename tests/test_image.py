@@ -616,6 +616,22 @@ def test_output_the_header_shows_cannot_be_written_is_refused_before_decoding(
     assert result.returncode == 1 and f"cut.vq: {error}" in result.stderr
 
 
+@pytest.mark.parametrize("output", ["out.jpg", "out.bmp", "out.gif", "out.ppm", "out.pgm"])
+def test_alpha_an_output_format_cannot_hold_is_refused_before_decoding(codec, tiny_model_path, tmp_path, monkeypatch,
+                                                                       capsys, output):
+    """The alpha plane is in the file, losslessly: the image was decoded first, and refused after."""
+    from vqcodec.cli import run
+
+    source = tmp_path / "alpha.vq"
+    source.write_bytes(codec.encode_image(make_image("LA" if output.endswith(".pgm") else "RGBA", 12, 8), 1))
+    monkeypatch.setattr(codec_module.Codec, "decode_image", lambda *args, **kwargs: pytest.fail("decoded"))
+    assert run(["decode", str(source), str(tmp_path / output), "-m", str(tiny_model_path)]) == 1
+    format_name = {".jpg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".ppm": "PPM", ".pgm": "PGM"}[Path(output).suffix]
+    assert capsys.readouterr().err == (f"vqcodec: error: {format_name} cannot hold the image's alpha channel: "
+                                       "write .png, .webp or .tif\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alpha.vq"]
+
+
 def test_grey_decodes_to_ppm_as_colour(cli, codec, tiny_model_path, tmp_path):
     encoded, decoded = tmp_path / "grey.vq", tmp_path / "back.ppm"
     encoded.write_bytes(codec.encode_image(make_image("L", 12, 8), 2))

@@ -615,8 +615,10 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
     if format_name is not None:
         _check_format_kind(format_name, header.kind == vqformat.KIND_AUDIO, input_path)
     if header.kind == vqformat.KIND_IMAGE:
+        from .folders import check_output_of
+
         image_format = format_name or ("PNG" if output_path == "-" else _image_format_from_name(output_path))
-        _check_image_output(image_format, header)
+        check_output_of(image_format, header, data)  # before the model loads and the image is decoded
     codec = Codec.load(model or model_for_file(data), device=device)
     codec.progress = _terminal_progress()
     if salvage:
@@ -764,14 +766,6 @@ def _format_from_name(path: str) -> str:
         suffix = Path(path).suffix.lstrip(".").upper()
         raise VQCodecError(f"{path}: unknown audio format {suffix or '(no extension)'}; use .wav, .flac, .ogg, .opus or .mp3, or --format")
     return found
-
-
-def _check_image_output(image_format: str, header) -> None:
-    """Refuse, before the model loads, image output that the header alone shows cannot be written."""
-    from .io import IMAGE_MODE_NAMES, check_image_output
-
-    if header.mode in IMAGE_MODE_NAMES:  # else decoding says the mode is unknown
-        check_image_output(image_format, IMAGE_MODE_NAMES[header.mode], header.width, header.height)
 
 
 def _image_format_from_name(path: str) -> str:

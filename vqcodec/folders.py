@@ -168,7 +168,7 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
     Hz, if given) and images in the Pillow format formats["image"]. `codec_for(data)` gives the
     codec of a file (reusing codecs across files); `write(path, write_stream)` writes one output;
     with `salvage`, `warn(path, damaged_parts, header)` reports what a damaged file lost."""
-    from .io import IMAGE_MODE_NAMES, check_image_output, write_image
+    from .io import write_image
 
     def make(path: Path, output: Path) -> int:
         data = path.read_bytes()
@@ -181,8 +181,7 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
             write(output, lambda stream: codec.decode_audio_file(data, stream, format_hint=formats["audio"],
                                                                  salvage=salvage, rate=rate))
         else:
-            if header.mode in IMAGE_MODE_NAMES:  # else decoding says the mode is unknown
-                check_image_output(formats["image"], IMAGE_MODE_NAMES[header.mode], header.width, header.height)
+            check_output_of(formats["image"], header, data)
             image = codec.decode_image(data, salvage=salvage)
             write(output, lambda stream: write_image(image, stream, formats["image"]))
         return output.stat().st_size
@@ -219,6 +218,21 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
         if stopped:
             stopped(report, entries)
         raise
+
+
+def check_output_of(image_format: str, header: vqformat.Header, data: bytes) -> None:
+    """Refuse, before it is decoded, an image file's output that io.check_image_output shows cannot be
+    written in `image_format`, from the file's header and alpha plane."""
+    from .fileinfo import alpha_plane
+    from .io import IMAGE_MODE_NAMES, check_image_output
+
+    if header.mode not in IMAGE_MODE_NAMES:
+        return  # decoding says the mode is unknown
+    try:
+        alpha = alpha_plane(header, vqformat.parse_file(data)[2])
+    except VQCodecError:
+        alpha = None  # damaged: decoding says how, or salvages it
+    check_image_output(image_format, IMAGE_MODE_NAMES[header.mode], header.width, header.height, alpha)
 
 
 def sort_by_kind(files: list[Path]) -> tuple[dict[Path, str], list[tuple[Path, str]]]:

@@ -600,19 +600,26 @@ def write_image(image, destination, format_hint: str | None = None) -> None:
         raise VQCodecError("cannot write image: no format given, and no file name with an extension to take it from")
     if name.lower() in NETPBM_VARIANTS:
         image = _as_netpbm_variant(image, name.lower())
-    data = _saved(image, _format_name(name))
+    data = _saved(image, _format_name(name), name.upper() if name.lower() in NETPBM_VARIANTS else None)
     if hasattr(destination, "write"):
         destination.write(data)
     else:
         Path(destination).write_bytes(data)
 
 
-def check_image_output(name: str, mode: str, width: int, height: int) -> None:
-    """Refuse, before an image is decoded, output that write_image would refuse whatever its pixels: a
-    side over what the format `name` (a Pillow format or an extension) holds, or colour in a grey Netpbm
-    variant. `mode`: the image's mode, as IMAGE_MODES names it."""
+def check_image_output(name: str, mode: str, width: int, height: int, alpha: np.ndarray | None = None) -> None:
+    """Refuse, before an image is decoded, output that write_image would refuse whatever its colours: a
+    side over what the format `name` (a Pillow format or an extension) holds, colour in a grey Netpbm
+    variant, or `alpha` (the image's alpha plane, which a .vq file holds losslessly) that the format
+    cannot hold. `mode`: the image's mode, as IMAGE_MODES names it."""
+    import io as _io
+
     _refuse_colour_in_grey_netpbm(name.lower(), mode)
     _check_sides(_format_name(name), width, height)
+    if alpha is not None:  # what the format makes of alpha depends on its values alone: each of them, once
+        levels = np.unique(alpha)[None]
+        grey = np.full((*levels.shape, 3), 128, dtype=np.uint8)
+        write_image(planes_to_image(grey, IMAGE_MODES[mode], levels), _io.BytesIO(), name)
 
 
 def _refuse_colour_in_grey_netpbm(variant: str, mode: str) -> None:
@@ -649,10 +656,10 @@ def _as_netpbm_variant(image, variant: str):
     return _converted(image, "I;16" if image.mode in _SIXTEEN_BIT else "L")
 
 
-def _saved(image, format_name: str | None) -> bytes:
-    """The bytes of `image` in `format_name`, in the first of its mode and the fallback modes that the
-    format really holds: Pillow converts some modes on its own (16-bit to 8-bit by clipping, alpha
-    dropped), so each try is read back and checked."""
+def _saved(image, format_name: str | None, shown_as: str | None = None) -> bytes:
+    """The bytes of `image` in `format_name` (named `shown_as` in errors, if given), in the first of its
+    mode and the fallback modes that the format really holds: Pillow converts some modes on its own
+    (16-bit to 8-bit by clipping, alpha dropped), so each try is read back and checked."""
     import io as _io
 
     from PIL import Image
@@ -690,7 +697,7 @@ def _saved(image, format_name: str | None) -> bytes:
             continue
         return buffer.getvalue()
     if wants_alpha:
-        raise VQCodecError(f"{format_name or 'this format'} cannot hold the image's alpha channel: "
+        raise VQCodecError(f"{shown_as or format_name or 'this format'} cannot hold the image's alpha channel: "
                            f"write .png, .webp or .tif")
     raise VQCodecError(f"cannot write image: {error}")
 
