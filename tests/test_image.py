@@ -687,6 +687,21 @@ def test_the_frames_left_out_of_an_animation_from_stdin_are_one_warning_line(cli
     assert cli("encode", Path("tests/data/photo.png"), tmp_path / "one.vq", "-m", tiny_model_path).stderr == b""
 
 
+def test_sixteen_bit_grey_with_alpha_png_is_read_as_la(codec, tmp_path):
+    """Pillow reads it as RGBA, so it came back as an RGBA image: colour, for grey."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    values = np.random.default_rng(5).integers(0, 65536, (8, 12, 2)).astype(">u2")
+    rows = b"".join(b"\x00" + row.tobytes() for row in values)
+    path = tmp_path / "la16.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12, 8, 16, 4, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    image = open_image(path)
+    assert image.mode == "LA"
+    np.testing.assert_array_equal(np.asarray(image), values >> 8)  # as Pillow reads it: the high bytes
+    assert roundtrip(codec, image).mode == "LA"
+
+
 def png_claiming(width: int, height: int) -> bytes:
     """A small PNG whose header claims width x height 1-bit pixels (a decompression bomb)."""
     def chunk(kind: bytes, body: bytes) -> bytes:

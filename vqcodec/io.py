@@ -401,8 +401,12 @@ def open_image(source):
                 frames = getattr(image, "n_frames", 1) if image.format != "MPO" else 1  # MPO: a camera's previews
                 unit = "pages" if image.format == "TIFF" else "frames"
                 image.seek(0)
+                # Pillow reads 16-bit grey with alpha (PNG) as RGBA: grey it is, and grey it comes back
+                grey_with_alpha = image.mode == "RGBA" and any(getattr(t, "args", None) == "LA;16B" for t in image.tile)
                 image.load()
                 transposed = ImageOps.exif_transpose(image)  # a copy, so closing the file is safe
+                if grey_with_alpha:
+                    transposed = transposed.convert("LA")
             transposed.info.pop("exif", None)  # applied, else kept no more: not parsed again (warning again)
         _warn_once_each(caught, _image_called(source))
         if frames > 1:
