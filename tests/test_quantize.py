@@ -136,3 +136,17 @@ def test_heavy_rate_term_wins_over_error(rvq):
     costs[5] = 0
     codes = rvq.encode(latents, 3, beam=2, bit_costs=lambda level, rows, coarser: costs.expand(rows.stop - rows.start, 1, 32))
     assert (codes == 5).all()
+
+
+def test_nearest_code_in_row_blocks_matches_the_whole_distance_matrix(monkeypatch):
+    """nearest_code computes distances a few rows at a time: the same codes as one N x K matrix of
+    |v|^2 - 2 v.c + |c|^2, and among equal codebook rows the first."""
+    generator = torch.Generator().manual_seed(0)
+    vectors, codebook = torch.randn(301, 8, generator=generator), torch.randn(64, 8, generator=generator)
+    codebook[40] = codebook[3]  # a tie: the first wins
+    whole = (vectors.pow(2).sum(1, keepdim=True) - 2 * vectors @ codebook.t() + codebook.pow(2).sum(1)).argmin(1)
+    assert torch.equal(quantize.nearest_code(vectors, codebook), whole)
+    monkeypatch.setattr(quantize, "NEAREST_ELEMENTS", 7 * 64)  # blocks of 7 rows, the last of 0 < 7
+    chosen = quantize.nearest_code(vectors, codebook)
+    assert torch.equal(chosen, whole) and (chosen == 3).any() and not (chosen == 40).any()
+    assert quantize.nearest_code(vectors[:0], codebook).shape == (0,)

@@ -14,14 +14,23 @@ from torch import nn
 from . import parallel
 
 
+NEAREST_ELEMENTS = 1 << 20  # distances nearest_code holds at once (4 MB): bounds its memory, stays in cache
+
+
 def nearest_code(vectors: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """Index of the nearest codebook row for each row of `vectors` (N, D) -> (N,)."""
-    distances = (
-        vectors.pow(2).sum(1, keepdim=True)
-        - 2 * vectors @ codebook.t()
-        + codebook.pow(2).sum(1)[None, :]
-    )
-    return distances.argmin(1)
+    """Index of the nearest codebook row for each row of `vectors` (N, D) -> (N,); the first of equals.
+    The distances are computed a few rows at a time, into one reused buffer."""
+    norms = codebook.pow(2).sum(1)
+    rows = max(1, NEAREST_ELEMENTS // max(1, codebook.shape[0]))
+    buffer = vectors.new_empty((min(rows, vectors.shape[0]), codebook.shape[0]))
+    parts = [_nearest_rows(part, codebook, norms, buffer[:part.shape[0]]) for part in vectors.split(rows)]
+    return torch.cat(parts) if parts else vectors.new_zeros((0,), dtype=torch.long)
+
+
+def _nearest_rows(vectors: torch.Tensor, codebook: torch.Tensor, norms: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    # |v|^2 - 2 v.c + |c|^2, rounded as that expression is, left to right
+    distances = torch.addmm(vectors.pow(2).sum(1, keepdim=True), vectors, codebook.t(), alpha=-2, out=out)
+    return distances.add_(norms).argmin(1)
 
 
 def kmeans(vectors: torch.Tensor, k: int, iterations: int = 10) -> torch.Tensor:
