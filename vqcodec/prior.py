@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import math
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -223,6 +224,14 @@ def _stored_table(names: dict, index: int, rows: int, k: int, bad) -> np.ndarray
     return planes[0] | (planes[1] << 8)
 
 
+def _compressed_table(table: np.ndarray) -> bytes:
+    """A uint16 table as stored in `prior.N.table_z`: its low bytes, then its high bytes, zlib level 9.
+    Level 9 takes most of CodePrior.to_tensors at large K: on a 65 x 2^15 table of small, irregular
+    values (smoothed rows average 2 of 2^16) it walks long hash chains, about 30 s a level."""
+    planes = np.concatenate([(table & 0xFF).astype(np.uint8).ravel(), (table >> 8).astype(np.uint8).ravel()])
+    return zlib.compress(planes.tobytes(), 9)
+
+
 @dataclass
 class LevelPrior:
     sources: tuple[str, ...]                    # in SOURCES order
@@ -293,12 +302,12 @@ class CodePrior:
 
         tensors = self._plain_tensors()
         if compress:
-            for index, level in enumerate(self.levels):
+            # zlib releases the GIL: the levels compress in parallel, to the same bytes
+            with ThreadPoolExecutor() as pool:
+                packed = list(pool.map(_compressed_table, (level.table for level in self.levels)))
+            for index, table in enumerate(packed):
                 del tensors[f"prior.{index}.table"]
-                planes = np.concatenate([(level.table & 0xFF).astype(np.uint8).ravel(),
-                                         (level.table >> 8).astype(np.uint8).ravel()])
-                packed = zlib.compress(planes.tobytes(), 9)
-                tensors[f"prior.{index}.table_z"] = torch.frombuffer(bytearray(packed), dtype=torch.uint8)
+                tensors[f"prior.{index}.table_z"] = torch.frombuffer(bytearray(table), dtype=torch.uint8)
         return tensors
 
     def _plain_tensors(self) -> dict:
