@@ -553,11 +553,11 @@ def test_reading_codes_that_would_not_fit_in_memory_refuses_them_before_allocati
     import vqcodec.codec
 
     data = shared_channel_file(codec, 64, 4, 20_000)  # 5.1 M codes: 10 MB as int16
-    monkeypatch.setattr(vqcodec.codec, "_memory_bytes", lambda: 8_000_000)
+    monkeypatch.setattr(vqcodec.codec, "memory_bound", lambda: 8_000_000)
     error, peak = traced_peak(lambda: pytest.raises(VQCodecError, codec.read_codes, data).value)
-    assert str(error).startswith("the codes take 0.0 GB, more than this machine's memory (0.0 GB)") and \
+    assert str(error).startswith("the codes take 0.0 GB, more than the memory this process may use (0.0 GB)") and \
         peak < 1_000_000, peak
-    monkeypatch.setattr(vqcodec.codec, "_memory_bytes", lambda: 20_000_000)
+    monkeypatch.setattr(vqcodec.codec, "memory_bound", lambda: 20_000_000)
     assert codec.read_codes(data)[1].nbytes == 64 * 4 * 20_000 * 2
 
 

@@ -32,6 +32,7 @@ from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  #
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
                  check_audio_output, image_to_planes, input_name, open_image, planes_to_image, SoundSink, SoundStream,
                  sound_blocks, soundfile_format, unreadable_audio, unwritable_audio, write_file)
+from .memory import memory_bound
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
 from .recode import FileCuts
@@ -348,19 +349,12 @@ def _check_audio_size(channels: int, sample_rate: int, samples: int) -> None:
         raise VQCodecError(f"audio longer than {vqformat.MAX_AUDIO_SECONDS // 3600} hours is not supported")
 
 
-def _memory_bytes() -> int | None:
-    """This machine's physical memory, or None where the system does not say."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def _check_fits_memory(size: int) -> None:
-    """Refuse codes of `size` bytes that this machine's memory cannot hold, before they are allocated."""
-    memory = _memory_bytes()
+    """Refuse codes of `size` bytes that the memory this process may use (memory_bound) cannot hold,
+    before they are allocated."""
+    memory = memory_bound()
     if memory is not None and size > memory:
-        raise VQCodecError(f"the codes take {size / 1e9:.1f} GB, more than this machine's memory "
+        raise VQCodecError(f"the codes take {size / 1e9:.1f} GB, more than the memory this process may use "
                            f"({memory / 1e9:.1f} GB); `vqcodec codes` writes them to a file a part at a time")
 
 
@@ -1237,7 +1231,8 @@ class Codec:
         audio (channels, quality, frames), every channel's even where a chunk stores shared codes once;
         image (quality, rows, cols). As int16 (int32 for a codebook of more than 32 768 codes): a small
         file can hold many codes (a day of 64 channels sharing them: 4.4 GB as int16 at q8), and
-        codes that would not fit in this machine's memory are refused before they are allocated."""
+        codes that would not fit in the memory this process may use (physical memory, or a
+        container's or RLIMIT_AS limit below it) are refused before they are allocated."""
         header, chunks, _ = self._parse_whole(vq_bytes(data))
         return header, self._file_codes(header, chunks)
 
