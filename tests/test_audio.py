@@ -561,6 +561,24 @@ def test_reading_codes_that_would_not_fit_in_memory_refuses_them_before_allocati
     assert codec.read_codes(data)[1].nbytes == 64 * 4 * 20_000 * 2
 
 
+def test_codes_to_audio_refuses_audio_larger_than_memory_before_copying_the_codes(codec, monkeypatch):
+    """Codes whose audio did not fit were copied to int16 and then decoded into an array that memory
+    given as it is touched never refused with MemoryError: the process was killed part way."""
+    import vqcodec.codec
+
+    codes = np.zeros((2, 4, 100_000), dtype=np.int64)  # 6.4 MB of codes, 1.6 MB as int16
+    audio_bytes = 2 * 100_000 * codec.hop * 4
+    monkeypatch.setattr(vqcodec.codec, "memory_bound", lambda: audio_bytes - 1)
+    monkeypatch.setattr(codec, "_decode_frames", lambda *args: pytest.fail("decoding started"))
+    pytest.raises(VQCodecError, codec.codes_to_audio, codes)  # the first call's imports are not measured
+    error, peak = traced_peak(lambda: pytest.raises(VQCodecError, codec.codes_to_audio, codes).value)
+    assert str(error).startswith(f"2 channels of {100_000 * codec.hop} samples of decoded audio") and \
+        "do not fit in memory" in str(error) and peak < 1_000_000, (str(error), peak)
+    monkeypatch.setattr(vqcodec.codec, "memory_bound", lambda: audio_bytes)
+    with pytest.raises(pytest.fail.Exception, match="decoding started"):
+        codec.codes_to_audio(codes)
+
+
 def test_codes_read_a_block_at_a_time_are_those_read_whole(codec, two_chunk_vq, signal):
     from vqcodec.tokens import save_code_blocks
 

@@ -292,17 +292,31 @@ def _joined(blocks: Iterator[np.ndarray], channels: int, total: int) -> np.ndarr
     """`total` samples of (channels, n) float32 blocks, copied into one array as they come rather than
     kept until the end and joined, which would hold the whole signal twice. An array too large for
     memory (a long file's length, as its header declares it) is refused before any decoding."""
+    _check_decoded_fits(channels, total)
     try:
         audio = np.empty((channels, total), dtype=np.float32)
-    except MemoryError:
-        raise VQCodecError(f"{plural(channels, 'channel')} of {plural(total, 'sample')} of decoded audio "
-                           f"({channels * total * 4 / 2**30:.1f} GiB) do not fit in memory: decode to a file "
-                           "(decode_audio_file, `vqcodec decode`) or a part at a time (start=, duration=)") from None
+    except MemoryError:  # within memory_bound, but not free
+        raise _decoded_too_large(channels, total) from None
     position = 0
     for block in blocks:
         audio[:, position:position + block.shape[1]] = block
         position += block.shape[1]
     return audio[:, :position]
+
+
+def _check_decoded_fits(channels: int, total: int) -> None:
+    """Refuse decoded audio larger than the memory this process may use before it is allocated: an
+    allocation past it may raise no MemoryError (memory is given as it is touched) and the process
+    is killed instead."""
+    memory = memory_bound()
+    if memory is not None and channels * total * 4 > memory:
+        raise _decoded_too_large(channels, total)
+
+
+def _decoded_too_large(channels: int, total: int) -> VQCodecError:
+    return VQCodecError(f"{plural(channels, 'channel')} of {plural(total, 'sample')} of decoded audio "
+                        f"({channels * total * 4 / 2**30:.1f} GiB) do not fit in memory: decode to a file "
+                        "(decode_audio_file, `vqcodec decode`) or a part at a time (start=, duration=)")
 
 
 def _resampled_blocks(blocks: Iterator[np.ndarray], source_rate: int, target_rate: int, channels: int,
@@ -955,6 +969,8 @@ class Codec:
         """(channels, quality, frames) codes -> float32 (channels, frames * hop) at the model rate; a code of
         -1 leaves its level out of that frame, from some level up to the top."""
         self._require("audio")
+        codes = self._code_array(codes, 1, "channels, quality, frames")
+        _check_decoded_fits(codes.shape[0], codes.shape[2] * self.hop)  # before the codes are copied
         codes = self._checked_codes(codes, 1, "channels, quality, frames")
         return _joined(self._decode_frames(codes), codes.shape[0], codes.shape[2] * self.hop)
 
