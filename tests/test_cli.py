@@ -1210,6 +1210,52 @@ def test_pack_reads_codes_a_piece_at_a_time(tmp_path, codec, tiny_model_path):
     assert grown < size, f"{grown / 1e6:.0f} MB more for {size / 1e6:.0f} MB of codes"
 
 
+PIPED_PEAK_RSS = """
+import resource, subprocess, sys
+with open(sys.argv[1], "rb") as source, open(sys.argv[2], "wb") as stdout:
+    feeder = subprocess.Popen(["cat"], stdin=source, stdout=subprocess.PIPE)
+    code = subprocess.run([sys.executable, "-m", "vqcodec", *sys.argv[3:]], stdin=feeder.stdout, stdout=stdout).returncode
+    feeder.wait()
+print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+"""
+
+
+def test_pack_reads_a_pipe_a_piece_at_a_time(tmp_path, codec, tiny_model_path):
+    """From stdin or a FIFO, pack held the .npy file's bytes whole and then the codes: 339 MB more for
+    205 MB of int32 codes than for a few, now 153 MB (the int16 codes and a piece being read)."""
+    small, large = tmp_path / "small.npy", tmp_path / "large.npy"
+    np.save(small, np.zeros((64, 4, 500), np.int32))
+    np.save(large, np.arange(64 * 4 * 200_000, dtype=np.int32).reshape(64, 4, 200_000) % 16)
+    peaks = []
+    for path in (small, large):
+        result = run_python("-c", PIPED_PEAK_RSS, path, tmp_path / "piped.vq", "pack", "-", "-", "-m", tiny_model_path)
+        code, peak = map(int, result.stdout.split())
+        assert code == 0, result.stderr.decode()
+        peaks.append(peak)
+    assert run_python("-m", "vqcodec", "pack", large, tmp_path / "file.vq", "-m", tiny_model_path).returncode == 0
+    assert (tmp_path / "piped.vq").read_bytes() == (tmp_path / "file.vq").read_bytes()
+    grown, size = peaks[1] - peaks[0], large.stat().st_size
+    assert grown < size, f"{grown / 1e6:.0f} MB more for {size / 1e6:.0f} MB of codes"
+
+
+def _npy_header_of(descr: str, shape: tuple) -> bytes:
+    stream = io.BytesIO()
+    np.lib.format.write_array_header_1_0(stream, {"descr": descr, "fortran_order": False, "shape": shape})
+    return stream.getvalue()
+
+
+def test_pack_refuses_a_stream_shorter_or_longer_than_its_header_says(cli, tiny_model_path):
+    data = _valid_npy(np.zeros((1, 3, 20), dtype=np.int32))
+    for stream, message in ((data[:-5], "announces 60 values of 4 bytes, the stream ends after 235 bytes of them"),
+                            (data + b"x", "holds more bytes than its header announces (60 values of 4 bytes)"),
+                            (_npy_header_of("<i4", (1, 8, 10 ** 12)) + bytes(100),  # 16 TB as int16: not allocated
+                             "its header announces codes of 16000.0 GB, more than the memory this process may use")):
+        result = cli("pack", "-", "-", "-m", tiny_model_path, input=stream)
+        assert_one_line_error(result)
+        assert message in result.stderr.decode()
+    assert cli("pack", "-", "-", "-m", tiny_model_path, input=data).returncode == 0
+
+
 def test_pack_refuses_bad_codes(cli, tmp_path, tiny_model_path):
     golden = Path(__file__).resolve().parent / "data" / "golden" / "golden_audio.safetensors"
     good = np.zeros((1, 3, 20), dtype=np.int32)

@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -1065,28 +1066,52 @@ NPY_PIECE_BYTES = 1 << 24  # of a .npy file read at a time
 
 
 def _npy_codes(input_path: str, codec):
-    """`pack`'s codes: a regular file is read a piece at a time, never held whole; stdin, a FIFO or
-    a device is read into memory first."""
-    if input_path != "-" and _checked_path(input_path).is_file():
-        try:
-            with open(input_path, "rb") as stream:
-                return _read_npy(stream, input_path, codec.code_dtype, codec.codebook_size)
-        except OSError as exc:
-            raise VQCodecError(f"{input_path}: cannot read ({exc.strerror})") from None
-    return _read_npy(_read_input(input_path), input_path, codec.code_dtype, codec.codebook_size)
+    """`pack`'s codes, read a piece at a time from a regular file, stdin, a FIFO or a device alike:
+    never held whole."""
+    if input_path != "-":
+        _checked_path(input_path)
+    try:
+        with contextlib.nullcontext(_stdin()) if input_path == "-" else open(input_path, "rb") as stream:
+            return _read_npy(stream, input_path, codec.code_dtype, codec.codebook_size)
+    except OSError as exc:
+        raise VQCodecError(f"{input_path}: cannot read ({exc.strerror})") from None
 
 
 def _read_npy(source, name: str, into, codebook_size: int):
-    """The array of a .npy file (its bytes, or a regular binary file) as `into`, the codec's code
-    type (int16 for most models: a quarter of int64 codes), read a piece at a time; its header is
-    checked against the bytes there before anything is allocated (a header may claim any shape).
-    Arrays of anything but integers (pickles too) are refused, and so is a value `into` cannot hold."""
+    """The array of a .npy file (its bytes, or a binary stream) as `into`, the codec's code type
+    (int16 for most models: a quarter of int64 codes), read a piece at a time; its header is checked
+    before anything is allocated (a header may claim any shape) against the bytes there, or, where
+    a stream does not say how many it holds, against the memory this process may use. Arrays of
+    anything but integers (pickles too) are refused, and so is a value `into` cannot hold."""
     import io
 
+    import numpy as np
+
     stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
-    size = len(source) if isinstance(source, (bytes, bytearray)) else os.fstat(source.fileno()).st_size
+    size = len(source) if isinstance(source, (bytes, bytearray)) else _regular_file_size(stream)
     shape, fortran_order, dtype = _npy_header(stream, size, name)
-    return _narrowed(stream, shape, fortran_order, dtype, into, codebook_size, name)
+    if size is None:
+        _check_npy_fits(math.prod(shape) * np.dtype(into).itemsize, name)
+    array = _narrowed(stream, shape, fortran_order, dtype, into, codebook_size, name)
+    if size is None and stream.read(1):
+        raise VQCodecError(f"{name}: holds more bytes than its header announces ({math.prod(shape)} values of "
+                           f"{dtype.itemsize} bytes)")
+    return array
+
+
+def _regular_file_size(stream) -> int | None:
+    """The size of the regular file `stream` reads; None for a pipe, FIFO or device."""
+    status = os.fstat(stream.fileno())
+    return status.st_size if stat.S_ISREG(status.st_mode) else None
+
+
+def _check_npy_fits(size: int, name: str) -> None:
+    from .memory import memory_bound
+
+    memory = memory_bound()
+    if memory is not None and size > memory:
+        raise VQCodecError(f"{name}: its header announces codes of {size / 1e9:.1f} GB, more than the memory "
+                           f"this process may use ({memory / 1e9:.1f} GB)")
 
 
 def _narrowed(stream, shape: tuple, fortran_order: bool, dtype, into, codebook_size: int, name: str):
@@ -1098,8 +1123,13 @@ def _narrowed(stream, shape: tuple, fortran_order: bool, dtype, into, codebook_s
     flat, low, high = array.reshape(-1, order=order), np.iinfo(into).min, np.iinfo(into).max
     piece = max(1, NPY_PIECE_BYTES // dtype.itemsize)
     for start in range(0, flat.size, piece):
-        values = np.frombuffer(stream.read(min(piece, flat.size - start) * dtype.itemsize), dtype)
-        if values.size and (values.min() < low or values.max() > high):
+        wanted = min(piece, flat.size - start) * dtype.itemsize
+        raw = stream.read(wanted)
+        if len(raw) < wanted:  # only a stream of unknown size can end early: a file's size was checked
+            raise VQCodecError(f"{name}: its header announces {flat.size} values of {dtype.itemsize} bytes, "
+                               f"the stream ends after {start * dtype.itemsize + len(raw)} bytes of them")
+        values = np.frombuffer(raw, dtype)
+        if values.min() < low or values.max() > high:
             bad = values.min() if values.min() < low else values.max()
             raise VQCodecError(f"{name}: holds {bad}, which is no code: codes are each an index below "
                                f"{codebook_size} or -1")
@@ -1107,8 +1137,9 @@ def _narrowed(stream, shape: tuple, fortran_order: bool, dtype, into, codebook_s
     return array
 
 
-def _npy_header(stream, size: int, name: str):
-    """The shape, order and type a .npy file's header gives, checked against the `size` bytes of the file."""
+def _npy_header(stream, size: int | None, name: str):
+    """The shape, order and type a .npy file's header gives, checked against the `size` bytes of the
+    file where it is known."""
     from numpy.lib import format as npy
 
     try:
@@ -1126,7 +1157,7 @@ def _npy_header(stream, size: int, name: str):
     count = math.prod(shape)
     if count == 0:  # numpy cannot make every such shape ((2**63, 0) is too large a dimension)
         raise VQCodecError(f"{name}: holds no codes (shape {shape})")
-    if count * dtype.itemsize != size - stream.tell():
+    if size is not None and count * dtype.itemsize != size - stream.tell():
         raise VQCodecError(f"{name}: its header announces {count} values of {dtype.itemsize} bytes, "
                            f"the file holds {size - stream.tell()} bytes")
     return shape, fortran_order, dtype
