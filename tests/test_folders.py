@@ -369,3 +369,40 @@ def test_a_stopped_folder_run_says_what_it_wrote(two_recordings, tmp_path, capsy
     summary, last = [line for line in err.splitlines() if line][-2:]
     assert summary.startswith("encoded 1 file, ") and summary.endswith(" before the stop; 1 of 2 files not encoded"), err
     assert last == "vqcodec: interrupted"
+
+
+@pytest.mark.parametrize("command", ["decode", "encode", "codes"])
+def test_files_of_a_model_not_installed_are_one_line_and_the_others_are_done(tiny_model_path, tmp_path, capsys,
+                                                                             command):
+    """Each file of a model not installed said 'no installed model has id X' again; decode, recode
+    (encode of .vq files) and codes go on with the files of installed models, and say the missing
+    one once, with how many files name it."""
+    from vqcodec.cli import run
+
+    tiny, speech = Codec.load(str(tiny_model_path)), Codec.load("speech16k")
+    folder = tmp_path / "vq"
+    folder.mkdir()
+    for name in ("t1.vq", "t2.vq", "t3.vq"):
+        (folder / name).write_bytes(tiny.codes_to_file(np.zeros((1, 4, 20), np.int64), sample_rate=16000,
+                                                       samples=160))
+    (folder / "s.vq").write_bytes(speech.codes_to_file(np.zeros((1, 3, 20), np.int64), sample_rate=16000,
+                                                       samples=6400))
+    extra = ["-q", "2"] if command == "encode" else []
+    verbs = {"decode": "decoded", "encode": "recoded", "codes": "coded"}
+    code = run([command, str(folder), str(tmp_path / "out"), *extra])
+    lines = capsys.readouterr().err.splitlines()
+    tiny_id = tiny.model_id.hex()
+    assert code == 1 and lines[0] == f"skipping 3 files: no installed model has id {tiny_id}; pass --model with " \
+                                      "the model that wrote them", lines
+    assert sum("no installed model" in line for line in lines) == 1, lines
+    assert lines[-1] == f"vqcodec: error: 3 of 4 files could not be {verbs[command]} " \
+                        "(listed above)", lines
+    assert [p.stem for p in (tmp_path / "out").rglob("*") if p.suffix != ".json"] == ["s"]
+
+    (folder / "s.vq").unlink()
+    shutil.rmtree(tmp_path / "out")
+    code = run([command, str(folder), str(tmp_path / "out"), *extra])  # the model of every file: refused up front
+    assert code == 1 and capsys.readouterr().err.splitlines() == [
+        f"vqcodec: error: 3 .vq files of {folder}: no installed model has id {tiny_id}; pass --model with the model "
+        "that wrote them"]
+    assert not (tmp_path / "out").exists()

@@ -451,7 +451,7 @@ def _recode_folder(folder: Path, out: Path, quality, model, device, force, codin
     """`vqcodec encode FOLDER OUT` for a folder of .vq files: vqcodec.folders.recode_folder."""
     from .folders import find_vq_files, mirrored_paths, recode_folder
 
-    files = find_vq_files(folder, out)
+    files, missing = _set_aside_missing_models(folder, find_vq_files(folder, out), model)
     outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
     for existing in outputs:
         _refuse_existing_output(str(existing), force)
@@ -468,7 +468,7 @@ def _recode_folder(folder: Path, out: Path, quality, model, device, force, codin
     report = recode_folder(files, outputs, recode,
                            lambda path, data: _write_output(str(path), lambda stream: stream.write(data), force),
                            log=_progress)
-    _finish_folder(report, "recoded", out, len(files))
+    _finish_folder(report, "recoded", out, len(files) + _count(missing), missing)
 
 
 def _refuse_folder_depth_weight(codecs: dict, files: list[Path], model, device, coding: str, depth_weight) -> None:
@@ -543,16 +543,61 @@ def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _finish_folder(report, verb: str, out: Path, total: int) -> None:
-    """The folder commands' last lines: the files skipped, what was written, and status 1 if any was
-    skipped; a run that wrote nothing says so in its error line instead of a summary of no files."""
+def _finish_folder(report, verb: str, out: Path, total: int, missing: list[tuple[list[Path], str]] = ()) -> None:
+    """The folder commands' last lines: the files skipped (those whose model is not installed, one line
+    per model: _set_aside_missing_models), what was written, and status 1 if any was skipped; a run
+    that wrote nothing says so in its error line instead of a summary of no files."""
+    for paths, reason in missing:
+        _print_skipped(paths[0] if len(paths) == 1 else plural(len(paths), "file"), reason)
     for path, reason in report.skipped:
         _print_skipped(path, reason)
+    skipped = len(report.skipped) + _count(missing)
     if not report.written:
-        _fail_if_skipped(max(len(report.skipped), total), total, verb, f": nothing was written to {out}")
+        _fail_if_skipped(max(skipped, total), total, verb, f": nothing was written to {out}")
         raise VQCodecError(f"no file was {verb}: nothing was written to {out}")
     print(f"{verb} {report.summary()} into {out}", file=sys.stderr)
-    _fail_if_skipped(len(report.skipped), total, verb)
+    _fail_if_skipped(skipped, total, verb)
+
+
+def _set_aside_missing_models(folder: Path, files: list[Path], model, refuse_all: bool = True
+                              ) -> tuple[list[Path], list[tuple[list[Path], str]]]:
+    """Without -m, the .vq files whose model is installed (and those whose header cannot be read, left
+    to fail on their own), and the others grouped by the model id they name, each group with the line
+    that says no installed model has it: one line per model, not one per file. Where every file names
+    the same missing model (and `refuse_all`), that line is the error, before anything is done."""
+    from .registry import model_of_file, no_model_message
+
+    if model is not None:
+        return files, []
+    kept, missing, found = [], {}, {}
+    for path in files:
+        try:
+            with open(path, "rb") as stream:
+                header = stream.read(vqformat.HEADER_SIZE)
+            parsed = vqformat.parse_header(header)
+        except (OSError, VQCodecError):
+            kept.append(path)
+            continue
+        key = (parsed.model_id, parsed.coded_prior_id)
+        if key not in found:
+            found[key] = model_of_file(header) is not None
+        if found[key]:
+            kept.append(path)
+        else:
+            missing.setdefault(parsed.model_id, (header, []))[1].append(path)
+    groups = [(paths, no_model_message(header, len(paths))) for header, paths in missing.values()]
+    if refuse_all and not kept and len(groups) == 1:
+        raise VQCodecError(f"{plural(len(files), '.vq file')} of {folder}: {groups[0][1]}")
+    return kept, groups
+
+
+def _count(missing: list[tuple[list[Path], str]]) -> int:
+    return sum(len(paths) for paths, _ in missing)
+
+
+def _each_skipped(report, missing: list[tuple[list[Path], str]]) -> list[tuple[Path, str]]:
+    """The files a folder run skipped, with why, one by one (for a manifest), those of missing models too."""
+    return [(path, reason) for paths, reason in missing for path in paths] + report.skipped
 
 
 def _fail_if_skipped(skipped: int, total: int, verb: str, then: str = "") -> None:
@@ -654,7 +699,8 @@ def _decode_folder(folder: Path, output_path: str, model, format_name, device, f
     kinds, unreadable = sort_by_kind(files)
     if format_name is not None and kinds:
         _check_format_kind_in_folder(format_name, set(kinds.values()), folder)
-    readable = [path for path in files if path in kinds]
+    readable, missing = _set_aside_missing_models(folder, [path for path in files if path in kinds], model,
+                                                  refuse_all=not unreadable)
     outputs = mirrored_paths(folder, out, readable, lambda path: extensions[kinds[path]])
     for existing in outputs:
         _refuse_existing_output(str(existing), force)
@@ -672,7 +718,7 @@ def _decode_folder(folder: Path, output_path: str, model, format_name, device, f
     report = decode_folder(readable, outputs, formats, lambda data: _file_codec(data, model, device, codecs),
                            write_output, salvage, warn, _progress, rate)
     report.skipped[:0] = unreadable
-    _finish_folder(report, "decoded", out, len(files))
+    _finish_folder(report, "decoded", out, len(files), missing)
 
 
 @contextlib.contextmanager
@@ -972,7 +1018,7 @@ def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str,
     from .folders import codes_folder, find_vq_files, mirrored_paths
     from .tokens import MANIFEST, write_vq_manifest
 
-    files = find_vq_files(folder, out)
+    files, missing = _set_aside_missing_models(folder, find_vq_files(folder, out), model)
     outputs = mirrored_paths(folder, out, files, lambda path: ".npy", also=(out / MANIFEST,))
     for existing in [*outputs, out / MANIFEST]:
         _refuse_existing_output(str(existing), force)
@@ -980,10 +1026,11 @@ def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str,
     report, entries = codes_folder(
         files, outputs, lambda data: _file_codec(data, model, device, codecs),
         lambda path, write: _write_output(str(path), write, force), _progress,
-        stopped=lambda report, entries: write_vq_manifest(folder, out, entries, report.skipped, stopped=True))
+        stopped=lambda report, entries: write_vq_manifest(folder, out, entries, _each_skipped(report, missing),
+                                                          stopped=True))
     if report.written:
-        write_vq_manifest(folder, out, entries, report.skipped)
-    _finish_folder(report, "coded", out, len(files))
+        write_vq_manifest(folder, out, entries, _each_skipped(report, missing))
+    _finish_folder(report, "coded", out, len(files) + _count(missing), missing)
 
 
 def _codes_codec(model: str | None, kind: str, depth_weight: float, device: str):

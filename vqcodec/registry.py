@@ -156,13 +156,20 @@ def model_for_file(data: bytes) -> str:
     found = model_of_file(data)
     if found is not None:
         return found["path"]
+    raise VQCodecError(no_model_message(data))
+
+
+def no_model_message(data: bytes, files: int = 1) -> str:
+    """Why no installed model decodes the `.vq` file whose header `data` begins (model_of_file is None),
+    said of `files` files that name the same model."""
     header = vqformat.parse_header(data)
     wanted = header.model_id.hex()
     problems: list[str] = []
     list_models(shadowed=True, problems=problems)
     broken = " (some model files on the search path do not check out: `vqcodec models` says which)" if problems else ""
-    raise VQCodecError(f"no installed model has id {wanted}{broken}; pass --model with the model that wrote this file"
-                       + retired_model_hint(wanted, header.coded_prior_id))
+    wrote = "this file" if files == 1 else "them"
+    return (f"no installed model has id {wanted}{broken}; pass --model with the model that wrote {wrote}"
+            + retired_model_hint(wanted, header.coded_prior_id))
 
 
 def retired_model_hint(model_id: str, prior_id: int | None = None) -> str:
