@@ -1575,7 +1575,7 @@ def test_running_out_of_memory_is_one_line_and_keeps_the_steps_trained(data_dir,
     monkeypatch.setattr(train_module, "fit_prior_files", lambda *a, **k: (_ for _ in ()).throw(RuntimeError(CPU_OUT_OF_MEMORY)))
     code, err = run_in_process([*base[:-1], "--out", tmp_path / "prior", "--max-steps", "1"], capsys)
     assert code == 0 and err.splitlines()[-1] == (  # the model is written; its prior, like any failed fit, is for later
-        f"warning: no entropy-coding prior fitted (out of memory); files will use fixed-width coding until `vqcodec "
+        f"warning: no entropy-coding prior added (out of memory); files will use fixed-width coding until `vqcodec "
         f"fit-prior {tmp_path / 'prior' / 'tiny.safetensors'} DIR` adds one"), err
     monkeypatch.setattr(train_module, "validate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError(CPU_OUT_OF_MEMORY)))
     code, err = run_in_process([*base, "--out", tmp_path / "other", "--max-steps", "1"], capsys)  # validating step 1
@@ -1683,3 +1683,77 @@ def test_a_decoder_only_model_keeps_its_starting_priors_record(trained, data_dir
     out = tmp_path / "tuned"
     train(data_dir, None, options(out, max_steps=1, init=str(start), decoder_only=True))
     assert json.loads((out / "tiny.json").read_text())["prior"] == summary
+
+
+def failing_json_writer(failure, only_with: str | None = None):
+    """A stand-in for modelfile._json_writer whose writes of a JSON (that holds `only_with`) fail with `failure`:
+    the weights' file is written, the JSON's is not."""
+    import vqcodec.modelfile as modelfile
+
+    real = modelfile._json_writer
+
+    def writer(value):
+        if only_with is not None and only_with not in value:
+            return real(value)
+
+        def write(stream):
+            raise failure
+        return write
+    return writer
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt(), OSError(28, "No space left on device")])
+def test_fit_prior_stopped_between_the_weights_and_the_json_changes_neither(trained, data_dir, tmp_path, capsys,
+                                                                             monkeypatch, failure):
+    """The weights were written, then the JSON: stopped between the two (Ctrl-C, a full disk), the
+    weights held the new prior and the JSON did not describe it (no prior, or the old one)."""
+    import vqcodec.modelfile as modelfile
+
+    meta, tensors = read_model_files(trained / "tiny.safetensors")
+    meta.pop("prior", None)
+    model = write_model_files(tmp_path / "bare.safetensors", meta,
+                              {k: v for k, v in tensors.items() if not k.startswith("prior.")})
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    monkeypatch.setattr(modelfile, "_json_writer", failing_json_writer(failure))
+    code, err = run_in_process(["fit-prior", model, data_dir], capsys)
+    assert code == (130 if isinstance(failure, KeyboardInterrupt) else 1), err
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before  # no .part file left either
+    assert Codec.load(str(model)).prior is None
+
+
+def test_a_prior_that_cannot_be_written_at_the_end_of_training_is_said_so_and_not_half_added(data_dir, tmp_path,
+                                                                                            capsys, monkeypatch):
+    import vqcodec.modelfile as modelfile
+
+    monkeypatch.setattr(modelfile, "_json_writer", failing_json_writer(OSError(28, "No space left on device"),
+                                                                       only_with="prior"))
+    out = tmp_path / "run"
+    (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(CFG)))
+    code, err = run_in_process(["train", data_dir, "--out", out, "--name", "tiny", "--config", tmp_path / "cfg.json",
+                                "--max-steps", "1", "--batch-size", "4", "--crop", CROP, "--threads", "1"], capsys)
+    assert code == 0 and err.splitlines()[-1] == (
+        f"warning: no entropy-coding prior added (cannot write {out / 'tiny.json'}: No space left on device); files "
+        f"will use fixed-width coding until `vqcodec fit-prior {out / 'tiny.safetensors'} DIR` adds one"), err
+    assert Codec.load(str(out / "tiny.safetensors")).prior is None
+    assert "prior" not in json.loads((out / "tiny.json").read_text())
+
+
+def test_ctrl_c_between_the_renames_of_a_models_files_comes_after_both(tmp_path, monkeypatch):
+    """The weights and the JSON are renamed into place one after the other: a Ctrl-C that came between
+    the two left the new weights beside the old JSON."""
+    import signal
+
+    import vqcodec.io as io_module
+
+    real_move, moved = io_module.move_into_place, []
+
+    def move_then_ctrl_c(finished, target, replace=True):
+        real_move(finished, target, replace)
+        moved.append(Path(target).name)
+        if len(moved) == 1:
+            signal.raise_signal(signal.SIGINT)
+    monkeypatch.setattr(io_module, "move_into_place", move_then_ctrl_c)
+    meta = {"model_id": "x", "config": config_to_dict(CFG)}
+    with pytest.raises(KeyboardInterrupt):
+        write_model_files(tmp_path / "m.safetensors", meta, {"w": torch.zeros(3)})
+    assert moved == ["m.safetensors", "m.json"] and sorted(p.name for p in tmp_path.iterdir()) == moved[::-1]

@@ -1,6 +1,7 @@
 """Media in and out: audio through soundfile and soxr, images through Pillow."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import stat
@@ -83,9 +84,7 @@ def write_file(path, write, replace: bool = True) -> None:
     import shutil
     import tempfile
 
-    target = Path(path)
-    if target.is_symlink() and target.exists():
-        target = Path(os.path.realpath(target))
+    target = _written_target(path)
     if is_stream_file(target):
         try:
             with tempfile.TemporaryFile() as spool:
@@ -96,20 +95,85 @@ def write_file(path, write, replace: bool = True) -> None:
         except OSError as exc:
             raise VQCodecError(f"cannot write {target}: {exc.strerror or exc}") from None
         return
+    temporary = _write_temporary(target, write)
     try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=_temporary_prefix(target), suffix=".part")
+        move_into_place(temporary, target, replace)
+    except OSError as exc:  # named by the output, not the temporary file
+        Path(temporary).unlink(missing_ok=True)
+        raise VQCodecError(f"cannot write {target}: {exc.strerror or exc}") from None
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_files(writes: list) -> None:
+    """write_file for files that must change together, each (path, write): a model's weights and the
+    JSON that describes them, which must name the same prior. Each is written to its temporary file
+    first, so that a failure or a stop (a full disk, Ctrl-C) before the last is whole changes none
+    of them; then all are renamed into place, with Ctrl-C and SIGTERM held until the last one is."""
+    finished = []
+    try:
+        for path, write in writes:
+            target = _written_target(path)
+            finished.append((_write_temporary(target, write), target))
+        with _stops_held():
+            for temporary, target in finished:
+                try:
+                    move_into_place(temporary, target)
+                except OSError as exc:
+                    raise VQCodecError(f"cannot write {target}: {exc.strerror or exc}") from None
+    finally:
+        for temporary, _ in finished:
+            Path(temporary).unlink(missing_ok=True)
+
+
+def _written_target(path) -> Path:
+    """The file that writing `path` replaces: the one a symbolic link names, else `path`."""
+    target = Path(path)
+    return Path(os.path.realpath(target)) if target.is_symlink() and target.exists() else target
+
+
+def _write_temporary(target: Path, write) -> str:
+    """Call write(stream) into a new temporary file beside `target`, and return its path; a failure
+    removes it and is one VQCodecError naming `target`."""
+    import tempfile
+
+    try:
+        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=_temporary_prefix(target), suffix=".part")
     except OSError as exc:
         raise VQCodecError(f"cannot write {target}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as stream:
             write(stream)
-        move_into_place(tmp, target, replace)
-    except OSError as exc:  # named by the output, not the temporary file
-        Path(tmp).unlink(missing_ok=True)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
         raise VQCodecError(f"cannot write {target}: {exc.strerror or exc}") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        Path(temporary).unlink(missing_ok=True)
         raise
+    return temporary
+
+
+@contextlib.contextmanager
+def _stops_held():
+    """Hold Ctrl-C, SIGTERM and SIGHUP back until the block ends, then deliver them: Python handles
+    signals in the main thread, so elsewhere nothing is held."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = {number: signal.signal(number, lambda received, frame: caught.append(received))
+                for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        for number in caught:
+            signal.raise_signal(number)
 
 
 def _temporary_prefix(target: Path) -> str:

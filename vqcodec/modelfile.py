@@ -15,7 +15,7 @@ from safetensors.torch import load, load_file, save
 
 from .config import FORMAT_VERSION, config_from_dict, config_to_dict, parameter_count
 from .errors import VQCodecError
-from .io import write_file
+from .io import write_file, write_files
 from .models import VQVAE
 from .registry import find_model, meta_problem
 
@@ -90,29 +90,36 @@ def save_model(model: VQVAE, path: Path, training: dict | None = None, extra: di
     if model.cfg.kind == "audio":
         meta["sample_rate"] = model.cfg.sample_rate
     meta.update(extra or {})
-    write_tensors(path, tensors)
-    write_json(path.with_suffix(".json"), meta)
-    return path
+    return write_model_files(path, meta, tensors)
 
 
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Write a safetensors file (with `metadata`, strings, in its header) through write_file (a temporary
     file beside it, renamed into place): a failure (a full disk, a read-only folder) is one VQCodecError,
     and leaves nothing behind."""
-    write_file(path, lambda stream: stream.write(save(tensors, metadata=metadata)))
+    write_file(path, _tensors_writer(tensors, metadata))
 
 
 def write_json(path: Path, value) -> None:
     """Write a JSON file through write_file, as write_tensors."""
-    write_file(path, lambda stream: stream.write((json.dumps(value, indent=2) + "\n").encode()))
+    write_file(path, _json_writer(value))
+
+
+def _tensors_writer(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
+    return lambda stream: stream.write(save(tensors, metadata=metadata))
+
+
+def _json_writer(value):
+    return lambda stream: stream.write((json.dumps(value, indent=2) + "\n").encode())
 
 
 def write_model_files(path: Path, meta: dict, tensors: dict[str, torch.Tensor]) -> Path:
-    """Write NAME.safetensors and NAME.json, each through a temporary file renamed into place."""
+    """Write NAME.safetensors and NAME.json together (io.write_files): a failure or a stop while they are
+    written leaves both as they were, so that the JSON always describes the weights (their prior)."""
     path = Path(path).with_suffix(".safetensors")
     meta = {**meta, "name": path.stem}
-    write_tensors(path, {k: v.contiguous() for k, v in tensors.items()})
-    write_json(path.with_suffix(".json"), meta)
+    write_files([(path, _tensors_writer({k: v.contiguous() for k, v in tensors.items()})),
+                 (path.with_suffix(".json"), _json_writer(meta))])
     return path
 
 

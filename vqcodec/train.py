@@ -1050,7 +1050,7 @@ def _attach_or_fit_prior(run: _Run, model_path: Path, cfg: ModelConfig, start: _
             from .prior import MAX_CODEBOOK
 
             later = f" until `vqcodec fit-prior {model_path} DIR` adds one" if cfg.codebook_size <= MAX_CODEBOOK else ""
-            _say(f"warning: no entropy-coding prior fitted ({exc}); files will use fixed-width coding{later}")
+            _say(f"warning: no entropy-coding prior added ({exc}); files will use fixed-width coding{later}")
 
 
 def _fit_prior_in_memory(model_path: Path, files: list[Path], device: str, log) -> None:
