@@ -1757,3 +1757,31 @@ def test_ctrl_c_between_the_renames_of_a_models_files_comes_after_both(tmp_path,
     with pytest.raises(KeyboardInterrupt):
         write_model_files(tmp_path / "m.safetensors", meta, {"w": torch.zeros(3)})
     assert moved == ["m.safetensors", "m.json"] and sorted(p.name for p in tmp_path.iterdir()) == moved[::-1]
+
+
+def test_a_crop_longer_than_every_file_is_cut_to_the_longest_with_a_warning(data_dir, tmp_path, capsys):
+    """--crop 10000000 on clips of 1.5 s at most was taken as given: every crop was mostly silence,
+    and a step took seconds; photos smaller than a huge crop the same."""
+    (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(CFG)))
+    base = ["--config", tmp_path / "cfg.json", "--name", "tiny", "--max-steps", "1", "--batch-size", "2", "--threads", "1",
+            "--no-prior"]
+    began = time.monotonic()
+    code, err = run_in_process(["train", data_dir, "--out", tmp_path / "audio", *base, "--crop", "10000000"], capsys)
+    assert code == 0, err
+    assert "warning: --crop 10000000 is longer than every training file (the longest holds 12000 samples, 1.50 s): " \
+           "training on crops of 12000" in err.splitlines()
+    assert json.loads((tmp_path / "audio" / "tiny.json").read_text())["training"]["crop"] == 12000
+    assert time.monotonic() - began < 30
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (height, width) in {"a.png": (40, 52), "b.png": (60, 30)}.items():
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(photos / name)
+    image = ImageConfig(channels=(8, 12, 16), latent_dim=8, num_codebooks=2, codebook_size=16)
+    (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(image)))
+    code, err = run_in_process(["train", photos, "--out", tmp_path / "image", *base, "--crop", "5000"], capsys)
+    assert code == 0, err
+    assert "warning: --crop 5000 is larger than every training photo (the longest side is 60 pixels): training on " \
+           f"crops of {-(-60 // image.hop) * image.hop}" in err.splitlines()
+    assert json.loads((tmp_path / "image" / "tiny.json").read_text())["training"]["crop"] == -(-60 // image.hop) * image.hop

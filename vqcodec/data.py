@@ -98,6 +98,18 @@ def readable_files(kind: str, files: list[Path], folder: str = "the training fol
     return kept
 
 
+def longest_length(kind: str, files: list[Path], sample_rate: int = 0) -> int:
+    """The most a crop can hold of `files` (readable_files'): the samples of the longest recording at
+    `sample_rate`, or the longest side of the photos, in pixels."""
+    if kind == "image":
+        return max(max(image_size(path)) for path in files)
+    lengths = []
+    for path in files:
+        info = soundfile.info(os.fsencode(path))
+        lengths.append(round(info.frames * sample_rate / info.samplerate))  # as AudioCrops holds it
+    return max(lengths)
+
+
 def decodes(kind: str, path: Path) -> bool:
     """Whether the whole file decodes (audio block by block, in bounded memory); one that does not (a
     damaged file whose header reads) gets a `skipping` line."""

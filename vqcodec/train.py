@@ -22,8 +22,8 @@ import torch
 from . import parallel
 from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict, load_config_file
 from .errors import Terminated, VQCodecError, is_out_of_memory
-from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, decodes, default_batch_workers, find_media, readable_files,
-                   relative_name, split_as_before, split_files)
+from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, decodes, default_batch_workers, find_media,
+                   longest_length, readable_files, relative_name, split_as_before, split_files)
 from .io import read_audio, read_image_rgb, remove_leftover_temporaries
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
@@ -560,8 +560,11 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     start = _starting_point(run, _checked_config(cfg), kind)
     rng = np.random.default_rng((options.seed, start.step, parallel.rank()))  # a resumed run continues with fresh crops
     cfg, kind, files, weight_average = _media_and_config(data_dir, start, options)
+    given_crop = options.crop
     run.options = options = _sized(run, kind, cfg)
     model, codes_id = _build_model(run, start, cfg)
+    files = readable_files(kind, files)
+    run.options = options = _crop_within_files(run, kind, cfg, files, given_crop)
     data = _training_data(run, data_dir, kind, files, cfg, start.meta)
     training = _optimisation(run, model, start, weight_average)
     loss_fn = ReconstructionLoss(cfg).to(run.device)
@@ -757,11 +760,31 @@ def _build_model(run: _Run, start: _Start, cfg: ModelConfig) -> tuple[VQVAE, str
     return model, start.meta.get("codes_id") or compute_codes_id(config_to_dict(cfg), inference_state(model))
 
 
-def _training_data(run: _Run, data_dir: Path, kind: str, files: list[Path], cfg: ModelConfig, saved_meta: dict) -> _Data:
-    """The files split into training and held-out ones (a resumed run: as its first run split them), and
-    their crops."""
+def _crop_within_files(run: _Run, kind: str, cfg: ModelConfig, files: list[Path],
+                       given_crop: int | None) -> TrainOptions:
+    """The run's options (_sized) with a crop longer than every file (of readable_files) cut to the whole
+    number of the model's strides that holds the longest, with a warning that names `given_crop` (--crop;
+    None: the default): every crop would be mostly padding, and training slow (--crop 10000000 on 2 s clips)."""
     options = run.options
-    readable = readable_files(kind, files)
+    longest = longest_length(kind, files, getattr(cfg, "sample_rate", 0))
+    crop = max(math.ceil(longest / cfg.hop), 1) * cfg.hop
+    if crop >= options.crop:
+        return options
+    named = f"--crop {given_crop}" if given_crop is not None else f"the default crop {options.crop}"
+    if not run.quiet and kind == "audio":
+        _progress(f"warning: {named} is longer than every training file (the longest holds {longest} samples, "
+                  f"{longest / cfg.sample_rate:.2f} s): training on crops of {crop}")
+    elif not run.quiet:
+        _progress(f"warning: {named} is larger than every training photo (the longest side is {longest} pixels): "
+                  f"training on crops of {crop}")
+    return dataclasses.replace(options, crop=crop)
+
+
+def _training_data(run: _Run, data_dir: Path, kind: str, readable: list[Path], cfg: ModelConfig,
+                   saved_meta: dict) -> _Data:
+    """The files (readable_files') split into training and held-out ones (a resumed run: as its first run
+    split them), and their crops."""
+    options = run.options
     split = None
     if "held_out" in saved_meta:  # a resumed run validates on the files its first run held out
         split = split_as_before(readable, data_dir, saved_meta["held_out"], lambda path: decodes(kind, path))
