@@ -1785,3 +1785,19 @@ def test_a_crop_longer_than_every_file_is_cut_to_the_longest_with_a_warning(data
     assert "warning: --crop 5000 is larger than every training photo (the longest side is 60 pixels): training on " \
            f"crops of {-(-60 // image.hop) * image.hop}" in err.splitlines()
     assert json.loads((tmp_path / "image" / "tiny.json").read_text())["training"]["crop"] == -(-60 // image.hop) * image.hop
+
+
+def test_resume_drops_a_partial_log_record_with_a_warning(trained, data_dir, tmp_path, capsys):
+    """A run stopped while writing a log record (a power cut) left the start of it, and a --resume
+    appended its records after it: the log no longer parsed as JSON lines."""
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    whole = (out / "train_log.jsonl").read_bytes()
+    (out / "train_log.jsonl").write_bytes(whole + b'{"step": 13, "val_lo')
+    train(data_dir, None, options(out, resume=True, max_steps=15))
+    assert f"warning: {out / 'train_log.jsonl'} ended in a partial record (20 bytes, written as a run stopped): " \
+           "removed" in capsys.readouterr().err.splitlines()
+    records = read_log(out)
+    assert (out / "train_log.jsonl").read_bytes().startswith(whole) and records[-1]["step"] == 15
+    assert [record["step"] for record in records][:len(whole.splitlines())] == \
+        [json.loads(line)["step"] for line in whole.splitlines()]

@@ -844,6 +844,25 @@ def _make_out(options: TrainOptions, main: bool) -> None:
         for name in (CHECKPOINT_NAME, options.name):
             for suffix in (".safetensors", ".json"):
                 remove_leftover_temporaries(out / f"{name}{suffix}")
+    if main and options.resume:
+        _drop_partial_log_record(out / LOG_NAME)
+
+
+def _drop_partial_log_record(path: Path) -> None:
+    """Remove what follows the log's last whole line, with a warning: the start of a record that a run
+    stopped while writing (a power cut) left, which the records a resumed run appends would run into."""
+    try:
+        text = path.read_bytes()
+        kept = text.rfind(b"\n") + 1
+        if kept == len(text):
+            return
+        os.truncate(path, kept)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise VQCodecError(f"cannot repair {path}: {exc.strerror or exc}") from None
+    _progress(f"warning: {path} ended in a partial record ({plural(len(text) - kept, 'byte')}, written as a run "
+              "stopped): removed")
 
 
 def _print_run(run: _Run, kind: str, model: VQVAE, data: _Data, decoder_only: bool) -> None:
