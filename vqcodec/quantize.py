@@ -17,6 +17,7 @@ from . import parallel
 NEAREST_ELEMENTS = 1 << 20  # distances nearest_code holds at once (4 MB): bounds its memory, stays in cache
 
 
+@torch.no_grad()  # an index has no gradient; and addmm's out= refuses inputs that require one
 def nearest_code(vectors: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """Index of the nearest codebook row for each row of `vectors` (N, D) -> (N,); the first of equals.
     The distances are computed a few rows at a time, into one reused buffer."""
