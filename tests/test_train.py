@@ -1329,14 +1329,18 @@ def interrupted_then_finish(base: list, capsys, monkeypatch, stop_in: str) -> tu
     return stopped, finished
 
 
+def two_step_tiny_run(data_dir, out, tmp_path):
+    (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(CFG)))
+    return ["train", data_dir, "--out", out, "--name", "tiny", "--config", tmp_path / "cfg.json", "--max-steps", "2",
+            "--batch-size", "4", "--crop", CROP, "--threads", "1"]
+
+
 def test_ctrl_c_while_fitting_the_prior_says_how_to_fit_it_to_the_model_written(data_dir, tmp_path, capsys,
                                                                                   monkeypatch):
     # it said "vqcodec: interrupted" alone, over a model written without its prior
     out = tmp_path / "my run"
-    (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(CFG)))
-    stopped, _ = interrupted_then_finish(
-        ["train", data_dir, "--out", out, "--name", "tiny", "--config", tmp_path / "cfg.json", "--max-steps", "2",
-         "--batch-size", "4", "--crop", CROP, "--threads", "1"], capsys, monkeypatch, "fit_prior_files")
+    stopped, _ = interrupted_then_finish(two_step_tiny_run(data_dir, out, tmp_path), capsys, monkeypatch,
+                                         "fit_prior_files")
     assert f"interrupted before the prior was added: {out / 'tiny.safetensors'} is written without one" in stopped
     assert "vqcodec fit-prior" in stopped
     assert Codec.load(str(out / "tiny.safetensors")).prior is not None
@@ -1346,10 +1350,7 @@ def test_ctrl_c_while_fitting_the_prior_says_how_to_fit_it_to_the_model_written(
 def test_ctrl_c_while_the_model_is_written_says_how_to_write_it_from_the_checkpoint(data_dir, tmp_path, capsys,
                                                                                     monkeypatch):
     out = tmp_path / "run"
-    (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(CFG)))
-    stopped, _ = interrupted_then_finish(
-        ["train", data_dir, "--out", out, "--name", "tiny", "--config", tmp_path / "cfg.json", "--max-steps", "2",
-         "--batch-size", "4", "--crop", CROP, "--threads", "1"], capsys, monkeypatch, "save_model")
+    stopped, _ = interrupted_then_finish(two_step_tiny_run(data_dir, out, tmp_path), capsys, monkeypatch, "save_model")
     assert f"interrupted before the model was written: the checkpoint in {out} holds its 2 steps" in stopped
     record = json.loads((out / "tiny.json").read_text())["training"]
     assert record["steps"] == 2 and record["batch_size"] == 4 and "earlier_parts" not in record
