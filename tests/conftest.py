@@ -224,6 +224,7 @@ class CliServer:
     def stop(self):
         self.process.kill()
         self.process.wait()
+        self.process.stdout.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def run(self, args: list[str], input: bytes | None, environment: dict, cwd: str, timeout: float):

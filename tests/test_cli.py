@@ -770,6 +770,27 @@ def test_closed_or_terminal_stdin_and_stdout_are_refused(encoded, tiny_model_pat
     assert run(["decode", vq, "-", "--force", *model]) == 0 and written.taken[:4] == b"RIFF"
 
 
+def test_encode_from_stdin_closes_its_spool(tiny_model_path, tmp_path, monkeypatch, capsys):
+    """stdin is copied into a temporary file (the spool) that was never closed: a ResourceWarning on every
+    encode from stdin, and one more when stdin was closed and the spool made before that was found."""
+    import gc
+    import warnings
+
+    from vqcodec.cli import run
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO((Path(__file__).parent / "data" / "speech.flac").read_bytes())))
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run(["encode", "-", str(tmp_path / "speech.vq"), "-m", str(tiny_model_path)]) == 0
+        monkeypatch.setattr(sys, "stdin", None)
+        assert run(["encode", "-", str(tmp_path / "none.vq"), "-m", str(tiny_model_path)]) == 1
+        gc.collect()
+    assert capsys.readouterr().err == "vqcodec: error: stdin is closed: pipe or redirect the input into it\n"
+    assert (tmp_path / "speech.vq").exists() and not (tmp_path / "none.vq").exists()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
 class Recording(io.RawIOBase):
     """64 MiB of a WAV-like stream, counting what is read of it."""
 
@@ -1105,7 +1126,8 @@ def test_weight_options_make_smaller_entropy_coded_files(cli, tmp_path, option, 
         sizes[weight] = out.stat().st_size
         decoded = tmp_path / f"w{weight}.png"
         assert cli("decode", out, decoded, "-m", golden).returncode == 0
-        assert Image.open(decoded).size == (80, 64)
+        with Image.open(decoded) as image:
+            assert image.size == (80, 64)
     assert sizes[heavy] < sizes["0"]
     if option == "--depth-weight":   # per-cell depth shows in the report and as -1 codes
         result = cli("info", tmp_path / f"w{heavy}.vq", "--verbose", "-m", golden)
@@ -1146,7 +1168,8 @@ def test_pack_inverts_codes_byte_for_byte(cli, tmp_path):
             assert (info.samplerate, info.channels, info.frames) == (16000, 2, frames * 8)  # hop 8
         else:
             _, rows, cols = np.load(tmp_path / "a.npy").shape
-            assert Image.open(decoded).size == (cols * 4, rows * 4) == (92, 72)  # hop 4
+            with Image.open(decoded) as image:
+                assert image.size == (cols * 4, rows * 4) == (92, 72)  # hop 4
     # a fixed-width file comes back with --coding fixed (by default its codes are entropy coded)
     model = golden / "golden_audio.safetensors"
     extra = ["--rate", "22050", "--samples", str(signal.shape[1]), "--force"]

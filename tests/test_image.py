@@ -359,7 +359,8 @@ def test_palette_transparency_survives(codec, tmp_path):
     assert out.mode == "P" and out.has_transparency_data
     assert np.array_equal(np.asarray(out.convert("RGBA").getchannel("A")) == 0, alpha_in == 0)
     out.save(tmp_path / "out.png")  # and it is still there after a PNG save
-    reread = np.asarray(Image.open(tmp_path / "out.png").convert("RGBA").getchannel("A"))
+    with Image.open(tmp_path / "out.png") as saved:
+        reread = np.asarray(saved.convert("RGBA").getchannel("A"))
     assert np.array_equal(reread == 0, alpha_in == 0)
 
 

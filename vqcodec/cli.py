@@ -57,12 +57,13 @@ def _media_source(path: str):
 
     if path != "-" and not is_stream_file(path):
         return _checked_path(path)
-    spool = tempfile.TemporaryFile()
-    if path == "-":
-        shutil.copyfileobj(_stdin(), spool, SPOOL_BLOCK)
-    else:
-        with open(path, "rb") as stream:
+    with contextlib.nullcontext(_stdin()) if path == "-" else open(path, "rb") as stream:
+        spool = tempfile.TemporaryFile()  # made once the input is known to be there, else it is left open
+        try:
             shutil.copyfileobj(stream, spool, SPOOL_BLOCK)
+        except BaseException:
+            spool.close()
+            raise
     spool.seek(0)
     return spool
 
@@ -295,6 +296,7 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
     # Files are streamed from disk, so long audio never sits in memory; stdin and FIFOs are spooled to disk first.
     source = _media_source(input_path)
     if not isinstance(source, Path):
+        click.get_current_context().with_resource(source)  # the spool is closed when the command ends
         head = source.read(16)
         source.seek(0)
     else:

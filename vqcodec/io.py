@@ -756,13 +756,14 @@ def _saved(image, format_name: str | None, shown_as: str | None = None) -> bytes
             written = Image.open(buffer)
         except Exception:  # a format Pillow writes but cannot read back (PDF, ...): nothing to check
             return buffer.getvalue()
-        if written.size != image.size:  # ICO and ICNS scale to the sizes they hold
-            raise VQCodecError(f"{format_name} cannot hold a {image.width}x{image.height} image at its size: "
-                               "write .png or .tif")
-        if wants_alpha and not written.has_transparency_data:
-            continue
-        if deep and candidate.mode in _SIXTEEN_BIT and written.mode not in _SIXTEEN_BIT:
-            continue
+        with written:
+            if written.size != image.size:  # ICO and ICNS scale to the sizes they hold
+                raise VQCodecError(f"{format_name} cannot hold a {image.width}x{image.height} image at its size: "
+                                   "write .png or .tif")
+            if wants_alpha and not written.has_transparency_data:
+                continue
+            if deep and candidate.mode in _SIXTEEN_BIT and written.mode not in _SIXTEEN_BIT:
+                continue
         return buffer.getvalue()
     if wants_alpha:
         raise VQCodecError(f"{shown_as or format_name or 'this format'} cannot hold the image's alpha channel: "
