@@ -178,6 +178,30 @@ def test_sixteen_bit_modes_keep_their_value_range(codec, mode):
     assert out.max() > 20000 and out.max() <= 65535 and out.min() >= 0
 
 
+def test_32_bit_grey_of_0_to_255_is_read_as_8_bit_grey(codec, tmp_path):
+    """Image.fromarray of int32 levels, or a 32-bit TIFF of them, was scaled as 16-bit: 255 became level 1."""
+    from vqcodec.io import image_to_planes
+
+    levels = np.tile(np.arange(0, 256, 17, dtype=np.int32), (4, 1))  # 0 to 255 in 16 steps
+    path = tmp_path / "levels.tif"
+    Image.fromarray(levels, "I").save(path)
+    image = open_image(path)
+    assert image.mode == "I"
+    rgb, mode_code, alpha = image_to_planes(image)
+    assert mode_code == IMAGE_MODES["L"] and alpha is None
+    np.testing.assert_array_equal(rgb, np.repeat(levels[:, :, None], 3, axis=2))
+    assert roundtrip(codec, image).mode == "L"
+    with_transparency = Image.fromarray(levels, "I")
+    with_transparency.info["transparency"] = 17
+    rgb, mode_code, alpha = image_to_planes(with_transparency)
+    assert mode_code == IMAGE_MODES["LA"] and rgb[0, 15, 0] == 255
+    np.testing.assert_array_equal(alpha, np.where(levels == 17, 0, 255))
+    one_beyond = levels.copy()
+    one_beyond[0, 0] = 256  # 16-bit values after all: scaled from 65535 as before
+    rgb, mode_code, _ = image_to_planes(Image.fromarray(one_beyond, "I"))
+    assert mode_code == IMAGE_MODES["I"] and rgb[0, 15, 0] == 1
+
+
 def test_float_mode_stays_in_unit_range(codec):
     out = np.asarray(roundtrip(codec, make_image("F", 16, 16)))
     assert out.dtype == np.float32 and 0.0 <= out.min() and out.max() <= 1.0
