@@ -33,6 +33,7 @@ import vqcodec.codec as codec_module  # noqa: E402
 from vqcodec import Codec, VQCodecError, read_info  # noqa: E402
 from vqcodec import format as vqformat  # noqa: E402
 from vqcodec.config import ImageConfig  # noqa: E402
+from vqcodec.errors import ImageReadWarning  # noqa: E402
 from vqcodec.io import (IMAGE_MODES, MAX_PIXELS, is_image_signature, media_kind_of, open_image,  # noqa: E402
                         planes_to_image, write_image)
 from vqcodec.modelfile import save_model  # noqa: E402
@@ -417,7 +418,7 @@ def test_deep_grey_is_scaled_a_strip_at_a_time_as_it_was_whole(mode, monkeypatch
     rng = np.random.default_rng(3)
     values = rng.integers(0, 65536, (37, 29))
     values[5:9, 3:7] = 1000
-    beyond = (0, slice(10, 15))  # 5 pixels of 1073, under MAX_CLIPPED_SHARE: clipped
+    beyond = (0, slice(10, 15))  # 5 pixels of 1073, under MAX_CLIPPED_SHARE: clipped (3 of them for I)
     if mode == "F":
         scaled = values / 65535.0
         scaled[beyond] = [-0.1, -0.002, 1.002, 1.1, 3.0]
@@ -432,8 +433,14 @@ def test_deep_grey_is_scaled_a_strip_at_a_time_as_it_was_whole(mode, monkeypatch
         image.info["transparency"] = 1000
     whole = np.asarray(image, dtype=np.float64)
     expected = np.clip(np.round(whole / (1.0 if mode == "F" else 65535.0) * 255.0), 0, 255).astype(np.uint8)
+    def planes():
+        if mode not in ("F", "I"):
+            return vqio.image_to_planes(image)
+        with pytest.warns(ImageReadWarning, match=f": {5 if mode == 'F' else 3} of its 1073 pixels lie beyond"):
+            return vqio.image_to_planes(image)
+
     monkeypatch.setattr(vqio, "DEEP_STRIP_PIXELS", 29 * 5 + 3)  # strips of 5 rows, the last of 2
-    rgb, mode_code, alpha = vqio.image_to_planes(image)
+    rgb, mode_code, alpha = planes()
     assert rgb.shape == (37, 29, 3) and rgb.dtype == np.uint8
     for channel in range(3):
         np.testing.assert_array_equal(rgb[:, :, channel], expected)
@@ -443,7 +450,7 @@ def test_deep_grey_is_scaled_a_strip_at_a_time_as_it_was_whole(mode, monkeypatch
     else:
         assert mode_code == IMAGE_MODES[mode] and alpha is None
     monkeypatch.setattr(vqio, "DEEP_STRIP_PIXELS", 1)  # a row at a time
-    np.testing.assert_array_equal(vqio.image_to_planes(image)[0], rgb)
+    np.testing.assert_array_equal(planes()[0], rgb)
 
 
 @pytest.mark.parametrize("mode, full_scale", [("F", 1), ("I", 65535)])
@@ -456,9 +463,28 @@ def test_float_and_32_bit_grey_mostly_beyond_full_scale_is_refused_naming_the_ra
         with pytest.raises(VQCodecError, match="^" + re.escape(f"{kind} image values span 0 to {ramp.max():g}, and 97% of "
                                                f"its pixels lie beyond 0 to {full_scale}, the range read as black to white: ")):
             code(image, 2)
-    mostly_in_range = ramp / 255
-    mostly_in_range[0, -1] = ramp.max()  # 1 pixel of 256 beyond: clipped
-    roundtrip(codec, Image.fromarray(mostly_in_range.astype(np.float32 if mode == "F" else np.int32), mode))
+
+
+@pytest.mark.parametrize("mode, full_scale", [("F", 1.0), ("I", 65535)])
+def test_float_and_32_bit_grey_up_to_half_beyond_full_scale_is_clipped_with_a_warning(mode, full_scale, codec):
+    """An HDR image's highlights (over 1 % of its pixels beyond 1.0) were refused; up to half of the pixels
+    are clipped now, and a warning says how many; more are refused."""
+    from vqcodec.errors import ImageReadWarning
+
+    values = np.tile(np.linspace(0, full_scale, 16), (16, 1))
+    values[:8] = 4 * full_scale  # 128 pixels of 256: half
+    image = Image.fromarray(values.astype(np.float32 if mode == "F" else np.int32), mode)
+    kind = "float" if mode == "F" else "32-bit"
+    with pytest.warns(ImageReadWarning) as caught:
+        out = roundtrip(codec, image)
+    assert [str(w.message) for w in caught] == [
+        f"{kind} image values span 0 to {4 * full_scale:g}: 128 of its 256 pixels lie beyond 0 to {full_scale:g}, "
+        "the range read as black to white, and are clipped to it"]
+    assert out.mode == mode and out.size == (16, 16)
+    values[8, 0] = 4 * full_scale  # 129 pixels: over half
+    with pytest.raises(VQCodecError, match="^" + re.escape(f"{kind} image values span 0 to {4 * full_scale:g}, and 50% of "
+                                                           f"its pixels lie beyond 0 to {full_scale:g}")):
+        codec.encode_image(Image.fromarray(values.astype(np.float32 if mode == "F" else np.int32), mode), 2)
 
 
 def test_a_float_image_with_nan_is_refused(cli, tiny_model_path, tmp_path):
@@ -469,6 +495,29 @@ def test_a_float_image_with_nan_is_refused(cli, tiny_model_path, tmp_path):
     result = cli("encode", source, encoded, "-m", tiny_model_path, text=True)
     assert result.returncode == 1 and not encoded.exists()
     assert result.stderr == "vqcodec: error: float image holds NaN (not a number) values, which are no grey level\n"
+
+
+@pytest.mark.parametrize("infinity", [np.inf, -np.inf])
+def test_a_float_image_with_infinity_is_refused(cli, tiny_model_path, tmp_path, infinity):
+    """One pixel of +-inf was clipped to white or black without a word: it is no grey level, as NaN is not."""
+    values = np.tile(np.linspace(0, 1, 16, dtype=np.float32), (16, 1))
+    values[3, 3] = infinity
+    source, encoded = tmp_path / "inf.tif", tmp_path / "inf.vq"
+    Image.fromarray(values, "F").save(source)
+    result = cli("encode", source, encoded, "-m", tiny_model_path, text=True)
+    assert result.returncode == 1 and not encoded.exists()
+    assert result.stderr == "vqcodec: error: float image holds infinite values, which are no grey level\n"
+
+
+def test_a_float_image_clipped_on_the_command_line_says_so_in_one_line(cli, tiny_model_path, tmp_path):
+    values = np.tile(np.linspace(0, 1, 16, dtype=np.float32), (16, 1))
+    values[:2, :2] = 1.5
+    source, encoded = tmp_path / "hdr.pfm", tmp_path / "hdr.vq"
+    Image.fromarray(values, "F").save(source)
+    result = cli("encode", source, encoded, "-m", tiny_model_path, text=True)
+    assert result.returncode == 0 and encoded.exists()
+    assert result.stderr == ("vqcodec: warning: float image values span 0 to 1.5: 4 of its 256 pixels lie beyond "
+                             "0 to 1, the range read as black to white, and are clipped to it\n")
 
 
 def test_float_tiff_and_pfm_of_0_to_255_are_refused_on_the_command_line(cli, tiny_model_path, tmp_path):

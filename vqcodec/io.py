@@ -439,7 +439,7 @@ _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I", "F"}
 DEEP_STRIP_PIXELS = 1 << 20  # deep grey is scaled to 8 bits in strips of about this many pixels
 GREY_MODES = {"1", "L", "LA", "La", *_SIXTEEN_BIT}
 _FULL_SCALE = {"F": 1.0, "I": 65535.0}  # the deep modes whose values may lie beyond what is read as white
-MAX_CLIPPED_SHARE = 0.01  # of a float or 32-bit image's pixels, clipped to black or white: more are refused
+MAX_CLIPPED_SHARE = 0.5  # of a float or 32-bit image's pixels, clipped to black or white (a warning): more are refused
 MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold
 # The most pixels a side these formats hold (images go to 65 535): MPO and PDF code through libjpeg, and
 # libavif, which Pillow reads AVIF with, refuses a side over 32 768.
@@ -599,9 +599,9 @@ def _grey_with_transparent_value(image):
 
 def _check_deep_range(image) -> None:
     """Refuse a float or 32-bit grey image of which over MAX_CLIPPED_SHARE of the pixels lie beyond
-    its full scale (below 0, above 1.0 or 65535, where scaling to 8 bits would clip them), or any NaN:
-    a float image of 0-255 values would be coded almost white. A few pixels beyond (highlights,
-    rounding) are clipped."""
+    its full scale (below 0, above 1.0 or 65535, where scaling to 8 bits would clip them), or any NaN
+    or infinity: a float image of 0-255 values would be coded almost white. Fewer pixels beyond (the
+    highlights of an HDR image) are clipped, with a warning that says how many."""
     full_scale = _FULL_SCALE[image.mode]
     low, high, beyond, nan = math.inf, -math.inf, 0, False
     for _, values in _deep_grey_values(image):
@@ -611,10 +611,17 @@ def _check_deep_range(image) -> None:
     kind = "float" if image.mode == "F" else "32-bit"
     if nan:
         raise VQCodecError(f"{kind} image holds NaN (not a number) values, which are no grey level")
-    if beyond > MAX_CLIPPED_SHARE * image.width * image.height:
-        raise VQCodecError(f"{kind} image values span {low:.6g} to {high:.6g}, and {beyond / (image.width * image.height):.0%}"
+    if math.isinf(low) or math.isinf(high):
+        raise VQCodecError(f"{kind} image holds infinite values, which are no grey level")
+    pixels = image.width * image.height
+    if beyond > MAX_CLIPPED_SHARE * pixels:
+        raise VQCodecError(f"{kind} image values span {low:.6g} to {high:.6g}, and {beyond / pixels:.0%}"
                            f" of its pixels lie beyond 0 to {full_scale:g}, the range read as black to white: "
                            f"scale it to that range, or save it as 8 or 16 bits")
+    if beyond:
+        warnings.warn(ImageReadWarning(f"{kind} image values span {low:.6g} to {high:.6g}: {beyond} of its {pixels} "
+                                       f"pixels lie beyond 0 to {full_scale:g}, the range read as black to white, "
+                                       f"and are clipped to it"), stacklevel=3)
 
 
 def _deep_grey_values(image):
