@@ -1138,6 +1138,27 @@ def test_weight_options_make_smaller_entropy_coded_files(cli, tmp_path, option, 
         assert array.dtype == np.int32 and (array == -1).any() and (array >= 0).any()
 
 
+def test_pack_reads_npy_versions_1_2_and_3_alike(cli, tmp_path):
+    """A version 3 .npy file (numpy.lib.format, version=(3, 0)) was refused as 'not a NumPy .npy file'."""
+    from PIL import Image
+
+    from make_golden import golden_image
+
+    model = Path(__file__).resolve().parent / "data" / "golden" / "golden_image.safetensors"
+    Image.fromarray(golden_image(42, 40, 48)).save(tmp_path / "in.png")
+    assert cli("encode", tmp_path / "in.png", tmp_path / "a.vq", "-m", model, "-q", "3").returncode == 0
+    assert cli("codes", tmp_path / "a.vq", tmp_path / "a.npy", "-m", model).returncode == 0
+    codes = np.load(tmp_path / "a.npy")
+    for version in ((1, 0), (2, 0), (3, 0)):
+        source = tmp_path / f"v{version[0]}.npy"
+        with open(source, "wb") as stream:
+            np.lib.format.write_array(stream, codes, version=version)
+        assert source.read_bytes()[6:8] == bytes(version)
+        result = cli("pack", source, tmp_path / f"v{version[0]}.vq", "-m", model, "--width", "48", "--height", "40")
+        assert result.returncode == 0, result.stderr.decode()
+        assert (tmp_path / f"v{version[0]}.vq").read_bytes() == (tmp_path / "a.vq").read_bytes(), version
+
+
 def test_pack_inverts_codes_byte_for_byte(cli, tmp_path):
     """`codes` then `pack` gives back the same file, per-cell depth (-1 codes) included."""
     from PIL import Image

@@ -1193,10 +1193,13 @@ def _npy_header(stream, size: int | None, name: str):
 
     try:
         version = npy.read_magic(stream)
-        read_header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}[version]
+        # Version 3 is version 2 with a UTF-8 header (for non-ASCII field names, which codes lack), which
+        # numpy writes when latin-1 cannot hold it; an integer array's header is ASCII, read alike.
+        read_header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0,
+                       (3, 0): npy.read_array_header_2_0}[version]
         shape, fortran_order, dtype = read_header(stream)
     except Exception:  # numpy's header parser raises many kinds (ValueError, SyntaxError, TokenError...)
-        raise VQCodecError(f"{name}: not a NumPy .npy file (version 1 or 2)") from None
+        raise VQCodecError(f"{name}: not a NumPy .npy file (version 1, 2 or 3)") from None
     if dtype.hasobject:
         raise VQCodecError(f"{name}: an array of Python objects (pickles are refused)")
     if dtype.kind not in "iu":
