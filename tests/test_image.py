@@ -690,7 +690,7 @@ def test_output_the_header_shows_cannot_be_written_is_refused_before_decoding(
     assert result.returncode == 1 and f"cut.vq: {error}" in result.stderr
 
 
-@pytest.mark.parametrize("output", ["out.jpg", "out.bmp", "out.gif", "out.ppm", "out.pgm"])
+@pytest.mark.parametrize("output", ["out.jpg", "out.bmp", "out.ppm", "out.pgm"])
 def test_alpha_an_output_format_cannot_hold_is_refused_before_decoding(codec, tiny_model_path, tmp_path, monkeypatch,
                                                                        capsys, output):
     """The alpha plane is in the file, losslessly: the image was decoded first, and refused after."""
@@ -700,10 +700,34 @@ def test_alpha_an_output_format_cannot_hold_is_refused_before_decoding(codec, ti
     source.write_bytes(codec.encode_image(make_image("LA" if output.endswith(".pgm") else "RGBA", 12, 8), 1))
     monkeypatch.setattr(codec_module.Codec, "decode_image", lambda *args, **kwargs: pytest.fail("decoded"))
     assert run(["decode", str(source), str(tmp_path / output), "-m", str(tiny_model_path)]) == 1
-    format_name = {".jpg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".ppm": "PPM", ".pgm": "PGM"}[Path(output).suffix]
+    format_name = {".jpg": "JPEG", ".bmp": "BMP", ".ppm": "PPM", ".pgm": "PGM"}[Path(output).suffix]
     assert capsys.readouterr().err == (f"vqcodec: error: {format_name} cannot hold the image's alpha channel: "
                                        "write .png, .webp or .tif\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alpha.vq"]
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_gif_output_makes_alpha_below_128_transparent_and_the_rest_opaque(codec, tiny_model_path, tmp_path, mode):
+    """Pillow's GIF writer makes alpha 0 alone transparent: alpha 1-127 came out opaque, and an image with
+    no alpha 0 (alpha 200 and 128 only, say) was refused as alpha GIF cannot hold."""
+    from vqcodec.cli import run
+
+    alpha = np.tile(np.array([0, 1, 127, 128, 200, 255], dtype=np.uint8), (4, 1))
+    image = make_image(mode, 6, 4)
+    image.putalpha(Image.fromarray(alpha, "L"))
+    buffer = io.BytesIO()
+    write_image(image, buffer, "gif")
+    with Image.open(io.BytesIO(buffer.getvalue())) as written:
+        assert written.format == "GIF"
+        np.testing.assert_array_equal(np.asarray(written.convert("RGBA").getchannel("A")), np.where(alpha < 128, 0, 255))
+    image.putalpha(Image.fromarray(np.maximum(alpha, 128), "L"))  # no alpha below 128: written opaque
+    source = tmp_path / "opaque enough.vq"
+    source.write_bytes(codec.encode_image(image, 1))
+    assert run(["decode", str(source), str(tmp_path / "out.gif"), "-m", str(tiny_model_path)]) == 0
+    with Image.open(tmp_path / "out.gif") as written:
+        assert not written.has_transparency_data and written.size == (6, 4)
+        if mode == "LA":  # and grey stays grey
+            assert np.asarray(written.convert("RGB")).std(axis=2).max() == 0
 
 
 def test_grey_decodes_to_ppm_as_colour(cli, codec, tiny_model_path, tmp_path):

@@ -684,6 +684,8 @@ def write_image(image, destination, format_hint: str | None = None) -> None:
         raise VQCodecError("cannot write image: no format given, and no file name with an extension to take it from")
     if name.lower() in NETPBM_VARIANTS:
         image = _as_netpbm_variant(image, name.lower())
+    if _format_name(name) == "GIF":
+        image = _with_gif_alpha(image)
     data = _saved(image, _format_name(name), name.upper() if name.lower() in NETPBM_VARIANTS else None)
     if hasattr(destination, "write"):
         destination.write(data)
@@ -738,6 +740,23 @@ def _as_netpbm_variant(image, variant: str):
     if variant == "pfm":
         return _converted(image, "F")
     return _converted(image, "I;16" if image.mode in _SIXTEEN_BIT else "L")
+
+
+def _with_gif_alpha(image):
+    """`image` with the alpha GIF holds, one transparent colour: alpha below 128 transparent, 128 and up
+    opaque (Pillow's writer makes alpha 0 alone transparent, the rest opaque, and an image with no
+    alpha 0 was refused). An image none of whose alpha is below 128 is opaque, in RGB (or L for grey)."""
+    from PIL import Image
+
+    if not _has_visible_alpha(image):
+        return image
+    grey = image.mode in ("LA", "La")
+    rgba = image.convert("RGBA")
+    opaque = np.asarray(rgba.getchannel("A")) >= 128
+    if opaque.all():
+        return rgba.convert("L" if grey else "RGB")
+    rgba.putalpha(Image.fromarray(np.where(opaque, 255, 0).astype(np.uint8), "L"))
+    return rgba
 
 
 def _saved(image, format_name: str | None, shown_as: str | None = None) -> bytes:
