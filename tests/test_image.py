@@ -785,6 +785,75 @@ def test_the_frames_left_out_of_an_animation_from_stdin_are_one_warning_line(cli
     assert cli("encode", Path("tests/data/photo.png"), tmp_path / "one.vq", "-m", tiny_model_path).stderr == b""
 
 
+def adobe_rgb_profile() -> bytes:
+    """A matrix/TRC ICC v2 profile of Adobe RGB (1998): its D50-adapted colorants and gamma 563/256."""
+    def xyz(x, y, z):
+        return b"XYZ \0\0\0\0" + b"".join(struct.pack(">i", round(v * 65536)) for v in (x, y, z))
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, 563)
+    text = b"Adobe RGB (1998) for tests\0"
+    tags = [(b"desc", b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + b"\0" * 79),
+            (b"cprt", b"text\0\0\0\0none\0"), (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+            (b"rXYZ", xyz(0.60974, 0.31111, 0.01947)), (b"gXYZ", xyz(0.20528, 0.62567, 0.06087)),
+            (b"bXYZ", xyz(0.14919, 0.06322, 0.74457)), (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    table, body, start = struct.pack(">I", len(tags)), b"", 128 + 4 + 12 * len(tags)
+    for signature, data in tags:
+        data += b"\0" * (-len(data) % 4)
+        table, body = table + signature + struct.pack(">II", start + len(body), len(data)), body + data
+    header = (struct.pack(">I", start + len(body)) + b"none" + bytes([2, 0x10, 0, 0]) + b"mntrRGB XYZ " + b"\0" * 12
+              + b"acsp" + b"\0" * 28 + xyz(0.9642, 1.0, 0.8249)[8:])
+    return header.ljust(128, b"\0") + table + body
+
+
+def test_an_adobe_rgb_image_is_read_as_srgb(tmp_path):
+    """Its pixels were taken for sRGB, so an Adobe RGB photo came out dull: (40, 200, 60) is sRGB (0, 201, 37)."""
+    # by hand: Adobe RGB's gamma and D50 colorants to XYZ, then sRGB's D50-adapted matrix and curve
+    linear = (np.array([40, 200, 60]) / 255) ** (563 / 256)
+    to_xyz = np.array([[0.60974, 0.20528, 0.14919], [0.31111, 0.62567, 0.06322], [0.01947, 0.06087, 0.74457]])
+    srgb_to_xyz = np.array([[0.4360747, 0.3850649, 0.1430804], [0.2225045, 0.7168786, 0.0606169],
+                            [0.0139322, 0.0971045, 0.7141733]])
+    srgb = np.clip(np.linalg.solve(srgb_to_xyz, to_xyz @ linear), 0, 1)
+    expected = 255 * np.where(srgb <= 0.0031308, 12.92 * srgb, 1.055 * srgb ** (1 / 2.4) - 0.055)
+    assert np.abs(expected - [0, 201, 37]).max() < 0.6
+    for mode in ("RGB", "RGBA"):
+        path = tmp_path / f"adobe {mode}.png"
+        Image.new(mode, (5, 3), (40, 200, 60, 99)[:len(mode)]).save(path, icc_profile=adobe_rgb_profile())
+        image = open_image(path)
+        assert image.mode == mode and "icc_profile" not in image.info
+        assert np.abs(np.asarray(image, dtype=np.float64)[:, :, :3] - expected).max() <= 1
+        if mode == "RGBA":
+            assert (np.asarray(image.getchannel("A")) == 99).all()
+
+
+def test_an_srgb_profile_is_checked_on_a_few_colours_and_the_image_left_alone(tmp_path, monkeypatch):
+    """Converting costs about 0.1 s a 3-megapixel image; a profile that changes nothing is not applied."""
+    from PIL import ImageCms
+
+    applied = []
+    apply_transform = ImageCms.applyTransform
+    monkeypatch.setattr(ImageCms, "applyTransform", lambda image, *rest, **options: applied.append(image.size)
+                        or apply_transform(image, *rest, **options))
+    rgb = smooth_rgb(40, 30)
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(rgb).save(tmp_path / "srgb.png", icc_profile=srgb)
+    np.testing.assert_array_equal(np.asarray(open_image(tmp_path / "srgb.png")), rgb)
+    assert applied == [(18 ** 3, 1)]
+    Image.fromarray(rgb).save(tmp_path / "adobe.png", icc_profile=adobe_rgb_profile())
+    assert not np.array_equal(np.asarray(open_image(tmp_path / "adobe.png")), rgb)
+    assert applied == [(18 ** 3, 1), (18 ** 3, 1), (30, 40)]
+
+
+def test_an_unusable_icc_profile_is_one_warning_and_the_pixels_are_read_as_srgb(cli, tiny_model_path, tmp_path):
+    rgb = smooth_rgb(8, 12)
+    source = tmp_path / "bad icc.png"
+    Image.fromarray(rgb).save(source, icc_profile=b"not a profile at all")
+    with pytest.warns(ImageReadWarning) as caught:
+        np.testing.assert_array_equal(np.asarray(open_image(source)), rgb)
+    assert len(caught) == 1 and str(caught[0].message).startswith(f"{source}: its ICC profile cannot be used (")
+    assert str(caught[0].message).endswith("); read as sRGB")
+    result = cli("encode", source, tmp_path / "out.vq", "-m", tiny_model_path, text=True)
+    assert result.returncode == 0 and result.stderr == f"vqcodec: warning: {caught[0].message}\n"
+
+
 def test_sixteen_bit_grey_with_alpha_png_is_read_as_la(codec, tmp_path):
     """Pillow reads it as RGBA, so it came back as an RGBA image: colour, for grey."""
     def chunk(kind: bytes, body: bytes) -> bytes:
