@@ -1521,9 +1521,7 @@ def test_a_full_disk_during_training_loses_no_steps_and_the_model_is_still_writt
             return real_os_write(descriptor, data)
         return real_os_write(descriptor, data[:len(data) // 2])
 
-    real_write = train_module.write_tensors
-    monkeypatch.setattr(train_module, "write_tensors",
-                        lambda path, *a, **k: (full_disk if path.stem == "checkpoint" else real_write)(path, *a, **k))
+    monkeypatch.setattr(train_module, "write_checkpoint_files", full_disk)
     monkeypatch.setattr(train_module.os, "write", write_half_of_every_other_log_record)
     out = tmp_path / "run"
     with pytest.raises(VQCodecError) as failed:
@@ -1802,3 +1800,84 @@ def test_resume_drops_a_partial_log_record_with_a_warning(trained, data_dir, tmp
     assert (out / "train_log.jsonl").read_bytes().startswith(whole) and records[-1]["step"] == 15
     assert [record["step"] for record in records][:len(whole.splitlines())] == \
         [json.loads(line)["step"] for line in whole.splitlines()]
+
+
+def _checkpoint_pair(path: Path) -> tuple[dict, dict | None]:
+    """The record in a checkpoint's weights' header, and its JSON file's (None: none)."""
+    json_path = path.with_suffix(".json")
+    return (json.loads(read_safetensors_metadata(path)["checkpoint"]),
+            json.loads(json_path.read_text()) if json_path.exists() else None)
+
+
+def test_a_checkpoint_save_stopped_or_failing_between_its_two_files_changes_neither(tmp_path, monkeypatch):
+    """The weights and checkpoint.json were two separate writes: a Ctrl-C between their renames (in the
+    final save, which nothing saves again) left the new weights beside the old JSON, and a full disk at the
+    JSON left the new weights beside the old JSON too."""
+    import signal
+
+    import vqcodec.io as io_module
+    from vqcodec.train import save_checkpoint
+
+    path, modules = tmp_path / "checkpoint.safetensors", {"model": VQVAE(CFG)}
+    save_checkpoint(path, modules, {}, {"step": 1})
+    real_move, moved = io_module.move_into_place, []
+
+    def move_then_ctrl_c(finished, target, replace=True):
+        real_move(finished, target, replace)
+        moved.append(Path(target).name)
+        if len(moved) == 1:
+            signal.raise_signal(signal.SIGINT)
+    monkeypatch.setattr(io_module, "move_into_place", move_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, modules, {}, {"step": 2})
+    assert moved == ["checkpoint.safetensors", "checkpoint.json"]
+    assert _checkpoint_pair(path) == ({"step": 2}, {"step": 2})
+    monkeypatch.setattr(io_module, "move_into_place", real_move)
+
+    real_temporary = io_module._write_temporary
+
+    def full_disk_at_the_json(target, write):
+        if target.suffix == ".json":
+            raise VQCodecError(f"cannot write {target}: No space left on device")
+        return real_temporary(target, write)
+    monkeypatch.setattr(io_module, "_write_temporary", full_disk_at_the_json)
+    with pytest.raises(VQCodecError, match="No space left"):
+        save_checkpoint(path, modules, {}, {"step": 3})
+    assert _checkpoint_pair(path) == ({"step": 2}, {"step": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.json", "checkpoint.safetensors"]
+
+
+def test_resume_rewrites_a_checkpoint_json_that_a_kill_between_the_renames_left_behind(trained, data_dir, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """kill -9 between the two renames of a save left the new weights (step 14) beside the JSON of the save
+    before (step 12), or none: --resume went on from the weights' record, but checkpoint.json kept saying
+    step 12 until the resumed run saved, and a run that failed first never did."""
+    import vqcodec.train as train_module
+
+    later = tmp_path / "later"
+    shutil.copytree(trained, later)
+    train(data_dir, None, options(later, max_steps=14, resume=True, fit_prior=False))
+
+    def stop(*args, **kwargs):
+        raise VQCodecError("stopped before the first step")
+    monkeypatch.setattr(train_module, "train_step", stop)
+    for left, found in (("old", "left from an earlier save (step 12)"), ("none", "missing"),
+                        ("damaged", "damaged")):
+        out = tmp_path / left
+        shutil.copytree(trained, out)
+        shutil.copy(later / "checkpoint.safetensors", out / "checkpoint.safetensors")
+        if left == "none":
+            (out / "checkpoint.json").unlink()
+        elif left == "damaged":
+            (out / "checkpoint.json").write_text('{"step": 1')
+        capsys.readouterr()
+        with pytest.raises(VQCodecError, match="stopped before the first step"):
+            train(data_dir, None, options(out, max_steps=16, resume=True, fit_prior=False))
+        header, copy = _checkpoint_pair(out / "checkpoint.safetensors")
+        assert header["step"] == 14 and copy == header
+        assert f"warning: {out / 'checkpoint.json'} was {found}, as a run stopped between the two files of a save " \
+               "leaves it: rewritten from the record in the weights (step 14)" in capsys.readouterr().err.splitlines()
+    capsys.readouterr()
+    with pytest.raises(VQCodecError, match="stopped before the first step"):  # a whole pair: no warning
+        train(data_dir, None, options(later, max_steps=16, resume=True, fit_prior=False))
+    assert "warning" not in capsys.readouterr().err

@@ -93,15 +93,9 @@ def save_model(model: VQVAE, path: Path, training: dict | None = None, extra: di
     return write_model_files(path, meta, tensors)
 
 
-def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Write a safetensors file (with `metadata`, strings, in its header) through write_file (a temporary
-    file beside it, renamed into place): a failure (a full disk, a read-only folder) is one VQCodecError,
-    and leaves nothing behind."""
-    write_file(path, _tensors_writer(tensors, metadata))
-
-
 def write_json(path: Path, value) -> None:
-    """Write a JSON file through write_file, as write_tensors."""
+    """Write a JSON file through write_file (a temporary file beside it, renamed into place): a failure
+    (a full disk, a read-only folder) is one VQCodecError, and leaves nothing behind."""
     write_file(path, _json_writer(value))
 
 
@@ -120,6 +114,18 @@ def write_model_files(path: Path, meta: dict, tensors: dict[str, torch.Tensor]) 
     meta = {**meta, "name": path.stem}
     write_files([(path, _tensors_writer({k: v.contiguous() for k, v in tensors.items()})),
                  (path.with_suffix(".json"), _json_writer(meta))])
+    return path
+
+
+def write_checkpoint_files(path: Path, tensors: dict[str, torch.Tensor], record: dict) -> Path:
+    """Write a training checkpoint: NAME.safetensors, with `record` (its step, clock, config, ...) in its
+    header, and NAME.json, a readable copy of the record, together (io.write_files): a failure or a stop
+    (Ctrl-C, SIGTERM) while they are written leaves both as they were. Only kill -9 or a power cut between
+    the two renames can leave the new weights beside the JSON of the save before (or none): the header's
+    copy is the record that --resume reads, and it rewrites such a JSON file."""
+    path = Path(path).with_suffix(".safetensors")
+    write_files([(path, _tensors_writer(tensors, {"checkpoint": json.dumps(record)})),
+                 (path.with_suffix(".json"), _json_writer(record))])
     return path
 
 

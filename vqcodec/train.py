@@ -29,8 +29,8 @@ from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from .models import VQVAE, encoder_unchanged, widen, widths_differ_only
 from .modelfile import (CODE_TENSORS, attach_prior, build_model, compute_codes_id, inference_state, model_kind,
-                        read_model_files, read_safetensors, read_safetensors_metadata, save_model, write_json,
-                        write_tensors)
+                        read_model_files, read_safetensors, read_safetensors_metadata, save_model,
+                        write_checkpoint_files, write_json)
 from .registry import find_model
 from .wording import plural
 
@@ -240,14 +240,14 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer, prefix: str) -> dict[st
 def save_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
                     meta: dict) -> None:
     """Networks under `NAME.param`, optimiser state under `NAME.index.field`, in one safetensors file,
-    with `meta` in its header (checkpoint_record) and in a JSON file beside it."""
+    with `meta` in its header (checkpoint_record) and in a JSON file beside it, written as a pair
+    (write_checkpoint_files)."""
     tensors = {}
     for name, module in modules.items():
         tensors.update({f"{name}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
     for name, optimizer in optimizers.items():
         tensors.update({k: v.detach().cpu().contiguous() for k, v in _optimizer_tensors(optimizer, name).items()})
-    write_tensors(path, tensors, {"checkpoint": json.dumps(meta)})
-    write_json(path.with_suffix(".json"), meta)
+    write_checkpoint_files(path, tensors, meta)
 
 
 def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
@@ -845,7 +845,36 @@ def _make_out(options: TrainOptions, main: bool) -> None:
             for suffix in (".safetensors", ".json"):
                 remove_leftover_temporaries(out / f"{name}{suffix}")
     if main and options.resume:
+        _rewrite_stale_checkpoint_json(out / f"{CHECKPOINT_NAME}.safetensors")
         _drop_partial_log_record(out / LOG_NAME)
+
+
+def _rewrite_stale_checkpoint_json(path: Path) -> None:
+    """Rewrite the checkpoint's JSON file from the record in its weights' header where the two differ, with
+    a warning: kill -9 or a power cut between the renames of a save (write_checkpoint_files) left the JSON
+    of the save before, or none, beside the new weights. --resume reads the header's record (checkpoint_record),
+    but the JSON file, the one people read, said another step until the run saved again."""
+    try:
+        stored = read_safetensors_metadata(path).get("checkpoint")
+    except (OSError, ValueError):
+        return
+    if stored is None:  # written before the header held the record: the JSON file is the record
+        return
+    record = json.loads(stored)  # checked by load_checkpoint
+    json_path = path.with_suffix(".json")
+    try:
+        copy = json.loads(json_path.read_text())
+    except FileNotFoundError:
+        copy = None
+    except (OSError, ValueError, RecursionError):
+        copy = {}
+    if copy == record:
+        return
+    write_json(json_path, record)
+    found = "missing" if copy is None else \
+        f"left from an earlier save (step {copy['step']})" if isinstance(copy, dict) and "step" in copy else "damaged"
+    _progress(f"warning: {json_path} was {found}, as a run stopped between the two files of a save leaves it: "
+              f"rewritten from the record in the weights (step {record['step']})")
 
 
 def _drop_partial_log_record(path: Path) -> None:
