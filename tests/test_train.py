@@ -1881,3 +1881,84 @@ def test_resume_rewrites_a_checkpoint_json_that_a_kill_between_the_renames_left_
     with pytest.raises(VQCodecError, match="stopped before the first step"):  # a whole pair: no warning
         train(data_dir, None, options(later, max_steps=16, resume=True, fit_prior=False))
     assert "warning" not in capsys.readouterr().err
+
+
+def _lock_is_free(folder: Path) -> bool:
+    """Whether a flock on the folder's run lock file can be taken now (through a file description of its own,
+    so a lock this process holds counts as taken). Makes no lock file where there is none."""
+    import fcntl
+
+    from vqcodec.runlock import LOCK_NAME
+
+    try:
+        descriptor = os.open(folder / LOCK_NAME, os.O_RDWR)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(descriptor)
+
+
+def test_a_run_holds_its_out_folders_lock_while_it_trains_and_removes_it_at_the_end(trained, data_dir, tmp_path,
+                                                                                      monkeypatch):
+    import vqcodec.train as train_module
+    from vqcodec.runlock import LOCK_NAME
+
+    free_during_steps = []
+    real_step = train_module.train_step
+
+    def step_and_look(*args, **kwargs):
+        free_during_steps.append(_lock_is_free(out))
+        return real_step(*args, **kwargs)
+    monkeypatch.setattr(train_module, "train_step", step_and_look)
+    out = tmp_path / "new"  # made by the run: locked once made
+    train(data_dir, CFG, options(out, max_steps=2, fit_prior=False))
+    out = tmp_path / "resumed"  # there already: locked from the start
+    shutil.copytree(trained, out)
+    train(data_dir, None, options(out, max_steps=14, resume=True, fit_prior=False))
+    assert free_during_steps == [False] * 4
+    assert not (tmp_path / "new" / LOCK_NAME).exists() and not (out / LOCK_NAME).exists()
+
+    def fail(*args, **kwargs):
+        assert not _lock_is_free(tmp_path / "failed")
+        raise VQCodecError("failed at the first step")
+    monkeypatch.setattr(train_module, "train_step", fail)
+    with pytest.raises(VQCodecError, match="failed at the first step"):  # a new folder of a failed run is removed
+        train(data_dir, CFG, options(tmp_path / "failed", max_steps=2))
+    assert not (tmp_path / "failed").exists()
+
+
+def test_a_second_run_in_a_folder_in_use_is_refused_until_the_first_is_killed(trained, data_dir, tmp_path, cli):
+    """Two runs in one --out folder (a --resume of a run still going, the same command started twice)
+    overwrote each other's checkpoint, log and model files. A run killed with kill -9 holds it no more."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT, _base_environment
+
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom vqcodec.runlock import lock_out\n"
+                               "lock_out(sys.argv[1])\nprint('locked', flush=True)\ntime.sleep(600)", str(out)],
+                              stdout=subprocess.PIPE, cwd=REPO_ROOT, env=_base_environment())
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        for extra in (["--resume"], ["--force"], []):
+            result = cli("train", data_dir, "--out", out, "--name", "tiny", "--max-steps", "14", "--threads", "1",
+                         *extra)
+            assert_one_line_error(result)
+            assert result.stderr.decode() == f"vqcodec: error: {out} is in use by another training run\n"
+        assert {path.name: path.read_bytes() for path in out.iterdir() if path.name in before} == before
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()
+    assert holder.returncode == -signal.SIGKILL
+    train(data_dir, None, options(out, max_steps=13, resume=True, fit_prior=False))  # its lock file left, unlocked
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 13

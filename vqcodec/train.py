@@ -32,6 +32,7 @@ from .modelfile import (CODE_TENSORS, attach_prior, build_model, compute_codes_i
                         read_model_files, read_safetensors, read_safetensors_metadata, save_model,
                         write_checkpoint_files, write_json)
 from .registry import find_model
+from .runlock import lock_out, release_out
 from .wording import plural
 
 
@@ -473,8 +474,9 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     Launched by torchrun, each process trains on its share of every batch (vqcodec.parallel) and
     the first one writes the files; the others return the same path once training ends. A run that
     fails before writing anything to the --out folder it made leaves no folder behind."""
-    check_options(options)
-    return _train_checked(data_dir, cfg, options, kind)
+    with _out_locked(options):
+        check_options(options)
+        return _train_checked(data_dir, cfg, options, kind)
 
 
 def train_command(data_dir: Path, options: TrainOptions, config_path: str | Path | None = None, kind: str | None = None,
@@ -482,9 +484,24 @@ def train_command(data_dir: Path, options: TrainOptions, config_path: str | Path
                   sample_rate: int | None = None) -> Path:
     """`train` as the train command runs it: the options checked before the config and media kind are taken
     from its --config, --kind, --codebooks, --codebook-size and --sample-rate (training_config)."""
-    check_options(options)
-    cfg, kind = training_config(data_dir, options, config_path, kind, num_codebooks, codebook_size, sample_rate)
-    return _train_checked(data_dir, cfg, options, kind)
+    with _out_locked(options):
+        check_options(options)
+        cfg, kind = training_config(data_dir, options, config_path, kind, num_codebooks, codebook_size, sample_rate)
+        return _train_checked(data_dir, cfg, options, kind)
+
+
+@contextlib.contextmanager
+def _out_locked(options: TrainOptions):
+    """Hold the lock of the --out folder (runlock) while the block runs: taken now where the folder exists,
+    so that a second run in it is refused before it reads or checks anything there, else once the run makes
+    it (_make_out). Only the first process of a torchrun launch takes it."""
+    out = Path(options.out)
+    if os.environ.get("RANK", "0").strip() == "0" and out.is_dir():
+        lock_out(out)
+    try:
+        yield
+    finally:
+        release_out(out)
 
 
 def _train_checked(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: str | None) -> Path:
@@ -495,6 +512,7 @@ def _train_checked(data_dir: Path, cfg: ModelConfig | None, options: TrainOption
         return _train(data_dir, cfg, options, kind)
     except BaseException:
         if not existed:
+            release_out(out)  # its lock file, which this run made
             with contextlib.suppress(OSError):  # not empty (a log, a checkpoint), or another process's
                 out.rmdir()
         raise
@@ -833,13 +851,16 @@ def _optimisation(run: _Run, model: VQVAE, start: _Start, weight_average: float)
 
 def _make_out(options: TrainOptions, main: bool) -> None:
     """The output folder, made only once every option is checked, so that a run refused before leaves
-    nothing behind; with `replace`, the files of the run this one replaces are removed only now too."""
+    nothing behind, and locked (runlock); with `replace`, the files of the run this one replaces are
+    removed only now too."""
     out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if main:  # held already where the folder was there when the run began (_out_locked)
+        lock_out(out)
     if options.replace and not options.resume and main:
         # neither its checkpoint (for a later --resume) nor its log may be mistaken for this run's
         for path in run_files(out, options.name):
             path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
     if main:  # a run killed while saving (kill -9) left its half-written files beside the whole ones
         for name in (CHECKPOINT_NAME, options.name):
             for suffix in (".safetensors", ".json"):
