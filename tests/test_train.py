@@ -1962,3 +1962,28 @@ def test_a_second_run_in_a_folder_in_use_is_refused_until_the_first_is_killed(tr
     assert holder.returncode == -signal.SIGKILL
     train(data_dir, None, options(out, max_steps=13, resume=True, fit_prior=False))  # its lock file left, unlocked
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 13
+
+
+@pytest.mark.parametrize("tail, warning", [
+    (b"\0\0\0\0\0\0\n", "1 line that is not a JSON record"),
+    (b'{"step": 13, "val_lo\n\0\0\0\0\n', "2 lines that are not JSON records"),
+    (b'{"step": 13, "val_lo\n[13]\n{"step": 14, "lo', "2 lines that are not JSON records and a partial record (16 bytes)"),
+    (b"\n", "1 line that is not a JSON record"),
+])
+def test_resume_drops_whole_lines_at_the_logs_end_that_are_not_records_with_a_warning(trained, data_dir, tmp_path,
+                                                                                      capsys, tail, warning):
+    """A run stopped while writing the log can leave whole lines that are not JSON records at its end (a
+    file system that kept the new length but not the bytes reads back zeros, ended by a later line's
+    newline): the partial-record repair kept them, and the resumed log no longer parsed as JSON lines."""
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    whole = (out / "train_log.jsonl").read_bytes()
+    (out / "train_log.jsonl").write_bytes(whole + tail)
+    capsys.readouterr()
+    train(data_dir, None, options(out, resume=True, max_steps=15, fit_prior=False))
+    err = capsys.readouterr().err.splitlines()
+    assert f"warning: {out / 'train_log.jsonl'} ended in {warning}, written as a run stopped: removed" in err, err
+    assert len([line for line in err if "train_log.jsonl" in line]) == 1
+    records = read_log(out)  # parses
+    assert (out / "train_log.jsonl").read_bytes().startswith(whole) and records[-1]["step"] == 15
+    assert [record["step"] for record in records] == [1, 5, 10, 15]

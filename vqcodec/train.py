@@ -867,7 +867,7 @@ def _make_out(options: TrainOptions, main: bool) -> None:
                 remove_leftover_temporaries(out / f"{name}{suffix}")
     if main and options.resume:
         _rewrite_stale_checkpoint_json(out / f"{CHECKPOINT_NAME}.safetensors")
-        _drop_partial_log_record(out / LOG_NAME)
+        _repair_log(out / LOG_NAME)
 
 
 def _rewrite_stale_checkpoint_json(path: Path) -> None:
@@ -898,21 +898,43 @@ def _rewrite_stale_checkpoint_json(path: Path) -> None:
               f"rewritten from the record in the weights (step {record['step']})")
 
 
-def _drop_partial_log_record(path: Path) -> None:
-    """Remove what follows the log's last whole line, with a warning: the start of a record that a run
-    stopped while writing (a power cut) left, which the records a resumed run appends would run into."""
+def _repair_log(path: Path) -> None:
+    """Remove, with a one-line warning, what a run stopped while writing the log (a power cut) left at
+    its end, which the records a resumed run appends would run into or follow: the start of a record
+    after its last whole line, and the whole lines before that which are not JSON records (a file
+    system that kept the log's new length but not its bytes reads back zeros)."""
     try:
         text = path.read_bytes()
-        kept = text.rfind(b"\n") + 1
-        if kept == len(text):
-            return
-        os.truncate(path, kept)
     except FileNotFoundError:
         return
     except OSError as exc:
         raise VQCodecError(f"cannot repair {path}: {exc.strerror or exc}") from None
-    _progress(f"warning: {path} ended in a partial record ({plural(len(text) - kept, 'byte')}, written as a run "
-              "stopped): removed")
+    whole = kept = text.rfind(b"\n") + 1
+    lines = 0
+    while kept and not _is_log_record(text[text.rfind(b"\n", 0, kept - 1) + 1:kept - 1]):
+        kept = text.rfind(b"\n", 0, kept - 1) + 1
+        lines += 1
+    if kept == len(text):
+        return
+    try:
+        os.truncate(path, kept)
+    except OSError as exc:
+        raise VQCodecError(f"cannot repair {path}: {exc.strerror or exc}") from None
+    partial = plural(len(text) - whole, "byte")
+    if not lines:
+        _progress(f"warning: {path} ended in a partial record ({partial}, written as a run stopped): removed")
+        return
+    bad = f"{plural(lines, 'line')} that {'is not a JSON record' if lines == 1 else 'are not JSON records'}"
+    _progress(f"warning: {path} ended in {bad}{f' and a partial record ({partial})' if whole < len(text) else ''}, "
+              "written as a run stopped: removed")
+
+
+def _is_log_record(line: bytes) -> bool:
+    """Whether a line of the log is a record: a JSON object."""
+    try:
+        return isinstance(json.loads(line), dict)
+    except (ValueError, RecursionError):  # UnicodeDecodeError too
+        return False
 
 
 def _print_run(run: _Run, kind: str, model: VQVAE, data: _Data, decoder_only: bool) -> None:
