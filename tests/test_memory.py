@@ -1,4 +1,5 @@
 import resource
+from pathlib import Path
 
 import pytest
 
@@ -6,58 +7,216 @@ import vqcodec.memory
 from vqcodec.memory import memory_bound
 
 GB = 10 ** 9
+NO_LIMIT_V1 = "9223372036854771712"
+
+
+class Machine:
+    """A machine of 16 GB with no RLIMIT_AS, a fake cgroup file system at `root` (empty: no limits) and a
+    fake /proc/self/cgroup at `own` (absent until cgroups() writes it)."""
+
+    def __init__(self, tmp_path: Path):
+        self.root, self.own = tmp_path / "sys_fs_cgroup", tmp_path / "proc_self_cgroup"
+        self.root.mkdir()
+        self.address_space = resource.RLIM_INFINITY
+
+    def cgroups(self, *lines: str) -> None:
+        self.own.write_text("".join(line + "\n" for line in lines))
+
+    def v2(self, folder: str, text: str) -> None:
+        self._write(self.root / folder.strip("/") / "memory.max", text)
+
+    def v1(self, folder: str, text: str) -> None:
+        self._write(self.root / "memory" / folder.strip("/") / "memory.limit_in_bytes", text)
+
+    @staticmethod
+    def _write(path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+
+    def bound(self) -> int | None:
+        return memory_bound(self.root, self.own)
 
 
 @pytest.fixture
-def machine(monkeypatch, tmp_path):
-    """A machine of 16 GB with no cgroup files and no RLIMIT_AS; set(v2=..., v1=..., rlimit=...) limits it."""
+def machine(monkeypatch, tmp_path) -> Machine:
     pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 16 * GB // 4096}
     monkeypatch.setattr(vqcodec.memory.os, "sysconf", lambda name: pages[name])
-    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
-    monkeypatch.setattr(vqcodec.memory, "CGROUP_LIMIT_FILES", (str(v2), str(v1)))
-    rlimit = [resource.RLIM_INFINITY]
-    monkeypatch.setattr(vqcodec.memory.resource, "getrlimit", lambda which: (rlimit[0], resource.RLIM_INFINITY))
-
-    def limit(v2_text=None, v1_text=None, address_space=resource.RLIM_INFINITY):
-        for path, text in ((v2, v2_text), (v1, v1_text)):
-            if text is not None:
-                path.write_text(text + "\n")
-        rlimit[0] = address_space
-    return limit
+    fake = Machine(tmp_path)
+    monkeypatch.setattr(vqcodec.memory.resource, "getrlimit", lambda which: (fake.address_space, resource.RLIM_INFINITY))
+    return fake
 
 
 def test_without_limits_the_bound_is_physical_memory(machine):
-    machine()
-    assert memory_bound() == 16 * GB
+    assert machine.bound() == 16 * GB
+    machine.cgroups("0::/user.slice/session-1.scope")
+    assert machine.bound() == 16 * GB
 
 
 @pytest.mark.parametrize("v2, v1", [("2000000000", None), (None, "2000000000"), ("max", "2000000000"),
                                     ("3000000000", "2000000000")])
-def test_a_cgroup_limit_below_physical_memory_is_the_bound(machine, v2, v1):
-    machine(v2, v1)
-    assert memory_bound() == 2 * GB
+def test_a_limit_at_the_roots_counts_without_a_proc_self_cgroup(machine, v2, v1):
+    if v2 is not None:
+        machine.v2("", v2)
+    if v1 is not None:
+        machine.v1("", v1)
+    assert machine.bound() == 2 * GB
 
 
-@pytest.mark.parametrize("v2, v1", [("max", None), (None, "9223372036854771712"), ("32000000000", None), ("", "junk")])
-def test_no_cgroup_limit_or_one_above_physical_memory_leaves_physical_memory(machine, v2, v1):
-    machine(v2, v1)
-    assert memory_bound() == 16 * GB
+@pytest.mark.parametrize("v2, v1", [("max", None), (None, NO_LIMIT_V1), ("32000000000", None), ("", "junk"),
+                                    ("0", "-1"), ("2.5e9", "²"), ("1000000000 extra", " ")])
+def test_no_limit_a_bad_one_or_one_above_physical_memory_leaves_physical_memory(machine, v2, v1):
+    if v2 is not None:
+        machine.v2("", v2)
+    if v1 is not None:
+        machine.v1("", v1)
+    assert machine.bound() == 16 * GB
+
+
+def test_the_v2_limit_of_the_processs_own_cgroup(machine):
+    machine.cgroups("0::/system.slice/job.service")
+    machine.v2("system.slice/job.service", "3000000000")
+    assert machine.bound() == 3 * GB
+
+
+def test_a_v2_limit_above_the_own_cgroup_holds_for_it(machine):
+    machine.cgroups("0::/system.slice/job.service")
+    machine.v2("system.slice/job.service", "max")
+    machine.v2("system.slice", "4000000000")
+    assert machine.bound() == 4 * GB
+
+
+@pytest.mark.parametrize("limits, bound", [({"a": 3, "a/b": 5, "a/b/c": 7}, 3), ({"a": 7, "a/b": 5, "a/b/c": 3}, 3),
+                                            ({"a": 7, "a/b": 2, "a/b/c": 5}, 2), ({"": 6, "a/b/c": 8}, 6)])
+def test_the_smallest_limit_on_the_way_up_is_the_bound(machine, limits, bound):
+    machine.cgroups("0::/a/b/c")
+    for folder, gigabytes in limits.items():
+        machine.v2(folder, str(gigabytes * GB))
+    assert machine.bound() == bound * GB
+
+
+def test_the_limits_of_other_cgroups_do_not_count(machine):
+    machine.cgroups("0::/a/b")
+    machine.v2("a/b/child", str(1 * GB))  # below the process's cgroup
+    machine.v2("a/sibling", str(1 * GB))
+    machine.v2("other", str(1 * GB))
+    assert machine.bound() == 16 * GB
+
+
+def test_the_v1_memory_controllers_cgroup(machine):
+    machine.cgroups("12:pids:/docker/abc", "4:memory:/docker/abc", "1:name=systemd:/docker/abc", "0::/")
+    machine.v1("docker/abc", "5000000000")
+    assert machine.bound() == 5 * GB
+
+
+def test_a_v1_limit_above_the_own_cgroup_holds_for_it(machine):
+    machine.cgroups("4:memory:/docker/abc")
+    machine.v1("docker/abc", NO_LIMIT_V1)
+    machine.v1("docker", "6000000000")
+    assert machine.bound() == 6 * GB
+
+
+def test_memory_mounted_with_other_v1_controllers_is_found(machine):
+    machine.cgroups("7:cpu,memory:/batch/job")
+    machine.v1("batch/job", "2000000000")
+    assert machine.bound() == 2 * GB
+
+
+def test_the_paths_of_other_v1_controllers_are_not_read_as_memorys(machine):
+    machine.cgroups("3:cpu:/a", "4:memory:/b", "5:name=memory:/a")
+    machine.v1("a", "1000000000")
+    machine.v2("a", "1000000000")
+    assert machine.bound() == 16 * GB
+
+
+def test_a_container_whose_root_is_its_own_cgroup_finds_its_limit_at_the_root(machine):
+    # without a cgroup namespace, /proc/self/cgroup names the host's path, which the container's mount lacks
+    machine.cgroups("4:memory:/docker/0123abcd", "0::/docker/0123abcd")
+    machine.v1("", "7000000000")
+    assert machine.bound() == 7 * GB
+
+
+def test_v1_and_v2_limits_together_give_the_smaller(machine):
+    machine.cgroups("4:memory:/a", "0::/b")
+    machine.v1("a", "5000000000")
+    machine.v2("b", "3000000000")
+    assert machine.bound() == 3 * GB
+    machine.v1("a", "2000000000")
+    assert machine.bound() == 2 * GB
+
+
+def test_a_path_with_dotdot_is_ignored(machine, tmp_path):
+    # a cgroup outside the namespace's root is shown as /../..; joined to the root it would name files outside it
+    machine.cgroups("0::/../escaped", "4:memory:/a/../../escaped")
+    for path in (tmp_path / "escaped" / "memory.max", tmp_path / "escaped" / "memory.limit_in_bytes",
+                 machine.root / "escaped" / "memory.max"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(f"{1 * GB}\n")
+    assert machine.bound() == 16 * GB
+    machine.v2("", str(9 * GB))  # the root's own limit still counts
+    assert machine.bound() == 9 * GB
+
+
+def test_a_relative_path_is_ignored(machine):
+    machine.cgroups("0::a/b", "4:memory:c")
+    machine.v2("a/b", str(1 * GB))
+    machine.v1("c", str(1 * GB))
+    assert machine.bound() == 16 * GB
+
+
+@pytest.mark.parametrize("text", [b"", b"\n\n", b"garbage\n", b"0:/a\n", b"x::/a\n", b"1::/a\n", b"\xff\xfe0::/a\n"])
+def test_lines_not_of_the_form_are_ignored(machine, text):
+    machine.own.write_bytes(text)
+    machine.v2("a", str(1 * GB))
+    assert machine.bound() == 16 * GB
+
+
+def test_an_unreadable_proc_self_cgroup_leaves_the_roots_limits(machine):
+    machine.own.mkdir()  # reading it fails (IsADirectoryError)
+    machine.v2("", str(3 * GB))
+    assert machine.bound() == 3 * GB
+
+
+def test_a_limit_file_that_cannot_be_read_is_no_limit(machine):
+    machine.cgroups("0::/a")
+    (machine.root / "a" / "memory.max").mkdir(parents=True)
+    machine.v2("", str(5 * GB))
+    assert machine.bound() == 5 * GB
+
+
+def test_memory_in_use_is_not_subtracted(machine):
+    machine.cgroups("0::/a")
+    machine.v2("a", str(4 * GB))
+    (machine.root / "a" / "memory.current").write_text(f"{3 * GB}\n")
+    machine.v1("", str(5 * GB))
+    (machine.root / "memory" / "memory.usage_in_bytes").write_text(f"{4 * GB}\n")
+    assert machine.bound() == 4 * GB
 
 
 def test_an_address_space_limit_is_the_bound_when_lowest(machine):
-    machine("8000000000", address_space=1 * GB)
-    assert memory_bound() == 1 * GB
-    machine(address_space=20 * GB)
-    assert memory_bound() == 8 * GB
+    machine.cgroups("0::/a")
+    machine.v2("a", "8000000000")
+    machine.address_space = 1 * GB
+    assert machine.bound() == 1 * GB
+    machine.address_space = 20 * GB
+    assert machine.bound() == 8 * GB
 
 
 def test_unknown_physical_memory_and_no_limit_gives_no_bound(machine, monkeypatch):
     def unknown(name):
         raise ValueError(name)
     monkeypatch.setattr(vqcodec.memory.os, "sysconf", unknown)
-    machine()
-    assert memory_bound() is None
-    machine(v1_text="9223372036854771712")
-    assert memory_bound() is None
-    machine(v2_text="5000000000")
-    assert memory_bound() == 5 * GB
+    assert machine.bound() is None
+    machine.v1("", NO_LIMIT_V1)
+    assert machine.bound() is None
+    machine.cgroups("0::/a")
+    machine.v2("a", "5000000000")
+    assert machine.bound() == 5 * GB
+
+
+def test_the_defaults_are_the_real_files_which_callers_use(machine, monkeypatch):
+    machine.cgroups("0::/a")
+    machine.v2("a", str(3 * GB))
+    monkeypatch.setattr(vqcodec.memory, "CGROUP_ROOT", str(machine.root))
+    monkeypatch.setattr(vqcodec.memory, "OWN_CGROUPS", str(machine.own))
+    assert memory_bound() == 3 * GB
+
