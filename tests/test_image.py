@@ -279,6 +279,22 @@ def test_tiles_are_padded_as_the_whole_image_padded_at_once(codec, monkeypatch):
                                       codec.image_to_codes(padded, 3, variable_depth)[:, :40, :51])
 
 
+def test_image_to_codes_gives_the_code_type_as_read_codes_does(codec, golden_image_codec):
+    """image_to_codes returned int64 codes, four times the int16 that read_codes gives of the same codes."""
+    rgb = smooth_rgb(40, 52, seed=2)
+    for model in (codec, golden_image_codec):  # golden: a prior, so per-cell depth searched over the whole image
+        for variable_depth in (False, True):
+            codes = model.image_to_codes(rgb, 3, variable_depth)
+            assert codes.dtype == model.code_dtype == np.int16
+        np.testing.assert_array_equal(model.read_codes(model.encode_image(Image.fromarray(rgb), 3))[1], codes)
+    codec.refine = 2
+    try:
+        codes = codec.image_to_codes(rgb, 2)
+    finally:
+        codec.refine = 0
+    assert codes.dtype == np.int16 and codes.min() >= 0
+
+
 def test_an_image_is_never_padded_whole(codec):
     rgb = np.zeros((2047, 2045, 3), dtype=np.uint8)  # 512 x 512 cells, the last row and column padded
     rgb[::7, ::5] = 200

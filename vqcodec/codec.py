@@ -304,18 +304,19 @@ def _joined(blocks: Iterator[np.ndarray], channels: int, total: int) -> np.ndarr
     return audio[:, :position]
 
 
-def _check_decoded_fits(channels: int, total: int) -> None:
+def _check_decoded_fits(channels: int, total: int, codes_copy: int = 0) -> None:
     """Refuse decoded audio larger than the memory this process may use before it is allocated: an
     allocation past it may raise no MemoryError (memory is given as it is touched) and the process
-    is killed instead."""
+    is killed instead. `codes_copy`: the bytes of a copy of the codes held beside the audio."""
     memory = memory_bound()
-    if memory is not None and channels * total * 4 > memory:
-        raise _decoded_too_large(channels, total)
+    if memory is not None and channels * total * 4 + codes_copy > memory:
+        raise _decoded_too_large(channels, total, codes_copy)
 
 
-def _decoded_too_large(channels: int, total: int) -> VQCodecError:
+def _decoded_too_large(channels: int, total: int, codes_copy: int = 0) -> VQCodecError:
+    copy = f", and {codes_copy / 2**30:.1f} GiB for a copy of the codes" if codes_copy else ""
     return VQCodecError(f"{plural(channels, 'channel')} of {plural(total, 'sample')} of decoded audio "
-                        f"({channels * total * 4 / 2**30:.1f} GiB) do not fit in memory: decode to a file "
+                        f"({channels * total * 4 / 2**30:.1f} GiB{copy}) do not fit in memory: decode to a file "
                         "(decode_audio_file, `vqcodec decode`) or a part at a time (start=, duration=)")
 
 
@@ -816,8 +817,8 @@ class Codec:
 
     @property
     def code_dtype(self):
-        """The integer type of the codes read_codes and media_to_codes give: int16, or int32 for a
-        codebook of more than 32 768 codes."""
+        """The integer type of the codes read_codes, media_to_codes, audio_to_codes and image_to_codes
+        give: int16, or int32 for a codebook of more than 32 768 codes."""
         return self._code_dtype
 
     @property
@@ -950,7 +951,9 @@ class Codec:
     @_one_at_a_time
     @torch.no_grad()  # not inference_mode: refinement needs gradients through the decoder
     def audio_to_codes(self, audio: np.ndarray, quality: int | None = None, variable_depth: bool = False) -> np.ndarray:
-        """Codes of audio already at the model rate: (channels, samples) -> int64 (channels, quality, frames).
+        """Codes of audio already at the model rate: (channels, samples) -> (channels, quality, frames) codes of
+        code_dtype (int16, or int32 for a codebook of more than 32 768 codes), made in that type as they are
+        found, with no int64 copy of the whole recording's.
 
         The samples are coded as given: unlike encoding and media_to_codes, no level gain is applied.
         With `variable_depth` (and a depth weight, for entropy coding) each frame keeps only the levels
@@ -962,7 +965,7 @@ class Codec:
         quality = self.check_quality(self.num_codebooks if quality is None else quality)
         frames = math.ceil(samples / self.hop)
         window = _SampleWindow(_checked(_float_blocks(audio), None, channels), channels, samples)
-        return self._encode_frames(window, frames, quality, variable_depth).astype(np.int64)
+        return self._encode_frames(window, frames, quality, variable_depth)
 
     @torch.inference_mode()
     def codes_to_audio(self, codes: np.ndarray) -> np.ndarray:
@@ -970,7 +973,8 @@ class Codec:
         -1 leaves its level out of that frame, from some level up to the top."""
         self._require("audio")
         codes = self._code_array(codes, 1, "channels, quality, frames")
-        _check_decoded_fits(codes.shape[0], codes.shape[2] * self.hop)  # before the codes are copied
+        copy = 0 if codes.dtype == self._code_dtype else codes.size * np.dtype(self._code_dtype).itemsize
+        _check_decoded_fits(codes.shape[0], codes.shape[2] * self.hop, copy)  # before the codes are copied
         codes = self._checked_codes(codes, 1, "channels, quality, frames")
         return _joined(self._decode_frames(codes), codes.shape[0], codes.shape[2] * self.hop)
 
@@ -1647,7 +1651,7 @@ class Codec:
     @_one_at_a_time
     @torch.no_grad()  # as audio_to_codes
     def image_to_codes(self, rgb: np.ndarray, quality: int | None = None, variable_depth: bool = False) -> np.ndarray:
-        """uint8 RGB (h, w, 3) -> int64 codes (quality, ceil(h/hop), ceil(w/hop)), coded in tiles.
+        """uint8 RGB (h, w, 3) -> codes (quality, ceil(h/hop), ceil(w/hop)) of code_dtype, coded in tiles.
 
         With `variable_depth` (and a depth weight, for entropy coding) each latent cell keeps only the
         levels that pay for their bits, as in files: the rest of its codes are -1."""
@@ -1662,7 +1666,7 @@ class Codec:
         hop, ctx = self.hop, self.cfg.context_frames
         h, w, _ = rgb.shape
         rows, cols = math.ceil(h / hop), math.ceil(w / hop)
-        codes = np.zeros((quality, rows, cols), dtype=np.int64)
+        codes = np.zeros((quality, rows, cols), dtype=self._code_dtype)
         done = np.zeros((rows, cols), dtype=bool)
         # Without refinement, the depths are chosen once the whole image is searched, as if it were one
         # tile: one exchange rate for every cell, and each cell's bits with its neighbours across tiles as
@@ -1693,7 +1697,7 @@ class Codec:
             done[r0:r1, c0:c1] = True
         if whole_depth:
             codes = self._cut_depths((quality, 1, rows, cols), ladder_codes.reshape(ladder, -1),
-                                     errors.reshape(ladder + 1, -1))[:, 0].numpy()
+                                     errors.reshape(ladder + 1, -1))[:, 0].numpy().astype(self._code_dtype)
         return codes
 
     def _refine_tile(self, x, window, inner, window_codes, window_done, quality, variable_depth,
@@ -1704,7 +1708,8 @@ class Codec:
         hop = self.hop
         fresh = self.model.quantizer.encode_cells(window, quality, self.beam)
         done = torch.from_numpy(window_done).to(self.device)
-        context = torch.where(done, torch.from_numpy(window_codes).to(self.device)[:, None], fresh)
+        earlier = torch.from_numpy(window_codes.astype(np.int64)).to(self.device)[:, None]  # one tile's
+        context = torch.where(done, earlier, fresh)
         pixels = (slice(None), slice(None), slice(inner[0].start * hop, min(inner[0].stop * hop, size[0])),
                   slice(inner[1].start * hop, min(inner[1].stop * hop, size[1])))
         return self._refined(x, window, context, inner, pixels, quality, variable_depth)
