@@ -1755,3 +1755,47 @@ def test_a_closed_stderr_stops_no_command(encoded, tiny_model_path, tmp_path):
     assert result.returncode == 0 and result.stdout == b"" and soundfile.info(out).frames > 0
     result = run_without_stderr("decode", tmp_path / "missing.vq", tmp_path / "missing.wav", "-m", tiny_model_path)
     assert result.returncode == 1 and result.stdout == b"" and not (tmp_path / "missing.wav").exists()
+
+
+def test_a_model_folder_of_several_models_names_the_one_that_wrote_the_file(tiny_model_path, other_model_path,
+                                                                            other_codec, signal, tmp_path):
+    """-m FOLDER where the folder holds models of different ids (a run's model beside a fine-tune of it
+    written with another --name) said only "expected one model in the folder": now the error lists them,
+    and where a .vq file is known, names the one that wrote it."""
+    import shutil
+
+    from vqcodec import VQCodecError
+    from vqcodec.registry import find_model
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    for path in (tiny_model_path, other_model_path):
+        for suffix in (".safetensors", ".json"):
+            shutil.copy(path.with_suffix(suffix), folder / path.with_suffix(suffix).name)
+    (folder / "checkpoint.json").write_text("{}")
+    (folder / "checkpoint.safetensors").write_bytes(b"")  # a run's checkpoint is no model
+    vq = tmp_path / "by_other.vq"
+    vq.write_bytes(other_codec.encode_audio(signal(1, 1600, 16000), 16000, 2))
+    with pytest.raises(VQCodecError) as refused:
+        find_model(str(folder))
+    assert str(refused.value) == (f"{folder}: expected one model (NAME.safetensors + NAME.json) in the folder, found 2 "
+                                  f"(other, tiny): give one of them by its path, such as {folder / 'other.safetensors'}")
+    result = run_cli("train", tmp_path, "--out", tmp_path / "run", "--init", folder, "--max-steps", "1")
+    assert_one_line_error(result)  # an --init folder: no --model to pass
+    assert result.stderr.decode().rstrip("\n").endswith(f"found 2 (other, tiny): give one of them by its path, such as "
+                                                         f"{folder / 'other.safetensors'}"), result.stderr
+    advice = f"pass --model {folder / 'other.safetensors'}, the one that wrote this file (model {other_codec.model_id.hex()})"
+    for args in (["decode", vq, tmp_path / "out.wav"], ["info", vq], ["codes", vq, tmp_path / "out.npy"]):
+        result = run_cli(*args, "-m", folder)
+        assert_one_line_error(result)
+        assert result.stderr.decode().rstrip("\n").endswith(f"found 2 (other, tiny): {advice}"), result.stderr
+        assert not (tmp_path / "out.wav").exists() and not (tmp_path / "out.npy").exists()
+    assert run_cli("decode", vq, tmp_path / "out.wav", "-m", folder / "other.safetensors").returncode == 0
+    (folder / "other.json").unlink()  # the folder's one model did not write it: the file's own check says so
+    (folder / "third.safetensors").write_bytes((folder / "tiny.safetensors").read_bytes())
+    (folder / "third.json").write_bytes((folder / "tiny.json").read_bytes())
+    result = run_cli("decode", vq, tmp_path / "out2.wav", "-m", folder)
+    assert_one_line_error(result)
+    assert result.stderr.decode().rstrip("\n").endswith(
+        f"found 2 (third, tiny): none of them wrote this file (model {other_codec.model_id.hex()}); pass --model "
+        "with the one that did"), result.stderr

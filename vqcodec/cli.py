@@ -650,7 +650,6 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
       vqcodec decode my_recordings_vq/ decoded/ --format flac   # a whole folder
     """
     from .codec import Codec
-    from .registry import model_for_file
 
     _use_threads(threads)
     if input_path != "-" and Path(input_path).is_dir():
@@ -667,7 +666,7 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
 
         image_format = format_name or ("PNG" if output_path == "-" else _image_format_from_name(output_path))
         check_output_of(image_format, header, data)  # before the model loads and the image is decoded
-    codec = Codec.load(model or model_for_file(data), device=device)
+    codec = Codec.load(_model_of_file(model, data), device=device)
     codec.progress = _terminal_progress()
     if salvage:
         _warn_damage(codec.damaged_parts(data), header)
@@ -689,6 +688,18 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
         if salvage or not _damaged(codec, data):
             raise
         raise VQCodecError(f"{exc}; --salvage decodes what is intact") from None
+
+
+def _model_of_file(model: str | None, data: bytes) -> str:
+    """The model that a command on the `.vq` file `data` loads: -m's, or the installed one the file names.
+    A folder given as -m that holds several models is refused with the one among them that wrote the file."""
+    from .registry import find_model, is_model_path, model_for_file
+
+    if model is None:
+        return model_for_file(data)
+    if is_model_path(model) and Path(model).is_dir():
+        return str(find_model(model, wrote=data))
+    return model
 
 
 def _decode_folder(folder: Path, output_path: str, model, format_name, device, force, salvage, rate) -> None:
@@ -870,9 +881,8 @@ def info(input_path, as_json, verbose, model_option):
     report = None
     if verbose or model_option:
         from .codec import Codec
-        from .registry import model_for_file
 
-        codec = Codec.load(model_option or model_for_file(data))
+        codec = Codec.load(_model_of_file(model_option, data))
         codec.check_file(data)
         if model_option:
             record["model"] = model = model_option
@@ -963,7 +973,6 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
     import numpy as np
 
     from .codec import Codec, resolve_device
-    from .registry import model_for_file
     from .tokens import file_codes_writer
 
     _use_threads(threads)
@@ -985,7 +994,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
             _refuse_media_options_for_vq(quality, kind, depth_weight)
             stream.seek(0)
             data = stream.read()
-            codec = Codec.load(model or model_for_file(data), device=resolve_device(device))
+            codec = Codec.load(_model_of_file(model, data), device=resolve_device(device))
             _write_output(output_path, file_codes_writer(codec, data), force)
             return
         else:

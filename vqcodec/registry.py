@@ -35,9 +35,11 @@ def is_model_path(name: str) -> bool:
             or Path(name).suffix in (".safetensors", ".json"))
 
 
-def find_model(name: str) -> Path:
+def find_model(name: str, wrote: bytes | None = None) -> Path:
     """A model name (searched in $VQCODEC_MODEL_PATH, then the shipped models) or a path to its files
-    (is_model_path: one with a folder or a model file's suffix in it)."""
+    (is_model_path: one with a folder or a model file's suffix in it). A folder must hold one model;
+    where it holds several, the error lists them, and, given `wrote` (the start of a `.vq` file, its
+    header at least), names the one that decodes that file (folder_model_advice)."""
     if not str(name).strip():
         raise VQCodecError("a model name or path cannot be empty")
     candidate = Path(name)
@@ -45,8 +47,12 @@ def find_model(name: str) -> Path:
         if candidate.is_dir():
             found = sorted(candidate.glob("*.safetensors"))
             found = [p for p in found if p.with_suffix(".json").exists() and p.stem != "checkpoint"]
-            if len(found) != 1:
+            if not found:
                 raise VQCodecError(f"{candidate}: expected one model (NAME.safetensors + NAME.json) in the folder")
+            if len(found) > 1:
+                raise VQCodecError(f"{candidate}: expected one model (NAME.safetensors + NAME.json) in the folder, "
+                                   f"found {len(found)} ({', '.join(p.stem for p in found)}): "
+                                   + folder_model_advice(found, wrote))
             path = found[0]
         else:
             path = candidate.with_suffix(".safetensors")
@@ -65,6 +71,34 @@ def find_model(name: str) -> Path:
     available = ", ".join(m["name"] for m in list_models()) or "none"
     local = f"; for the model in {name}, give it as a path: ./{name}" if candidate.exists() else ""
     raise VQCodecError(f"unknown model {name!r} (installed: {available}){local}")
+
+
+def folder_model_advice(paths: list[Path], wrote: bytes | None) -> str:
+    """Which of the models at `paths` (one folder's) to give: without `wrote`, any one by its path (for
+    whichever option named the folder: -m, --init, fit-prior's MODEL); with `wrote`, a `.vq` file's header,
+    the --model that decodes that file (its own id, or one that lists the id under "decodes"; of those,
+    the one with the file's prior first), or that none of them does."""
+    if wrote is None:
+        return f"give one of them by its path, such as {paths[0]}"
+    header = vqformat.parse_header(wrote)
+    wanted, prior_id = header.model_id.hex(), header.coded_prior_id
+    metas = []
+    for path in paths:
+        try:
+            meta = json.loads(path.with_suffix(".json").read_text())
+        except (OSError, ValueError, RecursionError):
+            continue
+        if isinstance(meta, dict) and "model_id" in meta and "config" in meta and meta_problem(meta) is None:
+            metas.append((path, meta))
+    decoding = [(p, m) for p, m in metas if m["model_id"] == wanted] + \
+        [(p, m) for p, m in metas if wanted in m.get("decodes", ())]
+    chosen = next((p for p, m in decoding if prior_id is None or _prior_id(m) == prior_id), None)
+    if chosen is not None:
+        return f"pass --model {chosen}, the one that wrote this file (model {wanted})"
+    if decoding:
+        return (f"{decoding[0][0]} has the id of the model that wrote this file ({wanted}) but another prior: "
+                f"pass the model files that wrote it")
+    return f"none of them wrote this file (model {wanted}); pass --model with the one that did"
 
 
 def _is_model_id(value) -> bool:
