@@ -129,6 +129,55 @@ def test_depth_model_adapts_and_restarts_per_plane():
     assert DepthModel(8).row(8)[5] == start            # a new plane starts from scratch
 
 
+def reference_decode_depths(decoder, rows: int, cols: int, quality: int) -> np.ndarray:
+    """The depth map decoded cell by cell through DepthModel: each cell's row rebuilt from its counts."""
+    depth, model = [[0] * cols for _ in range(rows)], DepthModel(quality)
+
+    def step(context, r, c):
+        depth[r][c] = int(decoder.decode(model.model(context)))
+        return depth[r][c]
+
+    model.code(rows, cols, depth, step)
+    return np.asarray(depth, dtype=np.int64).reshape(rows, cols)
+
+
+@pytest.mark.parametrize("quality, rows, cols, seed", [(1, 1, 3000, 0), (8, 1, 2500, 1), (20, 30, 40, 2),
+                                                       (3, 45, 45, 3), (1, 4, 5, 4), (2, 1, 1, 5)])
+def test_depth_decoder_reads_any_stream_as_the_depth_model_does(quality, rows, cols, seed):
+    """CodePrior._decode_depths keeps each context's total and first largest count as the counts change
+    instead of rebuilding the row from the counts: it must read the same depths from the same words as
+    DepthModel does, whatever the words (random words give depths no encoder chose: ties for the
+    largest count, runs that halve the counts), and read back what _encode_depths wrote."""
+    import constriction
+    from vqcodec.prior import CodePrior
+
+    rng = np.random.default_rng(seed)
+    words = rng.integers(0, 2 ** 32, rows * cols + 8, dtype=np.uint64).astype(np.uint32)
+    fast = CodePrior._decode_depths(constriction.stream.queue.RangeDecoder(words), rows, cols, quality)
+    reference = reference_decode_depths(constriction.stream.queue.RangeDecoder(words), rows, cols, quality)
+    np.testing.assert_array_equal(fast, reference)
+    depth = smooth_depths(rows, cols, quality, seed)
+    encoder = constriction.stream.queue.RangeEncoder()
+    CodePrior._encode_depths(encoder, depth, quality)
+    decoded = CodePrior._decode_depths(constriction.stream.queue.RangeDecoder(encoder.get_compressed()), rows, cols, quality)
+    np.testing.assert_array_equal(decoded, depth)
+
+
+@pytest.mark.parametrize("quality, seed", [(1, 0), (2, 1)])
+def test_depth_decoder_reads_long_unstructured_depth_maps(quality, seed):
+    """Depths drawn at random along 20 000 frames: the counts of a context stay close and are halved
+    every few hundred cells, so the first largest count changes both as a depth is learnt and as the
+    counts are halved (a decoder that missed the second read these back wrong)."""
+    import constriction
+    from vqcodec.prior import CodePrior
+
+    depth = np.random.default_rng(seed).integers(0, quality + 1, (1, 20000))
+    encoder = constriction.stream.queue.RangeEncoder()
+    CodePrior._encode_depths(encoder, depth, quality)
+    decoder = constriction.stream.queue.RangeDecoder(encoder.get_compressed())
+    np.testing.assert_array_equal(CodePrior._decode_depths(decoder, 1, depth.shape[1], quality), depth)
+
+
 def test_corrupt_depth_payloads_raise_or_stay_well_formed(audio_prior, image_prior):
     rng = np.random.default_rng(4)
     for prior, shape in ((audio_prior, (2, 4, 60)), (image_prior, (3, 9, 8))):

@@ -528,13 +528,46 @@ class CodePrior:
 
     @staticmethod
     def _decode_depths(decoder, rows: int, cols: int, quality: int) -> np.ndarray:
-        depth, model = [[0] * cols for _ in range(rows)], DepthModel(quality)
-
-        def step(context, r, c):
-            value = depth[r][c] = int(decoder.decode(model.model(context)))
-            return value
-
-        model.code(rows, cols, depth, step)
+        """The depth map that _encode_depths coded: DepthModel's contexts, counts and rows, in one loop.
+        The model adapts after every cell, so the cells cannot be decoded in one call; each cell's
+        weights, coder_weights(counts_to_row(counts)), are computed in one pass over the counts, from
+        the counts' total and first largest (kept as the counts change) instead of recomputed."""
+        n = quality + 1
+        budget = (1 << PRECISION) - n                 # counts_to_row: q = 1 + count * budget // total
+        shift = CODER_PRECISION - PRECISION
+        low = (1 << shift) - 1                        # coder_weights: (q << shift) - 1 = (floor << shift) + low
+        spare = low * n
+        increment, limit = DEPTH_INCREMENT, DEPTH_COUNT_LIMIT
+        categorical, decode, array, float64 = constriction.stream.model.Categorical, decoder.decode, np.array, np.float64
+        states: dict[int, list] = {}                  # context -> [counts, their total, index of the first largest]
+        depth, above = [], None
+        for _ in range(rows):
+            row, left = [0] * cols, None
+            for c in range(cols):
+                up = above[c] if above is not None else None
+                if left is None:
+                    context = quality if up is None else up
+                else:
+                    context = left if up is None else (left + up + 1) // 2
+                state = states.get(context)
+                if state is None:
+                    state = states[context] = [[1] * n, n, 0]
+                counts, total, top = state
+                weights = [((count * budget // total) << shift) + low for count in counts]
+                weights[top] += (budget - ((sum(weights) - spare) >> shift)) << shift  # the remainder, as counts_to_row
+                value = int(decode(categorical(array(weights, float64), perfect=False)))
+                counts[value] += increment
+                total += increment
+                if total > limit:
+                    counts[:] = [(count + 1) // 2 for count in counts]
+                    total = sum(counts)
+                    top = counts.index(max(counts))
+                elif counts[value] > counts[top] or (counts[value] == counts[top] and value < top):
+                    top = value
+                state[1], state[2] = total, top
+                row[c] = left = value
+            depth.append(row)
+            above = row
         return np.asarray(depth, dtype=np.int64).reshape(rows, cols)
 
     def decode_chunk(self, payload: bytes, shape: tuple[int, int, int], depths: bool = False) -> np.ndarray:
