@@ -800,3 +800,142 @@ def test_a_prior_fitted_to_few_files_does_not_code_worse_than_fixed_width():
     fresh = rng.integers(0, k, (2, 1000))
     bits = sum(prior.ideal_bits(fresh[None, :, start:start + chunk]) for start in range(0, 1000, chunk))
     assert (bits / 1000 < np.log2(k) + 0.1).all()
+
+
+# ---------------------------------------------------------------- fitting: the same bytes in less memory
+
+def sorted_quantize_rows(p: np.ndarray) -> np.ndarray:
+    """quantize_rows as it was: whole rows ranked by a stable sort of their fractions, all rows at once."""
+    n, k = p.shape
+    p = np.where(np.isfinite(p), np.maximum(p, 0), 0.0)
+    p[p.sum(1) <= 0] = 1.0
+    p = p / p.sum(1, keepdims=True)
+    budget = (1 << PRECISION) - k
+    raw = p * budget
+    q = np.floor(raw).astype(np.int64)
+    left = budget - q.sum(1)
+    frac = raw - q
+    order = np.argsort(-frac, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(k)[None, :].repeat(n, 0), axis=1)
+    q += ranks < left[:, None]
+    q += 1
+    return q.astype(np.uint16)
+
+
+def dense_fit_level(data: dict, sources: tuple, k: int, test: dict | None, beta=None, single_classes: int = 64):
+    """prior._fit_level as it was: dense (contexts, K) counts and probabilities, the smoothing chosen on
+    the whole tables, the held-out bits read from the whole quantised table. Returns (table, betas, bits)."""
+    from vqcodec.prior import BETAS, DEFAULT_ALPHA, DEFAULT_BETA, JOINT_CLASSES, JOINT_CLASSES_WITHOUT_UP, \
+        UNIGRAM_ALPHAS, _cluster, _unigram_bits
+
+    x = data["x"]
+    value_counts = np.bincount(x, minlength=k)
+    if beta is not None:
+        alpha, stage_betas = beta[0], tuple(beta[1:])
+    elif test is None:
+        alpha, stage_betas = DEFAULT_ALPHA, (DEFAULT_BETA,) * len(sources)
+    else:
+        alpha, stage_betas = min(UNIGRAM_ALPHAS, key=lambda a: _unigram_bits(value_counts, a, test["x"])), None
+    unigram = (value_counts + alpha) / (x.size + alpha * k)
+    maps = {}
+    for source in sources:
+        joint = JOINT_CLASSES if "up" in sources else JOINT_CLASSES_WITHOUT_UP
+        maps[source] = _cluster(data[source], x, k, single_classes if len(sources) == 1 else joint[source])
+    sizes = [int(maps[s].max()) + 1 for s in sources]
+
+    def context(d, upto):
+        ctx = np.zeros(d["x"].size, dtype=np.int64)
+        for source, size in zip(sources[:upto], sizes[:upto]):
+            ctx = ctx * size + maps[source][d[source]]
+        return ctx
+
+    stages = []
+    for upto in range(1, len(sources) + 1):
+        n_ctx = int(np.prod(sizes[:upto]))
+        counts = np.bincount(context(data, upto) * k + x, minlength=n_ctx * k).reshape(n_ctx, k).astype(np.float64)
+        stages.append((upto, n_ctx, counts))
+
+    def probabilities(betas):
+        p = unigram[None, :]
+        for (upto, n_ctx, counts), b in zip(stages, betas):
+            parent = p if upto == 1 else np.repeat(p, sizes[upto - 1], axis=0)
+            p = (counts + b * parent) / (counts.sum(1, keepdims=True) + b)
+        return p
+
+    if stage_betas is None:
+        stage_betas = ()
+        for stage in range(len(stages)):
+            best = None
+            ctx_test = context(test, stage + 1)
+            for b in BETAS:
+                p = probabilities(stage_betas + (b,))
+                bits = -np.log2(p[ctx_test, test["x"]]).mean() if test["x"].size else 0.0
+                if best is None or bits < best[0]:
+                    best = (bits, b)
+            stage_betas = stage_betas + (best[1],)
+    table = sorted_quantize_rows(probabilities(stage_betas) if sources else unigram[None, :])
+    bits = None
+    if test is not None:
+        log2 = PRECISION - np.log2(table.astype(np.float64))
+        bits = float(log2[context(test, len(sources)), test["x"]].mean()) if test["x"].size else 0.0
+    return table, (alpha,) + stage_betas, bits
+
+
+def test_quantized_rows_are_those_of_a_stable_sort_of_whole_rows(monkeypatch):
+    """quantize_rows gives the `left` largest fractions of a row one more with a partition, not a sort
+    of the row, and works a block of rows at a time: the same integers, ties (to the lowest index)
+    included, whatever the block."""
+    from vqcodec import prior
+
+    rng = np.random.default_rng(3)
+    p = rng.gamma(0.2, size=(40, 1000))
+    p[0] = 0                                    # empty: uniform, every fraction equal
+    p[1] = 1.0
+    p[2, ::3] = 2.5                             # runs of equal fractions
+    p[3] = rng.integers(1, 4, 1000)             # few distinct values: ties at the threshold
+    p[4, 7] = np.inf
+    p[5] = np.where(rng.random(1000) < 0.5, 1e-9, 0.3)
+    expected = sorted_quantize_rows(p)
+    np.testing.assert_array_equal(quantize_rows(p), expected)
+    for block in (1, 999, 2500):
+        monkeypatch.setattr(prior, "QUANTIZE_BLOCK", block)
+        np.testing.assert_array_equal(quantize_rows(p), expected)
+
+
+@pytest.mark.parametrize("kind, sources, classes", [
+    ("audio", (), 64), ("audio", ("left",), 64), ("audio", ("up", "left"), 64), ("image", ("left", "above"), 64),
+    ("image", ("above",), 256), ("image", ("up", "above"), 64)])
+def test_level_fitting_gives_the_tables_of_dense_fitting(monkeypatch, kind, sources, classes):
+    """_fit_level keeps its counts as sorted keys, chooses the smoothing on the held-out entries alone
+    and computes and quantises the table a few rows at a time (a block of 3 rows here): the same
+    smoothing, held-out bits and table bytes as the dense computation it replaced."""
+    from vqcodec import prior
+
+    monkeypatch.setattr(prior, "QUANTIZE_BLOCK", 3 * 300)
+    k, rng = 300, np.random.default_rng(len(sources) * 10 + classes)
+    planes = [markov_plane(2, 1 if kind == "audio" else 9, 120 if kind == "audio" else 11, seed, k=k) for seed in range(12)]
+    planes += [rng.integers(0, k, p.shape) for p in planes[:3]]     # codes spread over the codebook too
+    data = prior._level_data(planes, 1, k, 40 if kind == "audio" else 4, kind)
+    mask = prior.holdout_mask(list(range(len(planes))), 5)[data["plane"]]
+    train, test = ({n: v[m] for n, v in data.items()} for m in (~mask, mask))
+    level, betas = prior._fit_level(train, sources, k, test, single_classes=classes)
+    table, expected_betas, bits = dense_fit_level(train, sources, k, test, single_classes=classes)
+    assert betas == expected_betas and level.info["heldout_bits_per_code"] == bits and level.table is None
+    level, _ = prior._fit_level(data, sources, k, None, betas, single_classes=classes)
+    table, _, _ = dense_fit_level(data, sources, k, None, betas, single_classes=classes)
+    assert level.table.dtype == np.uint16 and level.table.tobytes() == table.tobytes()
+
+
+def test_fitting_a_large_codebook_holds_no_whole_table_of_floats():
+    """At K = 2**15 (prior.MAX_CODEBOOK) a level of joint left and above classes has 33 x 33 contexts:
+    its dense float64 counts, probabilities and quantisation temporaries took 2.5 GB (2460 MiB traced
+    for CodePrior.fit on two levels of eleven small photos' codes). Now a block of rows at a time:
+    the uint16 table (71 MB) and a few blocks."""
+    from vqcodec import prior
+
+    k, rng = 1 << 15, np.random.default_rng(0)
+    planes = [np.minimum(rng.zipf(1.3, (1, 12, 16)) - 1, k - 1) for _ in range(11)]
+    data = prior._level_data(planes, 0, k, 4, "image")
+    (level, _), peak = traced_peak(lambda: prior._fit_level(data, ("left", "above"), k, None))
+    assert level.table.shape == (33 * 33, k) and peak < 200 * 2 ** 20, peak / 2 ** 20

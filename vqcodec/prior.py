@@ -88,22 +88,46 @@ def _require_constriction():
 
 # ---------------------------------------------------------------- tables
 
+QUANTIZE_BLOCK = 1 << 21  # entries quantize_rows (and fitting) work on at once: bounds their temporaries
+
+
 def quantize_rows(p: np.ndarray) -> np.ndarray:
-    """Float probability rows (n, K) -> uint16 rows with every entry >= 1 summing to 2**PRECISION."""
+    """Float probability rows (n, K) -> uint16 rows with every entry >= 1 summing to 2**PRECISION.
+    Each row is quantised on its own, so the rows go a block at a time (QUANTIZE_BLOCK entries):
+    the same integers as all at once, with a block's temporaries instead of the whole table's."""
     p = np.asarray(p, dtype=np.float64)
+    n, k = p.shape
+    step = max(1, QUANTIZE_BLOCK // max(1, k))
+    if n <= step:
+        return _quantize_block(p)
+    out = np.empty((n, k), dtype=np.uint16)
+    for start in range(0, n, step):
+        out[start:start + step] = _quantize_block(p[start:start + step])
+    return out
+
+
+def _quantize_block(p: np.ndarray) -> np.ndarray:
     n, k = p.shape
     p = np.where(np.isfinite(p), np.maximum(p, 0), 0.0)
     p[p.sum(1) <= 0] = 1.0  # an empty row becomes uniform
     p = p / p.sum(1, keepdims=True)
     budget = (1 << PRECISION) - k
     raw = p * budget
-    q = np.floor(raw).astype(np.int64)
-    left = budget - q.sum(1)
-    frac = raw - q
-    order = np.argsort(-frac, axis=1, kind="stable")
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(k)[None, :].repeat(n, 0), axis=1)
-    q += ranks < left[:, None]
+    whole = np.floor(raw)
+    q = whole.astype(np.int64)
+    left = (budget - q.sum(1)).tolist()
+    frac = np.subtract(raw, whole, out=raw)
+    # The `left` largest fractions of a row get one more, ties to the lowest index: what ranking the
+    # row by (-frac, index) with a stable sort and taking the first `left` gave, found with a partition.
+    for row, count in enumerate(left):
+        if count <= 0:
+            continue
+        negative = np.negative(frac[row])
+        threshold = np.partition(negative, count - 1)[count - 1]
+        larger = negative < threshold
+        q[row] += larger
+        ties = np.flatnonzero(negative == threshold)[:count - int(np.count_nonzero(larger))]
+        q[row, ties] += 1
     q += 1
     assert (q.sum(1) == 1 << PRECISION).all() and q.min() >= 1
     return q.astype(np.uint16)
@@ -892,8 +916,13 @@ def _level_data(planes: list[np.ndarray], level: int, k: int, chunk: int, kind: 
 
 def _pair_counts(rows: np.ndarray, columns: np.ndarray, num_rows: int, num_columns: int) -> np.ndarray:
     """A num_rows x num_columns table of float counts: how often each (row, column) pair occurs."""
-    return np.bincount(rows * num_columns + columns, minlength=num_rows * num_columns).reshape(
-        num_rows, num_columns).astype(np.float64)
+    return _float_counts(rows * num_columns + columns, num_rows * num_columns).reshape(num_rows, num_columns)
+
+
+def _float_counts(index: np.ndarray, size: int) -> np.ndarray:
+    """np.bincount(index, minlength=size) as float64, counted in float64 (exact: whole numbers below 2**53)
+    rather than copied from an int64 array as large."""
+    return np.bincount(index, weights=np.ones(index.size), minlength=size)
 
 
 def _cluster(values: np.ndarray, targets: np.ndarray, k: int, classes: int, iterations: int = 12) -> np.ndarray:
@@ -962,7 +991,9 @@ def _unigram_bits(counts: np.ndarray, alpha: float, test: np.ndarray) -> float:
 def _fit_level(data: dict, sources: tuple[str, ...], k: int, test: dict | None, beta=None,
                single_classes: int = SINGLE_CLASSES[0]):
     """Fit one level's tables with the given sources; returns (LevelPrior, chosen smoothing: the
-    unigram's pseudo-count, then each context stage's weight on its parent)."""
+    unigram's pseudo-count, then each context stage's weight on its parent). With `test` (held-out
+    codes) the smoothing is chosen on them, and the level only records their bits per code in its
+    info: its table is None (the rows of the held-out codes' contexts alone were quantised)."""
     x = data["x"]
     value_counts = np.bincount(x, minlength=k)
     if beta is not None:
@@ -985,35 +1016,77 @@ def _fit_level(data: dict, sources: tuple[str, ...], k: int, test: dict | None, 
             ctx = ctx * size + maps[source][d[source]]
         return ctx
 
-    # hierarchical smoothing: first source alone backs off to the unigram, both sources back off to the first
+    # Hierarchical smoothing: the first source alone backs off to the unigram, both sources back off
+    # to the first. Stage s's probabilities are (counts + b * parent) / (row total + b), its parent
+    # the unigram or the row of stage s - 1 that the context extends. A stage's counts are kept as
+    # the sorted keys context * k + value, not a dense (contexts, k) table: the smoothing is chosen
+    # on the held-out codes' entries alone, and the table is computed and quantised a block of rows
+    # at a time. Every entry is the same float expression of the same numbers as in dense form (row
+    # totals are sums of whole numbers, exact in any order), so the table has the same bytes.
     stages = []
     for upto in range(1, len(sources) + 1):
         n_ctx = int(np.prod(sizes[:upto]))
-        counts = np.bincount(context(data, upto) * k + x, minlength=n_ctx * k).reshape(n_ctx, k).astype(np.float64)
-        stages.append((upto, n_ctx, counts))
+        ctx = context(data, upto)
+        stages.append((n_ctx, np.sort(ctx * k + x), _float_counts(ctx, n_ctx)))
 
-    def probabilities(betas):
-        p = unigram[None, :]
-        for (upto, n_ctx, counts), b in zip(stages, betas):
-            parent = p if upto == 1 else np.repeat(p, sizes[upto - 1], axis=0)
-            p = (counts + b * parent) / (counts.sum(1, keepdims=True) + b)
+    def counts_at(keys, where):
+        return (np.searchsorted(keys, where, side="right") - np.searchsorted(keys, where, side="left")).astype(np.float64)
+
+    def probabilities_at(betas, contexts, values):
+        """The probability of `values` in `contexts` (one array per stage), as probability_rows has them."""
+        p = unigram[values]
+        for (n_ctx, keys, totals), b, ctx in zip(stages, betas, contexts):
+            p = (counts_at(keys, ctx * k + values) + b * p) / (totals[ctx] + b)
         return p
+
+    def probability_rows(betas, stage, start, stop):
+        """Rows start..stop - 1 of stage `stage`'s (contexts, k) probabilities."""
+        if stage < 0:
+            return unigram[None, :]
+        n_ctx, keys, totals = stages[stage]
+        if stage == 0:
+            parent = unigram[None, :]
+        else:
+            size = sizes[stage]
+            first, last = start // size, (stop - 1) // size + 1
+            parent = np.repeat(probability_rows(betas, stage - 1, first, last), size, axis=0)
+            parent = parent[start - first * size:stop - first * size]
+        lo, hi = np.searchsorted(keys, [start * k, stop * k])
+        counts = _float_counts(keys[lo:hi] - start * k, (stop - start) * k).reshape(stop - start, k)
+        return (counts + betas[stage] * parent) / (totals[start:stop, None] + betas[stage])
 
     if stage_betas is None:
         stage_betas = ()
+        contexts = [context(test, upto) for upto in range(1, len(stages) + 1)]
         for stage in range(len(stages)):
             best = None
-            ctx_test = context(test, stage + 1)
             for b in BETAS:
-                p = probabilities(stage_betas + (b,))
-                bits = -np.log2(p[ctx_test, test["x"]]).mean() if test["x"].size else 0.0
+                p = probabilities_at(stage_betas + (b,), contexts[:stage + 1], test["x"])
+                bits = -np.log2(p).mean() if test["x"].size else 0.0
                 if best is None or bits < best[0]:
                     best = (bits, b)
             stage_betas = stage_betas + (best[1],)
-    p = probabilities(stage_betas) if sources else unigram[None, :]
-    level = LevelPrior(tuple(sources), maps, quantize_rows(p))
     if test is not None:
+        # only the held-out codes' bits are wanted (_choose_classes): the rows of their contexts
         ctx_test = context(test, len(sources))
-        log2 = PRECISION - np.log2(level.table.astype(np.float64))
-        level.info["heldout_bits_per_code"] = float(log2[ctx_test, test["x"]].mean()) if test["x"].size else 0.0
+        rows, where = np.unique(ctx_test, return_inverse=True)
+        needed = [probability_rows(stage_betas, len(stages) - 1, r, r + 1) for r in rows.tolist()] \
+            if sources else [unigram[None, :]] * min(1, rows.size)
+        step = max(1, QUANTIZE_BLOCK // k)
+        table = np.concatenate([quantize_rows(np.concatenate(needed[i:i + step])) for i in range(0, len(needed), step)]) \
+            if needed else np.zeros((0, k), dtype=np.uint16)
+        level = LevelPrior(tuple(sources), maps, None)  # no table: held-out bits only
+        log2 = PRECISION - np.log2(table[where, test["x"]].astype(np.float64))
+        level.info["heldout_bits_per_code"] = float(log2.mean()) if test["x"].size else 0.0
+        return level, (alpha,) + stage_betas
+    if sources:
+        n_ctx = stages[-1][0]
+        table = np.empty((n_ctx, k), dtype=np.uint16)
+        step = max(1, QUANTIZE_BLOCK // k)
+        for start in range(0, n_ctx, step):
+            stop = min(n_ctx, start + step)
+            table[start:stop] = quantize_rows(probability_rows(stage_betas, len(stages) - 1, start, stop))
+    else:
+        table = quantize_rows(unigram[None, :])
+    level = LevelPrior(tuple(sources), maps, table)
     return level, (alpha,) + stage_betas
