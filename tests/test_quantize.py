@@ -53,6 +53,45 @@ def test_beam_search_in_blocks_gives_the_same_codes(rvq, monkeypatch):
     assert torch.equal(rvq.encode(latents, 4, beam=4), whole)
 
 
+@pytest.mark.parametrize("size, beam, rate", [(32, 3, False), (256, 4, False), (256, 8, True), (32, 1, True), (256, 2, True)])
+def test_beam_search_with_bounded_scores_gives_the_codes_of_one_block(monkeypatch, size, beam, rate):
+    """Blocks of 1 to a few rows (BEAM_SCORES forced down) against all rows in one block: the same codes,
+    with and without a rate term (whose rows are the block's), through topk and _smallest's groups."""
+    torch.manual_seed(size + beam)
+    rvq = ResidualVQ(dim=8, num_codebooks=3, codebook_size=size).eval()
+    for level, layer in enumerate(rvq.layers):
+        layer.codebook.copy_(torch.randn(size, 8) * 0.6 ** level)
+    latents = torch.randn(203, 8)
+    first, later = torch.rand(203, size), torch.rand(size, size)
+    costs = (lambda level, rows, coarser: first[rows][:, None, :] if level == 0 else later[coarser]) if rate else None
+    monkeypatch.setattr(quantize, "BEAM_ROWS", 10 ** 6)
+    monkeypatch.setattr(quantize, "BEAM_SCORES", 1 << 40)
+    whole = rvq.encode(latents, 3, beam, costs)
+    for scores in (1, size * beam * 3 - 1, size * beam * 17):
+        monkeypatch.setattr(quantize, "BEAM_SCORES", scores)
+        assert torch.equal(rvq.encode(latents, 3, beam, costs), whole), scores
+
+
+@pytest.mark.parametrize("beam", [1, 4, 16])
+def test_beam_search_holds_at_most_beam_scores_at_once(monkeypatch, beam):
+    """A codebook of 2**15 and a beam of 4 scored 2048 rows at once, 2**28 float32 (1 GiB; 2.6 GB peak
+    for the search): the rows per block now keep rows x paths x codes within BEAM_SCORES (2**23)."""
+    size = 1 << 15
+    rvq = ResidualVQ(dim=4, num_codebooks=2, codebook_size=size).eval()
+    blocks = []
+    search = ResidualVQ._beam_encode
+
+    def counted(self, latents, *args):
+        blocks.append(latents.shape[0])
+        return search(self, latents, *args)
+
+    monkeypatch.setattr(ResidualVQ, "_beam_encode", counted)
+    codes = rvq.encode(torch.randn(300, 4), 2, beam, (lambda level, rows, coarser: torch.zeros(rows.stop - rows.start, 1, size))
+                       if beam == 1 else None)
+    assert codes.shape == (2, 300) and sum(blocks) == 300
+    assert max(blocks) * beam * size <= quantize.BEAM_SCORES == 1 << 23 and max(blocks) == min(300, (1 << 23) // (beam * size))
+
+
 def test_beam_of_one_is_greedy(rvq):
     latents = torch.randn(100, 8)
     assert torch.equal(rvq.encode(latents, 4, beam=1), rvq.encode(latents, 4))

@@ -114,7 +114,9 @@ class VectorQuantizer(nn.Module):
         return quantized, indices, commitment
 
 
-BEAM_ROWS = 2048  # latent vectors searched at once by the beam encoder: bounds its memory
+BEAM_ROWS = 2048      # latent vectors searched at once by the beam encoder, at most ...
+BEAM_SCORES = 1 << 23  # ... and fewer where their scores (rows x paths x codes) would be more than this:
+                       # 32 MB of float32 (a codebook of 2**15 and a beam of 4 held 1 GiB for 2048 rows)
 TOPK_GROUP = 64   # _smallest looks for the k smallest values among the k groups with the smallest minima
 
 
@@ -133,6 +135,14 @@ def _smallest(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]
     candidates = groups.gather(1, chosen[..., None].expand(-1, -1, TOPK_GROUP)).reshape(n, -1)
     smallest, where = candidates.topk(k, dim=1, largest=False)
     return smallest, chosen.gather(1, where // TOPK_GROUP) * TOPK_GROUP + where % TOPK_GROUP
+
+
+def beam_rows(beam: int, sizes: list[int]) -> int:
+    """Latent vectors the beam encoder searches at once: BEAM_ROWS, or fewer so that a level's scores,
+    one per row, path (at most `beam`) and code (`sizes`: each level's codebook size), stay within
+    BEAM_SCORES. Each row's search is its own, so the codes do not depend on it."""
+    widest = max(1, beam) * max(sizes, default=1)
+    return max(1, min(BEAM_ROWS, BEAM_SCORES // widest))
 
 
 class ResidualVQ(nn.Module):
@@ -191,8 +201,10 @@ class ResidualVQ(nn.Module):
                 residual = residual - layer.decode(indices)
                 out.append(indices)
             return torch.stack(out) if out else latents.new_zeros((0, latents.shape[0]), dtype=torch.long)
-        parts = [self._beam_encode(latents[start:start + BEAM_ROWS], count, max(1, beam), bit_costs, start)
-                 for start in range(0, latents.shape[0], BEAM_ROWS)]
+        beam = max(1, beam)
+        step = beam_rows(beam, [layer.codebook.shape[0] for layer in self.layers[:count]])
+        parts = [self._beam_encode(latents[start:start + step], count, beam, bit_costs, start)
+                 for start in range(0, latents.shape[0], step)]
         return torch.cat(parts, 1) if parts else latents.new_zeros((count, 0), dtype=torch.long)
 
     def encode_cells(self, latents: torch.Tensor, count: int, beam: int = 1, bit_costs=None) -> torch.Tensor:
