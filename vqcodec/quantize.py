@@ -203,7 +203,8 @@ class ResidualVQ(nn.Module):
             return torch.stack(out) if out else latents.new_zeros((0, latents.shape[0]), dtype=torch.long)
         beam = max(1, beam)
         step = beam_rows(beam, [layer.codebook.shape[0] for layer in self.layers[:count]])
-        parts = [self._beam_encode(latents[start:start + step], count, beam, bit_costs, start)
+        columns = [self._score_columns(layer.codebook) for layer in self.layers[:count]]  # once, not per block
+        parts = [self._beam_encode(latents[start:start + step], count, beam, bit_costs, start, columns)
                  for start in range(0, latents.shape[0], step)]
         return torch.cat(parts, 1) if parts else latents.new_zeros((count, 0), dtype=torch.long)
 
@@ -218,7 +219,13 @@ class ResidualVQ(nn.Module):
         vectors = self.decode(indices.reshape(indices.shape[0], -1))
         return vectors.reshape(*indices.shape[1:], -1).movedim(-1, 1).contiguous()  # layout decides conv kernels
 
-    def _beam_encode(self, latents: torch.Tensor, count: int, beam: int, bit_costs=None, first_row: int = 0) -> torch.Tensor:
+    @staticmethod
+    def _score_columns(codebook: torch.Tensor) -> torch.Tensor:
+        """[-2c, |c|^2, 1] for every code c: the beam search's scores are its rows' products with these."""
+        return torch.cat([-2 * codebook, codebook.pow(2).sum(1, keepdim=True), codebook.new_ones((codebook.shape[0], 1))], 1)
+
+    def _beam_encode(self, latents: torch.Tensor, count: int, beam: int, bit_costs=None, first_row: int = 0,
+                     columns: list[torch.Tensor] | None = None) -> torch.Tensor:
         n, dim = latents.shape
         rows = slice(first_row, first_row + n)
         ones = latents.new_ones((n, 1, 1))
@@ -232,8 +239,8 @@ class ResidualVQ(nn.Module):
             # [r, 1, |r|^2 + rate] . [-2c, |c|^2, 1]
             known = residuals.pow(2).sum(-1, keepdim=True) + rates[..., None]
             rows_r = torch.cat([residuals, ones.expand(-1, width, -1), known], 2)
-            columns = torch.cat([-2 * codebook, codebook.pow(2).sum(1, keepdim=True), codebook.new_ones((size, 1))], 1)
-            scores = (rows_r.reshape(-1, dim + 2) @ columns.t()).view(n, width, size)
+            products = columns[level] if columns is not None else self._score_columns(codebook)
+            scores = (rows_r.reshape(-1, dim + 2) @ products.t()).view(n, width, size)
             if bit_costs is not None:
                 costs = bit_costs(level, rows, paths[:, :, -1] if level else None)   # (N, paths or 1, K)
                 scores.add_(costs)
