@@ -240,3 +240,10 @@ def add_model_options(parser, out: str) -> None:
     parser.add_argument("--skip-speech", action="store_true", help="leave the speech model out")
     parser.add_argument("--skip-images", action="store_true", help="leave the image model out")
     parser.add_argument("--out", default=out, help="JSON file of the results ('' for none; default: %(default)s)")
+
+
+def add_source_option(parser) -> None:
+    """--source: the checkouts whose vqcodec a benchmark runs, to compare them in the same run."""
+    parser.add_argument("--source", action="append", default=None,
+                        help="Folder holding the vqcodec package to run (default this checkout); give it more than "
+                             "once to measure each in the same run.")

@@ -166,9 +166,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(DATA),
                         help="Folder of speech recordings joined into the 60 s the depth case decodes "
                              "(default %(default)s).")
-    parser.add_argument("--source", action="append", default=None,
-                        help="Folder holding the vqcodec package to run (default this checkout); give it more than "
-                             "once to measure each in the same run.")
+    common.add_source_option(parser)
     parser.add_argument("--out", default="bench/out/hot_paths.json",
                         help="JSON file of every row, '' for none (default bench/out/hot_paths.json).")
     args = parser.parse_args()

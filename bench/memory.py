@@ -144,9 +144,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(DATA),
                         help="Folder of speech recordings (FLAC, WAV), joined end to end and repeated into 16 kHz "
                              "mono 16-bit WAV files of each length (default %(default)s).")
-    parser.add_argument("--source", action="append", default=None,
-                        help="Folder holding the vqcodec package to run (default this checkout); give it more than "
-                             "once to measure each in the same run.")
+    common.add_source_option(parser)
     parser.add_argument("--ways", default="cli", type=_names,
                         help="What to measure, comma-separated: cli (the command line, four ways) and/or api "
                              "(Codec.encode of an array; default cli).")

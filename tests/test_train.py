@@ -1737,9 +1737,9 @@ def test_a_prior_that_cannot_be_written_at_the_end_of_training_is_said_so_and_no
     assert "prior" not in json.loads((out / "tiny.json").read_text())
 
 
-def test_ctrl_c_between_the_renames_of_a_models_files_comes_after_both(tmp_path, monkeypatch):
-    """The weights and the JSON are renamed into place one after the other: a Ctrl-C that came between
-    the two left the new weights beside the old JSON."""
+def ctrl_c_after_the_first_rename(monkeypatch):
+    """Make io.move_into_place raise Ctrl-C (SIGINT) right after the first file it renames into place;
+    returns the names it renames, as it renames them, and the real move_into_place."""
     import signal
 
     import vqcodec.io as io_module
@@ -1752,6 +1752,13 @@ def test_ctrl_c_between_the_renames_of_a_models_files_comes_after_both(tmp_path,
         if len(moved) == 1:
             signal.raise_signal(signal.SIGINT)
     monkeypatch.setattr(io_module, "move_into_place", move_then_ctrl_c)
+    return moved, real_move
+
+
+def test_ctrl_c_between_the_renames_of_a_models_files_comes_after_both(tmp_path, monkeypatch):
+    """The weights and the JSON are renamed into place one after the other: a Ctrl-C that came between
+    the two left the new weights beside the old JSON."""
+    moved, _ = ctrl_c_after_the_first_rename(monkeypatch)
     meta = {"model_id": "x", "config": config_to_dict(CFG)}
     with pytest.raises(KeyboardInterrupt):
         write_model_files(tmp_path / "m.safetensors", meta, {"w": torch.zeros(3)})
@@ -1813,21 +1820,12 @@ def test_a_checkpoint_save_stopped_or_failing_between_its_two_files_changes_neit
     """The weights and checkpoint.json were two separate writes: a Ctrl-C between their renames (in the
     final save, which nothing saves again) left the new weights beside the old JSON, and a full disk at the
     JSON left the new weights beside the old JSON too."""
-    import signal
-
     import vqcodec.io as io_module
     from vqcodec.train import save_checkpoint
 
     path, modules = tmp_path / "checkpoint.safetensors", {"model": VQVAE(CFG)}
     save_checkpoint(path, modules, {}, {"step": 1})
-    real_move, moved = io_module.move_into_place, []
-
-    def move_then_ctrl_c(finished, target, replace=True):
-        real_move(finished, target, replace)
-        moved.append(Path(target).name)
-        if len(moved) == 1:
-            signal.raise_signal(signal.SIGINT)
-    monkeypatch.setattr(io_module, "move_into_place", move_then_ctrl_c)
+    moved, real_move = ctrl_c_after_the_first_rename(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, modules, {}, {"step": 2})
     assert moved == ["checkpoint.safetensors", "checkpoint.json"]
