@@ -82,21 +82,12 @@ def folder_model_advice(paths: list[Path], wrote: bytes | None) -> str:
         return f"give one of them by its path, such as {paths[0]}"
     header = vqformat.parse_header(wrote)
     wanted, prior_id = header.model_id.hex(), header.coded_prior_id
-    metas = []
-    for path in paths:
-        try:
-            meta = json.loads(path.with_suffix(".json").read_text())
-        except (OSError, ValueError, RecursionError):
-            continue
-        if isinstance(meta, dict) and "model_id" in meta and "config" in meta and meta_problem(meta) is None:
-            metas.append((path, meta))
-    decoding = [(p, m) for p, m in metas if m["model_id"] == wanted] + \
-        [(p, m) for p, m in metas if wanted in m.get("decodes", ())]
-    chosen = next((p for p, m in decoding if prior_id is None or _prior_id(m) == prior_id), None)
+    decoding = _decoders_of([{**meta, "path": path} for path in paths if (meta := _valid_meta(path)) is not None], wanted)
+    chosen = _with_prior(decoding, prior_id)
     if chosen is not None:
-        return f"pass --model {chosen}, the one that wrote this file (model {wanted})"
+        return f"pass --model {chosen['path']}, the one that wrote this file (model {wanted})"
     if decoding:
-        return (f"{decoding[0][0]} has the id of the model that wrote this file ({wanted}) but another prior: "
+        return (f"{decoding[0]['path']} has the id of the model that wrote this file ({wanted}) but another prior: "
                 f"pass the model files that wrote it")
     return f"none of them wrote this file (model {wanted}); pass --model with the one that did"
 
@@ -165,10 +156,30 @@ def model_decoding(model_id: str, prior_id: int | None = None) -> dict | None:
     under "decodes" (a decoder-only fine-tune of it, which reads the same codes); None if there is none.
     A file names its model by id, so shadowed models (list_models) count too. For an entropy-coded file,
     `prior_id` is the prior it names: a model that has it comes first (refitted copies share the id)."""
-    installed = list_models(shadowed=True)
-    found = [m for m in installed if m["model_id"] == model_id] \
-        + [m for m in installed if model_id in m.get("decodes", ())]
-    return next((m for m in found if prior_id is None or _prior_id(m) == prior_id), found[0] if found else None)
+    found = _decoders_of(list_models(shadowed=True), model_id)
+    return _with_prior(found, prior_id) or (found[0] if found else None)
+
+
+def _decoders_of(models: list[dict], model_id: str) -> list[dict]:
+    """The models of `models` that decode files of `model_id`: those of that id, then those that list it
+    under "decodes" (decoder-only fine-tunes of it, which read the same codes)."""
+    return [m for m in models if m["model_id"] == model_id] + [m for m in models if model_id in m.get("decodes", ())]
+
+
+def _with_prior(models: list[dict], prior_id: int | None) -> dict | None:
+    """The first of `models` that has the prior `prior_id` (any, for None): refitted copies share an id."""
+    return next((m for m in models if prior_id is None or _prior_id(m) == prior_id), None)
+
+
+def _valid_meta(path: Path) -> dict | None:
+    """The NAME.json record of the model at `path`, where it is readable and valid (meta_problem); else None."""
+    try:
+        meta = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    if isinstance(meta, dict) and "model_id" in meta and "config" in meta and meta_problem(meta) is None:
+        return meta
+    return None
 
 
 def model_of_file(data: bytes) -> dict | None:
