@@ -224,8 +224,9 @@ class ResidualVQ(nn.Module):
         """[-2c, |c|^2, 1] for every code c: the beam search's scores are its rows' products with these."""
         return torch.cat([-2 * codebook, codebook.pow(2).sum(1, keepdim=True), codebook.new_ones((codebook.shape[0], 1))], 1)
 
-    def _beam_encode(self, latents: torch.Tensor, count: int, beam: int, bit_costs=None, first_row: int = 0,
-                     columns: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def _beam_encode(self, latents: torch.Tensor, count: int, beam: int, bit_costs, first_row: int,
+                     columns: list[torch.Tensor]) -> torch.Tensor:
+        """Codes of one block of rows (first_row on); `columns`: each level's _score_columns."""
         n, dim = latents.shape
         rows = slice(first_row, first_row + n)
         ones = latents.new_ones((n, 1, 1))
@@ -239,8 +240,7 @@ class ResidualVQ(nn.Module):
             # [r, 1, |r|^2 + rate] . [-2c, |c|^2, 1]
             known = residuals.pow(2).sum(-1, keepdim=True) + rates[..., None]
             rows_r = torch.cat([residuals, ones.expand(-1, width, -1), known], 2)
-            products = columns[level] if columns is not None else self._score_columns(codebook)
-            scores = (rows_r.reshape(-1, dim + 2) @ products.t()).view(n, width, size)
+            scores = (rows_r.reshape(-1, dim + 2) @ columns[level].t()).view(n, width, size)
             if bit_costs is not None:
                 costs = bit_costs(level, rows, paths[:, :, -1] if level else None)   # (N, paths or 1, K)
                 scores.add_(costs)
