@@ -502,7 +502,7 @@ def _in_srgb(image, source):
     icc = image.info.get("icc_profile")
     if not icc or image.mode not in ("RGB", "RGBA"):
         return image
-    from PIL import Image, ImageCms
+    from PIL import ImageCms
 
     try:
         transform = ImageCms.buildTransform(ImageCms.ImageCmsProfile(BytesIO(icc)), _srgb_profile(), "RGB", "RGB",

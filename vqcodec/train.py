@@ -911,9 +911,11 @@ def _repair_log(path: Path) -> None:
         raise VQCodecError(f"cannot repair {path}: {exc.strerror or exc}") from None
     whole = kept = text.rfind(b"\n") + 1
     lines = 0
-    while kept and not _is_log_record(text[text.rfind(b"\n", 0, kept - 1) + 1:kept - 1]):
-        kept = text.rfind(b"\n", 0, kept - 1) + 1
-        lines += 1
+    while kept:  # back over the whole lines at the end that are not records
+        start = text.rfind(b"\n", 0, kept - 1) + 1
+        if _is_log_record(text[start:kept - 1]):
+            break
+        kept, lines = start, lines + 1
     if kept == len(text):
         return
     try:
