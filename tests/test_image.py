@@ -34,8 +34,8 @@ from vqcodec import Codec, VQCodecError, read_info  # noqa: E402
 from vqcodec import format as vqformat  # noqa: E402
 from vqcodec.config import ImageConfig  # noqa: E402
 from vqcodec.errors import ImageReadWarning  # noqa: E402
-from vqcodec.io import (IMAGE_MODES, MAX_PIXELS, is_image_signature, media_kind_of, open_image,  # noqa: E402
-                        planes_to_image, write_image)
+from vqcodec.io import (IMAGE_MODES, MAX_PIXELS, in_srgb, is_image_signature, media_kind_of,  # noqa: E402
+                        open_image, planes_to_image, write_image)
 from vqcodec.modelfile import save_model  # noqa: E402
 from vqcodec.models import VQVAE  # noqa: E402
 
@@ -801,23 +801,68 @@ def test_the_frames_left_out_of_an_animation_from_stdin_are_one_warning_line(cli
     assert cli("encode", Path("tests/data/photo.png"), tmp_path / "one.vq", "-m", tiny_model_path).stderr == b""
 
 
-def adobe_rgb_profile() -> bytes:
-    """A matrix/TRC ICC v2 profile of Adobe RGB (1998): its D50-adapted colorants and gamma 563/256."""
-    def xyz(x, y, z):
-        return b"XYZ \0\0\0\0" + b"".join(struct.pack(">i", round(v * 65536)) for v in (x, y, z))
-    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, 563)
-    text = b"Adobe RGB (1998) for tests\0"
+def icc_profile(space: bytes, device_class: bytes, tags: list, name: bytes = b"a profile for tests") -> bytes:
+    """An ICC v2 profile of `space` (b"RGB ", b"GRAY", b"CMYK") with an XYZ connection space, a D50
+    white point and these (signature, data) tags besides."""
+    text = name + b"\0"
     tags = [(b"desc", b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + b"\0" * 79),
-            (b"cprt", b"text\0\0\0\0none\0"), (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
-            (b"rXYZ", xyz(0.60974, 0.31111, 0.01947)), (b"gXYZ", xyz(0.20528, 0.62567, 0.06087)),
-            (b"bXYZ", xyz(0.14919, 0.06322, 0.74457)), (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+            (b"cprt", b"text\0\0\0\0none\0"), (b"wtpt", icc_xyz(0.9642, 1.0, 0.8249)), *tags]
     table, body, start = struct.pack(">I", len(tags)), b"", 128 + 4 + 12 * len(tags)
     for signature, data in tags:
         data += b"\0" * (-len(data) % 4)
         table, body = table + signature + struct.pack(">II", start + len(body), len(data)), body + data
-    header = (struct.pack(">I", start + len(body)) + b"none" + bytes([2, 0x10, 0, 0]) + b"mntrRGB XYZ " + b"\0" * 12
-              + b"acsp" + b"\0" * 28 + xyz(0.9642, 1.0, 0.8249)[8:])
+    header = (struct.pack(">I", start + len(body)) + b"none" + bytes([2, 0x10, 0, 0]) + device_class + space + b"XYZ "
+              + b"\0" * 12 + b"acsp" + b"\0" * 28 + icc_xyz(0.9642, 1.0, 0.8249)[8:])
     return header.ljust(128, b"\0") + table + body
+
+
+def icc_xyz(x: float, y: float, z: float) -> bytes:
+    return b"XYZ \0\0\0\0" + b"".join(struct.pack(">i", round(v * 65536)) for v in (x, y, z))
+
+
+def icc_gamma(gamma: float) -> bytes:
+    return b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256))
+
+
+def adobe_rgb_profile() -> bytes:
+    """A matrix/TRC profile of Adobe RGB (1998): its D50-adapted colorants and gamma 563/256."""
+    return icc_profile(b"RGB ", b"mntr", [
+        (b"rXYZ", icc_xyz(0.60974, 0.31111, 0.01947)), (b"gXYZ", icc_xyz(0.20528, 0.62567, 0.06087)),
+        (b"bXYZ", icc_xyz(0.14919, 0.06322, 0.74457)),
+        *((tag, icc_gamma(563 / 256)) for tag in (b"rTRC", b"gTRC", b"bTRC"))], b"Adobe RGB (1998) for tests")
+
+
+def grey_profile(gamma: float | None) -> bytes:
+    """A GRAY profile of a gamma curve, or with None sRGB's curve (a parametric curve of type 3)."""
+    if gamma is not None:
+        return icc_profile(b"GRAY", b"mntr", [(b"kTRC", icc_gamma(gamma))])
+    srgb = (2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045)
+    curve = b"para\0\0\0\0" + struct.pack(">HH", 3, 0) + b"".join(struct.pack(">i", round(v * 65536)) for v in srgb)
+    return icc_profile(b"GRAY", b"mntr", [(b"kTRC", curve)])
+
+
+# sRGB's D50-adapted primaries, the columns of its linear RGB to XYZ matrix
+SRGB_TO_XYZ = np.array([[0.4360747, 0.3850649, 0.1430804], [0.2225045, 0.7168786, 0.0606169],
+                        [0.0139322, 0.0971045, 0.7141733]])
+
+
+def cmyk_profile() -> bytes:
+    """A CMYK printer profile (one lut16 table, A2B0) whose 16 corners of CMYK are sRGB's colours of
+    Pillow's formula (R = (255 - C)(255 - K) / 255, ...) in linear light, interpolated between in
+    linear light: a half-strength cyan is linear red 0.5, sRGB 188, where Pillow reads 127."""
+    corners = [SRGB_TO_XYZ @ ((1 - np.array([c, m, y])) * (1 - k))
+               for c in (0, 1) for m in (0, 1) for y in (0, 1) for k in (0, 1)]
+    table = (b"mft2\0\0\0\0" + bytes([4, 3, 2, 0]) + b"".join(struct.pack(">i", v << 16) for v in np.eye(3, dtype=int).ravel())
+             + struct.pack(">HH", 2, 2) + struct.pack(">HH", 0, 65535) * 4
+             + b"".join(struct.pack(">H", round(v * 32768)) for corner in corners for v in corner)
+             + struct.pack(">HH", 0, 65535) * 3)
+    return icc_profile(b"CMYK", b"prtr", [(b"A2B0", table)])
+
+
+def srgb_levels(linear) -> np.ndarray:
+    """sRGB levels (0-255, not rounded) of linear-light values of 0-1."""
+    linear = np.clip(np.asarray(linear, dtype=np.float64), 0, 1)
+    return 255 * np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
 
 
 def test_an_adobe_rgb_image_is_read_as_srgb(tmp_path):
@@ -825,10 +870,7 @@ def test_an_adobe_rgb_image_is_read_as_srgb(tmp_path):
     # by hand: Adobe RGB's gamma and D50 colorants to XYZ, then sRGB's D50-adapted matrix and curve
     linear = (np.array([40, 200, 60]) / 255) ** (563 / 256)
     to_xyz = np.array([[0.60974, 0.20528, 0.14919], [0.31111, 0.62567, 0.06322], [0.01947, 0.06087, 0.74457]])
-    srgb_to_xyz = np.array([[0.4360747, 0.3850649, 0.1430804], [0.2225045, 0.7168786, 0.0606169],
-                            [0.0139322, 0.0971045, 0.7141733]])
-    srgb = np.clip(np.linalg.solve(srgb_to_xyz, to_xyz @ linear), 0, 1)
-    expected = 255 * np.where(srgb <= 0.0031308, 12.92 * srgb, 1.055 * srgb ** (1 / 2.4) - 0.055)
+    expected = srgb_levels(np.linalg.solve(SRGB_TO_XYZ, to_xyz @ linear))
     assert np.abs(expected - [0, 201, 37]).max() < 0.6
     for mode in ("RGB", "RGBA"):
         path = tmp_path / f"adobe {mode}.png"
@@ -840,14 +882,22 @@ def test_an_adobe_rgb_image_is_read_as_srgb(tmp_path):
             assert (np.asarray(image.getchannel("A")) == 99).all()
 
 
-def test_an_srgb_profile_is_checked_on_a_few_colours_and_the_image_left_alone(tmp_path, monkeypatch):
+@pytest.fixture
+def applied(monkeypatch) -> list:
+    """The sizes of the images ImageCms.applyTransform converts, as it converts them."""
+    from PIL import ImageCms
+
+    sizes = []
+    apply_transform = ImageCms.applyTransform
+    monkeypatch.setattr(ImageCms, "applyTransform", lambda image, *rest, **options: sizes.append(image.size)
+                        or apply_transform(image, *rest, **options))
+    return sizes
+
+
+def test_an_srgb_profile_is_checked_on_a_few_colours_and_the_image_left_alone(tmp_path, applied):
     """Converting costs about 0.1 s a 3-megapixel image; a profile that changes nothing is not applied."""
     from PIL import ImageCms
 
-    applied = []
-    apply_transform = ImageCms.applyTransform
-    monkeypatch.setattr(ImageCms, "applyTransform", lambda image, *rest, **options: applied.append(image.size)
-                        or apply_transform(image, *rest, **options))
     rgb = smooth_rgb(40, 30)
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     Image.fromarray(rgb).save(tmp_path / "srgb.png", icc_profile=srgb)
@@ -868,6 +918,128 @@ def test_an_unusable_icc_profile_is_one_warning_and_the_pixels_are_read_as_srgb(
     assert str(caught[0].message).endswith("); read as sRGB")
     result = cli("encode", source, tmp_path / "out.vq", "-m", tiny_model_path, text=True)
     assert result.returncode == 0 and result.stderr == f"vqcodec: warning: {caught[0].message}\n"
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "I;16"])
+def test_grey_with_a_grey_profile_is_read_as_srgb_grey(mode, tmp_path):
+    """Its levels were taken for sRGB's: linear grey (gamma 1.0, scientific and scanned images) came out dark."""
+    levels = np.tile(np.arange(0, 256, 5), (3, 1))
+    expected = srgb_levels(levels / 255)  # gamma 1.0: a level is linear light
+    if mode == "I;16":
+        image = Image.frombytes(mode, levels.shape[::-1], (levels * 257).astype("<u2").tobytes())
+    else:
+        image = Image.fromarray(levels.astype(np.uint8), "L").convert(mode)
+        if mode == "LA":
+            image.putalpha(77)
+    image.save(tmp_path / "linear.png", icc_profile=grey_profile(1.0))
+    read = open_image(tmp_path / "linear.png")
+    assert read.mode == mode and "icc_profile" not in read.info
+    grey = np.asarray(read.getchannel("L") if mode == "LA" else read, dtype=np.float64) / (257 if mode == "I;16" else 1)
+    assert np.abs(grey - expected).max() <= 1 and round(expected[0, 26]) == 189  # level 130: sRGB 189
+    if mode == "LA":
+        assert (np.asarray(read.getchannel("A")) == 77).all()
+
+
+def test_grey_with_srgbs_grey_profile_is_left_alone(tmp_path, applied):
+    grey = np.asarray(Image.fromarray(smooth_rgb(20, 30)).convert("L"))
+    Image.fromarray(grey).save(tmp_path / "srgb grey.png", icc_profile=grey_profile(None))
+    np.testing.assert_array_equal(np.asarray(open_image(tmp_path / "srgb grey.png")), grey)
+    assert applied == [(256, 1)]  # the levels checked, the pixels untouched
+
+
+def test_grey_with_an_rgb_profile_is_read_as_that_profiles_grey(tmp_path):
+    """Grey in Adobe RGB's gamma (563/256), as R = G = B: darker than sRGB in the shadows."""
+    levels = np.arange(0, 256, 3, dtype=np.uint8)[None]
+    Image.fromarray(levels, "L").save(tmp_path / "adobe grey.png", icc_profile=adobe_rgb_profile())
+    read = open_image(tmp_path / "adobe grey.png")
+    assert read.mode == "L"
+    expected = srgb_levels((levels / 255) ** (563 / 256))
+    assert np.abs(np.asarray(read, dtype=np.float64) - expected).max() <= 1
+
+
+@pytest.mark.parametrize("mode", ["P", "PA", "P+transparency"])
+def test_a_palette_images_profile_is_applied_to_its_palette(mode, tmp_path):
+    image = Image.new("RGB", (6, 4), (40, 200, 60))
+    image.paste((250, 250, 250), (0, 0, 3, 4))
+    image = image.convert("P", palette=Image.Palette.ADAPTIVE, colors=2)
+    if mode == "PA":
+        image = image.convert("PA")
+        image.putalpha(99)
+    elif mode == "P+transparency":
+        image.info["transparency"] = int(np.asarray(image)[0, 0])
+    image.info["icc_profile"] = adobe_rgb_profile()
+    read = in_srgb(image)
+    assert read.mode == image.mode and "icc_profile" not in read.info and "icc_profile" in image.info
+    np.testing.assert_array_equal(np.asarray(read), np.asarray(image))  # the same indices
+    colours = np.asarray(read.convert("RGBA"), dtype=np.int16)
+    assert np.abs(colours[0, 5, :3] - (0, 201, 37)).max() <= 1
+    alpha = {"P": 255, "PA": 99, "P+transparency": 0}[mode]
+    assert (colours[:, :3, 3] == alpha).all() and (colours[:, 3:, 3] == (99 if mode == "PA" else 255)).all()
+
+
+def test_cmyk_with_a_profile_is_read_through_it_and_kept_as_cmyk(codec, tmp_path):
+    """Pillow's formula (R = 255 - C - K, ...) took a half-strength cyan for red 127; this profile makes it 188.
+    The CMYK read, and decoded, is the one Pillow's formula turns into the sRGB colours."""
+    cmyk = Image.new("CMYK", (8, 8), (128, 0, 0, 0))
+    cmyk.paste((0, 0, 0, 128), (0, 0, 4, 8))
+    expected = np.empty((8, 8, 3))
+    expected[:, :4], expected[:, 4:] = srgb_levels(127 / 255), srgb_levels([127 / 255, 1, 1])  # linear 1 - 128/255
+    for name, tolerance in (("print.tif", 1), ("print.jpg", 3)):
+        cmyk.save(tmp_path / name, icc_profile=cmyk_profile(), quality=100)
+        read = open_image(tmp_path / name)
+        assert read.mode == "CMYK" and "icc_profile" not in read.info
+        rgb = np.asarray(read.convert("RGB"), dtype=np.float64)
+        assert np.abs(rgb - expected).max() <= tolerance, name
+    data = codec.encode_image(read, 3)
+    assert read_info(data).mode == "CMYK" and codec.decode_image(data).mode == "CMYK"
+    cmyk.info["icc_profile"] = cmyk_profile()  # in memory, the same
+    np.testing.assert_array_equal(np.asarray(in_srgb(cmyk)), np.asarray(open_image(tmp_path / "print.tif")))
+
+
+@pytest.mark.parametrize("mode, profile, reason", [
+    ("CMYK", "garbage", None), ("RGB", "grey", "it describes GRAY pixels, and the image is RGB"),
+    ("L", "cmyk", "it describes CMYK pixels, and the image is L"), ("I;16", "adobe", "it describes RGB pixels, and the image is I;16")])
+def test_a_profile_that_cannot_be_used_is_one_warning_and_the_pixels_are_read_as_they_are(mode, profile, reason, tmp_path):
+    profile = {"garbage": b"not a profile at all", "grey": grey_profile(1.0), "cmyk": cmyk_profile(),
+               "adobe": adobe_rgb_profile()}[profile]
+    image = make_image(mode) if mode != "CMYK" else Image.fromarray(smooth_rgb(13, 7)).convert("CMYK")
+    image.save(tmp_path / "odd.tif", icc_profile=profile)
+    with pytest.warns(ImageReadWarning) as caught:
+        read = open_image(tmp_path / "odd.tif")
+    message = str(caught[0].message)
+    assert len(caught) == 1 and message.startswith(f"{tmp_path / 'odd.tif'}: its ICC profile cannot be used (")
+    assert message.endswith(f"({reason}); read as sRGB" if reason else "); read as sRGB")
+    assert read.mode == mode and "icc_profile" not in read.info
+    np.testing.assert_array_equal(np.asarray(read), np.asarray(image))
+
+
+def test_a_transparent_colour_stays_transparent_when_its_profile_is_applied(tmp_path):
+    rgb = np.full((4, 6, 3), (40, 200, 60), dtype=np.uint8)
+    rgb[0, 0] = (10, 20, 30)
+    Image.fromarray(rgb).save(tmp_path / "trns.png", icc_profile=adobe_rgb_profile(), transparency=(10, 20, 30))
+    read = open_image(tmp_path / "trns.png")
+    assert read.mode == "RGBA"
+    alpha = np.asarray(read.getchannel("A"))
+    assert alpha[0, 0] == 0 and (alpha.ravel()[1:] == 255).all()
+    assert np.abs(np.asarray(read, dtype=np.int16)[1, 1, :3] - (0, 201, 37)).max() <= 1
+
+
+def test_a_pillow_image_given_in_memory_has_its_profile_applied_as_a_file_has(codec, tmp_path):
+    """Codec.encode of an image from Image.open (or made in memory) coded its pixels as sRGB."""
+    rgb = smooth_rgb(16, 24)
+    Image.fromarray(rgb).save(tmp_path / "adobe.png", icc_profile=adobe_rgb_profile())
+    from_file = codec.encode(tmp_path / "adobe.png", 3)
+    with Image.open(tmp_path / "adobe.png") as image:
+        assert codec.encode(image, 3) == from_file == codec.encode_image(image, 3)
+        assert codec.encode_image(image, 3, max_bpp=8) == codec.encode(tmp_path / "adobe.png", 3, max_rate=8)
+        np.testing.assert_array_equal(np.asarray(image), rgb)  # the caller's image is left as it was
+        assert image.info["icc_profile"] == adobe_rgb_profile()
+    assert from_file != codec.encode(Image.fromarray(rgb), 3)
+    unusable = Image.fromarray(rgb)
+    unusable.info["icc_profile"] = b"not a profile at all"
+    with pytest.warns(ImageReadWarning) as caught:
+        codec.encode_image(unusable, 3, max_bpp=2)
+    assert len(caught) == 1 and str(caught[0].message).startswith("the image: its ICC profile cannot be used (")
 
 
 def test_sixteen_bit_grey_with_alpha_png_is_read_as_la(codec, tmp_path):

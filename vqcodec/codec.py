@@ -30,7 +30,7 @@ from . import ratecontrol
 from .errors import ClippingWarning, VQCodecError
 from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
-                 check_audio_output, image_to_planes, input_name, open_image, planes_to_image, SoundSink, SoundStream,
+                 check_audio_output, image_to_planes, in_srgb, input_name, open_image, planes_to_image, SoundSink, SoundStream,
                  sound_blocks, soundfile_format, unreadable_audio, unwritable_audio, write_file)
 from .memory import memory_bound
 from .modelfile import build_model, read_model_files
@@ -1797,8 +1797,8 @@ class Codec:
 
     @_one_at_a_time
     def encode_image(self, image, quality: int, max_bpp: float | None = None) -> bytes:
-        """Encode a Pillow image of any supported mode; alpha is kept losslessly. Its EXIF orientation is
-        applied, as for a file.
+        """Encode a Pillow image of any supported mode; alpha is kept losslessly. Its EXIF orientation and
+        ICC profile (info["icc_profile"]) are applied, as for a file (io.in_srgb); `image` is left as it is.
 
         With `max_bpp`, the best file of at most that many bits per pixel (whole file, header and
         alpha included), with `quality` the most codebooks it may use (vqcodec.ratecontrol)."""
@@ -1820,10 +1820,15 @@ class Codec:
                 raise VQCodecError(f"cannot read the image: {reason}") from None
             if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # Image.open leaves it to the caller
                 image = ImageOps.exif_transpose(image)
+            image = in_srgb(image)
         if max_bpp is not None:
             max_bpp = _checked_amount("bits per pixel", max_bpp, "bpp")
-            return self._fit_rate(lambda q: self.encode_image(image, q), quality,
+            return self._fit_rate(lambda q: self._encode_image(image, q), quality,
                                   *_rate_target(max_bpp, False, image.width * image.height))
+        return self._encode_image(image, quality)
+
+    def _encode_image(self, image, quality: int) -> bytes:
+        """encode_image of a Pillow image whose orientation and ICC profile are applied."""
         quality = self.check_quality(quality)
         rgb, mode, alpha = image_to_planes(image)
         h, w, _ = rgb.shape

@@ -475,7 +475,8 @@ def open_image(source):
                     transposed = transposed.convert("LA")
             transposed.info.pop("exif", None)  # applied, else kept no more: not parsed again (warning again)
         _warn_once_each(caught, _image_called(source))
-        transposed = _in_srgb(transposed, source)
+        transposed = in_srgb(transposed, source)
+        transposed.info.pop("icc_profile", None)  # applied, left alone as sRGB, or said to be unusable
         if frames > 1:
             warnings.warn(ImageReadWarning(f"{_image_called(source)} holds {frames} {unit}: only the first is coded"),
                           stacklevel=2)
@@ -491,37 +492,113 @@ def open_image(source):
 
 
 ICC_PROBE_LEVELS = 18  # a side of the grid of colours (18^3 = 5832) that tells an sRGB-like profile
+LCMS_NO_OPTIMIZE = 0x0100  # cmsFLAGS_NOOPTIMIZE, ImageCms.Flags.NOOPTIMIZE from Pillow 10.3
+# The modes whose ICC profile is applied, and the colour spaces of the profiles each takes: grey may
+# carry an RGB profile (as R = G = B), 16-bit grey a GRAY one only
+_PROFILE_SPACES = {"RGB": ("RGB",), "RGBA": ("RGB",), "P": ("RGB",), "PA": ("RGB",), "CMYK": ("CMYK",),
+                   "L": ("GRAY", "RGB"), "LA": ("GRAY", "RGB"), "I;16": ("GRAY",), "I;16B": ("GRAY",),
+                   "I;16L": ("GRAY",)}
 
 
-def _in_srgb(image, source):
-    """An RGB or RGBA image with an embedded ICC profile, converted to sRGB (relative colorimetric), the
-    colours the codec and every viewer without colour management take its pixels for; an Adobe RGB
-    photo read as sRGB came out dull. A profile that moves no colour of a small grid by more than a
-    level (sRGB under another name) is left alone: a 3-megapixel conversion takes about 0.1 s, the
-    check a few ms. An unreadable profile is said in one warning, and the pixels are read as sRGB."""
+def in_srgb(image, source=None):
+    """An image with an embedded ICC profile, converted to sRGB (relative colorimetric), the colours
+    the codec and every viewer without colour management take its pixels for; an Adobe RGB photo
+    read as sRGB came out dull. Grey stays grey, in the levels of sRGB's grey; a palette image has
+    its palette converted; CMYK is converted to sRGB and kept as the CMYK that Pillow's plain
+    formula turns into those sRGB colours. A profile that moves no colour of a small grid (grey: no
+    level) by more than a level (sRGB under another name) is left alone: a 3-megapixel conversion
+    takes about 0.1 s, the check a few ms. An unusable profile is said in one warning naming
+    `source` (open_image's), and the pixels are read as sRGB. `image` itself is never changed; the
+    result keeps the profile only where it was left alone or unusable."""
     icc = image.info.get("icc_profile")
-    if not icc or image.mode not in ("RGB", "RGBA"):
+    if not icc or image.mode not in _PROFILE_SPACES:
         return image
     from PIL import ImageCms
 
+    image = _transparent_colour_as_alpha(image)  # converted, the colour would no longer be its pixels'
     try:
-        transform = ImageCms.buildTransform(ImageCms.ImageCmsProfile(BytesIO(icc)), _srgb_profile(), "RGB", "RGB",
-                                            renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC)
+        profile = ImageCms.ImageCmsProfile(BytesIO(icc))
+        space = profile.profile.xcolor_space.strip()
+        if space not in _PROFILE_SPACES[image.mode]:
+            raise ValueError(f"it describes {space} pixels, and the image is {image.mode}")
+        in_mode = image.mode if image.mode in ("CMYK", "RGB") else "RGB" if space == "RGB" else \
+            "L" if image.mode in ("L", "LA") else "I;16"
+        # A ramp of levels or a palette is few colours: converted exactly, where lcms's optimised 8-bit
+        # transform put linear grey's level 5 at 31, not 38
+        few = image.mode not in ("RGB", "RGBA", "CMYK")
+        transform = ImageCms.buildTransform(profile, _srgb_profile(), in_mode, "RGB",
+                                            renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+                                            flags=LCMS_NO_OPTIMIZE if few else 0)
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
         reason = " ".join(str(exc).split()).rstrip(".")
         warnings.warn(ImageReadWarning(f"{_image_called(source)}: its ICC profile cannot be used ({reason}); "
                                        "read as sRGB"), stacklevel=3)
         return image
-    probe = _icc_probe()
-    moved = np.abs(np.asarray(ImageCms.applyTransform(probe, transform), dtype=np.int16) - np.asarray(probe, dtype=np.int16))
-    if moved.max() > 1:
+    if image.mode in GREY_MODES:
+        converted = _grey_in_srgb(image, transform, in_mode)
+    elif image.mode == "CMYK":  # no CMYK profile is Pillow's formula: no check
+        converted = ImageCms.applyTransform(image, transform).convert("CMYK")
+    elif not _moves_colours(transform):
+        return image
+    elif image.mode in ("P", "PA"):
+        converted = _palette_in_srgb(image, transform)
+    else:
         converted = ImageCms.applyTransform(image.convert("RGB") if image.mode == "RGBA" else image, transform)
         if image.mode == "RGBA":
             converted.putalpha(image.getchannel("A"))
-        converted.info = {**image.info}
-        image = converted
-    image.info.pop("icc_profile", None)  # applied: its pixels are sRGB now
-    return image
+    if converted is None:
+        return image
+    converted.info = {key: value for key, value in image.info.items() if key != "icc_profile"}
+    return converted
+
+
+def _moves_colours(transform) -> bool:
+    """Whether an RGB-to-sRGB transform moves a colour of _icc_probe's grid by more than a level."""
+    from PIL import ImageCms
+
+    probe = _icc_probe()
+    moved = np.abs(np.asarray(ImageCms.applyTransform(probe, transform), dtype=np.int16)
+                   - np.asarray(probe, dtype=np.int16))
+    return bool(moved.max() > 1)
+
+
+def _palette_in_srgb(image, transform):
+    """A palette image with its palette's colours converted (its alpha values kept)."""
+    from PIL import Image, ImageCms
+
+    rawmode = image.palette.mode
+    entries = np.asarray(image.getpalette(rawmode), dtype=np.uint8).reshape(-1, len(rawmode)).copy()
+    colours = Image.fromarray(np.ascontiguousarray(entries[None, :, :3]), "RGB")
+    entries[:, :3] = np.asarray(ImageCms.applyTransform(colours, transform))[0]
+    converted = image.copy()
+    converted.putpalette(entries.tobytes(), rawmode)
+    return converted
+
+
+def _grey_in_srgb(image, transform, in_mode: str):
+    """A grey image (L, LA or 16-bit) with each level replaced by the sRGB grey its profile makes of
+    it (the mean of the three channels, which the profile keeps equal to a level), or None where no
+    level moves by more than one of 8 bits. 16-bit grey gets 8-bit sRGB levels (the codec keeps 8
+    bits), scaled back to 16; it is converted a strip at a time."""
+    from PIL import Image, ImageCms
+
+    levels = np.arange(65536 if in_mode == "I;16" else 256)
+    ramp = (Image.frombytes("I;16", (len(levels), 1), levels.astype("<u2").tobytes()) if in_mode == "I;16"
+            else Image.fromarray(levels.astype(np.uint8)[None], "L").convert(in_mode))
+    srgb = np.round(np.asarray(ImageCms.applyTransform(ramp, transform), dtype=np.float64)[0].mean(axis=1))
+    if np.abs(srgb - np.round(levels * 255 / levels[-1])).max() <= 1:
+        return None
+    if in_mode != "I;16":
+        table = [int(level) for level in srgb]
+        return image.point(table + list(range(256)) if image.mode == "LA" else table)
+    table = (srgb * 257).astype(np.uint16)
+    order = ">u2" if image.mode == "I;16B" else "<u2"
+    converted = Image.new(image.mode, image.size)
+    rows = max(1, DEEP_STRIP_PIXELS // image.width)
+    for top in range(0, image.height, rows):
+        strip = np.asarray(image.crop((0, top, image.width, min(image.height, top + rows))))
+        converted.paste(Image.frombytes(image.mode, strip.shape[::-1], table[strip].astype(order).tobytes()), (0, top))
+    return converted
 
 
 @functools.cache
@@ -574,13 +651,9 @@ def image_to_planes(image) -> tuple[np.ndarray, int, np.ndarray | None]:
         image = image.convert("RGBA")
     elif mode == "PA":
         image = image.convert("RGBA")
-    elif mode in ("L", "1", "RGB") and "transparency" in image.info:
-        # A transparent colour (PNG tRNS) is alpha too: keep it, as LA or RGBA.
-        mode = "RGBA" if mode == "RGB" else "LA"
-        image = image.convert(mode)
-    elif mode in _SIXTEEN_BIT and "transparency" in image.info:
-        # A transparent grey value in 16-bit grey: LA too (the codec keeps 8 bits of grey in any case).
-        mode, image = "LA", _grey_with_transparent_value(image)
+    else:
+        image = _transparent_colour_as_alpha(image)
+        mode = image.mode
     if mode not in IMAGE_MODES:
         raise VQCodecError(f"unsupported image mode {mode}")
     if image.width < 1 or image.height < 1:
@@ -638,6 +711,19 @@ def _holds_eight_bits(image) -> bool:
     (Image.fromarray of int32, convert("I"), a 32-bit TIFF of 8-bit levels), read as the L it is."""
     low, high = image.getextrema()
     return 0 <= low and high <= 255
+
+
+def _transparent_colour_as_alpha(image):
+    """A 1-bit, grey or RGB image with a transparent colour or grey value (PNG tRNS) as LA or RGBA,
+    that colour's pixels transparent; other images as they are. 16-bit, 32-bit and float grey become
+    8-bit LA (the codec keeps 8 bits of grey in any case)."""
+    if "transparency" not in image.info:
+        return image
+    if image.mode in ("L", "1", "RGB"):
+        return image.convert("RGBA" if image.mode == "RGB" else "LA")
+    if image.mode in _SIXTEEN_BIT:
+        return _grey_with_transparent_value(image)
+    return image
 
 
 def _grey_with_transparent_value(image):
