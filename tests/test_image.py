@@ -1042,6 +1042,26 @@ def test_a_pillow_image_given_in_memory_has_its_profile_applied_as_a_file_has(co
     assert len(caught) == 1 and str(caught[0].message).startswith("the image: its ICC profile cannot be used (")
 
 
+def test_a_float_image_of_8_bit_levels_is_read_and_decoded_as_those_levels(codec, cli, tiny_model_path, tmp_path):
+    """Image.fromarray(levels.astype(np.float32)) was read as 0.0 black to 1.0 white: refused, or, with
+    half of it dark, mostly clipped to white. It is the L image of its levels, as 32-bit grey of 0-255 is."""
+    import vqcodec.io as vqio
+
+    levels = np.tile(np.arange(0, 256, 8), (8, 1))
+    levels[4:] = 0  # half of it black: at most half beyond 1.0, which was clipped
+    image = Image.fromarray(levels.astype(np.float32))
+    rgb, mode_code, alpha = vqio.image_to_planes(image)
+    assert mode_code == IMAGE_MODES["L"] and alpha is None
+    np.testing.assert_array_equal(rgb, np.repeat(levels[:, :, None], 3, axis=2))
+    assert roundtrip(codec, image).mode == "L"
+    image.save(tmp_path / "levels.tif")
+    assert cli("encode", tmp_path / "levels.tif", tmp_path / "levels.vq", "-m", tiny_model_path).stderr == b""
+    # not whole numbers, or none above 1: read as 0.0 to 1.0, as before
+    assert vqio.image_to_planes(Image.fromarray(np.array([[0, 1]], np.float32)))[0][0, 1, 0] == 255
+    with pytest.raises(VQCodecError, match="^float image values span 200.5 to 200.5, and 100% of"):
+        vqio.image_to_planes(Image.fromarray(np.full((2, 2), 200.5, np.float32)))
+
+
 def test_sixteen_bit_grey_with_alpha_png_is_read_as_la(codec, tmp_path):
     """Pillow reads it as RGBA, so it came back as an RGBA image: colour, for grey."""
     def chunk(kind: bytes, body: bytes) -> bytes:

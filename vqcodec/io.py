@@ -641,8 +641,8 @@ def image_to_planes(image) -> tuple[np.ndarray, int, np.ndarray | None]:
     """Split a Pillow image into uint8 RGB (h, w, 3), its mode code and a uint8 alpha plane or None."""
     if image.mode in ("La", "RGBa"):  # premultiplied alpha, which only images made in memory have
         image = image.convert(image.mode.upper())
-    if image.mode == "I" and _holds_eight_bits(image):
-        image = image.convert("L")  # 0-255 values are 8-bit grey: scaled from 65535, white was level 1
+    if image.mode in _FULL_SCALE and _holds_eight_bits(image):
+        image = image.convert("L")  # 0-255 values are 8-bit grey: scaled from 65535 (or 1.0), white was level 1
     if image.mode in _FULL_SCALE:
         _check_deep_range(image)
     mode = image.mode
@@ -707,10 +707,14 @@ def planes_to_image(rgb: np.ndarray, mode_code: int, alpha: np.ndarray | None):
 
 
 def _holds_eight_bits(image) -> bool:
-    """Whether every value of a 32-bit grey (I) image lies in 0-255: 8-bit grey held as 32 bits
-    (Image.fromarray of int32, convert("I"), a 32-bit TIFF of 8-bit levels), read as the L it is."""
+    """Whether a 32-bit grey (I) image's values all lie in 0-255, or a float (F) image's are all whole
+    numbers in 0-255, some above 1: 8-bit grey held as 32 bits or as floats (Image.fromarray of int32
+    or of float32 levels, convert("I"), a 32-bit TIFF of 8-bit levels), read as the L it is."""
     low, high = image.getextrema()
-    return 0 <= low and high <= 255
+    if not (0 <= low and high <= 255):
+        return False
+    return image.mode == "I" or (high > 1 and all(np.array_equal(values, np.round(values))
+                                                  for _, values in _deep_grey_values(image)))
 
 
 def _transparent_colour_as_alpha(image):
