@@ -1799,3 +1799,36 @@ def test_a_model_folder_of_several_models_names_the_one_that_wrote_the_file(tiny
     assert result.stderr.decode().rstrip("\n").endswith(
         f"found 2 (third, tiny): none of them wrote this file (model {other_codec.model_id.hex()}); pass --model "
         "with the one that did"), result.stderr
+
+
+def test_a_model_of_another_id_names_the_model_beside_it_or_installed_that_decodes_the_file(
+        tiny_model_path, other_model_path, codec, other_codec, signal, tmp_path):
+    """-m naming one model that did not write the file said only "pass the matching --model", where -m of
+    their folder names the one that did: now so does -m of one of them, and of a model beside none."""
+    import shutil
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    for path in (tiny_model_path, other_model_path):
+        for suffix in (".safetensors", ".json"):
+            shutil.copy(path.with_suffix(suffix), folder / path.with_suffix(suffix).name)
+    vq = tmp_path / "by_other.vq"
+    vq.write_bytes(other_codec.encode_audio(signal(1, 1600, 16000), 16000, 2))
+    wrote, tiny_id = other_codec.model_id.hex(), codec.model_id.hex()
+    tiny = folder / "tiny.safetensors"
+    for args in (["decode", vq, tmp_path / "out.wav"], ["info", vq], ["codes", vq, tmp_path / "out.npy"]):
+        result = run_cli(*args, "-m", tiny)
+        assert_one_line_error(result)
+        assert result.stderr.decode() == (f"vqcodec: error: file was written by model {wrote}, not {tiny} ({tiny_id}); "
+                                          f"pass --model {folder / 'other.safetensors'}, which decodes it\n")
+        assert not (tmp_path / "out.wav").exists() and not (tmp_path / "out.npy").exists()
+    installed = {"VQCODEC_MODEL_PATH": os.pathsep.join([str(tiny_model_path.parent), str(other_model_path.parent)])}
+    for model in (str(tiny_model_path), "tiny"):  # alone in its folder; by its installed name
+        result = run_cli("decode", vq, tmp_path / "out.wav", "-m", model, env=installed)
+        assert_one_line_error(result)
+        assert result.stderr.decode() == (f"vqcodec: error: file was written by model {wrote}, not {model} ({tiny_id}); "
+                                          "pass --model other, which decodes it\n")
+    result = run_cli("decode", vq, tmp_path / "out.wav", "-m", tiny_model_path)  # none installed does
+    assert_one_line_error(result)
+    assert "pass the matching --model" in result.stderr.decode()
+    assert run_cli("decode", vq, tmp_path / "out.wav", "-m", "other", env=installed).returncode == 0

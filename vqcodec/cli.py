@@ -692,14 +692,13 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
 
 def _model_of_file(model: str | None, data: bytes) -> str:
     """The model that a command on the `.vq` file `data` loads: -m's, or the installed one the file names.
-    A folder given as -m that holds several models is refused with the one among them that wrote the file."""
-    from .registry import find_model, is_model_path, model_for_file
+    A folder given as -m that holds several models is refused with the one among them that wrote the file,
+    and a model of another id with the one beside it or installed that decodes the file (find_model)."""
+    from .registry import find_model, model_for_file
 
     if model is None:
         return model_for_file(data)
-    if is_model_path(model) and Path(model).is_dir():
-        return str(find_model(model, wrote=data))
-    return model
+    return str(find_model(model, wrote=data))
 
 
 def _decode_folder(folder: Path, output_path: str, model, format_name, device, force, salvage, rate) -> None:

@@ -39,14 +39,14 @@ def find_model(name: str, wrote: bytes | None = None) -> Path:
     """A model name (searched in $VQCODEC_MODEL_PATH, then the shipped models) or a path to its files
     (is_model_path: one with a folder or a model file's suffix in it). A folder must hold one model;
     where it holds several, the error lists them, and, given `wrote` (the start of a `.vq` file, its
-    header at least), names the one that decodes that file (folder_model_advice)."""
+    header at least), names the one that decodes that file (folder_model_advice). Given `wrote`, a model
+    of another id than the file's is refused where a model that decodes it is found (decoder_advice)."""
     if not str(name).strip():
         raise VQCodecError("a model name or path cannot be empty")
     candidate = Path(name)
     if is_model_path(name):
         if candidate.is_dir():
-            found = sorted(candidate.glob("*.safetensors"))
-            found = [p for p in found if p.with_suffix(".json").exists() and p.stem != "checkpoint"]
+            found = _folder_models(candidate)
             if not found:
                 raise VQCodecError(f"{candidate}: expected one model (NAME.safetensors + NAME.json) in the folder")
             if len(found) > 1:
@@ -58,12 +58,12 @@ def find_model(name: str, wrote: bytes | None = None) -> Path:
             path = candidate.with_suffix(".safetensors")
         if not path.exists():
             raise VQCodecError(f"model file not found: {path}")
-        return path
+        return _decoding(name, path, wrote)
     half = None  # the first model of that name with one of its two files missing
     for folder in model_search_path():
         path = folder / f"{name}.safetensors"
         if path.exists() and path.with_suffix(".json").exists():
-            return path
+            return _decoding(name, path, wrote)
         half = half or next((p for p in (path, path.with_suffix(".json")) if p.exists()), None)
     if half is not None:
         missing = half.with_suffix(".json" if half.suffix == ".safetensors" else ".safetensors")
@@ -82,7 +82,7 @@ def folder_model_advice(paths: list[Path], wrote: bytes | None) -> str:
         return f"give one of them by its path, such as {paths[0]}"
     header = vqformat.parse_header(wrote)
     wanted, prior_id = header.model_id.hex(), header.coded_prior_id
-    decoding = _decoders_of([{**meta, "path": path} for path in paths if (meta := _valid_meta(path)) is not None], wanted)
+    decoding = _decoders_among(paths, wanted)
     chosen = _with_prior(decoding, prior_id)
     if chosen is not None:
         return f"pass --model {chosen['path']}, the one that wrote this file (model {wanted})"
@@ -90,6 +90,42 @@ def folder_model_advice(paths: list[Path], wrote: bytes | None) -> str:
         return (f"{decoding[0]['path']} has the id of the model that wrote this file ({wanted}) but another prior: "
                 f"pass the model files that wrote it")
     return f"none of them wrote this file (model {wanted}); pass --model with the one that did"
+
+
+def _folder_models(folder: Path) -> list[Path]:
+    """The models in `folder`: its NAME.safetensors files with NAME.json beside them, but a checkpoint."""
+    return [p for p in sorted(folder.glob("*.safetensors")) if p.with_suffix(".json").exists() and p.stem != "checkpoint"]
+
+
+def _decoding(name: str, path: Path, wrote: bytes | None) -> Path:
+    """`path`, the model `name` names, unless `wrote` (a `.vq` file's header) is of another model id and
+    decoder_advice finds the model that decodes it: then the error names that one."""
+    if wrote is None:
+        return path
+    meta = _valid_meta(path)
+    header = vqformat.parse_header(wrote)
+    wanted = header.model_id.hex()
+    if meta is None or _decoders_of([meta], wanted):
+        return path
+    advice = decoder_advice(wanted, header.coded_prior_id, path.parent if is_model_path(name) else None)
+    if advice is None:
+        return path
+    raise VQCodecError(f"file was written by model {wanted}, not {name} ({meta['model_id']}); pass --model {advice}, "
+                       "which decodes it")
+
+
+def decoder_advice(model_id: str, prior_id: int | None, folder: Path | None = None) -> str | None:
+    """How to name the model that decodes files of `model_id` (and `prior_id`, for an entropy-coded one), for
+    --model: the path of one in `folder` (that of the model given), else an installed one's name (its path
+    where another of that name hides it); None where there is none."""
+    if folder is not None:
+        chosen = _with_prior(_decoders_among(_folder_models(folder), model_id), prior_id)
+        if chosen is not None:
+            return str(chosen["path"])
+    installed = _with_prior(_decoders_of(list_models(shadowed=True), model_id), prior_id)
+    if installed is None:
+        return None
+    return installed["path"] if installed.get("shadowed") else installed["name"]
 
 
 def _is_model_id(value) -> bool:
@@ -164,6 +200,11 @@ def _decoders_of(models: list[dict], model_id: str) -> list[dict]:
     """The models of `models` that decode files of `model_id`: those of that id, then those that list it
     under "decodes" (decoder-only fine-tunes of it, which read the same codes)."""
     return [m for m in models if m["model_id"] == model_id] + [m for m in models if model_id in m.get("decodes", ())]
+
+
+def _decoders_among(paths: list[Path], model_id: str) -> list[dict]:
+    """_decoders_of the models at `paths` whose NAME.json is valid, each record with its "path"."""
+    return _decoders_of([{**meta, "path": path} for path in paths if (meta := _valid_meta(path)) is not None], model_id)
 
 
 def _with_prior(models: list[dict], prior_id: int | None) -> dict | None:
