@@ -1930,6 +1930,39 @@ def test_a_run_holds_its_out_folders_lock_while_it_trains_and_removes_it_at_the_
     assert not (tmp_path / "failed").exists()
 
 
+def _folder_state(folder: Path) -> tuple:
+    """The folder's modification time and each file's name, bytes and modification time."""
+    return folder.stat().st_mtime_ns, {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in folder.iterdir()}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--resume", "--force"], "--resume continues the run in --out and --force replaces it: give only one"),
+    (["--max-steps", "0"], "--max-steps 0 writes the starting model as it is: it needs --init MODEL"),
+    (["--decoder-only"], "--decoder-only trains the decoder of a trained model: give --init MODEL"),
+    (["--weight-average", "1.5"], "--weight-average must be a decay between 0 and 1, such as 0.999, not 1.5"),
+    (["--noise", "2"], "--noise must be a share between 0 and 1, not 2.0"),
+    (["--noise", "0.5", "--noise-snr", "40,10"], "--noise-snr must be LOW,HIGH in dB with -20 <= LOW <= HIGH <= 100"),
+    (["--init", "MODEL", "--codebooks", "2"], "--init keeps the model's own config: leave out --codebooks"),
+])
+def test_a_run_with_options_that_do_not_go_together_leaves_the_out_folder_untouched(trained, data_dir, tmp_path, capsys,
+                                                                                   extra, message):
+    """Each was checked once the run had locked an --out folder there already: the lock file made and removed
+    again, a killed run's left lock file removed. A run refused on its options must not touch the folder."""
+    from vqcodec.runlock import LOCK_NAME
+
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    (out / LOCK_NAME).write_bytes(b"")  # as a run killed with kill -9 leaves it
+    before = _folder_state(out)
+    extra = [str(trained / "tiny.safetensors") if arg == "MODEL" else arg for arg in extra]
+    for folder in (out, tmp_path / "new"):
+        code, err = run_in_process(["train", data_dir, "--out", folder, "--name", "tiny", "--max-steps", "2",
+                                    "--threads", "1", *extra], capsys)
+        assert code == 1 and len(err.splitlines()) == 1 and message in err, err
+    assert _folder_state(out) == before
+    assert not (tmp_path / "new").exists()
+
+
 def test_a_second_run_in_a_folder_in_use_is_refused_until_the_first_is_killed(trained, data_dir, tmp_path, cli):
     """Two runs in one --out folder (a --resume of a run still going, the same command started twice)
     overwrote each other's checkpoint, log and model files. A run killed with kill -9 holds it no more."""
@@ -1941,18 +1974,18 @@ def test_a_second_run_in_a_folder_in_use_is_refused_until_the_first_is_killed(tr
 
     out = tmp_path / "run"
     shutil.copytree(trained, out)
-    before = {path.name: path.read_bytes() for path in out.iterdir()}
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom vqcodec.runlock import lock_out\n"
                                "lock_out(sys.argv[1])\nprint('locked', flush=True)\ntime.sleep(600)", str(out)],
                               stdout=subprocess.PIPE, cwd=REPO_ROOT, env=_base_environment())
     try:
         assert holder.stdout.readline() == b"locked\n"
+        held = _folder_state(out)
         for extra in (["--resume"], ["--force"], []):
             result = cli("train", data_dir, "--out", out, "--name", "tiny", "--max-steps", "14", "--threads", "1",
                          *extra)
             assert_one_line_error(result)
             assert result.stderr.decode() == f"vqcodec: error: {out} is in use by another training run\n"
-        assert {path.name: path.read_bytes() for path in out.iterdir() if path.name in before} == before
+        assert _folder_state(out) == held and not _lock_is_free(out)
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()

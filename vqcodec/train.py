@@ -126,9 +126,10 @@ def refuse_existing_run(out: Path, name: str, replace: bool) -> None:
 
 
 def check_options(options: TrainOptions) -> None:
-    """The checks of a run's options that need neither its data nor a model: a budget, a positive learning
-    rate, counts within the command's bounds, a plain model name, a new run that replaces another only when
-    told to, not both a model to start from and a run to resume, and a model for --decoder-only to start from."""
+    """The checks of a run's options that need neither its data, a model nor its --out folder: a budget, a
+    positive learning rate, counts and shares within the command's bounds, a plain model name, not both a model
+    to start from and a run to resume, nor both a run to resume and one to replace, and a model for
+    --decoder-only to start from. A run checks them before it locks or makes its --out folder."""
     if options.max_minutes is None and options.max_steps is None:
         raise VQCodecError("give a budget: --max-minutes or --max-steps")
     for option, value in (("--max-minutes", options.max_minutes), ("--lr", options.lr)):
@@ -139,6 +140,13 @@ def check_options(options: TrainOptions) -> None:
                                      ("--threads", options.threads, 1, 256), ("--data-workers", options.data_workers, 1, 256)):
         if value is not None and not low <= value <= (high or value):
             raise VQCodecError(f"{option} must be at least {low}{f' and at most {high}' if high else ''}, not {value}")
+    if not 0.0 <= options.noise <= 1.0:
+        raise VQCodecError(f"--noise must be a share between 0 and 1, not {options.noise}")
+    if not 0.0 <= options.weight_average < 1.0:
+        raise VQCodecError(f"--weight-average must be a decay between 0 and 1, such as 0.999, not {options.weight_average}")
+    low_snr, high_snr = options.noise_snr_db
+    if not -20.0 <= low_snr <= high_snr <= 100.0:
+        raise VQCodecError(f"--noise-snr must be LOW,HIGH in dB with -20 <= LOW <= HIGH <= 100, not {low_snr},{high_snr}")
     if options.max_minutes is not None and options.max_minutes * 60 == math.inf:  # finite minutes, but not in seconds
         raise VQCodecError(f"--max-minutes {options.max_minutes} is too large a budget: leave it out and give --max-steps")
     if options.max_steps == 0 and not options.init:
@@ -148,8 +156,6 @@ def check_options(options: TrainOptions) -> None:
         raise VQCodecError("--resume continues the run in --out and --force replaces it: give only one")
     if options.init and options.resume:
         raise VQCodecError("--init starts a new run from a model and --resume continues one: give only one")
-    if not options.resume:
-        refuse_existing_run(Path(options.out), options.name, options.replace)
     if options.decoder_only and not (options.init or options.resume):
         raise VQCodecError("--decoder-only trains the decoder of a trained model: give --init MODEL")
 
@@ -172,9 +178,6 @@ def training_config(data_dir: Path, options: TrainOptions, config_path: str | Pa
     from --init takes the config file's, which may only widen its model's, or None: the model's own. A
     resumed run takes None, the checkpoint's, which none of the values given may change."""
     if options.init:
-        if num_codebooks or codebook_size or sample_rate:
-            raise VQCodecError("--init keeps the model's own config: leave out --codebooks, --codebook-size and "
-                               "--sample-rate (--config may name the same config with wider networks)")
         config = read_config(config_path) if config_path else None
         init_kind = model_kind(options.init)
         if kind and kind != init_kind:
@@ -474,8 +477,8 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     Launched by torchrun, each process trains on its share of every batch (vqcodec.parallel) and
     the first one writes the files; the others return the same path once training ends. A run that
     fails before writing anything to the --out folder it made leaves no folder behind."""
+    check_options(options)
     with _out_locked(options):
-        check_options(options)
         return _train_checked(data_dir, cfg, options, kind)
 
 
@@ -484,8 +487,11 @@ def train_command(data_dir: Path, options: TrainOptions, config_path: str | Path
                   sample_rate: int | None = None) -> Path:
     """`train` as the train command runs it: the options checked before the config and media kind are taken
     from its --config, --kind, --codebooks, --codebook-size and --sample-rate (training_config)."""
+    check_options(options)
+    if options.init and (num_codebooks or codebook_size or sample_rate):
+        raise VQCodecError("--init keeps the model's own config: leave out --codebooks, --codebook-size and "
+                           "--sample-rate (--config may name the same config with wider networks)")
     with _out_locked(options):
-        check_options(options)
         cfg, kind = training_config(data_dir, options, config_path, kind, num_codebooks, codebook_size, sample_rate)
         return _train_checked(data_dir, cfg, options, kind)
 
@@ -493,12 +499,14 @@ def train_command(data_dir: Path, options: TrainOptions, config_path: str | Path
 @contextlib.contextmanager
 def _out_locked(options: TrainOptions):
     """Hold the lock of the --out folder (runlock) while the block runs: taken now where the folder exists,
-    so that a second run in it is refused before it reads or checks anything there, else once the run makes
-    it (_make_out). Only the first process of a torchrun launch takes it."""
+    so that a second run in it is refused before it reads or checks anything there (refuse_existing_run
+    first), else once the run makes it (_make_out). Only the first process of a torchrun launch takes it."""
     out = Path(options.out)
     if os.environ.get("RANK", "0").strip() == "0" and out.is_dir():
         lock_out(out)
     try:
+        if not options.resume:
+            refuse_existing_run(out, options.name, options.replace)
         yield
     finally:
         release_out(out)
@@ -754,14 +762,7 @@ def _media_and_config(data_dir: Path, start: _Start, options: TrainOptions) -> t
         raise VQCodecError("--adversarial is for audio models only")
     if options.noise and kind != "audio":
         raise VQCodecError("--noise is for audio models only")
-    if not 0.0 <= options.noise <= 1.0:
-        raise VQCodecError(f"--noise must be a share between 0 and 1, not {options.noise}")
     weight_average = options.weight_average or start.meta.get("weight_average", 0.0)  # resuming keeps it
-    if not 0.0 <= weight_average < 1.0:
-        raise VQCodecError(f"--weight-average must be a decay between 0 and 1, such as 0.999, not {weight_average}")
-    low_snr, high_snr = options.noise_snr_db
-    if not -20.0 <= low_snr <= high_snr <= 100.0:
-        raise VQCodecError(f"--noise-snr must be LOW,HIGH in dB with -20 <= LOW <= HIGH <= 100, not {low_snr},{high_snr}")
     return cfg, kind, files, weight_average
 
 
