@@ -14,16 +14,17 @@ from safetensors.torch import load_file
 
 import pytest
 
-from test_train import CFG, CROP, data_dir, run_in_process  # noqa: F401  (data_dir: the training folder fixture)
+from test_train import CFG, CROP, _folder_state, data_dir, run_in_process, trained  # noqa: F401  (fixtures)
 from vqcodec import Codec
 
 TESTS = Path(__file__).resolve().parent
 
 
-def torchrun(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def torchrun(*args: str, cwd: Path | None = None, launcher: tuple[str, ...] = (), timeout: float = 300
+             ) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *launcher, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 def test_two_processes_take_the_steps_of_one_process_on_the_whole_batch(tmp_path):
@@ -85,6 +86,39 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused(data_dir, tmp
     assert result.returncode != 0
     assert "--batch-size 3 does not split evenly over 2 processes" in result.stderr
     assert not (out / "checkpoint.safetensors").exists()
+
+
+def test_every_process_stops_with_the_first_ones_refusal_of_an_out_folder_in_use(trained, data_dir, tmp_path):  # noqa: F811
+    """Only the first process takes the --out folder's lock: where another run held it, the first one stopped
+    before joining the others, which waited for it in torch.distributed's rendezvous until torchrun killed
+    them (or for good, where no torchrun watches them), without a word."""
+    import shutil
+    import signal
+
+    from conftest import REPO_ROOT, _base_environment
+
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom vqcodec.runlock import lock_out\n"
+                               "lock_out(sys.argv[1])\nprint('locked', flush=True)\ntime.sleep(600)", str(out)],
+                              stdout=subprocess.PIPE, cwd=REPO_ROOT, env=_base_environment())
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        held = _folder_state(out)
+        # each process's output in a file of its own; torchrun stops the others 5 s after one fails
+        result = torchrun("-m", "vqcodec", "train", str(data_dir), "--out", str(out), "--name", "tiny", "--resume",
+                          "--max-steps", "14", "--device", "cpu", "--no-prior",
+                          launcher=("--log-dir", str(tmp_path / "logs"), "--redirects", "3", "--monitor-interval", "5"),
+                          timeout=120)
+        assert _folder_state(out) == held
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert result.returncode != 0
+    errors = {int(path.parent.name): path.read_text() for path in (tmp_path / "logs").rglob("stderr.log")}
+    assert errors == {rank: f"vqcodec: error: {out} is in use by another training run\n" for rank in (0, 1)}, errors
+    assert "exitcode: 1" in result.stderr and "local_rank: 1" in result.stderr, result.stderr[-3000:]
 
 
 @pytest.mark.parametrize("environment, message", [

@@ -90,6 +90,27 @@ def stop() -> None:
         dist.destroy_process_group()
 
 
+def together(action):
+    """Run `action` in every process and return what it returns, or raise in every process the error of the
+    first process it failed in: a step that one process alone may fail (the first process's lock of the
+    --out folder, its files) would otherwise leave the others waiting for it at their next exchange."""
+    if not active():
+        return action()
+    try:
+        result, failure = action(), None
+    except Exception as exc:  # noqa: BLE001  (sent on as one line; this process raises it as it was)
+        result, failure = None, exc
+    failures = [None] * world_size()
+    dist.all_gather_object(failures, None if failure is None else
+                           str(failure) if isinstance(failure, VQCodecError) else f"{type(failure).__name__}: {failure}")
+    if failure is not None:
+        raise failure
+    first = next((message for message in failures if message is not None), None)
+    if first is not None:
+        raise VQCodecError(first)
+    return result
+
+
 def sum_(*tensors: torch.Tensor) -> None:
     """Replace each tensor, in place, by its sum over the processes (one exchange for all of them)."""
     if not active() or not tensors:

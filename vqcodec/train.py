@@ -500,11 +500,12 @@ def train_command(data_dir: Path, options: TrainOptions, config_path: str | Path
 def _out_locked(options: TrainOptions):
     """Hold the lock of the --out folder (runlock) while the block runs: taken now where the folder exists,
     so that a second run in it is refused before it reads or checks anything there (refuse_existing_run
-    first), else once the run makes it (_make_out). Only the first process of a torchrun launch takes it."""
+    first), else once the run makes it (_make_out). The first process of a torchrun launch takes it, once
+    every process has joined, so that all of them stop with its refusal (parallel.together)."""
     out = Path(options.out)
-    if os.environ.get("RANK", "0").strip() == "0" and out.is_dir():
-        lock_out(out)
+    parallel.start(options.device)
     try:
+        parallel.together(lambda: lock_out(out) if parallel.is_main() and out.is_dir() else None)
         if not options.resume:
             refuse_existing_run(out, options.name, options.replace)
         yield
@@ -598,7 +599,7 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     parts = _earlier_parts(start, settings)
     if not run.quiet:
         _print_run(run, kind, model, data, start.decoder_only)
-    _make_out(options, run.main)
+    parallel.together(lambda: _make_out(options, run.main))
 
     def checkpoint_meta(step: int, seconds: float, validated: float) -> dict:
         meta = {"step": step, "trained_seconds": seconds, "validated_seconds": validated, "config": config_to_dict(cfg),
