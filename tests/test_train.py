@@ -1963,22 +1963,29 @@ def test_a_run_with_options_that_do_not_go_together_leaves_the_out_folder_untouc
     assert not (tmp_path / "new").exists()
 
 
-def test_a_second_run_in_a_folder_in_use_is_refused_until_the_first_is_killed(trained, data_dir, tmp_path, cli):
-    """Two runs in one --out folder (a --resume of a run still going, the same command started twice)
-    overwrote each other's checkpoint, log and model files. A run killed with kill -9 holds it no more."""
-    import signal
+def lock_holder(out: Path):
+    """A process that holds the lock of the folder `out` (runlock) once this returns, until it is killed."""
     import subprocess
     import sys
 
     from conftest import REPO_ROOT, _base_environment
 
-    out = tmp_path / "run"
-    shutil.copytree(trained, out)
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom vqcodec.runlock import lock_out\n"
                                "lock_out(sys.argv[1])\nprint('locked', flush=True)\ntime.sleep(600)", str(out)],
                               stdout=subprocess.PIPE, cwd=REPO_ROOT, env=_base_environment())
+    assert holder.stdout.readline() == b"locked\n"
+    return holder
+
+
+def test_a_second_run_in_a_folder_in_use_is_refused_until_the_first_is_killed(trained, data_dir, tmp_path, cli):
+    """Two runs in one --out folder (a --resume of a run still going, the same command started twice)
+    overwrote each other's checkpoint, log and model files. A run killed with kill -9 holds it no more."""
+    import signal
+
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    holder = lock_holder(out)
     try:
-        assert holder.stdout.readline() == b"locked\n"
         held = _folder_state(out)
         for extra in (["--resume"], ["--force"], []):
             result = cli("train", data_dir, "--out", out, "--name", "tiny", "--max-steps", "14", "--threads", "1",
