@@ -1816,12 +1816,13 @@ def test_a_model_of_another_id_names_the_model_beside_it_or_installed_that_decod
     vq.write_bytes(other_codec.encode_audio(signal(1, 1600, 16000), 16000, 2))
     wrote, tiny_id = other_codec.model_id.hex(), codec.model_id.hex()
     tiny = folder / "tiny.safetensors"
-    for args in (["decode", vq, tmp_path / "out.wav"], ["info", vq], ["codes", vq, tmp_path / "out.npy"]):
+    for args in (["decode", vq, tmp_path / "out.wav"], ["info", vq], ["codes", vq, tmp_path / "out.npy"],
+                 ["encode", vq, tmp_path / "out.vq", "-q", "1"]):
         result = run_cli(*args, "-m", tiny)
         assert_one_line_error(result)
         assert result.stderr.decode() == (f"vqcodec: error: file was written by model {wrote}, not {tiny} ({tiny_id}); "
                                           f"pass --model {folder / 'other.safetensors'}, which decodes it\n")
-        assert not (tmp_path / "out.wav").exists() and not (tmp_path / "out.npy").exists()
+        assert not any((tmp_path / name).exists() for name in ("out.wav", "out.npy", "out.vq"))
     installed = {"VQCODEC_MODEL_PATH": os.pathsep.join([str(tiny_model_path.parent), str(other_model_path.parent)])}
     for model in (str(tiny_model_path), "tiny"):  # alone in its folder; by its installed name
         result = run_cli("decode", vq, tmp_path / "out.wav", "-m", model, env=installed)

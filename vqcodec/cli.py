@@ -374,8 +374,8 @@ def _file_codec(data: bytes, model, device, codecs: dict, coding: str = "auto"):
     from .registry import model_for_file
 
     name = model or model_for_file(data)
-    if name not in codecs:
-        codecs[name] = Codec.load(name, device=device, coding=coding)
+    if name not in codecs:  # with -m, a single file's (a folder's was loaded first: _named_codec)
+        codecs[name] = Codec.load(name if model is None else _model_of_file(model, data), device=device, coding=coding)
     return codecs[name]
 
 
