@@ -710,6 +710,95 @@ def test_class_fitting_keeps_only_the_values_and_codes_that_occur():
     assert len(set(mapping[:20].tolist())) > 1 and (mapping[20:k] == mapping[np.bincount(values).argmax()]).all()
 
 
+def dense_cluster(values: np.ndarray, targets: np.ndarray, k: int, classes: int, iterations: int = 12) -> np.ndarray:
+    """prior._cluster as it was before it kept its pair counts sparse: the whole float64 table."""
+    from vqcodec.prior import _pair_counts
+
+    available = values < k
+    values, targets = values[available], targets[available]
+    totals = np.bincount(values, minlength=k).astype(np.float64)
+    seen = np.flatnonzero(totals)
+    row_of_value = np.zeros(k, dtype=np.int64)
+    row_of_value[seen] = np.arange(seen.size)
+    codes, column = np.unique(targets, return_inverse=True)
+    counts = _pair_counts(row_of_value[values], column, seen.size, codes.size)
+    unigram = (counts.sum(0) + 0.5) / (counts.sum() + 0.5 * k)
+    mapping = np.zeros(k + 1, dtype=np.int64)
+    mapping[k] = classes
+    if seen.size == 0:
+        return mapping
+    first = np.argsort(-totals[seen], kind="stable")[:classes]
+    seeds = seen[first]
+    q = (counts[first] + unigram) / (totals[seeds, None] + 1.0)
+    assign = np.zeros(k, dtype=np.int64)
+    for _ in range(iterations):
+        new = (counts @ np.log(q).T).argmax(1)
+        if _ > 0 and np.array_equal(new, assign[seen]):
+            break
+        assign[seen] = new
+        sums = _pair_counts(assign[values], column, q.shape[0], codes.size)
+        q = (sums + unigram) / (sums.sum(1, keepdims=True) + 1.0)
+    assign[totals == 0] = assign[seeds[0]]
+    used = np.unique(assign)
+    mapping[:k] = np.searchsorted(used, assign)
+    mapping[k] = used.size
+    return mapping
+
+
+@pytest.mark.parametrize("k, n, classes, spread", [(2048, 6000, 64, True), (2048, 6000, 16, False),
+                                                   (300, 2000, 8, True), (64, 50, 8, False), (2048, 1, 8, True)])
+def test_class_fitting_in_blocks_gives_the_classes_of_the_dense_table(monkeypatch, k, n, classes, spread):
+    from vqcodec import prior
+
+    rng = np.random.default_rng(k + n + classes)
+    if spread:
+        values, targets = rng.integers(0, k + 1, n), rng.integers(0, k, n)
+    else:
+        values = np.minimum(rng.zipf(1.3, n) - 1, k)
+        targets = np.where(rng.random(n) < 0.6, (values * 7) % k, np.minimum(rng.zipf(1.2, n) - 1, k - 1))
+    expected = dense_cluster(values, targets, k, classes)
+    for block in (1, 100 * k, prior.QUANTIZE_BLOCK):
+        monkeypatch.setattr(prior, "QUANTIZE_BLOCK", block)
+        assert np.array_equal(prior._cluster(values, targets, k, classes), expected), block
+
+
+def test_pair_count_products_in_blocks_have_the_bytes_of_the_dense_product():
+    """_cluster's EM multiplies its pair counts by log-probabilities a block of rows at a time: the same
+    float64 bytes as the product of the whole table, rows left over at the end included (one BLAS
+    thread: with more, OpenBLAS splits even the whole table's rows among them where it sees fit)."""
+    script = """
+        import numpy as np
+        from vqcodec import prior
+        rng = np.random.default_rng(1)
+        for rows, columns, pairs, classes in [(3001, 5000, 20000, 64), (701, 9000, 50000, 256), (1203, 700, 4000, 8),
+                                              (129, 300, 2000, 16), (65, 40, 300, 8), (63, 40, 300, 8)]:
+            r, c = rng.integers(0, rows, pairs), rng.integers(0, columns, pairs)
+            log_q = np.log(rng.random((classes, columns))).T
+            dense = prior._pair_counts(r, c, rows, columns) @ log_q
+            for block in (1, 3 * columns, 100 * columns, 1 << 21):
+                prior.QUANTIZE_BLOCK = block
+                counts = prior._PairCounts(r, c, rows, columns)
+                assert counts.times(log_q).tobytes() == dense.tobytes(), (rows, columns, block)
+                assert block >= (1 << 21) or rows < 200 or len(counts.blocks) > 1
+        print("same")
+    """
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, env=env,
+                            cwd=REPO)
+    assert result.returncode == 0 and result.stdout.strip() == "same", result.stderr[-2000:]
+
+
+def test_class_fitting_of_a_large_codebook_holds_no_dense_table():
+    """Codes spread over a codebook of 2**15 made _cluster's float64 pair counts of the values and codes
+    that occur some 7000 x 7000 (400 MB; fit-spread in bench/hot_paths.py peaked at 689 MiB)."""
+    from vqcodec.prior import _cluster
+
+    k, rng = 1 << 15, np.random.default_rng(0)
+    values, targets = rng.integers(0, k, 8000), rng.integers(0, k, 8000)
+    mapping, peak = traced_peak(lambda: _cluster(values, targets, k, 16, iterations=2))
+    assert mapping.shape == (k + 1,) and peak < 40 * 2 ** 20, peak / 2 ** 20
+
+
 def test_holdout_keeps_each_group_together():
     groups = [g for g in range(12) for _ in range(4)]  # a photo and its three views, twelve photos
     held = holdout_mask(groups, 5)

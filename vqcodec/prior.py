@@ -89,6 +89,7 @@ def _require_constriction():
 # ---------------------------------------------------------------- tables
 
 QUANTIZE_BLOCK = 1 << 21  # entries quantize_rows (and fitting) work on at once: bounds their temporaries
+PAIR_ROWS_ALIGN = 64      # _PairCounts's blocks of rows start at multiples of this
 
 
 def quantize_rows(p: np.ndarray) -> np.ndarray:
@@ -937,18 +938,18 @@ def _cluster(values: np.ndarray, targets: np.ndarray, k: int, classes: int, iter
     row_of_value = np.zeros(k, dtype=np.int64)
     row_of_value[seen] = np.arange(seen.size)
     codes, column = np.unique(targets, return_inverse=True)
-    counts = _pair_counts(row_of_value[values], column, seen.size, codes.size)
-    unigram = (counts.sum(0) + 0.5) / (counts.sum() + 0.5 * k)
+    counts = _PairCounts(row_of_value[values], column, seen.size, codes.size)
+    unigram = (np.bincount(column, minlength=codes.size).astype(np.float64) + 0.5) / (values.size + 0.5 * k)
     mapping = np.zeros(k + 1, dtype=np.int64)
     mapping[k] = classes
     if seen.size == 0:
         return mapping
     first = np.argsort(-totals[seen], kind="stable")[:classes]
     seeds = seen[first]
-    q = (counts[first] + unigram) / (totals[seeds, None] + 1.0)
+    q = (counts.rows(first) + unigram) / (totals[seeds, None] + 1.0)
     assign = np.zeros(k, dtype=np.int64)
     for _ in range(iterations):
-        new = (counts @ np.log(q).T).argmax(1)
+        new = counts.times(np.log(q).T).argmax(1)
         if _ > 0 and np.array_equal(new, assign[seen]):
             break
         assign[seen] = new
@@ -961,6 +962,39 @@ def _cluster(values: np.ndarray, targets: np.ndarray, k: int, classes: int, iter
     mapping[:k] = np.searchsorted(used, assign)
     mapping[k] = used.size
     return mapping
+
+
+class _PairCounts:
+    """The num_rows x num_columns table of pair counts _pair_counts makes, kept as its nonzero entries
+    (the table of a codebook of 2**15 can hold hundreds of MB of zeros) and expanded into float64
+    about QUANTIZE_BLOCK entries at a time for a product.
+
+    A product of blocks of rows has the bytes of the product of the whole table only where every row
+    is computed by the same BLAS kernel: OpenBLAS's gemm computes the rows in groups (4 to 16 of them
+    on x86) and the last few rows of a matrix with a smaller kernel that rounds differently, and NumPy
+    computes a single row with gemv. Each block therefore starts at a multiple of PAIR_ROWS_ALIGN
+    rows and the last one takes the rest, so the whole table's last rows are the last block's."""
+
+    def __init__(self, rows: np.ndarray, columns: np.ndarray, num_rows: int, num_columns: int):
+        self.keys, self.counts = np.unique(rows * num_columns + columns, return_counts=True)
+        self.shape = (num_rows, num_columns)
+        step = max(1, QUANTIZE_BLOCK // max(1, num_columns) // PAIR_ROWS_ALIGN) * PAIR_ROWS_ALIGN
+        starts = list(range(0, num_rows - PAIR_ROWS_ALIGN, step)) or [0]
+        self.blocks = list(zip(starts, starts[1:] + [num_rows]))
+
+    def _dense(self, start: int, stop: int) -> np.ndarray:
+        width = self.shape[1]
+        lo, hi = np.searchsorted(self.keys, [start * width, stop * width])
+        block = np.zeros((stop - start) * width)
+        block[self.keys[lo:hi] - start * width] = self.counts[lo:hi]
+        return block.reshape(stop - start, width)
+
+    def rows(self, which: np.ndarray) -> np.ndarray:
+        return np.concatenate([self._dense(row, row + 1) for row in which.tolist()])
+
+    def times(self, matrix: np.ndarray) -> np.ndarray:
+        """The table @ matrix, as float64."""
+        return np.concatenate([self._dense(start, stop) @ matrix for start, stop in self.blocks])
 
 
 def _option_name(sources: tuple[str, ...], single_classes: int) -> str:
