@@ -710,39 +710,19 @@ def test_class_fitting_keeps_only_the_values_and_codes_that_occur():
     assert len(set(mapping[:20].tolist())) > 1 and (mapping[20:k] == mapping[np.bincount(values).argmax()]).all()
 
 
-def dense_cluster(values: np.ndarray, targets: np.ndarray, k: int, classes: int, iterations: int = 12) -> np.ndarray:
-    """prior._cluster as it was before it kept its pair counts sparse: the whole float64 table."""
-    from vqcodec.prior import _pair_counts
+class DenseCounts:
+    """What prior._cluster held before _PairCounts: the whole float64 table of pair counts."""
 
-    available = values < k
-    values, targets = values[available], targets[available]
-    totals = np.bincount(values, minlength=k).astype(np.float64)
-    seen = np.flatnonzero(totals)
-    row_of_value = np.zeros(k, dtype=np.int64)
-    row_of_value[seen] = np.arange(seen.size)
-    codes, column = np.unique(targets, return_inverse=True)
-    counts = _pair_counts(row_of_value[values], column, seen.size, codes.size)
-    unigram = (counts.sum(0) + 0.5) / (counts.sum() + 0.5 * k)
-    mapping = np.zeros(k + 1, dtype=np.int64)
-    mapping[k] = classes
-    if seen.size == 0:
-        return mapping
-    first = np.argsort(-totals[seen], kind="stable")[:classes]
-    seeds = seen[first]
-    q = (counts[first] + unigram) / (totals[seeds, None] + 1.0)
-    assign = np.zeros(k, dtype=np.int64)
-    for _ in range(iterations):
-        new = (counts @ np.log(q).T).argmax(1)
-        if _ > 0 and np.array_equal(new, assign[seen]):
-            break
-        assign[seen] = new
-        sums = _pair_counts(assign[values], column, q.shape[0], codes.size)
-        q = (sums + unigram) / (sums.sum(1, keepdims=True) + 1.0)
-    assign[totals == 0] = assign[seeds[0]]
-    used = np.unique(assign)
-    mapping[:k] = np.searchsorted(used, assign)
-    mapping[k] = used.size
-    return mapping
+    def __init__(self, rows, columns, num_rows, num_columns):
+        from vqcodec.prior import _pair_counts
+
+        self.table = _pair_counts(rows, columns, num_rows, num_columns)
+
+    def rows(self, which):
+        return self.table[which]
+
+    def times(self, matrix):
+        return self.table @ matrix
 
 
 @pytest.mark.parametrize("k, n, classes, spread", [(2048, 6000, 64, True), (2048, 6000, 16, False),
@@ -756,7 +736,9 @@ def test_class_fitting_in_blocks_gives_the_classes_of_the_dense_table(monkeypatc
     else:
         values = np.minimum(rng.zipf(1.3, n) - 1, k)
         targets = np.where(rng.random(n) < 0.6, (values * 7) % k, np.minimum(rng.zipf(1.2, n) - 1, k - 1))
-    expected = dense_cluster(values, targets, k, classes)
+    with monkeypatch.context() as dense:
+        dense.setattr(prior, "_PairCounts", DenseCounts)
+        expected = prior._cluster(values, targets, k, classes)
     for block in (1, 100 * k, prior.QUANTIZE_BLOCK):
         monkeypatch.setattr(prior, "QUANTIZE_BLOCK", block)
         assert np.array_equal(prior._cluster(values, targets, k, classes), expected), block
