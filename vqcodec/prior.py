@@ -1104,11 +1104,14 @@ def _fit_level(data: dict, sources: tuple[str, ...], k: int, test: dict | None, 
         # only the held-out codes' bits are wanted (_choose_classes): the rows of their contexts
         ctx_test = context(test, len(sources))
         rows, where = np.unique(ctx_test, return_inverse=True)
-        needed = [probability_rows(stage_betas, len(stages) - 1, r, r + 1) for r in rows.tolist()] \
-            if sources else [unigram[None, :]] * min(1, rows.size)
-        step = max(1, QUANTIZE_BLOCK // k)
-        table = np.concatenate([quantize_rows(np.concatenate(needed[i:i + step])) for i in range(0, len(needed), step)]) \
-            if needed else np.zeros((0, k), dtype=np.uint16)
+        rows = rows.tolist() if sources else rows[:1].tolist()  # no sources: the one context, the unigram
+
+        def needed(row):
+            return probability_rows(stage_betas, len(stages) - 1, row, row + 1) if sources else unigram[None, :]
+
+        step = max(1, QUANTIZE_BLOCK // k)  # rows computed and quantised at once, not all of them
+        table = np.concatenate([quantize_rows(np.concatenate([needed(r) for r in rows[i:i + step]]))
+                                for i in range(0, len(rows), step)]) if rows else np.zeros((0, k), dtype=np.uint16)
         level = LevelPrior(tuple(sources), maps, None)  # no table: held-out bits only
         log2 = PRECISION - np.log2(table[where, test["x"]].astype(np.float64))
         level.info["heldout_bits_per_code"] = float(log2.mean()) if test["x"].size else 0.0
