@@ -92,6 +92,51 @@ def test_beam_search_holds_at_most_beam_scores_at_once(monkeypatch, beam):
     assert max(blocks) * beam * size <= quantize.BEAM_SCORES == 1 << 23 and max(blocks) == min(300, (1 << 23) // (beam * size))
 
 
+def reference_beam(codebooks: list[np.ndarray], latents: np.ndarray, beam: int, first, later) -> np.ndarray:
+    """A row at a time, every path and code scored as |r - c|^2 plus its costs (first[row, code] at level 0,
+    later[coarser code, code] + first[row, code] after), the `beam` smallest kept: the codes of the best
+    path, (levels, N)."""
+    out = []
+    for row, latent in enumerate(latents):
+        paths = [(0.0, latent, [])]  # (summed costs, residual, codes)
+        for level, codebook in enumerate(codebooks):
+            scored = []
+            for parent, (rate, residual, codes) in enumerate(paths):
+                cost = first[row] if level == 0 else later[codes[-1]] + first[row]
+                for code, vector in enumerate(codebook):
+                    total = float(((residual - vector) ** 2).sum()) + rate + float(cost[code])
+                    scored.append((total, parent * len(codebook) + code, rate + float(cost[code]), residual - vector,
+                                   codes + [code]))
+            scored.sort(key=lambda entry: entry[:2])
+            kept = scored[:beam + 1]
+            assert len({entry[0] for entry in kept}) == len(kept), "a tie: the order is the search's choice"
+            paths = [entry[2:] for entry in kept[:beam]]
+        out.append(paths[0][2])
+    return np.array(out).T
+
+
+@pytest.mark.parametrize("beam, rate", [(3, False), (3, True), (5, True), (1, True)])
+def test_beam_search_matches_a_row_by_row_reference(monkeypatch, beam, rate):
+    """Whole numbers small enough that every score is exact in float32: the blocked search (BEAM_SCORES
+    forced down to blocks of a few rows) keeps the same paths
+    as the straightforward one."""
+    rng = np.random.default_rng(beam + 10 * rate)
+    size, count = 16, 3
+    codebooks = [rng.integers(-300, 301, (size, 4)).astype(np.float32) for _ in range(count)]
+    latents = rng.integers(-300, 301, (61, 4)).astype(np.float32)
+    first = rng.integers(0, 4000, (61, size)) if rate else np.zeros((61, size), dtype=np.int64)
+    later = rng.integers(0, 4000, (size, size)) if rate else np.zeros((size, size), dtype=np.int64)
+    rvq = ResidualVQ(dim=4, num_codebooks=count, codebook_size=size).eval()
+    for layer, codebook in zip(rvq.layers, codebooks):
+        layer.codebook.copy_(torch.from_numpy(codebook))
+    first_t, later_t = torch.from_numpy(first).float(), torch.from_numpy(later).float()
+    costs = (lambda level, rows, coarser: first_t[rows][:, None, :] + (later_t[coarser] if level else 0)) if rate else None
+    expected = reference_beam(codebooks, latents, beam, first, later)
+    for scores in (1 << 40, size * beam * 3 - 1, size * 5):
+        monkeypatch.setattr(quantize, "BEAM_SCORES", scores)
+        assert np.array_equal(rvq.encode(torch.from_numpy(latents), count, beam, costs).numpy(), expected), scores
+
+
 def test_beam_of_one_is_greedy(rvq):
     latents = torch.randn(100, 8)
     assert torch.equal(rvq.encode(latents, 4, beam=1), rvq.encode(latents, 4))
