@@ -1833,3 +1833,32 @@ def test_a_model_of_another_id_names_the_model_beside_it_or_installed_that_decod
     assert_one_line_error(result)
     assert "pass the matching --model" in result.stderr.decode()
     assert run_cli("decode", vq, tmp_path / "out.wav", "-m", "other", env=installed).returncode == 0
+
+
+def test_a_folder_of_another_models_files_names_the_model_that_decodes_each(
+        tiny_model_path, other_model_path, codec, other_codec, signal, tmp_path):
+    """decode, encode and codes of a folder of .vq files with -m of a model that did not write some of them said only
+    "pass the matching --model" for each: each now names the model that decodes it, as for one file."""
+    import shutil
+
+    models = tmp_path / "runs"
+    models.mkdir()
+    for path in (tiny_model_path, other_model_path):
+        for suffix in (".safetensors", ".json"):
+            shutil.copy(path.with_suffix(suffix), models / path.with_suffix(suffix).name)
+    folder = tmp_path / "coded"
+    folder.mkdir()
+    for name, model in (("a", other_codec), ("b", codec), ("c", other_codec)):
+        (folder / f"{name}.vq").write_bytes(model.encode_audio(signal(1, 1600, 16000), 16000, 2))
+    wrote, tiny_id, tiny = other_codec.model_id.hex(), codec.model_id.hex(), models / "tiny.safetensors"
+    refusal = (f"file was written by model {wrote}, not {tiny} ({tiny_id}); pass --model "
+               f"{models / 'other.safetensors'}, which decodes it")
+    for args in (["decode", folder, tmp_path / "decoded"], ["encode", folder, tmp_path / "recoded", "-q", "1"],
+                 ["codes", folder, tmp_path / "codes"]):
+        result = run_cli(*args, "-m", tiny)
+        stderr = result.stderr.decode()
+        assert result.returncode != 0 and "Traceback" not in stderr, stderr
+        assert "matching --model" not in stderr, stderr
+        for name in ("a", "c"):
+            assert f"skipping {folder / name}.vq: {refusal}\n" in stderr, stderr
+    assert all((tmp_path / path).exists() for path in ("decoded/b.wav", "recoded/b.vq", "codes/b.npy"))

@@ -376,7 +376,29 @@ def _file_codec(data: bytes, model, device, codecs: dict, coding: str = "auto"):
     name = model or model_for_file(data)
     if name not in codecs:  # with -m, a single file's (a folder's was loaded first: _named_codec)
         codecs[name] = Codec.load(name if model is None else _model_of_file(model, data), device=device, coding=coding)
+    elif model is not None:
+        _refuse_another_models_file(codecs[name], model, data, codecs)
     return codecs[name]
+
+
+def _refuse_another_models_file(codec, model: str, data: bytes, codecs: dict) -> None:
+    """With -m, a folder's file that its model does not decode is refused as one file is (_model_of_file):
+    with the model that decodes it named, looked up once for each model id and prior among the files."""
+    try:
+        header = vqformat.parse_header(data)
+    except VQCodecError:
+        return  # the codec refuses it
+    if header.model_id == codec.model_id or header.model_id in codec.decodes:
+        return
+    key = ("refusal", header.model_id, header.coded_prior_id)
+    if key not in codecs:
+        try:
+            _model_of_file(model, data)
+            codecs[key] = None  # no model found that decodes it: the codec's own refusal
+        except VQCodecError as exc:
+            codecs[key] = str(exc)
+    if codecs[key] is not None:
+        raise VQCodecError(codecs[key])
 
 
 def _encoder(kind, input_path, quality, model, device, coding, beam, refine, rate_weight, depth_weight, max_kbps,
