@@ -1757,21 +1757,26 @@ def test_a_closed_stderr_stops_no_command(encoded, tiny_model_path, tmp_path):
     assert result.returncode == 1 and result.stdout == b"" and not (tmp_path / "missing.wav").exists()
 
 
+def models_in_one_folder(folder: Path, *models: Path) -> Path:
+    """`folder`, made, holding copies of the files of `models` (NAME.safetensors paths)."""
+    import shutil
+
+    folder.mkdir()
+    for path in models:
+        for suffix in (".safetensors", ".json"):
+            shutil.copy(path.with_suffix(suffix), folder / path.with_suffix(suffix).name)
+    return folder
+
+
 def test_a_model_folder_of_several_models_names_the_one_that_wrote_the_file(tiny_model_path, other_model_path,
                                                                             other_codec, signal, tmp_path):
     """-m FOLDER where the folder holds models of different ids (a run's model beside a fine-tune of it
     written with another --name) said only "expected one model in the folder": now the error lists them,
     and where a .vq file is known, names the one that wrote it."""
-    import shutil
-
     from vqcodec import VQCodecError
     from vqcodec.registry import find_model
 
-    folder = tmp_path / "runs"
-    folder.mkdir()
-    for path in (tiny_model_path, other_model_path):
-        for suffix in (".safetensors", ".json"):
-            shutil.copy(path.with_suffix(suffix), folder / path.with_suffix(suffix).name)
+    folder = models_in_one_folder(tmp_path / "runs", tiny_model_path, other_model_path)
     (folder / "checkpoint.json").write_text("{}")
     (folder / "checkpoint.safetensors").write_bytes(b"")  # a run's checkpoint is no model
     vq = tmp_path / "by_other.vq"
@@ -1805,13 +1810,7 @@ def test_a_model_of_another_id_names_the_model_beside_it_or_installed_that_decod
         tiny_model_path, other_model_path, codec, other_codec, signal, tmp_path):
     """-m naming one model that did not write the file said only "pass the matching --model", where -m of
     their folder names the one that did: now so does -m of one of them, and of a model beside none."""
-    import shutil
-
-    folder = tmp_path / "runs"
-    folder.mkdir()
-    for path in (tiny_model_path, other_model_path):
-        for suffix in (".safetensors", ".json"):
-            shutil.copy(path.with_suffix(suffix), folder / path.with_suffix(suffix).name)
+    folder = models_in_one_folder(tmp_path / "runs", tiny_model_path, other_model_path)
     vq = tmp_path / "by_other.vq"
     vq.write_bytes(other_codec.encode_audio(signal(1, 1600, 16000), 16000, 2))
     wrote, tiny_id = other_codec.model_id.hex(), codec.model_id.hex()
@@ -1839,13 +1838,7 @@ def test_a_folder_of_another_models_files_names_the_model_that_decodes_each(
         tiny_model_path, other_model_path, codec, other_codec, signal, tmp_path):
     """decode, encode and codes of a folder of .vq files with -m of a model that did not write some of them said only
     "pass the matching --model" for each: each now names the model that decodes it, as for one file."""
-    import shutil
-
-    models = tmp_path / "runs"
-    models.mkdir()
-    for path in (tiny_model_path, other_model_path):
-        for suffix in (".safetensors", ".json"):
-            shutil.copy(path.with_suffix(suffix), models / path.with_suffix(suffix).name)
+    models = models_in_one_folder(tmp_path / "runs", tiny_model_path, other_model_path)
     folder = tmp_path / "coded"
     folder.mkdir()
     for name, model in (("a", other_codec), ("b", codec), ("c", other_codec)):
