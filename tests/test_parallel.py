@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -99,20 +100,98 @@ def test_every_process_stops_with_the_first_ones_refusal_of_an_out_folder_in_use
     holder = lock_holder(out)
     try:
         held = _folder_state(out)
-        # each process's output in a file of its own; torchrun stops the others 5 s after one fails
-        result = torchrun("-m", "vqcodec", "train", str(data_dir), "--out", str(out), "--name", "tiny", "--resume",
-                          "--max-steps", "14", "--device", "cpu", "--no-prior",
-                          launcher=("--log-dir", str(tmp_path / "logs"), "--redirects", "3", "--monitor-interval", "5"),
-                          timeout=120)
+        result, errors = torchrun_apart(tmp_path / "logs", "-m", "vqcodec", "train", str(data_dir), "--out", str(out),
+                                        "--name", "tiny", "--resume", "--max-steps", "14", "--device", "cpu", "--no-prior")
         assert _folder_state(out) == held
     finally:
         holder.kill()
         holder.wait()
         holder.stdout.close()
-    assert result.returncode != 0
-    errors = {int(path.parent.name): path.read_text() for path in (tmp_path / "logs").rglob("stderr.log")}
     assert errors == {rank: f"vqcodec: error: {out} is in use by another training run\n" for rank in (0, 1)}, errors
-    assert "exitcode: 1" in result.stderr and "exitcode: -" not in result.stderr, result.stderr[-3000:]  # none killed
+    assert_all_stopped(result)
+
+
+def torchrun_apart(logs: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict[int, str]]:
+    """torchrun, with each process's stderr in a file of its own (returned by rank); torchrun stops the others
+    5 s after one fails, so that one left waiting is killed rather than waited for."""
+    result = torchrun(*args, launcher=("--log-dir", str(logs), "--redirects", "3", "--monitor-interval", "5"), timeout=120)
+    return result, {int(path.parent.name): path.read_text() for path in logs.rglob("stderr.log")}
+
+
+def assert_all_stopped(result: subprocess.CompletedProcess) -> None:
+    """Every process ended with status 1, none killed by torchrun."""
+    assert result.returncode != 0
+    assert "exitcode: 1" in result.stderr and "exitcode: -" not in result.stderr, result.stderr[-3000:]
+
+
+def assert_ends_in(errors: dict[int, str], line: str) -> None:
+    """Each process's stderr ends in `line`, after progress and `skipping` lines alone."""
+    assert errors.keys() == {0, 1}, errors
+    for text in errors.values():
+        *earlier, last = text.splitlines(keepends=True)
+        assert last == f"vqcodec: error: {line}\n", errors
+        assert all(lines.startswith(("training ", "step ", "skipping ")) for lines in earlier), errors
+
+
+def write_noise(path: Path, samples: int = 8000, nan_at: int | None = None) -> None:
+    import soundfile
+
+    noise = (np.random.default_rng(len(path.name)).standard_normal(samples) * 0.1).astype(np.float32)
+    if nan_at is not None:
+        noise[nan_at] = np.nan
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, noise, 8000, subtype="FLOAT")
+
+
+def test_every_process_stops_with_the_first_ones_failure_to_read_the_validation_files(tmp_path):
+    """Only the first process reads the held-out files: where it could not, the others waited for it at their
+    next exchange until it was gone, and died with torch.distributed's traceback."""
+    data = tmp_path / "data"
+    write_noise(data / "a.wav", nan_at=100)  # held out: it reads, and decodes, but holds a sample that is not a number
+    for name in ("b.wav", "c.wav"):
+        write_noise(data / name)
+    result, errors = torchrun_apart(tmp_path / "logs", "-m", "vqcodec", "train", str(data), "--out",
+                                    str(tmp_path / "run"), "--max-steps", "2", "--batch-size", "2", "--crop", "1024",
+                                    "--device", "cpu", "--no-prior")
+    assert_ends_in(errors, "no readable audio in the training folder")
+    assert_all_stopped(result)
+
+
+def test_every_process_stops_with_a_failure_to_read_a_training_file_in_one_of_them(tmp_path):
+    """A process whose share of a batch could not be read (a file changed while a run reads from disk) stopped
+    alone, and the others waited for it in the step's exchanges."""
+    data, out = tmp_path / "data", tmp_path / "run"
+    write_noise(data / "a.wav")  # held out: b.wav alone trains
+    write_noise(data / "b.wav", 40000)
+    logs = tmp_path / "logs"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--log-dir",
+               str(logs), "--redirects", "3", "--monitor-interval", "5", "-m", "vqcodec", "train", str(data), "--out",
+               str(out), "--max-steps", "100000", "--batch-size", "2", "--crop", "1024", "--stream-data", "--device",
+               "cpu", "--no-prior"]
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}) \
+            as launched:
+        try:
+            while not (out / "train_log.jsonl").exists() and launched.poll() is None:
+                time.sleep(0.05)
+            # one crop in 38 covers the sample: the processes, which draw their own crops, come to it at different steps
+            write_noise(tmp_path / "b.wav", 40000, nan_at=20000)
+            (tmp_path / "b.wav").replace(data / "b.wav")
+            _, stderr = launched.communicate(timeout=120)
+        finally:
+            launched.kill()
+    errors = {int(path.parent.name): path.read_text() for path in logs.rglob("stderr.log")}
+    assert_ends_in(errors, f"1 training files in a row could not be read ({data / 'b.wav'}: samples that are not finite)")
+    assert_all_stopped(subprocess.CompletedProcess(command, launched.returncode, "", stderr))
+
+
+def test_every_process_stops_with_the_first_ones_refusal_to_write_a_model(data_dir, tmp_path):  # noqa: F811
+    """Only the first process writes the model: where it refused to (no step ended within --max-minutes), the
+    others had ended as if it was written."""
+    result, errors = torchrun_apart(tmp_path / "logs", "-m", "vqcodec", "train", str(data_dir), "--out",
+                                    str(tmp_path / "run"), "--max-minutes", "0.000001", "--batch-size", "2", "--crop",
+                                    "1024", "--device", "cpu", "--no-prior")
+    assert_ends_in(errors, "no training step ended within --max-minutes: no model written (give it more time)")
+    assert_all_stopped(result)
 
 
 @pytest.mark.parametrize("environment, message", [

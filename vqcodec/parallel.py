@@ -12,6 +12,7 @@ Run without torchrun (no WORLD_SIZE above 1 in the environment), every function 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -90,6 +91,13 @@ def stop() -> None:
         dist.destroy_process_group()
 
 
+def leave() -> None:
+    """Leave the process group without waiting for the others, as every process does after the error that
+    all of them raise (together): left to the interpreter's exit, its threads may abort the process."""
+    if active():
+        dist.destroy_process_group()
+
+
 def together(action):
     """Run `action` in every process and return what it returns, or raise in every process the error of the
     first process it failed in: a step that one process alone may fail (the first process's lock of the
@@ -101,14 +109,39 @@ def together(action):
     except Exception as exc:  # noqa: BLE001  (sent on as one line; this process raises it as it was)
         result, failure = None, exc
     failures = [None] * world_size()
-    dist.all_gather_object(failures, None if failure is None else
-                           str(failure) if isinstance(failure, VQCodecError) else f"{type(failure).__name__}: {failure}")
+    dist.all_gather_object(failures, None if failure is None else _one_line(failure))
     if failure is not None:
         raise failure
     first = next((message for message in failures if message is not None), None)
     if first is not None:
         raise VQCodecError(first)
     return result
+
+
+def _one_line(failure: Exception) -> str:
+    if isinstance(failure, VQCodecError):
+        return str(failure)
+    lines = str(failure).strip().splitlines()
+    return f"{type(failure).__name__}: {lines[0]}" if lines else type(failure).__name__
+
+
+class Failure:
+    """This process's first failure in work of its own between two exchanges (reading its share of a batch,
+    the first process's validation), held until the next exchange raises it in every process
+    (first_process_value): the others would wait for it there. Run without torchrun, it is raised at once."""
+
+    def __init__(self):
+        self.exception: Exception | None = None
+
+    @contextlib.contextmanager
+    def held(self):
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001  (raised at the next exchange, as it was)
+            if not active():
+                raise
+            if self.exception is None:
+                self.exception = exc
 
 
 def sum_(*tensors: torch.Tensor) -> None:
@@ -160,14 +193,24 @@ def any_process(flag: bool, device) -> bool:
     return bool(value.item())
 
 
-def first_process_value(value: float, device) -> float:
+def first_process_value(value: float, device, failure: Failure | None = None) -> float:
     """The first process's `value`, in every process: the clock that decides the learning rate and
-    when to stop must be one clock."""
+    when to stop must be one clock. The same exchange raises in every process the first `failure` that
+    any process holds (together), so that all stop at this step with its one line."""
     if not active():
         return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.broadcast(tensor, src=0)
-    return float(tensor.item())
+    held = failure is not None and failure.exception is not None
+    tensor = torch.tensor([value if is_main() else 0.0, float(held)], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)  # the others add zeros: the first process's value, exactly
+    value, failed = tensor.tolist()
+    if failed:
+        together(lambda: _raise(failure.exception if held else None))
+    return value
+
+
+def _raise(failure: Exception | None) -> None:
+    if failure is not None:
+        raise failure
 
 
 def gather_rows(rows: torch.Tensor) -> torch.Tensor:

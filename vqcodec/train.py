@@ -511,6 +511,7 @@ def _out_locked(options: TrainOptions):
         yield
     finally:
         release_out(out)
+        parallel.leave()  # after an error: a run that ended has left the group (parallel.stop)
 
 
 def _train_checked(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: str | None) -> Path:
@@ -592,7 +593,8 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     model, codes_id = _build_model(run, start, cfg)
     files = readable_files(kind, files)
     run.options = options = _crop_within_files(run, kind, cfg, files, given_crop)
-    data = _training_data(run, data_dir, kind, files, cfg, start.meta)
+    # the held-out files, which the first process alone reads, may fail it alone
+    data = parallel.together(lambda: _training_data(run, data_dir, kind, files, cfg, start.meta))
     training = _optimisation(run, model, start, weight_average)
     loss_fn = ReconstructionLoss(cfg).to(run.device)
     settings = _part_settings(run, start, weight_average, data_dir, data.train_files)
@@ -618,31 +620,39 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
                               .generate_state(1, np.uint64)[0]) >> 1)
     step, trained_seconds, validated_seconds = _step_loop(run, cfg, model, training, loss_fn, data, rng, start,
                                                           checkpoint_meta)
-    parallel.stop()
     model_path = Path(options.out) / f"{options.name}.safetensors"
+
+    def write() -> tuple[Path, VQCodecError | None]:
+        """The model's files and the checkpoint's, written by the first process; the error of a checkpoint
+        that could not be written, raised once the prior is added."""
+        nonlocal settings, parts
+        if step == 0 and not start.init_id:
+            raise VQCodecError("no training step ended within --max-minutes: no model written (give it more time)")
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise diverged(f"the weights are not finite after step {step}", run.checkpoint_path)
+        if start.saved and step == start.step and "settings" in start.meta:  # resumed to write the model: no part of its own
+            settings, parts = start.meta["settings"], start.meta.get("earlier_parts", [])
+        try:
+            save_checkpoint(run.checkpoint_path, training.modules, training.optimizers,
+                            checkpoint_meta(step, trained_seconds, validated_seconds))
+            unsaved = None
+        except VQCodecError as exc:  # a full disk: the model files, smaller, may still fit
+            unsaved = exc
+        try:
+            written = _write_model(run, model if training.average is None else training.average.synced(model),
+                                   model_path, start, codes_id, step, trained_seconds, settings, parts)
+        except KeyboardInterrupt:
+            if unsaved is None:
+                _say(f"\ninterrupted before the model was written: the checkpoint in {Path(options.out)} holds its "
+                     f"{plural(step, 'step')}; write it with `{_finishing_command(run, data_dir, step)}`")
+            raise
+        return written, unsaved
+
+    # every process stops with the first one's error; the prior, which may take long, is fitted after the others end
+    model_path, unsaved = parallel.together(lambda: write() if run.main else (model_path, None))
+    parallel.stop()
     if not run.main:
         return model_path
-    if step == 0 and not start.init_id:
-        raise VQCodecError("no training step ended within --max-minutes: no model written (give it more time)")
-    if not all(torch.isfinite(p).all() for p in model.parameters()):
-        raise diverged(f"the weights are not finite after step {step}", run.checkpoint_path)
-    if start.saved and step == start.step and "settings" in start.meta:  # resumed to write the model: no part of its own
-        settings, parts = start.meta["settings"], start.meta.get("earlier_parts", [])
-    try:
-        save_checkpoint(run.checkpoint_path, training.modules, training.optimizers,
-                        checkpoint_meta(step, trained_seconds, validated_seconds))
-        unsaved = None
-    except VQCodecError as exc:  # a full disk: the model files, smaller, may still fit
-        unsaved = exc
-    if training.average is not None:
-        model = training.average.synced(model)
-    try:
-        model_path = _write_model(run, model, model_path, start, codes_id, step, trained_seconds, settings, parts)
-    except KeyboardInterrupt:
-        if unsaved is None:
-            _say(f"\ninterrupted before the model was written: the checkpoint in {Path(options.out)} holds its "
-                 f"{plural(step, 'step')}; write it with `{_finishing_command(run, data_dir, step)}`")
-        raise
     _add_prior(run, model_path, cfg, start, data.train.files(), data_dir, step)  # without the files skipped
     if unsaved is not None:
         earlier = ("--resume would go back to the checkpoint saved before it" if run.checkpoint_path.exists()
@@ -980,11 +990,50 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
         save_checkpoint(checkpoint_path, training.modules, training.optimizers, checkpoint_meta(step, seconds, validating))
         return True
 
+    def out_of_memory(exc: RuntimeError) -> VQCodecError:
+        if not is_out_of_memory(exc):
+            raise exc
+        kept = f"; checkpoint of step {step} saved: --resume with a smaller one continues" if keep() else ""
+        return VQCodecError(f"out of memory for batches of {options.batch_size} crops of {options.crop}: lower "
+                            f"--batch-size or --crop{kept}")
+
+    def report(lr: float, elapsed: float, loss_value: float, parts: dict, usage_summary: tuple | None) -> None:
+        """After a step: the progress line, the first process's checkpoint and, with the step's `usage_summary`
+        (perplexity, codes in use) where it is one the log records, its validation and log record."""
+        nonlocal validating, val_text, usage_text, last_checkpoint
+        if main and usage_summary is not None:
+            perplexity, in_use = usage_summary
+            began = time.monotonic()
+            val_loss, val_parts = validate(average.synced(model) if average is not None else model, loss_fn,
+                                           data.val_crops, options.batch_size, device)
+            validating += time.monotonic() - began
+            seconds = trained_seconds + time.monotonic() - began_run - validating
+            val_text = f"val {val_loss:.4f}"
+            usage_text = f"perplexity {perplexity:.0f} | codes in use {in_use:.0%}"
+            record = {"step": step, "loss": loss_value, "val": val_loss, "perplexity": perplexity,
+                      "codes_in_use": in_use, "lr": lr, "seconds": seconds,
+                      **parts, **{f"val_{k}": v for k, v in val_parts.items()}}
+            _or_warn(lambda: _append_log(log_path, record), step)
+        if not run.quiet and (step % 10 == 0 or step == 1):
+            left = f" | {_format_time(budget - elapsed)} left" if budget else ""
+            detail = " ".join(f"{k} {v:.3f}" for k, v in parts.items())
+            end = "\r" if sys.stderr.isatty() else "\n"
+            _progress(f"step {step} | loss {loss_value:.4f} ({detail}) | {val_text} | {usage_text}{left}", end=end)
+        if main and time.monotonic() - last_checkpoint >= options.checkpoint_minutes * 60:
+            seconds = trained_seconds + time.monotonic() - began_run
+            _or_warn(lambda: save_checkpoint(checkpoint_path, training.modules, training.optimizers,
+                                             checkpoint_meta(step, seconds, validating)), step)
+            last_checkpoint = time.monotonic()
+
+    failure = parallel.Failure()  # this process's own, raised in all of them at the start of the next step
     try:
         while True:
-            elapsed = parallel.first_process_value(time.monotonic() - began_run, device)
-            done_by_time = budget is not None and elapsed >= budget
             done_by_steps = options.max_steps is not None and step >= options.max_steps
+            if not done_by_steps:
+                with failure.held():
+                    batch = batches.next()
+            elapsed = parallel.first_process_value(time.monotonic() - began_run, device, failure)
+            done_by_time = budget is not None and elapsed >= budget
             if done_by_time or done_by_steps or (budget is None and options.max_steps is None):
                 break
             lr = _learning_rate(options, step, first_step, elapsed, budget)
@@ -993,8 +1042,7 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
                     group["lr"] = lr
 
             set_training_mode(model, start.decoder_only)
-            batch = batches.next().to(device)
-            loss, parts, codes = train_step(model, training.optimizers["optim"], loss_fn, batch, autocast,
+            loss, parts, codes = train_step(model, training.optimizers["optim"], loss_fn, batch.to(device), autocast,
                                             *training.adversary)
             step += 1
             if average is not None:
@@ -1004,45 +1052,25 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
             if parallel.any_process(not math.isfinite(loss_value), device):  # every process stops at this step
                 raise diverged(f"the loss is not finite at step {step}", checkpoint_path)
 
+            usage_summary = None
             if step % options.eval_every == 0 or step == 1:
-                perplexity, in_use = usage.summary()
+                usage_summary = usage.summary()
                 usage = CodebookUsage(cfg, device)
                 losses = torch.tensor([loss_value, *parts.values()], dtype=torch.float64, device=device)
                 parallel.sum_(losses)  # the log gives the whole batch's loss, a mean over the processes' shares
                 losses = (losses / run.processes).tolist()
                 loss_value, parts = losses[0], dict(zip(parts, losses[1:]))
-            if main and (step % options.eval_every == 0 or step == 1):
-                began = time.monotonic()
-                val_loss, val_parts = validate(average.synced(model) if average is not None else model, loss_fn,
-                                               data.val_crops, options.batch_size, device)
-                validating += time.monotonic() - began
-                seconds = trained_seconds + time.monotonic() - began_run - validating
-                val_text = f"val {val_loss:.4f}"
-                usage_text = f"perplexity {perplexity:.0f} | codes in use {in_use:.0%}"
-                record = {"step": step, "loss": loss_value, "val": val_loss, "perplexity": perplexity,
-                          "codes_in_use": in_use, "lr": lr, "seconds": seconds,
-                          **parts, **{f"val_{k}": v for k, v in val_parts.items()}}
-                _or_warn(lambda: _append_log(log_path, record), step)
-            if not run.quiet and (step % 10 == 0 or step == 1):
-                left = f" | {_format_time(budget - elapsed)} left" if budget else ""
-                detail = " ".join(f"{k} {v:.3f}" for k, v in parts.items())
-                end = "\r" if sys.stderr.isatty() else "\n"
-                _progress(f"step {step} | loss {loss_value:.4f} ({detail}) | {val_text} | {usage_text}{left}", end=end)
-            if main and time.monotonic() - last_checkpoint >= options.checkpoint_minutes * 60:
-                seconds = trained_seconds + time.monotonic() - began_run
-                _or_warn(lambda: save_checkpoint(checkpoint_path, training.modules, training.optimizers,
-                                                 checkpoint_meta(step, seconds, validating)), step)
-                last_checkpoint = time.monotonic()
+            with failure.held():  # raised in every process as the next step starts
+                try:
+                    report(lr, elapsed, loss_value, parts, usage_summary)
+                except RuntimeError as exc:
+                    raise out_of_memory(exc) from None
     except KeyboardInterrupt:
         if keep():
             _say(f"\ninterrupted at step {step}: checkpoint saved in {Path(options.out)}; continue with --resume")
         raise
     except RuntimeError as exc:
-        if not is_out_of_memory(exc):
-            raise
-        kept = f"; checkpoint of step {step} saved: --resume with a smaller one continues" if keep() else ""
-        raise VQCodecError(f"out of memory for batches of {options.batch_size} crops of {options.crop}: lower "
-                           f"--batch-size or --crop{kept}") from None
+        raise out_of_memory(exc) from None
     finally:
         batches.close()
     return step, trained_seconds + time.monotonic() - began_run, validating
