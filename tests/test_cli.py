@@ -1298,6 +1298,9 @@ def test_pack_refuses_a_stream_shorter_or_longer_than_its_header_says(cli, tiny_
         assert_one_line_error(result)
         assert message in result.stderr.decode()
     assert cli("pack", "-", "-", "-m", tiny_model_path, input=data).returncode == 0
+    one = _valid_npy(np.zeros((1, 1, 1), dtype=np.int8))  # was '1 values of 1 bytes'
+    result = cli("pack", "-", "-", "-m", tiny_model_path, input=one + b"x")
+    assert "holds more bytes than its header announces (1 value of 1 byte)" in result.stderr.decode()
 
 
 def test_pack_refuses_bad_codes(cli, tmp_path, tiny_model_path):

@@ -250,6 +250,25 @@ def test_a_file_that_becomes_unreadable_gives_its_crop_to_the_next_file(tmp_path
         disk.make(CropPlan(2, (0.0,)))
 
 
+def test_the_errors_of_unreadable_files_count_and_name_them_as_they_are(tmp_path):
+    """With one training file the error read '1 training files in a row', one stereo file's '2 training files',
+    and unreadable held-out files were 'no readable audio in the training folder'."""
+    for name, channels in (("a.wav", 1), ("b.wav", 2)):
+        soundfile.write(tmp_path / name, np.full((3000, channels), 0.25, dtype=np.float32), 8000, subtype="FLOAT")
+        disk = AudioCrops([tmp_path / name], 8000, CROP, in_memory_bytes=0)
+        (tmp_path / name).write_bytes(b"damaged")
+        with pytest.raises(VQCodecError, match=f"^the training file could not be read \\(.*{name}"):
+            disk.make(CropPlan(0, (0.0,)))
+    soundfile.write(tmp_path / "nan.wav", np.full(3000, np.nan, dtype=np.float32), 8000, subtype="FLOAT")
+    with pytest.raises(VQCodecError, match=f"^no readable audio in the held-out file {tmp_path / 'nan.wav'}$"):
+        AudioCrops([tmp_path / "nan.wav"], 8000, CROP, role="held-out")
+    with pytest.raises(VQCodecError, match=f"^no readable audio in the 2 held-out files \\({tmp_path / 'nan.wav'} and"):
+        AudioCrops([tmp_path / "nan.wav", tmp_path / "a.wav"], 8000, CROP, role="held-out")
+    (tmp_path / "c.png").write_bytes(b"damaged")
+    with pytest.raises(VQCodecError, match="^no readable images in the held-out file"):
+        ImageCrops([tmp_path / "c.png"], 32, role="held-out")
+
+
 def test_a_photo_that_becomes_unreadable_gives_its_crop_to_the_next_one(image_files, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()

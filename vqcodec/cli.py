@@ -1173,8 +1173,8 @@ def _read_npy(source, name: str, into, codebook_size: int):
         _check_npy_fits(math.prod(shape) * np.dtype(into).itemsize, name)
     array = _narrowed(stream, shape, fortran_order, dtype, into, codebook_size, name)
     if size is None and stream.read(1):
-        raise VQCodecError(f"{name}: holds more bytes than its header announces ({math.prod(shape)} values of "
-                           f"{dtype.itemsize} bytes)")
+        raise VQCodecError(f"{name}: holds more bytes than its header announces ({plural(math.prod(shape), 'value')} of "
+                           f"{plural(dtype.itemsize, 'byte')})")
     return array
 
 
@@ -1205,8 +1205,8 @@ def _narrowed(stream, shape: tuple, fortran_order: bool, dtype, into, codebook_s
         wanted = min(piece, flat.size - start) * dtype.itemsize
         raw = stream.read(wanted)
         if len(raw) < wanted:  # only a stream of unknown size can end early: a file's size was checked
-            raise VQCodecError(f"{name}: its header announces {flat.size} values of {dtype.itemsize} bytes, "
-                               f"the stream ends after {start * dtype.itemsize + len(raw)} bytes of them")
+            raise VQCodecError(f"{name}: its header announces {plural(flat.size, 'value')} of {plural(dtype.itemsize, 'byte')}, "
+                               f"the stream ends after {plural(start * dtype.itemsize + len(raw), 'byte')} of them")
         values = np.frombuffer(raw, dtype)
         if values.min() < low or values.max() > high:
             bad = values.min() if values.min() < low else values.max()
@@ -1240,8 +1240,8 @@ def _npy_header(stream, size: int | None, name: str):
     if count == 0:  # numpy cannot make every such shape ((2**63, 0) is too large a dimension)
         raise VQCodecError(f"{name}: holds no codes (shape {shape})")
     if size is not None and count * dtype.itemsize != size - stream.tell():
-        raise VQCodecError(f"{name}: its header announces {count} values of {dtype.itemsize} bytes, "
-                           f"the file holds {size - stream.tell()} bytes")
+        raise VQCodecError(f"{name}: its header announces {plural(count, 'value')} of {plural(dtype.itemsize, 'byte')}, "
+                           f"the file holds {plural(size - stream.tell(), 'byte')}")
     return shape, fortran_order, dtype
 
 

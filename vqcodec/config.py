@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 
 from .format import MAX_QUALITY
+from .wording import plural
 
 FORMAT_VERSION = 1
 
@@ -180,7 +181,7 @@ def check_config(config: ModelConfig) -> None:
         for name, base in (("base_channels", config.base_channels), ("decoder_channels", config.decoder_channels)):
             widest = base << len(config.strides)  # the width doubles at each stride
             if widest > MAX_WIDTH:
-                raise ValueError(f"{name} {base} doubled at each of {len(config.strides)} strides makes layers "
+                raise ValueError(f"{name} {base} doubled at each of {plural(len(config.strides), 'stride')} makes layers "
                                  f"{widest} wide, more than {MAX_WIDTH}")
     else:
         whole("patch", config.patch, 1, 64)

@@ -190,10 +190,12 @@ def _skip(message: str) -> None:
 MAX_READ_ATTEMPTS = 8
 
 
-def read_or_next(sources: list, index: int, read, reported: set):
+def read_or_next(sources: list, index: int, read, reported: set, role: str = "training"):
     """read(sources[index]), or, where that file cannot be read (damaged or removed since the folder
     was scanned), read() of the sources after it in turn, so that one bad file does not end a long
-    run from disk. Each unreadable file is reported once (its path goes into `reported`)."""
+    run from disk. Each unreadable file is reported once (its path goes into `reported`); `role` names
+    the files in the error where none could be read."""
+    tried = []
     for attempt in range(min(MAX_READ_ATTEMPTS, len(sources))):
         source = sources[(index + attempt) % len(sources)]
         try:
@@ -202,8 +204,21 @@ def read_or_next(sources: list, index: int, read, reported: set):
             if source.path not in reported:
                 reported.add(source.path)
                 _skip(f"{exc} (the crop comes from the next file)")
-            last = exc
-    raise VQCodecError(f"{min(MAX_READ_ATTEMPTS, len(sources))} training files in a row could not be read ({last})")
+            tried, last = list(dict.fromkeys([*tried, source.path])), exc
+    if len(tried) == 1:  # a file of many channels is as many sources
+        alone = all(source.path == tried[0] for source in sources)
+        raise VQCodecError(f"{'the' if alone else 'a'} {role} file could not be read ({last})")
+    raise VQCodecError(f"{len(tried)} {role} files in a row could not be read ({last})")
+
+
+def no_readable(media: str, role: str, files: list[Path]) -> VQCodecError:
+    """The error of crops none of whose `files` could be read: the training folder's, or the held-out
+    files', one of them named."""
+    if role == "training":
+        return VQCodecError(f"no readable {media} in the training folder")
+    if len(files) == 1:
+        return VQCodecError(f"no readable {media} in the {role} file {files[0]}")
+    return VQCodecError(f"no readable {media} in the {len(files)} {role} files ({files[0]} and others)")
 
 
 @dataclass(frozen=True)
@@ -274,8 +289,10 @@ class AudioCrops(Crops):
     proportion to its length, with a random gain and, for a share `noise` of them, background noise."""
 
     def __init__(self, files: list[Path], sample_rate: int, crop: int, noise: float = 0.0,
-                 noise_snr_db: tuple[float, float] = NOISE_SNR_DB, in_memory_bytes: int | None = None):
+                 noise_snr_db: tuple[float, float] = NOISE_SNR_DB, in_memory_bytes: int | None = None,
+                 role: str = "training"):
         self.sample_rate, self.crop, self.noise, self.noise_snr_db = sample_rate, crop, noise, noise_snr_db
+        self.role = role
         self.unreadable: set[Path] = set()
         self.sources: list[AudioSource] = []
         for path in files:
@@ -296,7 +313,7 @@ class AudioCrops(Crops):
         if not self.in_memory:
             self._scan()
         if not self.sources:
-            raise VQCodecError("no readable audio in the training folder")
+            raise no_readable("audio", role, files)
         if self.clips is not None:
             lengths = np.array([clip.size for clip in self.clips], dtype=np.float64)
         else:
@@ -364,7 +381,7 @@ class AudioCrops(Crops):
             out = clip[start:start + self.crop].copy()
         else:
             out = read_or_next(self.sources, plan.source, lambda source: self._read(source, plan.where[0]),
-                               self.unreadable)
+                               self.unreadable, self.role)
         if plan.noise_seed is not None:
             out = add_background_noise(out, np.random.default_rng(plan.noise_seed), self.noise_snr_db)
         if plan.gain is not None:
@@ -422,8 +439,8 @@ class ImageCrops(Crops):
     """Square crops of side `crop` from photos, each photo drawn in proportion to its area, flipped at
     random. Photos smaller than a crop are padded by reflection."""
 
-    def __init__(self, files: list[Path], crop: int, in_memory_bytes: int | None = None):
-        self.crop = crop
+    def __init__(self, files: list[Path], crop: int, in_memory_bytes: int | None = None, role: str = "training"):
+        self.crop, self.role = crop, role
         self.unreadable: set[Path] = set()
         self.sources: list[ImageSource] = []
         for path in files:
@@ -435,7 +452,7 @@ class ImageCrops(Crops):
         self.in_memory = sum(max(s.width, crop) * max(s.height, crop) * 3 for s in self.sources) <= limit  # padded
         self.images: list[np.ndarray] | None = self._load() if self.in_memory else None
         if not self.sources:
-            raise VQCodecError("no readable images in the training folder")
+            raise no_readable("images", role, files)
         areas = np.array([s.width * s.height for s in self.sources], dtype=np.float64)
         self.weights = areas / areas.sum()
 
@@ -470,7 +487,7 @@ class ImageCrops(Crops):
             image = self.images[plan.source]
         else:
             image = read_or_next(self.sources, plan.source, lambda source: self._padded(read_image_rgb(source.path)),
-                                 self.unreadable)
+                                 self.unreadable, self.role)
         top = int(plan.where[0] * (image.shape[0] - self.crop + 1))
         left = int(plan.where[1] * (image.shape[1] - self.crop + 1))
         patch = image[top:top + self.crop, left:left + self.crop]

@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from .format import FormatError
+from .wording import plural
 
 
 def bits_per_index(codebook_size: int) -> int:
@@ -30,7 +31,7 @@ def unpack_fixed(payload: bytes, count: int, codebook_size: int) -> np.ndarray:
     bits = bits_per_index(codebook_size)
     expected = math.ceil(count * bits / 8)
     if len(payload) != expected:
-        raise FormatError(f"chunk holds {len(payload)} bytes where {expected} were expected")
+        raise FormatError(f"chunk holds {plural(len(payload), 'byte')} where {expected} {'was' if expected == 1 else 'were'} expected")
     all_bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8))
     if all_bits[count * bits:].any():
         raise FormatError("corrupted chunk: padding bits are not zero")

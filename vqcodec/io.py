@@ -15,6 +15,7 @@ import soundfile
 import soxr
 
 from .errors import ImageReadWarning, VQCodecError
+from .wording import plural
 
 # Suffixes that name one of soundfile's formats (which it knows by name: WAV, AIFF, ...) otherwise
 AUDIO_SUFFIX_FORMATS = {".wave": "WAV", ".aif": "AIFF", ".aifc": "AIFF", ".snd": "AU", ".sph": "NIST", ".oga": "OGG"}
@@ -366,7 +367,7 @@ def sound_read_error(where, frames_read: int, declared: int, exc: Exception) -> 
     where = where if where is not None else "from the stream"
     declared_text = ("its header gives no length" if declared >= UNKNOWN_FRAMES
                      else f"its header declares {declared}")
-    return VQCodecError(f"cannot read audio {where}: {_soundfile_reason(exc).rstrip('.')} after {frames_read} samples "
+    return VQCodecError(f"cannot read audio {where}: {_soundfile_reason(exc).rstrip('.')} after {plural(frames_read, 'sample')} "
                         f"({declared_text})")
 
 

@@ -15,6 +15,7 @@ from safetensors.torch import load, load_file, save
 
 from .config import FORMAT_VERSION, config_from_dict, config_to_dict, parameter_count
 from .errors import VQCodecError
+from .wording import plural
 from .io import write_file, write_files
 from .models import VQVAE
 from .registry import find_model, meta_problem
@@ -157,7 +158,7 @@ def read_safetensors_metadata(path: Path) -> dict[str, str]:
     with open(path, "rb") as stream:
         size = int.from_bytes(stream.read(8), "little")
         if size > os.fstat(stream.fileno()).st_size - 8:
-            raise ValueError(f"its header size ({size} bytes) is more than the file holds")
+            raise ValueError(f"its header size ({plural(size, 'byte')}) is more than the file holds")
         return json.loads(stream.read(size)).get("__metadata__") or {}
 
 

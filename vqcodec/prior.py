@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .format import FormatError
+from .wording import plural
 
 try:  # constriction is a dependency, but keep `import vqcodec` working without it
     import constriction
@@ -611,8 +612,8 @@ class CodePrior:
             raise FormatError("corrupted chunk: entropy-coded payload is not a whole number of words")
         cells = sum(rows * cols for _, rows, cols in plane_shapes)
         if cells and 2 * (32 * len(payload) // 4 + 32) < self.min_bits(quality, cells, depths):
-            raise FormatError(f"corrupted chunk: entropy-coded payload of {len(payload)} bytes is too short "
-                              f"for its {cells * quality} codes")
+            raise FormatError(f"corrupted chunk: entropy-coded payload of {plural(len(payload), 'byte')} is too short "
+                              f"for its {plural(cells * quality, 'code')}")
         words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
         try:
             decoder = constriction.stream.queue.RangeDecoder(words)

@@ -824,13 +824,15 @@ def _training_data(run: _Run, data_dir: Path, kind: str, readable: list[Path], c
     train_files, val_files = split or split_files(readable, lambda path: decodes(kind, path))
     crop = options.crop  # a whole number of strides (_sized)
     in_memory_bytes = 0 if options.stream_data else None
+    role = "training" if val_files == train_files else "held-out"  # one file trains and validates
     if kind == "audio":
         train_data = AudioCrops(train_files, cfg.sample_rate, crop, noise=options.noise,
                                 noise_snr_db=options.noise_snr_db, in_memory_bytes=in_memory_bytes)
-        val_data = AudioCrops(val_files, cfg.sample_rate, crop, in_memory_bytes=in_memory_bytes) if run.main else None
+        val_data = AudioCrops(val_files, cfg.sample_rate, crop, in_memory_bytes=in_memory_bytes, role=role) \
+            if run.main else None
     else:
         train_data = ImageCrops(train_files, crop, in_memory_bytes=in_memory_bytes)
-        val_data = ImageCrops(val_files, crop, in_memory_bytes=in_memory_bytes) if run.main else None
+        val_data = ImageCrops(val_files, crop, in_memory_bytes=in_memory_bytes, role=role) if run.main else None
     # the same crops of the held-out files at every evaluation, so that validation losses compare
     val_crops = val_data.batch(max(options.batch_size, VALIDATION_CROPS), np.random.default_rng(1234), augment=False) \
         if run.main else None
@@ -994,7 +996,7 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
         if not is_out_of_memory(exc):
             raise exc
         kept = f"; checkpoint of step {step} saved: --resume with a smaller one continues" if keep() else ""
-        return VQCodecError(f"out of memory for batches of {options.batch_size} crops of {options.crop}: lower "
+        return VQCodecError(f"out of memory for batches of {plural(options.batch_size, 'crop')} of {options.crop}: lower "
                             f"--batch-size or --crop{kept}")
 
     def report(lr: float, elapsed: float, loss_value: float, parts: dict, usage_summary: tuple | None) -> None:
