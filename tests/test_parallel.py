@@ -184,6 +184,22 @@ def test_every_process_stops_with_a_failure_to_read_a_training_file_in_one_of_th
     assert_all_stopped(subprocess.CompletedProcess(command, launched.returncode, "", stderr))
 
 
+def test_a_process_that_fails_before_the_others_join_has_them_stopped_at_once(tmp_path):
+    """One process that fails before joining (its GPU, its environment) leaves the others waiting in the
+    rendezvous: torchrun's SIGTERM, which they could not handle there, ended them only with its SIGKILL 30 s later."""
+    script = tmp_path / "rank_1_without_a_port.sh"
+    script.write_text(f'#!/bin/sh\n[ "$RANK" = 1 ] && export MASTER_PORT=x\nexec {sys.executable} -m vqcodec train "$@"\n')
+    script.chmod(0o755)
+    write_noise(tmp_path / "data" / "a.wav")
+    logs = tmp_path / "logs"
+    result = torchrun(str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--max-steps", "2", "--device", "cpu",
+                      "--no-prior", launcher=("--log-dir", str(logs), "--redirects", "3", "--no-python", str(script)), timeout=120)
+    errors = {int(path.parent.name): path.read_text() for path in logs.rglob("stderr.log")}
+    assert errors == {0: "", 1: "vqcodec: error: the environment variable MASTER_PORT is 'x', not a whole number\n"}
+    assert result.returncode != 0 and "exitcode  : -15" in result.stderr, result.stderr[-3000:]
+    assert "SIGKILL" not in result.stderr and not (tmp_path / "run").exists()
+
+
 def test_every_process_stops_with_the_first_ones_refusal_to_write_a_model(data_dir, tmp_path):  # noqa: F811
     """Only the first process writes the model: where it refused to (no step ended within --max-minutes), the
     others had ended as if it was written."""

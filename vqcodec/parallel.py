@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 
 import torch
 import torch.distributed as dist
@@ -79,10 +81,26 @@ def start(device: str) -> str:
     if cuda:
         torch.cuda.set_device(local_rank)
     try:
-        dist.init_process_group("nccl" if cuda else "gloo")
+        with _ended_by_sigterm():
+            dist.init_process_group("nccl" if cuda else "gloo")
     except (RuntimeError, ValueError) as exc:  # the address taken or unreachable, a timeout
         raise VQCodecError(f"cannot join the other training processes ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
     return f"cuda:{local_rank}" if cuda else device
+
+
+@contextlib.contextmanager
+def _ended_by_sigterm():
+    """SIGTERM ends the process at once while it waits for the others to join: torchrun sends it to every
+    process when one fails before joining (its GPU, its environment), and a process blocked in the
+    rendezvous runs no Python handler (the command line's), so it waited until torchrun killed it 30 s later."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def stop() -> None:
