@@ -34,8 +34,8 @@ from vqcodec import Codec, VQCodecError, read_info  # noqa: E402
 from vqcodec import format as vqformat  # noqa: E402
 from vqcodec.config import ImageConfig  # noqa: E402
 from vqcodec.errors import ImageReadWarning  # noqa: E402
-from vqcodec.io import (IMAGE_MODES, MAX_PIXELS, in_srgb, is_image_signature, media_kind_of,  # noqa: E402
-                        open_image, planes_to_image, write_image)
+from vqcodec.io import (IMAGE_MODES, MAX_PIXELS, image_to_planes, in_srgb, is_image_signature,  # noqa: E402
+                        media_kind_of, open_image, planes_to_image, write_image)
 from vqcodec.modelfile import save_model  # noqa: E402
 from vqcodec.models import VQVAE  # noqa: E402
 
@@ -938,6 +938,31 @@ def test_grey_with_a_grey_profile_is_read_as_srgb_grey(mode, tmp_path):
     assert np.abs(grey - expected).max() <= 1 and round(expected[0, 26]) == 189  # level 130: sRGB 189
     if mode == "LA":
         assert (np.asarray(read.getchannel("A")) == 77).all()
+
+
+@pytest.mark.parametrize("mode", ["I", "F", "I of 8 bits", "F of 0-255"])
+def test_32_bit_and_float_grey_with_a_grey_profile_is_read_as_srgb_grey(mode, tmp_path):
+    """Their profile was not applied: linear grey came out dark. Values of 0-255 are 8-bit grey (L) and
+    read as L is; a float image's values beyond 0 to 1 are clipped, with the warning, as they were."""
+    levels = np.tile(np.arange(0, 256, 5), (3, 1))
+    eight_bits = mode.endswith(("8 bits", "0-255"))
+    values = levels if eight_bits else levels * 257 if mode == "I" else levels / 255
+    image = Image.fromarray(values.astype(np.int32 if mode.startswith("I") else np.float32), mode[0])
+    image.save(tmp_path / "linear.tif", tiffinfo={34675: grey_profile(1.0)})
+    read = open_image(tmp_path / "linear.tif")
+    assert read.mode == ("L" if eight_bits else mode) and "icc_profile" not in read.info
+    grey = image_to_planes(read)[0][:, :, 0]
+    assert np.abs(grey - srgb_levels(levels / 255)).max() <= 1
+    as_l = Image.fromarray(levels.astype(np.uint8), "L")
+    as_l.info["icc_profile"] = image.info["icc_profile"] = adobe_rgb_profile() if eight_bits else grey_profile(1.0)
+    np.testing.assert_array_equal(image_to_planes(in_srgb(image))[0], image_to_planes(in_srgb(as_l))[0])
+    if mode == "F":
+        image.putpixel((0, 0), 2.0)
+        with pytest.warns(ImageReadWarning, match="1 of its 156 pixels lie beyond 0 to 1"):
+            assert image_to_planes(in_srgb(image))[0][0, 0, 0] == 255
+        image.info["icc_profile"] = adobe_rgb_profile()
+        with pytest.warns(ImageReadWarning, match="it describes RGB pixels, and the image is F"):
+            assert in_srgb(image) is image
 
 
 def test_grey_with_srgbs_grey_profile_is_left_alone(tmp_path, applied):

@@ -495,10 +495,11 @@ def open_image(source):
 ICC_PROBE_LEVELS = 18  # a side of the grid of colours (18^3 = 5832) that tells an sRGB-like profile
 LCMS_NO_OPTIMIZE = 0x0100  # cmsFLAGS_NOOPTIMIZE, ImageCms.Flags.NOOPTIMIZE from Pillow 10.3
 # The modes whose ICC profile is applied, and the colour spaces of the profiles each takes: grey may
-# carry an RGB profile (as R = G = B), 16-bit grey a GRAY one only
+# carry an RGB profile (as R = G = B), 16-bit, 32-bit and float grey a GRAY one only (8-bit grey held
+# as 32 bits or floats is L, as image_to_planes reads it)
 _PROFILE_SPACES = {"RGB": ("RGB",), "RGBA": ("RGB",), "P": ("RGB",), "PA": ("RGB",), "CMYK": ("CMYK",),
                    "L": ("GRAY", "RGB"), "LA": ("GRAY", "RGB"), "I;16": ("GRAY",), "I;16B": ("GRAY",),
-                   "I;16L": ("GRAY",)}
+                   "I;16L": ("GRAY",), "I": ("GRAY",), "F": ("GRAY",)}
 
 
 def in_srgb(image, source=None):
@@ -516,6 +517,8 @@ def in_srgb(image, source=None):
         return image
     from PIL import ImageCms
 
+    if image.mode in _FULL_SCALE and _holds_eight_bits(image):
+        image = image.convert("L")
     image = _transparent_colour_as_alpha(image)  # converted, the colour would no longer be its pixels'
     try:
         profile = ImageCms.ImageCmsProfile(BytesIO(icc))
@@ -577,10 +580,11 @@ def _palette_in_srgb(image, transform):
 
 
 def _grey_in_srgb(image, transform, in_mode: str):
-    """A grey image (L, LA or 16-bit) with each level replaced by the sRGB grey its profile makes of
-    it (the mean of the three channels, which the profile keeps equal to a level), or None where no
-    level moves by more than one of 8 bits. 16-bit grey gets 8-bit sRGB levels (the codec keeps 8
-    bits), scaled back to 16; it is converted a strip at a time."""
+    """A grey image (L, LA, 16-bit, 32-bit or float) with each level replaced by the sRGB grey its
+    profile makes of it (the mean of the three channels, which the profile keeps equal to a level), or
+    None where no level moves by more than one of 8 bits. Deeper grey is taken as 16-bit levels and
+    gets 8-bit sRGB levels (the codec keeps 8 bits), scaled back to its own; it is converted a strip
+    at a time."""
     from PIL import Image, ImageCms
 
     levels = np.arange(65536 if in_mode == "I;16" else 256)
@@ -592,6 +596,8 @@ def _grey_in_srgb(image, transform, in_mode: str):
     if in_mode != "I;16":
         table = [int(level) for level in srgb]
         return image.point(table + list(range(256)) if image.mode == "LA" else table)
+    if image.mode in _FULL_SCALE:
+        return _full_scale_in_srgb(image, srgb)
     table = (srgb * 257).astype(np.uint16)
     order = ">u2" if image.mode == "I;16B" else "<u2"
     converted = Image.new(image.mode, image.size)
@@ -600,6 +606,22 @@ def _grey_in_srgb(image, transform, in_mode: str):
         strip = np.asarray(image.crop((0, top, image.width, min(image.height, top + rows))))
         converted.paste(Image.frombytes(image.mode, strip.shape[::-1], table[strip].astype(order).tobytes()), (0, top))
     return converted
+
+
+def _full_scale_in_srgb(image, srgb: np.ndarray):
+    """A 32-bit or float grey image whose values within 0 to _FULL_SCALE, as 16-bit levels, are replaced
+    by their `srgb` levels (of 0-255, one for each 16-bit level) at that scale; values beyond it (and
+    NaN) are left to be clipped, or refused, as they were (_check_deep_range)."""
+    from PIL import Image
+
+    full_scale = _FULL_SCALE[image.mode]
+    table = np.round(srgb * 257) if image.mode == "I" else srgb / 255
+    converted = np.empty((image.height, image.width), dtype=np.int32 if image.mode == "I" else np.float32)
+    for top, values in _deep_grey_values(image):
+        within = np.isfinite(values) & ~_beyond_full_scale(values, full_scale)
+        level = np.round(np.clip(np.where(within, values, 0), 0, full_scale) / full_scale * 65535).astype(np.int64)
+        converted[top:top + len(values)] = np.where(within, table[level], values)
+    return Image.fromarray(converted, image.mode)
 
 
 @functools.cache
@@ -752,7 +774,7 @@ def _check_deep_range(image) -> None:
     for _, values in _deep_grey_values(image):
         nan = nan or bool(np.isnan(values).any())
         low, high = min(low, float(np.nanmin(values, initial=math.inf))), max(high, float(np.nanmax(values, initial=-math.inf)))
-        beyond += int(np.count_nonzero((values < -0.5 / 255 * full_scale) | (values > 255.5 / 255 * full_scale)))
+        beyond += int(np.count_nonzero(_beyond_full_scale(values, full_scale)))
     kind = "float" if image.mode == "F" else "32-bit"
     if nan:
         raise VQCodecError(f"{kind} image holds NaN (not a number) values, which are no grey level")
@@ -767,6 +789,11 @@ def _check_deep_range(image) -> None:
         warnings.warn(ImageReadWarning(f"{kind} image values span {low:.6g} to {high:.6g}: {beyond} of its {pixels} "
                                        f"pixels lie beyond 0 to {full_scale:g}, the range read as black to white, "
                                        f"and are clipped to it"), stacklevel=3)
+
+
+def _beyond_full_scale(values: np.ndarray, full_scale: float) -> np.ndarray:
+    """Which values lie beyond 0 to `full_scale` by more than half an 8-bit level (NaN does not)."""
+    return (values < -0.5 / 255 * full_scale) | (values > 255.5 / 255 * full_scale)
 
 
 def _deep_grey_values(image):
