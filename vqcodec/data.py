@@ -204,14 +204,15 @@ def read_or_next(sources: list, index: int, read, reported: set, role: str = "tr
             if source.path not in reported:
                 reported.add(source.path)
                 _skip(f"{exc} (the crop comes from the next file)")
-            tried, last = list(dict.fromkeys([*tried, source.path])), exc
+            tried += [source.path] if source.path not in tried else []
+            last = exc
     if len(tried) == 1:  # a file of many channels is as many sources
         alone = all(source.path == tried[0] for source in sources)
         raise VQCodecError(f"{'the' if alone else 'a'} {role} file could not be read ({last})")
     raise VQCodecError(f"{len(tried)} {role} files in a row could not be read ({last})")
 
 
-def no_readable(media: str, role: str, files: list[Path]) -> VQCodecError:
+def _no_readable(media: str, role: str, files: list[Path]) -> VQCodecError:
     """The error of crops none of whose `files` could be read: the training folder's, or the held-out
     files', one of them named."""
     if role == "training":
@@ -313,7 +314,7 @@ class AudioCrops(Crops):
         if not self.in_memory:
             self._scan()
         if not self.sources:
-            raise no_readable("audio", role, files)
+            raise _no_readable("audio", role, files)
         if self.clips is not None:
             lengths = np.array([clip.size for clip in self.clips], dtype=np.float64)
         else:
@@ -452,7 +453,7 @@ class ImageCrops(Crops):
         self.in_memory = sum(max(s.width, crop) * max(s.height, crop) * 3 for s in self.sources) <= limit  # padded
         self.images: list[np.ndarray] | None = self._load() if self.in_memory else None
         if not self.sources:
-            raise no_readable("images", role, files)
+            raise _no_readable("images", role, files)
         areas = np.array([s.width * s.height for s in self.sources], dtype=np.float64)
         self.weights = areas / areas.sum()
 
