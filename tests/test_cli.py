@@ -851,6 +851,26 @@ def test_fifos_and_devices_are_read_and_written_through(encoded, cli, tiny_model
     assert result.returncode == 0 and result.stderr == b"" and Path(os.devnull).is_char_device()
 
 
+@pytest.mark.skipif(not Path("/dev/fd").is_dir(), reason="no /dev/fd")
+def test_a_pipes_dev_fd_name_is_written_into(encoded, tiny_model_path):
+    """>(...) names a pipe /dev/fd/N, a link to no file ('pipe:[...]'): written through the name, not the
+    link's target, which could not be opened."""
+    from vqcodec.cli import run
+
+    read_end, write_end = os.pipe()
+    with ThreadPoolExecutor(1) as pool, open(read_end, "rb") as reader:
+        reading = pool.submit(reader.read)
+        try:
+            code = run(["decode", str(encoded / "out.vq"), f"/dev/fd/{write_end}", "--format", "wav",
+                        "-m", str(tiny_model_path)])
+        finally:
+            os.close(write_end)
+        decoded = reading.result(timeout=60)
+    assert code == 0
+    audio, rate = soundfile.read(io.BytesIO(decoded), always_2d=True)
+    assert rate == 22050 and audio.shape == (11025, 2)
+
+
 def test_a_symlinked_output_is_written_through(encoded, cli, tiny_model_path, tmp_path):
     """With --force, the file a link names gets the output and the link stays (renaming onto the
     link replaced it by a regular file; for /dev/stdout, as root, the device's link itself)."""

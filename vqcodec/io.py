@@ -87,8 +87,8 @@ def write_file(path, write, replace: bool = True) -> None:
     import shutil
     import tempfile
 
-    target = _written_target(path)
-    if is_stream_file(target):
+    if is_stream_file(path):  # written through the name given: a pipe's link (/dev/fd/N) resolves to no file
+        target = Path(path)
         try:
             with tempfile.TemporaryFile() as spool:
                 write(spool)
@@ -98,6 +98,7 @@ def write_file(path, write, replace: bool = True) -> None:
         except OSError as exc:
             raise VQCodecError(f"cannot write {target}: {exc.strerror or exc}") from None
         return
+    target = _written_target(path)
     temporary = _write_temporary(target, write)
     try:
         move_into_place(temporary, target, replace)
