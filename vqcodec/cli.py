@@ -217,7 +217,7 @@ def cli(ctx):
       vqcodec decode talk.vq talk.wav
       vqcodec encode photo.png photo.vq -q 8
       vqcodec info talk.vq
-      vqcodec train my_recordings/ --out models/mine --max-minutes 60
+      vqcodec train my_recordings/ --out runs/mine --max-minutes 60
     """
     if ctx.invoked_subcommand is None:  # bare `vqcodec`: the help, as --help gives it, not a usage error
         click.echo(ctx.get_help())
