@@ -491,3 +491,40 @@ def test_the_api_s_codec_load_and_file_info_say_what_they_take_and_give():
     assert all(word in load for word in ("`name`", "`device`", "`coding`", "`beam`", "Returns", "VQCodecError"))
     info = vqcodec.FileInfo.__doc__ or ""
     assert "read_info" in info and all(f"`{field.name}`" in info for field in dataclasses.fields(vqcodec.FileInfo))
+
+
+def test_format_md_header_table_matches_the_code():
+    """docs/FORMAT.md §1: the struct layout, each row's offset, size and type, and the bounds the
+    table names are those of vqcodec/format.py (an independent reader is written from that table)."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "FORMAT.md").read_text(encoding="utf-8")
+    layout = re.search(r'Python `struct` layout `"([^"]+)"`', doc).group(1)
+    assert layout == vqformat._HEADER.format
+    section = doc[doc.index("## 1. Header"):doc.index("## 2. Chunk framing")]
+    rows = re.findall(r"^\| (\d+) \| (\d+) \| (\w+) \| `(\w+)` \|", section, flags=re.M)
+    assert [name for *_, name in rows][-1] == "header_crc"
+    counts = re.findall(r"(\d*)([a-zA-Z])", layout[1:])
+    expected, offset = [], 0
+    for count, code in counts + [("", "I")]:  # the header CRC follows the struct
+        size = struct.calcsize("<" + count + code)
+        kind = "bytes" if code == "s" else {"B": "u8", "H": "u16", "I": "u32", "Q": "u64"}[code]
+        expected.append((offset, size, kind))
+        offset += size
+    assert [(int(o), int(s), t) for o, s, t, _ in rows] == expected
+    assert offset == vqformat.HEADER_SIZE == int(re.search(r"## 1\. Header \((\d+) bytes\)", doc).group(1))
+
+    def number(text: str) -> int:
+        text = text.replace(" ", "").replace("\u202f", "")
+        return 2 ** int(text[2:]) if text.startswith("2^") else int(text)
+
+    for name in ("MAX_QUALITY", "MAX_SAMPLE_RATE", "MAX_IMAGE_SIDE", "MAX_CHANNELS", "MAX_IMAGE_PIXELS",
+                 "MAX_CHUNK_FRAMES", "MAX_CHUNK_BYTES"):
+        found = re.findall(rf"`{name}` = (2\^\d+|[0-9][0-9 ]*[0-9]|[0-9])", doc)
+        assert found, name
+        assert {number(f) for f in found} == {getattr(vqformat, name)}, name
+    gains = re.search(r"audio with bit 2: ([0-9 ]+)\.\.([0-9 ]+) \(`MIN_GAIN`\.\.`MAX_GAIN`", section)
+    assert (number(gains.group(1)), number(gains.group(2))) == (vqformat.MIN_GAIN, vqformat.MAX_GAIN)
+    seconds = re.search(r"MAX_AUDIO_SECONDS` \(([0-9 ]+) s\)", section)
+    assert number(seconds.group(1)) == vqformat.MAX_AUDIO_SECONDS
