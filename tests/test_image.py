@@ -1634,3 +1634,19 @@ def test_an_error_names_a_path_in_full(tmp_path):
     cut.write_bytes(PHOTOS[0].read_bytes()[:200])
     with pytest.raises(VQCodecError, match=re.escape(str(cut))):
         open_image(cut)
+
+
+def test_a_damaged_tiff_strip_is_one_line_naming_libtiffs_reason(cli, tmp_path):
+    """libtiff printed its own line on stderr (its reason) above vqcodec's "decoder error -2"."""
+    source = tmp_path / "damaged.tif"
+    Image.new("L", (8, 8), 90).save(source, compression="tiff_lzw")
+    with Image.open(source) as image:
+        (strip,), (size,) = image.tag_v2[273], image.tag_v2[279]
+    data = bytearray(source.read_bytes())
+    data[strip:strip + size] = bytes(size)
+    source.write_bytes(bytes(data))
+    result = cli("encode", source, tmp_path / "out.vq", text=True)
+    assert result.returncode == 1
+    assert re.fullmatch(r"vqcodec: error: cannot read image \S+damaged\.tif: [^\n]+\n", result.stderr)
+    assert "decoder error" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.tif"]

@@ -471,7 +471,16 @@ def open_image(source):
                 image.seek(0)
                 # Pillow reads 16-bit grey with alpha (PNG) as RGBA: grey it is, and grey it comes back
                 grey_with_alpha = image.mode == "RGBA" and any(getattr(t, "args", None) == "LA;16B" for t in image.tile)
-                image.load()
+                try:
+                    with _native_stderr_captured() as native:
+                        image.load()
+                except OSError as exc:
+                    if native:  # libtiff's own message, which says more than "decoder error -2"
+                        raise VQCodecError(f"cannot read image {input_name(source) or 'from the stream'}: "
+                                           f"{native[-1]}") from exc
+                    raise
+                for line in dict.fromkeys(native):
+                    warnings.warn(ImageReadWarning(f"{_image_called(source)}: {line}; read past it"), stacklevel=2)
                 transposed = ImageOps.exif_transpose(image)  # a copy, so closing the file is safe
                 if grey_with_alpha:
                     transposed = transposed.convert("LA")
@@ -646,6 +655,33 @@ def _image_called(source) -> str:
     """How a warning names an image: its path, "the image from stdin" or "the image"."""
     name = input_name(source)
     return "the image" if name is None else f"the image {name}" if name == "from stdin" else str(name)
+
+
+@contextlib.contextmanager
+def _native_stderr_captured():
+    """Collect the lines that C libraries (libtiff) write straight to file descriptor 2 while decoding,
+    into the list this yields, instead of letting them reach stderr beside vqcodec's own line."""
+    import sys
+    import tempfile
+
+    lines: list[str] = []
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to keep clean
+        yield lines
+        return
+    with tempfile.TemporaryFile() as capture:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines += [" ".join(line.split()).rstrip(".") for line in
+                      capture.read(1 << 16).decode("utf-8", "replace").splitlines() if line.strip()]
 
 
 def _warn_once_each(caught: list, where: str) -> None:
