@@ -471,8 +471,10 @@ def open_image(source):
                 image.seek(0)
                 # Pillow reads 16-bit grey with alpha (PNG) as RGBA: grey it is, and grey it comes back
                 grey_with_alpha = image.mode == "RGBA" and any(getattr(t, "args", None) == "LA;16B" for t in image.tile)
+                # only libtiff writes to stderr itself; fd 2 is the whole process's, so only around it
+                native_capture = _native_stderr_captured() if image.format == "TIFF" else contextlib.nullcontext([])
                 try:
-                    with _native_stderr_captured() as native:
+                    with native_capture as native:
                         image.load()
                 except OSError as exc:
                     if native:  # libtiff's own message, which says more than "decoder error -2"
