@@ -1233,6 +1233,9 @@ class Codec:
             raise VQCodecError(f"file was written by model {header.model_id.hex()}, not {self.name} "
                                f"({self.model_id.hex()}); pass the matching --model"
                                + retired_model_hint(header.model_id.hex(), header.coded_prior_id))
+        if vqformat.KIND_NAMES[header.kind] != self.kind:
+            raise VQCodecError(f"this .vq file holds {'audio' if header.kind == vqformat.KIND_AUDIO else 'an image'}, "
+                               f"but model {self.name} codes {'audio' if self.kind == 'audio' else 'images'}")
         if header.quality > self.num_codebooks:
             raise VQCodecError(f"file uses {plural(header.quality, 'codebook')}; model {self.name} has {self.num_codebooks}")
         if header.coding in vqformat.PRIOR_CODINGS:
