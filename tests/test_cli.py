@@ -704,6 +704,30 @@ def test_sigterm_and_sighup_stop_like_ctrl_c_leaving_no_temporary_file(encoded, 
     assert listing(out) == set() and listing(source) == {"a.vq"}
 
 
+def test_a_stop_while_libsndfile_writes_stops_the_decoding(codec, small_vq, capfd):
+    """Ctrl-C or SIGTERM arriving while libsndfile called back into Python to write was raised inside
+    that callback, where cffi printed its traceback and dropped it; soundfile then failed an assertion
+    on the short write (an AssertionError's traceback, not "vqcodec: interrupted")."""
+    import signal
+
+    class Stream(io.BytesIO):
+        writes = 0
+
+        def write(self, data):
+            Stream.writes += 1
+            if Stream.writes == 3:
+                signal.raise_signal(signal.SIGINT)
+            return super().write(data)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            codec.decode_audio_file(small_vq, Stream(), "WAV")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert "Traceback" not in capfd.readouterr().err
+
+
 @pytest.mark.parametrize("output", ["out.wav", "-"])
 def test_a_full_disk_under_audio_output_is_one_line(encoded, tiny_model_path, tmp_path, output):
     """A write that failed inside soundfile's callbacks (a full disk; here a file size limit) printed a

@@ -31,7 +31,7 @@ from .errors import ClippingWarning, VQCodecError
 from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
                  check_audio_output, image_to_planes, in_srgb, input_name, open_image, planes_to_image, SoundSink, SoundStream,
-                 sound_blocks, soundfile_format, unreadable_audio, unwritable_audio, write_file)
+                 sound_blocks, soundfile_format, stops_held, unreadable_audio, unwritable_audio, write_file)
 from .memory import memory_bound
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
@@ -1610,9 +1610,12 @@ class Codec:
 
         sink = SoundSink(destination)
 
+        # soundfile calls the sink from inside libsndfile, where a stop (Ctrl-C, SIGTERM) raised in it
+        # would be printed and lost, and soundfile then fail an assertion: stops wait for each call to end
         def open_output(subtype):
-            return soundfile.SoundFile(sink, "w", samplerate=output_rate,
-                                       channels=header.channels, format=format_hint, subtype=subtype)
+            with stops_held():
+                return soundfile.SoundFile(sink, "w", samplerate=output_rate,
+                                           channels=header.channels, format=format_hint, subtype=subtype)
         above_full_scale = header.gain * LEVEL_TARGET_PEAK > 1.0
         try:
             output = None
@@ -1629,12 +1632,16 @@ class Codec:
                        or (above_full_scale and output.subtype in FLOAT_CODEC_SUBTYPES))
         limit = np.inf if keeps_level else 1.0
         clipped = 0.0  # the peak of audio coded above full scale that the output clips
-        with output:
+        try:
             for block in blocks:
                 if above_full_scale and not keeps_level:
                     clipped = max(clipped, _peak([block]))
-                output.write(np.clip(block, -limit, limit).T)
+                with stops_held():
+                    output.write(np.clip(block, -limit, limit).T)
                 sink.check()  # stop at a full disk, not at the end
+        finally:
+            with stops_held():
+                output.close()
         sink.check()
         if clipped > 1.0:
             import warnings

@@ -120,7 +120,7 @@ def write_files(writes: list) -> None:
         for path, write in writes:
             target = _written_target(path)
             finished.append((_write_temporary(target, write), target))
-        with _stops_held():
+        with stops_held():
             for temporary, target in finished:
                 try:
                     move_into_place(temporary, target)
@@ -159,7 +159,7 @@ def _write_temporary(target: Path, write) -> str:
 
 
 @contextlib.contextmanager
-def _stops_held():
+def stops_held():
     """Hold Ctrl-C, SIGTERM and SIGHUP back until the block ends, then deliver them: Python handles
     signals in the main thread, so elsewhere nothing is held."""
     import signal
