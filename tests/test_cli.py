@@ -1470,6 +1470,22 @@ def test_encode_refuses_an_output_named_as_media(encoded, cli, tiny_model_path, 
     assert listing(encoded) == before
 
 
+@pytest.mark.parametrize("command, suffix, name, kind", [("pack", ".vq", "out.wav", "audio"),
+                                                         ("codes", ".npy", "out.png", "an image")])
+def test_pack_and_codes_refuse_an_output_named_as_media_as_encode_does(encoded, cli, tiny_model_path, tmp_path,
+                                                                      command, suffix, name, kind):
+    """`pack codes.npy out.wav` wrote a .vq file named out.wav, and `codes talk.vq out.png` a NumPy file."""
+    codes = tmp_path / "codes.npy"
+    assert cli("codes", encoded / "out.vq", codes, "-m", tiny_model_path).returncode == 0
+    source = codes if command == "pack" else encoded / "out.vq"
+    result = cli(command, source, tmp_path / name, "-m", tiny_model_path)
+    assert_one_line_error(result)
+    assert result.stderr.decode() == (f"vqcodec: error: {tmp_path / name}: {command} writes a {suffix} file, which a "
+                                      f"name ending {Path(name).suffix} says is {kind}: name it {suffix} (decode "
+                                      f"writes {'audio' if kind == 'audio' else 'image'} files)\n")
+    assert listing(tmp_path) == {"codes.npy"}
+
+
 def test_refuses_to_overwrite_without_force(encoded, cli, tiny_model_path):
     target = encoded / "existing.vq"
     target.write_bytes(b"precious")

@@ -324,15 +324,17 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
     _write_output(output_path, lambda stream: stream.write(encoded), force)
 
 
-def _refuse_media_output_name(path: str) -> None:
-    """Refuse an encoding's output named as audio or an image (`encode photo.png photo.jpg`): the
-    .vq file written under that name is no such file, and what reads it by its name fails."""
+def _refuse_media_output_name(path: str, command: str = "encode", suffix: str = ".vq") -> None:
+    """Refuse an output of `command`, which writes a `suffix` file, named as audio or an image (`encode
+    photo.png photo.jpg`, `pack codes.npy talk.wav`): the file written under that name is no such file,
+    and what reads it by its name fails."""
     from .io import media_kind_of
 
     kind = media_kind_of(Path(path)) if path != "-" else None
     if kind is not None:
-        raise VQCodecError(f"{path}: encode writes a .vq file, which a name ending {Path(path).suffix} says is "
-                           f"{'audio' if kind == 'audio' else 'an image'}: name it .vq (decode writes {kind} files)")
+        raise VQCodecError(f"{path}: {command} writes a {suffix} file, which a name ending {Path(path).suffix} says "
+                           f"is {'audio' if kind == 'audio' else 'an image'}: name it {suffix} (decode writes {kind} "
+                           "files)")
 
 
 def _refuse_media_options(beam, refine, rate_weight, kind) -> None:
@@ -1005,6 +1007,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
             _codes_of_folder(Path(input_path), Path(output_path), model, quality, kind, depth_weight,
                              resolve_device(device), force)
         return
+    _refuse_media_output_name(output_path, "codes", ".npy")
     _refuse_existing_output(output_path, force)
     source = _media_source(input_path)
     with (open(source, "rb") if isinstance(source, Path) else source) as stream:
@@ -1134,6 +1137,7 @@ def pack(input_path, output_path, model, rate, samples, width, height, gain, cod
     """
     from .codec import Codec
 
+    _refuse_media_output_name(output_path, "pack")
     _refuse_existing_output(output_path, force)
     codec = Codec.load(model, coding=coding)
     array = _npy_codes(input_path, codec)
