@@ -1486,6 +1486,17 @@ def test_pack_and_codes_refuse_an_output_named_as_media_as_encode_does(encoded, 
     assert listing(tmp_path) == {"codes.npy"}
 
 
+def test_a_dangling_link_as_output_is_refused_without_force_before_the_work(encoded, cli, tiny_model_path, tmp_path):
+    """A symbolic link to nothing passed the check made before decoding (Path.exists follows links), and
+    was refused only when the output was moved into place, as a file "written while this ran"."""
+    link = tmp_path / "out.wav"
+    link.symlink_to(tmp_path / "nowhere.wav")
+    result = cli("decode", encoded / "out.vq", link, "-m", tiny_model_path)
+    assert_one_line_error(result)
+    assert result.stderr.decode() == f"vqcodec: error: {link} exists; pass --force to overwrite it\n"
+    assert listing(tmp_path) == {"out.wav"} and link.is_symlink()
+
+
 def test_refuses_to_overwrite_without_force(encoded, cli, tiny_model_path):
     target = encoded / "existing.vq"
     target.write_bytes(b"precious")

@@ -122,7 +122,7 @@ def _refuse_existing_output(path: str, force: bool) -> None:
                            "(a single file's output is a file name)")
     from .io import is_stream_file
 
-    if Path(path).exists() and not force and not is_stream_file(path):
+    if os.path.lexists(path) and not force and not is_stream_file(path):  # a dangling link too
         raise VQCodecError(f"{path} exists; pass --force to overwrite it")
 
 
