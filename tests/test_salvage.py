@@ -249,6 +249,28 @@ def test_a_header_alone_costs_no_memory_for_its_lost_chunks(golden_audio_codec):
     assert peak < 1 << 20
 
 
+def test_salvaging_many_lost_chunks_takes_time_in_proportion_to_them(bighop_codec):
+    """Each decoded block went through the whole list of lost chunks to silence its part of them, so a
+    header alone with chunks of one frame took time in the square of its length: 5 minutes, 30 s (and
+    24 hours, days) where the same length lost as one chunk took 0.6 s."""
+    import time
+
+    def header_alone(chunk_frames: int) -> bytes:
+        header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=vqformat.CODING_FIXED, quality=1,
+                                 model_id=bighop_codec.model_id, sample_rate=8000, length=8000 * 200, channels=1,
+                                 chunk_frames=chunk_frames)
+        header.chunk_count = -(-header.length // bighop_codec.hop // chunk_frames)
+        return header.pack()
+
+    seconds = []
+    for chunk_frames in (1 << 20, 1):
+        began = time.perf_counter()
+        audio, _ = bighop_codec.decode_audio(header_alone(chunk_frames), salvage=True)
+        seconds.append(time.perf_counter() - began)
+        assert audio.shape == (1, 8000 * 200) and not audio.any()
+    assert seconds[1] < 8 * seconds[0], seconds
+
+
 @pytest.mark.parametrize("kind, parts, spans", [
     (vqformat.KIND_AUDIO, [{"chunk": 361, "from": 3617.554, "to": 3627.554}], "3617.554-3627.554 s"),
     (vqformat.KIND_IMAGE, [{"chunk": 3906, "from": 999936, "to": 1000192}], "999936-1000192 px rows")])

@@ -1498,7 +1498,9 @@ class Codec:
         last_chunk = -(-min(total_frames, last_frame + ctx) // header.chunk_frames)
         codes, damaged = self._decode_chunks(header, chunks, total_frames, first_chunk, last_chunk, salvage)
         base = first_chunk * header.chunk_frames
-        silent = [(i * header.chunk_frames * hop, (i + 1) * header.chunk_frames * hop) for i in damaged]
+        silent = np.zeros(codes.shape[2], dtype=bool)  # the frames of `codes` that damaged chunks held
+        for index in damaged:
+            silent[index * header.chunk_frames - base:(index + 1) * header.chunk_frames - base] = True
 
         def model_rate_blocks():
             position = first_frame * hop  # the model sample the next block begins at
@@ -1513,8 +1515,9 @@ class Codec:
                     break
                 if header.gain != 1.0:
                     block = block * np.float32(header.gain)
-                for a, b in silent:
-                    block[:, max(0, a - position):max(0, b - position)] = 0.0
+                if damaged:
+                    frame = position // hop - base
+                    block[:, np.repeat(silent[frame:frame + block.shape[1] // hop], hop)] = 0.0
                 begin, end = max(position, low), min(position + block.shape[1], high)
                 if end > begin:
                     yield block[:, begin - position:end - position]
