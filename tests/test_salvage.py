@@ -170,6 +170,23 @@ def test_salvage_warning_counts_and_names_the_alpha_plane(capsys, golden_image_c
                                        "64-128 px rows, the alpha plane (made opaque)\n")
 
 
+def test_salvage_warning_gives_each_run_of_lost_chunks_as_one_span(capsys, codec, audio_file):
+    """Each lost chunk was a span of its own: a 56-byte header of 24 hours in chunks of one frame made a
+    warning line of 4 million spans (88 MB)."""
+    from vqcodec.cli import _warn_damage
+
+    damaged = flip_byte_in_chunk(flip_byte_in_chunk(flip_byte_in_chunk(audio_file[0], 1), 2), 5)
+    _warn_damage(codec.damaged_parts(damaged), vqformat.parse_header(damaged))
+    assert capsys.readouterr().err == ("vqcodec: warning: 3 of 8 chunks are damaged or missing, decoded as silence: "
+                                       "0.250-0.750 s, 1.250-1.500 s\n")
+    header = vqformat.parse_header(audio_file[0])
+    header.chunk_frames = 1
+    header.chunk_count = -(-header.length * codec.sample_rate // header.sample_rate // codec.hop)
+    _warn_damage(codec.damaged_parts(header.pack()), header)
+    assert capsys.readouterr().err == (f"vqcodec: warning: {header.chunk_count} of {header.chunk_count} chunks are "
+                                       "damaged or missing, decoded as silence: 0.000-2.000 s\n")
+
+
 def test_cli_salvage(cli, codec, audio_file, tiny_model_path, tmp_path):
     data, _ = audio_file
     source = tmp_path / "damaged.vq"
