@@ -254,6 +254,25 @@ def two_recordings(tmp_path) -> Path:
     return folder
 
 
+def test_a_file_that_fails_as_it_is_written_leaves_no_empty_folder(tiny_model_path, small_vq, tmp_path, capsys):
+    """The folder of each output was made before its file was decoded (or its codes read), and stayed,
+    empty, when that failed: a chunk that does not decode, behind a valid CRC, left out/bad/ behind, and
+    a run that wrote nothing left the output folder it said nothing was written to."""
+    source = tmp_path / "vq"
+    (source / "bad" / "deeper").mkdir(parents=True)
+    (source / "good.vq").write_bytes(small_vq)
+    header = vqformat.parse_header(small_vq)
+    (source / "bad" / "deeper" / "x.vq").write_bytes(vqformat.build_file(header, [b"\xff" * 7]))
+    for command in ("decode", "codes"):
+        out = tmp_path / command
+        code, err = _run([command, source, out, "-m", tiny_model_path], capsys)
+        assert code == 1 and "skipping" in err, err
+        assert not (out / "bad").exists() and (out / ("good.wav" if command == "decode" else "good.npy")).exists()
+    (source / "good.vq").unlink()
+    code, err = _run(["decode", source, tmp_path / "none", "-m", tiny_model_path], capsys)
+    assert code == 1 and err.endswith(f"nothing was written to {tmp_path / 'none'}\n") and not (tmp_path / "none").exists()
+
+
 def test_an_output_folder_inside_the_input_is_not_read_as_input(two_recordings, capsys):
     small = two_recordings / "vq"
     assert _run(["encode", two_recordings, small, "-q", "2"], capsys)[0] == 0

@@ -4,6 +4,7 @@ networks are loaded once instead of once per file, each output goes to the input
 under OUT, and a file that cannot be coded is reported and skipped while the others go on."""
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,21 @@ class FolderReport:
         return f"{plural(self.written, 'file')}, {self.bytes} bytes"
 
 
+@contextlib.contextmanager
+def _folder_of(output: Path):
+    """Make the folder `output` goes in for the block; when the block fails, remove the folders it made
+    that are still empty, so that a file that could not be written leaves no empty folder behind."""
+    made = [folder for folder in output.parents if not folder.exists()]  # deepest first
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for folder in made:
+            with contextlib.suppress(OSError):  # not empty: another file's output is in it
+                folder.rmdir()
+        raise
+
+
 def _each_file(files: list[Path], outputs: list[Path], make: Callable[[Path, Path], int], report: FolderReport,
                verb: str, log: Callable[[str], None] | None) -> FolderReport:
     """Call make(input, output), which writes the output (its folder made once there is something to
@@ -140,8 +156,8 @@ def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, m
                 log(f"vqcodec: warning: {warning}")
         else:
             data = codec.encode_image(open_image(path), quality, max_rate)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        write(output, data)
+        with _folder_of(output):
+            write(output, data)
         info = read_info(data)
         report.seconds += info.duration
         report.pixels += info.width * info.height
@@ -154,8 +170,8 @@ def recode_folder(files: list[Path], outputs: list[Path], recode: Callable[[byte
     """Recode `.vq` files (`recode(data)` gives the smaller file) into `outputs`."""
     def make(path: Path, output: Path) -> int:
         data = recode(path.read_bytes())
-        output.parent.mkdir(parents=True, exist_ok=True)
-        write(output, data)
+        with _folder_of(output):
+            write(output, data)
         return len(data)
     return _each_file(files, outputs, make, FolderReport("mixed"), "recoded", log)
 
@@ -176,14 +192,15 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
         codec = codec_for(data)
         if salvage and warn:
             warn(path, codec.damaged_parts(data), header)
-        output.parent.mkdir(parents=True, exist_ok=True)
         if header.kind == vqformat.KIND_AUDIO:
-            write(output, lambda stream: codec.decode_audio_file(data, stream, format_hint=formats["audio"],
-                                                                 salvage=salvage, rate=rate))
+            with _folder_of(output):
+                write(output, lambda stream: codec.decode_audio_file(data, stream, format_hint=formats["audio"],
+                                                                     salvage=salvage, rate=rate))
         else:
             check_output_of(formats["image"], header, data)
             image = codec.decode_image(data, salvage=salvage)
-            write(output, lambda stream: write_image(image, stream, formats["image"]))
+            with _folder_of(output):
+                write(output, lambda stream: write_image(image, stream, formats["image"]))
         return output.stat().st_size
     return _each_file(files, outputs, make, FolderReport("mixed"), "decoded", log)
 
@@ -203,9 +220,9 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
     def make(path: Path, output: Path) -> int:
         data = path.read_bytes()
         header, shape, blocks = codec_for(data).code_blocks(data)
-        output.parent.mkdir(parents=True, exist_ok=True)
         audio = header.kind == vqformat.KIND_AUDIO
-        write(output, lambda stream: save_code_blocks(stream, shape, 2 if audio else 1, blocks))
+        with _folder_of(output):
+            write(output, lambda stream: save_code_blocks(stream, shape, 2 if audio else 1, blocks))
         restore = {"sample_rate": header.sample_rate, "samples": header.length, "channels": header.channels,
                    "gain": header.gain} if audio else {"width": header.width, "height": header.height}
         entries.append({"file": path, "codes": output, "shape": list(shape), "model_id": header.model_id.hex(),
