@@ -378,6 +378,7 @@ def test_audio_above_full_scale_clipped_by_the_output_gets_a_warning(codec, sign
     (None, "MP3", 16000, 3, "MP3 holds at most 2 channels"),
     (None, "MP3", 96000, 1, "MPEG-1/2/2.5 only supports sample rates"),  # soundfile's own reason, without its prefix
     ("out.voc", None, 16000, 3, "VOC holds at most 2 channels"),  # "Format not recognised"
+    ("out.htk", None, 16000, 2, "HTK holds at most 1 channel, not 2"),  # said "1 channels"
     # libsndfile wrote these as 8000, 44100, 30464 (16 bits) and 44247 Hz (a whole number of 100 ns a sample)
     ("out.wve", None, 16000, 1, "WVE cannot hold a rate of 16000 Hz"),
     (None, "XI", 16000, 1, "XI cannot hold a rate of 16000 Hz"),

@@ -346,7 +346,7 @@ def check_audio_output(format_name: str, subtype: str | None, sample_rate: int, 
                            f"write another format (.wav, .flac) or pass --rate")
     limit = FORMAT_MAX_CHANNELS.get(format_name)
     if limit is not None and channels > limit:
-        raise VQCodecError(f"{format_name} holds at most {limit} channels, not {channels}: write .wav or .ogg")
+        raise VQCodecError(f"{format_name} holds at most {plural(limit, 'channel')}, not {channels}: write .wav or .ogg")
 
 
 def unwritable_audio(exc: Exception) -> VQCodecError:
