@@ -562,6 +562,21 @@ def test_reading_codes_that_would_not_fit_in_memory_refuses_them_before_allocati
     assert codec.read_codes(data)[1].nbytes == 64 * 4 * 20_000 * 2
 
 
+def test_decoding_holds_the_codes_of_a_few_blocks_not_of_the_whole_file(codec):
+    """decode_audio_blocks decoded every chunk of the file into one array before the first block of
+    audio: 4 hours of 64 channels that share their codes, an 18 KB file at q8 with speech16k, took
+    740 MB of codes, and 24 hours 4.4 GB, however little was decoded at a time."""
+    data = shared_channel_file(codec, 64, 4, 100_000)  # 25.6 M codes: 51 MB as int16
+    _, peak = traced_peak(lambda: next(codec.decode_audio_blocks(data)[1]))
+    assert peak < 16_000_000, f"peak {peak / 1e6:.1f} MB"
+    # a last chunk that does not decode is still refused before any audio is written
+    header, chunks, _ = vqformat.parse_file(data)
+    stream = io.BytesIO()
+    with pytest.raises(VQCodecError, match="expected"):
+        codec.decode_audio_file(vqformat.build_file(header, chunks[:-1] + [chunks[-1][:-1]]), stream, "WAV")
+    assert stream.getvalue() == b""
+
+
 def test_codes_to_audio_refuses_audio_larger_than_memory_before_copying_the_codes(codec, monkeypatch):
     """Codes whose audio did not fit were copied to int16 and then decoded into an array that memory
     given as it is touched never refused with MemoryError: the process was killed part way. The check

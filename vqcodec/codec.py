@@ -43,6 +43,7 @@ from .wording import plural
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
 IMAGE_CHUNK_ROWS = 16           # latent rows per container chunk
 AUDIO_BLOCK_FRAMES = 500        # frames the networks see at once, before context
+DECODE_GROUP_BLOCKS = 16        # blocks whose chunks are decoded together (audio): 160 s of speech16k's codes
 DEFAULT_QUALITY = 8             # codebooks used when no quality is given (and the model has as many)
 # Beam width of the residual-VQ search when encoding (quantize.ResidualVQ.encode): wider finds codes
 # with a smaller quantisation error at the same quality level, for more encoder time.
@@ -930,12 +931,15 @@ class Codec:
                 self._refine_loss = ReconstructionLoss(self.cfg).to(self.device)
         return lambda estimate, target: self._refine_loss(estimate, target)[0]
 
-    def _decode_frames(self, codes: np.ndarray, first: int = 0, last: int | None = None) -> Iterator[np.ndarray]:
+    def _decode_frames(self, codes: np.ndarray, first: int = 0, last: int | None = None,
+                       reported: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
         """Yield (channels, samples) float32 blocks at the model rate from (channels, q, frames) codes:
-        the audio of frames first..last (default: all), each block decoded with its context frames."""
+        the audio of frames first..last (default: all), each block decoded with its context frames.
+        `reported`: the frames decoded before these and the frames of the whole decoding, for progress."""
         ctx, hop = self.cfg.context_frames, self.hop
         channels, quality, total_frames = codes.shape
         last = total_frames if last is None else last
+        before, whole = reported or (0, last - first)
         for f0, f1 in _blocks(last - first, self.block_frames):
             f0, f1 = f0 + first, f1 + first
             a, b = max(0, f0 - ctx), min(total_frames, f1 + ctx)
@@ -945,7 +949,7 @@ class Codec:
             latents = self.model.quantizer.decode_cells(window.to(self.device).transpose(0, 1))
             audio = self.model.decoder(latents)[:, 0, (f0 - a) * hop:(f1 - a) * hop].cpu().numpy().astype(np.float32)
             if self.progress:
-                self.progress("decoding", f1 - first, last - first)
+                self.progress("decoding", before + f1 - first, whole)
             yield np.repeat(audio, codes.shape[0], axis=0) if shared else audio
 
     @_one_at_a_time
@@ -1496,28 +1500,52 @@ class Codec:
         first_frame, last_frame = low // hop, -(-high // hop)
         first_chunk = max(0, first_frame - ctx) // header.chunk_frames
         last_chunk = -(-min(total_frames, last_frame + ctx) // header.chunk_frames)
-        codes, damaged = self._decode_chunks(header, chunks, total_frames, first_chunk, last_chunk, salvage)
-        base = first_chunk * header.chunk_frames
-        silent = np.zeros(codes.shape[2], dtype=bool)  # the frames of `codes` that damaged chunks held
-        for index in damaged:
-            silent[index * header.chunk_frames - base:(index + 1) * header.chunk_frames - base] = True
+        codes_end = min(total_frames, last_chunk * header.chunk_frames)
+        if not salvage:  # a chunk that does not decode is refused before any audio, not hours into it
+            for index in range(first_chunk, last_chunk):
+                self._decode_chunks(header, chunks, total_frames, index, index + 1)
+
+        def frame_blocks():
+            """(audio, its frames that damaged chunks held) a block at a time at the model rate, for frames
+            first_frame..last_frame. The chunks are decoded for a group of blocks and their context at a
+            time, each once, so that long audio of many channels never has all its codes in memory; each
+            block sees the codes it would see among all of them."""
+            held = {}  # chunk index -> (its codes, whether it is damaged)
+            for g0, g1 in _blocks(last_frame - first_frame, self.block_frames * DECODE_GROUP_BLOCKS):
+                g0, g1 = g0 + first_frame, g1 + first_frame
+                lo, hi = max(first_chunk * header.chunk_frames, g0 - ctx), min(codes_end, g1 + ctx)
+                c0, c1 = lo // header.chunk_frames, -(-hi // header.chunk_frames)
+                held = {index: held[index] for index in held if index >= c0}
+                for index in range(c0, c1):
+                    if index not in held:
+                        codes, damaged = self._decode_chunks(header, chunks, total_frames, index, index + 1, salvage)
+                        held[index] = codes, bool(damaged)
+                pieces = [(held[index][0][:, :, max(0, lo - at):hi - at], held[index][1])
+                          for index, at in ((index, index * header.chunk_frames) for index in range(c0, c1))]
+                codes = np.concatenate([piece for piece, _ in pieces], axis=2)  # frames lo..hi
+                silent = np.concatenate([np.full(piece.shape[2], damaged) for piece, damaged in pieces])
+                frame = g0 - lo
+                reported = (g0 - first_frame, last_frame - first_frame)
+                for block in self._decode_frames(codes, g0 - lo, g1 - lo, reported):
+                    yield block, silent[frame:frame + block.shape[1] // hop]
+                    frame += block.shape[1] // hop
 
         def model_rate_blocks():
             position = first_frame * hop  # the model sample the next block begins at
-            frames = self._decode_frames(codes, first_frame - base, last_frame - base)
+            frames = frame_blocks()
             while True:
                 # Inference mode around each block's decoding, not across the yield: held there, it would be
                 # on in the caller's code between blocks, and go off whenever the garbage collector closes
                 # a generator left half-read (a write that failed), in the middle of loading a model.
                 with torch.inference_mode():
-                    block = next(frames, None)
-                if block is None:
+                    item = next(frames, None)
+                if item is None:
                     break
+                block, silent = item
                 if header.gain != 1.0:
                     block = block * np.float32(header.gain)
-                if damaged:
-                    frame = position // hop - base
-                    block[:, np.repeat(silent[frame:frame + block.shape[1] // hop], hop)] = 0.0
+                if silent.any():
+                    block[:, np.repeat(silent, hop)] = 0.0
                 begin, end = max(position, low), min(position + block.shape[1], high)
                 if end > begin:
                     yield block[:, begin - position:end - position]
