@@ -1650,3 +1650,57 @@ def test_a_damaged_tiff_strip_is_one_line_naming_libtiffs_reason(cli, tmp_path):
     assert re.fullmatch(r"vqcodec: error: cannot read image \S+damaged\.tif: [^\n]+\n", result.stderr)
     assert "decoder error" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.tif"]
+
+
+def planar_tiff(planes: np.ndarray, photometric: int, extra_samples: tuple = (), deflate: bool = False) -> bytes:
+    """A little-endian TIFF whose channels (`planes`, (channels, height, width)) are stored as separate
+    planes (PlanarConfiguration 2), one strip each, uncompressed or deflated: Pillow cannot write these."""
+    channels, height, width = planes.shape
+    bits = planes.dtype.itemsize * 8
+    strips = [plane.astype(planes.dtype.newbyteorder("<")).tobytes() for plane in planes]
+    strips = [zlib.compress(strip) for strip in strips] if deflate else strips
+    tags = [(256, 3, [width]), (257, 3, [height]), (258, 3, [bits] * channels), (259, 3, [8 if deflate else 1]), (262, 3, [photometric]),
+            (273, 4, None), (277, 3, [channels]), (278, 3, [height]), (279, 4, [len(s) for s in strips]), (284, 3, [2])]
+    if extra_samples:
+        tags.append((338, 3, list(extra_samples)))
+    ifd_size = 2 + 12 * len(tags) + 4
+    arrays, data_start = b"", 8 + ifd_size
+    entries = []
+    offsets_at = None
+    for tag, kind, values in tags:
+        count = channels if values is None else len(values)
+        size = {3: 2, 4: 4}[kind]
+        raw = b"" if values is None else struct.pack(f"<{count}{'H' if kind == 3 else 'I'}", *values)
+        if values is None or len(raw) > 4:
+            if values is None:
+                offsets_at = len(arrays)
+                raw = bytes(count * size)
+            entries.append(struct.pack("<HHII", tag, kind, count, data_start + len(arrays)))
+            arrays += raw
+        else:
+            entries.append(struct.pack("<HHI", tag, kind, count) + raw.ljust(4, b"\0"))
+    strips_start = data_start + len(arrays)
+    offsets = struct.pack(f"<{channels}I", *np.cumsum([strips_start] + [len(s) for s in strips[:-1]]).tolist())
+    arrays = arrays[:offsets_at] + offsets + arrays[offsets_at + len(offsets):]
+    return (b"II*\0" + struct.pack("<I", 8) + struct.pack("<H", len(tags)) + b"".join(entries) + bytes(4)
+            + arrays + b"".join(strips))
+
+
+def test_tiffs_of_separate_planes_read_right_or_are_refused(cli, tmp_path):
+    """Pillow's own reader took one byte a sample of an uncompressed TIFF stored as planes: 16-bit RGB
+    came out garbled (each pixel twice, half the image) and 16-bit RGB with an unused extra sample was
+    refused; libtiff reads them right. Its reader of grey and alpha planes (of a compressed file) left
+    alpha 0, a photo coded all transparent: refused."""
+    rows, cols = np.mgrid[0:6, 0:10]
+    rgb = np.stack([rows * 40, cols * 25, rows * 10 + cols * 10]).astype(np.uint8)
+    (tmp_path / "rgb16.tif").write_bytes(planar_tiff(rgb.astype(np.uint16) * 257, photometric=2))
+    np.testing.assert_array_equal(np.asarray(open_image(tmp_path / "rgb16.tif")), np.moveaxis(rgb, 0, -1))
+    padded = np.concatenate([rgb, rgb[:1]]).astype(np.uint16) * 257
+    (tmp_path / "rgbx16.tif").write_bytes(planar_tiff(padded, photometric=2, extra_samples=(0,)))
+    np.testing.assert_array_equal(np.asarray(open_image(tmp_path / "rgbx16.tif")), np.moveaxis(rgb, 0, -1))
+    (tmp_path / "la.tif").write_bytes(planar_tiff(rgb[:2], photometric=1, extra_samples=(2,), deflate=True))
+    result = cli("encode", tmp_path / "la.tif", tmp_path / "la.vq", text=True)
+    assert result.returncode == 1
+    assert re.fullmatch(r"vqcodec: error: cannot read image \S+la\.tif: a TIFF of grey and alpha stored as separate "
+                        r"planes, [^\n]+\n", result.stderr)
+    assert not (tmp_path / "la.vq").exists()

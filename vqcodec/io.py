@@ -473,6 +473,8 @@ def open_image(source):
                 grey_with_alpha = image.mode == "RGBA" and any(getattr(t, "args", None) == "LA;16B" for t in image.tile)
                 # only libtiff writes to stderr itself; fd 2 is the whole process's, so only around it
                 native_capture = _native_stderr_captured() if image.format == "TIFF" else contextlib.nullcontext([])
+                if image.format == "TIFF" and image.tag_v2.get(PLANAR_CONFIGURATION) == 2:
+                    _planes_through_libtiff(image, source)
                 try:
                     with native_capture as native:
                         image.load()
@@ -502,6 +504,28 @@ def open_image(source):
         where = input_name(source) or "from the stream"
         reason = "not an image format Pillow reads" if isinstance(exc, UnidentifiedImageError) else exc
         raise VQCodecError(f"cannot read image {where}: {reason}") from None
+
+
+PLANAR_CONFIGURATION = 284  # the TIFF tag; 2: each channel stored as a plane of its own
+
+
+def _planes_through_libtiff(image, source) -> None:
+    """Have libtiff read a TIFF whose channels are stored as separate planes: Pillow's own reader of
+    uncompressed ones takes one byte a sample (16-bit RGB came out garbled) and knows no planar YCbCr.
+    Grey and alpha planes are refused: Pillow's libtiff reader leaves their alpha 0, all transparent."""
+    from PIL import TiffImagePlugin
+
+    if image.mode == "LA":
+        raise VQCodecError(f"cannot read image {input_name(source) or 'from the stream'}: a TIFF of grey and alpha "
+                           "stored as separate planes, whose alpha Pillow does not read: save it with the "
+                           "channels interleaved (contiguous)")
+    if image.use_load_libtiff:
+        return
+    saved, TiffImagePlugin.READ_LIBTIFF = TiffImagePlugin.READ_LIBTIFF, True
+    try:
+        image._setup()  # the tile again, for libtiff
+    finally:
+        TiffImagePlugin.READ_LIBTIFF = saved
 
 
 ICC_PROBE_LEVELS = 18  # a side of the grid of colours (18^3 = 5832) that tells an sRGB-like profile
