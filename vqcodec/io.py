@@ -683,6 +683,10 @@ def _image_called(source) -> str:
     return "the image" if name is None else f"the image {name}" if name == "from stdin" else str(name)
 
 
+# The name Pillow gives libtiff for every file, which libtiff's messages begin with: no file of the user's
+LIBTIFF_STAND_IN_NAME = "tempfile.tif: "
+
+
 @contextlib.contextmanager
 def _native_stderr_captured():
     """Collect the lines that C libraries (libtiff) write straight to file descriptor 2 while decoding,
@@ -706,7 +710,7 @@ def _native_stderr_captured():
             os.dup2(saved, 2)
             os.close(saved)
             capture.seek(0)
-            lines += [" ".join(line.split()).rstrip(".") for line in
+            lines += [" ".join(line.split()).rstrip(".").removeprefix(LIBTIFF_STAND_IN_NAME) for line in
                       capture.read(1 << 16).decode("utf-8", "replace").splitlines() if line.strip()]
 
 
