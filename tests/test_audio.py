@@ -193,6 +193,7 @@ def test_encode_audio_file_formats(codec, signal, tmp_path, fmt, subtype, dtype,
     assert decoded_rate == rate and decoded.shape == (channels, audio.shape[1])
 
 @pytest.mark.skipif("MP3" not in soundfile.available_formats(), reason="this libsndfile has no MP3")
+@pytest.mark.filterwarnings("ignore::vqcodec.errors.AudioReadWarning")  # the cut, which the MP3 decoder reports
 def test_truncated_file_is_coded_as_far_as_it_reads(codec, signal, tmp_path):
     # A cut MP3 still declares its whole length; what it holds is coded, the same bytes every time.
     audio = signal(1, 32000, 16000)
@@ -207,6 +208,26 @@ def test_truncated_file_is_coded_as_far_as_it_reads(codec, signal, tmp_path):
     assert codec.decode_audio(data)[0].shape == (1, len(held))
     kbps = len(codec.encode_audio_file(cut, 2)) * 8 / (len(held) / rate) / 1000  # the rate is over what it holds
     assert len(codec.encode_audio_file(cut, 4, max_kbps=kbps)) * 8 / (len(held) / rate) / 1000 <= kbps
+
+
+@pytest.mark.skipif("MP3" not in soundfile.available_formats(), reason="this libsndfile has no MP3")
+def test_what_the_mp3_decoder_says_of_damage_is_one_warning_line(cli, signal, tiny_model_path, tmp_path):
+    """libmpg123 wrote its own lines to stderr (a cut file's "Warning: Xing stream size off ...", a garbled
+    one's "Note: Illegal Audio-MPEG-Header ..." and more), beside vqcodec's own, from stdin too."""
+    whole = tmp_path / "whole.mp3"
+    soundfile.write(whole, signal(1, 48000, 16000).T, 16000)
+    data = whole.read_bytes()
+    (tmp_path / "cut.mp3").write_bytes(data[:len(data) // 2])
+    middle = len(data) // 2
+    (tmp_path / "garbled.mp3").write_bytes(data[:middle] + bytes(range(200, 256)) * 5 + data[middle + 280:])
+    for name, said in (("cut.mp3", "Warning: Xing stream size off"), ("garbled.mp3", "Note: Illegal Audio-MPEG-Header")):
+        for source, input in ((tmp_path / name, None), ("-", (tmp_path / name).read_bytes())):
+            result = cli("encode", source, tmp_path / "out.vq", "-m", tiny_model_path, "-q", "2", "--force",
+                         input=input, text=True)
+            assert result.returncode == 0, result.stderr
+            called = re.escape(str(tmp_path / name)) if input is None else "the audio from stdin"
+            assert re.fullmatch(rf"vqcodec: warning: {called}: the MP3 decoder says: {said}[^\n]*; read past it\n",
+                                result.stderr)
 
 
 def flac_declaring(path: Path, audio: np.ndarray, rate: int, total: int) -> Path:

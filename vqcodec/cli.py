@@ -1652,12 +1652,12 @@ def run(args: list[str] | None = None) -> int:
 def _run(args: list[str] | None) -> int:
     import warnings
 
-    from .errors import ImageReadWarning
+    from .errors import AudioReadWarning, ImageReadWarning
 
     show = warnings.showwarning
 
     def show_read_warning_in_one_line(message, category, *rest, **options):
-        if issubclass(category, ImageReadWarning):
+        if issubclass(category, (ImageReadWarning, AudioReadWarning)):
             click.echo(f"vqcodec: warning: {message}", err=True)
         else:
             show(message, category, *rest, **options)

@@ -31,7 +31,8 @@ from .errors import ClippingWarning, VQCodecError
 from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
                  check_audio_output, image_to_planes, in_srgb, input_name, open_image, planes_to_image, SoundSink, SoundStream,
-                 sound_blocks, soundfile_format, stops_held, unreadable_audio, unwritable_audio, write_file)
+                 decoder_lines, sound_blocks, soundfile_format, stops_held, unreadable_audio, unwritable_audio,
+                 warn_decoder_lines, write_file)
 from .memory import memory_bound
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
@@ -1141,7 +1142,10 @@ class Codec:
     @staticmethod
     def _open_sound(source) -> soundfile.SoundFile:
         try:
-            return soundfile.SoundFile(os.fsencode(source) if isinstance(source, (str, Path)) else SoundStream(source))
+            with decoder_lines(None) as lines:
+                sound = soundfile.SoundFile(os.fsencode(source) if isinstance(source, (str, Path)) else SoundStream(source))
+            warn_decoder_lines(lines, input_name(source))
+            return sound
         except Exception as exc:
             if isinstance(source, (str, Path)):
                 try:  # libsndfile says only "System error." for a path that is missing, a folder or unreadable

@@ -12,6 +12,11 @@ class ImageReadWarning(UserWarning):
     frames after the first of an animation. The command line prints it as one warning line."""
 
 
+class AudioReadWarning(UserWarning):
+    """What reading an audio file passed over: damage that libmpg123, the MP3 decoder, reported and read
+    past. The command line prints it as one warning line."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised in the main thread as Ctrl-C's KeyboardInterrupt is, so that the same
     clean-up runs (temporary files removed, a training run's checkpoint saved); SIGPIPE where training

@@ -14,7 +14,7 @@ import numpy as np
 import soundfile
 import soxr
 
-from .errors import ImageReadWarning, VQCodecError
+from .errors import AudioReadWarning, ImageReadWarning, VQCodecError
 from .wording import plural
 
 # Suffixes that name one of soundfile's formats (which it knows by name: WAV, AIFF, ...) otherwise
@@ -372,14 +372,37 @@ def sound_read_error(where, frames_read: int, declared: int, exc: Exception) -> 
                         f"({declared_text})")
 
 
+def decoder_lines(sound_format: str | None):
+    """A context that catches, into the list it yields, what libmpg123 (libsndfile's MP3 decoder) writes
+    straight to stderr about a damaged or cut-short file, for MP3 and for a file whose format is not
+    known yet (while soundfile opens it); for other formats, nothing (an empty list)."""
+    return _native_stderr_captured() if sound_format in (None, "MP3") else contextlib.nullcontext([])
+
+
+def warn_decoder_lines(lines: list[str], where) -> None:
+    """One warning naming `where` (a path, "from stdin", or None) for what the MP3 decoder said and read past."""
+    if lines:
+        called = "the audio" if where is None else f"the audio {where}" if where == "from stdin" else str(where)
+        said = lines[0].split("] ", 1)[-1] if lines[0].startswith("[") else lines[0]  # [src/libmpg123/...:line]
+        warnings.warn(AudioReadWarning(f"{called}: the MP3 decoder says: {said}; read past it"), stacklevel=3)
+
+
 def sound_blocks(sound: soundfile.SoundFile, where, block_frames: int = READ_BLOCK_FRAMES):
     """(channels, n) float32 blocks of the samples an open file really holds: the count each read
     returns is what counts, never the length its header declares (SoundFile.blocks() yields its
     whole buffer, uninitialised past the end, when a damaged file ends before it). A failed read is
-    one VQCodecError naming `where` (sound_read_error)."""
-    frames_read = 0
+    one VQCodecError naming `where` (sound_read_error); what the MP3 decoder says of damage it reads
+    past is one warning (warn_decoder_lines), the first time only."""
+    frames_read, warned = 0, False
     try:
-        while len(block := sound.read(block_frames, dtype="float32", always_2d=True)):
+        while True:
+            with decoder_lines(sound.format) as lines:
+                block = sound.read(block_frames, dtype="float32", always_2d=True)
+            if lines and not warned:
+                warn_decoder_lines(lines, where)
+                warned = True
+            if not len(block):
+                break
             frames_read += len(block)
             yield block.T
     except RuntimeError as exc:  # soundfile's LibsndfileError
