@@ -1705,3 +1705,21 @@ def test_tiffs_of_separate_planes_read_right_or_are_refused(cli, tmp_path):
     assert re.fullmatch(r"vqcodec: error: cannot read image \S+la\.tif: a TIFF of grey and alpha stored as separate "
                         r"planes, [^\n]+\n", result.stderr)
     assert not (tmp_path / "la.vq").exists()
+
+
+def test_a_tiff_pillow_logs_an_error_for_is_one_line(cli, tmp_path):
+    """Pillow logs "More samples per pixel than can be decoded: 99" at ERROR level before it refuses such a
+    TIFF, and Python printed that as a line of its own above vqcodec's."""
+    source = tmp_path / "many.tif"
+    Image.new("RGB", (4, 4)).save(source)
+    data = bytearray(source.read_bytes())
+    with Image.open(source) as image:
+        ifd = image.tag_v2.offset
+    count = struct.unpack_from("<H", data, ifd)[0]
+    entry = next(ifd + 2 + 12 * i for i in range(count) if struct.unpack_from("<H", data, ifd + 2 + 12 * i)[0] == 277)
+    struct.pack_into("<HII", data, entry + 2, 3, 1, 99)  # SamplesPerPixel: 99, one SHORT
+    source.write_bytes(bytes(data))
+    result = cli("encode", source, tmp_path / "many.vq", text=True)
+    assert result.returncode == 1
+    assert re.fullmatch(r"vqcodec: error: cannot read image \S+many\.tif: [^\n]+\n", result.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["many.tif"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -22,6 +23,10 @@ from .errors import Terminated, VQCodecError, is_out_of_memory
 from .wording import plural, skipping
 
 DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
+
+# Pillow logs some refusals at ERROR level as well as raising them (a TIFF of 99 samples a pixel), which
+# Python's last-resort handler printed as a line of its own above the error line
+logging.getLogger("PIL").addHandler(logging.NullHandler())
 
 
 # ---------------------------------------------------------------- helpers
