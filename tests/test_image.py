@@ -586,6 +586,24 @@ def test_png_trns_transparency_survives(codec, mode, key):
     assert np.array_equal(np.asarray(out.convert("RGBA").getchannel("A")) == 0, transparent)
 
 
+def test_sixteen_bit_rgb_png_keeps_its_transparent_colour(codec):
+    """Pillow reads 16-bit RGB as 8 bits but matched its 16-bit transparent colour against the low bytes:
+    20000 (0x4E20) made the pixels of level 0x20 transparent, and none of that colour's."""
+    values = np.full((6, 8), 40000, dtype=">u2")
+    values[:, ::3], values[0, 1] = 20000, 0x20 * 257
+    rows = [b"\0" + np.repeat(row, 3).tobytes() for row in values]
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 6, 16, 2, 0, 0, 0))
+           + chunk(b"tRNS", struct.pack(">HHH", 20000, 20000, 20000)) + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+           + chunk(b"IEND", b""))
+    opened = open_image(io.BytesIO(png))
+    assert np.array_equal(np.asarray(opened.convert("RGBA").getchannel("A")) == 0, values == 20000)
+    out = roundtrip(codec, opened)
+    assert out.mode == "RGBA" and np.array_equal(np.asarray(out.getchannel("A")) == 0, values == 20000)
+
+
 # ---------------------------------------------------------------- reading files
 
 def test_exif_orientation_is_applied(codec, tmp_path):

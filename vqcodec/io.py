@@ -494,6 +494,10 @@ def open_image(source):
                 image.seek(0)
                 # Pillow reads 16-bit grey with alpha (PNG) as RGBA: grey it is, and grey it comes back
                 grey_with_alpha = image.mode == "RGBA" and any(getattr(t, "args", None) == "LA;16B" for t in image.tile)
+                # and 16-bit RGB as 8 bits (the high bytes), but leaves its transparent colour (tRNS) in 16 bits,
+                # which it then matched against the low bytes: other pixels than that colour's became transparent
+                deep_colour_key = (image.mode == "RGB" and "transparency" in image.info
+                                   and any(getattr(t, "args", None) == "RGB;16B" for t in image.tile))
                 # only libtiff writes to stderr itself; fd 2 is the whole process's, so only around it
                 native_capture = _native_stderr_captured() if image.format == "TIFF" else contextlib.nullcontext([])
                 if image.format == "TIFF" and image.tag_v2.get(PLANAR_CONFIGURATION) == 2:
@@ -511,6 +515,8 @@ def open_image(source):
                 transposed = ImageOps.exif_transpose(image)  # a copy, so closing the file is safe
                 if grey_with_alpha:
                     transposed = transposed.convert("LA")
+                if deep_colour_key:
+                    transposed.info["transparency"] = tuple(value >> 8 for value in transposed.info["transparency"])
             transposed.info.pop("exif", None)  # applied, else kept no more: not parsed again (warning again)
         _warn_once_each(caught, _image_called(source))
         transposed = in_srgb(transposed, source)
