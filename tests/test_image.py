@@ -1671,38 +1671,34 @@ def test_a_damaged_tiff_strip_is_one_line_naming_libtiffs_reason(cli, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.tif"]
 
 
-def planar_tiff(planes: np.ndarray, photometric: int, extra_samples: tuple = (), deflate: bool = False) -> bytes:
-    """A little-endian TIFF whose channels (`planes`, (channels, height, width)) are stored as separate
-    planes (PlanarConfiguration 2), one strip each, uncompressed or deflated: Pillow cannot write these."""
-    channels, height, width = planes.shape
-    bits = planes.dtype.itemsize * 8
-    strips = [plane.astype(planes.dtype.newbyteorder("<")).tobytes() for plane in planes]
-    strips = [zlib.compress(strip) for strip in strips] if deflate else strips
-    tags = [(256, 3, [width]), (257, 3, [height]), (258, 3, [bits] * channels), (259, 3, [8 if deflate else 1]), (262, 3, [photometric]),
-            (273, 4, None), (277, 3, [channels]), (278, 3, [height]), (279, 4, [len(s) for s in strips]), (284, 3, [2])]
-    if extra_samples:
-        tags.append((338, 3, list(extra_samples)))
-    ifd_size = 2 + 12 * len(tags) + 4
-    arrays, data_start = b"", 8 + ifd_size
-    entries = []
-    offsets_at = None
+def little_tiff(tags: list, blocks: list[bytes]) -> bytes:
+    """A little-endian TIFF of one IFD of `tags` ((tag, type 3 or 4, values), in tag order) and the image
+    data `blocks` (two or more strips or tiles) after it: the tag whose values are None gets their offsets."""
+    arrays, data_start, entries, offsets_at = b"", 8 + 2 + 12 * len(tags) + 4, [], None
     for tag, kind, values in tags:
-        count = channels if values is None else len(values)
-        size = {3: 2, 4: 4}[kind]
-        raw = b"" if values is None else struct.pack(f"<{count}{'H' if kind == 3 else 'I'}", *values)
+        count = len(blocks) if values is None else len(values)
+        raw = bytes(4 * count) if values is None else struct.pack(f"<{count}{'H' if kind == 3 else 'I'}", *values)
         if values is None or len(raw) > 4:
-            if values is None:
-                offsets_at = len(arrays)
-                raw = bytes(count * size)
+            offsets_at = len(arrays) if values is None else offsets_at
             entries.append(struct.pack("<HHII", tag, kind, count, data_start + len(arrays)))
             arrays += raw
         else:
             entries.append(struct.pack("<HHI", tag, kind, count) + raw.ljust(4, b"\0"))
-    strips_start = data_start + len(arrays)
-    offsets = struct.pack(f"<{channels}I", *np.cumsum([strips_start] + [len(s) for s in strips[:-1]]).tolist())
-    arrays = arrays[:offsets_at] + offsets + arrays[offsets_at + len(offsets):]
-    return (b"II*\0" + struct.pack("<I", 8) + struct.pack("<H", len(tags)) + b"".join(entries) + bytes(4)
-            + arrays + b"".join(strips))
+    offsets = np.cumsum([data_start + len(arrays)] + [len(block) for block in blocks[:-1]]).tolist()
+    arrays = arrays[:offsets_at] + struct.pack(f"<{len(blocks)}I", *offsets) + arrays[offsets_at + 4 * len(blocks):]
+    return b"II*\0" + struct.pack("<IH", 8, len(tags)) + b"".join(entries) + bytes(4) + arrays + b"".join(blocks)
+
+
+def planar_tiff(planes: np.ndarray, photometric: int, extra_samples: tuple = (), deflate: bool = False) -> bytes:
+    """A TIFF whose channels (`planes`, (channels, height, width)) are stored as separate planes
+    (PlanarConfiguration 2), one strip each, uncompressed or deflated: Pillow cannot write these."""
+    channels, height, width = planes.shape
+    strips = [plane.astype(planes.dtype.newbyteorder("<")).tobytes() for plane in planes]
+    strips = [zlib.compress(strip) for strip in strips] if deflate else strips
+    tags = [(256, 3, [width]), (257, 3, [height]), (258, 3, [planes.dtype.itemsize * 8] * channels),
+            (259, 3, [8 if deflate else 1]), (262, 3, [photometric]), (273, 4, None), (277, 3, [channels]),
+            (278, 3, [height]), (279, 4, [len(s) for s in strips]), (284, 3, [2])]
+    return little_tiff(tags + ([(338, 3, list(extra_samples))] if extra_samples else []), strips)
 
 
 def test_tiffs_of_separate_planes_read_right_or_are_refused(cli, tmp_path):
@@ -1741,3 +1737,20 @@ def test_a_tiff_pillow_logs_an_error_for_is_one_line(cli, tmp_path):
     assert result.returncode == 1
     assert re.fullmatch(r"vqcodec: error: cannot read image \S+many\.tif: [^\n]+\n", result.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["many.tif"]
+
+
+def test_a_cut_short_tiled_tiff_says_its_data_cannot_be_decoded(cli, tmp_path):
+    """libtiff says nothing of a tile it cannot read, and the error line ended in Pillow's "decoder error -2"."""
+    grey = (np.arange(32 * 32).reshape(32, 32) % 251).astype(np.uint8)
+    tiles = [zlib.compress(grey[top:top + 16, left:left + 16].tobytes()) for top in (0, 16) for left in (0, 16)]
+    tags = [(256, 3, [32]), (257, 3, [32]), (258, 3, [8]), (259, 3, [8]), (262, 3, [1]), (277, 3, [1]),
+            (322, 3, [16]), (323, 3, [16]), (324, 4, None), (325, 4, [len(tile) for tile in tiles])]
+    data = little_tiff(tags, tiles)
+    (tmp_path / "whole.tif").write_bytes(data)
+    np.testing.assert_array_equal(np.asarray(open_image(tmp_path / "whole.tif")), grey)
+    (tmp_path / "cut.tif").write_bytes(data[:-len(tiles[-1]) // 2])
+    result = cli("encode", tmp_path / "cut.tif", tmp_path / "cut.vq", text=True)
+    assert result.returncode == 1
+    assert re.fullmatch(r"vqcodec: error: cannot read image \S+cut\.tif: its data cannot be decoded "
+                        r"\(damaged or cut short\)\n", result.stderr)
+    assert not (tmp_path / "cut.vq").exists()

@@ -509,6 +509,9 @@ def open_image(source):
                     if native:  # libtiff's own message, which says more than "decoder error -2"
                         raise VQCodecError(f"cannot read image {input_name(source) or 'from the stream'}: "
                                            f"{native[-1]}") from exc
+                    if str(exc) == "decoder error -2":  # a broken tile, of which libtiff says nothing
+                        raise VQCodecError(f"cannot read image {input_name(source) or 'from the stream'}: its "
+                                           "data cannot be decoded (damaged or cut short)") from exc
                     raise
                 for line in dict.fromkeys(native):
                     warnings.warn(ImageReadWarning(f"{_image_called(source)}: {line}; read past it"), stacklevel=2)
