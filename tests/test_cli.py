@@ -618,6 +618,13 @@ def test_stdin_stdout(encoded, cli, tiny_model_path):
     assert sorted(listing(encoded)) == ["in.wav", "out.vq"]
 
 
+@pytest.mark.parametrize("args", [("encode", "-", "-"), ("decode", "-", "-"), ("info", "-"), ("codes", "-", "-")])
+def test_empty_stdin_is_said_to_be_stdin(cli, tiny_model_path, args):
+    """Empty stdin was refused as "-: file is empty", naming a file called "-"."""
+    result = cli(*args, "-m", tiny_model_path, input=b"", text=True)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", "vqcodec: error: stdin is empty\n")
+
+
 class ShortWrites(io.RawIOBase):
     """stdout as Python has it when unbuffered (PYTHONUNBUFFERED, python -u): a raw stream, whose write
     may take only part of what it is given, as a pipe or a filling disk does; `terminal` says isatty."""

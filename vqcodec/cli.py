@@ -83,7 +83,7 @@ def _read_input(path: str, magic: bytes = b"") -> bytes:
             while len(head) < len(magic) and (piece := stream.read(len(magic) - len(head))):
                 head += piece
             if magic and not head:
-                raise VQCodecError(f"{path}: file is empty")  # as encode says it
+                raise _empty_input(path)  # as encode says it
             if head != magic:
                 vqformat.parse_header(head)
             return head + stream.read()
@@ -93,6 +93,11 @@ def _read_input(path: str, magic: bytes = b"") -> bytes:
         raise VQCodecError(f"{path}: is a directory") from None
     except OSError as exc:
         raise VQCodecError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _empty_input(path: str) -> VQCodecError:
+    """The error for an input of no bytes: an empty file, or stdin ("-") that ends at once."""
+    return VQCodecError("stdin is empty" if path == "-" else f"{path}: file is empty")
 
 
 def _checked_path(path: str) -> Path:
@@ -308,7 +313,7 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
         with source.open("rb") as stream:
             head = stream.read(16)
     if not head:
-        raise VQCodecError(f"{input_path}: file is empty")
+        raise _empty_input(input_path)
     if head[:4] == vqformat.MAGIC:
         _refuse_media_options(beam, refine, rate_weight, kind)
         data = source.read_bytes() if isinstance(source, Path) else source.read()
@@ -1027,7 +1032,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
     with (open(source, "rb") if isinstance(source, Path) else source) as stream:
         head = stream.read(16)
         if not head:
-            raise VQCodecError(f"{input_path}: file is empty")
+            raise _empty_input(input_path)
         if head[:4] == vqformat.MAGIC:
             _refuse_media_options_for_vq(quality, kind, depth_weight)
             stream.seek(0)
