@@ -721,8 +721,8 @@ LIBTIFF_STAND_IN_NAME = "tempfile.tif: "
 
 @contextlib.contextmanager
 def _native_stderr_captured():
-    """Collect the lines that C libraries (libtiff) write straight to file descriptor 2 while decoding,
-    into the list this yields, instead of letting them reach stderr beside vqcodec's own line."""
+    """Collect the lines that C libraries (libtiff, libmpg123) write straight to file descriptor 2 while
+    decoding, into the list this yields, instead of letting them reach stderr beside vqcodec's own line."""
     import sys
     import tempfile
 
