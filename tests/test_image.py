@@ -1754,3 +1754,19 @@ def test_a_cut_short_tiled_tiff_says_its_data_cannot_be_decoded(cli, tmp_path):
     assert re.fullmatch(r"vqcodec: error: cannot read image \S+cut\.tif: its data cannot be decoded "
                         r"\(damaged or cut short\)\n", result.stderr)
     assert not (tmp_path / "cut.vq").exists()
+
+
+def test_an_image_of_an_unlisted_format_is_not_called_audio(cli, tiny_model_path, tmp_path):
+    """A file of no image name or signature is read as audio, and an icon was refused as "cannot read audio
+    icon.ico: Format not recognised", from stdin too; --kind image reads it."""
+    icon = tmp_path / "icon.ico"
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(icon)
+    expected = ("not audio that soundfile reads (Format not recognised), nor an image by its name or signature: for "
+                "an image of another format that Pillow reads, pass --kind image\n")
+    for command in ("encode", "codes"):  # with the default (audio) model
+        result = cli(command, icon, tmp_path / "out", text=True)
+        assert (result.returncode, result.stderr) == (1, f"vqcodec: error: cannot read {icon}: {expected}")
+    result = cli("encode", "-", "-", input=icon.read_bytes(), text=True)
+    assert (result.returncode, result.stderr) == (1, f"vqcodec: error: cannot read stdin: {expected}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["icon.ico"]
+    assert cli("encode", icon, tmp_path / "icon.vq", "-m", tiny_model_path, "--kind", "image").returncode == 0

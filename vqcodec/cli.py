@@ -187,6 +187,23 @@ def _media_kind(data: bytes, path: str, forced: str | None) -> str:
     return "image" if is_image_signature(data) else "audio"
 
 
+@contextlib.contextmanager
+def _audio_by_default(path: str, kind: str, forced: str | None):
+    """Where `path` was taken for audio only for want of an image's name or signature (an .ico or .heic
+    photo), soundfile's "Format not recognised" becomes an error that says so, not one about audio."""
+    from .io import media_kind_of
+
+    try:
+        yield
+    except VQCodecError as exc:
+        by_default = kind == "audio" and not forced and (path == "-" or media_kind_of(Path(path)) is None)
+        if by_default and str(exc).endswith(": Format not recognised."):
+            raise VQCodecError(f"cannot read {'stdin' if path == '-' else path}: not audio that soundfile reads "
+                               "(Format not recognised), nor an image by its name or signature: for an image of "
+                               "another format that Pillow reads, pass --kind image") from None
+        raise
+
+
 def _audio_format(path: str, forced: str | None) -> str | None:
     if forced:
         return forced.upper()
@@ -320,12 +337,13 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
         encoded = _recoder(data, model, device, coding, quality, depth_weight, max_kbps, max_bpp, {}).recode(
             data, quality, max_kbps if max_bpp is None else max_bpp)
         return _write_output(output_path, lambda stream: stream.write(encoded), force)
-    kind = _media_kind(head, input_path, kind)
+    forced, kind = kind, _media_kind(head, input_path, kind)
     codec, quality = _encoder(kind, input_path, quality, model, device, coding, beam, refine, rate_weight,
                               depth_weight, max_kbps, max_bpp)
     if kind == "audio":
         codec.progress = _terminal_progress()
-        encoded = codec.encode_audio_file(source, quality, max_kbps)
+        with _audio_by_default(input_path, kind, forced):
+            encoded = codec.encode_audio_file(source, quality, max_kbps)
         warning = codec.level_warning("stdin" if input_path == "-" else input_path)
         if warning:
             click.echo(f"vqcodec: warning: {warning}", err=True)
@@ -1042,8 +1060,10 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
             return
         else:
             stream.seek(0)
-            codec = _codes_codec(model, _media_kind(head, input_path, kind), depth_weight, resolve_device(device))
-            array, restore = codec.media_to_codes(source if isinstance(source, Path) else stream, quality)
+            media_kind = _media_kind(head, input_path, kind)
+            codec = _codes_codec(model, media_kind, depth_weight, resolve_device(device))
+            with _audio_by_default(input_path, media_kind, kind):
+                array, restore = codec.media_to_codes(source if isinstance(source, Path) else stream, quality)
             if restore.get("gain", 1.0) != 1.0:  # nothing else records it for a single file (a folder's codes.json does)
                 click.echo(f"vqcodec: note: coded divided by a level gain of {restore['gain']:.9g}; "
                            f"`vqcodec pack --gain {restore['gain']:.9g}` restores the level", err=True)
