@@ -1758,7 +1758,8 @@ def test_a_cut_short_tiled_tiff_says_its_data_cannot_be_decoded(cli, tmp_path):
 
 def test_an_image_of_an_unlisted_format_is_not_called_audio(cli, tiny_model_path, tmp_path):
     """A file of no image name or signature is read as audio, and an icon was refused as "cannot read audio
-    icon.ico: Format not recognised", from stdin too; --kind image reads it."""
+    icon.ico: Format not recognised", from stdin too, or with an image model as "the input is audio";
+    --kind image reads it."""
     icon = tmp_path / "icon.ico"
     Image.new("RGB", (16, 16), (200, 30, 30)).save(icon)
     expected = ("not audio that soundfile reads (Format not recognised), nor an image by its name or signature: for "
@@ -1768,5 +1769,10 @@ def test_an_image_of_an_unlisted_format_is_not_called_audio(cli, tiny_model_path
         assert (result.returncode, result.stderr) == (1, f"vqcodec: error: cannot read {icon}: {expected}")
     result = cli("encode", "-", "-", input=icon.read_bytes(), text=True)
     assert (result.returncode, result.stderr) == (1, f"vqcodec: error: cannot read stdin: {expected}")
+    for command in ("encode", "codes"):  # with an image model, the input was said to be audio
+        result = cli(command, icon, tmp_path / "out", "-m", tiny_model_path, text=True)
+        assert (result.returncode, result.stderr) == (1, f"vqcodec: error: model tinyimg codes images, but {icon} is "
+                                                         "not named or signed as an image: for an image of another "
+                                                         "format that Pillow reads, pass --kind image\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["icon.ico"]
     assert cli("encode", icon, tmp_path / "icon.vq", "-m", tiny_model_path, "--kind", "image").returncode == 0

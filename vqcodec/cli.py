@@ -187,17 +187,29 @@ def _media_kind(data: bytes, path: str, forced: str | None) -> str:
     return "image" if is_image_signature(data) else "audio"
 
 
-@contextlib.contextmanager
-def _audio_by_default(path: str, kind: str, forced: str | None):
-    """Where `path` was taken for audio only for want of an image's name or signature (an .ico or .heic
-    photo), soundfile's "Format not recognised" becomes an error that says so, not one about audio."""
+def _audio_for_want_of_an_image(path: str, kind: str, forced: str | None) -> bool:
+    """Whether `path` was taken for audio only for want of an image's name or signature (an .ico or .heic photo)."""
     from .io import media_kind_of
 
+    return kind == "audio" and not forced and (path == "-" or media_kind_of(Path(path)) is None)
+
+
+def _kind_refused(codec, kind: str, path: str | None, forced: str | None) -> VQCodecError:
+    """The error for a model of another kind than the input's (`path`; None for a folder's)."""
+    if codec.kind == "image" and path is not None and _audio_for_want_of_an_image(path, kind, forced):
+        return VQCodecError(f"model {codec.name} codes images, but {'stdin' if path == '-' else path} is not named "
+                            "or signed as an image: for an image of another format that Pillow reads, pass --kind image")
+    return VQCodecError(f"model {codec.name} codes {codec.kind}, but the input is {kind}")
+
+
+@contextlib.contextmanager
+def _audio_by_default(path: str, kind: str, forced: str | None):
+    """Where `path` was taken for audio only for want of an image's name or signature, soundfile's
+    "Format not recognised" becomes an error that says so, not one about audio."""
     try:
         yield
     except VQCodecError as exc:
-        by_default = kind == "audio" and not forced and (path == "-" or media_kind_of(Path(path)) is None)
-        if by_default and str(exc).endswith(": Format not recognised."):
+        if _audio_for_want_of_an_image(path, kind, forced) and str(exc).endswith(": Format not recognised."):
             raise VQCodecError(f"cannot read {'stdin' if path == '-' else path}: not audio that soundfile reads "
                                "(Format not recognised), nor an image by its name or signature: for an image of "
                                "another format that Pillow reads, pass --kind image") from None
@@ -339,7 +351,7 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
         return _write_output(output_path, lambda stream: stream.write(encoded), force)
     forced, kind = kind, _media_kind(head, input_path, kind)
     codec, quality = _encoder(kind, input_path, quality, model, device, coding, beam, refine, rate_weight,
-                              depth_weight, max_kbps, max_bpp)
+                              depth_weight, max_kbps, max_bpp, forced)
     if kind == "audio":
         codec.progress = _terminal_progress()
         with _audio_by_default(input_path, kind, forced):
@@ -432,13 +444,13 @@ def _refuse_another_models_file(codec, model: str, data: bytes, codecs: dict) ->
 
 
 def _encoder(kind, input_path, quality, model, device, coding, beam, refine, rate_weight, depth_weight, max_kbps,
-             max_bpp):
+             max_bpp, forced=None):
     """The codec `encode` codes `kind` with, set as the options say, and the quality to ask of it."""
     from .codec import Codec
 
     codec = Codec.load(model or DEFAULT_MODELS[kind], device=device, coding=coding, beam=beam)
     if codec.kind != kind:
-        raise VQCodecError(f"model {codec.name} codes {codec.kind}, but the input is {kind}")
+        raise _kind_refused(codec, kind, input_path, forced)
     _refuse_weights_when_fixed_width(codec, rate_weight, depth_weight)
     codec.refine = refine
     if rate_weight is not None:
@@ -1061,7 +1073,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
         else:
             stream.seek(0)
             media_kind = _media_kind(head, input_path, kind)
-            codec = _codes_codec(model, media_kind, depth_weight, resolve_device(device))
+            codec = _codes_codec(model, media_kind, depth_weight, resolve_device(device), input_path, kind)
             with _audio_by_default(input_path, media_kind, kind):
                 array, restore = codec.media_to_codes(source if isinstance(source, Path) else stream, quality)
             if restore.get("gain", 1.0) != 1.0:  # nothing else records it for a single file (a folder's codes.json does)
@@ -1107,13 +1119,14 @@ def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str,
     _finish_folder(report, "coded", out, len(files) + _count(missing), missing)
 
 
-def _codes_codec(model: str | None, kind: str, depth_weight: float, device: str):
+def _codes_codec(model: str | None, kind: str, depth_weight: float, device: str, input_path: str | None = None,
+                 forced: str | None = None):
     """The codec that codes media for `vqcodec codes`: fixed-width coding, unless per-cell depth needs the prior."""
     from .codec import Codec
 
     codec = Codec.load(model or DEFAULT_MODELS[kind], device=device, coding="auto" if depth_weight else "fixed")
     if codec.kind != kind:
-        raise VQCodecError(f"model {codec.name} codes {codec.kind}, but the input is {kind}")
+        raise _kind_refused(codec, kind, input_path, forced)
     _refuse_weights_when_fixed_width(codec, None, depth_weight or None, "these codes would be chosen without one")
     codec.depth_weight = depth_weight
     return codec
