@@ -206,3 +206,22 @@ def test_cli_recode(cli, tmp_path, recordings):
         lines = result.stderr.decode().splitlines()
         assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("vqcodec: error: "), options
     assert not (tmp_path / "bad.vq").exists()
+
+
+def test_a_recode_waits_for_another_threads_rate_search_on_a_shared_codec(recordings):
+    import threading
+
+    codec = Codec.load("speech16k")  # its own: progress is set on it
+    audio, rate, data = recordings[0]
+    expected = codec.recode(data, quality=4)
+    out = {}
+    other = threading.Thread(target=lambda: out.setdefault("recoded", codec.recode(data, quality=4)))
+
+    def during_the_search(stage, done, total):  # the search tries other depth weights on the codec
+        if codec.depth_weight != 2.0 and not other.is_alive() and "recoded" not in out:
+            other.start()
+            other.join(0.5)  # held up by the lock, it recodes at the codec's own weight after the search
+    codec.progress = during_the_search
+    codec.encode_audio(audio, rate, 8, max_kbps=1.0)
+    other.join()
+    assert out["recoded"] == expected

@@ -1316,6 +1316,7 @@ class Codec:
             payload = chunks[(first + a) // header.chunk_frames]
             out[(slice(None),) * axis + (slice(a, b),)] = self._decode_payload(header, payload, shape_of(b - a))
 
+    @_one_at_a_time  # it reads the depth weight, which another thread's rate search sets while it runs
     def recode(self, data: bytes, quality: int | None = None, max_rate: float | None = None) -> bytes:
         """A `.vq` file written by this model at a lower quality or rate, made from the file alone:
         at most `quality` levels (default: the file's), each frame or cell cut where its levels are
