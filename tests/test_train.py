@@ -1186,6 +1186,17 @@ def test_the_python_api_checks_the_options_as_the_command_does(trained, data_dir
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+def test_the_python_api_takes_the_devices_the_command_does(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device, message in (("cuda", "--device cuda asked for, but no CUDA device is available"),
+                            ("mps", "unknown device 'mps' (use auto, cpu or cuda)")):  # were torch's own errors
+        with pytest.raises(VQCodecError) as refused:
+            train(data_dir, CFG, options(tmp_path / device, device=device))
+        assert str(refused.value) == message and not (tmp_path / device).exists()
+    path = train(data_dir, CFG, options(tmp_path / "auto", device="auto", max_steps=1, fit_prior=False))
+    assert json.loads(path.with_suffix(".json").read_text())["training"]["steps"] == 1
+
+
 def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(trained, out)

@@ -20,6 +20,7 @@ import soxr
 import torch
 
 from . import parallel
+from .codec import resolve_device
 from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict, load_config_file
 from .errors import Terminated, VQCodecError, is_out_of_memory
 from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, decodes, default_batch_workers, find_media,
@@ -40,7 +41,7 @@ from .wording import plural
 class TrainOptions:
     out: Path
     name: str
-    device: str = "cpu"
+    device: str = "cpu"          # "cpu", "cuda" or "auto" (cuda when there is one)
     batch_size: int | None = None  # examples per step over all processes (None: DEFAULT_BATCH_AND_CROP's, times them)
     crop: int | None = None      # samples for audio, pixels (square side) for images (None: DEFAULT_BATCH_AND_CROP's)
     lr: float = 1e-3
@@ -478,6 +479,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     the first one writes the files; the others return the same path once training ends. A run that
     fails before writing anything to the --out folder it made leaves no folder behind."""
     check_options(options)
+    options = dataclasses.replace(options, device=resolve_device(options.device))  # "auto"; cuda without a GPU refused
     with _out_locked(options):
         return _train_checked(data_dir, cfg, options, kind)
 
@@ -488,6 +490,7 @@ def train_command(data_dir: Path, options: TrainOptions, config_path: str | Path
     """`train` as the train command runs it: the options checked before the config and media kind are taken
     from its --config, --kind, --codebooks, --codebook-size and --sample-rate (training_config)."""
     check_options(options)
+    options = dataclasses.replace(options, device=resolve_device(options.device))
     if options.init and (num_codebooks or codebook_size or sample_rate):
         raise VQCodecError("--init keeps the model's own config: leave out --codebooks, --codebook-size and "
                            "--sample-rate (--config may name the same config with wider networks)")
