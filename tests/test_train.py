@@ -1186,6 +1186,25 @@ def test_the_python_api_checks_the_options_as_the_command_does(trained, data_dir
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+def test_the_python_api_refuses_options_of_the_wrong_type_as_the_command_would(data_dir, tmp_path):
+    # each failed deep in the run (torch.set_num_threads, the crops' seed, a comparison) or trained silently
+    # in fp32 while the model's record said fp16
+    for changes, message in ((dict(threads=2.5), "--threads must be a whole number, not 2.5"),
+                             (dict(max_steps=True), "--max-steps must be a whole number, not True"),
+                             (dict(lr="0.001"), "--lr must be a number, not '0.001'"),
+                             (dict(seed=-1), "seed must be a whole number from 0 to 2**63 - 1, not -1"),
+                             (dict(seed=1.5), "seed must be a whole number, not 1.5"),
+                             (dict(checkpoint_minutes=math.nan), "checkpoint_minutes must be a number of minutes from 0 up, "
+                                                                  "not nan"),
+                             (dict(precision="fp16"), "--precision must be auto, fp32 or bf16, not 'fp16'"),
+                             (dict(noise_snr_db=(10.0,)), "--noise-snr must be LOW,HIGH in dB, a pair of numbers, not (10.0,)")):
+        with pytest.raises(VQCodecError) as refused:
+            train(data_dir, CFG, options(tmp_path / "run", **changes))
+        assert str(refused.value) == message
+    assert not (tmp_path / "run").exists()
+    assert train(data_dir, CFG, options(tmp_path / "run", max_steps=np.int64(1), seed=np.int64(3), fit_prior=False)).exists()
+
+
 def test_the_python_api_takes_the_devices_the_command_does(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for device, message in (("cuda", "--device cuda asked for, but no CUDA device is available"),

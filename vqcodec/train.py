@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import json
 import math
+import numbers
 import os
 import shlex
 import signal
@@ -128,11 +129,28 @@ def refuse_existing_run(out: Path, name: str, replace: bool) -> None:
 
 def check_options(options: TrainOptions) -> None:
     """The checks of a run's options that need neither its data, a model nor its --out folder: a budget, a
-    positive learning rate, counts and shares within the command's bounds, a plain model name, not both a model
-    to start from and a run to resume, nor both a run to resume and one to replace, and a model for
-    --decoder-only to start from. A run checks them before it locks or makes its --out folder."""
+    positive learning rate, counts (whole numbers) and shares within the command's bounds, a precision it
+    takes, a seed, a plain model name, not both a model to start from and a run to resume, nor both a run
+    to resume and one to replace, and a model for --decoder-only to start from. A run checks them before
+    it locks or makes its --out folder."""
     if options.max_minutes is None and options.max_steps is None:
         raise VQCodecError("give a budget: --max-minutes or --max-steps")
+    # TrainOptions from Python are not typed by the command's parser: a float count or a string number
+    # failed deep in the run (torch.set_num_threads, the crops' seed, a comparison)
+    for option, value, whole in (("--max-minutes", options.max_minutes, False), ("--lr", options.lr, False),
+                                 ("--max-steps", options.max_steps, True), ("--batch-size", options.batch_size, True),
+                                 ("--crop", options.crop, True), ("--eval-every", options.eval_every, True),
+                                 ("--threads", options.threads, True), ("--data-workers", options.data_workers, True),
+                                 ("--noise", options.noise, False), ("--weight-average", options.weight_average, False),
+                                 ("seed", options.seed, True), ("checkpoint_minutes", options.checkpoint_minutes, False)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral if whole else numbers.Real)):
+            raise VQCodecError(f"{option} must be a {'whole number' if whole else 'number'}, not {value!r}")
+    if not 0 <= options.seed < 2 ** 63:
+        raise VQCodecError(f"seed must be a whole number from 0 to 2**63 - 1, not {options.seed}")
+    if not 0 <= options.checkpoint_minutes < math.inf:
+        raise VQCodecError(f"checkpoint_minutes must be a number of minutes from 0 up, not {options.checkpoint_minutes}")
+    if options.precision not in ("auto", "fp32", "bf16"):
+        raise VQCodecError(f"--precision must be auto, fp32 or bf16, not {options.precision!r}")
     for option, value in (("--max-minutes", options.max_minutes), ("--lr", options.lr)):
         if value is not None and not 0 < value < math.inf:
             raise VQCodecError(f"{option} must be a positive number, not {value}")
@@ -145,7 +163,11 @@ def check_options(options: TrainOptions) -> None:
         raise VQCodecError(f"--noise must be a share between 0 and 1, not {options.noise}")
     if not 0.0 <= options.weight_average < 1.0:
         raise VQCodecError(f"--weight-average must be a decay between 0 and 1, such as 0.999, not {options.weight_average}")
-    low_snr, high_snr = options.noise_snr_db
+    snr = options.noise_snr_db
+    if not (isinstance(snr, (tuple, list)) and len(snr) == 2 and all(isinstance(x, numbers.Real) and not isinstance(x, bool)
+                                                                     for x in snr)):
+        raise VQCodecError(f"--noise-snr must be LOW,HIGH in dB, a pair of numbers, not {snr!r}")
+    low_snr, high_snr = snr
     if not -20.0 <= low_snr <= high_snr <= 100.0:
         raise VQCodecError(f"--noise-snr must be LOW,HIGH in dB with -20 <= LOW <= HIGH <= 100, not {low_snr},{high_snr}")
     if options.max_minutes is not None and options.max_minutes * 60 == math.inf:  # finite minutes, but not in seconds
