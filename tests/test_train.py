@@ -1205,6 +1205,20 @@ def test_the_python_api_refuses_options_of_the_wrong_type_as_the_command_would(d
     assert train(data_dir, CFG, options(tmp_path / "run", max_steps=np.int64(1), seed=np.int64(3), fit_prior=False)).exists()
 
 
+def test_the_threads_a_run_trains_with_are_the_runs_alone(data_dir, tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train(data_dir, CFG, options(tmp_path / "run", threads=1, max_steps=1, fit_prior=False))
+        assert torch.get_num_threads() == 2  # was left at the run's 1 for the rest of the caller's process
+        (tmp_path / "empty").mkdir()
+        with pytest.raises(VQCodecError, match="no .* files"):  # and after a run that fails once it has set them
+            train(tmp_path / "empty", CFG, options(tmp_path / "other", threads=1, max_steps=1))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_the_python_api_takes_the_devices_the_command_does(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for device, message in (("cuda", "--device cuda asked for, but no CUDA device is available"),

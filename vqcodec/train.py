@@ -50,7 +50,7 @@ class TrainOptions:
     max_steps: int | None = None
     checkpoint_minutes: float = 5.0
     eval_every: int = 200
-    threads: int | None = None
+    threads: int | None = None   # torch's CPU threads while the run trains (the caller's count comes back after)
     seed: int = 0
     resume: bool = False
     replace: bool = False        # a new run over another in `out`: its files are removed once training starts
@@ -543,6 +543,7 @@ def _train_checked(data_dir: Path, cfg: ModelConfig | None, options: TrainOption
     """`train` with options check_options has passed."""
     out = Path(options.out)
     existed = out.exists()
+    threads = torch.get_num_threads()  # --threads is the run's: the caller's process gets its own back
     try:
         return _train(data_dir, cfg, options, kind)
     except BaseException:
@@ -551,6 +552,8 @@ def _train_checked(data_dir: Path, cfg: ModelConfig | None, options: TrainOption
             with contextlib.suppress(OSError):  # not empty (a log, a checkpoint), or another process's
                 out.rmdir()
         raise
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass
