@@ -14,7 +14,7 @@ import pytest
 import soundfile
 import torch
 
-from vqcodec import Codec, VQCodecError
+from vqcodec import Codec, VQCodecError, read_info
 from vqcodec import format as vqformat
 from vqcodec import metrics  # the benchmarks' metric definitions, so tests and benches measure alike
 from vqcodec.config import AudioConfig
@@ -1210,6 +1210,15 @@ def test_streams_that_cannot_seek_are_encoded_and_text_streams_refused(codec, si
     assert capfd.readouterr().err == ""  # soundfile's callbacks printed tracebacks for the failed seeks
     with pytest.raises(VQCodecError, match="binary stream, not a text one"):
         codec.encode(io.StringIO("RIFF"), 2)
+
+
+def test_a_vq_file_opened_as_text_is_refused_as_one(codec, small_vq, tmp_path):
+    path = tmp_path / "a.vq"
+    path.write_bytes(small_vq)
+    for call in (read_info, codec.decode, codec.read_codes, codec.decode_audio):
+        with open(path, "r") as text, pytest.raises(VQCodecError) as refused:
+            call(text)  # was a UnicodeDecodeError from reading it
+        assert str(refused.value) == "a .vq file is read from a binary stream, not a text one (open the file with 'rb')"
 
 
 def test_an_audio_path_that_cannot_be_read_says_why(codec, tmp_path):

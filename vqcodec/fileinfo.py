@@ -1,6 +1,7 @@
 """What a `.vq` file holds, from its header (and chunk table): no networks, so no torch."""
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,9 +60,11 @@ def vq_bytes(data) -> bytes:
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
     if hasattr(data, "read"):
+        if isinstance(data, io.TextIOBase):  # read, its bytes would be decoded as text (UnicodeDecodeError)
+            raise VQCodecError("a .vq file is read from a binary stream, not a text one (open the file with 'rb')")
         data = data.read()
         if not isinstance(data, bytes):
-            raise VQCodecError("a .vq file is read from a binary stream, not a text one")
+            raise VQCodecError("a .vq file is read from a binary stream, not a text one (open the file with 'rb')")
         return data
     if not isinstance(data, (str, Path)):
         raise VQCodecError(f"a .vq file is given as bytes, a path or a binary stream, not a {type(data).__name__}")
