@@ -1307,6 +1307,23 @@ def test_packing_audio_codes_at_a_rate_no_length_fits_says_so(codec, rate, messa
         assert vqformat.parse_header(codec.codes_to_file(codes, sample_rate=fitting)).length == samples
 
 
+def test_decode_audio_file_to_a_stream_takes_its_format_from_the_hint_or_its_name(codec, small_vq, tmp_path, capfd):
+    for stream, message in (
+            (io.BytesIO(), "cannot tell an audio format from a stream without a name: give a format_hint (WAV, FLAC, OGG, "
+                           "...)"),  # was soundfile's, naming the stream <vqcodec.io.SoundSink object at 0x...>
+            (open(tmp_path / "out.txt", "w"), "audio is written to a binary stream, not a text one (open the file with "
+                                              "'wb')")):  # was an AssertionError, under tracebacks from soundfile
+        with stream, pytest.raises(VQCodecError) as refused:
+            codec.decode_audio_file(small_vq, stream)
+        assert str(refused.value) == message
+    assert capfd.readouterr().err == ""
+    with open(tmp_path / "out.flac", "wb") as named:
+        codec.decode_audio_file(small_vq, named)
+    assert soundfile.info(str(tmp_path / "out.flac")).format == "FLAC"
+    with open(tmp_path / "out.xyz", "wb") as named, pytest.raises(VQCodecError, match="from the name .*out.xyz: give"):
+        codec.decode_audio_file(small_vq, named)
+
+
 def test_decode_audio_file_to_a_path_leaves_nothing_half_written(codec, signal, tmp_path):
     data = codec.encode_audio(signal(1, 8000, 16000), 16000, 2)  # two network blocks of 500 frames
 

@@ -1618,7 +1618,8 @@ class Codec:
     def decode_audio_file(self, data: bytes, destination, format_hint: str | None = None, subtype: str | None = None,
                           start: float = 0.0, duration: float | None = None, salvage: bool = False,
                           rate: int | None = None) -> None:
-        """Decode into a path or binary stream, block by block; the format follows the name or the hint.
+        """Decode into a path or binary stream, block by block; the format follows the hint, or the name (a path's, an
+        open file's).
         `start`, `duration` (seconds), `salvage` and `rate` (Hz) as for decode_audio. Audio coded at a
         level gain from above full scale is written as float where the format has it (WAV), so that
         its level comes back, as it is in formats whose codec codes float samples (Ogg Vorbis, MP3:
@@ -1628,21 +1629,24 @@ class Codec:
         is written through a temporary file renamed into place (io.write_file), so a failure leaves
         what was there before."""
         data = vq_bytes(data)
+        if isinstance(destination, io.TextIOBase):
+            raise VQCodecError("audio is written to a binary stream, not a text one (open the file with 'wb')")
+        name = destination if isinstance(destination, (str, Path)) else getattr(destination, "name", None)
+        named = isinstance(name, (str, Path))  # a path, or an open file's name (a BytesIO has none)
         format_hint = format_hint and (audio_format_named(format_hint) or format_hint)
+        format_hint = format_hint or (audio_format_of(name) if named else None)
+        if format_hint is None:  # for a stream, soundfile's own error named it by its repr
+            raise VQCodecError(f"cannot tell an audio format from {f'the name {name}' if named else 'a stream without a name'}"
+                               ": give a format_hint (WAV, FLAC, OGG, ...)")
         if isinstance(destination, (str, Path)):
-            format_hint = format_hint or audio_format_of(destination)
-            if format_hint is None:
-                raise VQCodecError(f"cannot tell an audio format from the name {destination}: give a format_hint "
-                                   "(WAV, FLAC, OGG, ...)")
             write_file(destination, lambda stream: self.decode_audio_file(data, stream, format_hint, subtype, start,
                                                                           duration, salvage, rate))
             return
         header, blocks = self.decode_audio_blocks(data, *self._sample_range(data, start, duration, rate), salvage,
                                                   rate)
         output_rate = self._output_timing(header, rate)[0]
-        if format_hint:
-            format_hint, subtype = soundfile_format(format_hint, subtype)
-            check_audio_output(format_hint, subtype, output_rate, header.channels)
+        format_hint, subtype = soundfile_format(format_hint, subtype)
+        check_audio_output(format_hint, subtype, output_rate, header.channels)
 
         sink = SoundSink(destination)
 
