@@ -179,6 +179,9 @@ def test_recode_refusals(speech_codec, image_codec, recordings):
     top = recordings[0][2]
     with pytest.raises(VQCodecError, match="fewer codebooks, not more"):
         speech_codec.recode(top, 9)
+    for quality in ("4", 4.0, True):  # were "quality 4 is not within the file's 1..8 codebooks" (and 4.0, True)
+        with pytest.raises(VQCodecError, match=f"^quality must be a whole number of codebooks, not {quality!r}$"):
+            speech_codec.recode(top, quality)
     with pytest.raises(RateUnreachable, match="smallest file"):
         speech_codec.recode(top, max_rate=0.05)
     with pytest.raises(VQCodecError):

@@ -1330,7 +1330,9 @@ class Codec:
         audio = header.kind == vqformat.KIND_AUDIO
         stored = header.quality
         quality = stored if quality is None else quality
-        if not (_is_whole(quality) and 1 <= quality <= stored):
+        if not _is_whole(quality):  # "quality 4 is not within the file's 1..8 codebooks" said the string "4"
+            raise VQCodecError(f"quality must be a whole number of codebooks, not {quality!r}")
+        if not 1 <= quality <= stored:
             raise VQCodecError(f"quality {quality} is not within the file's 1..{stored} codebooks: "
                                "a file can be recoded to fewer codebooks, not more")
         quality = int(quality)
