@@ -1249,6 +1249,19 @@ def test_a_stream_of_blocks_is_taken_as_arrays_are_and_checked(codec, signal):
             codec.encode_audio_stream(blocks(lambda b: b), 16000, channels, samples, 2)
 
 
+def test_a_stream_of_blocks_must_hold_the_samples_it_is_said_to(codec, signal):
+    for rate in (16000, 22050):  # the model's, and one resampled
+        audio = signal(2, 1600, rate)
+
+        def blocks():
+            return (audio[:, i:i + 500] for i in range(0, 1600, 500))
+        assert codec.encode_audio_stream(blocks(), rate, 2, 1600, 2) == codec.encode_audio(audio, rate, 2)
+        for samples, held in ((2000, "1600 of"), (1599, "more than"), (1000, "more than")):
+            with pytest.raises(VQCodecError) as refused:  # were coded padded with silence, or cut short
+                codec.encode_audio_stream(blocks(), rate, 2, samples, 2)
+            assert str(refused.value) == f"the stream held {held} the {samples} samples per channel given"
+
+
 @pytest.mark.parametrize("option, message", [
     ({"samples": -1}, "^samples must be a whole number from 1 up, not -1$"),
     ({"samples": 0}, "^samples must be a whole number from 1 up, not 0$"),

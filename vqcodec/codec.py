@@ -399,10 +399,11 @@ def _check_finite(audio: np.ndarray) -> None:
         raise VQCodecError("audio contains NaN or infinite samples (or samples beyond float32's range, 3.4e38)")
 
 
-def _checked(blocks: Iterator[np.ndarray], peak: list[float] | None, channels: int) -> Iterator[np.ndarray]:
+def _checked(blocks: Iterator[np.ndarray], peak: list[float] | None, channels: int,
+             count: list[int] | None = None) -> Iterator[np.ndarray]:
     """The blocks as float32 (channels, n), taken as _float_audio takes arrays, refused if one has
     another number of channels or any sample is NaN or infinite; peak[0], if given, becomes the
-    largest absolute sample."""
+    largest absolute sample, and count[0] the samples per channel taken."""
     for block in blocks:
         block = _float_audio(block)
         if block.shape[0] != channels:
@@ -410,6 +411,8 @@ def _checked(blocks: Iterator[np.ndarray], peak: list[float] | None, channels: i
         _check_finite(block)
         if peak is not None:
             peak[0] = max(peak[0], _peak([block]))
+        if count is not None:
+            count[0] += block.shape[1]
         yield block
 
 
@@ -1029,7 +1032,7 @@ class Codec:
     def encode_audio_stream(self, blocks: Iterator[np.ndarray], sample_rate: int, channels: int, samples: int,
                             quality: int, peak: float | None = None) -> bytes:
         """Encode a stream of (channels, n) blocks (float, or integer PCM as encode_audio takes it)
-        holding `samples` samples per channel in all.
+        holding `samples` samples per channel in all (a stream that holds fewer or more is refused).
         With the stream's `peak` (largest absolute sample), known before it is read, audio outside
         LEVEL_RANGE is coded at a level gain; without it, at its own level."""
         self._require("audio")
@@ -1040,11 +1043,16 @@ class Codec:
         model_length = self._model_length(samples, sample_rate)
         gain = level_gain(peak) if peak is not None else 0
         seen = [0.0] if peak is None else None  # a peak given is not measured again
-        stream = _resampled_blocks(_scaled(_checked(blocks, seen, channels), gain), sample_rate, self.sample_rate,
-                                   channels, model_length)
+        taken = [0]
+        checked = _checked(blocks, seen, channels, taken)
+        stream = _resampled_blocks(_scaled(checked, gain), sample_rate, self.sample_rate, channels, model_length)
         window = _SampleWindow(stream, channels, model_length)
         codes = self._encode_frames(window, math.ceil(model_length / self.hop), quality, variable_depth=True,
                                     gain=gain)
+        next(checked, None)  # a block past the samples coded, if there is one: more than `samples`
+        if taken[0] != samples:  # the file would have been cut, or padded with silence, to `samples`
+            held = "more than" if taken[0] > samples else f"{taken[0]} of"
+            raise VQCodecError(f"the stream held {held} the {plural(samples, 'sample')} per channel given")
         self.input_peak = peak if seen is None else seen[0]
         self.input_gain = gain / vqformat.GAIN_ONE if gain else 1.0
         return self._pack_audio(codes, sample_rate, samples, quality, gain)
