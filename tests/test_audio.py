@@ -2,10 +2,12 @@
 and a quality floor for the shipped speech model."""
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import re
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -1219,6 +1221,48 @@ def test_a_vq_file_opened_as_text_is_refused_as_one(codec, small_vq, tmp_path):
         with open(path, "r") as text, pytest.raises(VQCodecError) as refused:
             call(text)  # was a UnicodeDecodeError from reading it
         assert str(refused.value) == "a .vq file is read from a binary stream, not a text one (open the file with 'rb')"
+
+
+def test_a_vq_file_given_as_media_is_refused_as_one(codec, small_vq, tmp_path):
+    path = tmp_path / "a.vq"
+    path.write_bytes(small_vq)
+    hint = "is a .vq file, not media: Codec.recode makes it smaller (as `vqcodec encode` of a .vq file does), read_codes"
+    for call, named in ((lambda: codec.encode(path), str(path)), (lambda: codec.encode(str(path), max_rate=10.0), str(path)),
+                        (lambda: codec.media_to_codes(small_vq), "the input"),
+                        (lambda: codec.encode(io.BytesIO(small_vq)), "the input")):
+        with pytest.raises(VQCodecError) as refused:
+            call()  # was soundfile's "Format not recognised."
+        assert str(refused.value).startswith(f"{named} {hint}")
+    stream = io.BytesIO(b"junk" + small_vq)
+    stream.seek(4)
+    with pytest.raises(VQCodecError, match="is a .vq file"):
+        codec.encode(stream)
+    assert stream.tell() == 4
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_a_fifo_path_is_encoded_without_its_head_taken_first(codec, signal, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, signal(1, 1600, 16000).T, 16000, format="WAV")
+    fifo = tmp_path / "in.wav"
+    os.mkfifo(fifo)
+    with ThreadPoolExecutor(2) as pool:
+        feeding = pool.submit(lambda: fifo.write_bytes(buffer.getvalue()))
+        encoding = pool.submit(codec.encode, fifo, 2)  # a look for a .vq file's head took the bytes soundfile needed
+        try:
+            data = encoding.result(timeout=30)
+        finally:
+            for _ in range(100):  # let a writer waiting for a reader, or a reader waiting for a writer, go
+                for side, done in ((os.O_RDONLY, feeding.done), (os.O_WRONLY, encoding.done)):
+                    if not done():
+                        with contextlib.suppress(OSError):
+                            os.close(os.open(fifo, side | os.O_NONBLOCK))
+                if feeding.done() and encoding.done():
+                    break
+                time.sleep(0.05)
+    assert data == codec.encode(buffer.getvalue(), 2)
 
 
 def test_an_audio_path_that_cannot_be_read_says_why(codec, tmp_path):

@@ -244,6 +244,25 @@ def _seekable(stream) -> bool:
         return False
 
 
+def _is_vq_file(media) -> bool:
+    """Whether media given as the path of a file or a stream that can seek begins as a `.vq` file does
+    (the stream is left where it was; a FIFO is not read from)."""
+    try:
+        if isinstance(media, (str, Path)):
+            if not os.path.isfile(media):
+                return False
+            with open(media, "rb") as stream:
+                return stream.read(4) == vqformat.MAGIC
+        if _seekable(media):
+            position = media.tell()
+            head = media.read(4)
+            media.seek(position)
+            return head == vqformat.MAGIC
+    except (OSError, ValueError):  # left to the reading to report
+        pass
+    return False
+
+
 def _spooled(stream):
     """What is left of a stream that cannot seek, copied into an anonymous temporary file (on disk, so
     that long audio stays out of memory), rewound."""
@@ -564,9 +583,9 @@ class Codec:
         `media`: a file path, binary stream or file contents as bytes (any format soundfile or Pillow
         reads), a Pillow image, or an array (NumPy, a torch tensor, or lists): audio (channels,
         samples) or (samples,), float or 8- to 32-bit integer PCM, with `sample_rate`, or a uint8
-        image (height, width), (height, width, 3) RGB or (height, width, 4) RGBA. `quality`: the
-        most codebooks used (default_quality). `max_rate`: the best file within that many kbps
-        (audio) or bits per pixel (images)."""
+        image (height, width), (height, width, 3) RGB or (height, width, 4) RGBA, but not a `.vq`
+        file (`recode` recodes one). `quality`: the most codebooks used (default_quality).
+        `max_rate`: the best file within that many kbps (audio) or bits per pixel (images)."""
         from PIL import Image
 
         quality = self.default_quality(max_rate is not None) if quality is None else quality
@@ -589,6 +608,11 @@ class Codec:
             return self.encode_image(_array_image(media), quality, max_rate)
         if isinstance(media, (bytes, bytearray, memoryview)):
             media = io.BytesIO(media)
+        if not is_image and _is_vq_file(media):  # "Format not recognised", said soundfile
+            name = input_name(media)
+            raise VQCodecError(f"{name if isinstance(name, (str, Path)) else 'the input'} is a .vq file, not media: "
+                               "Codec.recode makes it smaller (as `vqcodec encode` of a .vq file does), read_codes "
+                               "gives its codes")
         if self.kind == "audio":
             if is_image:
                 raise VQCodecError(f"model {self.name} codes audio, not images")
