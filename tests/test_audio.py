@@ -1420,6 +1420,20 @@ def test_arrays_coded_above_full_scale_warn_as_the_command_line_does(codec, sign
         assert len(caught) == 1
 
 
+def test_a_codec_can_be_pickled_and_copied_for_other_processes_and_threads(golden_audio_codec, signal):
+    import copy
+    import pickle
+
+    codec = golden_audio_codec  # with a prior, whose coder models are cached once it has coded
+    audio = signal(1, 1600, 16000)
+    data = codec.encode_audio(audio, 16000, 2)
+    # were "cannot pickle '_thread.RLock' object", and then "cannot pickle 'builtins.Categorical' object"
+    for other in (pickle.loads(pickle.dumps(codec)), copy.deepcopy(codec)):
+        assert other._lock is not codec._lock
+        assert other.encode_audio(audio, 16000, 2) == data
+        np.testing.assert_array_equal(other.decode_audio(data)[0], codec.decode_audio(data)[0])
+
+
 def test_threads_sharing_a_codec_do_not_get_each_others_rate_search(tiny_model_path, signal):
     import threading
 

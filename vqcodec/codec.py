@@ -549,6 +549,14 @@ class Codec:
         self.input_gain = 1.0  # the level gain it was coded at
         self._lock = threading.RLock()  # held by the encoding methods (_one_at_a_time)
 
+    def __getstate__(self) -> dict:
+        """A copy (pickle, copy.deepcopy: a Codec sent to worker processes) gets a lock of its own."""
+        return {key: value for key, value in self.__dict__.items() if key != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
     @classmethod
     def load(cls, name: str, device: str = "cpu", coding: str = "auto", beam: int | None = None) -> "Codec":
         """Load a model and return a Codec ready to encode and decode with it.

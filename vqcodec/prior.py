@@ -318,6 +318,10 @@ class CodePrior:
         self._largest = [int(lp.table.max()) for lp in levels]  # each level's largest q (min_bits)
         self.prior_id = self._compute_id()
 
+    def __getstate__(self) -> dict:
+        """A copy (pickle, copy.deepcopy) without the cached coder models, which constriction cannot pickle."""
+        return {**self.__dict__, "_models": [dict() for _ in self.levels]}
+
     # ------------------------------------------------------------ storage
 
     def to_tensors(self, compress: bool = True) -> dict:
