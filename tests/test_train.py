@@ -1201,6 +1201,17 @@ def test_the_python_api_refuses_options_of_the_wrong_type_as_the_command_would(d
         with pytest.raises(VQCodecError) as refused:
             train(data_dir, CFG, options(tmp_path / "run", **changes))
         assert str(refused.value) == message
+    for call, message in ((lambda: train(data_dir, CFG, options(tmp_path / "run", name=None)),
+                           f"out is a folder's path and name a string, not {tmp_path / 'run'!r} and None"),
+                          (lambda: train(data_dir, CFG, options(None)), "out is a folder's path and name a string, not None "
+                                                                         "and 'tiny'"),
+                          (lambda: train(data_dir, None, options(tmp_path / "run"), kind="video"),
+                           "kind must be 'audio' or 'image' (or None: the folder's), not 'video'"),  # "no video files found"
+                          (lambda: train(data_dir, {"kind": "audio"}, options(tmp_path / "run")),
+                           "cfg must be an AudioConfig or ImageConfig (or None), not a dict")):
+        with pytest.raises(VQCodecError) as refused:
+            call()
+        assert str(refused.value) == message
     assert not (tmp_path / "run").exists()
     assert train(data_dir, CFG, options(tmp_path / "run", max_steps=np.int64(1), seed=np.int64(3), fit_prior=False)).exists()
 

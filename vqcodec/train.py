@@ -135,6 +135,8 @@ def check_options(options: TrainOptions) -> None:
     it locks or makes its --out folder."""
     if options.max_minutes is None and options.max_steps is None:
         raise VQCodecError("give a budget: --max-minutes or --max-steps")
+    if not isinstance(options.out, (str, Path)) or not isinstance(options.name, str):
+        raise VQCodecError(f"out is a folder's path and name a string, not {options.out!r} and {options.name!r}")
     # TrainOptions from Python are not typed by the command's parser: a float count or a string number
     # failed deep in the run (torch.set_num_threads, the crops' seed, a comparison)
     for option, value, whole in (("--max-minutes", options.max_minutes, False), ("--lr", options.lr, False),
@@ -502,6 +504,10 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     fails before writing anything to the --out folder it made leaves no folder behind."""
     check_options(options)
     options = dataclasses.replace(options, device=resolve_device(options.device))  # "auto"; cuda without a GPU refused
+    if kind not in (None, "audio", "image"):  # "no video files found", it said
+        raise VQCodecError(f"kind must be 'audio' or 'image' (or None: the folder's), not {kind!r}")
+    if cfg is not None and not isinstance(cfg, (AudioConfig, ImageConfig)):
+        raise VQCodecError(f"cfg must be an AudioConfig or ImageConfig (or None), not a {type(cfg).__name__}")
     with _out_locked(options):
         return _train_checked(data_dir, cfg, options, kind)
 
