@@ -1381,6 +1381,21 @@ def test_decode_audio_file_to_a_stream_takes_its_format_from_the_hint_or_its_nam
         codec.decode_audio_file(small_vq, named)
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="the umask is read from /proc on Linux alone")
+def test_writing_a_file_reads_the_umask_without_setting_it(codec, small_vq, tmp_path, monkeypatch):
+    import stat
+
+    real_umask, calls = os.umask, []
+    monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or real_umask(mask))
+    previous = real_umask(0o027)
+    try:
+        codec.decode_audio_file(small_vq, tmp_path / "out.wav")
+    finally:
+        real_umask(previous)
+    assert calls == []  # it was set to 0 to be read: meanwhile, files other threads made were writable by all
+    assert stat.S_IMODE((tmp_path / "out.wav").stat().st_mode) == 0o640
+
+
 def test_decode_audio_file_to_a_path_leaves_nothing_half_written(codec, signal, tmp_path):
     data = codec.encode_audio(signal(1, 8000, 16000), 16000, 2)  # two network blocks of 500 frames
 

@@ -37,6 +37,21 @@ IMAGE_EXTENSIONS = {".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", 
                     ".tga"}
 
 
+def _umask() -> int:
+    """The process's umask. os.umask reads it only by setting it, and while it is set to 0 a file that
+    another thread creates is writable by everyone, so it is read from /proc where Linux gives it."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o077)  # the moment it is set, the strictest
+    os.umask(umask)
+    return umask
+
+
 def move_into_place(finished, target, replace: bool = True) -> None:
     """Rename a finished temporary file onto `target`, with the permissions a plain open() would
     have given it: those of the file it replaces, else 0666 less the umask (mkstemp and
@@ -45,9 +60,7 @@ def move_into_place(finished, target, replace: bool = True) -> None:
     try:
         mode = stat.S_IMODE(os.stat(target).st_mode)
     except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
+        mode = 0o666 & ~_umask()
     os.chmod(finished, mode)
     if not replace:
         try:
