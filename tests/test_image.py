@@ -1776,3 +1776,30 @@ def test_an_image_of_an_unlisted_format_is_not_called_audio(cli, tiny_model_path
                                                          "format that Pillow reads, pass --kind image\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["icon.ico"]
     assert cli("encode", icon, tmp_path / "icon.vq", "-m", tiny_model_path, "--kind", "image").returncode == 0
+
+
+def test_stderr_is_redirected_by_the_main_thread_only():
+    """Batch workers reading TIFFs at once each redirected file descriptor 2, and the last to restore it
+    could leave it on another's deleted capture file."""
+    import threading
+
+    from vqcodec import io as vqio
+
+    def where_stderr_goes():
+        status = os.fstat(2)
+        return status.st_dev, status.st_ino
+
+    before, seen = where_stderr_goes(), []
+
+    def in_a_worker():
+        with vqio._native_stderr_captured() as lines:
+            seen.append(where_stderr_goes())
+        seen.append(lines)
+
+    worker = threading.Thread(target=in_a_worker)
+    worker.start()
+    worker.join()
+    assert seen == [before, []]
+    with vqio._native_stderr_captured():
+        in_main = where_stderr_goes()
+    assert in_main != before and where_stderr_goes() == before

@@ -735,11 +735,18 @@ LIBTIFF_STAND_IN_NAME = "tempfile.tif: "
 @contextlib.contextmanager
 def _native_stderr_captured():
     """Collect the lines that C libraries (libtiff, libmpg123) write straight to file descriptor 2 while
-    decoding, into the list this yields, instead of letting them reach stderr beside vqcodec's own line."""
+    decoding, into the list this yields, instead of letting them reach stderr beside vqcodec's own line.
+
+    In the main thread only: file descriptor 2 is the whole process's, and two threads redirecting it
+    at once (training's batch workers reading TIFFs) could leave it pointing at a deleted file."""
     import sys
     import tempfile
+    import threading
 
     lines: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lines
+        return
     try:
         saved = os.dup(2)
     except OSError:  # no stderr at all: nothing to keep clean
