@@ -520,11 +520,9 @@ def open_image(source):
                         image.load()
                 except OSError as exc:
                     if native:  # libtiff's own message, which says more than "decoder error -2"
-                        raise VQCodecError(f"cannot read image {input_name(source) or 'from the stream'}: "
-                                           f"{native[-1]}") from exc
+                        raise _unreadable_image(source, native[-1]) from exc
                     if str(exc) == "decoder error -2":  # a broken tile, of which libtiff says nothing
-                        raise VQCodecError(f"cannot read image {input_name(source) or 'from the stream'}: its "
-                                           "data cannot be decoded (damaged or cut short)") from exc
+                        raise _unreadable_image(source, "its data cannot be decoded (damaged or cut short)") from exc
                     raise
                 for line in dict.fromkeys(native):
                     warnings.warn(ImageReadWarning(f"{_image_called(source)}: {line}; read past it"), stacklevel=2)
@@ -546,9 +544,13 @@ def open_image(source):
     except Image.DecompressionBombError:  # over twice the limit: Pillow refuses before giving the size
         raise VQCodecError(f"image exceeds the limit of {MAX_PIXELS} pixels") from None
     except Exception as exc:
-        where = input_name(source) or "from the stream"
         reason = "not an image format Pillow reads" if isinstance(exc, UnidentifiedImageError) else exc
-        raise VQCodecError(f"cannot read image {where}: {reason}") from None
+        raise _unreadable_image(source, reason) from None
+
+
+def _unreadable_image(source, reason) -> VQCodecError:
+    """The error for an image (path or stream) that cannot be read, and why."""
+    return VQCodecError(f"cannot read image {input_name(source) or 'from the stream'}: {reason}")
 
 
 PLANAR_CONFIGURATION = 284  # the TIFF tag; 2: each channel stored as a plane of its own
@@ -561,9 +563,8 @@ def _planes_through_libtiff(image, source) -> None:
     from PIL import TiffImagePlugin
 
     if image.mode == "LA":
-        raise VQCodecError(f"cannot read image {input_name(source) or 'from the stream'}: a TIFF of grey and alpha "
-                           "stored as separate planes, whose alpha Pillow does not read: save it with the "
-                           "channels interleaved (contiguous)")
+        raise _unreadable_image(source, "a TIFF of grey and alpha stored as separate planes, whose alpha Pillow "
+                                        "does not read: save it with the channels interleaved (contiguous)")
     if image.use_load_libtiff:
         return
     saved, TiffImagePlugin.READ_LIBTIFF = TiffImagePlugin.READ_LIBTIFF, True
