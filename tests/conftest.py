@@ -194,8 +194,9 @@ def run_cli(*args, input: bytes | None = None, env: dict | None = None, cwd=None
     server = _cli_server()
     if server is None or any(environment.get(k) != server.environment.get(k) for k in set(environment) | set(server.environment)
                              if not k.startswith(("VQCODEC_", "PYTEST_"))):
-        return run_python("-m", "vqcodec", *args, input=input, env=env, cwd=cwd, timeout=timeout, text=text)
-    result = server.run([str(a) for a in args], input, environment, str(cwd or REPO_ROOT), timeout)
+        result = run_python("-m", "vqcodec", *args, input=input, env=env, cwd=cwd, timeout=timeout)
+    else:
+        result = server.run([str(a) for a in args], input, environment, str(cwd or REPO_ROOT), timeout)
     if text:
         result.stdout, result.stderr = result.stdout.decode(), result.stderr.decode()
     return result
@@ -299,6 +300,9 @@ _SERVER: list = []
 
 
 def _cli_server() -> CliServer | None:
+    if _SERVER and _SERVER[0] is not None and _SERVER[0].process.poll() is not None:
+        _SERVER[0].stop()
+        _SERVER.clear()
     if not _SERVER:
         try:
             _SERVER.append(CliServer())
