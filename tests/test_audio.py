@@ -308,6 +308,62 @@ def test_a_stream_declaring_an_impossible_size_is_read_without_a_traceback(codec
     assert not unraisable and data == codec.encode_audio(audio, 16000, 2)
 
 
+def streamed(path: Path, audio: np.ndarray, format_name: str, riff_size: int | None = None) -> Path:
+    """A 16-bit file of `audio` whose header's length is what a writer writing to a pipe leaves, which
+    cannot go back to set it: a WAV data chunk of size 0 (and the RIFF size `riff_size`), RF64 whose
+    ds64 chunk gives sizes of 0, CAF whose data chunk's size is -1 (unknown)."""
+    import struct
+
+    soundfile.write(path, audio.T, 16000, format=format_name, subtype="PCM_16")
+    raw = bytearray(path.read_bytes())
+    if format_name == "WAV":
+        struct.pack_into("<I", raw, raw.index(b"data") + 4, 0)
+        struct.pack_into("<I", raw, 4, riff_size)
+    elif format_name == "RF64":
+        struct.pack_into("<QQQ", raw, raw.index(b"ds64") + 8, 0, 0, 0)
+    else:
+        struct.pack_into(">q", raw, raw.index(b"data") + 4, -1)
+    path.write_bytes(raw)
+    return path
+
+
+@pytest.mark.parametrize("format_name, riff_size", [("WAV", 0), ("WAV", 0xFFFFFFFF), ("WAV", 36), ("RF64", None),
+                                                    ("CAF", None)])
+def test_a_file_whose_writer_could_not_set_its_length_is_read_to_its_end(codec, signal, tmp_path, format_name,
+                                                                         riff_size):
+    """libsndfile read such a WAV or RF64 file as no samples (encode: 'holds no samples'), and refused
+    the CAF file as malformed."""
+    from vqcodec.io import read_audio
+
+    audio = signal(1, 3000, 16000)
+    honest = tmp_path / f"honest.{format_name.lower()}"
+    soundfile.write(honest, audio.T, 16000, format=format_name, subtype="PCM_16")
+    expected = soundfile.read(honest, dtype="float32", always_2d=True)[0].T
+    path = streamed(tmp_path / f"streamed.{format_name.lower()}", audio, format_name, riff_size)
+    data, rate = read_audio(path)
+    assert rate == 16000 and np.array_equal(data, expected)
+    with open(path, "rb") as stream:
+        assert codec.encode(path, 2) == codec.encode(stream, 2) == codec.encode_audio(expected, 16000, 2)
+
+
+def test_a_wav_whose_riff_size_says_its_data_is_empty_holds_no_samples(codec, tmp_path):
+    import struct
+
+    path = tmp_path / "empty.wav"
+    soundfile.write(path, np.zeros((0, 1), np.float32), 16000, subtype="PCM_16")
+    raw = path.read_bytes()
+    assert struct.unpack_from("<I", raw, 4)[0] + 8 == len(raw) and raw.endswith(b"data\0\0\0\0")
+    path.write_bytes(raw + b"LIST\0\0\0\0")  # a chunk after the data, which the RIFF size counts
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<I", raw, 4, len(raw) - 8)
+    path.write_bytes(raw)
+    from vqcodec.io import read_audio
+
+    assert read_audio(path)[0].shape == (1, 0)
+    with pytest.raises(VQCodecError, match=f"^audio {re.escape(str(path))} holds no samples$"):
+        codec.encode(path, 2)
+
+
 def test_decode_audio_file_writes_the_original_layout(codec, signal, tmp_path):
     audio = signal(2, 12345, 22050)
     data = codec.encode_audio(audio, 22050, 2)

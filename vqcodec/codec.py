@@ -30,9 +30,8 @@ from . import ratecontrol
 from .errors import ClippingWarning, VQCodecError
 from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
-                 check_audio_output, image_to_planes, in_srgb, input_name, open_image, planes_to_image, SoundSink, SoundStream,
-                 decoder_lines, sound_blocks, soundfile_format, stops_held, unreadable_audio, unwritable_audio,
-                 warn_decoder_lines, write_file)
+                 check_audio_output, image_to_planes, in_srgb, input_name, open_image, open_sound, planes_to_image,
+                 SoundSink, sound_blocks, soundfile_format, stops_held, unwritable_audio, write_file)
 from .memory import memory_bound
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
@@ -1144,7 +1143,7 @@ class Codec:
                 return self.encode_audio_file(copy, quality, max_kbps)
         if max_kbps is None:
             return self._encode_audio_source(source, quality)
-        with self._open_sound(source) as sound:
+        with open_sound(source) as sound:
             channels, sample_rate = sound.channels, sound.samplerate
             samples = sum(block.shape[1] for block in self._sound_blocks(sound, source))
         self._check_samples_read(samples, source)
@@ -1180,22 +1179,6 @@ class Codec:
             self._latent_memo = None
 
     @staticmethod
-    def _open_sound(source) -> soundfile.SoundFile:
-        try:
-            with decoder_lines(None) as lines:
-                sound = soundfile.SoundFile(os.fsencode(source) if isinstance(source, (str, Path)) else SoundStream(source))
-            warn_decoder_lines(lines, input_name(source))
-            return sound
-        except Exception as exc:
-            if isinstance(source, (str, Path)):
-                try:  # libsndfile says only "System error." for a path that is missing, a folder or unreadable
-                    open(source, "rb").close()
-                except (OSError, ValueError) as error:
-                    reason = getattr(error, "strerror", None) or error
-                    raise VQCodecError(f"cannot read audio {source}: {reason}") from None
-            raise unreadable_audio(input_name(source), exc) from None
-
-    @staticmethod
     def _sound_blocks(sound: soundfile.SoundFile, source) -> Iterator[np.ndarray]:
         """(channels, n) float32 blocks of the samples the file really holds (io.sound_blocks); a read
         that fails is refused naming `source` and how far reading got."""
@@ -1212,7 +1195,7 @@ class Codec:
         """The file's peak (for the level gain) and length, then its coding: a short file read once
         into memory, a longer one read twice, so that memory stays bounded. The length is what the
         reads return, which for a truncated file is less than its header declares."""
-        with self._open_sound(source) as sound:
+        with open_sound(source) as sound:
             if sound.frames * sound.channels <= WHOLE_READ_SAMPLES:
                 read = list(self._sound_blocks(sound, source))
                 stream, peak = iter(read), _peak(read)

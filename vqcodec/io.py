@@ -284,6 +284,150 @@ class SoundStream:
         return getattr(self.stream, name)
 
 
+# How much of a file's start streamed_length_patches looks through for the chunk of its samples
+STREAMED_HEAD_BYTES = 1 << 16
+UINT32_MAX = 0xFFFFFFFF
+
+
+def _chunk(head: bytes, offset: int, name: bytes, size_format: str, padded: bool) -> tuple[int, int] | None:
+    """The offset and declared size of the first chunk called `name` in `head`, from `offset` on: chunks
+    of a four-byte name and a size in struct's `size_format`, `padded` to an even length (RIFF's)."""
+    import struct
+
+    header = 4 + struct.calcsize(size_format)
+    while offset + header <= len(head):
+        size = struct.unpack_from(size_format, head, offset + 4)[0]
+        if head[offset:offset + 4] == name:
+            return offset, size
+        if size < 0:
+            return None
+        offset += header + size + (size & 1 if padded else 0)
+    return None
+
+
+def streamed_length_patches(head: bytes, file_size: int) -> dict[int, bytes]:
+    """What to put over a file's header ({offset: bytes}) for libsndfile to read its samples to the end
+    of the file, where the writer (writing to a pipe) could not go back to set their length, and
+    libsndfile would read none: a WAV data chunk of size 0 in a file whose RIFF size is not the
+    file's (where it is, the data is empty), RF64 whose ds64 chunk gives sizes of 0, and CAF whose
+    data chunk's size is -1 (unknown, as CAF allows; libsndfile refused the file as malformed)."""
+    import struct
+
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        data = _chunk(head, 12, b"data", "<I", padded=True)
+        riff_size = struct.unpack_from("<I", head, 4)[0]
+        if data is not None and data[1] == 0 and riff_size + 8 != file_size and file_size > data[0] + 8:
+            return {4: struct.pack("<I", min(file_size - 8, UINT32_MAX)),
+                    data[0] + 4: struct.pack("<I", min(file_size - data[0] - 8, UINT32_MAX))}
+    elif head[:4] == b"RF64" and head[8:16] == b"WAVEds64" and len(head) >= 36:
+        data = _chunk(head, 12, b"data", "<I", padded=True)
+        riff_size, data_size = struct.unpack_from("<QQ", head, 20)
+        if data is not None and data_size == 0 and riff_size + 8 != file_size and file_size > data[0] + 8:
+            return {20: struct.pack("<QQ", file_size - 8, file_size - data[0] - 8)}
+    elif head[:4] == b"caff":
+        data = _chunk(head, 8, b"data", ">q", padded=False)
+        if data is not None and data[1] == -1:
+            return {data[0] + 4: struct.pack(">q", file_size - data[0] - 12)}
+    return {}
+
+
+def _streamed_length_patches_of(stream) -> dict[int, bytes]:
+    """streamed_length_patches of a stream that can seek, from where it is, which it is left at."""
+    try:
+        position = stream.tell()
+        head = stream.read(STREAMED_HEAD_BYTES)
+        size = stream.seek(0, os.SEEK_END) - position
+        stream.seek(position)
+    except (AttributeError, OSError, ValueError):
+        return {}
+    return streamed_length_patches(head, size) if isinstance(head, bytes) else {}
+
+
+class PatchedStream:
+    """A binary stream that can seek, read with `patches` ({offset from where it was: bytes}) put over
+    what it holds."""
+
+    def __init__(self, stream, patches: dict[int, bytes]):
+        self.stream = stream
+        start = stream.tell()
+        self.patches = {start + offset: replacement for offset, replacement in patches.items()}
+
+    def read(self, size: int = -1) -> bytes:
+        position = self.stream.tell()
+        return bytes(self._patched(position, bytearray(self.stream.read(size))))
+
+    def readinto(self, buffer) -> int:
+        position = self.stream.tell()
+        count = self.stream.readinto(buffer)
+        self._patched(position, memoryview(buffer).cast("B")[:count or 0])
+        return count
+
+    def _patched(self, position: int, data):
+        for offset, replacement in self.patches.items():
+            low, high = max(offset, position), min(offset + len(replacement), position + len(data))
+            if low < high:
+                data[low - position:high - position] = replacement[low - offset:high - offset]
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+class _ClosingSoundFile(soundfile.SoundFile):
+    """A SoundFile that reads `readable`, and closes `owned` (the file under it) when it is closed."""
+
+    def __init__(self, readable, owned):
+        self._owned = owned
+        super().__init__(readable)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._owned.close()
+
+
+def open_sound(source) -> soundfile.SoundFile:
+    """Open audio for reading: a path, or a binary stream that can seek, from where it is. A file whose
+    writer could not set its length is read to its end (streamed_length_patches). What the MP3 decoder
+    says on opening it is one warning (warn_decoder_lines); input that cannot be opened is one
+    VQCodecError naming it, which says why (for a path: no such file, a folder, not readable)."""
+    path = source if isinstance(source, (str, Path)) else None
+    owned = None
+    try:
+        if path is not None and os.path.isfile(path):  # not a FIFO, whose head libsndfile must read
+            owned = open(path, "rb")
+        stream = source if path is None else owned
+        patches = _streamed_length_patches_of(stream) if stream is not None else {}
+        with decoder_lines(None) as lines:
+            if path is None:
+                sound = soundfile.SoundFile(PatchedStream(SoundStream(source), patches))
+            elif patches:
+                sound = _ClosingSoundFile(PatchedStream(SoundStream(owned), patches), owned)
+            else:
+                sound = soundfile.SoundFile(os.fsencode(path))
+    except Exception as exc:  # soundfile raises several types for unreadable input
+        if owned is not None:
+            owned.close()
+        raise _unopenable_audio(source, exc) from None
+    if owned is not None and not patches:
+        owned.close()
+    warn_decoder_lines(lines, input_name(source))
+    return sound
+
+
+def _unopenable_audio(source, exc: Exception) -> VQCodecError:
+    """The error for audio that open_sound cannot open: for a path, why the system cannot open it, where
+    it cannot (libsndfile says only "System error." of a missing file, and "Format not recognised." of
+    a folder)."""
+    if isinstance(source, (str, Path)):
+        try:
+            open(source, "rb").close()
+        except (OSError, ValueError) as error:
+            return VQCodecError(f"cannot read audio {source}: {getattr(error, 'strerror', None) or error}")
+    return unreadable_audio(input_name(source), exc)
+
+
 class SoundSink:
     """A binary stream as soundfile writes it: an OSError (a full disk) inside soundfile's callbacks would
     be printed as a traceback and lost while libsndfile wrote on, or soundfile would fail an assertion on
@@ -429,11 +573,7 @@ def read_audio(path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
     TRUSTED_FRAMES_PER_BYTE frames a byte of the file (a header that declares 2**36 samples had them
     allocated, 256 GiB); past that, the rest is read a block at a time. (libsndfile stops at the
     length a FLAC file's header declares, so one that declares too few is read that long.)"""
-    try:
-        sound = soundfile.SoundFile(os.fsencode(path))
-    except Exception as exc:  # soundfile raises several types for unreadable input
-        raise unreadable_audio(path, exc) from None
-    with sound:
+    with open_sound(path) as sound:
         rate, channels = sound.samplerate, sound.channels
         try:
             size = os.stat(path).st_size
