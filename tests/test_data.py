@@ -290,3 +290,63 @@ def test_find_media_takes_every_name_of_soundfile_formats(tmp_path):
     kind, files = data.find_media(tmp_path, None)
     assert kind == "audio" and [p.name for p in files] == ["a.aif", "b.AIFC", "c.wave", "d.WAV", "e.flac"]
     assert data.readable_files(kind, files) == files
+
+
+def test_an_audio_path_that_cannot_be_opened_is_skipped_saying_why(tmp_path, capsys, monkeypatch):
+    """libsndfile said only "System error." of a missing file and "Format not recognised." of a folder or
+    of a file it may not read (training's and eval's reads; encoding said why already)."""
+    import builtins
+
+    from vqcodec import io as vqio
+
+    soundfile.write(tmp_path / "good.wav", np.full(3000, 0.25, dtype=np.float32), 8000)
+    (tmp_path / "folder.wav").mkdir()
+    (tmp_path / "locked.wav").write_bytes((tmp_path / "good.wav").read_bytes())
+
+    def open_but_the_locked_one(path, *args, **kwargs):
+        if str(path).endswith("locked.wav"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return builtins.open(path, *args, **kwargs)
+    monkeypatch.setattr(vqio, "open", open_but_the_locked_one, raising=False)  # root reads any file
+    reasons = {"missing.wav": "No such file or directory", "folder.wav": "Is a directory",
+               "locked.wav": "Permission denied"}
+    for name, reason in reasons.items():
+        with pytest.raises(VQCodecError, match=f"^cannot read audio {tmp_path / name}: {reason}$"):
+            vqio.read_audio(tmp_path / name)
+    said = [f"skipping cannot read audio {tmp_path / name}: {reason}" for name, reason in reasons.items()]
+    files = [tmp_path / name for name in reasons] + [tmp_path / "good.wav"]
+    assert data.readable_files("audio", files) == [tmp_path / "good.wav"]
+    assert capsys.readouterr().err.splitlines() == said
+    for in_memory_bytes in (None, 0):
+        assert AudioCrops(files, 8000, CROP, in_memory_bytes=in_memory_bytes).files() == [tmp_path / "good.wav"]
+        assert capsys.readouterr().err.splitlines() == said
+    assert not data.decodes("audio", tmp_path / "folder.wav")
+    assert capsys.readouterr().err.splitlines() == [said[1]]
+
+
+@pytest.mark.skipif("MP3" not in soundfile.available_formats(), reason="this libsndfile has no MP3")
+def test_what_the_mp3_decoder_says_of_a_training_or_eval_file_is_one_warning(tmp_path, capfd):
+    """libmpg123 wrote its own lines to stderr, opening a cut file ("Warning: Xing stream size off ...") and
+    reading a garbled one ("Note: Illegal Audio-MPEG-Header ...", "Note: Trying to resync...", ...), at
+    each of training's reads of it and at eval's."""
+    import warnings
+
+    from vqcodec.errors import AudioReadWarning
+    from vqcodec.io import read_audio
+
+    path = tmp_path / "damaged.mp3"
+    soundfile.write(path, 0.3 * np.sin(np.arange(48000) / 7), 16000)
+    whole = path.read_bytes()
+    middle = len(whole) // 2
+    path.write_bytes(whole[:middle] + bytes(range(200, 256)) * 5 + whole[middle + 280:len(whole) * 3 // 4])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        read_audio(path, 8000)
+        assert data.readable_files("audio", [path]) == [path] and data.longest_length("audio", [path], 8000)
+        assert data.decodes("audio", path)
+        for in_memory_bytes in (None, 0):
+            AudioCrops([path], 8000, CROP, in_memory_bytes=in_memory_bytes)
+    said = [str(item.message) for item in caught if item.category is AudioReadWarning]
+    assert said == [f"{path}: the MP3 decoder says: Warning: Xing stream size off by more than 1%, fuzzy seeking "
+                    "may be even more fuzzy than by design!; read past it"] * 2, said  # eval's read, training's
+    assert capfd.readouterr().err == ""

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile
 import soxr
 import torch
 
 from .errors import VQCodecError
-from .io import check_pixel_count, media_kind_of, read_audio, read_image_rgb, unreadable_audio
+from .io import (check_pixel_count, decoder_lines, media_kind_of, open_sound, read_audio, read_image_rgb,
+                 sound_blocks, unreadable_audio, warn_decoder_lines)
 from .wording import plural
 
 IN_MEMORY_BYTES = 2 * 2**30      # decoded training media up to this size are held in memory
@@ -71,6 +71,27 @@ def image_size(path: Path) -> tuple[int, int]:
             return image.width, image.height
 
 
+# The audio files that a warning has named what the MP3 decoder said of: training opens and reads each
+# file several times (readable_files, longest_length, decodes, AudioCrops), and says so once.
+_WARNED_AUDIO: set[str] = set()
+
+
+def _warn_once(said: list[str], path: Path) -> None:
+    """What the MP3 decoder `said` of `path` as one warning (io.warn_decoder_lines), the first time only."""
+    if said and str(path) not in _WARNED_AUDIO:
+        _WARNED_AUDIO.add(str(path))
+        warn_decoder_lines(said, path)
+
+
+def _audio_header(path: Path) -> tuple[int, int, int]:
+    """The frames, rate and channels that an audio file's header gives (io.open_sound)."""
+    said: list[str] = []
+    with open_sound(path, said) as sound:
+        header = sound.frames, sound.samplerate, sound.channels
+    _warn_once(said, path)
+    return header
+
+
 def readable_files(kind: str, files: list[Path], folder: str = "the training folder") -> list[Path]:
     """The files whose header soundfile (audio, with samples) or Pillow (images) reads; each other one
     gets a `skipping` line, as does a second name of one file (a link to it, symbolic or hard), which
@@ -85,14 +106,19 @@ def readable_files(kind: str, files: list[Path], folder: str = "the training fol
                 continue
             names[status.st_dev, status.st_ino] = path
             if kind == "audio":
-                if soundfile.info(os.fsencode(path)).frames <= 0:
+                if _audio_header(path)[0] <= 0:
                     _skip(f"{path}: no samples")
                     continue
             else:
                 image_size(path)
             kept.append(path)
-        except Exception as exc:  # soundfile and Pillow raise several types for unreadable input
-            _skip(str(unreadable_audio(path, exc)) if kind == "audio" else f"cannot read image {path}: {exc}")
+        except Exception as exc:  # Pillow raises several types for unreadable input
+            if kind != "audio":
+                _skip(f"cannot read image {path}: {exc}")
+            elif isinstance(exc, VQCodecError):
+                _skip(str(exc))
+            else:  # os.stat's
+                _skip(f"cannot read audio {path}: {getattr(exc, 'strerror', None) or exc}")
     if not kept:
         raise VQCodecError(f"no readable {kind} in {folder}")
     return kept
@@ -105,8 +131,8 @@ def longest_length(kind: str, files: list[Path], sample_rate: int = 0) -> int:
         return max(max(image_size(path)) for path in files)
     lengths = []
     for path in files:
-        info = soundfile.info(os.fsencode(path))
-        lengths.append(round(info.frames * sample_rate / info.samplerate))  # as AudioCrops holds it
+        frames, rate, _ = _audio_header(path)
+        lengths.append(round(frames * sample_rate / rate))  # as AudioCrops holds it
     return max(lengths)
 
 
@@ -115,15 +141,16 @@ def decodes(kind: str, path: Path) -> bool:
     damaged file whose header reads) gets a `skipping` line."""
     try:
         if kind == "audio":
-            for _ in soundfile.blocks(os.fsencode(path), blocksize=1 << 16, dtype="float32"):
-                pass
+            said: list[str] = []
+            with open_sound(path, said) as sound:
+                for _ in sound_blocks(sound, path, said=said):
+                    pass
+            _warn_once(said, path)
         else:
             read_image_rgb(path)
         return True
     except VQCodecError as exc:
         _skip(str(exc))
-    except Exception as exc:  # soundfile raises several types for unreadable input
-        _skip(str(unreadable_audio(path, exc)))
     return False
 
 
@@ -234,15 +261,17 @@ class AudioSource:
 def _channel_finiteness(path: Path) -> tuple[int, np.ndarray] | None:
     """The samples per channel a file holds and whether each channel's are all finite, read block by
     block; None, after a `skipping` line, for a file that cannot be read."""
+    said: list[str] = []
     try:
-        with soundfile.SoundFile(os.fsencode(path)) as sound:
+        with open_sound(path, said) as sound:
             samples, finite = 0, np.ones(sound.channels, dtype=bool)
-            while len(block := sound.read(1 << 16, dtype="float32", always_2d=True)):
-                samples += len(block)
-                finite &= np.isfinite(block).all(axis=0)
-    except Exception as exc:  # soundfile raises several types for unreadable input
-        _skip(str(unreadable_audio(path, exc)))
+            for block in sound_blocks(sound, path, said=said):
+                samples += block.shape[1]
+                finite &= np.isfinite(block).all(axis=1)
+    except VQCodecError as exc:
+        _skip(str(exc))
         return None
+    _warn_once(said, path)
     return samples, finite
 
 
@@ -298,12 +327,12 @@ class AudioCrops(Crops):
         self.sources: list[AudioSource] = []
         for path in files:
             try:
-                info = soundfile.info(os.fsencode(path))
-            except Exception as exc:  # soundfile raises several types for unreadable input
-                _skip(str(unreadable_audio(path, exc)))
+                frames, rate, channels = _audio_header(path)
+            except VQCodecError as exc:
+                _skip(str(exc))
                 continue
-            if info.frames > 0 and info.samplerate > 0:
-                self.sources += [AudioSource(Path(path), c, info.frames, info.samplerate) for c in range(info.channels)]
+            if frames > 0 and rate > 0:
+                self.sources += [AudioSource(Path(path), c, frames, rate) for c in range(channels)]
         limit = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
         read_at_once: dict[Path, int] = {}  # each file is decoded whole, every channel at its own rate, to be loaded
         for source in self.sources:
@@ -330,8 +359,10 @@ class AudioCrops(Crops):
         clips, kept, loaded = [], [], {}
         for source in self.sources:
             if source.path not in loaded:
+                said: list[str] = []
                 try:
-                    loaded = {source.path: read_audio(source.path, self.sample_rate)[0]}
+                    loaded = {source.path: read_audio(source.path, self.sample_rate, said)[0]}
+                    _warn_once(said, source.path)
                 except VQCodecError as exc:
                     _skip(str(exc))
                     loaded = {source.path: None}
@@ -406,11 +437,15 @@ class AudioCrops(Crops):
                 first -= first % down  # on a source sample, so the resampled read falls on the whole file's grid
         low = first * up // down
         high = min(source.frames, -(-(start + self.crop) * up // down) + margin)
-        try:
-            data, _ = soundfile.read(os.fsencode(source.path), start=low, stop=max(low, high), dtype="float32",
-                                     always_2d=True)
-        except Exception as exc:
-            raise unreadable_audio(source.path, exc) from None
+        said: list[str] = []  # in a batch worker, never anything: file descriptor 2 is not captured there
+        with open_sound(source.path, said) as sound:
+            try:
+                with decoder_lines(sound.format) as lines:
+                    sound.seek(low)
+                    data = sound.read(max(0, high - low), dtype="float32", always_2d=True)
+            except Exception as exc:  # soundfile raises several types for unreadable input
+                raise unreadable_audio(source.path, exc) from None
+        _warn_once(said + lines, source.path)
         segment = data[:, source.channel]
         if source.rate != self.sample_rate and segment.size:
             segment = soxr.resample(segment, source.rate, self.sample_rate).astype(np.float32)

@@ -387,11 +387,12 @@ class _ClosingSoundFile(soundfile.SoundFile):
             self._owned.close()
 
 
-def open_sound(source) -> soundfile.SoundFile:
+def open_sound(source, said: list[str] | None = None) -> soundfile.SoundFile:
     """Open audio for reading: a path, or a binary stream that can seek, from where it is. A file whose
     writer could not set its length is read to its end (streamed_length_patches). What the MP3 decoder
-    says on opening it is one warning (warn_decoder_lines); input that cannot be opened is one
-    VQCodecError naming it, which says why (for a path: no such file, a folder, not readable)."""
+    says on opening it is one warning (warn_decoder_lines), or goes into `said` where that is given;
+    input that cannot be opened is one VQCodecError naming it, which says why (for a path: no such
+    file, a folder, not readable)."""
     path = source if isinstance(source, (str, Path)) else None
     owned = None
     try:
@@ -412,7 +413,10 @@ def open_sound(source) -> soundfile.SoundFile:
         raise _unopenable_audio(source, exc) from None
     if owned is not None and not patches:
         owned.close()
-    warn_decoder_lines(lines, input_name(source))
+    if said is None:
+        warn_decoder_lines(lines, input_name(source))
+    else:
+        said += lines
     return sound
 
 
@@ -544,18 +548,22 @@ def warn_decoder_lines(lines: list[str], where) -> None:
         warnings.warn(AudioReadWarning(f"{called}: the MP3 decoder says: {said}; read past it"), stacklevel=3)
 
 
-def sound_blocks(sound: soundfile.SoundFile, where, block_frames: int = READ_BLOCK_FRAMES):
+def sound_blocks(sound: soundfile.SoundFile, where, block_frames: int = READ_BLOCK_FRAMES,
+                 said: list[str] | None = None):
     """(channels, n) float32 blocks of the samples an open file really holds: the count each read
     returns is what counts, never the length its header declares (SoundFile.blocks() yields its
     whole buffer, uninitialised past the end, when a damaged file ends before it). A failed read is
     one VQCodecError naming `where` (sound_read_error); what the MP3 decoder says of damage it reads
-    past is one warning (warn_decoder_lines), the first time only."""
+    past is one warning (warn_decoder_lines), the first time only, or goes into `said` where that is
+    given."""
     frames_read, warned = 0, False
     try:
         while True:
             with decoder_lines(sound.format) as lines:
                 block = sound.read(block_frames, dtype="float32", always_2d=True)
-            if lines and not warned:
+            if said is not None:
+                said += lines
+            elif lines and not warned:
                 warn_decoder_lines(lines, where)
                 warned = True
             if not len(block):
@@ -566,14 +574,17 @@ def sound_blocks(sound: soundfile.SoundFile, where, block_frames: int = READ_BLO
         raise sound_read_error(where, frames_read, sound.frames, exc) from None
 
 
-def read_audio(path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+def read_audio(path, sample_rate: int | None = None, said: list[str] | None = None) -> tuple[np.ndarray, int]:
     """Read a whole audio file as float32 (channels, samples), resampled to `sample_rate` if given.
+    What the MP3 decoder says of damage that it reads past, opening and reading the file, is one
+    warning naming it (warn_decoder_lines), or goes into `said` where that is given.
 
     The samples are those the file really holds: its header's length is taken on trust only up to
     TRUSTED_FRAMES_PER_BYTE frames a byte of the file (a header that declares 2**36 samples had them
     allocated, 256 GiB); past that, the rest is read a block at a time. (libsndfile stops at the
     length a FLAC file's header declares, so one that declares too few is read that long.)"""
-    with open_sound(path) as sound:
+    lines_said: list[str] = []
+    with open_sound(path, lines_said) as sound:
         rate, channels = sound.samplerate, sound.channels
         try:
             size = os.stat(path).st_size
@@ -583,14 +594,20 @@ def read_audio(path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
         buffer = np.empty((trusted, channels), dtype=np.float32)
         frames_read = 0
         try:
-            while frames_read < trusted:
-                got = len(sound.read(out=buffer[frames_read:frames_read + READ_BLOCK_FRAMES]))
-                if not got:
-                    break
-                frames_read += got
+            with decoder_lines(sound.format) as lines:
+                while frames_read < trusted:
+                    got = len(sound.read(out=buffer[frames_read:frames_read + READ_BLOCK_FRAMES]))
+                    if not got:
+                        break
+                    frames_read += got
         except RuntimeError as exc:
             raise sound_read_error(path, frames_read, sound.frames, exc) from None
-        rest = [block.T for block in sound_blocks(sound, path)]  # beyond what the header was trusted for
+        lines_said += lines
+        rest = [block.T for block in sound_blocks(sound, path, said=lines_said)]  # beyond what the header was trusted for
+    if said is None:
+        warn_decoder_lines(lines_said, path)
+    else:
+        said += lines_said
     data = (np.concatenate([buffer[:frames_read], *rest]) if rest else buffer[:frames_read]).T
     if sample_rate is not None and rate != sample_rate and data.shape[1] > 0:
         data = np.stack([soxr.resample(channel, rate, sample_rate) for channel in data]).astype(np.float32)
