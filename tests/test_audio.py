@@ -364,6 +364,50 @@ def test_a_wav_whose_riff_size_says_its_data_is_empty_holds_no_samples(codec, tm
         codec.encode(path, 2)
 
 
+def declaring_rate(path: Path, audio: np.ndarray, format_name: str, rate: float) -> Path:
+    """A 16-bit file of `audio` whose header gives the sample rate `rate`, in the field its format keeps it in."""
+    import struct
+
+    soundfile.write(path, audio.T, 16000, format=format_name, subtype="PCM_16")
+    raw = bytearray(path.read_bytes())
+    if format_name == "WAV":
+        struct.pack_into("<I", raw, raw.index(b"fmt ") + 12, int(rate))
+    elif format_name == "AIFF":  # an 80-bit float: sign and exponent, then the mantissa with its leading bit
+        mantissa, exponent = math.frexp(rate)
+        raw[raw.index(b"COMM") + 16:raw.index(b"COMM") + 26] = struct.pack(
+            ">HQ", exponent + 16382 if rate else 0, int(mantissa * 2**64))
+    elif format_name == "CAF":
+        struct.pack_into(">d", raw, raw.index(b"desc") + 12, rate)
+    else:
+        struct.pack_into(">I", raw, 16, int(rate))
+    path.write_bytes(raw)
+    return path
+
+
+@pytest.mark.parametrize("format_name, rate", [("WAV", 0), ("WAV", 2**31), ("WAV", 2**32 - 1), ("AIFF", 0),
+                                               ("AIFF", 2**31), ("CAF", 0.5), ("CAF", -16000), ("AU", 0)])
+def test_a_header_giving_a_sample_rate_no_audio_has_is_refused_saying_so(codec, signal, tmp_path, format_name, rate):
+    """libsndfile refused most of these as "SF_INFO struct incomplete.", and read AIFF's 0 Hz as 1 Hz (to be
+    resampled 16 000-fold) and 2**31 Hz as 800 MHz."""
+    from vqcodec.io import read_audio
+
+    path = declaring_rate(tmp_path / f"odd.{format_name.lower()}", signal(1, 1600, 16000), format_name, rate)
+    shown = re.escape(f"{rate} Hz")
+    for read, where in ((lambda: read_audio(path, 16000), path), (lambda: codec.encode(path, 2), path),
+                        (lambda: codec.encode(io.BytesIO(path.read_bytes()), 2), "from the stream")):
+        with pytest.raises(VQCodecError, match=f"^cannot read audio {re.escape(str(where))}: its header gives a "
+                                               f"sample rate of {shown}$"):
+            read()
+
+
+def test_audio_at_a_rate_a_vq_file_cannot_hold_is_refused_naming_it(codec, signal, tmp_path):
+    path = declaring_rate(tmp_path / "fast.wav", signal(1, 1600, 16000), "WAV", 2**31 - 1)
+    for options in ({}, {"max_rate": 10.0}):
+        with pytest.raises(VQCodecError, match=f"^audio {re.escape(str(path))} is at 2147483647 Hz, above the "
+                                               "768000 Hz that a .vq file holds$"):
+            codec.encode(path, 2, **options)
+
+
 def test_decode_audio_file_writes_the_original_layout(codec, signal, tmp_path):
     audio = signal(2, 12345, 22050)
     data = codec.encode_audio(audio, 22050, 2)

@@ -1144,6 +1144,7 @@ class Codec:
         if max_kbps is None:
             return self._encode_audio_source(source, quality)
         with open_sound(source) as sound:
+            self._check_file_rate(sound.samplerate, source)
             channels, sample_rate = sound.channels, sound.samplerate
             samples = sum(block.shape[1] for block in self._sound_blocks(sound, source))
         self._check_samples_read(samples, source)
@@ -1185,6 +1186,14 @@ class Codec:
         return sound_blocks(sound, input_name(source), STREAM_BLOCK_SAMPLES)
 
     @staticmethod
+    def _check_file_rate(sample_rate: int, source) -> None:
+        """A file at a rate that a .vq file cannot hold is refused, naming it (the API's own check names none)."""
+        if sample_rate > vqformat.MAX_SAMPLE_RATE:
+            where = input_name(source)
+            raise VQCodecError(f"audio {where if where is not None else 'from the stream'} is at {sample_rate} Hz, "
+                               f"above the {vqformat.MAX_SAMPLE_RATE} Hz that a .vq file holds")
+
+    @staticmethod
     def _check_samples_read(samples: int, source) -> None:
         """A file of no samples (a sound header and nothing after it) is refused, naming it."""
         if samples == 0:
@@ -1196,6 +1205,7 @@ class Codec:
         into memory, a longer one read twice, so that memory stays bounded. The length is what the
         reads return, which for a truncated file is less than its header declares."""
         with open_sound(source) as sound:
+            self._check_file_rate(sound.samplerate, source)
             if sound.frames * sound.channels <= WHOLE_READ_SAMPLES:
                 read = list(self._sound_blocks(sound, source))
                 stream, peak = iter(read), _peak(read)

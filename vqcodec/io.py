@@ -253,9 +253,14 @@ def input_name(source) -> str | Path | None:
     return name if isinstance(name, (str, Path)) else "from stdin" if isinstance(name, int) else None
 
 
+# libsndfile's reasons that say nothing to whoever reads them, and what they mean
+SOUNDFILE_REASONS = {"SF_INFO struct incomplete.": "its header gives no valid sample rate"}
+
+
 def _soundfile_reason(exc: Exception) -> str:
     """soundfile's reason, without the "Error opening <name>: " it puts before it."""
-    return str(exc).rsplit(": ", 1)[-1] if str(exc).startswith("Error opening") else str(exc)
+    reason = str(exc).rsplit(": ", 1)[-1] if str(exc).startswith("Error opening") else str(exc)
+    return SOUNDFILE_REASONS.get(reason, reason)
 
 
 def unreadable_audio(where, exc: Exception) -> VQCodecError:
@@ -331,16 +336,54 @@ def streamed_length_patches(head: bytes, file_size: int) -> dict[int, bytes]:
     return {}
 
 
-def _streamed_length_patches_of(stream) -> dict[int, bytes]:
-    """streamed_length_patches of a stream that can seek, from where it is, which it is left at."""
+def _head_of(stream) -> tuple[bytes, int]:
+    """The first STREAMED_HEAD_BYTES of a stream that can seek, from where it is, and its size from there
+    (b"" and 0 where it cannot be read so); it is left where it was."""
     try:
         position = stream.tell()
         head = stream.read(STREAMED_HEAD_BYTES)
         size = stream.seek(0, os.SEEK_END) - position
         stream.seek(position)
     except (AttributeError, OSError, ValueError):
-        return {}
-    return streamed_length_patches(head, size) if isinstance(head, bytes) else {}
+        return b"", 0
+    return (head, size) if isinstance(head, bytes) else (b"", 0)
+
+
+def _extended_float(raw: bytes) -> float:
+    """An IEEE 754 80-bit extended float (AIFF's sample rate): sign and exponent in 16 bits, then a 64-bit
+    mantissa with an explicit leading bit."""
+    exponent, mantissa = int.from_bytes(raw[:2], "big"), int.from_bytes(raw[2:10], "big")
+    value = math.ldexp(mantissa, (exponent & 0x7FFF) - 16383 - 63) if exponent & 0x7FFF else 0.0
+    return -value if exponent & 0x8000 else value
+
+
+def declared_rate(head: bytes) -> float | None:
+    """The sample rate a WAV, RF64, AIFF, CAF or AU header gives, or None for another file. libsndfile
+    refuses a rate below 1 Hz or of 2**31 Hz or more in most of these as "SF_INFO struct incomplete",
+    and reads AIFF's as 1 Hz and 800 MHz."""
+    import struct
+
+    if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
+        fmt = _chunk(head, 12, b"fmt ", "<I", padded=True)
+        return struct.unpack_from("<I", head, fmt[0] + 12)[0] if fmt and len(head) >= fmt[0] + 16 else None
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        comm = _chunk(head, 12, b"COMM", ">I", padded=True)
+        return _extended_float(head[comm[0] + 16:comm[0] + 26]) if comm and len(head) >= comm[0] + 26 else None
+    if head[:4] == b"caff":
+        desc = _chunk(head, 8, b"desc", ">q", padded=False)
+        return struct.unpack_from(">d", head, desc[0] + 12)[0] if desc and len(head) >= desc[0] + 20 else None
+    if head[:4] == b".snd" and len(head) >= 20:
+        return struct.unpack_from(">I", head, 16)[0]
+    return None
+
+
+def _check_declared_rate(head: bytes, where) -> None:
+    """Refuse a file whose header gives a sample rate that no audio has (declared_rate)."""
+    rate = declared_rate(head)
+    if rate is not None and not 1 <= rate < 2**31:
+        shown = int(rate) if math.isfinite(rate) and float(rate).is_integer() else rate
+        where = where if where is not None else "from the stream"
+        raise VQCodecError(f"cannot read audio {where}: its header gives a sample rate of {shown} Hz")
 
 
 class PatchedStream:
@@ -399,7 +442,9 @@ def open_sound(source, said: list[str] | None = None) -> soundfile.SoundFile:
         if path is not None and os.path.isfile(path):  # not a FIFO, whose head libsndfile must read
             owned = open(path, "rb")
         stream = source if path is None else owned
-        patches = _streamed_length_patches_of(stream) if stream is not None else {}
+        head, size = _head_of(stream) if stream is not None else (b"", 0)
+        _check_declared_rate(head, input_name(source))
+        patches = streamed_length_patches(head, size)
         with decoder_lines(None) as lines:
             if path is None:
                 sound = soundfile.SoundFile(PatchedStream(SoundStream(source), patches))
@@ -407,6 +452,10 @@ def open_sound(source, said: list[str] | None = None) -> soundfile.SoundFile:
                 sound = _ClosingSoundFile(PatchedStream(SoundStream(owned), patches), owned)
             else:
                 sound = soundfile.SoundFile(os.fsencode(path))
+    except VQCodecError:
+        if owned is not None:
+            owned.close()
+        raise
     except Exception as exc:  # soundfile raises several types for unreadable input
         if owned is not None:
             owned.close()
