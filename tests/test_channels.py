@@ -152,7 +152,7 @@ def test_shared_file_codes_part_and_salvage(codec):
     damaged[-5] ^= 0xFF  # the last chunk
     salvaged, _ = codec.decode_audio(bytes(damaged), salvage=True)
     assert salvaged.shape == (2, signal.shape[1]) and np.array_equal(salvaged[0], salvaged[1])
-    assert codec.damaged_parts(bytes(damaged)) == [{"chunk": 11, "from": 2.75, "to": 3.0}]
+    assert codec.damaged_parts(bytes(damaged)) == [{"chunk": 11, "count": 1, "from": 2.75, "to": 3.0}]
 
 
 def test_golden_shared_channel_file():

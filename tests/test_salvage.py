@@ -57,7 +57,7 @@ def test_a_damaged_chunk_is_refused_without_salvage(codec, audio_file):
 def test_a_damaged_chunk_comes_out_silent_and_the_rest_intact(codec, audio_file):
     data, whole = audio_file
     damaged = flip_byte_in_chunk(data, 3)
-    assert codec.damaged_parts(damaged) == [{"chunk": 3, "from": 0.75, "to": 1.0}]
+    assert codec.damaged_parts(damaged) == [{"chunk": 3, "count": 1, "from": 0.75, "to": 1.0}]
     assert codec.damaged_parts(data) == []
     out, rate = codec.decode_audio(damaged, salvage=True)
     assert rate == 44100 and out.shape == whole.shape
@@ -72,7 +72,7 @@ def test_a_damaged_chunk_comes_out_silent_and_the_rest_intact(codec, audio_file)
 def test_a_lost_last_chunk_of_one_sample_is_a_span_of_a_millisecond(codec, signal):
     data = codec.encode_audio(signal(1, 16001, 16000), 16000, 3)  # 1 s in 0.25 s chunks, and one sample
     last = vqformat.parse_header(data).chunk_count - 1
-    assert codec.damaged_parts(flip_byte_in_chunk(data, last)) == [{"chunk": last, "from": 1.0, "to": 1.001}]
+    assert codec.damaged_parts(flip_byte_in_chunk(data, last)) == [{"chunk": last, "count": 1, "from": 1.0, "to": 1.001}]
 
 
 def test_a_chunk_that_does_not_decode_is_damaged_too(codec, audio_file):
@@ -83,7 +83,7 @@ def test_a_chunk_that_does_not_decode_is_damaged_too(codec, audio_file):
     damaged = vqformat.build_file(header, chunks)
     with pytest.raises(VQCodecError, match="chunk holds"):
         codec.decode_audio(damaged)
-    assert codec.damaged_parts(damaged) == [{"chunk": 3, "from": 0.75, "to": 1.0}]
+    assert codec.damaged_parts(damaged) == [{"chunk": 3, "count": 1, "from": 0.75, "to": 1.0}]
     out, _ = codec.decode_audio(damaged, salvage=True)
     assert np.abs(out[:, int(0.76 * 44100):int(0.99 * 44100)]).max() < 1e-6
     np.testing.assert_allclose(out[:, :int(0.7 * 44100)], whole[:, :int(0.7 * 44100)], atol=1e-5)
@@ -94,7 +94,7 @@ def test_a_lost_chunk_that_starts_within_a_millisecond_is_a_span_from_that_milli
 
     monkeypatch.setattr(codec_module, "AUDIO_CHUNK_FRAMES", 3)  # 1.5 ms chunks at hop 8
     data = codec.encode_audio(signal(1, 400, 16000), 16000, 2)
-    assert codec.damaged_parts(flip_byte_in_chunk(data, 1)) == [{"chunk": 1, "from": 0.001, "to": 0.003}]
+    assert codec.damaged_parts(flip_byte_in_chunk(data, 1)) == [{"chunk": 1, "count": 1, "from": 0.001, "to": 0.003}]
 
 
 def test_a_cut_short_file_decodes_what_it_holds(codec, audio_file):
@@ -103,7 +103,7 @@ def test_a_cut_short_file_decodes_what_it_holds(codec, audio_file):
     cut = data[:offset + length // 2]
     with pytest.raises(VQCodecError, match="truncated"):
         codec.decode_audio(cut)
-    assert [d["chunk"] for d in codec.damaged_parts(cut)] == [5, 6, 7]
+    assert [(d["chunk"], d["count"]) for d in codec.damaged_parts(cut)] == [(5, 3)]
     out, _ = codec.decode_audio(cut, salvage=True)
     assert out.shape == whole.shape
     np.testing.assert_allclose(out[:, :int(1.2 * 44100)], whole[:, :int(1.2 * 44100)], atol=1e-5)
@@ -140,7 +140,7 @@ def image_file(golden_image_codec):
 def test_a_damaged_image_chunk_comes_out_grey(golden_image_codec, image_file):
     data, whole = image_file
     damaged = flip_byte_in_chunk(data, 1)
-    assert golden_image_codec.damaged_parts(damaged) == [{"chunk": 1, "from": 64, "to": 128}]
+    assert golden_image_codec.damaged_parts(damaged) == [{"chunk": 1, "count": 1, "from": 64, "to": 128}]
     with pytest.raises(VQCodecError):
         golden_image_codec.decode_image(damaged)
     out = np.asarray(golden_image_codec.decode_image(damaged, salvage=True))
@@ -261,9 +261,21 @@ def test_a_header_alone_costs_no_memory_for_its_lost_chunks(golden_audio_codec):
     frames = -(-header.length // golden_audio_codec.hop)
     header.chunk_count = -(-frames // header.chunk_frames)
     data = header.pack()
-    result, peak = traced_peak(lambda: [part["chunk"] for part in golden_audio_codec.damaged_parts(data)])
-    assert result == list(range(header.chunk_count))
+    result, peak = traced_peak(lambda: golden_audio_codec.damaged_parts(data))
+    assert [(part["chunk"], part["count"]) for part in result] == [(0, header.chunk_count)]
     assert peak < 1 << 20
+
+
+def test_lost_chunks_are_listed_as_runs(codec, audio_file):
+    """Each lost chunk was an entry of its own: a header alone of 24 hours in chunks of one frame
+    listed 4 million of them (about 35 MB); now a run of consecutive lost chunks is one entry."""
+    damaged = flip_byte_in_chunk(flip_byte_in_chunk(flip_byte_in_chunk(audio_file[0], 1), 2), 5)
+    assert codec.damaged_parts(damaged) == [{"chunk": 1, "count": 2, "from": 0.25, "to": 0.75},
+                                            {"chunk": 5, "count": 1, "from": 1.25, "to": 1.5}]
+    header = vqformat.parse_header(audio_file[0])
+    header.chunk_frames = 1
+    header.chunk_count = -(-header.length * codec.sample_rate // header.sample_rate // codec.hop)
+    assert codec.damaged_parts(header.pack()) == [{"chunk": 0, "count": header.chunk_count, "from": 0.0, "to": 2.0}]
 
 
 def test_salvaging_many_lost_chunks_takes_time_in_proportion_to_them(bighop_codec):
@@ -289,8 +301,8 @@ def test_salvaging_many_lost_chunks_takes_time_in_proportion_to_them(bighop_code
 
 
 @pytest.mark.parametrize("kind, parts, spans", [
-    (vqformat.KIND_AUDIO, [{"chunk": 361, "from": 3617.554, "to": 3627.554}], "3617.554-3627.554 s"),
-    (vqformat.KIND_IMAGE, [{"chunk": 3906, "from": 999936, "to": 1000192}], "999936-1000192 px rows")])
+    (vqformat.KIND_AUDIO, [{"chunk": 361, "count": 1, "from": 3617.554, "to": 3627.554}], "3617.554-3627.554 s"),
+    (vqformat.KIND_IMAGE, [{"chunk": 3906, "count": 1, "from": 999936, "to": 1000192}], "999936-1000192 px rows")])
 def test_salvage_warning_gives_spans_to_the_millisecond_and_the_row(capsys, kind, parts, spans):
     """Spans were printed with 6 significant digits: 3617.55 s for 3617.554, 1e+06 for row 1000000."""
     from vqcodec.cli import _warn_damage

@@ -830,20 +830,13 @@ def _warn_damage(damaged: list[dict], header) -> None:
     if not damaged:
         return
     audio = header.kind == vqformat.KIND_AUDIO
-    runs = []  # [from, to, last chunk] of each run of consecutive lost chunks: a header alone has millions
-    for d in damaged:
-        if "from" not in d:
-            continue
-        if runs and runs[-1][2] == d["chunk"] - 1:
-            runs[-1][1:] = [d["to"], d["chunk"]]
-        else:
-            runs.append([d["from"], d["to"], d["chunk"]])
-    spans = [f"{a:.3f}-{b:.3f} s" if audio else f"{int(a)}-{int(b)} px rows"
-             for a, b, _ in runs]  # to the millisecond (as damaged_parts gives them), whole rows
+    runs = [d for d in damaged if "from" in d]
+    spans = [f"{d['from']:.3f}-{d['to']:.3f} s" if audio else f"{int(d['from'])}-{int(d['to'])} px rows"
+             for d in runs]  # to the millisecond (as damaged_parts gives them), whole rows
     has_alpha_mode = not audio and IMAGE_MODE_NAMES.get(header.mode) in ALPHA_MODES
     alpha_fate = "made opaque" if has_alpha_mode else f"ignored: {IMAGE_MODE_NAMES.get(header.mode)} has no alpha"
     alpha = [f"the alpha plane ({alpha_fate})" for d in damaged if d.get("alpha")]
-    count = sum("from" in d for d in damaged) + len(alpha)
+    count = sum(d["count"] for d in runs) + len(alpha)
     fill = "silence" if audio else "grey"
     total = header.chunk_count + (1 if header.flags & vqformat.FLAG_ALPHA or has_alpha_mode else 0)
     warnings = [f"{count} of {plural(total, 'chunk')} {'is' if count == 1 else 'are'} damaged or missing, "

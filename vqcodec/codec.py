@@ -1476,8 +1476,9 @@ class Codec:
         return rows, lambda n: (header.quality, n, cols)
 
     def damaged_parts(self, data: bytes) -> list[dict]:
-        """What a damaged `.vq` file has lost: each code chunk whose framing or CRC fails or that does
-        not decode, as {"chunk", "from", "to"} in seconds (audio) or pixel rows (images), and
+        """What a damaged `.vq` file has lost: each run of consecutive code chunks whose framing or CRC
+        fails or that do not decode, as {"chunk": the first, "count", "from", "to"} in seconds (audio) or
+        pixel rows (images), and
         {"chunk", "alpha": True} for a damaged alpha plane, and {"trailing_bytes"} for bytes after the
         last chunk (which salvage ignores). Empty for an intact file. The header must be intact: a file
         whose header is damaged raises, as in decoding."""
@@ -1491,14 +1492,21 @@ class Codec:
             header, chunks, alpha_bytes, _, _ = self._image_parts(data, salvage=True)
             scale, end = self.hop, header.height
         total, shape_of = self._chunk_layout(header)
-        damaged: list[int] = []
+        runs: list[list[int]] = []  # [first chunk, count] of each run of consecutive lost chunks
         for index, (a, b) in enumerate(_blocks(total, header.chunk_frames)):
-            self._chunk_codes(header, chunks, index, shape_of(b - a), True, damaged)
+            lost: list[int] = []
+            self._chunk_codes(header, chunks, index, shape_of(b - a), True, lost)
+            if lost and runs and sum(runs[-1]) == index:
+                runs[-1][1] += 1
+            elif lost:
+                runs.append([index, 1])
         def edge(position: float, outwards) -> float:  # to the millisecond, never hiding a short span
             return outwards(round(position * 1000, 6)) / 1000 if audio else position
 
-        report = [{"chunk": i, "from": edge(min(end, i * header.chunk_frames * scale), math.floor),
-                   "to": edge(min(end, (i + 1) * header.chunk_frames * scale), math.ceil)} for i in damaged]
+        report = [{"chunk": first, "count": count,
+                   "from": edge(min(end, first * header.chunk_frames * scale), math.floor),
+                   "to": edge(min(end, (first + count) * header.chunk_frames * scale), math.ceil)}
+                  for first, count in runs]
         if not audio:
             try:
                 alpha_plane(header, alpha_bytes)
