@@ -902,6 +902,44 @@ def test_a_pipes_dev_fd_name_is_written_into(encoded, tiny_model_path):
     assert rate == 22050 and audio.shape == (11025, 2)
 
 
+def test_dev_stdout_is_written_as_dash_is(encoded, tiny_model_path, monkeypatch):
+    """/dev/stdout was a file name: refused for want of an audio extension, and with stdout on a file,
+    as that existing file (with --force, a new file was renamed onto the name instead)."""
+    from vqcodec.cli import run
+
+    for name in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"):
+        stdout = ShortWrites()
+        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(stdout, write_through=True))
+        assert run(["decode", str(encoded / "out.vq"), name, "-m", str(tiny_model_path)]) == 0
+        audio, rate = soundfile.read(io.BytesIO(bytes(stdout.taken)), always_2d=True)
+        assert rate == 22050 and audio.shape == (11025, 2)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="no /proc/self/fd")
+def test_a_descriptors_name_is_written_into_the_descriptor(encoded, tiny_model_path, tmp_path, capsys):
+    """`3>> log.wav` names /dev/fd/3, open on a file: it was refused as an existing file, and with --force a
+    new file was renamed onto the file's name, not written where the descriptor stands."""
+    from vqcodec.cli import run
+
+    for name in ("/dev/fd/{}", "/proc/self/fd/{}"):
+        out = tmp_path / "out.wav"
+        out.write_bytes(b"kept")
+        descriptor = os.open(out, os.O_WRONLY | os.O_APPEND)
+        try:
+            code = run(["decode", str(encoded / "out.vq"), name.format(descriptor), "--format", "wav",
+                        "-m", str(tiny_model_path)])
+        finally:
+            os.close(descriptor)
+        assert code == 0, capsys.readouterr().err
+        assert out.read_bytes()[:8] == b"keptRIFF" and list(tmp_path.iterdir()) == [out]
+        out.unlink()
+    closed = os.open(os.devnull, os.O_RDONLY)
+    os.close(closed)
+    assert run(["decode", str(encoded / "out.vq"), f"/dev/fd/{closed}", "--format", "wav",
+                "-m", str(tiny_model_path)]) == 1
+    assert capsys.readouterr().err == f"vqcodec: error: /dev/fd/{closed}: file descriptor {closed} is not open\n"
+
+
 def test_a_symlinked_output_is_written_through(encoded, cli, tiny_model_path, tmp_path):
     """With --force, the file a link names gets the output and the link stays (renaming onto the
     link replaced it by a regular file; for /dev/stdout, as root, the device's link itself)."""

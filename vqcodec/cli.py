@@ -119,19 +119,33 @@ def _model_name(ctx, param, value):
     return value
 
 
+def _output_name(ctx, param, value):
+    """An OUTPUT argument, with "-" for a name of stdout (/dev/stdout, /dev/fd/1): written as "-" is."""
+    from .io import descriptor_named
+
+    return "-" if descriptor_named(value) == 1 else value
+
+
 def _refuse_existing_output(path: str, force: bool) -> None:
     """Refuse to overwrite an existing output without --force (commands check this before their
     work as well as when they write, so that a refusal costs nothing)."""
+    from .io import descriptor_named, is_stream_file
+
     if path == "-":
         _stdout(force)
+        return
+    descriptor = descriptor_named(path)
+    if descriptor is not None:  # written into, where the shell's redirection chose to write
+        try:
+            os.fstat(descriptor)
+        except OSError:
+            raise VQCodecError(f"{path}: file descriptor {descriptor} is not open") from None
         return
     if Path(path).is_dir():
         raise VQCodecError(f"{path}: is a directory")
     if path.endswith(("/", os.sep)):  # names a folder, which Path() would drop: a file "out" for "out/"
         raise VQCodecError(f"{path}: {'not a directory' if Path(path).exists() else 'no such directory'} "
                            "(a single file's output is a file name)")
-    from .io import is_stream_file
-
     if os.path.lexists(path) and not force and not is_stream_file(path):  # a dangling link too
         raise VQCodecError(f"{path} exists; pass --force to overwrite it")
 
@@ -264,7 +278,7 @@ def cli(ctx):
 
 @cli.command()
 @click.argument("input_path", metavar="INPUT")
-@click.argument("output_path", metavar="OUTPUT")
+@click.argument("output_path", metavar="OUTPUT", callback=_output_name)
 @click.option("-q", "--quality", default=None, type=int, help="Number of codebooks (1..max). Default: 8 (speech16k: about 2.6 kbps).")
 @click.option("-m", "--model", default=None, callback=_model_name,
               help="Model name or path (default: speech16k for audio, image for images).")
@@ -674,7 +688,7 @@ def _fail_if_skipped(skipped: int, total: int, verb: str, then: str = "") -> Non
 
 @cli.command()
 @click.argument("input_path", metavar="INPUT")
-@click.argument("output_path", metavar="OUTPUT")
+@click.argument("output_path", metavar="OUTPUT", callback=_output_name)
 @click.option("-m", "--model", default=None, callback=_model_name,
               help="Model name or path (default: the installed model the file names).")
 @click.option("--format", "format_name", default=None,
@@ -995,7 +1009,7 @@ def _print_info(file_info, model: str | None, report: dict | None, other_prior: 
 
 @cli.command()
 @click.argument("input_path", metavar="INPUT")
-@click.argument("output_path", metavar="OUTPUT")
+@click.argument("output_path", metavar="OUTPUT", callback=_output_name)
 @click.option("-m", "--model", default=None, callback=_model_name,
               help="Model name or path (default: for a .vq file, the installed model it names; for media, "
                    "speech16k for audio and image for images).")
@@ -1149,7 +1163,7 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
 
 @cli.command()
 @click.argument("input_path", metavar="CODES")
-@click.argument("output_path", metavar="OUTPUT")
+@click.argument("output_path", metavar="OUTPUT", callback=_output_name)
 @click.option("-m", "--model", required=True, callback=_model_name,
               help="Model name or path whose codebooks the codes index.")
 @click.option("--rate", type=click.IntRange(1), default=None, help="Audio: the sample rate to decode to (default: the model's).")

@@ -5,6 +5,7 @@ import contextlib
 import functools
 import math
 import os
+import re
 import stat
 import warnings
 from io import BytesIO
@@ -88,26 +89,44 @@ def is_stream_file(path) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 
 
+def descriptor_named(path) -> int | None:
+    """The file descriptor of this process that `path` names: N for /dev/fd/N and /proc/self/fd/N,
+    1 for /dev/stdout; None for any other path. Output to such a name is written into the
+    descriptor, where the shell's redirection put it (`3>> log`, `> out.wav`), not renamed onto the
+    file it is open on."""
+    name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
+    if name == "/dev/stdout":
+        return 1
+    found = re.fullmatch(r"/(?:dev/fd|proc/self/fd)/([0-9]+)", name) if isinstance(name, str) else None
+    return int(found.group(1)) if found else None
+
+
 TEMPORARY_NAME_CHARS = 40  # of the output's name in its temporary file's: at most 160 bytes in UTF-8
 
 
 def write_file(path, write, replace: bool = True) -> None:
     """Call write(stream) into a temporary file beside `path`, then rename it onto `path`: a failure
-    leaves nothing behind, and readers never see half a file. A FIFO or device (is_stream_file) gets
-    the finished output written into it instead. A symbolic link to a file is written through: the
+    leaves nothing behind, and readers never see half a file. A FIFO or device (is_stream_file), and
+    a descriptor's name (descriptor_named), get the finished output written into them instead. A symbolic link to a file is written through: the
     file it names is replaced, and the link stays. With replace=False a file at `path` is never
     replaced, even one that another process wrote while this one ran (move_into_place)."""
     import shutil
     import tempfile
 
-    if is_stream_file(path):  # written through the name given: a pipe's link (/dev/fd/N) resolves to no file
+    descriptor = descriptor_named(path)
+    if descriptor is not None or is_stream_file(path):  # a pipe's link (/dev/fd/N) resolves to no file
         target = Path(path)
         try:
             with tempfile.TemporaryFile() as spool:
                 write(spool)
                 spool.seek(0)
-                with open(target, "wb") as stream:
-                    shutil.copyfileobj(spool, stream)
+                if descriptor is None:
+                    with open(target, "wb") as stream:
+                        shutil.copyfileobj(spool, stream)
+                else:
+                    _flush_python_streams_on(descriptor)
+                    with open(descriptor, "wb", closefd=False) as stream:
+                        shutil.copyfileobj(spool, stream)
         except OSError as exc:
             raise VQCodecError(f"cannot write {target}: {exc.strerror or exc}") from None
         return
@@ -121,6 +140,19 @@ def write_file(path, write, replace: bool = True) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _flush_python_streams_on(descriptor: int) -> None:
+    """Flush sys.stdout and sys.stderr where they write to `descriptor`, so that what was printed
+    before comes before what is written into it."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and stream.fileno() == descriptor:
+                stream.flush()
+        except (OSError, ValueError):  # a stream without a descriptor (replaced, closed)
+            pass
 
 
 def write_files(writes: list) -> None:
