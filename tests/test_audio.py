@@ -1521,6 +1521,23 @@ def test_decode_audio_file_to_a_path_leaves_nothing_half_written(codec, signal, 
     assert soundfile.info(str(target)).frames == 8000
 
 
+WRITE_AFTER_PRINTING = """
+from vqcodec.io import write_file
+print("printed first")
+write_file("/dev/stdout", lambda stream: stream.write(b"written second\\n"))
+"""
+
+
+def test_write_file_to_dev_stdout_comes_after_what_python_printed():
+    """Into a pipe, sys.stdout holds what print() gave it until it flushes: write_file's bytes went
+    into the descriptor first, ahead of it."""
+    from conftest import run_python
+
+    result = run_python("-c", WRITE_AFTER_PRINTING, env={"PYTHONUNBUFFERED": ""})  # empty: unset
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b"printed first\nwritten second\n"
+
+
 def test_arrays_coded_above_full_scale_warn_as_the_command_line_does(codec, signal):
     audio = signal(1, 1600, 16000)
     with warnings.catch_warnings():
