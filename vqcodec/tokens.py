@@ -57,8 +57,13 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     rate, length and level gain (or the width and height) that restore it; "skipped" lists the files
     that could not be coded, and why. A weight the codec cannot use (Codec.check_weights) raises
     VQCodecError before any file. A run stopped part way (Ctrl-C, SIGTERM) writes the manifest of
-    the files it finished, with "stopped": true."""
-    folder, out = Path(folder), Path(out)
+    the files it finished, with "stopped": true. It holds the codec's lock, as Codec's encoding
+    methods do: another thread's rate search on the codec sets trial depth weights on it."""
+    with codec._lock:
+        return _code_folder(codec, Path(folder), Path(out), files, quality, log)
+
+
+def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int | None, log) -> dict:
     outputs = code_paths(folder, out, files)
     quality = codec.check_quality(codec.num_codebooks if quality is None else quality)
     codec.check_weights()  # a weight the codec cannot use would fail every file alike
