@@ -801,6 +801,41 @@ def test_closed_or_terminal_stdin_and_stdout_are_refused(encoded, tiny_model_pat
     assert run(["decode", vq, "-", "--force", *model]) == 0 and written.taken[:4] == b"RIFF"
 
 
+def test_text_commands_refuse_a_closed_stdout(encoded, tiny_model_path, monkeypatch, capsys):
+    """info, models and eval printed into nothing (`>&-`) and exited 0: eval after all its work."""
+    from vqcodec.cli import run
+
+    monkeypatch.setattr(sys, "stdout", None)
+    monkeypatch.setenv("VQCODEC_MODEL_PATH", str(tiny_model_path.parent))
+    for args in (["info", str(encoded / "out.vq")], ["models"], ["eval", str(tiny_model_path), str(encoded / "in.wav")]):
+        assert run(args) == 1
+        assert capsys.readouterr().err == "vqcodec: error: stdout is closed: redirect or pipe the output\n", args
+
+
+WRITE_TO_A_FULL_DISK = """
+import subprocess, sys
+for args in sys.argv[1:]:
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run([sys.executable, "-m", "vqcodec", *args.split("|")], stdout=full,
+                                stderr=subprocess.PIPE)
+    print(result.returncode, result.stderr.decode().replace("\\n", "/"))
+"""
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+def test_a_full_stdout_is_one_error_line(encoded, tiny_model_path):
+    """`> /dev/full`: the error named no stream ("No space left on device"), and for printed text
+    Python's flush at exit added 'Exception ignored ... OSError' and exit status 120."""
+    vq, model = str(encoded / "out.vq"), str(tiny_model_path)
+    commands = [f"info|{vq}", f"info|{vq}|--json", "models", f"decode|{vq}|-|-m|{model}",
+                f"eval|{model}|{encoded / 'in.wav'}|--json"]
+    result = run_python("-c", WRITE_TO_A_FULL_DISK, *commands,
+                        env={"PYTHONUNBUFFERED": "", "VQCODEC_MODEL_PATH": str(tiny_model_path.parent)})
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().splitlines() == \
+        ["1 vqcodec: error: cannot write stdout: No space left on device/"] * len(commands)
+
+
 def test_encode_from_stdin_closes_its_spool(tiny_model_path, tmp_path, monkeypatch, capsys):
     """stdin is copied into a temporary file (the spool) that was never closed: a ResourceWarning on every
     encode from stdin, and one more when stdin was closed and the spool made before that was found."""

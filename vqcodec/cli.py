@@ -47,11 +47,29 @@ def _stdin():
 def _stdout(force: bool):
     """stdout's binary stream, refused when it is closed (`>&-`), or, without --force, a terminal (as gzip
     refuses), which binary output would garble."""
-    if sys.stdout is None:
-        raise VQCodecError("stdout is closed: redirect or pipe the output")
+    _refuse_closed_stdout()
     if sys.stdout.isatty() and not force:
         raise VQCodecError("not writing binary output to a terminal: redirect or pipe it, or pass --force")
     return sys.stdout.buffer
+
+
+def _refuse_closed_stdout() -> None:
+    """Refuse a closed stdout (`>&-`): Python's sys.stdout is None, and what is printed goes nowhere."""
+    if sys.stdout is None:
+        raise VQCodecError("stdout is closed: redirect or pipe the output")
+
+
+@contextlib.contextmanager
+def _writing_stdout():
+    """Write stdout in the block, flushed at its end: a write that fails (a full disk: `> /dev/full`) is
+    one error naming stdout. A pipe closed early (BrokenPipeError) still ends the command quietly."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise VQCodecError(f"cannot write stdout: {exc.strerror or exc}") from None
 
 
 def _media_source(path: str):
@@ -159,13 +177,14 @@ def _write_output(path: str, write, force: bool) -> None:
         with tempfile.TemporaryFile() as spool:
             write(spool)
             spool.seek(0)
-            while block := spool.read(SPOOL_BLOCK):
-                # Unbuffered (PYTHONUNBUFFERED, python -u), stdout is a raw stream, whose write may
-                # take only part of a block (a pipe closed early, a full disk): write the rest.
-                view = memoryview(block)
-                while view:
-                    view = view[stdout.write(view) or 0:]
-        stdout.flush()
+            with _writing_stdout():
+                while block := spool.read(SPOOL_BLOCK):
+                    # Unbuffered (PYTHONUNBUFFERED, python -u), stdout is a raw stream, whose write may
+                    # take only part of a block (a pipe closed early, a full disk): write the rest.
+                    view = memoryview(block)
+                    while view:
+                        view = view[stdout.write(view) or 0:]
+                stdout.flush()
         return
     _refuse_existing_output(path, force)
     target = Path(path)
@@ -945,6 +964,7 @@ def info(input_path, as_json, verbose, model_option):
     from .registry import model_of_file, other_prior_model
 
     data = _read_input(input_path, vqformat.MAGIC)
+    _refuse_closed_stdout()
     try:
         file_info, damage = read_info(data), None
     except VQCodecError as exc:  # an intact header still says what the file holds
@@ -975,10 +995,11 @@ def info(input_path, as_json, verbose, model_option):
         record.update(bits_per_pixel=float(f"{file_info.bitrate:.6g}"))  # 6 significant digits, however low
         for key in ("sample_rate", "channels", "samples", "shared_chunks", "gain"):
             record.pop(key)
-    if as_json:
-        click.echo(json.dumps(record, indent=2))
-    else:
-        _print_info(file_info, model, report, other_prior)
+    with _writing_stdout():
+        if as_json:
+            click.echo(json.dumps(record, indent=2))
+        else:
+            _print_info(file_info, model, report, other_prior)
     if damage is not None:
         raise VQCodecError(f"{damage}; `vqcodec decode --salvage` decodes what is intact")
 
@@ -1356,13 +1377,20 @@ def models(as_json):
     Example:
       VQCODEC_MODEL_PATH=runs/mine vqcodec models
     """
-    from .config import config_from_dict
     from .registry import list_models
 
+    _refuse_closed_stdout()
     problems = []
     found = list_models(shadowed=True, problems=problems)
     for problem in problems:
         click.echo(f"vqcodec: warning: {problem}; not listed", err=True)
+    with _writing_stdout():
+        _print_models(found, as_json)
+
+
+def _print_models(found: list[dict], as_json: bool) -> None:
+    from .config import config_from_dict
+
     if as_json:
         click.echo(json.dumps([{**{k: m[k] for k in ("name", "kind", "sample_rate", "model_id", "path", "config")
                                    if k in m},
@@ -1549,6 +1577,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     from .evaluate import evaluate, log_to_stderr, table
     from .io import media_kind_of
 
+    _refuse_closed_stdout()
     _use_threads(threads)
     codec = Codec.load(model, device=resolve_device(device))
     _refuse_weights_when_fixed_width(codec, None, depth_weight)
@@ -1578,13 +1607,14 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     report = evaluate(codec, paths[:files], levels, log=log_to_stderr, targets=targets)
     for skipped in report["skipped"]:
         _print_skipped(skipped["file"], skipped["reason"])
-    if as_json:
-        click.echo(json.dumps(report, indent=1))
-    else:
-        unit = "file" if codec.kind == "audio" else "image"
-        click.echo(f"{codec.name} ({codec.model_id.hex()}) on {plural(len(report['files']), unit)} of {data_dir}"
-                   + (f" ({len(report['skipped'])} skipped)" if report["skipped"] else ""))
-        click.echo(table(report))
+    with _writing_stdout():
+        if as_json:
+            click.echo(json.dumps(report, indent=1))
+        else:
+            unit = "file" if codec.kind == "audio" else "image"
+            click.echo(f"{codec.name} ({codec.model_id.hex()}) on {plural(len(report['files']), unit)} of {data_dir}"
+                       + (f" ({len(report['skipped'])} skipped)" if report["skipped"] else ""))
+            click.echo(table(report))
     _fail_if_skipped(len(report["skipped"]), len(paths[:files]), "measured")
 
 
@@ -1760,9 +1790,25 @@ def _open_stderr() -> None:
         sys.stderr = open(2, "w", closefd=False)
 
 
+def _drop_unwritten_stdout(code: int) -> int:
+    """The exit status, once what stdout holds unwritten is written or, where it cannot be (a full disk,
+    reported already), dropped: Python's own flush at exit printed 'Exception ignored' and exited 120."""
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        return code
+    except OSError as exc:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+        if code == 0 and not isinstance(exc, BrokenPipeError):
+            click.echo(f"vqcodec: error: cannot write stdout: {exc.strerror or exc}", err=True)
+        return code or 1
+
+
 def main() -> None:
     _open_stderr()
-    sys.exit(run())
+    sys.exit(_drop_unwritten_stdout(run()))
 
 
 if __name__ == "__main__":
