@@ -975,6 +975,20 @@ def test_a_descriptors_name_is_written_into_the_descriptor(encoded, tiny_model_p
     assert capsys.readouterr().err == f"vqcodec: error: /dev/fd/{closed}: file descriptor {closed} is not open\n"
 
 
+def test_an_output_in_a_missing_folder_or_under_a_file_is_refused_before_the_work(encoded, tmp_path, capsys):
+    """It was refused only once the file had been coded or decoded, when it was written: here the
+    model named, which is not there, was looked for first."""
+    from vqcodec.cli import run
+
+    (tmp_path / "file").write_bytes(b"")
+    vq, wav = str(encoded / "out.vq"), str(encoded / "in.wav")
+    for folder, error in (("missing", "no such directory"), ("file", "not a directory")):
+        for args in (["decode", vq, f"{tmp_path}/{folder}/out.wav"], ["encode", wav, f"{tmp_path}/{folder}/out.vq"],
+                     ["codes", vq, f"{tmp_path}/{folder}/out.npy"], ["pack", "nosuch.npy", f"{tmp_path}/{folder}/out.vq"]):
+            assert run([*args, "-m", str(tmp_path / "nosuch.safetensors")]) == 1
+            assert capsys.readouterr().err == f"vqcodec: error: {tmp_path}/{folder}: {error}\n", args
+
+
 def test_a_symlinked_output_is_written_through(encoded, cli, tiny_model_path, tmp_path):
     """With --force, the file a link names gets the output and the link stays (renaming onto the
     link replaced it by a regular file; for /dev/stdout, as root, the device's link itself)."""

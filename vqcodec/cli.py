@@ -168,6 +168,20 @@ def _refuse_existing_output(path: str, force: bool) -> None:
         raise VQCodecError(f"{path} exists; pass --force to overwrite it")
 
 
+def _refuse_output_file(path: str, force: bool) -> None:
+    """Refuse a single file's output before the work, as writing it would: an existing file without
+    --force, or one in a folder that is not there or is a file (found after all the coding, before)."""
+    _refuse_existing_output(path, force)
+    if path != "-":
+        _refuse_missing_folder_of(path)
+
+
+def _refuse_missing_folder_of(path: str) -> None:
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise VQCodecError(f"{parent}: {'not a directory' if parent.exists() else 'no such directory'}")
+
+
 def _write_output(path: str, write, force: bool) -> None:
     """Call write(stream) into a temporary file beside `path`, then rename it into place."""
     if path == "-":
@@ -187,12 +201,10 @@ def _write_output(path: str, write, force: bool) -> None:
                 stdout.flush()
         return
     _refuse_existing_output(path, force)
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise VQCodecError(f"{target.parent}: no such directory")
+    _refuse_missing_folder_of(path)
     from .io import write_file
 
-    write_file(target, write, replace=force)
+    write_file(Path(path), write, replace=force)
 
 
 device_option = click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True,
@@ -364,7 +376,7 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
         return _encode_folder(Path(input_path), output_path, quality, model, kind, device, force, coding, beam,
                               refine, rate_weight, depth_weight, max_kbps, max_bpp)
     _refuse_media_output_name(output_path)
-    _refuse_existing_output(output_path, force)
+    _refuse_output_file(output_path, force)
     # Files are streamed from disk, so long audio never sits in memory; stdin and FIFOs are spooled to disk first.
     source = _media_source(input_path)
     if not isinstance(source, Path):
@@ -753,7 +765,7 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
         if start is not None or duration is not None:
             raise VQCodecError("--start and --duration are for one file, not a folder")
         return _decode_folder(Path(input_path), output_path, model, format_name, device, force, salvage, output_rate)
-    _refuse_existing_output(output_path, force)
+    _refuse_output_file(output_path, force)
     data = _read_input(input_path, vqformat.MAGIC)
     header = vqformat.parse_header(data)
     if format_name is not None:
@@ -1085,7 +1097,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
                              resolve_device(device), force)
         return
     _refuse_media_output_name(output_path, "codes", ".npy")
-    _refuse_existing_output(output_path, force)
+    _refuse_output_file(output_path, force)
     source = _media_source(input_path)
     with (open(source, "rb") if isinstance(source, Path) else source) as stream:
         head = stream.read(16)
@@ -1218,7 +1230,7 @@ def pack(input_path, output_path, model, rate, samples, width, height, gain, cod
     from .codec import Codec
 
     _refuse_media_output_name(output_path, "pack")
-    _refuse_existing_output(output_path, force)
+    _refuse_output_file(output_path, force)
     codec = Codec.load(model, coding=coding)
     array = _npy_codes(input_path, codec)
     encoded = codec.codes_to_file(array, sample_rate=rate, samples=samples, width=width, height=height, gain=gain)
