@@ -701,7 +701,7 @@ def test_a_colour_image_is_refused_as_grey_netpbm(cli, codec, tiny_model_path, t
     result = cli("decode", encoded, decoded, "--model", tiny_model_path, text=True)
     assert result.returncode == 1 and not decoded.exists() and not list(tmp_path.glob(".*"))
     holds = {".pbm": "black and white", ".pgm": "grey", ".pfm": "float grey"}[suffix]
-    assert result.stderr == (f"vqcodec: error: {suffix[1:].upper()} holds {holds} only, and the image is in colour "
+    assert result.stderr == (f"vqcodec: error: {decoded}: {suffix[1:].upper()} holds {holds} only, and the image is in colour "
                              "(RGB): write .ppm, .pnm or .png\n")
     folder = tmp_path / "folder"
     result = cli("decode", tmp_path, folder, "--format", suffix[1:], "--model", tiny_model_path, text=True)
@@ -718,7 +718,7 @@ def test_output_the_header_shows_cannot_be_written_is_refused_before_decoding(
     source = tmp_path / "cut.vq"
     source.write_bytes(codec.encode_image(Image.new(mode, size, (40, 90, 200, 255)[:len(mode)]), 1)[:-1])
     result = cli("decode", source, tmp_path / output, "--model", tiny_model_path, text=True)
-    assert result.returncode == 1 and result.stderr == f"vqcodec: error: {error}\n"
+    assert result.returncode == 1 and result.stderr == f"vqcodec: error: {tmp_path / output}: {error}\n"
     result = cli("decode", tmp_path, tmp_path / "out", "--format", Path(output).suffix[1:], "--model", tiny_model_path,
                  text=True)
     assert result.returncode == 1 and f"cut.vq: {error}" in result.stderr
@@ -735,9 +735,27 @@ def test_alpha_an_output_format_cannot_hold_is_refused_before_decoding(codec, ti
     monkeypatch.setattr(codec_module.Codec, "decode_image", lambda *args, **kwargs: pytest.fail("decoded"))
     assert run(["decode", str(source), str(tmp_path / output), "-m", str(tiny_model_path)]) == 1
     format_name = {".jpg": "JPEG", ".bmp": "BMP", ".ppm": "PPM", ".pgm": "PGM"}[Path(output).suffix]
-    assert capsys.readouterr().err == (f"vqcodec: error: {format_name} cannot hold the image's alpha channel: "
-                                       "write .png, .webp or .tif\n")
+    assert capsys.readouterr().err == (f"vqcodec: error: {tmp_path / output}: {format_name} cannot hold the image's "
+                                       "alpha channel: write .png, .webp or .tif\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alpha.vq"]
+
+
+@pytest.mark.parametrize("output, error", [
+    ("out.xbm", "cannot write image: cannot write mode RGB as XBM"),
+    ("out.palm", "cannot write image: cannot write mode RGB as Palm"),
+    ("out.xpm", "cannot write image: unknown format 'XPM'"),  # Pillow reads XPM, and writes none
+    ("out.icns", "ICNS cannot hold a 12x8 image at its size: write .png or .tif")])
+def test_a_format_that_cannot_write_the_image_is_refused_before_decoding(codec, tiny_model_path, tmp_path,
+                                                                          monkeypatch, capsys, output, error):
+    """Such an output was refused only once the image was decoded, and the error did not name it."""
+    from vqcodec.cli import run
+
+    source = tmp_path / "colour.vq"
+    source.write_bytes(codec.encode_image(make_image("RGB", 12, 8), 1))
+    monkeypatch.setattr(codec_module.Codec, "decode_image", lambda *args, **kwargs: pytest.fail("decoded"))
+    assert run(["decode", str(source), str(tmp_path / output), "-m", str(tiny_model_path)]) == 1
+    assert capsys.readouterr().err == f"vqcodec: error: {tmp_path / output}: {error}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["colour.vq"]
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA"])

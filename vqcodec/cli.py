@@ -774,7 +774,10 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
         from .folders import check_output_of
 
         image_format = format_name or ("PNG" if output_path == "-" else _image_format_from_name(output_path))
-        check_output_of(image_format, header, data)  # before the model loads and the image is decoded
+        try:
+            check_output_of(image_format, header, data)  # before the model loads and the image is decoded
+        except VQCodecError as exc:
+            raise VQCodecError(f"{'stdout' if output_path == '-' else output_path}: {exc}") from None
     codec = Codec.load(_model_of_file(model, data), device=device)
     codec.progress = _terminal_progress()
     if salvage:

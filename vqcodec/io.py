@@ -719,9 +719,10 @@ GREY_MODES = {"1", "L", "LA", "La", *_SIXTEEN_BIT}
 _FULL_SCALE = {"F": 1.0, "I": 65535.0}  # the deep modes whose values may lie beyond what is read as white
 MAX_CLIPPED_SHARE = 0.5  # of a float or 32-bit image's pixels, clipped to black or white (a warning): more are refused
 MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold
-# The most pixels a side these formats hold (images go to 65 535): MPO and PDF code through libjpeg, and
-# libavif, which Pillow reads AVIF with, refuses a side over 32 768.
-_MAX_SIDE = {"JPEG": 65_500, "MPO": 65_500, "PDF": 65_500, "WEBP": 16_383, "AVIF": 32_768, "ICO": 256}
+# The most pixels a side these formats hold (images go to 65 535): MPO and PDF code through libjpeg,
+# libavif, which Pillow reads AVIF with, refuses a side over 32 768, and ICNS holds 1024x1024 alone.
+_MAX_SIDE = {"JPEG": 65_500, "MPO": 65_500, "PDF": 65_500, "WEBP": 16_383, "AVIF": 32_768, "ICO": 256,
+             "ICNS": 1024}
 
 
 def check_pixel_count(width: int, height: int) -> None:
@@ -1223,19 +1224,24 @@ def write_image(image, destination, format_hint: str | None = None) -> None:
         Path(destination).write_bytes(data)
 
 
+TRIAL_SIDE = 16  # of the image check_image_output writes: room for each of the 256 alpha levels
+
+
 def check_image_output(name: str, mode: str, width: int, height: int, alpha: np.ndarray | None = None) -> None:
     """Refuse, before an image is decoded, output that write_image would refuse whatever its colours: a
-    side over what the format `name` (a Pillow format or an extension) holds, colour in a grey Netpbm
-    variant, or `alpha` (the image's alpha plane, which a .vq file holds losslessly) that the format
-    cannot hold. `mode`: the image's mode, as IMAGE_MODES names it."""
+    format `name` (a Pillow format or an extension) that Pillow cannot write, or not in `mode` nor any
+    mode it falls back to (XBM, Palm: black and white only), a side over what the format holds, colour
+    in a grey Netpbm variant, or `alpha` (the image's alpha plane, which a .vq file holds losslessly)
+    that the format cannot hold. `mode`: the image's mode, as IMAGE_MODES names it."""
     import io as _io
 
     _refuse_colour_in_grey_netpbm(name.lower(), mode)
     _check_sides(_format_name(name), width, height)
-    if alpha is not None:  # what the format makes of alpha depends on its values alone: each of them, once
-        levels = np.unique(alpha)[None]
-        grey = np.full((*levels.shape, 3), 128, dtype=np.uint8)
-        write_image(planes_to_image(grey, IMAGE_MODES[mode], levels), _io.BytesIO(), name)
+    # What the format makes of alpha depends on its values alone: each of them, at least once.
+    levels = np.unique(alpha) if alpha is not None else np.array([255], dtype=np.uint8)
+    size = (height, width) if _format_name(name) == "ICNS" else (TRIAL_SIDE, TRIAL_SIDE)  # ICNS: 1024x1024 alone
+    grey = np.full((*size, 3), 128, dtype=np.uint8)
+    write_image(planes_to_image(grey, IMAGE_MODES[mode], np.resize(levels, size)), _io.BytesIO(), name)
 
 
 def _refuse_colour_in_grey_netpbm(variant: str, mode: str) -> None:
