@@ -989,6 +989,22 @@ def test_an_output_in_a_missing_folder_or_under_a_file_is_refused_before_the_wor
             assert capsys.readouterr().err == f"vqcodec: error: {tmp_path}/{folder}: {error}\n", args
 
 
+def test_an_audio_format_that_cannot_hold_the_file_is_refused_by_its_output_name_before_the_model_loads(
+        encoded, tmp_path, capsys):
+    """The refusal came once the model was loaded, just before decoding, and did not name the output."""
+    from vqcodec.cli import run
+
+    vq, model = str(encoded / "out.vq"), ["-m", str(tmp_path / "nosuch.safetensors")]
+    for output, options, error in (
+            (f"{tmp_path}/out.wve", [], "WVE cannot hold a rate of 22050 Hz"),
+            (f"{tmp_path}/out.opus", [], "Opus holds 8000, 12000, 16000, 24000 or 48000 Hz audio, not 22050 Hz"),
+            ("-", ["--format", "raw"], "RAW is bare samples")):
+        assert run(["decode", vq, output, *options, *model]) == 1
+        shown = "stdout" if output == "-" else output
+        assert capsys.readouterr().err.startswith(f"vqcodec: error: {shown}: {error}")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_symlinked_output_is_written_through(encoded, cli, tiny_model_path, tmp_path):
     """With --force, the file a link names gets the output and the link stays (renaming onto the
     link replaced it by a regular file; for /dev/stdout, as root, the device's link itself)."""

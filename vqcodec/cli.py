@@ -770,21 +770,28 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
     header = vqformat.parse_header(data)
     if format_name is not None:
         _check_format_kind(format_name, header.kind == vqformat.KIND_AUDIO, input_path)
-    if header.kind == vqformat.KIND_IMAGE:
-        from .folders import check_output_of
-
+    if header.kind == vqformat.KIND_AUDIO:
+        audio_format = _audio_format(output_path, format_name) or _format_from_name(output_path)
+    else:
         image_format = format_name or ("PNG" if output_path == "-" else _image_format_from_name(output_path))
-        try:
-            check_output_of(image_format, header, data)  # before the model loads and the image is decoded
-        except VQCodecError as exc:
-            raise VQCodecError(f"{'stdout' if output_path == '-' else output_path}: {exc}") from None
+    try:  # before the model loads and the file is decoded
+        if header.kind == vqformat.KIND_AUDIO:
+            from .io import audio_format_named, check_audio_output, soundfile_format
+
+            check_audio_output(*soundfile_format(audio_format_named(audio_format) or audio_format, None),
+                               output_rate or header.sample_rate, header.channels)
+        else:
+            from .folders import check_output_of
+
+            check_output_of(image_format, header, data)
+    except VQCodecError as exc:
+        raise VQCodecError(f"{'stdout' if output_path == '-' else output_path}: {exc}") from None
     codec = Codec.load(_model_of_file(model, data), device=device)
     codec.progress = _terminal_progress()
     if salvage:
         _warn_damage(codec.damaged_parts(data), header)
     try:
         if header.kind == vqformat.KIND_AUDIO:
-            audio_format = _audio_format(output_path, format_name) or _format_from_name(output_path)
             with _clipping_warnings("stdout" if output_path == "-" else output_path):
                 _write_output(output_path, lambda stream: codec.decode_audio_file(
                     data, stream, format_hint=audio_format, start=start or 0.0, duration=duration, salvage=salvage,
