@@ -1230,6 +1230,22 @@ def test_the_threads_a_run_trains_with_are_the_runs_alone(data_dir, tmp_path):
         torch.set_num_threads(before)
 
 
+def test_a_run_gives_the_callers_random_state_back(data_dir, tmp_path, monkeypatch):
+    seeded_gpus = []  # torch.manual_seed queued this for the caller's first use of CUDA, after the run
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded_gpus.append)
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    train(data_dir, CFG, options(tmp_path / "run", max_steps=1, fit_prior=False))  # was left seeded with the run's seed
+    assert torch.equal(torch.rand(3), expected)
+    torch.manual_seed(1234)
+    with pytest.raises(VQCodecError, match="no .* files"):  # and after a run that fails once it has seeded them
+        (tmp_path / "empty").mkdir()
+        train(tmp_path / "empty", CFG, options(tmp_path / "other", max_steps=1))
+    assert torch.equal(torch.rand(3), expected)
+    assert seeded_gpus == [1234] * 3  # the test's own torch.manual_seed calls alone
+
+
 def test_the_python_api_takes_the_devices_the_command_does(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for device, message in (("cuda", "--device cuda asked for, but no CUDA device is available"),

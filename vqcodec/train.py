@@ -551,7 +551,8 @@ def _train_checked(data_dir: Path, cfg: ModelConfig | None, options: TrainOption
     existed = out.exists()
     threads = torch.get_num_threads()  # --threads is the run's: the caller's process gets its own back
     try:
-        return _train(data_dir, cfg, options, kind)
+        with _callers_random_state_kept(options.device):
+            return _train(data_dir, cfg, options, kind)
     except BaseException:
         if not existed:
             release_out(out)  # its lock file, which this run made
@@ -560,6 +561,25 @@ def _train_checked(data_dir: Path, cfg: ModelConfig | None, options: TrainOption
         raise
     finally:
         torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _callers_random_state_kept(device: str):
+    """Give torch's random state back to the caller once the block ends: a run seeds the generators of the
+    CPU and of its GPU (seed_torch), which the caller's own draws go on from."""
+    gpus = [torch.device(device).index if torch.device(device).index is not None else torch.cuda.current_device()] \
+        if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus, device_type="cuda"):
+        yield
+
+
+def seed_torch(seed: int, device: str) -> None:
+    """Seed the generators of the CPU and of `device` alone: torch.manual_seed seeds every GPU, and where
+    CUDA has not started yet it queues that for whenever the caller starts it, after the run."""
+    torch.default_generator.manual_seed(seed)
+    if torch.device(device).type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
 
 
 @dataclass
@@ -650,8 +670,8 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
         return {**meta, "init": start.init_id, "init_training": start.init_training} if start.init_id else meta
 
     if start.step:  # fresh quantizer dropout too, not the draws the run's first part began with
-        torch.manual_seed(int(np.random.SeedSequence((options.seed, start.step, run.processes, parallel.rank()))
-                              .generate_state(1, np.uint64)[0]) >> 1)
+        seed_torch(int(np.random.SeedSequence((options.seed, start.step, run.processes, parallel.rank()))
+                       .generate_state(1, np.uint64)[0]) >> 1, run.device)
     step, trained_seconds, validated_seconds = _step_loop(run, cfg, model, training, loss_fn, data, rng, start,
                                                           checkpoint_meta)
     model_path = Path(options.out) / f"{options.name}.safetensors"
@@ -728,7 +748,7 @@ def _start_processes(options: TrainOptions) -> _Run:
         torch.set_num_threads(options.threads)
     device = parallel.start(options.device)
     processes, rank, main = parallel.world_size(), parallel.rank(), parallel.is_main()
-    torch.manual_seed(options.seed + rank)  # the processes draw different quantizer dropout
+    seed_torch(options.seed + rank, device)  # the processes draw different quantizer dropout
     precision = resolve_precision(options.precision, device)
     return _Run(options, device, processes, main, options.quiet or not main, precision,
                 Path(options.out) / f"{CHECKPOINT_NAME}.safetensors")
