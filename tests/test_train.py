@@ -1246,6 +1246,14 @@ def test_a_run_gives_the_callers_random_state_back(data_dir, tmp_path, monkeypat
     assert seeded_gpus == [1234] * 3  # the test's own torch.manual_seed calls alone
 
 
+@pytest.mark.parametrize("no_gradients", [torch.no_grad, torch.inference_mode])
+def test_a_run_trains_inside_the_callers_no_grad_or_inference_mode(data_dir, tmp_path, no_gradients):
+    with no_gradients():  # the first backward pass failed: "element 0 of tensors does not require grad"
+        path = train(data_dir, CFG, options(tmp_path / "run", max_steps=1, fit_prior=False))
+        assert not torch.is_grad_enabled()
+    assert json.loads(path.with_suffix(".json").read_text())["training"]["steps"] == 1
+
+
 def test_the_python_api_takes_the_devices_the_command_does(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for device, message in (("cuda", "--device cuda asked for, but no CUDA device is available"),

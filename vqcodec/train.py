@@ -551,7 +551,8 @@ def _train_checked(data_dir: Path, cfg: ModelConfig | None, options: TrainOption
     existed = out.exists()
     threads = torch.get_num_threads()  # --threads is the run's: the caller's process gets its own back
     try:
-        with _callers_random_state_kept(options.device):
+        # gradients, whatever the caller's torch.no_grad or torch.inference_mode turned off
+        with _callers_random_state_kept(options.device), torch.inference_mode(False), torch.enable_grad():
             return _train(data_dir, cfg, options, kind)
     except BaseException:
         if not existed:
