@@ -241,3 +241,17 @@ def test_eval_measures_every_channel_of_a_recording(codec, tmp_path, signal):
     assert abs(per_channel[0] - per_channel[1]) > 0.01
     assert row["log_mel"] == pytest.approx(np.mean(per_channel), rel=1e-5)
     assert row["si_sdr"] == pytest.approx(np.mean([metrics.si_sdr(a, d) for a, d in zip(audio, decoded)]), rel=1e-5)
+
+
+def test_evaluate_refuses_no_qualities_and_targets_that_are_not_positive(codec, tmp_path, signal):
+    from vqcodec import VQCodecError
+    from vqcodec.evaluate import evaluate
+
+    soundfile.write(tmp_path / "a.wav", signal(1, 4000, 16000).T, 16000, subtype="FLOAT")
+    for qualities, targets, message in (([], None, "qualities must hold at least one quality level"),  # an IndexError
+                                        ([2], [0.0], "targets must be positive numbers of kbps, not [0.0]"),  # each file
+                                        ([2], [8, -3], "targets must be positive numbers of kbps, not [8, -3]"),  # skipped
+                                        ([2], ["8"], "targets must be positive numbers of kbps, not ['8']")):
+        with pytest.raises(VQCodecError) as refused:
+            evaluate(codec, [tmp_path / "a.wav"], qualities, targets=targets)
+        assert str(refused.value) == message

@@ -11,6 +11,8 @@ pesq and pystoi are installed.
 from __future__ import annotations
 
 import importlib.util
+import math
+import numbers
 import sys
 import time
 from pathlib import Path
@@ -41,7 +43,11 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
     A file too short to fit a target is left out of that row only (its `unreached` count); a row
     that no file reached has the fields of the others, None for its rate, speeds and measures."""
     qualities = [codec.check_quality(q) for q in qualities]
-    settings = [(qualities[0], float(t)) for t in targets] if targets else [(q, None) for q in qualities]
+    if not qualities:
+        raise VQCodecError("qualities must hold at least one quality level")
+    if targets is not None:
+        targets = _checked_targets(targets, "kbps" if codec.kind == "audio" else "bits per pixel")
+    settings = [(qualities[0], t) for t in targets] if targets else [(q, None) for q in qualities]
     measure = _measure_audio if codec.kind == "audio" else _measure_image
     if codec.kind == "audio":
         warm_up = np.zeros((1, codec.sample_rate), np.float32)
@@ -88,6 +94,14 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
         rows.append(row)
     return {"model": codec.name, "model_id": codec.model_id.hex(), "kind": codec.kind, "files": used,
             "skipped": skipped, "rows": rows}
+
+
+def _checked_targets(targets, unit: str) -> list[float]:
+    """The target rates as floats; refused unless each is a positive number (each file was skipped as if it
+    could not be read)."""
+    if not all(isinstance(t, numbers.Real) and not isinstance(t, bool) and 0 < t < math.inf for t in targets):
+        raise VQCodecError(f"targets must be positive numbers of {unit}, not {list(targets)!r}")
+    return [float(t) for t in targets]
 
 
 def _measure_audio(codec, audio: np.ndarray, quality: int, max_kbps: float | None = None) -> dict:
