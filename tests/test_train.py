@@ -920,6 +920,37 @@ def test_train_command_init_errors(trained, data_dir, tmp_path, cli):
     assert "no audio files" in result.stderr.decode()
 
 
+def test_the_python_api_refuses_a_config_or_kind_other_than_the_resumed_or_initial_models(trained, data_dir, tmp_path):
+    # each trained on as if it were not given: resume=True with the checkpoint's config, init with the model's kind
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    model = str(trained / "tiny.safetensors")
+    for cfg, kind, changes, message in (
+            (dataclasses.replace(CFG, codebook_size=32), None, dict(resume=True),
+             f"resume=True continues the audio model of the checkpoint in {out}, which cfg would change (codebook_size): "
+             "pass cfg=None, or start a new run"),
+            (ImageConfig(), None, dict(resume=True),
+             f"resume=True continues the audio model of the checkpoint in {out}, not the image model of the ImageConfig given"),
+            (None, "image", dict(resume=True), f"resume=True continues the audio model of the checkpoint in {out}, not kind='image'"),
+            (None, "image", dict(init=model), f"init={model!r} is an audio model, not kind='image'"),
+            (ImageConfig(), None, dict(init=model), f"init={model!r} is an audio model, not the image model of the ImageConfig given")):
+        run_out = out if changes.get("resume") else tmp_path / "new"
+        with pytest.raises(VQCodecError) as refused:
+            train(data_dir, cfg, options(run_out, max_steps=13, **changes), kind=kind)
+        assert str(refused.value) == message
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before and not (tmp_path / "new").exists()
+
+
+def test_train_command_refuses_an_init_config_of_another_kind(trained, data_dir, tmp_path, cli):
+    (tmp_path / "image.json").write_text(json.dumps(config_to_dict(ImageConfig())))
+    model = str(trained / "tiny.safetensors")
+    result = cli("train", data_dir, "--out", tmp_path / "tuned", "--max-steps", "1", "--init", model,
+                 "--config", tmp_path / "image.json")
+    assert_one_line_error(result)  # said the config was not the model's, as if the sizes differed
+    assert f"--init {model} is an audio model, not image as --config {tmp_path / 'image.json'}" in result.stderr.decode()
+
+
 @pytest.mark.parametrize("config, message", [
     ({**config_to_dict(CFG), "kind": []}, "has a bad config (unknown model kind []"),  # was "no [] files found"
     ({**config_to_dict(CFG), "kind": None}, "has a bad config (unknown model kind None"),

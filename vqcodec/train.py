@@ -207,6 +207,8 @@ def training_config(data_dir: Path, options: TrainOptions, config_path: str | Pa
         init_kind = model_kind(options.init)
         if kind and kind != init_kind:
             raise VQCodecError(f"--init {options.init} is an {init_kind} model, not {kind}")
+        if config and config.kind != init_kind:
+            raise VQCodecError(f"--init {options.init} is an {init_kind} model, not {config.kind} as --config {config_path}")
         kind, _ = find_media(data_dir, init_kind)
         return config, kind
     if options.resume:
@@ -793,6 +795,8 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
         start.validated_seconds = start.meta.get("validated_seconds", 0.0)
         start.cfg = config_from_dict(start.meta["config"])
         start.kind = start.cfg.kind
+        _refuse_another_model(f"resume=True continues the {start.kind} model of the checkpoint in {Path(options.out)}",
+                              start.cfg, cfg, kind)
         start.adversarial = start.adversarial or start.meta.get("adversarial", False)  # resuming keeps the discriminator
         if options.decoder_only and not start.meta.get("decoder_only", False):
             raise VQCodecError("--decoder-only cannot resume a checkpoint that trains the whole model")
@@ -802,6 +806,8 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
     start.init_training, start.widened = start.meta.get("init_training", {}), start.meta.get("init_widened", {})
     if options.init and not start.saved:
         model, start.init_id, start.init_decodes, start.init_training = load_initial_model(options.init)
+        _refuse_another_model(f"init={options.init!r} is an {model.cfg.kind} model", model.cfg, cfg, kind,
+                              compare_fields=False)
         start.init_path = str(find_model(options.init).resolve())
         if cfg is not None and widths_differ_only(model.cfg, cfg):
             start.widened = {f.name: getattr(model.cfg, f.name) for f in dataclasses.fields(cfg)
@@ -815,6 +821,21 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
                                "(base_channels or channels, decoder_channels); leave out the other size flags")
         start.model, start.cfg, start.kind = model, model.cfg, model.cfg.kind
     return start
+
+
+def _refuse_another_model(model: str, held: ModelConfig, cfg: ModelConfig | None, kind: str | None,
+                          compare_fields: bool = True) -> None:
+    """Refuse the `cfg` and `kind` given to train where they are not those of the model it continues
+    (`held`: a checkpoint's or --init's config, `model` says which), as the command refuses its --config
+    and --kind (training_config), rather than train on as if they were not given. `compare_fields`:
+    whether a config of the same kind must be `held` too (--init's may widen it, checked later)."""
+    if kind is not None and kind != held.kind:
+        raise VQCodecError(f"{model}, not kind={kind!r}")
+    if cfg is not None and cfg.kind != held.kind:
+        raise VQCodecError(f"{model}, not the {cfg.kind} model of the {type(cfg).__name__} given")
+    if compare_fields and cfg is not None and cfg != held:
+        differing = [f.name for f in dataclasses.fields(held) if getattr(held, f.name) != getattr(cfg, f.name)]
+        raise VQCodecError(f"{model}, which cfg would change ({', '.join(differing)}): pass cfg=None, or start a new run")
 
 
 def _media_and_config(data_dir: Path, start: _Start, options: TrainOptions) -> tuple[ModelConfig, str, list[Path], float]:
