@@ -1287,13 +1287,58 @@ def test_a_run_trains_inside_the_callers_no_grad_or_inference_mode(data_dir, tmp
 
 def test_the_python_api_takes_the_devices_the_command_does(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    for device, message in (("cuda", "--device cuda asked for, but no CUDA device is available"),
-                            ("mps", "unknown device 'mps' (use auto, cpu or cuda)")):  # were torch's own errors
+    for device, message in (("cuda", "device='cuda' asked for, but no CUDA device is available"),
+                            ("cuda:1", "device='cuda:1' asked for, but no CUDA device is available"),
+                            ("mps", "unknown device 'mps' (use auto, cpu, cuda or cuda:N)")):  # were torch's own errors
         with pytest.raises(VQCodecError) as refused:
             train(data_dir, CFG, options(tmp_path / device, device=device))
         assert str(refused.value) == message and not (tmp_path / device).exists()
     path = train(data_dir, CFG, options(tmp_path / "auto", device="auto", max_steps=1, fit_prior=False))
     assert json.loads(path.with_suffix(".json").read_text())["training"]["steps"] == 1
+    path = train(data_dir, CFG, options(tmp_path / "cpu", device=torch.device("cpu"), max_steps=1, fit_prior=False))
+    assert json.loads(path.with_suffix(".json").read_text())["training"]["steps"] == 1
+
+
+def fake_gpus(monkeypatch, count: int, capabilities: tuple = ()) -> None:
+    """torch as it is where `count` CUDA GPUs are there, GPU i of compute capability (capabilities[i], 0)."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda device: SimpleNamespace(major=capabilities[torch.device(device).index or 0]))
+
+
+def test_a_gpu_is_named_by_its_index_and_one_that_is_not_there_is_refused(monkeypatch, capsys, tmp_path):
+    from conftest import GOLDEN
+    from vqcodec.devices import resolve_device
+
+    fake_gpus(monkeypatch, 2)
+    assert [resolve_device(device) for device in ("cuda:1", torch.device("cuda", 1), torch.device("cuda"), "auto")] == \
+        ["cuda:1", "cuda:1", "cuda", "cuda"]
+    for device, message in (("cuda:2", "device='cuda:2' asked for, but there are 2 CUDA devices (cuda:0 to cuda:1)"),
+                            (torch.device("cuda", 7), "device='cuda:7' asked for, but there are 2 CUDA devices "
+                                                      "(cuda:0 to cuda:1)"),
+                            ("cuda:01", "unknown device 'cuda:01' (use auto, cpu, cuda or cuda:N)"),
+                            (0, "unknown device 0 (use auto, cpu, cuda or cuda:N)")):
+        with pytest.raises(VQCodecError) as refused:
+            Codec.load(str(GOLDEN / "golden_audio.safetensors"), device=device)
+        assert str(refused.value) == message
+    fake_gpus(monkeypatch, 1)
+    with pytest.raises(VQCodecError, match=r"^device='cuda:1' asked for, but there is 1 CUDA device \(cuda:0\)$"):
+        resolve_device("cuda:1")
+    # the command line names its option, and takes cuda:N where it took cuda alone
+    for args, message in ((["--device", "cuda:1"], "--device cuda:1 asked for, but there is 1 CUDA device (cuda:0)"),
+                          (["--device", "gpu"], "Invalid value for '--device': unknown device 'gpu' (use auto, cpu, "
+                                                "cuda or cuda:N)")):
+        code, err = run_in_process(["eval", GOLDEN / "golden_audio.safetensors", tmp_path, *args], capsys)
+        assert code != 0 and err == f"vqcodec: error: {message}\n"
+
+
+def test_auto_precision_asks_the_gpu_trained_on_not_the_current_one(monkeypatch):
+    fake_gpus(monkeypatch, 2, capabilities=(7, 8))  # the current GPU 0 a V100, GPU 1 an A100
+    assert [resolve_precision("auto", device) for device in ("cuda:1", "cuda:0", "cuda")] == ["bf16", "fp32", "fp32"]
 
 
 def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tmp_path, capsys):

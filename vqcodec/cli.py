@@ -20,7 +20,7 @@ from . import __version__
 from . import format as vqformat
 from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
 from .errors import Terminated, VQCodecError, is_out_of_memory
-from .wording import plural, skipping
+from .wording import command_line_wording, plural, skipping
 
 DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
 
@@ -207,8 +207,19 @@ def _write_output(path: str, write, force: bool) -> None:
     write_file(Path(path), write, replace=force)
 
 
-device_option = click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), show_default=True,
-                             help="Where the networks run: cpu, cuda (a GPU), or auto: cuda when there is one, else cpu.")
+def _device_name(ctx, param, value):
+    """--device's form, checked before torch is imported; whether that GPU is there, by devices.resolve_device."""
+    from .devices import device_form_problem
+
+    problem = device_form_problem(value)
+    if problem:
+        raise click.BadParameter(problem, ctx=ctx, param=param)
+    return value
+
+
+device_option = click.option("--device", default="auto", callback=_device_name, show_default=True, metavar="DEVICE",
+                             help="Where the networks run: cpu, cuda (the current GPU), cuda:N (GPU N), or auto: "
+                                  "cuda when there is one, else cpu.")
 threads_option = click.option("--threads", type=click.IntRange(1, 256), default=None,
                               help="CPU threads for torch (at most 256).")
 
@@ -287,6 +298,11 @@ class _Command(click.Command):
 
 class _Group(click.Group):
     command_class = _Command
+
+    def main(self, *args, **kwargs):
+        """The commands, with the messages that the API they call raises naming their options (wording.setting)."""
+        with command_line_wording():
+            return super().main(*args, **kwargs)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
@@ -1094,7 +1110,8 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
     """
     import numpy as np
 
-    from .codec import Codec, resolve_device
+    from .codec import Codec
+    from .devices import resolve_device
     from .tokens import file_codes_writer
 
     _use_threads(threads)
@@ -1533,7 +1550,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     Then: VQCODEC_MODEL_PATH=runs/mine vqcodec encode in.wav out.vq -m mine
     Under torchrun each process (one per GPU) trains on its share of every batch.
     """
-    from .codec import resolve_device
+    from .devices import resolve_device
     from .train import TrainOptions, train_command
 
     _check_folder(data_dir)
@@ -1594,7 +1611,8 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
       vqcodec eval speech16k talk.flac -q 2,4,8        # one file
       vqcodec eval image my_photos/ --rates 0.2,0.3,0.5   # at equal rate: compare models directly
     """
-    from .codec import Codec, resolve_device
+    from .codec import Codec
+    from .devices import resolve_device
     from .data import find_media
     from .evaluate import evaluate, log_to_stderr, table
     from .io import media_kind_of
@@ -1667,7 +1685,7 @@ def fit_prior(model, data_dir, out, device, threads, force):
       vqcodec fit-prior runs/mine/mine.safetensors my_recordings/
       vqcodec fit-prior speech16k more_speech/ --out models/speech16k_v2.safetensors
     """
-    from .codec import resolve_device
+    from .devices import resolve_device
     from .registry import find_model, shipped_models_dir
     from .modelfile import read_model_files
     from .data import find_media, readable_files

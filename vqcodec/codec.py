@@ -27,6 +27,7 @@ import torch
 from . import entropy
 from . import format as vqformat
 from . import ratecontrol
+from .devices import resolve_device
 from .errors import ClippingWarning, VQCodecError
 from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
@@ -88,16 +89,6 @@ SAME_CHANNEL_TOLERANCE = 2.0 ** -10
 # (`python bench/robustness.py --data ../shared/data/speech/train --peaks 0.3,0.5,0.7,0.85,0.99`).
 LEVEL_RANGE = (0.1, 0.7)
 LEVEL_TARGET_PEAK = 0.5
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise VQCodecError(f"unknown device {device!r} (use auto, cpu or cuda)")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise VQCodecError("--device cuda asked for, but no CUDA device is available")
-    return device
 
 
 # ---------------------------------------------------------------- block-wise processing
@@ -563,18 +554,19 @@ class Codec:
         `name`: an installed model's name (such as "speech16k" or "image"; searched in
         $VQCODEC_MODEL_PATH, then the shipped models, as `vqcodec models` lists them) or the path of
         its files, NAME.safetensors with NAME.json beside it (a str or Path; a folder holding one
-        model is taken too). `device`: "cpu", "cuda" or "auto" (cuda when there is one). `coding`:
-        how new files code their indices, "auto" (with the model's prior when it has one), "prior"
-        or "fixed" (see the `coding` attribute). `beam`: the width of the encoder's code search
-        (default 1 for audio, 4 for images).
+        model is taken too). `device`: "cpu", "cuda" (the current GPU), "cuda:N" (GPU N), "auto" (cuda
+        when there is one) or a torch.device. `coding`: how new files code their indices, "auto" (with
+        the model's prior when it has one), "prior" or "fixed" (see the `coding` attribute). `beam`:
+        the width of the encoder's code search (default 1 for audio, 4 for images).
 
         Returns a Codec for the model's media kind (`kind`: "audio" or "image"). Raises VQCodecError
         for an unknown name, missing or damaged model files, an unknown device or coding, "cuda"
-        without a GPU, or "prior" for a model that has none."""
+        without a GPU or "cuda:N" beyond the GPUs there are, or "prior" for a model that has none."""
         if not isinstance(name, (str, Path)):
             raise VQCodecError(f"a model is named by a name or a path, not a {type(name).__name__}")
+        device = resolve_device(device)
         meta, tensors = read_model_files(find_model(name))
-        return cls(build_model(meta, tensors), meta, tensors, resolve_device(device), coding, beam)
+        return cls(build_model(meta, tensors), meta, tensors, device, coding, beam)
 
     # ------------------------------------------------------------ one call for any media
 

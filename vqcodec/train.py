@@ -21,9 +21,9 @@ import soxr
 import torch
 
 from . import parallel
-from .codec import resolve_device
 from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict, load_config_file
 from .errors import Terminated, VQCodecError, is_out_of_memory
+from .devices import resolve_device
 from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, decodes, default_batch_workers, find_media,
                    longest_length, readable_files, relative_name, split_as_before, split_files)
 from .io import read_audio, read_image_rgb, remove_leftover_temporaries
@@ -42,7 +42,7 @@ from .wording import plural
 class TrainOptions:
     out: Path
     name: str
-    device: str = "cpu"          # "cpu", "cuda" or "auto" (cuda when there is one)
+    device: str = "cpu"          # "cpu", "cuda", "cuda:N", "auto" (cuda when there is one) or a torch.device
     batch_size: int | None = None  # examples per step over all processes (None: DEFAULT_BATCH_AND_CROP's, times them)
     crop: int | None = None      # samples for audio, pixels (square side) for images (None: DEFAULT_BATCH_AND_CROP's)
     lr: float = 1e-3
@@ -415,14 +415,14 @@ class CodebookUsage:
 def resolve_precision(precision: str, device: str) -> str:
     """"auto" -> "bf16" where the hardware makes it pay, else "fp32".
 
-    That is a CUDA GPU with bf16 support, or a CPU with AMX tiles. A CPU with AVX512-BF16 but no
-    AMX computes bf16 natively too, but there bench/train_speed.py measured no gain for speech
-    and a 25 % loss for photos; elsewhere bf16 is emulated and slower still.
+    That is a CUDA GPU with bf16 support (Ampere and later; ROCm's), or a CPU with AMX tiles. A CPU
+    with AVX512-BF16 but no AMX computes bf16 natively too, but there bench/train_speed.py measured no
+    gain for speech and a 25 % loss for photos; elsewhere bf16 is emulated and slower still.
     """
     if precision != "auto":
         return precision
-    if torch.device(device).type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if torch.device(device).type == "cuda":  # that GPU's support, not the current one's, and not emulated
+        return "bf16" if torch.version.hip or torch.cuda.get_device_properties(device).major >= 8 else "fp32"
     try:
         amx = torch.cpu._is_amx_tile_supported()
     except AttributeError:  # a private helper: absent from some torch builds

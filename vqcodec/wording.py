@@ -1,5 +1,12 @@
-"""Counted nouns for the messages the command line prints: "1 file", "2 files"."""
+"""Wording shared by messages: counted nouns ("1 file", "2 files"), and the names of settings, which
+are the command line's options (--device) while one of its commands runs and the Python API's
+arguments (device=) otherwise."""
 from __future__ import annotations
+
+import contextlib
+
+# Process-wide rather than a context variable: the folder commands raise messages in worker threads too.
+_command_line_running = False
 
 
 def plural(count: int, noun: str) -> str:
@@ -10,3 +17,20 @@ def plural(count: int, noun: str) -> str:
 def skipping(path, reason: str) -> str:
     """A folder command's line for a file it leaves out: its path once, whether or not `reason` names it."""
     return f"skipping {reason}" if str(path) in reason else f"skipping {path}: {reason}"
+
+
+@contextlib.contextmanager
+def command_line_wording():
+    """Messages raised while the block runs (a command of the command line) name its options."""
+    global _command_line_running
+    earlier, _command_line_running = _command_line_running, True
+    try:
+        yield
+    finally:
+        _command_line_running = earlier
+
+
+def setting(option: str, argument: str) -> str:
+    """How a message names a setting: `option` (such as "--device cuda") on the command line, `argument`
+    (such as "device='cuda'") from Python."""
+    return option if _command_line_running else argument
