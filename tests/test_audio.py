@@ -494,9 +494,9 @@ def test_audio_above_full_scale_clipped_by_the_output_gets_a_warning(codec, sign
 @pytest.mark.parametrize("name, hint, rate, channels, reason", [
     ("out.ogg", None, 256000, 1, "Ogg Vorbis holds at most 200000 Hz"),  # libvorbis would crash the process
     (None, "OGG", 200001, 1, "Ogg Vorbis holds at most 200000 Hz"),
-    ("out.opus", None, 44100, 1, "Opus holds 8000, 12000, 16000, 24000 or 48000 Hz audio, not 44100 Hz: pass --rate "
-                                 "48000"),
-    (None, "OPUS", 11025, 2, "not 11025 Hz: pass --rate 12000"),
+    ("out.opus", None, 44100, 1, "Opus holds 8000, 12000, 16000, 24000 or 48000 Hz audio, not 44100 Hz: pass rate="
+                                 "48000"),  # from Python: the argument, not decode's --rate
+    (None, "OPUS", 11025, 2, "not 11025 Hz: pass rate=12000"),
     ("out.flac", None, 16000, 9, "FLAC holds at most 8 channels"),
     (None, "MP3", 16000, 3, "MP3 holds at most 2 channels"),
     (None, "MP3", 96000, 1, "MPEG-1/2/2.5 only supports sample rates"),  # soundfile's own reason, without its prefix

@@ -272,6 +272,39 @@ def test_info_with_a_model_checks_that_it_decodes_the_file(encoded, cli, tiny_mo
     assert "file was written by model" in result.stderr.decode() and not result.stdout
 
 
+def test_messages_name_the_apis_arguments_from_python_and_the_options_on_the_command_line(encoded, tmp_path,
+                                                                                       other_model_path, capsys):
+    """The API's refusals told a Python caller to pass --force, --model, --rate or --start."""
+    import vqcodec
+    from vqcodec import Codec, VQCodecError
+    from vqcodec.cli import run
+    from vqcodec.io import write_file
+
+    from vqcodec.data import find_media
+
+    data = (encoded / "out.vq").read_bytes()
+    other = Codec.load(str(other_model_path))
+    (tmp_path / "taken").write_bytes(b"")
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "mixed" / "in.wav").write_bytes((encoded / "in.wav").read_bytes())
+    (tmp_path / "mixed" / "in.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    calls = (
+        (lambda: find_media(tmp_path / "mixed", None), "(audio, image); pass kind='audio' or kind='image'"),  # train's
+        (lambda: write_file(tmp_path / "taken", lambda stream: stream.write(b"x"), replace=False),
+         f"{tmp_path / 'taken'} exists; pass replace=True to overwrite it"),
+        (lambda: vqcodec.decode(data), "; decode this file with a Codec of the model that wrote it (Codec.load of its path)"),
+        (lambda: other.decode(data), "; decode it with a Codec of the model that wrote it"),
+        (lambda: vqcodec.Codec.load(str(other_model_path), device="cuda:x"), "unknown device 'cuda:x'"))
+    for call, message in calls:
+        with pytest.raises(VQCodecError) as refused:
+            call()
+        assert message in str(refused.value) and "--" not in str(refused.value), str(refused.value)
+    assert run(["decode", str(encoded / "out.vq"), str(tmp_path / "out.wav"), "-m", str(other_model_path)]) == 1
+    assert "; pass the matching --model" in capsys.readouterr().err
+    with pytest.raises(VQCodecError, match="; decode it with a Codec of the model that wrote it"):
+        other.decode(data)  # the command that ran in this process named its options while it ran alone
+
+
 def test_check_file_takes_a_file_as_decoding_does(encoded, tiny_model_path, other_model_path):
     from vqcodec import Codec, VQCodecError
 
@@ -1657,6 +1690,7 @@ def test_an_output_written_by_another_run_meanwhile_is_kept_without_force(tmp_pa
     end replaced whatever the other had written, without --force."""
     from vqcodec.cli import _write_output
     from vqcodec.errors import VQCodecError
+    from vqcodec.wording import command_line_wording
 
     target = tmp_path / "out.vq"
 
@@ -1668,7 +1702,7 @@ def test_an_output_written_by_another_run_meanwhile_is_kept_without_force(tmp_pa
         _write_output(str(target), write, force=True)
         assert target.read_bytes() == b"this run's file"
     else:
-        with pytest.raises(VQCodecError, match="exists .*--force"):
+        with command_line_wording(), pytest.raises(VQCodecError, match=r"exists \(written while this ran\); pass --force"):
             _write_output(str(target), write, force=False)
         assert target.read_bytes() == b"the other run's file"
     assert [p.name for p in tmp_path.iterdir()] == ["out.vq"]  # no temporary file left

@@ -39,7 +39,7 @@ from .prior import ABSENT, CodePrior, RateCosts, plane_depths
 from .recode import FileCuts
 from .refine import LEARNING_RATE as REFINE_LEARNING_RATE, refine_codes
 from .registry import find_model, retired_model_hint
-from .wording import plural
+from .wording import plural, setting
 
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
 IMAGE_CHUNK_ROWS = 16           # latent rows per container chunk
@@ -1264,7 +1264,8 @@ class Codec:
     def _check_file_model(self, header: vqformat.Header) -> None:
         if header.model_id != self.model_id and header.model_id not in self.decodes:
             raise VQCodecError(f"file was written by model {header.model_id.hex()}, not {self.name} "
-                               f"({self.model_id.hex()}); pass the matching --model"
+                               f"({self.model_id.hex()}); "
+                               + setting("pass the matching --model", "decode it with a Codec of the model that wrote it")
                                + retired_model_hint(header.model_id.hex(), header.coded_prior_id))
         if vqformat.KIND_NAMES[header.kind] != self.kind:
             raise VQCodecError(f"this .vq file holds {'audio' if header.kind == vqformat.KIND_AUDIO else 'an image'}, "
@@ -1643,7 +1644,8 @@ class Codec:
         rate, length = self._output_timing(vqformat.parse_header(data), rate)
         start = _checked_amount("start", start, "seconds", allow_zero=True)
         if start * rate >= length:
-            raise VQCodecError(f"--start {start} s is not before the end of the audio ({length / rate:.9g} s)")
+            raise VQCodecError(f"{setting(f'--start {start} s', f'start={start}')} is not before the end of the audio "
+                               f"({length / rate:.9g} s)")
         first = min(round(start * rate), length - 1)  # a start within the last half sample rounds to the end
         left = length - first
         if duration is None or duration == math.inf:

@@ -25,7 +25,7 @@ import torch
 from .errors import VQCodecError
 from .io import (check_pixel_count, decoder_lines, media_kind_of, open_sound, read_audio, read_image_rgb,
                  sound_blocks, unreadable_audio, warn_decoder_lines)
-from .wording import plural
+from .wording import plural, setting
 
 IN_MEMORY_BYTES = 2 * 2**30      # decoded training media up to this size are held in memory
 RESAMPLE_MARGIN_SECONDS = 0.02   # read on both sides of a crop that is resampled, for the filter's sake
@@ -51,7 +51,7 @@ def find_media(folder: Path, kind: str | None, leave_out: Path | None = None) ->
             raise VQCodecError(f"{folder}: no audio or image files found")
         if len(kinds) != 1:
             raise VQCodecError(f"{folder}: cannot tell the media kind ({', '.join(sorted(kinds))}); "
-                               "pass --kind audio|image")
+                               + setting("pass --kind audio|image", "pass kind='audio' or kind='image'"))
         kind = kinds.pop()
     files = [p for p in files if media_kind_of(p) == kind]
     if not files:

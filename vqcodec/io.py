@@ -16,7 +16,7 @@ import soundfile
 import soxr
 
 from .errors import AudioReadWarning, ImageReadWarning, VQCodecError
-from .wording import plural
+from .wording import plural, setting
 
 # Suffixes that name one of soundfile's formats (which it knows by name: WAV, AIFF, ...) otherwise
 AUDIO_SUFFIX_FORMATS = {".wave": "WAV", ".aif": "AIFF", ".aifc": "AIFF", ".snd": "AU", ".sph": "NIST", ".oga": "OGG"}
@@ -74,7 +74,8 @@ def move_into_place(finished, target, replace: bool = True) -> None:
             os.unlink(finished)
             return
         if taken:
-            raise VQCodecError(f"{target} exists (written while this ran); pass --force to overwrite it")
+            raise VQCodecError(setting(f"{target} exists (written while this ran); pass --force to overwrite it",
+                                       f"{target} exists; pass replace=True to overwrite it"))
     os.replace(finished, target)
 
 
@@ -578,14 +579,15 @@ def check_audio_output(format_name: str, subtype: str | None, sample_rate: int, 
     subtype = (subtype or soundfile.default_subtype(format_name) or "").upper()
     if format_name == "OGG" and subtype == "VORBIS" and sample_rate > VORBIS_MAX_RATE:
         raise VQCodecError(f"Ogg Vorbis holds at most {VORBIS_MAX_RATE} Hz, not {sample_rate}: "
-                           f"write another format (.wav, .flac) or pass --rate")
+                           f"write another format (.wav, .flac) or {setting('pass --rate', 'pass rate=N')}")
     if format_name == "OGG" and subtype == "OPUS" and sample_rate not in OPUS_RATES:
+        opus_rate = min(r for r in OPUS_RATES if r >= min(sample_rate, 48000))
         raise VQCodecError(f"Opus holds {', '.join(map(str, OPUS_RATES[:-1]))} or {OPUS_RATES[-1]} Hz audio, not "
-                           f"{sample_rate} Hz: pass --rate {min(r for r in OPUS_RATES if r >= min(sample_rate, 48000))}, "
+                           f"{sample_rate} Hz: {setting(f'pass --rate {opus_rate}', f'pass rate={opus_rate}')}, "
                            "or write another format (.wav, .flac)")
     if not FORMAT_HOLDS_RATE.get(format_name, lambda rate: True)(sample_rate):
         raise VQCodecError(f"{format_name} cannot hold a rate of {sample_rate} Hz (it would say another): "
-                           f"write another format (.wav, .flac) or pass --rate")
+                           f"write another format (.wav, .flac) or {setting('pass --rate', 'pass rate=N')}")
     limit = FORMAT_MAX_CHANNELS.get(format_name)
     if limit is not None and channels > limit:
         raise VQCodecError(f"{format_name} holds at most {plural(limit, 'channel')}, not {channels}: write .wav or .ogg")

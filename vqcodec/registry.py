@@ -10,6 +10,7 @@ from pathlib import Path
 from . import format as vqformat
 from .config import FORMAT_VERSION, config_from_dict
 from .errors import VQCodecError
+from .wording import setting
 
 RETIRED_MODELS = "retired.json"  # in the shipped models' folder: earlier releases' models and where they are
 
@@ -254,7 +255,10 @@ def no_model_message(data: bytes, files: int = 1) -> str:
     list_models(shadowed=True, problems=problems)
     broken = " (some model files on the search path do not check out: `vqcodec models` says which)" if problems else ""
     wrote = "this file" if files == 1 else "them"
-    return (f"no installed model has id {wanted}{broken}; pass --model with the model that wrote {wrote}"
+    advice = setting(f"pass --model with the model that wrote {wrote}",
+                     f"decode {wrote} with a Codec of the model that wrote {'it' if files == 1 else 'them'} "
+                     "(Codec.load of its path)")
+    return (f"no installed model has id {wanted}{broken}; {advice}"
             + retired_model_hint(wanted, header.coded_prior_id))
 
 
