@@ -579,10 +579,10 @@ def _callers_random_state_kept(device: str):
 def seed_torch(seed: int, device: str) -> None:
     """Seed the generators of the CPU and of `device` alone: torch.manual_seed seeds every GPU, and where
     CUDA has not started yet it queues that for whenever the caller starts it, after the run."""
-    torch.default_generator.manual_seed(seed)
+    torch.default_generator.manual_seed(int(seed))  # a NumPy integer too
     if torch.device(device).type == "cuda":
         with torch.cuda.device(device):
-            torch.cuda.manual_seed(seed)
+            torch.cuda.manual_seed(int(seed))
 
 
 @dataclass
