@@ -35,7 +35,7 @@ from .modelfile import (CODE_TENSORS, attach_prior, build_model, compute_codes_i
                         write_checkpoint_files, write_json)
 from .registry import find_model
 from .runlock import lock_out, release_out
-from .wording import plural
+from .wording import plural, setting
 
 
 @dataclass
@@ -83,6 +83,19 @@ CHECKPOINT_NAME = "checkpoint"  # checkpoint.safetensors + checkpoint.json in th
 LOG_NAME = "train_log.jsonl"
 
 
+# The train command's options whose names are not those of the TrainOptions fields they set, with a dash
+_COMMAND_OPTIONS = {"replace": "--force", "noise_snr_db": "--noise-snr"}
+
+
+def _option(field: str, value=None) -> str:
+    """How a message names the TrainOptions field `field` (set to `value`, where given): as the train
+    command's option while it runs (--max-steps 0, --resume), else as the field (max_steps=0, resume=True)."""
+    flag = _COMMAND_OPTIONS.get(field, "--" + field.replace("_", "-"))
+    if value is None:
+        return setting(flag, field)
+    return setting(flag if value is True else f"{flag} {value}", f"{field}={value!r}")
+
+
 def model_name_problem(name: str) -> str | None:
     """Why `name` cannot name a model (its files NAME.safetensors and NAME.json), or None: a model name is
     a plain file name, not blank, hidden or the checkpoint's. train's --name and fit-prior's --out check it."""
@@ -103,7 +116,7 @@ def check_model_name(name: str) -> None:
     """A model name is a plain file name in the output folder, other than the checkpoint's."""
     problem = model_name_problem(name)
     if problem:
-        raise VQCodecError(f"model name {name!r} {problem}: pass another --name")
+        raise VQCodecError(f"model name {name!r} {problem}: pass another {_option('name')}")
 
 
 def run_files(out: Path, name: str) -> list[Path]:
@@ -117,14 +130,14 @@ def refuse_existing_run(out: Path, name: str, replace: bool) -> None:
     """Refuse to start a new run over the files of another unless `replace` (--force). With it, training
     removes them once every option is checked, so a refused run leaves them as they are."""
     if out.exists() and not out.is_dir():
-        raise VQCodecError(f"--out {out} exists and is not a folder")
+        raise VQCodecError(f"{_option('out')} {out} exists and is not a folder")
     nearest = next(path for path in (out, *out.absolute().parents) if path.exists())
     if not nearest.is_dir():  # checked now, not once the data is read, where making the folder would fail
-        raise VQCodecError(f"--out {out} cannot be made: {nearest} is not a folder")
+        raise VQCodecError(f"{_option('out')} {out} cannot be made: {nearest} is not a folder")
     earlier = run_files(out, name)
     if earlier and not replace:
-        raise VQCodecError(f"{out} holds a training run ({earlier[0].name}): pass --resume to continue it, "
-                           "--force to replace it, or another --out")
+        raise VQCodecError(f"{out} holds a training run ({earlier[0].name}): pass {_option('resume', True)} to continue "
+                           f"it, {_option('replace', True)} to replace it, or another {_option('out')}")
 
 
 def check_options(options: TrainOptions) -> None:
@@ -134,55 +147,63 @@ def check_options(options: TrainOptions) -> None:
     to resume and one to replace, and a model for --decoder-only to start from. A run checks them before
     it locks or makes its --out folder."""
     if options.max_minutes is None and options.max_steps is None:
-        raise VQCodecError("give a budget: --max-minutes or --max-steps")
+        raise VQCodecError(f"give a budget: {_option('max_minutes')} or {_option('max_steps')}")
     if not isinstance(options.out, (str, Path)) or not isinstance(options.name, str):
         raise VQCodecError(f"out is a folder's path and name a string, not {options.out!r} and {options.name!r}")
     # TrainOptions from Python are not typed by the command's parser: a float count or a string number
     # failed deep in the run (torch.set_num_threads, the crops' seed, a comparison)
-    for option, value, whole in (("--max-minutes", options.max_minutes, False), ("--lr", options.lr, False),
-                                 ("--max-steps", options.max_steps, True), ("--batch-size", options.batch_size, True),
-                                 ("--crop", options.crop, True), ("--eval-every", options.eval_every, True),
-                                 ("--threads", options.threads, True), ("--data-workers", options.data_workers, True),
-                                 ("--noise", options.noise, False), ("--weight-average", options.weight_average, False),
-                                 ("seed", options.seed, True), ("checkpoint_minutes", options.checkpoint_minutes, False)):
+    for field, whole in (("max_minutes", False), ("lr", False), ("max_steps", True), ("batch_size", True), ("crop", True),
+                         ("eval_every", True), ("threads", True), ("data_workers", True), ("noise", False),
+                         ("weight_average", False), ("seed", True), ("checkpoint_minutes", False)):
+        value = getattr(options, field)
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral if whole else numbers.Real)):
-            raise VQCodecError(f"{option} must be a {'whole number' if whole else 'number'}, not {value!r}")
+            named = field if field in ("seed", "checkpoint_minutes") else _option(field)  # the command sets neither
+            raise VQCodecError(f"{named} must be a {'whole number' if whole else 'number'}, not {value!r}")
     if not 0 <= options.seed < 2 ** 63:
         raise VQCodecError(f"seed must be a whole number from 0 to 2**63 - 1, not {options.seed}")
     if not 0 <= options.checkpoint_minutes < math.inf:
         raise VQCodecError(f"checkpoint_minutes must be a number of minutes from 0 up, not {options.checkpoint_minutes}")
     if options.precision not in ("auto", "fp32", "bf16"):
-        raise VQCodecError(f"--precision must be auto, fp32 or bf16, not {options.precision!r}")
-    for option, value in (("--max-minutes", options.max_minutes), ("--lr", options.lr)):
+        raise VQCodecError(f"{_option('precision')} must be auto, fp32 or bf16, not {options.precision!r}")
+    for field in ("max_minutes", "lr"):
+        value = getattr(options, field)
         if value is not None and not 0 < value < math.inf:
-            raise VQCodecError(f"{option} must be a positive number, not {value}")
-    for option, value, low, high in (("--max-steps", options.max_steps, 0, None), ("--batch-size", options.batch_size, 1, None),
-                                     ("--crop", options.crop, 1, None), ("--eval-every", options.eval_every, 1, None),
-                                     ("--threads", options.threads, 1, 256), ("--data-workers", options.data_workers, 1, 256)):
+            raise VQCodecError(f"{_option(field)} must be a positive number, not {value}")
+    for field, low, high in (("max_steps", 0, None), ("batch_size", 1, None), ("crop", 1, None), ("eval_every", 1, None),
+                             ("threads", 1, 256), ("data_workers", 1, 256)):
+        value = getattr(options, field)
         if value is not None and not low <= value <= (high or value):
-            raise VQCodecError(f"{option} must be at least {low}{f' and at most {high}' if high else ''}, not {value}")
+            raise VQCodecError(f"{_option(field)} must be at least {low}{f' and at most {high}' if high else ''}, not {value}")
     if not 0.0 <= options.noise <= 1.0:
-        raise VQCodecError(f"--noise must be a share between 0 and 1, not {options.noise}")
+        raise VQCodecError(f"{_option('noise')} must be a share between 0 and 1, not {options.noise}")
     if not 0.0 <= options.weight_average < 1.0:
-        raise VQCodecError(f"--weight-average must be a decay between 0 and 1, such as 0.999, not {options.weight_average}")
+        raise VQCodecError(f"{_option('weight_average')} must be a decay between 0 and 1, such as 0.999, not "
+                           f"{options.weight_average}")
     snr = options.noise_snr_db
     if not (isinstance(snr, (tuple, list)) and len(snr) == 2 and all(isinstance(x, numbers.Real) and not isinstance(x, bool)
                                                                      for x in snr)):
-        raise VQCodecError(f"--noise-snr must be LOW,HIGH in dB, a pair of numbers, not {snr!r}")
+        raise VQCodecError(f"{_option('noise_snr_db')} must be {setting('LOW,HIGH', '(LOW, HIGH)')} in dB, a pair of numbers, "
+                           f"not {snr!r}")
     low_snr, high_snr = snr
     if not -20.0 <= low_snr <= high_snr <= 100.0:
-        raise VQCodecError(f"--noise-snr must be LOW,HIGH in dB with -20 <= LOW <= HIGH <= 100, not {low_snr},{high_snr}")
+        raise VQCodecError(f"{_option('noise_snr_db')} must be {setting('LOW,HIGH', '(LOW, HIGH)')} in dB with -20 <= LOW <= "
+                           f"HIGH <= 100, not {low_snr},{high_snr}")
     if options.max_minutes is not None and options.max_minutes * 60 == math.inf:  # finite minutes, but not in seconds
-        raise VQCodecError(f"--max-minutes {options.max_minutes} is too large a budget: leave it out and give --max-steps")
+        raise VQCodecError(f"{_option('max_minutes', options.max_minutes)} is too large a budget: leave it out and give "
+                           f"{_option('max_steps')}")
     if options.max_steps == 0 and not options.init:
-        raise VQCodecError("--max-steps 0 writes the starting model as it is: it needs --init MODEL")
+        raise VQCodecError(f"{_option('max_steps', 0)} writes the starting model as it is: it needs "
+                           + setting("--init MODEL", "init=MODEL"))
     check_model_name(options.name)
     if options.resume and options.replace:
-        raise VQCodecError("--resume continues the run in --out and --force replaces it: give only one")
+        raise VQCodecError(f"{_option('resume', True)} continues the run in {_option('out')} and {_option('replace', True)} "
+                           "replaces it: give only one")
     if options.init and options.resume:
-        raise VQCodecError("--init starts a new run from a model and --resume continues one: give only one")
+        raise VQCodecError(f"{_option('init')} starts a new run from a model and {_option('resume', True)} continues one: "
+                           "give only one")
     if options.decoder_only and not (options.init or options.resume):
-        raise VQCodecError("--decoder-only trains the decoder of a trained model: give --init MODEL")
+        raise VQCodecError(f"{_option('decoder_only', True)} trains the decoder of a trained model: give "
+                           + setting("--init MODEL", "init=MODEL"))
 
 
 def read_config(path: str | Path) -> ModelConfig:
@@ -323,7 +344,7 @@ def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.
 def diverged(what: str, checkpoint_path: Path) -> VQCodecError:
     """The error that stops a run whose numbers stopped being finite, before it writes a model."""
     kept = ", the last checkpoint is kept" if checkpoint_path.exists() else ""
-    return VQCodecError(f"training diverged: {what} (lower the --lr); no model written{kept}")
+    return VQCodecError(f"training diverged: {what} (lower {setting('the --lr', 'lr')}); no model written{kept}")
 
 
 def restore_state(path: Path, load, *args) -> None:
@@ -684,7 +705,7 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
         that could not be written, raised once the prior is added."""
         nonlocal settings, parts
         if step == 0 and not start.init_id:
-            raise VQCodecError("no training step ended within --max-minutes: no model written (give it more time)")
+            raise VQCodecError(f"no training step ended within {_option('max_minutes')}: no model written (give it more time)")
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise diverged(f"the weights are not finite after step {step}", run.checkpoint_path)
         if start.saved and step == start.step and "settings" in start.meta:  # resumed to write the model: no part of its own
@@ -712,8 +733,8 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
         return model_path
     _add_prior(run, model_path, cfg, start, data.train.files(), data_dir, step)  # without the files skipped
     if unsaved is not None:
-        earlier = ("--resume would go back to the checkpoint saved before it" if run.checkpoint_path.exists()
-                   else "there is no checkpoint to --resume")
+        earlier = (f"{_option('resume', True)} would go back to the checkpoint saved before it" if run.checkpoint_path.exists()
+                   else f"there is no checkpoint to {setting('--resume', 'resume')}")
         raise VQCodecError(f"{model_path} is written, but not the checkpoint of its step {step} ({unsaved}): {earlier}")
     return model_path
 
@@ -765,11 +786,11 @@ def _sized(run: _Run, kind: str, cfg: ModelConfig) -> TrainOptions:
     default_batch, default_crop = DEFAULT_BATCH_AND_CROP[kind, "cpu" if run.device == "cpu" else "cuda"]
     batch_size = default_batch * run.processes if options.batch_size is None else options.batch_size
     if batch_size % run.processes:
-        raise VQCodecError(f"--batch-size {batch_size} does not split evenly over {run.processes} processes")
+        raise VQCodecError(f"{_option('batch_size', batch_size)} does not split evenly over {run.processes} processes")
     crop = default_crop if options.crop is None else options.crop
     crop -= crop % cfg.hop
     if crop <= 0:
-        raise VQCodecError(f"--crop must be at least the model stride {cfg.hop}")
+        raise VQCodecError(f"{_option('crop')} must be at least the model stride {cfg.hop}")
     return dataclasses.replace(options, batch_size=batch_size, crop=crop)
 
 
@@ -787,7 +808,7 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
     """The checkpoint a run resumes, or the model it starts from (grown to `cfg` where that widens it)."""
     options = run.options
     if options.resume and not run.checkpoint_path.exists():
-        raise VQCodecError(f"--resume: no checkpoint in {Path(options.out)}")
+        raise VQCodecError(f"{_option('resume', True)}: no checkpoint in {Path(options.out)}")
     start = _Start(cfg, kind, options.adversarial)
     if options.resume:
         start.saved, start.meta = load_checkpoint(run.checkpoint_path, run.device)
@@ -799,7 +820,7 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
                               start.cfg, cfg, kind)
         start.adversarial = start.adversarial or start.meta.get("adversarial", False)  # resuming keeps the discriminator
         if options.decoder_only and not start.meta.get("decoder_only", False):
-            raise VQCodecError("--decoder-only cannot resume a checkpoint that trains the whole model")
+            raise VQCodecError(f"{_option('decoder_only', True)} cannot resume a checkpoint that trains the whole model")
     start.decoder_only = options.decoder_only or start.meta.get("decoder_only", False)
     start.init_id = start.meta.get("init")
     start.init_decodes, start.init_path = start.meta.get("init_decodes", []), start.meta.get("init_path")
@@ -813,12 +834,13 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
             start.widened = {f.name: getattr(model.cfg, f.name) for f in dataclasses.fields(cfg)
                              if getattr(model.cfg, f.name) != getattr(cfg, f.name)}
             if start.decoder_only and not encoder_unchanged(model.cfg, cfg):  # a grown encoder makes the codes only to rounding
-                raise VQCodecError("--decoder-only keeps the model's encoder and codebooks as they are: "
-                                   "its --config may widen the decoder alone (decoder_channels)")
+                raise VQCodecError(f"{_option('decoder_only', True)} keeps the model's encoder and codebooks as they are: "
+                                   f"its {setting('--config', 'cfg')} may widen the decoder alone (decoder_channels)")
             model = widen(model, cfg, seed=options.seed)
         elif cfg is not None and cfg != model.cfg:
-            raise VQCodecError("--init takes the model's own config, or the same config with wider networks "
-                               "(base_channels or channels, decoder_channels); leave out the other size flags")
+            raise VQCodecError(f"{_option('init')} takes the model's own config, or the same config with wider networks "
+                               "(base_channels or channels, decoder_channels)"
+                               + setting("; leave out the other size flags", ": pass cfg=None for its own"))
         start.model, start.cfg, start.kind = model, model.cfg, model.cfg.kind
     return start
 
@@ -846,9 +868,9 @@ def _media_and_config(data_dir: Path, start: _Start, options: TrainOptions) -> t
     if cfg.kind != kind:
         raise VQCodecError(f"config is for {cfg.kind} but {data_dir} holds {kind} files")
     if start.adversarial and kind != "audio":
-        raise VQCodecError("--adversarial is for audio models only")
+        raise VQCodecError(f"{_option('adversarial', True)} is for audio models only")
     if options.noise and kind != "audio":
-        raise VQCodecError("--noise is for audio models only")
+        raise VQCodecError(f"{_option('noise')} is for audio models only")
     weight_average = options.weight_average or start.meta.get("weight_average", 0.0)  # resuming keeps it
     return cfg, kind, files, weight_average
 
@@ -876,7 +898,7 @@ def _crop_within_files(run: _Run, kind: str, cfg: ModelConfig, files: list[Path]
     crop = max(math.ceil(longest / cfg.hop), 1) * cfg.hop
     if crop >= options.crop:
         return options
-    named = f"--crop {given_crop}" if given_crop is not None else f"the default crop {options.crop}"
+    named = _option("crop", given_crop) if given_crop is not None else f"the default crop {options.crop}"
     if not run.quiet and kind == "audio":
         _progress(f"warning: {named} is longer than every training file (the longest holds {longest} samples, "
                   f"{longest / cfg.sample_rate:.2f} s): training on crops of {crop}")
@@ -1071,9 +1093,9 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
     def out_of_memory(exc: RuntimeError) -> VQCodecError:
         if not is_out_of_memory(exc):
             raise exc
-        kept = f"; checkpoint of step {step} saved: --resume with a smaller one continues" if keep() else ""
+        kept = f"; checkpoint of step {step} saved: {_option('resume', True)} with a smaller one continues" if keep() else ""
         return VQCodecError(f"out of memory for batches of {plural(options.batch_size, 'crop')} of {options.crop}: lower "
-                            f"--batch-size or --crop{kept}")
+                            f"{_option('batch_size')} or {_option('crop')}{kept}")
 
     def report(lr: float, elapsed: float, loss_value: float, parts: dict, usage_summary: tuple | None) -> None:
         """After a step: the progress line, the first process's checkpoint and, with the step's `usage_summary`
@@ -1145,7 +1167,7 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
                     raise out_of_memory(exc) from None
     except KeyboardInterrupt:
         if keep():
-            _say(f"\ninterrupted at step {step}: checkpoint saved in {Path(options.out)}; continue with --resume")
+            _say(f"\ninterrupted at step {step}: checkpoint saved in {Path(options.out)}; continue with {_option('resume', True)}")
         raise
     except RuntimeError as exc:
         raise out_of_memory(exc) from None
