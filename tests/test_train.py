@@ -1687,7 +1687,7 @@ def test_a_full_disk_during_training_loses_no_steps_and_the_model_is_still_writt
                                      fit_prior=False))
     assert str(failed.value) == (f"{out / 'tiny.safetensors'} is written, but not the checkpoint of its step 4 (cannot "
                                  f"write {out / 'checkpoint.safetensors'}: No space left on device): there is no "
-                                 "checkpoint to --resume")
+                                 "checkpoint to resume")
     err = capsys.readouterr().err
     assert err.count("warning: cannot write") == 6 and "(step 4); training goes on" in err, err
     assert json.loads((out / "tiny.json").read_text())["training"]["steps"] == 4
