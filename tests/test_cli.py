@@ -305,6 +305,46 @@ def test_messages_name_the_apis_arguments_from_python_and_the_options_on_the_com
         other.decode(data)  # the command that ran in this process named its options while it ran alone
 
 
+def test_a_thread_using_the_api_while_a_command_runs_keeps_the_apis_wording_and_the_commands_workers_do_not():
+    """The wording was one flag for the process: a Python thread's refusal, raised while a command ran in
+    another thread, named the command's options; the command's batch workers must still name them."""
+    import threading
+
+    from vqcodec.data import Batches
+    from vqcodec.wording import command_line_wording, setting
+
+    def words():
+        return setting("--force", "replace=True")
+
+    command_running, seen_outside = threading.Event(), []
+
+    def python_caller():
+        command_running.wait(10)
+        seen_outside.append(words())
+
+    class WordingCrops:  # the Crops interface Batches uses: its plans, and a crop made from one in a worker thread
+        def plan(self, size, rng):
+            return range(size)
+
+        def make(self, plan):
+            return np.array([words() == "--force"], dtype=np.float32)
+
+    caller = threading.Thread(target=python_caller)
+    caller.start()
+    with command_line_wording():
+        command_running.set()
+        caller.join(10)
+        batches = Batches(WordingCrops(), 3, np.random.default_rng(0), workers=2)
+        try:
+            made_in_workers = [batches.next().flatten().tolist() for _ in range(2)]
+        finally:
+            batches.close()
+        assert words() == "--force"
+    assert seen_outside == ["replace=True"]
+    assert made_in_workers == [[1.0, 1.0, 1.0]] * 2
+    assert words() == "replace=True"
+
+
 def test_check_file_takes_a_file_as_decoding_does(encoded, tiny_model_path, other_model_path):
     from vqcodec import Codec, VQCodecError
 

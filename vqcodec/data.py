@@ -10,6 +10,7 @@ worker threads while a training step runs.
 """
 from __future__ import annotations
 
+import contextvars
 import math
 import os
 import sys
@@ -555,7 +556,9 @@ class Batches:
         self.pending = self._start()
 
     def _start(self):
-        return [self.pool.submit(self.crops.make, plan) for plan in self.crops.plan(self.size, self.rng)]
+        # each in a copy of this thread's context, so that its messages are worded as the caller's (wording.setting)
+        return [self.pool.submit(contextvars.copy_context().run, self.crops.make, plan)
+                for plan in self.crops.plan(self.size, self.rng)]
 
     def next(self) -> torch.Tensor:
         ready, self.pending = self.pending, self._start()

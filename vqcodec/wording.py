@@ -4,9 +4,11 @@ arguments (device=) otherwise."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 
-# Process-wide rather than a context variable: the folder commands raise messages in worker threads too.
-_command_line_running = False
+# A context variable, so that another thread using the API while a command runs keeps the API's wording;
+# the command's own worker threads run in a copy of its context (data.Batches).
+_command_line_running = contextvars.ContextVar("vqcodec_command_line_running", default=False)
 
 
 def plural(count: int, noun: str) -> str:
@@ -22,15 +24,14 @@ def skipping(path, reason: str) -> str:
 @contextlib.contextmanager
 def command_line_wording():
     """Messages raised while the block runs (a command of the command line) name its options."""
-    global _command_line_running
-    earlier, _command_line_running = _command_line_running, True
+    token = _command_line_running.set(True)
     try:
         yield
     finally:
-        _command_line_running = earlier
+        _command_line_running.reset(token)
 
 
 def setting(option: str, argument: str) -> str:
     """How a message names a setting: `option` (such as "--device cuda") on the command line, `argument`
     (such as "device='cuda'") from Python."""
-    return option if _command_line_running else argument
+    return option if _command_line_running.get() else argument
