@@ -898,10 +898,11 @@ for args in sys.argv[1:]:
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
 def test_a_full_stdout_is_one_error_line(encoded, tiny_model_path):
     """`> /dev/full`: the error named no stream ("No space left on device"), and for printed text
-    Python's flush at exit added 'Exception ignored ... OSError' and exit status 120."""
+    Python's flush at exit added 'Exception ignored ... OSError' and exit status 120. --help and
+    --version named no stream either."""
     vq, model = str(encoded / "out.vq"), str(tiny_model_path)
     commands = [f"info|{vq}", f"info|{vq}|--json", "models", f"decode|{vq}|-|-m|{model}",
-                f"eval|{model}|{encoded / 'in.wav'}|--json"]
+                f"eval|{model}|{encoded / 'in.wav'}|--json", "--help", "--version", "encode|-h"]
     result = run_python("-c", WRITE_TO_A_FULL_DISK, *commands,
                         env={"PYTHONUNBUFFERED": "", "VQCODEC_MODEL_PATH": str(tiny_model_path.parent)})
     assert result.returncode == 0, result.stderr.decode()

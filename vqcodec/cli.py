@@ -282,7 +282,25 @@ def _audio_format(path: str, forced: str | None) -> str | None:
 
 # ---------------------------------------------------------------- commands
 
-class _Command(click.Command):
+def _writing_stdout_in(callback):
+    """An eager option's callback (--help, --version) whose text, if stdout cannot take it, is the one
+    error 'cannot write stdout' that every command gives."""
+    def printing(ctx, param, value):
+        with _writing_stdout():
+            return callback(ctx, param, value)
+    printing.writes_stdout = True
+    return printing
+
+
+class _HelpToStdout:
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None and not getattr(option.callback, "writes_stdout", False):
+            option.callback = _writing_stdout_in(option.callback)
+        return option
+
+
+class _Command(_HelpToStdout, click.Command):
     """A command whose arguments and options may not be empty strings: `encode "" out.vq` coded the
     current folder (an empty path is "."), `fit-prior --out ""` replaced the model's prior in place as
     if --out were not given, and `eval -q ""` measured the default levels; an unset shell variable
@@ -296,7 +314,7 @@ class _Command(click.Command):
         return rest
 
 
-class _Group(click.Group):
+class _Group(_HelpToStdout, click.Group):
     command_class = _Command
 
     def main(self, *args, **kwargs):
@@ -320,7 +338,12 @@ def cli(ctx):
       vqcodec train my_recordings/ --out runs/mine --max-minutes 60
     """
     if ctx.invoked_subcommand is None:  # bare `vqcodec`: the help, as --help gives it, not a usage error
-        click.echo(ctx.get_help())
+        with _writing_stdout():
+            click.echo(ctx.get_help())
+
+
+for _version in (param for param in cli.params if "--version" in param.opts):
+    _version.callback = _writing_stdout_in(_version.callback)
 
 
 @cli.command()
