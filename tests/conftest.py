@@ -55,14 +55,14 @@ def traced_peak(call):
         tracemalloc.stop()
 
 
-def shared_channel_file(codec, channels: int, quality: int, frames: int) -> bytes:
+def shared_channel_file(codec, channels: int, quality: int, frames: int, chunk_frames: int = 500) -> bytes:
     """A fixed-width file of `channels` channels that share all-zero codes: few bytes, many codes."""
     chunks = [bytes([vqformat.LAYOUT_SHARED]) + entropy.pack_fixed(np.zeros((1, quality, b - a), np.int64),
                                                                    codec.codebook_size)
-              for a, b in ((a, min(frames, a + 500)) for a in range(0, frames, 500))]
+              for a, b in ((a, min(frames, a + chunk_frames)) for a in range(0, frames, chunk_frames))]
     header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=vqformat.CODING_FIXED, quality=quality,
                              model_id=codec.model_id, prior_id=0, sample_rate=codec.sample_rate,
-                             length=frames * codec.hop, channels=channels, chunk_frames=500,
+                             length=frames * codec.hop, channels=channels, chunk_frames=chunk_frames,
                              flags=vqformat.FLAG_SHARED_CHANNELS)
     return vqformat.build_file(header, chunks)
 

@@ -700,6 +700,18 @@ def test_decoding_holds_the_codes_of_a_few_blocks_not_of_the_whole_file(codec):
     assert stream.getvalue() == b""
 
 
+def test_a_long_shared_chunk_is_held_once_not_once_per_channel(codec):
+    """Readers take chunks of up to 2^20 frames. A shared chunk's one set of codes was copied to every
+    channel as int64 before anything was decoded: a 345-byte file of 64 channels in one such chunk
+    took 5.5 GB and 29 s to give one second of audio (--start 0 --duration 1)."""
+    data = shared_channel_file(codec, 64, 4, 50_000, chunk_frames=50_000)  # one chunk: 102 MB as int64
+    _, peak = traced_peak(lambda: next(codec.decode_audio_blocks(data, 0, codec.sample_rate)[1]))
+    assert peak < 16_000_000, f"peak {peak / 1e6:.1f} MB"
+    whole = codec.decode_audio(data, 0.0, 0.5)[0]
+    assert whole.shape == (64, codec.sample_rate // 2) and (whole == whole[:1]).all()
+    assert (codec.read_codes(data)[1] == 0).all()
+
+
 def test_codes_to_audio_refuses_audio_larger_than_memory_before_copying_the_codes(codec, monkeypatch):
     """Codes whose audio did not fit were copied to int16 and then decoded into an array that memory
     given as it is touched never refused with MemoryError: the process was killed part way. The check

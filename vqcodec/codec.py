@@ -834,8 +834,8 @@ class Codec:
         """One chunk's codes of the given shape (every channel's, for audio)."""
         if header.kind == vqformat.KIND_AUDIO and header.flags & vqformat.FLAG_SHARED_CHANNELS:
             layout, payload = vqformat.channel_layout(payload)
-            if layout == vqformat.LAYOUT_SHARED:
-                return np.repeat(self._decode_body(header, payload, (1, *shape[1:])), shape[0], axis=0)
+            if layout == vqformat.LAYOUT_SHARED:  # every channel's codes, as a read-only view of the one set
+                return np.broadcast_to(self._decode_body(header, payload, (1, *shape[1:])), shape)
         return self._decode_body(header, payload, shape)
 
     def _decode_body(self, header: vqformat.Header, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
@@ -1228,19 +1228,18 @@ class Codec:
             chunks = vqformat.salvage_chunks(data, header)[0]
         return header, chunks, model_length, total_frames
 
-    def _decode_chunks(self, header: vqformat.Header, chunks: list, total_frames: int, first: int,
-                       last: int, salvage: bool = False) -> tuple[np.ndarray, list[int]]:
-        """The codes of chunks first..last: frames first * chunk_frames up to last * chunk_frames (or the end).
-        With `salvage`, also the chunks among them that are missing (None) or do not decode, whose codes
-        are all ABSENT; without it, such a chunk is an error."""
-        f_begin, f_end = first * header.chunk_frames, min(total_frames, last * header.chunk_frames)
-        codes = np.empty((header.channels, header.quality, f_end - f_begin), dtype=self._code_dtype)  # as in _encode_frames
-        damaged = []
-        for index in range(first, last):
-            f0, f1 = index * header.chunk_frames, min(total_frames, (index + 1) * header.chunk_frames)
-            shape = (header.channels, header.quality, f1 - f0)
-            codes[:, :, f0 - f_begin:f1 - f_begin] = self._chunk_codes(header, chunks, index, shape, salvage, damaged)
-        return codes, damaged
+    def _decode_chunk(self, header: vqformat.Header, chunks: list, total_frames: int, index: int,
+                      salvage: bool = False) -> tuple[np.ndarray, bool]:
+        """The codes of chunk `index` (channels, quality, its frames), as _code_dtype (as in _encode_frames),
+        and whether it is damaged: with `salvage`, a chunk that is missing (None) or does not decode has
+        all codes ABSENT; without it, such a chunk is an error. Codes every channel shares (a shared
+        chunk, a damaged one) are held once, as a read-only view: a chunk may hold 2^20 frames."""
+        f0, f1 = index * header.chunk_frames, min(total_frames, (index + 1) * header.chunk_frames)
+        damaged: list[int] = []
+        codes = self._chunk_codes(header, chunks, index, (header.channels, header.quality, f1 - f0), salvage, damaged)
+        if codes.strides[0] == 0:
+            return np.broadcast_to(codes[:1].astype(self._code_dtype, copy=False), codes.shape), bool(damaged)
+        return codes.astype(self._code_dtype, copy=False), bool(damaged)
 
     def _chunk_codes(self, header: vqformat.Header, chunks: list, index: int, shape: tuple, salvage: bool,
                      damaged: list[int]) -> np.ndarray:
@@ -1544,7 +1543,7 @@ class Codec:
         codes_end = min(total_frames, last_chunk * header.chunk_frames)
         if not salvage:  # a chunk that does not decode is refused before any audio, not hours into it
             for index in range(first_chunk, last_chunk):
-                self._decode_chunks(header, chunks, total_frames, index, index + 1)
+                self._decode_chunk(header, chunks, total_frames, index)
 
         def frame_blocks():
             """(audio, its frames that damaged chunks held) a block at a time at the model rate, for frames
@@ -1559,8 +1558,7 @@ class Codec:
                 held = {index: held[index] for index in held if index >= c0}
                 for index in range(c0, c1):
                     if index not in held:
-                        codes, damaged = self._decode_chunks(header, chunks, total_frames, index, index + 1, salvage)
-                        held[index] = codes, bool(damaged)
+                        held[index] = self._decode_chunk(header, chunks, total_frames, index, salvage)
                 pieces = [(held[index][0][:, :, max(0, lo - at):hi - at], held[index][1])
                           for index, at in ((index, index * header.chunk_frames) for index in range(c0, c1))]
                 codes = np.concatenate([piece for piece, _ in pieces], axis=2)  # frames lo..hi
