@@ -351,3 +351,18 @@ def test_salvaging_more_audio_than_memory_holds_is_refused_in_one_line(bighop_co
             bighop_codec.decode_audio(header.pack(), salvage=True)
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def test_chunks_lost_with_the_framing_are_not_listed_one_by_one(codec):
+    """salvage_chunks gave a None for each chunk after the framing was lost, and damaged_parts went
+    through them one by one: a 56-byte header of 24 hours in chunks of one frame took 1.6 GB and
+    minutes with the tiny model (hop 8) before any audio, for a part of a second as for all of it."""
+    header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=vqformat.CODING_FIXED, quality=1,
+                             model_id=codec.model_id, sample_rate=codec.sample_rate, length=codec.sample_rate * 600,
+                             channels=1, chunk_frames=1)
+    header.chunk_count = header.length // codec.hop
+    data = header.pack()
+    parts, peak = traced_peak(lambda: codec.damaged_parts(data))
+    assert parts == [{"chunk": 0, "count": header.chunk_count, "from": 0.0, "to": 600.0}] and peak < 1 << 20, peak
+    part, peak = traced_peak(lambda: codec.decode_audio(data, start=300.0, duration=0.5, salvage=True)[0])
+    assert part.shape == (1, codec.sample_rate // 2) and not part.any() and peak < 4 << 20, peak

@@ -1485,13 +1485,19 @@ class Codec:
             scale, end = self.hop, header.height
         total, shape_of = self._chunk_layout(header)
         runs: list[list[int]] = []  # [first chunk, count] of each run of consecutive lost chunks
-        for index, (a, b) in enumerate(_blocks(total, header.chunk_frames)):
+        framed = len(chunks.found)  # the chunks after these are lost with the framing, as one run
+        for index, (a, b) in zip(range(framed), _blocks(total, header.chunk_frames)):
             lost: list[int] = []
             self._chunk_codes(header, chunks, index, shape_of(b - a), True, lost)
             if lost and runs and sum(runs[-1]) == index:
                 runs[-1][1] += 1
             elif lost:
                 runs.append([index, 1])
+        if framed < header.chunk_count:
+            if runs and sum(runs[-1]) == framed:
+                runs[-1][1] += header.chunk_count - framed
+            else:
+                runs.append([framed, header.chunk_count - framed])
         def edge(position: float, outwards) -> float:  # to the millisecond, never hiding a short span
             return outwards(round(position * 1000, 6)) / 1000 if audio else position
 

@@ -186,29 +186,40 @@ def parse_file(data: bytes) -> tuple[Header, list[bytes], bytes | None]:
     return header, chunks, alpha
 
 
-def salvage_chunks(data: bytes, header: Header) -> tuple[list[bytes | None], bytes | None]:
+class SalvagedChunks:
+    """The code chunk payloads of a damaged file, by index (salvage_chunks): those the walk over the
+    chunks found (None for one whose CRC fails), then None for every chunk from the first whose
+    framing is lost, without a list of them (a 56-byte header may declare 172 million chunks)."""
+
+    def __init__(self, found: list[bytes | None], count: int):
+        self.found, self.count = found, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> bytes | None:
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        return self.found[index] if index < len(self.found) else None
+
+
+def salvage_chunks(data: bytes, header: Header) -> tuple[SalvagedChunks, bytes | None]:
     """The code chunk payloads and the alpha section of a damaged file whose header is intact (and
     whose chunk_count the caller has checked): None for each chunk whose CRC fails, and for every
     chunk from the first whose framing is cut short or out of bounds on (nothing after it can be
     found). Bytes after the last chunk are ignored."""
-    payloads: list[bytes | None] = []
-    offset, lost = HEADER_SIZE, False
-    for _ in range(header.chunk_count + (1 if header.flags & FLAG_ALPHA else 0)):
-        payload = None
-        if not lost and offset + _CHUNK_HEAD.size <= len(data):
-            length, crc = _CHUNK_HEAD.unpack_from(data, offset)
-            body = offset + _CHUNK_HEAD.size
-            if length <= MAX_CHUNK_BYTES and body + length <= len(data):
-                offset = body + length
-                if zlib.crc32(data[body:offset]) == crc:
-                    payload = bytes(data[body:offset])
-            else:
-                lost = True
-        else:
-            lost = True
-        payloads.append(payload)
-    alpha = payloads.pop() if header.flags & FLAG_ALPHA else None
-    return payloads, alpha
+    total = header.chunk_count + (1 if header.flags & FLAG_ALPHA else 0)
+    found: list[bytes | None] = []
+    offset = HEADER_SIZE
+    while len(found) < total and offset + _CHUNK_HEAD.size <= len(data):
+        length, crc = _CHUNK_HEAD.unpack_from(data, offset)
+        body = offset + _CHUNK_HEAD.size
+        if length > MAX_CHUNK_BYTES or body + length > len(data):
+            break
+        offset = body + length
+        found.append(bytes(data[body:offset]) if zlib.crc32(data[body:offset]) == crc else None)
+    alpha = found.pop() if header.flags & FLAG_ALPHA and len(found) == total else None
+    return SalvagedChunks(found[:header.chunk_count], header.chunk_count), alpha
 
 
 def trailing_bytes(data: bytes, header: Header) -> int:
