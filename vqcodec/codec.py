@@ -979,6 +979,15 @@ class Codec:
                 self.progress("decoding", before + f1 - first, whole)
             yield np.repeat(audio, codes.shape[0], axis=0) if shared else audio
 
+    def _silent_frames(self, channels: int, frames: int, reported: tuple[int, int]) -> Iterator[np.ndarray]:
+        """The blocks _decode_frames yields for `frames` frames, silent, without running the decoder:
+        the frames of lost chunks (a header alone of 24 hours took the decoder hours to make silence)."""
+        before, whole = reported
+        for f0, f1 in _blocks(frames, self.block_frames):
+            if self.progress:
+                self.progress("decoding", before + f1, whole)
+            yield np.zeros((channels, (f1 - f0) * self.hop), dtype=np.float32)
+
     @_one_at_a_time
     @torch.no_grad()  # not inference_mode: refinement needs gradients through the decoder
     def audio_to_codes(self, audio: np.ndarray, quality: int | None = None, variable_depth: bool = False) -> np.ndarray:
@@ -1571,7 +1580,11 @@ class Codec:
                 silent = np.concatenate([np.full(piece.shape[2], damaged) for piece, damaged in pieces])
                 frame = g0 - lo
                 reported = (g0 - first_frame, last_frame - first_frame)
-                for block in self._decode_frames(codes, g0 - lo, g1 - lo, reported):
+                if silent[g0 - lo:g1 - lo].all():  # lost, so silent whatever the decoder makes of it
+                    decoded = self._silent_frames(header.channels, g1 - g0, reported)
+                else:
+                    decoded = self._decode_frames(codes, g0 - lo, g1 - lo, reported)
+                for block in decoded:
                     yield block, silent[frame:frame + block.shape[1] // hop]
                     frame += block.shape[1] // hop
 
