@@ -1823,14 +1823,24 @@ class Codec:
         """(quality, rows, cols) codes -> uint8 RGB (height, width, 3), decoded in tiles; a code of -1
         leaves its level out of that cell, from some level up to the top."""
         self._require("image")
-        hop, ctx = self.hop, self.cfg.context_frames
+        hop = self.hop
         codes = self._checked_codes(codes, 0, "quality, rows, cols")
         quality, rows, cols = codes.shape
         height = rows * hop if height is None else _checked_setting("height", height, (rows - 1) * hop + 1, rows * hop)
         width = cols * hop if width is None else _checked_setting("width", width, (cols - 1) * hop + 1, cols * hop)
         _check_image_size(width, height)  # before the whole picture is allocated
+        return self._pixels_of_codes(codes, height, width)
+
+    def _pixels_of_codes(self, codes: np.ndarray, height: int, width: int,
+                         lost_rows: np.ndarray | None = None) -> np.ndarray:
+        """codes_to_image of checked codes; the tiles wholly in `lost_rows` (latent rows of lost chunks,
+        made grey by the caller) are left black without running the decoder."""
+        hop, ctx = self.hop, self.cfg.context_frames
+        quality, rows, cols = codes.shape
         out = np.zeros((rows * hop, cols * hop, 3), dtype=np.uint8)
         for r0, r1, c0, c1 in self._tiles(rows, cols):
+            if lost_rows is not None and lost_rows[r0:r1].all():
+                continue
             a, b = max(0, r0 - ctx), min(rows, r1 + ctx)
             c, d = max(0, c0 - ctx), min(cols, c1 + ctx)
             window = torch.from_numpy(np.ascontiguousarray(codes[:, a:b, c:d], dtype=np.int64)).to(self.device)
@@ -1970,9 +1980,12 @@ class Codec:
                 raise
         if salvage and needs_alpha and alpha is None:
             alpha = np.full((header.height, header.width), 255, dtype=np.uint8)
-        rgb = self.codes_to_image(np.concatenate(parts, axis=1), header.height, header.width)
+        lost_rows = np.zeros(rows, dtype=bool)
         for index in damaged:
-            rgb[index * header.chunk_frames * self.hop:(index + 1) * header.chunk_frames * self.hop] = 128
+            lost_rows[index * header.chunk_frames:(index + 1) * header.chunk_frames] = True
+        rgb = self._pixels_of_codes(np.concatenate(parts, axis=1, dtype=self._code_dtype), header.height, header.width,
+                                   lost_rows)
+        rgb[np.repeat(lost_rows, self.hop)[:header.height]] = 128
         return planes_to_image(rgb, header.mode, alpha)
 
     def _image_parts(self, data: bytes, salvage: bool = False):
