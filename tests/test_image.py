@@ -1286,6 +1286,15 @@ def test_cli_refuses_start_duration_and_rate_for_an_image(codec, tiny_model_path
         assert capsys.readouterr().err == \
             f"vqcodec: error: --start, --duration and --rate are for audio; {source} holds an image\n"
     assert [p.name for p in tmp_path.iterdir()] == ["photo.vq"]
+    # before the model is looked for, and before a damaged file's salvage says it decoded what it did not
+    damaged = tmp_path / "damaged.vq"
+    data = bytearray(source.read_bytes())
+    data[-1] ^= 0xFF
+    damaged.write_bytes(data)
+    for model in (["-m", str(tiny_model_path)], ["-m", str(tmp_path / "missing.safetensors")]):
+        assert run(["decode", str(damaged), str(tmp_path / "out.png"), "--salvage", "--start", "0", *model]) == 1
+        assert capsys.readouterr().err == \
+            f"vqcodec: error: --start, --duration and --rate are for audio; {damaged} holds an image\n"
 
 
 def test_cli_refuses_an_output_name_that_names_no_image_format(codec, tiny_model_path, tmp_path, capsys):

@@ -807,6 +807,8 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
     _refuse_output_file(output_path, force)
     data = _read_input(input_path, vqformat.MAGIC)
     header = vqformat.parse_header(data)
+    if header.kind == vqformat.KIND_IMAGE and (start is not None or duration is not None or output_rate is not None):
+        raise VQCodecError(f"--start, --duration and --rate are for audio; {input_path} holds an image")
     if format_name is not None:
         _check_format_kind(format_name, header.kind == vqformat.KIND_AUDIO, input_path)
     if header.kind == vqformat.KIND_AUDIO:
@@ -835,8 +837,6 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
                 _write_output(output_path, lambda stream: codec.decode_audio_file(
                     data, stream, format_hint=audio_format, start=start or 0.0, duration=duration, salvage=salvage,
                     rate=output_rate), force)
-        elif start is not None or duration is not None or output_rate is not None:
-            raise VQCodecError(f"--start, --duration and --rate are for audio; {input_path} holds an image")
         else:
             from .io import write_image
 
