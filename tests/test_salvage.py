@@ -202,6 +202,22 @@ def test_cli_salvage(cli, codec, audio_file, tiny_model_path, tmp_path):
     assert len(lines) == 1 and "1 of 8 chunks is damaged or missing, decoded as silence: 0.500-0.750 s" in lines[0]
 
 
+def test_cli_salvage_of_a_part_names_the_lost_chunks_it_meets(cli, codec, audio_file, tiny_model_path, tmp_path):
+    """The warning named every lost span of the file, as decoded as silence, whatever part was decoded:
+    --start 0 --duration 0.4 said 0.500-0.750 s came out silent."""
+    source = tmp_path / "damaged.vq"
+    source.write_bytes(flip_byte_in_chunk(flip_byte_in_chunk(audio_file[0], 2), 6))  # 0.5-0.75 s, 1.5-1.75 s
+    for part, warning in ((["--duration", "0.4"], ""),
+                          (["--start", "0.6", "--duration", "0.5"], "1 of 8 chunks is damaged or missing, decoded as "
+                                                                    "silence: 0.500-0.750 s"),
+                          (["--start", "1.6"], "1 of 8 chunks is damaged or missing, decoded as silence: 1.500-1.750 s"),
+                          (["--start", "0.75", "--duration", "0.75"], "")):
+        result = cli("decode", source, tmp_path / "part.wav", "--salvage", "--force", "-m", tiny_model_path, *part,
+                     text=True)
+        assert result.returncode == 0 and result.stderr == (f"vqcodec: warning: {warning}\n" if warning else ""), \
+            (part, result.stderr)
+
+
 def test_bytes_after_the_last_chunk_are_named_and_salvage_says_it_ignores_them(cli, codec, audio_file,
                                                                               tiny_model_path, tmp_path):
     """Plain decode refused such a file without the --salvage hint, and --salvage decoded it silently."""

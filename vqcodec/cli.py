@@ -830,7 +830,7 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
     codec = Codec.load(_model_of_file(model, data), device=device)
     codec.progress = _terminal_progress()
     if salvage:
-        _warn_damage(codec.damaged_parts(data), header)
+        _warn_damage(_damage_met(codec.damaged_parts(data), start, duration), header)
     try:
         if header.kind == vqformat.KIND_AUDIO:
             with _clipping_warnings("stdout" if output_path == "-" else output_path):
@@ -915,6 +915,16 @@ def _damaged(codec, data: bytes) -> bool:
         return bool(codec.damaged_parts(data))
     except VQCodecError:
         return False
+
+
+def _damage_met(damaged: list[dict], start: float | None, duration: float | None) -> list[dict]:
+    """What of a file's damage (damaged_parts) the part of its audio that --start and --duration ask for
+    meets: the runs of lost chunks that overlap it, and the bytes after the last chunk."""
+    if start is None and duration is None:
+        return damaged
+    begin = start or 0.0
+    end = math.inf if duration is None else begin + duration
+    return [part for part in damaged if "from" not in part or (part["from"] < end and part["to"] > begin)]
 
 
 def _warn_damage(damaged: list[dict], header) -> None:
