@@ -265,6 +265,21 @@ def test_info_on_a_damaged_file_says_what_the_header_holds(cli, audio_file, tiny
     assert record["samples"] == 88200 and record["sample_rate"] == 44100 and record["channels"] == 2
 
 
+def test_info_verbose_on_a_chunk_that_does_not_decode_says_what_the_header_holds(cli, codec, audio_file,
+                                                                                tiny_model_path, tmp_path):
+    """A chunk whose CRC holds but whose codes do not decode made `info --verbose` print nothing but the
+    error, and that without the --salvage hint that other damage gets."""
+    header, chunks, _ = vqformat.parse_file(audio_file[0])
+    source = tmp_path / "short.vq"
+    source.write_bytes(vqformat.build_file(header, chunks[:3] + [chunks[3][:-1]] + chunks[4:]))
+    for options in ([], ["--json"]):
+        result = cli("info", source, "-v", "-m", tiny_model_path, *options, text=True)
+        assert result.returncode == 1 and result.stderr == (
+            f"vqcodec: error: chunk holds {len(chunks[3]) - 1} bytes where {len(chunks[3])} were expected; "
+            "`vqcodec decode --salvage` decodes what is intact\n")
+        assert "88200" in result.stdout and "payload" not in result.stdout
+
+
 def test_a_header_alone_costs_no_memory_for_its_lost_chunks(golden_audio_codec):
     """A 56-byte file whose header declares an hour of 8 channels in chunks of 2**20 frames has
     every chunk lost: listing them, or salvaging a few milliseconds, used to fill an array of

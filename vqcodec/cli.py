@@ -1057,7 +1057,12 @@ def info(input_path, as_json, verbose, model_option):
         if model_option:
             record["model"] = model = model_option
         if verbose:
-            report = record["payload"] = codec.code_report(data)
+            try:
+                report = record["payload"] = codec.code_report(data)
+            except VQCodecError as exc:  # a chunk that does not decode: the header is said, as for other damage
+                if not _damaged(codec, data):
+                    raise
+                damage = exc
     if file_info.kind == "audio":
         record.update(duration=round(file_info.duration, 6), bitrate_bps=round(file_info.bitrate, 2))
         for key in ("width", "height", "mode", "has_alpha"):
