@@ -357,6 +357,22 @@ def test_check_file_takes_a_file_as_decoding_does(encoded, tiny_model_path, othe
         Codec.load(str(tiny_model_path)).check_file(stream)
 
 
+def test_info_with_a_model_refuses_a_chunk_count_the_model_refuses(encoded, cli, tiny_model_path, tmp_path):
+    """`info -m` checked the model's id, kind, codebooks and prior, but not the number of chunks the
+    header announces against the model's frames: it said the model decodes a file it refuses."""
+    header, chunks, _ = vqformat.parse_file((encoded / "out.vq").read_bytes())
+    header.chunk_frames = 7
+    source = tmp_path / "seven.vq"
+    source.write_bytes(vqformat.build_file(header, chunks))
+    frames = -(-header.length * 16000 // header.sample_rate // 8)
+    expected = f"corrupted .vq file: {len(chunks)} chunk{'s' if len(chunks) > 1 else ''} where {-(-frames // 7)} were expected"
+    result = cli("info", source, "-m", tiny_model_path, text=True)
+    assert result.returncode == 1 and result.stderr == f"vqcodec: error: {expected}\n"
+    assert cli("decode", source, tmp_path / "out.wav", "-m", tiny_model_path, text=True).stderr == \
+        f"vqcodec: error: {expected}\n"
+    assert cli("info", source, text=True).returncode == 0  # without a model, the header's own checks
+
+
 def test_info_json(encoded, cli, tiny_model_path, codec):
     result = cli("info", encoded / "out.vq", "--json", env={"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)})
     assert result.returncode == 0, result.stderr.decode()

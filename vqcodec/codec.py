@@ -1266,8 +1266,11 @@ class Codec:
 
     def check_file(self, data: bytes) -> None:
         """Refuse a `.vq` file (bytes, a path or a binary stream) this model does not decode: another model's,
-        another prior's, or more codebooks."""
-        self._check_file_model(vqformat.parse_header(vq_bytes(data)))
+        another prior's, more codebooks, or another number of chunks than the model's frames or rows make
+        (the checks of the header; its chunks are not decoded)."""
+        header = vqformat.parse_header(vq_bytes(data))
+        self._check_file_model(header)
+        self._check_chunks(header, self._chunk_layout(header)[0])
 
     def _check_file_model(self, header: vqformat.Header) -> None:
         if header.model_id != self.model_id and header.model_id not in self.decodes:
