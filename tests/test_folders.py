@@ -107,7 +107,7 @@ def test_decode_folder_of_audio_and_images(encoded_folder, tmp_path, cli):
     assert result.returncode == 1 and "--force" in stderr_lines(result)[-1]
     result = cli("decode", source, out, "--salvage", "--format", "flac", "--force")
     lines = stderr_lines(result)
-    assert any(line.startswith(f"{source / 'sub' / 'cut.vq'}: vqcodec: warning: 1 of 1 chunk is") for line in lines)
+    assert any(line.startswith(f"vqcodec: warning: {source / 'sub' / 'cut.vq'}: 1 of 1 chunk is") for line in lines)
     assert lines[-1] == "vqcodec: error: 1 of 5 files could not be decoded (listed above)"  # junk.vq only
     assert soundfile.info(out / "sub" / "cut.flac").frames == soundfile.info(out / "a.flac").frames
 

@@ -877,9 +877,7 @@ def _decode_folder(folder: Path, output_path: str, model, format_name, device, f
     codecs = _named_codec(model, device)
 
     def warn(path, damaged, header):
-        if damaged:
-            print(f"{path}:", file=sys.stderr, end=" ")
-            _warn_damage(damaged, header)
+        _warn_damage(damaged, header, path)
 
     def write_output(path, write):
         with _clipping_warnings(path):
@@ -927,8 +925,8 @@ def _damage_met(damaged: list[dict], start: float | None, duration: float | None
     return [part for part in damaged if "from" not in part or (part["from"] < end and part["to"] > begin)]
 
 
-def _warn_damage(damaged: list[dict], header) -> None:
-    """One warning line for what a salvaged decoding lost."""
+def _warn_damage(damaged: list[dict], header, path=None) -> None:
+    """One warning line for what a salvaged decoding lost (naming its file, in a folder)."""
     from .io import ALPHA_MODES, IMAGE_MODE_NAMES
 
     if not damaged:
@@ -948,7 +946,7 @@ def _warn_damage(damaged: list[dict], header) -> None:
         if count else []
     warnings += [f"{plural(d['trailing_bytes'], 'unexpected byte')} after the last chunk, ignored"
                  for d in damaged if "trailing_bytes" in d]
-    click.echo(f"vqcodec: warning: {'; '.join(warnings)}", err=True)
+    click.echo(f"vqcodec: warning: {f'{path}: ' if path else ''}{'; '.join(warnings)}", err=True)
 
 
 def _format_kind(format_name: str) -> str | None:
