@@ -644,6 +644,16 @@ def test_reads_common_formats(codec, tmp_path, fmt, suffix, tolerance):
     assert roundtrip(codec, image).size == (33, 21)
 
 
+def test_a_single_spider_image_is_read(codec, tmp_path):
+    """SPIDER's seek refuses a file that is not a stack, even to its first frame: no SPIDER file was read."""
+    grey = np.linspace(0, 1, 21 * 33, dtype=np.float32).reshape(21, 33)
+    path = tmp_path / "image.spi"
+    Image.fromarray(grey, "F").save(path, format="SPIDER")
+    image = open_image(path)
+    assert image.size == (33, 21) and image.mode == "F"
+    assert read_info(codec.encode(path, 2)).mode == "F"
+
+
 def test_audio_is_not_taken_for_an_image(tmp_path):
     for fmt in ("WAV", "FLAC", "OGG", "AIFF"):
         stream = io.BytesIO()

@@ -745,7 +745,7 @@ def open_image(source):
                 check_pixel_count(image.width, image.height)
                 frames = getattr(image, "n_frames", 1) if image.format != "MPO" else 1  # MPO: a camera's previews
                 unit = "pages" if image.format == "TIFF" else "frames"
-                image.seek(0)
+                _to_first_frame(image)
                 # Pillow reads 16-bit grey with alpha (PNG) as RGBA: grey it is, and grey it comes back
                 grey_with_alpha = image.mode == "RGBA" and any(getattr(t, "args", None) == "LA;16B" for t in image.tile)
                 # and 16-bit RGB as 8 bits (the high bytes), but leaves its transparent colour (tRNS) in 16 bits,
@@ -787,6 +787,13 @@ def open_image(source):
     except Exception as exc:
         reason = "not an image format Pillow reads" if isinstance(exc, UnidentifiedImageError) else exc
         raise _unreadable_image(source, reason) from None
+
+
+def _to_first_frame(image) -> None:
+    """Seek a multi-frame image to its first frame; a single image is there already, and SPIDER's
+    seek refuses a file that is not a stack ("attempt to seek in a non-stack file") even to frame 0."""
+    if image.tell() != 0:
+        image.seek(0)
 
 
 def _unreadable_image(source, reason) -> VQCodecError:
