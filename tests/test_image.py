@@ -624,6 +624,28 @@ def test_exif_orientation_is_applied(codec, tmp_path):
         assert codec.encode_image(opened, 2) == codec.encode(opened, 2) == codec.encode(path, 2)
 
 
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "CMYK", "I;16"])
+@pytest.mark.parametrize("orientation", [5, 6, 7, 8])
+def test_an_uncompressed_tiff_turned_by_a_quarter_is_turned_not_garbled(tmp_path, mode, orientation):
+    """Pillow memory-maps such a TIFF's pixels at its turned size: read from a path, they came out garbled."""
+    from PIL import ImageOps
+
+    stored = Image.fromarray(smooth_rgb(24, 40, seed=4)).convert(mode if mode != "I;16" else "L")
+    if mode == "I;16":
+        stored = Image.fromarray(np.asarray(stored, dtype=np.uint16) * 257)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "turned.tif"
+    stored.save(path, exif=exif)
+    tagged = stored.copy()
+    tagged.info["exif"] = exif.tobytes()
+    expected = ImageOps.exif_transpose(tagged)
+    for source in (path, io.BytesIO(path.read_bytes())):
+        image = open_image(source)
+        assert image.size == (24, 40)
+        assert np.array_equal(np.asarray(image), np.asarray(expected))
+
+
 @pytest.mark.parametrize("fmt,suffix,tolerance", [
     ("PNG", ".png", 0), ("JPEG", ".jpg", 12), ("WEBP", ".webp", 12), ("BMP", ".bmp", 0),
     ("TIFF", ".tif", 0), ("GIF", ".gif", 40), ("AVIF", ".avif", 12), ("PPM", ".ppm", 0), ("QOI", ".qoi", 0),

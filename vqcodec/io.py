@@ -756,6 +756,7 @@ def open_image(source):
                 native_capture = _native_stderr_captured() if image.format == "TIFF" else contextlib.nullcontext([])
                 if image.format == "TIFF" and image.tag_v2.get(PLANAR_CONFIGURATION) == 2:
                     _planes_through_libtiff(image, source)
+                _not_memory_mapped_if_turned(image)
                 try:
                     with native_capture as native:
                         image.load()
@@ -787,6 +788,19 @@ def open_image(source):
     except Exception as exc:
         reason = "not an image format Pillow reads" if isinstance(exc, UnidentifiedImageError) else exc
         raise _unreadable_image(source, reason) from None
+
+
+TIFF_ORIENTATION = 274  # the TIFF (and EXIF) tag of how the stored image is turned for display
+SIDE_SWAPPING_ORIENTATIONS = {5, 6, 7, 8}  # turned by a quarter: width and height trade places
+
+
+def _not_memory_mapped_if_turned(image) -> None:
+    """Keep Pillow from memory-mapping the pixels of a TIFF turned by a quarter (orientation 5 to 8):
+    it maps the stored pixels at the size they are displayed at, so an uncompressed grey, palette,
+    RGBA, CMYK or 16-bit TIFF read from a path came out garbled (from a stream it was right). Its
+    pixels are read instead, as they are from a stream."""
+    if image.format == "TIFF" and image.tag_v2.get(TIFF_ORIENTATION) in SIDE_SWAPPING_ORIENTATIONS:
+        image.filename = ""  # ImageFile.load maps a file only when it has a file name
 
 
 def _to_first_frame(image) -> None:
