@@ -756,10 +756,9 @@ def open_image(source):
                 native_capture = _native_stderr_captured() if image.format == "TIFF" else contextlib.nullcontext([])
                 if image.format == "TIFF" and image.tag_v2.get(PLANAR_CONFIGURATION) == 2:
                     _planes_through_libtiff(image, source)
-                _not_memory_mapped_if_turned(image)
                 try:
                     with native_capture as native:
-                        image.load()
+                        load_pixels(image)
                 except OSError as exc:
                     if native:  # libtiff's own message, which says more than "decoder error -2"
                         raise _unreadable_image(source, native[-1]) from exc
@@ -794,13 +793,19 @@ TIFF_ORIENTATION = 274  # the TIFF (and EXIF) tag of how the stored image is tur
 SIDE_SWAPPING_ORIENTATIONS = {5, 6, 7, 8}  # turned by a quarter: width and height trade places
 
 
-def _not_memory_mapped_if_turned(image) -> None:
-    """Keep Pillow from memory-mapping the pixels of a TIFF turned by a quarter (orientation 5 to 8):
-    it maps the stored pixels at the size they are displayed at, so an uncompressed grey, palette,
-    RGBA, CMYK or 16-bit TIFF read from a path came out garbled (from a stream it was right). Its
-    pixels are read instead, as they are from a stream."""
+def load_pixels(image) -> None:
+    """image.load() of an image Image.open gave, but a TIFF turned by a quarter (orientation 5 to 8)
+    is read rather than memory-mapped: Pillow maps the stored pixels at the size they are displayed
+    at, so an uncompressed grey, palette, RGBA, CMYK or 16-bit TIFF opened from a path came out
+    garbled (from a stream it was right)."""
+    name = getattr(image, "filename", None)
     if image.format == "TIFF" and image.tag_v2.get(TIFF_ORIENTATION) in SIDE_SWAPPING_ORIENTATIONS:
         image.filename = ""  # ImageFile.load maps a file only when it has a file name
+    try:
+        image.load()
+    finally:
+        if name is not None:
+            image.filename = name
 
 
 def _to_first_frame(image) -> None:
