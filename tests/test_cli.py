@@ -1710,6 +1710,25 @@ def test_pack_and_codes_refuse_an_output_named_as_media_as_encode_does(encoded, 
     assert listing(tmp_path) == {"codes.npy"}
 
 
+@pytest.mark.parametrize("command, suffix, name, what, writer", [
+    ("codes", ".npy", "out.vq", "a .vq file", "encode and pack write .vq files"),
+    ("pack", ".vq", "out.npy", "a NumPy array", "codes writes .npy files")])
+def test_pack_and_codes_refuse_an_output_named_as_the_others_output(encoded, cli, tiny_model_path, tmp_path,
+                                                                   command, suffix, name, what, writer):
+    """`codes talk.vq talk.vq --force` replaced the .vq file with a NumPy array of its codes."""
+    source = tmp_path / ("codes.npy" if command == "pack" else "out.vq")
+    if command == "pack":
+        assert cli("codes", encoded / "out.vq", source, "-m", tiny_model_path).returncode == 0
+    else:
+        source.write_bytes((encoded / "out.vq").read_bytes())
+    before = listing(tmp_path), source.read_bytes()
+    result = cli(command, source, tmp_path / name, "-m", tiny_model_path, "--force")
+    assert_one_line_error(result)
+    assert result.stderr.decode() == (f"vqcodec: error: {tmp_path / name}: {command} writes a {suffix} file, which a "
+                                      f"name ending {Path(name).suffix} says is {what}: name it {suffix} ({writer})\n")
+    assert (listing(tmp_path), source.read_bytes()) == before
+
+
 def test_a_dangling_link_as_output_is_refused_without_force_before_the_work(encoded, cli, tiny_model_path, tmp_path):
     """A symbolic link to nothing passed the check made before decoding (Path.exists follows links), and
     was refused only when the output was moved into place, as a file "written while this ran"."""

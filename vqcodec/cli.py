@@ -448,10 +448,16 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
     _write_output(output_path, lambda stream: stream.write(encoded), force)
 
 
+# What the other outputs of vqcodec are named, and which command writes them
+WRITTEN_SUFFIXES = {".vq": ("a .vq file", "encode and pack write .vq files"),
+                    ".npy": ("a NumPy array", "codes writes .npy files")}
+
+
 def _refuse_media_output_name(path: str, command: str = "encode", suffix: str = ".vq") -> None:
     """Refuse an output of `command`, which writes a `suffix` file, named as audio or an image (`encode
-    photo.png photo.jpg`, `pack codes.npy talk.wav`): the file written under that name is no such file,
-    and what reads it by its name fails."""
+    photo.png photo.jpg`, `pack codes.npy talk.wav`), or as the other of .vq and .npy (`codes talk.vq
+    talk.vq --force` replaced the .vq file with its codes): the file written under that name is no such
+    file, and what reads it by its name fails."""
     from .io import media_kind_of
 
     kind = media_kind_of(Path(path)) if path != "-" else None
@@ -459,6 +465,11 @@ def _refuse_media_output_name(path: str, command: str = "encode", suffix: str = 
         raise VQCodecError(f"{path}: {command} writes a {suffix} file, which a name ending {Path(path).suffix} says "
                            f"is {'audio' if kind == 'audio' else 'an image'}: name it {suffix} (decode writes {kind} "
                            "files)")
+    named = Path(path).suffix.lower() if path != "-" else ""
+    if named in WRITTEN_SUFFIXES and named != suffix:
+        what, writer = WRITTEN_SUFFIXES[named]
+        raise VQCodecError(f"{path}: {command} writes a {suffix} file, which a name ending {Path(path).suffix} says "
+                           f"is {what}: name it {suffix} ({writer})")
 
 
 def _refuse_media_options(beam, refine, rate_weight, kind) -> None:
