@@ -891,12 +891,14 @@ def test_closed_or_terminal_stdin_and_stdout_are_refused(encoded, tiny_model_pat
 
 
 def test_text_commands_refuse_a_closed_stdout(encoded, tiny_model_path, monkeypatch, capsys):
-    """info, models and eval printed into nothing (`>&-`) and exited 0: eval after all its work."""
+    """info, models and eval printed into nothing (`>&-`) and exited 0: eval after all its work; and
+    every command (--help and --version wrapped as printing) failed with a traceback since 9331fed."""
     from vqcodec.cli import run
 
     monkeypatch.setattr(sys, "stdout", None)
     monkeypatch.setenv("VQCODEC_MODEL_PATH", str(tiny_model_path.parent))
-    for args in (["info", str(encoded / "out.vq")], ["models"], ["eval", str(tiny_model_path), str(encoded / "in.wav")]):
+    for args in (["info", str(encoded / "out.vq")], ["models"], ["eval", str(tiny_model_path), str(encoded / "in.wav")],
+                 ["--version"], ["info", "--help"], []):
         assert run(args) == 1
         assert capsys.readouterr().err == "vqcodec: error: stdout is closed: redirect or pipe the output\n", args
 

@@ -62,7 +62,9 @@ def _refuse_closed_stdout() -> None:
 @contextlib.contextmanager
 def _writing_stdout():
     """Write stdout in the block, flushed at its end: a write that fails (a full disk: `> /dev/full`) is
-    one error naming stdout. A pipe closed early (BrokenPipeError) still ends the command quietly."""
+    one error naming stdout. A pipe closed early (BrokenPipeError) still ends the command quietly, and
+    a closed one (`>&-`) is refused before the block runs."""
+    _refuse_closed_stdout()
     try:
         yield
         sys.stdout.flush()
@@ -286,6 +288,8 @@ def _writing_stdout_in(callback):
     """An eager option's callback (--help, --version) whose text, if stdout cannot take it, is the one
     error 'cannot write stdout' that every command gives."""
     def printing(ctx, param, value):
+        if not value:  # called for every command, and prints only when given
+            return callback(ctx, param, value)
         with _writing_stdout():
             return callback(ctx, param, value)
     printing.writes_stdout = True
