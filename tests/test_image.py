@@ -1190,6 +1190,17 @@ def test_decompression_bombs_are_refused(side):
         open_image(io.BytesIO(png_claiming(side, side)))
 
 
+def test_a_side_longer_than_a_vq_file_holds_is_refused_from_the_header():
+    """A PNG of 89 000 000 x 1 pixels (260 KB) was read whole, 1.2 GB, before encoding refused its side;
+    open_image took it."""
+    from vqcodec.io import read_image_rgb
+
+    with pytest.raises(VQCodecError, match=f"^image 70000x1000 exceeds the size limit of {vqformat.MAX_IMAGE_SIDE} "
+                                           "pixels a side"):
+        open_image(io.BytesIO(png_claiming(70_000, 1000)))
+    assert read_image_rgb(io.BytesIO(png_claiming(70_000, 1))).shape == (1, 70_000, 3)  # training crops it
+
+
 # ---------------------------------------------------------------- the command line
 
 HEADER_LAYOUT = "<4sBBBB8sIIQIIHBBII"   # magic, version, then the Header fields in order; CRC after

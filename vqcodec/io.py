@@ -16,6 +16,7 @@ import soundfile
 import soxr
 
 from .errors import AudioReadWarning, ImageReadWarning, VQCodecError
+from .format import MAX_IMAGE_SIDE
 from .wording import plural, setting
 
 # Suffixes that name one of soundfile's formats (which it knows by name: WAV, AIFF, ...) otherwise
@@ -702,7 +703,7 @@ def read_image_rgb(path) -> np.ndarray:
     """Read an image as the uint8 RGB (height, width, 3) that encoding it codes (open_image and
     image_to_planes: EXIF orientation and an ICC profile applied, 16-bit and float grey scaled to 8 bits, not clipped)."""
     try:
-        return image_to_planes(open_image(path))[0]
+        return image_to_planes(open_image(path, max_side=None))[0]  # training crops what encoding refuses
     except VQCodecError as exc:
         raise VQCodecError(str(exc) if str(path) in str(exc) else f"cannot read image {path}: {exc}") from None
 
@@ -733,8 +734,16 @@ def check_pixel_count(width: int, height: int) -> None:
         raise VQCodecError(f"image of {width}x{height} pixels exceeds the limit of {MAX_PIXELS} pixels")
 
 
-def open_image(source):
-    """Open an image file (path or binary stream), apply EXIF orientation and an ICC profile (to sRGB), and refuse bombs."""
+def _check_side(width: int, height: int, max_side: int | None) -> None:
+    if max_side is not None and max(width, height) > max_side:
+        raise VQCodecError(f"image {width}x{height} exceeds the size limit of {max_side} pixels a side and "
+                           f"{MAX_PIXELS} pixels")
+
+
+def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
+    """Open an image file (path or binary stream), apply EXIF orientation and an ICC profile (to sRGB), and refuse
+    bombs and, unless `max_side` is None, an image with a side longer than that (what a .vq file holds),
+    from its header: a PNG of 89 000 000 x 1 pixels took 1.2 GB and 6 s to be refused once read."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -743,6 +752,7 @@ def open_image(source):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # check_pixel_count says it
             with Image.open(source) as image:
                 check_pixel_count(image.width, image.height)
+                _check_side(image.width, image.height, max_side)
                 frames = getattr(image, "n_frames", 1) if image.format != "MPO" else 1  # MPO: a camera's previews
                 unit = "pages" if image.format == "TIFF" else "frames"
                 _to_first_frame(image)
