@@ -438,7 +438,7 @@ def test_counts_of_one_are_singular(cli, tmp_path, tiny_model_path, codec, signa
     assert result.returncode == 0 and result.stderr.startswith("decoded 1 file, "), result.stderr
     (folder / "one.vq").write_bytes(data[:-2])
     result = cli("decode", folder, tmp_path / "out2", "--salvage", env=env, text=True)
-    assert "vqcodec: warning: 1 of 1 chunk is damaged or missing" in result.stderr
+    assert f"vqcodec: warning: {folder / 'one.vq'}: 1 of 1 chunk is damaged or missing" in result.stderr
     (folder / "one.vq").write_bytes(b"junk")
     result = cli("decode", folder, tmp_path / "out3", env=env, text=True)
     assert result.stderr.splitlines()[-1] == "vqcodec: error: 1 of 1 file could not be decoded (listed above): " \
