@@ -712,6 +712,21 @@ def test_a_long_shared_chunk_is_held_once_not_once_per_channel(codec):
     assert (codec.read_codes(data)[1] == 0).all()
 
 
+def test_a_long_entropy_coded_chunk_is_not_held_twice_as_int64(golden_audio_codec):
+    """Each channel's codes were decoded as int64 and then stacked into another int64 array: a
+    18 KB file of 64 channels with per-cell depth in one chunk of 2^20 frames (speech16k) took 8.6 GB
+    before the codes were narrowed to int16."""
+    codec, channels, frames = golden_audio_codec, 16, 5_000
+    payload = codec.prior.encode_chunk(np.full((channels, 4, frames), -1), depths=True)  # every cell of depth 0
+    header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=vqformat.CODING_PRIOR_DEPTH, quality=4,
+                             model_id=codec.model_id, prior_id=codec.prior.prior_id, sample_rate=codec.sample_rate,
+                             length=frames * codec.hop, channels=channels, chunk_frames=frames)
+    data = vqformat.build_file(header, [payload])
+    codes, peak = traced_peak(lambda: codec.read_codes(data)[1])
+    assert codes.dtype == np.int16 and (codes == -1).all()
+    assert peak < 4 * codes.nbytes, f"peak {peak / 1e6:.1f} MB for {codes.nbytes / 1e6:.1f} MB of codes"  # < int64
+
+
 def test_codes_to_audio_refuses_audio_larger_than_memory_before_copying_the_codes(codec, monkeypatch):
     """Codes whose audio did not fit were copied to int16 and then decoded into an array that memory
     given as it is touched never refused with MemoryError: the process was killed part way. The check

@@ -831,7 +831,8 @@ class Codec:
         return entropy.pack_fixed(codes, self.codebook_size)
 
     def _decode_payload(self, header: vqformat.Header, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
-        """One chunk's codes of the given shape (every channel's, for audio)."""
+        """One chunk's codes of the given shape (every channel's, for audio): int64 at fixed width, _code_dtype
+        when entropy coded (whose payloads can hold many codes in few bytes)."""
         if header.kind == vqformat.KIND_AUDIO and header.flags & vqformat.FLAG_SHARED_CHANNELS:
             layout, payload = vqformat.channel_layout(payload)
             if layout == vqformat.LAYOUT_SHARED:  # every channel's codes, as a read-only view of the one set
@@ -840,7 +841,8 @@ class Codec:
 
     def _decode_body(self, header: vqformat.Header, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
         if header.coding in vqformat.PRIOR_CODINGS:
-            return self.prior.decode_chunk(payload, shape, depths=header.coding == vqformat.CODING_PRIOR_DEPTH)
+            return self.prior.decode_chunk(payload, shape, depths=header.coding == vqformat.CODING_PRIOR_DEPTH,
+                                           dtype=self._code_dtype)
         return entropy.unpack_fixed(payload, math.prod(shape), self.codebook_size).reshape(shape)
 
     @property
@@ -1438,6 +1440,7 @@ class Codec:
             codes = self._decode_payload(header, payload, shape_of(b - a))
             if vqformat.stores_one_channel(header, payload):
                 codes = codes[:1]  # what the chunk stores
+            codes = codes.astype(np.int64, copy=False)  # the prior's contexts are worked out in int64
             fixed_bytes += math.ceil(codes.size * fixed_width / 8)
             counts += np.moveaxis(codes >= 0, level_axis, 0).reshape(quality, -1).sum(1)
             cells += codes.size // quality

@@ -600,9 +600,12 @@ class CodePrior:
             above = row
         return np.asarray(depth, dtype=np.int64).reshape(rows, cols)
 
-    def decode_chunk(self, payload: bytes, shape: tuple[int, int, int], depths: bool = False) -> np.ndarray:
-        """Payload -> int64 codes of `shape` (as in _planes), ABSENT beyond each cell's depth when the
-        payload has depth maps (`depths`, CODING_PRIOR_DEPTH). Corrupt input raises FormatError."""
+    def decode_chunk(self, payload: bytes, shape: tuple[int, int, int], depths: bool = False,
+                     dtype=np.int64) -> np.ndarray:
+        """Payload -> codes of `shape` (as in _planes) as `dtype`, ABSENT beyond each cell's depth when the
+        payload has depth maps (`depths`, CODING_PRIOR_DEPTH). Corrupt input raises FormatError. Each
+        plane is decoded as int64 and copied into the result, so the chunk is not held twice as int64
+        (a chunk may hold 2^20 frames of 64 channels)."""
         _require_constriction()
         shape = tuple(int(s) for s in shape)
         if self.kind == "audio":
@@ -619,20 +622,22 @@ class CodePrior:
             raise FormatError(f"corrupted chunk: entropy-coded payload of {plural(len(payload), 'byte')} is too short "
                               f"for its {plural(cells * quality, 'code')}")
         words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+        codes = np.empty(shape, dtype=dtype)
         try:
             decoder = constriction.stream.queue.RangeDecoder(words)
-            planes = [self._decode_plane(decoder, s, depths) for s in plane_shapes]
+            for index, plane_shape in enumerate(plane_shapes):
+                plane = self._decode_plane(decoder, plane_shape, depths)
+                if self.kind == "audio":
+                    codes[index] = plane[:, 0, :]
+                else:
+                    codes[...] = plane
         except FormatError:
             raise
         except Exception as exc:  # constriction rejects some corrupt streams
             raise FormatError(f"corrupted chunk: entropy decoding failed ({exc})") from None
         if not decoder.maybe_exhausted():
             raise FormatError("corrupted chunk: entropy-coded payload has data left over")
-        if self.kind == "audio":
-            if not planes:
-                return np.zeros(shape, dtype=np.int64)
-            return np.stack([p[:, 0, :] for p in planes])
-        return planes[0]
+        return codes
 
     def min_bits(self, quality: int, cells: int, depths: bool = False) -> float:
         """A lower bound on the size in bits of any payload of `cells` cells (audio frames of a
