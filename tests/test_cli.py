@@ -950,17 +950,17 @@ def test_encode_from_stdin_closes_its_spool(tiny_model_path, tmp_path, monkeypat
 
 
 class Recording(io.RawIOBase):
-    """64 MiB of a WAV-like stream, counting what is read of it."""
+    """64 MiB of a WAV-like stream (or of another that begins with `head`), counting what is read of it."""
 
-    def __init__(self):
-        self.left, self.taken = 64 << 20, 0
+    def __init__(self, head: bytes = b"RIFF"):
+        self.head, self.left, self.taken = head, 64 << 20, 0
 
     def readable(self):
         return True
 
     def readinto(self, buffer):
         count = min(len(buffer), self.left)
-        buffer[:count] = (b"RIFF" if self.taken == 0 else b"\0" * 4)[:count].ljust(count, b"\0")
+        buffer[:count] = self.head[self.taken:self.taken + count].ljust(count, b"\0")
         self.left, self.taken = self.left - count, self.taken + count
         return count
 
@@ -975,6 +975,22 @@ def test_decode_and_info_refuse_other_input_from_its_first_bytes(tiny_model_path
         monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(ShortWrites(), write_through=True))
         assert run(args) == 1 and capsys.readouterr().err == "vqcodec: error: not a .vq file (bad magic)\n"
         assert stdin.taken < 1 << 20, f"{args[0]} read {stdin.taken} bytes of a recording"
+
+
+def test_decode_and_info_refuse_a_damaged_header_from_its_first_bytes(tiny_model_path, monkeypatch, capsys):
+    """Input that began with the magic was read whole before its header was checked: 64 MiB behind a
+    header whose CRC fails (a stream that does not end: until memory ran out) for one line of error."""
+    from vqcodec.cli import run
+
+    header = bytearray(vqformat.Header(kind=vqformat.KIND_AUDIO, coding=0, quality=1, model_id=bytes(8),
+                                       sample_rate=8000, length=8000, channels=1, chunk_frames=500).pack())
+    header[20] ^= 1  # the sample rate, under the header CRC
+    for args in (["info", "-"], ["decode", "-", "-", "-m", str(tiny_model_path)]):
+        stdin = Recording(bytes(header))
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(stdin)))
+        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(ShortWrites(), write_through=True))
+        assert run(args) == 1 and capsys.readouterr().err == "vqcodec: error: corrupted .vq file (header CRC mismatch)\n"
+        assert stdin.taken < 1 << 20, f"{args[0]} read {stdin.taken} bytes behind a damaged header"
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")

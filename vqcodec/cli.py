@@ -93,18 +93,18 @@ def _media_source(path: str):
     return spool
 
 
-def _read_input(path: str, magic: bytes = b"") -> bytes:
-    """The bytes of an input file or stdin. With `magic`, input that does not start with it is refused
-    from its first bytes (as parse_header refuses it), before the rest (a recording given to decode,
-    gigabytes maybe) is read into memory."""
+def _read_vq_input(path: str) -> bytes:
+    """The bytes of a `.vq` input file or stdin. Input whose first bytes are not a header that parse_header
+    accepts is refused from them, as parsing it would refuse it, before the rest (a recording given to
+    decode, gigabytes maybe, or a stream that does not end) is read into memory."""
     try:
         with contextlib.nullcontext(_stdin()) if path == "-" else open(path, "rb") as stream:
             head = b""
-            while len(head) < len(magic) and (piece := stream.read(len(magic) - len(head))):
+            while len(head) < vqformat.HEADER_SIZE and (piece := stream.read(vqformat.HEADER_SIZE - len(head))):
                 head += piece
-            if magic and not head:
+            if not head:
                 raise _empty_input(path)  # as encode says it
-            if head != magic:
+            if not head.startswith(vqformat.MAGIC) or len(head) == vqformat.HEADER_SIZE:
                 vqformat.parse_header(head)
             return head + stream.read()
     except FileNotFoundError:
@@ -820,7 +820,7 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
             raise VQCodecError("--start and --duration are for one file, not a folder")
         return _decode_folder(Path(input_path), output_path, model, format_name, device, force, salvage, output_rate)
     _refuse_output_file(output_path, force)
-    data = _read_input(input_path, vqformat.MAGIC)
+    data = _read_vq_input(input_path)
     header = vqformat.parse_header(data)
     if header.kind == vqformat.KIND_IMAGE and (start is not None or duration is not None or output_rate is not None):
         raise VQCodecError(f"--start, --duration and --rate are for audio; {input_path} holds an image")
@@ -1047,7 +1047,7 @@ def info(input_path, as_json, verbose, model_option):
     from .fileinfo import read_info
     from .registry import model_of_file, other_prior_model
 
-    data = _read_input(input_path, vqformat.MAGIC)
+    data = _read_vq_input(input_path)
     _refuse_closed_stdout()
     try:
         file_info, damage = read_info(data), None
