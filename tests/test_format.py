@@ -361,10 +361,11 @@ def test_image_file_given_to_audio_decoder(craft, codec):
 
 def test_an_image_file_naming_an_audio_model_is_refused_by_every_reader(codec):
     """Decoding refused it, but reading its codes (`vqcodec codes`), `info --verbose`, `info -m` and
-    recoding it (`encode x.vq`) took the image's rows and columns for the audio model's frames."""
+    recoding it (`encode x.vq`) took the image's rows and columns for the audio model's frames.
+    (Codec.decode refused it in words of its own: "the file holds image, and model tiny codes audio".)"""
     data = vqformat.build_file(image_header(width=1, height=1, mode=0, model_id=codec.model_id, quality=2),
                                [entropy.pack_fixed(np.array([1, 2]), codec.codebook_size)])
-    for read in (codec.read_codes, codec.code_report, codec.recode, codec.check_file,
+    for read in (codec.read_codes, codec.code_report, codec.recode, codec.check_file, codec.decode,
                  lambda data: list(codec.code_blocks(data)[2])):
         with pytest.raises(VQCodecError, match="^this .vq file holds an image, but model tiny codes audio$"):
             read(data)

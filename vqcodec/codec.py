@@ -623,10 +623,9 @@ class Codec:
         """`.vq` bytes (or the path of a `.vq` file) -> (float32 audio (channels, samples), sample rate) for
         audio, or a Pillow image for images: the original rate, length, size and mode."""
         data = vq_bytes(data)
-        kind = vqformat.KIND_NAMES[vqformat.parse_header(data).kind]  # the decoding checks the rest
-        if kind != self.kind:
-            raise VQCodecError(f"the file holds {kind}, and model {self.name} codes {self.kind}")
-        return self.decode_audio(data) if kind == "audio" else self.decode_image(data)
+        header = vqformat.parse_header(data)
+        self._check_file_model(header)  # its model and kind, as the decoding checks them; the decoding checks the rest
+        return self.decode_audio(data) if header.kind == vqformat.KIND_AUDIO else self.decode_image(data)
 
     @property
     def beam(self) -> int:
