@@ -586,6 +586,26 @@ def test_png_trns_transparency_survives(codec, mode, key):
     assert np.array_equal(np.asarray(out.convert("RGBA").getchannel("A")) == 0, transparent)
 
 
+@pytest.mark.parametrize("bits", [2, 4])
+def test_a_low_bit_grey_png_keeps_its_transparent_level(codec, bits):
+    """Pillow reads 2- and 4-bit grey as 8-bit levels but left its tRNS level in the file's bits: a
+    white key (3 or 15) matched no pixel, and the image came out opaque."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    white = 2 ** bits - 1
+    levels = np.arange(6 * 8).reshape(6, 8) % (white + 1)
+    rows = b"".join(b"\x00" + int("".join(format(level, f"0{bits}b") for level in row), 2).to_bytes(bits, "big")
+                    for row in levels)
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 6, bits, 0, 0, 0, 0))
+           + chunk(b"tRNS", struct.pack(">H", white)) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    opened = open_image(io.BytesIO(png))
+    assert np.array_equal(np.asarray(opened.convert("RGBA").getchannel("A")) == 0, levels == white)
+    with Image.open(io.BytesIO(png)) as lazy:  # the API, given the image as Image.open gives it
+        assert codec.encode_image(lazy, 2) == codec.encode(opened, 2) == codec.encode(png, 2)
+    out = roundtrip(codec, opened)
+    assert out.mode == "LA" and np.array_equal(np.asarray(out.getchannel("A")) == 0, levels == white)
+
+
 def test_sixteen_bit_rgb_png_keeps_its_transparent_colour(codec):
     """Pillow reads 16-bit RGB as 8 bits but matched its 16-bit transparent colour against the low bytes:
     20000 (0x4E20) made the pixels of level 0x20 transparent, and none of that colour's."""

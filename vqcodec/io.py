@@ -734,6 +734,28 @@ def check_pixel_count(width: int, height: int) -> None:
         raise VQCodecError(f"image of {width}x{height} pixels exceeds the limit of {MAX_PIXELS} pixels")
 
 
+LOW_GREY_RAWMODES = {"L;2": 2, "L;4": 4}  # grey of 2 and 4 bits a pixel (PNG), read as 8-bit levels
+
+
+def low_grey_key_bits(image) -> int | None:
+    """Of an image not yet loaded: the bits a pixel of 2- or 4-bit grey with a transparent level (PNG
+    tRNS) has, which Pillow reads as 8-bit levels but whose transparent level it leaves in those bits
+    (a 4-bit white key of 15 matched no pixel, made 255); None for any other image."""
+    if image.mode != "L" or "transparency" not in image.info:
+        return None
+    return next((LOW_GREY_RAWMODES[tile.args] for tile in getattr(image, "tile", ())
+                 if isinstance(getattr(tile, "args", None), str) and tile.args in LOW_GREY_RAWMODES), None)
+
+
+def with_grey_key_in_8_bits(image, bits: int | None):
+    """`image`, or where `bits` (low_grey_key_bits) is given a copy whose transparent level is scaled to 8 bits."""
+    if bits is None:
+        return image
+    scaled = image.copy()
+    scaled.info["transparency"] = image.info["transparency"] * 255 // (2 ** bits - 1)
+    return scaled
+
+
 def _check_side(width: int, height: int, max_side: int | None) -> None:
     if max_side is not None and max(width, height) > max_side:
         raise VQCodecError(f"image {width}x{height} exceeds the size limit of {max_side} pixels a side and "
@@ -762,6 +784,7 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
                 # which it then matched against the low bytes: other pixels than that colour's became transparent
                 deep_colour_key = (image.mode == "RGB" and "transparency" in image.info
                                    and any(getattr(t, "args", None) == "RGB;16B" for t in image.tile))
+                grey_key_bits = low_grey_key_bits(image)
                 # only libtiff writes to stderr itself; fd 2 is the whole process's, so only around it
                 native_capture = _native_stderr_captured() if image.format == "TIFF" else contextlib.nullcontext([])
                 if image.format == "TIFF" and image.tag_v2.get(PLANAR_CONFIGURATION) == 2:
@@ -782,6 +805,7 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
                     transposed = transposed.convert("LA")
                 if deep_colour_key:
                     transposed.info["transparency"] = tuple(value >> 8 for value in transposed.info["transparency"])
+                transposed = with_grey_key_in_8_bits(transposed, grey_key_bits)
             transposed.info.pop("exif", None)  # applied, else kept no more: not parsed again (warning again)
         _warn_once_each(caught, _image_called(source))
         transposed = in_srgb(transposed, source)
