@@ -1025,6 +1025,23 @@ def test_fifos_and_devices_are_read_and_written_through(encoded, cli, tiny_model
     assert result.returncode == 0 and result.stderr == b"" and Path(os.devnull).is_char_device()
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_an_unreadable_fifo_is_named_not_called_stdin(cli, tiny_model_path, tmp_path):
+    """A FIFO (or <(...), /dev/fd/63) is read through a copy, which errors named "from stdin"."""
+    fifo = tmp_path / "pipe.flac"
+    os.mkfifo(fifo)
+    with ThreadPoolExecutor(1) as pool:
+        feeding = pool.submit(lambda: fifo.write_bytes(Path("tests/data/speech.flac").read_bytes()[:30]))
+        try:
+            result = cli("encode", fifo, tmp_path / "out.vq", "-m", tiny_model_path, timeout=60)
+        finally:
+            if not feeding.done():  # let a writer still waiting for a reader go
+                os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+    assert_one_line_error(result)
+    assert result.stderr.decode().startswith(f"vqcodec: error: cannot read audio {fifo}: ")
+    assert not (tmp_path / "out.vq").exists()
+
+
 @pytest.mark.skipif(not Path("/dev/fd").is_dir(), reason="no /dev/fd")
 def test_a_pipes_dev_fd_name_is_written_into(encoded, tiny_model_path):
     """>(...) names a pipe /dev/fd/N, a link to no file ('pipe:[...]'): written through the name, not the

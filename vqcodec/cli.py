@@ -89,6 +89,8 @@ def _media_source(path: str):
         except BaseException:
             spool.close()
             raise
+    if path != "-":  # errors and warnings name the FIFO or device (io.input_name), not "stdin"
+        spool.raw.name = path
     spool.seek(0)
     return spool
 
