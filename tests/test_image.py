@@ -699,6 +699,18 @@ def test_a_single_spider_image_is_read(codec, tmp_path):
     assert read_info(codec.encode(path, 2)).mode == "F"
 
 
+def test_a_psd_image_is_read(codec, tmp_path):
+    """Pillow opens a PSD at its composite image, which it numbers frame 1: the seek to frame 0 failed
+    ("attempt to seek outside sequence"), so no PSD was read, though the README names it."""
+    rgb = smooth_rgb(6, 9, seed=5)
+    path = tmp_path / "image.psd"
+    path.write_bytes(b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, 6, 9, 8, 3) + bytes(12)  # RGB, no layers
+                     + struct.pack(">H", 0) + b"".join(rgb[:, :, channel].tobytes() for channel in range(3)))
+    image = open_image(path)
+    assert image.mode == "RGB" and np.array_equal(np.asarray(image), rgb)
+    assert read_info(codec.encode(path, 2)).width == 9
+
+
 def test_audio_is_not_taken_for_an_image(tmp_path):
     for fmt in ("WAV", "FLAC", "OGG", "AIFF"):
         stream = io.BytesIO()

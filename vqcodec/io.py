@@ -775,9 +775,11 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
             with Image.open(source) as image:
                 check_pixel_count(image.width, image.height)
                 _check_side(image.width, image.height, max_side)
-                frames = getattr(image, "n_frames", 1) if image.format != "MPO" else 1  # MPO: a camera's previews
+                opened_at = image.tell()
+                # MPO: a camera's previews; PSD: the layers of the composite image read
+                frames = getattr(image, "n_frames", 1) if image.format not in ("MPO", "PSD") else 1
                 unit = "pages" if image.format == "TIFF" else "frames"
-                _to_first_frame(image)
+                _back_to_frame(image, opened_at)
                 # Pillow reads 16-bit grey with alpha (PNG) as RGBA: grey it is, and grey it comes back
                 grey_with_alpha = image.mode == "RGBA" and any(getattr(t, "args", None) == "LA;16B" for t in image.tile)
                 # and 16-bit RGB as 8 bits (the high bytes), but leaves its transparent colour (tRNS) in 16 bits,
@@ -842,11 +844,13 @@ def load_pixels(image) -> None:
             image.filename = name
 
 
-def _to_first_frame(image) -> None:
-    """Seek a multi-frame image to its first frame; a single image is there already, and SPIDER's
-    seek refuses a file that is not a stack ("attempt to seek in a non-stack file") even to frame 0."""
-    if image.tell() != 0:
-        image.seek(0)
+def _back_to_frame(image, frame: int) -> None:
+    """Seek an image back to the frame Image.open gave, where counting its frames left it elsewhere.
+    That frame is the image (Pillow numbers a PSD's composite frame 1, and refused a seek to frame 0:
+    "attempt to seek outside sequence"), and a seek where none is needed can fail (SPIDER's refuses a
+    file that is not a stack, even to frame 0)."""
+    if image.tell() != frame:
+        image.seek(frame)
 
 
 def _unreadable_image(source, reason) -> VQCodecError:
