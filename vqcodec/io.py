@@ -740,7 +740,7 @@ LOW_GREY_RAWMODES = {"L;2": 2, "L;4": 4}  # grey of 2 and 4 bits a pixel (PNG), 
 def low_grey_key_bits(image) -> int | None:
     """Of an image not yet loaded: the bits a pixel of 2- or 4-bit grey with a transparent level (PNG
     tRNS) has, which Pillow reads as 8-bit levels but whose transparent level it leaves in those bits
-    (a 4-bit white key of 15 matched no pixel, made 255); None for any other image."""
+    (a 4-bit white key, 15, matched no pixel: white is read as 255); None for any other image."""
     if image.mode != "L" or "transparency" not in image.info:
         return None
     return next((LOW_GREY_RAWMODES[tile.args] for tile in getattr(image, "tile", ())
