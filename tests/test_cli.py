@@ -707,9 +707,11 @@ def test_stdin_stdout(encoded, cli, tiny_model_path):
     assert sorted(listing(encoded)) == ["in.wav", "out.vq"]
 
 
-@pytest.mark.parametrize("args", [("encode", "-", "-"), ("decode", "-", "-"), ("info", "-"), ("codes", "-", "-")])
+@pytest.mark.parametrize("args", [("encode", "-", "-"), ("decode", "-", "-"), ("info", "-"), ("codes", "-", "-"),
+                                  ("pack", "-", "-")])
 def test_empty_stdin_is_said_to_be_stdin(cli, tiny_model_path, args):
-    """Empty stdin was refused as "-: file is empty", naming a file called "-"."""
+    """Empty stdin was refused as "-: file is empty", naming a file called "-" (pack: "-: not a NumPy .npy
+    file")."""
     result = cli(*args, "-m", tiny_model_path, input=b"", text=True)
     assert (result.returncode, result.stdout, result.stderr) == (1, "", "vqcodec: error: stdin is empty\n")
 
@@ -1599,7 +1601,7 @@ def test_pack_refuses_a_stream_shorter_or_longer_than_its_header_says(cli, tiny_
                              "its header announces codes of 16000.0 GB, more than the memory this process may use")):
         result = cli("pack", "-", "-", "-m", tiny_model_path, input=stream)
         assert_one_line_error(result)
-        assert message in result.stderr.decode()
+        assert result.stderr.decode().startswith("vqcodec: error: stdin: ") and message in result.stderr.decode()
     assert cli("pack", "-", "-", "-m", tiny_model_path, input=data).returncode == 0
     one = _valid_npy(np.zeros((1, 1, 1), dtype=np.int8))  # was '1 values of 1 bytes'
     result = cli("pack", "-", "-", "-m", tiny_model_path, input=one + b"x")

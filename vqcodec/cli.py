@@ -1327,7 +1327,10 @@ def _npy_codes(input_path: str, codec):
         _checked_path(input_path)
     try:
         with contextlib.nullcontext(_stdin()) if input_path == "-" else open(input_path, "rb") as stream:
-            return _read_npy(stream, input_path, codec.code_dtype, codec.codebook_size)
+            if hasattr(stream, "peek") and not stream.peek(1):  # else "-: not a NumPy .npy file"
+                raise _empty_input(input_path)
+            return _read_npy(stream, "stdin" if input_path == "-" else input_path, codec.code_dtype,
+                             codec.codebook_size)
     except OSError as exc:
         raise VQCodecError(f"{input_path}: cannot read ({exc.strerror})") from None
 
