@@ -1777,6 +1777,32 @@ def test_a_dangling_link_as_output_is_refused_without_force_before_the_work(enco
     assert listing(tmp_path) == {"out.wav"} and link.is_symlink()
 
 
+def test_an_output_that_is_the_input_file_is_refused_even_with_force(encoded, cli, tiny_model_path, tmp_path):
+    """`decode x.vq x.vq --force --format wav` replaced the .vq file with its own decoding, and through a
+    link or a second hard link the same; encode, codes and pack alike."""
+    source = tmp_path / "talk.vq"
+    source.write_bytes((encoded / "out.vq").read_bytes())
+    (tmp_path / "link.vq").symlink_to(source)
+    os.link(source, tmp_path / "hard.vq")
+    for output in (source, tmp_path / "link.vq", tmp_path / "hard.vq", tmp_path / "." / "talk.vq"):
+        result = cli("decode", source, output, "-m", tiny_model_path, "--format", "wav", "--force")
+        assert_one_line_error(result)
+        assert result.stderr.decode() == f"vqcodec: error: {output} is the input file: give the output another name\n"
+    assert source.read_bytes() == (encoded / "out.vq").read_bytes()
+    audio = tmp_path / "recording"  # no extension, so that no name rule refuses it first
+    audio.write_bytes((encoded / "in.wav").read_bytes())
+    for command in ("encode", "codes"):
+        result = cli(command, audio, audio, "-m", tiny_model_path, "--kind", "audio", "--force")
+        assert_one_line_error(result)
+        assert result.stderr.decode() == f"vqcodec: error: {audio} is the input file: give the output another name\n"
+    codes = tmp_path / "codes"
+    assert cli("codes", audio, codes, "-m", tiny_model_path, "--kind", "audio").returncode == 0
+    result = cli("pack", codes, codes, "-m", tiny_model_path, "--force")
+    assert_one_line_error(result)
+    assert audio.read_bytes() == (encoded / "in.wav").read_bytes() and codes.read_bytes()[:6] == b"\x93NUMPY"
+    assert cli("decode", source, tmp_path / "other.wav", "-m", tiny_model_path).returncode == 0  # another name is fine
+
+
 def test_refuses_to_overwrite_without_force(encoded, cli, tiny_model_path):
     target = encoded / "existing.vq"
     target.write_bytes(b"precious")

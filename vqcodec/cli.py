@@ -172,12 +172,25 @@ def _refuse_existing_output(path: str, force: bool) -> None:
         raise VQCodecError(f"{path} exists; pass --force to overwrite it")
 
 
-def _refuse_output_file(path: str, force: bool) -> None:
-    """Refuse a single file's output before the work, as writing it would: an existing file without
+def _refuse_output_file(path: str, force: bool, input_path: str) -> None:
+    """Refuse a single file's output before the work, as writing it would: the input file itself (even
+    with --force, which replaced the file read with what was made of it), an existing file without
     --force, or one in a folder that is not there or is a file (found after all the coding, before)."""
+    if path != "-" and input_path != "-" and _same_file(path, input_path):
+        raise VQCodecError(f"{path} is the input file: give the output another name")
     _refuse_existing_output(path, force)
     if path != "-":
         _refuse_missing_folder_of(path)
+
+
+def _same_file(path: str, other: str) -> bool:
+    """Whether two names are one file (through links, or the same name twice): a stream is never."""
+    from .io import is_stream_file
+
+    try:
+        return os.path.samefile(path, other) and not is_stream_file(path)
+    except (OSError, ValueError):
+        return False
 
 
 def _refuse_missing_folder_of(path: str) -> None:
@@ -421,7 +434,7 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
         return _encode_folder(Path(input_path), output_path, quality, model, kind, device, force, coding, beam,
                               refine, rate_weight, depth_weight, max_kbps, max_bpp)
     _refuse_media_output_name(output_path)
-    _refuse_output_file(output_path, force)
+    _refuse_output_file(output_path, force, input_path)
     # Files are streamed from disk, so long audio never sits in memory; stdin and FIFOs are spooled to disk first.
     source = _media_source(input_path)
     if not isinstance(source, Path):
@@ -821,7 +834,7 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
         if start is not None or duration is not None:
             raise VQCodecError("--start and --duration are for one file, not a folder")
         return _decode_folder(Path(input_path), output_path, model, format_name, device, force, salvage, output_rate)
-    _refuse_output_file(output_path, force)
+    _refuse_output_file(output_path, force, input_path)
     data = _read_vq_input(input_path)
     header = vqformat.parse_header(data)
     if header.kind == vqformat.KIND_IMAGE and (start is not None or duration is not None or output_rate is not None):
@@ -1177,7 +1190,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
                              resolve_device(device), force)
         return
     _refuse_media_output_name(output_path, "codes", ".npy")
-    _refuse_output_file(output_path, force)
+    _refuse_output_file(output_path, force, input_path)
     source = _media_source(input_path)
     with (open(source, "rb") if isinstance(source, Path) else source) as stream:
         head = stream.read(16)
@@ -1310,7 +1323,7 @@ def pack(input_path, output_path, model, rate, samples, width, height, gain, cod
     from .codec import Codec
 
     _refuse_media_output_name(output_path, "pack")
-    _refuse_output_file(output_path, force)
+    _refuse_output_file(output_path, force, input_path)
     codec = Codec.load(model, coding=coding)
     array = _npy_codes(input_path, codec)
     encoded = codec.codes_to_file(array, sample_rate=rate, samples=samples, width=width, height=height, gain=gain)
