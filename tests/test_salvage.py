@@ -202,6 +202,34 @@ def test_cli_salvage(cli, codec, audio_file, tiny_model_path, tmp_path):
     assert len(lines) == 1 and "1 of 8 chunks is damaged or missing, decoded as silence: 0.500-0.750 s" in lines[0]
 
 
+def test_a_folder_decode_gives_the_salvage_hint_for_a_damaged_file_only(cli, codec, audio_file, tiny_model_path,
+                                                                         tmp_path):
+    """A folder's skip line for a damaged file lacked the '--salvage decodes what is intact' of a single
+    file's error; a file that salvage cannot help (its header gone) gets no hint."""
+    from vqcodec.folders import decode_folder
+
+    data, _ = audio_file
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "damaged.vq").write_bytes(flip_byte_in_chunk(data, 2))
+    (folder / "junk.vq").write_bytes(b"VQC" + bytes(60))
+    (folder / "whole.vq").write_bytes(data)
+    result = cli("decode", folder, tmp_path / "out", "-m", tiny_model_path, text=True)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert f"skipping {folder / 'damaged.vq'}: corrupted .vq file (chunk 2 CRC mismatch); --salvage decodes what is intact" in lines, "\n".join(lines)
+    junk = [line for line in lines if "junk.vq" in line]
+    assert len(junk) == 1 and "--salvage" not in junk[0], lines
+    assert (tmp_path / "out" / "whole.wav").exists() and not (tmp_path / "out" / "damaged.wav").exists()
+    def write(path, write_stream):
+        with path.open("wb") as stream:
+            write_stream(stream)
+
+    report = decode_folder([folder / "damaged.vq"], [tmp_path / "api.wav"], {"audio": "WAV", "image": "PNG"},
+                           lambda data: codec, write)
+    assert [reason for _, reason in report.skipped] == ["corrupted .vq file (chunk 2 CRC mismatch); salvage=True decodes what is intact"]
+
+
 def test_cli_salvage_of_a_part_names_the_lost_chunks_it_meets(cli, codec, audio_file, tiny_model_path, tmp_path):
     """The warning named every lost span of the file, as decoded as silence, whatever part was decoded:
     --start 0 --duration 0.4 said 0.500-0.750 s came out silent."""

@@ -873,7 +873,9 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
             image = codec.decode_image(data, salvage=salvage)
             _write_output(output_path, lambda stream: write_image(image, stream, image_format), force)
     except VQCodecError as exc:
-        if salvage or not _damaged(codec, data):
+        from .folders import salvageable
+
+        if salvage or not salvageable(codec, data):
             raise
         raise VQCodecError(f"{exc}; --salvage decodes what is intact") from None
 
@@ -935,14 +937,6 @@ def _clipping_warnings(name):
             click.echo(f"vqcodec: warning: {name}: {item.message}", err=True)
         else:
             warnings.showwarning(item.message, item.category, item.filename, item.lineno)
-
-
-def _damaged(codec, data: bytes) -> bool:
-    """Whether a file that failed to decode is damaged in its chunks only (so --salvage can help)."""
-    try:
-        return bool(codec.damaged_parts(data))
-    except VQCodecError:
-        return False
 
 
 def _damage_met(damaged: list[dict], start: float | None, duration: float | None) -> list[dict]:
@@ -1079,6 +1073,7 @@ def info(input_path, as_json, verbose, model_option):
     report = None
     if verbose or model_option:
         from .codec import Codec
+        from .folders import salvageable
 
         codec = Codec.load(_model_of_file(model_option, data))
         codec.check_file(data)
@@ -1088,7 +1083,7 @@ def info(input_path, as_json, verbose, model_option):
             try:
                 report = record["payload"] = codec.code_report(data)
             except VQCodecError as exc:  # a chunk that does not decode: the header is said, as for other damage
-                if not _damaged(codec, data):
+                if not salvageable(codec, data):
                     raise
                 damage = exc
     if file_info.kind == "audio":

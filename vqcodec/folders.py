@@ -12,7 +12,7 @@ from typing import Callable
 
 from . import format as vqformat
 from .errors import VQCodecError
-from .wording import plural, skipping
+from .wording import plural, setting, skipping
 
 DEFAULT_EXTENSIONS = {"audio": ".wav", "image": ".png"}
 IMAGE_EXTENSIONS = {"JPEG": ".jpg", "TIFF": ".tiff"}  # where Pillow's first-registered one is unusual
@@ -188,8 +188,16 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
 
     def make(path: Path, output: Path) -> int:
         data = path.read_bytes()
-        header = vqformat.parse_header(data)
         codec = codec_for(data)
+        try:
+            return decode(path, output, data, codec)
+        except VQCodecError as exc:
+            if salvage or not salvageable(codec, data):
+                raise
+            raise VQCodecError(f"{exc}; {setting('--salvage', 'salvage=True')} decodes what is intact") from None
+
+    def decode(path: Path, output: Path, data: bytes, codec) -> int:
+        header = vqformat.parse_header(data)
         if salvage and warn:
             warn(path, codec.damaged_parts(data), header)
         if header.kind == vqformat.KIND_AUDIO:
@@ -203,6 +211,14 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
                 write(output, lambda stream: write_image(image, stream, formats["image"]))
         return output.stat().st_size
     return _each_file(files, outputs, make, FolderReport("mixed"), "decoded", log)
+
+
+def salvageable(codec, data: bytes) -> bool:
+    """Whether a file that failed to decode is damaged in its chunks only (so salvage can help)."""
+    try:
+        return bool(codec.damaged_parts(data))
+    except VQCodecError:
+        return False
 
 
 def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[bytes], object],
