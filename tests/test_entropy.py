@@ -129,7 +129,7 @@ def test_compressed_tables_round_trip_with_the_same_id(audio_prior, image_prior)
             assert level.table.dtype == np.uint16 and np.array_equal(level.table, original.table)
 
 
-@pytest.mark.parametrize("damage", ["flip", "cut", "long", "empty", "dtype", "bomb"])
+@pytest.mark.parametrize("damage", ["flip", "cut", "long", "trailing", "empty", "dtype", "bomb"])
 def test_damaged_compressed_tables_are_refused(audio_prior, damage, monkeypatch):
     import zlib
 
@@ -143,6 +143,8 @@ def test_damaged_compressed_tables_are_refused(audio_prior, damage, monkeypatch)
         blob = blob[:-5]
     elif damage == "long":  # inflates to more than the table
         blob = torch.frombuffer(bytearray(zlib.compress(bytes(2 * rows_times_k + 2))), dtype=torch.uint8)
+    elif damage == "trailing":  # bytes after the zlib stream were taken without a word
+        blob = torch.cat([blob, torch.tensor([1, 2, 3], dtype=torch.uint8)])
     elif damage == "empty":
         blob = blob[:0]
     elif damage == "dtype":

@@ -244,7 +244,7 @@ def _stored_table(names: dict, index: int, rows: int, k: int, bad) -> np.ndarray
         data = inflate.decompress(packed.numpy().tobytes(), size)
     except zlib.error as exc:
         raise bad(f"level {index} table does not decompress ({exc})") from None
-    if len(data) != size or not inflate.eof or inflate.unconsumed_tail:
+    if len(data) != size or not inflate.eof or inflate.unconsumed_tail or inflate.unused_data:  # bytes after it too
         raise bad(f"level {index} table does not decompress to {rows} x {k} entries")
     planes = np.frombuffer(data, dtype=np.uint8).reshape(2, rows, k).astype(np.uint16)
     return planes[0] | (planes[1] << 8)
