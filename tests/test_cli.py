@@ -617,6 +617,22 @@ def test_a_model_name_with_a_folder_in_it_is_a_path_not_searched_for(tiny_model_
         find_model("")
 
 
+def test_a_model_path_without_its_suffix_keeps_a_dot_in_the_name(cli, tiny_model_path, tmp_path, signal):
+    """-m runs/mine.v2 looked for runs/mine.safetensors (the .v2 taken for a suffix): 'model file not found'."""
+    import shutil
+
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(tiny_model_path.with_suffix(suffix), tmp_path / f"mine.v2{suffix}")
+    soundfile.write(tmp_path / "a.wav", signal(1, 1600, 16000).T, 16000)
+    result = cli("encode", tmp_path / "a.wav", tmp_path / "a.vq", "-m", tmp_path / "mine.v2", "-q", "2")
+    assert result.returncode == 0, result.stderr.decode()
+    result = cli("eval", tmp_path / "mine.v2", tmp_path / "a.wav", "-q", "2", text=True)
+    assert result.returncode == 0 and result.stdout.startswith("mine.v2 "), result.stderr
+    result = cli("eval", tmp_path / "a.wav", tmp_path / "a.wav")  # a path that names no model
+    assert_one_line_error(result)
+    assert f"model file not found: {tmp_path / 'a.wav.safetensors'}" in result.stderr.decode()
+
+
 def test_a_bare_model_name_is_the_installed_model_even_beside_a_local_one(tiny_model_path, tmp_path, monkeypatch):
     """A file or folder named like an installed model in the current folder took the name (`-m speech16k`
     loaded ./speech16k); a bare name now always means the installed model, and a local one takes a path."""

@@ -56,7 +56,7 @@ def find_model(name: str, wrote: bytes | None = None) -> Path:
                                    + folder_model_advice(found, wrote))
             path = found[0]
         else:
-            path = candidate.with_suffix(".safetensors")
+            path = _weights_path(candidate)
         if not path.exists():
             raise VQCodecError(f"model file not found: {path}")
         return _decoding(name, path, wrote)
@@ -72,6 +72,14 @@ def find_model(name: str, wrote: bytes | None = None) -> Path:
     available = ", ".join(m["name"] for m in list_models()) or "none"
     local = f"; for the model in {name}, give it as a path: ./{name}" if candidate.exists() else ""
     raise VQCodecError(f"unknown model {name!r} (installed: {available}){local}")
+
+
+def _weights_path(path: Path) -> Path:
+    """The NAME.safetensors of a model path given as NAME, NAME.safetensors or NAME.json (NAME may hold
+    a dot: runs/mine.v2 is runs/mine.v2.safetensors, not runs/mine.safetensors)."""
+    if path.suffix in (".safetensors", ".json"):
+        return path.with_suffix(".safetensors")
+    return path.with_name(path.name + ".safetensors")
 
 
 def folder_model_advice(paths: list[Path], wrote: bytes | None) -> str:
