@@ -255,3 +255,15 @@ def test_evaluate_refuses_no_qualities_and_targets_that_are_not_positive(codec, 
         with pytest.raises(VQCodecError) as refused:
             evaluate(codec, [tmp_path / "a.wav"], qualities, targets=targets)
         assert str(refused.value) == message
+
+
+def test_a_row_that_no_file_reached_holds_the_measures_as_null(codec, tmp_path, signal):
+    """Where no file reached any target, the rows left the measures out, where the README has them null."""
+    from vqcodec.evaluate import evaluate
+
+    soundfile.write(tmp_path / "a.wav", signal(1, 4000, 16000).T, 16000, subtype="FLOAT")
+    reached, = evaluate(codec, [tmp_path / "a.wav"], [2], targets=[1000.0])["rows"]
+    unreached, = evaluate(codec, [tmp_path / "a.wav"], [2], targets=[0.001])["rows"]
+    assert unreached["unreached"] == 1 and {"si_sdr", "log_mel"} <= set(reached)
+    assert list(unreached) == list(reached)
+    assert all(unreached[key] is None for key in reached if key not in ("quality", "target", "unreached"))

@@ -77,7 +77,7 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
             log(f"measured {number}/{len(files)} files")
     if not used:
         raise VQCodecError(f"no file could be measured ({skipped[0]['reason']})" if skipped else "no files")
-    measures = dict.fromkeys(key for setting in settings for score in scores[setting] for key in score["metrics"])
+    measures = dict.fromkeys(_measure_names(codec))
     rows = []
     for setting in settings:
         quality, target = setting
@@ -89,8 +89,8 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
             row.update(rate=8 * total["bytes"] / total["units"] / (1000 if codec.kind == "audio" else 1),
                        encode_speed=total["count"] / max(total["encode_s"], 1e-9),
                        decode_speed=total["count"] / max(total["decode_s"], 1e-9))
-            for key in scores[setting][0]["metrics"]:
-                row[key] = _mean([s["metrics"][key] for s in scores[setting]])
+            for key in measures:
+                row[key] = _mean([s["metrics"].get(key) for s in scores[setting]])
         rows.append(row)
     return {"model": codec.name, "model_id": codec.model_id.hex(), "kind": codec.kind, "files": used,
             "skipped": skipped, "rows": rows}
@@ -102,6 +102,14 @@ def _checked_targets(targets, unit: str) -> list[float]:
     if not all(isinstance(t, numbers.Real) and not isinstance(t, bool) and 0 < t < math.inf for t in targets):
         raise VQCodecError(f"targets must be positive numbers of {unit}, not {list(targets)!r}")
     return [float(t) for t in targets]
+
+
+def _measure_names(codec) -> list[str]:
+    """The measures each row holds, measured or not (a row that no file reached has them too)."""
+    if codec.kind == "image":
+        return ["psnr", "ms_ssim"]
+    return (["si_sdr", "log_mel"] + (["pesq"] if codec.sample_rate == 16000 and _optional("pesq") else [])
+            + (["stoi"] if _optional("pystoi") else []))
 
 
 def _measure_audio(codec, audio: np.ndarray, quality: int, max_kbps: float | None = None) -> dict:
