@@ -103,7 +103,19 @@ def test_eval_refuses_bad_input_in_one_line(cli, tmp_path):
     assert_one_line_error(cli("eval", GOLDEN_IMAGE, tmp_path / "one", "-q", "two"))
     soundfile.write(tmp_path / "one" / "b.wav", np.zeros(100), 16000)  # audio, ignored for an image model
     (tmp_path / "one" / "a.png").write_bytes(b"\x89PNG broken")
-    assert_one_line_error(cli("eval", GOLDEN_IMAGE, tmp_path / "one"))  # no file could be read
+    assert_one_line_error(cli("eval", GOLDEN_IMAGE, tmp_path / "one" / "a.png"))  # no file could be read
+
+
+def test_eval_of_a_folder_that_no_file_of_could_be_read_lists_each(cli, tiny_model_path, tmp_path):
+    """eval said only why the first file of such a folder could not be read; it lists each, as encode does."""
+    for name in ("a.wav", "b.wav"):
+        (tmp_path / name).write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio")
+    result = cli("eval", tiny_model_path, tmp_path, "-q", "2", text=True)
+    assert result.returncode == 1 and result.stdout == "" and "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == [f"skipping cannot read audio {tmp_path / name}"
+                                                        for name in ("a.wav", "b.wav")]
+    assert lines[2:] == ["vqcodec: error: 2 of 2 files could not be measured (listed above): nothing was measured"]
 
 
 def test_stoi_of_too_little_speech_is_left_out_not_counted_as_zero(signal):

@@ -1678,7 +1678,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     from .codec import Codec
     from .devices import resolve_device
     from .data import find_media
-    from .evaluate import evaluate, log_to_stderr, table
+    from .evaluate import table
     from .io import media_kind_of
 
     _refuse_closed_stdout()
@@ -1708,9 +1708,8 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
         _, paths = find_media(Path(data_dir), codec.kind)
     else:
         raise VQCodecError(f"{data_dir}: no such file or directory")
-    report = evaluate(codec, paths[:files], levels, log=log_to_stderr, targets=targets)
-    for skipped in report["skipped"]:
-        _print_skipped(skipped["file"], skipped["reason"])
+    measured = paths[:files]
+    report = _evaluate_listing_skipped(codec, measured, levels, targets, Path(data_dir).is_dir())
     with _writing_stdout():
         if as_json:
             click.echo(json.dumps(report, indent=1))
@@ -1719,7 +1718,27 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
             click.echo(f"{codec.name} ({codec.model_id.hex()}) on {plural(len(report['files']), unit)} of {data_dir}"
                        + (f" ({len(report['skipped'])} skipped)" if report["skipped"] else ""))
             click.echo(table(report))
-    _fail_if_skipped(len(report["skipped"]), len(paths[:files]), "measured")
+    _fail_if_skipped(len(report["skipped"]), len(measured), "measured")
+
+
+def _evaluate_listing_skipped(codec, paths: list[Path], levels, targets, folder: bool) -> dict:
+    """eval's report; a folder's files that could not be read each get a skipping line as they are
+    skipped, and where none could, the error counts them, as the other folder commands' do (a single
+    file's error gives its reason)."""
+    from .evaluate import evaluate, log_to_stderr
+
+    skipped = []
+
+    def skip(path, reason):
+        skipped.append(path)
+        _print_skipped(path, reason)
+
+    try:
+        return evaluate(codec, paths, levels, log=log_to_stderr, targets=targets, on_skip=skip if folder else None)
+    except VQCodecError:
+        if skipped and len(skipped) == len(paths):
+            _fail_if_skipped(len(skipped), len(paths), "measured", ": nothing was measured")
+        raise
 
 
 @cli.command("fit-prior")

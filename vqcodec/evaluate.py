@@ -34,9 +34,11 @@ def _mean(values: list) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
-def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: list[float] | None = None) -> dict:
+def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: list[float] | None = None,
+             on_skip=None) -> dict:
     """Per quality level, the mean rate and quality over the files that could be read, and speeds;
-    the files that could not, with the reason.
+    the files that could not, with the reason (each also given to `on_skip(path, reason)` as it is
+    skipped, before the error that no file could be measured where none could).
 
     With `targets` (kbps for audio, bits per pixel for images), one row per target instead: every
     file coded as `encode --bitrate` / `--bpp` would, at most the first of `qualities` codebooks.
@@ -69,6 +71,8 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
                     unreached[setting] += 1
         except VQCodecError as exc:
             skipped.append({"file": str(path), "reason": str(exc)})
+            if on_skip:
+                on_skip(path, str(exc))
             continue
         used.append(str(path))
         for setting, score in per_setting.items():
