@@ -496,6 +496,7 @@ def test_models_warns_of_a_broken_model_and_lists_the_others(cli, tiny_model_pat
         warnings = result.stderr.decode().splitlines()
         assert len(warnings) == len(broken) and all(line.startswith("vqcodec: warning: model ") for line in warnings)
         assert all(any(f"{name}.safetensors" in line for line in warnings) for name in broken)
+        assert any("garbled.safetensors has an unreadable garbled.json (" in line for line in warnings)  # not NAME.json
         assert "tiny" in result.stdout.decode() and "garbled" not in result.stdout.decode()
     from vqcodec import Codec, VQCodecError
     from vqcodec.registry import model_for_file

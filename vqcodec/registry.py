@@ -174,7 +174,7 @@ def list_models(shadowed: bool = False, problems: list[str] | None = None) -> li
             try:
                 meta = json.loads(meta_path.read_text())
             except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
-                meta, problem = None, f"an unreadable NAME.json ({exc})"
+                meta, problem = None, f"an unreadable {meta_path.name} ({exc})"
             else:
                 if not isinstance(meta, dict) or "model_id" not in meta or "config" not in meta:
                     continue  # another JSON file beside weights: a training checkpoint's
