@@ -282,3 +282,16 @@ def test_a_row_that_no_file_reached_holds_the_measures_as_null(codec, tmp_path, 
     assert unreached["unreached"] == 1 and {"si_sdr", "log_mel"} <= set(reached)
     assert list(unreached) == list(reached)
     assert all(unreached[key] is None for key in reached if key not in ("quality", "target", "unreached"))
+
+
+def test_a_repeated_target_or_level_is_one_row_that_counts_each_file_once(cli, codec, tiny_model_path, tmp_path, signal):
+    """--rates 0.001,0.001 gave two rows, each with 2 files unreached of the 1 measured."""
+    from vqcodec.evaluate import evaluate
+
+    soundfile.write(tmp_path / "a.wav", signal(1, 4000, 16000).T, 16000, subtype="FLOAT")
+    rows = evaluate(codec, [tmp_path / "a.wav"], [2, 2], targets=[0.001, 0.001, 1000, 1000.0])["rows"]
+    assert [(row["target"], row["unreached"]) for row in rows] == [(0.001, 1), (1000.0, 0)]
+    assert [row["quality"] for row in evaluate(codec, [tmp_path / "a.wav"], [2, 1, 2])["rows"]] == [2, 1]
+    result = cli("eval", tiny_model_path, tmp_path / "a.wav", "--rates", "0.001,0.001", "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    assert [row["unreached"] for row in json.loads(result.stdout)["rows"]] == [1]

@@ -44,7 +44,7 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
     file coded as `encode --bitrate` / `--bpp` would, at most the first of `qualities` codebooks.
     A file too short to fit a target is left out of that row only (its `unreached` count); a row
     that no file reached has the fields of the others, None for its rate, speeds and measures."""
-    qualities = [codec.check_quality(q) for q in qualities]
+    qualities = list(dict.fromkeys(codec.check_quality(q) for q in qualities))  # each once, as the rows' keys
     if not qualities:
         raise VQCodecError("qualities must hold at least one quality level")
     if targets is not None:
@@ -105,7 +105,7 @@ def _checked_targets(targets, unit: str) -> list[float]:
     could not be read)."""
     if not all(isinstance(t, numbers.Real) and not isinstance(t, bool) and 0 < t < math.inf for t in targets):
         raise VQCodecError(f"targets must be positive numbers of {unit}, not {list(targets)!r}")
-    return [float(t) for t in targets]
+    return list(dict.fromkeys(float(t) for t in targets))  # each once: a repeated one counted its files twice
 
 
 def _measure_names(codec) -> list[str]:
