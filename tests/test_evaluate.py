@@ -295,3 +295,15 @@ def test_a_repeated_target_or_level_is_one_row_that_counts_each_file_once(cli, c
     result = cli("eval", tiny_model_path, tmp_path / "a.wav", "--rates", "0.001,0.001", "--json")
     assert result.returncode == 0, result.stderr.decode()
     assert [row["unreached"] for row in json.loads(result.stdout)["rows"]] == [1]
+
+
+def test_eval_of_one_file_without_a_media_extension_reads_it_as_encode_does(cli, tiny_model_path, tmp_path, signal):
+    """eval refused 'talk' or 'talk.take' as 'not an audio file by its extension', which encode codes."""
+    soundfile.write(tmp_path / "talk.take", signal(1, 1600, 16000).T, 16000, format="WAV")
+    result = cli("eval", tiny_model_path, tmp_path / "talk.take", "-q", "2", "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stdout)["files"] == [str(tmp_path / "talk.take")]
+    Image.new("RGB", (20, 20)).save(tmp_path / "a.png")
+    result = cli("eval", tiny_model_path, tmp_path / "a.png")  # named as the other kind: still refused
+    assert_one_line_error(result)
+    assert "a.png: not an audio file (model tiny codes audio) by its extension" in result.stderr.decode()

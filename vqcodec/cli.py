@@ -1700,9 +1700,9 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
         levels = sorted({2 ** k for k in range(codec.num_codebooks.bit_length()) if 2 ** k <= codec.num_codebooks}
                         | {codec.num_codebooks})
     if Path(data_dir).is_file():
-        if media_kind_of(Path(data_dir)) != codec.kind:
+        if media_kind_of(Path(data_dir)) not in (None, codec.kind):  # a name without a media extension is read, as encode does
             raise VQCodecError(f"{data_dir}: not {'an audio file' if codec.kind == 'audio' else 'an image'} "
-                               f"(model {codec.name} codes {codec.kind}) by its extension")
+                               f"(model {codec.name} codes {'audio' if codec.kind == 'audio' else 'images'}) by its extension")
         paths = [Path(data_dir)]
     elif Path(data_dir).is_dir():
         _, paths = find_media(Path(data_dir), codec.kind)
