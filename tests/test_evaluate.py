@@ -104,6 +104,9 @@ def test_eval_refuses_bad_input_in_one_line(cli, tmp_path):
     Image.new("RGB", (20, 20)).save(tmp_path / "one" / "a.png")
     assert_one_line_error(cli("eval", GOLDEN_IMAGE, tmp_path / "one", "-q", "99"))
     assert_one_line_error(cli("eval", GOLDEN_IMAGE, tmp_path / "one", "-q", "two"))
+    result = cli("eval", GOLDEN_IMAGE, tmp_path / "one", "--rates", "0.5,inf")  # was 'must be positive, not ...'
+    assert_one_line_error(result)
+    assert result.stderr.decode() == "vqcodec: error: --rates must be positive numbers of bits per pixel (finite), not '0.5,inf'\n"
     soundfile.write(tmp_path / "one" / "b.wav", np.zeros(100), 16000)  # audio, ignored for an image model
     (tmp_path / "one" / "a.png").write_bytes(b"\x89PNG broken")
     assert_one_line_error(cli("eval", GOLDEN_IMAGE, tmp_path / "one" / "a.png"))  # no file could be read

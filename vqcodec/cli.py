@@ -1689,7 +1689,8 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
         codec.depth_weight = depth_weight
     targets = _comma_separated(rates, float, "--rates", "numbers") if rates else None
     if targets and not all(0 < t < math.inf for t in targets):
-        raise VQCodecError(f"--rates must be positive, not {rates!r}")
+        unit = "kbps" if codec.kind == "audio" else "bits per pixel"
+        raise VQCodecError(f"--rates must be positive numbers of {unit} (finite), not {rates!r}")
     if qualities:
         levels = list(dict.fromkeys(_comma_separated(qualities, int, "--qualities", "integers")))  # each once
         if targets and len(levels) != 1:
