@@ -310,3 +310,17 @@ def test_eval_of_one_file_without_a_media_extension_reads_it_as_encode_does(cli,
     result = cli("eval", tiny_model_path, tmp_path / "a.png")  # named as the other kind: still refused
     assert_one_line_error(result)
     assert "a.png: not an audio file (model tiny codes audio) by its extension" in result.stderr.decode()
+
+
+def test_eval_measures_a_file_of_two_names_in_a_folder_once(cli, tiny_model_path, tmp_path, signal):
+    """A link to a file of the folder (symbolic or hard) was measured again, weighing that file twice."""
+    import os
+
+    (tmp_path / "speech").mkdir()
+    soundfile.write(tmp_path / "speech" / "a.wav", signal(1, 1600, 16000).T, 16000)
+    soundfile.write(tmp_path / "speech" / "b.wav", signal(1, 3200, 16000).T, 16000)
+    (tmp_path / "speech" / "c.wav").symlink_to("a.wav")
+    os.link(tmp_path / "speech" / "b.wav", tmp_path / "speech" / "d.wav")
+    result = cli("eval", tiny_model_path, tmp_path / "speech", "-q", "2", "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stdout)["files"] == [str(tmp_path / "speech" / name) for name in ("a.wav", "b.wav")]
