@@ -475,6 +475,20 @@ def test_models_lists_the_model_on_the_search_path(cli, tiny_model_path, codec):
     assert Path(entry["path"]) == tiny_model_path
 
 
+def test_models_lists_the_models_of_a_folder_named_twice_on_the_path_once(cli, tiny_model_path):
+    """A folder named twice on VQCODEC_MODEL_PATH (or the shipped one named there) listed each of its models
+    twice, the second time 'shadowed by the one above of that name': by itself."""
+    from vqcodec.registry import shipped_models_dir
+
+    folder = tiny_model_path.parent
+    env = {"VQCODEC_MODEL_PATH": os.pathsep.join([str(folder), f"{folder}{os.sep}.", str(shipped_models_dir())])}
+    result = cli("models", "--json", env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    listed = json.loads(result.stdout)
+    assert [m["name"] for m in listed] == ["tiny", "image", "speech16k"]
+    assert not any(m["shadowed"] for m in listed)
+
+
 def test_models_warns_of_a_broken_model_and_lists_the_others(cli, tiny_model_path, encoded, tmp_path, monkeypatch):
     """A model JSON that cannot be used (not JSON, a bad config, "decodes" or "training") is one warning line for
     `models` and one error line when loaded, never a traceback; the good models are still found."""

@@ -23,8 +23,13 @@ def shipped_models_dir() -> Path:
 
 
 def model_search_path() -> list[Path]:
+    """$VQCODEC_MODEL_PATH's folders, then the shipped models', each once (a folder named twice listed
+    its models twice, the second time as shadowed by themselves)."""
     extra = [Path(p).expanduser() for p in os.environ.get("VQCODEC_MODEL_PATH", "").split(os.pathsep) if p]  # '~/m' quoted
-    return extra + [shipped_models_dir()]
+    folders = {}
+    for folder in extra + [shipped_models_dir()]:
+        folders.setdefault(folder.resolve(), folder)
+    return list(folders.values())
 
 
 def is_model_path(name: str) -> bool:
