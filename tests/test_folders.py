@@ -175,7 +175,7 @@ def test_mirrored_paths_and_output_formats(tmp_path):
 
 
 def test_a_folder_run_that_writes_nothing_says_so(tmp_path, cli):
-    """Encoding, recoding or decoding a folder in which every file is skipped printed a summary of
+    """Encoding, recoding, decoding or coding a folder in which every file is skipped printed a summary of
     "0 files, 0 bytes into OUT" as if a run had been done; the error line now says nothing was written."""
     audio, archive = tmp_path / "audio", tmp_path / "archive"
     audio.mkdir()
@@ -183,7 +183,8 @@ def test_a_folder_run_that_writes_nothing_says_so(tmp_path, cli):
     (audio / "broken.wav").write_bytes(b"not audio")
     (archive / "junk.vq").write_bytes(b"junk")
     for command, folder, verb in (("encode", audio, "encoded"), ("encode", archive, "recoded"),
-                                  ("decode", archive, "decoded")):
+                                  ("decode", archive, "decoded"), ("codes", audio, "coded"),
+                                  ("codes", archive, "coded")):  # codes of media wrote a codes.json of no files
         out = tmp_path / f"{command}_{folder.name}"
         result = cli(command, folder, out)
         lines = stderr_lines(result)

@@ -1278,6 +1278,8 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
                            log=lambda line: print(line, file=sys.stderr, flush=True))
     for skipped in manifest["skipped"]:
         _print_skipped(folder / skipped["file"], skipped["reason"])
+    if not manifest["files"]:
+        _fail_if_skipped(len(files), len(files), "coded", f": nothing was written to {out}")
     print(f"wrote the codes of {plural(len(manifest['files']), 'file')} to {out}", file=sys.stderr)
     _fail_if_skipped(len(manifest["skipped"]), len(files), "coded")
 

@@ -57,7 +57,8 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     rate, length and level gain (or the width and height) that restore it; "skipped" lists the files
     that could not be coded, and why. A weight the codec cannot use (Codec.check_weights) raises
     VQCodecError before any file. A run stopped part way (Ctrl-C, SIGTERM) writes the manifest of
-    the files it finished, with "stopped": true. It holds the codec's lock, as Codec's encoding
+    the files it finished, with "stopped": true; one that could code no file writes no manifest (nor
+    makes `out`), and returns the one it would have written. It holds the codec's lock, as Codec's encoding
     methods do: another thread's rate search on the codec sets trial depth weights on it."""
     with codec._lock:
         return _code_folder(codec, Path(folder), Path(out), files, quality, log)
@@ -86,11 +87,11 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
         if entries or skipped:
             _write_manifest(codec, out, quality, entries, skipped, stopped=True)
         raise
-    return _write_manifest(codec, out, quality, entries, skipped)
+    return _write_manifest(codec, out, quality, entries, skipped, written=bool(entries))
 
 
 def _write_manifest(codec, out: Path, quality: int, entries: list[dict], skipped: list[dict],
-                    stopped: bool = False) -> dict:
+                    stopped: bool = False, written: bool = True) -> dict:
     if codec.kind == "audio":
         layout = {"frames_per_second": codec.sample_rate / codec.hop, "sample_rate": codec.sample_rate,
                   "axes": ["channel", "level", "frame"]}
@@ -99,8 +100,9 @@ def _write_manifest(codec, out: Path, quality: int, entries: list[dict], skipped
     manifest = {"model": codec.name, "model_id": codec.model_id.hex(), "kind": codec.kind, "quality": quality,
                 "codebook_size": codec.codebook_size, "depth_weight": codec.depth_weight if codec.chooses_depths else 0.0, **layout,
                 "files": entries, "skipped": skipped, **({"stopped": True} if stopped else {})}
-    out.mkdir(parents=True, exist_ok=True)
-    write_file(out / MANIFEST, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()))
+    if written:
+        out.mkdir(parents=True, exist_ok=True)
+        write_file(out / MANIFEST, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()))
     return manifest
 
 
