@@ -310,6 +310,10 @@ def test_eval_of_one_file_without_a_media_extension_reads_it_as_encode_does(cli,
     result = cli("eval", tiny_model_path, tmp_path / "a.png")  # named as the other kind: still refused
     assert_one_line_error(result)
     assert "a.png: not an audio file (model tiny codes audio) by its extension" in result.stderr.decode()
+    (tmp_path / "talk.vq").write_bytes(b"VQ")  # no media extension either, but not to be read as audio
+    result = cli("eval", tiny_model_path, tmp_path / "talk.vq")
+    assert_one_line_error(result)
+    assert "talk.vq: a .vq file; eval measures a model on the original media" in result.stderr.decode()
 
 
 def test_eval_measures_a_file_of_two_names_in_a_folder_once(cli, tiny_model_path, tmp_path, signal):

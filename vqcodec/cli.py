@@ -1703,6 +1703,8 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
         levels = sorted({2 ** k for k in range(codec.num_codebooks.bit_length()) if 2 ** k <= codec.num_codebooks}
                         | {codec.num_codebooks})
     if Path(data_dir).is_file():
+        if Path(data_dir).suffix.lower() == ".vq":
+            raise VQCodecError(f"{data_dir}: a .vq file; eval measures a model on the original media, which it codes")
         if media_kind_of(Path(data_dir)) not in (None, codec.kind):  # a name without a media extension is read, as encode does
             raise VQCodecError(f"{data_dir}: not {'an audio file' if codec.kind == 'audio' else 'an image'} "
                                f"(model {codec.name} codes {'audio' if codec.kind == 'audio' else 'images'}) by its extension")
