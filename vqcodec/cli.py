@@ -1659,8 +1659,8 @@ def _comma_separated(text: str, kind, option: str, what: str) -> list:
 @threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (rows, files, skipped files).")
 def eval_command(model, data_dir, qualities, rates, files, depth_weight, device, threads, as_json):
-    """Measure a model on a folder of audio or images (read recursively), or on one file: real
-    bitrate and quality at each quality level, and speed.
+    """Measure a model on the files of its kind (audio or images) in a folder, read recursively, or on
+    one file: real bitrate and quality at each quality level, and speed.
 
     Every file is encoded to .vq bytes and decoded, as `encode` and `decode` would. Audio: kbps
     (file bytes x 8 / duration), SI-SDR, log-mel L1, and PESQ-WB and STOI where the bench extra
