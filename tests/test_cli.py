@@ -489,6 +489,20 @@ def test_models_lists_the_models_of_a_folder_named_twice_on_the_path_once(cli, t
     assert not any(m["shadowed"] for m in listed)
 
 
+def test_models_warns_of_a_model_json_without_its_weights(cli, tiny_model_path, tmp_path):
+    """A NAME.json of a model without NAME.safetensors beside it was left out of `models` without a word,
+    where `-m NAME` names what is missing; it takes no name from a complete model further on."""
+    import shutil
+
+    shutil.copy(tiny_model_path.with_suffix(".json"), tmp_path / "speech16k.json")
+    (tmp_path / "notes.json").write_text('{"not": "a model"}')
+    result = cli("models", "--json", env={"VQCODEC_MODEL_PATH": str(tmp_path)})
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stderr.decode() == (f"vqcodec: warning: model {tmp_path / 'speech16k.json'} has no "
+                                      "speech16k.safetensors beside it; not listed\n")
+    assert [(m["name"], m["shadowed"]) for m in json.loads(result.stdout)] == [("image", False), ("speech16k", False)]
+
+
 def test_models_warns_of_a_broken_model_and_lists_the_others(cli, tiny_model_path, encoded, tmp_path, monkeypatch):
     """A model JSON that cannot be used (not JSON, a bad config, "decodes" or "training") is one warning line for
     `models` and one error line when loaded, never a traceback; the good models are still found."""

@@ -174,15 +174,22 @@ def list_models(shadowed: bool = False, problems: list[str] | None = None) -> li
     models, seen = [], set()
     for folder in model_search_path():
         for meta_path in sorted(folder.glob("*.json")):
-            if (meta_path.stem in seen and not shadowed) or not meta_path.with_suffix(".safetensors").is_file():
+            if meta_path.stem in seen and not shadowed:
                 continue
+            weights = meta_path.with_suffix(".safetensors").is_file()
             try:
                 meta = json.loads(meta_path.read_text())
             except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
+                if not weights:
+                    continue  # not a model's
                 meta, problem = None, f"an unreadable {meta_path.name} ({exc})"
             else:
                 if not isinstance(meta, dict) or "model_id" not in meta or "config" not in meta:
                     continue  # another JSON file beside weights: a training checkpoint's
+                if not weights:  # half a model, which find_model passes over for the next of its name
+                    if problems is not None:
+                        problems.append(f"model {meta_path} has no {meta_path.stem}.safetensors beside it")
+                    continue
                 problem = meta_problem(meta)
             if problem is None:
                 config = config_from_dict(meta["config"])
