@@ -95,7 +95,10 @@ def test_eval_refuses_bad_input_in_one_line(cli, tmp_path):
     assert_one_line_error(cli("eval", GOLDEN_IMAGE, tmp_path / "missing"))
     result = cli("eval", GOLDEN_IMAGE, "/dev/null")  # was 'no such file or directory'
     assert_one_line_error(result)
-    assert result.stderr.decode() == "vqcodec: error: /dev/null: not a regular file or a directory (eval reads no pipes or devices)\n"
+    assert result.stderr.decode() == "vqcodec: error: /dev/null: not a regular file or a directory (eval reads no stdin, pipes or devices)\n"
+    result = cli("eval", GOLDEN_IMAGE, "-")  # was '-: no such file or directory'
+    assert_one_line_error(result)
+    assert result.stderr.decode() == "vqcodec: error: -: not a regular file or a directory (eval reads no stdin, pipes or devices)\n"
     soundfile.write(tmp_path / "c.wav", np.zeros(100), 16000)
     result = cli("eval", GOLDEN_IMAGE, tmp_path / "c.wav")  # a file of the other kind
     assert_one_line_error(result)

@@ -1711,8 +1711,8 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
         paths = [Path(data_dir)]
     elif Path(data_dir).is_dir():
         paths = _one_name_each(find_media(Path(data_dir), codec.kind)[1])
-    elif os.path.exists(data_dir):
-        raise VQCodecError(f"{data_dir}: not a regular file or a directory (eval reads no pipes or devices)")
+    elif os.path.exists(data_dir) or data_dir == "-":
+        raise VQCodecError(f"{data_dir}: not a regular file or a directory (eval reads no stdin, pipes or devices)")
     else:
         raise VQCodecError(f"{data_dir}: no such file or directory")
     measured = paths[:files]
