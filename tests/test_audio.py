@@ -1303,6 +1303,20 @@ def test_tensors_with_gradients_or_types_numpy_lacks_and_ragged_lists(codec, sig
             call()
 
 
+def test_sparse_quantized_and_nested_tensors_are_refused_in_one_line(codec, signal):
+    audio = torch.from_numpy(signal(1, 1600, 16000))
+    codes = torch.from_numpy(codec.audio_to_codes(audio.numpy(), 2).astype(np.int64))
+    cases = {"sparse_coo": (audio.to_sparse(), codes.to_sparse()), "_csr": (audio.to_sparse_csr(), None),
+             "quantized": (torch.quantize_per_tensor(audio, 0.01, 0, torch.qint8), None),
+             "nested": (torch.nested.nested_tensor([audio[0], audio[0, :5]]), None)}
+    for kind, (samples, codes_tensor) in cases.items():  # torch's own errors were bare TypeErrors
+        with pytest.raises(VQCodecError, match=f"a \\w*{kind} tensor is not an array of numbers: make it a dense one"):
+            codec.encode_audio(samples, 16000, 2)
+        if codes_tensor is not None:
+            with pytest.raises(VQCodecError, match=f"{kind} tensor"):
+                codec.codes_to_audio(codes_tensor)
+
+
 def test_64_bit_integer_audio_is_refused_not_coded_as_silence(codec, signal):
     samples = np.round(signal(1, 1600, 16000) * 2 ** 14).astype(np.int64)  # int16 samples in a default integer array
     for audio in (samples, samples.astype(np.uint64), torch.from_numpy(samples)):

@@ -146,6 +146,9 @@ def _as_array(value) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         if value.is_meta:
             raise VQCodecError("a tensor on the meta device holds no data")
+        if value.layout != torch.strided or value.is_quantized or value.is_nested:
+            raise VQCodecError(f"a {_tensor_kind(value)} tensor is not an array of numbers: make it a dense one first "
+                               "(to_dense(), dequantize())")
         value = value.detach().cpu()
         if value.is_floating_point() and value.dtype not in (torch.float16, torch.float32, torch.float64):
             value = value.float()  # bfloat16 and float8, which NumPy lacks
@@ -157,6 +160,13 @@ def _as_array(value) -> np.ndarray:
         return np.asarray(value)
     except (ValueError, TypeError) as exc:
         raise VQCodecError(f"not an array of numbers: {exc}") from None
+
+
+def _tensor_kind(tensor: torch.Tensor) -> str:
+    """What sets a tensor apart from a dense one NumPy can view: "quantized", "nested" or its layout."""
+    if tensor.is_quantized:
+        return "quantized"
+    return "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.").lstrip("_")
 
 
 def _pcm_array(audio) -> np.ndarray:
