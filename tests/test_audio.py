@@ -7,6 +7,7 @@ import io
 import math
 import re
 import os
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -1353,6 +1354,28 @@ def test_streams_that_cannot_seek_are_encoded_and_text_streams_refused(codec, si
     assert capfd.readouterr().err == ""  # soundfile's callbacks printed tracebacks for the failed seeks
     with pytest.raises(VQCodecError, match="binary stream, not a text one"):
         codec.encode(io.StringIO("RIFF"), 2)
+
+
+def test_decode_audio_file_writes_into_a_pipe(codec, signal, capfd):
+    data = codec.encode_audio(signal(1, 1600, 16000), 16000, 2)
+    whole = io.BytesIO()
+    codec.decode_audio_file(data, whole, format_hint="WAV")
+    read_end, write_end = os.pipe()
+    received = []
+    reader = threading.Thread(target=lambda: received.append(os.fdopen(read_end, "rb").read()))
+    reader.start()
+    capfd.readouterr()
+    # unbuffered, as a raw stream that may take part of a write; was io.UnsupportedOperation, after
+    # tracebacks of soundfile's failed seeks
+    with os.fdopen(write_end, "wb", buffering=0) as pipe:
+        codec.decode_audio_file(data, pipe, format_hint="WAV")
+    reader.join()
+    assert received == [whole.getvalue()] and capfd.readouterr().err == ""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with os.fdopen(write_end, "wb", buffering=0) as pipe, pytest.raises(VQCodecError,
+                                                                         match="cannot write the stream: .*Broken pipe"):
+        codec.decode_audio_file(data, pipe, format_hint="WAV")
 
 
 def test_a_vq_file_opened_as_text_is_refused_as_one(codec, small_vq, tmp_path):

@@ -280,6 +280,23 @@ def _spooled(stream):
     return spool
 
 
+def _through_spool(stream, write: Callable) -> None:
+    """Call write(spool) into an anonymous temporary file, then copy what it wrote into a stream that
+    cannot seek: a failure writes nothing to the stream, and long output never sits in memory."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as spool:
+        write(spool)
+        spool.seek(0)
+        try:
+            while block := spool.read(STREAM_SPOOL_BYTES):
+                view = memoryview(block)
+                while view:  # a raw stream (an unbuffered pipe) may take part of a block
+                    view = view[stream.write(view) or 0:]
+        except (OSError, ValueError) as exc:
+            raise VQCodecError(f"cannot write the stream: {exc}") from None
+
+
 def _blocks(total: int, block: int) -> Iterator[tuple[int, int]]:
     for start in range(0, total, block):
         yield start, min(total, start + block)
@@ -1711,6 +1728,10 @@ class Codec:
         if isinstance(destination, (str, Path)):
             write_file(destination, lambda stream: self.decode_audio_file(data, stream, format_hint, subtype, start,
                                                                           duration, salvage, rate))
+            return
+        if not _seekable(destination):  # a pipe or socket: soundfile seeks back to finish the header
+            _through_spool(destination, lambda spool: self.decode_audio_file(data, spool, format_hint, subtype, start,
+                                                                             duration, salvage, rate))
             return
         header, blocks = self.decode_audio_blocks(data, *self._sample_range(data, start, duration, rate), salvage,
                                                   rate)
