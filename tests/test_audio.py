@@ -1455,6 +1455,12 @@ def test_a_stream_of_blocks_is_taken_as_arrays_are_and_checked(codec, signal):
     for channels, samples, named in ((0, 1600, "channels"), (2, -1, "samples"), (2, 0, "samples")):
         with pytest.raises(VQCodecError, match=f"^{named} must be a whole number from 1 up"):
             codec.encode_audio_stream(blocks(lambda b: b), 16000, channels, samples, 2)
+    for peak in ("0.5", -0.1, math.nan, math.inf, True):  # a string was a TypeError, the others coded unscaled
+        with pytest.raises(VQCodecError, match="^the peak must be the largest absolute sample, a finite number"):
+            codec.encode_audio_stream(blocks(lambda b: b), 16000, 2, 1600, 2, peak=peak)
+    with pytest.raises(VQCodecError, match="^a stream of audio is an iterable of .* blocks, not a int$"):
+        codec.encode_audio_stream(5, 16000, 2, 1600, 2)  # was TypeError: 'int' object is not iterable
+    assert codec.encode_audio_stream(blocks(lambda b: b), 16000, 2, 1600, 2, peak=np.float32(0.0)) == plain
 
 
 def test_a_stream_of_blocks_must_hold_the_samples_it_is_said_to(codec, signal):

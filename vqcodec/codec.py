@@ -216,6 +216,21 @@ def _float_blocks(audio: np.ndarray) -> Iterator[np.ndarray]:
         yield _float32(audio[:, start:start + STREAM_BLOCK_SAMPLES])
 
 
+def _checked_peak(value) -> float:
+    """A stream's peak given to the API: its largest absolute sample, finite and not below 0."""
+    if not _is_real(value) or not 0 <= value < math.inf:
+        raise VQCodecError(f"the peak must be the largest absolute sample, a finite number from 0 up, not {value!r}")
+    return float(value)
+
+
+def _block_iterator(blocks) -> Iterator:
+    try:
+        return iter(blocks)
+    except TypeError:
+        raise VQCodecError(f"a stream of audio is an iterable of (channels, n) blocks, not a {type(blocks).__name__}") \
+            from None
+
+
 def _checked_amount(name: str, value, unit: str, allow_zero: bool = False) -> float:
     """A finite positive number (or zero, with allow_zero) of `unit`, or a one-line error."""
     if not _is_real(value) or not (
@@ -1088,14 +1103,21 @@ class Codec:
             bytes([vqformat.LAYOUT_EVERY_CHANNEL]) + self._encode_payload(coding, part)
             for part, one in zip(parts, shared)])
 
-    @_one_at_a_time
-    @torch.no_grad()  # as audio_to_codes
     def encode_audio_stream(self, blocks: Iterator[np.ndarray], sample_rate: int, channels: int, samples: int,
                             quality: int, peak: float | None = None) -> bytes:
         """Encode a stream of (channels, n) blocks (float, or integer PCM as encode_audio takes it)
         holding `samples` samples per channel in all (a stream that holds fewer or more is refused).
         With the stream's `peak` (largest absolute sample), known before it is read, audio outside
         LEVEL_RANGE is coded at a level gain; without it, at its own level."""
+        return self._encode_stream(_block_iterator(blocks), sample_rate, channels, samples, quality,
+                                   None if peak is None else _checked_peak(peak))
+
+    @_one_at_a_time
+    @torch.no_grad()  # as audio_to_codes
+    def _encode_stream(self, blocks: Iterator[np.ndarray], sample_rate: int, channels: int, samples: int,
+                       quality: int, peak: float | None) -> bytes:
+        """encode_audio_stream of a peak the codec measured, which may be NaN or infinite, for the blocks'
+        own check to refuse."""
         self._require("audio")
         quality = self.check_quality(quality)
         sample_rate = _checked_rate(sample_rate)
@@ -1158,8 +1180,7 @@ class Codec:
         """Encode a _pcm_array, read twice a block at a time (for its peak, then to code it): an array
         of another type than float32 is never held whole as float32."""
         peak = max((_peak([block]) for block in _float_blocks(audio)), default=0.0)
-        return self.encode_audio_stream(_float_blocks(audio), sample_rate, audio.shape[0], audio.shape[1], quality,
-                                        peak)
+        return self._encode_stream(_float_blocks(audio), sample_rate, audio.shape[0], audio.shape[1], quality, peak)
 
     @_one_at_a_time
     def encode_audio_file(self, source, quality: int, max_kbps: float | None = None) -> bytes:
@@ -1247,7 +1268,7 @@ class Codec:
                 sound.seek(0)
                 stream = self._sound_blocks(sound, source)
             self._check_samples_read(samples, source)
-            return self.encode_audio_stream(stream, sound.samplerate, sound.channels, samples, quality, peak)
+            return self._encode_stream(stream, sound.samplerate, sound.channels, samples, quality, peak)
 
     def _audio_parts(self, data: bytes, salvage: bool = False) -> tuple[vqformat.Header, list, int, int]:
         """The header, the chunk payloads, and the length in samples and frames at the model rate.
