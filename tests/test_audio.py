@@ -1566,6 +1566,20 @@ def test_writing_a_file_reads_the_umask_without_setting_it(codec, small_vq, tmp_
     assert stat.S_IMODE((tmp_path / "out.wav").stat().st_mode) == 0o640
 
 
+def test_a_progress_that_cannot_be_called_is_refused_when_set(codec, signal):
+    seen = []
+    for value in (5, "print", [print]):  # was a TypeError from inside the first block coded
+        with pytest.raises(VQCodecError, match="^progress must be a function .* or None, not "):
+            codec.progress = value
+    assert codec.progress is None
+    codec.progress = lambda stage, done, total: seen.append((stage, done, total))
+    try:
+        codec.encode_audio(signal(1, 1600, 16000), 16000, 2)
+    finally:
+        codec.progress = None
+    assert seen and seen[-1][1] == seen[-1][2]
+
+
 def test_decode_audio_file_to_a_path_leaves_nothing_half_written(codec, signal, tmp_path):
     data = codec.encode_audio(signal(1, 8000, 16000), 16000, 2)  # two network blocks of 500 frames
 

@@ -575,9 +575,7 @@ class Codec:
         self._weights_set: set[str] = set()  # the weights given through their setters ("rate weight", ...)
         self._refine_loss = None
         self._latent_memo: dict | None = None  # the encoder's latents per block, during a rate search
-        # Called as progress(stage, frames_done, frames_total) after each block of audio coded or
-        # decoded; the command line shows it on a terminal.
-        self.progress: Callable[[str, int, int], None] | None = None
+        self.progress = None
         self.input_peak = 0.0  # the largest absolute sample of the audio last encoded (see level_warning)
         self.input_gain = 1.0  # the level gain it was coded at
         self._lock = threading.RLock()  # held by the encoding methods (_one_at_a_time)
@@ -587,6 +585,7 @@ class Codec:
         return {key: value for key, value in self.__dict__.items() if key != "_lock"}
 
     def __setstate__(self, state: dict) -> None:
+        state.setdefault("_progress", state.pop("progress", None))  # a Codec pickled before progress checked its value
         self.__dict__.update(state)
         self._lock = threading.RLock()
 
@@ -669,6 +668,18 @@ class Codec:
         header = vqformat.parse_header(data)
         self._check_file_model(header)  # its model and kind, as the decoding checks them; the decoding checks the rest
         return self.decode_audio(data) if header.kind == vqformat.KIND_AUDIO else self.decode_image(data)
+
+    @property
+    def progress(self) -> Callable[[str, int, int], None] | None:
+        """Called as progress(stage, frames_done, frames_total) after each block of audio coded or
+        decoded; the command line shows it on a terminal. None: not called."""
+        return self._progress
+
+    @progress.setter
+    def progress(self, value: Callable[[str, int, int], None] | None) -> None:
+        if value is not None and not callable(value):  # it was called, and failed, only once a block was coded
+            raise VQCodecError(f"progress must be a function (stage, done, total) or None, not {value!r:.60}")
+        self._progress = value
 
     @property
     def beam(self) -> int:
