@@ -1566,6 +1566,13 @@ def test_writing_a_file_reads_the_umask_without_setting_it(codec, small_vq, tmp_
     assert stat.S_IMODE((tmp_path / "out.wav").stat().st_mode) == 0o640
 
 
+def test_codes_of_more_than_a_day_are_refused_before_they_are_read(codec):
+    frames = 2 * 10 ** 8  # more than 24 hours at any hop of the tiny models
+    huge = np.broadcast_to(np.int16(codec.codebook_size), (1, 2, frames))  # out of range: found only by reading them
+    with pytest.raises(VQCodecError, match="longer than 24 hours"):  # was the codes' error, after reading them all
+        codec.codes_to_file(huge)
+
+
 def test_a_progress_that_cannot_be_called_is_refused_when_set(codec, signal):
     seen = []
     for value in (5, "print", [print]):  # was a TypeError from inside the first block coded

@@ -1751,6 +1751,16 @@ def test_image_api_takes_arrays_and_tensors_and_refuses_what_it_cannot(codec):
     assert read_info(io.BytesIO(plain)).width == 30
 
 
+def test_codes_beyond_the_size_limit_are_refused_before_they_are_copied(codec):
+    huge = np.broadcast_to(np.uint8(0), (3, 20000, 20000))  # one byte, 2.4 GB as the int16 copy it was given
+
+    def refused():
+        with pytest.raises(VQCodecError, match="exceeds the size limit"):
+            codec.codes_to_image(huge)
+    _, peak = traced_peak(refused)
+    assert peak < 10 ** 6, f"{peak / 1e6:.0f} MB allocated to refuse a picture beyond the size limit"
+
+
 def test_an_error_names_a_path_in_full(tmp_path):
     cut = tmp_path / "sub" / "cut.png"
     cut.parent.mkdir()

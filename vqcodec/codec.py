@@ -922,6 +922,8 @@ class Codec:
         `level_axis`, each an index below K or -1 (a level the cell leaves out, as files do: from
         some level up to the top)."""
         codes = self._code_array(codes, level_axis, layout)
+        if codes.min() < ABSENT or codes.max() >= self.codebook_size:
+            raise self._bad_codes(layout)
         if codes.min() == ABSENT:
             try:
                 plane_depths(np.moveaxis(codes, level_axis, 0))
@@ -930,14 +932,18 @@ class Codec:
         return codes.astype(self._code_dtype, copy=False)  # int64 only for the networks, a window at a time
 
     def _code_array(self, codes, level_axis: int, layout: str) -> np.ndarray:
-        """_checked_codes' checks of shape, type and range alone, on the array as given: nothing is
-        allocated, so that the size the shape makes can be checked before the codes are copied."""
+        """_checked_codes' checks of shape and type alone, on the array as given: nothing is allocated or
+        read, so that the size the shape makes is checked before the codes are scanned or copied (a
+        broadcast array of a few bytes can be billions of codes)."""
         codes = _as_array(codes)
         if codes.dtype.kind not in "iu" or codes.ndim != 3 or not 1 <= codes.shape[level_axis] <= self.num_codebooks \
-                or 0 in codes.shape or codes.min() < ABSENT or codes.max() >= self.codebook_size:
-            raise VQCodecError(f"codes must be a non-empty integer array ({layout}) of at most {self.num_codebooks} "
-                               f"levels, each an index below {self.codebook_size} or -1")
+                or 0 in codes.shape:
+            raise self._bad_codes(layout)
         return codes
+
+    def _bad_codes(self, layout: str) -> VQCodecError:
+        return VQCodecError(f"codes must be a non-empty integer array ({layout}) of at most {self.num_codebooks} "
+                            f"levels, each an index below {self.codebook_size} or -1")
 
     def _require(self, kind: str) -> None:
         if self.kind != kind:
@@ -1893,12 +1899,12 @@ class Codec:
         leaves its level out of that cell, from some level up to the top."""
         self._require("image")
         hop = self.hop
-        codes = self._checked_codes(codes, 0, "quality, rows, cols")
+        codes = self._code_array(codes, 0, "quality, rows, cols")
         quality, rows, cols = codes.shape
         height = rows * hop if height is None else _checked_setting("height", height, (rows - 1) * hop + 1, rows * hop)
         width = cols * hop if width is None else _checked_setting("width", width, (cols - 1) * hop + 1, cols * hop)
-        _check_image_size(width, height)  # before the whole picture is allocated
-        return self._pixels_of_codes(codes, height, width)
+        _check_image_size(width, height)  # before the codes are copied and the whole picture is allocated
+        return self._pixels_of_codes(self._checked_codes(codes, 0, "quality, rows, cols"), height, width)
 
     def _pixels_of_codes(self, codes: np.ndarray, height: int, width: int,
                          lost_rows: np.ndarray | None = None) -> np.ndarray:
