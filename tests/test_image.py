@@ -1761,6 +1761,18 @@ def test_codes_beyond_the_size_limit_are_refused_before_they_are_copied(codec):
     assert peak < 10 ** 6, f"{peak / 1e6:.0f} MB allocated to refuse a picture beyond the size limit"
 
 
+def test_an_array_beyond_the_size_limit_is_refused_before_it_is_copied(codec):
+    for shape in ((70000, 70000), (20000, 20000, 3)):
+        huge = np.broadcast_to(np.uint8(0), shape)  # a MemoryError, after Pillow tried to copy gigabytes
+
+        def refused():
+            for call in (codec.encode, codec.encode_image):
+                with pytest.raises(VQCodecError, match="exceeds the size limit"):
+                    call(huge, 2)
+        _, peak = traced_peak(refused)
+        assert peak < 10 ** 6, f"{peak / 1e6:.0f} MB allocated to refuse a {shape} array"
+
+
 def test_an_error_names_a_path_in_full(tmp_path):
     cut = tmp_path / "sub" / "cut.png"
     cut.parent.mkdir()

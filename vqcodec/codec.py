@@ -510,6 +510,7 @@ def _array_image(array: np.ndarray):
                            f"not {array.dtype} {array.shape}")
     if min(array.shape[:2]) < 1:
         raise VQCodecError(f"image of {array.shape[1]}x{array.shape[0]} pixels is empty")
+    _check_image_size(array.shape[1], array.shape[0])  # before Pillow copies it (a broadcast array: gigabytes)
     return Image.fromarray(np.ascontiguousarray(array), {2: "L", 3: "RGB", 4: "RGBA"}[array.ndim if array.ndim == 2
                                                                                     else array.shape[2]])
 
