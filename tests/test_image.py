@@ -1773,6 +1773,20 @@ def test_an_array_beyond_the_size_limit_is_refused_before_it_is_copied(codec):
         assert peak < 10 ** 6, f"{peak / 1e6:.0f} MB allocated to refuse a {shape} array"
 
 
+def test_a_transparency_its_mode_cannot_hold_is_refused_in_one_line(codec):
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    for mode, value in (("P", 300), ("P", (0, 0, 0)), ("L", None), ("L", (1, 2, 3)), ("RGB", 5), ("1", 1.5),
+                        ("I;16", (0, 0, 0)), ("I", "x")):  # bare ValueErrors and TypeErrors from Pillow and NumPy
+        image = Image.fromarray(rgb).convert(mode)
+        image.info["transparency"] = value  # set by hand, or copied from an image of another mode
+        with pytest.raises(VQCodecError, match=f"^the {re.escape(mode)} image's transparency, .* is not "):
+            codec.encode(image, 2)
+    for mode, value in (("P", 0), ("P", b"\x00\x80"), ("L", 5), ("RGB", (0, 0, 0)), ("I;16", 300)):
+        image = Image.fromarray(rgb).convert(mode)
+        image.info["transparency"] = value
+        assert codec.decode_image(codec.encode(image, 2)).mode in ("P", "LA", "RGBA")
+
+
 def test_an_error_names_a_path_in_full(tmp_path):
     cut = tmp_path / "sub" / "cut.png"
     cut.parent.mkdir()

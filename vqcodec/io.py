@@ -1087,6 +1087,7 @@ def _warn_once_each(caught: list, where: str) -> None:
 
 def image_to_planes(image) -> tuple[np.ndarray, int, np.ndarray | None]:
     """Split a Pillow image into uint8 RGB (h, w, 3), its mode code and a uint8 alpha plane or None."""
+    _check_transparency(image)
     if image.mode in ("La", "RGBa"):  # premultiplied alpha, which only images made in memory have
         image = image.convert(image.mode.upper())
     if image.mode in _FULL_SCALE and _holds_eight_bits(image):
@@ -1165,12 +1166,38 @@ def _holds_eight_bits(image) -> bool:
                                                   for _, values in _deep_grey_values(image)))
 
 
+def _check_transparency(image) -> None:
+    """Refuse an image whose info["transparency"] is not what Pillow's files give its mode (set by hand,
+    or copied from an image of another mode): Pillow's conversions raised bare errors on it."""
+    if "transparency" not in image.info or image.mode not in {"P", "L", "1", "RGB"} | _SIXTEEN_BIT:
+        return
+    value = image.info["transparency"]
+    if image.mode == "P":
+        fits, wanted = (isinstance(value, (bytes, bytearray)) and len(value) <= 256) or (
+            _is_int(value) and 0 <= value < 256), "a palette index 0-255 or bytes of alpha per palette entry"
+    elif image.mode == "RGB":
+        fits, wanted = (isinstance(value, tuple) and len(value) == 3 and all(map(_is_int, value)),
+                        "an (r, g, b) tuple of ints")
+    elif image.mode == "F":
+        fits, wanted = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    else:
+        fits, wanted = _is_int(value), "an int"
+    if not fits:
+        raise VQCodecError(f"the {image.mode} image's transparency, {value!r:.40}, is not {wanted}: "
+                           "set image.info['transparency'] to one, or remove it")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def _transparent_colour_as_alpha(image):
     """A 1-bit, grey or RGB image with a transparent colour or grey value (PNG tRNS) as LA or RGBA,
     that colour's pixels transparent; other images as they are. 16-bit, 32-bit and float grey become
     8-bit LA (the codec keeps 8 bits of grey in any case)."""
     if "transparency" not in image.info:
         return image
+    _check_transparency(image)
     if image.mode in ("L", "1", "RGB"):
         return image.convert("RGBA" if image.mode == "RGB" else "LA")
     if image.mode in _SIXTEEN_BIT:
