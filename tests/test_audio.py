@@ -1304,6 +1304,7 @@ def test_tensors_with_gradients_or_types_numpy_lacks_and_ragged_lists(codec, sig
             call()
 
 
+@pytest.mark.filterwarnings("ignore:.*(beta|deprecated|prototype).*:UserWarning")  # torch's, on making them
 def test_sparse_quantized_and_nested_tensors_are_refused_in_one_line(codec, signal):
     audio = torch.from_numpy(signal(1, 1600, 16000))
     codes = torch.from_numpy(codec.audio_to_codes(audio.numpy(), 2).astype(np.int64))
