@@ -423,10 +423,14 @@ def test_decode_audio_file_writes_the_original_layout(codec, signal, tmp_path):
     np.testing.assert_allclose(written.T, np.clip(decoded, -1, 1), atol=1 / 2 ** 15)
     codec.decode_audio_file(data, tmp_path / "out.aif")  # a suffix that is not a soundfile format name
     assert soundfile.info(str(tmp_path / "out.aif")).format == "AIFF"
-    for hint, name in (("aif", "AIFF"), ("wave", "WAV"), ("OGA", "OGG")):  # these were 'Unknown format'
+    for hint, name in (("aif", "AIFF"), ("wave", "WAV"), ("OGA", "OGG"), (".flac", "FLAC"),
+                       (Path("a.w64").suffix, "W64")):
         buffer = io.BytesIO()
         codec.decode_audio_file(data, buffer, format_hint=hint)
-        assert soundfile.info(io.BytesIO(buffer.getvalue())).format == name
+        assert soundfile.info(io.BytesIO(buffer.getvalue())).format == name  # 'Unknown format' ('.flac' too)
+    for options in ({"format_hint": 5}, {"format_hint": b"wav"}, {"format_hint": "WAV", "subtype": 16}):
+        with pytest.raises(VQCodecError, match=r"^(format_hint|subtype) is a name such as \w+ \(a str\), not "):
+            codec.decode_audio_file(data, io.BytesIO(), **options)  # were AttributeError and TypeError
 
 
 def test_decode_audio_file_writes_ogg_opus(codec, signal, tmp_path):

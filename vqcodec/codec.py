@@ -1757,6 +1757,10 @@ class Codec:
         data = vq_bytes(data)
         if isinstance(destination, io.TextIOBase):
             raise VQCodecError("audio is written to a binary stream, not a text one (open the file with 'wb')")
+        for name, value in (("format_hint", format_hint), ("subtype", subtype)):
+            if value is not None and not isinstance(value, str):  # were AttributeErrors and TypeErrors
+                raise VQCodecError(f"{name} is a name such as {'WAV' if name == 'format_hint' else 'PCM_16'} (a str), "
+                                   f"not {value!r:.40}")
         name = destination if isinstance(destination, (str, Path)) else getattr(destination, "name", None)
         named = isinstance(name, (str, Path))  # a path, or an open file's name (a BytesIO has none)
         format_hint = format_hint and (audio_format_named(format_hint) or format_hint)

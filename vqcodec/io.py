@@ -251,7 +251,9 @@ def audio_format_of(path) -> str | None:
 
 
 def audio_format_named(name: str) -> str | None:
-    """The soundfile format of a format name or a file extension without its dot (WAV, wave, aif), or None."""
+    """The soundfile format of a format name or a file extension, with its dot or without (WAV, wave, aif,
+    .flac), or None."""
+    name = name.removeprefix(".")
     name = AUDIO_SUFFIX_FORMATS.get("." + name.lower(), name.upper())
     return name if name in soundfile.available_formats() or name in AUDIO_CODEC_FORMATS else None
 
