@@ -1383,6 +1383,14 @@ def test_decode_audio_file_writes_into_a_pipe(codec, signal, capfd):
         codec.decode_audio_file(data, pipe, format_hint="WAV")
 
 
+def test_an_empty_path_is_refused_as_one(codec):
+    with pytest.raises(VQCodecError, match="^the path of the media is empty$"):  # was 'cannot read audio .: Is a
+        codec.encode("", 2)                                                     # directory', the current folder
+    for call in (codec.decode, codec.read_codes, read_info):  # were '.: is a directory'
+        with pytest.raises(VQCodecError, match="^the path of the .vq file is empty$"):
+            call("")
+
+
 def test_a_vq_file_opened_as_text_is_refused_as_one(codec, small_vq, tmp_path):
     path = tmp_path / "a.vq"
     path.write_bytes(small_vq)

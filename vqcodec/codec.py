@@ -640,6 +640,8 @@ class Codec:
                 and not hasattr(media, "read"):
             raise VQCodecError(f"cannot encode a {type(media).__name__}: give a path, a binary stream, bytes, "
                                "a Pillow image or a NumPy array")
+        if isinstance(media, str) and not media:  # Path("") is the current folder
+            raise VQCodecError("the path of the media is empty")
         if isinstance(media, np.ndarray) and self.kind == "audio":
             if sample_rate is None:
                 raise VQCodecError("audio given as an array needs its sample_rate")

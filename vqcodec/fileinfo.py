@@ -68,6 +68,8 @@ def vq_bytes(data) -> bytes:
         return data
     if not isinstance(data, (str, Path)):
         raise VQCodecError(f"a .vq file is given as bytes, a path or a binary stream, not a {type(data).__name__}")
+    if data == "":  # Path("") is the current folder
+        raise VQCodecError("the path of the .vq file is empty")
     try:
         return Path(data).read_bytes()
     except IsADirectoryError:
