@@ -1389,6 +1389,12 @@ def test_an_empty_path_is_refused_as_one(codec):
     for call in (codec.decode, codec.read_codes, read_info):  # were '.: is a directory'
         with pytest.raises(VQCodecError, match="^the path of the .vq file is empty$"):
             call("")
+    data = codec.encode_audio(np.zeros(1600, np.float32), 16000, 2)
+    with pytest.raises(VQCodecError, match="^the path of the output is empty$"):  # was 'cannot write .: Device or
+        codec.decode_audio_file(data, "", format_hint="WAV")                     # resource busy'
+    for destination in (5, b"out.wav", None):  # 5 was an AttributeError from writing into it
+        with pytest.raises(VQCodecError, match="^audio is written to a path or a binary stream, not a "):
+            codec.decode_audio_file(data, destination, format_hint="WAV")
 
 
 def test_a_vq_file_opened_as_text_is_refused_as_one(codec, small_vq, tmp_path):

@@ -1759,6 +1759,10 @@ class Codec:
         data = vq_bytes(data)
         if isinstance(destination, io.TextIOBase):
             raise VQCodecError("audio is written to a binary stream, not a text one (open the file with 'wb')")
+        if not isinstance(destination, (str, Path)) and not callable(getattr(destination, "write", None)):
+            raise VQCodecError(f"audio is written to a path or a binary stream, not a {type(destination).__name__}")
+        if isinstance(destination, str) and not destination:  # Path("") is the current folder
+            raise VQCodecError("the path of the output is empty")
         for name, value in (("format_hint", format_hint), ("subtype", subtype)):
             if value is not None and not isinstance(value, str):  # were AttributeErrors and TypeErrors
                 raise VQCodecError(f"{name} is a name such as {'WAV' if name == 'format_hint' else 'PCM_16'} (a str), "
