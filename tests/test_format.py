@@ -1,6 +1,7 @@
 """The `.vq` container: exact layout, round trips, and rejection of every kind of damaged or hostile file."""
 from __future__ import annotations
 
+import io
 import math
 import struct
 import zlib
@@ -181,6 +182,18 @@ def test_bad_magic(small_vq):
         vqformat.parse_file(b"RIFF" + small_vq[4:])
 
 
+def test_empty_input_and_a_cut_magic_are_named_so(small_vq, codec):
+    """An empty stream, or the first bytes of a .vq file, were called 'not a .vq file (bad magic)'."""
+    for empty in (b"", bytearray(), io.BytesIO(b"")):
+        with pytest.raises(FormatError, match=r"^empty \.vq input \(no bytes\)$"):
+            codec.decode_audio(empty)
+    for length in (1, 2, 3):
+        with pytest.raises(FormatError, match="^truncated .vq file"):
+            codec.decode_audio(small_vq[:length])
+    with pytest.raises(FormatError, match="bad magic"):
+        vqformat.parse_header(b"VQX")
+
+
 def test_unknown_version_even_with_a_valid_crc(small_vq, craft):
     data = craft.with_header(small_vq, version=2)
     with pytest.raises(FormatError, match="version"):
@@ -203,7 +216,7 @@ def test_every_truncation_is_rejected(which, small_vq):
     data = small_vq if which == "audio" else small_image_file()
     vqformat.parse_file(data)  # the whole file is fine
     for length in range(len(data)):
-        with pytest.raises(FormatError, match="truncated" if length >= 4 else "magic"):
+        with pytest.raises(FormatError, match="truncated" if length else "empty"):  # the magic's first bytes too
             vqformat.parse_file(data[:length])
 
 

@@ -98,7 +98,8 @@ def _check(condition: bool, message: str) -> None:
 
 
 def parse_header(data: bytes) -> Header:
-    _check(len(data) >= 4 and data[:4] == MAGIC, "not a .vq file (bad magic)")
+    _check(len(data) > 0, "empty .vq input (no bytes)")
+    _check(len(data) >= 4 and data[:4] == MAGIC or MAGIC.startswith(bytes(data[:4])), "not a .vq file (bad magic)")
     _check(len(data) >= HEADER_SIZE, "truncated .vq file (incomplete header)")
     fields = _HEADER.unpack_from(data)
     _check(fields[1] == VERSION, f"unsupported .vq format version {fields[1]} (this vqcodec reads version {VERSION})")
