@@ -91,9 +91,12 @@ def test_decode_audio_blocks_refuses_a_range_not_in_whole_samples(codec, long_fi
 
 def test_decode_audio_blocks_refuses_a_range_past_the_end(codec, long_files):
     data, whole = long_files[16000]
-    for start, count in ((100, whole.shape[1] - 99), (whole.shape[1], 1), (0, 0)):
+    for start, count in ((100, whole.shape[1] - 99), (whole.shape[1], 1), (-1, 5)):
         with pytest.raises(VQCodecError, match=f"^samples {start}..{start + count} are not within the file's 32000 "):
             codec.decode_audio_blocks(data, start, count)
+    for count in (0, -3):  # 'samples 0..0 are not within the file's 32000', as if the file were too short
+        with pytest.raises(VQCodecError, match=f"^the count must be at least 1 sample, not {count}$"):
+            codec.decode_audio_blocks(data, 0, count)
 
 
 @pytest.mark.parametrize("duration", [math.inf, 1e308, 1.5])

@@ -1621,7 +1621,9 @@ class Codec:
                 raise VQCodecError(f"the {name} must be a whole number of samples, not {value!r}")
         start = int(start)
         count = length - start if count is None else int(count)
-        if not (0 <= start < length and 1 <= count <= length - start):
+        if count < 1:  # an empty or negative part, whatever the file holds
+            raise VQCodecError(f"the count must be at least 1 sample, not {count}")
+        if not (0 <= start < length and count <= length - start):
             raise VQCodecError(f"samples {start}..{start + count} are not within the file's {length} "
                                f"({length / rate:.3f} s)")
         low, high, lead = self._model_span(rate, length, start, count, model_length)
