@@ -479,16 +479,17 @@ def _refuse_media_output_name(path: str, command: str = "encode", suffix: str = 
     file, and what reads it by its name fails."""
     from .io import media_kind_of
 
-    kind = media_kind_of(Path(path)) if path != "-" else None
+    if path == "-":
+        return
+    kind, named = media_kind_of(Path(path)), Path(path).suffix.lower()
     if kind is not None:
-        raise VQCodecError(f"{path}: {command} writes a {suffix} file, which a name ending {Path(path).suffix} says "
-                           f"is {'audio' if kind == 'audio' else 'an image'}: name it {suffix} (decode writes {kind} "
-                           "files)")
-    named = Path(path).suffix.lower() if path != "-" else ""
-    if named in WRITTEN_SUFFIXES and named != suffix:
+        what, writer = "audio" if kind == "audio" else "an image", f"decode writes {kind} files"
+    elif named in WRITTEN_SUFFIXES and named != suffix:
         what, writer = WRITTEN_SUFFIXES[named]
-        raise VQCodecError(f"{path}: {command} writes a {suffix} file, which a name ending {Path(path).suffix} says "
-                           f"is {what}: name it {suffix} ({writer})")
+    else:
+        return
+    raise VQCodecError(f"{path}: {command} writes a {suffix} file, which a name ending {Path(path).suffix} says "
+                       f"is {what}: name it {suffix} ({writer})")
 
 
 def _refuse_media_options(beam, refine, rate_weight, kind) -> None:
@@ -873,11 +874,11 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
             image = codec.decode_image(data, salvage=salvage)
             _write_output(output_path, lambda stream: write_image(image, stream, image_format), force)
     except VQCodecError as exc:
-        from .folders import salvageable
+        from .folders import with_salvage_hint
 
-        if salvage or not salvageable(codec, data):
+        if salvage:
             raise
-        raise VQCodecError(f"{exc}; --salvage decodes what is intact") from None
+        raise with_salvage_hint(exc, codec, data) from None
 
 
 def _model_of_file(model: str | None, data: bytes) -> str:

@@ -192,9 +192,9 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
         try:
             return decode(path, output, data, codec)
         except VQCodecError as exc:
-            if salvage or not salvageable(codec, data):
+            if salvage:
                 raise
-            raise VQCodecError(f"{exc}; {setting('--salvage', 'salvage=True')} decodes what is intact") from None
+            raise with_salvage_hint(exc, codec, data) from None
 
     def decode(path: Path, output: Path, data: bytes, codec) -> int:
         header = vqformat.parse_header(data)
@@ -219,6 +219,14 @@ def salvageable(codec, data: bytes) -> bool:
         return bool(codec.damaged_parts(data))
     except VQCodecError:
         return False
+
+
+def with_salvage_hint(error: VQCodecError, codec, data: bytes) -> VQCodecError:
+    """The error of a file that failed to decode without salvage, saying that salvage decodes what is
+    intact where it can (salvageable)."""
+    if not salvageable(codec, data):
+        return error
+    return VQCodecError(f"{error}; {setting('--salvage', 'salvage=True')} decodes what is intact")
 
 
 def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[bytes], object],
