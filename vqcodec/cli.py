@@ -201,6 +201,8 @@ def _refuse_missing_folder_of(path: str) -> None:
 
 def _write_output(path: str, write, force: bool) -> None:
     """Call write(stream) into a temporary file beside `path`, then rename it into place."""
+    from .io import copy_whole, write_file
+
     if path == "-":
         # Written in full to a temporary file first, so a failure writes nothing to stdout and long
         # output never sits in memory.
@@ -209,18 +211,11 @@ def _write_output(path: str, write, force: bool) -> None:
             write(spool)
             spool.seek(0)
             with _writing_stdout():
-                while block := spool.read(SPOOL_BLOCK):
-                    # Unbuffered (PYTHONUNBUFFERED, python -u), stdout is a raw stream, whose write may
-                    # take only part of a block (a pipe closed early, a full disk): write the rest.
-                    view = memoryview(block)
-                    while view:
-                        view = view[stdout.write(view) or 0:]
+                copy_whole(spool, stdout, SPOOL_BLOCK)  # unbuffered (python -u), stdout is a raw stream
                 stdout.flush()
         return
     _refuse_existing_output(path, force)
     _refuse_missing_folder_of(path)
-    from .io import write_file
-
     write_file(Path(path), write, replace=force)
 
 

@@ -31,7 +31,7 @@ from .devices import resolve_device
 from .errors import ClippingWarning, VQCodecError
 from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
-                 check_audio_output, image_to_planes, in_srgb, input_name, load_pixels, low_grey_key_bits,
+                 check_audio_output, copy_whole, image_to_planes, in_srgb, input_name, load_pixels, low_grey_key_bits,
                  open_image, open_sound, planes_to_image, SoundSink, sound_blocks, soundfile_format, stops_held,
                  unwritable_audio, with_grey_key_in_8_bits, write_file)
 from .memory import memory_bound
@@ -304,10 +304,7 @@ def _through_spool(stream, write: Callable) -> None:
         write(spool)
         spool.seek(0)
         try:
-            while block := spool.read(STREAM_SPOOL_BYTES):
-                view = memoryview(block)
-                while view:  # a raw stream (an unbuffered pipe) may take part of a block
-                    view = view[stream.write(view) or 0:]
+            copy_whole(spool, stream, STREAM_SPOOL_BYTES)
         except (OSError, ValueError) as exc:
             raise VQCodecError(f"cannot write the stream: {exc}") from None
 

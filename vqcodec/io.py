@@ -106,6 +106,15 @@ def descriptor_named(path) -> int | None:
 TEMPORARY_NAME_CHARS = 40  # of the output's name in its temporary file's: at most 160 bytes in UTF-8
 
 
+def copy_whole(source, stream, block_bytes: int = 1 << 20) -> None:
+    """Copy what is left of `source` into `stream`, every byte: a raw stream (unbuffered stdout, an OS
+    pipe) may take only part of a block at each write (a pipe closed early, a full disk)."""
+    while block := source.read(block_bytes):
+        view = memoryview(block)
+        while view:
+            view = view[stream.write(view) or 0:]
+
+
 def write_file(path, write, replace: bool = True) -> None:
     """Call write(stream) into a temporary file beside `path`, then rename it onto `path`: a failure
     leaves nothing behind, and readers never see half a file. A FIFO or device (is_stream_file), and
