@@ -31,9 +31,9 @@ from .devices import resolve_device
 from .errors import ClippingWarning, VQCodecError
 from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
-                 check_audio_output, copy_whole, image_to_planes, in_srgb, input_name, load_pixels, low_grey_key_bits,
-                 open_image, open_sound, planes_to_image, SoundSink, sound_blocks, soundfile_format, stops_held,
-                 unwritable_audio, with_grey_key_in_8_bits, write_file)
+                 check_audio_output, copy_whole, image_to_planes, in_srgb, input_name, is_whole, load_pixels,
+                 low_grey_key_bits, open_image, open_sound, planes_to_image, SoundSink, sound_blocks, soundfile_format,
+                 stops_held, unwritable_audio, with_grey_key_in_8_bits, write_file)
 from .memory import memory_bound
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
@@ -102,18 +102,13 @@ def fixed_width_cause(coding: str, has_prior: bool) -> str | None:
     return None if has_prior else "no prior"
 
 
-def _is_whole(value) -> bool:
-    """An int or NumPy integer, but not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
 def _is_real(value) -> bool:
     """An int, float or NumPy number, but not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def _checked_setting(name: str, value, low: int, high: int) -> int:
-    if not _is_whole(value) or not low <= value <= high:
+    if not is_whole(value) or not low <= value <= high:
         raise VQCodecError(f"{name} must be an integer from {low} to {high}, not {value!r}")
     return int(value)
 
@@ -127,14 +122,14 @@ def _checked_weight(name: str, value, high: float) -> float:
 def _checked_count(name: str, value, unit: str = "") -> int:
     """A size given to the API (samples, channels, pixels): a whole number of at least 1, or a one-line
     error naming it (a size of 0 or below read as 'audio is empty' or 'image 0x-5 is empty')."""
-    if not _is_whole(value) or value < 1:
+    if not is_whole(value) or value < 1:
         raise VQCodecError(f"{name} must be a whole number{' of ' + unit if unit else ''} from 1 up, not {value!r}")
     return int(value)
 
 
 def _checked_rate(value) -> int:
     """A sample rate given to the API: a whole number of Hz within the container's bounds."""
-    if not _is_whole(value) or not 1 <= value <= vqformat.MAX_SAMPLE_RATE:
+    if not is_whole(value) or not 1 <= value <= vqformat.MAX_SAMPLE_RATE:
         raise VQCodecError(f"the sample rate must be a whole number of Hz from 1 to {vqformat.MAX_SAMPLE_RATE}, "
                            f"not {value!r}")
     return int(value)
@@ -913,7 +908,7 @@ class Codec:
     def check_quality(self, quality: int) -> int:
         """`quality` as an int, or a one-line error when this model has no such level."""
         highest = min(self.num_codebooks, vqformat.MAX_QUALITY)
-        if not _is_whole(quality) or not 1 <= quality <= highest:
+        if not is_whole(quality) or not 1 <= quality <= highest:
             raise VQCodecError(f"quality must be a whole number 1..{highest} for model {self.name}, got {quality!r}")
         return int(quality)
 
@@ -1434,7 +1429,7 @@ class Codec:
         audio = header.kind == vqformat.KIND_AUDIO
         stored = header.quality
         quality = stored if quality is None else quality
-        if not _is_whole(quality):  # "quality 4 is not within the file's 1..8 codebooks" said the string "4"
+        if not is_whole(quality):  # "quality 4 is not within the file's 1..8 codebooks" said the string "4"
             raise VQCodecError(f"quality must be a whole number of codebooks, not {quality!r}")
         if not 1 <= quality <= stored:
             raise VQCodecError(f"quality {quality} is not within the file's 1..{stored} codebooks: "
@@ -1614,7 +1609,7 @@ class Codec:
         header, chunks, model_length, total_frames = self._audio_parts(data, salvage)
         rate, length = self._output_timing(header, rate)
         for name, value in (("start", start), ("count", 0 if count is None else count)):
-            if not _is_whole(value):
+            if not is_whole(value):
                 raise VQCodecError(f"the {name} must be a whole number of samples, not {value!r}")
         start = int(start)
         count = length - start if count is None else int(count)
@@ -1690,7 +1685,7 @@ class Codec:
         """The rate audio is decoded at (the file's, unless `rate` says) and its length in samples there."""
         if rate is None:
             return header.sample_rate, header.length
-        if not (_is_whole(rate) and 1 <= rate <= vqformat.MAX_SAMPLE_RATE):
+        if not (is_whole(rate) and 1 <= rate <= vqformat.MAX_SAMPLE_RATE):
             raise VQCodecError(f"the output sample rate must be a whole number of Hz from 1 to "
                                f"{vqformat.MAX_SAMPLE_RATE}, not {rate!r}")
         if rate == header.sample_rate:

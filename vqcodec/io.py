@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import numbers
 import os
 import re
 import stat
@@ -104,6 +105,11 @@ def descriptor_named(path) -> int | None:
 
 
 TEMPORARY_NAME_CHARS = 40  # of the output's name in its temporary file's: at most 160 bytes in UTF-8
+
+
+def is_whole(value) -> bool:
+    """An int or NumPy integer, but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def copy_whole(source, stream, block_bytes: int = 1 << 20) -> None:
@@ -1185,21 +1191,17 @@ def _check_transparency(image) -> None:
     value = image.info["transparency"]
     if image.mode == "P":
         fits, wanted = (isinstance(value, (bytes, bytearray)) and len(value) <= 256) or (
-            _is_int(value) and 0 <= value < 256), "a palette index 0-255 or bytes of alpha per palette entry"
+            is_whole(value) and 0 <= value < 256), "a palette index 0-255 or bytes of alpha per palette entry"
     elif image.mode == "RGB":
-        fits, wanted = (isinstance(value, tuple) and len(value) == 3 and all(map(_is_int, value)),
+        fits, wanted = (isinstance(value, tuple) and len(value) == 3 and all(map(is_whole, value)),
                         "an (r, g, b) tuple of ints")
     elif image.mode == "F":
         fits, wanted = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
     else:
-        fits, wanted = _is_int(value), "an int"
+        fits, wanted = is_whole(value), "an int"
     if not fits:
         raise VQCodecError(f"the {image.mode} image's transparency, {value!r:.40}, is not {wanted}: "
                            "set image.info['transparency'] to one, or remove it")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _transparent_colour_as_alpha(image):
