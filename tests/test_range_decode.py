@@ -13,6 +13,7 @@ import pytest
 import soundfile
 
 from vqcodec import VQCodecError
+from vqcodec import codec as codec_module
 
 
 @pytest.fixture(scope="module")
@@ -43,20 +44,27 @@ def test_all_of_it_is_the_whole_decoding_exactly(codec, long_files):
     assert np.array_equal(codec.decode_audio(data, start=0.0, duration=10.0)[0], whole)
 
 
-def test_only_the_chunks_that_cover_the_part_are_decoded(codec, long_files, monkeypatch):
-    data, _ = long_files[16000]
+def test_only_the_chunks_that_cover_the_part_are_decoded_each_once(codec, long_files, monkeypatch):
+    """Each chunk was decoded twice: once to refuse a damaged one before any audio, and again for its
+    audio. The codes of the first check are now kept for the audio (up to CODE_BLOCK_CODES of them)."""
+    data, whole = long_files[16000]
     decoded = []
     original = codec._decode_payload
     monkeypatch.setattr(codec, "_decode_payload", lambda header, payload, shape: decoded.append(payload) or
                         original(header, payload, shape))
-    codec.decode_audio(data)  # each chunk is decoded twice: checked before any audio, then for its audio
-    assert len(set(decoded)) == 8 and len(decoded) == 16
+    assert np.array_equal(codec.decode_audio(data)[0], whole)
+    assert len(set(decoded)) == 8 and len(decoded) == 8
     decoded.clear()
     codec.decode_audio(data, start=0.9, duration=0.05)  # inside the fourth chunk, away from its edges
-    assert len(set(decoded)) == 1
+    assert len(decoded) == 1
     decoded.clear()
     codec.decode_audio(data, start=0.999, duration=0.002)  # across a chunk boundary (4000 samples = 0.25 s)
-    assert len(set(decoded)) == 2
+    assert len(set(decoded)) == 2 and len(decoded) == 2
+    decoded.clear()
+    # beyond CODE_BLOCK_CODES codes, the chunks are checked and dropped, and decoded again for their audio
+    monkeypatch.setattr(codec_module, "CODE_BLOCK_CODES", 2 * 3 * 1000)  # the codes of the first 2 chunks
+    assert np.array_equal(codec.decode_audio(data)[0], whole)
+    assert len(set(decoded)) == 8 and len(decoded) == 14
 
 
 @pytest.mark.parametrize("start, duration, message", [

@@ -1624,16 +1624,15 @@ class Codec:
         first_chunk = max(0, first_frame - ctx) // header.chunk_frames
         last_chunk = -(-min(total_frames, last_frame + ctx) // header.chunk_frames)
         codes_end = min(total_frames, last_chunk * header.chunk_frames)
+        held = {}  # chunk index -> (its codes, whether it is damaged)
         if not salvage:  # a chunk that does not decode is refused before any audio, not hours into it
-            for index in range(first_chunk, last_chunk):
-                self._decode_chunk(header, chunks, total_frames, index)
+            held = self._checked_chunks(header, chunks, total_frames, first_chunk, last_chunk)
 
-        def frame_blocks():
+        def frame_blocks(held: dict):
             """(audio, its frames that damaged chunks held) a block at a time at the model rate, for frames
             first_frame..last_frame. The chunks are decoded for a group of blocks and their context at a
             time, each once, so that long audio of many channels never has all its codes in memory; each
-            block sees the codes it would see among all of them."""
-            held = {}  # chunk index -> (its codes, whether it is damaged)
+            block sees the codes it would see among all of them. `held`: chunks decoded already."""
             for g0, g1 in _blocks(last_frame - first_frame, self.block_frames * DECODE_GROUP_BLOCKS):
                 g0, g1 = g0 + first_frame, g1 + first_frame
                 lo, hi = max(first_chunk * header.chunk_frames, g0 - ctx), min(codes_end, g1 + ctx)
@@ -1656,9 +1655,8 @@ class Codec:
                     yield block, silent[frame:frame + block.shape[1] // hop]
                     frame += block.shape[1] // hop
 
-        def model_rate_blocks():
+        def model_rate_blocks(frames: Iterator):
             position = first_frame * hop  # the model sample the next block begins at
-            frames = frame_blocks()
             while True:
                 # Inference mode around each block's decoding, not across the yield: held there, it would be
                 # on in the caller's code between blocks, and go off whenever the garbage collector closes
@@ -1677,8 +1675,22 @@ class Codec:
                     yield block[:, begin - position:end - position]
                 position += block.shape[1]
 
-        blocks = _resampled_blocks(model_rate_blocks(), self.sample_rate, rate, header.channels, lead + count)
+        # frame_blocks alone holds `held`, and drops each chunk once its blocks are decoded
+        blocks = _resampled_blocks(model_rate_blocks(frame_blocks(held)), self.sample_rate, rate, header.channels, lead + count)
         return header, _dropped(blocks, lead)
+
+    def _checked_chunks(self, header: vqformat.Header, chunks: list, total_frames: int, first: int,
+                        last: int) -> dict[int, tuple[np.ndarray, bool]]:
+        """Decode chunks first..last (refusing one that does not decode) and keep the codes of the first
+        of them, up to CODE_BLOCK_CODES stored codes, for their audio: a range's chunks are decoded once,
+        and only the chunks of long audio beyond those are decoded again when their blocks come."""
+        kept, stored = {}, 0
+        for index in range(first, last):
+            codes, damaged = self._decode_chunk(header, chunks, total_frames, index)
+            stored += codes[:1].size if codes.strides[0] == 0 else codes.size  # a shared chunk's one set
+            if stored <= CODE_BLOCK_CODES:
+                kept[index] = codes, damaged
+        return kept
 
     @staticmethod
     def _output_timing(header: vqformat.Header, rate: int | None) -> tuple[int, int]:
