@@ -553,3 +553,18 @@ def test_format_md_header_table_matches_the_code():
     assert (number(gains.group(1)), number(gains.group(2))) == (vqformat.MIN_GAIN, vqformat.MAX_GAIN)
     seconds = re.search(r"MAX_AUDIO_SECONDS` \(([0-9 ]+) s\)", section)
     assert number(seconds.group(1)) == vqformat.MAX_AUDIO_SECONDS
+
+
+
+def test_chunks_that_change_places_decode_in_their_new_places(codec, signal):
+    """The documented limit of version 1 (docs/FORMAT.md §2, README Limits): nothing in a chunk names
+    its place, so two chunks of the same frame count swapped, each with its CRC, are read as they now
+    stand. A change that detects this is a new format version, and this test and the docs go with it."""
+    data = codec.encode_audio(signal(2, 9600, 16000), 16000, 4)  # chunks of 500, 500 and 200 frames
+    header, chunks, _ = vqformat.parse_file(data)
+    assert len(chunks) == 3 and chunks[0] != chunks[1]
+    swapped = vqformat.build_file(header, [chunks[1], chunks[0], chunks[2]])
+    whole, read = codec.read_codes(data)[1], codec.read_codes(swapped)[1]
+    assert np.array_equal(read[:, :, :500], whole[:, :, 500:1000])
+    assert np.array_equal(read[:, :, 500:1000], whole[:, :, :500])
+    assert np.array_equal(read[:, :, 1000:], whole[:, :, 1000:])
