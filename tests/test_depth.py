@@ -206,6 +206,27 @@ def test_corrupt_depth_payloads_raise_or_stay_well_formed(audio_prior, image_pri
         assert refused >= 3
 
 
+
+@pytest.mark.parametrize("quality", [1, 2, 4])
+def test_an_empty_payload_cannot_claim_the_depths_of_many_planes(audio_prior, quality):
+    """min_bits counted every depth at the most a steady context gives (8 of 2**16 for each other depth),
+    so an empty payload passed for a chunk of 64 channels of 500 frames, and decoded 32 000 depths
+    (cells of no code) from the 8 bytes of its framing: a file of a few KB could declare hours of them.
+    The first depth of each plane is coded with a new context's row (every count 1, about log2(Q + 1)
+    bits), so such a payload is now refused before it is decoded. The encoder's own payload for the
+    same chunk, every cell of depth 0 (silence, the cheapest there is), still decodes."""
+    shape = (64, quality, 500)
+    silent = np.full(shape, ABSENT)
+    payload = audio_prior.encode_chunk(silent, depths=True)
+    assert np.array_equal(audio_prior.decode_chunk(payload, shape, depths=True), silent)
+    with pytest.raises(FormatError, match="too short for its"):
+        audio_prior.decode_chunk(b"", shape, depths=True)
+    for shape in ((1, quality, 500), (1, quality, 1), (4, quality, 2 ** 14)):  # few planes, or many cells a plane
+        silent = np.full(shape, ABSENT)
+        payload = audio_prior.encode_chunk(silent, depths=True)
+        assert np.array_equal(audio_prior.decode_chunk(payload, shape, depths=True), silent)
+
+
 # ---------------------------------------------------------------- the encoder's choice
 
 @pytest.mark.parametrize("kind", ["audio", "image"])

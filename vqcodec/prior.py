@@ -618,7 +618,7 @@ class CodePrior:
         if len(payload) % 4:
             raise FormatError("corrupted chunk: entropy-coded payload is not a whole number of words")
         cells = sum(rows * cols for _, rows, cols in plane_shapes)
-        if cells and 2 * (32 * len(payload) // 4 + 32) < self.min_bits(quality, cells, depths):
+        if cells and 2 * (32 * len(payload) // 4 + 32) < self.min_bits(quality, cells, depths, len(plane_shapes)):
             raise FormatError(f"corrupted chunk: entropy-coded payload of {plural(len(payload), 'byte')} is too short "
                               f"for its {plural(cells * quality, 'code')}")
         words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
@@ -639,21 +639,26 @@ class CodePrior:
             raise FormatError("corrupted chunk: entropy-coded payload has data left over")
         return codes
 
-    def min_bits(self, quality: int, cells: int, depths: bool = False) -> float:
+    def min_bits(self, quality: int, cells: int, depths: bool = False, planes: int = 0) -> float:
         """A lower bound on the size in bits of any payload of `cells` cells (audio frames of a
-        channel, image latent cells) at `quality` levels: each code, or with `depths` each cell's
-        depth (a cell may have no code), costs at least -log2 of the largest probability its model
-        can give. Every q of a row is >= 1; a depth row's counts each are >= 1 and sum to at most
-        DEPTH_COUNT_LIMIT, so its other depths have q >= 1 + (2**16 - Q - 1) // DEPTH_COUNT_LIMIT.
-        The + 1 covers constriction's rounding to 24 bits. decode_chunk refuses a payload that far
-        too short, which no encoder writes, before it decodes (and allocates) the codes."""
+        channel, image latent cells) at `quality` levels, in `planes` planes: each code, or with `depths`
+        each cell's depth (a cell may have no code), costs at least -log2 of the largest probability its
+        model can give. Every q of a row is >= 1; a depth row's counts each are >= 1 and sum to at most
+        DEPTH_COUNT_LIMIT, so its other depths have q >= 1 + (2**16 - Q - 1) // DEPTH_COUNT_LIMIT; and
+        the first depth of each plane is coded with the row of a new context, every count 1 (about
+        log2(Q + 1) bits). The + 1 covers constriction's rounding to 24 bits. decode_chunk refuses a
+        payload that far too short, which no encoder writes, before it decodes (and allocates) the codes."""
         one = 1 << PRECISION
+
+        def bits(q: int) -> float:
+            return -math.log2(min(one, q + 1) / one)
+
         if depths:
             others = 1 + (one - quality - 1) // DEPTH_COUNT_LIMIT
-            largest = [one - quality * others]
-        else:
-            largest = self._largest[:quality]
-        return cells * sum(-math.log2(min(one, q + 1) / one) for q in largest)
+            first = max(counts_to_row([1] * (quality + 1)))
+            planes = min(planes, cells)
+            return (cells - planes) * bits(one - quality * others) + planes * bits(first)
+        return cells * sum(bits(q) for q in self._largest[:quality])
 
     def _decode_plane(self, decoder, shape: tuple[int, int, int], depths: bool = False) -> np.ndarray:
         quality, rows, cols = shape
