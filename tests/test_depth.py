@@ -163,6 +163,36 @@ def test_depth_decoder_reads_any_stream_as_the_depth_model_does(quality, rows, c
     np.testing.assert_array_equal(decoded, depth)
 
 
+def test_depth_decoder_builds_a_coder_model_once_for_each_counts_it_meets(audio_prior, monkeypatch):
+    """Decoding a depth map built a constriction model for every cell, most of a cell's time, though a
+    run of one depth (silence) cycles through a few hundred counts: 64 channels of 500 silent frames
+    built 32 000 models, and the 2^26 cells of a 64-channel chunk of 2^20 frames took minutes. The
+    prior keeps the model of each counts it meets (up to DEPTH_MODELS_KEPT), and reads the same depths
+    whatever the cache holds: kept across planes, chunks and qualities, or begun anew when full."""
+    import constriction
+
+    from vqcodec import prior as prior_module
+
+    built = []
+    original = constriction.stream.model.Categorical
+    monkeypatch.setattr(constriction.stream.model, "Categorical", lambda *a, **k: built.append(1) or original(*a, **k))
+    silent = np.full((64, 4, 500), ABSENT)
+    payload = audio_prior.encode_chunk(silent, depths=True)
+    built.clear()
+    assert np.array_equal(audio_prior.decode_chunk(payload, silent.shape, depths=True), silent)
+    assert len(built) < 1000, len(built)
+    rng = np.random.default_rng(7)
+    for kept in (prior_module.DEPTH_MODELS_KEPT, 5):
+        monkeypatch.setattr(prior_module, "DEPTH_MODELS_KEPT", kept)
+        for quality in (1, 3, 4, 2, 4):
+            codes = np.where(np.arange(quality)[None, :, None] < rng.integers(0, quality + 1, (3, 1, 700)),
+                             rng.integers(0, K, (3, quality, 700)), ABSENT)
+            codes[1, :, 100:600] = ABSENT  # a silent run among busy depths
+            payload = audio_prior.encode_chunk(codes, depths=True)
+            assert np.array_equal(audio_prior.decode_chunk(payload, codes.shape, depths=True), codes)
+        assert len(audio_prior._depth_models) <= kept
+
+
 @pytest.mark.parametrize("quality, seed", [(1, 0), (2, 1)])
 def test_depth_decoder_reads_long_unstructured_depth_maps(quality, seed):
     """Depths drawn at random along 20 000 frames: the counts of a context stay close and are halved

@@ -71,6 +71,7 @@ ABSENT = -1                  # code value of a level a cell does not use (per-ce
 DEPTH_INCREMENT = 16         # the adaptive depth model adds this to a depth's count once it is coded
 DEPTH_COUNT_LIMIT = 1 << 13  # and halves its counts (rounding up) when they sum to more than this
 MAX_CODEBOOK = 1 << 15       # the largest codebook a prior covers (readers refuse larger ones)
+DEPTH_MODELS_KEPT = 1 << 14  # coder models of depth counts kept for decoding (up to some 16 MB at Q = 64), then begun anew
 
 
 def check_codebook_size(codebook_size: int) -> None:
@@ -313,6 +314,7 @@ class CodePrior:
         self.codebook_size = int(codebook_size)
         self.kind = kind
         self._models: list[dict[int, object]] = [dict() for _ in levels]
+        self._depth_models: dict[tuple, object] = {}  # a depth context's counts -> their coder model
         self._log2: list[np.ndarray | None] = [None] * len(levels)
         self._bit_tables: dict = {}
         self._largest = [int(lp.table.max()) for lp in levels]  # each level's largest q (min_bits)
@@ -320,7 +322,7 @@ class CodePrior:
 
     def __getstate__(self) -> dict:
         """A copy (pickle, copy.deepcopy) without the cached coder models, which constriction cannot pickle."""
-        return {**self.__dict__, "_models": [dict() for _ in self.levels]}
+        return {**self.__dict__, "_models": [dict() for _ in self.levels], "_depth_models": {}}
 
     # ------------------------------------------------------------ storage
 
@@ -557,11 +559,14 @@ class CodePrior:
                            coder_weights(np.array(weights)))
 
     @staticmethod
-    def _decode_depths(decoder, rows: int, cols: int, quality: int) -> np.ndarray:
+    def _decode_depths(decoder, rows: int, cols: int, quality: int, models: dict | None = None) -> np.ndarray:
         """The depth map that _encode_depths coded: DepthModel's contexts, counts and rows, in one loop.
         The model adapts after every cell, so the cells cannot be decoded in one call; each cell's
         weights, coder_weights(counts_to_row(counts)), are computed in one pass over the counts, from
-        the counts' total and first largest (kept as the counts change) instead of recomputed."""
+        the counts' total and first largest (kept as the counts change) instead of recomputed. The
+        coder's model of each counts met is kept in `models` (by default for this call alone): a run of
+        one depth cycles through the same few hundred counts, and building a model took most of a cell's
+        time (decoding a run is about three times as fast)."""
         n = quality + 1
         budget = (1 << PRECISION) - n                 # counts_to_row: q = 1 + count * budget // total
         shift = CODER_PRECISION - PRECISION
@@ -570,6 +575,7 @@ class CodePrior:
         increment, limit = DEPTH_INCREMENT, DEPTH_COUNT_LIMIT
         categorical, decode, array, float64 = constriction.stream.model.Categorical, decoder.decode, np.array, np.float64
         states: dict[int, list] = {}                  # context -> [counts, their total, index of the first largest]
+        models = {} if models is None else models
         depth, above = [], None
         for _ in range(rows):
             row, left = [0] * cols, None
@@ -583,9 +589,16 @@ class CodePrior:
                 if state is None:
                     state = states[context] = [[1] * n, n, 0]
                 counts, total, top = state
-                weights = [((count * budget // total) << shift) + low for count in counts]
-                weights[top] += (budget - ((sum(weights) - spare) >> shift)) << shift  # the remainder, as counts_to_row
-                value = int(decode(categorical(array(weights, float64), perfect=False)))
+                key = tuple(counts)
+                model = models.get(key)
+                if model is None:
+                    weights = [((count * budget // total) << shift) + low for count in counts]
+                    weights[top] += (budget - ((sum(weights) - spare) >> shift)) << shift  # the remainder, as counts_to_row
+                    model = categorical(array(weights, float64), perfect=False)
+                    if len(models) >= DEPTH_MODELS_KEPT:
+                        models.clear()
+                    models[key] = model
+                value = int(decode(model))
                 counts[value] += increment
                 total += increment
                 if total > limit:
@@ -664,7 +677,7 @@ class CodePrior:
         quality, rows, cols = shape
         k = self.codebook_size
         plane = np.zeros(shape, dtype=np.int64)
-        depth = self._decode_depths(decoder, rows, cols, quality) if depths else None
+        depth = self._decode_depths(decoder, rows, cols, quality, self._depth_models) if depths else None
         for level in range(quality):
             lp = self.levels[level]
             present = (depth > level).ravel() if depth is not None else None
