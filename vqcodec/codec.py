@@ -1500,9 +1500,9 @@ class Codec:
             codes = self._decode_payload(header, payload, shape_of(b - a))
             if vqformat.stores_one_channel(header, payload):
                 codes = codes[:1]  # what the chunk stores
-            codes = codes.astype(np.int64, copy=False)  # the prior's contexts are worked out in int64
+            # as decoded (the prior takes each plane to int64 in turn): a chunk may hold 2^20 frames of 64 channels
             fixed_bytes += math.ceil(codes.size * fixed_width / 8)
-            counts += np.moveaxis(codes >= 0, level_axis, 0).reshape(quality, -1).sum(1)
+            counts += [np.count_nonzero(codes.take(level, axis=level_axis) >= 0) for level in range(quality)]
             cells += codes.size // quality
             if ideal is not None:
                 ideal += self.prior.ideal_bits(codes)

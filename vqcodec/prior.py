@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import math
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -461,12 +462,17 @@ class CodePrior:
 
     def _planes(self, codes: np.ndarray) -> list[np.ndarray]:
         """Chunk codes -> planes (levels, rows, cols): audio (channels, q, frames), image (q, rows, cols)."""
+        return list(self._each_plane(codes))
+
+    def _each_plane(self, codes: np.ndarray) -> Iterator[np.ndarray]:
+        """_planes one at a time, each made int64 as it comes: a chunk may hold 2^20 frames of 64 channels."""
         codes = np.asarray(codes)
         if codes.ndim != 3:
             raise ValueError("chunk codes must be 3-D")
         if self.kind == "audio":
-            return [np.asarray(channel, dtype=np.int64)[:, None, :] for channel in codes]
-        return [np.asarray(codes, dtype=np.int64)]
+            yield from (np.asarray(channel, dtype=np.int64)[:, None, :] for channel in codes)
+        else:
+            yield np.asarray(codes, dtype=np.int64)
 
     def code_bits(self, plane: np.ndarray) -> np.ndarray:
         """-log2 p of every code of a plane (levels, rows, cols), with the plane's own codes as context;
@@ -482,17 +488,16 @@ class CodePrior:
     def ideal_bits(self, codes: np.ndarray) -> np.ndarray:
         """Ideal code length, sum of -log2 p, of one chunk's codes: float64 bits per level (absent codes
         cost nothing here; their depth maps are counted by depth_bits)."""
-        planes = self._planes(codes)
-        quality = planes[0].shape[0] if planes else 0
-        bits = np.zeros(quality)
-        for plane in planes:
-            bits += self.code_bits(plane).reshape(quality, -1).sum(1)
-        return bits
+        bits = None
+        for plane in self._each_plane(codes):
+            level_bits = self.code_bits(plane).reshape(plane.shape[0], -1).sum(1)
+            bits = level_bits if bits is None else bits + level_bits
+        return np.zeros(0) if bits is None else bits
 
     def depth_bits(self, codes: np.ndarray) -> float:
         """Ideal code length of one chunk's depth maps under DepthModel (CODING_PRIOR_DEPTH)."""
         total = 0.0
-        for plane in self._planes(codes):
+        for plane in self._each_plane(codes):
             rows = plane_depths(plane).tolist()
             model = DepthModel(plane.shape[0])
 
