@@ -337,6 +337,33 @@ def test_lost_chunks_are_listed_as_runs(codec, audio_file):
     assert codec.damaged_parts(header.pack()) == [{"chunk": 0, "count": header.chunk_count, "from": 0.0, "to": 2.0}]
 
 
+@pytest.mark.parametrize("start, duration, chunks, runs", [
+    (0.6, 0.1, {0, 1, 2, 3, 4, 5}, [{"chunk": 1, "count": 4, "from": 0.25, "to": 1.25}]),  # a run met, whole
+    (1.7, 0.1, {5, 6, 7}, [{"chunk": 6, "count": 1, "from": 1.5, "to": 1.75}]),
+    (1.5, None, {5, 6, 7}, [{"chunk": 6, "count": 1, "from": 1.5, "to": 1.75}]),  # from 1 ms before it on
+    (1.3, 0.1, {5}, []),
+    (0.0, None, set(range(8)), None)])
+def test_the_damage_of_a_part_decodes_only_the_chunks_near_it(codec, audio_file, monkeypatch, start, duration,
+                                                             chunks, runs):
+    """`decode --salvage --start --duration` listed the damage of the whole file before decoding the
+    part, decoding every chunk of it: of a day's file, thousands of chunks for a second of audio.
+    damaged_parts(data, start, duration) decodes the chunks within a millisecond of the part, and
+    those on to each end of a lost run they meet; what the part meets is what it was."""
+    damaged = audio_file[0]
+    for index in (1, 2, 3, 4, 6):
+        damaged = flip_byte_in_chunk(damaged, index)
+    whole = codec.damaged_parts(damaged)
+    decoded = []
+    original = codec._chunk_codes
+    monkeypatch.setattr(codec, "_chunk_codes", lambda header, found, index, *rest: decoded.append(index) or
+                        original(header, found, index, *rest))
+    parts = codec.damaged_parts(damaged, start, duration)
+    assert sorted(decoded) == sorted(chunks)  # each once
+    end = np.inf if duration is None else start + duration
+    assert [p for p in parts if p["from"] < end and p["to"] > start] == \
+        [p for p in whole if p["from"] < end and p["to"] > start] == (whole if runs is None else runs)
+
+
 def test_salvaging_many_lost_chunks_takes_time_in_proportion_to_them(bighop_codec):
     """Each decoded block went through the whole list of lost chunks to silence its part of them, so a
     header alone with chunks of one frame took time in the square of its length: 5 minutes, 30 s (and

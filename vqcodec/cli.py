@@ -856,7 +856,7 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
     codec = Codec.load(_model_of_file(model, data), device=device)
     codec.progress = _terminal_progress()
     if salvage:
-        _warn_damage(_damage_met(codec.damaged_parts(data), start, duration), header)
+        _warn_damage(_damage_met(codec.damaged_parts(data, start or 0.0, duration), start, duration), header)
     try:
         if header.kind == vqformat.KIND_AUDIO:
             with _clipping_warnings("stdout" if output_path == "-" else output_path):

@@ -1542,13 +1542,15 @@ class Codec:
         rows, cols = math.ceil(header.height / self.hop), math.ceil(header.width / self.hop)
         return rows, lambda n: (header.quality, n, cols)
 
-    def damaged_parts(self, data: bytes) -> list[dict]:
+    def damaged_parts(self, data: bytes, start: float = 0.0, duration: float | None = None) -> list[dict]:
         """What a damaged `.vq` file has lost: each run of consecutive code chunks whose framing or CRC
         fails or that do not decode, as {"chunk": the first, "count", "from", "to"} in seconds (audio) or
         pixel rows (images), and
         {"chunk", "alpha": True} for a damaged alpha plane, and {"trailing_bytes"} for bytes after the
         last chunk (which salvage ignores). Empty for an intact file. The header must be intact: a file
-        whose header is damaged raises, as in decoding."""
+        whose header is damaged raises, as in decoding. With `start` or `duration` (seconds, audio),
+        only the runs that come within a millisecond of that part are sure to be listed (whole): the
+        chunks far from it are not decoded."""
         data = vq_bytes(data)
         audio = vqformat.parse_header(data).kind == vqformat.KIND_AUDIO
         self._require("audio" if audio else "image")
@@ -1559,20 +1561,43 @@ class Codec:
             header, chunks, alpha_bytes, _, _ = self._image_parts(data, salvage=True)
             scale, end = self.hop, header.height
         total, shape_of = self._chunk_layout(header)
-        runs: list[list[int]] = []  # [first chunk, count] of each run of consecutive lost chunks
         framed = len(chunks.found)  # the chunks after these are lost with the framing, as one run
-        for index, (a, b) in zip(range(framed), _blocks(total, header.chunk_frames)):
-            lost: list[int] = []
-            self._chunk_codes(header, chunks, index, shape_of(b - a), True, lost)
-            if lost and runs and sum(runs[-1]) == index:
+        found: dict[int, bool] = {}  # chunk index -> whether it is lost, for those decoded
+
+        def lost(index: int) -> bool:
+            if index >= framed:
+                return True
+            if index not in found:
+                damaged: list[int] = []
+                frames = min(total, (index + 1) * header.chunk_frames) - index * header.chunk_frames
+                self._chunk_codes(header, chunks, index, shape_of(frames), True, damaged)
+                found[index] = bool(damaged)
+            return found[index]
+
+        first, last = 0, header.chunk_count  # the chunks looked at: all, or those near the part and their runs
+        sample, count = self._sample_range(data, start, duration) if audio else (0, None)
+        if count is not None:  # checked as decoding checks it
+            per_chunk = header.chunk_frames * scale  # seconds
+            begin, finish = sample / header.sample_rate - 0.001, (sample + count) / header.sample_rate + 0.001
+            first = min(framed, last, max(0, math.floor(begin / per_chunk)))
+            last = max(first, min(last, math.ceil(finish / per_chunk)))
+            while first > 0 and first < last and lost(first) and lost(first - 1):  # a run across an end, whole
+                first -= 1
+            while first < last < header.chunk_count and lost(last - 1) and lost(last):
+                last = header.chunk_count if last >= framed else last + 1
+        runs: list[list[int]] = []  # [first chunk, count] of each run of consecutive lost chunks
+        for index in range(first, min(last, framed)):
+            if lost(index) and runs and sum(runs[-1]) == index:
                 runs[-1][1] += 1
-            elif lost:
+            elif lost(index):
                 runs.append([index, 1])
-        if framed < header.chunk_count:
-            if runs and sum(runs[-1]) == framed:
-                runs[-1][1] += header.chunk_count - framed
+        tail = max(first, framed)
+        if last > tail:
+            if runs and sum(runs[-1]) == tail:
+                runs[-1][1] += last - tail
             else:
-                runs.append([framed, header.chunk_count - framed])
+                runs.append([tail, last - tail])
+
         def edge(position: float, outwards) -> float:  # to the millisecond, never hiding a short span
             return outwards(round(position * 1000, 6)) / 1000 if audio else position
 
