@@ -263,6 +263,17 @@ def test_bytes_after_the_last_chunk_are_named_and_salvage_says_it_ignores_them(c
     np.testing.assert_array_equal(codec.decode_audio(source.read_bytes(), salvage=True)[0], whole)
 
 
+def test_bytes_after_the_last_chunk_are_named_where_a_chunk_fails_its_crc_too(codec, audio_file):
+    """The bytes after the last chunk were counted only where every chunk passed its CRC: a file with
+    a damaged chunk and bytes after its last one was said to have lost the chunk alone, though salvage
+    ignored those bytes too. Only a chunk whose framing is lost hides where the last chunk ends."""
+    damaged = flip_byte_in_chunk(audio_file[0], 2) + b"junk"
+    assert codec.damaged_parts(damaged) == [{"chunk": 2, "count": 1, "from": 0.5, "to": 0.75}, {"trailing_bytes": 4}]
+    offset, length = chunk_offsets(audio_file[0])[7]
+    cut = audio_file[0][:offset + length - 1]  # the last chunk runs past the end: no end to count from
+    assert codec.damaged_parts(cut) == [{"chunk": 7, "count": 1, "from": 1.75, "to": 2.0}]
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(1, 255)), min_size=1, max_size=6),
        st.integers(0, 10 ** 6))

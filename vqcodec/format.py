@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .errors import VQCodecError
@@ -209,27 +210,40 @@ def salvage_chunks(data: bytes, header: Header) -> tuple[SalvagedChunks, bytes |
     whose chunk_count the caller has checked): None for each chunk whose CRC fails, and for every
     chunk from the first whose framing is cut short or out of bounds on (nothing after it can be
     found). Bytes after the last chunk are ignored."""
-    total = header.chunk_count + (1 if header.flags & FLAG_ALPHA else 0)
-    found: list[bytes | None] = []
-    offset = HEADER_SIZE
-    while len(found) < total and offset + _CHUNK_HEAD.size <= len(data):
-        length, crc = _CHUNK_HEAD.unpack_from(data, offset)
-        body = offset + _CHUNK_HEAD.size
-        if length > MAX_CHUNK_BYTES or body + length > len(data):
-            break
-        offset = body + length
-        found.append(bytes(data[body:offset]) if zlib.crc32(data[body:offset]) == crc else None)
+    total = _chunks_in(header)
+    found = [bytes(data[body:end]) if zlib.crc32(data[body:end]) == crc else None
+             for body, end, crc in _framed_chunks(data, total)]
     alpha = found.pop() if header.flags & FLAG_ALPHA and len(found) == total else None
     return SalvagedChunks(found[:header.chunk_count], header.chunk_count), alpha
 
 
+def _chunks_in(header: Header) -> int:
+    """The chunks of a file: its code chunks, and its alpha chunk."""
+    return header.chunk_count + (1 if header.flags & FLAG_ALPHA else 0)
+
+
+def _framed_chunks(data: bytes, total: int) -> Iterator[tuple[int, int, int]]:
+    """(payload start, payload end, stored CRC) of the first `total` chunks, CRCs unchecked, up to the
+    first whose head is missing or whose length is over MAX_CHUNK_BYTES or runs past the end."""
+    offset = HEADER_SIZE
+    for _ in range(total):
+        if offset + _CHUNK_HEAD.size > len(data):
+            return
+        length, crc = _CHUNK_HEAD.unpack_from(data, offset)
+        body = offset + _CHUNK_HEAD.size
+        if length > MAX_CHUNK_BYTES or body + length > len(data):
+            return
+        offset = body + length
+        yield body, offset, crc
+
+
 def trailing_bytes(data: bytes, header: Header) -> int:
-    """How many bytes follow the last chunk of a file whose chunks are all framed (0 where one is not)."""
-    try:
-        _, offset = read_chunks(data, header.chunk_count + (1 if header.flags & FLAG_ALPHA else 0))
-    except FormatError:
-        return 0
-    return len(data) - offset
+    """How many bytes follow the last chunk of a file whose chunks are all framed, whatever their CRCs
+    (0 where one is not)."""
+    framed, end = 0, HEADER_SIZE
+    for _, end, _ in _framed_chunks(data, _chunks_in(header)):
+        framed += 1
+    return len(data) - end if framed == _chunks_in(header) else 0
 
 
 def build_file(header: Header, chunks: list[bytes], alpha: bytes | None = None) -> bytes:
