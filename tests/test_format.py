@@ -141,7 +141,9 @@ def test_real_file_layout(two_chunk_vq, codec):
 
 @pytest.mark.parametrize("size, bits", [(16, 4), (1000, 10), (1024, 10), (1025, 11), (2, 1)])
 @pytest.mark.parametrize("count", [0, 1, 7, 8, 1001])
-def test_pack_fixed_round_trip(size, bits, count):
+@pytest.mark.parametrize("block", [1 << 16, 8, 24])
+def test_pack_fixed_round_trip(size, bits, count, block, monkeypatch):
+    monkeypatch.setattr(entropy, "UNPACK_BLOCK_CODES", block)  # blocks end within a code's bits, and on chunks' ends
     rng = np.random.default_rng(size * 7 + count)
     values = rng.integers(0, size, count)
     if count >= 2:
@@ -152,6 +154,18 @@ def test_pack_fixed_round_trip(size, bits, count):
     back = entropy.unpack_fixed(payload, count, size)
     assert back.dtype == np.int64
     np.testing.assert_array_equal(back, values)
+
+
+def test_unpack_fixed_holds_the_codes_and_a_block_of_bits_not_every_bit_as_int64():
+    """A fixed-width payload was unpacked whole: a byte per bit, and those bits as int64, 9 bytes a
+    bit besides the codes, so a chunk of 2^27 bytes (which the format allows) took 9.7 GB to read."""
+    from conftest import traced_peak
+
+    values = np.random.default_rng(0).integers(0, 1000, 1 << 20)
+    payload = entropy.pack_fixed(values, 1000)
+    back, peak = traced_peak(lambda: entropy.unpack_fixed(payload, values.size, 1000))
+    np.testing.assert_array_equal(back, values)
+    assert peak < values.size * 8 + 8_000_000, f"peak {peak / 1e6:.1f} MB"  # the codes, and a block's work
 
 
 def test_pack_fixed_is_msb_first():

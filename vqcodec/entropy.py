@@ -12,6 +12,9 @@ from .format import FormatError
 from .wording import plural
 
 
+UNPACK_BLOCK_CODES = 1 << 16  # codes unpacked at a time: a multiple of 8, so that each block starts on a byte
+
+
 def bits_per_index(codebook_size: int) -> int:
     return max(1, math.ceil(math.log2(codebook_size)))
 
@@ -32,11 +35,17 @@ def unpack_fixed(payload: bytes, count: int, codebook_size: int) -> np.ndarray:
     expected = math.ceil(count * bits / 8)
     if len(payload) != expected:
         raise FormatError(f"chunk holds {plural(len(payload), 'byte')} where {expected} {'was' if expected == 1 else 'were'} expected")
-    all_bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8))
-    if all_bits[count * bits:].any():
+    data = np.frombuffer(payload, dtype=np.uint8)
+    if np.unpackbits(data[count * bits // 8:])[count * bits % 8:].any():
         raise FormatError("corrupted chunk: padding bits are not zero")
-    bit_matrix = all_bits[:count * bits].reshape(count, bits)
-    values = bit_matrix.astype(np.int64) @ (1 << np.arange(bits - 1, -1, -1, dtype=np.int64))
+    # UNPACK_BLOCK_CODES at a time, a whole number of bytes each: their bits and the int64 product
+    # take 9 bytes a bit, 8 GB for a chunk of 2^27 bytes taken whole, besides the codes
+    values = np.empty(count, dtype=np.int64)
+    weights = 1 << np.arange(bits - 1, -1, -1, dtype=np.int64)
+    for first in range(0, count, UNPACK_BLOCK_CODES):
+        last = min(count, first + UNPACK_BLOCK_CODES)
+        block = np.unpackbits(data[first * bits // 8:-(-last * bits // 8)])[:(last - first) * bits]
+        values[first:last] = block.reshape(last - first, bits).astype(np.int64) @ weights
     if values.size and values.max() >= codebook_size:
         raise FormatError("corrupted chunk: code index beyond the codebook")
     return values
