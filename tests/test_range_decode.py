@@ -65,6 +65,11 @@ def test_only_the_chunks_that_cover_the_part_are_decoded_each_once(codec, long_f
     monkeypatch.setattr(codec_module, "CODE_BLOCK_CODES", 2 * 3 * 1000)  # the codes of the first 2 chunks
     assert np.array_equal(codec.decode_audio(data)[0], whole)
     assert len(set(decoded)) == 8 and len(decoded) == 14
+    decoded.clear()
+    monkeypatch.setattr(codec_module, "CODE_BLOCK_CODES", 1)  # the first chunk is kept whatever its size
+    part = codec.decode_audio(data, start=0.9, duration=0.05)[0]
+    np.testing.assert_allclose(part, whole[:, 14400:15200], atol=1e-5)
+    assert len(decoded) == 1
 
 
 @pytest.mark.parametrize("start, duration, message", [

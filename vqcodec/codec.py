@@ -1707,13 +1707,14 @@ class Codec:
     def _checked_chunks(self, header: vqformat.Header, chunks: list, total_frames: int, first: int,
                         last: int) -> dict[int, tuple[np.ndarray, bool]]:
         """Decode chunks first..last (refusing one that does not decode) and keep the codes of the first
-        of them, up to CODE_BLOCK_CODES stored codes, for their audio: a range's chunks are decoded once,
-        and only the chunks of long audio beyond those are decoded again when their blocks come."""
+        of them, up to CODE_BLOCK_CODES stored codes (and the first chunk, whatever its size: the first
+        blocks need it at once), for their audio: a range's chunks are decoded once, and only the chunks
+        of long audio beyond those are decoded again when their blocks come."""
         kept, stored = {}, 0
         for index in range(first, last):
             codes, damaged = self._decode_chunk(header, chunks, total_frames, index)
             stored += codes[:1].size if codes.strides[0] == 0 else codes.size  # a shared chunk's one set
-            if stored <= CODE_BLOCK_CODES:
+            if index == first or stored <= CODE_BLOCK_CODES:
                 kept[index] = codes, damaged
         return kept
 
