@@ -175,6 +175,25 @@ def test_recoding_a_long_file_holds_its_codes_once_and_compactly(speech_codec, r
     assert peak < 4 * codes.nbytes, f"peak {peak / 1e6:.2f} MB for {codes.nbytes / 1e6:.2f} MB of codes"
 
 
+def test_a_file_in_one_long_chunk_is_cut_in_the_chunks_it_is_written_in(speech_codec, recordings, monkeypatch):
+    """Recoding worked out each chunk's costs whole, in the file's own chunks: a chunk of 2^20 frames of
+    64 channels (a 23 KB file of silence at q8) took the quantizer's vectors of every code at once,
+    hundreds of GB. It now cuts in the chunks the new file is written in, as for every file vqcodec
+    writes: the same file as from those chunks."""
+    _, stored = speech_codec.read_codes(recordings[0][2])
+    codes = np.tile(stored, (1, 1, 8))[:, :, :1200]  # 24 s: chunks of 500, 500 and 200 frames
+    data = speech_codec._pack_audio(codes, 16000, codes.shape[2] * speech_codec.hop, 8)
+    header = vqformat.parse_header(data)
+    header.chunk_frames, header.chunk_count = codes.shape[2], 1
+    one_chunk = vqformat.build_file(header, [speech_codec.prior.encode_chunk(codes, depths=True)])
+    assert np.array_equal(speech_codec.read_codes(one_chunk)[1], codes)
+    spans = []
+    original = FileCuts.__init__
+    monkeypatch.setattr(FileCuts, "__init__", lambda self, *args: original(self, *args) or spans.append(self.spans))
+    assert speech_codec.recode(one_chunk, 4) == speech_codec.recode(data, 4)
+    assert max(b - a for a, b in spans[0]) == 500 < codes.shape[2]
+
+
 def test_recode_refusals(speech_codec, image_codec, recordings):
     top = recordings[0][2]
     with pytest.raises(VQCodecError, match="fewer codebooks, not more"):

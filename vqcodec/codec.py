@@ -1435,7 +1435,9 @@ class Codec:
             raise VQCodecError(f"quality {quality} is not within the file's 1..{stored} codebooks: "
                                "a file can be recoded to fewer codebooks, not more")
         quality = int(quality)
-        cuts = FileCuts(self, codes, header.chunk_frames)
+        # cut in the chunks the new file is written in, whatever the file's: a chunk's costs are worked
+        # out whole, and a chunk may hold 2^20 frames of 64 channels
+        cuts = FileCuts(self, codes, AUDIO_CHUNK_FRAMES if audio else IMAGE_CHUNK_ROWS)
 
         def pack(levels: int, weight: float) -> bytes:
             cut = cuts.cut(levels, weight)
