@@ -72,7 +72,7 @@ ABSENT = -1                  # code value of a level a cell does not use (per-ce
 DEPTH_INCREMENT = 16         # the adaptive depth model adds this to a depth's count once it is coded
 DEPTH_COUNT_LIMIT = 1 << 13  # and halves its counts (rounding up) when they sum to more than this
 MAX_CODEBOOK = 1 << 15       # the largest codebook a prior covers (readers refuse larger ones)
-DEPTH_MODELS_KEPT = 1 << 14  # coder models of depth counts kept for decoding (up to some 16 MB at Q = 64), then begun anew
+DEPTH_MODELS_KEPT = 1 << 10  # coder models of depth counts kept for decoding (up to 1 MB at Q = 64), then begun anew
 
 
 def check_codebook_size(codebook_size: int) -> None:
