@@ -62,7 +62,7 @@ def test_only_the_chunks_that_cover_the_part_are_decoded_each_once(codec, long_f
     assert len(set(decoded)) == 2 and len(decoded) == 2
     decoded.clear()
     # beyond CODE_BLOCK_CODES codes, the chunks are checked and dropped, and decoded again for their audio
-    monkeypatch.setattr(codec_module, "CODE_BLOCK_CODES", 2 * 3 * 1000)  # the codes of the first 2 chunks
+    monkeypatch.setattr(codec_module, "CODE_BLOCK_CODES", 2 * (3 * 1000 + 256))  # the first 2 chunks
     assert np.array_equal(codec.decode_audio(data)[0], whole)
     assert len(set(decoded)) == 8 and len(decoded) == 14
     decoded.clear()
@@ -70,6 +70,30 @@ def test_only_the_chunks_that_cover_the_part_are_decoded_each_once(codec, long_f
     part = codec.decode_audio(data, start=0.9, duration=0.05)[0]
     np.testing.assert_allclose(part, whole[:, 14400:15200], atol=1e-5)
     assert len(decoded) == 1
+
+
+def test_the_chunks_kept_from_the_check_count_their_arrays_too(codec, monkeypatch):
+    """The chunks decoded to be checked were kept for their audio up to CODE_BLOCK_CODES codes: in
+    chunks of one frame, a million of them, whose arrays took 300 bytes each besides their 4 codes
+    (1.3 GB at q1). Each chunk now counts HELD_CHUNK_CODES codes more."""
+    import tracemalloc
+
+    from vqcodec import entropy
+    from vqcodec import format as vqformat
+
+    frames = 6000
+    monkeypatch.setattr(codec_module, "CODE_BLOCK_CODES", frames * 4)  # every chunk's codes, but not their arrays
+    header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=vqformat.CODING_FIXED, quality=4, model_id=codec.model_id,
+                             sample_rate=codec.sample_rate, length=frames * codec.hop, channels=1, chunk_frames=1)
+    data = vqformat.build_file(header, [entropy.pack_fixed(np.zeros(4, np.int64), codec.codebook_size)] * frames)
+    tracemalloc.start()
+    try:
+        _, blocks = codec.decode_audio_blocks(data)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < 300_000, f"{held / 1e6:.2f} MB held"  # 6000 chunks' arrays: 2 MB
+    assert next(blocks).shape == (1, codec.block_frames * codec.hop)
 
 
 @pytest.mark.parametrize("start, duration, message", [

@@ -73,6 +73,7 @@ EXIF_ORIENTATION = 0x0112      # the EXIF tag of how a stored image is turned fo
 IMAGE_TILE = 64                 # latent cells per tile side, before context
 STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
 CODE_BLOCK_CODES = 1 << 22      # codes of a file read at a time (Codec.code_blocks): 8 MB as int16
+HELD_CHUNK_CODES = 256          # the codes' worth of memory a decoded chunk's arrays take besides its codes
 STREAM_SPOOL_BYTES = 1 << 20    # bytes copied at a time from a stream that cannot seek
 WHOLE_READ_SAMPLES = 1 << 22    # files of up to this many samples (16 MiB) are read once, longer ones twice
 RESAMPLE_MARGIN_SECONDS = 0.02  # decoded before a range of a file that is resampled, for the filter's sake,
@@ -1715,7 +1716,7 @@ class Codec:
         kept, stored = {}, 0
         for index in range(first, last):
             codes, damaged = self._decode_chunk(header, chunks, total_frames, index)
-            stored += codes[:1].size if codes.strides[0] == 0 else codes.size  # a shared chunk's one set
+            stored += (codes[:1].size if codes.strides[0] == 0 else codes.size) + HELD_CHUNK_CODES  # a shared chunk's one set
             if index == first or stored <= CODE_BLOCK_CODES:
                 kept[index] = codes, damaged
         return kept
