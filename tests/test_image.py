@@ -179,6 +179,22 @@ def test_sixteen_bit_modes_keep_their_value_range(codec, mode):
     assert out.max() > 20000 and out.max() <= 65535 and out.min() >= 0
 
 
+def test_native_order_sixteen_bit_grey_is_coded_as_i16(codec):
+    """I;16N (16-bit grey in the machine's byte order, as Image.frombytes or Image.new make it) was refused
+    as an unsupported mode; it is the I;16 image of its values, transparent value included."""
+    values = np.asarray(make_image("I;16", 16, 16))
+    native = Image.frombytes("I;16N", (16, 16), values.astype("=u2").tobytes())
+    assert native.mode == "I;16N"
+    data = codec.encode_image(native, 3)
+    assert data == codec.encode_image(Image.fromarray(values), 3)
+    decoded = codec.decode_image(data)
+    assert (decoded.mode, decoded.size) == ("I;16", (16, 16))
+    native.info["transparency"] = int(values[0, 0])
+    rgb, mode_code, alpha = image_to_planes(native)
+    assert mode_code == IMAGE_MODES["LA"]
+    np.testing.assert_array_equal(alpha, np.where(values == values[0, 0], 0, 255))
+
+
 def test_32_bit_grey_of_0_to_255_is_read_as_8_bit_grey(codec, tmp_path):
     """Image.fromarray of int32 levels, or a 32-bit TIFF of them, was scaled as 16-bit: 255 became level 1."""
     from vqcodec.io import image_to_planes

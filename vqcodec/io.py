@@ -916,6 +916,7 @@ def in_srgb(image, source=None):
     takes about 0.1 s, the check a few ms. An unusable profile is said in one warning naming
     `source` (open_image's), and the pixels are read as sRGB. `image` itself is never changed; the
     result keeps the profile only where it was left alone or unusable."""
+    image = with_standard_sixteen_bit(image)
     icc = image.info.get("icc_profile")
     if not icc or image.mode not in _PROFILE_SPACES:
         return image
@@ -1104,6 +1105,7 @@ def _warn_once_each(caught: list, where: str) -> None:
 
 def image_to_planes(image) -> tuple[np.ndarray, int, np.ndarray | None]:
     """Split a Pillow image into uint8 RGB (h, w, 3), its mode code and a uint8 alpha plane or None."""
+    image = with_standard_sixteen_bit(image)
     _check_transparency(image)
     if image.mode in ("La", "RGBa"):  # premultiplied alpha, which only images made in memory have
         image = image.convert(image.mode.upper())
@@ -1136,6 +1138,19 @@ def image_to_planes(image) -> tuple[np.ndarray, int, np.ndarray | None]:
     else:
         rgb = np.asarray(image.convert("RGB"))
     return np.ascontiguousarray(rgb), IMAGE_MODES[mode], alpha
+
+
+def with_standard_sixteen_bit(image):
+    """`image`, or where it is 16-bit grey in the machine's byte order (I;16N, which Image.frombytes and
+    Image.new make, and no file format holds) an I;16 image of the same values, its info kept: Pillow
+    converts I;16N to other modes by clipping at 255, and a byte order is not a mode to restore elsewhere."""
+    from PIL import Image
+
+    if image.mode != "I;16N":
+        return image
+    standard = Image.frombytes("I;16", image.size, np.asarray(image).astype("<u2").tobytes())
+    standard.info = dict(image.info)
+    return standard
 
 
 def planes_to_image(rgb: np.ndarray, mode_code: int, alpha: np.ndarray | None):
