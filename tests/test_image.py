@@ -705,6 +705,28 @@ def test_reads_common_formats(codec, tmp_path, fmt, suffix, tolerance):
     assert roundtrip(codec, image).size == (33, 21)
 
 
+def test_a_32_bit_bmp_keeps_the_alpha_of_its_fourth_bytes(codec, tmp_path):
+    """Pillow writes RGBA as a 32-bit BMP with alpha in the bytes the format leaves unused (BI_RGB), and
+    reads it back as RGB: the alpha was dropped without a word. Bytes all 0 (unused) or all 255 are RGB."""
+    rgba = np.dstack([smooth_rgb(9, 14, seed=2), np.arange(9 * 14, dtype=np.uint8).reshape(9, 14) * 2])
+    path = tmp_path / "alpha.bmp"
+    Image.fromarray(rgba, "RGBA").save(path)
+    image = open_image(path)
+    assert image.mode == "RGBA"
+    np.testing.assert_array_equal(np.asarray(image), rgba)
+    decoded = codec.decode(codec.encode(path, 2))
+    assert decoded.mode == "RGBA"
+    np.testing.assert_array_equal(np.asarray(decoded.getchannel("A")), rgba[:, :, 3])
+    with Image.open(path) as opened:  # not yet read: the API reads it as open_image does
+        assert codec.encode_image(opened, 2) == codec.encode(path, 2)
+    for unused in (0, 255):
+        rgba[:, :, 3] = unused
+        Image.fromarray(rgba, "RGBA").save(path)
+        image = open_image(path)
+        assert image.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(image), rgba[:, :, :3])
+
+
 def test_a_single_spider_image_is_read(codec, tmp_path):
     """SPIDER's seek refuses a file that is not a stack, even to its first frame: no SPIDER file was read."""
     grey = np.linspace(0, 1, 21 * 33, dtype=np.float32).reshape(21, 33)

@@ -2050,7 +2050,7 @@ class Codec:
         else:
             grey_key_bits = low_grey_key_bits(image)  # known only before the pixels are read
             try:  # Image.open reads the pixels only now: the file may be cut short, or closed already
-                load_pixels(image)
+                image = load_pixels(image)
             except Exception as exc:
                 reason = str(exc) or "its file was closed before its pixels were read (Image.open is lazy: load() it)"
                 raise VQCodecError(f"cannot read the image: {reason}") from None

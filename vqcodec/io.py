@@ -810,7 +810,7 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
                     _planes_through_libtiff(image, source)
                 try:
                     with native_capture as native:
-                        load_pixels(image)
+                        image = load_pixels(image)
                 except OSError as exc:
                     if native:  # libtiff's own message, which says more than "decoder error -2"
                         raise _unreadable_image(source, native[-1]) from exc
@@ -846,19 +846,46 @@ TIFF_ORIENTATION = 274  # the TIFF (and EXIF) tag of how the stored image is tur
 SIDE_SWAPPING_ORIENTATIONS = {5, 6, 7, 8}  # turned by a quarter: width and height trade places
 
 
-def load_pixels(image) -> None:
-    """image.load() of an image Image.open gave, but a TIFF turned by a quarter (orientation 5 to 8)
-    is read rather than memory-mapped: Pillow maps the stored pixels at the size they are displayed
-    at, so an uncompressed grey, palette, RGBA, CMYK or 16-bit TIFF opened from a path came out
-    garbled (from a stream it was right)."""
+def load_pixels(image):
+    """image.load() of an image Image.open gave, returning the image to code: itself, or for a 32-bit
+    BMP of alpha in its unused bytes (_reads_bmp_alpha) the RGB image it is where that alpha says nothing.
+    A TIFF turned by a quarter (orientation 5 to 8) is read rather than memory-mapped: Pillow maps the
+    stored pixels at the size they are displayed at, so an uncompressed grey, palette, RGBA, CMYK or
+    16-bit TIFF opened from a path came out garbled (from a stream it was right)."""
     name = getattr(image, "filename", None)
     if image.format == "TIFF" and image.tag_v2.get(TIFF_ORIENTATION) in SIDE_SWAPPING_ORIENTATIONS:
         image.filename = ""  # ImageFile.load maps a file only when it has a file name
+    raw_alpha = _reads_bmp_alpha(image)
     try:
         image.load()
     finally:
         if name is not None:
             image.filename = name
+    if raw_alpha and image.getchannel("A").getextrema() in ((0, 0), (255, 255)):
+        opaque = image.convert("RGB")
+        opaque.info = image.info
+        return opaque
+    return image
+
+
+BMP_BI_RGB = 0  # the compression of a BMP whose 32-bit pixels are B, G, R and a byte the format leaves unused
+
+
+def _reads_bmp_alpha(image) -> bool:
+    """Have a 32-bit BMP without bit fields (BI_RGB), which Pillow reads as RGB, read as RGBA, its fourth
+    bytes as alpha, and say so: writers put alpha there (Pillow's own RGBA BMPs), which was dropped.
+    load_pixels makes it RGB again where those bytes are all 0 (unused, as the format has it) or all 255."""
+    tile = image.tile[0] if image.format in ("BMP", "DIB") and len(image.tile) == 1 else None
+    if tile is None or image.mode != "RGB" or image.info.get("compression") != BMP_BI_RGB \
+            or tile[0] != "raw" or tile[3][0] != "BGRX":
+        return False
+    args = ("BGRA", *tile[3][1:])
+    image.tile = [tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)]
+    if "_mode" in vars(image):
+        image._mode = "RGBA"
+    else:  # Pillow before 10.1
+        image.mode = "RGBA"
+    return True
 
 
 def _back_to_frame(image, frame: int) -> None:
