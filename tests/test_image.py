@@ -1366,6 +1366,25 @@ def test_cli_round_trip(cli_runs, tiny_model_path, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["photo.png"]
 
 
+def test_the_codes_of_an_image_with_alpha_say_that_they_leave_it_out(codec, cli, tiny_model_path, tmp_path):
+    """`vqcodec codes photo.png` (and Codec.media_to_codes) gave the codes of an RGBA image's colour, and
+    nothing said that its alpha was not in them."""
+    make_image("RGBA", 12, 8).save(tmp_path / "alpha.png")
+    make_image("RGB", 12, 8).save(tmp_path / "opaque.png")
+    with pytest.warns(ImageReadWarning, match="alpha.png: its alpha channel is not in its codes"):
+        codes, restore = codec.media_to_codes(tmp_path / "alpha.png", 2)
+    assert restore == {"width": 12, "height": 8}
+    (tmp_path / "alpha.vq").write_bytes(codec.encode(tmp_path / "alpha.png", 2))
+    for name in ("alpha.png", "alpha.vq", "opaque.png"):
+        result = cli("codes", tmp_path / name, tmp_path / f"{name}.npy", "-m", tiny_model_path, text=True)
+        assert result.returncode == 0, result.stderr
+        assert np.load(tmp_path / f"{name}.npy").shape[1:] == codes.shape[1:]
+        expected = "" if name == "opaque.png" else (
+            f"vqcodec: warning: {tmp_path / name}: its alpha channel is not in its codes, which hold its colour "
+            "alone (`vqcodec pack` makes an opaque RGB image of them)\n")
+        assert result.stderr == expected
+
+
 def test_cli_image_through_stdin_and_stdout(cli_runs, cli, tiny_model_path):
     """A photo piped in gives the same file as the photo read from disk, and its decode piped out is a PNG."""
     _, _, vq = cli_runs

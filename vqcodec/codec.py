@@ -15,6 +15,7 @@ import math
 import os
 import numbers
 import threading
+import warnings
 import zlib
 from pathlib import Path
 from typing import Callable, Iterator
@@ -28,9 +29,10 @@ from . import entropy
 from . import format as vqformat
 from . import ratecontrol
 from .devices import resolve_device
-from .errors import ClippingWarning, VQCodecError
+from .errors import ClippingWarning, ImageReadWarning, VQCodecError
 from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
-from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
+from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, alpha_not_in_codes, audio_format_named,
+                 audio_format_of,
                  check_audio_output, copy_whole, image_to_planes, in_srgb, input_name, is_whole, load_pixels,
                  low_grey_key_bits, open_image, open_sound, planes_to_image, SoundSink, sound_blocks, soundfile_format,
                  stops_held, unwritable_audio, with_grey_key_in_8_bits, write_file)
@@ -1464,6 +1466,7 @@ class Codec:
         a Pillow image, or an array, with `sample_rate` for audio), as a `.vq` file of it made with
         this codec's settings holds them (all of the model's codebooks unless `quality` says), and
         what restores the media: {"sample_rate", "samples", "channels", "gain"} or {"width", "height"}.
+        The codes of an image are of its colour: an alpha channel is left out, with an ImageReadWarning.
 
         Audio is read, resampled and coded block by block, as `encode` does, so a long recording
         needs no more memory than its codes."""
@@ -1472,6 +1475,8 @@ class Codec:
         if self.kind == "audio":
             return codes, {"sample_rate": header.sample_rate, "samples": header.length, "channels": header.channels,
                            "gain": header.gain}
+        if header.flags & vqformat.FLAG_ALPHA:
+            warnings.warn(ImageReadWarning(alpha_not_in_codes(source)), stacklevel=2)
         return codes, {"width": header.width, "height": header.height}
 
     def code_report(self, data: bytes) -> dict:

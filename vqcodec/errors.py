@@ -8,8 +8,9 @@ class ClippingWarning(UserWarning):
 
 
 class ImageReadWarning(UserWarning):
-    """What reading an image file passed over: a fault that Pillow read past (corrupt EXIF data), or the
-    frames after the first of an animation. The command line prints it as one warning line."""
+    """What reading an image file passed over: a fault that Pillow read past (corrupt EXIF data), the
+    frames after the first of an animation, or an alpha channel that the image's codes leave out. The
+    command line prints it as one warning line."""
 
 
 class AudioReadWarning(UserWarning):

@@ -1079,6 +1079,12 @@ def _image_called(source) -> str:
     return "the image" if name is None else f"the image {name}" if name == "from stdin" else str(name)
 
 
+def alpha_not_in_codes(source) -> str:
+    """The warning for the codes of an image with alpha (`vqcodec codes`, Codec.media_to_codes), which leave it out."""
+    return (f"{_image_called(source)}: its alpha channel is not in its codes, which hold its colour alone "
+            "(`vqcodec pack` makes an opaque RGB image of them)")
+
+
 # The name Pillow gives libtiff for every file, which libtiff's messages begin with: no file of the user's
 LIBTIFF_STAND_IN_NAME = "tempfile.tif: "
 
