@@ -813,6 +813,28 @@ def test_a_colour_image_is_refused_as_grey_netpbm(cli, codec, tiny_model_path, t
     assert result.returncode == 1 and not (folder / f"colour{suffix}").exists()
 
 
+def test_grey_decodes_to_spider_and_colour_is_refused_as_for_grey_netpbm(cli, codec, tiny_model_path, tmp_path):
+    """A name ending .spider (or .spi) was an unknown image format, though SPIDER files are read, and
+    `--format spider` wrote a colour image as grey of 0 to 255 (Pillow's writer takes float grey alone)."""
+    grey, colour = tmp_path / "grey.vq", tmp_path / "colour.vq"
+    grey.write_bytes(codec.encode_image(make_image("L", 12, 8), 2))
+    colour.write_bytes(codec.encode_image(make_image("RGB", 12, 8), 2))
+    expected = np.asarray(codec.decode(grey.read_bytes()), dtype=np.float32) / 255
+    for suffix in (".spider", ".spi"):
+        result = cli("decode", grey, tmp_path / f"back{suffix}", "--model", tiny_model_path, text=True)
+        assert result.returncode == 0, result.stderr
+        with Image.open(tmp_path / f"back{suffix}") as written:
+            assert (written.format, written.mode, written.size) == ("SPIDER", "F", (12, 8))
+            np.testing.assert_allclose(np.asarray(written), expected, atol=1e-6)
+        assert open_image(tmp_path / f"back{suffix}").mode == "F" and media_kind_of(tmp_path / f"back{suffix}") == "image"
+    for output, named in (([tmp_path / "colour.spider"], tmp_path / "colour.spider"),
+                          (["-", "--format", "spider"], "stdout")):
+        result = cli("decode", colour, *output, "--model", tiny_model_path, text=True)
+        assert result.returncode == 1 and result.stdout == ""
+        assert result.stderr == (f"vqcodec: error: {named}: SPIDER holds float grey only, and the image is in colour "
+                                 "(RGB): write .png or .tif\n")
+
+
 @pytest.mark.parametrize("mode, size, output, error", [
     ("RGB", (65501, 1), "wide.jpg", "JPEG holds at most 65500 pixels a side, and the image is 65501x1: write .png or .tif"),
     ("RGBA", (8, 4), "alpha.pgm", "PGM holds grey only, and the image is in colour (RGBA): write .ppm, .pnm or .png")])

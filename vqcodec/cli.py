@@ -973,12 +973,12 @@ def _format_kind(format_name: str) -> str | None:
     """"audio" or "image": the media kind a --format name writes; None for a name neither knows."""
     from PIL import Image
 
-    from .io import audio_format_named
+    from .io import audio_format_named, image_format_of_suffix
 
     if audio_format_named(format_name) is not None:
         return "audio"
     Image.init()
-    if format_name.upper() in Image.SAVE or Image.EXTENSION.get("." + format_name.lower()) in Image.SAVE:
+    if format_name.upper() in Image.SAVE or image_format_of_suffix("." + format_name.lower()) in Image.SAVE:
         return "image"
     return None
 
@@ -1016,15 +1016,12 @@ def _format_from_name(path: str) -> str:
 
 
 def _image_format_from_name(path: str) -> str:
-    from PIL import Image
+    from .io import NETPBM_VARIANTS, image_format_of_suffix
 
-    from .io import NETPBM_VARIANTS
-
-    Image.init()
     suffix = Path(path).suffix.lower()
-    if suffix not in Image.EXTENSION:
+    if image_format_of_suffix(suffix) is None:
         raise VQCodecError(f"{path}: unknown image format {suffix or '(no extension)'}; use .png, .webp, ..., or --format")
-    return suffix[1:] if suffix[1:] in NETPBM_VARIANTS else Image.EXTENSION[suffix]  # PPM's variants hold other modes
+    return suffix[1:] if suffix[1:] in NETPBM_VARIANTS else image_format_of_suffix(suffix)  # PPM's variants hold other modes
 
 
 @cli.command()

@@ -296,7 +296,7 @@ def output_formats(format_name: str | None) -> tuple[dict[str, str], dict[str, s
     format --format names (an audio format soundfile writes, or an image format Pillow writes)."""
     from PIL import Image
 
-    from .io import NETPBM_VARIANTS, audio_format_named
+    from .io import NETPBM_VARIANTS, audio_format_named, image_format_of_suffix
 
     formats, extensions = {"audio": "WAV", "image": "PNG"}, dict(DEFAULT_EXTENSIONS)
     if format_name is None:
@@ -309,9 +309,9 @@ def output_formats(format_name: str | None) -> tuple[dict[str, str], dict[str, s
         formats["image"] = name
         extensions["image"] = IMAGE_EXTENSIONS.get(name) or next(
             (ext for ext, owner in Image.EXTENSION.items() if owner == name), suffix)
-    elif Image.EXTENSION.get(suffix) in Image.SAVE:  # named by its extension (jpg, tif), as one file's --format
+    elif image_format_of_suffix(suffix) in Image.SAVE:  # named by its extension (jpg, tif), as one file's --format
         # (a Netpbm variant stays named: each holds other modes)
-        formats["image"] = suffix[1:] if suffix[1:] in NETPBM_VARIANTS else Image.EXTENSION[suffix]
+        formats["image"] = suffix[1:] if suffix[1:] in NETPBM_VARIANTS else image_format_of_suffix(suffix)
         extensions["image"] = suffix
     else:
         raise VQCodecError(f"unknown output format {format_name}: an audio format soundfile writes (WAV, FLAC, "

@@ -37,7 +37,7 @@ NETPBM_VARIANTS = {"pbm", "pgm", "ppm", "pnm", "pfm"}
 # Raster formats Pillow reads (soundfile claims none of these extensions)
 IMAGE_EXTENSIONS = {".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".dib", ".tif", ".tiff",
                     ".gif", ".avif", ".ppm", ".pgm", ".pbm", ".pnm", ".pfm", ".qoi", ".jp2", ".j2k", ".jpx",
-                    ".tga"}
+                    ".tga", ".spi", ".spider"}
 
 
 def _umask() -> int:
@@ -289,8 +289,8 @@ def media_kind_of(path: Path) -> str | None:
 
 
 def is_image_signature(head: bytes) -> bool:
-    """Whether a file's first 16 bytes are those of an image format of IMAGE_EXTENSIONS (all but TGA, which
-    has none): how input without a known extension, such as stdin, is told apart."""
+    """Whether a file's first 16 bytes are those of an image format of IMAGE_EXTENSIONS (all but TGA and
+    SPIDER, which have none): how input without a known extension, such as stdin, is told apart."""
     return (head[:4] in (b"\x89PNG", b"GIF8", b"II*\x00", b"MM\x00*", b"qoif") or head[:2] in (b"\xff\xd8", b"BM")
             or head[8:12] == b"WEBP" or head[4:12] in (b"ftypavif", b"ftypavis")
             or head[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n" or head[:4] == b"\xff\x4f\xff\x51"
@@ -1369,6 +1369,8 @@ def write_image(image, destination, format_hint: str | None = None) -> None:
         raise VQCodecError("cannot write image: no format given, and no file name with an extension to take it from")
     if name.lower() in NETPBM_VARIANTS:
         image = _as_netpbm_variant(image, name.lower())
+    elif _format_name(name) == "SPIDER":
+        image = _as_float_grey(image, name)
     if _format_name(name) == "GIF":
         image = _with_gif_alpha(image)
     data = _saved(image, _format_name(name), name.upper() if name.lower() in NETPBM_VARIANTS else None)
@@ -1389,7 +1391,7 @@ def check_image_output(name: str, mode: str, width: int, height: int, alpha: np.
     that the format cannot hold. `mode`: the image's mode, as IMAGE_MODES names it."""
     import io as _io
 
-    _refuse_colour_in_grey_netpbm(name.lower(), mode)
+    _refuse_colour_in_grey_format(name, mode)
     _check_sides(_format_name(name), width, height)
     # What the format makes of alpha depends on its values alone: each of them, at least once.
     levels = np.unique(alpha) if alpha is not None else np.array([255], dtype=np.uint8)
@@ -1398,11 +1400,24 @@ def check_image_output(name: str, mode: str, width: int, height: int, alpha: np.
     write_image(planes_to_image(grey, IMAGE_MODES[mode], np.resize(levels, size)), _io.BytesIO(), name)
 
 
-def _refuse_colour_in_grey_netpbm(variant: str, mode: str) -> None:
-    if variant in ("pbm", "pgm", "pfm") and mode not in GREY_MODES:
-        holds = {"pbm": "black and white", "pgm": "grey", "pfm": "float grey"}[variant]
-        raise VQCodecError(f"{variant.upper()} holds {holds} only, and the image is in colour ({mode}): "
-                           f"write .ppm, .pnm or .png")
+# What the formats that hold grey alone hold: Netpbm variants, by their names, and SPIDER (electron microscopy)
+GREY_ONLY_FORMATS = {"pbm": "black and white", "pgm": "grey", "pfm": "float grey", "spider": "float grey"}
+
+
+def _refuse_colour_in_grey_format(name: str, mode: str) -> None:
+    """Refuse colour (`mode`) in a format (or Netpbm variant) `name` that holds grey alone."""
+    key = name.lower() if name.lower() in NETPBM_VARIANTS else (_format_name(name) or "").lower()
+    if key in GREY_ONLY_FORMATS and mode not in GREY_MODES:
+        instead = ".ppm, .pnm or .png" if key in NETPBM_VARIANTS else ".png or .tif"
+        raise VQCodecError(f"{key.upper()} holds {GREY_ONLY_FORMATS[key]} only, and the image is in colour ({mode}): "
+                           f"write {instead}")
+
+
+def _as_float_grey(image, name: str):
+    """`image` as float grey, 0.0 to 1.0, for a format `name` that holds nothing else (PFM, SPIDER): colour is
+    refused, and visible alpha left for _saved to refuse."""
+    _refuse_colour_in_grey_format(name, image.mode)
+    return image if _has_visible_alpha(image) else _converted(image, "F")
 
 
 def _check_sides(format_name: str | None, width: int, height: int) -> None:
@@ -1420,15 +1435,15 @@ def _as_netpbm_variant(image, variant: str):
     PFM grey only), and visible alpha is left for _saved to refuse (grey with alpha included)."""
     from PIL import Image
 
-    _refuse_colour_in_grey_netpbm(variant, image.mode)
+    _refuse_colour_in_grey_format(variant, image.mode)
+    if variant == "pfm":
+        return _as_float_grey(image, variant)
     if _has_visible_alpha(image) or (variant == "pbm" and image.mode == "1"):
         return image
     if variant in ("ppm", "pnm"):  # PNM is PBM, PGM or PPM (Pillow would write float as PFM)
         return _converted(image, "RGB") if variant == "ppm" else _converted(image, "I;16") if image.mode == "F" else image
     if variant == "pbm":
         return _converted(image, "L").convert("1", dither=Image.Dither.NONE)
-    if variant == "pfm":
-        return _converted(image, "F")
     return _converted(image, "I;16" if image.mode in _SIXTEEN_BIT else "L")
 
 
@@ -1519,12 +1534,22 @@ def _unit_grey(image) -> np.ndarray:
 
 
 def _format_name(name: str | None) -> str | None:
-    from PIL import Image
-
     if name is None:
         return None
+    return image_format_of_suffix("." + name.lower()) or name.upper()
+
+
+# Suffixes of a format Pillow writes but knows no extension of (SPIDER's writer registers the one of the
+# name it saves to, as it saves)
+IMAGE_SUFFIX_FORMATS = {".spi": "SPIDER", ".spider": "SPIDER"}
+
+
+def image_format_of_suffix(suffix: str) -> str | None:
+    """The Pillow format a file name's suffix (".png", lower case) names, or None."""
+    from PIL import Image
+
     Image.init()
-    return Image.EXTENSION.get("." + name.lower(), name.upper())
+    return Image.EXTENSION.get(suffix) or IMAGE_SUFFIX_FORMATS.get(suffix)
 
 
 def _has_visible_alpha(image) -> bool:
