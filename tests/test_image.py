@@ -39,7 +39,7 @@ from vqcodec.io import (IMAGE_MODES, MAX_PIXELS, image_to_planes, in_srgb, is_im
 from vqcodec.modelfile import save_model  # noqa: E402
 from vqcodec.models import VQVAE  # noqa: E402
 
-from conftest import run_cli, traced_peak  # noqa: E402
+from conftest import run_cli, run_python, traced_peak  # noqa: E402
 
 # PSNR (RGB, dB) the shipped `image` model must reach at -q 8 on each test photo (Kodak kodim23
 # and kodim15), set 0.3 dB under what the model measures so that a weaker release fails: one
@@ -1941,10 +1941,9 @@ def test_tiffs_of_separate_planes_read_right_or_are_refused(cli, tmp_path):
     assert not (tmp_path / "la.vq").exists()
 
 
-def test_a_tiff_pillow_logs_an_error_for_is_one_line(cli, tmp_path):
-    """Pillow logs "More samples per pixel than can be decoded: 99" at ERROR level before it refuses such a
-    TIFF, and Python printed that as a line of its own above vqcodec's."""
-    source = tmp_path / "many.tif"
+def tiff_of_99_samples_a_pixel(source: Path) -> None:
+    """A TIFF whose SamplesPerPixel is 99, which Pillow logs at ERROR level ("More samples per pixel than
+    can be decoded: 99") before it refuses it."""
     Image.new("RGB", (4, 4)).save(source)
     data = bytearray(source.read_bytes())
     with Image.open(source) as image:
@@ -1953,10 +1952,36 @@ def test_a_tiff_pillow_logs_an_error_for_is_one_line(cli, tmp_path):
     entry = next(ifd + 2 + 12 * i for i in range(count) if struct.unpack_from("<H", data, ifd + 2 + 12 * i)[0] == 277)
     struct.pack_into("<HII", data, entry + 2, 3, 1, 99)  # SamplesPerPixel: 99, one SHORT
     source.write_bytes(bytes(data))
+
+
+def test_a_tiff_pillow_logs_an_error_for_is_one_line(cli, tmp_path):
+    """Pillow logs "More samples per pixel than can be decoded: 99" at ERROR level before it refuses such a
+    TIFF, and Python printed that as a line of its own above vqcodec's."""
+    source = tmp_path / "many.tif"
+    tiff_of_99_samples_a_pixel(source)
     result = cli("encode", source, tmp_path / "many.vq", text=True)
     assert result.returncode == 1
     assert re.fullmatch(r"vqcodec: error: cannot read image \S+many\.tif: [^\n]+\n", result.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["many.tif"]
+
+
+def test_what_pillow_logs_reaches_stderr_from_the_api_only_through_the_programs_own_logging(tmp_path):
+    """From Python, Pillow's log line ("More samples per pixel than can be decoded: 99") reached stderr through
+    Python's last-resort handler beside the error, which called the file "not an image format Pillow reads".
+    It is the error's reason now, and a program's own logging still gets the record; its settings are unchanged."""
+    source = tmp_path / "many.tif"
+    tiff_of_99_samples_a_pixel(source)
+    script = ("import logging, sys\n"
+              "if sys.argv[2] == 'configured': logging.basicConfig(format='logged: %(name)s: %(message)s')\n"
+              "from vqcodec.io import open_image\n"
+              "try:\n    open_image(sys.argv[1])\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
+              "print(logging.getLogger('PIL').handlers)\n")
+    for logging_set_up in ("unconfigured", "configured"):
+        result = run_python("-c", script, source, logging_set_up, text=True, timeout=120)
+        assert result.stdout == (f"VQCodecError cannot read image {source}: More samples per pixel than can be "
+                                 "decoded: 99\n[]\n"), result.stderr
+        assert result.stderr == ("" if logging_set_up == "unconfigured" else
+                                 "logged: PIL.TiffImagePlugin: More samples per pixel than can be decoded: 99\n")
 
 
 def test_a_cut_short_tiled_tiff_says_its_data_cannot_be_decoded(cli, tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import numbers
 import os
@@ -785,8 +786,9 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
     from its header: a PNG of 89 000 000 x 1 pixels took 1.2 GB and 6 s to be refused once read."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    logged: list[str] = []
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, _pillow_log_caught(logged):
             warnings.simplefilter("always")
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # check_pixel_count says it
             with Image.open(source) as image:
@@ -827,6 +829,8 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
                 transposed = with_grey_key_in_8_bits(transposed, grey_key_bits)
             transposed.info.pop("exif", None)  # applied, else kept no more: not parsed again (warning again)
         _warn_once_each(caught, _image_called(source))
+        for line in dict.fromkeys(logged):
+            warnings.warn(ImageReadWarning(f"{_image_called(source)}: {line}; read past it"), stacklevel=2)
         transposed = in_srgb(transposed, source)
         transposed.info.pop("icc_profile", None)  # applied, left alone as sRGB, or said to be unusable
         if frames > 1:
@@ -838,8 +842,34 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
     except Image.DecompressionBombError:  # over twice the limit: Pillow refuses before giving the size
         raise VQCodecError(f"image exceeds the limit of {MAX_PIXELS} pixels") from None
     except Exception as exc:
-        reason = "not an image format Pillow reads" if isinstance(exc, UnidentifiedImageError) else exc
+        reason = logged[-1] if logged else "not an image format Pillow reads" if isinstance(
+            exc, UnidentifiedImageError) else exc
         raise _unreadable_image(source, reason) from None
+
+
+class _LinesOf(logging.Handler):
+    def __init__(self, lines: list[str]):
+        super().__init__(logging.WARNING)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(" ".join(record.getMessage().split()).rstrip("."))
+
+
+@contextlib.contextmanager
+def _pillow_log_caught(lines: list[str]):
+    """Collect into `lines` what Pillow logs at WARNING and above while an image is read ("More samples per
+    pixel than can be decoded: 99", before it refuses a TIFF), for open_image to say in its own error or
+    warning. Without a handler of its own, Python's last resort printed it on stderr, a line beside
+    vqcodec's; a handler on Pillow's logger for this while stops that alone: records still reach the
+    handlers the program has set up, and its logging settings are left as they were."""
+    handler = _LinesOf(lines)
+    logger = logging.getLogger("PIL")
+    logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
 
 
 TIFF_ORIENTATION = 274  # the TIFF (and EXIF) tag of how the stored image is turned for display
