@@ -421,6 +421,20 @@ def test_palette_transparency_survives(codec, tmp_path):
     assert np.array_equal(reread == 0, alpha_in == 0)
 
 
+def test_a_palette_of_rgba_entries_keeps_its_alpha(codec):
+    """A palette image whose palette holds RGBA entries (Image.quantize of RGBA, putpalette(..., "RGBA")) has
+    its alpha there and not in info["transparency"]: it was coded as an opaque P image."""
+    indices = np.random.default_rng(5).integers(0, 4, (9, 11), dtype=np.uint8)
+    image = Image.fromarray(indices, "P")
+    image.putpalette(bytes([255, 0, 0, 0, 0, 255, 0, 128, 0, 0, 255, 255, 9, 9, 9, 10]), "RGBA")
+    assert "transparency" not in image.info
+    out = roundtrip(codec, image)
+    assert out.mode == "P"
+    np.testing.assert_array_equal(np.asarray(out.convert("RGBA").getchannel("A")), np.array([0, 128, 255, 10])[indices])
+    image.putpalette(bytes([255, 0, 0, 255, 0, 255, 0, 255, 0, 0, 255, 255, 9, 9, 9, 255]), "RGBA")
+    assert image_to_planes(image)[1:] == (IMAGE_MODES["P"], None)  # opaque entries: no alpha to keep
+
+
 def test_palette_alpha_of_many_levels_is_exact(codec, tmp_path):
     # A palette whose entries carry 51 alpha values (as pngquant writes them): each comes back as it was.
     colours = Image.fromarray(smooth_rgb(48, 40, seed=8)).quantize(64, method=Image.Quantize.MEDIANCUT)

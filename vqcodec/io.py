@@ -1177,9 +1177,8 @@ def image_to_planes(image) -> tuple[np.ndarray, int, np.ndarray | None]:
     if image.mode in _FULL_SCALE:
         _check_deep_range(image)
     mode = image.mode
-    if mode == "P" and "transparency" in image.info:
-        mode = "P;transparency"
-        image = image.convert("RGBA")
+    if mode == "P" and (with_alpha := _palette_alpha(image)) is not None:
+        mode, image = "P;transparency", with_alpha
     elif mode == "PA":
         image = image.convert("RGBA")
     else:
@@ -1201,6 +1200,16 @@ def image_to_planes(image) -> tuple[np.ndarray, int, np.ndarray | None]:
     else:
         rgb = np.asarray(image.convert("RGB"))
     return np.ascontiguousarray(rgb), IMAGE_MODES[mode], alpha
+
+
+def _palette_alpha(image):
+    """A palette image with alpha as RGBA, or None where it has none: alpha from a transparent entry or
+    entries (info["transparency"], as files give it), or from a palette of RGBA entries some pixels' alpha
+    is below 255 in (what Image.quantize of RGBA and putpalette(..., "RGBA") make; it was dropped)."""
+    if "transparency" not in image.info and getattr(image.palette, "mode", None) != "RGBA":
+        return None
+    rgba = image.convert("RGBA")
+    return rgba if "transparency" in image.info or rgba.getchannel("A").getextrema()[0] < 255 else None
 
 
 def with_standard_sixteen_bit(image):
