@@ -1935,6 +1935,26 @@ def planar_tiff(planes: np.ndarray, photometric: int, extra_samples: tuple = (),
     return little_tiff(tags + ([(338, 3, list(extra_samples))] if extra_samples else []), strips)
 
 
+def test_an_image_its_formats_reader_refuses_is_not_called_no_image_format(cli, tmp_path):
+    """A TIFF of CMYK and alpha, which Pillow's TIFF reader refuses ("unknown pixel mode"), was said to be
+    "not an image format Pillow reads": Image.open says only that no reader identified it."""
+    pixels = np.zeros((4, 6, 5), dtype=np.uint8)
+    strips = [pixels[:2].tobytes(), pixels[2:].tobytes()]
+    tags = [(256, 3, [6]), (257, 3, [4]), (258, 3, [8] * 5), (259, 3, [1]), (262, 3, [5]), (273, 4, None),
+            (277, 3, [5]), (278, 3, [2]), (279, 4, [len(strip) for strip in strips]), (338, 3, [2])]
+    source = tmp_path / "cmyka.tif"
+    source.write_bytes(little_tiff(tags, strips))
+    reason = "a TIFF file that Pillow does not read (unknown pixel mode)"
+    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {source}: {reason}") + "$"):
+        open_image(source)
+    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image from the stream: {reason}") + "$"):
+        open_image(io.BytesIO(source.read_bytes()))
+    result = cli("encode", "-", tmp_path / "cmyka.vq", input=source.read_bytes(), text=True)
+    assert (result.returncode, result.stderr) == (1, f"vqcodec: error: cannot read image from stdin: {reason}\n")
+    with pytest.raises(VQCodecError, match="^cannot read image from the stream: not an image format Pillow reads$"):
+        open_image(io.BytesIO(b"no image at all, nor its signature"))
+
+
 def test_tiffs_of_separate_planes_read_right_or_are_refused(cli, tmp_path):
     """Pillow's own reader took one byte a sample of an uncompressed TIFF stored as planes: 16-bit RGB
     came out garbled (each pixel twice, half the image) and 16-bit RGB with an unused extra sample was

@@ -842,9 +842,36 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
     except Image.DecompressionBombError:  # over twice the limit: Pillow refuses before giving the size
         raise VQCodecError(f"image exceeds the limit of {MAX_PIXELS} pixels") from None
     except Exception as exc:
-        reason = logged[-1] if logged else "not an image format Pillow reads" if isinstance(
-            exc, UnidentifiedImageError) else exc
+        reason = logged[-1] if logged else exc
+        if isinstance(exc, UnidentifiedImageError) and not logged:
+            reason = _refusal_of_its_format(source) or "not an image format Pillow reads"
         raise _unreadable_image(source, reason) from None
+
+
+def _refusal_of_its_format(source) -> str | None:
+    """Why the Pillow reader of the format whose signature `source` (a path or seekable stream) begins with
+    refuses it, where one does: Image.open says only that it cannot identify the file, and a TIFF of CMYK and
+    alpha was called no image format Pillow reads."""
+    import struct
+
+    from PIL import Image
+
+    try:
+        with (open(source, "rb") if isinstance(source, (str, Path)) else contextlib.nullcontext(source)) as stream:
+            stream.seek(0)
+            prefix = stream.read(16)
+            Image.init()
+            for name, (factory, accept) in Image.OPEN.items():
+                if accept is None or accept(prefix) is not True:
+                    continue
+                stream.seek(0)
+                try:
+                    factory(stream, "")
+                except (SyntaxError, IndexError, TypeError, struct.error, OSError, ValueError) as exc:
+                    return f"a {name} file that Pillow does not read ({' '.join(str(exc).split()).rstrip('.')})"
+    except (OSError, ValueError, AttributeError):  # unreadable again, or a stream that cannot seek
+        return None
+    return None
 
 
 class _LinesOf(logging.Handler):
