@@ -1697,6 +1697,14 @@ def test_grey_written_to_a_format_without_grey_comes_out_as_rgb(mode):
         np.testing.assert_array_equal(np.asarray(written)[:, :, 1], grey)
 
 
+@pytest.mark.parametrize("suffix, fmt", [("h5", "HDF5"), ("grib", "GRIB"), ("bufr", "BUFR")])
+def test_a_format_pillow_has_no_writer_of_says_so_whatever_the_image(suffix, fmt):
+    """An image with alpha was refused as HDF5, GRIB or BUFR for the alpha, which no image could be written as."""
+    for mode in ("RGB", "RGBA"):
+        with pytest.raises(VQCodecError, match=f"^cannot write image: {fmt} save handler not installed$"):
+            write_image(make_image(mode), io.BytesIO(), suffix)
+
+
 def test_a_format_whose_header_cannot_hold_the_size_is_one_clear_error():
     """PCX stores the bytes of a row in 16 bits: Pillow raised OverflowError, a traceback."""
     with pytest.raises(VQCodecError, match="^PCX cannot hold a 65535x1 image: write .png or .tif$"):

@@ -1548,7 +1548,8 @@ def _saved(image, format_name: str | None, shown_as: str | None = None) -> bytes
         try:
             candidate.save(buffer, format=format_name, **options)
         except (OSError, ValueError) as exc:  # written to memory: the format refused the mode
-            if "unknown file extension" in str(exc):
+            # or writes nothing: a stub of Pillow's (HDF5, GRIB, BUFR, WMF), which said alpha was what it could not hold
+            if "unknown file extension" in str(exc) or "save handler not installed" in str(exc):
                 raise VQCodecError(f"cannot write image: {exc}") from None
             error = exc
             continue
