@@ -741,6 +741,34 @@ def test_a_32_bit_bmp_keeps_the_alpha_of_its_fourth_bytes(codec, tmp_path):
         np.testing.assert_array_equal(np.asarray(image), rgba[:, :, :3])
 
 
+def a1r5g5b5_bmp(pixels: np.ndarray, alpha_mask: int, header_size: int = 124) -> bytes:
+    """A 16-bit BMP of bit fields, R, G and B of 5 bits and `alpha_mask` (0x8000: the top bit is alpha), of
+    `pixels` ((height, width) uint16, an even width), its rows stored bottom up."""
+    height, width = pixels.shape
+    data = pixels[::-1].astype("<u2").tobytes()
+    header = struct.pack("<IiiHHIIiiIIIIII", header_size, width, height, 1, 16, 3, len(data), 2835, 2835, 0, 0,
+                         0x7C00, 0x3E0, 0x1F, alpha_mask).ljust(header_size, b"\0")
+    offset = 14 + header_size
+    return b"BM" + struct.pack("<IHHI", offset + len(data), 0, 0, offset) + header + data
+
+
+def test_a_16_bit_bmp_of_an_alpha_bit_keeps_it(codec, tmp_path):
+    """Pillow reads a BMP of A1R5G5B5 bit fields (GIMP writes them) by its R, G and B masks alone, as RGB:
+    the alpha bit was dropped."""
+    rng = np.random.default_rng(3)
+    levels, alpha = rng.integers(0, 32, (5, 6, 3)), rng.integers(0, 2, (5, 6))
+    pixels = (alpha << 15 | levels[:, :, 0] << 10 | levels[:, :, 1] << 5 | levels[:, :, 2]).astype(np.uint16)
+    path = tmp_path / "a1.bmp"
+    path.write_bytes(a1r5g5b5_bmp(pixels, 0x8000))
+    image = open_image(path)
+    assert image.mode == "RGBA"
+    np.testing.assert_array_equal(np.asarray(image)[:, :, 3], alpha * 255)
+    np.testing.assert_array_equal(np.asarray(image)[:, :, :3], levels * 255 // 31)
+    assert codec.decode(codec.encode(path, 2)).mode == "RGBA"
+    path.write_bytes(a1r5g5b5_bmp(pixels & 0x7FFF, 0))  # no alpha mask: RGB, as before
+    assert open_image(path).mode == "RGB"
+
+
 def test_a_single_spider_image_is_read(codec, tmp_path):
     """SPIDER's seek refuses a file that is not a stack, even to its first frame: no SPIDER file was read."""
     grey = np.linspace(0, 1, 21 * 33, dtype=np.float32).reshape(21, 33)

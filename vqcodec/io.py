@@ -925,24 +925,45 @@ def load_pixels(image):
     return image
 
 
-BMP_BI_RGB = 0  # the compression of a BMP whose 32-bit pixels are B, G, R and a byte the format leaves unused
+BMP_BI_RGB, BMP_BITFIELDS = 0, 3  # compressions: pixels of fixed layout (32-bit: B, G, R, a byte left unused), or of masks
+BMP_ALPHA_MASK_AT = 52  # from the start of a BMP's info header (of 56 bytes or more): its alpha mask
+BMP_A1R5G5B5 = 0x8000  # the alpha mask of 16-bit pixels of 5 bits each of R, G and B, and 1 of alpha
 
 
 def _reads_bmp_alpha(image) -> bool:
-    """Have a 32-bit BMP without bit fields (BI_RGB), which Pillow reads as RGB, read as RGBA, its fourth
-    bytes as alpha, and say so: writers put alpha there (Pillow's own RGBA BMPs), which was dropped.
-    load_pixels makes it RGB again where those bytes are all 0 (unused, as the format has it) or all 255."""
+    """Have a BMP whose alpha Pillow does not read be read as RGBA, and say so: the fourth bytes of 32-bit
+    pixels without bit fields (BI_RGB), which the format leaves unused and writers fill with alpha (Pillow's
+    own RGBA BMPs), and the top bit of 16-bit bit fields whose alpha mask names it (A1R5G5B5, as GIMP writes
+    it). Both were read as RGB, the alpha dropped. load_pixels makes it RGB again where the alpha is all 0
+    (the unused bytes, as the format has them) or all 255."""
     tile = image.tile[0] if image.format in ("BMP", "DIB") and len(image.tile) == 1 else None
-    if tile is None or image.mode != "RGB" or image.info.get("compression") != BMP_BI_RGB \
-            or tile[0] != "raw" or tile[3][0] != "BGRX":
+    if tile is None or image.mode != "RGB" or tile[0] != "raw":
         return False
-    args = ("BGRA", *tile[3][1:])
+    compression, rawmode = image.info.get("compression"), tile[3][0]
+    if compression == BMP_BI_RGB and rawmode == "BGRX":
+        rawmode = "BGRA"
+    elif compression == BMP_BITFIELDS and rawmode == "BGR;15" and _bmp_alpha_mask(image) == BMP_A1R5G5B5:
+        rawmode = "BGRA;15"
+    else:
+        return False
+    args = (rawmode, *tile[3][1:])
     image.tile = [tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)]
     if "_mode" in vars(image):
         image._mode = "RGBA"
     else:  # Pillow before 10.1
         image.mode = "RGBA"
     return True
+
+
+def _bmp_alpha_mask(image) -> int | None:
+    """The alpha mask of a BMP (or DIB, without the file header) image not yet read, None where its info
+    header is too short to hold one."""
+    header_at = 14 if image.format == "BMP" else 0
+    image.fp.seek(header_at)
+    header = image.fp.read(BMP_ALPHA_MASK_AT + 4)
+    if len(header) < BMP_ALPHA_MASK_AT + 4 or int.from_bytes(header[:4], "little") < BMP_ALPHA_MASK_AT + 4:
+        return None
+    return int.from_bytes(header[BMP_ALPHA_MASK_AT:], "little")
 
 
 def _back_to_frame(image, frame: int) -> None:
