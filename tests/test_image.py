@@ -1447,6 +1447,16 @@ def test_the_codes_of_an_image_with_alpha_say_that_they_leave_it_out(codec, cli,
             f"vqcodec: warning: {tmp_path / name}: its alpha channel is not in its codes, which hold its colour "
             "alone (`vqcodec pack` makes an opaque RGB image of them)\n")
         assert result.stderr == expected
+    folder = tmp_path / "files"  # a folder of .vq files: each one's codes
+    folder.mkdir()
+    (tmp_path / "alpha.vq").rename(folder / "alpha.vq")
+    (folder / "opaque.vq").write_bytes(codec.encode(tmp_path / "opaque.png", 2))
+    result = cli("codes", folder, tmp_path / "tokens", "-m", tiny_model_path, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0] == (f"vqcodec: warning: {folder / 'alpha.vq'}: its alpha channel is not in its "
+                                             "codes, which hold its colour alone (`vqcodec pack` makes an opaque RGB "
+                                             "image of them)")
+    assert "opaque.vq" not in result.stderr
 
 
 def test_cli_image_through_stdin_and_stdout(cli_runs, cli, tiny_model_path):

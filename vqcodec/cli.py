@@ -1166,7 +1166,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
 
     from .codec import Codec
     from .devices import resolve_device
-    from .io import alpha_not_in_codes
+    from .io import warn_of_alpha_not_in_codes
     from .tokens import file_codes_writer
 
     _use_threads(threads)
@@ -1191,8 +1191,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
             data = stream.read()
             codec = Codec.load(_model_of_file(model, data), device=resolve_device(device))
             _write_output(output_path, file_codes_writer(codec, data), force)
-            if vqformat.parse_header(data).flags & vqformat.FLAG_ALPHA:
-                click.echo(f"vqcodec: warning: {alpha_not_in_codes(source)}", err=True)
+            warn_of_alpha_not_in_codes(vqformat.parse_header(data).flags, source)
             return
         else:
             stream.seek(0)

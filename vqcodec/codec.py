@@ -15,7 +15,6 @@ import math
 import os
 import numbers
 import threading
-import warnings
 import zlib
 from pathlib import Path
 from typing import Callable, Iterator
@@ -29,13 +28,12 @@ from . import entropy
 from . import format as vqformat
 from . import ratecontrol
 from .devices import resolve_device
-from .errors import ClippingWarning, ImageReadWarning, VQCodecError
+from .errors import ClippingWarning, VQCodecError
 from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
-from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, alpha_not_in_codes, audio_format_named,
-                 audio_format_of,
+from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
                  check_audio_output, copy_whole, image_to_planes, in_srgb, input_name, is_whole, load_pixels,
                  low_grey_key_bits, open_image, open_sound, planes_to_image, SoundSink, sound_blocks, soundfile_format,
-                 stops_held, unwritable_audio, with_grey_key_in_8_bits, write_file)
+                 stops_held, unwritable_audio, warn_of_alpha_not_in_codes, with_grey_key_in_8_bits, write_file)
 from .memory import memory_bound
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
@@ -1475,8 +1473,7 @@ class Codec:
         if self.kind == "audio":
             return codes, {"sample_rate": header.sample_rate, "samples": header.length, "channels": header.channels,
                            "gain": header.gain}
-        if header.flags & vqformat.FLAG_ALPHA:
-            warnings.warn(ImageReadWarning(alpha_not_in_codes(source)), stacklevel=2)
+        warn_of_alpha_not_in_codes(header.flags, source)
         return codes, {"width": header.width, "height": header.height}
 
     def code_report(self, data: bytes) -> dict:

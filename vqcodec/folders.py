@@ -237,6 +237,7 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
     it (the model id, kind and quality, and the rate, length, channels and gain, or the size).
     `codec_for(data)` gives the codec of a file; `write(path, write_stream)` writes one output;
     `stopped(report, entries)` is called with what was done when the run is stopped (Ctrl-C, SIGTERM)."""
+    from .io import warn_of_alpha_not_in_codes
     from .tokens import save_code_blocks
 
     entries = []
@@ -247,6 +248,7 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
         audio = header.kind == vqformat.KIND_AUDIO
         with _folder_of(output):
             write(output, lambda stream: save_code_blocks(stream, shape, 2 if audio else 1, blocks))
+        warn_of_alpha_not_in_codes(header.flags, path)
         restore = {"sample_rate": header.sample_rate, "samples": header.length, "channels": header.channels,
                    "gain": header.gain} if audio else {"width": header.width, "height": header.height}
         entries.append({"file": path, "codes": output, "shape": list(shape), "model_id": header.model_id.hex(),

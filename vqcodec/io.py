@@ -1157,10 +1157,15 @@ def _image_called(source) -> str:
     return "the image" if name is None else f"the image {name}" if name == "from stdin" else str(name)
 
 
-def alpha_not_in_codes(source) -> str:
-    """The warning for the codes of an image with alpha (`vqcodec codes`, Codec.media_to_codes), which leave it out."""
-    return (f"{_image_called(source)}: its alpha channel is not in its codes, which hold its colour alone "
-            "(`vqcodec pack` makes an opaque RGB image of them)")
+def warn_of_alpha_not_in_codes(flags: int, source) -> None:
+    """Where a .vq file's header `flags` give it an alpha plane, an ImageReadWarning that the codes of its image
+    (`source`: the image, or that file) leave it out (`vqcodec codes`, Codec.media_to_codes)."""
+    from .format import FLAG_ALPHA
+
+    if flags & FLAG_ALPHA:
+        warnings.warn(ImageReadWarning(f"{_image_called(source)}: its alpha channel is not in its codes, which hold "
+                                       "its colour alone (`vqcodec pack` makes an opaque RGB image of them)"),
+                      stacklevel=3)
 
 
 # The name Pillow gives libtiff for every file, which libtiff's messages begin with: no file of the user's
