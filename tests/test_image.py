@@ -996,6 +996,24 @@ def test_animated_gif_gives_its_first_frame(tmp_path, suffix, unit):
     assert image.convert("RGB").getpixel((5, 5)) == (255, 0, 0)
 
 
+@pytest.mark.parametrize("fmt, unit, reason", [("TIFF", "pages", "Missing dimensions"),
+                                              ("GIF", "frames", "index out of range")])
+def test_a_multi_page_file_cut_short_after_its_first_page_gives_that_page(tmp_path, fmt, unit, reason):
+    """Counting the pages of a multi-page TIFF (or GIF) cut short failed the whole file, whose first page
+    was intact: "cannot read image ...: Missing dimensions"."""
+    pages = [Image.fromarray(smooth_rgb(16, 24, seed)) for seed in range(3)]
+    whole = io.BytesIO()
+    pages[0].save(whole, fmt, save_all=True, append_images=pages[1:])
+    path = tmp_path / f"cut.{fmt.lower()}"
+    path.write_bytes(whole.getvalue()[:len(whole.getvalue()) * 2 // 3 if fmt == "TIFF" else len(whole.getvalue()) * 4 // 5])
+    with pytest.warns(ImageReadWarning) as caught:
+        image = open_image(path)
+    assert [str(w.message) for w in caught] == [
+        f"{path}: the {unit} after the first cannot be read (damaged or cut short: {reason}): only the first is coded"]
+    with Image.open(io.BytesIO(whole.getvalue())) as first:
+        np.testing.assert_array_equal(np.asarray(image), np.asarray(first))
+
+
 def test_the_frames_left_out_of_an_animation_from_stdin_are_one_warning_line(cli, tiny_model_path, tmp_path):
     frames = [Image.new("RGB", (20, 10), colour) for colour in ((255, 0, 0), (0, 0, 255))]
     path = tmp_path / "anim.gif"

@@ -796,8 +796,8 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
                 _check_side(image.width, image.height, max_side)
                 opened_at = image.tell()
                 # MPO: a camera's previews; PSD: the layers of the composite image read
-                frames = getattr(image, "n_frames", 1) if image.format not in ("MPO", "PSD") else 1
                 unit = "pages" if image.format == "TIFF" else "frames"
+                frames, rest_unreadable = _frame_count(image)
                 _back_to_frame(image, opened_at)
                 # Pillow reads 16-bit grey with alpha (PNG) as RGBA: grey it is, and grey it comes back
                 grey_with_alpha = image.mode == "RGBA" and any(getattr(t, "args", None) == "LA;16B" for t in image.tile)
@@ -836,6 +836,9 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
         if frames > 1:
             warnings.warn(ImageReadWarning(f"{_image_called(source)} holds {frames} {unit}: only the first is coded"),
                           stacklevel=2)
+        if rest_unreadable:
+            warnings.warn(ImageReadWarning(f"{_image_called(source)}: the {unit} after the first cannot be read "
+                                           f"(damaged or cut short: {rest_unreadable}): only the first is coded"), stacklevel=2)
         return transposed
     except VQCodecError:
         raise
@@ -964,6 +967,26 @@ def _bmp_alpha_mask(image) -> int | None:
     if len(header) < BMP_ALPHA_MASK_AT + 4 or int.from_bytes(header[:4], "little") < BMP_ALPHA_MASK_AT + 4:
         return None
     return int.from_bytes(header[BMP_ALPHA_MASK_AT:], "little")
+
+
+def _frame_count(image) -> tuple[int, str | None]:
+    """How many frames (pages) an image opened at its first holds, and why those after the first cannot be read,
+    or None: a multi-page TIFF cut short points to a page past its end, and counting it failed the whole file
+    ("Missing dimensions"), whose first page was intact. MPO (a camera's previews) and PSD (the layers of the
+    composite image read) count as one."""
+    import struct
+
+    if image.format in ("MPO", "PSD"):
+        return 1, None
+    try:
+        with warnings.catch_warnings(record=True) as caught:  # of the later pages: dropped where they fail
+            warnings.simplefilter("always")
+            frames = getattr(image, "n_frames", 1)
+    except (EOFError, OSError, SyntaxError, IndexError, TypeError, ValueError, struct.error) as exc:
+        return 1, " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+    for item in caught:
+        warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+    return frames, None
 
 
 def _back_to_frame(image, frame: int) -> None:
