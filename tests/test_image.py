@@ -2015,8 +2015,9 @@ def test_an_image_its_formats_reader_refuses_is_not_called_no_image_format(cli, 
         open_image(io.BytesIO(source.read_bytes()))
     result = cli("encode", "-", tmp_path / "cmyka.vq", input=source.read_bytes(), text=True)
     assert (result.returncode, result.stderr) == (1, f"vqcodec: error: cannot read image from stdin: {reason}\n")
-    with pytest.raises(VQCodecError, match="^cannot read image from the stream: not an image format Pillow reads$"):
-        open_image(io.BytesIO(b"no image at all, nor its signature"))
+    for data in (b"no image at all, nor its signature", b"x"):  # too short for some formats' signature checks
+        with pytest.raises(VQCodecError, match="^cannot read image from the stream: not an image format Pillow reads$"):
+            open_image(io.BytesIO(data))
 
 
 def test_tiffs_of_separate_planes_read_right_or_are_refused(cli, tmp_path):

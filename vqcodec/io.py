@@ -865,7 +865,7 @@ def _refusal_of_its_format(source) -> str | None:
             prefix = stream.read(16)
             Image.init()
             for name, (factory, accept) in Image.OPEN.items():
-                if accept is None or accept(prefix) is not True:
+                if not _begins_with_signature(prefix, accept):
                     continue
                 stream.seek(0)
                 try:
@@ -967,6 +967,17 @@ def _bmp_alpha_mask(image) -> int | None:
     if len(header) < BMP_ALPHA_MASK_AT + 4 or int.from_bytes(header[:4], "little") < BMP_ALPHA_MASK_AT + 4:
         return None
     return int.from_bytes(header[BMP_ALPHA_MASK_AT:], "little")
+
+
+def _begins_with_signature(prefix: bytes, accept) -> bool:
+    """Whether a Pillow format's signature check `accept` (None: the format has none) finds its signature in
+    `prefix`; a prefix of a few bytes is too short for some checks (struct.error), and has none."""
+    import struct
+
+    try:
+        return accept is not None and accept(prefix) is True
+    except (IndexError, TypeError, ValueError, struct.error):
+        return False
 
 
 def _frame_count(image) -> tuple[int, str | None]:
