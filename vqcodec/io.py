@@ -795,7 +795,6 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
                 check_pixel_count(image.width, image.height)
                 _check_side(image.width, image.height, max_side)
                 opened_at = image.tell()
-                # MPO: a camera's previews; PSD: the layers of the composite image read
                 unit = "pages" if image.format == "TIFF" else "frames"
                 frames, rest_unreadable = _frame_count(image)
                 _back_to_frame(image, opened_at)
@@ -855,8 +854,6 @@ def _refusal_of_its_format(source) -> str | None:
     """Why the Pillow reader of the format whose signature `source` (a path or seekable stream) begins with
     refuses it, where one does: Image.open says only that it cannot identify the file, and a TIFF of CMYK and
     alpha was called no image format Pillow reads."""
-    import struct
-
     from PIL import Image
 
     try:
@@ -870,7 +867,7 @@ def _refusal_of_its_format(source) -> str | None:
                 stream.seek(0)
                 try:
                     factory(stream, "")
-                except (SyntaxError, IndexError, TypeError, struct.error, OSError, ValueError) as exc:
+                except Exception as exc:  # Image.open has let none but SyntaxError, IndexError, TypeError, struct.error out
                     return f"a {name} file that Pillow does not read ({' '.join(str(exc).split()).rstrip('.')})"
     except (OSError, ValueError, AttributeError):  # unreadable again, or a stream that cannot seek
         return None
