@@ -650,6 +650,9 @@ def test_sixteen_bit_rgb_png_keeps_its_transparent_colour(codec):
            + chunk(b"IEND", b""))
     opened = open_image(io.BytesIO(png))
     assert np.array_equal(np.asarray(opened.convert("RGBA").getchannel("A")) == 0, values == 20000)
+    with Image.open(io.BytesIO(png)) as lazy:  # the API, given the image as Image.open gives it: no alpha at all
+        assert codec.encode_image(lazy, 2) == codec.encode(png, 2)
+        assert lazy.info["transparency"] == (20000, 20000, 20000)  # left as Pillow reads it
     out = roundtrip(codec, opened)
     assert out.mode == "RGBA" and np.array_equal(np.asarray(out.getchannel("A")) == 0, values == 20000)
 
@@ -733,6 +736,7 @@ def test_a_32_bit_bmp_keeps_the_alpha_of_its_fourth_bytes(codec, tmp_path):
     np.testing.assert_array_equal(np.asarray(decoded.getchannel("A")), rgba[:, :, 3])
     with Image.open(path) as opened:  # not yet read: the API reads it as open_image does
         assert codec.encode_image(opened, 2) == codec.encode(path, 2)
+        assert opened.mode == "RGB"  # and leaves the caller's image as Pillow reads it
     for unused in (0, 255):
         rgba[:, :, 3] = unused
         Image.fromarray(rgba, "RGBA").save(path)
@@ -1323,6 +1327,9 @@ def test_sixteen_bit_grey_with_alpha_png_is_read_as_la(codec, tmp_path):
     assert image.mode == "LA"
     np.testing.assert_array_equal(np.asarray(image), values >> 8)  # as Pillow reads it: the high bytes
     assert roundtrip(codec, image).mode == "LA"
+    with Image.open(path) as lazy:  # the API, given the image as Image.open gives it: it was coded as RGBA
+        assert codec.encode_image(lazy, 2) == codec.encode(path, 2)
+        assert lazy.mode == "RGBA"  # left as Pillow reads it
 
 
 def png_claiming(width: int, height: int) -> bytes:

@@ -798,13 +798,6 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
                 unit = "pages" if image.format == "TIFF" else "frames"
                 frames, rest_unreadable = _frame_count(image)
                 _back_to_frame(image, opened_at)
-                # Pillow reads 16-bit grey with alpha (PNG) as RGBA: grey it is, and grey it comes back
-                grey_with_alpha = image.mode == "RGBA" and any(getattr(t, "args", None) == "LA;16B" for t in image.tile)
-                # and 16-bit RGB as 8 bits (the high bytes), but leaves its transparent colour (tRNS) in 16 bits,
-                # which it then matched against the low bytes: other pixels than that colour's became transparent
-                deep_colour_key = (image.mode == "RGB" and "transparency" in image.info
-                                   and any(getattr(t, "args", None) == "RGB;16B" for t in image.tile))
-                grey_key_bits = low_grey_key_bits(image)
                 # only libtiff writes to stderr itself; fd 2 is the whole process's, so only around it
                 native_capture = _native_stderr_captured() if image.format == "TIFF" else contextlib.nullcontext([])
                 if image.format == "TIFF" and image.tag_v2.get(PLANAR_CONFIGURATION) == 2:
@@ -821,11 +814,6 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
                 for line in dict.fromkeys(native):
                     warnings.warn(ImageReadWarning(f"{_image_called(source)}: {line}; read past it"), stacklevel=2)
                 transposed = ImageOps.exif_transpose(image)  # a copy, so closing the file is safe
-                if grey_with_alpha:
-                    transposed = transposed.convert("LA")
-                if deep_colour_key:
-                    transposed.info["transparency"] = tuple(value >> 8 for value in transposed.info["transparency"])
-                transposed = with_grey_key_in_8_bits(transposed, grey_key_bits)
             transposed.info.pop("exif", None)  # applied, else kept no more: not parsed again (warning again)
         _warn_once_each(caught, _image_called(source))
         for line in dict.fromkeys(logged):
@@ -904,25 +892,39 @@ SIDE_SWAPPING_ORIENTATIONS = {5, 6, 7, 8}  # turned by a quarter: width and heig
 
 
 def load_pixels(image):
-    """image.load() of an image Image.open gave, returning the image to code: itself, or for a 32-bit
-    BMP of alpha in its unused bytes (_reads_bmp_alpha) the RGB image it is where that alpha says nothing.
+    """image.load() of an image Image.open gave, not yet read, and the image to code: Pillow's reading, but
+    where that loses or misreads what the file holds, a copy as the file has it (`image` itself is loaded
+    and left as Pillow reads it):
+
+    - 16-bit grey with alpha (PNG), which Pillow reads as RGBA, is LA: grey, and grey it comes back;
+    - 16-bit RGB (PNG), which Pillow reads as 8 bits (the high bytes), has its transparent colour (tRNS)
+      in 8 bits too: Pillow matched its 16 bits against the pixels, and other pixels became transparent;
+    - 2- and 4-bit grey with a transparent level has it in 8 bits (with_grey_key_in_8_bits);
+    - a BMP whose alpha Pillow does not read has it (_bmp_with_alpha).
+
     A TIFF turned by a quarter (orientation 5 to 8) is read rather than memory-mapped: Pillow maps the
     stored pixels at the size they are displayed at, so an uncompressed grey, palette, RGBA, CMYK or
     16-bit TIFF opened from a path came out garbled (from a stream it was right)."""
+    rawmodes = {getattr(tile, "args", None) for tile in getattr(image, "tile", ())}
+    grey_with_alpha = image.mode == "RGBA" and "LA;16B" in rawmodes
+    deep_colour_key = image.mode == "RGB" and "transparency" in image.info and "RGB;16B" in rawmodes
+    grey_key_bits = low_grey_key_bits(image)
+    with_alpha = _bmp_with_alpha(image)
     name = getattr(image, "filename", None)
     if image.format == "TIFF" and image.tag_v2.get(TIFF_ORIENTATION) in SIDE_SWAPPING_ORIENTATIONS:
         image.filename = ""  # ImageFile.load maps a file only when it has a file name
-    raw_alpha = _reads_bmp_alpha(image)
     try:
         image.load()
     finally:
         if name is not None:
             image.filename = name
-    if raw_alpha and image.getchannel("A").getextrema() in ((0, 0), (255, 255)):
-        opaque = image.convert("RGB")
-        opaque.info = image.info
-        return opaque
-    return image
+    read = with_alpha or image
+    if grey_with_alpha:
+        read = image.convert("LA")
+    if deep_colour_key:
+        read = image.copy()
+        read.info["transparency"] = tuple(value >> 8 for value in image.info["transparency"])
+    return with_grey_key_in_8_bits(read, grey_key_bits)
 
 
 BMP_BI_RGB, BMP_BITFIELDS = 0, 3  # compressions: pixels of fixed layout (32-bit: B, G, R, a byte left unused), or of masks
@@ -930,29 +932,33 @@ BMP_ALPHA_MASK_AT = 52  # from the start of a BMP's info header (of 56 bytes or 
 BMP_A1R5G5B5 = 0x8000  # the alpha mask of 16-bit pixels of 5 bits each of R, G and B, and 1 of alpha
 
 
-def _reads_bmp_alpha(image) -> bool:
-    """Have a BMP whose alpha Pillow does not read be read as RGBA, and say so: the fourth bytes of 32-bit
-    pixels without bit fields (BI_RGB), which the format leaves unused and writers fill with alpha (Pillow's
-    own RGBA BMPs), and the top bit of 16-bit bit fields whose alpha mask names it (A1R5G5B5, as GIMP writes
-    it). Both were read as RGB, the alpha dropped. load_pixels makes it RGB again where the alpha is all 0
-    (the unused bytes, as the format has them) or all 255."""
+def _bmp_with_alpha(image):
+    """Of a BMP not yet read whose alpha Pillow does not read, the RGBA image it is, read from its file; else
+    None. That alpha is in the fourth bytes of 32-bit pixels without bit fields (BI_RGB), which the format leaves
+    unused and writers fill with alpha (Pillow's own RGBA BMPs), or in the top bit of 16-bit bit fields whose
+    alpha mask names it (A1R5G5B5, as GIMP writes it): Pillow reads both as RGB, and the alpha was dropped.
+    Alpha all 0 (the unused bytes, as the format has them) or all 255 is none: None."""
+    from PIL import Image
+
     tile = image.tile[0] if image.format in ("BMP", "DIB") and len(image.tile) == 1 else None
     if tile is None or image.mode != "RGB" or tile[0] != "raw":
-        return False
-    compression, rawmode = image.info.get("compression"), tile[3][0]
+        return None
+    compression, (rawmode, stride, direction) = image.info.get("compression"), tile[3]
     if compression == BMP_BI_RGB and rawmode == "BGRX":
         rawmode = "BGRA"
     elif compression == BMP_BITFIELDS and rawmode == "BGR;15" and _bmp_alpha_mask(image) == BMP_A1R5G5B5:
         rawmode = "BGRA;15"
     else:
-        return False
-    args = (rawmode, *tile[3][1:])
-    image.tile = [tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)]
-    if "_mode" in vars(image):
-        image._mode = "RGBA"
-    else:  # Pillow before 10.1
-        image.mode = "RGBA"
-    return True
+        return None
+    image.fp.seek(tile[2])
+    data = image.fp.read(stride * image.height)
+    if len(data) < stride * image.height:
+        return None  # cut short: image.load() says so
+    rgba = Image.frombytes("RGBA", image.size, data, "raw", rawmode, stride, direction)
+    if rgba.getchannel("A").getextrema() in ((0, 0), (255, 255)):
+        return None
+    rgba.info = dict(image.info)
+    return rgba
 
 
 def _bmp_alpha_mask(image) -> int | None:
