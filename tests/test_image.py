@@ -2027,7 +2027,7 @@ def test_an_image_its_formats_reader_refuses_is_not_called_no_image_format(cli, 
             open_image(io.BytesIO(data))
 
 
-def test_tiffs_of_separate_planes_read_right_or_are_refused(cli, tmp_path):
+def test_tiffs_of_separate_planes_read_right_or_are_refused(cli, codec, tmp_path):
     """Pillow's own reader took one byte a sample of an uncompressed TIFF stored as planes: 16-bit RGB
     came out garbled (each pixel twice, half the image) and 16-bit RGB with an unused extra sample was
     refused; libtiff reads them right. Its reader of grey and alpha planes (of a compressed file) left
@@ -2039,7 +2039,13 @@ def test_tiffs_of_separate_planes_read_right_or_are_refused(cli, tmp_path):
     padded = np.concatenate([rgb, rgb[:1]]).astype(np.uint16) * 257
     (tmp_path / "rgbx16.tif").write_bytes(planar_tiff(padded, photometric=2, extra_samples=(0,)))
     np.testing.assert_array_equal(np.asarray(open_image(tmp_path / "rgbx16.tif")), np.moveaxis(rgb, 0, -1))
+    with Image.open(tmp_path / "rgb16.tif") as lazy:  # the API, given it as Image.open gives it, garbled it
+        np.testing.assert_array_equal(np.asarray(codec.decode_image(codec.encode_image(lazy, 2))),
+                                      np.asarray(codec.decode(codec.encode(tmp_path / "rgb16.tif", 2))))
     (tmp_path / "la.tif").write_bytes(planar_tiff(rgb[:2], photometric=1, extra_samples=(2,), deflate=True))
+    with Image.open(tmp_path / "la.tif") as lazy:
+        with pytest.raises(VQCodecError, match="^cannot read the image: a TIFF of grey and alpha stored as separate"):
+            codec.encode_image(lazy, 2)
     result = cli("encode", tmp_path / "la.tif", tmp_path / "la.vq", text=True)
     assert result.returncode == 1
     assert re.fullmatch(r"vqcodec: error: cannot read image \S+la\.tif: a TIFF of grey and alpha stored as separate "

@@ -800,8 +800,6 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
                 _back_to_frame(image, opened_at)
                 # only libtiff writes to stderr itself; fd 2 is the whole process's, so only around it
                 native_capture = _native_stderr_captured() if image.format == "TIFF" else contextlib.nullcontext([])
-                if image.format == "TIFF" and image.tag_v2.get(PLANAR_CONFIGURATION) == 2:
-                    _planes_through_libtiff(image, source)
                 try:
                     with native_capture as native:
                         image = load_pixels(image)
@@ -900,7 +898,8 @@ def load_pixels(image):
     - 16-bit RGB (PNG), which Pillow reads as 8 bits (the high bytes), has its transparent colour (tRNS)
       in 8 bits too: Pillow matched its 16 bits against the pixels, and other pixels became transparent;
     - 2- and 4-bit grey with a transparent level has it in 8 bits (with_grey_key_in_8_bits);
-    - a BMP whose alpha Pillow does not read has it (_bmp_with_alpha).
+    - a BMP whose alpha Pillow does not read has it (_bmp_with_alpha);
+    - a TIFF of separate planes is read by libtiff (_planes_through_libtiff).
 
     A TIFF turned by a quarter (orientation 5 to 8) is read rather than memory-mapped: Pillow maps the
     stored pixels at the size they are displayed at, so an uncompressed grey, palette, RGBA, CMYK or
@@ -910,6 +909,7 @@ def load_pixels(image):
     deep_colour_key = image.mode == "RGB" and "transparency" in image.info and "RGB;16B" in rawmodes
     grey_key_bits = low_grey_key_bits(image)
     with_alpha = _bmp_with_alpha(image)
+    _planes_through_libtiff(image)
     name = getattr(image, "filename", None)
     if image.format == "TIFF" and image.tag_v2.get(TIFF_ORIENTATION) in SIDE_SWAPPING_ORIENTATIONS:
         image.filename = ""  # ImageFile.load maps a file only when it has a file name
@@ -1020,15 +1020,18 @@ def _unreadable_image(source, reason) -> VQCodecError:
 PLANAR_CONFIGURATION = 284  # the TIFF tag; 2: each channel stored as a plane of its own
 
 
-def _planes_through_libtiff(image, source) -> None:
+def _planes_through_libtiff(image) -> None:
     """Have libtiff read a TIFF whose channels are stored as separate planes: Pillow's own reader of
     uncompressed ones takes one byte a sample (16-bit RGB came out garbled) and knows no planar YCbCr.
-    Grey and alpha planes are refused: Pillow's libtiff reader leaves their alpha 0, all transparent."""
+    Grey and alpha planes are refused (ValueError, the reason): Pillow's libtiff reader leaves their alpha 0,
+    all transparent."""
     from PIL import TiffImagePlugin
 
+    if image.format != "TIFF" or image.tag_v2.get(PLANAR_CONFIGURATION) != 2:
+        return
     if image.mode == "LA":
-        raise _unreadable_image(source, "a TIFF of grey and alpha stored as separate planes, whose alpha Pillow "
-                                        "does not read: save it with the channels interleaved (contiguous)")
+        raise ValueError("a TIFF of grey and alpha stored as separate planes, whose alpha Pillow does not read: "
+                         "save it with the channels interleaved (contiguous)")
     if image.use_load_libtiff:
         return
     saved, TiffImagePlugin.READ_LIBTIFF = TiffImagePlugin.READ_LIBTIFF, True
