@@ -1940,7 +1940,8 @@ def test_an_array_beyond_the_size_limit_is_refused_before_it_is_copied(codec):
 def test_a_transparency_its_mode_cannot_hold_is_refused_in_one_line(codec):
     rgb = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
     for mode, value in (("P", 300), ("P", (0, 0, 0)), ("L", None), ("L", (1, 2, 3)), ("RGB", 5), ("1", 1.5),
-                        ("I;16", (0, 0, 0)), ("I", "x")):  # bare ValueErrors and TypeErrors from Pillow and NumPy
+                        ("I;16", (0, 0, 0)), ("I", "x"),  # bare ValueErrors and TypeErrors from Pillow and NumPy
+                        ("RGB", (1000, 2000, 3000)), ("L", 300)):  # levels beyond 8 bits: no pixel was transparent
         image = Image.fromarray(rgb).convert(mode)
         image.info["transparency"] = value  # set by hand, or copied from an image of another mode
         with pytest.raises(VQCodecError, match=f"^the {re.escape(mode)} image's transparency, .* is not "):

@@ -1372,11 +1372,14 @@ def _check_transparency(image) -> None:
     if image.mode == "P":
         fits, wanted = (isinstance(value, (bytes, bytearray)) and len(value) <= 256) or (
             is_whole(value) and 0 <= value < 256), "a palette index 0-255 or bytes of alpha per palette entry"
-    elif image.mode == "RGB":
-        fits, wanted = (isinstance(value, tuple) and len(value) == 3 and all(map(is_whole, value)),
-                        "an (r, g, b) tuple of ints")
+    elif image.mode == "RGB":  # levels above 255 matched no pixel: a 16-bit PNG's colour, read as 8 bits once loaded
+        fits, wanted = (isinstance(value, tuple) and len(value) == 3 and all(is_whole(v) and 0 <= v < 256 for v in value),
+                        "an (r, g, b) tuple of levels 0-255 (a 16-bit PNG's, which Pillow reads as 8 bits: give "
+                        "encode the file, or Image.open's image before it is loaded)")
     elif image.mode == "F":
         fits, wanted = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif image.mode in ("L", "1"):
+        fits, wanted = is_whole(value) and 0 <= value < 256, "a level 0-255"
     else:
         fits, wanted = is_whole(value), "an int"
     if not fits:
