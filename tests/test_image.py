@@ -2161,3 +2161,20 @@ def test_stderr_is_redirected_by_the_main_thread_only():
     with vqio._native_stderr_captured():
         in_main = where_stderr_goes()
     assert in_main != before and where_stderr_goes() == before
+
+
+def test_what_pillow_logs_is_taken_for_the_image_of_the_thread_that_logs_it():
+    """Each read collected every record Pillow logged while it ran, another thread's image's too."""
+    import logging
+    import threading
+
+    from vqcodec import io as vqio
+
+    logger = logging.getLogger("PIL.TiffImagePlugin")
+    with vqio._pillow_log_caught([]) as lines:
+        worker = threading.Thread(target=lambda: logger.error("of another thread's image"))
+        worker.start()
+        worker.join()
+        logger.error("of this thread's image")
+        logger.info("below WARNING")
+    assert lines == ["of this thread's image"]

@@ -861,12 +861,18 @@ def _refusal_of_its_format(source) -> str | None:
 
 
 class _LinesOf(logging.Handler):
+    """Collects the messages of the records that the thread it was made in logs (another thread's image is
+    not this one's)."""
+
     def __init__(self, lines: list[str]):
+        import threading
+
         super().__init__(logging.WARNING)
-        self.lines = lines
+        self.lines, self.thread = lines, threading.get_ident()
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(" ".join(record.getMessage().split()).rstrip("."))
+        if record.thread == self.thread:
+            self.lines.append(" ".join(record.getMessage().split()).rstrip("."))
 
 
 @contextlib.contextmanager
