@@ -2114,6 +2114,16 @@ def test_a_cut_short_tiled_tiff_says_its_data_cannot_be_decoded(cli, tmp_path):
     assert not (tmp_path / "cut.vq").exists()
 
 
+def test_a_cut_short_webp_says_its_data_cannot_be_decoded(tmp_path):
+    """libwebp's refusal reached the error line as Pillow words it: "could not create decoder object"."""
+    whole = io.BytesIO()
+    Image.fromarray(smooth_rgb(16, 24)).save(whole, "WEBP")
+    (tmp_path / "cut.webp").write_bytes(whole.getvalue()[:len(whole.getvalue()) // 2])
+    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {tmp_path / 'cut.webp'}: its data cannot be "
+                                                     "decoded (damaged or cut short)") + "$"):
+        open_image(tmp_path / "cut.webp")
+
+
 def test_an_image_of_an_unlisted_format_is_not_called_audio(cli, tiny_model_path, tmp_path):
     """A file of no image name or signature is read as audio, and an icon was refused as "cannot read audio
     icon.ico: Format not recognised", from stdin too, or with an image model as "the input is audio";

@@ -806,8 +806,6 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
                 except OSError as exc:
                     if native:  # libtiff's own message, which says more than "decoder error -2"
                         raise _unreadable_image(source, native[-1]) from exc
-                    if str(exc) == "decoder error -2":  # a broken tile, of which libtiff says nothing
-                        raise _unreadable_image(source, "its data cannot be decoded (damaged or cut short)") from exc
                     raise
                 for line in dict.fromkeys(native):
                     warnings.warn(ImageReadWarning(f"{_image_called(source)}: {line}; read past it"), stacklevel=2)
@@ -830,10 +828,16 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
     except Image.DecompressionBombError:  # over twice the limit: Pillow refuses before giving the size
         raise VQCodecError(f"image exceeds the limit of {MAX_PIXELS} pixels") from None
     except Exception as exc:
-        reason = logged[-1] if logged else exc
+        reason = logged[-1] if logged else PILLOW_REASONS.get(str(exc), exc)
         if isinstance(exc, UnidentifiedImageError) and not logged:
             reason = _refusal_of_its_format(source) or "not an image format Pillow reads"
         raise _unreadable_image(source, reason) from None
+
+
+# What Pillow's errors that say nothing to the reader of an image mean: a broken TIFF tile, of which libtiff
+# says nothing, and a WebP file that libwebp cannot read, as one cut short
+PILLOW_REASONS = {"decoder error -2": "its data cannot be decoded (damaged or cut short)",
+                  "could not create decoder object": "its data cannot be decoded (damaged or cut short)"}
 
 
 def _refusal_of_its_format(source) -> str | None:
