@@ -1142,7 +1142,8 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
 
     The arrays are int32: audio (channels, quality, frames) at the model's frame rate (50 a second
     for speech16k), images (quality, rows, cols) of latent cells (16 x 16 pixels for `image`). Where
-    a frame or cell uses fewer levels (per-cell depth), its higher levels are -1. Load them with
+    a frame or cell uses fewer levels (per-cell depth), its higher levels are -1. An image's codes are of
+    its colour: an alpha channel is not in them (a warning line says so). Load them with
     numpy.load (no pickle); turn codes back into media with the Python API (Codec.codes_to_audio,
     codes_to_image), or into a .vq file with `vqcodec pack`.
 
