@@ -1897,10 +1897,13 @@ def test_image_api_takes_arrays_and_tensors_and_refuses_what_it_cannot(codec):
     Image.fromarray(rgb).save(buffer, "PNG")
     for media in (Image.fromarray(rgb), buffer.getvalue()):
         np.testing.assert_array_equal(codec.media_to_codes(media, 2)[0], codes)
-    with Image.open(io.BytesIO(buffer.getvalue())) as lazy:  # pixels not read before the file is closed
-        pass
-    with pytest.raises(VQCodecError, match="closed before its pixels were read"):
-        codec.encode(lazy, 2)
+    bmp = io.BytesIO()
+    Image.fromarray(np.dstack([rgb, rgb[:, :, 0]]), "RGBA").save(bmp, "BMP")  # whose alpha vqcodec reads on its own
+    for data in (buffer.getvalue(), bmp.getvalue()):
+        with Image.open(io.BytesIO(data)) as lazy:  # pixels not read before the file is closed
+            pass
+        with pytest.raises(VQCodecError, match="closed before its pixels were read"):
+            codec.encode(lazy, 2)
     with pytest.raises(VQCodecError, match="cannot read the image: image file is truncated"):
         codec.encode_image(Image.open(io.BytesIO(buffer.getvalue()[:-40])), 2)
     codes = codec.image_to_codes(rgb, 2)

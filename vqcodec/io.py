@@ -951,7 +951,7 @@ def _bmp_with_alpha(image):
     from PIL import Image
 
     tile = image.tile[0] if image.format in ("BMP", "DIB") and len(image.tile) == 1 else None
-    if tile is None or image.mode != "RGB" or tile[0] != "raw":
+    if tile is None or image.mode != "RGB" or tile[0] != "raw" or image.fp is None:  # no fp: closed, which load() says
         return None
     compression, (rawmode, stride, direction) = image.info.get("compression"), tile[3]
     if compression == BMP_BI_RGB and rawmode == "BGRX":
