@@ -1693,3 +1693,10 @@ def test_threads_sharing_a_codec_do_not_get_each_others_rate_search(tiny_model_p
     out["x"] = codec.encode_audio(x, 16000, 4, max_kbps=40.0)
     other.join()
     assert out["x"] == expected_x and out["y"] == expected_y
+
+
+@pytest.mark.parametrize("value", ["no", 2, None, [1]])
+def test_variable_depth_must_be_true_or_false(codec, signal, value):
+    """Any value Python takes as true ("no", 2) gave per-frame depth, and None or [] none."""
+    with pytest.raises(VQCodecError, match=r"^variable_depth must be True or False, not "):
+        codec.audio_to_codes(signal(1, 160, 16000), 2, value)

@@ -311,6 +311,12 @@ def test_image_to_codes_gives_the_code_type_as_read_codes_does(codec, golden_ima
     assert codes.dtype == np.int16 and codes.min() >= 0
 
 
+@pytest.mark.parametrize("value", ["no", 2, None, [1]])
+def test_variable_depth_must_be_true_or_false(codec, value):
+    with pytest.raises(VQCodecError, match=r"^variable_depth must be True or False, not "):
+        codec.image_to_codes(smooth_rgb(16, 16, seed=1), 2, value)
+
+
 def test_an_image_is_never_padded_whole(codec):
     rgb = np.zeros((2047, 2045, 3), dtype=np.uint8)  # 512 x 512 cells, the last row and column padded
     rgb[::7, ::5] = 200

@@ -497,3 +497,18 @@ def test_lost_image_rows_come_out_grey_without_running_the_decoder(golden_image_
                                       image_file[1][:64 - 6 * golden_image_codec.hop, :, :3])
     finally:
         hook.remove()
+
+
+@pytest.mark.parametrize("value", ["no", 2, [], None, np.array([True])])
+def test_salvage_must_be_true_or_false(codec, golden_image_codec, audio_file, tmp_path, value):
+    """Any value Python takes as true ("no", 2) salvaged, and one it takes as false refused a damaged file."""
+    damaged = flip_byte_in_chunk(audio_file[0], 3)
+    message = r"^salvage must be True or False, not "
+    for call in (lambda: codec.decode_audio(damaged, salvage=value),
+                 lambda: codec.decode_audio_blocks(damaged, salvage=value),
+                 lambda: codec.decode_audio_file(damaged, tmp_path / "out.wav", salvage=value),
+                 lambda: golden_image_codec.decode_image(b"", salvage=value)):
+        with pytest.raises(VQCodecError, match=message):
+            call()
+    assert not (tmp_path / "out.wav").exists()
+    assert codec.decode_audio(damaged, salvage=np.bool_(True))[0].shape == audio_file[1].shape

@@ -114,6 +114,14 @@ def _checked_setting(name: str, value, low: int, high: int) -> int:
     return int(value)
 
 
+def _checked_flag(name: str, value) -> bool:
+    """A yes-or-no option given to the API (salvage=, variable_depth=): True or False (a NumPy bool too),
+    not any value Python takes as true ("no", 2, a list)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise VQCodecError(f"{name} must be True or False, not {value!r:.40}")
+    return bool(value)
+
+
 def _checked_weight(name: str, value, high: float) -> float:
     if not _is_real(value) or not 0 <= value <= high:
         raise VQCodecError(f"{name} must be a number from 0 to {high:g}, not {value!r}")
@@ -1056,6 +1064,7 @@ class Codec:
         With `variable_depth` (and a depth weight, for entropy coding) each frame keeps only the levels
         that pay for their bits, as in files: the rest of its codes are -1."""
         self._require("audio")
+        variable_depth = _checked_flag("variable_depth", variable_depth)
         audio = _pcm_array(audio)  # converted to float32 a block at a time, as it is coded
         channels, samples = audio.shape
         _check_audio_size(channels, self.sample_rate, samples)
@@ -1636,6 +1645,7 @@ class Codec:
         missing (damaged_parts lists them): their frames come out silent."""
         data = vq_bytes(data)
         self._require("audio")
+        salvage = _checked_flag("salvage", salvage)
         header, chunks, model_length, total_frames = self._audio_parts(data, salvage)
         rate, length = self._output_timing(header, rate)
         for name, value in (("start", start), ("count", 0 if count is None else count)):
@@ -1759,6 +1769,7 @@ class Codec:
         With `start` and `duration` (seconds), only that part (to the end if the duration runs past
         it), decoding only what covers it; `salvage` decodes around damaged chunks (decode_audio_blocks)."""
         data = vq_bytes(data)
+        salvage = _checked_flag("salvage", salvage)
         first, count = self._sample_range(data, start, duration, rate)
         header, blocks = self.decode_audio_blocks(data, first, count, salvage, rate)
         output_rate, length = self._output_timing(header, rate)
@@ -1794,6 +1805,7 @@ class Codec:
         is written through a temporary file renamed into place (io.write_file), so a failure leaves
         what was there before."""
         data = vq_bytes(data)
+        salvage = _checked_flag("salvage", salvage)
         if isinstance(destination, io.TextIOBase):
             raise VQCodecError("audio is written to a binary stream, not a text one (open the file with 'wb')")
         if not isinstance(destination, (str, Path)) and not callable(getattr(destination, "write", None)):
@@ -1883,6 +1895,7 @@ class Codec:
         With `variable_depth` (and a depth weight, for entropy coding) each latent cell keeps only the
         levels that pay for their bits, as in files: the rest of its codes are -1."""
         self._require("image")
+        variable_depth = _checked_flag("variable_depth", variable_depth)
         rgb = _as_array(rgb)
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
             raise VQCodecError(f"an image's RGB is a uint8 array (height, width, 3), not {rgb.dtype} {rgb.shape}: "
@@ -2090,6 +2103,7 @@ class Codec:
         opaque."""
         data = vq_bytes(data)
         self._require("image")
+        salvage = _checked_flag("salvage", salvage)
         header, chunks, alpha_bytes, rows, cols = self._image_parts(data, salvage)
         damaged: list[int] = []
         parts = [self._chunk_codes(header, chunks, index, (header.quality, r1 - r0, cols), salvage, damaged)
