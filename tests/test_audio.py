@@ -57,7 +57,11 @@ RATES = [8000, 16000, 22050, 44100, 48000]
 def test_round_trip_shape_rate_dtype(codec, signal, rate, channels, seconds_or_samples):
     samples = rate if seconds_or_samples == "1s" else seconds_or_samples
     audio = signal(channels, samples, rate)
-    data = codec.encode_audio(audio, rate, quality=codec.num_codebooks)
+    if samples < channels:  # an array of more channels than samples is refused as (samples, channels): a stream's
+        data = codec.encode_audio_stream([audio], rate, channels, samples, codec.num_codebooks,
+                                         peak=float(np.abs(audio).max()))
+    else:
+        data = codec.encode_audio(audio, rate, quality=codec.num_codebooks)
     header = vqformat.parse_header(data)
     assert (header.sample_rate, header.channels, header.length) == (rate, channels, samples)
     decoded, decoded_rate = codec.decode_audio(data)
@@ -533,7 +537,7 @@ def test_decode_audio_file_refuses_what_the_format_cannot_hold(codec, signal, tm
 # ---------------------------------------------------------------- codes API
 
 def test_audio_to_codes_shape_dtype_range(codec, signal):
-    for samples in (1, 8, 9, 1601):
+    for samples in (2, 8, 9, 1601):
         audio = signal(2, samples, codec.sample_rate)
         for quality in (1, codec.num_codebooks):
             codes = codec.audio_to_codes(audio, quality)
@@ -541,6 +545,26 @@ def test_audio_to_codes_shape_dtype_range(codec, signal):
             assert codes.dtype == codec.code_dtype == np.int16
             assert codes.min() >= 0 and codes.max() < codec.codebook_size
     assert codec.audio_to_codes(signal(1, 80, codec.sample_rate)).shape == (1, codec.num_codebooks, 10)
+    assert codec.audio_to_codes(signal(1, 1, codec.sample_rate), 1).shape == (1, 1, 1)
+
+
+@pytest.mark.parametrize("channels, samples", [(40, 2), (64, 2), (3, 1), (2, 1), (64, 63)])
+def test_an_array_of_more_channels_than_samples_is_refused_as_transposed(codec, signal, channels, samples):
+    """A short clip as soundfile.read gives it, (samples, channels), was coded as that many channels of 1 or 2
+    samples where it had at most 64 samples (above, the count of channels gave it away); now the layout,
+    (channels, samples), is the rule: an array of more channels than samples is refused, and a stream, whose
+    channel count is given, takes such audio."""
+    audio = signal(samples, channels, codec.sample_rate).T  # rows: channels
+    message = (f"^audio is \\(channels, samples\\), and a {channels} x {samples} array looks like \\(samples, channels\\): "
+               "give its transpose \\(audio.T\\); an array of more channels than samples is refused as one")
+    for call in (lambda: codec.encode_audio(audio, 16000, 2), lambda: codec.encode(audio, 2, sample_rate=16000),
+                 lambda: codec.audio_to_codes(audio, 2), lambda: codec.media_to_codes(audio, 2, sample_rate=16000)):
+        with pytest.raises(VQCodecError, match=message):
+            call()
+    data = codec.encode_audio_stream(iter([audio]), 16000, channels, samples, 2)
+    assert codec.decode_audio(data)[0].shape == (channels, samples)
+    assert codec.encode_audio(audio.T, 16000, 2) == codec.encode_audio_stream(iter([audio.T]), 16000, samples, channels,
+                                                                              2, peak=float(np.abs(audio).max()))
 
 
 def test_codes_to_audio_length(codec):
@@ -1157,7 +1181,7 @@ def test_integer_pcm_arrays_are_scaled_as_soundfile_reads_them(codec, signal):
 
 
 def test_integer_pcm_arrays_are_scaled_in_float32_exactly():
-    from vqcodec.codec import _float_audio
+    from vqcodec.codec import _float32, _pcm_array
 
     rng = np.random.default_rng(0)
     for dtype in (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32):
@@ -1166,16 +1190,16 @@ def test_integer_pcm_arrays_are_scaled_in_float32_exactly():
         pcm[:2] = bounds.min, bounds.max
         offset = 2 ** (pcm.dtype.itemsize * 8 - 1)
         expected = ((pcm.astype(np.float64) - (offset if pcm.dtype.kind == "u" else 0)) / offset).astype(np.float32)
-        np.testing.assert_array_equal(_float_audio(pcm)[0], expected)
+        np.testing.assert_array_equal(_float32(_pcm_array(pcm))[0], expected)
     long = np.ones(2_000_000, dtype=np.int16)
-    _, peak = traced_peak(lambda: _float_audio(long))
+    _, peak = traced_peak(lambda: _float32(_pcm_array(long)))
     assert peak < 1.5 * long.size * 4  # the float32 result, not float64 copies of the whole signal
 
 
 def test_arrays_of_other_types_are_coded_as_their_whole_float32_conversion(codec, signal):
     """Converted a block at a time, an int16, unsigned, int32 or float64 array (or tensor) gives the
     bytes its whole float32 conversion gives: the peak (so the level gain) and every block the same."""
-    from vqcodec.codec import STREAM_BLOCK_SAMPLES, _float_audio
+    from vqcodec.codec import STREAM_BLOCK_SAMPLES, _float32, _pcm_array
 
     samples = 3 * STREAM_BLOCK_SAMPLES + 123  # several blocks and a short last one
     loud = signal(2, samples, 16000)
@@ -1187,14 +1211,14 @@ def test_arrays_of_other_types_are_coded_as_their_whole_float32_conversion(codec
                   audio.astype(np.float64) * (1 + 1e-9)]  # float64 values that float32 rounds
         arrays.append(torch.from_numpy(arrays[0]))
         for array in arrays:
-            whole = _float_audio(array)
+            whole = _float32(_pcm_array(array))
             assert whole.dtype == np.float32 and whole.shape == (2, samples)
             assert codec.encode_audio(array, 16000, 2) == codec.encode_audio(whole, 16000, 2), array.dtype
             assert codec.encode(array[0], 2, sample_rate=22050) == codec.encode(whole[0], 2, sample_rate=22050)
             np.testing.assert_array_equal(codec.audio_to_codes(array, 2), codec.audio_to_codes(whole, 2))
         pcm = arrays[0]
         assert codec.encode_audio(pcm, 16000, 3, max_kbps=20.0) == codec.encode_audio(
-            _float_audio(pcm), 16000, 3, max_kbps=20.0)
+            _float32(_pcm_array(pcm)), 16000, 3, max_kbps=20.0)
     broken = np.zeros((1, samples))
     broken[0, -1] = np.nan  # in the last block: refused all the same
     with pytest.raises(VQCodecError, match="NaN or infinite"):

@@ -173,9 +173,14 @@ def _tensor_kind(tensor: torch.Tensor) -> str:
     return "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.").lstrip("_")
 
 
-def _pcm_array(audio) -> np.ndarray:
-    """Audio given to the API as a (channels, samples) array of its own type, checked as _float_audio
-    checks it but not converted: _float32 converts it, a block at a time where it is long."""
+def _pcm_array(audio, channels: int | None = None) -> np.ndarray:
+    """Audio given to the API as a (channels, samples) array of its own type, checked but not
+    converted: _float32 converts it, a block at a time where it is long.
+
+    A whole recording (`channels` None) with more channels than samples is refused: that is how
+    (samples, channels), as soundfile.read gives it, looks, and a 40-sample stereo clip read as 40
+    channels of 2 samples was coded so. A block of a stream of `channels` channels, which may be
+    shorter than that, is refused only where it is one of those channels' (samples, channels)."""
     array = _as_array(audio)
     if array.dtype.kind in "iu" and array.dtype.itemsize > 4:
         # no PCM is 64-bit: such arrays (NumPy's and torch's default integers) hold 16- or 32-bit
@@ -188,9 +193,12 @@ def _pcm_array(audio) -> np.ndarray:
         array = array[None]
     if array.ndim != 2:
         raise VQCodecError(f"audio must be (channels, samples) or (samples,), not {array.ndim}-D")
-    if array.shape[0] > vqformat.MAX_CHANNELS >= array.shape[1]:
-        raise VQCodecError(f"audio is (channels, samples), and a {array.shape[0]} x {array.shape[1]} array looks like "
-                           "(samples, channels): give its transpose (audio.T)")
+    rows, cols = array.shape
+    if (rows > cols > 0) if channels is None else (rows != channels == cols):
+        raise VQCodecError(f"audio is (channels, samples), and a {rows} x {cols} array looks like (samples, channels): "
+                           "give its transpose (audio.T)" + ("; an array of more channels than samples is refused "
+                                                             "as one (encode_audio_stream takes such audio)"
+                                                             if channels is None else ""))
     return array
 
 
@@ -204,12 +212,6 @@ def _float32(array: np.ndarray) -> np.ndarray:
         array = array.astype(np.float32)  # rounded once, then scaled by a power of two: exact
         array *= np.float32(2.0 ** -(bits - 1))
     return np.asarray(array, dtype=np.float32)
-
-
-def _float_audio(audio) -> np.ndarray:
-    """Audio given to the API as float32 (channels, samples): float arrays as they are, integer PCM
-    scaled to +-1 as soundfile reads it (int16 by 2**15, uint8 around 128, ...)."""
-    return _float32(_pcm_array(audio))
 
 
 def _float_blocks(audio: np.ndarray) -> Iterator[np.ndarray]:
@@ -454,11 +456,11 @@ def _check_finite(audio: np.ndarray) -> None:
 
 def _checked(blocks: Iterator[np.ndarray], peak: list[float] | None, channels: int,
              count: list[int] | None = None) -> Iterator[np.ndarray]:
-    """The blocks as float32 (channels, n), taken as _float_audio takes arrays, refused if one has
+    """The blocks as float32 (channels, n), taken as _pcm_array and _float32 take arrays, refused if one has
     another number of channels or any sample is NaN or infinite; peak[0], if given, becomes the
     largest absolute sample, and count[0] the samples per channel taken."""
     for block in blocks:
-        block = _float_audio(block)
+        block = _float32(_pcm_array(block, channels))
         if block.shape[0] != channels:
             raise VQCodecError(f"a block of the stream has {plural(block.shape[0], 'channel')}, not {channels}")
         _check_finite(block)
