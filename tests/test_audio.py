@@ -1506,6 +1506,21 @@ def test_a_stream_of_blocks_is_taken_as_arrays_are_and_checked(codec, signal):
     assert codec.encode_audio_stream(blocks(lambda b: b), 16000, 2, 1600, 2, peak=np.float32(0.0)) == plain
 
 
+def test_a_stream_whose_peak_is_given_wrong_is_refused(codec, signal):
+    """The peak given was never checked: one below a loud stream's coded it without the gain, so its loud
+    parts came out clipped with no level warning, and one above a stream's coded it quieter than encoding does."""
+    audio = signal(2, 1600, 16000)
+    for scale, given in ((6.0, 0.5), (0.02, 1.0), (0.02, 0.5)):
+        loud = audio * np.float32(scale / np.abs(audio).max())
+        with pytest.raises(VQCodecError, match=r"^the stream's largest absolute sample is [0-9.]+, not the peak given "
+                                               rf"\({given:g}\), which would code it at another level: give its peak"):
+            codec.encode_audio_stream(iter([loud]), 16000, 2, 1600, 2, peak=given)
+        exact = float(np.abs(loud).max())
+        assert codec.encode_audio_stream(iter([loud]), 16000, 2, 1600, 2, peak=exact) == codec.encode_audio(loud, 16000, 2)
+    within = audio * np.float32(0.5 / np.abs(audio).max())  # any peak within the level range codes it as it is
+    assert codec.encode_audio_stream(iter([within]), 16000, 2, 1600, 2, peak=0.3) == codec.encode_audio(within, 16000, 2)
+
+
 def test_a_stream_of_blocks_must_hold_the_samples_it_is_said_to(codec, signal):
     for rate in (16000, 22050):  # the model's, and one resampled
         audio = signal(2, 1600, rate)

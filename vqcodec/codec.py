@@ -1132,7 +1132,9 @@ class Codec:
         """Encode a stream of (channels, n) blocks (float, or integer PCM as encode_audio takes it)
         holding `samples` samples per channel in all (a stream that holds fewer or more is refused).
         With the stream's `peak` (largest absolute sample), known before it is read, audio outside
-        LEVEL_RANGE is coded at a level gain; without it, at its own level."""
+        LEVEL_RANGE is coded at a level gain; without it, at its own level. A peak that is not the
+        stream's own, so that its gain is another than the stream's peak makes, is refused once the
+        stream is read (a lower one clipped the stream's loud parts without a level warning)."""
         return self._encode_stream(_block_iterator(blocks), sample_rate, channels, samples, quality,
                                    None if peak is None else _checked_peak(peak))
 
@@ -1149,7 +1151,7 @@ class Codec:
         _check_audio_size(channels, sample_rate, samples)
         model_length = self._model_length(samples, sample_rate)
         gain = level_gain(peak) if peak is not None else 0
-        seen = [0.0] if peak is None else None  # a peak given is not measured again
+        seen = [0.0]  # a peak given is checked against the samples: a wrong one codes at a wrong level
         taken = [0]
         checked = _checked(blocks, seen, channels, taken)
         stream = _resampled_blocks(_scaled(checked, gain), sample_rate, self.sample_rate, channels, model_length)
@@ -1160,7 +1162,10 @@ class Codec:
         if taken[0] != samples:  # the file would have been cut, or padded with silence, to `samples`
             held = "more than" if taken[0] > samples else f"{taken[0]} of"
             raise VQCodecError(f"the stream held {held} the {plural(samples, 'sample')} per channel given")
-        self.input_peak = peak if seen is None else seen[0]
+        if peak is not None and level_gain(seen[0]) != gain:
+            raise VQCodecError(f"the stream's largest absolute sample is {seen[0]:.9g}, not the peak given ({peak:.9g}), "
+                               f"which would code it at another level: give its peak, or none to code it at its own")
+        self.input_peak = seen[0]
         self.input_gain = gain / vqformat.GAIN_ONE if gain else 1.0
         return self._pack_audio(codes, sample_rate, samples, quality, gain)
 
