@@ -405,6 +405,31 @@ def test_a_header_giving_a_sample_rate_no_audio_has_is_refused_saying_so(codec, 
             read()
 
 
+@pytest.mark.parametrize("rate", [2**30, 2**30 + 1, 1.5 * 2**30, 2**31 - 1])
+def test_an_aiff_rate_libsndfile_misreads_is_refused_saying_so(codec, signal, tmp_path, rate):
+    """libsndfile reads an AIFF header's rate of 2**30 Hz up to 2**31 as 800 MHz, which was refused as that rate
+    (or, resampled from 800 MHz, coded as if it were)."""
+    from vqcodec.io import read_audio
+
+    path = declaring_rate(tmp_path / "odd.aiff", signal(1, 1600, 16000), "AIFF", rate)
+    for read, where in ((lambda: read_audio(path, 16000), path), (lambda: codec.encode(path, 2), path),
+                        (lambda: codec.encode(io.BytesIO(path.read_bytes()), 2), "from the stream")):
+        with pytest.raises(VQCodecError, match=f"^cannot read audio {re.escape(str(where))}: its header gives a sample "
+                                               f"rate of {int(rate)} Hz, which libsndfile reads as 800000000 Hz$"):
+            read()
+
+
+@pytest.mark.parametrize("format_name, rate, read", [("AIFF", 22254.5454, 22254), ("CAF", 1.5, 2), ("AIFF", 2**30 - 1,
+                                                                                                    2**30 - 1)])
+def test_a_rate_libsndfile_rounds_to_whole_hz_is_read_as_it_reads_it(signal, tmp_path, format_name, rate, read):
+    """The old Macintosh rate of 22 254.5454 Hz is read as 22 254 Hz, not refused as misread."""
+    from vqcodec.io import open_sound
+
+    path = declaring_rate(tmp_path / f"odd.{format_name.lower()}", signal(1, 1600, 16000), format_name, rate)
+    with open_sound(path) as sound:
+        assert sound.samplerate == read
+
+
 def test_audio_at_a_rate_a_vq_file_cannot_hold_is_refused_naming_it(codec, signal, tmp_path):
     path = declaring_rate(tmp_path / "fast.wav", signal(1, 1600, 16000), "WAV", 2**31 - 1)
     for options in ({}, {"max_rate": 10.0}):

@@ -429,13 +429,19 @@ def declared_rate(head: bytes) -> float | None:
     return None
 
 
-def _check_declared_rate(head: bytes, where) -> None:
-    """Refuse a file whose header gives a sample rate that no audio has (declared_rate)."""
+def _check_declared_rate(head: bytes, where, read: int | None = None) -> None:
+    """Refuse a file whose header gives a sample rate that no audio has (declared_rate), or, given the
+    rate libsndfile `read` from it, one that it reads as another rate than a whole number of Hz within
+    one of the header's (it reads AIFF's 2**30 Hz and up, to 2**31, as 800 MHz)."""
     rate = declared_rate(head)
-    if rate is not None and not 1 <= rate < 2**31:
+    if rate is None:
+        return
+    misread = read is not None and not abs(read - rate) < 1
+    if misread or not 1 <= rate < 2**31:
         shown = int(rate) if math.isfinite(rate) and float(rate).is_integer() else rate
         where = where if where is not None else "from the stream"
-        raise VQCodecError(f"cannot read audio {where}: its header gives a sample rate of {shown} Hz")
+        raise VQCodecError(f"cannot read audio {where}: its header gives a sample rate of {shown} Hz"
+                           + (f", which libsndfile reads as {read} Hz" if misread else ""))
 
 
 class PatchedStream:
@@ -514,6 +520,11 @@ def open_sound(source, said: list[str] | None = None) -> soundfile.SoundFile:
         raise _unopenable_audio(source, exc) from None
     if owned is not None and not patches:
         owned.close()
+    try:
+        _check_declared_rate(head, input_name(source), sound.samplerate)
+    except VQCodecError:
+        sound.close()
+        raise
     if said is None:
         warn_decoder_lines(lines, input_name(source))
     else:
