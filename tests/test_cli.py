@@ -10,6 +10,7 @@ import json
 import os
 import random
 import re
+import shutil
 import stat
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -1575,6 +1576,43 @@ def test_pack_inverts_codes_byte_for_byte(cli, tmp_path):
     assert cli("pack", tmp_path / "loud.npy", tmp_path / "loud2.vq", "-m", model, "--rate", "22050", "--samples",
                str(signal.shape[1]), "--gain", shown).returncode == 0
     assert (tmp_path / "loud2.vq").read_bytes() == (tmp_path / "loud.vq").read_bytes()
+
+
+def test_pack_refuses_codes_a_manifest_lists_as_another_kinds_or_models(cli, tmp_path, tiny_model_path):
+    """Audio codes (1, 3, frames) fit an image model as 1 level of 3 rows, and image codes of few rows an audio
+    model: pack made a file of the other kind of them, or of another model's codebooks. The arrays cannot tell,
+    but the codes.json of `vqcodec codes FOLDER OUT` that lists them does."""
+    from PIL import Image
+
+    from make_golden import golden_audio, golden_image
+
+    golden = Path(__file__).resolve().parent / "data" / "golden"
+    audio_model, image_model = golden / "golden_audio.safetensors", golden / "golden_image.safetensors"
+    (tmp_path / "sound").mkdir()
+    soundfile.write(tmp_path / "sound" / "in.wav", golden_audio(41, seconds=0.5).T[:, :1], 16000)
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(golden_image(42, 8, 40)).save(tmp_path / "photos" / "in.png")
+    assert cli("encode", tmp_path / "photos" / "in.png", tmp_path / "photos" / "in.vq", "-m", image_model,
+               "-q", "2").returncode == 0
+    (tmp_path / "photos" / "in.png").unlink()  # a folder of .vq files: each entry names its kind and model
+    assert cli("codes", tmp_path / "sound", tmp_path / "tokens", "-m", audio_model, "-q", "3").returncode == 0
+    assert cli("codes", tmp_path / "photos", tmp_path / "image_tokens", "-m", image_model).returncode == 0
+    listed = tmp_path / "tokens" / "in.npy"
+    for codes, model, says in (
+            (listed, image_model, f"{listed} holds the codes of audio, of model golden_audio \\([0-9a-f]+\\), as "
+                                  f"{tmp_path / 'tokens' / 'codes.json'} lists it, but model golden_image codes image: "
+                                  "pack it with the model that made it"),
+            (listed, tiny_model_path, f"{listed} holds the codes of model golden_audio \\([0-9a-f]+\\), as .* lists "
+                                      "it, not of model tiny \\([0-9a-f]+\\), whose codebooks they do not index"),
+            (tmp_path / "image_tokens" / "in.npy", audio_model, "holds the codes of an image, of model [0-9a-f]+, as "
+                                                                ".* lists it, but model golden_audio codes audio")):
+        result = cli("pack", codes, tmp_path / "out.vq", "-m", model)
+        assert_one_line_error(result)
+        assert re.search(says, result.stderr.decode()), result.stderr.decode()
+        assert not (tmp_path / "out.vq").exists()
+    assert cli("pack", listed, tmp_path / "out.vq", "-m", audio_model).returncode == 0
+    shutil.copy(listed, tmp_path / "unlisted.npy")  # no manifest says what it holds: packed as it is
+    assert cli("pack", tmp_path / "unlisted.npy", tmp_path / "other.vq", "-m", image_model).returncode == 0
 
 
 def test_pack_takes_codes_in_any_integer_layout_and_byte_order(cli, tmp_path, tiny_model_path, codec):

@@ -1314,10 +1314,13 @@ def pack(input_path, output_path, model, rate, samples, width, height, gain, cod
       vqcodec pack photo_codes.npy photo.vq -m image --width 768 --height 512
     """
     from .codec import Codec
+    from .tokens import check_listed_codes
 
     _refuse_media_output_name(output_path, "pack")
     _refuse_output_file(output_path, force, input_path)
     codec = Codec.load(model, coding=coding)
+    if input_path != "-":
+        check_listed_codes(codec, input_path)
     array = _npy_codes(input_path, codec)
     encoded = codec.codes_to_file(array, sample_rate=rate, samples=samples, width=width, height=height, gain=gain)
     _write_output(output_path, lambda stream: stream.write(encoded), force)

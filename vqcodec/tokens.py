@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +120,43 @@ def write_vq_manifest(folder: Path, out: Path, entries: list[dict], skipped: lis
                 **({"stopped": True} if stopped else {})}
     out.mkdir(parents=True, exist_ok=True)
     write_file(out / MANIFEST, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()))
+
+
+def listing_manifest(path: Path) -> tuple[Path, dict, dict] | None:
+    """The codes.json in the folder of a .npy file or one above it that lists it (as `vqcodec codes
+    FOLDER OUT` writes them): its path, the manifest and the file's entry; None where none lists it (a
+    manifest that cannot be read or is not one is passed over)."""
+    path = Path(os.path.abspath(path))
+    for folder in path.parents:
+        candidate = folder / MANIFEST
+        try:
+            manifest = json.loads(candidate.read_bytes()) if candidate.is_file() else None
+        except (OSError, ValueError):
+            continue
+        files = manifest.get("files") if isinstance(manifest, dict) else None
+        for entry in files if isinstance(files, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("codes"), str) \
+                    and folder / entry["codes"] == path:
+                return candidate, manifest, entry
+    return None
+
+
+def check_listed_codes(codec, path) -> None:
+    """Refuse to pack the .npy file at `path` with `codec` where a codes.json lists it (listing_manifest) as
+    the codes of another kind of media or another model. The arrays cannot tell: both kinds are 3-D integer
+    codes, and image codes (quality, rows, cols) of a few rows fit an audio model's (channels, quality,
+    frames), as audio codes fit an image model's, which made them a file of the other kind."""
+    listed = listing_manifest(Path(path))
+    if listed is None:
+        return
+    manifest_path, manifest, entry = listed
+    kind, model_id = entry.get("kind", manifest.get("kind")), entry.get("model_id", manifest.get("model_id"))
+    of_model = f"model {manifest['model']} ({model_id})" if isinstance(manifest.get("model"), str) else f"model {model_id}"
+    if kind in ("audio", "image") and kind != codec.kind:
+        raise VQCodecError(f"{path} holds the codes of {'audio' if kind == 'audio' else 'an image'}, of {of_model}, as "
+                           f"{manifest_path} lists it, but model {codec.name} codes {codec.kind}: pack it with the "
+                           "model that made it")
+    if isinstance(model_id, str) and model_id not in {codec.model_id.hex(), *(other.hex() for other in codec.decodes)}:
+        raise VQCodecError(f"{path} holds the codes of {of_model}, as {manifest_path} lists it, not of model "
+                           f"{codec.name} ({codec.model_id.hex()}), whose codebooks they do not index: pack it with "
+                           "the model that made it")
