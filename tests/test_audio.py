@@ -1357,6 +1357,21 @@ def test_tensors_with_gradients_or_types_numpy_lacks_and_ragged_lists(codec, sig
             call()
 
 
+def test_tensors_with_a_lazy_negative_or_conjugate_bit_are_read(codec, signal):
+    """A real tensor that is a negative view (the imaginary part of a conjugate) raised torch's RuntimeError from
+    numpy(), and so did a complex conjugate instead of the line that refuses complex audio."""
+    audio = torch.from_numpy(signal(1, 1600, 16000))
+    negative = torch.complex(audio, -audio).conj().imag  # audio, held as the negative of a view
+    assert negative.is_neg()
+    assert codec.encode_audio(negative, 16000, 2) == codec.encode_audio(audio, 16000, 2)
+    np.testing.assert_array_equal(codec.audio_to_codes(negative, 2), codec.audio_to_codes(audio, 2))
+    codes = torch.from_numpy(codec.audio_to_codes(audio.numpy(), 2).astype(np.int64))
+    np.testing.assert_array_equal(codec.codes_to_audio(torch.complex(codes.float(), -codes.float()).conj().imag.long()),
+                                  codec.codes_to_audio(codes))
+    with pytest.raises(VQCodecError, match="^audio must be a float or integer PCM array, not complex64$"):
+        codec.encode_audio(torch.complex(audio, audio).conj(), 16000, 2)
+
+
 @pytest.mark.filterwarnings("ignore:.*(beta|deprecated|prototype).*:UserWarning")  # torch's, on making them
 def test_sparse_quantized_and_nested_tensors_are_refused_in_one_line(codec, signal):
     audio = torch.from_numpy(signal(1, 1600, 16000))

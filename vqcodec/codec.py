@@ -153,7 +153,7 @@ def _as_array(value) -> np.ndarray:
         if value.layout != torch.strided or value.is_quantized or value.is_nested:
             raise VQCodecError(f"a {_tensor_kind(value)} tensor is not an array of numbers: make it a dense one first "
                                "(to_dense(), dequantize())")
-        value = value.detach().cpu()
+        value = value.detach().cpu().resolve_conj().resolve_neg()  # lazy conjugate and negative views: numpy() refuses them
         if value.is_floating_point() and value.dtype not in (torch.float16, torch.float32, torch.float64):
             value = value.float()  # bfloat16 and float8, which NumPy lacks
         value = value.numpy()
