@@ -1741,6 +1741,21 @@ def test_arrays_coded_above_full_scale_warn_as_the_command_line_does(codec, sign
         assert len(caught) == 1
 
 
+def test_a_stream_coded_above_full_scale_warns_as_arrays_do(codec, signal):
+    """A stream of loud audio whose peak is not given is coded at its own level, its loud parts limited by the
+    decoder: encode_audio_stream said nothing of it (only level_warning(), if asked)."""
+    audio = signal(1, 1600, 16000)
+    loud = audio * np.float32(3 / np.abs(audio).max())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        codec.encode_audio_stream([audio], 16000, 1, 1600, 2)
+        codec.encode_audio_stream([loud], 16000, 1, 1600, 2, peak=float(np.abs(loud).max()))  # coded at a level gain
+    with pytest.warns(UserWarning, match=r"^the audio is coded at \+9\.5 dB above full scale \(float samples up to 3\)"
+                      ) as caught:
+        codec.encode_audio_stream([loud], 16000, 1, 1600, 2)
+    assert len(caught) == 1
+
+
 def test_a_codec_can_be_pickled_and_copied_for_other_processes_and_threads(golden_audio_codec, signal):
     import copy
     import pickle

@@ -1127,6 +1127,7 @@ class Codec:
             bytes([vqformat.LAYOUT_EVERY_CHANNEL]) + self._encode_payload(coding, part)
             for part, one in zip(parts, shared)])
 
+    @_one_at_a_time  # the level warning reads what this encoding left on the codec
     def encode_audio_stream(self, blocks: Iterator[np.ndarray], sample_rate: int, channels: int, samples: int,
                             quality: int, peak: float | None = None) -> bytes:
         """Encode a stream of (channels, n) blocks (float, or integer PCM as encode_audio takes it)
@@ -1134,9 +1135,13 @@ class Codec:
         With the stream's `peak` (largest absolute sample), known before it is read, audio outside
         LEVEL_RANGE is coded at a level gain; without it, at its own level. A peak that is not the
         stream's own, so that its gain is another than the stream's peak makes, is refused once the
-        stream is read (a lower one clipped the stream's loud parts without a level warning)."""
-        return self._encode_stream(_block_iterator(blocks), sample_rate, channels, samples, quality,
+        stream is read (a lower one clipped the stream's loud parts without a level warning). Audio
+        coded above full scale (level_warning: a stream beyond +-1.0 whose peak is not given, or
+        beyond 256) gets a UserWarning, as encode_audio gives it."""
+        data = self._encode_stream(_block_iterator(blocks), sample_rate, channels, samples, quality,
                                    None if peak is None else _checked_peak(peak))
+        self._warn_above_full_scale()
+        return data
 
     @_one_at_a_time
     @torch.no_grad()  # as audio_to_codes
@@ -1190,8 +1195,6 @@ class Codec:
         `quality` the most codebooks it may use (vqcodec.ratecontrol). Audio that is coded above full
         scale (level_warning: float samples beyond 256, such as 16-bit values given as floats) gets
         a UserWarning, as the command line's warning line."""
-        import warnings
-
         audio = _pcm_array(audio)  # converted to float32 a block at a time, as it is coded
         sample_rate = _checked_rate(sample_rate)
         _check_audio_size(audio.shape[0], sample_rate, audio.shape[1])  # "audio is empty", not "samples ... not 0"
@@ -1200,10 +1203,16 @@ class Codec:
                                    audio.shape[0], sample_rate, audio.shape[1])
         else:
             data = self._encode_array(audio, sample_rate, quality)
+        self._warn_above_full_scale()
+        return data
+
+    def _warn_above_full_scale(self) -> None:
+        """The UserWarning of level_warning for audio an API call has just coded."""
+        import warnings
+
         warning = self.level_warning("the audio")
         if warning:
-            warnings.warn(warning, stacklevel=2)
-        return data
+            warnings.warn(warning, stacklevel=3)
 
     def _encode_array(self, audio: np.ndarray, sample_rate: int, quality: int) -> bytes:
         """Encode a _pcm_array, read twice a block at a time (for its peak, then to code it): an array
