@@ -1372,6 +1372,20 @@ def test_tensors_with_a_lazy_negative_or_conjugate_bit_are_read(codec, signal):
         codec.encode_audio(torch.complex(audio, audio).conj(), 16000, 2)
 
 
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental:UserWarning")  # torch's, on making one
+@pytest.mark.parametrize("dtype", ["complex32", "bits8", "uint1", "int4"])
+def test_tensors_of_types_numpy_has_none_of_are_refused_in_one_line(codec, signal, dtype):
+    """torch's TypeError ("Got unsupported ScalarType ComplexHalf") was a traceback."""
+    if not hasattr(torch, dtype):
+        pytest.skip(f"this torch has no {dtype}")
+    tensor = torch.zeros((1, 1600), dtype=getattr(torch, dtype))
+    message = f"^a tensor of {dtype} has no NumPy type: convert it to a float or integer type first"
+    for call in (lambda: codec.encode_audio(tensor, 16000, 2), lambda: codec.audio_to_codes(tensor, 2),
+                 lambda: codec.codes_to_audio(tensor[None]), lambda: codec.codes_to_file(tensor[None])):
+        with pytest.raises(VQCodecError, match=message):
+            call()
+
+
 @pytest.mark.filterwarnings("ignore:.*(beta|deprecated|prototype).*:UserWarning")  # torch's, on making them
 def test_sparse_quantized_and_nested_tensors_are_refused_in_one_line(codec, signal):
     audio = torch.from_numpy(signal(1, 1600, 16000))

@@ -156,7 +156,11 @@ def _as_array(value) -> np.ndarray:
         value = value.detach().cpu().resolve_conj().resolve_neg()  # lazy conjugate and negative views: numpy() refuses them
         if value.is_floating_point() and value.dtype not in (torch.float16, torch.float32, torch.float64):
             value = value.float()  # bfloat16 and float8, which NumPy lacks
-        value = value.numpy()
+        try:
+            value = value.numpy()
+        except TypeError:  # complex32, bits8, and integers of fewer than 8 bits (uint1 .. int7)
+            raise VQCodecError(f"a tensor of {str(value.dtype).removeprefix('torch.')} has no NumPy type: convert it "
+                               "to a float or integer type first (tensor.float(), tensor.to(torch.int16))") from None
     if np.ma.is_masked(value):  # np.asarray would take the values under the mask as they are
         raise VQCodecError("a masked array with masked values: fill them first (numpy.ma.filled; for codes, -1 "
                            "leaves a level out)")
