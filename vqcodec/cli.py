@@ -1305,7 +1305,9 @@ def pack(input_path, output_path, model, rate, samples, width, height, gain, cod
     (quality, rows, cols); -1 leaves a level out of a frame or cell, from some level up. They may
     come from a .vq file or from your own model of the codes. They are entropy coded under the
     model's prior (packed at fixed width if it has none, or with --coding fixed), and `vqcodec
-    decode` turns the file into audio or an image.
+    decode` turns the file into audio or an image. Codes that a codes.json in their folder or one
+    above it lists (`vqcodec codes FOLDER OUT`) are refused with a model of another kind or id than
+    it gives for them.
 
     \b
     Examples:
