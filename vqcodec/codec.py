@@ -1193,7 +1193,8 @@ class Codec:
 
     @_one_at_a_time
     def encode_audio(self, audio: np.ndarray, sample_rate: int, quality: int, max_kbps: float | None = None) -> bytes:
-        """Encode float audio (channels, samples) or (samples,) at any rate into `.vq` bytes.
+        """Encode float audio (channels, samples) or (samples,) at any rate into `.vq` bytes. An array of
+        more channels than samples is refused as (samples, channels) (encode_audio_stream takes one).
 
         With `max_kbps`, the best file of at most that bitrate (whole file, header included), with
         `quality` the most codebooks it may use (vqcodec.ratecontrol). Audio that is coded above full
