@@ -1231,7 +1231,12 @@ def test_the_python_api_refuses_options_of_the_wrong_type_as_the_command_would(d
                                                                   "not nan"),
                              (dict(precision="fp16"), "precision must be auto, fp32 or bf16, not 'fp16'"),
                              (dict(noise_snr_db=(10.0,)), "noise_snr_db must be (LOW, HIGH) in dB, a pair of numbers, not "
-                                                          "(10.0,)")):
+                                                          "(10.0,)"),
+                             # each was taken as Python's truth takes it: resume="no" resumed, fit_prior=None fitted none
+                             (dict(resume="no"), "resume must be True or False, not 'no'"),
+                             (dict(fit_prior=None), "fit_prior must be True or False, not None"),
+                             (dict(decoder_only=1), "decoder_only must be True or False, not 1"),
+                             (dict(quiet=[]), "quiet must be True or False, not []")):
         with pytest.raises(VQCodecError) as refused:
             train(data_dir, CFG, options(tmp_path / "run", **changes))
         assert str(refused.value) == message

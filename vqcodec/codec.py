@@ -31,7 +31,7 @@ from .devices import resolve_device
 from .errors import ClippingWarning, VQCodecError
 from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
-                 check_audio_output, copy_whole, image_to_planes, in_srgb, input_name, is_whole, load_pixels,
+                 check_audio_output, checked_flag, copy_whole, image_to_planes, in_srgb, input_name, is_whole, load_pixels,
                  open_image, open_sound, planes_to_image, SoundSink, sound_blocks, soundfile_format,
                  stops_held, unwritable_audio, warn_of_alpha_not_in_codes, write_file)
 from .memory import memory_bound
@@ -112,14 +112,6 @@ def _checked_setting(name: str, value, low: int, high: int) -> int:
     if not is_whole(value) or not low <= value <= high:
         raise VQCodecError(f"{name} must be an integer from {low} to {high}, not {value!r}")
     return int(value)
-
-
-def _checked_flag(name: str, value) -> bool:
-    """A yes-or-no option given to the API (salvage=, variable_depth=): True or False (a NumPy bool too),
-    not any value Python takes as true ("no", 2, a list)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise VQCodecError(f"{name} must be True or False, not {value!r:.40}")
-    return bool(value)
 
 
 def _checked_weight(name: str, value, high: float) -> float:
@@ -1070,7 +1062,7 @@ class Codec:
         With `variable_depth` (and a depth weight, for entropy coding) each frame keeps only the levels
         that pay for their bits, as in files: the rest of its codes are -1."""
         self._require("audio")
-        variable_depth = _checked_flag("variable_depth", variable_depth)
+        variable_depth = checked_flag("variable_depth", variable_depth)
         audio = _pcm_array(audio)  # converted to float32 a block at a time, as it is coded
         channels, samples = audio.shape
         _check_audio_size(channels, self.sample_rate, samples)
@@ -1666,7 +1658,7 @@ class Codec:
         missing (damaged_parts lists them): their frames come out silent."""
         data = vq_bytes(data)
         self._require("audio")
-        salvage = _checked_flag("salvage", salvage)
+        salvage = checked_flag("salvage", salvage)
         header, chunks, model_length, total_frames = self._audio_parts(data, salvage)
         rate, length = self._output_timing(header, rate)
         for name, value in (("start", start), ("count", 0 if count is None else count)):
@@ -1790,7 +1782,7 @@ class Codec:
         With `start` and `duration` (seconds), only that part (to the end if the duration runs past
         it), decoding only what covers it; `salvage` decodes around damaged chunks (decode_audio_blocks)."""
         data = vq_bytes(data)
-        salvage = _checked_flag("salvage", salvage)
+        salvage = checked_flag("salvage", salvage)
         first, count = self._sample_range(data, start, duration, rate)
         header, blocks = self.decode_audio_blocks(data, first, count, salvage, rate)
         output_rate, length = self._output_timing(header, rate)
@@ -1826,7 +1818,7 @@ class Codec:
         is written through a temporary file renamed into place (io.write_file), so a failure leaves
         what was there before."""
         data = vq_bytes(data)
-        salvage = _checked_flag("salvage", salvage)
+        salvage = checked_flag("salvage", salvage)
         if isinstance(destination, io.TextIOBase):
             raise VQCodecError("audio is written to a binary stream, not a text one (open the file with 'wb')")
         if not isinstance(destination, (str, Path)) and not callable(getattr(destination, "write", None)):
@@ -1916,7 +1908,7 @@ class Codec:
         With `variable_depth` (and a depth weight, for entropy coding) each latent cell keeps only the
         levels that pay for their bits, as in files: the rest of its codes are -1."""
         self._require("image")
-        variable_depth = _checked_flag("variable_depth", variable_depth)
+        variable_depth = checked_flag("variable_depth", variable_depth)
         rgb = _as_array(rgb)
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
             raise VQCodecError(f"an image's RGB is a uint8 array (height, width, 3), not {rgb.dtype} {rgb.shape}: "
@@ -2124,7 +2116,7 @@ class Codec:
         opaque."""
         data = vq_bytes(data)
         self._require("image")
-        salvage = _checked_flag("salvage", salvage)
+        salvage = checked_flag("salvage", salvage)
         header, chunks, alpha_bytes, rows, cols = self._image_parts(data, salvage)
         damaged: list[int] = []
         parts = [self._chunk_codes(header, chunks, index, (header.quality, r1 - r0, cols), salvage, damaged)

@@ -113,6 +113,14 @@ def is_whole(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
+def checked_flag(name: str, value) -> bool:
+    """A yes-or-no option given to the Python API (salvage=, variable_depth=, TrainOptions' resume, ...):
+    True or False (a NumPy bool too), not any value Python takes as true ("no", 2, a list)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise VQCodecError(f"{name} must be True or False, not {value!r:.40}")
+    return bool(value)
+
+
 def copy_whole(source, stream, block_bytes: int = 1 << 20) -> None:
     """Copy what is left of `source` into `stream`, every byte: a raw stream (unbuffered stdout, an OS
     pipe) may take only part of a block at each write (a pipe closed early, a full disk)."""

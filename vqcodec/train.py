@@ -26,7 +26,7 @@ from .errors import Terminated, VQCodecError, is_out_of_memory
 from .devices import resolve_device
 from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, decodes, default_batch_workers, find_media,
                    longest_length, readable_files, relative_name, split_as_before, split_files)
-from .io import read_audio, read_image_rgb, remove_leftover_temporaries
+from .io import checked_flag, read_audio, read_image_rgb, remove_leftover_temporaries
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from .models import VQVAE, encoder_unchanged, widen, widths_differ_only
@@ -159,6 +159,8 @@ def check_options(options: TrainOptions) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral if whole else numbers.Real)):
             named = field if field in ("seed", "checkpoint_minutes") else _option(field)  # the command sets neither
             raise VQCodecError(f"{named} must be a {'whole number' if whole else 'number'}, not {value!r}")
+    for field in ("resume", "replace", "quiet", "fit_prior", "adversarial", "stream_data", "decoder_only"):
+        checked_flag(_option(field), getattr(options, field))  # resume="no" resumed
     if not 0 <= options.seed < 2 ** 63:
         raise VQCodecError(f"seed must be a whole number from 0 to 2**63 - 1, not {options.seed}")
     if not 0 <= options.checkpoint_minutes < math.inf:
