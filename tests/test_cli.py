@@ -1615,6 +1615,37 @@ def test_pack_refuses_codes_a_manifest_lists_as_another_kinds_or_models(cli, tmp
     assert cli("pack", tmp_path / "unlisted.npy", tmp_path / "other.vq", "-m", image_model).returncode == 0
 
 
+def test_pack_takes_codes_a_manifest_lists_with_a_model_of_the_same_codes(cli, tmp_path):
+    """A decoder-only fine-tune makes its starting model's codes: codes.json's model and the one given to pack may
+    be either, if the fine-tune lists the other under "decodes" (installed, for the codes of the fine-tune)."""
+    import copy
+
+    import torch
+    from vqcodec.codec import Codec
+    from vqcodec.modelfile import save_model
+
+    from make_golden import golden_audio
+
+    start = Path(__file__).resolve().parent / "data" / "golden" / "golden_audio.safetensors"
+    codec = Codec.load(str(start))
+    model = copy.deepcopy(codec.model)
+    with torch.no_grad():
+        next(model.decoder.parameters()).add_(0.5)  # another decoder: another model id, the same codes
+    (tmp_path / "models").mkdir()
+    tuned = save_model(model, tmp_path / "models" / "tuned.safetensors", extra={"decodes": [codec.model_id.hex()]})
+    (tmp_path / "sound").mkdir()
+    soundfile.write(tmp_path / "sound" / "in.wav", golden_audio(41, seconds=0.5).T[:, :1], 16000)
+    for model_path, out in ((start, "tokens"), (tuned, "tuned_tokens")):
+        assert cli("codes", tmp_path / "sound", tmp_path / out, "-m", model_path, "-q", "3").returncode == 0
+    assert cli("pack", tmp_path / "tokens" / "in.npy", tmp_path / "a.vq", "-m", tuned).returncode == 0
+    result = cli("pack", tmp_path / "tuned_tokens" / "in.npy", tmp_path / "b.vq", "-m", start)
+    assert_one_line_error(result)  # nothing installed says what the tuned model's codes are
+    assert b"holds the codes of model tuned" in result.stderr
+    result = cli("pack", tmp_path / "tuned_tokens" / "in.npy", tmp_path / "b.vq", "-m", start,
+                 env={"VQCODEC_MODEL_PATH": str(tmp_path / "models")})
+    assert result.returncode == 0, result.stderr.decode()
+
+
 def test_pack_takes_codes_in_any_integer_layout_and_byte_order(cli, tmp_path, tiny_model_path, codec):
     codes = np.random.default_rng(0).integers(0, 16, (2, 3, 700))
     plain = codec.codes_to_file(codes)
