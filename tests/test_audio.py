@@ -1574,6 +1574,13 @@ def test_a_stream_whose_peak_is_given_wrong_is_refused(codec, signal):
         assert codec.encode_audio_stream(iter([loud]), 16000, 2, 1600, 2, peak=exact) == codec.encode_audio(loud, 16000, 2)
     within = audio * np.float32(0.5 / np.abs(audio).max())  # any peak within the level range codes it as it is
     assert codec.encode_audio_stream(iter([within]), 16000, 2, 1600, 2, peak=0.3) == codec.encode_audio(within, 16000, 2)
+    # float64 samples whose peak's gain, rounded, differs from that of the peak as float32, the samples' coded type
+    from vqcodec.codec import level_gain
+
+    wide = audio.astype(np.float64) * (0.8606300491347505 / np.abs(audio).max())
+    peak = float(np.abs(wide).max())
+    assert level_gain(peak) != level_gain(float(np.float32(peak)))
+    assert codec.encode_audio_stream(iter([wide]), 16000, 2, 1600, 2, peak=peak) == codec.encode_audio(wide, 16000, 2)
 
 
 def test_a_stream_of_blocks_must_hold_the_samples_it_is_said_to(codec, signal):

@@ -1134,8 +1134,10 @@ class Codec:
         stream is read (a lower one clipped the stream's loud parts without a level warning). Audio
         coded above full scale (level_warning: a stream beyond +-1.0 whose peak is not given, or
         beyond 256) gets a UserWarning, as encode_audio gives it."""
+        # the samples are coded as float32, and encode_audio measures their peak so: a float64 peak rounded
+        # otherwise gave another gain now and then (one loud stream in a hundred), and was refused
         data = self._encode_stream(_block_iterator(blocks), sample_rate, channels, samples, quality,
-                                   None if peak is None else _checked_peak(peak))
+                                   None if peak is None else float(np.float32(_checked_peak(peak))))
         self._warn_above_full_scale()
         return data
 
