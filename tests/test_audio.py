@@ -1558,6 +1558,16 @@ def test_a_stream_of_blocks_is_taken_as_arrays_are_and_checked(codec, signal):
             codec.encode_audio_stream(blocks(lambda b: b), 16000, 2, 1600, 2, peak=peak)
     with pytest.raises(VQCodecError, match="^a stream of audio is an iterable of .* blocks, not a int$"):
         codec.encode_audio_stream(5, 16000, 2, 1600, 2)  # was TypeError: 'int' object is not iterable
+    # an array given whole is iterated row by row: a stereo one was refused as blocks of 1 channel, a mono one as
+    # 0-D blocks; rows that can be blocks (a mono stream's, or (channels, n) blocks of a 3-D array) are taken
+    for array, channels in ((audio, 2), (audio[0], 1), (torch.from_numpy(audio[0]), 1)):
+        with pytest.raises(VQCodecError, match=r"^a stream of audio is an iterable of \(channels, n\) blocks, not one "
+                                               r"array of shape \(.*\): give the array to encode_audio, or \[array\]"):
+            codec.encode_audio_stream(array, 16000, channels, 1600, 2)
+    assert codec.encode_audio_stream(audio.reshape(2, 4, 400).transpose(1, 0, 2), 16000, 2, 1600, 2) \
+        == codec.encode_audio_stream([audio], 16000, 2, 1600, 2)
+    assert codec.encode_audio_stream(audio[:1].reshape(4, 400), 16000, 1, 1600, 2) \
+        == codec.encode_audio_stream([audio[:1]], 16000, 1, 1600, 2)
     assert codec.encode_audio_stream(blocks(lambda b: b), 16000, 2, 1600, 2, peak=np.float32(0.0)) == plain
 
 

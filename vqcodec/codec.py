@@ -225,7 +225,12 @@ def _checked_peak(value) -> float:
     return float(value)
 
 
-def _block_iterator(blocks) -> Iterator:
+def _block_iterator(blocks, channels) -> Iterator:
+    """An iterator over a stream's blocks. An array of samples given whole, whose rows (or single samples)
+    cannot be the blocks of `channels` channels, is refused saying how to give it."""
+    if isinstance(blocks, (np.ndarray, torch.Tensor)) and (blocks.ndim < 2 or (blocks.ndim == 2 and channels != 1)):
+        raise VQCodecError(f"a stream of audio is an iterable of (channels, n) blocks, not one array of shape "
+                           f"{tuple(blocks.shape)}: give the array to encode_audio, or [array] as a stream of one block")
     try:
         return iter(blocks)
     except TypeError:
@@ -1136,7 +1141,7 @@ class Codec:
         beyond 256) gets a UserWarning, as encode_audio gives it."""
         # the samples are coded as float32, and encode_audio measures their peak so: a float64 peak rounded
         # otherwise gave another gain now and then (one loud stream in a hundred), and was refused
-        data = self._encode_stream(_block_iterator(blocks), sample_rate, channels, samples, quality,
+        data = self._encode_stream(_block_iterator(blocks, channels), sample_rate, channels, samples, quality,
                                    None if peak is None else float(np.float32(_checked_peak(peak))))
         self._warn_above_full_scale()
         return data
