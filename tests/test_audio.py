@@ -581,13 +581,24 @@ def test_an_array_of_more_channels_than_samples_is_refused_as_transposed(codec, 
     channel count is given, takes such audio."""
     audio = signal(samples, channels, codec.sample_rate).T  # rows: channels
     message = (f"^audio is \\(channels, samples\\), and a {channels} x {samples} array looks like \\(samples, channels\\): "
-               "give its transpose \\(audio.T\\); an array of more channels than samples is refused as one")
+               "give its transpose \\(audio.T\\); an array of more channels than samples is taken given its channels= "
+               "\\(encode_audio, audio_to_codes\\)$")
     for call in (lambda: codec.encode_audio(audio, 16000, 2), lambda: codec.encode(audio, 2, sample_rate=16000),
                  lambda: codec.audio_to_codes(audio, 2), lambda: codec.media_to_codes(audio, 2, sample_rate=16000)):
         with pytest.raises(VQCodecError, match=message):
             call()
-    data = codec.encode_audio_stream(iter([audio]), 16000, channels, samples, 2)
+    peak = float(np.abs(audio).max())
+    data = codec.encode_audio_stream(iter([audio]), 16000, channels, samples, 2, peak=peak)
     assert codec.decode_audio(data)[0].shape == (channels, samples)
+    assert codec.encode_audio(audio, 16000, 2, channels=channels) == data  # told, it takes the layout as given
+    assert codec.audio_to_codes(audio, 2, channels=np.int64(channels)).shape[0] == channels
+    for given, says in ((samples, f"looks like \\(samples, channels\\): give its transpose \\(audio.T\\)$"),
+                        (channels + 1, f"^the audio has {channels} channels, not the {channels + 1} given$"),
+                        (0, "^channels must be a whole number from 1 up, not 0$")):
+        for call in (lambda: codec.encode_audio(audio, 16000, 2, channels=given),
+                     lambda: codec.audio_to_codes(audio, 2, channels=given)):
+            with pytest.raises(VQCodecError, match=says):
+                call()
     assert codec.encode_audio(audio.T, 16000, 2) == codec.encode_audio_stream(iter([audio.T]), 16000, samples, channels,
                                                                               2, peak=float(np.abs(audio).max()))
 

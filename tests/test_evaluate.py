@@ -264,6 +264,16 @@ def test_eval_measures_every_channel_of_a_recording(codec, tmp_path, signal):
     assert row["si_sdr"] == pytest.approx(np.mean([metrics.si_sdr(a, d) for a, d in zip(audio, decoded)]), rel=1e-5)
 
 
+def test_eval_measures_a_recording_of_more_channels_than_samples(codec, tmp_path, signal):
+    """A file's audio is (channels, samples) whatever its shape: one of 4 channels of 2 samples was skipped as if it
+    were an array given as (samples, channels)."""
+    from vqcodec.evaluate import evaluate
+
+    soundfile.write(tmp_path / "a.wav", signal(4, 2, 16000).T, 16000, subtype="FLOAT")
+    report = evaluate(codec, [tmp_path / "a.wav"], [4])
+    assert not report.get("skipped") and np.isfinite(report["rows"][0]["log_mel"]), report
+
+
 def test_evaluate_refuses_no_qualities_and_targets_that_are_not_positive(codec, tmp_path, signal):
     from vqcodec import VQCodecError
     from vqcodec.evaluate import evaluate

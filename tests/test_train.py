@@ -2188,3 +2188,14 @@ def test_resume_drops_whole_lines_at_the_logs_end_that_are_not_records_with_a_wa
     records = read_log(out)  # parses
     assert (out / "train_log.jsonl").read_bytes().startswith(whole) and records[-1]["step"] == 15
     assert [record["step"] for record in records] == [1, 5, 10, 15]
+
+
+def test_prior_fitting_codes_a_recording_of_more_channels_than_samples(codec, tmp_path, signal):
+    """A file's audio is (channels, samples) whatever its shape: one of 4 channels of 2 samples was skipped as if it
+    were an array given as (samples, channels)."""
+    from vqcodec.train import collect_codes
+
+    soundfile.write(tmp_path / "a.wav", signal(4, 2, 16000).T, 16000, subtype="FLOAT")
+    said = []
+    planes, groups = collect_codes(codec, [tmp_path / "a.wav"], log=said.append)
+    assert len(planes) == 4 and groups == [0] * 4 and not [line for line in said if "skipping" in line], said

@@ -169,14 +169,15 @@ def _tensor_kind(tensor: torch.Tensor) -> str:
     return "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.").lstrip("_")
 
 
-def _pcm_array(audio, channels: int | None = None) -> np.ndarray:
+def _pcm_array(audio, channels: int | None = None, whole: bool = False) -> np.ndarray:
     """Audio given to the API as a (channels, samples) array of its own type, checked but not
     converted: _float32 converts it, a block at a time where it is long.
 
-    A whole recording (`channels` None) with more channels than samples is refused: that is how
-    (samples, channels), as soundfile.read gives it, looks, and a 40-sample stereo clip read as 40
-    channels of 2 samples was coded so. A block of a stream of `channels` channels, which may be
-    shorter than that, is refused only where it is one of those channels' (samples, channels)."""
+    A recording whose number of `channels` is not given with more channels than samples is refused:
+    that is how (samples, channels), as soundfile.read gives it, looks, and a 40-sample stereo clip
+    read as 40 channels of 2 samples was coded so. Given `channels` (a block of a stream, or an array
+    whose caller says), one of those channels' (samples, channels) is refused, and so is another
+    number of channels where `whole` (a stream's blocks are checked for it as they come)."""
     array = _as_array(audio)
     if array.dtype.kind in "iu" and array.dtype.itemsize > 4:
         # no PCM is 64-bit: such arrays (NumPy's and torch's default integers) hold 16- or 32-bit
@@ -192,10 +193,18 @@ def _pcm_array(audio, channels: int | None = None) -> np.ndarray:
     rows, cols = array.shape
     if (rows > cols > 0) if channels is None else (rows != channels == cols):
         raise VQCodecError(f"audio is (channels, samples), and a {rows} x {cols} array looks like (samples, channels): "
-                           "give its transpose (audio.T)" + ("; an array of more channels than samples is refused "
-                                                             "as one (encode_audio_stream takes such audio)"
+                           "give its transpose (audio.T)" + ("; an array of more channels than samples is taken "
+                                                             "given its channels= (encode_audio, audio_to_codes)"
                                                              if channels is None else ""))
+    if whole and channels is not None and rows != channels:
+        raise VQCodecError(f"the audio has {plural(rows, 'channel')}, not the {channels} given")
     return array
+
+
+def _audio_array(audio, channels) -> np.ndarray:
+    """A whole recording given to encode_audio or audio_to_codes (_pcm_array), with the channels= it
+    takes, if any."""
+    return _pcm_array(audio, None if channels is None else _checked_count("channels", channels), whole=True)
 
 
 def _float32(array: np.ndarray) -> np.ndarray:
@@ -1058,17 +1067,19 @@ class Codec:
 
     @_one_at_a_time
     @torch.no_grad()  # not inference_mode: refinement needs gradients through the decoder
-    def audio_to_codes(self, audio: np.ndarray, quality: int | None = None, variable_depth: bool = False) -> np.ndarray:
+    def audio_to_codes(self, audio: np.ndarray, quality: int | None = None, variable_depth: bool = False, *,
+                       channels: int | None = None) -> np.ndarray:
         """Codes of audio already at the model rate: (channels, samples) -> (channels, quality, frames) codes of
         code_dtype (int16, or int32 for a codebook of more than 32 768 codes), made in that type as they are
         found, with no int64 copy of the whole recording's.
 
         The samples are coded as given: unlike encoding and media_to_codes, no level gain is applied.
         With `variable_depth` (and a depth weight, for entropy coding) each frame keeps only the levels
-        that pay for their bits, as in files: the rest of its codes are -1."""
+        that pay for their bits, as in files: the rest of its codes are -1. `channels`, if given, must be
+        the audio's: an array of more channels than samples is refused without it, as (samples, channels)."""
         self._require("audio")
         variable_depth = checked_flag("variable_depth", variable_depth)
-        audio = _pcm_array(audio)  # converted to float32 a block at a time, as it is coded
+        audio = _audio_array(audio, channels)  # converted to float32 a block at a time, as it is coded
         channels, samples = audio.shape
         _check_audio_size(channels, self.sample_rate, samples)
         quality = self.check_quality(self.num_codebooks if quality is None else quality)
@@ -1191,15 +1202,16 @@ class Codec:
                 f"loud parts come out limited and distorted: scale it down first")
 
     @_one_at_a_time
-    def encode_audio(self, audio: np.ndarray, sample_rate: int, quality: int, max_kbps: float | None = None) -> bytes:
+    def encode_audio(self, audio: np.ndarray, sample_rate: int, quality: int, max_kbps: float | None = None, *,
+                     channels: int | None = None) -> bytes:
         """Encode float audio (channels, samples) or (samples,) at any rate into `.vq` bytes. An array of
-        more channels than samples is refused as (samples, channels) (encode_audio_stream takes one).
+        more channels than samples is refused as (samples, channels) unless `channels` says it has that many.
 
         With `max_kbps`, the best file of at most that bitrate (whole file, header included), with
         `quality` the most codebooks it may use (vqcodec.ratecontrol). Audio that is coded above full
         scale (level_warning: float samples beyond 256, such as 16-bit values given as floats) gets
         a UserWarning, as the command line's warning line."""
-        audio = _pcm_array(audio)  # converted to float32 a block at a time, as it is coded
+        audio = _audio_array(audio, channels)  # converted to float32 a block at a time, as it is coded
         sample_rate = _checked_rate(sample_rate)
         _check_audio_size(audio.shape[0], sample_rate, audio.shape[1])  # "audio is empty", not "samples ... not 0"
         if max_kbps is not None:

@@ -122,7 +122,7 @@ def _measure_audio(codec, audio: np.ndarray, quality: int, max_kbps: float | Non
     if audio.shape[1] == 0:
         raise VQCodecError("empty audio")
     start = time.perf_counter()
-    data = codec.encode_audio(audio, rate, quality, max_kbps)
+    data = codec.encode_audio(audio, rate, quality, max_kbps, channels=audio.shape[0])  # a file's: (channels, samples)
     encoded = time.perf_counter()
     decoded, _ = codec.decode_audio(data)
     done = time.perf_counter()

@@ -1381,7 +1381,7 @@ def collect_codes(codec, files: list[Path], log=None, views: bool = False) -> tu
             coded = []
             for view in prior_views(media, codec.kind, codec.sample_rate) if views else [media]:
                 if codec.kind == "audio":
-                    coded.extend(codec.audio_to_codes(view, codec.num_codebooks))
+                    coded.extend(codec.audio_to_codes(view, codec.num_codebooks, channels=view.shape[0]))
                 else:
                     coded.append(codec.image_to_codes(view, codec.num_codebooks))
         except VQCodecError as exc:
