@@ -1784,6 +1784,21 @@ def test_arrays_coded_above_full_scale_warn_as_the_command_line_does(codec, sign
         assert len(caught) == 1
 
 
+def test_a_file_coded_above_full_scale_warns_as_an_array_does(codec, signal, tmp_path):
+    """Codec.encode of an array coded above full scale gave a UserWarning, of a file's path, stream or bytes none."""
+    audio = signal(1, 1600, 16000)
+    soundfile.write(tmp_path / "loud.wav", (np.round(audio * 2 ** 15)).T, 16000, subtype="FLOAT")  # 16-bit values
+    for media in (tmp_path / "loud.wav", str(tmp_path / "loud.wav"), (tmp_path / "loud.wav").read_bytes(),
+                  io.BytesIO((tmp_path / "loud.wav").read_bytes())):
+        with pytest.warns(UserWarning, match=r"^the audio is coded at \+\d+\.\d dB above full scale") as caught:
+            codec.encode(media, 2)
+        assert len(caught) == 1
+    soundfile.write(tmp_path / "usual.wav", audio.T, 16000, subtype="FLOAT")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        codec.encode(tmp_path / "usual.wav", 2)
+
+
 def test_a_stream_coded_above_full_scale_warns_as_arrays_do(codec, signal):
     """A stream of loud audio whose peak is not given is coded at its own level, its loud parts limited by the
     decoder: encode_audio_stream said nothing of it (only level_warning(), if asked)."""

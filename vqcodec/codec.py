@@ -640,7 +640,14 @@ class Codec:
         samples) or (samples,), float or 8- to 32-bit integer PCM, with `sample_rate`, or a uint8
         image (height, width), (height, width, 3) RGB or (height, width, 4) RGBA, but not a `.vq`
         file (`recode` recodes one). `quality`: the most codebooks used (default_quality).
-        `max_rate`: the best file within that many kbps (audio) or bits per pixel (images)."""
+        `max_rate`: the best file within that many kbps (audio) or bits per pixel (images). Audio coded
+        above full scale (level_warning) gets a UserWarning, from a file as from an array."""
+        return self._encode_media(media, quality, sample_rate, max_rate, warn=True)
+
+    def _encode_media(self, media, quality: int | None, sample_rate: int | None, max_rate: float | None,
+                      warn: bool) -> bytes:
+        """encode; without `warn`, audio from a file coded above full scale gets no UserWarning (media_to_codes:
+        `vqcodec codes` says nothing of it)."""
         from PIL import Image
 
         quality = self.default_quality(max_rate is not None) if quality is None else quality
@@ -673,7 +680,11 @@ class Codec:
         if self.kind == "audio":
             if is_image:
                 raise VQCodecError(f"model {self.name} codes audio, not images")
-            return self.encode_audio_file(Path(media) if isinstance(media, str) else media, quality, max_rate)
+            with self._lock:  # the level warning reads what this encoding left on the codec
+                data = self.encode_audio_file(Path(media) if isinstance(media, str) else media, quality, max_rate)
+                if warn:
+                    self._warn_above_full_scale()
+            return data
         image = media if is_image else open_image(media)
         return self.encode_image(image, quality, max_rate)
 
@@ -1510,7 +1521,7 @@ class Codec:
         Audio is read, resampled and coded block by block, as `encode` does, so a long recording
         needs no more memory than its codes."""
         quality = self.num_codebooks if quality is None else quality
-        header, codes = self.read_codes(self.encode(source, quality, sample_rate=sample_rate))
+        header, codes = self.read_codes(self._encode_media(source, quality, sample_rate, None, warn=False))
         if self.kind == "audio":
             return codes, {"sample_rate": header.sample_rate, "samples": header.length, "channels": header.channels,
                            "gain": header.gain}
