@@ -311,7 +311,7 @@ def test_a_thread_using_the_api_while_a_command_runs_keeps_the_apis_wording_and_
     another thread, named the command's options; the command's batch workers must still name them."""
     import threading
 
-    from vqcodec.data import Batches
+    from vqcodec.data import Batches, Crops
     from vqcodec.wording import command_line_wording, setting
 
     def words():
@@ -323,7 +323,7 @@ def test_a_thread_using_the_api_while_a_command_runs_keeps_the_apis_wording_and_
         command_running.wait(10)
         seen_outside.append(words())
 
-    class WordingCrops:  # the Crops interface Batches uses: its plans, and a crop made from one in a worker thread
+    class WordingCrops(Crops):  # the Crops Batches uses: its plans, and a crop made from one in a worker thread
         def plan(self, size, rng):
             return range(size)
 

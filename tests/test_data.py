@@ -350,3 +350,34 @@ def test_what_the_mp3_decoder_says_of_a_training_or_eval_file_is_one_warning(tmp
     assert said == [f"{path}: the MP3 decoder says: Warning: Xing stream size off by more than 1%, fuzzy seeking "
                     "may be even more fuzzy than by design!; read past it"] * 2, said  # eval's read, training's
     assert capfd.readouterr().err == ""
+
+
+@pytest.mark.skipif("MP3" not in soundfile.available_formats(), reason="this libsndfile has no MP3")
+def test_crops_read_from_disk_in_worker_threads_keep_the_mp3_decoders_lines_off_stderr(tmp_path, capfd):
+    """In a batch worker, where stderr cannot be caught, libmpg123 wrote its lines of a damaged file ("Warning:
+    Xing stream size off ...", "Note: Illegal Audio-MPEG-Header ...") at every crop read, amid the progress line."""
+    import warnings
+
+    from vqcodec.errors import AudioReadWarning
+
+    path = tmp_path / "damaged.mp3"
+    soundfile.write(path, 0.3 * np.sin(np.arange(48000) / 7), 16000)
+    whole = path.read_bytes()
+    middle = len(whole) // 2
+    path.write_bytes(whole[:middle] + bytes(range(200, 256)) * 5 + whole[middle + 280:len(whole) * 3 // 4])
+    soundfile.write(tmp_path / "clean.wav", 0.3 * np.sin(np.arange(16000) / 5), 16000)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        crops = AudioCrops([tmp_path / "clean.wav", path], 8000, CROP, in_memory_bytes=0)
+        in_order = np.random.default_rng(5)
+        expected = [crops.batch(8, in_order) for _ in range(3)]
+        batches = Batches(crops, 8, np.random.default_rng(5), workers=2)
+        try:
+            made = [batches.next() for _ in range(3)]
+        finally:
+            batches.close()
+    assert all(torch.equal(want, got) for want, got in zip(expected, made))  # the same crops, wherever made
+    assert [str(item.message) for item in caught if item.category is AudioReadWarning] == [
+        f"{path}: the MP3 decoder says: Warning: Xing stream size off by more than 1%, fuzzy seeking may be even more "
+        "fuzzy than by design!; read past it"]
+    assert capfd.readouterr().err == ""

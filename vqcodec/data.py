@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +73,8 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 # The audio files that a warning has named what the MP3 decoder said of: training opens and reads each
-# file several times (readable_files, longest_length, decodes, AudioCrops), and says so once.
+# file several times (readable_files, longest_length, decodes, AudioCrops), and says so once. A crop
+# read from disk of one of them is made in the main thread (AudioCrops.made_in_main_thread).
 _WARNED_AUDIO: set[str] = set()
 
 
@@ -306,6 +307,11 @@ class Crops:
     def batch(self, size: int, rng: np.random.Generator, augment: bool = True) -> torch.Tensor:
         return stack([self.make(plan) for plan in self.plan(size, rng, augment)])
 
+    def made_in_main_thread(self, plan: CropPlan) -> bool:
+        """Whether Batches makes this crop in the main thread, the one thread where io catches what a C
+        library writes straight to stderr (file descriptor 2 is the whole process's)."""
+        return False
+
     def files(self) -> list[Path]:
         """The files the crops come from, in order: those of the files given that were not skipped."""
         return list(dict.fromkeys(source.path for source in self.sources))
@@ -354,6 +360,11 @@ class AudioCrops(Crops):
 
     def _length(self, source: AudioSource) -> int:
         return round(source.frames * self.sample_rate / source.rate)
+
+    def made_in_main_thread(self, plan: CropPlan) -> bool:
+        """A crop read from a file the MP3 decoder has said something of (read through when the folder was
+        scanned): in a worker thread, its lines reached stderr raw, at every crop, amid the progress line."""
+        return self.clips is None and str(self.sources[plan.source].path) in _WARNED_AUDIO
 
     def _load(self) -> list[np.ndarray]:
         """Read every file once, keeping the channels whose samples are all finite."""
@@ -547,7 +558,10 @@ class Batches:
 
     Worker threads read, decode, resample and crop (soundfile, soxr, Pillow and numpy release the
     GIL while they work). Every random choice of a batch is drawn from `rng`, in order, before its
-    work is handed out, so the batches do not depend on how the threads are scheduled."""
+    work is handed out, so the batches do not depend on how the threads are scheduled. The crops
+    that Crops.made_in_main_thread names are made by `next`, once the workers are done with the
+    batch and before they start the next one, so that no other thread writes while io catches
+    stderr."""
 
     def __init__(self, crops: Crops, size: int, rng: np.random.Generator, workers: int | None = None):
         self.crops, self.size, self.rng = crops, size, rng
@@ -555,14 +569,23 @@ class Batches:
         self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="vqcodec-batches")
         self.pending = self._start()
 
-    def _start(self):
+    def _start(self) -> list:
+        """The batch's crops to come: a future of a worker's crop, or the plan of a crop made in the main thread."""
         # each in a copy of this thread's context, so that its messages are worded as the caller's (wording.setting)
-        return [self.pool.submit(contextvars.copy_context().run, self.crops.make, plan)
+        return [plan if self.crops.made_in_main_thread(plan) else
+                self.pool.submit(contextvars.copy_context().run, self.crops.make, plan)
                 for plan in self.crops.plan(self.size, self.rng)]
 
     def next(self) -> torch.Tensor:
-        ready, self.pending = self.pending, self._start()
-        return stack([future.result() for future in ready])
+        ready = self.pending
+        here = any(isinstance(item, CropPlan) for item in ready)
+        if not here:  # the workers go on to the next batch at once
+            self.pending = self._start()
+        crops = [item.result() if isinstance(item, Future) else item for item in ready]
+        crops = [self.crops.make(item) if isinstance(item, CropPlan) else item for item in crops]
+        if here:
+            self.pending = self._start()
+        return stack(crops)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
