@@ -330,7 +330,8 @@ def test_eval_of_one_file_without_a_media_extension_reads_it_as_encode_does(cli,
 
 
 def test_eval_measures_a_file_of_two_names_in_a_folder_once(cli, tiny_model_path, tmp_path, signal):
-    """A link to a file of the folder (symbolic or hard) was measured again, weighing that file twice."""
+    """A link to a file of the folder (symbolic or hard) was measured again, weighing that file twice; left
+    out, it gets the `skipping` line that train gives it (data.one_name_each), where eval said nothing."""
     import os
 
     (tmp_path / "speech").mkdir()
@@ -341,3 +342,7 @@ def test_eval_measures_a_file_of_two_names_in_a_folder_once(cli, tiny_model_path
     result = cli("eval", tiny_model_path, tmp_path / "speech", "-q", "2", "--json")
     assert result.returncode == 0, result.stderr.decode()
     assert json.loads(result.stdout)["files"] == [str(tmp_path / "speech" / name) for name in ("a.wav", "b.wav")]
+    folder = tmp_path / "speech"
+    assert result.stderr.decode().splitlines()[:2] == [f"skipping {folder / 'c.wav'}: the same file as {folder / 'a.wav'}",
+                                                       f"skipping {folder / 'd.wav'}: the same file as {folder / 'b.wav'}"]
+    assert json.loads(result.stdout)["skipped"] == []  # not a file that could not be measured: the status stays 0

@@ -1680,7 +1680,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     """
     from .codec import Codec
     from .devices import resolve_device
-    from .data import find_media
+    from .data import find_media, one_name_each
     from .evaluate import table
     from .io import media_kind_of
 
@@ -1711,7 +1711,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
                                f"(model {codec.name} codes {'audio' if codec.kind == 'audio' else 'images'}) by its extension")
         paths = [Path(data_dir)]
     elif Path(data_dir).is_dir():
-        paths = _one_name_each(find_media(Path(data_dir), codec.kind)[1])
+        paths = one_name_each(find_media(Path(data_dir), codec.kind)[1])
     elif os.path.exists(data_dir) or data_dir == "-":
         raise VQCodecError(f"{data_dir}: not a regular file or a directory (eval reads no stdin, pipes or devices)")
     else:
@@ -1727,22 +1727,6 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
                        + (f" ({len(report['skipped'])} skipped)" if report["skipped"] else ""))
             click.echo(table(report))
     _fail_if_skipped(len(report["skipped"]), len(measured), "measured")
-
-
-def _one_name_each(paths: list[Path]) -> list[Path]:
-    """`paths` without a second name of one file (a link to it, symbolic or hard), which would weigh
-    that file twice in the means."""
-    kept, seen = [], set()
-    for path in paths:
-        try:
-            status = os.stat(path)
-        except OSError:
-            kept.append(path)  # measuring it says why it cannot be read
-            continue
-        if (status.st_dev, status.st_ino) not in seen:
-            seen.add((status.st_dev, status.st_ino))
-            kept.append(path)
-    return kept
 
 
 def _evaluate_listing_skipped(codec, paths: list[Path], levels, targets, folder: bool) -> dict:

@@ -94,19 +94,32 @@ def _audio_header(path: Path) -> tuple[int, int, int]:
     return header
 
 
-def readable_files(kind: str, files: list[Path], folder: str = "the training folder") -> list[Path]:
-    """The files whose header soundfile (audio, with samples) or Pillow (images) reads; each other one
-    gets a `skipping` line, as does a second name of one file (a link to it, symbolic or hard), which
-    would train twice as often or be held out and trained on. Training splits these, so that an
-    unreadable file is never the validation set; fit-prior fits to them (`folder` names the folder)."""
+def one_name_each(files: list[Path]) -> list[Path]:
+    """`files` without a second name of one file (a link to it, symbolic or hard), each with a `skipping`
+    line: training would train on it twice as often, or hold it out and train on it, and eval weigh it
+    twice in the means. A file that cannot be examined is kept: reading it says why it cannot be read."""
     kept, names = [], {}
     for path in files:
         try:
             status = os.stat(path)
-            if (status.st_dev, status.st_ino) in names:
-                _skip(f"{path}: the same file as {names[status.st_dev, status.st_ino]}")
-                continue
-            names[status.st_dev, status.st_ino] = path
+        except OSError:
+            kept.append(path)
+            continue
+        first = names.setdefault((status.st_dev, status.st_ino), path)
+        if first == path:
+            kept.append(path)
+        else:
+            _skip(f"{path}: the same file as {first}")
+    return kept
+
+
+def readable_files(kind: str, files: list[Path], folder: str = "the training folder") -> list[Path]:
+    """The files whose header soundfile (audio, with samples) or Pillow (images) reads, one name each
+    (one_name_each); each other one gets a `skipping` line. Training splits these, so that an
+    unreadable file is never the validation set; fit-prior fits to them (`folder` names the folder)."""
+    kept = []
+    for path in one_name_each(files):
+        try:
             if kind == "audio":
                 if _audio_header(path)[0] <= 0:
                     _skip(f"{path}: no samples")
@@ -115,12 +128,7 @@ def readable_files(kind: str, files: list[Path], folder: str = "the training fol
                 image_size(path)
             kept.append(path)
         except Exception as exc:  # Pillow raises several types for unreadable input
-            if kind != "audio":
-                _skip(f"cannot read image {path}: {exc}")
-            elif isinstance(exc, VQCodecError):
-                _skip(str(exc))
-            else:  # os.stat's
-                _skip(f"cannot read audio {path}: {getattr(exc, 'strerror', None) or exc}")
+            _skip(f"cannot read image {path}: {exc}" if kind != "audio" else str(exc))
     if not kept:
         raise VQCodecError(f"no readable {kind} in {folder}")
     return kept
