@@ -346,3 +346,20 @@ def test_eval_measures_a_file_of_two_names_in_a_folder_once(cli, tiny_model_path
     assert result.stderr.decode().splitlines()[:2] == [f"skipping {folder / 'c.wav'}: the same file as {folder / 'a.wav'}",
                                                        f"skipping {folder / 'd.wav'}: the same file as {folder / 'b.wav'}"]
     assert json.loads(result.stdout)["skipped"] == []  # not a file that could not be measured: the status stays 0
+
+
+def test_eval_shows_its_progress_as_train_does_in_place_on_a_terminal_only(cli, tiny_model_path, tmp_path, signal):
+    """eval wrote 'measured 10/N files' as a line of its own on a terminal too, where train rewrites its step line
+    in place; to a file or a CI log both write a line each."""
+    from test_cli import TERMINAL_STDERR
+
+    folder = tmp_path / "speech"
+    folder.mkdir()
+    for number in range(10):
+        soundfile.write(folder / f"{number}.wav", signal(1, 800, 16000).T, 16000)
+    shown = run_python("-c", TERMINAL_STDERR, "eval", tiny_model_path, folder, "-q", "1", "--json")
+    assert shown.returncode == 0, shown.stdout
+    assert b"measured 10/10 files\r" + b" " * len("measured 10/10 files") + b"\r" in shown.stdout
+    assert b"measured 10/10 files\n" not in shown.stdout and b"measured 10/10 files\r\n" not in shown.stdout
+    logged = cli("eval", tiny_model_path, folder, "-q", "1", "--json")
+    assert logged.returncode == 0 and logged.stderr == b"measured 10/10 files\n", logged.stderr

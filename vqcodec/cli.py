@@ -1733,20 +1733,47 @@ def _evaluate_listing_skipped(codec, paths: list[Path], levels, targets, folder:
     """eval's report; a folder's files that could not be read each get a skipping line as they are
     skipped, and where none could, the error counts them, as the other folder commands' do (a single
     file's error gives its reason)."""
-    from .evaluate import evaluate, log_to_stderr
+    from .evaluate import evaluate
 
     skipped = []
+    progress = _ProgressLine()
 
     def skip(path, reason):
         skipped.append(path)
+        progress.clear()
         _print_skipped(path, reason)
 
     try:
-        return evaluate(codec, paths, levels, log=log_to_stderr, targets=targets, on_skip=skip if folder else None)
+        return evaluate(codec, paths, levels, log=progress.show, targets=targets, on_skip=skip if folder else None)
     except VQCodecError:
         if skipped and len(skipped) == len(paths):
             _fail_if_skipped(len(skipped), len(paths), "measured", ": nothing was measured")
         raise
+    finally:
+        progress.clear()
+
+
+class _ProgressLine:
+    """A command's progress on stderr as train shows its steps: on a terminal, one line rewritten in place
+    (cleared by clear(), before another line and at the end); elsewhere (a file, a CI log), a line each."""
+
+    def __init__(self):
+        self.terminal, self.shown = sys.stderr.isatty(), 0
+
+    def show(self, line: str) -> None:
+        if not self.terminal:
+            _progress(line)
+            return
+        self.clear()
+        sys.stderr.write(f"{line}\r")
+        sys.stderr.flush()
+        self.shown = len(line)
+
+    def clear(self) -> None:
+        if self.shown:
+            sys.stderr.write(" " * self.shown + "\r")
+            sys.stderr.flush()
+            self.shown = 0
 
 
 @cli.command("fit-prior")

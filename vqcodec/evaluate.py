@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import numbers
-import sys
 import time
 from pathlib import Path
 
@@ -182,7 +181,3 @@ def table(report: dict) -> str:
              "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"]
     lines += ["| " + " | ".join(c.rjust(w) for c, w in zip(row, widths)) + " |" for row in cells]
     return "\n".join(lines)
-
-
-def log_to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
