@@ -227,22 +227,24 @@ def _skip(message: str) -> None:
 MAX_READ_ATTEMPTS = 8
 
 
-def read_or_next(sources: list, index: int, read, reported: set, role: str = "training"):
+def read_or_next(sources: list, index: int, read, unreadable: dict, role: str = "training"):
     """read(sources[index]), or, where that file cannot be read (damaged or removed since the folder
     was scanned), read() of the sources after it in turn, so that one bad file does not end a long
-    run from disk. Each unreadable file is reported once (its path goes into `reported`); `role` names
-    the files in the error where none could be read."""
+    run from disk. An unreadable file is reported once and passed over from then on, as its `skipping`
+    line says (its path and error go into `unreadable`); `role` names the files in the error where none
+    could be read."""
     tried = []
     for attempt in range(min(MAX_READ_ATTEMPTS, len(sources))):
         source = sources[(index + attempt) % len(sources)]
-        try:
-            return read(source)
-        except VQCodecError as exc:
-            if source.path not in reported:
-                reported.add(source.path)
-                _skip(f"{exc} (the crop comes from the next file)")
-            tried += [source.path] if source.path not in tried else []
-            last = exc
+        last = unreadable.get(source.path)
+        if last is None:
+            try:
+                return read(source)
+            except VQCodecError as exc:
+                last = exc
+                if unreadable.setdefault(source.path, exc) is exc:  # the first thread to find it reports it
+                    _skip(f"{exc} (its crops come from the next file)")
+        tried += [source.path] if source.path not in tried else []
     if len(tried) == 1:  # a file of many channels is as many sources
         alone = all(source.path == tried[0] for source in sources)
         raise VQCodecError(f"{'the' if alone else 'a'} {role} file could not be read ({last})")
@@ -338,7 +340,7 @@ class AudioCrops(Crops):
                  role: str = "training"):
         self.sample_rate, self.crop, self.noise, self.noise_snr_db = sample_rate, crop, noise, noise_snr_db
         self.role = role
-        self.unreadable: set[Path] = set()
+        self.unreadable: dict[Path, VQCodecError] = {}  # read_or_next's
         self.sources: list[AudioSource] = []
         for path in files:
             try:
@@ -497,7 +499,7 @@ class ImageCrops(Crops):
 
     def __init__(self, files: list[Path], crop: int, in_memory_bytes: int | None = None, role: str = "training"):
         self.crop, self.role = crop, role
-        self.unreadable: set[Path] = set()
+        self.unreadable: dict[Path, VQCodecError] = {}  # read_or_next's
         self.sources: list[ImageSource] = []
         for path in files:
             try:
