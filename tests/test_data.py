@@ -385,3 +385,21 @@ def test_crops_read_from_disk_in_worker_threads_keep_the_mp3_decoders_lines_off_
         f"{path}: the MP3 decoder says: Warning: Xing stream size off by more than 1%, fuzzy seeking may be even more "
         "fuzzy than by design!; read past it"]
     assert capfd.readouterr().err == ""
+
+
+def test_a_line_break_in_a_training_file_name_keeps_its_skipping_line_one_line(tmp_path, capsys, codec):
+    """Training's and fit-prior's skipping lines printed the name as it is, a line break splitting the line
+    in two (the other commands' lines show it as \\n, as ls does)."""
+    from vqcodec.train import collect_codes
+
+    soundfile.write(tmp_path / "good.wav", np.full(3000, 0.25, dtype=np.float32), 8000)
+    (tmp_path / "bad\nname.wav").write_bytes(b"not audio")
+    (tmp_path / "li\nnk.wav").symlink_to("good.wav")
+    files = sorted(tmp_path.iterdir())
+    assert data.readable_files("audio", files) == [tmp_path / "good.wav"]
+    assert capsys.readouterr().err.splitlines() == [
+        f"skipping {tmp_path}/li\\nnk.wav: the same file as {tmp_path / 'good.wav'}",
+        f"skipping cannot read audio {tmp_path}/bad\\nname.wav: Format not recognised."]
+    said = []
+    collect_codes(codec, [tmp_path / "bad\nname.wav"], said.append)
+    assert said[0] == f"skipping cannot read audio {tmp_path}/bad\\nname.wav: Format not recognised."

@@ -20,7 +20,7 @@ from . import __version__
 from . import format as vqformat
 from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
 from .errors import Terminated, VQCodecError, is_out_of_memory
-from .wording import command_line_wording, plural, skipping
+from .wording import command_line_wording, one_line, plural, skipping
 
 DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
 
@@ -705,14 +705,9 @@ def _terminal_progress():
     return show
 
 
-def _one_line(message: str) -> str:
-    """A message as one line: a file name may hold a line break, which split it (shown as \\n, as ls shows it)."""
-    return message.replace("\r", "\\r").replace("\n", "\\n")
-
-
 def _print_skipped(path, reason: str) -> None:
     """A folder command's line for a file it could not do (the rest go on)."""
-    print(_one_line(skipping(path, reason)), file=sys.stderr)
+    print(one_line(skipping(path, reason)), file=sys.stderr)
 
 
 def _progress(line: str) -> None:
@@ -1906,12 +1901,12 @@ def _run(args: list[str] | None) -> int:
         if isinstance(result, int):
             return result
     except VQCodecError as exc:
-        click.echo(_one_line(f"vqcodec: error: {exc}"), err=True)
+        click.echo(one_line(f"vqcodec: error: {exc}"), err=True)
         return 1
     except click.exceptions.Abort as exc:  # click's form of Ctrl-C (and of Terminated)
         return _interrupted(exc.__cause__)
     except click.ClickException as exc:
-        click.echo(_one_line(f"vqcodec: error: {exc.format_message()}"), err=True)
+        click.echo(one_line(f"vqcodec: error: {exc.format_message()}"), err=True)
         return exc.exit_code
     except KeyboardInterrupt as exc:
         return _interrupted(exc)
@@ -1926,7 +1921,7 @@ def _run(args: list[str] | None) -> int:
         click.echo("vqcodec: error: out of memory", err=True)
         return 1
     except OSError as exc:
-        click.echo(_one_line(f"vqcodec: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")),
+        click.echo(one_line(f"vqcodec: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")),
                    err=True)
         return 1
     finally:

@@ -26,7 +26,7 @@ import torch
 from .errors import VQCodecError
 from .io import (check_pixel_count, decoder_lines, media_kind_of, open_sound, read_audio, read_image_rgb,
                  sound_blocks, unreadable_audio, warn_decoder_lines)
-from .wording import plural, setting
+from .wording import one_line, plural, setting
 
 IN_MEMORY_BYTES = 2 * 2**30      # decoded training media up to this size are held in memory
 RESAMPLE_MARGIN_SECONDS = 0.02   # read on both sides of a crop that is resampled, for the filter's sake
@@ -221,7 +221,7 @@ def add_background_noise(clip: np.ndarray, rng: np.random.Generator,
 
 
 def _skip(message: str) -> None:
-    print(f"skipping {message}", file=sys.stderr)
+    print(one_line(f"skipping {message}"), file=sys.stderr)
 
 
 MAX_READ_ATTEMPTS = 8

@@ -35,7 +35,7 @@ from .modelfile import (CODE_TENSORS, attach_prior, build_model, compute_codes_i
                         write_checkpoint_files, write_json)
 from .registry import find_model
 from .runlock import lock_out, release_out
-from .wording import plural, setting
+from .wording import one_line, plural, setting
 
 
 @dataclass
@@ -1386,7 +1386,7 @@ def collect_codes(codec, files: list[Path], log=None, views: bool = False) -> tu
                     coded.append(codec.image_to_codes(view, codec.num_codebooks))
         except VQCodecError as exc:
             if log:
-                log(f"skipping {exc}")
+                log(one_line(f"skipping {exc}"))
         else:
             planes.extend(coded)
             groups.extend([number - 1] * len(coded))

@@ -16,6 +16,11 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun if count == 1 else noun + 's'}"
 
 
+def one_line(message: str) -> str:
+    """A message as one line: a file name may hold a line break, which split it (shown as \\n, as ls shows it)."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def skipping(path, reason: str) -> str:
     """A folder command's line for a file it leaves out: its path once, whether or not `reason` names it."""
     return f"skipping {reason}" if str(path) in reason else f"skipping {path}: {reason}"
