@@ -363,3 +363,18 @@ def test_eval_shows_its_progress_as_train_does_in_place_on_a_terminal_only(cli, 
     assert b"measured 10/10 files\n" not in shown.stdout and b"measured 10/10 files\r\n" not in shown.stdout
     logged = cli("eval", tiny_model_path, folder, "-q", "1", "--json")
     assert logged.returncode == 0 and logged.stderr == b"measured 10/10 files\n", logged.stderr
+
+
+@pytest.mark.skipif("MP3" not in soundfile.available_formats(), reason="this libsndfile has no MP3")
+def test_a_warning_naming_a_file_with_a_line_break_is_one_line(cli, tiny_model_path, tmp_path, signal):
+    """The 'vqcodec: warning:' line (what the MP3 decoder said of a file) printed a line break of the file's
+    name as it is, splitting the line, where the error and skipping lines show it as \\n."""
+    folder = tmp_path / "speech"
+    folder.mkdir()
+    path = folder / "da\nmaged.mp3"
+    soundfile.write(path, signal(1, 16000, 16000).T, 16000)
+    path.write_bytes(path.read_bytes()[:-600])  # cut: its header still gives the whole length
+    result = cli("eval", tiny_model_path, folder, "-q", "1", "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"vqcodec: warning: {folder}/da\\nmaged.mp3: the MP3 decoder says: ")

@@ -1891,7 +1891,7 @@ def _run(args: list[str] | None) -> int:
 
     def show_read_warning_in_one_line(message, category, *rest, **options):
         if issubclass(category, (ImageReadWarning, AudioReadWarning)):
-            click.echo(f"vqcodec: warning: {message}", err=True)
+            click.echo(one_line(f"vqcodec: warning: {message}"), err=True)
         else:
             show(message, category, *rest, **options)
 
