@@ -403,3 +403,18 @@ def test_a_line_break_in_a_training_file_name_keeps_its_skipping_line_one_line(t
     said = []
     collect_codes(codec, [tmp_path / "bad\nname.wav"], said.append)
     assert said[0] == f"skipping cannot read audio {tmp_path}/bad\\nname.wav: Format not recognised."
+
+
+def test_a_folder_of_the_other_media_kind_says_what_it_holds(tmp_path):
+    """A folder of photos given to an audio model or checkpoint (fit-prior, eval, train --resume or --kind) was
+    'no audio files found', as if it were empty."""
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    with pytest.raises(VQCodecError, match=f"^{tmp_path}: no audio files found \\(only images\\)$"):
+        data.find_media(tmp_path, "audio")
+    soundfile.write(tmp_path / "b.wav", np.zeros(100), 8000)
+    (tmp_path / "a.png").unlink()
+    with pytest.raises(VQCodecError, match=f"^{tmp_path}: no image files found \\(only audio files\\)$"):
+        data.find_media(tmp_path, "image")
+    (tmp_path / "b.wav").unlink()
+    with pytest.raises(VQCodecError, match=f"^{tmp_path}: no image files found$"):
+        data.find_media(tmp_path, "image")

@@ -54,10 +54,11 @@ def find_media(folder: Path, kind: str | None, leave_out: Path | None = None) ->
             raise VQCodecError(f"{folder}: cannot tell the media kind ({', '.join(sorted(kinds))}); "
                                + setting("pass --kind audio|image", "pass kind='audio' or kind='image'"))
         kind = kinds.pop()
-    files = [p for p in files if media_kind_of(p) == kind]
-    if not files:
-        raise VQCodecError(f"{folder}: no {kind} files found")
-    return kind, files
+    found = [p for p in files if media_kind_of(p) == kind]
+    if not found:
+        other = f" (only {'images' if kind == 'audio' else 'audio files'})" if files else ""
+        raise VQCodecError(f"{folder}: no {kind} files found{other}")
+    return kind, found
 
 
 def image_size(path: Path) -> tuple[int, int]:
