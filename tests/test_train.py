@@ -2199,3 +2199,20 @@ def test_prior_fitting_codes_a_recording_of_more_channels_than_samples(codec, tm
     said = []
     planes, groups = collect_codes(codec, [tmp_path / "a.wav"], log=said.append)
     assert len(planes) == 4 and groups == [0] * 4 and not [line for line in said if "skipping" in line], said
+
+
+def test_resuming_with_fewer_steps_than_the_checkpoint_holds_is_refused(trained, data_dir, tmp_path, cli):
+    """--max-steps is the run's total: a --resume with fewer than the checkpoint's steps trained none and wrote the
+    model again, 'after 12 steps', without a word (--max-steps 0 said it needed --init)."""
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    model = (out / "tiny.safetensors").read_bytes()
+    with pytest.raises(VQCodecError, match=f"^max_steps is the run's total, and the checkpoint in {out} holds 12 steps: "
+                                           "give max_steps=12 or more$"):
+        train(data_dir, None, options(out, max_steps=5, resume=True))
+    for steps in ("5", "0"):
+        result = cli("train", data_dir, "--out", out, "--name", "tiny", "--resume", "--max-steps", steps)
+        assert_one_line_error(result)
+        assert "--max-steps is the run's total, and the checkpoint" in result.stderr.decode()
+        assert "give --max-steps 12 or more" in result.stderr.decode()
+    assert (out / "tiny.safetensors").read_bytes() == model

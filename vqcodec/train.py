@@ -193,7 +193,7 @@ def check_options(options: TrainOptions) -> None:
     if options.max_minutes is not None and options.max_minutes * 60 == math.inf:  # finite minutes, but not in seconds
         raise VQCodecError(f"{_option('max_minutes', options.max_minutes)} is too large a budget: leave it out and give "
                            f"{_option('max_steps')}")
-    if options.max_steps == 0 and not options.init:
+    if options.max_steps == 0 and not options.init and not options.resume:
         raise VQCodecError(f"{_option('max_steps', 0)} writes the starting model as it is: it needs "
                            + setting("--init MODEL", "init=MODEL"))
     check_model_name(options.name)
@@ -815,6 +815,9 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
     if options.resume:
         start.saved, start.meta = load_checkpoint(run.checkpoint_path, run.device)
         start.step, start.trained_seconds = start.meta["step"], start.meta["trained_seconds"]
+        if options.max_steps is not None and options.max_steps < start.step:  # it would only write the model again
+            raise VQCodecError(f"{_option('max_steps')} is the run's total, and the checkpoint in {Path(options.out)} holds "
+                               f"{plural(start.step, 'step')}: give {_option('max_steps', start.step)} or more")
         start.validated_seconds = start.meta.get("validated_seconds", 0.0)
         start.cfg = config_from_dict(start.meta["config"])
         start.kind = start.cfg.kind
