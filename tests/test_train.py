@@ -2216,3 +2216,13 @@ def test_resuming_with_fewer_steps_than_the_checkpoint_holds_is_refused(trained,
         assert "--max-steps is the run's total, and the checkpoint" in result.stderr.decode()
         assert "give --max-steps 12 or more" in result.stderr.decode()
     assert (out / "tiny.safetensors").read_bytes() == model
+
+
+def test_fitting_a_prior_to_too_few_codes_to_hold_some_out_logs_no_empty_comparison():
+    """With too few codes to hold any out, each level logged 'level 0: unigram ' (a comparison of no contexts,
+    ending in a space) above the summary's '(too few codes to hold some out)'."""
+    from vqcodec.prior import CodePrior
+
+    said = []
+    prior = CodePrior.fit([np.arange(8).reshape(2, 4) % 4], 4, "audio", chunk=500, log=said.append)
+    assert said == [] and len(prior.levels) == 2
