@@ -2226,3 +2226,18 @@ def test_fitting_a_prior_to_too_few_codes_to_hold_some_out_logs_no_empty_compari
     said = []
     prior = CodePrior.fit([np.arange(8).reshape(2, 4) % 4], 4, "audio", chunk=500, log=said.append)
     assert said == [] and len(prior.levels) == 2
+
+
+def test_training_files_none_of_which_decodes_leave_the_held_out_ones_to_train_on(tmp_path, signal, capsys):
+    """Of a.wav and a damaged b.flac (whose header reads), a.wav was held out and b.flac alone left to train on:
+    'no readable audio in the training folder', of a folder with a readable file."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    soundfile.write(folder / "a.wav", signal(1, 8000, 8000).T, 8000)
+    soundfile.write(folder / "b.flac", signal(1, 80000, 8000, seed=1).T, 8000)
+    (folder / "b.flac").write_bytes((folder / "b.flac").read_bytes()[:30000])
+    path = train(folder, CFG, options(tmp_path / "run", max_steps=2, fit_prior=False, quiet=False))
+    assert json.loads(path.with_suffix(".json").read_text())["training"]["files"] == 1
+    err = capsys.readouterr().err
+    assert "skipping cannot read audio" in err and "b.flac" in err
+    assert "training tiny (audio) on 1 clip, 0.0 min; validation on the training file" in err

@@ -252,14 +252,18 @@ def read_or_next(sources: list, index: int, read, unreadable: dict, role: str = 
     raise VQCodecError(f"{len(tried)} {role} files in a row could not be read ({last})")
 
 
-def _no_readable(media: str, role: str, files: list[Path]) -> VQCodecError:
+class NoReadableMedia(VQCodecError):
+    """Crops none of whose files could be read."""
+
+
+def _no_readable(media: str, role: str, files: list[Path]) -> NoReadableMedia:
     """The error of crops none of whose `files` could be read: the training folder's, or the held-out
     files', one of them named."""
     if role == "training":
-        return VQCodecError(f"no readable {media} in the training folder")
+        return NoReadableMedia(f"no readable {media} in the training folder")
     if len(files) == 1:
-        return VQCodecError(f"no readable {media} in the {role} file {files[0]}")
-    return VQCodecError(f"no readable {media} in the {len(files)} {role} files ({files[0]} and others)")
+        return NoReadableMedia(f"no readable {media} in the {role} file {files[0]}")
+    return NoReadableMedia(f"no readable {media} in the {len(files)} {role} files ({files[0]} and others)")
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from . import parallel
 from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict, load_config_file
 from .errors import Terminated, VQCodecError, is_out_of_memory
 from .devices import resolve_device
-from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, decodes, default_batch_workers, find_media,
-                   longest_length, readable_files, relative_name, split_as_before, split_files)
+from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, NoReadableMedia, decodes, default_batch_workers,
+                   find_media, longest_length, readable_files, relative_name, split_as_before, split_files)
 from .io import checked_flag, read_audio, read_image_rgb, remove_leftover_temporaries
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
@@ -927,15 +927,22 @@ def _training_data(run: _Run, data_dir: Path, kind: str, readable: list[Path], c
     train_files, val_files = split or split_files(readable, lambda path: decodes(kind, path))
     crop = options.crop  # a whole number of strides (_sized)
     in_memory_bytes = 0 if options.stream_data else None
+
+    def crops(files: list[Path], role: str = "training", noise: float = 0.0) -> AudioCrops | ImageCrops:
+        if kind == "audio":
+            return AudioCrops(files, cfg.sample_rate, crop, noise=noise, noise_snr_db=options.noise_snr_db,
+                              in_memory_bytes=in_memory_bytes, role=role)
+        return ImageCrops(files, crop, in_memory_bytes=in_memory_bytes, role=role)
+
+    try:
+        train_data = crops(train_files, noise=options.noise)
+    except NoReadableMedia:
+        if val_files == train_files:
+            raise
+        train_files = val_files  # the held-out files alone decode: they train and validate, as one file does
+        train_data = crops(train_files, noise=options.noise)
     role = "training" if val_files == train_files else "held-out"  # one file trains and validates
-    if kind == "audio":
-        train_data = AudioCrops(train_files, cfg.sample_rate, crop, noise=options.noise,
-                                noise_snr_db=options.noise_snr_db, in_memory_bytes=in_memory_bytes)
-        val_data = AudioCrops(val_files, cfg.sample_rate, crop, in_memory_bytes=in_memory_bytes, role=role) \
-            if run.main else None
-    else:
-        train_data = ImageCrops(train_files, crop, in_memory_bytes=in_memory_bytes)
-        val_data = ImageCrops(val_files, crop, in_memory_bytes=in_memory_bytes, role=role) if run.main else None
+    val_data = crops(val_files, role) if run.main else None
     # the same crops of the held-out files at every evaluation, so that validation losses compare
     val_crops = val_data.batch(max(options.batch_size, VALIDATION_CROPS), np.random.default_rng(1234), augment=False) \
         if run.main else None
