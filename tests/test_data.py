@@ -418,3 +418,20 @@ def test_a_folder_of_the_other_media_kind_says_what_it_holds(tmp_path):
     (tmp_path / "b.wav").unlink()
     with pytest.raises(VQCodecError, match=f"^{tmp_path}: no image files found$"):
         data.find_media(tmp_path, "image")
+
+
+@pytest.mark.skipif("MP3" not in soundfile.available_formats(), reason="this libsndfile has no MP3")
+@pytest.mark.filterwarnings("ignore::vqcodec.errors.AudioReadWarning")  # the cut, which the MP3 decoder reports
+def test_crops_of_a_file_that_holds_less_than_its_header_says_are_of_what_it_holds(tmp_path):
+    """A cut MP3 still declares its whole length: crops read from disk fell past its end four times in five,
+    silence, and the run's first line counted the minutes its header declares."""
+    path = tmp_path / "cut.mp3"
+    soundfile.write(path, 0.3 * np.sin(np.arange(80000) / 7), 8000)
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 4])
+    held = soundfile.read(path)[0].size
+    assert soundfile.info(path).frames == 80000 and held < 25000
+    for in_memory_bytes in (None, 0):
+        crops = AudioCrops([path], 8000, CROP, in_memory_bytes=in_memory_bytes)
+        assert abs(crops.seconds - held / 8000) < 0.01
+        made = [crops.make(plan) for plan in crops.plan(40, np.random.default_rng(0), augment=False)]
+        assert all(np.abs(crop).max() > 0.1 for crop in made)

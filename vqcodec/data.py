@@ -16,7 +16,7 @@ import os
 import sys
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -382,7 +382,7 @@ class AudioCrops(Crops):
         return self.clips is None and str(self.sources[plan.source].path) in _WARNED_AUDIO
 
     def _load(self) -> list[np.ndarray]:
-        """Read every file once, keeping the channels whose samples are all finite."""
+        """Read every file once, keeping the channels whose samples are all finite, with the length they hold."""
         clips, kept, loaded = [], [], {}
         for source in self.sources:
             if source.path not in loaded:
@@ -400,13 +400,16 @@ class AudioCrops(Crops):
             if not _usable_channel(source, len(audio), clip.size, bool(np.isfinite(clip).all())):
                 continue
             clips.append(np.pad(clip, (0, max(0, self.crop - clip.size))))
+            if clip.size != self._length(source):  # a file that holds other than its header says (a cut MP3)
+                source = replace(source, frames=round(clip.size * source.rate / self.sample_rate))
             kept.append(source)
         self.sources = kept
         return clips
 
     def _scan(self) -> None:
         """Read every file once, block by block, keeping the channels _load would keep (crops read
-        from disk later are then never of NaN or infinite samples)."""
+        from disk later are then never of NaN or infinite samples), with the length they hold (crops of a
+        file that holds less than its header says would be silence past its end)."""
         kept, scanned = [], {}
         for source in self.sources:
             if source.path not in scanned:
@@ -418,7 +421,7 @@ class AudioCrops(Crops):
             present = source.channel < len(finite)
             if _usable_channel(source, len(finite), samples if present else 0,
                                present and bool(finite[source.channel])):
-                kept.append(source)
+                kept.append(replace(source, frames=samples))  # what it holds, not what its header says (a cut MP3)
         self.sources = kept
 
     def plan(self, size: int, rng: np.random.Generator, augment: bool = True) -> list[CropPlan]:
