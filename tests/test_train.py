@@ -587,6 +587,13 @@ def test_out_inside_a_file_is_refused_before_the_data_is_read(data_dir, tmp_path
         assert_one_line_error(result)  # no line about the data it would train on first
         assert f"--out {out} cannot be made: {tmp_path / 'file'} is not a folder" in result.stderr.decode()
     assert (tmp_path / "file").read_text() == "not a folder"
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")  # mkdir failed once the data was read: 'File exists'
+    for out in (tmp_path / "dangling", tmp_path / "dangling" / "run"):
+        result = cli("train", data_dir, "--out", out, "--max-steps", "1", "--threads", "1", "--device", "cpu")
+        assert_one_line_error(result)
+        assert (f"--out {out} cannot be made: {tmp_path / 'dangling'} is a link to {tmp_path / 'nowhere'}, which does "
+                "not exist") in result.stderr.decode()
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_model_weights_are_stored_as_float16(trained):

@@ -131,7 +131,10 @@ def refuse_existing_run(out: Path, name: str, replace: bool) -> None:
     removes them once every option is checked, so a refused run leaves them as they are."""
     if out.exists() and not out.is_dir():
         raise VQCodecError(f"{_option('out')} {out} exists and is not a folder")
-    nearest = next(path for path in (out, *out.absolute().parents) if path.exists())
+    nearest = next(path for path in (out, *out.absolute().parents) if os.path.lexists(path))
+    if not nearest.exists():  # a link to nothing, which making the folder would fail on once the data is read
+        raise VQCodecError(f"{_option('out')} {out} cannot be made: {nearest} is a link to {os.readlink(nearest)}, "
+                           "which does not exist")
     if not nearest.is_dir():  # checked now, not once the data is read, where making the folder would fail
         raise VQCodecError(f"{_option('out')} {out} cannot be made: {nearest} is not a folder")
     earlier = run_files(out, name)
