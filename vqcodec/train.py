@@ -101,6 +101,10 @@ def model_name_problem(name: str) -> str | None:
     a plain file name, not blank, hidden or the checkpoint's. train's --name and fit-prior's --out check it."""
     if not name.strip():
         return "is blank"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a byte of a file name that is not UTF-8, which Python keeps as a lone surrogate
+        return "is not a plain file name (it is not UTF-8 text)"
     if not name.isprintable():
         return "is not a plain file name (it holds a control character)"
     if any(sep in name for sep in "/\\"):
