@@ -435,3 +435,29 @@ def test_crops_of_a_file_that_holds_less_than_its_header_says_are_of_what_it_hol
         assert abs(crops.seconds - held / 8000) < 0.01
         made = [crops.make(plan) for plan in crops.plan(40, np.random.default_rng(0), augment=False)]
         assert all(np.abs(crop).max() > 0.1 for crop in made)
+
+
+def test_photos_read_in_batch_workers_leave_the_warnings_machinery_as_it_was(image_files, tmp_path):
+    """Each photo read from disk swapped the process's warning filters and showwarning for its own and back
+    (catch_warnings), so batch workers reading at once put back each other's: the filters stayed changed after
+    the run, and a photo's warning could come out raw (Pillow's 'UserWarning: Corrupt EXIF data', two lines)."""
+    import warnings
+
+    from vqcodec.errors import ImageReadWarning
+
+    for path in image_files:
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    Image.new("RGB", (48, 48), (90, 20, 20)).save(tmp_path / "exif.png",
+                                                  exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\xff\xff")
+    crops = ImageCrops(sorted(tmp_path.iterdir()), 32, in_memory_bytes=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        before = warnings.showwarning, warnings.filters[:]
+        batches = Batches(crops, 32, np.random.default_rng(0), workers=4)
+        try:
+            for _ in range(20):
+                batches.next()
+        finally:
+            batches.close()
+        assert (warnings.showwarning, warnings.filters) == before
+    assert caught and {item.category for item in caught} == {ImageReadWarning}

@@ -807,9 +807,8 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
 
     logged: list[str] = []
     try:
-        with warnings.catch_warnings(record=True) as caught, _pillow_log_caught(logged):
-            warnings.simplefilter("always")
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # check_pixel_count says it
+        # a bomb: check_pixel_count says it
+        with warnings_recorded(ignore=(Image.DecompressionBombWarning,)) as caught, _pillow_log_caught(logged):
             with Image.open(source) as image:
                 check_pixel_count(image.width, image.height)
                 _check_side(image.width, image.height, max_side)
@@ -1273,6 +1272,62 @@ def _native_stderr_captured():
             capture.seek(0)
             lines += [" ".join(line.split()).rstrip(".").removeprefix(LIBTIFF_STAND_IN_NAME) for line in
                       capture.read(1 << 16).decode("utf-8", "replace").splitlines() if line.strip()]
+
+
+class _WarningRouter:
+    """The one change to the process's warnings that warnings_recorded makes while any thread records: every
+    warning shown ("always"), to the list of its thread's innermost recording block, or to the showwarning there
+    was before for a thread in none. Made by the first block to begin and undone by the last to end."""
+
+    def __init__(self):
+        import threading
+
+        self.lock, self.local, self.blocks, self.saved = threading.Lock(), threading.local(), 0, None
+
+    def enter(self, caught: list, ignore: tuple) -> None:
+        with self.lock:
+            if not self.blocks:
+                self.saved = warnings.showwarning, warnings.filters[:]
+                warnings.simplefilter("always")
+                warnings.showwarning = self.show
+            self.blocks += 1
+        self.local.__dict__.setdefault("blocks", []).append((caught, ignore))
+
+    def leave(self) -> None:
+        self.local.blocks.pop()
+        with self.lock:
+            self.blocks -= 1
+            if not self.blocks:
+                show, filters = self.saved
+                if warnings.showwarning == self.show:  # else another has replaced it since: theirs stays
+                    warnings.showwarning = show
+                warnings.resetwarnings()  # and the registries of warnings shown once go stale, as catch_warnings leaves them
+                warnings.filters.extend(filters)
+
+    def show(self, message, category, filename, lineno, file=None, line=None) -> None:
+        blocks = getattr(self.local, "blocks", None)
+        if not blocks:
+            self.saved[0](message, category, filename, lineno, file, line)
+        elif not issubclass(category, blocks[-1][1]):
+            blocks[-1][0].append(warnings.WarningMessage(message, category, filename, lineno, file, line))
+
+
+_WARNING_ROUTER = _WarningRouter()
+
+
+@contextlib.contextmanager
+def warnings_recorded(ignore: tuple = ()):
+    """The warnings this thread raises while the block runs (each one, as it comes; none of the categories in
+    `ignore`), in the list this yields, where warnings.catch_warnings(record=True) gave every thread's. That
+    swaps the process's filters and showwarning for the block's and back, so that two threads at once
+    (training's batch workers reading photos) put back what the other had swapped in: a warning printed raw,
+    the filters left changed, or every later warning sent to a list no one read."""
+    caught: list = []
+    _WARNING_ROUTER.enter(caught, ignore)
+    try:
+        yield caught
+    finally:
+        _WARNING_ROUTER.leave()
 
 
 def _warn_once_each(caught: list, where: str) -> None:
