@@ -461,3 +461,22 @@ def test_photos_read_in_batch_workers_leave_the_warnings_machinery_as_it_was(ima
             batches.close()
         assert (warnings.showwarning, warnings.filters) == before
     assert caught and {item.category for item in caught} == {ImageReadWarning}
+
+
+def test_what_reading_a_photo_passed_over_is_said_once_for_a_training_run(tmp_path):
+    """A photo read from disk is decoded at each of its crops, and its warning ('Corrupt EXIF data') was given
+    at each: tens of lines for a short run (the MP3 decoder's is said once)."""
+    import warnings
+
+    from vqcodec.errors import ImageReadWarning
+
+    path = tmp_path / "exif.png"
+    Image.new("RGB", (48, 48), (90, 20, 20)).save(path, exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\xff\xff")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert data.decodes("image", path)
+        for in_memory_bytes in (None, 0):
+            crops = ImageCrops([path], 32, in_memory_bytes=in_memory_bytes)
+            crops.batch(4, np.random.default_rng(0))
+    assert [str(item.message) for item in caught if item.category is ImageReadWarning] == [
+        f"{path}: Corrupt EXIF data. Expecting to read 12 bytes but only got 2; read past it"]

@@ -25,7 +25,7 @@ import torch
 
 from .errors import VQCodecError
 from .io import (check_pixel_count, decoder_lines, media_kind_of, open_sound, read_audio, read_image_rgb,
-                 sound_blocks, unreadable_audio, warn_decoder_lines)
+                 sound_blocks, unreadable_audio, warn_decoder_lines, warnings_recorded)
 from .wording import one_line, plural, setting
 
 IN_MEMORY_BYTES = 2 * 2**30      # decoded training media up to this size are held in memory
@@ -84,6 +84,23 @@ def _warn_once(said: list[str], path: Path) -> None:
     if said and str(path) not in _WARNED_AUDIO:
         _WARNED_AUDIO.add(str(path))
         warn_decoder_lines(said, path)
+
+
+# The photos whose warnings have been given: training decodes a photo at each of its crops read from disk
+# (and a held-out one to check it first), and says what reading it passed over once.
+_WARNED_IMAGES: set[str] = set()
+
+
+def _read_photo(path: Path) -> np.ndarray:
+    """io.read_image_rgb, whose warnings (corrupt EXIF data, the frames of an animation) are given the first
+    time only."""
+    with warnings_recorded() as caught:
+        image = read_image_rgb(path)
+    if caught and str(path) not in _WARNED_IMAGES:
+        _WARNED_IMAGES.add(str(path))
+        for item in caught:
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+    return image
 
 
 def _audio_header(path: Path) -> tuple[int, int, int]:
@@ -158,7 +175,7 @@ def decodes(kind: str, path: Path) -> bool:
                     pass
             _warn_once(said, path)
         else:
-            read_image_rgb(path)
+            _read_photo(path)
         return True
     except VQCodecError as exc:
         _skip(str(exc))
@@ -526,7 +543,7 @@ class ImageCrops(Crops):
         images, kept = [], []
         for source in self.sources:
             try:
-                images.append(self._padded(read_image_rgb(source.path)))
+                images.append(self._padded(_read_photo(source.path)))
                 kept.append(source)
             except VQCodecError as exc:
                 _skip(str(exc))
@@ -552,7 +569,7 @@ class ImageCrops(Crops):
         if self.images is not None:
             image = self.images[plan.source]
         else:
-            image = read_or_next(self.sources, plan.source, lambda source: self._padded(read_image_rgb(source.path)),
+            image = read_or_next(self.sources, plan.source, lambda source: self._padded(_read_photo(source.path)),
                                  self.unreadable, self.role)
         top = int(plan.where[0] * (image.shape[0] - self.crop + 1))
         left = int(plan.where[1] * (image.shape[1] - self.crop + 1))
