@@ -93,6 +93,9 @@ def test_eval_refuses_bad_input_in_one_line(cli, tmp_path):
     (tmp_path / "empty").mkdir()
     assert_one_line_error(cli("eval", GOLDEN_IMAGE, tmp_path / "empty"))
     assert_one_line_error(cli("eval", GOLDEN_IMAGE, tmp_path / "missing"))
+    (tmp_path / "loop").symlink_to("loop")  # was 'no such file or directory'
+    result = cli("eval", GOLDEN_IMAGE, tmp_path / "loop")
+    assert result.stderr.decode() == f"vqcodec: error: {tmp_path / 'loop'}: Too many levels of symbolic links\n"
     result = cli("eval", GOLDEN_IMAGE, "/dev/null")  # was 'no such file or directory'
     assert_one_line_error(result)
     assert result.stderr.decode() == "vqcodec: error: /dev/null: not a regular file or a directory (eval reads no stdin, pipes or devices)\n"

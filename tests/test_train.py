@@ -1171,7 +1171,9 @@ def test_sample_rate_is_refused_for_an_image_model(tmp_path, capsys):
 
 
 def test_a_training_folder_that_is_missing_or_a_file_is_named_so(data_dir, tmp_path, capsys):
-    for folder, problem in ((tmp_path / "missing", "no such directory"), (data_dir / "a.wav", "not a directory")):
+    (tmp_path / "loop").symlink_to("loop")  # was 'no such directory'
+    for folder, problem in ((tmp_path / "missing", "no such directory"), (data_dir / "a.wav", "not a directory"),
+                            (tmp_path / "loop", "Too many levels of symbolic links")):
         for command in (["train", folder, "--out", tmp_path / "run", "--max-steps", "1"], ["fit-prior", "image", folder]):
             code, err = run_in_process(command, capsys)
             assert code == 1 and err == f"vqcodec: error: {folder}: {problem}\n", err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -1511,9 +1512,20 @@ def _print_models(found: list[dict], as_json: bool) -> None:
 
 
 def _check_folder(data_dir) -> None:
-    """A training or fitting folder that is not one is refused, saying whether it is missing."""
+    """A training or fitting folder that is not one is refused, saying whether it is missing (or why it cannot
+    be looked at: a link to itself)."""
     if not Path(data_dir).is_dir():
-        raise VQCodecError(f"{data_dir}: {'not a directory' if Path(data_dir).exists() else 'no such directory'}")
+        raise VQCodecError(f"{data_dir}: {_why_missing(data_dir, 'no such directory') or 'not a directory'}")
+
+
+def _why_missing(path, missing: str) -> str | None:
+    """Why `path` cannot be looked at: `missing` where there is nothing there, the system's reason where there is
+    something it cannot reach (a link to itself: 'Too many levels of symbolic links'); None where it can."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return missing if exc.errno == errno.ENOENT else exc.strerror
+    return None
 
 
 @cli.command()
@@ -1710,7 +1722,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     elif os.path.exists(data_dir) or data_dir == "-":
         raise VQCodecError(f"{data_dir}: not a regular file or a directory (eval reads no stdin, pipes or devices)")
     else:
-        raise VQCodecError(f"{data_dir}: no such file or directory")
+        raise VQCodecError(f"{data_dir}: {_why_missing(data_dir, 'no such file or directory')}")
     measured = paths[:files]
     report = _evaluate_listing_skipped(codec, measured, levels, targets, Path(data_dir).is_dir())
     with _writing_stdout():
