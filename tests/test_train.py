@@ -2251,3 +2251,17 @@ def test_training_files_none_of_which_decodes_leave_the_held_out_ones_to_train_o
     err = capsys.readouterr().err
     assert "skipping cannot read audio" in err and "b.flac" in err
     assert "training tiny (audio) on 1 clip, 0.0 min; validation on the training file" in err
+
+
+def test_fit_prior_refuses_a_codebook_too_large_for_a_prior_before_it_reads_the_folder(trained, tmp_path, capsys,
+                                                                                       monkeypatch):
+    """fit-prior read every file's header first (a skipping line for each it could not read), then refused."""
+    from vqcodec import prior
+
+    monkeypatch.setattr(prior, "MAX_CODEBOOK", 8)  # the tiny model's 16 entries: too many
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "broken.wav").write_bytes(b"not audio")
+    code, err = run_in_process(["fit-prior", trained / "tiny.safetensors", folder, "--out", tmp_path / "copy"], capsys)
+    assert code == 1 and err == ("vqcodec: error: a prior covers codebooks of at most 8 entries, not 16: this model's "
+                                 "files can only be coded at fixed width\n"), err

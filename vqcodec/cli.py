@@ -1814,12 +1814,14 @@ def fit_prior(model, data_dir, out, device, threads, force):
     from .registry import find_model, shipped_models_dir
     from .modelfile import read_model_files
     from .data import find_media, readable_files
+    from .prior import check_codebook_size
     from .train import fit_prior_files
 
     _use_threads(threads)
     _check_folder(data_dir)
     path = find_model(model)
     meta, _ = read_model_files(path)
+    check_codebook_size(meta["config"]["codebook_size"])  # before the folder is read
     target = _prior_copy_path(out) if out is not None else None
     if (target or path).resolve() == (shipped_models_dir() / path.name).resolve() and not force:
         raise VQCodecError(f"{path.stem} is a shipped model, and every file entropy coded with it needs its prior: "
