@@ -426,3 +426,26 @@ def test_files_of_a_model_not_installed_are_one_line_and_the_others_are_done(tin
         f"vqcodec: error: 3 .vq files of {folder}: no installed model has id {tiny_id}; pass --model with the model "
         "that wrote them"]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_run_whose_output_is_one_of_its_inputs_is_refused_even_with_force(two_recordings, tmp_path,
+                                                                                   capsys):
+    """`encode my_vq/ my_vq/ -q 1 --force` recoded each .vq file in place, replacing what it read with its
+    recoding, where one file's output that is its input is refused even with --force."""
+    vq = tmp_path / "vq"
+    assert _run(["encode", two_recordings, vq, "-q", "2"], capsys)[0] == 0
+    before = {p: p.read_bytes() for p in vq.rglob("*.vq")}
+    code, err = _run(["encode", vq, vq, "-q", "1", "--force"], capsys)
+    assert code == 1 and err == f"vqcodec: error: {vq / 'a.vq'} is the input file: give the output folder " \
+                                "another name\n", err
+    linked = tmp_path / "linked"
+    (linked / "sub").mkdir(parents=True)
+    (linked / "a.vq").symlink_to(vq / "a.vq")  # an output that is a link to an input replaces what it names
+    os.link(vq / "sub" / "b.vq", linked / "sub" / "b.vq")
+    code, err = _run(["encode", vq, linked, "-q", "1", "--force"], capsys)
+    assert code == 1 and err == f"vqcodec: error: {linked / 'a.vq'} is the input file {vq / 'a.vq'}: give the " \
+                                "output folder another name\n", err
+    code, err = _run(["encode", vq / "sub", linked / "sub", "-q", "1", "--force"], capsys)
+    assert code == 1 and err.endswith(f"{linked / 'sub' / 'b.vq'} is the input file {vq / 'sub' / 'b.vq'}: give "
+                                      "the output folder another name\n"), err
+    assert {p: p.read_bytes() for p in vq.rglob("*.vq")} == before

@@ -21,8 +21,9 @@ IMAGE_EXTENSIONS = {"JPEG": ".jpg", "TIFF": ".tiff"}  # where Pillow's first-reg
 def mirrored_paths(folder: Path, out: Path, files: list[Path], suffix_of: Callable[[Path], str],
                    also: tuple[Path, ...] = ()) -> list[Path]:
     """Each file's path under `folder`, moved under `out`, with the suffix `suffix_of(file)` gives;
-    refused when two files would write the same output (talk.wav and talk.flac), or when one would
-    go where a folder of another, or of the run's other outputs `also` (a manifest), must go."""
+    refused when two files would write the same output (talk.wav and talk.flac), when an output is one
+    of the files (OUT the folder itself, or a link to one), or when one would go where a folder of
+    another, or of the run's other outputs `also` (a manifest), must go."""
     outputs, sources = [], {}
     for path in files:
         if not Path(path).is_relative_to(folder):  # vqcodec.tokens.code_folder's caller chose the files
@@ -32,8 +33,28 @@ def mirrored_paths(folder: Path, out: Path, files: list[Path], suffix_of: Callab
             raise VQCodecError(f"{sources[output]} and {path} would both write {output}")
         sources[output] = path
         outputs.append(output)
+    _refuse_outputs_that_are_inputs(files, outputs)
     _check_output_tree([*outputs, *also])
     return outputs
+
+
+def _refuse_outputs_that_are_inputs(files: list[Path], outputs: list[Path]) -> None:
+    """Refuse, even with --force, an output that is one of the input files (by name, link or hard link),
+    as one file's output is: recoding a folder into itself replaced each .vq file with its recoding."""
+    inputs = {}
+    for path in files:
+        with contextlib.suppress(OSError):  # one that cannot be read is skipped when its turn comes
+            status = os.stat(path)
+            inputs[status.st_dev, status.st_ino] = path
+    for output in outputs:
+        try:
+            status = os.stat(output)
+        except OSError:
+            continue
+        source = inputs.get((status.st_dev, status.st_ino))
+        if source is not None:
+            named = "" if Path(source) == output else f" {source}"
+            raise VQCodecError(f"{output} is the input file{named}: give the output folder another name")
 
 
 def _check_output_tree(outputs: list[Path]) -> None:
