@@ -449,3 +449,33 @@ def test_a_folder_run_whose_output_is_one_of_its_inputs_is_refused_even_with_for
     assert code == 1 and err.endswith(f"{linked / 'sub' / 'b.vq'} is the input file {vq / 'sub' / 'b.vq'}: give "
                                       "the output folder another name\n"), err
     assert {p: p.read_bytes() for p in vq.rglob("*.vq")} == before
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_codes_of_a_folder_keep_an_array_another_run_wrote_meanwhile_without_force(two_recordings, tmp_path, capsys,
+                                                                                 monkeypatch, force):
+    """`vqcodec codes DIR OUT` replaced an array that another run wrote while it coded, without --force
+    (encode and decode of a folder keep it, as one file's output is kept)."""
+    import json
+
+    out = tmp_path / "tokens"
+    real = Codec.media_to_codes
+
+    def media_to_codes(self, path, *args, **kwargs):
+        codes = real(self, path, *args, **kwargs)
+        if Path(path).name == "a.flac":
+            out.mkdir()
+            (out / "a.npy").write_bytes(b"the other run's")
+        return codes
+
+    monkeypatch.setattr(Codec, "media_to_codes", media_to_codes)
+    code, err = _run(["codes", two_recordings, out, "-q", "1", *(["--force"] if force else [])], capsys)
+    files = [entry["file"] for entry in json.loads((out / "codes.json").read_text())["files"]]
+    if force:
+        assert code == 0 and files == ["a.flac", "sub/b.wav"], err
+        assert np.load(out / "a.npy").shape[1] == 1
+    else:
+        assert code == 1 and f"skipping {two_recordings / 'a.flac'}: {out / 'a.npy'} exists (written while this " \
+                             "ran); pass --force to overwrite it" in err, err
+        assert (out / "a.npy").read_bytes() == b"the other run's" and files == ["sub/b.wav"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.npy", "codes.json", "sub"]

@@ -1233,9 +1233,9 @@ def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str,
         files, outputs, lambda data: _file_codec(data, model, device, codecs),
         lambda path, write: _write_output(str(path), write, force), _progress,
         stopped=lambda report, entries: write_vq_manifest(folder, out, entries, _each_skipped(report, missing),
-                                                          stopped=True))
+                                                          stopped=True, replace=force))
     if report.written:
-        write_vq_manifest(folder, out, entries, _each_skipped(report, missing))
+        write_vq_manifest(folder, out, entries, _each_skipped(report, missing), replace=force)
     _finish_folder(report, "coded", out, len(files) + _count(missing), missing)
 
 
@@ -1267,7 +1267,7 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
         _refuse_existing_output(str(existing), force)
     codec = _codes_codec(model, kind, depth_weight, device)
     manifest = code_folder(codec, folder, out, files, quality,
-                           log=lambda line: print(line, file=sys.stderr, flush=True))
+                           log=lambda line: print(line, file=sys.stderr, flush=True), replace=force)
     for skipped in manifest["skipped"]:
         _print_skipped(folder / skipped["file"], skipped["reason"])
     if not manifest["files"]:

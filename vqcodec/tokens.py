@@ -49,7 +49,8 @@ def code_paths(folder: Path, out: Path, files: list[Path]) -> list[Path]:
     return mirrored_paths(folder, out, files, lambda path: ".npy", also=(Path(out) / MANIFEST,))
 
 
-def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int | None = None, log=None) -> dict:
+def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int | None = None, log=None,
+                replace: bool = True) -> dict:
     """Write the codes of `files` (media under `folder`) to `out`, and the manifest; return the manifest.
 
     Codes are as `codec.media_to_codes` gives them (all levels unless `quality`; per-cell depth as
@@ -59,13 +60,14 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     that could not be coded, and why. A weight the codec cannot use (Codec.check_weights) raises
     VQCodecError before any file. A run stopped part way (Ctrl-C, SIGTERM) writes the manifest of
     the files it finished, with "stopped": true; one that could code no file writes no manifest (nor
-    makes `out`), and returns the one it would have written. It holds the codec's lock, as Codec's encoding
-    methods do: another thread's rate search on the codec sets trial depth weights on it."""
+    makes `out`), and returns the one it would have written. With replace=False an output that exists
+    (another run's, written while this one ran) is kept, and that file skipped. It holds the codec's lock,
+    as Codec's encoding methods do: another thread's rate search on the codec sets trial depth weights on it."""
     with codec._lock:
-        return _code_folder(codec, Path(folder), Path(out), files, quality, log)
+        return _code_folder(codec, Path(folder), Path(out), files, quality, log, replace)
 
 
-def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int | None, log) -> dict:
+def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int | None, log, replace: bool) -> dict:
     outputs = code_paths(folder, out, files)
     quality = codec.check_quality(codec.num_codebooks if quality is None else quality)
     codec.check_weights()  # a weight the codec cannot use would fail every file alike
@@ -75,7 +77,7 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
             try:
                 codes, restore = codec.media_to_codes(path, quality)
                 output.parent.mkdir(parents=True, exist_ok=True)
-                write_file(output, lambda stream: np.save(stream, codes.astype(np.int32), allow_pickle=False))
+                write_file(output, lambda stream: np.save(stream, codes.astype(np.int32), allow_pickle=False), replace)
             except (VQCodecError, OSError) as exc:
                 reason = str(exc) if isinstance(exc, VQCodecError) else f"cannot write {output} ({exc.strerror})"
                 skipped.append({"file": str(Path(path).relative_to(folder)), "reason": reason})
@@ -86,12 +88,12 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
                 log(f"coded {number}/{len(files)} files")
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: the arrays already written keep what restores them
         if entries or skipped:
-            _write_manifest(codec, out, quality, entries, skipped, stopped=True)
+            _write_manifest(codec, out, quality, entries, skipped, replace, stopped=True)
         raise
-    return _write_manifest(codec, out, quality, entries, skipped, written=bool(entries))
+    return _write_manifest(codec, out, quality, entries, skipped, replace, written=bool(entries))
 
 
-def _write_manifest(codec, out: Path, quality: int, entries: list[dict], skipped: list[dict],
+def _write_manifest(codec, out: Path, quality: int, entries: list[dict], skipped: list[dict], replace: bool,
                     stopped: bool = False, written: bool = True) -> dict:
     if codec.kind == "audio":
         layout = {"frames_per_second": codec.sample_rate / codec.hop, "sample_rate": codec.sample_rate,
@@ -103,12 +105,12 @@ def _write_manifest(codec, out: Path, quality: int, entries: list[dict], skipped
                 "files": entries, "skipped": skipped, **({"stopped": True} if stopped else {})}
     if written:
         out.mkdir(parents=True, exist_ok=True)
-        write_file(out / MANIFEST, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()))
+        write_file(out / MANIFEST, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()), replace)
     return manifest
 
 
 def write_vq_manifest(folder: Path, out: Path, entries: list[dict], skipped: list[tuple[Path, str]],
-                      stopped: bool = False) -> None:
+                      stopped: bool = False, replace: bool = True) -> None:
     """codes.json of `vqcodec codes` on a folder of .vq files (vqcodec.folders.codes_folder): as a
     folder of media's, but each file names its own model, kind and quality (a folder may hold files
     of several models), and its axes follow from its kind."""
@@ -119,7 +121,7 @@ def write_vq_manifest(folder: Path, out: Path, entries: list[dict], skipped: lis
                             for path, reason in skipped],
                 **({"stopped": True} if stopped else {})}
     out.mkdir(parents=True, exist_ok=True)
-    write_file(out / MANIFEST, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()))
+    write_file(out / MANIFEST, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()), replace)
 
 
 def listing_manifest(path: Path) -> tuple[Path, dict, dict] | None:
