@@ -53,6 +53,7 @@ def main() -> None:
     if args.out is None:
         args.out = str(REPO_ROOT / "bench" / "out" / ("ceiling_speech.json" if args.speech else "ceiling.json"))
     if args.speech:
+        common.require_modules(*common.SPEECH_METRICS)
         speech_ceiling(args)
         return
 

@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(common.REPO_ROOT / "bench" / "out" / "channels.json"),
                         help="JSON file of every row ('' for none; default: %(default)s)")
     args = parser.parse_args()
+    common.require_modules(*common.SPEECH_METRICS)
 
     import torch
 

@@ -86,6 +86,22 @@ def best_shift(references: Sequence[np.ndarray], degraded: Sequence[np.ndarray],
     return best if scores[best] > 0 else 0
 
 
+# --------------------------------------------------------------------------- what a benchmark needs
+
+SPEECH_METRICS = ("pesq", "pystoi")  # PESQ-WB and STOI, from the bench extra
+
+
+def require_modules(*names: str) -> None:
+    """Stop with one line, before any work, where a Python package that the benchmark needs is not
+    installed (the bench extra's pesq, pystoi and matplotlib), instead of a traceback once it is used."""
+    import importlib.util
+
+    missing = [name for name in names if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SystemExit(f"missing Python packages: {' '.join(missing)} (pip install '.[bench]' in the repository "
+                         "root)")
+
+
 # --------------------------------------------------------------------------- metrics
 
 from vqcodec.metrics import (fit_length, log_mel_l1, pause_level_db, pesq_wb, si_sdr,  # noqa: E402,F401

@@ -272,6 +272,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="bench/out/image.json", help="JSON with every point ('' for none)")
     parser.add_argument("--plot", default="bench/out/image_rd.png", help="RD plot PNG ('' for none)")
     args = parser.parse_args(argv)
+    common.require_modules(*(["matplotlib"] if args.plot else []))
+    wanted = [] if args.skip_baselines else [b.strip() for b in args.baselines.split(",") if b.strip()]
+    unknown = [b for b in wanted if b not in BASELINE_SWEEPS]
+    if unknown:
+        raise SystemExit(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINE_SWEEPS)}")
 
     import torch
 
@@ -322,10 +327,6 @@ def main(argv=None) -> int:
         codec.depth_weight = weight
         results[depth_labels[-1]] = run_ours(codec, pictures, qualities, 1, depth_labels[-1])
     codec.depth_weight = default_depth
-    wanted = [] if args.skip_baselines else [b.strip() for b in args.baselines.split(",") if b.strip()]
-    unknown = [b for b in wanted if b not in BASELINE_SWEEPS]
-    if unknown:
-        raise SystemExit(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINE_SWEEPS)}")
     for name, sweep in BASELINE_SWEEPS.items():
         if name in wanted:
             if baseline_available(name):

@@ -231,6 +231,8 @@ def main() -> None:
                              "(default 0.5,1,1.5,2,2.5,3).")
     common.add_model_options(parser, str(common.REPO_ROOT / "bench" / "out" / "rate_control.json"))
     args = parser.parse_args()
+    if not args.skip_speech:
+        common.require_modules(*common.SPEECH_METRICS)
 
     import torch
     torch.set_num_threads(1)

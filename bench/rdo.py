@@ -248,6 +248,8 @@ def main() -> None:
     parser.add_argument("--beams", default="default",
                         help="Comma-separated beam widths, or 'default' for each model's own.")
     args = parser.parse_args()
+    if not args.skip_speech:
+        common.require_modules(*common.SPEECH_METRICS)
 
     import torch
     torch.set_num_threads(1)

@@ -184,6 +184,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(common.REPO_ROOT / "bench" / "out" / "recode.json"),
                         help="JSON file of every row ('' for none; default: %(default)s)")
     args = parser.parse_args()
+    if args.files:
+        common.require_modules(*common.SPEECH_METRICS)
 
     import soundfile as sf
     import torch

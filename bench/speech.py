@@ -311,6 +311,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--plot", default=None, help="also draw PESQ and STOI against kbps to this PNG")
     args = parser.parse_args(argv)
+    common.require_modules(*common.SPEECH_METRICS, *(["matplotlib"] if args.plot else []))
+    if not args.skip_baselines:
+        require_tools("opusenc", "opusdec", "c2enc", "c2dec")
 
     import torch
     torch.set_num_threads(1)
@@ -362,7 +365,6 @@ def main(argv=None) -> int:
                 codec.refine = 0
 
         if not args.skip_baselines:
-            require_tools("opusenc", "opusdec", "c2enc", "c2dec")
             for bitrate in OPUS_BITRATES:
                 try:
                     report(bench_opus(clips, bitrate, workdir, args.runs))

@@ -53,6 +53,7 @@ def main() -> int:
                         help="image quality levels, comma-separated (default: %(default)s)")
     parser.add_argument("--out", default=None, help="also write the rows to this JSON file (default: none)")
     args = parser.parse_args()
+    common.require_modules(*common.SPEECH_METRICS)
 
     import torch
 

@@ -118,3 +118,68 @@ def test_an_option_without_help_is_found():
     parser.add_argument("--files", help="first N files")
     options = [{"strings": action.option_strings, "help": action.help} for action in parser._actions]
     assert undocumented(options) == ["--runs", "--out"]
+
+
+# Runs a script as `python SCRIPT ARGS` would, with the packages named after "--" hidden (as where the bench
+# extra is not installed), those named with a + there present (as empty modules), and no Opus or Codec 2
+# tools on the PATH.
+WITHOUT_PACKAGES = """
+import importlib.machinery, os, runpy, sys, types
+split = sys.argv.index("--")
+script, args, packages = sys.argv[1], sys.argv[2:split], sys.argv[split + 1:]
+for name in packages:
+    if name.startswith("+"):
+        sys.modules[name[1:]] = types.ModuleType(name[1:])
+        sys.modules[name[1:]].__spec__ = importlib.machinery.ModuleSpec(name[1:], None)
+    else:
+        sys.modules[name] = None  # import fails, and importlib.util.find_spec finds nothing
+os.environ["PATH"] = os.path.dirname(sys.executable)
+sys.argv = [script, *args]
+sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+runpy.run_path(script, run_name="__main__")
+"""
+SPEECH_DATA = str(REPO_ROOT / "tests" / "data")
+NEEDS = [  # script and the smallest arguments that reach a measure taken with a missing package or tool
+    ("speech.py", ["--data", SPEECH_DATA, "--files", "1", "--qualities", "1", "--runs", "1", "--skip-baselines"],
+     "missing Python packages: pesq pystoi"),
+    ("speech.py", ["--data", SPEECH_DATA, "--files", "1", "--qualities", "1", "--runs", "1", "--plot", "x.png"],
+     "missing Python packages: pesq pystoi matplotlib"),
+    ("ceiling.py", ["--speech", "--data", SPEECH_DATA, "--files", "1", "--qualities", "1", "--out", ""],
+     "missing Python packages: pesq pystoi"),
+    ("channels.py", ["--data", SPEECH_DATA, "--music", SPEECH_DATA, "--files", "1", "--runs", "1", "--out", ""],
+     "missing Python packages: pesq pystoi"),
+    ("rate_control.py", ["--skip-images", "--speech", SPEECH_DATA, "--files", "1", "--kbps", "1", "--out", ""],
+     "missing Python packages: pesq pystoi"),
+    ("rdo.py", ["--skip-images", "--speech", SPEECH_DATA, "--files", "1", "--speech-qualities", "1",
+                "--speech-weights", "0", "--out", ""], "missing Python packages: pesq pystoi"),
+    ("recode.py", ["--speech", SPEECH_DATA, "--files", "1", "--kbps", "1", "--image-files", "0", "--minutes", "0",
+                   "--out", ""], "missing Python packages: pesq pystoi"),
+    ("weights_fp16.py", ["--files", "1", "--images", "1", "--speech-qualities", "1", "--image-qualities", "4"],
+     "missing Python packages: pesq pystoi"),
+    ("image.py", ["--data", SPEECH_DATA, "--qualities", "1", "--runs", "1", "--baselines", "", "--out", ""],
+     "missing Python packages: matplotlib"),
+    ("image.py", ["--data", SPEECH_DATA, "--qualities", "1", "--runs", "1", "--baselines", "PNG", "--out", "",
+                  "--plot", ""], "unknown baseline(s) ['PNG']; choose from JPEG, WebP, AVIF"),
+]
+
+
+@pytest.mark.parametrize("script, args, line", NEEDS, ids=[f"{s}-{i}" for i, (s, _, _) in enumerate(NEEDS)])
+def test_a_missing_package_or_tool_is_one_line_before_any_work(script, args, line):
+    """Without pesq and pystoi a speech benchmark coded its files and then stopped in a traceback where the
+    first score was taken (image.py without matplotlib at the plot, after the whole run); speech.py found
+    opusenc missing, and image.py an unknown --baselines name, only after measuring the codec."""
+    result = run_python("-c", WITHOUT_PACKAGES, REPO_ROOT / "bench" / script, *args, "--", "pesq", "pystoi",
+                        "matplotlib", text=True, timeout=300)
+    if line.startswith("missing Python packages"):
+        line += " (pip install '.[bench]' in the repository root)"
+    assert result.returncode == 1 and result.stderr.splitlines() == [line], result.stderr[-2000:]
+    assert result.stdout == ""  # before the header of a table, let alone its rows
+
+
+def test_speech_baselines_without_their_tools_are_one_line_before_any_work():
+    args = ["--data", SPEECH_DATA, "--files", "1", "--qualities", "1", "--runs", "1"]
+    result = run_python("-c", WITHOUT_PACKAGES, REPO_ROOT / "bench" / "speech.py", *args, "--", "+pesq", "+pystoi",
+                        text=True, timeout=300)
+    assert result.returncode == 1 and result.stdout == "", result.stdout
+    assert result.stderr.splitlines() == ["missing tools: opusenc opusdec c2enc c2dec (apt-get install -y opus-tools "
+                                          "codec2)"], result.stderr[-2000:]
