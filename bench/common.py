@@ -42,12 +42,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def require_folders(*folders) -> None:
+    """Stop with one line, before any work, where a data folder that the benchmark reads is missing."""
+    for folder in folders:
+        if not Path(folder).is_dir():
+            raise SystemExit(f"data directory not found: {folder}")
+
+
 def list_files(directory, extensions: Iterable[str], limit: int | None = None) -> list[Path]:
     """Files in `directory` (recursively) whose suffix is in `extensions`, sorted by path;
     the first `limit` of them when `limit` is given."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise SystemExit(f"data directory not found: {directory}")
+    require_folders(directory)
     wanted = {e.lower().lstrip(".") for e in extensions}
     files = sorted(p for p in directory.rglob("*")
                    if p.is_file() and p.suffix.lower().lstrip(".") in wanted)

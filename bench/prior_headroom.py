@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench/out/prior_headroom.json",
                         help="JSON file of every row ('' for none; default: %(default)s)")
     args = parser.parse_args()
+    common.require_folders(args.data)
     import torch
 
     from vqcodec import Codec

@@ -84,6 +84,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.files is not None and args.files < 10:
         parser.error("--files must be at least 10: network-fitted tables are tried only from ten files on")
+    common.require_folders(*([] if args.skip_speech else [DATA / "speech" / "train", DATA / "speech" / "dev"]),
+                           *([] if args.skip_images else [DATA / "images" / "train", DATA / "images" / "kodak"]))
     results = []
     if not args.skip_speech:
         results.append(run_model(args.speech_model, DATA / "speech" / "train", DATA / "speech" / "dev",

@@ -73,6 +73,8 @@ def main() -> None:
     common.add_model_options(parser, "bench/out/prior_views.json")
     parser.add_argument("--files", type=common.positive_int, default=None, help="first N files of each set")
     args = parser.parse_args()
+    common.require_folders(*([] if args.skip_speech else [DATA / "speech" / "train", DATA / "speech" / "dev"]),
+                           *([] if args.skip_images else [DATA / "images" / "train", DATA / "images" / "kodak"]))
     import torch
 
     torch.set_num_threads(1)

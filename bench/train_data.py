@@ -67,7 +67,7 @@ def main() -> None:
         return
 
     rows, results = [], {}
-    for kind in args.kinds.split(","):
+    for kind in training_runs.kinds_named(args.kinds):
         runs: dict[str, list[tuple[float, float]]] = {"memory": [], "disk": []}
         for run in range(args.runs):
             for where in ("memory", "disk") if run % 2 == 0 else ("disk", "memory"):

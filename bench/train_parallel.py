@@ -75,7 +75,7 @@ def main() -> None:
     if any(args.threads % p for p in counts):
         raise SystemExit(f"--threads {args.threads} must split evenly over every process count in {args.processes}")
     rows, results = [], {}
-    for kind in args.kinds.split(","):
+    for kind in training_runs.kinds_named(args.kinds):
         times = training_runs.alternating_runs(
             kind, counts, args.runs, lambda processes: seconds_per_step(kind, processes, args.threads, args.steps,
                                                                         args.precision))

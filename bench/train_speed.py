@@ -70,7 +70,7 @@ def main() -> None:
         "bench/out/train_decoder_only.json" if args.decoder_only else "bench/out/train_speed.json"
 
     rows, results = [], {}
-    for kind in args.kinds.split(","):
+    for kind in training_runs.kinds_named(args.kinds):
         init = {"init": training_runs.SETUPS[kind][0]} if args.decoder_only else {}
         times = training_runs.alternating_runs(
             kind, settings, args.runs,

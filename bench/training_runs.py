@@ -17,6 +17,17 @@ SETUPS = {  # kind: (shipped model, training folder, batch over all processes, c
 }
 
 
+def kinds_named(text: str) -> list[str]:
+    """The kinds that --kinds names ("audio,image"), each with its training folder there; stops with one
+    line, before any run, at a kind that is not one or a folder that is missing."""
+    kinds = [kind.strip() for kind in text.split(",") if kind.strip()]
+    unknown = [kind for kind in kinds if kind not in SETUPS]
+    if unknown or not kinds:
+        raise SystemExit(f"--kinds {text!r}: the kinds are {' and '.join(sorted(SETUPS))}, comma-separated")
+    common.require_folders(*(SETUPS[kind][1] for kind in kinds))
+    return kinds
+
+
 def train_briefly(kind: str, out: Path, steps: int, threads: int, **options) -> None:
     """`steps` training steps of `kind`'s shipped config into `out`; `options` are further TrainOptions."""
     from vqcodec.registry import find_model

@@ -183,3 +183,30 @@ def test_speech_baselines_without_their_tools_are_one_line_before_any_work():
     assert result.returncode == 1 and result.stdout == "", result.stdout
     assert result.stderr.splitlines() == ["missing tools: opusenc opusdec c2enc c2dec (apt-get install -y opus-tools "
                                           "codec2)"], result.stderr[-2000:]
+
+
+# the scripts that read the project's data folder otherwise than through common.list_files, which says it is missing
+OTHER_READERS = ["prior_views.py", "prior_network.py", "prior_headroom.py", "train_speed.py", "train_data.py",
+                 "train_parallel.py"]
+
+
+@pytest.mark.parametrize("script", OTHER_READERS)
+def test_a_missing_data_folder_is_one_line_before_any_work(script, tmp_path):
+    """prior_views.py, prior_network.py, prior_headroom.py and the training benchmarks (train_speed.py,
+    train_data.py, train_parallel.py, the last two from their worker processes) stopped in a traceback
+    (VQCodecError: cannot read the folder ...) where the project's data folder is not there."""
+    import shutil
+
+    shutil.copytree(REPO_ROOT / "bench", tmp_path / "repo" / "bench")  # ../shared/data is then not there
+    result = run_python(tmp_path / "repo" / "bench" / script, cwd=tmp_path / "repo", text=True, timeout=300)
+    assert result.returncode == 1 and result.stderr.splitlines() == [
+        f"data directory not found: {tmp_path / 'shared' / 'data' / 'speech' / 'train'}"], result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("script", ["train_speed.py", "train_data.py", "train_parallel.py"])
+def test_a_kind_that_is_not_one_is_refused_before_any_run(script):
+    """--kinds speech stopped in a traceback (KeyError: 'speech'), and one after a kind that is trained
+    only after that kind's runs."""
+    result = run_python(REPO_ROOT / "bench" / script, "--kinds", "speech,audio", text=True, timeout=300)
+    assert result.returncode == 1 and result.stderr.splitlines() == [
+        "--kinds 'speech,audio': the kinds are audio and image, comma-separated"], result.stderr[-2000:]
