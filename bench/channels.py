@@ -91,7 +91,7 @@ def main() -> None:
                         help="first N speech recordings, sorted by path (default: %(default)s)")
     parser.add_argument("-q", "--quality", type=int, default=8,
                         help="quality level every variant is coded at (default: %(default)s)")
-    parser.add_argument("--runs", type=int, default=3,
+    parser.add_argument("--runs", type=common.positive_int, default=3,
                         help="timing runs of each encode and decode; the median is reported (default: %(default)s)")
     parser.add_argument("--out", default=str(common.REPO_ROOT / "bench" / "out" / "channels.json"),
                         help="JSON file of every row ('' for none; default: %(default)s)")

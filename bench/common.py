@@ -29,17 +29,22 @@ def numbers(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `minimum`."""
     import argparse
 
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"not a whole number of at least 1: {text!r}")
-    return value
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"not a whole number of at least {minimum}: {text!r}")
+        return value
+    return whole_number
+
+
+positive_int = at_least(1)
 
 
 def require_folders(*folders) -> None:

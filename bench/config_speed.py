@@ -45,9 +45,9 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=8,
                         help="first N speech dev recordings (FLAC, sorted by path), joined into one "
                              "(default: %(default)s)")
-    parser.add_argument("--runs", type=int, default=3,
+    parser.add_argument("--runs", type=common.positive_int, default=3,
                         help="timing runs of each encode and decode; the median is reported (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
+    parser.add_argument("--threads", type=common.positive_int, default=1, help="torch CPU threads (default: %(default)s)")
     parser.add_argument("--quality", type=int, default=8, help="quality level to encode at (default: %(default)s)")
     parser.add_argument("--configs", default="base_channels=24;base_channels=32;res_blocks=3;base_channels=24,res_blocks=3",
                         help="';'-separated AudioConfig overrides, each 'field=value,field=value'")

@@ -85,7 +85,7 @@ def main() -> None:
                         help="folder of PNG photos, read recursively (default: %(default)s)")
     parser.add_argument("--image-files", type=int, default=6,
                         help="first N photos of --images, sorted by path; 0 for no images (default: %(default)s)")
-    parser.add_argument("--runs", type=int, default=3,
+    parser.add_argument("--runs", type=common.positive_int, default=3,
                         help="timing runs of each way over the whole folder; the median is reported "
                              "(default: %(default)s)")
     parser.add_argument("--out", default=str(common.REPO_ROOT / "bench" / "out" / "folders.json"),

@@ -134,7 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
     parser.add_argument("--minutes", default="1,60", type=_minute_list,
                         help="Whole minutes of audio to code, comma-separated (default 1,60).")
-    parser.add_argument("--runs", type=int, default=3,
+    parser.add_argument("--runs", type=common.positive_int, default=3,
                         help="Fresh processes per way, source and length; the table gives the median peak "
                              "and its range (default 3).")
     parser.add_argument("--model", default="speech16k",

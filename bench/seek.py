@@ -67,7 +67,7 @@ def main() -> None:
                              "decoded part is resampled too (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=10.0,
                         help="length in seconds of each part decoded (default: %(default)s)")
-    parser.add_argument("--runs", type=int, default=3,
+    parser.add_argument("--runs", type=common.positive_int, default=3,
                         help="timing runs of each part, the median reported; the whole file is decoded once "
                              "(default: %(default)s)")
     parser.add_argument("--out", default=str(common.REPO_ROOT / "bench" / "out" / "seek.json"),

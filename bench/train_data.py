@@ -47,12 +47,12 @@ DESCRIPTION = ("Measures the peak memory and seconds per training step with the 
 def main() -> None:
     parser = argparse.ArgumentParser(description=textwrap.fill(DESCRIPTION), epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=12,
+    parser.add_argument("--steps", type=common.at_least(2), default=12,
                         help="training steps of each run, at least 2 (default: %(default)s)")
-    parser.add_argument("--runs", type=int, default=3,
+    parser.add_argument("--runs", type=common.positive_int, default=3,
                         help="runs of each setting, alternating their order; the table gives the medians "
                              "(default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of each run (default: %(default)s)")
+    parser.add_argument("--threads", type=common.positive_int, default=1, help="torch CPU threads of each run (default: %(default)s)")
     parser.add_argument("--kinds", default="audio,image",
                         help="what to train, comma-separated: audio (speech16k's config) and/or image "
                              "(default: %(default)s)")

@@ -38,6 +38,11 @@ def seconds_per_step(kind: str, processes: int, threads: int, steps: int, precis
         return training_runs.seconds_per_step(Path(out))
 
 
+def process_counts(text: str) -> list[int]:
+    """--processes: process counts, comma-separated, each at least 1."""
+    return [common.positive_int(count) for count in text.split(",")]
+
+
 # --help's description: one sentence saying what the script measures (the docstring starts with a title)
 DESCRIPTION = ("Measures the seconds per step of the same training run in one process and split over several "
                "torchrun processes on the CPU.")
@@ -46,14 +51,14 @@ DESCRIPTION = ("Measures the seconds per step of the same training run in one pr
 def main() -> None:
     parser = argparse.ArgumentParser(description=textwrap.fill(DESCRIPTION), epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--processes", default="1,2",
+    parser.add_argument("--processes", default="1,2", type=process_counts,
                         help="process counts to compare, comma-separated; 1 is a plain process, more are "
                              "torchrun processes; --threads must split evenly over each (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=2,
+    parser.add_argument("--threads", type=common.positive_int, default=2,
                         help="CPU threads of a run, over all its processes (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=12,
+    parser.add_argument("--steps", type=common.at_least(2), default=12,
                         help="training steps of each run, at least 2 (default: %(default)s)")
-    parser.add_argument("--runs", type=int, default=3,
+    parser.add_argument("--runs", type=common.positive_int, default=3,
                         help="runs of each process count, alternating their order; the table gives the median "
                              "(default: %(default)s)")
     parser.add_argument("--kinds", default="audio,image",
@@ -71,9 +76,10 @@ def main() -> None:
         training_runs.train_briefly(args.worker, Path(args.worker_out), args.steps, args.threads, precision=args.precision)
         return
 
-    counts = [int(p) for p in args.processes.split(",")]
+    counts = args.processes
     if any(args.threads % p for p in counts):
-        raise SystemExit(f"--threads {args.threads} must split evenly over every process count in {args.processes}")
+        raise SystemExit(f"--threads {args.threads} must split evenly over every process count in "
+                         f"{','.join(map(str, counts))}")
     rows, results = [], {}
     for kind in training_runs.kinds_named(args.kinds):
         times = training_runs.alternating_runs(

@@ -210,3 +210,20 @@ def test_a_kind_that_is_not_one_is_refused_before_any_run(script):
     result = run_python(REPO_ROOT / "bench" / script, "--kinds", "speech,audio", text=True, timeout=300)
     assert result.returncode == 1 and result.stderr.splitlines() == [
         "--kinds 'speech,audio': the kinds are audio and image, comma-separated"], result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("train_speed.py", ["--runs", "0"], "argument --runs: not a whole number of at least 1: '0'"),
+    ("train_data.py", ["--runs", "0"], "argument --runs: not a whole number of at least 1: '0'"),
+    ("train_parallel.py", ["--runs", "0"], "argument --runs: not a whole number of at least 1: '0'"),
+    ("train_parallel.py", ["--processes", "0,2"], "argument --processes: not a whole number of at least 1: '0'"),
+    ("train_speed.py", ["--steps", "1", "--kinds", "image", "--runs", "1"],
+     "argument --steps: not a whole number of at least 2: '1'"),
+])
+def test_counts_that_measure_nothing_are_refused_as_arguments(script, args, message):
+    """--runs 0 stopped in a traceback (statistics.StatisticsError: no median for empty data), --steps 1
+    after its training runs (ZeroDivisionError: a time per step over no steps), and --processes 0 in
+    ZeroDivisionError (--threads modulo 0)."""
+    result = run_python(REPO_ROOT / "bench" / script, *args, "--out", "", text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.splitlines()[-1] == f"{script}: error: {message}", \
+        result.stderr[-2000:]
