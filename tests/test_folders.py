@@ -479,3 +479,16 @@ def test_codes_of_a_folder_keep_an_array_another_run_wrote_meanwhile_without_for
                              "ran); pass --force to overwrite it" in err, err
         assert (out / "a.npy").read_bytes() == b"the other run's" and files == ["sub/b.wav"]
     assert sorted(p.name for p in out.iterdir()) == ["a.npy", "codes.json", "sub"]
+
+
+def test_a_rate_for_a_folder_of_images_only_is_refused(tmp_path, capsys):
+    """decode FOLDER OUT --rate 8000 of a folder of image .vq files decoded them and ignored the rate, where
+    one image file is refused it (and a folder, an audio --format)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "p.vq").write_bytes(Codec.load(str(GOLDEN_IMAGE)).encode_image(
+        Image.open(DATA / "photo.png").crop((0, 0, 64, 48)), 2))
+    code, err = _run(["decode", folder, tmp_path / "out", "--rate", "8000"], capsys)
+    assert code == 1 and err == f"vqcodec: error: --rate is for audio, and the .vq files of {folder} hold images " \
+                                "only\n", err
+    assert not (tmp_path / "out").exists()

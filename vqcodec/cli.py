@@ -893,6 +893,8 @@ def _decode_folder(folder: Path, output_path: str, model, format_name, device, f
     kinds, unreadable = sort_by_kind(files)
     if format_name is not None and kinds:
         _check_format_kind_in_folder(format_name, set(kinds.values()), folder)
+    if rate is not None and kinds and "audio" not in kinds.values():  # as for one image file
+        raise VQCodecError(f"--rate is for audio, and the .vq files of {folder} hold images only")
     readable, missing = _set_aside_missing_models(folder, [path for path in files if path in kinds], model,
                                                   refuse_all=not unreadable)
     outputs = mirrored_paths(folder, out, readable, lambda path: extensions[kinds[path]])
