@@ -38,11 +38,17 @@ def same_tree(a: Path, b: Path) -> bool:
         all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
 
 
+def copy_sources(sources: list[Path], folder: Path) -> None:
+    """Copy `sources` into `folder`, each under a name of its own: sub/a.flac and other/a.flac, or a.flac and
+    a.wav (which would both write a.vq), of a folder read recursively."""
+    folder.mkdir(parents=True)
+    for number, path in enumerate(sources):
+        shutil.copy(path, folder / f"{number:04d}-{path.name}")
+
+
 def measure(kind: str, sources: list[Path], runs: int, work: Path) -> dict:
     folder = work / kind / "in"
-    folder.mkdir(parents=True)
-    for path in sources:
-        shutil.copy(path, folder / path.name)
+    copy_sources(sources, folder)
     media_suffix = ".wav" if kind == "audio" else ".png"
     one_by_one, at_once = work / kind / "one", work / kind / "folder"
 

@@ -227,3 +227,22 @@ def test_counts_that_measure_nothing_are_refused_as_arguments(script, args, mess
     result = run_python(REPO_ROOT / "bench" / script, *args, "--out", "", text=True, timeout=300)
     assert result.returncode == 2 and result.stderr.splitlines()[-1] == f"{script}: error: {message}", \
         result.stderr[-2000:]
+
+
+def test_folders_benchmark_codes_every_file_of_a_folder_read_recursively(tmp_path):
+    """bench/folders.py copied the recordings it reads recursively into one folder by their names, so of
+    sub/a.flac and other/a.flac one was coded (while the table counted both), and a.flac beside a.wav made
+    the folder run refuse to write a.vq twice."""
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    try:
+        import folders
+    finally:
+        sys.path.remove(str(REPO_ROOT / "bench"))
+    sources = [tmp_path / "sub" / "a.flac", tmp_path / "other" / "a.flac", tmp_path / "other" / "a.wav"]
+    for number, path in enumerate(sources):
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(bytes([number]))
+    folders.copy_sources(sources, tmp_path / "in")
+    copies = sorted((tmp_path / "in").iterdir())
+    assert [copy.read_bytes() for copy in copies] == [b"\x00", b"\x01", b"\x02"]
+    assert len({copy.stem for copy in copies}) == 3  # one .vq file each
