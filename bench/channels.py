@@ -87,7 +87,7 @@ def main() -> None:
                         help="folder of music files (FLAC, WAV) whose stereo ones give the jingles and the "
                              "'music stereo' rows (default: %(default)s)")
     parser.add_argument("--model", default="speech16k", help="model name or .safetensors path (default: %(default)s)")
-    parser.add_argument("--files", type=int, default=20,
+    parser.add_argument("--files", type=common.positive_int, default=20,
                         help="first N speech recordings, sorted by path (default: %(default)s)")
     parser.add_argument("-q", "--quality", type=int, default=8,
                         help="quality level every variant is coded at (default: %(default)s)")

@@ -42,7 +42,7 @@ DESCRIPTION = ("Measures the encoding and decoding speed, as a multiple of real 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
-    parser.add_argument("--files", type=int, default=8,
+    parser.add_argument("--files", type=common.positive_int, default=8,
                         help="first N speech dev recordings (FLAC, sorted by path), joined into one "
                              "(default: %(default)s)")
     parser.add_argument("--runs", type=common.positive_int, default=3,

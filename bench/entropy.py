@@ -144,7 +144,7 @@ def main() -> None:
     parser.add_argument("--images", default=str(DATA / "images" / "kodak"),
                         help="Folder of PNG images, read recursively (default %(default)s).")
     common.add_model_options(parser, str(REPO_ROOT / "bench" / "out" / "entropy.json"))
-    parser.add_argument("--files", type=int, default=None, help="Use the first N files of each set.")
+    parser.add_argument("--files", type=common.positive_int, default=None, help="Use the first N files of each set.")
     parser.add_argument("--speech-qualities", default="1,2,4,6,8",
                         help="Speech quality levels, comma-separated: one row each (default 1,2,4,6,8).")
     parser.add_argument("--image-qualities", default="1,2,4,8,12,16,20",

@@ -85,11 +85,11 @@ def main() -> None:
     data = common.REPO_ROOT.parent / "shared" / "data"
     parser.add_argument("--data", default=str(data / "speech" / "dev"),
                         help="folder of speech recordings (FLAC, WAV), read recursively (default: %(default)s)")
-    parser.add_argument("--files", type=int, default=20,
+    parser.add_argument("--files", type=common.at_least(0), default=20,
                         help="first N recordings of --data, sorted by path; 0 for no audio (default: %(default)s)")
     parser.add_argument("--images", default=str(data / "images" / "kodak"),
                         help="folder of PNG photos, read recursively (default: %(default)s)")
-    parser.add_argument("--image-files", type=int, default=6,
+    parser.add_argument("--image-files", type=common.at_least(0), default=6,
                         help="first N photos of --images, sorted by path; 0 for no images (default: %(default)s)")
     parser.add_argument("--runs", type=common.positive_int, default=3,
                         help="timing runs of each way over the whole folder; the median is reported "

@@ -260,7 +260,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default="../shared/data/images/kodak", help="folder of PNG images")
     parser.add_argument("--model", default="image", help="model name or .safetensors path")
     parser.add_argument("--qualities", default=None, help="e.g. 1,2,4,8,12 (default: every quality of the model)")
-    parser.add_argument("--images", type=int, default=None, help="first N images only (sorted by name)")
+    parser.add_argument("--images", type=common.positive_int, default=None, help="first N images only (sorted by name)")
     parser.add_argument("--runs", type=common.positive_int, default=3, help="timing runs of our codec (median)")
     parser.add_argument("--threads", type=common.positive_int, default=2, help="torch CPU threads")
     parser.add_argument("--refine", type=int, default=0,

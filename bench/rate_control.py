@@ -222,7 +222,7 @@ def main() -> None:
                         help="Folder of images (PNG, JPEG), read recursively (default %(default)s).")
     parser.add_argument("--speech", default=str(DATA / "speech" / "dev"),
                         help="Folder of speech recordings (FLAC, WAV, Ogg), read recursively (default %(default)s).")
-    parser.add_argument("--files", type=int, default=None, help="Use N files spread evenly over each set.")
+    parser.add_argument("--files", type=common.positive_int, default=None, help="Use N files spread evenly over each set.")
     parser.add_argument("--bpp", default="0.1,0.2,0.3,0.5",
                         help="Image targets in bits per pixel, comma-separated: one row each, a ceiling per file "
                              "(default 0.1,0.2,0.3,0.5).")

@@ -230,7 +230,7 @@ def main() -> None:
     parser.add_argument("--speech", default=str(DATA / "speech" / "dev"),
                         help="Folder of speech recordings (FLAC, WAV, Ogg), read recursively (default %(default)s).")
     common.add_model_options(parser, str(REPO_ROOT / "bench" / "out" / "rdo.json"))
-    parser.add_argument("--files", type=int, default=None, help="Use N files spread evenly over each set.")
+    parser.add_argument("--files", type=common.positive_int, default=None, help="Use N files spread evenly over each set.")
     parser.add_argument("--image-weights", default="0,0.1,0.2,0.4",
                         help="Image rate weights, comma-separated: bits under the prior weighed against squared "
                              "latent error (default 0,0.1,0.2,0.4).")

@@ -166,7 +166,7 @@ def main() -> None:
     parser.add_argument("--speech", default=str(DATA / "speech" / "dev"),
                         help="folder of speech recordings (FLAC, WAV), coded with speech16k and joined into the "
                              "long recording (default: %(default)s)")
-    parser.add_argument("--files", type=int, default=20,
+    parser.add_argument("--files", type=common.at_least(0), default=20,
                         help="first N recordings of --speech, sorted by path; 0 for no speech rows "
                              "(default: %(default)s)")
     parser.add_argument("--kbps", default="0.5,1,1.5,2",
@@ -174,7 +174,7 @@ def main() -> None:
                              "(default: %(default)s)")
     parser.add_argument("--images", default=str(DATA / "images" / "kodak"),
                         help="folder of PNG photos, coded with the image model (default: %(default)s)")
-    parser.add_argument("--image-files", type=int, default=12,
+    parser.add_argument("--image-files", type=common.at_least(0), default=12,
                         help="first N photos of --images, sorted by path; 0 for no image rows (default: %(default)s)")
     parser.add_argument("--bpp", default="0.1,0.2,0.3",
                         help="photo targets in bits per pixel, comma-separated (default: %(default)s)")

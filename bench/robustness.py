@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(DATA / "speech" / "dev"),
                         help="Folder of clean speech (FLAC, WAV), read recursively; the set is named after it "
                              "(default %(default)s).")
-    parser.add_argument("--files", type=int, default=20,
+    parser.add_argument("--files", type=common.positive_int, default=20,
                         help="Use the first N files of --data, sorted by path (default 20).")
     parser.add_argument("--models", default="speech16k", help="Comma-separated model names or paths.")
     parser.add_argument("--qualities", default="1,6", help="Comma-separated quality levels (default 1,6).")

@@ -299,7 +299,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default="../shared/data/speech/dev",
                         help="folder of speech files (relative paths: to the repository root)")
     parser.add_argument("--model", default="speech16k", help="model name or .safetensors path")
-    parser.add_argument("--files", type=int, default=None, help="first N files only (sorted)")
+    parser.add_argument("--files", type=common.positive_int, default=None, help="first N files only (sorted)")
     parser.add_argument("--runs", type=common.positive_int, default=3, help="timing runs (median)")
     parser.add_argument("--qualities", default=None, help="e.g. 1,2,4,6,8 (default: all)")
     parser.add_argument("--refine", type=int, default=0, help="also run ours with this many refinement steps")

@@ -43,9 +43,9 @@ DESCRIPTION = ("Measures whether storing a model's weights as float16 changes wh
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
-    parser.add_argument("--files", type=int, default=20,
+    parser.add_argument("--files", type=common.positive_int, default=20,
                         help="first N speech dev recordings, sorted by path (default: %(default)s)")
-    parser.add_argument("--images", type=int, default=6,
+    parser.add_argument("--images", type=common.positive_int, default=6,
                         help="first N Kodak images, sorted by path (default: %(default)s)")
     parser.add_argument("--speech-qualities", default="1,4,8",
                         help="speech16k quality levels, comma-separated (default: %(default)s)")

@@ -246,3 +246,17 @@ def test_folders_benchmark_codes_every_file_of_a_folder_read_recursively(tmp_pat
     copies = sorted((tmp_path / "in").iterdir())
     assert [copy.read_bytes() for copy in copies] == [b"\x00", b"\x01", b"\x02"]
     assert len({copy.stem for copy in copies}) == 3  # one .vq file each
+
+
+@pytest.mark.parametrize("script, args", [
+    ("speech.py", ["--files", "0", "--skip-baselines"]), ("entropy.py", ["--files", "0", "--skip-images"]),
+    ("image.py", ["--images", "0", "--baselines", ""]), ("robustness.py", ["--files", "0"]),
+    ("ceiling.py", ["--files", "0"]),
+])
+def test_a_count_of_no_files_is_refused_as_an_argument(script, args):
+    """--files 0 said "no flac/wav files in FOLDER" of a folder that holds them, and --files -1 measured all
+    the files but the last (the list's [:-1]); folders.py and recode.py take 0 for none, and refuse -1."""
+    result = run_python(REPO_ROOT / "bench" / script, *args, "--out", "", text=True, timeout=300)
+    option = {"image.py": "--images", "ceiling.py": "--images/--files"}.get(script, "--files")
+    assert result.returncode == 2 and result.stderr.splitlines()[-1] == \
+        f"{script}: error: argument {option}: not a whole number of at least 1: '0'", result.stderr[-2000:]
