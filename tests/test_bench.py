@@ -260,3 +260,63 @@ def test_a_count_of_no_files_is_refused_as_an_argument(script, args):
     option = {"image.py": "--images", "ceiling.py": "--images/--files"}.get(script, "--files")
     assert result.returncode == 2 and result.stderr.splitlines()[-1] == \
         f"{script}: error: argument {option}: not a whole number of at least 1: '0'", result.stderr[-2000:]
+
+
+# Parses each command given after the script (one JSON list of [script, args] per line on stdin) with its
+# script's parser, in one process, stopping each script once its options are parsed; prints what each left
+# unparsed or the error argparse gave.
+PARSE_COMMANDS = """
+import argparse, io, json, os, runpy, sys, contextlib
+
+class Parsed(Exception):
+    pass
+
+def parse(self, args=None, namespace=None):
+    namespace, extra = ORIGINAL(self, args, namespace)
+    raise Parsed(extra)
+
+ORIGINAL = argparse.ArgumentParser.parse_known_args
+argparse.ArgumentParser.parse_known_args = parse
+for line in sys.stdin:
+    script, args = json.loads(line)
+    sys.argv = [script, *args]
+    sys.path.insert(0, os.path.dirname(script))
+    error = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(error):
+            runpy.run_path(script, run_name="__main__")
+        outcome = "never parsed its options"
+    except Parsed as parsed:
+        outcome = f"left {parsed.args[0]} unparsed" if parsed.args[0] else "ok"
+    except SystemExit:
+        outcome = error.getvalue().strip().splitlines()[-1]
+    except FileNotFoundError:
+        outcome = "no such script"
+    print(json.dumps(outcome))
+"""
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """Each `python bench/SCRIPT ...` command that README.md and docs/ give (in backticks, or a line of its own),
+    but those with a placeholder (<its file>)."""
+    commands = []
+    for doc in [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        found = re.findall(r"`(python bench/\w+\.py[^`]*)`", text) + re.findall(r"^(python bench/\w+\.py.*)$", text, re.M)
+        commands += [(doc.name, " ".join(command.split())) for command in found if "<" not in command]
+    return list(dict.fromkeys(commands))
+
+
+def test_every_documented_benchmark_command_parses_with_its_script():
+    """The commands that reproduce the README's tables (and docs/') name scripts and options that exist."""
+    import shlex
+
+    commands = documented_commands()
+    assert len(commands) >= 30 and ("README.md", "python bench/config_speed.py") in commands
+    lines = "".join(json.dumps([str(REPO_ROOT / shlex.split(command)[1]), shlex.split(command)[2:]]) + "\n"
+                    for _, command in commands)
+    result = run_python("-c", PARSE_COMMANDS, input=lines, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcomes = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(outcomes) == len(commands), result.stdout
+    assert [(doc, command, outcome) for (doc, command), outcome in zip(commands, outcomes) if outcome != "ok"] == []
