@@ -492,3 +492,20 @@ def test_a_rate_for_a_folder_of_images_only_is_refused(tmp_path, capsys):
     assert code == 1 and err == f"vqcodec: error: --rate is for audio, and the .vq files of {folder} hold images " \
                                 "only\n", err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_that_is_a_link_to_nothing_is_refused_before_any_work(two_recordings, tmp_path, capsys):
+    """An output folder (or a subfolder of it) that is a link to nothing was found only as each file was
+    written, after its coding: one 'cannot read or write OUT (File exists)' line per file."""
+    out = tmp_path / "out"
+    out.symlink_to(tmp_path / "gone")
+    code, err = _run(["encode", two_recordings, out, "-q", "1"], capsys)
+    assert code == 1 and err == f"vqcodec: error: {out} is a link to {tmp_path / 'gone'}, which is not there, where " \
+                                f"the folder of {out / 'a.vq'} must go\n", err
+    out.unlink()
+    out.mkdir()
+    (out / "sub").symlink_to("gone")
+    code, err = _run(["encode", two_recordings, out, "-q", "1"], capsys)
+    assert code == 1 and err.endswith(f"{out / 'sub'} is a link to gone, which is not there, where the folder of "
+                                      f"{out / 'sub' / 'b.vq'} must go\n"), err
+    assert sorted(p.name for p in out.iterdir()) == ["sub"]

@@ -58,8 +58,9 @@ def _refuse_outputs_that_are_inputs(files: list[Path], outputs: list[Path]) -> N
 
 
 def _check_output_tree(outputs: list[Path]) -> None:
-    """Refuse, before anything is written, outputs whose folder cannot be made: a file stands where
-    it must go, or one output is the folder of another (x.vq for x.flac, and x.vq/ for x.vq/y.flac)."""
+    """Refuse, before anything is written, outputs whose folder cannot be made: a file, or a link to
+    nothing, stands where it must go, or one output is the folder of another (x.vq for x.flac, and
+    x.vq/ for x.vq/y.flac)."""
     taken = set(outputs)
     for output in outputs:
         for parent in output.parents:
@@ -69,6 +70,9 @@ def _check_output_tree(outputs: list[Path]) -> None:
                 if not parent.is_dir():
                     raise VQCodecError(f"{parent} is a file, where the folder of {output} must go")
                 break
+            if parent.is_symlink():
+                raise VQCodecError(f"{parent} is a link to {os.readlink(parent)}, which is not there, where the "
+                                   f"folder of {output} must go")
 
 
 def files_under(folder: Path, leave_out: Path | None = None) -> list[Path]:
