@@ -509,3 +509,24 @@ def test_an_output_folder_that_is_a_link_to_nothing_is_refused_before_any_work(t
     assert code == 1 and err.endswith(f"{out / 'sub'} is a link to gone, which is not there, where the folder of "
                                       f"{out / 'sub' / 'b.vq'} must go\n"), err
     assert sorted(p.name for p in out.iterdir()) == ["sub"]
+
+
+def test_codes_of_a_file_that_fails_as_it_is_written_leave_no_empty_folder(two_recordings, tmp_path, capsys,
+                                                                           monkeypatch):
+    """`vqcodec codes` of a folder of media made each array's folder before writing it, and left it, empty,
+    when the write failed (encode, decode and codes of .vq files remove it)."""
+    import vqcodec.tokens
+
+    real_write = vqcodec.tokens.write_file
+
+    def write_file(path, *args, **kwargs):
+        if Path(path).name == "b.npy":
+            raise VQCodecError(f"cannot write {path}: No space left on device")
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(vqcodec.tokens, "write_file", write_file)
+    out = tmp_path / "tokens"
+    code, err = _run(["codes", two_recordings, out, "-q", "1"], capsys)
+    assert code == 1 and f"skipping {two_recordings / 'sub' / 'b.wav'}: cannot write {out / 'sub' / 'b.npy'}: " \
+                         "No space left on device" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["a.npy", "codes.json"]

@@ -121,7 +121,7 @@ class FolderReport:
 
 
 @contextlib.contextmanager
-def _folder_of(output: Path):
+def folder_of(output: Path):
     """Make the folder `output` goes in for the block; when the block fails, remove the folders it made
     that are still empty, so that a file that could not be written leaves no empty folder behind."""
     made = [folder for folder in output.parents if not folder.exists()]  # deepest first
@@ -181,7 +181,7 @@ def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, m
                 log(f"vqcodec: warning: {warning}")
         else:
             data = codec.encode_image(open_image(path), quality, max_rate)
-        with _folder_of(output):
+        with folder_of(output):
             write(output, data)
         info = read_info(data)
         report.seconds += info.duration
@@ -195,7 +195,7 @@ def recode_folder(files: list[Path], outputs: list[Path], recode: Callable[[byte
     """Recode `.vq` files (`recode(data)` gives the smaller file) into `outputs`."""
     def make(path: Path, output: Path) -> int:
         data = recode(path.read_bytes())
-        with _folder_of(output):
+        with folder_of(output):
             write(output, data)
         return len(data)
     return _each_file(files, outputs, make, FolderReport("mixed"), "recoded", log)
@@ -226,13 +226,13 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
         if salvage and warn:
             warn(path, codec.damaged_parts(data), header)
         if header.kind == vqformat.KIND_AUDIO:
-            with _folder_of(output):
+            with folder_of(output):
                 write(output, lambda stream: codec.decode_audio_file(data, stream, format_hint=formats["audio"],
                                                                      salvage=salvage, rate=rate))
         else:
             check_output_of(formats["image"], header, data)
             image = codec.decode_image(data, salvage=salvage)
-            with _folder_of(output):
+            with folder_of(output):
                 write(output, lambda stream: write_image(image, stream, formats["image"]))
         return output.stat().st_size
     return _each_file(files, outputs, make, FolderReport("mixed"), "decoded", log)
@@ -271,7 +271,7 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
         data = path.read_bytes()
         header, shape, blocks = codec_for(data).code_blocks(data)
         audio = header.kind == vqformat.KIND_AUDIO
-        with _folder_of(output):
+        with folder_of(output):
             write(output, lambda stream: save_code_blocks(stream, shape, 2 if audio else 1, blocks))
         warn_of_alpha_not_in_codes(header.flags, path)
         restore = {"sample_rate": header.sample_rate, "samples": header.length, "channels": header.channels,

@@ -13,7 +13,7 @@ from numpy.lib import format as npy
 
 from . import format as vqformat
 from .errors import VQCodecError
-from .folders import mirrored_paths
+from .folders import folder_of, mirrored_paths
 from .io import write_file
 
 MANIFEST = "codes.json"
@@ -76,8 +76,9 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
         for number, (path, output) in enumerate(zip(files, outputs), 1):
             try:
                 codes, restore = codec.media_to_codes(path, quality)
-                output.parent.mkdir(parents=True, exist_ok=True)
-                write_file(output, lambda stream: np.save(stream, codes.astype(np.int32), allow_pickle=False), replace)
+                with folder_of(output):
+                    write_file(output, lambda stream: np.save(stream, codes.astype(np.int32), allow_pickle=False),
+                               replace)
             except (VQCodecError, OSError) as exc:
                 reason = str(exc) if isinstance(exc, VQCodecError) else f"cannot write {output} ({exc.strerror})"
                 skipped.append({"file": str(Path(path).relative_to(folder)), "reason": reason})
