@@ -22,6 +22,21 @@ if str(REPO_ROOT) not in sys.path:  # so `import vqcodec` works from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
 
+def _bad_input_in_one_line(kind, error, trace) -> None:
+    """sys.excepthook of every benchmark (each imports this module): vqcodec's error for bad input (a model
+    that is not there, a file it cannot read) is one line, as the vqcodec command prints it, and status 1;
+    anything else keeps its traceback."""
+    from vqcodec.errors import VQCodecError
+
+    if issubclass(kind, VQCodecError):
+        print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
+    else:
+        sys.__excepthook__(kind, error, trace)
+
+
+sys.excepthook = _bad_input_in_one_line
+
+
 # --------------------------------------------------------------------------- files
 
 def numbers(text: str) -> list[float]:

@@ -320,3 +320,18 @@ def test_every_documented_benchmark_command_parses_with_its_script():
     outcomes = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(outcomes) == len(commands), result.stdout
     assert [(doc, command, outcome) for (doc, command), outcome in zip(commands, outcomes) if outcome != "ok"] == []
+
+
+@pytest.mark.parametrize("script, args", [
+    ("speech.py", ["--data", SPEECH_DATA, "--files", "1", "--skip-baselines", "--model", "nosuch"]),
+    ("image.py", ["--model", "nosuch", "--baselines", "", "--plot", "", "--out", ""]),
+    ("robustness.py", ["--models", "nosuch", "--data", SPEECH_DATA, "--files", "1", "--out", ""]),
+])
+def test_a_model_that_is_not_there_is_one_line(script, args):
+    """A model name that no model has stopped every benchmark in a traceback (vqcodec.errors.VQCodecError:
+    unknown model 'nosuch' ...), where the vqcodec command says it in one line."""
+    result = run_python("-c", WITHOUT_PACKAGES, REPO_ROOT / "bench" / script, *args, "--", "+pesq", "+pystoi",
+                        "+matplotlib", text=True, timeout=300)
+    lines = result.stderr.splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith(f"{script}: error: unknown model 'nosuch' (installed: "), lines
