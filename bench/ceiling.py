@@ -42,7 +42,8 @@ def main() -> None:
     parser.add_argument("--speech", action="store_true", help="a speech model on recordings instead of photos")
     parser.add_argument("--data", default=None, help="default: Kodak, or the speech dev set with --speech")
     parser.add_argument("--model", default=None, help="default: image, or speech16k with --speech")
-    parser.add_argument("--qualities", default=None, help="default: 8,12,16,20, or 1,4,8 with --speech")
+    parser.add_argument("--qualities", default=None, type=common.number_list(int),
+                        help="default: 8,12,16,20, or 1,4,8 with --speech")
     parser.add_argument("--images", "--files", dest="limit", type=common.positive_int, default=None,
                         help="first N files only")
     parser.add_argument("--out", default=None, help="JSON of every file's numbers ('' for none)")

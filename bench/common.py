@@ -39,9 +39,25 @@ sys.excepthook = _bad_input_in_one_line
 
 # --------------------------------------------------------------------------- files
 
-def numbers(text: str) -> list[float]:
-    """A comma-separated command-line list of numbers ("0.1,0.2,0.3")."""
-    return [float(v) for v in text.split(",") if v.strip()]
+def numbers(text: str, kind=float) -> list:
+    """A comma-separated command-line list of numbers ("0.1,0.2,0.3"; of whole numbers with kind=int)."""
+    return [kind(v) for v in text.split(",") if v.strip()]
+
+
+def number_list(kind=float, empty: bool = False) -> Callable[[str], str]:
+    """An argparse type for a comma-separated list of numbers of `kind` (the scripts split it themselves):
+    the text, once each value is one, so that a misspelt or missing one ("4,x", "4,") is refused as the
+    argument instead of failing later; "" (no values) only where `empty` allows it."""
+    import argparse
+
+    def checked(text: str) -> str:
+        try:
+            [kind(value) for value in (text.split(",") if text.strip() or not empty else [])]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a comma-separated list of {'whole ' if kind is int else ''}"
+                                             f"numbers: {text!r}") from None
+        return text
+    return checked
 
 
 def at_least(minimum: int) -> Callable[[str], int]:

@@ -145,9 +145,9 @@ def main() -> None:
                         help="Folder of PNG images, read recursively (default %(default)s).")
     common.add_model_options(parser, str(REPO_ROOT / "bench" / "out" / "entropy.json"))
     parser.add_argument("--files", type=common.positive_int, default=None, help="Use the first N files of each set.")
-    parser.add_argument("--speech-qualities", default="1,2,4,6,8",
+    parser.add_argument("--speech-qualities", default="1,2,4,6,8", type=common.number_list(int),
                         help="Speech quality levels, comma-separated: one row each (default 1,2,4,6,8).")
-    parser.add_argument("--image-qualities", default="1,2,4,8,12,16,20",
+    parser.add_argument("--image-qualities", default="1,2,4,8,12,16,20", type=common.number_list(int),
                         help="Image quality levels, comma-separated: one row each (default 1,2,4,8,12,16,20).")
     parser.add_argument("--rate-weight", type=float, default=0.0,
                         help="Encoder rate weight (default 0: codes chosen by error alone, so that the saving "

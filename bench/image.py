@@ -259,13 +259,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
     parser.add_argument("--data", default="../shared/data/images/kodak", help="folder of PNG images")
     parser.add_argument("--model", default="image", help="model name or .safetensors path")
-    parser.add_argument("--qualities", default=None, help="e.g. 1,2,4,8,12 (default: every quality of the model)")
+    parser.add_argument("--qualities", default=None, type=common.number_list(int),
+                        help="e.g. 1,2,4,8,12 (default: every quality of the model)")
     parser.add_argument("--images", type=common.positive_int, default=None, help="first N images only (sorted by name)")
     parser.add_argument("--runs", type=common.positive_int, default=3, help="timing runs of our codec (median)")
     parser.add_argument("--threads", type=common.positive_int, default=2, help="torch CPU threads")
     parser.add_argument("--refine", type=int, default=0,
                         help="also run our codec with this many refinement steps (encode --refine), one timing run")
-    parser.add_argument("--depth-weights", default="",
+    parser.add_argument("--depth-weights", default="", type=common.number_list(empty=True),
                         help="also run our codec at these depth weights (encode --depth-weight), one timing run")
     parser.add_argument("--baselines", default="JPEG,WebP,AVIF", help="baselines to run ('' for none)")
     parser.add_argument("--skip-baselines", action="store_true", help="our codec only (same as --baselines '')")

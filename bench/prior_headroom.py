@@ -91,9 +91,9 @@ def main() -> None:
     parser.add_argument("--data", default=str(DATA / "speech" / "train"),
                         help="folder of audio to code (at least 10 files; every fifth held out) "
                              "(default: %(default)s)")
-    parser.add_argument("--levels", default="0,1,2,3",
+    parser.add_argument("--levels", default="0,1,2,3", type=common.number_list(int),
                         help="codebook levels to measure, comma-separated, 0 the coarsest (default: %(default)s)")
-    parser.add_argument("--hidden", default="32,256",
+    parser.add_argument("--hidden", default="32,256", type=common.number_list(int),
                         help="hidden units of the MLPs, comma-separated: one MLP per size and set of inputs "
                              "(default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=12,

@@ -223,10 +223,10 @@ def main() -> None:
     parser.add_argument("--speech", default=str(DATA / "speech" / "dev"),
                         help="Folder of speech recordings (FLAC, WAV, Ogg), read recursively (default %(default)s).")
     parser.add_argument("--files", type=common.positive_int, default=None, help="Use N files spread evenly over each set.")
-    parser.add_argument("--bpp", default="0.1,0.2,0.3,0.5",
+    parser.add_argument("--bpp", default="0.1,0.2,0.3,0.5", type=common.number_list(),
                         help="Image targets in bits per pixel, comma-separated: one row each, a ceiling per file "
                              "(default 0.1,0.2,0.3,0.5).")
-    parser.add_argument("--kbps", default="0.5,1,1.5,2,2.5,3",
+    parser.add_argument("--kbps", default="0.5,1,1.5,2,2.5,3", type=common.number_list(),
                         help="Speech targets in kbps, comma-separated: one row each, a ceiling per file "
                              "(default 0.5,1,1.5,2,2.5,3).")
     common.add_model_options(parser, str(common.REPO_ROOT / "bench" / "out" / "rate_control.json"))

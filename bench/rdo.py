@@ -55,10 +55,6 @@ def spread(files: list[Path], count: int | None) -> list[Path]:
     return [files[i * len(files) // count] for i in range(count)]
 
 
-def numbers(text: str, kind=float) -> list:
-    return [kind(v) for v in text.split(",") if v.strip()]
-
-
 def rate_at(ladder: list[dict], key: str, quality: float, higher_is_better: bool = True) -> float | None:
     """The ladder's rate at `quality`, interpolated along its points; None outside them."""
     points = sorted((p[key], p["rate"]) for p in ladder if p[key] is not None)
@@ -116,7 +112,7 @@ def bench_images(args, beams: list[int]) -> dict:
 
     codec = Codec.load(args.image_model)
     pictures = [Picture(p) for p in spread(common.list_files(args.images, (".png", ".jpg", ".jpeg")), args.files)]
-    qualities = numbers(args.image_qualities, int)
+    qualities = common.numbers(args.image_qualities, int)
     pixels = sum(p.pixels for p in pictures)
     default_beam = codec.beam
 
@@ -134,8 +130,8 @@ def bench_images(args, beams: list[int]) -> dict:
         return {"beam": beam, "weight": weight, "depth_weight": depth, "quality": quality, "rate": size * 8 / pixels,
                 "psnr": float(np.mean(scores)) if scores else None, "encode_s": seconds / len(pictures)}
 
-    rows, fixed = sweep(run, codec.num_codebooks, default_beam, beams, numbers(args.image_weights),
-                        numbers(args.image_depth_weights), qualities, [("psnr", True)],
+    rows, fixed = sweep(run, codec.num_codebooks, default_beam, beams, common.numbers(args.image_weights),
+                        common.numbers(args.image_depth_weights), qualities, [("psnr", True)],
                         lambda r: f"images beam {r['beam']} w {r['weight']:g} d {r['depth_weight']:g} q{r['quality']}: "
                                   f"{r['rate']:.4f} bpp "
                                   f"{r['psnr']:.3f} dB {r['encode_s']:.2f} s")
@@ -161,7 +157,7 @@ def bench_speech(args, beams: list[int]) -> dict:
 
     codec = Codec.load(args.speech_model)
     files = spread(common.list_files(args.speech, (".flac", ".wav", ".ogg")), args.files)
-    qualities = numbers(args.speech_qualities, int)
+    qualities = common.numbers(args.speech_qualities, int)
     default_beam = codec.beam
     with tempfile.TemporaryDirectory() as workdir:
         clips = load_clips(files, Path(workdir))
@@ -188,8 +184,8 @@ def bench_speech(args, beams: list[int]) -> dict:
                 "log_mel_l1": float(np.mean(mel)) if mel else None,
                 "encode_xrt": seconds_total / seconds}
 
-    rows, fixed = sweep(run, codec.num_codebooks, default_beam, beams, numbers(args.speech_weights),
-                        numbers(args.speech_depth_weights), qualities,
+    rows, fixed = sweep(run, codec.num_codebooks, default_beam, beams, common.numbers(args.speech_weights),
+                        common.numbers(args.speech_depth_weights), qualities,
                         [("pesq_wb", True), ("stoi", True), ("log_mel_l1", False)],
                         lambda r: f"speech beam {r['beam']} w {r['weight']:g} d {r['depth_weight']:g} q{r['quality']}: "
                                   f"{r['rate']:.3f} kbps "
@@ -231,19 +227,19 @@ def main() -> None:
                         help="Folder of speech recordings (FLAC, WAV, Ogg), read recursively (default %(default)s).")
     common.add_model_options(parser, str(REPO_ROOT / "bench" / "out" / "rdo.json"))
     parser.add_argument("--files", type=common.positive_int, default=None, help="Use N files spread evenly over each set.")
-    parser.add_argument("--image-weights", default="0,0.1,0.2,0.4",
+    parser.add_argument("--image-weights", default="0,0.1,0.2,0.4", type=common.number_list(),
                         help="Image rate weights, comma-separated: bits under the prior weighed against squared "
                              "latent error (default 0,0.1,0.2,0.4).")
-    parser.add_argument("--speech-weights", default="0,0.05,0.1,0.2",
+    parser.add_argument("--speech-weights", default="0,0.05,0.1,0.2", type=common.number_list(),
                         help="Speech rate weights, comma-separated (default 0,0.05,0.1,0.2).")
-    parser.add_argument("--image-depth-weights", default="0",
+    parser.add_argument("--image-depth-weights", default="0", type=common.number_list(),
                         help="Image depth weights, comma-separated, each tried with every rate weight; 0 keeps "
                              "every level of every cell (default 0).")
-    parser.add_argument("--speech-depth-weights", default="0",
+    parser.add_argument("--speech-depth-weights", default="0", type=common.number_list(),
                         help="Speech depth weights, comma-separated, each tried with every rate weight (default 0).")
-    parser.add_argument("--image-qualities", default="2,4,8,12,16,20",
+    parser.add_argument("--image-qualities", default="2,4,8,12,16,20", type=common.number_list(int),
                         help="Image quality levels, comma-separated (default 2,4,8,12,16,20).")
-    parser.add_argument("--speech-qualities", default="1,2,4,6,8",
+    parser.add_argument("--speech-qualities", default="1,2,4,6,8", type=common.number_list(int),
                         help="Speech quality levels, comma-separated (default 1,2,4,6,8).")
     parser.add_argument("--beams", default="default",
                         help="Comma-separated beam widths, or 'default' for each model's own.")
@@ -261,7 +257,7 @@ def main() -> None:
                                      ("audio", args.skip_speech, bench_speech, speech_table)):
         if skip:
             continue
-        beams = [DEFAULT_BEAM[kind]] if args.beams == "default" else numbers(args.beams, int)
+        beams = [DEFAULT_BEAM[kind]] if args.beams == "default" else common.numbers(args.beams, int)
         result = bench(args, beams)
         payload["images" if kind == "image" else "speech"] = result
         print(f"\n{result['data']} ({len(result['files'])} files, model {result['model']}):\n")

@@ -169,14 +169,14 @@ def main() -> None:
     parser.add_argument("--files", type=common.at_least(0), default=20,
                         help="first N recordings of --speech, sorted by path; 0 for no speech rows "
                              "(default: %(default)s)")
-    parser.add_argument("--kbps", default="0.5,1,1.5,2",
+    parser.add_argument("--kbps", default="0.5,1,1.5,2", type=common.number_list(),
                         help="speech targets in kbps, comma-separated, for the files and the long recording "
                              "(default: %(default)s)")
     parser.add_argument("--images", default=str(DATA / "images" / "kodak"),
                         help="folder of PNG photos, coded with the image model (default: %(default)s)")
     parser.add_argument("--image-files", type=common.at_least(0), default=12,
                         help="first N photos of --images, sorted by path; 0 for no image rows (default: %(default)s)")
-    parser.add_argument("--bpp", default="0.1,0.2,0.3",
+    parser.add_argument("--bpp", default="0.1,0.2,0.3", type=common.number_list(),
                         help="photo targets in bits per pixel, comma-separated (default: %(default)s)")
     parser.add_argument("--minutes", type=float, default=60.0,
                         help="minutes of the long recording whose recoding time and memory are measured; "

@@ -301,9 +301,10 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="speech16k", help="model name or .safetensors path")
     parser.add_argument("--files", type=common.positive_int, default=None, help="first N files only (sorted)")
     parser.add_argument("--runs", type=common.positive_int, default=3, help="timing runs (median)")
-    parser.add_argument("--qualities", default=None, help="e.g. 1,2,4,6,8 (default: all)")
+    parser.add_argument("--qualities", default=None, type=common.number_list(int), help="e.g. 1,2,4,6,8 (default: all)")
     parser.add_argument("--refine", type=int, default=0, help="also run ours with this many refinement steps")
-    parser.add_argument("--refine-qualities", default="1,6", help="qualities of the --refine rows")
+    parser.add_argument("--refine-qualities", default="1,6", type=common.number_list(int),
+                        help="qualities of the --refine rows")
     parser.add_argument("--skip-ours", action="store_true", help="baselines only")
     parser.add_argument("--skip-baselines", action="store_true", help="our codec only")
     parser.add_argument("--max-shift", type=int, default=1,

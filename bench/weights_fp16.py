@@ -47,9 +47,9 @@ def main() -> int:
                         help="first N speech dev recordings, sorted by path (default: %(default)s)")
     parser.add_argument("--images", type=common.positive_int, default=6,
                         help="first N Kodak images, sorted by path (default: %(default)s)")
-    parser.add_argument("--speech-qualities", default="1,4,8",
+    parser.add_argument("--speech-qualities", default="1,4,8", type=common.number_list(int),
                         help="speech16k quality levels, comma-separated (default: %(default)s)")
-    parser.add_argument("--image-qualities", default="4,12,20",
+    parser.add_argument("--image-qualities", default="4,12,20", type=common.number_list(int),
                         help="image quality levels, comma-separated (default: %(default)s)")
     parser.add_argument("--out", default=None, help="also write the rows to this JSON file (default: none)")
     args = parser.parse_args()

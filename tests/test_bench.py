@@ -335,3 +335,18 @@ def test_a_model_that_is_not_there_is_one_line(script, args):
     lines = result.stderr.splitlines()
     assert result.returncode == 1 and len(lines) == 1, result.stderr[-2000:]
     assert lines[0].startswith(f"{script}: error: unknown model 'nosuch' (installed: "), lines
+
+
+@pytest.mark.parametrize("script, option, value", [
+    ("entropy.py", "--speech-qualities", "1,two"), ("robustness.py", "--peaks", "0.5,"), ("rdo.py", "--image-weights", "q"),
+    ("weights_fp16.py", "--image-qualities", "4,12.5"), ("image.py", "--qualities", ""),
+])
+def test_a_list_of_numbers_that_is_not_one_is_refused_as_an_argument(script, option, value):
+    """A misspelt or missing value in a comma-separated list of qualities, weights or levels was met after
+    the options were taken, often after a model was loaded and files read: a traceback (ValueError:
+    invalid literal for int() with base 10)."""
+    result = run_python(REPO_ROOT / "bench" / script, option, value, text=True, timeout=300)
+    whole = "whole " if "qualities" in option else ""
+    assert result.returncode == 2 and result.stderr.splitlines()[-1] == \
+        f"{script}: error: argument {option}: not a comma-separated list of {whole}numbers: {value!r}", \
+        result.stderr[-2000:]
