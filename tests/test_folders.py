@@ -530,3 +530,27 @@ def test_codes_of_a_file_that_fails_as_it_is_written_leave_no_empty_folder(two_r
     assert code == 1 and f"skipping {two_recordings / 'sub' / 'b.wav'}: cannot write {out / 'sub' / 'b.npy'}: " \
                          "No space left on device" in err, err
     assert sorted(p.name for p in out.iterdir()) == ["a.npy", "codes.json"]
+
+
+def test_codes_of_a_vq_folder_keep_a_manifest_another_run_wrote_meanwhile_without_force(tiny_model_path, small_vq,
+                                                                                       tmp_path, capsys,
+                                                                                       monkeypatch):
+    """The codes.json of `vqcodec codes` on a folder of .vq files replaced one that another run wrote while
+    this one coded, without --force (the test of c79d68d, which passes --force to it)."""
+    source, out = tmp_path / "vq", tmp_path / "tokens"
+    source.mkdir()
+    (source / "a.vq").write_bytes(small_vq)
+    real = Codec.code_blocks
+
+    def code_blocks(self, data):
+        out.mkdir(exist_ok=True)
+        (out / "codes.json").write_text("the other run's")
+        return real(self, data)
+
+    monkeypatch.setattr(Codec, "code_blocks", code_blocks)
+    code, err = _run(["codes", source, out, "-m", tiny_model_path], capsys)
+    assert code == 1 and err == f"vqcodec: error: {out / 'codes.json'} exists (written while this ran); pass --force " \
+                                "to overwrite it\n", err
+    assert (out / "codes.json").read_text() == "the other run's"
+    code, err = _run(["codes", source, out, "-m", tiny_model_path, "--force"], capsys)
+    assert code == 0 and (out / "codes.json").read_text().startswith("{"), err
