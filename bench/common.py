@@ -300,8 +300,18 @@ def add_model_options(parser, out: str) -> None:
     parser.add_argument("--out", default=out, help="JSON file of the results ('' for none; default: %(default)s)")
 
 
+def vqcodec_checkout(text: str) -> str:
+    """An argparse type for --source: a folder that holds the vqcodec package (a checkout's root)."""
+    import argparse
+
+    if not (Path(text) / "vqcodec" / "__init__.py").is_file():
+        raise argparse.ArgumentTypeError(f"{text} holds no vqcodec package: give the root of a checkout (git worktree "
+                                         "add ../vqcodec-COMMIT COMMIT makes one)")
+    return text
+
+
 def add_source_option(parser) -> None:
     """--source: the checkouts whose vqcodec a benchmark runs, to compare them in the same run."""
-    parser.add_argument("--source", action="append", default=None,
+    parser.add_argument("--source", action="append", default=None, type=vqcodec_checkout,
                         help="Folder holding the vqcodec package to run (default this checkout); give it more than "
                              "once to measure each in the same run.")

@@ -350,3 +350,15 @@ def test_a_list_of_numbers_that_is_not_one_is_refused_as_an_argument(script, opt
     assert result.returncode == 2 and result.stderr.splitlines()[-1] == \
         f"{script}: error: argument {option}: not a comma-separated list of {whole}numbers: {value!r}", \
         result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("script", ["hot_paths.py", "memory.py"])
+def test_a_source_that_is_not_a_checkout_is_refused_as_an_argument(script, tmp_path):
+    """--source of a folder that is not there (the old checkout the README's commands compare with, not yet
+    made) stopped in a traceback (FileNotFoundError) once its first process started, after memory.py had
+    written its long recordings."""
+    result = run_python(REPO_ROOT / "bench" / script, "--source", ".", "--source", tmp_path / "vqcodec-10cd7a3",
+                        "--runs", "1", "--out", "", text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.splitlines()[-1] == (
+        f"{script}: error: argument --source: {tmp_path / 'vqcodec-10cd7a3'} holds no vqcodec package: give the root "
+        "of a checkout (git worktree add ../vqcodec-COMMIT COMMIT makes one)"), result.stderr[-2000:]
