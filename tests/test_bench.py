@@ -277,6 +277,9 @@ def parse(self, args=None, namespace=None):
 
 ORIGINAL = argparse.ArgumentParser.parse_known_args
 argparse.ArgumentParser.parse_known_args = parse
+sys.path.insert(0, os.path.join(os.getcwd(), "bench"))
+import common
+common.vqcodec_checkout = str  # the other checkouts the commands compare with need not be here
 for line in sys.stdin:
     script, args = json.loads(line)
     sys.argv = [script, *args]
