@@ -78,6 +78,22 @@ def at_least(minimum: int) -> Callable[[str], int]:
 positive_int = at_least(1)
 
 
+def seconds_or_minutes(zero: bool = False) -> Callable[[str], float]:
+    """An argparse type for a length of audio: a finite number above 0 (or 0 too, with `zero`: none)."""
+    import argparse
+    import math
+
+    def length(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"not a number {'of at least 0' if zero else 'above 0'}: {text!r}")
+        return value
+    return length
+
+
 def require_folders(*folders) -> None:
     """Stop with one line, before any work, where a data folder that the benchmark reads is missing."""
     for folder in folders:

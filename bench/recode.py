@@ -178,7 +178,7 @@ def main() -> None:
                         help="first N photos of --images, sorted by path; 0 for no image rows (default: %(default)s)")
     parser.add_argument("--bpp", default="0.1,0.2,0.3", type=common.number_list(),
                         help="photo targets in bits per pixel, comma-separated (default: %(default)s)")
-    parser.add_argument("--minutes", type=float, default=60.0,
+    parser.add_argument("--minutes", type=common.seconds_or_minutes(zero=True), default=60.0,
                         help="minutes of the long recording whose recoding time and memory are measured; "
                              "0 to skip it (default: %(default)s)")
     parser.add_argument("--out", default=str(common.REPO_ROOT / "bench" / "out" / "recode.json"),

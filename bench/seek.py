@@ -59,13 +59,13 @@ def main() -> None:
                              "(default: %(default)s)")
     parser.add_argument("--model", default="speech16k",
                         help="model name or .safetensors path; the file is encoded at -q 8 (default: %(default)s)")
-    parser.add_argument("--minutes", type=float, default=60.0,
+    parser.add_argument("--minutes", type=common.seconds_or_minutes(), default=60.0,
                         help="length of the long recording in minutes, the recordings repeated as needed "
                              "(default: %(default)s)")
     parser.add_argument("--rate", type=int, default=44100,
                         help="sample rate in Hz the recording is resampled to before encoding, so that the "
                              "decoded part is resampled too (default: %(default)s)")
-    parser.add_argument("--seconds", type=float, default=10.0,
+    parser.add_argument("--seconds", type=common.seconds_or_minutes(), default=10.0,
                         help="length in seconds of each part decoded (default: %(default)s)")
     parser.add_argument("--runs", type=common.positive_int, default=3,
                         help="timing runs of each part, the median reported; the whole file is decoded once "

@@ -365,3 +365,16 @@ def test_a_source_that_is_not_a_checkout_is_refused_as_an_argument(script, tmp_p
     assert result.returncode == 2 and result.stderr.splitlines()[-1] == (
         f"{script}: error: argument --source: {tmp_path / 'vqcodec-10cd7a3'} holds no vqcodec package: give the root "
         "of a checkout (git worktree add ../vqcodec-COMMIT COMMIT makes one)"), result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("script, option, value, bound", [
+    ("seek.py", "--minutes", "-1", "above 0"), ("seek.py", "--minutes", "0", "above 0"),
+    ("recode.py", "--minutes", "-1", "of at least 0"),
+])
+def test_a_length_of_no_audio_is_refused_as_an_argument(script, option, value, bound):
+    """seek.py --minutes 0 (or below) stopped in a traceback (ValueError: need at least one array to
+    concatenate) as it joined the recordings, and --seconds 0 only after the long file was encoded;
+    recode.py takes 0 for no long recording."""
+    result = run_python(REPO_ROOT / "bench" / script, option, value, "--out", "", text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.splitlines()[-1] == \
+        f"{script}: error: argument {option}: not a number {bound}: {value!r}", result.stderr[-2000:]
