@@ -910,19 +910,22 @@ class Codec:
             return self.prior.encode_chunk(codes, depths=coding == vqformat.CODING_PRIOR_DEPTH)
         return entropy.pack_fixed(codes, self.codebook_size)
 
-    def _decode_payload(self, header: vqformat.Header, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+    def _decode_payload(self, header: vqformat.Header, payload: bytes, shape: tuple[int, int, int],
+                        depth_bits: list[float] | None = None) -> np.ndarray:
         """One chunk's codes of the given shape (every channel's, for audio): int64 at fixed width, _code_dtype
-        when entropy coded (whose payloads can hold many codes in few bytes)."""
+        when entropy coded (whose payloads can hold many codes in few bytes). `depth_bits`: as for
+        CodePrior.decode_chunk, the ideal bits of the depth maps the chunk stores."""
         if header.kind == vqformat.KIND_AUDIO and header.flags & vqformat.FLAG_SHARED_CHANNELS:
             layout, payload = vqformat.channel_layout(payload)
             if layout == vqformat.LAYOUT_SHARED:  # every channel's codes, as a read-only view of the one set
-                return np.broadcast_to(self._decode_body(header, payload, (1, *shape[1:])), shape)
-        return self._decode_body(header, payload, shape)
+                return np.broadcast_to(self._decode_body(header, payload, (1, *shape[1:]), depth_bits), shape)
+        return self._decode_body(header, payload, shape, depth_bits)
 
-    def _decode_body(self, header: vqformat.Header, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+    def _decode_body(self, header: vqformat.Header, payload: bytes, shape: tuple[int, int, int],
+                     depth_bits: list[float] | None = None) -> np.ndarray:
         if header.coding in vqformat.PRIOR_CODINGS:
             return self.prior.decode_chunk(payload, shape, depths=header.coding == vqformat.CODING_PRIOR_DEPTH,
-                                           dtype=self._code_dtype)
+                                           dtype=self._code_dtype, depth_bits=depth_bits)
         return entropy.unpack_fixed(payload, math.prod(shape), self.codebook_size).reshape(shape)
 
     @property
@@ -1550,11 +1553,11 @@ class Codec:
         self._check_chunks(header, total)
         counts = np.zeros(quality, dtype=np.int64)
         ideal = np.zeros(quality) if self.prior is not None else None
-        depth_bits = 0.0 if header.coding == vqformat.CODING_PRIOR_DEPTH else None
+        depth_bits = [0.0] if header.coding == vqformat.CODING_PRIOR_DEPTH else None  # added up as decoded
         cells = fixed_bytes = 0
         fixed_width = entropy.bits_per_index(self.codebook_size)
         for (a, b), payload in zip(_blocks(total, header.chunk_frames), chunks):
-            codes = self._decode_payload(header, payload, shape_of(b - a))
+            codes = self._decode_payload(header, payload, shape_of(b - a), depth_bits)
             if vqformat.stores_one_channel(header, payload):
                 codes = codes[:1]  # what the chunk stores
             # as decoded (the prior takes each plane to int64 in turn): a chunk may hold 2^20 frames of 64 channels
@@ -1563,9 +1566,8 @@ class Codec:
             cells += codes.size // quality
             if ideal is not None:
                 ideal += self.prior.ideal_bits(codes)
-            if depth_bits is not None:
-                depth_bits += self.prior.depth_bits(codes)
         payload_bytes = sum(len(c) for c in chunks)
+        depth_bits = depth_bits[0] if depth_bits is not None else None
         return {
             "coding": vqformat.CODING_NAMES[header.coding],
             "prior_id": None if header.coded_prior_id is None else f"{header.coded_prior_id:08x}",

@@ -564,14 +564,16 @@ class CodePrior:
                            coder_weights(np.array(weights)))
 
     @staticmethod
-    def _decode_depths(decoder, rows: int, cols: int, quality: int, models: dict | None = None) -> np.ndarray:
+    def _decode_depths(decoder, rows: int, cols: int, quality: int, models: dict | None = None,
+                       bits: list[float] | None = None) -> np.ndarray:
         """The depth map that _encode_depths coded: DepthModel's contexts, counts and rows, in one loop.
         The model adapts after every cell, so the cells cannot be decoded in one call; each cell's
         weights, coder_weights(counts_to_row(counts)), are computed in one pass over the counts, from
         the counts' total and first largest (kept as the counts change) instead of recomputed. The
         coder's model of each counts met is kept in `models` (by default for this call alone): a run of
         one depth cycles through the same few hundred counts, and building a model took most of a cell's
-        time (decoding a run is about three times as fast)."""
+        time (decoding a run is about three times as fast). With `bits` ([a float]), the ideal bits of the
+        depths decoded are added to bits[0], cell by cell, as depth_bits adds them."""
         n = quality + 1
         budget = (1 << PRECISION) - n                 # counts_to_row: q = 1 + count * budget // total
         shift = CODER_PRECISION - PRECISION
@@ -581,6 +583,7 @@ class CodePrior:
         categorical, decode, array, float64 = constriction.stream.model.Categorical, decoder.decode, np.array, np.float64
         states: dict[int, list] = {}                  # context -> [counts, their total, index of the first largest]
         models = {} if models is None else models
+        cost, log2 = (bits[0] if bits is not None else 0.0), math.log2
         depth, above = [], None
         for _ in range(rows):
             row, left = [0] * cols, None
@@ -595,15 +598,16 @@ class CodePrior:
                     state = states[context] = [[1] * n, n, 0]
                 counts, total, top = state
                 key = tuple(counts)
-                model = models.get(key)
-                if model is None:
+                kept = models.get(key)
+                if kept is None:
                     weights = [((count * budget // total) << shift) + low for count in counts]
                     weights[top] += (budget - ((sum(weights) - spare) >> shift)) << shift  # the remainder, as counts_to_row
-                    model = categorical(array(weights, float64), perfect=False)
                     if len(models) >= DEPTH_MODELS_KEPT:
                         models.clear()
-                    models[key] = model
-                value = int(decode(model))
+                    kept = models[key] = categorical(array(weights, float64), perfect=False), weights
+                value = int(decode(kept[0]))
+                if bits is not None:
+                    cost += PRECISION - log2((kept[1][value] + 1) >> shift)  # the row's q, as DepthModel.row has it
                 counts[value] += increment
                 total += increment
                 if total > limit:
@@ -616,14 +620,17 @@ class CodePrior:
                 row[c] = left = value
             depth.append(row)
             above = row
+        if bits is not None:
+            bits[0] = cost
         return np.asarray(depth, dtype=np.int64).reshape(rows, cols)
 
     def decode_chunk(self, payload: bytes, shape: tuple[int, int, int], depths: bool = False,
-                     dtype=np.int64) -> np.ndarray:
+                     dtype=np.int64, depth_bits: list[float] | None = None) -> np.ndarray:
         """Payload -> codes of `shape` (as in _planes) as `dtype`, ABSENT beyond each cell's depth when the
         payload has depth maps (`depths`, CODING_PRIOR_DEPTH). Corrupt input raises FormatError. Each
         plane is decoded as int64 and copied into the result, so the chunk is not held twice as int64
-        (a chunk may hold 2^20 frames of 64 channels)."""
+        (a chunk may hold 2^20 frames of 64 channels). With `depth_bits` ([a float]), the ideal bits of
+        the depth maps decoded are added to depth_bits[0]: depth_bits(codes), without a pass of its own."""
         _require_constriction()
         shape = tuple(int(s) for s in shape)
         if self.kind == "audio":
@@ -644,7 +651,7 @@ class CodePrior:
         try:
             decoder = constriction.stream.queue.RangeDecoder(words)
             for index, plane_shape in enumerate(plane_shapes):
-                plane = self._decode_plane(decoder, plane_shape, depths)
+                plane = self._decode_plane(decoder, plane_shape, depths, depth_bits)
                 if self.kind == "audio":
                     codes[index] = plane[:, 0, :]
                 else:
@@ -678,11 +685,12 @@ class CodePrior:
             return (cells - planes) * bits(one - quality * others) + planes * bits(first)
         return cells * sum(bits(q) for q in self._largest[:quality])
 
-    def _decode_plane(self, decoder, shape: tuple[int, int, int], depths: bool = False) -> np.ndarray:
+    def _decode_plane(self, decoder, shape: tuple[int, int, int], depths: bool = False,
+                      depth_bits: list[float] | None = None) -> np.ndarray:
         quality, rows, cols = shape
         k = self.codebook_size
         plane = np.zeros(shape, dtype=np.int64)
-        depth = self._decode_depths(decoder, rows, cols, quality, self._depth_models) if depths else None
+        depth = self._decode_depths(decoder, rows, cols, quality, self._depth_models, depth_bits) if depths else None
         for level in range(quality):
             lp = self.levels[level]
             present = (depth > level).ravel() if depth is not None else None
