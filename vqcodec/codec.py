@@ -1761,7 +1761,8 @@ class Codec:
                 position += block.shape[1]
 
         # frame_blocks alone holds `held`, and drops each chunk once its blocks are decoded
-        blocks = _resampled_blocks(model_rate_blocks(frame_blocks(held)), self.sample_rate, rate, header.channels, lead + count)
+        blocks = _resampled_blocks(model_rate_blocks(frame_blocks(held)), self.sample_rate, rate, header.channels,
+                                   lead + count)
         return header, _dropped(blocks, lead)
 
     def _checked_chunks(self, header: vqformat.Header, chunks: list, total_frames: int, first: int,
@@ -1773,7 +1774,7 @@ class Codec:
         kept, stored = {}, 0
         for index in range(first, last):
             codes, damaged = self._decode_chunk(header, chunks, total_frames, index)
-            stored += (codes[:1].size if codes.strides[0] == 0 else codes.size) + HELD_CHUNK_CODES  # a shared chunk's one set
+            stored += (codes[:1].size if codes.strides[0] == 0 else codes.size) + HELD_CHUNK_CODES  # shared: one set
             if index == first or stored <= CODE_BLOCK_CODES:
                 kept[index] = codes, damaged
         return kept

@@ -39,7 +39,7 @@ def unpack_fixed(payload: bytes, count: int, codebook_size: int) -> np.ndarray:
     if np.unpackbits(data[count * bits // 8:])[count * bits % 8:].any():
         raise FormatError("corrupted chunk: padding bits are not zero")
     # UNPACK_BLOCK_CODES at a time, a whole number of bytes each: their bits and the int64 product
-    # take 9 bytes a bit, 8 GB for a chunk of 2^27 bytes taken whole, besides the codes
+    # take 9 bytes a bit, 9.7 GB for a chunk of 2^27 bytes taken whole, besides the codes
     values = np.empty(count, dtype=np.int64)
     weights = 1 << np.arange(bits - 1, -1, -1, dtype=np.int64)
     for first in range(0, count, UNPACK_BLOCK_CODES):

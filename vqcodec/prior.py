@@ -315,7 +315,7 @@ class CodePrior:
         self.codebook_size = int(codebook_size)
         self.kind = kind
         self._models: list[dict[int, object]] = [dict() for _ in levels]
-        self._depth_models: dict[tuple, object] = {}  # a depth context's counts -> their coder model
+        self._depth_models: dict[tuple, tuple] = {}  # a depth context's counts -> (coder model, weights)
         self._log2: list[np.ndarray | None] = [None] * len(levels)
         self._bit_tables: dict = {}
         self._largest = [int(lp.table.max()) for lp in levels]  # each level's largest q (min_bits)
