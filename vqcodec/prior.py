@@ -315,7 +315,7 @@ class CodePrior:
         self.codebook_size = int(codebook_size)
         self.kind = kind
         self._models: list[dict[int, object]] = [dict() for _ in levels]
-        self._depth_models: dict[tuple, tuple] = {}  # a depth context's counts -> (coder model, weights)
+        self._depth_models: dict[tuple, object] = {}  # a depth context's counts -> their coder model
         self._log2: list[np.ndarray | None] = [None] * len(levels)
         self._bit_tables: dict = {}
         self._largest = [int(lp.table.max()) for lp in levels]  # each level's largest q (min_bits)
@@ -584,6 +584,7 @@ class CodePrior:
         states: dict[int, list] = {}                  # context -> [counts, their total, index of the first largest]
         models = {} if models is None else models
         cost, log2 = (bits[0] if bits is not None else 0.0), math.log2
+        remainders: dict[tuple, int] = {}             # counts -> what counts_to_row adds to the first largest
         depth, above = [], None
         for _ in range(rows):
             row, left = [0] * cols, None
@@ -598,16 +599,24 @@ class CodePrior:
                     state = states[context] = [[1] * n, n, 0]
                 counts, total, top = state
                 key = tuple(counts)
-                kept = models.get(key)
-                if kept is None:
+                model = models.get(key)
+                if model is None:
                     weights = [((count * budget // total) << shift) + low for count in counts]
                     weights[top] += (budget - ((sum(weights) - spare) >> shift)) << shift  # the remainder, as counts_to_row
                     if len(models) >= DEPTH_MODELS_KEPT:
                         models.clear()
-                    kept = models[key] = categorical(array(weights, float64), perfect=False), weights
-                value = int(decode(kept[0]))
-                if bits is not None:
-                    cost += PRECISION - log2((kept[1][value] + 1) >> shift)  # the row's q, as DepthModel.row has it
+                    model = models[key] = categorical(array(weights, float64), perfect=False)
+                value = int(decode(model))
+                if bits is not None:  # the row's q of the depth, as counts_to_row has it
+                    q = 1 + counts[value] * budget // total
+                    if value == top:
+                        remainder = remainders.get(key)
+                        if remainder is None:
+                            if len(remainders) >= DEPTH_MODELS_KEPT:
+                                remainders.clear()
+                            remainder = remainders[key] = budget - sum(count * budget // total for count in counts)
+                        q += remainder
+                    cost += PRECISION - log2(q)
                 counts[value] += increment
                 total += increment
                 if total > limit:
