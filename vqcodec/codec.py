@@ -145,7 +145,7 @@ def _as_array(value) -> np.ndarray:
         if value.layout != torch.strided or value.is_quantized or value.is_nested:
             raise VQCodecError(f"a {_tensor_kind(value)} tensor is not an array of numbers: make it a dense one first "
                                "(to_dense(), dequantize())")
-        value = value.detach().cpu().resolve_conj().resolve_neg()  # lazy conjugate and negative views: numpy() refuses them
+        value = value.detach().cpu().resolve_conj().resolve_neg()  # numpy() refuses lazy conjugate and negative views
         if value.is_floating_point() and value.dtype not in (torch.float16, torch.float32, torch.float64):
             value = value.float()  # bfloat16 and float8, which NumPy lacks
         try:
@@ -239,7 +239,8 @@ def _block_iterator(blocks, channels) -> Iterator:
     cannot be the blocks of `channels` channels, is refused saying how to give it."""
     if isinstance(blocks, (np.ndarray, torch.Tensor)) and (blocks.ndim < 2 or (blocks.ndim == 2 and channels != 1)):
         raise VQCodecError(f"a stream of audio is an iterable of (channels, n) blocks, not one array of shape "
-                           f"{tuple(blocks.shape)}: give the array to encode_audio, or [array] as a stream of one block")
+                           f"{tuple(blocks.shape)}: give the array to encode_audio, or [array] as a stream of one "
+                           "block")
     try:
         return iter(blocks)
     except TypeError:
@@ -1196,8 +1197,9 @@ class Codec:
             held = "more than" if taken[0] > samples else f"{taken[0]} of"
             raise VQCodecError(f"the stream held {held} the {plural(samples, 'sample')} per channel given")
         if peak is not None and level_gain(seen[0]) != gain:
-            raise VQCodecError(f"the stream's largest absolute sample is {seen[0]:.9g}, not the peak given ({peak:.9g}), "
-                               f"which would code it at another level: give its peak, or none to code it at its own")
+            raise VQCodecError(f"the stream's largest absolute sample is {seen[0]:.9g}, not the peak given "
+                               f"({peak:.9g}), which would code it at another level: give its peak, or none to code "
+                               "it at its own")
         self.input_peak = seen[0]
         self.input_gain = gain / vqformat.GAIN_ONE if gain else 1.0
         return self._pack_audio(codes, sample_rate, samples, quality, gain)

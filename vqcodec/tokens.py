@@ -154,7 +154,8 @@ def check_listed_codes(codec, path) -> None:
         return
     manifest_path, manifest, entry = listed
     kind, model_id = entry.get("kind", manifest.get("kind")), entry.get("model_id", manifest.get("model_id"))
-    of_model = f"model {manifest['model']} ({model_id})" if isinstance(manifest.get("model"), str) else f"model {model_id}"
+    named = manifest.get("model")
+    of_model = f"model {named} ({model_id})" if isinstance(named, str) else f"model {model_id}"
     if kind in ("audio", "image") and kind != codec.kind:
         raise VQCodecError(f"{path} holds the codes of {'audio' if kind == 'audio' else 'an image'}, of {of_model}, as "
                            f"{manifest_path} lists it, but model {codec.name} codes {codec.kind}: pack it with the "
