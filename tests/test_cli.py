@@ -1600,7 +1600,7 @@ def test_pack_refuses_codes_a_manifest_lists_as_another_kinds_or_models(cli, tmp
     listed = tmp_path / "tokens" / "in.npy"
     for codes, model, says in (
             (listed, image_model, f"{listed} holds the codes of audio, of model golden_audio \\([0-9a-f]+\\), as "
-                                  f"{tmp_path / 'tokens' / 'codes.json'} lists it, but model golden_image codes image: "
+                                  f"{tmp_path / 'tokens' / 'codes.json'} lists it, but model golden_image codes images: "
                                   "pack it with the model that made it"),
             (listed, tiny_model_path, f"{listed} holds the codes of model golden_audio \\([0-9a-f]+\\), as .* lists "
                                       "it, not of model tiny \\([0-9a-f]+\\), whose codebooks they do not index"),

@@ -158,7 +158,8 @@ def check_listed_codes(codec, path) -> None:
     of_model = f"model {named} ({model_id})" if isinstance(named, str) else f"model {model_id}"
     if kind in ("audio", "image") and kind != codec.kind:
         raise VQCodecError(f"{path} holds the codes of {'audio' if kind == 'audio' else 'an image'}, of {of_model}, as "
-                           f"{manifest_path} lists it, but model {codec.name} codes {codec.kind}: pack it with the "
+                           f"{manifest_path} lists it, but model {codec.name} codes "
+                           f"{'audio' if codec.kind == 'audio' else 'images'}: pack it with the "
                            "model that made it")
     if isinstance(model_id, str) and not _share_codes(codec, model_id):
         raise VQCodecError(f"{path} holds the codes of {of_model}, as {manifest_path} lists it, not of model "
