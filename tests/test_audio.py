@@ -1784,6 +1784,21 @@ def test_arrays_coded_above_full_scale_warn_as_the_command_line_does(codec, sign
         assert len(caught) == 1
 
 
+def test_empty_media_is_refused_as_empty(codec, golden_image_codec, tmp_path):
+    """Empty bytes or an empty file were 'cannot read audio ...: Format not recognised.' (the command line says 'file
+    is empty')."""
+    (tmp_path / "empty.wav").write_bytes(b"")
+    for model in (codec, golden_image_codec):
+        for media in (b"", bytearray(), memoryview(b"")):
+            with pytest.raises(VQCodecError, match=r"^the media is empty \(0 bytes\)$"):
+                model.encode(media, 2)
+        for media in (tmp_path / "empty.wav", str(tmp_path / "empty.wav")):
+            with pytest.raises(VQCodecError, match=f"^{re.escape(str(media))}: file is empty$"):
+                model.encode(media, 2)
+    with pytest.raises(VQCodecError, match=r"^the media is empty \(0 bytes\)$"):
+        codec.media_to_codes(b"", 2)
+
+
 def test_a_file_coded_above_full_scale_warns_as_an_array_does(codec, signal, tmp_path):
     """Codec.encode of an array coded above full scale gave a UserWarning, of a file's path, stream or bytes none."""
     audio = signal(1, 1600, 16000)

@@ -672,7 +672,11 @@ class Codec:
         if isinstance(media, np.ndarray):
             return self.encode_image(_array_image(media), quality, max_rate)
         if isinstance(media, (bytes, bytearray, memoryview)):
+            if not memoryview(media).nbytes:  # soundfile said "Format not recognised"
+                raise VQCodecError("the media is empty (0 bytes)")
             media = io.BytesIO(media)
+        elif isinstance(media, (str, Path)) and os.path.isfile(media) and not os.path.getsize(media):
+            raise VQCodecError(f"{media}: file is empty")
         if not is_image and _is_vq_file(media):  # "Format not recognised", said soundfile
             name = input_name(media)
             raise VQCodecError(f"{name if isinstance(name, (str, Path)) else 'the input'} is a .vq file, not media: "
