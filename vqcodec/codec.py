@@ -173,11 +173,11 @@ def _pcm_array(audio, channels: int | None = None, whole: bool = False) -> np.nd
     """Audio given to the API as a (channels, samples) array of its own type, checked but not
     converted: _float32 converts it, a block at a time where it is long.
 
-    A recording whose number of `channels` is not given with more channels than samples is refused:
-    that is how (samples, channels), as soundfile.read gives it, looks, and a 40-sample stereo clip
-    read as 40 channels of 2 samples was coded so. Given `channels` (a block of a stream, or an array
-    whose caller says), one of those channels' (samples, channels) is refused, and so is another
-    number of channels where `whole` (a stream's blocks are checked for it as they come)."""
+    Without `channels`, an array of more channels than samples is refused: that is how (samples,
+    channels), as soundfile.read gives it, looks, and a 40-sample stereo clip was coded as 40 channels
+    of 2 samples. Given `channels` (a stream's, for its blocks, or what the caller says of a whole
+    array), an array that is (samples, channels) of that many is refused, and, where `whole`, one of
+    another number of channels (a stream's blocks are checked for that as they come)."""
     array = _as_array(audio)
     if array.dtype.kind in "iu" and array.dtype.itemsize > 4:
         # no PCM is 64-bit: such arrays (NumPy's and torch's default integers) hold 16- or 32-bit
