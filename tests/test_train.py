@@ -2265,3 +2265,16 @@ def test_fit_prior_refuses_a_codebook_too_large_for_a_prior_before_it_reads_the_
     code, err = run_in_process(["fit-prior", trained / "tiny.safetensors", folder, "--out", tmp_path / "copy"], capsys)
     assert code == 1 and err == ("vqcodec: error: a prior covers codebooks of at most 8 entries, not 16: this model's "
                                  "files can only be coded at fixed width\n"), err
+
+
+def test_a_resumed_run_keeps_its_model_name_without_name(trained, data_dir, tmp_path, cli):
+    """A --resume without --name named the model after the --out folder: a run started with --name tiny wrote
+    run.safetensors beside tiny.safetensors, and -m of the folder then found two models."""
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    result = cli("train", data_dir, "--out", out, "--resume", "--max-steps", "13", "--no-prior", "--threads", "1",
+                 "--device", "cpu")
+    assert result.returncode == 0, result.stderr.decode()
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["checkpoint.safetensors", "tiny.safetensors"]
+    assert json.loads((out / "tiny.json").read_text())["training"]["steps"] == 13
+    assert json.loads((out / "checkpoint.json").read_text())["name"] == "tiny"

@@ -1534,7 +1534,7 @@ def _why_missing(path, missing: str) -> str | None:
 @click.argument("data_dir", metavar="DIR")
 @click.option("--out", required=True,
               help="Folder the run writes to, made if missing: the model files, the checkpoint and the training log.")
-@click.option("--name", default=None, help="Model name (default: the output folder's name).")
+@click.option("--name", default=None, help="Model name (default: the output folder's name; with --resume, the run's).")
 @click.option("--kind", type=click.Choice(["audio", "image"]), default=None, help="Media kind (default: detected).")
 @click.option("--config", "config_path", default=None, help="JSON file with model config fields (see docs).")
 @click.option("--codebooks", type=click.IntRange(1, MAX_CODEBOOKS), default=None,
@@ -1627,7 +1627,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     Under torchrun each process (one per GPU) trains on its share of every batch.
     """
     from .devices import resolve_device
-    from .train import TrainOptions, train_command
+    from .train import TrainOptions, checkpoint_name, train_command
 
     _check_folder(data_dir)
     if not noise and click.get_current_context().get_parameter_source("noise_snr") != click.core.ParameterSource.DEFAULT:
@@ -1637,6 +1637,8 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
         low_snr, high_snr = (float(part) for part in noise_snr.split(","))
     except ValueError:
         raise VQCodecError(f"--noise-snr takes two numbers, LOW,HIGH in dB (such as 10,40), not {noise_snr!r}") from None
+    if resume and not name:  # the run it continues names its model
+        name = checkpoint_name(Path(out))
     options = TrainOptions(out=Path(out), name=name or Path(out).name, device=resolve_device(device),
                            batch_size=batch_size, crop=crop, lr=lr, max_minutes=max_minutes, max_steps=max_steps,
                            eval_every=eval_every, threads=threads, resume=resume, replace=force, fit_prior=not no_prior,

@@ -279,6 +279,16 @@ def checkpoint_config(out: Path) -> ModelConfig:
         raise VQCodecError(f"--resume: the checkpoint in {out} is damaged ({exc})") from None
 
 
+def checkpoint_name(out: Path) -> str | None:
+    """The model name of the run whose checkpoint is in `out`, which a --resume without --name keeps; None
+    where there is no checkpoint, it cannot be read, or it was saved before checkpoints held the name."""
+    try:
+        name = checkpoint_record(out / f"{CHECKPOINT_NAME}.safetensors").get("name")
+    except Exception:  # no checkpoint or a damaged one: the resumed run says so
+        return None
+    return name if isinstance(name, str) else None
+
+
 def checkpoint_record(path: Path) -> dict:
     """A checkpoint's record (step, clock, config, held-out files, ...): the copy in its weights file's
     header, written with them. The JSON file beside it is a readable copy, renamed into place after the
@@ -691,7 +701,8 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     parallel.together(lambda: _make_out(options, run.main))
 
     def checkpoint_meta(step: int, seconds: float, validated: float) -> dict:
-        meta = {"step": step, "trained_seconds": seconds, "validated_seconds": validated, "config": config_to_dict(cfg),
+        meta = {"step": step, "name": options.name, "trained_seconds": seconds, "validated_seconds": validated,
+                "config": config_to_dict(cfg),
                 "adversarial": start.adversarial, "decoder_only": start.decoder_only, "held_out": [relative_name(path, data_dir) for path in data.val_files],
                 "settings": settings, **({"earlier_parts": parts} if parts else {})}
         if training.average is not None:
