@@ -264,7 +264,7 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=common.positive_int, default=None, help="first N images only (sorted by name)")
     parser.add_argument("--runs", type=common.positive_int, default=3, help="timing runs of our codec (median)")
     parser.add_argument("--threads", type=common.positive_int, default=2, help="torch CPU threads")
-    parser.add_argument("--refine", type=int, default=0,
+    parser.add_argument("--refine", type=common.at_least(0), default=0,
                         help="also run our codec with this many refinement steps (encode --refine), one timing run")
     parser.add_argument("--depth-weights", default="", type=common.number_list(empty=True),
                         help="also run our codec at these depth weights (encode --depth-weight), one timing run")

@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--hidden", default="32,256", type=common.number_list(int),
                         help="hidden units of the MLPs, comma-separated: one MLP per size and set of inputs "
                              "(default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=12,
+    parser.add_argument("--epochs", type=common.positive_int, default=12,
                         help="training epochs of each MLP; its best held-out bits over them are reported "
                              "(default: %(default)s)")
     parser.add_argument("--out", default="bench/out/prior_headroom.json",

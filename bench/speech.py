@@ -302,12 +302,13 @@ def main(argv=None) -> int:
     parser.add_argument("--files", type=common.positive_int, default=None, help="first N files only (sorted)")
     parser.add_argument("--runs", type=common.positive_int, default=3, help="timing runs (median)")
     parser.add_argument("--qualities", default=None, type=common.number_list(int), help="e.g. 1,2,4,6,8 (default: all)")
-    parser.add_argument("--refine", type=int, default=0, help="also run ours with this many refinement steps")
+    parser.add_argument("--refine", type=common.at_least(0), default=0,
+                        help="also run ours with this many refinement steps")
     parser.add_argument("--refine-qualities", default="1,6", type=common.number_list(int),
                         help="qualities of the --refine rows")
     parser.add_argument("--skip-ours", action="store_true", help="baselines only")
     parser.add_argument("--skip-baselines", action="store_true", help="our codec only")
-    parser.add_argument("--max-shift", type=int, default=1,
+    parser.add_argument("--max-shift", type=common.at_least(0), default=1,
                         help="largest residual alignment shift in samples, per row (0: none)")
     parser.add_argument("--out", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--plot", default=None, help="also draw PESQ and STOI against kbps to this PNG")

@@ -378,3 +378,18 @@ def test_a_length_of_no_audio_is_refused_as_an_argument(script, option, value, b
     result = run_python(REPO_ROOT / "bench" / script, option, value, "--out", "", text=True, timeout=300)
     assert result.returncode == 2 and result.stderr.splitlines()[-1] == \
         f"{script}: error: argument {option}: not a number {bound}: {value!r}", result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("script, option, value, least", [
+    ("speech.py", "--max-shift", "-1", 0), ("speech.py", "--refine", "-2", 0), ("image.py", "--refine", "-1", 0),
+    ("prior_headroom.py", "--epochs", "0", 1),
+])
+def test_a_negative_count_is_refused_as_an_argument(script, option, value, least):
+    """speech.py --max-shift -1 stopped in a traceback (ValueError: max() arg is an empty sequence) once the
+    first row was coded; a negative --refine set a negative number of steps on the codec."""
+    args = ["--data", SPEECH_DATA, "--files", "1", "--qualities", "1", "--runs", "1", "--skip-baselines"] \
+        if script == "speech.py" else []
+    result = run_python("-c", WITHOUT_PACKAGES, REPO_ROOT / "bench" / script, *args, option, value, "--out", "", "--",
+                        "+pesq", "+pystoi", "+matplotlib", text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.splitlines()[-1] == \
+        f"{script}: error: argument {option}: not a whole number of at least {least}: {value!r}", result.stderr[-2000:]
