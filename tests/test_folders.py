@@ -554,3 +554,12 @@ def test_codes_of_a_vq_folder_keep_a_manifest_another_run_wrote_meanwhile_withou
     assert (out / "codes.json").read_text() == "the other run's"
     code, err = _run(["codes", source, out, "-m", tiny_model_path, "--force"], capsys)
     assert code == 0 and (out / "codes.json").read_text().startswith("{"), err
+
+
+def test_a_folder_decode_names_spider_outputs_alike_after_a_spider_file_was_saved(tmp_path):
+    """Pillow's SPIDER writer registers the extension of the name it saves to, so a folder's SPIDER outputs were
+    named .spider, or .spi once the process had saved a .spi file."""
+    from PIL import Image
+
+    Image.new("F", (2, 2)).save(tmp_path / "x.spi", format="SPIDER")
+    assert output_formats("spider")[1]["image"] == ".spider"

@@ -15,7 +15,9 @@ from .errors import VQCodecError
 from .wording import plural, setting, skipping
 
 DEFAULT_EXTENSIONS = {"audio": ".wav", "image": ".png"}
-IMAGE_EXTENSIONS = {"JPEG": ".jpg", "TIFF": ".tiff"}  # where Pillow's first-registered one is unusual
+# where Pillow's first-registered extension is unusual, or (SPIDER) registered only once a file is saved,
+# as whatever name that file had
+IMAGE_EXTENSIONS = {"JPEG": ".jpg", "TIFF": ".tiff", "SPIDER": ".spider"}
 
 
 def mirrored_paths(folder: Path, out: Path, files: list[Path], suffix_of: Callable[[Path], str],
