@@ -480,3 +480,23 @@ def test_what_reading_a_photo_passed_over_is_said_once_for_a_training_run(tmp_pa
             crops.batch(4, np.random.default_rng(0))
     assert [str(item.message) for item in caught if item.category is ImageReadWarning] == [
         f"{path}: Corrupt EXIF data. Expecting to read 12 bytes but only got 2; read past it"]
+
+
+def test_reading_a_photo_of_several_frames_leaves_the_process_warnings_alone(tmp_path, monkeypatch):
+    """Counting a GIF's or TIFF's frames swapped the process's warning filters and showwarning for its own and
+    back (catch_warnings), in each batch worker at once: one worker put back what another had swapped in."""
+    import warnings
+
+    from vqcodec.io import open_image
+
+    frames = [Image.new("RGB", (8, 8), (40 * i, 0, 0)) for i in range(3)]
+    for name in ("a.gif", "a.tiff"):
+        frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:])
+
+    def swapped(*args, **kwargs):
+        raise AssertionError("warnings.catch_warnings swaps the whole process's warnings")
+
+    monkeypatch.setattr(warnings, "catch_warnings", swapped)
+    for name in ("a.gif", "a.tiff"):
+        with pytest.warns(UserWarning, match="holds 3"):
+            assert open_image(tmp_path / name).size == (8, 8)

@@ -1021,8 +1021,7 @@ def _frame_count(image) -> tuple[int, str | None]:
     if image.format in ("MPO", "PSD"):
         return 1, None
     try:
-        with warnings.catch_warnings(record=True) as caught:  # of the later pages: dropped where they fail
-            warnings.simplefilter("always")
+        with warnings_recorded() as caught:  # of the later pages: dropped where they fail
             frames = getattr(image, "n_frames", 1)
     except (EOFError, OSError, SyntaxError, IndexError, TypeError, ValueError, struct.error) as exc:
         return 1, " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
