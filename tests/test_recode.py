@@ -194,6 +194,24 @@ def test_a_file_in_one_long_chunk_is_cut_in_the_chunks_it_is_written_in(speech_c
     assert max(b - a for a, b in spans[0]) == 500 < codes.shape[2]
 
 
+def test_a_file_of_a_model_a_fine_tune_decodes_keeps_its_model_id(speech_codec, recordings):
+    """speech16k is a decoder-only fine-tune of a8f645bd and recodes its files: the recoded file named
+    speech16k's id, which a8f645bd (or another fine-tune of it) does not decode, and a file kept at its
+    own quality came back changed."""
+    assert speech_codec.decodes
+    earlier = sorted(speech_codec.decodes)[0]
+    header, chunks, _ = vqformat.parse_file(recordings[0][2])
+    header.model_id = earlier
+    old = vqformat.build_file(header, chunks)
+    assert speech_codec.recode(old) == old
+    for options in ({"quality": 4}, {"max_rate": 1}):
+        recoded = speech_codec.recode(old, **options)
+        assert vqformat.parse_header(recoded).model_id == earlier
+        # the same codes as the file of speech16k's own id recodes to
+        assert np.array_equal(speech_codec.read_codes(recoded)[1],
+                              speech_codec.read_codes(speech_codec.recode(recordings[0][2], **options))[1])
+
+
 def test_recode_refusals(speech_codec, image_codec, recordings):
     top = recordings[0][2]
     with pytest.raises(VQCodecError, match="fewer codebooks, not more"):

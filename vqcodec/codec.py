@@ -1139,15 +1139,17 @@ class Codec:
                                f"{plural(samples + 1, 'sample')} {self._frames_of_samples(samples + 1, rate)})")
         return samples
 
-    def _pack_audio(self, codes: np.ndarray, rate: int, samples: int, quality: int, gain: int = 0) -> bytes:
+    def _pack_audio(self, codes: np.ndarray, rate: int, samples: int, quality: int, gain: int = 0,
+                    model_id: bytes | None = None) -> bytes:
         """A chunk whose channels all have the same codes (a mono recording in a stereo file, or a
         stretch of one) stores them once, behind a channel-layout byte (FLAG_SHARED_CHANNELS).
-        A level gain (level_gain) goes in the header's `width` field (FLAG_LEVEL_GAIN)."""
+        A level gain (level_gain) goes in the header's `width` field (FLAG_LEVEL_GAIN). `model_id`:
+        the model the header names (default this one's; a recoded file keeps its own)."""
         coding = self._file_coding(codes)
         parts = [codes[:, :, f0:f1] for f0, f1 in _blocks(codes.shape[2], AUDIO_CHUNK_FRAMES)]
         shared = [_codes_shared(part) for part in parts]
         header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=coding, quality=quality,
-                                 model_id=self.model_id, prior_id=self._prior_id(coding), sample_rate=rate,
+                                 model_id=model_id or self.model_id, prior_id=self._prior_id(coding), sample_rate=rate,
                                  length=samples, channels=codes.shape[0], chunk_frames=AUDIO_CHUNK_FRAMES,
                                  width=gain, flags=(vqformat.FLAG_SHARED_CHANNELS if any(shared) else 0)
                                  | (vqformat.FLAG_LEVEL_GAIN if gain else 0))
@@ -1484,7 +1486,8 @@ class Codec:
         worth least at this codec's depth weight (vqcodec/recode.py); with `max_rate` (kbps for
         audio, bits per pixel for images), the best such file of at most that rate, searched as
         encoding searches (vqcodec.ratecontrol). The networks do not run. At the file's own quality
-        and without a rate, the codes are kept as they are."""
+        and without a rate, the codes are kept as they are. The new file names the model the file
+        names, which may be one this codec's model is a decoder-only fine-tune of."""
         data = vq_bytes(data)
         header, chunks, alpha_bytes = self._parse_whole(data)
         codes = self._file_codes(header, chunks)
@@ -1502,10 +1505,13 @@ class Codec:
         cuts = FileCuts(self, codes, AUDIO_CHUNK_FRAMES if audio else IMAGE_CHUNK_ROWS)
 
         def pack(levels: int, weight: float) -> bytes:
+            # the file's own model id, which a decoder-only fine-tune recoding it shares the codes of: every
+            # model that decodes the file decodes what it recodes to
             cut = cuts.cut(levels, weight)
             if audio:
-                return self._pack_audio(cut, header.sample_rate, header.length, levels, header.gain_units)
-            return self._pack_image(cut, header.width, header.height, header.mode, alpha_bytes)
+                return self._pack_audio(cut, header.sample_rate, header.length, levels, header.gain_units,
+                                        header.model_id)
+            return self._pack_image(cut, header.width, header.height, header.mode, alpha_bytes, header.model_id)
 
         self.check_weights(rate=False, depth=quality < stored or max_rate is not None)
         variable_depth = self._coding_id() == vqformat.CODING_PRIOR
@@ -2139,10 +2145,11 @@ class Codec:
         alpha_bytes = zlib.compress(alpha.tobytes(), 9) if alpha is not None else None
         return self._pack_image(codes, w, h, mode, alpha_bytes)
 
-    def _pack_image(self, codes: np.ndarray, width: int, height: int, mode: int, alpha_bytes: bytes | None) -> bytes:
+    def _pack_image(self, codes: np.ndarray, width: int, height: int, mode: int, alpha_bytes: bytes | None,
+                    model_id: bytes | None = None) -> bytes:
         coding = self._file_coding(codes)
         header = vqformat.Header(kind=vqformat.KIND_IMAGE, coding=coding, quality=codes.shape[0],
-                                 model_id=self.model_id, prior_id=self._prior_id(coding), width=width, height=height,
+                                 model_id=model_id or self.model_id, prior_id=self._prior_id(coding), width=width, height=height,
                                  channels=3, mode=mode, chunk_frames=IMAGE_CHUNK_ROWS)
         chunks = [self._encode_payload(coding, codes[:, r0:r1]) for r0, r1 in _blocks(codes.shape[1], IMAGE_CHUNK_ROWS)]
         return vqformat.build_file(header, chunks, alpha_bytes)
