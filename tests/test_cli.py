@@ -504,6 +504,24 @@ def test_models_warns_of_a_model_json_without_its_weights(cli, tiny_model_path, 
     assert [(m["name"], m["shadowed"]) for m in json.loads(result.stdout)] == [("image", False), ("speech16k", False)]
 
 
+def test_a_model_path_entry_that_is_no_folder_is_named(cli, tiny_model_path, tmp_path):
+    """An entry of VQCODEC_MODEL_PATH that is no folder (a typo, or the model's file in place of its folder)
+    was passed over without a word: `models` listed the shipped ones alone and `-m tiny` was an unknown model."""
+    missing = tmp_path / "no_such_folder"
+    env = {"VQCODEC_MODEL_PATH": os.pathsep.join([str(missing), str(tiny_model_path)])}
+    result = cli("models", env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stderr.decode().splitlines() == [
+        f"vqcodec: warning: VQCODEC_MODEL_PATH names {missing}: no such folder; not searched",
+        f"vqcodec: warning: VQCODEC_MODEL_PATH names {tiny_model_path}, a file, not a folder: name the folder "
+        f"that holds it, {tiny_model_path.parent}; not searched"]
+    soundfile.write(tmp_path / "in.wav", np.zeros(800, dtype=np.float32), 8000)
+    result = cli("encode", tmp_path / "in.wav", tmp_path / "out.vq", "-m", "tiny", env=env)
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("vqcodec: error: unknown model 'tiny'")
+    assert f"{missing}: no such folder" in lines[0] and f"name the folder that holds it, {tiny_model_path.parent}" in lines[0]
+
+
 def test_models_warns_of_a_broken_model_and_lists_the_others(cli, tiny_model_path, encoded, tmp_path, monkeypatch):
     """A model JSON that cannot be used (not JSON, a bad config, "decodes" or "training") is one warning line for
     `models` and one error line when loaded, never a traceback; the good models are still found."""

@@ -1481,9 +1481,11 @@ def models(as_json):
     Example:
       VQCODEC_MODEL_PATH=runs/mine vqcodec models
     """
-    from .registry import list_models
+    from .registry import list_models, model_path_problems
 
     _refuse_closed_stdout()
+    for problem in model_path_problems():
+        click.echo(f"vqcodec: warning: {problem}; not searched", err=True)
     problems = []
     found = list_models(shadowed=True, problems=problems)
     for problem in problems:

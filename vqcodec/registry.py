@@ -22,14 +22,33 @@ def shipped_models_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "models"
 
 
+def _model_path_entries() -> list[Path]:
+    return [Path(p).expanduser() for p in os.environ.get("VQCODEC_MODEL_PATH", "").split(os.pathsep) if p]  # '~/m' quoted
+
+
 def model_search_path() -> list[Path]:
     """$VQCODEC_MODEL_PATH's folders, then the shipped models', each once (a folder named twice listed
     its models twice, the second time as shadowed by themselves)."""
-    extra = [Path(p).expanduser() for p in os.environ.get("VQCODEC_MODEL_PATH", "").split(os.pathsep) if p]  # '~/m' quoted
     folders = {}
-    for folder in extra + [shipped_models_dir()]:
+    for folder in _model_path_entries() + [shipped_models_dir()]:
         folders.setdefault(folder.resolve(), folder)
     return list(folders.values())
+
+
+def model_path_problems() -> list[str]:
+    """What is wrong with the entries of $VQCODEC_MODEL_PATH that are no folder, where no model can be
+    found: a name mistyped, or a model's file named in place of its folder."""
+    problems = []
+    for entry in _model_path_entries():
+        if entry.is_file():
+            problems.append(f"VQCODEC_MODEL_PATH names {entry}, a file, not a folder: name the folder that "
+                            f"holds it, {entry.parent}")
+        elif not entry.exists():
+            problems.append(f"VQCODEC_MODEL_PATH names {entry}: no such folder"
+                            + ("" if entry.is_absolute() else f" in {Path.cwd()}"))
+        elif not entry.is_dir():
+            problems.append(f"VQCODEC_MODEL_PATH names {entry}, which is not a folder")
+    return problems
 
 
 def is_model_path(name: str) -> bool:
@@ -76,7 +95,8 @@ def find_model(name: str, wrote: bytes | None = None) -> Path:
         raise VQCodecError(f"model {name!r}: {half} has no {missing.name} beside it")
     available = ", ".join(m["name"] for m in list_models()) or "none"
     local = f"; for the model in {name}, give it as a path: ./{name}" if candidate.exists() else ""
-    raise VQCodecError(f"unknown model {name!r} (installed: {available}){local}")
+    raise VQCodecError(f"unknown model {name!r} (installed: {available}){local}"
+                       + "".join(f"; {problem}" for problem in model_path_problems()))
 
 
 def _weights_path(path: Path) -> Path:
