@@ -400,6 +400,22 @@ def test_info_json_has_the_fields_the_readme_lists(cli):
     for name, fields in (("golden_audio_shared.vq", common | audio), ("golden_image_depth.vq", common | image)):
         assert json.loads(cli("info", GOLDEN / name, "--json", text=True).stdout).keys() == fields, name
 
+def test_info_json_verbose_of_a_damaged_file_has_a_null_payload(cli, tmp_path):
+    """`info --json --verbose` of a file cut short printed its header's fields without "payload", a key that
+    --verbose adds: a reader of the JSON met a missing key where the table could not be made."""
+    from conftest import GOLDEN
+
+    data = (GOLDEN / "golden_audio_shared.vq").read_bytes()
+    source = tmp_path / "cut.vq"
+    source.write_bytes(data[:-3])
+    result = cli("info", source, "--json", "--verbose", text=True)
+    assert result.returncode == 1 and result.stderr.startswith("vqcodec: error: truncated .vq file")
+    record = json.loads(result.stdout)
+    assert "payload" in record and record["payload"] is None
+    assert record.keys() == json.loads(cli("info", GOLDEN / "golden_audio_shared.vq", "--json", text=True).stdout
+                                       ).keys() | {"payload"}
+
+
 def test_info_gives_the_bits_per_pixel_of_a_large_image_to_6_significant_digits(cli, tmp_path):
     """Rounded to 4 decimals, a large image at a low rate was "bits_per_pixel": 0.0 (and 0.0000 bpp)."""
     from conftest import GOLDEN

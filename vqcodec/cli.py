@@ -1049,6 +1049,7 @@ def info(input_path, as_json, verbose, model_option):
 
     data = _read_vq_input(input_path)
     _refuse_closed_stdout()
+    with_payload = verbose and as_json  # "payload" is null where damage leaves no table
     try:
         file_info, damage = read_info(data), None
     except VQCodecError as exc:  # an intact header still says what the file holds
@@ -1072,7 +1073,7 @@ def info(input_path, as_json, verbose, model_option):
             record["model"] = model = model_option
         if verbose:
             try:
-                report = record["payload"] = codec.code_report(data)
+                report = codec.code_report(data)
             except VQCodecError as exc:  # a chunk that does not decode: the header is said, as for other damage
                 if not salvageable(codec, data):
                     raise
@@ -1085,6 +1086,8 @@ def info(input_path, as_json, verbose, model_option):
         record.update(bits_per_pixel=float(f"{file_info.bitrate:.6g}"))  # 6 significant digits, however low
         for key in ("sample_rate", "channels", "samples", "shared_chunks", "gain"):
             record.pop(key)
+    if with_payload:
+        record["payload"] = report
     with _writing_stdout():
         if as_json:
             click.echo(json.dumps(record, indent=2))
