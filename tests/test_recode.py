@@ -16,7 +16,7 @@ from vqcodec.metrics import log_mel_l1, psnr
 from vqcodec.ratecontrol import RateUnreachable
 from vqcodec.recode import FileCuts
 
-from conftest import run_python, traced_peak
+from conftest import run_python, shared_channel_file, traced_peak
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -195,6 +195,21 @@ def test_a_wide_images_chunk_is_cut_without_holding_all_its_codebook_vectors():
     result = run_python("-c", WIDE_CHUNK_ERRORS)
     assert result.returncode == 0, result.stderr.decode()
     assert int(result.stdout) < 400, f"{int(result.stdout)} MB more peak memory"
+
+
+def test_recoding_refuses_codes_and_a_cut_that_would_not_fit_in_memory(speech_codec, monkeypatch):
+    """Reading a file's codes refused codes the process could not hold, but recoding then took a cut of
+    them beside the codes unchecked: a day of 64 channels sharing their codes (a 43 MB file, 4.4 GB of
+    codes) went on to allocate 4.4 GB more, until the machine ran out of memory."""
+    import vqcodec.codec
+
+    data = shared_channel_file(speech_codec, 64, 4, 20_000)  # 5.1 M codes: 10.2 MB as int16
+    monkeypatch.setattr(vqcodec.codec, "memory_bound", lambda: 15_000_000)  # the codes fit, with a q2 cut not
+    with pytest.raises(VQCodecError, match=r"^recoding holds the file's codes and a cut of them, 0\.0 GB, more "
+                                           r"than the memory this process may use \(0\.0 GB\)"):
+        speech_codec.recode(data, 2)
+    monkeypatch.setattr(vqcodec.codec, "memory_bound", lambda: 16_000_000)
+    assert vqformat.parse_header(speech_codec.recode(data, 2)).quality == 2
 
 
 def test_a_file_in_one_long_chunk_is_cut_in_the_chunks_it_is_written_in(speech_codec, recordings, monkeypatch):

@@ -432,13 +432,14 @@ def _check_audio_size(channels: int, sample_rate: int, samples: int) -> None:
         raise VQCodecError(f"audio longer than {vqformat.MAX_AUDIO_SECONDS // 3600} hours is not supported")
 
 
-def _check_fits_memory(size: int) -> None:
+def _check_fits_memory(size: int, held: str = "the codes take",
+                       advice: str = "`vqcodec codes` writes them to a file a part at a time") -> None:
     """Refuse codes of `size` bytes that the memory this process may use (memory_bound) cannot hold,
-    before they are allocated."""
+    before they are allocated; `held` says what they are, `advice` what to do instead."""
     memory = memory_bound()
     if memory is not None and size > memory:
-        raise VQCodecError(f"the codes take {size / 1e9:.1f} GB, more than the memory this process may use "
-                           f"({memory / 1e9:.1f} GB); `vqcodec codes` writes them to a file a part at a time")
+        raise VQCodecError(f"{held} {size / 1e9:.1f} GB, more than the memory this process may use "
+                           f"({memory / 1e9:.1f} GB); {advice}")
 
 
 def _check_image_size(width: int, height: int) -> None:
@@ -1490,7 +1491,7 @@ class Codec:
         names, which may be one this codec's model is a decoder-only fine-tune of."""
         data = vq_bytes(data)
         header, chunks, alpha_bytes = self._parse_whole(data)
-        codes = self._file_codes(header, chunks)
+        total, shape_of = self._checked_layout(header)
         audio = header.kind == vqformat.KIND_AUDIO
         stored = header.quality
         quality = stored if quality is None else quality
@@ -1500,6 +1501,10 @@ class Codec:
             raise VQCodecError(f"quality {quality} is not within the file's 1..{stored} codebooks: "
                                "a file can be recoded to fewer codebooks, not more")
         quality = int(quality)
+        held = math.prod(shape_of(total)) * np.dtype(self._code_dtype).itemsize
+        _check_fits_memory(held + held // stored * quality, "recoding holds the file's codes and a cut of them,",
+                           "recode it on a machine with more memory")
+        codes = self._file_codes(header, chunks)
         # cut in the chunks the new file is written in, whatever the file's: a chunk's costs are worked
         # out whole, and a chunk may hold 2^20 frames of 64 channels
         cuts = FileCuts(self, codes, AUDIO_CHUNK_FRAMES if audio else IMAGE_CHUNK_ROWS)
