@@ -574,6 +574,32 @@ def test_models_warns_of_a_broken_model_and_lists_the_others(cli, tiny_model_pat
         model_for_file((encoded / "out.vq").read_bytes())
 
 
+def test_a_copy_of_a_model_cut_short_on_the_path_does_not_stand_in_for_the_whole_one(cli, encoded, tiny_model_path,
+                                                                                    tmp_path):
+    """A copy of a model whose weights were cut short (a copy or download under way) earlier on
+    VQCODEC_MODEL_PATH was listed by `models` and taken for every file of its id, which then failed
+    ("cannot read model ..."), though the whole model further on decodes them."""
+    import shutil
+
+    weights = tiny_model_path.read_bytes()
+    (tmp_path / "half.safetensors").write_bytes(weights[:len(weights) // 2])
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    for name in ("half", "empty"):
+        shutil.copy(tiny_model_path.with_suffix(".json"), tmp_path / f"{name}.json")
+    env = {"VQCODEC_MODEL_PATH": os.pathsep.join([str(tmp_path), str(tiny_model_path.parent)])}
+    result = cli("models", "--json", env=env, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"vqcodec: warning: model {tmp_path / 'empty.safetensors'} has weights cut short or in no safetensors file "
+        "(0 bytes, too few for their header); not listed",
+        f"vqcodec: warning: model {tmp_path / 'half.safetensors'} has weights cut short ({len(weights) // 2} bytes "
+        f"of {len(weights)}); not listed"]
+    assert [m["name"] for m in json.loads(result.stdout)] == ["tiny", "image", "speech16k"]
+    out = tmp_path / "out.wav"
+    result = cli("decode", encoded / "out.vq", out, env=env, text=True)
+    assert result.returncode == 0 and out.exists(), result.stderr
+
+
 @pytest.mark.parametrize("args", [["encode", "IN", "OUT", "-m", ""], ["codes", "IN", "OUT", "-m", " "],
                                   ["train", "DIR", "--out", "OUT", "--init", ""]])
 def test_an_empty_model_name_is_refused_not_taken_for_the_default(cli, encoded, tmp_path, args):

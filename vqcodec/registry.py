@@ -210,7 +210,7 @@ def list_models(shadowed: bool = False, problems: list[str] | None = None) -> li
                     if problems is not None:
                         problems.append(f"model {meta_path} has no {meta_path.stem}.safetensors beside it")
                     continue
-                problem = meta_problem(meta)
+                problem = meta_problem(meta) or _weights_problem(meta_path.with_suffix(".safetensors"))
             if problem is None:
                 config = config_from_dict(meta["config"])
                 models.append({**meta, "name": meta_path.stem, "path": str(meta_path.with_suffix(".safetensors")),
@@ -221,6 +221,24 @@ def list_models(shadowed: bool = False, problems: list[str] | None = None) -> li
                 problems.append(f"model {meta_path.with_suffix('.safetensors')} has {problem}")
             seen.add(meta_path.stem)  # a broken model still takes its name: find_model finds it first
     return models
+
+
+def _weights_problem(path: Path) -> str | None:
+    """What makes a model's NAME.safetensors unreadable, from its header alone (a copy cut short, a file of
+    something else), or None: such a model is left out where a whole one of the same id could decode."""
+    try:
+        with open(path, "rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            header_size = int.from_bytes(stream.read(8), "little")
+            if header_size > size - 8:
+                return f"weights cut short or in no safetensors file ({size} bytes, too few for their header)"
+            header = json.loads(stream.read(header_size))
+        end = max((entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"), default=0)
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:
+        return f"unreadable weights ({exc})"
+    if not isinstance(end, int) or 8 + header_size + end > size:
+        return f"weights cut short ({size} bytes of {8 + header_size + end})"
+    return None
 
 
 def _prior_id(model: dict) -> int | None:
