@@ -267,6 +267,23 @@ def test_recode_refusals(speech_codec, image_codec, recordings):
         fixed.recode(top, 3)  # the file's frames stop at several depths
 
 
+def test_codes_that_stop_short_refused_for_fixed_width_coding_say_what_to_do(cli, tmp_path, recordings, codec):
+    """Recoding a per-cell-depth file with --coding fixed said "(coding auto or prior)", the Python API's
+    words, on the command line, and a model without a prior was told to use "the model's prior"."""
+    (tmp_path / "talk.vq").write_bytes(recordings[0][2])
+    result = cli("encode", tmp_path / "talk.vq", tmp_path / "small.vq", "-q", "3", "--coding", "fixed", text=True)
+    assert result.returncode == 1 and result.stderr.endswith(
+        "which fixed-width coding cannot hold: code them with the model's prior (--coding auto)\n"), result.stderr
+    with pytest.raises(VQCodecError, match=r"cannot hold: code them with the model's prior \(coding='auto'\)$"):
+        Codec.load("speech16k", coding="fixed").recode(recordings[0][2], 3)
+    codes = np.zeros((1, codec.num_codebooks, 10), dtype=np.int64)
+    codes[:, 1:, 5:] = -1
+    assert codec.prior is None
+    with pytest.raises(VQCodecError, match="cannot hold: model tiny has no prior to code them with "
+                                           r"\(`vqcodec fit-prior` fits one\)$"):
+        codec.codes_to_file(codes)
+
+
 def test_cli_recode(cli, tmp_path, recordings):
     audio, rate, top = recordings[0]
     (tmp_path / "talk.vq").write_bytes(top)

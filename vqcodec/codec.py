@@ -901,9 +901,11 @@ class Codec:
         coding = self._coding_id()
         if (codes < 0).any():
             if coding != vqformat.CODING_PRIOR:
+                advice = (f"code them with the model's prior ({setting('--coding auto', 'coding=' + repr('auto'))})"
+                          if self.fixed_width_cause() == "fixed coding" else
+                          f"model {self.name} has no prior to code them with (`vqcodec fit-prior` fits one)")
                 raise VQCodecError("some frames or cells stop short of the last codebook (per-cell depth, code -1), "
-                                   "which fixed-width coding cannot hold: code them with the model's prior "
-                                   "(coding auto or prior)")
+                                   f"which fixed-width coding cannot hold: {advice}")
             return vqformat.CODING_PRIOR_DEPTH
         return coding
 
