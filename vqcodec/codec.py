@@ -901,7 +901,7 @@ class Codec:
         coding = self._coding_id()
         if (codes < 0).any():
             if coding != vqformat.CODING_PRIOR:
-                advice = (f"code them with the model's prior ({setting('--coding auto', 'coding=' + repr('auto'))})"
+                advice = ("code them with the model's prior (" + setting("--coding auto", "coding='auto'") + ")"
                           if self.fixed_width_cause() == "fixed coding" else
                           f"model {self.name} has no prior to code them with (`vqcodec fit-prior` fits one)")
                 raise VQCodecError("some frames or cells stop short of the last codebook (per-cell depth, code -1), "
