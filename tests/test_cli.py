@@ -535,7 +535,8 @@ def test_a_model_path_entry_that_is_no_folder_is_named(cli, tiny_model_path, tmp
     result = cli("encode", tmp_path / "in.wav", tmp_path / "out.vq", "-m", "tiny", env=env)
     lines = result.stderr.decode().splitlines()
     assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("vqcodec: error: unknown model 'tiny'")
-    assert f"{missing}: no such folder" in lines[0] and f"name the folder that holds it, {tiny_model_path.parent}" in lines[0]
+    assert f"{missing}: no such folder" in lines[0]
+    assert f"name the folder that holds it, {tiny_model_path.parent}" in lines[0]
 
 
 def test_models_warns_of_a_broken_model_and_lists_the_others(cli, tiny_model_path, encoded, tmp_path, monkeypatch):

@@ -2156,8 +2156,8 @@ class Codec:
                     model_id: bytes | None = None) -> bytes:
         coding = self._file_coding(codes)
         header = vqformat.Header(kind=vqformat.KIND_IMAGE, coding=coding, quality=codes.shape[0],
-                                 model_id=model_id or self.model_id, prior_id=self._prior_id(coding), width=width, height=height,
-                                 channels=3, mode=mode, chunk_frames=IMAGE_CHUNK_ROWS)
+                                 model_id=model_id or self.model_id, prior_id=self._prior_id(coding), width=width,
+                                 height=height, channels=3, mode=mode, chunk_frames=IMAGE_CHUNK_ROWS)
         chunks = [self._encode_payload(coding, codes[:, r0:r1]) for r0, r1 in _blocks(codes.shape[1], IMAGE_CHUNK_ROWS)]
         return vqformat.build_file(header, chunks, alpha_bytes)
 
