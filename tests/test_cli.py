@@ -539,6 +539,18 @@ def test_a_model_path_entry_that_is_no_folder_is_named(cli, tiny_model_path, tmp
     assert f"name the folder that holds it, {tiny_model_path.parent}" in lines[0]
 
 
+def test_a_file_whose_model_is_not_found_names_a_model_path_entry_that_is_no_folder(cli, encoded, tmp_path):
+    """Decoding a file of a model on a mistyped VQCODEC_MODEL_PATH said only that no installed model has
+    its id."""
+    missing = tmp_path / "no_such_folder"
+    result = cli("decode", encoded / "out.vq", tmp_path / "out.wav", env={"VQCODEC_MODEL_PATH": str(missing)},
+                 text=True)
+    lines = result.stderr.splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("vqcodec: error: no installed model has id ")
+    assert lines[0].endswith(f"; VQCODEC_MODEL_PATH names {missing}: no such folder")
+
+
 def test_models_warns_of_a_broken_model_and_lists_the_others(cli, tiny_model_path, encoded, tmp_path, monkeypatch):
     """A model JSON that cannot be used (not JSON, a bad config, "decodes" or "training") is one warning line for
     `models` and one error line when loaded, never a traceback; the good models are still found."""

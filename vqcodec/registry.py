@@ -317,7 +317,8 @@ def no_model_message(data: bytes, files: int = 1) -> str:
                      f"decode {wrote} with a Codec of the model that wrote {'it' if files == 1 else 'them'} "
                      "(Codec.load of its path)")
     return (f"no installed model has id {wanted}{broken}; {advice}"
-            + retired_model_hint(wanted, header.coded_prior_id))
+            + retired_model_hint(wanted, header.coded_prior_id)
+            + "".join(f"; {problem}" for problem in model_path_problems()))
 
 
 def retired_model_hint(model_id: str, prior_id: int | None = None) -> str:
