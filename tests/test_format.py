@@ -168,6 +168,41 @@ def test_unpack_fixed_holds_the_codes_and_a_block_of_bits_not_every_bit_as_int64
     assert peak < values.size * 8 + 8_000_000, f"peak {peak / 1e6:.1f} MB"  # the codes, and a block's work
 
 
+def _whole_pack_fixed(indices: np.ndarray, codebook_size: int) -> bytes:
+    """pack_fixed as it was before it packed a block at a time: the bytes it must still write."""
+    bits = entropy.bits_per_index(codebook_size)
+    values = np.ascontiguousarray(indices, dtype=np.int64).ravel()
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.int64)
+    return np.packbits(((values[:, None] >> shifts) & 1).astype(np.uint8).ravel()).tobytes()
+
+
+@pytest.mark.parametrize("size", [2, 5, 16, 1000, 1025, 1 << 15])
+@pytest.mark.parametrize("count", [1, 9, 64, 1001])
+@pytest.mark.parametrize("block", [1 << 16, 8, 24])
+def test_pack_fixed_in_blocks_writes_the_bytes_it_wrote_whole(size, count, block, monkeypatch):
+    monkeypatch.setattr(entropy, "UNPACK_BLOCK_CODES", block)
+    codes = np.random.default_rng(size + count).integers(0, size, (2, 3, count)).astype(np.int16)
+    codes[0, 0, 0], codes[-1, -1, -1] = 0, size - 1
+    assert entropy.pack_fixed(codes, size) == _whole_pack_fixed(codes, size)
+    shared = np.broadcast_to(codes[:1], codes.shape)  # a read-only view, as shared channels give it
+    assert entropy.pack_fixed(shared, size) == _whole_pack_fixed(shared, size)
+    codes = codes.astype(np.int32)  # that holds `size`, 32768, beyond int16
+    for bad in (-1, size):
+        codes[1, 2, count // 2] = bad
+        with pytest.raises(ValueError, match="out of range"):
+            entropy.pack_fixed(codes, size)
+
+
+def test_pack_fixed_holds_a_block_of_bits_not_every_bit_as_int64():
+    """pack_fixed copied all codes as int64 and their bits as int64: 103 MB for 2^20 codes of 10 bits."""
+    from conftest import traced_peak
+
+    codes = np.random.default_rng(1).integers(0, 1000, 1 << 20).astype(np.int16)
+    payload, peak = traced_peak(lambda: entropy.pack_fixed(codes, 1000))
+    assert payload == _whole_pack_fixed(codes, 1000)
+    assert peak < 16_000_000, f"peak {peak / 1e6:.1f} MB"  # the payload twice, and a block's work
+
+
 def test_pack_fixed_is_msb_first():
     assert entropy.pack_fixed(np.array([5, 3]), 16) == b"\x53"
     assert entropy.pack_fixed(np.array([1]), 1024) == b"\x00\x40"
