@@ -366,6 +366,23 @@ def test_huge_chunk_length_is_rejected_before_reading(small_vq):
             vqformat.parse_file(bytes(data))
 
 
+def test_read_chunks_names_the_chunk_each_error_is_in():
+    """The messages are made only when one is raised (they cost as much as reading a small chunk)."""
+    body = b"".join(vqformat.pack_chunk(bytes([i]) * 3) for i in range(3))
+    data = bytes(vqformat.HEADER_SIZE) + body
+    payloads, end = vqformat.read_chunks(data, 3, first_index=5)
+    assert payloads == [b"\0" * 3, b"\1" * 3, b"\2" * 3] and end == len(data)
+    second = vqformat.HEADER_SIZE + 11  # the second chunk's head
+    for damaged, message in [(data[:second + 4], "truncated .vq file (chunk 6 missing)"),
+                             (data[:-1], "truncated .vq file (chunk 7 cut short)"),
+                             (data[:-1] + b"\3", "corrupted .vq file (chunk 7 CRC mismatch)"),
+                             (data[:second] + struct.pack("<I", 1 << 30) + data[second + 4:],
+                              "chunk 6 claims 1073741824 bytes")]:
+        with pytest.raises(FormatError) as refused:
+            vqformat.read_chunks(damaged, 3, first_index=5)
+        assert str(refused.value) == message
+
+
 def test_limits_are_inclusive(small_vq, craft):
     """The bounds themselves are allowed: 24 h of audio, 64 channels, 768 kHz, a 65535-pixel side, the pixel limit."""
     vqformat.parse_header(craft.with_header(small_vq, length=16000 * 24 * 3600))

@@ -158,14 +158,18 @@ def pack_chunk(payload: bytes) -> bytes:
 def read_chunks(data: bytes, count: int, offset: int = HEADER_SIZE, first_index: int = 0) -> tuple[list[bytes], int]:
     """Read `count` chunks from `data` at `offset`; returns the payloads and the offset after them."""
     payloads = []
-    for index in range(first_index, first_index + count):
-        _check(offset + _CHUNK_HEAD.size <= len(data), f"truncated .vq file (chunk {index} missing)")
+    for index in range(first_index, first_index + count):  # messages made only when raised: a file may hold millions
+        if offset + _CHUNK_HEAD.size > len(data):
+            raise FormatError(f"truncated .vq file (chunk {index} missing)")
         length, crc = _CHUNK_HEAD.unpack_from(data, offset)
         offset += _CHUNK_HEAD.size
-        _check(length <= MAX_CHUNK_BYTES, f"chunk {index} claims {length} bytes")
-        _check(offset + length <= len(data), f"truncated .vq file (chunk {index} cut short)")
+        if length > MAX_CHUNK_BYTES:
+            raise FormatError(f"chunk {index} claims {length} bytes")
+        if offset + length > len(data):
+            raise FormatError(f"truncated .vq file (chunk {index} cut short)")
         payload = data[offset:offset + length]
-        _check(zlib.crc32(payload) == crc, f"corrupted .vq file (chunk {index} CRC mismatch)")
+        if zlib.crc32(payload) != crc:
+            raise FormatError(f"corrupted .vq file (chunk {index} CRC mismatch)")
         payloads.append(bytes(payload))
         offset += length
     return payloads, offset
