@@ -222,3 +222,48 @@ def test_rate_is_checked_and_written(codec, long_files, signal, tmp_path, cli, t
     assert (info.samplerate, info.frames, info.channels) == (16000, 32000, 2)
     result = cli("decode", tmp_path / "a.vq", tmp_path / "b.wav", "--rate", "0", "-m", tiny_model_path)
     assert result.returncode != 0 and not (tmp_path / "b.wav").exists()
+
+
+def test_a_chunk_whose_codes_would_not_fit_in_memory_is_refused_before_it_is_decoded(golden_audio_codec,
+                                                                                   monkeypatch):
+    """A file of a few kilobytes can hold one depth-coded chunk of 2^20 frames of 64 channels: 0.5 GB of
+    int16 codes at q4 (1 GB at q8), which every per-chunk decoding allocated and decoded without a
+    check, so a small machine killed the process instead of giving one line."""
+    from conftest import GOLDEN
+    from vqcodec import format as vqformat
+
+    codec = golden_audio_codec
+    header = vqformat.parse_header((GOLDEN / "golden_audio_depth.vq").read_bytes())
+    header.channels, header.chunk_frames, header.length = 64, 1 << 20, (1 << 20) * codec.hop
+    cells = header.channels * header.chunk_frames
+    words = math.ceil(codec.prior.min_bits(header.quality, cells, True, header.channels) / 64)  # not too short
+    data = vqformat.build_file(header, [bytes(4 * words)])
+    assert len(data) < 100_000
+
+    def decoded(*args, **kwargs):
+        raise AssertionError("the chunk was decoded")
+
+    monkeypatch.setattr(codec.prior, "decode_chunk", decoded)
+    monkeypatch.setattr(codec_module, "memory_bound", lambda: 400_000_000)
+    message = "the 268435456 codes of a chunk take 0.6 GB, more than the memory this process may use (0.4 GB)"
+    for read in (lambda: codec.decode_audio(data, start=1.0, duration=0.01),
+                 lambda: codec.decode_audio(data, start=1.0, duration=0.01, salvage=True),
+                 lambda: codec.code_report(data), lambda: codec.damaged_parts(data),
+                 lambda: codec.code_blocks(data)[2].__next__()):
+        with pytest.raises(VQCodecError) as refused:
+            read()
+        assert str(refused.value).startswith(message), str(refused.value)
+    with pytest.raises(VQCodecError, match="^the codes take 0.5 GB, more than the memory"):  # the whole file's check
+        codec.read_codes(data)
+
+
+def test_the_chunks_the_encoder_writes_are_decoded_without_a_memory_check(codec, monkeypatch):
+    """The largest chunk encoding writes (500 frames of 64 channels at q64, fixed width: int64 as it is
+    unpacked) needs less than CHECKED_CHUNK_BYTES, so no machine refuses it."""
+    from vqcodec import format as vqformat
+
+    monkeypatch.setattr(codec_module, "memory_bound", lambda: 0)
+    header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=vqformat.CODING_FIXED, quality=64, model_id=codec.model_id)
+    codec._check_chunk_fits(header, (64, 64, codec_module.AUDIO_CHUNK_FRAMES))
+    with pytest.raises(VQCodecError, match="more than the memory"):
+        codec._check_chunk_fits(header, (64, 64, 8 * codec_module.AUDIO_CHUNK_FRAMES))

@@ -74,6 +74,7 @@ IMAGE_TILE = 64                 # latent cells per tile side, before context
 STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
 CODE_BLOCK_CODES = 1 << 22      # codes of a file read at a time (Codec.code_blocks): 8 MB as int16
 HELD_CHUNK_CODES = 256          # the codes' worth of memory a decoded chunk's arrays take besides its codes
+CHECKED_CHUNK_BYTES = 1 << 26   # a chunk needing more to decode is checked against memory_bound (a few files read)
 STREAM_SPOOL_BYTES = 1 << 20    # bytes copied at a time from a stream that cannot seek
 WHOLE_READ_SAMPLES = 1 << 22    # files of up to this many samples (16 MiB) are read once, longer ones twice
 RESAMPLE_MARGIN_SECONDS = 0.02  # decoded before a range of a file that is resampled, for the filter's sake,
@@ -432,14 +433,20 @@ def _check_audio_size(channels: int, sample_rate: int, samples: int) -> None:
         raise VQCodecError(f"audio longer than {vqformat.MAX_AUDIO_SECONDS // 3600} hours is not supported")
 
 
+class ChunkTooLarge(VQCodecError):
+    """A chunk whose codes would not fit in memory: refused, even where salvage passes over a chunk
+    that does not decode (the chunk is not damaged)."""
+
+
 def _check_fits_memory(size: int, held: str = "the codes take",
-                       advice: str = "`vqcodec codes` writes them to a file a part at a time") -> None:
+                       advice: str = "`vqcodec codes` writes them to a file a part at a time",
+                       error: type[VQCodecError] = VQCodecError) -> None:
     """Refuse codes of `size` bytes that the memory this process may use (memory_bound) cannot hold,
     before they are allocated; `held` says what they are, `advice` what to do instead."""
     memory = memory_bound()
     if memory is not None and size > memory:
-        raise VQCodecError(f"{held} {size / 1e9:.1f} GB, more than the memory this process may use "
-                           f"({memory / 1e9:.1f} GB); {advice}")
+        raise error(f"{held} {size / 1e9:.1f} GB, more than the memory this process may use "
+                    f"({memory / 1e9:.1f} GB); {advice}")
 
 
 def _check_image_size(width: int, height: int) -> None:
@@ -931,10 +938,23 @@ class Codec:
 
     def _decode_body(self, header: vqformat.Header, payload: bytes, shape: tuple[int, int, int],
                      depth_bits: list[float] | None = None) -> np.ndarray:
+        self._check_chunk_fits(header, shape)
         if header.coding in vqformat.PRIOR_CODINGS:
             return self.prior.decode_chunk(payload, shape, depths=header.coding == vqformat.CODING_PRIOR_DEPTH,
                                            dtype=self._code_dtype, depth_bits=depth_bits)
         return entropy.unpack_fixed(payload, math.prod(shape), self.codebook_size).reshape(shape)
+
+    def _check_chunk_fits(self, header: vqformat.Header, shape: tuple[int, int, int]) -> None:
+        """Refuse a chunk whose codes of `shape` would not fit in memory, before it is decoded: a 23 KB
+        file can hold one entropy-coded chunk of 2^20 frames of 64 channels at q8, 1 GB of int16 codes.
+        They are counted as _code_dtype and as int64 as they are decoded: all of them at fixed width
+        and for an image, a channel's at a time for entropy-coded audio."""
+        codes = math.prod(shape)
+        one_at_a_time = header.kind == vqformat.KIND_AUDIO and header.coding in vqformat.PRIOR_CODINGS
+        size = codes * np.dtype(self._code_dtype).itemsize + (codes // shape[0] if one_at_a_time else codes) * 8
+        if size > CHECKED_CHUNK_BYTES:
+            _check_fits_memory(size, f"the {plural(codes, 'code')} of a chunk take", "this file cannot be decoded here",
+                               ChunkTooLarge)
 
     @property
     def code_dtype(self):
@@ -1387,6 +1407,8 @@ class Codec:
         if chunks[index] is not None:
             try:
                 return self._decode_payload(header, chunks[index], shape)
+            except ChunkTooLarge:
+                raise
             except VQCodecError:
                 if not salvage:
                     raise
@@ -1469,6 +1491,7 @@ class Codec:
     def _blocks_of_codes(self, header: vqformat.Header, chunks: list[bytes], total: int,
                          shape_of: Callable[[int], tuple], max_codes: int) -> Iterator[tuple[int, np.ndarray]]:
         per_block = max(1, max_codes // math.prod(shape_of(header.chunk_frames))) * header.chunk_frames
+        self._check_chunk_fits(header, shape_of(min(total, per_block)))  # before a block of one chunk is allocated
         for first, last in _blocks(total, per_block):
             block = np.empty(shape_of(last - first), dtype=self._code_dtype)
             self._fill_codes(header, chunks, block, first, last, shape_of)
