@@ -153,6 +153,16 @@ def test_a_damaged_image_chunk_comes_out_grey(golden_image_codec, image_file):
     np.testing.assert_array_equal(out[128 + context:], whole[128 + context:])
 
 
+def test_a_part_of_an_image_is_refused_by_damaged_parts(golden_image_codec, image_file):
+    """start= and duration= are seconds of audio: for an image they were ignored, and every damaged
+    chunk listed as if no part had been asked for (the command line refuses --start for an image)."""
+    damaged = flip_byte_in_chunk(image_file[0], 1)
+    for part in ({"start": 1.0}, {"duration": 0.5}, {"start": 0.0, "duration": 10.0}):
+        with pytest.raises(VQCodecError, match="^start= and duration= are for audio; this .vq file holds an image$"):
+            golden_image_codec.damaged_parts(damaged, **part)
+    assert golden_image_codec.damaged_parts(damaged, start=0.0) == [{"chunk": 1, "count": 1, "from": 64, "to": 128}]
+
+
 def test_a_damaged_alpha_plane_comes_out_opaque(golden_image_codec, image_file):
     data, whole = image_file
     damaged = flip_byte_in_chunk(data, 3)  # the alpha section follows the 3 code chunks

@@ -1649,12 +1649,14 @@ class Codec:
         pixel rows (images), and
         {"chunk", "alpha": True} for a damaged alpha plane, and {"trailing_bytes"} for bytes after the
         last chunk (which salvage ignores). Empty for an intact file. The header must be intact: a file
-        whose header is damaged raises, as in decoding. With `start` or `duration` (seconds, audio),
-        only the runs that come within a millisecond of that part are sure to be listed (whole): the
-        chunks far from it are not decoded."""
+        whose header is damaged raises, as in decoding. With `start` or `duration` (seconds, audio;
+        refused for an image), only the runs that come within a millisecond of that part are sure to be
+        listed (whole): the chunks far from it are not decoded."""
         data = vq_bytes(data)
         audio = vqformat.parse_header(data).kind == vqformat.KIND_AUDIO
         self._require("audio" if audio else "image")
+        if not audio and (start != 0 or duration is not None):
+            raise VQCodecError("start= and duration= are for audio; this .vq file holds an image")
         if audio:
             header, chunks, _, _ = self._audio_parts(data, salvage=True)
             alpha_bytes, scale, end = None, self.hop / self.sample_rate, header.length / header.sample_rate
