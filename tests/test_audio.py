@@ -1496,6 +1496,26 @@ def test_a_vq_file_opened_as_text_is_refused_as_one(codec, small_vq, tmp_path):
         assert str(refused.value) == "a .vq file is read from a binary stream, not a text one (open the file with 'rb')"
 
 
+def test_other_input_given_as_a_vq_file_is_refused_from_its_first_bytes(codec, small_vq, tmp_path):
+    """A recording given by path or stream to decode_audio, read_codes or read_info was read whole
+    before its header was checked (the command line refused it from its first bytes)."""
+    path = tmp_path / "long.wav"
+    path.write_bytes(b"RIFF" + bytes(20 << 20))
+    for call in (read_info, codec.read_codes, codec.decode_audio, codec.damaged_parts):
+        for given in (path, str(path), "stream"):
+            def refused():
+                with pytest.raises(VQCodecError, match=r"^not a .vq file \(bad magic\)$"), \
+                        open(path, "rb", buffering=0) if given == "stream" else contextlib.nullcontext(given) as media:
+                    call(media)
+
+            peak = traced_peak(refused)[1]
+            assert peak < 1 << 20, f"{call.__name__} of {given!r} read {peak} bytes of a recording"
+    vq_path = tmp_path / "a.vq"
+    vq_path.write_bytes(small_vq)
+    with open(vq_path, "rb", buffering=0) as stream:  # a raw stream may give the header a part at a time
+        np.testing.assert_array_equal(codec.read_codes(stream)[1], codec.read_codes(small_vq)[1])
+
+
 def test_a_vq_file_given_as_media_is_refused_as_one(codec, small_vq, tmp_path):
     path = tmp_path / "a.vq"
     path.write_bytes(small_vq)

@@ -100,16 +100,14 @@ def _read_vq_input(path: str) -> bytes:
     """The bytes of a `.vq` input file or stdin. Input whose first bytes are not a header that parse_header
     accepts is refused from them, as parsing it would refuse it, before the rest (a recording given to
     decode, gigabytes maybe, or a stream that does not end) is read into memory."""
+    from .fileinfo import read_vq_stream
+
     try:
         with contextlib.nullcontext(_stdin()) if path == "-" else open(path, "rb") as stream:
-            head = b""
-            while len(head) < vqformat.HEADER_SIZE and (piece := stream.read(vqformat.HEADER_SIZE - len(head))):
-                head += piece
-            if not head:
-                raise _empty_input(path)  # as encode says it
-            if not head.startswith(vqformat.MAGIC) or len(head) == vqformat.HEADER_SIZE:
-                vqformat.parse_header(head)
-            return head + stream.read()
+            data = read_vq_stream(stream)
+        if not data:
+            raise _empty_input(path)  # as encode says it
+        return data
     except FileNotFoundError:
         raise VQCodecError(f"{path}: no such file") from None
     except IsADirectoryError:

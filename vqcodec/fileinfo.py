@@ -56,28 +56,46 @@ class FileInfo:
 
 
 def vq_bytes(data) -> bytes:
-    """`.vq` file contents from bytes, a path or a binary stream."""
+    """`.vq` file contents from bytes, a path or a binary stream (read_vq_stream: other input is
+    refused from its first bytes)."""
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
     if hasattr(data, "read"):
         if isinstance(data, io.TextIOBase):  # read, its bytes would be decoded as text (UnicodeDecodeError)
             raise VQCodecError("a .vq file is read from a binary stream, not a text one (open the file with 'rb')")
-        data = data.read()
-        if not isinstance(data, bytes):
-            raise VQCodecError("a .vq file is read from a binary stream, not a text one (open the file with 'rb')")
-        return data
+        return read_vq_stream(data)
     if not isinstance(data, (str, Path)):
         raise VQCodecError(f"a .vq file is given as bytes, a path or a binary stream, not a {type(data).__name__}")
     if data == "":  # Path("") is the current folder
         raise VQCodecError("the path of the .vq file is empty")
     try:
-        return Path(data).read_bytes()
+        with open(data, "rb") as stream:
+            return read_vq_stream(stream)
     except IsADirectoryError:
         raise VQCodecError(f"{data}: is a directory") from None
     except OSError as exc:
         raise VQCodecError(f"cannot read {data}: {exc.strerror}") from None
     except ValueError as exc:  # a path with a NUL byte (the file's contents decoded to str by mistake)
         raise VQCodecError(f"cannot read {data!r:.60}: {exc}") from None
+
+
+def read_vq_stream(stream) -> bytes:
+    """All the bytes of a binary stream that holds a `.vq` file. A first HEADER_SIZE bytes that
+    parse_header refuses are refused before the rest (a recording given by mistake, gigabytes maybe,
+    or a stream that does not end) is read into memory."""
+    head = b""
+    while len(head) < vqformat.HEADER_SIZE and (piece := _read_bytes(stream, vqformat.HEADER_SIZE - len(head))):
+        head += piece
+    if head and (not head.startswith(vqformat.MAGIC) or len(head) == vqformat.HEADER_SIZE):
+        vqformat.parse_header(head)
+    return head + _read_bytes(stream)
+
+
+def _read_bytes(stream, size: int = -1) -> bytes:
+    piece = stream.read(size)
+    if not isinstance(piece, bytes):
+        raise VQCodecError("a .vq file is read from a binary stream, not a text one (open the file with 'rb')")
+    return piece
 
 
 def colour_mode(header: vqformat.Header) -> str:
