@@ -1458,12 +1458,14 @@ class Codec:
     def code_blocks(self, data: bytes, max_codes: int = CODE_BLOCK_CODES) -> tuple[vqformat.Header, tuple, Iterator]:
         """read_codes a block at a time, so that a file's codes can be written out without being held
         whole: the header, the shape read_codes gives, and (first, codes) pairs, each a whole number of
-        chunks of at most `max_codes` codes (or one chunk) from frame or row `first` on. The file and
-        its model are checked before this returns."""
+        chunks of at most `max_codes` codes (or one chunk) from frame or row `first` on. The file, its
+        model and whether a block fits in memory are checked before this returns."""
         max_codes = _checked_count("max_codes", max_codes)
         header, chunks, _ = self._parse_whole(vq_bytes(data))
         total, shape_of = self._checked_layout(header)
-        return header, shape_of(total), self._blocks_of_codes(header, chunks, total, shape_of, max_codes)
+        per_block = max(1, max_codes // math.prod(shape_of(header.chunk_frames))) * header.chunk_frames
+        self._check_chunk_fits(header, shape_of(min(total, per_block)))  # a block may be one chunk of 2^20 frames
+        return header, shape_of(total), self._blocks_of_codes(header, chunks, total, shape_of, per_block)
 
     def _parse_whole(self, data: bytes) -> tuple[vqformat.Header, list[bytes], bytes | None]:
         """parse_file, and for an image the colour mode and its alpha plane checked as decoding checks
@@ -1489,9 +1491,7 @@ class Codec:
         return codes
 
     def _blocks_of_codes(self, header: vqformat.Header, chunks: list[bytes], total: int,
-                         shape_of: Callable[[int], tuple], max_codes: int) -> Iterator[tuple[int, np.ndarray]]:
-        per_block = max(1, max_codes // math.prod(shape_of(header.chunk_frames))) * header.chunk_frames
-        self._check_chunk_fits(header, shape_of(min(total, per_block)))  # before a block of one chunk is allocated
+                         shape_of: Callable[[int], tuple], per_block: int) -> Iterator[tuple[int, np.ndarray]]:
         for first, last in _blocks(total, per_block):
             block = np.empty(shape_of(last - first), dtype=self._code_dtype)
             self._fill_codes(header, chunks, block, first, last, shape_of)
