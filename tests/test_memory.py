@@ -11,13 +11,13 @@ NO_LIMIT_V1 = "9223372036854771712"
 
 
 class Machine:
-    """A machine of 16 GB with no RLIMIT_AS, a fake cgroup file system at `root` (empty: no limits) and a
+    """A machine of 16 GB with no RLIMIT_AS or RLIMIT_DATA, a fake cgroup file system at `root` (empty: no limits) and a
     fake /proc/self/cgroup at `own` (absent until cgroups() writes it)."""
 
     def __init__(self, tmp_path: Path):
         self.root, self.own = tmp_path / "sys_fs_cgroup", tmp_path / "proc_self_cgroup"
         self.root.mkdir()
-        self.address_space = resource.RLIM_INFINITY
+        self.address_space = self.data = resource.RLIM_INFINITY
 
     def cgroups(self, *lines: str) -> None:
         self.own.write_text("".join(line + "\n" for line in lines))
@@ -42,7 +42,8 @@ def machine(monkeypatch, tmp_path) -> Machine:
     pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 16 * GB // 4096}
     monkeypatch.setattr(vqcodec.memory.os, "sysconf", lambda name: pages[name])
     fake = Machine(tmp_path)
-    monkeypatch.setattr(vqcodec.memory.resource, "getrlimit", lambda which: (fake.address_space, resource.RLIM_INFINITY))
+    monkeypatch.setattr(vqcodec.memory.resource, "getrlimit", lambda which: (
+        {resource.RLIMIT_AS: fake.address_space, resource.RLIMIT_DATA: fake.data}[which], resource.RLIM_INFINITY))
     return fake
 
 
@@ -199,6 +200,29 @@ def test_an_address_space_limit_is_the_bound_when_lowest(machine):
     assert machine.bound() == 1 * GB
     machine.address_space = 20 * GB
     assert machine.bound() == 8 * GB
+
+
+def test_a_data_limit_is_the_bound_when_lowest(machine):
+    """numpy's arrays count against `ulimit -d` (RLIMIT_DATA): one past it failed with MemoryError
+    while the bound was physical memory."""
+    machine.data = 2 * GB
+    assert machine.bound() == 2 * GB
+    machine.address_space = 1 * GB
+    assert machine.bound() == 1 * GB
+    machine.address_space, machine.data = resource.RLIM_INFINITY, 20 * GB
+    assert machine.bound() == 16 * GB
+
+
+def test_the_bound_holds_what_numpy_can_allocate_under_a_data_limit():
+    """In a process of `ulimit -d 400000` (KiB), the bound is within it, so that read_codes refuses
+    in one line what np.empty would fail to allocate."""
+    import subprocess
+    import sys
+
+    code = ("import resource; from vqcodec.memory import memory_bound; "
+            "resource.setrlimit(resource.RLIMIT_DATA, (400 << 20, resource.RLIM_INFINITY)); print(memory_bound())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert int(out) <= 400 << 20
 
 
 def test_unknown_physical_memory_and_no_limit_gives_no_bound(machine, monkeypatch):

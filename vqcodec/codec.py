@@ -1451,7 +1451,7 @@ class Codec:
         image (quality, rows, cols). As int16 (int32 for a codebook of more than 32 768 codes): a small
         file can hold many codes (a day of 64 channels sharing them: 4.4 GB as int16 at q8), and
         codes that would not fit in the memory this process may use (physical memory, or a
-        container's or RLIMIT_AS limit below it) are refused before they are allocated."""
+        container's, RLIMIT_AS or RLIMIT_DATA limit below it) are refused before they are allocated."""
         header, chunks, _ = self._parse_whole(vq_bytes(data))
         return header, self._file_codes(header, chunks)
 

@@ -20,11 +20,12 @@ NO_LIMIT_BYTES = 1 << 60  # cgroup v1 writes "no limit" as about 2**63 (rounded 
 
 def memory_bound(root: str | Path | None = None, own: str | Path | None = None) -> int | None:
     """The smallest of physical memory, the memory limits of this process's cgroups (cgroup_limit) and
-    the address-space limit (RLIMIT_AS), in bytes; None where none of them is known. Memory in use is
-    not subtracted (see the module's note). `root` and `own` stand for /sys/fs/cgroup and
-    /proc/self/cgroup (CGROUP_ROOT, OWN_CGROUPS), for tests."""
-    bounds = [bound for bound in (_physical_memory(), cgroup_limit(root, own), _address_space_limit())
-              if bound is not None]
+    the address-space and data limits (RLIMIT_AS, RLIMIT_DATA: `ulimit -v`, `ulimit -d`), in bytes;
+    None where none of them is known. Memory in use is not subtracted (see the module's note). `root`
+    and `own` stand for /sys/fs/cgroup and /proc/self/cgroup (CGROUP_ROOT, OWN_CGROUPS), for tests."""
+    limits = (_physical_memory(), cgroup_limit(root, own), _resource_limit(resource.RLIMIT_AS),
+              _resource_limit(resource.RLIMIT_DATA))
+    bounds = [bound for bound in limits if bound is not None]
     return min(bounds, default=None)
 
 
@@ -88,9 +89,11 @@ def _cgroup_limit(path: Path) -> int | None:
     return _limit(int(text)) if text.isascii() and text.isdigit() else None
 
 
-def _address_space_limit() -> int | None:
+def _resource_limit(which: int) -> int | None:
+    """The soft limit of `which`; a numpy array past RLIMIT_DATA (which counts its pages since Linux
+    4.7) fails as one past RLIMIT_AS does."""
     try:
-        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        soft = resource.getrlimit(which)[0]
     except (ValueError, OSError):
         return None
     return None if soft == resource.RLIM_INFINITY else _limit(soft)
