@@ -75,6 +75,7 @@ STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
 CODE_BLOCK_CODES = 1 << 22      # codes of a file read at a time (Codec.code_blocks): 8 MB as int16
 HELD_CHUNK_CODES = 256          # the codes' worth of memory a decoded chunk's arrays take besides its codes
 CHECKED_CHUNK_BYTES = 1 << 26   # a chunk needing more to decode is checked against memory_bound (a few files read)
+RANGE_DECODE_BYTES = 40         # memory a code of the plane being range-decoded takes (int64, contexts): 32-34 measured
 STREAM_SPOOL_BYTES = 1 << 20    # bytes copied at a time from a stream that cannot seek
 WHOLE_READ_SAMPLES = 1 << 22    # files of up to this many samples (16 MiB) are read once, longer ones twice
 RESAMPLE_MARGIN_SECONDS = 0.02  # decoded before a range of a file that is resampled, for the filter's sake,
@@ -947,11 +948,14 @@ class Codec:
     def _check_chunk_fits(self, header: vqformat.Header, shape: tuple[int, int, int]) -> None:
         """Refuse a chunk whose codes of `shape` would not fit in memory, before it is decoded: a 23 KB
         file can hold one entropy-coded chunk of 2^20 frames of 64 channels at q8, 1 GB of int16 codes.
-        They are counted as _code_dtype and as int64 as they are decoded: all of them at fixed width
-        and for an image, a channel's at a time for entropy-coded audio."""
+        They are counted as _code_dtype, and as they are decoded: as int64 at fixed width, and
+        range-decoded a plane at a time (a channel's codes, or an image's), RANGE_DECODE_BYTES a code."""
         codes = math.prod(shape)
-        one_at_a_time = header.kind == vqformat.KIND_AUDIO and header.coding in vqformat.PRIOR_CODINGS
-        size = codes * np.dtype(self._code_dtype).itemsize + (codes // shape[0] if one_at_a_time else codes) * 8
+        if header.coding in vqformat.PRIOR_CODINGS:
+            work = (codes // shape[0] if header.kind == vqformat.KIND_AUDIO else codes) * RANGE_DECODE_BYTES
+        else:
+            work = codes * 8
+        size = codes * np.dtype(self._code_dtype).itemsize + work
         if size > CHECKED_CHUNK_BYTES:
             _check_fits_memory(size, f"the {plural(codes, 'code')} of a chunk take", "this file cannot be decoded here",
                                ChunkTooLarge)
