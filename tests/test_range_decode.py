@@ -267,3 +267,17 @@ def test_the_chunks_the_encoder_writes_are_decoded_without_a_memory_check(codec,
     codec._check_chunk_fits(header, (64, 64, codec_module.AUDIO_CHUNK_FRAMES))
     with pytest.raises(VQCodecError, match="more than the memory"):
         codec._check_chunk_fits(header, (64, 64, 8 * codec_module.AUDIO_CHUNK_FRAMES))
+
+
+def test_code_blocks_of_many_chunks_are_not_refused_for_the_work_of_decoding_one(codec, monkeypatch):
+    """Blocks of many chunks were counted as if each code were decoded as int64 at once (10 bytes a
+    code at fixed width), so that max_codes of a block that fits in memory five times over was refused."""
+    from conftest import shared_channel_file
+
+    data = shared_channel_file(codec, 64, 1, 640_000)  # 41 million int16 codes: 82 MB
+    monkeypatch.setattr(codec_module, "memory_bound", lambda: 200_000_000)
+    header, shape, blocks = codec.code_blocks(data, max_codes=10**9)
+    assert shape == (64, 1, 640_000)
+    monkeypatch.setattr(codec_module, "memory_bound", lambda: 50_000_000)  # the check of read_codes
+    with pytest.raises(VQCodecError, match="^the codes take 0.1 GB, more than the memory"):
+        codec.read_codes(data)

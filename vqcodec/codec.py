@@ -1468,7 +1468,7 @@ class Codec:
         header, chunks, _ = self._parse_whole(vq_bytes(data))
         total, shape_of = self._checked_layout(header)
         per_block = max(1, max_codes // math.prod(shape_of(header.chunk_frames))) * header.chunk_frames
-        self._check_chunk_fits(header, shape_of(min(total, per_block)))  # a block may be one chunk of 2^20 frames
+        self._check_chunk_fits(header, shape_of(min(total, header.chunk_frames)))  # a chunk may be 2^20 frames
         return header, shape_of(total), self._blocks_of_codes(header, chunks, total, shape_of, per_block)
 
     def _parse_whole(self, data: bytes) -> tuple[vqformat.Header, list[bytes], bytes | None]:
