@@ -168,6 +168,20 @@ def test_unpack_fixed_holds_the_codes_and_a_block_of_bits_not_every_bit_as_int64
     assert peak < values.size * 8 + 8_000_000, f"peak {peak / 1e6:.1f} MB"  # the codes, and a block's work
 
 
+def test_unpack_fixed_gives_the_codes_as_the_type_asked_for_without_an_int64_copy():
+    """Fixed-width chunks were unpacked as int64 (8 bytes a code), which the codec then copied to
+    int16: 10 bytes a code held at once, 10 GB for a chunk of 2^30 one-bit codes."""
+    from conftest import traced_peak
+
+    values = np.random.default_rng(2).integers(0, 1000, 1 << 20)
+    payload = entropy.pack_fixed(values, 1000)
+    back, peak = traced_peak(lambda: entropy.unpack_fixed(payload, values.size, 1000, np.int16))
+    assert back.dtype == np.int16
+    np.testing.assert_array_equal(back, values)
+    assert peak < values.size * 2 + 8_000_000, f"peak {peak / 1e6:.1f} MB"  # the codes, and a block's work
+    assert entropy.unpack_fixed(entropy.pack_fixed([32767, 0], 32768), 2, 32768, np.int16).tolist() == [32767, 0]
+
+
 def _whole_pack_fixed(indices: np.ndarray, codebook_size: int) -> bytes:
     """pack_fixed as it was before it packed a block at a time: the bytes it must still write."""
     bits = entropy.bits_per_index(codebook_size)

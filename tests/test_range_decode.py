@@ -258,15 +258,16 @@ def test_a_chunk_whose_codes_would_not_fit_in_memory_is_refused_before_it_is_dec
 
 
 def test_the_chunks_the_encoder_writes_are_decoded_without_a_memory_check(codec, monkeypatch):
-    """The largest chunk encoding writes (500 frames of 64 channels at q64, fixed width: int64 as it is
-    unpacked) needs less than CHECKED_CHUNK_BYTES, so no machine refuses it."""
+    """The largest chunk encoding writes (500 frames of 64 channels at q64) needs less than
+    CHECKED_CHUNK_BYTES, so no machine refuses it."""
     from vqcodec import format as vqformat
 
     monkeypatch.setattr(codec_module, "memory_bound", lambda: 0)
-    header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=vqformat.CODING_FIXED, quality=64, model_id=codec.model_id)
-    codec._check_chunk_fits(header, (64, 64, codec_module.AUDIO_CHUNK_FRAMES))
-    with pytest.raises(VQCodecError, match="more than the memory"):
-        codec._check_chunk_fits(header, (64, 64, 8 * codec_module.AUDIO_CHUNK_FRAMES))
+    for coding in (vqformat.CODING_FIXED, vqformat.CODING_PRIOR):
+        header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=coding, quality=64, model_id=codec.model_id)
+        codec._check_chunk_fits(header, (64, 64, codec_module.AUDIO_CHUNK_FRAMES))
+        with pytest.raises(VQCodecError, match="more than the memory"):
+            codec._check_chunk_fits(header, (64, 64, 32 * codec_module.AUDIO_CHUNK_FRAMES))
 
 
 def test_code_blocks_of_many_chunks_are_not_refused_for_the_work_of_decoding_one(codec, monkeypatch):

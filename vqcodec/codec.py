@@ -928,9 +928,9 @@ class Codec:
 
     def _decode_payload(self, header: vqformat.Header, payload: bytes, shape: tuple[int, int, int],
                         depth_bits: list[float] | None = None) -> np.ndarray:
-        """One chunk's codes of the given shape (every channel's, for audio): int64 at fixed width, _code_dtype
-        when entropy coded (whose payloads can hold many codes in few bytes). `depth_bits`: as for
-        CodePrior.decode_chunk, the ideal bits of the depth maps the chunk stores."""
+        """One chunk's codes of the given shape (every channel's, for audio), as _code_dtype (a payload
+        can hold many codes in few bytes). `depth_bits`: as for CodePrior.decode_chunk, the ideal bits of
+        the depth maps the chunk stores."""
         if header.kind == vqformat.KIND_AUDIO and header.flags & vqformat.FLAG_SHARED_CHANNELS:
             layout, payload = vqformat.channel_layout(payload)
             if layout == vqformat.LAYOUT_SHARED:  # every channel's codes, as a read-only view of the one set
@@ -943,18 +943,16 @@ class Codec:
         if header.coding in vqformat.PRIOR_CODINGS:
             return self.prior.decode_chunk(payload, shape, depths=header.coding == vqformat.CODING_PRIOR_DEPTH,
                                            dtype=self._code_dtype, depth_bits=depth_bits)
-        return entropy.unpack_fixed(payload, math.prod(shape), self.codebook_size).reshape(shape)
+        return entropy.unpack_fixed(payload, math.prod(shape), self.codebook_size, self._code_dtype).reshape(shape)
 
     def _check_chunk_fits(self, header: vqformat.Header, shape: tuple[int, int, int]) -> None:
         """Refuse a chunk whose codes of `shape` would not fit in memory, before it is decoded: a 23 KB
         file can hold one entropy-coded chunk of 2^20 frames of 64 channels at q8, 1 GB of int16 codes.
-        They are counted as _code_dtype, and as they are decoded: as int64 at fixed width, and
-        range-decoded a plane at a time (a channel's codes, or an image's), RANGE_DECODE_BYTES a code."""
-        codes = math.prod(shape)
+        They are counted as _code_dtype, and, range-decoded a plane at a time (a channel's codes, or an
+        image's), at RANGE_DECODE_BYTES a code of the plane (fixed width unpacks a block at a time)."""
+        codes, work = math.prod(shape), 0
         if header.coding in vqformat.PRIOR_CODINGS:
             work = (codes // shape[0] if header.kind == vqformat.KIND_AUDIO else codes) * RANGE_DECODE_BYTES
-        else:
-            work = codes * 8
         size = codes * np.dtype(self._code_dtype).itemsize + work
         if size > CHECKED_CHUNK_BYTES:
             _check_fits_memory(size, f"the {plural(codes, 'code')} of a chunk take", "this file cannot be decoded here",

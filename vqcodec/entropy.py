@@ -37,7 +37,8 @@ def pack_fixed(indices: np.ndarray, codebook_size: int) -> bytes:
     return out.tobytes()
 
 
-def unpack_fixed(payload: bytes, count: int, codebook_size: int) -> np.ndarray:
+def unpack_fixed(payload: bytes, count: int, codebook_size: int, dtype=np.int64) -> np.ndarray:
+    """The `count` codes of a payload pack_fixed wrote, as `dtype` (one that holds codebook_size - 1)."""
     bits = bits_per_index(codebook_size)
     expected = math.ceil(count * bits / 8)
     if len(payload) != expected:
@@ -47,7 +48,7 @@ def unpack_fixed(payload: bytes, count: int, codebook_size: int) -> np.ndarray:
         raise FormatError("corrupted chunk: padding bits are not zero")
     # UNPACK_BLOCK_CODES at a time, a whole number of bytes each: their bits and the int64 product
     # take 9 bytes a bit, 9.7 GB for a chunk of 2^27 bytes taken whole, besides the codes
-    values = np.empty(count, dtype=np.int64)
+    values = np.empty(count, dtype=dtype)
     weights = 1 << np.arange(bits - 1, -1, -1, dtype=np.int64)
     for first in range(0, count, UNPACK_BLOCK_CODES):
         last = min(count, first + UNPACK_BLOCK_CODES)
