@@ -296,6 +296,19 @@ def test_find_media_takes_every_name_of_soundfile_formats(tmp_path):
     assert data.readable_files(kind, files) == files
 
 
+def test_find_media_leaves_out_hidden_files_and_folders(tmp_path):
+    """An AppleDouble ._a.wav (not audio) was a `skipping` line in train, eval and fit-prior, and
+    .ipynb_checkpoints/ was trained on."""
+    tone = np.sin(np.arange(1600, dtype=np.float32) / 5)[:, None] * 0.1
+    soundfile.write(tmp_path / "a.wav", tone, 16000)
+    (tmp_path / "._a.wav").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    soundfile.write(tmp_path / ".ipynb_checkpoints" / "b.wav", tone, 16000)
+    (tmp_path / ".DS_Store").write_bytes(b"Bud1")
+    assert data.find_media(tmp_path, None) == ("audio", [tmp_path / "a.wav"])
+    assert data.find_media(tmp_path / ".ipynb_checkpoints", None) == ("audio", [tmp_path / ".ipynb_checkpoints" / "b.wav"])
+
+
 def test_an_audio_path_that_cannot_be_opened_is_skipped_saying_why(tmp_path, capsys, monkeypatch):
     """libsndfile said only "System error." of a missing file and "Format not recognised." of a folder or
     of a file it may not read (training's and eval's reads; encoding said why already)."""

@@ -89,6 +89,17 @@ def test_eval_that_skips_a_file_prints_its_report_and_exits_1(cli, tiny_model_pa
     result = cli("eval", tiny_model_path, tmp_path / "speech" / "a.wav", "-q", "2", text=True)
     assert result.returncode == 0, result.stderr
 
+def test_eval_of_a_folder_leaves_hidden_files_out_silently(cli, tiny_model_path, tmp_path, signal):
+    """An AppleDouble ._a.wav (not audio) was a `skipping` line and made eval exit 1."""
+    (tmp_path / "speech" / ".ipynb_checkpoints").mkdir(parents=True)
+    soundfile.write(tmp_path / "speech" / "a.wav", signal(1, 1600, 16000).T, 16000)
+    soundfile.write(tmp_path / "speech" / ".ipynb_checkpoints" / "a.wav", signal(1, 1600, 16000).T, 16000)
+    (tmp_path / "speech" / "._a.wav").write_bytes(b"\x00\x05\x16\x07AppleDouble, not audio")
+    result = cli("eval", tiny_model_path, tmp_path / "speech", "-q", "2", "--json", text=True)
+    assert result.returncode == 0 and "skipping" not in result.stderr, result.stderr
+    assert json.loads(result.stdout)["files"] == [str(tmp_path / "speech" / "a.wav")]
+
+
 def test_eval_refuses_bad_input_in_one_line(cli, tmp_path):
     (tmp_path / "empty").mkdir()
     assert_one_line_error(cli("eval", GOLDEN_IMAGE, tmp_path / "empty"))

@@ -563,3 +563,43 @@ def test_a_folder_decode_names_spider_outputs_alike_after_a_spider_file_was_save
 
     Image.new("F", (2, 2)).save(tmp_path / "x.spi", format="SPIDER")
     assert output_formats("spider")[1]["image"] == ".spider"
+
+
+def _with_hidden_files(folder: Path) -> None:
+    """macOS's AppleDouble ._NAME (not audio), .DS_Store and hidden folders holding media or .vq files."""
+    (folder / "._a.flac").write_bytes(b"\x00\x05\x16\x07AppleDouble, not audio")
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    for hidden in (".git", ".ipynb_checkpoints", "sub/.cache"):
+        (folder / hidden).mkdir(parents=True, exist_ok=True)
+        (folder / hidden / "c.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio")
+        (folder / hidden / "c.vq").write_bytes(b"not a vq file")
+
+
+def test_a_folder_walk_leaves_out_hidden_files_and_folders_unless_the_folder_itself_is_hidden(two_recordings,
+                                                                                               tmp_path):
+    from vqcodec.folders import files_under
+
+    _with_hidden_files(two_recordings)
+    expected = [two_recordings / "a.flac", two_recordings / "sub" / "b.wav"]
+    assert files_under(two_recordings) == expected
+    named = tmp_path / ".hidden_data"  # a hidden folder named on the command line is walked
+    shutil.copytree(two_recordings, named)
+    assert files_under(named) == [named / "a.flac", named / "sub" / "b.wav"]
+    assert files_under(named / ".git") == [named / ".git" / "c.vq", named / ".git" / "c.wav"]
+
+
+def test_encode_decode_and_codes_of_a_folder_leave_hidden_files_out_silently(two_recordings, tmp_path, capsys):
+    """An AppleDouble ._a.flac was a `skipping` line that made the encode exit 1, and .git/ was walked."""
+    def written(out: str) -> list[str]:
+        return sorted(p.relative_to(tmp_path / out).as_posix() for p in (tmp_path / out).rglob("*") if p.is_file())
+
+    _with_hidden_files(two_recordings)
+    code, err = _run(["encode", two_recordings, tmp_path / "vq", "-q", "2"], capsys)
+    assert code == 0 and "skipping" not in err and "encoded 2 files" in err, err
+    assert written("vq") == ["a.vq", "sub/b.vq"]
+    _with_hidden_files(tmp_path / "vq")
+    code, err = _run(["decode", tmp_path / "vq", tmp_path / "wav"], capsys)
+    assert code == 0 and "skipping" not in err and written("wav") == ["a.wav", "sub/b.wav"], err
+    for source, out in ((tmp_path / "vq", "codes"), (two_recordings, "media_codes")):
+        code, err = _run(["codes", source, tmp_path / out], capsys)
+        assert code == 0 and "skipping" not in err and not [name for name in written(out) if "c." in name], err

@@ -403,10 +403,10 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
     --bitrate or --bpp, each frame or cell cut where its levels are worth least (--depth-weight);
     the networks do not run.
 
-    For a folder (read recursively), OUTPUT is a folder that gets one .vq file per audio file or
-    image, at the same relative path, all coded with the same options and the networks loaded
-    once; a folder of .vq files and no media is recoded file by file. A file that cannot be coded
-    is reported and skipped, and the command then exits with status 1.
+    For a folder (read recursively, .NAME files and folders left out), OUTPUT is a folder that gets
+    one .vq file per audio file or image, at the same relative path, all coded with the same options
+    and the networks loaded once; a folder of .vq files and no media is recoded file by file. A file
+    that cannot be coded is reported and skipped, and the command then exits with status 1.
 
     \b
     Examples:
@@ -802,10 +802,10 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
            output_rate):
     """Decode a .vq file back to audio or an image, at its original rate, size, channels and mode.
 
-    For a folder (read recursively), OUTPUT is a folder that gets each .vq file decoded at the same
-    relative path: audio as WAV and images as PNG, or in the format --format names for its kind.
-    Each model is loaded once. A file that cannot be decoded is reported and skipped, and the
-    command then exits with status 1.
+    For a folder (read recursively, .NAME files and folders left out), OUTPUT is a folder that gets
+    each .vq file decoded at the same relative path: audio as WAV and images as PNG, or in the
+    format --format names for its kind. Each model is loaded once. A file that cannot be decoded is
+    reported and skipped, and the command then exits with status 1.
 
     \b
     Examples:
@@ -1146,13 +1146,13 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
     numpy.load (no pickle); turn codes back into media with the Python API (Codec.codes_to_audio,
     codes_to_image), or into a .vq file with `vqcodec pack`.
 
-    For a folder (read recursively), OUTPUT is a folder that gets one .npy file per media file
-    (.vq files in it are left out), at the same relative path, and codes.json: the model, quality
-    and frame rate or stride, and for each file its codes' shape and the rate, length and level
-    gain (`pack --rate --samples --gain`) or the size (`--width --height`) that restore it. A
-    folder of .vq files and no media gets one .npy file per .vq file, and a codes.json in which
-    each file names its own model id, kind and quality. A file that cannot be read is reported and
-    skipped, and the command then exits with status 1.
+    For a folder (read recursively, .NAME files and folders left out), OUTPUT is a folder that gets
+    one .npy file per media file (.vq files in it are left out), at the same relative path, and
+    codes.json: the model, quality and frame rate or stride, and for each file its codes' shape and
+    the rate, length and level gain (`pack --rate --samples --gain`) or the size (`--width
+    --height`) that restore it. A folder of .vq files and no media gets one .npy file per .vq file,
+    and a codes.json in which each file names its own model id, kind and quality. A file that cannot
+    be read is reported and skipped, and the command then exits with status 1.
 
     \b
     Examples:
@@ -1605,10 +1605,10 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     """Train a codec model (encoder, codebooks and decoder) on the audio files or images in DIR, then fit
     its entropy-coding prior to their codes (unless --no-prior).
 
-    DIR is read recursively and holds files of one kind (or give --kind): audio in any format
-    soundfile reads, each channel a training signal, resampled to the model's rate; or images
-    (PNG, JPEG, WebP and the other formats Pillow reads). Every 20th file is held out to validate
-    on. A budget is needed: --max-minutes, --max-steps, or both.
+    DIR is read recursively (.NAME files and folders left out) and holds files of one kind (or give
+    --kind): audio in any format soundfile reads, each channel a training signal, resampled to the
+    model's rate; or images (PNG, JPEG, WebP and the other formats Pillow reads). Every 20th file is
+    held out to validate on. A budget is needed: --max-minutes, --max-steps, or both.
 
     Everything is written to the --out folder (made if missing): the model's files NAME.safetensors
     and NAME.json (NAME: --name, default the folder's name), a checkpoint that --resume continues
@@ -1675,7 +1675,8 @@ def _comma_separated(text: str, kind, option: str, what: str) -> list:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (rows, files, skipped files).")
 def eval_command(model, data_dir, qualities, rates, files, depth_weight, device, threads, as_json):
     """Measure a model on the files of its kind (audio or images) in a folder, read recursively, or on
-    one file: real bitrate and quality at each quality level, and speed.
+    one file: real bitrate and quality at each quality level, and speed. A folder's .NAME files and
+    folders are left out.
 
     Every file is encoded to .vq bytes and decoded, as `encode` and `decode` would. Audio: kbps
     (file bytes x 8 / duration), SI-SDR, log-mel L1, and PESQ-WB and STOI where the bench extra
@@ -1803,8 +1804,8 @@ class _ProgressLine:
 def fit_prior(model, data_dir, out, device, threads, force):
     """Fit the entropy-coding prior of MODEL to the codes of the media in DIR, and store it in the model.
 
-    The prior gives the probability of each code index from its neighbours (coarser codebook, earlier
-    frame or neighbouring cell); files are then range coded with it. When DIR holds fewer than 1000
+    DIR is read recursively, its .NAME files and folders left out. The prior gives the probability
+    of each code index from its neighbours (coarser codebook, earlier frame or neighbouring cell); files are then range coded with it. When DIR holds fewer than 1000
     files, the prior is also fitted to other views of each (photos turned and scaled down, recordings
     sped up and slowed down), which makes it fit new files better. The model id does not change,
     so existing .vq files keep decoding; files entropy coded with an earlier prior need that prior.

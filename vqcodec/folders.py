@@ -80,7 +80,9 @@ def _check_output_tree(outputs: list[Path]) -> None:
 def files_under(folder: Path, leave_out: Path | None = None) -> list[Path]:
     """Every file under `folder`, recursively and sorted, without following links to folders and
     without what is under `leave_out` (an output folder inside the input one, so that a second run
-    does not take the first one's outputs for inputs). A subfolder that cannot be read is an error,
+    does not take the first one's outputs for inputs). Files and folders whose name begins with "."
+    are left out silently (.DS_Store, macOS's ._NAME, .git, .ipynb_checkpoints), as dataset tools
+    leave them out; `folder` itself may be hidden. A subfolder that cannot be read is an error,
     not a silent gap."""
     def refuse(error: OSError):
         raise VQCodecError(f"cannot read the folder {error.filename} ({error.strerror})")
@@ -88,10 +90,15 @@ def files_under(folder: Path, leave_out: Path | None = None) -> list[Path]:
     skipped = Path(leave_out).resolve() if leave_out is not None else None
     found = []
     for root, folders, names in os.walk(folder, onerror=refuse):
-        if skipped is not None:
-            folders[:] = [name for name in folders if (Path(root) / name).resolve() != skipped]
-        found += [Path(root) / name for name in names if (Path(root) / name).is_file()]
+        folders[:] = [name for name in folders if not is_hidden(name)
+                      and (skipped is None or (Path(root) / name).resolve() != skipped)]
+        found += [Path(root) / name for name in names if not is_hidden(name) and (Path(root) / name).is_file()]
     return sorted(found)
+
+
+def is_hidden(name: str) -> bool:
+    """Whether a folder walk leaves out a file or folder of this name (files_under)."""
+    return name.startswith(".")
 
 
 def find_vq_files(folder: Path, leave_out: Path | None = None) -> list[Path]:
