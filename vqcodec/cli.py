@@ -1805,13 +1805,14 @@ def fit_prior(model, data_dir, out, device, threads, force):
     """Fit the entropy-coding prior of MODEL to the codes of the media in DIR, and store it in the model.
 
     DIR is read recursively, its .NAME files and folders left out. The prior gives the probability
-    of each code index from its neighbours (coarser codebook, earlier frame or neighbouring cell); files are then range coded with it. When DIR holds fewer than 1000
-    files, the prior is also fitted to other views of each (photos turned and scaled down, recordings
-    sped up and slowed down), which makes it fit new files better. The model id does not change,
-    so existing .vq files keep decoding; files entropy coded with an earlier prior need that prior.
-    A shipped model's prior is replaced only with --force (give --out for a copy), as is MODEL's
-    own when --out names its files. At the end it says, for each codebook level, the context it
-    chose and the bits per code that gives.
+    of each code index from its neighbours (coarser codebook, earlier frame or neighbouring cell);
+    files are then range coded with it. When DIR holds fewer than 1000 files, the prior is also
+    fitted to other views of each (photos turned and scaled down, recordings sped up and slowed
+    down), which makes it fit new files better. The model id does not change, so existing .vq files
+    keep decoding; files entropy coded with an earlier prior need that prior. A shipped model's
+    prior is replaced only with --force (give --out for a copy), as is MODEL's own when --out names
+    its files. At the end it says, for each codebook level, the context it chose and the bits per
+    code that gives.
 
     \b
     Examples:
