@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -2278,3 +2279,56 @@ def test_a_resumed_run_keeps_its_model_name_without_name(trained, data_dir, tmp_
     assert sorted(p.name for p in out.glob("*.safetensors")) == ["checkpoint.safetensors", "tiny.safetensors"]
     assert json.loads((out / "tiny.json").read_text())["training"]["steps"] == 13
     assert json.loads((out / "checkpoint.json").read_text())["name"] == "tiny"
+
+
+class _Terminal(io.StringIO):
+    """stderr as a terminal shows it: isatty, and a '\\r' goes back to the start of the line it writes over."""
+
+    def isatty(self):
+        return True
+
+    def screen(self) -> list[str]:
+        lines = []
+        for line in self.getvalue().split("\n"):
+            shown = ""
+            for part in line.split("\r"):
+                shown = part + shown[len(part):]
+            lines.append(shown.rstrip())
+        return lines
+
+
+def test_a_skipping_or_warning_line_during_training_clears_the_step_line_on_a_terminal(monkeypatch):
+    """A skipping line (the threads that make batches), a failed checkpoint's warning or a read warning
+    started over the step line, and the end of the longer step line stayed visible after it."""
+    import sys
+    import warnings
+
+    from vqcodec import cli as cli_module
+    from vqcodec import data as data_module
+    from vqcodec import train as train_module
+    from vqcodec.errors import AudioReadWarning
+
+    def fail():
+        raise VQCodecError("cannot write run/checkpoint.json: No space left on device")
+
+    def main(args, **options):
+        train_module._progress("step 30 | loss 0.1234 (l1 0.100 mel 0.023) | val 0.2000 | perplexity 8", in_place=True)
+        warnings.warn("a.mp3: the MP3 decoder passed over damage", AudioReadWarning)
+        return 0
+
+    stream = _Terminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+    step = "step 10 | loss 0.1234 (l1 0.100 mel 0.023) | val 0.2000 | perplexity 8 | codes in use 50%"
+    train_module._progress(step, in_place=True)
+    data_module._skip("a.wav: gone")
+    train_module._progress(step.replace("10", "20"), in_place=True)
+    train_module._or_warn(fail, 20)
+    monkeypatch.setattr(cli_module.cli, "main", main)
+    assert cli_module.run([]) == 0
+    train_module._progress("step 40", in_place=True)
+    train_module._say("\nwrote run/run.safetensors")  # the last step line stays above the run's last lines
+    assert stream.screen() == ["skipping a.wav: gone",
+                               "warning: cannot write run/checkpoint.json: No space left on device (step 20); "
+                               "training goes on",
+                               "vqcodec: warning: a.mp3: the MP3 decoder passed over damage",
+                               "step 40", "wrote run/run.safetensors", ""]

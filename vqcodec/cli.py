@@ -1750,45 +1750,23 @@ def _evaluate_listing_skipped(codec, paths: list[Path], levels, targets, folder:
     file's error gives its reason)."""
     from .evaluate import evaluate
 
+    from . import progressline
+
     skipped = []
-    progress = _ProgressLine()
 
     def skip(path, reason):
         skipped.append(path)
-        progress.clear()
+        progressline.clear()
         _print_skipped(path, reason)
 
     try:
-        return evaluate(codec, paths, levels, log=progress.show, targets=targets, on_skip=skip if folder else None)
+        return evaluate(codec, paths, levels, log=progressline.show, targets=targets, on_skip=skip if folder else None)
     except VQCodecError:
         if skipped and len(skipped) == len(paths):
             _fail_if_skipped(len(skipped), len(paths), "measured", ": nothing was measured")
         raise
     finally:
-        progress.clear()
-
-
-class _ProgressLine:
-    """A command's progress on stderr as train shows its steps: on a terminal, one line rewritten in place
-    (cleared by clear(), before another line and at the end); elsewhere (a file, a CI log), a line each."""
-
-    def __init__(self):
-        self.terminal, self.shown = sys.stderr.isatty(), 0
-
-    def show(self, line: str) -> None:
-        if not self.terminal:
-            _progress(line)
-            return
-        self.clear()
-        sys.stderr.write(f"{line}\r")
-        sys.stderr.flush()
-        self.shown = len(line)
-
-    def clear(self) -> None:
-        if self.shown:
-            sys.stderr.write(" " * self.shown + "\r")
-            sys.stderr.flush()
-            self.shown = 0
+        progressline.clear()
 
 
 @cli.command("fit-prior")
@@ -1908,11 +1886,13 @@ def run(args: list[str] | None = None) -> int:
 def _run(args: list[str] | None) -> int:
     import warnings
 
+    from . import progressline
     from .errors import AudioReadWarning, ImageReadWarning
 
     show = warnings.showwarning
 
     def show_read_warning_in_one_line(message, category, *rest, **options):
+        progressline.clear()  # train's step line or eval's progress, shown in place on a terminal
         if issubclass(category, (ImageReadWarning, AudioReadWarning)):
             click.echo(one_line(f"vqcodec: warning: {message}"), err=True)
         else:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextvars
 import math
 import os
-import sys
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -23,6 +22,7 @@ import numpy as np
 import soxr
 import torch
 
+from . import progressline
 from .errors import VQCodecError
 from .io import (check_pixel_count, decoder_lines, media_kind_of, open_sound, read_audio, read_image_rgb,
                  sound_blocks, unreadable_audio, warn_decoder_lines, warnings_recorded)
@@ -239,7 +239,7 @@ def add_background_noise(clip: np.ndarray, rng: np.random.Generator,
 
 
 def _skip(message: str) -> None:
-    print(one_line(f"skipping {message}"), file=sys.stderr)
+    progressline.say(one_line(f"skipping {message}"))
 
 
 MAX_READ_ATTEMPTS = 8

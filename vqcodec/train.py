@@ -20,7 +20,7 @@ import numpy as np
 import soxr
 import torch
 
-from . import parallel
+from . import parallel, progressline
 from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict, load_config_file
 from .errors import Terminated, VQCodecError, is_out_of_memory
 from .devices import resolve_device
@@ -1147,8 +1147,8 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
         if not run.quiet and (step % 10 == 0 or step == 1):
             left = f" | {_format_time(budget - elapsed)} left" if budget else ""
             detail = " ".join(f"{k} {v:.3f}" for k, v in parts.items())
-            end = "\r" if sys.stderr.isatty() else "\n"
-            _progress(f"step {step} | loss {loss_value:.4f} ({detail}) | {val_text} | {usage_text}{left}", end=end)
+            _progress(f"step {step} | loss {loss_value:.4f} ({detail}) | {val_text} | {usage_text}{left}",
+                      in_place=True)
         if main and time.monotonic() - last_checkpoint >= options.checkpoint_minutes * 60:
             seconds = trained_seconds + time.monotonic() - began_run
             _or_warn(lambda: save_checkpoint(checkpoint_path, training.modules, training.optimizers,
@@ -1232,24 +1232,31 @@ def _or_warn(save, step: int) -> None:
     try:
         save()
     except VQCodecError as exc:
-        _progress(f"\nwarning: {exc} (step {step}); training goes on")
+        _progress(f"warning: {exc} (step {step}); training goes on")
 
 
-def _say(line: str, end: str = "\n") -> bool:
-    """Print `line` on stderr; False where its pipe has closed (`2>&1 | head`), after which what is
-    left to say goes nowhere."""
+def _say(line: str, in_place: bool = False) -> bool:
+    """Print `line` on stderr, as the step line (`in_place`: progressline.show) or a line that clears it
+    first (progressline.say; one that begins with a newline keeps it above); False where its pipe has
+    closed (`2>&1 | head`), after which what is left to say goes nowhere."""
     try:
-        print(line, end=end, file=sys.stderr, flush=True)
+        if in_place:
+            progressline.show(line)
+        elif line.startswith("\n"):
+            progressline.keep()
+            print(line, file=sys.stderr, flush=True)
+        else:
+            progressline.say(line)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
         return False
     return True
 
 
-def _progress(line: str, end: str = "\n") -> None:
+def _progress(line: str, in_place: bool = False) -> None:
     """Say `line` (_say) before or during training, where a closed pipe (`2>&1 | head`) stops the run
     as SIGPIPE would, but with what it trained saved in the checkpoint (Terminated)."""
-    if not _say(line, end=end):
+    if not _say(line, in_place):
         raise Terminated(signal.SIGPIPE)
 
 
