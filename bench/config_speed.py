@@ -26,12 +26,28 @@ import common  # noqa: E402
 DEV = common.REPO_ROOT.parent / "shared" / "data" / "speech" / "dev"
 
 
-def parse_config(text: str) -> dict:
-    fields = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, value = item.split("=")
-        fields[key.strip()] = int(value)
-    return fields
+def audio_configs(text: str) -> list[tuple[str, object]]:
+    """--configs as an argparse type: each ';'-separated 'field=value,field=value' with the AudioConfig it
+    makes, checked as a config file's fields are (vqcodec.config.config_from_dict), so that a malformed one
+    is refused as the argument, not met in a traceback after the shipped model was timed."""
+    from vqcodec.config import config_from_dict
+
+    configs = []
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        try:
+            fields = {}
+            for pair in filter(None, (part.strip() for part in item.split(","))):
+                key, sep, value = (part.strip() for part in pair.partition("="))
+                if not sep or not key:
+                    raise ValueError("not field=value" if pair == item else f"{pair!r} is not field=value")
+                try:
+                    fields[key] = int(value)
+                except ValueError:
+                    raise ValueError(f"{key} takes a whole number, not {value!r}") from None
+            configs.append((item, config_from_dict({"kind": "audio", **fields}, strict=True)))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{item!r}: {exc}") from None
+    return configs
 
 
 # --help's description: one sentence saying what the script measures (the docstring starts with a title)
@@ -49,7 +65,8 @@ def main() -> None:
                         help="timing runs of each encode and decode; the median is reported (default: %(default)s)")
     parser.add_argument("--threads", type=common.positive_int, default=1, help="torch CPU threads (default: %(default)s)")
     parser.add_argument("--quality", type=int, default=8, help="quality level to encode at (default: %(default)s)")
-    parser.add_argument("--configs", default="base_channels=24;base_channels=32;res_blocks=3;base_channels=24,res_blocks=3",
+    parser.add_argument("--configs", type=audio_configs,
+                        default="base_channels=24;base_channels=32;res_blocks=3;base_channels=24,res_blocks=3",
                         help="';'-separated AudioConfig overrides, each 'field=value,field=value'")
     args = parser.parse_args()
 
@@ -57,7 +74,6 @@ def main() -> None:
     import torch
 
     from vqcodec import Codec
-    from vqcodec.config import AudioConfig
     from vqcodec.modelfile import save_model
     from vqcodec.models import VQVAE
 
@@ -76,9 +92,9 @@ def main() -> None:
     rows = [measure("speech16k (shipped)", Codec.load("speech16k")),
             measure("speech16k, fixed-width", Codec.load("speech16k", coding="fixed"))]
     with tempfile.TemporaryDirectory() as folder:
-        for index, text in enumerate(filter(None, args.configs.split(";"))):
+        for index, (text, config) in enumerate(args.configs):
             torch.manual_seed(0)
-            path = save_model(VQVAE(AudioConfig(**parse_config(text))).eval(), Path(folder) / f"probe{index}.safetensors")
+            path = save_model(VQVAE(config).eval(), Path(folder) / f"probe{index}.safetensors")
             rows.append(measure(text, Codec.load(str(path))))
     print(f"{common.cpu_model()}, {args.threads} thread(s), torch {torch.__version__}; {len(files)} dev files joined, "
           f"{seconds:.1f} s; -q {args.quality}; median of {args.runs} runs\n")

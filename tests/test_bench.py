@@ -355,6 +355,20 @@ def test_a_list_of_numbers_that_is_not_one_is_refused_as_an_argument(script, opt
         result.stderr[-2000:]
 
 
+@pytest.mark.parametrize("value, message", [
+    ("base_channels", "'base_channels': not field=value"),
+    ("base_channels=24;res_blocks=x", "'res_blocks=x': res_blocks takes a whole number, not 'x'"),
+    ("base_channel=24", "'base_channel=24': unknown field base_channel for an audio config (fields: "),
+    ("base_channels=0", "'base_channels=0': base_channels must be a whole number from 2 to 4096, not 0"),
+])
+def test_a_config_that_is_not_one_is_refused_as_an_argument(value, message):
+    """config_speed.py --configs with a value that is not 'field=number' or no AudioConfig field stopped in a
+    traceback (ValueError, TypeError) after the shipped model had been timed."""
+    result = run_python(REPO_ROOT / "bench" / "config_speed.py", "--configs", value, text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.splitlines()[-1].startswith(
+        f"config_speed.py: error: argument --configs: {message}"), result.stderr[-2000:]
+
+
 @pytest.mark.parametrize("script", ["hot_paths.py", "memory.py"])
 def test_a_source_that_is_not_a_checkout_is_refused_as_an_argument(script, tmp_path):
     """--source of a folder that is not there (the old checkout the README's commands compare with, not yet
