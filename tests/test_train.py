@@ -1826,8 +1826,8 @@ def test_fit_prior_does_not_replace_the_prior_of_a_shipped_model(data_dir, tmp_p
 
 
 def test_a_codebook_too_large_for_a_prior_is_trained_without_one(data_dir, tmp_path, capsys):
-    """A prior covers codebooks of at most prior.MAX_CODEBOOK entries: training a larger one ends with
-    a warning that does not send the user to `vqcodec fit-prior`, which refuses it too."""
+    """A prior covers codebooks of at most prior.MAX_CODEBOOK entries: training a larger one says so once
+    (before training), in a warning that does not send the user to `vqcodec fit-prior`, which refuses it too."""
     from vqcodec.prior import MAX_CODEBOOK
 
     big = dataclasses.replace(CFG, codebook_size=MAX_CODEBOOK + 1, num_codebooks=1)
@@ -2332,3 +2332,17 @@ def test_a_skipping_or_warning_line_during_training_clears_the_step_line_on_a_te
                                "training goes on",
                                "vqcodec: warning: a.mp3: the MP3 decoder passed over damage",
                                "step 40", "wrote run/run.safetensors", ""]
+
+
+def test_a_codebook_too_large_for_a_prior_is_warned_of_before_training(data_dir, tmp_path, capsys):
+    """The missing prior of codebooks over prior.MAX_CODEBOOK was said only once the run was over."""
+    from vqcodec.prior import MAX_CODEBOOK
+
+    cfg = dataclasses.replace(CFG, codebook_size=MAX_CODEBOOK + 1, num_codebooks=1)
+    train(data_dir, cfg, options(tmp_path / "run", max_steps=1, quiet=False))
+    lines = capsys.readouterr().err.splitlines()
+    warning = (f"warning: no entropy-coding prior will be added: a prior covers codebooks of at most {MAX_CODEBOOK} "
+               f"entries, not {MAX_CODEBOOK + 1}; files will use fixed-width coding (fit_prior=False says so)")
+    assert warning in lines and lines.index(warning) < [line.startswith("training ") for line in lines].index(True)
+    train(data_dir, cfg, options(tmp_path / "quiet", max_steps=1, quiet=False, fit_prior=False))
+    assert "no entropy-coding prior" not in capsys.readouterr().err

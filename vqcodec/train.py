@@ -33,6 +33,7 @@ from .models import VQVAE, encoder_unchanged, widen, widths_differ_only
 from .modelfile import (CODE_TENSORS, attach_prior, build_model, compute_codes_id, inference_state, model_kind,
                         read_model_files, read_safetensors, read_safetensors_metadata, save_model,
                         write_checkpoint_files, write_json)
+from .prior import MAX_CODEBOOK
 from .registry import find_model
 from .runlock import lock_out, release_out
 from .wording import one_line, plural, setting
@@ -685,6 +686,7 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     start = _starting_point(run, _checked_config(cfg), kind)
     rng = np.random.default_rng((options.seed, start.step, parallel.rank()))  # a resumed run continues with fresh crops
     cfg, kind, files, weight_average = _media_and_config(data_dir, start, options)
+    _warn_of_no_prior(run, cfg)
     given_crop = options.crop
     run.options = options = _sized(run, kind, cfg)
     model, codes_id = _build_model(run, start, cfg)
@@ -1081,6 +1083,15 @@ def _is_log_record(line: bytes) -> bool:
         return False
 
 
+def _warn_of_no_prior(run: _Run, cfg: ModelConfig) -> None:
+    """Say before training, and not only once it is done, that no prior will be fitted to codebooks larger
+    than a prior covers (prior.MAX_CODEBOOK): the run's files will be coded at fixed width."""
+    if run.main and run.options.fit_prior and cfg.codebook_size > MAX_CODEBOOK:
+        _progress(f"warning: no entropy-coding prior will be added: a prior covers codebooks of at most {MAX_CODEBOOK} "
+                  f"entries, not {cfg.codebook_size}; files will use fixed-width coding ({setting('--no-prior', 'fit_prior=False')} "
+                  f"says so)")
+
+
 def _print_run(run: _Run, kind: str, model: VQVAE, data: _Data, decoder_only: bool) -> None:
     options = run.options
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -1326,14 +1337,12 @@ def _attach_or_fit_prior(run: _Run, model_path: Path, cfg: ModelConfig, start: _
             _say(f"kept the starting model's prior {kept_prior.prior_id:08x}: the codes are its codes, and its "
                  f"entropy-coded files decode with this model (`vqcodec fit-prior {model_path} DIR` fits one to "
                  f"a folder instead)")
-    elif options.fit_prior:
+    elif options.fit_prior and cfg.codebook_size <= MAX_CODEBOOK:  # a larger one was warned of before training
         try:
             _fit_prior_in_memory(model_path, train_files, run.device, None if quiet else _say)
         except VQCodecError as exc:  # the trained model is already written; a prior can be added later
-            from .prior import MAX_CODEBOOK
-
-            later = f" until `vqcodec fit-prior {model_path} DIR` adds one" if cfg.codebook_size <= MAX_CODEBOOK else ""
-            _say(f"warning: no entropy-coding prior added ({exc}); files will use fixed-width coding{later}")
+            _say(f"warning: no entropy-coding prior added ({exc}); files will use fixed-width coding until "
+                 f"`vqcodec fit-prior {model_path} DIR` adds one")
 
 
 def _fit_prior_in_memory(model_path: Path, files: list[Path], device: str, log) -> None:
