@@ -102,13 +102,15 @@ def require_folders(*folders) -> None:
 
 
 def list_files(directory, extensions: Iterable[str], limit: int | None = None) -> list[Path]:
-    """Files in `directory` (recursively) whose suffix is in `extensions`, sorted by path;
-    the first `limit` of them when `limit` is given."""
+    """Files in `directory` (recursively, as vqcodec's folder commands walk it: vqcodec.folders.files_under,
+    which leaves hidden files and folders out) whose suffix is in `extensions`, sorted by path; the first
+    `limit` of them when `limit` is given."""
+    from vqcodec.folders import files_under
+
     directory = Path(directory)
     require_folders(directory)
     wanted = {e.lower().lstrip(".") for e in extensions}
-    files = sorted(p for p in directory.rglob("*")
-                   if p.is_file() and p.suffix.lower().lstrip(".") in wanted)
+    files = [p for p in files_under(directory) if p.suffix.lower().lstrip(".") in wanted]
     if limit is not None:
         files = files[:limit]
     if not files:

@@ -407,3 +407,16 @@ def test_a_negative_count_is_refused_as_an_argument(script, option, value, least
                         "+pesq", "+pystoi", "+matplotlib", text=True, timeout=300)
     assert result.returncode == 2 and result.stderr.splitlines()[-1] == \
         f"{script}: error: argument {option}: not a whole number of at least {least}: {value!r}", result.stderr[-2000:]
+
+
+def test_list_files_leaves_out_hidden_files_as_the_folder_commands_do(tmp_path, monkeypatch):
+    """common.list_files walked the data folder with rglob: a macOS ._a.flac (not audio) or a .git/ folder's
+    files were benchmarked, where vqcodec's folder commands (folders.files_under) leave them out."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "bench"))
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # common sets the benchmarks' own
+    import common
+
+    (tmp_path / "sub" / ".cache").mkdir(parents=True)
+    for name in ("b.flac", "sub/a.FLAC", "._b.flac", "sub/.cache/c.flac", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert common.list_files(tmp_path, (".flac",)) == [tmp_path / "b.flac", tmp_path / "sub" / "a.FLAC"]
