@@ -2346,3 +2346,21 @@ def test_a_codebook_too_large_for_a_prior_is_warned_of_before_training(data_dir,
     assert warning in lines and lines.index(warning) < [line.startswith("training ") for line in lines].index(True)
     train(data_dir, cfg, options(tmp_path / "quiet", max_steps=1, quiet=False, fit_prior=False))
     assert "no entropy-coding prior" not in capsys.readouterr().err
+
+
+def test_an_error_that_ends_training_clears_the_step_line_on_a_terminal(monkeypatch):
+    """The error line (out of memory at a step, say) was written over the step line, whose end stayed visible."""
+    import sys
+
+    from vqcodec import cli as cli_module
+    from vqcodec import train as train_module
+
+    def main(args, **options):
+        train_module._progress("step 10 | loss 0.1234 (l1 0.100 mel 0.023) | val 0.2000 | perplexity 8", in_place=True)
+        raise VQCodecError("out of memory for batches of 64 crops")
+
+    stream = _Terminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.setattr(cli_module.cli, "main", main)
+    assert cli_module.run([]) == 1
+    assert stream.screen() == ["vqcodec: error: out of memory for batches of 64 crops", ""]

@@ -1898,34 +1898,37 @@ def _run(args: list[str] | None) -> int:
         else:
             show(message, category, *rest, **options)
 
+    def error(line: str) -> None:
+        progressline.clear()  # a training run's step line, shown in place on a terminal
+        click.echo(one_line(line), err=True)
+
     try:
         warnings.showwarning = show_read_warning_in_one_line
         result = cli.main(args=args, prog_name="vqcodec", standalone_mode=False)
         if isinstance(result, int):
             return result
     except VQCodecError as exc:
-        click.echo(one_line(f"vqcodec: error: {exc}"), err=True)
+        error(f"vqcodec: error: {exc}")
         return 1
     except click.exceptions.Abort as exc:  # click's form of Ctrl-C (and of Terminated)
         return _interrupted(exc.__cause__)
     except click.ClickException as exc:
-        click.echo(one_line(f"vqcodec: error: {exc.format_message()}"), err=True)
+        error(f"vqcodec: error: {exc.format_message()}")
         return exc.exit_code
     except KeyboardInterrupt as exc:
         return _interrupted(exc)
     except BrokenPipeError:
         return 1
     except MemoryError:
-        click.echo("vqcodec: error: out of memory", err=True)
+        error("vqcodec: error: out of memory")
         return 1
     except RuntimeError as exc:
         if not is_out_of_memory(exc):
             raise
-        click.echo("vqcodec: error: out of memory", err=True)
+        error("vqcodec: error: out of memory")
         return 1
     except OSError as exc:
-        click.echo(one_line(f"vqcodec: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")),
-                   err=True)
+        error(f"vqcodec: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
         return 1
     finally:
         warnings.showwarning = show
