@@ -234,6 +234,10 @@ def test_encode_of_a_folder_of_vq_files_recodes_them(encoded_folder, tmp_path, c
     result = cli("encode", source, tmp_path / "q2", "-q", "2")
     assert result.returncode == 0, result.stderr.decode()
     assert {vqformat.parse_header(p.read_bytes()).quality for p in (tmp_path / "q2").rglob("*.vq")} == {2}
+    result = cli("encode", tmp_path / "q2", tmp_path / "q2c", "-q", "6")  # files of fewer keep their own: 1 skipped them
+    assert result.returncode == 0, result.stderr.decode()
+    for path in (tmp_path / "q2").rglob("*.vq"):
+        assert (tmp_path / "q2c" / path.relative_to(tmp_path / "q2")).read_bytes() == path.read_bytes()
     result = cli("encode", source, tmp_path / "q2b", "--beam", "2")
     assert result.returncode == 1 and "recoding only cuts levels" in stderr_lines(result)[-1]
 

@@ -638,8 +638,10 @@ def _recode_folder(folder: Path, out: Path, quality, model, device, force, codin
         if kbps is not None and bpp is not None:  # a folder of audio and images: each file takes its own
             audio = vqformat.parse_header(data).kind == vqformat.KIND_AUDIO
             kbps, bpp = (kbps, None) if audio else (None, bpp)
+        # -q is the most codebooks a file of the folder keeps: one of fewer keeps its own
+        most = quality if quality is None else min(quality, vqformat.parse_header(data).quality)
         codec = _recoder(data, model, device, coding, quality, depth_weight, kbps, bpp, codecs)
-        return codec.recode(data, quality, kbps if bpp is None else bpp)
+        return codec.recode(data, most, kbps if bpp is None else bpp)
     report = recode_folder(files, outputs, recode,
                            lambda path, data: _write_output(str(path), lambda stream: stream.write(data), force),
                            log=_progress)
