@@ -613,6 +613,22 @@ def test_a_copy_of_a_model_cut_short_on_the_path_does_not_stand_in_for_the_whole
     assert result.returncode == 0 and out.exists(), result.stderr
 
 
+def test_models_names_an_unusable_model_as_what_shadows_the_next_of_its_name(cli, tiny_model_path, tmp_path):
+    """A model left out for its problem still takes its name, and the next of that name was said to be
+    'shadowed by the one above', which the listing did not hold."""
+    import shutil
+
+    (tmp_path / "tiny.safetensors").write_bytes(b"")
+    shutil.copy(tiny_model_path.with_suffix(".json"), tmp_path / "tiny.json")
+    env = {"VQCODEC_MODEL_PATH": os.pathsep.join([str(tmp_path), str(tiny_model_path.parent)])}
+    result = cli("models", env=env, text=True)
+    assert result.returncode == 0, result.stderr
+    tiny = [line for line in result.stdout.splitlines() if line.startswith("tiny ")]
+    assert len(tiny) == 1 and tiny[0].endswith(
+        "(shadowed by the unusable model of that name in the warning above; still decodes its files)"), tiny
+    assert result.stderr.startswith(f"vqcodec: warning: model {tmp_path / 'tiny.safetensors'} has ")
+
+
 @pytest.mark.parametrize("args", [["encode", "IN", "OUT", "-m", ""], ["codes", "IN", "OUT", "-m", " "],
                                   ["train", "DIR", "--out", "OUT", "--init", ""]])
 def test_an_empty_model_name_is_refused_not_taken_for_the_default(cli, encoded, tmp_path, args):

@@ -1514,8 +1514,14 @@ def _print_models(found: list[dict], as_json: bool) -> None:
         rate = f"{m['sample_rate']} Hz, " if m.get("sample_rate") else ""
         click.echo(f"{m['name']:<12} {m['kind']:<6} {rate}{plural(cfg.num_codebooks, 'codebook')} x {cfg.codebook_size}  "
                    f"id {m['model_id']}  {m['path']}"
-                   + ("  (shadowed by the one above of that name; still decodes its files)" if m.get("shadowed") else "")
+                   + (f"  (shadowed by {_shadowing(m)}; still decodes its files)" if m.get("shadowed") else "")
                    + (f"  (also decodes files of {', '.join(m['decodes'])})" if m.get("decodes") else ""))
+
+
+def _shadowing(model: dict) -> str:
+    """What hides a shadowed model's name: a model listed above it, or one left out for the problem a warning gave."""
+    return ("the unusable model of that name in the warning above" if model.get("shadowed_by_unlisted")
+            else "the one above of that name")
 
 
 def _check_folder(data_dir) -> None:

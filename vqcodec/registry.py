@@ -191,7 +191,7 @@ def list_models(shadowed: bool = False, problems: list[str] | None = None) -> li
     the first (which `Codec.load(name)` takes); with `shadowed`, those are listed too, marked "shadowed".
     A model whose NAME.json cannot be read or is not valid is left out, and why is added to `problems`.
     "kind" and "sample_rate" are the config's."""
-    models, seen = [], set()
+    models, seen, listed = [], set(), set()
     for folder in model_search_path():
         for meta_path in sorted(folder.glob("*.json")):
             if meta_path.stem in seen and not shadowed:
@@ -216,7 +216,10 @@ def list_models(shadowed: bool = False, problems: list[str] | None = None) -> li
                 models.append({**meta, "name": meta_path.stem, "path": str(meta_path.with_suffix(".safetensors")),
                                "kind": config.kind,
                                **({"sample_rate": config.sample_rate} if config.kind == "audio" else {}),
-                               **({"shadowed": True} if meta_path.stem in seen else {})})
+                               **({"shadowed": True} if meta_path.stem in seen else {}),
+                               # the first of its name was left out (problems says why), and still takes the name
+                               **({"shadowed_by_unlisted": True} if meta_path.stem in seen - listed else {})})
+                listed.add(meta_path.stem)
             elif problems is not None:
                 problems.append(f"model {meta_path.with_suffix('.safetensors')} has {problem}")
             seen.add(meta_path.stem)  # a broken model still takes its name: find_model finds it first
