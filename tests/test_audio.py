@@ -541,6 +541,8 @@ def test_audio_above_full_scale_clipped_by_the_output_gets_a_warning(codec, sign
     (None, "XI", 16000, 1, "XI cannot hold a rate of 16000 Hz"),
     (None, "SVX", 96000, 1, "SVX cannot hold a rate of 96000 Hz"),
     ("out.htk", None, 44100, 1, "HTK cannot hold a rate of 44100 Hz"),
+    # what this libsndfile's encoders refuse, found by writing two frames into memory
+    ("out.flac", None, 100001, 1, "FLAC PCM_16 cannot hold 1 channel at 100001 Hz here (libsndfile says: problem"),
     # bare samples, without the resource fork that holds the rate and channels (and a "._" file left behind)
     ("out.sd2", None, 16000, 1, "SD2 keeps its rate and channels in a resource fork"),
     # soundfile said "No default subtype for major format 'RAW'"

@@ -1260,7 +1260,14 @@ def test_an_audio_format_that_cannot_hold_the_file_is_refused_by_its_output_name
     for output, options, error in (
             (f"{tmp_path}/out.wve", [], "WVE cannot hold a rate of 22050 Hz"),
             (f"{tmp_path}/out.opus", [], "Opus holds 8000, 12000, 16000, 24000 or 48000 Hz audio, not 22050 Hz"),
-            ("-", ["--format", "raw"], "RAW is bare samples")):
+            ("-", ["--format", "raw"], "RAW is bare samples"),
+            # what this libsndfile's encoders refuse, found by writing into memory (FLAC: at most 65535 Hz or
+            # multiples of 10 to 655350 Hz; MP3: the MPEG rates): refused once the file was decoded
+            (f"{tmp_path}/out.flac", ["--rate", "700000"], "FLAC PCM_16 cannot hold 2 channels at 700000 Hz here "
+                                                           "(libsndfile says: flac does not support this sample rate)"),
+            (f"{tmp_path}/out.flac", ["--rate", "100001"], "FLAC PCM_16 cannot hold 2 channels at 100001 Hz here"),
+            ("-", ["--format", "mp3", "--rate", "17000"], "MP3 MPEG_LAYER_III cannot hold 2 channels at 17000 Hz here "
+                                                          "(libsndfile says: MPEG-1/2/2.5 only supports sample rates")):
         assert run(["decode", vq, output, *options, *model]) == 1
         shown = "stdout" if output == "-" else output
         assert capsys.readouterr().err.startswith(f"vqcodec: error: {shown}: {error}")

@@ -629,6 +629,25 @@ def check_audio_output(format_name: str, subtype: str | None, sample_rate: int, 
     limit = FORMAT_MAX_CHANNELS.get(format_name)
     if limit is not None and channels > limit:
         raise VQCodecError(f"{format_name} holds at most {plural(limit, 'channel')}, not {channels}: write .wav or .ogg")
+    reason = _audio_write_refused(format_name, subtype, sample_rate, channels)
+    if reason is not None:
+        raise VQCodecError(f"{format_name} {subtype} cannot hold {plural(channels, 'channel')} at {sample_rate} Hz here "
+                           f"(libsndfile says: {reason}): write another format or subtype (.wav), or "
+                           f"{setting('pass --rate', 'pass rate=N')}")
+
+
+def _audio_write_refused(format_name: str, subtype: str, sample_rate: int, channels: int) -> str | None:
+    """libsndfile's reason for refusing to write two frames of such audio into memory, or None: the limits
+    of its encoders depend on how it was built (FLAC's rates, MP3's MPEG rates, a subtype left out), and
+    some fail only at the first frame (FLAC above 65535 Hz where the rate is not a multiple of 10). Two,
+    as VOX ADPCM writes frames in pairs."""
+    try:
+        with soundfile.SoundFile(BytesIO(), "w", samplerate=sample_rate, channels=channels, format=format_name,
+                                 subtype=subtype or None) as sound:
+            sound.write(np.zeros((2, channels), np.float32))
+    except (RuntimeError, ValueError, TypeError) as exc:  # soundfile.LibsndfileError is a RuntimeError
+        return _soundfile_reason(exc).removeprefix("Error : ").rstrip(".") or "no reason given"
+    return None
 
 
 def unwritable_audio(exc: Exception) -> VQCodecError:
