@@ -1048,3 +1048,14 @@ def test_held_out_bits_of_a_large_codebook_hold_a_block_of_rows_at_a_time():
     (level, _), peak = traced_peak(lambda: prior._fit_level(train, ("left",), k, test, single_classes=256))
     assert peak < 125 * 2 ** 20, peak / 2 ** 20
     assert level.info["heldout_bits_per_code"] == 7.439082372673745
+
+
+@pytest.mark.parametrize("name", ["rate", "depth"])
+@pytest.mark.parametrize("value", ["no", 0, None, [1]])
+def test_check_weights_flags_must_be_true_or_false(name, value):
+    """check_weights(depth="no") checked the depth weight, and depth=0 or None left it out, as Python took them."""
+    codec = Codec.load(str(GOLDEN / "golden_audio.safetensors"), coding="fixed")
+    with pytest.raises(VQCodecError, match=rf"^{name} must be True or False, not "):
+        codec.check_weights(**{name: value})
+    codec.depth_weight = 1.0
+    codec.check_weights(depth=np.False_)  # a NumPy bool is one

@@ -531,3 +531,16 @@ def test_salvage_must_be_true_or_false(codec, golden_image_codec, audio_file, tm
             call()
     assert not (tmp_path / "out.wav").exists()
     assert codec.decode_audio(damaged, salvage=np.bool_(True))[0].shape == audio_file[1].shape
+
+
+@pytest.mark.parametrize("value", ["no", 0, None, []])
+def test_read_info_check_chunks_must_be_true_or_false(value):
+    """check_chunks="no" (true to Python) read the chunks of a damaged file and failed there, and 0 or None
+    skipped them: any value was taken as yes or no."""
+    from vqcodec import read_info
+
+    from conftest import GOLDEN
+
+    with pytest.raises(VQCodecError, match=r"^check_chunks must be True or False, not "):
+        read_info((GOLDEN / "golden_audio_shared.vq").read_bytes(), check_chunks=value)
+    assert read_info((GOLDEN / "golden_audio_shared.vq").read_bytes(), check_chunks=np.False_).shared_chunks is None

@@ -779,6 +779,7 @@ class Codec:
         be used: the rate weight when codes are chosen (`rate`), the depth weight when cells get
         per-cell depth (`depth`). The defaults of a loaded codec pass. Encoding, recoding and the
         codes methods check this before they start."""
+        rate, depth = checked_flag("rate", rate), checked_flag("depth", depth)
         cause = self.fixed_width_cause()
         if cause is None:
             return

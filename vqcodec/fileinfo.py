@@ -9,7 +9,7 @@ import numpy as np
 
 from . import format as vqformat
 from .errors import VQCodecError
-from .io import ALPHA_MODES, IMAGE_MODE_NAMES
+from .io import ALPHA_MODES, IMAGE_MODE_NAMES, checked_flag
 
 
 @dataclass
@@ -132,6 +132,7 @@ def read_info(data: bytes, check_chunks: bool = True) -> FileInfo:
     file checks out (or the header alone, with check_chunks=False: for a damaged file; shared_chunks
     is then None where the header allows shared chunks, as the chunks are not read)."""
     data = vq_bytes(data)
+    check_chunks = checked_flag("check_chunks", check_chunks)
     header, chunks, alpha_bytes = vqformat.parse_file(data) if check_chunks else (vqformat.parse_header(data), [], None)
     info = FileInfo(kind=vqformat.KIND_NAMES[header.kind], model_id=header.model_id.hex(), quality=header.quality,
                     coding=vqformat.CODING_NAMES[header.coding], size_bytes=len(data), chunks=header.chunk_count)
