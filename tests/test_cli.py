@@ -1404,6 +1404,25 @@ def test_codes_of_a_folder_stopped_part_way_keeps_a_manifest_of_what_it_wrote(tm
     assert "stopped" not in code_folder(codec, folder, tmp_path / "again", sorted(folder.iterdir()))
 
 
+def test_codes_of_a_folder_take_a_list_of_files_and_refuse_one_path_or_a_generator(tmp_path, signal, codec):
+    """files=Path raised a bare TypeError ('PosixPath' object is not iterable), files=str was read as its
+    characters ('/ is not in the folder'), and a generator was used up by the check of the outputs' paths,
+    so that no file was coded and an empty manifest written."""
+    from vqcodec import VQCodecError
+    from vqcodec.tokens import code_folder
+
+    folder, out = tmp_path / "recordings", tmp_path / "tokens"
+    folder.mkdir()
+    write_wav(folder / "a.wav", signal)
+    for files, told in ((folder / "a.wav", ": give [path] for one file"), (str(folder / "a.wav"), ": give [path] for one file"),
+                        (folder.glob("*.wav"), ""), ([folder / "a.wav", 3], ""), (None, "")):
+        with pytest.raises(VQCodecError, match=r"^files is a list of paths \(str or Path\) of media under the folder, "
+                                               rf"not .*{re.escape(told)}$"):
+            code_folder(codec, folder, out, files)
+    assert not out.exists()
+    assert [entry["file"] for entry in code_folder(codec, folder, out, (folder / "a.wav",))["files"]] == ["a.wav"]
+
+
 def test_codes_of_a_folder_with_a_weight_the_codec_cannot_use_stops_before_the_first_file(tmp_path, signal,
                                                                                        tiny_model_path):
     """A depth weight set on a codec that codes fixed-width failed every file alike: each was skipped

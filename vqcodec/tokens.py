@@ -63,6 +63,10 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     makes `out`), and returns the one it would have written. With replace=False an output that exists
     (another run's, written while this one ran) is kept, and that file skipped. It holds the codec's lock,
     as Codec's encoding methods do: another thread's rate search on the codec sets trial depth weights on it."""
+    if not isinstance(files, (list, tuple)) or not all(isinstance(path, (str, os.PathLike)) for path in files):
+        one = isinstance(files, (str, os.PathLike))  # a str or Path was iterated, or raised a bare TypeError
+        raise VQCodecError(f"files is a list of paths (str or Path) of media under the folder, not {files!r:.60}"
+                           + (": give [path] for one file" if one else ""))
     with codec._lock:
         return _code_folder(codec, Path(folder), Path(out), files, quality, log, replace)
 
