@@ -1407,7 +1407,7 @@ def test_codes_of_a_folder_stopped_part_way_keeps_a_manifest_of_what_it_wrote(tm
 def test_codes_of_a_folder_take_a_list_of_files_and_refuse_one_path_or_a_generator(tmp_path, signal, codec):
     """files=Path raised a bare TypeError ('PosixPath' object is not iterable), files=str was read as its
     characters ('/ is not in the folder'), and a generator was used up by the check of the outputs' paths,
-    so that no file was coded and an empty manifest written."""
+    so that no file was coded and nothing said why."""
     from vqcodec import VQCodecError
     from vqcodec.tokens import code_folder
 
