@@ -167,6 +167,25 @@ def test_stream_block_sizes_do_not_change_the_file(codec, signal, rate):
         assert codec.encode_audio_stream(blocks, rate, 2, audio.shape[1], 4) == whole
 
 
+def test_a_stream_of_tiny_blocks_is_coded_in_large_ones_to_the_same_file(codec, signal, monkeypatch):
+    """16-sample blocks took three times as long as large ones: each went through the checks, the
+    resampler and the window's join alone. They are joined first (STREAM_BLOCK_SAMPLES), into the same file."""
+    import soxr
+
+    from vqcodec.codec import STREAM_BLOCK_SAMPLES
+
+    rate = 44100
+    audio = signal(2, STREAM_BLOCK_SAMPLES + 4000 + 37, rate)  # joined blocks cross the first boundary
+    whole = codec.encode_audio(audio, rate, 4)
+    real, calls = soxr.ResampleStream.resample_chunk, []
+    monkeypatch.setattr(soxr.ResampleStream, "resample_chunk", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    for size in (1, 16, 1000, audio.shape[1]):
+        calls.clear()
+        blocks = (audio[:, i:i + size] for i in range(0, audio.shape[1], size))
+        assert codec.encode_audio_stream(blocks, rate, 2, audio.shape[1], 4) == whole, size
+        assert len(calls) <= 3, (size, len(calls))  # two joined blocks and the resampler's end
+
+
 def test_lower_quality_makes_smaller_files(codec, signal):
     audio = signal(1, 16000, 16000)
     sizes = [len(codec.encode_audio(audio, 16000, q)) for q in range(1, codec.num_codebooks + 1)]

@@ -478,17 +478,43 @@ def _checked(blocks: Iterator[np.ndarray], peak: list[float] | None, channels: i
              count: list[int] | None = None) -> Iterator[np.ndarray]:
     """The blocks as float32 (channels, n), taken as _pcm_array and _float32 take arrays, refused if one has
     another number of channels or any sample is NaN or infinite; peak[0], if given, becomes the
-    largest absolute sample, and count[0] the samples per channel taken."""
-    for block in blocks:
-        block = _float32(_pcm_array(block, channels))
-        if block.shape[0] != channels:
-            raise VQCodecError(f"a block of the stream has {plural(block.shape[0], 'channel')}, not {channels}")
+    largest absolute sample, and count[0] the samples per channel taken. Short blocks are joined into
+    blocks of STREAM_BLOCK_SAMPLES (_gathered) before they are checked and coded, so that a stream of
+    tiny blocks costs no more than one of large ones; the samples are the same, and so is the file."""
+    for block in _gathered(_float32_blocks(blocks, channels), STREAM_BLOCK_SAMPLES):
         _check_finite(block)
         if peak is not None:
             peak[0] = max(peak[0], _peak([block]))
         if count is not None:
             count[0] += block.shape[1]
         yield block
+
+
+def _float32_blocks(blocks: Iterator[np.ndarray], channels: int) -> Iterator[np.ndarray]:
+    """A stream's blocks as float32 (channels, n) (_pcm_array, _float32), refused if one has another
+    number of channels."""
+    for block in blocks:
+        block = _float32(_pcm_array(block, channels))
+        if block.shape[0] != channels:
+            raise VQCodecError(f"a block of the stream has {plural(block.shape[0], 'channel')}, not {channels}")
+        yield block
+
+
+def _gathered(blocks: Iterator[np.ndarray], samples: int) -> Iterator[np.ndarray]:
+    """(channels, n) blocks joined until each holds at least `samples` (the last may hold fewer); a
+    block that long by itself is passed on as it is, uncopied."""
+    held, size = [], 0
+    for block in blocks:
+        if not held and block.shape[1] >= samples:
+            yield block
+            continue
+        held.append(block)
+        size += block.shape[1]
+        if size >= samples:
+            yield np.concatenate(held, axis=1)
+            held, size = [], 0
+    if held:
+        yield held[0] if len(held) == 1 else np.concatenate(held, axis=1)
 
 
 def _peak(blocks) -> float:
