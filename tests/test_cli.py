@@ -736,6 +736,16 @@ def test_a_model_name_with_a_folder_in_it_is_a_path_not_searched_for(tiny_model_
         find_model("")
 
 
+@pytest.mark.parametrize("name", ["x" * 300, "/tmp/" + "x" * 300 + ".safetensors", "x" * 5000])
+def test_a_model_name_too_long_to_look_up_is_one_clear_error(name):
+    """Codec.load raised a bare OSError ('File name too long') from Path.exists, with the whole name in it."""
+    from vqcodec import Codec, VQCodecError
+
+    with pytest.raises(VQCodecError, match=r"^cannot look for the model '(/tmp/)?x+'\.\.\.: File name too long$") as error:
+        Codec.load(name)
+    assert len(str(error.value)) < 120
+
+
 def test_a_model_path_without_its_suffix_keeps_a_dot_in_the_name(cli, tiny_model_path, tmp_path, signal):
     """-m runs/mine.v2 looked for runs/mine.safetensors (the .v2 taken for a suffix): 'model file not found'."""
     import shutil

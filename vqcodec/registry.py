@@ -65,9 +65,18 @@ def find_model(name: str, wrote: bytes | None = None) -> Path:
     (is_model_path: one with a folder or a model file's suffix in it). A folder must hold one model;
     where it holds several, the error lists them, and, given `wrote` (the start of a `.vq` file, its
     header at least), names the one that decodes that file (folder_model_advice). Given `wrote`, a model
-    of another id than the file's is refused where a model that decodes it is found (decoder_advice)."""
+    of another id than the file's is refused where a model that decodes it is found (decoder_advice).
+    A name the system cannot look up (too long a name or path) is one VQCodecError."""
     if not str(name).strip():
         raise VQCodecError("a model name or path cannot be empty")
+    try:
+        return _find_model(name, wrote)
+    except OSError as exc:  # Path.exists and is_dir pass over a missing file, not ENAMETOOLONG
+        raise VQCodecError(f"cannot look for the model {str(name)[:60]!r}{'...' if len(str(name)) > 60 else ''}: "
+                           f"{exc.strerror or exc}") from None
+
+
+def _find_model(name: str, wrote: bytes | None) -> Path:
     candidate = Path(name)
     if is_model_path(name):
         if candidate.is_dir():
