@@ -1459,6 +1459,15 @@ class _Pipe(io.RawIOBase):
         return self.data.readinto(buffer)
 
 
+@pytest.mark.parametrize("source, told", [(None, "NoneType"), (3, "int"),
+                                           (b"RIFF", "bytes (Codec.encode takes a file's bytes)")])
+def test_encode_audio_file_of_what_is_no_path_or_stream_is_refused(codec, source, told):
+    """None or a file's bytes raised a bare AttributeError ('... has no attribute 'read'') from copying it
+    into a temporary file, as a stream that cannot seek."""
+    with pytest.raises(VQCodecError, match=rf"^audio is read from a path or a binary stream, not a {re.escape(told)}$"):
+        codec.encode_audio_file(source, 2)
+
+
 def test_streams_that_cannot_seek_are_encoded_and_text_streams_refused(codec, signal, tmp_path, capfd):
     buffer = io.BytesIO()
     soundfile.write(buffer, signal(1, 1600, 22050).T, 22050, format="FLAC")
