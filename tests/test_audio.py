@@ -1459,6 +1459,23 @@ class _Pipe(io.RawIOBase):
         return self.data.readinto(buffer)
 
 
+def test_a_part_of_an_image_file_asked_for_as_audio_is_refused_in_one_line(codec):
+    """decode_audio and decode_audio_file with start= or duration= of an image's .vq file raised a bare
+    ZeroDivisionError, measuring the part against the sample rate an image's header does not have."""
+    from PIL import Image
+
+    from conftest import GOLDEN
+
+    photo = Codec.load(str(GOLDEN / "golden_image.safetensors"))
+    image_vq = photo.encode_image(Image.new("RGB", (16, 16), (90, 120, 30)), 2)
+    for call in (lambda: codec.decode_audio(image_vq, start=1.5), lambda: codec.decode_audio(image_vq, duration=1.0),
+                 lambda: codec.decode_audio_file(image_vq, io.BytesIO(), "WAV", start=1.0)):
+        with pytest.raises(VQCodecError, match=r"^this \.vq file holds an image, not audio$"):
+            call()
+    with pytest.raises(VQCodecError, match="codes image, not audio"):  # the image codec says what it codes
+        photo.decode_audio(image_vq, start=1.5)
+
+
 @pytest.mark.parametrize("source, told", [(None, "NoneType"), (3, "int"),
                                            (b"RIFF", "bytes (Codec.encode takes a file's bytes)")])
 def test_encode_audio_file_of_what_is_no_path_or_stream_is_refused(codec, source, told):

@@ -422,6 +422,11 @@ def _dropped(blocks: Iterator[np.ndarray], count: int) -> Iterator[np.ndarray]:
             yield block[:, skip:]
 
 
+def _check_audio_file(header: vqformat.Header) -> None:
+    if header.kind != vqformat.KIND_AUDIO:
+        raise VQCodecError("this .vq file holds an image, not audio")
+
+
 def _check_audio_size(channels: int, sample_rate: int, samples: int) -> None:
     """The container's bounds on a new audio file, checked before anything is coded."""
     if not 1 <= channels <= vqformat.MAX_CHANNELS:
@@ -1408,8 +1413,7 @@ class Codec:
             header = vqformat.parse_header(data)
         else:
             header, chunks, _ = vqformat.parse_file(data)
-        if header.kind != vqformat.KIND_AUDIO:
-            raise VQCodecError("this .vq file holds an image, not audio")
+        _check_audio_file(header)
         self._check_file_model(header)
         model_length = self._model_length(header.length, header.sample_rate)
         total_frames = math.ceil(model_length / self.hop)
@@ -1902,7 +1906,10 @@ class Codec:
         """(first sample, count) at the output rate for a range in seconds; (0, None) for all of it."""
         if start == 0 and duration is None:
             return 0, None
-        rate, length = self._output_timing(vqformat.parse_header(data), rate)
+        self._require("audio")
+        header = vqformat.parse_header(data)
+        _check_audio_file(header)  # an image's header has no rate to measure the range in
+        rate, length = self._output_timing(header, rate)
         start = _checked_amount("start", start, "seconds", allow_zero=True)
         if start * rate >= length:
             raise VQCodecError(f"{setting(f'--start {start} s', f'start={start}')} is not before the end of the audio "
