@@ -1433,6 +1433,21 @@ def test_codes_of_a_folder_take_a_list_of_files_and_refuse_one_path_or_a_generat
     assert [entry["file"] for entry in code_folder(codec, folder, out, (folder / "a.wav",))["files"]] == ["a.wav"]
 
 
+@pytest.mark.parametrize("arguments, told", [
+    (dict(folder=None), "folder is the path of a folder (a str or Path, not empty), not None"),  # were TypeErrors
+    (dict(out=None), "out is the path of a folder (a str or Path, not empty), not None"),
+    (dict(folder=""), "folder is the path of a folder (a str or Path, not empty), not ''"),  # the current folder
+    (dict(replace="no"), "replace must be True or False, not 'no'"),  # taken as True
+    (dict(codec=None), "codec is a vqcodec Codec (Codec.load), not a NoneType")])  # an AttributeError
+def test_codes_of_a_folder_refuse_odd_arguments_in_one_line(tmp_path, codec, arguments, told):
+    from vqcodec import VQCodecError
+    from vqcodec.tokens import code_folder
+
+    given = dict(codec=codec, folder=tmp_path, out=tmp_path / "tokens", files=[]) | arguments
+    with pytest.raises(VQCodecError, match=f"^{re.escape(told)}$"):
+        code_folder(**given)
+
+
 def test_codes_of_a_folder_with_a_weight_the_codec_cannot_use_stops_before_the_first_file(tmp_path, signal,
                                                                                        tiny_model_path):
     """A depth weight set on a codec that codes fixed-width failed every file alike: each was skipped

@@ -14,7 +14,7 @@ from numpy.lib import format as npy
 from . import format as vqformat
 from .errors import VQCodecError
 from .folders import folder_of, mirrored_paths
-from .io import write_file
+from .io import checked_flag, write_file
 
 MANIFEST = "codes.json"
 CODE_TYPE = np.dtype("<i4")  # what the .npy files hold
@@ -67,6 +67,12 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
         one = isinstance(files, (str, os.PathLike))  # a str or Path was iterated, or raised a bare TypeError
         raise VQCodecError(f"files is a list of paths (str or Path) of media under the folder, not {files!r:.60}"
                            + (": give [path] for one file" if one else ""))
+    for name, path in (("folder", folder), ("out", out)):
+        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):  # "" stood for the current folder
+            raise VQCodecError(f"{name} is the path of a folder (a str or Path, not empty), not {path!r:.60}")
+    replace = checked_flag("replace", replace)
+    if not callable(getattr(codec, "media_to_codes", None)):
+        raise VQCodecError(f"codec is a vqcodec Codec (Codec.load), not a {type(codec).__name__}")
     with codec._lock:
         return _code_folder(codec, Path(folder), Path(out), files, quality, log, replace)
 
