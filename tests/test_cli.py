@@ -295,7 +295,9 @@ def test_messages_name_the_apis_arguments_from_python_and_the_options_on_the_com
          f"{tmp_path / 'taken'} exists; pass replace=True to overwrite it"),
         (lambda: vqcodec.decode(data), "; decode this file with a Codec of the model that wrote it (Codec.load of its path)"),
         (lambda: other.decode(data), "; decode it with a Codec of the model that wrote it"),
-        (lambda: vqcodec.Codec.load(str(other_model_path), device="cuda:x"), "unknown device 'cuda:x'"))
+        (lambda: vqcodec.Codec.load(str(other_model_path), device="cuda:x"), "unknown device 'cuda:x'"),
+        # the device first, as Codec.load has it: a misspelt one was hidden behind 'no installed model'
+        (lambda: vqcodec.decode(data, device="gpu"), "unknown device 'gpu'"))
     for call, message in calls:
         with pytest.raises(VQCodecError) as refused:
             call()

@@ -585,6 +585,7 @@ def decode(data, device: str = "cpu"):
     (audio, sample rate) or a Pillow image, as Codec.decode."""
     from .registry import model_for_file
 
+    device = resolve_device(device)  # a misspelt device is named before the model is looked for
     data = vq_bytes(data)
     return Codec.load(model_for_file(data), device=device).decode(data)
 
