@@ -1435,6 +1435,16 @@ def test_codes_of_a_folder_take_a_list_of_files_and_refuse_one_path_or_a_generat
     assert [entry["file"] for entry in code_folder(codec, folder, out, (folder / "a.wav",))["files"]] == ["a.wav"]
 
 
+@pytest.mark.parametrize("path", [None, 5, b"codes.npy"])
+def test_check_listed_codes_refuses_what_is_no_path_in_one_line(codec, path):
+    """tokens.check_listed_codes(codec, None) raised a bare TypeError from Path()."""
+    from vqcodec import VQCodecError
+    from vqcodec.tokens import check_listed_codes
+
+    with pytest.raises(VQCodecError, match=r"^path is the path of a \.npy file of codes \(a str or Path\), not "):
+        check_listed_codes(codec, path)
+
+
 @pytest.mark.parametrize("arguments, told", [
     (dict(folder=None), "folder is the path of a folder (a str or Path, not empty), not None"),  # were TypeErrors
     (dict(out=None), "out is the path of a folder (a str or Path, not empty), not None"),

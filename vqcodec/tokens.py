@@ -159,6 +159,8 @@ def check_listed_codes(codec, path) -> None:
     the codes of another kind of media or another model. The arrays cannot tell: both kinds are 3-D integer
     codes, and image codes (quality, rows, cols) of a few rows fit an audio model's (channels, quality,
     frames), as audio codes fit an image model's, which made them a file of the other kind."""
+    if not isinstance(path, (str, os.PathLike)):  # was a TypeError from Path()
+        raise VQCodecError(f"path is the path of a .npy file of codes (a str or Path), not {path!r:.60}")
     listed = listing_manifest(Path(path))
     if listed is None:
         return
