@@ -748,6 +748,16 @@ def test_a_model_name_too_long_to_look_up_is_one_clear_error(name):
     assert len(str(error.value)) < 120
 
 
+@pytest.mark.parametrize("name", ["a/b\0c", "speech\0", "/tmp/\0.safetensors"])
+def test_a_model_name_with_a_nul_is_refused_with_the_nul_shown_escaped(name):
+    """'model file not found: a/b<NUL>c.safetensors' held the NUL itself, which a terminal hides."""
+    from vqcodec import Codec, VQCodecError
+
+    with pytest.raises(VQCodecError, match=r"^a model name or path cannot hold a NUL character: '.*\\x00") as error:
+        Codec.load(name)
+    assert "\0" not in str(error.value)
+
+
 def test_a_model_path_without_its_suffix_keeps_a_dot_in_the_name(cli, tiny_model_path, tmp_path, signal):
     """-m runs/mine.v2 looked for runs/mine.safetensors (the .v2 taken for a suffix): 'model file not found'."""
     import shutil

@@ -69,6 +69,8 @@ def find_model(name: str, wrote: bytes | None = None) -> Path:
     A name the system cannot look up (too long a name or path) is one VQCodecError."""
     if not str(name).strip():
         raise VQCodecError("a model name or path cannot be empty")
+    if "\0" in str(name):  # no file is named so: the error printed the NUL itself, within the path
+        raise VQCodecError(f"a model name or path cannot hold a NUL character: {str(name)!r:.60}")
     try:
         return _find_model(name, wrote)
     except OSError as exc:  # Path.exists and is_dir pass over a missing file, not ENAMETOOLONG
