@@ -648,3 +648,12 @@ def test_chunks_that_change_places_decode_in_their_new_places(codec, signal):
     assert np.array_equal(read[:, :, :500], whole[:, :, 500:1000])
     assert np.array_equal(read[:, :, 500:1000], whole[:, :, :500])
     assert np.array_equal(read[:, :, 1000:], whole[:, :, 1000:])
+
+
+def test_dir_of_the_package_lists_what_it_gives_on_first_use():
+    """Codec, decode and tokens, which the package imports when first asked for, were missing from
+    dir(vqcodec), so a shell's completion did not offer them."""
+    import vqcodec
+
+    assert {"Codec", "decode", "tokens", "read_info", "VQCodecError"} <= set(dir(vqcodec))
+    assert set(vqcodec.__all__) <= set(dir(vqcodec))

@@ -16,3 +16,8 @@ def __getattr__(name: str):
         import importlib
         return importlib.import_module(".tokens", __name__)
     raise AttributeError(f"module 'vqcodec' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # the names __getattr__ gives too, for dir() and a shell's completion
+    return sorted({*globals(), "Codec", "decode", "tokens"})
