@@ -178,7 +178,8 @@ def test_a_stream_of_tiny_blocks_is_coded_in_large_ones_to_the_same_file(codec, 
     audio = signal(2, STREAM_BLOCK_SAMPLES + 4000 + 37, rate)  # joined blocks cross the first boundary
     whole = codec.encode_audio(audio, rate, 4)
     real, calls = soxr.ResampleStream.resample_chunk, []
-    monkeypatch.setattr(soxr.ResampleStream, "resample_chunk", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    monkeypatch.setattr(soxr.ResampleStream, "resample_chunk",
+                        lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
     for size in (1, 16, 1000, audio.shape[1]):
         calls.clear()
         blocks = (audio[:, i:i + size] for i in range(0, audio.shape[1], size))

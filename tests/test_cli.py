@@ -743,7 +743,8 @@ def test_a_model_name_too_long_to_look_up_is_one_clear_error(name):
     """Codec.load raised a bare OSError ('File name too long') from Path.exists, with the whole name in it."""
     from vqcodec import Codec, VQCodecError
 
-    with pytest.raises(VQCodecError, match=r"^cannot look for the model '(/tmp/)?x+'\.\.\.: File name too long$") as error:
+    with pytest.raises(VQCodecError,
+                       match=r"^cannot look for the model '(/tmp/)?x+'\.\.\.: File name too long$") as error:
         Codec.load(name)
     assert len(str(error.value)) < 120
 
@@ -1436,7 +1437,8 @@ def test_codes_of_a_folder_take_a_list_of_files_and_refuse_one_path_or_a_generat
     folder, out = tmp_path / "recordings", tmp_path / "tokens"
     folder.mkdir()
     write_wav(folder / "a.wav", signal)
-    for files, told in ((folder / "a.wav", ": give [path] for one file"), (str(folder / "a.wav"), ": give [path] for one file"),
+    for files, told in ((folder / "a.wav", ": give [path] for one file"),
+                        (str(folder / "a.wav"), ": give [path] for one file"),
                         (folder.glob("*.wav"), ""), ([folder / "a.wav", 3], ""), (None, "")):
         with pytest.raises(VQCodecError, match=r"^files is a list of paths \(str or Path\) of media under the folder, "
                                                rf"not .*{re.escape(told)}$"):

@@ -1324,8 +1324,9 @@ class Codec:
 
         With `max_kbps`, the best file of at most that bitrate, as encode_audio."""
         if not isinstance(source, (str, Path)) and not callable(getattr(source, "read", None)):
+            bytes_given = isinstance(source, (bytes, bytearray))
             raise VQCodecError(f"audio is read from a path or a binary stream, not a {type(source).__name__}"
-                               + (" (Codec.encode takes a file's bytes)" if isinstance(source, (bytes, bytearray)) else ""))
+                               + (" (Codec.encode takes a file's bytes)" if bytes_given else ""))
         if not isinstance(source, (str, Path)) and not _seekable(source):
             with _spooled(source) as copy:
                 return self.encode_audio_file(copy, quality, max_kbps)

@@ -631,8 +631,8 @@ def check_audio_output(format_name: str, subtype: str | None, sample_rate: int, 
         raise VQCodecError(f"{format_name} holds at most {plural(limit, 'channel')}, not {channels}: write .wav or .ogg")
     reason = _audio_write_refused(format_name, subtype, sample_rate, channels)
     if reason is not None:
-        raise VQCodecError(f"{format_name} {subtype} cannot hold {plural(channels, 'channel')} at {sample_rate} Hz here "
-                           f"(libsndfile says: {reason}): write another format or subtype (.wav), or "
+        raise VQCodecError(f"{format_name} {subtype} cannot hold {plural(channels, 'channel')} at {sample_rate} Hz "
+                           f"here (libsndfile says: {reason}): write another format or subtype (.wav), or "
                            f"{setting('pass --rate', 'pass rate=N')}")
 
 
