@@ -1180,6 +1180,21 @@ def test_a_training_folder_that_is_missing_or_a_file_is_named_so(data_dir, tmp_p
             assert code == 1 and err == f"vqcodec: error: {folder}: {problem}\n", err
 
 
+def test_stdin_as_the_folder_and_stdout_as_out_are_refused_for_train_and_fit_prior(data_dir, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """`train -` and `fit-prior MODEL -` said only "-: no such directory"; `train DIR --out -` trained into a
+    folder named - (a model named -), and `fit-prior --out -` wrote -.safetensors in the current folder."""
+    monkeypatch.chdir(tmp_path)
+    for command in (["train", "-", "--out", "run", "--max-steps", "1"], ["fit-prior", "image", "-"]):
+        code, err = run_in_process(command, capsys)
+        assert code == 1 and err == "vqcodec: error: -: no such directory (DIR is a folder: stdin is not read)\n", err
+    for command, what in ((["train", data_dir, "--out", "-", "--max-steps", "1"], "train writes a folder"),
+                          (["fit-prior", "image", data_dir, "--out", "-"], "fit-prior writes model files")):
+        code, err = run_in_process(command, capsys)
+        assert code == 1 and err == f"vqcodec: error: --out -: {what}, not stdout: give a path (./- for one named -)\n", err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_new_run_is_not_started_over_another_without_force(trained, data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(trained, out)

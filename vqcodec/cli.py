@@ -1526,9 +1526,18 @@ def _shadowing(model: dict) -> str:
 
 def _check_folder(data_dir) -> None:
     """A training or fitting folder that is not one is refused, saying whether it is missing (or why it cannot
-    be looked at: a link to itself)."""
+    be looked at: a link to itself). `-` is a folder of that name, where there is one: stdin is not read."""
     if not Path(data_dir).is_dir():
+        if data_dir == "-" and not os.path.lexists(data_dir):
+            raise VQCodecError("-: no such directory (DIR is a folder: stdin is not read)")
         raise VQCodecError(f"{data_dir}: {_why_missing(data_dir, 'no such directory') or 'not a directory'}")
+
+
+def _refuse_stdout_as_out(out: str, what: str) -> None:
+    """Refuse `--out -` where the output is `what` (files on disk), which stdout cannot take: it made a
+    folder, or a model, named `-`; ./- still names one."""
+    if out == "-":
+        raise VQCodecError(f"--out -: {what}, not stdout: give a path (./- for one named -)")
 
 
 def _why_missing(path, missing: str) -> str | None:
@@ -1641,6 +1650,7 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     from .train import TrainOptions, checkpoint_name, train_command
 
     _check_folder(data_dir)
+    _refuse_stdout_as_out(out, "train writes a folder")
     if not noise and click.get_current_context().get_parameter_source("noise_snr") != click.core.ParameterSource.DEFAULT:
         raise VQCodecError("--noise-snr sets the SNR of the noise that --noise mixes in: give --noise SHARE (such as 0.5) "
                            "too, or leave --noise-snr out")
@@ -1814,6 +1824,8 @@ def fit_prior(model, data_dir, out, device, threads, force):
 
     _use_threads(threads)
     _check_folder(data_dir)
+    if out is not None:
+        _refuse_stdout_as_out(out, "fit-prior writes model files")
     path = find_model(model)
     meta, _ = read_model_files(path)
     check_codebook_size(meta["config"]["codebook_size"])  # before the folder is read
