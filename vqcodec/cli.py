@@ -327,8 +327,23 @@ class _Command(_HelpToStdout, click.Command):
         return rest
 
 
+class _Stopped(Exception):
+    """Ctrl-C, SIGTERM or SIGHUP (`interrupt`) stopping a command, carried past click's main, which
+    printed a blank line on stderr for it (to close a terminal's ^C) into logs and pipes too."""
+
+    def __init__(self, interrupt: KeyboardInterrupt):
+        super().__init__()
+        self.interrupt = interrupt
+
+
 class _Group(_HelpToStdout, click.Group):
     command_class = _Command
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise _Stopped(exc) from None
 
     def main(self, *args, **kwargs):
         """The commands, with the messages that the API they call raises naming their options (wording.setting)."""
@@ -1897,6 +1912,13 @@ def _interrupted(exc: BaseException | None) -> int:
     return 128 + exc.signum if isinstance(exc, Terminated) else 130
 
 
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (OSError, ValueError):
+        return False
+
+
 def run(args: list[str] | None = None) -> int:
     """Run the command line and turn every user error into one line on stderr and an exit code."""
     with _stopping_like_ctrl_c():
@@ -1930,7 +1952,11 @@ def _run(args: list[str] | None) -> int:
     except VQCodecError as exc:
         error(f"vqcodec: error: {exc}")
         return 1
-    except click.exceptions.Abort as exc:  # click's form of Ctrl-C (and of Terminated)
+    except _Stopped as stop:
+        if _stderr_is_terminal():  # after its ^C
+            click.echo(err=True)
+        return _interrupted(stop.interrupt)
+    except click.exceptions.Abort as exc:  # click's form of Ctrl-C (and of Terminated) while it reads the arguments
         return _interrupted(exc.__cause__)
     except click.ClickException as exc:
         error(f"vqcodec: error: {exc.format_message()}")
