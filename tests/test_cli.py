@@ -2514,3 +2514,19 @@ def test_a_folder_of_another_models_files_names_the_model_that_decodes_each(
         for name in ("a", "c"):
             assert f"skipping {folder / name}.vq: {refusal}\n" in stderr, stderr
     assert all((tmp_path / path).exists() for path in ("decoded/b.wav", "recoded/b.vq", "codes/b.npy"))
+
+
+@pytest.mark.parametrize("value, refused", [("abc", True), ("0", True), ("-1", True), ("", False), ("4,2", False)])
+def test_omp_num_threads_that_names_no_thread_count_is_refused_or_empty_taken_as_unset(encoded, tiny_model_path,
+                                                                                       tmp_path, value, refused):
+    """OpenMP printed a blank line and 'libgomp: Invalid value for environment variable OMP_NUM_THREADS' on
+    stderr when torch loaded, and the command ran on (set but empty: the same lines)."""
+    out = tmp_path / "out.wav"
+    result = run_cli("decode", encoded / "out.vq", out, "-m", tiny_model_path, env={"OMP_NUM_THREADS": value})
+    if refused:
+        assert result.returncode == 1 and result.stderr.decode() == (
+            f"vqcodec: error: the environment variable OMP_NUM_THREADS is {value!r}, not a number of threads of 1 "
+            "or more: unset it, or set it to one such as 4\n")
+        assert not out.exists()
+    else:
+        assert result.returncode == 0 and result.stderr == b"" and out.exists(), result.stderr.decode()

@@ -235,6 +235,20 @@ threads_option = click.option("--threads", type=click.IntRange(1, 256), default=
                               help="CPU threads for torch (at most 256).")
 
 
+def _check_thread_environment() -> None:
+    """OMP_NUM_THREADS as OpenMP reads it once torch loads, which printed a blank line and a warning of its
+    own for a value that is not a list of thread counts (abc, 0, -1, set but empty) and ran on its
+    default: set but empty is taken as unset, and another such value is refused."""
+    import re
+
+    value = os.environ.get("OMP_NUM_THREADS")
+    if value is not None and not value.strip():
+        del os.environ["OMP_NUM_THREADS"]
+    elif value is not None and not re.fullmatch(r"(\s*0*[1-9][0-9]*\s*)(,\s*0*[1-9][0-9]*\s*)*", value):
+        raise VQCodecError(f"the environment variable OMP_NUM_THREADS is {value!r}, not a number of threads of 1 "
+                           "or more: unset it, or set it to one such as 4")
+
+
 def _use_threads(threads: int | None) -> None:
     """torch's CPU threads as --threads asks (without it, torch's default or OMP_NUM_THREADS)."""
     if threads:
@@ -1946,6 +1960,7 @@ def _run(args: list[str] | None) -> int:
 
     try:
         warnings.showwarning = show_read_warning_in_one_line
+        _check_thread_environment()
         result = cli.main(args=args, prog_name="vqcodec", standalone_mode=False)
         if isinstance(result, int):
             return result
