@@ -2530,3 +2530,22 @@ def test_omp_num_threads_that_names_no_thread_count_is_refused_or_empty_taken_as
         assert not out.exists()
     else:
         assert result.returncode == 0 and result.stderr == b"" and out.exists(), result.stderr.decode()
+
+
+@pytest.mark.parametrize("command", ["encode", "decode"])
+def test_a_temporary_file_of_stdin_or_stdout_that_cannot_grow_is_named_with_its_folder(encoded, tiny_model_path,
+                                                                                      command):
+    """stdin and stdout go through a temporary file in $TMPDIR; one that could not grow (a full or small
+    /tmp; here a file size limit) was reported as 'vqcodec: error: File too large' alone, naming nothing."""
+    import tempfile
+
+    from conftest import run_cli_with_file_size_limit
+
+    source = encoded / ("in.wav" if command == "encode" else "out.vq")
+    args = ["-", "-"] if command == "encode" else [source, "-"]
+    result = run_cli_with_file_size_limit(1000, command, *args, "-m", tiny_model_path,
+                                          input=source.read_bytes() if command == "encode" else None)
+    assert result.returncode == 1 and result.stdout == b""
+    assert result.stderr.decode() == (f"vqcodec: error: cannot write a temporary file in {tempfile.gettempdir()}: File "
+                                      "too large (stdin and stdout go through one there: set TMPDIR to a folder with "
+                                      "room)\n")

@@ -86,7 +86,8 @@ def _media_source(path: str):
     with contextlib.nullcontext(_stdin()) if path == "-" else open(path, "rb") as stream:
         spool = tempfile.TemporaryFile()  # made once the input is known to be there, else it is left open
         try:
-            shutil.copyfileobj(stream, spool, SPOOL_BLOCK)
+            with _spool_room():
+                shutil.copyfileobj(stream, spool, SPOOL_BLOCK)
         except BaseException:
             spool.close()
             raise
@@ -94,6 +95,19 @@ def _media_source(path: str):
         spool.raw.name = path
     spool.seek(0)
     return spool
+
+
+@contextlib.contextmanager
+def _spool_room():
+    """A temporary file of stdin or stdout (in $TMPDIR) that cannot grow (a full or small folder, a
+    file size limit) named as such: the error said only 'No space left on device'."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        raise VQCodecError(f"cannot write a temporary file in {tempfile.gettempdir()}: {exc.strerror} (stdin and "
+                           "stdout go through one there: set TMPDIR to a folder with room)") from None
 
 
 def _read_vq_input(path: str) -> bytes:
@@ -207,7 +221,8 @@ def _write_output(path: str, write, force: bool) -> None:
         # output never sits in memory.
         stdout = _stdout(force)
         with tempfile.TemporaryFile() as spool:
-            write(spool)
+            with _spool_room():
+                write(spool)
             spool.seek(0)
             with _writing_stdout():
                 copy_whole(spool, stdout, SPOOL_BLOCK)  # unbuffered (python -u), stdout is a raw stream
