@@ -1050,6 +1050,37 @@ def test_closed_or_terminal_stdin_and_stdout_are_refused(encoded, tiny_model_pat
     assert run(["decode", vq, "-", "--force", *model]) == 0 and written.taken[:4] == b"RIFF"
 
 
+def test_a_terminal_named_as_the_input_is_refused_as_stdin_on_one_is(tiny_model_path, tmp_path, monkeypatch, capsys):
+    """/dev/tty, or /dev/stdin on a terminal, named as the input was read: the command waited, without a prompt,
+    for input no one can type, where `-` on a terminal is refused."""
+    import signal
+
+    from vqcodec.cli import run
+
+    def waited(*args):
+        raise TimeoutError("the command waited on the terminal")
+
+    master, slave = os.openpty()
+    monkeypatch.chdir(tmp_path)
+    previous = signal.signal(signal.SIGALRM, waited)
+    try:
+        tty = os.ttyname(slave)
+        for args in (["info", tty], ["decode", tty, "x.wav"], ["encode", tty, "x.vq"], ["codes", tty, "x.npy"],
+                     ["pack", tty, "x.vq"]):
+            signal.alarm(20)
+            try:
+                assert run([*args, "-m", str(tiny_model_path)] if args[0] != "info" else args) == 1
+            finally:
+                signal.alarm(0)
+            assert capsys.readouterr().err == f"vqcodec: error: {tty} is a terminal: pipe or redirect the input " \
+                                              "into it\n", args
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+        os.close(slave)
+        os.close(master)
+    assert listing(tmp_path) == set()
+
+
 def test_text_commands_refuse_a_closed_stdout(encoded, tiny_model_path, monkeypatch, capsys):
     """info, models and eval printed into nothing (`>&-`) and exited 0: eval after all its work; and
     every command (--help and --version wrapped as printing) failed with a traceback since 9331fed."""

@@ -45,6 +45,19 @@ def _stdin():
     return sys.stdin.buffer
 
 
+def _input_stream(path: str):
+    """stdin's binary stream for "-" (_stdin), else the file at `path` opened for reading; a terminal named
+    as a file (/dev/tty, or /dev/stdin on one) is refused as stdin on one is, where reading waited without a
+    prompt."""
+    if path == "-":
+        return contextlib.nullcontext(_stdin())
+    stream = open(path, "rb")
+    if stream.isatty():
+        stream.close()
+        raise VQCodecError(f"{path} is a terminal: pipe or redirect the input into it")
+    return stream
+
+
 def _stdout(force: bool):
     """stdout's binary stream, refused when it is closed (`>&-`), or, without --force, a terminal (as gzip
     refuses), which binary output would garble."""
@@ -83,7 +96,7 @@ def _media_source(path: str):
 
     if path != "-" and not is_stream_file(path):
         return _checked_path(path)
-    with contextlib.nullcontext(_stdin()) if path == "-" else open(path, "rb") as stream:
+    with _input_stream(path) as stream:
         spool = tempfile.TemporaryFile()  # made once the input is known to be there, else it is left open
         try:
             with _spool_room():
@@ -117,7 +130,7 @@ def _read_vq_input(path: str) -> bytes:
     from .fileinfo import read_vq_stream
 
     try:
-        with contextlib.nullcontext(_stdin()) if path == "-" else open(path, "rb") as stream:
+        with _input_stream(path) as stream:
             data = read_vq_stream(stream)
         if not data:
             raise _empty_input(path)  # as encode says it
@@ -1382,7 +1395,7 @@ def _npy_codes(input_path: str, codec):
     if input_path != "-":
         _checked_path(input_path)
     try:
-        with contextlib.nullcontext(_stdin()) if input_path == "-" else open(input_path, "rb") as stream:
+        with _input_stream(input_path) as stream:
             if hasattr(stream, "peek") and not stream.peek(1):  # else "-: not a NumPy .npy file"
                 raise _empty_input(input_path)
             return _read_npy(stream, "stdin" if input_path == "-" else input_path, codec.code_dtype,
