@@ -607,3 +607,28 @@ def test_encode_decode_and_codes_of_a_folder_leave_hidden_files_out_silently(two
     for source, out in ((tmp_path / "vq", "codes"), (two_recordings, "media_codes")):
         code, err = _run(["codes", source, tmp_path / out], capsys)
         assert code == 0 and "skipping" not in err and not [name for name in written(out) if "c." in name], err
+
+
+def test_a_folder_of_hidden_files_alone_says_they_are_left_out(tmp_path, capsys):
+    """A folder whose media were all hidden (._NAME, .git/) said only 'no audio or image files found', as if empty."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _with_hidden_files(folder)
+    for args, found in ((["encode", folder, tmp_path / "vq"], "no audio or image files found"),
+                        (["decode", folder, tmp_path / "wav"], "no .vq files found"),
+                        (["train", folder, "--out", tmp_path / "run", "--kind", "audio", "--max-steps", "1"], "no audio files found")):
+        code, err = _run(args, capsys)
+        assert code == 1 and err == f"vqcodec: error: {folder}: {found} (5 files and folders whose names begin " \
+                                    "with '.' are left out)\n", err
+    (folder / ".DS_Store").unlink()
+    shutil.rmtree(folder / ".git")
+    shutil.rmtree(folder / ".ipynb_checkpoints")
+    code, err = _run(["encode", folder, tmp_path / "vq"], capsys)  # sub/.cache is under a folder that is not hidden
+    assert err.endswith("(2 files and folders whose names begin with '.' are left out)\n"), err
+    (folder / "._a.flac").unlink()
+    code, err = _run(["encode", folder, tmp_path / "vq"], capsys)
+    assert err == f"vqcodec: error: {folder}: no audio or image files found (1 file or folder whose name begins " \
+                  "with '.' is left out)\n", err
+    shutil.rmtree(folder / "sub")
+    code, err = _run(["encode", folder, tmp_path / "vq"], capsys)
+    assert err == f"vqcodec: error: {folder}: no audio or image files found\n", err

@@ -43,20 +43,20 @@ NOISE_MAX_SLOPE = 2.0  # power spectrum ~ 1/f**slope: 0 white, 1 pink, 2 brown
 def find_media(folder: Path, kind: str | None, leave_out: Path | None = None) -> tuple[str, list[Path]]:
     """All files of one media kind under `folder`, recursively, sorted (without what is under
     `leave_out`: vqcodec.folders.files_under)."""
-    from .folders import files_under
+    from .folders import files_under, hidden_left_out
 
     files = [p for p in files_under(folder, leave_out) if media_kind_of(p)]
     if kind is None:
         kinds = {media_kind_of(p) for p in files}
         if not kinds:
-            raise VQCodecError(f"{folder}: no audio or image files found")
+            raise VQCodecError(f"{folder}: no audio or image files found{hidden_left_out(folder)}")
         if len(kinds) != 1:
             raise VQCodecError(f"{folder}: cannot tell the media kind ({', '.join(sorted(kinds))}); "
                                + setting("pass --kind audio|image", "pass kind='audio' or kind='image'"))
         kind = kinds.pop()
     found = [p for p in files if media_kind_of(p) == kind]
     if not found:
-        other = f" (only {'images' if kind == 'audio' else 'audio files'})" if files else ""
+        other = f" (only {'images' if kind == 'audio' else 'audio files'})" if files else hidden_left_out(folder)
         raise VQCodecError(f"{folder}: no {kind} files found{other}")
     return kind, found
 

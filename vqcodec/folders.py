@@ -101,10 +101,24 @@ def is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+def hidden_left_out(folder: Path) -> str:
+    """For a folder in which nothing was found: what files_under left out as hidden, said in the error
+    (" (2 files and folders whose names begin with '.' are left out)"), or "" where nothing was."""
+    count = 0
+    for _, folders, names in os.walk(folder):
+        count += sum(is_hidden(name) for name in folders + names)
+        folders[:] = [name for name in folders if not is_hidden(name)]
+    if not count:
+        return ""
+    if count == 1:
+        return " (1 file or folder whose name begins with '.' is left out)"
+    return f" ({count} files and folders whose names begin with '.' are left out)"
+
+
 def find_vq_files(folder: Path, leave_out: Path | None = None) -> list[Path]:
     files = [p for p in files_under(folder, leave_out) if p.suffix.lower() == ".vq"]
     if not files:
-        raise VQCodecError(f"{folder}: no .vq files found")
+        raise VQCodecError(f"{folder}: no .vq files found{hidden_left_out(folder)}")
     return files
 
 
