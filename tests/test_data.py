@@ -132,15 +132,21 @@ def test_a_photo_over_the_pixel_limit_is_skipped_in_one_line(tmp_path, capsys):
         f"skipping cannot read image {tmp_path / 'big.png'}: image of 10000x9000 pixels exceeds the limit of 89478485 pixels\n"
 
 
+def in_order_and_in_threads(crops, size: int, seed: int, workers: int) -> tuple[list, list]:
+    """Three batches of `crops` made in order, and the three Batches makes in `workers` threads from the same seed."""
+    in_order = np.random.default_rng(seed)
+    expected = [crops.batch(size, in_order) for _ in range(3)]
+    batches = Batches(crops, size, np.random.default_rng(seed), workers=workers)
+    try:
+        made = [batches.next() for _ in range(3)]
+    finally:
+        batches.close()
+    return expected, made
+
+
 def test_batches_made_in_threads_are_the_batches_made_in_order(audio_files, image_files):
     for crops in (AudioCrops(audio_files, 8000, CROP, noise=0.5, in_memory_bytes=0), ImageCrops(image_files, 32)):
-        in_order = np.random.default_rng(4)
-        expected = [crops.batch(6, in_order) for _ in range(3)]
-        batches = Batches(crops, 6, np.random.default_rng(4), workers=3)
-        try:
-            made = [batches.next() for _ in range(3)]
-        finally:
-            batches.close()
+        expected, made = in_order_and_in_threads(crops, 6, 4, workers=3)
         for want, got in zip(expected, made):
             assert torch.equal(want, got)
         assert not torch.equal(made[0], made[1])
@@ -386,13 +392,7 @@ def test_crops_read_from_disk_in_worker_threads_keep_the_mp3_decoders_lines_off_
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         crops = AudioCrops([tmp_path / "clean.wav", path], 8000, CROP, in_memory_bytes=0)
-        in_order = np.random.default_rng(5)
-        expected = [crops.batch(8, in_order) for _ in range(3)]
-        batches = Batches(crops, 8, np.random.default_rng(5), workers=2)
-        try:
-            made = [batches.next() for _ in range(3)]
-        finally:
-            batches.close()
+        expected, made = in_order_and_in_threads(crops, 8, 5, workers=2)
     assert all(torch.equal(want, got) for want, got in zip(expected, made))  # the same crops, wherever made
     assert [str(item.message) for item in caught if item.category is AudioReadWarning] == [
         f"{path}: the MP3 decoder says: Warning: Xing stream size off by more than 1%, fuzzy seeking may be even more "
