@@ -1,10 +1,12 @@
 """The `.vq` container: exact layout, round trips, and rejection of every kind of damaged or hostile file."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -657,3 +659,227 @@ def test_dir_of_the_package_lists_what_it_gives_on_first_use():
 
     assert {"Codec", "decode", "tokens", "read_info", "VQCodecError"} <= set(dir(vqcodec))
     assert set(vqcodec.__all__) <= set(dir(vqcodec))
+
+
+# ---------------------------------------------------------------- a reader written from docs/FORMAT.md alone
+
+def _doc_header(data: bytes) -> dict:
+    """§1, field by field at the offsets of the table (not through vqcodec's struct)."""
+    assert data[0:4] == b"VQCD" and data[4] == 1
+    def u(offset: int, size: int) -> int:
+        return int.from_bytes(data[offset:offset + size], "little")
+
+    assert u(52, 4) == zlib.crc32(data[0:52])
+    return dict(kind=u(5, 1), coding=u(6, 1), quality=u(7, 1), model_id=data[8:16], prior_id=u(16, 4),
+                sample_rate=u(20, 4), length=u(24, 8), width=u(32, 4), height=u(36, 4), channels=u(40, 2),
+                mode=u(42, 1), flags=u(43, 1), chunk_frames=u(44, 4), chunk_count=u(48, 4))
+
+
+def _doc_chunks(data: bytes, header: dict) -> tuple[list[bytes], bytes | None]:
+    """§2: u32 length, u32 CRC of the payload, payload; an alpha chunk after them with flag bit 0; nothing after."""
+    payloads, offset = [], 56
+    for _ in range(header["chunk_count"] + (header["flags"] & 1)):
+        length = int.from_bytes(data[offset:offset + 4], "little")
+        crc = int.from_bytes(data[offset + 4:offset + 8], "little")
+        payload = data[offset + 8:offset + 8 + length]
+        assert len(payload) == length and zlib.crc32(payload) == crc
+        payloads.append(payload)
+        offset += 8 + length
+    assert offset == len(data)
+    alpha = None
+    if header["flags"] & 1:
+        stream = zlib.decompressobj()
+        alpha = stream.decompress(payloads.pop(), header["width"] * header["height"] + 1)
+        assert len(alpha) == header["width"] * header["height"] and stream.eof and not stream.unused_data
+    return payloads, alpha
+
+
+def _doc_unpack_fixed(payload: bytes, count: int, k: int) -> np.ndarray:
+    """§4: b = max(1, ceil(log2 K)) bits an index, most significant bit first, zero padding to a byte."""
+    b = max(1, math.ceil(math.log2(k)))
+    assert len(payload) == math.ceil(count * b / 8)
+    value = int.from_bytes(payload, "big")
+    padding = len(payload) * 8 - count * b
+    assert value & ((1 << padding) - 1) == 0
+    value >>= padding
+    codes = [(value >> (b * (count - 1 - i))) & ((1 << b) - 1) for i in range(count)]
+    assert all(c < k for c in codes)
+    return np.array(codes, dtype=np.int64)
+
+
+def _doc_prior(model_file) -> tuple[int, list[dict]]:
+    """§5: prior.version, per level prior.i.table (or table_z, two byte planes, zlib) and prior.i.map.SOURCE."""
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(model_file))
+    version, k, levels, _ = (int(v) for v in tensors["prior.version"])
+    assert version == 1
+    prior = []
+    for i in range(levels):
+        if f"prior.{i}.table" in tensors:
+            table = tensors[f"prior.{i}.table"].view(np.uint16).astype(np.int64)
+        else:
+            planes = zlib.decompress(tensors[f"prior.{i}.table_z"].tobytes())
+            half = len(planes) // 2
+            table = (np.frombuffer(planes[:half], np.uint8).astype(np.int64)
+                     | np.frombuffer(planes[half:], np.uint8).astype(np.int64) << 8).reshape(-1, k)
+        assert (table.sum(axis=1) == 1 << 16).all()
+        maps = {s: tensors[f"prior.{i}.map.{s}"].astype(np.int64) for s in ("up", "left", "above")
+                if f"prior.{i}.map.{s}" in tensors}
+        prior.append(dict(table=table, maps=maps))
+    return k, prior
+
+
+def _doc_categorical(row) -> "constriction.stream.model.Categorical":
+    import constriction
+
+    return constriction.stream.model.Categorical(256.0 * np.asarray(row, dtype=np.float64) - 1, perfect=False)
+
+
+def _doc_depth_row(counts: list[int]) -> list[int]:
+    """§5a, prior.DepthModel's row: q[i] = 1 + count[i] * (65536 - n) // S, the remainder to the first largest."""
+    n, total = len(counts), sum(counts)
+    row = [1 + c * (65536 - n) // total for c in counts]
+    row[counts.index(max(counts))] += 65536 - sum(row)
+    return row
+
+
+def _doc_decode_plane(decoder, prior: list[dict], k: int, quality: int, rows: int, cols: int,
+                      depth: bool) -> np.ndarray:
+    """§5 and §5a: one plane (rows x cols cells) of a chunk, levels 0..Q-1, -1 for an absent code."""
+    depths = np.full((rows, cols), quality, dtype=np.int64)
+    if depth:  # the depth map first, raster order, an adaptive model per context
+        counts: dict[int, list[int]] = {}
+        for r in range(rows):
+            for c in range(cols):
+                left = depths[r, c - 1] if c > 0 else None
+                above = depths[r - 1, c] if r > 0 else None
+                context = (quality if left is None and above is None else left if above is None
+                           else above if left is None else (left + above + 1) // 2)
+                count = counts.setdefault(int(context), [1] * (quality + 1))
+                value = int(decoder.decode(_doc_categorical(_doc_depth_row(count))))
+                depths[r, c] = value
+                count[value] += 16
+                if sum(count) > 8192:
+                    count[:] = [(x + 1) // 2 for x in count]
+    codes = np.full((quality, rows, cols), -1, dtype=np.int64)
+    for q in range(quality):
+        level = prior[q]
+        sources = [s for s in ("up", "left", "above") if s in level["maps"]]
+
+        def context(r: int, c: int) -> int:
+            number = 0
+            for s in sources:
+                if s == "up":
+                    value = codes[q - 1, r, c]
+                elif s == "left":
+                    value = codes[q, r, c - 1] if c > 0 else -1
+                else:
+                    value = codes[q, r - 1, c] if r > 0 else -1
+                table = level["maps"][s]
+                number = number * (int(table.max()) + 1) + int(table[k if value < 0 else value])
+            return number
+
+        cells = [(r, c) for r in range(rows) for c in range(cols) if depths[r, c] > q]
+        if not {"left", "above"} & set(sources):
+            cells.sort(key=lambda cell: context(*cell))  # a stable sort: raster order within a context
+        for r, c in cells:
+            codes[q, r, c] = int(decoder.decode(_doc_categorical(level["table"][context(r, c)])))
+    return codes
+
+
+def doc_read(data: bytes, model_file) -> tuple[dict, np.ndarray, bytes | None]:
+    """Header, codes ((channels, Q, T) for audio, (Q, rows, cols) for an image) and alpha plane of a
+    .vq file, read with what docs/FORMAT.md says and the model's NAME.json and prior tensors."""
+    import json
+
+    import constriction
+
+    header = _doc_header(data)
+    payloads, alpha = _doc_chunks(data, header)
+    config = json.loads(Path(model_file).with_suffix(".json").read_text())["config"]
+    k, quality, frames = config["codebook_size"], header["quality"], header["chunk_frames"]
+    audio = header["kind"] == 0
+    if audio:
+        hop = math.prod(config["strides"])
+        total = -(-(-(-header["length"] * config["sample_rate"] // header["sample_rate"])) // hop)
+        cols, planes = 1, header["channels"]
+    else:
+        hop = config["patch"] * 2 ** (len(config["channels"]) - 1)
+        total, cols, planes = -(-header["height"] // hop), -(-header["width"] // hop), 1
+    assert header["chunk_count"] == len(payloads) == -(-total // frames)
+    parts = []
+    for i, payload in enumerate(payloads):
+        n = min(total, (i + 1) * frames) - i * frames
+        stored = planes
+        if audio and header["flags"] & 2:
+            assert payload[0] in (0, 1)
+            stored, payload = (1 if payload[0] == 1 else planes), payload[1:]
+        rows, width = (1, n) if audio else (n, cols)
+        if header["coding"] == 0:
+            flat = _doc_unpack_fixed(payload, stored * quality * n * cols, k)
+            part = flat.reshape(stored, quality, n) if audio else flat.reshape(quality, n, cols)
+        else:
+            _, prior = _doc_prior(model_file)
+            assert len(payload) % 4 == 0
+            decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
+            decoded = [_doc_decode_plane(decoder, prior, k, quality, rows, width, header["coding"] == 2)
+                       for _ in range(stored)]
+            assert decoder.maybe_exhausted()
+            part = np.stack([p[:, 0, :] for p in decoded]) if audio else decoded[0]
+        if audio and stored == 1:
+            part = np.repeat(part, planes, axis=0)
+        parts.append(part)
+    return header, np.concatenate(parts, axis=2 if audio else 1), alpha
+
+
+GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
+GOLDEN_FILES = [("audio", "fixed"), ("audio", "prior"), ("audio", "depth"), ("audio", "shared"),
+                ("image", "fixed"), ("image", "prior"), ("image", "depth")]
+
+
+def _same_as_vqcodec(data: bytes, model_file, codec) -> tuple[dict, bytes | None]:
+    header, codes, alpha = doc_read(data, model_file)
+    assert header == dataclasses.asdict(vqformat.parse_header(data))
+    read_header, read = codec.read_codes(data)
+    assert np.array_equal(codes, read)
+    stored = vqformat.parse_file(data)[2]
+    assert (alpha is None) == (stored is None) and (stored is None or zlib.decompress(stored) == alpha)
+    return header, alpha
+
+
+@pytest.mark.parametrize("kind, name", GOLDEN_FILES, ids=[f"{k}-{n}" for k, n in GOLDEN_FILES])
+def test_a_reader_written_from_format_md_reads_the_golden_files_as_vqcodec_does(kind, name, golden_audio_codec,
+                                                                                 golden_image_codec):
+    """docs/FORMAT.md alone (§1-§5a: offsets, widths, CRCs, flags, fixed-width bits, the prior's contexts,
+    cell orders and the depth model) is enough to read every coding's codes: doc_read above."""
+    codec = golden_audio_codec if kind == "audio" else golden_image_codec
+    header, _ = _same_as_vqcodec((GOLDEN / f"golden_{kind}_{name}.vq").read_bytes(),
+                                 GOLDEN / f"golden_{kind}.safetensors", codec)
+    assert header["coding"] == {"fixed": 0, "prior": 1, "depth": 2, "shared": 2}[name]
+    assert bool(header["flags"] & vqformat.FLAG_SHARED_CHANNELS) == (name == "shared")
+
+
+def test_a_reader_written_from_format_md_reads_an_alpha_plane(golden_image_codec):
+    from PIL import Image
+
+    rgba = np.random.default_rng(3).integers(0, 256, (12, 20, 4), dtype=np.uint8)
+    data = golden_image_codec.encode_image(Image.fromarray(rgba, "RGBA"), 2)
+    header, alpha = _same_as_vqcodec(data, GOLDEN / "golden_image.safetensors", golden_image_codec)
+    assert header["flags"] == vqformat.FLAG_ALPHA and header["mode"] == 2  # RGBA
+    assert alpha == rgba[..., 3].tobytes()
+
+
+def test_a_reader_written_from_format_md_reads_a_shipped_model_s_file_with_a_level_gain():
+    """speech16k stores its prior tables as table_z (§5), and quiet audio is coded with a level gain (§3a)."""
+    import soundfile
+
+    from vqcodec import Codec
+    from vqcodec.registry import find_model
+
+    speech = Codec.load("speech16k")
+    audio, rate = soundfile.read(str(GOLDEN.parent / "speech.flac"), dtype="float32", frames=8000, always_2d=True)
+    data = speech.encode_audio(audio.T * 0.05, rate, 3)
+    header, _ = _same_as_vqcodec(data, find_model("speech16k"), speech)
+    assert header["flags"] & vqformat.FLAG_LEVEL_GAIN and header["coding"] in vqformat.PRIOR_CODINGS
+    assert header["width"] / vqformat.GAIN_ONE == vqformat.parse_header(data).gain != 1.0
