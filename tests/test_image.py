@@ -1868,6 +1868,22 @@ def test_an_alpha_plane_that_is_not_one_whole_zlib_stream_is_refused(codec, chan
             read(damaged)
 
 
+@pytest.mark.parametrize("plane, message", [
+    (b"not a zlib stream", "does not decompress"),
+    (zlib.compress(bytes(20 * 12 - 1), 9), "has the wrong size"),
+    (zlib.compress(bytes(20 * 12 + 1), 9), "has the wrong size"),
+    (zlib.compress(bytes(20 * 12 * 100_000), 9), "has the wrong size")],  # 24 MB from 23 KB
+    ids=["garbage", "a byte short", "a byte over", "a bomb"])
+def test_an_alpha_plane_of_another_size_than_the_image_is_refused_having_inflated_one_byte_over(codec, plane, message):
+    """docs/FORMAT.md §2: the reader inflates at most width*height + 1 bytes and requires width*height."""
+    damaged = _with_alpha_section(codec.encode_image(make_image("RGBA", 20, 12, seed=2), 2), plane)
+    for read in (codec.decode_image, codec.read_codes, read_info):
+        _, peak = traced_peak(lambda: pytest.raises(VQCodecError, read, damaged))
+        assert peak < 2_000_000
+        with pytest.raises(VQCodecError, match=f"^corrupted .vq file: alpha plane {message}$"):
+            read(damaged)
+
+
 @pytest.mark.parametrize("size", [{"width": 0}, {"height": 0}, {"width": -24}, {"height": -1}])
 def test_packing_codes_refuses_a_zero_or_negative_size_naming_it(codec, size):
     # a negative width said "image -24x16 is empty"
