@@ -157,7 +157,9 @@ def test_damaged_compressed_tables_are_refused(audio_prior, damage, monkeypatch)
         CodePrior.from_tensors(tensors)
 
 
-@pytest.mark.parametrize("damage", ["sum", "zero", "version", "map", "shape"])
+@pytest.mark.parametrize("damage", ["sum", "zero", "version", "map", "shape", "map dtype", "negative map",
+                                    "up on level 0", "no version", "codebook of 1", "codebook over the limit",
+                                    "no level", "257 levels"])
 def test_damaged_prior_tensors_are_refused(audio_prior, damage):
     tensors = dict(audio_prior.to_tensors(compress=False))
     if damage == "sum":
@@ -174,12 +176,48 @@ def test_damaged_prior_tensors_are_refused(audio_prior, damage):
     elif damage == "map":
         name = next(n for n in tensors if ".map." in n)
         tensors[name] = tensors[name][:-1]
-    else:
+    elif damage == "shape":
         tensors["prior.2.table"] = tensors["prior.2.table"][:, :-1]
+    elif damage == "map dtype":
+        tensors["prior.1.map.up"] = tensors["prior.1.map.up"].to(torch.int32)
+    elif damage == "negative map":
+        tensors["prior.1.map.up"] = tensors["prior.1.map.up"].clone()
+        tensors["prior.1.map.up"][3] = -1
+    elif damage == "up on level 0":
+        tensors["prior.0.map.up"] = tensors["prior.1.map.up"]
+    elif damage == "no version":
+        del tensors["prior.version"]
+    else:  # docs/FORMAT.md §5: 2 <= K <= 2**15 and 1 <= levels <= 256
+        from vqcodec.prior import MAX_CODEBOOK
+
+        k, levels = {"codebook of 1": (1, 4), "codebook over the limit": (MAX_CODEBOOK + 1, 4), "no level": (K, 0),
+                     "257 levels": (K, 257)}[damage]
+        tensors["prior.version"] = torch.tensor([1, k, levels, 0], dtype=torch.int32)
     reason = {"sum": "do not sum", "zero": "do not sum", "version": "version 99 is not supported",
-              "map": r"map \w+ misshapen", "shape": "table is misshapen"}[damage]
+              "map": r"map \w+ misshapen", "shape": "table is misshapen", "map dtype": "map up is not int16",
+              "negative map": "map up misshapen", "up on level 0": "level 0 cannot use the coarser level",
+              "no version": "no version record"}.get(damage, "bad sizes")
     with pytest.raises(VQCodecError, match=reason):
         CodePrior.from_tensors(tensors)
+
+
+@pytest.mark.parametrize("misfit", ["image prior", "fewer levels", "other codebook size"])
+def test_a_prior_that_does_not_fit_the_model_s_codebooks_is_refused_on_loading(audio_prior, misfit, tmp_path):
+    """docs/FORMAT.md §5: a prior whose K is not the model's codebook_size, whose image flag does not
+    match the model's kind, or whose levels are fewer than the model's num_codebooks."""
+    from vqcodec.modelfile import write_model_files
+    from vqcodec.prior import LevelPrior
+
+    prior = {"image prior": CodePrior(audio_prior.levels, K, "image"),
+             "fewer levels": CodePrior(audio_prior.levels[:3], K, "audio"),
+             "other codebook size": CodePrior([LevelPrior((), {}, quantize_rows(np.ones((1, K // 2))))] * 4, K // 2,
+                                              "audio")}[misfit]
+    meta, tensors = read_model_files(GOLDEN / "golden_audio.safetensors")
+    network = {name: tensor for name, tensor in tensors.items() if not name.startswith("prior.")}
+    path = write_model_files(tmp_path / "misfit.safetensors", {**meta, "prior": prior.describe()},
+                             {**network, **prior.to_tensors()})
+    with pytest.raises(VQCodecError, match="^model misfit: its prior does not fit its codebooks$"):
+        Codec.load(str(path))
 
 
 def test_corrupt_payloads_raise_or_stay_in_range(audio_prior, image_prior):
