@@ -402,6 +402,43 @@ def test_info_json_has_the_fields_the_readme_lists(cli):
     for name, fields in (("golden_audio_shared.vq", common | audio), ("golden_image_depth.vq", common | image)):
         assert json.loads(cli("info", GOLDEN / name, "--json", text=True).stdout).keys() == fields, name
 
+DOCS = [Path(__file__).resolve().parent.parent / "README.md",
+        *sorted((Path(__file__).resolve().parent.parent / "docs").glob("*.md"))]
+
+
+def _code_in(text: str) -> list[str]:
+    """The code of a markdown text: its fenced blocks, its `inline` spans and its indented command lines."""
+    fenced = re.findall(r"```.*?\n(.*?)```", text, flags=re.S)
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    return fenced + re.findall(r"`([^`\n]+)`", text) + [line for line in text.splitlines()
+                                                        if line.startswith("    ") and "vqcodec " in line]
+
+
+def test_the_docs_name_only_commands_and_options_that_exist_and_the_readme_names_every_option():
+    """Every `vqcodec COMMAND --option` in README.md and docs/ is one of that command's options, and every
+    long option of every command is named in the README (--quality was only ever shown as -q)."""
+    from vqcodec.cli import cli as group
+
+    options = {name: {opt for param in command.params for opt in param.opts + param.secondary_opts} | {"-h", "--help"}
+               for name, command in group.commands.items()}
+    unknown, seen = [], 0
+    for doc in DOCS:
+        for code in _code_in(doc.read_text(encoding="utf-8")):
+            for line in code.splitlines():
+                for use in re.finditer(r"(?<![\w./-])(?<!this )vqcodec ([\w-]+)([^#|;>&`]*)", line):
+                    command, rest = use.groups()
+                    seen += 1
+                    given = re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", rest)
+                    unknown += [f"{doc.name}: vqcodec {command} {option}" for option in given
+                                if option not in options.get(command, ())] if command in options else \
+                               [f"{doc.name}: no command vqcodec {command}"]
+    assert seen > 100 and not unknown
+    readme = DOCS[0].read_text(encoding="utf-8")
+    missing = [f"vqcodec {name} {opt}" for name, opts in options.items() for opt in sorted(opts)
+               if opt.startswith("--") and opt != "--help" and not re.search(re.escape(opt) + r"(?![\w-])", readme)]
+    assert not missing
+
+
 def test_info_json_verbose_of_a_damaged_file_has_a_null_payload(cli, tmp_path):
     """`info --json --verbose` of a file cut short printed its header's fields without "payload", a key that
     --verbose adds: a reader of the JSON met a missing key where the table could not be made."""
