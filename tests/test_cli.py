@@ -439,6 +439,34 @@ def test_the_docs_name_only_commands_and_options_that_exist_and_the_readme_names
     assert not missing
 
 
+README_PYTHON_SETUP = """
+import numpy as np, PIL.Image, soundfile, vqcodec
+audio, rate = soundfile.read("talk.flac", dtype="float32")
+audio = audio.T
+rgb_uint8 = np.asarray(PIL.Image.open("photo.png").convert("RGB"))
+"""
+
+
+def test_the_readme_s_python_api_and_tokens_examples_run_as_written(cli, tmp_path):
+    """The README's first two Python blocks, run one after the other on a short recording and a small photo,
+    their placeholders (`audio`, `rgb_uint8`, talk.vq, tokens/) made first. The only change: the hour-long
+    file's start=3600.0 becomes start=0.25. (The third block trains for an hour, as it says.)"""
+    from PIL import Image
+
+    blocks = re.findall(r"```python\n(.*?)```", DOCS[0].read_text(encoding="utf-8"), flags=re.S)
+    assert "codec.decode_audio(data, start=3600.0" in blocks[0] and "tokens/codes.json" in blocks[1]
+    audio, rate = soundfile.read(str(Path(__file__).parent / "data" / "speech.flac"), frames=24000)
+    soundfile.write(str(tmp_path / "talk.flac"), audio, rate)
+    (tmp_path / "my_recordings").mkdir()
+    soundfile.write(str(tmp_path / "my_recordings" / "a.flac"), audio[:8000], rate)
+    Image.open(Path(__file__).parent / "data" / "photo.png").crop((0, 0, 96, 64)).save(tmp_path / "photo.png")
+    for command in (("encode", "talk.flac", "talk.vq", "-q", "4"), ("codes", "my_recordings/", "tokens/")):
+        assert cli(*command, cwd=tmp_path).returncode == 0
+    script = README_PYTHON_SETUP + blocks[0].replace("start=3600.0", "start=0.25") + blocks[1]
+    result = run_python("-c", script, cwd=tmp_path, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_info_json_verbose_of_a_damaged_file_has_a_null_payload(cli, tmp_path):
     """`info --json --verbose` of a file cut short printed its header's fields without "payload", a key that
     --verbose adds: a reader of the JSON met a missing key where the table could not be made."""
