@@ -439,6 +439,15 @@ def test_the_docs_name_only_commands_and_options_that_exist_and_the_readme_names
     assert not missing
 
 
+def test_every_training_command_of_the_docs_gives_the_budget_train_needs():
+    """`vqcodec train DIR` without --max-minutes or --max-steps is refused ('give a budget'): two of the
+    README's commands (growing a model, widening a decoder) lacked one, so they failed as written."""
+    commands = [line[use.start():] for doc in DOCS for code in _code_in(doc.read_text(encoding="utf-8"))
+                for line in code.splitlines() for use in re.finditer(r"vqcodec train \S+ --out", line)]
+    assert len(commands) >= 15
+    assert [c for c in commands if "--max-minutes" not in c and "--max-steps" not in c] == []
+
+
 README_PYTHON_SETUP = """
 import numpy as np, PIL.Image, soundfile, vqcodec
 audio, rate = soundfile.read("talk.flac", dtype="float32")
