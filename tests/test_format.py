@@ -635,6 +635,13 @@ def test_format_md_header_table_matches_the_code():
     assert (number(gains.group(1)), number(gains.group(2))) == (vqformat.MIN_GAIN, vqformat.MAX_GAIN)
     seconds = re.search(r"MAX_AUDIO_SECONDS` \(([0-9 ]+) s\)", section)
     assert number(seconds.group(1)) == vqformat.MAX_AUDIO_SECONDS
+    from vqcodec import codec as codec_module, prior
+
+    writers = re.search(r"Writers use (\d+) \(`AUDIO_CHUNK_FRAMES`\) or (\d+) \(`IMAGE_CHUNK_ROWS`\)", section)
+    assert tuple(map(int, writers.groups())) == (codec_module.AUDIO_CHUNK_FRAMES, codec_module.IMAGE_CHUNK_ROWS)
+    sizes = re.search(r"with 2 ≤ K ≤ (2\^\d+) and 1 ≤ levels ≤ (\d+)", doc)
+    assert number(sizes.group(1)) == prior.MAX_CODEBOOK and int(sizes.group(2)) == 256
+    assert number(re.search(r"a table of more than (2\^\d+) bytes", doc).group(1)) == prior.MAX_TABLE_BYTES
 
 
 
