@@ -890,3 +890,17 @@ def test_a_reader_written_from_format_md_reads_a_shipped_model_s_file_with_a_lev
     header, _ = _same_as_vqcodec(data, find_model("speech16k"), speech)
     assert header["flags"] & vqformat.FLAG_LEVEL_GAIN and header["coding"] in vqformat.PRIOR_CODINGS
     assert header["width"] / vqformat.GAIN_ONE == vqformat.parse_header(data).gain != 1.0
+
+
+def test_the_too_short_message_format_md_quotes_is_the_one_raised(golden_audio_codec):
+    """docs/FORMAT.md §5 "Too short" quoted it as `payload too short for its N codes`, which no error says."""
+    import re
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "FORMAT.md").read_text(encoding="utf-8")
+    quoted = re.search(r"\(`CodePrior\.min_bits`, `([^`]+)`\)", doc).group(1)
+    pattern = re.escape(quoted).replace("N", r"\d+").replace("M", r"\d+")
+    header = vqformat.parse_header((GOLDEN / "golden_audio_prior.vq").read_bytes())
+    header.length, header.chunk_frames = header.sample_rate * 300, 1 << 20  # 600 000 frames in one chunk
+    with pytest.raises(FormatError) as refused:
+        golden_audio_codec.read_codes(vqformat.build_file(header, [b""]))
+    assert re.search(pattern, str(refused.value)), str(refused.value)
