@@ -448,6 +448,19 @@ def test_every_training_command_of_the_docs_gives_the_budget_train_needs():
     assert [c for c in commands if "--max-minutes" not in c and "--max-steps" not in c] == []
 
 
+def test_ci_runs_exactly_the_two_commands_of_the_readme_s_install_section():
+    """README: "Two commands ... (CI runs exactly these, see `.ci/run`)"."""
+    readme = DOCS[0].read_text(encoding="utf-8")
+    section = readme[readme.index("## Install and try it"):readme.index("## Use")]
+    commands = re.findall(r"```sh\n(.*?)\n```", section, flags=re.S)
+    ci = (DOCS[0].parent / ".ci" / "run").read_text(encoding="utf-8")
+    variables = dict(re.findall(r'^(\w+)="([^"]*)"', ci, flags=re.M))
+    run = [re.sub(r"\$\{(\w+)\}", lambda used: variables[used.group(1)], variables[command])
+           for command in ("CMD_A", "CMD_B")]
+    assert len(commands) == 2 and run == commands
+    assert "tests/data/speech.flac" in commands[0] and (DOCS[0].parent / "tests" / "data" / "speech.flac").is_file()
+
+
 README_PYTHON_SETUP = """
 import numpy as np, PIL.Image, soundfile, vqcodec
 audio, rate = soundfile.read("talk.flac", dtype="float32")
