@@ -220,6 +220,18 @@ def test_a_prior_that_does_not_fit_the_model_s_codebooks_is_refused_on_loading(a
         Codec.load(str(path))
 
 
+def test_one_surplus_word_is_tolerated_and_two_are_data_left_over(golden_audio_codec):
+    """docs/FORMAT.md §5: "left over" is constriction's maybe_exhausted() being false, which rejects two or
+    more surplus words after the last symbol but tolerates one (the chunk CRC is what detects damage)."""
+    header, chunks, _ = vqformat.parse_file((GOLDEN / "golden_audio_prior.vq").read_bytes())
+    codes = golden_audio_codec.read_codes(vqformat.build_file(header, chunks))[1]
+    for word in (b"\0" * 4, b"\x12\x34\x56\x78"):
+        padded = vqformat.build_file(header, [chunks[0] + word] + chunks[1:])
+        assert np.array_equal(golden_audio_codec.read_codes(padded)[1], codes)
+        with pytest.raises(FormatError, match="^corrupted chunk: entropy-coded payload has data left over$"):
+            golden_audio_codec.read_codes(vqformat.build_file(header, [chunks[0] + word * 2] + chunks[1:]))
+
+
 def test_corrupt_payloads_raise_or_stay_in_range(audio_prior, image_prior):
     """A damaged payload (one whose CRC was forged) never crashes, hangs or yields an index out of range."""
     rng = np.random.default_rng(3)
