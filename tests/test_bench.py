@@ -301,12 +301,13 @@ for line in sys.stdin:
 
 def documented_commands() -> list[tuple[str, str]]:
     """Each `python bench/SCRIPT ...` command that README.md and docs/ give (in backticks, or a line of its own),
-    but those with a placeholder (<its file>)."""
+    a placeholder such as <its file> given as a model name."""
     commands = []
     for doc in [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]:
         text = doc.read_text()
-        found = re.findall(r"`(python bench/\w+\.py[^`]*)`", text) + re.findall(r"^(python bench/\w+\.py.*)$", text, re.M)
-        commands += [(doc.name, " ".join(command.split())) for command in found if "<" not in command]
+        found = (re.findall(r"`(python\s+bench/\w+\.py[^`]*)`", text)  # a backticked command may wrap a line
+                 + re.findall(r"^(python bench/\w+\.py.*)$", text, re.M))
+        commands += [(doc.name, " ".join(re.sub(r"<[^<>]+>", "speech16k", command).split())) for command in found]
     return list(dict.fromkeys(commands))
 
 
