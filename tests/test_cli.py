@@ -1271,6 +1271,30 @@ def test_decode_and_info_refuse_a_damaged_header_from_its_first_bytes(tiny_model
         assert stdin.taken < 1 << 20, f"{args[0]} read {stdin.taken} bytes behind a damaged header"
 
 
+def test_decode_and_info_read_a_stream_no_further_than_a_bound_past_its_last_chunk(encoded, tiny_model_path,
+                                                                                  monkeypatch, capsys):
+    """`cat talk.vq /dev/zero | vqcodec info -` read stdin until memory ran out: a stream is read as far as
+    its chunks go and at most 1 MiB beyond (which, under that bound, is the usual 'unexpected bytes')."""
+    from vqcodec.cli import run
+
+    data = (encoded / "out.vq").read_bytes()
+    lost = bytearray(data)
+    lost[vqformat.HEADER_SIZE:vqformat.HEADER_SIZE + 4] = (1 << 31).to_bytes(4, "little")  # chunk 0's length
+    for args in (["info", "-"], ["decode", "-", "-", "-m", str(tiny_model_path)]):
+        for head, error in ((data, "a .vq stream goes on past its last chunk: more than 1 MiB follows it"),
+                            (bytes(lost), "corrupted .vq file (chunk 0 claims 2147483648 bytes), and more than 1 MiB "
+                                          "follows it")):
+            stdin = Recording(head)
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(stdin)))
+            monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(ShortWrites(), write_through=True))
+            assert run(args) == 1
+            assert capsys.readouterr().err == f"vqcodec: error: {error}; not read further (is it one .vq file?)\n"
+            assert stdin.taken < 3 << 20, f"{args[0]} read {stdin.taken} bytes"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(data + bytes(1 << 20)))))
+    assert run(["info", "-"]) == 1
+    assert capsys.readouterr().err.startswith(f"vqcodec: error: {1 << 20} unexpected bytes after the last chunk")
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
 def test_fifos_and_devices_are_read_and_written_through(encoded, cli, tiny_model_path, tmp_path):
     """A FIFO (a named pipe, <(...) or >(...)) is read as stdin is (soundfile must seek; a first read of

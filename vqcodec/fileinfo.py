@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +12,9 @@ import numpy as np
 from . import format as vqformat
 from .errors import VQCodecError
 from .io import ALPHA_MODES, IMAGE_MODE_NAMES, checked_flag
+
+TRAILING_STREAM_BYTES = 1 << 20  # read after the last chunk of a .vq stream that is no regular file, at most
+READ_BLOCK = 1 << 20
 
 
 @dataclass
@@ -82,13 +87,65 @@ def vq_bytes(data) -> bytes:
 def read_vq_stream(stream) -> bytes:
     """All the bytes of a binary stream that holds a `.vq` file. A first HEADER_SIZE bytes that
     parse_header refuses are refused before the rest (a recording given by mistake, gigabytes maybe,
-    or a stream that does not end) is read into memory."""
+    or a stream that does not end) is read into memory. A regular file is read whole; any other
+    stream (a pipe) as far as its header's chunks go, then at most TRAILING_STREAM_BYTES more, past
+    which it is refused (`cat talk.vq /dev/zero` was read until memory ran out)."""
     head = b""
     while len(head) < vqformat.HEADER_SIZE and (piece := _read_bytes(stream, vqformat.HEADER_SIZE - len(head))):
         head += piece
     if head and (not head.startswith(vqformat.MAGIC) or len(head) == vqformat.HEADER_SIZE):
-        vqformat.parse_header(head)
-    return head + _read_bytes(stream)
+        header = vqformat.parse_header(head)
+    if len(head) < vqformat.HEADER_SIZE:
+        return head  # the stream ended
+    if _is_regular_file(stream):  # read again from its start, in one piece: not held twice, as head + rest was
+        stream.seek(-len(head), os.SEEK_CUR)
+        return _read_bytes(stream)
+    return _read_framed(stream, header, head)
+
+
+def _is_regular_file(stream) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # BytesIO has no descriptor
+        return False
+
+
+def _read_framed(stream, header: vqformat.Header, head: bytes) -> bytes:
+    """The rest of a `.vq` stream after its header: its chunks, read by their framing, and what follows them up
+    to TRAILING_STREAM_BYTES (which parse_file refuses, and salvage ignores)."""
+    pieces = [head]
+    lost = None  # the chunk whose framing is lost, and its length, where one is
+    for index in range(header.chunk_count + (1 if header.flags & vqformat.FLAG_ALPHA else 0)):
+        chunk_head = _read_up_to(stream, vqformat.CHUNK_HEAD_SIZE)
+        pieces.append(chunk_head)
+        if len(chunk_head) < vqformat.CHUNK_HEAD_SIZE:
+            return b"".join(pieces)
+        length = vqformat.chunk_length(chunk_head)
+        if length > vqformat.MAX_CHUNK_BYTES:
+            lost = index, length
+            break
+        payload = _read_up_to(stream, length)
+        pieces.append(payload)
+        if len(payload) < length:
+            return b"".join(pieces)
+    rest = _read_up_to(stream, TRAILING_STREAM_BYTES + 1)
+    if len(rest) > TRAILING_STREAM_BYTES:
+        found = (f"corrupted .vq file (chunk {lost[0]} claims {lost[1]} bytes), and" if lost else
+                 "a .vq stream goes on past its last chunk:")
+        raise vqformat.FormatError(f"{found} more than {TRAILING_STREAM_BYTES >> 20} MiB follows it; not read further "
+                                   "(is it one .vq file?)")
+    pieces.append(rest)
+    return b"".join(pieces)
+
+
+def _read_up_to(stream, size: int) -> bytes:
+    """`size` bytes of a stream, fewer only where it ends, read a block at a time (a chunk head may claim
+    128 MiB that never come)."""
+    pieces, got = [], 0
+    while got < size and (piece := _read_bytes(stream, min(size - got, READ_BLOCK))):
+        pieces.append(piece)
+        got += len(piece)
+    return b"".join(pieces)
 
 
 def _read_bytes(stream, size: int = -1) -> bytes:

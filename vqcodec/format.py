@@ -21,6 +21,7 @@ HEADER_SIZE = 56
 _HEADER = struct.Struct("<4sBBBB8sIIQIIHBBII")  # everything before the header CRC
 assert _HEADER.size + 4 == HEADER_SIZE
 _CHUNK_HEAD = struct.Struct("<II")  # payload length, payload CRC32
+CHUNK_HEAD_SIZE = _CHUNK_HEAD.size
 
 KIND_AUDIO, KIND_IMAGE = 0, 1
 KIND_NAMES = {KIND_AUDIO: "audio", KIND_IMAGE: "image"}
@@ -153,6 +154,11 @@ def expected_chunk_count(total_frames: int, chunk_frames: int) -> int:
 
 def pack_chunk(payload: bytes) -> bytes:
     return _CHUNK_HEAD.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def chunk_length(chunk_head: bytes) -> int:
+    """The payload length a chunk's head gives."""
+    return _CHUNK_HEAD.unpack_from(chunk_head)[0]
 
 
 def read_chunks(data: bytes, count: int, offset: int = HEADER_SIZE, first_index: int = 0) -> tuple[list[bytes], int]:
