@@ -1295,6 +1295,30 @@ def test_decode_and_info_read_a_stream_no_further_than_a_bound_past_its_last_chu
     assert capsys.readouterr().err.startswith(f"vqcodec: error: {1 << 20} unexpected bytes after the last chunk")
 
 
+def test_encode_and_codes_refuse_a_pipe_of_no_media_from_its_first_bytes_and_bound_the_copy(encoded, tiny_model_path,
+                                                                                             monkeypatch, capsys):
+    """`cat /dev/zero | vqcodec encode - out.vq` copied stdin into $TMPDIR until it was full: audio of no
+    format libsndfile recognises is refused from its first MiB (as all of it would be), a .vq file is read
+    no further than its chunks and 1 MiB past them, and media are copied up to MAX_SPOOL_BYTES."""
+    import vqcodec.cli
+    from vqcodec.cli import run
+
+    monkeypatch.setattr(vqcodec.cli, "MAX_SPOOL_BYTES", 8 << 20)
+    wav, vq = (encoded / "in.wav").read_bytes(), (encoded / "out.vq").read_bytes()
+    for command in ("encode", "codes"):
+        args = [command, "-", "-", "-m", str(tiny_model_path)]
+        for head, error in ((b"", "cannot read (audio from )?stdin: .*"),
+                            (vq, re.escape("a .vq stream goes on past its last chunk: more than 1 MiB follows it; not "
+                                           "read further (is it one .vq file?)")),
+                            (wav[:44], re.escape("stdin goes on past 0.0078125 GiB, the most that is copied from a "
+                                                 "pipe: give the input as a file"))):
+            stdin = Recording(head)
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(stdin)))
+            monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(ShortWrites(), write_through=True))
+            assert run(args) == 1 and re.fullmatch(f"vqcodec: error: {error}\n", capsys.readouterr().err)
+            assert stdin.taken < (10 << 20 if head == wav[:44] else 3 << 20), f"{command} read {stdin.taken} bytes"
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
 def test_fifos_and_devices_are_read_and_written_through(encoded, cli, tiny_model_path, tmp_path):
     """A FIFO (a named pipe, <(...) or >(...)) is read as stdin is (soundfile must seek; a first read of

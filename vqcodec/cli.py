@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import logging
 import math
@@ -33,6 +34,7 @@ logging.getLogger("PIL").addHandler(logging.NullHandler())
 # ---------------------------------------------------------------- helpers
 
 SPOOL_BLOCK = 1 << 20  # bytes copied at a time between stdin or stdout and a temporary file
+MAX_SPOOL_BYTES = 32 << 30  # media copied from stdin or a pipe, at most: a day of 48 kHz stereo float samples
 
 
 def _stdin():
@@ -88,19 +90,30 @@ def _writing_stdout():
         raise VQCodecError(f"cannot write stdout: {exc.strerror or exc}") from None
 
 
-def _media_source(path: str):
+def _media_source(path: str, forced: str | None = None):
     """The input of encode and codes: a checked path, or for stdin and for a FIFO or device (a process
     substitution, <(...)), a copy in an anonymous temporary file, rewound: soundfile and Pillow need to
-    seek, long audio is read twice, and a file on disk keeps long input out of memory."""
+    seek, long audio is read twice, and a file on disk keeps long input out of memory. Its first block
+    decides, before the rest is copied (`cat /dev/zero` filled $TMPDIR): a .vq file is read as
+    read_vq_stream reads one, into memory; audio of no format libsndfile recognises is refused as reading
+    it would refuse it; the copy is refused past MAX_SPOOL_BYTES."""
     from .io import is_stream_file
 
     if path != "-" and not is_stream_file(path):
         return _checked_path(path)
     with _input_stream(path) as stream:
+        head = stream.read(SPOOL_BLOCK)
+        if head.startswith(vqformat.MAGIC):
+            from .fileinfo import read_vq_stream
+
+            data = io.BytesIO(read_vq_stream(_Prepended(head, stream)))
+            data.name = 0 if path == "-" else path  # as the spool's own: warnings name stdin or the FIFO (io.input_name)
+            return data
+        _refuse_unrecognised_audio(head, path, forced)
         spool = tempfile.TemporaryFile()  # made once the input is known to be there, else it is left open
         try:
             with _spool_room():
-                shutil.copyfileobj(stream, spool, SPOOL_BLOCK)
+                _spool(head, stream, spool, path)
         except BaseException:
             spool.close()
             raise
@@ -108,6 +121,44 @@ def _media_source(path: str):
         spool.raw.name = path
     spool.seek(0)
     return spool
+
+
+class _Prepended:
+    """A stream's bytes read so far (`head`), then the rest of the stream."""
+
+    def __init__(self, head: bytes, stream):
+        self.head, self.stream = head, stream
+
+    def read(self, size: int = -1) -> bytes:
+        if not self.head:
+            return self.stream.read(size)
+        if size < 0:
+            size = len(self.head)
+        piece, self.head = self.head[:size], self.head[size:]
+        return piece
+
+
+def _refuse_unrecognised_audio(head: bytes, path: str, forced: str | None) -> None:
+    """Refuse input taken for audio whose first bytes are of no format libsndfile recognises, from them."""
+    from .io import unrecognised_audio
+
+    if head and _media_kind(head[:16], path, forced) == "audio":
+        refusal = unrecognised_audio(head, "from stdin" if path == "-" else path)
+        if refusal is not None:
+            with _audio_by_default(path, "audio", forced):
+                raise refusal
+
+
+def _spool(head: bytes, stream, spool, path: str) -> None:
+    """Copy `head`, then the rest of `stream`, into `spool`, refused past MAX_SPOOL_BYTES."""
+    spool.write(head)
+    copied = len(head)
+    while block := stream.read(SPOOL_BLOCK):
+        copied += len(block)
+        if copied > MAX_SPOOL_BYTES:
+            raise VQCodecError(f"{'stdin' if path == '-' else path} goes on past {MAX_SPOOL_BYTES / (1 << 30):g} GiB, the most "
+                               "that is copied from a pipe: give the input as a file")
+        spool.write(block)
 
 
 @contextlib.contextmanager
@@ -487,7 +538,7 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
     _refuse_media_output_name(output_path)
     _refuse_output_file(output_path, force, input_path)
     # Files are streamed from disk, so long audio never sits in memory; stdin and FIFOs are spooled to disk first.
-    source = _media_source(input_path)
+    source = _media_source(input_path, kind)
     if not isinstance(source, Path):
         click.get_current_context().with_resource(source)  # the spool is closed when the command ends
         head = source.read(16)
@@ -1239,7 +1290,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
         return
     _refuse_media_output_name(output_path, "codes", ".npy")
     _refuse_output_file(output_path, force, input_path)
-    source = _media_source(input_path)
+    source = _media_source(input_path, kind)
     with (open(source, "rb") if isinstance(source, Path) else source) as stream:
         head = stream.read(16)
         if not head:
@@ -1410,8 +1461,6 @@ def _read_npy(source, name: str, into, codebook_size: int):
     before anything is allocated (a header may claim any shape) against the bytes there, or, where
     a stream does not say how many it holds, against the memory this process may use. Arrays of
     anything but integers (pickles too) are refused, and so is a value `into` cannot hold."""
-    import io
-
     import numpy as np
 
     stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source

@@ -330,6 +330,26 @@ def unreadable_audio(where, exc: Exception) -> VQCodecError:
     return VQCodecError(f"cannot read audio {where}: {_soundfile_reason(exc)}")
 
 
+# libsndfile's reasons for input whose first bytes are of no format it reads: "Format not recognised.", or
+# those of its last guess, a Sound Designer II resource fork. The first bytes decide them, so a file's
+# first MiB gives the same reason as all of it.
+UNRECOGNISED_AUDIO_REASONS = {"Format not recognised.", "bad resource fork.", "bad map offset.", "bad map length.",
+                              "bad data offset.", "bad data length.", "bad sample size."}
+
+
+def unrecognised_audio(head: bytes, where) -> VQCodecError | None:
+    """The error that reading audio which begins with `head` gives where libsndfile recognises no format in
+    those bytes (`where` as for unreadable_audio); None where it opens them, or finds them cut short or
+    damaged, which the rest of the input may not be."""
+    try:
+        with decoder_lines(None):
+            soundfile.info(BytesIO(head))
+    except Exception as exc:  # soundfile raises several types for unreadable input
+        if _soundfile_reason(exc) in UNRECOGNISED_AUDIO_REASONS:
+            return unreadable_audio(where, exc)
+    return None
+
+
 class SoundStream:
     """A binary stream as soundfile reads it, whose seek to where the stream cannot go stays where it
     is: libsndfile skips a chunk by the size its header declares, and a size past what a file may
