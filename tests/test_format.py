@@ -382,6 +382,19 @@ def test_huge_chunk_length_is_rejected_before_reading(small_vq):
             vqformat.parse_file(bytes(data))
 
 
+def test_parse_file_holds_the_file_once():
+    """parse_file copied every payload out of the file's bytes: a file held twice, 128 MiB more for a 128 MiB file."""
+    from conftest import traced_peak
+
+    payloads = [bytes([i]) * (1 << 20) for i in range(8)]
+    header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=vqformat.CODING_FIXED, quality=1, model_id=bytes(8),
+                             sample_rate=8000, length=8000, channels=1, chunk_frames=500)
+    data = vqformat.build_file(header, payloads)
+    (_, chunks, _), peak = traced_peak(lambda: vqformat.parse_file(data))
+    assert chunks == payloads
+    assert peak < len(data) // 8, f"parse_file of a {len(data)}-byte file allocated {peak} bytes"
+
+
 def test_read_chunks_names_the_chunk_each_error_is_in():
     """The messages are made only when one is raised (they cost as much as reading a small chunk)."""
     body = b"".join(vqformat.pack_chunk(bytes([i]) * 3) for i in range(3))

@@ -161,8 +161,11 @@ def chunk_length(chunk_head: bytes) -> int:
     return _CHUNK_HEAD.unpack_from(chunk_head)[0]
 
 
-def read_chunks(data: bytes, count: int, offset: int = HEADER_SIZE, first_index: int = 0) -> tuple[list[bytes], int]:
-    """Read `count` chunks from `data` at `offset`; returns the payloads and the offset after them."""
+def read_chunks(data: bytes, count: int, offset: int = HEADER_SIZE, first_index: int = 0
+                ) -> tuple[list[memoryview], int]:
+    """Read `count` chunks from `data` at `offset`; returns the payloads, read-only views of `data` (copies
+    held the file's bytes a second time), and the offset after them."""
+    view = memoryview(data if isinstance(data, bytes) else bytes(data)).toreadonly()
     payloads = []
     for index in range(first_index, first_index + count):  # messages made only when raised: a file may hold millions
         if offset + _CHUNK_HEAD.size > len(data):
@@ -173,16 +176,17 @@ def read_chunks(data: bytes, count: int, offset: int = HEADER_SIZE, first_index:
             raise FormatError(f"chunk {index} claims {length} bytes")
         if offset + length > len(data):
             raise FormatError(f"truncated .vq file (chunk {index} cut short)")
-        payload = data[offset:offset + length]
+        payload = view[offset:offset + length]
         if zlib.crc32(payload) != crc:
             raise FormatError(f"corrupted .vq file (chunk {index} CRC mismatch)")
-        payloads.append(bytes(payload))
+        payloads.append(payload)
         offset += length
     return payloads, offset
 
 
-def parse_file(data: bytes) -> tuple[Header, list[bytes], bytes | None]:
-    """Parse a whole file into its header, its code chunk payloads and its alpha section (or None).
+def parse_file(data: bytes) -> tuple[Header, list[memoryview], memoryview | None]:
+    """Parse a whole file into its header, its code chunk payloads and its alpha section (or None), as
+    read-only views of `data`.
 
     Whether chunk_count fits the header's dimensions depends on the model's stride, so the codec
     checks that; here it is bounded by the bytes actually present.
