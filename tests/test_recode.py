@@ -263,7 +263,7 @@ def test_recode_refusals(speech_codec, image_codec, recordings):
     with pytest.raises(VQCodecError, match="file was written by model"):
         image_codec.recode(top, 4)
     fixed = Codec.load("speech16k", coding="fixed")
-    with pytest.raises(VQCodecError, match="per-cell depth.*fixed-width coding cannot hold"):
+    with pytest.raises(VQCodecError, match="per-cell depth.*fixed-width coding at 3 cannot hold: recode to quality=1"):
         fixed.recode(top, 3)  # the file's frames stop at several depths
 
 
@@ -273,8 +273,10 @@ def test_codes_that_stop_short_refused_for_fixed_width_coding_say_what_to_do(cli
     (tmp_path / "talk.vq").write_bytes(recordings[0][2])
     result = cli("encode", tmp_path / "talk.vq", tmp_path / "small.vq", "-q", "3", "--coding", "fixed", text=True)
     assert result.returncode == 1 and result.stderr.endswith(
-        "which fixed-width coding cannot hold: code them with the model's prior (--coding auto)\n"), result.stderr
-    with pytest.raises(VQCodecError, match=r"cannot hold: code them with the model's prior \(coding='auto'\)$"):
+        "which fixed-width coding at 3 cannot hold: recode to -q 1 or fewer, or code them with the model's prior "
+        "(--coding auto)\n"), result.stderr
+    with pytest.raises(VQCodecError, match=r"cannot hold: recode to quality=1 or fewer, or code them with the model's "
+                                           r"prior \(coding='auto'\)$"):
         Codec.load("speech16k", coding="fixed").recode(recordings[0][2], 3)
     codes = np.zeros((1, codec.num_codebooks, 10), dtype=np.int64)
     codes[:, 1:, 5:] = -1
@@ -282,6 +284,30 @@ def test_codes_that_stop_short_refused_for_fixed_width_coding_say_what_to_do(cli
     with pytest.raises(VQCodecError, match="cannot hold: model tiny has no prior to code them with "
                                            r"\(`vqcodec fit-prior` fits one\)$"):
         codec.codes_to_file(codes)
+
+
+def test_a_per_cell_depth_file_is_recoded_fixed_width_up_to_its_shallowest_cell(cli, tmp_path):
+    """A rate search coded fixed-width on a per-cell-depth file was refused at its first try, at the file's own
+    quality, where some cells stop short: it searches the qualities every cell holds, and what cannot be
+    done says why."""
+    golden = DATA / "golden"
+    image, audio = (golden / "golden_image_depth.vq").read_bytes(), (golden / "golden_audio_depth.vq").read_bytes()
+    fixed = Codec.load(str(golden / "golden_image.safetensors"), coding="fixed")
+    recoded = fixed.recode(image, max_rate=30)
+    header = vqformat.parse_header(recoded)
+    assert header.coding == vqformat.CODING_FIXED and header.quality == 1  # its shallowest cells hold 1 of 3
+    assert np.array_equal(fixed.read_codes(recoded)[1], fixed.read_codes(image)[1][:1])
+    assert fixed.recode(image, 1) == recoded
+    with pytest.raises(VQCodecError, match=r"^some frames or cells of this file stop at 1 codebook \(per-cell depth\), "
+                                           r"which fixed-width coding at 3 cannot hold: recode to quality=1 or fewer, or "
+                                           r"code them with the model's prior \(coding='auto'\)$"):
+        fixed.recode(image)
+    with pytest.raises(VQCodecError, match=r"^some frames or cells of this file hold no codes \(per-cell depth\), which "
+                                           r"fixed-width coding cannot hold at any quality: code them"):
+        Codec.load(str(golden / "golden_audio.safetensors"), coding="fixed").recode(audio, max_rate=100)
+    result = cli("encode", golden / "golden_image_depth.vq", tmp_path / "fixed.vq", "--coding", "fixed", "--bpp", "30",
+                 "-m", golden / "golden_image.safetensors")
+    assert result.returncode == 0 and (tmp_path / "fixed.vq").read_bytes() == recoded, result.stderr
 
 
 def test_cli_recode(cli, tmp_path, recordings):

@@ -942,13 +942,30 @@ class Codec:
         coding = self._coding_id()
         if (codes < 0).any():
             if coding != vqformat.CODING_PRIOR:
-                advice = ("code them with the model's prior (" + setting("--coding auto", "coding='auto'") + ")"
-                          if self.fixed_width_cause() == "fixed coding" else
-                          f"model {self.name} has no prior to code them with (`vqcodec fit-prior` fits one)")
                 raise VQCodecError("some frames or cells stop short of the last codebook (per-cell depth, code -1), "
-                                   f"which fixed-width coding cannot hold: {advice}")
+                                   f"which fixed-width coding cannot hold: {self._prior_advice()}")
             return vqformat.CODING_PRIOR_DEPTH
         return coding
+
+    def _prior_advice(self) -> str:
+        """What to do with codes that stop short, which this codec codes fixed-width."""
+        return ("code them with the model's prior (" + setting("--coding auto", "coding='auto'") + ")"
+                if self.fixed_width_cause() == "fixed coding" else
+                f"model {self.name} has no prior to code them with (`vqcodec fit-prior` fits one)")
+
+    def _fixed_width_quality(self, cuts: FileCuts, quality: int, searched: bool) -> int:
+        """The quality a recode coded fixed-width, which holds every level of every cell, can have: `quality`, or
+        with a rate `searched`, at most the depth of the file's shallowest cell; refused where that is 0, or
+        below `quality` without a search (a per-cell-depth file's search was refused at its first try)."""
+        shallowest = cuts.shallowest()
+        if shallowest >= quality or searched and shallowest > 0:
+            return min(quality, shallowest)
+        if not shallowest:
+            raise VQCodecError("some frames or cells of this file hold no codes (per-cell depth), which fixed-width "
+                               f"coding cannot hold at any quality: {self._prior_advice()}")
+        raise VQCodecError(f"some frames or cells of this file stop at {plural(shallowest, 'codebook')} (per-cell "
+                           f"depth), which fixed-width coding at {quality} cannot hold: recode to "
+                           f"{setting(f'-q {shallowest}', f'quality={shallowest}')} or fewer, or {self._prior_advice()}")
 
     def _prior_id(self, coding: int) -> int:
         return self.prior.prior_id if coding in vqformat.PRIOR_CODINGS else 0
@@ -1584,6 +1601,8 @@ class Codec:
         self.check_weights(rate=False, depth=quality < stored or max_rate is not None)
         variable_depth = self._coding_id() == vqformat.CODING_PRIOR
         weight = self.depth_weight if variable_depth else 0.0
+        if not variable_depth and header.coding == vqformat.CODING_PRIOR_DEPTH:
+            quality = self._fixed_width_quality(cuts, quality, max_rate is not None)
         if max_rate is None:
             return pack(quality, weight if quality < stored else 0.0)
         if audio:

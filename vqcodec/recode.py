@@ -53,6 +53,10 @@ class FileCuts:
                 flat[:quality].masked_fill(torch.arange(quality)[:, None] >= depth[None], ABSENT).numpy(), b - a)
         return cut
 
+    def shallowest(self) -> int:
+        """The fewest levels any frame or cell holds."""
+        return min(int(self._chunk(a, b)[1].min()) for a, b in self.spans)
+
     def _chunk(self, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A chunk's codes as (Q, cells), cells channel by channel for audio, and each cell's depth."""
         codes = self.codes[:, :, a:b] if self.audio else self.codes[:, a:b]
