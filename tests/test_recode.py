@@ -310,6 +310,29 @@ def test_a_per_cell_depth_file_is_recoded_fixed_width_up_to_its_shallowest_cell(
     assert result.returncode == 0 and (tmp_path / "fixed.vq").read_bytes() == recoded, result.stderr
 
 
+def test_encode_of_a_vq_file_at_its_own_quality_says_its_codes_are_kept_and_refuses_a_copy(cli, tmp_path):
+    """`encode a.vq b.vq` without -q, --bitrate or --bpp wrote the file again without a word: a copy of it, or
+    its codes coded another way."""
+    golden = DATA / "golden"
+    model = ["-m", golden / "golden_audio.safetensors"]
+    for name in ("golden_audio_depth.vq", "golden_audio_prior.vq"):
+        for options in ([], ["-q", "4"], ["--coding", "prior"]):
+            result = cli("encode", golden / name, tmp_path / "copy.vq", *model, *options, text=True)
+            assert result.returncode == 1 and result.stderr == (
+                f"vqcodec: error: {golden / name} is a .vq file, which encode recodes to a lower -q, --bitrate or "
+                "--bpp: without one its codes are kept as they are, coded as they are, and the output would be a copy\n")
+            assert not (tmp_path / "copy.vq").exists()
+    fixed = (golden / "golden_audio_fixed.vq").read_bytes()
+    result = cli("encode", "-", tmp_path / "prior.vq", *model, input=fixed)
+    assert result.returncode == 0 and result.stderr.decode() == (
+        f"vqcodec: note: stdin is a .vq file: recoded at its own quality, its codes kept as they are and coded from "
+        f"fixed-width to prior range coding ({len(fixed)} -> {(tmp_path / 'prior.vq').stat().st_size} bytes); -q, "
+        "--bitrate or --bpp make a smaller file\n")
+    assert (tmp_path / "prior.vq").read_bytes() == (golden / "golden_audio_prior.vq").read_bytes()
+    result = cli("encode", golden / "golden_audio_prior.vq", tmp_path / "fixed.vq", *model, "--coding", "fixed")
+    assert result.returncode == 0 and result.stderr == b"" and (tmp_path / "fixed.vq").read_bytes() == fixed
+
+
 def test_cli_recode(cli, tmp_path, recordings):
     audio, rate, top = recordings[0]
     (tmp_path / "talk.vq").write_bytes(top)

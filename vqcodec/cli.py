@@ -553,6 +553,8 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
         data = source.read_bytes() if isinstance(source, Path) else source.read()
         encoded = _recoder(data, model, device, coding, quality, depth_weight, max_kbps, max_bpp, {}).recode(
             data, quality, max_kbps if max_bpp is None else max_bpp)
+        if max_kbps is None and max_bpp is None and quality in (None, vqformat.parse_header(data).quality):
+            _say_codes_kept(input_path, data, encoded, coding)
         return _write_output(output_path, lambda stream: stream.write(encoded), force)
     forced, kind = kind, _media_kind(head, input_path, kind)
     codec, quality = _encoder(kind, input_path, quality, model, device, coding, beam, refine, rate_weight,
@@ -567,6 +569,23 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
     else:
         encoded = codec.encode_image(open_image(source), quality, max_bpp)
     _write_output(output_path, lambda stream: stream.write(encoded), force)
+
+
+def _say_codes_kept(input_path: str, data: bytes, encoded: bytes, coding: str) -> None:
+    """A .vq file recoded at its own quality keeps its codes: a note says so where only their coding changed
+    (unless --coding asked for one), and a copy of the file is refused (encode a.vq b.vq, without -q or a rate,
+    wrote one without a word)."""
+    name = "stdin" if input_path == "-" else input_path
+    if encoded == data:
+        raise VQCodecError(f"{name} is a .vq file, which encode recodes to a lower -q, --bitrate or --bpp: without "
+                           "one its codes are kept as they are, coded as they are, and the output would be a copy")
+    if coding != "auto":
+        return
+    before, after = (vqformat.CODING_NAMES[vqformat.parse_header(d).coding] for d in (data, encoded))
+    how = f"from {before} to {after}" if before != after else f"in {after} again, under this model's prior"
+    click.echo(f"vqcodec: note: {name} is a .vq file: recoded at its own quality, its codes kept as they are and "
+               f"coded {how} ({len(data)} -> {len(encoded)} bytes); -q, --bitrate or --bpp make a smaller file",
+               err=True)
 
 
 # What the other outputs of vqcodec are named, and which command writes them
