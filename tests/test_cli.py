@@ -1319,6 +1319,34 @@ def test_encode_and_codes_refuse_a_pipe_of_no_media_from_its_first_bytes_and_bou
             assert stdin.taken < (10 << 20 if head == wav[:44] else 3 << 20), f"{command} read {stdin.taken} bytes"
 
 
+SLOW_NON_BLOCKING_STDIN = """
+import os, sys, threading, time
+data = open(sys.argv[1], "rb").read()
+read_end, write_end = os.pipe()
+os.dup2(read_end, 0)
+os.set_blocking(0, False)  # as another process that held stdin may leave it
+
+def feed():
+    time.sleep(0.5)
+    os.write(write_end, data)
+    os.close(write_end)
+
+threading.Thread(target=feed).start()
+from vqcodec.cli import run
+sys.exit(run(sys.argv[2:]))
+"""
+
+
+def test_stdin_left_non_blocking_is_waited_for(encoded, tiny_model_path, tmp_path):
+    """A pipe of stdin that another process left non-blocking, read before its input came, gave None: info
+    and decode said 'a .vq file is read from a binary stream, not a text one', and encode 'stdin is empty'."""
+    for source, args in ((encoded / "out.vq", ["info", "-"]),
+                         (encoded / "in.wav", ["encode", "-", tmp_path / "out.vq", "-m", tiny_model_path, "-q", "3"])):
+        result = run_python("-c", SLOW_NON_BLOCKING_STDIN, source, *args, timeout=120)
+        assert result.returncode == 0 and result.stderr == b"", result.stderr.decode()
+    assert (tmp_path / "out.vq").read_bytes() == (encoded / "out.vq").read_bytes()
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
 def test_fifos_and_devices_are_read_and_written_through(encoded, cli, tiny_model_path, tmp_path):
     """A FIFO (a named pipe, <(...) or >(...)) is read as stdin is (soundfile must seek; a first read of

@@ -44,7 +44,16 @@ def _stdin():
         raise VQCodecError("stdin is closed: pipe or redirect the input into it")
     if sys.stdin.isatty():
         raise VQCodecError("stdin is a terminal: pipe or redirect the input into it")
-    return sys.stdin.buffer
+    return _blocking(sys.stdin.buffer)
+
+
+def _blocking(stream):
+    """`stream`, its descriptor made blocking where another process left it non-blocking (O_NONBLOCK is shared by
+    all that hold it): a read of a pipe with nothing in it yet gave None, taken for a text stream or the end,
+    and writes to a full one spun."""
+    with contextlib.suppress(OSError, ValueError):  # no descriptor (a stream put in place of sys.stdin)
+        os.set_blocking(stream.fileno(), True)
+    return stream
 
 
 def _input_stream(path: str):
@@ -66,7 +75,7 @@ def _stdout(force: bool):
     _refuse_closed_stdout()
     if sys.stdout.isatty() and not force:
         raise VQCodecError("not writing binary output to a terminal: redirect or pipe it, or pass --force")
-    return sys.stdout.buffer
+    return _blocking(sys.stdout.buffer)
 
 
 def _refuse_closed_stdout() -> None:
