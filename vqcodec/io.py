@@ -330,11 +330,9 @@ def unreadable_audio(where, exc: Exception) -> VQCodecError:
     return VQCodecError(f"cannot read audio {where}: {_soundfile_reason(exc)}")
 
 
-# libsndfile's reasons for input whose first bytes are of no format it reads: "Format not recognised.", or
-# those of its last guess, a Sound Designer II resource fork. The first bytes decide them, so a file's
-# first MiB gives the same reason as all of it.
-UNRECOGNISED_AUDIO_REASONS = {"Format not recognised.", "bad resource fork.", "bad map offset.", "bad map length.",
-                              "bad data offset.", "bad data length.", "bad sample size."}
+# libsndfile's reason for input whose first bytes are of no format it reads. They decide it, so a file's
+# first MiB gives it as all of the file does.
+UNRECOGNISED_AUDIO = "Format not recognised."
 
 
 def unrecognised_audio(head: bytes, where) -> VQCodecError | None:
@@ -345,7 +343,7 @@ def unrecognised_audio(head: bytes, where) -> VQCodecError | None:
         with decoder_lines(None):
             soundfile.info(BytesIO(head))
     except Exception as exc:  # soundfile raises several types for unreadable input
-        if _soundfile_reason(exc) in UNRECOGNISED_AUDIO_REASONS:
+        if _soundfile_reason(exc) == UNRECOGNISED_AUDIO:
             return unreadable_audio(where, exc)
     return None
 
