@@ -1319,6 +1319,23 @@ def test_encode_and_codes_refuse_a_pipe_of_no_media_from_its_first_bytes_and_bou
             assert stdin.taken < (10 << 20 if head == wav[:44] else 3 << 20), f"{command} read {stdin.taken} bytes"
 
 
+def test_stdin_redirected_from_a_regular_file_is_copied_whatever_its_size(encoded, tiny_model_path, tmp_path,
+                                                                          monkeypatch, capsys):
+    """The bound on what is copied from a pipe (MAX_SPOOL_BYTES) refused a file redirected into stdin, which ends."""
+    import vqcodec.cli
+    from vqcodec.cli import run
+
+    monkeypatch.setattr(vqcodec.cli, "MAX_SPOOL_BYTES", 16 << 10)
+    wav = (encoded / "in.wav").read_bytes()  # 44 KB
+    args = ["encode", "-", str(tmp_path / "out.vq"), "-m", str(tiny_model_path), "-q", "3"]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(wav))))
+    assert run(args) == 1 and "stdin goes on past" in capsys.readouterr().err
+    with open(encoded / "in.wav", "rb") as regular:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(regular))
+        assert run(args) == 0, capsys.readouterr().err
+    assert (tmp_path / "out.vq").read_bytes() == (encoded / "out.vq").read_bytes()
+
+
 SLOW_NON_BLOCKING_STDIN = """
 import os, sys, threading, time
 data = open(sys.argv[1], "rb").read()

@@ -159,15 +159,19 @@ def _refuse_unrecognised_audio(head: bytes, path: str, forced: str | None) -> No
 
 
 def _spool(head: bytes, stream, spool, path: str) -> None:
-    """Copy `head`, then the rest of `stream`, into `spool`, refused past MAX_SPOOL_BYTES."""
-    spool.write(head)
-    copied = len(head)
-    while block := stream.read(SPOOL_BLOCK):
+    """Copy `head`, then the rest of `stream`, into `spool`, refused past MAX_SPOOL_BYTES unless it is a regular
+    file (stdin redirected from one), which ends."""
+    from .io import is_regular_stream
+
+    limit = math.inf if is_regular_stream(stream) else MAX_SPOOL_BYTES
+    block, copied = head, 0
+    while block:
         copied += len(block)
-        if copied > MAX_SPOOL_BYTES:
+        if copied > limit:
             raise VQCodecError(f"{'stdin' if path == '-' else path} goes on past {MAX_SPOOL_BYTES / (1 << 30):g} GiB, the most "
                                "that is copied from a pipe: give the input as a file")
         spool.write(block)
+        block = stream.read(SPOOL_BLOCK)
 
 
 @contextlib.contextmanager

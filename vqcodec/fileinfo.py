@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 
 from . import format as vqformat
 from .errors import VQCodecError
-from .io import ALPHA_MODES, IMAGE_MODE_NAMES, checked_flag
+from .io import ALPHA_MODES, IMAGE_MODE_NAMES, checked_flag, is_regular_stream
 
 TRAILING_STREAM_BYTES = 1 << 20  # read after the last chunk of a .vq stream that is no regular file, at most
 READ_BLOCK = 1 << 20
@@ -97,17 +96,10 @@ def read_vq_stream(stream) -> bytes:
         header = vqformat.parse_header(head)
     if len(head) < vqformat.HEADER_SIZE:
         return head  # the stream ended
-    if _is_regular_file(stream):  # read again from its start, in one piece: not held twice, as head + rest was
+    if is_regular_stream(stream):  # read again from its start, in one piece: not held twice, as head + rest was
         stream.seek(-len(head), os.SEEK_CUR)
         return _read_bytes(stream)
     return _read_framed(stream, header, head)
-
-
-def _is_regular_file(stream) -> bool:
-    try:
-        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
-    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # BytesIO has no descriptor
-        return False
 
 
 def _read_framed(stream, header: vqformat.Header, head: bytes) -> bytes:

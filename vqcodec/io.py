@@ -93,6 +93,14 @@ def is_stream_file(path) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 
 
+def is_regular_stream(stream) -> bool:
+    """Whether a stream reads a regular file (which ends, and can seek), not a pipe, FIFO or device."""
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):  # no descriptor (BytesIO: io.UnsupportedOperation)
+        return False
+
+
 def descriptor_named(path) -> int | None:
     """The file descriptor of this process that `path` names: N for /dev/fd/N and /proc/self/fd/N,
     1 for /dev/stdout; None for any other path. Output to such a name is written into the
