@@ -298,12 +298,13 @@ def test_a_per_cell_depth_file_is_recoded_fixed_width_up_to_its_shallowest_cell(
     assert header.coding == vqformat.CODING_FIXED and header.quality == 1  # its shallowest cells hold 1 of 3
     assert np.array_equal(fixed.read_codes(recoded)[1], fixed.read_codes(image)[1][:1])
     assert fixed.recode(image, 1) == recoded
-    with pytest.raises(VQCodecError, match=r"^some frames or cells of this file stop at 1 codebook \(per-cell depth\), "
-                                           r"which fixed-width coding at 3 cannot hold: recode to quality=1 or fewer, or "
-                                           r"code them with the model's prior \(coding='auto'\)$"):
+    with pytest.raises(VQCodecError, match=r"^some frames or cells of this file stop at 1 codebook \(per-cell "
+                                           r"depth\), which fixed-width coding at 3 cannot hold: recode to "
+                                           r"quality=1 or fewer, or code them with the model's prior "
+                                           r"\(coding='auto'\)$"):
         fixed.recode(image)
-    with pytest.raises(VQCodecError, match=r"^some frames or cells of this file hold no codes \(per-cell depth\), which "
-                                           r"fixed-width coding cannot hold at any quality: code them"):
+    with pytest.raises(VQCodecError, match=r"^some frames or cells of this file hold no codes \(per-cell depth\), "
+                                           r"which fixed-width coding cannot hold at any quality: code them"):
         Codec.load(str(golden / "golden_audio.safetensors"), coding="fixed").recode(audio, max_rate=100)
     result = cli("encode", golden / "golden_image_depth.vq", tmp_path / "fixed.vq", "--coding", "fixed", "--bpp", "30",
                  "-m", golden / "golden_image.safetensors")
@@ -320,7 +321,8 @@ def test_encode_of_a_vq_file_at_its_own_quality_says_its_codes_are_kept_and_refu
             result = cli("encode", golden / name, tmp_path / "copy.vq", *model, *options, text=True)
             assert result.returncode == 1 and result.stderr == (
                 f"vqcodec: error: {golden / name} is a .vq file, which encode recodes to a lower -q, --bitrate or "
-                "--bpp: without one its codes are kept as they are, coded as they are, and the output would be a copy\n")
+                "--bpp: without one its codes are kept as they are, coded as they are, and the output would be a "
+                "copy\n")
             assert not (tmp_path / "copy.vq").exists()
     fixed = (golden / "golden_audio_fixed.vq").read_bytes()
     result = cli("encode", "-", tmp_path / "prior.vq", *model, input=fixed)

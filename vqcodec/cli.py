@@ -116,7 +116,7 @@ def _media_source(path: str, forced: str | None = None):
             from .fileinfo import read_vq_stream
 
             data = io.BytesIO(read_vq_stream(_Prepended(head, stream)))
-            data.name = 0 if path == "-" else path  # as the spool's own: warnings name stdin or the FIFO (io.input_name)
+            data.name = 0 if path == "-" else path  # as the spool's: warnings name stdin or the FIFO (io.input_name)
             return data
         _refuse_unrecognised_audio(head, path, forced)
         spool = tempfile.TemporaryFile()  # made once the input is known to be there, else it is left open
@@ -168,8 +168,8 @@ def _spool(head: bytes, stream, spool, path: str) -> None:
     while block:
         copied += len(block)
         if copied > limit:
-            raise VQCodecError(f"{'stdin' if path == '-' else path} goes on past {MAX_SPOOL_BYTES / (1 << 30):g} GiB, the most "
-                               "that is copied from a pipe: give the input as a file")
+            raise VQCodecError(f"{'stdin' if path == '-' else path} goes on past {MAX_SPOOL_BYTES / (1 << 30):g} GiB, "
+                               "the most that is copied from a pipe: give the input as a file")
         spool.write(block)
         block = stream.read(SPOOL_BLOCK)
 

@@ -963,9 +963,10 @@ class Codec:
         if not shallowest:
             raise VQCodecError("some frames or cells of this file hold no codes (per-cell depth), which fixed-width "
                                f"coding cannot hold at any quality: {self._prior_advice()}")
+        fewer = setting(f"-q {shallowest}", f"quality={shallowest}")
         raise VQCodecError(f"some frames or cells of this file stop at {plural(shallowest, 'codebook')} (per-cell "
-                           f"depth), which fixed-width coding at {quality} cannot hold: recode to "
-                           f"{setting(f'-q {shallowest}', f'quality={shallowest}')} or fewer, or {self._prior_advice()}")
+                           f"depth), which fixed-width coding at {quality} cannot hold: recode to {fewer} or fewer, "
+                           f"or {self._prior_advice()}")
 
     def _prior_id(self, coding: int) -> int:
         return self.prior.prior_id if coding in vqformat.PRIOR_CODINGS else 0
