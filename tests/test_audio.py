@@ -1544,6 +1544,21 @@ def test_a_vq_file_opened_as_text_is_refused_as_one(codec, small_vq, tmp_path):
         assert str(refused.value) == "a .vq file is read from a binary stream, not a text one (open the file with 'rb')"
 
 
+def test_a_non_blocking_stream_with_no_bytes_ready_is_refused_as_one(codec):
+    """A raw non-blocking stream's read gives None before its bytes come: 'read from a binary stream, not a text one'."""
+    read_end, write_end = os.pipe()
+    try:
+        os.set_blocking(read_end, False)
+        with open(read_end, "rb", buffering=0, closefd=False) as stream:
+            for call in (read_info, codec.decode, codec.read_codes):
+                with pytest.raises(VQCodecError, match="^a .vq file is read from a blocking stream: this one is "
+                                                       "non-blocking, and had no bytes ready$"):
+                    call(stream)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
 def test_other_input_given_as_a_vq_file_is_refused_from_its_first_bytes(codec, small_vq, tmp_path):
     """A recording given by path or stream to decode_audio, read_codes or read_info was read whole
     before its header was checked (the command line refused it from its first bytes)."""
