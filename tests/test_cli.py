@@ -1300,10 +1300,10 @@ def test_encode_and_codes_refuse_a_pipe_of_no_media_from_its_first_bytes_and_bou
     """`cat /dev/zero | vqcodec encode - out.vq` copied stdin into $TMPDIR until it was full: audio of no
     format libsndfile recognises is refused from its first MiB (as all of it would be), a .vq file is read
     no further than its chunks and 1 MiB past them, and media are copied up to MAX_SPOOL_BYTES."""
-    import vqcodec.cli
+    import vqcodec.io
     from vqcodec.cli import run
 
-    monkeypatch.setattr(vqcodec.cli, "MAX_SPOOL_BYTES", 8 << 20)
+    monkeypatch.setattr(vqcodec.io, "MAX_SPOOL_BYTES", 8 << 20)
     wav, vq = (encoded / "in.wav").read_bytes(), (encoded / "out.vq").read_bytes()
     for command in ("encode", "codes"):
         args = [command, "-", "-", "-m", str(tiny_model_path)]
@@ -1322,10 +1322,10 @@ def test_encode_and_codes_refuse_a_pipe_of_no_media_from_its_first_bytes_and_bou
 def test_stdin_redirected_from_a_regular_file_is_copied_whatever_its_size(encoded, tiny_model_path, tmp_path,
                                                                           monkeypatch, capsys):
     """The bound on what is copied from a pipe (MAX_SPOOL_BYTES) refused a file redirected into stdin, which ends."""
-    import vqcodec.cli
+    import vqcodec.io
     from vqcodec.cli import run
 
-    monkeypatch.setattr(vqcodec.cli, "MAX_SPOOL_BYTES", 16 << 10)
+    monkeypatch.setattr(vqcodec.io, "MAX_SPOOL_BYTES", 16 << 10)
     wav = (encoded / "in.wav").read_bytes()  # 44 KB
     args = ["encode", "-", str(tmp_path / "out.vq"), "-m", str(tiny_model_path), "-q", "3"]
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(wav))))

@@ -34,7 +34,6 @@ logging.getLogger("PIL").addHandler(logging.NullHandler())
 # ---------------------------------------------------------------- helpers
 
 SPOOL_BLOCK = 1 << 20  # bytes copied at a time between stdin or stdout and a temporary file
-MAX_SPOOL_BYTES = 32 << 30  # media copied from stdin or a pipe, at most: a day of 48 kHz stereo float samples
 
 
 def _stdin():
@@ -101,12 +100,10 @@ def _writing_stdout():
 
 def _media_source(path: str, forced: str | None = None):
     """The input of encode and codes: a checked path, or for stdin and for a FIFO or device (a process
-    substitution, <(...)), a copy in an anonymous temporary file, rewound: soundfile and Pillow need to
-    seek, long audio is read twice, and a file on disk keeps long input out of memory. Its first block
-    decides, before the rest is copied (`cat /dev/zero` filled $TMPDIR): a .vq file is read as
-    read_vq_stream reads one, into memory; audio of no format libsndfile recognises is refused as reading
-    it would refuse it; the copy is refused past MAX_SPOOL_BYTES."""
-    from .io import is_stream_file
+    substitution, <(...)), a copy in an anonymous temporary file (io.spooled). Its first block decides,
+    before the rest is copied (`cat /dev/zero` filled $TMPDIR): a .vq file is read as read_vq_stream reads
+    one, into memory; audio of no format libsndfile recognises is refused as reading it would refuse it."""
+    from .io import is_stream_file, spooled
 
     if path != "-" and not is_stream_file(path):
         return _checked_path(path)
@@ -119,16 +116,10 @@ def _media_source(path: str, forced: str | None = None):
             data.name = 0 if path == "-" else path  # as the spool's: warnings name stdin or the FIFO (io.input_name)
             return data
         _refuse_unrecognised_audio(head, path, forced)
-        spool = tempfile.TemporaryFile()  # made once the input is known to be there, else it is left open
-        try:
-            with _spool_room():
-                _spool(head, stream, spool, path)
-        except BaseException:
-            spool.close()
-            raise
+        with _spool_room():
+            spool = spooled(stream, head, "stdin" if path == "-" else path)
     if path != "-":  # errors and warnings name the FIFO or device (io.input_name), not "stdin"
         spool.raw.name = path
-    spool.seek(0)
     return spool
 
 
@@ -156,22 +147,6 @@ def _refuse_unrecognised_audio(head: bytes, path: str, forced: str | None) -> No
         if refusal is not None:
             with _audio_by_default(path, "audio", forced):
                 raise refusal
-
-
-def _spool(head: bytes, stream, spool, path: str) -> None:
-    """Copy `head`, then the rest of `stream`, into `spool`, refused past MAX_SPOOL_BYTES unless it is a regular
-    file (stdin redirected from one), which ends."""
-    from .io import is_regular_stream
-
-    limit = math.inf if is_regular_stream(stream) else MAX_SPOOL_BYTES
-    block, copied = head, 0
-    while block:
-        copied += len(block)
-        if copied > limit:
-            raise VQCodecError(f"{'stdin' if path == '-' else path} goes on past {MAX_SPOOL_BYTES / (1 << 30):g} GiB, "
-                               "the most that is copied from a pipe: give the input as a file")
-        spool.write(block)
-        block = stream.read(SPOOL_BLOCK)
 
 
 @contextlib.contextmanager

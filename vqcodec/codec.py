@@ -32,7 +32,7 @@ from .errors import ClippingWarning, VQCodecError
 from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
                  check_audio_output, checked_flag, copy_whole, image_to_planes, in_srgb, input_name, is_whole, load_pixels,
-                 open_image, open_sound, planes_to_image, SoundSink, sound_blocks, soundfile_format,
+                 open_image, open_sound, planes_to_image, SoundSink, sound_blocks, soundfile_format, spooled,
                  stops_held, unwritable_audio, warn_of_alpha_not_in_codes, write_file)
 from .memory import memory_bound
 from .modelfile import build_model, read_model_files
@@ -299,18 +299,13 @@ def _is_vq_file(media) -> bool:
 
 
 def _spooled(stream):
-    """What is left of a stream that cannot seek, copied into an anonymous temporary file (on disk, so
-    that long audio stays out of memory), rewound."""
-    import shutil
-    import tempfile
-
-    spool = tempfile.TemporaryFile()
+    """What is left of a stream that cannot seek, copied into an anonymous temporary file (io.spooled), named
+    as a stream: its descriptor, an int, named it stdin (io.input_name)."""
     try:
-        shutil.copyfileobj(stream, spool, STREAM_SPOOL_BYTES)
+        spool = spooled(stream)
     except (OSError, ValueError, TypeError) as exc:
-        spool.close()
         raise VQCodecError(f"cannot read the stream: {exc}") from None
-    spool.seek(0)
+    spool.raw.name = None
     return spool
 
 

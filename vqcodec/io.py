@@ -101,6 +101,42 @@ def is_regular_stream(stream) -> bool:
         return False
 
 
+MAX_SPOOL_BYTES = 32 << 30  # copied from a pipe (stdin, a socket), at most: a day of 48 kHz stereo float samples
+SPOOL_BLOCK_BYTES = 1 << 20
+
+
+def spooled(stream, head: bytes = b"", name: str = "the stream"):
+    """`head` (what was read of `stream` already), then the rest of `stream`, copied into an anonymous temporary
+    file, rewound: soundfile and Pillow need to seek, and on disk long audio stays out of memory. Refused past
+    MAX_SPOOL_BYTES unless `stream` reads a regular file, which ends (a pipe may not: `cat /dev/zero` filled
+    $TMPDIR), and where it is non-blocking and has no bytes ready (that read's None was taken for the end)."""
+    import tempfile
+
+    limit = math.inf if is_regular_stream(stream) else MAX_SPOOL_BYTES
+    spool = tempfile.TemporaryFile()
+    try:
+        block, copied = head or _spool_block(stream, name), 0
+        while block:
+            copied += len(block)
+            if copied > limit:
+                raise VQCodecError(f"{name} goes on past {MAX_SPOOL_BYTES / (1 << 30):g} GiB, the most that is "
+                                   "copied from a pipe: give the input as a file")
+            spool.write(block)
+            block = _spool_block(stream, name)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool
+
+
+def _spool_block(stream, name: str) -> bytes:
+    block = stream.read(SPOOL_BLOCK_BYTES)
+    if block is None:
+        raise VQCodecError(f"cannot read {name}: it is non-blocking, and had no bytes ready")
+    return block
+
+
 def descriptor_named(path) -> int | None:
     """The file descriptor of this process that `path` names: N for /dev/fd/N and /proc/self/fd/N,
     1 for /dev/stdout; None for any other path. Output to such a name is written into the
