@@ -1573,7 +1573,8 @@ def test_a_vq_file_opened_as_text_is_refused_as_one(codec, small_vq, tmp_path):
 
 
 def test_a_non_blocking_stream_with_no_bytes_ready_is_refused_as_one(codec):
-    """A raw non-blocking stream's read gives None before its bytes come: 'read from a binary stream, not a text one'."""
+    """A raw non-blocking stream's read gives None before its bytes come: it was refused as 'read from a binary
+    stream, not a text one'."""
     read_end, write_end = os.pipe()
     try:
         os.set_blocking(read_end, False)

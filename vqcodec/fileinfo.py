@@ -143,7 +143,8 @@ def _read_up_to(stream, size: int) -> bytes:
 def _read_bytes(stream, size: int = -1) -> bytes:
     piece = stream.read(size)
     if piece is None:  # a raw stream that is non-blocking, before its bytes come
-        raise VQCodecError("a .vq file is read from a blocking stream: this one is non-blocking, and had no bytes ready")
+        raise VQCodecError("a .vq file is read from a blocking stream: this one is non-blocking, and had no bytes "
+                           "ready")
     if not isinstance(piece, bytes):
         raise VQCodecError("a .vq file is read from a binary stream, not a text one (open the file with 'rb')")
     return piece
