@@ -594,6 +594,22 @@ def test_deep_grey_is_never_held_whole_as_float64():
     assert peak < rgb.nbytes + whole / 2, f"peak {peak / 1e6:.1f} MB for {rgb.nbytes / 1e6:.1f} MB of RGB"
 
 
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I", "F"])
+def test_decoded_deep_grey_is_never_held_whole_as_float64(mode, monkeypatch):
+    """planes_to_image made the whole image's grey float64 (and its rounded copy): 28 bytes a pixel
+    beside the RGB, 2.5 GB for the largest image a .vq file holds. Its values are as they were."""
+    import vqcodec.io as vqio
+
+    monkeypatch.setattr(vqio, "DEEP_STRIP_PIXELS", 1 << 16)  # 16 strips
+    height, width = 1024, 1000
+    rgb = smooth_rgb(height, width)
+    image, peak = traced_peak(lambda: planes_to_image(rgb, IMAGE_MODES[mode], None))
+    assert peak < height * width * 8, f"peak {peak / 1e6:.1f} MB for {height * width / 1e6:.1f} Mpx"
+    grey = np.asarray(Image.fromarray(rgb).convert("L")).astype(np.float64) / 255.0
+    expected = grey.astype(np.float32) if mode == "F" else np.round(grey * 65535.0)
+    assert image.mode == mode and np.array_equal(np.asarray(image, dtype=np.float64), expected)
+
+
 def test_sixteen_bit_grey_with_a_transparent_value_keeps_it_as_alpha(codec):
     values = np.tile(np.linspace(0, 65535, 24).round().astype("<u2"), (16, 1))
     values[:4, :4] = 1000

@@ -1487,16 +1487,9 @@ def planes_to_image(rgb: np.ndarray, mode_code: int, alpha: np.ndarray | None):
     from PIL import Image
 
     mode = IMAGE_MODE_NAMES[mode_code]
-    image = Image.fromarray(rgb, "RGB")
     if mode in _SIXTEEN_BIT:
-        grey = np.asarray(image.convert("L")).astype(np.float64) / 255.0
-        if mode == "F":
-            return Image.fromarray(grey.astype(np.float32), "F")
-        values = np.round(grey * 65535.0)
-        if mode == "I":
-            return Image.fromarray(values.astype(np.int32), "I")
-        byte_order = ">u2" if mode == "I;16B" else "<u2"
-        return Image.frombytes(mode, image.size, values.astype(byte_order).tobytes())
+        return _deep_grey_image(rgb, mode)
+    image = Image.fromarray(rgb, "RGB")
     if mode == "1":  # the nearest of black and white, not a dither of the decoded grey (which turned 4 in 10 wrong)
         return image.convert("L").convert("1", dither=Image.Dither.NONE)
     if mode == "L":
@@ -1514,6 +1507,27 @@ def planes_to_image(rgb: np.ndarray, mode_code: int, alpha: np.ndarray | None):
     if mode == "P":
         return image.quantize(256, method=Image.Quantize.MEDIANCUT)
     return image.convert(mode) if mode != "RGB" else image
+
+
+# The type a deep grey mode's values are built in (planes_to_image)
+_DEEP_VALUE_TYPES = {"F": np.float32, "I": np.int32, "I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2"}
+
+
+def _deep_grey_image(rgb: np.ndarray, mode: str):
+    """The 16-bit, 32-bit or float grey image (`mode`) of decoded RGB: its grey scaled from 255 to 65535
+    (F: 1.0), a strip of about DEEP_STRIP_PIXELS at a time, where the whole image's float64 grey took
+    28 bytes a pixel (2.5 GB for the largest image) beside the RGB."""
+    from PIL import Image
+
+    height, width = rgb.shape[:2]
+    values = np.empty((height, width), dtype=_DEEP_VALUE_TYPES[mode])
+    rows = max(1, DEEP_STRIP_PIXELS // width)
+    for top in range(0, height, rows):
+        grey = np.asarray(Image.fromarray(rgb[top:top + rows], "RGB").convert("L"), dtype=np.float64) / 255.0
+        values[top:top + rows] = grey if mode == "F" else np.round(grey * 65535.0)
+    if mode in ("F", "I"):
+        return Image.fromarray(values, mode)
+    return Image.frombytes(mode, (width, height), values.tobytes())
 
 
 def _holds_eight_bits(image) -> bool:
