@@ -1854,6 +1854,33 @@ def test_info_refuses_an_alpha_plane_missing_or_present_against_the_mode_as_deco
         assert image.mode == mode
 
 
+def test_an_image_whose_decoding_would_not_fit_in_memory_is_refused_in_one_line(codec, monkeypatch):
+    """A header alone (salvage), or codes, declaring a large image were decoded whatever the memory: the
+    largest 16-bit grey image took 2.5 GB. They are refused before anything is allocated, and what fits decodes."""
+    side = 3000
+    header = vqformat.Header(kind=vqformat.KIND_IMAGE, coding=vqformat.CODING_FIXED, quality=1, model_id=codec.model_id,
+                             width=side, height=side, channels=3, mode=IMAGE_MODES["I;16"], chunk_frames=16)
+    header.chunk_count = math.ceil(math.ceil(side / codec.hop) / 16)
+    monkeypatch.setattr(codec_module, "memory_bound", lambda: 100_000_000)  # the RGB alone takes 27 MB
+
+    def refused():
+        with pytest.raises(VQCodecError, match=r"^decoding the 3000x3000 I;16 image takes 0\.1 GB, more than the memory "
+                                               r"this process may use \(0\.1 GB\); this file cannot be decoded here$"):
+            codec.decode_image(header.pack(), salvage=True)
+    _, peak = traced_peak(refused)
+    assert peak < 1 << 20, peak
+    codes = np.zeros((1, side // codec.hop, side // codec.hop), dtype=np.int16)
+    monkeypatch.setattr(codec_module, "memory_bound", lambda: 30_000_000)
+    with pytest.raises(VQCodecError, match=r"^decoding the 3000x3000 image takes .*; decode fewer rows of codes at a time$"):
+        codec.codes_to_image(codes)
+    monkeypatch.setattr(codec_module, "memory_bound", lambda: 100_000_000)
+    small = dataclasses.replace(header, width=side // 4, height=side // 4, chunk_count=math.ceil(side // 4 / codec.hop / 16))
+    image = codec.decode_image(small.pack(), salvage=True)
+    assert image.size == (side // 4, side // 4) and image.mode == "I;16"
+    monkeypatch.setattr(codec_module, "memory_bound", lambda: 400_000_000)
+    assert codec.decode_image(header.pack(), salvage=True).size == (side, side)
+
+
 def test_an_audio_file_is_refused_by_the_image_decoder_as_audio(codec):
     """Even one that names this model: the kind is checked before anything else in the header."""
     data = vqformat.build_file(vqformat.Header(kind=vqformat.KIND_AUDIO, coding=vqformat.CODING_FIXED, quality=2,

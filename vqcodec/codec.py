@@ -32,8 +32,8 @@ from .errors import ClippingWarning, VQCodecError
 from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
                  check_audio_output, checked_flag, copy_whole, image_to_planes, in_srgb, input_name, is_whole, load_pixels,
-                 open_image, open_sound, planes_to_image, SoundSink, sound_blocks, soundfile_format, spooled,
-                 stops_held, unwritable_audio, warn_of_alpha_not_in_codes, write_file)
+                 open_image, open_sound, planes_to_image, rebuilt_image_bytes, SoundSink, sound_blocks, soundfile_format,
+                 spooled, stops_held, unwritable_audio, warn_of_alpha_not_in_codes, write_file)
 from .memory import memory_bound
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
@@ -71,6 +71,12 @@ MAX_DEPTH_WEIGHT = 100.0
 MAX_REFINE = 1000
 EXIF_ORIENTATION = 0x0112      # the EXIF tag of how a stored image is turned for display
 IMAGE_TILE = 64                 # latent cells per tile side, before context
+# What the image decoder takes a pixel of a tile's window (context included), on the CPU: this many
+# activations of its finest width, and this many bytes besides (the pixels in float, a transposed
+# convolution's columns). The shipped `image` model measured 272 bytes a pixel (peak resident memory),
+# 6 to 9 finest activations its decoder alone, on several widths.
+DECODER_ACTIVATIONS = 12
+DECODER_PIXEL_BYTES = 64
 STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
 CODE_BLOCK_CODES = 1 << 22      # codes of a file read at a time (Codec.code_blocks): 8 MB as int16
 HELD_CHUNK_CODES = 256          # the codes' worth of memory a decoded chunk's arrays take besides its codes
@@ -2111,7 +2117,26 @@ class Codec:
         height = rows * hop if height is None else _checked_setting("height", height, (rows - 1) * hop + 1, rows * hop)
         width = cols * hop if width is None else _checked_setting("width", width, (cols - 1) * hop + 1, cols * hop)
         _check_image_size(width, height)  # before the codes are copied and the whole picture is allocated
+        self._check_image_decode_fits(width, height, quality, None, "decode fewer rows of codes at a time")
         return self._pixels_of_codes(self._checked_codes(codes, 0, "quality, rows, cols"), height, width)
+
+    def _check_image_decode_fits(self, width: int, height: int, quality: int, mode_code: int | None,
+                                 advice: str) -> None:
+        """Refuse to decode a `width` x `height` image whose codes (twice: the chunks' and the whole), decoded
+        RGB (whole cells), decoder work on one tile's window and, given its `mode_code`, the image rebuilt in
+        that mode (io.rebuilt_image_bytes) would not fit in the memory this process may use, before any of
+        them is allocated: a 12 KB header of 89 Mpx of 16-bit grey went on towards 2.5 GB."""
+        hop, span = self.hop, IMAGE_TILE + 2 * self.cfg.context_frames
+        rows, cols = math.ceil(height / hop), math.ceil(width / hop)
+        size = 2 * quality * rows * cols * np.dtype(self._code_dtype).itemsize + 3 * rows * cols * hop * hop
+        if torch.device(self.device).type == "cpu":
+            window = min(rows, span) * min(cols, span) * hop * hop
+            finest = self.cfg.decoder_widths[0] * 4 / self.cfg.patch ** 2
+            size += math.ceil(window * (DECODER_ACTIVATIONS * finest + DECODER_PIXEL_BYTES))
+        if mode_code is not None:
+            size += rebuilt_image_bytes(mode_code, width, height)
+        mode = "" if mode_code is None else f" {IMAGE_MODE_NAMES[mode_code]}"
+        _check_fits_memory(size, f"decoding the {width}x{height}{mode} image takes", advice)
 
     def _pixels_of_codes(self, codes: np.ndarray, height: int, width: int,
                          lost_rows: np.ndarray | None = None) -> np.ndarray:
@@ -2252,6 +2277,8 @@ class Codec:
         self._require("image")
         salvage = checked_flag("salvage", salvage)
         header, chunks, alpha_bytes, rows, cols = self._image_parts(data, salvage)
+        self._check_image_decode_fits(header.width, header.height, header.quality, header.mode,
+                                      "this file cannot be decoded here")
         damaged: list[int] = []
         parts = [self._chunk_codes(header, chunks, index, (header.quality, r1 - r0, cols), salvage, damaged)
                  for index, (r0, r1) in enumerate(_blocks(rows, header.chunk_frames))]

@@ -1482,6 +1482,20 @@ def with_standard_sixteen_bit(image):
     return standard
 
 
+# Bytes a pixel that planes_to_image takes beside the decoded RGB, by mode: peak resident memory measured on
+# 9 Mpx of noise with Pillow 13, rounded up. Palette modes are quantised (Pillow's median cut: 40 bytes a pixel).
+REBUILT_PIXEL_BYTES = {"RGB": 5, "L": 6, "1": 7, "RGBA": 9, "LA": 10, "CMYK": 9, "YCbCr": 9, "RGBX": 9, "I;16": 9,
+                       "I;16B": 9, "I;16L": 9, "I": 11, "F": 11, "P": 41, "PA": 41, "P;transparency": 31}
+ALPHA_PIXEL_BYTES = 2  # an alpha plane, as inflated and as a Pillow band
+
+
+def rebuilt_image_bytes(mode_code: int, width: int, height: int) -> int:
+    """The memory planes_to_image takes for a `width` x `height` image of mode `mode_code` beside its decoded
+    RGB, its alpha plane included."""
+    mode = IMAGE_MODE_NAMES[mode_code]
+    return width * height * (REBUILT_PIXEL_BYTES[mode] + (ALPHA_PIXEL_BYTES if mode in ALPHA_MODES else 0))
+
+
 def planes_to_image(rgb: np.ndarray, mode_code: int, alpha: np.ndarray | None):
     """Rebuild a Pillow image of the original mode from decoded RGB and the lossless alpha plane."""
     from PIL import Image
