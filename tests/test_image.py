@@ -2107,7 +2107,8 @@ def test_tiffs_of_separate_planes_read_right_or_are_refused(cli, codec, tmp_path
     np.testing.assert_array_equal(np.asarray(open_image(tmp_path / "rgb16.tif")), np.moveaxis(rgb, 0, -1))
     padded = np.concatenate([rgb, rgb[:1]]).astype(np.uint16) * 257
     (tmp_path / "rgbx16.tif").write_bytes(planar_tiff(padded, photometric=2, extra_samples=(0,)))
-    np.testing.assert_array_equal(np.asarray(open_image(tmp_path / "rgbx16.tif")), np.moveaxis(rgb, 0, -1))
+    with pytest.warns(ImageReadWarning, match=r"rgbx16\.tif: 1 channel of unspecified meaning \(TIFF ExtraSamples 0\) left out$"):
+        np.testing.assert_array_equal(np.asarray(open_image(tmp_path / "rgbx16.tif")), np.moveaxis(rgb, 0, -1))
     with Image.open(tmp_path / "rgb16.tif") as lazy:  # the API, given it as Image.open gives it, garbled it
         np.testing.assert_array_equal(np.asarray(codec.decode_image(codec.encode_image(lazy, 2))),
                                       np.asarray(codec.decode(codec.encode(tmp_path / "rgb16.tif", 2))))
@@ -2120,6 +2121,53 @@ def test_tiffs_of_separate_planes_read_right_or_are_refused(cli, codec, tmp_path
     assert re.fullmatch(r"vqcodec: error: cannot read image \S+la\.tif: a TIFF of grey and alpha stored as separate "
                         r"planes, [^\n]+\n", result.stderr)
     assert not (tmp_path / "la.vq").exists()
+
+
+def interleaved_tiff(pixels: np.ndarray, photometric: int, extra_samples: tuple) -> bytes:
+    """An uncompressed TIFF of 8-bit `pixels` (height, width, channels), interleaved, in two strips."""
+    height, width, channels = pixels.shape
+    strips = [pixels[:height // 2].tobytes(), pixels[height // 2:].tobytes()]
+    tags = [(256, 3, [width]), (257, 3, [height]), (258, 3, [8] * channels), (259, 3, [1]), (262, 3, [photometric]),
+            (273, 4, None), (277, 3, [channels]), (278, 3, [height // 2]), (279, 4, [len(s) for s in strips]),
+            (338, 3, list(extra_samples))]
+    return little_tiff(tags, strips)
+
+
+def test_a_tiff_channel_of_unspecified_meaning_is_read_as_alpha_or_said_to_be_left_out(cli, codec, tiny_model_path,
+                                                                                     tmp_path):
+    """Pillow reads past channels whose TIFF ExtraSamples is 0 (unspecified), as some writers store alpha: an
+    RGB or grey image's one such channel was dropped without a word. It is alpha, said in one warning line (and
+    none where it is all 255, opaque); channels that cannot be are said to be left out."""
+    import warnings
+
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 10, 5), dtype=np.uint8)
+    source = tmp_path / "rgbx.tif"
+    source.write_bytes(interleaved_tiff(pixels[..., :4], photometric=2, extra_samples=(0,)))
+    as_alpha = f"{source}: its last channel, of unspecified meaning (TIFF ExtraSamples 0), is read as alpha"
+    with pytest.warns(ImageReadWarning, match=f"^{re.escape(as_alpha)}$"):
+        image = open_image(source)
+    assert image.mode == "RGBA" and np.array_equal(np.asarray(image), pixels[..., :4])
+    with pytest.warns(ImageReadWarning, match="^the image: its last channel, of unspecified meaning"):
+        image = codec.decode_image(codec.encode_image(Image.open(io.BytesIO(source.read_bytes())), 2))
+    assert image.mode == "RGBA" and np.array_equal(np.asarray(image.getchannel("A")), pixels[..., 3])
+    result = cli("encode", source, tmp_path / "rgbx.vq", "-m", tiny_model_path, text=True)
+    assert (result.returncode, result.stderr) == (0, f"vqcodec: warning: {as_alpha}\n")
+    grey = tmp_path / "lx.tif"
+    grey.write_bytes(interleaved_tiff(pixels[..., :2], photometric=1, extra_samples=(0,)))
+    with pytest.warns(ImageReadWarning, match="is read as alpha$"):
+        assert open_image(grey).mode == "LA"
+    opaque = pixels[..., :4].copy()
+    opaque[..., 3] = 255
+    source.write_bytes(interleaved_tiff(opaque, photometric=2, extra_samples=(0,)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image = open_image(source)
+    assert image.mode == "RGB" and np.array_equal(np.asarray(image), pixels[..., :3])
+    source.write_bytes(interleaved_tiff(pixels, photometric=2, extra_samples=(2, 0)))
+    with pytest.warns(ImageReadWarning, match=f"^{re.escape(str(source))}: 1 channel of unspecified meaning "
+                                              r"\(TIFF ExtraSamples 0\) left out$"):
+        image = open_image(source)
+    assert image.mode == "RGBA" and np.array_equal(np.asarray(image), pixels[..., :4])
 
 
 def tiff_of_99_samples_a_pixel(source: Path) -> None:

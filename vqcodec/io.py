@@ -901,7 +901,7 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
                 native_capture = _native_stderr_captured() if image.format == "TIFF" else contextlib.nullcontext([])
                 try:
                     with native_capture as native:
-                        image = load_pixels(image)
+                        image = load_pixels(image, source)
                 except OSError as exc:
                     if native:  # libtiff's own message, which says more than "decoder error -2"
                         raise _unreadable_image(source, native[-1]) from exc
@@ -998,7 +998,7 @@ TIFF_ORIENTATION = 274  # the TIFF (and EXIF) tag of how the stored image is tur
 SIDE_SWAPPING_ORIENTATIONS = {5, 6, 7, 8}  # turned by a quarter: width and height trade places
 
 
-def load_pixels(image):
+def load_pixels(image, source=None):
     """image.load() of an image Image.open gave, not yet read, and the image to code: Pillow's reading, but
     where that loses or misreads what the file holds, a copy as the file has it (`image` itself is loaded
     and left as Pillow reads it):
@@ -1008,7 +1008,9 @@ def load_pixels(image):
       in 8 bits too: Pillow matched its 16 bits against the pixels, and other pixels became transparent;
     - 2- and 4-bit grey with a transparent level has it in 8 bits (with_grey_key_in_8_bits);
     - a BMP whose alpha Pillow does not read has it (_bmp_with_alpha);
-    - a TIFF of separate planes is read by libtiff (_planes_through_libtiff).
+    - a TIFF of separate planes is read by libtiff (_planes_through_libtiff);
+    - a TIFF channel of unspecified meaning after the colour is alpha, and others are said to be left out
+      (_unspecified_channel_as_alpha), in a warning naming `source` (open_image's).
 
     A TIFF turned by a quarter (orientation 5 to 8) is read rather than memory-mapped: Pillow maps the
     stored pixels at the size they are displayed at, so an uncompressed grey, palette, RGBA, CMYK or
@@ -1019,6 +1021,7 @@ def load_pixels(image):
     grey_key_bits = low_grey_key_bits(image)
     with_alpha = _bmp_with_alpha(image)
     _planes_through_libtiff(image)
+    extra_as_alpha, extra_left_out = _unspecified_channel_as_alpha(image)
     name = getattr(image, "filename", None)
     if image.format == "TIFF" and image.tag_v2.get(TIFF_ORIENTATION) in SIDE_SWAPPING_ORIENTATIONS:
         image.filename = ""  # ImageFile.load maps a file only when it has a file name
@@ -1028,6 +1031,11 @@ def load_pixels(image):
         if name is not None:
             image.filename = name
     read = with_alpha or image
+    if extra_as_alpha:
+        read = _warn_of_extra_alpha(image, source)
+    if extra_left_out:
+        warnings.warn(ImageReadWarning(f"{_image_called(source)}: {plural(extra_left_out, 'channel')} of unspecified "
+                                       "meaning (TIFF ExtraSamples 0) left out"), stacklevel=3)
     if grey_with_alpha:
         read = image.convert("LA")
     if deep_colour_key:
@@ -1126,6 +1134,36 @@ def _unreadable_image(source, reason) -> VQCodecError:
 
 
 PLANAR_CONFIGURATION = 284  # the TIFF tag; 2: each channel stored as a plane of its own
+EXTRA_SAMPLES = 338  # the TIFF tag of what each channel after the colour holds: 0 unspecified, 2 alpha (unassociated)
+UNSPECIFIED_SAMPLE, UNASSOCIATED_ALPHA = 0, 2
+
+
+def _unspecified_channel_as_alpha(image) -> tuple[bool, int]:
+    """Of a TIFF not yet read that has channels of unspecified meaning (ExtraSamples 0) after its colour, which
+    Pillow reads past and drops: whether the one such channel of grey, palette or RGB (interleaved) is set to be
+    read as alpha, unassociated (its values and the colour's as stored: nothing is lost, where writers that
+    leave it unspecified mean alpha), and how many such channels are left out otherwise (none: 0)."""
+    if image.format != "TIFF" or UNSPECIFIED_SAMPLE not in (extra := tuple(image.tag_v2.get(EXTRA_SAMPLES, ()))):
+        return False, 0
+    if extra == (UNSPECIFIED_SAMPLE,) and image.tag_v2.get(PLANAR_CONFIGURATION) != 2 and hasattr(image, "_setup"):
+        image.tag_v2[EXTRA_SAMPLES] = (UNASSOCIATED_ALPHA,)
+        try:
+            image._setup()  # the tile again, from the tags (the planar TIFFs' too: Pillow has no public call for it)
+            return True, 0
+        except SyntaxError:  # no mode of Pillow's holds it with alpha (16-bit grey, CMYK): as Pillow read it
+            image.tag_v2[EXTRA_SAMPLES] = extra
+            image._setup()
+    return False, extra.count(UNSPECIFIED_SAMPLE)
+
+
+def _warn_of_extra_alpha(image, source):
+    """`image`, read with its channel of unspecified meaning as alpha (_unspecified_channel_as_alpha), with a
+    warning that says so; where that channel is all 0 or all 255, without it and the warning (no alpha, as BMP's)."""
+    if image.getchannel("A").getextrema() in ((0, 0), (255, 255)):
+        return image.convert(image.mode[:-1])
+    warnings.warn(ImageReadWarning(f"{_image_called(source)}: its last channel, of unspecified meaning (TIFF "
+                                   "ExtraSamples 0), is read as alpha"), stacklevel=4)
+    return image
 
 
 def _planes_through_libtiff(image) -> None:
