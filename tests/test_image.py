@@ -923,6 +923,7 @@ def test_output_the_header_shows_cannot_be_written_is_refused_before_decoding(
 def test_alpha_an_output_format_cannot_hold_is_refused_before_decoding(codec, tiny_model_path, tmp_path, monkeypatch,
                                                                        capsys, output):
     """The alpha plane is in the file, losslessly: the image was decoded first, and refused after."""
+    import vqcodec.io as vqio
     from vqcodec.cli import run
 
     source = tmp_path / "alpha.vq"
@@ -930,8 +931,9 @@ def test_alpha_an_output_format_cannot_hold_is_refused_before_decoding(codec, ti
     monkeypatch.setattr(codec_module.Codec, "decode_image", lambda *args, **kwargs: pytest.fail("decoded"))
     assert run(["decode", str(source), str(tmp_path / output), "-m", str(tiny_model_path)]) == 1
     format_name = {".jpg": "JPEG", ".bmp": "BMP", ".ppm": "PPM", ".pgm": "PGM"}[Path(output).suffix]
+    how = vqio._BMP_ALPHA_UNSEEN if output.endswith(".bmp") else ""
     assert capsys.readouterr().err == (f"vqcodec: error: {tmp_path / output}: {format_name} cannot hold the image's "
-                                       "alpha channel: write .png, .webp or .tif\n")
+                                       f"alpha channel{how}: write .png, .webp or .tif\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alpha.vq"]
 
 
@@ -1745,6 +1747,16 @@ def test_alpha_is_never_dropped_by_the_output_format(fmt, source):
     image = _semi_transparent_palette_image() if source == "P" else make_image(source, 16, 12, seed=3)
     with pytest.raises(VQCodecError, match=f"{fmt} cannot hold the image's alpha channel"):
         write_image(image, io.BytesIO(), fmt)
+
+
+def test_bmp_output_says_why_it_cannot_hold_alpha():
+    """BMP holds alpha (bit fields), which vqcodec reads, but Pillow writes it in the bytes 32-bit pixels leave
+    unused, where readers, Pillow's among them, see none: the refusal said that the format cannot hold alpha."""
+    for name in ("BMP", "bmp", "dib"):
+        with pytest.raises(VQCodecError, match=rf"^{name.upper()} cannot hold the image's alpha channel as Pillow writes "
+                                               r"it \(in the bytes of 32-bit pixels that the format leaves unused, "
+                                               r"where readers, Pillow's among them, see none\): write \.png"):
+            write_image(make_image("RGBA", 16, 12, seed=3), io.BytesIO(), name)
 
 
 @pytest.mark.parametrize("fmt,limit", [("JPEG", 65_500), ("MPO", 65_500), ("PDF", 65_500), ("WEBP", 16_383), ("AVIF", 32_768),

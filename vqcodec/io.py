@@ -1829,6 +1829,12 @@ def _with_gif_alpha(image):
     return rgba
 
 
+# Why a format that holds alpha cannot hold it as Pillow writes it (read back, the image has none)
+_BMP_ALPHA_UNSEEN = (" as Pillow writes it (in the bytes of 32-bit pixels that the format leaves unused, where readers, "
+                     "Pillow's among them, see none)")
+_ALPHA_UNSEEN = {"BMP": _BMP_ALPHA_UNSEEN, "DIB": _BMP_ALPHA_UNSEEN}
+
+
 def _saved(image, format_name: str | None, shown_as: str | None = None) -> bytes:
     """The bytes of `image` in `format_name` (named `shown_as` in errors, if given), in the first of its
     mode and the fallback modes that the format really holds: Pillow converts some modes on its own
@@ -1872,7 +1878,8 @@ def _saved(image, format_name: str | None, shown_as: str | None = None) -> bytes
                 continue
         return buffer.getvalue()
     if wants_alpha:
-        raise VQCodecError(f"{shown_as or format_name or 'this format'} cannot hold the image's alpha channel: "
+        how = _ALPHA_UNSEEN.get(format_name, "")
+        raise VQCodecError(f"{shown_as or format_name or 'this format'} cannot hold the image's alpha channel{how}: "
                            f"write .png, .webp or .tif")
     raise VQCodecError(f"cannot write image: {error}")
 
