@@ -513,3 +513,28 @@ def test_reading_a_photo_of_several_frames_leaves_the_process_warnings_alone(tmp
     for name in ("a.gif", "a.tiff"):
         with pytest.warns(UserWarning, match="holds 3"):
             assert open_image(tmp_path / name).size == (8, 8)
+
+
+def test_a_damaged_tiff_read_from_disk_says_libtiffs_reason_in_its_skipping_line_alone(tmp_path, capfd):
+    """libtiff writes what it finds wrong straight to stderr, which io catches in the main thread alone: a damaged
+    TIFF's crop read in a batch worker printed libtiff's line raw, amid the progress line, before its `skipping`
+    line. The first crop of each TIFF is read in the main thread, where its line is the skipping line's reason."""
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(tmp_path / f"{name}.tif",
+                                                                                compression="tiff_lzw")
+    with Image.open(tmp_path / "b.tif") as image:
+        (strip,), (size,) = image.tag_v2[273], image.tag_v2[279]
+    damaged = bytearray((tmp_path / "b.tif").read_bytes())
+    damaged[strip:strip + size] = bytes(size)
+    (tmp_path / "b.tif").write_bytes(bytes(damaged))
+    crops = ImageCrops([tmp_path / "a.tif", tmp_path / "b.tif"], 32, in_memory_bytes=0)
+    batches = Batches(crops, 8, np.random.default_rng(1), workers=2)
+    try:
+        for _ in range(3):
+            assert batches.next().shape == (8, 3, 32, 32)
+    finally:
+        batches.close()
+    lines = capfd.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"skipping cannot read image {tmp_path / 'b.tif'}: "), lines
+    assert "cannot be decoded" not in lines[0] and "tempfile" not in lines[0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import math
 import os
+import threading
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -511,6 +512,9 @@ class AudioCrops(Crops):
                 f"{'' if self.in_memory else ', read from disk'}")
 
 
+TIFF_SUFFIXES = {".tif", ".tiff"}  # the names of TIFF in find_media's (io.IMAGE_EXTENSIONS)
+
+
 @dataclass(frozen=True)
 class ImageSource:
     path: Path
@@ -525,6 +529,7 @@ class ImageCrops(Crops):
     def __init__(self, files: list[Path], crop: int, in_memory_bytes: int | None = None, role: str = "training"):
         self.crop, self.role = crop, role
         self.unreadable: dict[Path, VQCodecError] = {}  # read_or_next's
+        self.read_in_main_thread: set[Path] = set()  # the TIFFs read from disk once there (made_in_main_thread)
         self.sources: list[ImageSource] = []
         for path in files:
             try:
@@ -557,6 +562,22 @@ class ImageCrops(Crops):
         mode = "reflect" if min(h, w) > 1 else "edge"
         return np.pad(image, ((0, max(0, self.crop - h)), (0, max(0, self.crop - w)), (0, 0)), mode=mode)
 
+    def made_in_main_thread(self, plan: CropPlan) -> bool:
+        """A crop read from disk of a TIFF not yet read there: libtiff writes what it finds wrong straight to
+        stderr, which io catches in the main thread alone (a damaged TIFF's line, read in a batch worker, reached
+        stderr raw before its `skipping` line, which said "its data cannot be decoded" where libtiff said why).
+        Once read whole there, its crops are the workers', unless reading it said something (a warning): libtiff
+        would say it again."""
+        path = self.sources[plan.source].path
+        return self.images is None and path.suffix.lower() in TIFF_SUFFIXES and (
+            path not in self.read_in_main_thread or str(path) in _WARNED_IMAGES)
+
+    def _read(self, source: ImageSource) -> np.ndarray:
+        image = self._padded(_read_photo(source.path))
+        if threading.current_thread() is threading.main_thread():
+            self.read_in_main_thread.add(source.path)
+        return image
+
     def plan(self, size: int, rng: np.random.Generator, augment: bool = True) -> list[CropPlan]:
         sources = rng.choice(len(self.sources), size=size, p=self.weights)
         wheres = rng.random((size, 2))
@@ -569,8 +590,7 @@ class ImageCrops(Crops):
         if self.images is not None:
             image = self.images[plan.source]
         else:
-            image = read_or_next(self.sources, plan.source, lambda source: self._padded(_read_photo(source.path)),
-                                 self.unreadable, self.role)
+            image = read_or_next(self.sources, plan.source, self._read, self.unreadable, self.role)
         top = int(plan.where[0] * (image.shape[0] - self.crop + 1))
         left = int(plan.where[1] * (image.shape[1] - self.crop + 1))
         patch = image[top:top + self.crop, left:left + self.crop]
