@@ -538,3 +538,39 @@ def test_a_damaged_tiff_read_from_disk_says_libtiffs_reason_in_its_skipping_line
     lines = capfd.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"skipping cannot read image {tmp_path / 'b.tif'}: "), lines
     assert "cannot be decoded" not in lines[0] and "tempfile" not in lines[0]
+
+
+def test_image_size_leaves_the_warnings_settings_as_they_were_beside_a_thread_recording_warnings(tmp_path, monkeypatch):
+    """image_size set the process's warning filters with warnings.catch_warnings, which puts back at its end what
+    it found at its start: while another thread recorded warnings (io.warnings_recorded, a batch worker reading a
+    photo) and ended meanwhile, that thread's settings stayed, every later warning sent to a list no one read."""
+    import threading
+    import warnings
+
+    from vqcodec.io import warnings_recorded
+
+    path = tmp_path / "a.png"
+    Image.new("L", (4, 6)).save(path)
+    before = warnings.showwarning, warnings.filters[:]
+    recording, opening, done = threading.Event(), threading.Event(), threading.Event()
+
+    def record():
+        with warnings_recorded():
+            recording.set()
+            opening.wait(10)
+        done.set()
+
+    open_image = Image.open
+
+    def open_when_the_other_is_done(*args, **kwargs):
+        opening.set()
+        done.wait(10)
+        return open_image(*args, **kwargs)
+
+    other = threading.Thread(target=record)
+    other.start()
+    recording.wait(10)
+    monkeypatch.setattr(Image, "open", open_when_the_other_is_done)
+    assert data.image_size(path) == (4, 6)
+    other.join()
+    assert (warnings.showwarning, warnings.filters) == before

@@ -67,11 +67,13 @@ def image_size(path: Path) -> tuple[int, int]:
     raises VQCodecError (instead of Pillow's DecompressionBombWarning, a Python warning on stderr)."""
     from PIL import Image
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with warnings_recorded(ignore=(Image.DecompressionBombWarning,)) as caught:  # catch_warnings is the process's
         with Image.open(path) as image:
-            check_pixel_count(image.width, image.height)
-            return image.width, image.height
+            size = image.width, image.height
+    for item in caught:
+        warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+    check_pixel_count(*size)
+    return size
 
 
 # The audio files that a warning has named what the MP3 decoder said of: training opens and reads each
