@@ -767,6 +767,33 @@ def test_a_32_bit_bmp_keeps_the_alpha_of_its_fourth_bytes(codec, tmp_path):
         np.testing.assert_array_equal(np.asarray(image), rgba[:, :, :3])
 
 
+def test_bmp_alpha_and_tiff_planes_are_refused_in_one_line_without_the_pillow_internals_they_need(codec, tmp_path):
+    """A BMP's alpha and a TIFF of planes are read through attributes of Pillow's readers (tested on Pillow 13),
+    which no public call stands for: where a Pillow has them no more, or otherwise, the error said only
+    "'BmpImageFile' object has no attribute 'tile'" or "not enough values to unpack"."""
+    path = tmp_path / "alpha.bmp"
+    Image.fromarray(np.dstack([smooth_rgb(9, 14), np.full((9, 14), 7, np.uint8)]), "RGBA").save(path)
+    lacking = r"which Pillow [\d.]+\S* does not have as vqcodec knows them: save it as "
+    for change in ("remove", "reshape"):
+        with Image.open(path) as image:
+            if change == "remove":
+                del image.tile
+            else:
+                image.tile = [tuple(image.tile[0])[:3]]
+            with pytest.raises(VQCodecError, match=r"^cannot read the image: reading a BMP's alpha needs Pillow's "
+                                                   rf"BmpImageFile\.tile and \.fp, {lacking}PNG$"):
+                codec.encode_image(image, 2)
+    rows, cols = np.mgrid[0:6, 0:10]
+    planes = np.stack([rows * 40, cols * 25, rows * 10 + cols * 10]).astype(np.uint16) * 257
+    (tmp_path / "rgb16.tif").write_bytes(planar_tiff(planes, photometric=2))
+    with Image.open(tmp_path / "rgb16.tif") as image:
+        del image.use_load_libtiff
+        with pytest.raises(VQCodecError, match=r"^cannot read the image: reading a TIFF stored as separate planes "
+                                               r"needs Pillow's TiffImageFile\._setup and \.use_load_libtiff and "
+                                               rf"TiffImagePlugin\.READ_LIBTIFF, {lacking}a TIFF of interleaved"):
+            codec.encode_image(image, 2)
+
+
 def a1r5g5b5_bmp(pixels: np.ndarray, alpha_mask: int, header_size: int = 124) -> bytes:
     """A 16-bit BMP of bit fields, R, G and B of 5 bits and `alpha_mask` (0x8000: the top bit is alpha), of
     `pixels` ((height, width) uint16, an even width), its rows stored bottom up."""

@@ -1057,17 +1057,23 @@ def _bmp_with_alpha(image):
     Alpha all 0 (the unused bytes, as the format has them) or all 255 is none: None."""
     from PIL import Image
 
-    tile = image.tile[0] if image.format in ("BMP", "DIB") and len(image.tile) == 1 else None
-    if tile is None or image.mode != "RGB" or tile[0] != "raw" or image.fp is None:  # no fp: closed, which load() says
+    if image.format not in ("BMP", "DIB") or image.mode != "RGB":
         return None
-    compression, (rawmode, stride, direction) = image.info.get("compression"), tile[3]
+    try:  # Pillow's reader's own attributes: no public call gives a BMP's bytes of pixels
+        tile = image.tile[0] if len(image.tile) == 1 else None
+        if tile is None or tile[0] != "raw" or image.fp is None:  # no fp: closed, which load() says
+            return None
+        (rawmode, stride, direction), offset = tile[3], tile[2]
+    except (AttributeError, TypeError, ValueError, IndexError):
+        raise _without_pillow_internals("a BMP's alpha", "BmpImageFile.tile and .fp", "PNG") from None
+    compression = image.info.get("compression")
     if compression == BMP_BI_RGB and rawmode == "BGRX":
         rawmode = "BGRA"
     elif compression == BMP_BITFIELDS and rawmode == "BGR;15" and _bmp_alpha_mask(image) == BMP_A1R5G5B5:
         rawmode = "BGRA;15"
     else:
         return None
-    image.fp.seek(tile[2])
+    image.fp.seek(offset)
     data = image.fp.read(stride * image.height)
     if len(data) < stride * image.height:
         return None  # cut short: image.load() says so
@@ -1076,6 +1082,15 @@ def _bmp_with_alpha(image):
         return None
     rgba.info = dict(image.info)
     return rgba
+
+
+def _without_pillow_internals(what: str, internals: str, instead: str) -> ValueError:
+    """The error for an image of which reading `what` needs `internals` of Pillow's (attributes of its readers,
+    as no public call does it), which this Pillow lacks or has changed: refused, where it would be read wrong."""
+    import PIL
+
+    return ValueError(f"reading {what} needs Pillow's {internals}, which Pillow {PIL.__version__} does not have as "
+                      f"vqcodec knows them: save it as {instead}")
 
 
 def _bmp_alpha_mask(image) -> int | None:
@@ -1178,6 +1193,11 @@ def _planes_through_libtiff(image) -> None:
     if image.mode == "LA":
         raise ValueError("a TIFF of grey and alpha stored as separate planes, whose alpha Pillow does not read: "
                          "save it with the channels interleaved (contiguous)")
+    if not all(hasattr(owner, name) for owner, name in ((image, "use_load_libtiff"), (image, "_setup"),
+                                                        (TiffImagePlugin, "READ_LIBTIFF"))):
+        raise _without_pillow_internals("a TIFF stored as separate planes", "TiffImageFile._setup and "
+                                        ".use_load_libtiff and TiffImagePlugin.READ_LIBTIFF",
+                                        "a TIFF of interleaved (contiguous) channels")
     if image.use_load_libtiff:
         return
     saved, TiffImagePlugin.READ_LIBTIFF = TiffImagePlugin.READ_LIBTIFF, True
