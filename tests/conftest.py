@@ -7,6 +7,7 @@ tested separately (tests/test_audio.py, skipped while they are not there).
 from __future__ import annotations
 
 import atexit
+import io
 import json
 import os
 import shutil
@@ -175,6 +176,60 @@ def craft():
 
 
 # ---------------------------------------------------------------- running the CLI
+
+def terminal_screen(shown: str) -> list[str]:
+    """The lines a terminal (of lines wide enough) shows once `shown` is written to it: a '\\r' goes back to
+    the start of the line, and what follows writes over what is there."""
+    lines = []
+    for line in shown.split("\n"):
+        screen = ""
+        for part in line.split("\r"):
+            screen = part + screen[len(part):]
+        lines.append(screen.rstrip())
+    return lines
+
+
+def terminal_moments(shown: str) -> list[list[str]]:
+    """terminal_screen at each moment a line has been written in place (after each '\\r' that ends a line)."""
+    return [terminal_screen(shown[:end + 1]) for end, char in enumerate(shown) if char == "\r"]
+
+
+class Terminal(io.StringIO):
+    """stderr as a terminal shows it: isatty, and `screen` what it shows (terminal_screen)."""
+
+    def isatty(self):
+        return True
+
+    def screen(self) -> list[str]:
+        return terminal_screen(self.getvalue())
+
+
+TERMINAL_STDERR = """
+import os, pty, subprocess, sys
+main, terminal = pty.openpty()
+command = [sys.executable, "-m", "vqcodec", *sys.argv[1:]]
+code = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=terminal).returncode
+os.close(terminal)
+shown = b""
+while True:
+    try:
+        piece = os.read(main, 4096)
+    except OSError:
+        break
+    if not piece:
+        break
+    shown += piece
+sys.stdout.write(shown.decode())
+sys.exit(code)
+"""
+
+
+def on_terminal(*args) -> tuple[int, str]:
+    """Run `python -m vqcodec ARGS` (as run_python) with stderr a terminal (a pty) and stdout /dev/null; its exit
+    status and what it wrote to the terminal (the terminal's line ends, '\\r\\n', as '\\n')."""
+    result = run_python("-c", TERMINAL_STDERR, *args)  # bytes: text=True would read each '\\r' as a line end
+    return result.returncode, result.stdout.decode().replace("\r\n", "\n")
+
 
 def run_python(*args, input: bytes | None = None, env: dict | None = None, cwd=None, timeout: float = 900,
                text: bool = False):

@@ -24,7 +24,8 @@ import soundfile
 
 from vqcodec import format as vqformat
 
-from conftest import make_tiny_model, run_cli, run_python, shared_channel_file  # noqa: E402
+from conftest import (Terminal, make_tiny_model, on_terminal, run_cli, run_python, shared_channel_file,  # noqa: E402
+                      terminal_moments, terminal_screen)
 
 COMMANDS = ["encode", "decode", "info", "codes", "pack", "models", "train", "eval", "fit-prior"]
 
@@ -900,25 +901,6 @@ def test_a_model_name_with_one_of_its_files_missing_says_which(tiny_model_path, 
         find_model("nobody")
 
 
-TERMINAL_STDERR = """
-import os, pty, subprocess, sys
-main, terminal = pty.openpty()
-code = subprocess.run([sys.executable, "-m", "vqcodec", *sys.argv[1:]], stderr=terminal).returncode
-os.close(terminal)
-shown = b""
-while True:
-    try:
-        piece = os.read(main, 4096)
-    except OSError:
-        break
-    if not piece:
-        break
-    shown += piece
-sys.stdout.write(shown.decode())
-sys.exit(code)
-"""
-
-
 def test_progress_is_shown_on_a_terminal_for_long_audio_only(tmp_path, cli, tiny_model_path, signal):
     from vqcodec.cli import PROGRESS_MIN_BLOCKS
     from vqcodec.codec import AUDIO_BLOCK_FRAMES
@@ -928,14 +910,48 @@ def test_progress_is_shown_on_a_terminal_for_long_audio_only(tmp_path, cli, tiny
     soundfile.write(tmp_path / "short.wav", signal(1, long_samples // 2, 16000).T, 16000)
     model = ["--model", str(tiny_model_path)]
     for name, shown in (("long", True), ("short", False)):
-        encode = run_python("-c", TERMINAL_STDERR, "encode", tmp_path / f"{name}.wav", tmp_path / f"{name}.vq", "-q", "2",
-                            *model)
-        decode = run_python("-c", TERMINAL_STDERR, "decode", tmp_path / f"{name}.vq", tmp_path / f"{name}_out.wav", *model)
-        assert encode.returncode == 0 and decode.returncode == 0, encode.stdout + decode.stdout
-        assert (re.search(rb"^\rencoding 1\d%\r", encode.stdout) is not None and encode.stdout.endswith(b"\r")) == shown
-        assert (re.search(rb"^\rdecoding 1\d%\r", decode.stdout) is not None and decode.stdout.endswith(b"\r")) == shown
+        for stage, args in (("encoding", ("encode", tmp_path / f"{name}.wav", tmp_path / f"{name}.vq", "-q", "2")),
+                            ("decoding", ("decode", tmp_path / f"{name}.vq", tmp_path / f"{name}_out.wav"))):
+            code, terminal = on_terminal(*args, *model)
+            assert code == 0, terminal
+            percentages = [moment[0] for moment in terminal_moments(terminal)
+                           if re.fullmatch(rf"{stage} \d+%", moment[0])]
+            assert bool(percentages) == shown and percentages == sorted(percentages, key=lambda p: int(p[9:-1]))
+            assert terminal_screen(terminal) == [""]  # cleared when done
     piped = cli("encode", tmp_path / "long.wav", tmp_path / "piped.vq", "-q", "2", *model)
     assert piped.returncode == 0 and piped.stderr == b""    # not a terminal: nothing shown
+
+
+def test_a_warning_error_or_stop_during_a_percentage_clears_it_on_a_terminal(monkeypatch):
+    """encode's and decode's percentage was not the progress line that warning and error lines clear first: a
+    warning during a long encode (what the MP3 decoder said) or the error that ended it was written on after
+    'encoding 40%', on its line."""
+    import warnings
+
+    from vqcodec import cli as cli_module
+    from vqcodec.errors import AudioReadWarning, VQCodecError
+
+    def progress_then(end, warn=False):
+        def main(args, **options):
+            progress = cli_module._terminal_progress()
+            progress("encoding", 4000, 10000)
+            if warn:
+                warnings.warn("a.mp3: the MP3 decoder says: damage; read past it", AudioReadWarning)
+            progress("encoding", 6000, 10000)
+            raise end
+        return main
+
+    monkeypatch.setattr(cli_module.cli, "main", progress_then(VQCodecError("cannot read audio a.mp3"), warn=True))
+    stream = Terminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+    assert cli_module.run([]) == 1
+    assert stream.screen() == ["vqcodec: warning: a.mp3: the MP3 decoder says: damage; read past it",
+                               "vqcodec: error: cannot read audio a.mp3", ""]
+    monkeypatch.setattr(cli_module.cli, "main", progress_then(cli_module._Stopped(KeyboardInterrupt())))
+    stream = Terminal()  # a ^C the terminal shows at the start of the percentage's line is cleared with it
+    monkeypatch.setattr(sys, "stderr", stream)
+    assert cli_module.run([]) == 130
+    assert stream.screen() == ["vqcodec: interrupted", ""]
 
 
 def test_stdin_stdout(encoded, cli, tiny_model_path):

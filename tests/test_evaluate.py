@@ -10,7 +10,7 @@ import pytest
 import soundfile
 from PIL import Image
 
-from conftest import run_python
+from conftest import on_terminal, run_python, terminal_moments, terminal_screen
 from test_cli import assert_one_line_error
 from vqcodec import Codec, metrics
 from vqcodec.io import read_audio
@@ -365,16 +365,14 @@ def test_eval_measures_a_file_of_two_names_in_a_folder_once(cli, tiny_model_path
 def test_eval_shows_its_progress_as_train_does_in_place_on_a_terminal_only(cli, tiny_model_path, tmp_path, signal):
     """eval wrote 'measured 10/N files' as a line of its own on a terminal too, where train rewrites its step line
     in place; to a file or a CI log both write a line each."""
-    from test_cli import TERMINAL_STDERR
-
     folder = tmp_path / "speech"
     folder.mkdir()
     for number in range(10):
         soundfile.write(folder / f"{number}.wav", signal(1, 800, 16000).T, 16000)
-    shown = run_python("-c", TERMINAL_STDERR, "eval", tiny_model_path, folder, "-q", "1", "--json")
-    assert shown.returncode == 0, shown.stdout
-    assert b"measured 10/10 files\r" + b" " * len("measured 10/10 files") + b"\r" in shown.stdout
-    assert b"measured 10/10 files\n" not in shown.stdout and b"measured 10/10 files\r\n" not in shown.stdout
+    code, terminal = on_terminal("eval", tiny_model_path, folder, "-q", "1", "--json")
+    assert code == 0, terminal
+    assert ["measured 10/10 files"] in terminal_moments(terminal)  # shown in place: no line of its own
+    assert terminal_screen(terminal) == [""]  # and cleared at the end
     logged = cli("eval", tiny_model_path, folder, "-q", "1", "--json")
     assert logged.returncode == 0 and logged.stderr == b"measured 10/10 files\n", logged.stderr
 

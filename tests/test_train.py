@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import os
@@ -17,6 +16,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from conftest import Terminal
 from test_cli import assert_one_line_error
 from vqcodec import Codec, VQCodecError
 from vqcodec import format as vqformat
@@ -2296,22 +2296,6 @@ def test_a_resumed_run_keeps_its_model_name_without_name(trained, data_dir, tmp_
     assert json.loads((out / "checkpoint.json").read_text())["name"] == "tiny"
 
 
-class _Terminal(io.StringIO):
-    """stderr as a terminal shows it: isatty, and a '\\r' goes back to the start of the line it writes over."""
-
-    def isatty(self):
-        return True
-
-    def screen(self) -> list[str]:
-        lines = []
-        for line in self.getvalue().split("\n"):
-            shown = ""
-            for part in line.split("\r"):
-                shown = part + shown[len(part):]
-            lines.append(shown.rstrip())
-        return lines
-
-
 def test_a_skipping_or_warning_line_during_training_clears_the_step_line_on_a_terminal(monkeypatch):
     """A skipping line (the threads that make batches), a failed checkpoint's warning or a read warning
     started over the step line, and the end of the longer step line stayed visible after it."""
@@ -2331,7 +2315,7 @@ def test_a_skipping_or_warning_line_during_training_clears_the_step_line_on_a_te
         warnings.warn("a.mp3: the MP3 decoder passed over damage", AudioReadWarning)
         return 0
 
-    stream = _Terminal()
+    stream = Terminal()
     monkeypatch.setattr(sys, "stderr", stream)
     step = "step 10 | loss 0.1234 (l1 0.100 mel 0.023) | val 0.2000 | perplexity 8 | codes in use 50%"
     train_module._progress(step, in_place=True)
@@ -2374,7 +2358,7 @@ def test_an_error_that_ends_training_clears_the_step_line_on_a_terminal(monkeypa
         train_module._progress("step 10 | loss 0.1234 (l1 0.100 mel 0.023) | val 0.2000 | perplexity 8", in_place=True)
         raise VQCodecError("out of memory for batches of 64 crops")
 
-    stream = _Terminal()
+    stream = Terminal()
     monkeypatch.setattr(sys, "stderr", stream)
     monkeypatch.setattr(cli_module.cli, "main", main)
     assert cli_module.run([]) == 1

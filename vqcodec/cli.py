@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, progressline
 from . import format as vqformat
 from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
 from .errors import Terminated, VQCodecError, is_out_of_memory
@@ -806,19 +806,10 @@ PROGRESS_MIN_BLOCKS = 6  # audio of fewer blocks (a minute of speech) is coded b
 
 
 def _terminal_progress():
-    """Codec.progress for a long file when stderr is a terminal: one percentage line, rewritten in
-    place and cleared at the end of each stage; None (nothing shown) otherwise."""
-    if not sys.stderr.isatty():
-        return None
+    """Codec.progress for a long file: its percentage on a terminal (progressline.percentages)."""
     from .codec import AUDIO_BLOCK_FRAMES
 
-    def show(stage: str, done: int, total: int) -> None:
-        if total <= PROGRESS_MIN_BLOCKS * AUDIO_BLOCK_FRAMES:
-            return
-        line = f"{stage} {100 * done // total}%"
-        sys.stderr.write(f"\r{line}" if done < total else "\r" + " " * len(line) + "\r")
-        sys.stderr.flush()
-    return show
+    return progressline.percentages(PROGRESS_MIN_BLOCKS * AUDIO_BLOCK_FRAMES)
 
 
 def _print_skipped(path, reason: str) -> None:
@@ -1881,8 +1872,6 @@ def _evaluate_listing_skipped(codec, paths: list[Path], levels, targets, folder:
     file's error gives its reason)."""
     from .evaluate import evaluate
 
-    from . import progressline
-
     skipped = []
 
     def skip(path, reason):
@@ -2010,13 +1999,6 @@ def _interrupted(exc: BaseException | None) -> int:
     return 128 + exc.signum if isinstance(exc, Terminated) else 130
 
 
-def _stderr_is_terminal() -> bool:
-    try:
-        return sys.stderr is not None and sys.stderr.isatty()
-    except (OSError, ValueError):
-        return False
-
-
 def run(args: list[str] | None = None) -> int:
     """Run the command line and turn every user error into one line on stderr and an exit code."""
     with _stopping_like_ctrl_c():
@@ -2026,20 +2008,19 @@ def run(args: list[str] | None = None) -> int:
 def _run(args: list[str] | None) -> int:
     import warnings
 
-    from . import progressline
     from .errors import AudioReadWarning, ImageReadWarning
 
     show = warnings.showwarning
 
     def show_read_warning_in_one_line(message, category, *rest, **options):
-        progressline.clear()  # train's step line or eval's progress, shown in place on a terminal
+        progressline.clear()  # a progress line (train's steps, eval's files, a percentage) shown in place
         if issubclass(category, (ImageReadWarning, AudioReadWarning)):
             click.echo(one_line(f"vqcodec: warning: {message}"), err=True)
         else:
             show(message, category, *rest, **options)
 
     def error(line: str) -> None:
-        progressline.clear()  # a training run's step line, shown in place on a terminal
+        progressline.clear()  # a progress line shown in place on a terminal
         click.echo(one_line(line), err=True)
 
     try:
@@ -2052,8 +2033,8 @@ def _run(args: list[str] | None) -> int:
         error(f"vqcodec: error: {exc}")
         return 1
     except _Stopped as stop:
-        if _stderr_is_terminal():  # after its ^C
-            click.echo(err=True)
+        if progressline.on_terminal() and not progressline.clear():  # a ^C over a progress line goes with it
+            click.echo(err=True)  # after its ^C
         return _interrupted(stop.interrupt)
     except click.exceptions.Abort as exc:  # click's form of Ctrl-C (and of Terminated) while it reads the arguments
         return _interrupted(exc.__cause__)

@@ -1,4 +1,5 @@
-"""The one progress line a command keeps on stderr (train's steps, eval's files measured).
+"""The one progress line a command keeps on stderr (train's steps, eval's files measured, the percentage
+of a long recording encoded or decoded).
 
 On a terminal it is rewritten in place, and every other line written to stderr meanwhile (a skipping
 line, a warning) clears it first (say, clear), so that the end of a longer progress line never stays
@@ -17,13 +18,30 @@ def show(line: str) -> None:
     """`line` as the progress: on a terminal in place of the one shown before, elsewhere a line of its own."""
     global _shown
     with _lock:
-        if not sys.stderr.isatty():
+        if not on_terminal():
             sys.stderr.write(f"{line}\n")
         else:
             _clear()
             sys.stderr.write(f"{line}\r")
             _shown = len(line)
         sys.stderr.flush()
+
+
+def percentages(least: int):
+    """A Codec.progress that shows how far each stage of work of more than `least` frames has got, as a
+    percentage in place on a terminal, cleared when the stage is done; None (nothing shown) elsewhere,
+    where a line per block would only fill a log."""
+    if not on_terminal():
+        return None
+
+    def report(stage: str, done: int, total: int) -> None:
+        if total <= least:
+            return
+        if done < total:
+            show(f"{stage} {100 * done // total}%")
+        else:
+            clear()
+    return report
 
 
 def say(line: str) -> None:
@@ -34,10 +52,10 @@ def say(line: str) -> None:
         sys.stderr.flush()
 
 
-def clear() -> None:
-    """Blank the progress line shown on the terminal, if any, for a line that is written another way."""
+def clear() -> bool:
+    """Blank the progress line shown on the terminal, if any (True), for a line that is written another way."""
     with _lock:
-        _clear()
+        return _clear()
 
 
 def keep() -> None:
@@ -47,9 +65,19 @@ def keep() -> None:
         _shown = 0
 
 
-def _clear() -> None:
+def _clear() -> bool:
     global _shown
-    if _shown:
-        sys.stderr.write(" " * _shown + "\r")
-        sys.stderr.flush()
-        _shown = 0
+    if not _shown:
+        return False
+    sys.stderr.write(" " * _shown + "\r")
+    sys.stderr.flush()
+    _shown = 0
+    return True
+
+
+def on_terminal() -> bool:
+    """Whether stderr is a terminal (not a file, a pipe, or closed)."""
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (OSError, ValueError):  # closed
+        return False
