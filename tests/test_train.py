@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from conftest import Terminal
+from conftest import Terminal, terminal_screen
 from test_cli import assert_one_line_error
 from vqcodec import Codec, VQCodecError
 from vqcodec import format as vqformat
@@ -2345,6 +2345,36 @@ def test_a_codebook_too_large_for_a_prior_is_warned_of_before_training(data_dir,
     assert warning in lines and lines.index(warning) < [line.startswith("training ") for line in lines].index(True)
     train(data_dir, cfg, options(tmp_path / "quiet", max_steps=1, quiet=False, fit_prior=False))
     assert "no entropy-coding prior" not in capsys.readouterr().err
+
+
+def test_the_step_line_is_cut_to_the_terminals_width(monkeypatch):
+    """A step line wider than the terminal (about 100 characters, on 80 columns) wrapped, and the carriage return
+    that rewrites it goes back to the start of its last row only: each step left a row of the one before behind."""
+    import fcntl
+    import io
+    import pty
+    import struct
+    import sys
+    import termios
+
+    from vqcodec import train as train_module
+
+    step = "step 10 | loss 0.1234 (l1 0.100 mel 0.023) | val 0.2000 | perplexity 8 | codes in use 50% | 59m 30s left"
+    main, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 60, 0, 0))
+    with open(terminal, "w") as stream:
+        monkeypatch.setattr(sys, "stderr", stream)
+        train_module._progress(step, in_place=True)
+        train_module._progress(step.replace("10", "20"), in_place=True)
+        train_module._say("\nwrote run/run.safetensors")
+    shown = os.read(main, 4096).decode().replace("\r\n", "\n")
+    os.close(main)
+    assert terminal_screen(shown) == [step.replace("10", "20")[:59], "wrote run/run.safetensors", ""]
+    assert max(len(part) for line in shown.split("\n") for part in line.split("\r")) < 60
+    logged = io.StringIO()  # a log keeps the whole line
+    monkeypatch.setattr(sys, "stderr", logged)
+    train_module._progress(step, in_place=True)
+    assert logged.getvalue() == step + "\n"
 
 
 def test_an_error_that_ends_training_clears_the_step_line_on_a_terminal(monkeypatch):

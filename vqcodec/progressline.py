@@ -1,12 +1,15 @@
 """The one progress line a command keeps on stderr (train's steps, eval's files measured, the percentage
 of a long recording encoded or decoded).
 
-On a terminal it is rewritten in place, and every other line written to stderr meanwhile (a skipping
-line, a warning) clears it first (say, clear), so that the end of a longer progress line never stays
-visible after a shorter line; elsewhere (a file, a CI log) each progress line is a line of its own.
+On a terminal it is rewritten in place, cut to the terminal's width (a carriage return goes back to the start of
+the last row only, so a line that wrapped would leave a row behind at each rewrite), and every other
+line written to stderr meanwhile (a skipping line, a warning) clears it first (say, clear), so that the
+end of a longer progress line never stays visible after a shorter line; elsewhere (a file, a CI log)
+each progress line is a line of its own, whole.
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
@@ -22,6 +25,7 @@ def show(line: str) -> None:
             sys.stderr.write(f"{line}\n")
         else:
             _clear()
+            line = line[:_columns() - 1]  # the last column: some terminals wrap as soon as it is written
             sys.stderr.write(f"{line}\r")
             _shown = len(line)
         sys.stderr.flush()
@@ -81,3 +85,11 @@ def on_terminal() -> bool:
         return sys.stderr is not None and sys.stderr.isatty()
     except (OSError, ValueError):  # closed
         return False
+
+
+def _columns() -> int:
+    """The width of the terminal stderr is, in columns (a stream that has no size, as in tests: unlimited)."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns or sys.maxsize
+    except (OSError, ValueError, AttributeError):
+        return sys.maxsize
