@@ -575,7 +575,12 @@ def test_decode_audio_file_refuses_what_the_format_cannot_hold(codec, signal, tm
     with pytest.raises(VQCodecError, match=re.escape(reason)) as error:
         codec.decode_audio_file(data, destination, format_hint=hint)
     assert "Error opening" not in str(error.value)
+    # the output is named, as the command line names it (it said what the format holds, not of which file)
+    assert str(error.value).startswith(f"{destination}: ") == (name is not None)
     assert os.listdir(tmp_path) == []
+    if name is not None:  # and so is an open file, by its name
+        with open(destination, "wb") as stream, pytest.raises(VQCodecError, match=f"^{re.escape(destination)}: "):
+            codec.decode_audio_file(data, stream, format_hint=hint)
     if name is None:
         codec.decode_audio_file(data, destination, format_hint="WAV")  # what the format can hold is written
         assert soundfile.info(io.BytesIO(destination.getvalue())).channels == channels

@@ -1975,19 +1975,29 @@ class Codec:
         if format_hint is None:  # for a stream, soundfile's own error named it by its repr
             raise VQCodecError(f"cannot tell an audio format from {f'the name {name}' if named else 'a stream without a name'}"
                                ": give a format_hint (WAV, FLAC, OGG, ...)")
+        where = str(name) if named else None
+
+        def decode_into(stream) -> None:
+            self._decode_audio_into(data, stream, where, format_hint, subtype, start, duration, salvage, rate)
         if isinstance(destination, (str, Path)):
-            write_file(destination, lambda stream: self.decode_audio_file(data, stream, format_hint, subtype, start,
-                                                                          duration, salvage, rate))
-            return
-        if not _seekable(destination):  # a pipe or socket: soundfile seeks back to finish the header
-            _through_spool(destination, lambda spool: self.decode_audio_file(data, spool, format_hint, subtype, start,
-                                                                             duration, salvage, rate))
-            return
+            write_file(destination, decode_into)
+        elif not _seekable(destination):  # a pipe or socket: soundfile seeks back to finish the header
+            _through_spool(destination, decode_into)
+        else:
+            decode_into(destination)
+
+    def _decode_audio_into(self, data: bytes, destination, where: str | None, format_hint: str, subtype: str | None,
+                           start: float, duration: float | None, salvage: bool, rate: int | None) -> None:
+        """decode_audio_file into a binary stream that can seek; an output it cannot hold is refused naming
+        `where` (the path or stream name given, None for a stream without one)."""
         header, blocks = self.decode_audio_blocks(data, *self._sample_range(data, start, duration, rate), salvage,
                                                   rate)
         output_rate = self._output_timing(header, rate)[0]
         format_hint, subtype = soundfile_format(format_hint, subtype)
-        check_audio_output(format_hint, subtype, output_rate, header.channels)
+        try:
+            check_audio_output(format_hint, subtype, output_rate, header.channels)
+        except VQCodecError as exc:
+            raise VQCodecError(f"{where}: {exc}" if where else str(exc)) from None
 
         sink = SoundSink(destination)
 
@@ -2007,7 +2017,7 @@ class Codec:
                     pass
             output = output or open_output(subtype)
         except Exception as exc:
-            raise unwritable_audio(exc) from None
+            raise unwritable_audio(exc, where) from None
         # float files keep a level gain's peaks, and so do lossy codecs of float samples
         keeps_level = (output.subtype in ("FLOAT", "DOUBLE")
                        or (above_full_scale and output.subtype in FLOAT_CODEC_SUBTYPES))

@@ -712,9 +712,9 @@ def _audio_write_refused(format_name: str, subtype: str, sample_rate: int, chann
     return None
 
 
-def unwritable_audio(exc: Exception) -> VQCodecError:
-    """The error for audio soundfile cannot write, with its reason."""
-    return VQCodecError(f"cannot write audio: {_soundfile_reason(exc)}")
+def unwritable_audio(exc: Exception, where: str | None = None) -> VQCodecError:
+    """The error for audio soundfile cannot write (into `where`, a path or stream name), with its reason."""
+    return VQCodecError(f"cannot write {where or 'audio'}: {_soundfile_reason(exc)}")
 
 
 UNKNOWN_FRAMES = 2**62  # libsndfile's frame count of a file whose header gives no length (SF_COUNT_MAX, 2**63 - 1)
