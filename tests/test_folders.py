@@ -432,6 +432,56 @@ def test_files_of_a_model_not_installed_are_one_line_and_the_others_are_done(tin
     assert not (tmp_path / "out").exists()
 
 
+def test_an_output_format_a_folders_files_cannot_have_is_found_before_any_model_loads(tiny_model_path, tmp_path,
+                                                                                     capsys, monkeypatch):
+    """decode of a folder checked each file's output format (writing two frames of it) after its model had
+    loaded and its chunks were decoded: an --format or --rate none of the files could be written in failed
+    file by file. The check is now made once for each rate and channel count, from the headers alone."""
+    import io
+
+    import soundfile as soundfile_module
+
+    from vqcodec import io as vqio
+    from vqcodec.cli import run
+
+    tiny = Codec.load(str(tiny_model_path))
+    folder = tmp_path / "vq"
+    folder.mkdir()
+    for name, rate in (("a.vq", 16000), ("b.vq", 16000), ("c.vq", 16000), ("d.vq", 44100)):
+        (folder / name).write_bytes(tiny.codes_to_file(np.zeros((1, 4, 20), np.int16), sample_rate=rate,
+                                                       samples=rate // 100))
+    probes, loads, load = [], [], Codec.load.__func__
+    real_sound_file = soundfile_module.SoundFile
+
+    def sound_file(file, *args, **options):
+        if isinstance(file, io.BytesIO):
+            probes.append(options.get("samplerate"))
+        return real_sound_file(file, *args, **options)
+    monkeypatch.setattr(vqio.soundfile, "SoundFile", sound_file)
+    monkeypatch.setattr(Codec, "load", classmethod(lambda cls, *args, **kw: loads.append(args) or load(cls, *args, **kw)))
+    vqio._audio_write_refused.cache_clear()
+    code = run(["decode", str(folder), str(tmp_path / "out"), "--format", "opus", "--rate", "44100",
+                "-m", str(tiny_model_path)])
+    assert (code, loads, probes) == (1, [], [])  # refused as Opus at 44.1 kHz without a probe
+    assert capsys.readouterr().err.splitlines() == [
+        f"vqcodec: error: 4 .vq files of {folder}: Opus holds 8000, 12000, 16000, 24000 or 48000 Hz audio, not 44100 "
+        "Hz: pass --rate 48000, or write another format (.wav, .flac)"]
+    assert not (tmp_path / "out").exists()
+
+    code = run(["decode", str(folder), str(tmp_path / "out"), "--format", "mp3", "--rate", "12345",
+                "-m", str(tiny_model_path)])
+    assert (code, loads, probes) == (1, [], [12345])  # one probe for the four files, and no model
+    assert capsys.readouterr().err.startswith(f"vqcodec: error: 4 .vq files of {folder}: MP3 MPEG_LAYER_III cannot ")
+
+    code = run(["decode", str(folder), str(tmp_path / "out"), "--format", "opus", "-m", str(tiny_model_path)])
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 1 and lines[0] == (f"skipping {folder / 'd.vq'}: Opus holds 8000, 12000, 16000, 24000 or 48000 "
+                                      "Hz audio, not 44100 Hz: pass --rate 48000, or write another format (.wav, "
+                                      ".flac)"), lines
+    assert lines[-1] == "vqcodec: error: 1 of 4 files could not be decoded (listed above)"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.opus", "b.opus", "c.opus"]
+
+
 def test_a_folder_run_whose_output_is_one_of_its_inputs_is_refused_even_with_force(two_recordings, tmp_path,
                                                                                    capsys):
     """`encode my_vq/ my_vq/ -q 1 --force` recoded each .vq file in place, replacing what it read with its

@@ -991,18 +991,25 @@ def _model_of_file(model: str | None, data: bytes) -> str:
 
 def _decode_folder(folder: Path, output_path: str, model, format_name, device, force, salvage, rate) -> None:
     """`vqcodec decode FOLDER OUT`: vqcodec.folders.decode_folder, one codec per model."""
-    from .folders import decode_folder, find_vq_files, mirrored_paths, output_formats, sort_by_kind
+    from .folders import (audio_outputs_refused, decode_folder, find_vq_files, mirrored_paths, output_formats,
+                          read_headers)
 
     out = _output_folder(output_path)
     formats, extensions = output_formats(format_name)
     files = find_vq_files(folder, out)
-    kinds, unreadable = sort_by_kind(files)
+    headers, unreadable = read_headers(files)
+    kinds = {path: vqformat.KIND_NAMES[header.kind] for path, header in headers.items()}
     if format_name is not None and kinds:
         _check_format_kind_in_folder(format_name, set(kinds.values()), folder)
     if rate is not None and kinds and "audio" not in kinds.values():  # as for one image file
         raise VQCodecError(f"--rate is for audio, and the .vq files of {folder} hold images only")
-    readable, missing = _set_aside_missing_models(folder, [path for path in files if path in kinds], model,
-                                                  refuse_all=not unreadable)
+    refused = audio_outputs_refused(headers, formats["audio"], rate)  # before any model loads: one line per reason
+    if len(refused) == 1 and len(refused[0][0]) == len(files):
+        raise VQCodecError(f"{plural(len(files), '.vq file')} of {folder}: {refused[0][1]}")
+    refused_paths = {path for paths, _ in refused for path in paths}
+    readable, missing = _set_aside_missing_models(folder, [path for path in kinds if path not in refused_paths],
+                                                  model, refuse_all=not (unreadable or refused))
+    missing = refused + missing
     outputs = mirrored_paths(folder, out, readable, lambda path: extensions[kinds[path]])
     for existing in outputs:
         _refuse_existing_output(str(existing), force)

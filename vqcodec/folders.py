@@ -326,19 +326,43 @@ def check_output_of(image_format: str, header: vqformat.Header, data: bytes) -> 
     check_image_output(image_format, IMAGE_MODE_NAMES[header.mode], header.width, header.height, alpha)
 
 
-def sort_by_kind(files: list[Path]) -> tuple[dict[Path, str], list[tuple[Path, str]]]:
-    """The media kind each `.vq` file holds, read from its header alone, and the files whose header
-    cannot be read or is not valid, with why."""
-    kinds, unreadable = {}, []
+def read_headers(files: list[Path]) -> tuple[dict[Path, vqformat.Header], list[tuple[Path, str]]]:
+    """The header of each `.vq` file, read alone, and the files whose header cannot be read or is not
+    valid, with why."""
+    headers, unreadable = {}, []
     for path in files:
         try:
             with open(path, "rb") as stream:
-                kinds[path] = vqformat.KIND_NAMES[vqformat.parse_header(stream.read(vqformat.HEADER_SIZE)).kind]
+                headers[path] = vqformat.parse_header(stream.read(vqformat.HEADER_SIZE))
         except VQCodecError as exc:
             unreadable.append((path, str(exc)))
         except OSError as exc:
             unreadable.append((path, f"cannot read ({exc.strerror})"))
-    return kinds, unreadable
+    return headers, unreadable
+
+
+def audio_outputs_refused(headers: dict[Path, vqformat.Header], audio_format: str, rate: int | None
+                          ) -> list[tuple[list[Path], str]]:
+    """The audio files of `headers` whose output `audio_format` cannot hold (at `rate` Hz, else at the
+    file's own rate, with its channels), grouped by why: io.check_audio_output, once for each rate and
+    channel count, from the headers alone, before any model is loaded or any file decoded."""
+    from .io import check_audio_output, soundfile_format
+
+    container, subtype = soundfile_format(audio_format, None)
+    reasons, refused = {}, {}
+    for path, header in headers.items():
+        if header.kind != vqformat.KIND_AUDIO:
+            continue
+        output = (rate or header.sample_rate, header.channels)
+        if output not in reasons:
+            try:
+                check_audio_output(container, subtype, *output)
+                reasons[output] = None
+            except VQCodecError as exc:
+                reasons[output] = str(exc)
+        if reasons[output]:
+            refused.setdefault(reasons[output], []).append(path)
+    return [(paths, reason) for reason, paths in refused.items()]
 
 
 def output_formats(format_name: str | None) -> tuple[dict[str, str], dict[str, str]]:

@@ -698,6 +698,7 @@ def check_audio_output(format_name: str, subtype: str | None, sample_rate: int, 
                            f"{setting('pass --rate', 'pass rate=N')}")
 
 
+@functools.lru_cache(maxsize=256)  # a folder's files share a few rates and channel counts
 def _audio_write_refused(format_name: str, subtype: str, sample_rate: int, channels: int) -> str | None:
     """libsndfile's reason for refusing to write two frames of such audio into memory, or None: the limits
     of its encoders depend on how it was built (FLAC's rates, MP3's MPEG rates, a subtype left out), and
