@@ -2461,9 +2461,9 @@ BAD_CASES = {  # name: what its error says
     "encode-nan-wav": "NaN or infinite",
     "encode-inf-wav-late": "NaN or infinite",
     "encode-unknown-model": "unknown model 'nosuch'",
-    "encode-quality-0": "quality must be a whole number 1..4",
+    "encode-quality-0": "-q must be a whole number 1..4",  # named as the option it is (it said 'quality')
     "encode-threads-0": "'--threads': 0 is not in the range",
-    "encode-quality-99": "quality must be a whole number 1..4",
+    "encode-quality-99": "-q must be a whole number 1..4",
     "encode-quality-not-a-number": "'six' is not a valid integer",
     "encode-negative-rate-weight": "'--rate-weight': -1.0 is not in the range",
     "encode-huge-depth-weight": "'--depth-weight': 1000000000.0 is not in the range",

@@ -350,6 +350,9 @@ def test_cli_recode(cli, tmp_path, recordings):
         result = cli("encode", tmp_path / "talk.vq", tmp_path / "bad.vq", *options)
         lines = result.stderr.decode().splitlines()
         assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("vqcodec: error: "), options
+        if options == ["-q", "9"]:  # named as the option (it said 'quality 9', the Python argument's name)
+            assert lines[0] == "vqcodec: error: -q 9 is not within the file's 1..8 codebooks: a file can be recoded " \
+                               "to fewer codebooks, not more"
     assert not (tmp_path / "bad.vq").exists()
 
 

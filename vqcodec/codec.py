@@ -1026,7 +1026,8 @@ class Codec:
         """`quality` as an int, or a one-line error when this model has no such level."""
         highest = min(self.num_codebooks, vqformat.MAX_QUALITY)
         if not is_whole(quality) or not 1 <= quality <= highest:
-            raise VQCodecError(f"quality must be a whole number 1..{highest} for model {self.name}, got {quality!r}")
+            raise VQCodecError(f"{setting('-q', 'quality')} must be a whole number 1..{highest} for model {self.name}, "
+                               f"got {quality!r}")
         return int(quality)
 
     def _checked_codes(self, codes, level_axis: int, layout: str) -> np.ndarray:
@@ -1578,9 +1579,9 @@ class Codec:
         stored = header.quality
         quality = stored if quality is None else quality
         if not is_whole(quality):  # "quality 4 is not within the file's 1..8 codebooks" said the string "4"
-            raise VQCodecError(f"quality must be a whole number of codebooks, not {quality!r}")
+            raise VQCodecError(f"{setting('-q', 'quality')} must be a whole number of codebooks, not {quality!r}")
         if not 1 <= quality <= stored:
-            raise VQCodecError(f"quality {quality} is not within the file's 1..{stored} codebooks: "
+            raise VQCodecError(f"{setting('-q', 'quality')} {quality} is not within the file's 1..{stored} codebooks: "
                                "a file can be recoded to fewer codebooks, not more")
         quality = int(quality)
         held = math.prod(shape_of(total)) * np.dtype(self._code_dtype).itemsize
