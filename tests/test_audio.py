@@ -1236,6 +1236,22 @@ def test_api_numbers_are_whole_where_they_must_be(codec, signal):
         codec.encode_audio(audio, 16000, 2, max_kbps=1000.0))
 
 
+def test_api_errors_quote_numpy_scalars_and_paths_as_the_values_they_hold(codec, signal, tiny_model_path):
+    """Messages quoted a value by its repr: np.float32(3.5), np.int64(9), np.str_('gpu') and PosixPath('nosuch'),
+    Python's words for them, where the value given is 3.5, 9, 'gpu' and 'nosuch'."""
+    plain = codec.encode_audio(signal(1, 1600, 16000), 16000, 2)
+    for call, message in (
+            (lambda: codec.decode_audio(plain, rate=np.float32(3.5)), "not 3.5$"),
+            (lambda: codec.encode_audio(signal(1, 1600, 16000), 16000, np.int64(9)), "got 9$"),
+            (lambda: codec.decode_audio(plain, salvage=np.int64(2)), "^salvage must be True or False, not 2$"),
+            (lambda: codec.codes_to_file(codec.read_codes(plain)[1], gain=np.str_("x")), "not 'x'$"),
+            (lambda: Codec.load(str(tiny_model_path), device=np.str_("gpu")), "^unknown device 'gpu' "),
+            (lambda: Codec.load(Path("nosuch")), "^unknown model 'nosuch' ")):
+        with pytest.raises(VQCodecError, match=message) as error:
+            call()
+        assert "np." not in str(error.value) and "Path(" not in str(error.value)
+
+
 def test_integer_pcm_arrays_are_scaled_as_soundfile_reads_them(codec, signal):
     audio = np.round(signal(1, 1600, 16000) * 2 ** 14) / 2 ** 15
     as_int16 = (audio * 2 ** 15).astype(np.int16)
@@ -1753,7 +1769,8 @@ def test_packing_audio_codes_refuses_sizes_rates_and_gains_below_one_naming_them
 def test_packing_audio_codes_refuses_integer_settings_that_are_not_integers_naming_them(codec, option):
     """channels=1.0 and channels=True were taken for the one channel the codes hold."""
     (name, value), = option.items()
-    named = f"^(the )?{name.replace('_', ' ')} must be a whole number .*, not {re.escape(repr(value))}$"
+    quoted = repr(value.item() if isinstance(value, np.generic) else value)  # np.True_ as True
+    named = f"^(the )?{name.replace('_', ' ')} must be a whole number .*, not {re.escape(quoted)}$"
     with pytest.raises(VQCodecError, match=named):
         codec.codes_to_file(np.zeros((1, 2, 20), np.int64), **option)
     fitting = {"channels": 1, "samples": 160, "sample_rate": 16000}[name]

@@ -40,7 +40,7 @@ from .prior import ABSENT, CodePrior, RateCosts, plane_depths
 from .recode import FileCuts
 from .refine import LEARNING_RATE as REFINE_LEARNING_RATE, refine_codes
 from .registry import find_model, retired_model_hint
-from .wording import plural, setting
+from .wording import plural, setting, shown
 
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
 IMAGE_CHUNK_ROWS = 16           # latent rows per container chunk
@@ -118,13 +118,13 @@ def _is_real(value) -> bool:
 
 def _checked_setting(name: str, value, low: int, high: int) -> int:
     if not is_whole(value) or not low <= value <= high:
-        raise VQCodecError(f"{name} must be an integer from {low} to {high}, not {value!r}")
+        raise VQCodecError(f"{name} must be an integer from {low} to {high}, not {shown(value)}")
     return int(value)
 
 
 def _checked_weight(name: str, value, high: float) -> float:
     if not _is_real(value) or not 0 <= value <= high:
-        raise VQCodecError(f"{name} must be a number from 0 to {high:g}, not {value!r}")
+        raise VQCodecError(f"{name} must be a number from 0 to {high:g}, not {shown(value)}")
     return float(value)
 
 
@@ -132,7 +132,8 @@ def _checked_count(name: str, value, unit: str = "") -> int:
     """A size given to the API (samples, channels, pixels): a whole number of at least 1, or a one-line
     error naming it (a size of 0 or below read as 'audio is empty' or 'image 0x-5 is empty')."""
     if not is_whole(value) or value < 1:
-        raise VQCodecError(f"{name} must be a whole number{' of ' + unit if unit else ''} from 1 up, not {value!r}")
+        raise VQCodecError(f"{name} must be a whole number{' of ' + unit if unit else ''} from 1 up, "
+                           f"not {shown(value)}")
     return int(value)
 
 
@@ -140,7 +141,7 @@ def _checked_rate(value) -> int:
     """A sample rate given to the API: a whole number of Hz within the container's bounds."""
     if not is_whole(value) or not 1 <= value <= vqformat.MAX_SAMPLE_RATE:
         raise VQCodecError(f"the sample rate must be a whole number of Hz from 1 to {vqformat.MAX_SAMPLE_RATE}, "
-                           f"not {value!r}")
+                           f"not {shown(value)}")
     return int(value)
 
 
@@ -238,7 +239,8 @@ def _float_blocks(audio: np.ndarray) -> Iterator[np.ndarray]:
 def _checked_peak(value) -> float:
     """A stream's peak given to the API: its largest absolute sample, finite and not below 0."""
     if not _is_real(value) or not 0 <= value < math.inf:
-        raise VQCodecError(f"the peak must be the largest absolute sample, a finite number from 0 up, not {value!r}")
+        raise VQCodecError("the peak must be the largest absolute sample, a finite number from 0 up, "
+                           f"not {shown(value)}")
     return float(value)
 
 
@@ -261,7 +263,7 @@ def _checked_amount(name: str, value, unit: str, allow_zero: bool = False) -> fl
     if not _is_real(value) or not (
             (0 <= value if allow_zero else 0 < value) and value < math.inf):
         raise VQCodecError(f"the {name} must be a {'non-negative' if allow_zero else 'positive'} number of {unit}, "
-                           f"not {value!r}")
+                           f"not {shown(value)}")
     return float(value)
 
 
@@ -752,7 +754,7 @@ class Codec:
     @progress.setter
     def progress(self, value: Callable[[str, int, int], None] | None) -> None:
         if value is not None and not callable(value):  # it was called, and failed, only once a block was coded
-            raise VQCodecError(f"progress must be a function (stage, done, total) or None, not {value!r:.60}")
+            raise VQCodecError(f"progress must be a function (stage, done, total) or None, not {shown(value):.60}")
         self._progress = value
 
     @property
@@ -929,7 +931,7 @@ class Codec:
     @coding.setter
     def coding(self, value: str) -> None:
         if value not in CODINGS:
-            raise VQCodecError(f"unknown coding {value!r} (use {', '.join(CODINGS)})")
+            raise VQCodecError(f"unknown coding {shown(value)} (use {', '.join(CODINGS)})")
         if value == "prior" and self.prior is None:
             raise VQCodecError(f"model {self.name} has no prior for entropy coding; run `vqcodec fit-prior` first")
         self._coding = value
@@ -1027,7 +1029,7 @@ class Codec:
         highest = min(self.num_codebooks, vqformat.MAX_QUALITY)
         if not is_whole(quality) or not 1 <= quality <= highest:
             raise VQCodecError(f"{setting('-q', 'quality')} must be a whole number 1..{highest} for model {self.name}, "
-                               f"got {quality!r}")
+                               f"got {shown(quality)}")
         return int(quality)
 
     def _checked_codes(self, codes, level_axis: int, layout: str) -> np.ndarray:
@@ -1579,7 +1581,7 @@ class Codec:
         stored = header.quality
         quality = stored if quality is None else quality
         if not is_whole(quality):  # "quality 4 is not within the file's 1..8 codebooks" said the string "4"
-            raise VQCodecError(f"{setting('-q', 'quality')} must be a whole number of codebooks, not {quality!r}")
+            raise VQCodecError(f"{setting('-q', 'quality')} must be a whole number of codebooks, not {shown(quality)}")
         if not 1 <= quality <= stored:
             raise VQCodecError(f"{setting('-q', 'quality')} {quality} is not within the file's 1..{stored} codebooks: "
                                "a file can be recoded to fewer codebooks, not more")
@@ -1799,7 +1801,7 @@ class Codec:
         rate, length = self._output_timing(header, rate)
         for name, value in (("start", start), ("count", 0 if count is None else count)):
             if not is_whole(value):
-                raise VQCodecError(f"the {name} must be a whole number of samples, not {value!r}")
+                raise VQCodecError(f"the {name} must be a whole number of samples, not {shown(value)}")
         start = int(start)
         count = length - start if count is None else int(count)
         if count < 1:  # an empty or negative part, whatever the file holds
@@ -1890,7 +1892,7 @@ class Codec:
             return header.sample_rate, header.length
         if not (is_whole(rate) and 1 <= rate <= vqformat.MAX_SAMPLE_RATE):
             raise VQCodecError(f"the output sample rate must be a whole number of Hz from 1 to "
-                               f"{vqformat.MAX_SAMPLE_RATE}, not {rate!r}")
+                               f"{vqformat.MAX_SAMPLE_RATE}, not {shown(rate)}")
         if rate == header.sample_rate:
             return header.sample_rate, header.length
         return int(rate), -(-header.length * int(rate) // header.sample_rate)
@@ -1968,7 +1970,7 @@ class Codec:
         for name, value in (("format_hint", format_hint), ("subtype", subtype)):
             if value is not None and not isinstance(value, str):  # were AttributeErrors and TypeErrors
                 raise VQCodecError(f"{name} is a name such as {'WAV' if name == 'format_hint' else 'PCM_16'} (a str), "
-                                   f"not {value!r:.40}")
+                                   f"not {shown(value):.40}")
         name = destination if isinstance(destination, (str, Path)) else getattr(destination, "name", None)
         named = isinstance(name, (str, Path))  # a path, or an open file's name (a BytesIO has none)
         format_hint = format_hint and (audio_format_named(format_hint) or format_hint)
@@ -2189,7 +2191,7 @@ class Codec:
                                "a sample rate, sample count, gain and channel count for audio")
         stored_gain = 0
         if gain is not None and not _is_real(gain):
-            raise VQCodecError(f"gain must be a number, not {gain!r}")
+            raise VQCodecError(f"gain must be a number, not {shown(gain)}")
         if gain is not None and gain != 1.0:
             stored_gain = round(float(gain) * vqformat.GAIN_ONE) if math.isfinite(float(gain)) else 0
             if stored_gain == vqformat.GAIN_ONE:  # a gain that rounds to 1 is none, as the encoder writes it
@@ -2201,7 +2203,7 @@ class Codec:
         array = self._code_array(array, level_axis, layout)  # copied (as _code_dtype) once the size it makes passes
         if self.kind == "audio":
             if channels is not None and _checked_count("channels", channels) != array.shape[0]:
-                raise VQCodecError(f"the codes hold {plural(array.shape[0], 'channel')}, not {channels!r}")
+                raise VQCodecError(f"the codes hold {plural(array.shape[0], 'channel')}, not {shown(channels)}")
             channels, quality, frames = array.shape
             rate = self.sample_rate if sample_rate is None else _checked_rate(sample_rate)
             samples = self._samples_of_frames(frames, rate) if samples is None else _checked_count("samples", samples)

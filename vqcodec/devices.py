@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from .errors import VQCodecError
-from .wording import plural, setting
+from .wording import plural, setting, shown
 
 DEVICE_FORMS = "auto, cpu, cuda or cuda:N"
 
@@ -14,7 +14,7 @@ def device_form_problem(device) -> str | None:
     """Why `device` (a string) names no device of those DEVICE_FORMS gives, or None; torch is not needed."""
     if isinstance(device, str) and re.fullmatch(r"auto|cpu|cuda(:(0|[1-9][0-9]*))?", device):
         return None
-    return f"unknown device {device!r} (use {DEVICE_FORMS})"
+    return f"unknown device {shown(device)} (use {DEVICE_FORMS})"
 
 
 def resolve_device(device) -> str:
@@ -31,7 +31,7 @@ def resolve_device(device) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         return device
-    asked = setting(f"--device {device}", f"device={device!r}")
+    asked = setting(f"--device {device}", f"device={shown(device)}")
     if not torch.cuda.is_available():
         raise VQCodecError(f"{asked} asked for, but no CUDA device is available")
     index, count = torch.device(device).index, torch.cuda.device_count()

@@ -19,7 +19,7 @@ import soxr
 
 from .errors import AudioReadWarning, ImageReadWarning, VQCodecError
 from .format import MAX_IMAGE_SIDE
-from .wording import plural, setting
+from .wording import plural, setting, shown
 
 # Suffixes that name one of soundfile's formats (which it knows by name: WAV, AIFF, ...) otherwise
 AUDIO_SUFFIX_FORMATS = {".wave": "WAV", ".aif": "AIFF", ".aifc": "AIFF", ".snd": "AU", ".sph": "NIST", ".oga": "OGG"}
@@ -161,7 +161,7 @@ def checked_flag(name: str, value) -> bool:
     """A yes-or-no option given to the Python API (salvage=, variable_depth=, TrainOptions' resume, ...):
     True or False (a NumPy bool too), not any value Python takes as true ("no", 2, a list)."""
     if not isinstance(value, (bool, np.bool_)):
-        raise VQCodecError(f"{name} must be True or False, not {value!r:.40}")
+        raise VQCodecError(f"{name} must be True or False, not {shown(value):.40}")
     return bool(value)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from . import format as vqformat
 from .config import FORMAT_VERSION, config_from_dict
 from .errors import VQCodecError
-from .wording import setting
+from .wording import setting, shown
 
 RETIRED_MODELS = "retired.json"  # in the shipped models' folder: earlier releases' models and where they are
 
@@ -103,10 +103,10 @@ def _find_model(name: str, wrote: bytes | None) -> Path:
         half = half or next((p for p in (path, path.with_suffix(".json")) if p.exists()), None)
     if half is not None:
         missing = half.with_suffix(".json" if half.suffix == ".safetensors" else ".safetensors")
-        raise VQCodecError(f"model {name!r}: {half} has no {missing.name} beside it")
+        raise VQCodecError(f"model {shown(name)}: {half} has no {missing.name} beside it")
     available = ", ".join(m["name"] for m in list_models()) or "none"
     local = f"; for the model in {name}, give it as a path: ./{name}" if candidate.exists() else ""
-    raise VQCodecError(f"unknown model {name!r} (installed: {available}){local}"
+    raise VQCodecError(f"unknown model {shown(name)} (installed: {available}){local}"
                        + "".join(f"; {problem}" for problem in model_path_problems()))
 
 

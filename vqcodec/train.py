@@ -36,7 +36,7 @@ from .modelfile import (CODE_TENSORS, attach_prior, build_model, compute_codes_i
 from .prior import MAX_CODEBOOK
 from .registry import find_model
 from .runlock import lock_out, release_out
-from .wording import one_line, plural, setting
+from .wording import one_line, plural, setting, shown
 
 
 @dataclass
@@ -166,7 +166,7 @@ def check_options(options: TrainOptions) -> None:
         value = getattr(options, field)
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral if whole else numbers.Real)):
             named = field if field in ("seed", "checkpoint_minutes") else _option(field)  # the command sets neither
-            raise VQCodecError(f"{named} must be a {'whole number' if whole else 'number'}, not {value!r}")
+            raise VQCodecError(f"{named} must be a {'whole number' if whole else 'number'}, not {shown(value)}")
     for field in ("resume", "replace", "quiet", "fit_prior", "adversarial", "stream_data", "decoder_only"):
         checked_flag(_option(field), getattr(options, field))  # resume="no" resumed
     if not 0 <= options.seed < 2 ** 63:
@@ -174,7 +174,7 @@ def check_options(options: TrainOptions) -> None:
     if not 0 <= options.checkpoint_minutes < math.inf:
         raise VQCodecError(f"checkpoint_minutes must be a number of minutes from 0 up, not {options.checkpoint_minutes}")
     if options.precision not in ("auto", "fp32", "bf16"):
-        raise VQCodecError(f"{_option('precision')} must be auto, fp32 or bf16, not {options.precision!r}")
+        raise VQCodecError(f"{_option('precision')} must be auto, fp32 or bf16, not {shown(options.precision)}")
     for field in ("max_minutes", "lr"):
         value = getattr(options, field)
         if value is not None and not 0 < value < math.inf:
@@ -193,7 +193,7 @@ def check_options(options: TrainOptions) -> None:
     if not (isinstance(snr, (tuple, list)) and len(snr) == 2 and all(isinstance(x, numbers.Real) and not isinstance(x, bool)
                                                                      for x in snr)):
         raise VQCodecError(f"{_option('noise_snr_db')} must be {setting('LOW,HIGH', '(LOW, HIGH)')} in dB, a pair of numbers, "
-                           f"not {snr!r}")
+                           f"not {shown(snr)}")
     low_snr, high_snr = snr
     if not -20.0 <= low_snr <= high_snr <= 100.0:
         raise VQCodecError(f"{_option('noise_snr_db')} must be {setting('LOW,HIGH', '(LOW, HIGH)')} in dB with -20 <= LOW <= "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 
 # A context variable, so that another thread using the API while a command runs keeps the API's wording;
 # the command's own worker threads run in a copy of its context (data.Batches).
@@ -19,6 +20,16 @@ def plural(count: int, noun: str) -> str:
 def one_line(message: str) -> str:
     """A message as one line: a file name may hold a line break, which split it (shown as \\n, as ls shows it)."""
     return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def shown(value) -> str:
+    """`value` as a message quotes it, its repr, but a path as its name (not PosixPath('a.wav')) and a NumPy or
+    torch scalar as the Python number or flag it holds (not np.int64(9))."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    elif getattr(value, "shape", None) == () and callable(getattr(value, "item", None)):
+        value = value.item()
+    return repr(value)
 
 
 def skipping(path, reason: str) -> str:
