@@ -412,6 +412,19 @@ def test_read_chunks_names_the_chunk_each_error_is_in():
         assert str(refused.value) == message
 
 
+def test_the_alpha_chunk_is_named_after_the_code_chunks_in_errors():
+    """docs/FORMAT.md §2 and check 9: the alpha chunk is chunk number chunk_count in the messages."""
+    data = small_image_file()  # three code chunks, then the alpha chunk
+    header, chunks, alpha = vqformat.parse_file(data)
+    assert header.chunk_count == 3 and alpha == b"alpha plane bytes"
+    for damaged, message in [(data[:-1] + bytes([data[-1] ^ 1]), "corrupted .vq file (chunk 3 CRC mismatch)"),
+                             (data[:-1], "truncated .vq file (chunk 3 cut short)"),
+                             (data[:-len(alpha) - 4], "truncated .vq file (chunk 3 missing)")]:
+        with pytest.raises(FormatError) as refused:
+            vqformat.parse_file(damaged)
+        assert str(refused.value) == message
+
+
 def test_limits_are_inclusive(small_vq, craft):
     """The bounds themselves are allowed: 24 h of audio, 64 channels, 768 kHz, a 65535-pixel side, the pixel limit."""
     vqformat.parse_header(craft.with_header(small_vq, length=16000 * 24 * 3600))
