@@ -226,10 +226,10 @@ def test_one_surplus_word_is_tolerated_and_two_are_data_left_over(golden_audio_c
     header, chunks, _ = vqformat.parse_file((GOLDEN / "golden_audio_prior.vq").read_bytes())
     codes = golden_audio_codec.read_codes(vqformat.build_file(header, chunks))[1]
     for word in (b"\0" * 4, b"\x12\x34\x56\x78"):
-        padded = vqformat.build_file(header, [chunks[0] + word] + chunks[1:])
+        padded = vqformat.build_file(header, [bytes(chunks[0]) + word] + chunks[1:])
         assert np.array_equal(golden_audio_codec.read_codes(padded)[1], codes)
         with pytest.raises(FormatError, match="^corrupted chunk: entropy-coded payload has data left over$"):
-            golden_audio_codec.read_codes(vqformat.build_file(header, [chunks[0] + word * 2] + chunks[1:]))
+            golden_audio_codec.read_codes(vqformat.build_file(header, [bytes(chunks[0]) + word * 2] + chunks[1:]))
 
 
 def test_corrupt_payloads_raise_or_stay_in_range(audio_prior, image_prior):
