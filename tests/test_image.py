@@ -1776,6 +1776,26 @@ def test_alpha_is_never_dropped_by_the_output_format(fmt, source):
         write_image(image, io.BytesIO(), fmt)
 
 
+def test_a_palettes_alpha_is_not_dropped_by_a_format_pillow_cannot_read_back(codec):
+    """Pillow's PDF and Palm writers leave out the alpha of a palette's entries (a P image that a .vq file of
+    one decodes to): the PDF had no soft mask, and nothing read it back to see. It is written as RGBA (PDF's
+    soft mask in JPEG 2000), or refused (Palm)."""
+    palette = _semi_transparent_palette_image()
+    decoded = codec.decode_image(codec.encode_image(palette, 2))
+    for image in (palette, decoded):
+        assert image.mode == "P" and "transparency" not in image.info
+        pdf = io.BytesIO()
+        write_image(image, pdf, "PDF")
+        assert b"/SMaskInData" in pdf.getvalue()
+        with pytest.raises(VQCodecError, match="^PALM cannot hold the image's alpha channel"):
+            write_image(image, io.BytesIO(), "PALM")
+    keyed = Image.fromarray(smooth_rgb(8, 8)).convert("P")
+    keyed.info["transparency"] = int(np.asarray(keyed)[0, 0])  # a transparent index, which the PDF writer masks
+    pdf = io.BytesIO()
+    write_image(keyed, pdf, "PDF")
+    assert b"/SMask " in pdf.getvalue() and b"/SMaskInData" not in pdf.getvalue()
+
+
 def test_bmp_output_says_why_it_cannot_hold_alpha():
     """BMP holds alpha (bit fields), which vqcodec reads, but Pillow writes it in the bytes 32-bit pixels leave
     unused, where readers, Pillow's among them, see none: the refusal said that the format cannot hold alpha."""

@@ -1887,7 +1887,9 @@ def _saved(image, format_name: str | None, shown_as: str | None = None) -> bytes
         buffer.seek(0)
         try:
             written = Image.open(buffer)
-        except Exception:  # a format Pillow writes but cannot read back (PDF, ...): nothing to check
+        except Exception:  # a format Pillow writes but cannot read back (PDF, Palm): nothing to check, but
+            if wants_alpha and candidate.mode == "P" and "transparency" not in candidate.info:
+                continue  # alpha in a palette's entries alone, which their writers left out: as a band (RGBA)
             return buffer.getvalue()
         with written:
             if written.size != image.size:  # ICO and ICNS scale to the sizes they hold
