@@ -2155,6 +2155,17 @@ def test_an_image_its_formats_reader_refuses_is_not_called_no_image_format(cli, 
             open_image(io.BytesIO(data))
 
 
+def test_a_format_whose_name_begins_with_a_vowel_is_an_avif_file_in_the_refusal(tmp_path):
+    """'a AVIF file that Pillow does not read': an AVIF cut short, whose reader refuses it at once."""
+    buffer = io.BytesIO()
+    Image.fromarray(smooth_rgb(32, 32)).save(buffer, "AVIF")
+    cut = tmp_path / "cut.avif"
+    cut.write_bytes(buffer.getvalue()[:len(buffer.getvalue()) // 3])
+    with pytest.raises(VQCodecError, match=rf"^cannot read image {re.escape(str(cut))}: an AVIF file that Pillow "
+                                           r"does not read \("):
+        open_image(cut)
+
+
 def test_tiffs_of_separate_planes_read_right_or_are_refused(cli, codec, tmp_path):
     """Pillow's own reader took one byte a sample of an uncompressed TIFF stored as planes: 16-bit RGB
     came out garbled (each pixel twice, half the image) and 16-bit RGB with an unused extra sample was

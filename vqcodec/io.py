@@ -958,7 +958,8 @@ def _refusal_of_its_format(source) -> str | None:
                 try:
                     factory(stream, "")
                 except Exception as exc:  # Image.open has let none but SyntaxError, IndexError, TypeError, struct.error out
-                    return f"a {name} file that Pillow does not read ({' '.join(str(exc).split()).rstrip('.')})"
+                    article = "an" if name[:1] in "AEIOU" else "a"  # an AVIF, an ICNS file
+                    return f"{article} {name} file that Pillow does not read ({' '.join(str(exc).split()).rstrip('.')})"
     except (OSError, ValueError, AttributeError):  # unreadable again, or a stream that cannot seek
         return None
     return None
