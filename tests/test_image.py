@@ -1796,6 +1796,13 @@ def test_a_palettes_alpha_is_not_dropped_by_a_format_pillow_cannot_read_back(cod
     assert b"/SMask " in pdf.getvalue() and b"/SMaskInData" not in pdf.getvalue()
 
 
+def test_a_format_that_cannot_write_the_mode_names_the_images_own_mode():
+    """The error named the last mode tried: a grey image was 'cannot write mode RGB as MSP'."""
+    for mode in ("L", "I;16"):
+        with pytest.raises(VQCodecError, match=f"^cannot write image: cannot write mode {re.escape(mode)} as MSP$"):
+            write_image(make_image(mode), io.BytesIO(), "msp")
+
+
 def test_bmp_output_says_why_it_cannot_hold_alpha():
     """BMP holds alpha (bit fields), which vqcodec reads, but Pillow writes it in the bytes 32-bit pixels leave
     unused, where readers, Pillow's among them, see none: the refusal said that the format cannot hold alpha."""

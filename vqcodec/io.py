@@ -1878,7 +1878,7 @@ def _saved(image, format_name: str | None, shown_as: str | None = None) -> bytes
             # or writes nothing: a stub of Pillow's (HDF5, GRIB, BUFR, WMF), which said alpha was what it could not hold
             if "unknown file extension" in str(exc) or "save handler not installed" in str(exc):
                 raise VQCodecError(f"cannot write image: {exc}") from None
-            error = exc
+            error = error or exc  # the image's own mode's: "cannot write mode LA as MSP", not the last fallback's
             continue
         except KeyError as exc:
             raise VQCodecError(f"cannot write image: unknown format {exc}") from None
