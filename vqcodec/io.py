@@ -1023,7 +1023,7 @@ def load_pixels(image, source=None):
     grey_key_bits = low_grey_key_bits(image)
     with_alpha = _bmp_with_alpha(image)
     _planes_through_libtiff(image)
-    extra_as_alpha, extra_left_out = _unspecified_channel_as_alpha(image)
+    extra_as_alpha, extra_left_out = _unspecified_channel_as_alpha(image)  # before image.load() may close its file
     name = getattr(image, "filename", None)
     if image.format == "TIFF" and image.tag_v2.get(TIFF_ORIENTATION) in SIDE_SWAPPING_ORIENTATIONS:
         image.filename = ""  # ImageFile.load maps a file only when it has a file name
@@ -1033,8 +1033,8 @@ def load_pixels(image, source=None):
         if name is not None:
             image.filename = name
     read = with_alpha or image
-    if extra_as_alpha:
-        read = _warn_of_extra_alpha(image, source)
+    if extra_as_alpha is not None:
+        read = _warn_of_extra_alpha(extra_as_alpha, source)
     if extra_left_out:
         warnings.warn(ImageReadWarning(f"{_image_called(source)}: {plural(extra_left_out, 'channel')} of unspecified "
                                        "meaning (TIFF ExtraSamples 0) left out"), stacklevel=3)
@@ -1155,22 +1155,29 @@ EXTRA_SAMPLES = 338  # the TIFF tag of what each channel after the colour holds:
 UNSPECIFIED_SAMPLE, UNASSOCIATED_ALPHA = 0, 2
 
 
-def _unspecified_channel_as_alpha(image) -> tuple[bool, int]:
+def _unspecified_channel_as_alpha(image) -> tuple[object, int]:
     """Of a TIFF not yet read that has channels of unspecified meaning (ExtraSamples 0) after its colour, which
-    Pillow reads past and drops: whether the one such channel of grey, palette or RGB (interleaved) is set to be
-    read as alpha, unassociated (its values and the colour's as stored: nothing is lost, where writers that
-    leave it unspecified mean alpha), and how many such channels are left out otherwise (none: 0)."""
+    Pillow reads past and drops: the one such channel of grey, palette or RGB (interleaved) read as alpha,
+    unassociated (its values and the colour's as stored: nothing is lost, where writers that leave it unspecified
+    mean alpha), in an image read from another opening of the file (`image` is left as Pillow reads it), or None;
+    and how many such channels are left out otherwise (none: 0)."""
+    from PIL import Image
+
     if image.format != "TIFF" or UNSPECIFIED_SAMPLE not in (extra := tuple(image.tag_v2.get(EXTRA_SAMPLES, ()))):
-        return False, 0
-    if extra == (UNSPECIFIED_SAMPLE,) and image.tag_v2.get(PLANAR_CONFIGURATION) != 2 and hasattr(image, "_setup"):
-        image.tag_v2[EXTRA_SAMPLES] = (UNASSOCIATED_ALPHA,)
+        return None, 0
+    if extra == (UNSPECIFIED_SAMPLE,) and image.tag_v2.get(PLANAR_CONFIGURATION) != 2 and hasattr(image, "_setup") \
+            and getattr(image, "fp", None) is not None:  # Pillow's reader's own: no public call reads it so
+        image.fp.seek(0)
+        twin = Image.open(BytesIO(image.fp.read()))  # not closed: that would drop its pixels
+        twin.seek(image.tell())
+        twin.tag_v2[EXTRA_SAMPLES] = (UNASSOCIATED_ALPHA,)
         try:
-            image._setup()  # the tile again, from the tags (the planar TIFFs' too: Pillow has no public call for it)
-            return True, 0
-        except SyntaxError:  # no mode of Pillow's holds it with alpha (16-bit grey, CMYK): as Pillow read it
-            image.tag_v2[EXTRA_SAMPLES] = extra
-            image._setup()
-    return False, extra.count(UNSPECIFIED_SAMPLE)
+            twin._setup()  # the tile again, from the tags
+        except SyntaxError:  # no mode of Pillow's holds it with alpha (16-bit grey, CMYK): left out
+            return None, 1
+        twin.load()
+        return twin, 0
+    return None, extra.count(UNSPECIFIED_SAMPLE)
 
 
 def _warn_of_extra_alpha(image, source):
