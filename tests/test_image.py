@@ -1467,9 +1467,9 @@ def cli_runs(tmp_path_factory, tiny_model_path, codec):
 
 
 BAD_INPUTS = {  # name: what its error says
-    "truncated.png": "truncated.png: image file is truncated",
+    "truncated.png": "truncated.png: its data ends early (cut short)",
     "corrupt.jpg": "corrupt.jpg: not an image format Pillow reads",
-    "truncated.jpg": "truncated.jpg: image file is truncated",
+    "truncated.jpg": "truncated.jpg: its data ends early (cut short)",
     "empty.png": "empty.png: file is empty",
     "bomb.png": "image exceeds the limit of 89478485 pixels",
     "oversized.vq": "image size 100000x100000 out of range",
@@ -2035,7 +2035,7 @@ def test_image_api_takes_arrays_and_tensors_and_refuses_what_it_cannot(codec):
             pass
         with pytest.raises(VQCodecError, match="closed before its pixels were read"):
             codec.encode(lazy, 2)
-    with pytest.raises(VQCodecError, match="cannot read the image: image file is truncated"):
+    with pytest.raises(VQCodecError, match=r"cannot read the image: its data ends early \(cut short\)$"):
         codec.encode_image(Image.open(io.BytesIO(buffer.getvalue()[:-40])), 2)
     codes = codec.image_to_codes(rgb, 2)
     rows, cols = codes.shape[1:]
@@ -2160,6 +2160,20 @@ def test_an_image_its_formats_reader_refuses_is_not_called_no_image_format(cli, 
     for data in (b"no image at all, nor its signature", b"x"):  # too short for some formats' signature checks
         with pytest.raises(VQCodecError, match="^cannot read image from the stream: not an image format Pillow reads$"):
             open_image(io.BytesIO(data))
+
+
+@pytest.mark.parametrize("name, options", [("cut.jpg", {}), ("progressive.jpg", {"progressive": True}),
+                                           ("cut.bmp", {}), ("cut.png", {})])
+def test_an_image_cut_short_says_so_without_pillows_byte_count(codec, tmp_path, name, options):
+    """'image file is truncated (138 bytes not processed)': the count is of what Pillow's decoder had left over."""
+    buffer = io.BytesIO()
+    Image.fromarray(smooth_rgb(64, 64)).save(buffer, Path(name).suffix[1:].replace("jpg", "jpeg"), **options)
+    cut = tmp_path / name
+    cut.write_bytes(buffer.getvalue()[:len(buffer.getvalue()) * 2 // 3])
+    with pytest.raises(VQCodecError, match=rf"^cannot read image {re.escape(str(cut))}: its data ends early \(cut short\)$"):
+        open_image(cut)
+    with Image.open(cut) as lazy, pytest.raises(VQCodecError, match=r"^cannot read the image: its data ends early"):
+        codec.encode_image(lazy, 2)
 
 
 def test_a_format_whose_name_begins_with_a_vowel_is_an_avif_file_in_the_refusal(tmp_path):

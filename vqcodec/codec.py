@@ -32,8 +32,8 @@ from .errors import ClippingWarning, VQCodecError
 from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
                  check_audio_output, checked_flag, copy_whole, image_to_planes, in_srgb, input_name, is_whole, load_pixels,
-                 open_image, open_sound, planes_to_image, rebuilt_image_bytes, SoundSink, sound_blocks, soundfile_format,
-                 spooled, stops_held, unwritable_audio, warn_of_alpha_not_in_codes, write_file)
+                 open_image, open_sound, pillow_reason, planes_to_image, rebuilt_image_bytes, SoundSink, sound_blocks,
+                 soundfile_format, spooled, stops_held, unwritable_audio, warn_of_alpha_not_in_codes, write_file)
 from .memory import memory_bound
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
@@ -2250,7 +2250,7 @@ class Codec:
             try:  # Image.open reads the pixels only now: the file may be cut short, or closed already
                 image = load_pixels(image)
             except Exception as exc:
-                reason = str(exc) or "its file was closed before its pixels were read (Image.open is lazy: load() it)"
+                reason = pillow_reason(exc) or "its file was closed before its pixels were read (Image.open is lazy: load() it)"
                 raise VQCodecError(f"cannot read the image: {reason}") from None
             if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # Image.open leaves it to the caller
                 image = ImageOps.exif_transpose(image)

@@ -928,7 +928,7 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
     except Image.DecompressionBombError:  # over twice the limit: Pillow refuses before giving the size
         raise VQCodecError(f"image exceeds the limit of {MAX_PIXELS} pixels") from None
     except Exception as exc:
-        reason = logged[-1] if logged else PILLOW_REASONS.get(str(exc), exc)
+        reason = logged[-1] if logged else pillow_reason(exc)
         if isinstance(exc, UnidentifiedImageError) and not logged:
             reason = _refusal_of_its_format(source) or "not an image format Pillow reads"
         raise _unreadable_image(source, reason) from None
@@ -937,7 +937,14 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
 # What Pillow's errors that say nothing to the reader of an image mean: a broken TIFF tile, of which libtiff
 # says nothing, and a WebP file that libwebp cannot read, as one cut short
 PILLOW_REASONS = {"decoder error -2": "its data cannot be decoded (damaged or cut short)",
-                  "could not create decoder object": "its data cannot be decoded (damaged or cut short)"}
+                  "could not create decoder object": "its data cannot be decoded (damaged or cut short)",
+                  "image file is truncated": "its data ends early (cut short)"}
+TRUNCATED = re.compile(r"^image file is truncated \(\d+ bytes not processed\)$")  # Pillow's count of what it read past
+
+
+def pillow_reason(exc: Exception) -> str:
+    """What Pillow's error `exc` on reading an image means to its reader (PILLOW_REASONS), or its own words."""
+    return PILLOW_REASONS.get(TRUNCATED.sub("image file is truncated", str(exc)), str(exc))
 
 
 def _refusal_of_its_format(source) -> str | None:
