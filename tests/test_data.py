@@ -107,7 +107,8 @@ def test_a_damaged_file_due_to_be_held_out_gives_its_place_to_the_next(tmp_path,
     train, held = data.split_files(photos, lambda path: data.decodes("image", path))
     assert [p.name for p in held] == ["b.png"] and [p.name for p in train] == ["c.png", "d.png"]
     assert ImageCrops(held, 32).sources[0].path == tmp_path / "b.png"
-    assert capsys.readouterr().err == f"skipping cannot read image {tmp_path / 'a.png'}: its data ends early (cut short)\n"
+    assert capsys.readouterr().err == \
+        f"skipping cannot read image {tmp_path / 'a.png'}: its data ends early (cut short)\n"
     recordings = data.readable_files("audio", [tmp_path / "cut.flac", tmp_path / "whole.flac"])
     assert data.split_files(recordings, lambda path: data.decodes("audio", path)) == ([tmp_path / "whole.flac"],) * 2
     assert capsys.readouterr().err.startswith(f"skipping cannot read audio {tmp_path / 'cut.flac'}")

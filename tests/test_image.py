@@ -1807,9 +1807,9 @@ def test_bmp_output_says_why_it_cannot_hold_alpha():
     """BMP holds alpha (bit fields), which vqcodec reads, but Pillow writes it in the bytes 32-bit pixels leave
     unused, where readers, Pillow's among them, see none: the refusal said that the format cannot hold alpha."""
     for name in ("BMP", "bmp", "dib"):
-        with pytest.raises(VQCodecError, match=rf"^{name.upper()} cannot hold the image's alpha channel as Pillow writes "
-                                               r"it \(in the bytes of 32-bit pixels that the format leaves unused, "
-                                               r"where readers, Pillow's among them, see none\): write \.png"):
+        with pytest.raises(VQCodecError, match=rf"^{name.upper()} cannot hold the image's alpha channel as Pillow "
+                                               r"writes it \(in the bytes of 32-bit pixels that the format leaves "
+                                               r"unused, where readers, Pillow's among them, see none\): write \.png"):
             write_image(make_image("RGBA", 16, 12, seed=3), io.BytesIO(), name)
 
 
@@ -1930,17 +1930,20 @@ def test_an_image_whose_decoding_would_not_fit_in_memory_is_refused_in_one_line(
     monkeypatch.setattr(codec_module, "memory_bound", lambda: 100_000_000)  # the RGB alone takes 27 MB
 
     def refused():
-        with pytest.raises(VQCodecError, match=r"^decoding the 3000x3000 I;16 image takes 0\.1 GB, more than the memory "
-                                               r"this process may use \(0\.1 GB\); this file cannot be decoded here$"):
+        with pytest.raises(VQCodecError, match=r"^decoding the 3000x3000 I;16 image takes 0\.1 GB, more than the "
+                                               r"memory this process may use \(0\.1 GB\); this file cannot be "
+                                               r"decoded here$"):
             codec.decode_image(header.pack(), salvage=True)
     _, peak = traced_peak(refused)
     assert peak < 1 << 20, peak
     codes = np.zeros((1, side // codec.hop, side // codec.hop), dtype=np.int16)
     monkeypatch.setattr(codec_module, "memory_bound", lambda: 30_000_000)
-    with pytest.raises(VQCodecError, match=r"^decoding the 3000x3000 image takes .*; decode fewer rows of codes at a time$"):
+    with pytest.raises(VQCodecError, match=r"^decoding the 3000x3000 image takes .*; decode fewer rows of codes at a "
+                                           r"time$"):
         codec.codes_to_image(codes)
     monkeypatch.setattr(codec_module, "memory_bound", lambda: 100_000_000)
-    small = dataclasses.replace(header, width=side // 4, height=side // 4, chunk_count=math.ceil(side // 4 / codec.hop / 16))
+    small = dataclasses.replace(header, width=side // 4, height=side // 4,
+                                chunk_count=math.ceil(side // 4 / codec.hop / 16))
     image = codec.decode_image(small.pack(), salvage=True)
     assert image.size == (side // 4, side // 4) and image.mode == "I;16"
     monkeypatch.setattr(codec_module, "memory_bound", lambda: 400_000_000)
@@ -2170,7 +2173,8 @@ def test_an_image_cut_short_says_so_without_pillows_byte_count(codec, tmp_path, 
     Image.fromarray(smooth_rgb(64, 64)).save(buffer, Path(name).suffix[1:].replace("jpg", "jpeg"), **options)
     cut = tmp_path / name
     cut.write_bytes(buffer.getvalue()[:len(buffer.getvalue()) * 2 // 3])
-    with pytest.raises(VQCodecError, match=rf"^cannot read image {re.escape(str(cut))}: its data ends early \(cut short\)$"):
+    with pytest.raises(VQCodecError, match=rf"^cannot read image {re.escape(str(cut))}: its data ends early "
+                                           r"\(cut short\)$"):
         open_image(cut)
     with Image.open(cut) as lazy, pytest.raises(VQCodecError, match=r"^cannot read the image: its data ends early"):
         codec.encode_image(lazy, 2)
@@ -2198,7 +2202,8 @@ def test_tiffs_of_separate_planes_read_right_or_are_refused(cli, codec, tmp_path
     np.testing.assert_array_equal(np.asarray(open_image(tmp_path / "rgb16.tif")), np.moveaxis(rgb, 0, -1))
     padded = np.concatenate([rgb, rgb[:1]]).astype(np.uint16) * 257
     (tmp_path / "rgbx16.tif").write_bytes(planar_tiff(padded, photometric=2, extra_samples=(0,)))
-    with pytest.warns(ImageReadWarning, match=r"rgbx16\.tif: 1 channel of unspecified meaning \(TIFF ExtraSamples 0\) left out$"):
+    with pytest.warns(ImageReadWarning, match=r"rgbx16\.tif: 1 channel of unspecified meaning \(TIFF ExtraSamples 0\) "
+                                              r"left out$"):
         np.testing.assert_array_equal(np.asarray(open_image(tmp_path / "rgbx16.tif")), np.moveaxis(rgb, 0, -1))
     with Image.open(tmp_path / "rgb16.tif") as lazy:  # the API, given it as Image.open gives it, garbled it
         np.testing.assert_array_equal(np.asarray(codec.decode_image(codec.encode_image(lazy, 2))),

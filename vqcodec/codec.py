@@ -2250,7 +2250,8 @@ class Codec:
             try:  # Image.open reads the pixels only now: the file may be cut short, or closed already
                 image = load_pixels(image)
             except Exception as exc:
-                reason = pillow_reason(exc) or "its file was closed before its pixels were read (Image.open is lazy: load() it)"
+                reason = (pillow_reason(exc)
+                          or "its file was closed before its pixels were read (Image.open is lazy: load() it)")
                 raise VQCodecError(f"cannot read the image: {reason}") from None
             if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # Image.open leaves it to the caller
                 image = ImageOps.exif_transpose(image)

@@ -1866,8 +1866,8 @@ def _with_gif_alpha(image):
 
 
 # Why a format that holds alpha cannot hold it as Pillow writes it (read back, the image has none)
-_BMP_ALPHA_UNSEEN = (" as Pillow writes it (in the bytes of 32-bit pixels that the format leaves unused, where readers, "
-                     "Pillow's among them, see none)")
+_BMP_ALPHA_UNSEEN = (" as Pillow writes it (in the bytes of 32-bit pixels that the format leaves unused, where "
+                     "readers, Pillow's among them, see none)")
 _ALPHA_UNSEEN = {"BMP": _BMP_ALPHA_UNSEEN, "DIB": _BMP_ALPHA_UNSEEN}
 
 
