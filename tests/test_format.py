@@ -447,6 +447,27 @@ def test_wrong_model_id(small_vq, craft, codec):
         codec.decode_audio(craft.with_header(small_vq, model_id=b"\x00" * 8))
 
 
+def test_model_ids_hash_the_stored_little_endian_bytes_on_a_big_endian_machine_too(monkeypatch):
+    """A big-endian machine holds a tensor's values byte-swapped against the safetensors file it read them
+    from; the model id hashed those native bytes, so there every model read failed its recorded id ('does
+    not match its recorded id') and no file named it. Simulated: each tensor's bytes swapped, and
+    sys.byteorder 'big'."""
+    import sys
+
+    import torch
+
+    from vqcodec.modelfile import compute_codes_id, compute_model_id
+
+    config = {"kind": "audio", "sample_rate": 16000}
+    tensors = {"decoder.w": torch.tensor([[1.5, -2.25], [3e-3, 7.0]], dtype=torch.float16),
+               "quantizer.n": torch.tensor([7, -9, 1 << 20], dtype=torch.int32), "encoder.s": torch.tensor(0.5),
+               "encoder.flag": torch.tensor([True, False]), "decoder.empty": torch.zeros(0, 3)}  # codes id: float32
+    ids = compute_model_id(config, tensors), compute_codes_id(config, tensors)
+    swapped = {name: torch.from_numpy(tensor.numpy().byteswap()) for name, tensor in tensors.items()}
+    monkeypatch.setattr(sys, "byteorder", "big")
+    assert (compute_model_id(config, swapped), compute_codes_id(config, swapped)) == ids
+
+
 def test_file_from_another_model(small_vq, other_codec):
     with pytest.raises(VQCodecError, match="model"):
         other_codec.decode_audio(small_vq)

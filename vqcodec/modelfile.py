@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -47,14 +48,25 @@ def _exact_storage_form(tensor: torch.Tensor) -> torch.Tensor:
     return stored if torch.equal(stored.to(tensor.dtype), tensor) else tensor
 
 
+def little_endian_bytes(tensor: torch.Tensor) -> bytes:
+    """A tensor's values as the little-endian bytes safetensors stores, whatever the machine's own byte
+    order: the ids hashed from them (model, codes and prior ids) are the same on every machine."""
+    if not tensor.numel():
+        return b""
+    raw = tensor.contiguous().reshape(-1).view(torch.uint8)  # 0-d too
+    if sys.byteorder == "big" and tensor.element_size() > 1:
+        raw = raw.view(-1, tensor.element_size()).flip(1)
+    return raw.numpy().tobytes()
+
+
 def compute_model_id(config: dict, tensors: dict[str, torch.Tensor]) -> str:
     """The first 16 hex digits of a SHA-256 over the config and every tensor's name, shape and stored bytes."""
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for name in sorted(tensors):
-        tensor = tensors[name].contiguous()
+        tensor = tensors[name]
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")  # 0-d too
+        digest.update(little_endian_bytes(tensor))
     return digest.hexdigest()[:16]
 
 

@@ -402,11 +402,13 @@ class CodePrior:
         return prior
 
     def _compute_id(self) -> int:
+        from .modelfile import little_endian_bytes
+
         digest = hashlib.sha256()  # over the plain tables, so the id does not depend on how they are stored
         for name, tensor in sorted(self._plain_tensors().items()):
             digest.update(name.encode())
             digest.update(str(tuple(tensor.shape)).encode())
-            digest.update(tensor.numpy().astype(tensor.numpy().dtype.newbyteorder("<")).tobytes())
+            digest.update(little_endian_bytes(tensor))
         return int.from_bytes(digest.digest()[:4], "little")
 
     def describe(self) -> dict:
