@@ -1581,6 +1581,26 @@ def test_codes_of_a_media_file_are_the_codes_of_its_vq_file(encoded, cli, tiny_m
     assert not (tmp_path / "q.npy").exists()
 
 
+def test_codes_of_media_are_little_endian_npy_files_on_every_machine(encoded, tiny_model_path, codec, tmp_path,
+                                                                    monkeypatch):
+    """`codes` of a media file, and of a folder of them, wrote the codes as NumPy's native int32, which on a
+    big-endian machine is '>i4': other bytes there than here, and than the codes of a .vq file ('<i4').
+    Simulated: np.int32 made big-endian."""
+    from vqcodec.cli import run
+    from vqcodec.tokens import code_folder
+
+    expected = codec.media_to_codes(encoded / "in.wav")[0]
+    little = io.BytesIO()
+    np.save(little, expected.astype("<i4"), allow_pickle=False)
+    monkeypatch.setattr(np, "int32", np.dtype(">i4"))
+    assert run(["codes", str(encoded / "in.wav"), str(tmp_path / "one.npy"), "-m", str(tiny_model_path)]) == 0
+    folder = tmp_path / "media"
+    folder.mkdir()
+    shutil.copy(encoded / "in.wav", folder / "in.wav")
+    code_folder(codec, folder, tmp_path / "tokens", [folder / "in.wav"])
+    assert (tmp_path / "one.npy").read_bytes() == (tmp_path / "tokens" / "in.npy").read_bytes() == little.getvalue()
+
+
 def test_codes_of_a_folder(cli, tmp_path, signal, tiny_model_path, codec):
     folder, out = tmp_path / "recordings", tmp_path / "tokens"
     (folder / "sub").mkdir(parents=True)

@@ -1277,12 +1277,10 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
       vqcodec codes my_vq_files/ my_tokens/              # the codes of every .vq file
       vqcodec codes my_photos/ photo_tokens/ -q 12 --force
     """
-    import numpy as np
-
     from .codec import Codec
     from .devices import resolve_device
     from .io import warn_of_alpha_not_in_codes
-    from .tokens import file_codes_writer
+    from .tokens import file_codes_writer, save_codes
 
     _use_threads(threads)
     if input_path != "-" and Path(input_path).is_dir():
@@ -1317,7 +1315,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
             if restore.get("gain", 1.0) != 1.0:  # nothing else records it for a single file (a folder's codes.json does)
                 click.echo(f"vqcodec: note: coded divided by a level gain of {restore['gain']:.9g}; "
                            f"`vqcodec pack --gain {restore['gain']:.9g}` restores the level", err=True)
-    _write_output(output_path, lambda out: np.save(out, array.astype(np.int32), allow_pickle=False), force)
+    _write_output(output_path, lambda out: save_codes(out, array), force)
 
 
 def _refuse_media_options_for_vq(quality, kind, depth_weight) -> None:

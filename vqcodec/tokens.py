@@ -29,6 +29,12 @@ def file_codes_writer(codec, data: bytes):
     return lambda stream: save_code_blocks(stream, shape, 2 if header.kind == vqformat.KIND_AUDIO else 1, blocks)
 
 
+def save_codes(stream, codes: np.ndarray) -> None:
+    """Codes into a binary stream as the .npy file of CODE_TYPE, little-endian on every machine, as
+    save_code_blocks writes the codes of a .vq file."""
+    np.save(stream, np.asarray(codes).astype(CODE_TYPE), allow_pickle=False)
+
+
 def save_code_blocks(stream, shape: tuple, axis: int, blocks) -> None:
     """An int32 .npy of `shape` into a seekable `stream` from (first, block) pairs that each cover
     indices first.. along `axis`, together all of it: each row of a block goes to its place."""
@@ -87,8 +93,7 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
             try:
                 codes, restore = codec.media_to_codes(path, quality)
                 with folder_of(output):
-                    write_file(output, lambda stream: np.save(stream, codes.astype(np.int32), allow_pickle=False),
-                               replace)
+                    write_file(output, lambda stream: save_codes(stream, codes), replace)
             except (VQCodecError, OSError) as exc:
                 reason = str(exc) if isinstance(exc, VQCodecError) else f"cannot write {output} ({exc.strerror})"
                 skipped.append({"file": str(Path(path).relative_to(folder)), "reason": reason})
