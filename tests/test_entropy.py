@@ -551,6 +551,45 @@ def test_golden_files_decode_to_the_committed_codes(kind):
         codec.decode_image(data)
 
 
+def test_the_coder_is_given_only_integer_weights_that_its_fast_quantisation_keeps_exact(monkeypatch):
+    """docs/ENTROPY.md, "Why encoder and decoder cannot disagree": every model constriction gets, encoding
+    and decoding, codes and depth maps, audio and images, is Categorical(perfect=False) of the integers
+    256 q - 1, summing to exactly 2^24 - K (so its scale is exactly 1.0), never of floats a network or a
+    device made."""
+    import constriction
+    from PIL import Image
+
+    from vqcodec import prior as prior_module
+
+    given, made = [], prior_module.coder_weights
+    original = constriction.stream.model.Categorical
+
+    def categorical(*args, **kwargs):
+        given.append((args[0] if args else None, kwargs))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(constriction.stream.model, "Categorical", categorical)
+    monkeypatch.setattr(prior_module, "coder_weights", lambda row: given.append((made(row), {"perfect": False}))
+                        or given[-1][0])
+    for kind, depth_weight in (("audio", 0.0), ("audio", 0.1), ("image", 0.0), ("image", 1.0)):
+        codec = Codec.load(str(GOLDEN / f"golden_{kind}.safetensors"))  # a prior of its own: no models kept
+        codec.depth_weight = depth_weight
+        if kind == "audio":
+            data = codec.encode_audio(golden_audio(61, seconds=0.8), AUDIO_RATE, 4)
+            codec.decode_audio(data)
+        else:
+            data = codec.encode_image(Image.fromarray(golden_image(62, 60, 48)), 3)
+            codec.decode_image(data)
+        assert vqformat.parse_header(data).coding == (vqformat.CODING_PRIOR_DEPTH if depth_weight
+                                                      else vqformat.CODING_PRIOR)
+    rows = [np.atleast_2d(weights) for weights, _ in given if weights is not None]
+    assert all(kwargs.get("perfect") is False for _, kwargs in given)
+    assert len(rows) > 20 and {row.shape[1] for row in rows} >= {K, 5}  # code rows, and depth rows of q4
+    for row in rows:
+        assert row.dtype == np.float64 and (row == np.floor(row)).all() and row.min() >= 255
+        assert (row.sum(1) == (1 << 24) - row.shape[1]).all()
+
+
 _ENCODE = """
 import sys, numpy as np, torch
 torch.set_num_threads(1)
