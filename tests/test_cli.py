@@ -582,6 +582,28 @@ def test_models_lists_the_model_on_the_search_path(cli, tiny_model_path, codec):
     assert Path(entry["path"]) == tiny_model_path
 
 
+def test_a_model_json_of_utf_8_text_is_read_whatever_the_locale(tmp_path):
+    """NAME.json is JSON, which is UTF-8; it was read in the locale's encoding, so a model whose JSON holds
+    a character beyond ASCII as it is (as jq or json.dump(ensure_ascii=False) write it) failed to load
+    and was left out of `models` in an ASCII locale ("'ascii' codec can't decode byte 0xc3")."""
+    import shutil
+
+    from conftest import GOLDEN
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(GOLDEN / "golden_audio.safetensors", folder / "accented.safetensors")
+    meta = json.loads((GOLDEN / "golden_audio.json").read_bytes())
+    meta["training"] = {**meta.get("training", {}), "data": "/data/enregistrements/café"}
+    (folder / "accented.json").write_bytes(json.dumps(meta, ensure_ascii=False).encode())
+    script = ("import vqcodec, vqcodec.registry as r; vqcodec.Codec.load('accented'); "
+              "print([m['name'] for m in r.list_models()])")
+    result = run_python("-c", script, env={"VQCODEC_MODEL_PATH": str(folder), "LC_ALL": "C", "LANG": "C",
+                                           "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "'accented'" in result.stdout
+
+
 def test_models_lists_the_models_of_a_folder_named_twice_on_the_path_once(cli, tiny_model_path):
     """A folder named twice on VQCODEC_MODEL_PATH (or the shipped one named there) listed each of its models
     twice, the second time 'shadowed by the one above of that name': by itself."""

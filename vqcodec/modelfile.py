@@ -187,7 +187,7 @@ def _read_model_file(path: Path, read):
 def read_model_meta(path: Path) -> dict:
     """The NAME.json of the model whose weights are at `path`, checked (meta_problem), without its weights."""
     path = Path(path).with_suffix(".safetensors")
-    meta = _read_model_file(path, lambda: json.loads(path.with_suffix(".json").read_text()))
+    meta = _read_model_file(path, lambda: json.loads(path.with_suffix(".json").read_bytes()))
     if not isinstance(meta, dict) or "model_id" not in meta or "config" not in meta:
         kind = "a training checkpoint (its model files are NAME.safetensors beside it)" \
             if isinstance(meta, dict) and "step" in meta else "not a model's files"

@@ -209,7 +209,7 @@ def list_models(shadowed: bool = False, problems: list[str] | None = None) -> li
                 continue
             weights = meta_path.with_suffix(".safetensors").is_file()
             try:
-                meta = json.loads(meta_path.read_text())
+                meta = json.loads(meta_path.read_bytes())
             except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
                 if not weights:
                     continue  # not a model's
@@ -288,7 +288,7 @@ def _with_prior(models: list[dict], prior_id: int | None) -> dict | None:
 def _valid_meta(path: Path) -> dict | None:
     """The NAME.json record of the model at `path`, where it is readable and valid (meta_problem); else None."""
     try:
-        meta = json.loads(path.with_suffix(".json").read_text())
+        meta = json.loads(path.with_suffix(".json").read_bytes())
     except (OSError, ValueError, RecursionError):
         return None
     if isinstance(meta, dict) and "model_id" in meta and "config" in meta and meta_problem(meta) is None:
@@ -339,7 +339,7 @@ def retired_model_hint(model_id: str, prior_id: int | None = None) -> str:
     """Where an earlier release's model (with that prior) can be found, for error messages: models/retired.json
     lists the shipped models later releases replaced. Empty when it is not one of them."""
     try:
-        entries = json.loads((shipped_models_dir() / RETIRED_MODELS).read_text())["models"]
+        entries = json.loads((shipped_models_dir() / RETIRED_MODELS).read_bytes())["models"]
     except (OSError, ValueError, KeyError, TypeError):
         return ""
     for entry in entries:

@@ -296,7 +296,7 @@ def checkpoint_record(path: Path) -> dict:
     weights, so a run stopped between the two renames leaves it one save behind, or missing; checkpoints
     written before the header copy have only the JSON file."""
     stored = read_safetensors_metadata(path).get("checkpoint")
-    return json.loads(stored if stored is not None else path.with_suffix(".json").read_text())
+    return json.loads(stored if stored is not None else path.with_suffix(".json").read_bytes())
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -1028,7 +1028,7 @@ def _rewrite_stale_checkpoint_json(path: Path) -> None:
     record = json.loads(stored)  # checked by load_checkpoint
     json_path = path.with_suffix(".json")
     try:
-        copy = json.loads(json_path.read_text())
+        copy = json.loads(json_path.read_bytes())
     except FileNotFoundError:
         copy = None
     except (OSError, ValueError, RecursionError):
