@@ -643,6 +643,29 @@ def test_encode_with_one_thread_decode_with_two_in_other_processes(tmp_path):
         assert result.stdout.split()[-1] == threads
 
 
+def test_decoding_on_one_thread_or_two_gives_the_same_codes_and_output_within_the_readme_s_rounding():
+    """README, "Same input, same codes": a file's codes are the same on any number of threads, and its sound
+    or pixels agree to float rounding, a few 10^-7 of full scale, at most a grey level (the shipped models,
+    large enough for torch to split their work between threads)."""
+    from PIL import Image
+
+    threads = torch.get_num_threads()
+    speech, photos = Codec.load("speech16k"), Codec.load("image")
+    audio = speech.encode_audio(golden_audio(71, seconds=3.0, channels=1), AUDIO_RATE, 8)
+    image = photos.encode_image(Image.fromarray(golden_image(72, 192, 256)), 12)
+    decoded = {}
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            decoded[count] = (speech.read_codes(audio)[1], speech.decode_audio(audio)[0],
+                              photos.read_codes(image)[1], np.asarray(photos.decode_image(image), dtype=np.int64))
+    finally:
+        torch.set_num_threads(threads)
+    (codes, sound, cells, pixels), (codes2, sound2, cells2, pixels2) = decoded[1], decoded[2]
+    assert np.array_equal(codes, codes2) and np.array_equal(cells, cells2)
+    assert np.abs(sound - sound2).max() < 1e-6 and np.abs(pixels - pixels2).max() <= 1
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_encode_on_gpu_decode_on_cpu():
     from PIL import Image
