@@ -395,6 +395,29 @@ def test_parse_file_holds_the_file_once():
     assert peak < len(data) // 8, f"parse_file of a {len(data)}-byte file allocated {peak} bytes"
 
 
+def test_a_vq_file_or_stream_beyond_the_memory_this_process_may_use_is_refused_before_it_is_read(tmp_path,
+                                                                                                   monkeypatch):
+    """A .vq file is read into memory whole: one larger than the memory this process may use was read until
+    that ran out, or the system killed the process."""
+    import vqcodec.memory
+    from conftest import traced_peak
+    from vqcodec.fileinfo import read_info
+
+    header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=vqformat.CODING_FIXED, quality=1, model_id=bytes(8),
+                             sample_rate=8000, length=8000, channels=1, chunk_frames=500)
+    data = vqformat.build_file(header, [bytes(1 << 20)] * 4)
+    (tmp_path / "big.vq").write_bytes(data)
+    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: 2 << 20)
+    for source, held in ((tmp_path / "big.vq", "the .vq file takes 0.0 GB"),
+                         (io.BytesIO(data), "the .vq stream takes over 0.0 GB")):  # a pipe's, read a chunk at a time
+        with pytest.raises(VQCodecError) as refused:
+            read_info(source)
+        assert str(refused.value) == (f"{held}, more than the memory this process may use (0.0 GB); a .vq file is "
+                                      "read into memory whole")
+    _, peak = traced_peak(lambda: pytest.raises(VQCodecError, read_info, tmp_path / "big.vq"))
+    assert peak < 1 << 20, f"{peak} bytes allocated before the file was refused"
+
+
 def test_read_chunks_names_the_chunk_each_error_is_in():
     """The messages are made only when one is raised (they cost as much as reading a small chunk)."""
     body = b"".join(vqformat.pack_chunk(bytes([i]) * 3) for i in range(3))

@@ -34,7 +34,7 @@ from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODE
                  check_audio_output, checked_flag, copy_whole, image_to_planes, in_srgb, input_name, is_whole, load_pixels,
                  open_image, open_sound, pillow_reason, planes_to_image, rebuilt_image_bytes, SoundSink, sound_blocks,
                  soundfile_format, spooled, stops_held, unwritable_audio, warn_of_alpha_not_in_codes, write_file)
-from .memory import memory_bound
+from .memory import memory_bound, refuse_beyond
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
 from .recode import FileCuts
@@ -452,10 +452,7 @@ def _check_fits_memory(size: int, held: str = "the codes take",
                        error: type[VQCodecError] = VQCodecError) -> None:
     """Refuse codes of `size` bytes that the memory this process may use (memory_bound) cannot hold,
     before they are allocated; `held` says what they are, `advice` what to do instead."""
-    memory = memory_bound()
-    if memory is not None and size > memory:
-        raise error(f"{held} {size / 1e9:.1f} GB, more than the memory this process may use "
-                    f"({memory / 1e9:.1f} GB); {advice}")
+    refuse_beyond(size, memory_bound(), held, advice, error)
 
 
 def _check_image_size(width: int, height: int) -> None:

@@ -9,11 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from . import format as vqformat
+from . import memory
 from .errors import VQCodecError
 from .io import ALPHA_MODES, IMAGE_MODE_NAMES, checked_flag, is_regular_stream
+from .memory import refuse_beyond
 
 TRAILING_STREAM_BYTES = 1 << 20  # read after the last chunk of a .vq stream that is no regular file, at most
 READ_BLOCK = 1 << 20
+WHOLE = "a .vq file is read into memory whole"
 
 
 @dataclass
@@ -98,6 +101,8 @@ def read_vq_stream(stream) -> bytes:
         return head  # the stream ended
     if is_regular_stream(stream):  # read again from its start, in one piece: not held twice, as head + rest was
         stream.seek(-len(head), os.SEEK_CUR)
+        refuse_beyond(os.fstat(stream.fileno()).st_size - stream.tell(), memory.memory_bound(), "the .vq file takes",
+                      WHOLE)
         return _read_bytes(stream)
     return _read_framed(stream, header, head)
 
@@ -105,7 +110,7 @@ def read_vq_stream(stream) -> bytes:
 def _read_framed(stream, header: vqformat.Header, head: bytes) -> bytes:
     """The rest of a `.vq` stream after its header: its chunks, read by their framing, and what follows them up
     to TRAILING_STREAM_BYTES (which parse_file refuses, and salvage ignores)."""
-    pieces = [head]
+    pieces, read, bound = [head], len(head), memory.memory_bound()
     lost = None  # the chunk whose framing is lost, and its length, where one is
     for index in range(header.chunk_count + (1 if header.flags & vqformat.FLAG_ALPHA else 0)):
         chunk_head = _read_up_to(stream, vqformat.CHUNK_HEAD_SIZE)
@@ -120,6 +125,8 @@ def _read_framed(stream, header: vqformat.Header, head: bytes) -> bytes:
         pieces.append(payload)
         if len(payload) < length:
             return b"".join(pieces)
+        read += vqformat.CHUNK_HEAD_SIZE + length
+        refuse_beyond(read, bound, "the .vq stream takes over", WHOLE)
     rest = _read_up_to(stream, TRAILING_STREAM_BYTES + 1)
     if len(rest) > TRAILING_STREAM_BYTES:
         found = (f"corrupted .vq file (chunk {lost[0]} claims {lost[1]} bytes), and" if lost else

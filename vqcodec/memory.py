@@ -11,11 +11,22 @@ import os
 import resource
 from pathlib import Path, PurePosixPath
 
+from .errors import VQCodecError
+
 CGROUP_ROOT = "/sys/fs/cgroup"      # where the cgroup file systems are mounted
 OWN_CGROUPS = "/proc/self/cgroup"   # this process's cgroup in each hierarchy
 V2_LIMIT = "memory.max"             # cgroup v2: ROOT/PATH/memory.max
 V1_FOLDER, V1_LIMIT = "memory", "memory.limit_in_bytes"  # cgroup v1 memory controller: ROOT/memory/PATH/...
 NO_LIMIT_BYTES = 1 << 60  # cgroup v1 writes "no limit" as about 2**63 (rounded to pages)
+
+
+def refuse_beyond(size: int, memory: int | None, held: str, advice: str,
+                  error: type[VQCodecError] = VQCodecError) -> None:
+    """Refuse `size` bytes that `memory` (memory_bound's: None, no bound known) cannot hold, before they are
+    allocated; `held` says what they are ("the codes take"), `advice` what to do instead."""
+    if memory is not None and size > memory:
+        raise error(f"{held} {size / 1e9:.1f} GB, more than the memory this process may use "
+                    f"({memory / 1e9:.1f} GB); {advice}")
 
 
 def memory_bound(root: str | Path | None = None, own: str | Path | None = None) -> int | None:
