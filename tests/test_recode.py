@@ -317,13 +317,17 @@ def test_encode_of_a_vq_file_at_its_own_quality_says_its_codes_are_kept_and_refu
     golden = DATA / "golden"
     model = ["-m", golden / "golden_audio.safetensors"]
     for name in ("golden_audio_depth.vq", "golden_audio_prior.vq"):
-        for options in ([], ["-q", "4"], ["--coding", "prior"]):
+        for options in ([], ["--coding", "prior"]):
             result = cli("encode", golden / name, tmp_path / "copy.vq", *model, *options, text=True)
             assert result.returncode == 1 and result.stderr == (
                 f"vqcodec: error: {golden / name} is a .vq file, which encode recodes to a lower -q, --bitrate or "
                 "--bpp: without one its codes are kept as they are, coded as they are, and the output would be a "
                 "copy\n")
             assert not (tmp_path / "copy.vq").exists()
+        result = cli("encode", golden / name, tmp_path / "copy.vq", *model, "-q", "4", "--force")  # asked for: a copy
+        assert result.returncode == 0 and result.stderr == b"" and (tmp_path / "copy.vq").read_bytes() == \
+            (golden / name).read_bytes()
+        (tmp_path / "copy.vq").unlink()
     fixed = (golden / "golden_audio_fixed.vq").read_bytes()
     result = cli("encode", "-", tmp_path / "prior.vq", *model, input=fixed)
     assert result.returncode == 0 and result.stderr.decode() == (

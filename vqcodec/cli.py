@@ -541,7 +541,7 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
         data = source.read_bytes() if isinstance(source, Path) else source.read()
         encoded = _recoder(data, model, device, coding, quality, depth_weight, max_kbps, max_bpp, {}).recode(
             data, quality, max_kbps if max_bpp is None else max_bpp)
-        if max_kbps is None and max_bpp is None and quality in (None, vqformat.parse_header(data).quality):
+        if max_kbps is None and max_bpp is None and quality is None:  # -q at its own quality asks for the file
             _say_codes_kept(input_path, data, encoded, coding)
         return _write_output(output_path, lambda stream: stream.write(encoded), force)
     forced, kind = kind, _media_kind(head, input_path, kind)
@@ -560,9 +560,8 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
 
 
 def _say_codes_kept(input_path: str, data: bytes, encoded: bytes, coding: str) -> None:
-    """A .vq file recoded at its own quality keeps its codes: a note says so where only their coding changed
-    (unless --coding asked for one), and a copy of the file is refused (encode a.vq b.vq, without -q or a rate,
-    wrote one without a word)."""
+    """A .vq file recoded without -q or a rate keeps its codes: a note says so where only their coding changed
+    (unless --coding asked for one), and a copy of the file is refused (encode a.vq b.vq wrote one without a word)."""
     name = "stdin" if input_path == "-" else input_path
     if encoded == data:
         raise VQCodecError(f"{name} is a .vq file, which encode recodes to a lower -q, --bitrate or --bpp: without "
