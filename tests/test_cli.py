@@ -1339,6 +1339,7 @@ def test_encode_and_codes_refuse_a_pipe_of_no_media_from_its_first_bytes_and_bou
     format libsndfile recognises is refused from its first MiB (as all of it would be), a .vq file is read
     no further than its chunks and 1 MiB past them, and media are copied up to MAX_SPOOL_BYTES."""
     import vqcodec.io
+    from conftest import GOLDEN
     from vqcodec.cli import run
 
     monkeypatch.setattr(vqcodec.io, "MAX_SPOOL_BYTES", 8 << 20)
@@ -1355,6 +1356,12 @@ def test_encode_and_codes_refuse_a_pipe_of_no_media_from_its_first_bytes_and_bou
             monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(ShortWrites(), write_through=True))
             assert run(args) == 1 and re.fullmatch(f"vqcodec: error: {error}\n", capsys.readouterr().err)
             assert stdin.taken < (10 << 20 if head == wav[:44] else 3 << 20), f"{command} read {stdin.taken} bytes"
+        stdin = Recording(b"")  # taken for an image: was copied whole, then refused by Pillow
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(stdin)))
+        assert run([command, "-", "-", "--kind", "image", "-m", str(GOLDEN / "golden_image.safetensors")]) == 1
+        refused = "cannot read image from stdin: not an image format Pillow reads"
+        assert capsys.readouterr().err == f"vqcodec: error: {refused}\n"
+        assert stdin.taken < 3 << 20, f"{command} read {stdin.taken} bytes"
 
 
 def test_stdin_redirected_from_a_regular_file_is_copied_whatever_its_size(encoded, tiny_model_path, tmp_path,

@@ -102,7 +102,7 @@ def _media_source(path: str, forced: str | None = None):
     """The input of encode and codes: a checked path, or for stdin and for a FIFO or device (a process
     substitution, <(...)), a copy in an anonymous temporary file (io.spooled). Its first block decides,
     before the rest is copied (`cat /dev/zero` filled $TMPDIR): a .vq file is read as read_vq_stream reads
-    one, into memory; audio of no format libsndfile recognises is refused as reading it would refuse it."""
+    one, into memory; media of no format that reads its kind are refused as reading them would refuse them."""
     from .io import is_stream_file, spooled
 
     if path != "-" and not is_stream_file(path):
@@ -115,7 +115,7 @@ def _media_source(path: str, forced: str | None = None):
             data = io.BytesIO(read_vq_stream(_Prepended(head, stream)))
             data.name = 0 if path == "-" else path  # as the spool's: warnings name stdin or the FIFO (io.input_name)
             return data
-        _refuse_unrecognised_audio(head, path, forced)
+        _refuse_unrecognised_media(head, path, forced)
         with _spool_room():
             spool = spooled(stream, head, "stdin" if path == "-" else path)
     if path != "-":  # errors and warnings name the FIFO or device (io.input_name), not "stdin"
@@ -138,15 +138,17 @@ class _Prepended:
         return piece
 
 
-def _refuse_unrecognised_audio(head: bytes, path: str, forced: str | None) -> None:
-    """Refuse input taken for audio whose first bytes are of no format libsndfile recognises, from them."""
-    from .io import unrecognised_audio
+def _refuse_unrecognised_media(head: bytes, path: str, forced: str | None) -> None:
+    """Refuse input whose first bytes are of no format that reads its kind (libsndfile's, Pillow's), from them."""
+    from .io import unrecognised_audio, unrecognised_image
 
-    if head and _media_kind(head[:16], path, forced) == "audio":
-        refusal = unrecognised_audio(head, "from stdin" if path == "-" else path)
-        if refusal is not None:
-            with _audio_by_default(path, "audio", forced):
-                raise refusal
+    if not head:
+        return
+    kind, where = _media_kind(head[:16], path, forced), "from stdin" if path == "-" else path
+    refusal = (unrecognised_audio if kind == "audio" else unrecognised_image)(head, where)
+    if refusal is not None:
+        with _audio_by_default(path, kind, forced):
+            raise refusal
 
 
 @contextlib.contextmanager

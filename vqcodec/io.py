@@ -392,6 +392,26 @@ def unrecognised_audio(head: bytes, where) -> VQCodecError | None:
     return None
 
 
+def unrecognised_image(head: bytes, where) -> VQCodecError | None:
+    """The error that reading an image which begins with `head` gives where no format Pillow reads recognises those
+    bytes, which bear no signature is_image_signature knows (those that do are left to the reading: the first bytes
+    of a TIFF may not hold its directory); None otherwise. `where`: as for unreadable_audio."""
+    from PIL import Image, UnidentifiedImageError
+
+    if is_image_signature(head[:16]):
+        return None
+    try:
+        with warnings.catch_warnings(), _pillow_log_caught([]):
+            warnings.simplefilter("ignore")
+            Image.open(BytesIO(head)).close()
+    except UnidentifiedImageError:
+        reason = _refusal_of_its_format(BytesIO(head)) or "not an image format Pillow reads"
+        return VQCodecError(f"cannot read image {where}: {reason}")
+    except Exception:  # recognised, and cut short or damaged: the whole input may not be
+        pass
+    return None
+
+
 class SoundStream:
     """A binary stream as soundfile reads it, whose seek to where the stream cannot go stays where it
     is: libsndfile skips a chunk by the size its header declares, and a size past what a file may
