@@ -133,7 +133,8 @@ class _Prepended:
         if not self.head:
             return self.stream.read(size)
         if size < 0:
-            size = len(self.head)
+            piece, self.head = self.head + self.stream.read(), b""
+            return piece
         piece, self.head = self.head[:size], self.head[size:]
         return piece
 
