@@ -1309,7 +1309,7 @@ def test_decode_and_info_refuse_a_damaged_header_from_its_first_bytes(tiny_model
         assert stdin.taken < 1 << 20, f"{args[0]} read {stdin.taken} bytes behind a damaged header"
 
 
-def test_decode_and_info_read_a_stream_no_further_than_a_bound_past_its_last_chunk(encoded, tiny_model_path,
+def test_decode_and_info_read_a_stream_no_further_than_a_bound_past_its_last_chunk(encoded, tiny_model_path, craft,
                                                                                   monkeypatch, capsys):
     """`cat talk.vq /dev/zero | vqcodec info -` read stdin until memory ran out: a stream is read as far as
     its chunks go and at most 1 MiB beyond (which, under that bound, is the usual 'unexpected bytes')."""
@@ -1331,6 +1331,13 @@ def test_decode_and_info_read_a_stream_no_further_than_a_bound_past_its_last_chu
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(data + bytes(1 << 20)))))
     assert run(["info", "-"]) == 1
     assert capsys.readouterr().err.startswith(f"vqcodec: error: {1 << 20} unexpected bytes after the last chunk")
+    # chunks of no bytes, which no file holds, framed all the same: ten million of them were read from zeros
+    stdin = Recording(bytes(craft.with_header(data, chunk_count=10_000_000, chunk_frames=1)[:vqformat.HEADER_SIZE]))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(stdin)))
+    assert run(["info", "-"]) == 1 and capsys.readouterr().err == (
+        "vqcodec: error: corrupted .vq file (chunk 0 claims 0 bytes), and more than 1 MiB follows it; not read "
+        "further (is it one .vq file?)\n")
+    assert stdin.taken < 3 << 20, f"info read {stdin.taken} bytes"
 
 
 def test_encode_and_codes_refuse_a_pipe_of_no_media_from_its_first_bytes_and_bound_the_copy(encoded, tiny_model_path,

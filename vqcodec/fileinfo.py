@@ -109,32 +109,33 @@ def read_vq_stream(stream) -> bytes:
 
 def _read_framed(stream, header: vqformat.Header, head: bytes) -> bytes:
     """The rest of a `.vq` stream after its header: its chunks, read by their framing, and what follows them up
-    to TRAILING_STREAM_BYTES (which parse_file refuses, and salvage ignores)."""
-    pieces, read, bound = [head], len(head), memory.memory_bound()
+    to TRAILING_STREAM_BYTES (which parse_file refuses, and salvage ignores). A chunk of no bytes, which no
+    file holds, ends the framing as one of too many does: a header announcing millions of chunks, then zeros
+    (`cat /dev/zero`), was read 8 bytes a chunk."""
+    data, bound = bytearray(head), memory.memory_bound()
     lost = None  # the chunk whose framing is lost, and its length, where one is
     for index in range(header.chunk_count + (1 if header.flags & vqformat.FLAG_ALPHA else 0)):
         chunk_head = _read_up_to(stream, vqformat.CHUNK_HEAD_SIZE)
-        pieces.append(chunk_head)
+        data += chunk_head
         if len(chunk_head) < vqformat.CHUNK_HEAD_SIZE:
-            return b"".join(pieces)
+            return bytes(data)
         length = vqformat.chunk_length(chunk_head)
-        if length > vqformat.MAX_CHUNK_BYTES:
+        if not 0 < length <= vqformat.MAX_CHUNK_BYTES:
             lost = index, length
             break
         payload = _read_up_to(stream, length)
-        pieces.append(payload)
+        data += payload
         if len(payload) < length:
-            return b"".join(pieces)
-        read += vqformat.CHUNK_HEAD_SIZE + length
-        refuse_beyond(read, bound, "the .vq stream takes over", WHOLE)
+            return bytes(data)
+        refuse_beyond(len(data), bound, "the .vq stream takes over", WHOLE)
     rest = _read_up_to(stream, TRAILING_STREAM_BYTES + 1)
     if len(rest) > TRAILING_STREAM_BYTES:
         found = (f"corrupted .vq file (chunk {lost[0]} claims {lost[1]} bytes), and" if lost else
                  "a .vq stream goes on past its last chunk:")
         raise vqformat.FormatError(f"{found} more than {TRAILING_STREAM_BYTES >> 20} MiB follows it; not read further "
                                    "(is it one .vq file?)")
-    pieces.append(rest)
-    return b"".join(pieces)
+    data += rest
+    return bytes(data)
 
 
 def _read_up_to(stream, size: int) -> bytes:
