@@ -33,9 +33,6 @@ logging.getLogger("PIL").addHandler(logging.NullHandler())
 
 # ---------------------------------------------------------------- helpers
 
-SPOOL_BLOCK = 1 << 20  # bytes copied at a time between stdin or stdout and a temporary file
-
-
 def _stdin():
     """stdin's binary stream, refused when it is closed (`<&-`) or a terminal, where reading would wait,
     without a prompt, for media no one can type."""
@@ -103,12 +100,12 @@ def _media_source(path: str, forced: str | None = None):
     substitution, <(...)), a copy in an anonymous temporary file (io.spooled). Its first block decides,
     before the rest is copied (`cat /dev/zero` filled $TMPDIR): a .vq file is read as read_vq_stream reads
     one, into memory; media of no format that reads its kind are refused as reading them would refuse them."""
-    from .io import is_stream_file, spooled
+    from .io import SPOOL_BLOCK_BYTES, is_stream_file, spooled
 
     if path != "-" and not is_stream_file(path):
         return _checked_path(path)
     with _input_stream(path) as stream:
-        head = stream.read(SPOOL_BLOCK)
+        head = stream.read(SPOOL_BLOCK_BYTES)
         if head.startswith(vqformat.MAGIC):
             from .fileinfo import read_vq_stream
 
@@ -280,7 +277,7 @@ def _write_output(path: str, write, force: bool) -> None:
                 write(spool)
             spool.seek(0)
             with _writing_stdout():
-                copy_whole(spool, stdout, SPOOL_BLOCK)  # unbuffered (python -u), stdout is a raw stream
+                copy_whole(spool, stdout)  # unbuffered (python -u), stdout is a raw stream
                 stdout.flush()
         return
     _refuse_existing_output(path, force)

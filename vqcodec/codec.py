@@ -82,7 +82,6 @@ CODE_BLOCK_CODES = 1 << 22      # codes of a file read at a time (Codec.code_blo
 HELD_CHUNK_CODES = 256          # the codes' worth of memory a decoded chunk's arrays take besides its codes
 CHECKED_CHUNK_BYTES = 1 << 26   # a chunk needing more to decode is checked against memory_bound (a few files read)
 RANGE_DECODE_BYTES = 40         # memory a code of the plane being range-decoded takes (int64, contexts): 32-34 measured
-STREAM_SPOOL_BYTES = 1 << 20    # bytes copied at a time from a stream that cannot seek
 WHOLE_READ_SAMPLES = 1 << 22    # files of up to this many samples (16 MiB) are read once, longer ones twice
 RESAMPLE_MARGIN_SECONDS = 0.02  # decoded before a range of a file that is resampled, for the filter's sake,
 RESAMPLE_MARGIN_SAMPLES = 160   # and at least this many samples of the rate it is resampled to
@@ -326,7 +325,7 @@ def _through_spool(stream, write: Callable) -> None:
         write(spool)
         spool.seek(0)
         try:
-            copy_whole(spool, stream, STREAM_SPOOL_BYTES)
+            copy_whole(spool, stream)
         except (OSError, ValueError) as exc:
             raise VQCodecError(f"cannot write the stream: {exc}") from None
 

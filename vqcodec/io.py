@@ -102,7 +102,7 @@ def is_regular_stream(stream) -> bool:
 
 
 MAX_SPOOL_BYTES = 32 << 30  # copied from a pipe (stdin, a socket), at most: a day of 48 kHz stereo float samples
-SPOOL_BLOCK_BYTES = 1 << 20
+SPOOL_BLOCK_BYTES = 1 << 20  # read or written at a time between a stream (stdin, stdout, a pipe) and a temporary file
 
 
 def spooled(stream, head: bytes = b"", name: str = "the stream"):
@@ -165,7 +165,7 @@ def checked_flag(name: str, value) -> bool:
     return bool(value)
 
 
-def copy_whole(source, stream, block_bytes: int = 1 << 20) -> None:
+def copy_whole(source, stream, block_bytes: int = SPOOL_BLOCK_BYTES) -> None:
     """Copy what is left of `source` into `stream`, every byte: a raw stream (unbuffered stdout, an OS
     pipe) may take only part of a block at each write (a pipe closed early, a full disk)."""
     while block := source.read(block_bytes):
