@@ -682,3 +682,29 @@ def test_a_folder_of_hidden_files_alone_says_they_are_left_out(tmp_path, capsys)
     shutil.rmtree(folder / "sub")
     code, err = _run(["encode", folder, tmp_path / "vq"], capsys)
     assert err == f"vqcodec: error: {folder}: no audio or image files found\n", err
+
+
+def test_a_folder_of_vq_files_without_q_or_a_rate_skips_copies_and_notes_a_change_of_coding(tmp_path, capsys):
+    """`encode VQ_FOLDER OUT` without -q, --bitrate or --bpp wrote each file again without a word, copies
+    among them, which one file's `encode` refuses."""
+    golden = DATA / "golden"
+    folder = tmp_path / "vq"
+    folder.mkdir()
+    shutil.copy(golden / "golden_audio_prior.vq", folder / "prior.vq")
+    shutil.copy(golden / "golden_audio_fixed.vq", folder / "fixed.vq")
+    model = ["-m", golden / "golden_audio.safetensors"]
+    code, err = _run(["encode", folder, tmp_path / "out", *model], capsys)
+    fixed, written = folder / "fixed.vq", tmp_path / "out" / "fixed.vq"
+    assert code == 1 and err.splitlines() == [
+        f"vqcodec: note: {fixed} is a .vq file: recoded at its own quality, its codes kept as they are and coded "
+        f"from fixed-width to prior range coding ({fixed.stat().st_size} -> {written.stat().st_size} bytes); -q, "
+        "--bitrate or --bpp make a smaller file",
+        f"skipping {folder / 'prior.vq'}: its codes would be kept and coded as they are, and the output be a copy: "
+        "encode recodes a .vq file to a lower -q, --bitrate or --bpp",
+        f"recoded 1 file, {written.stat().st_size} bytes into {tmp_path / 'out'}",
+        "vqcodec: error: 1 of 2 files could not be recoded (listed above)"], err
+    assert written.read_bytes() == (golden / "golden_audio_prior.vq").read_bytes()
+    assert not (tmp_path / "out" / "prior.vq").exists()
+
+    code, err = _run(["encode", folder, tmp_path / "q", *model, "-q", "4"], capsys)  # asked for: copies, no word
+    assert code == 0 and "note" not in err and "skipping" not in err, err

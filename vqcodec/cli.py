@@ -542,7 +542,7 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
         encoded = _recoder(data, model, device, coding, quality, depth_weight, max_kbps, max_bpp, {}).recode(
             data, quality, max_kbps if max_bpp is None else max_bpp)
         if max_kbps is None and max_bpp is None and quality is None:  # -q at its own quality asks for the file
-            _say_codes_kept(input_path, data, encoded, coding)
+            _say_codes_kept("stdin" if input_path == "-" else input_path, data, encoded, coding)
         return _write_output(output_path, lambda stream: stream.write(encoded), force)
     forced, kind = kind, _media_kind(head, input_path, kind)
     codec, quality = _encoder(kind, input_path, quality, model, device, coding, beam, refine, rate_weight,
@@ -559,13 +559,15 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
     _write_output(output_path, lambda stream: stream.write(encoded), force)
 
 
-def _say_codes_kept(input_path: str, data: bytes, encoded: bytes, coding: str) -> None:
+def _say_codes_kept(name: str, data: bytes, encoded: bytes, coding: str, in_folder: bool = False) -> None:
     """A .vq file recoded without -q or a rate keeps its codes: a note says so where only their coding changed
-    (unless --coding asked for one), and a copy of the file is refused (encode a.vq b.vq wrote one without a word)."""
-    name = "stdin" if input_path == "-" else input_path
+    (unless --coding asked for one), and a copy of the file is refused (encode a.vq b.vq wrote one without a word),
+    in a folder as the file's reason to be skipped, which its line names."""
     if encoded == data:
-        raise VQCodecError(f"{name} is a .vq file, which encode recodes to a lower -q, --bitrate or --bpp: without "
-                           "one its codes are kept as they are, coded as they are, and the output would be a copy")
+        raise VQCodecError(("its codes would be kept and coded as they are, and the output be a copy: encode "
+                            "recodes a .vq file to a lower -q, --bitrate or --bpp") if in_folder else
+                           (f"{name} is a .vq file, which encode recodes to a lower -q, --bitrate or --bpp: without "
+                            "one its codes are kept as they are, coded as they are, and the output would be a copy"))
     if coding != "auto":
         return
     before, after = (vqformat.CODING_NAMES[vqformat.parse_header(d).coding] for d in (data, encoded))
@@ -747,7 +749,7 @@ def _recode_folder(folder: Path, out: Path, quality, model, device, force, codin
     codecs = _named_codec(model, device, coding)
     _refuse_folder_depth_weight(codecs, files, model, device, coding, depth_weight)
 
-    def recode(data: bytes) -> bytes:
+    def recode(path: Path, data: bytes) -> bytes:
         kbps, bpp = max_kbps, max_bpp
         if kbps is not None and bpp is not None:  # a folder of audio and images: each file takes its own
             audio = vqformat.parse_header(data).kind == vqformat.KIND_AUDIO
@@ -755,7 +757,10 @@ def _recode_folder(folder: Path, out: Path, quality, model, device, force, codin
         # -q is the most codebooks a file of the folder keeps: one of fewer keeps its own
         most = quality if quality is None else min(quality, vqformat.parse_header(data).quality)
         codec = _recoder(data, model, device, coding, quality, depth_weight, kbps, bpp, codecs)
-        return codec.recode(data, most, kbps if bpp is None else bpp)
+        encoded = codec.recode(data, most, kbps if bpp is None else bpp)
+        if quality is None and kbps is None and bpp is None:  # as one file's (encode): a copy refused, a change noted
+            _say_codes_kept(str(path), data, encoded, coding, in_folder=True)
+        return encoded
     report = recode_folder(files, outputs, recode,
                            lambda path, data: _write_output(str(path), lambda stream: stream.write(data), force),
                            log=_progress)

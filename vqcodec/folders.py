@@ -213,11 +213,11 @@ def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, m
     return _each_file(files, outputs, make, report, "encoded", log)
 
 
-def recode_folder(files: list[Path], outputs: list[Path], recode: Callable[[bytes], bytes],
+def recode_folder(files: list[Path], outputs: list[Path], recode: Callable[[Path, bytes], bytes],
                   write: Callable[[Path, bytes], None], log: Callable[[str], None] | None = None) -> FolderReport:
-    """Recode `.vq` files (`recode(data)` gives the smaller file) into `outputs`."""
+    """Recode `.vq` files (`recode(path, data)` gives the smaller file) into `outputs`."""
     def make(path: Path, output: Path) -> int:
-        data = recode(path.read_bytes())
+        data = recode(path, path.read_bytes())
         with folder_of(output):
             write(output, data)
         return len(data)
