@@ -2402,3 +2402,41 @@ def test_what_pillow_logs_is_taken_for_the_image_of_the_thread_that_logs_it():
         logger.error("of this thread's image")
         logger.info("below WARNING")
     assert lines == ["of this thread's image"]
+
+
+class _GeneratedStream(io.RawIOBase):
+    """A binary stream that cannot seek, whose bytes a generator makes as they are read (a pipe, a socket)."""
+
+    def __init__(self, pieces):
+        self.pieces, self.left, self.read_bytes = pieces, b"", 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        while not self.left:
+            self.left = next(self.pieces, None)
+            if self.left is None:
+                return 0
+        size = min(len(buffer), len(self.left))
+        buffer[:size], self.left = self.left[:size], self.left[size:]
+        self.read_bytes += size
+        return size
+
+
+def test_an_image_stream_that_cannot_seek_is_copied_up_to_a_bound_not_read_into_memory(codec, monkeypatch):
+    """Pillow read such a stream whole into memory (`Codec.encode(socket_file)`), however much it held."""
+    import vqcodec.io
+
+    buffer = io.BytesIO()
+    make_image("RGB", 10, 9, seed=3).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    assert codec.encode(_GeneratedStream(iter([png[:20], png[20:]])), 2) == codec.encode(png, 2)
+    assert open_image(_GeneratedStream(iter([png]))).tobytes() == open_image(io.BytesIO(png)).tobytes()
+
+    monkeypatch.setattr(vqcodec.io, "MAX_SPOOL_BYTES", 16 << 10)
+    endless = _GeneratedStream(iter([png] + [bytes(4096)] * 64))  # 256 KiB past the image
+    with pytest.raises(VQCodecError, match=r"^the stream goes on past 1.52588e-05 GiB, the most that is copied from "
+                                           r"a pipe: give the input as a file$"):
+        codec.encode(endless, 2)
+    assert endless.read_bytes <= (16 << 10) + vqcodec.io.SPOOL_BLOCK_BYTES

@@ -33,7 +33,7 @@ from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  #
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
                  check_audio_output, checked_flag, copy_whole, image_to_planes, in_srgb, input_name, is_whole, load_pixels,
                  open_image, open_sound, pillow_reason, planes_to_image, rebuilt_image_bytes, SoundSink, sound_blocks,
-                 soundfile_format, spooled, stops_held, unwritable_audio, warn_of_alpha_not_in_codes, write_file)
+                 soundfile_format, is_seekable, spooled_stream, stops_held, unwritable_audio, warn_of_alpha_not_in_codes, write_file)
 from .memory import memory_bound, refuse_beyond
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
@@ -275,17 +275,6 @@ def _rate_target(max_rate: float, audio: bool, amount: float) -> tuple[int, str,
     return ratecontrol.byte_limit(max_rate * amount), f"{max_rate:g} bpp", lambda size: f"{size * 8 / amount:.3g} bpp"
 
 
-def _seekable(stream) -> bool:
-    """Whether a binary stream can seek (soundfile and Pillow need to; a pipe, socket or HTTP
-    response cannot). A text stream is refused."""
-    if isinstance(stream, io.TextIOBase):
-        raise VQCodecError("media is read from a binary stream, not a text one (open the file with 'rb')")
-    try:
-        return bool(stream.seekable())
-    except (AttributeError, OSError, ValueError):
-        return False
-
-
 def _is_vq_file(media) -> bool:
     """Whether media given as the path of a file or a stream that can seek begins as a `.vq` file does
     (the stream is left where it was; a FIFO is not read from)."""
@@ -295,7 +284,7 @@ def _is_vq_file(media) -> bool:
                 return False
             with open(media, "rb") as stream:
                 return stream.read(4) == vqformat.MAGIC
-        if _seekable(media):
+        if is_seekable(media):
             position = media.tell()
             head = media.read(4)
             media.seek(position)
@@ -303,17 +292,6 @@ def _is_vq_file(media) -> bool:
     except (OSError, ValueError):  # left to the reading to report
         pass
     return False
-
-
-def _spooled(stream):
-    """What is left of a stream that cannot seek, copied into an anonymous temporary file (io.spooled), named
-    as a stream: its descriptor, an int, named it stdin (io.input_name)."""
-    try:
-        spool = spooled(stream)
-    except (OSError, ValueError, TypeError) as exc:
-        raise VQCodecError(f"cannot read the stream: {exc}") from None
-    spool.raw.name = None
-    return spool
 
 
 def _through_spool(stream, write: Callable) -> None:
@@ -1345,8 +1323,8 @@ class Codec:
             bytes_given = isinstance(source, (bytes, bytearray))
             raise VQCodecError(f"audio is read from a path or a binary stream, not a {type(source).__name__}"
                                + (" (Codec.encode takes a file's bytes)" if bytes_given else ""))
-        if not isinstance(source, (str, Path)) and not _seekable(source):
-            with _spooled(source) as copy:
+        if not isinstance(source, (str, Path)) and not is_seekable(source):
+            with spooled_stream(source) as copy:
                 return self.encode_audio_file(copy, quality, max_kbps)
         if max_kbps is None:
             return self._encode_audio_source(source, quality)
@@ -1980,7 +1958,7 @@ class Codec:
             self._decode_audio_into(data, stream, where, format_hint, subtype, start, duration, salvage, rate)
         if isinstance(destination, (str, Path)):
             write_file(destination, decode_into)
-        elif not _seekable(destination):  # a pipe or socket: soundfile seeks back to finish the header
+        elif not is_seekable(destination):  # a pipe or socket: soundfile seeks back to finish the header
             _through_spool(destination, decode_into)
         else:
             decode_into(destination)

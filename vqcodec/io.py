@@ -10,7 +10,7 @@ import os
 import re
 import stat
 import warnings
-from io import BytesIO
+from io import BytesIO, TextIOBase
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +127,28 @@ def spooled(stream, head: bytes = b"", name: str = "the stream"):
         spool.close()
         raise
     spool.seek(0)
+    return spool
+
+
+def is_seekable(stream) -> bool:
+    """Whether a binary stream can seek (soundfile and Pillow need to; a pipe, socket or HTTP
+    response cannot). A text stream is refused."""
+    if isinstance(stream, TextIOBase):
+        raise VQCodecError("media is read from a binary stream, not a text one (open the file with 'rb')")
+    try:
+        return bool(stream.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def spooled_stream(stream):
+    """What is left of a stream that cannot seek, copied into an anonymous temporary file (spooled), named
+    as a stream: its descriptor, an int, named it stdin (input_name)."""
+    try:
+        spool = spooled(stream)
+    except (OSError, ValueError, TypeError) as exc:
+        raise VQCodecError(f"cannot read the stream: {exc}") from None
+    spool.raw.name = None
     return spool
 
 
@@ -904,9 +926,13 @@ def _check_side(width: int, height: int, max_side: int | None) -> None:
 def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
     """Open an image file (path or binary stream), apply EXIF orientation and an ICC profile (to sRGB), and refuse
     bombs and, unless `max_side` is None, an image with a side longer than that (what a .vq file holds),
-    from its header: a PNG of 89 000 000 x 1 pixels took 1.2 GB and 6 s to be refused once read."""
+    from its header: a PNG of 89 000 000 x 1 pixels took 1.2 GB and 6 s to be refused once read. A stream that
+    cannot seek (a pipe, a socket), which Pillow reads whole into memory, is copied into a temporary file first."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    if not isinstance(source, (str, os.PathLike)) and not is_seekable(source):
+        with spooled_stream(source) as copy:
+            return open_image(copy, max_side)
     logged: list[str] = []
     try:
         # a bomb: check_pixel_count says it
