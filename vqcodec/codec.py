@@ -31,9 +31,10 @@ from .devices import resolve_device
 from .errors import ClippingWarning, VQCodecError
 from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
-                 check_audio_output, checked_flag, copy_whole, image_to_planes, in_srgb, input_name, is_whole, load_pixels,
-                 open_image, open_sound, pillow_reason, planes_to_image, rebuilt_image_bytes, SoundSink, sound_blocks,
-                 soundfile_format, is_seekable, spooled_stream, stops_held, unwritable_audio, warn_of_alpha_not_in_codes, write_file)
+                 check_audio_output, checked_flag, copy_whole, image_to_planes, in_srgb, input_name, is_seekable,
+                 is_whole, load_pixels, open_image, open_sound, pillow_reason, planes_to_image, rebuilt_image_bytes,
+                 SoundSink, sound_blocks, soundfile_format, spooled_stream, stops_held, unwritable_audio,
+                 warn_of_alpha_not_in_codes, write_file)
 from .memory import memory_bound, refuse_beyond
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
