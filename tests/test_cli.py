@@ -1152,6 +1152,27 @@ def test_a_line_break_in_a_file_name_keeps_errors_on_one_line(encoded, tiny_mode
     assert capsys.readouterr().err.splitlines()[0] == f"skipping {source}/new\\nline.vq: not a .vq file (bad magic)"
 
 
+def test_stdins_name_as_the_input_while_stdin_is_closed_is_refused_as_dash_is(encoded, tiny_model_path, monkeypatch,
+                                                                            capsys):
+    """`info /dev/stdin <&-` said '/dev/stdin: no such file' (and read the file opened next, on descriptor 0)."""
+    from vqcodec.cli import run
+
+    vq, model = str(encoded / "out.vq"), ["-m", str(tiny_model_path)]
+    monkeypatch.setattr(sys, "stdin", None)
+    saved = os.dup(0)
+    os.close(0)  # as `<&-` leaves it
+    try:
+        results = [(args, run([*args, *model]), capsys.readouterr().err)
+                   for args in (["info", "/dev/stdin"], ["decode", "/dev/fd/0", "x.wav"],
+                                ["encode", "/dev/stdin", "x.vq"], ["codes", "/proc/self/fd/0", "x.npy"])]
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+    for args, code, err in results:
+        assert code == 1 and err == "vqcodec: error: stdin is closed: pipe or redirect the input into it\n", (args, err)
+    assert run(["info", vq]) == 0  # a file's name is read as before
+
+
 def test_closed_or_terminal_stdin_and_stdout_are_refused(encoded, tiny_model_path, monkeypatch, capsys):
     """Reading a terminal would wait, without a prompt, for media no one can type; binary output would
     garble it (written with --force, as gzip does); a closed stream (`<&-`, `>&-`) is None in Python."""

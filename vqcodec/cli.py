@@ -52,12 +52,22 @@ def _blocking(stream):
     return stream
 
 
+def _refuse_closed_stdin_named(path: str) -> None:
+    """Refuse stdin's name (/dev/stdin, /dev/fd/0) as the input where stdin is closed (`<&-`), as "-" is refused:
+    it named no file ('/dev/stdin: no such file'), or the file this process opened next, on descriptor 0."""
+    from .io import descriptor_named
+
+    if sys.stdin is None and (path == "/dev/stdin" or descriptor_named(path) == 0):
+        _stdin()
+
+
 def _input_stream(path: str):
     """stdin's binary stream for "-" (_stdin), else the file at `path` opened for reading; a terminal named
     as a file (/dev/tty, or /dev/stdin on one) is refused as stdin on one is, where reading waited without a
     prompt."""
     if path == "-":
         return contextlib.nullcontext(_stdin())
+    _refuse_closed_stdin_named(path)
     stream = open(path, "rb")
     if stream.isatty():
         stream.close()
@@ -189,6 +199,7 @@ def _empty_input(path: str) -> VQCodecError:
 
 def _checked_path(path: str) -> Path:
     """An input path that exists, is a regular file and can be read."""
+    _refuse_closed_stdin_named(path)
     candidate = Path(path)
     if not candidate.exists():
         raise VQCodecError(f"{path}: no such file")
