@@ -1265,6 +1265,29 @@ def test_a_full_stdout_is_one_error_line(encoded, tiny_model_path):
         ["1 vqcodec: error: cannot write stdout: No space left on device/"] * len(commands)
 
 
+def test_stdin_redirected_from_a_regular_file_is_read_in_place_not_copied(tiny_model_path, tmp_path, monkeypatch,
+                                                                          capsys):
+    """`encode - x.vq < talk.flac` copied the file into $TMPDIR, which it can read where it is; stdin moved on from
+    the file's start (`(head -c 10; encode - x.vq) < f`), whose offsets soundfile would misread, is still copied."""
+    import vqcodec.io
+    from vqcodec.cli import run
+
+    made, spooled = [], vqcodec.io.spooled
+    monkeypatch.setattr(vqcodec.io, "spooled", lambda *a, **k: made.append(1) or spooled(*a, **k))
+    model = ["-m", str(tiny_model_path)]
+    speech = Path(__file__).parent / "data" / "speech.flac"
+    assert run(["encode", str(speech), str(tmp_path / "named.vq"), *model]) == 0 and made == []
+    (tmp_path / "after.bin").write_bytes(b"0123456789" + speech.read_bytes())
+    for name, skipped, copies in (("speech.flac", 0, 0), ("after.bin", 10, 1)):
+        with open(speech if skipped == 0 else tmp_path / name, "rb") as stream:
+            stream.read(skipped)
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(stream))
+            assert run(["encode", "-", str(tmp_path / f"{name}.vq"), *model]) == 0, capsys.readouterr().err
+            assert stream.fileno() >= 0  # left open, as stdin is
+        assert len(made) == copies and capsys.readouterr().err == "", name
+        assert (tmp_path / f"{name}.vq").read_bytes() == (tmp_path / "named.vq").read_bytes()
+
+
 def test_encode_from_stdin_closes_its_spool(tiny_model_path, tmp_path, monkeypatch, capsys):
     """stdin is copied into a temporary file (the spool) that was never closed: a ResourceWarning on every
     encode from stdin, and one more when stdin was closed and the spool made before that was found."""

@@ -109,12 +109,14 @@ def _media_source(path: str, forced: str | None = None):
     """The input of encode and codes: a checked path, or for stdin and for a FIFO or device (a process
     substitution, <(...)), a copy in an anonymous temporary file (io.spooled). Its first block decides,
     before the rest is copied (`cat /dev/zero` filled $TMPDIR): a .vq file is read as read_vq_stream reads
-    one, into memory; media of no format that reads its kind are refused as reading them would refuse them."""
+    one, into memory; media of no format that reads its kind are refused as reading them would refuse them.
+    Media on stdin redirected from a regular file, from its start, are read there (_stdin_in_place), not copied."""
     from .io import SPOOL_BLOCK_BYTES, is_stream_file, spooled
 
     if path != "-" and not is_stream_file(path):
         return _checked_path(path)
     with _input_stream(path) as stream:
+        in_place = path == "-" and _at_start_of_regular_file(stream)
         head = stream.read(SPOOL_BLOCK_BYTES)
         if head.startswith(vqformat.MAGIC):
             from .fileinfo import read_vq_stream
@@ -123,11 +125,32 @@ def _media_source(path: str, forced: str | None = None):
             data.name = 0 if path == "-" else path  # as the spool's: warnings name stdin or the FIFO (io.input_name)
             return data
         _refuse_unrecognised_media(head, path, forced)
+        if in_place:
+            return _stdin_in_place(stream)
         with _spool_room():
             spool = spooled(stream, head, "stdin" if path == "-" else path)
     if path != "-":  # errors and warnings name the FIFO or device (io.input_name), not "stdin"
         spool.raw.name = path
     return spool
+
+
+def _at_start_of_regular_file(stream) -> bool:
+    """Whether `stream` reads a regular file (io.is_regular_stream) from its first byte: soundfile and Pillow
+    seek to the file's offsets, which a stream moved on (`(head -c 10; vqcodec encode - x.vq) < f`) does not start at."""
+    from .io import is_regular_stream
+
+    try:
+        return is_regular_stream(stream) and stream.seekable() and stream.tell() == 0
+    except (OSError, ValueError):
+        return False
+
+
+def _stdin_in_place(stream):
+    """stdin's regular file (_at_start_of_regular_file), read from its start through a stream of its own, which
+    leaves the descriptor open and is named by it, as the spool is (io.input_name: "from stdin")."""
+    reader = open(stream.fileno(), "rb", closefd=False)
+    reader.seek(0)
+    return reader
 
 
 class _Prepended:
