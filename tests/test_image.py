@@ -1411,6 +1411,36 @@ def test_a_side_longer_than_a_vq_file_holds_is_refused_from_the_header():
     assert read_image_rgb(io.BytesIO(png_claiming(70_000, 1))).shape == (1, 70_000, 3)  # training crops it
 
 
+def _png_of_greater_height(interlace: int) -> tuple[bytes, bytes]:
+    """A 20x16 PNG, and the same file whose header says 17 rows (its CRC made right), its data holding 16."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((16, 20, 3), 200, np.uint8)).save(buffer, "PNG", interlace=interlace)
+    taller = bytearray(buffer.getvalue())
+    taller[20:24] = struct.pack(">I", 17)
+    taller[29:33] = struct.pack(">I", zlib.crc32(bytes(taller[12:29])))
+    return buffer.getvalue(), bytes(taller)
+
+
+@pytest.mark.parametrize("interlace", [0, 1])
+def test_a_png_whose_data_ends_before_its_last_row_is_refused(codec, tmp_path, interlace):
+    """Pillow read a PNG whose header gives more rows than its image data holds (the zlib stream ends first)
+    without a word, the rows it lacks black; encoding coded them, training trained on them."""
+    from vqcodec.data import readable_files, ImageCrops
+    from vqcodec.io import read_image_rgb
+
+    whole, taller = _png_of_greater_height(interlace)
+    assert read_image_rgb(io.BytesIO(whole)).shape == (16, 20, 3)
+    path = tmp_path / "taller.png"
+    path.write_bytes(taller)
+    reason = re.escape("its image data ends before its last row (20x17 pixels): damaged")
+    with pytest.raises(VQCodecError, match=f"^cannot read image {re.escape(str(path))}: {reason}$"):
+        codec.encode(path, 2)
+    with pytest.raises(VQCodecError, match=f"^cannot read the image: {reason}$"):
+        codec.encode_image(Image.open(io.BytesIO(taller)), 2)
+    with pytest.raises(VQCodecError, match="no readable images"):
+        ImageCrops(readable_files("image", [path]), 16)
+
+
 # ---------------------------------------------------------------- the command line
 
 HEADER_LAYOUT = "<4sBBBB8sIIQIIHBBII"   # magic, version, then the Header fields in order; CRC after

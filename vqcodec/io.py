@@ -9,7 +9,9 @@ import numbers
 import os
 import re
 import stat
+import struct
 import warnings
+import zlib
 from io import BytesIO, TextIOBase
 from pathlib import Path
 
@@ -1077,6 +1079,7 @@ def load_pixels(image, source=None):
     with_alpha = _bmp_with_alpha(image)
     _planes_through_libtiff(image)
     extra_as_alpha, extra_left_out = _unspecified_channel_as_alpha(image)  # before image.load() may close its file
+    _check_png_data(image)
     name = getattr(image, "filename", None)
     if image.format == "TIFF" and image.tag_v2.get(TIFF_ORIENTATION) in SIDE_SWAPPING_ORIENTATIONS:
         image.filename = ""  # ImageFile.load maps a file only when it has a file name
@@ -1097,6 +1100,63 @@ def load_pixels(image, source=None):
         read = image.copy()
         read.info["transparency"] = tuple(value >> 8 for value in image.info["transparency"])
     return with_grey_key_in_8_bits(read, grey_key_bits)
+
+
+PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples a pixel of each PNG colour type: grey, RGB, palette, LA, RGBA
+PNG_PASSES = {0: ((0, 0, 1, 1),),  # (first column, first row, column step, row step) of each pass, by interlace
+              1: ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))}
+
+
+def _png_data_bytes(width: int, height: int, bits: int, colour_type: int, interlace: int) -> int:
+    """The bytes a PNG's image data inflates to: each row of each pass, a filter byte and its packed samples."""
+    total = 0
+    for x0, y0, dx, dy in PNG_PASSES[interlace]:
+        columns, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if columns > 0 and rows > 0:
+            total += rows * (1 + -(-columns * bits * PNG_SAMPLES[colour_type] // 8))
+    return total
+
+
+def _check_png_data(image) -> None:
+    """Refuse a PNG whose image data (its one zlib stream, over its IDAT chunks) ends before the rows its
+    header gives: Pillow, and so encoding and training, filled the rows it lacks with black, without a word
+    (a header edited or damaged to a greater height). A file cut short is left to Pillow, which says so."""
+    stream = getattr(image, "fp", None)
+    if image.format != "PNG" or not image.tile or stream is None or stream.closed:
+        return  # loaded already, or closed: load() says so
+    start = stream.tell()
+    try:
+        stream.seek(8)
+        ihdr = stream.read(25)
+        width, height, bits, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", ihdr[8:21])
+        if colour_type not in PNG_SAMPLES or interlace not in PNG_PASSES:
+            return  # Pillow refuses it
+        needed, inflated = _png_data_bytes(width, height, bits, colour_type, interlace), 0
+        inflate = zlib.decompressobj()
+        stream.seek(image.tile[0].offset - 8)
+        while inflated < needed and not inflate.eof:
+            head = stream.read(8)
+            if len(head) < 8:
+                return  # cut short
+            length, kind = struct.unpack(">I4s", head)
+            if kind != b"IDAT":
+                break
+            left = length
+            while left and inflated < needed and not inflate.eof:
+                piece = stream.read(min(left, 1 << 20))
+                if not piece:
+                    return
+                left -= len(piece)
+                while piece and inflated < needed:
+                    inflated += len(inflate.decompress(piece, 1 << 20))
+                    piece = inflate.unconsumed_tail
+            stream.seek(left + 4, os.SEEK_CUR)  # the rest of the chunk, and its CRC
+    except (OSError, ValueError, struct.error, zlib.error):
+        return  # Pillow says what is wrong
+    finally:
+        stream.seek(start)
+    if inflated < needed:
+        raise OSError(f"its image data ends before its last row ({width}x{height} pixels): damaged")  # open_image names the file
 
 
 BMP_BI_RGB, BMP_BITFIELDS = 0, 3  # compressions: pixels of fixed layout (32-bit: B, G, R, a byte left unused), or of masks
