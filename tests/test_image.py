@@ -1441,6 +1441,18 @@ def test_a_png_whose_data_ends_before_its_last_row_is_refused(codec, tmp_path, i
         ImageCrops(readable_files("image", [path]), 16)
 
 
+def test_an_apng_frame_after_the_first_is_not_taken_for_a_png_whose_data_ends_early(codec):
+    """The check of a PNG's image data against its height reads the default image's IDAT chunks: a later
+    frame of an APNG (an Image.open seeked to it), whose data are fdAT chunks, was refused as damaged."""
+    frames = [Image.fromarray(np.full((16, 20, 3), level, np.uint8)) for level in (10, 200)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "PNG", save_all=True, append_images=frames[1:])
+    image = Image.open(io.BytesIO(buffer.getvalue()))
+    image.seek(1)
+    assert read_info(codec.encode_image(image, 2)).height == 16
+    assert np.asarray(image.convert("RGB"))[0, 0, 0] == 200  # the frame seeked to was coded
+
+
 # ---------------------------------------------------------------- the command line
 
 HEADER_LAYOUT = "<4sBBBB8sIIQIIHBBII"   # magic, version, then the Header fields in order; CRC after

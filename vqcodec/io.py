@@ -1140,6 +1140,8 @@ def _check_png_data(image) -> None:
                 return  # cut short
             length, kind = struct.unpack(">I4s", head)
             if kind != b"IDAT":
+                if not inflated:
+                    return  # not the default image's data: an APNG frame after it, of a size of its own
                 break
             left = length
             while left and inflated < needed and not inflate.eof:
