@@ -133,6 +133,21 @@ def test_a_photo_over_the_pixel_limit_is_skipped_in_one_line(tmp_path, capsys):
         f"skipping cannot read image {tmp_path / 'big.png'}: image of 10000x9000 pixels exceeds the limit of 89478485 pixels\n"
 
 
+def test_a_photo_pillow_logs_an_error_for_is_skipped_in_one_line(tmp_path, capsys):
+    """Pillow logs "More samples per pixel than can be decoded: 99" at ERROR level before it refuses such a
+    TIFF: reading its size for training, Python's last-resort handler printed that line above the skipping
+    line, which gave Pillow's "Invalid value for samples per pixel" as the reason."""
+    from test_image import tiff_of_99_samples_a_pixel
+
+    tiff_of_99_samples_a_pixel(tmp_path / "many.tif")
+    Image.new("L", (40, 40)).save(tmp_path / "small.png")
+    assert data.readable_files("image", sorted(tmp_path.iterdir())) == [tmp_path / "small.png"]
+    assert capsys.readouterr().err == \
+        f"skipping cannot read image {tmp_path / 'many.tif'}: More samples per pixel than can be decoded: 99\n"
+    with pytest.raises(VQCodecError, match="^More samples per pixel than can be decoded: 99$"):
+        data.image_size(tmp_path / "many.tif")
+
+
 def in_order_and_in_threads(crops, size: int, seed: int, workers: int) -> tuple[list, list]:
     """Three batches of `crops` made in order, and the three Batches makes in `workers` threads from the same seed."""
     in_order = np.random.default_rng(seed)

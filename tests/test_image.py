@@ -2437,7 +2437,7 @@ def test_what_pillow_logs_is_taken_for_the_image_of_the_thread_that_logs_it():
     from vqcodec import io as vqio
 
     logger = logging.getLogger("PIL.TiffImagePlugin")
-    with vqio._pillow_log_caught([]) as lines:
+    with vqio.pillow_log_caught([]) as lines:
         worker = threading.Thread(target=lambda: logger.error("of another thread's image"))
         worker.start()
         worker.join()

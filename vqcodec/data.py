@@ -25,8 +25,8 @@ import torch
 
 from . import progressline
 from .errors import VQCodecError
-from .io import (check_pixel_count, decoder_lines, media_kind_of, open_sound, read_audio, read_image_rgb,
-                 sound_blocks, unreadable_audio, warn_decoder_lines, warnings_recorded)
+from .io import (check_pixel_count, decoder_lines, media_kind_of, open_sound, pillow_log_caught, read_audio,
+                 read_image_rgb, sound_blocks, unreadable_audio, warn_decoder_lines, warnings_recorded)
 from .wording import one_line, plural, setting
 
 IN_MEMORY_BYTES = 2 * 2**30      # decoded training media up to this size are held in memory
@@ -64,12 +64,19 @@ def find_media(folder: Path, kind: str | None, leave_out: Path | None = None) ->
 
 def image_size(path: Path) -> tuple[int, int]:
     """A photo's width and height, from its header; one that encoding refuses (io.check_pixel_count)
-    raises VQCodecError (instead of Pillow's DecompressionBombWarning, a Python warning on stderr)."""
+    raises VQCodecError (instead of Pillow's DecompressionBombWarning, a Python warning on stderr), and
+    so does one that Pillow logs an error for as it refuses it, with that line (io.pillow_log_caught)."""
     from PIL import Image
 
-    with warnings_recorded(ignore=(Image.DecompressionBombWarning,)) as caught:  # catch_warnings is the process's
-        with Image.open(path) as image:
-            size = image.width, image.height
+    logged: list[str] = []
+    try:
+        with warnings_recorded(ignore=(Image.DecompressionBombWarning,)) as caught, pillow_log_caught(logged):
+            with Image.open(path) as image:  # warnings_recorded, not catch_warnings: that is the process's
+                size = image.width, image.height
+    except Exception:
+        if logged:
+            raise VQCodecError(logged[-1]) from None
+        raise
     for item in caught:
         warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
     check_pixel_count(*size)

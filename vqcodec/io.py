@@ -938,7 +938,7 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
     logged: list[str] = []
     try:
         # a bomb: check_pixel_count says it
-        with warnings_recorded(ignore=(Image.DecompressionBombWarning,)) as caught, _pillow_log_caught(logged):
+        with warnings_recorded(ignore=(Image.DecompressionBombWarning,)) as caught, pillow_log_caught(logged):
             with Image.open(source) as image:
                 check_pixel_count(image.width, image.height)
                 _check_side(image.width, image.height, max_side)
@@ -1036,7 +1036,7 @@ class _LinesOf(logging.Handler):
 
 
 @contextlib.contextmanager
-def _pillow_log_caught(lines: list[str]):
+def pillow_log_caught(lines: list[str]):
     """Collect into `lines` what Pillow logs at WARNING and above while an image is read ("More samples per
     pixel than can be decoded: 99", before it refuses a TIFF), for open_image to say in its own error or
     warning. Without a handler of its own, Python's last resort printed it on stderr, a line beside
