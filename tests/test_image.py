@@ -1453,6 +1453,22 @@ def test_an_apng_frame_after_the_first_is_not_taken_for_a_png_whose_data_ends_ea
     assert np.asarray(image.convert("RGB"))[0, 0, 0] == 200  # the frame seeked to was coded
 
 
+def test_the_png_data_check_reads_the_tiles_of_pillow_before_11():
+    """Pillow before 11 (setup.cfg takes 10) gives an image's tiles as plain tuples, which have no `offset`:
+    the check of a PNG's data against its height raised AttributeError there."""
+    from vqcodec.io import load_pixels
+
+    whole, taller = _png_of_greater_height(0)
+    for data, error in ((whole, None), (taller, "its image data ends before its last row")):
+        image = Image.open(io.BytesIO(data))
+        image.tile = [tuple(tile) for tile in image.tile]
+        if error is None:
+            assert load_pixels(image).size == (20, 16)
+        else:
+            with pytest.raises(OSError, match=error):
+                load_pixels(image)
+
+
 # ---------------------------------------------------------------- the command line
 
 HEADER_LAYOUT = "<4sBBBB8sIIQIIHBBII"   # magic, version, then the Header fields in order; CRC after

@@ -1133,7 +1133,7 @@ def _check_png_data(image) -> None:
             return  # Pillow refuses it
         needed, inflated = _png_data_bytes(width, height, bits, colour_type, interlace), 0
         inflate = zlib.decompressobj()
-        stream.seek(image.tile[0].offset - 8)
+        stream.seek(image.tile[0][2] - 8)  # the offset of its data (a tuple before Pillow 11)
         while inflated < needed and not inflate.eof:
             head = stream.read(8)
             if len(head) < 8:
