@@ -1469,6 +1469,28 @@ def test_the_png_data_check_reads_the_tiles_of_pillow_before_11():
                 load_pixels(image)
 
 
+def test_a_png_opened_from_a_file_object_without_closed_is_read(codec):
+    """Image.open takes any object with read, seek and tell: the check of a PNG's data against its height
+    asked such an object whether it was closed, and encode_image raised AttributeError."""
+    class Bare:
+        def __init__(self, data: bytes):
+            self.stream = io.BytesIO(data)
+
+        def read(self, size: int = -1) -> bytes:
+            return self.stream.read(size)
+
+        def seek(self, *args) -> int:
+            return self.stream.seek(*args)
+
+        def tell(self) -> int:
+            return self.stream.tell()
+
+    whole, taller = _png_of_greater_height(0)
+    assert read_info(codec.encode_image(Image.open(Bare(whole)), 2)).height == 16
+    with pytest.raises(VQCodecError, match="^cannot read the image: its image data ends before its last row"):
+        codec.encode_image(Image.open(Bare(taller)), 2)
+
+
 # ---------------------------------------------------------------- the command line
 
 HEADER_LAYOUT = "<4sBBBB8sIIQIIHBBII"   # magic, version, then the Header fields in order; CRC after

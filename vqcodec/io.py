@@ -1122,7 +1122,7 @@ def _check_png_data(image) -> None:
     header gives: Pillow, and so encoding and training, filled the rows it lacks with black, without a word
     (a header edited or damaged to a greater height). A file cut short is left to Pillow, which says so."""
     stream = getattr(image, "fp", None)
-    if image.format != "PNG" or not image.tile or stream is None or stream.closed:
+    if image.format != "PNG" or not image.tile or stream is None or getattr(stream, "closed", False):
         return  # loaded already, or closed: load() says so
     start = stream.tell()
     try:
