@@ -1158,7 +1158,8 @@ def _check_png_data(image) -> None:
     finally:
         stream.seek(start)
     if inflated < needed:
-        raise OSError(f"its image data ends before its last row ({width}x{height} pixels): damaged")  # open_image names the file
+        # open_image and encode_image name the file
+        raise OSError(f"its image data ends before its last row ({width}x{height} pixels): damaged")
 
 
 BMP_BI_RGB, BMP_BITFIELDS = 0, 3  # compressions: pixels of fixed layout (32-bit: B, G, R, a byte left unused), or of masks
