@@ -1548,7 +1548,7 @@ def test_streams_that_cannot_seek_are_encoded_and_text_streams_refused(codec, si
         codec.encode(io.StringIO("RIFF"), 2)
 
 
-def test_decode_audio_file_writes_into_a_pipe(codec, signal, capfd):
+def test_decode_audio_file_writes_into_a_pipe_and_names_a_stream_that_fails(codec, signal, capfd):
     data = codec.encode_audio(signal(1, 1600, 16000), 16000, 2)
     whole = io.BytesIO()
     codec.decode_audio_file(data, whole, format_hint="WAV")
@@ -1566,8 +1566,12 @@ def test_decode_audio_file_writes_into_a_pipe(codec, signal, capfd):
     read_end, write_end = os.pipe()
     os.close(read_end)
     with os.fdopen(write_end, "wb", buffering=0) as pipe, pytest.raises(VQCodecError,
-                                                                         match="cannot write the stream: .*Broken pipe"):
-        codec.decode_audio_file(data, pipe, format_hint="WAV")
+                                                                         match="^cannot write the stream: Broken pipe$"):
+        codec.decode_audio_file(data, pipe, format_hint="WAV")  # said '[Errno 32] Broken pipe'
+    # a stream that can seek, and fails: was a bare OSError
+    with open("/dev/full", "wb", buffering=0) as full, pytest.raises(
+            VQCodecError, match="^cannot write /dev/full: No space left on device$"):
+        codec.decode_audio_file(data, full, format_hint="WAV")
 
 
 def test_an_empty_path_is_refused_as_one(codec):

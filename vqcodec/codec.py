@@ -306,7 +306,7 @@ def _through_spool(stream, write: Callable) -> None:
         try:
             copy_whole(spool, stream)
         except (OSError, ValueError) as exc:
-            raise VQCodecError(f"cannot write the stream: {exc}") from None
+            raise VQCodecError(f"cannot write the stream: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _blocks(total: int, block: int) -> Iterator[tuple[int, int]]:
@@ -1962,7 +1962,12 @@ class Codec:
         elif not is_seekable(destination):  # a pipe or socket: soundfile seeks back to finish the header
             _through_spool(destination, decode_into)
         else:
-            decode_into(destination)
+            try:
+                decode_into(destination)
+            except OSError as exc:  # named where the stream has a name (a file's); a spool's is left to its owner
+                if where is None:
+                    raise
+                raise VQCodecError(f"cannot write {where}: {exc.strerror or exc}") from None
 
     def _decode_audio_into(self, data: bytes, destination, where: str | None, format_hint: str, subtype: str | None,
                            start: float, duration: float | None, salvage: bool, rate: int | None) -> None:
