@@ -482,6 +482,27 @@ def test_an_output_format_a_folders_files_cannot_have_is_found_before_any_model_
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.opus", "b.opus", "c.opus"]
 
 
+def test_a_folder_runs_count_of_files_done_is_shown_in_place_on_a_terminal(tiny_model_path, tmp_path, cli):
+    """'decoded 100/100 files' (every 100 files of encode, decode and codes) was a line of its own on a terminal
+    too, where train's steps and eval's files are shown in place; in a log it still is one."""
+    from conftest import on_terminal, terminal_moments, terminal_screen
+
+    tiny = Codec.load(str(tiny_model_path))
+    folder = tmp_path / "vq"
+    folder.mkdir()
+    data = tiny.codes_to_file(np.zeros((1, 4, 20), np.int16), sample_rate=16000, samples=160)
+    for number in range(100):
+        (folder / f"{number:03}.vq").write_bytes(data)
+    code, terminal = on_terminal("decode", folder, tmp_path / "shown", "-m", tiny_model_path)
+    assert code == 0, terminal
+    assert ["decoded 100/100 files"] in terminal_moments(terminal)
+    summary = f"decoded 100 files, {100 * 364} bytes into "
+    assert terminal_screen(terminal) == [summary + str(tmp_path / "shown"), ""]  # in its place
+    logged = cli("decode", folder, tmp_path / "logged", "-m", tiny_model_path)
+    assert logged.returncode == 0 and stderr_lines(logged) == ["decoded 100/100 files",
+                                                                summary + str(tmp_path / "logged")]
+
+
 def test_a_folder_run_whose_output_is_one_of_its_inputs_is_refused_even_with_force(two_recordings, tmp_path,
                                                                                    capsys):
     """`encode my_vq/ my_vq/ -q 1 --force` recoded each .vq file in place, replacing what it read with its

@@ -767,7 +767,7 @@ def _encode_folder(folder: Path, output_path: str, quality, model, kind, device,
                               depth_weight, max_kbps, max_bpp)
     report = encode_folder(codec, files, outputs, quality, max_kbps if kind == "audio" else max_bpp,
                            lambda path, data: _write_output(str(path), lambda stream: stream.write(data), force),
-                           log=_progress)
+                           log=_progress, progress=progressline.show)
     _finish_folder(report, "encoded", out, len(files))
 
 
@@ -797,7 +797,7 @@ def _recode_folder(folder: Path, out: Path, quality, model, device, force, codin
         return encoded
     report = recode_folder(files, outputs, recode,
                            lambda path, data: _write_output(str(path), lambda stream: stream.write(data), force),
-                           log=_progress)
+                           log=_progress, progress=progressline.show)
     _finish_folder(report, "recoded", out, len(files) + _count(missing), missing)
 
 
@@ -852,11 +852,12 @@ def _terminal_progress():
 
 def _print_skipped(path, reason: str) -> None:
     """A folder command's line for a file it could not do (the rest go on)."""
-    print(one_line(skipping(path, reason)), file=sys.stderr)
+    _progress(one_line(skipping(path, reason)))
 
 
 def _progress(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    """A line on stderr, below the progress shown in place on a terminal (progressline.say)."""
+    progressline.say(line)
 
 
 def _finish_folder(report, verb: str, out: Path, total: int, missing: list[tuple[list[Path], str]] = ()) -> None:
@@ -871,7 +872,7 @@ def _finish_folder(report, verb: str, out: Path, total: int, missing: list[tuple
     if not report.written:
         _fail_if_skipped(max(skipped, total), total, verb, f": nothing was written to {out}")
         raise VQCodecError(f"no file was {verb}: nothing was written to {out}")
-    print(f"{verb} {report.summary()} into {out}", file=sys.stderr)
+    _progress(f"{verb} {report.summary()} into {out}")
     _fail_if_skipped(skipped, total, verb)
 
 
@@ -1061,7 +1062,7 @@ def _decode_folder(folder: Path, output_path: str, model, format_name, device, f
             _write_output(str(path), write, force)
 
     report = decode_folder(readable, outputs, formats, lambda data: _file_codec(data, model, device, codecs),
-                           write_output, salvage, warn, _progress, rate)
+                           write_output, salvage, warn, _progress, rate, progress=progressline.show)
     report.skipped[:0] = unreadable
     _finish_folder(report, "decoded", out, len(files), missing)
 
@@ -1387,7 +1388,8 @@ def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str,
         files, outputs, lambda data: _file_codec(data, model, device, codecs),
         lambda path, write: _write_output(str(path), write, force), _progress,
         stopped=lambda report, entries: write_vq_manifest(folder, out, entries, _each_skipped(report, missing),
-                                                          stopped=True, replace=force))
+                                                          stopped=True, replace=force),
+        progress=progressline.show)
     if report.written:
         write_vq_manifest(folder, out, entries, _each_skipped(report, missing), replace=force)
     _finish_folder(report, "coded", out, len(files) + _count(missing), missing)
@@ -1421,7 +1423,7 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
         _refuse_existing_output(str(existing), force)
     codec = _codes_codec(model, kind, depth_weight, device)
     manifest = code_folder(codec, folder, out, files, quality,
-                           log=lambda line: print(line, file=sys.stderr, flush=True), replace=force)
+                           log=progressline.show, replace=force)  # its log is how many files are done
     for skipped in manifest["skipped"]:
         _print_skipped(folder / skipped["file"], skipped["reason"])
     if not manifest["files"]:
@@ -1919,7 +1921,6 @@ def _evaluate_listing_skipped(codec, paths: list[Path], levels, targets, folder:
 
     def skip(path, reason):
         skipped.append(path)
-        progressline.clear()
         _print_skipped(path, reason)
 
     try:

@@ -159,11 +159,14 @@ def folder_of(output: Path):
 
 
 def _each_file(files: list[Path], outputs: list[Path], make: Callable[[Path, Path], int], report: FolderReport,
-               verb: str, log: Callable[[str], None] | None) -> FolderReport:
+               verb: str, log: Callable[[str], None] | None,
+               progress: Callable[[str], None] | None = None) -> FolderReport:
     """Call make(input, output), which writes the output (its folder made once there is something to
     write) and returns its size, for every file; a file that fails (VQCodecError, or an OSError) is
-    added to report.skipped. When the run is stopped (Ctrl-C, SIGTERM), `log` is given the files
-    skipped and what was written before the stop."""
+    added to report.skipped. Every 100 files, `progress` (else `log`) is told how many are done. When
+    the run is stopped (Ctrl-C, SIGTERM), `log` is given the files skipped and what was written before
+    the stop."""
+    progress = progress or log
     for number, (path, output) in enumerate(zip(files, outputs), 1):
         try:
             report.bytes += make(path, output)
@@ -182,15 +185,17 @@ def _each_file(files: list[Path], outputs: list[Path], make: Callable[[Path, Pat
             report.skipped.append((path, f"cannot read or write{where} ({exc.strerror})"))
             continue
         report.written += 1
-        if log and number % 100 == 0:
-            log(f"{verb} {number}/{len(files)} files")
+        if progress and number % 100 == 0:
+            progress(f"{verb} {number}/{len(files)} files")
     return report
 
 
 def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, max_rate: float | None,
-                  write: Callable[[Path, bytes], None], log: Callable[[str], None] | None = None) -> FolderReport:
+                  write: Callable[[Path, bytes], None], log: Callable[[str], None] | None = None,
+                  progress: Callable[[str], None] | None = None) -> FolderReport:
     """Encode `files` (media of codec.kind) into `outputs` with one codec; `max_rate` is --bitrate
-    (kbps) for audio or --bpp for images. `write(path, data)` writes one output."""
+    (kbps) for audio or --bpp for images. `write(path, data)` writes one output; `log` and `progress`
+    as for _each_file."""
     from .fileinfo import read_info
     from .io import open_image
 
@@ -210,24 +215,26 @@ def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, m
         report.seconds += info.duration
         report.pixels += info.width * info.height
         return len(data)
-    return _each_file(files, outputs, make, report, "encoded", log)
+    return _each_file(files, outputs, make, report, "encoded", log, progress)
 
 
 def recode_folder(files: list[Path], outputs: list[Path], recode: Callable[[Path, bytes], bytes],
-                  write: Callable[[Path, bytes], None], log: Callable[[str], None] | None = None) -> FolderReport:
+                  write: Callable[[Path, bytes], None], log: Callable[[str], None] | None = None,
+                  progress: Callable[[str], None] | None = None) -> FolderReport:
     """Recode `.vq` files (`recode(path, data)` gives the smaller file) into `outputs`."""
     def make(path: Path, output: Path) -> int:
         data = recode(path, path.read_bytes())
         with folder_of(output):
             write(output, data)
         return len(data)
-    return _each_file(files, outputs, make, FolderReport("mixed"), "recoded", log)
+    return _each_file(files, outputs, make, FolderReport("mixed"), "recoded", log, progress)
 
 
 def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str],
                   codec_for: Callable[[bytes], object], write: Callable[[Path, Callable], None],
                   salvage: bool = False, warn: Callable[[Path, list, vqformat.Header], None] | None = None,
-                  log: Callable[[str], None] | None = None, rate: int | None = None) -> FolderReport:
+                  log: Callable[[str], None] | None = None, rate: int | None = None,
+                  progress: Callable[[str], None] | None = None) -> FolderReport:
     """Decode `.vq` files into `outputs`, audio in the soundfile format formats["audio"] (at `rate`
     Hz, if given) and images in the Pillow format formats["image"]. `codec_for(data)` gives the
     codec of a file (reusing codecs across files); `write(path, write_stream)` writes one output;
@@ -258,7 +265,7 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
             with folder_of(output):
                 write(output, lambda stream: write_image(image, stream, formats["image"]))
         return output.stat().st_size
-    return _each_file(files, outputs, make, FolderReport("mixed"), "decoded", log)
+    return _each_file(files, outputs, make, FolderReport("mixed"), "decoded", log, progress)
 
 
 def salvageable(codec, data: bytes) -> bool:
@@ -279,7 +286,8 @@ def with_salvage_hint(error: VQCodecError, codec, data: bytes) -> VQCodecError:
 
 def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[bytes], object],
                  write: Callable[[Path, Callable], None], log: Callable[[str], None] | None = None,
-                 stopped: Callable[[FolderReport, list[dict]], None] | None = None) -> tuple[FolderReport, list[dict]]:
+                 stopped: Callable[[FolderReport, list[dict]], None] | None = None,
+                 progress: Callable[[str], None] | None = None) -> tuple[FolderReport, list[dict]]:
     """Write the codes of `.vq` files into `outputs` as int32 .npy files (Codec.code_blocks, a block
     at a time), and return the report and, for each file written, its codes' shape and what restores
     it (the model id, kind and quality, and the rate, length, channels and gain, or the size).
@@ -304,7 +312,7 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
         return output.stat().st_size
     report = FolderReport("mixed")
     try:
-        return _each_file(files, outputs, make, report, "coded", log), entries
+        return _each_file(files, outputs, make, report, "coded", log, progress), entries
     except KeyboardInterrupt:
         if stopped:
             stopped(report, entries)
