@@ -30,7 +30,8 @@ from vqcodec.format import FormatError  # noqa: E402
 from vqcodec.modelfile import attach_prior, read_model_files  # noqa: E402
 from vqcodec.prior import PRECISION, CodePrior, RateCosts, holdout_mask, quantize_rows  # noqa: E402
 
-from conftest import GOLDEN, K, markov_plane, traced_peak  # noqa: E402
+from conftest import (GOLDEN, K, markov_plane, on_terminal, terminal_moments, terminal_screen,  # noqa: E402
+                      traced_peak)
 
 
 # ---------------------------------------------------------------- the prior itself
@@ -778,6 +779,14 @@ def test_fit_prior_fits_each_file_once_whatever_its_names(tmp_path, cli):
         assert line.split("chose context ")[1].startswith("+".join(level.sources) or "none (unigram)"), line
         assert line.endswith(" bits per code on the fitting data"), line
     assert stderr.splitlines()[-1].startswith(f"prior {prior.prior_id:08x} fitted in ")
+    # on a terminal the count of files coded is shown in place, as train's steps (it was a line of its own)
+    code, terminal = on_terminal("fit-prior", GOLDEN / "golden_audio.safetensors", data, "--out",
+                                 tmp_path / "shown.safetensors")
+    assert code == 0, terminal
+    assert any(moment[-1].startswith("coded 2/2 files (") for moment in terminal_moments(terminal))
+    assert not any(line.startswith("coded ") for line in terminal_screen(terminal))
+    assert terminal_screen(terminal)[:-1] == [line.replace("copy.safetensors", "shown.safetensors")
+                                              for line in stderr.splitlines() if not line.startswith("coded ")]
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "x.wav").write_bytes(b"RIFF")

@@ -1988,7 +1988,7 @@ def fit_prior(model, data_dir, out, device, threads, force):
     kind, files = find_media(Path(data_dir), meta["config"]["kind"])
     files = readable_files(kind, files, data_dir)  # one name per file: a second could be held out and fitted to
     fit_prior_files(path, files, out=target, device=resolve_device(device),
-                    log=lambda line: click.echo(line, err=True))
+                    log=_progress, progress=progressline.show)
 
 
 def _prior_copy_path(out: str) -> Path:

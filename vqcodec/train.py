@@ -1339,16 +1339,17 @@ def _attach_or_fit_prior(run: _Run, model_path: Path, cfg: ModelConfig, start: _
                  f"a folder instead)")
     elif options.fit_prior and cfg.codebook_size <= MAX_CODEBOOK:  # a larger one was warned of before training
         try:
-            _fit_prior_in_memory(model_path, train_files, run.device, None if quiet else _say)
+            _fit_prior_in_memory(model_path, train_files, run.device, None if quiet else _say,
+                                 None if quiet else lambda line: _say(line, in_place=True))
         except VQCodecError as exc:  # the trained model is already written; a prior can be added later
             _say(f"warning: no entropy-coding prior added ({exc}); files will use fixed-width coding until "
                  f"`vqcodec fit-prior {model_path} DIR` adds one")
 
 
-def _fit_prior_in_memory(model_path: Path, files: list[Path], device: str, log) -> None:
+def _fit_prior_in_memory(model_path: Path, files: list[Path], device: str, log, progress=None) -> None:
     """fit_prior_files, where running out of memory is a VQCodecError too."""
     try:
-        fit_prior_files(model_path, files, device=device, log=log)
+        fit_prior_files(model_path, files, device=device, log=log, progress=progress)
     except RuntimeError as exc:
         if not is_out_of_memory(exc):
             raise
@@ -1409,12 +1410,14 @@ def prior_views(media: np.ndarray, kind: str, sample_rate: int = 0) -> list[np.n
     return views
 
 
-def collect_codes(codec, files: list[Path], log=None, views: bool = False) -> tuple[list[np.ndarray], list[int]]:
+def collect_codes(codec, files: list[Path], log=None, views: bool = False,
+                  progress=None) -> tuple[list[np.ndarray], list[int]]:
     """Code planes of every file at full quality, and the index of the file each plane comes from.
 
     Planes are (levels, frames) per audio channel and (levels, rows, cols) per image; with `views`,
     each file also gives the planes of its prior_views."""
     planes, groups = [], []
+    progress = progress or log
     start = time.monotonic()
     for number, path in enumerate(files, 1):
         try:
@@ -1434,13 +1437,15 @@ def collect_codes(codec, files: list[Path], log=None, views: bool = False) -> tu
         else:
             planes.extend(coded)
             groups.extend([number - 1] * len(coded))
-        if log and (number % 25 == 0 or number == len(files)):
-            log(f"coded {number}/{len(files)} files ({time.monotonic() - start:.0f} s)")
+        if progress and (number % 25 == 0 or number == len(files)):
+            progress(f"coded {number}/{len(files)} files ({time.monotonic() - start:.0f} s)")
     return planes, groups
 
 
-def fit_prior_files(model_path: Path, files: list[Path], out: Path | None = None, device: str = "cpu", log=None) -> Path:
-    """Fit a CodePrior to the codes the model gives `files` and store it in the model files (or at `out`)."""
+def fit_prior_files(model_path: Path, files: list[Path], out: Path | None = None, device: str = "cpu", log=None,
+                    progress=None) -> Path:
+    """Fit a CodePrior to the codes the model gives `files` and store it in the model files (or at `out`); `log`
+    is told what is done, and `progress` (else `log`) how many files are coded, every 25."""
     from .codec import AUDIO_CHUNK_FRAMES, IMAGE_CHUNK_ROWS, Codec
     from .prior import CodePrior, check_codebook_size
 
@@ -1455,7 +1460,7 @@ def fit_prior_files(model_path: Path, files: list[Path], out: Path | None = None
         else:
             scales = " and ".join(f"{scale:.0%}" for scale in PRIOR_VIEW_SCALES)
             log(f"fitting the prior to each photo, a quarter turn of it, and it scaled to {scales}")
-    planes, groups = collect_codes(codec, files, log, views=views)
+    planes, groups = collect_codes(codec, files, log, views=views, progress=progress)
     if not planes:
         raise VQCodecError("no readable media to fit the prior to")
     start = time.monotonic()
