@@ -1759,7 +1759,9 @@ def test_a_stream_of_blocks_must_hold_the_samples_it_is_said_to(codec, signal):
     ({"samples": 0}, "^samples must be a whole number from 1 up, not 0$"),
     ({"sample_rate": -16000}, "^the sample rate must be a whole number of Hz from 1 to .*, not -16000$"),
     ({"gain": -2}, "^gain -2 is out of range"), ({"gain": 0}, "^gain 0 is out of range"),
-    ({"gain": float("nan")}, "^gain nan is out of range")])
+    ({"gain": float("nan")}, "^gain nan is out of range"),
+    ({"gain": 1e308}, "^gain 1e\\+308 is out of range"),  # OverflowErrors: times 2^14 it is inf,
+    ({"gain": 10 ** 400}, "^gain 1000000000000000000000000000000000000000 is out of range")])  # and no float
 def test_packing_audio_codes_refuses_sizes_rates_and_gains_below_one_naming_them(codec, signal, option, message):
     # samples=-1 said "audio is empty"
     codes = codec.audio_to_codes(signal(1, 1600, 16000), 2)

@@ -2173,11 +2173,15 @@ class Codec:
         if gain is not None and not _is_real(gain):
             raise VQCodecError(f"gain must be a number, not {shown(gain)}")
         if gain is not None and gain != 1.0:
-            stored_gain = round(float(gain) * vqformat.GAIN_ONE) if math.isfinite(float(gain)) else 0
+            try:  # inf for a gain near the float limit (1e308), too large an int for a float
+                scaled = float(gain) * vqformat.GAIN_ONE
+            except OverflowError:
+                scaled = math.inf
+            stored_gain = round(scaled) if math.isfinite(scaled) else 0
             if stored_gain == vqformat.GAIN_ONE:  # a gain that rounds to 1 is none, as the encoder writes it
                 stored_gain = 0
             elif not vqformat.MIN_GAIN <= stored_gain <= vqformat.MAX_GAIN:
-                raise VQCodecError(f"gain {gain} is out of range ({vqformat.MIN_GAIN / vqformat.GAIN_ONE:g}.."
+                raise VQCodecError(f"gain {gain!s:.40} is out of range ({vqformat.MIN_GAIN / vqformat.GAIN_ONE:g}.."
                                    f"{vqformat.MAX_GAIN // vqformat.GAIN_ONE})")
         level_axis, layout = (1, "channels, quality, frames") if self.kind == "audio" else (0, "quality, rows, cols")
         array = self._code_array(array, level_axis, layout)  # copied (as _code_dtype) once the size it makes passes
