@@ -1047,6 +1047,7 @@ def test_the_shipped_configs_are_within_the_parameter_bound(name):
     (["--max-minutes", "-1"], "--max-minutes must be a positive number"),
     (["--max-minutes", "1e308"], "--max-minutes 1e+308 is too large a budget"),  # an OverflowError mid-run
     (["--lr", "-1"], "--lr must be a positive number"),
+    (["--lr", "1e308"], "--lr must be at most 1, not 1e+308"),  # a traceback: it overflowed float32 in the step
     (["--batch-size", "0"], "'--batch-size': 0 is not in the range"),
     (["--crop", "0"], "'--crop': 0 is not in the range"),
     (["--threads", "-1"], "'--threads': -1 is not in the range"),
@@ -1224,6 +1225,7 @@ def test_the_python_api_checks_the_options_as_the_command_does(trained, data_dir
     for changes, message in (
             (dict(max_steps=None), "give a budget: max_minutes or max_steps"),
             (dict(lr=-1.0), "lr must be a positive number, not -1.0"),
+            (dict(lr=2.0), "lr must be at most 1, not 2"),
             (dict(eval_every=0), "eval_every must be at least 1, not 0"),
             (dict(batch_size=0), "batch_size must be at least 1, not 0"),
             (dict(crop=-5), "crop must be at least 1, not -5"),
