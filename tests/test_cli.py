@@ -225,7 +225,7 @@ def test_decode_refuses_a_format_of_the_other_media_kind(cli, tmp_path):
         assert not (tmp_path / "out").exists()
 
 
-def test_help_of_encode_kind_and_info_verbose_says_what_they_do(cli):
+def test_help_of_encode_kind_quality_force_and_info_verbose_says_what_they_do(cli):
     """encode --kind's help left out that for a folder of both kinds it picks the files to code (a
     folder of recordings and photos needs it), and info --verbose's claimed actual bits per codebook,
     which info gives for the whole payload only."""
@@ -233,6 +233,12 @@ def test_help_of_encode_kind_and_info_verbose_says_what_they_do(cli):
     assert "Media kind, if the name does not tell (for a folder: which files to code)" in encode
     info = " ".join(cli("info", "--help", text=True).stdout.split())
     assert "ideal under the prior, actual." not in info and "the actual payload against their totals" in info
+    # --force said only 'Overwrite OUTPUT', where binary output to a terminal is refused without it; -q's default
+    # of 8 is all the codebooks of a model of fewer
+    assert "Default: 8, or all of a model of fewer" in encode
+    for command in ("encode", "decode", "codes", "pack"):
+        assert "(or, for -, write to stdout that is a terminal)" in " ".join(
+            cli(command, "--help", text=True).stdout.split()), command
 
 def test_info_text(encoded, cli, tiny_model_path, codec):
     result = cli("info", encoded / "out.vq", env={"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)})

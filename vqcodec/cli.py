@@ -492,14 +492,16 @@ for _version in (param for param in cli.params if "--version" in param.opts):
 @cli.command()
 @click.argument("input_path", metavar="INPUT")
 @click.argument("output_path", metavar="OUTPUT", callback=_output_name)
-@click.option("-q", "--quality", default=None, type=int, help="Number of codebooks (1..max). Default: 8 (speech16k: about 2.6 kbps).")
+@click.option("-q", "--quality", default=None, type=int, help="Number of codebooks (1..max). Default: 8, or all of a model of fewer "
+              "(speech16k: about 2.6 kbps).")
 @click.option("-m", "--model", default=None, callback=_model_name,
               help="Model name or path (default: speech16k for audio, image for images).")
 @click.option("--kind", type=click.Choice(["audio", "image"]), default=None,
               help="Media kind, if the name does not tell (for a folder: which files to code).")
 @device_option
 @threads_option
-@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists (or, for -, write to stdout that is a "
+              "terminal).")
 @click.option("--coding", type=click.Choice(["auto", "prior", "fixed"]), default="auto", show_default=True,
               help="Payload coding: range coding with the model's prior (auto: when it has one) or fixed-width indices.")
 @click.option("--beam", default=None, type=click.IntRange(1, 64),
@@ -934,7 +936,8 @@ def _fail_if_skipped(skipped: int, total: int, verb: str, then: str = "") -> Non
                    "or of its images.")
 @device_option
 @threads_option
-@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists (or, for -, write to stdout that is a "
+              "terminal).")
 @click.option("--start", default=None, type=click.FloatRange(0), metavar="SECONDS",
               help="Audio: decode from this time on, decoding only the chunks that cover what is asked.")
 @click.option("--duration", default=None, type=click.FloatRange(0, min_open=True), metavar="SECONDS",
@@ -1288,7 +1291,8 @@ def _print_info(file_info, model: str | None, report: dict | None, other_prior: 
                    "model without one); 0 gives every frame or cell all -q levels.")
 @device_option
 @threads_option
-@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT (for a folder: the files in it) if it exists.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT (for a folder: the files in it) if it exists "
+              "(or, for -, write to stdout that is a terminal).")
 def codes(input_path, output_path, model, quality, kind, depth_weight, device, threads, force):
     """Write the integer codes of a .vq file, an audio file or image, or a whole folder of audio
     files or images, to NumPy .npy files.
@@ -1449,7 +1453,8 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
                    "folder's in codes.json).")
 @click.option("--coding", type=click.Choice(["auto", "prior", "fixed"]), default="auto", show_default=True,
               help="Payload coding, as for `encode` (fixed: the same bytes again for a fixed-width file).")
-@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists (or, for -, write to stdout that is a "
+              "terminal).")
 def pack(input_path, output_path, model, rate, samples, width, height, gain, coding, force):
     """Pack integer codes from a NumPy .npy file into a .vq file, the inverse of `vqcodec codes`.
 
