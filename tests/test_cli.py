@@ -2285,6 +2285,10 @@ def test_pack_refuses_negative_sizes(cli, tmp_path):
         assert f"{option}" in result.stderr.decode() and value in result.stderr.decode(), result.stderr
         assert "empty" not in result.stderr.decode(), result.stderr
         assert not (tmp_path / "out.vq").exists()
+    # a rate above any a file holds is a bad argument, status 2, as decode's --rate is (it was status 1)
+    result = cli("pack", tmp_path / "codes.npy", tmp_path / "out.vq", "-m", golden, "--rate", "1000000", text=True)
+    assert (result.returncode, result.stderr) == (2, "vqcodec: error: Invalid value for '--rate': 1000000 is not in "
+                                                     "the range 1<=x<=768000.\n")
 
 
 def _valid_npy(array: np.ndarray) -> bytes:

@@ -946,7 +946,7 @@ def _fail_if_skipped(skipped: int, total: int, verb: str, then: str = "") -> Non
               help="Decode a damaged or cut-short file whose header is intact: the chunks that fail their "
                    "CRC or are missing come out as silence (audio) or grey rows (images), and a warning "
                    "says which.")
-@click.option("--rate", "output_rate", default=None, type=click.IntRange(1, 768_000), metavar="HZ",
+@click.option("--rate", "output_rate", default=None, type=click.IntRange(1, vqformat.MAX_SAMPLE_RATE), metavar="HZ",
               help="Audio: write at this sample rate instead of the original one (the length scales with it).")
 def decode(input_path, output_path, model, format_name, device, threads, force, start, duration, salvage,
            output_rate):
@@ -1441,7 +1441,8 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
 @click.argument("output_path", metavar="OUTPUT", callback=_output_name)
 @click.option("-m", "--model", required=True, callback=_model_name,
               help="Model name or path whose codebooks the codes index.")
-@click.option("--rate", type=click.IntRange(1), default=None, help="Audio: the sample rate to decode to (default: the model's).")
+@click.option("--rate", type=click.IntRange(1, vqformat.MAX_SAMPLE_RATE), default=None, metavar="HZ",
+              help="Audio: the sample rate to decode to (default: the model's).")
 @click.option("--samples", type=click.IntRange(1), default=None,
               help="Audio: samples per channel to decode to (default: frames x hop at --rate).")
 @click.option("--width", type=click.IntRange(1), default=None,
