@@ -425,7 +425,7 @@ def unrecognised_image(head: bytes, where) -> VQCodecError | None:
     if is_image_signature(head[:16]):
         return None
     try:
-        with warnings.catch_warnings(), _pillow_log_caught([]):
+        with warnings.catch_warnings(), pillow_log_caught([]):
             warnings.simplefilter("ignore")
             Image.open(BytesIO(head)).close()
     except UnidentifiedImageError:
