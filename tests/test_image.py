@@ -1411,6 +1411,17 @@ def test_a_side_longer_than_a_vq_file_holds_is_refused_from_the_header():
     assert read_image_rgb(io.BytesIO(png_claiming(70_000, 1))).shape == (1, 70_000, 3)  # training crops it
 
 
+def test_read_image_rgb_names_a_stream_once():
+    """A stream was named twice, the first time as Python's repr of it: 'cannot read image <_io.BytesIO object at
+    0x...>: cannot read image from the stream: not an image format Pillow reads'."""
+    from vqcodec.io import read_image_rgb
+
+    with pytest.raises(VQCodecError, match="^cannot read image from the stream: not an image format Pillow reads$"):
+        read_image_rgb(io.BytesIO(b"no image" * 8))
+    with pytest.raises(VQCodecError, match=f"^cannot read image from the stream: image of 10000x10000 pixels exceeds "
+                                           f"the limit of {MAX_PIXELS} pixels$"):
+        read_image_rgb(io.BytesIO(png_claiming(10_000, 10_000)))
+
 def _png_of_greater_height(interlace: int) -> tuple[bytes, bytes]:
     """A 20x16 PNG, and the same file whose header says 17 rows (its CRC made right), its data holding 16."""
     buffer = io.BytesIO()

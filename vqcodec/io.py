@@ -868,7 +868,9 @@ def read_image_rgb(path) -> np.ndarray:
     try:
         return image_to_planes(open_image(path, max_side=None))[0]  # training crops what encoding refuses
     except VQCodecError as exc:
-        raise VQCodecError(str(exc) if str(path) in str(exc) else f"cannot read image {path}: {exc}") from None
+        if str(exc).startswith(str(_unreadable_image(path, ""))):  # open_image's, which names the input
+            raise
+        raise _unreadable_image(path, exc) from None
 
 
 # ---------------------------------------------------------------- images
