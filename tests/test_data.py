@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from test_train import CFG, CROP, options
 from vqcodec import data
 from vqcodec.data import AudioCrops, Batches, CropPlan, ImageCrops
 from vqcodec.errors import VQCodecError
+from vqcodec.io import MAX_PIXELS
 from vqcodec.train import train
 
 
@@ -144,8 +146,25 @@ def test_a_photo_pillow_logs_an_error_for_is_skipped_in_one_line(tmp_path, capsy
     assert data.readable_files("image", sorted(tmp_path.iterdir())) == [tmp_path / "small.png"]
     assert capsys.readouterr().err == \
         f"skipping cannot read image {tmp_path / 'many.tif'}: More samples per pixel than can be decoded: 99\n"
-    with pytest.raises(VQCodecError, match="^More samples per pixel than can be decoded: 99$"):
+    with pytest.raises(VQCodecError, match=f"^cannot read image {re.escape(str(tmp_path / 'many.tif'))}: More samples "
+                                           "per pixel than can be decoded: 99$"):
         data.image_size(tmp_path / "many.tif")
+
+
+def test_image_size_of_a_file_pillow_refuses_raises_one_clean_error(tmp_path):
+    """image_size let Pillow's own errors out (UnidentifiedImageError, 'cannot identify image file ...', and
+    DecompressionBombError, '... could be decompression bomb DOS attack.'): a caller that did not word them
+    itself gave them as they were, or a traceback."""
+    from test_image import png_claiming
+
+    (tmp_path / "text.png").write_bytes(b"no image" * 8)
+    (tmp_path / "bomb.png").write_bytes(png_claiming(20_000, 20_000))  # over twice the limit: Pillow's error
+    (tmp_path / "big.png").write_bytes(png_claiming(10_000, 9_000))
+    for name, reason in (("text.png", "not an image format Pillow reads"),
+                         ("bomb.png", f"image exceeds the limit of {MAX_PIXELS} pixels"),
+                         ("big.png", f"image of 10000x9000 pixels exceeds the limit of {MAX_PIXELS} pixels")):
+        with pytest.raises(VQCodecError, match=f"^cannot read image {re.escape(str(tmp_path / name))}: {reason}$"):
+            data.image_size(tmp_path / name)
 
 
 def in_order_and_in_threads(crops, size: int, seed: int, workers: int) -> tuple[list, list]:

@@ -25,8 +25,9 @@ import torch
 
 from . import progressline
 from .errors import VQCodecError
-from .io import (check_pixel_count, decoder_lines, media_kind_of, open_sound, pillow_log_caught, read_audio,
-                 read_image_rgb, sound_blocks, unreadable_audio, warn_decoder_lines, warnings_recorded)
+from .io import (check_pixel_count, decoder_lines, media_kind_of, open_sound, pillow_log_caught, pillow_refusal,
+                 read_audio, read_image_rgb, sound_blocks, unreadable_audio, unreadable_image, warn_decoder_lines,
+                 warnings_recorded)
 from .wording import one_line, plural, setting
 
 IN_MEMORY_BYTES = 2 * 2**30      # decoded training media up to this size are held in memory
@@ -63,9 +64,9 @@ def find_media(folder: Path, kind: str | None, leave_out: Path | None = None) ->
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """A photo's width and height, from its header; one that encoding refuses (io.check_pixel_count)
-    raises VQCodecError (instead of Pillow's DecompressionBombWarning, a Python warning on stderr), and
-    so does one that Pillow logs an error for as it refuses it, with that line (io.pillow_log_caught)."""
+    """A photo's width and height, from its header. One that cannot be read raises VQCodecError naming it, which
+    says why as open_image does (io.pillow_refusal): what Pillow logs as it refuses it, and one that encoding
+    refuses (io.check_pixel_count) instead of Pillow's DecompressionBombWarning, a Python warning on stderr."""
     from PIL import Image
 
     logged: list[str] = []
@@ -73,13 +74,13 @@ def image_size(path: Path) -> tuple[int, int]:
         with warnings_recorded(ignore=(Image.DecompressionBombWarning,)) as caught, pillow_log_caught(logged):
             with Image.open(path) as image:  # warnings_recorded, not catch_warnings: that is the process's
                 size = image.width, image.height
-    except Exception:
-        if logged:
-            raise VQCodecError(logged[-1]) from None
-        raise
+        check_pixel_count(*size)
+    except VQCodecError as exc:
+        raise unreadable_image(path, exc) from None
+    except Exception as exc:  # Pillow raises several types for unreadable input
+        raise unreadable_image(path, pillow_refusal(path, exc, logged)) from None
     for item in caught:
         warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
-    check_pixel_count(*size)
     return size
 
 
@@ -155,8 +156,8 @@ def readable_files(kind: str, files: list[Path], folder: str = "the training fol
             else:
                 image_size(path)
             kept.append(path)
-        except Exception as exc:  # Pillow raises several types for unreadable input
-            _skip(f"cannot read image {path}: {exc}" if kind != "audio" else str(exc))
+        except VQCodecError as exc:
+            _skip(str(exc))
     if not kept:
         raise VQCodecError(f"no readable {kind} in {folder}")
     return kept
@@ -543,8 +544,8 @@ class ImageCrops(Crops):
         for path in files:
             try:
                 self.sources.append(ImageSource(Path(path), *image_size(path)))
-            except Exception as exc:
-                _skip(f"cannot read image {path}: {exc}")
+            except VQCodecError as exc:
+                _skip(str(exc))
         limit = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
         self.in_memory = sum(max(s.width, crop) * max(s.height, crop) * 3 for s in self.sources) <= limit  # padded
         self.images: list[np.ndarray] | None = self._load() if self.in_memory else None

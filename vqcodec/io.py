@@ -868,9 +868,9 @@ def read_image_rgb(path) -> np.ndarray:
     try:
         return image_to_planes(open_image(path, max_side=None))[0]  # training crops what encoding refuses
     except VQCodecError as exc:
-        if str(exc).startswith(str(_unreadable_image(path, ""))):  # open_image's, which names the input
+        if str(exc).startswith(str(unreadable_image(path, ""))):  # open_image's, which names the input
             raise
-        raise _unreadable_image(path, exc) from None
+        raise unreadable_image(path, exc) from None
 
 
 # ---------------------------------------------------------------- images
@@ -932,7 +932,7 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
     bombs and, unless `max_side` is None, an image with a side longer than that (what a .vq file holds),
     from its header: a PNG of 89 000 000 x 1 pixels took 1.2 GB and 6 s to be refused once read. A stream that
     cannot seek (a pipe, a socket), which Pillow reads whole into memory, is copied into a temporary file first."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
     if not isinstance(source, (str, os.PathLike)) and not is_seekable(source):
         with spooled_stream(source) as copy:
@@ -955,7 +955,7 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
                         image = load_pixels(image, source)
                 except OSError as exc:
                     if native:  # libtiff's own message, which says more than "decoder error -2"
-                        raise _unreadable_image(source, native[-1]) from exc
+                        raise unreadable_image(source, native[-1]) from exc
                     raise
                 for line in dict.fromkeys(native):
                     warnings.warn(ImageReadWarning(f"{_image_called(source)}: {line}; read past it"), stacklevel=2)
@@ -975,13 +975,10 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
         return transposed
     except VQCodecError:
         raise
-    except Image.DecompressionBombError:  # over twice the limit: Pillow refuses before giving the size
-        raise VQCodecError(f"image exceeds the limit of {MAX_PIXELS} pixels") from None
+    except Image.DecompressionBombError as exc:  # a refusal of its size, which names no file (check_pixel_count's)
+        raise VQCodecError(pillow_refusal(source, exc, logged)) from None
     except Exception as exc:
-        reason = logged[-1] if logged else pillow_reason(exc)
-        if isinstance(exc, UnidentifiedImageError) and not logged:
-            reason = _refusal_of_its_format(source) or "not an image format Pillow reads"
-        raise _unreadable_image(source, reason) from None
+        raise unreadable_image(source, pillow_refusal(source, exc, logged)) from None
 
 
 # What Pillow's errors that say nothing to the reader of an image mean: a broken TIFF tile, of which libtiff
@@ -995,6 +992,21 @@ TRUNCATED = re.compile(r"^image file is truncated \(\d+ bytes not processed\)$")
 def pillow_reason(exc: Exception) -> str:
     """What Pillow's error `exc` on reading an image means to its reader (PILLOW_REASONS), or its own words."""
     return PILLOW_REASONS.get(TRUNCATED.sub("image file is truncated", str(exc)), str(exc))
+
+
+def pillow_refusal(source, exc: Exception, logged: list[str]) -> str:
+    """Why the image `source` (a path or seekable stream) cannot be read, Pillow having raised `exc` and logged
+    `logged` (pillow_log_caught) as it refused it: the last line it logged, which says more than its error, what
+    its error means (pillow_reason), or for a file no reader identified, why the reader of its format refuses it."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(exc, Image.DecompressionBombError):  # over twice the limit: Pillow refuses before giving the size
+        return f"image exceeds the limit of {MAX_PIXELS} pixels"
+    if logged:
+        return logged[-1]
+    if isinstance(exc, UnidentifiedImageError):
+        return _refusal_of_its_format(source) or "not an image format Pillow reads"
+    return pillow_reason(exc)
 
 
 def _refusal_of_its_format(source) -> str | None:
@@ -1263,7 +1275,7 @@ def _back_to_frame(image, frame: int) -> None:
         image.seek(frame)
 
 
-def _unreadable_image(source, reason) -> VQCodecError:
+def unreadable_image(source, reason) -> VQCodecError:
     """The error for an image (path or stream) that cannot be read, and why."""
     return VQCodecError(f"cannot read image {input_name(source) or 'from the stream'}: {reason}")
 
