@@ -2886,3 +2886,23 @@ def test_a_temporary_file_of_stdin_or_stdout_that_cannot_grow_is_named_with_its_
     assert result.stderr.decode() == (f"vqcodec: error: cannot write a temporary file in {tempfile.gettempdir()}: File "
                                       "too large (stdin and stdout go through one there: set TMPDIR to a folder with "
                                       "room)\n")
+
+
+def test_a_vq_file_by_path_beyond_the_memory_this_process_may_use_is_refused_by_encode_and_codes(tmp_path,
+                                                                                                  monkeypatch, capsys):
+    """`encode X.vq OUT.vq` and `codes X.vq OUT.npy` read the file whole (Path.read_bytes, stream.read) without the
+    check of read_vq_stream: one larger than the memory this process may use was read until that ran out."""
+    import vqcodec.memory
+    from vqcodec.cli import run
+
+    header = vqformat.Header(kind=vqformat.KIND_AUDIO, coding=vqformat.CODING_FIXED, quality=1, model_id=bytes(8),
+                             sample_rate=8000, length=8000, channels=1, chunk_frames=500)
+    big = tmp_path / "big.vq"
+    big.write_bytes(vqformat.build_file(header, [bytes(1 << 20)] * 4))
+    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: 2 << 20)
+    for command, output, *options in (("encode", tmp_path / "out.vq", "--bitrate", "1"),
+                                      ("codes", tmp_path / "out.npy")):
+        code, err = run([command, str(big), str(output), *options]), capsys.readouterr().err
+        assert code == 1 and err == ("vqcodec: error: the .vq file takes 0.0 GB, more than the memory this process "
+                                     "may use (0.0 GB); a .vq file is read into memory whole\n"), (command, err)
+        assert not output.exists()

@@ -729,3 +729,25 @@ def test_a_folder_of_vq_files_without_q_or_a_rate_skips_copies_and_notes_a_chang
 
     code, err = _run(["encode", folder, tmp_path / "q", *model, "-q", "4"], capsys)  # asked for: copies, no word
     assert code == 0 and "note" not in err and "skipping" not in err, err
+
+
+def test_a_vq_file_beyond_the_memory_this_process_may_use_is_skipped_by_the_folder_commands(tmp_path, monkeypatch,
+                                                                                           capsys):
+    """Each .vq file of a folder was read whole (Path.read_bytes) without the check of read_vq_stream: one larger
+    than the memory this process may use was read until that ran out."""
+    import vqcodec.memory
+
+    golden = DATA / "golden"
+    folder = tmp_path / "vq"
+    folder.mkdir()
+    shutil.copy(golden / "golden_audio_fixed.vq", folder / "small.vq")
+    header = vqformat.parse_header((folder / "small.vq").read_bytes())
+    (folder / "big.vq").write_bytes(vqformat.build_file(header, [bytes(1 << 20)] * header.chunk_count))
+    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: 2 << 20)
+    refused = (f"skipping {folder / 'big.vq'}: the .vq file takes 0.0 GB, more than the memory this process may use "
+               "(0.0 GB); a .vq file is read into memory whole")
+    for command, options in (("encode", ["-q", "1"]), ("decode", []), ("codes", [])):
+        out = tmp_path / command
+        code, err = _run([command, folder, out, "-m", golden / "golden_audio.safetensors", *options], capsys)
+        assert code == 1 and refused in err.splitlines(), (command, err)
+        assert not any(path.stem == "big" for path in out.rglob("*")), command

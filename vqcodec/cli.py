@@ -553,6 +553,7 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
       vqcodec encode my_recordings/ my_recordings_vq/ -q 6   # a whole folder
       vqcodec encode talk.vq small.vq --bitrate 1   # a smaller file from a .vq file alone
     """
+    from .fileinfo import vq_bytes
     from .io import open_image
 
     _use_threads(threads)
@@ -574,7 +575,7 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
         raise _empty_input(input_path)
     if head[:4] == vqformat.MAGIC:
         _refuse_media_options(beam, refine, rate_weight, kind)
-        data = source.read_bytes() if isinstance(source, Path) else source.read()
+        data = vq_bytes(source) if isinstance(source, Path) else source.read()  # a stream's was read_vq_stream's
         encoded = _recoder(data, model, device, coding, quality, depth_weight, max_kbps, max_bpp, {}).recode(
             data, quality, max_kbps if max_bpp is None else max_bpp)
         if max_kbps is None and max_bpp is None and quality is None:  # -q at its own quality asks for the file
@@ -1322,6 +1323,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
     """
     from .codec import Codec
     from .devices import resolve_device
+    from .fileinfo import read_vq_stream
     from .io import warn_of_alpha_not_in_codes
     from .tokens import file_codes_writer, save_codes
 
@@ -1344,7 +1346,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
         if head[:4] == vqformat.MAGIC:
             _refuse_media_options_for_vq(quality, kind, depth_weight)
             stream.seek(0)
-            data = stream.read()
+            data = read_vq_stream(stream)
             codec = Codec.load(_model_of_file(model, data), device=resolve_device(device))
             _write_output(output_path, file_codes_writer(codec, data), force)
             warn_of_alpha_not_in_codes(vqformat.parse_header(data).flags, source)

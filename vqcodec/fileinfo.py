@@ -76,14 +76,19 @@ def vq_bytes(data) -> bytes:
     if data == "":  # Path("") is the current folder
         raise VQCodecError("the path of the .vq file is empty")
     try:
-        with open(data, "rb") as stream:
-            return read_vq_stream(stream)
+        return read_vq_file(data)
     except IsADirectoryError:
         raise VQCodecError(f"{data}: is a directory") from None
     except OSError as exc:
         raise VQCodecError(f"cannot read {data}: {exc.strerror}") from None
     except ValueError as exc:  # a path with a NUL byte (the file's contents decoded to str by mistake)
         raise VQCodecError(f"cannot read {data!r:.60}: {exc}") from None
+
+
+def read_vq_file(path: str | Path) -> bytes:
+    """The bytes of the `.vq` file at `path`, as read_vq_stream reads them; an OSError is the caller's to word."""
+    with open(path, "rb") as stream:
+        return read_vq_stream(stream)
 
 
 def read_vq_stream(stream) -> bytes:

@@ -222,8 +222,10 @@ def recode_folder(files: list[Path], outputs: list[Path], recode: Callable[[Path
                   write: Callable[[Path, bytes], None], log: Callable[[str], None] | None = None,
                   progress: Callable[[str], None] | None = None) -> FolderReport:
     """Recode `.vq` files (`recode(path, data)` gives the smaller file) into `outputs`."""
+    from .fileinfo import read_vq_file
+
     def make(path: Path, output: Path) -> int:
-        data = recode(path, path.read_bytes())
+        data = recode(path, read_vq_file(path))
         with folder_of(output):
             write(output, data)
         return len(data)
@@ -239,10 +241,11 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
     Hz, if given) and images in the Pillow format formats["image"]. `codec_for(data)` gives the
     codec of a file (reusing codecs across files); `write(path, write_stream)` writes one output;
     with `salvage`, `warn(path, damaged_parts, header)` reports what a damaged file lost."""
+    from .fileinfo import read_vq_file
     from .io import write_image
 
     def make(path: Path, output: Path) -> int:
-        data = path.read_bytes()
+        data = read_vq_file(path)
         codec = codec_for(data)
         try:
             return decode(path, output, data, codec)
@@ -293,13 +296,14 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
     it (the model id, kind and quality, and the rate, length, channels and gain, or the size).
     `codec_for(data)` gives the codec of a file; `write(path, write_stream)` writes one output;
     `stopped(report, entries)` is called with what was done when the run is stopped (Ctrl-C, SIGTERM)."""
+    from .fileinfo import read_vq_file
     from .io import warn_of_alpha_not_in_codes
     from .tokens import save_code_blocks
 
     entries = []
 
     def make(path: Path, output: Path) -> int:
-        data = path.read_bytes()
+        data = read_vq_file(path)
         header, shape, blocks = codec_for(data).code_blocks(data)
         audio = header.kind == vqformat.KIND_AUDIO
         with folder_of(output):
