@@ -717,9 +717,9 @@ def test_a_folder_of_vq_files_without_q_or_a_rate_skips_copies_and_notes_a_chang
     code, err = _run(["encode", folder, tmp_path / "out", *model], capsys)
     fixed, written = folder / "fixed.vq", tmp_path / "out" / "fixed.vq"
     assert code == 1 and err.splitlines() == [
-        f"vqcodec: note: {fixed} is a .vq file: recoded at its own quality, its codes kept as they are and coded "
-        f"from fixed-width to prior range coding ({fixed.stat().st_size} -> {written.stat().st_size} bytes); -q, "
-        "--bitrate or --bpp make a smaller file",
+        "vqcodec: note: 1 .vq file recoded at its own quality, its codes kept as they are and coded from fixed-width "
+        f"to prior range coding ({fixed.stat().st_size} -> {written.stat().st_size} bytes); -q, --bitrate or --bpp "
+        "make a smaller file",
         f"skipping {folder / 'prior.vq'}: its codes would be kept and coded as they are, and the output be a copy: "
         "encode recodes a .vq file to a lower -q, --bitrate or --bpp",
         f"recoded 1 file, {written.stat().st_size} bytes into {tmp_path / 'out'}",
@@ -751,3 +751,37 @@ def test_a_vq_file_beyond_the_memory_this_process_may_use_is_skipped_by_the_fold
         code, err = _run([command, folder, out, "-m", golden / "golden_audio.safetensors", *options], capsys)
         assert code == 1 and refused in err.splitlines(), (command, err)
         assert not any(path.stem == "big" for path in out.rglob("*")), command
+
+
+def test_a_folder_of_vq_files_whose_coding_changes_says_so_in_one_note(tmp_path, capsys):
+    """`encode VQ_FOLDER OUT` without -q, --bitrate or --bpp printed one note per file whose coding changed:
+    hundreds of lines for a folder of hundreds of files."""
+    golden = DATA / "golden"
+    folder = tmp_path / "vq"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("a.vq", "b.vq", "sub/c.vq"):
+        shutil.copy(golden / "golden_audio_fixed.vq", folder / name)
+    shutil.copy(golden / "golden_audio_prior.vq", folder / "copy.vq")  # skipped, so not counted
+    code, err = _run(["encode", folder, tmp_path / "out", "-m", golden / "golden_audio.safetensors"], capsys)
+    size, written = (golden / "golden_audio_fixed.vq").stat().st_size, (tmp_path / "out" / "a.vq").stat().st_size
+    assert code == 1 and err.splitlines()[:2] == [
+        "vqcodec: note: 3 .vq files recoded at their own quality, their codes kept as they are and coded from "
+        f"fixed-width to prior range coding ({3 * size} -> {3 * written} bytes); -q, --bitrate or --bpp make smaller "
+        "files", f"skipping {folder / 'copy.vq'}: its codes would be kept and coded as they are, and the output be a "
+        "copy: encode recodes a .vq file to a lower -q, --bitrate or --bpp"], err
+
+
+def test_the_folder_note_of_changed_codings_counts_each_change_and_only_the_files_written(capsys):
+    from vqcodec.cli import _say_folder_codes_kept
+
+    changes = {Path("a.vq"): ("from fixed-width to prior range coding", 100, 10),
+               Path("b.vq"): ("in prior range coding again, under this model's prior", 50, 40),
+               Path("c.vq"): ("from fixed-width to prior range coding", 100, 10),
+               Path("d.vq"): ("from fixed-width to prior range coding", 100, 10)}
+    _say_folder_codes_kept(changes, [(Path("d.vq"), "cannot read or write out/d.vq (No space left on device)")])
+    assert capsys.readouterr().err == (
+        "vqcodec: note: 3 .vq files recoded at their own quality, their codes kept as they are and coded from "
+        "fixed-width to prior range coding (2 files), in prior range coding again, under this model's prior (1 file) "
+        "(250 -> 60 bytes); -q, --bitrate or --bpp make smaller files\n")
+    _say_folder_codes_kept(changes, [(Path(name), "") for name in ("a.vq", "b.vq", "c.vq", "d.vq")])
+    assert capsys.readouterr().err == ""

@@ -596,22 +596,46 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
     _write_output(output_path, lambda stream: stream.write(encoded), force)
 
 
-def _say_codes_kept(name: str, data: bytes, encoded: bytes, coding: str, in_folder: bool = False) -> None:
+def _say_codes_kept(name: str, data: bytes, encoded: bytes, coding: str) -> None:
     """A .vq file recoded without -q or a rate keeps its codes: a note says so where only their coding changed
-    (unless --coding asked for one), and a copy of the file is refused (encode a.vq b.vq wrote one without a word),
-    in a folder as the file's reason to be skipped, which its line names."""
+    (_coding_change)."""
+    how = _coding_change(name, data, encoded, coding)
+    if how is not None:
+        click.echo(f"vqcodec: note: {name} is a .vq file: recoded at its own quality, its codes kept as they are and "
+                   f"coded {how} ({len(data)} -> {len(encoded)} bytes); -q, --bitrate or --bpp make a smaller file",
+                   err=True)
+
+
+def _coding_change(name: str | None, data: bytes, encoded: bytes, coding: str) -> str | None:
+    """How the coding of a .vq file recoded without -q or a rate changed ("from fixed-width to prior range
+    coding"), its codes kept; None where --coding asked for one. A copy of the file is refused (encode a.vq b.vq
+    wrote one without a word), in a folder (`name` None) as the file's reason to be skipped, which its line names."""
     if encoded == data:
         raise VQCodecError(("its codes would be kept and coded as they are, and the output be a copy: encode "
-                            "recodes a .vq file to a lower -q, --bitrate or --bpp") if in_folder else
+                            "recodes a .vq file to a lower -q, --bitrate or --bpp") if name is None else
                            (f"{name} is a .vq file, which encode recodes to a lower -q, --bitrate or --bpp: without "
                             "one its codes are kept as they are, coded as they are, and the output would be a copy"))
     if coding != "auto":
-        return
+        return None
     before, after = (vqformat.CODING_NAMES[vqformat.parse_header(d).coding] for d in (data, encoded))
-    how = f"from {before} to {after}" if before != after else f"in {after} again, under this model's prior"
-    click.echo(f"vqcodec: note: {name} is a .vq file: recoded at its own quality, its codes kept as they are and "
-               f"coded {how} ({len(data)} -> {len(encoded)} bytes); -q, --bitrate or --bpp make a smaller file",
-               err=True)
+    return f"from {before} to {after}" if before != after else f"in {after} again, under this model's prior"
+
+
+def _say_folder_codes_kept(changes: dict[Path, tuple[str, int, int]], skipped: list[tuple[Path, str]]) -> None:
+    """The one note of a folder of .vq files recoded without -q or a rate, for the files written whose coding
+    changed (`changes`: each file's _coding_change and its size before and after), as _say_codes_kept's for one."""
+    from collections import Counter
+
+    left_out = {path for path, _ in skipped}
+    written = [change for path, change in changes.items() if path not in left_out]
+    if not written:
+        return
+    counts = Counter(how for how, _, _ in written)
+    hows = ", ".join(how if len(counts) == 1 else f"{how} ({plural(count, 'file')})" for how, count in counts.items())
+    its = "its" if len(written) == 1 else "their"
+    _progress(f"vqcodec: note: {plural(len(written), '.vq file')} recoded at {its} own quality, {its} codes kept as "
+              f"they are and coded {hows} ({sum(b for _, b, _ in written)} -> {sum(a for _, _, a in written)} "
+              f"bytes); -q, --bitrate or --bpp make {'a smaller file' if len(written) == 1 else 'smaller files'}")
 
 
 # What the other outputs of vqcodec are named, and which command writes them
@@ -796,11 +820,15 @@ def _recode_folder(folder: Path, out: Path, quality, model, device, force, codin
         codec = _recoder(data, model, device, coding, quality, depth_weight, kbps, bpp, codecs)
         encoded = codec.recode(data, most, kbps if bpp is None else bpp)
         if quality is None and kbps is None and bpp is None:  # as one file's (encode): a copy refused, a change noted
-            _say_codes_kept(str(path), data, encoded, coding, in_folder=True)
+            how = _coding_change(None, data, encoded, coding)
+            if how is not None:
+                changes[path] = how, len(data), len(encoded)
         return encoded
+    changes: dict[Path, tuple[str, int, int]] = {}
     report = recode_folder(files, outputs, recode,
                            lambda path, data: _write_output(str(path), lambda stream: stream.write(data), force),
                            log=_progress, progress=progressline.show)
+    _say_folder_codes_kept(changes, report.skipped)
     _finish_folder(report, "recoded", out, len(files) + _count(missing), missing)
 
 
