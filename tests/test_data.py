@@ -226,6 +226,17 @@ def test_files_shorter_than_a_crop_count_padded_in_the_memory_budget_and_are_nam
     assert ImageCrops([tmp_path / "small.png"], 20).describe() == "1 image, 0.0 Mpixel"
 
 
+def test_photos_with_a_side_of_one_pixel_are_said_to_be_padded_by_repeating_the_edge(tmp_path):
+    """Reflection has nothing to reflect in one pixel: such photos are padded by repeating it, which the
+    run's first line said was reflection."""
+    Image.new("RGB", (20, 40)).save(tmp_path / "small.png")
+    Image.new("RGB", (1, 40)).save(tmp_path / "thin.png")
+    assert ImageCrops([tmp_path / "thin.png"], 32).describe() == \
+        "1 image, 0.0 Mpixel, 1 smaller than a crop (padded by repeating the edge)"
+    assert ImageCrops([tmp_path / "small.png", tmp_path / "thin.png"], 32).describe() == ("2 images, 0.0 Mpixel, "
+        "2 smaller than a crop (padded by reflection, 1 with a side of one pixel by repeating the edge)")
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 @pytest.mark.parametrize("in_memory_bytes", [None, 0])
 def test_channels_of_non_finite_samples_are_left_out_in_memory_and_from_disk(tmp_path, capsys, bad, in_memory_bytes):

@@ -534,7 +534,8 @@ class ImageSource:
 
 class ImageCrops(Crops):
     """Square crops of side `crop` from photos, each photo drawn in proportion to its area, flipped at
-    random. Photos smaller than a crop are padded by reflection."""
+    random. Photos smaller than a crop are padded by reflection, or by repeating the edge where a side is
+    one pixel (which reflects nothing)."""
 
     def __init__(self, files: list[Path], crop: int, in_memory_bytes: int | None = None, role: str = "training"):
         self.crop, self.role = crop, role
@@ -613,7 +614,10 @@ class ImageCrops(Crops):
     def describe(self) -> str:
         pixels = sum(s.width * s.height for s in self.sources)
         small = sum(min(s.width, s.height) < self.crop for s in self.sources)
-        padding = f", {small} smaller than a crop (padded by reflection)" if small else ""
+        thin = sum(min(s.width, s.height) == 1 for s in self.sources)  # _padded repeats their edge
+        how = {0: "reflection", small: "repeating the edge"}.get(thin, f"reflection, {thin} with a side of one "
+                                                                       "pixel by repeating the edge")
+        padding = f", {small} smaller than a crop (padded by {how})" if small else ""
         return (f"{plural(len(self.sources), 'image')}, {pixels / 1e6:.1f} Mpixel{padding}"
                 f"{'' if self.in_memory else ', read from disk'}")
 
