@@ -186,16 +186,40 @@ def test_decode_with_model_path_and_other_format(encoded, cli, tiny_model_path):
     out.unlink()
 
 
-def test_decode_format_is_used_over_the_extension_as_its_help_says(encoded, cli, tiny_model_path):
-    """--help said --format was the output format "when OUTPUT is - or has no telling extension";
-    it is used over the extension too (FLAC into x.wav), and the help now says so."""
-    out = encoded / "flac_named.wav"
-    result = cli("decode", encoded / "out.vq", out, "-m", tiny_model_path, "--format", "flac")
-    assert result.returncode == 0, result.stderr.decode()
-    assert soundfile.info(str(out)).format == "FLAC"
-    out.unlink()
+def test_decode_refuses_a_format_that_contradicts_the_extension(encoded, cli, tiny_model_path, tmp_path):
+    """--format flac wrote FLAC data under x.wav, and --format gif GIF under x.png (or under x.wav, for an
+    image): refused in one line, before anything is written. A --format that the extension's container holds
+    (Ogg Opus in .ogg), that says the same (JPEG for .jpg), or an extension that names no format is fine."""
+    from PIL import Image
+
+    from conftest import GOLDEN
+
+    cases = [(encoded / "out.vq", tiny_model_path, "flac_named.wav", "flac", "WAV", "FLAC"),
+             (GOLDEN / "golden_image_depth.vq", GOLDEN / "golden_image.safetensors", "gif_named.png", "gif", "PNG",
+              "GIF"),
+             (GOLDEN / "golden_image_depth.vq", GOLDEN / "golden_image.safetensors", "png_named.wav", "png", "WAV",
+              "PNG")]
+    for source, model, name, format_name, named, asked in cases:
+        result = cli("decode", source, tmp_path / name, "-m", model, "--format", format_name)
+        assert_one_line_error(result)
+        assert result.stderr.decode() == (f"vqcodec: error: {tmp_path / name}: its extension names {named}, and "
+                                          f"--format {format_name} asks for {asked}: leave --format out, or give the "
+                                          "output a name of that format\n")
+        assert not (tmp_path / name).exists()
+    for source, model, name, format_name, kind in [
+            (encoded / "out.vq", tiny_model_path, "opus.ogg", "opus", "OGG"),
+            (encoded / "out.vq", tiny_model_path, "flac.data", "flac", "FLAC"),
+            (GOLDEN / "golden_image_depth.vq", GOLDEN / "golden_image.safetensors", "same.jpg", "jpeg", "JPEG")]:
+        rate = ["--rate", "16000"] if kind == "OGG" else []  # Opus holds no 22.05 kHz
+        result = cli("decode", source, tmp_path / name, "-m", model, "--format", format_name, *rate)
+        assert result.returncode == 0, result.stderr.decode()
+        if kind == "JPEG":
+            assert Image.open(tmp_path / name).format == kind
+        else:
+            assert soundfile.info(str(tmp_path / name)).format == kind
     shown = " ".join(cli("decode", "--help", text=True).stdout.split())
-    assert "over the one OUTPUT's extension names" in shown and "has no telling extension (WAV" not in shown
+    assert "one that contradicts OUTPUT's extension is refused" in shown
+
 
 def test_decode_refuses_a_format_of_the_other_media_kind(cli, tmp_path):
     """--format png for an audio file, or --format wav for an image, is refused in one line before

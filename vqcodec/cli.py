@@ -960,9 +960,9 @@ def _fail_if_skipped(skipped: int, total: int, verb: str, then: str = "") -> Non
 @click.option("-m", "--model", default=None, callback=_model_name,
               help="Model name or path (default: the installed model the file names).")
 @click.option("--format", "format_name", default=None,
-              help="Output format (WAV, FLAC, PNG, ...), over the one OUTPUT's extension names; needed when OUTPUT "
-                   "has no telling extension (- is WAV or PNG without it). For a folder: the format of its audio "
-                   "or of its images.")
+              help="Output format (WAV, FLAC, PNG, ...): needed when OUTPUT has no telling extension (- is WAV or "
+                   "PNG without it); one that contradicts OUTPUT's extension is refused. For a folder: the format of "
+                   "its audio or of its images.")
 @device_option
 @threads_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists (or, for -, write to stdout that is a "
@@ -1010,6 +1010,8 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
         raise VQCodecError(f"--start, --duration and --rate are for audio; {input_path} holds an image")
     if format_name is not None:
         _check_format_kind(format_name, header.kind == vqformat.KIND_AUDIO, input_path)
+        if output_path != "-":
+            _refuse_format_against_name(format_name, output_path)
     if header.kind == vqformat.KIND_AUDIO:
         audio_format = _audio_format(output_path, format_name) or _format_from_name(output_path)
     else:
@@ -1175,6 +1177,32 @@ def _check_format_kind(format_name: str, audio: bool, input_path: str) -> None:
     if not audio and kind == "audio":
         raise VQCodecError(f"--format {format_name} is an audio format, and {input_path} holds an image: "
                            "use an image format (PNG, WEBP, JPEG, ...)")
+
+
+# Extensions that name a container more than one --format writes into: Ogg Opus in .ogg, any Netpbm in .pnm
+FORMATS_OF_EXTENSION = {"OGG": {"OPUS"}, "PNM": {"PBM", "PGM", "PPM"}}
+
+
+def _written_format(name: str) -> str | None:
+    """The format that a --format name or an extension (without its dot) writes: soundfile's (OPUS for Ogg
+    Opus), a Netpbm variant's or Pillow's; None for a name of neither."""
+    from .io import NETPBM_VARIANTS, audio_format_named, image_format_of_suffix
+
+    if name.lower() in NETPBM_VARIANTS:
+        return name.upper()
+    if _format_kind(name) == "image":
+        return image_format_of_suffix("." + name.lower()) or name.upper()
+    return audio_format_named(name)
+
+
+def _refuse_format_against_name(format_name: str, output_path: str) -> None:
+    """Refuse a --format other than the one the output's extension names (`decode x.vq out.png --format gif`
+    wrote GIF data under a .png name), before anything is decoded; an extension that names no format is left
+    to --format."""
+    named, asked = _written_format(Path(output_path).suffix.lstrip(".")), _written_format(format_name)
+    if named is not None and asked is not None and asked != named and asked not in FORMATS_OF_EXTENSION.get(named, ()):
+        raise VQCodecError(f"{output_path}: its extension names {named}, and --format {format_name} asks for {asked}: "
+                           "leave --format out, or give the output a name of that format")
 
 
 def _check_format_kind_in_folder(format_name: str, kinds: set[str], folder: Path) -> None:
