@@ -2041,6 +2041,42 @@ def test_an_image_whose_decoding_would_not_fit_in_memory_is_refused_in_one_line(
     assert codec.decode_image(header.pack(), salvage=True).size == (side, side)
 
 
+def test_an_image_whose_encoding_would_not_fit_in_memory_is_refused_from_its_header(codec, monkeypatch, tmp_path):
+    """Encoding had no memory check: a header declaring a large image (this one's data is cut short after 8 rows)
+    had its pixels, planes and the encoder's work allocated whatever the memory. It is refused from the header,
+    before the pixels are read, given as a file, as Image.open gives it or as an array; what fits encodes."""
+    from vqcodec import io as io_module
+
+    path = tmp_path / "large.png"
+    path.write_bytes(png_claiming(3000, 3000))
+    monkeypatch.setattr(codec_module, "memory_bound", lambda: 100_000_000)  # the 1-bit image read alone: 9 MB
+    read = io_module.load_pixels
+    monkeypatch.setattr(io_module, "load_pixels", None)  # not called
+    refusal = (r"^encoding the 3000x3000 {} image takes 0\.\d GB, more than the memory this process may use "
+               r"\(0\.1 GB\); crop or scale it to fewer pixels$")
+    with pytest.raises(VQCodecError, match=refusal.format("1-bit")):
+        codec.encode(path, 2)
+    with Image.open(path) as lazy, pytest.raises(VQCodecError, match=refusal.format("1-bit")):
+        codec.encode_image(lazy, 2)
+    with pytest.raises(VQCodecError, match=refusal.format("L")):
+        codec.encode(np.zeros((3000, 3000), dtype=np.uint8), 2)
+    monkeypatch.setattr(io_module, "load_pixels", read)
+    assert read_info(codec.encode(np.zeros((1000, 1000, 3), dtype=np.uint8), 2)).width == 1000
+
+
+def test_the_command_line_refuses_an_image_whose_encoding_would_not_fit_under_ulimit(tiny_model_path, tmp_path):
+    """Under `ulimit -d` (RLIMIT_DATA), a PNG declaring 9400x9400 pixels is refused from its header in one line,
+    where its pixels were allocated and found cut short."""
+    path = tmp_path / "large.png"
+    path.write_bytes(png_claiming(9400, 9400))
+    limited = ("import resource, sys; resource.setrlimit(resource.RLIMIT_DATA, (3 << 29, resource.RLIM_INFINITY)); "
+               "from vqcodec.cli import run; sys.exit(run(sys.argv[1:]))")
+    result = run_python("-c", limited, "encode", path, tmp_path / "large.vq", "-m", tiny_model_path, text=True)
+    assert result.returncode == 1 and not (tmp_path / "large.vq").exists()
+    assert re.fullmatch(r"vqcodec: error: encoding the 9400x9400 1-bit image takes 1\.\d GB, more than the memory this "
+                        r"process may use \(1\.6 GB\); crop or scale it to fewer pixels\n", result.stderr), result.stderr
+
+
 def test_an_audio_file_is_refused_by_the_image_decoder_as_audio(codec):
     """Even one that names this model: the kind is checked before anything else in the header."""
     data = vqformat.build_file(vqformat.Header(kind=vqformat.KIND_AUDIO, coding=vqformat.CODING_FIXED, quality=2,

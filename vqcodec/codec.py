@@ -78,6 +78,18 @@ IMAGE_TILE = 64                 # latent cells per tile side, before context
 # 6 to 9 finest activations its decoder alone, on several widths.
 DECODER_ACTIVATIONS = 12
 DECODER_PIXEL_BYTES = 64
+# What encoding takes a pixel, by the mode Pillow reads the image in: the image read, the copies its EXIF
+# orientation and colour profile make, its RGB and alpha planes (peak resident memory of io.open_image and
+# image_to_planes on 4 Mpx of noise with Pillow 13: 7 for 1 and L, 11 for LA and P, 13 to 16 for RGB, RGBA,
+# CMYK and deep grey, 16 for P with a transparent entry, 20 for PA; rounded up).
+READ_PIXEL_BYTES = {"1": 8, "L": 8, "LA": 12}
+READ_PIXEL_BYTES_ELSE = 20
+# What the image encoder takes, on the CPU: this many activations of its finest width a pixel of a tile's window
+# (context included), and this many bytes a pixel of the image besides (the codes' search). The shipped `image`
+# model measured 167, 437 and 511 MB for 1.5, 5.9 and 13.3 Mpx (peak resident memory): about 380 MB, 11
+# activations, for the tiles' windows, and 10 bytes a pixel. Refinement runs the decoder on the window too.
+ENCODER_ACTIVATIONS = 12
+ENCODER_PIXEL_BYTES = 12
 STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
 CODE_BLOCK_CODES = 1 << 22      # codes of a file read at a time (Codec.code_blocks): 8 MB as int16
 HELD_CHUNK_CODES = 256          # the codes' worth of memory a decoded chunk's arrays take besides its codes
@@ -709,7 +721,7 @@ class Codec:
                 if warn:
                     self._warn_above_full_scale()
             return data
-        image = media if is_image else open_image(media)
+        image = media if is_image else open_image(media, fits=self.check_image_encode_fits)
         return self.encode_image(image, quality, max_rate)
 
     def decode(self, data):
@@ -2119,17 +2131,38 @@ class Codec:
         RGB (whole cells), decoder work on one tile's window and, given its `mode_code`, the image rebuilt in
         that mode (io.rebuilt_image_bytes) would not fit in the memory this process may use, before any of
         them is allocated: a 12 KB header of 89 Mpx of 16-bit grey went on towards 2.5 GB."""
-        hop, span = self.hop, IMAGE_TILE + 2 * self.cfg.context_frames
+        hop = self.hop
         rows, cols = math.ceil(height / hop), math.ceil(width / hop)
         size = 2 * quality * rows * cols * np.dtype(self._code_dtype).itemsize + 3 * rows * cols * hop * hop
         if torch.device(self.device).type == "cpu":
-            window = min(rows, span) * min(cols, span) * hop * hop
-            finest = self.cfg.decoder_widths[0] * 4 / self.cfg.patch ** 2
-            size += math.ceil(window * (DECODER_ACTIVATIONS * finest + DECODER_PIXEL_BYTES))
+            size += math.ceil(self._window_pixels(rows, cols) * self._decoder_pixel_bytes())
         if mode_code is not None:
             size += rebuilt_image_bytes(mode_code, width, height)
         mode = "" if mode_code is None else f" {IMAGE_MODE_NAMES[mode_code]}"
         _check_fits_memory(size, f"decoding the {width}x{height}{mode} image takes", advice)
+
+    def _window_pixels(self, rows: int, cols: int) -> int:
+        """The pixels of the largest tile's window (context included) of an image of `rows` x `cols` cells."""
+        span = IMAGE_TILE + 2 * self.cfg.context_frames
+        return min(rows, span) * min(cols, span) * self.hop ** 2
+
+    def _decoder_pixel_bytes(self) -> float:
+        """What the decoder takes a pixel of a tile's window, on the CPU."""
+        return DECODER_ACTIVATIONS * self.cfg.decoder_widths[0] * 4 / self.cfg.patch ** 2 + DECODER_PIXEL_BYTES
+
+    def check_image_encode_fits(self, width: int, height: int, mode: str) -> None:
+        """Refuse (VQCodecError) to encode a `width` x `height` image that Pillow reads in `mode` where reading
+        it, its planes and the encoder's work (and refinement's) would not fit in the memory this process may use:
+        io.open_image's `fits`, so that it is refused from the file's header, before its pixels are read."""
+        pixels = width * height
+        size = pixels * READ_PIXEL_BYTES.get(mode, READ_PIXEL_BYTES_ELSE)
+        if torch.device(self.device).type == "cpu":
+            window = self._window_pixels(math.ceil(height / self.hop), math.ceil(width / self.hop))
+            finest = self.cfg.channels[0] * 4 / self.cfg.patch ** 2
+            work = ENCODER_ACTIVATIONS * finest + (self._decoder_pixel_bytes() if self.refine else 0)
+            size += math.ceil(window * work) + pixels * ENCODER_PIXEL_BYTES
+        _check_fits_memory(size, f"encoding the {width}x{height} {'1-bit' if mode == '1' else mode} image takes",
+                           "crop or scale it to fewer pixels")
 
     def _pixels_of_codes(self, codes: np.ndarray, height: int, width: int,
                          lost_rows: np.ndarray | None = None) -> np.ndarray:
@@ -2227,10 +2260,13 @@ class Codec:
             image = _as_array(image)
         if isinstance(image, np.ndarray):
             image = _array_image(image)
+            self.check_image_encode_fits(image.width, image.height, image.mode)
         elif not isinstance(image, Image.Image):
             raise VQCodecError(f"encode_image takes a Pillow image or a uint8 array, not a {type(image).__name__}: "
                                "encode() also takes paths and bytes")
         else:
+            _check_image_size(image.width, image.height)
+            self.check_image_encode_fits(image.width, image.height, image.mode)
             try:  # Image.open reads the pixels only now: the file may be cut short, or closed already
                 image = load_pixels(image)
             except Exception as exc:

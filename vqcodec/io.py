@@ -14,6 +14,7 @@ import warnings
 import zlib
 from io import BytesIO, TextIOBase
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import soundfile
@@ -927,16 +928,18 @@ def _check_side(width: int, height: int, max_side: int | None) -> None:
                            f"{MAX_PIXELS} pixels")
 
 
-def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
+def open_image(source, max_side: int | None = MAX_IMAGE_SIDE, fits: Callable[[int, int, str], None] | None = None):
     """Open an image file (path or binary stream), apply EXIF orientation and an ICC profile (to sRGB), and refuse
     bombs and, unless `max_side` is None, an image with a side longer than that (what a .vq file holds),
-    from its header: a PNG of 89 000 000 x 1 pixels took 1.2 GB and 6 s to be refused once read. A stream that
-    cannot seek (a pipe, a socket), which Pillow reads whole into memory, is copied into a temporary file first."""
+    from its header: a PNG of 89 000 000 x 1 pixels took 1.2 GB and 6 s to be refused once read. `fits`, given,
+    is called with the width, height and Pillow mode the header gives, before the pixels are read, to refuse
+    (VQCodecError) an image that the work to come would not have the memory for. A stream that cannot seek (a
+    pipe, a socket), which Pillow reads whole into memory, is copied into a temporary file first."""
     from PIL import Image, ImageOps
 
     if not isinstance(source, (str, os.PathLike)) and not is_seekable(source):
         with spooled_stream(source) as copy:
-            return open_image(copy, max_side)
+            return open_image(copy, max_side, fits)
     logged: list[str] = []
     try:
         # a bomb: check_pixel_count says it
@@ -944,6 +947,8 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE):
             with Image.open(source) as image:
                 check_pixel_count(image.width, image.height)
                 _check_side(image.width, image.height, max_side)
+                if fits is not None:
+                    fits(image.width, image.height, image.mode)
                 opened_at = image.tell()
                 unit = "pages" if image.format == "TIFF" else "frames"
                 frames, rest_unreadable = _frame_count(image)
