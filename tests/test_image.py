@@ -2346,6 +2346,44 @@ def test_tiffs_of_separate_planes_read_right_or_are_refused(cli, codec, tmp_path
     assert not (tmp_path / "la.vq").exists()
 
 
+def test_two_threads_reading_tiffs_of_planes_leave_pillows_libtiff_flag_as_it_was(tmp_path):
+    """Each set TiffImagePlugin.READ_LIBTIFF, a global, while Pillow set the tiles up, and put back what it found:
+    the second's tiles could be set up after the first had put it back (Pillow's own reader: 16-bit RGB garbled),
+    and it then put back the first's setting, left set for every later uncompressed TIFF of the process. The
+    setting is held under io's lock, which a TIFF's opening in io waits on too."""
+    import threading
+
+    from PIL import TiffImagePlugin
+
+    from vqcodec import io as io_module
+
+    planes = np.zeros((3, 4, 6), dtype=np.uint16)
+    (tmp_path / "planes.tif").write_bytes(planar_tiff(planes, photometric=2))
+    first_in, second_in, first_done = threading.Event(), threading.Event(), threading.Event()
+
+    def paused(image, entered, awaited):
+        setup = image._setup
+
+        def waiting():
+            entered.set()
+            awaited.wait(0.5)  # under the lock, the other thread cannot come in: it times out
+            setup()
+        image._setup = waiting
+        return image
+
+    with Image.open(tmp_path / "planes.tif") as first, Image.open(tmp_path / "planes.tif") as second:
+        def read_first():
+            io_module._planes_through_libtiff(paused(first, first_in, second_in))
+            first_done.set()
+        thread = threading.Thread(target=read_first)
+        thread.start()
+        first_in.wait(5)
+        io_module._planes_through_libtiff(paused(second, second_in, first_done))
+        thread.join()
+        assert first.use_load_libtiff and second.use_load_libtiff
+    assert TiffImagePlugin.READ_LIBTIFF is False
+
+
 def interleaved_tiff(pixels: np.ndarray, photometric: int, extra_samples: tuple) -> bytes:
     """An uncompressed TIFF of 8-bit `pixels` (height, width, channels), interleaved, in two strips."""
     height, width, channels = pixels.shape

@@ -10,6 +10,7 @@ import os
 import re
 import stat
 import struct
+import threading
 import warnings
 import zlib
 from io import BytesIO, TextIOBase
@@ -303,7 +304,6 @@ def stops_held():
     """Hold Ctrl-C, SIGTERM and SIGHUP back until the block ends, then deliver them: Python handles
     signals in the main thread, so elsewhere nothing is held."""
     import signal
-    import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -876,6 +876,11 @@ def read_image_rgb(path) -> np.ndarray:
 
 # ---------------------------------------------------------------- images
 
+# Held wherever io has Pillow set up a TIFF's tiles (opening, seeking a page, _planes_through_libtiff, which sets
+# TiffImagePlugin.READ_LIBTIFF, a global, for that while): no reading of another thread (training's batch workers)
+# sees it set, and two threads' settings cannot leave it set. Pillow is used elsewhere in the process unguarded.
+TIFF_SETUP_LOCK = threading.RLock()
+
 # Colour modes we restore exactly, with their code in the .vq header.
 IMAGE_MODES = {"RGB": 0, "L": 1, "RGBA": 2, "LA": 3, "P": 4, "PA": 5, "I;16": 6, "I": 7,
                "CMYK": 8, "1": 9, "YCbCr": 10, "F": 11, "RGBX": 12, "I;16B": 13, "I;16L": 14,
@@ -944,15 +949,18 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE, fits: Callable[[in
     try:
         # a bomb: check_pixel_count says it
         with warnings_recorded(ignore=(Image.DecompressionBombWarning,)) as caught, pillow_log_caught(logged):
-            with Image.open(source) as image:
+            with TIFF_SETUP_LOCK:
+                opened = Image.open(source)
+            with opened as image:
                 check_pixel_count(image.width, image.height)
                 _check_side(image.width, image.height, max_side)
                 if fits is not None:
                     fits(image.width, image.height, image.mode)
                 opened_at = image.tell()
                 unit = "pages" if image.format == "TIFF" else "frames"
-                frames, rest_unreadable = _frame_count(image)
-                _back_to_frame(image, opened_at)
+                with TIFF_SETUP_LOCK:
+                    frames, rest_unreadable = _frame_count(image)
+                    _back_to_frame(image, opened_at)
                 # only libtiff writes to stderr itself; fd 2 is the whole process's, so only around it
                 native_capture = _native_stderr_captured() if image.format == "TIFF" else contextlib.nullcontext([])
                 try:
@@ -1044,8 +1052,6 @@ class _LinesOf(logging.Handler):
     not this one's)."""
 
     def __init__(self, lines: list[str]):
-        import threading
-
         super().__init__(logging.WARNING)
         self.lines, self.thread = lines, threading.get_ident()
 
@@ -1303,13 +1309,14 @@ def _unspecified_channel_as_alpha(image) -> tuple[object, int]:
     if extra == (UNSPECIFIED_SAMPLE,) and image.tag_v2.get(PLANAR_CONFIGURATION) != 2 and hasattr(image, "_setup") \
             and getattr(image, "fp", None) is not None:  # Pillow's reader's own: no public call reads it so
         image.fp.seek(0)
-        twin = Image.open(BytesIO(image.fp.read()))  # not closed: that would drop its pixels
-        twin.seek(image.tell())
-        twin.tag_v2[EXTRA_SAMPLES] = (UNASSOCIATED_ALPHA,)
-        try:
-            twin._setup()  # the tile again, from the tags
-        except SyntaxError:  # no mode of Pillow's holds it with alpha (16-bit grey, CMYK): left out
-            return None, 1
+        with TIFF_SETUP_LOCK:
+            twin = Image.open(BytesIO(image.fp.read()))  # not closed: that would drop its pixels
+            twin.seek(image.tell())
+            twin.tag_v2[EXTRA_SAMPLES] = (UNASSOCIATED_ALPHA,)
+            try:
+                twin._setup()  # the tile again, from the tags
+            except SyntaxError:  # no mode of Pillow's holds it with alpha (16-bit grey, CMYK): left out
+                return None, 1
         twin.load()
         return twin, 0
     return None, extra.count(UNSPECIFIED_SAMPLE)
@@ -1344,11 +1351,12 @@ def _planes_through_libtiff(image) -> None:
                                         "a TIFF of interleaved (contiguous) channels")
     if image.use_load_libtiff:
         return
-    saved, TiffImagePlugin.READ_LIBTIFF = TiffImagePlugin.READ_LIBTIFF, True
-    try:
-        image._setup()  # the tile again, for libtiff
-    finally:
-        TiffImagePlugin.READ_LIBTIFF = saved
+    with TIFF_SETUP_LOCK:
+        saved, TiffImagePlugin.READ_LIBTIFF = TiffImagePlugin.READ_LIBTIFF, True
+        try:
+            image._setup()  # the tile again, for libtiff
+        finally:
+            TiffImagePlugin.READ_LIBTIFF = saved
 
 
 ICC_PROBE_LEVELS = 18  # a side of the grid of colours (18^3 = 5832) that tells an sRGB-like profile
@@ -1531,7 +1539,6 @@ def _native_stderr_captured():
     at once (training's batch workers reading TIFFs) could leave it pointing at a deleted file."""
     import sys
     import tempfile
-    import threading
 
     lines: list[str] = []
     if threading.current_thread() is not threading.main_thread():
@@ -1562,8 +1569,6 @@ class _WarningRouter:
     was before for a thread in none. Made by the first block to begin and undone by the last to end."""
 
     def __init__(self):
-        import threading
-
         self.lock, self.local, self.blocks, self.saved = threading.Lock(), threading.local(), 0, None
 
     def enter(self, caught: list, ignore: tuple) -> None:
