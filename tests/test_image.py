@@ -2132,6 +2132,27 @@ def test_packing_codes_refuses_a_zero_or_negative_size_naming_it(codec, size):
         codec.codes_to_file(codes, **size)
 
 
+def test_codes_of_one_image_not_of_whole_cells_say_the_size_that_pack_restores(cli, tiny_model_path, tmp_path):
+    """`codes` of a 17x9 image wrote its codes alone, and `pack` of them made an image of whole cells, larger,
+    unsaid; a folder's codes.json records the size. A note gives the options that restore it, for media and
+    .vq files alike; an image of whole cells gets none."""
+    Image.fromarray(smooth_rgb(9, 2 * HOP + 1, 1)).save(tmp_path / "odd.png")
+    assert cli("encode", tmp_path / "odd.png", tmp_path / "odd.vq", "-m", tiny_model_path).returncode == 0
+    cells = f"{3 * HOP}x{HOP * math.ceil(9 / HOP)}"
+    for source in ("odd.png", "odd.vq"):
+        result = cli("codes", tmp_path / source, tmp_path / "odd.npy", "-m", tiny_model_path, "--force", text=True)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == (f"vqcodec: note: the image is {2 * HOP + 1}x9 pixels, and its codes' cells decode "
+                                 f"to {cells}: `vqcodec pack --width {2 * HOP + 1} --height 9` restores its size\n")
+    assert cli("pack", tmp_path / "odd.npy", tmp_path / "packed.vq", "-m", tiny_model_path, "--width", str(2 * HOP + 1),
+               "--height", "9").returncode == 0
+    packed = read_info((tmp_path / "packed.vq").read_bytes())
+    assert (packed.width, packed.height) == (2 * HOP + 1, 9)
+    Image.fromarray(smooth_rgb(HOP, 2 * HOP, 1)).save(tmp_path / "whole.png")
+    result = cli("codes", tmp_path / "whole.png", tmp_path / "whole.npy", "-m", tiny_model_path, text=True)
+    assert result.returncode == 0 and result.stderr == ""
+
+
 def test_packing_codes_of_an_image_too_large_refuses_it_before_copying_them(codec):
     """The codes were copied as int64 (8 bytes each, 48 MB for these 6 MB of int8), with -1 checked
     on copies too, before the size they make was refused."""

@@ -1405,7 +1405,10 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
             data = read_vq_stream(stream)
             codec = Codec.load(_model_of_file(model, data), device=resolve_device(device))
             _write_output(output_path, file_codes_writer(codec, data), force)
-            warn_of_alpha_not_in_codes(vqformat.parse_header(data).flags, source)
+            header = vqformat.parse_header(data)
+            warn_of_alpha_not_in_codes(header.flags, source)
+            if header.kind == vqformat.KIND_IMAGE:
+                _note_image_size(header.width, header.height, codec.hop)
             return
         else:
             stream.seek(0)
@@ -1417,6 +1420,19 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
                 click.echo(f"vqcodec: note: coded divided by a level gain of {restore['gain']:.9g}; "
                            f"`vqcodec pack --gain {restore['gain']:.9g}` restores the level", err=True)
     _write_output(output_path, lambda out: save_codes(out, array), force)
+    if "width" in restore:
+        _note_image_size(restore["width"], restore["height"], codec.hop)
+
+
+def _note_image_size(width: int, height: int, hop: int) -> None:
+    """A note of the size that `pack --width --height` restores, for a single image's codes whose cells decode to
+    more pixels (nothing else records it: a folder's codes.json does), where pack's default, its cells, made a
+    larger image of the codes of a 17x9 one, 32x16."""
+    cells = (-(-width // hop) * hop, -(-height // hop) * hop)
+    if (width, height) != cells:
+        click.echo(f"vqcodec: note: the image is {width}x{height} pixels, and its codes' cells decode to "
+                   f"{cells[0]}x{cells[1]}: `vqcodec pack --width {width} --height {height}` restores its size",
+                   err=True)
 
 
 def _refuse_media_options_for_vq(quality, kind, depth_weight) -> None:
