@@ -1252,6 +1252,19 @@ def test_api_errors_quote_numpy_scalars_and_paths_as_the_values_they_hold(codec,
         assert "np." not in str(error.value) and "Path(" not in str(error.value)
 
 
+def test_api_errors_quote_a_0d_tensor_or_array_as_one(codec, signal):
+    """A 0-d tensor or array, as a DataLoader's batch gives a sample rate, is refused where a number is
+    wanted, and was quoted as the number it holds: 'must be a whole number of Hz from 1 to 768000, not 16000'."""
+    audio = signal(1, 1600, 16000)
+    for call, message in (
+            (lambda: codec.encode_audio(audio, torch.tensor(16000), 2), r"not tensor\(16000\)$"),
+            (lambda: codec.encode_audio(audio, np.array(16000), 2), r"not array\(16000\)$"),
+            (lambda: codec.encode_audio(audio, 16000, torch.tensor(2)), r"got tensor\(2\)$"),
+            (lambda: codec.encode_audio(audio, 16000, 2, max_kbps=torch.tensor(1.5)), r"not tensor\(1.5000\)$")):
+        with pytest.raises(VQCodecError, match=message):
+            call()
+
+
 def test_integer_pcm_arrays_are_scaled_as_soundfile_reads_them(codec, signal):
     audio = np.round(signal(1, 1600, 16000) * 2 ** 14) / 2 ** 15
     as_int16 = (audio * 2 ** 15).astype(np.int16)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import sys
 
 # A context variable, so that another thread using the API while a command runs keeps the API's wording;
 # the command's own worker threads run in a copy of its context (data.Batches).
@@ -23,11 +24,13 @@ def one_line(message: str) -> str:
 
 
 def shown(value) -> str:
-    """`value` as a message quotes it, its repr, but a path as its name (not PosixPath('a.wav')) and a NumPy or
-    torch scalar as the Python number or flag it holds (not np.int64(9))."""
+    """`value` as a message quotes it, its repr, but a path as its name (not PosixPath('a.wav')) and a NumPy
+    scalar as the Python number or flag it holds (not np.int64(9)). A 0-d array or tensor keeps its repr
+    (tensor(16000)): the checks that quote it refuse it for being one, whatever number it holds."""
+    numpy = sys.modules.get("numpy")  # a NumPy scalar exists only once NumPy is imported
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
-    elif getattr(value, "shape", None) == () and callable(getattr(value, "item", None)):
+    elif numpy is not None and isinstance(value, numpy.generic):
         value = value.item()
     return repr(value)
 
