@@ -520,6 +520,20 @@ def test_audio_above_full_scale_keeps_its_level_where_the_format_holds_it(codec,
         assert np.abs(written).max() > 1.5
 
 
+def test_api_warnings_name_the_line_that_called_the_api(codec, signal, tmp_path):
+    """The level warning and ClippingWarning named a line inside vqcodec (codec.py, the encoding lock's wrapper or
+    decode_audio_file), not the caller's, which warnings filters and the printed location need."""
+    from vqcodec import ClippingWarning
+
+    loud = signal(1, 1600, 16000) * 1000
+    for call in (lambda: codec.encode_audio(loud, 16000, 2), lambda: codec.encode(loud, 2, sample_rate=16000),
+                 lambda: codec.decode_audio_file(codec.encode_audio(loud / 400, 16000, 2), tmp_path / "out.flac")):
+        with pytest.warns(UserWarning) as caught:
+            call()
+        assert [Path(w.filename).name for w in caught] == [Path(__file__).name]
+    assert caught[0].category is ClippingWarning
+
+
 def test_audio_above_full_scale_clipped_by_the_output_gets_a_warning(codec, signal, tmp_path):
     """Clipping a level-gain file's peaks (FLAC, Opus, or WAV with an integer subtype) is a ClippingWarning,
     which the command line prints as one line; it was silent. Audio coded within full scale, whose

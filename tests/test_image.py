@@ -517,6 +517,15 @@ def test_float_and_32_bit_grey_mostly_beyond_full_scale_is_refused_naming_the_ra
             code(image, 2)
 
 
+def test_image_read_warnings_name_the_line_that_called_the_api(codec):
+    """An ImageReadWarning of encode_image named a line inside vqcodec (io.py), not the caller's."""
+    values = np.tile(np.linspace(0, 1.0, 16), (16, 1))
+    values[:8] = 4.0
+    with pytest.warns(ImageReadWarning) as caught:
+        codec.encode_image(Image.fromarray(values.astype(np.float32), "F"), 2)
+    assert [Path(w.filename).name for w in caught] == [Path(__file__).name]
+
+
 @pytest.mark.parametrize("mode, full_scale", [("F", 1.0), ("I", 65535)])
 def test_float_and_32_bit_grey_up_to_half_beyond_full_scale_is_clipped_with_a_warning(mode, full_scale, codec):
     """An HDR image's highlights (over 1 % of its pixels beyond 1.0) were refused; up to half of the pixels

@@ -28,7 +28,7 @@ from . import entropy
 from . import format as vqformat
 from . import ratecontrol
 from .devices import resolve_device
-from .errors import ClippingWarning, VQCodecError
+from .errors import ClippingWarning, VQCodecError, caller_stacklevel
 from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
                  check_audio_output, checked_flag, copy_whole, image_to_planes, in_srgb, input_name, is_seekable,
@@ -1317,7 +1317,7 @@ class Codec:
 
         warning = self.level_warning("the audio")
         if warning:
-            warnings.warn(warning, stacklevel=3)
+            warnings.warn(warning, stacklevel=caller_stacklevel())
 
     def _encode_array(self, audio: np.ndarray, sample_rate: int, quality: int) -> bytes:
         """Encode a _pcm_array, read twice a block at a time (for its peak, then to code it): an array
@@ -2035,7 +2035,7 @@ class Codec:
             warnings.warn(ClippingWarning(
                 f"decoded audio above full scale (peak {clipped:.3g}, {20 * math.log10(clipped):+.1f} dB) is clipped to "
                 f"+-1.0, as {output.format} {output.subtype} holds no more: write .wav (float), .ogg or .mp3 to keep "
-                "its level"), stacklevel=2)
+                "its level"), stacklevel=caller_stacklevel())
 
     # ------------------------------------------------------------ images
 

@@ -1,3 +1,6 @@
+import os
+import sys
+
 class VQCodecError(Exception):
     """An error caused by the user's input: reported as one line, without a traceback."""
 
@@ -32,3 +35,16 @@ def is_out_of_memory(exc: BaseException) -> bool:
     """Whether `exc` is torch failing to allocate memory: its OutOfMemoryError on a GPU, a RuntimeError
     from its CPU allocator (told by name and message, so that this module needs no torch)."""
     return type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(exc)
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def caller_stacklevel() -> int:
+    """warnings.warn's stacklevel for the first caller outside vqcodec, called where warn is: a warning
+    names the user's line that called the API, however many of the package's functions (and their
+    lock) lie between; the outermost frame where the package itself runs (the command line)."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -21,7 +21,7 @@ import numpy as np
 import soundfile
 import soxr
 
-from .errors import AudioReadWarning, ImageReadWarning, VQCodecError
+from .errors import AudioReadWarning, ImageReadWarning, VQCodecError, caller_stacklevel
 from .format import MAX_IMAGE_SIDE
 from .wording import plural, setting, shown
 
@@ -793,7 +793,8 @@ def warn_decoder_lines(lines: list[str], where) -> None:
     if lines:
         called = "the audio" if where is None else f"the audio {where}" if where == "from stdin" else str(where)
         said = lines[0].split("] ", 1)[-1] if lines[0].startswith("[") else lines[0]  # [src/libmpg123/...:line]
-        warnings.warn(AudioReadWarning(f"{called}: the MP3 decoder says: {said}; read past it"), stacklevel=3)
+        warnings.warn(AudioReadWarning(f"{called}: the MP3 decoder says: {said}; read past it"),
+                      stacklevel=caller_stacklevel())
 
 
 def sound_blocks(sound: soundfile.SoundFile, where, block_frames: int = READ_BLOCK_FRAMES,
@@ -971,20 +972,23 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE, fits: Callable[[in
                         raise unreadable_image(source, native[-1]) from exc
                     raise
                 for line in dict.fromkeys(native):
-                    warnings.warn(ImageReadWarning(f"{_image_called(source)}: {line}; read past it"), stacklevel=2)
+                    warnings.warn(ImageReadWarning(f"{_image_called(source)}: {line}; read past it"),
+                                  stacklevel=caller_stacklevel())
                 transposed = ImageOps.exif_transpose(image)  # a copy, so closing the file is safe
             transposed.info.pop("exif", None)  # applied, else kept no more: not parsed again (warning again)
         _warn_once_each(caught, _image_called(source))
         for line in dict.fromkeys(logged):
-            warnings.warn(ImageReadWarning(f"{_image_called(source)}: {line}; read past it"), stacklevel=2)
+            warnings.warn(ImageReadWarning(f"{_image_called(source)}: {line}; read past it"),
+                          stacklevel=caller_stacklevel())
         transposed = in_srgb(transposed, source)
         transposed.info.pop("icc_profile", None)  # applied, left alone as sRGB, or said to be unusable
         if frames > 1:
             warnings.warn(ImageReadWarning(f"{_image_called(source)} holds {frames} {unit}: only the first is coded"),
-                          stacklevel=2)
+                          stacklevel=caller_stacklevel())
         if rest_unreadable:
             warnings.warn(ImageReadWarning(f"{_image_called(source)}: the {unit} after the first cannot be read "
-                                           f"(damaged or cut short: {rest_unreadable}): only the first is coded"), stacklevel=2)
+                                           f"(damaged or cut short: {rest_unreadable}): only the first is coded"),
+                          stacklevel=caller_stacklevel())
         return transposed
     except VQCodecError:
         raise
@@ -1118,7 +1122,7 @@ def load_pixels(image, source=None):
         read = _warn_of_extra_alpha(extra_as_alpha, source)
     if extra_left_out:
         warnings.warn(ImageReadWarning(f"{_image_called(source)}: {plural(extra_left_out, 'channel')} of unspecified "
-                                       "meaning (TIFF ExtraSamples 0) left out"), stacklevel=3)
+                                       "meaning (TIFF ExtraSamples 0) left out"), stacklevel=caller_stacklevel())
     if grey_with_alpha:
         read = image.convert("LA")
     if deep_colour_key:
@@ -1328,7 +1332,7 @@ def _warn_of_extra_alpha(image, source):
     if image.getchannel("A").getextrema() in ((0, 0), (255, 255)):
         return image.convert(image.mode[:-1])
     warnings.warn(ImageReadWarning(f"{_image_called(source)}: its last channel, of unspecified meaning (TIFF "
-                                   "ExtraSamples 0), is read as alpha"), stacklevel=4)
+                                   "ExtraSamples 0), is read as alpha"), stacklevel=caller_stacklevel())
     return image
 
 
@@ -1404,7 +1408,7 @@ def in_srgb(image, source=None):
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
         reason = " ".join(str(exc).split()).rstrip(".")
         warnings.warn(ImageReadWarning(f"{_image_called(source)}: its ICC profile cannot be used ({reason}); "
-                                       "read as sRGB"), stacklevel=3)
+                                       "read as sRGB"), stacklevel=caller_stacklevel())
         return image
     if image.mode in GREY_MODES:
         converted = _grey_in_srgb(image, transform, in_mode)
@@ -1523,7 +1527,7 @@ def warn_of_alpha_not_in_codes(flags: int, source) -> None:
     if flags & FLAG_ALPHA:
         warnings.warn(ImageReadWarning(f"{_image_called(source)}: its alpha channel is not in its codes, which hold "
                                        "its colour alone (`vqcodec pack` makes an opaque RGB image of them)"),
-                      stacklevel=3)
+                      stacklevel=caller_stacklevel())
 
 
 # The name Pillow gives libtiff for every file, which libtiff's messages begin with: no file of the user's
@@ -1627,7 +1631,7 @@ def _warn_once_each(caught: list, where: str) -> None:
         elif str(item.message) not in said:
             said.add(str(item.message))
             reason = " ".join(str(item.message).split()).rstrip(".")
-            warnings.warn(ImageReadWarning(f"{where}: {reason}; read past it"), stacklevel=3)
+            warnings.warn(ImageReadWarning(f"{where}: {reason}; read past it"), stacklevel=caller_stacklevel())
 
 
 def image_to_planes(image) -> tuple[np.ndarray, int, np.ndarray | None]:
@@ -1835,7 +1839,7 @@ def _check_deep_range(image) -> None:
     if beyond:
         warnings.warn(ImageReadWarning(f"{kind} image values span {low:.6g} to {high:.6g}: {beyond} of its {pixels} "
                                        f"pixels lie beyond 0 to {full_scale:g}, the range read as black to white, "
-                                       f"and are clipped to it"), stacklevel=3)
+                                       f"and are clipped to it"), stacklevel=caller_stacklevel())
 
 
 def _beyond_full_scale(values: np.ndarray, full_scale: float) -> np.ndarray:
