@@ -1800,6 +1800,8 @@ def test_codes_of_a_folder_take_a_list_of_files_and_refuse_one_path_or_a_generat
         with pytest.raises(VQCodecError, match=r"^files is a list of paths \(str or Path\) of media under the folder, "
                                                rf"not .*{re.escape(told)}$"):
             code_folder(codec, folder, out, files)
+    with pytest.raises(VQCodecError, match=r"a\.wav is not in the folder .*a\.wav$"):  # was pathlib's ValueError
+        code_folder(codec, folder / "a.wav", out, [folder / "a.wav"])
     assert not out.exists()
     assert [entry["file"] for entry in code_folder(codec, folder, out, (folder / "a.wav",))["files"]] == ["a.wav"]
 

@@ -161,6 +161,11 @@ def test_mirrored_paths_and_output_formats(tmp_path):
         mirrored_paths(tmp_path, tmp_path / "o", [tmp_path / "a.wav", tmp_path / "a.flac"], lambda p: ".vq")
     with pytest.raises(VQCodecError, match="is not in the folder"):  # as tokens.code_folder may be given
         mirrored_paths(tmp_path / "d", tmp_path / "o", files, lambda p: ".vq")
+    # the folder itself (a pathlib ValueError, "PosixPath('.') has an empty name"), and paths out of it through ..
+    for folder, given in ((tmp_path / "a.wav", tmp_path / "a.wav"), (tmp_path / "d", tmp_path / "d" / ".."),
+                          (tmp_path / "d", tmp_path / "d" / ".." / "a.wav")):
+        with pytest.raises(VQCodecError, match="is not in the folder"):
+            mirrored_paths(folder, tmp_path / "o", [given], lambda p: ".vq")
     assert output_formats(None) == ({"audio": "WAV", "image": "PNG"}, {"audio": ".wav", "image": ".png"})
     assert output_formats("flac") == ({"audio": "FLAC", "image": "PNG"}, {"audio": ".flac", "image": ".png"})
     assert output_formats("JPEG") == ({"audio": "WAV", "image": "JPEG"}, {"audio": ".wav", "image": ".jpg"})

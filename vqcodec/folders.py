@@ -28,9 +28,12 @@ def mirrored_paths(folder: Path, out: Path, files: list[Path], suffix_of: Callab
     another, or of the run's other outputs `also` (a manifest), must go."""
     outputs, sources = [], {}
     for path in files:
-        if not Path(path).is_relative_to(folder):  # vqcodec.tokens.code_folder's caller chose the files
+        # vqcodec.tokens.code_folder's caller chose the files: the folder itself or a path through ".." is
+        # not one in it (the folder was a ValueError of pathlib, "PosixPath('.') has an empty name")
+        relative = Path(path).relative_to(folder) if Path(path).is_relative_to(folder) else None
+        if relative is None or not relative.parts or ".." in relative.parts:
             raise VQCodecError(f"{path} is not in the folder {folder}")
-        output = out / Path(path).relative_to(folder).with_suffix(suffix_of(path))
+        output = out / relative.with_suffix(suffix_of(path))
         if output in sources:
             raise VQCodecError(f"{sources[output]} and {path} would both write {output}")
         sources[output] = path
