@@ -1733,6 +1733,11 @@ def test_a_stream_of_blocks_is_taken_as_arrays_are_and_checked(codec, signal):
             codec.encode_audio_stream(blocks(lambda b: b), 16000, 2, 1600, 2, peak=peak)
     with pytest.raises(VQCodecError, match="^a stream of audio is an iterable of .* blocks, not a int$"):
         codec.encode_audio_stream(5, 16000, 2, 1600, 2)  # was TypeError: 'int' object is not iterable
+    # these were iterated as blocks of characters, small ints and keys, refused in words about those
+    for stream in ("talk.wav", b"\x00\x01", bytearray(4), {"left": audio[0]}):
+        with pytest.raises(VQCodecError, match=rf"^a stream of audio is an iterable of .* blocks, not a "
+                                               rf"{type(stream).__name__}$"):
+            codec.encode_audio_stream(stream, 16000, 2, 1600, 2)
     # an array given whole is iterated row by row: a stereo one was refused as blocks of 1 channel, a mono one as
     # 0-D blocks; rows that can be blocks (a mono stream's, or (channels, n) blocks of a 3-D array) are taken
     for array, channels in ((audio, 2), (audio[0], 1), (torch.from_numpy(audio[0]), 1)):

@@ -263,11 +263,13 @@ def _block_iterator(blocks, channels) -> Iterator:
         raise VQCodecError(f"a stream of audio is an iterable of (channels, n) blocks, not one array of shape "
                            f"{tuple(blocks.shape)}: give the array to encode_audio, or [array] as a stream of one "
                            "block")
-    try:
-        return iter(blocks)
-    except TypeError:
-        raise VQCodecError(f"a stream of audio is an iterable of (channels, n) blocks, not a {type(blocks).__name__}") \
-            from None
+    # text, bytes and a dict iterate as characters, small ints and keys, refused as blocks in words about those
+    if not isinstance(blocks, (str, bytes, bytearray, memoryview, dict)):
+        try:
+            return iter(blocks)
+        except TypeError:
+            pass
+    raise VQCodecError(f"a stream of audio is an iterable of (channels, n) blocks, not a {type(blocks).__name__}")
 
 
 def _checked_amount(name: str, value, unit: str, allow_zero: bool = False) -> float:
