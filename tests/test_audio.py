@@ -2015,6 +2015,30 @@ def test_a_codec_can_be_pickled_and_copied_for_other_processes_and_threads(golde
         np.testing.assert_array_equal(other.decode_audio(data)[0], codec.decode_audio(data)[0])
 
 
+def test_a_codec_copied_while_another_thread_searches_a_rate_gets_none_of_its_latents(tiny_model_path, signal):
+    """copy.deepcopy (or pickle, through the same __getstate__) of a Codec while another thread ran a rate search
+    on it copied that search's latents, which the copy then took for those of every input it encoded, silently:
+    wrong codes."""
+    import copy
+    import threading
+
+    codec = Codec.load(str(tiny_model_path))  # its own: progress is set on it
+    x, y = signal(1, 8000, 16000, seed=1), signal(1, 8000, 16000, seed=2) * 0.5
+    expected_y = codec.encode_audio(y, 16000, 2)
+    copies = []
+    copier = threading.Thread(target=lambda: copies.append(copy.deepcopy(codec)))
+
+    def during_the_search(stage, done, total):  # another thread copies the codec while this one's search holds latents
+        if copier.ident is None:
+            copier.start()
+            copier.join(0.5)  # held up by the lock, it copies after the search
+    codec.progress = during_the_search
+    codec.encode_audio(x, 16000, 4, max_kbps=40.0)
+    copier.join()
+    copies[0].progress = None
+    assert copies[0].encode_audio(y, 16000, 2) == expected_y
+
+
 def test_threads_sharing_a_codec_do_not_get_each_others_rate_search(tiny_model_path, signal):
     import threading
 

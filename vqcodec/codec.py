@@ -629,8 +629,12 @@ class Codec:
         self._lock = threading.RLock()  # held by the encoding methods (_one_at_a_time)
 
     def __getstate__(self) -> dict:
-        """A copy (pickle, copy.deepcopy: a Codec sent to worker processes) gets a lock of its own."""
-        return {key: value for key, value in self.__dict__.items() if key != "_lock"}
+        """A copy (pickle, copy.deepcopy: a Codec sent to worker processes) gets a lock of its own. It is taken
+        under the lock, so that another thread's rate search is not copied half way: its trial depth weight,
+        and its latents, which the copy would take for those of every input it encoded (and which a copy made
+        by the searching thread itself, from its progress callback, leaves out)."""
+        with self._lock:
+            return {key: value for key, value in self.__dict__.items() if key != "_lock"} | {"_latent_memo": None}
 
     def __setstate__(self, state: dict) -> None:
         state.setdefault("_progress", state.pop("progress", None))  # a Codec pickled before progress checked its value
