@@ -562,9 +562,10 @@ def _array_image(array: np.ndarray):
 
 
 def _one_at_a_time(method):
-    """Run an encoding method under its codec's lock: a rate search keeps the encoder's latents and
-    sets the depth weight on the codec, and an encoding leaves its input's level there, so two
-    threads encoding with one Codec would get each other's (re-entrant: the methods call each other)."""
+    """Run an encoding method, or an encoder setting's setter, under its codec's lock: a rate search keeps
+    the encoder's latents and sets the depth weight on the codec, and an encoding leaves its input's level
+    there, so two threads encoding with one Codec would get each other's (re-entrant: the methods call each
+    other), and a setting made during another thread's encoding changed it half way, or was undone by it."""
     @functools.wraps(method)
     def locked(self, *args, **kwargs):
         with self._lock:
@@ -596,6 +597,7 @@ class Codec:
 
     def __init__(self, model, meta: dict, tensors: dict, device: str = "cpu", coding: str = "auto",
                  beam: int | None = None):
+        self._lock = threading.RLock()  # held by the encoding methods and the settings' setters (_one_at_a_time)
         self.meta = meta
         self.name = meta.get("name", "model")
         self.device = device
@@ -626,7 +628,6 @@ class Codec:
         self.progress = None
         self.input_peak = 0.0  # the largest absolute sample of the audio last encoded (see level_warning)
         self.input_gain = 1.0  # the level gain it was coded at
-        self._lock = threading.RLock()  # held by the encoding methods (_one_at_a_time)
 
     def __getstate__(self) -> dict:
         """A copy (pickle, copy.deepcopy: a Codec sent to worker processes) gets a lock of its own. It is taken
@@ -756,6 +757,7 @@ class Codec:
         return self._beam
 
     @beam.setter
+    @_one_at_a_time
     def beam(self, value: int) -> None:
         self._beam = _checked_setting("beam", value, 1, MAX_BEAM)
 
@@ -766,6 +768,7 @@ class Codec:
         return self._refine
 
     @refine.setter
+    @_one_at_a_time
     def refine(self, value: int) -> None:
         self._refine = _checked_setting("refine", value, 0, MAX_REFINE)
 
@@ -781,6 +784,7 @@ class Codec:
         return self._rate_weight
 
     @rate_weight.setter
+    @_one_at_a_time
     def rate_weight(self, value: float) -> None:
         self._rate_weight = _checked_weight("rate weight", value, MAX_RATE_WEIGHT)
         self._weights_set.add("rate weight")
@@ -797,6 +801,7 @@ class Codec:
         return self._depth_weight
 
     @depth_weight.setter
+    @_one_at_a_time  # between encodings: a rate search, when it ends, restores the weight it started from
     def depth_weight(self, value: float) -> None:
         self._depth_weight = _checked_weight("depth weight", value, MAX_DEPTH_WEIGHT)
         self._weights_set.add("depth weight")
@@ -922,6 +927,7 @@ class Codec:
         return self._coding
 
     @coding.setter
+    @_one_at_a_time
     def coding(self, value: str) -> None:
         if value not in CODINGS:
             raise VQCodecError(f"unknown coding {shown(value)} (use {', '.join(CODINGS)})")
