@@ -2322,6 +2322,40 @@ def test_an_image_its_formats_reader_refuses_is_not_called_no_image_format(cli, 
             open_image(io.BytesIO(data))
 
 
+def _saved(image, format_name: str) -> bytearray:
+    stream = io.BytesIO()
+    image.save(stream, format_name)
+    return bytearray(stream.getvalue())
+
+
+def test_unrecognised_image_leaves_a_damaged_header_to_the_reading_and_lets_a_bug_out(monkeypatch):
+    """io.unrecognised_image caught every exception as "recognised, cut short or damaged", and so hid a
+    NameError of its own (a renamed helper): a pipe of no image format was copied whole again. It passes over
+    what Pillow's readers raise of a damaged header, and no other error; and refuses what no reader identifies
+    with open_image's wording (io.pillow_refusal)."""
+    import vqcodec.io
+
+    rgb = Image.new("RGB", (13, 17))
+    sgi, ico, dds, tga = _saved(rgb, "SGI"), _saved(rgb, "ICO")[:64], _saved(rgb, "DDS"), _saved(rgb, "TGA")
+    sgi[5], ico[23], dds[80:84], tga[12:16] = 216, 29, bytes(4), b"\xff" * 4
+    for head, raised in ((sgi, ValueError), (ico, OSError), (dds, NotImplementedError),
+                         (tga, Image.DecompressionBombError)):
+        with pytest.raises(raised):
+            Image.open(io.BytesIO(bytes(head)))
+        assert vqcodec.io.unrecognised_image(bytes(head), "x.img") is None
+    assert str(vqcodec.io.unrecognised_image(b"no image at all", "from stdin")) == (
+        "cannot read image from stdin: not an image format Pillow reads")
+    assert str(vqcodec.io.unrecognised_image(b"no image at all", None)) == (
+        "cannot read image from the stream: not an image format Pillow reads")
+
+    def renamed(lines):
+        raise NameError("name '_pillow_log_caught' is not defined")
+
+    monkeypatch.setattr(vqcodec.io, "pillow_log_caught", renamed)
+    with pytest.raises(NameError):
+        vqcodec.io.unrecognised_image(bytes(sgi), "x.img")
+
+
 @pytest.mark.parametrize("name, options", [("cut.jpg", {}), ("progressive.jpg", {"progressive": True}),
                                            ("cut.bmp", {}), ("cut.png", {})])
 def test_an_image_cut_short_says_so_without_pillows_byte_count(codec, tmp_path, name, options):

@@ -425,14 +425,16 @@ def unrecognised_image(head: bytes, where) -> VQCodecError | None:
 
     if is_image_signature(head[:16]):
         return None
+    logged: list[str] = []
     try:
-        with warnings.catch_warnings(), pillow_log_caught([]):
+        with warnings.catch_warnings(), pillow_log_caught(logged):
             warnings.simplefilter("ignore")
             Image.open(BytesIO(head)).close()
-    except UnidentifiedImageError:
-        reason = _refusal_of_its_format(BytesIO(head)) or "not an image format Pillow reads"
-        return VQCodecError(f"cannot read image {where}: {reason}")
-    except Exception:  # recognised, and cut short or damaged: the whole input may not be
+    except UnidentifiedImageError as exc:
+        return unreadable_image(where, pillow_refusal(BytesIO(head), exc, logged))
+    # recognised, and cut short or damaged: the whole input may not be. What Pillow's readers raise of
+    # such a header (a DDS of a pixel format it does not read: NotImplementedError); no other error.
+    except (OSError, EOFError, ValueError, NotImplementedError, Image.DecompressionBombError):
         pass
     return None
 
