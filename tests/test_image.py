@@ -2322,6 +2322,19 @@ def test_an_image_its_formats_reader_refuses_is_not_called_no_image_format(cli, 
             open_image(io.BytesIO(data))
 
 
+def test_an_image_path_that_cannot_be_read_says_why_as_audio_does(codec, tmp_path):
+    """A missing image was 'cannot read image /x.png: [Errno 2] No such file or directory: '/x.png'' (the path
+    twice, the errno shown); audio's says 'cannot read audio /x.wav: No such file or directory'."""
+    from vqcodec.data import image_size
+    from vqcodec.io import read_image_rgb
+
+    for path, reason in ((tmp_path / "missing.png", "No such file or directory"), (tmp_path, "Is a directory")):
+        for call in (lambda: open_image(path), lambda: read_image_rgb(str(path)), lambda: image_size(path),
+                     lambda: codec.encode(path, 2)):
+            with pytest.raises(VQCodecError, match=f"^cannot read image {re.escape(str(path))}: {reason}$"):
+                call()
+
+
 def _saved(image, format_name: str) -> bytearray:
     stream = io.BytesIO()
     image.save(stream, format_name)

@@ -23,7 +23,7 @@ import soxr
 
 from .errors import AudioReadWarning, ImageReadWarning, VQCodecError, caller_stacklevel
 from .format import MAX_IMAGE_SIDE
-from .wording import plural, setting, shown
+from .wording import plural, reason_of, setting, shown
 
 # Suffixes that name one of soundfile's formats (which it knows by name: WAV, AIFF, ...) otherwise
 AUDIO_SUFFIX_FORMATS = {".wave": "WAV", ".aif": "AIFF", ".aifc": "AIFF", ".snd": "AU", ".sph": "NIST", ".oga": "OGG"}
@@ -657,7 +657,7 @@ def _unopenable_audio(source, exc: Exception) -> VQCodecError:
         try:
             open(source, "rb").close()
         except (OSError, ValueError) as error:
-            return VQCodecError(f"cannot read audio {source}: {getattr(error, 'strerror', None) or error}")
+            return VQCodecError(f"cannot read audio {source}: {reason_of(error)}")
     return unreadable_audio(input_name(source), exc)
 
 
@@ -1009,8 +1009,9 @@ TRUNCATED = re.compile(r"^image file is truncated \(\d+ bytes not processed\)$")
 
 
 def pillow_reason(exc: Exception) -> str:
-    """What Pillow's error `exc` on reading an image means to its reader (PILLOW_REASONS), or its own words."""
-    return PILLOW_REASONS.get(TRUNCATED.sub("image file is truncated", str(exc)), str(exc))
+    """What Pillow's error `exc` on reading an image means to its reader (PILLOW_REASONS), or its own words
+    (wording.reason_of: a missing file's, "No such file or directory")."""
+    return PILLOW_REASONS.get(TRUNCATED.sub("image file is truncated", str(exc)), reason_of(exc))
 
 
 def pillow_refusal(source, exc: Exception, logged: list[str]) -> str:

@@ -35,6 +35,13 @@ def shown(value) -> str:
     return repr(value)
 
 
+def reason_of(exc: Exception) -> str:
+    """Why `exc` was raised, for a message that names the file itself: an OSError of the system's, its strerror
+    ("No such file or directory"; its str, "[Errno 2] No such file or directory: '/x.png'", names the file
+    again), another error its own words."""
+    return getattr(exc, "strerror", None) or str(exc)
+
+
 def skipping(path, reason: str) -> str:
     """A folder command's line for a file it leaves out: its path once, whether or not `reason` names it."""
     return f"skipping {reason}" if str(path) in reason else f"skipping {path}: {reason}"
