@@ -1049,6 +1049,9 @@ def test_the_shipped_configs_are_within_the_parameter_bound(name):
     (["--lr", "-1"], "--lr must be a positive number"),
     (["--lr", "1e308"], "--lr must be at most 1, not 1e+308"),  # a traceback: it overflowed float32 in the step
     (["--batch-size", "0"], "'--batch-size': 0 is not in the range"),
+    # a list of that many crop plans was drawn before the first step: an OverflowError traceback, or a hang
+    (["--batch-size", "99999999999999999999999"], "--batch-size must be at least 1 and at most 65536, not 9999"),
+    (["--batch-size", str(2 ** 64)], "--batch-size must be at least 1 and at most 65536, not 18446744073709551616"),
     (["--crop", "0"], "'--crop': 0 is not in the range"),
     (["--threads", "-1"], "'--threads': -1 is not in the range"),
     (["--codebook-size", "0"], "'--codebook-size': 0 is not in the range"),
@@ -1227,7 +1230,8 @@ def test_the_python_api_checks_the_options_as_the_command_does(trained, data_dir
             (dict(lr=-1.0), "lr must be a positive number, not -1.0"),
             (dict(lr=2.0), "lr must be at most 1, not 2"),
             (dict(eval_every=0), "eval_every must be at least 1, not 0"),
-            (dict(batch_size=0), "batch_size must be at least 1, not 0"),
+            (dict(batch_size=0), "batch_size must be at least 1 and at most 65536, not 0"),
+            (dict(batch_size=10 ** 9), "batch_size must be at least 1 and at most 65536, not 1000000000"),
             (dict(crop=-5), "crop must be at least 1, not -5"),
             (dict(max_steps=-1), "max_steps must be at least 0, not -1"),
             (dict(threads=0), "threads must be at least 1 and at most 256, not 0"),

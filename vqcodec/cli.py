@@ -1798,7 +1798,7 @@ def _why_missing(path, missing: str) -> str | None:
               help="Training step budget (0 with --init: write the starting model, grown by --config, untrained).")
 @click.option("--batch-size", type=click.IntRange(1), default=None,
               help="Examples per step, over all processes under torchrun (default 16 audio, 12 images on the CPU; "
-                   "64 and 32 on a GPU; times the number of processes).")
+                   "64 and 32 on a GPU; times the number of processes; at most 65536).")
 @click.option("--crop", type=click.IntRange(1), default=None,
               help="Crop length in samples (audio, default 8000) or side in pixels (images, 128; 256 on a GPU).")
 @click.option("--lr", type=float, default=1e-3, show_default=True,

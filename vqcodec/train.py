@@ -81,6 +81,7 @@ FEATURE_MATCHING_WEIGHT = 0.2
 VALIDATION_CROPS = 64  # crops of the held-out files each evaluation measures (at least one batch)
 WARMUP_STEPS = 200  # linear learning-rate warm-up at the start of every run, resumed or not
 MAX_LR = 1.0        # AdamW's steps are about lr in size: above this every weight is thrown far off at once
+MAX_BATCH_SIZE = 1 << 16  # crops a step over all processes, each planned before it (the shipped models' runs: 128)
 CHECKPOINT_NAME = "checkpoint"  # checkpoint.safetensors + checkpoint.json in the output folder
 LOG_NAME = "train_log.jsonl"
 
@@ -182,8 +183,8 @@ def check_options(options: TrainOptions) -> None:
             raise VQCodecError(f"{_option(field)} must be a positive number, not {value}")
     if options.lr is not None and options.lr > MAX_LR:  # 1e308 overflowed float32 in the optimiser's step, a traceback
         raise VQCodecError(f"{_option('lr')} must be at most {MAX_LR:g}, not {options.lr:g}")
-    for field, low, high in (("max_steps", 0, None), ("batch_size", 1, None), ("crop", 1, None), ("eval_every", 1, None),
-                             ("threads", 1, 256), ("data_workers", 1, 256)):
+    for field, low, high in (("max_steps", 0, None), ("batch_size", 1, MAX_BATCH_SIZE), ("crop", 1, None),
+                             ("eval_every", 1, None), ("threads", 1, 256), ("data_workers", 1, 256)):
         value = getattr(options, field)
         if value is not None and not low <= value <= (high or value):
             raise VQCodecError(f"{_option(field)} must be at least {low}{f' and at most {high}' if high else ''}, not {value}")
