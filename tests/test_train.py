@@ -1079,6 +1079,11 @@ def test_the_shipped_configs_are_within_the_parameter_bound(name):
     (["--config", "CONFIG:{\"kind\": \"audio\", \"base_channels\": 1}"], "base_channels must be a whole number from 2"),
     (["--config", "CONFIG:{\"kind\": \"audio\", \"decoder_channels\": 1}"], "decoder_channels must be 0 (base_"),
     (["--config", "CONFIG:{\"kind\": \"image\", \"channels\": [8, 1]}"], "each of channels must be a whole number from 2"),
+    # an empty list, which the message showed as the tuple it is read into: 'a list of whole numbers, not ()'
+    (["--config", "CONFIG:{\"kind\": \"image\", \"channels\": []}"], "bad config (channels must be a list of at least one "
+     "whole number, not an empty one)"),
+    (["--config", "CONFIG:{\"kind\": \"audio\", \"strides\": []}"], "bad config (strides must be a list of at least one "
+     "whole number, not an empty one)"),
     (["--config", "CONFIG:{\"kind\": \"image\", \"decoder_channels\": [8, 8, 1]}"], "each of decoder_channels must"),
     # the encoder's frames outnumbered the decoder's input by one: a RuntimeError traceback at the first step
     (["--config", "CONFIG:{\"kind\": \"audio\", \"strides\": [4, 1]}"], "each of strides must be a whole number from 2"),

@@ -154,9 +154,14 @@ def check_config(config: ModelConfig) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ValueError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
 
-    def widths(name: str, value, allow_empty: bool) -> None:
-        if not isinstance(value, tuple) or (not value and not allow_empty):
+    def listed(name: str, value, allow_empty: bool = False) -> None:
+        if isinstance(value, tuple) and not value and not allow_empty:
+            raise ValueError(f"{name} must be a list of at least one whole number, not an empty one")
+        if not isinstance(value, tuple):
             raise ValueError(f"{name} must be a list of whole numbers, not {value!r}")
+
+    def widths(name: str, value, allow_empty: bool) -> None:
+        listed(name, value, allow_empty)
         for item in value:
             whole(f"each of {name}", item, 2, MAX_WIDTH)  # a residual block halves its width
 
@@ -174,8 +179,7 @@ def check_config(config: ModelConfig) -> None:
         whole("decoder_channels", config.decoder_channels, 0, MAX_WIDTH)
         if config.decoder_channels == 1:
             raise ValueError("decoder_channels must be 0 (base_channels) or at least 2, not 1")
-        if not isinstance(config.strides, tuple) or not config.strides:
-            raise ValueError(f"strides must be a list of whole numbers, not {config.strides!r}")
+        listed("strides", config.strides)
         for stride in config.strides:
             whole("each of strides", stride, 2, 64)  # a stride of 1 makes one latent frame more than samples
         for name, base in (("base_channels", config.base_channels), ("decoder_channels", config.decoder_channels)):
