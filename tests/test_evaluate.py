@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -390,3 +391,25 @@ def test_a_warning_naming_a_file_with_a_line_break_is_one_line(cli, tiny_model_p
     assert result.returncode == 0, result.stderr.decode()
     lines = result.stderr.decode().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"vqcodec: warning: {folder}/da\\nmaged.mp3: the MP3 decoder says: ")
+
+
+def test_eval_refuses_an_image_whose_encoding_would_not_fit_in_memory_from_its_header(tmp_path, monkeypatch):
+    """eval opened images without encoding's memory check: a header declaring a large image had its pixels read
+    before encode_image refused it. It is skipped from its header, as encode refuses it; what fits is measured."""
+    from test_image import png_claiming
+    from vqcodec import codec as codec_module
+    from vqcodec import io as io_module
+    from vqcodec.evaluate import evaluate
+
+    (tmp_path / "large.png").write_bytes(png_claiming(3000, 3000))
+    Image.new("RGB", (48, 40), "olive").save(tmp_path / "small.png")
+    codec = Codec.load(str(GOLDEN_IMAGE))
+    monkeypatch.setattr(codec_module, "memory_bound", lambda: 100_000_000)  # the large one takes 0.2 GB
+    read = io_module.load_pixels
+    read_sizes = []
+    monkeypatch.setattr(io_module, "load_pixels", lambda image, *rest: read_sizes.append(image.size) or read(image, *rest))
+    report = evaluate(codec, [tmp_path / "large.png", tmp_path / "small.png"], [2])
+    assert report["files"] == [str(tmp_path / "small.png")] and read_sizes == [(48, 40)]
+    reason, = [entry["reason"] for entry in report["skipped"]]
+    assert re.fullmatch(r"encoding the 3000x3000 1-bit image takes 0\.\d GB, more than the memory this process may use "
+                        r"\(0\.1 GB\); crop or scale it to fewer pixels", reason), reason

@@ -61,7 +61,8 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
     used, skipped = [], []
     for number, path in enumerate(files, 1):
         try:
-            media = read_audio(path, codec.sample_rate)[0] if codec.kind == "audio" else open_image(path)
+            media = (read_audio(path, codec.sample_rate)[0] if codec.kind == "audio"
+                     else open_image(path, fits=codec.check_image_encode_fits))
             per_setting = {}
             for setting in settings:
                 try:
