@@ -2050,6 +2050,18 @@ def test_an_image_whose_decoding_would_not_fit_in_memory_is_refused_in_one_line(
     assert codec.decode_image(header.pack(), salvage=True).size == (side, side)
 
 
+def test_a_1_bit_image_too_large_to_decode_or_encode_is_named_1_bit_both_ways(codec, monkeypatch):
+    """Decoding's refusal named Pillow's mode as it is, 'the 3000x3000 1 image', where encoding's said 1-bit."""
+    header = vqformat.Header(kind=vqformat.KIND_IMAGE, coding=vqformat.CODING_FIXED, quality=1, model_id=codec.model_id,
+                             width=3000, height=3000, channels=3, mode=IMAGE_MODES["1"], chunk_frames=16)
+    header.chunk_count = math.ceil(math.ceil(3000 / codec.hop) / 16)
+    monkeypatch.setattr(codec_module, "memory_bound", lambda: 10_000_000)
+    with pytest.raises(VQCodecError, match=r"^decoding the 3000x3000 1-bit image takes "):
+        codec.decode_image(header.pack(), salvage=True)
+    with pytest.raises(VQCodecError, match=r"^encoding the 3000x3000 1-bit image takes "):
+        codec.check_image_encode_fits(3000, 3000, "1")
+
+
 def test_an_image_whose_encoding_would_not_fit_in_memory_is_refused_from_its_header(codec, monkeypatch, tmp_path):
     """Encoding had no memory check: a header declaring a large image (this one's data is cut short after 8 rows)
     had its pixels, planes and the encoder's work allocated whatever the memory. It is refused from the header,

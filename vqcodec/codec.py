@@ -32,9 +32,9 @@ from .errors import ClippingWarning, VQCodecError, caller_stacklevel
 from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
                  check_audio_output, checked_flag, copy_whole, image_to_planes, in_srgb, input_name, is_seekable,
-                 is_whole, load_pixels, open_image, open_sound, pillow_reason, planes_to_image, rebuilt_image_bytes,
-                 SoundSink, sound_blocks, soundfile_format, spooled_stream, stops_held, unwritable_audio,
-                 warn_of_alpha_not_in_codes, write_file)
+                 is_whole, load_pixels, mode_shown, open_image, open_sound, pillow_reason, planes_to_image,
+                 rebuilt_image_bytes, SoundSink, sound_blocks, soundfile_format, spooled_stream, stops_held,
+                 unwritable_audio, warn_of_alpha_not_in_codes, write_file)
 from .memory import memory_bound, refuse_beyond
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
@@ -2150,7 +2150,7 @@ class Codec:
             size += math.ceil(self._window_pixels(rows, cols) * self._decoder_pixel_bytes())
         if mode_code is not None:
             size += rebuilt_image_bytes(mode_code, width, height)
-        mode = "" if mode_code is None else f" {IMAGE_MODE_NAMES[mode_code]}"
+        mode = "" if mode_code is None else f" {mode_shown(IMAGE_MODE_NAMES[mode_code])}"
         _check_fits_memory(size, f"decoding the {width}x{height}{mode} image takes", advice)
 
     def _window_pixels(self, rows: int, cols: int) -> int:
@@ -2173,7 +2173,7 @@ class Codec:
             finest = self.cfg.channels[0] * 4 / self.cfg.patch ** 2
             work = ENCODER_ACTIVATIONS * finest + (self._decoder_pixel_bytes() if self.refine else 0)
             size += math.ceil(window * work) + pixels * ENCODER_PIXEL_BYTES
-        _check_fits_memory(size, f"encoding the {width}x{height} {'1-bit' if mode == '1' else mode} image takes",
+        _check_fits_memory(size, f"encoding the {width}x{height} {mode_shown(mode)} image takes",
                            "crop or scale it to fewer pixels")
 
     def _pixels_of_codes(self, codes: np.ndarray, height: int, width: int,

@@ -1703,6 +1703,11 @@ REBUILT_PIXEL_BYTES = {"RGB": 5, "L": 6, "1": 7, "RGBA": 9, "LA": 10, "CMYK": 9,
 ALPHA_PIXEL_BYTES = 2  # an alpha plane, as inflated and as a Pillow band
 
 
+def mode_shown(mode: str) -> str:
+    """A Pillow mode as messages name it: '1' is '1-bit' ('the 9x9 1 image' reads as a count)."""
+    return "1-bit" if mode == "1" else mode
+
+
 def rebuilt_image_bytes(mode_code: int, width: int, height: int) -> int:
     """The memory planes_to_image takes for a `width` x `height` image of mode `mode_code` beside its decoded
     RGB, its alpha plane included."""
