@@ -22,7 +22,7 @@ from . import __version__, progressline
 from . import format as vqformat
 from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
 from .errors import Terminated, VQCodecError, is_out_of_memory
-from .wording import command_line_wording, one_line, plural, skipping
+from .wording import command_line_wording, one_line, plural, reason_of, skipping
 
 DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
 
@@ -102,7 +102,7 @@ def _writing_stdout():
     except BrokenPipeError:
         raise
     except OSError as exc:
-        raise VQCodecError(f"cannot write stdout: {exc.strerror or exc}") from None
+        raise VQCodecError(f"cannot write stdout: {reason_of(exc)}") from None
 
 
 def _media_source(path: str, forced: str | None = None):
@@ -2178,7 +2178,7 @@ def _run(args: list[str] | None) -> int:
         error("vqcodec: error: out of memory")
         return 1
     except OSError as exc:
-        error(f"vqcodec: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+        error(f"vqcodec: error: {reason_of(exc)}" + (f": {exc.filename}" if exc.filename else ""))
         return 1
     finally:
         warnings.showwarning = show
@@ -2211,7 +2211,7 @@ def _drop_unwritten_stdout(code: int) -> int:
         os.dup2(null, 1)
         os.close(null)
         if code == 0 and not isinstance(exc, BrokenPipeError):
-            click.echo(f"vqcodec: error: cannot write stdout: {exc.strerror or exc}", err=True)
+            click.echo(f"vqcodec: error: cannot write stdout: {reason_of(exc)}", err=True)
         return code or 1
 
 

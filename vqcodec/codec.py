@@ -41,7 +41,7 @@ from .prior import ABSENT, CodePrior, RateCosts, plane_depths
 from .recode import FileCuts
 from .refine import LEARNING_RATE as REFINE_LEARNING_RATE, refine_codes
 from .registry import find_model, retired_model_hint
-from .wording import plural, setting, shown
+from .wording import plural, reason_of, setting, shown
 
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
 IMAGE_CHUNK_ROWS = 16           # latent rows per container chunk
@@ -320,7 +320,7 @@ def _through_spool(stream, write: Callable) -> None:
         try:
             copy_whole(spool, stream)
         except (OSError, ValueError) as exc:
-            raise VQCodecError(f"cannot write the stream: {getattr(exc, 'strerror', None) or exc}") from None
+            raise VQCodecError(f"cannot write the stream: {reason_of(exc)}") from None
 
 
 def _blocks(total: int, block: int) -> Iterator[tuple[int, int]]:
@@ -1991,7 +1991,7 @@ class Codec:
             except OSError as exc:  # named where the stream has a name (a file's); a spool's is left to its owner
                 if where is None:
                     raise
-                raise VQCodecError(f"cannot write {where}: {exc.strerror or exc}") from None
+                raise VQCodecError(f"cannot write {where}: {reason_of(exc)}") from None
 
     def _decode_audio_into(self, data: bytes, destination, where: str | None, format_hint: str, subtype: str | None,
                            start: float, duration: float | None, salvage: bool, rate: int | None) -> None:

@@ -224,7 +224,7 @@ def write_file(path, write, replace: bool = True) -> None:
                     with open(descriptor, "wb", closefd=False) as stream:
                         shutil.copyfileobj(spool, stream)
         except OSError as exc:
-            raise VQCodecError(f"cannot write {target}: {exc.strerror or exc}") from None
+            raise VQCodecError(f"cannot write {target}: {reason_of(exc)}") from None
         return
     target = _written_target(path)
     temporary = _write_temporary(target, write)
@@ -232,7 +232,7 @@ def write_file(path, write, replace: bool = True) -> None:
         move_into_place(temporary, target, replace)
     except OSError as exc:  # named by the output, not the temporary file
         Path(temporary).unlink(missing_ok=True)
-        raise VQCodecError(f"cannot write {target}: {exc.strerror or exc}") from None
+        raise VQCodecError(f"cannot write {target}: {reason_of(exc)}") from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
@@ -266,7 +266,7 @@ def write_files(writes: list) -> None:
                 try:
                     move_into_place(temporary, target)
                 except OSError as exc:
-                    raise VQCodecError(f"cannot write {target}: {exc.strerror or exc}") from None
+                    raise VQCodecError(f"cannot write {target}: {reason_of(exc)}") from None
     finally:
         for temporary, _ in finished:
             Path(temporary).unlink(missing_ok=True)
@@ -286,13 +286,13 @@ def _write_temporary(target: Path, write) -> str:
     try:
         fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=_temporary_prefix(target), suffix=".part")
     except OSError as exc:
-        raise VQCodecError(f"cannot write {target}: {exc.strerror or exc}") from None
+        raise VQCodecError(f"cannot write {target}: {reason_of(exc)}") from None
     try:
         with os.fdopen(fd, "wb") as stream:
             write(stream)
     except OSError as exc:
         Path(temporary).unlink(missing_ok=True)
-        raise VQCodecError(f"cannot write {target}: {exc.strerror or exc}") from None
+        raise VQCodecError(f"cannot write {target}: {reason_of(exc)}") from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

@@ -10,7 +10,7 @@ from pathlib import Path
 from . import format as vqformat
 from .config import FORMAT_VERSION, config_from_dict
 from .errors import VQCodecError
-from .wording import setting, shown
+from .wording import reason_of, setting, shown
 
 RETIRED_MODELS = "retired.json"  # in the shipped models' folder: earlier releases' models and where they are
 
@@ -75,7 +75,7 @@ def find_model(name: str, wrote: bytes | None = None) -> Path:
         return _find_model(name, wrote)
     except OSError as exc:  # Path.exists and is_dir pass over a missing file, not ENAMETOOLONG
         raise VQCodecError(f"cannot look for the model {str(name)[:60]!r}{'...' if len(str(name)) > 60 else ''}: "
-                           f"{exc.strerror or exc}") from None
+                           f"{reason_of(exc)}") from None
 
 
 def _find_model(name: str, wrote: bytes | None) -> Path:

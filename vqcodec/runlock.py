@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from .errors import VQCodecError
+from .wording import reason_of
 
 try:
     import fcntl
@@ -35,7 +36,7 @@ def lock_out(out: Path) -> None:
         try:
             descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as exc:
-            raise VQCodecError(f"cannot write {Path(out) / LOCK_NAME}: {exc.strerror or exc}") from None
+            raise VQCodecError(f"cannot write {Path(out) / LOCK_NAME}: {reason_of(exc)}") from None
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -45,7 +46,7 @@ def lock_out(out: Path) -> None:
             os.close(descriptor)
             if exc.errno in _UNSUPPORTED:
                 return
-            raise VQCodecError(f"cannot lock {Path(out) / LOCK_NAME}: {exc.strerror or exc}") from None
+            raise VQCodecError(f"cannot lock {Path(out) / LOCK_NAME}: {reason_of(exc)}") from None
         if _names(path, descriptor):
             _held[key] = descriptor
             return

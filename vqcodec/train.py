@@ -36,7 +36,7 @@ from .modelfile import (CODE_TENSORS, attach_prior, build_model, compute_codes_i
 from .prior import MAX_CODEBOOK
 from .registry import find_model
 from .runlock import lock_out, release_out
-from .wording import one_line, plural, setting, shown
+from .wording import one_line, plural, reason_of, setting, shown
 
 
 @dataclass
@@ -1056,7 +1056,7 @@ def _repair_log(path: Path) -> None:
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise VQCodecError(f"cannot repair {path}: {exc.strerror or exc}") from None
+        raise VQCodecError(f"cannot repair {path}: {reason_of(exc)}") from None
     whole = kept = text.rfind(b"\n") + 1
     lines = 0
     while kept:  # back over the whole lines at the end that are not records
@@ -1069,7 +1069,7 @@ def _repair_log(path: Path) -> None:
     try:
         os.truncate(path, kept)
     except OSError as exc:
-        raise VQCodecError(f"cannot repair {path}: {exc.strerror or exc}") from None
+        raise VQCodecError(f"cannot repair {path}: {reason_of(exc)}") from None
     partial = plural(len(text) - whole, "byte")
     if not lines:
         _progress(f"warning: {path} ended in a partial record ({partial}, written as a run stopped): removed")
@@ -1238,7 +1238,7 @@ def _append_log(path: Path, record: dict) -> None:
         finally:
             os.close(descriptor)
     except OSError as exc:
-        raise VQCodecError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise VQCodecError(f"cannot write {path}: {reason_of(exc)}") from None
 
 
 def _or_warn(save, step: int) -> None:
