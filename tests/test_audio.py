@@ -3,6 +3,7 @@ and a quality floor for the shipped speech model."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import math
 import re
@@ -1534,6 +1535,17 @@ def test_a_stream_that_cannot_seek_is_copied_up_to_a_bound_and_not_cut_where_it_
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_a_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec):
+    """A read error of a stream that cannot seek, as it was copied, showed Python's form of it, 'cannot read the
+    stream: [Errno 5] Input/output error'."""
+    class Failing(_Pipe):
+        def readinto(self, buffer):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    with pytest.raises(VQCodecError, match=r"^cannot read the stream: Input/output error$"):
+        codec.encode_audio_file(Failing(b""), 2)
 
 
 def test_a_part_of_an_image_file_asked_for_as_audio_is_refused_in_one_line(codec):

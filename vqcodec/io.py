@@ -151,7 +151,7 @@ def spooled_stream(stream):
     try:
         spool = spooled(stream)
     except (OSError, ValueError, TypeError) as exc:
-        raise VQCodecError(f"cannot read the stream: {exc}") from None
+        raise VQCodecError(f"cannot read the stream: {reason_of(exc)}") from None
     spool.raw.name = None
     return spool
 
