@@ -693,6 +693,22 @@ def test_a_file_whose_model_is_not_found_names_a_model_path_entry_that_is_no_fol
     assert lines[0].endswith(f"; VQCODEC_MODEL_PATH names {missing}: no such folder")
 
 
+def test_a_model_file_that_cannot_be_read_is_named_once_in_the_systems_words(tiny_model_path, tmp_path, monkeypatch):
+    """A NAME.json or NAME.safetensors that the system would not read gave Python's form of the error, the file
+    named again: 'an unreadable m.json ([Errno 21] Is a directory: '/models/m.json')'."""
+    import shutil
+
+    from vqcodec.registry import _weights_problem, list_models
+
+    shutil.copy(tiny_model_path, tmp_path / "m.safetensors")
+    (tmp_path / "m.json").mkdir()
+    monkeypatch.setenv("VQCODEC_MODEL_PATH", str(tmp_path))
+    problems = []
+    list_models(problems=problems)
+    assert f"model {tmp_path / 'm.safetensors'} has an unreadable m.json (Is a directory)" in problems, problems
+    assert _weights_problem(tmp_path / "m.json") == "unreadable weights (Is a directory)"
+
+
 def test_models_warns_of_a_broken_model_and_lists_the_others(cli, tiny_model_path, encoded, tmp_path, monkeypatch):
     """A model JSON that cannot be used (not JSON, a bad config, "decodes" or "training") is one warning line for
     `models` and one error line when loaded, never a traceback; the good models are still found."""

@@ -213,7 +213,7 @@ def list_models(shadowed: bool = False, problems: list[str] | None = None) -> li
             except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
                 if not weights:
                     continue  # not a model's
-                meta, problem = None, f"an unreadable {meta_path.name} ({exc})"
+                meta, problem = None, f"an unreadable {meta_path.name} ({reason_of(exc)})"
             else:
                 if not isinstance(meta, dict) or "model_id" not in meta or "config" not in meta:
                     continue  # another JSON file beside weights: a training checkpoint's
@@ -249,7 +249,7 @@ def _weights_problem(path: Path) -> str | None:
             header = json.loads(stream.read(header_size))
         end = max((entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"), default=0)
     except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:
-        return f"unreadable weights ({exc})"
+        return f"unreadable weights ({reason_of(exc)})"
     if not isinstance(end, int) or 8 + header_size + end > size:
         return f"weights cut short ({size} bytes of {8 + header_size + end})"
     return None
