@@ -1994,7 +1994,7 @@ def _with_alpha_flipped(data: bytes) -> bytes:
     return vqformat.build_file(header, chunks, None if alpha is not None else opaque)
 
 
-@pytest.mark.parametrize("mode", ["RGBA", "RGB"])
+@pytest.mark.parametrize("mode", ["RGBA", "RGB", "1"])  # 1: the salvage warning said 'ignored: 1 has no alpha'
 def test_info_refuses_an_alpha_plane_missing_or_present_against_the_mode_as_decode_does(
         cli, codec, tiny_model_path, tmp_path, mode):
     """info said OK (exit 0, the --json record and no error) on an RGBA file without its alpha chunk,
@@ -2014,7 +2014,7 @@ def test_info_refuses_an_alpha_plane_missing_or_present_against_the_mode_as_deco
     salvaged = tmp_path / "salvaged.png"
     result = cli("decode", damaged, salvaged, "--salvage", "--model", str(tiny_model_path), text=True)
     assert result.returncode == 0
-    fate = "made opaque" if mode == "RGBA" else "ignored: RGB has no alpha"
+    fate = {"RGBA": "made opaque", "RGB": "ignored: RGB has no alpha", "1": "ignored: 1-bit has no alpha"}[mode]
     assert result.stderr.endswith(f"1 of 2 chunks is damaged or missing, decoded as grey: the alpha plane ({fate})\n")
     with Image.open(salvaged) as image:
         assert image.mode == mode

@@ -1131,7 +1131,7 @@ def _damage_met(damaged: list[dict], start: float | None, duration: float | None
 
 def _warn_damage(damaged: list[dict], header, path=None) -> None:
     """One warning line for what a salvaged decoding lost (naming its file, in a folder)."""
-    from .io import ALPHA_MODES, IMAGE_MODE_NAMES
+    from .io import ALPHA_MODES, IMAGE_MODE_NAMES, mode_shown
 
     if not damaged:
         return
@@ -1139,8 +1139,9 @@ def _warn_damage(damaged: list[dict], header, path=None) -> None:
     runs = [d for d in damaged if "from" in d]
     spans = [f"{d['from']:.3f}-{d['to']:.3f} s" if audio else f"{int(d['from'])}-{int(d['to'])} px rows"
              for d in runs]  # to the millisecond (as damaged_parts gives them), whole rows
-    has_alpha_mode = not audio and IMAGE_MODE_NAMES.get(header.mode) in ALPHA_MODES
-    alpha_fate = "made opaque" if has_alpha_mode else f"ignored: {IMAGE_MODE_NAMES.get(header.mode)} has no alpha"
+    mode = IMAGE_MODE_NAMES.get(header.mode)
+    has_alpha_mode = not audio and mode in ALPHA_MODES
+    alpha_fate = "made opaque" if has_alpha_mode else f"ignored: {mode_shown(mode)} has no alpha"
     alpha = [f"the alpha plane ({alpha_fate})" for d in damaged if d.get("alpha")]
     count = sum(d["count"] for d in runs) + len(alpha)
     fill = "silence" if audio else "grey"
