@@ -790,3 +790,25 @@ def test_the_folder_note_of_changed_codings_counts_each_change_and_only_the_file
         "(250 -> 60 bytes); -q, --bitrate or --bpp make smaller files\n")
     _say_folder_codes_kept(changes, [(Path(name), "") for name in ("a.vq", "b.vq", "c.vq", "d.vq")])
     assert capsys.readouterr().err == ""
+
+
+def test_a_system_error_without_an_errno_is_named_by_its_words_not_none(tmp_path, capsys, monkeypatch):
+    """An OSError raised without an errno (OSError("custom"), as a file system library or a wrapper may raise one)
+    has no strerror: the messages that gave only its strerror said '(None)'."""
+    from vqcodec import cli as cli_module
+    from vqcodec import fileinfo, folders
+    from vqcodec.fileinfo import read_info
+
+    def refuse(*args, **kwargs):
+        raise OSError("custom")
+
+    source = tmp_path / "a.vq"
+    source.write_bytes(b"x")
+    monkeypatch.setattr(cli_module, "_input_stream", refuse)
+    assert _run(["info", source], capsys) == (1, f"vqcodec: error: {source}: cannot read (custom)\n")
+    monkeypatch.setattr(fileinfo, "read_vq_file", refuse)
+    with pytest.raises(VQCodecError) as raised:
+        read_info(source)
+    assert str(raised.value) == f"cannot read {source}: custom"
+    monkeypatch.setattr(folders, "open", refuse, raising=False)
+    assert folders.read_headers([source]) == ({}, [(source, "cannot read (custom)")])

@@ -191,7 +191,7 @@ def _spool_room():
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
-        raise VQCodecError(f"cannot write a temporary file in {tempfile.gettempdir()}: {exc.strerror} (stdin and "
+        raise VQCodecError(f"cannot write a temporary file in {tempfile.gettempdir()}: {reason_of(exc)} (stdin and "
                            "stdout go through one there: set TMPDIR to a folder with room)") from None
 
 
@@ -212,7 +212,7 @@ def _read_vq_input(path: str) -> bytes:
     except IsADirectoryError:
         raise VQCodecError(f"{path}: is a directory") from None
     except OSError as exc:
-        raise VQCodecError(f"{path}: cannot read ({exc.strerror})") from None
+        raise VQCodecError(f"{path}: cannot read ({reason_of(exc)})") from None
 
 
 def _empty_input(path: str) -> VQCodecError:
@@ -1576,7 +1576,7 @@ def _npy_codes(input_path: str, codec):
             return _read_npy(stream, "stdin" if input_path == "-" else input_path, codec.code_dtype,
                              codec.codebook_size)
     except OSError as exc:
-        raise VQCodecError(f"{input_path}: cannot read ({exc.strerror})") from None
+        raise VQCodecError(f"{input_path}: cannot read ({reason_of(exc)})") from None
 
 
 def _read_npy(source, name: str, into, codebook_size: int):

@@ -13,6 +13,7 @@ from . import memory
 from .errors import VQCodecError
 from .io import ALPHA_MODES, IMAGE_MODE_NAMES, checked_flag, is_regular_stream
 from .memory import refuse_beyond
+from .wording import reason_of
 
 TRAILING_STREAM_BYTES = 1 << 20  # read after the last chunk of a .vq stream that is no regular file, at most
 READ_BLOCK = 1 << 20
@@ -80,7 +81,7 @@ def vq_bytes(data) -> bytes:
     except IsADirectoryError:
         raise VQCodecError(f"{data}: is a directory") from None
     except OSError as exc:
-        raise VQCodecError(f"cannot read {data}: {exc.strerror}") from None
+        raise VQCodecError(f"cannot read {data}: {reason_of(exc)}") from None
     except ValueError as exc:  # a path with a NUL byte (the file's contents decoded to str by mistake)
         raise VQCodecError(f"cannot read {data!r:.60}: {exc}") from None
 

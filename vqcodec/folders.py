@@ -12,7 +12,7 @@ from typing import Callable
 
 from . import format as vqformat
 from .errors import VQCodecError
-from .wording import plural, setting, skipping
+from .wording import plural, reason_of, setting, skipping
 
 DEFAULT_EXTENSIONS = {"audio": ".wav", "image": ".png"}
 # where Pillow's first-registered extension is unusual, or (SPIDER) registered only once a file is saved,
@@ -88,7 +88,7 @@ def files_under(folder: Path, leave_out: Path | None = None) -> list[Path]:
     leave them out; `folder` itself may be hidden. A subfolder that cannot be read is an error,
     not a silent gap."""
     def refuse(error: OSError):
-        raise VQCodecError(f"cannot read the folder {error.filename} ({error.strerror})")
+        raise VQCodecError(f"cannot read the folder {error.filename} ({reason_of(error)})")
 
     skipped = Path(leave_out).resolve() if leave_out is not None else None
     found = []
@@ -185,7 +185,7 @@ def _each_file(files: list[Path], outputs: list[Path], make: Callable[[Path, Pat
             continue
         except OSError as exc:
             where = f" {exc.filename}" if exc.filename else ""  # a folder that cannot be made is not the input
-            report.skipped.append((path, f"cannot read or write{where} ({exc.strerror})"))
+            report.skipped.append((path, f"cannot read or write{where} ({reason_of(exc)})"))
             continue
         report.written += 1
         if progress and number % 100 == 0:
@@ -352,7 +352,7 @@ def read_headers(files: list[Path]) -> tuple[dict[Path, vqformat.Header], list[t
         except VQCodecError as exc:
             unreadable.append((path, str(exc)))
         except OSError as exc:
-            unreadable.append((path, f"cannot read ({exc.strerror})"))
+            unreadable.append((path, f"cannot read ({reason_of(exc)})"))
     return headers, unreadable
 
 

@@ -15,6 +15,7 @@ from . import format as vqformat
 from .errors import VQCodecError
 from .folders import folder_of, mirrored_paths
 from .io import checked_flag, write_file
+from .wording import reason_of
 
 MANIFEST = "codes.json"
 CODE_TYPE = np.dtype("<i4")  # what the .npy files hold
@@ -95,7 +96,7 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
                 with folder_of(output):
                     write_file(output, lambda stream: save_codes(stream, codes), replace)
             except (VQCodecError, OSError) as exc:
-                reason = str(exc) if isinstance(exc, VQCodecError) else f"cannot write {output} ({exc.strerror})"
+                reason = str(exc) if isinstance(exc, VQCodecError) else f"cannot write {output} ({reason_of(exc)})"
                 skipped.append({"file": str(Path(path).relative_to(folder)), "reason": reason})
                 continue
             entries.append({"file": str(Path(path).relative_to(folder)), "codes": str(output.relative_to(out)),
