@@ -2010,7 +2010,11 @@ def test_info_refuses_an_alpha_plane_missing_or_present_against_the_mode_as_deco
         result = cli("info", damaged, *options, env={"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)}, text=True)
         assert result.returncode == 1, options
         assert result.stderr == f"vqcodec: error: {message}; `vqcodec decode --salvage` decodes what is intact\n"
-        assert f"12x8 {mode}" in result.stdout or f'"mode": "{mode}"' in result.stdout
+        # --json keeps Pillow's name of the mode; the line names it as messages do, '12x8 1-bit' (it was '12x8 1')
+        shown = {"1": "1-bit"}.get(mode, mode)
+        assert f'"mode": "{mode}"' in result.stdout if "--json" in options else \
+            [line for line in result.stdout.splitlines() if line.startswith("image:")] \
+            == [f"image:     12x8 {shown}" + ("" if mode == "RGBA" else " with alpha")]  # the alpha flipped
     salvaged = tmp_path / "salvaged.png"
     result = cli("decode", damaged, salvaged, "--salvage", "--model", str(tiny_model_path), text=True)
     assert result.returncode == 0

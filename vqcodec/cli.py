@@ -1311,6 +1311,8 @@ def info(input_path, as_json, verbose, model_option):
 
 
 def _print_info(file_info, model: str | None, report: dict | None, other_prior: dict | None = None) -> None:
+    from .io import mode_shown
+
     click.echo(f"kind:      {file_info.kind}")
     click.echo(f"model:     {model or 'not installed'} ({file_info.model_id}"
                + (f"; the installed {other_prior['name']} of that id has another prior than the copy that wrote "
@@ -1326,7 +1328,8 @@ def _print_info(file_info, model: str | None, report: dict | None, other_prior: 
             # 9 digits: enough for `pack --gain` to restore the stored gain (units of 1/65536) exactly
             click.echo(f"level:     coded divided by {file_info.gain:.9g}, decoded multiplied by it")
     else:
-        click.echo(f"image:     {file_info.width}x{file_info.height} {file_info.mode}" + (" with alpha" if file_info.has_alpha else ""))
+        click.echo(f"image:     {file_info.width}x{file_info.height} {mode_shown(file_info.mode)}"
+                   + (" with alpha" if file_info.has_alpha else ""))
         click.echo(f"bitrate:   {file_info.bitrate:#.4g} bpp ({file_info.size_bytes} bytes)")
     click.echo(f"quality:   {plural(file_info.quality, 'codebook')}")
     click.echo(f"coding:    {file_info.coding}" + (f" (prior {report['prior_id']})" if report and report["prior_id"] else ""))
