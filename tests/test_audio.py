@@ -2090,6 +2090,58 @@ def test_threads_sharing_a_codec_do_not_get_each_others_rate_search(tiny_model_p
     assert out["x"] == expected_x and out["y"] == expected_y
 
 
+def _golden_speech(seed: int) -> np.ndarray:
+    """A second of mono speech-like audio for the golden audio model: two of its blocks."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from make_golden import golden_audio
+
+    return golden_audio(seed, seconds=1.0, channels=1)
+
+
+@pytest.mark.parametrize("stage", ["encoding", "searching the rate"])
+def test_an_encoding_from_the_progress_callback_of_a_rate_search_is_its_own(golden_audio_codec, stage):
+    """An encoding run on the codec from its own progress callback, by the thread whose rate search called it
+    (the lock is re-entrant), took that search's latents for those of its input, and left its own for the
+    search's (in the first try, after the search's first block), and coded at the search's trial depth weight
+    (in a later try): wrong codes, silently."""
+    import copy
+
+    codec = copy.deepcopy(golden_audio_codec)  # its own: progress is set on it; a prior, so depth weights
+    x, y = _golden_speech(3), _golden_speech(4) * 0.5
+    expected_x, expected_y = codec.encode_audio(x, 16000, 4, max_kbps=1.5), codec.encode_audio(y, 16000, 4)
+    nested = []
+
+    def during_the_search(stage_now, done, total):
+        if stage_now == stage and not nested:
+            nested.append(None)
+            nested[0] = codec.encode_audio(y, 16000, 4)
+    codec.progress = during_the_search
+    assert codec.encode_audio(x, 16000, 4, max_kbps=1.5) == expected_x
+    assert nested == [expected_y]
+
+
+def test_a_codec_copied_from_the_progress_callback_of_its_rate_search_has_its_own_depth_weight(golden_audio_codec):
+    """copy.deepcopy of a Codec from its own progress callback, during a rate search's tries at other depth
+    weights, copied the try's weight for the codec's: the copy coded at it, silently."""
+    import copy
+
+    codec = copy.deepcopy(golden_audio_codec)  # its own: progress is set on it; a prior, so depth weights
+    y = _golden_speech(4) * 0.5
+    expected_y = codec.encode_audio(y, 16000, 4)
+    copies = []
+
+    def during_the_search(stage, done, total):  # in each of the search's tries
+        copies.append(copy.deepcopy(codec))
+    codec.progress = during_the_search
+    codec.encode_audio(_golden_speech(3), 16000, 4, max_kbps=1.5)
+    assert len(copies) > 10
+    for other in copies[::4]:
+        other.progress = None
+        assert other.depth_weight == codec.depth_weight
+        assert other.encode_audio(y, 16000, 4) == expected_y
+
+
 @pytest.mark.parametrize("value", ["no", 2, None, [1]])
 def test_variable_depth_must_be_true_or_false(codec, signal, value):
     """Any value Python takes as true ("no", 2) gave per-frame depth, and None or [] none."""

@@ -240,7 +240,7 @@ def test_a_rate_search_runs_the_encoder_once_per_block_and_writes_the_same_file(
         assert len(calls) > 2 * blocks  # the search did try several settings
     finally:
         hook.remove()
-    assert codec._latent_memo is None
+    assert codec._rate_search is None
 
 
 # ---------------------------------------------------------------- vqcodec eval --rates

@@ -360,17 +360,23 @@ def test_cli_recode(cli, tmp_path, recordings):
     assert not (tmp_path / "bad.vq").exists()
 
 
-def test_a_recode_waits_for_another_threads_rate_search_on_a_shared_codec(recordings):
+def test_a_recode_waits_for_another_threads_rate_search_on_a_shared_codec(recordings, monkeypatch):
     import threading
+
+    from vqcodec import ratecontrol
 
     codec = Codec.load("speech16k")  # its own: progress is set on it
     audio, rate, data = recordings[0]
     expected = codec.recode(data, quality=4)
     out = {}
     other = threading.Thread(target=lambda: out.setdefault("recoded", codec.recode(data, quality=4)))
+    weights = []  # of the search's tries (its progress callback is shown the codec's own)
+    fit_size = ratecontrol.fit_size
+    monkeypatch.setattr(ratecontrol, "fit_size", lambda encode, *rest: fit_size(
+        lambda quality, weight: weights.append(weight) or encode(quality, weight), *rest))
 
     def during_the_search(stage, done, total):  # the search tries other depth weights on the codec
-        if codec.depth_weight != 2.0 and not other.is_alive() and "recoded" not in out:
+        if weights[-1] != 2.0 and not other.is_alive() and "recoded" not in out:
             other.start()
             other.join(0.5)  # held up by the lock, it recodes at the codec's own weight after the search
     codec.progress = during_the_search

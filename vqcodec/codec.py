@@ -563,14 +563,23 @@ def _array_image(array: np.ndarray):
 
 def _one_at_a_time(method):
     """Run an encoding method, or an encoder setting's setter, under its codec's lock: a rate search keeps
-    the encoder's latents and sets the depth weight on the codec, and an encoding leaves its input's level
+    the encoder's latents and its trial depth weight on the codec, and an encoding leaves its input's level
     there, so two threads encoding with one Codec would get each other's (re-entrant: the methods call each
-    other), and a setting made during another thread's encoding changed it half way, or was undone by it."""
+    other), and a setting made during another thread's encoding changed it half way."""
     @functools.wraps(method)
     def locked(self, *args, **kwargs):
         with self._lock:
             return method(self, *args, **kwargs)
     return locked
+
+
+class _RateSearch:
+    """A rate search under way on a codec: the depth weight of its current try, and the encoder's latents of
+    each block or tile, which every try codes again."""
+
+    def __init__(self, weight: float):
+        self.weight = weight
+        self.latents: dict[tuple, torch.Tensor] = {}
 
 
 def decode(data, device: str = "cpu"):
@@ -624,21 +633,23 @@ class Codec:
         self._depth_weight = DEFAULT_DEPTH_WEIGHT[self.kind]
         self._weights_set: set[str] = set()  # the weights given through their setters ("rate weight", ...)
         self._refine_loss = None
-        self._latent_memo: dict | None = None  # the encoder's latents per block, during a rate search
+        self._rate_search: _RateSearch | None = None  # during a rate search
         self.progress = None
         self.input_peak = 0.0  # the largest absolute sample of the audio last encoded (see level_warning)
         self.input_gain = 1.0  # the level gain it was coded at
 
     def __getstate__(self) -> dict:
         """A copy (pickle, copy.deepcopy: a Codec sent to worker processes) gets a lock of its own. It is taken
-        under the lock, so that another thread's rate search is not copied half way: its trial depth weight,
-        and its latents, which the copy would take for those of every input it encoded (and which a copy made
-        by the searching thread itself, from its progress callback, leaves out)."""
+        under the lock, so that another thread's rate search is not copied half way; a copy made by the
+        searching thread itself, from its progress callback, leaves the search out: its latents, which the
+        copy would take for those of every input it encoded, and its trial depth weight."""
         with self._lock:
-            return {key: value for key, value in self.__dict__.items() if key != "_lock"} | {"_latent_memo": None}
+            return {key: value for key, value in self.__dict__.items() if key != "_lock"} | {"_rate_search": None}
 
     def __setstate__(self, state: dict) -> None:
         state.setdefault("_progress", state.pop("progress", None))  # a Codec pickled before progress checked its value
+        state.pop("_latent_memo", None)  # a Codec pickled before _rate_search held it
+        state.setdefault("_rate_search", None)
         self.__dict__.update(state)
         self._lock = threading.RLock()
 
@@ -801,7 +812,7 @@ class Codec:
         return self._depth_weight
 
     @depth_weight.setter
-    @_one_at_a_time  # between encodings: a rate search, when it ends, restores the weight it started from
+    @_one_at_a_time
     def depth_weight(self, value: float) -> None:
         self._depth_weight = _checked_weight("depth weight", value, MAX_DEPTH_WEIGHT)
         self._weights_set.add("depth weight")
@@ -859,7 +870,11 @@ class Codec:
         return self._depth_active(True)
 
     def _depth_active(self, variable_depth: bool) -> bool:
-        return variable_depth and self.depth_weight > 0 and self._coding_id() == vqformat.CODING_PRIOR
+        return variable_depth and self._depth_weight_now() > 0 and self._coding_id() == vqformat.CODING_PRIOR
+
+    def _depth_weight_now(self) -> float:
+        """The depth weight the encoding under way uses: a rate search's current try's, else depth_weight."""
+        return self._depth_weight if self._rate_search is None else self._rate_search.weight
 
     def _choose_depths(self, latents: torch.Tensor, codes: torch.Tensor, depth_lambda: float | None = None) -> torch.Tensor:
         """Per-cell depth: codes (q, batch, *cells) of latents (batch, D, *cells), with each cell's levels
@@ -895,7 +910,7 @@ class Codec:
             removed, spent = float((errors[ladder - 1] - errors[ladder]).sum()), float(bits[ladder - 1].sum())
             if not (removed > 0 and spent > 0):
                 return flat[:quality].reshape(shape)
-            depth_lambda = self.depth_weight * removed / spent
+            depth_lambda = self._depth_weight_now() * removed / spent
         spent_by_depth = torch.cat([bits.new_zeros((1, bits.shape[1])), bits[:quality].cumsum(0)])
         depth = (errors[:quality + 1] + depth_lambda * spent_by_depth).argmin(0)
         absent = torch.arange(quality, device=flat.device)[:, None] >= depth[None]
@@ -1066,11 +1081,11 @@ class Codec:
     def _encoder_latents(self, x: torch.Tensor, block: tuple) -> torch.Tensor:
         """The encoder's latents of one block or tile. During a rate search every try codes the same
         input, so each block's are computed once and kept (about 50 MB an hour of mono speech)."""
-        if self._latent_memo is None:
+        if self._rate_search is None:
             return self.model.encoder(x)
-        if block not in self._latent_memo:
-            self._latent_memo[block] = self.model.encoder(x)
-        return self._latent_memo[block]
+        if block not in self._rate_search.latents:
+            self._rate_search.latents[block] = self.model.encoder(x)
+        return self._rate_search.latents[block]
 
     # ------------------------------------------------------------ audio: codes
 
@@ -1084,7 +1099,8 @@ class Codec:
         # One array for the whole stream, filled block by block: no per-block pieces left between the
         # blocks' large temporaries on the heap, where they would keep it from being reused.
         out = np.empty((samples.buffer.shape[0], quality, total_frames), dtype=self._code_dtype)
-        stage = "searching the rate" if self._latent_memo else "encoding"  # a rate search's later tries
+        searching = self._rate_search is not None and self._rate_search.latents  # a rate search's later tries
+        stage = "searching the rate" if searching else "encoding"
         tolerance = SAME_CHANNEL_TOLERANCE * vqformat.GAIN_ONE / gain if gain else SAME_CHANNEL_TOLERANCE
         for f0, f1 in _blocks(total_frames, self.block_frames):
             a, b = max(0, f0 - ctx), min(total_frames, f1 + ctx)
@@ -1099,9 +1115,19 @@ class Codec:
             else:
                 codes = self._quantize(window, (slice(f0 - a, f1 - a),), quality, variable_depth)
             out[:, :, f0:f1] = codes.transpose(0, 1).cpu().numpy()
-            if self.progress:
-                self.progress(stage, f1, total_frames)
+            self._report_encoding(stage, f1, total_frames)
         return out
+
+    def _report_encoding(self, stage: str, done: int, total: int) -> None:
+        """progress(stage, done, total) of an encoding: one that the callback runs on this codec is one of its
+        own, which gets none of a rate search under way (its latents are another input's, its depth weight a
+        try's). Under the encoding's lock: another thread's decoding calls progress too."""
+        if self.progress:
+            search, self._rate_search = self._rate_search, None
+            try:
+                self.progress(stage, done, total)
+            finally:
+                self._rate_search = search
 
     def _refine_block(self, x, window, inner, previous, quality, variable_depth, length) -> torch.Tensor:
         """Codes (quality, channels, frames) of one block's inner frames by latent refinement
@@ -1375,19 +1401,18 @@ class Codec:
                   describe: Callable[[int], str]) -> bytes:
         """The largest file of at most `limit_bytes` that `encode_at(quality)` makes, over qualities
         up to `max_quality` and, for entropy-coded files, depth weights (vqcodec.ratecontrol).
-        This codec's depth weight is where the search starts, and is restored afterwards."""
-        configured = self._depth_weight
+        This codec's depth weight is where the search starts."""
+        search = _RateSearch(self._depth_weight)
 
         def encode(quality: int, weight: float) -> bytes:
-            self._depth_weight = weight  # a try of the search, not a weight the caller set
+            search.weight = weight
             return encode_at(quality)
-        self._latent_memo = {}
+        outer, self._rate_search = self._rate_search, search
         try:
-            return ratecontrol.fit_size(encode, limit_bytes, self.check_quality(max_quality), configured,
+            return ratecontrol.fit_size(encode, limit_bytes, self.check_quality(max_quality), self._depth_weight,
                                         MAX_DEPTH_WEIGHT, self._coding_id() == vqformat.CODING_PRIOR, target, describe)
         finally:
-            self._depth_weight = configured
-            self._latent_memo = None
+            self._rate_search = outer
 
     @staticmethod
     def _sound_blocks(sound: soundfile.SoundFile, source) -> Iterator[np.ndarray]:
