@@ -2142,6 +2142,27 @@ def test_a_codec_copied_from_the_progress_callback_of_its_rate_search_has_its_ow
         assert other.encode_audio(y, 16000, 4) == expected_y
 
 
+@pytest.mark.parametrize("name, value", [("beam", 2), ("refine", 1), ("rate_weight", 0.5), ("depth_weight", 0.0),
+                                         ("coding", "fixed")])
+def test_a_setting_made_from_the_progress_callback_of_an_encoding_is_refused(tiny_model_path, signal, name, value):
+    """A setting changed from the codec's own progress callback, which runs in the encoding thread (the lock is
+    re-entrant), changed the blocks coded after it (a beam, refine steps, rate weight or coding) or none of
+    the rate search under way (a depth weight): it is refused, and the setting kept."""
+    codec = Codec.load(str(tiny_model_path))  # its own: progress is set on it
+    before = getattr(codec, name)
+
+    def during_the_encoding(stage, done, total):
+        setattr(codec, name, value)
+    codec.progress = during_the_encoding
+    with pytest.raises(VQCodecError, match=f"^this codec is in the middle of an encoding; set its "
+                                           f"{name.replace('_', ' ')} before or after it"):
+        codec.encode_audio(signal(1, 8000, 16000, seed=1), 16000, 4, max_kbps=20.0)
+    assert getattr(codec, name) == before
+    codec.progress = None
+    setattr(codec, name, value)  # between encodings
+    assert getattr(codec, name) == value
+
+
 @pytest.mark.parametrize("value", ["no", 2, None, [1]])
 def test_variable_depth_must_be_true_or_false(codec, signal, value):
     """Any value Python takes as true ("no", 2) gave per-frame depth, and None or [] none."""

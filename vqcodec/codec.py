@@ -562,14 +562,33 @@ def _array_image(array: np.ndarray):
 
 
 def _one_at_a_time(method):
-    """Run an encoding method, or an encoder setting's setter, under its codec's lock: a rate search keeps
+    """Run an encoding method under its codec's lock, counted as an encoding under way: a rate search keeps
     the encoder's latents and its trial depth weight on the codec, and an encoding leaves its input's level
     there, so two threads encoding with one Codec would get each other's (re-entrant: the methods call each
-    other), and a setting made during another thread's encoding changed it half way."""
+    other)."""
     @functools.wraps(method)
     def locked(self, *args, **kwargs):
         with self._lock:
-            return method(self, *args, **kwargs)
+            self._encodings += 1
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self._encodings -= 1
+    return locked
+
+
+def _between_encodings(setter):
+    """Run an encoder setting's setter under its codec's lock, so that it waits for an encoding another thread
+    runs on the codec; one that this thread runs (its progress callback sets it) refuses it. Either would have
+    changed the encoding half way."""
+    @functools.wraps(setter)
+    def locked(self, value) -> None:
+        with self._lock:
+            if self._encodings:
+                raise VQCodecError(f"this codec is in the middle of an encoding; set its "
+                                   f"{setter.__name__.replace('_', ' ')} before or after it, not from its progress "
+                                   "callback")
+            setter(self, value)
     return locked
 
 
@@ -606,7 +625,9 @@ class Codec:
 
     def __init__(self, model, meta: dict, tensors: dict, device: str = "cpu", coding: str = "auto",
                  beam: int | None = None):
-        self._lock = threading.RLock()  # held by the encoding methods and the settings' setters (_one_at_a_time)
+        # held by the encoding methods and the settings' setters (_one_at_a_time, _between_encodings)
+        self._lock = threading.RLock()
+        self._encodings = 0  # the encoding methods under way, in the thread holding the lock
         self.meta = meta
         self.name = meta.get("name", "model")
         self.device = device
@@ -644,7 +665,8 @@ class Codec:
         searching thread itself, from its progress callback, leaves the search out: its latents, which the
         copy would take for those of every input it encoded, and its trial depth weight."""
         with self._lock:
-            return {key: value for key, value in self.__dict__.items() if key != "_lock"} | {"_rate_search": None}
+            return {key: value for key, value in self.__dict__.items()
+                    if key not in ("_lock", "_encodings")} | {"_rate_search": None}
 
     def __setstate__(self, state: dict) -> None:
         state.setdefault("_progress", state.pop("progress", None))  # a Codec pickled before progress checked its value
@@ -652,6 +674,7 @@ class Codec:
         state.setdefault("_rate_search", None)
         self.__dict__.update(state)
         self._lock = threading.RLock()
+        self._encodings = 0
 
     @classmethod
     def load(cls, name: str, device: str = "cpu", coding: str = "auto", beam: int | None = None) -> "Codec":
@@ -768,7 +791,7 @@ class Codec:
         return self._beam
 
     @beam.setter
-    @_one_at_a_time
+    @_between_encodings
     def beam(self, value: int) -> None:
         self._beam = _checked_setting("beam", value, 1, MAX_BEAM)
 
@@ -779,7 +802,7 @@ class Codec:
         return self._refine
 
     @refine.setter
-    @_one_at_a_time
+    @_between_encodings
     def refine(self, value: int) -> None:
         self._refine = _checked_setting("refine", value, 0, MAX_REFINE)
 
@@ -795,7 +818,7 @@ class Codec:
         return self._rate_weight
 
     @rate_weight.setter
-    @_one_at_a_time
+    @_between_encodings
     def rate_weight(self, value: float) -> None:
         self._rate_weight = _checked_weight("rate weight", value, MAX_RATE_WEIGHT)
         self._weights_set.add("rate weight")
@@ -812,7 +835,7 @@ class Codec:
         return self._depth_weight
 
     @depth_weight.setter
-    @_one_at_a_time
+    @_between_encodings
     def depth_weight(self, value: float) -> None:
         self._depth_weight = _checked_weight("depth weight", value, MAX_DEPTH_WEIGHT)
         self._weights_set.add("depth weight")
@@ -942,7 +965,7 @@ class Codec:
         return self._coding
 
     @coding.setter
-    @_one_at_a_time
+    @_between_encodings
     def coding(self, value: str) -> None:
         if value not in CODINGS:
             raise VQCodecError(f"unknown coding {shown(value)} (use {', '.join(CODINGS)})")
