@@ -1993,6 +1993,44 @@ def test_a_crop_longer_than_every_file_is_cut_to_the_longest_with_a_warning(data
     assert json.loads((tmp_path / "image" / "tiny.json").read_text())["training"]["crop"] == -(-60 // image.hop) * image.hop
 
 
+def test_a_batch_beyond_memory_is_refused_before_the_model_is_built(data_dir, tmp_path, monkeypatch, capsys):
+    """--batch-size 65536 with a long --crop needs hundreds of GB a step on the CPU: the process was killed
+    without a line as its first batch was drawn. The estimate takes the crop as cut to the files."""
+    import vqcodec.memory
+    from vqcodec import train as train_module
+
+    built = []
+    monkeypatch.setattr(train_module, "VQVAE", lambda *args: built.append(args))
+    monkeypatch.setattr(train_module, "train_step", lambda *args: built.append(args))
+    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: 8 * 10 ** 9)
+    (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(CFG)))
+    base = ["--config", tmp_path / "cfg.json", "--name", "tiny", "--max-steps", "1", "--threads", "1", "--no-prior"]
+    code, err = run_in_process(["train", data_dir, "--out", tmp_path / "audio", *base, "--batch-size", "4096",
+                                "--crop", "10000000"], capsys)
+    # 12000 samples x 4 bytes x (4096 crops x 120 + 4096 validation crops)
+    assert code == 1 and err.splitlines() == [
+        "warning: --crop 10000000 is longer than every training file (the longest holds 12000 samples, 1.50 s): "
+        "training on crops of 12000",
+        "vqcodec: error: a batch of 4096 crops of 12000 samples takes 23.8 GB, more than the memory this process may "
+        "use (8.0 GB); lower --batch-size or --crop"]
+    with pytest.raises(VQCodecError, match=r"^a batch of 4096 crops of 12000 samples takes 23.8 GB, more than the "
+                                           r"memory this process may use \(8.0 GB\); lower batch_size or crop$"):
+        train(data_dir, CFG, options(tmp_path / "api", batch_size=4096, crop=10 ** 7))
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(Path(__file__).parent / "data" / "photo.png", photos)
+    image = ImageConfig(channels=(8, 12, 16), latent_dim=8, num_codebooks=2, codebook_size=16)
+    (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(image)))
+    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: 10 ** 9)
+    code, err = run_in_process(["train", photos, "--out", tmp_path / "image", *base, "--batch-size", "64", "--crop", "512"],
+                               capsys)
+    # 512 x 512 pixels x 3 x 4 bytes x (64 crops x 10 + 64 validation crops)
+    assert (code, err) == (1, "vqcodec: error: a batch of 64 crops of 512x512 pixels takes 2.2 GB, more than the "
+                              "memory this process may use (1.0 GB); lower --batch-size or --crop\n")
+    assert built == [] and sorted(p.name for p in tmp_path.iterdir()) == ["cfg.json", "photos"]
+
+
 def test_resume_drops_a_partial_log_record_with_a_warning(trained, data_dir, tmp_path, capsys):
     """A run stopped while writing a log record (a power cut) left the start of it, and a --resume
     appended its records after it: the log no longer parsed as JSON lines."""

@@ -20,7 +20,7 @@ import numpy as np
 import soxr
 import torch
 
-from . import parallel, progressline
+from . import memory, parallel, progressline
 from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict, load_config_file
 from .errors import Terminated, VQCodecError, is_out_of_memory
 from .devices import resolve_device
@@ -82,6 +82,14 @@ VALIDATION_CROPS = 64  # crops of the held-out files each evaluation measures (a
 WARMUP_STEPS = 200  # linear learning-rate warm-up at the start of every run, resumed or not
 MAX_LR = 1.0        # AdamW's steps are about lr in size: above this every weight is thrown far off at once
 MAX_BATCH_SIZE = 1 << 16  # crops a step over all processes, each planned before it (the shipped models' runs: 128)
+# Bytes a CPU training step holds per byte of its float32 crops: the network's and the losses' activations and
+# gradients. Measured as the growth of peak resident memory (ru_maxrss) from a batch of 2 crops to one of 8 to 16,
+# over the growth of the crops' bytes, two train_step calls each, one thread, fp32 (bf16 in brackets): audio 136 (120)
+# with base_channels 2 and strides (2,), 226 (162) with the tests' tiny config, 735 with the default speech config
+# (crops of 8000); images 11 (12) with channels (2,), 14 with the tiny one, 67 with the default image config (crops
+# of 128). The least of each kind, rounded down: a floor, so that a batch the smallest model could train is never
+# refused.
+STEP_BYTES_PER_CROP_BYTE = {"audio": 120, "image": 10}
 CHECKPOINT_NAME = "checkpoint"  # checkpoint.safetensors + checkpoint.json in the output folder
 LOG_NAME = "train_log.jsonl"
 
@@ -693,9 +701,10 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     _warn_of_no_prior(run, cfg)
     given_crop = options.crop
     run.options = options = _sized(run, kind, cfg)
-    model, codes_id = _build_model(run, start, cfg)
     files = readable_files(kind, files)
     run.options = options = _crop_within_files(run, kind, cfg, files, given_crop)
+    _refuse_a_batch_beyond_memory(run, kind)
+    model, codes_id = _build_model(run, start, cfg)
     # the held-out files, which the first process alone reads, may fail it alone
     data = parallel.together(lambda: _training_data(run, data_dir, kind, files, cfg, start.meta))
     training = _optimisation(run, model, start, weight_average)
@@ -935,6 +944,23 @@ def _crop_within_files(run: _Run, kind: str, cfg: ModelConfig, files: list[Path]
         _progress(f"warning: {named} is larger than every training photo (the longest side is {longest} pixels): "
                   f"training on crops of {crop}")
     return dataclasses.replace(options, crop=crop)
+
+
+def _refuse_a_batch_beyond_memory(run: _Run, kind: str) -> None:
+    """On the CPU, refuse a batch whose step (STEP_BYTES_PER_CROP_BYTE) and validation crops (the first
+    process keeps max(batch, VALIDATION_CROPS); every process counts them, so that all refuse alike) take more
+    than the memory this process may use: past it the process is killed without a line. A GPU's bound is its
+    own memory, which running out of ends the run with one line (_step_loop's out_of_memory)."""
+    options = run.options
+    if run.device != "cpu":
+        return
+    share = options.batch_size // run.processes
+    crop_bytes = options.crop * 4 if kind == "audio" else options.crop ** 2 * 3 * 4
+    size = crop_bytes * (share * STEP_BYTES_PER_CROP_BYTE[kind] + max(options.batch_size, VALIDATION_CROPS))
+    crops = f"{options.crop} samples" if kind == "audio" else f"{options.crop}x{options.crop} pixels"
+    each = " a process" if run.processes > 1 else ""
+    memory.refuse_beyond(size, memory.memory_bound(), f"a batch of {plural(share, 'crop')}{each} of {crops} takes",
+                         f"lower {_option('batch_size')} or {_option('crop')}")
 
 
 def _training_data(run: _Run, data_dir: Path, kind: str, readable: list[Path], cfg: ModelConfig,
