@@ -2319,15 +2319,20 @@ def planar_tiff(planes: np.ndarray, photometric: int, extra_samples: tuple = (),
     return little_tiff(tags + ([(338, 3, list(extra_samples))] if extra_samples else []), strips)
 
 
-def test_an_image_its_formats_reader_refuses_is_not_called_no_image_format(cli, tmp_path):
-    """A TIFF of CMYK and alpha, which Pillow's TIFF reader refuses ("unknown pixel mode"), was said to be
-    "not an image format Pillow reads": Image.open says only that no reader identified it."""
+def _cmyk_alpha_tiff() -> bytes:
+    """A TIFF of CMYK and alpha, 6x4, which Pillow's TIFF reader refuses ("unknown pixel mode")."""
     pixels = np.zeros((4, 6, 5), dtype=np.uint8)
     strips = [pixels[:2].tobytes(), pixels[2:].tobytes()]
     tags = [(256, 3, [6]), (257, 3, [4]), (258, 3, [8] * 5), (259, 3, [1]), (262, 3, [5]), (273, 4, None),
             (277, 3, [5]), (278, 3, [2]), (279, 4, [len(strip) for strip in strips]), (338, 3, [2])]
+    return little_tiff(tags, strips)
+
+
+def test_an_image_its_formats_reader_refuses_is_not_called_no_image_format(cli, tmp_path):
+    """A TIFF of CMYK and alpha, which Pillow's TIFF reader refuses ("unknown pixel mode"), was said to be
+    "not an image format Pillow reads": Image.open says only that no reader identified it."""
     source = tmp_path / "cmyka.tif"
-    source.write_bytes(little_tiff(tags, strips))
+    source.write_bytes(_cmyk_alpha_tiff())
     reason = "a TIFF file that Pillow does not read (unknown pixel mode)"
     with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {source}: {reason}") + "$"):
         open_image(source)
@@ -2338,6 +2343,27 @@ def test_an_image_its_formats_reader_refuses_is_not_called_no_image_format(cli, 
     for data in (b"no image at all, nor its signature", b"x"):  # too short for some formats' signature checks
         with pytest.raises(VQCodecError, match="^cannot read image from the stream: not an image format Pillow reads$"):
             open_image(io.BytesIO(data))
+
+
+def test_a_formats_reader_refusal_is_said_and_a_bug_in_it_gets_out(monkeypatch):
+    """io._refusal_of_its_format caught every exception of the reader it ran again, and so called a bug (a
+    NameError of a renamed helper) "a TIFF file that Pillow does not read (name ... is not defined)". It
+    passes over only what Image.open does of a reader, which raised those on the file it did not identify."""
+    from PIL import TiffImagePlugin, UnidentifiedImageError
+
+    import vqcodec.io
+
+    data = _cmyk_alpha_tiff()
+    unidentified = UnidentifiedImageError("cannot identify image file")
+    assert vqcodec.io.pillow_refusal(io.BytesIO(data), unidentified, []) == (
+        "a TIFF file that Pillow does not read (unknown pixel mode)")
+
+    def renamed(self):
+        raise NameError("name '_tiff_setup' is not defined")
+
+    monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "_open", renamed)
+    with pytest.raises(NameError, match="_tiff_setup"):
+        vqcodec.io.pillow_refusal(io.BytesIO(data), unidentified, [])
 
 
 def test_an_image_path_that_cannot_be_read_says_why_as_audio_does(codec, tmp_path):

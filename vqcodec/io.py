@@ -1046,7 +1046,10 @@ def _refusal_of_its_format(source) -> str | None:
                 stream.seek(0)
                 try:
                     factory(stream, "")
-                except Exception as exc:  # Image.open has let none but SyntaxError, IndexError, TypeError, struct.error out
+                # What Image.open passes over of a reader: having identified no file, it had each reader these
+                # bytes begin with the signature of raise one of them (ImageFile turns an IndexError, TypeError,
+                # KeyError, EOFError or struct.error of a reader's _open into SyntaxError); any other is a bug.
+                except (SyntaxError, IndexError, TypeError, struct.error) as exc:
                     article = "an" if name[:1] in "AEIOU" else "a"  # an AVIF, an ICNS file
                     return f"{article} {name} file that Pillow does not read ({' '.join(str(exc).split()).rstrip('.')})"
     except (OSError, ValueError, AttributeError):  # unreadable again, or a stream that cannot seek
