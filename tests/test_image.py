@@ -35,7 +35,7 @@ from vqcodec import format as vqformat  # noqa: E402
 from vqcodec.config import ImageConfig  # noqa: E402
 from vqcodec.errors import ImageReadWarning  # noqa: E402
 from vqcodec.io import (IMAGE_MODES, MAX_PIXELS, image_to_planes, in_srgb, is_image_signature,  # noqa: E402
-                        media_kind_of, open_image, planes_to_image, write_image)
+                        media_kind_of, mode_shown, open_image, planes_to_image, write_image)
 from vqcodec.modelfile import save_model  # noqa: E402
 from vqcodec.models import VQVAE  # noqa: E402
 
@@ -2256,8 +2256,12 @@ def test_a_transparency_its_mode_cannot_hold_is_refused_in_one_line(codec):
                         ("RGB", (1000, 2000, 3000)), ("L", 300)):  # levels beyond 8 bits: no pixel was transparent
         image = Image.fromarray(rgb).convert(mode)
         image.info["transparency"] = value  # set by hand, or copied from an image of another mode
-        with pytest.raises(VQCodecError, match=f"^the {re.escape(mode)} image's transparency, .* is not "):
+        with pytest.raises(VQCodecError, match=f"^the {re.escape(mode_shown(mode))} image's transparency, .* is not "):
             codec.encode(image, 2)
+    one_bit = Image.new("1", (8, 4))
+    one_bit.info["transparency"] = 1.5
+    with pytest.raises(VQCodecError, match=r"^the 1-bit image's transparency, 1\.5, is not a level 0-255: "):
+        codec.encode(one_bit, 2)  # it read 'the 1 image's transparency', a count
     for mode, value in (("P", 0), ("P", b"\x00\x80"), ("L", 5), ("RGB", (0, 0, 0)), ("I;16", 300)):
         image = Image.fromarray(rgb).convert(mode)
         image.info["transparency"] = value

@@ -1797,7 +1797,7 @@ def _check_transparency(image) -> None:
     else:
         fits, wanted = is_whole(value), "an int"
     if not fits:
-        raise VQCodecError(f"the {image.mode} image's transparency, {value!r:.40}, is not {wanted}: "
+        raise VQCodecError(f"the {mode_shown(image.mode)} image's transparency, {value!r:.40}, is not {wanted}: "
                            "set image.info['transparency'] to one, or remove it")
 
 
