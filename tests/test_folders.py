@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -351,6 +352,28 @@ def test_a_folder_that_cannot_be_read_is_an_error_not_a_gap(two_recordings, caps
     finally:
         locked.chmod(0o755)
     assert code == 1 and f"cannot read the folder {locked}" in err, err
+
+
+def test_a_folder_error_that_names_no_folder_names_the_one_walked(two_recordings, monkeypatch):
+    """An OSError of the walk that names no file read "cannot read the folder None (Input/output error)"."""
+    from vqcodec.folders import files_under
+
+    scandir = os.scandir
+    failing = two_recordings
+
+    def scandir_failing_without_a_name(path="."):
+        if Path(path) == failing:
+            raise OSError(5, "Input/output error")
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir_failing_without_a_name)
+    with pytest.raises(VQCodecError, match=f"^cannot read the folder {re.escape(str(two_recordings))} "
+                                           r"\(Input/output error\)$"):
+        files_under(two_recordings)
+    failing = two_recordings / "sub"
+    with pytest.raises(VQCodecError, match=f"^cannot read a folder under {re.escape(str(two_recordings))} "
+                                           r"\(Input/output error\)$"):
+        files_under(two_recordings)
 
 
 def test_an_output_folder_that_cannot_be_made_is_named(two_recordings, tmp_path, capsys, monkeypatch):

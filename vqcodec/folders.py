@@ -87,12 +87,19 @@ def files_under(folder: Path, leave_out: Path | None = None) -> list[Path]:
     are left out silently (.DS_Store, macOS's ._NAME, .git, .ipynb_checkpoints), as dataset tools
     leave them out; `folder` itself may be hidden. A subfolder that cannot be read is an error,
     not a silent gap."""
+    walked = False  # whether `folder` itself was read: an error naming no folder is then of one under it
+
     def refuse(error: OSError):
-        raise VQCodecError(f"cannot read the folder {error.filename} ({reason_of(error)})")
+        if error.filename is not None:
+            where = f"the folder {error.filename}"
+        else:
+            where = f"a folder under {folder}" if walked else f"the folder {folder}"
+        raise VQCodecError(f"cannot read {where} ({reason_of(error)})")
 
     skipped = Path(leave_out).resolve() if leave_out is not None else None
     found = []
     for root, folders, names in os.walk(folder, onerror=refuse):
+        walked = True
         folders[:] = [name for name in folders if not is_hidden(name)
                       and (skipped is None or (Path(root) / name).resolve() != skipped)]
         found += [Path(root) / name for name in names if not is_hidden(name) and (Path(root) / name).is_file()]
