@@ -2027,28 +2027,36 @@ def test_a_codec_can_be_pickled_and_copied_for_other_processes_and_threads(golde
         np.testing.assert_array_equal(other.decode_audio(data)[0], codec.decode_audio(data)[0])
 
 
-def test_a_codec_copied_while_another_thread_searches_a_rate_gets_none_of_its_latents(tiny_model_path, signal):
+def test_a_codec_copied_while_another_thread_searches_a_rate_gets_none_of_its_latents(golden_audio_codec):
     """copy.deepcopy (or pickle, through the same __getstate__) of a Codec while another thread ran a rate search
-    on it copied that search's latents, which the copy then took for those of every input it encoded, silently:
-    wrong codes."""
+    on it copied that search's latents, which the copy then took for those of every input it encoded, and its
+    trial depth weight, which the copy coded at: wrong codes, silently."""
     import copy
     import threading
 
-    codec = Codec.load(str(tiny_model_path))  # its own: progress is set on it
-    x, y = signal(1, 8000, 16000, seed=1), signal(1, 8000, 16000, seed=2) * 0.5
-    expected_y = codec.encode_audio(y, 16000, 2)
-    copies = []
-    copier = threading.Thread(target=lambda: copies.append(copy.deepcopy(codec)))
+    codec = copy.deepcopy(golden_audio_codec)  # its own: progress is set on it; a prior, so depth weights
+    y = _golden_speech(4) * 0.5
+    expected_y = codec.encode_audio(y, 16000, 4)
+    copies, copiers = [], []
 
-    def during_the_search(stage, done, total):  # another thread copies the codec while this one's search holds latents
-        if copier.ident is None:
-            copier.start()
-            copier.join(0.5)  # held up by the lock, it copies after the search
+    def copy_once_resumed(resumed: threading.Event) -> None:
+        resumed.wait()
+        copies.append(copy.deepcopy(codec))
+
+    def during_the_search(stage, done, total):  # in each try, another thread copies the codec once it goes on
+        resumed = threading.Event()
+        copiers.append(threading.Thread(target=copy_once_resumed, args=(resumed,)))
+        copiers[-1].start()
+        resumed.set()  # held up by the lock, it copies after the search
     codec.progress = during_the_search
-    codec.encode_audio(x, 16000, 4, max_kbps=40.0)
-    copier.join()
-    copies[0].progress = None
-    assert copies[0].encode_audio(y, 16000, 2) == expected_y
+    codec.encode_audio(_golden_speech(3), 16000, 4, max_kbps=1.5)
+    for copier in copiers:
+        copier.join()
+    assert len(copies) > 10
+    for other in copies[::4]:
+        other.progress = None
+        assert other.depth_weight == codec.depth_weight
+        assert other.encode_audio(y, 16000, 4) == expected_y
 
 
 def test_a_setting_made_during_another_threads_rate_search_is_kept(tiny_model_path, signal):
