@@ -2059,24 +2059,33 @@ def test_a_codec_copied_while_another_thread_searches_a_rate_gets_none_of_its_la
         assert other.encode_audio(y, 16000, 4) == expected_y
 
 
-def test_a_setting_made_during_another_threads_rate_search_is_kept(tiny_model_path, signal):
+def test_a_setting_made_during_another_threads_rate_search_is_kept(golden_audio_codec):
     """A depth weight set by one thread while another ran a rate search on the codec was undone when the
     search ended (it restores the weight it started from), so the first thread's next encoding silently
-    used the old weight; the settings now wait for the encoding, as the encoding methods do."""
+    used the old weight, and the try under way coded its later blocks at it; the settings now wait for the
+    encoding, as the encoding methods do."""
+    import copy
     import threading
 
-    codec = Codec.load(str(tiny_model_path))  # its own: progress and weights are set on it
+    codec = copy.deepcopy(golden_audio_codec)  # its own: progress and weights are set on it; a prior
+    x, y = _golden_speech(3), _golden_speech(4) * 0.5
+    expected_x = codec.encode_audio(x, 16000, 4, max_kbps=1.5)
+    codec.depth_weight = 0.0
+    expected_y = codec.encode_audio(y, 16000, 4)
+    codec.depth_weight = golden_audio_codec.depth_weight
     setter = threading.Thread(target=lambda: setattr(codec, "depth_weight", 0.0))
 
-    def during_the_search(stage, done, total):
-        if setter.ident is None:
+    def during_the_search(stage, done, total):  # in a later try, at another depth weight
+        if stage == "searching the rate" and setter.ident is None:
             setter.start()
             setter.join(0.5)  # held up by the lock, it sets the weight after the search
     codec.progress = during_the_search
     assert codec.depth_weight > 0
-    codec.encode_audio(signal(1, 8000, 16000, seed=1), 16000, 4, max_kbps=40.0)
+    assert codec.encode_audio(x, 16000, 4, max_kbps=1.5) == expected_x
     setter.join()
+    codec.progress = None
     assert codec.depth_weight == 0.0
+    assert codec.encode_audio(y, 16000, 4) == expected_y
 
 
 def test_threads_sharing_a_codec_do_not_get_each_others_rate_search(tiny_model_path, signal):
