@@ -1865,12 +1865,12 @@ def test_codes_of_a_folder_with_a_weight_the_codec_cannot_use_stops_before_the_f
     assert not out.exists()
 
 
-def test_codes_of_a_folder_wait_for_another_threads_rate_search_on_a_shared_codec(tmp_path):
+def test_codes_of_a_folder_wait_for_another_threads_rate_search_on_a_shared_codec(tmp_path, monkeypatch):
     """code_folder did not hold the codec's lock, as Codec's entry points do: its manifest took the
     depth weight of a try of a rate search that another thread was running on the codec."""
     import threading
 
-    from vqcodec import Codec
+    from vqcodec import Codec, ratecontrol
     from vqcodec.tokens import code_folder
 
     codec = Codec.load("speech16k")  # its own: progress is set on it
@@ -1878,13 +1878,18 @@ def test_codes_of_a_folder_wait_for_another_threads_rate_search_on_a_shared_code
     audio, rate = soundfile.read(Path(__file__).parent / "data" / "speech.flac", dtype="float32")
     out = {}
     other = threading.Thread(target=lambda: out.setdefault("manifest", code_folder(codec, tmp_path, tmp_path, [])))
+    weights = []  # of the search's tries (its progress callback is shown the codec's own)
+    fit_size = ratecontrol.fit_size
+    monkeypatch.setattr(ratecontrol, "fit_size", lambda encode, *rest: fit_size(
+        lambda quality, weight: weights.append(weight) or encode(quality, weight), *rest))
 
     def during_the_search(stage, done, total):  # the search tries other depth weights on the codec
-        if codec.depth_weight != configured and not other.is_alive() and "manifest" not in out:
+        if weights[-1] != configured and not other.is_alive() and "manifest" not in out:
             other.start()
             other.join(0.5)
     codec.progress = during_the_search
     codec.encode_audio(audio, rate, 8, max_kbps=1.0)
+    assert other.ident is not None  # it ran during a try at another weight
     other.join()
     assert out["manifest"]["depth_weight"] == configured
 
