@@ -2088,21 +2088,29 @@ def test_a_setting_made_during_another_threads_rate_search_is_kept(golden_audio_
     assert codec.encode_audio(y, 16000, 4) == expected_y
 
 
-def test_threads_sharing_a_codec_do_not_get_each_others_rate_search(tiny_model_path, signal):
+def test_threads_sharing_a_codec_do_not_get_each_others_rate_search(golden_audio_codec):
+    """An encoding run by another thread during a rate search on a shared codec would take the search's latents
+    for its input's, and code at its trial depth weight: the encodings wait for each other."""
+    import copy
     import threading
 
-    codec = Codec.load(str(tiny_model_path))  # its own: progress is set on it
-    x, y = signal(1, 8000, 16000, seed=1), signal(1, 8000, 16000, seed=2) * 0.5
-    expected_x, expected_y = codec.encode_audio(x, 16000, 4, max_kbps=40.0), codec.encode_audio(y, 16000, 2)
+    codec = copy.deepcopy(golden_audio_codec)  # its own: progress is set on it; a prior, so depth weights
+    x, y = _golden_speech(3), _golden_speech(4) * 0.5
+    expected_x, expected_y = codec.encode_audio(x, 16000, 4, max_kbps=1.5), codec.encode_audio(y, 16000, 4)
     out = {}
-    other = threading.Thread(target=lambda: out.setdefault("y", codec.encode_audio(y, 16000, 2)))
+    resumed = threading.Event()
 
-    def during_the_search(stage, done, total):  # the other thread encodes while this one's search holds latents
-        if threading.current_thread() is not other and not other.is_alive() and "y" not in out:
+    def encode_y_once_resumed() -> None:
+        resumed.wait()
+        out["y"] = codec.encode_audio(y, 16000, 4)
+    other = threading.Thread(target=encode_y_once_resumed)
+
+    def during_the_search(stage, done, total):  # in a later try, at another depth weight
+        if stage == "searching the rate" and other.ident is None:
             other.start()
-            other.join(0.5)  # held up by the lock, it finishes after the search
+            resumed.set()  # held up by the lock, it encodes after the search, not in its next tries
     codec.progress = during_the_search
-    out["x"] = codec.encode_audio(x, 16000, 4, max_kbps=40.0)
+    out["x"] = codec.encode_audio(x, 16000, 4, max_kbps=1.5)
     other.join()
     assert out["x"] == expected_x and out["y"] == expected_y
 
