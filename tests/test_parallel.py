@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +27,15 @@ def torchrun(*args: str, cwd: Path | None = None, launcher: tuple[str, ...] = ()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *launcher, *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+
+
+def exit_abort_after_the_work(result: subprocess.CompletedProcess) -> bool:
+    """Whether a training run under torchrun failed only in the abort that a process's exit meets now and then
+    after the model is written and the process group destroyed ("terminate called without an active exception"
+    from a C++ thread of torch.distributed's): a test takes a second run for it, and it fails where that aborts
+    too, or where anything else went wrong."""
+    return (result.returncode != 0 and "terminate called without an active exception" in result.stderr
+            and "wrote " in result.stderr and "error:" not in result.stderr)
 
 
 def test_two_processes_take_the_steps_of_one_process_on_the_whole_batch(tmp_path):
@@ -61,6 +71,9 @@ def test_train_command_under_torchrun_writes_one_model_that_resumes_in_one_proce
     out = tmp_path / "run"
     common = ["--out", str(out), "--config", str(config), "--crop", str(CROP), "--device", "cpu", "--no-prior"]
     result = torchrun("-m", "vqcodec", "train", str(data_dir), "--max-steps", "4", *common)
+    if exit_abort_after_the_work(result):  # README Limits: seen in 2 of 4 full-suite runs, never alone
+        shutil.rmtree(out)
+        result = torchrun("-m", "vqcodec", "train", str(data_dir), "--max-steps", "4", *common)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "batch 32; 2 processes (16 examples each)" in result.stderr  # the CPU default of 16 per process
     assert result.stderr.count("wrote ") == 1  # only the first process writes
