@@ -10,6 +10,7 @@ import atexit
 import io
 import json
 import os
+import pty
 import shutil
 import signal
 import socket
@@ -204,31 +205,30 @@ class Terminal(io.StringIO):
         return terminal_screen(self.getvalue())
 
 
-TERMINAL_STDERR = """
-import os, pty, subprocess, sys
-main, terminal = pty.openpty()
-command = [sys.executable, "-m", "vqcodec", *sys.argv[1:]]
-code = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=terminal).returncode
-os.close(terminal)
-shown = b""
-while True:
-    try:
-        piece = os.read(main, 4096)
-    except OSError:
-        break
-    if not piece:
-        break
-    shown += piece
-sys.stdout.write(shown.decode())
-sys.exit(code)
-"""
-
-
 def on_terminal(*args) -> tuple[int, str]:
     """Run `python -m vqcodec ARGS` (as run_python) with stderr a terminal (a pty) and stdout /dev/null; its exit
-    status and what it wrote to the terminal (the terminal's line ends, '\\r\\n', as '\\n')."""
-    result = run_python("-c", TERMINAL_STDERR, *args)  # bytes: text=True would read each '\\r' as a line end
-    return result.returncode, result.stdout.decode().replace("\r\n", "\n")
+    status and what it wrote to the terminal (terminal_shown)."""
+    main, terminal = pty.openpty()
+    try:
+        code = subprocess.run([sys.executable, "-m", "vqcodec", *map(str, args)], stdout=subprocess.DEVNULL,
+                              stderr=terminal, cwd=REPO_ROOT, env=_base_environment(), timeout=900).returncode
+    finally:
+        os.close(terminal)
+    return code, terminal_shown(main)
+
+
+def terminal_shown(main: int) -> str:
+    """What was written to a pty whose terminal side is closed, read from its `main` side to the end (one read may
+    give part of it), which is then closed; the terminal's line ends, '\\r\\n', as '\\n' ('\\r' alone kept)."""
+    shown = b""
+    try:
+        while piece := os.read(main, 4096):
+            shown += piece
+    except OSError:  # EIO: nothing more, the terminal side closed
+        pass
+    finally:
+        os.close(main)
+    return shown.decode().replace("\r\n", "\n")
 
 
 def run_python(*args, input: bytes | None = None, env: dict | None = None, cwd=None, timeout: float = 900,

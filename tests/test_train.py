@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from conftest import Terminal, terminal_screen
+from conftest import Terminal, terminal_screen, terminal_shown
 from test_cli import assert_one_line_error
 from vqcodec import Codec, VQCodecError
 from vqcodec import format as vqformat
@@ -2416,17 +2416,7 @@ def test_the_step_line_is_cut_to_the_terminals_width(monkeypatch):
         train_module._progress(step, in_place=True)
         train_module._progress(step.replace("10", "20"), in_place=True)
         train_module._say("\nwrote run/run.safetensors")
-    shown = b""
-    while True:  # one read may return part of it; with the terminal side closed, the end is EIO or nothing
-        try:
-            piece = os.read(main, 4096)
-        except OSError:
-            break
-        if not piece:
-            break
-        shown += piece
-    os.close(main)
-    shown = shown.decode().replace("\r\n", "\n")
+    shown = terminal_shown(main)
     assert terminal_screen(shown) == [step.replace("10", "20")[:59], "wrote run/run.safetensors", ""]
     assert max(len(part) for line in shown.split("\n") for part in line.split("\r")) < 60
     logged = io.StringIO()  # a log keeps the whole line
