@@ -11,12 +11,11 @@ import numpy as np
 from . import format as vqformat
 from . import memory
 from .errors import VQCodecError
-from .io import ALPHA_MODES, IMAGE_MODE_NAMES, checked_flag, is_regular_stream
+from .io import ALPHA_MODES, IMAGE_MODE_NAMES, SPOOL_BLOCK_BYTES, checked_flag, is_regular_stream
 from .memory import refuse_beyond
 from .wording import reason_of
 
 TRAILING_STREAM_BYTES = 1 << 20  # read after the last chunk of a .vq stream that is no regular file, at most
-READ_BLOCK = 1 << 20
 WHOLE = "a .vq file is read into memory whole"
 
 
@@ -148,7 +147,7 @@ def _read_up_to(stream, size: int) -> bytes:
     """`size` bytes of a stream, fewer only where it ends, read a block at a time (a chunk head may claim
     128 MiB that never come)."""
     pieces, got = [], 0
-    while got < size and (piece := _read_bytes(stream, min(size - got, READ_BLOCK))):
+    while got < size and (piece := _read_bytes(stream, min(size - got, SPOOL_BLOCK_BYTES))):
         pieces.append(piece)
         got += len(piece)
     return b"".join(pieces)

@@ -106,7 +106,7 @@ def is_regular_stream(stream) -> bool:
 
 
 MAX_SPOOL_BYTES = 32 << 30  # copied from a pipe (stdin, a socket), at most: a day of 48 kHz stereo float samples
-SPOOL_BLOCK_BYTES = 1 << 20  # read or written at a time between a stream (stdin, stdout, a pipe) and a temporary file
+SPOOL_BLOCK_BYTES = 1 << 20  # read at a time from a stream (stdin, a pipe) into a temporary file or memory, or written
 
 
 def spooled(stream, head: bytes = b"", name: str = "the stream"):
