@@ -1219,6 +1219,22 @@ def test_stdins_name_as_the_input_while_stdin_is_closed_is_refused_as_dash_is(en
     assert run(["info", vq]) == 0  # a file's name is read as before
 
 
+def test_a_directory_as_stdin_stops_python_before_vqcodec_runs_and_writes_nothing(tmp_path):
+    """Python refuses a directory as descriptor 0 while it starts (init_sys_streams), before any of vqcodec runs, so
+    vqcodec cannot word it: README's Limits quote Python's line and status, which this checks."""
+    import subprocess
+
+    directory = os.open(tmp_path, os.O_RDONLY)
+    try:
+        result = subprocess.run([sys.executable, "-m", "vqcodec", "encode", "-", str(tmp_path / "out.vq")],
+                                stdin=directory, capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(directory)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("Fatal Python error: init_sys_streams: <stdin> is a directory, cannot continue\n")
+    assert "Traceback" not in result.stderr and os.listdir(tmp_path) == []
+
+
 def test_closed_or_terminal_stdin_and_stdout_are_refused(encoded, tiny_model_path, monkeypatch, capsys):
     """Reading a terminal would wait, without a prompt, for media no one can type; binary output would
     garble it (written with --force, as gzip does); a closed stream (`<&-`, `>&-`) is None in Python."""
