@@ -1638,14 +1638,15 @@ def test_a_vq_file_opened_as_text_is_refused_as_one(codec, small_vq, tmp_path):
 
 def test_a_non_blocking_stream_with_no_bytes_ready_is_refused_as_one(codec):
     """A raw non-blocking stream's read gives None before its bytes come: it was refused as 'read from a binary
-    stream, not a text one'."""
+    stream, not a text one', then in words of its own ('a .vq file is read from a blocking stream: ...'); a .vq
+    stream is refused as media's is (io.read_ready)."""
     read_end, write_end = os.pipe()
     try:
         os.set_blocking(read_end, False)
         with open(read_end, "rb", buffering=0, closefd=False) as stream:
             for call in (read_info, codec.decode, codec.read_codes):
-                with pytest.raises(VQCodecError, match="^a .vq file is read from a blocking stream: this one is "
-                                                       "non-blocking, and had no bytes ready$"):
+                with pytest.raises(VQCodecError, match="^cannot read the stream: it is non-blocking, and had no bytes "
+                                                       "ready$"):
                     call(stream)
     finally:
         os.close(read_end)

@@ -11,7 +11,7 @@ import numpy as np
 from . import format as vqformat
 from . import memory
 from .errors import VQCodecError
-from .io import ALPHA_MODES, IMAGE_MODE_NAMES, SPOOL_BLOCK_BYTES, checked_flag, is_regular_stream
+from .io import ALPHA_MODES, IMAGE_MODE_NAMES, SPOOL_BLOCK_BYTES, checked_flag, is_regular_stream, read_ready
 from .memory import refuse_beyond
 from .wording import reason_of
 
@@ -154,10 +154,7 @@ def _read_up_to(stream, size: int) -> bytes:
 
 
 def _read_bytes(stream, size: int = -1) -> bytes:
-    piece = stream.read(size)
-    if piece is None:  # a raw stream that is non-blocking, before its bytes come
-        raise VQCodecError("a .vq file is read from a blocking stream: this one is non-blocking, and had no bytes "
-                           "ready")
+    piece = read_ready(stream, size, "the stream")
     if not isinstance(piece, bytes):
         raise VQCodecError("a .vq file is read from a binary stream, not a text one (open the file with 'rb')")
     return piece

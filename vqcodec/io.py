@@ -119,14 +119,14 @@ def spooled(stream, head: bytes = b"", name: str = "the stream"):
     limit = math.inf if is_regular_stream(stream) else MAX_SPOOL_BYTES
     spool = tempfile.TemporaryFile()
     try:
-        block, copied = head or _spool_block(stream, name), 0
+        block, copied = head or read_ready(stream, SPOOL_BLOCK_BYTES, name), 0
         while block:
             copied += len(block)
             if copied > limit:
                 raise VQCodecError(f"{name} goes on past {MAX_SPOOL_BYTES / (1 << 30):g} GiB, the most that is "
                                    "copied from a pipe: give the input as a file")
             spool.write(block)
-            block = _spool_block(stream, name)
+            block = read_ready(stream, SPOOL_BLOCK_BYTES, name)
     except BaseException:
         spool.close()
         raise
@@ -156,8 +156,10 @@ def spooled_stream(stream):
     return spool
 
 
-def _spool_block(stream, name: str) -> bytes:
-    block = stream.read(SPOOL_BLOCK_BYTES)
+def read_ready(stream, size: int, name: str) -> bytes:
+    """What `stream.read(size)` gives; refused where that is None, a raw stream that is non-blocking before its bytes
+    come (taken for the end, it cut the input short). `name`: the stream, as the error names it."""
+    block = stream.read(size)
     if block is None:
         raise VQCodecError(f"cannot read {name}: it is non-blocking, and had no bytes ready")
     return block
