@@ -1477,6 +1477,37 @@ def test_encode_and_codes_refuse_a_pipe_of_no_media_from_its_first_bytes_and_bou
         assert stdin.taken < 3 << 20, f"{command} read {stdin.taken} bytes"
 
 
+def id3v2_tag(size: int) -> bytes:
+    """An ID3v2.4 tag of `size` bytes after its header: padding alone, as a tag that leaves room for more has."""
+    return b"ID3\x04\x00\x00" + bytes((size >> shift) & 0x7F for shift in (21, 14, 7, 0)) + bytes(size)
+
+
+@pytest.mark.skipif("MP3" not in soundfile.available_formats(), reason="this libsndfile writes no MP3")
+def test_an_mp3_on_stdin_whose_id3v2_tag_fills_the_first_mib_is_recognised(tiny_model_path, tmp_path, monkeypatch,
+                                                                           capsys):
+    """Stdin's audio is recognised from its first MiB, which an MP3's ID3v2 tag (a cover picture) may fill: such an
+    MP3 was refused, 'Format not recognised', where its path was coded. The tags are read through, into memory,
+    checked against the memory the process may use first."""
+    import vqcodec.memory
+    from vqcodec.cli import run
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.sin(np.arange(8000) * 0.05).astype(np.float32) * 0.3, 16000, format="MP3")
+    tagged = tmp_path / "tagged.mp3"
+    tagged.write_bytes(id3v2_tag(2 << 20) + id3v2_tag(100) + buffer.getvalue())
+    model = ["-m", str(tiny_model_path), "-q", "3"]
+    assert run(["encode", str(tagged), str(tmp_path / "by_path.vq"), *model]) == 0, capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(tagged.read_bytes()))))
+    assert run(["encode", "-", str(tmp_path / "piped.vq"), *model]) == 0, capsys.readouterr().err
+    assert (tmp_path / "piped.vq").read_bytes() == (tmp_path / "by_path.vq").read_bytes()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(tagged.read_bytes()))))
+    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: 2 << 20)
+    assert run(["encode", "-", str(tmp_path / "bounded.vq"), *model]) == 1
+    assert capsys.readouterr().err == ("vqcodec: error: the ID3v2 tags that stdin begins with take 0.0 GB, more than "
+                                       "the memory this process may use (0.0 GB); give the input as a file\n")
+    assert not (tmp_path / "bounded.vq").exists()
+
+
 def test_stdin_redirected_from_a_regular_file_is_copied_whatever_its_size(encoded, tiny_model_path, tmp_path,
                                                                           monkeypatch, capsys):
     """The bound on what is copied from a pipe (MAX_SPOOL_BYTES) refused a file redirected into stdin, which ends."""

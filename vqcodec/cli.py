@@ -124,7 +124,10 @@ def _media_source(path: str, forced: str | None = None):
             data = io.BytesIO(read_vq_stream(_Prepended(head, stream)))
             data.name = 0 if path == "-" else path  # as the spool's: warnings name stdin or the FIFO (io.input_name)
             return data
-        _refuse_unrecognised_media(head, path, forced)
+        tags = 0
+        if head and _media_kind(head[:16], path, forced) == "audio":
+            head, tags = _through_id3v2_tags(head, stream, "stdin" if path == "-" else path)
+        _refuse_unrecognised_media(head, path, forced, tags)
         if in_place:
             return _stdin_in_place(stream)
         with _spool_room():
@@ -169,14 +172,31 @@ class _Prepended:
         return piece
 
 
-def _refuse_unrecognised_media(head: bytes, path: str, forced: str | None) -> None:
-    """Refuse input whose first bytes are of no format that reads its kind (libsndfile's, Pillow's), from them."""
+def _through_id3v2_tags(head: bytes, stream, name: str) -> tuple[bytes, int]:
+    """`head` read on through the ID3v2 tags it begins with (an MP3's, which libsndfile skips: one holding a cover
+    picture may fill the first block) to a block past them, and where they end (0: none). The tags are held in memory,
+    which is checked before they are read."""
+    from .io import ID3V2_HEADER_BYTES, SPOOL_BLOCK_BYTES, id3v2_tag_bytes, read_up_to
+    from .memory import memory_bound, refuse_beyond
+
+    end = 0
+    while tag := id3v2_tag_bytes(head[end:end + ID3V2_HEADER_BYTES]):
+        end += tag
+        refuse_beyond(end + SPOOL_BLOCK_BYTES, memory_bound(), f"the ID3v2 tags that {name} begins with take",
+                      "give the input as a file")
+        head += read_up_to(stream, end + SPOOL_BLOCK_BYTES - len(head), name)
+    return head, end
+
+
+def _refuse_unrecognised_media(head: bytes, path: str, forced: str | None, tags: int = 0) -> None:
+    """Refuse input whose first bytes are of no format that reads its kind (libsndfile's, Pillow's), from them;
+    audio from those after the ID3v2 tags that end at `tags` (_through_id3v2_tags)."""
     from .io import unrecognised_audio, unrecognised_image
 
     if not head:
         return
     kind, where = _media_kind(head[:16], path, forced), "from stdin" if path == "-" else path
-    refusal = (unrecognised_audio if kind == "audio" else unrecognised_image)(head, where)
+    refusal = unrecognised_audio(head[tags:], where) if kind == "audio" else unrecognised_image(head, where)
     if refusal is not None:
         with _audio_by_default(path, kind, forced):
             raise refusal

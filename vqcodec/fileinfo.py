@@ -11,12 +11,13 @@ import numpy as np
 from . import format as vqformat
 from . import memory
 from .errors import VQCodecError
-from .io import ALPHA_MODES, IMAGE_MODE_NAMES, SPOOL_BLOCK_BYTES, checked_flag, is_regular_stream, read_ready
+from .io import ALPHA_MODES, IMAGE_MODE_NAMES, checked_flag, is_regular_stream, read_ready, read_up_to
 from .memory import refuse_beyond
 from .wording import reason_of
 
 TRAILING_STREAM_BYTES = 1 << 20  # read after the last chunk of a .vq stream that is no regular file, at most
 WHOLE = "a .vq file is read into memory whole"
+STREAM = "the stream"  # how a read's error names a .vq stream
 
 
 @dataclass
@@ -120,7 +121,7 @@ def _read_framed(stream, header: vqformat.Header, head: bytes) -> bytes:
     data, bound = bytearray(head), memory.memory_bound()
     lost = None  # the chunk whose framing is lost, and its length, where one is
     for index in range(header.chunk_count + (1 if header.flags & vqformat.FLAG_ALPHA else 0)):
-        chunk_head = _read_up_to(stream, vqformat.CHUNK_HEAD_SIZE)
+        chunk_head = read_up_to(stream, vqformat.CHUNK_HEAD_SIZE, STREAM)
         data += chunk_head
         if len(chunk_head) < vqformat.CHUNK_HEAD_SIZE:
             return bytes(data)
@@ -128,12 +129,12 @@ def _read_framed(stream, header: vqformat.Header, head: bytes) -> bytes:
         if not 0 < length <= vqformat.MAX_CHUNK_BYTES:
             lost = index, length
             break
-        payload = _read_up_to(stream, length)
+        payload = read_up_to(stream, length, STREAM)
         data += payload
         if len(payload) < length:
             return bytes(data)
         refuse_beyond(len(data), bound, "the .vq stream takes over", WHOLE)
-    rest = _read_up_to(stream, TRAILING_STREAM_BYTES + 1)
+    rest = read_up_to(stream, TRAILING_STREAM_BYTES + 1, STREAM)
     if len(rest) > TRAILING_STREAM_BYTES:
         found = (f"corrupted .vq file (chunk {lost[0]} claims {lost[1]} bytes), and" if lost else
                  "a .vq stream goes on past its last chunk:")
@@ -143,18 +144,8 @@ def _read_framed(stream, header: vqformat.Header, head: bytes) -> bytes:
     return bytes(data)
 
 
-def _read_up_to(stream, size: int) -> bytes:
-    """`size` bytes of a stream, fewer only where it ends, read a block at a time (a chunk head may claim
-    128 MiB that never come)."""
-    pieces, got = [], 0
-    while got < size and (piece := _read_bytes(stream, min(size - got, SPOOL_BLOCK_BYTES))):
-        pieces.append(piece)
-        got += len(piece)
-    return b"".join(pieces)
-
-
 def _read_bytes(stream, size: int = -1) -> bytes:
-    piece = read_ready(stream, size, "the stream")
+    piece = read_ready(stream, size, STREAM)
     if not isinstance(piece, bytes):
         raise VQCodecError("a .vq file is read from a binary stream, not a text one (open the file with 'rb')")
     return piece

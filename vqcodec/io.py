@@ -165,6 +165,16 @@ def read_ready(stream, size: int, name: str) -> bytes:
     return block
 
 
+def read_up_to(stream, size: int, name: str) -> bytes:
+    """`size` bytes of a stream, fewer only where it ends, read a block at a time (a header may claim hundreds of
+    MiB that never come); `name` as for read_ready."""
+    pieces, got = [], 0
+    while got < size and (piece := read_ready(stream, min(size - got, SPOOL_BLOCK_BYTES), name)):
+        pieces.append(piece)
+        got += len(piece)
+    return b"".join(pieces)
+
+
 def descriptor_named(path) -> int | None:
     """The file descriptor of this process that `path` names: N for /dev/fd/N and /proc/self/fd/N,
     1 for /dev/stdout; None for any other path. Output to such a name is written into the
@@ -382,6 +392,21 @@ def input_name(source) -> str | Path | None:
     descriptor), or None for another stream."""
     name = source if isinstance(source, Path) else getattr(source, "name", source)  # a Path's .name is its last part
     return name if isinstance(name, (str, Path)) else "from stdin" if isinstance(name, int) else None
+
+
+ID3V2_HEADER_BYTES = 10
+
+
+def id3v2_tag_bytes(head: bytes) -> int:
+    """The length of the ID3v2 tag that `head` begins with, as libsndfile skips one before it recognises an MP3:
+    its 10-byte header (versions 2 to 4) and the size that gives in 7-bit bytes, no footer; 0 where it begins with
+    none."""
+    if len(head) < ID3V2_HEADER_BYTES or head[:3] != b"ID3" or head[3] not in (2, 3, 4):
+        return 0
+    size = 0
+    for byte in head[6:10]:
+        size = size << 7 | byte & 0x7F
+    return ID3V2_HEADER_BYTES + size
 
 
 # libsndfile's reasons that say nothing to whoever reads them, and what they mean
