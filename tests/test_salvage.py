@@ -213,6 +213,38 @@ def test_cli_salvage(cli, codec, audio_file, tiny_model_path, tmp_path):
     assert len(lines) == 1 and "1 of 8 chunks is damaged or missing, decoded as silence: 0.500-0.750 s" in lines[0]
 
 
+def test_salvage_of_a_stream_reads_it_as_a_file_is_read_past_lost_framing(cli, codec, audio_file, tiny_model_path,
+                                                                           tmp_path, monkeypatch):
+    """A pipe or stream to salvage whose chunk framing is lost (chunk 5 of no bytes) with more than 1 MiB after it was
+    refused, 'more than 1 MiB follows it', where its path was salvaged: it is read whole, as a file is, within the
+    memory the process may use."""
+    import io
+
+    import vqcodec.memory
+
+    data, _ = audio_file
+    offset, _ = chunk_offsets(data)[5]
+    damaged = bytearray(data + bytes(2 << 20))
+    damaged[offset - CHUNK_HEAD.size:offset - CHUNK_HEAD.size + 4] = bytes(4)
+    source = tmp_path / "damaged.vq"
+    source.write_bytes(damaged)
+    env = {"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)}
+    by_path = cli("decode", source, tmp_path / "by_path.wav", "--salvage", env=env, text=True)
+    assert by_path.returncode == 0, by_path.stderr
+    piped = cli("decode", "-", "-", "--salvage", "--format", "wav", input=bytes(damaged), env=env)
+    assert piped.returncode == 0, piped.stderr.decode()
+    assert piped.stdout == (tmp_path / "by_path.wav").read_bytes() and piped.stderr.decode() == by_path.stderr
+    assert by_path.stderr == ("vqcodec: warning: 3 of 8 chunks are damaged or missing, decoded as silence: "
+                              "1.250-2.000 s\n")
+    expected = codec.decode_audio(source, salvage=True)[0]
+    np.testing.assert_array_equal(codec.decode_audio(io.BytesIO(damaged), salvage=True)[0], expected)
+    assert codec.damaged_parts(io.BytesIO(damaged)) == codec.damaged_parts(source)
+    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: 1 << 20)
+    with pytest.raises(VQCodecError, match=r"^the .vq stream takes over 0.0 GB, more than the memory this process may "
+                                           r"use \(0.0 GB\); a .vq file is read into memory whole$"):
+        codec.decode_audio(io.BytesIO(damaged), salvage=True)
+
+
 def test_a_folder_decode_gives_the_salvage_hint_for_a_damaged_file_only(cli, codec, audio_file, tiny_model_path,
                                                                          tmp_path):
     """A folder's skip line for a damaged file lacked the '--salvage decodes what is intact' of a single

@@ -215,15 +215,15 @@ def _spool_room():
                            "stdout go through one there: set TMPDIR to a folder with room)") from None
 
 
-def _read_vq_input(path: str) -> bytes:
-    """The bytes of a `.vq` input file or stdin. Input whose first bytes are not a header that parse_header
-    accepts is refused from them, as parsing it would refuse it, before the rest (a recording given to
-    decode, gigabytes maybe, or a stream that does not end) is read into memory."""
+def _read_vq_input(path: str, salvage: bool = False) -> bytes:
+    """The bytes of a `.vq` input file or stdin (read_vq_stream, whole for `salvage`). Input whose first bytes are
+    not a header that parse_header accepts is refused from them, as parsing it would refuse it, before the rest (a
+    recording given to decode, gigabytes maybe, or a stream that does not end) is read into memory."""
     from .fileinfo import read_vq_stream
 
     try:
         with _input_stream(path) as stream:
-            data = read_vq_stream(stream)
+            data = read_vq_stream(stream, salvage)
         if not data:
             raise _empty_input(path)  # as encode says it
         return data
@@ -1024,7 +1024,7 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
             raise VQCodecError("--start and --duration are for one file, not a folder")
         return _decode_folder(Path(input_path), output_path, model, format_name, device, force, salvage, output_rate)
     _refuse_output_file(output_path, force, input_path)
-    data = _read_vq_input(input_path)
+    data = _read_vq_input(input_path, salvage)
     header = vqformat.parse_header(data)
     if header.kind == vqformat.KIND_IMAGE and (start is not None or duration is not None or output_rate is not None):
         raise VQCodecError(f"--start, --duration and --rate are for audio; {input_path} holds an image")

@@ -1761,7 +1761,7 @@ class Codec:
         whose header is damaged raises, as in decoding. With `start` or `duration` (seconds, audio;
         refused for an image), only the runs that come within a millisecond of that part are sure to be
         listed (whole): the chunks far from it are not decoded."""
-        data = vq_bytes(data)
+        data = vq_bytes(data, salvage=True)
         audio = vqformat.parse_header(data).kind == vqformat.KIND_AUDIO
         self._require("audio" if audio else "image")
         if not audio and (start != 0 or duration is not None):
@@ -1841,9 +1841,9 @@ class Codec:
 
         With `salvage`, a file whose header is intact decodes even where chunks are damaged or
         missing (damaged_parts lists them): their frames come out silent."""
-        data = vq_bytes(data)
-        self._require("audio")
         salvage = checked_flag("salvage", salvage)
+        data = vq_bytes(data, salvage)
+        self._require("audio")
         header, chunks, model_length, total_frames = self._audio_parts(data, salvage)
         rate, length = self._output_timing(header, rate)
         for name, value in (("start", start), ("count", 0 if count is None else count)):
@@ -1967,8 +1967,8 @@ class Codec:
 
         With `start` and `duration` (seconds), only that part (to the end if the duration runs past
         it), decoding only what covers it; `salvage` decodes around damaged chunks (decode_audio_blocks)."""
-        data = vq_bytes(data)
         salvage = checked_flag("salvage", salvage)
+        data = vq_bytes(data, salvage)
         first, count = self._sample_range(data, start, duration, rate)
         header, blocks = self.decode_audio_blocks(data, first, count, salvage, rate)
         output_rate, length = self._output_timing(header, rate)
@@ -2006,8 +2006,8 @@ class Codec:
         clipped without one: its decoding can overshoot +-1.0 by the codec's error). A path
         is written through a temporary file renamed into place (io.write_file), so a failure leaves
         what was there before."""
-        data = vq_bytes(data)
         salvage = checked_flag("salvage", salvage)
+        data = vq_bytes(data, salvage)
         if isinstance(destination, io.TextIOBase):
             raise VQCodecError("audio is written to a binary stream, not a text one (open the file with 'wb')")
         if not isinstance(destination, (str, Path)) and not callable(getattr(destination, "write", None)):
@@ -2367,9 +2367,9 @@ class Codec:
         With `salvage`, a file whose header is intact decodes even where chunks are damaged or
         missing (damaged_parts lists them): their rows come out grey, and a damaged alpha plane
         opaque."""
-        data = vq_bytes(data)
-        self._require("image")
         salvage = checked_flag("salvage", salvage)
+        data = vq_bytes(data, salvage)
+        self._require("image")
         header, chunks, alpha_bytes, rows, cols = self._image_parts(data, salvage)
         self._check_image_decode_fits(header.width, header.height, header.quality, header.mode,
                                       "this file cannot be decoded here")

@@ -11,7 +11,8 @@ import numpy as np
 from . import format as vqformat
 from . import memory
 from .errors import VQCodecError
-from .io import ALPHA_MODES, IMAGE_MODE_NAMES, checked_flag, is_regular_stream, read_ready, read_up_to
+from .io import (ALPHA_MODES, IMAGE_MODE_NAMES, SPOOL_BLOCK_BYTES, checked_flag, is_regular_stream, read_ready,
+                 read_up_to)
 from .memory import refuse_beyond
 from .wording import reason_of
 
@@ -63,15 +64,15 @@ class FileInfo:
         return self.size_bytes * 8 / (self.width * self.height)
 
 
-def vq_bytes(data) -> bytes:
-    """`.vq` file contents from bytes, a path or a binary stream (read_vq_stream: other input is
-    refused from its first bytes)."""
+def vq_bytes(data, salvage: bool = False) -> bytes:
+    """`.vq` file contents from bytes, a path or a binary stream (read_vq_stream, which `salvage` reads to its
+    end: other input is refused from its first bytes)."""
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
     if hasattr(data, "read"):
         if isinstance(data, io.TextIOBase):  # read, its bytes would be decoded as text (UnicodeDecodeError)
             raise VQCodecError("a .vq file is read from a binary stream, not a text one (open the file with 'rb')")
-        return read_vq_stream(data)
+        return read_vq_stream(data, salvage)
     if not isinstance(data, (str, Path)):
         raise VQCodecError(f"a .vq file is given as bytes, a path or a binary stream, not a {type(data).__name__}")
     if data == "":  # Path("") is the current folder
@@ -92,12 +93,13 @@ def read_vq_file(path: str | Path) -> bytes:
         return read_vq_stream(stream)
 
 
-def read_vq_stream(stream) -> bytes:
+def read_vq_stream(stream, salvage: bool = False) -> bytes:
     """All the bytes of a binary stream that holds a `.vq` file. A first HEADER_SIZE bytes that
     parse_header refuses are refused before the rest (a recording given by mistake, gigabytes maybe,
     or a stream that does not end) is read into memory. A regular file is read whole; any other
     stream (a pipe) as far as its header's chunks go, then at most TRAILING_STREAM_BYTES more, past
-    which it is refused (`cat talk.vq /dev/zero` was read until memory ran out)."""
+    which it is refused (`cat talk.vq /dev/zero` was read until memory ran out), or, to be salvaged
+    (`salvage`), whole as a file is, within the memory this process may use."""
     head = b""
     while len(head) < vqformat.HEADER_SIZE and (piece := _read_bytes(stream, vqformat.HEADER_SIZE - len(head))):
         head += piece
@@ -110,14 +112,14 @@ def read_vq_stream(stream) -> bytes:
         refuse_beyond(os.fstat(stream.fileno()).st_size - stream.tell(), memory.memory_bound(), "the .vq file takes",
                       WHOLE)
         return _read_bytes(stream)
-    return _read_framed(stream, header, head)
+    return _read_framed(stream, header, head, salvage)
 
 
-def _read_framed(stream, header: vqformat.Header, head: bytes) -> bytes:
+def _read_framed(stream, header: vqformat.Header, head: bytes, salvage: bool) -> bytes:
     """The rest of a `.vq` stream after its header: its chunks, read by their framing, and what follows them up
-    to TRAILING_STREAM_BYTES (which parse_file refuses, and salvage ignores). A chunk of no bytes, which no
-    file holds, ends the framing as one of too many does: a header announcing millions of chunks, then zeros
-    (`cat /dev/zero`), was read 8 bytes a chunk."""
+    to TRAILING_STREAM_BYTES (which parse_file refuses), or all of it with `salvage`, as a file's path is read. A
+    chunk of no bytes, which no file holds, ends the framing as one of too many does: a header announcing millions
+    of chunks, then zeros (`cat /dev/zero`), was read 8 bytes a chunk."""
     data, bound = bytearray(head), memory.memory_bound()
     lost = None  # the chunk whose framing is lost, and its length, where one is
     for index in range(header.chunk_count + (1 if header.flags & vqformat.FLAG_ALPHA else 0)):
@@ -134,6 +136,11 @@ def _read_framed(stream, header: vqformat.Header, head: bytes) -> bytes:
         if len(payload) < length:
             return bytes(data)
         refuse_beyond(len(data), bound, "the .vq stream takes over", WHOLE)
+    if salvage:
+        while block := _read_bytes(stream, SPOOL_BLOCK_BYTES):
+            data += block
+            refuse_beyond(len(data), bound, "the .vq stream takes over", WHOLE)
+        return bytes(data)
     rest = read_up_to(stream, TRAILING_STREAM_BYTES + 1, STREAM)
     if len(rest) > TRAILING_STREAM_BYTES:
         found = (f"corrupted .vq file (chunk {lost[0]} claims {lost[1]} bytes), and" if lost else
