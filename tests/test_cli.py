@@ -1235,6 +1235,25 @@ def test_a_directory_as_stdin_stops_python_before_vqcodec_runs_and_writes_nothin
     assert "Traceback" not in result.stderr and os.listdir(tmp_path) == []
 
 
+def test_stdin_open_for_writing_only_is_named_as_unreadable_by_every_command(encoded, tiny_model_path, tmp_path,
+                                                                             monkeypatch, capsys):
+    """`encode - x.vq 0> file` and `codes` said 'vqcodec: error: Bad file descriptor', naming nothing, where decode,
+    info and pack said '-: cannot read (Bad file descriptor)'."""
+    from vqcodec.cli import run
+
+    monkeypatch.chdir(tmp_path)
+    write_only = os.open("written", os.O_WRONLY | os.O_CREAT)
+    try:
+        for args in (["encode", "-", "x.vq"], ["codes", "-", "x.npy"], ["decode", "-", "x.wav"], ["info", "-"],
+                     ["pack", "-", "x.vq"]):
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(open(write_only, "rb", closefd=False)))
+            assert run([*args, "-m", str(tiny_model_path), "--force"] if args[0] != "info" else args) == 1
+            assert capsys.readouterr().err == "vqcodec: error: -: cannot read (Bad file descriptor)\n", args
+    finally:
+        os.close(write_only)
+    assert sorted(os.listdir(tmp_path)) == ["written"]
+
+
 def test_closed_or_terminal_stdin_and_stdout_are_refused(encoded, tiny_model_path, monkeypatch, capsys):
     """Reading a terminal would wait, without a prompt, for media no one can type; binary output would
     garble it (written with --force, as gzip does); a closed stream (`<&-`, `>&-`) is None in Python."""

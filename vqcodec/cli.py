@@ -117,7 +117,10 @@ def _media_source(path: str, forced: str | None = None):
         return _checked_path(path)
     with _input_stream(path) as stream:
         in_place = path == "-" and _at_start_of_regular_file(stream)
-        head = stream.read(SPOOL_BLOCK_BYTES)
+        try:
+            head = stream.read(SPOOL_BLOCK_BYTES)
+        except OSError as exc:  # stdin opened for writing only (`0> file`): EBADF
+            raise _unreadable_input(path, exc) from None
         if head.startswith(vqformat.MAGIC):
             from .fileinfo import read_vq_stream
 
@@ -232,7 +235,12 @@ def _read_vq_input(path: str, salvage: bool = False) -> bytes:
     except IsADirectoryError:
         raise VQCodecError(f"{path}: is a directory") from None
     except OSError as exc:
-        raise VQCodecError(f"{path}: cannot read ({reason_of(exc)})") from None
+        raise _unreadable_input(path, exc) from None
+
+
+def _unreadable_input(path: str, exc: OSError) -> VQCodecError:
+    """The error for an input (`-`: stdin) that the system would not read, in its words."""
+    return VQCodecError(f"{path}: cannot read ({reason_of(exc)})")
 
 
 def _empty_input(path: str) -> VQCodecError:
@@ -1599,7 +1607,7 @@ def _npy_codes(input_path: str, codec):
             return _read_npy(stream, "stdin" if input_path == "-" else input_path, codec.code_dtype,
                              codec.codebook_size)
     except OSError as exc:
-        raise VQCodecError(f"{input_path}: cannot read ({reason_of(exc)})") from None
+        raise _unreadable_input(input_path, exc) from None
 
 
 def _read_npy(source, name: str, into, codebook_size: int):
