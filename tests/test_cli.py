@@ -1219,20 +1219,26 @@ def test_stdins_name_as_the_input_while_stdin_is_closed_is_refused_as_dash_is(en
     assert run(["info", vq]) == 0  # a file's name is read as before
 
 
-def test_a_directory_as_stdin_stops_python_before_vqcodec_runs_and_writes_nothing(tmp_path):
-    """Python refuses a directory as descriptor 0 while it starts (init_sys_streams), before any of vqcodec runs, so
-    vqcodec cannot word it: README's Limits quote Python's line and status, which this checks."""
+@pytest.mark.parametrize("stream, said", [
+    ("stdin", "Fatal Python error: init_sys_streams: <stdin> is a directory, cannot continue\n"),
+    ("stdout", "Fatal Python error: init_sys_streams: can't initialize sys standard streams\n"),
+    ("stderr", None)])
+def test_a_directory_as_a_standard_stream_stops_python_before_vqcodec_runs_and_writes_nothing(tmp_path, stream, said):
+    """Python refuses a directory as descriptor 0, 1 or 2 while it starts (init_sys_streams), before any of vqcodec
+    runs, so vqcodec cannot word it: README's Limits quote Python's line and status, which this checks."""
     import subprocess
 
     directory = os.open(tmp_path, os.O_RDONLY)
+    streams = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE} | {stream: directory}
     try:
         result = subprocess.run([sys.executable, "-m", "vqcodec", "encode", "-", str(tmp_path / "out.vq")],
-                                stdin=directory, capture_output=True, text=True, timeout=60)
+                                timeout=60, **streams)
     finally:
         os.close(directory)
-    assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr.startswith("Fatal Python error: init_sys_streams: <stdin> is a directory, cannot continue\n")
-    assert "Traceback" not in result.stderr and os.listdir(tmp_path) == []
+    assert result.returncode == 1 and not result.stdout
+    if said is not None:
+        assert result.stderr.decode().startswith(said) and b"Traceback" not in result.stderr
+    assert os.listdir(tmp_path) == []
 
 
 def test_stdin_open_for_writing_only_is_named_as_unreadable_by_every_command(encoded, tiny_model_path, tmp_path,
