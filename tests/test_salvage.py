@@ -41,6 +41,14 @@ def flip_byte_in_chunk(data: bytes, index: int) -> bytes:
     return bytes(damaged)
 
 
+def with_framing_lost(data: bytes, index: int, trailing: int) -> bytes:
+    """`data` with chunk `index` claiming no bytes, which ends its framing, and `trailing` zero bytes after it."""
+    offset, _ = chunk_offsets(data)[index]
+    damaged = bytearray(data + bytes(trailing))
+    damaged[offset - CHUNK_HEAD.size:offset - CHUNK_HEAD.size + 4] = bytes(4)
+    return bytes(damaged)
+
+
 @pytest.fixture(scope="module")
 def audio_file(codec, signal):
     """2 s of stereo at 44.1 kHz (8 chunks of 0.25 s with the tiny model), and its decoding."""
@@ -223,15 +231,13 @@ def test_salvage_of_a_stream_reads_it_as_a_file_is_read_past_lost_framing(cli, c
     import vqcodec.memory
 
     data, _ = audio_file
-    offset, _ = chunk_offsets(data)[5]
-    damaged = bytearray(data + bytes(2 << 20))
-    damaged[offset - CHUNK_HEAD.size:offset - CHUNK_HEAD.size + 4] = bytes(4)
+    damaged = with_framing_lost(data, 5, 2 << 20)
     source = tmp_path / "damaged.vq"
     source.write_bytes(damaged)
     env = {"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)}
     by_path = cli("decode", source, tmp_path / "by_path.wav", "--salvage", env=env, text=True)
     assert by_path.returncode == 0, by_path.stderr
-    piped = cli("decode", "-", "-", "--salvage", "--format", "wav", input=bytes(damaged), env=env)
+    piped = cli("decode", "-", "-", "--salvage", "--format", "wav", input=damaged, env=env)
     assert piped.returncode == 0, piped.stderr.decode()
     assert piped.stdout == (tmp_path / "by_path.wav").read_bytes() and piped.stderr.decode() == by_path.stderr
     assert by_path.stderr == ("vqcodec: warning: 3 of 8 chunks are damaged or missing, decoded as silence: "
@@ -243,6 +249,18 @@ def test_salvage_of_a_stream_reads_it_as_a_file_is_read_past_lost_framing(cli, c
     with pytest.raises(VQCodecError, match=r"^the .vq stream takes over 0.0 GB, more than the memory this process may "
                                            r"use \(0.0 GB\); a .vq file is read into memory whole$"):
         codec.decode_audio(io.BytesIO(damaged), salvage=True)
+
+
+def test_a_stream_refused_where_its_framing_is_lost_gives_the_salvage_hint(cli, audio_file, tiny_model_path):
+    """Refused from a pipe past 1 MiB after its lost framing, such a file was not said to be salvageable (its path
+    was, and salvage reads the pipe whole)."""
+    data, _ = audio_file
+    damaged = with_framing_lost(data, 5, 2 << 20)
+    refused = cli("decode", "-", "-", "--format", "wav", input=damaged,
+                  env={"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)}, text=True)
+    assert refused.returncode == 1 and not refused.stdout
+    assert refused.stderr == ("vqcodec: error: corrupted .vq file (chunk 5 claims 0 bytes), and more than 1 MiB follows "
+                              "it; not read further (is it one .vq file?); --salvage decodes what is intact\n")
 
 
 def test_a_folder_decode_gives_the_salvage_hint_for_a_damaged_file_only(cli, codec, audio_file, tiny_model_path,

@@ -1025,6 +1025,7 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
       vqcodec decode my_recordings_vq/ decoded/ --format flac   # a whole folder
     """
     from .codec import Codec
+    from .fileinfo import LostFraming
 
     _use_threads(threads)
     if input_path != "-" and Path(input_path).is_dir():
@@ -1032,7 +1033,10 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
             raise VQCodecError("--start and --duration are for one file, not a folder")
         return _decode_folder(Path(input_path), output_path, model, format_name, device, force, salvage, output_rate)
     _refuse_output_file(output_path, force, input_path)
-    data = _read_vq_input(input_path, salvage)
+    try:
+        data = _read_vq_input(input_path, salvage)
+    except LostFraming as exc:  # its header is intact: salvage decodes the chunks before the framing was lost
+        raise VQCodecError(f"{exc}; --salvage decodes what is intact") from None
     header = vqformat.parse_header(data)
     if header.kind == vqformat.KIND_IMAGE and (start is not None or duration is not None or output_rate is not None):
         raise VQCodecError(f"--start, --duration and --rate are for audio; {input_path} holds an image")

@@ -21,6 +21,11 @@ WHOLE = "a .vq file is read into memory whole"
 STREAM = "the stream"  # how a read's error names a .vq stream
 
 
+class LostFraming(vqformat.FormatError):
+    """A `.vq` stream whose chunk framing is lost with more than TRAILING_STREAM_BYTES after it: not read further
+    (read_vq_stream), though a stream to be salvaged is read whole."""
+
+
 @dataclass
 class FileInfo:
     """What a `.vq` file holds, as read_info returns it from the file's header (and chunk table):
@@ -145,8 +150,9 @@ def _read_framed(stream, header: vqformat.Header, head: bytes, salvage: bool) ->
     if len(rest) > TRAILING_STREAM_BYTES:
         found = (f"corrupted .vq file (chunk {lost[0]} claims {lost[1]} bytes), and" if lost else
                  "a .vq stream goes on past its last chunk:")
-        raise vqformat.FormatError(f"{found} more than {TRAILING_STREAM_BYTES >> 20} MiB follows it; not read further "
-                                   "(is it one .vq file?)")
+        refused = LostFraming if lost else vqformat.FormatError
+        raise refused(f"{found} more than {TRAILING_STREAM_BYTES >> 20} MiB follows it; not read further "
+                      "(is it one .vq file?)")
     data += rest
     return bytes(data)
 
