@@ -1057,6 +1057,12 @@ def test_the_shipped_configs_are_within_the_parameter_bound(name):
     (["--codebook-size", "0"], "'--codebook-size': 0 is not in the range"),
     (["--max-steps", "-5"], "'--max-steps': -5 is not in the range"),
     (["--max-steps", "0"], "--max-steps 0 writes the starting model as it is: it needs --init"),
+    # past 2**53 the schedule's step / max_steps and the JSON records' counts are no longer exact
+    (["--max-steps", str(2 ** 53 + 1), "--max-minutes", "0.01"],
+     "--max-steps must be at least 0 and at most 9007199254740992, not 9007199254740993"),
+    (["--max-steps", "9" * 400, "--max-minutes", "0.01"], "--max-steps must be at least 0 and at most 9007199254740992, not 99"),
+    (["--eval-every", str(2 ** 64)],
+     "--eval-every must be at least 1 and at most 9007199254740992, not 18446744073709551616"),
     (["--threads", "100000"], "'--threads': 100000 is not in the range 1<=x<=256"),  # torch crashed (SIGSEGV)
     (["--name", "checkpoint"], "is the training checkpoint's"),
     (["--name", "sub/x"], "model name 'sub/x' is not a plain file name (it holds a slash): pass another --name"),
@@ -1234,11 +1240,15 @@ def test_the_python_api_checks_the_options_as_the_command_does(trained, data_dir
             (dict(max_steps=None), "give a budget: max_minutes or max_steps"),
             (dict(lr=-1.0), "lr must be a positive number, not -1.0"),
             (dict(lr=2.0), "lr must be at most 1, not 2"),
-            (dict(eval_every=0), "eval_every must be at least 1, not 0"),
+            (dict(eval_every=0), "eval_every must be at least 1 and at most 9007199254740992, not 0"),
             (dict(batch_size=0), "batch_size must be at least 1 and at most 65536, not 0"),
             (dict(batch_size=10 ** 9), "batch_size must be at least 1 and at most 65536, not 1000000000"),
             (dict(crop=-5), "crop must be at least 1, not -5"),
-            (dict(max_steps=-1), "max_steps must be at least 0, not -1"),
+            (dict(max_steps=-1), "max_steps must be at least 0 and at most 9007199254740992, not -1"),
+            (dict(max_steps=2 ** 63), "max_steps must be at least 0 and at most 9007199254740992, not "
+                                      "9223372036854775808"),
+            (dict(eval_every=2 ** 53 + 1), "eval_every must be at least 1 and at most 9007199254740992, not "
+                                           "9007199254740993"),
             (dict(threads=0), "threads must be at least 1 and at most 256, not 0"),
             (dict(data_workers=300), "data_workers must be at least 1 and at most 256, not 300"),
             (dict(max_steps=0), "max_steps=0 writes the starting model as it is: it needs init=MODEL"),

@@ -1831,7 +1831,8 @@ def _why_missing(path, missing: str) -> str | None:
 @click.option("--max-minutes", type=float, default=None,
               help="Training time budget in minutes (give it, --max-steps, or both: training stops at the first).")
 @click.option("--max-steps", type=click.IntRange(0), default=None,
-              help="Training step budget (0 with --init: write the starting model, grown by --config, untrained).")
+              help="Training step budget, at most 2**53 (0 with --init: write the starting model, grown by --config, "
+                   "untrained).")
 @click.option("--batch-size", type=click.IntRange(1), default=None,
               help="Examples per step, over all processes under torchrun (default 16 audio, 12 images on the CPU; "
                    "64 and 32 on a GPU; times the number of processes; at most 65536).")
@@ -1841,7 +1842,7 @@ def _why_missing(path, missing: str) -> str | None:
               help="Peak learning rate: warmed up to over the first 200 steps, then down to a tenth of it along a "
                    "half cosine over the budget (lower for fine-tuning with --init, such as 3e-4).")
 @click.option("--eval-every", type=click.IntRange(1), default=200, show_default=True,
-              help="Steps between validations (and training-log records).")
+              help="Steps between validations (and training-log records), at most 2**53.")
 @threads_option
 @click.option("--precision", default="auto", type=click.Choice(["auto", "fp32", "bf16"]), show_default=True,
               help="bf16: run the networks under bfloat16 autocast (quantiser and losses stay fp32). "

@@ -82,6 +82,10 @@ VALIDATION_CROPS = 64  # crops of the held-out files each evaluation measures (a
 WARMUP_STEPS = 200  # linear learning-rate warm-up at the start of every run, resumed or not
 MAX_LR = 1.0        # AdamW's steps are about lr in size: above this every weight is thrown far off at once
 MAX_BATCH_SIZE = 1 << 16  # crops a step over all processes, each planned before it (the shipped models' runs: 128)
+# Steps a run may count to (--max-steps, --eval-every): the learning-rate schedule's step / max_steps is a float64,
+# exact for counts up to 2**53, as are the step counts of the checkpoint's and the log's JSON for readers that
+# take JSON numbers as doubles (jq, JavaScript). No run comes near it: a million steps a second for 285 years.
+MAX_STEPS = 1 << 53
 # Bytes a CPU training step holds per byte of its float32 crops: the network's and the losses' activations and
 # gradients. Measured as the growth of peak resident memory (ru_maxrss) from a batch of 2 crops to one of 8 to 16,
 # over the growth of the crops' bytes, two train_step calls each, one thread, fp32 (bf16 in brackets): audio 136 (120)
@@ -191,8 +195,8 @@ def check_options(options: TrainOptions) -> None:
             raise VQCodecError(f"{_option(field)} must be a positive number, not {value}")
     if options.lr is not None and options.lr > MAX_LR:  # 1e308 overflowed float32 in the optimiser's step, a traceback
         raise VQCodecError(f"{_option('lr')} must be at most {MAX_LR:g}, not {options.lr:g}")
-    for field, low, high in (("max_steps", 0, None), ("batch_size", 1, MAX_BATCH_SIZE), ("crop", 1, None),
-                             ("eval_every", 1, None), ("threads", 1, 256), ("data_workers", 1, 256)):
+    for field, low, high in (("max_steps", 0, MAX_STEPS), ("batch_size", 1, MAX_BATCH_SIZE), ("crop", 1, None),
+                             ("eval_every", 1, MAX_STEPS), ("threads", 1, 256), ("data_workers", 1, 256)):
         value = getattr(options, field)
         if value is not None and not low <= value <= (high or value):
             raise VQCodecError(f"{_option(field)} must be at least {low}{f' and at most {high}' if high else ''}, not {value}")
