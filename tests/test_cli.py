@@ -264,6 +264,19 @@ def test_help_of_encode_kind_quality_force_and_info_verbose_says_what_they_do(cl
         assert "(or, for -, write to stdout that is a terminal)" in " ".join(
             cli(command, "--help", text=True).stdout.split()), command
 
+def test_every_command_that_takes_force_takes_f_for_it(cli):
+    """encode, decode, codes and pack took -f for --force, train and fit-prior --force alone: `train -f` was
+    refused as no such option."""
+    from vqcodec.cli import cli as group
+
+    forcing = {name: param.opts for name, command in group.commands.items() for param in command.params
+               if "--force" in param.opts}
+    assert set(forcing) == {"encode", "decode", "codes", "pack", "train", "fit-prior"}
+    assert all(opts == ["-f", "--force"] for opts in forcing.values()), forcing
+    for command in ("train", "fit-prior"):
+        assert "-f, --force" in cli(command, "--help", text=True).stdout, command
+
+
 def test_info_text(encoded, cli, tiny_model_path, codec):
     result = cli("info", encoded / "out.vq", env={"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)})
     assert result.returncode == 0, result.stderr.decode()

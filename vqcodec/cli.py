@@ -1857,7 +1857,7 @@ def _why_missing(path, missing: str) -> str | None:
               help="Validate and write a moving average of the weights, updated each step with this decay (such as "
                    "0.999: about the last 1000 steps), instead of the last step's weights. Kept when resuming.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
-@click.option("--force", is_flag=True,
+@click.option("-f", "--force", is_flag=True,
               help="Start a new run in an --out folder that holds one (its checkpoint, log and model files are "
                    "replaced).")
 @click.option("--init", "init_model", default=None, metavar="MODEL", callback=_model_name,
@@ -2058,7 +2058,7 @@ def _evaluate_listing_skipped(codec, paths: list[Path], levels, targets, folder:
                    "NAME.json beside it, in a folder that exists) instead of replacing its prior in place.")
 @device_option
 @threads_option
-@click.option("--force", is_flag=True,
+@click.option("-f", "--force", is_flag=True,
               help="Overwrite the model files that --out names (MODEL's own too), or a shipped model's prior.")
 def fit_prior(model, data_dir, out, device, threads, force):
     """Fit the entropy-coding prior of MODEL to the codes of the media in DIR, and store it in the model.
