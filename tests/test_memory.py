@@ -213,6 +213,18 @@ def test_a_data_limit_is_the_bound_when_lowest(machine):
     assert machine.bound() == 16 * GB
 
 
+def test_the_shared_bound_leaves_out_the_limits_each_process_has_of_its_own(machine):
+    """Several training processes of one machine hold its memory and their cgroup's together, while each has
+    an RLIMIT_AS and RLIMIT_DATA of its own."""
+    machine.cgroups("0::/a")
+    machine.v2("a", "8000000000")
+    machine.address_space = machine.data = 1 * GB
+    assert machine.bound() == 1 * GB
+    assert vqcodec.memory.shared_memory_bound(machine.root, machine.own) == 8 * GB
+    machine.v2("a", "max")
+    assert vqcodec.memory.shared_memory_bound(machine.root, machine.own) == 16 * GB
+
+
 def test_the_bound_holds_what_numpy_can_allocate_under_a_data_limit():
     """In a process of `ulimit -d 400000` (KiB), the bound is within it, so that read_codes refuses
     in one line what np.empty would fail to allocate."""

@@ -223,6 +223,24 @@ def test_every_process_stops_with_the_first_ones_refusal_to_write_a_model(data_d
     assert_all_stopped(result)
 
 
+def test_the_processes_on_this_machine_are_torchruns_local_world_size(monkeypatch):
+    from vqcodec import parallel
+    from vqcodec.errors import VQCodecError
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert parallel.local_processes() == 1  # not under torchrun
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    assert parallel.local_processes() == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert parallel.local_processes() == 8  # no more than the run's
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert parallel.local_processes() == 1  # another launcher: each process's share alone, as before
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "x")
+    with pytest.raises(VQCodecError, match="^the environment variable LOCAL_WORLD_SIZE is 'x', not a whole number$"):
+        parallel.local_processes()
+
+
 @pytest.mark.parametrize("environment, message", [
     ({"WORLD_SIZE": "two"}, "the environment variable WORLD_SIZE is 'two', not a whole number"),
     ({"WORLD_SIZE": "2"}, "WORLD_SIZE is 2 but RANK is not set: start the processes with torchrun"),

@@ -2041,6 +2041,35 @@ def test_a_batch_beyond_memory_is_refused_before_the_model_is_built(data_dir, tm
     assert built == [] and sorted(p.name for p in tmp_path.iterdir()) == ["cfg.json", "photos"]
 
 
+def test_a_batch_is_checked_against_the_memory_the_processes_of_one_machine_share(tmp_path, monkeypatch):
+    """Under torchrun each process checked its own share of the batch against the whole machine's memory, which
+    all the processes on it share: four of 4 GB on an 8 GB machine each passed. The limits each process has of
+    its own (ulimit -v) still bound its share alone."""
+    import dataclasses
+
+    import vqcodec.memory
+    from vqcodec.train import _Run, _refuse_a_batch_beyond_memory
+
+    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: 8 * 10 ** 9)
+    monkeypatch.setattr(vqcodec.memory, "shared_memory_bound", lambda: 8 * 10 ** 9)
+    # 1024 crops a process of 8000 samples x 4 bytes x 120 (3.93 GB a process), and the first process's 4096
+    # validation crops (0.13 GB)
+    run = _Run(options(tmp_path, batch_size=4096, crop=8000), "cpu", processes=4, main=True, quiet=True,
+               precision="fp32", checkpoint_path=tmp_path / "checkpoint.safetensors", local_processes=4)
+    with pytest.raises(VQCodecError) as refused:
+        _refuse_a_batch_beyond_memory(run, "audio")
+    assert str(refused.value) == ("a batch of 1024 crops a process of 8000 samples, in 4 processes on this machine, "
+                                  "takes 15.9 GB, more than the memory they share (8.0 GB); lower batch_size or crop, "
+                                  "or start fewer processes on it")
+    for fits in (dataclasses.replace(run, local_processes=2), dataclasses.replace(run, local_processes=1),
+                 dataclasses.replace(run, local_processes=4, main=False, processes=8)):
+        _refuse_a_batch_beyond_memory(fits, "audio")  # 8.0 GB; 4.1 GB; 512 crops a process without validation
+    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: 3 * 10 ** 9)  # an RLIMIT_AS of each process's
+    with pytest.raises(VQCodecError, match=r"^a batch of 1024 crops a process of 8000 samples takes 4.1 GB, more "
+                                           r"than the memory this process may use \(3.0 GB\)"):
+        _refuse_a_batch_beyond_memory(dataclasses.replace(run, local_processes=1), "audio")
+
+
 def test_resume_drops_a_partial_log_record_with_a_warning(trained, data_dir, tmp_path, capsys):
     """A run stopped while writing a log record (a power cut) left the start of it, and a --resume
     appended its records after it: the log no longer parsed as JSON lines."""

@@ -21,12 +21,12 @@ NO_LIMIT_BYTES = 1 << 60  # cgroup v1 writes "no limit" as about 2**63 (rounded 
 
 
 def refuse_beyond(size: int, memory: int | None, held: str, advice: str,
-                  error: type[VQCodecError] = VQCodecError) -> None:
+                  error: type[VQCodecError] = VQCodecError, whose: str = "the memory this process may use") -> None:
     """Refuse `size` bytes that `memory` (memory_bound's: None, no bound known) cannot hold, before they are
-    allocated; `held` says what they are ("the codes take"), `advice` what to do instead."""
+    allocated; `held` says what they are ("the codes take"), `advice` what to do instead, `whose` what
+    `memory` is the bound of."""
     if memory is not None and size > memory:
-        raise error(f"{held} {size / 1e9:.1f} GB, more than the memory this process may use "
-                    f"({memory / 1e9:.1f} GB); {advice}")
+        raise error(f"{held} {size / 1e9:.1f} GB, more than {whose} ({memory / 1e9:.1f} GB); {advice}")
 
 
 def memory_bound(root: str | Path | None = None, own: str | Path | None = None) -> int | None:
@@ -34,9 +34,15 @@ def memory_bound(root: str | Path | None = None, own: str | Path | None = None) 
     the address-space and data limits (RLIMIT_AS, RLIMIT_DATA: `ulimit -v`, `ulimit -d`), in bytes;
     None where none of them is known. Memory in use is not subtracted (see the module's note). `root`
     and `own` stand for /sys/fs/cgroup and /proc/self/cgroup (CGROUP_ROOT, OWN_CGROUPS), for tests."""
-    limits = (_physical_memory(), cgroup_limit(root, own), _resource_limit(resource.RLIMIT_AS),
-              _resource_limit(resource.RLIMIT_DATA))
+    limits = (shared_memory_bound(root, own), _resource_limit(resource.RLIMIT_AS), _resource_limit(resource.RLIMIT_DATA))
     bounds = [bound for bound in limits if bound is not None]
+    return min(bounds, default=None)
+
+
+def shared_memory_bound(root: str | Path | None = None, own: str | Path | None = None) -> int | None:
+    """The smaller of physical memory and this process's cgroups' limits (memory_bound without the limits
+    each process has of its own): what all the processes of this machine and cgroup hold together."""
+    bounds = [bound for bound in (_physical_memory(), cgroup_limit(root, own)) if bound is not None]
     return min(bounds, default=None)
 
 

@@ -44,6 +44,15 @@ def launched_processes() -> int:
     return max(1, _environment_number("WORLD_SIZE", "1"))
 
 
+def local_processes() -> int:
+    """How many of the run's processes torchrun started on this machine (LOCAL_WORLD_SIZE), which share its
+    memory; 1 without torchrun. Within 1 to launched_processes()."""
+    processes = launched_processes()
+    if processes == 1:
+        return 1
+    return min(max(1, _environment_number("LOCAL_WORLD_SIZE", "1")), processes)
+
+
 def active() -> bool:
     return dist.is_available() and dist.is_initialized()
 

@@ -652,6 +652,7 @@ class _Run:
     quiet: bool
     precision: str
     checkpoint_path: Path
+    local_processes: int = 1  # the processes on this machine (parallel.local_processes), which share its memory
 
 
 @dataclass
@@ -707,7 +708,7 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     run.options = options = _sized(run, kind, cfg)
     files = readable_files(kind, files)
     run.options = options = _crop_within_files(run, kind, cfg, files, given_crop)
-    _refuse_a_batch_beyond_memory(run, kind)
+    parallel.together(lambda: _refuse_a_batch_beyond_memory(run, kind))
     model, codes_id = _build_model(run, start, cfg)
     # the held-out files, which the first process alone reads, may fail it alone
     data = parallel.together(lambda: _training_data(run, data_dir, kind, files, cfg, start.meta))
@@ -814,7 +815,7 @@ def _start_processes(options: TrainOptions) -> _Run:
     seed_torch(options.seed + rank, device)  # the processes draw different quantizer dropout
     precision = resolve_precision(options.precision, device)
     return _Run(options, device, processes, main, options.quiet or not main, precision,
-                Path(options.out) / f"{CHECKPOINT_NAME}.safetensors")
+                Path(options.out) / f"{CHECKPOINT_NAME}.safetensors", parallel.local_processes())
 
 
 def _sized(run: _Run, kind: str, cfg: ModelConfig) -> TrainOptions:
@@ -951,20 +952,28 @@ def _crop_within_files(run: _Run, kind: str, cfg: ModelConfig, files: list[Path]
 
 
 def _refuse_a_batch_beyond_memory(run: _Run, kind: str) -> None:
-    """On the CPU, refuse a batch whose step (STEP_BYTES_PER_CROP_BYTE) and validation crops (the first
-    process keeps max(batch, VALIDATION_CROPS); every process counts them, so that all refuse alike) take more
-    than the memory this process may use: past it the process is killed without a line. A GPU's bound is its
+    """On the CPU, refuse a batch whose step (STEP_BYTES_PER_CROP_BYTE) and validation crops (the first process
+    keeps max(batch, VALIDATION_CROPS)) take more than the memory this process may use, or whose steps in all the
+    processes of this machine (run.local_processes) take more than the memory they share: past it a process is
+    killed without a line. Every process checks (parallel.together: all refuse alike). A GPU's bound is its
     own memory, which running out of ends the run with one line (_step_loop's out_of_memory)."""
     options = run.options
     if run.device != "cpu":
         return
     share = options.batch_size // run.processes
     crop_bytes = options.crop * 4 if kind == "audio" else options.crop ** 2 * 3 * 4
-    size = crop_bytes * (share * STEP_BYTES_PER_CROP_BYTE[kind] + max(options.batch_size, VALIDATION_CROPS))
+    step = crop_bytes * share * STEP_BYTES_PER_CROP_BYTE[kind]
+    validation = crop_bytes * max(options.batch_size, VALIDATION_CROPS) if run.main else 0
     crops = f"{options.crop} samples" if kind == "audio" else f"{options.crop}x{options.crop} pixels"
     each = " a process" if run.processes > 1 else ""
-    memory.refuse_beyond(size, memory.memory_bound(), f"a batch of {plural(share, 'crop')}{each} of {crops} takes",
-                         f"lower {_option('batch_size')} or {_option('crop')}")
+    advice = f"lower {_option('batch_size')} or {_option('crop')}"
+    memory.refuse_beyond(step + validation, memory.memory_bound(),
+                         f"a batch of {plural(share, 'crop')}{each} of {crops} takes", advice)
+    if run.local_processes > 1:
+        memory.refuse_beyond(step * run.local_processes + validation, memory.shared_memory_bound(),
+                             f"a batch of {plural(share, 'crop')} a process of {crops}, in {run.local_processes} "
+                             "processes on this machine, takes", f"{advice}, or start fewer processes on it",
+                             whose="the memory they share")
 
 
 def _training_data(run: _Run, data_dir: Path, kind: str, readable: list[Path], cfg: ModelConfig,
