@@ -46,6 +46,20 @@ def image_files(tmp_path_factory) -> list:
     return sorted(folder.iterdir())
 
 
+@pytest.mark.parametrize("crop", [64, 2000])
+def test_held_bytes_are_what_the_crops_hold_in_memory(audio_files, image_files, crop):
+    """train checks a batch against memory with the files' held bytes, before the crops are made."""
+    audio = AudioCrops(audio_files, 16000, crop * 4)
+    assert data.held_bytes("audio", audio_files, crop * 4, 16000) == sum(clip.nbytes for clip in audio.clips) > 0
+    images = ImageCrops(image_files, crop)
+    assert data.held_bytes("image", image_files, crop) == sum(image.nbytes for image in images.images) > 0
+    held = data.held_bytes("image", image_files, crop)
+    assert data.held_bytes("image", image_files, crop, in_memory_bytes=held) == held
+    assert data.held_bytes("image", image_files, crop, in_memory_bytes=held - 1) == 0  # read from disk
+    assert not ImageCrops(image_files, crop, in_memory_bytes=held - 1).in_memory
+    assert data.held_bytes("audio", audio_files, crop * 4, 16000, in_memory_bytes=0) == 0
+
+
 @pytest.mark.parametrize("model_rate", [8000, 16000])
 def test_audio_crops_read_from_disk_match_the_crops_of_the_whole_files(audio_files, model_rate):
     memory, disk = AudioCrops(audio_files, model_rate, CROP), AudioCrops(audio_files, model_rate, CROP, in_memory_bytes=0)

@@ -2041,6 +2041,56 @@ def test_a_batch_beyond_memory_is_refused_before_the_model_is_built(data_dir, tm
     assert built == [] and sorted(p.name for p in tmp_path.iterdir()) == ["cfg.json", "photos"]
 
 
+def test_the_batch_memory_check_counts_the_discriminator_and_the_training_files_held(data_dir, tmp_path, monkeypatch,
+                                                                                    capsys):
+    """The check left out --adversarial's discriminator, which needs about nine times the step's memory, and the
+    decoded training files held in memory (up to 2 GiB)."""
+    import vqcodec.memory
+    from vqcodec import train as train_module
+    from vqcodec.train import _Run, _refuse_a_batch_beyond_memory
+
+    class Built(Exception):
+        pass
+
+    built = []
+
+    def build(*args):
+        built.append(args)
+        raise Built
+
+    monkeypatch.setattr(train_module, "VQVAE", build)
+    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: 5 * 10 ** 8)
+    (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(CFG)))
+    base = ["--config", tmp_path / "cfg.json", "--name", "tiny", "--max-steps", "1", "--threads", "1", "--no-prior",
+            "--batch-size", "16", "--crop", "12000"]
+    code, err = run_in_process(["train", data_dir, "--out", tmp_path / "run", *base, "--adversarial"], capsys)
+    # 16 crops of 12000 samples x 4 bytes x (120 + 950), 64 validation crops and 4 channels of 12000 samples held
+    assert (code, err) == (1, "vqcodec: error: a batch of 16 crops of 12000 samples takes 0.8 GB, more than the memory "
+                              "this process may use (0.5 GB); lower --batch-size or --crop\n")
+    assert built == [] and not (tmp_path / "run").exists()
+
+    run = _Run(options(tmp_path, batch_size=16, crop=12000), "cpu", processes=1, main=True, quiet=True,
+               precision="fp32", checkpoint_path=tmp_path / "checkpoint.safetensors")
+    _refuse_a_batch_beyond_memory(run, "audio", adversarial=False, held=10 ** 8)  # 92 + 3 + 100 MB
+    step_and_validation = 16 * 48000 * 120 + 64 * 48000
+    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: step_and_validation + 10 ** 9 - 1)
+    with pytest.raises(VQCodecError) as refused:
+        _refuse_a_batch_beyond_memory(run, "audio", held=10 ** 9)
+    assert str(refused.value) == ("a batch of 16 crops of 12000 samples with the 1.0 GB of training files it holds in "
+                                  "memory takes 1.1 GB, more than the memory this process may use (1.1 GB); pass "
+                                  "stream_data=True, or lower batch_size or crop")
+    _refuse_a_batch_beyond_memory(run, "audio", held=10 ** 9 - 1)
+
+    # through the command: the files held, a few bytes over, refuse what --stream-data trains
+    held = 4 * 12000 * 4
+    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: step_and_validation + held - 1)
+    code, err = run_in_process(["train", data_dir, "--out", tmp_path / "run", *base], capsys)
+    assert code == 1 and "more than the memory this process may use" in err and built == []
+    with pytest.raises(Built):  # past the check
+        run_in_process(["train", data_dir, "--out", tmp_path / "run", *base, "--stream-data"], capsys)
+    assert len(built) == 1
+
+
 def test_a_batch_is_checked_against_the_memory_the_processes_of_one_machine_share(tmp_path, monkeypatch):
     """Under torchrun each process checked its own share of the batch against the whole machine's memory, which
     all the processes on it share: four of 4 GB on an 8 GB machine each passed. The limits each process has of

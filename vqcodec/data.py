@@ -303,6 +303,38 @@ class AudioSource:
     rate: int
 
 
+def _audio_sizes(sources: list[AudioSource], sample_rate: int, crop: int) -> tuple[int, int]:
+    """The bytes AudioCrops holds of `sources` in memory, each channel at `sample_rate` and padded to a crop
+    when shorter, and the most that loading them holds at once besides (a file decoded whole, every channel
+    at its own rate)."""
+    read_at_once: dict[Path, int] = {}
+    for source in sources:
+        read_at_once[source.path] = read_at_once.get(source.path, 0) + source.frames * 4
+    padded = sum(max(round(s.frames * sample_rate / s.rate), crop) for s in sources) * 4
+    return padded, max(read_at_once.values(), default=0)
+
+
+def _image_bytes(sources: list[ImageSource], crop: int) -> int:
+    """The bytes ImageCrops holds of `sources` in memory: 8-bit RGB, padded to a crop when smaller."""
+    return sum(max(s.width, crop) * max(s.height, crop) * 3 for s in sources)
+
+
+def held_bytes(kind: str, files: list[Path], crop: int, sample_rate: int = 0, in_memory_bytes: int | None = None) -> int:
+    """The bytes that the crops of `files` (readable_files': AudioCrops at `sample_rate`, or ImageCrops) hold
+    in memory once made, as their headers give them: the decoded media where they fit in `in_memory_bytes`
+    (default IN_MEMORY_BYTES), else 0 (read from disk crop by crop)."""
+    limit = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
+    if kind == "image":
+        size = _image_bytes([ImageSource(Path(path), *image_size(path)) for path in files], crop)
+        return size if size <= limit else 0
+    sources = []
+    for path in files:
+        frames, rate, channels = _audio_header(path)
+        sources += [AudioSource(Path(path), channel, frames, rate) for channel in range(channels)]
+    padded, read_at_once = _audio_sizes(sources, sample_rate, crop)
+    return padded if padded + read_at_once <= limit else 0
+
+
 def _channel_finiteness(path: Path) -> tuple[int, np.ndarray] | None:
     """The samples per channel a file holds and whether each channel's are all finite, read block by
     block; None, after a `skipping` line, for a file that cannot be read."""
@@ -384,11 +416,8 @@ class AudioCrops(Crops):
             if frames > 0 and rate > 0:
                 self.sources += [AudioSource(Path(path), c, frames, rate) for c in range(channels)]
         limit = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
-        read_at_once: dict[Path, int] = {}  # each file is decoded whole, every channel at its own rate, to be loaded
-        for source in self.sources:
-            read_at_once[source.path] = read_at_once.get(source.path, 0) + source.frames * 4
-        padded = sum(max(self._length(s), crop) for s in self.sources) * 4  # held padded to a crop, when shorter
-        self.in_memory = padded + max(read_at_once.values(), default=0) <= limit
+        padded, read_at_once = _audio_sizes(self.sources, sample_rate, crop)
+        self.in_memory = padded + read_at_once <= limit
         self.clips: list[np.ndarray] | None = self._load() if self.in_memory else None
         if not self.in_memory:
             self._scan()
@@ -548,7 +577,7 @@ class ImageCrops(Crops):
             except VQCodecError as exc:
                 _skip(str(exc))
         limit = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
-        self.in_memory = sum(max(s.width, crop) * max(s.height, crop) * 3 for s in self.sources) <= limit  # padded
+        self.in_memory = _image_bytes(self.sources, crop) <= limit
         self.images: list[np.ndarray] | None = self._load() if self.in_memory else None
         if not self.sources:
             raise _no_readable("images", role, files)

@@ -25,7 +25,7 @@ from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, con
 from .errors import Terminated, VQCodecError, is_out_of_memory
 from .devices import resolve_device
 from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, NoReadableMedia, decodes, default_batch_workers,
-                   find_media, longest_length, readable_files, relative_name, split_as_before, split_files)
+                   find_media, held_bytes, longest_length, readable_files, relative_name, split_as_before, split_files)
 from .io import checked_flag, read_audio, read_image_rgb, remove_leftover_temporaries
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
@@ -94,6 +94,10 @@ MAX_STEPS = 1 << 53
 # of 128). The least of each kind, rounded down: a floor, so that a batch the smallest model could train is never
 # refused.
 STEP_BYTES_PER_CROP_BYTE = {"audio": 120, "image": 10}
+# What --adversarial's discriminator (audio) adds to that: its STFTs' activations and gradients, in fp32 whatever the
+# precision. Measured as above, with it: 1094 with base_channels 2 and strides (2,) and crops of 4000, 1155 with
+# crops of 16000, 1238 with the tests' tiny config (crops of 8000); the least, less the step's 120, rounded down.
+DISCRIMINATOR_BYTES_PER_CROP_BYTE = 950
 CHECKPOINT_NAME = "checkpoint"  # checkpoint.safetensors + checkpoint.json in the output folder
 LOG_NAME = "train_log.jsonl"
 
@@ -708,7 +712,8 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     run.options = options = _sized(run, kind, cfg)
     files = readable_files(kind, files)
     run.options = options = _crop_within_files(run, kind, cfg, files, given_crop)
-    parallel.together(lambda: _refuse_a_batch_beyond_memory(run, kind))
+    parallel.together(lambda: _refuse_a_batch_beyond_memory(run, kind, start.adversarial,
+                                                            _held_data_bytes(run, kind, cfg, files)))
     model, codes_id = _build_model(run, start, cfg)
     # the held-out files, which the first process alone reads, may fail it alone
     data = parallel.together(lambda: _training_data(run, data_dir, kind, files, cfg, start.meta))
@@ -951,28 +956,41 @@ def _crop_within_files(run: _Run, kind: str, cfg: ModelConfig, files: list[Path]
     return dataclasses.replace(options, crop=crop)
 
 
-def _refuse_a_batch_beyond_memory(run: _Run, kind: str) -> None:
-    """On the CPU, refuse a batch whose step (STEP_BYTES_PER_CROP_BYTE) and validation crops (the first process
-    keeps max(batch, VALIDATION_CROPS)) take more than the memory this process may use, or whose steps in all the
-    processes of this machine (run.local_processes) take more than the memory they share: past it a process is
-    killed without a line. Every process checks (parallel.together: all refuse alike). A GPU's bound is its
-    own memory, which running out of ends the run with one line (_step_loop's out_of_memory)."""
+def _held_data_bytes(run: _Run, kind: str, cfg: ModelConfig, files: list[Path]) -> int:
+    """The bytes of the training and held-out files (readable_files') that the first process holds in memory
+    (data.held_bytes), as their headers give them; 0 in the other processes, whose share of the files is not
+    known before they are split, and for --stream-data."""
+    if not run.main or run.options.stream_data:
+        return 0
+    return held_bytes(kind, files, run.options.crop, getattr(cfg, "sample_rate", 0))
+
+
+def _refuse_a_batch_beyond_memory(run: _Run, kind: str, adversarial: bool = False, held: int = 0) -> None:
+    """On the CPU, refuse a batch whose step (STEP_BYTES_PER_CROP_BYTE, and DISCRIMINATOR_BYTES_PER_CROP_BYTE
+    for an `adversarial` run), validation crops (the first process keeps max(batch, VALIDATION_CROPS)) and
+    `held` bytes of decoded files (_held_data_bytes) take more than the memory this process may use, or whose
+    steps in all the processes of this machine (run.local_processes) take more than the memory they share: past
+    it a process is killed without a line. Every process checks (parallel.together: all refuse alike). A GPU's
+    bound is its own memory, which running out of ends the run with one line (_step_loop's out_of_memory)."""
     options = run.options
     if run.device != "cpu":
         return
     share = options.batch_size // run.processes
     crop_bytes = options.crop * 4 if kind == "audio" else options.crop ** 2 * 3 * 4
-    step = crop_bytes * share * STEP_BYTES_PER_CROP_BYTE[kind]
-    validation = crop_bytes * max(options.batch_size, VALIDATION_CROPS) if run.main else 0
+    step = crop_bytes * share * (STEP_BYTES_PER_CROP_BYTE[kind] + (DISCRIMINATOR_BYTES_PER_CROP_BYTE if adversarial else 0))
+    first = held + (crop_bytes * max(options.batch_size, VALIDATION_CROPS) if run.main else 0)
     crops = f"{options.crop} samples" if kind == "audio" else f"{options.crop}x{options.crop} pixels"
     each = " a process" if run.processes > 1 else ""
-    advice = f"lower {_option('batch_size')} or {_option('crop')}"
-    memory.refuse_beyond(step + validation, memory.memory_bound(),
-                         f"a batch of {plural(share, 'crop')}{each} of {crops} takes", advice)
+    data_first = held >= step + first - held  # the files, more than the crops: read them from disk instead
+    with_data = f" with the {held / 1e9:.1f} GB of training files it holds in memory" if data_first else ""
+    advice = f"pass {_option('stream_data', True)}, or " if data_first else ""
+    advice += f"lower {_option('batch_size')} or {_option('crop')}"
+    memory.refuse_beyond(step + first, memory.memory_bound(),
+                         f"a batch of {plural(share, 'crop')}{each} of {crops}{with_data} takes", advice)
     if run.local_processes > 1:
-        memory.refuse_beyond(step * run.local_processes + validation, memory.shared_memory_bound(),
+        memory.refuse_beyond(step * run.local_processes + first, memory.shared_memory_bound(),
                              f"a batch of {plural(share, 'crop')} a process of {crops}, in {run.local_processes} "
-                             "processes on this machine, takes", f"{advice}, or start fewer processes on it",
+                             f"processes on this machine{with_data}, takes", f"{advice}, or start fewer processes on it",
                              whose="the memory they share")
 
 
