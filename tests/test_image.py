@@ -2730,3 +2730,25 @@ def test_an_image_stream_that_cannot_seek_is_copied_up_to_a_bound_not_read_into_
                                            r"a pipe: give the input as a file$"):
         codec.encode(endless, 2)
     assert endless.read_bytes <= (16 << 10) + vqcodec.io.SPOOL_BLOCK_BYTES
+
+
+@pytest.mark.parametrize("bug", [NameError("name '_check_png' is not defined"), AttributeError("'NoneType' object "
+                                 "has no attribute 'tell'"), TypeError("unsupported operand")])
+def test_open_image_refuses_a_bad_file_and_lets_a_bug_of_its_own_out(monkeypatch, tmp_path, bug):
+    """open_image caught every Exception as a refusal of the user's file, so a bug of its own (a renamed helper's
+    NameError) read 'cannot read image x.png: name ... is not defined'. It turns into a refusal only what
+    Pillow raises of a file it cannot read."""
+    import vqcodec.io
+
+    source = tmp_path / "x.png"
+    Image.new("RGB", (5, 4)).save(source)
+    (tmp_path / "cut.png").write_bytes(source.read_bytes()[:40])
+    with pytest.raises(VQCodecError, match="^cannot read image .*cut.png: "):
+        open_image(tmp_path / "cut.png")
+
+    def broken(image):
+        raise bug
+
+    monkeypatch.setattr(vqcodec.io, "_check_png_data", broken)
+    with pytest.raises(type(bug), match=re.escape(str(bug))):
+        open_image(source)

@@ -1023,8 +1023,14 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE, fits: Callable[[in
         raise
     except Image.DecompressionBombError as exc:  # a refusal of its size, which names no file (check_pixel_count's)
         raise VQCodecError(pillow_refusal(source, exc, logged)) from None
-    except Exception as exc:
+    except PILLOW_READ_ERRORS as exc:
         raise unreadable_image(source, pillow_refusal(source, exc, logged)) from None
+
+
+# What Pillow raises of a file it cannot read, opened or loaded (ImageFile.load turns a tile's IndexError and
+# struct.error into OSError; a PNG's broken chunk is a SyntaxError, a file of an unknown raw mode a ValueError, one
+# that ends early an EOFError): any other error (a NameError, TypeError or AttributeError) is a bug, not the file's
+PILLOW_READ_ERRORS = (OSError, EOFError, ValueError, SyntaxError, NotImplementedError, struct.error)
 
 
 # What Pillow's errors that say nothing to the reader of an image mean: a broken TIFF tile, of which libtiff
