@@ -1461,6 +1461,43 @@ def test_a_png_whose_data_ends_before_its_last_row_is_refused(codec, tmp_path, i
         ImageCrops(readable_files("image", [path]), 16)
 
 
+def _jpeg_of_greater_height(mode: str, extra: int, rows: int = 32, **options) -> tuple[bytes, bytes]:
+    """A baseline JPEG of 24 x `rows` noise, and the same with `extra` more rows in its frame header (SOF0)."""
+    pixels = np.random.default_rng(3).integers(0, 256, (rows, 24, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buffer, "JPEG", **options)
+    whole = buffer.getvalue()
+    at = whole.index(b"\xff\xc0") + 5
+    taller = bytearray(whole)
+    taller[at:at + 2] = struct.pack(">H", rows + extra)
+    return whole, bytes(taller)
+
+
+@pytest.mark.parametrize("mode, extra, options", [("RGB", 16, {}), ("RGB", 8, {"subsampling": 0}),
+                                                  ("L", 8, {}), ("L", 40, {"restart_marker_blocks": 1}),
+                                                  ("CMYK", 8, {"quality": 100})])
+def test_a_jpeg_whose_data_ends_before_its_last_row_is_refused(codec, tmp_path, mode, extra, options):
+    """libjpeg decodes a baseline JPEG whose frame header gives more rows than its scan holds with the blocks
+    it lacks as zeros (a grey band), and Pillow hides its warning: encoding coded them, training trained on them."""
+    from vqcodec.io import read_image_rgb
+
+    whole, taller = _jpeg_of_greater_height(mode, extra, **options)
+    assert read_image_rgb(io.BytesIO(whole)).shape == (32, 24, 3)
+    path = tmp_path / "taller.jpg"
+    path.write_bytes(taller)
+    reason = re.escape(f"its image data ends before its last row (24x{32 + extra} pixels): damaged")
+    with pytest.raises(VQCodecError, match=f"^cannot read image {re.escape(str(path))}: {reason}$"):
+        codec.encode(path, 2)
+    with pytest.raises(VQCodecError, match=f"^cannot read the image: {reason}$"):
+        codec.encode_image(Image.open(io.BytesIO(taller)), 2)
+
+
+def test_a_jpeg_taller_within_its_last_block_row_is_read(codec):
+    """A frame header that gives rows the scan's last block row holds (its padding) lacks no data: read."""
+    _, within = _jpeg_of_greater_height("RGB", 4, rows=28, subsampling=0)
+    assert read_info(codec.encode_image(Image.open(io.BytesIO(within)), 2)).height == 32
+
+
 def test_an_apng_frame_after_the_first_is_not_taken_for_a_png_whose_data_ends_early(codec):
     """The check of a PNG's image data against its height reads the default image's IDAT chunks: a later
     frame of an APNG (an Image.open seeked to it), whose data are fdAT chunks, was refused as damaged."""

@@ -1148,6 +1148,7 @@ def load_pixels(image, source=None):
     _planes_through_libtiff(image)
     extra_as_alpha, extra_left_out = _unspecified_channel_as_alpha(image)  # before image.load() may close its file
     _check_png_data(image)
+    _check_jpeg_data(image)
     name = getattr(image, "filename", None)
     if image.format == "TIFF" and image.tag_v2.get(TIFF_ORIENTATION) in SIDE_SWAPPING_ORIENTATIONS:
         image.filename = ""  # ImageFile.load maps a file only when it has a file name
@@ -1226,8 +1227,79 @@ def _check_png_data(image) -> None:
     finally:
         stream.seek(start)
     if inflated < needed:
-        # open_image and encode_image name the file
-        raise OSError(f"its image data ends before its last row ({width}x{height} pixels): damaged")
+        raise _ends_before_last_row(width, height)
+
+
+def _ends_before_last_row(width: int, height: int) -> OSError:
+    """The error of an image whose data ends before the last row its header gives (open_image and encode_image
+    name the file)."""
+    return OSError(f"its image data ends before its last row ({width}x{height} pixels): damaged")
+
+
+JPEG_SEQUENTIAL_FRAMES = {0xC0, 0xC1}  # SOF0, SOF1: baseline and extended sequential, Huffman coded
+JPEG_SOS, JPEG_EOI = 0xDA, 0xD9
+JPEG_NOT_FRAMES = {0xC4, 0xC8, 0xCC}  # DHT, JPG, DAC: markers among the SOFs' that are none
+JPEG_ONES = b"\xff\x00" * 8  # 64 one bits (0xFF stuffed), which begin no Huffman code: the decoder's look-ahead, no data
+JPEG_CHECK_SCALE = 8  # the check decodes at 1/8 of the size (DCT scaling): its rows are whole blocks, as the scan's
+
+
+def _jpeg_first_scan(data: bytes) -> tuple[int | None, int, int] | None:
+    """Of a JPEG's `data`: its frame's SOF marker (None if none comes before its first scan), where that scan's data
+    ends and the marker that ends it; None where they cannot be found (cut short)."""
+    at, frame = 2, None
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in JPEG_NOT_FRAMES:
+            frame = marker
+        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+        if marker == JPEG_SOS:
+            while (at := data.find(b"\xff", at)) >= 0 and at + 1 < len(data):
+                if data[at + 1] == 0 or 0xD0 <= data[at + 1] <= 0xD7 or data[at + 1] == 0xFF:  # stuffed, RSTn, fill
+                    at += 1
+                    continue
+                return frame, at, data[at + 1]
+            return None
+    return None
+
+
+def _check_jpeg_data(image) -> None:
+    """Refuse a JPEG of one sequential scan whose data ends (at its EOI marker) before the rows its frame header
+    gives: libjpeg decodes the blocks it lacks as zeros, a grey band, and Pillow hides libjpeg's warning (a header
+    edited or damaged to a greater height). Its scan is decoded again, at 1/8 of its size, up to its EOI with no
+    marker after: a decoder that needs more data before its last row lacks the rows. (A grey image one block wide
+    that lacks one block row is not told: the look-ahead bits read as one damaged block.)"""
+    from PIL import Image
+
+    stream = getattr(image, "fp", None)
+    getdecoder = getattr(Image, "_getdecoder", None)  # a Pillow without it: the check is left out, not every JPEG
+    if (image.format != "JPEG" or len(image.tile) != 1 or stream is None or getattr(stream, "closed", False)
+            or getdecoder is None):
+        return
+    start = stream.tell()
+    try:
+        stream.seek(0)
+        data = stream.read()
+    except (OSError, ValueError):
+        return
+    finally:
+        stream.seek(start)
+    scan = _jpeg_first_scan(data)
+    if scan is None or scan[0] not in JPEG_SEQUENTIAL_FRAMES or scan[2] != JPEG_EOI:
+        return  # cut short, progressive, several scans: Pillow says so, or libjpeg reads them otherwise
+    size = (-(-image.width // JPEG_CHECK_SCALE), -(-image.height // JPEG_CHECK_SCALE))
+    decoder = getdecoder(image.mode, "jpeg", image.tile[0][3], (JPEG_CHECK_SCALE, 0))
+    try:
+        decoder.setimage(Image.core.new(image.mode, size), (0, 0) + size)
+        left = data[:scan[1]] + JPEG_ONES
+        while (used := decoder.decode(left))[0] > 0:
+            left = left[used[0]:]
+    finally:
+        decoder.cleanup()
+    if used == (0, 0):  # waits for data: a row not yet decoded
+        raise _ends_before_last_row(image.width, image.height)
 
 
 BMP_BI_RGB, BMP_BITFIELDS = 0, 3  # compressions: pixels of fixed layout (32-bit: B, G, R, a byte left unused), or of masks
