@@ -2731,6 +2731,41 @@ def test_what_pillow_logs_is_taken_for_the_image_of_the_thread_that_logs_it():
     assert lines == ["of this thread's image"]
 
 
+def test_what_pillow_logs_in_a_thread_reading_no_image_goes_where_it_went_while_another_reads_one():
+    """The handler each read put on Pillow's logger dropped the records of the threads reading no image: being a
+    handler, it kept Python's last resort from printing them (two reads at once would have printed them twice).
+    They reach stderr once, or the program's own handler; a thread reading an image has them in its own list."""
+    script = """if True:
+        import logging, sys, threading
+        from vqcodec.io import pillow_log_caught
+        logger = logging.getLogger("PIL.TiffImagePlugin")
+        holding, done, lists = [threading.Event(), threading.Event()], threading.Event(), [[], []]
+        def read(number):
+            with pillow_log_caught(lists[number]):
+                holding[number].set()
+                done.wait(30)
+                logger.warning(f"of image {number}")
+        readers = [threading.Thread(target=read, args=(number,)) for number in (0, 1)]
+        for reader in readers:
+            reader.start()
+        assert all(event.wait(30) for event in holding)
+        logger.warning("of no image")
+        logger.info("below WARNING")
+        if sys.argv[1] == "configured":
+            logging.basicConfig(format="logged: %(message)s")
+            logger.warning("to the program's handler")
+        done.set()
+        for reader in readers:
+            reader.join()
+        print(lists, logging.getLogger("PIL").handlers)
+    """
+    for logging_set_up, said in (("unconfigured", ["of no image"]),
+                                 ("configured", ["logged: of image 0", "logged: of image 1",
+                                                 "logged: to the program's handler", "of no image"])):
+        result = run_python("-c", script, logging_set_up, text=True, timeout=120)
+        assert (result.stdout, sorted(result.stderr.splitlines())) == ("[['of image 0'], ['of image 1']] []\n", said)
+
+
 class _GeneratedStream(io.RawIOBase):
     """A binary stream that cannot seek, whose bytes a generator makes as they are read (a pipe, a socket)."""
 

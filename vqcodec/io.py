@@ -1090,33 +1090,64 @@ def _refusal_of_its_format(source) -> str | None:
     return None
 
 
-class _LinesOf(logging.Handler):
-    """Collects the messages of the records that the thread it was made in logs (another thread's image is
-    not this one's)."""
+class _PillowLogRouter(logging.Handler):
+    """The one handler that pillow_log_caught puts on Pillow's logger while any thread catches its lines: a
+    record goes to the list of its thread's innermost catching block, and a record of a thread in none where it
+    went without this handler (Python's last resort, on stderr, where the program has no handler that takes it).
+    A handler of each block dropped the lines of the threads in none: being a handler, it kept the last resort
+    from them. Put on by the first block to begin and taken off by the last to end."""
 
-    def __init__(self, lines: list[str]):
+    def __init__(self):
         super().__init__(logging.WARNING)
-        self.lines, self.thread = lines, threading.get_ident()
+        self.guard, self.local, self.blocks = threading.Lock(), threading.local(), 0
+
+    def enter(self, lines: list[str]) -> None:
+        self.local.__dict__.setdefault("lines", []).append(lines)
+        with self.guard:
+            if not self.blocks:
+                logging.getLogger("PIL").addHandler(self)
+            self.blocks += 1
+
+    def leave(self) -> None:
+        self.local.lines.pop()
+        with self.guard:
+            self.blocks -= 1
+            if not self.blocks:
+                logging.getLogger("PIL").removeHandler(self)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self.thread:
-            self.lines.append(" ".join(record.getMessage().split()).rstrip("."))
+        caught = getattr(self.local, "lines", None)
+        if caught:
+            caught[-1].append(" ".join(record.getMessage().split()).rstrip("."))
+        elif not self._another_takes(record) and logging.lastResort is not None:
+            if record.levelno >= logging.lastResort.level:
+                logging.lastResort.handle(record)
+
+    def _another_takes(self, record: logging.LogRecord) -> bool:
+        """Whether a handler besides this one is found for `record`, as Logger.callHandlers looks for them."""
+        logger = logging.getLogger(record.name)
+        while logger is not None:
+            if any(handler is not self for handler in logger.handlers):
+                return True
+            logger = logger.parent if logger.propagate else None
+        return False
+
+
+_PILLOW_LOG_ROUTER = _PillowLogRouter()
 
 
 @contextlib.contextmanager
 def pillow_log_caught(lines: list[str]):
-    """Collect into `lines` what Pillow logs at WARNING and above while an image is read ("More samples per
-    pixel than can be decoded: 99", before it refuses a TIFF), for open_image to say in its own error or
-    warning. Without a handler of its own, Python's last resort printed it on stderr, a line beside
+    """Collect into `lines` what Pillow logs at WARNING and above in this thread while an image is read ("More
+    samples per pixel than can be decoded: 99", before it refuses a TIFF), for open_image to say in its own error
+    or warning. Without a handler of its own, Python's last resort printed it on stderr, a line beside
     vqcodec's; a handler on Pillow's logger for this while stops that alone: records still reach the
     handlers the program has set up, and its logging settings are left as they were."""
-    handler = _LinesOf(lines)
-    logger = logging.getLogger("PIL")
-    logger.addHandler(handler)
+    _PILLOW_LOG_ROUTER.enter(lines)
     try:
         yield lines
     finally:
-        logger.removeHandler(handler)
+        _PILLOW_LOG_ROUTER.leave()
 
 
 TIFF_ORIENTATION = 274  # the TIFF (and EXIF) tag of how the stored image is turned for display
