@@ -1676,37 +1676,49 @@ def warn_of_alpha_not_in_codes(flags: int, source) -> None:
 LIBTIFF_STAND_IN_NAME = "tempfile.tif: "
 
 
+def _native_line(line: str) -> str:
+    return " ".join(line.split()).rstrip(".").removeprefix(LIBTIFF_STAND_IN_NAME)
+
+
 @contextlib.contextmanager
 def _native_stderr_captured():
     """Collect the lines that C libraries (libtiff, libmpg123) write straight to file descriptor 2 while
     decoding, into the list this yields, instead of letting them reach stderr beside vqcodec's own line.
 
-    In the main thread only: file descriptor 2 is the whole process's, and two threads redirecting it
-    at once (training's batch workers reading TIFFs) could leave it pointing at a deleted file."""
+    libtiff's errors are taken from its error handler (libtiff_errors), in any thread. The rest is taken from
+    file descriptor 2, in the main thread only: it is the whole process's, and two threads redirecting it at
+    once (training's batch workers reading TIFFs) could leave it pointing at a deleted file."""
     import sys
     import tempfile
 
+    from . import libtiff_errors
+
+    libtiff_lines: list[str] = []
     lines: list[str] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield lines
-        return
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr at all: nothing to keep clean
-        yield lines
-        return
-    with tempfile.TemporaryFile() as capture:
-        if sys.stderr is not None:
-            sys.stderr.flush()
-        os.dup2(capture.fileno(), 2)
+    with libtiff_errors.caught(libtiff_lines):
         try:
-            yield lines
+            if threading.current_thread() is not threading.main_thread():
+                yield lines
+                return
+            try:
+                saved = os.dup(2)
+            except OSError:  # no stderr at all: nothing to keep clean
+                yield lines
+                return
+            with tempfile.TemporaryFile() as capture:
+                if sys.stderr is not None:
+                    sys.stderr.flush()
+                os.dup2(capture.fileno(), 2)
+                try:
+                    yield lines
+                finally:
+                    os.dup2(saved, 2)
+                    os.close(saved)
+                    capture.seek(0)
+                    lines += [_native_line(line) for line in
+                              capture.read(1 << 16).decode("utf-8", "replace").splitlines() if line.strip()]
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            lines += [" ".join(line.split()).rstrip(".").removeprefix(LIBTIFF_STAND_IN_NAME) for line in
-                      capture.read(1 << 16).decode("utf-8", "replace").splitlines() if line.strip()]
+            lines[:0] = [_native_line(line) for line in libtiff_lines]
 
 
 class _WarningRouter:
