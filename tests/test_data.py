@@ -663,3 +663,20 @@ def test_a_tiff_damaged_after_its_first_crop_says_libtiffs_reason_in_its_skippin
     lines = capfd.readouterr().err.splitlines()
     assert lines == [f"skipping cannot read image {tmp_path / 'b.tif'}: Using code not yet in table (its crops come "
                      "from the next file)"], lines
+
+
+def test_image_size_refuses_a_bad_file_and_lets_a_bug_of_its_own_out(tmp_path, monkeypatch):
+    """data.image_size caught every Exception as a refusal of the photo, so a bug of its own (a renamed helper's
+    NameError) was a skipping line, 'cannot read image x.png: name ... is not defined'."""
+    source = tmp_path / "x.png"
+    Image.new("RGB", (5, 4)).save(source)
+    (tmp_path / "no.png").write_bytes(b"not an image at all")
+    with pytest.raises(VQCodecError, match="^cannot read image .*no.png: not an image format Pillow reads$"):
+        data.image_size(tmp_path / "no.png")
+
+    def renamed(width, height):
+        raise NameError("name '_check_pixels' is not defined")
+
+    monkeypatch.setattr(data, "check_pixel_count", renamed)
+    with pytest.raises(NameError, match="_check_pixels"):
+        data.image_size(source)

@@ -25,9 +25,9 @@ import torch
 
 from . import progressline
 from .errors import VQCodecError
-from .io import (check_pixel_count, decoder_lines, media_kind_of, open_sound, pillow_log_caught, pillow_refusal,
-                 read_audio, read_image_rgb, sound_blocks, unreadable_audio, unreadable_image, warn_decoder_lines,
-                 warnings_recorded)
+from .io import (PILLOW_READ_ERRORS, check_pixel_count, decoder_lines, media_kind_of, open_sound, pillow_log_caught,
+                 pillow_refusal, read_audio, read_image_rgb, sound_blocks, unreadable_audio, unreadable_image,
+                 warn_decoder_lines, warnings_recorded)
 from .wording import one_line, plural, setting
 
 IN_MEMORY_BYTES = 2 * 2**30      # decoded training media up to this size are held in memory
@@ -77,7 +77,7 @@ def image_size(path: Path) -> tuple[int, int]:
         check_pixel_count(*size)
     except VQCodecError as exc:
         raise unreadable_image(path, exc) from None
-    except Exception as exc:  # Pillow raises several types for unreadable input
+    except (Image.DecompressionBombError, *PILLOW_READ_ERRORS) as exc:  # what Pillow raises of a file it cannot read
         raise unreadable_image(path, pillow_refusal(path, exc, logged)) from None
     for item in caught:
         warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
