@@ -1877,6 +1877,26 @@ def test_decode_audio_file_to_a_stream_takes_its_format_from_the_hint_or_its_nam
         codec.decode_audio_file(small_vq, named)
 
 
+def test_decode_audio_file_refuses_a_format_hint_that_contradicts_the_name(codec, small_vq, tmp_path):
+    """format_hint="FLAC" wrote FLAC under out.wav (the command line's --format was refused): refused as it is, by
+    a path's or an open file's name, before anything is written; Ogg Opus in .ogg, and a name that says no format,
+    take the hint."""
+    message = (f"{tmp_path / 'out.wav'}: its extension names WAV, and format_hint flac asks for FLAC: leave "
+               "format_hint out, or give the output a name of that format")
+    for destination in (tmp_path / "out.wav", str(tmp_path / "out.wav")):
+        with pytest.raises(VQCodecError) as refused:
+            codec.decode_audio_file(small_vq, destination, format_hint="flac")
+        assert str(refused.value) == message
+        assert os.listdir(tmp_path) == []
+    with open(tmp_path / "out.wav", "wb") as stream, pytest.raises(VQCodecError) as refused:
+        codec.decode_audio_file(small_vq, stream, format_hint="flac")
+    assert str(refused.value) == message and (tmp_path / "out.wav").stat().st_size == 0
+    codec.decode_audio_file(small_vq, tmp_path / "out.data", format_hint="flac")
+    assert soundfile.info(str(tmp_path / "out.data")).format == "FLAC"
+    codec.decode_audio_file(small_vq, tmp_path / "same.wav", format_hint="wav")
+    assert soundfile.info(str(tmp_path / "same.wav")).format == "WAV"
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="the umask is read from /proc on Linux alone")
 def test_writing_a_file_reads_the_umask_without_setting_it(codec, small_vq, tmp_path, monkeypatch):
     import stat

@@ -1899,6 +1899,27 @@ def test_deep_grey_written_to_a_format_that_cannot_hold_it_is_scaled(mode, fmt):
     assert np.abs(back - level).max() < (0.1 if fmt in ("JPEG", "WEBP") else 0.01)
 
 
+def test_write_image_refuses_a_format_hint_that_contradicts_the_name(tmp_path):
+    """write_image(image, "out.png", "gif") wrote GIF under out.png (the command line's --format was refused):
+    refused as it is, by a path's or an open file's name; any Netpbm variant in .pnm, the same format by another
+    name (JPEG in .jpg), and a name that says no format, take the hint."""
+    image = make_image("RGB", 6, 4)
+    message = (f"{tmp_path / 'out.png'}: its extension names PNG, and format_hint gif asks for GIF: leave "
+               "format_hint out, or give the output a name of that format")
+    for destination in (tmp_path / "out.png", str(tmp_path / "out.png")):
+        with pytest.raises(VQCodecError) as refused:
+            write_image(image, destination, "gif")
+        assert str(refused.value) == message
+        assert os.listdir(tmp_path) == []
+    with open(tmp_path / "out.png", "wb") as stream, pytest.raises(VQCodecError) as refused:
+        write_image(image, stream, "gif")
+    assert str(refused.value) == message and (tmp_path / "out.png").stat().st_size == 0
+    for name, hint, written in (("out.pnm", "pgm", "PPM"), ("out.jpg", "jpeg", "JPEG"), ("out.data", "gif", "GIF")):
+        write_image(image.convert("L") if hint == "pgm" else image, tmp_path / name, hint)
+        with Image.open(tmp_path / name) as back:
+            assert back.format == written
+
+
 def _semi_transparent_palette_image():
     image = Image.fromarray(smooth_rgb(16, 16, seed=9)).convert("RGBA")
     image.putalpha(Image.fromarray(np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1)), "L"))

@@ -1043,7 +1043,9 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
     if format_name is not None:
         _check_format_kind(format_name, header.kind == vqformat.KIND_AUDIO, input_path)
         if output_path != "-":
-            _refuse_format_against_name(format_name, output_path)
+            from .io import refuse_format_against_name
+
+            refuse_format_against_name(format_name, output_path, "--format")
     if header.kind == vqformat.KIND_AUDIO:
         audio_format = _audio_format(output_path, format_name) or _format_from_name(output_path)
     else:
@@ -1186,24 +1188,12 @@ def _warn_damage(damaged: list[dict], header, path=None) -> None:
     click.echo(f"vqcodec: warning: {f'{path}: ' if path else ''}{'; '.join(warnings)}", err=True)
 
 
-def _format_kind(format_name: str) -> str | None:
-    """"audio" or "image": the media kind a --format name writes; None for a name neither knows."""
-    from PIL import Image
-
-    from .io import audio_format_named, image_format_of_suffix
-
-    if audio_format_named(format_name) is not None:
-        return "audio"
-    Image.init()
-    if format_name.upper() in Image.SAVE or image_format_of_suffix("." + format_name.lower()) in Image.SAVE:
-        return "image"
-    return None
-
-
 def _check_format_kind(format_name: str, audio: bool, input_path: str) -> None:
     """Refuse a --format of the other media kind than the .vq file holds (an image format for audio, or
     an audio format for an image), before anything is decoded."""
-    kind = _format_kind(format_name)
+    from .io import format_kind
+
+    kind = format_kind(format_name)
     if audio and kind == "image":
         raise VQCodecError(f"--format {format_name} is an image format, and {input_path} holds audio: "
                            "use an audio format (WAV, FLAC, OGG, OPUS, MP3)")
@@ -1212,36 +1202,12 @@ def _check_format_kind(format_name: str, audio: bool, input_path: str) -> None:
                            "use an image format (PNG, WEBP, JPEG, ...)")
 
 
-# Extensions that name a container more than one --format writes into: Ogg Opus in .ogg, any Netpbm in .pnm
-FORMATS_OF_EXTENSION = {"OGG": {"OPUS"}, "PNM": {"PBM", "PGM", "PPM"}}
-
-
-def _written_format(name: str) -> str | None:
-    """The format that a --format name or an extension (without its dot) writes: soundfile's (OPUS for Ogg
-    Opus), a Netpbm variant's or Pillow's; None for a name of neither."""
-    from .io import NETPBM_VARIANTS, audio_format_named, image_format_of_suffix
-
-    if name.lower() in NETPBM_VARIANTS:
-        return name.upper()
-    if _format_kind(name) == "image":
-        return image_format_of_suffix("." + name.lower()) or name.upper()
-    return audio_format_named(name)
-
-
-def _refuse_format_against_name(format_name: str, output_path: str) -> None:
-    """Refuse a --format other than the one the output's extension names (`decode x.vq out.png --format gif`
-    wrote GIF data under a .png name), before anything is decoded; an extension that names no format is left
-    to --format."""
-    named, asked = _written_format(Path(output_path).suffix.lstrip(".")), _written_format(format_name)
-    if named is not None and asked is not None and asked != named and asked not in FORMATS_OF_EXTENSION.get(named, ()):
-        raise VQCodecError(f"{output_path}: its extension names {named}, and --format {format_name} asks for {asked}: "
-                           "leave --format out, or give the output a name of that format")
-
-
 def _check_format_kind_in_folder(format_name: str, kinds: set[str], folder: Path) -> None:
     """Refuse a --format for a folder none of whose .vq files it applies to (an audio format for a folder
     of images, or the reverse), which would have written them all in the default format of their kind."""
-    kind = _format_kind(format_name) or "image"
+    from .io import format_kind
+
+    kind = format_kind(format_name) or "image"
     if kind not in kinds:
         held = "images" if kinds == {"image"} else "audio"
         raise VQCodecError(f"--format {format_name} is {'an audio' if kind == 'audio' else 'an image'} format, and the "

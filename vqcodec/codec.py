@@ -33,7 +33,7 @@ from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  #
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
                  check_audio_output, checked_flag, copy_whole, image_to_planes, in_srgb, input_name, is_seekable,
                  is_whole, load_pixels, mode_shown, open_image, open_sound, pillow_reason, planes_to_image,
-                 rebuilt_image_bytes, SoundSink, sound_blocks, soundfile_format, spooled_stream, stops_held,
+                 rebuilt_image_bytes, refuse_format_against_name, SoundSink, sound_blocks, soundfile_format, spooled_stream, stops_held,
                  unwritable_audio, warn_of_alpha_not_in_codes, write_file)
 from .memory import memory_bound, refuse_beyond
 from .modelfile import build_model, read_model_files
@@ -1997,7 +1997,7 @@ class Codec:
                           start: float = 0.0, duration: float | None = None, salvage: bool = False,
                           rate: int | None = None) -> None:
         """Decode into a path or binary stream, block by block; the format follows the hint, or the name (a path's, an
-        open file's).
+        open file's); a hint that contradicts the name's extension is refused (FLAC under a .wav name).
         `start`, `duration` (seconds), `salvage` and `rate` (Hz) as for decode_audio. Audio coded at a
         level gain from above full scale is written as float where the format has it (WAV), so that
         its level comes back, as it is in formats whose codec codes float samples (Ogg Vorbis, MP3:
@@ -2020,6 +2020,8 @@ class Codec:
                                    f"not {shown(value):.40}")
         name = destination if isinstance(destination, (str, Path)) else getattr(destination, "name", None)
         named = isinstance(name, (str, Path))  # a path, or an open file's name (a BytesIO has none)
+        if format_hint and named:
+            refuse_format_against_name(format_hint, name, "format_hint")
         format_hint = format_hint and (audio_format_named(format_hint) or format_hint)
         format_hint = format_hint or (audio_format_of(name) if named else None)
         if format_hint is None:  # for a stream, soundfile's own error named it by its repr

@@ -369,6 +369,42 @@ def soundfile_format(format_name: str, subtype: str | None) -> tuple[str, str | 
     return container, subtype or codec
 
 
+def format_kind(format_name: str) -> str | None:
+    """"audio" or "image": the media kind a format name writes; None for a name neither knows."""
+    from PIL import Image
+
+    if audio_format_named(format_name) is not None:
+        return "audio"
+    Image.init()
+    if format_name.upper() in Image.SAVE or image_format_of_suffix("." + format_name.lower()) in Image.SAVE:
+        return "image"
+    return None
+
+
+# Extensions that name a container more than one format writes into: Ogg Opus in .ogg, any Netpbm in .pnm
+FORMATS_OF_EXTENSION = {"OGG": {"OPUS"}, "PNM": {"PBM", "PGM", "PPM"}}
+
+
+def _written_format(name: str) -> str | None:
+    """The format that a format name or an extension (without its dot) writes: soundfile's (OPUS for Ogg
+    Opus), a Netpbm variant's or Pillow's; None for a name of neither."""
+    if name.lower() in NETPBM_VARIANTS:
+        return name.upper()
+    if format_kind(name) == "image":
+        return image_format_of_suffix("." + name.lower()) or name.upper()
+    return audio_format_named(name)
+
+
+def refuse_format_against_name(format_name: str, output_path, given: str) -> None:
+    """Refuse a format (given as `given`: --format, format_hint) other than the one the output's extension
+    names (GIF data under a .png name), before anything is decoded; an extension that names no format is
+    left to the format given."""
+    named, asked = _written_format(Path(output_path).suffix.lstrip(".")), _written_format(format_name)
+    if named is not None and asked is not None and asked != named and asked not in FORMATS_OF_EXTENSION.get(named, ()):
+        raise VQCodecError(f"{output_path}: its extension names {named}, and {given} {format_name} asks for {asked}: "
+                           f"leave {given} out, or give the output a name of that format")
+
+
 def media_kind_of(path: Path) -> str | None:
     suffix = Path(path).suffix.lower()
     if suffix in AUDIO_EXTENSIONS:
@@ -2054,13 +2090,16 @@ def _palette_with_exact_alpha(rgb: np.ndarray, alpha: np.ndarray):
 
 
 def write_image(image, destination, format_hint: str | None = None) -> None:
-    """Save a Pillow image to a path or binary stream; the format follows the file name or the hint.
+    """Save a Pillow image to a path or binary stream; the format follows the file name or the hint (a hint
+    that contradicts the name's extension is refused: GIF under a .png name).
 
     When the format cannot hold the image's mode (CMYK or float as PNG, 16-bit as JPEG, ...), the
     nearest mode it can hold is written instead: RGBA, RGB, I;16 or L, deep values scaled to it.
     Alpha is never dropped: a format that cannot hold it is refused.
     """
     named = destination if isinstance(destination, (str, Path)) else getattr(destination, "name", None)
+    if format_hint and isinstance(named, (str, Path)):
+        refuse_format_against_name(format_hint, named, "format_hint")
     name = format_hint or (Path(named).suffix.lstrip(".") if isinstance(named, (str, Path)) else None)
     if not name:
         raise VQCodecError("cannot write image: no format given, and no file name with an extension to take it from")
