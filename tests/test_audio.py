@@ -1267,15 +1267,34 @@ def test_api_errors_quote_numpy_scalars_and_paths_as_the_values_they_hold(codec,
         assert "np." not in str(error.value) and "Path(" not in str(error.value)
 
 
-def test_api_errors_quote_a_0d_tensor_or_array_as_one(codec, signal):
-    """A 0-d tensor or array, as a DataLoader's batch gives a sample rate, is refused where a number is
-    wanted, and was quoted as the number it holds: 'must be a whole number of Hz from 1 to 768000, not 16000'."""
+def test_a_0d_tensor_or_array_is_taken_as_the_number_it_holds(codec, signal, tmp_path):
+    """A 0-d tensor or array, as a DataLoader's batch gives a sample rate, is taken wherever a Python number is
+    (it was refused, 'the sample rate must be a whole number of Hz from 1 to 768000, not tensor(16000)'); one
+    that holds no whole number where one is wanted (4.5, True) is refused, quoting the number."""
     audio = signal(1, 1600, 16000)
+    data = codec.encode_audio(audio, 16000, 2)
+    limited = codec.encode_audio(audio, 16000, 2, max_kbps=30.0)
+    codes = codec.audio_to_codes(audio, 2)
+    for wrap in (torch.tensor, np.array):
+        assert codec.encode_audio(audio, wrap(16000), wrap(2)) == data
+        assert codec.encode(audio, wrap(2), sample_rate=wrap(16000)) == data
+        assert codec.encode_audio(audio, wrap(16000), wrap(2), max_kbps=wrap(30.0)) == limited
+        assert codec.encode_audio_stream([audio], wrap(16000), wrap(1), wrap(1600), wrap(2)) == data
+        np.testing.assert_array_equal(codec.audio_to_codes(audio, wrap(2), channels=wrap(1)), codes)
+        assert codec.codes_to_file(codes, sample_rate=wrap(16000), samples=wrap(1600), channels=wrap(1),
+                                   gain=wrap(1.0)) == codec.codes_to_file(codes, sample_rate=16000, samples=1600)
+        assert codec.recode(data, wrap(1)) == codec.recode(data, 1)
+        np.testing.assert_array_equal(codec.decode_audio(data, start=wrap(0.05), duration=wrap(0.02), rate=wrap(8000))[0],
+                                      codec.decode_audio(data, start=0.05, duration=0.02, rate=8000)[0])
+        np.testing.assert_array_equal(np.concatenate(list(codec.decode_audio_blocks(data, wrap(10), wrap(20))[1]), 1),
+                                      np.concatenate(list(codec.decode_audio_blocks(data, 10, 20)[1]), 1))
     for call, message in (
-            (lambda: codec.encode_audio(audio, torch.tensor(16000), 2), r"not tensor\(16000\)$"),
-            (lambda: codec.encode_audio(audio, np.array(16000), 2), r"not array\(16000\)$"),
-            (lambda: codec.encode_audio(audio, 16000, torch.tensor(2)), r"got tensor\(2\)$"),
-            (lambda: codec.encode_audio(audio, 16000, 2, max_kbps=torch.tensor(1.5)), r"not tensor\(1.5000\)$")):
+            (lambda: codec.encode_audio(audio, torch.tensor(16000.5), 2), r"not 16000.5$"),
+            (lambda: codec.encode_audio(audio, np.array(16000.0), 2), r"not 16000.0$"),
+            (lambda: codec.encode_audio(audio, 16000, torch.tensor(True)), r"got True$"),
+            (lambda: codec.encode_audio(audio, 16000, np.array(2.5)), r"got 2.5$"),
+            (lambda: codec.encode_audio(audio, 16000, torch.tensor([2])), r"got tensor\(\[2\]\)$"),
+            (lambda: codec.encode_audio(audio, 16000, 2, max_kbps=torch.tensor(True)), r"not True$")):
         with pytest.raises(VQCodecError, match=message):
             call()
 

@@ -121,6 +121,23 @@ def codec(tiny_model_path) -> Codec:
     return Codec.load(str(tiny_model_path))
 
 
+def test_a_0d_tensor_or_array_is_taken_as_the_number_it_holds(codec):
+    """quality=torch.tensor(3), width=np.array(20), as for audio (test_audio): taken as the number they hold (they
+    were refused, 'got tensor(3)'); one that holds no whole number is refused, quoting it."""
+    rgb = smooth_rgb(20, 24, seed=4)
+    data = codec.encode_image(rgb, 3)
+    codes = codec.image_to_codes(rgb, 3)
+    for wrap in (torch.tensor, np.array):
+        assert codec.encode_image(rgb, wrap(3)) == data
+        assert codec.encode(rgb, wrap(3)) == data
+        assert codec.encode_image(rgb, wrap(3), max_bpp=wrap(8.0)) == codec.encode_image(rgb, 3, max_bpp=8.0)
+        np.testing.assert_array_equal(codec.image_to_codes(rgb, wrap(3)), codes)
+        assert codec.codes_to_file(codes, width=wrap(24), height=wrap(20)) == codec.codes_to_file(codes, width=24,
+                                                                                                   height=20)
+    with pytest.raises(VQCodecError, match="got 2.5$"):
+        codec.encode_image(rgb, np.array(2.5))
+
+
 def roundtrip(codec: Codec, image: Image.Image, quality: int = 3) -> Image.Image:
     return codec.decode_image(codec.encode_image(image, quality))
 

@@ -33,8 +33,8 @@ from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  #
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
                  check_audio_output, checked_flag, copy_whole, image_to_planes, in_srgb, input_name, is_seekable,
                  is_whole, load_pixels, mode_shown, open_image, open_sound, pillow_reason, planes_to_image,
-                 rebuilt_image_bytes, refuse_format_against_name, SoundSink, sound_blocks, soundfile_format, spooled_stream, stops_held,
-                 unwritable_audio, warn_of_alpha_not_in_codes, write_file)
+                 rebuilt_image_bytes, refuse_format_against_name, scalar_of, SoundSink, sound_blocks, soundfile_format,
+                 spooled_stream, stops_held, unwritable_audio, warn_of_alpha_not_in_codes, write_file)
 from .memory import memory_bound, refuse_beyond
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
@@ -129,12 +129,14 @@ def _is_real(value) -> bool:
 
 
 def _checked_setting(name: str, value, low: int, high: int) -> int:
+    value = scalar_of(value)
     if not is_whole(value) or not low <= value <= high:
         raise VQCodecError(f"{name} must be an integer from {low} to {high}, not {shown(value)}")
     return int(value)
 
 
 def _checked_weight(name: str, value, high: float) -> float:
+    value = scalar_of(value)
     if not _is_real(value) or not 0 <= value <= high:
         raise VQCodecError(f"{name} must be a number from 0 to {high:g}, not {shown(value)}")
     return float(value)
@@ -143,6 +145,7 @@ def _checked_weight(name: str, value, high: float) -> float:
 def _checked_count(name: str, value, unit: str = "") -> int:
     """A size given to the API (samples, channels, pixels): a whole number of at least 1, or a one-line
     error naming it (a size of 0 or below read as 'audio is empty' or 'image 0x-5 is empty')."""
+    value = scalar_of(value)
     if not is_whole(value) or value < 1:
         raise VQCodecError(f"{name} must be a whole number{' of ' + unit if unit else ''} from 1 up, "
                            f"not {shown(value)}")
@@ -151,6 +154,7 @@ def _checked_count(name: str, value, unit: str = "") -> int:
 
 def _checked_rate(value) -> int:
     """A sample rate given to the API: a whole number of Hz within the container's bounds."""
+    value = scalar_of(value)
     if not is_whole(value) or not 1 <= value <= vqformat.MAX_SAMPLE_RATE:
         raise VQCodecError(f"the sample rate must be a whole number of Hz from 1 to {vqformat.MAX_SAMPLE_RATE}, "
                            f"not {shown(value)}")
@@ -250,6 +254,7 @@ def _float_blocks(audio: np.ndarray) -> Iterator[np.ndarray]:
 
 def _checked_peak(value) -> float:
     """A stream's peak given to the API: its largest absolute sample, finite and not below 0."""
+    value = scalar_of(value)
     if not _is_real(value) or not 0 <= value < math.inf:
         raise VQCodecError("the peak must be the largest absolute sample, a finite number from 0 up, "
                            f"not {shown(value)}")
@@ -274,6 +279,7 @@ def _block_iterator(blocks, channels) -> Iterator:
 
 def _checked_amount(name: str, value, unit: str, allow_zero: bool = False) -> float:
     """A finite positive number (or zero, with allow_zero) of `unit`, or a one-line error."""
+    value = scalar_of(value)
     if not _is_real(value) or not (
             (0 <= value if allow_zero else 0 < value) and value < math.inf):
         raise VQCodecError(f"the {name} must be a {'non-negative' if allow_zero else 'positive'} number of {unit}, "
@@ -1064,6 +1070,7 @@ class Codec:
     def check_quality(self, quality: int) -> int:
         """`quality` as an int, or a one-line error when this model has no such level."""
         highest = min(self.num_codebooks, vqformat.MAX_QUALITY)
+        quality = scalar_of(quality)
         if not is_whole(quality) or not 1 <= quality <= highest:
             raise VQCodecError(f"{setting('-q', 'quality')} must be a whole number 1..{highest} for model {self.name}, "
                                f"got {shown(quality)}")
@@ -1626,7 +1633,7 @@ class Codec:
         total, shape_of = self._checked_layout(header)
         audio = header.kind == vqformat.KIND_AUDIO
         stored = header.quality
-        quality = stored if quality is None else quality
+        quality = stored if quality is None else scalar_of(quality)
         if not is_whole(quality):  # "quality 4 is not within the file's 1..8 codebooks" said the string "4"
             raise VQCodecError(f"{setting('-q', 'quality')} must be a whole number of codebooks, not {shown(quality)}")
         if not 1 <= quality <= stored:
@@ -1846,6 +1853,7 @@ class Codec:
         self._require("audio")
         header, chunks, model_length, total_frames = self._audio_parts(data, salvage)
         rate, length = self._output_timing(header, rate)
+        start, count = scalar_of(start), scalar_of(count)
         for name, value in (("start", start), ("count", 0 if count is None else count)):
             if not is_whole(value):
                 raise VQCodecError(f"the {name} must be a whole number of samples, not {shown(value)}")
@@ -1937,6 +1945,7 @@ class Codec:
         """The rate audio is decoded at (the file's, unless `rate` says) and its length in samples there."""
         if rate is None:
             return header.sample_rate, header.length
+        rate = scalar_of(rate)
         if not (is_whole(rate) and 1 <= rate <= vqformat.MAX_SAMPLE_RATE):
             raise VQCodecError(f"the output sample rate must be a whole number of Hz from 1 to "
                                f"{vqformat.MAX_SAMPLE_RATE}, not {shown(rate)}")
@@ -2264,7 +2273,7 @@ class Codec:
                 (self.kind == "image" and (sample_rate, samples, gain, channels) != (None, None, None, None)):
             raise VQCodecError(f"model {self.name} codes {self.kind}: a width and height are for images, "
                                "a sample rate, sample count, gain and channel count for audio")
-        stored_gain = 0
+        stored_gain, gain = 0, scalar_of(gain)
         if gain is not None and not _is_real(gain):
             raise VQCodecError(f"gain must be a number, not {shown(gain)}")
         if gain is not None and gain != 1.0:

@@ -10,6 +10,7 @@ import os
 import re
 import stat
 import struct
+import sys
 import threading
 import warnings
 import zlib
@@ -188,6 +189,18 @@ def descriptor_named(path) -> int | None:
 
 
 TEMPORARY_NAME_CHARS = 40  # of the output's name in its temporary file's: at most 160 bytes in UTF-8
+
+
+def scalar_of(value):
+    """The Python number (or flag) a 0-d NumPy array or torch tensor holds, as a DataLoader's batch gives a
+    sample rate (torch.tensor(16000)); any other value as it is, for the check it is given to."""
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported
+    if isinstance(value, np.ndarray) or (torch is not None and isinstance(value, torch.Tensor)):
+        try:
+            return value.item() if value.ndim == 0 else value
+        except (RuntimeError, ValueError):  # a tensor with no data (on the meta device): refused as it is
+            return value
+    return value
 
 
 def is_whole(value) -> bool:

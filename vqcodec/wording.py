@@ -26,7 +26,7 @@ def one_line(message: str) -> str:
 def shown(value) -> str:
     """`value` as a message quotes it, its repr, but a path as its name (not PosixPath('a.wav')) and a NumPy
     scalar as the Python number or flag it holds (not np.int64(9)). A 0-d array or tensor keeps its repr
-    (tensor(16000)): the checks that quote it refuse it for being one, whatever number it holds."""
+    (tensor(16000)): the checks of numbers take the number it holds first (io.scalar_of)."""
     numpy = sys.modules.get("numpy")  # a NumPy scalar exists only once NumPy is imported
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
