@@ -2186,6 +2186,30 @@ def test_an_encoding_from_the_progress_callback_of_a_rate_search_is_its_own(gold
     assert nested == [expected_y]
 
 
+def test_an_encoding_from_a_streams_read_during_a_rate_search_is_its_own(golden_audio_codec):
+    """An encoding run on the codec from the read() of the stream whose rate search is under way (in the searching
+    thread, which the re-entrant lock lets through) took that search's latents for its input's, or left its own
+    for the search's, and coded at the search's trial depth weight, as one run from progress did: now its own."""
+    import copy
+
+    codec = copy.deepcopy(golden_audio_codec)  # its own: progress is set on it; a prior, so depth weights
+    wav = io.BytesIO()
+    soundfile.write(wav, _golden_speech(3).T, 16000, format="WAV", subtype="FLOAT")
+    y = _golden_speech(4) * 0.5
+    expected_x = codec.encode_audio_file(io.BytesIO(wav.getvalue()), 4, 1.5)
+    expected_y = codec.encode_audio(y, 16000, 4)
+    searching, nested = [], []
+
+    class Reading(io.BytesIO):
+        def read(self, *args):
+            if searching and not nested:
+                nested.append(codec.encode_audio(y, 16000, 4))
+            return super().read(*args)
+    codec.progress = lambda stage, done, total: searching.append(stage)
+    assert codec.encode_audio_file(Reading(wav.getvalue()), 4, 1.5) == expected_x
+    assert nested == [expected_y]
+
+
 def test_a_codec_copied_from_the_progress_callback_of_its_rate_search_has_its_own_depth_weight(golden_audio_codec):
     """copy.deepcopy of a Codec from its own progress callback, during a rate search's tries at other depth
     weights, copied the try's weight for the codec's: the copy coded at it, silently."""

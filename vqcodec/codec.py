@@ -9,6 +9,7 @@ and the result does not depend on the block size. Images are coded in tiles the 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import math
@@ -357,6 +358,25 @@ class _SampleWindow:
         if out.shape[1] < end - begin:
             out = np.pad(out, ((0, 0), (0, end - begin - out.shape[1])))
         return out
+
+
+class _AsideOfSearch:
+    """A stream read by a rate search's tries, whose methods (the caller's code: a stream's read may encode on the
+    same codec) run with the search set aside (Codec._search_set_aside)."""
+
+    def __init__(self, stream, codec):
+        self.stream, self.codec = stream, codec
+
+    def __getattr__(self, name):
+        attribute = getattr(self.stream, name)
+        if not callable(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        def aside(*args, **kwargs):
+            with self.codec._search_set_aside():
+                return attribute(*args, **kwargs)
+        return aside
 
 
 def _joined(blocks: Iterator[np.ndarray], channels: int, total: int) -> np.ndarray:
@@ -1153,11 +1173,18 @@ class Codec:
         own, which gets none of a rate search under way (its latents are another input's, its depth weight a
         try's). Under the encoding's lock: another thread's decoding calls progress too."""
         if self.progress:
-            search, self._rate_search = self._rate_search, None
-            try:
+            with self._search_set_aside():
                 self.progress(stage, done, total)
-            finally:
-                self._rate_search = search
+
+    @contextlib.contextmanager
+    def _search_set_aside(self):
+        """Run the caller's code (a progress callback, a stream's read) with no rate search on the codec, so that
+        an encoding it runs here is its own: it gets none of the search's latents or trial depth weight."""
+        search, self._rate_search = self._rate_search, None
+        try:
+            yield
+        finally:
+            self._rate_search = search
 
     def _refine_block(self, x, window, inner, previous, quality, variable_depth, length) -> torch.Tensor:
         """Codes (quality, channels, frames) of one block's inner frames by latent refinement
@@ -1414,6 +1441,8 @@ class Codec:
             channels, sample_rate = sound.channels, sound.samplerate
             samples = sum(block.shape[1] for block in self._sound_blocks(sound, source))
         self._check_samples_read(samples, source)
+        if not isinstance(source, (str, Path)):
+            source = _AsideOfSearch(source, self)
 
         def encode_at(q: int) -> bytes:
             if not isinstance(source, (str, Path)):
