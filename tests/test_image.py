@@ -351,6 +351,31 @@ def test_tiling_check_detects_seams_without_context(codec, monkeypatch):
     assert tiled_data != whole_data or not np.array_equal(tiled, whole)
 
 
+def test_codes_of_the_other_kind_of_media_are_refused(golden_image_codec, golden_audio_codec):
+    """An audio model's codes (channels, quality, frames) fitted an image model's (quality, rows, cols), and
+    were decoded as a picture of noise or packed as an image file, as image codes of few rows were as audio:
+    codes the codes methods give are refused by a model of the other kind. Plain arrays cannot tell."""
+    audio = np.sin(np.arange(1600, dtype=np.float32) / 7)[None] * 0.3
+    audio_codes = golden_audio_codec.audio_to_codes(audio, 3)
+    image_codes = golden_image_codec.image_to_codes(smooth_rgb(12, 40, seed=2), 3)  # 3 rows: an audio layout
+    header, read = golden_audio_codec.read_codes(golden_audio_codec.encode_audio(audio, 16000, 3))
+    refused_audio = ("these are the codes of audio, made by a model that codes audio, but model golden_image codes "
+                     "images: decode them with the model that made them")
+    for codes in (audio_codes, audio_codes[:, :2], audio_codes.astype(np.int64), read,
+                  golden_audio_codec.media_to_codes(audio, sample_rate=16000)[0],
+                  next(golden_audio_codec.code_blocks(golden_audio_codec.encode_audio(audio, 16000, 3))[2])[1]):
+        for call in (golden_image_codec.codes_to_image, golden_image_codec.codes_to_file):
+            with pytest.raises(VQCodecError) as refused:
+                call(codes)
+            assert str(refused.value) == refused_audio
+    for call in (golden_audio_codec.codes_to_audio, golden_audio_codec.codes_to_file):
+        with pytest.raises(VQCodecError, match="^these are the codes of an image, made by a model that codes images, "
+                                               "but model golden_audio codes audio: "):
+            call(image_codes)
+    assert golden_image_codec.codes_to_image(image_codes).shape == (12, 40, 3)
+    assert golden_image_codec.codes_to_image(np.asarray(audio_codes)).shape[2] == 3  # a plain array: taken
+
+
 def test_tiling_is_seamless_with_per_cell_depth(golden_image_codec, monkeypatch):
     """With a prior and per-cell depth (the default for entropy-coded files), tiles still give the
     whole image's file: the depths are chosen with one exchange rate for every cell and each cell's

@@ -28,6 +28,7 @@ import torch
 from . import entropy
 from . import format as vqformat
 from . import ratecontrol
+from .codekind import kind_of, kinded
 from .devices import resolve_device
 from .errors import ClippingWarning, VQCodecError, caller_stacklevel
 from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
@@ -1114,11 +1115,21 @@ class Codec:
         """_checked_codes' checks of shape and type alone, on the array as given: nothing is allocated or
         read, so that the size the shape makes is checked before the codes are scanned or copied (a
         broadcast array of a few bytes can be billions of codes)."""
+        self._refuse_other_kinds_codes(codes)
         codes = _as_array(codes)
         if codes.dtype.kind not in "iu" or codes.ndim != 3 or not 1 <= codes.shape[level_axis] <= self.num_codebooks \
                 or 0 in codes.shape:
             raise self._bad_codes(layout)
         return codes
+
+    def _refuse_other_kinds_codes(self, codes) -> None:
+        """Refuse codes that say they were made by a model of the other kind of media (codekind)."""
+        made = kind_of(codes)
+        if made is not None and made != self.kind:
+            raise VQCodecError(f"these are the codes of {'audio' if made == 'audio' else 'an image'}, made by a model "
+                               f"that codes {'audio' if made == 'audio' else 'images'}, but model {self.name} codes "
+                               f"{'audio' if self.kind == 'audio' else 'images'}: decode them with the model that "
+                               "made them")
 
     def _bad_codes(self, layout: str) -> VQCodecError:
         return VQCodecError(f"codes must be a non-empty integer array ({layout}) of at most {self.num_codebooks} "
@@ -1266,7 +1277,7 @@ class Codec:
         quality = self.check_quality(self.num_codebooks if quality is None else quality)
         frames = math.ceil(samples / self.hop)
         window = _SampleWindow(_checked(_float_blocks(audio), None, channels), channels, samples)
-        return self._encode_frames(window, frames, quality, variable_depth)
+        return kinded(self._encode_frames(window, frames, quality, variable_depth), "audio")
 
     @torch.inference_mode()
     def codes_to_audio(self, codes: np.ndarray) -> np.ndarray:
@@ -1596,7 +1607,7 @@ class Codec:
         codes that would not fit in the memory this process may use (physical memory, or a
         container's, RLIMIT_AS or RLIMIT_DATA limit below it) are refused before they are allocated."""
         header, chunks, _ = self._parse_whole(vq_bytes(data))
-        return header, self._file_codes(header, chunks)
+        return header, kinded(self._file_codes(header, chunks), self.kind)
 
     def code_blocks(self, data: bytes, max_codes: int = CODE_BLOCK_CODES) -> tuple[vqformat.Header, tuple, Iterator]:
         """read_codes a block at a time, so that a file's codes can be written out without being held
@@ -1638,7 +1649,7 @@ class Codec:
         for first, last in _blocks(total, per_block):
             block = np.empty(shape_of(last - first), dtype=self._code_dtype)
             self._fill_codes(header, chunks, block, first, last, shape_of)
-            yield first, block
+            yield first, kinded(block, self.kind)
 
     def _fill_codes(self, header: vqformat.Header, chunks: list[bytes], out: np.ndarray, first: int, last: int,
                     shape_of: Callable[[int], tuple]) -> None:
@@ -2195,7 +2206,7 @@ class Codec:
         if whole_depth:
             codes = self._cut_depths((quality, 1, rows, cols), ladder_codes.reshape(ladder, -1),
                                      errors.reshape(ladder + 1, -1))[:, 0].numpy().astype(self._code_dtype)
-        return codes
+        return kinded(codes, "image")
 
     def _refine_tile(self, x, window, inner, window_codes, window_done, quality, variable_depth,
                      size) -> torch.Tensor:
@@ -2295,6 +2306,7 @@ class Codec:
         a frame or cell, from some level up to the top. Audio `gain`: what the decoded audio is
         multiplied by (the "gain" media_to_codes reports; default 1); `channels`, if given, must be
         the codes' (so that codes_to_file(codes, **restore) takes what media_to_codes returns)."""
+        self._refuse_other_kinds_codes(codes)
         array = _as_array(codes)
         if not np.issubdtype(array.dtype, np.integer):
             raise VQCodecError(f"codes must be integers, not {array.dtype}")
@@ -2388,7 +2400,7 @@ class Codec:
         rgb, mode, alpha = image_to_planes(image)
         h, w, _ = rgb.shape
         _check_image_size(w, h)
-        codes = self.image_to_codes(rgb, quality, variable_depth=True)
+        codes = np.asarray(self.image_to_codes(rgb, quality, variable_depth=True))
         alpha_bytes = zlib.compress(alpha.tobytes(), 9) if alpha is not None else None
         return self._pack_image(codes, w, h, mode, alpha_bytes)
 

@@ -1489,9 +1489,9 @@ def collect_codes(codec, files: list[Path], log=None, views: bool = False,
             coded = []
             for view in prior_views(media, codec.kind, codec.sample_rate) if views else [media]:
                 if codec.kind == "audio":
-                    coded.extend(codec.audio_to_codes(view, codec.num_codebooks, channels=view.shape[0]))
+                    coded.extend(np.asarray(codec.audio_to_codes(view, codec.num_codebooks, channels=view.shape[0])))
                 else:
-                    coded.append(codec.image_to_codes(view, codec.num_codebooks))
+                    coded.append(np.asarray(codec.image_to_codes(view, codec.num_codebooks)))
         except VQCodecError as exc:
             if log:
                 log(one_line(f"skipping {exc}"))
