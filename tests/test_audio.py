@@ -1916,6 +1916,15 @@ def test_decode_audio_file_refuses_a_format_hint_that_contradicts_the_name(codec
     assert soundfile.info(str(tmp_path / "same.wav")).format == "WAV"
 
 
+def test_decode_audio_file_refuses_a_path_named_as_a_folder(codec, small_vq, tmp_path):
+    """decode_audio_file(data, "out.wav/") wrote a file out.wav (Path() drops the /), where decode refuses such an
+    output, in the same words."""
+    with pytest.raises(VQCodecError) as refused:
+        codec.decode_audio_file(small_vq, f"{tmp_path}/out.wav/")
+    assert str(refused.value) == f"{tmp_path}/out.wav/: no such directory (a single file's output is a file name)"
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="the umask is read from /proc on Linux alone")
 def test_writing_a_file_reads_the_umask_without_setting_it(codec, small_vq, tmp_path, monkeypatch):
     import stat

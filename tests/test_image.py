@@ -1962,6 +1962,21 @@ def test_write_image_refuses_a_format_hint_that_contradicts_the_name(tmp_path):
             assert back.format == written
 
 
+def test_write_image_refuses_a_path_named_as_a_folder(tmp_path):
+    """write_image(image, "out.png/") wrote a file out.png (Path() drops the /), where decode refuses such an
+    output; a path is written through a temporary file renamed into place, as decode_audio_file writes one."""
+    image = make_image("RGB", 6, 4)
+    for name, why in (("out.png/", "no such directory"), ("here/", "not a directory")):
+        (tmp_path / "here").touch()
+        with pytest.raises(VQCodecError) as refused:
+            write_image(image, f"{tmp_path}/{name}")
+        assert str(refused.value).endswith(f"/{name}: {why} (a single file's output is a file name)")
+    assert sorted(os.listdir(tmp_path)) == ["here"]
+    write_image(image, str(tmp_path / "out.png"))
+    with Image.open(tmp_path / "out.png") as back:
+        assert back.format == "PNG"
+
+
 def _semi_transparent_palette_image():
     image = Image.fromarray(smooth_rgb(16, 16, seed=9)).convert("RGBA")
     image.putalpha(Image.fromarray(np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1)), "L"))

@@ -278,7 +278,7 @@ def _output_name(ctx, param, value):
 def _refuse_existing_output(path: str, force: bool) -> None:
     """Refuse to overwrite an existing output without --force (commands check this before their
     work as well as when they write, so that a refusal costs nothing)."""
-    from .io import descriptor_named, is_stream_file
+    from .io import descriptor_named, is_stream_file, refuse_folder_name
 
     if path == "-":
         _stdout(force)
@@ -292,9 +292,7 @@ def _refuse_existing_output(path: str, force: bool) -> None:
         return
     if Path(path).is_dir():
         raise VQCodecError(f"{path}: is a directory")
-    if path.endswith(("/", os.sep)):  # names a folder, which Path() would drop: a file "out" for "out/"
-        raise VQCodecError(f"{path}: {'not a directory' if Path(path).exists() else 'no such directory'} "
-                           "(a single file's output is a file name)")
+    refuse_folder_name(path)
     if os.path.lexists(path) and not force and not is_stream_file(path):  # a dangling link too
         raise VQCodecError(f"{path} exists; pass --force to overwrite it")
 

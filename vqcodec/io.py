@@ -225,6 +225,14 @@ def copy_whole(source, stream, block_bytes: int = SPOOL_BLOCK_BYTES) -> None:
             view = view[stream.write(view) or 0:]
 
 
+def refuse_folder_name(path) -> None:
+    """Refuse a single file's output whose name ends in / (a folder's), which Path() drops: "out.wav/" wrote
+    a file "out.wav"."""
+    if isinstance(path, str) and path.endswith(("/", os.sep)):
+        raise VQCodecError(f"{path}: {'not a directory' if Path(path).exists() else 'no such directory'} "
+                           "(a single file's output is a file name)")
+
+
 def write_file(path, write, replace: bool = True) -> None:
     """Call write(stream) into a temporary file beside `path`, then rename it onto `path`: a failure
     leaves nothing behind, and readers never see half a file. A FIFO or device (is_stream_file), and
@@ -234,6 +242,7 @@ def write_file(path, write, replace: bool = True) -> None:
     import shutil
     import tempfile
 
+    refuse_folder_name(path)
     descriptor = descriptor_named(path)
     if descriptor is not None or is_stream_file(path):  # a pipe's link (/dev/fd/N) resolves to no file
         target = Path(path)
@@ -2108,8 +2117,10 @@ def write_image(image, destination, format_hint: str | None = None) -> None:
 
     When the format cannot hold the image's mode (CMYK or float as PNG, 16-bit as JPEG, ...), the
     nearest mode it can hold is written instead: RGBA, RGB, I;16 or L, deep values scaled to it.
-    Alpha is never dropped: a format that cannot hold it is refused.
+    Alpha is never dropped: a format that cannot hold it is refused. A path is written through a temporary
+    file renamed into place (write_file).
     """
+    refuse_folder_name(destination)
     named = destination if isinstance(destination, (str, Path)) else getattr(destination, "name", None)
     if format_hint and isinstance(named, (str, Path)):
         refuse_format_against_name(format_hint, named, "format_hint")
@@ -2126,7 +2137,7 @@ def write_image(image, destination, format_hint: str | None = None) -> None:
     if hasattr(destination, "write"):
         destination.write(data)
     else:
-        Path(destination).write_bytes(data)
+        write_file(destination, lambda stream: stream.write(data))
 
 
 TRIAL_SIDE = 16  # of the image check_image_output writes: room for each of the 256 alpha levels
