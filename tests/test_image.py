@@ -1977,6 +1977,22 @@ def test_write_image_refuses_a_path_named_as_a_folder(tmp_path):
         assert back.format == "PNG"
 
 
+def test_write_image_refuses_what_is_no_path_or_binary_stream(tmp_path):
+    """write_image into a text stream raised a TypeError from its write, into a number one from Path(), and into
+    "" (Path("") is the current folder) said 'cannot write .: Device or resource busy': refused as
+    decode_audio_file refuses them."""
+    image = make_image("RGB", 6, 4)
+    with open(tmp_path / "out.txt", "w") as text:
+        for destination, message in (
+                (text, "an image is written to a binary stream, not a text one (open the file with 'wb')"),
+                (5, "an image is written to a path or a binary stream, not a int"),
+                ("", "the path of the output is empty")):
+            with pytest.raises(VQCodecError) as refused:
+                write_image(image, destination, "png")
+            assert str(refused.value) == message
+    assert (tmp_path / "out.txt").stat().st_size == 0
+
+
 def _semi_transparent_palette_image():
     image = Image.fromarray(smooth_rgb(16, 16, seed=9)).convert("RGBA")
     image.putalpha(Image.fromarray(np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1)), "L"))

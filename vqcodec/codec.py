@@ -32,11 +32,12 @@ from .codekind import kind_of, kinded
 from .devices import resolve_device
 from .errors import ClippingWarning, VQCodecError, caller_stacklevel
 from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
-from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named, audio_format_of,
-                 check_audio_output, checked_flag, copy_whole, image_to_planes, in_srgb, input_name, is_seekable,
-                 is_whole, load_pixels, mode_shown, open_image, open_sound, pillow_reason, planes_to_image,
-                 rebuilt_image_bytes, refuse_format_against_name, scalar_of, SoundSink, sound_blocks, soundfile_format,
-                 spooled_stream, stops_held, unwritable_audio, warn_of_alpha_not_in_codes, write_file)
+from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named,
+                 audio_format_of, check_audio_output, check_destination, checked_flag, copy_whole, image_to_planes,
+                 in_srgb, input_name, is_seekable, is_whole, load_pixels, mode_shown, open_image, open_sound,
+                 pillow_reason, planes_to_image, rebuilt_image_bytes, refuse_format_against_name, scalar_of,
+                 SoundSink, sound_blocks, soundfile_format, spooled_stream, stops_held, unwritable_audio,
+                 warn_of_alpha_not_in_codes, write_file)
 from .memory import memory_bound, refuse_beyond
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
@@ -2057,12 +2058,7 @@ class Codec:
         what was there before."""
         salvage = checked_flag("salvage", salvage)
         data = vq_bytes(data, salvage)
-        if isinstance(destination, io.TextIOBase):
-            raise VQCodecError("audio is written to a binary stream, not a text one (open the file with 'wb')")
-        if not isinstance(destination, (str, Path)) and not callable(getattr(destination, "write", None)):
-            raise VQCodecError(f"audio is written to a path or a binary stream, not a {type(destination).__name__}")
-        if isinstance(destination, str) and not destination:  # Path("") is the current folder
-            raise VQCodecError("the path of the output is empty")
+        check_destination(destination, "audio")
         for name, value in (("format_hint", format_hint), ("subtype", subtype)):
             if value is not None and not isinstance(value, str):  # were AttributeErrors and TypeErrors
                 raise VQCodecError(f"{name} is a name such as {'WAV' if name == 'format_hint' else 'PCM_16'} (a str), "

@@ -225,6 +225,17 @@ def copy_whole(source, stream, block_bytes: int = SPOOL_BLOCK_BYTES) -> None:
             view = view[stream.write(view) or 0:]
 
 
+def check_destination(destination, what: str) -> None:
+    """Refuse where `what` ("audio", "an image") cannot be written: anything but a path or a binary stream (a
+    text stream), and an empty path (Path("") is the current folder)."""
+    if isinstance(destination, TextIOBase):
+        raise VQCodecError(f"{what} is written to a binary stream, not a text one (open the file with 'wb')")
+    if not isinstance(destination, (str, Path)) and not callable(getattr(destination, "write", None)):
+        raise VQCodecError(f"{what} is written to a path or a binary stream, not a {type(destination).__name__}")
+    if isinstance(destination, str) and not destination:
+        raise VQCodecError("the path of the output is empty")
+
+
 def refuse_folder_name(path) -> None:
     """Refuse a single file's output whose name ends in / (a folder's), which Path() drops: "out.wav/" wrote
     a file "out.wav"."""
@@ -2120,6 +2131,7 @@ def write_image(image, destination, format_hint: str | None = None) -> None:
     Alpha is never dropped: a format that cannot hold it is refused. A path is written through a temporary
     file renamed into place (write_file).
     """
+    check_destination(destination, "an image")
     refuse_folder_name(destination)
     named = destination if isinstance(destination, (str, Path)) else getattr(destination, "name", None)
     if format_hint and isinstance(named, (str, Path)):
