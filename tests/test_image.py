@@ -1993,6 +1993,19 @@ def test_write_image_refuses_what_is_no_path_or_binary_stream(tmp_path):
     assert (tmp_path / "out.txt").stat().st_size == 0
 
 
+def test_write_image_refuses_an_image_or_format_hint_of_another_type(tmp_path):
+    """write_image of an array raised an AttributeError from Pillow's attributes, and a format_hint of 5 one from
+    its lower(): refused in one line, as decode_audio_file refuses its format_hint."""
+    for image, hint, message in (
+            (np.zeros((4, 6, 3), np.uint8), "png", "image is a Pillow image, not a ndarray"),
+            (make_image("RGB", 6, 4), 5, "format_hint is a name such as PNG (a str), not 5"),
+            (make_image("RGB", 6, 4), b"png", "format_hint is a name such as PNG (a str), not b'png'")):
+        with pytest.raises(VQCodecError) as refused:
+            write_image(image, tmp_path / "out.png", hint)
+        assert str(refused.value) == message
+    assert os.listdir(tmp_path) == []
+
+
 def _semi_transparent_palette_image():
     image = Image.fromarray(smooth_rgb(16, 16, seed=9)).convert("RGBA")
     image.putalpha(Image.fromarray(np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1)), "L"))

@@ -33,9 +33,9 @@ from .devices import resolve_device
 from .errors import ClippingWarning, VQCodecError, caller_stacklevel
 from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named,
-                 audio_format_of, check_audio_output, check_destination, checked_flag, copy_whole, image_to_planes,
-                 in_srgb, input_name, is_seekable, is_whole, load_pixels, mode_shown, open_image, open_sound,
-                 pillow_reason, planes_to_image, rebuilt_image_bytes, refuse_format_against_name, scalar_of,
+                 audio_format_of, check_audio_output, check_destination, check_format_name, checked_flag,
+                 copy_whole, image_to_planes, in_srgb, input_name, is_seekable, is_whole, load_pixels, mode_shown,
+                 open_image, open_sound, pillow_reason, planes_to_image, rebuilt_image_bytes, refuse_format_against_name, scalar_of,
                  SoundSink, sound_blocks, soundfile_format, spooled_stream, stops_held, unwritable_audio,
                  warn_of_alpha_not_in_codes, write_file)
 from .memory import memory_bound, refuse_beyond
@@ -2059,10 +2059,8 @@ class Codec:
         salvage = checked_flag("salvage", salvage)
         data = vq_bytes(data, salvage)
         check_destination(destination, "audio")
-        for name, value in (("format_hint", format_hint), ("subtype", subtype)):
-            if value is not None and not isinstance(value, str):  # were AttributeErrors and TypeErrors
-                raise VQCodecError(f"{name} is a name such as {'WAV' if name == 'format_hint' else 'PCM_16'} (a str), "
-                                   f"not {shown(value):.40}")
+        check_format_name("format_hint", format_hint, "WAV")
+        check_format_name("subtype", subtype, "PCM_16")
         name = destination if isinstance(destination, (str, Path)) else getattr(destination, "name", None)
         named = isinstance(name, (str, Path))  # a path, or an open file's name (a BytesIO has none)
         if format_hint and named:

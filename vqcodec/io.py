@@ -236,6 +236,12 @@ def check_destination(destination, what: str) -> None:
         raise VQCodecError("the path of the output is empty")
 
 
+def check_format_name(name: str, value, example: str) -> None:
+    """Refuse a format or subtype name (format_hint=, subtype=) that is not a str, such as `example`."""
+    if value is not None and not isinstance(value, str):  # were AttributeErrors and TypeErrors
+        raise VQCodecError(f"{name} is a name such as {example} (a str), not {shown(value):.40}")
+
+
 def refuse_folder_name(path) -> None:
     """Refuse a single file's output whose name ends in / (a folder's), which Path() drops: "out.wav/" wrote
     a file "out.wav"."""
@@ -2131,7 +2137,12 @@ def write_image(image, destination, format_hint: str | None = None) -> None:
     Alpha is never dropped: a format that cannot hold it is refused. A path is written through a temporary
     file renamed into place (write_file).
     """
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        raise VQCodecError(f"image is a Pillow image, not a {type(image).__name__}")
     check_destination(destination, "an image")
+    check_format_name("format_hint", format_hint, "PNG")
     refuse_folder_name(destination)
     named = destination if isinstance(destination, (str, Path)) else getattr(destination, "name", None)
     if format_hint and isinstance(named, (str, Path)):
