@@ -1910,6 +1910,10 @@ def test_decode_audio_file_refuses_a_format_hint_that_contradicts_the_name(codec
     with open(tmp_path / "out.wav", "wb") as stream, pytest.raises(VQCodecError) as refused:
         codec.decode_audio_file(small_vq, stream, format_hint="flac")
     assert str(refused.value) == message and (tmp_path / "out.wav").stat().st_size == 0
+    with pytest.raises(VQCodecError) as refused:  # as decode's --format png of audio (it was soundfile's words)
+        codec.decode_audio_file(small_vq, tmp_path / "out.data", format_hint="png")
+    assert str(refused.value) == ("format_hint png is an image format, and decode_audio_file writes audio: use an "
+                                  "audio format (WAV, FLAC, OGG, OPUS, MP3)")
     codec.decode_audio_file(small_vq, tmp_path / "out.data", format_hint="flac")
     assert soundfile.info(str(tmp_path / "out.data")).format == "FLAC"
     codec.decode_audio_file(small_vq, tmp_path / "same.wav", format_hint="wav")

@@ -1999,7 +1999,9 @@ def test_write_image_refuses_an_image_or_format_hint_of_another_type(tmp_path):
     for image, hint, message in (
             (np.zeros((4, 6, 3), np.uint8), "png", "image is a Pillow image, not a ndarray"),
             (make_image("RGB", 6, 4), 5, "format_hint is a name such as PNG (a str), not 5"),
-            (make_image("RGB", 6, 4), b"png", "format_hint is a name such as PNG (a str), not b'png'")):
+            (make_image("RGB", 6, 4), b"png", "format_hint is a name such as PNG (a str), not b'png'"),
+            (make_image("RGB", 6, 4), "flac", "format_hint flac is an audio format, and write_image writes an image: "
+                                              "use an image format (PNG, WEBP, JPEG, ...)")):
         with pytest.raises(VQCodecError) as refused:
             write_image(image, tmp_path / "out.png", hint)
         assert str(refused.value) == message

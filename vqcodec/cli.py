@@ -1039,7 +1039,11 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
     if header.kind == vqformat.KIND_IMAGE and (start is not None or duration is not None or output_rate is not None):
         raise VQCodecError(f"--start, --duration and --rate are for audio; {input_path} holds an image")
     if format_name is not None:
-        _check_format_kind(format_name, header.kind == vqformat.KIND_AUDIO, input_path)
+        from .io import refuse_format_of_other_kind
+
+        audio = header.kind == vqformat.KIND_AUDIO
+        refuse_format_of_other_kind(format_name, audio, "--format",
+                                    f"{input_path} holds {'audio' if audio else 'an image'}")
         if output_path != "-":
             from .io import refuse_format_against_name
 
@@ -1184,20 +1188,6 @@ def _warn_damage(damaged: list[dict], header, path=None) -> None:
     warnings += [f"{plural(d['trailing_bytes'], 'unexpected byte')} after the last chunk, ignored"
                  for d in damaged if "trailing_bytes" in d]
     click.echo(f"vqcodec: warning: {f'{path}: ' if path else ''}{'; '.join(warnings)}", err=True)
-
-
-def _check_format_kind(format_name: str, audio: bool, input_path: str) -> None:
-    """Refuse a --format of the other media kind than the .vq file holds (an image format for audio, or
-    an audio format for an image), before anything is decoded."""
-    from .io import format_kind
-
-    kind = format_kind(format_name)
-    if audio and kind == "image":
-        raise VQCodecError(f"--format {format_name} is an image format, and {input_path} holds audio: "
-                           "use an audio format (WAV, FLAC, OGG, OPUS, MP3)")
-    if not audio and kind == "audio":
-        raise VQCodecError(f"--format {format_name} is an audio format, and {input_path} holds an image: "
-                           "use an image format (PNG, WEBP, JPEG, ...)")
 
 
 def _check_format_kind_in_folder(format_name: str, kinds: set[str], folder: Path) -> None:

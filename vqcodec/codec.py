@@ -35,9 +35,10 @@ from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  #
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named,
                  audio_format_of, check_audio_output, check_destination, check_format_name, checked_flag,
                  copy_whole, image_to_planes, in_srgb, input_name, is_seekable, is_whole, load_pixels, mode_shown,
-                 open_image, open_sound, pillow_reason, planes_to_image, rebuilt_image_bytes, refuse_format_against_name, scalar_of,
-                 SoundSink, sound_blocks, soundfile_format, spooled_stream, stops_held, unwritable_audio,
-                 warn_of_alpha_not_in_codes, write_file)
+                 open_image, open_sound, pillow_reason, planes_to_image, rebuilt_image_bytes,
+                 refuse_format_against_name, refuse_format_of_other_kind, scalar_of, SoundSink, sound_blocks,
+                 soundfile_format, spooled_stream, stops_held, unwritable_audio, warn_of_alpha_not_in_codes,
+                 write_file)
 from .memory import memory_bound, refuse_beyond
 from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
@@ -2061,6 +2062,8 @@ class Codec:
         check_destination(destination, "audio")
         check_format_name("format_hint", format_hint, "WAV")
         check_format_name("subtype", subtype, "PCM_16")
+        if format_hint:
+            refuse_format_of_other_kind(format_hint, True, "format_hint", "decode_audio_file writes audio")
         name = destination if isinstance(destination, (str, Path)) else getattr(destination, "name", None)
         named = isinstance(name, (str, Path))  # a path, or an open file's name (a BytesIO has none)
         if format_hint and named:

@@ -420,6 +420,19 @@ def format_kind(format_name: str) -> str | None:
     return None
 
 
+def refuse_format_of_other_kind(format_name: str, audio: bool, given: str, holds: str) -> None:
+    """Refuse a format (given as `given`: --format, format_hint) of the other media kind than what is written,
+    audio or not (an image format for audio, or an audio format for an image), before anything is decoded;
+    `holds` says what is written ("talk.vq holds audio")."""
+    kind = format_kind(format_name)
+    if audio and kind == "image":
+        raise VQCodecError(f"{given} {format_name} is an image format, and {holds}: "
+                           "use an audio format (WAV, FLAC, OGG, OPUS, MP3)")
+    if not audio and kind == "audio":
+        raise VQCodecError(f"{given} {format_name} is an audio format, and {holds}: "
+                           "use an image format (PNG, WEBP, JPEG, ...)")
+
+
 # Extensions that name a container more than one format writes into: Ogg Opus in .ogg, any Netpbm in .pnm
 FORMATS_OF_EXTENSION = {"OGG": {"OPUS"}, "PNM": {"PBM", "PGM", "PPM"}}
 
@@ -2143,6 +2156,8 @@ def write_image(image, destination, format_hint: str | None = None) -> None:
         raise VQCodecError(f"image is a Pillow image, not a {type(image).__name__}")
     check_destination(destination, "an image")
     check_format_name("format_hint", format_hint, "PNG")
+    if format_hint:
+        refuse_format_of_other_kind(format_hint, False, "format_hint", "write_image writes an image")
     refuse_folder_name(destination)
     named = destination if isinstance(destination, (str, Path)) else getattr(destination, "name", None)
     if format_hint and isinstance(named, (str, Path)):
