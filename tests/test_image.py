@@ -374,6 +374,9 @@ def test_codes_of_the_other_kind_of_media_are_refused(golden_image_codec, golden
             call(image_codes)
     assert golden_image_codec.codes_to_image(image_codes).shape == (12, 40, 3)
     assert golden_image_codec.codes_to_image(np.asarray(audio_codes)).shape[2] == 3  # a plain array: taken
+    # numbers made of codes are plain, as NumPy's own: a KindedCodes(1023) from max() read as codes
+    assert type(audio_codes.max()) is audio_codes.dtype.type and type(audio_codes + 1) is np.ndarray
+    assert type(audio_codes == audio_codes) is np.ndarray and type(np.mean(audio_codes)) is np.float64
 
 
 def test_tiling_is_seamless_with_per_cell_depth(golden_image_codec, monkeypatch):

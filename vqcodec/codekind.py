@@ -8,12 +8,17 @@ import numpy as np
 
 class KindedCodes(np.ndarray):
     """Codes as the codes methods give them, with `kind` ("audio" or "image") of the model that made them.
-    What is made of them (a slice, a copy, astype) keeps it; np.asarray, a tensor or a saved file drops it."""
+    What is made of them (a slice, a copy, astype) keeps it; arithmetic and reductions give plain arrays and scalars; np.asarray, a tensor or a saved file drops it."""
 
     kind: str | None = None
 
     def __array_finalize__(self, obj) -> None:
         self.kind = getattr(obj, "kind", None)
+
+    def __array_wrap__(self, array, context=None, return_scalar=False):
+        # Arithmetic and reductions give numbers, not codes: plain arrays and scalars, as NumPy's own.
+        plain = np.asarray(array)
+        return plain[()] if return_scalar else plain
 
 
 def kinded(codes: np.ndarray, kind: str) -> KindedCodes:
