@@ -1415,6 +1415,8 @@ def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tm
     # each was a traceback: from the crops' seed, the log's clock, load_state_dict or the first optimiser step
     for changes, problem in (({"step": -3}, "ValueError: step is not a count: -3"),
                              ({"step": "2"}, "ValueError: step is not a count: '2'"),
+                             # '--max-steps is the run's total ...: give --max-steps 9007199254740993 or more', refused
+                             ({"step": 2 ** 53 + 1}, "ValueError: step is more than 9007199254740992, the most steps"),
                              ({"trained_seconds": math.nan}, "trained_seconds is not a number of at least 0: nan"),
                              ({"validated_seconds": -1.0}, "validated_seconds is not a number of at least 0: -1.0"),
                              ({"adversarial": "no"}, "ValueError: adversarial is not true or false: 'no'"),

@@ -351,6 +351,8 @@ def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.
             value = meta.get(field, 0) if field == "average_updates" else meta[field]
             if type(value) is not int or value < 0:
                 raise ValueError(f"{field} is not a count: {value!r}"[:200])
+            if value > MAX_STEPS:  # no --max-steps could then go on from it
+                raise ValueError(f"{field} is more than {MAX_STEPS}, the most steps a run takes: {value}"[:200])
         for field in ("trained_seconds", "validated_seconds", "weight_average"):
             value = meta[field] if field == "trained_seconds" else meta.get(field, 0.0)
             if type(value) not in (int, float) or not 0 <= value < math.inf:
