@@ -324,15 +324,18 @@ def held_bytes(kind: str, files: list[Path], crop: int, sample_rate: int = 0, in
     in memory once made, as their headers give them: the decoded media where they fit in `in_memory_bytes`
     (default IN_MEMORY_BYTES), else 0 (read from disk crop by crop)."""
     limit = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
-    if kind == "image":
-        size = _image_bytes([ImageSource(Path(path), *image_size(path)) for path in files], crop)
-        return size if size <= limit else 0
-    sources = []
-    for path in files:
-        frames, rate, channels = _audio_header(path)
-        sources += [AudioSource(Path(path), channel, frames, rate) for channel in range(channels)]
-    padded, read_at_once = _audio_sizes(sources, sample_rate, crop)
-    return padded if padded + read_at_once <= limit else 0
+    held, read_at_once = 0, 0
+    for path in files:  # a folder past the limit is read no further (its headers were read twice already)
+        if kind == "image":
+            held += _image_bytes([ImageSource(Path(path), *image_size(path))], crop)
+        else:
+            frames, rate, channels = _audio_header(path)
+            padded, whole = _audio_sizes([AudioSource(Path(path), c, frames, rate) for c in range(channels)],
+                                         sample_rate, crop)
+            held, read_at_once = held + padded, max(read_at_once, whole)
+        if held + read_at_once > limit:
+            return 0
+    return held
 
 
 def _channel_finiteness(path: Path) -> tuple[int, np.ndarray] | None:
