@@ -60,6 +60,15 @@ def test_held_bytes_are_what_the_crops_hold_in_memory(audio_files, image_files, 
     assert data.held_bytes("audio", audio_files, crop * 4, 16000, in_memory_bytes=0) == 0
 
 
+def test_held_bytes_reads_no_header_past_the_limit(audio_files, monkeypatch):
+    """A folder to be read from disk had every header read once more only to find that it holds nothing."""
+    read = []
+    header = data._audio_header
+    monkeypatch.setattr(data, "_audio_header", lambda path: read.append(path) or header(path))
+    assert data.held_bytes("audio", audio_files, 2000, 16000, in_memory_bytes=1) == 0
+    assert read == audio_files[:1]
+
+
 @pytest.mark.parametrize("model_rate", [8000, 16000])
 def test_audio_crops_read_from_disk_match_the_crops_of_the_whole_files(audio_files, model_rate):
     memory, disk = AudioCrops(audio_files, model_rate, CROP), AudioCrops(audio_files, model_rate, CROP, in_memory_bytes=0)
