@@ -319,7 +319,8 @@ def _image_bytes(sources: list[ImageSource], crop: int) -> int:
     return sum(max(s.width, crop) * max(s.height, crop) * 3 for s in sources)
 
 
-def held_bytes(kind: str, files: list[Path], crop: int, sample_rate: int = 0, in_memory_bytes: int | None = None) -> int:
+def held_bytes(kind: str, files: list[Path], crop: int, sample_rate: int = 0,
+               in_memory_bytes: int | None = None) -> int:
     """The bytes that the crops of `files` (readable_files': AudioCrops at `sample_rate`, or ImageCrops) hold
     in memory once made, as their headers give them: the decoded media where they fit in `in_memory_bytes`
     (default IN_MEMORY_BYTES), else 0 (read from disk crop by crop)."""

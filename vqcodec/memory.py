@@ -34,7 +34,8 @@ def memory_bound(root: str | Path | None = None, own: str | Path | None = None) 
     the address-space and data limits (RLIMIT_AS, RLIMIT_DATA: `ulimit -v`, `ulimit -d`), in bytes;
     None where none of them is known. Memory in use is not subtracted (see the module's note). `root`
     and `own` stand for /sys/fs/cgroup and /proc/self/cgroup (CGROUP_ROOT, OWN_CGROUPS), for tests."""
-    limits = (shared_memory_bound(root, own), _resource_limit(resource.RLIMIT_AS), _resource_limit(resource.RLIMIT_DATA))
+    limits = (shared_memory_bound(root, own), _resource_limit(resource.RLIMIT_AS),
+              _resource_limit(resource.RLIMIT_DATA))
     bounds = [bound for bound in limits if bound is not None]
     return min(bounds, default=None)
 

@@ -979,7 +979,8 @@ def _refuse_a_batch_beyond_memory(run: _Run, kind: str, adversarial: bool = Fals
         return
     share = options.batch_size // run.processes
     crop_bytes = options.crop * 4 if kind == "audio" else options.crop ** 2 * 3 * 4
-    step = crop_bytes * share * (STEP_BYTES_PER_CROP_BYTE[kind] + (DISCRIMINATOR_BYTES_PER_CROP_BYTE if adversarial else 0))
+    per_crop_byte = STEP_BYTES_PER_CROP_BYTE[kind] + (DISCRIMINATOR_BYTES_PER_CROP_BYTE if adversarial else 0)
+    step = crop_bytes * share * per_crop_byte
     first = held + (crop_bytes * max(options.batch_size, VALIDATION_CROPS) if run.main else 0)
     crops = f"{options.crop} samples" if kind == "audio" else f"{options.crop}x{options.crop} pixels"
     each = " a process" if run.processes > 1 else ""
