@@ -1948,7 +1948,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
         unit = "kbps" if codec.kind == "audio" else "bits per pixel"
         raise VQCodecError(f"--rates must be positive numbers of {unit} (finite), not {rates!r}")
     if qualities:
-        levels = list(dict.fromkeys(_comma_separated(qualities, int, "--qualities", "integers")))  # each once
+        levels = list(dict.fromkeys(_comma_separated(qualities, int, "-q", "integers")))  # each once
         if targets and len(levels) != 1:
             raise VQCodecError("with --rates, -q takes one level: the most codebooks a file may use")
     elif targets:
