@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -27,15 +26,6 @@ def torchrun(*args: str, cwd: Path | None = None, launcher: tuple[str, ...] = ()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *launcher, *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
-
-
-def exit_abort_after_the_work(result: subprocess.CompletedProcess) -> bool:
-    """Whether a training run under torchrun failed only in the abort that a process's exit meets now and then
-    after the model is written and the process group destroyed ("terminate called without an active exception"
-    from a C++ thread of torch.distributed's): a test takes a second run for it, and it fails where that aborts
-    too, or where anything else went wrong."""
-    return (result.returncode != 0 and "terminate called without an active exception" in result.stderr
-            and "wrote " in result.stderr and "error:" not in result.stderr)
 
 
 def test_two_processes_take_the_steps_of_one_process_on_the_whole_batch(tmp_path):
@@ -71,9 +61,6 @@ def test_train_command_under_torchrun_writes_one_model_that_resumes_in_one_proce
     out = tmp_path / "run"
     common = ["--out", str(out), "--config", str(config), "--crop", str(CROP), "--device", "cpu", "--no-prior"]
     result = torchrun("-m", "vqcodec", "train", str(data_dir), "--max-steps", "4", *common)
-    if exit_abort_after_the_work(result):  # README Limits: seen in 2 of 4 full-suite runs, never alone
-        shutil.rmtree(out)
-        result = torchrun("-m", "vqcodec", "train", str(data_dir), "--max-steps", "4", *common)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "batch 32; 2 processes (16 examples each)" in result.stderr  # the CPU default of 16 per process
     assert result.stderr.count("wrote ") == 1  # only the first process writes
@@ -91,6 +78,32 @@ def test_train_command_under_torchrun_writes_one_model_that_resumes_in_one_proce
                             *common], capture_output=True, text=True, timeout=300)
     assert alone.returncode == 0, alone.stderr[-3000:]
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 6
+
+
+GROUP_FREED_BY_STOP = """
+import sys, weakref
+import torch
+import torch.distributed as dist
+from vqcodec import parallel
+
+parallel.start("cpu")
+group = weakref.ref(dist.group.WORLD)
+torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())  # the first optimiser imports torch._dynamo, as training's does
+parallel.stop()
+sys.exit(None if group() is None else "the process group outlived parallel.stop")
+"""
+
+
+def test_stop_frees_the_process_group_made_before_the_first_optimiser(tmp_path):
+    """torch._dynamo, which the first optimiser imports, imports torch.distributed.nn.functional, whose
+    functions hold `group.WORLD` as a default argument: imported after the group was made, they kept it (and
+    Gloo's worker threads) past destroy_process_group into the interpreter's exit, where a worker dropping
+    its last collective's tensor took the GIL of an interpreter being finalised and the process aborted
+    ("terminate called without an active exception", now and then on a busy machine)."""
+    script = tmp_path / "group_freed.py"
+    script.write_text(GROUP_FREED_BY_STOP)
+    result = torchrun(str(script), timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(data_dir, tmp_path):  # noqa: F811

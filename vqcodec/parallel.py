@@ -89,12 +89,22 @@ def start(device: str) -> str:
                            f"start at most that many processes per machine")
     if cuda:
         torch.cuda.set_device(local_rank)
+    _import_what_keeps_the_group()
     try:
         with _ended_by_sigterm():
             dist.init_process_group("nccl" if cuda else "gloo")
     except (RuntimeError, ValueError) as exc:  # the address taken or unreachable, a timeout
         raise VQCodecError(f"cannot join the other training processes ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
     return f"cuda:{local_rank}" if cuda else device
+
+
+def _import_what_keeps_the_group() -> None:
+    """Import torch.distributed.nn.functional before the process group exists. Its functions take
+    `group=group.WORLD` as a default argument, fixed when it is imported: the first optimiser imports it
+    (through torch._dynamo), and imported after init_process_group its defaults held the group past
+    destroy_process_group, with Gloo's threads running, into the interpreter's exit, where the first
+    process now and then aborted ("terminate called without an active exception")."""
+    import torch.distributed.nn.functional  # noqa: F401
 
 
 @contextlib.contextmanager
