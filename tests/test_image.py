@@ -1506,6 +1506,32 @@ def test_a_png_whose_data_ends_before_its_last_row_is_refused(codec, tmp_path, i
         ImageCrops(readable_files("image", [path]), 16)
 
 
+def _palette_png(plte: bytes | None, index: int) -> bytes:
+    """A 4x3 palette PNG (8 bits a pixel) whose every pixel is `index`, with the PLTE chunk `plte` (None: none)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\0" + bytes([index] * 4) for _ in range(3))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 3, 8, 3, 0, 0, 0))
+            + (chunk(b"PLTE", plte) if plte is not None else b"") + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("plte, index, reason", [
+    (None, 1, "it has no palette (PLTE chunk) for its palette pixels: damaged"),
+    (b"", 0, "it has no palette (PLTE chunk) for its palette pixels: damaged"),
+    (bytes(range(12)), 200, "a pixel's palette index, 200, lies beyond its palette of 4 colours: damaged")])
+def test_a_palette_png_without_its_pixels_colours_is_refused(tmp_path, plte, index, reason):
+    """Pillow read a palette PNG without a PLTE chunk, or with pixels whose index lies beyond its palette (errors,
+    says the PNG standard), with those pixels black, without a word."""
+    path = tmp_path / "p.png"
+    path.write_bytes(_palette_png(plte, index))
+    with pytest.raises(VQCodecError, match=f"^cannot read image {re.escape(str(path))}: {re.escape(reason)}$"):
+        open_image(path)
+    path.write_bytes(_palette_png(bytes(range(12)), 3))
+    assert open_image(path).convert("RGB").getpixel((0, 0)) == (9, 10, 11)
+
+
 def _jpeg_of_greater_height(mode: str, extra: int, rows: int = 32, **options) -> tuple[bytes, bytes]:
     """A baseline JPEG of 24 x `rows` noise, and the same with `extra` more rows in its frame header (SOF0)."""
     pixels = np.random.default_rng(3).integers(0, 256, (rows, 24, 3), dtype=np.uint8)

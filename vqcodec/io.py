@@ -1271,11 +1271,14 @@ def load_pixels(image, source=None):
     name = getattr(image, "filename", None)
     if image.format == "TIFF" and image.tag_v2.get(TIFF_ORIENTATION) in SIDE_SWAPPING_ORIENTATIONS:
         image.filename = ""  # ImageFile.load maps a file only when it has a file name
+    png_palette = image.format == "PNG" and image.mode == "P" and bool(image.tile)
     try:
         image.load()
     finally:
         if name is not None:
             image.filename = name
+    if png_palette:
+        _check_png_palette(image)
     read = with_alpha or image
     if extra_as_alpha is not None:
         read = _warn_of_extra_alpha(extra_as_alpha, source)
@@ -1347,6 +1350,18 @@ def _check_png_data(image) -> None:
         stream.seek(start)
     if inflated < needed:
         raise _ends_before_last_row(width, height)
+
+
+def _check_png_palette(image) -> None:
+    """Refuse a palette PNG, just read, without a palette (PLTE chunk), or with a pixel whose index lies beyond its
+    palette's entries: errors, says the PNG standard; Pillow read those pixels as black, without a word."""
+    palette = image.palette.palette if image.palette is not None else b""
+    entries, largest = len(palette) // 3, image.getextrema()[1]
+    if not entries:
+        raise OSError("it has no palette (PLTE chunk) for its palette pixels: damaged")
+    if largest >= entries:
+        raise OSError(f"a pixel's palette index, {largest}, lies beyond its palette of {plural(entries, 'colour')}: "
+                      "damaged")
 
 
 def _ends_before_last_row(width: int, height: int) -> OSError:
