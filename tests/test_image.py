@@ -1532,6 +1532,20 @@ def test_a_palette_png_without_its_pixels_colours_is_refused(tmp_path, plte, ind
     assert open_image(path).convert("RGB").getpixel((0, 0)) == (9, 10, 11)
 
 
+def test_a_bmp_with_pixels_beyond_its_palette_is_refused(tmp_path):
+    """A BMP's pixel whose index lies beyond its colour table (undefined) was read as black, without a word."""
+    image = Image.new("P", (8, 4), 1)
+    image.putpalette(bytes(range(6)))
+    image.save(tmp_path / "p.bmp")
+    assert open_image(tmp_path / "p.bmp").convert("RGB").getpixel((0, 0)) == (3, 4, 5)
+    data = bytearray((tmp_path / "p.bmp").read_bytes())
+    data[struct.unpack("<I", data[10:14])[0]] = 200  # the first pixel of the bottom row
+    (tmp_path / "p.bmp").write_bytes(bytes(data))
+    reason = "a pixel's palette index, 200, lies beyond its palette of 2 colours: damaged"
+    with pytest.raises(VQCodecError, match=re.escape(f"{tmp_path / 'p.bmp'}: {reason}") + "$"):
+        open_image(tmp_path / "p.bmp")
+
+
 def _jpeg_of_greater_height(mode: str, extra: int, rows: int = 32, **options) -> tuple[bytes, bytes]:
     """A baseline JPEG of 24 x `rows` noise, and the same with `extra` more rows in its frame header (SOF0)."""
     pixels = np.random.default_rng(3).integers(0, 256, (rows, 24, 3), dtype=np.uint8)

@@ -1271,14 +1271,14 @@ def load_pixels(image, source=None):
     name = getattr(image, "filename", None)
     if image.format == "TIFF" and image.tag_v2.get(TIFF_ORIENTATION) in SIDE_SWAPPING_ORIENTATIONS:
         image.filename = ""  # ImageFile.load maps a file only when it has a file name
-    png_palette = image.format == "PNG" and image.mode == "P" and bool(image.tile)
+    palette_read = image.format in PALETTE_CHECKED_FORMATS and image.mode == "P" and bool(image.tile)
     try:
         image.load()
     finally:
         if name is not None:
             image.filename = name
-    if png_palette:
-        _check_png_palette(image)
+    if palette_read:
+        _check_palette_indices(image)
     read = with_alpha or image
     if extra_as_alpha is not None:
         read = _warn_of_extra_alpha(extra_as_alpha, source)
@@ -1352,9 +1352,14 @@ def _check_png_data(image) -> None:
         raise _ends_before_last_row(width, height)
 
 
-def _check_png_palette(image) -> None:
-    """Refuse a palette PNG, just read, without a palette (PLTE chunk), or with a pixel whose index lies beyond its
-    palette's entries: errors, says the PNG standard; Pillow read those pixels as black, without a word."""
+# The formats whose palette Pillow reads with the entries the file gives, no more: a pixel's index beyond is damage
+PALETTE_CHECKED_FORMATS = {"PNG", "BMP", "DIB"}
+
+
+def _check_palette_indices(image) -> None:
+    """Refuse a palette image, just read (PALETTE_CHECKED_FORMATS), without a palette (a PNG without its PLTE
+    chunk), or with a pixel whose index lies beyond its palette's entries: errors, says the PNG standard, and
+    undefined in a BMP; Pillow read those pixels as black, without a word."""
     palette = image.palette.palette if image.palette is not None else b""
     entries, largest = len(palette) // 3, image.getextrema()[1]
     if not entries:
