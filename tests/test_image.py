@@ -2538,6 +2538,23 @@ def test_an_image_its_formats_reader_refuses_is_not_called_no_image_format(cli, 
             open_image(io.BytesIO(data))
 
 
+def test_a_tiff_cut_before_its_directory_is_refused_in_its_reason_alone():
+    """Finding why the TIFF reader refuses a file (its directory cut off: "unknown data organization") ran the
+    reader again outside open_image's recording of warnings: Pillow's 'Truncated File Read' (or 'Corrupt EXIF
+    data') came out as raw Python warnings, two lines with the source line, beside the error line."""
+    import warnings
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40)).save(buffer, "TIFF", compression="packbits")
+    cut = buffer.getvalue()[:len(buffer.getvalue()) * 2 // 3]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(VQCodecError, match=r"^cannot read image from the stream: a TIFF file that Pillow does "
+                                               r"not read \(unknown data organization\)$"):
+            open_image(io.BytesIO(cut))
+    assert [str(item.message) for item in caught] == []
+
+
 def test_a_formats_reader_refusal_is_said_and_a_bug_in_it_gets_out(monkeypatch):
     """io._refusal_of_its_format caught every exception of the reader it ran again, and so called a bug (a
     NameError of a renamed helper) "a TIFF file that Pillow does not read (name ... is not defined)". It

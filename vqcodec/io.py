@@ -1166,7 +1166,8 @@ def _refusal_of_its_format(source) -> str | None:
                     continue
                 stream.seek(0)
                 try:
-                    factory(stream, "")
+                    with warnings_recorded():  # of a file refused for the reason it raises: said in that alone
+                        factory(stream, "")
                 # What Image.open passes over of a reader: having identified no file, it had each reader these
                 # bytes begin with the signature of raise one of them (ImageFile turns an IndexError, TypeError,
                 # KeyError, EOFError or struct.error of a reader's _open into SyntaxError); any other is a bug.
