@@ -2555,6 +2555,21 @@ def test_a_tiff_cut_before_its_directory_is_refused_in_its_reason_alone():
     assert [str(item.message) for item in caught] == []
 
 
+def test_a_header_cut_short_is_said_as_such_not_in_pythons_words(tmp_path):
+    """A JPEG cut within its EXIF segment was 'a JPEG file that Pillow does not read (unpack_from requires a buffer
+    of at least 2 bytes for unpacking 2 bytes at offset 0 (actual buffer size is 0))': the struct.error of its
+    reader, which ImageFile turns into a SyntaxError of the same words."""
+    exif = Image.Exif()
+    exif[270] = "x" * 100
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40)).save(buffer, "JPEG", exif=exif)
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(buffer.getvalue()[:4])  # its start marker, and the marker of its EXIF segment
+    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: a JPEG file that Pillow does not read "
+                                                     "(its header is cut short or damaged)") + "$"):
+        open_image(path)
+
+
 def test_a_formats_reader_refusal_is_said_and_a_bug_in_it_gets_out(monkeypatch):
     """io._refusal_of_its_format caught every exception of the reader it ran again, and so called a bug (a
     NameError of a renamed helper) "a TIFF file that Pillow does not read (name ... is not defined)". It

@@ -1173,10 +1173,19 @@ def _refusal_of_its_format(source) -> str | None:
                 # KeyError, EOFError or struct.error of a reader's _open into SyntaxError); any other is a bug.
                 except (SyntaxError, IndexError, TypeError, struct.error) as exc:
                     article = "an" if name[:1] in "AEIOU" else "a"  # an AVIF, an ICNS file
-                    return f"{article} {name} file that Pillow does not read ({' '.join(str(exc).split()).rstrip('.')})"
+                    return f"{article} {name} file that Pillow does not read ({_reader_reason(exc)})"
     except (OSError, ValueError, AttributeError):  # unreadable again, or a stream that cannot seek
         return None
     return None
+
+
+def _reader_reason(exc: Exception) -> str:
+    """Why a reader refused a file, from the error it raised: a struct.error or EOFError of reading its header
+    past what the file holds (which ImageFile turns into a SyntaxError of the same words) is said as such, not in
+    Python's words ('unpack_from requires a buffer of at least 2 bytes for unpacking 2 bytes at offset 0 ...')."""
+    if isinstance(exc, struct.error) or isinstance(exc.__cause__, (struct.error, EOFError)):
+        return "its header is cut short or damaged"
+    return " ".join(str(exc).split()).rstrip(".")
 
 
 class _PillowLogRouter(logging.Handler):
