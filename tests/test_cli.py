@@ -2525,6 +2525,29 @@ def test_a_dangling_link_as_output_is_refused_without_force_before_the_work(enco
     assert listing(tmp_path) == {"out.wav"} and link.is_symlink()
 
 
+def test_stdout_on_the_input_file_is_refused_as_an_output_named_as_the_input_is(encoded, tiny_model_path, tmp_path):
+    """`encode - - < x.wav 1<> x.wav` wrote the .vq file over the start of its own input (exit status 0, a file of
+    neither kind left), and `decode x.vq - >> x.vq` after its end: stdout on the input file is refused as an output
+    that names it is."""
+    import subprocess
+
+    source, audio = tmp_path / "talk.vq", tmp_path / "talk.wav"
+    source.write_bytes((encoded / "out.vq").read_bytes())
+    audio.write_bytes((encoded / "in.wav").read_bytes())
+    for args, stdin, stdout_mode in ((["encode", "-", "-"], audio, "r+b"),
+                                     (["decode", "-", "-", "--format", "wav"], source, "r+b"),
+                                     (["decode", str(source), "-", "--format", "wav"], None, "ab")):
+        target = stdin or source
+        before = target.read_bytes()
+        with open(stdin or os.devnull, "rb") as given, open(target, stdout_mode) as taken:
+            result = subprocess.run([sys.executable, "-m", "vqcodec", *args, "-m", str(tiny_model_path)], stdin=given,
+                                    stdout=taken, stderr=subprocess.PIPE, timeout=300)
+        named = "" if stdin else f" {source}"
+        assert result.returncode == 1 and result.stderr.decode() == (
+            f"vqcodec: error: stdout is the input file{named}: redirect it to another file\n"), args
+        assert target.read_bytes() == before, args
+
+
 def test_an_output_that_is_the_input_file_is_refused_even_with_force(encoded, cli, tiny_model_path, tmp_path):
     """`decode x.vq x.vq --force --format wav` replaced the .vq file with its own decoding, and through a
     link or a second hard link the same; encode, codes and pack alike."""

@@ -299,9 +299,12 @@ def _refuse_existing_output(path: str, force: bool) -> None:
 
 def _refuse_output_file(path: str, force: bool, input_path: str) -> None:
     """Refuse a single file's output before the work, as writing it would: the input file itself (even
-    with --force, which replaced the file read with what was made of it), an existing file without
-    --force, or one in a folder that is not there or is a file (found after all the coding, before)."""
-    if path != "-" and input_path != "-" and _same_file(path, input_path):
+    with --force, which replaced the file read with what was made of it; stdout or stdin on it too), an existing
+    file without --force, or one in a folder that is not there or is a file (found after all the coding, before)."""
+    if _same_file("/dev/stdout" if path == "-" else path, "/dev/stdin" if input_path == "-" else input_path):
+        if path == "-":  # `< x.wav 1<> x.wav` wrote over the input's start, `>> x.wav` after its end
+            raise VQCodecError(f"stdout is the input file{'' if input_path == '-' else ' ' + input_path}: redirect it "
+                               "to another file")
         raise VQCodecError(f"{path} is the input file: give the output another name")
     _refuse_existing_output(path, force)
     if path != "-":
