@@ -1918,6 +1918,16 @@ def test_check_listed_codes_refuses_what_is_no_path_in_one_line(codec, path):
         check_listed_codes(codec, path)
 
 
+def test_check_listed_codes_passes_over_a_manifest_nested_too_deep(codec, tmp_path):
+    """A codes.json above the codes that nests its lists too deep for Python's JSON parser (hand-made or damaged)
+    is passed over as one that is not JSON is: a RecursionError reached the command line as a traceback."""
+    from vqcodec.tokens import check_listed_codes
+
+    (tmp_path / "codes.json").write_text("[" * 100_000)
+    np.save(tmp_path / "in.npy", np.zeros((1, 2, 3), np.int32))
+    check_listed_codes(codec, tmp_path / "in.npy")
+
+
 @pytest.mark.parametrize("arguments, told", [
     (dict(folder=None), "folder is the path of a folder (a str or Path, not empty), not None"),  # were TypeErrors
     (dict(out=None), "out is the path of a folder (a str or Path, not empty), not None"),

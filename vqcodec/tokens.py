@@ -144,13 +144,13 @@ def write_vq_manifest(folder: Path, out: Path, entries: list[dict], skipped: lis
 def listing_manifest(path: Path) -> tuple[Path, dict, dict] | None:
     """The codes.json in the folder of a .npy file or one above it that lists it (as `vqcodec codes
     FOLDER OUT` writes them): its path, the manifest and the file's entry; None where none lists it (a
-    manifest that cannot be read or is not one is passed over)."""
+    manifest that cannot be read or is not one, JSON nested too deep too, is passed over)."""
     path = Path(os.path.abspath(path))
     for folder in path.parents:
         candidate = folder / MANIFEST
         try:
             manifest = json.loads(candidate.read_bytes()) if candidate.is_file() else None
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deep
             continue
         files = manifest.get("files") if isinstance(manifest, dict) else None
         for entry in files if isinstance(files, list) else []:
