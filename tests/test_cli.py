@@ -1886,6 +1886,25 @@ def test_codes_of_a_folder_stopped_part_way_keeps_a_manifest_of_what_it_wrote(tm
     assert "stopped" not in code_folder(codec, folder, tmp_path / "again", sorted(folder.iterdir()))
 
 
+def test_codes_of_a_folder_without_replacing_refuse_an_existing_manifest_before_any_file(tmp_path, signal, codec):
+    """code_folder(replace=False) into a folder whose codes.json exists (a stopped run's) coded every file, wrote
+    their arrays, and then failed on the manifest: the new arrays were left behind with no manifest that lists
+    them. The command without --force refuses it before any work, as replace=False now does."""
+    from vqcodec import VQCodecError
+    from vqcodec.tokens import code_folder
+
+    folder, out = tmp_path / "recordings", tmp_path / "tokens"
+    folder.mkdir()
+    for name in ("a.wav", "b.wav"):
+        write_wav(folder / name, signal)
+    code_folder(codec, folder, out, [folder / "a.wav"])
+    before = {path: path.read_bytes() for path in out.iterdir()}
+    with pytest.raises(VQCodecError, match=f"^{re.escape(str(out / 'codes.json'))} exists; pass replace=True to "
+                                           "overwrite it$"):
+        code_folder(codec, folder, out, sorted(folder.iterdir()), replace=False)
+    assert {path: path.read_bytes() for path in out.iterdir()} == before
+
+
 def test_codes_of_a_folder_take_a_list_of_files_and_refuse_one_path_or_a_generator(tmp_path, signal, codec):
     """files=Path raised a bare TypeError ('PosixPath' object is not iterable), files=str was read as its
     characters ('/ is not in the folder'), and a generator was used up by the check of the outputs' paths,

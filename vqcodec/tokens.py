@@ -15,7 +15,7 @@ from . import format as vqformat
 from .errors import VQCodecError
 from .folders import folder_of, mirrored_paths
 from .io import checked_flag, write_file
-from .wording import reason_of
+from .wording import reason_of, setting
 
 MANIFEST = "codes.json"
 CODE_TYPE = np.dtype("<i4")  # what the .npy files hold
@@ -67,8 +67,9 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     that could not be coded, and why. A weight the codec cannot use (Codec.check_weights) raises
     VQCodecError before any file. A run stopped part way (Ctrl-C, SIGTERM) writes the manifest of
     the files it finished, with "stopped": true; one that could code no file writes no manifest (nor
-    makes `out`), and returns the one it would have written. With replace=False an output that exists
-    (another run's, written while this one ran) is kept, and that file skipped. It holds the codec's lock,
+    makes `out`), and returns the one it would have written. With replace=False a manifest that exists is
+    refused before any file, and an output that exists (another run's, written while this one ran) is kept,
+    and that file skipped. It holds the codec's lock,
     as Codec's encoding methods do: another thread's rate search on the codec sets trial depth weights on it."""
     if not isinstance(files, (list, tuple)) or not all(isinstance(path, (str, os.PathLike)) for path in files):
         one = isinstance(files, (str, os.PathLike))  # a str or Path was iterated, or raised a bare TypeError
@@ -88,6 +89,9 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
     outputs = code_paths(folder, out, files)
     quality = codec.check_quality(codec.num_codebooks if quality is None else quality)
     codec.check_weights()  # a weight the codec cannot use would fail every file alike
+    if not replace and os.path.lexists(out / MANIFEST):  # else every file is coded, then the manifest refused
+        raise VQCodecError(setting(f"{out / MANIFEST} exists; pass --force to overwrite it",
+                                   f"{out / MANIFEST} exists; pass replace=True to overwrite it"))
     entries, skipped = [], []
     try:
         for number, (path, output) in enumerate(zip(files, outputs), 1):
