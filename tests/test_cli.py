@@ -2459,6 +2459,33 @@ def _valid_npy(array: np.ndarray) -> bytes:
     return stream.getvalue()
 
 
+def test_pack_checks_a_headers_shape_against_the_model_and_memory_before_reading_its_values(cli, tmp_path,
+                                                                                            monkeypatch, capsys):
+    """pack read every value a .npy header announces before it refused their shape: 40 levels for a model of 4,
+    or frames beyond 24 hours, were refused only once gigabytes had been read (a sparse file of 4 GB: 42 s and
+    8 GB of memory), and stdin's said that it ended early. Nor was a regular file's codes checked against the
+    memory this process may use (its size seemed bound enough, but a sparse file takes no disk)."""
+    import vqcodec.memory
+    from vqcodec.cli import run
+
+    golden = Path(__file__).resolve().parent / "data" / "golden" / "golden_audio.safetensors"  # 4 levels, hop 8
+    for shape, message in (((1, 40, 10 ** 6), "of at most 4 levels"),
+                           ((1, 1, 2 * 10 ** 8), "audio longer than 24 hours is not supported")):
+        result = cli("pack", "-", tmp_path / "out.vq", "-m", golden, input=_npy_header_of("|i1", shape) + bytes(100))
+        assert_one_line_error(result)
+        assert message in result.stderr.decode(), result.stderr
+    result = cli("pack", "-", tmp_path / "out.vq", "-m", golden, "--samples", "5",
+                 input=_npy_header_of("|i1", (1, 4, 10 ** 6)) + bytes(100))
+    assert "5 samples at 16000 Hz make 1 frame, not 1000000" in result.stderr.decode(), result.stderr
+    with open(tmp_path / "wide.npy", "wb") as stream:  # 2 MB of int8 codes are 4 MB as the model's int16
+        stream.write(_npy_header_of("|i1", (1, 4, 2 ** 19)) + bytes(2 ** 21))
+    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: 3 << 20)
+    assert run(["pack", str(tmp_path / "wide.npy"), str(tmp_path / "out.vq"), "-m", str(golden)]) == 1
+    assert capsys.readouterr().err == (f"vqcodec: error: {tmp_path / 'wide.npy'}: its header announces codes of 0.0 GB, "
+                                       "more than the memory this process may use (0.0 GB)\n")
+    assert not (tmp_path / "out.vq").exists()
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(tail=st.binary(max_size=300), position=st.integers(0, 200), byte=st.integers(0, 255))
 def test_fuzz_pack_input(golden_audio_codec, tail, position, byte):

@@ -1548,17 +1548,18 @@ def pack(input_path, output_path, model, rate, samples, width, height, gain, cod
     codec = Codec.load(model, coding=coding)
     if input_path != "-":
         check_listed_codes(codec, input_path)
-    array = _npy_codes(input_path, codec)
-    encoded = codec.codes_to_file(array, sample_rate=rate, samples=samples, width=width, height=height, gain=gain)
+    settings = dict(sample_rate=rate, samples=samples, width=width, height=height, gain=gain)
+    array = _npy_codes(input_path, codec, lambda shape, dtype: codec.check_codes_shape(shape, dtype, **settings))
+    encoded = codec.codes_to_file(array, **settings)
     _write_output(output_path, lambda stream: stream.write(encoded), force)
 
 
 NPY_PIECE_BYTES = 1 << 24  # of a .npy file read at a time
 
 
-def _npy_codes(input_path: str, codec):
+def _npy_codes(input_path: str, codec, check=None):
     """`pack`'s codes, read a piece at a time from a regular file, stdin, a FIFO or a device alike:
-    never held whole."""
+    never held whole; `check(shape, dtype)` is called with the header's before any value is read."""
     if input_path != "-":
         _checked_path(input_path)
     try:
@@ -1566,24 +1567,26 @@ def _npy_codes(input_path: str, codec):
             if hasattr(stream, "peek") and not stream.peek(1):  # else "-: not a NumPy .npy file"
                 raise _empty_input(input_path)
             return _read_npy(stream, "stdin" if input_path == "-" else input_path, codec.code_dtype,
-                             codec.codebook_size)
+                             codec.codebook_size, check)
     except OSError as exc:
         raise _unreadable_input(input_path, exc) from None
 
 
-def _read_npy(source, name: str, into, codebook_size: int):
+def _read_npy(source, name: str, into, codebook_size: int, check=None):
     """The array of a .npy file (its bytes, or a binary stream) as `into`, the codec's code type
     (int16 for most models: a quarter of int64 codes), read a piece at a time; its header is checked
-    before anything is allocated (a header may claim any shape) against the bytes there, or, where
-    a stream does not say how many it holds, against the memory this process may use. Arrays of
-    anything but integers (pickles too) are refused, and so is a value `into` cannot hold."""
+    before anything is allocated (a header may claim any shape) against the bytes there, where a
+    stream says how many it holds, against the memory this process may use, and by `check(shape,
+    dtype)`. Arrays of anything but integers (pickles too) are refused, and so is a value `into` cannot
+    hold."""
     import numpy as np
 
     stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     size = len(source) if isinstance(source, (bytes, bytearray)) else _regular_file_size(stream)
     shape, fortran_order, dtype = _npy_header(stream, size, name)
-    if size is None:
-        _check_npy_fits(math.prod(shape) * np.dtype(into).itemsize, name)
+    _check_npy_fits(math.prod(shape) * np.dtype(into).itemsize, name)  # a sparse file's size costs no disk
+    if check is not None:
+        check(shape, dtype)
     array = _narrowed(stream, shape, fortran_order, dtype, into, codebook_size, name)
     if size is None and stream.read(1):
         raise VQCodecError(f"{name}: holds more bytes than its header announces ({plural(math.prod(shape), 'value')} of "

@@ -2303,6 +2303,32 @@ class Codec:
         a frame or cell, from some level up to the top. Audio `gain`: what the decoded audio is
         multiplied by (the "gain" media_to_codes reports; default 1); `channels`, if given, must be
         the codes' (so that codes_to_file(codes, **restore) takes what media_to_codes returns)."""
+        array, pack = self._file_of_codes(codes, sample_rate, samples, width, height, gain, channels)
+        array = self._checked_codes(array, *self._code_layout)
+        try:
+            return pack(array)
+        except ValueError as exc:  # the prior's check: -1 only above a frame's or cell's last level
+            raise VQCodecError(str(exc)) from None
+
+    def check_codes_shape(self, shape: tuple, dtype, sample_rate: int | None = None, samples: int | None = None,
+                          width: int | None = None, height: int | None = None, gain: float | None = None,
+                          channels: int | None = None) -> None:
+        """Refuse (VQCodecError) what codes_to_file refuses of codes of this `shape` and integer `dtype` whatever
+        their values, given the same settings, before any of them is read: `vqcodec pack` checks a .npy
+        file's header so, where the values of a header's shape of 40 levels, or of 100 hours, were read into
+        memory (gigabytes of a sparse file) before they were refused."""
+        self._file_of_codes(np.broadcast_to(np.zeros((), dtype), shape), sample_rate, samples, width, height, gain,
+                            channels)
+
+    @property
+    def _code_layout(self) -> tuple[int, str]:
+        """The axis of the levels in this model's codes, and their axes as messages name them."""
+        return (1, "channels, quality, frames") if self.kind == "audio" else (0, "quality, rows, cols")
+
+    def _file_of_codes(self, codes, sample_rate, samples, width, height, gain, channels
+                       ) -> tuple[np.ndarray, Callable[[np.ndarray], bytes]]:
+        """codes_to_file's checks of all but the values of the codes (of their type and shape as given,
+        nothing read or copied): the codes as an array, and what packs them once their values are checked."""
         self._refuse_other_kinds_codes(codes)
         array = _as_array(codes)
         if not np.issubdtype(array.dtype, np.integer):
@@ -2325,8 +2351,7 @@ class Codec:
             elif not vqformat.MIN_GAIN <= stored_gain <= vqformat.MAX_GAIN:
                 raise VQCodecError(f"gain {gain!s:.40} is out of range ({vqformat.MIN_GAIN / vqformat.GAIN_ONE:g}.."
                                    f"{vqformat.MAX_GAIN // vqformat.GAIN_ONE})")
-        level_axis, layout = (1, "channels, quality, frames") if self.kind == "audio" else (0, "quality, rows, cols")
-        array = self._code_array(array, level_axis, layout)  # copied (as _code_dtype) once the size it makes passes
+        array = self._code_array(array, *self._code_layout)  # copied (as _code_dtype) once the size it makes passes
         if self.kind == "audio":
             if channels is not None and _checked_count("channels", channels) != array.shape[0]:
                 raise VQCodecError(f"the codes hold {plural(array.shape[0], 'channel')}, not {shown(channels)}")
@@ -2347,13 +2372,9 @@ class Codec:
                 raise VQCodecError(f"a {width}x{height} image has {cells[0]} x {cells[1]} latent cells, "
                                    f"not {rows} x {cols}")
         self.check_quality(quality)
-        array = self._checked_codes(array, level_axis, layout)
-        try:
-            if self.kind == "audio":
-                return self._pack_audio(array, rate, samples, quality, stored_gain)
-            return self._pack_image(array, width, height, IMAGE_MODES["RGB"], None)
-        except ValueError as exc:  # the prior's check: -1 only above a frame's or cell's last level
-            raise VQCodecError(str(exc)) from None
+        if self.kind == "audio":
+            return array, lambda checked: self._pack_audio(checked, rate, samples, quality, stored_gain)
+        return array, lambda checked: self._pack_image(checked, width, height, IMAGE_MODES["RGB"], None)
 
     @_one_at_a_time
     def encode_image(self, image, quality: int, max_bpp: float | None = None) -> bytes:
