@@ -1431,6 +1431,24 @@ def test_codes_functions_check_their_input(codec, signal):
         codec.codes_to_file(codes, sample_rate=16000.7)
 
 
+def test_check_codes_shape_refuses_what_codes_to_file_would_and_odd_shapes_in_one_line(codec):
+    """check_codes_shape is codes_to_file's refusal of a shape, before any code is made; a shape NumPy cannot
+    make (negative, fractional, too large) or a type that is none raised NumPy's ValueError or TypeError."""
+    codec.check_codes_shape((2, 3, 100), np.int16)
+    codec.check_codes_shape([1, 4, 5], np.uint8, sample_rate=8000, samples=20, gain=2)
+    for shape, dtype, settings, message in (
+            ((1, 5, 100), np.int16, {}, "non-empty integer array .* of at most 4 levels"),
+            ((1, 4, 100), np.float32, {}, "codes must be integers, not float32"),
+            ((1, 4, 10 ** 9), np.int16, {}, "audio longer than 24 hours"),
+            ((1, 4, 100), np.int16, {"samples": 5}, "5 samples at 16000 Hz make 1 frame, not 100"),
+            ((1, -1, 3), np.int16, {}, r"^shape is a tuple of sizes .* not \(1, -1, 3\) and "),
+            ((1, 4.0, 5), np.int16, {}, "^shape is a tuple of sizes"),
+            ((1, 4, 2 ** 70), np.int16, {}, "^shape is a tuple of sizes"),
+            ((1, 4, 5), "nope", {}, "^shape is a tuple of sizes .* and 'nope'")):
+        with pytest.raises(VQCodecError, match=message):
+            codec.check_codes_shape(shape, dtype, **settings)
+
+
 def test_a_quoted_home_folder_in_the_model_path_is_searched(monkeypatch, tiny_model_path):
     from vqcodec.registry import find_model
 

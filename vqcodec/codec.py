@@ -2317,8 +2317,12 @@ class Codec:
         their values, given the same settings, before any of them is read: `vqcodec pack` checks a .npy
         file's header so, where the values of a header's shape of 40 levels, or of 100 hours, were read into
         memory (gigabytes of a sparse file) before they were refused."""
-        self._file_of_codes(np.broadcast_to(np.zeros((), dtype), shape), sample_rate, samples, width, height, gain,
-                            channels)
+        try:  # a view of one value: nothing of the shape's size is allocated
+            stand_in = np.broadcast_to(np.zeros((), dtype), shape)
+        except (TypeError, ValueError) as exc:
+            raise VQCodecError(f"shape is a tuple of sizes (whole numbers from 0 up) and dtype an integer type, not "
+                               f"{shape!r:.60} and {dtype!r:.40} ({exc})") from None
+        self._file_of_codes(stand_in, sample_rate, samples, width, height, gain, channels)
 
     @property
     def _code_layout(self) -> tuple[int, str]:
