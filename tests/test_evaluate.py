@@ -304,6 +304,25 @@ def test_evaluate_refuses_no_qualities_and_targets_that_are_not_positive(codec, 
         assert str(refused.value) == message
 
 
+def test_evaluate_refuses_one_path_or_number_where_it_takes_a_list_in_one_line(codec, tmp_path, signal):
+    """files="a.wav" was read as its characters, each skipped ('cannot read audio a: No such file or
+    directory'), and qualities=2 or targets=1.5 raised a bare TypeError ('int' object is not iterable)."""
+    from vqcodec import VQCodecError
+    from vqcodec.evaluate import evaluate
+
+    soundfile.write(tmp_path / "a.wav", signal(1, 4000, 16000).T, 16000, subtype="FLOAT")
+    for files, qualities, targets, message in (
+            (str(tmp_path / "a.wav"), [2], None, r"^files is a list of paths \(str or Path\) of media, not '/.*: "
+                                                 r"give \[path\] for one file$"),
+            (tmp_path / "a.wav", [2], None, "give \\[path\\] for one file$"),
+            ((p for p in [tmp_path / "a.wav"]), [2], None, "^files is a list of paths"),
+            ([tmp_path / "a.wav"], 2, None, r"^qualities is a list of numbers, not 2: give \[2\] for one$"),
+            ([tmp_path / "a.wav"], [2], 1.5, r"^targets is a list of numbers, not 1.5: give \[1.5\] for one$")):
+        with pytest.raises(VQCodecError, match=message):
+            evaluate(codec, files, qualities, targets=targets)
+    assert evaluate(codec, (tmp_path / "a.wav",), (2,), targets=(4.0,))["files"] == [str(tmp_path / "a.wav")]
+
+
 def test_a_row_that_no_file_reached_holds_the_measures_as_null(codec, tmp_path, signal):
     """Where no file reached any target, the rows left the measures out, where the README has them null."""
     from vqcodec.evaluate import evaluate

@@ -20,8 +20,10 @@ import numpy as np
 
 from . import metrics
 from .errors import VQCodecError
+from .folders import check_file_list
 from .io import image_to_planes, open_image, read_audio
 from .ratecontrol import RateUnreachable
+from .wording import shown
 
 
 def _optional(module: str) -> bool:
@@ -43,6 +45,10 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
     file coded as `encode --bitrate` / `--bpp` would, at most the first of `qualities` codebooks.
     A file too short to fit a target is left out of that row only (its `unreached` count); a row
     that no file reached has the fields of the others, None for its rate, speeds and measures."""
+    check_file_list(files, "media")
+    for name, values in (("qualities", qualities), ("targets", targets)):
+        if values is not None and not isinstance(values, (list, tuple)):  # a number raised a bare TypeError
+            raise VQCodecError(f"{name} is a list of numbers, not {shown(values)}: give [{shown(values)}] for one")
     qualities = list(dict.fromkeys(codec.check_quality(q) for q in qualities))  # each once, as the rows' keys
     if not qualities:
         raise VQCodecError("qualities must hold at least one quality level")

@@ -43,6 +43,15 @@ def mirrored_paths(folder: Path, out: Path, files: list[Path], suffix_of: Callab
     return outputs
 
 
+def check_file_list(files, of: str) -> None:
+    """Refuse `files` (of the API's folder functions) unless it is a list or tuple of paths of `of`: a str or Path
+    was iterated, as its characters or by a bare TypeError, and a generator used up by a first pass."""
+    if not isinstance(files, (list, tuple)) or not all(isinstance(path, (str, os.PathLike)) for path in files):
+        one = isinstance(files, (str, os.PathLike))
+        raise VQCodecError(f"files is a list of paths (str or Path) of {of}, not {files!r:.60}"
+                           + (": give [path] for one file" if one else ""))
+
+
 def _refuse_outputs_that_are_inputs(files: list[Path], outputs: list[Path]) -> None:
     """Refuse, even with --force, an output that is one of the input files (by name, link or hard link),
     as one file's output is: recoding a folder into itself replaced each .vq file with its recoding."""

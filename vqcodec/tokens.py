@@ -13,7 +13,7 @@ from numpy.lib import format as npy
 
 from . import format as vqformat
 from .errors import VQCodecError
-from .folders import folder_of, mirrored_paths
+from .folders import check_file_list, folder_of, mirrored_paths
 from .io import checked_flag, write_file
 from .wording import reason_of, setting
 
@@ -71,10 +71,7 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     refused before any file, and an output that exists (another run's, written while this one ran) is kept,
     and that file skipped. It holds the codec's lock,
     as Codec's encoding methods do: another thread's rate search on the codec sets trial depth weights on it."""
-    if not isinstance(files, (list, tuple)) or not all(isinstance(path, (str, os.PathLike)) for path in files):
-        one = isinstance(files, (str, os.PathLike))  # a str or Path was iterated, or raised a bare TypeError
-        raise VQCodecError(f"files is a list of paths (str or Path) of media under the folder, not {files!r:.60}"
-                           + (": give [path] for one file" if one else ""))
+    check_file_list(files, "media under the folder")
     for name, path in (("folder", folder), ("out", out)):
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):  # "" stood for the current folder
             raise VQCodecError(f"{name} is the path of a folder (a str or Path, not empty), not {path!r:.60}")
