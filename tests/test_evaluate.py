@@ -90,6 +90,25 @@ def test_eval_that_skips_a_file_prints_its_report_and_exits_1(cli, tiny_model_pa
     result = cli("eval", tiny_model_path, tmp_path / "speech" / "a.wav", "-q", "2", text=True)
     assert result.returncode == 0, result.stderr
 
+def test_eval_of_a_recording_above_full_scale_warns_once_in_one_line_naming_it(cli, codec, tiny_model_path, tmp_path,
+                                                                              signal):
+    """eval showed encode_audio's warning as Python shows a UserWarning: two lines, 'click/core.py:911: UserWarning:
+    the audio is coded at ...' and 'return callback(...)', naming neither the file nor vqcodec; encode's is one line
+    that names the file."""
+    soundfile.write(tmp_path / "loud.wav", signal(1, 1600, 16000).T * 1e6, 16000, subtype="FLOAT")
+    result = cli("eval", tiny_model_path, tmp_path / "loud.wav", "-q", "1,2", text=True)
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(f"vqcodec: warning: {re.escape(str(tmp_path / 'loud.wav'))} is coded at \\+[0-9.]+ dB above "
+                        "full scale \\(float samples up to [0-9.e+]+\\); the codec is made for audio within \\+-1.0 and "
+                        "decodes within it, so the loud parts come out limited and distorted: scale it down first\n",
+                        result.stderr), result.stderr
+    from vqcodec.evaluate import evaluate
+
+    with pytest.warns(UserWarning) as caught:
+        evaluate(codec, [tmp_path / "loud.wav"], [1, 2])
+    assert [str(item.message).split(" is coded at")[0] for item in caught] == [str(tmp_path / "loud.wav")]
+
+
 def test_eval_of_a_folder_leaves_hidden_files_out_silently(cli, tiny_model_path, tmp_path, signal):
     """An AppleDouble ._a.wav (not audio) was a `skipping` line and made eval exit 1."""
     (tmp_path / "speech" / ".ipynb_checkpoints").mkdir(parents=True)

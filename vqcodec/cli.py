@@ -2001,7 +2001,8 @@ def _evaluate_listing_skipped(codec, paths: list[Path], levels, targets, folder:
         _print_skipped(path, reason)
 
     try:
-        return evaluate(codec, paths, levels, log=progressline.show, targets=targets, on_skip=skip if folder else None)
+        return evaluate(codec, paths, levels, log=progressline.show, targets=targets, on_skip=skip if folder else None,
+                        on_warning=lambda line: _progress(one_line(f"vqcodec: warning: {line}")))
     except VQCodecError:
         if skipped and len(skipped) == len(paths):
             _fail_if_skipped(len(skipped), len(paths), "measured", ": nothing was measured")

@@ -14,16 +14,19 @@ import importlib.util
 import math
 import numbers
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from . import metrics
-from .errors import VQCodecError
+from .errors import VQCodecError, caller_stacklevel
 from .folders import check_file_list
 from .io import image_to_planes, open_image, read_audio
 from .ratecontrol import RateUnreachable
 from .wording import shown
+
+LEVEL_WARNING = "the audio is coded at"  # how Codec.level_warning begins for audio given as an array
 
 
 def _optional(module: str) -> bool:
@@ -36,10 +39,11 @@ def _mean(values: list) -> float | None:
 
 
 def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: list[float] | None = None,
-             on_skip=None) -> dict:
+             on_skip=None, on_warning=None) -> dict:
     """Per quality level, the mean rate and quality over the files that could be read, and speeds;
     the files that could not, with the reason (each also given to `on_skip(path, reason)` as it is
-    skipped, before the error that no file could be measured where none could).
+    skipped, before the error that no file could be measured where none could). A recording coded above
+    full scale (Codec.level_warning) gets one warning naming it, given to `on_warning(line)`, else a UserWarning.
 
     With `targets` (kbps for audio, bits per pixel for images), one row per target instead: every
     file coded as `encode --bitrate` / `--bpp` would, at most the first of `qualities` codebooks.
@@ -70,11 +74,14 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
             media = (read_audio(path, codec.sample_rate)[0] if codec.kind == "audio"
                      else open_image(path, fits=codec.check_image_encode_fits))
             per_setting = {}
-            for setting in settings:
-                try:
-                    per_setting[setting] = measure(codec, media, *setting)
-                except RateUnreachable:
-                    unreached[setting] += 1
+            with warnings.catch_warnings():  # encode_audio's, "the audio is coded at ...", at each setting
+                warnings.filterwarnings("ignore", message=LEVEL_WARNING, category=UserWarning)
+                for setting in settings:
+                    try:
+                        per_setting[setting] = measure(codec, media, *setting)
+                    except RateUnreachable:
+                        unreached[setting] += 1
+            _warn_of_level(codec, path, on_warning)
         except VQCodecError as exc:
             skipped.append({"file": str(path), "reason": str(exc)})
             if on_skip:
@@ -104,6 +111,15 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
         rows.append(row)
     return {"model": codec.name, "model_id": codec.model_id.hex(), "kind": codec.kind, "files": used,
             "skipped": skipped, "rows": rows}
+
+
+def _warn_of_level(codec, path: Path, on_warning) -> None:
+    """The warning of a recording the last setting coded above full scale, naming its file."""
+    warning = codec.level_warning(path) if codec.kind == "audio" else None
+    if warning and on_warning:
+        on_warning(warning)
+    elif warning:
+        warnings.warn(warning, stacklevel=caller_stacklevel())
 
 
 def _checked_targets(targets, unit: str) -> list[float]:
