@@ -1431,6 +1431,27 @@ def test_codes_functions_check_their_input(codec, signal):
         codec.codes_to_file(codes, sample_rate=16000.7)
 
 
+def test_codes_out_of_the_codebook_are_refused_naming_the_value_and_its_place(codec, golden_image_codec):
+    """A code beyond the codebook (or below -1) was refused as 'codes must be a non-empty integer array (channels,
+    quality, frames) of at most 4 levels, each an index below 16 or -1': of an array of the right shape, it said
+    neither which value nor where, among a million."""
+    from vqcodec import VQCodecError
+
+    codes = np.zeros((2, 3, 100), np.int16)
+    codes[1, 2, 77] = 16
+    message = r"^codes hold 16 \(channel 1, level 2, frame 77\), which is no code: codes are each an index below 16 or -1$"
+    for call in (codec.codes_to_audio, codec.codes_to_file):
+        with pytest.raises(VQCodecError, match=message):
+            call(codes)
+    codes[0, 0, 3] = -5
+    with pytest.raises(VQCodecError, match=r"^codes hold -5 \(channel 0, level 0, frame 3\), which is no code"):
+        codec.codes_to_file(codes)
+    image_codes = np.zeros((2, 3, 4), np.int64)
+    image_codes[1, 2, 3] = 1000
+    with pytest.raises(VQCodecError, match=r"^codes hold 1000 \(level 1, row 2, col 3\), which is no code"):
+        golden_image_codec.codes_to_image(image_codes)
+
+
 def test_check_codes_shape_refuses_what_codes_to_file_would_and_odd_shapes_in_one_line(codec):
     """check_codes_shape is codes_to_file's refusal of a shape, before any code is made; a shape NumPy cannot
     make (negative, fractional, too large) or a type that is none raised NumPy's ValueError or TypeError."""

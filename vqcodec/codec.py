@@ -1104,8 +1104,14 @@ class Codec:
         `level_axis`, each an index below K or -1 (a level the cell leaves out, as files do: from
         some level up to the top)."""
         codes = self._code_array(codes, level_axis, layout)
-        if codes.min() < ABSENT or codes.max() >= self.codebook_size:
-            raise self._bad_codes(layout)
+        low, high = codes.min(), codes.max()
+        if low < ABSENT or high >= self.codebook_size:
+            bad = low if low < ABSENT else high
+            where = np.unravel_index(np.argmax(codes == bad), codes.shape)  # its first place
+            place = ", ".join(f"{'level' if axis == 'quality' else axis.rstrip('s')} {int(index)}"
+                              for axis, index in zip(layout.split(", "), where))
+            raise VQCodecError(f"codes hold {int(bad)} ({place}), which is no code: codes are each an index below "
+                               f"{self.codebook_size} or -1")
         if codes.min() == ABSENT:
             try:
                 plane_depths(np.moveaxis(codes, level_axis, 0))
