@@ -1905,6 +1905,31 @@ def test_codes_of_a_folder_without_replacing_refuse_an_existing_manifest_before_
     assert {path: path.read_bytes() for path in out.iterdir()} == before
 
 
+def test_codes_of_a_recording_above_full_scale_warn_naming_it_as_encode_does(cli, tmp_path, signal, codec,
+                                                                            tiny_model_path):
+    """encode of float audio beyond the level gain's reach says in a warning line that its loud parts come out limited;
+    codes of it, of one file or in a folder, said nothing (the README says their codes are those of the recording at
+    a usual level)."""
+    from vqcodec.tokens import code_folder
+
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    soundfile.write(folder / "loud.wav", signal(1, 1600, 16000).T * 1e6, 16000, subtype="FLOAT")
+    write_wav(folder / "quiet.wav", signal)
+    line = f"vqcodec: warning: {folder / 'loud.wav'} is coded at \\+[0-9.]+ dB above full scale .* scale it down first"
+    result = cli("codes", folder / "loud.wav", tmp_path / "loud.npy", "-m", tiny_model_path, text=True)
+    assert result.returncode == 0 and re.search(f"^{line}$", result.stderr, re.M), result.stderr
+    result = cli("codes", folder, tmp_path / "tokens", "-m", tiny_model_path, text=True)
+    assert result.returncode == 0, result.stderr
+    assert [bool(re.fullmatch(line, each)) for each in result.stderr.splitlines()] == [True, False], result.stderr
+    with pytest.warns(UserWarning) as caught:
+        code_folder(codec, folder, tmp_path / "again", sorted(folder.iterdir()))
+    assert [str(item.message).split(" is coded at")[0] for item in caught] == [str(folder / "loud.wav")]
+    said = []
+    code_folder(codec, folder, tmp_path / "told", sorted(folder.iterdir()), on_warning=said.append)
+    assert len(said) == 1 and said[0].startswith(f"{folder / 'loud.wav'} is coded at")
+
+
 def test_codes_of_a_folder_take_a_list_of_files_and_refuse_one_path_or_a_generator(tmp_path, signal, codec):
     """files=Path raised a bare TypeError ('PosixPath' object is not iterable), files=str was read as its
     characters ('/ is not in the folder'), and a generator was used up by the check of the outputs' paths,

@@ -915,6 +915,11 @@ def _print_skipped(path, reason: str) -> None:
     _progress(one_line(skipping(path, reason)))
 
 
+def _print_warning(line: str) -> None:
+    """A warning line, below the progress shown in place on a terminal."""
+    _progress(one_line(f"vqcodec: warning: {line}"))
+
+
 def _progress(line: str) -> None:
     """A line on stderr, below the progress shown in place on a terminal (progressline.say)."""
     progressline.say(line)
@@ -1373,6 +1378,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
     from .codec import Codec
     from .devices import resolve_device
     from .fileinfo import read_vq_stream
+    from .folders import warn_of_level
     from .io import warn_of_alpha_not_in_codes
     from .tokens import file_codes_writer, save_codes
 
@@ -1409,6 +1415,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
             codec = _codes_codec(model, media_kind, depth_weight, resolve_device(device), input_path, kind)
             with _audio_by_default(input_path, media_kind, kind):
                 array, restore = codec.media_to_codes(source if isinstance(source, Path) else stream, quality)
+            warn_of_level(codec, "stdin" if input_path == "-" else input_path, _print_warning)
             if restore.get("gain", 1.0) != 1.0:  # nothing else records it for a single file (a folder's codes.json does)
                 click.echo(f"vqcodec: note: coded divided by a level gain of {restore['gain']:.9g}; "
                            f"`vqcodec pack --gain {restore['gain']:.9g}` restores the level", err=True)
@@ -1493,8 +1500,8 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
     for existing in [*code_paths(folder, out, files), out / MANIFEST]:
         _refuse_existing_output(str(existing), force)
     codec = _codes_codec(model, kind, depth_weight, device)
-    manifest = code_folder(codec, folder, out, files, quality,
-                           log=progressline.show, replace=force)  # its log is how many files are done
+    manifest = code_folder(codec, folder, out, files, quality, log=progressline.show, replace=force,  # files done
+                           on_warning=_print_warning)
     for skipped in manifest["skipped"]:
         _print_skipped(folder / skipped["file"], skipped["reason"])
     if not manifest["files"]:
@@ -2002,7 +2009,7 @@ def _evaluate_listing_skipped(codec, paths: list[Path], levels, targets, folder:
 
     try:
         return evaluate(codec, paths, levels, log=progressline.show, targets=targets, on_skip=skip if folder else None,
-                        on_warning=lambda line: _progress(one_line(f"vqcodec: warning: {line}")))
+                        on_warning=_print_warning)
     except VQCodecError:
         if skipped and len(skipped) == len(paths):
             _fail_if_skipped(len(skipped), len(paths), "measured", ": nothing was measured")

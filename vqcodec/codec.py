@@ -748,8 +748,8 @@ class Codec:
 
     def _encode_media(self, media, quality: int | None, sample_rate: int | None, max_rate: float | None,
                       warn: bool) -> bytes:
-        """encode; without `warn`, audio from a file coded above full scale gets no UserWarning (media_to_codes:
-        `vqcodec codes` says nothing of it)."""
+        """encode; without `warn`, audio from a file coded above full scale gets no UserWarning (media_to_codes,
+        whose callers name the file: folders.warn_of_level)."""
         from PIL import Image
 
         quality = self.default_quality(max_rate is not None) if quality is None else quality

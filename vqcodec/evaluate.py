@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
-from .errors import VQCodecError, caller_stacklevel
-from .folders import check_file_list
+from .errors import VQCodecError
+from .folders import check_file_list, warn_of_level
 from .io import image_to_planes, open_image, read_audio
 from .ratecontrol import RateUnreachable
 from .wording import shown
@@ -81,7 +81,7 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
                         per_setting[setting] = measure(codec, media, *setting)
                     except RateUnreachable:
                         unreached[setting] += 1
-            _warn_of_level(codec, path, on_warning)
+            warn_of_level(codec, path, on_warning)  # of the last setting's encoding
         except VQCodecError as exc:
             skipped.append({"file": str(path), "reason": str(exc)})
             if on_skip:
@@ -111,15 +111,6 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
         rows.append(row)
     return {"model": codec.name, "model_id": codec.model_id.hex(), "kind": codec.kind, "files": used,
             "skipped": skipped, "rows": rows}
-
-
-def _warn_of_level(codec, path: Path, on_warning) -> None:
-    """The warning of a recording the last setting coded above full scale, naming its file."""
-    warning = codec.level_warning(path) if codec.kind == "audio" else None
-    if warning and on_warning:
-        on_warning(warning)
-    elif warning:
-        warnings.warn(warning, stacklevel=caller_stacklevel())
 
 
 def _checked_targets(targets, unit: str) -> list[float]:

@@ -52,6 +52,20 @@ def check_file_list(files, of: str) -> None:
                            + (": give [path] for one file" if one else ""))
 
 
+def warn_of_level(codec, path, on_warning=None) -> None:
+    """The warning of a recording that the codec's last encoding coded above full scale (Codec.level_warning),
+    naming its file: given to `on_warning(line)`, else a UserWarning."""
+    import warnings
+
+    from .errors import caller_stacklevel
+
+    warning = codec.level_warning(path) if codec.kind == "audio" else None
+    if warning and on_warning:
+        on_warning(warning)
+    elif warning:
+        warnings.warn(warning, stacklevel=caller_stacklevel())
+
+
 def _refuse_outputs_that_are_inputs(files: list[Path], outputs: list[Path]) -> None:
     """Refuse, even with --force, an output that is one of the input files (by name, link or hard link),
     as one file's output is: recoding a folder into itself replaced each .vq file with its recoding."""

@@ -13,7 +13,7 @@ from numpy.lib import format as npy
 
 from . import format as vqformat
 from .errors import VQCodecError
-from .folders import check_file_list, folder_of, mirrored_paths
+from .folders import check_file_list, folder_of, mirrored_paths, warn_of_level
 from .io import checked_flag, write_file
 from .wording import reason_of, setting
 
@@ -57,7 +57,7 @@ def code_paths(folder: Path, out: Path, files: list[Path]) -> list[Path]:
 
 
 def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int | None = None, log=None,
-                replace: bool = True) -> dict:
+                replace: bool = True, on_warning=None) -> dict:
     """Write the codes of `files` (media under `folder`) to `out`, and the manifest; return the manifest.
 
     Codes are as `codec.media_to_codes` gives them (all levels unless `quality`; per-cell depth as
@@ -70,7 +70,9 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     makes `out`), and returns the one it would have written. With replace=False a manifest that exists is
     refused before any file, and an output that exists (another run's, written while this one ran) is kept,
     and that file skipped. It holds the codec's lock,
-    as Codec's encoding methods do: another thread's rate search on the codec sets trial depth weights on it."""
+    as Codec's encoding methods do: another thread's rate search on the codec sets trial depth weights on it.
+    A recording coded above full scale, beyond the level gain's reach, gets one warning naming it, given to
+    `on_warning(line)`, else a UserWarning (its codes are of its loud parts limited, as encode's are)."""
     check_file_list(files, "media under the folder")
     for name, path in (("folder", folder), ("out", out)):
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):  # "" stood for the current folder
@@ -79,10 +81,11 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     if not callable(getattr(codec, "media_to_codes", None)):
         raise VQCodecError(f"codec is a vqcodec Codec (Codec.load), not a {type(codec).__name__}")
     with codec._lock:
-        return _code_folder(codec, Path(folder), Path(out), files, quality, log, replace)
+        return _code_folder(codec, Path(folder), Path(out), files, quality, log, replace, on_warning)
 
 
-def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int | None, log, replace: bool) -> dict:
+def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int | None, log, replace: bool,
+                 on_warning) -> dict:
     outputs = code_paths(folder, out, files)
     quality = codec.check_quality(codec.num_codebooks if quality is None else quality)
     codec.check_weights()  # a weight the codec cannot use would fail every file alike
@@ -94,6 +97,7 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
         for number, (path, output) in enumerate(zip(files, outputs), 1):
             try:
                 codes, restore = codec.media_to_codes(path, quality)
+                warn_of_level(codec, path, on_warning)
                 with folder_of(output):
                     write_file(output, lambda stream: save_codes(stream, codes), replace)
             except (VQCodecError, OSError) as exc:
