@@ -1977,7 +1977,9 @@ def test_check_listed_codes_passes_over_a_manifest_nested_too_deep(codec, tmp_pa
     (dict(out=None), "out is the path of a folder (a str or Path, not empty), not None"),
     (dict(folder=""), "folder is the path of a folder (a str or Path, not empty), not ''"),  # the current folder
     (dict(replace="no"), "replace must be True or False, not 'no'"),  # taken as True
-    (dict(codec=None), "codec is a vqcodec Codec (Codec.load), not a NoneType")])  # an AttributeError
+    (dict(codec=None), "codec is a vqcodec Codec (Codec.load), not a NoneType"),  # an AttributeError
+    (dict(log="coded.txt"), "log must be a function or None, not 'coded.txt'"),  # called at the 100th file, and
+    (dict(on_warning=5), "on_warning must be a function or None, not 5")])  # failed: the manifest was not written
 def test_codes_of_a_folder_refuse_odd_arguments_in_one_line(tmp_path, codec, arguments, told):
     from vqcodec import VQCodecError
     from vqcodec.tokens import code_folder

@@ -339,6 +339,9 @@ def test_evaluate_refuses_one_path_or_number_where_it_takes_a_list_in_one_line(c
             ([tmp_path / "a.wav"], [2], 1.5, r"^targets is a list of numbers, not 1.5: give \[1.5\] for one$")):
         with pytest.raises(VQCodecError, match=message):
             evaluate(codec, files, qualities, targets=targets)
+    for callback in ("log", "on_skip", "on_warning"):  # called at the 10th file, a skipped one or a loud one
+        with pytest.raises(VQCodecError, match=f"^{callback} must be a function or None, not 'x'$"):
+            evaluate(codec, [tmp_path / "a.wav"], [2], **{callback: "x"})
     assert evaluate(codec, (tmp_path / "a.wav",), (2,), targets=(4.0,))["files"] == [str(tmp_path / "a.wav")]
 
 

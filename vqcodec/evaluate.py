@@ -21,7 +21,7 @@ import numpy as np
 
 from . import metrics
 from .errors import VQCodecError
-from .folders import check_file_list, warn_of_level
+from .folders import check_callbacks, check_file_list, warn_of_level
 from .io import image_to_planes, open_image, read_audio
 from .ratecontrol import RateUnreachable
 from .wording import shown
@@ -50,6 +50,7 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
     A file too short to fit a target is left out of that row only (its `unreached` count); a row
     that no file reached has the fields of the others, None for its rate, speeds and measures."""
     check_file_list(files, "media")
+    check_callbacks(log=log, on_skip=on_skip, on_warning=on_warning)
     for name, values in (("qualities", qualities), ("targets", targets)):
         if values is not None and not isinstance(values, (list, tuple)):  # a number raised a bare TypeError
             raise VQCodecError(f"{name} is a list of numbers, not {shown(values)}: give [{shown(values)}] for one")

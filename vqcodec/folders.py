@@ -12,7 +12,7 @@ from typing import Callable
 
 from . import format as vqformat
 from .errors import VQCodecError
-from .wording import plural, reason_of, setting, skipping
+from .wording import plural, reason_of, setting, shown, skipping
 
 DEFAULT_EXTENSIONS = {"audio": ".wav", "image": ".png"}
 # where Pillow's first-registered extension is unusual, or (SPIDER) registered only once a file is saved,
@@ -50,6 +50,14 @@ def check_file_list(files, of: str) -> None:
         one = isinstance(files, (str, os.PathLike))
         raise VQCodecError(f"files is a list of paths (str or Path) of {of}, not {files!r:.60}"
                            + (": give [path] for one file" if one else ""))
+
+
+def check_callbacks(**callbacks) -> None:
+    """Refuse a callback of the API's folder functions (log=, on_skip=, on_warning=) that is neither a function nor
+    None: it was called, and failed with a TypeError, only once files were done, leaving their outputs unlisted."""
+    for name, value in callbacks.items():
+        if value is not None and not callable(value):
+            raise VQCodecError(f"{name} must be a function or None, not {shown(value):.60}")
 
 
 def warn_of_level(codec, path, on_warning=None) -> None:

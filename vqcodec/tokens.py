@@ -13,7 +13,7 @@ from numpy.lib import format as npy
 
 from . import format as vqformat
 from .errors import VQCodecError
-from .folders import check_file_list, folder_of, mirrored_paths, warn_of_level
+from .folders import check_callbacks, check_file_list, folder_of, mirrored_paths, warn_of_level
 from .io import checked_flag, write_file
 from .wording import reason_of, setting
 
@@ -74,6 +74,7 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     A recording coded above full scale, beyond the level gain's reach, gets one warning naming it, given to
     `on_warning(line)`, else a UserWarning (its codes are of its loud parts limited, as encode's are)."""
     check_file_list(files, "media under the folder")
+    check_callbacks(log=log, on_warning=on_warning)
     for name, path in (("folder", folder), ("out", out)):
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):  # "" stood for the current folder
             raise VQCodecError(f"{name} is the path of a folder (a str or Path, not empty), not {path!r:.60}")
