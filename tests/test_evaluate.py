@@ -343,6 +343,10 @@ def test_evaluate_refuses_one_path_or_number_where_it_takes_a_list_in_one_line(c
         with pytest.raises(VQCodecError, match=f"^{callback} must be a function or None, not 'x'$"):
             evaluate(codec, [tmp_path / "a.wav"], [2], **{callback: "x"})
     assert evaluate(codec, (tmp_path / "a.wav",), (2,), targets=(4.0,))["files"] == [str(tmp_path / "a.wav")]
+    assert [row["quality"] for row in evaluate(codec, [tmp_path / "a.wav"], range(1, 3))["rows"]] == [1, 2]
+    assert [row["quality"] for row in evaluate(codec, [tmp_path / "a.wav"], np.array([2, 3]))["rows"]] == [2, 3]
+    with pytest.raises(VQCodecError, match=r"^qualities is a list of numbers, not array\(2\)"):
+        evaluate(codec, [tmp_path / "a.wav"], np.array(2))
 
 
 def test_a_row_that_no_file_reached_holds_the_measures_as_null(codec, tmp_path, signal):

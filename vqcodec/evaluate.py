@@ -52,7 +52,7 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
     check_file_list(files, "media")
     check_callbacks(log=log, on_skip=on_skip, on_warning=on_warning)
     for name, values in (("qualities", qualities), ("targets", targets)):
-        if values is not None and not isinstance(values, (list, tuple)):  # a number raised a bare TypeError
+        if values is not None and _one_value(values):  # a number raised a bare TypeError
             raise VQCodecError(f"{name} is a list of numbers, not {shown(values)}: give [{shown(values)}] for one")
     qualities = list(dict.fromkeys(codec.check_quality(q) for q in qualities))  # each once, as the rows' keys
     if not qualities:
@@ -112,6 +112,12 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
         rows.append(row)
     return {"model": codec.name, "model_id": codec.model_id.hex(), "kind": codec.kind, "files": used,
             "skipped": skipped, "rows": rows}
+
+
+def _one_value(values) -> bool:
+    """Whether what should be a sequence of numbers (a list, tuple, range or array) is one value."""
+    return isinstance(values, (str, bytes, numbers.Number)) or not hasattr(values, "__iter__") \
+        or (isinstance(values, np.ndarray) and values.ndim == 0)
 
 
 def _checked_targets(targets, unit: str) -> list[float]:
