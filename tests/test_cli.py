@@ -1232,6 +1232,23 @@ def test_stdins_name_as_the_input_while_stdin_is_closed_is_refused_as_dash_is(en
     assert run(["info", vq]) == 0  # a file's name is read as before
 
 
+def test_a_missing_input_is_named_as_what_the_command_takes(tmp_path, tiny_model_path, capsys):
+    """encode, decode and codes take a file or a folder, as eval does, and name a missing input as eval names it:
+    they said 'no such file' (codes of a missing folder too); info and pack take a file alone."""
+    from vqcodec.cli import run
+
+    missing, model = str(tmp_path / "missing"), ["-m", str(tiny_model_path)]
+    for args, said in ((["encode", missing, str(tmp_path / "x.vq")], "no such file or directory"),
+                       (["decode", missing, str(tmp_path / "x.wav")], "no such file or directory"),
+                       (["codes", missing, str(tmp_path / "x.npy")], "no such file or directory"),
+                       (["eval", str(tiny_model_path), missing], "no such file or directory"),
+                       (["info", missing], "no such file"),
+                       (["pack", missing, str(tmp_path / "x.vq")], "no such file")):
+        code = run([*args, *model]) if args[0] != "eval" else run(args)
+        assert (code, capsys.readouterr().err) == (1, f"vqcodec: error: {missing}: {said}\n"), args
+    assert sorted(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("stream, said", [
     ("stdin", "Fatal Python error: init_sys_streams: <stdin> is a directory, cannot continue\n"),
     ("stdout", "Fatal Python error: init_sys_streams: can't initialize sys standard streams\n"),
@@ -2803,7 +2820,7 @@ def _case_setup(name: str, folder: Path, ctx) -> tuple[list, dict]:
 
 RETIRED_SPEECH_ID = "64bef28acfd5aa33"  # in models/retired.json
 BAD_CASES = {  # name: what its error says
-    "encode-missing-file": "nosuch.wav: no such file",
+    "encode-missing-file": "nosuch.wav: no such file or directory",
     "encode-directory": "adir.wav: no audio files found",
     "encode-empty-file": "empty.wav: file is empty",
     "encode-text-file": "cannot read audio",

@@ -114,7 +114,7 @@ def _media_source(path: str, forced: str | None = None):
     from .io import SPOOL_BLOCK_BYTES, is_stream_file, spooled
 
     if path != "-" and not is_stream_file(path):
-        return _checked_path(path)
+        return _checked_path(path, FILE_OR_FOLDER_MISSING)
     with _input_stream(path) as stream:
         in_place = path == "-" and _at_start_of_regular_file(stream)
         try:
@@ -218,10 +218,11 @@ def _spool_room():
                            "stdout go through one there: set TMPDIR to a folder with room)") from None
 
 
-def _read_vq_input(path: str, salvage: bool = False) -> bytes:
+def _read_vq_input(path: str, salvage: bool = False, missing: str = "no such file") -> bytes:
     """The bytes of a `.vq` input file or stdin (read_vq_stream, whole for `salvage`). Input whose first bytes are
     not a header that parse_header accepts is refused from them, as parsing it would refuse it, before the rest (a
-    recording given to decode, gigabytes maybe, or a stream that does not end) is read into memory."""
+    recording given to decode, gigabytes maybe, or a stream that does not end) is read into memory. `missing` says
+    what is not there: FILE_OR_FOLDER_MISSING for a command that takes a folder too."""
     from .fileinfo import read_vq_stream
 
     try:
@@ -231,7 +232,7 @@ def _read_vq_input(path: str, salvage: bool = False) -> bytes:
             raise _empty_input(path)  # as encode says it
         return data
     except FileNotFoundError:
-        raise VQCodecError(f"{path}: no such file") from None
+        raise VQCodecError(f"{path}: {missing}") from None
     except IsADirectoryError:
         raise VQCodecError(f"{path}: is a directory") from None
     except OSError as exc:
@@ -248,12 +249,15 @@ def _empty_input(path: str) -> VQCodecError:
     return VQCodecError("stdin is empty" if path == "-" else f"{path}: file is empty")
 
 
-def _checked_path(path: str) -> Path:
-    """An input path that exists, is a regular file and can be read."""
+FILE_OR_FOLDER_MISSING = "no such file or directory"  # the input of encode, decode, codes and eval: either
+
+
+def _checked_path(path: str, missing: str = "no such file") -> Path:
+    """An input path that exists, is a regular file and can be read (`missing`: what is not there)."""
     _refuse_closed_stdin_named(path)
     candidate = Path(path)
     if not candidate.exists():
-        raise VQCodecError(f"{path}: no such file")
+        raise VQCodecError(f"{path}: {missing}")
     if candidate.is_dir():
         raise VQCodecError(f"{path}: is a directory")
     if not os.access(candidate, os.R_OK):
@@ -1040,7 +1044,7 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
         return _decode_folder(Path(input_path), output_path, model, format_name, device, force, salvage, output_rate)
     _refuse_output_file(output_path, force, input_path)
     try:
-        data = _read_vq_input(input_path, salvage)
+        data = _read_vq_input(input_path, salvage, FILE_OR_FOLDER_MISSING)
     except LostFraming as exc:  # its header is intact: salvage decodes the chunks before the framing was lost
         raise VQCodecError(f"{exc}; --salvage decodes what is intact") from None
     header = vqformat.parse_header(data)
@@ -1981,7 +1985,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     elif os.path.exists(data_dir) or data_dir == "-":
         raise VQCodecError(f"{data_dir}: not a regular file or a directory (eval reads no stdin, pipes or devices)")
     else:
-        raise VQCodecError(f"{data_dir}: {_why_missing(data_dir, 'no such file or directory')}")
+        raise VQCodecError(f"{data_dir}: {_why_missing(data_dir, FILE_OR_FOLDER_MISSING)}")
     measured = paths[:files]
     report = _evaluate_listing_skipped(codec, measured, levels, targets, Path(data_dir).is_dir())
     with _writing_stdout():
