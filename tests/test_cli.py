@@ -1249,6 +1249,25 @@ def test_a_missing_input_is_named_as_what_the_command_takes(tmp_path, tiny_model
     assert sorted(tmp_path.iterdir()) == []
 
 
+def test_a_missing_input_is_named_before_the_output_is_looked_at(tmp_path, tiny_model_path, capsys):
+    """`encode in/ out/` of a folder not there said 'out/: no such directory (a single file's output is a file name)',
+    and over an existing output 'out.vq exists; pass --force': the input decides whether the output is a file or a
+    folder, so a missing one is what is said; a link to itself gets the system's reason, as eval gives it."""
+    from vqcodec.cli import run
+
+    (tmp_path / "taken.vq").write_bytes(b"kept")
+    (tmp_path / "loop").symlink_to("loop")
+    missing, model = str(tmp_path / "missing"), ["-m", str(tiny_model_path)]
+    for command in ("encode", "decode", "codes"):
+        for args, said in (([missing + "/", str(tmp_path / "out") + "/"], f"{missing}/: no such file or directory"),
+                           ([missing, str(tmp_path / "taken.vq")], f"{missing}: no such file or directory"),
+                           ([str(tmp_path / "loop"), str(tmp_path / "x.out")],
+                            f"{tmp_path / 'loop'}: Too many levels of symbolic links")):
+            assert (run([command, *args, *model]), capsys.readouterr().err) == (1, f"vqcodec: error: {said}\n"), \
+                (command, args)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop", "taken.vq"]
+
+
 @pytest.mark.parametrize("stream, said", [
     ("stdin", "Fatal Python error: init_sys_streams: <stdin> is a directory, cannot continue\n"),
     ("stdout", "Fatal Python error: init_sys_streams: can't initialize sys standard streams\n"),

@@ -265,6 +265,17 @@ def _checked_path(path: str, missing: str = "no such file") -> Path:
     return candidate
 
 
+def _refuse_missing_input(path: str) -> None:
+    """Refuse an input of encode, decode or codes that is not there (or cannot be looked at: a link to itself),
+    as eval words it, before the output is looked at: the input says whether the output is a file or a folder."""
+    if path == "-":
+        return
+    _refuse_closed_stdin_named(path)
+    why = _why_missing(path, FILE_OR_FOLDER_MISSING)
+    if why is not None:
+        raise VQCodecError(f"{path}: {why}")
+
+
 def _model_name(ctx, param, value):
     """A model option or argument: an empty one (an unset shell variable) is refused, not read as the default."""
     if value is not None and not value.strip():
@@ -590,6 +601,7 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
     from .io import open_image
 
     _use_threads(threads)
+    _refuse_missing_input(input_path)
     if input_path != "-" and Path(input_path).is_dir():
         return _encode_folder(Path(input_path), output_path, quality, model, kind, device, force, coding, beam,
                               refine, rate_weight, depth_weight, max_kbps, max_bpp)
@@ -1038,6 +1050,7 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
     from .fileinfo import LostFraming
 
     _use_threads(threads)
+    _refuse_missing_input(input_path)
     if input_path != "-" and Path(input_path).is_dir():
         if start is not None or duration is not None:
             raise VQCodecError("--start and --duration are for one file, not a folder")
@@ -1387,6 +1400,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
     from .tokens import file_codes_writer, save_codes
 
     _use_threads(threads)
+    _refuse_missing_input(input_path)
     if input_path != "-" and Path(input_path).is_dir():
         if _holds_only_vq_files(Path(input_path), output_path):
             _refuse_media_options_for_vq(quality, kind, depth_weight)
