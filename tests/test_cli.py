@@ -1922,6 +1922,37 @@ def test_codes_of_a_folder_stopped_part_way_keeps_a_manifest_of_what_it_wrote(tm
     assert "stopped" not in code_folder(codec, folder, tmp_path / "again", sorted(folder.iterdir()))
 
 
+@pytest.mark.parametrize("error", [MemoryError, RuntimeError, "on_warning"])
+def test_codes_of_a_folder_that_fails_part_way_keeps_a_manifest_of_what_it_wrote(tmp_path, signal, codec, monkeypatch,
+                                                                                 error):
+    """Only Ctrl-C and SIGTERM wrote the manifest of the files finished: any other error mid-run (out of memory,
+    an on_warning that raises, a bug) left their arrays with no codes.json saying what restores them."""
+    from vqcodec.tokens import code_folder
+
+    folder, out = tmp_path / "recordings", tmp_path / "tokens"
+    folder.mkdir()
+    write_wav(folder / "a.wav", signal)
+    write_wav(folder / "b.wav", signal)
+    soundfile.write(folder / "c.wav", signal(1, 1600, 16000).T * 1e6, 16000, subtype="FLOAT")  # on_warning's
+    write_wav(folder / "d.wav", signal)
+    real = codec.media_to_codes
+
+    def failing_at_the_third_file(path, quality):
+        if Path(path).name == "c.wav":
+            raise error
+        return real(path, quality)
+
+    def on_warning(line):
+        raise ValueError(line)
+
+    if error != "on_warning":
+        monkeypatch.setattr(codec, "media_to_codes", failing_at_the_third_file)
+    with pytest.raises(ValueError if error == "on_warning" else error):
+        code_folder(codec, folder, out, sorted(folder.iterdir()), on_warning=on_warning)
+    manifest = json.loads((out / "codes.json").read_text())
+    assert manifest["stopped"] is True and [entry["file"] for entry in manifest["files"]] == ["a.wav", "b.wav"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.npy", "b.npy", "codes.json"]
+
 def test_codes_of_a_folder_without_replacing_refuse_an_existing_manifest_before_any_file(tmp_path, signal, codec):
     """code_folder(replace=False) into a folder whose codes.json exists (a stopped run's) coded every file, wrote
     their arrays, and then failed on the manifest: the new arrays were left behind with no manifest that lists

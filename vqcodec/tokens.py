@@ -65,8 +65,9 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     rate (or the stride in pixels) and axis order, and for each file its array's shape and the sample
     rate, length and level gain (or the width and height) that restore it; "skipped" lists the files
     that could not be coded, and why. A weight the codec cannot use (Codec.check_weights) raises
-    VQCodecError before any file. A run stopped part way (Ctrl-C, SIGTERM) writes the manifest of
-    the files it finished, with "stopped": true; one that could code no file writes no manifest (nor
+    VQCodecError before any file. A run stopped part way (Ctrl-C, SIGTERM, or any error it raises, such
+    as MemoryError or one that `log` or `on_warning` raises) writes the manifest of the files it
+    finished, with "stopped": true, then raises; one that could code no file writes no manifest (nor
     makes `out`), and returns the one it would have written. With replace=False a manifest that exists is
     refused before any file, and an output that exists (another run's, written while this one ran) is kept,
     and that file skipped. It holds the codec's lock,
@@ -109,7 +110,7 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
                             "shape": list(codes.shape), **restore})
             if log and number % 100 == 0:
                 log(f"coded {number}/{len(files)} files")
-    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: the arrays already written keep what restores them
+    except BaseException:  # Ctrl-C, SIGTERM, out of memory, a callback's error: the arrays keep what restores them
         if entries or skipped:
             _write_manifest(codec, out, quality, entries, skipped, replace, stopped=True)
         raise
