@@ -2170,7 +2170,9 @@ def test_codes_of_a_folder_of_vq_files(cli, vq_folder, tmp_path):
     assert [entry["file"] for entry in json.loads((out / "codes.json").read_text())["files"]] == ["a.vq"]
 
 
-def test_codes_of_a_folder_of_vq_files_stopped_part_way_keeps_a_manifest_of_what_it_wrote(vq_folder, tmp_path):
+@pytest.mark.parametrize("error", [KeyboardInterrupt, MemoryError])
+def test_codes_of_a_folder_of_vq_files_stopped_part_way_keeps_a_manifest_of_what_it_wrote(vq_folder, tmp_path, error):
+    """Only Ctrl-C and SIGTERM wrote the manifest of the files finished, not an error such as MemoryError."""
     from vqcodec import Codec
     from vqcodec.folders import codes_folder
     from vqcodec.tokens import write_vq_manifest
@@ -2181,13 +2183,13 @@ def test_codes_of_a_folder_of_vq_files_stopped_part_way_keeps_a_manifest_of_what
     def codec_for(data):
         calls.append(data)
         if len(calls) == 2:
-            raise KeyboardInterrupt  # the second file stops the run, as Ctrl-C would
+            raise error  # the second file stops the run, as Ctrl-C or running out of memory would
         return speech
 
     def write(path, write_stream):
         with open(path, "wb") as stream:
             write_stream(stream)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(error):
         codes_folder(files, [out / "a.npy", out / "sub" / "b.npy"], codec_for, write,
                      stopped=lambda report, entries: write_vq_manifest(vq_folder, out, entries, report.skipped,
                                                                        stopped=True))

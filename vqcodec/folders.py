@@ -336,7 +336,8 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
     at a time), and return the report and, for each file written, its codes' shape and what restores
     it (the model id, kind and quality, and the rate, length, channels and gain, or the size).
     `codec_for(data)` gives the codec of a file; `write(path, write_stream)` writes one output;
-    `stopped(report, entries)` is called with what was done when the run is stopped (Ctrl-C, SIGTERM)."""
+    `stopped(report, entries)` is called with what was done when the run is stopped (Ctrl-C, SIGTERM, or
+    any error raised, MemoryError say), before that is raised again."""
     from .fileinfo import read_vq_file
     from .io import warn_of_alpha_not_in_codes
     from .tokens import save_code_blocks
@@ -358,7 +359,7 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
     report = FolderReport("mixed")
     try:
         return _each_file(files, outputs, make, report, "coded", log, progress), entries
-    except KeyboardInterrupt:
+    except BaseException:  # the arrays written keep the manifest that restores them
         if stopped:
             stopped(report, entries)
         raise
