@@ -1757,6 +1757,32 @@ def test_the_codes_of_an_image_with_alpha_say_that_they_leave_it_out(codec, cli,
     assert "opaque.vq" not in result.stderr
 
 
+
+def test_the_codes_of_a_grey_or_palette_image_say_that_they_leave_its_mode_out(codec, cli, tiny_model_path, tmp_path):
+    """`vqcodec codes` of a grey or palette .vq file (or photo, or Codec.media_to_codes) gave codes that `vqcodec
+    pack` makes an RGB image of, and nothing said so, as a warning says of an alpha channel."""
+    for mode in ("L", "P", "LA"):
+        (tmp_path / f"{mode}.vq").write_bytes(codec.encode_image(make_image(mode, 12, 8), 2))
+    make_image("L", 12, 8).save(tmp_path / "grey.png")
+    with pytest.warns(ImageReadWarning, match=r"grey.png: its colour mode \(L\) is not in its codes") as caught:
+        codec.media_to_codes(tmp_path / "grey.png", 2)
+    assert len(caught) == 1
+    result = cli("codes", tmp_path / "P.vq", tmp_path / "P.npy", "-m", tiny_model_path, text=True)
+    assert result.returncode == 0 and result.stderr == (
+        f"vqcodec: warning: {tmp_path / 'P.vq'}: its colour mode (P) is not in its codes, which hold its colour as "
+        "RGB (`vqcodec pack` makes an RGB image of them)\n"), result.stderr
+    folder = tmp_path / "files"  # a folder of .vq files: each one's codes
+    folder.mkdir()
+    for mode in ("L", "LA"):
+        (tmp_path / f"{mode}.vq").rename(folder / f"{mode}.vq")
+    result = cli("codes", folder, tmp_path / "tokens", "-m", tiny_model_path, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[:2] == [
+        f"vqcodec: warning: {folder / 'L.vq'}: its colour mode (L) is not in its codes, which hold its colour as RGB "
+        "(`vqcodec pack` makes an RGB image of them)",
+        f"vqcodec: warning: {folder / 'LA.vq'}: its alpha channel and its colour mode (L) are not in its codes, which "
+        "hold its colour alone, as RGB (`vqcodec pack` makes an opaque RGB image of them)"]
+
 def test_cli_image_through_stdin_and_stdout(cli_runs, cli, tiny_model_path):
     """A photo piped in gives the same file as the photo read from disk, and its decode piped out is a PNG."""
     _, _, vq = cli_runs

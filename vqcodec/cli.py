@@ -1396,7 +1396,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
     from .devices import resolve_device
     from .fileinfo import read_vq_stream
     from .folders import warn_of_level
-    from .io import warn_of_alpha_not_in_codes
+    from .io import warn_of_what_codes_leave_out
     from .tokens import file_codes_writer, save_codes
 
     _use_threads(threads)
@@ -1423,7 +1423,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
             codec = Codec.load(_model_of_file(model, data), device=resolve_device(device))
             _write_output(output_path, file_codes_writer(codec, data), force)
             header = vqformat.parse_header(data)
-            warn_of_alpha_not_in_codes(header.flags, source)
+            warn_of_what_codes_leave_out(header, source)
             if header.kind == vqformat.KIND_IMAGE:
                 _note_image_size(header.width, header.height, codec.hop)
             return

@@ -37,7 +37,7 @@ from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODE
                  copy_whole, image_to_planes, in_srgb, input_name, is_seekable, is_whole, load_pixels, mode_shown,
                  open_image, open_sound, pillow_reason, planes_to_image, rebuilt_image_bytes,
                  refuse_format_against_name, refuse_format_of_other_kind, scalar_of, SoundSink, sound_blocks,
-                 soundfile_format, spooled_stream, stops_held, unwritable_audio, warn_of_alpha_not_in_codes,
+                 soundfile_format, spooled_stream, stops_held, unwritable_audio, warn_of_what_codes_leave_out,
                  write_file)
 from .memory import memory_bound, refuse_beyond
 from .modelfile import build_model, read_model_files
@@ -1725,7 +1725,8 @@ class Codec:
         a Pillow image, or an array, with `sample_rate` for audio), as a `.vq` file of it made with
         this codec's settings holds them (all of the model's codebooks unless `quality` says), and
         what restores the media: {"sample_rate", "samples", "channels", "gain"} or {"width", "height"}.
-        The codes of an image are of its colour: an alpha channel is left out, with an ImageReadWarning.
+        The codes of an image are of its colour, as RGB: an alpha channel, and a colour mode other than RGB
+        (grey, a palette), are left out, with an ImageReadWarning.
 
         Audio is read, resampled and coded block by block, as `encode` does, so a long recording
         needs no more memory than its codes."""
@@ -1734,7 +1735,7 @@ class Codec:
         if self.kind == "audio":
             return codes, {"sample_rate": header.sample_rate, "samples": header.length, "channels": header.channels,
                            "gain": header.gain}
-        warn_of_alpha_not_in_codes(header.flags, source)
+        warn_of_what_codes_leave_out(header, source)
         return codes, {"width": header.width, "height": header.height}
 
     def code_report(self, data: bytes) -> dict:

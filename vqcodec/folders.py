@@ -339,7 +339,7 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
     `stopped(report, entries)` is called with what was done when the run is stopped (Ctrl-C, SIGTERM, or
     any error raised, MemoryError say), before that is raised again."""
     from .fileinfo import read_vq_file
-    from .io import warn_of_alpha_not_in_codes
+    from .io import warn_of_what_codes_leave_out
     from .tokens import save_code_blocks
 
     entries = []
@@ -350,7 +350,7 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
         audio = header.kind == vqformat.KIND_AUDIO
         with folder_of(output):
             write(output, lambda stream: save_code_blocks(stream, shape, 2 if audio else 1, blocks))
-        warn_of_alpha_not_in_codes(header.flags, path)
+        warn_of_what_codes_leave_out(header, path)
         restore = {"sample_rate": header.sample_rate, "samples": header.length, "channels": header.channels,
                    "gain": header.gain} if audio else {"width": header.width, "height": header.height}
         entries.append({"file": path, "codes": output, "shape": list(shape), "model_id": header.model_id.hex(),

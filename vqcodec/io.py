@@ -1779,15 +1779,30 @@ def _image_called(source) -> str:
     return "the image" if name is None else f"the image {name}" if name == "from stdin" else str(name)
 
 
-def warn_of_alpha_not_in_codes(flags: int, source) -> None:
-    """Where a .vq file's header `flags` give it an alpha plane, an ImageReadWarning that the codes of its image
-    (`source`: the image, or that file) leave it out (`vqcodec codes`, Codec.media_to_codes)."""
-    from .format import FLAG_ALPHA
+_COLOUR_OF_ALPHA_MODE = {"RGBA": "RGB", "LA": "L", "PA": "P", "P;transparency": "P"}
 
-    if flags & FLAG_ALPHA:
-        warnings.warn(ImageReadWarning(f"{_image_called(source)}: its alpha channel is not in its codes, which hold "
-                                       "its colour alone (`vqcodec pack` makes an opaque RGB image of them)"),
-                      stacklevel=caller_stacklevel())
+
+def warn_of_what_codes_leave_out(header, source) -> None:
+    """Where a .vq image's `header` gives it an alpha plane or a colour mode other than RGB (grey, a palette,
+    CMYK, 16 bits), an ImageReadWarning that the codes of its image (`source`: the image, or that file) leave
+    them out, as `vqcodec pack` of them makes an RGB image (`vqcodec codes`, Codec.media_to_codes)."""
+    from .format import FLAG_ALPHA, KIND_IMAGE
+
+    if header.kind != KIND_IMAGE or header.mode not in IMAGE_MODE_NAMES:
+        return  # audio, or a mode decoding refuses
+    mode = IMAGE_MODE_NAMES[header.mode]
+    colour, alpha = _COLOUR_OF_ALPHA_MODE.get(mode, mode), header.flags & FLAG_ALPHA
+    if colour == "RGB" and not alpha:
+        return
+    if colour == "RGB":
+        said = "its alpha channel is not in its codes, which hold its colour alone"
+    elif alpha:
+        said = f"its alpha channel and its colour mode ({colour}) are not in its codes, which hold its colour " \
+               "alone, as RGB"
+    else:
+        said = f"its colour mode ({colour}) is not in its codes, which hold its colour as RGB"
+    said += f" (`vqcodec pack` makes an {'opaque ' if alpha else ''}RGB image of them)"
+    warnings.warn(ImageReadWarning(f"{_image_called(source)}: {said}"), stacklevel=caller_stacklevel())
 
 
 # The name Pillow gives libtiff for every file, which libtiff's messages begin with: no file of the user's
