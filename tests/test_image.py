@@ -1546,6 +1546,57 @@ def test_a_bmp_with_pixels_beyond_its_palette_is_refused(tmp_path):
         open_image(tmp_path / "p.bmp")
 
 
+def _gif_of_two_colours(pixels: list[int], transparency: int | None = None) -> bytes:
+    """A GIF of 8x4 pixels of the indexes `pixels` (repeated) whose colour table holds the first 2 of 4 colours (its
+    LZW codes are 8 bits wide, as Pillow writes them: any index can be coded)."""
+    image = Image.new("P", (8, 4))
+    image.putpalette(bytes(range(12)))
+    image.putdata(pixels * (32 // len(pixels)))
+    buffer = io.BytesIO()
+    image.save(buffer, "GIF", optimize=False, **({} if transparency is None else {"transparency": transparency}))
+    data = buffer.getvalue()
+    assert data[10] == 0x81  # a global colour table of 4 entries, after the 13 bytes of the screen descriptor
+    return data[:10] + b"\x80" + data[11:19] + data[25:]
+
+
+def _tiff_of_short_colour_map(index: int) -> bytes:
+    """An 8-bit palette TIFF of 8x4 pixels of `index` whose ColorMap gives 2 colours (6 values), not 256."""
+    image = Image.new("P", (8, 4), index)
+    image.putpalette(bytes(range(6)))
+    buffer = io.BytesIO()
+    image.save(buffer, "TIFF")
+    data = bytearray(buffer.getvalue())
+    directory = struct.unpack("<I", data[4:8])[0]
+    for entry in range(directory + 2, directory + 2 + 12 * struct.unpack("<H", data[directory:directory + 2])[0], 12):
+        if struct.unpack("<H", data[entry:entry + 2])[0] == 320:  # ColorMap: its count of values
+            data[entry + 4:entry + 8] = struct.pack("<I", 6)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("name, data, index, colours", [
+    ("p.gif", _gif_of_two_colours([0, 1, 2, 3]), 3, 2), ("p.tif", _tiff_of_short_colour_map(200), 200, 2)],
+    ids=["gif", "tiff"])
+def test_a_gif_or_tiff_with_pixels_beyond_its_colour_table_is_refused(tmp_path, name, data, index, colours):
+    """A GIF's pixel whose index lies beyond its colour table, or a TIFF's beyond its ColorMap (of fewer entries
+    than its bits give), was read as black, without a word."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    reason = f"a pixel's palette index, {index}, lies beyond its palette of {colours} colours: damaged"
+    with pytest.raises(VQCodecError, match=re.escape(f"{path}: {reason}") + "$"):
+        open_image(path)
+
+
+def test_a_gifs_transparent_index_may_lie_beyond_its_colour_table(tmp_path):
+    """Its pixels are transparent: they have no colour to lack."""
+    path = tmp_path / "p.gif"
+    path.write_bytes(_gif_of_two_colours([0, 1, 2, 3], transparency=3))
+    with pytest.raises(VQCodecError, match=re.escape("palette index, 2, lies beyond its palette of 2 colours")):
+        open_image(path)
+    path.write_bytes(_gif_of_two_colours([0, 1, 3, 3], transparency=3))
+    read = open_image(path).convert("RGBA")
+    assert read.getpixel((1, 0)) == (3, 4, 5, 255) and read.getpixel((2, 0))[3] == 0
+
+
 def _jpeg_of_greater_height(mode: str, extra: int, rows: int = 32, **options) -> tuple[bytes, bytes]:
     """A baseline JPEG of 24 x `rows` noise, and the same with `extra` more rows in its frame header (SOF0)."""
     pixels = np.random.default_rng(3).integers(0, 256, (rows, 24, 3), dtype=np.uint8)
