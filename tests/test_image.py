@@ -1106,10 +1106,12 @@ def test_animated_gif_gives_its_first_frame(tmp_path, suffix, unit):
 
 
 @pytest.mark.parametrize("fmt, unit, reason", [("TIFF", "pages", "Missing dimensions"),
-                                              ("GIF", "frames", "index out of range")])
+                                              ("GIF", "frames", "index out of range"),
+                                              ("PNG", "frames", "it ends before the last of its 3 frames")])
 def test_a_multi_page_file_cut_short_after_its_first_page_gives_that_page(tmp_path, fmt, unit, reason):
     """Counting the pages of a multi-page TIFF (or GIF) cut short failed the whole file, whose first page
-    was intact: "cannot read image ...: Missing dimensions"."""
+    was intact: "cannot read image ...: Missing dimensions". An APNG's frames are counted from its header
+    (acTL), and one cut short said it held 3 frames."""
     pages = [Image.fromarray(smooth_rgb(16, 24, seed)) for seed in range(3)]
     whole = io.BytesIO()
     pages[0].save(whole, fmt, save_all=True, append_images=pages[1:])
@@ -1121,6 +1123,21 @@ def test_a_multi_page_file_cut_short_after_its_first_page_gives_that_page(tmp_pa
         f"{path}: the {unit} after the first cannot be read (damaged or cut short: {reason}): only the first is coded"]
     with Image.open(io.BytesIO(whole.getvalue())) as first:
         np.testing.assert_array_equal(np.asarray(image), np.asarray(first))
+
+
+def test_an_apng_lacking_frames_its_header_gives_says_so(tmp_path):
+    """Its frames' chunks taken out, IEND kept: it said it held 3 frames."""
+    frames = [Image.fromarray(smooth_rgb(16, 24, seed)) for seed in range(3)]
+    whole = io.BytesIO()
+    frames[0].save(whole, "PNG", save_all=True, append_images=frames[1:])
+    data = whole.getvalue()
+    path = tmp_path / "lacking.png"
+    path.write_bytes(data[:data.rindex(b"fcTL") - 4] + data[-12:])  # the last frame's chunks left out
+    with pytest.warns(ImageReadWarning) as caught:
+        open_image(path)
+    assert [str(w.message) for w in caught] == [f"{path}: the frames after the first cannot be read (damaged or cut "
+                                                "short: it holds 2 of the 3 frames its header gives): only the "
+                                                "first is coded"]
 
 
 def test_the_frames_left_out_of_an_animation_from_stdin_are_one_warning_line(cli, tiny_model_path, tmp_path):

@@ -1543,7 +1543,36 @@ def _frame_count(image) -> tuple[int, str | None]:
         return 1, " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
     for item in caught:
         warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+    if image.format == "PNG" and frames > 1:
+        missing = _apng_frames_missing(image.fp, frames)
+        if missing:
+            return 1, missing
     return frames, None
+
+
+def _apng_frames_missing(stream, frames: int) -> str | None:
+    """Why an APNG whose header (acTL) gives `frames` frames lacks some of them, read from its chunks' headers in
+    `stream`: a file cut short after its first frame, which Pillow counts from its header alone; else None.
+    The default image (IDAT) is a frame of its own where no frame control chunk (fcTL) comes before it."""
+    start = stream.tell()
+    try:
+        size = stream.seek(0, os.SEEK_END)
+        stream.seek(8)
+        found = 0
+        while len(head := stream.read(8)) == 8 and head[4:] != b"IEND":
+            length, kind = struct.unpack(">I4s", head)
+            found += kind == b"fcTL" or (kind == b"IDAT" and not found)
+            stream.seek(length + 4, os.SEEK_CUR)  # its data and CRC: past the end where it is cut short
+        cut_short = stream.tell() > size
+    except (OSError, ValueError):
+        return None  # unreadable here: Pillow says what is wrong
+    finally:
+        stream.seek(start)
+    if cut_short or (found < frames and len(head) < 8):  # a chunk cut short, or no IEND chunk
+        return f"it ends before the last of its {frames} frames"
+    if found < frames:
+        return f"it holds {found} of the {frames} frames its header gives"
+    return None
 
 
 def _back_to_frame(image, frame: int) -> None:
