@@ -2664,6 +2664,23 @@ def test_a_header_cut_short_is_said_as_such_not_in_pythons_words(tmp_path):
         open_image(path)
 
 
+@pytest.mark.parametrize("cut_at, reason", [
+    (lambda data: 20, "a JPEG file that Pillow does not read (its header gives no image size, or a side of 0 pixels: "
+                      "cut short or damaged)"),  # after its JFIF segment, before its frame header
+    (lambda data: data.index(b"\xff\xdb") + 30, "it ends before the data its header gives: cut short or damaged"),
+    (lambda data: data.index(b"\xff\xda"), "no image data is found in it: cut short or damaged")],
+    ids=["before its frame header", "within a segment", "before its scan"])
+def test_a_jpeg_cut_within_its_header_says_so(tmp_path, cut_at, reason):
+    """Pillow's words for them said nothing of what is wrong: 'not identified by this driver', 'Truncated File
+    Read' and 'cannot load this image'."""
+    buffer = io.BytesIO()
+    Image.fromarray(smooth_rgb(16, 24, 0)).save(buffer, "JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(buffer.getvalue()[:cut_at(buffer.getvalue())])
+    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: {reason}") + "$"):
+        open_image(path)
+
+
 def test_a_formats_reader_refusal_is_said_and_a_bug_in_it_gets_out(monkeypatch):
     """io._refusal_of_its_format caught every exception of the reader it ran again, and so called a bug (a
     NameError of a renamed helper) "a TIFF file that Pillow does not read (name ... is not defined)". It

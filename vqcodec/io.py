@@ -1122,10 +1122,16 @@ PILLOW_READ_ERRORS = (OSError, EOFError, ValueError, SyntaxError, NotImplemented
 
 
 # What Pillow's errors that say nothing to the reader of an image mean: a broken TIFF tile, of which libtiff
-# says nothing, and a WebP file that libwebp cannot read, as one cut short
+# says nothing, a WebP file that libwebp cannot read, as one cut short, a reader's read of what its header gives
+# past the file's end (ImageFile._safe_read), a reader that found no size (a JPEG that ends before its frame
+# header, a PNG 0 pixels wide) and one that found no image data (a JPEG that ends before its scan)
 PILLOW_REASONS = {"decoder error -2": "its data cannot be decoded (damaged or cut short)",
                   "could not create decoder object": "its data cannot be decoded (damaged or cut short)",
-                  "image file is truncated": "its data ends early (cut short)"}
+                  "image file is truncated": "its data ends early (cut short)",
+                  "Truncated File Read": "it ends before the data its header gives: cut short or damaged",
+                  "not identified by this driver": "its header gives no image size, or a side of 0 pixels: "
+                                                   "cut short or damaged",
+                  "cannot load this image": "no image data is found in it: cut short or damaged"}
 TRUNCATED = re.compile(r"^image file is truncated \(\d+ bytes not processed\)$")  # Pillow's count of what it read past
 
 
@@ -1185,7 +1191,8 @@ def _reader_reason(exc: Exception) -> str:
     Python's words ('unpack_from requires a buffer of at least 2 bytes for unpacking 2 bytes at offset 0 ...')."""
     if isinstance(exc, struct.error) or isinstance(exc.__cause__, (struct.error, EOFError)):
         return "its header is cut short or damaged"
-    return " ".join(str(exc).split()).rstrip(".")
+    said = " ".join(str(exc).split()).rstrip(".")
+    return PILLOW_REASONS.get(said, said)
 
 
 class _PillowLogRouter(logging.Handler):
