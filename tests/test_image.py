@@ -2664,6 +2664,19 @@ def test_a_header_cut_short_is_said_as_such_not_in_pythons_words(tmp_path):
         open_image(path)
 
 
+@pytest.mark.parametrize("fmt, cut", [("GIF", 10), ("QOI", 12)])
+def test_a_header_cut_short_where_its_reader_indexes_past_it_is_said_as_such(tmp_path, fmt, cut):
+    """The IndexError of a reader that indexes its header's bytes past their end (ImageFile turns it into a
+    SyntaxError of the same words) was said in Python's words, 'index out of range'."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40)).save(buffer, fmt)
+    path = tmp_path / f"cut.{fmt.lower()}"
+    path.write_bytes(buffer.getvalue()[:cut])
+    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: a {fmt} file that Pillow does "
+                                                     "not read (its header is cut short or damaged)") + "$"):
+        open_image(path)
+
+
 @pytest.mark.parametrize("cut_at, reason", [
     (lambda data: 20, "a JPEG file that Pillow does not read (its header gives no image size, or a side of 0 pixels: "
                       "cut short or damaged)"),  # after its JFIF segment, before its frame header

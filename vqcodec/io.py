@@ -1186,10 +1186,11 @@ def _refusal_of_its_format(source) -> str | None:
 
 
 def _reader_reason(exc: Exception) -> str:
-    """Why a reader refused a file, from the error it raised: a struct.error or EOFError of reading its header
-    past what the file holds (which ImageFile turns into a SyntaxError of the same words) is said as such, not in
-    Python's words ('unpack_from requires a buffer of at least 2 bytes for unpacking 2 bytes at offset 0 ...')."""
-    if isinstance(exc, struct.error) or isinstance(exc.__cause__, (struct.error, EOFError)):
+    """Why a reader refused a file, from the error it raised: a struct.error, EOFError or IndexError of reading its
+    header past what the file holds (which ImageFile turns into a SyntaxError of the same words) is said as such, not
+    in Python's words ('unpack_from requires a buffer of at least 2 bytes for unpacking 2 bytes at offset 0 ...',
+    'index out of range')."""
+    if isinstance(exc, struct.error) or isinstance(exc.__cause__, (struct.error, EOFError, IndexError)):
         return "its header is cut short or damaged"
     said = " ".join(str(exc).split()).rstrip(".")
     return PILLOW_REASONS.get(said, said)
