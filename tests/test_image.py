@@ -2694,6 +2694,18 @@ def test_a_jpeg_cut_within_its_header_says_so(tmp_path, cut_at, reason):
         open_image(path)
 
 
+def test_a_tga_cut_short_is_not_called_a_cursor(tmp_path):
+    """A TGA has no signature, and one of RGB pixels begins with a cursor's (CUR: 00 00 02 00): cut short, it was
+    'a CUR file that Pillow does not read (No cursors were found)'. Its name names its format."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (6, 4)).save(buffer, "TGA")
+    path = tmp_path / "cut.tga"
+    path.write_bytes(buffer.getvalue()[:10])
+    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: a TGA file that Pillow does not read "
+                                                     "(its header is cut short or damaged)") + "$"):
+        open_image(path)
+
+
 def test_a_formats_reader_refusal_is_said_and_a_bug_in_it_gets_out(monkeypatch):
     """io._refusal_of_its_format caught every exception of the reader it ran again, and so called a bug (a
     NameError of a renamed helper) "a TIFF file that Pillow does not read (name ... is not defined)". It

@@ -1159,7 +1159,8 @@ def pillow_refusal(source, exc: Exception, logged: list[str]) -> str:
 def _refusal_of_its_format(source) -> str | None:
     """Why the Pillow reader of the format whose signature `source` (a path or seekable stream) begins with
     refuses it, where one does: Image.open says only that it cannot identify the file, and a TIFF of CMYK and
-    alpha was called no image format Pillow reads."""
+    alpha was called no image format Pillow reads. A format without a signature (TGA, SPIDER) is tried first where
+    the file's name names it: a TGA cut short was called a CUR file, whose signature it begins with."""
     from PIL import Image
 
     try:
@@ -1167,8 +1168,10 @@ def _refusal_of_its_format(source) -> str | None:
             stream.seek(0)
             prefix = stream.read(16)
             Image.init()
-            for name, (factory, accept) in Image.OPEN.items():
-                if not _begins_with_signature(prefix, accept):
+            named = image_format_of_suffix(Path(str(input_name(source) or "")).suffix.lower())
+            readers = sorted(Image.OPEN.items(), key=lambda reader: reader[0] != named)
+            for name, (factory, accept) in readers:
+                if not (name == named and accept is None or _begins_with_signature(prefix, accept)):
                     continue
                 stream.seek(0)
                 try:
