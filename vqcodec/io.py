@@ -1175,25 +1175,33 @@ def _refusal_of_its_format(source) -> str | None:
                     continue
                 stream.seek(0)
                 try:
-                    with warnings_recorded():  # of a file refused for the reason it raises: said in that alone
+                    with warnings_recorded() as caught:  # of a file refused for the reason it raises: said there
                         factory(stream, "")
                 # What Image.open passes over of a reader: having identified no file, it had each reader these
                 # bytes begin with the signature of raise one of them (ImageFile turns an IndexError, TypeError,
                 # KeyError, EOFError or struct.error of a reader's _open into SyntaxError); any other is a bug.
                 except (SyntaxError, IndexError, TypeError, struct.error) as exc:
                     article = "an" if name[:1] in "AEIOU" else "a"  # an AVIF, an ICNS file
-                    return f"{article} {name} file that Pillow does not read ({_reader_reason(exc)})"
+                    return f"{article} {name} file that Pillow does not read ({_reader_reason(exc, caught)})"
     except (OSError, ValueError, AttributeError):  # unreadable again, or a stream that cannot seek
         return None
     return None
 
 
-def _reader_reason(exc: Exception) -> str:
-    """Why a reader refused a file, from the error it raised: a struct.error, EOFError or IndexError of reading its
-    header past what the file holds (which ImageFile turns into a SyntaxError of the same words) is said as such, not
-    in Python's words ('unpack_from requires a buffer of at least 2 bytes for unpacking 2 bytes at offset 0 ...',
-    'index out of range')."""
-    if isinstance(exc, struct.error) or isinstance(exc.__cause__, (struct.error, EOFError, IndexError)):
+# What Pillow warns of, reading a header past the file's end, where it reads on without what it lacks: a TIFF
+# directory (IFD) beyond the file's end or cut short, after which the reader refuses it for the tags it lacks
+HEADER_READ_PAST_END = re.compile(r"^(Truncated File Read|Corrupt EXIF data\.\s+Expecting to read \d+ bytes but only "
+                                  r"got \d+)")
+
+
+def _reader_reason(exc: Exception, warned: list = ()) -> str:
+    """Why a reader refused a file, from the error it raised and what it `warned` of: a struct.error, EOFError or
+    IndexError of reading its header past what the file holds (which ImageFile turns into a SyntaxError of the same
+    words), or a warning that it did so (HEADER_READ_PAST_END), is said as such, not in Python's words
+    ('unpack_from requires a buffer of at least 2 bytes for unpacking 2 bytes at offset 0 ...', 'index out of
+    range') nor as what it then lacked ('Missing dimensions', 'unknown data organization': a TIFF cut short)."""
+    if (isinstance(exc, struct.error) or isinstance(exc.__cause__, (struct.error, EOFError, IndexError))
+            or any(HEADER_READ_PAST_END.match(str(item.message)) for item in warned)):
         return "its header is cut short or damaged"
     said = " ".join(str(exc).split()).rstrip(".")
     return PILLOW_REASONS.get(said, said)
