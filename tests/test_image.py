@@ -2696,6 +2696,29 @@ def test_a_jpeg_cut_within_its_header_says_so(tmp_path, cut_at, reason):
         open_image(path)
 
 
+def _rle8_bmp(data: bytes) -> bytes:
+    """A BMP of 4x2 pixels of 8 bits, of a palette of black and white, whose run-length data (BI_RLE8) is `data`."""
+    palette = bytes([0, 0, 0, 0, 255, 255, 255, 0])
+    info = struct.pack("<IiiHHIIiiII", 40, 4, 2, 1, 8, 1, len(data), 0, 0, 2, 0)
+    offset = 14 + len(info) + len(palette)
+    return b"BM" + struct.pack("<IHHI", offset + len(data), 0, 0, offset) + info + palette + data
+
+
+def test_an_image_whose_data_a_python_decoder_runs_out_of_says_so(tmp_path):
+    """Pillow's decoders of Python (QOI, plain PPM, BMP's run-length data) said 'not enough image data' of a file
+    cut short, or one whose run-length data ends (its end-of-bitmap code) before its last row."""
+    buffer = io.BytesIO()
+    Image.fromarray(smooth_rgb(16, 24, 0)).save(buffer, "QOI")
+    (tmp_path / "cut.qoi").write_bytes(buffer.getvalue()[:len(buffer.getvalue()) // 2])
+    (tmp_path / "short.bmp").write_bytes(_rle8_bmp(bytes([4, 1, 0, 0, 0, 1])))  # a row of 4 white, end of bitmap
+    reason = "its data ends before its last pixel: cut short or damaged"
+    for path in (tmp_path / "cut.qoi", tmp_path / "short.bmp"):
+        with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: {reason}") + "$"):
+            open_image(path)
+    (tmp_path / "whole.bmp").write_bytes(_rle8_bmp(bytes([4, 1, 0, 0, 4, 0, 0, 1])))
+    assert np.asarray(open_image(tmp_path / "whole.bmp").convert("L")).tolist() == [[0] * 4, [255] * 4]
+
+
 def test_a_tga_cut_short_is_not_called_a_cursor(tmp_path):
     """A TGA has no signature, and one of RGB pixels begins with a cursor's (CUR: 00 00 02 00): cut short, it was
     'a CUR file that Pillow does not read (No cursors were found)'. Its name names its format."""

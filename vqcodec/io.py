@@ -1124,14 +1124,16 @@ PILLOW_READ_ERRORS = (OSError, EOFError, ValueError, SyntaxError, NotImplemented
 # What Pillow's errors that say nothing to the reader of an image mean: a broken TIFF tile, of which libtiff
 # says nothing, a WebP file that libwebp cannot read, as one cut short, a reader's read of what its header gives
 # past the file's end (ImageFile._safe_read), a reader that found no size (a JPEG that ends before its frame
-# header, a PNG 0 pixels wide) and one that found no image data (a JPEG that ends before its scan)
+# header, a PNG 0 pixels wide), one that found no image data (a JPEG that ends before its scan), and a decoder of
+# Python's that ran out of data (a QOI or plain PPM cut short, a BMP whose run-length data ends early)
 PILLOW_REASONS = {"decoder error -2": "its data cannot be decoded (damaged or cut short)",
                   "could not create decoder object": "its data cannot be decoded (damaged or cut short)",
                   "image file is truncated": "its data ends early (cut short)",
                   "Truncated File Read": "it ends before the data its header gives: cut short or damaged",
                   "not identified by this driver": "its header gives no image size, or a side of 0 pixels: "
                                                    "cut short or damaged",
-                  "cannot load this image": "no image data is found in it: cut short or damaged"}
+                  "cannot load this image": "no image data is found in it: cut short or damaged",
+                  "not enough image data": "its data ends before its last pixel: cut short or damaged"}
 TRUNCATED = re.compile(r"^image file is truncated \(\d+ bytes not processed\)$")  # Pillow's count of what it read past
 
 
