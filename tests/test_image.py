@@ -1576,18 +1576,28 @@ def _gif_of_two_colours(pixels: list[int], transparency: int | None = None) -> b
     return data[:10] + b"\x80" + data[11:19] + data[25:]
 
 
+def _tiff_with_entry_changed(data: bytes, tag: int, kind: int | None = None, count: int | None = None) -> bytes:
+    """A little-endian TIFF `data` whose first directory's entry of `tag` is given the type `kind` or the count
+    `count` (its value or offset left as it is)."""
+    changed = bytearray(data)
+    directory = struct.unpack("<I", changed[4:8])[0]
+    for entry in range(directory + 2, directory + 2 + 12 * struct.unpack("<H", changed[directory:directory + 2])[0],
+                       12):
+        if struct.unpack("<H", changed[entry:entry + 2])[0] == tag:
+            if kind is not None:
+                changed[entry + 2:entry + 4] = struct.pack("<H", kind)
+            if count is not None:
+                changed[entry + 4:entry + 8] = struct.pack("<I", count)
+    return bytes(changed)
+
+
 def _tiff_of_short_colour_map(index: int) -> bytes:
     """An 8-bit palette TIFF of 8x4 pixels of `index` whose ColorMap gives 2 colours (6 values), not 256."""
     image = Image.new("P", (8, 4), index)
     image.putpalette(bytes(range(6)))
     buffer = io.BytesIO()
     image.save(buffer, "TIFF")
-    data = bytearray(buffer.getvalue())
-    directory = struct.unpack("<I", data[4:8])[0]
-    for entry in range(directory + 2, directory + 2 + 12 * struct.unpack("<H", data[directory:directory + 2])[0], 12):
-        if struct.unpack("<H", data[entry:entry + 2])[0] == 320:  # ColorMap: its count of values
-            data[entry + 4:entry + 8] = struct.pack("<I", 6)
-    return bytes(data)
+    return _tiff_with_entry_changed(buffer.getvalue(), 320, count=6)
 
 
 @pytest.mark.parametrize("name, data, index, colours", [
@@ -1612,6 +1622,26 @@ def test_a_gifs_transparent_index_may_lie_beyond_its_colour_table(tmp_path):
     path.write_bytes(_gif_of_two_colours([0, 1, 3, 3], transparency=3))
     read = open_image(path).convert("RGBA")
     assert read.getpixel((1, 0)) == (3, 4, 5, 255) and read.getpixel((2, 0))[3] == 0
+
+
+@pytest.mark.parametrize("mode, tag, kind, name", [("RGB", 273, 5, "StripOffsets"), ("RGB", 273, 2, "StripOffsets"),
+                                                    ("P", 320, 8, "ColorMap")],
+                         ids=["offsets as fractions", "offsets as text", "colour map signed"])
+def test_a_tiff_whose_offsets_or_colour_map_are_no_whole_numbers_is_refused(tmp_path, mode, tag, kind, name):
+    """A tag damaged to another type: Pillow used its values as they came, and raised a TypeError ("'IFDRational'
+    object cannot be interpreted as an integer") or an OverflowError ("unsigned byte integer is less than
+    minimum"), a traceback."""
+    image = Image.new(mode, (8, 4), 1)
+    if mode == "P":
+        image.putpalette(bytes([200] * 6))  # 200 * 257 in 16 bits: below 0 as a signed number
+    buffer = io.BytesIO()
+    image.save(buffer, "TIFF")
+    assert open_image(io.BytesIO(buffer.getvalue())).size == (8, 4)
+    path = tmp_path / "damaged.tif"
+    path.write_bytes(_tiff_with_entry_changed(buffer.getvalue(), tag, kind=kind))
+    reason = f"its {name} tag holds values other than whole numbers of 0 or more: damaged"
+    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: {reason}") + "$"):
+        open_image(path)
 
 
 def _jpeg_of_greater_height(mode: str, extra: int, rows: int = 32, **options) -> tuple[bytes, bytes]:

@@ -1290,6 +1290,7 @@ def load_pixels(image, source=None):
     A TIFF turned by a quarter (orientation 5 to 8) is read rather than memory-mapped: Pillow maps the
     stored pixels at the size they are displayed at, so an uncompressed grey, palette, RGBA, CMYK or
     16-bit TIFF opened from a path came out garbled (from a stream it was right)."""
+    _check_tiff_numbers(image)
     rawmodes = {getattr(tile, "args", None) for tile in getattr(image, "tile", ())}
     grey_with_alpha = image.mode == "RGBA" and "LA;16B" in rawmodes
     deep_colour_key = image.mode == "RGB" and "transparency" in image.info and "RGB;16B" in rawmodes
@@ -1322,6 +1323,23 @@ def load_pixels(image, source=None):
         read = image.copy()
         read.info["transparency"] = tuple(value >> 8 for value in image.info["transparency"])
     return with_grey_key_in_8_bits(read, grey_key_bits)
+
+
+# The TIFF tags whose values Pillow uses as whole numbers of 0 or more without a check
+TIFF_WHOLE_NUMBER_TAGS = {273: "StripOffsets", 324: "TileOffsets", 320: "ColorMap"}
+
+
+def _check_tiff_numbers(image) -> None:
+    """Refuse a TIFF not yet read whose strip or tile offsets, or colour map, are not whole numbers of 0 or more
+    (a tag damaged to another type: fractions, text, signed numbers): Pillow read them as they came, and raised
+    TypeError ("'IFDRational' object cannot be interpreted as an integer") or OverflowError, a traceback."""
+    if image.format != "TIFF" or not image.tile:
+        return
+    for tag, name in TIFF_WHOLE_NUMBER_TAGS.items():
+        values = image.tag_v2.get(tag, ())
+        if not all(isinstance(value, int) and value >= 0 for value in (values if isinstance(values, tuple) else
+                                                                        (values,))):
+            raise OSError(f"its {name} tag holds values other than whole numbers of 0 or more: damaged")
 
 
 PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples a pixel of each PNG colour type: grey, RGB, palette, LA, RGBA
