@@ -2749,6 +2749,22 @@ def test_an_image_whose_data_a_python_decoder_runs_out_of_says_so(tmp_path):
     assert np.asarray(open_image(tmp_path / "whole.bmp").convert("L")).tolist() == [[0] * 4, [255] * 4]
 
 
+def test_a_tiff_of_a_compression_pillow_does_not_know_says_so(tmp_path):
+    """The KeyError of the reader's table of compressions, which ImageFile turns into a SyntaxError of its bare key,
+    was said as the key alone: 'a TIFF file that Pillow does not read (32769)'."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 4)).save(buffer, "TIFF")
+    data = bytearray(buffer.getvalue())
+    entry = data.index(struct.pack("<HHI", 259, 3, 1))  # Compression, one SHORT: 1, none
+    data[entry + 8:entry + 10] = struct.pack("<H", 32769)
+    path = tmp_path / "odd.tif"
+    path.write_bytes(bytes(data))
+    reason = ("a TIFF file that Pillow does not read (its header holds a value Pillow does not know, 32769: damaged, "
+              "or a variant it does not read)")
+    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: {reason}") + "$"):
+        open_image(path)
+
+
 def test_a_tga_cut_short_is_not_called_a_cursor(tmp_path):
     """A TGA has no signature, and one of RGB pixels begins with a cursor's (CUR: 00 00 02 00): cut short, it was
     'a CUR file that Pillow does not read (No cursors were found)'. Its name names its format."""
