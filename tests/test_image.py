@@ -2765,6 +2765,20 @@ def test_a_tiff_of_a_compression_pillow_does_not_know_says_so(tmp_path):
         open_image(path)
 
 
+@pytest.mark.parametrize("data, reason", [
+    (b"P6\n2( 4\n255\n" + bytes(24), "its header gives no number where its size or levels belong: damaged"),
+    (b"P5\n8 4\n655350000000\n" + bytes(64), "its header gives no number where its size or levels belong: damaged"),
+    (b"P1\n2 2\n0 1 x 0\n", "its pixel values are not all numbers: damaged")],
+    ids=["size", "levels", "plain pixels"])
+def test_a_netpbm_file_without_its_numbers_says_so(tmp_path, data, reason):
+    """Pillow's words were Python's, 'invalid literal for int() with base 10: b'2('', or bytes, 'b'Token too long in
+    file header: 655350000000''."""
+    path = tmp_path / "damaged.pnm"
+    path.write_bytes(data)
+    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: {reason}") + "$"):
+        open_image(path)
+
+
 def test_a_tga_cut_short_is_not_called_a_cursor(tmp_path):
     """A TGA has no signature, and one of RGB pixels begins with a cursor's (CUR: 00 00 02 00): cut short, it was
     'a CUR file that Pillow does not read (No cursors were found)'. Its name names its format."""

@@ -1137,10 +1137,23 @@ PILLOW_REASONS = {"decoder error -2": "its data cannot be decoded (damaged or cu
 TRUNCATED = re.compile(r"^image file is truncated \(\d+ bytes not processed\)$")  # Pillow's count of what it read past
 
 
+# Pillow's errors in Python's words, or of bytes (b'...'), of a Netpbm file (PPM, PGM, PBM) whose header gives no
+# number for its size or levels, or whose plain (text) pixel values are no numbers
+PILLOW_REASON_PATTERNS = (
+    (re.compile(r"^(invalid literal for int\(\) with base 10: |b'Token too long in file header: )"),
+     "its header gives no number where its size or levels belong: damaged"),
+    (re.compile(r"^b'(Invalid token for this mode|Token too long found in data): "),
+     "its pixel values are not all numbers: damaged"))
+
+
 def pillow_reason(exc: Exception) -> str:
-    """What Pillow's error `exc` on reading an image means to its reader (PILLOW_REASONS), or its own words
-    (wording.reason_of: a missing file's, "No such file or directory")."""
-    return PILLOW_REASONS.get(TRUNCATED.sub("image file is truncated", str(exc)), reason_of(exc))
+    """What Pillow's error `exc` on reading an image means to its reader (PILLOW_REASONS, PILLOW_REASON_PATTERNS),
+    or its own words (wording.reason_of: a missing file's, "No such file or directory")."""
+    said = TRUNCATED.sub("image file is truncated", str(exc))
+    for pattern, reason in PILLOW_REASON_PATTERNS:
+        if pattern.match(said):
+            return reason
+    return PILLOW_REASONS.get(said, reason_of(exc))
 
 
 def pillow_refusal(source, exc: Exception, logged: list[str]) -> str:
