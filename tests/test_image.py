@@ -1644,6 +1644,26 @@ def test_a_tiff_whose_offsets_or_colour_map_are_no_whole_numbers_is_refused(tmp_
         open_image(path)
 
 
+def _colour_mapped_tga(index: int, entries: int, depth: int) -> bytes:
+    """A TGA of 8x4 pixels of `index` (8 bits), with a colour map of `entries` entries of `depth` bits."""
+    header = struct.pack("<BBBHHBHHHHBB", 0, 1, 1, 0, entries, depth, 0, 0, 8, 4, 8, 0x20)  # top row first
+    return header + bytes(range(entries * depth // 8)) + bytes([index]) * 32
+
+
+@pytest.mark.parametrize("index, entries, depth, reason", [
+    (4, 4, 32, "a pixel's palette index, 4, lies beyond its palette of 4 colours: damaged"),
+    (200, 2, 24, "a pixel's palette index, 200, lies beyond its palette of 2 colours: damaged"),
+    (1, 0, 24, "it has no palette for its palette pixels: damaged")])
+def test_a_tga_with_pixels_beyond_its_colour_map_is_refused(tmp_path, index, entries, depth, reason):
+    """Pillow read a TGA's pixel whose index lies beyond its colour map as black, without a word."""
+    path = tmp_path / "p.tga"
+    path.write_bytes(_colour_mapped_tga(index, entries, depth))
+    with pytest.raises(VQCodecError, match=re.escape(f"{path}: {reason}") + "$"):
+        open_image(path)
+    path.write_bytes(_colour_mapped_tga(3, 4, 32))
+    assert open_image(path).convert("RGBA").getpixel((0, 0)) == (14, 13, 12, 15)  # entry 3 of 4 bytes, BGRA
+
+
 def _jpeg_of_greater_height(mode: str, extra: int, rows: int = 32, **options) -> tuple[bytes, bytes]:
     """A baseline JPEG of 24 x `rows` noise, and the same with `extra` more rows in its frame header (SOF0)."""
     pixels = np.random.default_rng(3).integers(0, 256, (rows, 24, 3), dtype=np.uint8)

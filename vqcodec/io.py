@@ -1417,22 +1417,24 @@ def _check_png_data(image) -> None:
 
 
 # The formats whose palette Pillow reads with the entries the file gives, no more: a pixel's index beyond is damage
-PALETTE_CHECKED_FORMATS = {"PNG", "BMP", "DIB", "GIF", "TIFF"}
+PALETTE_CHECKED_FORMATS = {"PNG", "BMP", "DIB", "GIF", "TIFF", "TGA"}
 
 
 def _check_palette_indices(image) -> None:
     """Refuse a palette image, just read (PALETTE_CHECKED_FORMATS), without a palette (a PNG without its PLTE
     chunk), or with a pixel whose index lies beyond its palette's entries: errors, says the PNG standard, and
-    undefined in a BMP, a GIF's colour table or a TIFF's ColorMap (whose entries are 2**bits a sample, no fewer);
-    Pillow read those pixels as black, without a word. A GIF's transparent index may lie beyond its colour table:
-    its pixels have no colour."""
+    undefined in a BMP, a GIF's colour table, a TIFF's ColorMap (whose entries are 2**bits a sample, no fewer) or
+    a TGA's colour map; Pillow read those pixels as black, without a word. A GIF's transparent index may lie beyond
+    its colour table: its pixels have no colour. A palette of RGBA entries (a TGA's of 32 or 16 bits) has 4 bytes
+    an entry, once read."""
     palette = image.palette.palette if image.palette is not None else b""
     transparent = image.info.get("transparency") if image.format == "GIF" else None
-    entries = len(palette) // 3
+    entries = len(palette) // len(image.palette.mode) if palette else 0
     largest = max((index for index, count in enumerate(image.histogram()) if count and index != transparent),
                   default=0)
     if not entries:
-        raise OSError("it has no palette (PLTE chunk) for its palette pixels: damaged")
+        raise OSError(f"it has no palette{' (PLTE chunk)' if image.format == 'PNG' else ''} for its palette pixels: "
+                      "damaged")
     if largest >= entries:
         raise OSError(f"a pixel's palette index, {largest}, lies beyond its palette of {plural(entries, 'colour')}: "
                       "damaged")
