@@ -2769,18 +2769,24 @@ def test_an_image_whose_data_a_python_decoder_runs_out_of_says_so(tmp_path):
     assert np.asarray(open_image(tmp_path / "whole.bmp").convert("L")).tolist() == [[0] * 4, [255] * 4]
 
 
-def test_a_tiff_of_a_compression_pillow_does_not_know_says_so(tmp_path):
-    """The KeyError of the reader's table of compressions, which ImageFile turns into a SyntaxError of its bare key,
-    was said as the key alone: 'a TIFF file that Pillow does not read (32769)'."""
+@pytest.mark.parametrize("mode, tag, value, key", [("RGB", 259, 32769, 32769), ("P", 320, None, 320)],
+                         ids=["compression unknown", "colour map missing"])
+def test_a_tiff_of_a_value_pillow_does_not_know_or_lacking_a_tag_says_so(tmp_path, mode, tag, value, key):
+    """The KeyError of the reader's table of compressions, or of a tag it needs and the file lacks, which ImageFile
+    turns into a SyntaxError of its bare key, was said as the key alone: 'a TIFF file that Pillow does not read
+    (32769)'. A key is a value or a tag's number: the reason says either."""
     buffer = io.BytesIO()
-    Image.new("RGB", (8, 4)).save(buffer, "TIFF")
+    Image.new(mode, (8, 4)).save(buffer, "TIFF")
     data = bytearray(buffer.getvalue())
-    entry = data.index(struct.pack("<HHI", 259, 3, 1))  # Compression, one SHORT: 1, none
-    data[entry + 8:entry + 10] = struct.pack("<H", 32769)
+    entry = data.index(struct.pack("<H", tag), struct.unpack("<I", data[4:8])[0])  # in its first directory
+    if value is None:
+        data[entry:entry + 2] = struct.pack("<H", 65000)  # a tag of no meaning: the entry is gone
+    else:
+        data[entry + 8:entry + 10] = struct.pack("<H", value)
     path = tmp_path / "odd.tif"
     path.write_bytes(bytes(data))
-    reason = ("a TIFF file that Pillow does not read (its header holds a value Pillow does not know, 32769: damaged, "
-              "or a variant it does not read)")
+    reason = (f"a TIFF file that Pillow does not read (its header lacks an entry Pillow needs, or holds a value it does "
+              f"not know ({key}): damaged, or a variant it does not read)")
     with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: {reason}") + "$"):
         open_image(path)
 

@@ -1218,8 +1218,9 @@ def _reader_reason(exc: Exception, warned: list = ()) -> str:
     if (isinstance(exc, struct.error) or isinstance(exc.__cause__, (struct.error, EOFError, IndexError))
             or any(HEADER_READ_PAST_END.match(str(item.message)) for item in warned)):
         return "its header is cut short or damaged"
-    if isinstance(exc.__cause__, KeyError) and str(exc) == str(exc.__cause__):  # the bare key: a TIFF's compression
-        return f"its header holds a value Pillow does not know, {exc.__cause__}: damaged, or a variant it does not read"
+    if isinstance(exc.__cause__, KeyError) and str(exc) == str(exc.__cause__):  # the bare key: a value or a tag's number
+        return (f"its header lacks an entry Pillow needs, or holds a value it does not know ({exc.__cause__}): damaged, "
+                "or a variant it does not read")
     said = " ".join(str(exc).split()).rstrip(".")
     return PILLOW_REASONS.get(said, said)
 
