@@ -2805,6 +2805,23 @@ def test_a_netpbm_file_without_its_numbers_says_so(tmp_path, data, reason):
         open_image(path)
 
 
+def test_an_ico_whose_header_places_its_data_before_its_start_says_so(tmp_path):
+    """An ICO whose directory gives its bitmap fewer bytes than its mask takes: Pillow seeks before the start, which
+    a path said as 'Invalid argument' (the seek's EINVAL) and a stream as 'negative seek value -38'."""
+    image = Image.new("P", (16, 16))
+    buffer = io.BytesIO()
+    image.save(buffer, "ICO", sizes=[(16, 16)], bitmap_format="bmp")
+    data = bytearray(buffer.getvalue())
+    data[14:18] = struct.pack("<I", 4)  # the first entry's bytes of bitmap, after its width, height, colours, planes, bits
+    path = tmp_path / "damaged.ico"
+    path.write_bytes(bytes(data))
+    reason = "its header places its data before the file's start: damaged"
+    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: {reason}") + "$"):
+        open_image(path)
+    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image from the stream: {reason}") + "$"):
+        open_image(io.BytesIO(bytes(data)))
+
+
 def test_a_tga_cut_short_is_not_called_a_cursor(tmp_path):
     """A TGA has no signature, and one of RGB pixels begins with a cursor's (CUR: 00 00 02 00): cut short, it was
     'a CUR file that Pillow does not read (No cursors were found)'. Its name names its format."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import math
@@ -1138,18 +1139,22 @@ TRUNCATED = re.compile(r"^image file is truncated \(\d+ bytes not processed\)$")
 
 
 # Pillow's errors in Python's words, or of bytes (b'...'), of a Netpbm file (PPM, PGM, PBM) whose header gives no
-# number for its size or levels, or whose plain (text) pixel values are no numbers
+# number for its size or levels, or whose plain (text) pixel values are no numbers, and of a reader's seek to a
+# place its damaged header gives before the start (an ICO's)
 PILLOW_REASON_PATTERNS = (
     (re.compile(r"^(invalid literal for int\(\) with base 10: |b'Token too long in file header: )"),
      "its header gives no number where its size or levels belong: damaged"),
     (re.compile(r"^b'(Invalid token for this mode|Token too long found in data): "),
-     "its pixel values are not all numbers: damaged"))
+     "its pixel values are not all numbers: damaged"),
+    (re.compile(r"^negative seek value -\d+$"), "its header places its data before the file's start: damaged"))
 
 
 def pillow_reason(exc: Exception) -> str:
     """What Pillow's error `exc` on reading an image means to its reader (PILLOW_REASONS, PILLOW_REASON_PATTERNS),
     or its own words (wording.reason_of: a missing file's, "No such file or directory")."""
     said = TRUNCATED.sub("image file is truncated", str(exc))
+    if isinstance(exc, OSError) and exc.errno == errno.EINVAL:  # a file's seek before its start: a stream's ValueError
+        said = "negative seek value -1"
     for pattern, reason in PILLOW_REASON_PATTERNS:
         if pattern.match(said):
             return reason
