@@ -2822,6 +2822,25 @@ def test_an_ico_whose_header_places_its_data_before_its_start_says_so(tmp_path):
         open_image(io.BytesIO(bytes(data)))
 
 
+def test_a_tiff_of_a_value_of_the_wrong_type_says_so(tmp_path):
+    """A TIFF whose SamplesPerPixel is text (its entry's type damaged) was refused in Python's words, 'a TIFF file
+    that Pillow does not read ('>' not supported between instances of 'str' and 'int')'; the reader's own
+    TypeErrors keep their words."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 4)).save(buffer, "TIFF")
+    path = tmp_path / "damaged.tif"
+    path.write_bytes(_tiff_with_entry_changed(buffer.getvalue(), 277, kind=2))
+    reason = "a TIFF file that Pillow does not read (its header holds a value of the wrong type: damaged)"
+    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: {reason}") + "$"):
+        open_image(path)
+    data = bytearray(buffer.getvalue())
+    entry = data.index(struct.pack("<HH", 257, 4), 8)  # ImageLength, LONG
+    data[entry:entry + 2] = struct.pack("<H", 65000)  # a tag of no meaning: the reader raises TypeError of its own
+    path.write_bytes(bytes(data))
+    with pytest.raises(VQCodecError, match=re.escape("a TIFF file that Pillow does not read (Missing dimensions)") + "$"):
+        open_image(path)
+
+
 def test_a_tga_cut_short_is_not_called_a_cursor(tmp_path):
     """A TGA has no signature, and one of RGB pixels begins with a cursor's (CUR: 00 00 02 00): cut short, it was
     'a CUR file that Pillow does not read (No cursors were found)'. Its name names its format."""
