@@ -2682,6 +2682,18 @@ def test_an_image_its_formats_reader_refuses_is_not_called_no_image_format(cli, 
             open_image(io.BytesIO(data))
 
 
+def test_exif_whose_entry_gives_data_past_its_end_is_said_as_such(tmp_path):
+    """Pillow's warning was 'Truncated File Read', of EXIF data whose entry's data (an XResolution, one fraction of 8
+    bytes) lies past its end."""
+    exif = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x01" + struct.pack(">HHII", 282, 5, 1, 4096) + bytes(4)
+    source = tmp_path / "exif.png"
+    Image.fromarray(smooth_rgb(8, 12)).save(source, exif=exif)
+    with pytest.warns(ImageReadWarning) as caught:
+        assert open_image(source).size == (12, 8)
+    assert [str(w.message) for w in caught] == [f"{source}: its metadata (EXIF or TIFF tags) is cut short or damaged; "
+                                                "read past it"]
+
+
 @pytest.mark.parametrize("compression", ["packbits", "tiff_lzw"])
 def test_a_tiff_cut_before_its_directory_is_refused_in_its_reason_alone(compression):
     """Finding why the TIFF reader refuses a file (its directory cut off) ran the reader again outside open_image's

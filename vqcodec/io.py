@@ -2018,6 +2018,11 @@ def warnings_recorded(ignore: tuple = ()):
         _WARNING_ROUTER.leave()
 
 
+# What Pillow's warnings that say nothing to the reader of an image mean: a directory of EXIF data (or of a TIFF's
+# tags) whose entry gives data past the end of what holds it, which Pillow leaves out
+PILLOW_WARNING_REASONS = {"Truncated File Read": "its metadata (EXIF or TIFF tags) is cut short or damaged"}
+
+
 def _warn_once_each(caught: list, where: str) -> None:
     """Issue Pillow's warnings on reading an image (the same one comes from opening and transposing it)
     as one ImageReadWarning each, naming the image, and any others as they were."""
@@ -2028,6 +2033,7 @@ def _warn_once_each(caught: list, where: str) -> None:
         elif str(item.message) not in said:
             said.add(str(item.message))
             reason = " ".join(str(item.message).split()).rstrip(".")
+            reason = PILLOW_WARNING_REASONS.get(reason, reason)
             warnings.warn(ImageReadWarning(f"{where}: {reason}; read past it"), stacklevel=caller_stacklevel())
 
 
