@@ -1103,9 +1103,10 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE, fits: Callable[[in
         if frames > 1:
             warnings.warn(ImageReadWarning(f"{_image_called(source)} holds {frames} {unit}: only the first is coded"),
                           stacklevel=caller_stacklevel())
-        if rest_unreadable:
+        if rest_unreadable is not None:
+            why = f": {rest_unreadable}" if rest_unreadable else ""
             warnings.warn(ImageReadWarning(f"{_image_called(source)}: the {unit} after the first cannot be read "
-                                           f"(damaged or cut short: {rest_unreadable}): only the first is coded"),
+                                           f"(damaged or cut short{why}): only the first is coded"),
                           stacklevel=caller_stacklevel())
         return transposed
     except VQCodecError:
@@ -1604,9 +1605,10 @@ def _begins_with_signature(prefix: bytes, accept) -> bool:
 
 
 def _frame_count(image) -> tuple[int, str | None]:
-    """How many frames (pages) an image opened at its first holds, and why those after the first cannot be read,
-    or None: a multi-page TIFF cut short points to a page past its end, and counting it failed the whole file
-    ("Missing dimensions"), whose first page was intact. MPO (a camera's previews) and PSD (the layers of the
+    """How many frames (pages) an image opened at its first holds, and why those after the first cannot be read
+    ("" where the reader says it in Python's words, 'index out of range' of a GIF's next frame's header cut
+    short), or None: a multi-page TIFF cut short points to a page past its end, and counting it failed the whole
+    file ("Missing dimensions"), whose first page was intact. MPO (a camera's previews) and PSD (the layers of the
     composite image read) count as one."""
     import struct
 
@@ -1615,7 +1617,9 @@ def _frame_count(image) -> tuple[int, str | None]:
     try:
         with warnings_recorded() as caught:  # of the later pages: dropped where they fail
             frames = getattr(image, "n_frames", 1)
-    except (EOFError, OSError, SyntaxError, IndexError, TypeError, ValueError, struct.error) as exc:
+    except (IndexError, struct.error):
+        return 1, ""
+    except (EOFError, OSError, SyntaxError, TypeError, ValueError) as exc:
         return 1, " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
     for item in caught:
         warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
