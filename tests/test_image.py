@@ -1665,6 +1665,29 @@ def test_a_tga_with_pixels_beyond_its_colour_map_is_refused(tmp_path, index, ent
     assert open_image(path).convert("RGBA").getpixel((0, 0)) == (14, 13, 12, 15)  # entry 3 of 4 bytes, BGRA
 
 
+def _palette_ico(bits: int, colours: int, first_byte: int) -> bytes:
+    """An ICO of one 8x8 BMP of `bits` a pixel and `colours` colours (entry i: bytes 4i..4i+3, BGR and a byte
+    unused), whose first byte of pixels (of its bottom row) is `first_byte`, the others 0, and opaque."""
+    stride = (8 * bits + 31) // 32 * 4
+    pixels = bytes([first_byte]) + bytes(stride * 8 - 1)
+    bitmap = (struct.pack("<IiiHHIIiiII", 40, 8, 16, 1, bits, 0, 0, 0, 0, colours, 0) + bytes(range(4 * colours))
+              + pixels + bytes(4 * 8))  # the colour half, then the mask of 8 rows of 4 bytes
+    return struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 8, 8, 0, 0, 1, bits, len(bitmap), 22) + bitmap
+
+
+@pytest.mark.parametrize("bits, colours, first_byte, index", [(8, 2, 200, 200), (4, 3, 0x2F, 15), (1, 1, 0x80, 1)])
+def test_an_ico_with_pixels_beyond_its_colours_is_refused(tmp_path, bits, colours, first_byte, index):
+    """Pillow read an ICO's BMP pixel whose index lies beyond its colours as black, without a word."""
+    path = tmp_path / "p.ico"
+    path.write_bytes(_palette_ico(bits, colours, first_byte))
+    reason = f"a pixel's palette index, {index}, lies beyond its palette of {colours} colour{'s' * (colours > 1)}: damaged"
+    with pytest.raises(VQCodecError, match=re.escape(f"{path}: {reason}") + "$"):
+        open_image(path)
+    path.write_bytes(_palette_ico(4, 3, 0x21))
+    read = open_image(path).convert("RGBA")
+    assert (read.getpixel((0, 7)), read.getpixel((1, 7))) == ((10, 9, 8, 255), (6, 5, 4, 255))  # entries 2 and 1
+
+
 def _jpeg_of_greater_height(mode: str, extra: int, rows: int = 32, **options) -> tuple[bytes, bytes]:
     """A baseline JPEG of 24 x `rows` noise, and the same with `extra` more rows in its frame header (SOF0)."""
     pixels = np.random.default_rng(3).integers(0, 256, (rows, 24, 3), dtype=np.uint8)
