@@ -1688,6 +1688,17 @@ def test_an_ico_with_pixels_beyond_its_colours_is_refused(tmp_path, bits, colour
     assert (read.getpixel((0, 7)), read.getpixel((1, 7))) == ((10, 9, 8, 255), (6, 5, 4, 255))  # entries 2 and 1
 
 
+def test_an_ico_of_a_palette_png_with_pixels_beyond_its_palette_is_refused(tmp_path):
+    """An ICO's PNG is read as Pillow opens the ICO (a palette image, format ICO), where the PNG's check was not run:
+    its pixels beyond its palette were black, without a word."""
+    png = _palette_png(bytes(range(12)), 200)
+    path = tmp_path / "p.ico"
+    path.write_bytes(struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 4, 3, 0, 0, 1, 8, len(png), 22) + png)
+    reason = "a pixel's palette index, 200, lies beyond its palette of 4 colours: damaged"
+    with pytest.raises(VQCodecError, match=re.escape(f"{path}: {reason}") + "$"):
+        open_image(path)
+
+
 def _jpeg_of_greater_height(mode: str, extra: int, rows: int = 32, **options) -> tuple[bytes, bytes]:
     """A baseline JPEG of 24 x `rows` noise, and the same with `extra` more rows in its frame header (SOF0)."""
     pixels = np.random.default_rng(3).integers(0, 256, (rows, 24, 3), dtype=np.uint8)

@@ -1339,7 +1339,8 @@ def load_pixels(image, source=None):
     name = getattr(image, "filename", None)
     if image.format == "TIFF" and image.tag_v2.get(TIFF_ORIENTATION) in SIDE_SWAPPING_ORIENTATIONS:
         image.filename = ""  # ImageFile.load maps a file only when it has a file name
-    palette_read = image.format in PALETTE_CHECKED_FORMATS and image.mode == "P" and bool(image.tile)
+    palette_read = image.mode == "P" and (image.format in PALETTE_CHECKED_FORMATS and bool(image.tile)
+                                          or image.format == "ICO")  # read as it opens: a palette PNG of its own
     try:
         image.load()
     finally:
