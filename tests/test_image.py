@@ -1688,6 +1688,21 @@ def test_an_ico_with_pixels_beyond_its_colours_is_refused(tmp_path, bits, colour
     assert (read.getpixel((0, 7)), read.getpixel((1, 7))) == ((10, 9, 8, 255), (6, 5, 4, 255))  # entries 2 and 1
 
 
+def test_an_ico_of_a_png_whose_data_ends_before_its_last_row_is_refused(tmp_path):
+    """An ICO's PNG is read as Pillow opens the ICO, where the PNG's check of its data against its height was not
+    run: the rows it lacks were black, without a word."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(buffer, "PNG")
+    png = bytearray(buffer.getvalue())
+    png[20:24] = struct.pack(">I", 16)  # IHDR's height, and its CRC
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    path = tmp_path / "taller.ico"
+    path.write_bytes(struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 8, 16, 0, 0, 1, 32, len(png), 22) + png)
+    reason = "its image data ends before its last row (8x16 pixels): damaged"
+    with pytest.raises(VQCodecError, match=re.escape(f"{path}: {reason}") + "$"):
+        open_image(path)
+
+
 def test_an_ico_of_a_palette_png_with_pixels_beyond_its_palette_is_refused(tmp_path):
     """An ICO's PNG is read as Pillow opens the ICO (a palette image, format ICO), where the PNG's check was not run:
     its pixels beyond its palette were black, without a word."""

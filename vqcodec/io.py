@@ -1348,7 +1348,7 @@ def load_pixels(image, source=None):
             image.filename = name
     if palette_read:
         _check_palette_indices(image)
-    _check_ico_palette_indices(image)
+    _check_ico_entry(image)
     read = with_alpha or image
     if extra_as_alpha is not None:
         read = _warn_of_extra_alpha(extra_as_alpha, source)
@@ -1466,44 +1466,65 @@ def _check_palette_indices(image) -> None:
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _check_ico_palette_indices(image) -> None:
-    """Refuse an ICO whose image read, a BMP of 1, 4 or 8 bits a pixel with fewer colours than its bits give, has a
-    pixel whose index lies beyond its colours, as _check_palette_indices refuses a BMP: Pillow read those pixels as
-    black, without a word (and converts the image to RGBA as it opens it). The entry read is found through
-    IcoImageFile.ico, which no public call stands for: a Pillow without it, as vqcodec knows it, leaves the check
-    out."""
-    if image.format != "ICO":
+def _check_ico_entry(image) -> None:
+    """Refuse an ICO whose image read is damaged as its own PNG or BMP would be refused (Pillow read the ICO as it
+    opened it, without those checks): a PNG whose data ends before its last row (_check_png_data), and a BMP of 1, 4
+    or 8 bits a pixel with a pixel whose index lies beyond its colours (_check_palette_indices), whose pixels
+    Pillow read as black, without a word."""
+    data = _ico_entry_read(image)
+    if data is None:
         return
-    try:
-        icons = image.ico
-        stream, offset = icons.buf, icons.entry[icons.getentryindex(image.size)].offset
-        start = stream.tell()
-    except (AttributeError, IndexError, TypeError, ValueError, OSError):
+    if data.startswith(PNG_SIGNATURE):
+        _check_ico_png_data(data)
         return
-    try:
-        stream.seek(offset)
-        header = stream.read(40)
-        if len(header) < 40 or header.startswith(PNG_SIGNATURE):
-            return
-        size, width, height, _, bits, compression, _, _, _, colours, _ = struct.unpack("<IiiHHIIiiII", header)
-        if bits not in (1, 4, 8) or compression != BMP_BI_RGB or not 0 < colours < 2 ** bits or width <= 0:
-            return
-        rows, stride = abs(height) // 2, (width * bits + 31) // 32 * 4  # the colour half, then the mask
-        stream.seek(offset + size + 4 * colours)
-        data = stream.read(stride * rows)
-    except (OSError, ValueError, struct.error):
-        return  # Pillow read it: unreadable here only where the file changed meanwhile
-    finally:
-        stream.seek(start)
-    if len(data) < stride * rows:
+    if len(data) < 40:
         return
-    packed = np.frombuffer(data, np.uint8).reshape(rows, stride)
+    size, width, height, _, bits, compression, _, _, _, colours, _ = struct.unpack("<IiiHHIIiiII", data[:40])
+    if bits not in (1, 4, 8) or compression != BMP_BI_RGB or not 0 < colours < 2 ** bits or width <= 0:
+        return
+    rows, stride = abs(height) // 2, (width * bits + 31) // 32 * 4  # the colour half, then the mask
+    pixels = data[size + 4 * colours:size + 4 * colours + stride * rows]
+    if len(pixels) < stride * rows:
+        return
+    packed = np.frombuffer(pixels, np.uint8).reshape(rows, stride)
     indices = np.unpackbits(packed, axis=1) if bits == 1 else (
         np.stack([packed >> 4, packed & 15], axis=-1).reshape(rows, -1) if bits == 4 else packed)
     largest = int(indices[:, :width].max(initial=0))
     if largest >= colours:
         raise OSError(f"a pixel's palette index, {largest}, lies beyond its palette of {plural(colours, 'colour')}: "
                       "damaged")
+
+
+def _ico_entry_read(image) -> bytes | None:
+    """The bytes of the entry of an ICO that Pillow read as its image, found through IcoImageFile.ico, which no
+    public call stands for; None for another format, or where a Pillow has it no more as vqcodec knows it (the
+    checks are left out)."""
+    if image.format != "ICO":
+        return None
+    try:
+        icons = image.ico
+        entry = icons.entry[icons.getentryindex(image.size)]
+        start = icons.buf.tell()
+        try:
+            icons.buf.seek(entry.offset)
+            return icons.buf.read(entry.size)
+        finally:
+            icons.buf.seek(start)
+    except (AttributeError, IndexError, TypeError, ValueError, OSError):
+        return None
+
+
+def _check_ico_png_data(data: bytes) -> None:
+    """_check_png_data of the PNG `data` an ICO's entry read holds, which Pillow read as it opened the ICO: one whose
+    image data ends before the rows its header gives was read with those rows black."""
+    from PIL import Image
+
+    try:
+        png = Image.open(BytesIO(data), formats=["PNG"])
+    except PILLOW_READ_ERRORS:
+        return  # Pillow read it from the ICO: unreadable here only where its entry's size is damaged
+    with png:
+        _check_png_data(png)
 
 
 def _ends_before_last_row(width: int, height: int) -> OSError:
