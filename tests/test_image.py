@@ -2676,6 +2676,20 @@ def test_a_damaged_tiff_strip_is_one_line_naming_libtiffs_reason(cli, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.tif"]
 
 
+def test_libtiffs_reason_does_not_name_pillows_stand_in_file_after_its_function(tmp_path):
+    """libtiff's line names the file after the function that raised it, where a line of a bad tag value does:
+    '_TIFFVSetField: tempfile.tif: Bad value 3 for "PlanarConfiguration" tag', the name Pillow gives libtiff."""
+    rgb = np.random.default_rng(0).integers(0, 256, (3, 12, 16)).astype(np.uint8)
+    data = bytearray(planar_tiff(rgb, photometric=2, deflate=True))
+    entry = data.index(struct.pack("<HHI", 284, 3, 1))  # PlanarConfiguration: 2, planes
+    data[entry + 8:entry + 10] = struct.pack("<H", 3)
+    path = tmp_path / "damaged.tif"
+    path.write_bytes(bytes(data))
+    reason = '_TIFFVSetField: Bad value 3 for "PlanarConfiguration" tag'
+    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: {reason}") + "$"):
+        open_image(path)
+
+
 def little_tiff(tags: list, blocks: list[bytes]) -> bytes:
     """A little-endian TIFF of one IFD of `tags` ((tag, type 3 or 4, values), in tag order) and the image
     data `blocks` (two or more strips or tiles) after it: the tag whose values are None gets their offsets."""

@@ -1985,12 +1985,13 @@ def warn_of_what_codes_leave_out(header, source) -> None:
     warnings.warn(ImageReadWarning(f"{_image_called(source)}: {said}"), stacklevel=caller_stacklevel())
 
 
-# The name Pillow gives libtiff for every file, which libtiff's messages begin with: no file of the user's
-LIBTIFF_STAND_IN_NAME = "tempfile.tif: "
+# The name Pillow gives libtiff for every file, which libtiff's messages begin with, or give after the name of the
+# function that raised them ("_TIFFVSetField: tempfile.tif: Bad value 3 for ..."): no file of the user's
+LIBTIFF_STAND_IN_NAME = re.compile(r"(^|: )tempfile\.tif: ")
 
 
 def _native_line(line: str) -> str:
-    return " ".join(line.split()).rstrip(".").removeprefix(LIBTIFF_STAND_IN_NAME)
+    return LIBTIFF_STAND_IN_NAME.sub(r"\1", " ".join(line.split()).rstrip("."), count=1)
 
 
 @contextlib.contextmanager
