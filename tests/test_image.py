@@ -1680,7 +1680,8 @@ def test_an_ico_with_pixels_beyond_its_colours_is_refused(tmp_path, bits, colour
     """Pillow read an ICO's BMP pixel whose index lies beyond its colours as black, without a word."""
     path = tmp_path / "p.ico"
     path.write_bytes(_palette_ico(bits, colours, first_byte))
-    reason = f"a pixel's palette index, {index}, lies beyond its palette of {colours} colour{'s' * (colours > 1)}: damaged"
+    colours_said = f"{colours} colour{'s' * (colours > 1)}"
+    reason = f"a pixel's palette index, {index}, lies beyond its palette of {colours_said}: damaged"
     with pytest.raises(VQCodecError, match=re.escape(f"{path}: {reason}") + "$"):
         open_image(path)
     path.write_bytes(_palette_ico(4, 3, 0x21))
@@ -2861,8 +2862,8 @@ def test_a_tiff_of_a_value_pillow_does_not_know_or_lacking_a_tag_says_so(tmp_pat
         data[entry + 8:entry + 10] = struct.pack("<H", value)
     path = tmp_path / "odd.tif"
     path.write_bytes(bytes(data))
-    reason = (f"a TIFF file that Pillow does not read (its header lacks an entry Pillow needs, or holds a value it does "
-              f"not know ({key}): damaged, or a variant it does not read)")
+    reason = (f"a TIFF file that Pillow does not read (its header lacks an entry Pillow needs, or holds a value it "
+              f"does not know ({key}): damaged, or a variant it does not read)")
     with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: {reason}") + "$"):
         open_image(path)
 
@@ -2888,7 +2889,7 @@ def test_an_ico_whose_header_places_its_data_before_its_start_says_so(tmp_path):
     buffer = io.BytesIO()
     image.save(buffer, "ICO", sizes=[(16, 16)], bitmap_format="bmp")
     data = bytearray(buffer.getvalue())
-    data[14:18] = struct.pack("<I", 4)  # the first entry's bytes of bitmap, after its width, height, colours, planes, bits
+    data[14:18] = struct.pack("<I", 4)  # the first entry's bytes of bitmap (after width, height, colours, planes, bits)
     path = tmp_path / "damaged.ico"
     path.write_bytes(bytes(data))
     reason = "its header places its data before the file's start: damaged"
@@ -2913,7 +2914,8 @@ def test_a_tiff_of_a_value_of_the_wrong_type_says_so(tmp_path):
     entry = data.index(struct.pack("<HH", 257, 4), 8)  # ImageLength, LONG
     data[entry:entry + 2] = struct.pack("<H", 65000)  # a tag of no meaning: the reader raises TypeError of its own
     path.write_bytes(bytes(data))
-    with pytest.raises(VQCodecError, match=re.escape("a TIFF file that Pillow does not read (Missing dimensions)") + "$"):
+    reason = "a TIFF file that Pillow does not read (Missing dimensions)"
+    with pytest.raises(VQCodecError, match=re.escape(reason) + "$"):
         open_image(path)
 
 

@@ -1228,9 +1228,9 @@ def _reader_reason(exc: Exception, warned: list = ()) -> str:
         return "its header is cut short or damaged"
     if isinstance(exc.__cause__, TypeError) and not _raised_by_name(exc.__cause__):
         return "its header holds a value of the wrong type: damaged"
-    if isinstance(exc.__cause__, KeyError) and str(exc) == str(exc.__cause__):  # the bare key: a value or a tag's number
-        return (f"its header lacks an entry Pillow needs, or holds a value it does not know ({exc.__cause__}): damaged, "
-                "or a variant it does not read")
+    if isinstance(exc.__cause__, KeyError) and str(exc) == str(exc.__cause__):  # the bare key: a value, a tag's number
+        return (f"its header lacks an entry Pillow needs, or holds a value it does not know ({exc.__cause__}): "
+                "damaged, or a variant it does not read")
     said = " ".join(str(exc).split()).rstrip(".")
     return PILLOW_REASONS.get(said, said)
 
