@@ -2919,6 +2919,27 @@ def test_a_tiff_of_a_value_of_the_wrong_type_says_so(tmp_path):
         open_image(path)
 
 
+def test_an_image_whose_data_a_decoder_cannot_decode_says_so(tmp_path):
+    """Pillow's decoders said 'broken data stream when reading image file' (a PNG's zlib stream damaged, its CRC
+    right) and 'buffer overrun when reading image file' (a TGA's run of 4 pixels in an image of 2)."""
+    buffer = io.BytesIO()
+    Image.fromarray(smooth_rgb(16, 16, 0)).save(buffer, "PNG")
+    png = bytearray(buffer.getvalue())
+    at = png.index(b"IDAT")
+    length = struct.unpack(">I", png[at - 4:at])[0]
+    png[at + 14] ^= 0xFF
+    png[at + 4 + length:at + 8 + length] = struct.pack(">I", zlib.crc32(bytes(png[at:at + 4 + length])))
+    header = struct.pack("<BBBHHBHHHHBB", 0, 0, 10, 0, 0, 0, 0, 0, 2, 1, 24, 0x20)  # run-length RGB, 2x1
+    (tmp_path / "damaged.png").write_bytes(bytes(png))
+    (tmp_path / "overrun.tga").write_bytes(header + bytes([0x83, 1, 2, 3]))
+    reason = "its data cannot be decoded (damaged or cut short)"
+    for path in (tmp_path / "damaged.png", tmp_path / "overrun.tga"):
+        with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: {reason}") + "$"):
+            open_image(path)
+    (tmp_path / "whole.tga").write_bytes(header + bytes([0x81, 1, 2, 3]))
+    assert open_image(tmp_path / "whole.tga").getpixel((1, 0)) == (3, 2, 1)
+
+
 def test_a_tga_cut_short_is_not_called_a_cursor(tmp_path):
     """A TGA has no signature, and one of RGB pixels begins with a cursor's (CUR: 00 00 02 00): cut short, it was
     'a CUR file that Pillow does not read (No cursors were found)'. Its name names its format."""
