@@ -1142,6 +1142,10 @@ PILLOW_REASONS = {"decoder error -2": "its data cannot be decoded (damaged or cu
 TRUNCATED = re.compile(r"^image file is truncated \(\d+ bytes not processed\)$")  # Pillow's count of what it read past
 
 
+# Of a reader's seek before the file's start: a stream's ValueError, a file's OSError EINVAL ("Invalid argument")
+SEEK_BEFORE_START = "its header places its data before the file's start: damaged"
+
+
 # Pillow's errors in Python's words, or of bytes (b'...'), of a Netpbm file (PPM, PGM, PBM) whose header gives no
 # number for its size or levels, or whose plain (text) pixel values are no numbers, and of a reader's seek to a
 # place its damaged header gives before the start (an ICO's)
@@ -1150,15 +1154,15 @@ PILLOW_REASON_PATTERNS = (
      "its header gives no number where its size or levels belong: damaged"),
     (re.compile(r"^b'(Invalid token for this mode|Token too long found in data): "),
      "its pixel values are not all numbers: damaged"),
-    (re.compile(r"^negative seek value -\d+$"), "its header places its data before the file's start: damaged"))
+    (re.compile(r"^negative seek value -\d+$"), SEEK_BEFORE_START))
 
 
 def pillow_reason(exc: Exception) -> str:
     """What Pillow's error `exc` on reading an image means to its reader (PILLOW_REASONS, PILLOW_REASON_PATTERNS),
     or its own words (wording.reason_of: a missing file's, "No such file or directory")."""
+    if isinstance(exc, OSError) and exc.errno == errno.EINVAL:  # a file's seek before its start
+        return SEEK_BEFORE_START
     said = TRUNCATED.sub("image file is truncated", str(exc))
-    if isinstance(exc, OSError) and exc.errno == errno.EINVAL:  # a file's seek before its start: a stream's ValueError
-        said = "negative seek value -1"
     for pattern, reason in PILLOW_REASON_PATTERNS:
         if pattern.match(said):
             return reason
@@ -1461,6 +1465,11 @@ def _check_palette_indices(image) -> None:
     if not entries:
         raise OSError(f"it has no palette{' (PLTE chunk)' if image.format == 'PNG' else ''} for its palette pixels: "
                       "damaged")
+    _check_largest_index(largest, entries)
+
+
+def _check_largest_index(largest: int, entries: int) -> None:
+    """Refuse a palette image whose largest pixel index, `largest`, lies beyond its palette of `entries` colours."""
     if largest >= entries:
         raise OSError(f"a pixel's palette index, {largest}, lies beyond its palette of {plural(entries, 'colour')}: "
                       "damaged")
@@ -1492,10 +1501,7 @@ def _check_ico_entry(image) -> None:
     packed = np.frombuffer(pixels, np.uint8).reshape(rows, stride)
     indices = np.unpackbits(packed, axis=1) if bits == 1 else (
         np.stack([packed >> 4, packed & 15], axis=-1).reshape(rows, -1) if bits == 4 else packed)
-    largest = int(indices[:, :width].max(initial=0))
-    if largest >= colours:
-        raise OSError(f"a pixel's palette index, {largest}, lies beyond its palette of {plural(colours, 'colour')}: "
-                      "damaged")
+    _check_largest_index(int(indices[:, :width].max(initial=0)), colours)
 
 
 def _ico_entry_read(image) -> bytes | None:
