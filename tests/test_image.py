@@ -2940,6 +2940,20 @@ def test_an_image_whose_data_a_decoder_cannot_decode_says_so(tmp_path):
     assert open_image(tmp_path / "whole.tga").getpixel((1, 0)) == (3, 2, 1)
 
 
+def test_a_bigtiff_whose_directory_lies_past_any_files_end_says_so(tmp_path):
+    """Pillow refuses a BigTIFF whose first directory's offset is 2**63 or more in its words, 'Unable to seek to
+    frame', which named no frame of the user's."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 4)).save(buffer, "TIFF", big_tiff=True)
+    data = bytearray(buffer.getvalue())
+    data[8:16] = struct.pack("<Q", 2 ** 63)  # the offset of its first directory
+    path = tmp_path / "damaged.tif"
+    path.write_bytes(bytes(data))
+    reason = "its header places its directory past any file's end: damaged"
+    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: {reason}") + "$"):
+        open_image(path)
+
+
 def test_a_tga_cut_short_is_not_called_a_cursor(tmp_path):
     """A TGA has no signature, and one of RGB pixels begins with a cursor's (CUR: 00 00 02 00): cut short, it was
     'a CUR file that Pillow does not read (No cursors were found)'. Its name names its format."""

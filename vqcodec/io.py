@@ -1128,7 +1128,8 @@ PILLOW_READ_ERRORS = (OSError, EOFError, ValueError, SyntaxError, NotImplemented
 # past the file's end (ImageFile._safe_read), a reader that found no size (a JPEG that ends before its frame
 # header, a PNG 0 pixels wide), one that found no image data (a JPEG that ends before its scan), and a decoder of
 # Python's that ran out of data (a QOI or plain PPM cut short, a BMP whose run-length data ends early), and Pillow's
-# decoders' words for data they cannot decode (a PNG's damaged zlib stream, a TGA's run longer than its image)
+# decoders' words for data they cannot decode (a PNG's damaged zlib stream, a TGA's run longer than its image), and
+# a TIFF whose directory's offset is 2**63 or more (a BigTIFF's)
 PILLOW_REASONS = {"decoder error -2": "its data cannot be decoded (damaged or cut short)",
                   "could not create decoder object": "its data cannot be decoded (damaged or cut short)",
                   "image file is truncated": "its data ends early (cut short)",
@@ -1138,7 +1139,8 @@ PILLOW_REASONS = {"decoder error -2": "its data cannot be decoded (damaged or cu
                   "cannot load this image": "no image data is found in it: cut short or damaged",
                   "not enough image data": "its data ends before its last pixel: cut short or damaged",
                   "broken data stream when reading image file": "its data cannot be decoded (damaged or cut short)",
-                  "buffer overrun when reading image file": "its data cannot be decoded (damaged or cut short)"}
+                  "buffer overrun when reading image file": "its data cannot be decoded (damaged or cut short)",
+                  "Unable to seek to frame": "its header places its directory past any file's end: damaged"}
 TRUNCATED = re.compile(r"^image file is truncated \(\d+ bytes not processed\)$")  # Pillow's count of what it read past
 
 
