@@ -1229,29 +1229,19 @@ def _reader_reason(exc: Exception, warned: list = ()) -> str:
     IndexError of reading its header past what the file holds (which ImageFile turns into a SyntaxError of the same
     words), or a warning that it did so (HEADER_READ_PAST_END), is said as such, not in Python's words
     ('unpack_from requires a buffer of at least 2 bytes for unpacking 2 bytes at offset 0 ...', 'index out of
-    range') nor as what it then lacked ('Missing dimensions', 'unknown data organization': a TIFF cut short). So is
-    a TypeError of Python's, of a value of the wrong type (a TIFF's SamplesPerPixel as text), and a KeyError's bare
-    key."""
+    range') nor as what it then lacked ('Missing dimensions', 'unknown data organization': a TIFF cut short). A TypeError
+    (Python's words of a value of the wrong type, a TIFF's SamplesPerPixel as text, or the reader's own) is said as
+    damage, in its words; so is a KeyError's bare key."""
     if (isinstance(exc, struct.error) or isinstance(exc.__cause__, (struct.error, EOFError, IndexError))
             or any(HEADER_READ_PAST_END.match(str(item.message)) for item in warned)):
         return "its header is cut short or damaged"
-    if isinstance(exc.__cause__, TypeError) and not _raised_by_name(exc.__cause__):
-        return "its header holds a value of the wrong type: damaged"
     if isinstance(exc.__cause__, KeyError) and str(exc) == str(exc.__cause__):  # the bare key: a value, a tag's number
         return (f"its header lacks an entry Pillow needs, or holds a value it does not know ({exc.__cause__}): "
                 "damaged, or a variant it does not read")
     said = " ".join(str(exc).split()).rstrip(".")
+    if isinstance(exc.__cause__, TypeError):  # Python's words of a value of the wrong type, or the reader's own
+        return f"its header is damaged, or of a variant Pillow does not read ({said})"
     return PILLOW_REASONS.get(said, said)
-
-
-def _raised_by_name(exc: Exception) -> bool:
-    """Whether `exc` was raised by a raise statement (a reader's own error: "Missing dimensions"), not by Python on
-    an operation of values of the wrong types ("'>' not supported between instances of 'str' and 'int'"); a raise
-    where the source cannot be read, to leave the error's words as they are."""
-    import traceback
-
-    frames = traceback.extract_tb(exc.__traceback__)
-    return not frames or not frames[-1].line or frames[-1].line.startswith("raise")
 
 
 class _PillowLogRouter(logging.Handler):
