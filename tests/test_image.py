@@ -2915,7 +2915,8 @@ def test_a_tiff_of_a_value_of_the_wrong_type_says_so(tmp_path):
     entry = data.index(struct.pack("<HH", 257, 4), 8)  # ImageLength, LONG
     data[entry:entry + 2] = struct.pack("<H", 65000)  # a tag of no meaning: the reader raises TypeError of its own
     path.write_bytes(bytes(data))
-    reason = "a TIFF file that Pillow does not read (its header is damaged, or of a variant Pillow does not read (Missing dimensions))"
+    reason = ("a TIFF file that Pillow does not read (its header is damaged, or of a variant Pillow does not read "
+              "(Missing dimensions))")
     with pytest.raises(VQCodecError, match=re.escape(reason) + "$"):
         open_image(path)
 

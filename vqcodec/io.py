@@ -1229,9 +1229,9 @@ def _reader_reason(exc: Exception, warned: list = ()) -> str:
     IndexError of reading its header past what the file holds (which ImageFile turns into a SyntaxError of the same
     words), or a warning that it did so (HEADER_READ_PAST_END), is said as such, not in Python's words
     ('unpack_from requires a buffer of at least 2 bytes for unpacking 2 bytes at offset 0 ...', 'index out of
-    range') nor as what it then lacked ('Missing dimensions', 'unknown data organization': a TIFF cut short). A TypeError
-    (Python's words of a value of the wrong type, a TIFF's SamplesPerPixel as text, or the reader's own) is said as
-    damage, in its words; so is a KeyError's bare key."""
+    range') nor as what it then lacked ('Missing dimensions', 'unknown data organization': a TIFF cut short). A
+    TypeError (Python's words of a value of the wrong type, a TIFF's SamplesPerPixel as text, or the reader's own)
+    is said as damage, in its words; so is a KeyError's bare key."""
     if (isinstance(exc, struct.error) or isinstance(exc.__cause__, (struct.error, EOFError, IndexError))
             or any(HEADER_READ_PAST_END.match(str(item.message)) for item in warned)):
         return "its header is cut short or damaged"
