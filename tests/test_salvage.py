@@ -263,6 +263,19 @@ def test_a_stream_refused_where_its_framing_is_lost_gives_the_salvage_hint(cli, 
                               "it; not read further (is it one .vq file?); --salvage decodes what is intact\n")
 
 
+def test_a_chunk_head_claiming_no_bytes_loses_the_framing(codec, audio_file):
+    """Salvage walked on past a chunk head claiming 0 bytes, 8 bytes a chunk: a stretch of zeros in place of chunk 2
+    was taken for chunks 2 and 3 of no bytes, and the real chunks 3 to 6 after it for chunks 4 to 7, decoded where
+    they do not belong. No chunk holds 0 bytes: the framing is lost there, as past a stream's reading."""
+    data, whole = audio_file
+    (start, _), (third, _) = chunk_offsets(data)[2:4]
+    damaged = data[:start - CHUNK_HEAD.size] + bytes(2 * CHUNK_HEAD.size) + data[third - CHUNK_HEAD.size:]
+    assert codec.damaged_parts(damaged) == [{"chunk": 2, "count": 6, "from": 0.5, "to": 2.0}]
+    out = codec.decode_audio(damaged, salvage=True)[0]
+    assert not out[:, int(0.6 * 44100):].any()
+    np.testing.assert_allclose(out[:, :int(0.4 * 44100)], whole[:, :int(0.4 * 44100)], atol=1e-5)
+
+
 def test_a_folder_decode_gives_the_salvage_hint_for_a_damaged_file_only(cli, codec, audio_file, tiny_model_path,
                                                                          tmp_path):
     """A folder's skip line for a damaged file lacked the '--salvage decodes what is intact' of a single

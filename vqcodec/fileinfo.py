@@ -133,7 +133,7 @@ def _read_framed(stream, header: vqformat.Header, head: bytes, salvage: bool) ->
         if len(chunk_head) < vqformat.CHUNK_HEAD_SIZE:
             return bytes(data)
         length = vqformat.chunk_length(chunk_head)
-        if not 0 < length <= vqformat.MAX_CHUNK_BYTES:
+        if not vqformat.frames_a_chunk(length):
             lost = index, length
             break
         payload = read_up_to(stream, length, STREAM)

@@ -161,6 +161,12 @@ def chunk_length(chunk_head: bytes) -> int:
     return _CHUNK_HEAD.unpack_from(chunk_head)[0]
 
 
+def frames_a_chunk(length: int) -> bool:
+    """Whether a chunk head's length can be a chunk's: none holds 0 bytes (check 15) or more than MAX_CHUNK_BYTES,
+    so from such a head on the chunks' framing is lost."""
+    return 0 < length <= MAX_CHUNK_BYTES
+
+
 # A payload shorter than this is copied, not viewed: a memoryview object takes about 184 bytes itself, a
 # bytes object 33 plus its length (views of a file of a million 5-byte chunks took 190 MB, copies 38 MB)
 COPIED_PAYLOAD_BYTES = 128
@@ -227,8 +233,8 @@ class SalvagedChunks:
 def salvage_chunks(data: bytes, header: Header) -> tuple[SalvagedChunks, bytes | None]:
     """The code chunk payloads and the alpha section of a damaged file whose header is intact (and
     whose chunk_count the caller has checked): None for each chunk whose CRC fails, and for every
-    chunk from the first whose framing is cut short or out of bounds on (nothing after it can be
-    found). Bytes after the last chunk are ignored."""
+    chunk from the first whose framing is cut short or out of bounds (frames_a_chunk) on (nothing
+    after it can be found). Bytes after the last chunk are ignored."""
     total = _chunks_in(header)
     found = [bytes(data[body:end]) if zlib.crc32(data[body:end]) == crc else None
              for body, end, crc in _framed_chunks(data, total)]
@@ -243,14 +249,14 @@ def _chunks_in(header: Header) -> int:
 
 def _framed_chunks(data: bytes, total: int) -> Iterator[tuple[int, int, int]]:
     """(payload start, payload end, stored CRC) of the first `total` chunks, CRCs unchecked, up to the
-    first whose head is missing or whose length is over MAX_CHUNK_BYTES or runs past the end."""
+    first whose head is missing or whose length frames no chunk (frames_a_chunk) or runs past the end."""
     offset = HEADER_SIZE
     for _ in range(total):
         if offset + _CHUNK_HEAD.size > len(data):
             return
         length, crc = _CHUNK_HEAD.unpack_from(data, offset)
         body = offset + _CHUNK_HEAD.size
-        if length > MAX_CHUNK_BYTES or body + length > len(data):
+        if not frames_a_chunk(length) or body + length > len(data):
             return
         offset = body + length
         yield body, offset, crc
