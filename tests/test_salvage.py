@@ -6,6 +6,7 @@ whose header is intact decodes around the chunks that fail: those come out silen
 """
 from __future__ import annotations
 
+import io
 import json
 import struct
 
@@ -221,34 +222,55 @@ def test_cli_salvage(cli, codec, audio_file, tiny_model_path, tmp_path):
     assert len(lines) == 1 and "1 of 8 chunks is damaged or missing, decoded as silence: 0.500-0.750 s" in lines[0]
 
 
-def test_salvage_of_a_stream_reads_it_as_a_file_is_read_past_lost_framing(cli, codec, audio_file, tiny_model_path,
-                                                                           tmp_path, monkeypatch):
-    """A pipe or stream to salvage whose chunk framing is lost (chunk 5 of no bytes) with more than 1 MiB after it was
-    refused, 'more than 1 MiB follows it', where its path was salvaged: it is read whole, as a file is, within the
-    memory the process may use."""
-    import io
+class EndlessStream(io.RawIOBase):
+    """`data`, then zeros without end, counting the bytes read."""
 
-    import vqcodec.memory
+    def __init__(self, data: bytes):
+        self.data, self.read_bytes = data, 0
 
-    data, _ = audio_file
-    damaged = with_framing_lost(data, 5, 2 << 20)
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        size = len(buffer)
+        piece = self.data[self.read_bytes:self.read_bytes + size]
+        buffer[:size] = piece + bytes(size - len(piece))
+        self.read_bytes += size
+        return size
+
+
+def test_salvage_of_a_stream_that_does_not_end_reads_1_mib_past_its_chunks(cli, codec, audio_file, tiny_model_path,
+                                                                             tmp_path):
+    """A stream to salvage was read whole, up to the memory the process may use (`cat damaged.vq /dev/zero` filled
+    gigabytes before it was refused), though salvage uses no byte after the chunks' framing ends: it is read up to 1 MiB
+    past that, then no further, and salvaged as the same bytes are by path; damaged_parts and the warning say that
+    the stream went on, unread."""
+    from vqcodec.fileinfo import TRAILING_STREAM_BYTES
+    from vqcodec.io import SPOOL_BLOCK_BYTES
+
+    data, whole = audio_file
+    framed = with_framing_lost(data, 5, 0)
+    lost_at = chunk_offsets(data)[5][0]  # after the head of chunk 5, which claims no bytes
     source = tmp_path / "damaged.vq"
-    source.write_bytes(damaged)
+    source.write_bytes(framed + bytes(3 << 20))
+    for stream, path, read_at_most, framing_lost in ((EndlessStream(framed), source, lost_at, True),
+                                                     (EndlessStream(data), None, len(data), False)):
+        parts = codec.damaged_parts(io.BufferedReader(stream))
+        assert stream.read_bytes <= read_at_most + TRAILING_STREAM_BYTES + SPOOL_BLOCK_BYTES, stream.read_bytes
+        unread = {"unread_after": TRAILING_STREAM_BYTES, "framing_lost": framing_lost}
+        assert parts == (codec.damaged_parts(path) if path else []) + [unread]
+        out = codec.decode_audio(EndlessStream(stream.data), salvage=True)[0]
+        np.testing.assert_array_equal(out, codec.decode_audio(path, salvage=True)[0] if path else whole)
     env = {"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)}
     by_path = cli("decode", source, tmp_path / "by_path.wav", "--salvage", env=env, text=True)
     assert by_path.returncode == 0, by_path.stderr
-    piped = cli("decode", "-", "-", "--salvage", "--format", "wav", input=damaged, env=env)
-    assert piped.returncode == 0, piped.stderr.decode()
-    assert piped.stdout == (tmp_path / "by_path.wav").read_bytes() and piped.stderr.decode() == by_path.stderr
     assert by_path.stderr == ("vqcodec: warning: 3 of 8 chunks are damaged or missing, decoded as silence: "
                               "1.250-2.000 s\n")
-    expected = codec.decode_audio(source, salvage=True)[0]
-    np.testing.assert_array_equal(codec.decode_audio(io.BytesIO(damaged), salvage=True)[0], expected)
-    assert codec.damaged_parts(io.BytesIO(damaged)) == codec.damaged_parts(source)
-    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: 1 << 20)
-    with pytest.raises(VQCodecError, match=r"^the .vq stream takes over 0.0 GB, more than the memory this process may "
-                                           r"use \(0.0 GB\); a .vq file is read into memory whole$"):
-        codec.decode_audio(io.BytesIO(damaged), salvage=True)
+    piped = cli("decode", "-", "-", "--salvage", "--format", "wav", input=framed + bytes(2 << 20), env=env)
+    assert piped.returncode == 0, piped.stderr.decode()
+    assert piped.stdout == (tmp_path / "by_path.wav").read_bytes()
+    assert piped.stderr.decode() == (by_path.stderr[:-1] + "; the stream goes on for more than 1 MiB past where its "
+                                     "chunks lose their framing, not read\n")
 
 
 def test_a_stream_refused_where_its_framing_is_lost_gives_the_salvage_hint(cli, audio_file, tiny_model_path):

@@ -1212,6 +1212,9 @@ def _warn_damage(damaged: list[dict], header, path=None) -> None:
         if count else []
     warnings += [f"{plural(d['trailing_bytes'], 'unexpected byte')} after the last chunk, ignored"
                  for d in damaged if "trailing_bytes" in d]
+    warnings += [f"the stream goes on for more than {d['unread_after'] >> 20} MiB past "
+                 f"{'where its chunks lose their framing' if d['framing_lost'] else 'its last chunk'}, not read"
+                 for d in damaged if "unread_after" in d]
     click.echo(f"vqcodec: warning: {f'{path}: ' if path else ''}{'; '.join(warnings)}", err=True)
 
 

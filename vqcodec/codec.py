@@ -31,7 +31,8 @@ from . import ratecontrol
 from .codekind import kind_of, kinded
 from .devices import resolve_device
 from .errors import ClippingWarning, VQCodecError, caller_stacklevel
-from .fileinfo import FileInfo, alpha_plane, colour_mode, read_info, vq_bytes  # noqa: F401  (FileInfo, read_info: API)
+from .fileinfo import (TRAILING_STREAM_BYTES, FileInfo, UnendedStream, alpha_plane, colour_mode,  # noqa: F401
+                       read_info, vq_bytes)  # (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named,
                  audio_format_of, check_audio_output, check_destination, check_format_name, checked_flag,
                  copy_whole, image_to_planes, in_srgb, input_name, is_seekable, is_whole, load_pixels, mode_shown,
@@ -1813,7 +1814,9 @@ class Codec:
         fails or that do not decode, as {"chunk": the first, "count", "from", "to"} in seconds (audio) or
         pixel rows (images), and
         {"chunk", "alpha": True} for a damaged alpha plane, and {"trailing_bytes"} for bytes after the
-        last chunk (which salvage ignores). Empty for an intact file. The header must be intact: a file
+        last chunk (which salvage ignores), or for a stream that went on for more than TRAILING_STREAM_BYTES
+        after its last chunk (or where its framing is lost), {"unread_after": TRAILING_STREAM_BYTES,
+        "framing_lost"}: not read further (read_vq_stream), as salvage uses none of them. Empty for an intact file. The header must be intact: a file
         whose header is damaged raises, as in decoding. With `start` or `duration` (seconds, audio;
         refused for an image), only the runs that come within a millisecond of that part are sure to be
         listed (whole): the chunks far from it are not decoded."""
@@ -1879,7 +1882,9 @@ class Codec:
             except VQCodecError:
                 report.append({"chunk": header.chunk_count, "alpha": True})
         trailing = vqformat.trailing_bytes(data, header)
-        if trailing:
+        if isinstance(data, UnendedStream):  # its trailing bytes are those read of more
+            report.append({"unread_after": TRAILING_STREAM_BYTES, "framing_lost": not trailing})
+        elif trailing:
             report.append({"trailing_bytes": trailing})
         return report
 

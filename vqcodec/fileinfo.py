@@ -11,8 +11,7 @@ import numpy as np
 from . import format as vqformat
 from . import memory
 from .errors import VQCodecError
-from .io import (ALPHA_MODES, IMAGE_MODE_NAMES, SPOOL_BLOCK_BYTES, checked_flag, is_regular_stream, read_ready,
-                 read_up_to)
+from .io import ALPHA_MODES, IMAGE_MODE_NAMES, checked_flag, is_regular_stream, read_ready, read_up_to
 from .memory import refuse_beyond
 from .wording import reason_of
 
@@ -23,7 +22,13 @@ STREAM = "the stream"  # how a read's error names a .vq stream
 
 class LostFraming(vqformat.FormatError):
     """A `.vq` stream whose chunk framing is lost with more than TRAILING_STREAM_BYTES after it: not read further
-    (read_vq_stream), though a stream to be salvaged is read whole."""
+    (read_vq_stream); a stream to be salvaged is read no further either, and is salvaged (UnendedStream)."""
+
+
+class UnendedStream(bytes):
+    """The bytes of a `.vq` stream read to be salvaged: its chunks, as far as their framing goes, and the
+    TRAILING_STREAM_BYTES after them, of a stream that went on past those, unread (salvage uses no byte after the
+    framing ends: Codec.damaged_parts says it went on)."""
 
 
 @dataclass
@@ -70,8 +75,10 @@ class FileInfo:
 
 
 def vq_bytes(data, salvage: bool = False) -> bytes:
-    """`.vq` file contents from bytes, a path or a binary stream (read_vq_stream, which `salvage` reads to its
-    end: other input is refused from its first bytes)."""
+    """`.vq` file contents from bytes, a path or a binary stream (read_vq_stream, which does not refuse a stream to
+    be salvaged for going on past its chunks: other input is refused from its first bytes)."""
+    if isinstance(data, UnendedStream):
+        return data
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
     if hasattr(data, "read"):
@@ -104,7 +111,7 @@ def read_vq_stream(stream, salvage: bool = False) -> bytes:
     or a stream that does not end) is read into memory. A regular file is read whole; any other
     stream (a pipe) as far as its header's chunks go, then at most TRAILING_STREAM_BYTES more, past
     which it is refused (`cat talk.vq /dev/zero` was read until memory ran out), or, to be salvaged
-    (`salvage`), whole as a file is, within the memory this process may use."""
+    (`salvage`), not read further (an UnendedStream)."""
     head = b""
     while len(head) < vqformat.HEADER_SIZE and (piece := _read_bytes(stream, vqformat.HEADER_SIZE - len(head))):
         head += piece
@@ -122,9 +129,10 @@ def read_vq_stream(stream, salvage: bool = False) -> bytes:
 
 def _read_framed(stream, header: vqformat.Header, head: bytes, salvage: bool) -> bytes:
     """The rest of a `.vq` stream after its header: its chunks, read by their framing, and what follows them up
-    to TRAILING_STREAM_BYTES (which parse_file refuses), or all of it with `salvage`, as a file's path is read. A
-    chunk of no bytes, which no file holds, ends the framing as one of too many does: a header announcing millions
-    of chunks, then zeros (`cat /dev/zero`), was read 8 bytes a chunk."""
+    to TRAILING_STREAM_BYTES (which parse_file refuses, and salvage ignores); more is refused, or with `salvage`
+    left unread (an UnendedStream). A chunk of no bytes, which no file holds, ends the framing as one of too many
+    does (frames_a_chunk): a header announcing millions of chunks, then zeros (`cat /dev/zero`), was read 8 bytes
+    a chunk."""
     data, bound = bytearray(head), memory.memory_bound()
     lost = None  # the chunk whose framing is lost, and its length, where one is
     for index in range(header.chunk_count + (1 if header.flags & vqformat.FLAG_ALPHA else 0)):
@@ -141,12 +149,9 @@ def _read_framed(stream, header: vqformat.Header, head: bytes, salvage: bool) ->
         if len(payload) < length:
             return bytes(data)
         refuse_beyond(len(data), bound, "the .vq stream takes over", WHOLE)
-    if salvage:
-        while block := _read_bytes(stream, SPOOL_BLOCK_BYTES):
-            data += block
-            refuse_beyond(len(data), bound, "the .vq stream takes over", WHOLE)
-        return bytes(data)
     rest = read_up_to(stream, TRAILING_STREAM_BYTES + 1, STREAM)
+    if len(rest) > TRAILING_STREAM_BYTES and salvage:
+        return UnendedStream(data + rest[:TRAILING_STREAM_BYTES])
     if len(rest) > TRAILING_STREAM_BYTES:
         found = (f"corrupted .vq file (chunk {lost[0]} claims {lost[1]} bytes), and" if lost else
                  "a .vq stream goes on past its last chunk:")
