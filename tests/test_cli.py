@@ -2700,6 +2700,23 @@ def test_stdout_on_the_input_file_is_refused_as_an_output_named_as_the_input_is(
         assert target.read_bytes() == before, args
 
 
+def test_info_refuses_stdout_on_its_input_file(encoded, tmp_path):
+    """`info - < x.vq >> x.vq` (and `info x.vq >> x.vq`) appended its text to the .vq file it read, status 0: the
+    check of an output on the input covered the commands writing files only."""
+    import subprocess
+
+    source = tmp_path / "talk.vq"
+    source.write_bytes((encoded / "out.vq").read_bytes())
+    for args, stdin in ((["info", "-"], source), (["info", str(source), "--json"], None)):
+        with open(stdin or os.devnull, "rb") as given, open(source, "ab") as taken:
+            result = subprocess.run([sys.executable, "-m", "vqcodec", *args], stdin=given, stdout=taken,
+                                    stderr=subprocess.PIPE, timeout=300)
+        named = "" if stdin else f" {source}"
+        assert result.returncode == 1 and result.stderr.decode() == (
+            f"vqcodec: error: stdout is the input file{named}: redirect it to another file\n"), args
+        assert source.read_bytes() == (encoded / "out.vq").read_bytes(), args
+
+
 def test_an_output_that_is_the_input_file_is_refused_even_with_force(encoded, cli, tiny_model_path, tmp_path):
     """`decode x.vq x.vq --force --format wav` replaced the .vq file with its own decoding, and through a
     link or a second hard link the same; encode, codes and pack alike."""

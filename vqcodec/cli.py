@@ -316,14 +316,20 @@ def _refuse_output_file(path: str, force: bool, input_path: str) -> None:
     """Refuse a single file's output before the work, as writing it would: the input file itself (even
     with --force, which replaced the file read with what was made of it; stdout or stdin on it too), an existing
     file without --force, or one in a folder that is not there or is a file (found after all the coding, before)."""
+    _refuse_output_on_input(path, input_path)
+    _refuse_existing_output(path, force)
+    if path != "-":
+        _refuse_missing_folder_of(path)
+
+
+def _refuse_output_on_input(path: str, input_path: str) -> None:
+    """Refuse an output (`-`: stdout, info's text too) that is the input file (`-`: stdin), by name, link or hard link,
+    or by the shell's redirection."""
     if _same_file("/dev/stdout" if path == "-" else path, "/dev/stdin" if input_path == "-" else input_path):
         if path == "-":  # `< x.wav 1<> x.wav` wrote over the input's start, `>> x.wav` after its end
             raise VQCodecError(f"stdout is the input file{'' if input_path == '-' else ' ' + input_path}: redirect it "
                                "to another file")
         raise VQCodecError(f"{path} is the input file: give the output another name")
-    _refuse_existing_output(path, force)
-    if path != "-":
-        _refuse_missing_folder_of(path)
 
 
 def _same_file(path: str, other: str) -> bool:
@@ -1274,6 +1280,7 @@ def info(input_path, as_json, verbose, model_option):
     from .fileinfo import read_info
     from .registry import model_of_file, other_prior_model
 
+    _refuse_output_on_input("-", input_path)  # `info - < x.vq >> x.vq` appended its text to the file
     data = _read_vq_input(input_path)
     _refuse_closed_stdout()
     with_payload = verbose and as_json  # "payload" is null where damage leaves no table
