@@ -1606,6 +1606,28 @@ def test_a_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec):
         codec.encode_audio_file(Failing(b""), 2)
 
 
+def test_a_vq_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec, small_vq, tmp_path):
+    """A read error of a .vq stream, at its header or midway through its chunks, came out as the bare OSError
+    (with its traceback), where media's is 'cannot read the stream: Input/output error'; a stream open for writing
+    only, as io.UnsupportedOperation: 'read'."""
+    class Failing(_Pipe):
+        def readinto(self, buffer):
+            if self.data.tell() >= self.fails_at:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            return super().readinto(buffer)
+
+    for fails_at in (0, vqformat.HEADER_SIZE + 4):
+        for call in (read_info, codec.decode_audio, codec.read_codes, codec.damaged_parts, lambda s: codec.recode(s, 1),
+                     lambda s: codec.decode_audio(s, salvage=True)):
+            stream = Failing(small_vq)
+            stream.fails_at = fails_at
+            with pytest.raises(VQCodecError, match=r"^cannot read the stream: Input/output error$"):
+                call(stream)
+    with open(tmp_path / "a.vq", "wb") as written, pytest.raises(VQCodecError, match=r"^cannot read the stream: it is not "
+                                                                                   r"open for reading$"):
+        read_info(written)  # was 'cannot read the stream: read'
+
+
 def test_a_part_of_an_image_file_asked_for_as_audio_is_refused_in_one_line(codec):
     """decode_audio and decode_audio_file with start= or duration= of an image's .vq file raised a bare
     ZeroDivisionError, measuring the part against the sample rate an image's header does not have."""

@@ -84,7 +84,12 @@ def vq_bytes(data, salvage: bool = False) -> bytes:
     if hasattr(data, "read"):
         if isinstance(data, io.TextIOBase):  # read, its bytes would be decoded as text (UnicodeDecodeError)
             raise VQCodecError("a .vq file is read from a binary stream, not a text one (open the file with 'rb')")
-        return read_vq_stream(data, salvage)
+        try:
+            return read_vq_stream(data, salvage)
+        except io.UnsupportedOperation:  # its read's words: 'read'
+            raise VQCodecError(f"cannot read {STREAM}: it is not open for reading") from None
+        except OSError as exc:  # a read that fails midway (EIO)
+            raise VQCodecError(f"cannot read {STREAM}: {reason_of(exc)}") from None
     if not isinstance(data, (str, Path)):
         raise VQCodecError(f"a .vq file is given as bytes, a path or a binary stream, not a {type(data).__name__}")
     if data == "":  # Path("") is the current folder
