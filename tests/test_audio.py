@@ -1628,6 +1628,22 @@ def test_a_vq_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec
         read_info(written)  # was 'cannot read the stream: read'
 
 
+def test_a_stream_whose_read_gives_more_than_asked_is_refused(codec, small_vq, signal):
+    """A .vq stream whose read(56) gave more than 56 bytes raised an UnboundLocalError ('header') from read_vq_stream,
+    and past the header its chunks were walked from the wrong place. Media, copied whole, are taken as given."""
+    class Generous(_Pipe):
+        def read(self, size=-1):
+            return self.data.read(-1 if size < 0 else 2 * size)
+
+    for call in (read_info, codec.decode_audio, codec.read_codes, codec.damaged_parts, lambda s: codec.recode(s, 1)):
+        with pytest.raises(VQCodecError, match=r"^cannot read the stream: its read\(56\) gave 65 bytes, more than "
+                                               r"asked for$"):
+            call(Generous(small_vq))
+    buffer = io.BytesIO()
+    soundfile.write(buffer, signal(1, 1600, 16000).T, 16000, format="WAV")
+    assert codec.encode_audio_file(Generous(buffer.getvalue()), 2) == codec.encode(buffer.getvalue(), 2)
+
+
 def test_a_part_of_an_image_file_asked_for_as_audio_is_refused_in_one_line(codec):
     """decode_audio and decode_audio_file with start= or duration= of an image's .vq file raised a bare
     ZeroDivisionError, measuring the part against the sample rate an image's header does not have."""

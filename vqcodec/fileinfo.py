@@ -11,7 +11,7 @@ import numpy as np
 from . import format as vqformat
 from . import memory
 from .errors import VQCodecError
-from .io import ALPHA_MODES, IMAGE_MODE_NAMES, checked_flag, is_regular_stream, read_ready, read_up_to
+from .io import ALPHA_MODES, IMAGE_MODE_NAMES, checked_flag, is_regular_stream, read_at_most, read_up_to
 from .memory import refuse_beyond
 from .wording import reason_of
 
@@ -168,7 +168,7 @@ def _read_framed(stream, header: vqformat.Header, head: bytes, salvage: bool) ->
 
 
 def _read_bytes(stream, size: int = -1) -> bytes:
-    piece = read_ready(stream, size, STREAM)
+    piece = read_at_most(stream, size, STREAM)
     if not isinstance(piece, bytes):
         raise VQCodecError("a .vq file is read from a binary stream, not a text one (open the file with 'rb')")
     return piece

@@ -167,11 +167,20 @@ def read_ready(stream, size: int, name: str) -> bytes:
     return block
 
 
+def read_at_most(stream, size: int, name: str) -> bytes:
+    """read_ready's `size` bytes or fewer, refused where the stream gives more: what follows them would be read from
+    the wrong place (a .vq stream's chunks)."""
+    block = read_ready(stream, size, name)
+    if 0 <= size < len(block):
+        raise VQCodecError(f"cannot read {name}: its read({size}) gave {len(block)} bytes, more than asked for")
+    return block
+
+
 def read_up_to(stream, size: int, name: str) -> bytes:
     """`size` bytes of a stream, fewer only where it ends, read a block at a time (a header may claim hundreds of
     MiB that never come); `name` as for read_ready."""
     pieces, got = [], 0
-    while got < size and (piece := read_ready(stream, min(size - got, SPOOL_BLOCK_BYTES), name)):
+    while got < size and (piece := read_at_most(stream, min(size - got, SPOOL_BLOCK_BYTES), name)):
         pieces.append(piece)
         got += len(piece)
     return b"".join(pieces)
