@@ -1644,6 +1644,27 @@ def test_a_stream_whose_read_gives_more_than_asked_is_refused(codec, small_vq, s
     assert codec.encode_audio_file(Generous(buffer.getvalue()), 2) == codec.encode(buffer.getvalue(), 2)
 
 
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+def test_a_vq_stream_whose_read_gives_bytes_like_objects_is_read(codec, small_vq, tmp_path, kind):
+    """A binary stream whose read gives a bytearray or memoryview was refused as 'read from a binary stream, not a
+    text one'."""
+    class BytesLike(_Pipe):
+        def read(self, size=-1):
+            return kind(self.data.read(size))
+
+    path = tmp_path / "a.vq"
+    path.write_bytes(small_vq)
+    assert read_info(BytesLike(small_vq)) == read_info(small_vq)
+    np.testing.assert_array_equal(codec.decode_audio(BytesLike(small_vq))[0], codec.decode_audio(small_vq)[0])
+    assert codec.recode(BytesLike(small_vq), 1) == codec.recode(small_vq, 1)
+    with open(path, "rb") as regular:  # a regular file's stream is read whole, in one read
+        class RegularBytesLike(io.BufferedReader):
+            def read(self, size=-1):
+                return kind(super().read(size))
+
+        assert read_info(RegularBytesLike(regular.raw)) == read_info(small_vq)
+
+
 def test_a_part_of_an_image_file_asked_for_as_audio_is_refused_in_one_line(codec):
     """decode_audio and decode_audio_file with start= or duration= of an image's .vq file raised a bare
     ZeroDivisionError, measuring the part against the sample rate an image's header does not have."""

@@ -169,6 +169,8 @@ def _read_framed(stream, header: vqformat.Header, head: bytes, salvage: bool) ->
 
 def _read_bytes(stream, size: int = -1) -> bytes:
     piece = read_at_most(stream, size, STREAM)
+    if isinstance(piece, (bytearray, memoryview)):  # bytes-like, as a binary stream may give
+        return bytes(piece)
     if not isinstance(piece, bytes):
         raise VQCodecError("a .vq file is read from a binary stream, not a text one (open the file with 'rb')")
     return piece
