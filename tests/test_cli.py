@@ -308,6 +308,26 @@ def test_commands_that_need_no_network_start_without_torch(encoded, tiny_model_p
     assert result.returncode == 0, result.stderr.decode()
 
 
+REFUSED_WITHOUT_TORCH = """
+import sys
+from vqcodec.cli import run
+assert run(sys.argv[1:]) == 1
+assert "torch" not in sys.modules, "torch was imported"
+"""
+
+
+@pytest.mark.parametrize("command", ["decode", "codes"])
+def test_input_refused_from_its_first_bytes_is_refused_before_torch_is_imported(tmp_path, command):
+    """`vqcodec decode - out.wav < /dev/zero` (and codes) imported torch, 4 s, before it refused the input from its
+    first bytes, which info and encode refuse in half a second."""
+    output = tmp_path / ("out.wav" if command == "decode" else "out.npy")
+    result = run_python("-c", REFUSED_WITHOUT_TORCH, command, "-", output, input=bytes(1 << 16))
+    result.stderr = result.stderr.decode()
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("vqcodec: error: ") and len(result.stderr.splitlines()) == 1, result.stderr
+    assert not output.exists()
+
+
 def test_info_with_a_model_checks_that_it_decodes_the_file(encoded, cli, tiny_model_path, other_model_path):
     result = cli("info", encoded / "out.vq", "-m", tiny_model_path)
     assert result.returncode == 0, result.stderr.decode()

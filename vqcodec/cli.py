@@ -1052,7 +1052,6 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
       vqcodec decode talk.vq talk16k.wav --rate 16000   # at another sample rate
       vqcodec decode my_recordings_vq/ decoded/ --format flac   # a whole folder
     """
-    from .codec import Codec
     from .fileinfo import LostFraming
 
     _use_threads(threads)
@@ -1095,6 +1094,8 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
             check_output_of(image_format, header, data)
     except VQCodecError as exc:
         raise VQCodecError(f"{'stdout' if output_path == '-' else output_path}: {exc}") from None
+    from .codec import Codec  # imports torch: after input refused from its header (`< /dev/zero`), without it
+
     codec = Codec.load(_model_of_file(model, data), device=device)
     codec.progress = _terminal_progress()
     if salvage:
@@ -1402,7 +1403,6 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
       vqcodec codes my_vq_files/ my_tokens/              # the codes of every .vq file
       vqcodec codes my_photos/ photo_tokens/ -q 12 --force
     """
-    from .codec import Codec
     from .devices import resolve_device
     from .fileinfo import read_vq_stream
     from .folders import warn_of_level
@@ -1430,6 +1430,8 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
             _refuse_media_options_for_vq(quality, kind, depth_weight)
             stream.seek(0)
             data = read_vq_stream(stream)
+            from .codec import Codec  # imports torch: after input refused from its first bytes, without it
+
             codec = Codec.load(_model_of_file(model, data), device=resolve_device(device))
             _write_output(output_path, file_codes_writer(codec, data), force)
             header = vqformat.parse_header(data)
