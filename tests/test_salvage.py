@@ -6,8 +6,10 @@ whose header is intact decodes around the chunks that fail: those come out silen
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import struct
 
 import numpy as np
@@ -271,6 +273,29 @@ def test_salvage_of_a_stream_that_does_not_end_reads_1_mib_past_its_chunks(cli, 
     assert piped.stdout == (tmp_path / "by_path.wav").read_bytes()
     assert piped.stderr.decode() == (by_path.stderr[:-1] + "; the stream goes on for more than 1 MiB past where its "
                                      "chunks lose their framing, not read\n")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_a_fifo_path_to_salvage_is_read_as_a_stream_to_salvage_is(codec, audio_file, tmp_path):
+    """The path of a FIFO (or /dev/stdin) given with salvage=True was read as one not to be salvaged: with its framing
+    lost and more than 1 MiB after that, it was refused, 'corrupted .vq file (chunk 5 claims 0 bytes), and more than
+    1 MiB follows it', where the same bytes from a stream were salvaged."""
+    import threading
+
+    data, _ = audio_file
+    damaged = with_framing_lost(data, 5, 2 << 20)
+    fifo = tmp_path / "damaged.vq"
+    os.mkfifo(fifo)
+
+    def feed():
+        with contextlib.suppress(BrokenPipeError), open(fifo, "wb") as writer:
+            writer.write(damaged)  # the reader stops 1 MiB past the lost framing
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    out = codec.decode_audio(fifo, salvage=True)[0]
+    feeder.join(timeout=30)
+    np.testing.assert_array_equal(out, codec.decode_audio(damaged, salvage=True)[0])
 
 
 def test_a_stream_refused_where_its_framing_is_lost_gives_the_salvage_hint(cli, audio_file, tiny_model_path):

@@ -95,7 +95,7 @@ def vq_bytes(data, salvage: bool = False) -> bytes:
     if data == "":  # Path("") is the current folder
         raise VQCodecError("the path of the .vq file is empty")
     try:
-        return read_vq_file(data)
+        return read_vq_file(data, salvage)
     except IsADirectoryError:
         raise VQCodecError(f"{data}: is a directory") from None
     except OSError as exc:
@@ -104,10 +104,11 @@ def vq_bytes(data, salvage: bool = False) -> bytes:
         raise VQCodecError(f"cannot read {data!r:.60}: {exc}") from None
 
 
-def read_vq_file(path: str | Path) -> bytes:
-    """The bytes of the `.vq` file at `path`, as read_vq_stream reads them; an OSError is the caller's to word."""
+def read_vq_file(path: str | Path, salvage: bool = False) -> bytes:
+    """The bytes of the `.vq` file at `path` (a FIFO's too), as read_vq_stream reads them; an OSError is the caller's
+    to word."""
     with open(path, "rb") as stream:
-        return read_vq_stream(stream)
+        return read_vq_stream(stream, salvage)
 
 
 def read_vq_stream(stream, salvage: bool = False) -> bytes:
