@@ -1805,6 +1805,10 @@ def test_a_vq_file_given_as_media_is_refused_as_one(codec, small_vq, tmp_path):
     with pytest.raises(VQCodecError, match="is a .vq file"):
         codec.encode(stream)
     assert stream.tell() == 4
+    for call in (codec.encode, codec.media_to_codes):  # a stream that cannot seek: 'Format not recognised'
+        with pytest.raises(VQCodecError) as refused:
+            call(_Pipe(small_vq))
+        assert str(refused.value).startswith(f"the input {hint}")
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")

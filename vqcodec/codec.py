@@ -779,6 +779,9 @@ class Codec:
             media = io.BytesIO(media)
         elif isinstance(media, (str, Path)) and os.path.isfile(media) and not os.path.getsize(media):
             raise VQCodecError(f"{media}: file is empty")
+        if self.kind == "audio" and hasattr(media, "read") and not is_seekable(media):  # copied, as
+            with spooled_stream(media) as copy:  # encode_audio_file would, to be looked at first (_is_vq_file)
+                return self._encode_media(copy, quality, sample_rate, max_rate, warn)
         if not is_image and _is_vq_file(media):  # "Format not recognised", said soundfile
             name = input_name(media)
             raise VQCodecError(f"{name if isinstance(name, (str, Path)) else 'the input'} is a .vq file, not media: "
