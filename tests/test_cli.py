@@ -2720,6 +2720,20 @@ def test_stdout_on_the_input_file_is_refused_as_an_output_named_as_the_input_is(
         assert target.read_bytes() == before, args
 
 
+def test_eval_refuses_stdout_on_its_input_file(encoded, tiny_model_path, tmp_path):
+    """`eval MODEL talk.wav >> talk.wav` appended its table to the recording it measured, status 0."""
+    import subprocess
+
+    audio = tmp_path / "talk.wav"
+    audio.write_bytes((encoded / "in.wav").read_bytes())
+    with open(audio, "ab") as taken:
+        result = subprocess.run([sys.executable, "-m", "vqcodec", "eval", str(tiny_model_path), str(audio), "-q", "1"],
+                                stdin=subprocess.DEVNULL, stdout=taken, stderr=subprocess.PIPE, timeout=300)
+    assert result.returncode == 1 and result.stderr.decode() == (
+        f"vqcodec: error: stdout is the input file {audio}: redirect it to another file\n")
+    assert audio.read_bytes() == (encoded / "in.wav").read_bytes()
+
+
 def test_info_refuses_stdout_on_its_input_file(encoded, tmp_path):
     """`info - < x.vq >> x.vq` (and `info x.vq >> x.vq`) appended its text to the .vq file it read, status 0: the
     check of an output on the input covered the commands writing files only."""

@@ -1981,6 +1981,8 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     from .io import media_kind_of
 
     _refuse_closed_stdout()
+    if data_dir != "-":  # `eval speech16k talk.wav >> talk.wav` appended its table to the recording
+        _refuse_output_on_input("-", data_dir)
     _use_threads(threads)
     codec = Codec.load(model, device=resolve_device(device))
     _refuse_weights_when_fixed_width(codec, None, depth_weight)
