@@ -1665,6 +1665,26 @@ def test_a_vq_stream_whose_read_gives_bytes_like_objects_is_read(codec, small_vq
         assert read_info(RegularBytesLike(regular.raw)) == read_info(small_vq)
 
 
+def test_a_vq_stream_whose_read_gives_other_than_bytes_past_its_header_is_refused_in_one_line(codec, small_vq):
+    """A stream that gave bytes for the header, then str (or a list) for the chunks, raised a TypeError from joining
+    them (read_up_to); its header's str was refused as 'a .vq file is read from a binary stream, not a text one', and a
+    list as the same."""
+    class Turning(_Pipe):
+        def __init__(self, data, kind):
+            super().__init__(data)
+            self.kind = kind
+
+        def read(self, size=-1):
+            piece = self.data.read(size)
+            return piece if self.data.tell() <= vqformat.HEADER_SIZE else self.kind(piece)
+
+    for kind, named in ((lambda piece: piece.decode("latin-1"), "str"), (list, "list")):
+        for call in (read_info, codec.decode_audio, lambda s: codec.decode_audio(s, salvage=True)):
+            with pytest.raises(VQCodecError, match=rf"^cannot read the stream: its read gives {named}, not bytes \(a "
+                                                   r"binary stream's, opened with 'rb'\)$"):
+                call(Turning(small_vq, kind))
+
+
 def test_a_part_of_an_image_file_asked_for_as_audio_is_refused_in_one_line(codec):
     """decode_audio and decode_audio_file with start= or duration= of an image's .vq file raised a bare
     ZeroDivisionError, measuring the part against the sample rate an image's header does not have."""

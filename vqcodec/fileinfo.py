@@ -119,7 +119,8 @@ def read_vq_stream(stream, salvage: bool = False) -> bytes:
     which it is refused (`cat talk.vq /dev/zero` was read until memory ran out), or, to be salvaged
     (`salvage`), not read further (an UnendedStream)."""
     head = b""
-    while len(head) < vqformat.HEADER_SIZE and (piece := _read_bytes(stream, vqformat.HEADER_SIZE - len(head))):
+    while len(head) < vqformat.HEADER_SIZE and (piece := read_at_most(stream, vqformat.HEADER_SIZE - len(head),
+                                                                      STREAM)):
         head += piece
     if head and (not head.startswith(vqformat.MAGIC) or len(head) == vqformat.HEADER_SIZE):
         header = vqformat.parse_header(head)
@@ -129,7 +130,7 @@ def read_vq_stream(stream, salvage: bool = False) -> bytes:
         stream.seek(-len(head), os.SEEK_CUR)
         refuse_beyond(os.fstat(stream.fileno()).st_size - stream.tell(), memory.memory_bound(), "the .vq file takes",
                       WHOLE)
-        return _read_bytes(stream)
+        return read_at_most(stream, -1, STREAM)
     return _read_framed(stream, header, head, salvage)
 
 
@@ -166,15 +167,6 @@ def _read_framed(stream, header: vqformat.Header, head: bytes, salvage: bool) ->
                       "(is it one .vq file?)")
     data += rest
     return bytes(data)
-
-
-def _read_bytes(stream, size: int = -1) -> bytes:
-    piece = read_at_most(stream, size, STREAM)
-    if isinstance(piece, (bytearray, memoryview)):  # bytes-like, as a binary stream may give
-        return bytes(piece)
-    if not isinstance(piece, bytes):
-        raise VQCodecError("a .vq file is read from a binary stream, not a text one (open the file with 'rb')")
-    return piece
 
 
 def colour_mode(header: vqformat.Header) -> str:

@@ -168,9 +168,15 @@ def read_ready(stream, size: int, name: str) -> bytes:
 
 
 def read_at_most(stream, size: int, name: str) -> bytes:
-    """read_ready's `size` bytes or fewer, refused where the stream gives more: what follows them would be read from
-    the wrong place (a .vq stream's chunks)."""
+    """read_ready's `size` bytes or fewer (all, for -1), as bytes (a bytearray or memoryview given is copied), refused
+    where the stream gives more (what follows them would be read from the wrong place: a .vq stream's chunks) or
+    something that is not bytes."""
     block = read_ready(stream, size, name)
+    if isinstance(block, (bytearray, memoryview)):
+        block = bytes(block)
+    if not isinstance(block, bytes):
+        raise VQCodecError(f"cannot read {name}: its read gives {type(block).__name__}, not bytes (a binary stream's, "
+                           "opened with 'rb')")
     if 0 <= size < len(block):
         raise VQCodecError(f"cannot read {name}: its read({size}) gave {len(block)} bytes, more than asked for")
     return block
