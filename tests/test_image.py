@@ -3386,6 +3386,15 @@ def test_an_image_stream_that_cannot_seek_is_copied_up_to_a_bound_not_read_into_
     assert endless.read_bytes <= (16 << 10) + vqcodec.io.SPOOL_BLOCK_BYTES
 
 
+def test_a_vq_file_given_as_a_stream_that_cannot_seek_is_refused_as_one(codec):
+    """Given to an image codec's encode or media_to_codes through a pipe or socket, a .vq file was refused as 'cannot
+    read image from the stream: not an image format Pillow reads', where from a path or BytesIO it is named."""
+    data = codec.encode(make_image("RGB", 10, 9, seed=3), 2)
+    for call in (codec.encode, codec.media_to_codes):
+        with pytest.raises(VQCodecError, match=r"^the input is a .vq file, not media: Codec.recode makes it smaller"):
+            call(_GeneratedStream(iter([data[:20], data[20:]])))
+
+
 @pytest.mark.parametrize("bug", [NameError("name '_check_png' is not defined"), AttributeError("'NoneType' object "
                                  "has no attribute 'tell'"), TypeError("unsupported operand")])
 def test_open_image_refuses_a_bad_file_and_lets_a_bug_of_its_own_out(monkeypatch, tmp_path, bug):

@@ -779,8 +779,8 @@ class Codec:
             media = io.BytesIO(media)
         elif isinstance(media, (str, Path)) and os.path.isfile(media) and not os.path.getsize(media):
             raise VQCodecError(f"{media}: file is empty")
-        if self.kind == "audio" and hasattr(media, "read") and not is_seekable(media):  # copied, as
-            with spooled_stream(media) as copy:  # encode_audio_file would, to be looked at first (_is_vq_file)
+        if hasattr(media, "read") and not is_seekable(media):  # copied, as encode_audio_file and open_image would,
+            with spooled_stream(media) as copy:  # to be looked at first (_is_vq_file)
                 return self._encode_media(copy, quality, sample_rate, max_rate, warn)
         if not is_image and _is_vq_file(media):  # "Format not recognised", said soundfile
             name = input_name(media)
