@@ -220,10 +220,10 @@ def _spool_room():
 
 def _read_vq_input(path: str, salvage: bool = False, missing: str = "no such file") -> bytes:
     """The bytes of a `.vq` input file or stdin (read_vq_stream, not refused for going on past its chunks with
-    `salvage`). Input whose first bytes are
-    not a header that parse_header accepts is refused from them, as parsing it would refuse it, before the rest (a
-    recording given to decode, gigabytes maybe, or a stream that does not end) is read into memory. `missing` says
-    what is not there: FILE_OR_FOLDER_MISSING for a command that takes a folder too."""
+    `salvage`). Input whose first bytes are not a header that parse_header accepts is refused from them, as parsing it
+    would refuse it, before the rest (a recording given to decode, gigabytes maybe, or a stream that does not end) is
+    read into memory. `missing` says what is not there: FILE_OR_FOLDER_MISSING for a command that takes a folder
+    too."""
     from .fileinfo import read_vq_stream
 
     try:
