@@ -1623,8 +1623,8 @@ def test_a_vq_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec
             stream.fails_at = fails_at
             with pytest.raises(VQCodecError, match=r"^cannot read the stream: Input/output error$"):
                 call(stream)
-    with open(tmp_path / "a.vq", "wb") as written, pytest.raises(VQCodecError, match=r"^cannot read the stream: it is not "
-                                                                                   r"open for reading$"):
+    refused = r"^cannot read the stream: it is not open for reading$"
+    with open(tmp_path / "a.vq", "wb") as written, pytest.raises(VQCodecError, match=refused):
         read_info(written)  # was 'cannot read the stream: read'
 
 

@@ -1819,10 +1819,10 @@ class Codec:
         {"chunk", "alpha": True} for a damaged alpha plane, and {"trailing_bytes"} for bytes after the
         last chunk (which salvage ignores), or for a stream that went on for more than TRAILING_STREAM_BYTES
         after its last chunk (or where its framing is lost), {"unread_after": TRAILING_STREAM_BYTES,
-        "framing_lost"}: not read further (read_vq_stream), as salvage uses none of them. Empty for an intact file. The header must be intact: a file
-        whose header is damaged raises, as in decoding. With `start` or `duration` (seconds, audio;
-        refused for an image), only the runs that come within a millisecond of that part are sure to be
-        listed (whole): the chunks far from it are not decoded."""
+        "framing_lost"}: not read further (read_vq_stream), as salvage uses none of them. Empty for an intact
+        file. The header must be intact: a file whose header is damaged raises, as in decoding. With `start`
+        or `duration` (seconds, audio; refused for an image), only the runs that come within a millisecond of
+        that part are sure to be listed (whole): the chunks far from it are not decoded."""
         data = vq_bytes(data, salvage=True)
         audio = vqformat.parse_header(data).kind == vqformat.KIND_AUDIO
         self._require("audio" if audio else "image")
