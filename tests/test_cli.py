@@ -24,8 +24,8 @@ import soundfile
 
 from vqcodec import format as vqformat
 
-from conftest import (Terminal, make_tiny_model, on_terminal, run_cli, run_python, shared_channel_file,  # noqa: E402
-                      terminal_moments, terminal_screen)
+from conftest import (GOLDEN, Terminal, make_tiny_model, on_terminal, run_cli, run_python,  # noqa: E402
+                      shared_channel_file, terminal_moments, terminal_screen)
 
 COMMANDS = ["encode", "decode", "info", "codes", "pack", "models", "train", "eval", "fit-prior"]
 
@@ -740,6 +740,33 @@ def test_a_model_file_that_cannot_be_read_is_named_once_in_the_systems_words(tin
     list_models(problems=problems)
     assert f"model {tmp_path / 'm.safetensors'} has an unreadable m.json (Is a directory)" in problems, problems
     assert _weights_problem(tmp_path / "m.json") == "unreadable weights (Is a directory)"
+
+
+@pytest.mark.parametrize("which", [".json", ".safetensors"])
+@pytest.mark.parametrize("how", ["fifo", "device"])
+def test_a_model_file_that_is_a_pipe_or_a_device_is_refused_not_read(cli, tiny_model_path, tmp_path, which, how):
+    """A NAME.json or NAME.safetensors that is a FIFO (whose read waited for a writer for ever: `models`, `-m` and
+    every command that looked through the path hung) or a device (a link to /dev/zero was read until memory ran
+    out; /dev/null here, which ends) is one line saying that it is not a regular file, before it is opened."""
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(tiny_model_path.with_suffix(suffix), tmp_path / f"m{suffix}")
+    odd = tmp_path / f"m{which}"
+    odd.unlink()
+    if how == "fifo":
+        os.mkfifo(odd)
+    else:
+        odd.symlink_to(os.devnull)
+    # a process of its own for a FIFO, which a timeout ends at once (a forked one stuck in its open held the server)
+    run = cli if how == "device" else lambda *args, **kwargs: run_python("-m", "vqcodec", *args, **kwargs)
+    result = run("info", GOLDEN / "golden_audio_fixed.vq", "-m", tmp_path / "m", timeout=30, text=True)
+    refused = f"{odd}: not a regular file (a pipe or a device)"
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == f"vqcodec: error: cannot read model {tmp_path / 'm.safetensors'}: {refused}\n"
+    if which == ".json":  # a FIFO or device as NAME.safetensors is no weights: the JSON's model is half a model
+        result = run("models", env={"VQCODEC_MODEL_PATH": str(tmp_path)}, timeout=30, text=True)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == (f"vqcodec: warning: model {tmp_path / 'm.safetensors'} has an unreadable m.json "
+                                 "(not a regular file (a pipe or a device)); not listed\n")
 
 
 def test_models_warns_of_a_broken_model_and_lists_the_others(cli, tiny_model_path, encoded, tmp_path, monkeypatch):

@@ -16,10 +16,10 @@ from safetensors.torch import load, load_file, save
 
 from .config import FORMAT_VERSION, config_from_dict, config_to_dict, parameter_count
 from .errors import VQCodecError
-from .wording import plural
+from .wording import plural, reason_of
 from .io import write_file, write_files
 from .models import VQVAE
-from .registry import find_model, meta_problem
+from .registry import find_model, meta_problem, read_model_json, regular_file_size
 
 # Training-only state that a shipped model does not need.
 _TRAINING_BUFFERS = ("ema_count", "ema_sum", "idle_steps", "initialized")
@@ -156,7 +156,8 @@ def attach_prior(path: Path, prior, out: Path | None = None) -> Path:
 
 def read_safetensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
     """The tensors of a .safetensors file; one whose path is not UTF-8 (which safetensors refuses) is read
-    through its bytes."""
+    through its bytes. Anything but a regular file (a FIFO, a device) is an OSError, before it is opened."""
+    regular_file_size(path)
     try:
         os.fsencode(path).decode("utf-8")
     except UnicodeDecodeError:
@@ -180,6 +181,8 @@ def _read_model_file(path: Path, read):
         return read()
     except FileNotFoundError as exc:
         raise VQCodecError(f"model file missing: {exc.filename}") from None
+    except OSError as exc:
+        raise VQCodecError(f"cannot read model {path}: {exc.filename or path}: {reason_of(exc)}") from None
     except Exception as exc:
         raise VQCodecError(f"cannot read model {path}: {exc}") from None
 
@@ -187,7 +190,7 @@ def _read_model_file(path: Path, read):
 def read_model_meta(path: Path) -> dict:
     """The NAME.json of the model whose weights are at `path`, checked (meta_problem), without its weights."""
     path = Path(path).with_suffix(".safetensors")
-    meta = _read_model_file(path, lambda: json.loads(path.with_suffix(".json").read_bytes()))
+    meta = _read_model_file(path, lambda: read_model_json(path.with_suffix(".json")))
     if not isinstance(meta, dict) or "model_id" not in meta or "config" not in meta:
         kind = "a training checkpoint (its model files are NAME.safetensors beside it)" \
             if isinstance(meta, dict) and "step" in meta else "not a model's files"

@@ -2,9 +2,11 @@
 in a checkout), the folders of $VQCODEC_MODEL_PATH before them, and which one wrote a `.vq` file."""
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
+import stat
 from pathlib import Path
 
 from . import format as vqformat
@@ -13,6 +15,28 @@ from .errors import VQCodecError
 from .wording import reason_of, setting, shown
 
 RETIRED_MODELS = "retired.json"  # in the shipped models' folder: earlier releases' models and where they are
+MAX_MODEL_JSON_BYTES = 1 << 24  # a NAME.json holds a config, ids and records: the shipped ones take 3 and 8 KB
+
+
+def regular_file_size(path: Path) -> int:
+    """The size of the file at `path` (a link followed), which must be a regular file: OSError for a FIFO, whose
+    read waits for a writer that may never come, or a device (/dev/zero), whose read never ends."""
+    info = os.stat(path)
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file (a pipe or a device)", str(path))
+    return info.st_size
+
+
+def read_model_json(path: Path):
+    """The JSON value of a model's NAME.json, read only from a regular file of at most MAX_MODEL_JSON_BYTES
+    (OSError, ValueError otherwise)."""
+    if regular_file_size(path) > MAX_MODEL_JSON_BYTES:
+        raise ValueError(f"{Path(path).name} takes more than {MAX_MODEL_JSON_BYTES >> 20} MiB, far more than a "
+                         "model's JSON holds")
+    with open(path, "rb") as stream:
+        return json.loads(stream.read(MAX_MODEL_JSON_BYTES + 1))
 
 
 def shipped_models_dir() -> Path:
@@ -209,7 +233,7 @@ def list_models(shadowed: bool = False, problems: list[str] | None = None) -> li
                 continue
             weights = meta_path.with_suffix(".safetensors").is_file()
             try:
-                meta = json.loads(meta_path.read_bytes())
+                meta = read_model_json(meta_path)
             except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
                 if not weights:
                     continue  # not a model's
@@ -288,7 +312,7 @@ def _with_prior(models: list[dict], prior_id: int | None) -> dict | None:
 def _valid_meta(path: Path) -> dict | None:
     """The NAME.json record of the model at `path`, where it is readable and valid (meta_problem); else None."""
     try:
-        meta = json.loads(path.with_suffix(".json").read_bytes())
+        meta = read_model_json(path.with_suffix(".json"))
     except (OSError, ValueError, RecursionError):
         return None
     if isinstance(meta, dict) and "model_id" in meta and "config" in meta and meta_problem(meta) is None:
