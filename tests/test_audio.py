@@ -985,6 +985,19 @@ def test_model_files_are_verified(tmp_path, tiny_model_path):
         Codec.load(str(tmp_path / "nowhere.safetensors"))
 
 
+def test_a_model_larger_than_the_memory_the_process_may_use_is_refused_before_it_is_read(tiny_model_path,
+                                                                                        monkeypatch):
+    """A model's weights, as read and as built in float32, are checked against memory.memory_bound before they are
+    allocated (they were read and built whatever the limit: past a cgroup's, the process was killed)."""
+    import vqcodec.modelfile
+
+    monkeypatch.setattr(vqcodec.modelfile, "memory_bound", lambda: 10_000, raising=False)  # the file: 26 KB
+    monkeypatch.setattr(vqcodec.modelfile, "read_safetensors", lambda path: pytest.fail("the weights were read"))
+    with pytest.raises(VQCodecError, match=re.escape(f"model {tiny_model_path} takes 0.0 GB, more than the memory "
+                                                     "this process may use (0.0 GB); load it where")):
+        Codec.load(str(tiny_model_path))
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda t, name: t.__setitem__(name, torch.zeros(t[name].numel() + 1)), "do not fit"),  # misshapen
     (lambda t, name: t.__setitem__(name, t[name].to(torch.int32)), "do not fit"),          # not floating point

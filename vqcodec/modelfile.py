@@ -18,6 +18,7 @@ from .config import FORMAT_VERSION, config_from_dict, config_to_dict, parameter_
 from .errors import VQCodecError
 from .wording import plural, reason_of
 from .io import write_file, write_files
+from .memory import memory_bound, refuse_beyond
 from .models import VQVAE
 from .registry import find_model, meta_problem, read_model_json, regular_file_size
 
@@ -210,12 +211,22 @@ def read_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """Read NAME.json and NAME.safetensors and check that the weights match the recorded id."""
     path = Path(path).with_suffix(".safetensors")
     meta = read_model_meta(path)
+    _refuse_beyond_memory(path, meta)
     tensors = _read_model_file(path, lambda: read_safetensors(path))
     network = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
     if compute_model_id(meta["config"], network) != meta.get("model_id"):
         raise VQCodecError(f"model {path} does not match its recorded id: the files are damaged or mismatched")
     meta["name"] = path.stem  # what finds it (a renamed copy's JSON still holds the old name)
     return meta, tensors
+
+
+def _refuse_beyond_memory(path: Path, meta: dict) -> None:
+    """Refuse a model whose weights as read (the file's bytes) and as built (float32 networks and codebooks) need
+    more than the memory this process may use, before either is allocated."""
+    config = config_from_dict(meta["config"])
+    built = parameter_count(config) + config.num_codebooks * config.codebook_size * config.latent_dim
+    size = _read_model_file(path, lambda: regular_file_size(path)) + 4 * built
+    refuse_beyond(size, memory_bound(), f"model {path} takes", "load it where the process may use more")
 
 
 def _tensor_form(tensor: torch.Tensor) -> str:
