@@ -1896,6 +1896,24 @@ def test_a_decoder_only_model_keeps_its_starting_priors_record(trained, data_dir
     assert json.loads((out / "tiny.json").read_text())["prior"] == summary
 
 
+@pytest.mark.parametrize("record", ["x", [1], {"id": 1066241440, "contexts": "abc"},
+                                    {"id": 1066241440, "contexts": [{"level": 0, "note": 1}, None, 3]}])
+def test_a_starting_models_prior_record_not_of_the_form_written_is_left_out(tmp_path, record):
+    """A decoder-only run keeps its starting model's prior and the record of its fit in NAME.json; a record of
+    another form (a string, contexts that are not objects) was read all the same: an AttributeError traceback."""
+    from conftest import GOLDEN
+    from vqcodec.train import _initial_prior
+
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(GOLDEN / f"golden_audio{suffix}", tmp_path / f"m{suffix}")
+    meta = json.loads((tmp_path / "m.json").read_text())
+    (tmp_path / "m.json").write_text(json.dumps({**meta, "prior": record}))
+    prior = _initial_prior(str(tmp_path / "m.safetensors"))
+    assert prior.prior_id == meta["prior"]["id"] == 1066241440
+    assert [level.info for level in prior.levels[:1]] == ([{"note": 1}] if isinstance(record, dict)
+                                                          and isinstance(record["contexts"], list) else [{}])
+
+
 def failing_json_writer(failure, only_with: str | None = None):
     """A stand-in for modelfile._json_writer whose writes of a JSON (that holds `only_with`) fail with `failure`:
     the weights' file is written, the JSON's is not."""

@@ -1428,10 +1428,13 @@ def _initial_prior(path: str | None):
         return None
     meta, tensors = read_model_files(Path(path))
     prior = CodePrior.from_tensors(tensors)
-    summary = meta.get("prior") or {}
-    if prior is not None and summary.get("id") == prior.prior_id:  # keep the fit's record (held-out bits, ...)
-        for level, described in zip(prior.levels, summary.get("contexts", [])):
-            level.info = {k: v for k, v in described.items() if k not in ("level", "sources", "classes", "table_rows")}
+    summary = meta.get("prior")  # a record only: one that is not of the form written is left out, not read
+    contexts = summary.get("contexts") if isinstance(summary, dict) else None
+    if prior is not None and isinstance(contexts, list) and summary.get("id") == prior.prior_id:
+        for level, described in zip(prior.levels, contexts):  # keep the fit's record (held-out bits, ...)
+            if isinstance(described, dict):
+                level.info = {k: v for k, v in described.items()
+                              if k not in ("level", "sources", "classes", "table_rows")}
     return prior
 
 
