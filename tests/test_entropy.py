@@ -158,9 +158,9 @@ def test_damaged_compressed_tables_are_refused(audio_prior, damage, monkeypatch)
         CodePrior.from_tensors(tensors)
 
 
-@pytest.mark.parametrize("damage", ["sum", "zero", "version", "map", "shape", "map dtype", "negative map",
-                                    "up on level 0", "no version", "codebook of 1", "codebook over the limit",
-                                    "no level", "257 levels"])
+@pytest.mark.parametrize("damage", ["sum", "zero", "version", "map", "shape", "map dtype", "table dtype",
+                                    "negative map", "up on level 0", "no version", "codebook of 1",
+                                    "codebook over the limit", "no level", "257 levels"])
 def test_damaged_prior_tensors_are_refused(audio_prior, damage):
     tensors = dict(audio_prior.to_tensors(compress=False))
     if damage == "sum":
@@ -181,6 +181,8 @@ def test_damaged_prior_tensors_are_refused(audio_prior, damage):
         tensors["prior.2.table"] = tensors["prior.2.table"][:, :-1]
     elif damage == "map dtype":
         tensors["prior.1.map.up"] = tensors["prior.1.map.up"].to(torch.int32)
+    elif damage == "table dtype":  # said 'table is misshapen: (4, 16) where its maps make (4, 16)'
+        tensors["prior.2.table"] = tensors["prior.2.table"].float()
     elif damage == "negative map":
         tensors["prior.1.map.up"] = tensors["prior.1.map.up"].clone()
         tensors["prior.1.map.up"][3] = -1
@@ -196,6 +198,7 @@ def test_damaged_prior_tensors_are_refused(audio_prior, damage):
         tensors["prior.version"] = torch.tensor([1, k, levels, 0], dtype=torch.int32)
     reason = {"sum": "do not sum", "zero": "do not sum", "version": "version 99 is not supported",
               "map": r"map \w+ misshapen", "shape": "table is misshapen", "map dtype": "map up is not int16",
+              "table dtype": r"^model prior is damaged: level 2 table is float32, not int16$",
               "negative map": "map up misshapen", "up on level 0": "level 0 cannot use the coarser level",
               "no version": "no version record"}.get(damage, "bad sizes")
     with pytest.raises(VQCodecError, match=reason):

@@ -233,7 +233,9 @@ def _stored_table(names: dict, index: int, rows: int, k: int, bad) -> np.ndarray
 
     plain, packed = names.get(f"prior.{index}.table"), names.get(f"prior.{index}.table_z")
     if plain is not None:
-        if plain.dtype != torch.int16 or tuple(plain.shape) != (rows, k):
+        if plain.dtype != torch.int16:
+            raise bad(f"level {index} table is {str(plain.dtype)[6:]}, not int16")
+        if tuple(plain.shape) != (rows, k):
             raise bad(f"level {index} table is misshapen: {tuple(plain.shape)} where its maps make ({rows}, {k})")
         return plain.numpy().view(np.uint16).copy()
     if packed is None or packed.dtype != torch.uint8 or packed.ndim != 1:
