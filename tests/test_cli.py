@@ -831,6 +831,23 @@ def test_a_copy_of_a_model_cut_short_on_the_path_does_not_stand_in_for_the_whole
     assert result.returncode == 0 and out.exists(), result.stderr
 
 
+@pytest.mark.parametrize("offset", ['"4"', "4.0", "true", "null"])
+def test_weights_whose_data_offsets_are_not_whole_numbers_are_unreadable(tiny_model_path, tmp_path, monkeypatch,
+                                                                         offset):
+    """A safetensors header whose data_offsets end is not a whole number: `vqcodec models` ended in a TypeError
+    traceback (adding it to the header's size), or said 'cut short (N bytes of 62.0)'."""
+    from vqcodec.registry import list_models
+
+    header = ('{"x": {"dtype": "F16", "shape": [2], "data_offsets": [0, %s]}}' % offset).encode()
+    (tmp_path / "m.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(4))
+    shutil.copy(tiny_model_path.with_suffix(".json"), tmp_path / "m.json")
+    monkeypatch.setenv("VQCODEC_MODEL_PATH", str(tmp_path))
+    problems = []
+    assert "m" not in [model["name"] for model in list_models(problems=problems)]
+    assert problems == [f"model {tmp_path / 'm.safetensors'} has unreadable weights (a tensor's data_offsets are not "
+                        "whole numbers)"]
+
+
 def test_models_names_an_unusable_model_as_what_shadows_the_next_of_its_name(cli, tiny_model_path, tmp_path):
     """A model left out for its problem still takes its name, and the next of that name was said to be
     'shadowed by the one above', which the listing did not hold."""

@@ -271,10 +271,13 @@ def _weights_problem(path: Path) -> str | None:
             if header_size > size - 8:
                 return f"weights cut short or in no safetensors file ({size} bytes, too few for their header)"
             header = json.loads(stream.read(header_size))
-        end = max((entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"), default=0)
+        ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
     except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:
         return f"unreadable weights ({reason_of(exc)})"
-    if not isinstance(end, int) or 8 + header_size + end > size:
+    if not all(isinstance(end, int) and not isinstance(end, bool) for end in ends):
+        return "unreadable weights (a tensor's data_offsets are not whole numbers)"
+    end = max(ends, default=0)
+    if 8 + header_size + end > size:
         return f"weights cut short ({size} bytes of {8 + header_size + end})"
     return None
 
