@@ -1046,6 +1046,24 @@ def test_a_model_name_with_one_of_its_files_missing_says_which(tiny_model_path, 
         find_model("nobody")
 
 
+@pytest.mark.parametrize("link", ["loop", "dangling"])
+def test_a_model_file_that_is_a_link_leading_nowhere_is_named_with_why(tiny_model_path, tmp_path, monkeypatch, link):
+    """A model's file that is a link to itself (or in a loop) or to a missing file was taken for no file at all:
+    'unknown model 'mine' (installed: ...)' by name, 'model file not found' by path, though the file is there."""
+    from vqcodec import VQCodecError
+    from vqcodec.registry import find_model
+
+    shutil.copy(tiny_model_path.with_suffix(".json"), tmp_path / "mine.json")
+    weights = tmp_path / "mine.safetensors"
+    weights.symlink_to(weights.name if link == "loop" else "gone.safetensors")
+    why = "Too many levels of symbolic links" if link == "loop" else "a link to a missing file"
+    monkeypatch.setenv("VQCODEC_MODEL_PATH", str(tmp_path))
+    with pytest.raises(VQCodecError, match=re.escape(f"model 'mine': cannot read {weights}: {why}")):
+        find_model("mine")
+    with pytest.raises(VQCodecError, match="^" + re.escape(f"cannot read {weights}: {why}") + "$"):
+        find_model(str(tmp_path / "mine"))
+
+
 def test_progress_is_shown_on_a_terminal_for_long_audio_only(tmp_path, cli, tiny_model_path, signal):
     from vqcodec.cli import PROGRESS_MIN_BLOCKS
     from vqcodec.codec import AUDIO_BLOCK_FRAMES

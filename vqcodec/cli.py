@@ -271,8 +271,10 @@ def _refuse_missing_input(path: str) -> None:
     as eval words it, before the output is looked at: the input says whether the output is a file or a folder."""
     if path == "-":
         return
+    from .io import why_missing
+
     _refuse_closed_stdin_named(path)
-    why = _why_missing(path, FILE_OR_FOLDER_MISSING)
+    why = why_missing(path, FILE_OR_FOLDER_MISSING)
     if why is not None:
         raise VQCodecError(f"{path}: {why}")
 
@@ -1790,10 +1792,12 @@ def _shadowing(model: dict) -> str:
 def _check_folder(data_dir) -> None:
     """A training or fitting folder that is not one is refused, saying whether it is missing (or why it cannot
     be looked at: a link to itself). `-` is a folder of that name, where there is one: stdin is not read."""
+    from .io import why_missing
+
     if not Path(data_dir).is_dir():
         if data_dir == "-" and not os.path.lexists(data_dir):
             raise VQCodecError("-: no such directory (DIR is a folder: stdin is not read)")
-        raise VQCodecError(f"{data_dir}: {_why_missing(data_dir, 'no such directory') or 'not a directory'}")
+        raise VQCodecError(f"{data_dir}: {why_missing(data_dir, 'no such directory') or 'not a directory'}")
 
 
 def _refuse_stdout_as_out(out: str, what: str) -> None:
@@ -1801,16 +1805,6 @@ def _refuse_stdout_as_out(out: str, what: str) -> None:
     folder, or a model, named `-`; ./- still names one."""
     if out == "-":
         raise VQCodecError(f"--out -: {what}, not stdout: give a path (./- for one named -)")
-
-
-def _why_missing(path, missing: str) -> str | None:
-    """Why `path` cannot be looked at: `missing` where there is nothing there, the system's reason where there is
-    something it cannot reach (a link to itself: 'Too many levels of symbolic links'); None where it can."""
-    try:
-        os.stat(path)
-    except OSError as exc:
-        return missing if exc.errno == errno.ENOENT else exc.strerror
-    return None
 
 
 @cli.command()
@@ -2014,7 +2008,9 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     elif os.path.exists(data_dir) or data_dir == "-":
         raise VQCodecError(f"{data_dir}: not a regular file or a directory (eval reads no stdin, pipes or devices)")
     else:
-        raise VQCodecError(f"{data_dir}: {_why_missing(data_dir, FILE_OR_FOLDER_MISSING)}")
+        from .io import why_missing
+
+        raise VQCodecError(f"{data_dir}: {why_missing(data_dir, FILE_OR_FOLDER_MISSING)}")
     measured = paths[:files]
     report = _evaluate_listing_skipped(codec, measured, levels, targets, Path(data_dir).is_dir())
     with _writing_stdout():

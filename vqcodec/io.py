@@ -2626,3 +2626,13 @@ def _fallback_modes(image, keep_alpha: bool) -> list[str]:
     if image.mode in _SIXTEEN_BIT:
         return ["I;16", "L", "RGB"]
     return ["RGB"]
+
+
+def why_missing(path, missing: str) -> str | None:
+    """Why `path` cannot be looked at: `missing` where there is nothing there, the system's reason where there is
+    something it cannot reach (a link to itself: 'Too many levels of symbolic links'); None where it can."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return missing if exc.errno == errno.ENOENT else exc.strerror
+    return None

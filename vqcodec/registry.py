@@ -12,6 +12,7 @@ from pathlib import Path
 from . import format as vqformat
 from .config import FORMAT_VERSION, config_from_dict
 from .errors import VQCodecError
+from .io import why_missing
 from .wording import reason_of, setting, shown
 
 RETIRED_MODELS = "retired.json"  # in the shipped models' folder: earlier releases' models and where they are
@@ -117,11 +118,14 @@ def _find_model(name: str, wrote: bytes | None) -> Path:
         else:
             path = _weights_path(candidate)
         if not path.exists():
-            raise VQCodecError(f"model file not found: {path}")
+            raise VQCodecError(_unreachable(path) or f"model file not found: {path}")
         return _decoding(name, path, wrote)
     half = None  # the first model of that name with one of its two files missing
     for folder in model_search_path():
         path = folder / f"{name}.safetensors"
+        for file in (path, path.with_suffix(".json")):  # a link that is there but leads nowhere takes the name too
+            if (problem := _unreachable(file)) is not None:
+                raise VQCodecError(f"model {shown(name)}: {problem}")
         if path.exists() and path.with_suffix(".json").exists():
             return _decoding(name, path, wrote)
         half = half or next((p for p in (path, path.with_suffix(".json")) if p.exists()), None)
@@ -132,6 +136,14 @@ def _find_model(name: str, wrote: bytes | None) -> Path:
     local = f"; for the model in {name}, give it as a path: ./{name}" if candidate.exists() else ""
     raise VQCodecError(f"unknown model {shown(name)} (installed: {available}){local}"
                        + "".join(f"; {problem}" for problem in model_path_problems()))
+
+
+def _unreachable(path: Path) -> str | None:
+    """Why a model's file that is there, as a link, cannot be reached (a link to itself, to a missing file), or
+    None: it is reachable, or not there."""
+    if not os.path.islink(path) or path.exists():
+        return None
+    return f"cannot read {path}: {why_missing(path, 'a link to a missing file')}"
 
 
 def _weights_path(path: Path) -> Path:
