@@ -645,6 +645,20 @@ def test_models_lists_the_model_on_the_search_path(cli, tiny_model_path, codec):
     assert Path(entry["path"]) == tiny_model_path
 
 
+def test_a_model_json_cannot_mark_its_model_shadowed(cli, tiny_model_path, tmp_path):
+    """list_models marks a model shadowed from its place on the search path; a NAME.json holding "shadowed": true
+    kept that mark: `models` listed the only model of its name as shadowed by an unusable one, and --json so."""
+    shutil.copy(tiny_model_path, tmp_path / "mine.safetensors")
+    meta = json.loads(tiny_model_path.with_suffix(".json").read_text())
+    (tmp_path / "mine.json").write_text(json.dumps({**meta, "shadowed": True, "shadowed_by_unlisted": True}))
+    env = {"VQCODEC_MODEL_PATH": str(tmp_path)}
+    result = cli("models", env=env, text=True)
+    line = next(line for line in result.stdout.splitlines() if line.startswith("mine "))
+    assert result.returncode == 0 and "shadowed" not in line, line
+    result = cli("models", "--json", env=env, text=True)
+    assert next(m for m in json.loads(result.stdout) if m["name"] == "mine")["shadowed"] is False
+
+
 def test_a_model_json_of_utf_8_text_is_read_whatever_the_locale(tmp_path):
     """NAME.json is JSON, which is UTF-8; it was read in the locale's encoding, so a model whose JSON holds
     a character beyond ASCII as it is (as jq or json.dump(ensure_ascii=False) write it) failed to load

@@ -16,6 +16,8 @@ from .io import why_missing
 from .wording import reason_of, setting, shown
 
 RETIRED_MODELS = "retired.json"  # in the shipped models' folder: earlier releases' models and where they are
+# what list_models marks a model with, from where it is on the search path: never taken from its NAME.json
+LISTING_MARKS = ("shadowed", "shadowed_by_unlisted")
 MAX_MODEL_JSON_BYTES = 1 << 24  # a NAME.json holds a config, ids and records: the shipped ones take 3 and 8 KB
 
 
@@ -260,7 +262,8 @@ def list_models(shadowed: bool = False, problems: list[str] | None = None) -> li
                 problem = meta_problem(meta) or _weights_problem(meta_path.with_suffix(".safetensors"))
             if problem is None:
                 config = config_from_dict(meta["config"])
-                models.append({**meta, "name": meta_path.stem, "path": str(meta_path.with_suffix(".safetensors")),
+                record = {key: value for key, value in meta.items() if key not in LISTING_MARKS}
+                models.append({**record, "name": meta_path.stem, "path": str(meta_path.with_suffix(".safetensors")),
                                "kind": config.kind,
                                **({"sample_rate": config.sample_rate} if config.kind == "audio" else {}),
                                **({"shadowed": True} if meta_path.stem in seen else {}),
