@@ -712,14 +712,16 @@ def test_models_warns_of_a_model_json_without_its_weights(cli, tiny_model_path, 
 def test_a_model_path_entry_that_is_no_folder_is_named(cli, tiny_model_path, tmp_path):
     """An entry of VQCODEC_MODEL_PATH that is no folder (a typo, or the model's file in place of its folder)
     was passed over without a word: `models` listed the shipped ones alone and `-m tiny` was an unknown model."""
-    missing = tmp_path / "no_such_folder"
-    env = {"VQCODEC_MODEL_PATH": os.pathsep.join([str(missing), str(tiny_model_path)])}
+    missing, loop = tmp_path / "no_such_folder", tmp_path / "loop"
+    loop.symlink_to(loop.name)  # a link to itself ended every command in a RuntimeError traceback (Path.resolve)
+    env = {"VQCODEC_MODEL_PATH": os.pathsep.join([str(missing), str(tiny_model_path), str(loop)])}
     result = cli("models", env=env)
     assert result.returncode == 0, result.stderr.decode()
     assert result.stderr.decode().splitlines() == [
         f"vqcodec: warning: VQCODEC_MODEL_PATH names {missing}: no such folder; not searched",
         f"vqcodec: warning: VQCODEC_MODEL_PATH names {tiny_model_path}, a file, not a folder: name the folder "
-        f"that holds it, {tiny_model_path.parent}; not searched"]
+        f"that holds it, {tiny_model_path.parent}; not searched",
+        f"vqcodec: warning: VQCODEC_MODEL_PATH names {loop}: Too many levels of symbolic links; not searched"]
     soundfile.write(tmp_path / "in.wav", np.zeros(800, dtype=np.float32), 8000)
     result = cli("encode", tmp_path / "in.wav", tmp_path / "out.vq", "-m", "tiny", env=env)
     lines = result.stderr.decode().splitlines()

@@ -58,7 +58,7 @@ def model_search_path() -> list[Path]:
     its models twice, the second time as shadowed by themselves)."""
     folders = {}
     for folder in _model_path_entries() + [shipped_models_dir()]:
-        folders.setdefault(folder.resolve(), folder)
+        folders.setdefault(os.path.realpath(folder), folder)  # Path.resolve raised for a link in a loop
     return list(folders.values())
 
 
@@ -71,8 +71,9 @@ def model_path_problems() -> list[str]:
             problems.append(f"VQCODEC_MODEL_PATH names {entry}, a file, not a folder: name the folder that "
                             f"holds it, {entry.parent}")
         elif not entry.exists():
-            problems.append(f"VQCODEC_MODEL_PATH names {entry}: no such folder"
-                            + ("" if entry.is_absolute() else f" in {Path.cwd()}"))
+            why = why_missing(entry, "no such folder")  # or why it cannot be looked at: a link in a loop
+            problems.append(f"VQCODEC_MODEL_PATH names {entry}: {why}"
+                            + ("" if entry.is_absolute() or why != "no such folder" else f" in {Path.cwd()}"))
         elif not entry.is_dir():
             problems.append(f"VQCODEC_MODEL_PATH names {entry}, which is not a folder")
     return problems
