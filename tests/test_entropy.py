@@ -840,6 +840,22 @@ def test_fit_prior_refuses_an_out_that_is_no_model_path(tmp_path, capsys, out, m
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model", "out"]
 
 
+def test_fit_prior_refuses_an_out_that_is_a_link_in_a_loop(tmp_path, capsys):
+    """`fit-prior --out COPY` where COPY.safetensors is a link to itself ended in a RuntimeError traceback (Path.resolve:
+    'Symlink loop'); it is there, so it is refused as any existing output is, without --force."""
+    import shutil
+
+    from vqcodec.cli import run
+
+    for suffix in (".safetensors", ".json"):
+        shutil.copy((GOLDEN / "golden_audio").with_suffix(suffix), tmp_path / f"m{suffix}")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "loop.safetensors").symlink_to("loop.safetensors")
+    code = run(["fit-prior", str(tmp_path / "m.safetensors"), str(tmp_path / "data"), "--out", str(tmp_path / "loop")])
+    err = capsys.readouterr().err
+    assert code == 1 and err == f"vqcodec: error: {tmp_path / 'loop.safetensors'} exists; pass --force to overwrite it\n"
+
+
 def test_class_fitting_keeps_only_the_values_and_codes_that_occur():
     """_cluster counted (value, code) pairs in a K x K table (8 GiB for a codebook of 2**15,
     prior.MAX_CODEBOOK) and ran its EM over every code: minutes for such a codebook. It now counts

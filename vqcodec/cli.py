@@ -2090,13 +2090,17 @@ def fit_prior(model, data_dir, out, device, threads, force):
     meta, _ = read_model_files(path)
     check_codebook_size(meta["config"]["codebook_size"])  # before the folder is read
     target = _prior_copy_path(out) if out is not None else None
-    if (target or path).resolve() == (shipped_models_dir() / path.name).resolve() and not force:
+
+    def same(one: Path, other: Path) -> bool:  # not Path.resolve, which raises for a link in a loop
+        return os.path.realpath(one) == os.path.realpath(other)
+
+    if same(target or path, shipped_models_dir() / path.name) and not force:
         raise VQCodecError(f"{path.stem} is a shipped model, and every file entropy coded with it needs its prior: "
                            f"give --out for a copy with the new prior, or --force to replace it")
-    if target is not None and target.resolve() == path.resolve() and not force:
+    if target is not None and same(target, path) and not force:
         raise VQCodecError(f"--out {out} names {path.stem}'s own files, whose prior it would replace: leave --out "
                            f"out to replace it in place, give another --out for a copy, or pass --force")
-    if target is not None and target.resolve() != path.resolve():
+    if target is not None and not same(target, path):
         for existing in (target, target.with_suffix(".json")):
             _refuse_existing_output(str(existing), force)
     kind, files = find_media(Path(data_dir), meta["config"]["kind"])
