@@ -841,8 +841,8 @@ def test_fit_prior_refuses_an_out_that_is_no_model_path(tmp_path, capsys, out, m
 
 
 def test_fit_prior_refuses_an_out_that_is_a_link_in_a_loop(tmp_path, capsys):
-    """`fit-prior --out COPY` where COPY.safetensors is a link to itself ended in a RuntimeError traceback (Path.resolve:
-    'Symlink loop'); it is there, so it is refused as any existing output is, without --force."""
+    """`fit-prior --out COPY` where COPY.safetensors is a link to itself ended in a RuntimeError traceback
+    (Path.resolve: 'Symlink loop'); it is there, so it is refused as any existing output is, without --force."""
     import shutil
 
     from vqcodec.cli import run
@@ -853,7 +853,8 @@ def test_fit_prior_refuses_an_out_that_is_a_link_in_a_loop(tmp_path, capsys):
     (tmp_path / "loop.safetensors").symlink_to("loop.safetensors")
     code = run(["fit-prior", str(tmp_path / "m.safetensors"), str(tmp_path / "data"), "--out", str(tmp_path / "loop")])
     err = capsys.readouterr().err
-    assert code == 1 and err == f"vqcodec: error: {tmp_path / 'loop.safetensors'} exists; pass --force to overwrite it\n"
+    assert code == 1
+    assert err == f"vqcodec: error: {tmp_path / 'loop.safetensors'} exists; pass --force to overwrite it\n"
 
 
 def test_class_fitting_keeps_only_the_values_and_codes_that_occur():
