@@ -785,6 +785,20 @@ def test_a_model_file_that_is_a_pipe_or_a_device_is_refused_not_read(cli, tiny_m
                                  "(not a regular file (a pipe or a device)); not listed\n")
 
 
+def test_a_model_json_larger_than_any_model_holds_is_not_read(tiny_model_path, tmp_path, monkeypatch):
+    """A NAME.json of more than registry.MAX_MODEL_JSON_BYTES (16 MiB; 1 MiB here) is refused from its size, before
+    it is read (it was read whole, however large)."""
+    import vqcodec.registry
+    from vqcodec import Codec, VQCodecError
+
+    monkeypatch.setattr(vqcodec.registry, "MAX_MODEL_JSON_BYTES", 1 << 20)
+    shutil.copy(tiny_model_path, tmp_path / "m.safetensors")
+    meta = json.loads(tiny_model_path.with_suffix(".json").read_text())
+    (tmp_path / "m.json").write_text(json.dumps({**meta, "training": {"notes": "x" * (1 << 20)}}))
+    with pytest.raises(VQCodecError, match=re.escape("m.json takes more than 1 MiB, far more than a model's JSON")):
+        Codec.load(str(tmp_path / "m"))
+
+
 def test_models_warns_of_a_broken_model_and_lists_the_others(cli, tiny_model_path, encoded, tmp_path, monkeypatch):
     """A model JSON that cannot be used (not JSON, a bad config, "decodes" or "training") is one warning line for
     `models` and one error line when loaded, never a traceback; the good models are still found."""
