@@ -3412,6 +3412,6 @@ def test_open_image_refuses_a_bad_file_and_lets_a_bug_of_its_own_out(monkeypatch
     def broken(image):
         raise bug
 
-    monkeypatch.setattr(vqcodec.io, "_check_png_data", broken)
+    monkeypatch.setattr(vqcodec.imagedata, "check_png_data", broken)
     with pytest.raises(type(bug), match=re.escape(str(bug))):
         open_image(source)

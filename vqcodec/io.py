@@ -14,7 +14,6 @@ import struct
 import sys
 import threading
 import warnings
-import zlib
 from io import BytesIO, TextIOBase
 from pathlib import Path
 from typing import Callable
@@ -24,7 +23,9 @@ import soundfile
 import soxr
 
 from .errors import AudioReadWarning, ImageReadWarning, VQCodecError, caller_stacklevel
+from . import imagedata
 from .format import MAX_IMAGE_SIDE
+from .imagedata import BMP_BI_RGB, BMP_BITFIELDS, PILLOW_READ_ERRORS
 from .wording import plural, reason_of, setting, shown
 
 # Suffixes that name one of soundfile's formats (which it knows by name: WAV, AIFF, ...) otherwise
@@ -1132,10 +1133,6 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE, fits: Callable[[in
         raise unreadable_image(source, pillow_refusal(source, exc, logged)) from None
 
 
-# What Pillow raises of a file it cannot read, opened or loaded (ImageFile.load turns a tile's IndexError and
-# struct.error into OSError; a PNG's broken chunk is a SyntaxError, a file of an unknown raw mode a ValueError, one
-# that ends early an EOFError): any other error (a NameError, TypeError or AttributeError) is a bug, not the file's
-PILLOW_READ_ERRORS = (OSError, EOFError, ValueError, SyntaxError, NotImplementedError, struct.error)
 
 
 # What Pillow's errors that say nothing to the reader of an image mean: a broken TIFF tile, of which libtiff
@@ -1340,7 +1337,7 @@ def load_pixels(image, source=None):
     A TIFF turned by a quarter (orientation 5 to 8) is read rather than memory-mapped: Pillow maps the
     stored pixels at the size they are displayed at, so an uncompressed grey, palette, RGBA, CMYK or
     16-bit TIFF opened from a path came out garbled (from a stream it was right)."""
-    _check_tiff_numbers(image)
+    imagedata.check_tiff_numbers(image)
     rawmodes = {getattr(tile, "args", None) for tile in getattr(image, "tile", ())}
     grey_with_alpha = image.mode == "RGBA" and "LA;16B" in rawmodes
     deep_colour_key = image.mode == "RGB" and "transparency" in image.info and "RGB;16B" in rawmodes
@@ -1348,12 +1345,12 @@ def load_pixels(image, source=None):
     with_alpha = _bmp_with_alpha(image)
     _planes_through_libtiff(image)
     extra_as_alpha, extra_left_out = _unspecified_channel_as_alpha(image)  # before image.load() may close its file
-    _check_png_data(image)
-    _check_jpeg_data(image)
+    imagedata.check_png_data(image)
+    imagedata.check_jpeg_data(image)
     name = getattr(image, "filename", None)
     if image.format == "TIFF" and image.tag_v2.get(TIFF_ORIENTATION) in SIDE_SWAPPING_ORIENTATIONS:
         image.filename = ""  # ImageFile.load maps a file only when it has a file name
-    palette_read = image.mode == "P" and (image.format in PALETTE_CHECKED_FORMATS and bool(image.tile)
+    palette_read = image.mode == "P" and (image.format in imagedata.PALETTE_CHECKED_FORMATS and bool(image.tile)
                                           or image.format == "ICO")  # read as it opens: a palette PNG of its own
     try:
         image.load()
@@ -1361,8 +1358,8 @@ def load_pixels(image, source=None):
         if name is not None:
             image.filename = name
     if palette_read:
-        _check_palette_indices(image)
-    _check_ico_entry(image)
+        imagedata.check_palette_indices(image)
+    imagedata.check_ico_entry(image)
     read = with_alpha or image
     if extra_as_alpha is not None:
         read = _warn_of_extra_alpha(extra_as_alpha, source)
@@ -1377,245 +1374,6 @@ def load_pixels(image, source=None):
     return with_grey_key_in_8_bits(read, grey_key_bits)
 
 
-# The TIFF tags whose values Pillow uses as whole numbers of 0 or more without a check
-TIFF_WHOLE_NUMBER_TAGS = {273: "StripOffsets", 324: "TileOffsets", 320: "ColorMap"}
-
-
-def _check_tiff_numbers(image) -> None:
-    """Refuse a TIFF not yet read whose strip or tile offsets, or colour map, are not whole numbers of 0 or more
-    (a tag damaged to another type: fractions, text, signed numbers): Pillow read them as they came, and raised
-    TypeError ("'IFDRational' object cannot be interpreted as an integer") or OverflowError, a traceback."""
-    if image.format != "TIFF" or not image.tile:
-        return
-    for tag, name in TIFF_WHOLE_NUMBER_TAGS.items():
-        values = image.tag_v2.get(tag, ())
-        if not all(isinstance(value, int) and value >= 0 for value in (values if isinstance(values, tuple) else
-                                                                        (values,))):
-            raise OSError(f"its {name} tag holds values other than whole numbers of 0 or more: damaged")
-
-
-PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples a pixel of each PNG colour type: grey, RGB, palette, LA, RGBA
-PNG_PASSES = {0: ((0, 0, 1, 1),),  # (first column, first row, column step, row step) of each pass, by interlace
-              1: ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))}
-
-
-def _png_data_bytes(width: int, height: int, bits: int, colour_type: int, interlace: int) -> int:
-    """The bytes a PNG's image data inflates to: each row of each pass, a filter byte and its packed samples."""
-    total = 0
-    for x0, y0, dx, dy in PNG_PASSES[interlace]:
-        columns, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
-        if columns > 0 and rows > 0:
-            total += rows * (1 + -(-columns * bits * PNG_SAMPLES[colour_type] // 8))
-    return total
-
-
-def _check_png_data(image) -> None:
-    """Refuse a PNG whose image data (its one zlib stream, over its IDAT chunks) ends before the rows its
-    header gives: Pillow, and so encoding and training, filled the rows it lacks with black, without a word
-    (a header edited or damaged to a greater height). A file cut short is left to Pillow, which says so."""
-    stream = getattr(image, "fp", None)
-    if image.format != "PNG" or not image.tile or stream is None or getattr(stream, "closed", False):
-        return  # loaded already, or closed: load() says so
-    start = stream.tell()
-    try:
-        stream.seek(8)
-        ihdr = stream.read(25)
-        width, height, bits, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", ihdr[8:21])
-        if colour_type not in PNG_SAMPLES or interlace not in PNG_PASSES:
-            return  # Pillow refuses it
-        needed, inflated = _png_data_bytes(width, height, bits, colour_type, interlace), 0
-        inflate = zlib.decompressobj()
-        stream.seek(image.tile[0][2] - 8)  # the offset of its data (a tuple before Pillow 11)
-        while inflated < needed and not inflate.eof:
-            head = stream.read(8)
-            if len(head) < 8:
-                return  # cut short
-            length, kind = struct.unpack(">I4s", head)
-            if kind != b"IDAT":
-                if not inflated:
-                    return  # not the default image's data: an APNG frame after it, of a size of its own
-                break
-            left = length
-            while left and inflated < needed and not inflate.eof:
-                piece = stream.read(min(left, 1 << 20))
-                if not piece:
-                    return
-                left -= len(piece)
-                while piece and inflated < needed:
-                    inflated += len(inflate.decompress(piece, 1 << 20))
-                    piece = inflate.unconsumed_tail
-            stream.seek(left + 4, os.SEEK_CUR)  # the rest of the chunk, and its CRC
-    except (OSError, ValueError, struct.error, zlib.error):
-        return  # Pillow says what is wrong
-    finally:
-        stream.seek(start)
-    if inflated < needed:
-        raise _ends_before_last_row(width, height)
-
-
-# The formats whose palette Pillow reads with the entries the file gives, no more: a pixel's index beyond is damage
-PALETTE_CHECKED_FORMATS = {"PNG", "BMP", "DIB", "GIF", "TIFF", "TGA"}
-
-
-def _check_palette_indices(image) -> None:
-    """Refuse a palette image, just read (PALETTE_CHECKED_FORMATS), without a palette (a PNG without its PLTE
-    chunk), or with a pixel whose index lies beyond its palette's entries: errors, says the PNG standard, and
-    undefined in a BMP, a GIF's colour table, a TIFF's ColorMap (whose entries are 2**bits a sample, no fewer) or
-    a TGA's colour map; Pillow read those pixels as black, without a word. A GIF's transparent index may lie beyond
-    its colour table: its pixels have no colour. A palette of RGBA entries (a TGA's of 32 or 16 bits) has 4 bytes
-    an entry, once read."""
-    palette = image.palette.palette if image.palette is not None else b""
-    transparent = image.info.get("transparency") if image.format == "GIF" else None
-    entries = len(palette) // len(image.palette.mode) if palette else 0
-    largest = max((index for index, count in enumerate(image.histogram()) if count and index != transparent),
-                  default=0)
-    if not entries:
-        raise OSError(f"it has no palette{' (PLTE chunk)' if image.format == 'PNG' else ''} for its palette pixels: "
-                      "damaged")
-    _check_largest_index(largest, entries)
-
-
-def _check_largest_index(largest: int, entries: int) -> None:
-    """Refuse a palette image whose largest pixel index, `largest`, lies beyond its palette of `entries` colours."""
-    if largest >= entries:
-        raise OSError(f"a pixel's palette index, {largest}, lies beyond its palette of {plural(entries, 'colour')}: "
-                      "damaged")
-
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _check_ico_entry(image) -> None:
-    """Refuse an ICO whose image read is damaged as its own PNG or BMP would be refused (Pillow read the ICO as it
-    opened it, without those checks): a PNG whose data ends before its last row (_check_png_data), and a BMP of 1, 4
-    or 8 bits a pixel with a pixel whose index lies beyond its colours (_check_palette_indices), whose pixels
-    Pillow read as black, without a word."""
-    data = _ico_entry_read(image)
-    if data is None:
-        return
-    if data.startswith(PNG_SIGNATURE):
-        _check_ico_png_data(data)
-        return
-    if len(data) < 40:
-        return
-    size, width, height, _, bits, compression, _, _, _, colours, _ = struct.unpack("<IiiHHIIiiII", data[:40])
-    if bits not in (1, 4, 8) or compression != BMP_BI_RGB or not 0 < colours < 2 ** bits or width <= 0:
-        return
-    rows, stride = abs(height) // 2, (width * bits + 31) // 32 * 4  # the colour half, then the mask
-    pixels = data[size + 4 * colours:size + 4 * colours + stride * rows]
-    if len(pixels) < stride * rows:
-        return
-    packed = np.frombuffer(pixels, np.uint8).reshape(rows, stride)
-    indices = np.unpackbits(packed, axis=1) if bits == 1 else (
-        np.stack([packed >> 4, packed & 15], axis=-1).reshape(rows, -1) if bits == 4 else packed)
-    _check_largest_index(int(indices[:, :width].max(initial=0)), colours)
-
-
-def _ico_entry_read(image) -> bytes | None:
-    """The bytes of the entry of an ICO that Pillow read as its image, found through IcoImageFile.ico, which no
-    public call stands for; None for another format, or where a Pillow has it no more as vqcodec knows it (the
-    checks are left out)."""
-    if image.format != "ICO":
-        return None
-    try:
-        icons = image.ico
-        entry = icons.entry[icons.getentryindex(image.size)]
-        start = icons.buf.tell()
-        try:
-            icons.buf.seek(entry.offset)
-            return icons.buf.read(entry.size)
-        finally:
-            icons.buf.seek(start)
-    except (AttributeError, IndexError, TypeError, ValueError, OSError):
-        return None
-
-
-def _check_ico_png_data(data: bytes) -> None:
-    """_check_png_data of the PNG `data` an ICO's entry read holds, which Pillow read as it opened the ICO: one whose
-    image data ends before the rows its header gives was read with those rows black."""
-    from PIL import Image
-
-    try:
-        png = Image.open(BytesIO(data), formats=["PNG"])
-    except PILLOW_READ_ERRORS:
-        return  # Pillow read it from the ICO: unreadable here only where its entry's size is damaged
-    with png:
-        _check_png_data(png)
-
-
-def _ends_before_last_row(width: int, height: int) -> OSError:
-    """The error of an image whose data ends before the last row its header gives (open_image and encode_image
-    name the file)."""
-    return OSError(f"its image data ends before its last row ({width}x{height} pixels): damaged")
-
-
-JPEG_SEQUENTIAL_FRAMES = {0xC0, 0xC1}  # SOF0, SOF1: baseline and extended sequential, Huffman coded
-JPEG_SOS, JPEG_EOI = 0xDA, 0xD9
-JPEG_NOT_FRAMES = {0xC4, 0xC8, 0xCC}  # DHT, JPG, DAC: markers among the SOFs' that are none
-JPEG_ONES = b"\xff\x00" * 8  # 64 one bits (0xFF stuffed), which begin no Huffman code: the decoder's look-ahead, no data
-JPEG_CHECK_SCALE = 8  # the check decodes at 1/8 of the size (DCT scaling): its rows are whole blocks, as the scan's
-
-
-def _jpeg_first_scan(data: bytes) -> tuple[int | None, int, int] | None:
-    """Of a JPEG's `data`: its frame's SOF marker (None if none comes before its first scan), where that scan's data
-    ends and the marker that ends it; None where they cannot be found (cut short)."""
-    at, frame = 2, None
-    while at + 4 <= len(data) and data[at] == 0xFF:
-        marker = data[at + 1]
-        if marker == 0xFF:  # fill byte
-            at += 1
-            continue
-        if 0xC0 <= marker <= 0xCF and marker not in JPEG_NOT_FRAMES:
-            frame = marker
-        at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
-        if marker == JPEG_SOS:
-            while (at := data.find(b"\xff", at)) >= 0 and at + 1 < len(data):
-                if data[at + 1] == 0 or 0xD0 <= data[at + 1] <= 0xD7 or data[at + 1] == 0xFF:  # stuffed, RSTn, fill
-                    at += 1
-                    continue
-                return frame, at, data[at + 1]
-            return None
-    return None
-
-
-def _check_jpeg_data(image) -> None:
-    """Refuse a JPEG of one sequential scan whose data ends (at its EOI marker) before the rows its frame header
-    gives: libjpeg decodes the blocks it lacks as zeros, a grey band, and Pillow hides libjpeg's warning (a header
-    edited or damaged to a greater height). Its scan is decoded again, at 1/8 of its size, up to its EOI with no
-    marker after: a decoder that needs more data before its last row lacks the rows. (A grey image one block wide
-    that lacks one block row is not told: the look-ahead bits read as one damaged block.)"""
-    from PIL import Image
-
-    stream = getattr(image, "fp", None)
-    getdecoder = getattr(Image, "_getdecoder", None)  # a Pillow without it: the check is left out, not every JPEG
-    if (image.format != "JPEG" or len(image.tile) != 1 or stream is None or getattr(stream, "closed", False)
-            or getdecoder is None):
-        return
-    start = stream.tell()
-    try:
-        stream.seek(0)
-        data = stream.read()
-    except (OSError, ValueError):
-        return
-    finally:
-        stream.seek(start)
-    scan = _jpeg_first_scan(data)
-    if scan is None or scan[0] not in JPEG_SEQUENTIAL_FRAMES or scan[2] != JPEG_EOI:
-        return  # cut short, progressive, several scans: Pillow says so, or libjpeg reads them otherwise
-    size = (-(-image.width // JPEG_CHECK_SCALE), -(-image.height // JPEG_CHECK_SCALE))
-    decoder = getdecoder(image.mode, "jpeg", image.tile[0][3], (JPEG_CHECK_SCALE, 0))
-    try:
-        decoder.setimage(Image.core.new(image.mode, size), (0, 0) + size)
-        left = data[:scan[1]] + JPEG_ONES
-        while (used := decoder.decode(left))[0] > 0:
-            left = left[used[0]:]
-    finally:
-        decoder.cleanup()
-    if used == (0, 0):  # waits for data: a row not yet decoded
-        raise _ends_before_last_row(image.width, image.height)
-
-
-BMP_BI_RGB, BMP_BITFIELDS = 0, 3  # compressions: pixels of fixed layout (32-bit: B, G, R, a byte left unused), or of masks
 BMP_ALPHA_MASK_AT = 52  # from the start of a BMP's info header (of 56 bytes or more): its alpha mask
 BMP_A1R5G5B5 = 0x8000  # the alpha mask of 16-bit pixels of 5 bits each of R, G and B, and 1 of alpha
 
