@@ -2843,6 +2843,28 @@ def test_info_refuses_stdout_on_its_input_file(encoded, tmp_path):
         assert source.read_bytes() == (encoded / "out.vq").read_bytes(), args
 
 
+def test_models_refuses_stdout_on_a_file_of_the_model_search(tiny_model_path, tmp_path):
+    """`models >> DIR/mine.json` appended its listing to the model's JSON (status 0, the model unusable from then on),
+    and `models --json > DIR/list.json` made an empty .json file in the search path, which it then warned of as a
+    broken model: stdout on a .json or .safetensors file of a search folder is refused, as on an input file."""
+    import subprocess
+
+    shutil.copy(tiny_model_path, tmp_path / "mine.safetensors")
+    shutil.copy(tiny_model_path.with_suffix(".json"), tmp_path / "mine.json")
+    env = {**os.environ, "VQCODEC_MODEL_PATH": str(tmp_path)}
+    for name, mode in (("mine.json", "ab"), ("mine.safetensors", "ab"), ("list.json", "wb")):
+        target = tmp_path / name
+        before = target.read_bytes() if target.exists() else b""
+        with open(target, mode) as taken:
+            result = subprocess.run([sys.executable, "-m", "vqcodec", "models", "--json"], stdin=subprocess.DEVNULL,
+                                    stdout=taken, stderr=subprocess.PIPE, env=env, timeout=300)
+        assert result.returncode == 1 and result.stderr.decode() == (
+            f"vqcodec: error: stdout is the input file {target}: redirect it to another file\n"), name
+        assert target.read_bytes() == before, name
+        if name == "list.json":
+            target.unlink()
+
+
 def test_an_output_that_is_the_input_file_is_refused_even_with_force(encoded, cli, tiny_model_path, tmp_path):
     """`decode x.vq x.vq --force --format wav` replaced the .vq file with its own decoding, and through a
     link or a second hard link the same; encode, codes and pack alike."""

@@ -1749,9 +1749,12 @@ def models(as_json):
     Example:
       VQCODEC_MODEL_PATH=runs/mine vqcodec models
     """
-    from .registry import list_models, model_path_problems
+    from .registry import list_models, model_path_problems, model_search_path
 
     _refuse_closed_stdout()
+    for folder in model_search_path():  # `models >> DIR/NAME.json` appended the listing to a model it read
+        for read in (*folder.glob("*.json"), *folder.glob("*.safetensors")):
+            _refuse_output_on_input("-", str(read))
     for problem in model_path_problems():
         click.echo(f"vqcodec: warning: {problem}; not searched", err=True)
     problems = []
