@@ -835,3 +835,20 @@ def test_a_system_error_without_an_errno_is_named_by_its_words_not_none(tmp_path
     assert str(raised.value) == f"cannot read {source}: custom"
     monkeypatch.setattr(folders, "open", refuse, raising=False)
     assert folders.read_headers([source]) == ({}, [(source, "cannot read (custom)")])
+
+
+def test_a_folder_run_leaves_out_the_files_its_stdout_and_stderr_go_to(two_recordings, tiny_model_path, tmp_path):
+    """`encode rec/ out/ > rec/log.wav 2> rec/errors.wav`: the shell makes both files before the run, which took
+    them for recordings of the folder (each skipped as empty, the run's status 1, its own log read as media):
+    the files a run's stdout and stderr go to are its output, not its input, and are left out of the walk."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    with open(two_recordings / "log.wav", "wb") as log, open(two_recordings / "errors.wav", "wb") as errors:
+        result = subprocess.run([sys.executable, "-m", "vqcodec", "encode", two_recordings, out, "-q", "1",
+                                 "-m", tiny_model_path], stdin=subprocess.DEVNULL, stdout=log, stderr=errors,
+                                timeout=300)
+    said = (two_recordings / "errors.wav").read_text()
+    assert result.returncode == 0 and "encoded 2 files" in said and "Traceback" not in said, said
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.vq")) == ["a.vq", "sub/b.vq"]
