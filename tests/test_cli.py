@@ -2826,6 +2826,31 @@ def test_eval_refuses_stdout_on_its_input_file(encoded, tiny_model_path, tmp_pat
     assert audio.read_bytes() == (encoded / "in.wav").read_bytes()
 
 
+def test_eval_of_a_folder_refuses_stdout_on_a_media_file_in_it(encoded, tiny_model_path, tmp_path):
+    """`eval MODEL dir/ >> dir/talk.wav` appended its table to a recording of the folder it measured, status 0; a
+    text file there (`> dir/results.txt`) still takes the table."""
+    import subprocess
+
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    for name in ("talk.wav", "other.wav"):
+        (folder / name).write_bytes((encoded / "in.wav").read_bytes())
+    for name, mode, status in (("talk.wav", "ab", 1), ("results.txt", "wb", 0)):
+        target = folder / name
+        before = target.read_bytes() if target.exists() else b""
+        with open(target, mode) as taken:
+            result = subprocess.run([sys.executable, "-m", "vqcodec", "eval", str(tiny_model_path), str(folder),
+                                     "-q", "1"], stdin=subprocess.DEVNULL, stdout=taken, stderr=subprocess.PIPE,
+                                    timeout=300)
+        assert result.returncode == status, result.stderr
+        if status:
+            assert result.stderr.decode() == (f"vqcodec: error: stdout is {target}, a file of the folder {folder}: "
+                                              "redirect it to another file\n")
+            assert target.read_bytes() == before
+        else:
+            assert b"on 2 files of" in target.read_bytes()
+
+
 def test_info_refuses_stdout_on_its_input_file(encoded, tmp_path):
     """`info - < x.vq >> x.vq` (and `info x.vq >> x.vq`) appended its text to the .vq file it read, status 0: the
     check of an output on the input covered the commands writing files only."""

@@ -335,6 +335,20 @@ def _refuse_output_on_input(path: str, input_path: str) -> None:
         raise VQCodecError(f"{path} is the input file: give the output another name")
 
 
+def _refuse_stdout_on_media_in(folder: str) -> None:
+    """Refuse stdout on a media file under `folder` (a folder walk leaves it out, as the run's log, but what is
+    printed goes into it: `eval MODEL dir/ >> dir/talk.wav` appended its table to a recording it measured)."""
+    from .io import media_kind_of
+
+    try:
+        regular = stat.S_ISREG(os.fstat(1).st_mode)
+        target = Path(os.readlink("/proc/self/fd/1"))  # where the kernel has it open, links resolved
+    except OSError:
+        return
+    if regular and Path(folder).is_dir() and media_kind_of(target) and target.is_relative_to(Path(folder).resolve()):
+        raise VQCodecError(f"stdout is {target}, a file of the folder {folder}: redirect it to another file")
+
+
 def _same_file(path: str, other: str) -> bool:
     """Whether two names are one file (through links, or the same name twice): a stream is never."""
     from .io import is_stream_file
@@ -1981,6 +1995,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     _refuse_closed_stdout()
     if data_dir != "-":  # `eval speech16k talk.wav >> talk.wav` appended its table to the recording
         _refuse_output_on_input("-", data_dir)
+        _refuse_stdout_on_media_in(data_dir)
     _use_threads(threads)
     codec = Codec.load(model, device=resolve_device(device))
     _refuse_weights_when_fixed_width(codec, None, depth_weight)
