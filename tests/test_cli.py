@@ -2851,6 +2851,26 @@ def test_eval_of_a_folder_refuses_stdout_on_a_media_file_in_it(encoded, tiny_mod
             assert b"on 2 files of" in target.read_bytes()
 
 
+def test_stdout_on_a_models_file_is_refused(encoded, tiny_model_path, tmp_path):
+    """`encode x.wav - -m m.safetensors >> m.json` appended the .vq file to the model's JSON, status 0, and the model
+    no longer loaded ('cannot read model m.safetensors: 'utf-8' codec can't decode byte'); `info x.vq >>
+    m.safetensors` alike: stdout on NAME.json or NAME.safetensors, the other beside it, is refused."""
+    import subprocess
+
+    shutil.copy(tiny_model_path, tmp_path / "m.safetensors")
+    shutil.copy(tiny_model_path.with_suffix(".json"), tmp_path / "m.json")
+    for args, name in ((["encode", str(encoded / "in.wav"), "-", "-q", "1", "-m", str(tmp_path / "m.safetensors")],
+                        "m.json"), (["info", str(encoded / "out.vq")], "m.safetensors")):
+        target = tmp_path / name
+        before = target.read_bytes()
+        with open(target, "ab") as taken:
+            result = subprocess.run([sys.executable, "-m", "vqcodec", *args], stdin=subprocess.DEVNULL, stdout=taken,
+                                    stderr=subprocess.PIPE, timeout=300)
+        assert result.returncode == 1 and result.stderr.decode() == (
+            f"vqcodec: error: stdout is {target}, a file of a model: redirect it to another file\n"), args
+        assert target.read_bytes() == before, args
+
+
 def test_info_refuses_stdout_on_its_input_file(encoded, tmp_path):
     """`info - < x.vq >> x.vq` (and `info x.vq >> x.vq`) appended its text to the .vq file it read, status 0: the
     check of an output on the input covered the commands writing files only."""
@@ -2883,8 +2903,9 @@ def test_models_refuses_stdout_on_a_file_of_the_model_search(tiny_model_path, tm
         with open(target, mode) as taken:
             result = subprocess.run([sys.executable, "-m", "vqcodec", "models", "--json"], stdin=subprocess.DEVNULL,
                                     stdout=taken, stderr=subprocess.PIPE, env=env, timeout=300)
+        why = "the input file " + str(target) if name == "list.json" else f"{target}, a file of a model"
         assert result.returncode == 1 and result.stderr.decode() == (
-            f"vqcodec: error: stdout is the input file {target}: redirect it to another file\n"), name
+            f"vqcodec: error: stdout is {why}: redirect it to another file\n"), name
         assert target.read_bytes() == before, name
         if name == "list.json":
             target.unlink()

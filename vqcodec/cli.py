@@ -85,9 +85,11 @@ def _stdout(force: bool):
 
 
 def _refuse_closed_stdout() -> None:
-    """Refuse a closed stdout (`>&-`): Python's sys.stdout is None, and what is printed goes nowhere."""
+    """Refuse a closed stdout (`>&-`): Python's sys.stdout is None, and what is printed goes nowhere; and one on a
+    model's file (_refuse_stdout_on_a_model)."""
     if sys.stdout is None:
         raise VQCodecError("stdout is closed: redirect or pipe the output")
+    _refuse_stdout_on_a_model()
 
 
 @contextlib.contextmanager
@@ -335,18 +337,35 @@ def _refuse_output_on_input(path: str, input_path: str) -> None:
         raise VQCodecError(f"{path} is the input file: give the output another name")
 
 
+def _stdout_file() -> Path | None:
+    """The regular file stdout goes to, where the kernel has it open (links resolved); None for anything else."""
+    try:
+        regular = stat.S_ISREG(os.fstat(1).st_mode)
+        return Path(os.readlink("/proc/self/fd/1")) if regular else None
+    except OSError:
+        return None
+
+
 def _refuse_stdout_on_media_in(folder: str) -> None:
     """Refuse stdout on a media file under `folder` (a folder walk leaves it out, as the run's log, but what is
     printed goes into it: `eval MODEL dir/ >> dir/talk.wav` appended its table to a recording it measured)."""
     from .io import media_kind_of
 
-    try:
-        regular = stat.S_ISREG(os.fstat(1).st_mode)
-        target = Path(os.readlink("/proc/self/fd/1"))  # where the kernel has it open, links resolved
-    except OSError:
-        return
-    if regular and Path(folder).is_dir() and media_kind_of(target) and target.is_relative_to(Path(folder).resolve()):
+    target = _stdout_file()
+    if target and Path(folder).is_dir() and media_kind_of(target) and target.is_relative_to(Path(folder).resolve()):
         raise VQCodecError(f"stdout is {target}, a file of the folder {folder}: redirect it to another file")
+
+
+MODEL_FILE_PAIRS = {".json": ".safetensors", ".safetensors": ".json"}
+
+
+def _refuse_stdout_on_a_model() -> None:
+    """Refuse stdout on NAME.json or NAME.safetensors with the other beside it: what is written left the model
+    unreadable (`encode x.wav - -m m.safetensors >> m.json`)."""
+    target = _stdout_file()
+    other = MODEL_FILE_PAIRS.get(target.suffix) if target else None
+    if other and target.with_suffix(other).is_file():
+        raise VQCodecError(f"stdout is {target}, a file of a model: redirect it to another file")
 
 
 def _same_file(path: str, other: str) -> bool:
