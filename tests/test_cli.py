@@ -2445,6 +2445,25 @@ def test_pack_inverts_codes_byte_for_byte(cli, tmp_path):
     assert (tmp_path / "loud2.vq").read_bytes() == (tmp_path / "loud.vq").read_bytes()
 
 
+def test_pack_refuses_stdout_on_the_codes_json_it_reads(cli, encoded, tiny_model_path, tmp_path):
+    """`pack tokens/in.npy - -m MODEL >> tokens/codes.json` appended the .vq file to the manifest it checked the codes
+    against, status 0: that codes.json is one of pack's inputs."""
+    import subprocess
+
+    (tmp_path / "sound").mkdir()
+    shutil.copy(encoded / "in.wav", tmp_path / "sound" / "in.wav")
+    assert cli("codes", tmp_path / "sound", tmp_path / "tokens", "-m", tiny_model_path, "-q", "1").returncode == 0
+    manifest = tmp_path / "tokens" / "codes.json"
+    before = manifest.read_bytes()
+    with open(manifest, "ab") as taken:
+        result = subprocess.run([sys.executable, "-m", "vqcodec", "pack", str(tmp_path / "tokens" / "in.npy"), "-",
+                                 "-m", str(tiny_model_path)], stdin=subprocess.DEVNULL, stdout=taken,
+                                stderr=subprocess.PIPE, timeout=300)
+    assert result.returncode == 1 and result.stderr.decode() == (
+        f"vqcodec: error: stdout is the input file {manifest}: redirect it to another file\n")
+    assert manifest.read_bytes() == before
+
+
 def test_pack_refuses_codes_a_manifest_lists_as_another_kinds_or_models(cli, tmp_path, tiny_model_path):
     """Audio codes (1, 3, frames) fit an image model as 1 level of 3 rows, and image codes of few rows an audio
     model: pack made a file of the other kind of them, or of another model's codebooks. The arrays cannot tell,

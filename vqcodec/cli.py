@@ -1614,10 +1614,12 @@ def pack(input_path, output_path, model, rate, samples, width, height, gain, cod
       vqcodec pack photo_codes.npy photo.vq -m image --width 768 --height 512
     """
     from .codec import Codec
-    from .tokens import check_listed_codes
+    from .tokens import check_listed_codes, manifests_above
 
     _refuse_media_output_name(output_path, "pack")
     _refuse_output_file(output_path, force, input_path)
+    for manifest in manifests_above(input_path) if input_path != "-" else []:  # read by check_listed_codes
+        _refuse_output_on_input(output_path, str(manifest))
     codec = Codec.load(model, coding=coding)
     if input_path != "-":
         check_listed_codes(codec, input_path)

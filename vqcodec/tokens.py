@@ -148,13 +148,18 @@ def write_vq_manifest(folder: Path, out: Path, entries: list[dict], skipped: lis
     write_file(out / MANIFEST, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()), replace)
 
 
+def manifests_above(path) -> list[Path]:
+    """The codes.json files that listing_manifest reads for a .npy file: in its folder and each one above."""
+    return [folder / MANIFEST for folder in Path(os.path.abspath(path)).parents]
+
+
 def listing_manifest(path: Path) -> tuple[Path, dict, dict] | None:
     """The codes.json in the folder of a .npy file or one above it that lists it (as `vqcodec codes
     FOLDER OUT` writes them): its path, the manifest and the file's entry; None where none lists it (a
     manifest that cannot be read or is not one, JSON nested too deep too, is passed over)."""
     path = Path(os.path.abspath(path))
-    for folder in path.parents:
-        candidate = folder / MANIFEST
+    for candidate in manifests_above(path):
+        folder = candidate.parent
         try:
             manifest = json.loads(candidate.read_bytes()) if candidate.is_file() else None
         except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deep
