@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from conftest import Terminal, terminal_screen, terminal_shown
+from conftest import Terminal, run_python, terminal_screen, terminal_shown
 from test_cli import assert_one_line_error
 from vqcodec import Codec, VQCodecError
 from vqcodec import format as vqformat
@@ -1441,6 +1441,36 @@ def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tm
     (out / "checkpoint.safetensors").unlink()
     code, err = run_in_process(base, capsys)
     assert code == 1 and "--resume: no checkpoint in" in err, err
+
+
+@pytest.mark.parametrize("odd, how", [("checkpoint.safetensors", "fifo"), ("checkpoint.json", "fifo"),
+                                      ("checkpoint.json", "device"), ("train_log.jsonl", "fifo"),
+                                      ("train_log.jsonl", "device"), ("cfg.json", "fifo"), ("cfg.json", "device")])
+def test_a_run_file_that_is_a_pipe_or_a_device_is_refused_not_read(trained, data_dir, tmp_path, odd, how):
+    """A checkpoint's weights or record, its log or a --config that is a FIFO (whose read waited for a writer for
+    ever: `train --resume` hung) or a link to /dev/zero (read until memory ran out) is one line saying that it is
+    not a regular file, before it is opened. The checkpoint's JSON is its record where the weights' header holds
+    none, as before the header held it."""
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    args = ["--resume"]
+    if odd == "checkpoint.json":
+        save_file(load_file(str(out / "checkpoint.safetensors")), str(out / "checkpoint.safetensors"))
+    if odd == "cfg.json":
+        out, args = tmp_path / "new", ["--config", tmp_path / odd]
+    path = tmp_path / odd if odd == "cfg.json" else out / odd
+    path.unlink(missing_ok=True)
+    if how == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    # a process of its own, which the timeout ends where its open or read never returns
+    result = run_python("-m", "vqcodec", "train", data_dir, "--out", out, "--name", "tiny", "--max-steps", "20",
+                        "--device", "cpu", "--threads", "1", *args, timeout=60, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    error = result.stderr.splitlines()[-1]  # after the line on the run, for the log, which is read once it starts
+    assert error.startswith("vqcodec: error: ") and error.endswith(f"{path}: not a regular file (a pipe or a device)")
+    assert len([line for line in result.stderr.splitlines() if "error" in line]) == 1, result.stderr
 
 
 def test_a_checkpoint_left_half_written_resumes_from_its_weights_own_record(trained, data_dir, tmp_path,

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 
 from .format import MAX_QUALITY
+from .io import read_json_file
 from .wording import plural
 
 FORMAT_VERSION = 1
@@ -209,5 +209,5 @@ def check_config(config: ModelConfig) -> None:
 
 
 def load_config_file(path) -> ModelConfig:
-    with open(path) as f:
-        return config_from_dict(json.load(f), strict=True)
+    """The config in a JSON file of its fields; only a regular file of at most io.MAX_JSON_BYTES is read."""
+    return config_from_dict(read_json_file(path, what="a config"), strict=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import json
 import logging
 import math
 import numbers
@@ -2394,3 +2395,26 @@ def why_missing(path, missing: str) -> str | None:
     except OSError as exc:
         return missing if exc.errno == errno.ENOENT else exc.strerror
     return None
+
+
+MAX_JSON_BYTES = 1 << 24  # a model's, a checkpoint's or a config's JSON file: records of a few KB
+
+
+def regular_file_size(path) -> int:
+    """The size of the file at `path` (a link followed), which must be a regular file: OSError for a FIFO, whose
+    read waits for a writer that may never come, or a device (/dev/zero), whose read never ends."""
+    info = os.stat(path)
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file (a pipe or a device)", str(path))
+    return info.st_size
+
+
+def read_json_file(path, limit: int = MAX_JSON_BYTES, what: str = "a JSON file of its kind"):
+    """The JSON value of the file at `path`, read only from a regular file of at most `limit` bytes (OSError,
+    ValueError otherwise; RecursionError for JSON nested too deep)."""
+    if regular_file_size(path) > limit:
+        raise ValueError(f"{Path(path).name} takes more than {limit >> 20} MiB, far more than {what} holds")
+    with open(path, "rb") as stream:
+        return json.loads(stream.read(limit + 1))

@@ -17,10 +17,10 @@ from safetensors.torch import load, load_file, save
 from .config import FORMAT_VERSION, config_from_dict, config_to_dict, parameter_count
 from .errors import VQCodecError
 from .wording import plural, reason_of
-from .io import write_file, write_files
+from .io import regular_file_size, write_file, write_files
 from .memory import memory_bound, refuse_beyond
 from .models import VQVAE
-from .registry import find_model, meta_problem, read_model_json, regular_file_size
+from .registry import find_model, meta_problem, read_model_json
 
 # Training-only state that a shipped model does not need.
 _TRAINING_BUFFERS = ("ema_count", "ema_sum", "idle_steps", "initialized")
@@ -168,7 +168,8 @@ def read_safetensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]
 
 def read_safetensors_metadata(path: Path) -> dict[str, str]:
     """The metadata in a .safetensors file's header (empty if it has none); its size is checked against
-    the file's before it is read."""
+    the file's before it is read. Anything but a regular file (a FIFO, a device) is an OSError, before it is opened."""
+    regular_file_size(path)
     with open(path, "rb") as stream:
         size = int.from_bytes(stream.read(8), "little")
         if size > os.fstat(stream.fileno()).st_size - 8:

@@ -2,17 +2,15 @@
 in a checkout), the folders of $VQCODEC_MODEL_PATH before them, and which one wrote a `.vq` file."""
 from __future__ import annotations
 
-import errno
 import importlib.util
 import json
 import os
-import stat
 from pathlib import Path
 
 from . import format as vqformat
 from .config import FORMAT_VERSION, config_from_dict
 from .errors import VQCodecError
-from .io import why_missing
+from .io import read_json_file, why_missing
 from .wording import reason_of, setting, shown
 
 RETIRED_MODELS = "retired.json"  # in the shipped models' folder: earlier releases' models and where they are
@@ -21,25 +19,10 @@ LISTING_MARKS = ("shadowed", "shadowed_by_unlisted")
 MAX_MODEL_JSON_BYTES = 1 << 24  # a NAME.json holds a config, ids and records: the shipped ones take 3 and 8 KB
 
 
-def regular_file_size(path: Path) -> int:
-    """The size of the file at `path` (a link followed), which must be a regular file: OSError for a FIFO, whose
-    read waits for a writer that may never come, or a device (/dev/zero), whose read never ends."""
-    info = os.stat(path)
-    if stat.S_ISDIR(info.st_mode):
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    if not stat.S_ISREG(info.st_mode):
-        raise OSError(errno.EINVAL, "not a regular file (a pipe or a device)", str(path))
-    return info.st_size
-
-
 def read_model_json(path: Path):
     """The JSON value of a model's NAME.json, read only from a regular file of at most MAX_MODEL_JSON_BYTES
     (OSError, ValueError otherwise)."""
-    if regular_file_size(path) > MAX_MODEL_JSON_BYTES:
-        raise ValueError(f"{Path(path).name} takes more than {MAX_MODEL_JSON_BYTES >> 20} MiB, far more than a "
-                         "model's JSON holds")
-    with open(path, "rb") as stream:
-        return json.loads(stream.read(MAX_MODEL_JSON_BYTES + 1))
+    return read_json_file(path, MAX_MODEL_JSON_BYTES, "a model's JSON")
 
 
 def shipped_models_dir() -> Path:

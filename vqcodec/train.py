@@ -26,7 +26,8 @@ from .errors import Terminated, VQCodecError, is_out_of_memory
 from .devices import resolve_device
 from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, NoReadableMedia, decodes, default_batch_workers,
                    find_media, held_bytes, longest_length, readable_files, relative_name, split_as_before, split_files)
-from .io import checked_flag, read_audio, read_image_rgb, remove_leftover_temporaries
+from .io import (checked_flag, read_audio, read_image_rgb, read_json_file, regular_file_size,
+                 remove_leftover_temporaries)
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from .models import VQVAE, encoder_unchanged, widen, widths_differ_only
@@ -240,7 +241,9 @@ def read_config(path: str | Path) -> ModelConfig:
     """A model config from a JSON file of its fields (--config)."""
     try:
         return load_config_file(path)
-    except (OSError, ValueError, TypeError, RecursionError) as exc:  # RecursionError: JSON nested too deep
+    except OSError as exc:  # not a regular file (a FIFO, a device) too
+        raise VQCodecError(f"cannot read the config {exc.filename or path}: {reason_of(exc)}") from None
+    except (ValueError, TypeError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise VQCodecError(f"{path}: bad config ({exc})") from None
 
 
@@ -296,7 +299,10 @@ def checkpoint_config(out: Path) -> ModelConfig:
         raise VQCodecError(f"--resume: no checkpoint in {out}")
     try:
         return config_from_dict(checkpoint_record(path)["config"])
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+    except OSError as exc:  # not a regular file (a FIFO, a device) too
+        raise VQCodecError(f"--resume: cannot read the checkpoint in {out}: {exc.filename or path}: "
+                           f"{reason_of(exc)}") from None
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise VQCodecError(f"--resume: the checkpoint in {out} is damaged ({exc})") from None
 
 
@@ -316,7 +322,9 @@ def checkpoint_record(path: Path) -> dict:
     weights, so a run stopped between the two renames leaves it one save behind, or missing; checkpoints
     written before the header copy have only the JSON file."""
     stored = read_safetensors_metadata(path).get("checkpoint")
-    return json.loads(stored if stored is not None else path.with_suffix(".json").read_bytes())
+    if stored is None:
+        return read_json_file(path.with_suffix(".json"), what="a checkpoint's record")
+    return json.loads(stored)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -1092,7 +1100,7 @@ def _rewrite_stale_checkpoint_json(path: Path) -> None:
     record = json.loads(stored)  # checked by load_checkpoint
     json_path = path.with_suffix(".json")
     try:
-        copy = json.loads(json_path.read_bytes())
+        copy = read_json_file(json_path, what="a checkpoint's record")
     except FileNotFoundError:
         copy = None
     except (OSError, ValueError, RecursionError):
@@ -1112,6 +1120,7 @@ def _repair_log(path: Path) -> None:
     after its last whole line, and the whole lines before that which are not JSON records (a file
     system that kept the log's new length but not its bytes reads back zeros)."""
     try:
+        regular_file_size(path)  # a FIFO's read waited for ever, a device's (/dev/zero) never ended
         text = path.read_bytes()
     except FileNotFoundError:
         return
