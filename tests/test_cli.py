@@ -5,6 +5,7 @@ no traceback, and no output file (not even a hidden temporary one) left behind.
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -728,6 +729,47 @@ def test_a_model_path_entry_that_is_no_folder_is_named(cli, tiny_model_path, tmp
     assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("vqcodec: error: unknown model 'tiny'")
     assert f"{missing}: no such folder" in lines[0]
     assert f"name the folder that holds it, {tiny_model_path.parent}" in lines[0]
+
+
+def test_a_model_path_folder_that_cannot_be_read_is_named_and_passed_over(tiny_model_path, tmp_path, monkeypatch,
+                                                                           capsys):
+    """A VQCODEC_MODEL_PATH folder without permission to read it (chmod 000; root reads any, so os.scandir is made
+    to refuse it here) was passed over without a word by `models`, and made every lookup by name, of a shipped
+    model too, 'cannot look for the model 'speech16k': Permission denied' (Path.exists raised for its files)."""
+    from vqcodec import VQCodecError
+    from vqcodec.cli import run
+    from vqcodec.registry import find_model, shipped_models_dir
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    shutil.copy(tiny_model_path, locked / "tiny.safetensors")
+    shutil.copy(tiny_model_path.with_suffix(".json"), locked / "tiny.json")
+    real_scandir, real_stat = os.scandir, os.stat
+
+    def refused(path) -> bool:
+        return isinstance(path, (str, bytes, os.PathLike)) and os.fsdecode(path).startswith(str(locked))
+
+    def scandir(path="."):
+        if refused(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_scandir(path)
+
+    def stat(path, *args, **kwargs):  # what is in a folder without x permission cannot be looked at either
+        if refused(path) and os.fsdecode(path) != str(locked):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setenv("VQCODEC_MODEL_PATH", str(locked))
+    assert find_model("speech16k") == shipped_models_dir() / "speech16k.safetensors"
+    with pytest.raises(VQCodecError, match=re.escape(f"unknown model 'tiny' (installed: ") + ".*"
+                       + re.escape(f"; VQCODEC_MODEL_PATH names {locked}: Permission denied")):
+        find_model("tiny")
+    capsys.readouterr()
+    assert run(["models"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"vqcodec: warning: VQCODEC_MODEL_PATH names {locked}: Permission denied; not searched"]
 
 
 def test_a_file_whose_model_is_not_found_names_a_model_path_entry_that_is_no_folder(cli, encoded, tmp_path):

@@ -41,16 +41,21 @@ def model_search_path() -> list[Path]:
     its models twice, the second time as shadowed by themselves)."""
     folders = {}
     for folder in _model_path_entries() + [shipped_models_dir()]:
+        if _unlistable(folder) is not None:  # model_path_problems says why
+            continue
         folders.setdefault(os.path.realpath(folder), folder)  # Path.resolve raised for a link in a loop
     return list(folders.values())
 
 
 def model_path_problems() -> list[str]:
-    """What is wrong with the entries of $VQCODEC_MODEL_PATH that are no folder, where no model can be
-    found: a name mistyped, or a model's file named in place of its folder."""
+    """What is wrong with the entries of $VQCODEC_MODEL_PATH that are no folder, or one that cannot be listed, where
+    no model can be found: a name mistyped, a model's file named in place of its folder, a folder without
+    permission to read it."""
     problems = []
     for entry in _model_path_entries():
-        if entry.is_file():
+        if (why := _unlistable(entry)) is not None:
+            problems.append(f"VQCODEC_MODEL_PATH names {entry}: {why}")
+        elif entry.is_file():
             problems.append(f"VQCODEC_MODEL_PATH names {entry}, a file, not a folder: name the folder that "
                             f"holds it, {entry.parent}")
         elif not entry.exists():
@@ -60,6 +65,18 @@ def model_path_problems() -> list[str]:
         elif not entry.is_dir():
             problems.append(f"VQCODEC_MODEL_PATH names {entry}, which is not a folder")
     return problems
+
+
+def _unlistable(folder: Path) -> str | None:
+    """Why the folder `folder` cannot be listed (no permission to read it, or a folder above it; a link in a
+    loop); None where it can, or where there is no folder there, which model_path_problems names otherwise."""
+    try:
+        with os.scandir(folder):
+            return None
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        return reason_of(exc)
 
 
 def is_model_path(name: str) -> bool:
