@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -1441,6 +1442,26 @@ def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tm
     (out / "checkpoint.safetensors").unlink()
     code, err = run_in_process(base, capsys)
     assert code == 1 and "--resume: no checkpoint in" in err, err
+
+
+def test_a_config_or_checkpoint_record_larger_than_any_holds_is_not_read(trained, tmp_path, monkeypatch):
+    """A --config file or a checkpoint's JSON record of more than io.MAX_JSON_BYTES (16 MiB; 1 MiB here) is refused
+    from its size, before it is read (it was read whole, however large)."""
+    import vqcodec.io
+    from vqcodec.train import checkpoint_record, read_config
+
+    monkeypatch.setattr(vqcodec.io, "MAX_JSON_BYTES", 1 << 20)
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({**config_to_dict(CFG), "notes": "x" * (1 << 20)}))
+    with pytest.raises(VQCodecError, match=re.escape("cfg.json takes more than 1 MiB, far more than a config holds")):
+        read_config(config)
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    save_file(load_file(str(out / "checkpoint.safetensors")), str(out / "checkpoint.safetensors"))  # no header record
+    meta = json.loads((out / "checkpoint.json").read_text())
+    (out / "checkpoint.json").write_text(json.dumps({**meta, "notes": "x" * (1 << 20)}))
+    with pytest.raises(ValueError, match="checkpoint.json takes more than 1 MiB, far more than a checkpoint's record"):
+        checkpoint_record(out / "checkpoint.safetensors")
 
 
 @pytest.mark.parametrize("odd, how", [("checkpoint.safetensors", "fifo"), ("checkpoint.json", "fifo"),
