@@ -1465,23 +1465,25 @@ def test_a_config_or_checkpoint_record_larger_than_any_holds_is_not_read(trained
 
 
 @pytest.mark.parametrize("odd, how", [("checkpoint.safetensors", "fifo"), ("checkpoint.json", "fifo"),
+                                      ("checkpoint.json", "fifo beside a record"),
                                       ("checkpoint.json", "device"), ("train_log.jsonl", "fifo"),
                                       ("train_log.jsonl", "device"), ("cfg.json", "fifo"), ("cfg.json", "device")])
 def test_a_run_file_that_is_a_pipe_or_a_device_is_refused_not_read(trained, data_dir, tmp_path, odd, how):
     """A checkpoint's weights or record, its log or a --config that is a FIFO (whose read waited for a writer for
     ever: `train --resume` hung) or a link to /dev/zero (read until memory ran out) is one line saying that it is
     not a regular file, before it is opened. The checkpoint's JSON is its record where the weights' header holds
-    none, as before the header held it."""
+    none, as before the header held it; beside a header's record, it is the copy that --resume rewrote (into the
+    FIFO, where it waited for a reader for ever)."""
     out = tmp_path / "run"
     shutil.copytree(trained, out)
     args = ["--resume"]
-    if odd == "checkpoint.json":
+    if odd == "checkpoint.json" and how == "fifo":
         save_file(load_file(str(out / "checkpoint.safetensors")), str(out / "checkpoint.safetensors"))
     if odd == "cfg.json":
         out, args = tmp_path / "new", ["--config", tmp_path / odd]
     path = tmp_path / odd if odd == "cfg.json" else out / odd
     path.unlink(missing_ok=True)
-    if how == "fifo":
+    if how.startswith("fifo"):
         os.mkfifo(path)
     else:
         path.symlink_to("/dev/zero")

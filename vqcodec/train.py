@@ -1103,7 +1103,9 @@ def _rewrite_stale_checkpoint_json(path: Path) -> None:
         copy = read_json_file(json_path, what="a checkpoint's record")
     except FileNotFoundError:
         copy = None
-    except (OSError, ValueError, RecursionError):
+    except OSError as exc:  # a FIFO or a device, which the rewrite would write into (write_file): it waited for ever
+        raise VQCodecError(f"cannot read {json_path}: {reason_of(exc)}") from None
+    except (ValueError, RecursionError):
         copy = {}
     if copy == record:
         return
