@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from conftest import Terminal, run_python, terminal_screen, terminal_shown
+from conftest import Terminal, run_cli, terminal_screen, terminal_shown
 from test_cli import assert_one_line_error
 from vqcodec import Codec, VQCodecError
 from vqcodec import format as vqformat
@@ -1488,8 +1488,8 @@ def test_a_run_file_that_is_a_pipe_or_a_device_is_refused_not_read(trained, data
     else:
         path.symlink_to("/dev/zero")
     # a process of its own, which the timeout ends where its open or read never returns
-    result = run_python("-m", "vqcodec", "train", data_dir, "--out", out, "--name", "tiny", "--max-steps", "20",
-                        "--device", "cpu", "--threads", "1", *args, timeout=60, text=True)
+    result = run_cli("train", data_dir, "--out", out, "--name", "tiny", "--max-steps", "20", "--device", "cpu",
+                     "--threads", "1", *args, timeout=60, text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     error = result.stderr.splitlines()[-1]  # after the line on the run, for the log, which is read once it starts
     assert error.startswith("vqcodec: error: ") and error.endswith(f"{path}: not a regular file (a pipe or a device)")
