@@ -3415,3 +3415,28 @@ def test_open_image_refuses_a_bad_file_and_lets_a_bug_of_its_own_out(monkeypatch
     monkeypatch.setattr(vqcodec.imagedata, "check_png_data", broken)
     with pytest.raises(type(bug), match=re.escape(str(bug))):
         open_image(source)
+
+
+@pytest.mark.parametrize("bug", [NameError("name '_check_png' is not defined"), AttributeError("'NoneType' object "
+                                 "has no attribute 'tell'"), TypeError("unsupported operand")])
+def test_encode_image_refuses_a_bad_image_and_lets_a_bug_of_its_own_out(monkeypatch, codec, bug):
+    """encode_image caught every Exception as it read a Pillow image's pixels, so a bug of vqcodec's own (a renamed
+    helper's NameError) read 'cannot read the image: name ... is not defined'. An image whose file was closed before
+    its pixels were read (which Pillow asserts against) and one cut short are still refused."""
+    import vqcodec.io
+
+    buffer = io.BytesIO()
+    Image.fromarray(smooth_rgb(20, 30)).save(buffer, "PNG")
+    with Image.open(io.BytesIO(buffer.getvalue())) as lazy:
+        pass
+    with pytest.raises(VQCodecError, match=r"^cannot read the image: its file was closed before its pixels were read"):
+        codec.encode_image(lazy, 2)
+    with pytest.raises(VQCodecError, match=r"^cannot read the image: its data ends early \(cut short\)$"):
+        codec.encode_image(Image.open(io.BytesIO(buffer.getvalue()[:-40])), 2)
+
+    def broken(image):
+        raise bug
+
+    monkeypatch.setattr(vqcodec.io, "_check_png_data", broken)
+    with pytest.raises(type(bug), match=re.escape(str(bug))):
+        codec.encode_image(Image.open(io.BytesIO(buffer.getvalue())), 2)

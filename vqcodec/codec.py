@@ -33,8 +33,8 @@ from .devices import resolve_device
 from .errors import ClippingWarning, VQCodecError, caller_stacklevel
 from .fileinfo import (TRAILING_STREAM_BYTES, FileInfo, UnendedStream, alpha_plane, colour_mode,  # noqa: F401
                        read_info, vq_bytes)  # (FileInfo, read_info: API)
-from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, audio_format_named,
-                 audio_format_of, check_audio_output, check_destination, check_format_name, checked_flag,
+from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, PILLOW_READ_ERRORS,
+                 audio_format_named, audio_format_of, check_audio_output, check_destination, check_format_name, checked_flag,
                  copy_whole, image_to_planes, in_srgb, input_name, is_seekable, is_whole, load_pixels, mode_shown,
                  open_image, open_sound, pillow_reason, planes_to_image, rebuilt_image_bytes,
                  refuse_format_against_name, refuse_format_of_other_kind, scalar_of, SoundSink, sound_blocks,
@@ -2416,12 +2416,13 @@ class Codec:
         else:
             _check_image_size(image.width, image.height)
             self.check_image_encode_fits(image.width, image.height, image.mode)
-            try:  # Image.open reads the pixels only now: the file may be cut short, or closed already
+            if getattr(image, "tile", None) and getattr(image, "fp", None) is None:  # Pillow only asserts it
+                raise VQCodecError("cannot read the image: its file was closed before its pixels were read "
+                                   "(Image.open is lazy: load() it)")
+            try:  # Image.open reads the pixels only now: the file may be cut short
                 image = load_pixels(image)
-            except Exception as exc:
-                reason = (pillow_reason(exc)
-                          or "its file was closed before its pixels were read (Image.open is lazy: load() it)")
-                raise VQCodecError(f"cannot read the image: {reason}") from None
+            except PILLOW_READ_ERRORS as exc:
+                raise VQCodecError(f"cannot read the image: {pillow_reason(exc)}") from None
             if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # Image.open leaves it to the caller
                 image = ImageOps.exif_transpose(image)
             image = in_srgb(image)
