@@ -1141,6 +1141,27 @@ def test_an_apng_lacking_frames_its_header_gives_says_so(tmp_path):
                                                 "first is coded"]
 
 
+@pytest.mark.parametrize("cut_at, frame", [(lambda data: len(data) - 2, 3),  # before its last frame's end
+                                           (lambda data: data.rindex(b"\x21\xf9\x04") - 20, 2)])  # frame 2: 3 begins after
+def test_a_gif_cut_short_within_a_later_frame_says_so(tmp_path, cut_at, frame):
+    """Pillow counts a GIF's frames from their image descriptors alone: one cut short within its third frame's
+    data said it held 3 frames. One lacking only its trailer holds its frames whole."""
+    frames = [Image.fromarray(smooth_rgb(16, 24, seed)) for seed in range(3)]
+    whole = io.BytesIO()
+    frames[0].save(whole, "GIF", save_all=True, append_images=frames[1:])
+    data = whole.getvalue()
+    path = tmp_path / "cut.gif"
+    path.write_bytes(data[:cut_at(data)])
+    with pytest.warns(ImageReadWarning) as caught:
+        open_image(path)
+    assert [str(w.message) for w in caught] == [f"{path}: the frames after the first cannot be read (damaged or cut "
+                                                f"short: it ends within its frame {frame}): only the first is coded"]
+    path.write_bytes(data[:-1])
+    with pytest.warns(ImageReadWarning) as caught:
+        open_image(path)
+    assert [str(w.message) for w in caught] == [f"{path} holds 3 frames: only the first is coded"]
+
+
 def test_the_frames_left_out_of_an_animation_from_stdin_are_one_warning_line(cli, tiny_model_path, tmp_path):
     frames = [Image.new("RGB", (20, 10), colour) for colour in ((255, 0, 0), (0, 0, 255))]
     path = tmp_path / "anim.gif"

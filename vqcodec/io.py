@@ -1468,7 +1468,50 @@ def _frame_count(image) -> tuple[int, str | None]:
         missing = _apng_frames_missing(image.fp, frames)
         if missing:
             return 1, missing
+    if image.format == "GIF" and frames > 1:
+        cut_within = _gif_frame_cut_within(image.fp)
+        if cut_within:
+            return 1, f"it ends within its frame {cut_within}"
     return frames, None
+
+
+def _gif_frame_cut_within(stream) -> int | None:
+    """The number of the frame within which a GIF in `stream` ends, read from its blocks' headers: Pillow counts a
+    frame from its image descriptor alone, so a GIF cut short within its third frame's data held 3 frames; else
+    None (whole, or cut short between frames, or of blocks Pillow itself refuses)."""
+    start = stream.tell()
+    try:
+        size = stream.seek(0, os.SEEK_END)
+        stream.seek(GIF_SCREEN_DESCRIPTOR_END)
+        stream.seek(_gif_colour_table_bytes(stream.read(1)) + 2, os.SEEK_CUR)  # the background colour, aspect ratio
+        frame = 0
+        while (kind := stream.read(1)) in (b"!", b","):
+            if kind == b",":
+                frame += 1
+                descriptor = stream.read(GIF_IMAGE_DESCRIPTOR_BYTES)
+                stream.seek(_gif_colour_table_bytes(descriptor[-1:]) + 1, os.SEEK_CUR)  # and the LZW code size
+            else:
+                stream.seek(1, os.SEEK_CUR)  # the extension's label
+            while (length := stream.read(1)) not in (b"", b"\0"):  # its data sub-blocks, to the empty one
+                stream.seek(length[0], os.SEEK_CUR)
+            if stream.tell() > size or not length:
+                return frame if kind == b"," else None
+    except (OSError, ValueError):
+        return None  # unreadable here: Pillow says what is wrong
+    finally:
+        stream.seek(start)
+    return None
+
+
+GIF_SCREEN_DESCRIPTOR_END = 10  # the signature, version and logical screen size: the flags byte follows
+GIF_IMAGE_DESCRIPTOR_BYTES = 9  # position, size and flags, after its separator (",")
+
+
+def _gif_colour_table_bytes(flags: bytes) -> int:
+    """The bytes of the colour table that a GIF's screen or image descriptor's flags byte says follows it."""
+    if not flags or not flags[0] & 0x80:
+        return 0
+    return 3 << ((flags[0] & 7) + 1)
 
 
 def _apng_frames_missing(stream, frames: int) -> str | None:
