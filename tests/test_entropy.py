@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -262,6 +263,23 @@ def test_corrupt_payloads_raise_or_stay_in_range(audio_prior, image_prior):
                 continue
             assert out.shape == shape and out.min() >= 0 and out.max() < K
         assert refused >= 1
+
+
+@pytest.mark.parametrize("bug", [NameError("name '_neighbours' is not defined"), TypeError("unsupported operand"),
+                                 IndexError("index 17 is out of bounds")])
+def test_a_bug_in_decoding_a_chunk_is_not_called_a_corrupted_chunk(monkeypatch, image_prior, bug):
+    """decode_chunk caught every Exception as constriction's refusal of a corrupt stream, so a bug of vqcodec's own
+    read 'corrupted chunk: entropy decoding failed (name ... is not defined)'. Constriction refuses data its model
+    cannot have coded with an AssertionError, still a corrupted chunk (test_corrupt_payloads_raise_or_stay_in_range)."""
+    codes = np.random.default_rng(0).integers(0, K, (3, 9, 8))
+    payload = image_prior.encode_chunk(codes)
+
+    def broken(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(CodePrior, "_decode_plane", broken)
+    with pytest.raises(type(bug), match=re.escape(str(bug))):
+        image_prior.decode_chunk(payload, codes.shape)
 
 
 def test_corrupt_prior_file_is_refused(golden_audio_codec):

@@ -671,7 +671,7 @@ class CodePrior:
                     codes[...] = plane
         except FormatError:
             raise
-        except Exception as exc:  # constriction rejects some corrupt streams
+        except (AssertionError, ValueError) as exc:  # constriction's refusal of data its models cannot have coded
             raise FormatError(f"corrupted chunk: entropy decoding failed ({exc})") from None
         if not decoder.maybe_exhausted():
             raise FormatError("corrupted chunk: entropy-coded payload has data left over")
