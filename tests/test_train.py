@@ -1397,6 +1397,22 @@ def test_auto_precision_asks_the_gpu_trained_on_not_the_current_one(monkeypatch)
     assert [resolve_precision("auto", device) for device in ("cuda:1", "cuda:0", "cuda")] == ["bf16", "fp32", "fp32"]
 
 
+@pytest.mark.parametrize("header, problem", [
+    (b"[]", "its header is not a JSON object"),
+    (b'{"__metadata__": "x"}', "its __metadata__ is not a JSON object"),
+    (b'{"__metadata__": ["checkpoint"]}', "its __metadata__ is not a JSON object")])
+def test_a_checkpoint_whose_header_is_no_record_is_refused_as_damaged(tmp_path, header, problem):
+    """read_safetensors_metadata called .get on the header's JSON, whatever it held: --resume of a checkpoint whose
+    header was a list or whose __metadata__ was a string ended in an AttributeError traceback."""
+    from vqcodec.train import checkpoint_config
+
+    (tmp_path / "checkpoint.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(ValueError, match=f"^{problem}$"):
+        read_safetensors_metadata(tmp_path / "checkpoint.safetensors")
+    with pytest.raises(VQCodecError, match=re.escape(f"--resume: the checkpoint in {tmp_path} is damaged ({problem})")):
+        checkpoint_config(tmp_path)
+
+
 def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(trained, out)

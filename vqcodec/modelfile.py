@@ -174,7 +174,13 @@ def read_safetensors_metadata(path: Path) -> dict[str, str]:
         size = int.from_bytes(stream.read(8), "little")
         if size > os.fstat(stream.fileno()).st_size - 8:
             raise ValueError(f"its header size ({plural(size, 'byte')}) is more than the file holds")
-        return json.loads(stream.read(size)).get("__metadata__") or {}
+        header = json.loads(stream.read(size))
+    if not isinstance(header, dict):
+        raise ValueError("its header is not a JSON object")
+    metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict):
+        raise ValueError("its __metadata__ is not a JSON object")
+    return metadata
 
 
 def _read_model_file(path: Path, read):
