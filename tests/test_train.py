@@ -1413,6 +1413,25 @@ def test_a_checkpoint_whose_header_is_no_record_is_refused_as_damaged(tmp_path, 
         checkpoint_config(tmp_path)
 
 
+def test_checkpoint_name_passes_over_a_damaged_checkpoint_and_lets_a_bug_of_its_own_out(monkeypatch, tmp_path):
+    """checkpoint_name caught every Exception as a missing or damaged checkpoint, so a bug of vqcodec's own (a
+    NameError) silently lost the name a --resume keeps."""
+    import vqcodec.train as train_module
+
+    assert train_module.checkpoint_name(tmp_path) is None  # none there
+    for header in (b"{not json", b'{"__metadata__": {"checkpoint": "[1]"}}', b'{"__metadata__": {"checkpoint": 5}}',
+                   b'{"__metadata__": {"checkpoint": "{\\"name\\": \\"tiny\\"}"}}'):
+        (tmp_path / "checkpoint.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+        assert train_module.checkpoint_name(tmp_path) == ("tiny" if b"name" in header else None), header
+
+    def broken(path):
+        raise NameError("name '_read_record' is not defined")
+
+    monkeypatch.setattr(train_module, "checkpoint_record", broken)
+    with pytest.raises(NameError, match="_read_record"):
+        train_module.checkpoint_name(tmp_path)
+
+
 def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(trained, out)

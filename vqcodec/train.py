@@ -310,9 +310,10 @@ def checkpoint_name(out: Path) -> str | None:
     """The model name of the run whose checkpoint is in `out`, which a --resume without --name keeps; None
     where there is no checkpoint, it cannot be read, or it was saved before checkpoints held the name."""
     try:
-        name = checkpoint_record(out / f"{CHECKPOINT_NAME}.safetensors").get("name")
-    except Exception:  # no checkpoint or a damaged one: the resumed run says so
+        record = checkpoint_record(out / f"{CHECKPOINT_NAME}.safetensors")
+    except (OSError, ValueError, TypeError, RecursionError):  # no checkpoint or a damaged one: the resumed run says so
         return None
+    name = record.get("name") if isinstance(record, dict) else None
     return name if isinstance(name, str) else None
 
 
