@@ -426,6 +426,20 @@ def test_a_header_giving_a_sample_rate_no_audio_has_is_refused_saying_so(codec, 
             read()
 
 
+def test_an_aiff_rate_beyond_any_float_is_refused_saying_so(signal, tmp_path):
+    """An AIFF header's 80-bit rate of an exponent beyond a 64-bit float's was refused in Python's words, 'cannot
+    read audio PATH: math range error'."""
+    from vqcodec.io import read_audio
+
+    path = declaring_rate(tmp_path / "odd.aiff", signal(1, 1600, 16000), "AIFF", 16000)
+    raw = bytearray(path.read_bytes())
+    raw[raw.index(b"COMM") + 16:raw.index(b"COMM") + 18] = b"\x7f\xfe"  # the largest exponent but infinity's
+    path.write_bytes(raw)
+    with pytest.raises(VQCodecError, match=f"^cannot read audio {re.escape(str(path))}: its header gives a sample "
+                                           "rate of inf Hz$"):
+        read_audio(path, 16000)
+
+
 @pytest.mark.parametrize("rate", [2**30, 2**30 + 1, 1.5 * 2**30, 2**31 - 1])
 def test_an_aiff_rate_libsndfile_misreads_is_refused_saying_so(codec, signal, tmp_path, rate):
     """libsndfile reads an AIFF header's rate of 2**30 Hz up to 2**31 as 800 MHz, which was refused as that rate

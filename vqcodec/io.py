@@ -655,7 +655,10 @@ def _extended_float(raw: bytes) -> float:
     """An IEEE 754 80-bit extended float (AIFF's sample rate): sign and exponent in 16 bits, then a 64-bit
     mantissa with an explicit leading bit."""
     exponent, mantissa = int.from_bytes(raw[:2], "big"), int.from_bytes(raw[2:10], "big")
-    value = math.ldexp(mantissa, (exponent & 0x7FFF) - 16383 - 63) if exponent & 0x7FFF else 0.0
+    try:
+        value = math.ldexp(mantissa, (exponent & 0x7FFF) - 16383 - 63) if exponent & 0x7FFF else 0.0
+    except OverflowError:  # beyond any 64-bit float
+        value = math.inf
     return -value if exponent & 0x8000 else value
 
 
