@@ -426,6 +426,28 @@ def test_a_header_giving_a_sample_rate_no_audio_has_is_refused_saying_so(codec, 
             read()
 
 
+def test_opening_audio_refuses_a_bad_file_and_lets_a_bug_of_its_own_out(tmp_path, monkeypatch):
+    """open_sound and unrecognised_audio caught every Exception as soundfile's refusal of the file, so a bug of
+    vqcodec's own (a renamed helper's NameError) read 'cannot read audio PATH: name ... is not defined', or passed
+    unseen."""
+    from vqcodec import io as vqio
+
+    (tmp_path / "noise.wav").write_bytes(b"not audio at all" * 4)
+    with pytest.raises(VQCodecError, match="^cannot read audio .*noise.wav: Format not recognised.$"):
+        vqio.open_sound(tmp_path / "noise.wav")
+    assert "Format not recognised" in str(vqio.unrecognised_audio(b"not audio at all" * 4, "x"))
+
+    def broken(*args):
+        raise NameError("name '_patches' is not defined")
+
+    monkeypatch.setattr(vqio, "streamed_length_patches", broken)
+    with pytest.raises(NameError, match="_patches"):
+        vqio.open_sound(tmp_path / "noise.wav")
+    monkeypatch.setattr(vqio, "decoder_lines", broken)
+    with pytest.raises(NameError, match="_patches"):
+        vqio.unrecognised_audio(b"not audio at all" * 4, "x")
+
+
 def test_an_aiff_rate_beyond_any_float_is_refused_saying_so(signal, tmp_path):
     """An AIFF header's 80-bit rate of an exponent beyond a 64-bit float's was refused in Python's words, 'cannot
     read audio PATH: math range error'."""

@@ -416,6 +416,21 @@ def test_an_audio_path_that_cannot_be_opened_is_skipped_saying_why(tmp_path, cap
     assert capsys.readouterr().err.splitlines() == [said[1]]
 
 
+def test_a_bug_in_reading_a_crop_from_disk_is_not_called_an_unreadable_file(tmp_path, monkeypatch):
+    """AudioCrops caught every Exception as it read a crop from disk, so a bug of vqcodec's own (a NameError) read
+    'skipping cannot read audio PATH: name ... is not defined', and the run went on without the file."""
+    soundfile.write(tmp_path / "good.wav", np.full(3000, 0.25, dtype=np.float32), 8000)
+    crops = AudioCrops([tmp_path / "good.wav"], 8000, CROP, in_memory_bytes=0)
+    assert crops.make(CropPlan(0, (0.5,))).shape == (1, CROP)
+
+    def broken(sound_format):
+        raise NameError("name '_decoder_lines' is not defined")
+
+    monkeypatch.setattr(data, "decoder_lines", broken)
+    with pytest.raises(NameError, match="_decoder_lines"):
+        crops.make(CropPlan(0, (0.5,)))
+
+
 @pytest.mark.skipif("MP3" not in soundfile.available_formats(), reason="this libsndfile has no MP3")
 def test_what_the_mp3_decoder_says_of_a_training_or_eval_file_is_one_warning(tmp_path, capfd):
     """libmpg123 wrote its own lines to stderr, opening a cut file ("Warning: Xing stream size off ...") and

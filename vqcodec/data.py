@@ -25,9 +25,9 @@ import torch
 
 from . import progressline
 from .errors import VQCodecError
-from .io import (PILLOW_READ_ERRORS, check_pixel_count, decoder_lines, media_kind_of, open_sound, pillow_log_caught,
-                 pillow_refusal, read_audio, read_image_rgb, sound_blocks, unreadable_audio, unreadable_image,
-                 warn_decoder_lines, warnings_recorded)
+from .io import (PILLOW_READ_ERRORS, SOUNDFILE_READ_ERRORS, check_pixel_count, decoder_lines, media_kind_of,
+                 open_sound, pillow_log_caught, pillow_refusal, read_audio, read_image_rgb, sound_blocks, unreadable_audio,
+                 unreadable_image, warn_decoder_lines, warnings_recorded)
 from .wording import one_line, plural, setting
 
 IN_MEMORY_BYTES = 2 * 2**30      # decoded training media up to this size are held in memory
@@ -534,7 +534,7 @@ class AudioCrops(Crops):
                 with decoder_lines(sound.format) as lines:
                     sound.seek(low)
                     data = sound.read(max(0, high - low), dtype="float32", always_2d=True)
-            except Exception as exc:  # soundfile raises several types for unreadable input
+            except SOUNDFILE_READ_ERRORS as exc:
                 raise unreadable_audio(source.path, exc) from None
         _warn_once(said + lines, source.path)
         segment = data[:, source.channel]
