@@ -26,8 +26,8 @@ import torch
 from . import progressline
 from .errors import VQCodecError
 from .io import (PILLOW_READ_ERRORS, SOUNDFILE_READ_ERRORS, check_pixel_count, decoder_lines, media_kind_of,
-                 open_sound, pillow_log_caught, pillow_refusal, read_audio, read_image_rgb, sound_blocks, unreadable_audio,
-                 unreadable_image, warn_decoder_lines, warnings_recorded)
+                 open_sound, pillow_log_caught, pillow_refusal, read_audio, read_image_rgb, sound_blocks,
+                 unreadable_audio, unreadable_image, warn_decoder_lines, warnings_recorded)
 from .wording import one_line, plural, setting
 
 IN_MEMORY_BYTES = 2 * 2**30      # decoded training media up to this size are held in memory
