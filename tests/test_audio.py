@@ -426,6 +426,25 @@ def test_a_header_giving_a_sample_rate_no_audio_has_is_refused_saying_so(codec, 
             read()
 
 
+def test_writing_decoded_audio_lets_a_bug_of_its_own_out(codec, signal, tmp_path, monkeypatch):
+    """decode_audio_file caught every Exception as it opened its output, so a bug of vqcodec's own (an
+    AttributeError) read 'cannot write PATH: ...'. An output soundfile cannot open is still refused."""
+    data = codec.encode(signal(1, 1600, 16000), 2, sample_rate=16000)
+    with pytest.raises(VQCodecError, match="^cannot write "):
+        codec.decode_audio_file(data, tmp_path / "no" / "out.wav")
+
+    real = soundfile.SoundFile
+
+    def broken(file, *args, **kwargs):  # check_audio_output's trial write, into a BytesIO, is made as before
+        if type(file).__name__ == "SoundSink":
+            raise AttributeError("'SoundSink' object has no attribute 'stream'")
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(soundfile, "SoundFile", broken)
+    with pytest.raises(AttributeError, match="'SoundSink' object"):
+        codec.decode_audio_file(data, io.BytesIO(), "WAV")
+
+
 def test_opening_audio_refuses_a_bad_file_and_lets_a_bug_of_its_own_out(tmp_path, monkeypatch):
     """open_sound and unrecognised_audio caught every Exception as soundfile's refusal of the file, so a bug of
     vqcodec's own (a renamed helper's NameError) read 'cannot read audio PATH: name ... is not defined', or passed

@@ -34,7 +34,8 @@ from .errors import ClippingWarning, VQCodecError, caller_stacklevel
 from .fileinfo import (TRAILING_STREAM_BYTES, FileInfo, UnendedStream, alpha_plane, colour_mode,  # noqa: F401
                        read_info, vq_bytes)  # (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, PILLOW_READ_ERRORS,
-                 audio_format_named, audio_format_of, check_audio_output, check_destination, check_format_name, checked_flag,
+                 SOUNDFILE_ERRORS, audio_format_named, audio_format_of, check_audio_output, check_destination,
+                 check_format_name, checked_flag,
                  copy_whole, image_to_planes, in_srgb, input_name, is_seekable, is_whole, load_pixels, mode_shown,
                  open_image, open_sound, pillow_reason, planes_to_image, rebuilt_image_bytes,
                  refuse_format_against_name, refuse_format_of_other_kind, scalar_of, SoundSink, sound_blocks,
@@ -2134,7 +2135,7 @@ class Codec:
                 except (ValueError, TypeError, RuntimeError):
                     pass
             output = output or open_output(subtype)
-        except Exception as exc:
+        except SOUNDFILE_ERRORS as exc:
             raise unwritable_audio(exc, where) from None
         # float files keep a level gain's peaks, and so do lossy codecs of float samples
         keeps_level = (output.subtype in ("FLOAT", "DOUBLE")

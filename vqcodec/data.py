@@ -25,7 +25,7 @@ import torch
 
 from . import progressline
 from .errors import VQCodecError
-from .io import (PILLOW_READ_ERRORS, SOUNDFILE_READ_ERRORS, check_pixel_count, decoder_lines, media_kind_of,
+from .io import (PILLOW_READ_ERRORS, SOUNDFILE_ERRORS, check_pixel_count, decoder_lines, media_kind_of,
                  open_sound, pillow_log_caught, pillow_refusal, read_audio, read_image_rgb, sound_blocks,
                  unreadable_audio, unreadable_image, warn_decoder_lines, warnings_recorded)
 from .wording import one_line, plural, setting
@@ -534,7 +534,7 @@ class AudioCrops(Crops):
                 with decoder_lines(sound.format) as lines:
                     sound.seek(low)
                     data = sound.read(max(0, high - low), dtype="float32", always_2d=True)
-            except SOUNDFILE_READ_ERRORS as exc:
+            except SOUNDFILE_ERRORS as exc:
                 raise unreadable_audio(source.path, exc) from None
         _warn_once(said + lines, source.path)
         segment = data[:, source.channel]

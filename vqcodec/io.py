@@ -519,9 +519,9 @@ def id3v2_tag_bytes(head: bytes) -> int:
 SOUNDFILE_REASONS = {"SF_INFO struct incomplete.": "its header gives no valid sample rate"}
 
 
-# What soundfile raises of audio it cannot open or read: LibsndfileError (a RuntimeError), ValueError and TypeError of
-# what it is given, OSError of the file under it; any other error (a NameError, AttributeError) is a bug, not the file's
-SOUNDFILE_READ_ERRORS = (OSError, RuntimeError, TypeError, ValueError)
+# What soundfile raises of audio it cannot open, read or write: LibsndfileError (a RuntimeError), ValueError and
+# TypeError of what it is given, OSError of the file under it; any other error (a NameError, AttributeError) is a bug
+SOUNDFILE_ERRORS = (OSError, RuntimeError, TypeError, ValueError)
 
 
 def _soundfile_reason(exc: Exception) -> str:
@@ -549,7 +549,7 @@ def unrecognised_audio(head: bytes, where) -> VQCodecError | None:
     try:
         with decoder_lines(None):
             soundfile.info(BytesIO(head))
-    except SOUNDFILE_READ_ERRORS as exc:
+    except SOUNDFILE_ERRORS as exc:
         if _soundfile_reason(exc) == UNRECOGNISED_AUDIO:
             return unreadable_audio(where, exc)
     return None
@@ -772,7 +772,7 @@ def open_sound(source, said: list[str] | None = None) -> soundfile.SoundFile:
         if owned is not None:
             owned.close()
         raise
-    except SOUNDFILE_READ_ERRORS as exc:
+    except SOUNDFILE_ERRORS as exc:
         if owned is not None:
             owned.close()
         raise _unopenable_audio(source, exc) from None
