@@ -3461,3 +3461,21 @@ def test_encode_image_refuses_a_bad_image_and_lets_a_bug_of_its_own_out(monkeypa
     monkeypatch.setattr(vqcodec.io, "_check_png_data", broken)
     with pytest.raises(type(bug), match=re.escape(str(bug))):
         codec.encode_image(Image.open(io.BytesIO(buffer.getvalue())), 2)
+
+
+def test_write_image_lets_a_bug_in_reading_back_what_it_wrote_out(monkeypatch, tmp_path):
+    """write_image caught every Exception as it read back the image it wrote, as a format Pillow writes but cannot
+    read (PDF), so a bug there (an AttributeError) wrote the file unchecked. A PDF is still written."""
+    import vqcodec.io
+
+    image = Image.fromarray(smooth_rgb(20, 30))
+    vqcodec.io.write_image(image, tmp_path / "x.pdf")
+    assert (tmp_path / "x.pdf").read_bytes().startswith(b"%PDF")
+
+    def broken(*args, **kwargs):
+        raise AttributeError("'NoneType' object has no attribute 'read'")
+
+    monkeypatch.setattr(Image, "open", broken)
+    with pytest.raises(AttributeError, match="no attribute 'read'"):
+        vqcodec.io.write_image(image, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()

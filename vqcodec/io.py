@@ -2357,7 +2357,8 @@ def _saved(image, format_name: str | None, shown_as: str | None = None) -> bytes
         buffer.seek(0)
         try:
             written = Image.open(buffer)
-        except Exception:  # a format Pillow writes but cannot read back (PDF, Palm): nothing to check, but
+        # a format Pillow writes but cannot read back (PDF, Palm): nothing to check, but
+        except (Image.DecompressionBombError, *PILLOW_READ_ERRORS):
             if wants_alpha and candidate.mode == "P" and "transparency" not in candidate.info:
                 continue  # alpha in a palette's entries alone, which their writers left out: as a band (RGBA)
             return buffer.getvalue()
