@@ -660,35 +660,6 @@ def test_image_size_leaves_the_warnings_settings_as_they_were_beside_a_thread_re
     assert (warnings.showwarning, warnings.filters) == before
 
 
-def test_a_tiff_damaged_after_its_first_crop_says_libtiffs_reason_in_its_skipping_line_alone(tmp_path, capfd):
-    """A TIFF read whole in the main thread once, and damaged after (replaced on disk), is read by the batch
-    workers, where file descriptor 2 cannot be redirected: libtiff's line reached stderr raw before the skipping
-    line, which said "its data cannot be decoded". libtiff's errors are taken from its error handler, in any
-    thread."""
-    rng = np.random.default_rng(0)
-    for name in ("a", "b"):
-        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(tmp_path / f"{name}.tif",
-                                                                                compression="tiff_lzw")
-    crops = ImageCrops([tmp_path / "a.tif", tmp_path / "b.tif"], 32, in_memory_bytes=0)
-    batches = Batches(crops, 8, np.random.default_rng(1), workers=2)
-    try:
-        while crops.read_in_main_thread != {tmp_path / "a.tif", tmp_path / "b.tif"}:
-            batches.next()
-        with Image.open(tmp_path / "b.tif") as image:
-            (strip,), (size,) = image.tag_v2[273], image.tag_v2[279]
-        damaged = bytearray((tmp_path / "b.tif").read_bytes())
-        damaged[strip:strip + size] = bytes(size)
-        (tmp_path / "b.tif").write_bytes(bytes(damaged))
-        assert not any(crops.made_in_main_thread(plan) for plan in crops.plan(16, np.random.default_rng(2)))
-        for _ in range(4):
-            assert batches.next().shape == (8, 3, 32, 32)
-    finally:
-        batches.close()
-    lines = capfd.readouterr().err.splitlines()
-    assert lines == [f"skipping cannot read image {tmp_path / 'b.tif'}: Using code not yet in table (its crops come "
-                     "from the next file)"], lines
-
-
 def test_image_size_refuses_a_bad_file_and_lets_a_bug_of_its_own_out(tmp_path, monkeypatch):
     """data.image_size caught every Exception as a refusal of the photo, so a bug of its own (a renamed helper's
     NameError) was a skipping line, 'cannot read image x.png: name ... is not defined'."""

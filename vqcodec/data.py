@@ -608,9 +608,8 @@ class ImageCrops(Crops):
 
     def made_in_main_thread(self, plan: CropPlan) -> bool:
         """A crop read from disk of a TIFF not yet read there: libtiff writes what it finds wrong straight to
-        stderr, which io catches in the main thread alone, but for its errors where its handler could be replaced
-        (libtiff_errors: a damaged TIFF's line, read in a batch worker, reached stderr raw before its `skipping`
-        line, which said "its data cannot be decoded" where libtiff said why).
+        stderr, which io catches in the main thread alone (a damaged TIFF's line, read in a batch worker, reached
+        stderr raw before its `skipping` line, which said "its data cannot be decoded" where libtiff said why).
         Once read whole there, its crops are the workers', unless reading it said something (a warning): libtiff
         would say it again."""
         path = self.sources[plan.source].path

@@ -1825,40 +1825,32 @@ def _native_stderr_captured():
     """Collect the lines that C libraries (libtiff, libmpg123) write straight to file descriptor 2 while
     decoding, into the list this yields, instead of letting them reach stderr beside vqcodec's own line.
 
-    libtiff's errors are taken from its error handler (libtiff_errors), in any thread. The rest is taken from
-    file descriptor 2, in the main thread only: it is the whole process's, and two threads redirecting it at
-    once (training's batch workers reading TIFFs) could leave it pointing at a deleted file."""
+    In the main thread only: file descriptor 2 is the whole process's, and two threads redirecting it
+    at once (training's batch workers reading TIFFs) could leave it pointing at a deleted file."""
     import sys
     import tempfile
 
-    from . import libtiff_errors
-
-    libtiff_lines: list[str] = []
     lines: list[str] = []
-    with libtiff_errors.caught(libtiff_lines):
+    if threading.current_thread() is not threading.main_thread():
+        yield lines
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to keep clean
+        yield lines
+        return
+    with tempfile.TemporaryFile() as capture:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        os.dup2(capture.fileno(), 2)
         try:
-            if threading.current_thread() is not threading.main_thread():
-                yield lines
-                return
-            try:
-                saved = os.dup(2)
-            except OSError:  # no stderr at all: nothing to keep clean
-                yield lines
-                return
-            with tempfile.TemporaryFile() as capture:
-                if sys.stderr is not None:
-                    sys.stderr.flush()
-                os.dup2(capture.fileno(), 2)
-                try:
-                    yield lines
-                finally:
-                    os.dup2(saved, 2)
-                    os.close(saved)
-                    capture.seek(0)
-                    lines += [_native_line(line) for line in
-                              capture.read(1 << 16).decode("utf-8", "replace").splitlines() if line.strip()]
+            yield lines
         finally:
-            lines[:0] = [_native_line(line) for line in libtiff_lines]
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines += [_native_line(line) for line in
+                      capture.read(1 << 16).decode("utf-8", "replace").splitlines() if line.strip()]
 
 
 class _WarningRouter:
