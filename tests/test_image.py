@@ -3458,7 +3458,7 @@ def test_encode_image_refuses_a_bad_image_and_lets_a_bug_of_its_own_out(monkeypa
     def broken(image):
         raise bug
 
-    monkeypatch.setattr(vqcodec.io, "_check_png_data", broken)
+    monkeypatch.setattr(vqcodec.imagedata, "check_png_data", broken)
     with pytest.raises(type(bug), match=re.escape(str(bug))):
         codec.encode_image(Image.open(io.BytesIO(buffer.getvalue())), 2)
 
