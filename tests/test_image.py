@@ -753,6 +753,30 @@ def test_exif_orientation_is_applied(codec, tmp_path):
         assert codec.encode_image(opened, 2) == codec.encode(opened, 2) == codec.encode(path, 2)
 
 
+@pytest.mark.parametrize("suffix, orientation", [(".png", 9), (".jpg", 0), (".tif", 65535)])
+def test_an_exif_orientation_out_of_range_is_read_as_stored_with_one_warning_line(cli, tiny_model_path, codec,
+                                                                                  tmp_path, suffix, orientation):
+    """Pillow passes over an orientation that is none of EXIF's eight (1 to 8) without a word: the image was read as
+    stored and nothing said so, from a file, a Pillow image or the command line."""
+    stored = smooth_rgb(24, 40)  # 40 wide, 24 high as stored
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"odd{suffix}"
+    Image.fromarray(stored).save(path, exif=exif)
+    said = f"its EXIF orientation, {orientation}, is none of 1 to 8 (damaged): read as stored, not turned"
+    with pytest.warns(ImageReadWarning) as caught:
+        image = open_image(path)
+    assert [str(w.message) for w in caught] == [f"{path}: {said}"]
+    assert image.size == (40, 24)
+    if suffix != ".jpg":
+        np.testing.assert_array_equal(np.asarray(image), stored)
+    with Image.open(path) as opened, pytest.warns(ImageReadWarning) as caught:
+        assert codec.encode_image(opened, 2) == codec.encode(np.asarray(image), 2)
+    assert [str(w.message) for w in caught] == [f"the image: {said}"]
+    result = cli("encode", path, tmp_path / "odd.vq", "-m", tiny_model_path, text=True)
+    assert result.returncode == 0 and result.stderr == f"vqcodec: warning: {path}: {said}\n"
+
+
 @pytest.mark.parametrize("mode", ["L", "P", "RGBA", "CMYK", "I;16"])
 @pytest.mark.parametrize("orientation", [5, 6, 7, 8])
 def test_an_uncompressed_tiff_turned_by_a_quarter_is_turned_not_garbled(codec, tmp_path, mode, orientation):

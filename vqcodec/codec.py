@@ -34,8 +34,8 @@ from .errors import ClippingWarning, VQCodecError, caller_stacklevel
 from .fileinfo import (TRAILING_STREAM_BYTES, FileInfo, UnendedStream, alpha_plane, colour_mode,  # noqa: F401
                        read_info, vq_bytes)  # (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, PILLOW_READ_ERRORS,
-                 SOUNDFILE_ERRORS, audio_format_named, audio_format_of, check_audio_output, check_destination,
-                 check_format_name, checked_flag,
+                 SOUNDFILE_ERRORS, as_displayed, audio_format_named, audio_format_of, check_audio_output,
+                 check_destination, check_format_name, checked_flag,
                  copy_whole, image_to_planes, in_srgb, input_name, is_seekable, is_whole, load_pixels, mode_shown,
                  open_image, open_sound, pillow_reason, planes_to_image, rebuilt_image_bytes,
                  refuse_format_against_name, refuse_format_of_other_kind, scalar_of, SoundSink, sound_blocks,
@@ -2403,7 +2403,7 @@ class Codec:
 
         With `max_bpp`, the best file of at most that many bits per pixel (whole file, header and
         alpha included), with `quality` the most codebooks it may use (vqcodec.ratecontrol)."""
-        from PIL import Image, ImageOps
+        from PIL import Image
 
         self._require("image")
         if isinstance(image, torch.Tensor):
@@ -2425,7 +2425,7 @@ class Codec:
             except PILLOW_READ_ERRORS as exc:
                 raise VQCodecError(f"cannot read the image: {pillow_reason(exc)}") from None
             if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # Image.open leaves it to the caller
-                image = ImageOps.exif_transpose(image)
+                image = as_displayed(image)
             image = in_srgb(image)
         if max_bpp is not None:
             max_bpp = _checked_amount("bits per pixel", max_bpp, "bpp")

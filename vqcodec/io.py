@@ -1084,7 +1084,7 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE, fits: Callable[[in
     is called with the width, height and Pillow mode the header gives, before the pixels are read, to refuse
     (VQCodecError) an image that the work to come would not have the memory for. A stream that cannot seek (a
     pipe, a socket), which Pillow reads whole into memory, is copied into a temporary file first."""
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     if not isinstance(source, (str, os.PathLike)) and not is_seekable(source):
         with spooled_stream(source) as copy:
@@ -1117,7 +1117,7 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE, fits: Callable[[in
                 for line in dict.fromkeys(native):
                     warnings.warn(ImageReadWarning(f"{_image_called(source)}: {line}; read past it"),
                                   stacklevel=caller_stacklevel())
-                transposed = ImageOps.exif_transpose(image)  # a copy, so closing the file is safe
+                transposed = as_displayed(image, source)  # a copy, so closing the file is safe
             transposed.info.pop("exif", None)  # applied, else kept no more: not parsed again (warning again)
         _warn_once_each(caught, _image_called(source))
         for line in dict.fromkeys(logged):
@@ -1327,6 +1327,21 @@ def pillow_log_caught(lines: list[str]):
 
 TIFF_ORIENTATION = 274  # the TIFF (and EXIF) tag of how the stored image is turned for display
 SIDE_SWAPPING_ORIENTATIONS = {5, 6, 7, 8}  # turned by a quarter: width and height trade places
+ORIENTATIONS = range(1, 9)  # EXIF's: 1 as stored, 2 to 8 flipped or turned
+
+
+def as_displayed(image, source=None):
+    """A copy of `image` (loaded) turned as its EXIF orientation says it is displayed (ImageOps.exif_transpose).
+    An orientation that is none of EXIF's eight (damaged), which Pillow passes over without a word, leaves it as
+    stored, with an ImageReadWarning naming `source` (open_image's, or None for a Pillow image) that says so."""
+    from PIL import ImageOps
+
+    orientation = image.getexif().get(TIFF_ORIENTATION, 1)
+    if orientation not in ORIENTATIONS:
+        shown = orientation if isinstance(orientation, int) else repr(orientation)
+        warnings.warn(ImageReadWarning(f"{_image_called(source)}: its EXIF orientation, {shown}, is none of 1 to 8 "
+                                       "(damaged): read as stored, not turned"), stacklevel=caller_stacklevel())
+    return ImageOps.exif_transpose(image)
 
 
 def load_pixels(image, source=None):
