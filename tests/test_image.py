@@ -1186,6 +1186,43 @@ def test_a_gif_cut_short_within_a_later_frame_says_so(tmp_path, cut_at, frame):
     assert [str(w.message) for w in caught] == [f"{path} holds 3 frames: only the first is coded"]
 
 
+def animated_webp(frames: int = 3) -> bytes:
+    """A lossless animated WebP of `frames` frames of 16x24, each an ANMF chunk of its own."""
+    pictures = [Image.fromarray(smooth_rgb(16, 24, seed)) for seed in range(frames)]
+    whole = io.BytesIO()
+    pictures[0].save(whole, "WEBP", save_all=True, append_images=pictures[1:], lossless=True)
+    return whole.getvalue()
+
+
+@pytest.mark.parametrize("cut_at, why", [
+    (lambda data: len(data) - 2, "it ends within its frame 3"),
+    (lambda data: data.index(b"ANMF", data.index(b"ANMF") + 4) + 100, "it ends within its frame 2"),
+    (lambda data: data.rindex(b"ANMF"), "it ends after its frame 2"),  # between two frames' chunks
+    (lambda data: data.rindex(b"ANMF") + 3, "it ends after its frame 2")])  # within a chunk's header
+def test_an_animated_webp_cut_short_after_its_first_frame_gives_that_frame(cli, tiny_model_path, tmp_path, cut_at,
+                                                                           why):
+    """libwebp reads no frame of an animated WebP cut short: it was refused whole ("its data cannot be decoded
+    (damaged or cut short)"), where an APNG or a GIF so cut gives its first frame and says that the frames after it
+    cannot be read. Cut within its first frame, it is refused still."""
+    data = animated_webp()
+    path = tmp_path / "cut.webp"
+    path.write_bytes(data[:cut_at(data)])
+    said = f"the frames after the first cannot be read (damaged or cut short: {why}): only the first is coded"
+    for source, name in ((path, str(path)), (io.BytesIO(path.read_bytes()), "the image")):
+        with pytest.warns(ImageReadWarning) as caught:
+            image = open_image(source)
+        assert [str(w.message) for w in caught] == [f"{name}: {said}"]
+        with Image.open(io.BytesIO(data)) as first:
+            np.testing.assert_array_equal(np.asarray(image), np.asarray(first))
+    result = cli("encode", "-", tmp_path / "cut.vq", "-m", tiny_model_path, input=path.read_bytes(), text=False)
+    assert result.returncode == 0
+    assert result.stderr == f"vqcodec: warning: the image from stdin: {said}\n".encode()
+    path.write_bytes(data[:data.index(b"ANMF", data.index(b"ANMF") + 4) - 100])  # within its first frame
+    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: its data cannot be decoded "
+                                                     "(damaged or cut short)") + "$"):
+        open_image(path)
+
+
 def test_the_frames_left_out_of_an_animation_from_stdin_are_one_warning_line(cli, tiny_model_path, tmp_path):
     frames = [Image.new("RGB", (20, 10), colour) for colour in ((255, 0, 0), (0, 0, 255))]
     path = tmp_path / "anim.gif"

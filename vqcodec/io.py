@@ -1092,9 +1092,10 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE, fits: Callable[[in
     logged: list[str] = []
     try:
         # a bomb: check_pixel_count says it
-        with warnings_recorded(ignore=(Image.DecompressionBombWarning,)) as caught, pillow_log_caught(logged):
+        with warnings_recorded(ignore=(Image.DecompressionBombWarning,)) as caught, pillow_log_caught(logged), \
+                contextlib.ExitStack() as held:
             with TIFF_SETUP_LOCK:
-                opened = Image.open(source)
+                opened, cut_short = image_opened(source, held)
             with opened as image:
                 check_pixel_count(image.width, image.height)
                 _check_side(image.width, image.height, max_side)
@@ -1103,7 +1104,7 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE, fits: Callable[[in
                 opened_at = image.tell()
                 unit = "pages" if image.format == "TIFF" else "frames"
                 with TIFF_SETUP_LOCK:
-                    frames, rest_unreadable = _frame_count(image)
+                    frames, rest_unreadable = _frame_count(image) if cut_short is None else (1, cut_short)
                     _back_to_frame(image, opened_at)
                 # only libtiff writes to stderr itself; fd 2 is the whole process's, so only around it
                 native_capture = _native_stderr_captured() if image.format == "TIFF" else contextlib.nullcontext([])
@@ -1560,6 +1561,63 @@ def _apng_frames_missing(stream, frames: int) -> str | None:
     if found < frames:
         return f"it holds {found} of the {frames} frames its header gives"
     return None
+
+
+def image_opened(source, held: contextlib.ExitStack):
+    """Image.open(source) (a path or a stream that can seek), and None; or where that fails for an animated WebP
+    cut short after its first frame, of which libwebp reads no frame ("could not create decoder object"), the
+    frames before the cut, opened with its RIFF size set to where they end (the file held open in `held`), and
+    why those after the first cannot be read, as _frame_count says it of a GIF or an APNG so cut."""
+    from PIL import Image
+
+    try:
+        return Image.open(source), None
+    except OSError as exc:
+        refused = exc
+    path = source if isinstance(source, (str, os.PathLike)) else None
+    if path is not None and not os.path.isfile(path):  # a FIFO's bytes are gone: it is not read twice
+        raise refused
+    try:
+        stream = held.enter_context(open(path, "rb")) if path is not None else source
+        cut = _webp_frames_cut(stream)
+    except OSError:
+        raise refused from None
+    if cut is None:
+        raise refused
+    frames_end, why = cut
+    stream.seek(0)
+    return Image.open(PatchedStream(stream, {4: struct.pack("<I", frames_end - 8)}), formats=["WEBP"]), why
+
+
+WEBP_FRAME = b"ANMF"  # the chunk of one frame of an animated WebP
+
+
+def _webp_frames_cut(stream) -> tuple[int, str] | None:
+    """Of an animated WebP in `stream` that ends before the end its RIFF header gives, after one of its frames
+    (ANMF chunks) or more: where its whole chunks end, and where it ends ('it ends within its frame 3', 'it ends
+    after its frame 2'), read from its chunks' headers; else None (whole, not an animated WebP, cut short within
+    its first frame)."""
+    start = stream.tell()
+    try:
+        size = stream.seek(0, os.SEEK_END)
+        stream.seek(0)
+        head = stream.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+            return None
+        at, frames = 12, 0
+        while len(chunk := stream.read(8)) == 8:
+            kind, length = struct.unpack("<4sI", chunk)
+            end = at + 8 + length + (length & 1)  # padded to an even length
+            if end > size:
+                break
+            frames += kind == WEBP_FRAME
+            at = stream.seek(end)
+    finally:
+        stream.seek(start)
+    if not frames or (at == size and struct.unpack("<I", head[4:8])[0] + 8 <= size):
+        return None
+    within = at + 8 <= size and chunk[:4] == WEBP_FRAME
+    return at, f"it ends within its frame {frames + 1}" if within else f"it ends after its frame {frames}"
 
 
 def _back_to_frame(image, frame: int) -> None:
