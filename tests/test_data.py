@@ -190,6 +190,18 @@ def test_image_size_of_a_file_pillow_refuses_raises_one_clean_error(tmp_path):
             data.image_size(tmp_path / name)
 
 
+def test_an_animated_webp_cut_short_after_its_first_frame_is_trained_on(tmp_path, capsys):
+    """Encoding it gives its first frame (io.image_opened), but reading its size for training refused it as Pillow
+    does, 'skipping cannot read image cut.webp: its data cannot be decoded (damaged or cut short)'."""
+    from test_image import animated_webp
+
+    whole = animated_webp()
+    (tmp_path / "cut.webp").write_bytes(whole[:-2])
+    assert data.image_size(tmp_path / "cut.webp") == (24, 16)
+    assert data.readable_files("image", [tmp_path / "cut.webp"]) == [tmp_path / "cut.webp"]
+    assert capsys.readouterr().err == ""
+
+
 def in_order_and_in_threads(crops, size: int, seed: int, workers: int) -> tuple[list, list]:
     """Three batches of `crops` made in order, and the three Batches makes in `workers` threads from the same seed."""
     in_order = np.random.default_rng(seed)

@@ -10,6 +10,7 @@ worker threads while a training step runs.
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import math
 import os
@@ -25,8 +26,8 @@ import torch
 
 from . import progressline
 from .errors import VQCodecError
-from .io import (PILLOW_READ_ERRORS, SOUNDFILE_ERRORS, check_pixel_count, decoder_lines, media_kind_of,
-                 open_sound, pillow_log_caught, pillow_refusal, read_audio, read_image_rgb, sound_blocks,
+from .io import (PILLOW_READ_ERRORS, SOUNDFILE_ERRORS, check_pixel_count, decoder_lines, image_opened,
+                 media_kind_of, open_sound, pillow_log_caught, pillow_refusal, read_audio, read_image_rgb, sound_blocks,
                  unreadable_audio, unreadable_image, warn_decoder_lines, warnings_recorded)
 from .wording import one_line, plural, setting
 
@@ -71,8 +72,9 @@ def image_size(path: Path) -> tuple[int, int]:
 
     logged: list[str] = []
     try:
-        with warnings_recorded(ignore=(Image.DecompressionBombWarning,)) as caught, pillow_log_caught(logged):
-            with Image.open(path) as image:  # warnings_recorded, not catch_warnings: that is the process's
+        with warnings_recorded(ignore=(Image.DecompressionBombWarning,)) as caught, pillow_log_caught(logged), \
+                contextlib.ExitStack() as held:
+            with image_opened(path, held)[0] as image:  # warnings_recorded, not catch_warnings: that is the process's
                 size = image.width, image.height
         check_pixel_count(*size)
     except VQCodecError as exc:
