@@ -1828,6 +1828,44 @@ def test_a_jpeg_whose_data_ends_before_its_last_row_is_refused(codec, tmp_path, 
         codec.encode_image(Image.open(io.BytesIO(taller)), 2)
 
 
+def test_the_jpeg_row_check_holds_where_a_program_has_pillow_load_truncated_images(monkeypatch):
+    """The check decodes the scan again through Pillow's public calls (Image.open, draft, load), where it used
+    Image._getdecoder and Image.core.new, which a Pillow may change or drop; a read past the scan's data is told
+    as such, not as Pillow's end of the data, which LOAD_TRUNCATED_IMAGES (set by many training scripts) reads past."""
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    whole, taller = _jpeg_of_greater_height("RGB", 16)
+    assert open_image(io.BytesIO(whole)).size == (24, 32)
+    with pytest.raises(VQCodecError, match=re.escape("its image data ends before its last row (24x48 pixels)")):
+        open_image(io.BytesIO(taller))
+
+
+# The private names of Pillow's that io and imagedata reach, each guarded where a Pillow has it no more: a
+# TiffImageFile's _setup (the tile again from its tags), which no public call stands for
+PILLOW_PRIVATE_NAMES_GUARDED = {"_setup"}
+
+
+def test_io_and_imagedata_reach_no_private_name_of_pillow_but_the_guarded_ones():
+    """check_jpeg_data decoded through Image._getdecoder and Image.core.new (guarded only by a getattr of the
+    first). A name that begins with '_', reached on anything but self, or named to getattr or hasattr, is counted."""
+    import ast
+
+    import vqcodec.imagedata
+    import vqcodec.io
+
+    for module in (vqcodec.io, vqcodec.imagedata):
+        reached = set()
+        for node in ast.walk(ast.parse(Path(module.__file__).read_text())):
+            if isinstance(node, ast.Attribute) and not (isinstance(node.value, ast.Name) and node.value.id == "self"):
+                reached.add(node.attr)
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("getattr", "hasattr"):
+                reached.update(arg.value for arg in node.args[1:2] if isinstance(arg, ast.Constant))
+        private = {name for name in reached if isinstance(name, str) and name.startswith("_")
+                   and not name.startswith("__")}
+        assert private <= PILLOW_PRIVATE_NAMES_GUARDED and "core" not in reached, module.__name__
+
+
 def test_a_jpeg_taller_within_its_last_block_row_is_read(codec):
     """A frame header that gives rows the scan's last block row holds (its padding) lacks no data: read."""
     _, within = _jpeg_of_greater_height("RGB", 4, rows=28, subsampling=0)

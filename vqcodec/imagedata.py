@@ -223,18 +223,31 @@ def _jpeg_first_scan(data: bytes) -> tuple[int | None, int, int] | None:
     return None
 
 
+class _ScanReadPast(Exception):
+    """The decoder of check_jpeg_data asked for more than the scan's data: its image lacks rows."""
+
+
+class _ScanData(BytesIO):
+    """A JPEG's bytes up to the end of its scan, a read past which raises _ScanReadPast (whatever Pillow's
+    ImageFile.LOAD_TRUNCATED_IMAGES, under which a read of nothing would end decoding without a word)."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        if not data and size != 0:
+            raise _ScanReadPast
+        return data
+
+
 def check_jpeg_data(image) -> None:
     """Refuse a JPEG of one sequential scan whose data ends (at its EOI marker) before the rows its frame header
     gives: libjpeg decodes the blocks it lacks as zeros, a grey band, and Pillow hides libjpeg's warning (a header
-    edited or damaged to a greater height). Its scan is decoded again, at 1/8 of its size, up to its EOI with no
-    marker after: a decoder that needs more data before its last row lacks the rows. (A grey image one block wide
+    edited or damaged to a greater height). Its scan is decoded again, at 1/8 of its size (Image.draft), up to its
+    EOI with no marker after: a decoder that reads past that data lacks the rows. (A grey image one block wide
     that lacks one block row is not told: the look-ahead bits read as one damaged block.)"""
     from PIL import Image
 
     stream = getattr(image, "fp", None)
-    getdecoder = getattr(Image, "_getdecoder", None)  # a Pillow without it: the check is left out, not every JPEG
-    if (image.format != "JPEG" or len(image.tile) != 1 or stream is None or getattr(stream, "closed", False)
-            or getdecoder is None):
+    if image.format != "JPEG" or len(image.tile) != 1 or stream is None or getattr(stream, "closed", False):
         return
     start = stream.tell()
     try:
@@ -247,14 +260,12 @@ def check_jpeg_data(image) -> None:
     scan = _jpeg_first_scan(data)
     if scan is None or scan[0] not in JPEG_SEQUENTIAL_FRAMES or scan[2] != JPEG_EOI:
         return  # cut short, progressive, several scans: Pillow says so, or libjpeg reads them otherwise
-    size = (-(-image.width // JPEG_CHECK_SCALE), -(-image.height // JPEG_CHECK_SCALE))
-    decoder = getdecoder(image.mode, "jpeg", image.tile[0][3], (JPEG_CHECK_SCALE, 0))
     try:
-        decoder.setimage(Image.core.new(image.mode, size), (0, 0) + size)
-        left = data[:scan[1]] + JPEG_ONES
-        while (used := decoder.decode(left))[0] > 0:
-            left = left[used[0]:]
-    finally:
-        decoder.cleanup()
-    if used == (0, 0):  # waits for data: a row not yet decoded
-        raise _ends_before_last_row(image.width, image.height)
+        with Image.open(_ScanData(data[:scan[1]] + JPEG_ONES), formats=["JPEG"]) as scaled:
+            scaled.draft(scaled.mode, (max(1, image.width // JPEG_CHECK_SCALE),
+                                       max(1, image.height // JPEG_CHECK_SCALE)))
+            scaled.load()
+    except _ScanReadPast:
+        raise _ends_before_last_row(image.width, image.height) from None
+    except PILLOW_READ_ERRORS:
+        return  # damaged otherwise: reading the image says so
