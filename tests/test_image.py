@@ -1771,19 +1771,44 @@ def test_an_ico_with_pixels_beyond_its_colours_is_refused(tmp_path, bits, colour
     assert (read.getpixel((0, 7)), read.getpixel((1, 7))) == ((10, 9, 8, 255), (6, 5, 4, 255))  # entries 2 and 1
 
 
-def test_an_ico_of_a_png_whose_data_ends_before_its_last_row_is_refused(tmp_path):
-    """An ICO's PNG is read as Pillow opens the ICO, where the PNG's check of its data against its height was not
-    run: the rows it lacks were black, without a word."""
+def _ico_of_a_taller_png() -> bytes:
+    """An ICO of one PNG of 8x8 pixels of level 200 whose header (IHDR) gives it 16 rows."""
     buffer = io.BytesIO()
     Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(buffer, "PNG")
     png = bytearray(buffer.getvalue())
     png[20:24] = struct.pack(">I", 16)  # IHDR's height, and its CRC
     png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    return struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 8, 16, 0, 0, 1, 32, len(png), 22) + png
+
+
+def test_an_ico_of_a_png_whose_data_ends_before_its_last_row_is_refused(tmp_path):
+    """An ICO's PNG is read as Pillow opens the ICO, where the PNG's check of its data against its height was not
+    run: the rows it lacks were black, without a word."""
     path = tmp_path / "taller.ico"
-    path.write_bytes(struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 8, 16, 0, 0, 1, 32, len(png), 22) + png)
+    path.write_bytes(_ico_of_a_taller_png())
     reason = "its image data ends before its last row (8x16 pixels): damaged"
     with pytest.raises(VQCodecError, match=re.escape(f"{path}: {reason}") + "$"):
         open_image(path)
+
+
+def test_the_ico_checks_are_left_out_where_pillow_keeps_no_ico_directory(tmp_path, monkeypatch):
+    """The entry of an ICO that Pillow read is found through IcoImageFile.ico, which no public call stands for: a
+    Pillow that has it no more reads the ICO as Pillow does, without the checks, and no AttributeError."""
+    from PIL import IcoImagePlugin
+
+    load = IcoImagePlugin.IcoImageFile.load
+
+    def load_and_drop_the_directory(self):
+        pixels = load(self)
+        self.__dict__.pop("ico", None)
+        return pixels
+
+    path = tmp_path / "taller.ico"
+    path.write_bytes(_ico_of_a_taller_png())
+    monkeypatch.setattr(IcoImagePlugin.IcoImageFile, "load", load_and_drop_the_directory)
+    image = open_image(path)
+    assert image.size == (8, 16) and not hasattr(image, "ico")
+    assert np.asarray(image.convert("L"))[:8].min() == 200  # its rows as stored, those it lacks as Pillow fills them
 
 
 def test_an_ico_of_a_palette_png_with_pixels_beyond_its_palette_is_refused(tmp_path):
@@ -1864,6 +1889,22 @@ def test_io_and_imagedata_reach_no_private_name_of_pillow_but_the_guarded_ones()
         private = {name for name in reached if isinstance(name, str) and name.startswith("_")
                    and not name.startswith("__")}
         assert private <= PILLOW_PRIVATE_NAMES_GUARDED and "core" not in reached, module.__name__
+
+
+def test_a_tiff_channel_of_unspecified_meaning_is_left_out_where_pillow_has_no_setup(codec, tmp_path, monkeypatch):
+    """Reading such a channel as alpha redoes the TIFF's tile through TiffImageFile._setup, which no public call
+    stands for: a Pillow without it reads the image as Pillow does, and the warning says the channel is left out."""
+    from PIL import TiffImagePlugin
+
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 10, 4), dtype=np.uint8)
+    source = tmp_path / "rgbx.tif"
+    source.write_bytes(interleaved_tiff(pixels, photometric=2, extra_samples=(0,)))
+    with Image.open(source) as lazy:
+        monkeypatch.delattr(TiffImagePlugin.TiffImageFile, "_setup")
+        with pytest.warns(ImageReadWarning, match=r"^the image: 1 channel of unspecified meaning \(TIFF ExtraSamples "
+                                                  r"0\) left out$"):
+            image = codec.decode_image(codec.encode_image(lazy, 2))
+    assert image.mode == "RGB"
 
 
 def test_a_jpeg_taller_within_its_last_block_row_is_read(codec):
