@@ -1866,6 +1866,20 @@ def test_the_jpeg_row_check_holds_where_a_program_has_pillow_load_truncated_imag
         open_image(io.BytesIO(taller))
 
 
+def test_the_jpeg_row_check_warns_of_nothing_opening_the_image_said(codec, tmp_path):
+    """The check opens the JPEG's bytes again (4d147ed), and Pillow warned again of its corrupt EXIF data, a second
+    warning for an image given to encode_image (Python's default filter shows it once: the same line of Pillow's)."""
+    import warnings
+
+    path = tmp_path / "bad exif.jpg"
+    Image.fromarray(smooth_rgb(16, 16)).save(path, exif=CORRUPT_EXIF)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with Image.open(path) as opened:
+            codec.encode_image(opened, 2)
+    assert [str(w.message) for w in caught] == ["Corrupt EXIF data.  Expecting to read 12 bytes but only got 2. "]
+
+
 # The private names of Pillow's that io and imagedata reach, each guarded where a Pillow has it no more: a
 # TiffImageFile's _setup (the tile again from its tags), which no public call stands for
 PILLOW_PRIVATE_NAMES_GUARDED = {"_setup"}

@@ -246,6 +246,8 @@ def check_jpeg_data(image) -> None:
     that lacks one block row is not told: the look-ahead bits read as one damaged block.)"""
     from PIL import Image
 
+    from .io import warnings_recorded  # io imports this module
+
     stream = getattr(image, "fp", None)
     if image.format != "JPEG" or len(image.tile) != 1 or stream is None or getattr(stream, "closed", False):
         return
@@ -260,8 +262,8 @@ def check_jpeg_data(image) -> None:
     scan = _jpeg_first_scan(data)
     if scan is None or scan[0] not in JPEG_SEQUENTIAL_FRAMES or scan[2] != JPEG_EOI:
         return  # cut short, progressive, several scans: Pillow says so, or libjpeg reads them otherwise
-    try:
-        with Image.open(_ScanData(data[:scan[1]] + JPEG_ONES), formats=["JPEG"]) as scaled:
+    try:  # what opening it warns of (corrupt EXIF data) was said when the image was opened
+        with warnings_recorded(), Image.open(_ScanData(data[:scan[1]] + JPEG_ONES), formats=["JPEG"]) as scaled:
             scaled.draft(scaled.mode, (max(1, image.width // JPEG_CHECK_SCALE),
                                        max(1, image.height // JPEG_CHECK_SCALE)))
             scaled.load()
