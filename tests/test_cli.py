@@ -5,6 +5,7 @@ no traceback, and no output file (not even a hidden temporary one) left behind.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -2910,6 +2911,52 @@ def test_eval_of_a_folder_refuses_stdout_on_a_media_file_in_it(encoded, tiny_mod
             assert target.read_bytes() == before
         else:
             assert b"on 2 files of" in target.read_bytes()
+
+
+@contextlib.contextmanager
+def stdout_into(path: Path):
+    """This process's descriptor 1 open on `path` for appending, as `>> PATH` leaves it, in the block."""
+    saved, taken = os.dup(1), os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.dup2(taken, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(taken)
+
+
+def test_stdout_on_an_input_is_refused_without_proc(encoded, tiny_model_path, tmp_path, monkeypatch, capsys):
+    """stdout's file was found by reading the link /proc/self/fd/1: where that cannot be read (no /proc mounted, a
+    system without it), `eval MODEL dir/ >> dir/talk.wav` appended its table to a recording it measured, status 0.
+    It is told by os.fstat(1)'s device and inode, which the inputs' are compared with; only the check of stdout on
+    a model's file that no command reads, which needs stdout's name, is not made without /proc."""
+    from vqcodec.cli import run
+    from vqcodec.folders import files_under
+    from vqcodec.io import descriptor_path
+
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    audio, source = folder / "talk.wav", tmp_path / "talk.vq"
+    audio.write_bytes((encoded / "in.wav").read_bytes())
+    source.write_bytes((encoded / "out.vq").read_bytes())
+
+    def without_proc(path, *args, **options):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+
+    with stdout_into(audio):
+        assert descriptor_path(1) == audio
+        monkeypatch.setattr(os, "readlink", without_proc)
+        assert descriptor_path(1) is None and files_under(folder) == []  # the run's log is left out
+        code = run(["eval", str(tiny_model_path), str(folder), "-q", "1"])
+    assert (code, capsys.readouterr().err) == (1, f"vqcodec: error: stdout is {audio}, a file of the folder {folder}: "
+                                                  "redirect it to another file\n")
+    with stdout_into(source):
+        code = run(["info", str(source)])
+    assert (code, capsys.readouterr().err) == (1, f"vqcodec: error: stdout is the input file {source}: redirect it to "
+                                                  "another file\n")
+    assert audio.read_bytes() == (encoded / "in.wav").read_bytes()
+    assert source.read_bytes() == (encoded / "out.vq").read_bytes()
 
 
 def test_stdout_on_a_models_file_is_refused(encoded, tiny_model_path, tmp_path):

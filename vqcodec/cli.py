@@ -330,30 +330,26 @@ def _refuse_output_file(path: str, force: bool, input_path: str) -> None:
 def _refuse_output_on_input(path: str, input_path: str) -> None:
     """Refuse an output (`-`: stdout, info's text too) that is the input file (`-`: stdin), by name, link or hard link,
     or by the shell's redirection."""
-    if _same_file("/dev/stdout" if path == "-" else path, "/dev/stdin" if input_path == "-" else input_path):
+    from .io import descriptor_file_id, file_id
+
+    written = descriptor_file_id(1) if path == "-" else file_id(path)
+    if written is not None and written == (descriptor_file_id(0) if input_path == "-" else file_id(input_path)):
         if path == "-":  # `< x.wav 1<> x.wav` wrote over the input's start, `>> x.wav` after its end
             raise VQCodecError(f"stdout is the input file{'' if input_path == '-' else ' ' + input_path}: redirect it "
                                "to another file")
         raise VQCodecError(f"{path} is the input file: give the output another name")
 
 
-def _stdout_file() -> Path | None:
-    """The regular file stdout goes to, where the kernel has it open (links resolved); None for anything else."""
-    try:
-        regular = stat.S_ISREG(os.fstat(1).st_mode)
-        return Path(os.readlink("/proc/self/fd/1")) if regular else None
-    except OSError:
-        return None
-
-
 def _refuse_stdout_on_media_in(folder: str) -> None:
     """Refuse stdout on a media file under `folder` (a folder walk leaves it out, as the run's log, but what is
     printed goes into it: `eval MODEL dir/ >> dir/talk.wav` appended its table to a recording it measured)."""
-    from .io import media_kind_of
+    from .io import descriptor_file_id, file_id, media_kind_of
 
-    target = _stdout_file()
-    if target and Path(folder).is_dir() and media_kind_of(target) and target.is_relative_to(Path(folder).resolve()):
-        raise VQCodecError(f"stdout is {target}, a file of the folder {folder}: redirect it to another file")
+    written = descriptor_file_id(1)
+    for root, _, names in os.walk(folder) if written is not None else ():
+        for path in (Path(root) / name for name in names):
+            if media_kind_of(path) and file_id(path) == written:
+                raise VQCodecError(f"stdout is {path}, a file of the folder {folder}: redirect it to another file")
 
 
 MODEL_FILE_PAIRS = {".json": ".safetensors", ".safetensors": ".json"}
@@ -361,21 +357,14 @@ MODEL_FILE_PAIRS = {".json": ".safetensors", ".safetensors": ".json"}
 
 def _refuse_stdout_on_a_model() -> None:
     """Refuse stdout on NAME.json or NAME.safetensors with the other beside it: what is written left the model
-    unreadable (`encode x.wav - -m m.safetensors >> m.json`)."""
-    target = _stdout_file()
+    unreadable (`encode x.wav - -m m.safetensors >> m.json`). It needs stdout's name, which only /proc gives:
+    without /proc it is not made (stdout on an input file is still refused: _refuse_output_on_input)."""
+    from .io import descriptor_path
+
+    target = descriptor_path(1)
     other = MODEL_FILE_PAIRS.get(target.suffix) if target else None
     if other and target.with_suffix(other).is_file():
         raise VQCodecError(f"stdout is {target}, a file of a model: redirect it to another file")
-
-
-def _same_file(path: str, other: str) -> bool:
-    """Whether two names are one file (through links, or the same name twice): a stream is never."""
-    from .io import is_stream_file
-
-    try:
-        return os.path.samefile(path, other) and not is_stream_file(path)
-    except (OSError, ValueError):
-        return False
 
 
 def _refuse_missing_folder_of(path: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -119,6 +118,8 @@ def files_under(folder: Path, leave_out: Path | None = None) -> list[Path]:
     are left out silently (.DS_Store, macOS's ._NAME, .git, .ipynb_checkpoints), as dataset tools
     leave them out; `folder` itself may be hidden. A subfolder that cannot be read is an error,
     not a silent gap."""
+    from .io import descriptor_file_id, file_id
+
     walked = False  # whether `folder` itself was read: an error naming no folder is then of one under it
 
     def refuse(error: OSError):
@@ -129,35 +130,15 @@ def files_under(folder: Path, leave_out: Path | None = None) -> list[Path]:
         raise VQCodecError(f"cannot read {where} ({reason_of(error)})")
 
     skipped = Path(leave_out).resolve() if leave_out is not None else None
-    logs = _stdout_and_stderr_files()
+    logs = {descriptor_file_id(1), descriptor_file_id(2)} - {None}  # a run's own log: `> DIR/log.wav`
     found = []
     for root, folders, names in os.walk(folder, onerror=refuse):
         walked = True
         folders[:] = [name for name in folders if not is_hidden(name)
                       and (skipped is None or (Path(root) / name).resolve() != skipped)]
         found += [Path(root) / name for name in names if not is_hidden(name) and (Path(root) / name).is_file()
-                  and not (logs and _file_id(Path(root) / name) in logs)]
+                  and not (logs and file_id(Path(root) / name) in logs)]
     return sorted(found)
-
-
-def _stdout_and_stderr_files() -> set[tuple[int, int]]:
-    """The (device, inode) of the regular files this process's stdout and stderr go to: a run's own log
-    (`> DIR/log.wav`, made by the shell before the run), which a walk of DIR leaves out."""
-    ids = set()
-    for descriptor in (1, 2):
-        with contextlib.suppress(OSError):
-            status = os.fstat(descriptor)
-            if stat.S_ISREG(status.st_mode):
-                ids.add((status.st_dev, status.st_ino))
-    return ids
-
-
-def _file_id(path: Path) -> tuple[int, int] | None:
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return status.st_dev, status.st_ino
 
 
 def is_hidden(name: str) -> bool:

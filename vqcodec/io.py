@@ -101,6 +101,43 @@ def is_stream_file(path) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 
 
+def _id_unless_stream(status: os.stat_result) -> tuple[int, int] | None:
+    if stat.S_ISFIFO(status.st_mode) or stat.S_ISCHR(status.st_mode):
+        return None
+    return status.st_dev, status.st_ino
+
+
+def file_id(path) -> tuple[int, int] | None:
+    """The (device, inode) of the file at `path`, links followed, which is the same for every name of it (a
+    link, a hard link); None where nothing can be looked at there, and for a FIFO or character device, which
+    is never an input that writing into it would overwrite (is_stream_file)."""
+    try:
+        return _id_unless_stream(os.stat(path))
+    except (OSError, ValueError):
+        return None
+
+
+def descriptor_file_id(descriptor: int) -> tuple[int, int] | None:
+    """file_id of the file this process's `descriptor` is open on (1: stdout, where the shell's `> FILE` put
+    it), from the descriptor itself: no name, and no /proc, is needed. None where it is not open."""
+    try:
+        return _id_unless_stream(os.fstat(descriptor))
+    except OSError:
+        return None
+
+
+def descriptor_path(descriptor: int) -> Path | None:
+    """The path of the file `descriptor` is open on, where Linux's /proc/self/fd/N says and it names that file
+    still (not one deleted or renamed since); None elsewhere (no /proc). Only what needs the file's name, not
+    just which file it is (descriptor_file_id), asks."""
+    found = descriptor_file_id(descriptor)
+    try:
+        path = Path(os.readlink(f"/proc/self/fd/{descriptor}"))
+    except OSError:
+        return None
+    return path if found is not None and file_id(path) == found else None
+
+
 def is_regular_stream(stream) -> bool:
     """Whether a stream reads a regular file (which ends, and can seek), not a pipe, FIFO or device."""
     try:
