@@ -2194,6 +2194,24 @@ def test_check_listed_codes_passes_over_a_manifest_nested_too_deep(codec, tmp_pa
     check_listed_codes(codec, tmp_path / "in.npy")
 
 
+def test_check_listed_codes_refuses_a_manifest_too_large_to_read(codec, tmp_path, monkeypatch):
+    """A codes.json above the codes was read whole, whatever its size (a file of 10 GB until memory ran out); one
+    of more than tokens.MAX_MANIFEST_BYTES is refused from its size, unread, in one line (it may list the codes,
+    so it is not passed over), while a FIFO there is passed over, unopened, as before."""
+    from vqcodec import VQCodecError, tokens
+
+    monkeypatch.setattr(tokens, "MAX_MANIFEST_BYTES", 1 << 20)
+    np.save(tmp_path / "in.npy", np.zeros((1, 2, 3), np.int32))
+    os.mkfifo(tmp_path / "codes.json")
+    tokens.check_listed_codes(codec, tmp_path / "in.npy")
+    (tmp_path / "codes.json").unlink()
+    with open(tmp_path / "codes.json", "wb") as manifest:
+        manifest.truncate((1 << 20) + 1)  # sparse: no disk
+    with pytest.raises(VQCodecError, match=f"^cannot read {re.escape(str(tmp_path / 'codes.json'))}: codes.json takes "
+                                           r"more than 1 MiB, far more than the codes.json of a million files holds$"):
+        tokens.check_listed_codes(codec, tmp_path / "in.npy")
+
+
 @pytest.mark.parametrize("arguments, told", [
     (dict(folder=None), "folder is the path of a folder (a str or Path, not empty), not None"),  # were TypeErrors
     (dict(out=None), "out is the path of a folder (a str or Path, not empty), not None"),

@@ -2565,11 +2565,16 @@ def regular_file_size(path) -> int:
     return info.st_size
 
 
+class JSONFileTooLarge(ValueError):
+    """What read_json_file raises of a file for its size alone, before reading it."""
+
+
 def read_json_file(path, limit: int | None = None, what: str = "a JSON file of its kind"):
     """The JSON value of the file at `path`, read only from a regular file of at most `limit` bytes (MAX_JSON_BYTES
-    where None; OSError, ValueError otherwise; RecursionError for JSON nested too deep)."""
+    where None; OSError, ValueError otherwise, JSONFileTooLarge for the size; RecursionError for JSON nested too
+    deep)."""
     limit = MAX_JSON_BYTES if limit is None else limit
     if regular_file_size(path) > limit:
-        raise ValueError(f"{Path(path).name} takes more than {limit >> 20} MiB, far more than {what} holds")
+        raise JSONFileTooLarge(f"{Path(path).name} takes more than {limit >> 20} MiB, far more than {what} holds")
     with open(path, "rb") as stream:
         return json.loads(stream.read(limit + 1))

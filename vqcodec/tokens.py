@@ -14,10 +14,11 @@ from numpy.lib import format as npy
 from . import format as vqformat
 from .errors import VQCodecError
 from .folders import check_callbacks, check_file_list, folder_of, mirrored_paths, warn_of_level
-from .io import checked_flag, write_file
+from .io import JSONFileTooLarge, checked_flag, read_json_file, write_file
 from .wording import reason_of, setting
 
 MANIFEST = "codes.json"
+MAX_MANIFEST_BYTES = 1 << 30  # read by listing_manifest: about 225 bytes a file, 4.7 million files
 CODE_TYPE = np.dtype("<i4")  # what the .npy files hold
 
 
@@ -156,12 +157,15 @@ def manifests_above(path) -> list[Path]:
 def listing_manifest(path: Path) -> tuple[Path, dict, dict] | None:
     """The codes.json in the folder of a .npy file or one above it that lists it (as `vqcodec codes
     FOLDER OUT` writes them): its path, the manifest and the file's entry; None where none lists it (a
-    manifest that cannot be read or is not one, JSON nested too deep too, is passed over)."""
+    manifest that cannot be read or is not one, JSON nested too deep, a FIFO or a device too, is passed
+    over). One of more than MAX_MANIFEST_BYTES is refused (VQCodecError), unread: it may list the file."""
     path = Path(os.path.abspath(path))
     for candidate in manifests_above(path):
         folder = candidate.parent
         try:
-            manifest = json.loads(candidate.read_bytes()) if candidate.is_file() else None
+            manifest = read_json_file(candidate, MAX_MANIFEST_BYTES, "the codes.json of a million files")
+        except JSONFileTooLarge as exc:
+            raise VQCodecError(f"cannot read {candidate}: {exc}") from None
         except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deep
             continue
         files = manifest.get("files") if isinstance(manifest, dict) else None
