@@ -2506,6 +2506,41 @@ def test_pack_inverts_codes_byte_for_byte(cli, tmp_path):
     assert (tmp_path / "loud2.vq").read_bytes() == (tmp_path / "loud.vq").read_bytes()
 
 
+def test_codes_json_names_a_file_whose_name_is_not_utf8_in_valid_unicode_and_its_bytes_exactly(cli, encoded,
+                                                                                                tiny_model_path,
+                                                                                                tmp_path):
+    """codes.json wrote a name holding byte 0xff (Linux takes any bytes but / and NUL) as the lone surrogate "\\udcff",
+    which JSON readers other than Python's refuse as invalid Unicode: "file" and "codes" now show such a byte as
+    U+FFFD, and "file_hex" and "codes_hex" give the name's bytes exactly, which pack reads back to find the entry
+    that lists the codes; a skipped file's name and reason alike, of media and of .vq files."""
+    from vqcodec.tokens import listing_manifest
+
+    golden = Path(__file__).resolve().parent / "data" / "golden"
+    (tmp_path / "sound").mkdir()
+    (tmp_path / "vqs").mkdir()
+    shutil.copy(encoded / "in.wav", tmp_path / "sound" / os.fsdecode(b"\xfftalk.wav"))
+    (tmp_path / "sound" / os.fsdecode(b"bad\xff.wav")).write_bytes(b"not audio")
+    shutil.copy(encoded / "out.vq", tmp_path / "vqs" / os.fsdecode(b"\xfftalk.vq"))
+    (tmp_path / "vqs" / os.fsdecode(b"bad\xff.vq")).write_bytes(b"not a .vq file")
+    for folder, tokens, options in (("sound", "tokens", ["-q", "1"]), ("vqs", "vq_tokens", [])):
+        assert cli("codes", tmp_path / folder, tmp_path / tokens, "-m", tiny_model_path, *options).returncode == 1
+        text = (tmp_path / tokens / "codes.json").read_bytes().decode("utf-8")
+        assert "\\ud" not in text.lower(), text  # no surrogate, escaped or not
+        manifest = json.loads(text)
+        (entry,), (skipped,) = manifest["files"], manifest["skipped"]
+        suffix = ".wav" if folder == "sound" else ".vq"
+        for listed, key, name in ((entry, "file", "\xfftalk" + suffix), (entry, "codes", "\xfftalk.npy"),
+                                  (skipped, "file", "bad\xff" + suffix)):
+            shown, exact = name.replace("\xff", "\ufffd"), name.encode("latin-1")
+            assert (listed[key], bytes.fromhex(listed[key + "_hex"])) == (shown, exact), (folder, key)
+        assert "bad\ufffd" in skipped["reason"] or folder == "vqs"  # a .vq file's reason does not name it
+        codes = tmp_path / tokens / os.fsdecode(b"\xfftalk.npy")
+        assert listing_manifest(codes) == (tmp_path / tokens / "codes.json", manifest, entry)
+        result = cli("pack", codes, tmp_path / "out.vq", "-m", golden / "golden_image.safetensors")
+        assert_one_line_error(result)
+        assert "holds the codes of audio, of model " in result.stderr.decode(), result.stderr
+
+
 def test_pack_refuses_stdout_on_the_codes_json_it_reads(cli, encoded, tiny_model_path, tmp_path):
     """`pack tokens/in.npy - -m MODEL >> tokens/codes.json` appended the .vq file to the manifest it checked the codes
     against, status 0: that codes.json is one of pack's inputs."""

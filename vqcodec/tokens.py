@@ -15,7 +15,7 @@ from . import format as vqformat
 from .errors import VQCodecError
 from .folders import check_callbacks, check_file_list, folder_of, mirrored_paths, warn_of_level
 from .io import JSONFileTooLarge, checked_flag, read_json_file, write_file
-from .wording import reason_of, setting
+from .wording import reason_of, setting, valid_text
 
 MANIFEST = "codes.json"
 MAX_MANIFEST_BYTES = 1 << 30  # read by listing_manifest: about 225 bytes a file, 4.7 million files
@@ -105,10 +105,10 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
                     write_file(output, lambda stream: save_codes(stream, codes), replace)
             except (VQCodecError, OSError) as exc:
                 reason = str(exc) if isinstance(exc, VQCodecError) else f"cannot write {output} ({reason_of(exc)})"
-                skipped.append({"file": str(Path(path).relative_to(folder)), "reason": reason})
+                skipped.append({**name_fields("file", Path(path).relative_to(folder)), "reason": valid_text(reason)})
                 continue
-            entries.append({"file": str(Path(path).relative_to(folder)), "codes": str(output.relative_to(out)),
-                            "shape": list(codes.shape), **restore})
+            entries.append({**name_fields("file", Path(path).relative_to(folder)),
+                            **name_fields("codes", output.relative_to(out)), "shape": list(codes.shape), **restore})
             if log and number % 100 == 0:
                 log(f"coded {number}/{len(files)} files")
     except BaseException:  # Ctrl-C, SIGTERM, out of memory, a callback's error: the arrays keep what restores them
@@ -125,8 +125,9 @@ def _write_manifest(codec, out: Path, quality: int, entries: list[dict], skipped
                   "axes": ["channel", "level", "frame"]}
     else:
         layout = {"stride": codec.hop, "axes": ["level", "row", "col"]}
-    manifest = {"model": codec.name, "model_id": codec.model_id.hex(), "kind": codec.kind, "quality": quality,
-                "codebook_size": codec.codebook_size, "depth_weight": codec.depth_weight if codec.chooses_depths else 0.0, **layout,
+    manifest = {"model": valid_text(codec.name), "model_id": codec.model_id.hex(), "kind": codec.kind,
+                "quality": quality, "codebook_size": codec.codebook_size,
+                "depth_weight": codec.depth_weight if codec.chooses_depths else 0.0, **layout,
                 "files": entries, "skipped": skipped, **({"stopped": True} if stopped else {})}
     if written:
         out.mkdir(parents=True, exist_ok=True)
@@ -139,14 +140,39 @@ def write_vq_manifest(folder: Path, out: Path, entries: list[dict], skipped: lis
     """codes.json of `vqcodec codes` on a folder of .vq files (vqcodec.folders.codes_folder): as a
     folder of media's, but each file names its own model, kind and quality (a folder may hold files
     of several models), and its axes follow from its kind."""
-    files = [{**entry, "file": str(Path(entry["file"]).relative_to(folder)),
-              "codes": str(Path(entry["codes"]).relative_to(out))} for entry in entries]
+    files = [{**name_fields("file", Path(entry["file"]).relative_to(folder)),
+              **name_fields("codes", Path(entry["codes"]).relative_to(out)),
+              **{key: value for key, value in entry.items() if key not in ("file", "codes")}} for entry in entries]
     manifest = {"axes": {"audio": ["channel", "level", "frame"], "image": ["level", "row", "col"]}, "files": files,
-                "skipped": [{"file": str(Path(path).relative_to(folder)), "reason": reason}
+                "skipped": [{**name_fields("file", Path(path).relative_to(folder)), "reason": valid_text(reason)}
                             for path, reason in skipped],
                 **({"stopped": True} if stopped else {})}
     out.mkdir(parents=True, exist_ok=True)
     write_file(out / MANIFEST, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()), replace)
+
+
+def name_fields(key: str, name) -> dict:
+    """A file's relative path in codes.json, as valid Unicode: {KEY: name}; a name that is not UTF-8 (Linux takes
+    any bytes but / and NUL) is shown there with U+FFFD for each byte that is not, and KEY_hex holds its bytes
+    exactly, in hex (listed_name reads it back)."""
+    name = os.fspath(name)
+    shown = valid_text(name)
+    try:
+        return {key: shown} if shown == name else {key: shown, f"{key}_hex": os.fsencode(name).hex()}
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte: the name of no file
+        return {key: shown}
+
+
+def listed_name(entry: dict, key: str) -> str | None:
+    """The relative path that name_fields wrote as KEY of a codes.json entry, exactly; None where the entry holds
+    none that is one."""
+    exact = entry.get(f"{key}_hex")
+    if exact is None:
+        return entry.get(key) if isinstance(entry.get(key), str) else None
+    try:
+        return os.fsdecode(bytes.fromhex(exact))
+    except (TypeError, ValueError):
+        return None
 
 
 def manifests_above(path) -> list[Path]:
@@ -170,8 +196,7 @@ def listing_manifest(path: Path) -> tuple[Path, dict, dict] | None:
             continue
         files = manifest.get("files") if isinstance(manifest, dict) else None
         for entry in files if isinstance(files, list) else []:
-            if isinstance(entry, dict) and isinstance(entry.get("codes"), str) \
-                    and folder / entry["codes"] == path:
+            if isinstance(entry, dict) and (name := listed_name(entry, "codes")) is not None and folder / name == path:
                 return candidate, manifest, entry
     return None
 

@@ -35,6 +35,16 @@ def shown(value) -> str:
     return repr(value)
 
 
+def valid_text(text: str) -> str:
+    """`text` as valid Unicode, which JSON readers other than Python's take: a byte of a file name that is not
+    UTF-8, which Python holds as a lone surrogate (U+DCFF for 0xff), becomes U+FFFD, as any other lone surrogate."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace")
+
+
 def reason_of(exc: Exception) -> str:
     """Why `exc` was raised, for a message that names the file itself: an OSError of the system's, its strerror
     ("No such file or directory"; its str, "[Errno 2] No such file or directory: '/x.png'", names the file
