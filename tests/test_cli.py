@@ -2108,6 +2108,140 @@ def test_codes_of_a_folder_that_fails_part_way_keeps_a_manifest_of_what_it_wrote
     assert manifest["stopped"] is True and [entry["file"] for entry in manifest["files"]] == ["a.wav", "b.wav"]
     assert sorted(p.name for p in out.iterdir()) == ["a.npy", "b.npy", "codes.json"]
 
+def _stopped_codes_run(codec, folder: Path, out: Path, stop_at: str, monkeypatch, **options):
+    """Run code_folder over `folder` until it comes to the file `stop_at`, where Ctrl-C stops it."""
+    from vqcodec.tokens import code_folder
+
+    real = codec.media_to_codes
+
+    def stopped_at(path, quality):
+        if Path(path).name == stop_at:
+            raise KeyboardInterrupt
+        return real(path, quality)
+
+    monkeypatch.setattr(codec, "media_to_codes", stopped_at)
+    with pytest.raises(KeyboardInterrupt):
+        code_folder(codec, folder, out, sorted(folder.iterdir()), **options)
+    monkeypatch.setattr(codec, "media_to_codes", real)
+
+
+def _arrays_and_manifest(out: Path) -> dict:
+    return {str(path.relative_to(out)): path.read_bytes() for path in out.rglob("*") if path.is_file()}
+
+
+def test_codes_of_a_folder_resumed_after_a_stop_equal_an_uninterrupted_run(tmp_path, signal, codec, monkeypatch):
+    """A stopped run could only be started again (replace=True, --force), coding every file again. resume=True
+    keeps the files it finished whose array is still whole and of the shape listed, codes the rest (the files
+    it skipped too), and writes one manifest: the arrays and codes.json of a run that was not stopped."""
+    from vqcodec.tokens import code_folder
+
+    folder, out = tmp_path / "recordings", tmp_path / "tokens"
+    folder.mkdir()
+    for name in ("a.wav", "c.wav", "d.wav", "e.wav"):
+        write_wav(folder / name, signal)
+    (folder / "b.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio")  # skipped, then mended
+    _stopped_codes_run(codec, folder, out, "e.wav", monkeypatch)
+    stopped = json.loads((out / "codes.json").read_text())
+    assert stopped["stopped"] is True and [entry["file"] for entry in stopped["files"]] == ["a.wav", "c.wav", "d.wav"]
+    assert [entry["file"] for entry in stopped["skipped"]] == ["b.wav"]
+    write_wav(folder / "b.wav", signal)
+    np.save(out / "c.npy", np.load(out / "c.npy")[:, :, :2])  # not the shape listed: coded again
+    (out / "d.npy").write_bytes((out / "d.npy").read_bytes()[:-4])  # cut short: coded again
+    real, coded = codec.media_to_codes, []
+    monkeypatch.setattr(codec, "media_to_codes", lambda path, quality: coded.append(Path(path).name)
+                        or real(path, quality))
+    resumed = code_folder(codec, folder, out, sorted(folder.iterdir()), resume=True)
+    assert coded == ["b.wav", "c.wav", "d.wav", "e.wav"]
+    whole = code_folder(codec, folder, tmp_path / "whole", sorted(folder.iterdir()))
+    assert resumed == whole == json.loads((out / "codes.json").read_text())
+    assert _arrays_and_manifest(out) == _arrays_and_manifest(tmp_path / "whole")
+
+
+def test_codes_of_a_folder_resumed_only_from_a_stopped_run_of_the_same_model_and_options(tmp_path, signal, codec,
+                                                                                         monkeypatch):
+    """resume=True reads the manifest no larger than one of these files can be, and refuses, before any file,
+    one of another quality (or model, kind, depth weight), one that is not a folder of media's, and none; a
+    finished run's manifest is returned as it is, with nothing coded or written."""
+    from vqcodec import VQCodecError
+    from vqcodec.tokens import code_folder
+
+    folder, out = tmp_path / "recordings", tmp_path / "tokens"
+    folder.mkdir()
+    for name in ("a.wav", "b.wav"):
+        write_wav(folder / name, signal)
+    files = sorted(folder.iterdir())
+    with pytest.raises(VQCodecError, match="^cannot resume: .*codes.json does not exist"):
+        code_folder(codec, folder, out, files, resume=True)
+    _stopped_codes_run(codec, folder, out, "b.wav", monkeypatch, quality=3)
+
+    def not_coded(path, quality):
+        raise AssertionError(f"{path} coded")
+
+    monkeypatch.setattr(codec, "media_to_codes", not_coded)
+    with pytest.raises(VQCodecError, match="^cannot resume .*codes.json: its run coded with quality 3, this one "
+                                           "with 4; give the same model and options, or start again with "
+                                           "replace=True without resume$"):
+        code_folder(codec, folder, out, files, resume=True)
+    stopped = json.loads((out / "codes.json").read_text())
+    for changed, shown in ((stopped | {"model_id": "00" * 16}, "model id '0000"), (stopped | {"kind": "image"}, "kind"),
+                           (stopped | {"depth_weight": 1.0}, "depth weight 1.0")):
+        (out / "codes.json").write_text(json.dumps(changed))
+        with pytest.raises(VQCodecError, match=f"its run coded with {shown}"):
+            code_folder(codec, folder, out, files, quality=3, resume=True)
+    (out / "codes.json").write_text(json.dumps({"axes": {}, "files": [], "skipped": [], "stopped": True}))
+    with pytest.raises(VQCodecError, match="it is not the codes.json of a folder of media$"):
+        code_folder(codec, folder, out, files, quality=3, resume=True)
+    with open(out / "codes.json", "wb") as stream:
+        stream.truncate(1 << 30)  # sparse: no disk
+    with pytest.raises(VQCodecError, match=r"cannot read it \(codes.json takes more than 16 MiB"):
+        code_folder(codec, folder, out, files, quality=3, resume=True)
+    finished = stopped.copy()
+    del finished["stopped"]
+    (out / "codes.json").write_text(json.dumps(finished))
+    before = _arrays_and_manifest(out)
+    assert code_folder(codec, folder, out, files, quality=3, resume=True) == finished
+    assert _arrays_and_manifest(out) == before
+
+
+def test_codes_resume_of_a_folder_stopped_part_way(tmp_path, signal, cli, tiny_model_path, monkeypatch):
+    """`vqcodec codes FOLDER OUT --resume` goes on with a stopped run: only the files it did not finish are
+    coded, into the arrays and codes.json of a run that was not stopped. Refused in one line with --force,
+    for one file, with other options; a finished run is nothing to resume (status 0)."""
+    from vqcodec.cli import run
+    from vqcodec.codec import Codec
+
+    folder, out = tmp_path / "recordings", tmp_path / "tokens"
+    folder.mkdir()
+    for name in ("a.wav", "b.wav", "c.wav"):
+        write_wav(folder / name, signal)
+    real = Codec.media_to_codes
+
+    def stopped_at_c(self, path, quality=None):
+        if Path(path).name == "c.wav":
+            raise KeyboardInterrupt
+        return real(self, path, quality)
+
+    monkeypatch.setattr(Codec, "media_to_codes", stopped_at_c)
+    assert run(["codes", str(folder), str(out), "-m", str(tiny_model_path), "-q", "3"]) != 0
+    monkeypatch.setattr(Codec, "media_to_codes", real)
+    assert json.loads((out / "codes.json").read_text())["stopped"] is True
+    stopped = _arrays_and_manifest(out)
+    for options in (["--force"], ["-q", "2"]):
+        assert_one_line_error(cli("codes", folder, out, "-m", tiny_model_path, "-q", "3", "--resume", *options))
+    assert_one_line_error(cli("codes", folder / "a.wav", tmp_path / "a.npy", "-m", tiny_model_path, "--resume"))
+    assert _arrays_and_manifest(out) == stopped and not (tmp_path / "a.npy").exists()
+    a_written = (out / "a.npy").stat().st_mtime_ns
+    result = cli("codes", folder, out, "-m", tiny_model_path, "-q", "3", "--resume")
+    assert result.returncode == 0, result.stderr.decode()
+    assert (out / "a.npy").stat().st_mtime_ns == a_written
+    assert cli("codes", folder, tmp_path / "whole", "-m", tiny_model_path, "-q", "3").returncode == 0
+    assert _arrays_and_manifest(out) == _arrays_and_manifest(tmp_path / "whole")
+    result = cli("codes", folder, out, "-m", tiny_model_path, "-q", "3", "--resume")
+    assert result.returncode == 0 and result.stderr.decode() == \
+        f"nothing to resume: {out / 'codes.json'} is of a run that finished; --force codes the folder again\n"
+    assert _arrays_and_manifest(out) == _arrays_and_manifest(tmp_path / "whole")
+
+
 def test_codes_of_a_folder_without_replacing_refuse_an_existing_manifest_before_any_file(tmp_path, signal, codec):
     """code_folder(replace=False) into a folder whose codes.json exists (a stopped run's) coded every file, wrote
     their arrays, and then failed on the manifest: the new arrays were left behind with no manifest that lists

@@ -1401,7 +1401,9 @@ def _print_info(file_info, model: str | None, report: dict | None, other_prior: 
 @threads_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT (for a folder: the files in it) if it exists "
               "(or, for -, write to stdout that is a terminal).")
-def codes(input_path, output_path, model, quality, kind, depth_weight, device, threads, force):
+@click.option("--resume", is_flag=True, help="For a folder of media: go on with the stopped run whose codes.json is "
+              "in OUTPUT, with the same model and options, coding only the files it did not finish.")
+def codes(input_path, output_path, model, quality, kind, depth_weight, device, threads, force, resume):
     """Write the integer codes of a .vq file, an audio file or image, or a whole folder of audio
     files or images, to NumPy .npy files.
 
@@ -1436,14 +1438,21 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
 
     _use_threads(threads)
     _refuse_missing_input(input_path)
+    if resume and force:
+        raise VQCodecError("--resume goes on with a stopped run, --force starts again: give one of them")
     if input_path != "-" and Path(input_path).is_dir():
         if _holds_only_vq_files(Path(input_path), output_path):
             _refuse_media_options_for_vq(quality, kind, depth_weight)
+            if resume:
+                raise VQCodecError("--resume is for a folder of media; a folder of .vq files is coded again "
+                                   "with --force")
             _codes_of_vq_folder(Path(input_path), _output_folder(output_path), model, resolve_device(device), force)
         else:
             _codes_of_folder(Path(input_path), Path(output_path), model, quality, kind, depth_weight,
-                             resolve_device(device), force)
+                             resolve_device(device), force, resume)
         return
+    if resume:
+        raise VQCodecError("--resume is for a folder (a stopped `vqcodec codes FOLDER OUT`), not one file")
     _refuse_media_output_name(output_path, "codes", ".npy")
     _refuse_output_file(output_path, force, input_path)
     source = _media_source(input_path, kind)
@@ -1542,21 +1551,25 @@ def _codes_codec(model: str | None, kind: str, depth_weight: float, device: str,
 
 
 def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | None, kind: str | None,
-                     depth_weight: float, device: str, force: bool) -> None:
-    """`vqcodec codes FOLDER OUT`: vqcodec.tokens.code_folder, with the files and codec the options name."""
+                     depth_weight: float, device: str, force: bool, resume: bool = False) -> None:
+    """`vqcodec codes FOLDER OUT`: vqcodec.tokens.code_folder, with the files and codec the options name; with
+    `resume`, going on with the stopped run in OUT, whose outputs it may replace."""
     from .data import find_media
     from .modelfile import model_kind
-    from .tokens import MANIFEST, code_folder, code_paths
+    from .tokens import MANIFEST, code_folder, code_paths, stopped_run_manifest
 
     out = _output_folder(str(out))
     if kind is None and model is not None:
         kind = model_kind(model)
     kind, files = find_media(folder, kind, out)
-    for existing in [*code_paths(folder, out, files), out / MANIFEST]:
+    for existing in [] if resume else [*code_paths(folder, out, files), out / MANIFEST]:
         _refuse_existing_output(str(existing), force)
     codec = _codes_codec(model, kind, depth_weight, device)
-    manifest = code_folder(codec, folder, out, files, quality, log=progressline.show, replace=force,  # files done
-                           on_warning=_print_warning)
+    if resume and stopped_run_manifest(codec, out, files, quality).get("stopped") is not True:
+        _progress(f"nothing to resume: {out / MANIFEST} is of a run that finished; --force codes the folder again")
+        return
+    manifest = code_folder(codec, folder, out, files, quality, log=progressline.show,  # files done
+                           replace=force or resume, on_warning=_print_warning, resume=resume)
     for skipped in manifest["skipped"]:
         _print_skipped(folder / skipped["file"], skipped["reason"])
     if not manifest["files"]:
@@ -1645,9 +1658,11 @@ def _read_npy(source, name: str, into, codebook_size: int, check=None):
     hold."""
     import numpy as np
 
+    from .tokens import npy_header
+
     stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     size = len(source) if isinstance(source, (bytes, bytearray)) else _regular_file_size(stream)
-    shape, fortran_order, dtype = _npy_header(stream, size, name)
+    shape, fortran_order, dtype = npy_header(stream, size, name)
     _check_npy_fits(math.prod(shape) * np.dtype(into).itemsize, name)  # a sparse file's size costs no disk
     if check is not None:
         check(shape, dtype)
@@ -1694,35 +1709,6 @@ def _narrowed(stream, shape: tuple, fortran_order: bool, dtype, into, codebook_s
                                f"{codebook_size} or -1")
         flat[start:start + values.size] = values
     return array
-
-
-def _npy_header(stream, size: int | None, name: str):
-    """The shape, order and type a .npy file's header gives, checked against the `size` bytes of the
-    file where it is known."""
-    from numpy.lib import format as npy
-
-    try:
-        version = npy.read_magic(stream)
-        # Version 3 is version 2 with a UTF-8 header (for non-ASCII field names, which codes lack), which
-        # numpy writes when latin-1 cannot hold it; an integer array's header is ASCII, read alike.
-        read_header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0,
-                       (3, 0): npy.read_array_header_2_0}[version]
-        shape, fortran_order, dtype = read_header(stream)
-    except Exception:  # numpy's header parser raises many kinds (ValueError, SyntaxError, TokenError...)
-        raise VQCodecError(f"{name}: not a NumPy .npy file (version 1, 2 or 3)") from None
-    if dtype.hasobject:
-        raise VQCodecError(f"{name}: an array of Python objects (pickles are refused)")
-    if dtype.kind not in "iu":
-        raise VQCodecError(f"{name}: codes must be integers, not {dtype}")
-    if any(side < 0 for side in shape):
-        raise VQCodecError(f"{name}: its header announces a negative size {shape}")
-    count = math.prod(shape)
-    if count == 0:  # numpy cannot make every such shape ((2**63, 0) is too large a dimension)
-        raise VQCodecError(f"{name}: holds no codes (shape {shape})")
-    if size is not None and count * dtype.itemsize != size - stream.tell():
-        raise VQCodecError(f"{name}: its header announces {plural(count, 'value')} of {plural(dtype.itemsize, 'byte')}, "
-                           f"the file holds {plural(size - stream.tell(), 'byte')}")
-    return shape, fortran_order, dtype
 
 
 def _print_code_report(report: dict) -> None:

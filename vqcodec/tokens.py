@@ -15,7 +15,7 @@ from . import format as vqformat
 from .errors import VQCodecError
 from .folders import check_callbacks, check_file_list, folder_of, mirrored_paths, warn_of_level
 from .io import JSONFileTooLarge, checked_flag, read_json_file, write_file
-from .wording import reason_of, setting, valid_text
+from .wording import plural, reason_of, setting, shown, valid_text
 
 MANIFEST = "codes.json"
 MAX_MANIFEST_BYTES = 1 << 30  # read by listing_manifest: about 225 bytes a file, 4.7 million files
@@ -51,6 +51,33 @@ def save_code_blocks(stream, shape: tuple, axis: int, blocks) -> None:
     stream.seek(0, 2)
 
 
+def npy_header(stream, size: int | None, name: str):
+    """The shape, order and type a .npy file's header gives, checked against the `size` bytes of the
+    file where it is known."""
+    try:
+        version = npy.read_magic(stream)
+        # Version 3 is version 2 with a UTF-8 header (for non-ASCII field names, which codes lack), which
+        # numpy writes when latin-1 cannot hold it; an integer array's header is ASCII, read alike.
+        read_header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0,
+                       (3, 0): npy.read_array_header_2_0}[version]
+        shape, fortran_order, dtype = read_header(stream)
+    except Exception:  # numpy's header parser raises many kinds (ValueError, SyntaxError, TokenError...)
+        raise VQCodecError(f"{name}: not a NumPy .npy file (version 1, 2 or 3)") from None
+    if dtype.hasobject:
+        raise VQCodecError(f"{name}: an array of Python objects (pickles are refused)")
+    if dtype.kind not in "iu":
+        raise VQCodecError(f"{name}: codes must be integers, not {dtype}")
+    if any(side < 0 for side in shape):
+        raise VQCodecError(f"{name}: its header announces a negative size {shape}")
+    count = math.prod(shape)
+    if count == 0:  # numpy cannot make every such shape ((2**63, 0) is too large a dimension)
+        raise VQCodecError(f"{name}: holds no codes (shape {shape})")
+    if size is not None and count * dtype.itemsize != size - stream.tell():
+        raise VQCodecError(f"{name}: its header announces {plural(count, 'value')} of "
+                           f"{plural(dtype.itemsize, 'byte')}, the file holds {plural(size - stream.tell(), 'byte')}")
+    return shape, fortran_order, dtype
+
+
 def code_paths(folder: Path, out: Path, files: list[Path]) -> list[Path]:
     """Where the codes of each file go: its path under `folder`, under `out`, ending .npy (refused
     where the manifest, out/codes.json, would have to be a folder)."""
@@ -58,7 +85,7 @@ def code_paths(folder: Path, out: Path, files: list[Path]) -> list[Path]:
 
 
 def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int | None = None, log=None,
-                replace: bool = True, on_warning=None) -> dict:
+                replace: bool = True, on_warning=None, resume: bool = False) -> dict:
     """Write the codes of `files` (media under `folder`) to `out`, and the manifest; return the manifest.
 
     Codes are as `codec.media_to_codes` gives them (all levels unless `quality`; per-cell depth as
@@ -71,7 +98,11 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     finished, with "stopped": true, then raises; one that could code no file writes no manifest (nor
     makes `out`), and returns the one it would have written. With replace=False a manifest that exists is
     refused before any file, and an output that exists (another run's, written while this one ran) is kept,
-    and that file skipped. It holds the codec's lock,
+    and that file skipped. With resume=True the stopped run whose manifest is in `out` (stopped_run_manifest:
+    of the same model, kind, quality and depth weight, else VQCodecError) goes on: the files it finished whose
+    array is still there, with the shape it lists, are kept, the others (those it skipped too) coded, and one
+    manifest of them all written, as a run that was not stopped writes it; a finished run's manifest is
+    returned as it is, and nothing done. It holds the codec's lock,
     as Codec's encoding methods do: another thread's rate search on the codec sets trial depth weights on it.
     A recording coded above full scale, beyond the level gain's reach, gets one warning naming it, given to
     `on_warning(line)`, else a UserWarning (its codes are of its loud parts limited, as encode's are)."""
@@ -80,24 +111,33 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     for name, path in (("folder", folder), ("out", out)):
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):  # "" stood for the current folder
             raise VQCodecError(f"{name} is the path of a folder (a str or Path, not empty), not {path!r:.60}")
-    replace = checked_flag("replace", replace)
+    replace, resume = checked_flag("replace", replace), checked_flag("resume", resume)
     if not callable(getattr(codec, "media_to_codes", None)):
         raise VQCodecError(f"codec is a vqcodec Codec (Codec.load), not a {type(codec).__name__}")
     with codec._lock:
-        return _code_folder(codec, Path(folder), Path(out), files, quality, log, replace, on_warning)
+        return _code_folder(codec, Path(folder), Path(out), files, quality, log, replace, on_warning, resume)
 
 
 def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int | None, log, replace: bool,
-                 on_warning) -> dict:
+                 on_warning, resume: bool) -> dict:
     outputs = code_paths(folder, out, files)
-    quality = codec.check_quality(codec.num_codebooks if quality is None else quality)
+    quality = _run_quality(codec, quality)
     codec.check_weights()  # a weight the codec cannot use would fail every file alike
-    if not replace and os.path.lexists(out / MANIFEST):  # else every file is coded, then the manifest refused
+    finished = {}
+    if resume:
+        stopped_run = stopped_run_manifest(codec, out, files, quality)
+        if stopped_run.get("stopped") is not True:
+            return stopped_run
+        finished = _finished_entries(stopped_run, folder, out, files, outputs)
+    elif not replace and os.path.lexists(out / MANIFEST):  # else every file is coded, then the manifest refused
         raise VQCodecError(setting(f"{out / MANIFEST} exists; pass --force to overwrite it",
                                    f"{out / MANIFEST} exists; pass replace=True to overwrite it"))
     entries, skipped = [], []
     try:
         for number, (path, output) in enumerate(zip(files, outputs), 1):
+            if _name_in(folder, path) in finished:  # by the stopped run that this one resumes
+                entries.append(finished[_name_in(folder, path)])
+                continue
             try:
                 codes, restore = codec.media_to_codes(path, quality)
                 warn_of_level(codec, path, on_warning)
@@ -113,26 +153,108 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
                 log(f"coded {number}/{len(files)} files")
     except BaseException:  # Ctrl-C, SIGTERM, out of memory, a callback's error: the arrays keep what restores them
         if entries or skipped:
-            _write_manifest(codec, out, quality, entries, skipped, replace, stopped=True)
+            _write_manifest(codec, out, quality, entries, skipped, replace or resume, stopped=True)
         raise
-    return _write_manifest(codec, out, quality, entries, skipped, replace, written=bool(entries))
+    return _write_manifest(codec, out, quality, entries, skipped, replace or resume, written=bool(entries))
 
 
-def _write_manifest(codec, out: Path, quality: int, entries: list[dict], skipped: list[dict], replace: bool,
-                    stopped: bool = False, written: bool = True) -> dict:
+def _run_quality(codec, quality: int | None) -> int:
+    return codec.check_quality(codec.num_codebooks if quality is None else quality)
+
+
+def _manifest_head(codec, quality: int) -> dict:
+    """What a folder of media's codes.json records of the run, before its files: the model, the options and the
+    layout of the codes."""
     if codec.kind == "audio":
         layout = {"frames_per_second": codec.sample_rate / codec.hop, "sample_rate": codec.sample_rate,
                   "axes": ["channel", "level", "frame"]}
     else:
         layout = {"stride": codec.hop, "axes": ["level", "row", "col"]}
-    manifest = {"model": valid_text(codec.name), "model_id": codec.model_id.hex(), "kind": codec.kind,
-                "quality": quality, "codebook_size": codec.codebook_size,
-                "depth_weight": codec.depth_weight if codec.chooses_depths else 0.0, **layout,
-                "files": entries, "skipped": skipped, **({"stopped": True} if stopped else {})}
+    return {"model": valid_text(codec.name), "model_id": codec.model_id.hex(), "kind": codec.kind, "quality": quality,
+            "codebook_size": codec.codebook_size,
+            "depth_weight": codec.depth_weight if codec.chooses_depths else 0.0, **layout}
+
+
+def _write_manifest(codec, out: Path, quality: int, entries: list[dict], skipped: list[dict], replace: bool,
+                    stopped: bool = False, written: bool = True) -> dict:
+    manifest = {**_manifest_head(codec, quality), "files": entries, "skipped": skipped,
+                **({"stopped": True} if stopped else {})}
     if written:
         out.mkdir(parents=True, exist_ok=True)
         write_file(out / MANIFEST, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()), replace)
     return manifest
+
+
+def stopped_run_manifest(codec, out: Path, files: list[Path], quality: int | None = None) -> dict:
+    """The codes.json in `out` that code_folder(resume=True) goes on from, read no larger than a manifest of
+    `files` can be: refused (VQCodecError) where there is none, where it cannot be read or is not a folder of
+    media's, and where its run coded with another model (its id: the name may differ), kind, quality, depth
+    weight or layout than `codec` and `quality`. That run was stopped where its "stopped" is true."""
+    from .io import MAX_JSON_BYTES
+
+    path = Path(out) / MANIFEST
+    start_again = setting("--force", "replace=True without resume")
+    if not os.path.lexists(path):
+        raise VQCodecError(f"cannot resume: {path} does not exist (no stopped run of `vqcodec codes` there)")
+    # Each file's entry names it and its array, and a skipped one gives why: no more than its paths many times over
+    limit = MAX_JSON_BYTES + sum(4096 + 36 * (len(str(file)) + len(str(out))) for file in files)
+    try:
+        manifest = read_json_file(path, limit, "the codes.json of these files")
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
+        raise VQCodecError(f"cannot resume {path}: cannot read it ({reason_of(exc)})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list) \
+            or not isinstance(manifest.get("model_id"), str):
+        raise VQCodecError(f"cannot resume {path}: it is not the codes.json of a folder of media")
+    for key, value in _manifest_head(codec, _run_quality(codec, quality)).items():
+        if key != "model" and (type(manifest.get(key)) is not type(value) or manifest.get(key) != value):
+            named = {"model_id": "model id", "depth_weight": setting("--depth-weight", "depth weight"),
+                     "quality": setting("-q", "quality")}.get(key, key)
+            raise VQCodecError(f"cannot resume {path}: its run coded with {named} {shown(manifest.get(key))}, this "
+                               f"one with {shown(value)}; give the same model and options, or start again "
+                               f"with {start_again}")
+    return manifest
+
+
+def listed_file(entry) -> str | None:
+    """The name (its path under the folder) of the file that an entry of a codes.json lists; None where it names
+    none."""
+    name = entry.get("file") if isinstance(entry, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _name_in(folder: Path, path: Path) -> str:
+    """The name codes.json lists a file of `folder` by, as listed_file reads it back."""
+    return str(Path(path).relative_to(folder))
+
+
+def _finished_entries(manifest: dict, folder: Path, out: Path, files: list[Path], outputs: list[Path]
+                      ) -> dict[str, dict]:
+    """The entries of a stopped run's manifest of files still among `files` whose array is still at their
+    output, with the shape the entry gives, by the name of their file: those a resume keeps."""
+    output_of = {_name_in(folder, path): output for path, output in zip(files, outputs)}
+    finished = {}
+    for entry in manifest["files"]:
+        output = output_of.get(listed_file(entry))
+        if output is not None and entry.get("codes") == str(output.relative_to(out)) \
+                and _holds_codes_of_shape(output, entry.get("shape")):
+            finished[listed_file(entry)] = entry
+    return finished
+
+
+def _holds_codes_of_shape(path: Path, shape) -> bool:
+    """Whether the file at `path` is a whole .npy array of CODE_TYPE of `shape` (a list), from its header and
+    size alone."""
+    from .io import regular_file_size
+
+    if not isinstance(shape, list) or not all(type(side) is int for side in shape):
+        return False
+    try:
+        size = regular_file_size(path)  # before it is opened: opening a FIFO waits for a writer
+        with open(path, "rb") as stream:
+            found, fortran_order, dtype = npy_header(stream, size, str(path))
+    except (OSError, VQCodecError):
+        return False
+    return found == tuple(shape) and not fortran_order and dtype == CODE_TYPE
 
 
 def write_vq_manifest(folder: Path, out: Path, entries: list[dict], skipped: list[tuple[Path, str]],
