@@ -2504,6 +2504,43 @@ def test_codes_of_a_folder_of_vq_files_stopped_part_way_keeps_a_manifest_of_what
     assert manifest["stopped"] is True and [entry["file"] for entry in manifest["files"]] == ["a.vq"]
 
 
+def test_codes_resume_of_a_folder_of_vq_files_stopped_part_way(cli, vq_folder, tmp_path, monkeypatch):
+    """--resume of a folder of .vq files was refused: its stopped run could only be coded again whole. It codes
+    the files that run did not finish (bad.vq, which it skipped, too), into the arrays, codes.json and summary
+    of a run that was not stopped."""
+    from vqcodec.cli import run
+    from vqcodec.codec import Codec
+
+    out, whole = tmp_path / "tokens", tmp_path / "whole"
+    real = Codec.code_blocks
+
+    def stopped_at_the_photo(self, data):
+        if vqformat.parse_header(data).kind == vqformat.KIND_IMAGE:
+            raise KeyboardInterrupt
+        return real(self, data)
+
+    monkeypatch.setattr(Codec, "code_blocks", stopped_at_the_photo)
+    assert run(["codes", str(vq_folder), str(out)]) != 0
+    monkeypatch.setattr(Codec, "code_blocks", real)
+    stopped = json.loads((out / "codes.json").read_text())
+    assert stopped["stopped"] is True and [entry["file"] for entry in stopped["files"]] == ["a.vq"]
+    assert_one_line_error(cli("codes", vq_folder, out, "--resume", "--force"))
+    a_written = (out / "a.npy").stat().st_mtime_ns
+    resumed = cli("codes", vq_folder, out, "--resume")
+    assert (out / "a.npy").stat().st_mtime_ns == a_written
+    uninterrupted = cli("codes", vq_folder, whole)
+    assert resumed.returncode == uninterrupted.returncode == 1
+    assert resumed.stderr.decode().replace(str(out), str(whole)) == uninterrupted.stderr.decode()
+    assert _arrays_and_manifest(out) == _arrays_and_manifest(whole)
+    result = cli("codes", vq_folder, out, "--resume")
+    assert result.returncode == 0 and result.stderr.decode() == \
+        f"nothing to resume: {out / 'codes.json'} is of a run that finished; --force codes the folder again\n"
+    (whole / "codes.json").write_text(json.dumps({"model_id": "00" * 16, "files": [], "stopped": True}))
+    result = cli("codes", vq_folder, whole, "--resume")  # a folder of media's
+    assert_one_line_error(result)
+    assert result.stderr.decode().endswith("it is not the codes.json of a folder of .vq files\n")
+
+
 def test_codes_of_a_folder_of_photos(cli, tmp_path):
     from PIL import Image
 

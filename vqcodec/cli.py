@@ -1401,8 +1401,8 @@ def _print_info(file_info, model: str | None, report: dict | None, other_prior: 
 @threads_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT (for a folder: the files in it) if it exists "
               "(or, for -, write to stdout that is a terminal).")
-@click.option("--resume", is_flag=True, help="For a folder of media: go on with the stopped run whose codes.json is "
-              "in OUTPUT, with the same model and options, coding only the files it did not finish.")
+@click.option("--resume", is_flag=True, help="For a folder: go on with the stopped run whose codes.json is in "
+              "OUTPUT, with the same model and options, coding only the files it did not finish.")
 def codes(input_path, output_path, model, quality, kind, depth_weight, device, threads, force, resume):
     """Write the integer codes of a .vq file, an audio file or image, or a whole folder of audio
     files or images, to NumPy .npy files.
@@ -1443,10 +1443,8 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
     if input_path != "-" and Path(input_path).is_dir():
         if _holds_only_vq_files(Path(input_path), output_path):
             _refuse_media_options_for_vq(quality, kind, depth_weight)
-            if resume:
-                raise VQCodecError("--resume is for a folder of media; a folder of .vq files is coded again "
-                                   "with --force")
-            _codes_of_vq_folder(Path(input_path), _output_folder(output_path), model, resolve_device(device), force)
+            _codes_of_vq_folder(Path(input_path), _output_folder(output_path), model, resolve_device(device), force,
+                                resume)
         else:
             _codes_of_folder(Path(input_path), Path(output_path), model, quality, kind, depth_weight,
                              resolve_device(device), force, resume)
@@ -1516,24 +1514,39 @@ def _holds_only_vq_files(folder: Path, output_path: str) -> bool:
                                                                        for path in everything)
 
 
-def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str, force: bool) -> None:
-    """`vqcodec codes FOLDER OUT` of a folder of .vq files: vqcodec.folders.codes_folder, one codec per model."""
+def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str, force: bool,
+                        resume: bool = False) -> None:
+    """`vqcodec codes FOLDER OUT` of a folder of .vq files: vqcodec.folders.codes_folder, one codec per model; with
+    `resume`, of the files the stopped run in OUT did not finish, whose outputs it may replace."""
     from .folders import codes_folder, find_vq_files, mirrored_paths
-    from .tokens import MANIFEST, write_vq_manifest
+    from .tokens import MANIFEST, stopped_vq_run_entries, write_vq_manifest
 
     files, missing = _set_aside_missing_models(folder, find_vq_files(folder, out), model)
     outputs = mirrored_paths(folder, out, files, lambda path: ".npy", also=(out / MANIFEST,))
-    for existing in [*outputs, out / MANIFEST]:
+    finished = stopped_vq_run_entries(folder, out, files, outputs) if resume else {}
+    if finished is None:
+        _progress(f"nothing to resume: {out / MANIFEST} is of a run that finished; --force codes the folder again")
+        return
+    for existing in [] if resume else [*outputs, out / MANIFEST]:
         _refuse_existing_output(str(existing), force)
+    order = {path: number for number, path in enumerate(files)}
+
+    def with_finished(entries: list[dict]) -> list[dict]:
+        return sorted([*finished.values(), *entries], key=lambda entry: order[entry["file"]])
+    to_do = [(path, output) for path, output in zip(files, outputs) if path not in finished]
     codecs = _named_codec(model, device)
     report, entries = codes_folder(
-        files, outputs, lambda data: _file_codec(data, model, device, codecs),
-        lambda path, write: _write_output(str(path), write, force), _progress,
-        stopped=lambda report, entries: write_vq_manifest(folder, out, entries, _each_skipped(report, missing),
-                                                          stopped=True, replace=force),
+        [path for path, _ in to_do], [output for _, output in to_do],
+        lambda data: _file_codec(data, model, device, codecs),
+        lambda path, write: _write_output(str(path), write, force or resume), _progress,
+        stopped=lambda report, entries: write_vq_manifest(folder, out, with_finished(entries),
+                                                          _each_skipped(report, missing), stopped=True,
+                                                          replace=force or resume),
         progress=progressline.show)
+    report.written += len(finished)  # the summary is of the folder, as a run that was not stopped gives it
+    report.bytes += sum(entry["codes"].stat().st_size for entry in finished.values())
     if report.written:
-        write_vq_manifest(folder, out, entries, _each_skipped(report, missing), replace=force)
+        write_vq_manifest(folder, out, with_finished(entries), _each_skipped(report, missing), replace=force or resume)
     _finish_folder(report, "coded", out, len(files) + _count(missing), missing)
 
 

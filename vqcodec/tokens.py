@@ -190,10 +190,38 @@ def stopped_run_manifest(codec, out: Path, files: list[Path], quality: int | Non
     `files` can be: refused (VQCodecError) where there is none, where it cannot be read or is not a folder of
     media's, and where its run coded with another model (its id: the name may differ), kind, quality, depth
     weight or layout than `codec` and `quality`. That run was stopped where its "stopped" is true."""
+    path, manifest = _manifest_to_resume(out, files, "model_id", str, "a folder of media")
+    start_again = setting("--force", "replace=True without resume")
+    for key, value in _manifest_head(codec, _run_quality(codec, quality)).items():
+        if key != "model" and (type(manifest.get(key)) is not type(value) or manifest.get(key) != value):
+            named = {"model_id": "model id", "depth_weight": setting("--depth-weight", "depth weight"),
+                     "quality": setting("-q", "quality")}.get(key, key)
+            raise VQCodecError(f"cannot resume {path}: its run coded with {named} {shown(manifest.get(key))}, this "
+                               f"one with {shown(value)}; give the same model and options, or start again "
+                               f"with {start_again}")
+    return manifest
+
+
+def stopped_vq_run_entries(folder: Path, out: Path, files: list[Path], outputs: list[Path]) -> dict[Path, dict] | None:
+    """For `vqcodec codes FOLDER OUT --resume` of a folder of .vq files: the entries of the stopped run's
+    codes.json in `out` that it keeps (the files of `files` it finished whose array is still at their output
+    of `outputs`, with the shape listed), by the path of their file, with their file and array as paths, as
+    vqcodec.folders.codes_folder gives them; None where that run finished. Refused (VQCodecError) as
+    stopped_run_manifest refuses, where it is not the codes.json of a folder of .vq files."""
+    _, manifest = _manifest_to_resume(out, files, "axes", dict, "a folder of .vq files")
+    if manifest.get("stopped") is not True:
+        return None
+    finished = _finished_entries(manifest, folder, out, files, outputs)
+    return {path: {**finished[_name_in(folder, path)], "file": path, "codes": output}
+            for path, output in zip(files, outputs) if _name_in(folder, path) in finished}
+
+
+def _manifest_to_resume(out: Path, files: list[Path], key: str, of_type: type, of: str) -> tuple[Path, dict]:
+    """The path of the codes.json in `out` and what it holds, read no larger than a manifest of `files` can be,
+    refused unless its "files" is a list and its `key` is of `of_type`, as in the codes.json of `of`."""
     from .io import MAX_JSON_BYTES
 
     path = Path(out) / MANIFEST
-    start_again = setting("--force", "replace=True without resume")
     if not os.path.lexists(path):
         raise VQCodecError(f"cannot resume: {path} does not exist (no stopped run of `vqcodec codes` there)")
     # Each file's entry names it and its array, and a skipped one gives why: no more than its paths many times over
@@ -203,16 +231,9 @@ def stopped_run_manifest(codec, out: Path, files: list[Path], quality: int | Non
     except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise VQCodecError(f"cannot resume {path}: cannot read it ({reason_of(exc)})") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list) \
-            or not isinstance(manifest.get("model_id"), str):
-        raise VQCodecError(f"cannot resume {path}: it is not the codes.json of a folder of media")
-    for key, value in _manifest_head(codec, _run_quality(codec, quality)).items():
-        if key != "model" and (type(manifest.get(key)) is not type(value) or manifest.get(key) != value):
-            named = {"model_id": "model id", "depth_weight": setting("--depth-weight", "depth weight"),
-                     "quality": setting("-q", "quality")}.get(key, key)
-            raise VQCodecError(f"cannot resume {path}: its run coded with {named} {shown(manifest.get(key))}, this "
-                               f"one with {shown(value)}; give the same model and options, or start again "
-                               f"with {start_again}")
-    return manifest
+            or not isinstance(manifest.get(key), of_type):
+        raise VQCodecError(f"cannot resume {path}: it is not the codes.json of {of}")
+    return path, manifest
 
 
 def listed_file(entry) -> str | None:
