@@ -2183,7 +2183,9 @@ def test_codes_of_a_folder_resumed_only_from_a_stopped_run_of_the_same_model_and
                                            "replace=True without resume$"):
         code_folder(codec, folder, out, files, resume=True)
     stopped = json.loads((out / "codes.json").read_text())
-    for changed, shown in ((stopped | {"model_id": "00" * 16}, "model id '0000"), (stopped | {"kind": "image"}, "kind"),
+    other_model = re.escape(f"model id '{'00' * 16}' (model mine), this one with '{codec.model_id.hex()}'")
+    for changed, shown in ((stopped | {"model_id": "00" * 16, "model": "mine"}, other_model),
+                           (stopped | {"kind": "image"}, "kind 'image', this one with 'audio'"),
                            (stopped | {"depth_weight": 1.0}, "depth weight 1.0")):
         (out / "codes.json").write_text(json.dumps(changed))
         with pytest.raises(VQCodecError, match=f"its run coded with {shown}"):

@@ -196,9 +196,11 @@ def stopped_run_manifest(codec, out: Path, files: list[Path], quality: int | Non
         if key != "model" and (type(manifest.get(key)) is not type(value) or manifest.get(key) != value):
             named = {"model_id": "model id", "depth_weight": setting("--depth-weight", "depth weight"),
                      "quality": setting("-q", "quality")}.get(key, key)
-            raise VQCodecError(f"cannot resume {path}: its run coded with {named} {shown(manifest.get(key))}, this "
-                               f"one with {shown(value)}; give the same model and options, or start again "
-                               f"with {start_again}")
+            model = manifest.get("model")
+            of_model = f" (model {model})" if key == "model_id" and isinstance(model, str) else ""
+            raise VQCodecError(f"cannot resume {path}: its run coded with {named} {shown(manifest.get(key))}"
+                               f"{of_model}, this one with {shown(value)}; give the same model and options, or start "
+                               f"again with {start_again}")
     return manifest
 
 
