@@ -1420,13 +1420,15 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
     the rate, length and level gain (`pack --rate --samples --gain`) or the size (`--width
     --height`) that restore it. A folder of .vq files and no media gets one .npy file per .vq file,
     and a codes.json in which each file names its own model id, kind and quality. A file that cannot
-    be read is reported and skipped, and the command then exits with status 1.
+    be read is reported and skipped, and the command then exits with status 1. A run stopped part way
+    writes codes.json of the files it finished ("stopped": true), from which --resume goes on.
 
     \b
     Examples:
       vqcodec codes speech.vq speech_codes.npy
       vqcodec codes speech.flac speech_codes.npy -q 8
       vqcodec codes my_recordings/ my_tokens/            # a dataset of speech tokens
+      vqcodec codes my_recordings/ my_tokens/ --resume   # ... after a stop part way
       vqcodec codes my_vq_files/ my_tokens/              # the codes of every .vq file
       vqcodec codes my_photos/ photo_tokens/ -q 12 --force
     """
