@@ -2147,11 +2147,16 @@ def test_codes_of_a_folder_resumed_after_a_stop_equal_an_uninterrupted_run(tmp_p
     write_wav(folder / "b.wav", signal)
     np.save(out / "c.npy", np.load(out / "c.npy")[:, :, :2])  # not the shape listed: coded again
     (out / "d.npy").write_bytes((out / "d.npy").read_bytes()[:-4])  # cut short: coded again
+    a_written = (out / "a.npy").stat().st_mtime_ns
+    _stopped_codes_run(codec, folder, out, "d.wav", monkeypatch, resume=True)  # stopped again: resumed in turn
+    stopped = json.loads((out / "codes.json").read_text())
+    assert stopped["stopped"] is True and [entry["file"] for entry in stopped["files"]] == ["a.wav", "b.wav", "c.wav"]
+    assert stopped["skipped"] == [] and list(np.load(out / "c.npy").shape) == stopped["files"][2]["shape"]
     real, coded = codec.media_to_codes, []
     monkeypatch.setattr(codec, "media_to_codes", lambda path, quality: coded.append(Path(path).name)
                         or real(path, quality))
     resumed = code_folder(codec, folder, out, sorted(folder.iterdir()), resume=True)
-    assert coded == ["b.wav", "c.wav", "d.wav", "e.wav"]
+    assert coded == ["d.wav", "e.wav"] and (out / "a.npy").stat().st_mtime_ns == a_written
     whole = code_folder(codec, folder, tmp_path / "whole", sorted(folder.iterdir()))
     assert resumed == whole == json.loads((out / "codes.json").read_text())
     assert _arrays_and_manifest(out) == _arrays_and_manifest(tmp_path / "whole")
