@@ -2548,6 +2548,33 @@ def test_codes_resume_of_a_folder_of_vq_files_stopped_part_way(cli, vq_folder, t
     assert result.stderr.decode().endswith("it is not the codes.json of a folder of .vq files\n")
 
 
+def test_codes_resume_of_a_folder_of_vq_files_codes_again_a_file_whose_header_changed(cli, vq_folder, tmp_path,
+                                                                                     monkeypatch):
+    """A .vq file replaced since the stopped run by another (here of fewer levels and frames) is coded again,
+    as its header no longer gives what codes.json records of it."""
+    from vqcodec.cli import run
+    from vqcodec.codec import Codec
+
+    folder, out = tmp_path / "files", tmp_path / "tokens"
+    shutil.copytree(vq_folder, folder)
+    real = Codec.code_blocks
+
+    def stopped_at_the_photo(self, data):
+        if vqformat.parse_header(data).kind == vqformat.KIND_IMAGE:
+            raise KeyboardInterrupt
+        return real(self, data)
+
+    monkeypatch.setattr(Codec, "code_blocks", stopped_at_the_photo)
+    assert run(["codes", str(folder), str(out)]) != 0
+    monkeypatch.setattr(Codec, "code_blocks", real)
+    speech = Codec.load("speech16k")
+    (folder / "a.vq").write_bytes(speech.codes_to_file(np.zeros((1, 2, 40), np.int64), sample_rate=8000))
+    assert cli("codes", folder, out, "--resume").returncode == 1  # bad.vq
+    assert np.array_equal(np.load(out / "a.npy"), speech.read_codes(folder / "a.vq")[1])
+    assert cli("codes", folder, tmp_path / "whole").returncode == 1
+    assert _arrays_and_manifest(out) == _arrays_and_manifest(tmp_path / "whole")
+
+
 def test_codes_of_a_folder_of_photos(cli, tmp_path):
     from PIL import Image
 

@@ -355,10 +355,7 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
         with folder_of(output):
             write(output, lambda stream: save_code_blocks(stream, shape, 2 if audio else 1, blocks))
         warn_of_what_codes_leave_out(header, path)
-        restore = {"sample_rate": header.sample_rate, "samples": header.length, "channels": header.channels,
-                   "gain": header.gain} if audio else {"width": header.width, "height": header.height}
-        entries.append({"file": path, "codes": output, "shape": list(shape), "model_id": header.model_id.hex(),
-                        "kind": vqformat.KIND_NAMES[header.kind], "quality": header.quality, **restore})
+        entries.append({"file": path, "codes": output, "shape": list(shape), **header_entry(header)})
         return output.stat().st_size
     report = FolderReport("mixed")
     try:
@@ -367,6 +364,16 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
         if stopped:
             stopped(report, entries)
         raise
+
+
+def header_entry(header: vqformat.Header) -> dict:
+    """What the codes.json of a folder of .vq files records of a file from its header: the model id, kind and
+    quality, and the rate, length, channels and gain, or the size, that restore its codes."""
+    restore = {"sample_rate": header.sample_rate, "samples": header.length, "channels": header.channels,
+               "gain": header.gain} if header.kind == vqformat.KIND_AUDIO else {"width": header.width,
+                                                                               "height": header.height}
+    return {"model_id": header.model_id.hex(), "kind": vqformat.KIND_NAMES[header.kind], "quality": header.quality,
+            **restore}
 
 
 def check_output_of(image_format: str, header: vqformat.Header, data: bytes) -> None:

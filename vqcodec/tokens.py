@@ -207,15 +207,21 @@ def stopped_run_manifest(codec, out: Path, files: list[Path], quality: int | Non
 def stopped_vq_run_entries(folder: Path, out: Path, files: list[Path], outputs: list[Path]) -> dict[Path, dict] | None:
     """For `vqcodec codes FOLDER OUT --resume` of a folder of .vq files: the entries of the stopped run's
     codes.json in `out` that it keeps (the files of `files` it finished whose array is still at their output
-    of `outputs`, with the shape listed), by the path of their file, with their file and array as paths, as
-    vqcodec.folders.codes_folder gives them; None where that run finished. Refused (VQCodecError) as
-    stopped_run_manifest refuses, where it is not the codes.json of a folder of .vq files."""
+    of `outputs`, with the shape listed, and whose header still gives what the entry records of it), by the
+    path of their file, with their file and array as paths, as vqcodec.folders.codes_folder gives them; None
+    where that run finished. Refused (VQCodecError) as stopped_run_manifest refuses, where it is not the
+    codes.json of a folder of .vq files."""
+    from .folders import header_entry, read_headers
+
     _, manifest = _manifest_to_resume(out, files, "axes", dict, "a folder of .vq files")
     if manifest.get("stopped") is not True:
         return None
     finished = _finished_entries(manifest, folder, out, files, outputs)
-    return {path: {**finished[_name_in(folder, path)], "file": path, "codes": output}
+    kept = {path: {**finished[_name_in(folder, path)], "file": path, "codes": output}
             for path, output in zip(files, outputs) if _name_in(folder, path) in finished}
+    headers, _ = read_headers(list(kept))  # one that cannot be read now is coded again, and fails as it does
+    return {path: entry for path, entry in kept.items()
+            if path in headers and all(entry.get(key) == value for key, value in header_entry(headers[path]).items())}
 
 
 def _manifest_to_resume(out: Path, files: list[Path], key: str, of_type: type, of: str) -> tuple[Path, dict]:
