@@ -2162,6 +2162,26 @@ def test_codes_of_a_folder_resumed_after_a_stop_equal_an_uninterrupted_run(tmp_p
     assert _arrays_and_manifest(out) == _arrays_and_manifest(tmp_path / "whole")
 
 
+def test_codes_resume_keeps_a_finished_file_whose_name_is_not_utf8(tmp_path, signal, codec, monkeypatch):
+    """codes.json names a file whose name is not UTF-8 by "file_hex" and "codes_hex" (its "file" shows U+FFFD):
+    resume=True read "file" alone, so it found no such file finished and coded it again."""
+    from vqcodec.tokens import code_folder
+
+    folder, out = tmp_path / "recordings", tmp_path / "tokens"
+    folder.mkdir()
+    write_wav(folder / "b.wav", signal)
+    shutil.copy(folder / "b.wav", folder / os.fsdecode(b"a\xff.wav"))  # soundfile takes no such name
+    _stopped_codes_run(codec, folder, out, "b.wav", monkeypatch)
+    stopped = json.loads((out / "codes.json").read_text())
+    assert [entry["file"] for entry in stopped["files"]] == ["a\ufffd.wav"] and stopped["stopped"] is True
+    real, coded = codec.media_to_codes, []
+    monkeypatch.setattr(codec, "media_to_codes", lambda path, quality: coded.append(Path(path).name)
+                        or real(path, quality))
+    resumed = code_folder(codec, folder, out, sorted(folder.iterdir()), resume=True)
+    assert coded == ["b.wav"]
+    assert [entry.get("file_hex") for entry in resumed["files"]] == [b"a\xff.wav".hex(), None]
+
+
 def test_codes_of_a_folder_resumed_only_from_a_stopped_run_of_the_same_model_and_options(tmp_path, signal, codec,
                                                                                          monkeypatch):
     """resume=True reads the manifest no larger than one of these files can be, and refuses, before any file,

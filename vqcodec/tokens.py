@@ -247,8 +247,7 @@ def _manifest_to_resume(out: Path, files: list[Path], key: str, of_type: type, o
 def listed_file(entry) -> str | None:
     """The name (its path under the folder) of the file that an entry of a codes.json lists; None where it names
     none."""
-    name = entry.get("file") if isinstance(entry, dict) else None
-    return name if isinstance(name, str) else None
+    return listed_name(entry, "file") if isinstance(entry, dict) else None
 
 
 def _name_in(folder: Path, path: Path) -> str:
@@ -264,7 +263,7 @@ def _finished_entries(manifest: dict, folder: Path, out: Path, files: list[Path]
     finished = {}
     for entry in manifest["files"]:
         output = output_of.get(listed_file(entry))
-        if output is not None and entry.get("codes") == str(output.relative_to(out)) \
+        if output is not None and listed_name(entry, "codes") == str(output.relative_to(out)) \
                 and _holds_codes_of_shape(output, entry.get("shape")):
             finished[listed_file(entry)] = entry
     return finished
@@ -293,7 +292,7 @@ def write_vq_manifest(folder: Path, out: Path, entries: list[dict], skipped: lis
     of several models), and its axes follow from its kind."""
     files = [{**name_fields("file", Path(entry["file"]).relative_to(folder)),
               **name_fields("codes", Path(entry["codes"]).relative_to(out)),
-              **{key: value for key, value in entry.items() if key not in ("file", "codes")}} for entry in entries]
+              **{key: value for key, value in entry.items() if key not in ("file", "codes", "file_hex", "codes_hex")}} for entry in entries]
     manifest = {"axes": {"audio": ["channel", "level", "frame"], "image": ["level", "row", "col"]}, "files": files,
                 "skipped": [{**name_fields("file", Path(path).relative_to(folder)), "reason": valid_text(reason)}
                             for path, reason in skipped],
