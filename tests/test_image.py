@@ -1823,12 +1823,13 @@ def test_an_ico_of_a_palette_png_with_pixels_beyond_its_palette_is_refused(tmp_p
 
 
 def _jpeg_of_greater_height(mode: str, extra: int, rows: int = 32, **options) -> tuple[bytes, bytes]:
-    """A baseline JPEG of 24 x `rows` noise, and the same with `extra` more rows in its frame header (SOF0)."""
+    """A baseline (or progressive) JPEG of 24 x `rows` noise, and the same with `extra` more rows in its frame header
+    (SOF0, SOF2)."""
     pixels = np.random.default_rng(3).integers(0, 256, (rows, 24, 3), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).convert(mode).save(buffer, "JPEG", **options)
     whole = buffer.getvalue()
-    at = whole.index(b"\xff\xc0") + 5
+    at = whole.index(b"\xff\xc2" if options.get("progressive") else b"\xff\xc0") + 5
     taller = bytearray(whole)
     taller[at:at + 2] = struct.pack(">H", rows + extra)
     return whole, bytes(taller)
@@ -1836,10 +1837,14 @@ def _jpeg_of_greater_height(mode: str, extra: int, rows: int = 32, **options) ->
 
 @pytest.mark.parametrize("mode, extra, options", [("RGB", 16, {}), ("RGB", 8, {"subsampling": 0}),
                                                   ("L", 8, {}), ("L", 40, {"restart_marker_blocks": 1}),
-                                                  ("CMYK", 8, {"quality": 100})])
+                                                  ("CMYK", 8, {"quality": 100}), ("RGB", 16, {"progressive": True}),
+                                                  ("L", 8, {"progressive": True}),
+                                                  ("L", 16, {"progressive": True, "restart_marker_blocks": 1}),
+                                                  ("CMYK", 8, {"progressive": True, "quality": 100})])
 def test_a_jpeg_whose_data_ends_before_its_last_row_is_refused(codec, tmp_path, mode, extra, options):
     """libjpeg decodes a baseline JPEG whose frame header gives more rows than its scan holds with the blocks
-    it lacks as zeros (a grey band), and Pillow hides its warning: encoding coded them, training trained on them."""
+    it lacks as zeros (a grey band), and Pillow hides its warning: encoding coded them, training trained on them.
+    So too a progressive JPEG whose scans hold fewer rows, which was read with the band."""
     from vqcodec.io import read_image_rgb
 
     whole, taller = _jpeg_of_greater_height(mode, extra, **options)
@@ -1860,10 +1865,11 @@ def test_the_jpeg_row_check_holds_where_a_program_has_pillow_load_truncated_imag
     from PIL import ImageFile
 
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
-    whole, taller = _jpeg_of_greater_height("RGB", 16)
-    assert open_image(io.BytesIO(whole)).size == (24, 32)
-    with pytest.raises(VQCodecError, match=re.escape("its image data ends before its last row (24x48 pixels)")):
-        open_image(io.BytesIO(taller))
+    for progressive in (False, True):
+        whole, taller = _jpeg_of_greater_height("RGB", 16, progressive=progressive)
+        assert open_image(io.BytesIO(whole)).size == (24, 32)
+        with pytest.raises(VQCodecError, match=re.escape("its image data ends before its last row (24x48 pixels)")):
+            open_image(io.BytesIO(taller))
 
 
 def test_the_jpeg_row_check_warns_of_nothing_opening_the_image_said(codec, tmp_path):

@@ -1,7 +1,7 @@
 """Checks that an image file holds the pixels its header gives, where Pillow would read damage without a word:
-image data that ends before the last row (PNG, baseline JPEG, a PNG inside an ICO), a palette pixel whose index
-lies beyond its palette, a TIFF's offsets damaged to another type. Each raises an OSError of the file's fault
-(one of PILLOW_READ_ERRORS, which io.open_image turns into a refusal that names the file)."""
+image data that ends before the last row (PNG, baseline or progressive JPEG, a PNG inside an ICO), a palette pixel
+whose index lies beyond its palette, a TIFF's offsets damaged to another type. Each raises an OSError of the file's
+fault (one of PILLOW_READ_ERRORS, which io.open_image turns into a refusal that names the file)."""
 from __future__ import annotations
 
 import os
@@ -195,30 +195,35 @@ def _ends_before_last_row(width: int, height: int) -> OSError:
 
 
 JPEG_SEQUENTIAL_FRAMES = {0xC0, 0xC1}  # SOF0, SOF1: baseline and extended sequential, Huffman coded
+JPEG_PROGRESSIVE_FRAME = 0xC2  # SOF2: progressive, Huffman coded
 JPEG_SOS, JPEG_EOI = 0xDA, 0xD9
 JPEG_NOT_FRAMES = {0xC4, 0xC8, 0xCC}  # DHT, JPG, DAC: markers among the SOFs' that are none
 JPEG_ONES = b"\xff\x00" * 8  # 64 one bits (0xFF stuffed), which begin no Huffman code: the decoder's look-ahead, no data
+# Bits after a scan's data that a decoder reads only where the scan lacks blocks, and most Huffman tables read
+# otherwise than one another: a scan decoded alike after each holds all its blocks
+JPEG_LOOK_AHEADS = (JPEG_ONES, b"\x00" * 8, b"\x55" * 8)
 JPEG_CHECK_SCALE = 8  # the check decodes at 1/8 of the size (DCT scaling): its rows are whole blocks, as the scan's
 
 
-def _jpeg_first_scan(data: bytes) -> tuple[int | None, int, int] | None:
-    """Of a JPEG's `data`: its frame's SOF marker (None if none comes before its first scan), where that scan's data
-    ends and the marker that ends it; None where they cannot be found (cut short)."""
-    at, frame = 2, None
+def _jpeg_first_scan(data: bytes) -> tuple[int | None, int, int, int] | None:
+    """Of a JPEG's `data`: where its frame's SOF marker begins (None if none comes before its first scan), where that
+    scan's data begin and end, and the marker that ends it; None where they cannot be found (cut short)."""
+    at, frame_at = 2, None
     while at + 4 <= len(data) and data[at] == 0xFF:
         marker = data[at + 1]
         if marker == 0xFF:  # fill byte
             at += 1
             continue
         if 0xC0 <= marker <= 0xCF and marker not in JPEG_NOT_FRAMES:
-            frame = marker
+            frame_at = at
         at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
         if marker == JPEG_SOS:
+            scan_at = at
             while (at := data.find(b"\xff", at)) >= 0 and at + 1 < len(data):
                 if data[at + 1] == 0 or 0xD0 <= data[at + 1] <= 0xD7 or data[at + 1] == 0xFF:  # stuffed, RSTn, fill
                     at += 1
                     continue
-                return frame, at, data[at + 1]
+                return frame_at, scan_at, at, data[at + 1]
             return None
     return None
 
@@ -239,15 +244,16 @@ class _ScanData(BytesIO):
 
 
 def check_jpeg_data(image) -> None:
-    """Refuse a JPEG of one sequential scan whose data ends (at its EOI marker) before the rows its frame header
-    gives: libjpeg decodes the blocks it lacks as zeros, a grey band, and Pillow hides libjpeg's warning (a header
-    edited or damaged to a greater height). Its scan is decoded again, at 1/8 of its size (Image.draft), up to its
-    EOI with no marker after: a decoder that reads past that data lacks the rows. (A grey image one block wide
-    that lacks one block row is not told: the look-ahead bits read as one damaged block.)"""
-    from PIL import Image
-
-    from .io import warnings_recorded  # io imports this module
-
+    """Refuse a JPEG whose data end before the rows its frame header gives: libjpeg decodes the blocks it lacks as
+    zeros, a grey band, and Pillow hides libjpeg's warning (a header edited or damaged to a greater height). Its first
+    scan is decoded again through Pillow's public calls (Image.open, Image.draft, load), at 1/8 of its size:
+    - a sequential JPEG of one scan, up to its EOI with no marker after: a decoder that reads past that data lacks
+      the rows. (A grey image one block wide that lacks one block row is not told: the look-ahead bits, JPEG_ONES,
+      read as one damaged block.)
+    - a progressive JPEG, its first scan alone with each of JPEG_LOOK_AHEADS after its data
+      (_jpeg_first_scan_reads_look_ahead): a scan that holds all its blocks reads none of those bits, and is decoded
+      alike. Not told where its Huffman tables read each alike: a DC table of one code (an optimised table of a flat
+      or tiny image) reads the one block after the scan's padding bits as a difference of 0, whatever follows."""
     stream = getattr(image, "fp", None)
     if image.format != "JPEG" or len(image.tile) != 1 or stream is None or getattr(stream, "closed", False):
         return
@@ -260,14 +266,51 @@ def check_jpeg_data(image) -> None:
     finally:
         stream.seek(start)
     scan = _jpeg_first_scan(data)
-    if scan is None or scan[0] not in JPEG_SEQUENTIAL_FRAMES or scan[2] != JPEG_EOI:
-        return  # cut short, progressive, several scans: Pillow says so, or libjpeg reads them otherwise
-    try:  # what opening it warns of (corrupt EXIF data) was said when the image was opened
-        with warnings_recorded(), Image.open(_ScanData(data[:scan[1]] + JPEG_ONES), formats=["JPEG"]) as scaled:
-            scaled.draft(scaled.mode, (max(1, image.width // JPEG_CHECK_SCALE),
-                                       max(1, image.height // JPEG_CHECK_SCALE)))
-            scaled.load()
+    if scan is None or scan[0] is None:
+        return  # cut short: Pillow says so
+    frame_at, scan_at, end, marker = scan
+    try:
+        if data[frame_at + 1] == JPEG_PROGRESSIVE_FRAME:
+            lacks = _jpeg_first_scan_reads_look_ahead(image, data[:end], _jpeg_next_restart(data[scan_at:end]))
+        elif data[frame_at + 1] in JPEG_SEQUENTIAL_FRAMES and marker == JPEG_EOI:
+            _jpeg_decoded(image, data[:end] + JPEG_ONES, JPEG_CHECK_SCALE)
+            lacks = False
+        else:
+            return  # several sequential scans, arithmetic coded: libjpeg reads them otherwise
     except _ScanReadPast:
-        raise _ends_before_last_row(image.width, image.height) from None
+        lacks = True
     except PILLOW_READ_ERRORS:
         return  # damaged otherwise: reading the image says so
+    if lacks:
+        raise _ends_before_last_row(image.width, image.height)
+
+
+def _jpeg_next_restart(scan: bytes) -> bytes:
+    """The restart marker that comes next after the data of `scan` (RST0 to RST7 in turn, from RST0)."""
+    last = max((scan.rfind(bytes((0xFF, 0xD0 + number))) for number in range(8)), default=-1)
+    return bytes((0xFF, 0xD0 if last < 0 else 0xD0 + (scan[last + 1] - 0xD0 + 1) % 8))
+
+
+def _jpeg_first_scan_reads_look_ahead(image, scan: bytes, restart: bytes) -> bool:
+    """Whether the first scan of progressive JPEG `image`, its bytes up to where that scan's data end, decodes
+    otherwise (at 1/8 of its size) with each of JPEG_LOOK_AHEADS after it, then `restart`, its next restart marker,
+    the same bits again and an EOI: a scan that lacks blocks reads them from those bits, and where it lacks whole
+    restart intervals, libjpeg passes over the first bits as it seeks the marker, and reads the next interval from
+    the second; a scan that holds all its blocks reads none of them (RSTn after it is a marker without data)."""
+    return len({_jpeg_decoded(image, scan + bits + restart + bits + bytes((0xFF, JPEG_EOI)), JPEG_CHECK_SCALE)
+                for bits in JPEG_LOOK_AHEADS}) > 1
+
+
+def _jpeg_decoded(image, data: bytes, scale: int) -> bytes:
+    """The pixels of `data`, JPEG `image`'s bytes cut and completed otherwise, decoded at 1/`scale` of its size
+    (Image.draft's DCT scaling); raises _ScanReadPast where its decoder reads past `data`."""
+    from PIL import Image
+
+    from .io import warnings_recorded  # io imports this module
+
+    # what opening it warns of (corrupt EXIF data) was said when the image was opened
+    with warnings_recorded(), Image.open(_ScanData(data), formats=["JPEG"]) as scaled:
+        if scale > 1:
+            scaled.draft(scaled.mode, (max(1, image.width // scale), max(1, image.height // scale)))
+        scaled.load()
+        return scaled.tobytes()
