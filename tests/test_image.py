@@ -1822,10 +1822,10 @@ def test_an_ico_of_a_palette_png_with_pixels_beyond_its_palette_is_refused(tmp_p
         open_image(path)
 
 
-def _jpeg_of_greater_height(mode: str, extra: int, rows: int = 32, **options) -> tuple[bytes, bytes]:
-    """A baseline (or progressive) JPEG of 24 x `rows` noise, and the same with `extra` more rows in its frame header
-    (SOF0, SOF2)."""
-    pixels = np.random.default_rng(3).integers(0, 256, (rows, 24, 3), dtype=np.uint8)
+def _jpeg_of_greater_height(mode: str, extra: int, rows: int = 32, width: int = 24, **options) -> tuple[bytes, bytes]:
+    """A baseline (or progressive) JPEG of `width` x `rows` noise, and the same with `extra` more rows in its frame
+    header (SOF0, SOF2)."""
+    pixels = np.random.default_rng(3).integers(0, 256, (rows, width, 3), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).convert(mode).save(buffer, "JPEG", **options)
     whole = buffer.getvalue()
@@ -1856,6 +1856,18 @@ def test_a_jpeg_whose_data_ends_before_its_last_row_is_refused(codec, tmp_path, 
         codec.encode(path, 2)
     with pytest.raises(VQCodecError, match=f"^cannot read the image: {reason}$"):
         codec.encode_image(Image.open(io.BytesIO(taller)), 2)
+
+
+@pytest.mark.parametrize("width, rows, quality", [(8, 8, 30), (8, 32, 75), (5, 32, 95)])
+def test_a_grey_jpeg_one_block_wide_that_lacks_a_block_row_is_refused(width, rows, quality):
+    """The decoder's look-ahead bits after the scan's data (JPEG_ONES) read as the one block such a JPEG lacks, and
+    it was read with that block grey: it is decoded again with other bits after its data, which a scan that holds all
+    its blocks never reads."""
+    whole, taller = _jpeg_of_greater_height("L", 8, rows, width, quality=quality)
+    assert open_image(io.BytesIO(whole)).size == (width, rows)
+    with pytest.raises(VQCodecError, match=re.escape(f"its image data ends before its last row ({width}x{rows + 8} "
+                                                     "pixels): damaged")):
+        open_image(io.BytesIO(taller))
 
 
 def test_the_jpeg_row_check_holds_where_a_program_has_pillow_load_truncated_images(monkeypatch):

@@ -228,6 +228,18 @@ def _jpeg_first_scan(data: bytes) -> tuple[int | None, int, int, int] | None:
     return None
 
 
+def _jpeg_one_mcu_wide(data: bytes, frame_at: int) -> bool:
+    """Whether the JPEG whose SOF marker begins at `frame_at` of its `data` is one MCU wide: 8 pixels a block, and
+    of a colour image, as many blocks as its most sampled component's horizontal factor (a grey one's MCU is one
+    block, whatever its factor)."""
+    frame = data[frame_at + 4:frame_at + 2 + int.from_bytes(data[frame_at + 2:frame_at + 4], "big")]
+    if len(frame) < 6:
+        return False
+    width, components = int.from_bytes(frame[3:5], "big"), frame[5]
+    factors = [frame[7 + 3 * index] >> 4 for index in range(components) if 7 + 3 * index < len(frame)]
+    return width <= 8 * (max(factors, default=1) if components > 1 else 1)
+
+
 class _ScanReadPast(Exception):
     """The decoder of check_jpeg_data asked for more than the scan's data: its image lacks rows."""
 
@@ -246,14 +258,15 @@ class _ScanData(BytesIO):
 def check_jpeg_data(image) -> None:
     """Refuse a JPEG whose data end before the rows its frame header gives: libjpeg decodes the blocks it lacks as
     zeros, a grey band, and Pillow hides libjpeg's warning (a header edited or damaged to a greater height). Its first
-    scan is decoded again through Pillow's public calls (Image.open, Image.draft, load), at 1/8 of its size:
-    - a sequential JPEG of one scan, up to its EOI with no marker after: a decoder that reads past that data lacks
-      the rows. (A grey image one block wide that lacks one block row is not told: the look-ahead bits, JPEG_ONES,
-      read as one damaged block.)
-    - a progressive JPEG, its first scan alone with each of JPEG_LOOK_AHEADS after its data
-      (_jpeg_first_scan_reads_look_ahead): a scan that holds all its blocks reads none of those bits, and is decoded
-      alike. Not told where its Huffman tables read each alike: a DC table of one code (an optimised table of a flat
-      or tiny image) reads the one block after the scan's padding bits as a difference of 0, whatever follows."""
+    scan is decoded again through Pillow's public calls (Image.open, Image.draft, load):
+    - a sequential JPEG of one scan, at 1/8 of its size, up to its EOI with no marker after: a decoder that reads
+      past that data lacks the rows. One MCU wide, whose look-ahead bits (JPEG_ONES) can complete the one MCU it
+      lacks, it is decoded again at its full size with each of JPEG_LOOK_AHEADS after its data (_jpeg_reads_look_ahead);
+    - a progressive JPEG, its first scan alone at 1/8 of its size with each of JPEG_LOOK_AHEADS after its data
+      (_jpeg_reads_look_ahead).
+    A scan that holds all its blocks reads none of those bits, and is decoded alike after each. Not told where its
+    Huffman tables read each alike: a DC table of one code (an optimised table of a flat or tiny image) reads the one
+    block after the scan's padding bits as a difference of 0, whatever follows."""
     stream = getattr(image, "fp", None)
     if image.format != "JPEG" or len(image.tile) != 1 or stream is None or getattr(stream, "closed", False):
         return
@@ -271,10 +284,10 @@ def check_jpeg_data(image) -> None:
     frame_at, scan_at, end, marker = scan
     try:
         if data[frame_at + 1] == JPEG_PROGRESSIVE_FRAME:
-            lacks = _jpeg_first_scan_reads_look_ahead(image, data[:end], _jpeg_next_restart(data[scan_at:end]))
+            lacks = _jpeg_reads_look_ahead(image, data, scan_at, end, JPEG_CHECK_SCALE)
         elif data[frame_at + 1] in JPEG_SEQUENTIAL_FRAMES and marker == JPEG_EOI:
             _jpeg_decoded(image, data[:end] + JPEG_ONES, JPEG_CHECK_SCALE)
-            lacks = False
+            lacks = _jpeg_one_mcu_wide(data, frame_at) and _jpeg_reads_look_ahead(image, data, scan_at, end, 1)
         else:
             return  # several sequential scans, arithmetic coded: libjpeg reads them otherwise
     except _ScanReadPast:
@@ -291,13 +304,14 @@ def _jpeg_next_restart(scan: bytes) -> bytes:
     return bytes((0xFF, 0xD0 if last < 0 else 0xD0 + (scan[last + 1] - 0xD0 + 1) % 8))
 
 
-def _jpeg_first_scan_reads_look_ahead(image, scan: bytes, restart: bytes) -> bool:
-    """Whether the first scan of progressive JPEG `image`, its bytes up to where that scan's data end, decodes
-    otherwise (at 1/8 of its size) with each of JPEG_LOOK_AHEADS after it, then `restart`, its next restart marker,
-    the same bits again and an EOI: a scan that lacks blocks reads them from those bits, and where it lacks whole
-    restart intervals, libjpeg passes over the first bits as it seeks the marker, and reads the next interval from
-    the second; a scan that holds all its blocks reads none of them (RSTn after it is a marker without data)."""
-    return len({_jpeg_decoded(image, scan + bits + restart + bits + bytes((0xFF, JPEG_EOI)), JPEG_CHECK_SCALE)
+def _jpeg_reads_look_ahead(image, data: bytes, scan_at: int, end: int, scale: int) -> bool:
+    """Whether the first scan of JPEG `image`, whose `data` begin at `scan_at` and end at `end`, decodes otherwise (at
+    1/`scale` of its size) with each of JPEG_LOOK_AHEADS after them, then its next restart marker, the same bits
+    again and an EOI: a scan that lacks blocks reads them from those bits, and where it lacks whole restart
+    intervals, libjpeg passes over the first bits as it seeks the marker, and reads the next interval from the
+    second; a scan that holds all its blocks reads none of them (RSTn after it is a marker without data)."""
+    restart = _jpeg_next_restart(data[scan_at:end])
+    return len({_jpeg_decoded(image, data[:end] + bits + restart + bits + bytes((0xFF, JPEG_EOI)), scale)
                 for bits in JPEG_LOOK_AHEADS}) > 1
 
 
