@@ -2027,9 +2027,11 @@ def test_codes_of_a_folder(cli, tmp_path, signal, tiny_model_path, codec):
         expected, restore = codec.media_to_codes(folder / entry["file"])
         assert array.dtype == np.int32 and list(array.shape) == entry["shape"] and np.array_equal(array, expected)
         assert {k: entry[k] for k in restore} == restore
+    x = (folder / "sub" / "x.flac").stat()
     assert manifest["files"][1] | {"shape": None} == {"file": "sub/x.flac", "codes": "sub/x.npy", "shape": None,
                                                       "sample_rate": 8000, "samples": 3000, "channels": 1,
-                                                      "gain": 1.0}
+                                                      "gain": 1.0, "file_size": x.st_size,
+                                                      "file_mtime_ns": x.st_mtime_ns}
     audio = codec.codes_to_audio(np.load(out / "sub" / "x.npy"))
     assert audio.shape == (1, manifest["files"][1]["shape"][2] * 8)
 
@@ -2160,6 +2162,38 @@ def test_codes_of_a_folder_resumed_after_a_stop_equal_an_uninterrupted_run(tmp_p
     whole = code_folder(codec, folder, tmp_path / "whole", sorted(folder.iterdir()))
     assert resumed == whole == json.loads((out / "codes.json").read_text())
     assert _arrays_and_manifest(out) == _arrays_and_manifest(tmp_path / "whole")
+
+
+def test_codes_resume_codes_again_a_file_changed_since_the_stopped_run(tmp_path, signal, codec, monkeypatch):
+    """codes.json recorded nothing of the inputs: a recording rewritten since the stopped run (of the same size
+    here, or another size at the time recorded) kept the codes of what it was. Each entry records the file's size
+    and time (input_stamp); one that no longer matches, and one of an older codes.json that records neither, is
+    coded again."""
+    from vqcodec.tokens import code_folder
+
+    folder, out = tmp_path / "recordings", tmp_path / "tokens"
+    folder.mkdir()
+    for name in ("a.wav", "b.wav", "c.wav", "d.wav", "e.wav"):
+        write_wav(folder / name, signal)
+    _stopped_codes_run(codec, folder, out, "e.wav", monkeypatch)
+    stopped = json.loads((out / "codes.json").read_text())
+    a_entry = stopped["files"][0]
+    assert (a_entry["file_size"], a_entry["file_mtime_ns"]) == ((folder / "a.wav").stat().st_size,
+                                                                (folder / "a.wav").stat().st_mtime_ns)
+    write_wav(folder / "a.wav", lambda *shape: -signal(*shape))  # same size, another time
+    os.utime(folder / "a.wav", ns=(a_entry["file_mtime_ns"] + 10**9,) * 2)
+    write_wav(folder / "b.wav", signal, samples=9000)  # another size, at the time recorded
+    os.utime(folder / "b.wav", ns=(stopped["files"][1]["file_mtime_ns"],) * 2)
+    for key in ("file_size", "file_mtime_ns"):  # as an older codes.json lists c.wav
+        del stopped["files"][2][key]
+    (out / "codes.json").write_text(json.dumps(stopped))
+    real, coded = codec.media_to_codes, []
+    monkeypatch.setattr(codec, "media_to_codes", lambda path, quality: coded.append(Path(path).name)
+                        or real(path, quality))
+    resumed = code_folder(codec, folder, out, sorted(folder.iterdir()), resume=True)
+    assert coded == ["a.wav", "b.wav", "c.wav", "e.wav"]
+    whole = code_folder(codec, folder, tmp_path / "whole", sorted(folder.iterdir()))
+    assert resumed == whole and _arrays_and_manifest(out) == _arrays_and_manifest(tmp_path / "whole")
 
 
 def test_codes_resume_keeps_a_finished_file_whose_name_is_not_utf8(tmp_path, signal, codec, monkeypatch):
@@ -2487,7 +2521,8 @@ def test_codes_of_a_folder_of_vq_files(cli, vq_folder, tmp_path):
         assert (entry["model_id"], entry["quality"]) == (codec.model_id.hex(), header.quality)
     assert manifest["files"][0] | {"model_id": None} == {
         "file": "a.vq", "codes": "a.npy", "shape": [2, 3, 120], "model_id": None, "kind": "audio", "quality": 3,
-        "sample_rate": 8000, "samples": 19_200, "channels": 2, "gain": 1.0}
+        "sample_rate": 8000, "samples": 19_200, "channels": 2, "gain": 1.0,
+        "file_size": (vq_folder / "a.vq").stat().st_size, "file_mtime_ns": (vq_folder / "a.vq").stat().st_mtime_ns}
     assert {k: manifest["files"][1][k] for k in ("file", "kind", "width", "height")} == \
         {"file": "sub/b.vq", "kind": "image", "width": 60, "height": 40}
     assert manifest["skipped"] == [{"file": "bad.vq", "reason": "truncated .vq file (chunk 0 cut short)"}]
@@ -2591,6 +2626,38 @@ def test_codes_resume_of_a_folder_of_vq_files_codes_again_a_file_whose_header_ch
     (folder / "a.vq").write_bytes(speech.codes_to_file(np.zeros((1, 2, 40), np.int64), sample_rate=8000))
     assert cli("codes", folder, out, "--resume").returncode == 1  # bad.vq
     assert np.array_equal(np.load(out / "a.npy"), speech.read_codes(folder / "a.vq")[1])
+    assert cli("codes", folder, tmp_path / "whole").returncode == 1
+    assert _arrays_and_manifest(out) == _arrays_and_manifest(tmp_path / "whole")
+
+
+def test_codes_resume_of_a_folder_of_vq_files_codes_again_a_file_changed_with_the_same_header(cli, vq_folder,
+                                                                                              tmp_path, monkeypatch):
+    """A .vq file replaced since the stopped run by one of the same header (other codes) kept the codes of what it
+    was: codes.json now records its size and time, and it is coded again."""
+    from vqcodec.cli import run
+    from vqcodec.codec import Codec
+
+    folder, out = tmp_path / "files", tmp_path / "tokens"
+    shutil.copytree(vq_folder, folder)
+    real = Codec.code_blocks
+
+    def stopped_at_the_photo(self, data):
+        if vqformat.parse_header(data).kind == vqformat.KIND_IMAGE:
+            raise KeyboardInterrupt
+        return real(self, data)
+
+    monkeypatch.setattr(Codec, "code_blocks", stopped_at_the_photo)
+    assert run(["codes", str(folder), str(out)]) != 0
+    monkeypatch.setattr(Codec, "code_blocks", real)
+    entry = json.loads((out / "codes.json").read_text())["files"][0]
+    assert (entry["file"], entry["file_size"], entry["file_mtime_ns"]) == \
+        ("a.vq", (folder / "a.vq").stat().st_size, (folder / "a.vq").stat().st_mtime_ns)
+    speech = Codec.load("speech16k")
+    (folder / "a.vq").write_bytes(speech.codes_to_file(np.zeros((2, 3, 120), np.int64), sample_rate=8000,
+                                                       samples=19_200))
+    os.utime(folder / "a.vq", ns=(entry["file_mtime_ns"] + 10**9,) * 2)
+    assert cli("codes", folder, out, "--resume").returncode == 1  # bad.vq
+    assert np.array_equal(np.load(out / "a.npy"), np.zeros((2, 3, 120)))
     assert cli("codes", folder, tmp_path / "whole").returncode == 1
     assert _arrays_and_manifest(out) == _arrays_and_manifest(tmp_path / "whole")
 

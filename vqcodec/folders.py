@@ -338,24 +338,26 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
                  progress: Callable[[str], None] | None = None) -> tuple[FolderReport, list[dict]]:
     """Write the codes of `.vq` files into `outputs` as int32 .npy files (Codec.code_blocks, a block
     at a time), and return the report and, for each file written, its codes' shape and what restores
-    it (the model id, kind and quality, and the rate, length, channels and gain, or the size).
+    it (the model id, kind and quality, and the rate, length, channels and gain, or the size), and the .vq file's
+    size and time (tokens.input_stamp).
     `codec_for(data)` gives the codec of a file; `write(path, write_stream)` writes one output;
     `stopped(report, entries)` is called with what was done when the run is stopped (Ctrl-C, SIGTERM, or
     any error raised, MemoryError say), before that is raised again."""
     from .fileinfo import read_vq_file
     from .io import warn_of_what_codes_leave_out
-    from .tokens import save_code_blocks
+    from .tokens import input_stamp, save_code_blocks
 
     entries = []
 
     def make(path: Path, output: Path) -> int:
+        stamp = input_stamp(path)  # before it is read: a change while it is coded is a change
         data = read_vq_file(path)
         header, shape, blocks = codec_for(data).code_blocks(data)
         audio = header.kind == vqformat.KIND_AUDIO
         with folder_of(output):
             write(output, lambda stream: save_code_blocks(stream, shape, 2 if audio else 1, blocks))
         warn_of_what_codes_leave_out(header, path)
-        entries.append({"file": path, "codes": output, "shape": list(shape), **header_entry(header)})
+        entries.append({"file": path, "codes": output, "shape": list(shape), **header_entry(header), **stamp})
         return output.stat().st_size
     report = FolderReport("mixed")
     try:

@@ -18,7 +18,7 @@ from .io import JSONFileTooLarge, checked_flag, read_json_file, write_file
 from .wording import plural, reason_of, setting, shown, valid_text
 
 MANIFEST = "codes.json"
-MAX_MANIFEST_BYTES = 1 << 30  # read by listing_manifest: about 225 bytes a file, 4.7 million files
+MAX_MANIFEST_BYTES = 1 << 30  # read by listing_manifest: about 290 bytes a file, 3.7 million files
 CODE_TYPE = np.dtype("<i4")  # what the .npy files hold
 
 
@@ -91,7 +91,8 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     Codes are as `codec.media_to_codes` gives them (all levels unless `quality`; per-cell depth as
     `codec.depth_weight` says). The manifest holds the model id, quality, codebook size, the frame
     rate (or the stride in pixels) and axis order, and for each file its array's shape and the sample
-    rate, length and level gain (or the width and height) that restore it; "skipped" lists the files
+    rate, length and level gain (or the width and height) that restore it, and the file's size and modification
+    time (input_stamp, taken before it is read); "skipped" lists the files
     that could not be coded, and why. A weight the codec cannot use (Codec.check_weights) raises
     VQCodecError before any file. A run stopped part way (Ctrl-C, SIGTERM, or any error it raises, such
     as MemoryError or one that `log` or `on_warning` raises) writes the manifest of the files it
@@ -99,8 +100,8 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     makes `out`), and returns the one it would have written. With replace=False a manifest that exists is
     refused before any file, and an output that exists (another run's, written while this one ran) is kept,
     and that file skipped. With resume=True the stopped run whose manifest is in `out` (stopped_run_manifest:
-    of the same model, kind, quality and depth weight, else VQCodecError) goes on: the files it finished whose
-    array is still there, with the shape it lists, are kept, the others (those it skipped too) coded, and one
+    of the same model, kind, quality and depth weight, else VQCodecError) goes on: the files it finished, of the
+    size and time it lists, whose array is still there, with the shape it lists, are kept, the others (those it skipped too) coded, and one
     manifest of them all written, as a run that was not stopped writes it; a finished run's manifest is
     returned as it is, and nothing done. It holds the codec's lock,
     as Codec's encoding methods do: another thread's rate search on the codec sets trial depth weights on it.
@@ -139,6 +140,7 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
                 entries.append(finished[_name_in(folder, path)])
                 continue
             try:
+                stamp = input_stamp(path)  # before it is read: a change while it is coded is a change
                 codes, restore = codec.media_to_codes(path, quality)
                 warn_of_level(codec, path, on_warning)
                 with folder_of(output):
@@ -148,7 +150,8 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
                 skipped.append({**name_fields("file", Path(path).relative_to(folder)), "reason": valid_text(reason)})
                 continue
             entries.append({**name_fields("file", Path(path).relative_to(folder)),
-                            **name_fields("codes", output.relative_to(out)), "shape": list(codes.shape), **restore})
+                            **name_fields("codes", output.relative_to(out)), "shape": list(codes.shape), **restore,
+                            **stamp})
             if log and number % 100 == 0:
                 log(f"coded {number}/{len(files)} files")
     except BaseException:  # Ctrl-C, SIGTERM, out of memory, a callback's error: the arrays keep what restores them
@@ -206,8 +209,9 @@ def stopped_run_manifest(codec, out: Path, files: list[Path], quality: int | Non
 
 def stopped_vq_run_entries(folder: Path, out: Path, files: list[Path], outputs: list[Path]) -> dict[Path, dict] | None:
     """For `vqcodec codes FOLDER OUT --resume` of a folder of .vq files: the entries of the stopped run's
-    codes.json in `out` that it keeps (the files of `files` it finished whose array is still at their output
-    of `outputs`, with the shape listed, and whose header still gives what the entry records of it), by the
+    codes.json in `out` that it keeps (the files of `files` it finished, of the size and time listed, whose array
+    is still at their output of `outputs`, with the shape listed, and whose header still gives what the entry
+    records of it), by the
     path of their file, with their file and array as paths, as vqcodec.folders.codes_folder gives them; None
     where that run finished. Refused (VQCodecError) as stopped_run_manifest refuses, where it is not the
     codes.json of a folder of .vq files."""
@@ -257,16 +261,35 @@ def _name_in(folder: Path, path: Path) -> str:
 
 def _finished_entries(manifest: dict, folder: Path, out: Path, files: list[Path], outputs: list[Path]
                       ) -> dict[str, dict]:
-    """The entries of a stopped run's manifest of files still among `files` whose array is still at their
-    output, with the shape the entry gives, by the name of their file: those a resume keeps."""
-    output_of = {_name_in(folder, path): output for path, output in zip(files, outputs)}
+    """The entries of a stopped run's manifest of files still among `files`, unchanged since (input_stamp), whose
+    array is still at their output, with the shape the entry gives, by the name of their file: those a resume
+    keeps."""
+    paths_of = {_name_in(folder, path): (path, output) for path, output in zip(files, outputs)}
     finished = {}
     for entry in manifest["files"]:
-        output = output_of.get(listed_file(entry))
+        path, output = paths_of.get(listed_file(entry), (None, None))
         if output is not None and listed_name(entry, "codes") == str(output.relative_to(out)) \
-                and _holds_codes_of_shape(output, entry.get("shape")):
+                and _input_unchanged(entry, path) and _holds_codes_of_shape(output, entry.get("shape")):
             finished[listed_file(entry)] = entry
     return finished
+
+
+def input_stamp(path) -> dict:
+    """What codes.json records of an input file to tell on a resume that it changed since: its size in bytes and
+    modification time in ns, as make and rsync tell it, from its inode alone; {} where it cannot be had (the
+    entry of such a file is coded again by a resume)."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return {}
+    return {"file_size": found.st_size, "file_mtime_ns": found.st_mtime_ns}
+
+
+def _input_unchanged(entry: dict, path: Path) -> bool:
+    """Whether the file at `path` is of the size and time an entry of codes.json records of it (an entry of an older
+    codes.json, which records neither, is not)."""
+    stamp = input_stamp(path)
+    return bool(stamp) and all(type(entry.get(key)) is int and entry[key] == value for key, value in stamp.items())
 
 
 def _holds_codes_of_shape(path: Path, shape) -> bool:
