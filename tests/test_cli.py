@@ -2303,6 +2303,48 @@ def test_codes_resume_of_a_folder_stopped_part_way(tmp_path, signal, cli, tiny_m
     assert _arrays_and_manifest(out) == _arrays_and_manifest(tmp_path / "whole")
 
 
+def test_codes_resume_reads_the_stopped_runs_manifest_once(tmp_path, signal, tiny_model_path, monkeypatch, capsys):
+    """`codes FOLDER OUT --resume` read codes.json twice: to tell whether there was a run to resume, and again in
+    code_folder. It reads it once, and gives it to code_folder(stopped_run=), which checks what it is given as it
+    checks what it reads."""
+    from vqcodec import VQCodecError, tokens
+    from vqcodec.cli import run
+    from vqcodec.codec import Codec
+
+    folder, out = tmp_path / "recordings", tmp_path / "tokens"
+    folder.mkdir()
+    for name in ("a.wav", "b.wav"):
+        write_wav(folder / name, signal)
+    real = Codec.media_to_codes
+
+    def stopped_at_b(self, path, quality=None):
+        if Path(path).name == "b.wav":
+            raise KeyboardInterrupt
+        return real(self, path, quality)
+
+    monkeypatch.setattr(Codec, "media_to_codes", stopped_at_b)
+    assert run(["codes", str(folder), str(out), "-m", str(tiny_model_path)]) != 0
+    monkeypatch.setattr(Codec, "media_to_codes", real)
+    read, real_read = [], tokens.read_json_file
+    monkeypatch.setattr(tokens, "read_json_file", lambda path, *args: read.append(path) or real_read(path, *args))
+    for _ in ("stopped", "finished"):
+        read.clear()
+        assert run(["codes", str(folder), str(out), "-m", str(tiny_model_path), "--resume"]) == 0
+        assert read == [out / "codes.json"]
+    capsys.readouterr()
+    codec = Codec.load(str(tiny_model_path), coding="fixed")
+    codec.depth_weight = 0.0
+    files, manifest = sorted(folder.iterdir()), json.loads((out / "codes.json").read_text())
+    read.clear()
+    assert tokens.code_folder(codec, folder, out, files, resume=True, stopped_run=manifest) == manifest and read == []
+    for stopped_run, options, message in ((manifest, {}, "give resume=True with it$"),
+                                          ({"files": [Path("a")]}, {"resume": True}, "JSON data"),
+                                          ([], {"resume": True}, "not the codes.json of a folder of media$"),
+                                          (manifest, {"resume": True, "quality": 2}, "coded with quality 4")):
+        with pytest.raises(VQCodecError, match=message):
+            tokens.code_folder(codec, folder, out, files, stopped_run=stopped_run, **options)
+
+
 def test_codes_of_a_folder_without_replacing_refuse_an_existing_manifest_before_any_file(tmp_path, signal, codec):
     """code_folder(replace=False) into a folder whose codes.json exists (a stopped run's) coded every file, wrote
     their arrays, and then failed on the manifest: the new arrays were left behind with no manifest that lists

@@ -1580,11 +1580,12 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
     for existing in [] if resume else [*code_paths(folder, out, files), out / MANIFEST]:
         _refuse_existing_output(str(existing), force)
     codec = _codes_codec(model, kind, depth_weight, device)
-    if resume and stopped_run_manifest(codec, out, files, quality).get("stopped") is not True:
+    stopped_run = stopped_run_manifest(codec, out, files, quality) if resume else None
+    if stopped_run is not None and stopped_run.get("stopped") is not True:
         _progress(f"nothing to resume: {out / MANIFEST} is of a run that finished; --force codes the folder again")
         return
     manifest = code_folder(codec, folder, out, files, quality, log=progressline.show,  # files done
-                           replace=force or resume, on_warning=_print_warning, resume=resume)
+                           replace=force or resume, on_warning=_print_warning, resume=resume, stopped_run=stopped_run)
     for skipped in manifest["skipped"]:
         _print_skipped(folder / skipped["file"], skipped["reason"])
     if not manifest["files"]:

@@ -85,14 +85,14 @@ def code_paths(folder: Path, out: Path, files: list[Path]) -> list[Path]:
 
 
 def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int | None = None, log=None,
-                replace: bool = True, on_warning=None, resume: bool = False) -> dict:
+                replace: bool = True, on_warning=None, resume: bool = False, stopped_run: dict | None = None) -> dict:
     """Write the codes of `files` (media under `folder`) to `out`, and the manifest; return the manifest.
 
     Codes are as `codec.media_to_codes` gives them (all levels unless `quality`; per-cell depth as
     `codec.depth_weight` says). The manifest holds the model id, quality, codebook size, the frame
     rate (or the stride in pixels) and axis order, and for each file its array's shape and the sample
-    rate, length and level gain (or the width and height) that restore it, and the file's size and modification
-    time (input_stamp, taken before it is read); "skipped" lists the files
+    rate, length and level gain (or the width and height) that restore it, and the file's size and
+    modification time (input_stamp, taken before it is read); "skipped" lists the files
     that could not be coded, and why. A weight the codec cannot use (Codec.check_weights) raises
     VQCodecError before any file. A run stopped part way (Ctrl-C, SIGTERM, or any error it raises, such
     as MemoryError or one that `log` or `on_warning` raises) writes the manifest of the files it
@@ -100,10 +100,11 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     makes `out`), and returns the one it would have written. With replace=False a manifest that exists is
     refused before any file, and an output that exists (another run's, written while this one ran) is kept,
     and that file skipped. With resume=True the stopped run whose manifest is in `out` (stopped_run_manifest:
-    of the same model, kind, quality and depth weight, else VQCodecError) goes on: the files it finished, of the
-    size and time it lists, whose array is still there, with the shape it lists, are kept, the others (those it skipped too) coded, and one
-    manifest of them all written, as a run that was not stopped writes it; a finished run's manifest is
-    returned as it is, and nothing done. It holds the codec's lock,
+    of the same model, kind, quality and depth weight, else VQCodecError; `stopped_run`, where the caller has
+    read it so, is checked alike and not read again) goes on: the files it finished, of the size and time it
+    lists, whose array is still there, with the shape it lists, are kept, the others (those it skipped too)
+    coded, and one manifest of them all written, as a run that was not stopped writes it; a finished run's
+    manifest is returned as it is, and nothing done. It holds the codec's lock,
     as Codec's encoding methods do: another thread's rate search on the codec sets trial depth weights on it.
     A recording coded above full scale, beyond the level gain's reach, gets one warning naming it, given to
     `on_warning(line)`, else a UserWarning (its codes are of its loud parts limited, as encode's are)."""
@@ -113,20 +114,32 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):  # "" stood for the current folder
             raise VQCodecError(f"{name} is the path of a folder (a str or Path, not empty), not {path!r:.60}")
     replace, resume = checked_flag("replace", replace), checked_flag("resume", resume)
+    if stopped_run is not None:
+        if not resume:
+            raise VQCodecError("stopped_run is the codes.json that resume=True goes on from: give resume=True with it")
+        try:  # as it would be read: JSON data alone, which the manifest written holds again
+            stopped_run = json.loads(json.dumps(stopped_run))
+        except (TypeError, ValueError, RecursionError):
+            raise VQCodecError(f"stopped_run is a codes.json as stopped_run_manifest reads it (JSON data), not "
+                               f"{stopped_run!r:.60}") from None
     if not callable(getattr(codec, "media_to_codes", None)):
         raise VQCodecError(f"codec is a vqcodec Codec (Codec.load), not a {type(codec).__name__}")
     with codec._lock:
-        return _code_folder(codec, Path(folder), Path(out), files, quality, log, replace, on_warning, resume)
+        return _code_folder(codec, Path(folder), Path(out), files, quality, log, replace, on_warning, resume,
+                            stopped_run)
 
 
 def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int | None, log, replace: bool,
-                 on_warning, resume: bool) -> dict:
+                 on_warning, resume: bool, stopped_run: dict | None) -> dict:
     outputs = code_paths(folder, out, files)
     quality = _run_quality(codec, quality)
     codec.check_weights()  # a weight the codec cannot use would fail every file alike
     finished = {}
     if resume:
-        stopped_run = stopped_run_manifest(codec, out, files, quality)
+        if stopped_run is None:
+            stopped_run = stopped_run_manifest(codec, out, files, quality)
+        else:
+            _checked_run(codec, out / MANIFEST, stopped_run, quality)
         if stopped_run.get("stopped") is not True:
             return stopped_run
         finished = _finished_entries(stopped_run, folder, out, files, outputs)
@@ -193,7 +206,12 @@ def stopped_run_manifest(codec, out: Path, files: list[Path], quality: int | Non
     `files` can be: refused (VQCodecError) where there is none, where it cannot be read or is not a folder of
     media's, and where its run coded with another model (its id: the name may differ), kind, quality, depth
     weight or layout than `codec` and `quality`. That run was stopped where its "stopped" is true."""
-    path, manifest = _manifest_to_resume(out, files, "model_id", str, "a folder of media")
+    return _checked_run(codec, *_manifest_to_resume(out, files), quality)
+
+
+def _checked_run(codec, path: Path, manifest, quality: int | None) -> dict:
+    """`manifest`, the codes.json at `path`, refused as stopped_run_manifest refuses what it reads."""
+    _check_manifest_of(path, manifest, "model_id", str, "a folder of media")
     start_again = setting("--force", "replace=True without resume")
     for key, value in _manifest_head(codec, _run_quality(codec, quality)).items():
         if key != "model" and (type(manifest.get(key)) is not type(value) or manifest.get(key) != value):
@@ -217,7 +235,8 @@ def stopped_vq_run_entries(folder: Path, out: Path, files: list[Path], outputs: 
     codes.json of a folder of .vq files."""
     from .folders import header_entry, read_headers
 
-    _, manifest = _manifest_to_resume(out, files, "axes", dict, "a folder of .vq files")
+    path, manifest = _manifest_to_resume(out, files)
+    _check_manifest_of(path, manifest, "axes", dict, "a folder of .vq files")
     if manifest.get("stopped") is not True:
         return None
     finished = _finished_entries(manifest, folder, out, files, outputs)
@@ -228,9 +247,8 @@ def stopped_vq_run_entries(folder: Path, out: Path, files: list[Path], outputs: 
             if path in headers and all(entry.get(key) == value for key, value in header_entry(headers[path]).items())}
 
 
-def _manifest_to_resume(out: Path, files: list[Path], key: str, of_type: type, of: str) -> tuple[Path, dict]:
-    """The path of the codes.json in `out` and what it holds, read no larger than a manifest of `files` can be,
-    refused unless its "files" is a list and its `key` is of `of_type`, as in the codes.json of `of`."""
+def _manifest_to_resume(out: Path, files: list[Path]) -> tuple[Path, object]:
+    """The path of the codes.json in `out` and what it holds, read no larger than a manifest of `files` can be."""
     from .io import MAX_JSON_BYTES
 
     path = Path(out) / MANIFEST
@@ -242,10 +260,15 @@ def _manifest_to_resume(out: Path, files: list[Path], key: str, of_type: type, o
         manifest = read_json_file(path, limit, "the codes.json of these files")
     except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise VQCodecError(f"cannot resume {path}: cannot read it ({reason_of(exc)})") from None
+    return path, manifest
+
+
+def _check_manifest_of(path: Path, manifest, key: str, of_type: type, of: str) -> None:
+    """Refuse the codes.json at `path` unless it is a dict whose "files" is a list and whose `key` is of `of_type`,
+    as in the codes.json of `of`."""
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list) \
             or not isinstance(manifest.get(key), of_type):
         raise VQCodecError(f"cannot resume {path}: it is not the codes.json of {of}")
-    return path, manifest
 
 
 def listed_file(entry) -> str | None:
