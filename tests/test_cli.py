@@ -2157,8 +2157,10 @@ def test_codes_of_a_folder_resumed_after_a_stop_equal_an_uninterrupted_run(tmp_p
     real, coded = codec.media_to_codes, []
     monkeypatch.setattr(codec, "media_to_codes", lambda path, quality: coded.append(Path(path).name)
                         or real(path, quality))
-    resumed = code_folder(codec, folder, out, sorted(folder.iterdir()), resume=True)
+    said = []
+    resumed = code_folder(codec, folder, out, sorted(folder.iterdir()), resume=True, log=said.append)
     assert coded == ["d.wav", "e.wav"] and (out / "a.npy").stat().st_mtime_ns == a_written
+    assert said == ["resumed: 3 files kept, 2 to code"]
     whole = code_folder(codec, folder, tmp_path / "whole", sorted(folder.iterdir()))
     assert resumed == whole == json.loads((out / "codes.json").read_text())
     assert _arrays_and_manifest(out) == _arrays_and_manifest(tmp_path / "whole")
@@ -2194,6 +2196,28 @@ def test_codes_resume_codes_again_a_file_changed_since_the_stopped_run(tmp_path,
     assert coded == ["a.wav", "b.wav", "c.wav", "e.wav"]
     whole = code_folder(codec, folder, tmp_path / "whole", sorted(folder.iterdir()))
     assert resumed == whole and _arrays_and_manifest(out) == _arrays_and_manifest(tmp_path / "whole")
+
+
+def test_codes_of_a_folder_tell_progress_the_files_done_and_log_what_a_resume_keeps(tmp_path, codec, monkeypatch):
+    """code_folder told `log` the files done, which the command showed in place on a terminal: a line said
+    through it once, such as what a resume keeps, would be cleared by the next. `progress` (else `log`) is told
+    the files done, `log` the lines."""
+    from vqcodec.tokens import code_folder
+
+    folder, out = tmp_path / "recordings", tmp_path / "tokens"
+    folder.mkdir()
+    files = [folder / f"{number:03}.wav" for number in range(101)]
+    for path in files:
+        path.write_bytes(b"")
+    monkeypatch.setattr(codec, "media_to_codes", lambda path, quality: (np.zeros((1, quality, 2), np.int32), {}))
+    said, shown = [], []
+    code_folder(codec, folder, out, files[:100], log=said.append)
+    assert said == ["coded 100/100 files"]
+    manifest = json.loads((out / "codes.json").read_text())
+    (out / "codes.json").write_text(json.dumps(manifest | {"files": manifest["files"][:1], "stopped": True}))
+    said.clear()
+    code_folder(codec, folder, out, files, log=said.append, progress=shown.append, resume=True)
+    assert said == ["resumed: 1 file kept, 100 to code"] and shown == ["coded 100/101 files"]
 
 
 def test_codes_resume_keeps_a_finished_file_whose_name_is_not_utf8(tmp_path, signal, codec, monkeypatch):
@@ -2294,6 +2318,7 @@ def test_codes_resume_of_a_folder_stopped_part_way(tmp_path, signal, cli, tiny_m
     a_written = (out / "a.npy").stat().st_mtime_ns
     result = cli("codes", folder, out, "-m", tiny_model_path, "-q", "3", "--resume")
     assert result.returncode == 0, result.stderr.decode()
+    assert result.stderr.decode() == f"resumed: 2 files kept, 1 to code\nwrote the codes of 3 files to {out}\n"
     assert (out / "a.npy").stat().st_mtime_ns == a_written
     assert cli("codes", folder, tmp_path / "whole", "-m", tiny_model_path, "-q", "3").returncode == 0
     assert _arrays_and_manifest(out) == _arrays_and_manifest(tmp_path / "whole")
@@ -2634,7 +2659,8 @@ def test_codes_resume_of_a_folder_of_vq_files_stopped_part_way(cli, vq_folder, t
     assert (out / "a.npy").stat().st_mtime_ns == a_written
     uninterrupted = cli("codes", vq_folder, whole)
     assert resumed.returncode == uninterrupted.returncode == 1
-    assert resumed.stderr.decode().replace(str(out), str(whole)) == uninterrupted.stderr.decode()
+    assert resumed.stderr.decode().replace(str(out), str(whole)) == \
+        "resumed: 1 file kept, 2 to code\n" + uninterrupted.stderr.decode()
     assert _arrays_and_manifest(out) == _arrays_and_manifest(whole)
     result = cli("codes", vq_folder, out, "--resume")
     assert result.returncode == 0 and result.stderr.decode() == \

@@ -1521,7 +1521,7 @@ def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str,
     """`vqcodec codes FOLDER OUT` of a folder of .vq files: vqcodec.folders.codes_folder, one codec per model; with
     `resume`, of the files the stopped run in OUT did not finish, whose outputs it may replace."""
     from .folders import codes_folder, find_vq_files, mirrored_paths
-    from .tokens import MANIFEST, stopped_vq_run_entries, write_vq_manifest
+    from .tokens import MANIFEST, resumed_line, stopped_vq_run_entries, write_vq_manifest
 
     files, missing = _set_aside_missing_models(folder, find_vq_files(folder, out), model)
     outputs = mirrored_paths(folder, out, files, lambda path: ".npy", also=(out / MANIFEST,))
@@ -1536,6 +1536,8 @@ def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str,
     def with_finished(entries: list[dict]) -> list[dict]:
         return sorted([*finished.values(), *entries], key=lambda entry: order[entry["file"]])
     to_do = [(path, output) for path, output in zip(files, outputs) if path not in finished]
+    if resume:
+        _progress(resumed_line(len(finished), len(to_do)))
     codecs = _named_codec(model, device)
     report, entries = codes_folder(
         [path for path, _ in to_do], [output for _, output in to_do],
@@ -1584,7 +1586,7 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
     if stopped_run is not None and stopped_run.get("stopped") is not True:
         _progress(f"nothing to resume: {out / MANIFEST} is of a run that finished; --force codes the folder again")
         return
-    manifest = code_folder(codec, folder, out, files, quality, log=progressline.show,  # files done
+    manifest = code_folder(codec, folder, out, files, quality, log=_progress, progress=progressline.show,
                            replace=force or resume, on_warning=_print_warning, resume=resume, stopped_run=stopped_run)
     for skipped in manifest["skipped"]:
         _print_skipped(folder / skipped["file"], skipped["reason"])

@@ -85,7 +85,8 @@ def code_paths(folder: Path, out: Path, files: list[Path]) -> list[Path]:
 
 
 def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int | None = None, log=None,
-                replace: bool = True, on_warning=None, resume: bool = False, stopped_run: dict | None = None) -> dict:
+                replace: bool = True, on_warning=None, resume: bool = False, stopped_run: dict | None = None,
+                progress=None) -> dict:
     """Write the codes of `files` (media under `folder`) to `out`, and the manifest; return the manifest.
 
     Codes are as `codec.media_to_codes` gives them (all levels unless `quality`; per-cell depth as
@@ -104,12 +105,14 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     read it so, is checked alike and not read again) goes on: the files it finished, of the size and time it
     lists, whose array is still there, with the shape it lists, are kept, the others (those it skipped too)
     coded, and one manifest of them all written, as a run that was not stopped writes it; a finished run's
-    manifest is returned as it is, and nothing done. It holds the codec's lock,
+    manifest is returned as it is, and nothing done. `log(line)` is told, once, how many files a resume keeps and
+    how many it codes (resumed_line); every 100 files, `progress` (else `log`) how many are done. It holds the
+    codec's lock,
     as Codec's encoding methods do: another thread's rate search on the codec sets trial depth weights on it.
     A recording coded above full scale, beyond the level gain's reach, gets one warning naming it, given to
     `on_warning(line)`, else a UserWarning (its codes are of its loud parts limited, as encode's are)."""
     check_file_list(files, "media under the folder")
-    check_callbacks(log=log, on_warning=on_warning)
+    check_callbacks(log=log, on_warning=on_warning, progress=progress)
     for name, path in (("folder", folder), ("out", out)):
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):  # "" stood for the current folder
             raise VQCodecError(f"{name} is the path of a folder (a str or Path, not empty), not {path!r:.60}")
@@ -126,11 +129,11 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
         raise VQCodecError(f"codec is a vqcodec Codec (Codec.load), not a {type(codec).__name__}")
     with codec._lock:
         return _code_folder(codec, Path(folder), Path(out), files, quality, log, replace, on_warning, resume,
-                            stopped_run)
+                            stopped_run, progress or log)
 
 
 def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int | None, log, replace: bool,
-                 on_warning, resume: bool, stopped_run: dict | None) -> dict:
+                 on_warning, resume: bool, stopped_run: dict | None, progress) -> dict:
     outputs = code_paths(folder, out, files)
     quality = _run_quality(codec, quality)
     codec.check_weights()  # a weight the codec cannot use would fail every file alike
@@ -143,6 +146,8 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
         if stopped_run.get("stopped") is not True:
             return stopped_run
         finished = _finished_entries(stopped_run, folder, out, files, outputs)
+        if log:
+            log(resumed_line(len(finished), len(files) - len(finished)))
     elif not replace and os.path.lexists(out / MANIFEST):  # else every file is coded, then the manifest refused
         raise VQCodecError(setting(f"{out / MANIFEST} exists; pass --force to overwrite it",
                                    f"{out / MANIFEST} exists; pass replace=True to overwrite it"))
@@ -165,8 +170,8 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
             entries.append({**name_fields("file", Path(path).relative_to(folder)),
                             **name_fields("codes", output.relative_to(out)), "shape": list(codes.shape), **restore,
                             **stamp})
-            if log and number % 100 == 0:
-                log(f"coded {number}/{len(files)} files")
+            if progress and number % 100 == 0:
+                progress(f"coded {number}/{len(files)} files")
     except BaseException:  # Ctrl-C, SIGTERM, out of memory, a callback's error: the arrays keep what restores them
         if entries or skipped:
             _write_manifest(codec, out, quality, entries, skipped, replace or resume, stopped=True)
@@ -280,6 +285,11 @@ def listed_file(entry) -> str | None:
 def _name_in(folder: Path, path: Path) -> str:
     """The name codes.json lists a file of `folder` by, as listed_file reads it back."""
     return str(Path(path).relative_to(folder))
+
+
+def resumed_line(kept: int, to_code: int) -> str:
+    """The line that says what a resumed run of `vqcodec codes FOLDER OUT` goes on with."""
+    return f"resumed: {plural(kept, 'file')} kept, {to_code} to code"
 
 
 def _finished_entries(manifest: dict, folder: Path, out: Path, files: list[Path], outputs: list[Path]
