@@ -2728,6 +2728,9 @@ def test_codes_resume_of_a_folder_of_vq_files_codes_again_a_file_changed_with_th
     assert np.array_equal(np.load(out / "a.npy"), np.zeros((2, 3, 120)))
     assert cli("codes", folder, tmp_path / "whole").returncode == 1
     assert _arrays_and_manifest(out) == _arrays_and_manifest(tmp_path / "whole")
+    shown = " ".join(cli("codes", "--help").stdout.decode().split())
+    assert "that restore it, and the file's size and time." in shown
+    assert "coding only the files it did not finish or that changed since (their size or time)." in shown
 
 
 def test_codes_of_a_folder_of_photos(cli, tmp_path):
