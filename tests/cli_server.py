@@ -53,9 +53,11 @@ def become_the_run(request: dict, fds: list[int]) -> None:
     os.umask(request["umask"])
     os.environ.clear()
     os.environ.update(request["env"])
-    sys.stdin = open(0, "r", closefd=False)
-    sys.stdout = open(1, "w", closefd=False)
-    sys.stderr = open(2, "w", closefd=False, errors="backslashreplace", buffering=1)
+    # the encoding and errors a fresh interpreter gives its streams in this environment: the server's own
+    # (surrogateescape for stdout in the C locale: strict, the default of open, stopped at a name's byte 0xff)
+    sys.stdin = open(0, "r", closefd=False, encoding=sys.__stdin__.encoding, errors=sys.__stdin__.errors)
+    sys.stdout = open(1, "w", closefd=False, encoding=sys.__stdout__.encoding, errors=sys.__stdout__.errors)
+    sys.stderr = open(2, "w", closefd=False, encoding=sys.__stderr__.encoding, errors=sys.__stderr__.errors, buffering=1)
     sys.argv = [str(os.path.join(os.path.dirname(sys.modules["vqcodec"].__file__), "__main__.py")), *request["args"]]
 
     from vqcodec.cli import main

@@ -2901,7 +2901,41 @@ def test_codes_json_names_a_file_whose_name_is_not_utf8_in_valid_unicode_and_its
         assert listing_manifest(codes) == (tmp_path / tokens / "codes.json", manifest, entry)
         result = cli("pack", codes, tmp_path / "out.vq", "-m", golden / "golden_image.safetensors")
         assert_one_line_error(result)
-        assert "holds the codes of audio, of model " in result.stderr.decode(), result.stderr
+        assert "holds the codes of audio, of model " in result.stderr.decode("utf-8", "surrogateescape"), result.stderr
+
+
+def test_a_file_name_that_is_not_utf8_is_written_to_stderr_with_its_own_bytes(cli, tiny_model_path, tmp_path):
+    """A name holding byte 0xff (Linux takes any bytes but / and NUL; Python holds the byte as the lone surrogate
+    U+DCFF) was written to stderr as the six characters \\udcff (Python's backslashreplace), a name no shell finds:
+    an error line, a skipping line and a folder's error line now write the byte itself, as ls writes it to a pipe,
+    and a run forked from the tests' server writes what a fresh `python -m vqcodec` writes."""
+    missing = tmp_path / os.fsdecode(b"no\xffsuch.wav")
+    (tmp_path / "in").mkdir()
+    bad = tmp_path / "in" / os.fsdecode(b"bad\xff.wav")
+    bad.write_bytes(b"not audio")
+    out = tmp_path / os.fsdecode(b"out\xff")
+    for args, names in ((["encode", missing, tmp_path / "out.vq", "-m", tiny_model_path], [missing]),
+                        (["encode", tmp_path / "in", out, "-m", tiny_model_path, "-q", "1"], [bad, out])):
+        result = cli(*args)
+        assert result.returncode == 1 and not result.stdout
+        assert b"\\u" not in result.stderr.lower() and all(os.fsencode(name) in result.stderr for name in names), \
+            result.stderr
+    assert result.stderr.decode("utf-8", "surrogateescape").splitlines() == [
+        f"skipping cannot read audio {bad}: Format not recognised.",
+        f"vqcodec: error: 1 of 1 file could not be encoded (listed above): nothing was written to {out}"]
+    assert run_python("-m", "vqcodec", *args).stderr == result.stderr
+
+
+def test_models_lists_a_path_that_is_not_utf8_with_its_own_bytes(cli, tiny_model_path, tmp_path):
+    """stdout's errors are strict in a UTF-8 locale other than C (here PYTHONIOENCODING): `models` stopped with a
+    traceback (UnicodeEncodeError) at a model folder whose name holds byte 0xff; it lists the path's own bytes."""
+    folder = tmp_path / os.fsdecode(b"mine\xff")
+    folder.mkdir()
+    for part in tiny_model_path.parent.iterdir():
+        shutil.copy(part, folder / part.name)
+    result = cli("models", env={"VQCODEC_MODEL_PATH": str(folder), "PYTHONIOENCODING": "utf-8:strict"})
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    assert os.fsencode(folder / tiny_model_path.name) in result.stdout, result.stdout
 
 
 def test_pack_refuses_stdout_on_the_codes_json_it_reads(cli, encoded, tiny_model_path, tmp_path):

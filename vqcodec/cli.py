@@ -22,7 +22,7 @@ from . import __version__, progressline
 from . import format as vqformat
 from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
 from .errors import Terminated, VQCodecError, is_out_of_memory
-from .wording import command_line_wording, one_line, plural, reason_of, skipping
+from .wording import NAME_BYTES, command_line_wording, one_line, plural, reason_of, skipping
 
 DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
 
@@ -2194,9 +2194,28 @@ def _interrupted(exc: BaseException | None) -> int:
     return 128 + exc.signum if isinstance(exc, Terminated) else 130
 
 
+@contextlib.contextmanager
+def _names_written_as_their_bytes():
+    """Every line written to stdout and stderr (errors, warnings, skipping lines, progress, tables) writes a file
+    name that is not UTF-8 with its own bytes (wording.NAME_BYTES), not as "\\udcff" (stderr's backslashreplace),
+    which names no file, nor stopped by a UnicodeEncodeError (stdout's strict errors outside the C locale)."""
+    changed = []
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # not a text file, or closed
+            errors = stream.errors
+            stream.reconfigure(errors=NAME_BYTES)
+            changed.append((stream, errors))
+    try:
+        yield
+    finally:
+        for stream, errors in changed:
+            with contextlib.suppress(OSError, ValueError):  # one that cannot be written keeps it (main tells)
+                stream.reconfigure(errors=errors)
+
+
 def run(args: list[str] | None = None) -> int:
     """Run the command line and turn every user error into one line on stderr and an exit code."""
-    with _stopping_like_ctrl_c():
+    with _stopping_like_ctrl_c(), _names_written_as_their_bytes():
         return _run(args)
 
 

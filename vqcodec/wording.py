@@ -3,6 +3,7 @@ are the command line's options (--device) while one of its commands runs and the
 arguments (device=) otherwise."""
 from __future__ import annotations
 
+import codecs
 import contextlib
 import contextvars
 import os
@@ -43,6 +44,24 @@ def valid_text(text: str) -> str:
     except UnicodeEncodeError:  # a lone surrogate that stands for no byte
         raw = text.encode("utf-8", "surrogatepass")
     return raw.decode("utf-8", "replace")
+
+
+NAME_BYTES = "vqcodec-name-bytes"  # the error handler the command line writes its stdout and stderr with
+
+
+def _name_bytes(error: UnicodeEncodeError) -> tuple[str | bytes, int]:
+    """A character the stream's encoding cannot write: a byte of a file name that is not UTF-8, which Python holds
+    as a lone surrogate (U+DCFF for 0xff), as that byte, the name a shell takes back (as ls writes it to a pipe);
+    any other character as Python's stderr writes it, escaped (\\u4e2d)."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    char = error.object[error.start]
+    if "\udc80" <= char <= "\udcff":
+        return bytes([ord(char) - 0xdc00]), error.start + 1
+    return char.encode("ascii", "backslashreplace").decode("ascii"), error.start + 1
+
+
+codecs.register_error(NAME_BYTES, _name_bytes)
 
 
 def reason_of(exc: Exception) -> str:
