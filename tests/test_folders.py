@@ -678,6 +678,27 @@ def _with_hidden_files(folder: Path) -> None:
         (folder / hidden / "c.vq").write_bytes(b"not a vq file")
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_a_folder_walk_lists_no_pipe_or_device_for_the_checks_that_tell_files_by_io_file_id(two_recordings, tmp_path):
+    """data.one_name_each and folders._refuse_outputs_that_are_inputs tell files apart by io.file_id, which gives
+    None for a FIFO or character device (as for a file it cannot look at, which they keep and pass over): they
+    told a pipe's names apart by os.stat. The walk their files come from lists regular files only, so none
+    reaches them: a FIFO, a link to it and a link to a device are left out."""
+    from vqcodec.data import one_name_each
+    from vqcodec.folders import _refuse_outputs_that_are_inputs, files_under
+
+    os.mkfifo(two_recordings / "pipe.wav")
+    (two_recordings / "pipe link.wav").symlink_to(two_recordings / "pipe.wav")
+    (two_recordings / "null.wav").symlink_to(os.devnull)
+    (two_recordings / "twice.flac").symlink_to(two_recordings / "a.flac")
+    files = files_under(two_recordings)
+    assert files == [two_recordings / "a.flac", two_recordings / "sub" / "b.wav", two_recordings / "twice.flac"]
+    assert one_name_each(files) == files[:2]
+    with pytest.raises(VQCodecError, match="is the input file"):
+        _refuse_outputs_that_are_inputs(files, [tmp_path / "out.vq", two_recordings / "twice.flac"])
+    _refuse_outputs_that_are_inputs(files, [two_recordings / "pipe.wav", two_recordings / "null.wav"])
+
+
 def test_a_folder_walk_leaves_out_hidden_files_and_folders_unless_the_folder_itself_is_hidden(two_recordings,
                                                                                                tmp_path):
     from vqcodec.folders import files_under

@@ -26,7 +26,7 @@ import torch
 
 from . import progressline
 from .errors import VQCodecError
-from .io import (PILLOW_READ_ERRORS, SOUNDFILE_ERRORS, check_pixel_count, decoder_lines, image_opened,
+from .io import (PILLOW_READ_ERRORS, SOUNDFILE_ERRORS, check_pixel_count, decoder_lines, file_id, image_opened,
                  media_kind_of, open_sound, pillow_log_caught, pillow_refusal, read_audio, read_image_rgb, sound_blocks,
                  unreadable_audio, unreadable_image, warn_decoder_lines, warnings_recorded)
 from .wording import one_line, plural, setting
@@ -131,12 +131,11 @@ def one_name_each(files: list[Path]) -> list[Path]:
     twice in the means. A file that cannot be examined is kept: reading it says why it cannot be read."""
     kept, names = [], {}
     for path in files:
-        try:
-            status = os.stat(path)
-        except OSError:
+        found = file_id(path)
+        if found is None:
             kept.append(path)
             continue
-        first = names.setdefault((status.st_dev, status.st_ino), path)
+        first = names.setdefault(found, path)
         if first == path:
             kept.append(path)
         else:

@@ -77,17 +77,12 @@ def warn_of_level(codec, path, on_warning=None) -> None:
 def _refuse_outputs_that_are_inputs(files: list[Path], outputs: list[Path]) -> None:
     """Refuse, even with --force, an output that is one of the input files (by name, link or hard link),
     as one file's output is: recoding a folder into itself replaced each .vq file with its recoding."""
-    inputs = {}
-    for path in files:
-        with contextlib.suppress(OSError):  # one that cannot be read is skipped when its turn comes
-            status = os.stat(path)
-            inputs[status.st_dev, status.st_ino] = path
+    from .io import file_id
+
+    inputs = {file_id(path): path for path in files}  # one that cannot be read is skipped when its turn comes
+    inputs.pop(None, None)
     for output in outputs:
-        try:
-            status = os.stat(output)
-        except OSError:
-            continue
-        source = inputs.get((status.st_dev, status.st_ino))
+        source = inputs.get(file_id(output))
         if source is not None:
             named = "" if Path(source) == output else f" {source}"
             raise VQCodecError(f"{output} is the input file{named}: give the output folder another name")
