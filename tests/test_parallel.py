@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 import pytest
 
+import parallel_steps
 from test_train import CFG, CROP, _folder_state, data_dir, lock_holder, run_in_process, trained  # noqa: F401  (fixtures)
 from vqcodec import Codec
 
@@ -31,9 +32,9 @@ def torchrun(*args: str, cwd: Path | None = None, launcher: tuple[str, ...] = ()
 def test_two_processes_take_the_steps_of_one_process_on_the_whole_batch(tmp_path):
     alone, together = tmp_path / "alone", tmp_path / "together"
     alone.mkdir(), together.mkdir()
-    script = str(TESTS / "parallel_steps.py")
-    subprocess.run([sys.executable, script, str(alone)], check=True, timeout=300)
-    result = torchrun(script, str(together))
+    with torch.random.fork_rng():  # one process, this one: the script seeds torch's generator
+        parallel_steps.main(alone)
+    result = torchrun(str(TESTS / "parallel_steps.py"), str(together))
     assert result.returncode == 0, result.stderr[-3000:]
 
     for stage in ("sgd", "adam", "adversarial"):
@@ -55,7 +56,7 @@ def test_two_processes_take_the_steps_of_one_process_on_the_whole_batch(tmp_path
     assert any(name.startswith("disc.") for name in load_file(str(together / "rank0_adversarial.safetensors")))
 
 
-def test_train_command_under_torchrun_writes_one_model_that_resumes_in_one_process(data_dir, tmp_path):  # noqa: F811
+def test_train_command_under_torchrun_writes_one_model_that_resumes_in_one_process(data_dir, tmp_path, capsys):  # noqa: F811
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({**CFG.__dict__, "strides": list(CFG.strides)}))
     out = tmp_path / "run"
@@ -74,9 +75,8 @@ def test_train_command_under_torchrun_writes_one_model_that_resumes_in_one_proce
     decoded, rate = codec.decode_audio(codec.encode_audio(audio, 8000, 2))
     assert rate == 8000 and decoded.shape[-1] == 4000
 
-    alone = subprocess.run([sys.executable, "-m", "vqcodec", "train", str(data_dir), "--resume", "--max-steps", "6",
-                            *common], capture_output=True, text=True, timeout=300)
-    assert alone.returncode == 0, alone.stderr[-3000:]
+    code, err = run_in_process(["train", str(data_dir), "--resume", "--max-steps", "6", *common], capsys)
+    assert code == 0, err[-3000:]
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 6
 
 
