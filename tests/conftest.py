@@ -263,13 +263,19 @@ def run_cli(*args, input: bytes | None = None, env: dict | None = None, cwd=None
     environment = _base_environment() | (env or {})
     server = _cli_server()
     if server is None or any(environment.get(k) != server.environment.get(k) for k in set(environment) | set(server.environment)
-                             if not k.startswith(("VQCODEC_", "PYTEST_"))):
+                             if not k.startswith(("VQCODEC_", "PYTEST_")) and k not in SET_BY_TORCH):
         result = run_python("-m", "vqcodec", *args, input=input, env=env, cwd=cwd, timeout=timeout)
     else:
         result = server.run([str(a) for a in args], input, environment, str(cwd or REPO_ROOT), timeout)
     if text:
         result.stdout, result.stderr = result.stdout.decode(), result.stderr.decode()
     return result
+
+
+# Set in the test process by torch itself, to what a fresh interpreter would set it to: torch._dynamo, which
+# the first optimiser imports, sets its cache folder. Every run after a test that trained went to a fresh
+# interpreter, paying for importing torch again.
+SET_BY_TORCH = {"TORCHINDUCTOR_CACHE_DIR"}
 
 
 def _base_environment() -> dict:
@@ -286,6 +292,7 @@ class CliServer:
         self.folder = tempfile.mkdtemp(prefix="vqcodec-cli-")
         self.socket_path = os.path.join(self.folder, "socket")
         self.environment = _base_environment()
+        self.runs = 0
         self.process = subprocess.Popen([sys.executable, str(REPO_ROOT / "tests" / "cli_server.py"), self.socket_path],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=self.environment)
         if self.process.stdout.readline() != b"ready\n":
@@ -299,6 +306,7 @@ class CliServer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def run(self, args: list[str], input: bytes | None, environment: dict, cwd: str, timeout: float):
+        self.runs += 1
         deadline = time.monotonic() + timeout
         stdin_read, stdin_write = os.pipe() if input is not None else (_inherited_stdin(), None)
         out_read, out_write = os.pipe()

@@ -26,7 +26,7 @@ import soundfile
 
 from vqcodec import format as vqformat
 
-from conftest import (GOLDEN, Terminal, make_tiny_model, on_terminal, run_cli, run_python,  # noqa: E402
+from conftest import (GOLDEN, Terminal, _cli_server, make_tiny_model, on_terminal, run_cli, run_python,  # noqa: E402
                       shared_channel_file, terminal_moments, terminal_screen)
 
 COMMANDS = ["encode", "decode", "info", "codes", "pack", "models", "train", "eval", "fit-prior"]
@@ -3761,6 +3761,23 @@ def test_runs_forked_from_the_command_line_server_end_as_plain_processes_do(tmp_
         forked, plain = run_cli(*args, input=stdin), run_python("-m", "vqcodec", *args, input=stdin)
         assert (forked.returncode, forked.stdout, forked.stderr) == (plain.returncode, plain.stdout, plain.stderr), args
     assert forked.returncode == 1 and not (tmp_path / "out.wav").exists()
+
+
+def test_a_run_after_torch_set_its_cache_folder_in_the_test_process_is_forked_from_the_server(monkeypatch):
+    """torch._dynamo, imported by the first optimiser of a test that trains, sets TORCHINDUCTOR_CACHE_DIR in
+    the test process: every run_cli after it, whatever the test, went to a fresh interpreter."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    server = _cli_server()
+    if server is None:
+        pytest.skip("the command-line server could not start here")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)  # unset, where it was set before the server started
+    if "TORCHINDUCTOR_CACHE_DIR" not in server.environment:
+        cache_dir()  # sets it, as importing torch._dynamo does
+    assert os.environ.get("TORCHINDUCTOR_CACHE_DIR") != server.environment.get("TORCHINDUCTOR_CACHE_DIR")
+    runs = server.runs
+    assert run_cli("info", "--help").returncode == 0
+    assert server.runs == runs + 1
 
 
 def test_every_command_and_option_has_help():
