@@ -998,6 +998,30 @@ def test_decode_with_the_wrong_model(codec, other_codec, signal):
         other_codec.decode_audio(data)
 
 
+def test_codes_of_another_model_of_the_same_kind_are_refused(codec, other_codec, signal):
+    """Codes of one audio model given to another of the same layout and codebook size were decoded (to noise) and
+    packed into a file of the other model: the codes methods' codes name the model that made them, and a model
+    that does not make the same codes refuses them. Plain arrays cannot tell, and are taken as before."""
+    audio = signal(1, 800, codec.sample_rate)
+    data = codec.encode_audio(audio, codec.sample_rate, 3)
+    made = codec.audio_to_codes(audio, 3)
+    assert made.model_id == codec.model_id and made[:, :2].astype(np.int64).copy().model_id == codec.model_id
+    refused = (f"these codes were made by model {codec.model_id.hex()}, not by other ({other_codec.model_id.hex()}), "
+               "whose codebooks they do not index: decode them with the model that made them (or a decoder-only "
+               "fine-tune of it)")
+    for codes in (made, made[:, :2], made.astype(np.int64), codec.read_codes(data)[1],
+                  codec.media_to_codes(audio, sample_rate=codec.sample_rate)[0], next(codec.code_blocks(data)[2])[1]):
+        for call in (other_codec.codes_to_audio, other_codec.codes_to_file):
+            with pytest.raises(VQCodecError) as caught:
+                call(codes)
+            assert str(caught.value) == refused
+    assert other_codec.codes_to_audio(np.asarray(made)).shape == (1, 800)  # a plain array: taken
+    assert codec.codes_to_file(made) == codec.codes_to_file(np.asarray(made))
+    # a decoder-only fine-tune of the model that made them ("decodes" its files) reads the same codes
+    tuned = Codec(other_codec.model, {**other_codec.meta, "decodes": [codec.model_id.hex()]}, {})
+    assert tuned.codes_to_audio(made).shape == (1, 800)
+
+
 def test_a_file_of_a_retired_model_given_another_model_says_where_its_model_is(codec, signal, craft):
     data = craft.with_header(codec.encode_audio(signal(1, 1000, 16000), 16000, 4), coding=0,
                              model_id=bytes.fromhex("64bef28acfd5aa33"))  # models/retired.json: a speech16k

@@ -28,7 +28,7 @@ import torch
 from . import entropy
 from . import format as vqformat
 from . import ratecontrol
-from .codekind import kind_of, kinded
+from .codekind import kind_of, kinded, maker_of
 from .devices import resolve_device
 from .errors import ClippingWarning, VQCodecError, caller_stacklevel
 from .fileinfo import (TRAILING_STREAM_BYTES, FileInfo, UnendedStream, alpha_plane, colour_mode,  # noqa: F401
@@ -46,7 +46,7 @@ from .modelfile import build_model, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
 from .recode import FileCuts
 from .refine import LEARNING_RATE as REFINE_LEARNING_RATE, refine_codes
-from .registry import find_model, retired_model_hint
+from .registry import find_model, list_models, retired_model_hint
 from .wording import plural, reason_of, setting, shown
 
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
@@ -1128,21 +1128,37 @@ class Codec:
         """_checked_codes' checks of shape and type alone, on the array as given: nothing is allocated or
         read, so that the size the shape makes is checked before the codes are scanned or copied (a
         broadcast array of a few bytes can be billions of codes)."""
-        self._refuse_other_kinds_codes(codes)
+        self._refuse_other_models_codes(codes)
         codes = _as_array(codes)
         if codes.dtype.kind not in "iu" or codes.ndim != 3 or not 1 <= codes.shape[level_axis] <= self.num_codebooks \
                 or 0 in codes.shape:
             raise self._bad_codes(layout)
         return codes
 
-    def _refuse_other_kinds_codes(self, codes) -> None:
-        """Refuse codes that say they were made by a model of the other kind of media (codekind)."""
+    def _refuse_other_models_codes(self, codes) -> None:
+        """Refuse codes that say they were made by a model of the other kind of media, or by a model that does
+        not make this one's codes (codekind)."""
         made = kind_of(codes)
         if made is not None and made != self.kind:
             raise VQCodecError(f"these are the codes of {'audio' if made == 'audio' else 'an image'}, made by a model "
                                f"that codes {'audio' if made == 'audio' else 'images'}, but model {self.name} codes "
                                f"{'audio' if self.kind == 'audio' else 'images'}: decode them with the model that "
                                "made them")
+        maker = maker_of(codes)
+        if maker is not None and not self.makes_codes_of(maker.hex()):
+            raise VQCodecError(f"these codes were made by model {maker.hex()}, not by {self.name} "
+                               f"({self.model_id.hex()}), whose codebooks they do not index: decode them with the "
+                               "model that made them (or a decoder-only fine-tune of it)")
+
+    def makes_codes_of(self, model_id: str) -> bool:
+        """Whether the model of `model_id` (16 hex digits) makes the codes this one does: it is this model, or
+        either is a decoder-only fine-tune of the other or of a model both were fine-tuned from ("decodes",
+        as this model and the installed models of that id list it)."""
+        lineage = {self.model_id.hex(), *(other.hex() for other in self.decodes)}
+        if model_id in lineage:
+            return True
+        return any(lineage & {model_id, *model.get("decodes", ())}
+                   for model in list_models(shadowed=True) if model["model_id"] == model_id)
 
     def _bad_codes(self, layout: str) -> VQCodecError:
         return VQCodecError(f"codes must be a non-empty integer array ({layout}) of at most {self.num_codebooks} "
@@ -1290,7 +1306,7 @@ class Codec:
         quality = self.check_quality(self.num_codebooks if quality is None else quality)
         frames = math.ceil(samples / self.hop)
         window = _SampleWindow(_checked(_float_blocks(audio), None, channels), channels, samples)
-        return kinded(self._encode_frames(window, frames, quality, variable_depth), "audio")
+        return kinded(self._encode_frames(window, frames, quality, variable_depth), "audio", self.model_id)
 
     @torch.inference_mode()
     def codes_to_audio(self, codes: np.ndarray) -> np.ndarray:
@@ -1620,7 +1636,7 @@ class Codec:
         codes that would not fit in the memory this process may use (physical memory, or a
         container's, RLIMIT_AS or RLIMIT_DATA limit below it) are refused before they are allocated."""
         header, chunks, _ = self._parse_whole(vq_bytes(data))
-        return header, kinded(self._file_codes(header, chunks), self.kind)
+        return header, kinded(self._file_codes(header, chunks), self.kind, header.model_id)
 
     def code_blocks(self, data: bytes, max_codes: int = CODE_BLOCK_CODES) -> tuple[vqformat.Header, tuple, Iterator]:
         """read_codes a block at a time, so that a file's codes can be written out without being held
@@ -1662,7 +1678,7 @@ class Codec:
         for first, last in _blocks(total, per_block):
             block = np.empty(shape_of(last - first), dtype=self._code_dtype)
             self._fill_codes(header, chunks, block, first, last, shape_of)
-            yield first, kinded(block, self.kind)
+            yield first, kinded(block, self.kind, header.model_id)
 
     def _fill_codes(self, header: vqformat.Header, chunks: list[bytes], out: np.ndarray, first: int, last: int,
                     shape_of: Callable[[int], tuple]) -> None:
@@ -2219,7 +2235,7 @@ class Codec:
         if whole_depth:
             codes = self._cut_depths((quality, 1, rows, cols), ladder_codes.reshape(ladder, -1),
                                      errors.reshape(ladder + 1, -1))[:, 0].numpy().astype(self._code_dtype)
-        return kinded(codes, "image")
+        return kinded(codes, "image", self.model_id)
 
     def _refine_tile(self, x, window, inner, window_codes, window_done, quality, variable_depth,
                      size) -> torch.Tensor:
@@ -2349,7 +2365,7 @@ class Codec:
                        ) -> tuple[np.ndarray, Callable[[np.ndarray], bytes]]:
         """codes_to_file's checks of all but the values of the codes (of their type and shape as given,
         nothing read or copied): the codes as an array, and what packs them once their values are checked."""
-        self._refuse_other_kinds_codes(codes)
+        self._refuse_other_models_codes(codes)
         array = _as_array(codes)
         if not np.issubdtype(array.dtype, np.integer):
             raise VQCodecError(f"codes must be integers, not {array.dtype}")

@@ -426,20 +426,7 @@ def check_listed_codes(codec, path) -> None:
                            f"{manifest_path} lists it, but model {codec.name} codes "
                            f"{'audio' if codec.kind == 'audio' else 'images'}: pack it with the "
                            "model that made it")
-    if isinstance(model_id, str) and not _share_codes(codec, model_id):
+    if isinstance(model_id, str) and not codec.makes_codes_of(model_id):
         raise VQCodecError(f"{path} holds the codes of {of_model}, as {manifest_path} lists it, not of model "
                            f"{codec.name} ({codec.model_id.hex()}), whose codebooks they do not index: pack it with "
                            "the model that made it (or a decoder-only fine-tune of it)")
-
-
-def _share_codes(codec, model_id: str) -> bool:
-    """Whether the model of `model_id` makes the codes `codec`'s model does: it is that model, or either is a
-    decoder-only fine-tune of the other or of a model both were fine-tuned from ("decodes", as the installed
-    models of that id list it)."""
-    from .registry import list_models
-
-    lineage = {codec.model_id.hex(), *(other.hex() for other in codec.decodes)}
-    if model_id in lineage:
-        return True
-    return any(lineage & {model_id, *model.get("decodes", ())}
-               for model in list_models(shadowed=True) if model["model_id"] == model_id)
