@@ -160,7 +160,8 @@ def test_damaged_compressed_tables_are_refused(audio_prior, damage, monkeypatch)
 
 
 @pytest.mark.parametrize("damage", ["sum", "zero", "version", "map", "shape", "map dtype", "table dtype",
-                                    "negative map", "up on level 0", "no version", "codebook of 1",
+                                    "negative map", "up on level 0", "no version", "level beyond the count",
+                                    "misnamed map", "two tables", "codebook of 1",
                                     "codebook over the limit", "no level", "257 levels"])
 def test_damaged_prior_tensors_are_refused(audio_prior, damage):
     tensors = dict(audio_prior.to_tensors(compress=False))
@@ -191,6 +192,12 @@ def test_damaged_prior_tensors_are_refused(audio_prior, damage):
         tensors["prior.0.map.up"] = tensors["prior.1.map.up"]
     elif damage == "no version":
         del tensors["prior.version"]
+    elif damage == "level beyond the count":  # was passed over: the prior has the 4 levels its version gives
+        tensors["prior.4.table"] = tensors["prior.3.table"]
+    elif damage == "misnamed map":
+        tensors["prior.1.map.right"] = tensors["prior.1.map.up"]
+    elif damage == "two tables":  # was the plain one, the other passed over
+        tensors["prior.2.table_z"] = audio_prior.to_tensors()["prior.2.table_z"]
     else:  # docs/FORMAT.md §5: 2 <= K <= 2**15 and 1 <= levels <= 256
         from vqcodec.prior import MAX_CODEBOOK
 
@@ -201,7 +208,11 @@ def test_damaged_prior_tensors_are_refused(audio_prior, damage):
               "map": r"map \w+ misshapen", "shape": "table is misshapen", "map dtype": "map up is not int16",
               "table dtype": r"^model prior is damaged: level 2 table is float32, not int16$",
               "negative map": "map up misshapen", "up on level 0": "level 0 cannot use the coarser level",
-              "no version": "no version record"}.get(damage, "bad sizes")
+              "no version": "no version record",
+              "level beyond the count": r"^model prior is damaged: it holds prior.4.table, which it does not use$",
+              "misnamed map": r"^model prior is damaged: it holds prior.1.map.right, which it does not use$",
+              "two tables": r"^model prior is damaged: it holds prior.2.table_z, which it does not use$",
+              }.get(damage, "bad sizes")
     with pytest.raises(VQCodecError, match=reason):
         CodePrior.from_tensors(tensors)
 

@@ -401,6 +401,14 @@ class CodePrior:
                 raise bad(f"level {index} probabilities do not sum to 2**{PRECISION}")
             levels.append(level)
         prior = cls(levels, k, "image" if image else "audio")
+        used = {"prior.version"}
+        for index, level in enumerate(levels):  # _stored_table reads the plain table where there are both
+            used |= {f"prior.{index}.map.{source}" for source in level.sources}
+            used.add(f"prior.{index}.table" if f"prior.{index}.table" in names else f"prior.{index}.table_z")
+        unused = sorted(set(names) - used)
+        if unused:  # as build_model refuses tensors the network does not use
+            raise bad(f"it holds {unused[0]}, which it does not use"
+                      + (f" ({plural(len(unused), 'tensor')} in all)" if len(unused) > 1 else ""))
         return prior
 
     def _compute_id(self) -> int:
