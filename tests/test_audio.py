@@ -1071,7 +1071,7 @@ def test_a_model_larger_than_the_memory_the_process_may_use_is_refused_before_it
     import vqcodec.modelfile
 
     monkeypatch.setattr(vqcodec.modelfile, "memory_bound", lambda: 10_000, raising=False)  # the file: 26 KB
-    monkeypatch.setattr(vqcodec.modelfile, "read_safetensors", lambda path: pytest.fail("the weights were read"))
+    monkeypatch.setattr(vqcodec.modelfile, "_tensors_read", lambda *args: pytest.fail("the weights were read"))
     with pytest.raises(VQCodecError, match=re.escape(f"model {tiny_model_path} takes 0.0 GB, more than the memory "
                                                      "this process may use (0.0 GB); load it where")):
         Codec.load(str(tiny_model_path))

@@ -828,6 +828,54 @@ def test_a_model_file_that_is_a_pipe_or_a_device_is_refused_not_read(cli, tiny_m
                                  "(not a regular file (a pipe or a device)); not listed\n")
 
 
+def test_a_model_file_is_checked_and_read_through_one_descriptor(tiny_model_path, tmp_path, monkeypatch):
+    """A model file was checked to be a regular file by its path (os.stat) and then opened by its path again: what
+    was put in its place between the two (a FIFO, which hung the read, a device) was read unchecked. It is now
+    opened first and the opened descriptor checked (os.fstat) and read, so that a file replaced right after any
+    check reads as the file checked; the weights' header of `models` (registry._weights_problem), read with no
+    check at all, opened a FIFO and waited for a writer."""
+    import threading
+
+    from vqcodec.modelfile import read_model_files, read_safetensors, read_safetensors_metadata
+    from vqcodec.registry import _weights_problem, read_model_json
+
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(tiny_model_path.with_suffix(suffix), tmp_path / f"m{suffix}")
+    model = tmp_path / "m.safetensors"
+    meta, tensors = read_model_files(model)
+    pending: list[tuple[Path, int]] = []
+
+    def replacing(check):  # another process replaces the file with a device right after it is checked
+        def checked(*args, **kwargs):
+            result = check(*args, **kwargs)
+            if pending and pending[0][1] == result.st_ino:
+                os.symlink(os.devnull, tmp_path / "null")
+                os.replace(tmp_path / "null", pending.pop()[0])
+            return result
+        return checked
+
+    monkeypatch.setattr(os, "stat", replacing(os.stat))
+    monkeypatch.setattr(os, "fstat", replacing(os.fstat))
+    for path, read, expected in ((model.with_suffix(".json"), read_model_json, meta | {"name": "tiny"}),
+                                 (model, lambda path: sorted(read_safetensors(path)), sorted(tensors)),
+                                 (model, read_safetensors_metadata, {}),
+                                 (model, lambda path: read_model_files(path)[0], meta)):
+        pending.append((path, path.stat().st_ino))
+        assert read(path) == expected
+        assert not pending and path.is_symlink()  # it was replaced while read
+        path.unlink()
+        shutil.copy(tiny_model_path.with_suffix(path.suffix), path)
+    monkeypatch.undo()
+    model.unlink()
+    os.mkfifo(model)
+    writer = threading.Thread(target=lambda: os.close(os.open(model, os.O_WRONLY)), daemon=True)
+    writer.start()  # a read waiting for a writer gets one that writes nothing, rather than hanging the suite
+    assert _weights_problem(model) == "unreadable weights (not a regular file (a pipe or a device))"
+    while writer.is_alive():  # the writer's wait for a reader ends
+        os.close(os.open(model, os.O_RDONLY | os.O_NONBLOCK))
+        writer.join(0.01)
+
+
 def test_a_model_json_larger_than_any_model_holds_is_not_read(tiny_model_path, tmp_path, monkeypatch):
     """A NAME.json of more than registry.MAX_MODEL_JSON_BYTES (16 MiB; 1 MiB here) is refused from its size, before
     it is read (it was read whole, however large)."""

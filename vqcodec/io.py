@@ -2554,15 +2554,23 @@ def why_missing(path, missing: str) -> str | None:
 MAX_JSON_BYTES = 1 << 24  # a model's, a checkpoint's or a config's JSON file: records of a few KB
 
 
-def regular_file_size(path) -> int:
-    """The size of the file at `path` (a link followed), which must be a regular file: OSError for a FIFO, whose
-    read waits for a writer that may never come, or a device (/dev/zero), whose read never ends."""
-    info = os.stat(path)
-    if stat.S_ISDIR(info.st_mode):
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    if not stat.S_ISREG(info.st_mode):
-        raise OSError(errno.EINVAL, "not a regular file (a pipe or a device)", str(path))
-    return info.st_size
+def open_regular_file(path):
+    """A binary stream reading the file at `path` (a link followed), which must be a regular file: OSError for a
+    FIFO, whose read waits for a writer that may never come, or a device (/dev/zero), whose read never ends. The
+    opened descriptor is what is checked (a check of the path before the open let a FIFO put in the file's place
+    between the two be read), and it is opened without waiting for a FIFO's writer."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file (a pipe or a device)", str(path))
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
 
 
 class JSONFileTooLarge(ValueError):
@@ -2574,7 +2582,7 @@ def read_json_file(path, limit: int | None = None, what: str = "a JSON file of i
     where None; OSError, ValueError otherwise, JSONFileTooLarge for the size; RecursionError for JSON nested too
     deep)."""
     limit = MAX_JSON_BYTES if limit is None else limit
-    if regular_file_size(path) > limit:
-        raise JSONFileTooLarge(f"{Path(path).name} takes more than {limit >> 20} MiB, far more than {what} holds")
-    with open(path, "rb") as stream:
+    with open_regular_file(path) as stream:
+        if os.fstat(stream.fileno()).st_size > limit:
+            raise JSONFileTooLarge(f"{Path(path).name} takes more than {limit >> 20} MiB, far more than {what} holds")
         return json.loads(stream.read(limit + 1))

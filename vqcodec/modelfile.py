@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load, load_file, save
+from safetensors.torch import load, save
 
 from .config import FORMAT_VERSION, config_from_dict, config_to_dict, parameter_count
 from .errors import VQCodecError
 from .wording import plural, reason_of
-from .io import regular_file_size, write_file, write_files
+from .io import open_regular_file, write_file, write_files
 from .memory import memory_bound, refuse_beyond
 from .models import VQVAE
 from .registry import find_model, meta_problem, read_model_json
@@ -156,21 +156,22 @@ def attach_prior(path: Path, prior, out: Path | None = None) -> Path:
 
 
 def read_safetensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
-    """The tensors of a .safetensors file; one whose path is not UTF-8 (which safetensors refuses) is read
-    through its bytes. Anything but a regular file (a FIFO, a device) is an OSError, before it is opened."""
-    regular_file_size(path)
-    try:
-        os.fsencode(path).decode("utf-8")
-    except UnicodeDecodeError:
-        return {name: tensor.to(device) for name, tensor in load(Path(path).read_bytes()).items()}
-    return load_file(str(path), device=device)
+    """The tensors of a .safetensors file. Anything but a regular file (a FIFO, a device) is an OSError, before
+    it is read (io.open_regular_file)."""
+    with open_regular_file(path) as stream:
+        return _tensors_read(stream, device)
+
+
+def _tensors_read(stream, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of the .safetensors file `stream` reads, read through its bytes (held while the tensors are
+    made of them: twice the file's size at the peak)."""
+    return {name: tensor.to(device) for name, tensor in load(stream.read()).items()}
 
 
 def read_safetensors_metadata(path: Path) -> dict[str, str]:
     """The metadata in a .safetensors file's header (empty if it has none); its size is checked against
-    the file's before it is read. Anything but a regular file (a FIFO, a device) is an OSError, before it is opened."""
-    regular_file_size(path)
-    with open(path, "rb") as stream:
+    the file's before it is read. Anything but a regular file (a FIFO, a device) is an OSError, before it is read."""
+    with open_regular_file(path) as stream:
         size = int.from_bytes(stream.read(8), "little")
         if size > os.fstat(stream.fileno()).st_size - 8:
             raise ValueError(f"its header size ({plural(size, 'byte')}) is more than the file holds")
@@ -218,8 +219,9 @@ def read_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """Read NAME.json and NAME.safetensors and check that the weights match the recorded id."""
     path = Path(path).with_suffix(".safetensors")
     meta = read_model_meta(path)
-    _refuse_beyond_memory(path, meta)
-    tensors = _read_model_file(path, lambda: read_safetensors(path))
+    with _read_model_file(path, lambda: open_regular_file(path)) as stream:
+        _refuse_beyond_memory(path, meta, os.fstat(stream.fileno()).st_size)
+        tensors = _read_model_file(path, lambda: _tensors_read(stream))
     network = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
     if compute_model_id(meta["config"], network) != meta.get("model_id"):
         raise VQCodecError(f"model {path} does not match its recorded id: the files are damaged or mismatched")
@@ -227,12 +229,13 @@ def read_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     return meta, tensors
 
 
-def _refuse_beyond_memory(path: Path, meta: dict) -> None:
-    """Refuse a model whose weights as read (the file's bytes) and as built (float32 networks and codebooks) need
-    more than the memory this process may use, before either is allocated."""
+def _refuse_beyond_memory(path: Path, meta: dict, file_size: int) -> None:
+    """Refuse a model whose weights as read (the file's bytes and the tensors made of them, _tensors_read) and as
+    built (float32 networks and codebooks) need more than the memory this process may use, before either is
+    allocated."""
     config = config_from_dict(meta["config"])
     built = parameter_count(config) + config.num_codebooks * config.codebook_size * config.latent_dim
-    size = _read_model_file(path, lambda: regular_file_size(path)) + 4 * built
+    size = 2 * file_size + 4 * built
     refuse_beyond(size, memory_bound(), f"model {path} takes", "load it where the process may use more")
 
 

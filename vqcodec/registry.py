@@ -10,7 +10,7 @@ from pathlib import Path
 from . import format as vqformat
 from .config import FORMAT_VERSION, config_from_dict
 from .errors import VQCodecError
-from .io import read_json_file, why_missing
+from .io import open_regular_file, read_json_file, why_missing
 from .wording import reason_of, setting, shown
 
 RETIRED_MODELS = "retired.json"  # in the shipped models' folder: earlier releases' models and where they are
@@ -281,7 +281,7 @@ def _weights_problem(path: Path) -> str | None:
     """What makes a model's NAME.safetensors unreadable, from its header alone (a copy cut short, a file of
     something else), or None: such a model is left out where a whole one of the same id could decode."""
     try:
-        with open(path, "rb") as stream:
+        with open_regular_file(path) as stream:
             size = os.fstat(stream.fileno()).st_size
             header_size = int.from_bytes(stream.read(8), "little")
             if header_size > size - 8:

@@ -328,14 +328,13 @@ def _input_unchanged(entry: dict, path: Path) -> bool:
 def _holds_codes_of_shape(path: Path, shape) -> bool:
     """Whether the file at `path` is a whole .npy array of CODE_TYPE of `shape` (a list), from its header and
     size alone."""
-    from .io import regular_file_size
+    from .io import open_regular_file
 
     if not isinstance(shape, list) or not all(type(side) is int for side in shape):
         return False
     try:
-        size = regular_file_size(path)  # before it is opened: opening a FIFO waits for a writer
-        with open(path, "rb") as stream:
-            found, fortran_order, dtype = npy_header(stream, size, str(path))
+        with open_regular_file(path) as stream:  # a FIFO is not waited on
+            found, fortran_order, dtype = npy_header(stream, os.fstat(stream.fileno()).st_size, str(path))
     except (OSError, VQCodecError):
         return False
     return found == tuple(shape) and not fortran_order and dtype == CODE_TYPE

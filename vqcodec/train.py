@@ -26,7 +26,7 @@ from .errors import Terminated, VQCodecError, is_out_of_memory
 from .devices import resolve_device
 from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, NoReadableMedia, decodes, default_batch_workers,
                    find_media, held_bytes, longest_length, readable_files, relative_name, split_as_before, split_files)
-from .io import (checked_flag, read_audio, read_image_rgb, read_json_file, regular_file_size,
+from .io import (checked_flag, open_regular_file, read_audio, read_image_rgb, read_json_file,
                  remove_leftover_temporaries)
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
@@ -1123,8 +1123,8 @@ def _repair_log(path: Path) -> None:
     after its last whole line, and the whole lines before that which are not JSON records (a file
     system that kept the log's new length but not its bytes reads back zeros)."""
     try:
-        regular_file_size(path)  # a FIFO's read waited for ever, a device's (/dev/zero) never ended
-        text = path.read_bytes()
+        with open_regular_file(path) as stream:  # a FIFO's read waited for ever, a device's (/dev/zero) never ended
+            text = stream.read()
     except FileNotFoundError:
         return
     except OSError as exc:
