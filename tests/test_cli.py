@@ -890,6 +890,30 @@ def test_a_model_json_larger_than_any_model_holds_is_not_read(tiny_model_path, t
         Codec.load(str(tmp_path / "m"))
 
 
+def test_a_model_whose_weights_do_not_make_its_recorded_codes_id_is_refused(tiny_model_path, other_model_path,
+                                                                             tmp_path):
+    """A NAME.json's "decodes" (the models whose files it decodes, having their encoder and codebooks) was trusted as
+    it stood: a model whose weights are not the encoder and codebooks its "codes_id" records (which the decoder-only
+    run that wrote "decodes" checked them against) took those models' files and decoded them to noise."""
+    from vqcodec import Codec, VQCodecError
+    from vqcodec.modelfile import compute_codes_id, read_model_files
+
+    meta, tensors = read_model_files(other_model_path)
+    other_codes = compute_codes_id(meta["config"], tensors)
+    meta = json.loads(tiny_model_path.with_suffix(".json").read_text())
+    shutil.copy(tiny_model_path, tmp_path / "m.safetensors")
+    lineage = {"decodes": [json.loads(other_model_path.with_suffix(".json").read_text())["model_id"]]}
+    (tmp_path / "m.json").write_text(json.dumps({**meta, **lineage, "codes_id": other_codes}))
+    with pytest.raises(VQCodecError) as refused:
+        Codec.load(str(tmp_path / "m"))
+    assert str(refused.value) == (f"model {tmp_path / 'm.safetensors'} does not match its recorded codes_id: its "
+                                  "encoder and codebooks are not those of the models it says it decodes; the files are "
+                                  "damaged or mismatched")
+    own_codes = compute_codes_id(meta["config"], read_model_files(tiny_model_path)[1])
+    (tmp_path / "m.json").write_text(json.dumps({**meta, **lineage, "codes_id": own_codes}))
+    assert Codec.load(str(tmp_path / "m")).decodes == {bytes.fromhex(lineage["decodes"][0])}
+
+
 def test_models_warns_of_a_broken_model_and_lists_the_others(cli, tiny_model_path, encoded, tmp_path, monkeypatch):
     """A model JSON that cannot be used (not JSON, a bad config, "decodes" or "training") is one warning line for
     `models` and one error line when loaded, never a traceback; the good models are still found."""
@@ -898,6 +922,7 @@ def test_models_warns_of_a_broken_model_and_lists_the_others(cli, tiny_model_pat
     broken = {"garbled": lambda meta: "{not json",
               "badconfig": lambda meta: json.dumps({**meta, "config": [1, 2]}),
               "baddecodes": lambda meta: json.dumps({**meta, "decodes": "a8f645bdaba073ee"}),
+              "badcodesid": lambda meta: json.dumps({**meta, "codes_id": ["A8F645BDABA073EE"]}),  # a TypeError
               "badtraining": lambda meta: json.dumps({**meta, "training": "abc"}),  # --init had a traceback
               "deep": lambda meta: "[" * 100_000 + "]" * 100_000}  # RecursionError in json
     meta = json.loads(tiny_model_path.with_suffix(".json").read_text())

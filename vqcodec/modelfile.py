@@ -225,6 +225,10 @@ def read_model_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     network = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
     if compute_model_id(meta["config"], network) != meta.get("model_id"):
         raise VQCodecError(f"model {path} does not match its recorded id: the files are damaged or mismatched")
+    # "decodes" is trusted for the encoder and codebooks "codes_id" records, which the run that wrote it checked
+    if "codes_id" in meta and compute_codes_id(meta["config"], network) != meta["codes_id"]:
+        raise VQCodecError(f"model {path} does not match its recorded codes_id: its encoder and codebooks are not "
+                           "those of the models it says it decodes; the files are damaged or mismatched")
     meta["name"] = path.stem  # what finds it (a renamed copy's JSON still holds the old name)
     return meta, tensors
 

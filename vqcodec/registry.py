@@ -230,6 +230,8 @@ def meta_problem(meta: dict) -> str | None:
     decodes = meta.get("decodes", [])
     if not isinstance(decodes, list) or not all(_is_model_id(item) for item in decodes):
         return f"a bad \"decodes\" ({decodes!r}: not a list of model ids)"
+    if "codes_id" in meta and not _is_model_id(meta["codes_id"]):
+        return f"a bad \"codes_id\" ({meta['codes_id']!r:.60}: not 16 hex digits)"
     training = meta.get("training", {})
     if training is not None and not isinstance(training, dict):
         return f"a bad \"training\" ({training!r:.60}: not a record)"
