@@ -624,6 +624,7 @@ def test_zero_steps_from_a_shipped_model_write_that_model(data_dir, tmp_path):
     train(data_dir, None, options(out, max_steps=0, init="speech16k", fit_prior=False))
     meta = json.loads((out / "tiny.json").read_text())
     assert meta["model_id"] == source["model_id"] and meta["decodes"] == source["decodes"]
+    assert meta["codes_id"] == source["codes_id"]  # what loading checks "decodes" by: it was left out
 
 
 def test_init_starts_a_new_run_from_the_models_weights(trained, data_dir, tmp_path):

@@ -1363,7 +1363,8 @@ def _write_model(run: _Run, model: VQVAE, model_path: Path, start: _Start, codes
     if decoder_only:
         lineage = _decodes_record(model, codes_id, start.init_id, start.init_decodes)
     else:
-        lineage = {"decodes": start.init_decodes} if unchanged and start.init_decodes else None
+        lineage = {"codes_id": compute_codes_id(config_to_dict(model.cfg), inference_state(model)),
+                   "decodes": start.init_decodes} if unchanged and start.init_decodes else None
     model_path = save_model(model.cpu(), model_path,
                             training={"steps": step, "seconds": round(trained_seconds),
                                       **({"decoder_only": True} if decoder_only else {}), **settings,
