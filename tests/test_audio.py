@@ -1077,6 +1077,26 @@ def test_a_model_larger_than_the_memory_the_process_may_use_is_refused_before_it
         Codec.load(str(tiny_model_path))
 
 
+def test_a_model_whose_finite_weights_overflow_is_refused_at_decoding_not_written(tiny_model_path, tmp_path):
+    """Weights of absurd size, finite (1e30), load (only NaN and infinite ones are refused), and the decoder's
+    output overflowed to NaN: written as a WAV file of NaN samples without a word. The decoder's output is
+    checked, and such a model refused, naming it; nothing is written."""
+    from vqcodec.modelfile import compute_model_id, read_model_files, write_model_files
+
+    meta, tensors = read_model_files(tiny_model_path)
+    tensors = {name: tensor.float() * 1e30 if name.startswith("decoder.") and name.endswith("weight") else tensor
+               for name, tensor in tensors.items()}
+    huge = Codec.load(str(write_model_files(tmp_path / "huge.safetensors",
+                                            {**meta, "model_id": compute_model_id(meta["config"], tensors)}, tensors)))
+    data = huge.encode_audio(np.zeros((1, 800), np.float32), 16000, 2)  # the encoder's weights are the model's
+    refused = "^model huge decodes to NaN or infinite values: its weights are damaged "
+    for call in (lambda: huge.codes_to_audio(np.zeros((1, 2, 10), np.int16)), lambda: huge.decode_audio(data),
+                 lambda: huge.decode_audio_file(data, tmp_path / "out.wav")):
+        with pytest.raises(VQCodecError, match=refused):
+            call()
+    assert not (tmp_path / "out.wav").exists()
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda t, name: t.__setitem__(name, torch.zeros(t[name].numel() + 1)), "do not fit"),  # misshapen
     (lambda t, name: t.__setitem__(name, t[name].to(torch.int32)), "do not fit"),          # not floating point

@@ -379,6 +379,21 @@ def test_codes_of_the_other_kind_of_media_are_refused(golden_image_codec, golden
     assert type(audio_codes == audio_codes) is np.ndarray and type(np.mean(audio_codes)) is np.float64
 
 
+def test_an_image_model_whose_finite_weights_overflow_is_refused_at_decoding(tmp_path):
+    """As for audio: weights of absurd size (finite, 1e30) overflowed the decoder to NaN, which became black
+    pixels (or whatever a NaN cast to a byte gives) without a word."""
+    from vqcodec.modelfile import compute_model_id, read_model_files, write_model_files
+
+    meta, tensors = read_model_files(REPO / "tests" / "data" / "golden" / "golden_image.safetensors")
+    tensors = {name: tensor.float() * 1e30 if name.startswith("decoder.") and name.endswith("weight") else tensor
+               for name, tensor in tensors.items() if not name.startswith("prior.")}
+    huge = Codec.load(str(write_model_files(tmp_path / "huge.safetensors",
+                                            {key: value for key, value in meta.items() if key != "prior"}
+                                            | {"model_id": compute_model_id(meta["config"], tensors)}, tensors)))
+    with pytest.raises(VQCodecError, match="^model huge decodes to NaN or infinite values: its weights are damaged "):
+        huge.codes_to_image(np.zeros((2, 2, 3), np.int16))
+
+
 def test_tiling_is_seamless_with_per_cell_depth(golden_image_codec, monkeypatch):
     """With a prior and per-cell depth (the default for entropy-coded files), tiles still give the
     whole image's file: the depths are chosen with one exchange rate for every cell and each cell's

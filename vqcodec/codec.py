@@ -1272,10 +1272,19 @@ class Codec:
             shared = _codes_shared(window)  # one signal in every channel: decoded once, and copied
             window = torch.from_numpy(np.ascontiguousarray(window[:1] if shared else window, dtype=np.int64))
             latents = self.model.quantizer.decode_cells(window.to(self.device).transpose(0, 1))
-            audio = self.model.decoder(latents)[:, 0, (f0 - a) * hop:(f1 - a) * hop].cpu().numpy().astype(np.float32)
+            audio = self._decoded(latents)[:, 0, (f0 - a) * hop:(f1 - a) * hop].cpu().numpy().astype(np.float32)
             if self.progress:
                 self.progress("decoding", before + f1 - first, whole)
             yield np.repeat(audio, codes.shape[0], axis=0) if shared else audio
+
+    def _decoded(self, latents: torch.Tensor) -> torch.Tensor:
+        """The decoder's output for `latents`, refused where it holds NaN or infinite values: weights of absurd
+        size (finite, such as 1e30, which loading takes) overflow, and the model, not the codes, is at fault."""
+        output = self.model.decoder(latents)
+        if not torch.isfinite(output).all():
+            raise VQCodecError(f"model {self.name} decodes to NaN or infinite values: its weights are damaged "
+                               "(values far beyond those of a trained model)")
+        return output
 
     def _silent_frames(self, channels: int, frames: int, reported: tuple[int, int]) -> Iterator[np.ndarray]:
         """The blocks _decode_frames yields for `frames` frames, silent, without running the decoder:
@@ -2318,7 +2327,7 @@ class Codec:
             c, d = max(0, c0 - ctx), min(cols, c1 + ctx)
             window = torch.from_numpy(np.ascontiguousarray(codes[:, a:b, c:d], dtype=np.int64)).to(self.device)
             latents = self.model.quantizer.decode_cells(window[:, None])
-            pixels = self.model.decoder(latents)[0, :, (r0 - a) * hop:(r1 - a) * hop, (c0 - c) * hop:(c1 - c) * hop]
+            pixels = self._decoded(latents)[0, :, (r0 - a) * hop:(r1 - a) * hop, (c0 - c) * hop:(c1 - c) * hop]
             out[r0 * hop:r1 * hop, c0 * hop:c1 * hop] = (pixels.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
         return out[:height, :width]
 
