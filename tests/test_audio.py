@@ -8,6 +8,7 @@ import io
 import math
 import re
 import os
+import pickle
 import threading
 import time
 import warnings
@@ -1016,6 +1017,10 @@ def test_codes_of_another_model_of_the_same_kind_are_refused(codec, other_codec,
                 call(codes)
             assert str(caught.value) == refused
     assert other_codec.codes_to_audio(np.asarray(made)).shape == (1, 800)  # a plain array: taken
+    pickled = pickle.loads(pickle.dumps(made[:, 1:]))  # it came back with no model, and was taken
+    assert (pickled.kind, pickled.model_id) == ("audio", codec.model_id) and np.array_equal(pickled, made[:, 1:])
+    with pytest.raises(VQCodecError, match="^these codes were made by model "):
+        other_codec.codes_to_audio(pickled)
     assert codec.codes_to_file(made) == codec.codes_to_file(np.asarray(made))
     # a decoder-only fine-tune of the model that made them ("decodes" its files) reads the same codes
     tuned = Codec(other_codec.model, {**other_codec.meta, "decodes": [codec.model_id.hex()]}, {})
@@ -2302,7 +2307,6 @@ def test_a_stream_coded_above_full_scale_warns_as_arrays_do(codec, signal):
 
 def test_a_codec_can_be_pickled_and_copied_for_other_processes_and_threads(golden_audio_codec, signal):
     import copy
-    import pickle
 
     codec = golden_audio_codec  # with a prior, whose coder models are cached once it has coded
     audio = signal(1, 1600, 16000)

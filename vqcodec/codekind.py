@@ -10,8 +10,8 @@ import numpy as np
 class KindedCodes(np.ndarray):
     """Codes as the codes methods give them, with `kind` ("audio" or "image") and `model_id` (the 8 bytes
     a `.vq` header names its model by) of the model that made them. What is made of them (a slice, a copy,
-    astype) keeps both; arithmetic and reductions give plain arrays and scalars; np.asarray, a tensor or a
-    saved file drops them."""
+    astype, a pickled copy) keeps both; arithmetic and reductions give plain arrays and scalars; np.asarray, a
+    tensor or a saved .npy file drops them."""
 
     kind: str | None = None
     model_id: bytes | None = None
@@ -24,6 +24,15 @@ class KindedCodes(np.ndarray):
         # Arithmetic and reductions give numbers, not codes: plain arrays and scalars, as NumPy's own.
         plain = np.asarray(array)
         return plain[()] if return_scalar else plain
+
+    def __reduce__(self):
+        # pickle, as copy.copy does, keeps what made them (ndarray's own state leaves attributes out)
+        rebuild, arguments, state = super().__reduce__()
+        return rebuild, arguments, (state, self.kind, self.model_id)
+
+    def __setstate__(self, state) -> None:
+        array_state, self.kind, self.model_id = state
+        super().__setstate__(array_state)
 
 
 def kinded(codes: np.ndarray, kind: str, model_id: bytes) -> KindedCodes:
