@@ -163,9 +163,11 @@ def read_safetensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]
 
 
 def _tensors_read(stream, device: str = "cpu") -> dict[str, torch.Tensor]:
-    """The tensors of the .safetensors file `stream` reads, read through its bytes (held while the tensors are
-    made of them: twice the file's size at the peak)."""
-    return {name: tensor.to(device) for name, tensor in load(stream.read()).items()}
+    """The tensors of the .safetensors file `stream` reads, by name in sorted order (as safetensors' load_file
+    gives them; its load gives them in no fixed order), read through its bytes (held while the tensors are made
+    of them: twice the file's size at the peak)."""
+    tensors = load(stream.read())
+    return {name: tensors[name].to(device) for name in sorted(tensors)}
 
 
 def read_safetensors_metadata(path: Path) -> dict[str, str]:
