@@ -2361,6 +2361,22 @@ def test_codes_of_a_folder_resumed_only_from_a_stopped_run_of_the_same_model_and
     assert _arrays_and_manifest(out) == before
 
 
+def test_codes_resume_reads_no_manifest_larger_than_pack_reads(tmp_path, signal, codec, monkeypatch):
+    """resume=True bounded codes.json by the folder's files alone (16 MiB and 4 KiB a file), which for a large
+    folder passed tokens.MAX_MANIFEST_BYTES: it read, and wrote again, a manifest that pack refuses."""
+    from vqcodec import VQCodecError, tokens
+
+    folder, out = tmp_path / "recordings", tmp_path / "tokens"
+    folder.mkdir()
+    write_wav(folder / "a.wav", signal)
+    out.mkdir()
+    with open(out / "codes.json", "wb") as manifest:
+        manifest.truncate(2 << 20)  # sparse: no disk
+    monkeypatch.setattr(tokens, "MAX_MANIFEST_BYTES", 1 << 20)
+    with pytest.raises(VQCodecError, match=r"^cannot resume .*: cannot read it \(codes.json takes more than 1 MiB"):
+        tokens.code_folder(codec, folder, out, [folder / "a.wav"], resume=True)
+
+
 def test_codes_resume_of_a_folder_stopped_part_way(tmp_path, signal, cli, tiny_model_path, monkeypatch):
     """`vqcodec codes FOLDER OUT --resume` goes on with a stopped run: only the files it did not finish are
     coded, into the arrays and codes.json of a run that was not stopped. Refused in one line with --force,

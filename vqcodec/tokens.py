@@ -18,7 +18,7 @@ from .io import JSONFileTooLarge, checked_flag, read_json_file, write_file
 from .wording import plural, reason_of, setting, shown, valid_text
 
 MANIFEST = "codes.json"
-MAX_MANIFEST_BYTES = 1 << 30  # read by listing_manifest: about 290 bytes a file, 3.7 million files
+MAX_MANIFEST_BYTES = 1 << 30  # read by listing_manifest and a resume: about 290 bytes a file, 3.7 million files
 CODE_TYPE = np.dtype("<i4")  # what the .npy files hold
 
 
@@ -260,7 +260,9 @@ def _manifest_to_resume(out: Path, files: list[Path]) -> tuple[Path, object]:
     if not os.path.lexists(path):
         raise VQCodecError(f"cannot resume: {path} does not exist (no stopped run of `vqcodec codes` there)")
     # Each file's entry names it and its array, and a skipped one gives why: no more than its paths many times over
-    limit = MAX_JSON_BYTES + sum(4096 + 36 * (len(str(file)) + len(str(out))) for file in files)
+    # and none larger than pack reads (listing_manifest): the one written again must stay readable
+    limit = min(MAX_JSON_BYTES + sum(4096 + 36 * (len(str(file)) + len(str(out))) for file in files),
+                MAX_MANIFEST_BYTES)
     try:
         manifest = read_json_file(path, limit, "the codes.json of these files")
     except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
