@@ -1517,6 +1517,13 @@ def _holds_only_vq_files(folder: Path, output_path: str) -> bool:
                                                                        for path in everything)
 
 
+def _say_nothing_to_resume(out: Path) -> None:
+    """What `codes FOLDER OUT --resume` says, exiting with status 0, where OUT's codes.json is of a finished run."""
+    from .tokens import MANIFEST
+
+    _progress(f"nothing to resume: {out / MANIFEST} is of a run that finished; --force codes the folder again")
+
+
 def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str, force: bool,
                         resume: bool = False) -> None:
     """`vqcodec codes FOLDER OUT` of a folder of .vq files: vqcodec.folders.codes_folder, one codec per model; with
@@ -1528,7 +1535,7 @@ def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str,
     outputs = mirrored_paths(folder, out, files, lambda path: ".npy", also=(out / MANIFEST,))
     finished = stopped_vq_run_entries(folder, out, files, outputs) if resume else {}
     if finished is None:
-        _progress(f"nothing to resume: {out / MANIFEST} is of a run that finished; --force codes the folder again")
+        _say_nothing_to_resume(out)
         return
     for existing in [] if resume else [*outputs, out / MANIFEST]:
         _refuse_existing_output(str(existing), force)
@@ -1585,7 +1592,7 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
     codec = _codes_codec(model, kind, depth_weight, device)
     stopped_run = stopped_run_manifest(codec, out, files, quality) if resume else None
     if stopped_run is not None and stopped_run.get("stopped") is not True:
-        _progress(f"nothing to resume: {out / MANIFEST} is of a run that finished; --force codes the folder again")
+        _say_nothing_to_resume(out)
         return
     manifest = code_folder(codec, folder, out, files, quality, log=_progress, progress=progressline.show,
                            replace=force or resume, on_warning=_print_warning, resume=resume, stopped_run=stopped_run)
