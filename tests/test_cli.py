@@ -3413,6 +3413,27 @@ def test_stdout_on_the_input_file_is_refused_as_an_output_named_as_the_input_is(
         assert target.read_bytes() == before, args
 
 
+def test_info_reads_and_writes_one_socket_given_as_stdin_and_stdout(encoded):
+    """socat's EXEC (inetd, systemd's Accept=yes) gives one socket as both stdin and stdout: `info -` refused it,
+    'stdout is the input file', as a file it would write over."""
+    import socket
+    import subprocess
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        process = subprocess.Popen([sys.executable, "-m", "vqcodec", "info", "-"], stdin=theirs, stdout=theirs,
+                                   stderr=subprocess.PIPE)
+        theirs.close()
+        try:
+            ours.sendall((encoded / "out.vq").read_bytes())
+            ours.shutdown(socket.SHUT_WR)
+            told = b"".join(iter(lambda: ours.recv(1 << 16), b""))
+        except ConnectionResetError:  # it exited refusing them, before reading all
+            told = b""
+        error = process.stderr.read().decode()
+        assert process.wait(timeout=300) == 0 and error == "" and b"audio" in told, error
+
+
 def test_eval_refuses_stdout_on_its_input_file(encoded, tiny_model_path, tmp_path):
     """`eval MODEL talk.wav >> talk.wav` appended its table to the recording it measured, status 0."""
     import subprocess

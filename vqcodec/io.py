@@ -102,15 +102,16 @@ def is_stream_file(path) -> bool:
 
 
 def _id_unless_stream(status: os.stat_result) -> tuple[int, int] | None:
-    if stat.S_ISFIFO(status.st_mode) or stat.S_ISCHR(status.st_mode):
+    # a socket too: socat's EXEC, inetd and systemd's Accept=yes give one socket as both stdin and stdout
+    if stat.S_ISFIFO(status.st_mode) or stat.S_ISCHR(status.st_mode) or stat.S_ISSOCK(status.st_mode):
         return None
     return status.st_dev, status.st_ino
 
 
 def file_id(path) -> tuple[int, int] | None:
     """The (device, inode) of the file at `path`, links followed, which is the same for every name of it (a
-    link, a hard link); None where nothing can be looked at there, and for a FIFO or character device, which
-    is never an input that writing into it would overwrite (is_stream_file)."""
+    link, a hard link); None where nothing can be looked at there, and for a FIFO, character device or socket,
+    which is never an input that writing into it would overwrite."""
     try:
         return _id_unless_stream(os.stat(path))
     except (OSError, ValueError):
