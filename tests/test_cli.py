@@ -2271,6 +2271,24 @@ def test_codes_resume_codes_again_a_file_changed_since_the_stopped_run(tmp_path,
     assert resumed == whole and _arrays_and_manifest(out) == _arrays_and_manifest(tmp_path / "whole")
 
 
+def test_codes_resume_without_replace_codes_again_a_changed_file_over_its_stopped_runs_array(tmp_path, signal, codec,
+                                                                                             monkeypatch):
+    """resume=True with replace=False wrote the manifest over the stopped run's, but not a changed file's array
+    over the one that run wrote: that file was skipped, 'exists', and its stale codes left. A resume replaces the
+    stopped run's outputs whatever replace says."""
+    from vqcodec.tokens import code_folder
+
+    folder, out = tmp_path / "recordings", tmp_path / "tokens"
+    folder.mkdir()
+    for name in ("a.wav", "b.wav"):
+        write_wav(folder / name, signal)
+    _stopped_codes_run(codec, folder, out, "b.wav", monkeypatch)
+    write_wav(folder / "a.wav", signal, samples=9000)
+    resumed = code_folder(codec, folder, out, sorted(folder.iterdir()), resume=True, replace=False)
+    whole = code_folder(codec, folder, tmp_path / "whole", sorted(folder.iterdir()))
+    assert resumed == whole and _arrays_and_manifest(out) == _arrays_and_manifest(tmp_path / "whole")
+
+
 def test_codes_of_a_folder_tell_progress_the_files_done_and_log_what_a_resume_keeps(tmp_path, codec, monkeypatch):
     """code_folder told `log` the files done, which the command showed in place on a terminal: a line said
     through it once, such as what a resume keeps, would be cleared by the next. `progress` (else `log`) is told

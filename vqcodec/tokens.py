@@ -104,7 +104,8 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     of the same model, kind, quality and depth weight, else VQCodecError; `stopped_run`, where the caller has
     read it so, is checked alike and not read again) goes on: the files it finished, of the size and time it
     lists, whose array is still there, with the shape it lists, are kept, the others (those it skipped too)
-    coded, and one manifest of them all written, as a run that was not stopped writes it; a finished run's
+    coded (its arrays and manifest replaced, whatever `replace` says), and one manifest of them all written, as a
+    run that was not stopped writes it; a finished run's
     manifest is returned as it is, and nothing done. `log(line)` is told, once, how many files a resume keeps and
     how many it codes (resumed_line); every 100 files, `progress` (else `log`) how many are done. It holds the
     codec's lock,
@@ -146,6 +147,7 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
         if stopped_run.get("stopped") is not True:
             return stopped_run
         finished = _finished_entries(stopped_run, folder, out, files, outputs)
+        replace = True  # the stopped run's manifest and arrays are this run's to write again
         if log:
             log(resumed_line(len(finished), len(files) - len(finished)))
     elif not replace and os.path.lexists(out / MANIFEST):  # else every file is coded, then the manifest refused
@@ -174,9 +176,9 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
                 progress(f"coded {number}/{len(files)} files")
     except BaseException:  # Ctrl-C, SIGTERM, out of memory, a callback's error: the arrays keep what restores them
         if entries or skipped:
-            _write_manifest(codec, out, quality, entries, skipped, replace or resume, stopped=True)
+            _write_manifest(codec, out, quality, entries, skipped, replace, stopped=True)
         raise
-    return _write_manifest(codec, out, quality, entries, skipped, replace or resume, written=bool(entries))
+    return _write_manifest(codec, out, quality, entries, skipped, replace, written=bool(entries))
 
 
 def _run_quality(codec, quality: int | None) -> int:
