@@ -34,8 +34,8 @@ from .errors import ClippingWarning, VQCodecError, caller_stacklevel
 from .fileinfo import (TRAILING_STREAM_BYTES, FileInfo, UnendedStream, alpha_plane, colour_mode,  # noqa: F401
                        read_info, vq_bytes)  # (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, PILLOW_READ_ERRORS,
-                 SOUNDFILE_ERRORS, as_displayed, audio_format_named, audio_format_of, check_audio_output,
-                 check_destination, check_format_name, checked_flag,
+                 SOUNDFILE_ERRORS, TIFF_ORIENTATION, as_displayed, audio_format_named, audio_format_of,
+                 check_audio_output, check_destination, check_format_name, checked_flag,
                  copy_whole, image_to_planes, in_srgb, input_name, is_seekable, is_whole, load_pixels, mode_shown,
                  open_image, open_sound, pillow_reason, planes_to_image, rebuilt_image_bytes,
                  refuse_format_against_name, refuse_format_of_other_kind, scalar_of, SoundSink, sound_blocks,
@@ -76,7 +76,6 @@ MAX_RATE_WEIGHT = 100.0
 DEFAULT_DEPTH_WEIGHT = {"audio": 2.0, "image": 1.0}
 MAX_DEPTH_WEIGHT = 100.0
 MAX_REFINE = 1000
-EXIF_ORIENTATION = 0x0112      # the EXIF tag of how a stored image is turned for display
 IMAGE_TILE = 64                 # latent cells per tile side, before context
 # What the image decoder takes a pixel of a tile's window (context included), on the CPU: this many
 # activations of its finest width, and this many bytes besides (the pixels in float, a transposed
@@ -2449,7 +2448,7 @@ class Codec:
                 image = load_pixels(image)
             except PILLOW_READ_ERRORS as exc:
                 raise VQCodecError(f"cannot read the image: {pillow_reason(exc)}") from None
-            if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # Image.open leaves it to the caller
+            if image.getexif().get(TIFF_ORIENTATION, 1) != 1:  # Image.open leaves it to the caller
                 image = as_displayed(image)
             image = in_srgb(image)
         if max_bpp is not None:
