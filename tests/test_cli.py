@@ -2778,6 +2778,36 @@ def test_codes_resume_of_a_folder_of_vq_files_stopped_part_way(cli, vq_folder, t
     assert result.stderr.decode().endswith("it is not the codes.json of a folder of .vq files\n")
 
 
+def test_codes_resume_of_a_folder_of_vq_files_writes_its_manifest_when_a_kept_array_goes_meanwhile(vq_folder, tmp_path,
+                                                                                                  monkeypatch, capsys):
+    """The summary's bytes of the files a resume kept were read from their arrays after the others were coded: one
+    removed meanwhile stopped the run there, 'No such file or directory', with the files it coded left unlisted."""
+    from vqcodec.cli import run
+    from vqcodec.codec import Codec
+
+    out = tmp_path / "tokens"
+    real = Codec.code_blocks
+
+    def stopped_at_the_photo(self, data):
+        if vqformat.parse_header(data).kind == vqformat.KIND_IMAGE:
+            raise KeyboardInterrupt
+        return real(self, data)
+
+    monkeypatch.setattr(Codec, "code_blocks", stopped_at_the_photo)
+    assert run(["codes", str(vq_folder), str(out)]) != 0
+
+    def removing_the_kept_array(self, data):
+        (out / "a.npy").unlink(missing_ok=True)
+        return real(self, data)
+
+    monkeypatch.setattr(Codec, "code_blocks", removing_the_kept_array)
+    capsys.readouterr()
+    assert run(["codes", str(vq_folder), str(out), "--resume"]) == 1  # bad.vq
+    assert "No such file" not in capsys.readouterr().err
+    manifest = json.loads((out / "codes.json").read_text())
+    assert "stopped" not in manifest and [entry["file"] for entry in manifest["files"]] == ["a.vq", "sub/b.vq"]
+
+
 def test_codes_resume_of_a_folder_of_vq_files_codes_again_a_file_whose_header_changed(cli, vq_folder, tmp_path,
                                                                                      monkeypatch):
     """A .vq file replaced since the stopped run by another (here of fewer levels and frames) is coded again,

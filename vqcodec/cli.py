@@ -1546,6 +1546,8 @@ def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str,
     to_do = [(path, output) for path, output in zip(files, outputs) if path not in finished]
     if resume:
         _progress(resumed_line(len(finished), len(to_do)))
+    # before any file is coded: an array of these removed meanwhile left the run's codes.json unwritten
+    kept_bytes = sum(entry["codes"].stat().st_size for entry in finished.values())
     codecs = _named_codec(model, device)
     report, entries = codes_folder(
         [path for path, _ in to_do], [output for _, output in to_do],
@@ -1556,7 +1558,7 @@ def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str,
                                                           replace=force or resume),
         progress=progressline.show)
     report.written += len(finished)  # the summary is of the folder, as a run that was not stopped gives it
-    report.bytes += sum(entry["codes"].stat().st_size for entry in finished.values())
+    report.bytes += kept_bytes
     if report.written:
         write_vq_manifest(folder, out, with_finished(entries), _each_skipped(report, missing), replace=force or resume)
     _finish_folder(report, "coded", out, len(files) + _count(missing), missing)
