@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
 import stat
 import sys
