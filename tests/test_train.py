@@ -2230,6 +2230,57 @@ def test_a_batch_is_checked_against_the_memory_the_processes_of_one_machine_shar
         _refuse_a_batch_beyond_memory(dataclasses.replace(run, local_processes=1), "audio")
 
 
+def test_every_process_on_a_machine_is_counted_with_its_own_copy_of_the_training_files(data_dir, tmp_path,
+                                                                                          monkeypatch):
+    """Every process holds all the training files (the crops are not split by rank), the first one the held-out
+    files besides; the check counted the files only in the first process, and only once on the machine: four
+    processes each holding 1 GB of files passed against 2 GB of shared memory."""
+    import vqcodec.memory
+    from vqcodec.data import held_bytes
+    from vqcodec.train import _held_data_bytes, _Run, _refuse_a_batch_beyond_memory
+
+    cfg = CFG
+    run = _Run(options(tmp_path, crop=12000), "cpu", processes=4, main=False, quiet=True, precision="fp32",
+               checkpoint_path=tmp_path / "checkpoint.safetensors", local_processes=4)
+    files = sorted(path for path in data_dir.rglob("*.wav"))  # every 20th file held out: a.wav
+    trained = held_bytes("audio", [path for path in files if path.name != "a.wav"], 12000, cfg.sample_rate)
+    held_out = held_bytes("audio", [data_dir / "a.wav"], 12000, cfg.sample_rate)
+    assert trained > 0 and held_out > 0
+    assert _held_data_bytes(run, "audio", cfg, data_dir, files, {}) == (trained, held_out)  # it was 0 but in the first
+    assert _held_data_bytes(run, "audio", cfg, data_dir, files, {"held_out": ["c.wav"]}) == \
+        (held_bytes("audio", [path for path in files if path.name != "c.wav"], 12000, cfg.sample_rate),
+         held_bytes("audio", [data_dir / "c.wav"], 12000, cfg.sample_rate))  # as the resumed run splits them
+    assert _held_data_bytes(dataclasses.replace(run, options=options(tmp_path, crop=12000, stream_data=True)),
+                            "audio", cfg, data_dir, files, {}) == (0, 0)
+
+    # 1 crop a process of 8000 samples x 4 bytes x 120 (3.84 MB), 64 validation crops (2.05 MB)
+    run = _Run(options(tmp_path, batch_size=4, crop=8000), "cpu", processes=4, main=True, quiet=True,
+               precision="fp32", checkpoint_path=tmp_path / "checkpoint.safetensors", local_processes=4)
+    step, validation = 8000 * 4 * 120, 64 * 8000 * 4
+    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: 10 ** 12)
+    monkeypatch.setattr(vqcodec.memory, "shared_memory_bound",
+                        lambda: 4 * (step + 10 ** 9) + validation + 10 ** 8 - 1)
+    with pytest.raises(VQCodecError) as refused:
+        _refuse_a_batch_beyond_memory(run, "audio", held=10 ** 9, held_out=10 ** 8)
+    assert str(refused.value) == ("a batch of 1 crop a process of 8000 samples, in 4 processes on this machine with "
+                                  "the 4.1 GB of training files they hold in memory, takes 4.1 GB, more than the "
+                                  "memory they share (4.1 GB); pass stream_data=True, or lower batch_size or crop, "
+                                  "or start fewer processes on it")
+    _refuse_a_batch_beyond_memory(run, "audio", held=10 ** 9, held_out=10 ** 8 - 1)
+    # each process's own limit: its training files, and the first one's held-out files and validation crops
+    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: step + 10 ** 9 + validation + 10 ** 8 - 1)
+    with pytest.raises(VQCodecError, match=r"^a batch of 1 crop a process of 8000 samples with the 1.1 GB of "
+                                           r"training files it holds in memory takes 1.1 GB, more than the memory "
+                                           r"this process may use \(1.1 GB\)"):
+        _refuse_a_batch_beyond_memory(dataclasses.replace(run, local_processes=1), "audio", held=10 ** 9,
+                                      held_out=10 ** 8)
+    _refuse_a_batch_beyond_memory(dataclasses.replace(run, local_processes=1, main=False), "audio", held=10 ** 9,
+                                  held_out=10 ** 8)
+    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: step + 10 ** 9 - 1)
+    with pytest.raises(VQCodecError, match="more than the memory this process may use"):
+        _refuse_a_batch_beyond_memory(dataclasses.replace(run, local_processes=1, main=False), "audio", held=10 ** 9)
+
+
 def test_resume_drops_a_partial_log_record_with_a_warning(trained, data_dir, tmp_path, capsys):
     """A run stopped while writing a log record (a power cut) left the start of it, and a --resume
     appended its records after it: the log no longer parsed as JSON lines."""

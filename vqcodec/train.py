@@ -724,7 +724,8 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     files = readable_files(kind, files)
     run.options = options = _crop_within_files(run, kind, cfg, files, given_crop)
     parallel.together(lambda: _refuse_a_batch_beyond_memory(run, kind, start.adversarial,
-                                                            _held_data_bytes(run, kind, cfg, files)))
+                                                            *_held_data_bytes(run, kind, cfg, data_dir, files,
+                                                                              start.meta)))
     model, codes_id = _build_model(run, start, cfg)
     # the held-out files, which the first process alone reads, may fail it alone
     data = parallel.together(lambda: _training_data(run, data_dir, kind, files, cfg, start.meta))
@@ -967,22 +968,42 @@ def _crop_within_files(run: _Run, kind: str, cfg: ModelConfig, files: list[Path]
     return dataclasses.replace(options, crop=crop)
 
 
-def _held_data_bytes(run: _Run, kind: str, cfg: ModelConfig, files: list[Path]) -> int:
-    """The bytes of the training and held-out files (readable_files') that the first process holds in memory
-    (data.held_bytes), as their headers give them; 0 in the other processes, whose share of the files is not
-    known before they are split, and for --stream-data."""
-    if not run.main or run.options.stream_data:
-        return 0
-    return held_bytes(kind, files, run.options.crop, getattr(cfg, "sample_rate", 0))
+def _held_data_bytes(run: _Run, kind: str, cfg: ModelConfig, data_dir: Path, files: list[Path],
+                     saved_meta: dict) -> tuple[int, int]:
+    """The bytes of decoded files (data.held_bytes, as their headers give them) that every process holds in memory,
+    the training files, and that the first one holds besides, the held-out files (each set held where it fits in
+    data.IN_MEMORY_BYTES on its own, as the crops decide), split as _training_data will split `files`
+    (readable_files') but without decoding them; (0, 0) for --stream-data."""
+    if run.options.stream_data:
+        return 0, 0
+    train_files, val_files = _split(data_dir, files, saved_meta)[:2]
+    sample_rate = getattr(cfg, "sample_rate", 0)
+    return (held_bytes(kind, train_files, run.options.crop, sample_rate),
+            held_bytes(kind, val_files, run.options.crop, sample_rate))
 
 
-def _refuse_a_batch_beyond_memory(run: _Run, kind: str, adversarial: bool = False, held: int = 0) -> None:
+def _split(data_dir: Path, files: list[Path], saved_meta: dict, usable=lambda path: True) \
+        -> tuple[list[Path], list[Path], bool]:
+    """The training and held-out files of `files` (split_files'; a resumed run's as its first run split them,
+    where any of the files its checkpoint held out is left and `usable`), and whether a resumed run's held-out
+    files are all gone, so that they are split anew."""
+    split = None
+    if "held_out" in saved_meta:  # a resumed run validates on the files its first run held out
+        split = split_as_before(files, data_dir, saved_meta["held_out"], usable)
+    train_files, val_files = split or split_files(files, usable)
+    return train_files, val_files, "held_out" in saved_meta and split is None
+
+
+def _refuse_a_batch_beyond_memory(run: _Run, kind: str, adversarial: bool = False, held: int = 0,
+                                  held_out: int = 0) -> None:
     """On the CPU, refuse a batch whose step (STEP_BYTES_PER_CROP_BYTE, and DISCRIMINATOR_BYTES_PER_CROP_BYTE
-    for an `adversarial` run), validation crops (the first process keeps max(batch, VALIDATION_CROPS)) and
-    `held` bytes of decoded files (_held_data_bytes) take more than the memory this process may use, or whose
-    steps in all the processes of this machine (run.local_processes) take more than the memory they share: past
-    it a process is killed without a line. Every process checks (parallel.together: all refuse alike). A GPU's
-    bound is its own memory, which running out of ends the run with one line (_step_loop's out_of_memory)."""
+    for an `adversarial` run) and `held` bytes of decoded training files, with the first process's validation
+    crops (it keeps max(batch, VALIDATION_CROPS)) and `held_out` bytes of decoded held-out files
+    (_held_data_bytes), take more than the memory this process may use, or whose steps and training files in all
+    the processes of this machine (run.local_processes: each holds its own copy of the files), with the first
+    one's validation data, take more than the memory they share: past it a process is killed without a line.
+    Every process checks (parallel.together: all refuse alike). A GPU's bound is its own memory, which running
+    out of ends the run with one line (_step_loop's out_of_memory)."""
     options = run.options
     if run.device != "cpu":
         return
@@ -990,20 +1011,31 @@ def _refuse_a_batch_beyond_memory(run: _Run, kind: str, adversarial: bool = Fals
     crop_bytes = options.crop * 4 if kind == "audio" else options.crop ** 2 * 3 * 4
     per_crop_byte = STEP_BYTES_PER_CROP_BYTE[kind] + (DISCRIMINATOR_BYTES_PER_CROP_BYTE if adversarial else 0)
     step = crop_bytes * share * per_crop_byte
-    first = held + (crop_bytes * max(options.batch_size, VALIDATION_CROPS) if run.main else 0)
+    validation = crop_bytes * max(options.batch_size, VALIDATION_CROPS) + held_out
+    own_files = held + (held_out if run.main else 0)
+    own = step + held + (validation if run.main else 0)
     crops = f"{options.crop} samples" if kind == "audio" else f"{options.crop}x{options.crop} pixels"
     each = " a process" if run.processes > 1 else ""
-    data_first = held >= step + first - held  # the files, more than the crops: read them from disk instead
-    with_data = f" with the {held / 1e9:.1f} GB of training files it holds in memory" if data_first else ""
-    advice = f"pass {_option('stream_data', True)}, or " if data_first else ""
-    advice += f"lower {_option('batch_size')} or {_option('crop')}"
-    memory.refuse_beyond(step + first, memory.memory_bound(),
+    with_data, advice = _files_named(own_files, own, "it holds")
+    memory.refuse_beyond(own, memory.memory_bound(),
                          f"a batch of {plural(share, 'crop')}{each} of {crops}{with_data} takes", advice)
     if run.local_processes > 1:
-        memory.refuse_beyond(step * run.local_processes + first, memory.shared_memory_bound(),
+        shared_files = held * run.local_processes + held_out
+        shared = (step + held) * run.local_processes + validation
+        with_data, advice = _files_named(shared_files, shared, "they hold")
+        memory.refuse_beyond(shared, memory.shared_memory_bound(),
                              f"a batch of {plural(share, 'crop')} a process of {crops}, in {run.local_processes} "
                              f"processes on this machine{with_data}, takes", f"{advice}, or start fewer processes on it",
                              whose="the memory they share")
+
+
+def _files_named(files: int, size: int, whose: str) -> tuple[str, str]:
+    """What a refusal of `size` bytes, `files` of them decoded training files, says of the files (where they are the
+    larger part) and what it advises."""
+    if files < size - files:
+        return "", f"lower {_option('batch_size')} or {_option('crop')}"
+    return (f" with the {files / 1e9:.1f} GB of training files {whose} in memory",
+            f"pass {_option('stream_data', True)}, or lower {_option('batch_size')} or {_option('crop')}")
 
 
 def _training_data(run: _Run, data_dir: Path, kind: str, readable: list[Path], cfg: ModelConfig,
@@ -1011,13 +1043,10 @@ def _training_data(run: _Run, data_dir: Path, kind: str, readable: list[Path], c
     """The files (readable_files') split into training and held-out ones (a resumed run: as its first run
     split them), and their crops."""
     options = run.options
-    split = None
-    if "held_out" in saved_meta:  # a resumed run validates on the files its first run held out
-        split = split_as_before(readable, data_dir, saved_meta["held_out"], lambda path: decodes(kind, path))
-        if split is None and not run.quiet:
-            _progress(f"none of the files the checkpoint held out for validation is left in {data_dir}: others are "
-                      "held out, and validation losses do not compare with the log's earlier ones")
-    train_files, val_files = split or split_files(readable, lambda path: decodes(kind, path))
+    train_files, val_files, split_anew = _split(data_dir, readable, saved_meta, lambda path: decodes(kind, path))
+    if split_anew and not run.quiet:
+        _progress(f"none of the files the checkpoint held out for validation is left in {data_dir}: others are "
+                  "held out, and validation losses do not compare with the log's earlier ones")
     crop = options.crop  # a whole number of strides (_sized)
     in_memory_bytes = 0 if options.stream_data else None
 
