@@ -79,9 +79,12 @@ MAX_REFINE = 1000
 IMAGE_TILE = 64                 # latent cells per tile side, before context
 # What the image decoder takes a pixel of a tile's window (context included), on the CPU: this many
 # activations of its finest width, and this many bytes besides (the pixels in float, a transposed
-# convolution's columns). The shipped `image` model measured 272 bytes a pixel (peak resident memory),
-# 6 to 9 finest activations its decoder alone, on several widths.
-DECODER_ACTIVATIONS = 12
+# convolution's columns). One tile of the shipped `image` model measured 272 bytes a pixel (peak resident memory),
+# 6 to 9 finest activations its decoder alone, on several widths; but what a tile frees is not all given back
+# before the next ones, and over many tiles the peak grew to 2.5 times that: `vqcodec decode` of 20, 35 and 50 Mpx
+# to PNG peaked 1175, 1281 and 1260 MB above the loaded model (2 threads; 20 Mpx: 1236 with 8, 1126 with 16),
+# about 8 bytes a pixel of the image (the RGB decoded and rebuilt) and 690 to 730 a pixel of the 1.48 Mpx window.
+DECODER_ACTIVATIONS = 32
 DECODER_PIXEL_BYTES = 64
 # What encoding takes a pixel, by the mode Pillow reads the image in: the image read, the copies its EXIF
 # orientation and colour profile make, its RGB and alpha planes (peak resident memory of io.open_image and
@@ -92,7 +95,9 @@ READ_PIXEL_BYTES_ELSE = 20
 # What the image encoder takes, on the CPU: this many activations of its finest width a pixel of a tile's window
 # (context included), and this many bytes a pixel of the image besides (the codes' search). The shipped `image`
 # model measured 167, 437 and 511 MB for 1.5, 5.9 and 13.3 Mpx (peak resident memory): about 380 MB, 11
-# activations, for the tiles' windows, and 10 bytes a pixel. Refinement runs the decoder on the window too.
+# activations, for the tiles' windows, and 10 bytes a pixel; `vqcodec encode` of 20, 35 and 50 Mpx RGB PNGs (the
+# read included) peaked 564, 947 and 687 MB above the loaded model, where 1.1, 1.5 and 2.0 GB are counted.
+# Refinement runs the decoder on the window too.
 ENCODER_ACTIVATIONS = 12
 ENCODER_PIXEL_BYTES = 12
 STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
