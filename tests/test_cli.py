@@ -3075,6 +3075,47 @@ def test_models_lists_a_path_that_is_not_utf8_with_its_own_bytes(cli, tiny_model
     assert os.fsencode(folder / tiny_model_path.name) in result.stdout, result.stdout
 
 
+def test_json_output_names_a_file_whose_name_is_not_utf8_in_valid_unicode_and_its_bytes_exactly(cli, encoded,
+                                                                                                  tiny_model_path,
+                                                                                                  tmp_path):
+    """models --json, info --json and eval --json wrote a name holding byte 0xff as the lone surrogate "\\udcff", which
+    JSON readers other than Python's refuse: they now follow codes.json's rule, the name with U+FFFD for the byte and
+    KEY_hex its bytes exactly (a list of names, eval's "files", gets a list, null for a UTF-8 name)."""
+    folder = tmp_path / os.fsdecode(b"mine\xff")
+    folder.mkdir()
+    for part in tiny_model_path.parent.iterdir():
+        shutil.copy(part, folder / part.name.replace("tiny", os.fsdecode(b"t\xff")))
+    model = folder / os.fsdecode(b"t\xff.safetensors")
+    (tmp_path / "sound").mkdir()
+    shutil.copy(encoded / "in.wav", tmp_path / "sound" / os.fsdecode(b"\xfftalk.wav"))
+    shutil.copy(encoded / "in.wav", tmp_path / "sound" / "plain.wav")
+    (tmp_path / "sound" / os.fsdecode(b"bad\xff.wav")).write_bytes(b"not audio")
+    outputs = {}
+    for command in (["models", "--json"], ["info", encoded / "out.vq", "-m", model, "--json"],
+                    ["eval", model, tmp_path / "sound", "-q", "1", "--json"]):
+        result = cli(*command, env={"VQCODEC_MODEL_PATH": str(folder)})
+        assert result.returncode == (1 if command[0] == "eval" else 0), result.stderr
+        text = result.stdout.decode("utf-8")
+        assert "\\ud" not in text.lower(), text  # no surrogate, escaped or not
+        outputs[command[0]] = json.loads(text)
+    (listed,) = [m for m in outputs["models"] if "path_hex" in m]  # the shipped models are listed after it
+    exact = {"name": b"t\xff", "path": os.fsencode(model)}
+    for key, name in exact.items():
+        assert (listed[key], bytes.fromhex(listed[key + "_hex"])) == (name.decode("latin-1").replace("\xff", "\ufffd"),
+                                                                       name), key
+    info = outputs["info"]
+    assert (info["model"].replace("\ufffd", "\xff").encode("latin-1"), bytes.fromhex(info["model_hex"])) == (
+        os.fsencode(model), os.fsencode(model))
+    report = outputs["eval"]
+    assert bytes.fromhex(report["model_hex"]) == b"t\xff" and report["model"] == "t\ufffd"
+    files = [os.fsencode(tmp_path / "sound" / os.fsdecode(b"\xfftalk.wav")), os.fsencode(tmp_path / "sound/plain.wav")]
+    assert sorted(zip(report["files"], report["files_hex"])) == sorted(
+        [(os.fsdecode(files[0]).replace("\udcff", "\ufffd"), files[0].hex()), (os.fsdecode(files[1]), None)])
+    (skipped,) = report["skipped"]
+    assert bytes.fromhex(skipped["file_hex"]) == os.fsencode(tmp_path / "sound" / os.fsdecode(b"bad\xff.wav"))
+    assert "bad\ufffd.wav" in skipped["reason"] and "reason_hex" in skipped
+
+
 def test_pack_refuses_stdout_on_the_codes_json_it_reads(cli, encoded, tiny_model_path, tmp_path):
     """`pack tokens/in.npy - -m MODEL >> tokens/codes.json` appended the .vq file to the manifest it checked the codes
     against, status 0: that codes.json is one of pack's inputs."""

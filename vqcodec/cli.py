@@ -21,7 +21,7 @@ from . import __version__, progressline
 from . import format as vqformat
 from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
 from .errors import Terminated, VQCodecError, is_out_of_memory
-from .wording import NAME_BYTES, command_line_wording, one_line, plural, reason_of, skipping
+from .wording import NAME_BYTES, command_line_wording, json_names, one_line, plural, reason_of, skipping
 
 DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
 
@@ -1349,7 +1349,7 @@ def info(input_path, as_json, verbose, model_option):
         record["payload"] = report
     with _writing_stdout():
         if as_json:
-            click.echo(json.dumps(record, indent=2))
+            click.echo(json.dumps(json_names(record), indent=2))
         else:
             _print_info(file_info, model, report, other_prior)
     if damage is not None:
@@ -1806,11 +1806,11 @@ def _print_models(found: list[dict], as_json: bool) -> None:
     from .config import config_from_dict
 
     if as_json:
-        click.echo(json.dumps([{**{k: m[k] for k in ("name", "kind", "sample_rate", "model_id", "path", "config")
-                                   if k in m},
-                                "shadowed": m.get("shadowed", False), "decodes": m.get("decodes", []),
-                                "training": m.get("training") or {}}
-                               for m in found], indent=2))
+        click.echo(json.dumps(json_names([{**{k: m[k] for k in ("name", "kind", "sample_rate", "model_id", "path",
+                                                               "config") if k in m},
+                                            "shadowed": m.get("shadowed", False), "decodes": m.get("decodes", []),
+                                            "training": m.get("training") or {}}
+                                           for m in found]), indent=2))
         return
     if not found:
         click.echo("no models installed")
@@ -2056,7 +2056,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     report = _evaluate_listing_skipped(codec, measured, levels, targets, Path(data_dir).is_dir())
     with _writing_stdout():
         if as_json:
-            click.echo(json.dumps(report, indent=1))
+            click.echo(json.dumps(json_names(report), indent=1))
         else:
             unit = "file" if codec.kind == "audio" else "image"
             click.echo(f"{codec.name} ({codec.model_id.hex()}) on {plural(len(report['files']), unit)} of {data_dir}"

@@ -15,7 +15,7 @@ from . import format as vqformat
 from .errors import VQCodecError
 from .folders import check_callbacks, check_file_list, folder_of, mirrored_paths, warn_of_level
 from .io import JSONFileTooLarge, checked_flag, read_json_file, write_file
-from .wording import plural, reason_of, setting, shown, valid_text
+from .wording import name_fields, plural, reason_of, setting, shown, valid_text
 
 MANIFEST = "codes.json"
 MAX_MANIFEST_BYTES = 1 << 30  # read by listing_manifest and a resume: about 290 bytes a file, 3.7 million files
@@ -358,18 +358,6 @@ def write_vq_manifest(folder: Path, out: Path, entries: list[dict], skipped: lis
                 **({"stopped": True} if stopped else {})}
     out.mkdir(parents=True, exist_ok=True)
     write_file(out / MANIFEST, lambda stream: stream.write(json.dumps(manifest, indent=1).encode()), replace)
-
-
-def name_fields(key: str, name) -> dict:
-    """A file's relative path in codes.json, as valid Unicode: {KEY: name}; a name that is not UTF-8 (Linux takes
-    any bytes but / and NUL) is shown there with U+FFFD for each byte that is not, and KEY_hex holds its bytes
-    exactly, in hex (listed_name reads it back)."""
-    name = os.fspath(name)
-    shown = valid_text(name)
-    try:
-        return {key: shown} if shown == name else {key: shown, f"{key}_hex": os.fsencode(name).hex()}
-    except UnicodeEncodeError:  # a lone surrogate that stands for no byte: the name of no file
-        return {key: shown}
 
 
 def listed_name(entry: dict, key: str) -> str | None:

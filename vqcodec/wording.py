@@ -46,6 +46,40 @@ def valid_text(text: str) -> str:
     return raw.decode("utf-8", "replace")
 
 
+def name_fields(key: str, name) -> dict:
+    """A file name in JSON, as valid Unicode: {KEY: name}; a name that is not UTF-8 (Linux takes any bytes but / and
+    NUL) is shown there with U+FFFD for each byte that is not, and KEY_hex holds its bytes exactly, in hex
+    (tokens.listed_name reads it back)."""
+    name = os.fspath(name)
+    shown = valid_text(name)
+    try:
+        return {key: shown} if shown == name else {key: shown, f"{key}_hex": os.fsencode(name).hex()}
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte: the name of no file
+        return {key: shown}
+
+
+def json_names(value):
+    """`value` (what a command prints as JSON) with name_fields' rule throughout: a text KEY that is not valid
+    Unicode is shown with U+FFFD and given exactly in KEY_hex; a list of them under KEY gets KEY_hex, a list of the
+    hex of each such name (null for the others); text elsewhere is made valid (valid_text)."""
+    if isinstance(value, dict):
+        ready = {}
+        for key, item in value.items():
+            key = valid_text(key) if isinstance(key, str) else key
+            if isinstance(item, str):
+                ready.update(name_fields(key, item))
+            elif isinstance(item, list) and any(isinstance(x, str) and valid_text(x) != x for x in item):
+                fields = [name_fields(key, x) if isinstance(x, str) else {key: json_names(x)} for x in item]
+                ready[key] = [field[key] for field in fields]
+                ready[f"{key}_hex"] = [field.get(f"{key}_hex") for field in fields]
+            else:
+                ready[key] = json_names(item)
+        return ready
+    if isinstance(value, (list, tuple)):
+        return [json_names(item) for item in value]
+    return valid_text(value) if isinstance(value, str) else value
+
+
 NAME_BYTES = "vqcodec-name-bytes"  # the error handler the command line writes its stdout and stderr with
 
 
