@@ -3116,6 +3116,29 @@ def test_json_output_names_a_file_whose_name_is_not_utf8_in_valid_unicode_and_it
     assert "bad\ufffd.wav" in skipped["reason"] and "reason_hex" in skipped
 
 
+def test_a_quoted_name_that_is_not_utf8_is_shown_as_a_shell_takes_it_back(cli, tiny_model_path, tmp_path):
+    """A message quoting a name holding byte 0xff showed Python's repr, 'a\\udcffb', which names no file in a shell:
+    the command line now quotes it $'a\\xffb' (bash, zsh and ksh read back the name's bytes), while the Python API's
+    message keeps the repr."""
+    import subprocess
+
+    from vqcodec.errors import VQCodecError
+    from vqcodec.train import check_model_name
+    from vqcodec.wording import command_line_wording, shown
+
+    result = cli("fit-prior", tiny_model_path, tmp_path, "--out", tmp_path / os.fsdecode(b"a\xffb"))
+    assert_one_line_error(result)
+    assert b"the model name $'a\\xffb' is not a plain file name" in result.stderr, result.stderr
+    with pytest.raises(VQCodecError, match=re.escape("model name 'a\\udcffb' is not a plain file name")):
+        check_model_name(os.fsdecode(b"a\xffb"))
+    name = os.fsdecode(b"it's \\ \xff\n\x01")
+    with command_line_wording():
+        quoted = shown(name)
+    assert shown(name) == repr(name)
+    echoed = subprocess.run(["bash", "-c", f"printf %s {quoted}"], stdout=subprocess.PIPE, check=True).stdout
+    assert echoed == os.fsencode(name), quoted
+
+
 def test_pack_refuses_stdout_on_the_codes_json_it_reads(cli, encoded, tiny_model_path, tmp_path):
     """`pack tokens/in.npy - -m MODEL >> tokens/codes.json` appended the .vq file to the manifest it checked the codes
     against, status 0: that codes.json is one of pack's inputs."""

@@ -21,7 +21,7 @@ from . import __version__, progressline
 from . import format as vqformat
 from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
 from .errors import Terminated, VQCodecError, is_out_of_memory
-from .wording import NAME_BYTES, command_line_wording, json_names, one_line, plural, reason_of, skipping
+from .wording import NAME_BYTES, command_line_wording, json_names, one_line, plural, reason_of, shown, skipping
 
 DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
 
@@ -2165,7 +2165,7 @@ def _prior_copy_path(out: str) -> Path:
     name = candidate.stem if candidate.suffix else candidate.name
     problem = model_name_problem(name)
     if problem:
-        raise VQCodecError(f"--out {out} is not a model path: the model name {name!r} {problem}")
+        raise VQCodecError(f"--out {out} is not a model path: the model name {shown(name)} {problem}")
     target = candidate.with_suffix(".safetensors")
     if not target.parent.is_dir():
         raise VQCodecError(f"--out {out}: {target.parent} is not a folder" if target.parent.exists()

@@ -98,11 +98,11 @@ def find_model(name: str, wrote: bytes | None = None) -> Path:
     if not str(name).strip():
         raise VQCodecError("a model name or path cannot be empty")
     if "\0" in str(name):  # no file is named so: the error printed the NUL itself, within the path
-        raise VQCodecError(f"a model name or path cannot hold a NUL character: {str(name)!r:.60}")
+        raise VQCodecError(f"a model name or path cannot hold a NUL character: {shown(str(name)):.60}")
     try:
         return _find_model(name, wrote)
     except OSError as exc:  # Path.exists and is_dir pass over a missing file, not ENAMETOOLONG
-        raise VQCodecError(f"cannot look for the model {str(name)[:60]!r}{'...' if len(str(name)) > 60 else ''}: "
+        raise VQCodecError(f"cannot look for the model {shown(str(name)[:60])}{'...' if len(str(name)) > 60 else ''}: "
                            f"{reason_of(exc)}") from None
 
 

@@ -140,7 +140,7 @@ def check_model_name(name: str) -> None:
     """A model name is a plain file name in the output folder, other than the checkpoint's."""
     problem = model_name_problem(name)
     if problem:
-        raise VQCodecError(f"model name {name!r} {problem}: pass another {_option('name')}")
+        raise VQCodecError(f"model name {shown(name)} {problem}: pass another {_option('name')}")
 
 
 def run_files(out: Path, name: str) -> list[Path]:
@@ -887,7 +887,7 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
     start.init_training, start.widened = start.meta.get("init_training", {}), start.meta.get("init_widened", {})
     if options.init and not start.saved:
         model, start.init_id, start.init_decodes, start.init_training = load_initial_model(options.init)
-        _refuse_another_model(f"init={options.init!r} is an {model.cfg.kind} model", model.cfg, cfg, kind,
+        _refuse_another_model(f"init={shown(options.init)} is an {model.cfg.kind} model", model.cfg, cfg, kind,
                               compare_fields=False)
         start.init_path = str(find_model(options.init).resolve())
         if cfg is not None and widths_differ_only(model.cfg, cfg):

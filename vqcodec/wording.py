@@ -27,13 +27,30 @@ def one_line(message: str) -> str:
 def shown(value) -> str:
     """`value` as a message quotes it, its repr, but a path as its name (not PosixPath('a.wav')) and a NumPy
     scalar as the Python number or flag it holds (not np.int64(9)). A 0-d array or tensor keeps its repr
-    (tensor(16000)): the checks of numbers take the number it holds first (io.scalar_of)."""
+    (tensor(16000)): the checks of numbers take the number it holds first (io.scalar_of). While a command of the
+    command line runs, text holding a byte that is not UTF-8 is quoted as a shell takes it back, $'a\\xffb'
+    (shell_quoted; its repr, 'a\\udcffb', names no file there)."""
     numpy = sys.modules.get("numpy")  # a NumPy scalar exists only once NumPy is imported
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     elif numpy is not None and isinstance(value, numpy.generic):
         value = value.item()
+    if isinstance(value, str) and _command_line_running.get() and any("\udc80" <= c <= "\udcff" for c in value):
+        return shell_quoted(value)
     return repr(value)
+
+
+def shell_quoted(text: str) -> str:
+    """`text` in the shell's ANSI-C quotes (bash, zsh, ksh): $'a\\xffb' for a name holding byte 0xff, which Python
+    holds as the lone surrogate U+DCFF; a quote, a backslash and a character that cannot be printed escaped."""
+    def escaped(char: str) -> str:
+        if "\udc80" <= char <= "\udcff":
+            return f"\\x{ord(char) - 0xdc00:02x}"
+        if char in "\\'":
+            return "\\" + char
+        return char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+
+    return "$'" + "".join(escaped(char) for char in text) + "'"
 
 
 def valid_text(text: str) -> str:
