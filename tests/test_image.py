@@ -1885,6 +1885,60 @@ def test_a_grey_jpeg_one_block_wide_that_lacks_a_block_row_is_refused(width, row
         open_image(io.BytesIO(taller))
 
 
+def _jpeg_segments(data: bytes) -> list[tuple[int, bytes]]:
+    """The marker segments of a JPEG between its SOI and its EOI, each as (marker, its bytes), a scan's data with its
+    SOS segment."""
+    at, segments = 2, []
+    while data[at + 1] != 0xD9:
+        end = at + 2 + int.from_bytes(data[at + 2:at + 4], "big")
+        if data[at + 1] == 0xDA:  # the scan's data run to the next marker that is no stuffed 0xFF, RSTn or fill
+            while not (data[end] == 0xFF and data[end + 1] not in (0x00, 0xFF, *range(0xD0, 0xD8))):
+                end += 1
+        segments.append((data[at + 1], data[at:end]))
+        at = end
+    return segments
+
+
+def _progressive_jpeg_of_planes(planes: list[np.ndarray], luma_factors: int) -> bytes:
+    """A progressive YCbCr JPEG whose scans are those of a grey progressive JPEG of each of `planes` (Y, Cb, Cr) in
+    turn, so that its first scan holds Y alone (as scan scripts other than libjpeg's default write it): each plane's
+    quantisation table as a table of its own, its Huffman tables defined again before its scans."""
+    grey = []
+    for plane in planes:
+        buffer = io.BytesIO()
+        Image.fromarray(plane).save(buffer, "JPEG", progressive=True, quality=75)
+        grey.append(_jpeg_segments(buffer.getvalue()))
+    tables = b"".join(segment[:4] + bytes((index,)) + segment[5:]
+                      for index, segments in enumerate(grey) for marker, segment in segments if marker == 0xDB)
+    height, width = planes[0].shape
+    frame = b"\xff\xc2" + struct.pack(">HBHHB", 17, 8, height, width, 3) + bytes((1, luma_factors, 0, 2, 0x11, 1,
+                                                                                  3, 0x11, 2))
+    scans = b"".join(segment if marker == 0xC4 else segment[:5] + bytes((index + 1,)) + segment[6:]
+                     for index, segments in enumerate(grey) for marker, segment in segments if marker in (0xC4, 0xDA))
+    return b"\xff\xd8" + tables + frame + scans + b"\xff\xd9"
+
+
+@pytest.mark.parametrize("luma_factors", [0x11, 0x22])
+def test_a_progressive_jpeg_whose_first_scan_holds_one_component_of_three_is_checked(luma_factors):
+    """A colour progressive JPEG whose first scan holds its Y alone, not libjpeg's (Pillow's) interleaved first scan
+    of the three components: the rows its scans lack are told as a grey JPEG's are, and the whole image is read."""
+    rng = np.random.default_rng(5)
+    luma = rng.integers(0, 256, (40, 48), dtype=np.uint8)
+    chroma = 2 if luma_factors == 0x22 else 1
+    whole = _progressive_jpeg_of_planes([luma] + [rng.integers(0, 256, (40 // chroma, 48 // chroma), dtype=np.uint8)
+                                                  for _ in range(2)], luma_factors)
+    assert [segment[4:6] for marker, segment in _jpeg_segments(whole) if marker == 0xDA][0] == b"\x01\x01"
+    with Image.open(io.BytesIO(whole)) as image:
+        image.draft("YCbCr", image.size)
+        assert np.abs(np.asarray(image)[..., 0].astype(int) - luma).mean() < 20  # the Y scans are the frame's
+    assert open_image(io.BytesIO(whole)).size == (48, 40)
+    taller = bytearray(whole)
+    at = taller.index(b"\xff\xc2") + 5
+    taller[at:at + 2] = struct.pack(">H", 48)
+    with pytest.raises(VQCodecError, match=re.escape("its image data ends before its last row (48x48 pixels)")):
+        open_image(io.BytesIO(bytes(taller)))
+
+
 def test_the_jpeg_row_check_holds_where_a_program_has_pillow_load_truncated_images(monkeypatch):
     """The check decodes the scan again through Pillow's public calls (Image.open, draft, load), where it used
     Image._getdecoder and Image.core.new, which a Pillow may change or drop; a read past the scan's data is told
