@@ -1885,6 +1885,78 @@ def test_a_grey_jpeg_one_block_wide_that_lacks_a_block_row_is_refused(width, row
         open_image(io.BytesIO(taller))
 
 
+def _blocks_changed(whole: bytes, damaged: bytes) -> int:
+    """How many 8x8 blocks of its planes (Y, Cb, Cr unconverted) Pillow decodes otherwise from `damaged` than from
+    `whole`, two JPEGs of the same grey or 4:4:4 frame and whole blocks."""
+    planes = []
+    for data in (whole, damaged):
+        with Image.open(io.BytesIO(data)) as image:
+            image.draft("YCbCr" if image.mode == "RGB" else image.mode, image.size)
+            planes.append(np.asarray(image).reshape(image.height // 8, 8, image.width // 8, 8, -1))
+    return int((planes[0] != planes[1]).any(axis=(1, 3)).sum())
+
+
+@pytest.mark.parametrize("mode, quality", [("L", 75), ("RGB", 95)])
+def test_a_baseline_jpeg_cut_within_its_last_mcu_is_refused_unless_it_lacks_a_block_or_two(mode, quality):
+    """A baseline scan cut within its last MCU, an EOI put after the cut (as a cut file is closed), lacks the blocks
+    it was cut from: the check refuses it where its decoder reads past JPEG_ONES, the bits it may read ahead, which
+    complete one block or two, not three. So every cut that changes more than two blocks is refused, and a cut within
+    the last block alone is read (README Limits)."""
+    pixels = np.random.default_rng(3).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buffer, "JPEG", quality=quality, subsampling=0)
+    whole = buffer.getvalue()
+    end = whole.rindex(b"\xff\xd9")
+    read, refused = [], []
+    for cut in range(1, 120):
+        damaged = whole[:end - cut] + whole[end:]
+        try:
+            open_image(io.BytesIO(damaged))
+        except VQCodecError as error:
+            assert str(error).endswith("its image data ends before its last row (48x32 pixels): damaged")
+            refused.append(_blocks_changed(whole, damaged))
+            continue
+        read.append(_blocks_changed(whole, damaged))
+    assert min(refused) <= 2 < max(refused) and max(read) <= 2 and 1 in read
+
+
+def _fine_pattern(rows: int, width: int) -> np.ndarray:
+    """A checkerboard of 88 and 168: every 8x8 block averages mid-grey, so that an optimised Huffman table of DC
+    differences holds one code (all 0), and its AC tables several."""
+    y, x = np.mgrid[:rows, :width]
+    return np.where((y + x) % 2, 168, 88).astype(np.uint8)
+
+
+def _taller_jpeg(pixels: np.ndarray, extra: int, **options) -> bytes:
+    """A JPEG of grey `pixels` whose frame header (SOF0, SOF2) gives `extra` more rows."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", **options)
+    taller = bytearray(buffer.getvalue())
+    at = taller.index(b"\xff\xc2" if options.get("progressive") else b"\xff\xc0") + 5
+    taller[at:at + 2] = struct.pack(">H", pixels.shape[0] + extra)
+    return bytes(taller)
+
+
+def test_a_baseline_grey_jpeg_one_block_wide_of_one_dc_code_that_lacks_a_block_row_is_refused():
+    """README Limits said such a JPEG, whose optimised table of DC differences holds one code, was not told: the
+    block it lacks reads its AC coefficients from the bits after the scan, which the check's full-size decodes show."""
+    with pytest.raises(VQCodecError, match=re.escape("its image data ends before its last row (8x24 pixels)")):
+        open_image(io.BytesIO(_taller_jpeg(_fine_pattern(16, 8), 8, optimize=True)))
+
+
+@pytest.mark.parametrize("pixels, options, rows, levels", [
+    (np.full((16, 8), 200, np.uint8), {"optimize": True}, 8, (200, 200)),
+    (_fine_pattern(16, 40), {"progressive": True}, 16, (127, 129)),
+    (np.full((16, 40), 128, np.uint8), {"progressive": True}, 16, (127, 129))])
+def test_what_the_jpeg_row_check_does_not_tell_is_read_as_readme_limits_say(pixels, options, rows, levels):
+    """README Limits: a baseline grey JPEG 8 pixels wide of one flat level that lacks one block row reads it as that
+    level, and a progressive one whose 8x8 blocks all average mid-grey (its DC table of one code) reads the rows it
+    lacks as mid-grey, whatever follows its first scan's data: no decoding again tells them."""
+    image = np.asarray(open_image(io.BytesIO(_taller_jpeg(pixels, rows, **options))))
+    assert image.shape == (pixels.shape[0] + rows, pixels.shape[1])
+    assert levels[0] <= image[pixels.shape[0]:].min() <= image[pixels.shape[0]:].max() <= levels[1]
+
+
 def _jpeg_segments(data: bytes) -> list[tuple[int, bytes]]:
     """The marker segments of a JPEG between its SOI and its EOI, each as (marker, its bytes), a scan's data with its
     SOS segment."""

@@ -264,9 +264,11 @@ def check_jpeg_data(image) -> None:
       lacks, it is decoded again at its full size with each of JPEG_LOOK_AHEADS after its data (_jpeg_reads_look_ahead);
     - a progressive JPEG, its first scan alone at 1/8 of its size with each of JPEG_LOOK_AHEADS after its data
       (_jpeg_reads_look_ahead).
-    A scan that holds all its blocks reads none of those bits, and is decoded alike after each. Not told where its
-    Huffman tables read each alike: a DC table of one code (an optimised table of a flat or tiny image) reads the one
-    block after the scan's padding bits as a difference of 0, whatever follows."""
+    A scan that holds all its blocks reads none of those bits, and is decoded alike after each. Not told: a sequential
+    scan that lacks no more than a block or two, which JPEG_ONES complete (one MCU wide: a flat grey block, of one AC
+    code, read alike after each); a progressive first scan that lacks a single block, which is often decoded alike
+    after each (the block as mid-grey), or whose DC tables hold one code (an optimised table of an image whose blocks
+    all average mid-grey), which reads every block it lacks as a difference of 0, whatever follows (README Limits)."""
     stream = getattr(image, "fp", None)
     if image.format != "JPEG" or len(image.tile) != 1 or stream is None or getattr(stream, "closed", False):
         return
