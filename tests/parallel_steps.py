@@ -7,17 +7,22 @@ Every process builds the same model and the same batches, trains on its own cont
 each batch, and writes its weights and codebooks to OUT/rank<R>_<stage>.safetensors after three
 stages: SGD steps (which tests/test_parallel.py compares with one process training on the whole
 batches), then AdamW steps, then AdamW steps with the discriminator (whose copies, like the
-model's, must stay bit for bit the same in every process).
+model's, must stay bit for bit the same in every process). Under torchrun each process also writes
+OUT/rank<R>_group.json: whether torch._dynamo, which the first optimiser imports, was first imported after
+the process group was made, and whether the group outlived parallel.stop.
 Quantizer dropout is off and a code unused for one step is restarted, so that k-means, the EMA
 updates and restarts all run, and one process's steps are the same computation as the parallel ones.
 """
 from __future__ import annotations
 
+import json
 import sys
+import weakref
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from safetensors.torch import save_file
 
 from vqcodec import parallel
@@ -45,7 +50,9 @@ def batches(count: int) -> list[torch.Tensor]:
 
 def main(out: Path) -> None:
     torch.set_num_threads(1)
+    dynamo_before_start = "torch._dynamo" in sys.modules
     device = parallel.start("cpu")
+    group = weakref.ref(dist.group.WORLD) if parallel.active() else None
     rank, share = parallel.rank(), BATCH // parallel.world_size()
     torch.manual_seed(0)  # the same draws in every process: k-means and restarts then match one process's
     model = VQVAE(CFG).to(device).train()
@@ -73,7 +80,12 @@ def main(out: Path) -> None:
         state = {f"{name}.{k}": v.detach().clone().contiguous()
                  for name, module in modules.items() for k, v in module.state_dict().items()}
         save_file(state, str(out / f"rank{rank}_{stage}.safetensors"))
+    dynamo_by_the_optimisers = "torch._dynamo" in sys.modules
     parallel.stop()
+    if group is not None:
+        (out / f"rank{rank}_group.json").write_text(json.dumps({
+            "dynamo_imported_after_the_group": not dynamo_before_start and dynamo_by_the_optimisers,
+            "group_outlived_stop": group() is not None}))
 
 
 if __name__ == "__main__":

@@ -29,12 +29,19 @@ def torchrun(*args: str, cwd: Path | None = None, launcher: tuple[str, ...] = ()
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
 
 
-def test_two_processes_take_the_steps_of_one_process_on_the_whole_batch(tmp_path):
-    alone, together = tmp_path / "alone", tmp_path / "together"
-    alone.mkdir(), together.mkdir()
+@pytest.fixture(scope="module")
+def steps_together(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """tests/parallel_steps.py under torchrun, once for the tests of its steps and of its process group."""
+    together = tmp_path_factory.mktemp("together")
+    return together, torchrun(str(TESTS / "parallel_steps.py"), str(together))
+
+
+def test_two_processes_take_the_steps_of_one_process_on_the_whole_batch(steps_together, tmp_path):
+    together, result = steps_together
+    alone = tmp_path / "alone"
+    alone.mkdir()
     with torch.random.fork_rng():  # one process, this one: the script seeds torch's generator
         parallel_steps.main(alone)
-    result = torchrun(str(TESTS / "parallel_steps.py"), str(together))
     assert result.returncode == 0, result.stderr[-3000:]
 
     for stage in ("sgd", "adam", "adversarial"):
@@ -80,30 +87,18 @@ def test_train_command_under_torchrun_writes_one_model_that_resumes_in_one_proce
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 6
 
 
-GROUP_FREED_BY_STOP = """
-import sys, weakref
-import torch
-import torch.distributed as dist
-from vqcodec import parallel
-
-parallel.start("cpu")
-group = weakref.ref(dist.group.WORLD)
-torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())  # the first optimiser imports torch._dynamo, as training's does
-parallel.stop()
-sys.exit(None if group() is None else "the process group outlived parallel.stop")
-"""
-
-
-def test_stop_frees_the_process_group_made_before_the_first_optimiser(tmp_path):
+def test_stop_frees_the_process_group_made_before_the_first_optimiser(steps_together):
     """torch._dynamo, which the first optimiser imports, imports torch.distributed.nn.functional, whose
     functions hold `group.WORLD` as a default argument: imported after the group was made, they kept it (and
     Gloo's worker threads) past destroy_process_group into the interpreter's exit, where a worker dropping
     its last collective's tensor took the GIL of an interpreter being finalised and the process aborted
-    ("terminate called without an active exception", now and then on a busy machine)."""
-    script = tmp_path / "group_freed.py"
-    script.write_text(GROUP_FREED_BY_STOP)
-    result = torchrun(str(script), timeout=120)
+    ("terminate called without an active exception", now and then on a busy machine). Each process of
+    parallel_steps.py makes its optimisers after parallel.start and records whether the group outlived stop."""
+    together, result = steps_together
     assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):
+        record = json.loads((together / f"rank{rank}_group.json").read_text())
+        assert record == {"dynamo_imported_after_the_group": True, "group_outlived_stop": False}, (rank, record)
 
 
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(data_dir, tmp_path):  # noqa: F811
