@@ -221,12 +221,11 @@ class Terminal(io.StringIO):
 
 
 def on_terminal(*args) -> tuple[int, str]:
-    """Run `python -m vqcodec ARGS` (as run_python) with stderr a terminal (a pty) and stdout /dev/null; its exit
+    """Run `python -m vqcodec ARGS` (as start_cli) with stderr a terminal (a pty) and stdout /dev/null; its exit
     status and what it wrote to the terminal (terminal_shown)."""
     main, terminal = pty.openpty()
     try:
-        code = subprocess.run([sys.executable, "-m", "vqcodec", *map(str, args)], stdout=subprocess.DEVNULL,
-                              stderr=terminal, cwd=REPO_ROOT, env=_base_environment(), timeout=900).returncode
+        code = start_cli(*args, stdout=subprocess.DEVNULL, stderr=terminal).wait(timeout=900)
     finally:
         os.close(terminal)
     return code, terminal_shown(main)
@@ -261,15 +260,50 @@ def run_cli(*args, input: bytes | None = None, env: dict | None = None, cwd=None
     has imported torch already (tests/cli_server.py), or in a plain subprocess where the environment
     changes what that import reads."""
     environment = _base_environment() | (env or {})
-    server = _cli_server()
-    if server is None or any(environment.get(k) != server.environment.get(k) for k in set(environment) | set(server.environment)
-                             if not k.startswith(("VQCODEC_", "PYTEST_")) and k not in SET_BY_TORCH):
+    server = _server_for(environment)
+    if server is None:
         result = run_python("-m", "vqcodec", *args, input=input, env=env, cwd=cwd, timeout=timeout)
     else:
         result = server.run([str(a) for a in args], input, environment, str(cwd or REPO_ROOT), timeout)
     if text:
         result.stdout, result.stderr = result.stdout.decode(), result.stderr.decode()
     return result
+
+
+def start_cli(*args, stdin=None, stdout=None, stderr=None, env=None, cwd=None):
+    """Start `python -m vqcodec ARGS` as run_cli runs it, its streams the file descriptors given (ints, or
+    subprocess.DEVNULL; None: this process's own), and return it unwaited: `.wait(timeout)` gives its status,
+    as subprocess.Popen's does (a Popen where run_cli would take a plain subprocess)."""
+    environment = _base_environment() | (env or {})
+    server = _server_for(environment)
+    if server is None:
+        return subprocess.Popen([sys.executable, "-m", "vqcodec", *map(str, args)], stdin=stdin, stdout=stdout,
+                                stderr=stderr, cwd=cwd or REPO_ROOT, env=environment)
+    fds = [_descriptor(given, default) for given, default in ((stdin, 0), (stdout, 1), (stderr, 2))]
+    try:
+        return server.start([str(a) for a in args], fds, environment, str(cwd or REPO_ROOT))
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _descriptor(given, default: int) -> int:
+    """A descriptor of its own for a stream start_cli was given, which it closes once the run has it."""
+    if given == subprocess.DEVNULL:
+        return os.open(os.devnull, os.O_RDWR)
+    if given is None and default == 0:
+        return _inherited_stdin()
+    return os.dup(default if given is None else given)
+
+
+def _server_for(environment: dict) -> CliServer | None:
+    """The command-line server, where a run in `environment` may be forked from it: torch was imported there
+    under the same environment (but for what torch sets itself and what vqcodec reads at run time)."""
+    server = _cli_server()
+    if server is None or any(environment.get(k) != server.environment.get(k) for k in set(environment) | set(server.environment)
+                             if not k.startswith(("VQCODEC_", "PYTEST_")) and k not in SET_BY_TORCH):
+        return None
+    return server
 
 
 # Set in the test process by torch itself, to what a fresh interpreter would set it to: torch._dynamo, which
@@ -306,36 +340,63 @@ class CliServer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def run(self, args: list[str], input: bytes | None, environment: dict, cwd: str, timeout: float):
-        self.runs += 1
         deadline = time.monotonic() + timeout
         stdin_read, stdin_write = os.pipe() if input is not None else (_inherited_stdin(), None)
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
-        request = json.dumps(dict(args=args, env=environment, cwd=cwd, umask=_current_umask())).encode()
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-            connection.connect(self.socket_path)
-            socket.send_fds(connection, [struct.pack("<I", len(request))], [stdin_read, out_write, err_write])
-            connection.sendall(request)
+        try:
+            forked = self.start(args, [stdin_read, out_write, err_write], environment, cwd, timeout)
+        finally:
             for fd in (stdin_read, out_write, err_write):
                 os.close(fd)
+        outputs = {}
+        readers = [threading.Thread(target=lambda fd=fd: outputs.__setitem__(fd, _read_all(fd))) for fd in (out_read, err_read)]
+        if stdin_write is not None:
+            readers.append(threading.Thread(target=_write_all, args=(stdin_write, input)))
+        for reader in readers:
+            reader.start()
+        try:
+            code = forked.wait(max(deadline - time.monotonic(), 0.001))
+        finally:
+            for reader in readers:
+                reader.join()
+        return subprocess.CompletedProcess([sys.executable, "-m", "vqcodec", *args], code, outputs[out_read], outputs[err_read])
+
+    def start(self, args: list[str], fds: list[int], environment: dict, cwd: str, timeout: float = 60) -> ForkedRun:
+        """Fork a run whose stdin, stdout and stderr are `fds` (the caller's still, to close)."""
+        self.runs += 1
+        request = json.dumps(dict(args=args, env=environment, cwd=cwd, umask=_current_umask())).encode()
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            connection.connect(self.socket_path)
+            socket.send_fds(connection, [struct.pack("<I", len(request))], fds)
+            connection.sendall(request)
             connection.settimeout(timeout)
             pid = struct.unpack("<q", _receive(connection, 8))[0]
-            outputs = {}
-            readers = [threading.Thread(target=lambda fd=fd: outputs.__setitem__(fd, _read_all(fd))) for fd in (out_read, err_read)]
-            if stdin_write is not None:
-                readers.append(threading.Thread(target=_write_all, args=(stdin_write, input)))
-            for reader in readers:
-                reader.start()
+        except BaseException:
+            connection.close()
+            raise
+        return ForkedRun(connection, pid, ["vqcodec", *args])
+
+
+class ForkedRun:
+    """A run forked by the command-line server, waited for as a subprocess.Popen is."""
+
+    def __init__(self, connection: socket.socket, pid: int, args: list[str]):
+        self.connection, self.pid, self.args, self.returncode = connection, pid, args, None
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Its exit status; past `timeout` it is killed and subprocess.TimeoutExpired raised."""
+        if self.returncode is None:
             try:
-                connection.settimeout(max(deadline - time.monotonic(), 0.001))
-                code = struct.unpack("<q", _receive(connection, 8))[0]
+                self.connection.settimeout(timeout)
+                self.returncode = struct.unpack("<q", _receive(self.connection, 8))[0]
             except (socket.timeout, ConnectionError):
-                os.kill(pid, signals.SIGKILL)
-                raise subprocess.TimeoutExpired(["vqcodec", *args], timeout) from None
+                os.kill(self.pid, signals.SIGKILL)
+                raise subprocess.TimeoutExpired(self.args, timeout) from None
             finally:
-                for reader in readers:
-                    reader.join()
-        return subprocess.CompletedProcess([sys.executable, "-m", "vqcodec", *args], code, outputs[out_read], outputs[err_read])
+                self.connection.close()
+        return self.returncode
 
 
 def _inherited_stdin() -> int:

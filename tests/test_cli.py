@@ -14,6 +14,7 @@ import random
 import re
 import shutil
 import stat
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,7 +28,7 @@ import soundfile
 from vqcodec import format as vqformat
 
 from conftest import (GOLDEN, Terminal, _cli_server, make_tiny_model, on_terminal, run_cli, run_python,  # noqa: E402
-                      shared_channel_file, terminal_moments, terminal_screen)
+                      shared_channel_file, start_cli, terminal_moments, terminal_screen)
 
 COMMANDS = ["encode", "decode", "info", "codes", "pack", "models", "train", "eval", "fit-prior"]
 
@@ -3983,6 +3984,20 @@ def test_runs_forked_from_the_command_line_server_end_as_plain_processes_do(tmp_
         forked, plain = run_cli(*args, input=stdin), run_python("-m", "vqcodec", *args, input=stdin)
         assert (forked.returncode, forked.stdout, forked.stderr) == (plain.returncode, plain.stdout, plain.stderr), args
     assert forked.returncode == 1 and not (tmp_path / "out.wav").exists()
+    for args in (["encode", source, "-", "-m", tiny_model_path], ["encode", tmp_path / "nosuch.wav", "-", "-m", tiny_model_path]):
+        ended = []  # start_cli: its streams the caller's descriptors, a file and a pipe
+        for env in (None, {"A_FRESH_INTERPRETER": "1"}):  # an environment the server was not started in: a plain subprocess
+            with open(tmp_path / "stdout", "w+b") as out:
+                reader, writer = os.pipe()
+                started = start_cli(*args, stdout=out.fileno(), stderr=writer, env=env)
+                os.close(writer)
+                with open(reader, "rb") as err:
+                    errors = err.read()
+                code = started.wait(timeout=300)
+                out.seek(0)
+                ended.append((isinstance(started, subprocess.Popen), code, out.read(), errors))
+        assert [plain for plain, *_ in ended] == [False, True]
+        assert ended[0][1:] == ended[1][1:], args
 
 
 def test_a_run_after_torch_set_its_cache_folder_in_the_test_process_is_forked_from_the_server(monkeypatch):
