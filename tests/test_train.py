@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from conftest import Terminal, run_cli, terminal_screen, terminal_shown
+from conftest import Terminal, run_cli, start_cli, terminal_screen, terminal_shown
 from test_cli import assert_one_line_error
 from vqcodec import Codec, VQCodecError
 from vqcodec import format as vqformat
@@ -1682,16 +1682,18 @@ def test_a_run_whose_progress_pipe_closes_stops_with_a_checkpoint(data_dir, tmp_
     """`vqcodec train ... 2>&1 | head`: the run stopped at its next progress line with status 1 and no
     checkpoint, losing what it had trained. It now stops as SIGPIPE would, with the checkpoint saved."""
     import subprocess
-    import sys
 
     (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(CFG)))
     out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "vqcodec", "train", str(data_dir), "--out", str(out), "--config",
-                                str(tmp_path / "cfg.json"), "--no-prior", "--threads", "1", "--batch-size", "2",
-                                "--crop", str(CROP), "--max-steps", "100000", "--eval-every", "1000"],
-                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    assert process.stderr.readline().startswith(b"training run (audio)")
-    process.stderr.close()
+    reader, writer = os.pipe()
+    try:
+        process = start_cli("train", data_dir, "--out", out, "--config", tmp_path / "cfg.json", "--no-prior", "--threads",
+                            "1", "--batch-size", "2", "--crop", CROP, "--max-steps", "100000", "--eval-every", "1000",
+                            stderr=writer, stdout=subprocess.DEVNULL)
+    finally:
+        os.close(writer)
+    with open(reader, "rb") as stderr:
+        assert stderr.readline().startswith(b"training run (audio)")
     assert process.wait(timeout=120) == 128 + 13
     assert json.loads((out / "checkpoint.json").read_text())["step"] >= 1
     assert not (out / "tiny.safetensors").exists() and not (out / "run.safetensors").exists()
@@ -1701,24 +1703,21 @@ def test_a_run_whose_progress_pipe_is_closed_before_training_stops_as_sigpipe_wo
     """`vqcodec train ... 2>&1 | true`: the first line, before any step, met the closed pipe and the run
     stopped with status 1, not the 141 of a pipe closing during training; a --force run had removed the
     run it replaces first. It now stops with 141, and leaves the folder as it was."""
-    import subprocess
-    import sys
-
     (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(CFG)))
-    base = [sys.executable, "-m", "vqcodec", "train", str(data_dir), "--config", str(tmp_path / "cfg.json"),
-            "--no-prior", "--threads", "1", "--batch-size", "2", "--crop", str(CROP), "--max-steps", "2", "--name", "tiny"]
+    base = ["train", data_dir, "--config", tmp_path / "cfg.json", "--no-prior", "--threads", "1", "--batch-size", "2",
+            "--crop", CROP, "--max-steps", "2", "--name", "tiny"]
     replaced = tmp_path / "replaced"
     shutil.copytree(trained, replaced)
     before = {p.name: p.read_bytes() for p in replaced.iterdir()}
     for out, extra in ((tmp_path / "new", []), (replaced, ["--force"])):
         reader, writer = os.pipe()
         os.close(reader)
-        try:
-            process = subprocess.run([*base, "--out", str(out), *extra], stderr=writer, stdout=subprocess.PIPE,
-                                     timeout=120)
-        finally:
-            os.close(writer)
-        assert process.returncode == 128 + 13 and not process.stdout
+        with open(tmp_path / "stdout", "wb") as stdout:
+            try:
+                code = start_cli(*base, "--out", out, *extra, stderr=writer, stdout=stdout.fileno()).wait(timeout=120)
+            finally:
+                os.close(writer)
+        assert code == 128 + 13 and not (tmp_path / "stdout").read_bytes()
     assert not (tmp_path / "new").exists()
     assert {p.name: p.read_bytes() for p in replaced.iterdir()} == before
 
@@ -1727,17 +1726,19 @@ def test_a_run_whose_progress_pipe_closes_after_training_still_fits_its_prior(da
     """The pipe closing after the last progress line stopped the run at "wrote ..." with status 1: the
     model was written without the prior that follows it. What is left to say now goes nowhere."""
     import subprocess
-    import sys
 
     (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(CFG)))
     out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "vqcodec", "train", str(data_dir), "--out", str(out), "--config",
-                                str(tmp_path / "cfg.json"), "--threads", "1", "--batch-size", "2", "--crop", str(CROP),
-                                "--max-steps", "2", "--eval-every", "1000", "--name", "tiny"],
-                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    assert process.stderr.readline().startswith(b"training tiny (audio)")
-    assert process.stderr.readline().startswith(b"step 1 |")
-    process.stderr.close()
+    reader, writer = os.pipe()
+    try:
+        process = start_cli("train", data_dir, "--out", out, "--config", tmp_path / "cfg.json", "--threads", "1",
+                            "--batch-size", "2", "--crop", CROP, "--max-steps", "2", "--eval-every", "1000", "--name",
+                            "tiny", stderr=writer, stdout=subprocess.DEVNULL)
+    finally:
+        os.close(writer)
+    with open(reader, "rb") as stderr:
+        assert stderr.readline().startswith(b"training tiny (audio)")
+        assert stderr.readline().startswith(b"step 1 |")
     assert process.wait(timeout=120) == 0
     meta = json.loads((out / "tiny.json").read_text())
     assert meta["training"]["steps"] == 2 and "prior" in meta
