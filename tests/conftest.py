@@ -287,13 +287,31 @@ def start_cli(*args, stdin=None, stdout=None, stderr=None, env=None, cwd=None):
             os.close(fd)
 
 
+def run_cli_on(*args, stdin=None, stdout=None, env=None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run `python -m vqcodec ARGS` as start_cli does, on the stdin and stdout given (files, descriptors or
+    subprocess.DEVNULL), with its stderr captured (bytes; stdout None)."""
+    reader, writer = os.pipe()
+    try:
+        started = start_cli(*args, stdin=stdin, stdout=stdout, stderr=writer, env=env)
+    finally:
+        os.close(writer)
+    errors = []
+    collector = threading.Thread(target=lambda: errors.append(_read_all(reader)))
+    collector.start()
+    try:
+        code = started.wait(timeout=timeout)
+    finally:
+        collector.join()
+    return subprocess.CompletedProcess(["vqcodec", *map(str, args)], code, None, errors[0])
+
+
 def _descriptor(given, default: int) -> int:
     """A descriptor of its own for a stream start_cli was given, which it closes once the run has it."""
     if given == subprocess.DEVNULL:
         return os.open(os.devnull, os.O_RDWR)
     if given is None and default == 0:
         return _inherited_stdin()
-    return os.dup(default if given is None else given)
+    return os.dup(default if given is None else given.fileno() if hasattr(given, "fileno") else given)
 
 
 def _server_for(environment: dict) -> CliServer | None:

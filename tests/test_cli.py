@@ -28,7 +28,7 @@ import soundfile
 from vqcodec import format as vqformat
 
 from conftest import (GOLDEN, Terminal, _cli_server, make_tiny_model, on_terminal, run_cli, run_python,  # noqa: E402
-                      shared_channel_file, start_cli, terminal_moments, terminal_screen)
+                      run_cli_on, shared_channel_file, start_cli, terminal_moments, terminal_screen)
 
 COMMANDS = ["encode", "decode", "info", "codes", "pack", "models", "train", "eval", "fit-prior"]
 
@@ -3151,9 +3151,8 @@ def test_pack_refuses_stdout_on_the_codes_json_it_reads(cli, encoded, tiny_model
     manifest = tmp_path / "tokens" / "codes.json"
     before = manifest.read_bytes()
     with open(manifest, "ab") as taken:
-        result = subprocess.run([sys.executable, "-m", "vqcodec", "pack", str(tmp_path / "tokens" / "in.npy"), "-",
-                                 "-m", str(tiny_model_path)], stdin=subprocess.DEVNULL, stdout=taken,
-                                stderr=subprocess.PIPE, timeout=300)
+        result = run_cli_on("pack", tmp_path / "tokens" / "in.npy", "-", "-m", tiny_model_path,
+                            stdin=subprocess.DEVNULL, stdout=taken, timeout=300)
     assert result.returncode == 1 and result.stderr.decode() == (
         f"vqcodec: error: stdout is the input file {manifest}: redirect it to another file\n")
     assert manifest.read_bytes() == before
@@ -3518,8 +3517,7 @@ def test_stdout_on_the_input_file_is_refused_as_an_output_named_as_the_input_is(
         target = stdin or source
         before = target.read_bytes()
         with open(stdin or os.devnull, "rb") as given, open(target, stdout_mode) as taken:
-            result = subprocess.run([sys.executable, "-m", "vqcodec", *args, "-m", str(tiny_model_path)], stdin=given,
-                                    stdout=taken, stderr=subprocess.PIPE, timeout=300)
+            result = run_cli_on(*args, "-m", tiny_model_path, stdin=given, stdout=taken, timeout=300)
         named = "" if stdin else f" {source}"
         assert result.returncode == 1 and result.stderr.decode() == (
             f"vqcodec: error: stdout is the input file{named}: redirect it to another file\n"), args
@@ -3554,8 +3552,8 @@ def test_eval_refuses_stdout_on_its_input_file(encoded, tiny_model_path, tmp_pat
     audio = tmp_path / "talk.wav"
     audio.write_bytes((encoded / "in.wav").read_bytes())
     with open(audio, "ab") as taken:
-        result = subprocess.run([sys.executable, "-m", "vqcodec", "eval", str(tiny_model_path), str(audio), "-q", "1"],
-                                stdin=subprocess.DEVNULL, stdout=taken, stderr=subprocess.PIPE, timeout=300)
+        result = run_cli_on("eval", tiny_model_path, audio, "-q", "1", stdin=subprocess.DEVNULL, stdout=taken,
+                            timeout=300)
     assert result.returncode == 1 and result.stderr.decode() == (
         f"vqcodec: error: stdout is the input file {audio}: redirect it to another file\n")
     assert audio.read_bytes() == (encoded / "in.wav").read_bytes()
@@ -3574,9 +3572,8 @@ def test_eval_of_a_folder_refuses_stdout_on_a_media_file_in_it(encoded, tiny_mod
         target = folder / name
         before = target.read_bytes() if target.exists() else b""
         with open(target, mode) as taken:
-            result = subprocess.run([sys.executable, "-m", "vqcodec", "eval", str(tiny_model_path), str(folder),
-                                     "-q", "1"], stdin=subprocess.DEVNULL, stdout=taken, stderr=subprocess.PIPE,
-                                    timeout=300)
+            result = run_cli_on("eval", tiny_model_path, folder, "-q", "1", stdin=subprocess.DEVNULL, stdout=taken,
+                                timeout=300)
         assert result.returncode == status, result.stderr
         if status:
             assert result.stderr.decode() == (f"vqcodec: error: stdout is {target}, a file of the folder {folder}: "
@@ -3645,8 +3642,7 @@ def test_stdout_on_a_models_file_is_refused(encoded, tiny_model_path, tmp_path):
         target = tmp_path / name
         before = target.read_bytes()
         with open(target, "ab") as taken:
-            result = subprocess.run([sys.executable, "-m", "vqcodec", *args], stdin=subprocess.DEVNULL, stdout=taken,
-                                    stderr=subprocess.PIPE, timeout=300)
+            result = run_cli_on(*args, stdin=subprocess.DEVNULL, stdout=taken, timeout=300)
         assert result.returncode == 1 and result.stderr.decode() == (
             f"vqcodec: error: stdout is {target}, a file of a model: redirect it to another file\n"), args
         assert target.read_bytes() == before, args
@@ -3661,8 +3657,7 @@ def test_info_refuses_stdout_on_its_input_file(encoded, tmp_path):
     source.write_bytes((encoded / "out.vq").read_bytes())
     for args, stdin in ((["info", "-"], source), (["info", str(source), "--json"], None)):
         with open(stdin or os.devnull, "rb") as given, open(source, "ab") as taken:
-            result = subprocess.run([sys.executable, "-m", "vqcodec", *args], stdin=given, stdout=taken,
-                                    stderr=subprocess.PIPE, timeout=300)
+            result = run_cli_on(*args, stdin=given, stdout=taken, timeout=300)
         named = "" if stdin else f" {source}"
         assert result.returncode == 1 and result.stderr.decode() == (
             f"vqcodec: error: stdout is the input file{named}: redirect it to another file\n"), args
@@ -3677,13 +3672,12 @@ def test_models_refuses_stdout_on_a_file_of_the_model_search(tiny_model_path, tm
 
     shutil.copy(tiny_model_path, tmp_path / "mine.safetensors")
     shutil.copy(tiny_model_path.with_suffix(".json"), tmp_path / "mine.json")
-    env = {**os.environ, "VQCODEC_MODEL_PATH": str(tmp_path)}
+    env = {"VQCODEC_MODEL_PATH": str(tmp_path)}
     for name, mode in (("mine.json", "ab"), ("mine.safetensors", "ab"), ("list.json", "wb")):
         target = tmp_path / name
         before = target.read_bytes() if target.exists() else b""
         with open(target, mode) as taken:
-            result = subprocess.run([sys.executable, "-m", "vqcodec", "models", "--json"], stdin=subprocess.DEVNULL,
-                                    stdout=taken, stderr=subprocess.PIPE, env=env, timeout=300)
+            result = run_cli_on("models", "--json", stdin=subprocess.DEVNULL, stdout=taken, env=env, timeout=300)
         why = "the input file " + str(target) if name == "list.json" else f"{target}, a file of a model"
         assert result.returncode == 1 and result.stderr.decode() == (
             f"vqcodec: error: stdout is {why}: redirect it to another file\n"), name
