@@ -305,6 +305,18 @@ def run_cli_on(*args, stdin=None, stdout=None, env=None, timeout: float = 900) -
     return subprocess.CompletedProcess(["vqcodec", *map(str, args)], code, None, errors[0])
 
 
+def cli_peak_rss(*args, stdin, stdout, timeout: float = 900) -> tuple[int, int]:
+    """The exit status and peak resident memory, in bytes, of `python -m vqcodec ARGS` started as start_cli starts
+    it. A run forked from the server counts the pages it shares with the server (torch's, as a fresh interpreter
+    counts its own): compare such peaks with one another."""
+    started = start_cli(*args, stdin=stdin, stdout=stdout)
+    if isinstance(started, ForkedRun):
+        return started.wait(timeout), started.peak_rss
+    _, status, usage = os.wait4(started.pid, 0)
+    started.returncode = os.waitstatus_to_exitcode(status)
+    return started.returncode, usage.ru_maxrss * 1024
+
+
 def _descriptor(given, default: int) -> int:
     """A descriptor of its own for a stream start_cli was given, which it closes once the run has it."""
     if given == subprocess.DEVNULL:
@@ -398,17 +410,18 @@ class CliServer:
 
 
 class ForkedRun:
-    """A run forked by the command-line server, waited for as a subprocess.Popen is."""
+    """A run forked by the command-line server, waited for as a subprocess.Popen is; once it ended, `peak_rss`
+    is its peak resident memory in bytes."""
 
     def __init__(self, connection: socket.socket, pid: int, args: list[str]):
-        self.connection, self.pid, self.args, self.returncode = connection, pid, args, None
+        self.connection, self.pid, self.args, self.returncode, self.peak_rss = connection, pid, args, None, None
 
     def wait(self, timeout: float | None = None) -> int:
         """Its exit status; past `timeout` it is killed and subprocess.TimeoutExpired raised."""
         if self.returncode is None:
             try:
                 self.connection.settimeout(timeout)
-                self.returncode = struct.unpack("<q", _receive(self.connection, 8))[0]
+                self.returncode, self.peak_rss = struct.unpack("<qq", _receive(self.connection, 16))
             except (socket.timeout, ConnectionError):
                 os.kill(self.pid, signals.SIGKILL)
                 raise subprocess.TimeoutExpired(self.args, timeout) from None

@@ -28,7 +28,7 @@ import soundfile
 from vqcodec import format as vqformat
 
 from conftest import (GOLDEN, Terminal, _cli_server, make_tiny_model, on_terminal, run_cli, run_python,  # noqa: E402
-                      run_cli_on, shared_channel_file, start_cli, terminal_moments, terminal_screen)
+                      cli_peak_rss, run_cli_on, shared_channel_file, start_cli, terminal_moments, terminal_screen)
 
 COMMANDS = ["encode", "decode", "info", "codes", "pack", "models", "train", "eval", "fit-prior"]
 
@@ -54,19 +54,10 @@ def listing(folder: Path) -> set[str]:
 
 # ---------------------------------------------------------------- happy paths
 
-PEAK_RSS = """
-import resource, subprocess, sys
-with open(sys.argv[1], "rb") as stdin, open(sys.argv[2], "wb") as stdout:
-    code = subprocess.run([sys.executable, "-m", "vqcodec", *sys.argv[3:]], stdin=stdin, stdout=stdout).returncode
-print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
-"""
-
-
 def peak_rss(stdin_path: Path, stdout_path: Path, *args) -> int:
     """Peak resident memory, in bytes, of `vqcodec ARGS` reading stdin_path on stdin and writing stdout_path."""
-    result = run_python("-c", PEAK_RSS, stdin_path, stdout_path, *args)
-    assert result.returncode == 0, result.stderr.decode()
-    code, peak = map(int, result.stdout.split())
+    with open(stdin_path, "rb") as stdin, open(stdout_path, "wb") as stdout:
+        code, peak = cli_peak_rss(*args, stdin=stdin, stdout=stdout)
     assert code == 0, f"vqcodec {' '.join(map(str, args))} exited with {code}"
     return peak
 
@@ -3253,16 +3244,6 @@ def test_pack_reads_codes_a_piece_at_a_time(tmp_path, codec, tiny_model_path):
     assert grown < size, f"{grown / 1e6:.0f} MB more for {size / 1e6:.0f} MB of codes"
 
 
-PIPED_PEAK_RSS = """
-import resource, subprocess, sys
-with open(sys.argv[1], "rb") as source, open(sys.argv[2], "wb") as stdout:
-    feeder = subprocess.Popen(["cat"], stdin=source, stdout=subprocess.PIPE)
-    code = subprocess.run([sys.executable, "-m", "vqcodec", *sys.argv[3:]], stdin=feeder.stdout, stdout=stdout).returncode
-    feeder.wait()
-print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
-"""
-
-
 def test_pack_reads_a_pipe_a_piece_at_a_time(tmp_path, codec, tiny_model_path):
     """From stdin or a FIFO, pack held the .npy file's bytes whole and then the codes: 339 MB more for
     205 MB of int32 codes than for a few, now 153 MB (the int16 codes and a piece being read)."""
@@ -3271,11 +3252,12 @@ def test_pack_reads_a_pipe_a_piece_at_a_time(tmp_path, codec, tiny_model_path):
     np.save(large, np.arange(64 * 4 * 200_000, dtype=np.int32).reshape(64, 4, 200_000) % 16)
     peaks = []
     for path in (small, large):
-        result = run_python("-c", PIPED_PEAK_RSS, path, tmp_path / "piped.vq", "pack", "-", "-", "-m", tiny_model_path)
-        code, peak = map(int, result.stdout.split())
-        assert code == 0, result.stderr.decode()
+        with open(path, "rb") as source, open(tmp_path / "piped.vq", "wb") as stdout:
+            with subprocess.Popen(["cat"], stdin=source, stdout=subprocess.PIPE) as feeder:
+                code, peak = cli_peak_rss("pack", "-", "-", "-m", tiny_model_path, stdin=feeder.stdout, stdout=stdout)
+        assert code == 0
         peaks.append(peak)
-    assert run_python("-m", "vqcodec", "pack", large, tmp_path / "file.vq", "-m", tiny_model_path).returncode == 0
+    assert run_cli("pack", large, tmp_path / "file.vq", "-m", tiny_model_path).returncode == 0
     assert (tmp_path / "piped.vq").read_bytes() == (tmp_path / "file.vq").read_bytes()
     grown, size = peaks[1] - peaks[0], large.stat().st_size
     assert grown < size, f"{grown / 1e6:.0f} MB more for {size / 1e6:.0f} MB of codes"
