@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import gc
 import importlib
+import io
 import json
 import os
 import pkgutil
@@ -56,13 +57,23 @@ def become_the_run(request: dict, fds: list[int]) -> None:
     # the encoding and errors a fresh interpreter gives its streams in this environment: the server's own
     # (surrogateescape for stdout in the C locale: strict, the default of open, stopped at a name's byte 0xff)
     sys.stdin = open(0, "r", closefd=False, encoding=sys.__stdin__.encoding, errors=sys.__stdin__.errors)
-    sys.stdout = open(1, "w", closefd=False, encoding=sys.__stdout__.encoding, errors=sys.__stdout__.errors)
-    sys.stderr = open(2, "w", closefd=False, encoding=sys.__stderr__.encoding, errors=sys.__stderr__.errors, buffering=1)
+    unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
+    sys.stdout = standard_output(1, sys.__stdout__, unbuffered)
+    sys.stderr = standard_output(2, sys.__stderr__, unbuffered)
     sys.argv = [str(os.path.join(os.path.dirname(sys.modules["vqcodec"].__file__), "__main__.py")), *request["args"]]
 
     from vqcodec.cli import main
 
     os._exit(exit_status(main))
+
+
+def standard_output(fd: int, like, unbuffered: bool) -> io.TextIOWrapper:
+    """Descriptor `fd`, 1 or 2, opened as a fresh interpreter opens stdout or stderr (`like`, the server's own,
+    gives the encoding and errors): written through to the bare descriptor under PYTHONUNBUFFERED, else
+    buffered, line by line on a terminal and for stderr always."""
+    binary = open(fd, "wb", buffering=0 if unbuffered else -1, closefd=False)
+    return io.TextIOWrapper(binary, encoding=like.encoding, errors=like.errors, write_through=unbuffered,
+                            line_buffering=not unbuffered and (fd == 2 or os.isatty(fd)))
 
 
 def exit_status(main) -> int:

@@ -331,7 +331,7 @@ def _server_for(environment: dict) -> CliServer | None:
     under the same environment (but for what torch sets itself and what vqcodec reads at run time)."""
     server = _cli_server()
     if server is None or any(environment.get(k) != server.environment.get(k) for k in set(environment) | set(server.environment)
-                             if not k.startswith(("VQCODEC_", "PYTEST_")) and k not in SET_BY_TORCH):
+                             if not k.startswith(("VQCODEC_", "PYTEST_")) and k not in SET_BY_TORCH | TAKEN_BY_THE_RUN):
         return None
     return server
 
@@ -340,6 +340,8 @@ def _server_for(environment: dict) -> CliServer | None:
 # the first optimiser imports, sets its cache folder. Every run after a test that trained went to a fresh
 # interpreter, paying for importing torch again.
 SET_BY_TORCH = {"TORCHINDUCTOR_CACHE_DIR"}
+# Read by each run forked from the server as a fresh interpreter reads it (cli_server.standard_output).
+TAKEN_BY_THE_RUN = {"PYTHONUNBUFFERED"}
 
 
 def _base_environment() -> dict:

@@ -1596,29 +1596,20 @@ def test_text_commands_refuse_a_closed_stdout(encoded, tiny_model_path, monkeypa
         assert capsys.readouterr().err == "vqcodec: error: stdout is closed: redirect or pipe the output\n", args
 
 
-WRITE_TO_A_FULL_DISK = """
-import subprocess, sys
-for args in sys.argv[1:]:
-    with open("/dev/full", "wb") as full:
-        result = subprocess.run([sys.executable, "-m", "vqcodec", *args.split("|")], stdout=full,
-                                stderr=subprocess.PIPE)
-    print(result.returncode, result.stderr.decode().replace("\\n", "/"))
-"""
-
-
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
 def test_a_full_stdout_is_one_error_line(encoded, tiny_model_path):
     """`> /dev/full`: the error named no stream ("No space left on device"), and for printed text
     Python's flush at exit added 'Exception ignored ... OSError' and exit status 120. --help and
     --version named no stream either."""
-    vq, model = str(encoded / "out.vq"), str(tiny_model_path)
-    commands = [f"info|{vq}", f"info|{vq}|--json", "models", f"decode|{vq}|-|-m|{model}",
-                f"eval|{model}|{encoded / 'in.wav'}|--json", "--help", "--version", "encode|-h"]
-    result = run_python("-c", WRITE_TO_A_FULL_DISK, *commands,
-                        env={"PYTHONUNBUFFERED": "", "VQCODEC_MODEL_PATH": str(tiny_model_path.parent)})
-    assert result.returncode == 0, result.stderr.decode()
-    assert result.stdout.decode().splitlines() == \
-        ["1 vqcodec: error: cannot write stdout: No space left on device/"] * len(commands)
+    vq, model = encoded / "out.vq", tiny_model_path
+    commands = [["info", vq], ["info", vq, "--json"], ["models"], ["decode", vq, "-", "-m", model],
+                ["eval", model, encoded / "in.wav", "--json"], ["--help"], ["--version"], ["encode", "-h"]]
+    for args in commands:
+        with open("/dev/full", "wb") as full:
+            result = run_cli_on(*args, stdout=full, env={"PYTHONUNBUFFERED": "",
+                                                         "VQCODEC_MODEL_PATH": str(tiny_model_path.parent)})
+        assert (result.returncode, result.stderr.decode()) == (
+            1, "vqcodec: error: cannot write stdout: No space left on device\n"), args
 
 
 def test_stdin_redirected_from_a_regular_file_is_read_in_place_not_copied(tiny_model_path, tmp_path, monkeypatch,
@@ -3974,6 +3965,25 @@ def test_runs_forked_from_the_command_line_server_end_as_plain_processes_do(tmp_
                 ended.append((isinstance(started, subprocess.Popen), code, out.read(), errors))
         assert [plain for plain, *_ in ended] == [False, True]
         assert ended[0][1:] == ended[1][1:], args
+
+
+STREAMS_BUFFERING = """
+import sys
+print(sys.stdout.write_through, sys.stdout.line_buffering, sys.stderr.write_through, sys.stderr.line_buffering)
+"""
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_a_run_forked_from_the_server_buffers_stdout_and_stderr_as_pythonunbuffered_says(unbuffered):
+    """A fresh interpreter writes its stdout and stderr through at once under PYTHONUNBUFFERED (set on some
+    machines) and buffers them otherwise; the server's runs buffered them whatever it said, so a run that had it
+    cleared (a full stdout's error, met at the flush at exit) went to a fresh interpreter."""
+    from cli_server import standard_output
+
+    fresh = run_python("-c", STREAMS_BUFFERING, env={"PYTHONUNBUFFERED": unbuffered}, text=True)
+    stdout, stderr = (standard_output(fd, like, bool(unbuffered)) for fd, like in ((1, sys.stdout), (2, sys.stderr)))
+    forked = [stdout.write_through, stdout.line_buffering, stderr.write_through, stderr.line_buffering]
+    assert fresh.stdout.split() == [str(value) for value in forked]
 
 
 def test_a_run_after_torch_set_its_cache_folder_in_the_test_process_is_forked_from_the_server(monkeypatch):
