@@ -3986,6 +3986,27 @@ def test_a_run_forked_from_the_server_buffers_stdout_and_stderr_as_pythonunbuffe
     assert fresh.stdout.split() == [str(value) for value in forked]
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+def test_a_forked_run_whose_stdout_cannot_be_written_at_its_end_ends_with_120_as_python_does(monkeypatch):
+    """The server's end of a run caught a closed pipe alone at the last flush of stdout: a full disk's error went
+    on up through the forked child into the server's loop, which it then ran."""
+    import cli_server
+
+    with open("/dev/full", "wb") as full:
+        fresh = subprocess.run([sys.executable, "-c", "print('x')"], stdout=full, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "PYTHONUNBUFFERED": ""})  # buffered: written at the end
+    monkeypatch.setattr(cli_server.atexit, "_run_exitfuncs", lambda: None)  # this process's own, pytest's
+    stdout = open("/dev/full", "w")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    try:
+        assert cli_server.exit_status(lambda: print("x")) == fresh.returncode == 120
+    finally:
+        try:
+            stdout.close()
+        except OSError:
+            pass
+
+
 def test_a_run_after_torch_set_its_cache_folder_in_the_test_process_is_forked_from_the_server(monkeypatch):
     """torch._dynamo, imported by the first optimiser of a test that trains, sets TORCHINDUCTOR_CACHE_DIR in
     the test process: every run_cli after it, whatever the test, went to a fresh interpreter."""
