@@ -863,13 +863,13 @@ def test_a_folder_run_leaves_out_the_files_its_stdout_and_stderr_go_to(two_recor
     them for recordings of the folder (each skipped as empty, the run's status 1, its own log read as media):
     the files a run's stdout and stderr go to are its output, not its input, and are left out of the walk."""
     import subprocess
-    import sys
+
+    from conftest import start_cli
 
     out = tmp_path / "out"
     with open(two_recordings / "log.wav", "wb") as log, open(two_recordings / "errors.wav", "wb") as errors:
-        result = subprocess.run([sys.executable, "-m", "vqcodec", "encode", two_recordings, out, "-q", "1",
-                                 "-m", tiny_model_path], stdin=subprocess.DEVNULL, stdout=log, stderr=errors,
-                                timeout=300)
+        code = start_cli("encode", two_recordings, out, "-q", "1", "-m", tiny_model_path, stdin=subprocess.DEVNULL,
+                         stdout=log, stderr=errors).wait(timeout=300)
     said = (two_recordings / "errors.wav").read_text()
-    assert result.returncode == 0 and "encoded 2 files" in said and "Traceback" not in said, said
+    assert code == 0 and "encoded 2 files" in said and "Traceback" not in said, said
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.vq")) == ["a.vq", "sub/b.vq"]
