@@ -271,7 +271,7 @@ def run_cli(*args, input: bytes | None = None, env: dict | None = None, cwd=None
 
 
 def start_cli(*args, stdin=None, stdout=None, stderr=None, env=None, cwd=None):
-    """Start `python -m vqcodec ARGS` as run_cli runs it, its streams the file descriptors given (ints, or
+    """Start `python -m vqcodec ARGS` as run_cli runs it, its streams those given (files, descriptors or
     subprocess.DEVNULL; None: this process's own), and return it unwaited: `.wait(timeout)` gives its status,
     as subprocess.Popen's does (a Popen where run_cli would take a plain subprocess)."""
     environment = _base_environment() | (env or {})
@@ -328,7 +328,8 @@ def _descriptor(given, default: int) -> int:
 
 def _server_for(environment: dict) -> CliServer | None:
     """The command-line server, where a run in `environment` may be forked from it: torch was imported there
-    under the same environment (but for what torch sets itself and what vqcodec reads at run time)."""
+    under the same environment (but for what torch sets itself, what vqcodec reads at run time and what the
+    run takes up itself: TAKEN_BY_THE_RUN)."""
     server = _cli_server()
     if server is None or any(environment.get(k) != server.environment.get(k) for k in set(environment) | set(server.environment)
                              if not k.startswith(("VQCODEC_", "PYTEST_")) and k not in SET_BY_TORCH | TAKEN_BY_THE_RUN):
