@@ -4191,6 +4191,24 @@ def test_a_folder_of_another_models_files_names_the_model_that_decodes_each(
     assert all((tmp_path / path).exists() for path in ("decoded/b.wav", "recoded/b.vq", "codes/b.npy"))
 
 
+def test_a_folder_run_asks_the_codec_whether_its_model_decodes_a_file(tiny_model_path, codec, other_codec, signal,
+                                                                       monkeypatch):
+    """With -m, a folder's file of another model was told by the command line's own copy of Codec._check_file_model's
+    model-id test: it now asks the codec (Codec.decodes_files_of), the one place of the rule that refuses the file."""
+    from vqcodec import cli as cli_module
+    from vqcodec.codec import Codec
+
+    assert codec.decodes_files_of(codec.model_id) and not codec.decodes_files_of(other_codec.model_id)
+    tuned = Codec(codec.model, {**codec.meta, "decodes": [other_codec.model_id.hex()]}, {})
+    assert tuned.decodes_files_of(other_codec.model_id)
+    data = codec.encode_audio(signal(1, 1600, 16000), 16000, 2)
+    for decodes, looked_up in ((True, False), (False, True)):
+        monkeypatch.setattr(Codec, "decodes_files_of", lambda self, model_id: decodes)
+        codecs = {}
+        cli_module._refuse_another_models_file(codec, str(tiny_model_path), data, codecs)
+        assert any(key[0] == "refusal" for key in codecs) == looked_up  # the model that decodes it was looked for
+
+
 @pytest.mark.parametrize("value, refused", [("abc", True), ("0", True), ("-1", True), ("", False), ("4,2", False)])
 def test_omp_num_threads_that_names_no_thread_count_is_refused_or_empty_taken_as_unset(encoded, tiny_model_path,
                                                                                        tmp_path, value, refused):

@@ -791,7 +791,7 @@ def _refuse_another_models_file(codec, model: str, data: bytes, codecs: dict) ->
         header = vqformat.parse_header(data)
     except VQCodecError:
         return  # the codec refuses it
-    if header.model_id == codec.model_id or header.model_id in codec.decodes:
+    if codec.decodes_files_of(header.model_id):
         return
     key = ("refusal", header.model_id, header.coded_prior_id)
     if key not in codecs:

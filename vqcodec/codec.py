@@ -1619,8 +1619,13 @@ class Codec:
         self._check_file_model(header)
         self._check_chunks(header, self._chunk_layout(header)[0])
 
+    def decodes_files_of(self, model_id: bytes) -> bool:
+        """Whether this model decodes the files of the model of `model_id` (a header's 8 bytes): its own, or those
+        of a model it lists under "decodes" (it is a decoder-only fine-tune of that one)."""
+        return model_id == self.model_id or model_id in self.decodes
+
     def _check_file_model(self, header: vqformat.Header) -> None:
-        if header.model_id != self.model_id and header.model_id not in self.decodes:
+        if not self.decodes_files_of(header.model_id):
             raise VQCodecError(f"file was written by model {header.model_id.hex()}, not {self.name} "
                                f"({self.model_id.hex()}); "
                                + setting("pass the matching --model", "decode it with a Codec of the model that wrote it")
