@@ -32,7 +32,7 @@ import torch
 from vqcodec import Codec, entropy
 from vqcodec import format as vqformat
 from vqcodec.config import AudioConfig
-from vqcodec.modelfile import save_model
+from vqcodec.modelfile import compute_model_id, read_model_files, save_model, write_model_files
 from vqcodec.models import VQVAE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -76,6 +76,16 @@ def make_tiny_model(folder: Path, name: str, seed: int, **overrides) -> Path:
     model = VQVAE(cfg).eval()
     folder.mkdir(parents=True, exist_ok=True)
     return save_model(model, folder / f"{name}.safetensors")
+
+
+def overflowing_model(source: Path, out: Path, network: str) -> Path:
+    """A copy of the model at `source` at `out` whose `network` ("encoder" or "decoder") has weights of absurd size,
+    finite (1e30, which loading takes), under its own id; without the source's prior, whose id names the source's."""
+    meta, tensors = read_model_files(source)
+    tensors = {name: tensor.float() * 1e30 if name.startswith(f"{network}.") and name.endswith("weight") else tensor
+               for name, tensor in tensors.items() if not name.startswith("prior.")}
+    meta = {key: value for key, value in meta.items() if key != "prior"}
+    return write_model_files(out, {**meta, "model_id": compute_model_id(meta["config"], tensors)}, tensors)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -26,7 +26,7 @@ from vqcodec.config import AudioConfig
 from vqcodec.modelfile import save_model
 from vqcodec.models import VQVAE
 
-from conftest import shared_channel_file, traced_peak
+from conftest import overflowing_model, shared_channel_file, traced_peak
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # VQCODEC_TEST_SPEECH_MODEL=path/to/model.safetensors checks another model file (e.g. a checkpoint) instead.
@@ -1086,13 +1086,7 @@ def test_a_model_whose_finite_weights_overflow_is_refused_at_decoding_not_writte
     """Weights of absurd size, finite (1e30), load (only NaN and infinite ones are refused), and the decoder's
     output overflowed to NaN: written as a WAV file of NaN samples without a word. The decoder's output is
     checked, and such a model refused, naming it; nothing is written."""
-    from vqcodec.modelfile import compute_model_id, read_model_files, write_model_files
-
-    meta, tensors = read_model_files(tiny_model_path)
-    tensors = {name: tensor.float() * 1e30 if name.startswith("decoder.") and name.endswith("weight") else tensor
-               for name, tensor in tensors.items()}
-    huge = Codec.load(str(write_model_files(tmp_path / "huge.safetensors",
-                                            {**meta, "model_id": compute_model_id(meta["config"], tensors)}, tensors)))
+    huge = Codec.load(str(overflowing_model(tiny_model_path, tmp_path / "huge.safetensors", "decoder")))
     data = huge.encode_audio(np.zeros((1, 800), np.float32), 16000, 2)  # the encoder's weights are the model's
     refused = "^model huge decodes to NaN or infinite values: its weights are damaged "
     for call in (lambda: huge.codes_to_audio(np.zeros((1, 2, 10), np.int16)), lambda: huge.decode_audio(data),
@@ -1100,6 +1094,41 @@ def test_a_model_whose_finite_weights_overflow_is_refused_at_decoding_not_writte
         with pytest.raises(VQCodecError, match=refused):
             call()
     assert not (tmp_path / "out.wav").exists()
+
+
+def test_a_model_whose_finite_weights_overflow_its_encoder_is_refused_at_encoding(cli, tiny_model_path, signal,
+                                                                                  tmp_path):
+    """As at decoding: weights of absurd size (finite, 1e30) overflowed the encoder's latents to NaN or infinity, and
+    the quantiser's nearest code of each was code 0: a .vq file or codes of nothing, written without a word. The
+    latents are checked and such a model refused, naming it; nothing is written, by the API or the command line."""
+    path = overflowing_model(tiny_model_path, tmp_path / "huge.safetensors", "encoder")
+    huge, audio = Codec.load(str(path)), signal(1, 1600, 16000)
+    soundfile.write(tmp_path / "in.wav", audio.T, 16000)
+    refused = "model huge encodes to NaN or infinite values: its weights are damaged (values far beyond those of a " \
+              "trained model)"
+    for call in (lambda: huge.encode_audio(audio, 16000, 2), lambda: huge.encode_audio(audio, 16000, 4, max_kbps=9),
+                 lambda: huge.audio_to_codes(audio, 2), lambda: huge.media_to_codes(tmp_path / "in.wav", 2),
+                 lambda: huge.encode_audio_file(tmp_path / "in.wav", 2)):
+        with pytest.raises(VQCodecError, match=f"^{re.escape(refused)}$"):
+            call()
+    for command, out in (("encode", "out.vq"), ("codes", "out.npy")):
+        result = cli(command, tmp_path / "in.wav", tmp_path / out, "-m", path, "-q", "2")
+        assert (result.returncode, result.stderr.decode()) == (1, f"vqcodec: error: {refused}\n")
+        assert not (tmp_path / out).exists()
+
+
+def test_audio_far_beyond_full_scale_that_overflows_the_encoder_is_refused(codec):
+    """Float samples of 1e30 (which read, where NaN and infinite ones are refused) overflowed a sane model's latents,
+    and were coded as code 0 throughout; they are refused with what they reach as coded (after the level gain, at
+    most 256, that encode_audio gives), the weights named only as the other cause."""
+    loud = np.full((1, 1600), 1e30, np.float32)
+    loud[:, ::2] = -1e30
+    for call, reached in ((lambda: codec.audio_to_codes(loud, 2), "1e+30"),
+                          (lambda: codec.encode_audio(loud, 16000, 2), "3.91e+27")):
+        with pytest.raises(VQCodecError, match=f"^model tiny encodes this audio to NaN or infinite values: its samples "
+                                               f"reach {re.escape(reached)} as coded, beyond the \\+-1.0 the codec is "
+                                               "made for \\(or the model's weights are damaged\\): scale it down$"):
+            call()
 
 
 @pytest.mark.parametrize("change, message", [

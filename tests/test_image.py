@@ -39,7 +39,7 @@ from vqcodec.io import (IMAGE_MODES, MAX_PIXELS, image_to_planes, in_srgb, is_im
 from vqcodec.modelfile import save_model  # noqa: E402
 from vqcodec.models import VQVAE  # noqa: E402
 
-from conftest import run_cli, run_python, traced_peak  # noqa: E402
+from conftest import GOLDEN, overflowing_model, run_cli, run_python, traced_peak  # noqa: E402
 
 # PSNR (RGB, dB) the shipped `image` model must reach at -q 8 on each test photo (Kodak kodim23
 # and kodim15), set 0.3 dB under what the model measures so that a weaker release fails: one
@@ -382,16 +382,29 @@ def test_codes_of_the_other_kind_of_media_are_refused(golden_image_codec, golden
 def test_an_image_model_whose_finite_weights_overflow_is_refused_at_decoding(tmp_path):
     """As for audio: weights of absurd size (finite, 1e30) overflowed the decoder to NaN, which became black
     pixels (or whatever a NaN cast to a byte gives) without a word."""
-    from vqcodec.modelfile import compute_model_id, read_model_files, write_model_files
-
-    meta, tensors = read_model_files(REPO / "tests" / "data" / "golden" / "golden_image.safetensors")
-    tensors = {name: tensor.float() * 1e30 if name.startswith("decoder.") and name.endswith("weight") else tensor
-               for name, tensor in tensors.items() if not name.startswith("prior.")}
-    huge = Codec.load(str(write_model_files(tmp_path / "huge.safetensors",
-                                            {key: value for key, value in meta.items() if key != "prior"}
-                                            | {"model_id": compute_model_id(meta["config"], tensors)}, tensors)))
+    huge = Codec.load(str(overflowing_model(GOLDEN / "golden_image.safetensors", tmp_path / "huge.safetensors",
+                                            "decoder")))
     with pytest.raises(VQCodecError, match="^model huge decodes to NaN or infinite values: its weights are damaged "):
         huge.codes_to_image(np.zeros((2, 2, 3), np.int16))
+
+
+def test_an_image_model_whose_finite_weights_overflow_its_encoder_is_refused_at_encoding(cli, tmp_path):
+    """As for audio: weights of absurd size (finite, 1e30) overflowed the encoder's latents, each of which the
+    quantiser gave code 0: a .vq file or codes of a grey picture, written without a word."""
+    path = overflowing_model(GOLDEN / "golden_image.safetensors", tmp_path / "huge.safetensors", "encoder")
+    huge = Codec.load(str(path))
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 24, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "in.png")
+    refused = "model huge encodes to NaN or infinite values: its weights are damaged (values far beyond those of a " \
+              "trained model)"
+    for call in (lambda: huge.encode_image(rgb, 2), lambda: huge.encode_image(rgb, 3, max_bpp=8),
+                 lambda: huge.image_to_codes(rgb, 2), lambda: huge.media_to_codes(tmp_path / "in.png", 2)):
+        with pytest.raises(VQCodecError, match=f"^{re.escape(refused)}$"):
+            call()
+    for command, out in (("encode", "out.vq"), ("codes", "out.npy")):
+        result = cli(command, tmp_path / "in.png", tmp_path / out, "-m", path, "-q", "2")
+        assert (result.returncode, result.stderr.decode()) == (1, f"vqcodec: error: {refused}\n")
+        assert not (tmp_path / out).exists()
 
 
 def test_tiling_is_seamless_with_per_cell_depth(golden_image_codec, monkeypatch):

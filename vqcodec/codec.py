@@ -1176,10 +1176,25 @@ class Codec:
         """The encoder's latents of one block or tile. During a rate search every try codes the same
         input, so each block's are computed once and kept (about 50 MB an hour of mono speech)."""
         if self._rate_search is None:
-            return self.model.encoder(x)
+            return self._encoded(x)
         if block not in self._rate_search.latents:
-            self._rate_search.latents[block] = self.model.encoder(x)
+            self._rate_search.latents[block] = self._encoded(x)
         return self._rate_search.latents[block]
+
+    def _encoded(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's latents of `x`, refused where the squared length of one is NaN or infinite: the quantiser's
+        distances then are too, and its nearest code is garbage (mostly code 0). Weights of absurd size (finite, such
+        as 1e30, which loading takes) overflow so, and with sane ones audio far beyond full scale (samples of 1e30)."""
+        latents = self.model.encoder(x)
+        if torch.isfinite(latents.square().sum(1)).all():
+            return latents
+        peak = float(x.abs().amax())
+        if peak > 1.0:  # only audio beyond full scale: pixels are 0 to 1
+            raise VQCodecError(f"model {self.name} encodes this audio to NaN or infinite values: its samples reach "
+                               f"{peak:.3g} as coded, beyond the +-1.0 the codec is made for (or the model's weights "
+                               "are damaged): scale it down")
+        raise VQCodecError(f"model {self.name} encodes to NaN or infinite values: its weights are damaged "
+                           "(values far beyond those of a trained model)")
 
     # ------------------------------------------------------------ audio: codes
 
