@@ -906,6 +906,34 @@ def test_a_model_whose_weights_do_not_make_its_recorded_codes_id_is_refused(tiny
     assert Codec.load(str(tmp_path / "m")).decodes == {bytes.fromhex(lineage["decodes"][0])}
 
 
+def test_a_model_that_lists_models_it_decodes_without_a_codes_id_is_refused(cli, tiny_model_path, other_model_path,
+                                                                              other_codec, signal, tmp_path):
+    """A NAME.json with "decodes" but no "codes_id" (edited by hand, or written by train --max-steps 0 before it wrote
+    one) was trusted as it stood: nothing checked that its encoder and codebooks are those of the models it lists, and
+    it took their files and decoded them to noise. It is refused when loaded and left out of `models`, as any model
+    whose record does not check out; an empty "decodes" claims nothing and loads."""
+    from vqcodec import Codec, VQCodecError
+
+    meta = json.loads(tiny_model_path.with_suffix(".json").read_text())
+    shutil.copy(tiny_model_path, tmp_path / "m.safetensors")
+    other_id = json.loads(other_model_path.with_suffix(".json").read_text())["model_id"]
+    (tmp_path / "m.json").write_text(json.dumps({**meta, "decodes": [other_id]}))
+    problem = (f"model {tmp_path / 'm.safetensors'} has \"decodes\" without \"codes_id\", which checks its encoder and "
+               "codebooks against the models it lists (edited by hand, or written by an older train --max-steps 0): "
+               "remove \"decodes\" to decode its own files only, or make it again from the model it was made from")
+    with pytest.raises(VQCodecError) as refused:
+        Codec.load(str(tmp_path / "m"))
+    assert str(refused.value) == problem
+    (tmp_path / "other.vq").write_bytes(other_codec.encode_audio(signal(1, 1600, 16000), 16000, 2))
+    result = cli("decode", tmp_path / "other.vq", tmp_path / "out.wav", "-m", tmp_path / "m.safetensors")
+    assert (result.returncode, result.stderr.decode()) == (1, f"vqcodec: error: {problem}\n")
+    assert not (tmp_path / "out.wav").exists()
+    result = cli("models", env={"VQCODEC_MODEL_PATH": str(tmp_path)})
+    assert (result.returncode, result.stderr.decode()) == (0, f"vqcodec: warning: {problem}; not listed\n")
+    (tmp_path / "m.json").write_text(json.dumps({**meta, "decodes": []}))
+    assert Codec.load(str(tmp_path / "m")).decodes == set()
+
+
 def test_models_warns_of_a_broken_model_and_lists_the_others(cli, tiny_model_path, encoded, tmp_path, monkeypatch):
     """A model JSON that cannot be used (not JSON, a bad config, "decodes" or "training") is one warning line for
     `models` and one error line when loaded, never a traceback; the good models are still found."""
@@ -3184,7 +3212,7 @@ def test_pack_takes_codes_a_manifest_lists_with_a_model_of_the_same_codes(cli, t
 
     import torch
     from vqcodec.codec import Codec
-    from vqcodec.modelfile import save_model
+    from vqcodec.modelfile import CODE_TENSORS, compute_codes_id, read_model_files, save_model
 
     from make_golden import golden_audio
 
@@ -3194,7 +3222,9 @@ def test_pack_takes_codes_a_manifest_lists_with_a_model_of_the_same_codes(cli, t
     with torch.no_grad():
         next(model.decoder.parameters()).add_(0.5)  # another decoder: another model id, the same codes
     (tmp_path / "models").mkdir()
-    tuned = save_model(model, tmp_path / "models" / "tuned.safetensors", extra={"decodes": [codec.model_id.hex()]})
+    codes_id = compute_codes_id(codec.meta["config"], read_model_files(start)[1])  # the same encoder and codebooks
+    tuned = save_model(model, tmp_path / "models" / "tuned.safetensors",
+                       extra={"codes_id": codes_id, "decodes": [codec.model_id.hex()]}, exact=CODE_TENSORS)
     (tmp_path / "sound").mkdir()
     soundfile.write(tmp_path / "sound" / "in.wav", golden_audio(41, seconds=0.5).T[:, :1], 16000)
     for model_path, out in ((start, "tokens"), (tuned, "tuned_tokens")):

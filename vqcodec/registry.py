@@ -232,6 +232,10 @@ def meta_problem(meta: dict) -> str | None:
         return f"a bad \"decodes\" ({decodes!r}: not a list of model ids)"
     if "codes_id" in meta and not _is_model_id(meta["codes_id"]):
         return f"a bad \"codes_id\" ({meta['codes_id']!r:.60}: not 16 hex digits)"
+    if decodes and "codes_id" not in meta:  # nothing would check "decodes" against the weights (read_model_files)
+        return ("\"decodes\" without \"codes_id\", which checks its encoder and codebooks against the models it lists "
+                "(edited by hand, or written by an older train --max-steps 0): remove \"decodes\" to decode its own "
+                "files only, or make it again from the model it was made from")
     training = meta.get("training", {})
     if training is not None and not isinstance(training, dict):
         return f"a bad \"training\" ({training!r:.60}: not a record)"
