@@ -1117,6 +1117,22 @@ def test_a_model_whose_finite_weights_overflow_its_encoder_is_refused_at_encodin
         assert not (tmp_path / out).exists()
 
 
+def test_a_model_whose_finite_codebooks_overflow_the_code_search_is_refused_when_it_loads(tiny_model_path, tmp_path):
+    """Codebooks of absurd size (finite, 1e30) made every distance of the code search infinite: every latent got code
+    0, written without a word, and decoded to samples of 1e28. A codebook with a code whose squared length is
+    infinite in float32 is refused when the model loads, as NaN and infinite weights are."""
+    from vqcodec.modelfile import compute_model_id, read_model_files, write_model_files
+
+    meta, tensors = read_model_files(tiny_model_path)
+    tensors = {name: tensor.float() * 1e30 if name.endswith(".codebook") else tensor
+               for name, tensor in tensors.items()}
+    meta = {**meta, "model_id": compute_model_id(meta["config"], tensors)}
+    path = write_model_files(tmp_path / "huge.safetensors", meta, tensors)
+    with pytest.raises(VQCodecError, match="^model weights are damaged: quantizer.layers.0.codebook holds codes whose "
+                                           "squared length is infinite in float32 "):
+        Codec.load(str(path))
+
+
 def test_audio_far_beyond_full_scale_that_overflows_the_encoder_is_refused(codec):
     """Float samples of 1e30 (which read, where NaN and infinite ones are refused) overflowed a sane model's latents,
     and were coded as code 0 throughout; they are refused with what they reach as coded (after the level gain, at

@@ -268,6 +268,10 @@ def build_model(meta: dict, tensors: dict[str, torch.Tensor]) -> VQVAE:
                                f"not {_tensor_form(want)})")
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise VQCodecError(f"model weights are damaged: {name} holds NaN or infinite values")
+        # the quantiser's distances add each code's squared length: one that overflows makes every distance infinite
+        if name.endswith(".codebook") and not torch.isfinite(tensor.float().square().sum(1)).all():
+            raise VQCodecError(f"model weights are damaged: {name} holds codes whose squared length is infinite in "
+                               "float32 (values far beyond those of a trained model)")
     missing = [k for k in expected if k not in network and not k.endswith(_TRAINING_BUFFERS)]
     unexpected = [k for k in network if k not in expected]
     if missing or unexpected:
