@@ -1027,6 +1027,23 @@ def test_codes_of_another_model_of_the_same_kind_are_refused(codec, other_codec,
     assert tuned.codes_to_audio(made).shape == (1, 800)
 
 
+def test_codes_pickled_by_an_earlier_release_load_as_codes_of_no_model():
+    """Before codes carried their model, a pickle of them held ndarray's own state alone, which the new state's
+    reading refused, 'too many values to unpack': they load as codes that name no model, as they did then."""
+    from vqcodec.codekind import KindedCodes, kinded
+
+    class EarlierPickler(pickle.Pickler):
+        def reducer_override(self, obj):
+            return np.ndarray.__reduce__(obj) if type(obj) is KindedCodes else NotImplemented
+
+    codes = kinded(np.arange(6, dtype=np.int16).reshape(1, 2, 3), "audio", bytes(range(8)))
+    stream = io.BytesIO()
+    EarlierPickler(stream).dump(codes)
+    loaded = pickle.loads(stream.getvalue())
+    assert type(loaded) is KindedCodes and (loaded.kind, loaded.model_id) == (None, None)
+    assert np.array_equal(loaded, codes)
+
+
 def test_a_file_of_a_retired_model_given_another_model_says_where_its_model_is(codec, signal, craft):
     data = craft.with_header(codec.encode_audio(signal(1, 1000, 16000), 16000, 4), coding=0,
                              model_id=bytes.fromhex("64bef28acfd5aa33"))  # models/retired.json: a speech16k

@@ -31,6 +31,9 @@ class KindedCodes(np.ndarray):
         return rebuild, arguments, (state, self.kind, self.model_id)
 
     def __setstate__(self, state) -> None:
+        if len(state) != 3:  # ndarray's own state (4 or 5 items), as releases before model_id pickled them
+            super().__setstate__(state)
+            return
         array_state, self.kind, self.model_id = state
         super().__setstate__(array_state)
 
