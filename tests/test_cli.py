@@ -3142,12 +3142,14 @@ def test_a_quoted_name_that_is_not_utf8_is_shown_as_a_shell_takes_it_back(cli, t
     assert b"the model name $'a\\xffb' is not a plain file name" in result.stderr, result.stderr
     with pytest.raises(VQCodecError, match=re.escape("model name 'a\\udcffb' is not a plain file name")):
         check_model_name(os.fsdecode(b"a\xffb"))
-    name = os.fsdecode(b"it's \\ \xff\n\x01")
-    with command_line_wording():
-        quoted = shown(name)
-    assert shown(name) == repr(name)
-    echoed = subprocess.run(["bash", "-c", f"printf %s {quoted}"], stdout=subprocess.PIPE, check=True).stdout
-    assert echoed == os.fsencode(name), quoted
+    # a character beyond ASCII that cannot be printed (U+00A0, U+0085, U+00AD) was escaped \xa0, which bash reads
+    # as byte 0xa0, not as the character's UTF-8 bytes
+    for name in (os.fsdecode(b"it's \\ \xff\n\x01"), "a\u00a0b\u0085\u00ad\u200b" + os.fsdecode(b"\xfe")):
+        with command_line_wording():
+            quoted = shown(name)
+        assert shown(name) == repr(name)
+        echoed = subprocess.run(["bash", "-c", f"printf %s {quoted}"], stdout=subprocess.PIPE, check=True).stdout
+        assert echoed == os.fsencode(name), quoted
 
 
 def test_pack_refuses_stdout_on_the_codes_json_it_reads(cli, encoded, tiny_model_path, tmp_path):

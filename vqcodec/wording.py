@@ -42,13 +42,17 @@ def shown(value) -> str:
 
 def shell_quoted(text: str) -> str:
     """`text` in the shell's ANSI-C quotes (bash, zsh, ksh): $'a\\xffb' for a name holding byte 0xff, which Python
-    holds as the lone surrogate U+DCFF; a quote, a backslash and a character that cannot be printed escaped."""
+    holds as the lone surrogate U+DCFF; a quote, a backslash and a character that cannot be printed escaped (one
+    beyond ASCII as the bytes of the name: the shell reads \\xa0 as byte 0xa0, where U+00A0 is c2 a0)."""
     def escaped(char: str) -> str:
-        if "\udc80" <= char <= "\udcff":
-            return f"\\x{ord(char) - 0xdc00:02x}"
         if char in "\\'":
             return "\\" + char
-        return char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        if char.isprintable():
+            return char
+        if char >= "\x80":
+            with contextlib.suppress(UnicodeEncodeError):  # a lone surrogate that stands for no byte is not one
+                return "".join(f"\\x{byte:02x}" for byte in os.fsencode(char))
+        return char.encode("unicode_escape").decode("ascii")  # \n, \x01
 
     return "$'" + "".join(escaped(char) for char in text) + "'"
 
