@@ -3023,7 +3023,7 @@ def test_codes_json_names_a_file_whose_name_is_not_utf8_in_valid_unicode_and_its
     """codes.json wrote a name holding byte 0xff (Linux takes any bytes but / and NUL) as the lone surrogate "\\udcff",
     which JSON readers other than Python's refuse as invalid Unicode: "file" and "codes" now show such a byte as
     U+FFFD, and "file_hex" and "codes_hex" give the name's bytes exactly, which pack reads back to find the entry
-    that lists the codes; a skipped file's name and reason alike, of media and of .vq files."""
+    that lists the codes; a skipped file's name and reason alike ("reason_hex"), of media and of .vq files."""
     from vqcodec.tokens import listing_manifest
 
     golden = Path(__file__).resolve().parent / "data" / "golden"
@@ -3045,6 +3045,8 @@ def test_codes_json_names_a_file_whose_name_is_not_utf8_in_valid_unicode_and_its
             shown, exact = name.replace("\xff", "\ufffd"), name.encode("latin-1")
             assert (listed[key], bytes.fromhex(listed[key + "_hex"])) == (shown, exact), (folder, key)
         assert "bad\ufffd" in skipped["reason"] or folder == "vqs"  # a .vq file's reason does not name it
+        # the reason given exactly too, as eval --json gives it (it was given with U+FFFD alone)
+        assert folder == "vqs" or b"bad\xff" in bytes.fromhex(skipped["reason_hex"])
         codes = tmp_path / tokens / os.fsdecode(b"\xfftalk.npy")
         assert listing_manifest(codes) == (tmp_path / tokens / "codes.json", manifest, entry)
         result = cli("pack", codes, tmp_path / "out.vq", "-m", golden / "golden_image.safetensors")

@@ -167,7 +167,7 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
                     write_file(output, lambda stream: save_codes(stream, codes), replace)
             except (VQCodecError, OSError) as exc:
                 reason = str(exc) if isinstance(exc, VQCodecError) else f"cannot write {output} ({reason_of(exc)})"
-                skipped.append({**name_fields("file", Path(path).relative_to(folder)), "reason": valid_text(reason)})
+                skipped.append({**name_fields("file", Path(path).relative_to(folder)), **name_fields("reason", reason)})
                 continue
             entries.append({**name_fields("file", Path(path).relative_to(folder)),
                             **name_fields("codes", output.relative_to(out)), "shape": list(codes.shape), **restore,
@@ -353,7 +353,7 @@ def write_vq_manifest(folder: Path, out: Path, entries: list[dict], skipped: lis
               **name_fields("codes", Path(entry["codes"]).relative_to(out)),
               **{key: value for key, value in entry.items() if key not in ("file", "codes", "file_hex", "codes_hex")}} for entry in entries]
     manifest = {"axes": {"audio": ["channel", "level", "frame"], "image": ["level", "row", "col"]}, "files": files,
-                "skipped": [{**name_fields("file", Path(path).relative_to(folder)), "reason": valid_text(reason)}
+                "skipped": [{**name_fields("file", Path(path).relative_to(folder)), **name_fields("reason", reason)}
                             for path, reason in skipped],
                 **({"stopped": True} if stopped else {})}
     out.mkdir(parents=True, exist_ok=True)
