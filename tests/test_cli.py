@@ -3057,19 +3057,23 @@ def test_codes_json_names_a_file_whose_name_is_not_utf8_in_valid_unicode_and_its
 def test_a_file_name_that_is_not_utf8_is_written_to_stderr_with_its_own_bytes(cli, tiny_model_path, tmp_path):
     """A name holding byte 0xff (Linux takes any bytes but / and NUL; Python holds the byte as the lone surrogate
     U+DCFF) was written to stderr as the six characters \\udcff (Python's backslashreplace), a name no shell finds:
-    an error line, a skipping line and a folder's error line now write the byte itself, as ls writes it to a pipe,
-    and a run forked from the tests' server writes what a fresh `python -m vqcodec` writes."""
+    an error line, a skipping line (codes': not U+FFFD, as its codes.json shows the name) and a folder's error line
+    now write the byte itself, as ls writes it to a pipe, and a run forked from the tests' server writes what a
+    fresh `python -m vqcodec` writes."""
     missing = tmp_path / os.fsdecode(b"no\xffsuch.wav")
     (tmp_path / "in").mkdir()
     bad = tmp_path / "in" / os.fsdecode(b"bad\xff.wav")
     bad.write_bytes(b"not audio")
     out = tmp_path / os.fsdecode(b"out\xff")
-    for args, names in ((["encode", missing, tmp_path / "out.vq", "-m", tiny_model_path], [missing]),
+    # codes of a folder printed its skipping lines from its codes.json, whose names hold U+FFFD for the byte
+    for args, names in ((["codes", tmp_path / "in", tmp_path / "tokens", "-m", tiny_model_path, "-q", "1"], [bad]),
+                        (["encode", missing, tmp_path / "out.vq", "-m", tiny_model_path], [missing]),
                         (["encode", tmp_path / "in", out, "-m", tiny_model_path, "-q", "1"], [bad, out])):
         result = cli(*args)
         assert result.returncode == 1 and not result.stdout
         assert b"\\u" not in result.stderr.lower() and all(os.fsencode(name) in result.stderr for name in names), \
             result.stderr
+        assert "\ufffd".encode() not in result.stderr, result.stderr
     assert result.stderr.decode("utf-8", "surrogateescape").splitlines() == [
         f"skipping cannot read audio {bad}: Format not recognised.",
         f"vqcodec: error: 1 of 1 file could not be encoded (listed above): nothing was written to {out}"]

@@ -1582,7 +1582,7 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
     `resume`, going on with the stopped run in OUT, whose outputs it may replace."""
     from .data import find_media
     from .modelfile import model_kind
-    from .tokens import MANIFEST, code_folder, code_paths, stopped_run_manifest
+    from .tokens import MANIFEST, code_folder, code_paths, listed_name, stopped_run_manifest
 
     out = _output_folder(str(out))
     if kind is None and model is not None:
@@ -1597,8 +1597,8 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
         return
     manifest = code_folder(codec, folder, out, files, quality, log=_progress, progress=progressline.show,
                            replace=force or resume, on_warning=_print_warning, resume=resume, stopped_run=stopped_run)
-    for skipped in manifest["skipped"]:
-        _print_skipped(folder / skipped["file"], skipped["reason"])
+    for skipped in manifest["skipped"]:  # the names as they are, not as codes.json shows them (U+FFFD)
+        _print_skipped(folder / listed_name(skipped, "file"), listed_name(skipped, "reason"))
     if not manifest["files"]:
         _fail_if_skipped(len(files), len(files), "coded", f": nothing was written to {out}")
     print(f"wrote the codes of {plural(len(manifest['files']), 'file')} to {out}", file=sys.stderr)

@@ -361,8 +361,8 @@ def write_vq_manifest(folder: Path, out: Path, entries: list[dict], skipped: lis
 
 
 def listed_name(entry: dict, key: str) -> str | None:
-    """The relative path that name_fields wrote as KEY of a codes.json entry, exactly; None where the entry holds
-    none that is one."""
+    """The text that name_fields wrote as KEY of a codes.json entry (a relative path, a skipped file's reason),
+    exactly; None where the entry holds none that is one."""
     exact = entry.get(f"{key}_hex")
     if exact is None:
         return entry.get(key) if isinstance(entry.get(key), str) else None
