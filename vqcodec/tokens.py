@@ -14,7 +14,7 @@ from numpy.lib import format as npy
 from . import format as vqformat
 from .errors import VQCodecError
 from .folders import check_callbacks, check_file_list, folder_of, mirrored_paths, warn_of_level
-from .io import JSONFileTooLarge, checked_flag, read_json_file, write_file
+from .io import MAX_JSON_BYTES, JSONFileTooLarge, checked_flag, open_regular_file, read_json_file, write_file
 from .wording import name_fields, plural, reason_of, setting, shown, valid_text
 
 MANIFEST = "codes.json"
@@ -256,8 +256,6 @@ def stopped_vq_run_entries(folder: Path, out: Path, files: list[Path], outputs: 
 
 def _manifest_to_resume(out: Path, files: list[Path]) -> tuple[Path, object]:
     """The path of the codes.json in `out` and what it holds, read no larger than a manifest of `files` can be."""
-    from .io import MAX_JSON_BYTES
-
     path = Path(out) / MANIFEST
     if not os.path.lexists(path):
         raise VQCodecError(f"cannot resume: {path} does not exist (no stopped run of `vqcodec codes` there)")
@@ -332,8 +330,6 @@ def _input_unchanged(entry: dict, path: Path) -> bool:
 def _holds_codes_of_shape(path: Path, shape) -> bool:
     """Whether the file at `path` is a whole .npy array of CODE_TYPE of `shape` (a list), from its header and
     size alone."""
-    from .io import open_regular_file
-
     if not isinstance(shape, list) or not all(type(side) is int for side in shape):
         return False
     try:
