@@ -3133,6 +3133,19 @@ def test_json_output_names_a_file_whose_name_is_not_utf8_in_valid_unicode_and_it
     assert "bad\ufffd.wav" in skipped["reason"] and "reason_hex" in skipped
 
 
+def test_json_names_gives_the_bytes_of_names_in_nested_lists_and_tuples():
+    """wording.json_names gave KEY_hex for a list of names under KEY only: a tuple of them, or a list of lists, was
+    shown with U+FFFD alone, the name's bytes lost."""
+    from vqcodec.wording import json_names
+
+    bad = os.fsdecode(b"a\xffb")
+    assert json_names({"files": [[bad, "ok"], "x", {"file": bad}], "pair": (bad, "ok"), "plain": [["ok"], "x"]}) == {
+        "files": [["a\ufffdb", "ok"], "x", {"file": "a\ufffdb", "file_hex": "61ff62"}],
+        "files_hex": [["61ff62", None], None, None],
+        "pair": ["a\ufffdb", "ok"], "pair_hex": ["61ff62", None], "plain": [["ok"], "x"]}
+    assert json_names({"files": [bad, 3]}) == {"files": ["a\ufffdb", 3], "files_hex": ["61ff62", None]}
+
+
 def test_a_quoted_name_that_is_not_utf8_is_shown_as_a_shell_takes_it_back(cli, tiny_model_path, tmp_path):
     """A message quoting a name holding byte 0xff showed Python's repr, 'a\\udcffb', which names no file in a shell:
     the command line now quotes it $'a\\xffb' (bash, zsh and ksh read back the name's bytes), while the Python API's

@@ -81,24 +81,31 @@ def name_fields(key: str, name) -> dict:
 
 def json_names(value):
     """`value` (what a command prints as JSON) with name_fields' rule throughout: a text KEY that is not valid
-    Unicode is shown with U+FFFD and given exactly in KEY_hex; a list of them under KEY gets KEY_hex, a list of the
-    hex of each such name (null for the others); text elsewhere is made valid (valid_text)."""
+    Unicode is shown with U+FFFD and given exactly in KEY_hex; a list (or tuple) of them under KEY, of lists too,
+    gets KEY_hex, a list of the same shape of the hex of each such name (null for the others); text elsewhere is
+    made valid (valid_text)."""
     if isinstance(value, dict):
         ready = {}
         for key, item in value.items():
             key = valid_text(key) if isinstance(key, str) else key
             if isinstance(item, str):
                 ready.update(name_fields(key, item))
-            elif isinstance(item, list) and any(isinstance(x, str) and valid_text(x) != x for x in item):
-                fields = [name_fields(key, x) if isinstance(x, str) else {key: json_names(x)} for x in item]
-                ready[key] = [field[key] for field in fields]
-                ready[f"{key}_hex"] = [field.get(f"{key}_hex") for field in fields]
-            else:
-                ready[key] = json_names(item)
+                continue
+            ready[key] = json_names(item)
+            if isinstance(item, (list, tuple)) and (exact := _names_hex(item)) is not None:
+                ready[f"{key}_hex"] = exact
         return ready
     if isinstance(value, (list, tuple)):
         return [json_names(item) for item in value]
     return valid_text(value) if isinstance(value, str) else value
+
+
+def _names_hex(items) -> list | None:
+    """The hex of each text of `items` (a list or tuple, of them too) that is not valid Unicode, as name_fields
+    gives it, null for the others (a list for a list); None where there is none."""
+    found = [_names_hex(item) if isinstance(item, (list, tuple))
+             else name_fields("", item).get("_hex") if isinstance(item, str) else None for item in items]
+    return found if any(exact is not None for exact in found) else None
 
 
 NAME_BYTES = "vqcodec-name-bytes"  # the error handler the command line writes its stdout and stderr with
