@@ -822,12 +822,13 @@ def test_a_model_file_that_is_a_pipe_or_a_device_is_refused_not_read(cli, tiny_m
 
 def test_a_model_file_is_checked_and_read_through_one_descriptor(tiny_model_path, tmp_path, monkeypatch):
     """A model file was checked to be a regular file by its path (os.stat) and then opened by its path again: what
-    was put in its place between the two (a FIFO, which hung the read, a device) was read unchecked. It is now
-    opened first and the opened descriptor checked (os.fstat) and read, so that a file replaced right after any
-    check reads as the file checked; the weights' header of `models` (registry._weights_problem), read with no
-    check at all, opened a FIFO and waited for a writer."""
+    was put in its place between the two (a FIFO, which hung the read, a device) was read unchecked. The opened
+    descriptor is now checked again (os.fstat) and read, so that a file replaced right after the path's check is
+    refused unread, and one replaced right after the descriptor's reads as the file checked; the weights' header
+    of `models` (registry._weights_problem), read with no check at all, opened a FIFO and waited for a writer."""
     import threading
 
+    from vqcodec import VQCodecError
     from vqcodec.modelfile import read_model_files, read_safetensors, read_safetensors_metadata
     from vqcodec.registry import _weights_problem, read_model_json
 
@@ -846,18 +847,22 @@ def test_a_model_file_is_checked_and_read_through_one_descriptor(tiny_model_path
             return result
         return checked
 
-    monkeypatch.setattr(os, "stat", replacing(os.stat))
-    monkeypatch.setattr(os, "fstat", replacing(os.fstat))
-    for path, read, expected in ((model.with_suffix(".json"), read_model_json, meta | {"name": "tiny"}),
-                                 (model, lambda path: sorted(read_safetensors(path)), sorted(tensors)),
-                                 (model, read_safetensors_metadata, {}),
-                                 (model, lambda path: read_model_files(path)[0], meta)):
-        pending.append((path, path.stat().st_ino))
-        assert read(path) == expected
-        assert not pending and path.is_symlink()  # it was replaced while read
-        path.unlink()
-        shutil.copy(tiny_model_path.with_suffix(path.suffix), path)
-    monkeypatch.undo()
+    for check in ("stat", "fstat"):
+        monkeypatch.setattr(os, check, replacing(getattr(os, check)))
+        for path, read, expected in ((model.with_suffix(".json"), read_model_json, meta | {"name": "tiny"}),
+                                     (model, lambda path: sorted(read_safetensors(path)), sorted(tensors)),
+                                     (model, read_safetensors_metadata, {}),
+                                     (model, lambda path: read_model_files(path)[0], meta)):
+            pending.append((path, path.stat().st_ino))
+            if check == "fstat":
+                assert read(path) == expected
+            else:
+                with pytest.raises((OSError, VQCodecError), match=r"not a regular file \(a pipe or a device\)"):
+                    read(path)
+            assert not pending and path.is_symlink()  # it was replaced while read
+            path.unlink()
+            shutil.copy(tiny_model_path.with_suffix(path.suffix), path)
+        monkeypatch.undo()
     model.unlink()
     os.mkfifo(model)
     writer = threading.Thread(target=lambda: os.close(os.open(model, os.O_WRONLY)), daemon=True)
@@ -866,6 +871,32 @@ def test_a_model_file_is_checked_and_read_through_one_descriptor(tiny_model_path
     while writer.is_alive():  # the writer's wait for a reader ends
         os.close(os.open(model, os.O_RDONLY | os.O_NONBLOCK))
         writer.join(0.01)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_a_path_that_is_not_a_regular_file_is_refused_without_being_opened(tiny_model_path, tmp_path, monkeypatch):
+    """io.open_regular_file opened the path first and checked the descriptor: a device given as a model path was
+    opened (a tape rewinds, a watchdog starts) before it was refused, and a terminal was opened without O_NOCTTY
+    (it could become the controlling terminal). The path is now checked first, and a regular file opened with
+    O_NONBLOCK and O_NOCTTY."""
+    from vqcodec.io import open_regular_file
+
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, flags, *args: opened.append((str(path), flags)) or
+                        real_open(path, flags, *args))
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "device").symlink_to(os.devnull)
+    for odd in (tmp_path / "fifo", tmp_path / "device"):
+        with pytest.raises(OSError, match=r"not a regular file \(a pipe or a device\)"):
+            open_regular_file(odd)
+    with pytest.raises(IsADirectoryError):
+        open_regular_file(tmp_path)
+    assert opened == []
+    with open_regular_file(tiny_model_path) as stream:
+        assert stream.read(8) == tiny_model_path.read_bytes()[:8]
+    assert [path for path, _ in opened] == [str(tiny_model_path)]
+    assert opened[0][1] & os.O_NOCTTY and opened[0][1] & os.O_NONBLOCK
 
 
 def test_a_model_json_larger_than_any_model_holds_is_not_read(tiny_model_path, tmp_path, monkeypatch):

@@ -2558,20 +2558,26 @@ MAX_JSON_BYTES = 1 << 24  # a model's, a checkpoint's or a config's JSON file: r
 def open_regular_file(path):
     """A binary stream reading the file at `path` (a link followed), which must be a regular file: OSError for a
     FIFO, whose read waits for a writer that may never come, or a device (/dev/zero), whose read never ends. The
-    opened descriptor is what is checked (a check of the path before the open let a FIFO put in the file's place
-    between the two be read), and it is opened without waiting for a FIFO's writer."""
-    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    path is checked before it is opened, so that a device is not opened (a tape rewinds, a watchdog starts), and
+    the opened descriptor again (a FIFO or device put in the file's place between the two is refused unread); it
+    is opened without waiting for a FIFO's writer or taking a terminal as the controlling one."""
+    _refuse_other_than_regular(os.stat(path).st_mode, path)
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     try:
-        mode = os.fstat(descriptor).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-        if not stat.S_ISREG(mode):
-            raise OSError(errno.EINVAL, "not a regular file (a pipe or a device)", str(path))
+        _refuse_other_than_regular(os.fstat(descriptor).st_mode, path)
         os.set_blocking(descriptor, True)
         return os.fdopen(descriptor, "rb")
     except BaseException:
         os.close(descriptor)
         raise
+
+
+def _refuse_other_than_regular(mode: int, path) -> None:
+    """OSError for a file of `mode` that is not a regular file: IsADirectoryError for a folder."""
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EINVAL, "not a regular file (a pipe or a device)", str(path))
 
 
 class JSONFileTooLarge(ValueError):
