@@ -2303,6 +2303,53 @@ def test_resume_drops_a_partial_log_record_with_a_warning(trained, data_dir, tmp
         [json.loads(line)["step"] for line in whole.splitlines()]
 
 
+def test_a_log_is_repaired_through_the_descriptor_it_was_read_from(tmp_path, monkeypatch, capsys):
+    """train._repair_log read the log through a checked descriptor but truncated it by its path: a file put in
+    the log's place between the two (another run's log) was cut at the length worked out for the one read. The
+    log read is the one truncated, and a file put in its place is left as it is."""
+    import vqcodec.train as train_module
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_bytes(b'{"step": 1}\n{"step": 2, "lo')
+    os.link(log, tmp_path / "read.jsonl")  # the file read, wherever its name goes
+    replacement = b'{"step": 7}\n{"step": 8}\n'
+    checked = train_module._is_log_record
+
+    def replaced_while_checked(line):
+        if not (tmp_path / "other.jsonl").exists():
+            (tmp_path / "other.jsonl").write_bytes(replacement)
+            os.replace(tmp_path / "other.jsonl", log)
+        return checked(line)
+
+    monkeypatch.setattr(train_module, "_is_log_record", replaced_while_checked)
+    train_module._repair_log(log)
+    assert log.read_bytes() == replacement
+    assert (tmp_path / "read.jsonl").read_bytes() == b'{"step": 1}\n'
+    assert "ended in a partial record (15 bytes" in capsys.readouterr().err
+
+
+def test_a_log_that_may_not_be_written_resumes_unless_it_needs_a_repair(tmp_path, monkeypatch):
+    """A log opened to be read and truncated is read alone where it may not be written (a run's records it cannot
+    write are warnings): refused only where it needs a repair, with why."""
+    import vqcodec.train as train_module
+
+    real_open = os.open
+
+    def denied(path, flags, *args):
+        if flags & os.O_RDWR:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", denied)
+    log = tmp_path / "train_log.jsonl"
+    log.write_bytes(b'{"step": 1}\n')
+    train_module._repair_log(log)
+    log.write_bytes(b'{"step": 1}\n{"step": 2, "lo')
+    with pytest.raises(VQCodecError, match=f"^cannot repair {re.escape(str(log))}: Permission denied$"):
+        train_module._repair_log(log)
+    assert log.read_bytes() == b'{"step": 1}\n{"step": 2, "lo'
+
+
 def _checkpoint_pair(path: Path) -> tuple[dict, dict | None]:
     """The record in a checkpoint's weights' header, and its JSON file's (None: none)."""
     json_path = path.with_suffix(".json")

@@ -2555,18 +2555,20 @@ def why_missing(path, missing: str) -> str | None:
 MAX_JSON_BYTES = 1 << 24  # a model's, a checkpoint's or a config's JSON file: records of a few KB
 
 
-def open_regular_file(path):
-    """A binary stream reading the file at `path` (a link followed), which must be a regular file: OSError for a
+def open_regular_file(path, writable: bool = False):
+    """A binary stream reading the file at `path` (and writing it too where `writable`: O_RDWR, "r+b"), a link
+    followed, which must be a regular file: OSError for a
     FIFO, whose read waits for a writer that may never come, or a device (/dev/zero), whose read never ends. The
     path is checked before it is opened, so that a device is not opened (a tape rewinds, a watchdog starts), and
     the opened descriptor again (a FIFO or device put in the file's place between the two is refused unread); it
     is opened without waiting for a FIFO's writer or taking a terminal as the controlling one."""
     _refuse_other_than_regular(os.stat(path).st_mode, path)
-    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    access = os.O_RDWR if writable else os.O_RDONLY
+    descriptor = os.open(path, access | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     try:
         _refuse_other_than_regular(os.fstat(descriptor).st_mode, path)
         os.set_blocking(descriptor, True)
-        return os.fdopen(descriptor, "rb")
+        return os.fdopen(descriptor, "r+b" if writable else "rb")
     except BaseException:
         os.close(descriptor)
         raise

@@ -1150,27 +1150,31 @@ def _repair_log(path: Path) -> None:
     """Remove, with a one-line warning, what a run stopped while writing the log (a power cut) left at
     its end, which the records a resumed run appends would run into or follow: the start of a record
     after its last whole line, and the whole lines before that which are not JSON records (a file
-    system that kept the log's new length but not its bytes reads back zeros)."""
+    system that kept the log's new length but not its bytes reads back zeros). It is truncated through the
+    descriptor it was read from, so that a file put in its place meanwhile is left as it is."""
+    denied = None
     try:
-        with open_regular_file(path) as stream:  # a FIFO's read waited for ever, a device's (/dev/zero) never ended
-            text = stream.read()
+        try:  # a FIFO's read waited for ever, a device's (/dev/zero) never ended
+            stream = open_regular_file(path, writable=True)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            denied, stream = exc, open_regular_file(path)  # a log it may not write needs no repair to resume
     except FileNotFoundError:
         return
     except OSError as exc:
         raise VQCodecError(f"cannot repair {path}: {reason_of(exc)}") from None
-    whole = kept = text.rfind(b"\n") + 1
-    lines = 0
-    while kept:  # back over the whole lines at the end that are not records
-        start = text.rfind(b"\n", 0, kept - 1) + 1
-        if _is_log_record(text[start:kept - 1]):
-            break
-        kept, lines = start, lines + 1
-    if kept == len(text):
-        return
-    try:
-        os.truncate(path, kept)
-    except OSError as exc:
-        raise VQCodecError(f"cannot repair {path}: {reason_of(exc)}") from None
+    with stream:
+        text = stream.read()
+        kept, whole, lines = _log_kept(text)
+        if kept == len(text):
+            return
+        try:
+            if denied:
+                raise denied
+            os.ftruncate(stream.fileno(), kept)
+        except OSError as exc:
+            raise VQCodecError(f"cannot repair {path}: {reason_of(exc)}") from None
     partial = plural(len(text) - whole, "byte")
     if not lines:
         _progress(f"warning: {path} ended in a partial record ({partial}, written as a run stopped): removed")
@@ -1178,6 +1182,19 @@ def _repair_log(path: Path) -> None:
     bad = f"{plural(lines, 'line')} that {'is not a JSON record' if lines == 1 else 'are not JSON records'}"
     _progress(f"warning: {path} ended in {bad}{f' and a partial record ({partial})' if whole < len(text) else ''}, "
               "written as a run stopped: removed")
+
+
+def _log_kept(text: bytes) -> tuple[int, int, int]:
+    """How many bytes of the log `text` to keep, up to its last whole line that is a record; the length of its
+    whole lines; and how many whole lines after the kept ones are not records."""
+    whole = kept = text.rfind(b"\n") + 1
+    lines = 0
+    while kept:  # back over the whole lines at the end that are not records
+        start = text.rfind(b"\n", 0, kept - 1) + 1
+        if _is_log_record(text[start:kept - 1]):
+            break
+        kept, lines = start, lines + 1
+    return kept, whole, lines
 
 
 def _is_log_record(line: bytes) -> bool:
