@@ -2303,6 +2303,29 @@ def test_resume_drops_a_partial_log_record_with_a_warning(trained, data_dir, tmp
         [json.loads(line)["step"] for line in whole.splitlines()]
 
 
+def test_a_checkpoint_larger_than_the_memory_the_process_may_use_is_refused_before_it_is_read(trained, data_dir,
+                                                                                             tmp_path, monkeypatch):
+    """--resume read the whole checkpoint (its bytes held twice while its tensors were made of them) whatever the
+    memory this process may use (past a cgroup's limit, the process was killed), where loading a model checks it
+    first: twice the checkpoint's size is checked against memory.memory_bound before it is read, in one line."""
+    import vqcodec.modelfile
+    from vqcodec.train import load_checkpoint
+
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    checkpoint = out / "checkpoint.safetensors"
+    before = checkpoint.read_bytes()
+    monkeypatch.setattr(vqcodec.modelfile, "memory_bound", lambda: 2 * len(before))
+    assert "model" in load_checkpoint(checkpoint, "cpu")[0]
+    monkeypatch.setattr(vqcodec.modelfile, "memory_bound", lambda: 2 * len(before) - 1)
+    monkeypatch.setattr(vqcodec.modelfile, "_tensors_read", lambda *args: pytest.fail("the checkpoint was read"))
+    refused = re.escape(f"the checkpoint {checkpoint} takes 0.0 GB, more than the memory this process may use "
+                        "(0.0 GB); resume it where the process may use more")
+    with pytest.raises(VQCodecError, match=f"^{refused}$"):
+        train(data_dir, None, options(out, resume=True, max_steps=15))
+    assert checkpoint.read_bytes() == before
+
+
 def test_a_log_is_repaired_through_the_descriptor_it_was_read_from(tmp_path, monkeypatch, capsys):
     """train._repair_log read the log through a checked descriptor but truncated it by its path: a file put in
     the log's place between the two (another run's log) was cut at the length worked out for the one read. The

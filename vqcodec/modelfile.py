@@ -155,10 +155,14 @@ def attach_prior(path: Path, prior, out: Path | None = None) -> Path:
     return write_model_files(Path(out) if out is not None else Path(path), meta, network)
 
 
-def read_safetensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+def read_safetensors(path: Path, device: str = "cpu", held: str | None = None,
+                     advice: str = "read it where the process may use more") -> dict[str, torch.Tensor]:
     """The tensors of a .safetensors file. Anything but a regular file (a FIFO, a device) is an OSError, before
-    it is read (io.open_regular_file)."""
+    it is read (io.open_regular_file); a file whose reading, which holds its bytes twice (_tensors_read), needs
+    more than the memory this process may use is a VQCodecError, before it is read: `held` says what it is
+    ("the checkpoint PATH takes"), `advice` what to do (memory.refuse_beyond)."""
     with open_regular_file(path) as stream:
+        refuse_beyond(2 * os.fstat(stream.fileno()).st_size, memory_bound(), held or f"{path} takes", advice)
         return _tensors_read(stream, device)
 
 

@@ -380,13 +380,16 @@ def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.
                                                                                  for count in ("steps", "seconds"))
                                                   for part in parts):
             raise ValueError(f"earlier_parts is not a list of records of steps and seconds: {parts!r}"[:200])
-        tensors = read_safetensors(path, device)
+        tensors = read_safetensors(path, device, f"the checkpoint {path} takes",
+                                   "resume it where the process may use more")
         groups: dict[str, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
             name, rest = key.split(".", 1)
             groups.setdefault(name, {})[rest] = value
         if "model" not in groups:
             raise ValueError("it holds no model weights")
+    except VQCodecError:  # more than the memory this process may use: not damaged
+        raise
     except Exception as exc:  # JSON, safetensors and missing fields raise many types
         raise VQCodecError(f"the checkpoint {path} is damaged ({type(exc).__name__}: {exc})") from None
     return groups, meta
