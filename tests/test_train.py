@@ -2269,22 +2269,26 @@ def test_every_process_on_a_machine_is_counted_with_its_own_copy_of_the_training
     with pytest.raises(VQCodecError) as refused:
         _refuse_a_batch_beyond_memory(run, "audio", held=10 ** 9, held_out=10 ** 8)
     assert str(refused.value) == ("a batch of 1 crop a process of 8000 samples, in 4 processes on this machine with "
-                                  "the 4.1 GB of training files they hold in memory, takes 4.1 GB, more than the "
+                                  "the 4.1 GB of training and held-out files they hold in memory, takes 4.1 GB, more "
+                                  "than the "
                                   "memory they share (4.1 GB); pass stream_data=True, or lower batch_size or crop, "
                                   "or start fewer processes on it")
     _refuse_a_batch_beyond_memory(run, "audio", held=10 ** 9, held_out=10 ** 8 - 1)
     # each process's own limit: its training files, and the first one's held-out files and validation crops
     monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: step + 10 ** 9 + validation + 10 ** 8 - 1)
     with pytest.raises(VQCodecError, match=r"^a batch of 1 crop a process of 8000 samples with the 1.1 GB of "
-                                           r"training files it holds in memory takes 1.1 GB, more than the memory "
+                                           r"training and held-out files it holds in memory takes 1.1 GB, more than "
+                                           r"the memory "
                                            r"this process may use \(1.1 GB\)"):
         _refuse_a_batch_beyond_memory(dataclasses.replace(run, local_processes=1), "audio", held=10 ** 9,
                                       held_out=10 ** 8)
     _refuse_a_batch_beyond_memory(dataclasses.replace(run, local_processes=1, main=False), "audio", held=10 ** 9,
                                   held_out=10 ** 8)
     monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: step + 10 ** 9 - 1)
-    with pytest.raises(VQCodecError, match="more than the memory this process may use"):
-        _refuse_a_batch_beyond_memory(dataclasses.replace(run, local_processes=1, main=False), "audio", held=10 ** 9)
+    with pytest.raises(VQCodecError, match="with the 1.0 GB of training files it holds in memory takes 1.0 GB, more "
+                                           "than the memory this process may use"):  # the held-out files not its
+        _refuse_a_batch_beyond_memory(dataclasses.replace(run, local_processes=1, main=False), "audio", held=10 ** 9,
+                                      held_out=10 ** 8)
 
 
 def test_resume_drops_a_partial_log_record_with_a_warning(trained, data_dir, tmp_path, capsys):

@@ -1019,25 +1019,26 @@ def _refuse_a_batch_beyond_memory(run: _Run, kind: str, adversarial: bool = Fals
     own = step + held + (validation if run.main else 0)
     crops = f"{options.crop} samples" if kind == "audio" else f"{options.crop}x{options.crop} pixels"
     each = " a process" if run.processes > 1 else ""
-    with_data, advice = _files_named(own_files, own, "it holds")
+    with_data, advice = _files_named(own_files, own, "it holds", held_out if run.main else 0)
     memory.refuse_beyond(own, memory.memory_bound(),
                          f"a batch of {plural(share, 'crop')}{each} of {crops}{with_data} takes", advice)
     if run.local_processes > 1:
         shared_files = held * run.local_processes + held_out
         shared = (step + held) * run.local_processes + validation
-        with_data, advice = _files_named(shared_files, shared, "they hold")
+        with_data, advice = _files_named(shared_files, shared, "they hold", held_out)
         memory.refuse_beyond(shared, memory.shared_memory_bound(),
                              f"a batch of {plural(share, 'crop')} a process of {crops}, in {run.local_processes} "
                              f"processes on this machine{with_data}, takes", f"{advice}, or start fewer processes on it",
                              whose="the memory they share")
 
 
-def _files_named(files: int, size: int, whose: str) -> tuple[str, str]:
-    """What a refusal of `size` bytes, `files` of them decoded training files, says of the files (where they are the
-    larger part) and what it advises."""
+def _files_named(files: int, size: int, whose: str, held_out: int) -> tuple[str, str]:
+    """What a refusal of `size` bytes, `files` of them decoded files (`held_out` of those held-out files, the rest
+    training files), says of the files (where they are the larger part) and what it advises."""
     if files < size - files:
         return "", f"lower {_option('batch_size')} or {_option('crop')}"
-    return (f" with the {files / 1e9:.1f} GB of training files {whose} in memory",
+    held = "training and held-out files" if held_out else "training files"
+    return (f" with the {files / 1e9:.1f} GB of {held} {whose} in memory",
             f"pass {_option('stream_data', True)}, or lower {_option('batch_size')} or {_option('crop')}")
 
 
