@@ -1189,6 +1189,22 @@ def test_a_model_name_with_a_nul_is_refused_with_the_nul_shown_escaped(name):
     assert "\0" not in str(error.value)
 
 
+def test_a_long_model_name_with_a_nul_is_cut_before_it_is_quoted():
+    """The name was quoted and then cut at 60 characters, which left its quote open: 'xxx…x or $'\\xff…\\x."""
+    from vqcodec import Codec, VQCodecError
+    from vqcodec.wording import command_line_wording
+
+    with pytest.raises(VQCodecError) as error:
+        Codec.load("x" * 100 + "\0")
+    assert str(error.value) == f"a model name or path cannot hold a NUL character: '{'x' * 60}'..."
+    with command_line_wording(), pytest.raises(VQCodecError) as error:
+        Codec.load("\udcff" * 100 + "\0")  # byte 0xff, shell-quoted on the command line
+    assert str(error.value) == "a model name or path cannot hold a NUL character: $'" + "\\xff" * 60 + "'..."
+    with pytest.raises(VQCodecError) as error:
+        Codec.load("x" * 59 + "\0")
+    assert str(error.value) == "a model name or path cannot hold a NUL character: '" + "x" * 59 + "\\x00'"
+
+
 def test_a_model_path_without_its_suffix_keeps_a_dot_in_the_name(cli, tiny_model_path, tmp_path, signal):
     """-m runs/mine.v2 looked for runs/mine.safetensors (the .v2 taken for a suffix): 'model file not found'."""
     import shutil

@@ -11,7 +11,7 @@ from . import format as vqformat
 from .config import FORMAT_VERSION, config_from_dict
 from .errors import VQCodecError
 from .io import open_regular_file, read_json_file, why_missing
-from .wording import reason_of, setting, shown
+from .wording import reason_of, setting, shown, shown_cut
 
 RETIRED_MODELS = "retired.json"  # in the shipped models' folder: earlier releases' models and where they are
 # what list_models marks a model with, from where it is on the search path: never taken from its NAME.json
@@ -98,12 +98,11 @@ def find_model(name: str, wrote: bytes | None = None) -> Path:
     if not str(name).strip():
         raise VQCodecError("a model name or path cannot be empty")
     if "\0" in str(name):  # no file is named so: the error printed the NUL itself, within the path
-        raise VQCodecError(f"a model name or path cannot hold a NUL character: {shown(str(name)):.60}")
+        raise VQCodecError(f"a model name or path cannot hold a NUL character: {shown_cut(str(name))}")
     try:
         return _find_model(name, wrote)
     except OSError as exc:  # Path.exists and is_dir pass over a missing file, not ENAMETOOLONG
-        raise VQCodecError(f"cannot look for the model {shown(str(name)[:60])}{'...' if len(str(name)) > 60 else ''}: "
-                           f"{reason_of(exc)}") from None
+        raise VQCodecError(f"cannot look for the model {shown_cut(str(name))}: {reason_of(exc)}") from None
 
 
 def _find_model(name: str, wrote: bytes | None) -> Path:

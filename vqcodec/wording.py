@@ -40,6 +40,12 @@ def shown(value) -> str:
     return repr(value)
 
 
+def shown_cut(text: str, limit: int = 60) -> str:
+    """`text` shown (shown) after cutting it to `limit` characters, '...' after it where cut: a quote cut after
+    quoting it could be left open ($'a\\x)."""
+    return shown(text[:limit]) + ("..." if len(text) > limit else "")
+
+
 def shell_quoted(text: str) -> str:
     """`text` in the shell's ANSI-C quotes (bash, zsh, ksh): $'a\\xffb' for a name holding byte 0xff, which Python
     holds as the lone surrogate U+DCFF; a quote, a backslash and a character that cannot be printed escaped (one
