@@ -1007,8 +1007,10 @@ def test_codes_of_another_model_of_the_same_kind_are_refused(codec, other_codec,
     data = codec.encode_audio(audio, codec.sample_rate, 3)
     made = codec.audio_to_codes(audio, 3)
     assert made.model_id == codec.model_id and made[:, :2].astype(np.int64).copy().model_id == codec.model_id
-    refused = (f"these codes were made by model {codec.model_id.hex()}, not by other ({other_codec.model_id.hex()}), "
-               "whose codebooks they do not index: decode them with the model that made them (or a decoder-only "
+    assert made.codes_id == codec.codes_id != other_codec.codes_id
+    refused = (f"these codes were made by model {codec.model_id.hex()}, whose encoder and codebooks (codes id "
+               f"{codec.codes_id.hex()}) are not those of other ({other_codec.model_id.hex()}, codes id "
+               f"{other_codec.codes_id.hex()}): decode them with the model that made them (or a decoder-only "
                "fine-tune of it)")
     for codes in (made, made[:, :2], made.astype(np.int64), codec.read_codes(data)[1],
                   codec.media_to_codes(audio, sample_rate=codec.sample_rate)[0], next(codec.code_blocks(data)[2])[1]):
@@ -1018,7 +1020,8 @@ def test_codes_of_another_model_of_the_same_kind_are_refused(codec, other_codec,
             assert str(caught.value) == refused
     assert other_codec.codes_to_audio(np.asarray(made)).shape == (1, 800)  # a plain array: taken
     pickled = pickle.loads(pickle.dumps(made[:, 1:]))  # it came back with no model, and was taken
-    assert (pickled.kind, pickled.model_id) == ("audio", codec.model_id) and np.array_equal(pickled, made[:, 1:])
+    assert (pickled.kind, pickled.model_id, pickled.codes_id) == ("audio", codec.model_id, codec.codes_id)
+    assert np.array_equal(pickled, made[:, 1:])
     with pytest.raises(VQCodecError, match="^these codes were made by model "):
         other_codec.codes_to_audio(pickled)
     assert codec.codes_to_file(made) == codec.codes_to_file(np.asarray(made))
@@ -1036,12 +1039,66 @@ def test_codes_pickled_by_an_earlier_release_load_as_codes_of_no_model():
         def reducer_override(self, obj):
             return np.ndarray.__reduce__(obj) if type(obj) is KindedCodes else NotImplemented
 
-    codes = kinded(np.arange(6, dtype=np.int16).reshape(1, 2, 3), "audio", bytes(range(8)))
+    codes = kinded(np.arange(6, dtype=np.int16).reshape(1, 2, 3), "audio", bytes(range(8)), bytes(8))
     stream = io.BytesIO()
     EarlierPickler(stream).dump(codes)
     loaded = pickle.loads(stream.getvalue())
-    assert type(loaded) is KindedCodes and (loaded.kind, loaded.model_id) == (None, None)
+    assert type(loaded) is KindedCodes and (loaded.kind, loaded.model_id, loaded.codes_id) == (None, None, None)
     assert np.array_equal(loaded, codes)
+
+
+def test_codes_pickled_before_codes_id_load_with_their_kind_and_model(codec, other_codec, signal):
+    """A pickle of codes that name their kind and model but not their codes id (kind and model_id after
+    ndarray's state) loads as such codes: the model that made them takes them, another refuses them by its
+    lineage alone, the encoder's and codebooks' ids unknown."""
+    from vqcodec.codekind import KindedCodes
+
+    class EarlierPickler(pickle.Pickler):
+        def reducer_override(self, obj):
+            if type(obj) is not KindedCodes:
+                return NotImplemented
+            rebuild, arguments, state = np.ndarray.__reduce__(obj)
+            return rebuild, arguments, (state, obj.kind, obj.model_id)
+
+    made = codec.audio_to_codes(signal(1, 800, codec.sample_rate), 2)
+    stream = io.BytesIO()
+    EarlierPickler(stream).dump(made)
+    loaded = pickle.loads(stream.getvalue())
+    assert (loaded.kind, loaded.model_id, loaded.codes_id) == ("audio", codec.model_id, None)
+    assert np.array_equal(loaded, made) and codec.codes_to_audio(loaded).shape == (1, 800)
+    with pytest.raises(VQCodecError) as caught:
+        other_codec.codes_to_audio(loaded)
+    assert str(caught.value) == (f"these codes were made by model {codec.model_id.hex()}, not by other "
+                                 f"({other_codec.model_id.hex()}) nor by a model it knows to make the same codes: "
+                                 "decode them with the model that made them (or a decoder-only fine-tune of it)")
+
+
+def test_a_decoder_only_fine_tune_loaded_by_path_and_its_model_take_each_others_codes(codec, other_codec, signal,
+                                                                                      tmp_path):
+    """Codes made by a decoder-only fine-tune that is not installed (loaded by its path) were refused by the model
+    it was made from, 'whose codebooks they do not index', although they are the same codes: they carry the
+    codes id of the encoder and codebooks that made them, which the two share."""
+    import copy
+
+    from vqcodec.modelfile import CODE_TENSORS, save_model
+
+    model = copy.deepcopy(codec.model)
+    with torch.no_grad():
+        next(model.decoder.parameters()).add_(0.5)  # another decoder: another model id, the same codes
+    tuned = Codec.load(str(save_model(model, tmp_path / "tuned.safetensors", exact=CODE_TENSORS,
+                                      extra={"codes_id": codec.codes_id.hex(), "decodes": [codec.model_id.hex()]})))
+    assert tuned.model_id != codec.model_id and tuned.codes_id == codec.codes_id
+    audio = signal(1, 800, codec.sample_rate)
+    made = tuned.audio_to_codes(audio, 3)
+    assert (made.model_id, made.codes_id) == (tuned.model_id, codec.codes_id)
+    assert codec.makes_codes_of(tuned.model_id, tuned.codes_id) and not codec.makes_codes_of(tuned.model_id)
+    assert np.array_equal(codec.codes_to_audio(made), codec.codes_to_audio(np.asarray(made)))
+    assert codec.codes_to_file(made) == codec.codes_to_file(np.asarray(made))
+    assert tuned.codes_to_audio(codec.audio_to_codes(audio, 3)).shape == (1, 800)
+    with pytest.raises(VQCodecError, match=f"^these codes were made by model {tuned.model_id.hex()}, whose encoder "
+                                           f"and codebooks \\(codes id {codec.codes_id.hex()}\\) are not those of "
+                                           "other"):
+        other_codec.codes_to_audio(made)
 
 
 def test_a_file_of_a_retired_model_given_another_model_says_where_its_model_is(codec, signal, craft):

@@ -701,6 +701,9 @@ def test_decoder_only_keeps_the_codes_and_trains_the_decoder(trained, data_dir, 
     codes = source.audio_to_codes(audio)
     np.testing.assert_array_equal(tuned.audio_to_codes(audio), codes)
     assert not np.allclose(tuned.codes_to_audio(codes), source.codes_to_audio(codes), atol=1e-4)
+    # the run records the codes id the start, which records none, is hashed to: the start takes the tuned codes
+    assert "codes_id" not in source.meta and tuned.codes_id == source.codes_id
+    np.testing.assert_array_equal(source.codes_to_audio(tuned.audio_to_codes(audio)), source.codes_to_audio(codes))
     meta = json.loads((out / "tiny.json").read_text())
     assert meta["training"]["decoder_only"] and bytes.fromhex(meta["model_id"]) != source.model_id
     assert meta["decodes"] == [source.model_id.hex()] and "prior" not in meta  # the start had no prior to keep

@@ -29,6 +29,7 @@ from . import entropy
 from . import format as vqformat
 from . import ratecontrol
 from .codekind import kind_of, kinded, maker_of
+from .config import config_to_dict
 from .devices import resolve_device
 from .errors import ClippingWarning, VQCodecError, caller_stacklevel
 from .fileinfo import (TRAILING_STREAM_BYTES, FileInfo, UnendedStream, alpha_plane, colour_mode,  # noqa: F401
@@ -42,7 +43,7 @@ from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODE
                  soundfile_format, spooled_stream, stops_held, unwritable_audio, warn_of_what_codes_leave_out,
                  write_file)
 from .memory import memory_bound, refuse_beyond
-from .modelfile import build_model, read_model_files
+from .modelfile import build_model, compute_codes_id, inference_state, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
 from .recode import FileCuts
 from .refine import LEARNING_RATE as REFINE_LEARNING_RATE, refine_codes
@@ -672,6 +673,7 @@ class Codec:
         self.model_id = bytes.fromhex(meta["model_id"])
         # models whose files this one decodes too: it is a decoder-only fine-tune of them (same codes)
         self.decodes = {bytes.fromhex(model_id) for model_id in meta.get("decodes", [])}
+        self._codes_id: bytes | None = None  # codes_id, hashed where first asked for
         self.hop = self.cfg.hop
         self.num_codebooks = self.cfg.num_codebooks
         self.codebook_size = self.cfg.codebook_size
@@ -707,6 +709,7 @@ class Codec:
         state.setdefault("_progress", state.pop("progress", None))  # a Codec pickled before progress checked its value
         state.pop("_latent_memo", None)  # a Codec pickled before _rate_search held it
         state.setdefault("_rate_search", None)
+        state.setdefault("_codes_id", None)  # a Codec pickled before codes_id
         self.__dict__.update(state)
         self._lock = threading.RLock()
         self._encodings = 0
@@ -1148,21 +1151,42 @@ class Codec:
                                f"that codes {'audio' if made == 'audio' else 'images'}, but model {self.name} codes "
                                f"{'audio' if self.kind == 'audio' else 'images'}: decode them with the model that "
                                "made them")
-        maker = maker_of(codes)
-        if maker is not None and not self.makes_codes_of(maker.hex()):
-            raise VQCodecError(f"these codes were made by model {maker.hex()}, not by {self.name} "
-                               f"({self.model_id.hex()}), whose codebooks they do not index: decode them with the "
-                               "model that made them (or a decoder-only fine-tune of it)")
+        maker, codes_id = maker_of(codes)
+        if maker is None or self.makes_codes_of(maker, codes_id):
+            return
+        advice = "decode them with the model that made them (or a decoder-only fine-tune of it)"
+        if codes_id is not None:
+            raise VQCodecError(f"these codes were made by model {maker.hex()}, whose encoder and codebooks (codes id "
+                               f"{codes_id.hex()}) are not those of {self.name} ({self.model_id.hex()}, codes id "
+                               f"{self.codes_id.hex()}): {advice}")
+        raise VQCodecError(f"these codes were made by model {maker.hex()}, not by {self.name} "
+                           f"({self.model_id.hex()}) nor by a model it knows to make the same codes: {advice}")
 
-    def makes_codes_of(self, model_id: str) -> bool:
-        """Whether the model of `model_id` (16 hex digits) makes the codes this one does: it is this model, or
-        either is a decoder-only fine-tune of the other or of a model both were fine-tuned from ("decodes",
-        as this model and the installed models of that id list it)."""
-        lineage = {self.model_id.hex(), *(other.hex() for other in self.decodes)}
-        if model_id in lineage:
+    @property
+    def codes_id(self) -> bytes:
+        """The 8 bytes of the model's "codes_id" (modelfile.compute_codes_id, as 16 hex digits): the hash of its
+        encoder and codebooks, which the models that make the same codes share (a decoder-only fine-tune and the
+        model it was made from). Hashed from the weights, once, where the model's files do not record it."""
+        if self._codes_id is None:
+            recorded = self.meta.get("codes_id")
+            self._codes_id = bytes.fromhex(recorded if recorded is not None else
+                                           compute_codes_id(config_to_dict(self.cfg), inference_state(self.model)))
+        return self._codes_id
+
+    def makes_codes_of(self, model_id: bytes, codes_id: bytes | None = None) -> bool:
+        """Whether the model of `model_id` (8 bytes, as Codec.model_id and a `.vq` header give it) makes the codes
+        this one does. Given the `codes_id` of that model (8 bytes, as Codec.codes_id and the codes methods'
+        `codes.codes_id` give it), the answer is exact: the codes ids are equal (or the model is this one, or one
+        whose files this one decodes). Without it (codes pickled by an earlier release, a codes.json's model_id),
+        it is the model's lineage as this model's and the installed models' "decodes" list it: this model, or
+        either is a decoder-only fine-tune of the other or of a model both were made from."""
+        if self.decodes_files_of(model_id):
             return True
-        return any(lineage & {model_id, *model.get("decodes", ())}
-                   for model in list_models(shadowed=True) if model["model_id"] == model_id)
+        if codes_id is not None:
+            return codes_id == self.codes_id
+        lineage = {self.model_id.hex(), *(other.hex() for other in self.decodes)}
+        return any(lineage & {model_id.hex(), *model.get("decodes", ())}
+                   for model in list_models(shadowed=True) if model["model_id"] == model_id.hex())
 
     def _bad_codes(self, layout: str) -> VQCodecError:
         return VQCodecError(f"codes must be a non-empty integer array ({layout}) of at most {self.num_codebooks} "
@@ -1334,7 +1358,8 @@ class Codec:
         quality = self.check_quality(self.num_codebooks if quality is None else quality)
         frames = math.ceil(samples / self.hop)
         window = _SampleWindow(_checked(_float_blocks(audio), None, channels), channels, samples)
-        return kinded(self._encode_frames(window, frames, quality, variable_depth), "audio", self.model_id)
+        return kinded(self._encode_frames(window, frames, quality, variable_depth), "audio", self.model_id,
+                      self.codes_id)
 
     @torch.inference_mode()
     def codes_to_audio(self, codes: np.ndarray) -> np.ndarray:
@@ -1669,7 +1694,7 @@ class Codec:
         codes that would not fit in the memory this process may use (physical memory, or a
         container's, RLIMIT_AS or RLIMIT_DATA limit below it) are refused before they are allocated."""
         header, chunks, _ = self._parse_whole(vq_bytes(data))
-        return header, kinded(self._file_codes(header, chunks), self.kind, header.model_id)
+        return header, kinded(self._file_codes(header, chunks), self.kind, header.model_id, self.codes_id)
 
     def code_blocks(self, data: bytes, max_codes: int = CODE_BLOCK_CODES) -> tuple[vqformat.Header, tuple, Iterator]:
         """read_codes a block at a time, so that a file's codes can be written out without being held
@@ -1711,7 +1736,7 @@ class Codec:
         for first, last in _blocks(total, per_block):
             block = np.empty(shape_of(last - first), dtype=self._code_dtype)
             self._fill_codes(header, chunks, block, first, last, shape_of)
-            yield first, kinded(block, self.kind, header.model_id)
+            yield first, kinded(block, self.kind, header.model_id, self.codes_id)
 
     def _fill_codes(self, header: vqformat.Header, chunks: list[bytes], out: np.ndarray, first: int, last: int,
                     shape_of: Callable[[int], tuple]) -> None:
@@ -2268,7 +2293,7 @@ class Codec:
         if whole_depth:
             codes = self._cut_depths((quality, 1, rows, cols), ladder_codes.reshape(ladder, -1),
                                      errors.reshape(ladder + 1, -1))[:, 0].numpy().astype(self._code_dtype)
-        return kinded(codes, "image", self.model_id)
+        return kinded(codes, "image", self.model_id, self.codes_id)
 
     def _refine_tile(self, x, window, inner, window_codes, window_done, quality, variable_depth,
                      size) -> torch.Tensor:

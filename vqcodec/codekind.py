@@ -8,17 +8,20 @@ import numpy as np
 
 
 class KindedCodes(np.ndarray):
-    """Codes as the codes methods give them, with `kind` ("audio" or "image") and `model_id` (the 8 bytes
-    a `.vq` header names its model by) of the model that made them. What is made of them (a slice, a copy,
-    astype, a pickled copy) keeps both; arithmetic and reductions give plain arrays and scalars; np.asarray, a
-    tensor or a saved .npy file drops them."""
+    """Codes as the codes methods give them, with `kind` ("audio" or "image"), `model_id` (the 8 bytes
+    a `.vq` header names its model by) of the model that made them and `codes_id` (8 bytes: the "codes_id" of
+    its encoder and codebooks, which every model that makes the same codes shares). What is made of them (a
+    slice, a copy, astype, a pickled copy) keeps them; arithmetic and reductions give plain arrays and scalars;
+    np.asarray, a tensor or a saved .npy file drops them."""
 
     kind: str | None = None
     model_id: bytes | None = None
+    codes_id: bytes | None = None
 
     def __array_finalize__(self, obj) -> None:
         self.kind = getattr(obj, "kind", None)
         self.model_id = getattr(obj, "model_id", None)
+        self.codes_id = getattr(obj, "codes_id", None)
 
     def __array_wrap__(self, array, context=None, return_scalar=False):
         # Arithmetic and reductions give numbers, not codes: plain arrays and scalars, as NumPy's own.
@@ -28,20 +31,23 @@ class KindedCodes(np.ndarray):
     def __reduce__(self):
         # pickle, as copy.copy does, keeps what made them (ndarray's own state leaves attributes out)
         rebuild, arguments, state = super().__reduce__()
-        return rebuild, arguments, (state, self.kind, self.model_id)
+        return rebuild, arguments, (state, self.kind, self.model_id, self.codes_id)
 
     def __setstate__(self, state) -> None:
-        if len(state) != 3:  # ndarray's own state (4 or 5 items), as releases before model_id pickled them
+        # ndarray's own state (4 or 5 items, the second a dtype or a shape), as releases before model_id pickled
+        # them; 3 items, without codes_id, as releases before codes_id
+        if len(state) not in (3, 4) or isinstance(state[1], (np.dtype, tuple)):
             super().__setstate__(state)
             return
-        array_state, self.kind, self.model_id = state
+        array_state, self.kind, self.model_id, *codes_id = state
+        self.codes_id = codes_id[0] if codes_id else None
         super().__setstate__(array_state)
 
 
-def kinded(codes: np.ndarray, kind: str, model_id: bytes) -> KindedCodes:
-    """`codes` (not copied) as codes made by the model of `model_id`, which codes `kind`."""
+def kinded(codes: np.ndarray, kind: str, model_id: bytes, codes_id: bytes) -> KindedCodes:
+    """`codes` (not copied) as codes made by the model of `model_id` and `codes_id`, which codes `kind`."""
     view = codes.view(KindedCodes)
-    view.kind, view.model_id = kind, model_id
+    view.kind, view.model_id, view.codes_id = kind, model_id, codes_id
     return view
 
 
@@ -50,6 +56,6 @@ def kind_of(codes) -> str | None:
     return codes.kind if isinstance(codes, KindedCodes) else None
 
 
-def maker_of(codes) -> bytes | None:
-    """The model id of the model that made `codes`, where they say it."""
-    return codes.model_id if isinstance(codes, KindedCodes) else None
+def maker_of(codes) -> tuple[bytes | None, bytes | None]:
+    """The model id and the codes id of the model that made `codes`, where they say them."""
+    return (codes.model_id, codes.codes_id) if isinstance(codes, KindedCodes) else (None, None)

@@ -211,7 +211,7 @@ def decoder_advice(model_id: str, prior_id: int | None, folder: Path | None = No
     return installed["path"] if installed.get("shadowed") else installed["name"]
 
 
-def _is_model_id(value) -> bool:
+def is_model_id(value) -> bool:
     return isinstance(value, str) and len(value) == 16 and all(c in "0123456789abcdef" for c in value)
 
 
@@ -220,16 +220,16 @@ def meta_problem(meta: dict) -> str | None:
     version = meta.get("format_version", FORMAT_VERSION)
     if isinstance(version, bool) or version != FORMAT_VERSION:
         return f"format_version {version!r} (this vqcodec reads model files of version {FORMAT_VERSION})"
-    if not _is_model_id(meta["model_id"]):
+    if not is_model_id(meta["model_id"]):
         return f"a bad model_id ({meta['model_id']!r}: not 16 hex digits)"
     try:
         config_from_dict(meta["config"])
     except (ValueError, TypeError) as exc:
         return f"a bad config ({exc})"
     decodes = meta.get("decodes", [])
-    if not isinstance(decodes, list) or not all(_is_model_id(item) for item in decodes):
+    if not isinstance(decodes, list) or not all(is_model_id(item) for item in decodes):
         return f"a bad \"decodes\" ({decodes!r}: not a list of model ids)"
-    if "codes_id" in meta and not _is_model_id(meta["codes_id"]):
+    if "codes_id" in meta and not is_model_id(meta["codes_id"]):
         return f"a bad \"codes_id\" ({meta['codes_id']!r:.60}: not 16 hex digits)"
     if decodes and "codes_id" not in meta:  # nothing would check "decodes" against the weights (read_model_files)
         return ("\"decodes\" without \"codes_id\", which checks its encoder and codebooks against the models it lists "

@@ -15,6 +15,7 @@ from . import format as vqformat
 from .errors import VQCodecError
 from .folders import check_callbacks, check_file_list, folder_of, mirrored_paths, warn_of_level
 from .io import MAX_JSON_BYTES, JSONFileTooLarge, checked_flag, open_regular_file, read_json_file, write_file
+from .registry import is_model_id
 from .wording import name_fields, plural, reason_of, setting, shown, valid_text
 
 MANIFEST = "codes.json"
@@ -413,7 +414,7 @@ def check_listed_codes(codec, path) -> None:
                            f"{manifest_path} lists it, but model {codec.name} codes "
                            f"{'audio' if codec.kind == 'audio' else 'images'}: pack it with the "
                            "model that made it")
-    if isinstance(model_id, str) and not codec.makes_codes_of(model_id):
+    if isinstance(model_id, str) and not (is_model_id(model_id) and codec.makes_codes_of(bytes.fromhex(model_id))):
         raise VQCodecError(f"{path} holds the codes of {of_model}, as {manifest_path} lists it, not of model "
-                           f"{codec.name} ({codec.model_id.hex()}), whose codebooks they do not index: pack it with "
-                           "the model that made it (or a decoder-only fine-tune of it)")
+                           f"{codec.name} ({codec.model_id.hex()}) nor of a model it knows to make the same codes: "
+                           "pack it with the model that made it (or a decoder-only fine-tune of it)")
