@@ -90,11 +90,11 @@ def exit_status(main) -> int:
         sys.excepthook(*sys.exc_info())
         status = 1
     atexit._run_exitfuncs()
-    try:
-        sys.stdout.flush()
-    except (OSError, ValueError):  # a closed pipe, a full disk: Python's flush at exit ends with 120
-        status = 120
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe, a full disk: Python's flush at exit ends with 120
+            status = 120
     return status
 
 

@@ -4086,22 +4086,27 @@ def test_a_run_forked_from_the_server_buffers_stdout_and_stderr_as_pythonunbuffe
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
-def test_a_forked_run_whose_stdout_cannot_be_written_at_its_end_ends_with_120_as_python_does(monkeypatch):
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_a_forked_run_whose_stdout_or_stderr_cannot_be_written_at_its_end_ends_with_120_as_python_does(monkeypatch,
+                                                                                                       stream):
     """The server's end of a run caught a closed pipe alone at the last flush of stdout: a full disk's error went
-    on up through the forked child into the server's loop, which it then ran."""
+    on up through the forked child into the server's loop, which it then ran; stderr's last flush (a progress
+    line, which ends in no newline, still in its buffer) was not caught at all."""
     import cli_server
 
+    quiet = "stderr" if stream == "stdout" else "stdout"
     with open("/dev/full", "wb") as full:
-        fresh = subprocess.run([sys.executable, "-c", "print('x')"], stdout=full, stderr=subprocess.DEVNULL,
+        fresh = subprocess.run([sys.executable, "-c", f"import sys; sys.{stream}.write('x')"],
+                               **{stream: full, quiet: subprocess.DEVNULL},
                                env={**os.environ, "PYTHONUNBUFFERED": ""})  # buffered: written at the end
     monkeypatch.setattr(cli_server.atexit, "_run_exitfuncs", lambda: None)  # this process's own, pytest's
-    stdout = open("/dev/full", "w")
-    monkeypatch.setattr(sys, "stdout", stdout)
+    written = open("/dev/full", "w")
+    monkeypatch.setattr(sys, stream, written)
     try:
-        assert cli_server.exit_status(lambda: print("x")) == fresh.returncode == 120
+        assert cli_server.exit_status(lambda: written.write("x")) == fresh.returncode == 120
     finally:
         try:
-            stdout.close()
+            written.close()
         except OSError:
             pass
 
