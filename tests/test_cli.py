@@ -807,14 +807,14 @@ def test_a_model_file_that_is_a_pipe_or_a_device_is_refused_not_read(cli, tiny_m
         os.mkfifo(odd)
     else:
         odd.symlink_to(os.devnull)
-    # a process of its own for a FIFO, which a timeout ends at once (a forked one stuck in its open held the server)
-    run = cli if how == "device" else lambda *args, **kwargs: run_python("-m", "vqcodec", *args, **kwargs)
-    result = run("info", GOLDEN / "golden_audio_fixed.vq", "-m", tmp_path / "m", timeout=30, text=True)
+    # forked from the server, as a fresh interpreter's start (importing torch) may take longer than a hang's timeout on
+    # a busy machine; a forked run stuck in its open is killed at the timeout
+    result = cli("info", GOLDEN / "golden_audio_fixed.vq", "-m", tmp_path / "m", timeout=120, text=True)
     refused = f"{odd}: not a regular file (a pipe or a device)"
     assert result.returncode == 1, result.stderr
     assert result.stderr == f"vqcodec: error: cannot read model {tmp_path / 'm.safetensors'}: {refused}\n"
     if which == ".json":  # a FIFO or device as NAME.safetensors is no weights: the JSON's model is half a model
-        result = run("models", env={"VQCODEC_MODEL_PATH": str(tmp_path)}, timeout=30, text=True)
+        result = cli("models", env={"VQCODEC_MODEL_PATH": str(tmp_path)}, timeout=120, text=True)
         assert result.returncode == 0, result.stderr
         assert result.stderr == (f"vqcodec: warning: model {tmp_path / 'm.safetensors'} has an unreadable m.json "
                                  "(not a regular file (a pipe or a device)); not listed\n")
