@@ -1205,6 +1205,30 @@ def test_a_long_model_name_with_a_nul_is_cut_before_it_is_quoted():
     assert str(error.value) == "a model name or path cannot hold a NUL character: '" + "x" * 59 + "\\x00'"
 
 
+def test_a_long_value_a_message_quotes_is_cut_with_its_quote_closed_or_the_cut_told():
+    """Messages cut a value's repr at 40 or 60 characters ({value!r:.60}): a text's quote was left open and another
+    value's cut was not told. Text is now cut before it is quoted; another value's repr ends '...' where cut."""
+    from vqcodec.errors import VQCodecError
+    from vqcodec.io import checked_flag
+    from vqcodec.registry import meta_problem
+    from vqcodec.wording import command_line_wording, shown_cut
+
+    from conftest import REPO_ROOT
+
+    meta = json.loads((REPO_ROOT / "models" / "speech16k.json").read_text())
+    assert meta_problem(meta) is None
+    assert meta_problem({**meta, "codes_id": "z" * 80}) == "a bad \"codes_id\" ('" + "z" * 60 + "'...: not 16 hex digits)"
+    assert meta_problem({**meta, "model_id": "z" * 80}) == "a bad model_id ('" + "z" * 60 + "'...: not 16 hex digits)"
+    assert meta_problem({**meta, "decodes": ["z" * 80]}) == "a bad \"decodes\" (['" + "z" * 58 + "...: not a list of model ids)"
+    with command_line_wording():
+        assert shown_cut("\udcff" * 70) == "$'" + "\\xff" * 60 + "'..."
+    assert shown_cut(Path("a" * 70)) == "'" + "a" * 60 + "'..."
+    assert shown_cut(list(range(5))) == "[0, 1, 2, 3, 4]"
+    with pytest.raises(VQCodecError) as error:
+        checked_flag("replace", list(range(100)))
+    assert str(error.value) == "replace must be True or False, not " + repr(list(range(100)))[:40] + "..."
+
+
 def test_a_model_path_without_its_suffix_keeps_a_dot_in_the_name(cli, tiny_model_path, tmp_path, signal):
     """-m runs/mine.v2 looked for runs/mine.safetensors (the .v2 taken for a suffix): 'model file not found'."""
     import shutil

@@ -48,7 +48,7 @@ from .prior import ABSENT, CodePrior, RateCosts, plane_depths
 from .recode import FileCuts
 from .refine import LEARNING_RATE as REFINE_LEARNING_RATE, refine_codes
 from .registry import find_model, list_models, retired_model_hint
-from .wording import plural, reason_of, setting, shown
+from .wording import plural, reason_of, setting, shown, shown_cut
 
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
 IMAGE_CHUNK_ROWS = 16           # latent rows per container chunk
@@ -823,7 +823,7 @@ class Codec:
     @progress.setter
     def progress(self, value: Callable[[str, int, int], None] | None) -> None:
         if value is not None and not callable(value):  # it was called, and failed, only once a block was coded
-            raise VQCodecError(f"progress must be a function (stage, done, total) or None, not {shown(value):.60}")
+            raise VQCodecError(f"progress must be a function (stage, done, total) or None, not {shown_cut(value)}")
         self._progress = value
 
     @property
@@ -2411,7 +2411,7 @@ class Codec:
             stand_in = np.broadcast_to(np.zeros((), dtype), shape)
         except (TypeError, ValueError) as exc:
             raise VQCodecError(f"shape is a tuple of sizes (whole numbers from 0 up) and dtype an integer type, not "
-                               f"{shape!r:.60} and {dtype!r:.40} ({exc})") from None
+                               f"{shown_cut(shape)} and {shown_cut(dtype, 40)} ({exc})") from None
         self._file_of_codes(stand_in, sample_rate, samples, width, height, gain, channels)
 
     @property

@@ -13,7 +13,7 @@ from . import memory
 from .errors import VQCodecError
 from .io import ALPHA_MODES, IMAGE_MODE_NAMES, checked_flag, is_regular_stream, read_at_most, read_up_to
 from .memory import refuse_beyond
-from .wording import reason_of
+from .wording import reason_of, shown_cut
 
 TRAILING_STREAM_BYTES = 1 << 20  # read after the last chunk of a .vq stream that is no regular file, at most
 WHOLE = "a .vq file is read into memory whole"
@@ -101,7 +101,7 @@ def vq_bytes(data, salvage: bool = False) -> bytes:
     except OSError as exc:
         raise VQCodecError(f"cannot read {data}: {reason_of(exc)}") from None
     except ValueError as exc:  # a path with a NUL byte (the file's contents decoded to str by mistake)
-        raise VQCodecError(f"cannot read {data!r:.60}: {exc}") from None
+        raise VQCodecError(f"cannot read {shown_cut(data)}: {exc}") from None
 
 
 def read_vq_file(path: str | Path, salvage: bool = False) -> bytes:

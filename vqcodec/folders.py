@@ -12,7 +12,7 @@ from typing import Callable
 
 from . import format as vqformat
 from .errors import VQCodecError
-from .wording import plural, reason_of, setting, shown, skipping
+from .wording import plural, reason_of, setting, shown_cut, skipping
 
 DEFAULT_EXTENSIONS = {"audio": ".wav", "image": ".png"}
 # where Pillow's first-registered extension is unusual, or (SPIDER) registered only once a file is saved,
@@ -48,7 +48,7 @@ def check_file_list(files, of: str) -> None:
     was iterated, as its characters or by a bare TypeError, and a generator used up by a first pass."""
     if not isinstance(files, (list, tuple)) or not all(isinstance(path, (str, os.PathLike)) for path in files):
         one = isinstance(files, (str, os.PathLike))
-        raise VQCodecError(f"files is a list of paths (str or Path) of {of}, not {files!r:.60}"
+        raise VQCodecError(f"files is a list of paths (str or Path) of {of}, not {shown_cut(files)}"
                            + (": give [path] for one file" if one else ""))
 
 
@@ -57,7 +57,7 @@ def check_callbacks(**callbacks) -> None:
     None: it was called, and failed with a TypeError, only once files were done, leaving their outputs unlisted."""
     for name, value in callbacks.items():
         if value is not None and not callable(value):
-            raise VQCodecError(f"{name} must be a function or None, not {shown(value):.60}")
+            raise VQCodecError(f"{name} must be a function or None, not {shown_cut(value)}")
 
 
 def warn_of_level(codec, path, on_warning=None) -> None:

@@ -27,7 +27,7 @@ from .errors import AudioReadWarning, ImageReadWarning, VQCodecError, caller_sta
 from . import imagedata
 from .format import MAX_IMAGE_SIDE
 from .imagedata import BMP_BI_RGB, BMP_BITFIELDS, PILLOW_READ_ERRORS
-from .wording import plural, reason_of, setting, shown
+from .wording import plural, reason_of, setting, shown_cut
 
 # Suffixes that name one of soundfile's formats (which it knows by name: WAV, AIFF, ...) otherwise
 AUDIO_SUFFIX_FORMATS = {".wave": "WAV", ".aif": "AIFF", ".aifc": "AIFF", ".snd": "AU", ".sph": "NIST", ".oga": "OGG"}
@@ -268,7 +268,7 @@ def checked_flag(name: str, value) -> bool:
     """A yes-or-no option given to the Python API (salvage=, variable_depth=, TrainOptions' resume, ...):
     True or False (a NumPy bool too), not any value Python takes as true ("no", 2, a list)."""
     if not isinstance(value, (bool, np.bool_)):
-        raise VQCodecError(f"{name} must be True or False, not {shown(value):.40}")
+        raise VQCodecError(f"{name} must be True or False, not {shown_cut(value, 40)}")
     return bool(value)
 
 
@@ -295,7 +295,7 @@ def check_destination(destination, what: str) -> None:
 def check_format_name(name: str, value, example: str) -> None:
     """Refuse a format or subtype name (format_hint=, subtype=) that is not a str, such as `example`."""
     if value is not None and not isinstance(value, str):  # were AttributeErrors and TypeErrors
-        raise VQCodecError(f"{name} is a name such as {example} (a str), not {shown(value):.40}")
+        raise VQCodecError(f"{name} is a name such as {example} (a str), not {shown_cut(value, 40)}")
 
 
 def refuse_folder_name(path) -> None:
@@ -2194,7 +2194,7 @@ def _check_transparency(image) -> None:
     else:
         fits, wanted = is_whole(value), "an int"
     if not fits:
-        raise VQCodecError(f"the {mode_shown(image.mode)} image's transparency, {value!r:.40}, is not {wanted}: "
+        raise VQCodecError(f"the {mode_shown(image.mode)} image's transparency, {shown_cut(value, 40)}, is not {wanted}: "
                            "set image.info['transparency'] to one, or remove it")
 
 

@@ -221,23 +221,23 @@ def meta_problem(meta: dict) -> str | None:
     if isinstance(version, bool) or version != FORMAT_VERSION:
         return f"format_version {version!r} (this vqcodec reads model files of version {FORMAT_VERSION})"
     if not is_model_id(meta["model_id"]):
-        return f"a bad model_id ({meta['model_id']!r}: not 16 hex digits)"
+        return f"a bad model_id ({shown_cut(meta['model_id'])}: not 16 hex digits)"
     try:
         config_from_dict(meta["config"])
     except (ValueError, TypeError) as exc:
         return f"a bad config ({exc})"
     decodes = meta.get("decodes", [])
     if not isinstance(decodes, list) or not all(is_model_id(item) for item in decodes):
-        return f"a bad \"decodes\" ({decodes!r}: not a list of model ids)"
+        return f"a bad \"decodes\" ({shown_cut(decodes)}: not a list of model ids)"
     if "codes_id" in meta and not is_model_id(meta["codes_id"]):
-        return f"a bad \"codes_id\" ({meta['codes_id']!r:.60}: not 16 hex digits)"
+        return f"a bad \"codes_id\" ({shown_cut(meta['codes_id'])}: not 16 hex digits)"
     if decodes and "codes_id" not in meta:  # nothing would check "decodes" against the weights (read_model_files)
         return ("\"decodes\" without \"codes_id\", which checks its encoder and codebooks against the models it lists "
                 "(edited by hand, or written by an older train --max-steps 0): remove \"decodes\" to decode its own "
                 "files only, or make it again from the model it was made from")
     training = meta.get("training", {})
     if training is not None and not isinstance(training, dict):
-        return f"a bad \"training\" ({training!r:.60}: not a record)"
+        return f"a bad \"training\" ({shown_cut(training)}: not a record)"
     return None
 
 

@@ -16,7 +16,7 @@ from .errors import VQCodecError
 from .folders import check_callbacks, check_file_list, folder_of, mirrored_paths, warn_of_level
 from .io import MAX_JSON_BYTES, JSONFileTooLarge, checked_flag, open_regular_file, read_json_file, write_file
 from .registry import is_model_id
-from .wording import name_fields, plural, reason_of, setting, shown, valid_text
+from .wording import name_fields, plural, reason_of, setting, shown, shown_cut, valid_text
 
 MANIFEST = "codes.json"
 MAX_MANIFEST_BYTES = 1 << 30  # read by listing_manifest and a resume: about 290 bytes a file, 3.7 million files
@@ -117,7 +117,7 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     check_callbacks(log=log, on_warning=on_warning, progress=progress)
     for name, path in (("folder", folder), ("out", out)):
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):  # "" stood for the current folder
-            raise VQCodecError(f"{name} is the path of a folder (a str or Path, not empty), not {path!r:.60}")
+            raise VQCodecError(f"{name} is the path of a folder (a str or Path, not empty), not {shown_cut(path)}")
     replace, resume = checked_flag("replace", replace), checked_flag("resume", resume)
     if stopped_run is not None:
         if not resume:
@@ -126,7 +126,7 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
             stopped_run = json.loads(json.dumps(stopped_run))
         except (TypeError, ValueError, RecursionError):
             raise VQCodecError(f"stopped_run is a codes.json as stopped_run_manifest reads it (JSON data), not "
-                               f"{stopped_run!r:.60}") from None
+                               f"{shown_cut(stopped_run)}") from None
     if not callable(getattr(codec, "media_to_codes", None)):
         raise VQCodecError(f"codec is a vqcodec Codec (Codec.load), not a {type(codec).__name__}")
     with codec._lock:
@@ -401,7 +401,7 @@ def check_listed_codes(codec, path) -> None:
     codes, and image codes (quality, rows, cols) of a few rows fit an audio model's (channels, quality,
     frames), as audio codes fit an image model's, which made them a file of the other kind."""
     if not isinstance(path, (str, os.PathLike)):  # was a TypeError from Path()
-        raise VQCodecError(f"path is the path of a .npy file of codes (a str or Path), not {path!r:.60}")
+        raise VQCodecError(f"path is the path of a .npy file of codes (a str or Path), not {shown_cut(path)}")
     listed = listing_manifest(Path(path))
     if listed is None:
         return

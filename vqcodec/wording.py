@@ -40,10 +40,16 @@ def shown(value) -> str:
     return repr(value)
 
 
-def shown_cut(text: str, limit: int = 60) -> str:
-    """`text` shown (shown) after cutting it to `limit` characters, '...' after it where cut: a quote cut after
-    quoting it could be left open ($'a\\x)."""
-    return shown(text[:limit]) + ("..." if len(text) > limit else "")
+def shown_cut(value, limit: int = 60) -> str:
+    """`value` shown (shown), no longer than about `limit` characters, '...' after it where cut. Text and a path
+    are cut before they are quoted (a quote cut after quoting could be left open, $'a\\x); another value's repr
+    is cut, the '...' telling that the rest is left out."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str):
+        return shown(value[:limit]) + ("..." if len(value) > limit else "")
+    text = shown(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def shell_quoted(text: str) -> str:
