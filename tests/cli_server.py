@@ -111,7 +111,10 @@ def handle(connection: socket.socket) -> None:
         os.close(fd)
     connection.sendall(NUMBER.pack(pid))
     _, status, usage = os.wait4(pid, 0)
-    connection.sendall(NUMBER.pack(os.waitstatus_to_exitcode(status)) + NUMBER.pack(usage.ru_maxrss * 1024))
+    try:
+        connection.sendall(NUMBER.pack(os.waitstatus_to_exitcode(status)) + NUMBER.pack(usage.ru_maxrss * 1024))
+    except OSError:  # a caller that timed the run out and killed it has gone: no one is left to tell
+        pass
     os._exit(0)
 
 
