@@ -2822,14 +2822,12 @@ def test_codes_of_a_folder_of_vq_files_stopped_part_way_keeps_a_manifest_of_what
     assert manifest["stopped"] is True and [entry["file"] for entry in manifest["files"]] == ["a.vq"]
 
 
-def test_codes_resume_of_a_folder_of_vq_files_stopped_part_way(cli, vq_folder, tmp_path, monkeypatch):
-    """--resume of a folder of .vq files was refused: its stopped run could only be coded again whole. It codes
-    the files that run did not finish (bad.vq, which it skipped, too), into the arrays, codes.json and summary
-    of a run that was not stopped."""
+def _codes_stopped_at_the_photo(folder, out, monkeypatch):
+    """`codes FOLDER OUT` of a folder of .vq files stopped (Ctrl-C) when it reaches the image's file, as a run the
+    user stopped leaves OUT; Codec.code_blocks is as it was afterwards."""
     from vqcodec.cli import run
     from vqcodec.codec import Codec
 
-    out, whole = tmp_path / "tokens", tmp_path / "whole"
     real = Codec.code_blocks
 
     def stopped_at_the_photo(self, data):
@@ -2838,8 +2836,16 @@ def test_codes_resume_of_a_folder_of_vq_files_stopped_part_way(cli, vq_folder, t
         return real(self, data)
 
     monkeypatch.setattr(Codec, "code_blocks", stopped_at_the_photo)
-    assert run(["codes", str(vq_folder), str(out)]) != 0
+    assert run(["codes", str(folder), str(out)]) != 0
     monkeypatch.setattr(Codec, "code_blocks", real)
+
+
+def test_codes_resume_of_a_folder_of_vq_files_stopped_part_way(cli, vq_folder, tmp_path, monkeypatch):
+    """--resume of a folder of .vq files was refused: its stopped run could only be coded again whole. It codes
+    the files that run did not finish (bad.vq, which it skipped, too), into the arrays, codes.json and summary
+    of a run that was not stopped."""
+    out, whole = tmp_path / "tokens", tmp_path / "whole"
+    _codes_stopped_at_the_photo(vq_folder, out, monkeypatch)
     stopped = json.loads((out / "codes.json").read_text())
     assert stopped["stopped"] is True and [entry["file"] for entry in stopped["files"]] == ["a.vq"]
     assert_one_line_error(cli("codes", vq_folder, out, "--resume", "--force"))
@@ -2870,13 +2876,7 @@ def test_codes_resume_of_a_folder_of_vq_files_writes_its_manifest_when_a_kept_ar
     out = tmp_path / "tokens"
     real = Codec.code_blocks
 
-    def stopped_at_the_photo(self, data):
-        if vqformat.parse_header(data).kind == vqformat.KIND_IMAGE:
-            raise KeyboardInterrupt
-        return real(self, data)
-
-    monkeypatch.setattr(Codec, "code_blocks", stopped_at_the_photo)
-    assert run(["codes", str(vq_folder), str(out)]) != 0
+    _codes_stopped_at_the_photo(vq_folder, out, monkeypatch)
 
     def removing_the_kept_array(self, data):
         (out / "a.npy").unlink(missing_ok=True)
@@ -2894,21 +2894,11 @@ def test_codes_resume_of_a_folder_of_vq_files_codes_again_a_file_whose_header_ch
                                                                                      monkeypatch):
     """A .vq file replaced since the stopped run by another (here of fewer levels and frames) is coded again,
     as its header no longer gives what codes.json records of it."""
-    from vqcodec.cli import run
     from vqcodec.codec import Codec
 
     folder, out = tmp_path / "files", tmp_path / "tokens"
     shutil.copytree(vq_folder, folder)
-    real = Codec.code_blocks
-
-    def stopped_at_the_photo(self, data):
-        if vqformat.parse_header(data).kind == vqformat.KIND_IMAGE:
-            raise KeyboardInterrupt
-        return real(self, data)
-
-    monkeypatch.setattr(Codec, "code_blocks", stopped_at_the_photo)
-    assert run(["codes", str(folder), str(out)]) != 0
-    monkeypatch.setattr(Codec, "code_blocks", real)
+    _codes_stopped_at_the_photo(folder, out, monkeypatch)
     speech = Codec.load("speech16k")
     (folder / "a.vq").write_bytes(speech.codes_to_file(np.zeros((1, 2, 40), np.int64), sample_rate=8000))
     assert cli("codes", folder, out, "--resume").returncode == 1  # bad.vq
@@ -2921,21 +2911,11 @@ def test_codes_resume_of_a_folder_of_vq_files_codes_again_a_file_changed_with_th
                                                                                               tmp_path, monkeypatch):
     """A .vq file replaced since the stopped run by one of the same header (other codes) kept the codes of what it
     was: codes.json now records its size and time, and it is coded again."""
-    from vqcodec.cli import run
     from vqcodec.codec import Codec
 
     folder, out = tmp_path / "files", tmp_path / "tokens"
     shutil.copytree(vq_folder, folder)
-    real = Codec.code_blocks
-
-    def stopped_at_the_photo(self, data):
-        if vqformat.parse_header(data).kind == vqformat.KIND_IMAGE:
-            raise KeyboardInterrupt
-        return real(self, data)
-
-    monkeypatch.setattr(Codec, "code_blocks", stopped_at_the_photo)
-    assert run(["codes", str(folder), str(out)]) != 0
-    monkeypatch.setattr(Codec, "code_blocks", real)
+    _codes_stopped_at_the_photo(folder, out, monkeypatch)
     entry = json.loads((out / "codes.json").read_text())["files"][0]
     assert (entry["file"], entry["file_size"], entry["file_mtime_ns"]) == \
         ("a.vq", (folder / "a.vq").stat().st_size, (folder / "a.vq").stat().st_mtime_ns)
