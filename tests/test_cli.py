@@ -2186,7 +2186,8 @@ def test_codes_of_a_folder(cli, tmp_path, signal, tiny_model_path, codec):
     assert manifest["files"][1] | {"shape": None} == {"file": "sub/x.flac", "codes": "sub/x.npy", "shape": None,
                                                       "sample_rate": 8000, "samples": 3000, "channels": 1,
                                                       "gain": 1.0, "file_size": x.st_size,
-                                                      "file_mtime_ns": x.st_mtime_ns}
+                                                      "file_mtime_ns": x.st_mtime_ns,
+                                                      "file_blake2b": _b2sum_256(folder / "sub" / "x.flac")}
     audio = codec.codes_to_audio(np.load(out / "sub" / "x.npy"))
     assert audio.shape == (1, manifest["files"][1]["shape"][2] * 8)
 
@@ -2282,6 +2283,13 @@ def _stopped_codes_run(codec, folder: Path, out: Path, stop_at: str, monkeypatch
     monkeypatch.setattr(codec, "media_to_codes", real)
 
 
+def _b2sum_256(path: Path) -> str:
+    """What `b2sum -l 256 PATH` prints of a file: the "file_blake2b" codes.json records of it."""
+    import hashlib
+
+    return hashlib.blake2b(path.read_bytes(), digest_size=32).hexdigest()
+
+
 def _arrays_and_manifest(out: Path) -> dict:
     return {str(path.relative_to(out)): path.read_bytes() for path in out.rglob("*") if path.is_file()}
 
@@ -2351,6 +2359,40 @@ def test_codes_resume_codes_again_a_file_changed_since_the_stopped_run(tmp_path,
     assert coded == ["a.wav", "b.wav", "c.wav", "e.wav"]
     whole = code_folder(codec, folder, tmp_path / "whole", sorted(folder.iterdir()))
     assert resumed == whole and _arrays_and_manifest(out) == _arrays_and_manifest(tmp_path / "whole")
+
+
+def test_codes_resume_codes_again_a_file_replaced_by_one_of_the_same_size_and_time(tmp_path, signal, codec,
+                                                                                    monkeypatch):
+    """A recording replaced since the stopped run by another of the same size, its time set back to the one
+    recorded (cp -p, rsync -t, touch -r), kept the codes of what it was. codes.json records the BLAKE2b of each
+    file's bytes, and one whose bytes differ is coded again; an entry of an older codes.json, which records no
+    hash, is judged by size and time alone, as it was."""
+    from vqcodec.tokens import code_folder
+
+    folder, out = tmp_path / "recordings", tmp_path / "tokens"
+    folder.mkdir()
+    for name in ("a.wav", "b.wav", "c.wav"):
+        write_wav(folder / name, signal)
+    _stopped_codes_run(codec, folder, out, "c.wav", monkeypatch)
+    stopped = json.loads((out / "codes.json").read_text())
+    assert [entry["file_blake2b"] for entry in stopped["files"]] == [_b2sum_256(folder / "a.wav"),
+                                                                     _b2sum_256(folder / "b.wav")]
+    for entry in stopped["files"]:
+        size = (folder / entry["file"]).stat().st_size
+        write_wav(folder / entry["file"], lambda *shape: -signal(*shape))
+        assert (folder / entry["file"]).stat().st_size == size
+        os.utime(folder / entry["file"], ns=(entry["file_mtime_ns"],) * 2)
+    del stopped["files"][1]["file_blake2b"]  # as an older codes.json lists b.wav
+    (out / "codes.json").write_text(json.dumps(stopped))
+    b_codes = (out / "b.npy").read_bytes()
+    real, coded = codec.media_to_codes, []
+    monkeypatch.setattr(codec, "media_to_codes", lambda path, quality: coded.append(Path(path).name)
+                        or real(path, quality))
+    resumed = code_folder(codec, folder, out, sorted(folder.iterdir()), resume=True)
+    assert coded == ["a.wav", "c.wav"] and (out / "b.npy").read_bytes() == b_codes
+    assert np.array_equal(np.load(out / "a.npy"), real(folder / "a.wav", None)[0])
+    assert resumed["files"][0]["file_blake2b"] == _b2sum_256(folder / "a.wav")
+    assert "file_blake2b" not in resumed["files"][1]  # kept as listed: a hash of the file now need not be of its codes
 
 
 def test_codes_resume_without_replace_codes_again_a_changed_file_over_its_stopped_runs_array(tmp_path, signal, codec,
@@ -2778,7 +2820,8 @@ def test_codes_of_a_folder_of_vq_files(cli, vq_folder, tmp_path):
     assert manifest["files"][0] | {"model_id": None} == {
         "file": "a.vq", "codes": "a.npy", "shape": [2, 3, 120], "model_id": None, "kind": "audio", "quality": 3,
         "sample_rate": 8000, "samples": 19_200, "channels": 2, "gain": 1.0,
-        "file_size": (vq_folder / "a.vq").stat().st_size, "file_mtime_ns": (vq_folder / "a.vq").stat().st_mtime_ns}
+        "file_size": (vq_folder / "a.vq").stat().st_size, "file_mtime_ns": (vq_folder / "a.vq").stat().st_mtime_ns,
+        "file_blake2b": _b2sum_256(vq_folder / "a.vq")}
     assert {k: manifest["files"][1][k] for k in ("file", "kind", "width", "height")} == \
         {"file": "sub/b.vq", "kind": "image", "width": 60, "height": 40}
     assert manifest["skipped"] == [{"file": "bad.vq", "reason": "truncated .vq file (chunk 0 cut short)"}]
@@ -2928,8 +2971,8 @@ def test_codes_resume_of_a_folder_of_vq_files_codes_again_a_file_changed_with_th
     assert cli("codes", folder, tmp_path / "whole").returncode == 1
     assert _arrays_and_manifest(out) == _arrays_and_manifest(tmp_path / "whole")
     shown = " ".join(cli("codes", "--help").stdout.decode().split())
-    assert "that restore it, and the file's size and time." in shown
-    assert "coding only the files it did not finish or that changed since (their size or time)." in shown
+    assert "that restore it, and the file's size, time and content hash." in shown
+    assert "coding only the files it did not finish or that changed since (their size, time or content)." in shown
 
 
 def test_codes_of_a_folder_of_photos(cli, tmp_path):

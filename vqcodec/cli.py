@@ -1402,7 +1402,7 @@ def _print_info(file_info, model: str | None, report: dict | None, other_prior: 
               "(or, for -, write to stdout that is a terminal).")
 @click.option("--resume", is_flag=True, help="For a folder: go on with the stopped run whose codes.json is in "
               "OUTPUT, with the same model and options, coding only the files it did not finish or that changed "
-              "since (their size or time).")
+              "since (their size, time or content).")
 def codes(input_path, output_path, model, quality, kind, depth_weight, device, threads, force, resume):
     """Write the integer codes of a .vq file, an audio file or image, or a whole folder of audio
     files or images, to NumPy .npy files.
@@ -1418,7 +1418,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
     one .npy file per media file (.vq files in it are left out), at the same relative path, and
     codes.json: the model, quality and frame rate or stride, and for each file its codes' shape and
     the rate, length and level gain (`pack --rate --samples --gain`) or the size (`--width
-    --height`) that restore it, and the file's size and time. A folder of .vq files and no media gets one .npy file per .vq file,
+    --height`) that restore it, and the file's size, time and content hash. A folder of .vq files and no media gets one .npy file per .vq file,
     and a codes.json in which each file names its own model id, kind and quality. A file that cannot
     be read is reported and skipped, and the command then exits with status 1. A run stopped part way
     writes codes.json of the files it finished ("stopped": true), from which --resume goes on.

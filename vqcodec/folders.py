@@ -334,7 +334,7 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
     """Write the codes of `.vq` files into `outputs` as int32 .npy files (Codec.code_blocks, a block
     at a time), and return the report and, for each file written, its codes' shape and what restores
     it (the model id, kind and quality, and the rate, length, channels and gain, or the size), and the .vq file's
-    size and time (tokens.input_stamp).
+    size, time and content hash (tokens.input_stamp).
     `codec_for(data)` gives the codec of a file; `write(path, write_stream)` writes one output;
     `stopped(report, entries)` is called with what was done when the run is stopped (Ctrl-C, SIGTERM, or
     any error raised, MemoryError say), before that is raised again."""

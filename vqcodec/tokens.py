@@ -3,6 +3,7 @@ array per file, at the file's relative path, and a JSON manifest (what `vqcodec 
 writes)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -19,8 +20,9 @@ from .registry import is_model_id
 from .wording import name_fields, plural, reason_of, setting, shown, shown_cut, valid_text
 
 MANIFEST = "codes.json"
-MAX_MANIFEST_BYTES = 1 << 30  # read by listing_manifest and a resume: about 290 bytes a file, 3.7 million files
+MAX_MANIFEST_BYTES = 1 << 30  # read by listing_manifest and a resume: about 380 bytes a file, 2.8 million files
 CODE_TYPE = np.dtype("<i4")  # what the .npy files hold
+CONTENT_HASH = "file_blake2b"  # the key of codes.json that records an input's bytes (input_stamp)
 
 
 def file_codes_writer(codec, data: bytes):
@@ -93,8 +95,8 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     Codes are as `codec.media_to_codes` gives them (all levels unless `quality`; per-cell depth as
     `codec.depth_weight` says). The manifest holds the model id, quality, codebook size, the frame
     rate (or the stride in pixels) and axis order, and for each file its array's shape and the sample
-    rate, length and level gain (or the width and height) that restore it, and the file's size and
-    modification time (input_stamp, taken before it is read); "skipped" lists the files
+    rate, length and level gain (or the width and height) that restore it, and the file's size,
+    modification time and the hash of its bytes (input_stamp, taken before it is read); "skipped" lists the files
     that could not be coded, and why. A weight the codec cannot use (Codec.check_weights) raises
     VQCodecError before any file. A run stopped part way (Ctrl-C, SIGTERM, or any error it raises, such
     as MemoryError or one that `log` or `on_warning` raises) writes the manifest of the files it
@@ -103,7 +105,7 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     refused before any file, and an output that exists (another run's, written while this one ran) is kept,
     and that file skipped. With resume=True the stopped run whose manifest is in `out` (stopped_run_manifest:
     of the same model, kind, quality and depth weight, else VQCodecError; `stopped_run`, where the caller has
-    read it so, is checked alike and not read again) goes on: the files it finished, of the size and time it
+    read it so, is checked alike and not read again) goes on: the files it finished, of the size, time and content it
     lists, whose array is still there, with the shape it lists, are kept, the others (those it skipped too)
     coded (its arrays and manifest replaced, whatever `replace` says), and one manifest of them all written, as a
     run that was not stopped writes it; a finished run's
@@ -235,7 +237,7 @@ def _checked_run(codec, path: Path, manifest, quality: int | None) -> dict:
 
 def stopped_vq_run_entries(folder: Path, out: Path, files: list[Path], outputs: list[Path]) -> dict[Path, dict] | None:
     """For `vqcodec codes FOLDER OUT --resume` of a folder of .vq files: the entries of the stopped run's
-    codes.json in `out` that it keeps (the files of `files` it finished, of the size and time listed, whose array
+    codes.json in `out` that it keeps (the files of `files` it finished, of the size, time and content listed, whose array
     is still at their output of `outputs`, with the shape listed, and whose header still gives what the entry
     records of it), by the
     path of their file, with their file and array as paths, as vqcodec.folders.codes_folder gives them; None
@@ -312,20 +314,45 @@ def _finished_entries(manifest: dict, folder: Path, out: Path, files: list[Path]
 
 def input_stamp(path) -> dict:
     """What codes.json records of an input file to tell on a resume that it changed since: its size in bytes and
-    modification time in ns, as make and rsync tell it, from its inode alone; {} where it cannot be had (the
-    entry of such a file is coded again by a resume)."""
+    modification time in ns, as make and rsync tell it, and the BLAKE2b-256 of its bytes (CONTENT_HASH, what
+    `b2sum -l 256` prints), which tells a file replaced by another of the same size whose time was set back; {}
+    where it cannot be had (the entry of such a file is coded again by a resume)."""
     try:
-        found = os.stat(path)
+        with open_regular_file(path) as stream:
+            size_and_time = _size_and_time(os.fstat(stream.fileno()))
+            return {**size_and_time, CONTENT_HASH: _content_hash(stream)}
     except OSError:
         return {}
+
+
+def _size_and_time(found: os.stat_result) -> dict:
     return {"file_size": found.st_size, "file_mtime_ns": found.st_mtime_ns}
 
 
+def _content_hash(stream) -> str:
+    digest = hashlib.blake2b(digest_size=32)
+    for block in iter(lambda: stream.read(1 << 20), b""):  # hashlib.file_digest is of Python 3.11
+        digest.update(block)
+    return digest.hexdigest()
+
+
 def _input_unchanged(entry: dict, path: Path) -> bool:
-    """Whether the file at `path` is of the size and time an entry of codes.json records of it (an entry of an older
-    codes.json, which records neither, is not)."""
-    stamp = input_stamp(path)
-    return bool(stamp) and all(type(entry.get(key)) is int and entry[key] == value for key, value in stamp.items())
+    """Whether the file at `path` is of the size, time and content an entry of codes.json records of it (input_stamp),
+    its bytes read only where size and time match. An entry of an older codes.json that records no content hash
+    is judged by size and time alone, as that vqcodec judged it; one that records neither is not unchanged."""
+    try:
+        size_and_time = _size_and_time(os.stat(path))
+    except OSError:
+        return False
+    if not _records(entry, size_and_time):
+        return False
+    return CONTENT_HASH not in entry or _records(entry, input_stamp(path))
+
+
+def _records(entry: dict, stamp: dict) -> bool:
+    """Whether a codes.json entry records each value of `stamp` (not empty), of its type."""
+    return bool(stamp) and all(type(entry.get(key)) is type(value) and entry[key] == value
+                               for key, value in stamp.items())
 
 
 def _holds_codes_of_shape(path: Path, shape) -> bool:
