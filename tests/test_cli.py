@@ -2416,7 +2416,10 @@ def test_codes_resume_without_replace_codes_again_a_changed_file_over_its_stoppe
 def test_codes_of_a_folder_tell_progress_the_files_done_and_log_what_a_resume_keeps(tmp_path, codec, monkeypatch):
     """code_folder told `log` the files done, which the command showed in place on a terminal: a line said
     through it once, such as what a resume keeps, would be cleared by the next. `progress` (else `log`) is told
-    the files done, `log` the lines."""
+    the files done, `log` the lines. The count was the file's place in the folder: a resume that kept the first
+    file said "coded 100/101 files" when 99 were, and a 100th file skipped said nothing. It counts the files this
+    run codes, coded or skipped, of those it has to code."""
+    from vqcodec.errors import VQCodecError
     from vqcodec.tokens import code_folder
 
     folder, out = tmp_path / "recordings", tmp_path / "tokens"
@@ -2424,7 +2427,13 @@ def test_codes_of_a_folder_tell_progress_the_files_done_and_log_what_a_resume_ke
     files = [folder / f"{number:03}.wav" for number in range(101)]
     for path in files:
         path.write_bytes(b"")
-    monkeypatch.setattr(codec, "media_to_codes", lambda path, quality: (np.zeros((1, quality, 2), np.int32), {}))
+
+    def media_to_codes(path, quality):
+        if Path(path).name == "099.wav":
+            raise VQCodecError("cannot read audio")
+        return np.zeros((1, quality, 2), np.int32), {}
+
+    monkeypatch.setattr(codec, "media_to_codes", media_to_codes)
     said, shown = [], []
     code_folder(codec, folder, out, files[:100], log=said.append)
     assert said == ["coded 100/100 files"]
@@ -2432,7 +2441,7 @@ def test_codes_of_a_folder_tell_progress_the_files_done_and_log_what_a_resume_ke
     (out / "codes.json").write_text(json.dumps(manifest | {"files": manifest["files"][:1], "stopped": True}))
     said.clear()
     code_folder(codec, folder, out, files, log=said.append, progress=shown.append, resume=True)
-    assert said == ["resumed: 1 file kept, 100 to code"] and shown == ["coded 100/101 files"]
+    assert said == ["resumed: 1 file kept, 100 to code"] and shown == ["coded 100/100 files"]
 
 
 def test_codes_resume_keeps_a_finished_file_whose_name_is_not_utf8(tmp_path, signal, codec, monkeypatch):

@@ -531,6 +531,27 @@ def test_a_folder_runs_count_of_files_done_is_shown_in_place_on_a_terminal(tiny_
                                                                 summary + str(tmp_path / "logged")]
 
 
+def test_a_folder_runs_count_of_files_done_counts_the_files_skipped(tmp_path):
+    """The count of files done was told only where the file at a hundredth place was written: a 100th file
+    skipped said nothing, and the count jumped from none to 200/250. A file skipped is done too."""
+    from vqcodec.folders import recode_folder
+    from vqcodec.errors import VQCodecError
+
+    files = [tmp_path / f"{number:03}.vq" for number in range(100)]
+    for path in files:
+        path.write_bytes(b"")  # read_vq_file gives what is there; the stand-in recode below judges it
+
+    def recode(path, data):
+        if path.name == "099.vq":
+            raise VQCodecError("not a .vq file")
+        return b"recoded"
+
+    shown = []
+    report = recode_folder(files, [tmp_path / "out" / path.name for path in files], recode, lambda path, data: None,
+                           progress=shown.append)
+    assert (report.written, len(report.skipped)) == (99, 1) and shown == ["recoded 100/100 files"]
+
+
 def test_a_folder_run_whose_output_is_one_of_its_inputs_is_refused_even_with_force(two_recordings, tmp_path,
                                                                                    capsys):
     """`encode my_vq/ my_vq/ -q 1 --force` recoded each .vq file in place, replacing what it read with its

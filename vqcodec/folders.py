@@ -203,13 +203,14 @@ def _each_file(files: list[Path], outputs: list[Path], make: Callable[[Path, Pat
                progress: Callable[[str], None] | None = None) -> FolderReport:
     """Call make(input, output), which writes the output (its folder made once there is something to
     write) and returns its size, for every file; a file that fails (VQCodecError, or an OSError) is
-    added to report.skipped. Every 100 files, `progress` (else `log`) is told how many are done. When
-    the run is stopped (Ctrl-C, SIGTERM), `log` is given the files skipped and what was written before
-    the stop."""
+    added to report.skipped. Every 100 files, `progress` (else `log`) is told how many are done (written or
+    skipped). When the run is stopped (Ctrl-C, SIGTERM), `log` is given the files skipped and what was written
+    before the stop."""
     progress = progress or log
     for number, (path, output) in enumerate(zip(files, outputs), 1):
         try:
             report.bytes += make(path, output)
+            report.written += 1
         except KeyboardInterrupt:
             if log:
                 for skipped, reason in report.skipped:
@@ -219,13 +220,10 @@ def _each_file(files: list[Path], outputs: list[Path], make: Callable[[Path, Pat
             raise
         except VQCodecError as exc:
             report.skipped.append((path, str(exc)))
-            continue
         except OSError as exc:
             where = f" {exc.filename}" if exc.filename else ""  # a folder that cannot be made is not the input
             report.skipped.append((path, f"cannot read or write{where} ({reason_of(exc)})"))
-            continue
-        report.written += 1
-        if progress and number % 100 == 0:
+        if progress and number % 100 == 0:  # a file skipped is done too
             progress(f"{verb} {number}/{len(files)} files")
     return report
 

@@ -110,7 +110,8 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     coded (its arrays and manifest replaced, whatever `replace` says), and one manifest of them all written, as a
     run that was not stopped writes it; a finished run's
     manifest is returned as it is, and nothing done. `log(line)` is told, once, how many files a resume keeps and
-    how many it codes (resumed_line); every 100 files, `progress` (else `log`) how many are done. It holds the
+    how many it codes (resumed_line); every 100 files, `progress` (else `log`) how many of those it codes are done
+    (coded or skipped), "coded 100/N files". It holds the
     codec's lock,
     as Codec's encoding methods do: another thread's rate search on the codec sets trial depth weights on it.
     A recording coded above full scale, beyond the level gain's reach, gets one warning naming it, given to
@@ -157,8 +158,9 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
         raise VQCodecError(setting(f"{out / MANIFEST} exists; pass --force to overwrite it",
                                    f"{out / MANIFEST} exists; pass replace=True to overwrite it"))
     entries, skipped = [], []
+    done = 0  # of the files this run codes, those coded or skipped: the kept ones are not among them
     try:
-        for number, (path, output) in enumerate(zip(files, outputs), 1):
+        for path, output in zip(files, outputs):
             if _name_in(folder, path) in finished:  # by the stopped run that this one resumes
                 entries.append(finished[_name_in(folder, path)])
                 continue
@@ -171,12 +173,13 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
             except (VQCodecError, OSError) as exc:
                 reason = str(exc) if isinstance(exc, VQCodecError) else f"cannot write {output} ({reason_of(exc)})"
                 skipped.append({**name_fields("file", Path(path).relative_to(folder)), **name_fields("reason", reason)})
-                continue
-            entries.append({**name_fields("file", Path(path).relative_to(folder)),
-                            **name_fields("codes", output.relative_to(out)), "shape": list(codes.shape), **restore,
-                            **stamp})
-            if progress and number % 100 == 0:
-                progress(f"coded {number}/{len(files)} files")
+            else:
+                entries.append({**name_fields("file", Path(path).relative_to(folder)),
+                                **name_fields("codes", output.relative_to(out)), "shape": list(codes.shape),
+                                **restore, **stamp})
+            done += 1
+            if progress and done % 100 == 0:
+                progress(f"coded {done}/{len(files) - len(finished)} files")
     except BaseException:  # Ctrl-C, SIGTERM, out of memory, a callback's error: the arrays keep what restores them
         if entries or skipped:
             _write_manifest(codec, out, quality, entries, skipped, replace, stopped=True)
