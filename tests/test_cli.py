@@ -2984,6 +2984,26 @@ def test_codes_resume_of_a_folder_of_vq_files_codes_again_a_file_changed_with_th
     assert "coding only the files it did not finish or that changed since (their size, time or content)." in shown
 
 
+def test_codes_resume_of_a_folder_of_vq_files_codes_again_a_file_replaced_with_its_size_time_and_header(
+        vq_folder, tmp_path, monkeypatch):
+    """A .vq file replaced since the stopped run by one of the same size and header, its time set back to the one
+    recorded (cp -p), kept the codes of what it was: its content hash tells it, and it is coded again."""
+    from vqcodec.cli import run
+    from vqcodec.codec import Codec
+
+    folder, out = tmp_path / "files", tmp_path / "tokens"
+    shutil.copytree(vq_folder, folder)
+    _codes_stopped_at_the_photo(folder, out, monkeypatch)
+    entry = json.loads((out / "codes.json").read_text())["files"][0]
+    speech = Codec.load("speech16k")
+    swapped = speech.read_codes(folder / "a.vq")[1][::-1]  # its two channels swapped: the same size
+    (folder / "a.vq").write_bytes(speech.codes_to_file(swapped.copy(), sample_rate=8000, samples=19_200))
+    os.utime(folder / "a.vq", ns=(entry["file_mtime_ns"],) * 2)
+    assert (entry["file"], entry["file_size"]) == ("a.vq", (folder / "a.vq").stat().st_size)
+    assert run(["codes", str(folder), str(out), "--resume"]) == 1  # bad.vq
+    assert np.array_equal(np.load(out / "a.npy"), swapped)
+
+
 def test_codes_of_a_folder_of_photos(cli, tmp_path):
     from PIL import Image
 
