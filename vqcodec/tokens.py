@@ -240,12 +240,11 @@ def _checked_run(codec, path: Path, manifest, quality: int | None) -> dict:
 
 def stopped_vq_run_entries(folder: Path, out: Path, files: list[Path], outputs: list[Path]) -> dict[Path, dict] | None:
     """For `vqcodec codes FOLDER OUT --resume` of a folder of .vq files: the entries of the stopped run's
-    codes.json in `out` that it keeps (the files of `files` it finished, of the size, time and content listed, whose array
-    is still at their output of `outputs`, with the shape listed, and whose header still gives what the entry
-    records of it), by the
-    path of their file, with their file and array as paths, as vqcodec.folders.codes_folder gives them; None
-    where that run finished. Refused (VQCodecError) as stopped_run_manifest refuses, where it is not the
-    codes.json of a folder of .vq files."""
+    codes.json in `out` that it keeps (the files of `files` it finished, of the size, time and content listed, whose
+    array is still at their output of `outputs`, with the shape listed, and whose header still gives what the entry
+    records of it), by the path of their file, with their file and array as paths, as vqcodec.folders.codes_folder
+    gives them; None where that run finished. Refused (VQCodecError) as stopped_run_manifest refuses, where it is
+    not the codes.json of a folder of .vq files."""
     from .folders import header_entry, read_headers
 
     path, manifest = _manifest_to_resume(out, files)
@@ -322,8 +321,7 @@ def input_stamp(path) -> dict:
     where it cannot be had (the entry of such a file is coded again by a resume)."""
     try:
         with open_regular_file(path) as stream:
-            size_and_time = _size_and_time(os.fstat(stream.fileno()))
-            return {**size_and_time, CONTENT_HASH: _content_hash(stream)}
+            return {**_size_and_time(os.fstat(stream.fileno())), CONTENT_HASH: _content_hash(stream)}
     except OSError:
         return {}
 
