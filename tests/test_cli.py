@@ -2467,7 +2467,7 @@ def test_codes_resume_keeps_a_finished_file_whose_name_is_not_utf8(tmp_path, sig
 def test_codes_of_a_folder_resumed_only_from_a_stopped_run_of_the_same_model_and_options(tmp_path, signal, codec,
                                                                                          monkeypatch):
     """resume=True reads the manifest no larger than one of these files can be, and refuses, before any file,
-    one of another quality (or model, kind, depth weight), one that is not a folder of media's, and none; a
+    one of another quality (or model, codes id, kind, depth weight), one that is not a folder of media's, and none; a
     finished run's manifest is returned as it is, with nothing coded or written."""
     from vqcodec import VQCodecError
     from vqcodec.tokens import code_folder
@@ -2492,6 +2492,8 @@ def test_codes_of_a_folder_resumed_only_from_a_stopped_run_of_the_same_model_and
     stopped = json.loads((out / "codes.json").read_text())
     other_model = re.escape(f"model id '{'00' * 16}' (model mine), this one with '{codec.model_id.hex()}'")
     for changed, shown in ((stopped | {"model_id": "00" * 16, "model": "mine"}, other_model),
+                           (stopped | {"codes_id": "00" * 8}, f"codes id '{'00' * 8}', this one with "
+                                                               f"'{codec.codes_id.hex()}'"),
                            (stopped | {"kind": "image"}, "kind 'image', this one with 'audio'"),
                            (stopped | {"depth_weight": 1.0}, "depth weight 1.0")):
         (out / "codes.json").write_text(json.dumps(changed))
@@ -2510,6 +2512,9 @@ def test_codes_of_a_folder_resumed_only_from_a_stopped_run_of_the_same_model_and
     before = _arrays_and_manifest(out)
     assert code_folder(codec, folder, out, files, quality=3, resume=True) == finished
     assert _arrays_and_manifest(out) == before
+    del finished["codes_id"]  # as written before codes_id: its model id says the model
+    (out / "codes.json").write_text(json.dumps(finished))
+    assert code_folder(codec, folder, out, files, quality=3, resume=True) == finished
 
 
 def test_codes_resume_reads_no_manifest_larger_than_pack_reads(tmp_path, signal, codec, monkeypatch):
@@ -2825,9 +2830,11 @@ def test_codes_of_a_folder_of_vq_files(cli, vq_folder, tmp_path):
         header, expected = codec.read_codes(vq_folder / entry["file"])
         array = np.load(out / entry["codes"], allow_pickle=False)
         assert array.dtype == np.int32 and np.array_equal(array, expected) and entry["shape"] == list(array.shape)
-        assert (entry["model_id"], entry["quality"]) == (codec.model_id.hex(), header.quality)
-    assert manifest["files"][0] | {"model_id": None} == {
-        "file": "a.vq", "codes": "a.npy", "shape": [2, 3, 120], "model_id": None, "kind": "audio", "quality": 3,
+        assert (entry["model_id"], entry["codes_id"], entry["quality"]) == (codec.model_id.hex(),
+                                                                            codec.codes_id.hex(), header.quality)
+    assert manifest["files"][0] | {"model_id": None, "codes_id": None} == {
+        "file": "a.vq", "codes": "a.npy", "shape": [2, 3, 120], "model_id": None, "codes_id": None, "kind": "audio",
+        "quality": 3,
         "sample_rate": 8000, "samples": 19_200, "channels": 2, "gain": 1.0,
         "file_size": (vq_folder / "a.vq").stat().st_size, "file_mtime_ns": (vq_folder / "a.vq").stat().st_mtime_ns,
         "file_blake2b": _b2sum_256(vq_folder / "a.vq")}
@@ -3337,8 +3344,8 @@ def test_pack_refuses_codes_a_manifest_lists_as_another_kinds_or_models(cli, tmp
                                   f"{tmp_path / 'tokens' / 'codes.json'} lists it, but model golden_image codes images: "
                                   "pack it with the model that made it"),
             (listed, tiny_model_path, f"{listed} holds the codes of model golden_audio \\([0-9a-f]+\\), as .* lists "
-                                      "it, not of model tiny \\([0-9a-f]+\\) nor of a model it knows to make the "
-                                      "same codes: pack it"),
+                                      "it, whose encoder and codebooks \\(codes id [0-9a-f]{16}\\) are not those of "
+                                      "model tiny \\([0-9a-f]+, codes id [0-9a-f]{16}\\): pack it"),
             (tmp_path / "image_tokens" / "in.npy", audio_model, "holds the codes of an image, of model [0-9a-f]+, as "
                                                                 ".* lists it, but model golden_audio codes audio")):
         result = cli("pack", codes, tmp_path / "out.vq", "-m", model)
@@ -3350,9 +3357,11 @@ def test_pack_refuses_codes_a_manifest_lists_as_another_kinds_or_models(cli, tmp
     assert cli("pack", tmp_path / "unlisted.npy", tmp_path / "other.vq", "-m", image_model).returncode == 0
 
 
-def test_pack_takes_codes_a_manifest_lists_with_a_model_of_the_same_codes(cli, tmp_path):
+def test_pack_takes_codes_a_manifest_lists_with_a_model_of_the_same_codes(cli, tmp_path, tiny_model_path):
     """A decoder-only fine-tune makes its starting model's codes: codes.json's model and the one given to pack may
-    be either, if the fine-tune lists the other under "decodes" (installed, for the codes of the fine-tune)."""
+    be either. codes.json said only the model id, and the starting model refused the codes of a fine-tune loaded by
+    its path (nothing installed said what its codes are); it records the codes id now, of a folder of media and of
+    each file of a folder of .vq files. One written before codes_id is checked by model id, as it was."""
     import copy
 
     import torch
@@ -3374,12 +3383,35 @@ def test_pack_takes_codes_a_manifest_lists_with_a_model_of_the_same_codes(cli, t
     soundfile.write(tmp_path / "sound" / "in.wav", golden_audio(41, seconds=0.5).T[:, :1], 16000)
     for model_path, out in ((start, "tokens"), (tuned, "tuned_tokens")):
         assert cli("codes", tmp_path / "sound", tmp_path / out, "-m", model_path, "-q", "3").returncode == 0
+    manifest_path = tmp_path / "tuned_tokens" / "codes.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["codes_id"] == codes_id and manifest["model_id"] != codec.model_id.hex()
+    tuned_codes = tmp_path / "tuned_tokens" / "in.npy"
     assert cli("pack", tmp_path / "tokens" / "in.npy", tmp_path / "a.vq", "-m", tuned).returncode == 0
-    result = cli("pack", tmp_path / "tuned_tokens" / "in.npy", tmp_path / "b.vq", "-m", start)
+    result = cli("pack", tuned_codes, tmp_path / "b.vq", "-m", start)
+    assert result.returncode == 0, result.stderr.decode()
+    result = cli("pack", tuned_codes, tmp_path / "c.vq", "-m", tiny_model_path)
+    assert_one_line_error(result)
+    assert f"holds the codes of model tuned ({manifest['model_id']}), as {manifest_path} lists it, whose encoder and " \
+           f"codebooks (codes id {codes_id}) are not those of model tiny" in result.stderr.decode()
+    assert not (tmp_path / "c.vq").exists()
+    (tmp_path / "vq").mkdir()  # a folder of .vq files: each entry records the codes id of its file's model
+    assert cli("encode", tmp_path / "sound" / "in.wav", tmp_path / "vq" / "in.vq", "-m", tuned, "-q", "3"
+               ).returncode == 0
+    assert cli("codes", tmp_path / "vq", tmp_path / "vq_tokens", "-m", tuned).returncode == 0
+    assert json.loads((tmp_path / "vq_tokens" / "codes.json").read_text())["files"][0]["codes_id"] == codes_id
+    result = cli("pack", tmp_path / "vq_tokens" / "in.npy", tmp_path / "d.vq", "-m", start)
+    assert result.returncode == 0, result.stderr.decode()
+    manifest_path.write_text(json.dumps({**manifest, "codes_id": "tuned"}))
+    result = cli("pack", tuned_codes, tmp_path / "e.vq", "-m", start)
+    assert_one_line_error(result)
+    assert f"{manifest_path} gives a bad codes_id ('tuned': not 16 hex digits)" in result.stderr.decode()
+    del manifest["codes_id"]  # as written before codes_id
+    manifest_path.write_text(json.dumps(manifest))
+    result = cli("pack", tuned_codes, tmp_path / "e.vq", "-m", start)
     assert_one_line_error(result)  # nothing installed says what the tuned model's codes are
     assert b"holds the codes of model tuned" in result.stderr
-    result = cli("pack", tmp_path / "tuned_tokens" / "in.npy", tmp_path / "b.vq", "-m", start,
-                 env={"VQCODEC_MODEL_PATH": str(tmp_path / "models")})
+    result = cli("pack", tuned_codes, tmp_path / "e.vq", "-m", start, env={"VQCODEC_MODEL_PATH": str(tmp_path / "models")})
     assert result.returncode == 0, result.stderr.decode()
 
 

@@ -1633,8 +1633,9 @@ def pack(input_path, output_path, model, rate, samples, width, height, gain, cod
     come from a .vq file or from your own model of the codes. They are entropy coded under the
     model's prior (packed at fixed width if it has none, or with --coding fixed), and `vqcodec
     decode` turns the file into audio or an image. Codes that a codes.json in their folder or one
-    above it lists (`vqcodec codes FOLDER OUT`) are refused with a model of another kind or id than
-    it gives for them.
+    above it lists (`vqcodec codes FOLDER OUT`) are refused with a model of another kind than it
+    gives for them, or that does not make their codes (of another codes id; of a codes.json written
+    before codes ids, another model id, unless an installed model says it makes the same codes).
 
     \b
     Examples:

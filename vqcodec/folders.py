@@ -331,8 +331,8 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
                  progress: Callable[[str], None] | None = None) -> tuple[FolderReport, list[dict]]:
     """Write the codes of `.vq` files into `outputs` as int32 .npy files (Codec.code_blocks, a block
     at a time), and return the report and, for each file written, its codes' shape and what restores
-    it (the model id, kind and quality, and the rate, length, channels and gain, or the size), and the .vq file's
-    size, time and content hash (tokens.input_stamp).
+    it (the model id and codes id, kind and quality, and the rate, length, channels and gain, or the size), and the
+    .vq file's size, time and content hash (tokens.input_stamp).
     `codec_for(data)` gives the codec of a file; `write(path, write_stream)` writes one output;
     `stopped(report, entries)` is called with what was done when the run is stopped (Ctrl-C, SIGTERM, or
     any error raised, MemoryError say), before that is raised again."""
@@ -345,12 +345,14 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
     def make(path: Path, output: Path) -> int:
         stamp = input_stamp(path)  # before it is read: a change while it is coded is a change
         data = read_vq_file(path)
-        header, shape, blocks = codec_for(data).code_blocks(data)
+        codec = codec_for(data)
+        header, shape, blocks = codec.code_blocks(data)
         audio = header.kind == vqformat.KIND_AUDIO
         with folder_of(output):
             write(output, lambda stream: save_code_blocks(stream, shape, 2 if audio else 1, blocks))
         warn_of_what_codes_leave_out(header, path)
-        entries.append({"file": path, "codes": output, "shape": list(shape), **header_entry(header), **stamp})
+        entries.append({"file": path, "codes": output, "shape": list(shape), **header_entry(header, codec.codes_id),
+                        **stamp})
         return output.stat().st_size
     report = FolderReport("mixed")
     try:
@@ -361,14 +363,15 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
         raise
 
 
-def header_entry(header: vqformat.Header) -> dict:
+def header_entry(header: vqformat.Header, codes_id: bytes | None = None) -> dict:
     """What the codes.json of a folder of .vq files records of a file from its header: the model id, kind and
-    quality, and the rate, length, channels and gain, or the size, that restore its codes."""
+    quality, and the rate, length, channels and gain, or the size, that restore its codes; and, where given, the codes
+    id of the model that read them (the same as that of the model that made them, which the header does not tell)."""
     restore = {"sample_rate": header.sample_rate, "samples": header.length, "channels": header.channels,
                "gain": header.gain} if header.kind == vqformat.KIND_AUDIO else {"width": header.width,
                                                                                "height": header.height}
-    return {"model_id": header.model_id.hex(), "kind": vqformat.KIND_NAMES[header.kind], "quality": header.quality,
-            **restore}
+    return {"model_id": header.model_id.hex(), **({"codes_id": codes_id.hex()} if codes_id is not None else {}),
+            "kind": vqformat.KIND_NAMES[header.kind], "quality": header.quality, **restore}
 
 
 def check_output_of(image_format: str, header: vqformat.Header, data: bytes) -> None:

@@ -93,7 +93,7 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     """Write the codes of `files` (media under `folder`) to `out`, and the manifest; return the manifest.
 
     Codes are as `codec.media_to_codes` gives them (all levels unless `quality`; per-cell depth as
-    `codec.depth_weight` says). The manifest holds the model id, quality, codebook size, the frame
+    `codec.depth_weight` says). The manifest holds the model id and codes id, quality, codebook size, the frame
     rate (or the stride in pixels) and axis order, and for each file its array's shape and the sample
     rate, length and level gain (or the width and height) that restore it, and the file's size,
     modification time and the hash of its bytes (input_stamp, taken before it is read); "skipped" lists the files
@@ -199,8 +199,8 @@ def _manifest_head(codec, quality: int) -> dict:
                   "axes": ["channel", "level", "frame"]}
     else:
         layout = {"stride": codec.hop, "axes": ["level", "row", "col"]}
-    return {"model": valid_text(codec.name), "model_id": codec.model_id.hex(), "kind": codec.kind, "quality": quality,
-            "codebook_size": codec.codebook_size,
+    return {"model": valid_text(codec.name), "model_id": codec.model_id.hex(), "codes_id": codec.codes_id.hex(),
+            "kind": codec.kind, "quality": quality, "codebook_size": codec.codebook_size,
             "depth_weight": codec.depth_weight if codec.chooses_depths else 0.0, **layout}
 
 
@@ -217,8 +217,9 @@ def _write_manifest(codec, out: Path, quality: int, entries: list[dict], skipped
 def stopped_run_manifest(codec, out: Path, files: list[Path], quality: int | None = None) -> dict:
     """The codes.json in `out` that code_folder(resume=True) goes on from, read no larger than a manifest of
     `files` can be: refused (VQCodecError) where there is none, where it cannot be read or is not a folder of
-    media's, and where its run coded with another model (its id: the name may differ), kind, quality, depth
-    weight or layout than `codec` and `quality`. That run was stopped where its "stopped" is true."""
+    media's, and where its run coded with another model (its id, and its codes id where it records one: the name may
+    differ), kind, quality, depth weight or layout than `codec` and `quality`. That run was stopped where its
+    "stopped" is true."""
     return _checked_run(codec, *_manifest_to_resume(out, files), quality)
 
 
@@ -227,12 +228,15 @@ def _checked_run(codec, path: Path, manifest, quality: int | None) -> dict:
     _check_manifest_of(path, manifest, "model_id", str, "a folder of media")
     start_again = setting("--force", "replace=True without resume")
     for key, value in _manifest_head(codec, _run_quality(codec, quality)).items():
-        if key != "model" and (type(manifest.get(key)) is not type(value) or manifest.get(key) != value):
-            named = {"model_id": "model id", "depth_weight": setting("--depth-weight", "depth weight"),
+        if key == "model" or (key == "codes_id" and key not in manifest):  # one written before codes_id: by model_id
+            continue
+        if type(manifest.get(key)) is not type(value) or manifest.get(key) != value:
+            named = {"model_id": "model id", "codes_id": "codes id",
+                     "depth_weight": setting("--depth-weight", "depth weight"),
                      "quality": setting("-q", "quality")}.get(key, key)
             model = manifest.get("model")
             of_model = f" (model {model})" if key == "model_id" and isinstance(model, str) else ""
-            raise VQCodecError(f"cannot resume {path}: its run coded with {named} {shown(manifest.get(key))}"
+            raise VQCodecError(f"cannot resume {path}: its run coded with {named} {shown_cut(manifest.get(key))}"
                                f"{of_model}, this one with {shown(value)}; give the same model and options, or start "
                                f"again with {start_again}")
     return manifest
@@ -425,9 +429,10 @@ def listing_manifest(path: Path) -> tuple[Path, dict, dict] | None:
 
 def check_listed_codes(codec, path) -> None:
     """Refuse to pack the .npy file at `path` with `codec` where a codes.json lists it (listing_manifest) as
-    the codes of another kind of media or another model. The arrays cannot tell: both kinds are 3-D integer
-    codes, and image codes (quality, rows, cols) of a few rows fit an audio model's (channels, quality,
-    frames), as audio codes fit an image model's, which made them a file of the other kind."""
+    the codes of another kind of media or of a model whose codes `codec` does not make (Codec.makes_codes_of, by the
+    codes id it records, else by the model id alone, as one written before codes_id). The arrays cannot tell: both
+    kinds are 3-D integer codes, and image codes (quality, rows, cols) of a few rows fit an audio model's (channels,
+    quality, frames), as audio codes fit an image model's, which made them a file of the other kind."""
     if not isinstance(path, (str, os.PathLike)):  # was a TypeError from Path()
         raise VQCodecError(f"path is the path of a .npy file of codes (a str or Path), not {shown_cut(path)}")
     listed = listing_manifest(Path(path))
@@ -435,6 +440,7 @@ def check_listed_codes(codec, path) -> None:
         return
     manifest_path, manifest, entry = listed
     kind, model_id = entry.get("kind", manifest.get("kind")), entry.get("model_id", manifest.get("model_id"))
+    codes_id = _listed_codes_id(manifest_path, manifest, entry)
     named = manifest.get("model")
     of_model = f"model {named} ({model_id})" if isinstance(named, str) else f"model {model_id}"
     if kind in ("audio", "image") and kind != codec.kind:
@@ -442,7 +448,24 @@ def check_listed_codes(codec, path) -> None:
                            f"{manifest_path} lists it, but model {codec.name} codes "
                            f"{'audio' if codec.kind == 'audio' else 'images'}: pack it with the "
                            "model that made it")
-    if isinstance(model_id, str) and not (is_model_id(model_id) and codec.makes_codes_of(bytes.fromhex(model_id))):
-        raise VQCodecError(f"{path} holds the codes of {of_model}, as {manifest_path} lists it, not of model "
-                           f"{codec.name} ({codec.model_id.hex()}) nor of a model it knows to make the same codes: "
-                           "pack it with the model that made it (or a decoder-only fine-tune of it)")
+    if not isinstance(model_id, str) or (is_model_id(model_id) and codec.makes_codes_of(bytes.fromhex(model_id),
+                                                                                       codes_id)):
+        return
+    advice = "pack it with the model that made it (or a decoder-only fine-tune of it)"
+    if codes_id is not None:
+        raise VQCodecError(f"{path} holds the codes of {of_model}, as {manifest_path} lists it, whose encoder and "
+                           f"codebooks (codes id {codes_id.hex()}) are not those of model {codec.name} "
+                           f"({codec.model_id.hex()}, codes id {codec.codes_id.hex()}): {advice}")
+    raise VQCodecError(f"{path} holds the codes of {of_model}, as {manifest_path} lists it, not of model "
+                       f"{codec.name} ({codec.model_id.hex()}) nor of a model it knows to make the same codes: "
+                       f"{advice}")
+
+
+def _listed_codes_id(manifest_path: Path, manifest: dict, entry: dict) -> bytes | None:
+    """The codes id that a codes.json gives beside the model id of an entry (the entry's own, as a folder of .vq files
+    records them, else the manifest's); None where it gives none, as one written before codes_id."""
+    codes_id = entry.get("codes_id") if "model_id" in entry else manifest.get("codes_id")
+    if codes_id is not None and not is_model_id(codes_id):
+        raise VQCodecError(f"{manifest_path} gives a bad codes_id ({shown_cut(codes_id)}: not 16 hex digits) for the "
+                           "codes it lists: write it again with `vqcodec codes`, or remove codes_id from it")
+    return None if codes_id is None else bytes.fromhex(codes_id)
