@@ -26,7 +26,7 @@ from vqcodec.config import AudioConfig
 from vqcodec.modelfile import save_model
 from vqcodec.models import VQVAE
 
-from conftest import overflowing_model, shared_channel_file, traced_peak
+from conftest import GOLDEN, overflowing_model, shared_channel_file, traced_peak
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # VQCODEC_TEST_SPEECH_MODEL=path/to/model.safetensors checks another model file (e.g. a checkpoint) instead.
@@ -1099,6 +1099,44 @@ def test_a_decoder_only_fine_tune_loaded_by_path_and_its_model_take_each_others_
                                            f"and codebooks \\(codes id {codec.codes_id.hex()}\\) are not those of "
                                            "other"):
         other_codec.codes_to_audio(made)
+
+
+def test_a_file_of_a_decoder_only_fine_tune_given_the_model_it_was_made_from_says_which_decodes_it(
+        golden_audio_codec, signal, tmp_path, cli):
+    """The model a decoder-only fine-tune was made from makes its codes but refuses its files, whose header names the
+    fine-tune alone (it has no codes id), and said only 'pass the matching --model'. A file coded with this model's
+    prior, which such a fine-tune keeps, now says why, and that the model that wrote it decodes it."""
+    import copy
+
+    from vqcodec.modelfile import CODE_TENSORS, attach_prior
+
+    start = golden_audio_codec
+    model = copy.deepcopy(start.model)
+    with torch.no_grad():
+        next(model.decoder.parameters()).add_(0.5)  # another decoder: another model id, the same codes
+    tuned_path = attach_prior(save_model(model, tmp_path / "tuned.safetensors", exact=CODE_TENSORS,
+                                         extra={"codes_id": start.codes_id.hex(),
+                                                "decodes": [start.model_id.hex()]}), start.prior)
+    tuned = Codec.load(str(tuned_path))
+    audio = signal(1, 1600, 16000)
+    vq = tmp_path / "tuned.vq"
+    vq.write_bytes(tuned.encode_audio(audio, 16000, 3))
+    wrote = (f"file was written by model {tuned.model_id.hex()}, not golden_audio ({start.model_id.hex()}), though "
+             f"with the prior of golden_audio ({start.prior.prior_id:08x}), which a decoder-only fine-tune shares with "
+             "the model it was made from: the files of a fine-tune name it, not its codes id, and decode with it (or a "
+             "fine-tune of it), not with the model it was made from; ")
+    with pytest.raises(VQCodecError) as caught:
+        start.decode_audio(vq.read_bytes())
+    assert str(caught.value) == wrote + "decode it with a Codec of that model"
+    result = cli("decode", vq, tmp_path / "out.wav", "-m", GOLDEN / "golden_audio.safetensors")
+    assert result.returncode == 1 and result.stderr.decode() == f"vqcodec: error: {wrote}pass the model that wrote " \
+                                                                "it as --model\n"
+    assert not (tmp_path / "out.wav").exists()
+    assert tuned.decode_audio(vq.read_bytes())[0].shape == (1, 1600)
+    fixed = Codec.load(str(tuned_path), coding="fixed").encode_audio(audio, 16000, 3)  # no prior tells: as before
+    with pytest.raises(VQCodecError, match="^file was written by model [0-9a-f]{16}, not golden_audio "
+                                           "\\([0-9a-f]{16}\\); decode it with a Codec of the model that wrote it$"):
+        start.decode_audio(fixed)
 
 
 def test_a_file_of_a_retired_model_given_another_model_says_where_its_model_is(codec, signal, craft):

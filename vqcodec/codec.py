@@ -1659,6 +1659,20 @@ class Codec:
         self._check_file_model(header)
         self._check_chunks(header, self._chunk_layout(header)[0])
 
+    def _another_models_file(self, header: vqformat.Header) -> str:
+        """Why this model refuses a file that another wrote, whose files it does not decode, and what decodes it."""
+        wrote = f"file was written by model {header.model_id.hex()}, not {self.name} ({self.model_id.hex()})"
+        retired = retired_model_hint(header.model_id.hex(), header.coded_prior_id)
+        advice = setting("pass the matching --model", "decode it with a Codec of the model that wrote it")
+        if retired or self.prior is None or header.coded_prior_id != self.prior.prior_id:
+            return f"{wrote}; {advice}{retired}"
+        # A decoder-only fine-tune keeps the prior of the model it was made from, and makes its codes, but its files
+        # name its own id alone (a .vq header has no codes id): nothing in them tells the other model it may take them
+        return (f"{wrote}, though with the prior of {self.name} ({self.prior.prior_id:08x}), which a decoder-only "
+                "fine-tune shares with the model it was made from: the files of a fine-tune name it, not its codes id, "
+                "and decode with it (or a fine-tune of it), not with the model it was made from; "
+                + setting("pass the model that wrote it as --model", "decode it with a Codec of that model"))
+
     def decodes_files_of(self, model_id: bytes) -> bool:
         """Whether this model decodes the files of the model of `model_id` (a header's 8 bytes): its own, or those
         of a model it lists under "decodes" (it is a decoder-only fine-tune of that one)."""
@@ -1666,10 +1680,7 @@ class Codec:
 
     def _check_file_model(self, header: vqformat.Header) -> None:
         if not self.decodes_files_of(header.model_id):
-            raise VQCodecError(f"file was written by model {header.model_id.hex()}, not {self.name} "
-                               f"({self.model_id.hex()}); "
-                               + setting("pass the matching --model", "decode it with a Codec of the model that wrote it")
-                               + retired_model_hint(header.model_id.hex(), header.coded_prior_id))
+            raise VQCodecError(self._another_models_file(header))
         if vqformat.KIND_NAMES[header.kind] != self.kind:
             raise VQCodecError(f"this .vq file holds {'audio' if header.kind == vqformat.KIND_AUDIO else 'an image'}, "
                                f"but model {self.name} codes {'audio' if self.kind == 'audio' else 'images'}")
