@@ -24,6 +24,7 @@ import tracemalloc
 import zlib
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -81,8 +82,14 @@ def make_tiny_model(folder: Path, name: str, seed: int, **overrides) -> Path:
 def overflowing_model(source: Path, out: Path, network: str) -> Path:
     """A copy of the model at `source` at `out` whose `network` ("encoder" or "decoder") has weights of absurd size,
     finite (1e30, which loading takes), under its own id; without the source's prior, whose id names the source's."""
+    return scaled_model(source, out, lambda name: name.startswith(f"{network}.") and name.endswith("weight"), 1e30)
+
+
+def scaled_model(source: Path, out: Path, scaled: Callable[[str], bool], factor: float) -> Path:
+    """A copy of the model at `source` at `out` whose tensors that `scaled` takes by name are multiplied by `factor`,
+    under its own id; without the source's prior, whose id names the source's."""
     meta, tensors = read_model_files(source)
-    tensors = {name: tensor.float() * 1e30 if name.startswith(f"{network}.") and name.endswith("weight") else tensor
+    tensors = {name: tensor.float() * factor if scaled(name) else tensor
                for name, tensor in tensors.items() if not name.startswith("prior.")}
     meta = {key: value for key, value in meta.items() if key != "prior"}
     return write_model_files(out, {**meta, "model_id": compute_model_id(meta["config"], tensors)}, tensors)

@@ -26,7 +26,7 @@ from vqcodec.config import AudioConfig
 from vqcodec.modelfile import save_model
 from vqcodec.models import VQVAE
 
-from conftest import GOLDEN, overflowing_model, shared_channel_file, traced_peak
+from conftest import GOLDEN, overflowing_model, scaled_model, shared_channel_file, traced_peak
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # VQCODEC_TEST_SPEECH_MODEL=path/to/model.safetensors checks another model file (e.g. a checkpoint) instead.
@@ -1205,6 +1205,35 @@ def test_a_model_whose_finite_weights_overflow_is_refused_at_decoding_not_writte
                  lambda: huge.decode_audio_file(data, tmp_path / "out.wav")):
         with pytest.raises(VQCodecError, match=refused):
             call()
+    assert not (tmp_path / "out.wav").exists()
+
+
+@pytest.mark.parametrize("factor", [1e3, 1e8])
+def test_a_model_whose_decoder_gives_absurd_finite_values_is_refused_beyond_the_bound(cli, tiny_model_path, tmp_path,
+                                                                                       factor):
+    """A decoder whose last layer is 1e8 times what it was gives samples of some 1e7, finite: they were written out
+    as full-scale noise (clipped) without a word. The decoder's output is checked against DECODED_BOUND (1e4, far
+    beyond the shipped models' 0.9) and such a model refused, naming it; nothing is written. At 1e3 times (samples of
+    some 500, within the bound) it decodes, clipped, as a model that is merely bad."""
+    from vqcodec.codec import DECODED_BOUND
+
+    path = scaled_model(tiny_model_path, tmp_path / "loud.safetensors", lambda name: name.startswith("decoder.net.8."),
+                        factor)  # the decoder's last convolution, weight and bias
+    loud = Codec.load(str(path))
+    data = loud.encode_audio(np.zeros((1, 800), np.float32), 16000, 2)  # the encoder's weights are the model's
+    (tmp_path / "in.vq").write_bytes(data)
+    if factor < DECODED_BOUND:
+        assert 1.0 < np.abs(loud.codes_to_audio(np.ones((1, 2, 10), np.int16))).max() < DECODED_BOUND
+        assert cli("decode", tmp_path / "in.vq", tmp_path / "out.wav", "-m", path).returncode == 0
+        return
+    refused = r"model loud decodes to values of \d\.\d\de\+0[5-9], far beyond the 1e\+04 that a working model " \
+              r"stays well within: its weights are damaged"
+    for call in (lambda: loud.codes_to_audio(np.ones((1, 2, 10), np.int16)), lambda: loud.decode_audio(data),
+                 lambda: loud.decode_audio_file(data, tmp_path / "out.wav")):
+        with pytest.raises(VQCodecError, match=f"^{refused}$"):
+            call()
+    result = cli("decode", tmp_path / "in.vq", tmp_path / "out.wav", "-m", path)
+    assert result.returncode == 1 and re.fullmatch(f"vqcodec: error: {refused}\n", result.stderr.decode())
     assert not (tmp_path / "out.wav").exists()
 
 

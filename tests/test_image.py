@@ -39,7 +39,7 @@ from vqcodec.io import (IMAGE_MODES, MAX_PIXELS, image_to_planes, in_srgb, is_im
 from vqcodec.modelfile import save_model  # noqa: E402
 from vqcodec.models import VQVAE  # noqa: E402
 
-from conftest import GOLDEN, overflowing_model, run_cli, run_python, traced_peak  # noqa: E402
+from conftest import GOLDEN, overflowing_model, run_cli, run_python, scaled_model, traced_peak  # noqa: E402
 
 # PSNR (RGB, dB) the shipped `image` model must reach at -q 8 on each test photo (Kodak kodim23
 # and kodim15), set 0.3 dB under what the model measures so that a weaker release fails: one
@@ -386,6 +386,23 @@ def test_an_image_model_whose_finite_weights_overflow_is_refused_at_decoding(tmp
                                             "decoder")))
     with pytest.raises(VQCodecError, match="^model huge decodes to NaN or infinite values: its weights are damaged "):
         huge.codes_to_image(np.zeros((2, 2, 3), np.int16))
+
+
+def test_an_image_model_whose_decoder_gives_absurd_finite_values_is_refused(cli, tmp_path):
+    """As for audio: a decoder whose last layer is 1e8 times what it was gives pixels of some 1e7, finite, which were
+    clamped to a picture of pure colours without a word. Beyond DECODED_BOUND (1e4; the shipped model reaches 1.22)
+    such a model is refused, naming it; nothing is written."""
+    path = scaled_model(GOLDEN / "golden_image.safetensors", tmp_path / "loud.safetensors",
+                        lambda name: name.startswith("decoder.net.7."), 1e8)  # the last convolution, weight and bias
+    loud = Codec.load(str(path))
+    (tmp_path / "in.vq").write_bytes(loud.encode_image(np.full((16, 16, 3), 128, np.uint8), 2))
+    refused = r"model loud decodes to values of \d\.\d\de\+0[5-9], far beyond the 1e\+04 that a working model " \
+              r"stays well within: its weights are damaged"
+    with pytest.raises(VQCodecError, match=f"^{refused}$"):
+        loud.codes_to_image(np.zeros((2, 2, 3), np.int16))
+    result = cli("decode", tmp_path / "in.vq", tmp_path / "out.png", "-m", path)
+    assert result.returncode == 1 and re.fullmatch(f"vqcodec: error: {refused}\n", result.stderr.decode())
+    assert not (tmp_path / "out.png").exists()
 
 
 def test_an_image_model_whose_finite_weights_overflow_its_encoder_is_refused_at_encoding(cli, tmp_path):

@@ -122,6 +122,12 @@ SAME_CHANNEL_TOLERANCE = 2.0 ** -10
 # (`python bench/robustness.py --data ../shared/data/speech/train --peaks 0.3,0.5,0.7,0.85,0.99`).
 LEVEL_RANGE = (0.1, 0.7)
 LEVEL_TARGET_PEAK = 0.5
+# The largest absolute value a decoder's output may hold (audio: samples at the coded level, before the level gain,
+# in units of full scale; images: pixels, 0 to 1): far beyond it, its weights are damaged (finite, of absurd size),
+# and what it gives would be written as full-scale noise or clamped pixels. The shipped models reach at most 0.90
+# (speech16k: a 0.7 square wave at -q 8; white noise 0.66; speech, music and random codes 0.54) and 1.24 (image:
+# Kodak at -q 20; the lowest -0.26, a tests/data photo; random codes 1.14): see README "Limits".
+DECODED_BOUND = 1e4
 
 
 # ---------------------------------------------------------------- block-wise processing
@@ -1321,13 +1327,19 @@ class Codec:
             yield np.repeat(audio, codes.shape[0], axis=0) if shared else audio
 
     def _decoded(self, latents: torch.Tensor) -> torch.Tensor:
-        """The decoder's output for `latents`, refused where it holds NaN or infinite values: weights of absurd
-        size (finite, such as 1e30, which loading takes) overflow, and the model, not the codes, is at fault."""
+        """The decoder's output for `latents`, refused where it holds NaN or infinite values, or values beyond
+        DECODED_BOUND: weights of absurd size (finite, such as 1e30, which loading takes) overflow, or give values
+        of that size, and the model, not the codes, is at fault."""
         output = self.model.decoder(latents)
-        if not torch.isfinite(output).all():
+        low, high = torch.aminmax(output.detach())  # float() of a tensor that needs gradients warns
+        reach = float(torch.maximum(-low, high))  # NaN where any value is
+        if reach <= DECODED_BOUND:
+            return output
+        if not math.isfinite(reach):
             raise VQCodecError(f"model {self.name} decodes to NaN or infinite values: its weights are damaged "
                                "(values far beyond those of a trained model)")
-        return output
+        raise VQCodecError(f"model {self.name} decodes to values of {reach:.3g}, far beyond the {DECODED_BOUND:.0e} "
+                           "that a working model stays well within: its weights are damaged")
 
     def _silent_frames(self, channels: int, frames: int, reported: tuple[int, int]) -> Iterator[np.ndarray]:
         """The blocks _decode_frames yields for `frames` frames, silent, without running the decoder:
