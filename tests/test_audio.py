@@ -1274,18 +1274,44 @@ def test_a_model_whose_finite_codebooks_overflow_the_code_search_is_refused_when
         Codec.load(str(path))
 
 
-def test_audio_far_beyond_full_scale_that_overflows_the_encoder_is_refused(codec):
+def test_audio_far_beyond_full_scale_is_refused_before_it_is_coded(cli, codec, tiny_model_path, signal,
+                                                                 tmp_path):
     """Float samples of 1e30 (which read, where NaN and infinite ones are refused) overflowed a sane model's latents,
-    and were coded as code 0 throughout; they are refused with what they reach as coded (after the level gain, at
-    most 256, that encode_audio gives), the weights named only as the other cause."""
+    and were coded as code 0 throughout; samples of 1e6 as coded (2.56e8 for encode_audio, whose level gain divides by
+    at most 256) were coded, with only the level warning, to audio that decoded 60 dB or more too quiet, and
+    distorted: garbage. Audio beyond CODED_LEVEL_BOUND (1000) as coded is refused with what it reaches as coded;
+    nothing is written."""
+    refused = "^the audio's samples reach {} as coded \\(after the level gain, which divides by at most 256\\), over " \
+              "1000 times the \\+-1.0 the codec is made for, and would decode to garbage: scale it down$"
+    audio = signal(1, 1600, 16000)
+    audio /= np.abs(audio).max()
     loud = np.full((1, 1600), 1e30, np.float32)
     loud[:, ::2] = -1e30
-    for call, reached in ((lambda: codec.audio_to_codes(loud, 2), "1e+30"),
-                          (lambda: codec.encode_audio(loud, 16000, 2), "3.91e+27")):
-        with pytest.raises(VQCodecError, match=f"^model tiny encodes this audio to NaN or infinite values: its samples "
-                                               f"reach {re.escape(reached)} as coded, beyond the \\+-1.0 the codec is "
-                                               "made for \\(or the model's weights are damaged\\): scale it down$"):
+    for call, reached in ((lambda: codec.audio_to_codes(loud, 2), "1e\\+30"),
+                          (lambda: codec.encode_audio(loud, 16000, 2), "3.91e\\+27"),
+                          (lambda: codec.audio_to_codes(audio * 1e6, 2), "1e\\+06"),
+                          (lambda: codec.encode_audio(audio * 2.56e8, 16000, 2), "1e\\+06"),
+                          (lambda: codec.encode_audio_stream([audio * 2000], 16000, 1, 1600, 2), "2e\\+03")):
+        with pytest.raises(VQCodecError, match=refused.format(reached)):
             call()
+    soundfile.write(tmp_path / "loud.wav", (audio * 2.56e8).T, 16000, subtype="FLOAT")
+    for command, out in (("encode", "out.vq"), ("codes", "out.npy")):
+        result = cli(command, tmp_path / "loud.wav", tmp_path / out, "-m", tiny_model_path, "-q", "2")
+        line = refused.format("1e\\+06").removeprefix("^").removesuffix("$")
+        assert result.returncode == 1 and re.fullmatch(f"vqcodec: error: {line}\n", result.stderr.decode())
+        assert not (tmp_path / out).exists()
+
+
+def test_loud_audio_within_the_coded_level_bound_is_coded_with_the_level_warning(codec, signal):
+    """Audio loud but within CODED_LEVEL_BOUND as coded (16-bit values given as floats reach 128 at most) is coded
+    as before, with the level warning, up to the bound itself."""
+    audio = signal(1, 1600, 16000)
+    audio /= np.abs(audio).max()
+    for scale in (2 ** 15, 0.999 * 1000 * 256):
+        with pytest.warns(UserWarning, match=r"^the audio is coded at \+\d+\.\d dB above full scale"):
+            data = codec.encode_audio(audio * scale, 16000, 2)
+        assert codec.decode_audio(data)[0].shape == (1, 1600)
+    assert codec.audio_to_codes(audio * 999, 2).shape == (1, 2, 200)
 
 
 @pytest.mark.parametrize("change, message", [

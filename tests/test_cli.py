@@ -2246,7 +2246,7 @@ def test_codes_of_a_folder_that_fails_part_way_keeps_a_manifest_of_what_it_wrote
     folder.mkdir()
     write_wav(folder / "a.wav", signal)
     write_wav(folder / "b.wav", signal)
-    soundfile.write(folder / "c.wav", signal(1, 1600, 16000).T * 1e6, 16000, subtype="FLOAT")  # on_warning's
+    soundfile.write(folder / "c.wav", signal(1, 1600, 16000).T * 2 ** 15, 16000, subtype="FLOAT")  # on_warning's
     write_wav(folder / "d.wav", signal)
     real = codec.media_to_codes
 
@@ -2643,7 +2643,7 @@ def test_codes_of_a_recording_above_full_scale_warn_naming_it_as_encode_does(cli
 
     folder = tmp_path / "recordings"
     folder.mkdir()
-    soundfile.write(folder / "loud.wav", signal(1, 1600, 16000).T * 1e6, 16000, subtype="FLOAT")
+    soundfile.write(folder / "loud.wav", signal(1, 1600, 16000).T * 2 ** 15, 16000, subtype="FLOAT")
     write_wav(folder / "quiet.wav", signal)
     line = f"vqcodec: warning: {folder / 'loud.wav'} is coded at \\+[0-9.]+ dB above full scale .* scale it down first"
     result = cli("codes", folder / "loud.wav", tmp_path / "loud.npy", "-m", tiny_model_path, text=True)

@@ -95,7 +95,7 @@ def test_eval_of_a_recording_above_full_scale_warns_once_in_one_line_naming_it(c
     """eval showed encode_audio's warning as Python shows a UserWarning: two lines, 'click/core.py:911: UserWarning:
     the audio is coded at ...' and 'return callback(...)', naming neither the file nor vqcodec; encode's is one line
     that names the file."""
-    soundfile.write(tmp_path / "loud.wav", signal(1, 1600, 16000).T * 1e6, 16000, subtype="FLOAT")
+    soundfile.write(tmp_path / "loud.wav", signal(1, 1600, 16000).T * 2 ** 15, 16000, subtype="FLOAT")
     result = cli("eval", tiny_model_path, tmp_path / "loud.wav", "-q", "1,2", text=True)
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(f"vqcodec: warning: {re.escape(str(tmp_path / 'loud.wav'))} is coded at \\+[0-9.]+ dB above "

@@ -128,6 +128,12 @@ LEVEL_TARGET_PEAK = 0.5
 # (speech16k: a 0.7 square wave at -q 8; white noise 0.66; speech, music and random codes 0.54) and 1.24 (image:
 # Kodak at -q 20; the lowest -0.26, a tests/data photo; random codes 1.14): see README "Limits".
 DECODED_BOUND = 1e4
+# The most audio may reach as coded (after the level gain, which divides by at most 256), in units of full scale.
+# The decoder gives at most about 1 (times the gain), so such audio decodes 60 dB or more too quiet, and distorted:
+# on 6 speech files (tests/data, dev), coded at 1000 their log-mel L1 against the input was 1.5 to 2.3 at -q 1 and 8,
+# what white noise at their level gives (1.1 to 1.8) or another recording (1.0 to 3.0); at 0.5 it is 0.14 to 0.41, at
+# 4 0.22 to 0.54, and at 128 (16-bit values given as floats, which get the level warning) 1.0 to 1.5.
+CODED_LEVEL_BOUND = 1e3
 
 
 # ---------------------------------------------------------------- block-wise processing
@@ -559,6 +565,21 @@ def _gathered(blocks: Iterator[np.ndarray], samples: int) -> Iterator[np.ndarray
 def _peak(blocks) -> float:
     """The largest absolute sample of some (channels, n) blocks; 0 for none."""
     return max((max(float(block.max()), -float(block.min())) for block in blocks if block.size), default=0.0)
+
+
+def _reach(values: torch.Tensor) -> float:
+    """The largest absolute value of `values` in one pass; NaN where one is NaN."""
+    low, high = torch.aminmax(values.detach())  # float() of a tensor that needs gradients warns
+    return float(torch.maximum(-low, high))
+
+
+def _check_coded_level(samples: torch.Tensor) -> None:
+    """Refuse audio whose samples reach beyond CODED_LEVEL_BOUND as coded: it would decode to garbage."""
+    reach = _reach(samples)
+    if reach > CODED_LEVEL_BOUND:
+        raise VQCodecError(f"the audio's samples reach {reach:.3g} as coded (after the level gain, which divides by at "
+                           f"most {vqformat.MAX_GAIN // vqformat.GAIN_ONE}), over {CODED_LEVEL_BOUND:.0f} times the "
+                           "+-1.0 the codec is made for, and would decode to garbage: scale it down")
 
 
 def level_gain(peak: float) -> int:
@@ -1214,15 +1235,13 @@ class Codec:
     def _encoded(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder's latents of `x`, refused where the squared length of one is NaN or infinite: the quantiser's
         distances then are too, and its nearest code is garbage (mostly code 0). Weights of absurd size (finite, such
-        as 1e30, which loading takes) overflow so, and with sane ones audio far beyond full scale (samples of 1e30)."""
+        as 1e30, which loading takes) overflow so; audio beyond CODED_LEVEL_BOUND (which with sane weights overflows
+        only at some 3e18) is refused before, as it would decode to garbage."""
+        if self.kind == "audio":
+            _check_coded_level(x)
         latents = self.model.encoder(x)
         if torch.isfinite(latents.square().sum(1)).all():
             return latents
-        peak = float(x.abs().amax())
-        if peak > 1.0:  # only audio beyond full scale: pixels are 0 to 1
-            raise VQCodecError(f"model {self.name} encodes this audio to NaN or infinite values: its samples reach "
-                               f"{peak:.3g} as coded, beyond the +-1.0 the codec is made for (or the model's weights "
-                               "are damaged): scale it down")
         raise VQCodecError(f"model {self.name} encodes to NaN or infinite values: its weights are damaged "
                            "(values far beyond those of a trained model)")
 
@@ -1331,8 +1350,7 @@ class Codec:
         DECODED_BOUND: weights of absurd size (finite, such as 1e30, which loading takes) overflow, or give values
         of that size, and the model, not the codes, is at fault."""
         output = self.model.decoder(latents)
-        low, high = torch.aminmax(output.detach())  # float() of a tensor that needs gradients warns
-        reach = float(torch.maximum(-low, high))  # NaN where any value is
+        reach = _reach(output)
         if reach <= DECODED_BOUND:
             return output
         if not math.isfinite(reach):
