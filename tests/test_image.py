@@ -390,7 +390,7 @@ def test_an_image_model_whose_finite_weights_overflow_is_refused_at_decoding(tmp
 
 def test_an_image_model_whose_decoder_gives_absurd_finite_values_is_refused(cli, tmp_path):
     """As for audio: a decoder whose last layer is 1e8 times what it was gives pixels of some 1e7, finite, which were
-    clamped to a picture of pure colours without a word. Beyond DECODED_BOUND (1e4; the shipped model reaches 1.22)
+    clamped to a picture of pure colours without a word. Beyond DECODED_BOUND (1e4; the shipped model reaches 1.24)
     such a model is refused, naming it; nothing is written."""
     path = scaled_model(GOLDEN / "golden_image.safetensors", tmp_path / "loud.safetensors",
                         lambda name: name.startswith("decoder.net.7."), 1e8)  # the last convolution, weight and bias
