@@ -85,6 +85,8 @@ IMAGE_TILE = 64                 # latent cells per tile side, before context
 # before the next ones, and over many tiles the peak grew to 2.5 times that: `vqcodec decode` of 20, 35 and 50 Mpx
 # to PNG peaked 1175, 1281 and 1260 MB above the loaded model (2 threads; 20 Mpx: 1236 with 8, 1126 with 16),
 # about 8 bytes a pixel of the image (the RGB decoded and rebuilt) and 690 to 730 a pixel of the 1.48 Mpx window.
+# Those runs decoded with gradients on (decode_image lacked inference_mode until 2026-12-07); without them, encoding and
+# decoding a 1536x1024 image peaked at 513 MB against 813, so these counts are now on the safe side (not remeasured).
 DECODER_ACTIVATIONS = 32
 DECODER_PIXEL_BYTES = 64
 # What encoding takes a pixel, by the mode Pillow reads the image in: the image read, the copies its EXIF
@@ -2567,6 +2569,7 @@ class Codec:
         chunks = [self._encode_payload(coding, codes[:, r0:r1]) for r0, r1 in _blocks(codes.shape[1], IMAGE_CHUNK_ROWS)]
         return vqformat.build_file(header, chunks, alpha_bytes)
 
+    @torch.inference_mode()  # as codes_to_image: with gradients, each tile kept its activations for a backward pass
     def decode_image(self, data: bytes, salvage: bool = False):
         """`.vq` bytes -> Pillow image with the original size and mode.
 
