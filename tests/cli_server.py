@@ -67,6 +67,16 @@ def become_the_run(request: dict, fds: list[int]) -> None:
     os._exit(exit_status(main))
 
 
+def setup_failed(exc: BaseException) -> int:
+    """The status of a run that could not take its streams or surroundings, with why on its stderr (the server's
+    where the run's is not taken yet), rather than the error going on up into the server's loop."""
+    try:
+        os.write(2, f"cli_server: the run could not start: {type(exc).__name__}: {exc}\n".encode(errors="replace"))
+    except OSError:
+        pass
+    return 1
+
+
 def standard_output(fd: int, like, unbuffered: bool) -> io.TextIOWrapper:
     """Descriptor `fd`, 1 or 2, opened as a fresh interpreter opens stdout or stderr (`like`, the server's own,
     gives the encoding and errors): written through to the bare descriptor under PYTHONUNBUFFERED, else
@@ -106,7 +116,10 @@ def handle(connection: socket.socket) -> None:
     pid = os.fork()
     if pid == 0:
         connection.close()
-        become_the_run(request, fds)
+        try:
+            become_the_run(request, fds)
+        except BaseException as exc:  # its surroundings could not be taken (a cwd that does not exist)
+            os._exit(setup_failed(exc))
     for fd in fds:
         os.close(fd)
     connection.sendall(NUMBER.pack(pid))

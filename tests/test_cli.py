@@ -4174,6 +4174,24 @@ def test_runs_forked_from_the_command_line_server_end_as_plain_processes_do(tmp_
         assert ended[0][1:] == ended[1][1:], args
 
 
+def test_a_forked_run_that_cannot_take_its_working_folder_fails_in_one_line_and_the_server_serves_on(tmp_path):
+    """The setup of a forked run (its streams, working folder, umask, environment) was outside the run's own error
+    handling: a working folder that does not exist sent its FileNotFoundError up through the server's code, out of
+    the forked child with the server's traceback as the run's stderr (after a second of tearing the server's modules
+    down). The run fails with status 1 and the error in one line, and the server serves the next run."""
+    server = _cli_server()
+    if server is None:
+        pytest.skip("the command-line server could not start here")
+    missing = tmp_path / "missing"
+    runs = server.runs
+    failed = run_cli("--version", cwd=missing, timeout=60)
+    assert server.runs == runs + 1  # forked, not a plain subprocess (whose Popen raises for such a cwd)
+    assert (failed.returncode, failed.stdout, failed.stderr.decode()) == (
+        1, b"", f"cli_server: the run could not start: FileNotFoundError: [Errno 2] No such file or directory: "
+                f"{str(missing)!r}\n")
+    assert run_cli("--version", cwd=tmp_path, timeout=60).stdout.startswith(b"vqcodec") and server.runs == runs + 2
+
+
 STREAMS_BUFFERING = """
 import sys
 print(sys.stdout.write_through, sys.stdout.line_buffering, sys.stderr.write_through, sys.stderr.line_buffering)
