@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -2358,26 +2359,68 @@ def test_a_log_is_repaired_through_the_descriptor_it_was_read_from(tmp_path, mon
     assert "ended in a partial record (15 bytes" in capsys.readouterr().err
 
 
-def test_a_log_that_may_not_be_written_resumes_unless_it_needs_a_repair(tmp_path, monkeypatch):
+def _log_not_writable(monkeypatch, log: Path, error: int) -> None:
+    """Opening `log` to write it fails with errno `error`, as a read-only file system (EROFS) or a log the user
+    may not write (EACCES; root may, so it is simulated) fail it; reading it does not."""
+    real_open = os.open
+
+    def refused(path, flags, *args):
+        if os.fspath(path) == os.fspath(log) and flags & (os.O_RDWR | os.O_WRONLY):
+            raise OSError(error, os.strerror(error), str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refused)
+
+
+@pytest.mark.parametrize("error", [errno.EACCES, errno.EPERM, errno.EROFS], ids=errno.errorcode.get)
+def test_a_log_that_may_not_be_written_resumes_unless_it_needs_a_repair(tmp_path, monkeypatch, capsys, error):
     """A log opened to be read and truncated is read alone where it may not be written (a run's records it cannot
     write are warnings): refused only where it needs a repair, with why."""
     import vqcodec.train as train_module
 
-    real_open = os.open
-
-    def denied(path, flags, *args):
-        if flags & os.O_RDWR:
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(os, "open", denied)
     log = tmp_path / "train_log.jsonl"
+    _log_not_writable(monkeypatch, log, error)
     log.write_bytes(b'{"step": 1}\n')
     train_module._repair_log(log)
+    assert log.read_bytes() == b'{"step": 1}\n' and capsys.readouterr().err == ""
     log.write_bytes(b'{"step": 1}\n{"step": 2, "lo')
-    with pytest.raises(VQCodecError, match=f"^cannot repair {re.escape(str(log))}: Permission denied$"):
+    with pytest.raises(VQCodecError, match=f"^cannot repair {re.escape(str(log))}: {os.strerror(error)}$"):
         train_module._repair_log(log)
     assert log.read_bytes() == b'{"step": 1}\n{"step": 2, "lo'
+
+
+def test_a_log_whose_truncation_fails_is_refused_with_why_and_left_as_it_was(tmp_path, monkeypatch):
+    """A log opened to be written whose truncation fails (a file system gone read-only between the two) is one
+    line too, not an OSError."""
+    import vqcodec.train as train_module
+
+    def read_only(descriptor, length):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_bytes(b'{"step": 1}\n{"step": 2, "lo')
+    monkeypatch.setattr(os, "ftruncate", read_only)
+    with pytest.raises(VQCodecError, match=f"^cannot repair {re.escape(str(log))}: Read-only file system$"):
+        train_module._repair_log(log)
+    assert log.read_bytes() == b'{"step": 1}\n{"step": 2, "lo'
+
+
+def test_a_run_whose_log_may_not_be_written_resumes_and_warns_of_each_record_it_cannot_write(trained, data_dir,
+                                                                                            tmp_path, monkeypatch,
+                                                                                            capsys):
+    """The fallback through a whole --resume: a log the user may not write, but which needs no repair, is read and
+    left as it is; the run trains on, each record it cannot append a warning, and writes its checkpoint and model."""
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    log = out / "train_log.jsonl"
+    before = log.read_bytes()
+    _log_not_writable(monkeypatch, log, errno.EACCES)
+    assert train(data_dir, None, options(out, resume=True, max_steps=15)) == out / "tiny.safetensors"
+    assert log.read_bytes() == before
+    assert _checkpoint_pair(out / "checkpoint.safetensors")[0]["step"] == 15
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert warnings and all(line.startswith(f"warning: cannot write {log}: Permission denied (step ")
+                            for line in warnings)
 
 
 def _checkpoint_pair(path: Path) -> tuple[dict, dict | None]:
