@@ -29,7 +29,8 @@ from vqcodec.models import VQVAE, widen, widths_differ_only
 from vqcodec.registry import find_model
 from vqcodec.data import NOISE_SNR_DB, AudioCrops, add_background_noise
 from vqcodec.losses import ReconstructionLoss
-from vqcodec.train import WARMUP_STEPS, TrainOptions, WeightAverage, resolve_precision, train, validate
+from vqcodec.train import (WARMUP_STEPS, TrainOptions, WeightAverage, resolve_precision, train, training_state_bytes,
+                           validate)
 
 CFG = AudioConfig(sample_rate=8000, base_channels=4, strides=(2, 4), res_blocks=1, latent_dim=8, num_codebooks=4,
                   codebook_size=16, context_frames=16)
@@ -2201,9 +2202,11 @@ def test_the_batch_memory_check_counts_the_discriminator_and_the_training_files_
                                   "stream_data=True, or lower batch_size or crop")
     _refuse_a_batch_beyond_memory(run, "audio", held=10 ** 9 - 1)
 
-    # through the command: the files held, a few bytes over, refuse what --stream-data trains
+    # through the command: the files held, a few bytes over, refuse what --stream-data trains (with the model's
+    # training state, which both hold)
     held = 4 * 12000 * 4
-    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: step_and_validation + held - 1)
+    state = training_state_bytes(CFG)
+    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: step_and_validation + state + held - 1)
     code, err = run_in_process(["train", data_dir, "--out", tmp_path / "run", *base], capsys)
     assert code == 1 and "more than the memory this process may use" in err and built == []
     with pytest.raises(Built):  # past the check
@@ -2315,7 +2318,9 @@ def test_a_checkpoint_larger_than_the_memory_the_process_may_use_is_refused_befo
                                                                                              tmp_path, monkeypatch):
     """--resume read the whole checkpoint (its bytes held twice while its tensors were made of them) whatever the
     memory this process may use (past a cgroup's limit, the process was killed), where loading a model checks it
-    first: twice the checkpoint's size is checked against memory.memory_bound before it is read, in one line."""
+    first: what the resumed run holds is checked against memory.memory_bound before it is read, in one line. It
+    was counted as twice the checkpoint's size, the reading alone: the run then holds its tensors all through,
+    the model and its gradients besides, and each checkpoint it saves twice (training_state_bytes)."""
     import vqcodec.modelfile
     from vqcodec.train import load_checkpoint
 
@@ -2323,15 +2328,53 @@ def test_a_checkpoint_larger_than_the_memory_the_process_may_use_is_refused_befo
     shutil.copytree(trained, out)
     checkpoint = out / "checkpoint.safetensors"
     before = checkpoint.read_bytes()
-    monkeypatch.setattr(vqcodec.modelfile, "memory_bound", lambda: 2 * len(before))
+    resumed = training_state_bytes(CFG, checkpoint_bytes=len(before))
+    assert resumed == 3 * len(before) + 4 * (2 * parameter_count(CFG) + 4 * 16 * (2 * 8 + 2)) > 2 * len(before)
+    monkeypatch.setattr(vqcodec.modelfile, "memory_bound", lambda: resumed)
     assert "model" in load_checkpoint(checkpoint, "cpu")[0]
-    monkeypatch.setattr(vqcodec.modelfile, "memory_bound", lambda: 2 * len(before) - 1)
+    monkeypatch.setattr(vqcodec.modelfile, "memory_bound", lambda: resumed - 1)  # the reading alone fits
     monkeypatch.setattr(vqcodec.modelfile, "_tensors_read", lambda *args: pytest.fail("the checkpoint was read"))
-    refused = re.escape(f"the checkpoint {checkpoint} takes 0.0 GB, more than the memory this process may use "
-                        "(0.0 GB); resume it where the process may use more")
+    refused = re.escape(f"resuming the checkpoint {checkpoint} takes 0.0 GB, more than the memory this process may "
+                        "use (0.0 GB); resume it where the process may use more")
     with pytest.raises(VQCodecError, match=f"^{refused}$"):
         train(data_dir, None, options(out, resume=True, max_steps=15))
     assert checkpoint.read_bytes() == before
+
+
+def test_the_training_state_counted_is_what_a_run_holds_and_names_itself_where_it_is_most_of_a_refusal(
+        trained, tmp_path, monkeypatch):
+    """The memory check of a training run counted its batch and files alone: not the model, its gradients and
+    AdamW's moments, nor the checkpoints it holds and saves (README, Limits: the peak comes as one is saved).
+    training_state_bytes is checked against the tensors a run of the tests' config holds, and a refusal where they
+    are most of the count says so, with what to do."""
+    import vqcodec.memory
+    from vqcodec.train import _Run, _refuse_a_batch_beyond_memory, load_checkpoint
+
+    saved = load_checkpoint(trained / "checkpoint.safetensors", "cpu")[0]
+    checkpoint = sum(tensor.nbytes for group in saved.values() for tensor in group.values())
+    model = VQVAE(CFG)
+    weights = sum(tensor.nbytes for tensor in model.state_dict().values())
+    gradients = sum(parameter.nbytes for parameter in model.parameters())
+    moments = sum(tensor.nbytes for name, tensor in saved["optim"].items() if name.endswith(("exp_avg", "exp_avg_sq")))
+    assert moments == 2 * gradients
+    # within the few bytes of the codebooks' use counts and step counters, which the config's count leaves out
+    assert training_state_bytes(CFG) == pytest.approx(weights + gradients + moments + 2 * checkpoint, rel=0.01)
+    assert training_state_bytes(CFG, checkpoint_bytes=checkpoint) == \
+        pytest.approx(weights + gradients + 3 * checkpoint, rel=0.01)
+
+    run = _Run(options(tmp_path, batch_size=16, crop=12000, resume=True), "cpu", processes=1, main=True, quiet=True,
+               precision="fp32", checkpoint_path=tmp_path / "checkpoint.safetensors")
+    step_and_validation = 16 * 48000 * 120 + 64 * 48000
+    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: step_and_validation + 10 ** 9 - 1)
+    with pytest.raises(VQCodecError) as refused:
+        _refuse_a_batch_beyond_memory(run, "audio", state=10 ** 9)
+    assert str(refused.value) == ("a batch of 16 crops of 12000 samples with the 1.0 GB of model, gradients, optimiser "
+                                  "state and checkpoints it holds takes 1.1 GB, more than the memory this process may "
+                                  "use (1.1 GB); resume it where the process may use more")
+    _refuse_a_batch_beyond_memory(run, "audio", state=10 ** 9 - 1)
+    with pytest.raises(VQCodecError, match=r"; train where the process may use more, or a smaller model$"):
+        _refuse_a_batch_beyond_memory(dataclasses.replace(run, options=options(tmp_path, batch_size=16, crop=12000)),
+                                      "audio", state=10 ** 9)
 
 
 def test_a_log_is_repaired_through_the_descriptor_it_was_read_from(tmp_path, monkeypatch, capsys):

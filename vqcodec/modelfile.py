@@ -156,13 +156,15 @@ def attach_prior(path: Path, prior, out: Path | None = None) -> Path:
 
 
 def read_safetensors(path: Path, device: str = "cpu", held: str | None = None,
-                     advice: str = "read it where the process may use more") -> dict[str, torch.Tensor]:
+                     advice: str = "read it where the process may use more", needed=None) -> dict[str, torch.Tensor]:
     """The tensors of a .safetensors file. Anything but a regular file (a FIFO, a device) is an OSError, before
     it is read (io.open_regular_file); a file whose reading, which holds its bytes twice (_tensors_read), needs
     more than the memory this process may use is a VQCodecError, before it is read: `held` says what it is
-    ("the checkpoint PATH takes"), `advice` what to do (memory.refuse_beyond)."""
+    ("the checkpoint PATH takes"), `advice` what to do (memory.refuse_beyond). `needed`, given the file's size,
+    counts what the caller will hold with its tensors instead, where that is more (a resumed run's training)."""
     with open_regular_file(path) as stream:
-        refuse_beyond(2 * os.fstat(stream.fileno()).st_size, memory_bound(), held or f"{path} takes", advice)
+        size = os.fstat(stream.fileno()).st_size
+        refuse_beyond(max(2 * size, needed(size) if needed else 0), memory_bound(), held or f"{path} takes", advice)
         return _tensors_read(stream, device)
 
 

@@ -21,7 +21,8 @@ import soxr
 import torch
 
 from . import memory, parallel, progressline
-from .config import AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict, load_config_file
+from .config import (AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict, load_config_file,
+                     parameter_count)
 from .errors import Terminated, VQCodecError, is_out_of_memory
 from .devices import resolve_device
 from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, NoReadableMedia, decodes, default_batch_workers,
@@ -355,7 +356,7 @@ def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.
     """The checkpoint's tensors grouped by name ("model", "optim", "disc", "disc_optim"), and its record."""
     try:
         meta = checkpoint_record(path)
-        config_from_dict(meta["config"])
+        cfg = config_from_dict(meta["config"])
         for field in ("step", "average_updates"):  # counts, which seed the crops and the average's warm-up
             value = meta.get(field, 0) if field == "average_updates" else meta[field]
             if type(value) is not int or value < 0:
@@ -380,8 +381,11 @@ def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.
                                                                                  for count in ("steps", "seconds"))
                                                   for part in parts):
             raise ValueError(f"earlier_parts is not a list of records of steps and seconds: {parts!r}"[:200])
-        tensors = read_safetensors(path, device, f"the checkpoint {path} takes",
-                                   "resume it where the process may use more")
+        resumed = (lambda size: training_state_bytes(cfg, meta.get("decoder_only", False),
+                                                     meta.get("weight_average", 0.0), size)) \
+            if device == "cpu" else None  # on a GPU the state is the GPU's: the reading alone is the host's
+        tensors = read_safetensors(path, device, f"resuming the checkpoint {path} takes",
+                                   "resume it where the process may use more", resumed)
         groups: dict[str, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
             name, rest = key.split(".", 1)
@@ -681,6 +685,7 @@ class _Start:
     adversarial: bool
     decoder_only: bool = False
     saved: dict = field(default_factory=dict)         # the checkpoint's tensors, by module; none for a new run
+    checkpoint_bytes: int | None = None               # theirs, held all through the run; None for a new run
     meta: dict = field(default_factory=dict)          # the checkpoint's record
     step: int = 0
     trained_seconds: float = 0.0
@@ -726,9 +731,10 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     run.options = options = _sized(run, kind, cfg)
     files = readable_files(kind, files)
     run.options = options = _crop_within_files(run, kind, cfg, files, given_crop)
+    state = training_state_bytes(cfg, start.decoder_only, weight_average, start.checkpoint_bytes)
     parallel.together(lambda: _refuse_a_batch_beyond_memory(run, kind, start.adversarial,
                                                             *_held_data_bytes(run, kind, cfg, data_dir, files,
-                                                                              start.meta)))
+                                                                              start.meta), state))
     model, codes_id = _build_model(run, start, cfg)
     # the held-out files, which the first process alone reads, may fail it alone
     data = parallel.together(lambda: _training_data(run, data_dir, kind, files, cfg, start.meta))
@@ -872,6 +878,7 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
     start = _Start(cfg, kind, options.adversarial)
     if options.resume:
         start.saved, start.meta = load_checkpoint(run.checkpoint_path, run.device)
+        start.checkpoint_bytes = sum(tensor.nbytes for group in start.saved.values() for tensor in group.values())
         start.step, start.trained_seconds = start.meta["step"], start.meta["trained_seconds"]
         if options.max_steps is not None and options.max_steps < start.step:  # it would only write the model again
             raise VQCodecError(f"{_option('max_steps')} is the run's total, and the checkpoint in {Path(options.out)} holds "
@@ -997,13 +1004,34 @@ def _split(data_dir: Path, files: list[Path], saved_meta: dict, usable=lambda pa
     return train_files, val_files, "held_out" in saved_meta and split is None
 
 
+def training_state_bytes(cfg: ModelConfig, decoder_only: bool = False, weight_average: float = 0.0,
+                         checkpoint_bytes: int | None = None) -> int:
+    """What a run on the CPU holds besides its batch and files at its peak, while it saves a checkpoint (README,
+    Limits): the model's float32 weights and codebooks (with their running sums and counts), a weight average's
+    copy of them, the gradients of the weights it trains, and checkpoints: a resumed run's tensors as read
+    (`checkpoint_bytes`, held all through the run; the AdamW moments it restores are among them), a new run's two
+    moments of each trained weight, and the checkpoint saved, whose bytes are held twice while it is written (as
+    large as the one read; a new run's holds the models and the moments). --decoder-only trains the decoder alone,
+    whose weights the config does not tell apart: none of its gradients or moments is counted, a floor. The
+    discriminator of --adversarial (72 387 weights, 1.2 MB with its gradients and moments) is left out."""
+    weights = parameter_count(cfg)
+    trained = 0 if decoder_only else weights
+    codebooks = cfg.num_codebooks * cfg.codebook_size * (2 * cfg.latent_dim + 2)  # with their EMA sums and code counts
+    models = 4 * (weights + codebooks) * (2 if weight_average else 1)
+    if checkpoint_bytes is None:
+        checkpoint_bytes = models + 8 * trained
+        return checkpoint_bytes + 4 * trained + 2 * checkpoint_bytes
+    return models + 4 * trained + checkpoint_bytes + 2 * checkpoint_bytes
+
+
 def _refuse_a_batch_beyond_memory(run: _Run, kind: str, adversarial: bool = False, held: int = 0,
-                                  held_out: int = 0) -> None:
+                                  held_out: int = 0, state: int = 0) -> None:
     """On the CPU, refuse a batch whose step (STEP_BYTES_PER_CROP_BYTE, and DISCRIMINATOR_BYTES_PER_CROP_BYTE
-    for an `adversarial` run) and `held` bytes of decoded training files, with the first process's validation
+    for an `adversarial` run), `held` bytes of decoded training files and `state` bytes of model, gradients,
+    optimiser state and checkpoints (training_state_bytes), with the first process's validation
     crops (it keeps max(batch, VALIDATION_CROPS)) and `held_out` bytes of decoded held-out files
-    (_held_data_bytes), take more than the memory this process may use, or whose steps and training files in all
-    the processes of this machine (run.local_processes: each holds its own copy of the files), with the first
+    (_held_data_bytes), take more than the memory this process may use, or whose steps, training files and states
+    in all the processes of this machine (run.local_processes: each holds its own copy of the files), with the first
     one's validation data, take more than the memory they share: past it a process is killed without a line.
     Every process checks (parallel.together: all refuse alike). A GPU's bound is its own memory, which running
     out of ends the run with one line (_step_loop's out_of_memory)."""
@@ -1016,25 +1044,32 @@ def _refuse_a_batch_beyond_memory(run: _Run, kind: str, adversarial: bool = Fals
     step = crop_bytes * share * per_crop_byte
     validation = crop_bytes * max(options.batch_size, VALIDATION_CROPS) + held_out
     own_files = held + (held_out if run.main else 0)
-    own = step + held + (validation if run.main else 0)
+    own = step + held + state + (validation if run.main else 0)
     crops = f"{options.crop} samples" if kind == "audio" else f"{options.crop}x{options.crop} pixels"
     each = " a process" if run.processes > 1 else ""
-    with_data, advice = _files_named(own_files, own, "it holds", held_out if run.main else 0)
+    with_data, advice = _files_named(own_files, own, "it holds", held_out if run.main else 0, state, options.resume)
     memory.refuse_beyond(own, memory.memory_bound(),
                          f"a batch of {plural(share, 'crop')}{each} of {crops}{with_data} takes", advice)
     if run.local_processes > 1:
         shared_files = held * run.local_processes + held_out
-        shared = (step + held) * run.local_processes + validation
-        with_data, advice = _files_named(shared_files, shared, "they hold", held_out)
+        shared = (step + held + state) * run.local_processes + validation
+        with_data, advice = _files_named(shared_files, shared, "they hold", held_out, state * run.local_processes,
+                                         options.resume)
         memory.refuse_beyond(shared, memory.shared_memory_bound(),
                              f"a batch of {plural(share, 'crop')} a process of {crops}, in {run.local_processes} "
                              f"processes on this machine{with_data}, takes", f"{advice}, or start fewer processes on it",
                              whose="the memory they share")
 
 
-def _files_named(files: int, size: int, whose: str, held_out: int) -> tuple[str, str]:
+def _files_named(files: int, size: int, whose: str, held_out: int, state: int = 0,
+                 resumed: bool = False) -> tuple[str, str]:
     """What a refusal of `size` bytes, `files` of them decoded files (`held_out` of those held-out files, the rest
-    training files), says of the files (where they are the larger part) and what it advises."""
+    training files) and `state` of them the model's training state (training_state_bytes; of a `resumed` run),
+    says of the files or the state (where they are the larger part) and what it advises."""
+    if state >= size - state:
+        advice = "resume it where the process may use more" if resumed else \
+            "train where the process may use more, or a smaller model"
+        return f" with the {state / 1e9:.1f} GB of model, gradients, optimiser state and checkpoints {whose}", advice
     if files < size - files:
         return "", f"lower {_option('batch_size')} or {_option('crop')}"
     held = "training and held-out files" if held_out else "training files"
