@@ -1815,6 +1815,36 @@ def test_a_run_that_diverges_at_its_first_step_leaves_no_empty_folder(data_dir, 
     assert not out.exists()
 
 
+class PanicException(BaseException):
+    """What pyo3 (safetensors' Rust code) raises where a Python object it makes cannot be allocated."""
+
+
+@pytest.mark.parametrize("failure", [MemoryError, lambda: PanicException("PyObject pointer is null")],
+                         ids=["MemoryError", "PanicException"])
+def test_a_checkpoint_save_out_of_memory_is_a_write_failure_and_the_model_is_still_written(data_dir, tmp_path,
+                                                                                          monkeypatch, failure):
+    """A run's peak is the saving of a checkpoint, whose bytes safetensors holds twice: past RLIMIT_DATA there
+    its save panicked (pyo3's PanicException, a BaseException) with a Rust backtrace, and the model went unwritten.
+    It fails as a full disk does: the model, smaller, is written, and the run ends in one line that says why."""
+    import vqcodec.modelfile
+    from safetensors.torch import save
+
+    def out_of_memory_for_checkpoints(tensors, metadata=None):
+        if metadata and "checkpoint" in metadata:
+            raise failure()
+        return save(tensors, metadata=metadata)
+
+    monkeypatch.setattr(vqcodec.modelfile, "save", out_of_memory_for_checkpoints)
+    out = tmp_path / "run"
+    with pytest.raises(VQCodecError) as failed:
+        train(data_dir, CFG, options(out, max_steps=2, fit_prior=False))
+    assert str(failed.value) == (f"{out / 'tiny.safetensors'} is written, but not the checkpoint of its step 2 (cannot "
+                                 f"write {out / 'checkpoint.safetensors'}: Cannot allocate memory): there is no "
+                                 "checkpoint to resume")
+    assert read_model_files(out / "tiny.safetensors")[0]["training"]["steps"] == 2
+    assert sorted(path.name for path in out.iterdir()) == ["tiny.json", "tiny.safetensors", "train_log.jsonl"]
+
+
 def test_a_full_disk_during_training_loses_no_steps_and_the_model_is_still_written(data_dir, tmp_path, monkeypatch,
                                                                                       capsys):
     # a checkpoint or log record that could not be written stopped the run there, with no model: every step

@@ -5,6 +5,7 @@ model that wrote it. Nothing here uses pickle.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -114,7 +115,22 @@ def write_json(path: Path, value) -> None:
 
 
 def _tensors_writer(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
-    return lambda stream: stream.write(save(tensors, metadata=metadata))
+    def write(stream) -> None:
+        try:
+            serialized = save(tensors, metadata=metadata)  # the file's bytes, held twice while they are made
+        except BaseException as exc:
+            if not _out_of_memory_serialising(exc):
+                raise
+            raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM)) from None  # a write failure, as a full disk's
+        stream.write(serialized)
+    return write
+
+
+def _out_of_memory_serialising(exc: BaseException) -> bool:
+    """Whether safetensors' save failed to allocate the file's bytes: a MemoryError, or the panic of its Rust
+    code (pyo3's PanicException, "PyObject pointer is null", a BaseException) that the MemoryError it met
+    becomes (the training run of README, Limits, past its RLIMIT_DATA as it saved its last checkpoint)."""
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "PanicException"
 
 
 def _json_writer(value):
