@@ -16,6 +16,7 @@ import pytest
 import soundfile
 import torch
 from PIL import Image
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from conftest import Terminal, run_cli, start_cli, terminal_screen, terminal_shown
@@ -1827,14 +1828,14 @@ def test_a_checkpoint_save_out_of_memory_is_a_write_failure_and_the_model_is_sti
     its save panicked (pyo3's PanicException, a BaseException) with a Rust backtrace, and the model went unwritten.
     It fails as a full disk does: the model, smaller, is written, and the run ends in one line that says why."""
     import vqcodec.modelfile
-    from safetensors.torch import save
+    from safetensors.torch import save_file
 
-    def out_of_memory_for_checkpoints(tensors, metadata=None):
+    def out_of_memory_for_checkpoints(tensors, path, metadata=None):
         if metadata and "checkpoint" in metadata:
             raise failure()
-        return save(tensors, metadata=metadata)
+        return save_file(tensors, path, metadata=metadata)
 
-    monkeypatch.setattr(vqcodec.modelfile, "save", out_of_memory_for_checkpoints)
+    monkeypatch.setattr(vqcodec.modelfile, "save_file", out_of_memory_for_checkpoints)
     out = tmp_path / "run"
     with pytest.raises(VQCodecError) as failed:
         train(data_dir, CFG, options(out, max_steps=2, fit_prior=False))
@@ -2508,6 +2509,66 @@ def _checkpoint_pair(path: Path) -> tuple[dict, dict | None]:
     json_path = path.with_suffix(".json")
     return (json.loads(read_safetensors_metadata(path)["checkpoint"]),
             json.loads(json_path.read_text()) if json_path.exists() else None)
+
+
+def _checkpoint_tensors() -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors as save_checkpoint gives them: a model's, with an optimiser's moments and step."""
+    tensors = {f"model.{name}": value for name, value in VQVAE(CFG).state_dict().items()}
+    tensors.update({"optim.0.exp_avg": torch.randn(256, 2000), "optim.0.exp_avg_sq": torch.rand(256, 2000),
+                    "optim.0.step": torch.tensor(3.0)})
+    return tensors
+
+
+def test_a_checkpoint_is_written_tensor_by_tensor_as_the_bytes_safetensors_would_build(tmp_path):
+    """Saving built the whole file's bytes in memory (safetensors.torch.save), the peak of a training run: twice
+    the checkpoint's size (489 MB for one of 244 MB), and past the memory the process may use an abort
+    (status 134) that lost every step since the last checkpoint. save_file writes the same bytes."""
+    import tracemalloc
+
+    from safetensors.torch import save
+
+    from vqcodec.modelfile import write_checkpoint_files
+
+    tensors, record = _checkpoint_tensors(), {"step": 3, "name": "tiny"}
+    path = tmp_path / "checkpoint.safetensors"
+    write_checkpoint_files(path, tensors, {"step": 2})  # what the first save imports is not counted
+    tracemalloc.start()
+    try:
+        write_checkpoint_files(path, tensors, record)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < path.stat().st_size / 8, (peak, path.stat().st_size)  # no Python object of the file's bytes
+    assert path.read_bytes() == save(tensors, metadata={"checkpoint": json.dumps(record)})
+    model = write_model_files(tmp_path / "model.safetensors", {"model_id": "0" * 16}, tensors)
+    assert model.read_bytes() == save(tensors)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.json", "checkpoint.safetensors", "model.json",
+                                                          "model.safetensors"]
+
+
+@pytest.mark.parametrize("failure", [SafetensorError("Error while serializing: I/O error: No space left on device "
+                                                     "(os error 28)"), KeyboardInterrupt()], ids=["full_disk", "ctrl_c"])
+def test_a_checkpoint_write_that_fails_midway_leaves_the_checkpoint_before_it(tmp_path, monkeypatch, failure):
+    """A save that fails (a full disk) or is stopped (Ctrl-C) halfway through the file safetensors writes leaves
+    no part of it: the checkpoint saved before, and nothing beside it."""
+    import vqcodec.modelfile as modelfile
+    from vqcodec.modelfile import write_checkpoint_files
+
+    path, tensors = tmp_path / "checkpoint.safetensors", _checkpoint_tensors()
+    write_checkpoint_files(path, tensors, {"step": 1})
+    before = {name.name: name.read_bytes() for name in tmp_path.iterdir()}
+
+    def half_then_failure(tensors, filename, metadata=None):
+        save_file(tensors, filename, metadata=metadata)
+        with open(filename, "r+b") as written:
+            written.truncate(os.path.getsize(filename) // 2)
+        raise failure
+    monkeypatch.setattr(modelfile, "save_file", half_then_failure)
+    with pytest.raises(type(failure) if isinstance(failure, KeyboardInterrupt) else VQCodecError) as failed:
+        write_checkpoint_files(path, tensors, {"step": 2})
+    if not isinstance(failure, KeyboardInterrupt):
+        assert str(failed.value) == f"cannot write {path}: No space left on device"
+    assert {name.name: name.read_bytes() for name in tmp_path.iterdir()} == before
 
 
 def test_a_checkpoint_save_stopped_or_failing_between_its_two_files_changes_neither(tmp_path, monkeypatch):

@@ -387,7 +387,8 @@ def _written_target(path) -> Path:
 
 def _write_temporary(target: Path, write) -> str:
     """Call write(stream) into a new temporary file beside `target`, and return its path; a failure
-    removes it and is one VQCodecError naming `target`."""
+    removes it and is one VQCodecError naming `target`. The stream's name is the temporary file's path,
+    which a writer that writes by path (safetensors' save_file) writes to instead."""
     import tempfile
 
     try:
@@ -395,7 +396,7 @@ def _write_temporary(target: Path, write) -> str:
     except OSError as exc:
         raise VQCodecError(f"cannot write {target}: {reason_of(exc)}") from None
     try:
-        with os.fdopen(fd, "wb") as stream:
+        with open(temporary, "wb", opener=lambda path, flags: fd) as stream:
             write(stream)
     except OSError as exc:
         Path(temporary).unlink(missing_ok=True)

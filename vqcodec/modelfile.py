@@ -9,11 +9,13 @@ import errno
 import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load, save
+from safetensors import SafetensorError
+from safetensors.torch import load, save_file
 
 from .config import FORMAT_VERSION, config_from_dict, config_to_dict, parameter_count
 from .errors import VQCodecError
@@ -115,21 +117,32 @@ def write_json(path: Path, value) -> None:
 
 
 def _tensors_writer(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
+    """A writer (io.write_files) of the tensors' safetensors file into the temporary file named by its stream, tensor
+    by tensor: safetensors' save_file writes the header and each tensor's bytes as they are, where its save built the
+    whole file's bytes in memory first (twice: a run's peak, README Limits). The bytes are the same."""
     def write(stream) -> None:
         try:
-            serialized = save(tensors, metadata=metadata)  # the file's bytes, held twice while they are made
+            save_file(tensors, stream.name, metadata=metadata)
+        except SafetensorError as exc:
+            raise _system_error_of(exc) from None
         except BaseException as exc:
             if not _out_of_memory_serialising(exc):
                 raise
             raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM)) from None  # a write failure, as a full disk's
-        stream.write(serialized)
     return write
 
 
+def _system_error_of(exc: SafetensorError) -> Exception:
+    """The OSError that safetensors' save_file met writing (a full disk: "I/O error: No space left on device
+    (os error 28)"), or `exc` where it met none."""
+    number = re.search(r"\(os error (\d+)\)", str(exc))
+    return OSError(int(number[1]), os.strerror(int(number[1]))) if number else exc
+
+
 def _out_of_memory_serialising(exc: BaseException) -> bool:
-    """Whether safetensors' save failed to allocate the file's bytes: a MemoryError, or the panic of its Rust
-    code (pyo3's PanicException, "PyObject pointer is null", a BaseException) that the MemoryError it met
-    becomes (the training run of README, Limits, past its RLIMIT_DATA as it saved its last checkpoint)."""
+    """Whether safetensors' save ran out of memory: a MemoryError, or the panic of its Rust code (pyo3's
+    PanicException, "PyObject pointer is null", a BaseException) that the MemoryError it met becomes (seen when it
+    built the whole file's bytes, in a training run past its RLIMIT_DATA as it saved its last checkpoint)."""
     return isinstance(exc, MemoryError) or type(exc).__name__ == "PanicException"
 
 
