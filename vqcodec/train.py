@@ -352,10 +352,10 @@ def save_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizers:
     write_checkpoint_files(path, tensors, meta)
 
 
-def load_checkpoint(path: Path, device: str, saves: bool = True) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
+def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
     """The checkpoint's tensors grouped by name ("model", "optim", "disc", "disc_optim"), and its record; refused
-    before they are read where the run that resumes them on the CPU (whose process `saves` checkpoints, or not:
-    torchrun's others) cannot hold them with its model (training_state_bytes)."""
+    before they are read where the run that resumes them on the CPU cannot hold them with its model
+    (training_state_bytes)."""
     try:
         meta = checkpoint_record(path)
         cfg = config_from_dict(meta["config"])
@@ -383,7 +383,7 @@ def load_checkpoint(path: Path, device: str, saves: bool = True) -> tuple[dict[s
                                                                                  for count in ("steps", "seconds"))
                                                   for part in parts):
             raise ValueError(f"earlier_parts is not a list of records of steps and seconds: {parts!r}"[:200])
-        needed = _resumed_bytes(cfg, meta, saves) if device == "cpu" else None  # on a GPU, the reading alone
+        needed = _resumed_bytes(cfg, meta) if device == "cpu" else None  # on a GPU, the reading alone
         tensors = read_safetensors(path, device, f"resuming the checkpoint {path} takes",
                                    "resume it where the process may use more", needed)
         groups: dict[str, dict[str, torch.Tensor]] = {}
@@ -399,14 +399,11 @@ def load_checkpoint(path: Path, device: str, saves: bool = True) -> tuple[dict[s
     return groups, meta
 
 
-def _resumed_bytes(cfg: ModelConfig, meta: dict, saves: bool):
+def _resumed_bytes(cfg: ModelConfig, meta: dict):
     """read_safetensors' `needed` of a checkpoint resumed on the CPU (its `meta`, its config `cfg`): what the run
-    holds with its tensors, the file's size of them (training_state_bytes; the checkpoints saved where it `saves`)."""
-    def needed(size: int) -> int:
-        state, saving = training_state_bytes(cfg, meta.get("decoder_only", False), meta.get("weight_average", 0.0),
+    holds with its tensors, the file's size of them (training_state_bytes)."""
+    return lambda size: training_state_bytes(cfg, meta.get("decoder_only", False), meta.get("weight_average", 0.0),
                                              size)
-        return state + (saving if saves else 0)
-    return needed
 
 
 def diverged(what: str, checkpoint_path: Path) -> VQCodecError:
@@ -744,7 +741,7 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     state = training_state_bytes(cfg, start.decoder_only, weight_average, start.checkpoint_bytes)
     parallel.together(lambda: _refuse_a_batch_beyond_memory(run, kind, start.adversarial,
                                                             *_held_data_bytes(run, kind, cfg, data_dir, files,
-                                                                              start.meta), *state))
+                                                                              start.meta), state))
     model, codes_id = _build_model(run, start, cfg)
     # the held-out files, which the first process alone reads, may fail it alone
     data = parallel.together(lambda: _training_data(run, data_dir, kind, files, cfg, start.meta))
@@ -887,7 +884,7 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
         raise VQCodecError(f"{_option('resume', True)}: no checkpoint in {Path(options.out)}")
     start = _Start(cfg, kind, options.adversarial)
     if options.resume:
-        start.saved, start.meta = load_checkpoint(run.checkpoint_path, run.device, run.main)
+        start.saved, start.meta = load_checkpoint(run.checkpoint_path, run.device)
         start.checkpoint_bytes = sum(tensor.nbytes for group in start.saved.values() for tensor in group.values())
         start.step, start.trained_seconds = start.meta["step"], start.meta["trained_seconds"]
         if options.max_steps is not None and options.max_steps < start.step:  # it would only write the model again
@@ -1015,33 +1012,30 @@ def _split(data_dir: Path, files: list[Path], saved_meta: dict, usable=lambda pa
 
 
 def training_state_bytes(cfg: ModelConfig, decoder_only: bool = False, weight_average: float = 0.0,
-                         checkpoint_bytes: int | None = None) -> tuple[int, int]:
-    """What a run on the CPU holds besides its batch and files at its peak, while it saves a checkpoint (README,
-    Limits): what every process holds, and what the first one, which saves the checkpoints, holds besides.
-    Every process holds the model's float32 weights and codebooks (with their running sums and counts), a weight
-    average's copy of them, the gradients of the weights it trains, and a resumed run's checkpoint tensors as read
-    (`checkpoint_bytes`, held all through the run; the AdamW moments it restores are among them) or a new run's two
-    moments of each trained weight; the first process the bytes of the checkpoint it saves, held twice while it is
-    written (as large as the one read; a new run's holds the models and the moments). --decoder-only trains the
-    decoder alone, whose weights the config does not tell apart: none of its gradients or moments is counted, a
+                         checkpoint_bytes: int | None = None) -> int:
+    """What a run's process on the CPU holds besides its batch and files (README, Limits): the model's float32
+    weights and codebooks (with their running sums and counts), a weight average's copy of them, the gradients of
+    the weights it trains, and a resumed run's checkpoint tensors as read (`checkpoint_bytes`, held all through the
+    run; the AdamW moments it restores are among them) or a new run's two moments of each trained weight. Saving a
+    checkpoint holds nothing more: it is written tensor by tensor (modelfile._tensors_writer). --decoder-only trains
+    the decoder alone, whose weights the config does not tell apart: none of its gradients or moments is counted, a
     floor. The discriminator of --adversarial (72 387 weights, 1.2 MB with its gradients and moments) is left out."""
     weights = parameter_count(cfg)
     trained = 0 if decoder_only else weights
     codebooks = cfg.num_codebooks * cfg.codebook_size * (2 * cfg.latent_dim + 2)  # with their EMA sums and code counts
     models = 4 * (weights + codebooks) * (2 if weight_average else 1)
     if checkpoint_bytes is None:
-        checkpoint_bytes = models + 8 * trained
-        return checkpoint_bytes + 4 * trained, 2 * checkpoint_bytes
-    return models + 4 * trained + checkpoint_bytes, 2 * checkpoint_bytes
+        return models + 12 * trained
+    return models + 4 * trained + checkpoint_bytes
 
 
 def _refuse_a_batch_beyond_memory(run: _Run, kind: str, adversarial: bool = False, held: int = 0,
-                                  held_out: int = 0, state: int = 0, saving: int = 0) -> None:
+                                  held_out: int = 0, state: int = 0) -> None:
     """On the CPU, refuse a batch whose step (STEP_BYTES_PER_CROP_BYTE, and DISCRIMINATOR_BYTES_PER_CROP_BYTE
     for an `adversarial` run), `held` bytes of decoded training files and `state` bytes of model, gradients,
     optimiser state and checkpoint (training_state_bytes), with the first process's validation
-    crops (it keeps max(batch, VALIDATION_CROPS)), `held_out` bytes of decoded held-out files
-    (_held_data_bytes) and the `saving` bytes of each checkpoint it saves, take more than the memory this process may use, or whose steps, training files and states
+    crops (it keeps max(batch, VALIDATION_CROPS)) and `held_out` bytes of decoded held-out files
+    (_held_data_bytes), take more than the memory this process may use, or whose steps, training files and states
     in all the processes of this machine (run.local_processes: each holds its own copy of the files), with the first
     one's validation data, take more than the memory they share: past it a process is killed without a line.
     Every process checks (parallel.together: all refuse alike). A GPU's bound is its own memory, which running
@@ -1055,19 +1049,17 @@ def _refuse_a_batch_beyond_memory(run: _Run, kind: str, adversarial: bool = Fals
     step = crop_bytes * share * per_crop_byte
     validation = crop_bytes * max(options.batch_size, VALIDATION_CROPS) + held_out
     own_files = held + (held_out if run.main else 0)
-    own_state = state + (saving if run.main else 0)
-    own = step + held + own_state + (validation if run.main else 0)
+    own = step + held + state + (validation if run.main else 0)
     crops = f"{options.crop} samples" if kind == "audio" else f"{options.crop}x{options.crop} pixels"
     each = " a process" if run.processes > 1 else ""
-    with_data, advice = _files_named(own_files, own, "it holds", held_out if run.main else 0, own_state,
-                                     options.resume)
+    with_data, advice = _files_named(own_files, own, "it holds", held_out if run.main else 0, state, options.resume)
     memory.refuse_beyond(own, memory.memory_bound(),
                          f"a batch of {plural(share, 'crop')}{each} of {crops}{with_data} takes", advice)
     if run.local_processes > 1:
         shared_files = held * run.local_processes + held_out
-        shared = (step + held + state) * run.local_processes + validation + saving
-        with_data, advice = _files_named(shared_files, shared, "they hold", held_out,
-                                         state * run.local_processes + saving, options.resume)
+        shared = (step + held + state) * run.local_processes + validation
+        with_data, advice = _files_named(shared_files, shared, "they hold", held_out, state * run.local_processes,
+                                         options.resume)
         memory.refuse_beyond(shared, memory.shared_memory_bound(),
                              f"a batch of {plural(share, 'crop')} a process of {crops}, in {run.local_processes} "
                              f"processes on this machine{with_data}, takes", f"{advice}, or start fewer processes on it",
