@@ -691,8 +691,8 @@ class _Start:
     kind: str | None
     adversarial: bool
     decoder_only: bool = False
-    saved: dict = field(default_factory=dict)         # the checkpoint's tensors, by module; none for a new run
-    checkpoint_bytes: int | None = None               # theirs, held all through the run; None for a new run
+    saved: dict = field(default_factory=dict)         # the checkpoint's tensors, by module, until restored
+    checkpoint_bytes: int | None = None               # theirs; None for a new run
     meta: dict = field(default_factory=dict)          # the checkpoint's record
     step: int = 0
     trained_seconds: float = 0.0
@@ -703,6 +703,10 @@ class _Start:
     init_decodes: list[str] = field(default_factory=list)
     init_path: str | None = None
     init_training: dict = field(default_factory=dict)  # the starting model's record, kept as the new one's "earlier"
+
+    @property
+    def resumed(self) -> bool:
+        return self.checkpoint_bytes is not None
 
 
 @dataclass
@@ -781,7 +785,7 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
             raise VQCodecError(f"no training step ended within {_option('max_minutes')}: no model written (give it more time)")
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise diverged(f"the weights are not finite after step {step}", run.checkpoint_path)
-        if start.saved and step == start.step and "settings" in start.meta:  # resumed to write the model: no part of its own
+        if start.resumed and step == start.step and "settings" in start.meta:  # resumed to write the model: no part of its own
             settings, parts = start.meta["settings"], start.meta.get("earlier_parts", [])
         try:
             save_checkpoint(run.checkpoint_path, training.modules, training.optimizers,
@@ -826,7 +830,7 @@ def _earlier_parts(start: _Start, settings: dict) -> list[dict]:
     """The parts of a resumed run that trained with other settings than its last, oldest first, each with
     the steps and seconds it trained: the checkpoint's, and the part it ends where this one's `settings`
     differ. A checkpoint from before its settings were kept ends a part of steps and seconds alone."""
-    if not start.saved:
+    if not start.resumed:
         return []
     parts = start.meta.get("earlier_parts", [])
     steps = start.step - sum(part["steps"] for part in parts)
@@ -902,7 +906,7 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
     start.init_id = start.meta.get("init")
     start.init_decodes, start.init_path = start.meta.get("init_decodes", []), start.meta.get("init_path")
     start.init_training, start.widened = start.meta.get("init_training", {}), start.meta.get("init_widened", {})
-    if options.init and not start.saved:
+    if options.init and not start.resumed:
         model, start.init_id, start.init_decodes, start.init_training = load_initial_model(options.init)
         _refuse_another_model(f"init={shown(options.init)} is an {model.cfg.kind} model", model.cfg, cfg, kind,
                               compare_fields=False)
@@ -956,8 +960,8 @@ def _build_model(run: _Run, start: _Start, cfg: ModelConfig) -> tuple[VQVAE, str
     """The model to train, on the device and the same in every process, and, for --decoder-only, the id
     of the codes it makes (a resumed run: those it made in its first run), to check at the end."""
     model = (start.model or VQVAE(cfg)).to(run.device)
-    if start.saved:
-        restore_state(run.checkpoint_path, model.load_state_dict, start.saved["model"])
+    if start.resumed:  # the checkpoint's weights, copied into the model, are let go
+        restore_state(run.checkpoint_path, model.load_state_dict, start.saved.pop("model"))
     parallel.broadcast_module_(model)  # the processes start from the first one's weights
     if not start.decoder_only:
         return model, None
@@ -1014,9 +1018,9 @@ def _split(data_dir: Path, files: list[Path], saved_meta: dict, usable=lambda pa
 def training_state_bytes(cfg: ModelConfig, decoder_only: bool = False, weight_average: float = 0.0,
                          checkpoint_bytes: int | None = None) -> int:
     """What a run's process on the CPU holds besides its batch and files (README, Limits): the model's float32
-    weights and codebooks (with their running sums and counts), a weight average's copy of them, the gradients of
-    the weights it trains, and a resumed run's checkpoint tensors as read (`checkpoint_bytes`, held all through the
-    run; the AdamW moments it restores are among them) or a new run's two moments of each trained weight. Saving a
+    weights and codebooks (with their running sums and counts), a weight average's copy of them, AdamW's two
+    moments of each trained weight and its gradient. A resumed run holds as much as its checkpoint's tensors
+    (`checkpoint_bytes`): it keeps their moments, and lets their weights go once copied into its networks. Saving a
     checkpoint holds nothing more: it is written tensor by tensor (modelfile._tensors_writer). --decoder-only trains
     the decoder alone, whose weights the config does not tell apart: none of its gradients or moments is counted, a
     floor. The discriminator of --adversarial (72 387 weights, 1.2 MB with its gradients and moments) is left out."""
@@ -1024,9 +1028,9 @@ def training_state_bytes(cfg: ModelConfig, decoder_only: bool = False, weight_av
     trained = 0 if decoder_only else weights
     codebooks = cfg.num_codebooks * cfg.codebook_size * (2 * cfg.latent_dim + 2)  # with their EMA sums and code counts
     models = 4 * (weights + codebooks) * (2 if weight_average else 1)
-    if checkpoint_bytes is None:
-        return models + 12 * trained
-    return models + 4 * trained + checkpoint_bytes
+    if checkpoint_bytes is None:  # a new run's networks and moments, as it will save them
+        checkpoint_bytes = models + 8 * trained
+    return checkpoint_bytes + 4 * trained
 
 
 def _refuse_a_batch_beyond_memory(run: _Run, kind: str, adversarial: bool = False, held: int = 0,
@@ -1117,10 +1121,11 @@ def _training_data(run: _Run, data_dir: Path, kind: str, readable: list[Path], c
 
 def _optimisation(run: _Run, model: VQVAE, start: _Start, weight_average: float) -> _Optimisation:
     """The optimiser of the trained weights, the weight average and the discriminator with its optimiser,
-    as the checkpoint left them where the run resumes one."""
+    as the checkpoint left them where the run resumes one. The checkpoint's tensors are let go once restored:
+    the optimisers keep those of their moments, the networks copies of their weights."""
     options, saved, checkpoint_path = run.options, start.saved, run.checkpoint_path
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=options.lr, betas=(0.8, 0.99), weight_decay=0.0)
-    if saved:
+    if start.resumed:
         restore_state(checkpoint_path, restore_optimizer, optimizer, saved.get("optim", {}))
     training = _Optimisation({"model": model}, {"optim": optimizer})
     if weight_average:
@@ -1136,6 +1141,7 @@ def _optimisation(run: _Run, model: VQVAE, start: _Start, weight_average: float)
             restore_state(checkpoint_path, restore_optimizer, disc_optimizer, saved.get("disc_optim", {}))
         parallel.broadcast_module_(disc)
         training.modules["disc"], training.optimizers["disc_optim"] = disc, disc_optimizer
+    saved.clear()
     return training
 
 
