@@ -3210,6 +3210,25 @@ def test_a_file_name_that_is_not_utf8_is_written_to_stderr_with_its_own_bytes(cl
     assert run_python("-m", "vqcodec", *args).stderr == result.stderr
 
 
+def test_a_file_name_beyond_ascii_is_written_with_its_own_bytes_to_streams_in_ascii(monkeypatch, tmp_path):
+    """With stdout and stderr in ASCII (the C locale without Python's UTF-8 mode: LC_ALL=C PYTHONUTF8=0, or
+    PYTHONIOENCODING=ascii), click wrote its lines through a stream of its own in UTF-8 with errors "replace": each
+    byte of a name beyond ASCII came out as "?" in error lines and tables (caf??.wav, b?d.wav), where the skipping and
+    progress lines wrote the byte itself. Both now write the name's own bytes, and the streams are left as found."""
+    from vqcodec.cli import run
+
+    streams = {name: io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors=errors, write_through=True)
+               for name, errors in (("stdout", "strict"), ("stderr", "backslashreplace"))}
+    for name, stream in streams.items():
+        monkeypatch.setattr(sys, name, stream)
+    for raw in ("café.wav".encode(), b"b\xffd.wav"):
+        missing = tmp_path / os.fsdecode(raw)
+        assert run(["encode", str(missing), str(tmp_path / "out.vq")]) == 1
+        assert os.fsencode(missing) + b": no such file" in streams["stderr"].buffer.getvalue()
+    assert b"?" not in streams["stderr"].buffer.getvalue() and not streams["stdout"].buffer.getvalue()
+    assert [(s.encoding, s.errors) for s in streams.values()] == [("ascii", "strict"), ("ascii", "backslashreplace")]
+
+
 def test_models_lists_a_path_that_is_not_utf8_with_its_own_bytes(cli, tiny_model_path, tmp_path):
     """stdout's errors are strict in a UTF-8 locale other than C (here PYTHONIOENCODING): `models` stopped with a
     traceback (UnicodeEncodeError) at a model folder whose name holds byte 0xff; it lists the path's own bytes."""

@@ -1,6 +1,7 @@
 """The `vqcodec` command line: a thin layer over vqcodec.Codec."""
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import io
@@ -2207,19 +2208,27 @@ def _interrupted(exc: BaseException | None) -> int:
 def _names_written_as_their_bytes():
     """Every line written to stdout and stderr (errors, warnings, skipping lines, progress, tables) writes a file
     name that is not UTF-8 with its own bytes (wording.NAME_BYTES), not as "\\udcff" (stderr's backslashreplace),
-    which names no file, nor stopped by a UnicodeEncodeError (stdout's strict errors outside the C locale)."""
+    which names no file, nor stopped by a UnicodeEncodeError (stdout's strict errors outside the C locale).
+    A stream in ASCII (the C locale without Python's UTF-8 mode, PYTHONUTF8=0, or PYTHONIOENCODING=ascii) writes
+    UTF-8: click writes its lines in UTF-8 there anyway, through a stream of its own whose errors, "replace", wrote
+    each byte of a name beyond ASCII as "?", where the progress and skipping lines wrote the byte itself."""
     changed = []
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(AttributeError, OSError, ValueError):  # not a text file, or closed
-            errors = stream.errors
-            stream.reconfigure(errors=NAME_BYTES)
-            changed.append((stream, errors))
+            encoding, errors = stream.encoding, stream.errors
+            stream.reconfigure(encoding=_beyond_ascii(encoding), errors=NAME_BYTES)
+            changed.append((stream, encoding, errors))
     try:
         yield
     finally:
-        for stream, errors in changed:
+        for stream, encoding, errors in changed:
             with contextlib.suppress(OSError, ValueError):  # one that cannot be written keeps it (main tells)
-                stream.reconfigure(errors=errors)
+                stream.reconfigure(encoding=encoding, errors=errors)
+
+
+def _beyond_ascii(encoding: str) -> str:
+    """`encoding`, or UTF-8 where it is ASCII (what click takes then)."""
+    return "utf-8" if codecs.lookup(encoding).name == "ascii" else encoding
 
 
 def run(args: list[str] | None = None) -> int:
