@@ -1213,6 +1213,38 @@ def test_a_multi_page_file_cut_short_after_its_first_page_gives_that_page(tmp_pa
         np.testing.assert_array_equal(np.asarray(image), np.asarray(first))
 
 
+def _second_tiff_page_entry_changed(data: bytes, tag: int, new_tag: int, value: int) -> bytes:
+    """A little-endian TIFF `data` whose second directory's entry of `tag` becomes one of `new_tag` holding `value`
+    (a SHORT value kept in the entry)."""
+    changed = bytearray(data)
+    first = struct.unpack_from("<I", changed, 4)[0]
+    second = struct.unpack_from("<I", changed, first + 2 + 12 * struct.unpack_from("<H", changed, first)[0])[0]
+    for entry in range(second + 2, second + 2 + 12 * struct.unpack_from("<H", changed, second)[0], 12):
+        if struct.unpack_from("<H", changed, entry)[0] == tag:
+            struct.pack_into("<HHIH", changed, entry, new_tag, 3, 1, value)
+    return bytes(changed)
+
+
+@pytest.mark.parametrize("mode, tag, new_tag, value", [("RGB", 259, 259, 99),  # Compression: 99, no known one
+                                                      ("P", 320, 321, 0)],  # ColorMap: gone (a tag of no meaning)
+                         ids=["unknown-compression", "no-colour-map"])
+def test_a_tiff_whose_later_page_pillow_cannot_set_up_gives_its_first_page(tmp_path, mode, tag, new_tag, value):
+    """Pillow sets each page up as it counts them: a later page of a compression it does not know, or a palette
+    page without its ColorMap, raised the bare KeyError of its lookup (99, 320), which no reader's error is taken
+    for: a traceback. The first page is read, and the warning says why the others are not."""
+    pages = [Image.fromarray(smooth_rgb(16, 24, seed)).convert(mode) for seed in range(2)]
+    whole = io.BytesIO()
+    pages[0].save(whole, "TIFF", save_all=True, append_images=pages[1:])
+    path = tmp_path / "later.tif"
+    path.write_bytes(_second_tiff_page_entry_changed(whole.getvalue(), tag, new_tag, value))
+    with pytest.warns(ImageReadWarning) as caught:
+        image = open_image(path)
+    assert [str(w.message) for w in caught] == [
+        f"{path}: the pages after the first cannot be read (damaged or cut short: a later page's header lacks an "
+        f"entry Pillow needs, or holds a value it does not know ({value or tag})): only the first is coded"]
+    np.testing.assert_array_equal(np.asarray(image), np.asarray(pages[0]))
+
+
 def test_an_apng_lacking_frames_its_header_gives_says_so(tmp_path):
     """Its frames' chunks taken out, IEND kept: it said it held 3 frames."""
     frames = [Image.fromarray(smooth_rgb(16, 24, seed)) for seed in range(3)]

@@ -1512,8 +1512,9 @@ def _frame_count(image) -> tuple[int, str | None]:
     """How many frames (pages) an image opened at its first holds, and why those after the first cannot be read
     ("" where the reader says it in Python's words, 'index out of range' of a GIF's next frame's header cut
     short), or None: a multi-page TIFF cut short points to a page past its end, and counting it failed the whole
-    file ("Missing dimensions"), whose first page was intact. MPO (a camera's previews) and PSD (the layers of the
-    composite image read) count as one."""
+    file ("Missing dimensions"), whose first page was intact. A later TIFF page of a compression Pillow does not
+    know, or a palette one without its ColorMap, raises the bare KeyError of Pillow's lookup (a traceback). MPO
+    (a camera's previews) and PSD (the layers of the composite image read) count as one."""
     import struct
 
     if image.format in ("MPO", "PSD"):
@@ -1523,6 +1524,8 @@ def _frame_count(image) -> tuple[int, str | None]:
             frames = getattr(image, "n_frames", 1)
     except (IndexError, struct.error):
         return 1, ""
+    except KeyError as exc:
+        return 1, f"a later page's header lacks an entry Pillow needs, or holds a value it does not know ({exc})"
     except (EOFError, OSError, SyntaxError, TypeError, ValueError) as exc:
         return 1, " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
     for item in caught:
