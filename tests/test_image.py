@@ -1754,9 +1754,10 @@ def _gif_of_two_colours(pixels: list[int], transparency: int | None = None) -> b
     return data[:10] + b"\x80" + data[11:19] + data[25:]
 
 
-def _tiff_with_entry_changed(data: bytes, tag: int, kind: int | None = None, count: int | None = None) -> bytes:
-    """A little-endian TIFF `data` whose first directory's entry of `tag` is given the type `kind` or the count
-    `count` (its value or offset left as it is)."""
+def _tiff_with_entry_changed(data: bytes, tag: int, kind: int | None = None, count: int | None = None,
+                             value: int | None = None) -> bytes:
+    """A little-endian TIFF `data` whose first directory's entry of `tag` is given the type `kind`, the count
+    `count` or the value or offset `value` (each left as it is where not given)."""
     changed = bytearray(data)
     directory = struct.unpack("<I", changed[4:8])[0]
     for entry in range(directory + 2, directory + 2 + 12 * struct.unpack("<H", changed[directory:directory + 2])[0],
@@ -1766,6 +1767,8 @@ def _tiff_with_entry_changed(data: bytes, tag: int, kind: int | None = None, cou
                 changed[entry + 2:entry + 4] = struct.pack("<H", kind)
             if count is not None:
                 changed[entry + 4:entry + 8] = struct.pack("<I", count)
+            if value is not None:
+                changed[entry + 8:entry + 12] = struct.pack("<I", value)
     return bytes(changed)
 
 
@@ -1818,6 +1821,21 @@ def test_a_tiff_whose_offsets_or_colour_map_are_no_whole_numbers_is_refused(tmp_
     path = tmp_path / "damaged.tif"
     path.write_bytes(_tiff_with_entry_changed(buffer.getvalue(), tag, kind=kind))
     reason = f"its {name} tag holds values other than whole numbers of 0 or more: damaged"
+    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: {reason}") + "$"):
+        open_image(path)
+
+
+@pytest.mark.parametrize("mode, extra", [("RGB", None), ("LA", 0)], ids=["rgb", "unspecified channel as alpha"])
+def test_a_tiff_whose_strip_offset_lies_past_any_files_end_is_refused(tmp_path, mode, extra):
+    """A StripOffsets of type LONG8 damaged to 2**63 or more: Pillow's seek there in the file said so in Python's
+    words ("cannot fit 'int' into an offset-sized integer"), and the one in memory that reads a channel of unspecified
+    meaning (ExtraSamples 0) as alpha raised an OverflowError, a traceback."""
+    buffer = io.BytesIO()
+    Image.new(mode, (8, 4), (1,) * len(mode)).save(buffer, "TIFF")
+    data = buffer.getvalue() if extra is None else _tiff_with_entry_changed(buffer.getvalue(), 338, value=extra)
+    path = tmp_path / "far.tif"
+    path.write_bytes(_tiff_with_entry_changed(data, 273, kind=16, value=len(data)) + struct.pack("<Q", 2**63 + 5))
+    reason = "its StripOffsets tag places its data past any file's end: damaged"
     with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: {reason}") + "$"):
         open_image(path)
 

@@ -24,19 +24,25 @@ BMP_BI_RGB, BMP_BITFIELDS = 0, 3
 
 # The TIFF tags whose values Pillow uses as whole numbers of 0 or more without a check
 TIFF_WHOLE_NUMBER_TAGS = {273: "StripOffsets", 324: "TileOffsets", 320: "ColorMap"}
+TIFF_OFFSET_TAGS = (273, 324)  # of them, those Pillow seeks to
+FILE_OFFSETS = 2**63  # the places a seek takes (0 to 2**63 - 1)
 
 
 def check_tiff_numbers(image) -> None:
     """Refuse a TIFF not yet read whose strip or tile offsets, or colour map, are not whole numbers of 0 or more
     (a tag damaged to another type: fractions, text, signed numbers): Pillow read them as they came, and raised
-    TypeError ("'IFDRational' object cannot be interpreted as an integer") or OverflowError, a traceback."""
+    TypeError ("'IFDRational' object cannot be interpreted as an integer") or OverflowError, a traceback; or whose
+    offsets (of type LONG8) lie past any file's end, 2**63 or more, which a seek in a file refuses in Python's words
+    and one in memory (io's reading of a channel of unspecified meaning as alpha) with an OverflowError."""
     if image.format != "TIFF" or not image.tile:
         return
     for tag, name in TIFF_WHOLE_NUMBER_TAGS.items():
         values = image.tag_v2.get(tag, ())
-        if not all(isinstance(value, int) and value >= 0 for value in (values if isinstance(values, tuple) else
-                                                                        (values,))):
+        values = values if isinstance(values, tuple) else (values,)
+        if not all(isinstance(value, int) and value >= 0 for value in values):
             raise OSError(f"its {name} tag holds values other than whole numbers of 0 or more: damaged")
+        if tag in TIFF_OFFSET_TAGS and any(value >= FILE_OFFSETS for value in values):
+            raise OSError(f"its {name} tag places its data past any file's end: damaged")
 
 
 PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples a pixel of each PNG colour type: grey, RGB, palette, LA, RGBA
