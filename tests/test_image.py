@@ -3494,6 +3494,21 @@ def test_a_format_whose_name_begins_with_a_vowel_is_an_avif_file_in_the_refusal(
         open_image(cut)
 
 
+@pytest.mark.parametrize("damage, reason", [
+    (lambda data, at: data[:at + 8] + b"\x77\x77" + data[at + 10:], "Failed to decode image: Missing or empty image item"),
+    (lambda data, at: data[:data.index(b"mdat") + 8] + b"\xff" * (len(data) - data.index(b"mdat") - 8),
+     "Failed to decode frame 0: Decoding of color planes failed")], ids=["primary item", "colour data"])
+def test_a_damaged_avif_is_refused_in_libavifs_words(tmp_path, damage, reason):
+    """Pillow's AVIF reader raises libavif's RuntimeError of a file it cannot decode, as it opens it (its primary
+    item, pitm, names none it holds) or reads its pixels (its AV1 data damaged): no reader's error, a traceback."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(buffer, "AVIF")
+    path = tmp_path / "damaged.avif"
+    path.write_bytes(damage(buffer.getvalue(), buffer.getvalue().index(b"pitm")))
+    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: {reason}") + "$"):
+        open_image(path)
+
+
 def test_tiffs_of_separate_planes_read_right_or_are_refused(cli, codec, tmp_path):
     """Pillow's own reader took one byte a sample of an uncompressed TIFF stored as planes: 16-bit RGB
     came out garbled (each pixel twice, half the image) and 16-bit RGB with an unused extra sample was

@@ -15,8 +15,10 @@ from .wording import plural
 
 # What Pillow raises of a file it cannot read, opened or loaded (ImageFile.load turns a tile's IndexError and
 # struct.error into OSError; a PNG's broken chunk is a SyntaxError, a file of an unknown raw mode a ValueError, one
-# that ends early an EOFError): any other error (a NameError, TypeError or AttributeError) is a bug, not the file's
-PILLOW_READ_ERRORS = (OSError, EOFError, ValueError, SyntaxError, NotImplementedError, struct.error)
+# that ends early an EOFError, a damaged AVIF libavif's RuntimeError as it opens or loads, "Failed to decode image:
+# Missing or empty image item", a DDS of a pixel format it does not read a NotImplementedError, which is one): any
+# other error (a NameError, TypeError or AttributeError) is a bug, not the file's
+PILLOW_READ_ERRORS = (OSError, EOFError, ValueError, SyntaxError, RuntimeError, struct.error)
 
 # BMP compressions: pixels of fixed layout (32-bit: B, G, R, a byte left unused), or of masks
 BMP_BI_RGB, BMP_BITFIELDS = 0, 3
