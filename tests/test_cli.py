@@ -2464,6 +2464,19 @@ def test_codes_resume_keeps_a_finished_file_whose_name_is_not_utf8(tmp_path, sig
     assert [entry.get("file_hex") for entry in resumed["files"]] == [b"a\xff.wav".hex(), None]
 
 
+def test_a_name_codes_json_gives_as_text_is_read_as_the_file_system_names_it_in_an_ascii_locale(tmp_path):
+    """codes.json gives a UTF-8 name as its characters ("café.wav", no file_hex); a process whose file system
+    encoding is ASCII (LC_ALL=C PYTHONUTF8=0) holds that file's name as lone surrogates, so --resume found it
+    unfinished and coded it again, and pack found no entry of its codes (nor refused a model of another kind)."""
+    (tmp_path / "café.wav").write_bytes(b"")
+    script = ("import os, sys; from vqcodec.tokens import listed_name; "
+              "print([listed_name({'file': 'caf\\u00e9.wav'}, 'file') in os.listdir(sys.argv[1]), "
+              "listed_name({'file': 'b\\ufffd.wav', 'file_hex': '62ff2e776176'}, 'file') == os.fsdecode(b'b\\xff.wav')])")
+    result = run_python("-c", script, tmp_path, env={"LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0",
+                                                      "PYTHONUTF8": "0"}, text=True)
+    assert result.returncode == 0 and result.stdout == "[True, True]\n", result.stderr[-2000:]
+
+
 def test_codes_of_a_folder_resumed_only_from_a_stopped_run_of_the_same_model_and_options(tmp_path, signal, codec,
                                                                                          monkeypatch):
     """resume=True reads the manifest no larger than one of these files can be, and refuses, before any file,

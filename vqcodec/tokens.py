@@ -391,14 +391,27 @@ def write_vq_manifest(folder: Path, out: Path, entries: list[dict], skipped: lis
 
 def listed_name(entry: dict, key: str) -> str | None:
     """The text that name_fields wrote as KEY of a codes.json entry (a relative path, a skipped file's reason),
-    exactly; None where the entry holds none that is one."""
+    exactly, as this process names files: a name without KEY_hex is UTF-8 on disk, which a process whose file
+    system encoding is ASCII (the C locale without Python's UTF-8 mode) holds as lone surrogates, not as the
+    characters JSON gives ("caf\udcc3\udca9.wav", not "café.wav": --resume coded the file again, and pack found
+    no entry of its codes); None where the entry holds none that is one."""
     exact = entry.get(f"{key}_hex")
     if exact is None:
-        return entry.get(key) if isinstance(entry.get(key), str) else None
+        text = entry.get(key)
+        return _as_file_system_text(text) if isinstance(text, str) else None
     try:
         return os.fsdecode(bytes.fromhex(exact))
     except (TypeError, ValueError):
         return None
+
+
+def _as_file_system_text(text: str) -> str:
+    """`text` as a name of its UTF-8 bytes reads in this process (os.fsdecode); as it is where it holds a
+    lone surrogate that stands for no byte."""
+    try:
+        return os.fsdecode(text.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:
+        return text
 
 
 def manifests_above(path) -> list[Path]:
