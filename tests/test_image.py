@@ -3450,8 +3450,10 @@ def test_unrecognised_image_leaves_a_damaged_header_to_the_reading_and_lets_a_bu
     rgb = Image.new("RGB", (13, 17))
     sgi, ico, dds, tga = _saved(rgb, "SGI"), _saved(rgb, "ICO")[:64], _saved(rgb, "DDS"), _saved(rgb, "TGA")
     sgi[5], ico[23], dds[80:84], tga[12:16] = 216, 29, bytes(4), b"\xff" * 4
+    avif = _saved(rgb, "AVIF")  # of brand mif1, which is_image_signature does not know, naming no primary item
+    avif[8:12], avif[avif.index(b"pitm") + 8:avif.index(b"pitm") + 10] = b"mif1", b"\x77\x77"
     for head, raised in ((sgi, ValueError), (ico, OSError), (dds, NotImplementedError),
-                         (tga, Image.DecompressionBombError)):
+                         (tga, Image.DecompressionBombError), (avif, RuntimeError)):
         with pytest.raises(raised):
             Image.open(io.BytesIO(bytes(head)))
         assert vqcodec.io.unrecognised_image(bytes(head), "x.img") is None

@@ -610,8 +610,9 @@ def unrecognised_image(head: bytes, where) -> VQCodecError | None:
     except UnidentifiedImageError as exc:
         return unreadable_image(where, pillow_refusal(BytesIO(head), exc, logged))
     # recognised, and cut short or damaged: the whole input may not be. What Pillow's readers raise of
-    # such a header (a DDS of a pixel format it does not read: NotImplementedError); no other error.
-    except (OSError, EOFError, ValueError, NotImplementedError, Image.DecompressionBombError):
+    # such a header (a DDS of a pixel format it does not read: NotImplementedError, an AVIF of brand mif1, whose
+    # signature is_image_signature does not know, libavif's RuntimeError); no other error.
+    except (*PILLOW_READ_ERRORS, Image.DecompressionBombError):
         pass
     return None
 
