@@ -3539,6 +3539,21 @@ def test_tiffs_of_separate_planes_read_right_or_are_refused(cli, codec, tmp_path
     assert not (tmp_path / "la.vq").exists()
 
 
+@pytest.mark.parametrize("channels, photometric", [(3, 2), (1, 1)], ids=["rgb", "grey"])
+def test_an_8_bit_tiff_of_planes_with_an_unspecified_channel_is_read(tmp_path, channels, photometric):
+    """Pillow's own reader sets the planes of an uncompressed TIFF up one past its colour's where a channel of
+    unspecified meaning (ExtraSamples 0) follows 8-bit samples ("RGB"[3], an IndexError): it was refused as a TIFF
+    Pillow does not read, "its header is cut short or damaged". libtiff reads it, the extra channel left out."""
+    rows, cols = np.mgrid[0:6, 0:10]
+    colour = np.stack([rows * 40, cols * 25, rows * 10 + cols * 10])[:channels].astype(np.uint8)
+    path = tmp_path / "planes.tif"
+    path.write_bytes(planar_tiff(np.concatenate([colour, colour[:1]]), photometric=photometric, extra_samples=(0,)))
+    with pytest.warns(ImageReadWarning, match=r"planes\.tif: 1 channel of unspecified meaning \(TIFF ExtraSamples 0\) "
+                                              r"left out$"):
+        image = open_image(path)
+    np.testing.assert_array_equal(np.asarray(image), np.moveaxis(colour, 0, -1).squeeze())
+
+
 def test_two_threads_reading_tiffs_of_planes_leave_pillows_libtiff_flag_as_it_was(tmp_path):
     """Each set TiffImagePlugin.READ_LIBTIFF, a global, while Pillow set the tiles up, and put back what it found:
     the second's tiles could be set up after the first had put it back (Pillow's own reader: 16-bit RGB garbled),

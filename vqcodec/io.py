@@ -1611,12 +1611,14 @@ def image_opened(source, held: contextlib.ExitStack):
     cut short after its first frame, of which libwebp reads no frame ("could not create decoder object"), the
     frames before the cut, opened with its RIFF size set to where they end (the file held open in `held`), and
     why those after the first cannot be read, as _frame_count says it of a GIF or an APNG so cut."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     try:
         return Image.open(source), None
     except OSError as exc:
         refused = exc
+    if isinstance(refused, UnidentifiedImageError) and (planes := _planes_opened_through_libtiff(source)) is not None:
+        return planes, None
     path = source if isinstance(source, (str, os.PathLike)) else None
     if path is not None and not os.path.isfile(path):  # a FIFO's bytes are gone: it is not read twice
         raise refused
@@ -1630,6 +1632,29 @@ def image_opened(source, held: contextlib.ExitStack):
     frames_end, why = cut
     stream.seek(0)
     return Image.open(PatchedStream(stream, {4: struct.pack("<I", frames_end - 8)}), formats=["WEBP"]), why
+
+
+def _planes_opened_through_libtiff(source):
+    """A TIFF whose channels are stored as planes that Pillow's own reader refuses, opened to be read by libtiff
+    (as _planes_through_libtiff has it read them), or None: one of 8 bits a sample with a channel of unspecified
+    meaning (ExtraSamples 0) after its colour, whose planes that reader sets up one past its colour's (an
+    IndexError), was refused as a TIFF Pillow does not read ('its header is cut short or damaged')."""
+    from PIL import Image, TiffImagePlugin
+
+    if not hasattr(TiffImagePlugin, "READ_LIBTIFF"):
+        return None
+    with TIFF_SETUP_LOCK:
+        saved, TiffImagePlugin.READ_LIBTIFF = TiffImagePlugin.READ_LIBTIFF, True
+        try:
+            image = Image.open(source, formats=["TIFF"])
+        except PILLOW_READ_ERRORS:
+            return None
+        finally:
+            TiffImagePlugin.READ_LIBTIFF = saved
+    if image.tag_v2.get(PLANAR_CONFIGURATION) == 2:
+        return image
+    image.close()
+    return None
 
 
 WEBP_FRAME = b"ANMF"  # the chunk of one frame of an animated WebP
