@@ -1653,7 +1653,8 @@ def _planes_opened_through_libtiff(source):
             TiffImagePlugin.READ_LIBTIFF = saved
     if image.tag_v2.get(PLANAR_CONFIGURATION) == 2:
         return image
-    image.close()
+    if isinstance(source, (str, os.PathLike)):
+        image.close()  # the file it opened; a stream given is the caller's, and stays open
     return None
 
 
