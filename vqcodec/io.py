@@ -1617,7 +1617,8 @@ def image_opened(source, held: contextlib.ExitStack):
         return Image.open(source), None
     except OSError as exc:
         refused = exc
-    if isinstance(refused, UnidentifiedImageError) and (planes := _planes_opened_through_libtiff(source)) is not None:
+    if isinstance(refused, UnidentifiedImageError) and _first_tiff_directory_of_planes(source) \
+            and (planes := _planes_opened_through_libtiff(source)) is not None:
         return planes, None
     path = source if isinstance(source, (str, os.PathLike)) else None
     if path is not None and not os.path.isfile(path):  # a FIFO's bytes are gone: it is not read twice
@@ -1632,6 +1633,38 @@ def image_opened(source, held: contextlib.ExitStack):
     frames_end, why = cut
     stream.seek(0)
     return Image.open(PatchedStream(stream, {4: struct.pack("<I", frames_end - 8)}), formats=["WEBP"]), why
+
+
+TIFF_ORDERS = {b"II*\0": "<", b"MM\0*": ">"}  # a classic TIFF's first 4 bytes: its byte order
+TIFF_ENTRY_TYPES = {3: "H", 4: "I"}  # SHORT, LONG: the types of a whole number a directory entry holds itself
+MAX_TIFF_ENTRIES_LOOKED_AT = 1024
+
+
+def _first_tiff_directory_of_planes(source) -> bool:
+    """Whether `source` (a path or a stream that can seek) is a classic TIFF whose first directory gives
+    PlanarConfiguration 2 (each channel a plane of its own), from its header; where it is not, or that cannot be
+    read, False. A stream is left where it was."""
+    try:
+        with (open(source, "rb") if isinstance(source, (str, os.PathLike)) else contextlib.nullcontext(source)) \
+                as stream:
+            start = stream.tell()
+            try:
+                stream.seek(0)
+                head = stream.read(8)
+                if (order := TIFF_ORDERS.get(head[:4])) is None:
+                    return False
+                stream.seek(struct.unpack(order + "I", head[4:])[0])
+                count = struct.unpack(order + "H", stream.read(2))[0]
+                entries = stream.read(12 * min(count, MAX_TIFF_ENTRIES_LOOKED_AT))
+            finally:
+                stream.seek(start)
+    except (OSError, ValueError, struct.error):
+        return False
+    for at in range(0, len(entries) - 11, 12):
+        tag, kind = struct.unpack_from(order + "HH", entries, at)
+        if tag == PLANAR_CONFIGURATION and kind in TIFF_ENTRY_TYPES:
+            return struct.unpack_from(order + TIFF_ENTRY_TYPES[kind], entries, at + 8)[0] == 2
+    return False
 
 
 def _planes_opened_through_libtiff(source):
