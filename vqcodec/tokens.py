@@ -393,7 +393,7 @@ def listed_name(entry: dict, key: str) -> str | None:
     """The text that name_fields wrote as KEY of a codes.json entry (a relative path, a skipped file's reason),
     exactly, as this process names files: a name without KEY_hex is UTF-8 on disk, which a process whose file
     system encoding is ASCII (the C locale without Python's UTF-8 mode) holds as lone surrogates, not as the
-    characters JSON gives ("caf\udcc3\udca9.wav", not "café.wav": --resume coded the file again, and pack found
+    characters JSON gives ("caf\\udcc3\\udca9.wav", not "café.wav": --resume coded the file again, and pack found
     no entry of its codes); None where the entry holds none that is one."""
     exact = entry.get(f"{key}_hex")
     if exact is None:
