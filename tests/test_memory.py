@@ -1,9 +1,14 @@
 import resource
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
+import torch
+from PIL import Image
 
 import vqcodec.memory
+from vqcodec.evaluate import evaluate
 from vqcodec.memory import memory_bound
 
 GB = 10 ** 9
@@ -256,3 +261,58 @@ def test_the_defaults_are_the_real_files_which_callers_use(machine, monkeypatch)
     monkeypatch.setattr(vqcodec.memory, "OWN_CGROUPS", str(machine.own))
     assert memory_bound() == 3 * GB
 
+
+
+# ---------------------------------------------------------------- inference without gradients
+
+AUDIO = (np.random.default_rng(0).standard_normal((1, 4000)) * 0.1).astype(np.float32)  # 0.25 s at 16 kHz
+RGB = np.random.default_rng(1).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+# Each path: (codec, its .vq file of AUDIO or RGB, the media file, a folder) -> run it
+INFERENCE_PATHS = {"audio": {
+    "encode_audio": lambda codec, vq, media, out: codec.encode_audio(AUDIO, 16000, 4),
+    "encode_audio --bitrate": lambda codec, vq, media, out: codec.encode_audio(AUDIO, 16000, 4, max_kbps=3.5),
+    "encode_audio_file": lambda codec, vq, media, out: codec.encode_audio_file(str(media), 4),
+    "encode_audio_stream": lambda codec, vq, media, out: codec.encode_audio_stream(
+        iter([AUDIO[:, :2500], AUDIO[:, 2500:]]), 16000, 1, 4000, 4),
+    "audio_to_codes": lambda codec, vq, media, out: codec.audio_to_codes(AUDIO, 4),
+    "codes_to_audio": lambda codec, vq, media, out: codec.codes_to_audio(np.zeros((1, 4, 20), np.int16)),
+    "decode_audio": lambda codec, vq, media, out: codec.decode_audio(vq),
+    "decode_audio_blocks": lambda codec, vq, media, out: list(codec.decode_audio_blocks(vq)[1]),
+    "decode_audio_blocks salvage": lambda codec, vq, media, out: list(codec.decode_audio_blocks(vq, salvage=True)[1]),
+    "decode_audio_file": lambda codec, vq, media, out: codec.decode_audio_file(vq, str(out / "out.wav")),
+    "media_to_codes audio": lambda codec, vq, media, out: codec.media_to_codes(str(media), 4),
+    "evaluate audio": lambda codec, vq, media, out: evaluate(codec, [media], [2, 4]),
+    "evaluate audio --rates": lambda codec, vq, media, out: evaluate(codec, [media], [4], targets=[3.5]),
+}, "image": {
+    "encode_image": lambda codec, vq, media, out: codec.encode_image(RGB, 3),
+    "encode_image --bpp": lambda codec, vq, media, out: codec.encode_image(RGB, 3, max_bpp=1.0),
+    "image_to_codes": lambda codec, vq, media, out: codec.image_to_codes(RGB, 3),
+    "codes_to_image": lambda codec, vq, media, out: codec.codes_to_image(np.zeros((3, 5, 7), np.int16)),
+    "decode_image": lambda codec, vq, media, out: codec.decode_image(vq),
+    "decode_image salvage": lambda codec, vq, media, out: codec.decode_image(vq, salvage=True),
+    "media_to_codes image": lambda codec, vq, media, out: codec.media_to_codes(str(media), 3),
+    "evaluate image": lambda codec, vq, media, out: evaluate(codec, [media], [2, 3]),
+    "evaluate image --rates": lambda codec, vq, media, out: evaluate(codec, [media], [3], targets=[1.0]),
+}}
+
+
+@pytest.mark.parametrize("kind, path", [(kind, path) for kind, paths in INFERENCE_PATHS.items() for path in paths],
+                         ids=[path for paths in INFERENCE_PATHS.values() for path in paths])
+def test_inference_runs_no_network_with_gradients(kind, path, golden_audio_codec, golden_image_codec, tmp_path):
+    """Codec.decode_image ran the decoder with autograd on, so each tile kept its activations for a backward pass
+    (813 MB against 513 for a 1536x1024 image): every path that runs a network to code, decode or measure must run
+    it with gradients off (refinement, not run here, alone takes gradients through the decoder)."""
+    if kind == "audio":
+        codec, vq, media = golden_audio_codec, golden_audio_codec.encode_audio(AUDIO, 16000, 4), tmp_path / "a.wav"
+        soundfile.write(media, AUDIO[0], 16000)
+    else:
+        codec, vq, media = golden_image_codec, golden_image_codec.encode_image(RGB, 3), tmp_path / "i.png"
+        Image.fromarray(RGB).save(media)
+    with_gradients = []
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda module, args: with_gradients.append(torch.is_grad_enabled()))
+    try:
+        INFERENCE_PATHS[kind][path](codec, vq, media, tmp_path)
+    finally:
+        hook.remove()
+    assert with_gradients and not any(with_gradients)
