@@ -80,15 +80,20 @@ MAX_REFINE = 1000
 IMAGE_TILE = 64                 # latent cells per tile side, before context
 # What the image decoder takes a pixel of a tile's window (context included), on the CPU: this many
 # activations of its finest width, and this many bytes besides (the pixels in float, a transposed
-# convolution's columns). One tile of the shipped `image` model measured 272 bytes a pixel (peak resident memory),
-# 6 to 9 finest activations its decoder alone, on several widths; but what a tile frees is not all given back
-# before the next ones, and over many tiles the peak grew to 2.5 times that: `vqcodec decode` of 20, 35 and 50 Mpx
-# to PNG peaked 1175, 1281 and 1260 MB above the loaded model (2 threads; 20 Mpx: 1236 with 8, 1126 with 16),
-# about 8 bytes a pixel of the image (the RGB decoded and rebuilt) and 690 to 730 a pixel of the 1.48 Mpx window.
-# Those runs decoded with gradients on (decode_image lacked inference_mode until 2026-12-07); without them, encoding and
-# decoding a 1536x1024 image peaked at 513 MB against 813, so these counts are now on the safe side (not remeasured).
-DECODER_ACTIVATIONS = 32
+# convolution's columns). Counted from the peak resident memory of `vqcodec decode IN.vq OUT.png --threads 2` of
+# 20, 35 and 50 Mpx (tiled Kodak kodim23, -q 8) above the loaded model (303 MB), by `/usr/bin/time -v` one run at a
+# time: 408, 633 and 842 MB (20 Mpx through the API: 498; writing the PNG raised no peak). Less the 8 bytes a pixel
+# of the image counted beside it (the RGB decoded and rebuilt), that is 168, 239 and 299 bytes a pixel of the
+# 1.48 Mpx window, growing with the image (the peak by about 15 bytes a pixel), so the count covers that line
+# carried on to the 89 Mpx limit (about 470) with a margin like the old one's (14 % over its largest): 20
+# activations of 24 bytes (96 channels / 16) plus 64 count 544, 16 % over.
+# (Until 2026-12-07 decode_image ran the decoder with gradients: 1175 to 1281 MB, and 32 activations.)
+DECODER_ACTIVATIONS = 20
 DECODER_PIXEL_BYTES = 64
+# Refinement runs the decoder with gradients, and steps back through it: counted as decoding was while it kept
+# gradients (above), not measured for refinement itself.
+REFINE_DECODER_ACTIVATIONS = 32
+REFINE_DECODER_PIXEL_BYTES = 64
 # What encoding takes a pixel, by the mode Pillow reads the image in: the image read, the copies its EXIF
 # orientation and colour profile make, its RGB and alpha planes (peak resident memory of io.open_image and
 # image_to_planes on 4 Mpx of noise with Pillow 13: 7 for 1 and L, 11 for LA and P, 13 to 16 for RGB, RGBA,
@@ -99,8 +104,9 @@ READ_PIXEL_BYTES_ELSE = 20
 # (context included), and this many bytes a pixel of the image besides (the codes' search). The shipped `image`
 # model measured 167, 437 and 511 MB for 1.5, 5.9 and 13.3 Mpx (peak resident memory): about 380 MB, 11
 # activations, for the tiles' windows, and 10 bytes a pixel; `vqcodec encode` of 20, 35 and 50 Mpx RGB PNGs (the
-# read included) peaked 564, 947 and 687 MB above the loaded model, where 1.1, 1.5 and 2.0 GB are counted.
-# Refinement runs the decoder on the window too.
+# read included) peaked 564, 947 and 687 MB above the loaded model, where 1.1, 1.5 and 2.0 GB are counted (741, 757
+# and 815 MB measured again on 2026-12-07; the encoder always ran without gradients). Refinement runs the decoder on
+# the window too (REFINE_DECODER_ACTIVATIONS).
 ENCODER_ACTIVATIONS = 12
 ENCODER_PIXEL_BYTES = 12
 STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
@@ -2387,9 +2393,12 @@ class Codec:
         span = IMAGE_TILE + 2 * self.cfg.context_frames
         return min(rows, span) * min(cols, span) * self.hop ** 2
 
-    def _decoder_pixel_bytes(self) -> float:
-        """What the decoder takes a pixel of a tile's window, on the CPU."""
-        return DECODER_ACTIVATIONS * self.cfg.decoder_widths[0] * 4 / self.cfg.patch ** 2 + DECODER_PIXEL_BYTES
+    def _decoder_pixel_bytes(self, refining: bool = False) -> float:
+        """What the decoder takes a pixel of a tile's window, on the CPU: decoding, or refinement's steps through it
+        (with gradients)."""
+        activations, other = ((REFINE_DECODER_ACTIVATIONS, REFINE_DECODER_PIXEL_BYTES) if refining else
+                              (DECODER_ACTIVATIONS, DECODER_PIXEL_BYTES))
+        return activations * self.cfg.decoder_widths[0] * 4 / self.cfg.patch ** 2 + other
 
     def check_image_encode_fits(self, width: int, height: int, mode: str) -> None:
         """Refuse (VQCodecError) to encode a `width` x `height` image that Pillow reads in `mode` where reading
@@ -2400,7 +2409,7 @@ class Codec:
         if torch.device(self.device).type == "cpu":
             window = self._window_pixels(math.ceil(height / self.hop), math.ceil(width / self.hop))
             finest = self.cfg.channels[0] * 4 / self.cfg.patch ** 2
-            work = ENCODER_ACTIVATIONS * finest + (self._decoder_pixel_bytes() if self.refine else 0)
+            work = ENCODER_ACTIVATIONS * finest + (self._decoder_pixel_bytes(refining=True) if self.refine else 0)
             size += math.ceil(window * work) + pixels * ENCODER_PIXEL_BYTES
         _check_fits_memory(size, f"encoding the {width}x{height} {mode_shown(mode)} image takes",
                            "crop or scale it to fewer pixels")
