@@ -2529,7 +2529,7 @@ def shipped_codec():
 def test_the_shipped_models_decode_is_counted_without_gradients_and_refinement_with(shipped_codec, monkeypatch):
     """The memory check counted 1.2 GB for the decoder's tiles, as measured while decode_image ran it with gradients
     (until 2026-12-07), so a 1536x1024 image (1.0 GB counted) was refused where 0.8 GB may be used, though encoding
-    and decoding it peaks 210 MB above the model now. Counted as measured without gradients (0.7 GB), it decodes;
+    and decoding it peaks 210 MB above the model now. Counted as measured without gradients (0.5 GB), it decodes;
     refinement, which still takes gradients through the decoder, keeps the old count."""
     width, height = 1536, 1024
     header = vqformat.Header(kind=vqformat.KIND_IMAGE, coding=vqformat.CODING_FIXED, quality=8,

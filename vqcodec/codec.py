@@ -81,14 +81,13 @@ IMAGE_TILE = 64                 # latent cells per tile side, before context
 # What the image decoder takes a pixel of a tile's window (context included), on the CPU: this many
 # activations of its finest width, and this many bytes besides (the pixels in float, a transposed
 # convolution's columns). Counted from the peak resident memory of `vqcodec decode IN.vq OUT.png --threads 2` of
-# 20, 35 and 50 Mpx (tiled Kodak kodim23, -q 8) above the loaded model (303 MB), by `/usr/bin/time -v` one run at a
-# time: 408, 633 and 842 MB (20 Mpx through the API: 498; writing the PNG raised no peak). Less the 8 bytes a pixel
-# of the image counted beside it (the RGB decoded and rebuilt), that is 168, 239 and 299 bytes a pixel of the
-# 1.48 Mpx window, growing with the image (the peak by about 15 bytes a pixel), so the count covers that line
-# carried on to the 89 Mpx limit (about 470) with a margin like the old one's (14 % over its largest): 20
-# activations of 24 bytes (96 channels / 16) plus 64 count 544, 16 % over.
-# (Until 2026-12-07 decode_image ran the decoder with gradients: 1175 to 1281 MB, and 32 activations.)
-DECODER_ACTIVATIONS = 20
+# 20, 35, 50 and 89 Mpx (tiled Kodak kodim23, -q 8) above the loaded model (303 MB), by `/usr/bin/time -v` one run
+# at a time: 408, 633, 842 and 877 MB (20 Mpx through the API: 498; writing the PNG raised no peak). Less the 8 bytes
+# a pixel of the image counted beside it (the RGB decoded and rebuilt), that is 168, 239, 299 and 101 bytes a pixel
+# of the 1.48 Mpx window (229 through the API); 12 activations of 24 bytes (96 channels / 16) plus 64 count 352,
+# at least 14 % over the largest, as the old count was. (Until 2026-12-07 decode_image ran the decoder with
+# gradients: 1175 to 1281 MB, and 32 activations were counted.)
+DECODER_ACTIVATIONS = 12
 DECODER_PIXEL_BYTES = 64
 # Refinement runs the decoder with gradients, and steps back through it: counted as decoding was while it kept
 # gradients (above), not measured for refinement itself.
