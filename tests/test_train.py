@@ -30,8 +30,8 @@ from vqcodec.models import VQVAE, widen, widths_differ_only
 from vqcodec.registry import find_model
 from vqcodec.data import NOISE_SNR_DB, AudioCrops, add_background_noise
 from vqcodec.losses import ReconstructionLoss
-from vqcodec.train import (WARMUP_STEPS, TrainOptions, WeightAverage, resolve_precision, train, training_state_bytes,
-                           validate)
+from vqcodec.train import (DEFAULT_LR, WARMUP_STEPS, TrainOptions, WeightAverage, resolve_precision, train,
+                           training_state_bytes, validate)
 
 CFG = AudioConfig(sample_rate=8000, base_channels=4, strides=(2, 4), res_blocks=1, latent_dim=8, num_codebooks=4,
                   codebook_size=16, context_frames=16)
@@ -220,7 +220,7 @@ def test_a_run_resumed_with_other_settings_records_each_part(trained, data_dir, 
     training = json.loads((out / "tiny.json").read_text())["training"]
     assert [(p["steps"], p["batch_size"], p["crop"], p["lr"]) for p in training["earlier_parts"]] == \
         [(12, 4, CROP, 1e-3), (3, 2, CROP, 2e-3)]
-    assert (training["steps"], training["batch_size"], training["crop"], training["lr"]) == (16, 4, 2 * CROP, 1e-3)
+    assert (training["steps"], training["batch_size"], training["crop"], training["lr"]) == (16, 4, 2 * CROP, 2e-3)
     Codec.load(str(out / "tiny.safetensors"))
     # a checkpoint from before the settings were kept resumes, its steps a part of settings it did not record
     old = tmp_path / "old"
@@ -232,6 +232,22 @@ def test_a_run_resumed_with_other_settings_records_each_part(trained, data_dir, 
     train(data_dir, None, options(old, max_steps=13, resume=True, fit_prior=False))
     training = json.loads((old / "tiny.json").read_text())["training"]
     assert training["steps"] == 13 and training["earlier_parts"] == [{"steps": 12, "seconds": first["seconds"]}]
+
+
+def test_a_resumed_run_keeps_its_learning_rate_and_noise_unless_given(data_dir, tmp_path):
+    """`--resume` without --lr or --noise, as the line of a stopped run says to continue it, went on at the
+    default rate (1e-3 for a fine-tune at 3e-4) and without the run's noise; it now takes its last part's."""
+    out = tmp_path / "run"
+    train(data_dir, CFG, options(out, max_steps=2, lr=3e-4, noise=0.5, noise_snr_db=(10.0, 60.0), fit_prior=False))
+    train(data_dir, None, options(out, max_steps=3, resume=True, fit_prior=False, eval_every=1))
+    training = json.loads((out / "tiny.json").read_text())["training"]
+    assert (training["lr"], training["noise"], training["noise_snr_db"]) == (3e-4, 0.5, [10.0, 60.0])
+    assert "earlier_parts" not in training
+    assert read_log(out)[-1]["step"] == 3 and read_log(out)[-1]["lr"] < 3e-4 / WARMUP_STEPS * 1.01  # warmed up to 3e-4
+    train(data_dir, None, options(out, max_steps=4, resume=True, fit_prior=False, lr=1e-3, noise=0.0))
+    training = json.loads((out / "tiny.json").read_text())["training"]
+    assert (training["lr"], training["noise"], "noise_snr_db" in training) == (1e-3, 0.0, False)
+    assert [(p["steps"], p["lr"], p["noise"]) for p in training["earlier_parts"]] == [(3, 3e-4, 0.5)]
 
 
 def test_a_run_resumed_on_its_folder_by_another_path_is_one_part(trained, data_dir, tmp_path, monkeypatch):
@@ -284,7 +300,7 @@ def test_resumed_run_warms_its_learning_rate_up_again(trained, data_dir, tmp_pat
     train(data_dir, None, options(out, max_steps=14, resume=True, eval_every=1, fit_prior=False))
     resumed = read_log(out)[len(first_log):]
     assert [r["step"] for r in resumed] == [13, 14]
-    lr = TrainOptions.lr
+    lr = DEFAULT_LR
     # one step and two steps into the 200-step warm-up, not the full rate a restart at step 12 would jump to
     assert resumed[0]["lr"] < lr * 1.5 / WARMUP_STEPS
     assert resumed[1]["lr"] > resumed[0]["lr"]  # still rising, although the cosine decay is near its end

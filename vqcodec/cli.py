@@ -1872,18 +1872,20 @@ def _refuse_stdout_as_out(out: str, what: str) -> None:
                    "64 and 32 on a GPU; times the number of processes; at most 65536).")
 @click.option("--crop", type=click.IntRange(1), default=None,
               help="Crop length in samples (audio, default 8000) or side in pixels (images, 128; 256 on a GPU).")
-@click.option("--lr", type=float, default=1e-3, show_default=True,
+@click.option("--lr", type=float, default=None,
               help="Peak learning rate: warmed up to over the first 200 steps, then down to a tenth of it along a "
-                   "half cosine over the budget (lower for fine-tuning with --init, such as 3e-4).")
+                   "half cosine over the budget (lower for fine-tuning with --init, such as 3e-4).  [default: 0.001; "
+                   "with --resume, the run's]")
 @click.option("--eval-every", type=click.IntRange(1), default=200, show_default=True,
               help="Steps between validations (and training-log records), at most 2**53.")
 @threads_option
 @click.option("--precision", default="auto", type=click.Choice(["auto", "fp32", "bf16"]), show_default=True,
               help="bf16: run the networks under bfloat16 autocast (quantiser and losses stay fp32). "
                    "auto: bf16 on GPUs and on CPUs with AMX, else fp32.")
-@click.option("--noise", type=float, default=0.0, show_default=True,
+@click.option("--noise", type=float, default=None,
               help="Audio: share of training crops mixed with coloured noise (at --noise-snr), so that the codec "
-                   "keeps background noise instead of gating it.")
+                   "keeps background noise instead of gating it.  [default: 0.0; with --resume, the run's share "
+                   "and --noise-snr]")
 @click.option("--noise-snr", default="10,40", show_default=True, metavar="LOW,HIGH",
               help="Audio: the range of SNRs, in dB below the speech, that --noise draws its noise from (only with "
                    "--noise).")

@@ -48,7 +48,7 @@ class TrainOptions:
     device: str = "cpu"          # "cpu", "cuda", "cuda:N", "auto" (cuda when there is one) or a torch.device
     batch_size: int | None = None  # examples per step over all processes (None: DEFAULT_BATCH_AND_CROP's, times them)
     crop: int | None = None      # samples for audio, pixels (square side) for images (None: DEFAULT_BATCH_AND_CROP's)
-    lr: float = 1e-3
+    lr: float | None = None      # peak learning rate (None: DEFAULT_LR; resuming, that of the checkpoint's last part)
     max_minutes: float | None = None
     max_steps: int | None = None
     checkpoint_minutes: float = 5.0
@@ -61,7 +61,8 @@ class TrainOptions:
     fit_prior: bool = True       # fit the entropy-coding prior on the training codes at the end (decoder-only: keep the start's)
     adversarial: bool = False    # audio: add the STFT discriminator and feature-matching losses
     precision: str = "auto"      # "bf16": the networks run under bfloat16 autocast; "auto": see resolve_precision
-    noise: float = 0.0           # audio: share of training crops mixed with coloured noise (see add_background_noise)
+    noise: float | None = None   # audio: share of training crops mixed with coloured noise (see add_background_noise;
+                                 # None: none, or resuming, the checkpoint's last part's share and its noise_snr_db)
     noise_snr_db: tuple[float, float] = NOISE_SNR_DB  # audio: the range the noise's SNR is drawn from
     init: str | None = None      # a trained model (name or path) whose weights and codebooks a new run starts from
     stream_data: bool = False    # read every crop from its file, even when the folder would fit in memory
@@ -81,6 +82,7 @@ COMMITMENT_WEIGHT = 0.25
 ADVERSARIAL_WEIGHT = 0.1
 FEATURE_MATCHING_WEIGHT = 0.2
 VALIDATION_CROPS = 64  # crops of the held-out files each evaluation measures (at least one batch)
+DEFAULT_LR = 1e-3
 WARMUP_STEPS = 200  # linear learning-rate warm-up at the start of every run, resumed or not
 MAX_LR = 1.0        # AdamW's steps are about lr in size: above this every weight is thrown far off at once
 MAX_BATCH_SIZE = 1 << 16  # crops a step over all processes, each planned before it (the shipped models' runs: 128)
@@ -206,7 +208,7 @@ def check_options(options: TrainOptions) -> None:
         value = getattr(options, field)
         if value is not None and not low <= value <= (high or value):
             raise VQCodecError(f"{_option(field)} must be at least {low}{f' and at most {high}' if high else ''}, not {value}")
-    if not 0.0 <= options.noise <= 1.0:
+    if options.noise is not None and not 0.0 <= options.noise <= 1.0:
         raise VQCodecError(f"{_option('noise')} must be a share between 0 and 1, not {options.noise}")
     if not 0.0 <= options.weight_average < 1.0:
         raise VQCodecError(f"{_option('weight_average')} must be a decay between 0 and 1, such as 0.999, not "
@@ -735,6 +737,7 @@ class _Optimisation:
 def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: str | None) -> Path:
     run = _start_processes(options)
     start = _starting_point(run, _checked_config(cfg), kind)
+    run.options = options = _recipe_of(options, start.meta.get("settings", {}))
     rng = np.random.default_rng((options.seed, start.step, parallel.rank()))  # a resumed run continues with fresh crops
     cfg, kind, files, weight_average = _media_and_config(data_dir, start, options)
     _warn_of_no_prior(run, cfg)
@@ -853,6 +856,23 @@ def _start_processes(options: TrainOptions) -> _Run:
     precision = resolve_precision(options.precision, device)
     return _Run(options, device, processes, main, options.quiet or not main, precision,
                 Path(options.out) / f"{CHECKPOINT_NAME}.safetensors", parallel.local_processes())
+
+
+def _recipe_of(options: TrainOptions, saved: dict) -> TrainOptions:
+    """The options with the learning rate and noise that are not given taken from `saved`, the settings of
+    the last part of the run a --resume continues (a fresh run's are {}: the defaults), so that a resumed
+    fine-tune or noise run goes on as it trained; values the checkpoint holds are checked as given ones are."""
+    lr = options.lr if options.lr is not None else saved.get("lr", DEFAULT_LR)
+    noise, snr = options.noise, options.noise_snr_db
+    if noise is None:
+        noise = saved.get("noise", 0.0)
+        if noise and snr == NOISE_SNR_DB and "noise_snr_db" in saved:
+            snr = saved["noise_snr_db"]
+            snr = tuple(snr) if isinstance(snr, list) else snr
+    recipe = dataclasses.replace(options, lr=lr, noise=noise, noise_snr_db=snr)
+    if recipe != options:
+        check_options(recipe)
+    return recipe
 
 
 def _sized(run: _Run, kind: str, cfg: ModelConfig) -> TrainOptions:
