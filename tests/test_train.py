@@ -1636,6 +1636,41 @@ def test_an_interrupted_run_saves_a_checkpoint_to_resume(trained, data_dir, tmp_
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 5
 
 
+def test_a_run_stopped_while_it_validates_logs_that_steps_record_when_resumed(data_dir, tmp_path, monkeypatch):
+    """Ctrl-C during a step's validation (most of a small model's time at each --eval-every) saved the
+    checkpoint of that step without its log record, which no run wrote: the resumed run's log skipped it.
+    The checkpoint now keeps the record, and the resumed run validates that step's weights and logs it
+    as the run would have, once (not again if it is stopped before a step of its own)."""
+    import vqcodec.train as train_module
+
+    whole = tmp_path / "whole"
+    train(data_dir, CFG, options(whole, max_steps=6, eval_every=5, fit_prior=False))
+    real_validate, calls = train_module.validate, []
+
+    def stopped_at_step_5(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # after step 1's, step 5's
+            raise KeyboardInterrupt
+        return real_validate(*args, **kwargs)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(train_module, "validate", stopped_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train(data_dir, CFG, options(out, max_steps=6, eval_every=5, fit_prior=False))
+    assert [r["step"] for r in read_log(out)] == [1]
+    monkeypatch.setattr(train_module, "validate", real_validate)
+    with monkeypatch.context() as patched:
+        patched.setattr(train_module, "train_step", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):  # stopped again before a step of its own: the record is logged once
+            train(data_dir, None, options(out, max_steps=6, resume=True, fit_prior=False))
+    train(data_dir, None, options(out, max_steps=6, resume=True, fit_prior=False))
+    logged, expected = read_log(out), read_log(whole)
+    assert [r["step"] for r in logged] == [1, 5]
+    for key in ("loss", "val", "perplexity", "codes_in_use", "lr"):
+        assert logged[1][key] == pytest.approx(expected[1][key], rel=1e-6), key
+    assert list(logged[1]) == list(expected[1])
+
+
 def interrupted_then_finish(base: list, capsys, monkeypatch, stop_in: str) -> tuple[str, str]:
     """Run `vqcodec train` (`base`) with a Ctrl-C in the train module's `stop_in`, then the command its
     message gives; return both runs' stderr."""

@@ -83,6 +83,7 @@ ADVERSARIAL_WEIGHT = 0.1
 FEATURE_MATCHING_WEIGHT = 0.2
 VALIDATION_CROPS = 64  # crops of the held-out files each evaluation measures (at least one batch)
 DEFAULT_LR = 1e-3
+UNVALIDATED_RECORD = "unvalidated_record"  # checkpoint field: the log record of a step stopped during its validation
 WARMUP_STEPS = 200  # linear learning-rate warm-up at the start of every run, resumed or not
 MAX_LR = 1.0        # AdamW's steps are about lr in size: above this every weight is thrown far off at once
 MAX_BATCH_SIZE = 1 << 16  # crops a step over all processes, each planned before it (the shipped models' runs: 128)
@@ -377,9 +378,12 @@ def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.
         held_out = meta.get("held_out", [])
         if not isinstance(held_out, list) or not all(isinstance(name, str) for name in held_out):
             raise ValueError(f"held_out is not a list of file names: {held_out!r}"[:200])
-        for field in ("init_training", "init_widened", "settings"):
+        for field in ("init_training", "init_widened", "settings", UNVALIDATED_RECORD):
             if not isinstance(meta.get(field, {}), dict):
                 raise ValueError(f"{field} is not a record: {meta[field]!r}"[:200])
+        record = meta.get(UNVALIDATED_RECORD, {})
+        if record and not (record.get("step") == meta["step"] and isinstance(record.get("loss"), (int, float))):
+            raise ValueError(f"{UNVALIDATED_RECORD} is not a log record of the checkpoint's step: {record!r}"[:200])
         parts = meta.get("earlier_parts", [])
         if not isinstance(parts, list) or not all(isinstance(part, dict) and all(type(part.get(count)) is int
                                                                                  for count in ("steps", "seconds"))
@@ -1316,11 +1320,14 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
                       options.data_workers or default_batch_workers(run.processes))
 
     def keep() -> bool:
-        """Save what this run trained, for --resume; False where it trained nothing."""
-        if not (main and step > first_step):
+        """Save what this run trained, for --resume; False where it trained nothing. A stop while the step's
+        log record waits for its validation saves the record, which the resumed run completes."""
+        if not (main and (step > first_step or completed_stopped_record)):  # the latter: not to log it twice
             return False
         seconds = trained_seconds + time.monotonic() - began_run
-        save_checkpoint(checkpoint_path, training.modules, training.optimizers, checkpoint_meta(step, seconds, validating))
+        meta = checkpoint_meta(step, seconds, validating)
+        save_checkpoint(checkpoint_path, training.modules, training.optimizers,
+                        {**meta, UNVALIDATED_RECORD: unvalidated} if unvalidated else meta)
         return True
 
     def out_of_memory(exc: RuntimeError) -> VQCodecError:
@@ -1330,23 +1337,31 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
         return VQCodecError(f"out of memory for batches of {plural(options.batch_size, 'crop')} of {options.crop}: lower "
                             f"{_option('batch_size')} or {_option('crop')}{kept}")
 
+    def validated(record: dict) -> None:
+        """Validate the weights of `record`'s step and append it to the log, with the validation and its
+        `seconds`: the training time up to the step, validation left out."""
+        nonlocal validating, val_text, unvalidated
+        began = time.monotonic()
+        val_loss, val_parts = validate(average.synced(model) if average is not None else model, loss_fn,
+                                       data.val_crops, options.batch_size, device)
+        validating += time.monotonic() - began
+        val_text = f"val {val_loss:.4f}"
+        record = {"step": record["step"], "loss": record["loss"], "val": val_loss,
+                  **{k: v for k, v in record.items() if k not in ("step", "loss")},
+                  **{f"val_{k}": v for k, v in val_parts.items()}}
+        _or_warn(lambda: _append_log(log_path, record), record["step"])
+        unvalidated = None
+
     def report(lr: float, elapsed: float, loss_value: float, parts: dict, usage_summary: tuple | None) -> None:
         """After a step: the progress line, the first process's checkpoint and, with the step's `usage_summary`
         (perplexity, codes in use) where it is one the log records, its validation and log record."""
-        nonlocal validating, val_text, usage_text, last_checkpoint
+        nonlocal usage_text, last_checkpoint, unvalidated
         if main and usage_summary is not None:
             perplexity, in_use = usage_summary
-            began = time.monotonic()
-            val_loss, val_parts = validate(average.synced(model) if average is not None else model, loss_fn,
-                                           data.val_crops, options.batch_size, device)
-            validating += time.monotonic() - began
-            seconds = trained_seconds + time.monotonic() - began_run - validating
-            val_text = f"val {val_loss:.4f}"
             usage_text = f"perplexity {perplexity:.0f} | codes in use {in_use:.0%}"
-            record = {"step": step, "loss": loss_value, "val": val_loss, "perplexity": perplexity,
-                      "codes_in_use": in_use, "lr": lr, "seconds": seconds,
-                      **parts, **{f"val_{k}": v for k, v in val_parts.items()}}
-            _or_warn(lambda: _append_log(log_path, record), step)
+            unvalidated = {"step": step, "loss": loss_value, "perplexity": perplexity, "codes_in_use": in_use, "lr": lr,
+                           "seconds": trained_seconds + time.monotonic() - began_run - validating, **parts}
+            validated(unvalidated)
         if not run.quiet and (step % 10 == 0 or step == 1):
             left = f" | {_format_time(budget - elapsed)} left" if budget else ""
             detail = " ".join(f"{k} {v:.3f}" for k, v in parts.items())
@@ -1359,7 +1374,12 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
             last_checkpoint = time.monotonic()
 
     failure = parallel.Failure()  # this process's own, raised in all of them at the start of the next step
+    unvalidated = None  # the log record of a step whose validation is under way
+    completed_stopped_record = False
     try:
+        if main and start.meta.get(UNVALIDATED_RECORD):  # the stopped run's last record: its step's weights are these
+            validated(start.meta[UNVALIDATED_RECORD])
+            completed_stopped_record = True
         while True:
             done_by_steps = options.max_steps is not None and step >= options.max_steps
             if not done_by_steps:
