@@ -312,6 +312,21 @@ def test_tiles_are_padded_as_the_whole_image_padded_at_once(codec, monkeypatch):
                                       codec.image_to_codes(padded, 3, variable_depth)[:, :40, :51])
 
 
+def test_image_to_codes_refusal_names_the_arrays_encode_takes(golden_image_codec):
+    """image_to_codes of a float image said that encode() takes other arrays, and encode() refused it too:
+    it names the uint8 layouts encode() takes, which it does take."""
+    rgb = smooth_rgb(40, 52, seed=2)
+    for refused in (rgb / 255.0, rgb.transpose(2, 0, 1), rgb[..., 0], np.dstack([rgb, rgb[..., :1]])):
+        with pytest.raises(VQCodecError) as caught:
+            golden_image_codec.image_to_codes(refused, 3)
+        assert str(caught.value).endswith(": encode() also takes uint8 grey (height, width) and RGBA (height, width, 4) "
+                                          "arrays, and Pillow images")
+    with pytest.raises(VQCodecError, match="must be uint8"):
+        golden_image_codec.encode(rgb / 255.0, quality=3)
+    for taken in (rgb[..., 0], np.dstack([rgb, rgb[..., :1]])):
+        assert golden_image_codec.encode(taken, quality=3)
+
+
 def test_image_to_codes_gives_the_code_type_as_read_codes_does(codec, golden_image_codec):
     """image_to_codes returned int64 codes, four times the int16 that read_codes gives of the same codes."""
     rgb = smooth_rgb(40, 52, seed=2)

@@ -2302,7 +2302,8 @@ class Codec:
         rgb = _as_array(rgb)
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
             raise VQCodecError(f"an image's RGB is a uint8 array (height, width, 3), not {rgb.dtype} {rgb.shape}: "
-                               "encode() takes other arrays and Pillow images")
+                               "encode() also takes uint8 grey (height, width) and RGBA (height, width, 4) arrays, and "
+                               "Pillow images")
         _check_image_size(rgb.shape[1], rgb.shape[0])
         quality = self.check_quality(self.num_codebooks if quality is None else quality)
         self.check_weights(rate=True, depth=variable_depth)
