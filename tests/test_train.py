@@ -1613,6 +1613,23 @@ def test_a_checkpoint_given_as_a_model_is_named_so(trained):
         Codec.load(str(trained / "checkpoint.safetensors"))
 
 
+def test_the_checkpoint_of_a_run_that_wrote_no_model_says_what_writes_it(trained, data_dir, tmp_path):
+    """A stopped run's checkpoint given as a model (-m, --init) said its model files were beside it, where
+    there were none: it now gives the --resume that writes them."""
+    out = tmp_path / "stopped"
+    out.mkdir()
+    for name in ("checkpoint.safetensors", "checkpoint.json"):
+        shutil.copy(trained / name, out / name)
+    with pytest.raises(VQCodecError) as caught:
+        Codec.load(str(out / "checkpoint.safetensors"))
+    assert str(caught.value).endswith(f"is a training checkpoint of step 12, of a run that has written no model yet: "
+                                      f"`vqcodec train DIR --out {out} --resume --max-steps 12` writes it without "
+                                      "training more")
+    train(data_dir, None, options(out, resume=True, max_steps=12, fit_prior=False))
+    with pytest.raises(VQCodecError, match=r"is a training checkpoint \(its model files are NAME.safetensors beside it\)"):
+        Codec.load(str(out / "checkpoint.safetensors"))
+
+
 def test_an_interrupted_run_saves_a_checkpoint_to_resume(trained, data_dir, tmp_path, monkeypatch, capsys):
     import vqcodec.train as train_module
 

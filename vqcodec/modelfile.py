@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -233,13 +234,22 @@ def _read_model_file(path: Path, read):
         raise VQCodecError(f"cannot read model {path}: {exc}") from None
 
 
+def _checkpoint_kind(path: Path, meta: dict) -> str:
+    """What a training checkpoint given as a model is, and where its run's model is: beside it, or, where its
+    run has written none (stopped before its end), what writes it."""
+    if any(other.suffix == ".json" and other.stem != path.stem and other.with_suffix(".safetensors").exists()
+           for other in path.parent.iterdir()):
+        return "a training checkpoint (its model files are NAME.safetensors beside it)"
+    return (f"a training checkpoint of step {meta['step']}, of a run that has written no model yet: `vqcodec train DIR "
+            f"--out {shlex.quote(str(path.parent))} --resume --max-steps {meta['step']}` writes it without training more")
+
+
 def read_model_meta(path: Path) -> dict:
     """The NAME.json of the model whose weights are at `path`, checked (meta_problem), without its weights."""
     path = Path(path).with_suffix(".safetensors")
     meta = _read_model_file(path, lambda: read_model_json(path.with_suffix(".json")))
     if not isinstance(meta, dict) or "model_id" not in meta or "config" not in meta:
-        kind = "a training checkpoint (its model files are NAME.safetensors beside it)" \
-            if isinstance(meta, dict) and "step" in meta else "not a model's files"
+        kind = _checkpoint_kind(path, meta) if isinstance(meta, dict) and "step" in meta else "not a model's files"
         raise VQCodecError(f"{path} is {kind}")
     problem = meta_problem(meta)
     if problem is not None:
