@@ -1601,11 +1601,20 @@ def test_the_half_written_files_of_a_killed_save_are_removed_by_the_next_run(tra
     others = [out / ".checkpoint.safetensors.bak.abcd1234.part", out / ".notes.txt.abcd1234.part"]
     for path in leftovers + others:
         path.write_bytes(half[:len(half) // 2])
+    # killed while safetensors wrote the weights: its own .tmpXXXXXX, in the private folder the save gave it
+    killed_in_safetensors = out / ".checkpoint.safetensors.k1lled9x.part"
+    killed_in_safetensors.mkdir()
+    (killed_in_safetensors / ".tmpAb3xYz").write_bytes(half[:len(half) // 2])
+    users_folder = out / ".tiny.safetensors.u5erd1r0.part"  # named as one, but holding what no save writes
+    users_folder.mkdir()
+    (users_folder / "notes.txt").write_text("mine")
     train(data_dir, None, options(out, max_steps=14, resume=True, fit_prior=False))
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 14
     assert read_safetensors_metadata(out / "checkpoint.safetensors")  # whole, and its own
     assert [path for path in leftovers if path.exists()] == []
+    assert not killed_in_safetensors.exists()
     assert all(path.exists() for path in others)  # the temporaries of other files' writes are not this run's
+    assert (users_folder / "notes.txt").read_text() == "mine"
 
 
 def test_a_checkpoint_given_as_a_model_is_named_so(trained):
@@ -2637,6 +2646,28 @@ def test_a_checkpoint_is_written_tensor_by_tensor_as_the_bytes_safetensors_would
     assert model.read_bytes() == save(tensors)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.json", "checkpoint.safetensors", "model.json",
                                                           "model.safetensors"]
+
+
+def test_safetensors_writes_its_temporary_file_in_a_private_folder_that_the_save_removes(tmp_path, monkeypatch):
+    """save_file writes a hidden .tmpXXXXXX beside the path it is given and renames it onto that path: given our
+    temporary file, it wrote it in the user's folder, where a kill -9 left it and no run removed it. It is given a
+    path in a private folder named as our temporary files are (removed by the next run: test_the_half_written_...),
+    and a save leaves nothing beside the files it writes."""
+    import vqcodec.modelfile as modelfile
+    from vqcodec.modelfile import write_checkpoint_files
+
+    folders = []
+
+    def save_file_seen(tensors, filename, metadata=None):
+        folders.append(Path(filename).parent)
+        save_file(tensors, filename, metadata=metadata)
+    monkeypatch.setattr(modelfile, "save_file", save_file_seen)
+    path, tensors = tmp_path / "checkpoint.safetensors", {"weight": torch.randn(8, 8)}
+    write_checkpoint_files(path, tensors, {"step": 1})
+    [folder] = folders
+    assert folder.parent == tmp_path and re.fullmatch(r"\.checkpoint\.safetensors\.[^.]+\.part", folder.name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.json", "checkpoint.safetensors"]
+    assert torch.equal(load_file(str(path))["weight"], tensors["weight"])
 
 
 @pytest.mark.parametrize("failure", [SafetensorError("Error while serializing: I/O error: No space left on device "

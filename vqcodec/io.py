@@ -407,6 +407,37 @@ def _write_temporary(target: Path, write) -> str:
     return temporary
 
 
+PRIVATE_FOLDER_FILE = "written"  # the file a writer by path writes in its private folder (write_by_path)
+
+
+def write_by_path(stream, write_path) -> None:
+    """Call write_path(path) for a writer that writes by path and leaves its own temporary files beside that path
+    (safetensors' save_file: a hidden .tmpXXXXXX, renamed onto the path when whole), then move what it wrote onto
+    the temporary file of `stream` (_write_temporary's, by its name). The path is in a private folder beside that
+    file, named as write_file's temporary files are, so that what a killed write (kill -9) leaves is removed by
+    remove_leftover_temporaries, as theirs is; on the same file system, so the move is a rename."""
+    import tempfile
+
+    temporary = Path(stream.name)
+    prefix = temporary.name[:temporary.name.removesuffix(".part").rindex(".") + 1]  # _temporary_prefix's
+    folder = Path(tempfile.mkdtemp(dir=temporary.parent, prefix=prefix, suffix=".part"))
+    try:
+        write_path(str(folder / PRIVATE_FOLDER_FILE))
+        os.replace(folder / PRIVATE_FOLDER_FILE, temporary)
+    finally:
+        _remove_private_folder(folder)
+
+
+def _remove_private_folder(folder: Path) -> None:
+    """Remove a private folder of write_by_path with what its writer left in it (its file, safetensors' .tmpXXXXXX);
+    a folder holding anything else is not one, and is left."""
+    for entry in folder.iterdir():
+        if entry.name == PRIVATE_FOLDER_FILE or entry.name.startswith(".tmp"):
+            entry.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty: not ours
+        folder.rmdir()
+
+
 @contextlib.contextmanager
 def stops_held():
     """Hold Ctrl-C, SIGTERM and SIGHUP back until the block ends, then deliver them: Python handles
@@ -435,14 +466,19 @@ def _temporary_prefix(target: Path) -> str:
 
 
 def remove_leftover_temporaries(path) -> None:
-    """Remove the temporary files of writes of `path` (write_file) that a killed process (kill -9, a
-    power cut) left half written beside it; call it only where no other process writes `path`."""
+    """Remove the temporary files of writes of `path` (write_file), and the private folders of writers by path
+    (write_by_path), that a killed process (kill -9, a power cut) left half written beside it; call it only where
+    no other process writes `path`."""
     import glob
 
     target = Path(path)
     prefix = _temporary_prefix(target)
     for leftover in target.parent.glob(f"{glob.escape(prefix)}*.part"):
-        if "." not in leftover.name[len(prefix):-len(".part")]:  # not the temporary of a longer name
+        if "." in leftover.name[len(prefix):-len(".part")]:  # the temporary of a longer name
+            continue
+        if leftover.is_dir() and not leftover.is_symlink():
+            _remove_private_folder(leftover)
+        else:
             leftover.unlink(missing_ok=True)
 
 

@@ -21,7 +21,7 @@ from safetensors.torch import load, save_file
 from .config import FORMAT_VERSION, config_from_dict, config_to_dict, parameter_count
 from .errors import VQCodecError
 from .wording import plural, reason_of
-from .io import open_regular_file, write_file, write_files
+from .io import open_regular_file, write_by_path, write_file, write_files
 from .memory import memory_bound, refuse_beyond
 from .models import VQVAE
 from .registry import find_model, meta_problem, read_model_json
@@ -120,10 +120,11 @@ def write_json(path: Path, value) -> None:
 def _tensors_writer(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
     """A writer (io.write_files) of the tensors' safetensors file into the temporary file named by its stream, tensor
     by tensor: safetensors' save_file writes the header and each tensor's bytes as they are, where its save built the
-    whole file's bytes in memory first (twice: a run's peak, README Limits). The bytes are the same."""
+    whole file's bytes in memory first (twice: a run's peak, README Limits). The bytes are the same. save_file writes
+    its own temporary file beside the path it is given, so it is given one in a private folder (io.write_by_path)."""
     def write(stream) -> None:
         try:
-            save_file(tensors, stream.name, metadata=metadata)
+            write_by_path(stream, lambda path: save_file(tensors, path, metadata=metadata))
         except SafetensorError as exc:
             raise _system_error_of(exc) from None
         except BaseException as exc:
