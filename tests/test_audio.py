@@ -1279,25 +1279,32 @@ def test_audio_far_beyond_full_scale_is_refused_before_it_is_coded(cli, codec, t
     """Float samples of 1e30 (which read, where NaN and infinite ones are refused) overflowed a sane model's latents,
     and were coded as code 0 throughout; samples of 1e6 as coded (2.56e8 for encode_audio, whose level gain divides by
     at most 256) were coded, with only the level warning, to audio that decoded 60 dB or more too quiet, and
-    distorted: garbage. Audio beyond CODED_LEVEL_BOUND (1000) as coded is refused with what it reaches as coded;
-    nothing is written."""
-    refused = "^the audio's samples reach {} as coded \\(after the level gain, which divides by at most 256\\), over " \
-              "1000 times the \\+-1.0 the codec is made for, and would decode to garbage: scale it down$"
+    distorted: garbage. Audio beyond CODED_LEVEL_BOUND (1000) as coded is refused; nothing is written. Where a level
+    gain applies the refusal gives the audio's peak as read and the bound in its units, 256000 (it gave the samples
+    as coded, 1e+06 for samples of 2.56e8, which a user cannot find in the file); only where none applies
+    (audio_to_codes, a stream given without its peak) does it give them as coded."""
+    as_coded = "^the audio's samples reach {} as coded \\(no level gain is applied\\), over 1000 times the \\+-1.0 " \
+               "the codec is made for, and would decode to garbage: scale it down$"
+    as_read = "^the audio's samples reach {}, over 256000 \\(1000 times the \\+-1.0 the codec is made for, after the " \
+              "level gain, which divides by at most 256\\), and would decode to garbage: scale it down$"
     audio = signal(1, 1600, 16000)
     audio /= np.abs(audio).max()
     loud = np.full((1, 1600), 1e30, np.float32)
     loud[:, ::2] = -1e30
-    for call, reached in ((lambda: codec.audio_to_codes(loud, 2), "1e\\+30"),
-                          (lambda: codec.encode_audio(loud, 16000, 2), "3.91e\\+27"),
-                          (lambda: codec.audio_to_codes(audio * 1e6, 2), "1e\\+06"),
-                          (lambda: codec.encode_audio(audio * 2.56e8, 16000, 2), "1e\\+06"),
-                          (lambda: codec.encode_audio_stream([audio * 2000], 16000, 1, 1600, 2), "2e\\+03")):
-        with pytest.raises(VQCodecError, match=refused.format(reached)):
+    for call, refused in ((lambda: codec.audio_to_codes(loud, 2), as_coded.format("1e\\+30")),
+                          (lambda: codec.encode_audio(loud, 16000, 2), as_read.format("1e\\+30")),
+                          (lambda: codec.audio_to_codes(audio * 1e6, 2), as_coded.format("1e\\+06")),
+                          (lambda: codec.encode_audio(audio * 2.56e8, 16000, 2), as_read.format("2.56e\\+08")),
+                          (lambda: codec.encode_audio_stream([audio * 2000], 16000, 1, 1600, 2),
+                           as_coded.format("2e\\+03")),
+                          (lambda: codec.encode_audio_stream([audio * 2.56e8], 16000, 1, 1600, 2, peak=2.56e8),
+                           as_read.format("2.56e\\+08"))):
+        with pytest.raises(VQCodecError, match=refused):
             call()
     soundfile.write(tmp_path / "loud.wav", (audio * 2.56e8).T, 16000, subtype="FLOAT")
     for command, out in (("encode", "out.vq"), ("codes", "out.npy")):
         result = cli(command, tmp_path / "loud.wav", tmp_path / out, "-m", tiny_model_path, "-q", "2")
-        line = refused.format("1e\\+06").removeprefix("^").removesuffix("$")
+        line = as_read.format("2.56e\\+08").removeprefix("^").removesuffix("$")
         assert result.returncode == 1 and re.fullmatch(f"vqcodec: error: {line}\n", result.stderr.decode())
         assert not (tmp_path / out).exists()
 

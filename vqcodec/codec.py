@@ -580,13 +580,33 @@ def _reach(values: torch.Tensor) -> float:
     return float(torch.maximum(-low, high))
 
 
-def _check_coded_level(samples: torch.Tensor) -> None:
-    """Refuse audio whose samples reach beyond CODED_LEVEL_BOUND as coded: it would decode to garbage."""
+def _check_coded_level(samples: torch.Tensor, gain: int) -> None:
+    """Refuse audio whose samples reach beyond CODED_LEVEL_BOUND as coded at level `gain` (0: none): it would decode
+    to garbage. With a gain the refusal gives the samples at the level they were read at, which the caller knows."""
     reach = _reach(samples)
-    if reach > CODED_LEVEL_BOUND:
-        raise VQCodecError(f"the audio's samples reach {reach:.3g} as coded (after the level gain, which divides by at "
-                           f"most {vqformat.MAX_GAIN // vqformat.GAIN_ONE}), over {CODED_LEVEL_BOUND:.0f} times the "
-                           "+-1.0 the codec is made for, and would decode to garbage: scale it down")
+    if reach <= CODED_LEVEL_BOUND:
+        return
+    if gain:
+        raise _too_loud(reach * gain / vqformat.GAIN_ONE)
+    raise VQCodecError(f"the audio's samples reach {reach:.3g} as coded (no level gain is applied), over "
+                       f"{CODED_LEVEL_BOUND:.0f} times the +-1.0 the codec is made for, and would decode to garbage: "
+                       "scale it down")
+
+
+def _check_read_peak(peak: float) -> None:
+    """Refuse audio whose peak, as read, even the largest level gain leaves beyond CODED_LEVEL_BOUND, before it is
+    coded (_check_coded_level refuses it too, but with the first such block's samples, not the audio's peak)."""
+    gain = level_gain(peak)
+    if gain and peak * vqformat.GAIN_ONE / gain > CODED_LEVEL_BOUND:
+        raise _too_loud(peak)
+
+
+def _too_loud(peak: float) -> VQCodecError:
+    """The refusal of audio read at `peak` that even the largest level gain leaves beyond CODED_LEVEL_BOUND."""
+    most = vqformat.MAX_GAIN // vqformat.GAIN_ONE
+    return VQCodecError(f"the audio's samples reach {peak:.3g}, over {CODED_LEVEL_BOUND * most:.0f} (1000 times the "
+                        f"+-1.0 the codec is made for, after the level gain, which divides by at most {most}), and "
+                        "would decode to garbage: scale it down")
 
 
 def level_gain(peak: float) -> int:
@@ -1243,9 +1263,7 @@ class Codec:
         """The encoder's latents of `x`, refused where the squared length of one is NaN or infinite: the quantiser's
         distances then are too, and its nearest code is garbage (mostly code 0). Weights of absurd size (finite, such
         as 1e30, which loading takes) overflow so; audio beyond CODED_LEVEL_BOUND (which with sane weights overflows
-        only at some 3e18) is refused before, as it would decode to garbage."""
-        if self.kind == "audio":
-            _check_coded_level(x)
+        only at some 3e18) is refused before (_encode_frames), as it would decode to garbage."""
         latents = self.model.encoder(x)
         if torch.isfinite(latents.square().sum(1)).all():
             return latents
@@ -1272,6 +1290,7 @@ class Codec:
             x = torch.from_numpy(np.ascontiguousarray(samples.take(a * hop, b * hop)))[:, None].to(self.device)
             if _same_channels(x[:, :, (f0 - a) * hop:(f1 - a) * hop], tolerance):  # coded once, codes copied to every channel
                 x = x[:1]
+            _check_coded_level(x, gain)
             window = self._encoder_latents(x, ("audio", a, b))
             if self.refine:
                 previous = out[:x.shape[0], :, a:f0].astype(np.int64)
@@ -1548,6 +1567,7 @@ class Codec:
         """Encode a _pcm_array, read twice a block at a time (for its peak, then to code it): an array
         of another type than float32 is never held whole as float32."""
         peak = max((_peak([block]) for block in _float_blocks(audio)), default=0.0)
+        _check_read_peak(peak)
         return self._encode_stream(_float_blocks(audio), sample_rate, audio.shape[0], audio.shape[1], quality, peak)
 
     @_one_at_a_time
@@ -1641,6 +1661,7 @@ class Codec:
                 sound.seek(0)
                 stream = self._sound_blocks(sound, source)
             self._check_samples_read(samples, source)
+            _check_read_peak(peak)
             return self._encode_stream(stream, sound.samplerate, sound.channels, samples, quality, peak)
 
     def _audio_parts(self, data: bytes, salvage: bool = False) -> tuple[vqformat.Header, list, int, int]:
