@@ -7,6 +7,7 @@ plain quality that fits), and the CLI.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from PIL import Image
 
 from vqcodec import Codec, VQCodecError, read_info
 from vqcodec.metrics import log_mel_l1, psnr
-from vqcodec.ratecontrol import fit_size
+from vqcodec.ratecontrol import byte_limit, fit_size, rate_that_fits
 
 DATA = Path(__file__).resolve().parent / "data"
 MAX_WEIGHT = 100.0
@@ -96,6 +97,18 @@ def test_nothing_fits_is_one_clear_error():
         fit_size(encode, 400, 16, 1.0, MAX_WEIGHT, True, "0.1 kbps", describe)
 
 
+@pytest.mark.parametrize("size, bits_per_rate", [(140, 3000), (132, 2500), (84, 500), (120, 2000), (999, 8000),
+                                                  (1, 3), (5000, 65536)])
+def test_the_smallest_rate_quoted_is_one_whose_budget_holds_the_file(size, bits_per_rate):
+    """The rate a refusal quotes as the smallest is rounded up to three significant digits, to the smallest such rate
+    whose budget holds the file: 140 bytes over 3 s, 0.37333 kbps, was quoted as 0.373, which holds 139."""
+    rate = rate_that_fits(size, bits_per_rate)
+    assert byte_limit(rate * bits_per_rate) >= size
+    assert float(f"{rate:.3g}") == rate and rate >= size * 8 / bits_per_rate
+    below = rate - 10.0 ** (math.floor(math.log10(rate)) - 2)
+    assert byte_limit(below * bits_per_rate) < size
+
+
 # ---------------------------------------------------------------- the shipped models
 
 @pytest.fixture(scope="module")
@@ -138,6 +151,17 @@ def test_quality_caps_the_search(speech):
     capped = speech.encode_audio_file(path, 2, max_kbps=50)
     assert read_info(capped).quality == 2
     assert len(capped) == len(speech.encode_audio_file(path, 2, max_kbps=50))
+
+
+def test_asking_for_the_smallest_rate_quoted_gives_a_file(speech):
+    """Speech cut to 3 s: the smallest file is 140 bytes, 0.37333 kbps; the refusal said 'the smallest file this
+    model makes of it is 0.373 kbps', and --bitrate 0.373 was refused with the same words."""
+    audio, rate = soundfile.read(DATA / "speech.flac", dtype="float32", frames=48000)
+    with pytest.raises(VQCodecError, match=r"the smallest file this model makes of it is ([\d.]+) kbps") as refused:
+        speech.encode_audio(audio, rate, 8, max_kbps=0.01)
+    smallest = re.search(r"is ([\d.]+) kbps \((\d+) bytes\)", str(refused.value))
+    data = speech.encode_audio(audio, rate, 8, max_kbps=float(smallest.group(1)))
+    assert len(data) == int(smallest.group(2))
 
 
 @pytest.mark.parametrize("bad", [0, -1.0, math.nan, math.inf, "2"])

@@ -320,10 +320,9 @@ def _checked_amount(name: str, value, unit: str, allow_zero: bool = False) -> fl
 def _rate_target(max_rate: float, audio: bool, amount: float) -> tuple[int, str, Callable[[int], str]]:
     """A rate search's byte limit for `max_rate` (kbps over `amount` seconds of audio, or bits per pixel
     over `amount` pixels), the target as its messages name it, and how a size in bytes reads in its unit."""
-    if audio:
-        return (ratecontrol.byte_limit(max_rate * 1000 * amount), f"{max_rate:g} kbps",
-                lambda size: f"{size * 8 / amount / 1000:.3g} kbps")
-    return ratecontrol.byte_limit(max_rate * amount), f"{max_rate:g} bpp", lambda size: f"{size * 8 / amount:.3g} bpp"
+    bits_per_rate, unit = (1000 * amount, "kbps") if audio else (amount, "bpp")
+    return (ratecontrol.byte_limit(max_rate * bits_per_rate), f"{max_rate:g} {unit}",
+            lambda size: f"{ratecontrol.rate_that_fits(size, bits_per_rate):g} {unit}")
 
 
 def _is_vq_file(media) -> bool:

@@ -31,6 +31,16 @@ def byte_limit(bits: float) -> int:
     return math.floor(min(bits / 8, float(1 << 62)))
 
 
+def rate_that_fits(size: int, bits_per_rate: float) -> float:
+    """The smallest rate of three significant digits whose budget (byte_limit of rate x `bits_per_rate`) holds
+    `size` bytes: what a refusal quotes as the smallest rate, so that asking for it fits (the rate rounded to
+    nearest, 0.373 for 0.37333, did not)."""
+    rate = float(f"{size * 8 / bits_per_rate:.3g}")
+    while byte_limit(rate * bits_per_rate) < size:
+        rate = float(f"{rate + 10.0 ** (math.floor(math.log10(rate)) - 2):.3g}")
+    return rate
+
+
 class RateUnreachable(VQCodecError):
     """Even the smallest file the model makes of the input is over the budget."""
 
