@@ -1281,8 +1281,9 @@ def test_audio_far_beyond_full_scale_is_refused_before_it_is_coded(cli, codec, t
     at most 256) were coded, with only the level warning, to audio that decoded 60 dB or more too quiet, and
     distorted: garbage. Audio beyond CODED_LEVEL_BOUND (1000) as coded is refused; nothing is written. Where a level
     gain applies the refusal gives the audio's peak as read and the bound in its units, 256000 (it gave the samples
-    as coded, 1e+06 for samples of 2.56e8, which a user cannot find in the file); only where none applies
-    (audio_to_codes, a stream given without its peak) does it give them as coded."""
+    as coded, 1e+06 for samples of 2.56e8, which a user cannot find in the file), at the model's rate where only
+    resampling (or a peak given too low) takes them beyond; only where none applies (audio_to_codes, a stream
+    given without its peak) does it give them as coded."""
     as_coded = "^the audio's samples reach {} as coded \\(no level gain is applied\\), over 1000 times the \\+-1.0 " \
                "the codec is made for, and would decode to garbage: scale it down$"
     as_read = "^the audio's samples reach {}, over 256000 \\(1000 times the \\+-1.0 the codec is made for, after the " \
@@ -1291,6 +1292,8 @@ def test_audio_far_beyond_full_scale_is_refused_before_it_is_coded(cli, codec, t
     audio /= np.abs(audio).max()
     loud = np.full((1, 1600), 1e30, np.float32)
     loud[:, ::2] = -1e30
+    # within the bound as read, beyond it resampled: the steps overshoot
+    square = np.sign(np.sin(np.arange(4410) * 2 * np.pi * 50 / 44100)).astype(np.float32) * 2.5e5
     for call, refused in ((lambda: codec.audio_to_codes(loud, 2), as_coded.format("1e\\+30")),
                           (lambda: codec.encode_audio(loud, 16000, 2), as_read.format("1e\\+30")),
                           (lambda: codec.audio_to_codes(audio * 1e6, 2), as_coded.format("1e\\+06")),
@@ -1298,7 +1301,9 @@ def test_audio_far_beyond_full_scale_is_refused_before_it_is_coded(cli, codec, t
                           (lambda: codec.encode_audio_stream([audio * 2000], 16000, 1, 1600, 2),
                            as_coded.format("2e\\+03")),
                           (lambda: codec.encode_audio_stream([audio * 2.56e8], 16000, 1, 1600, 2, peak=2.56e8),
-                           as_read.format("2.56e\\+08"))):
+                           as_read.format("2.56e\\+08 at the model's sample rate")),
+                          (lambda: codec.encode_audio(square, 44100, 2),
+                           as_read.format("2.9\\de\\+05 at the model's sample rate"))):
         with pytest.raises(VQCodecError, match=refused):
             call()
     soundfile.write(tmp_path / "loud.wav", (audio * 2.56e8).T, 16000, subtype="FLOAT")

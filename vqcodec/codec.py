@@ -585,8 +585,8 @@ def _check_coded_level(samples: torch.Tensor, gain: int) -> None:
     reach = _reach(samples)
     if reach <= CODED_LEVEL_BOUND:
         return
-    if gain:
-        raise _too_loud(reach * gain / vqformat.GAIN_ONE)
+    if gain:  # beyond though the peak read was not (_check_read_peak): resampling overshot it, or a peak given is low
+        raise _too_loud(reach * gain / vqformat.GAIN_ONE, " at the model's sample rate")
     raise VQCodecError(f"the audio's samples reach {reach:.3g} as coded (no level gain is applied), over "
                        f"{CODED_LEVEL_BOUND:.0f} times the +-1.0 the codec is made for, and would decode to garbage: "
                        "scale it down")
@@ -600,10 +600,10 @@ def _check_read_peak(peak: float) -> None:
         raise _too_loud(peak)
 
 
-def _too_loud(peak: float) -> VQCodecError:
+def _too_loud(peak: float, where: str = "") -> VQCodecError:
     """The refusal of audio read at `peak` that even the largest level gain leaves beyond CODED_LEVEL_BOUND."""
     most = vqformat.MAX_GAIN // vqformat.GAIN_ONE
-    return VQCodecError(f"the audio's samples reach {peak:.3g}, over {CODED_LEVEL_BOUND * most:.0f} (1000 times the "
+    return VQCodecError(f"the audio's samples reach {peak:.3g}{where}, over {CODED_LEVEL_BOUND * most:.0f} (1000 times the "
                         f"+-1.0 the codec is made for, after the level gain, which divides by at most {most}), and "
                         "would decode to garbage: scale it down")
 
