@@ -8,6 +8,7 @@ import math
 import os
 import re
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -1637,6 +1638,21 @@ def test_the_checkpoint_of_a_run_that_wrote_no_model_says_what_writes_it(trained
     train(data_dir, None, options(out, resume=True, max_steps=12, fit_prior=False))
     with pytest.raises(VQCodecError, match=r"is a training checkpoint \(its model files are NAME.safetensors beside it\)"):
         Codec.load(str(out / "checkpoint.safetensors"))
+
+
+def test_the_command_a_checkpoint_gives_names_a_folder_that_is_not_utf8_as_the_shell_reads_it(trained, tmp_path):
+    """shlex.quote wrote a folder name holding byte 0xff as its lone surrogate, which the shell cannot read back
+    as that folder: it is now in ANSI-C quotes, $'stopped\\xff'."""
+    out = tmp_path / "stopped\udcff"
+    out.mkdir()
+    for name in ("checkpoint.safetensors", "checkpoint.json"):
+        shutil.copy(trained / name, out / name)
+    with pytest.raises(VQCodecError) as caught:
+        Codec.load(str(out / "checkpoint.safetensors"))
+    word = str(caught.value).split("--out ")[1].split(" --resume")[0]
+    assert word.endswith("stopped\\xff'")
+    read_back = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, check=True).stdout
+    assert read_back == os.fsencode(out)
 
 
 def test_an_interrupted_run_saves_a_checkpoint_to_resume(trained, data_dir, tmp_path, monkeypatch, capsys):

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from safetensors.torch import load, save_file
 
 from .config import FORMAT_VERSION, config_from_dict, config_to_dict, parameter_count
 from .errors import VQCodecError
-from .wording import plural, reason_of
+from .wording import plural, reason_of, shell_word
 from .io import open_regular_file, write_by_path, write_file, write_files
 from .memory import memory_bound, refuse_beyond
 from .models import VQVAE
@@ -242,7 +241,7 @@ def _checkpoint_kind(path: Path, meta: dict) -> str:
            for other in path.parent.iterdir()):
         return "a training checkpoint (its model files are NAME.safetensors beside it)"
     return (f"a training checkpoint of step {meta['step']}, of a run that has written no model yet: `vqcodec train DIR "
-            f"--out {shlex.quote(str(path.parent))} --resume --max-steps {meta['step']}` writes it without training more")
+            f"--out {shell_word(path.parent)} --resume --max-steps {meta['step']}` writes it without training more")
 
 
 def read_model_meta(path: Path) -> dict:

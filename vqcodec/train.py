@@ -9,7 +9,6 @@ import json
 import math
 import numbers
 import os
-import shlex
 import signal
 import sys
 import time
@@ -38,7 +37,7 @@ from .modelfile import (CODE_TENSORS, attach_prior, build_model, compute_codes_i
 from .prior import MAX_CODEBOOK
 from .registry import find_model
 from .runlock import lock_out, release_out
-from .wording import one_line, plural, reason_of, setting, shown
+from .wording import one_line, plural, reason_of, setting, shell_word, shown
 
 
 @dataclass
@@ -1524,7 +1523,7 @@ def _add_prior(run: _Run, model_path: Path, cfg: ModelConfig, start: _Start, tra
         if start.decoder_only:  # the starting model's prior, which a fit would not give back
             finish = _finishing_command(run, data_dir, step)
         else:
-            finish = f"vqcodec fit-prior {shlex.quote(str(model_path))} {shlex.quote(str(data_dir))}"
+            finish = f"vqcodec fit-prior {shell_word(model_path)} {shell_word(data_dir)}"
         _say(f"\ninterrupted before the prior was added: {model_path} is written without one (its files would be "
              f"fixed-width); add it with `{finish}`")
         raise
@@ -1534,8 +1533,8 @@ def _finishing_command(run: _Run, data_dir: Path, step: int) -> str:
     """The command that writes the model of a run whose checkpoint holds all its `step` steps, and adds its
     prior: a --resume that trains no more (and keeps the checkpoint's training record)."""
     options = run.options
-    return (f"vqcodec train {shlex.quote(str(data_dir))} --out {shlex.quote(str(options.out))} --name "
-            f"{shlex.quote(options.name)} --resume --max-steps {step}{'' if options.fit_prior else ' --no-prior'}")
+    return (f"vqcodec train {shell_word(data_dir)} --out {shell_word(options.out)} --name "
+            f"{shell_word(options.name)} --resume --max-steps {step}{'' if options.fit_prior else ' --no-prior'}")
 
 
 def _attach_or_fit_prior(run: _Run, model_path: Path, cfg: ModelConfig, start: _Start, train_files: list[Path]) -> None:
@@ -1548,15 +1547,15 @@ def _attach_or_fit_prior(run: _Run, model_path: Path, cfg: ModelConfig, start: _
         attach_prior(model_path, kept_prior)
         if not quiet:
             _say(f"kept the starting model's prior {kept_prior.prior_id:08x}: the codes are its codes, and its "
-                 f"entropy-coded files decode with this model (`vqcodec fit-prior {model_path} DIR` fits one to "
-                 f"a folder instead)")
+                 f"entropy-coded files decode with this model (`vqcodec fit-prior {shell_word(model_path)} DIR` "
+                 "fits one to a folder instead)")
     elif options.fit_prior and cfg.codebook_size <= MAX_CODEBOOK:  # a larger one was warned of before training
         try:
             _fit_prior_in_memory(model_path, train_files, run.device, None if quiet else _say,
                                  None if quiet else lambda line: _say(line, in_place=True))
         except VQCodecError as exc:  # the trained model is already written; a prior can be added later
             _say(f"warning: no entropy-coding prior added ({exc}); files will use fixed-width coding until "
-                 f"`vqcodec fit-prior {model_path} DIR` adds one")
+                 f"`vqcodec fit-prior {shell_word(model_path)} DIR` adds one")
 
 
 def _fit_prior_in_memory(model_path: Path, files: list[Path], device: str, log, progress=None) -> None:

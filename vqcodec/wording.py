@@ -7,6 +7,7 @@ import codecs
 import contextlib
 import contextvars
 import os
+import shlex
 import sys
 
 # A context variable, so that another thread using the API while a command runs keeps the API's wording;
@@ -67,6 +68,16 @@ def shell_quoted(text: str) -> str:
         return char.encode("unicode_escape").decode("ascii")  # \n, \x01
 
     return "$'" + "".join(escaped(char) for char in text) + "'"
+
+
+def shell_word(text) -> str:
+    """`text` (or a path) as one word of a command line for the user to paste: shlex.quote where it is printable,
+    else in ANSI-C quotes (shell_quoted): a byte that is not UTF-8 (a lone surrogate, which is not printable) or a
+    line break in shlex.quote's quotes names no file once the message is written out."""
+    text = os.fspath(text)
+    if text.isprintable():
+        return shlex.quote(text)
+    return shell_quoted(text)
 
 
 def valid_text(text: str) -> str:
