@@ -2139,7 +2139,8 @@ def test_other_input_given_as_a_vq_file_is_refused_from_its_first_bytes(codec, s
     for call in (read_info, codec.read_codes, codec.decode_audio, codec.damaged_parts):
         for given in (path, str(path), "stream"):
             def refused():
-                with pytest.raises(VQCodecError, match=r"^not a .vq file \(bad magic\)$"), \
+                named = "" if given == "stream" else re.escape(f"{path}: ")
+                with pytest.raises(VQCodecError, match=rf"^{named}not a .vq file \(bad magic\)$"), \
                         open(path, "rb", buffering=0) if given == "stream" else contextlib.nullcontext(given) as media:
                     call(media)
 

@@ -1783,6 +1783,19 @@ def test_decode_and_info_refuse_other_input_from_its_first_bytes(tiny_model_path
         assert stdin.taken < 1 << 20, f"{args[0]} read {stdin.taken} bytes of a recording"
 
 
+def test_info_and_decode_of_a_file_that_is_not_a_vq_file_name_it(tiny_model_path, tmp_path, capsys):
+    """'not a .vq file (bad magic)' named no file, where the other refusals of an input file name it."""
+    from vqcodec.cli import run
+
+    path, out = tmp_path / "talk.wav", tmp_path / "out.wav"
+    path.write_bytes(b"RIFF" + bytes(60))
+    decode = ["decode", str(path), str(out), "-m", str(tiny_model_path)]
+    for args in (["info", str(path)], decode, decode + ["--salvage"]):
+        assert run(args) == 1
+        assert capsys.readouterr().err == f"vqcodec: error: {path}: not a .vq file (bad magic)\n", args
+        assert not out.exists()
+
+
 def test_decode_and_info_refuse_a_damaged_header_from_its_first_bytes(tiny_model_path, monkeypatch, capsys):
     """Input that began with the magic was read whole before its header was checked: 64 MiB behind a
     header whose CRC fails (a stream that does not end: until memory ran out) for one line of error."""

@@ -230,7 +230,7 @@ def _read_vq_input(path: str, salvage: bool = False, missing: str = "no such fil
 
     try:
         with _input_stream(path) as stream:
-            data = read_vq_stream(stream, salvage)
+            data = read_vq_stream(stream, salvage, name=None if path == "-" else path)
         if not data:
             raise _empty_input(path)  # as encode says it
         return data

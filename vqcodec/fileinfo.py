@@ -108,22 +108,23 @@ def read_vq_file(path: str | Path, salvage: bool = False) -> bytes:
     """The bytes of the `.vq` file at `path` (a FIFO's too), as read_vq_stream reads them; an OSError is the caller's
     to word."""
     with open(path, "rb") as stream:
-        return read_vq_stream(stream, salvage)
+        return read_vq_stream(stream, salvage, name=path)
 
 
-def read_vq_stream(stream, salvage: bool = False) -> bytes:
+def read_vq_stream(stream, salvage: bool = False, name=None) -> bytes:
     """All the bytes of a binary stream that holds a `.vq` file. A first HEADER_SIZE bytes that
     parse_header refuses are refused before the rest (a recording given by mistake, gigabytes maybe,
     or a stream that does not end) is read into memory. A regular file is read whole; any other
     stream (a pipe) as far as its header's chunks go, then at most TRAILING_STREAM_BYTES more, past
     which it is refused (`cat talk.vq /dev/zero` was read until memory ran out), or, to be salvaged
-    (`salvage`), not read further (an UnendedStream)."""
+    (`salvage`), not read further (an UnendedStream). A file that is not a .vq file is refused naming its path,
+    `name`, where one is given: "talk.wav: not a .vq file (bad magic)"."""
     head = b""
     while len(head) < vqformat.HEADER_SIZE and (piece := read_at_most(stream, vqformat.HEADER_SIZE - len(head),
                                                                       STREAM)):
         head += piece
     if head and (not head.startswith(vqformat.MAGIC) or len(head) == vqformat.HEADER_SIZE):
-        header = vqformat.parse_header(head)
+        header = _header_of(head, name)
     if len(head) < vqformat.HEADER_SIZE:
         return head  # the stream ended
     if is_regular_stream(stream):  # read again from its start, in one piece: not held twice, as head + rest was
@@ -132,6 +133,16 @@ def read_vq_stream(stream, salvage: bool = False) -> bytes:
                       WHOLE)
         return read_at_most(stream, -1, STREAM)
     return _read_framed(stream, header, head, salvage)
+
+
+def _header_of(head: bytes, name) -> vqformat.Header:
+    """parse_header of a file's first bytes; where they are not a .vq file's, the refusal names the file, `name`."""
+    try:
+        return vqformat.parse_header(head)
+    except vqformat.NotVQFile as exc:
+        if name is None:
+            raise
+        raise vqformat.NotVQFile(f"{name}: {exc}") from None
 
 
 def _read_framed(stream, header: vqformat.Header, head: bytes, salvage: bool) -> bytes:

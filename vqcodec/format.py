@@ -51,6 +51,10 @@ class FormatError(VQCodecError):
     pass
 
 
+class NotVQFile(FormatError):
+    """Bytes that do not begin as a .vq file does (its magic): another file given as one."""
+
+
 @dataclass
 class Header:
     kind: int
@@ -101,7 +105,8 @@ def _check(condition: bool, message: str) -> None:
 
 def parse_header(data: bytes) -> Header:
     _check(len(data) > 0, "empty .vq input (no bytes)")
-    _check(len(data) >= 4 and data[:4] == MAGIC or MAGIC.startswith(bytes(data[:4])), "not a .vq file (bad magic)")
+    if not (len(data) >= 4 and data[:4] == MAGIC or MAGIC.startswith(bytes(data[:4]))):
+        raise NotVQFile("not a .vq file (bad magic)")
     _check(len(data) >= HEADER_SIZE, "truncated .vq file (incomplete header)")
     fields = _HEADER.unpack_from(data)
     _check(fields[1] == VERSION, f"unsupported .vq format version {fields[1]} (this vqcodec reads version {VERSION})")
