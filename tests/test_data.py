@@ -150,6 +150,17 @@ def test_a_second_name_of_a_file_is_not_trained_on_twice(tmp_path, capsys):
                                        f"skipping {tmp_path / 'd.png'}: the same file as {tmp_path / 'b.png'}\n")
 
 
+def test_an_empty_file_is_skipped_as_encoding_says_it(tmp_path, capsys):
+    """Training skipped an empty file with soundfile's words, 'cannot read audio X: Format not recognised.',
+    where encoding it says 'X: file is empty'."""
+    Image.new("L", (40, 40)).save(tmp_path / "a.png")
+    soundfile.write(tmp_path / "a.wav", np.full(3000, 0.25, dtype=np.float32), 8000)
+    for kind, empty, kept in (("image", "empty.png", "a.png"), ("audio", "empty.wav", "a.wav")):
+        (tmp_path / empty).touch()
+        assert data.readable_files(kind, [tmp_path / empty, tmp_path / kept]) == [tmp_path / kept]
+        assert capsys.readouterr().err == f"skipping {tmp_path / empty}: file is empty\n"
+
+
 def test_a_photo_over_the_pixel_limit_is_skipped_in_one_line(tmp_path, capsys):
     Image.new("L", (10000, 9000)).save(tmp_path / "big.png")
     Image.new("L", (40, 40)).save(tmp_path / "small.png")

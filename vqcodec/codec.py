@@ -37,7 +37,8 @@ from .fileinfo import (TRAILING_STREAM_BYTES, FileInfo, UnendedStream, alpha_pla
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, PILLOW_READ_ERRORS,
                  SOUNDFILE_ERRORS, TIFF_ORIENTATION, as_displayed, audio_format_named, audio_format_of,
                  check_audio_output, check_destination, check_format_name, checked_flag,
-                 copy_whole, image_to_planes, in_srgb, input_name, is_seekable, is_whole, load_pixels, mode_shown,
+                 copy_whole, image_to_planes, in_srgb, input_name, is_empty_file, is_seekable, is_whole, load_pixels,
+                 mode_shown,
                  open_image, open_sound, pillow_reason, planes_to_image, rebuilt_image_bytes,
                  refuse_format_against_name, refuse_format_of_other_kind, scalar_of, SoundSink, sound_blocks,
                  soundfile_format, spooled_stream, stops_held, unwritable_audio, warn_of_what_codes_leave_out,
@@ -838,7 +839,7 @@ class Codec:
             if not memoryview(media).nbytes:  # soundfile said "Format not recognised"
                 raise VQCodecError("the media is empty (0 bytes)")
             media = io.BytesIO(media)
-        elif isinstance(media, (str, Path)) and os.path.isfile(media) and not os.path.getsize(media):
+        elif isinstance(media, (str, Path)) and is_empty_file(media):
             raise VQCodecError(f"{media}: file is empty")
         if hasattr(media, "read") and not is_seekable(media):  # copied, as encode_audio_file and open_image would,
             with spooled_stream(media) as copy:  # to be looked at first (_is_vq_file)

@@ -27,8 +27,8 @@ import torch
 from . import progressline
 from .errors import VQCodecError
 from .io import (PILLOW_READ_ERRORS, SOUNDFILE_ERRORS, check_pixel_count, decoder_lines, file_id, image_opened,
-                 media_kind_of, open_sound, pillow_log_caught, pillow_refusal, read_audio, read_image_rgb, sound_blocks,
-                 unreadable_audio, unreadable_image, warn_decoder_lines, warnings_recorded)
+                 is_empty_file, media_kind_of, open_sound, pillow_log_caught, pillow_refusal, read_audio, read_image_rgb,
+                 sound_blocks, unreadable_audio, unreadable_image, warn_decoder_lines, warnings_recorded)
 from .wording import one_line, plural, setting
 
 IN_MEMORY_BYTES = 2 * 2**30      # decoded training media up to this size are held in memory
@@ -149,6 +149,9 @@ def readable_files(kind: str, files: list[Path], folder: str = "the training fol
     unreadable file is never the validation set; fit-prior fits to them (`folder` names the folder)."""
     kept = []
     for path in one_name_each(files):
+        if is_empty_file(path):  # as encoding says it
+            _skip(f"{path}: file is empty")
+            continue
         try:
             if kind == "audio":
                 if _audio_header(path)[0] <= 0:

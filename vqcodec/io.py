@@ -139,6 +139,16 @@ def descriptor_path(descriptor: int) -> Path | None:
     return path if found is not None and file_id(path) == found else None
 
 
+def is_empty_file(path) -> bool:
+    """Whether `path` is a regular file of no bytes, which encoding refuses as "PATH: file is empty" (soundfile's
+    words for it, "Format not recognised", and Pillow's say nothing of why)."""
+    try:
+        found = os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(found.st_mode) and found.st_size == 0
+
+
 def is_regular_stream(stream) -> bool:
     """Whether a stream reads a regular file (which ends, and can seek), not a pipe, FIFO or device."""
     try:
