@@ -54,7 +54,7 @@ def test_encode_folder_mirrors_the_tree_and_skips_what_it_cannot_read(recordings
     assert result.returncode == 1
     # the path once: the reason names it
     assert lines[0].startswith(f"skipping cannot read audio {recordings / 'broken.wav'}: ")
-    assert lines[1].startswith(f"skipping cannot read audio {recordings / 'empty' / 'silent.wav'}: ")
+    assert lines[1] == f"skipping {recordings / 'empty' / 'silent.wav'}: file is empty"  # as encoding it says
     assert lines[2].startswith(f"encoded 2 files, ") and lines[2].endswith(f"kbps over 7.5 s into {out}")
     assert lines[-1] == "vqcodec: error: 2 of 4 files could not be encoded (listed above)"
     assert not (out / "empty").exists()  # no folder is made for what could not be coded
