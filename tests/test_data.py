@@ -698,3 +698,17 @@ def test_image_size_refuses_a_bad_file_and_lets_a_bug_of_its_own_out(tmp_path, m
     monkeypatch.setattr(data, "check_pixel_count", renamed)
     with pytest.raises(NameError, match="_check_pixels"):
         data.image_size(source)
+
+
+def test_a_link_to_nothing_and_a_fifo_in_a_training_folder_get_a_skipping_line(tmp_path, capsys):
+    """train, fit-prior and eval left out a symbolic link to nothing and a FIFO of the folder without a word."""
+    soundfile.write(tmp_path / "a.wav", np.full(3000, 0.25, dtype=np.float32), 8000)
+    (tmp_path / "x.wav").symlink_to(tmp_path / "moved.wav")
+    os.mkfifo(tmp_path / "y.flac")
+    os.mkfifo(tmp_path / "z.png")  # of the other kind: left out, as its files are
+    passed_over = []
+    assert data.find_media(tmp_path, None, None, passed_over) == ("audio", [tmp_path / "a.wav"])
+    data.say_passed_over(passed_over)
+    assert capsys.readouterr().err.splitlines() == [
+        f"skipping {tmp_path / 'x.wav'}: broken symbolic link (to {tmp_path / 'moved.wav'})",
+        f"skipping {tmp_path / 'y.flac'}: not a regular file (a pipe, a socket or a device)"]

@@ -894,3 +894,34 @@ def test_a_folder_run_leaves_out_the_files_its_stdout_and_stderr_go_to(two_recor
     said = (two_recordings / "errors.wav").read_text()
     assert code == 0 and "encoded 2 files" in said and "Traceback" not in said, said
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.vq")) == ["a.vq", "sub/b.vq"]
+
+
+def test_a_link_to_nothing_and_a_fifo_are_skipped_with_a_line(two_recordings, tmp_path, capsys):
+    """A folder run left out a symbolic link to nothing (its data moved away) and a FIFO without a word, and
+    exited 0; each is now skipped with why, the other files coded, and the run exits with status 1. A hidden
+    one stays left out silently, and a name of another kind (notes.txt) too."""
+    moved = tmp_path / "moved" / "x.wav"
+    (two_recordings / "x.wav").symlink_to(moved)
+    os.mkfifo(two_recordings / "sub" / "y.flac")
+    (two_recordings / ".hidden.wav").symlink_to(moved)
+    (two_recordings / "notes.txt").symlink_to(moved)
+    skipped = [f"skipping {two_recordings / 'sub' / 'y.flac'}: not a regular file (a pipe, a socket or a device)",
+               f"skipping {two_recordings / 'x.wav'}: broken symbolic link (to {moved})"]
+    for command, suffix, verb in (("encode", ".vq", "encoded"), ("codes", ".npy", "coded")):
+        out = tmp_path / command
+        code, err = _run([command, two_recordings, out], capsys)
+        lines = err.splitlines()
+        assert code == 1, err
+        assert [line for line in lines if line.startswith("skipping")] == skipped, command
+        assert lines[-1] == f"vqcodec: error: 2 of 4 files could not be {verb} (listed above)"
+        assert sorted(p.relative_to(out).as_posix() for p in out.rglob(f"*{suffix}")) == [f"a{suffix}",
+                                                                                         f"sub/b{suffix}"]
+    vq = tmp_path / "encode"
+    (vq / "z.vq").symlink_to(tmp_path / "moved" / "z.vq")
+    os.mkfifo(vq / "sub" / "w.vq")
+    code, err = _run(["decode", vq, tmp_path / "decoded"], capsys)
+    assert code == 1, err
+    assert [line for line in err.splitlines() if line.startswith("skipping")] == [
+        f"skipping {vq / 'sub' / 'w.vq'}: not a regular file (a pipe, a socket or a device)",
+        f"skipping {vq / 'z.vq'}: broken symbolic link (to {tmp_path / 'moved' / 'z.vq'})"]
+    assert sorted(p.name for p in (tmp_path / "decoded").rglob("*.wav")) == ["a.wav", "b.wav"]

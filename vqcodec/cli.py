@@ -851,7 +851,7 @@ def _encode_folder(folder: Path, output_path: str, quality, model, kind, device,
                    rate_weight, depth_weight, max_kbps, max_bpp) -> None:
     """`vqcodec encode FOLDER OUT`: vqcodec.folders.encode_folder with the files and codec the options name."""
     from .data import find_media
-    from .folders import encode_folder, files_under, mirrored_paths
+    from .folders import encode_folder, files_under, mirrored_paths, passed_over_of
     from .io import media_kind_of
     from .modelfile import model_kind
 
@@ -862,7 +862,8 @@ def _encode_folder(folder: Path, output_path: str, quality, model, kind, device,
         return _recode_folder(folder, out, quality, model, device, force, coding, depth_weight, max_kbps, max_bpp)
     if kind is None and model is not None:
         kind = model_kind(model)
-    kind, files = find_media(folder, kind, out)
+    passed_over: list[tuple[Path, str]] = []
+    kind, files = find_media(folder, kind, out, passed_over)
     outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
     for existing in outputs:
         _refuse_existing_output(str(existing), force)
@@ -871,15 +872,17 @@ def _encode_folder(folder: Path, output_path: str, quality, model, kind, device,
     report = encode_folder(codec, files, outputs, quality, max_kbps if kind == "audio" else max_bpp,
                            lambda path, data: _write_output(str(path), lambda stream: stream.write(data), force),
                            log=_progress, progress=progressline.show)
-    _finish_folder(report, "encoded", out, len(files))
+    _finish_folder(report, "encoded", out, len(files) + len(passed_over), passed_over_of(passed_over))
 
 
 def _recode_folder(folder: Path, out: Path, quality, model, device, force, coding, depth_weight, max_kbps,
                    max_bpp) -> None:
     """`vqcodec encode FOLDER OUT` for a folder of .vq files: vqcodec.folders.recode_folder."""
-    from .folders import find_vq_files, mirrored_paths, recode_folder
+    from .folders import find_vq_files, mirrored_paths, passed_over_of, recode_folder
 
-    files, missing = _set_aside_missing_models(folder, find_vq_files(folder, out), model)
+    passed_over: list[tuple[Path, str]] = []
+    files, missing = _set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model)
+    missing = passed_over_of(passed_over) + missing
     outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
     for existing in outputs:
         _refuse_existing_output(str(existing), force)
@@ -1158,11 +1161,12 @@ def _model_of_file(model: str | None, data: bytes) -> str:
 def _decode_folder(folder: Path, output_path: str, model, format_name, device, force, salvage, rate) -> None:
     """`vqcodec decode FOLDER OUT`: vqcodec.folders.decode_folder, one codec per model."""
     from .folders import (audio_outputs_refused, decode_folder, find_vq_files, mirrored_paths, output_formats,
-                          read_headers)
+                          passed_over_of, read_headers)
 
     out = _output_folder(output_path)
     formats, extensions = output_formats(format_name)
-    files = find_vq_files(folder, out)
+    passed_over: list[tuple[Path, str]] = []
+    files = find_vq_files(folder, out, passed_over)
     headers, unreadable = read_headers(files)
     kinds = {path: vqformat.KIND_NAMES[header.kind] for path, header in headers.items()}
     if format_name is not None and kinds:
@@ -1175,7 +1179,7 @@ def _decode_folder(folder: Path, output_path: str, model, format_name, device, f
     refused_paths = {path for paths, _ in refused for path in paths}
     readable, missing = _set_aside_missing_models(folder, [path for path in kinds if path not in refused_paths],
                                                   model, refuse_all=not (unreadable or refused))
-    missing = refused + missing
+    missing = passed_over_of(passed_over) + refused + missing
     outputs = mirrored_paths(folder, out, readable, lambda path: extensions[kinds[path]])
     for existing in outputs:
         _refuse_existing_output(str(existing), force)
@@ -1191,7 +1195,7 @@ def _decode_folder(folder: Path, output_path: str, model, format_name, device, f
     report = decode_folder(readable, outputs, formats, lambda data: _file_codec(data, model, device, codecs),
                            write_output, salvage, warn, _progress, rate, progress=progressline.show)
     report.skipped[:0] = unreadable
-    _finish_folder(report, "decoded", out, len(files), missing)
+    _finish_folder(report, "decoded", out, len(files) + len(passed_over), missing)
 
 
 @contextlib.contextmanager
@@ -1528,10 +1532,12 @@ def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str,
                         resume: bool = False) -> None:
     """`vqcodec codes FOLDER OUT` of a folder of .vq files: vqcodec.folders.codes_folder, one codec per model; with
     `resume`, of the files the stopped run in OUT did not finish, whose outputs it may replace."""
-    from .folders import codes_folder, find_vq_files, mirrored_paths
+    from .folders import codes_folder, find_vq_files, mirrored_paths, passed_over_of
     from .tokens import MANIFEST, resumed_line, stopped_vq_run_entries, write_vq_manifest
 
-    files, missing = _set_aside_missing_models(folder, find_vq_files(folder, out), model)
+    passed_over: list[tuple[Path, str]] = []
+    files, missing = _set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model)
+    missing = passed_over_of(passed_over) + missing
     outputs = mirrored_paths(folder, out, files, lambda path: ".npy", also=(out / MANIFEST,))
     finished = stopped_vq_run_entries(folder, out, files, outputs) if resume else {}
     if finished is None:
@@ -1588,7 +1594,8 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
     out = _output_folder(str(out))
     if kind is None and model is not None:
         kind = model_kind(model)
-    kind, files = find_media(folder, kind, out)
+    passed_over: list[tuple[Path, str]] = []
+    kind, files = find_media(folder, kind, out, passed_over)
     for existing in [] if resume else [*code_paths(folder, out, files), out / MANIFEST]:
         _refuse_existing_output(str(existing), force)
     codec = _codes_codec(model, kind, depth_weight, device)
@@ -1598,12 +1605,15 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
         return
     manifest = code_folder(codec, folder, out, files, quality, log=_progress, progress=progressline.show,
                            replace=force or resume, on_warning=_print_warning, resume=resume, stopped_run=stopped_run)
-    for skipped in manifest["skipped"]:  # the names as they are, not as codes.json shows them (U+FFFD)
-        _print_skipped(folder / listed_name(skipped, "file"), listed_name(skipped, "reason"))
+    # the names as they are, not as codes.json shows them (U+FFFD); those passed over (not regular files) are not in it
+    skipped = [(folder / listed_name(entry, "file"), listed_name(entry, "reason")) for entry in manifest["skipped"]]
+    for path, reason in sorted(skipped + passed_over, key=lambda entry: entry[0]):
+        _print_skipped(path, reason)
+    total = len(files) + len(passed_over)
     if not manifest["files"]:
-        _fail_if_skipped(len(files), len(files), "coded", f": nothing was written to {out}")
+        _fail_if_skipped(total, total, "coded", f": nothing was written to {out}")
     print(f"wrote the codes of {plural(len(manifest['files']), 'file')} to {out}", file=sys.stderr)
-    _fail_if_skipped(len(manifest["skipped"]), len(files), "coded")
+    _fail_if_skipped(len(skipped) + len(passed_over), total, "coded")
 
 
 @cli.command()
@@ -2015,7 +2025,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     """
     from .codec import Codec
     from .devices import resolve_device
-    from .data import find_media, one_name_each
+    from .data import find_media, one_name_each, say_passed_over
     from .evaluate import table
     from .io import media_kind_of
 
@@ -2041,6 +2051,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     else:
         levels = sorted({2 ** k for k in range(codec.num_codebooks.bit_length()) if 2 ** k <= codec.num_codebooks}
                         | {codec.num_codebooks})
+    passed_over: list[tuple[Path, str]] = []  # of a folder: names that are not regular files
     if Path(data_dir).is_file():
         if Path(data_dir).suffix.lower() == ".vq":
             raise VQCodecError(f"{data_dir}: a .vq file; eval measures a model on the original media, which it codes")
@@ -2049,7 +2060,8 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
                                f"(model {codec.name} codes {'audio' if codec.kind == 'audio' else 'images'}) by its extension")
         paths = [Path(data_dir)]
     elif Path(data_dir).is_dir():
-        paths = one_name_each(find_media(Path(data_dir), codec.kind)[1])
+        paths = one_name_each(find_media(Path(data_dir), codec.kind, None, passed_over)[1])
+        say_passed_over(passed_over)
     elif os.path.exists(data_dir) or data_dir == "-":
         raise VQCodecError(f"{data_dir}: not a regular file or a directory (eval reads no stdin, pipes or devices)")
     else:
@@ -2066,7 +2078,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
             click.echo(f"{codec.name} ({codec.model_id.hex()}) on {plural(len(report['files']), unit)} of {data_dir}"
                        + (f" ({len(report['skipped'])} skipped)" if report["skipped"] else ""))
             click.echo(table(report))
-    _fail_if_skipped(len(report["skipped"]), len(measured), "measured")
+    _fail_if_skipped(len(report["skipped"]) + len(passed_over), len(measured) + len(passed_over), "measured")
 
 
 def _evaluate_listing_skipped(codec, paths: list[Path], levels, targets, folder: bool) -> dict:
@@ -2123,7 +2135,7 @@ def fit_prior(model, data_dir, out, device, threads, force):
     from .devices import resolve_device
     from .registry import find_model, shipped_models_dir
     from .modelfile import read_model_files
-    from .data import find_media, readable_files
+    from .data import find_media, readable_files, say_passed_over
     from .prior import check_codebook_size
     from .train import fit_prior_files
 
@@ -2148,7 +2160,9 @@ def fit_prior(model, data_dir, out, device, threads, force):
     if target is not None and not same(target, path):
         for existing in (target, target.with_suffix(".json")):
             _refuse_existing_output(str(existing), force)
-    kind, files = find_media(Path(data_dir), meta["config"]["kind"])
+    passed_over: list[tuple[Path, str]] = []
+    kind, files = find_media(Path(data_dir), meta["config"]["kind"], None, passed_over)
+    say_passed_over(passed_over)
     files = readable_files(kind, files, data_dir)  # one name per file: a second could be held out and fitted to
     fit_prior_files(path, files, out=target, device=resolve_device(device),
                     log=_progress, progress=progressline.show)

@@ -43,12 +43,15 @@ NOISE_SNR_DB = (10.0, 40.0)
 NOISE_MAX_SLOPE = 2.0  # power spectrum ~ 1/f**slope: 0 white, 1 pink, 2 brown
 
 
-def find_media(folder: Path, kind: str | None, leave_out: Path | None = None) -> tuple[str, list[Path]]:
+def find_media(folder: Path, kind: str | None, leave_out: Path | None = None,
+               passed_over: list[tuple[Path, str]] | None = None) -> tuple[str, list[Path]]:
     """All files of one media kind under `folder`, recursively, sorted (without what is under
-    `leave_out`: vqcodec.folders.files_under)."""
+    `leave_out`: vqcodec.folders.files_under); the names of that kind that are not regular files (a link to
+    nothing, a FIFO) are added to `passed_over`, where given, with why."""
     from .folders import files_under, hidden_left_out
 
-    files = [p for p in files_under(folder, leave_out) if media_kind_of(p)]
+    others: list[tuple[Path, str]] = []
+    files = [p for p in files_under(folder, leave_out, others) if media_kind_of(p)]
     if kind is None:
         kinds = {media_kind_of(p) for p in files}
         if not kinds:
@@ -61,6 +64,8 @@ def find_media(folder: Path, kind: str | None, leave_out: Path | None = None) ->
     if not found:
         other = f" (only {'images' if kind == 'audio' else 'audio files'})" if files else hidden_left_out(folder)
         raise VQCodecError(f"{folder}: no {kind} files found{other}")
+    if passed_over is not None:
+        passed_over += [(path, reason) for path, reason in others if media_kind_of(path) == kind]
     return kind, found
 
 
@@ -251,6 +256,12 @@ def add_background_noise(clip: np.ndarray, rng: np.random.Generator,
     snr_db = rng.uniform(*snr_range_db)
     noise *= math.sqrt(power / 10 ** (snr_db / 10) / max(float(np.mean(noise ** 2)), 1e-30))
     return (clip + noise).astype(clip.dtype)
+
+
+def say_passed_over(passed_over: list[tuple[Path, str]]) -> None:
+    """A `skipping` line for each name of a training folder that find_media passed over (not a regular file)."""
+    for path, reason in passed_over:
+        _skip(f"{path}: {reason}")
 
 
 def _skip(message: str) -> None:

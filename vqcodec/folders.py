@@ -106,13 +106,16 @@ def _check_output_tree(outputs: list[Path]) -> None:
                                    f"folder of {output} must go")
 
 
-def files_under(folder: Path, leave_out: Path | None = None) -> list[Path]:
+def files_under(folder: Path, leave_out: Path | None = None,
+                passed_over: list[tuple[Path, str]] | None = None) -> list[Path]:
     """Every file under `folder`, recursively and sorted, without following links to folders and
     without what is under `leave_out` (an output folder inside the input one, so that a second run
     does not take the first one's outputs for inputs). Files and folders whose name begins with "."
     are left out silently (.DS_Store, macOS's ._NAME, .git, .ipynb_checkpoints), as dataset tools
-    leave them out; `folder` itself may be hidden. A subfolder that cannot be read is an error,
-    not a silent gap."""
+    leave them out; `folder` itself may be hidden. A name that is not a regular file (a link to
+    nothing, a FIFO, a socket or a device) is left out of the list, and added to `passed_over`, where
+    given, with why (not_a_file_reason), sorted, for the caller to report. A subfolder that cannot be read
+    is an error, not a silent gap."""
     from .io import descriptor_file_id, file_id
 
     walked = False  # whether `folder` itself was read: an error naming no folder is then of one under it
@@ -126,14 +129,33 @@ def files_under(folder: Path, leave_out: Path | None = None) -> list[Path]:
 
     skipped = Path(leave_out).resolve() if leave_out is not None else None
     logs = {descriptor_file_id(1), descriptor_file_id(2)} - {None}  # a run's own log: `> DIR/log.wav`
-    found = []
+    found, others = [], []
     for root, folders, names in os.walk(folder, onerror=refuse):
         walked = True
         folders[:] = [name for name in folders if not is_hidden(name)
                       and (skipped is None or (Path(root) / name).resolve() != skipped)]
-        found += [Path(root) / name for name in names if not is_hidden(name) and (Path(root) / name).is_file()
-                  and not (logs and file_id(Path(root) / name) in logs)]
+        paths = [Path(root) / name for name in names if not is_hidden(name)]
+        found += [path for path in paths if path.is_file() and not (logs and file_id(path) in logs)]
+        others += [path for path in paths if not path.is_file()]
+    if passed_over is not None:
+        passed_over += [(path, not_a_file_reason(path)) for path in sorted(others)]
     return sorted(found)
+
+
+def not_a_file_reason(path: Path) -> str:
+    """Why files_under passes over `path`, which is not a regular file: a symbolic link to nothing (a user's
+    data moved away), or a FIFO, socket or device, which a folder run would wait on or read for ever."""
+    if path.is_symlink() and not path.exists():  # or a link in a loop
+        return f"broken symbolic link (to {os.readlink(path)})"
+    if not os.path.lexists(path):
+        return "no longer there"
+    return "not a regular file (a pipe, a socket or a device)"
+
+
+def passed_over_of(passed_over: list[tuple[Path, str]]) -> list[tuple[list[Path], str]]:
+    """The names files_under passed over, each as a group of one with why, as a folder command's files set
+    aside before any is coded are given to its last lines (and its codes.json)."""
+    return [([path], reason) for path, reason in passed_over]
 
 
 def is_hidden(name: str) -> bool:
@@ -155,8 +177,14 @@ def hidden_left_out(folder: Path) -> str:
     return f" ({count} files and folders whose names begin with '.' are left out)"
 
 
-def find_vq_files(folder: Path, leave_out: Path | None = None) -> list[Path]:
-    files = [p for p in files_under(folder, leave_out) if p.suffix.lower() == ".vq"]
+def find_vq_files(folder: Path, leave_out: Path | None = None,
+                  passed_over: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """The .vq files under `folder` (files_under); the names of .vq files that are not regular files are added
+    to `passed_over`, where given, with why."""
+    others: list[tuple[Path, str]] = []
+    files = [p for p in files_under(folder, leave_out, others) if p.suffix.lower() == ".vq"]
+    if passed_over is not None:
+        passed_over += [(path, reason) for path, reason in others if path.suffix.lower() == ".vq"]
     if not files:
         raise VQCodecError(f"{folder}: no .vq files found{hidden_left_out(folder)}")
     return files

@@ -25,7 +25,8 @@ from .config import (AudioConfig, ImageConfig, ModelConfig, config_from_dict, co
 from .errors import Terminated, VQCodecError, is_out_of_memory
 from .devices import resolve_device
 from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, NoReadableMedia, decodes, default_batch_workers,
-                   find_media, held_bytes, longest_length, readable_files, relative_name, split_as_before, split_files)
+                   find_media, held_bytes, longest_length, readable_files, relative_name, say_passed_over,
+                   split_as_before, split_files)
 from .io import (checked_flag, open_regular_file, read_audio, read_image_rgb, read_json_file,
                  remove_leftover_temporaries)
 from .losses import ReconstructionLoss
@@ -967,7 +968,9 @@ def _refuse_another_model(model: str, held: ModelConfig, cfg: ModelConfig | None
 def _media_and_config(data_dir: Path, start: _Start, options: TrainOptions) -> tuple[ModelConfig, str, list[Path], float]:
     """The media kind and files of `data_dir`, the config, and the decay of the weight average; refuses
     options that do not fit the media."""
-    kind, files = find_media(data_dir, start.kind or (start.cfg.kind if start.cfg else None))
+    passed_over: list[tuple[Path, str]] = []
+    kind, files = find_media(data_dir, start.kind or (start.cfg.kind if start.cfg else None), None, passed_over)
+    say_passed_over(passed_over)
     cfg = start.cfg if start.cfg is not None else AudioConfig() if kind == "audio" else ImageConfig()
     if cfg.kind != kind:
         raise VQCodecError(f"config is for {cfg.kind} but {data_dir} holds {kind} files")
