@@ -925,3 +925,29 @@ def test_a_link_to_nothing_and_a_fifo_are_skipped_with_a_line(two_recordings, tm
         f"skipping {vq / 'sub' / 'w.vq'}: not a regular file (a pipe, a socket or a device)",
         f"skipping {vq / 'z.vq'}: broken symbolic link (to {tmp_path / 'moved' / 'z.vq'})"]
     assert sorted(p.name for p in (tmp_path / "decoded").rglob("*.wav")) == ["a.wav", "b.wav"]
+
+
+def test_a_folder_of_links_to_nothing_alone_says_so(tmp_path, capsys):
+    """A folder whose media were all links to nothing (its data moved away) or FIFOs said only 'no audio or image
+    files found', as if it were empty; the error now names the first with why, and how many more there are, beside
+    what is hidden."""
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    moved = tmp_path / "moved"
+    (folder / "x.wav").symlink_to(moved / "x.wav")
+    os.mkfifo(folder / "sub" / "y.flac")
+    (folder / "notes.txt").symlink_to(moved / "notes.txt")  # not a name of the kind sought: not counted
+    (folder / ".hidden.wav").symlink_to(moved / "x.wav")
+    first = f"{folder / 'sub' / 'y.flac'}: not a regular file (a pipe, a socket or a device)"
+    hidden = "1 file or folder whose name begins with '.' is left out"
+    for args, found in ((["encode", folder, tmp_path / "vq"], "no audio or image files found"),
+                        (["train", folder, "--out", tmp_path / "run", "--kind", "audio", "--max-steps", "1"],
+                         "no audio files found")):
+        code, err = _run(args, capsys)
+        assert (code, err) == (1, f"vqcodec: error: {folder}: {found} ({first}, and 1 other name that is not a "
+                                  f"regular file; {hidden})\n")
+    (folder / "z.vq").symlink_to(moved / "z.vq")
+    code, err = _run(["decode", folder, tmp_path / "wav"], capsys)
+    assert (code, err) == (1, f"vqcodec: error: {folder}: no .vq files found ({folder / 'z.vq'}: broken symbolic "
+                              f"link (to {moved / 'z.vq'}); {hidden})\n")
+    assert not (tmp_path / "vq").exists() and not (tmp_path / "wav").exists() and not (tmp_path / "run").exists()

@@ -48,24 +48,27 @@ def find_media(folder: Path, kind: str | None, leave_out: Path | None = None,
     """All files of one media kind under `folder`, recursively, sorted (without what is under
     `leave_out`: vqcodec.folders.files_under); the names of that kind that are not regular files (a link to
     nothing, a FIFO) are added to `passed_over`, where given, with why."""
-    from .folders import files_under, hidden_left_out
+    from .folders import files_under, left_out_note
 
     others: list[tuple[Path, str]] = []
     files = [p for p in files_under(folder, leave_out, others) if media_kind_of(p)]
+    others = [(path, reason) for path, reason in others if media_kind_of(path)]
     if kind is None:
         kinds = {media_kind_of(p) for p in files}
         if not kinds:
-            raise VQCodecError(f"{folder}: no audio or image files found{hidden_left_out(folder)}")
+            raise VQCodecError(f"{folder}: no audio or image files found{left_out_note(folder, others)}")
         if len(kinds) != 1:
             raise VQCodecError(f"{folder}: cannot tell the media kind ({', '.join(sorted(kinds))}); "
                                + setting("pass --kind audio|image", "pass kind='audio' or kind='image'"))
         kind = kinds.pop()
     found = [p for p in files if media_kind_of(p) == kind]
+    others = [(path, reason) for path, reason in others if media_kind_of(path) == kind]
     if not found:
-        other = f" (only {'images' if kind == 'audio' else 'audio files'})" if files else hidden_left_out(folder)
+        other = (f" (only {'images' if kind == 'audio' else 'audio files'})" if files
+                 else left_out_note(folder, others))
         raise VQCodecError(f"{folder}: no {kind} files found{other}")
     if passed_over is not None:
-        passed_over += [(path, reason) for path, reason in others if media_kind_of(path) == kind]
+        passed_over += others
     return kind, found
 
 

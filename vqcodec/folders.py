@@ -163,18 +163,25 @@ def is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def hidden_left_out(folder: Path) -> str:
-    """For a folder in which nothing was found: what files_under left out as hidden, said in the error
-    (" (2 files and folders whose names begin with '.' are left out)"), or "" where nothing was."""
+def left_out_note(folder: Path, passed_over: list[tuple[Path, str]] = ()) -> str:
+    """For a folder in which nothing was found: what files_under left out, said in the error, or "" where nothing
+    was: the names sought that are not regular files (`passed_over`, the first with why: " (x.wav: broken symbolic
+    link (to /gone/x.wav), and 2 other names that are not regular files)"), and what it left out as hidden
+    (" (2 files and folders whose names begin with '.' are left out)")."""
+    notes = []
+    if passed_over:
+        (first, reason), others = passed_over[0], len(passed_over) - 1
+        notes.append(f"{first}: {reason}" + (f", and {plural(others, 'other name')} that "
+                                             f"{'is' if others == 1 else 'are'} not a regular file" if others else ""))
     count = 0
     for _, folders, names in os.walk(folder):
         count += sum(is_hidden(name) for name in folders + names)
         folders[:] = [name for name in folders if not is_hidden(name)]
-    if not count:
-        return ""
     if count == 1:
-        return " (1 file or folder whose name begins with '.' is left out)"
-    return f" ({count} files and folders whose names begin with '.' are left out)"
+        notes.append("1 file or folder whose name begins with '.' is left out")
+    elif count:
+        notes.append(f"{count} files and folders whose names begin with '.' are left out")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def find_vq_files(folder: Path, leave_out: Path | None = None,
@@ -183,10 +190,11 @@ def find_vq_files(folder: Path, leave_out: Path | None = None,
     to `passed_over`, where given, with why."""
     others: list[tuple[Path, str]] = []
     files = [p for p in files_under(folder, leave_out, others) if p.suffix.lower() == ".vq"]
-    if passed_over is not None:
-        passed_over += [(path, reason) for path, reason in others if path.suffix.lower() == ".vq"]
+    others = [(path, reason) for path, reason in others if path.suffix.lower() == ".vq"]
     if not files:
-        raise VQCodecError(f"{folder}: no .vq files found{hidden_left_out(folder)}")
+        raise VQCodecError(f"{folder}: no .vq files found{left_out_note(folder, others)}")
+    if passed_over is not None:
+        passed_over += others
     return files
 
 
