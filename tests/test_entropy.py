@@ -1035,6 +1035,43 @@ def test_fit_prior_on_image_codes_in_process(tmp_path):
     codec.decode_image(data)
 
 
+@pytest.mark.parametrize("in_place", [True, False])
+def test_fit_prior_removes_the_half_written_files_of_a_killed_fit_prior(tmp_path, in_place):
+    """kill -9 while fit-prior wrote the model files left `.NAME.safetensors.XXXXXXXX.part` (and a private folder
+    holding safetensors' own .tmpXXXXXX) beside them, which only a training run in that folder removed."""
+    import shutil
+
+    import soundfile
+
+    from vqcodec.train import fit_prior_files
+
+    model = tmp_path / "mine.safetensors"
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(GOLDEN / f"golden_audio{suffix}", model.with_suffix(suffix))
+    written = model if in_place else tmp_path / "copy.safetensors"
+    name = written.stem
+    half = model.read_bytes()[:model.stat().st_size // 2]
+    leftovers = [tmp_path / f".{name}.safetensors.rk8wwrir.part", tmp_path / f".{name}.json.q0_3zx9a.part"]
+    others = [tmp_path / f".{name}.safetensors.bak.abcd1234.part", tmp_path / ".notes.txt.abcd1234.part",
+              tmp_path / f".{'copy' if in_place else 'mine'}.safetensors.abcd1234.part"]
+    for path in leftovers + others:
+        path.write_bytes(half)
+    killed_in_safetensors = tmp_path / f".{name}.safetensors.k1lled9x.part"
+    killed_in_safetensors.mkdir()
+    (killed_in_safetensors / ".tmpAb3xYz").write_bytes(half)
+    users_folder = tmp_path / f".{name}.safetensors.u5erd1r0.part"  # named as one, but holding what no write does
+    users_folder.mkdir()
+    (users_folder / "notes.txt").write_text("mine")
+    wav = tmp_path / "clip.wav"
+    soundfile.write(str(wav), golden_audio(70, seconds=0.2).T, AUDIO_RATE)
+    fit_prior_files(model, [wav], out=None if in_place else written)
+    assert Codec.load(str(written)).prior is not None
+    assert [path for path in leftovers if path.exists()] == []
+    assert not killed_in_safetensors.exists()
+    assert all(path.exists() for path in others)  # the temporaries of other files' writes are not this one's
+    assert (users_folder / "notes.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize("coding", [vqformat.CODING_PRIOR, vqformat.CODING_PRIOR_DEPTH])
 def test_a_few_bytes_cannot_claim_millions_of_codes(golden_audio_codec, coding):
     """A range decoder turns any words, even none, into codes. A file of a few dozen bytes whose

@@ -20,7 +20,7 @@ from safetensors.torch import load, save_file
 from .config import FORMAT_VERSION, config_from_dict, config_to_dict, parameter_count
 from .errors import VQCodecError
 from .wording import plural, reason_of, shell_word
-from .io import open_regular_file, write_by_path, write_file, write_files
+from .io import open_regular_file, remove_leftover_temporaries, write_by_path, write_file, write_files
 from .memory import memory_bound, refuse_beyond
 from .models import VQVAE
 from .registry import find_model, meta_problem, read_model_json
@@ -171,6 +171,15 @@ def write_checkpoint_files(path: Path, tensors: dict[str, torch.Tensor], record:
     write_files([(path, _tensors_writer(tensors, {"checkpoint": json.dumps(record)})),
                  (path.with_suffix(".json"), _json_writer(record))])
     return path
+
+
+def remove_leftover_model_temporaries(path) -> None:
+    """Remove what writes of the model files at `path` (NAME.safetensors and NAME.json: write_model_files,
+    write_checkpoint_files) that were killed (kill -9, a power cut) left half written beside them
+    (io.remove_leftover_temporaries); call it only where no other process writes them."""
+    path = Path(path).with_suffix(".safetensors")
+    for written in (path, path.with_suffix(".json")):
+        remove_leftover_temporaries(written)
 
 
 def attach_prior(path: Path, prior, out: Path | None = None) -> Path:

@@ -27,14 +27,13 @@ from .devices import resolve_device
 from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, NoReadableMedia, decodes, default_batch_workers,
                    find_media, held_bytes, longest_length, readable_files, relative_name, say_passed_over,
                    split_as_before, split_files)
-from .io import (checked_flag, open_regular_file, read_audio, read_image_rgb, read_json_file,
-                 remove_leftover_temporaries)
+from .io import checked_flag, open_regular_file, read_audio, read_image_rgb, read_json_file
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from .models import VQVAE, encoder_unchanged, widen, widths_differ_only
 from .modelfile import (CODE_TENSORS, attach_prior, build_model, compute_codes_id, inference_state, model_kind,
-                        read_model_files, read_safetensors, read_safetensors_metadata, save_model,
-                        write_checkpoint_files, write_json)
+                        read_model_files, read_safetensors, read_safetensors_metadata,
+                        remove_leftover_model_temporaries, save_model, write_checkpoint_files, write_json)
 from .prior import MAX_CODEBOOK
 from .registry import find_model
 from .runlock import lock_out, release_out
@@ -1185,8 +1184,7 @@ def _make_out(options: TrainOptions, main: bool) -> None:
             path.unlink()
     if main:  # a run killed while saving (kill -9) left its half-written files beside the whole ones
         for name in (CHECKPOINT_NAME, options.name):
-            for suffix in (".safetensors", ".json"):
-                remove_leftover_temporaries(out / f"{name}{suffix}")
+            remove_leftover_model_temporaries(out / f"{name}.safetensors")
     if main and options.resume:
         _rewrite_stale_checkpoint_json(out / f"{CHECKPOINT_NAME}.safetensors")
         _repair_log(out / LOG_NAME)
@@ -1670,6 +1668,8 @@ def fit_prior_files(model_path: Path, files: list[Path], out: Path | None = None
     model_path = find_model(str(model_path))
     codec = Codec.load(str(model_path), device=device, coding="fixed")
     check_codebook_size(codec.codebook_size)  # before coding the folder
+    # a fit-prior killed while writing (kill -9) left its half-written files beside the model files it writes
+    remove_leftover_model_temporaries(out if out is not None else model_path)
     views = len(files) < PRIOR_VIEWS_MAX_FILES
     if views and log:
         if codec.kind == "audio":
