@@ -1072,6 +1072,30 @@ def test_fit_prior_removes_the_half_written_files_of_a_killed_fit_prior(tmp_path
     assert (users_folder / "notes.txt").read_text() == "mine"
 
 
+def test_fit_prior_of_a_linked_model_removes_the_leftovers_beside_the_files_it_names(tmp_path):
+    """The model files' writes replace the files a link names (io.write_file), so a killed one left its temporary
+    file beside those; the leftovers were looked for beside the links."""
+    import shutil
+
+    import soundfile
+
+    from vqcodec.train import fit_prior_files
+
+    real, links = tmp_path / "run", tmp_path / "models"
+    real.mkdir()
+    links.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(GOLDEN / f"golden_audio{suffix}", real / f"mine{suffix}")
+        (links / f"mine{suffix}").symlink_to(real / f"mine{suffix}")
+    leftover = real / ".mine.safetensors.rk8wwrir.part"
+    leftover.write_bytes(b"half")
+    wav = tmp_path / "clip.wav"
+    soundfile.write(str(wav), golden_audio(70, seconds=0.2).T, AUDIO_RATE)
+    fit_prior_files(links / "mine.safetensors", [wav])
+    assert (links / "mine.safetensors").is_symlink() and Codec.load(str(links / "mine.safetensors")).prior is not None
+    assert not leftover.exists()
+
+
 @pytest.mark.parametrize("coding", [vqformat.CODING_PRIOR, vqformat.CODING_PRIOR_DEPTH])
 def test_a_few_bytes_cannot_claim_millions_of_codes(golden_audio_codec, coding):
     """A range decoder turns any words, even none, into codes. A file of a few dozen bytes whose

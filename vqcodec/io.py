@@ -478,10 +478,10 @@ def _temporary_prefix(target: Path) -> str:
 def remove_leftover_temporaries(path) -> None:
     """Remove the temporary files of writes of `path` (write_file), and the private folders of writers by path
     (write_by_path), that a killed process (kill -9, a power cut) left half written beside it; call it only where
-    no other process writes `path`."""
+    no other process writes `path`; for a symbolic link, beside the file it names, which the writes replace."""
     import glob
 
-    target = Path(path)
+    target = _written_target(path)
     prefix = _temporary_prefix(target)
     for leftover in target.parent.glob(f"{glob.escape(prefix)}*.part"):
         if "." in leftover.name[len(prefix):-len(".part")]:  # the temporary of a longer name
