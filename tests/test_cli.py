@@ -4237,6 +4237,30 @@ def test_a_forked_run_that_cannot_take_its_working_folder_fails_in_one_line_and_
     assert run_cli("--version", cwd=tmp_path, timeout=60).stdout.startswith(b"vqcodec") and server.runs == runs + 2
 
 
+IN_A_REMOVED_FOLDER = """
+import json, os, sys
+os.rmdir(os.getcwd())
+from vqcodec.cli import run
+print(json.dumps([run(args) for args in json.loads(sys.argv[1])]))
+"""
+
+
+def test_commands_in_a_removed_working_folder_work_on_absolute_paths_and_fail_in_one_line_on_relative_ones(tmp_path):
+    """With the folder a shell is in removed (`rmdir`), every command that loads torch ended with MKL's 'Intel oneMKL
+    FATAL ERROR: Cannot load .../libtorch_cpu.so' and status 2, absolute paths or not; and a relative path that
+    is resolved gave 'vqcodec: error: No such file or directory' naming nothing (os.getcwd's error). A fresh
+    process: the server's runs have torch loaded already."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    model, source, encoded = GOLDEN / "golden_audio.safetensors", GOLDEN.parent / "speech.flac", tmp_path / "out.vq"
+    runs = [["encode", str(source), str(encoded), "-m", str(model)], ["info", str(encoded)],
+            ["fit-prior", str(model), str(GOLDEN.parent), "--out", "copy"]]
+    result = run_python("-c", IN_A_REMOVED_FOLDER, json.dumps(runs), cwd=gone, timeout=300, text=True)
+    assert result.returncode == 0 and json.loads(result.stdout.splitlines()[-1]) == [0, 0, 1], result.stderr
+    assert "audio:     1 channel, 16000 Hz" in result.stdout and encoded.exists()  # info's
+    assert result.stderr == "vqcodec: error: the current folder has been removed: cd to a folder that exists\n"
+
+
 STREAMS_BUFFERING = """
 import sys
 print(sys.stdout.write_through, sys.stdout.line_buffering, sys.stderr.write_through, sys.stderr.line_buffering)

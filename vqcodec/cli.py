@@ -425,6 +425,39 @@ def _check_thread_environment() -> None:
                            "or more: unset it, or set it to one such as 4")
 
 
+def _load_torch_outside_a_removed_working_folder() -> None:
+    """Import torch, and the torch._dynamo config its optimisers import, from / where the working folder has been
+    removed (`rmdir` of the folder a shell is in): MKL, which torch loads, asks for that folder's path and ends
+    the process where there is none ('Intel oneMKL FATAL ERROR: Cannot load .../libtorch_cpu.so', status 2),
+    whatever the command, and the config asks for it too (a FileNotFoundError). The run then goes on in the
+    removed folder, where absolute paths work and relative ones name nothing, as before."""
+    if "torch._dynamo.config" in sys.modules or not _working_folder_removed():
+        return
+    try:
+        folder = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        raise VQCodecError(WORKING_FOLDER_REMOVED) from None
+    try:
+        os.chdir("/")
+        try:
+            import torch._dynamo.config  # noqa: F401
+        finally:
+            os.fchdir(folder)
+    finally:
+        os.close(folder)
+
+
+WORKING_FOLDER_REMOVED = "the current folder has been removed: cd to a folder that exists"
+
+
+def _working_folder_removed() -> bool:
+    try:
+        os.getcwd()
+        return False
+    except FileNotFoundError:
+        return True
+
+
 def _use_threads(threads: int | None) -> None:
     """torch's CPU threads as --threads asks (without it, torch's default or OMP_NUM_THREADS)."""
     if threads:
@@ -2274,6 +2307,7 @@ def _run(args: list[str] | None) -> int:
     try:
         warnings.showwarning = show_read_warning_in_one_line
         _check_thread_environment()
+        _load_torch_outside_a_removed_working_folder()
         result = cli.main(args=args, prog_name="vqcodec", standalone_mode=False)
         if isinstance(result, int):
             return result
@@ -2302,7 +2336,10 @@ def _run(args: list[str] | None) -> int:
         error("vqcodec: error: out of memory")
         return 1
     except OSError as exc:
-        error(f"vqcodec: error: {reason_of(exc)}" + (f": {exc.filename}" if exc.filename else ""))
+        if exc.filename is None and _working_folder_removed():  # os.getcwd's, of a relative path (resolve, abspath)
+            error(f"vqcodec: error: {WORKING_FOLDER_REMOVED}")
+        else:
+            error(f"vqcodec: error: {reason_of(exc)}" + (f": {exc.filename}" if exc.filename else ""))
         return 1
     finally:
         warnings.showwarning = show
