@@ -71,10 +71,15 @@ def setup_failed(exc: BaseException) -> int:
     """The status of a run that could not take its streams or surroundings, with why on its stderr (the server's
     where the run's is not taken yet), rather than the error going on up into the server's loop."""
     try:
-        os.write(2, f"cli_server: the run could not start: {type(exc).__name__}: {exc}\n".encode(errors="replace"))
+        os.write(2, could_not_start(exc).encode(errors="replace"))
     except OSError:
         pass
     return 1
+
+
+def could_not_start(exc: BaseException) -> str:
+    """The line a run that could not take its streams or surroundings writes on its stderr."""
+    return f"cli_server: the run could not start: {type(exc).__name__}: {exc}\n"
 
 
 def standard_output(fd: int, like, unbuffered: bool) -> io.TextIOWrapper:

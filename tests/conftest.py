@@ -36,6 +36,8 @@ from vqcodec.config import AudioConfig
 from vqcodec.modelfile import compute_model_id, read_model_files, save_model, write_model_files
 from vqcodec.models import VQVAE
 
+from cli_server import could_not_start
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = REPO_ROOT / "tests" / "data" / "golden"
 K = 16  # codebook size of the synthetic codes and of the golden models
@@ -279,7 +281,13 @@ def run_cli(*args, input: bytes | None = None, env: dict | None = None, cwd=None
     environment = _base_environment() | (env or {})
     server = _server_for(environment)
     if server is None:
-        result = run_python("-m", "vqcodec", *args, input=input, env=env, cwd=cwd, timeout=timeout)
+        try:
+            result = run_python("-m", "vqcodec", *args, input=input, env=env, cwd=cwd and str(cwd), timeout=timeout)
+        except OSError as exc:  # named by its str, as the server's run names it
+            if not _is_the_working_folder(exc, cwd):
+                raise
+            result = subprocess.CompletedProcess([sys.executable, "-m", "vqcodec", *map(str, args)], 1, b"",
+                                                 could_not_start(exc).encode(errors="replace"))
     else:
         result = server.run([str(a) for a in args], input, environment, str(cwd or REPO_ROOT), timeout)
     if text:
@@ -294,14 +302,30 @@ def start_cli(*args, stdin=None, stdout=None, stderr=None, env=None, cwd=None):
     environment = _base_environment() | (env or {})
     server = _server_for(environment)
     if server is None:
-        return subprocess.Popen([sys.executable, "-m", "vqcodec", *map(str, args)], stdin=stdin, stdout=stdout,
-                                stderr=stderr, cwd=cwd or REPO_ROOT, env=environment)
+        try:
+            return subprocess.Popen([sys.executable, "-m", "vqcodec", *map(str, args)], stdin=stdin, stdout=stdout,
+                                    stderr=stderr, cwd=str(cwd or REPO_ROOT), env=environment)
+        except OSError as exc:
+            if not _is_the_working_folder(exc, cwd):
+                raise
+            return subprocess.Popen([sys.executable, "-c", SAYING_IT_COULD_NOT_START, could_not_start(exc)],
+                                    stdin=stdin, stdout=stdout, stderr=stderr, cwd=REPO_ROOT, env=environment)
     fds = [_descriptor(given, default) for given, default in ((stdin, 0), (stdout, 1), (stderr, 2))]
     try:
         return server.start([str(a) for a in args], fds, environment, str(cwd or REPO_ROOT))
     finally:
         for fd in fds:
             os.close(fd)
+
+
+# A run in a plain subprocess whose working folder cannot be entered (one that does not exist): subprocess raised
+# for it where the server's run fails in one line (cli_server.setup_failed); this stands in for it, failing so.
+SAYING_IT_COULD_NOT_START = "import sys; sys.stderr.write(sys.argv[1]); sys.exit(1)"
+
+
+def _is_the_working_folder(exc: OSError, cwd) -> bool:
+    """Whether subprocess raised `exc` for the working folder `cwd` it was given."""
+    return bool(cwd) and exc.filename == str(cwd)
 
 
 def run_cli_on(*args, stdin=None, stdout=None, env=None, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -377,8 +401,10 @@ class CliServer:
         self.socket_path = os.path.join(self.folder, "socket")
         self.environment = _base_environment()
         self.runs = 0
+        # in the repository root: in a removed working folder, MKL, which importing torch loads, ends the process
         self.process = subprocess.Popen([sys.executable, str(REPO_ROOT / "tests" / "cli_server.py"), self.socket_path],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=self.environment)
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=self.environment,
+                                        cwd=REPO_ROOT)
         if self.process.stdout.readline() != b"ready\n":
             raise RuntimeError("the command-line server did not start")
         atexit.register(self.stop)

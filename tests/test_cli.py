@@ -4237,6 +4237,23 @@ def test_a_forked_run_that_cannot_take_its_working_folder_fails_in_one_line_and_
     assert run_cli("--version", cwd=tmp_path, timeout=60).stdout.startswith(b"vqcodec") and server.runs == runs + 2
 
 
+def test_a_plain_run_that_cannot_take_its_working_folder_fails_in_one_line_as_a_forked_one_does(tmp_path):
+    """run_cli and start_cli fall back to a plain subprocess in an environment the server was not started in,
+    and there a working folder that does not exist was subprocess's FileNotFoundError, raised into the test,
+    where a forked run fails with status 1 and one line (the test above)."""
+    missing = tmp_path / "missing"
+    line = f"cli_server: the run could not start: FileNotFoundError: [Errno 2] No such file or directory: {str(missing)!r}\n"
+    fresh = {"A_FRESH_INTERPRETER": "1"}  # an environment the server was not started in: a plain subprocess
+    failed = run_cli("--version", cwd=missing, env=fresh, timeout=60)
+    assert (failed.returncode, failed.stdout, failed.stderr.decode()) == (1, b"", line)
+    reader, writer = os.pipe()
+    started = start_cli("--version", stdout=subprocess.DEVNULL, stderr=writer, cwd=missing, env=fresh)
+    os.close(writer)
+    with open(reader, "rb") as err:
+        assert err.read().decode() == line
+    assert isinstance(started, subprocess.Popen) and started.wait(timeout=60) == 1
+
+
 IN_A_REMOVED_FOLDER = """
 import json, os, sys
 os.rmdir(os.getcwd())
