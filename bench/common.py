@@ -104,17 +104,41 @@ def require_folders(*folders) -> None:
 def list_files(directory, extensions: Iterable[str], limit: int | None = None) -> list[Path]:
     """Files in `directory` (recursively, as vqcodec's folder commands walk it: vqcodec.folders.files_under,
     which leaves hidden files and folders out) whose suffix is in `extensions`, sorted by path; the first
-    `limit` of them when `limit` is given."""
+    `limit` of them when `limit` is given. Names of those suffixes that are not regular files (a link to nothing,
+    a FIFO) are left out with the line vqcodec's folder commands give them (skipped_names)."""
     from vqcodec.folders import files_under
 
     directory = Path(directory)
     require_folders(directory)
     wanted = {e.lower().lstrip(".") for e in extensions}
-    files = [p for p in files_under(directory) if p.suffix.lower().lstrip(".") in wanted]
-    if limit is not None:
-        files = files[:limit]
+    passed_over: list[tuple[Path, str]] = []
+    files = [p for p in files_under(directory, passed_over=passed_over) if p.suffix.lower().lstrip(".") in wanted]
+    files = skipped_names(files, [(p, why) for p, why in passed_over if p.suffix.lower().lstrip(".") in wanted], limit)
     if not files:
         raise SystemExit(f"no {'/'.join(sorted(wanted))} files in {directory}")
+    return files
+
+
+def find_media(folder, kind: str | None, limit: int | None = None) -> tuple[str, list[Path]]:
+    """vqcodec.data.find_media's kind and files (the first `limit` of them when `limit` is given), with the line
+    vqcodec's folder commands give each name of that kind it passes over (skipped_names)."""
+    from vqcodec.data import find_media as find
+
+    passed_over: list[tuple[Path, str]] = []
+    kind, files = find(Path(folder), kind, None, passed_over)
+    return kind, skipped_names(files, passed_over, limit)
+
+
+def skipped_names(files: list[Path], passed_over: list[tuple[Path, str]], limit: int | None) -> list[Path]:
+    """The first `limit` of `files` (all without one), once a `skipping NAME: WHY` line is said for each name passed
+    over among them (data.say_passed_over, as `vqcodec train` and `fit-prior` say it): those sorted before the
+    last file taken, whose place the run would have read."""
+    from vqcodec.data import say_passed_over
+
+    if limit is not None and len(files) > limit:
+        files = files[:limit]
+        passed_over = [(path, why) for path, why in passed_over if files and path < files[-1]]
+    say_passed_over(passed_over)
     return files
 
 

@@ -108,7 +108,6 @@ def main() -> None:
     from vqcodec import Codec
     from vqcodec.codec import AUDIO_CHUNK_FRAMES
     from vqcodec.prior import CodePrior, holdout_mask
-    from vqcodec.data import find_media
     from vqcodec.train import collect_codes
 
     torch.set_num_threads(1)
@@ -117,7 +116,7 @@ def main() -> None:
     if codec.kind != "audio":
         sys.exit("prior_headroom.py: the model must be an audio model")
     k = codec.codebook_size
-    _, files = find_media(Path(args.data), "audio")
+    _, files = common.find_media(args.data, "audio")
     start = time.monotonic()
     planes, groups = collect_codes(codec, files)
     held = holdout_mask(groups, 5)

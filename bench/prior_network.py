@@ -37,14 +37,13 @@ def run_model(name: str, train_dir: Path, eval_dir: Path, eval_name: str, levels
     from vqcodec import Codec
     from vqcodec.codec import AUDIO_CHUNK_FRAMES, IMAGE_CHUNK_ROWS
     from vqcodec.prior import CodePrior
-    from vqcodec.data import find_media
     from vqcodec.train import collect_codes
 
     torch.set_num_threads(1)
     codec = Codec.load(name, coding="fixed")
     chunk = AUDIO_CHUNK_FRAMES if codec.kind == "audio" else IMAGE_CHUNK_ROWS
-    train_files = find_media(train_dir, codec.kind)[1][:limit]
-    eval_files = find_media(eval_dir, codec.kind)[1][:limit]
+    train_files = common.find_media(train_dir, codec.kind, limit)[1]
+    eval_files = common.find_media(eval_dir, codec.kind, limit)[1]
     start = time.monotonic()
     planes, groups = collect_codes(codec, train_files, views=True)
     evaluation = collect_codes(codec, eval_files)[0]

@@ -34,14 +34,14 @@ def run_model(name: str, train_dir: Path, eval_dir: Path, eval_name: str, qualit
     from vqcodec import Codec
     from vqcodec.codec import AUDIO_CHUNK_FRAMES, IMAGE_CHUNK_ROWS
     from vqcodec.prior import CodePrior
-    from vqcodec.data import find_media, split_files
+    from vqcodec.data import split_files
     from vqcodec.train import collect_codes
 
     codec = Codec.load(name, coding="fixed")
     chunk = AUDIO_CHUNK_FRAMES if codec.kind == "audio" else IMAGE_CHUNK_ROWS
-    _, files = find_media(train_dir, codec.kind)
+    _, files = common.find_media(train_dir, codec.kind)
     fit_files, network_val = (part[:limit] for part in split_files(files))
-    eval_files = find_media(eval_dir, codec.kind)[1][:limit]
+    eval_files = common.find_media(eval_dir, codec.kind, limit)[1]
     start = time.monotonic()
     with_views, groups = collect_codes(codec, fit_files, views=True)
     # a file's own planes come first among its views (the speech here is mono)

@@ -421,3 +421,30 @@ def test_list_files_leaves_out_hidden_files_as_the_folder_commands_do(tmp_path, 
     for name in ("b.flac", "sub/a.FLAC", "._b.flac", "sub/.cache/c.flac", "notes.txt"):
         (tmp_path / name).write_bytes(b"")
     assert common.list_files(tmp_path, (".flac",)) == [tmp_path / "b.flac", tmp_path / "sub" / "a.FLAC"]
+
+
+def test_list_files_and_find_media_say_the_names_they_pass_over_as_the_folder_commands_do(tmp_path, monkeypatch,
+                                                                                         capsys):
+    """folders.files_under leaves a link to nothing and a FIFO out of its list, for its caller to report: the folder
+    commands say `skipping NAME: WHY` for each; the benchmarks' listings (common.list_files, and vqcodec.data's
+    find_media in prior_*.py) left them out without a word."""
+    import os
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "bench"))
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # common sets the benchmarks' own
+    import common
+
+    for name in ("a.flac", "c.flac", "e.flac"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "b.flac").symlink_to("gone.flac")
+    os.mkfifo(tmp_path / "d.flac")
+    (tmp_path / "x.txt").symlink_to("gone.txt")  # not of the suffixes asked for
+    (tmp_path / ".h.flac").symlink_to("gone.flac")  # hidden: silent, as for the folder commands
+    lines = [f"skipping {tmp_path / 'b.flac'}: broken symbolic link (to gone.flac)",
+             f"skipping {tmp_path / 'd.flac'}: not a regular file (a pipe, a socket or a device)"]
+    assert common.list_files(tmp_path, (".flac",)) == [tmp_path / n for n in ("a.flac", "c.flac", "e.flac")]
+    assert capsys.readouterr().err.splitlines() == lines
+    assert common.list_files(tmp_path, (".flac",), 2) == [tmp_path / "a.flac", tmp_path / "c.flac"]
+    assert capsys.readouterr().err.splitlines() == lines[:1]  # d.flac sorts past the files taken
+    assert common.find_media(tmp_path, "audio") == ("audio", [tmp_path / n for n in ("a.flac", "c.flac", "e.flac")])
+    assert capsys.readouterr().err.splitlines() == lines
