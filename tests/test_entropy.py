@@ -1072,6 +1072,18 @@ def test_fit_prior_removes_the_half_written_files_of_a_killed_fit_prior(tmp_path
     assert (users_folder / "notes.txt").read_text() == "mine"
 
 
+def test_attach_prior_removes_the_half_written_files_of_a_killed_write_of_the_model_it_writes(tmp_path,
+                                                                                            golden_audio_codec):
+    """attach_prior, fit-prior's writer, also in the Python API: a copy's leftovers go, others' stay."""
+    copy = tmp_path / "copy.safetensors"
+    leftovers = [tmp_path / ".copy.safetensors.rk8wwrir.part", tmp_path / ".copy.json.q0_3zx9a.part"]
+    others = [tmp_path / ".copy.safetensors.bak.abcd1234.part", tmp_path / ".golden_audio.json.abcd1234.part"]
+    for path in leftovers + others:
+        path.write_bytes(b"half")
+    assert attach_prior(GOLDEN / "golden_audio.safetensors", golden_audio_codec.prior, out=copy) == copy
+    assert [path for path in leftovers if path.exists()] == [] and all(path.exists() for path in others)
+
+
 def test_fit_prior_of_a_linked_model_removes_the_leftovers_beside_the_files_it_names(tmp_path):
     """The model files' writes replace the files a link names (io.write_file), so a killed one left its temporary
     file beside those; the leftovers were looked for beside the links."""

@@ -186,12 +186,15 @@ def attach_prior(path: Path, prior, out: Path | None = None) -> Path:
     """Store a CodePrior in the model files at `path` (or in a copy at `out`), replacing any prior there.
 
     Prior tensors are left out of the model id, so the id, and every `.vq` file that names it, stays valid.
+    What a write of those files that was killed (kill -9) left half written beside them is removed first.
     """
     meta, tensors = read_model_files(path)
     network = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
     network.update(prior.to_tensors())
     meta["prior"] = prior.describe()
-    return write_model_files(Path(out) if out is not None else Path(path), meta, network)
+    written = Path(out) if out is not None else Path(path)
+    remove_leftover_model_temporaries(written)
+    return write_model_files(written, meta, network)
 
 
 def read_safetensors(path: Path, device: str = "cpu", held: str | None = None,

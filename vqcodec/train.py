@@ -1668,8 +1668,6 @@ def fit_prior_files(model_path: Path, files: list[Path], out: Path | None = None
     model_path = find_model(str(model_path))
     codec = Codec.load(str(model_path), device=device, coding="fixed")
     check_codebook_size(codec.codebook_size)  # before coding the folder
-    # a fit-prior killed while writing (kill -9) left its half-written files beside the model files it writes
-    remove_leftover_model_temporaries(out if out is not None else model_path)
     views = len(files) < PRIOR_VIEWS_MAX_FILES
     if views and log:
         if codec.kind == "audio":
