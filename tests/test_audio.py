@@ -1009,7 +1009,7 @@ def test_codes_of_another_model_of_the_same_kind_are_refused(codec, other_codec,
     assert made.model_id == codec.model_id and made[:, :2].astype(np.int64).copy().model_id == codec.model_id
     assert made.codes_id == codec.codes_id != other_codec.codes_id
     refused = (f"these codes were made by model {codec.model_id.hex()}, whose encoder and codebooks (codes id "
-               f"{codec.codes_id.hex()}) are not those of other ({other_codec.model_id.hex()}, codes id "
+               f"{codec.codes_id.hex()}) are not those of model other ({other_codec.model_id.hex()}, codes id "
                f"{other_codec.codes_id.hex()}): decode them with the model that made them (or a decoder-only "
                "fine-tune of it)")
     for codes in (made, made[:, :2], made.astype(np.int64), codec.read_codes(data)[1],
@@ -1068,7 +1068,7 @@ def test_codes_pickled_before_codes_id_load_with_their_kind_and_model(codec, oth
     assert np.array_equal(loaded, made) and codec.codes_to_audio(loaded).shape == (1, 800)
     with pytest.raises(VQCodecError) as caught:
         other_codec.codes_to_audio(loaded)
-    assert str(caught.value) == (f"these codes were made by model {codec.model_id.hex()}, not by other "
+    assert str(caught.value) == (f"these codes were made by model {codec.model_id.hex()}, not by model other "
                                  f"({other_codec.model_id.hex()}) nor by a model it knows to make the same codes: "
                                  "decode them with the model that made them (or a decoder-only fine-tune of it)")
 
@@ -1097,7 +1097,7 @@ def test_a_decoder_only_fine_tune_loaded_by_path_and_its_model_take_each_others_
     assert tuned.codes_to_audio(codec.audio_to_codes(audio, 3)).shape == (1, 800)
     with pytest.raises(VQCodecError, match=f"^these codes were made by model {tuned.model_id.hex()}, whose encoder "
                                            f"and codebooks \\(codes id {codec.codes_id.hex()}\\) are not those of "
-                                           "other"):
+                                           "model other"):
         other_codec.codes_to_audio(made)
 
 

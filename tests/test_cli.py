@@ -3455,7 +3455,9 @@ def test_pack_takes_codes_a_manifest_lists_with_a_model_of_the_same_codes(cli, t
     manifest_path.write_text(json.dumps(manifest))
     result = cli("pack", tuned_codes, tmp_path / "e.vq", "-m", start)
     assert_one_line_error(result)  # nothing installed says what the tuned model's codes are
-    assert b"holds the codes of model tuned" in result.stderr
+    assert f"holds the codes of model tuned ({manifest['model_id']}), as {manifest_path} lists it, not of model " \
+           f"golden_audio ({codec.model_id.hex()}) nor of a model it knows to make the same codes: pack it with the " \
+           "model that made it (or a decoder-only fine-tune of it)" in result.stderr.decode()
     result = cli("pack", tuned_codes, tmp_path / "e.vq", "-m", start, env={"VQCODEC_MODEL_PATH": str(tmp_path / "models")})
     assert result.returncode == 0, result.stderr.decode()
 

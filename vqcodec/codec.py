@@ -49,7 +49,7 @@ from .prior import ABSENT, CodePrior, RateCosts, plane_depths
 from .recode import FileCuts
 from .refine import LEARNING_RATE as REFINE_LEARNING_RATE, refine_codes
 from .registry import find_model, list_models, retired_model_hint
-from .wording import plural, reason_of, setting, shown, shown_cut
+from .wording import not_its_codes, plural, reason_of, setting, shown, shown_cut
 
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
 IMAGE_CHUNK_ROWS = 16           # latent rows per container chunk
@@ -1208,13 +1208,8 @@ class Codec:
         maker, codes_id = maker_of(codes)
         if maker is None or self.makes_codes_of(maker, codes_id):
             return
-        advice = "decode them with the model that made them (or a decoder-only fine-tune of it)"
-        if codes_id is not None:
-            raise VQCodecError(f"these codes were made by model {maker.hex()}, whose encoder and codebooks (codes id "
-                               f"{codes_id.hex()}) are not those of {self.name} ({self.model_id.hex()}, codes id "
-                               f"{self.codes_id.hex()}): {advice}")
-        raise VQCodecError(f"these codes were made by model {maker.hex()}, not by {self.name} "
-                           f"({self.model_id.hex()}) nor by a model it knows to make the same codes: {advice}")
+        raise VQCodecError(not_its_codes(f"these codes were made by model {maker.hex()}", codes_id, self, "by",
+                                         "decode them with the model that made them"))
 
     @property
     def codes_id(self) -> bytes:

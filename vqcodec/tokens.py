@@ -17,7 +17,7 @@ from .errors import VQCodecError
 from .folders import check_callbacks, check_file_list, folder_of, mirrored_paths, warn_of_level
 from .io import MAX_JSON_BYTES, JSONFileTooLarge, checked_flag, open_regular_file, read_json_file, write_file
 from .registry import is_model_id
-from .wording import name_fields, plural, reason_of, setting, shown, shown_cut, valid_text
+from .wording import name_fields, not_its_codes, plural, reason_of, setting, shown, shown_cut, valid_text
 
 MANIFEST = "codes.json"
 MAX_MANIFEST_BYTES = 1 << 30  # read by listing_manifest and a resume: about 380 bytes a file, 2.8 million files
@@ -464,14 +464,8 @@ def check_listed_codes(codec, path) -> None:
     if not isinstance(model_id, str) or (is_model_id(model_id) and codec.makes_codes_of(bytes.fromhex(model_id),
                                                                                        codes_id)):
         return
-    advice = "pack it with the model that made it (or a decoder-only fine-tune of it)"
-    if codes_id is not None:
-        raise VQCodecError(f"{path} holds the codes of {of_model}, as {manifest_path} lists it, whose encoder and "
-                           f"codebooks (codes id {codes_id.hex()}) are not those of model {codec.name} "
-                           f"({codec.model_id.hex()}, codes id {codec.codes_id.hex()}): {advice}")
-    raise VQCodecError(f"{path} holds the codes of {of_model}, as {manifest_path} lists it, not of model "
-                       f"{codec.name} ({codec.model_id.hex()}) nor of a model it knows to make the same codes: "
-                       f"{advice}")
+    raise VQCodecError(not_its_codes(f"{path} holds the codes of {of_model}, as {manifest_path} lists it", codes_id,
+                                     codec, "of", "pack it with the model that made it"))
 
 
 def _listed_codes_id(manifest_path: Path, manifest: dict, entry: dict) -> bytes | None:

@@ -161,6 +161,19 @@ def skipping(path, reason: str) -> str:
     return f"skipping {reason}" if str(path) in reason else f"skipping {path}: {reason}"
 
 
+def not_its_codes(whose: str, codes_id: bytes | None, codec, made: str, advice: str) -> str:
+    """The refusal of codes that `codec` does not make (Codec.makes_codes_of), by the Codec API and by pack alike.
+    `whose` says whose they are ("these codes were made by model M"), `made` the word it puts before the model
+    ("by", "of"), `codes_id` the codes id of the model that made them where they record it, and `advice` what to do
+    with them ("decode them with the model that made them")."""
+    advice = f"{advice} (or a decoder-only fine-tune of it)"
+    if codes_id is not None:
+        return (f"{whose}, whose encoder and codebooks (codes id {codes_id.hex()}) are not those of model "
+                f"{codec.name} ({codec.model_id.hex()}, codes id {codec.codes_id.hex()}): {advice}")
+    return (f"{whose}, not {made} model {codec.name} ({codec.model_id.hex()}) nor {made} a model it knows to make "
+            f"the same codes: {advice}")
+
+
 @contextlib.contextmanager
 def command_line_wording():
     """Messages raised while the block runs (a command of the command line) name its options."""
