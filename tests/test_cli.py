@@ -2279,6 +2279,57 @@ def test_codes_of_a_folder_that_fails_part_way_keeps_a_manifest_of_what_it_wrote
     assert manifest["stopped"] is True and [entry["file"] for entry in manifest["files"]] == ["a.wav", "b.wav"]
     assert sorted(p.name for p in out.iterdir()) == ["a.npy", "b.npy", "codes.json"]
 
+def test_codes_of_a_folder_keep_no_codes_of_a_file_changed_while_it_was_read(tmp_path, signal, codec, monkeypatch):
+    """The size, time and hash codes.json records of a file are taken before it is coded, in a read of their own:
+    a file rewritten between them was listed with the hash of bytes other than those coded (of no one version of
+    it, where it was rewritten while being read). Its size or time tells it changed: it is skipped, its codes not
+    written, as a file that cannot be read is (a stopped run's resume codes it again)."""
+    from vqcodec.tokens import code_folder
+
+    folder, out = tmp_path / "recordings", tmp_path / "tokens"
+    folder.mkdir()
+    write_wav(folder / "a.wav", signal)
+    write_wav(folder / "b.wav", signal)
+    real = codec.media_to_codes
+
+    def rewritten_as_it_is_read(path, quality):
+        if Path(path).name == "b.wav":
+            write_wav(path, signal, samples=8000)
+        return real(path, quality)
+
+    monkeypatch.setattr(codec, "media_to_codes", rewritten_as_it_is_read)
+    manifest = code_folder(codec, folder, out, sorted(folder.iterdir()))
+    assert [entry["file"] for entry in manifest["files"]] == ["a.wav"]
+    assert manifest["skipped"] == [{"file": "b.wav", "reason": f"{folder / 'b.wav'}: changed while it was read, so "
+                                                               "its codes were not kept"}]
+    assert sorted(path.name for path in out.iterdir()) == ["a.npy", "codes.json"]
+
+
+def test_codes_of_a_folder_of_vq_files_keep_no_codes_of_a_file_changed_while_it_was_read(small_vq, tmp_path, codec,
+                                                                                         signal, monkeypatch):
+    """As of a folder of media: a .vq file written again between its hash and its read is skipped."""
+    import vqcodec.fileinfo
+    from vqcodec.folders import codes_folder
+
+    (tmp_path / "vq").mkdir()
+    source = tmp_path / "vq" / "a.vq"
+    source.write_bytes(small_vq)
+    real, another = vqcodec.fileinfo.read_vq_file, codec.encode_audio(signal(1, 1600, 16000), 16000, 2)
+
+    def rewritten_as_it_is_read(path, salvage=False):
+        Path(path).write_bytes(another)
+        return real(path, salvage)
+
+    def write(path, write_stream):
+        with open(path, "wb") as stream:
+            write_stream(stream)
+    monkeypatch.setattr(vqcodec.fileinfo, "read_vq_file", rewritten_as_it_is_read)
+    report, entries = codes_folder([source], [tmp_path / "a.npy"], lambda data: codec, write)
+    assert entries == [] and report.skipped == [(source, f"{source}: changed while it was read, so its codes were "
+                                                         "not kept")]
+    assert not (tmp_path / "a.npy").exists()
+
+
 def _stopped_codes_run(codec, folder: Path, out: Path, stop_at: str, monkeypatch, **options):
     """Run code_folder over `folder` until it comes to the file `stop_at`, where Ctrl-C stops it."""
     from vqcodec.tokens import code_folder

@@ -97,11 +97,11 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     rate (or the stride in pixels) and axis order, and for each file its array's shape and the sample
     rate, length and level gain (or the width and height) that restore it, and the file's size,
     modification time and the hash of its bytes (input_stamp, taken before it is read); "skipped" lists the files
-    that could not be coded, and why. A weight the codec cannot use (Codec.check_weights) raises
-    VQCodecError before any file. A run stopped part way (Ctrl-C, SIGTERM, or any error it raises, such
-    as MemoryError or one that `log` or `on_warning` raises) writes the manifest of the files it
-    finished, with "stopped": true, then raises; one that could code no file writes no manifest (nor
-    makes `out`), and returns the one it would have written. With replace=False a manifest that exists is
+    that could not be coded, and why, those whose size or time changed while they were read too. A weight the
+    codec cannot use (Codec.check_weights) raises VQCodecError before any file. A run stopped part way (Ctrl-C,
+    SIGTERM, or any error it raises, such as MemoryError or one that `log` or `on_warning` raises) writes the
+    manifest of the files it finished, with "stopped": true, then raises; one that could code no file writes no
+    manifest (nor makes `out`), and returns the one it would have written. With replace=False a manifest that exists is
     refused before any file, and an output that exists (another run's, written while this one ran) is kept,
     and that file skipped. With resume=True the stopped run whose manifest is in `out` (stopped_run_manifest:
     of the same model, kind, quality and depth weight, else VQCodecError; `stopped_run`, where the caller has
@@ -167,6 +167,7 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
             try:
                 stamp = input_stamp(path)  # before it is read: a change while it is coded is a change
                 codes, restore = codec.media_to_codes(path, quality)
+                check_unchanged_since(path, stamp)
                 warn_of_level(codec, path, on_warning)
                 with folder_of(output):
                     write_file(output, lambda stream: save_codes(stream, codes), replace)
@@ -328,6 +329,22 @@ def input_stamp(path) -> dict:
             return {**_size_and_time(os.fstat(stream.fileno())), CONTENT_HASH: _content_hash(stream)}
     except OSError:
         return {}
+
+
+def check_unchanged_since(path, stamp: dict) -> None:
+    """Refuse the codes just made of the file at `path` where its size or modification time is no longer what
+    `stamp` (input_stamp, taken before it was read) records: it changed while it was coded, so its codes may be of
+    bytes other than those hashed, or of no one version of it. Rereading it to hash it again would read it a third
+    time; its size and time are what a resume tells a changed file by first."""
+    if not stamp:  # none could be had: its entry records none, and a resume codes it again
+        return
+    try:
+        now = _size_and_time(os.stat(path))
+    except OSError as exc:
+        raise VQCodecError(f"{path}: changed while it was read ({reason_of(exc)}), so its codes were not "
+                           "kept") from None
+    if not _records(stamp, now):
+        raise VQCodecError(f"{path}: changed while it was read, so its codes were not kept")
 
 
 def _size_and_time(found: os.stat_result) -> dict:
