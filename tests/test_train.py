@@ -251,6 +251,42 @@ def test_a_resumed_run_keeps_its_learning_rate_and_noise_unless_given(data_dir, 
     assert [(p["steps"], p["lr"], p["noise"]) for p in training["earlier_parts"]] == [(3, 3e-4, 0.5)]
 
 
+def test_a_resumed_run_keeps_its_batch_crop_eval_every_and_precision_unless_given(data_dir, tmp_path):
+    """`--resume` without --batch-size, --crop, --eval-every or --precision went on with the defaults; it now
+    takes the run's (its last part's), as for --lr, and those given override them."""
+    out = tmp_path / "run"
+    other = "bf16" if resolve_precision("auto", "cpu") == "fp32" else "fp32"
+    train(data_dir, CFG, options(out, max_steps=1, batch_size=3, eval_every=3, precision=other, fit_prior=False))
+    unset = dict(batch_size=None, crop=None, eval_every=None, precision=None)
+    train(data_dir, None, options(out, max_steps=3, resume=True, fit_prior=False, **unset))
+    training = json.loads((out / "tiny.json").read_text())["training"]
+    assert (training["batch_size"], training["crop"], training["precision"]) == (3, CROP, other)
+    assert "earlier_parts" not in training and [r["step"] for r in read_log(out)] == [1, 3]
+    train(data_dir, None, options(out, max_steps=4, resume=True, fit_prior=False, batch_size=2, crop=CROP + 8,
+                                  eval_every=4, precision="auto"))
+    training = json.loads((out / "tiny.json").read_text())["training"]
+    assert (training["batch_size"], training["crop"], training["precision"]) == (2, CROP + 8, resolve_precision("auto", "cpu"))
+    assert [(p["steps"], p["batch_size"], p["crop"]) for p in training["earlier_parts"]] == [(3, 3, CROP)]
+    assert [r["step"] for r in read_log(out)] == [1, 3, 4]
+
+
+def test_a_checkpoint_without_its_settings_resumes_with_the_defaults(trained, data_dir, tmp_path):
+    """A checkpoint written before a run's settings (batch, crop, ...) and options (eval_every, precision) were
+    kept in it resumes with the defaults, as it did then."""
+    old = tmp_path / "old"
+    shutil.copytree(trained, old)
+    meta = json.loads((old / "checkpoint.json").read_text())
+    del meta["settings"], meta["run_options"]
+    save_file(load_file(str(old / "checkpoint.safetensors")), str(old / "checkpoint.safetensors"))  # no header copy
+    (old / "checkpoint.json").write_text(json.dumps(meta))
+    train(data_dir, None, options(old, max_steps=13, resume=True, fit_prior=False, batch_size=None, crop=None,
+                                  eval_every=None))
+    training = json.loads((old / "tiny.json").read_text())["training"]
+    assert (training["steps"], training["batch_size"], training["crop"]) == (13, 16, 8000)  # longest file: 8000
+    assert training["precision"] == resolve_precision("auto", "cpu")
+    assert [r["step"] for r in read_log(old)] == [1, 5, 10]  # none at 13: every 200 steps
+
+
 def test_a_run_resumed_on_its_folder_by_another_path_is_one_part(trained, data_dir, tmp_path, monkeypatch):
     """The data folder is recorded as its absolute path: resuming with `data/` for `/abs/data` (or the
     reverse) counted as other data, and split the run into parts of the same settings."""
@@ -1032,6 +1068,22 @@ def test_runs_get_batches_and_crops_for_their_kind_and_device(tmp_path, device, 
         _sized(dataclasses.replace(given, options=options(tmp_path, batch_size=5)), "audio", configs["audio"])
 
 
+def test_a_batch_or_crop_kept_by_a_resume_is_named_as_the_runs(data_dir, tmp_path, capsys):
+    """A batch or crop that a --resume keeps from its checkpoint is not the user's --batch-size or --crop:
+    a refusal or warning of it says it is the run's."""
+    from vqcodec.train import _crop_within_files, _Run, _sized
+
+    run = _Run(options(tmp_path, batch_size=5, crop=10 ** 7, quiet=False), "cpu", processes=2, main=True, quiet=False,
+               precision="fp32", checkpoint_path=tmp_path / "checkpoint.safetensors")
+    with pytest.raises(VQCodecError, match=r"^the run's batch of 5, kept from its checkpoint, does not split evenly over "
+                                           r"2 processes: give batch_size$"):
+        _sized(run, "audio", CFG, batch_kept=True)
+    assert _crop_within_files(run, "audio", CFG, sorted(data_dir.rglob("*.wav")), None, "the run's").crop == 12000
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: the run's crop 10000000 is longer than every training file (the longest holds 12000 samples, "
+        "1.50 s): training on crops of 12000"]
+
+
 def test_cli_hands_the_batch_and_crop_given_to_training(data_dir, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
@@ -1040,12 +1092,12 @@ def test_cli_hands_the_batch_and_crop_given_to_training(data_dir, tmp_path, monk
 
     chosen = []
     monkeypatch.setattr(vqcodec.train, "_train_checked", lambda folder, config, options, kind: chosen.append(
-        (options.batch_size, options.crop)))
-    for extra in ([], ["--batch-size", "5", "--crop", "64"]):
+        (options.batch_size, options.crop, options.eval_every, options.precision)))
+    for extra in ([], ["--batch-size", "5", "--crop", "64", "--eval-every", "7", "--precision", "auto"]):
         result = CliRunner().invoke(cli, ["train", str(data_dir), "--out", str(tmp_path / "run"), "--max-steps", "1",
                                           *extra])
         assert result.exit_code == 0, result.output
-    assert chosen == [(None, None), (5, 64)]
+    assert chosen == [(None, None, None, None), (5, 64, 7, "auto")]  # None: the default, or with --resume the run's
 
 
 def run_in_process(args: list, capsys) -> tuple[int, str]:

@@ -1912,19 +1912,21 @@ def _refuse_stdout_as_out(out: str, what: str) -> None:
                    "untrained).")
 @click.option("--batch-size", type=click.IntRange(1), default=None,
               help="Examples per step, over all processes under torchrun (default 16 audio, 12 images on the CPU; "
-                   "64 and 32 on a GPU; times the number of processes; at most 65536).")
+                   "64 and 32 on a GPU; times the number of processes; with --resume, the run's; at most 65536).")
 @click.option("--crop", type=click.IntRange(1), default=None,
-              help="Crop length in samples (audio, default 8000) or side in pixels (images, 128; 256 on a GPU).")
+              help="Crop length in samples (audio, default 8000) or side in pixels (images, 128; 256 on a GPU; with "
+                   "--resume, the run's).")
 @click.option("--lr", type=float, default=None,
               help="Peak learning rate: warmed up to over the first 200 steps, then down to a tenth of it along a "
                    "half cosine over the budget (lower for fine-tuning with --init, such as 3e-4).  [default: 0.001; "
                    "with --resume, the run's]")
-@click.option("--eval-every", type=click.IntRange(1), default=200, show_default=True,
-              help="Steps between validations (and training-log records), at most 2**53.")
+@click.option("--eval-every", type=click.IntRange(1), default=None,
+              help="Steps between validations (and training-log records), at most 2**53.  [default: 200; with "
+                   "--resume, the run's]")
 @threads_option
-@click.option("--precision", default="auto", type=click.Choice(["auto", "fp32", "bf16"]), show_default=True,
+@click.option("--precision", default=None, type=click.Choice(["auto", "fp32", "bf16"]),
               help="bf16: run the networks under bfloat16 autocast (quantiser and losses stay fp32). "
-                   "auto: bf16 on GPUs and on CPUs with AMX, else fp32.")
+                   "auto: bf16 on GPUs and on CPUs with AMX, else fp32.  [default: auto; with --resume, the run's]")
 @click.option("--noise", type=float, default=None,
               help="Audio: share of training crops mixed with coloured noise (at --noise-snr), so that the codec "
                    "keeps background noise instead of gating it.  [default: 0.0; with --resume, the run's share "

@@ -45,13 +45,14 @@ class TrainOptions:
     out: Path
     name: str
     device: str = "cpu"          # "cpu", "cuda", "cuda:N", "auto" (cuda when there is one) or a torch.device
-    batch_size: int | None = None  # examples per step over all processes (None: DEFAULT_BATCH_AND_CROP's, times them)
+    batch_size: int | None = None  # examples per step over all processes (None: DEFAULT_BATCH_AND_CROP's, times them;
+                                   # resuming, the checkpoint's last part's, as for crop, lr, eval_every and precision)
     crop: int | None = None      # samples for audio, pixels (square side) for images (None: DEFAULT_BATCH_AND_CROP's)
     lr: float | None = None      # peak learning rate (None: DEFAULT_LR; resuming, that of the checkpoint's last part)
     max_minutes: float | None = None
     max_steps: int | None = None
     checkpoint_minutes: float = 5.0
-    eval_every: int = 200
+    eval_every: int | None = None  # steps between validations (None: DEFAULT_EVAL_EVERY)
     threads: int | None = None   # torch's CPU threads while the run trains (the caller's count comes back after)
     seed: int = 0
     resume: bool = False
@@ -59,7 +60,7 @@ class TrainOptions:
     quiet: bool = False
     fit_prior: bool = True       # fit the entropy-coding prior on the training codes at the end (decoder-only: keep the start's)
     adversarial: bool = False    # audio: add the STFT discriminator and feature-matching losses
-    precision: str = "auto"      # "bf16": the networks run under bfloat16 autocast; "auto": see resolve_precision
+    precision: str | None = None  # "bf16": the networks run under bfloat16 autocast; "auto" (None): see resolve_precision
     noise: float | None = None   # audio: share of training crops mixed with coloured noise (see add_background_noise;
                                  # None: none, or resuming, the checkpoint's last part's share and its noise_snr_db)
     noise_snr_db: tuple[float, float] = NOISE_SNR_DB  # audio: the range the noise's SNR is drawn from
@@ -82,6 +83,8 @@ ADVERSARIAL_WEIGHT = 0.1
 FEATURE_MATCHING_WEIGHT = 0.2
 VALIDATION_CROPS = 64  # crops of the held-out files each evaluation measures (at least one batch)
 DEFAULT_LR = 1e-3
+DEFAULT_EVAL_EVERY = 200
+DEFAULT_PRECISION = "auto"
 UNVALIDATED_RECORD = "unvalidated_record"  # checkpoint field: the log record of a step stopped during its validation
 WARMUP_STEPS = 200  # linear learning-rate warm-up at the start of every run, resumed or not
 MAX_LR = 1.0        # AdamW's steps are about lr in size: above this every weight is thrown far off at once
@@ -195,7 +198,7 @@ def check_options(options: TrainOptions) -> None:
         raise VQCodecError(f"seed must be a whole number from 0 to 2**63 - 1, not {options.seed}")
     if not 0 <= options.checkpoint_minutes < math.inf:
         raise VQCodecError(f"checkpoint_minutes must be a number of minutes from 0 up, not {options.checkpoint_minutes}")
-    if options.precision not in ("auto", "fp32", "bf16"):
+    if options.precision is not None and options.precision not in ("auto", "fp32", "bf16"):
         raise VQCodecError(f"{_option('precision')} must be auto, fp32 or bf16, not {shown(options.precision)}")
     for field in ("max_minutes", "lr"):
         value = getattr(options, field)
@@ -377,7 +380,7 @@ def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.
         held_out = meta.get("held_out", [])
         if not isinstance(held_out, list) or not all(isinstance(name, str) for name in held_out):
             raise ValueError(f"held_out is not a list of file names: {held_out!r}"[:200])
-        for field in ("init_training", "init_widened", "settings", UNVALIDATED_RECORD):
+        for field in ("init_training", "init_widened", "settings", "run_options", UNVALIDATED_RECORD):
             if not isinstance(meta.get(field, {}), dict):
                 raise ValueError(f"{field} is not a record: {meta[field]!r}"[:200])
         record = meta.get(UNVALIDATED_RECORD, {})
@@ -684,7 +687,7 @@ class _Run:
     processes: int
     main: bool               # the first process, which validates and writes the files
     quiet: bool
-    precision: str
+    precision: str | None    # "fp32" or "bf16"; None until _train resolves the option, which a --resume may keep
     checkpoint_path: Path
     local_processes: int = 1  # the processes on this machine (parallel.local_processes), which share its memory
 
@@ -740,14 +743,16 @@ class _Optimisation:
 def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: str | None) -> Path:
     run = _start_processes(options)
     start = _starting_point(run, _checked_config(cfg), kind)
-    run.options = options = _recipe_of(options, start.meta.get("settings", {}))
+    given = options
+    run.options = options = _recipe_of(options, start.meta)
+    run.precision = resolve_precision(options.precision, run.device)
     rng = np.random.default_rng((options.seed, start.step, parallel.rank()))  # a resumed run continues with fresh crops
     cfg, kind, files, weight_average = _media_and_config(data_dir, start, options)
     _warn_of_no_prior(run, cfg)
-    given_crop = options.crop
-    run.options = options = _sized(run, kind, cfg)
+    crop_whose = "the default" if options.crop is None else "the run's"  # a crop not given: or one a --resume keeps
+    run.options = options = _sized(run, kind, cfg, batch_kept=given.batch_size is None and options.batch_size is not None)
     files = readable_files(kind, files)
-    run.options = options = _crop_within_files(run, kind, cfg, files, given_crop)
+    run.options = options = _crop_within_files(run, kind, cfg, files, given.crop, crop_whose)
     state = training_state_bytes(cfg, start.decoder_only, weight_average, start.checkpoint_bytes)
     parallel.together(lambda: _refuse_a_batch_beyond_memory(run, kind, start.adversarial,
                                                             *_held_data_bytes(run, kind, cfg, data_dir, files,
@@ -767,7 +772,8 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
         meta = {"step": step, "name": options.name, "trained_seconds": seconds, "validated_seconds": validated,
                 "config": config_to_dict(cfg),
                 "adversarial": start.adversarial, "decoder_only": start.decoder_only, "held_out": [relative_name(path, data_dir) for path in data.val_files],
-                "settings": settings, **({"earlier_parts": parts} if parts else {})}
+                "settings": settings, **({"earlier_parts": parts} if parts else {}),
+                "run_options": {"eval_every": options.eval_every, "precision": options.precision}}  # as given: _recipe_of
         if training.average is not None:
             meta.update(weight_average=weight_average, average_updates=training.average.updates)
         if start.decoder_only:
@@ -850,21 +856,23 @@ def _earlier_parts(start: _Start, settings: dict) -> list[dict]:
 
 
 def _start_processes(options: TrainOptions) -> _Run:
-    """Start this process's part of the run (vqcodec.parallel): threads, device, seed and precision."""
+    """Start this process's part of the run (vqcodec.parallel): threads, device and seed."""
     if options.threads:
         torch.set_num_threads(options.threads)
     device = parallel.start(options.device)
     processes, rank, main = parallel.world_size(), parallel.rank(), parallel.is_main()
     seed_torch(options.seed + rank, device)  # the processes draw different quantizer dropout
-    precision = resolve_precision(options.precision, device)
-    return _Run(options, device, processes, main, options.quiet or not main, precision,
+    return _Run(options, device, processes, main, options.quiet or not main, None,
                 Path(options.out) / f"{CHECKPOINT_NAME}.safetensors", parallel.local_processes())
 
 
-def _recipe_of(options: TrainOptions, saved: dict) -> TrainOptions:
-    """The options with the learning rate and noise that are not given taken from `saved`, the settings of
-    the last part of the run a --resume continues (a fresh run's are {}: the defaults), so that a resumed
-    fine-tune or noise run goes on as it trained; values the checkpoint holds are checked as given ones are."""
+def _recipe_of(options: TrainOptions, meta: dict) -> TrainOptions:
+    """The options with those that are not given taken from the last part of the run a --resume continues
+    (`meta`, its checkpoint's record; a fresh run's is {}: the defaults): the learning rate, noise, batch and
+    crop of its settings, and the --eval-every and --precision of its run_options (its settings hold the
+    precision resolved for the device it ran on), so that a resumed run goes on as it trained. A checkpoint
+    written before a value was kept gives its default; values the checkpoint holds are checked as given ones are."""
+    saved, kept = meta.get("settings", {}), meta.get("run_options", {})
     lr = options.lr if options.lr is not None else saved.get("lr", DEFAULT_LR)
     noise, snr = options.noise, options.noise_snr_db
     if noise is None:
@@ -872,19 +880,28 @@ def _recipe_of(options: TrainOptions, saved: dict) -> TrainOptions:
         if noise and snr == NOISE_SNR_DB and "noise_snr_db" in saved:
             snr = saved["noise_snr_db"]
             snr = tuple(snr) if isinstance(snr, list) else snr
-    recipe = dataclasses.replace(options, lr=lr, noise=noise, noise_snr_db=snr)
+    recipe = dataclasses.replace(
+        options, lr=lr, noise=noise, noise_snr_db=snr,
+        batch_size=options.batch_size if options.batch_size is not None else saved.get("batch_size"),  # None: _sized's
+        crop=options.crop if options.crop is not None else saved.get("crop"),
+        eval_every=options.eval_every if options.eval_every is not None else kept.get("eval_every", DEFAULT_EVAL_EVERY),
+        precision=options.precision if options.precision is not None else kept.get("precision", DEFAULT_PRECISION))
     if recipe != options:
         check_options(recipe)
     return recipe
 
 
-def _sized(run: _Run, kind: str, cfg: ModelConfig) -> TrainOptions:
+def _sized(run: _Run, kind: str, cfg: ModelConfig, batch_kept: bool = False) -> TrainOptions:
     """The run's options with the batch and crop of its media kind and device (DEFAULT_BATCH_AND_CROP; the
-    batch for each process) where none is given, the crop cut down to a whole number of the model's
-    strides: the crop it trains on, which its training record gives."""
+    batch for each process) where none is given or kept from the run a --resume continues (`batch_kept`: the
+    batch is the checkpoint's), the crop cut down to a whole number of the model's strides: the crop it
+    trains on, which its training record gives."""
     options = run.options
     default_batch, default_crop = DEFAULT_BATCH_AND_CROP[kind, "cpu" if run.device == "cpu" else "cuda"]
     batch_size = default_batch * run.processes if options.batch_size is None else options.batch_size
+    if batch_size % run.processes and batch_kept:
+        raise VQCodecError(f"the run's batch of {batch_size}, kept from its checkpoint, does not split evenly over "
+                           f"{run.processes} processes: give {_option('batch_size')}")
     if batch_size % run.processes:
         raise VQCodecError(f"{_option('batch_size', batch_size)} does not split evenly over {run.processes} processes")
     crop = default_crop if options.crop is None else options.crop
@@ -995,16 +1012,17 @@ def _build_model(run: _Run, start: _Start, cfg: ModelConfig) -> tuple[VQVAE, str
 
 
 def _crop_within_files(run: _Run, kind: str, cfg: ModelConfig, files: list[Path],
-                       given_crop: int | None) -> TrainOptions:
+                       given_crop: int | None, whose: str = "the default") -> TrainOptions:
     """The run's options (_sized) with a crop longer than every file (of readable_files) cut to the whole
     number of the model's strides that holds the longest, with a warning that names `given_crop` (--crop;
-    None: the default): every crop would be mostly padding, and training slow (--crop 10000000 on 2 s clips)."""
+    None: `whose` crop, the default or the run's that a --resume keeps): every crop would be mostly padding,
+    and training slow (--crop 10000000 on 2 s clips)."""
     options = run.options
     longest = longest_length(kind, files, getattr(cfg, "sample_rate", 0))
     crop = max(math.ceil(longest / cfg.hop), 1) * cfg.hop
     if crop >= options.crop:
         return options
-    named = _option("crop", given_crop) if given_crop is not None else f"the default crop {options.crop}"
+    named = _option("crop", given_crop) if given_crop is not None else f"{whose} crop {options.crop}"
     if not run.quiet and kind == "audio":
         _progress(f"warning: {named} is longer than every training file (the longest holds {longest} samples, "
                   f"{longest / cfg.sample_rate:.2f} s): training on crops of {crop}")
