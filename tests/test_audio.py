@@ -2500,6 +2500,41 @@ def test_empty_media_is_refused_as_empty(codec, golden_image_codec, tmp_path):
         codec.media_to_codes(b"", 2)
 
 
+def _encoded_from_open_file(model, path: Path) -> bytes:
+    with open(path, "rb") as stream:
+        return model.encode(stream, 2)
+
+
+def test_every_reader_of_media_refuses_an_empty_file_as_empty(codec, golden_image_codec, tmp_path):
+    """Codec.encode of a path alone said 'X: file is empty': encode_audio_file, encode of a stream, and the readers of
+    vqcodec.io and of training (data) said soundfile's 'cannot read audio X: Format not recognised.' or 'cannot read
+    image X: not an image format Pillow reads'."""
+    from vqcodec import data
+    from vqcodec import io as media_io
+
+    audio, image = tmp_path / "empty.wav", tmp_path / "empty.png"
+    audio.write_bytes(b"")
+    image.write_bytes(b"")
+    refusals = {f"{audio}: file is empty": [
+        lambda: codec.encode_audio_file(audio, 2), lambda: codec.encode_audio_file(str(audio), 2, 8.0),
+        lambda: _encoded_from_open_file(codec, audio), lambda: media_io.open_sound(audio),
+        lambda: media_io.read_audio(str(audio)), lambda: data._audio_header(audio)],
+        f"{image}: file is empty": [
+        lambda: _encoded_from_open_file(golden_image_codec, image), lambda: media_io.open_image(image),
+        lambda: media_io.read_image_rgb(image), lambda: data.image_size(image)],
+        "the stream is empty": [
+        lambda: codec.encode(io.BytesIO(), 2), lambda: golden_image_codec.encode(io.BytesIO(), 2),
+        lambda: codec.encode_audio_file(io.BytesIO(), 2), lambda: media_io.open_image(io.BytesIO())]}
+    for message, calls in refusals.items():
+        for call in calls:
+            with pytest.raises(VQCodecError, match=f"^{re.escape(message)}$"):
+                call()
+    with open(GOLDEN.parent / "speech.flac", "rb") as read_through:  # read to its end, not empty: its reader's words
+        read_through.read()
+        with pytest.raises(VQCodecError, match="^cannot read audio .*speech.flac: Format not recognised.$"):
+            media_io.open_sound(read_through)
+
+
 def test_a_file_coded_above_full_scale_warns_as_an_array_does(codec, signal, tmp_path):
     """Codec.encode of an array coded above full scale gave a UserWarning, of a file's path, stream or bytes none."""
     audio = signal(1, 1600, 16000)

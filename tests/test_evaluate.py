@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import on_terminal, run_python, terminal_moments, terminal_screen
 from test_cli import assert_one_line_error
-from vqcodec import Codec, metrics
+from vqcodec import Codec, VQCodecError, metrics
 from vqcodec.io import read_audio
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -459,3 +459,15 @@ def test_eval_refuses_an_image_whose_encoding_would_not_fit_in_memory_from_its_h
     reason, = [entry["reason"] for entry in report["skipped"]]
     assert re.fullmatch(r"encoding the 3000x3000 1-bit image takes 0\.\d GB, more than the memory this process may use "
                         r"\(0\.1 GB\); crop or scale it to fewer pixels", reason), reason
+
+
+def test_eval_skips_an_empty_file_as_encoding_refuses_it(codec, tmp_path):
+    """eval skipped an empty file with the reader's words, 'cannot read audio X: Format not recognised.' ('cannot read
+    image X: not an image format Pillow reads'), where encoding it says 'X: file is empty'."""
+    from vqcodec.evaluate import evaluate
+
+    for model, name in ((codec, "empty.wav"), (Codec.load(str(GOLDEN_IMAGE)), "empty.png")):
+        (tmp_path / name).write_bytes(b"")
+        with pytest.raises(VQCodecError, match=f"^no file could be measured \\({re.escape(str(tmp_path / name))}: "
+                                               "file is empty\\)$"):
+            evaluate(model, [tmp_path / name], [2])

@@ -248,7 +248,8 @@ def _unreadable_input(path: str, exc: OSError) -> VQCodecError:
 
 
 def _empty_input(path: str) -> VQCodecError:
-    """The error for an input of no bytes: an empty file, or stdin ("-") that ends at once."""
+    """The error for an input of no bytes: an empty file, or stdin ("-") that ends at once (as io.empty_input words
+    media's)."""
     return VQCodecError("stdin is empty" if path == "-" else f"{path}: file is empty")
 
 

@@ -37,7 +37,7 @@ from .fileinfo import (TRAILING_STREAM_BYTES, FileInfo, UnendedStream, alpha_pla
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, PILLOW_READ_ERRORS,
                  SOUNDFILE_ERRORS, TIFF_ORIENTATION, as_displayed, audio_format_named, audio_format_of,
                  check_audio_output, check_destination, check_format_name, checked_flag,
-                 copy_whole, image_to_planes, in_srgb, input_name, is_empty_file, is_seekable, is_whole, load_pixels,
+                 copy_whole, image_to_planes, in_srgb, input_name, is_seekable, is_whole, load_pixels,
                  mode_shown,
                  open_image, open_sound, pillow_reason, planes_to_image, rebuilt_image_bytes,
                  refuse_format_against_name, refuse_format_of_other_kind, scalar_of, SoundSink, sound_blocks,
@@ -839,8 +839,6 @@ class Codec:
             if not memoryview(media).nbytes:  # soundfile said "Format not recognised"
                 raise VQCodecError("the media is empty (0 bytes)")
             media = io.BytesIO(media)
-        elif isinstance(media, (str, Path)) and is_empty_file(media):
-            raise VQCodecError(f"{media}: file is empty")
         if hasattr(media, "read") and not is_seekable(media):  # copied, as encode_audio_file and open_image would,
             with spooled_stream(media) as copy:  # to be looked at first (_is_vq_file)
                 return self._encode_media(copy, quality, sample_rate, max_rate, warn)
@@ -853,7 +851,7 @@ class Codec:
             if is_image:
                 raise VQCodecError(f"model {self.name} codes audio, not images")
             with self._lock:  # the level warning reads what this encoding left on the codec
-                data = self.encode_audio_file(Path(media) if isinstance(media, str) else media, quality, max_rate)
+                data = self.encode_audio_file(media, quality, max_rate)
                 if warn:
                     self._warn_above_full_scale()
             return data

@@ -26,8 +26,8 @@ import torch
 
 from . import progressline
 from .errors import VQCodecError
-from .io import (PILLOW_READ_ERRORS, SOUNDFILE_ERRORS, check_pixel_count, decoder_lines, file_id, image_opened,
-                 is_empty_file, media_kind_of, open_sound, pillow_log_caught, pillow_refusal, read_audio, read_image_rgb,
+from .io import (PILLOW_READ_ERRORS, SOUNDFILE_ERRORS, EmptyInput, check_pixel_count, decoder_lines, file_id,
+                 image_opened, media_kind_of, open_sound, pillow_log_caught, pillow_refusal, read_audio, read_image_rgb,
                  sound_blocks, unreadable_audio, unreadable_image, warn_decoder_lines, warnings_recorded)
 from .wording import one_line, plural, setting
 
@@ -85,6 +85,8 @@ def image_size(path: Path) -> tuple[int, int]:
             with image_opened(path, held)[0] as image:  # warnings_recorded, not catch_warnings: that is the process's
                 size = image.width, image.height
         check_pixel_count(*size)
+    except EmptyInput:
+        raise
     except VQCodecError as exc:
         raise unreadable_image(path, exc) from None
     except (Image.DecompressionBombError, *PILLOW_READ_ERRORS) as exc:  # what Pillow raises of a file it cannot read
@@ -157,9 +159,6 @@ def readable_files(kind: str, files: list[Path], folder: str = "the training fol
     unreadable file is never the validation set; fit-prior fits to them (`folder` names the folder)."""
     kept = []
     for path in one_name_each(files):
-        if is_empty_file(path):  # as encoding says it
-            _skip(f"{path}: file is empty")
-            continue
         try:
             if kind == "audio":
                 if _audio_header(path)[0] <= 0:

@@ -271,13 +271,11 @@ def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, m
     (kbps) for audio or --bpp for images. `write(path, data)` writes one output; `log` and `progress`
     as for _each_file."""
     from .fileinfo import read_info
-    from .io import is_empty_file, open_image
+    from .io import open_image
 
     report = FolderReport(codec.kind)
 
     def make(path: Path, output: Path) -> int:
-        if is_empty_file(path):  # as encoding the one file says it (soundfile: "Format not recognised")
-            raise VQCodecError(f"{path}: file is empty")
         if codec.kind == "audio":
             data = codec.encode_audio_file(path, quality, max_rate)
             warning = codec.level_warning(path)

@@ -140,13 +140,46 @@ def descriptor_path(descriptor: int) -> Path | None:
 
 
 def is_empty_file(path) -> bool:
-    """Whether `path` is a regular file of no bytes, which encoding refuses as "PATH: file is empty" (soundfile's
-    words for it, "Format not recognised", and Pillow's say nothing of why)."""
+    """Whether `path` is a regular file of no bytes (a FIFO's bytes are not looked at: they would be gone)."""
     try:
         found = os.stat(path)
     except (OSError, ValueError):
         return False
     return stat.S_ISREG(found.st_mode) and found.st_size == 0
+
+
+class EmptyInput(VQCodecError):
+    """Media of no bytes (refuse_empty_media), whose error is its own words, not put in another reader's
+    ("cannot read image X: ...")."""
+
+
+def empty_input(source) -> EmptyInput:
+    """The error for media of no bytes: `source` is a path, or a stream named by its path, stdin's descriptor (an
+    int, as input_name takes it), or nothing. The command line words its own inputs so (cli._empty_input)."""
+    name = source if isinstance(source, (str, os.PathLike)) else getattr(source, "name", None)
+    if isinstance(name, int):
+        return EmptyInput("stdin is empty")
+    return EmptyInput(f"{name}: file is empty" if isinstance(name, (str, os.PathLike)) else "the stream is empty")
+
+
+def _is_empty_stream(stream) -> bool:
+    """Whether a stream that can seek holds no bytes at all (one read to its end is left to its reader, which says
+    what it says of that); it is left where it was."""
+    try:
+        position = stream.tell()
+        end = stream.seek(0, os.SEEK_END)
+        stream.seek(position)
+    except (AttributeError, OSError, ValueError):
+        return False
+    return position == 0 and end == 0
+
+
+def refuse_empty_media(source) -> None:
+    """Refuse media of no bytes, a regular file's path or a stream that can seek, as empty_input says it ("PATH:
+    file is empty"), where soundfile says "Format not recognised." of it and Pillow "not an image format", not why."""
+    empty = is_empty_file(source) if isinstance(source, (str, os.PathLike)) else _is_empty_stream(source)
+    if empty:
+        raise empty_input(source)
 
 
 def is_regular_stream(stream) -> bool:
@@ -838,6 +871,7 @@ def open_sound(source, said: list[str] | None = None) -> soundfile.SoundFile:
     says on opening it is one warning (warn_decoder_lines), or goes into `said` where that is given;
     input that cannot be opened is one VQCodecError naming it, which says why (for a path: no such
     file, a folder, not readable)."""
+    refuse_empty_media(source)
     path = source if isinstance(source, (str, Path)) else None
     owned = None
     try:
@@ -1098,6 +1132,8 @@ def read_image_rgb(path) -> np.ndarray:
     image_to_planes: EXIF orientation and an ICC profile applied, 16-bit and float grey scaled to 8 bits, not clipped)."""
     try:
         return image_to_planes(open_image(path, max_side=None))[0]  # training crops what encoding refuses
+    except EmptyInput:
+        raise
     except VQCodecError as exc:
         if str(exc).startswith(str(unreadable_image(path, ""))):  # open_image's, which names the input
             raise
@@ -1659,6 +1695,7 @@ def image_opened(source, held: contextlib.ExitStack):
     why those after the first cannot be read, as _frame_count says it of a GIF or an APNG so cut."""
     from PIL import Image, UnidentifiedImageError
 
+    refuse_empty_media(source)
     try:
         return Image.open(source), None
     except OSError as exc:
