@@ -2500,6 +2500,11 @@ def test_empty_media_is_refused_as_empty(codec, golden_image_codec, tmp_path):
         codec.media_to_codes(b"", 2)
 
 
+def _named(stream, name):
+    stream.name = name
+    return stream
+
+
 def _encoded_from_open_file(model, path: Path) -> bytes:
     with open(path, "rb") as stream:
         return model.encode(stream, 2)
@@ -2524,7 +2529,11 @@ def test_every_reader_of_media_refuses_an_empty_file_as_empty(codec, golden_imag
         lambda: media_io.read_image_rgb(image), lambda: data.image_size(image)],
         "the stream is empty": [
         lambda: codec.encode(io.BytesIO(), 2), lambda: golden_image_codec.encode(io.BytesIO(), 2),
-        lambda: codec.encode_audio_file(io.BytesIO(), 2), lambda: media_io.open_image(io.BytesIO())]}
+        lambda: codec.encode_audio_file(io.BytesIO(), 2), lambda: media_io.open_image(_Pipe(b""))],
+        "stdin is empty": [lambda: media_io.open_sound(_named(io.BytesIO(), "<stdin>")),  # sys.stdin.buffer's name
+                           lambda: golden_image_codec.encode(_named(io.BytesIO(), 0), 2),  # open(0, "rb")'s
+                           lambda: codec.encode(_named(_Pipe(b""), "<stdin>"), 2),  # stdin a pipe: spooled
+                           lambda: golden_image_codec.encode(_named(_Pipe(b""), 0), 2)]}
     for message, calls in refusals.items():
         for call in calls:
             with pytest.raises(VQCodecError, match=f"^{re.escape(message)}$"):

@@ -154,10 +154,11 @@ class EmptyInput(VQCodecError):
 
 
 def empty_input(source) -> EmptyInput:
-    """The error for media of no bytes: `source` is a path, or a stream named by its path, stdin's descriptor (an
-    int, as input_name takes it), or nothing. The command line words its own inputs so (cli._empty_input)."""
+    """The error for media of no bytes: `source` is a path, or a stream named by its path, as stdin (a descriptor, an
+    int, as input_name takes it, or sys.stdin.buffer's "<stdin>"), or not at all. The command line words its own
+    inputs so (cli._empty_input)."""
     name = source if isinstance(source, (str, os.PathLike)) else getattr(source, "name", None)
-    if isinstance(name, int):
+    if isinstance(name, int) or (name == "<stdin>" and not isinstance(source, (str, os.PathLike))):
         return EmptyInput("stdin is empty")
     return EmptyInput(f"{name}: file is empty" if isinstance(name, (str, os.PathLike)) else "the stream is empty")
 
@@ -231,12 +232,17 @@ def is_seekable(stream) -> bool:
 
 
 def spooled_stream(stream):
-    """What is left of a stream that cannot seek, copied into an anonymous temporary file (spooled), named
-    as a stream: its descriptor, an int, named it stdin (input_name)."""
+    """What is left of a stream that cannot seek (media), copied into an anonymous temporary file (spooled), named
+    as a stream: its descriptor, an int, named it stdin (input_name). Nothing left is refused as the stream's
+    empty_input (a pipe as stdin: "stdin is empty")."""
     try:
         spool = spooled(stream)
     except (OSError, ValueError, TypeError) as exc:
         raise VQCodecError(f"cannot read the stream: {reason_of(exc)}") from None
+    if not spool.seek(0, os.SEEK_END):
+        spool.close()
+        raise empty_input(stream)
+    spool.seek(0)
     spool.raw.name = None
     return spool
 
