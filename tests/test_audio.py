@@ -2136,7 +2136,7 @@ def test_other_input_given_as_a_vq_file_is_refused_from_its_first_bytes(codec, s
     before its header was checked (the command line refused it from its first bytes)."""
     path = tmp_path / "long.wav"
     path.write_bytes(b"RIFF" + bytes(20 << 20))
-    for call in (read_info, codec.read_codes, codec.decode_audio, codec.damaged_parts):
+    for call in (read_info, codec.read_codes, codec.decode_audio, codec.code_report):
         for given in (path, str(path), "stream"):
             def refused():
                 named = "" if given == "stream" else re.escape(f"{path}: ")
@@ -2150,6 +2150,19 @@ def test_other_input_given_as_a_vq_file_is_refused_from_its_first_bytes(codec, s
     vq_path.write_bytes(small_vq)
     with open(vq_path, "rb", buffering=0) as stream:  # a raw stream may give the header a part at a time
         np.testing.assert_array_equal(codec.read_codes(stream)[1], codec.read_codes(small_vq)[1])
+
+
+def test_a_damaged_vq_file_given_by_path_is_named(codec, small_vq, tmp_path):
+    """A .vq file cut short, given by path to decode, read_codes or read_info, was refused without its name
+    ('truncated .vq file (chunk 0 cut short)'), where one that is not a .vq file is named; bytes name none."""
+    path = tmp_path / "cut.vq"
+    path.write_bytes(small_vq[:-1])
+    for call in (read_info, codec.decode, codec.read_codes, codec.decode_audio, codec.code_report):
+        for given in (path, str(path)):
+            with pytest.raises(VQCodecError, match=rf"^{re.escape(str(path))}: truncated .vq file \(chunk 0 cut short\)$"):
+                call(given)
+        with pytest.raises(VQCodecError, match=r"^truncated .vq file \(chunk 0 cut short\)$"):
+            call(small_vq[:-1])
 
 
 def test_a_vq_file_given_as_media_is_refused_as_one(codec, small_vq, tmp_path):

@@ -428,9 +428,9 @@ def test_info_with_a_model_refuses_a_chunk_count_the_model_refuses(encoded, cli,
     frames = -(-header.length * 16000 // header.sample_rate // 8)
     expected = f"corrupted .vq file: {len(chunks)} chunk{'s' if len(chunks) > 1 else ''} where {-(-frames // 7)} were expected"
     result = cli("info", source, "-m", tiny_model_path, text=True)
-    assert result.returncode == 1 and result.stderr == f"vqcodec: error: {expected}\n"
+    assert result.returncode == 1 and result.stderr == f"vqcodec: error: {source}: {expected}\n"
     assert cli("decode", source, tmp_path / "out.wav", "-m", tiny_model_path, text=True).stderr == \
-        f"vqcodec: error: {expected}\n"
+        f"vqcodec: error: {source}: {expected}\n"
     assert cli("info", source, text=True).returncode == 0  # without a model, the header's own checks
 
 
@@ -556,7 +556,7 @@ def test_info_json_verbose_of_a_damaged_file_has_a_null_payload(cli, tmp_path):
     source = tmp_path / "cut.vq"
     source.write_bytes(data[:-3])
     result = cli("info", source, "--json", "--verbose", text=True)
-    assert result.returncode == 1 and result.stderr.startswith("vqcodec: error: truncated .vq file")
+    assert result.returncode == 1 and result.stderr.startswith(f"vqcodec: error: {source}: truncated .vq file")
     record = json.loads(result.stdout)
     assert "payload" in record and record["payload"] is None
     assert record.keys() == json.loads(cli("info", GOLDEN / "golden_audio_shared.vq", "--json", text=True).stdout
@@ -593,7 +593,7 @@ def test_counts_of_one_are_singular(cli, tmp_path, tiny_model_path, codec, signa
     data = codec.encode_audio(signal(1, 800, 16000), 16000, 1)
     (folder / "one.vq").write_bytes(data + b"x")
     shown = cli("info", folder / "one.vq", "--json", env=env, text=True)
-    assert shown.stderr == "vqcodec: error: 1 unexpected byte after the last chunk; " \
+    assert shown.stderr == f"vqcodec: error: {folder / 'one.vq'}: 1 unexpected byte after the last chunk; " \
                            "`vqcodec decode --salvage` decodes what is intact\n"
     (folder / "one.vq").write_bytes(data)
     text = cli("info", folder / "one.vq", env=env, text=True).stdout
@@ -1794,6 +1794,29 @@ def test_info_and_decode_of_a_file_that_is_not_a_vq_file_name_it(tiny_model_path
         assert run(args) == 1
         assert capsys.readouterr().err == f"vqcodec: error: {path}: not a .vq file (bad magic)\n", args
         assert not out.exists()
+
+
+def test_info_and_decode_of_a_damaged_file_name_it(tiny_model_path, small_vq, tmp_path, capsys):
+    """A .vq file cut short or corrupted was refused without its name ('vqcodec: error: truncated .vq file (chunk 0
+    cut short)'), where one that is not a .vq file is refused naming it."""
+    from vqcodec.cli import run
+
+    chunk_flipped, header_flipped = bytearray(small_vq), bytearray(small_vq)
+    chunk_flipped[-3] ^= 0x10
+    header_flipped[20] ^= 1  # under the header CRC
+    damaged = {"cut.vq": (small_vq[:-1], "truncated .vq file (chunk 0 cut short)"),
+               "head.vq": (small_vq[:30], "truncated .vq file (incomplete header)"),
+               "flipped.vq": (chunk_flipped, "corrupted .vq file (chunk 0 CRC mismatch)"),
+               "header.vq": (header_flipped, "corrupted .vq file (header CRC mismatch)")}
+    out = tmp_path / "out.wav"
+    for name, (data, message) in damaged.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        for args in (["info", str(path)], ["decode", str(path), str(out), "-m", str(tiny_model_path)]):
+            assert run(args) == 1
+            error = capsys.readouterr().err
+            assert error.startswith(f"vqcodec: error: {path}: {message}") and error.count(name) == 1, (args, error)
+            assert not out.exists()
 
 
 def test_decode_and_info_refuse_a_damaged_header_from_its_first_bytes(tiny_model_path, monkeypatch, capsys):
@@ -4154,10 +4177,10 @@ BAD_CASES = {  # name: what its error says
     "encode-output-is-a-directory-no-force": "outdir: is a directory",
     "encode-output-ends-in-slash": "vqs/: no such directory (a single file's output is a file name)",
     "decode-output-ends-in-slash-over-a-file": "out.wav/: not a directory",
-    "decode-truncated": "truncated .vq file (chunk 0 cut short)",
-    "decode-truncated-header": "truncated .vq file (incomplete header)",
-    "decode-bit-flipped": "chunk 0 CRC mismatch",
-    "decode-unknown-version": "unsupported .vq format version 9",
+    "decode-truncated": "in.vq: truncated .vq file (chunk 0 cut short)",
+    "decode-truncated-header": "in.vq: truncated .vq file (incomplete header)",
+    "decode-bit-flipped": "in.vq: corrupted .vq file (chunk 0 CRC mismatch)",
+    "decode-unknown-version": "in.vq: unsupported .vq format version 9",
     "decode-random-bytes": "bad magic",
     "decode-empty-file": "in.vq: file is empty",
     "decode-10e15-samples": "audio length of 1000000000000000 samples",
@@ -4168,7 +4191,7 @@ BAD_CASES = {  # name: what its error says
     "decode-output-dir-missing": "/nonexistent/dir: no such directory",
     "info-random-bytes": "bad magic",
     "info-missing-file": "nosuch.vq: no such file",
-    "codes-truncated": "truncated .vq file (chunk 0 cut short)",
+    "codes-truncated": "in.vq: truncated .vq file (chunk 0 cut short)",
     "codes-wrong-model": "pass the matching --model",
     "train-no-budget": "give a budget",
 }

@@ -2857,7 +2857,7 @@ def test_info_refuses_an_alpha_plane_missing_or_present_against_the_mode_as_deco
     for options in ([], ["--json"], ["--verbose"], ["--model", str(tiny_model_path)]):
         result = cli("info", damaged, *options, env={"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)}, text=True)
         assert result.returncode == 1, options
-        assert result.stderr == f"vqcodec: error: {message}; `vqcodec decode --salvage` decodes what is intact\n"
+        assert result.stderr == f"vqcodec: error: {damaged}: {message}; `vqcodec decode --salvage` decodes what is intact\n"
         # --json keeps Pillow's name of the mode; the line names it as messages do, '12x8 1-bit' (it was '12x8 1')
         shown = {"1": "1-bit"}.get(mode, mode)
         assert f'"mode": "{mode}"' in result.stdout if "--json" in options else \

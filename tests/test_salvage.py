@@ -377,7 +377,7 @@ def test_bytes_after_the_last_chunk_are_named_and_salvage_says_it_ignores_them(c
     env = {"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)}
     refused = cli("decode", source, tmp_path / "refused.wav", env=env, text=True)
     assert refused.returncode == 1 and refused.stderr == \
-        "vqcodec: error: 8 unexpected bytes after the last chunk; --salvage decodes what is intact\n"
+        f"vqcodec: error: {source}: 8 unexpected bytes after the last chunk; --salvage decodes what is intact\n"
     result = cli("decode", source, tmp_path / "out.wav", "--salvage", env=env, text=True)
     assert result.returncode == 0
     assert result.stderr == "vqcodec: warning: 8 unexpected bytes after the last chunk, ignored\n"
@@ -418,7 +418,7 @@ def test_info_on_a_damaged_file_says_what_the_header_holds(cli, audio_file, tiny
     source.write_bytes(flip_byte_in_chunk(audio_file[0], 4))
     result = cli("info", source, "--json", env={"VQCODEC_MODEL_PATH": str(tiny_model_path.parent)}, text=True)
     assert result.returncode == 1
-    assert result.stderr.strip() == ("vqcodec: error: corrupted .vq file (chunk 4 CRC mismatch); "
+    assert result.stderr.strip() == (f"vqcodec: error: {source}: corrupted .vq file (chunk 4 CRC mismatch); "
                                      "`vqcodec decode --salvage` decodes what is intact")
     record = json.loads(result.stdout)
     assert record["samples"] == 88200 and record["sample_rate"] == 44100 and record["channels"] == 2
@@ -434,7 +434,7 @@ def test_info_verbose_on_a_chunk_that_does_not_decode_says_what_the_header_holds
     for options in ([], ["--json"]):
         result = cli("info", source, "-v", "-m", tiny_model_path, *options, text=True)
         assert result.returncode == 1 and result.stderr == (
-            f"vqcodec: error: chunk holds {len(chunks[3]) - 1} bytes where {len(chunks[3])} were expected; "
+            f"vqcodec: error: {source}: chunk holds {len(chunks[3]) - 1} bytes where {len(chunks[3])} were expected; "
             "`vqcodec decode --salvage` decodes what is intact\n")
         assert "88200" in result.stdout
         if options:  # the key --verbose adds, null where no table can be made

@@ -4,6 +4,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import errno
+import functools
 import io
 import json
 import logging
@@ -218,6 +219,19 @@ def _spool_room():
             raise
         raise VQCodecError(f"cannot write a temporary file in {tempfile.gettempdir()}: {reason_of(exc)} (stdin and "
                            "stdout go through one there: set TMPDIR to a folder with room)") from None
+
+
+def _naming_its_input(command):
+    """A command whose INPUT (`input_path`) is a file, a .vq file maybe, with the FormatError it raises (its .vq
+    input cut short or corrupted) naming the file, as a bad magic's does: "t.vq: truncated .vq file (incomplete
+    header)". Stdin's, as a bad magic's, is not named, nor a folder run's, whose lines name each file."""
+    @functools.wraps(command)
+    def named(*args, input_path, **kwargs):
+        from .fileinfo import naming_damage
+
+        with naming_damage(None if input_path == "-" or os.path.isdir(input_path) else input_path):
+            return command(*args, input_path=input_path, **kwargs)
+    return named
 
 
 def _read_vq_input(path: str, salvage: bool = False, missing: str = "no such file") -> bytes:
@@ -636,6 +650,7 @@ for _version in (param for param in cli.params if "--version" in param.opts):
                    "may use (default: all).")
 @click.option("--bpp", "max_bpp", default=None, type=click.FloatRange(0, min_open=True),
               help="Images: the best file of at most this many bits per pixel, as --bitrate does for audio.")
+@_naming_its_input
 def encode(input_path, output_path, quality, model, kind, device, threads, force, coding, beam, refine, rate_weight,
            depth_weight, max_kbps, max_bpp):
     """Encode an audio file or image into a .vq file. Use - for stdin or stdout.
@@ -1095,6 +1110,7 @@ def _fail_if_skipped(skipped: int, total: int, verb: str, then: str = "") -> Non
                    "says which.")
 @click.option("--rate", "output_rate", default=None, type=click.IntRange(1, vqformat.MAX_SAMPLE_RATE), metavar="HZ",
               help="Audio: write at this sample rate instead of the original one (the length scales with it).")
+@_naming_its_input
 def decode(input_path, output_path, model, format_name, device, threads, force, start, duration, salvage,
            output_rate):
     """Decode a .vq file back to audio or an image, at its original rate, size, channels and mode.
@@ -1114,7 +1130,7 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
       vqcodec decode talk.vq talk16k.wav --rate 16000   # at another sample rate
       vqcodec decode my_recordings_vq/ decoded/ --format flac   # a whole folder
     """
-    from .fileinfo import LostFraming
+    from .fileinfo import LostFraming, with_advice
 
     _use_threads(threads)
     _refuse_missing_input(input_path)
@@ -1126,7 +1142,7 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
     try:
         data = _read_vq_input(input_path, salvage, FILE_OR_FOLDER_MISSING)
     except LostFraming as exc:  # its header is intact: salvage decodes the chunks before the framing was lost
-        raise VQCodecError(f"{exc}; --salvage decodes what is intact") from None
+        raise with_advice(exc, "--salvage decodes what is intact") from None
     header = vqformat.parse_header(data)
     if header.kind == vqformat.KIND_IMAGE and (start is not None or duration is not None or output_rate is not None):
         raise VQCodecError(f"--start, --duration and --rate are for audio; {input_path} holds an image")
@@ -1327,6 +1343,7 @@ def _image_format_from_name(path: str) -> str:
 @click.option("-m", "--model", "model_option", default=None, callback=_model_name,
               help="Model to check the file against, and to report with under --verbose (default: the installed "
                    "model the file names).")
+@_naming_its_input
 def info(input_path, as_json, verbose, model_option):
     """Show what a .vq file holds: model, duration or size, quality and real bitrate.
 
@@ -1341,7 +1358,7 @@ def info(input_path, as_json, verbose, model_option):
       vqcodec info speech.vq --verbose
       vqcodec info speech.vq -m runs/mine/mine.safetensors
     """
-    from .fileinfo import read_info
+    from .fileinfo import read_info, with_advice
     from .registry import model_of_file, other_prior_model
 
     _refuse_output_on_input("-", input_path)  # `info - < x.vq >> x.vq` appended its text to the file
@@ -1392,7 +1409,7 @@ def info(input_path, as_json, verbose, model_option):
         else:
             _print_info(file_info, model, report, other_prior)
     if damage is not None:
-        raise VQCodecError(f"{damage}; `vqcodec decode --salvage` decodes what is intact")
+        raise with_advice(damage, "`vqcodec decode --salvage` decodes what is intact")
 
 
 def _print_info(file_info, model: str | None, report: dict | None, other_prior: dict | None = None) -> None:
@@ -1442,6 +1459,7 @@ def _print_info(file_info, model: str | None, report: dict | None, other_prior: 
 @click.option("--resume", is_flag=True, help="For a folder: go on with the stopped run whose codes.json is in "
               "OUTPUT, with the same model and options, coding only the files it did not finish or that changed "
               "since (their size, time or content).")
+@_naming_its_input
 def codes(input_path, output_path, model, quality, kind, depth_weight, device, threads, force, resume):
     """Write the integer codes of a .vq file, an audio file or image, or a whole folder of audio
     files or images, to NumPy .npy files.

@@ -33,7 +33,7 @@ from .config import config_to_dict
 from .devices import resolve_device
 from .errors import ClippingWarning, VQCodecError, caller_stacklevel
 from .fileinfo import (TRAILING_STREAM_BYTES, FileInfo, UnendedStream, alpha_plane, colour_mode,  # noqa: F401
-                       read_info, vq_bytes)  # (FileInfo, read_info: API)
+                       naming_its_file, read_info, vq_bytes)  # (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, PILLOW_READ_ERRORS,
                  SOUNDFILE_ERRORS, TIFF_ORIENTATION, as_displayed, audio_format_named, audio_format_of,
                  check_audio_output, check_destination, check_format_name, checked_flag,
@@ -691,6 +691,7 @@ class _RateSearch:
         self.latents: dict[tuple, torch.Tensor] = {}
 
 
+@naming_its_file
 def decode(data, device: str = "cpu"):
     """Decode `.vq` bytes (or a `.vq` file's path) with the installed model the file names:
     (audio, sample rate) or a Pillow image, as Codec.decode."""
@@ -858,6 +859,7 @@ class Codec:
         image = media if is_image else open_image(media, fits=self.check_image_encode_fits)
         return self.encode_image(image, quality, max_rate)
 
+    @naming_its_file
     def decode(self, data):
         """`.vq` bytes (or the path of a `.vq` file) -> (float32 audio (channels, samples), sample rate) for
         audio, or a Pillow image for images: the original rate, length, size and mode."""
@@ -1702,6 +1704,7 @@ class Codec:
         damaged.append(index)
         return np.broadcast_to(np.array(ABSENT, dtype=self._code_dtype), shape)
 
+    @naming_its_file
     def check_file(self, data: bytes) -> None:
         """Refuse a `.vq` file (bytes, a path or a binary stream) this model does not decode: another model's,
         another prior's, more codebooks, or another number of chunks than the model's frames or rows make
@@ -1748,6 +1751,7 @@ class Codec:
         elif header.coding != vqformat.CODING_FIXED:
             raise VQCodecError(f"payload coding {header.coding} is not supported by this model")
 
+    @naming_its_file
     def read_codes(self, data: bytes) -> tuple[vqformat.Header, np.ndarray]:
         """The header and the integer codes of a `.vq` file written by this model, without running the networks:
         audio (channels, quality, frames), every channel's even where a chunk stores shared codes once;
@@ -1758,6 +1762,7 @@ class Codec:
         header, chunks, _ = self._parse_whole(vq_bytes(data))
         return header, kinded(self._file_codes(header, chunks), self.kind, header.model_id, self.codes_id)
 
+    @naming_its_file
     def code_blocks(self, data: bytes, max_codes: int = CODE_BLOCK_CODES) -> tuple[vqformat.Header, tuple, Iterator]:
         """read_codes a block at a time, so that a file's codes can be written out without being held
         whole: the header, the shape read_codes gives, and (first, codes) pairs, each a whole number of
@@ -1808,6 +1813,7 @@ class Codec:
             payload = chunks[(first + a) // header.chunk_frames]
             out[(slice(None),) * axis + (slice(a, b),)] = self._decode_payload(header, payload, shape_of(b - a))
 
+    @naming_its_file
     @_one_at_a_time  # it reads the depth weight, which another thread's rate search sets while it runs
     def recode(self, data: bytes, quality: int | None = None, max_rate: float | None = None) -> bytes:
         """A `.vq` file written by this model at a lower quality or rate, made from the file alone:
@@ -1879,6 +1885,7 @@ class Codec:
         warn_of_what_codes_leave_out(header, source)
         return codes, {"width": header.width, "height": header.height}
 
+    @naming_its_file
     def code_report(self, data: bytes) -> dict:
         """Where the bits of a `.vq` file written by this model go, without running the networks.
 
@@ -1937,8 +1944,8 @@ class Codec:
         that many chunks; salvage_chunks needs it checked before it allocates)."""
         expected = vqformat.expected_chunk_count(total, header.chunk_frames)
         if header.chunk_count != expected:
-            raise VQCodecError(f"corrupted .vq file: {plural(header.chunk_count, 'chunk')} where {expected} "
-                               f"{'was' if expected == 1 else 'were'} expected")
+            raise vqformat.FormatError(f"corrupted .vq file: {plural(header.chunk_count, 'chunk')} where {expected} "
+                                       f"{'was' if expected == 1 else 'were'} expected")
 
     def _chunk_layout(self, header: vqformat.Header) -> tuple[int, Callable[[int], tuple]]:
         """The frames (audio) or latent rows (images) a file's chunks divide, and the shape of the
@@ -1949,6 +1956,7 @@ class Codec:
         rows, cols = math.ceil(header.height / self.hop), math.ceil(header.width / self.hop)
         return rows, lambda n: (header.quality, n, cols)
 
+    @naming_its_file
     def damaged_parts(self, data: bytes, start: float = 0.0, duration: float | None = None) -> list[dict]:
         """What a damaged `.vq` file has lost: each run of consecutive code chunks whose framing or CRC
         fails or that do not decode, as {"chunk": the first, "count", "from", "to"} in seconds (audio) or
@@ -2028,6 +2036,7 @@ class Codec:
             report.append({"trailing_bytes": trailing})
         return report
 
+    @naming_its_file
     @torch.inference_mode()
     def decode_audio_blocks(self, data: bytes, start: int = 0, count: int | None = None, salvage: bool = False,
                             rate: int | None = None) -> tuple[vqformat.Header, Iterator[np.ndarray]]:
@@ -2163,6 +2172,7 @@ class Codec:
         high = min(model_length, -(-(start + count) * step // out_step) + margin)
         return low, high, start - low // step * out_step
 
+    @naming_its_file
     def decode_audio(self, data: bytes, start: float = 0.0, duration: float | None = None,
                      salvage: bool = False, rate: int | None = None) -> tuple[np.ndarray, int]:
         """`.vq` bytes -> float32 (channels, samples) and their rate: the original sample rate and
@@ -2196,6 +2206,7 @@ class Codec:
             return first, left
         return first, max(1, round(min(_checked_amount("duration", duration, "seconds") * rate, left)))
 
+    @naming_its_file
     def decode_audio_file(self, data: bytes, destination, format_hint: str | None = None, subtype: str | None = None,
                           start: float = 0.0, duration: float | None = None, salvage: bool = False,
                           rate: int | None = None) -> None:
@@ -2592,6 +2603,7 @@ class Codec:
         chunks = [self._encode_payload(coding, codes[:, r0:r1]) for r0, r1 in _blocks(codes.shape[1], IMAGE_CHUNK_ROWS)]
         return vqformat.build_file(header, chunks, alpha_bytes)
 
+    @naming_its_file
     @torch.inference_mode()  # as codes_to_image: with gradients, each tile kept its activations for a backward pass
     def decode_image(self, data: bytes, salvage: bool = False):
         """`.vq` bytes -> Pillow image with the original size and mode.

@@ -1,6 +1,9 @@
 """What a `.vq` file holds, from its header (and chunk table): no networks, so no torch."""
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import io
 import os
 from dataclasses import dataclass
@@ -104,6 +107,45 @@ def vq_bytes(data, salvage: bool = False) -> bytes:
         raise VQCodecError(f"cannot read {shown_cut(data)}: {exc}") from None
 
 
+def file_name(data) -> str | None:
+    """The name an error gives the `.vq` file `data` (as vq_bytes takes it): its path, where it is given one; None
+    for bytes or a stream."""
+    return str(data) if isinstance(data, (str, Path)) and data != "" else None
+
+
+@contextlib.contextmanager
+def naming_damage(name: str | None):
+    """A FormatError raised in the block (a `.vq` file cut short, corrupted, or of no format this vqcodec reads)
+    names the file, `name`, as a bad magic's does (read_vq_stream): "t.vq: truncated .vq file (incomplete header)".
+    With None (stdin, bytes or a stream), and where the message names it already, it is raised as it is."""
+    try:
+        yield
+    except vqformat.FormatError as exc:
+        if name is None or str(exc).startswith(f"{name}: "):
+            raise
+        raise type(exc)(f"{name}: {exc}") from None
+
+
+def naming_its_file(function):
+    """`function`, of a `.vq` file given as its argument `data`, with the FormatError it raises naming the file
+    where `data` is a path (naming_damage)."""
+    position = list(inspect.signature(function).parameters).index("data")
+
+    @functools.wraps(function)
+    def named(*args, **kwargs):
+        data = args[position] if position < len(args) else kwargs.get("data")
+        with naming_damage(file_name(data)):
+            return function(*args, **kwargs)
+    return named
+
+
+def with_advice(error: VQCodecError, advice: str) -> VQCodecError:
+    """`error` with `advice` after it ("; --salvage decodes what is intact"), still a FormatError where it was one,
+    so that naming_damage names the file."""
+    kind = vqformat.FormatError if isinstance(error, vqformat.FormatError) else VQCodecError
+    return kind(f"{error}; {advice}")
+
+
 def read_vq_file(path: str | Path, salvage: bool = False) -> bytes:
     """The bytes of the `.vq` file at `path` (a FIFO's too), as read_vq_stream reads them; an OSError is the caller's
     to word."""
@@ -198,17 +240,18 @@ def alpha_plane(header: vqformat.Header, alpha_bytes: bytes | None) -> np.ndarra
         try:
             raw = inflate.decompress(alpha_bytes, header.width * header.height + 1)
         except zlib.error:
-            raise VQCodecError("corrupted .vq file: alpha plane does not decompress") from None
+            raise vqformat.FormatError("corrupted .vq file: alpha plane does not decompress") from None
         if len(raw) != header.width * header.height:
-            raise VQCodecError("corrupted .vq file: alpha plane has the wrong size")
+            raise vqformat.FormatError("corrupted .vq file: alpha plane has the wrong size")
         if not inflate.eof or inflate.unused_data:  # cut before its checksum, or bytes after it
-            raise VQCodecError("corrupted .vq file: alpha plane is not one whole zlib stream")
+            raise vqformat.FormatError("corrupted .vq file: alpha plane is not one whole zlib stream")
         alpha = np.frombuffer(raw, dtype=np.uint8).reshape(header.height, header.width)
     if (alpha is not None) != (colour_mode(header) in ALPHA_MODES):
-        raise VQCodecError("corrupted .vq file: alpha plane present or missing against the colour mode")
+        raise vqformat.FormatError("corrupted .vq file: alpha plane present or missing against the colour mode")
     return alpha
 
 
+@naming_its_file
 def read_info(data: bytes, check_chunks: bool = True) -> FileInfo:
     """What a `.vq` file's header says (`data`: its bytes, path or a binary stream), once the whole
     file checks out (or the header alone, with check_chunks=False: for a damaged file; shared_chunks

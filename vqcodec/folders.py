@@ -356,9 +356,11 @@ def salvageable(codec, data: bytes) -> bool:
 def with_salvage_hint(error: VQCodecError, codec, data: bytes) -> VQCodecError:
     """The error of a file that failed to decode without salvage, saying that salvage decodes what is
     intact where it can (salvageable)."""
+    from .fileinfo import with_advice
+
     if not salvageable(codec, data):
         return error
-    return VQCodecError(f"{error}; {setting('--salvage', 'salvage=True')} decodes what is intact")
+    return with_advice(error, f"{setting('--salvage', 'salvage=True')} decodes what is intact")
 
 
 def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[bytes], object],
