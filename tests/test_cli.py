@@ -547,6 +547,29 @@ def test_the_readme_s_python_api_and_tokens_examples_run_as_written(cli, tmp_pat
     assert result.returncode == 0, result.stderr
 
 
+def test_info_of_a_file_of_a_few_samples_shows_a_duration_that_is_not_zero(codec, tmp_path, capsys):
+    """`info` of 7 samples at 16 kHz said '7 samples (0.000 s)', and --json gave 1 sample at 768 kHz a duration of
+    1e-06 (1.30208e-06 s, to 6 decimals); the bitrate stays the whole file over that duration, finite."""
+    from conftest import make_signal
+    from vqcodec.cli import run
+
+    def refuse(constant):
+        raise AssertionError(f"--json wrote {constant}, which JSON has not")
+
+    for samples, rate, shown in ((7, 16000, "7 samples (0.000438 s)"), (1, 768000, "1 sample (0.00000130 s)")):
+        path = tmp_path / f"{rate}.vq"
+        path.write_bytes(codec.encode_audio(make_signal(1, samples, rate), rate, 2))
+        bits_per_second = path.stat().st_size * 8 / (samples / rate)
+        assert run(["info", str(path)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[2].endswith(f", {rate} Hz, {shown}"), lines
+        assert lines[3].startswith(f"bitrate:   {bits_per_second / 1000:.3f} kbps"), lines
+        assert run(["info", str(path), "--json"]) == 0
+        record = json.loads(capsys.readouterr().out, parse_constant=refuse)
+        assert record["duration"] == float(f"{samples / rate:.6g}")
+        assert record["bitrate_bps"] == round(bits_per_second, 2)
+
+
 def test_info_json_verbose_of_a_damaged_file_has_a_null_payload(cli, tmp_path):
     """`info --json --verbose` of a file cut short printed its header's fields without "payload", a key that
     --verbose adds: a reader of the JSON met a missing key where the table could not be made."""

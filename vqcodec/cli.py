@@ -23,7 +23,8 @@ from . import __version__, progressline
 from . import format as vqformat
 from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
 from .errors import Terminated, VQCodecError, is_out_of_memory
-from .wording import NAME_BYTES, command_line_wording, json_names, one_line, plural, reason_of, shown, skipping
+from .wording import (NAME_BYTES, command_line_wording, decimals_for, json_names, one_line, plural, reason_of, shown,
+                      skipping)
 
 DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
 
@@ -1394,7 +1395,9 @@ def info(input_path, as_json, verbose, model_option):
                     raise
                 damage = exc
     if file_info.kind == "audio":
-        record.update(duration=round(file_info.duration, 6), bitrate_bps=round(file_info.bitrate, 2))
+        # 6 decimals, or 6 significant digits where fewer: 1 sample at 768 kHz was 1e-06 s
+        record.update(duration=round(file_info.duration, decimals_for(file_info.duration, 6, 6)),
+                      bitrate_bps=round(file_info.bitrate, 2))
         for key in ("width", "height", "mode", "has_alpha"):
             record.pop(key)
     else:
@@ -1420,12 +1423,13 @@ def _print_info(file_info, model: str | None, report: dict | None, other_prior: 
                + (f"; the installed {other_prior['name']} of that id has another prior than the copy that wrote "
                   f"this file)" if other_prior and not model else ")"))
     if file_info.kind == "audio":
+        seconds, kbps = file_info.duration, file_info.bitrate / 1000
         shared = f" (one signal, stored once, in {file_info.shared_chunks} of {plural(file_info.chunks, 'chunk')})" \
             if file_info.shared_chunks else " (stored once or per channel: unknown, chunks unread)" \
             if file_info.shared_chunks is None else ""
         click.echo(f"audio:     {plural(file_info.channels, 'channel')}{shared}, {file_info.sample_rate} Hz, "
-                   f"{plural(file_info.samples, 'sample')} ({file_info.duration:.3f} s)")
-        click.echo(f"bitrate:   {file_info.bitrate / 1000:.3f} kbps ({file_info.size_bytes} bytes)")
+                   f"{plural(file_info.samples, 'sample')} ({seconds:.{decimals_for(seconds, 3)}f} s)")
+        click.echo(f"bitrate:   {kbps:.{decimals_for(kbps, 3)}f} kbps ({file_info.size_bytes} bytes)")
         if file_info.gain != 1.0:
             # 9 digits: enough for `pack --gain` to restore the stored gain (units of 1/65536) exactly
             click.echo(f"level:     coded divided by {file_info.gain:.9g}, decoded multiplied by it")
