@@ -519,6 +519,13 @@ def test_weight_average_is_what_the_model_file_holds_and_resumes(data_dir, tmp_p
     train(data_dir, None, options(out, max_steps=9, resume=True, fit_prior=False))  # kept without the option
     assert json.loads((out / "checkpoint.json").read_text())["average_updates"] == 9
     assert read_model_files(out / "tiny.safetensors")[0]["training"]["weight_average"] == 0.9
+    train(data_dir, None, options(out, max_steps=11, resume=True, weight_average=0.0, fit_prior=False))  # given: off
+    assert "average_updates" not in json.loads((out / "checkpoint.json").read_text())
+    meta, tensors = read_model_files(out / "tiny.safetensors")
+    assert "weight_average" not in meta["training"]
+    checkpoint = load_file(str(out / "checkpoint.safetensors"))
+    assert f"average.{name}" not in checkpoint
+    assert (tensors[name].float() - checkpoint[f"model.{name}"]).abs().max() < 2e-4  # the last step's weights
     for bad in (1.0, -0.5):
         with pytest.raises(VQCodecError, match="weight_average must be"):
             train(data_dir, CFG, options(tmp_path / "bad", max_steps=1, weight_average=bad))
@@ -1092,12 +1099,14 @@ def test_cli_hands_the_batch_and_crop_given_to_training(data_dir, tmp_path, monk
 
     chosen = []
     monkeypatch.setattr(vqcodec.train, "_train_checked", lambda folder, config, options, kind: chosen.append(
-        (options.batch_size, options.crop, options.eval_every, options.precision)))
-    for extra in ([], ["--batch-size", "5", "--crop", "64", "--eval-every", "7", "--precision", "auto"]):
+        (options.batch_size, options.crop, options.eval_every, options.precision, options.weight_average)))
+    for extra in ([], ["--batch-size", "5", "--crop", "64", "--eval-every", "7", "--precision", "auto",
+                       "--weight-average", "0"]):
         result = CliRunner().invoke(cli, ["train", str(data_dir), "--out", str(tmp_path / "run"), "--max-steps", "1",
                                           *extra])
         assert result.exit_code == 0, result.output
-    assert chosen == [(None, None, None, None), (5, 64, 7, "auto")]  # None: the default, or with --resume the run's
+    # None: the default, or with --resume the run's
+    assert chosen == [(None, None, None, None, None), (5, 64, 7, "auto", 0.0)]
 
 
 def run_in_process(args: list, capsys) -> tuple[int, str]:

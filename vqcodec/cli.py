@@ -1957,9 +1957,10 @@ def _refuse_stdout_as_out(out: str, what: str) -> None:
 @click.option("--noise-snr", default="10,40", show_default=True, metavar="LOW,HIGH",
               help="Audio: the range of SNRs, in dB below the speech, that --noise draws its noise from (only with "
                    "--noise).")
-@click.option("--weight-average", type=float, default=0.0, metavar="DECAY",
+@click.option("--weight-average", type=float, default=None, metavar="DECAY",
               help="Validate and write a moving average of the weights, updated each step with this decay (such as "
-                   "0.999: about the last 1000 steps), instead of the last step's weights. Kept when resuming.")
+                   "0.999: about the last 1000 steps), instead of the last step's weights; 0: off (the default). "
+                   "Kept when resuming unless given again.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
 @click.option("-f", "--force", is_flag=True,
               help="Start a new run in an --out folder that holds one (its checkpoint, log and model files are "

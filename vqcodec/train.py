@@ -68,7 +68,8 @@ class TrainOptions:
     stream_data: bool = False    # read every crop from its file, even when the folder would fit in memory
     data_workers: int | None = None  # threads making batches (default: data.default_batch_workers)
     decoder_only: bool = False   # train the decoder alone: encoder and codebooks frozen, so the codes do not change
-    weight_average: float = 0.0  # decay of the moving average of the weights that validation and the model file use; 0: off
+    weight_average: float | None = None  # decay of the moving average of the weights that validation and the model
+                                         # file use; 0: off (None: off, or resuming, the checkpoint's decay)
 
 
 # Batch size and crop (audio samples, image side) when none is given, by media kind and device. The
@@ -213,7 +214,7 @@ def check_options(options: TrainOptions) -> None:
             raise VQCodecError(f"{_option(field)} must be at least {low}{f' and at most {high}' if high else ''}, not {value}")
     if options.noise is not None and not 0.0 <= options.noise <= 1.0:
         raise VQCodecError(f"{_option('noise')} must be a share between 0 and 1, not {options.noise}")
-    if not 0.0 <= options.weight_average < 1.0:
+    if options.weight_average is not None and not 0.0 <= options.weight_average < 1.0:
         raise VQCodecError(f"{_option('weight_average')} must be a decay between 0 and 1, such as 0.999, not "
                            f"{options.weight_average}")
     snr = options.noise_snr_db
@@ -747,7 +748,8 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     run.options = options = _recipe_of(options, start.meta)
     run.precision = resolve_precision(options.precision, run.device)
     rng = np.random.default_rng((options.seed, start.step, parallel.rank()))  # a resumed run continues with fresh crops
-    cfg, kind, files, weight_average = _media_and_config(data_dir, start, options)
+    cfg, kind, files = _media_and_config(data_dir, start, options)
+    weight_average = options.weight_average
     _warn_of_no_prior(run, cfg)
     crop_whose = "the default" if options.crop is None else "the run's"  # a crop not given: or one a --resume keeps
     run.options = options = _sized(run, kind, cfg, batch_kept=given.batch_size is None and options.batch_size is not None)
@@ -869,8 +871,9 @@ def _start_processes(options: TrainOptions) -> _Run:
 def _recipe_of(options: TrainOptions, meta: dict) -> TrainOptions:
     """The options with those that are not given taken from the last part of the run a --resume continues
     (`meta`, its checkpoint's record; a fresh run's is {}: the defaults): the learning rate, noise, batch and
-    crop of its settings, and the --eval-every and --precision of its run_options (its settings hold the
-    precision resolved for the device it ran on), so that a resumed run goes on as it trained. A checkpoint
+    crop of its settings, the --eval-every and --precision of its run_options (its settings hold the
+    precision resolved for the device it ran on) and its weight average's decay, so that a resumed run goes on
+    as it trained. A checkpoint
     written before a value was kept gives its default; values the checkpoint holds are checked as given ones are."""
     saved, kept = meta.get("settings", {}), meta.get("run_options", {})
     lr = options.lr if options.lr is not None else saved.get("lr", DEFAULT_LR)
@@ -885,7 +888,8 @@ def _recipe_of(options: TrainOptions, meta: dict) -> TrainOptions:
         batch_size=options.batch_size if options.batch_size is not None else saved.get("batch_size"),  # None: _sized's
         crop=options.crop if options.crop is not None else saved.get("crop"),
         eval_every=options.eval_every if options.eval_every is not None else kept.get("eval_every", DEFAULT_EVAL_EVERY),
-        precision=options.precision if options.precision is not None else kept.get("precision", DEFAULT_PRECISION))
+        precision=options.precision if options.precision is not None else kept.get("precision", DEFAULT_PRECISION),
+        weight_average=options.weight_average if options.weight_average is not None else meta.get("weight_average", 0.0))
     if recipe != options:
         check_options(recipe)
     return recipe
@@ -981,9 +985,8 @@ def _refuse_another_model(model: str, held: ModelConfig, cfg: ModelConfig | None
         raise VQCodecError(f"{model}, which cfg would change ({', '.join(differing)}): pass cfg=None, or start a new run")
 
 
-def _media_and_config(data_dir: Path, start: _Start, options: TrainOptions) -> tuple[ModelConfig, str, list[Path], float]:
-    """The media kind and files of `data_dir`, the config, and the decay of the weight average; refuses
-    options that do not fit the media."""
+def _media_and_config(data_dir: Path, start: _Start, options: TrainOptions) -> tuple[ModelConfig, str, list[Path]]:
+    """The media kind and files of `data_dir`, and the config; refuses options that do not fit the media."""
     passed_over: list[tuple[Path, str]] = []
     kind, files = find_media(data_dir, start.kind or (start.cfg.kind if start.cfg else None), None, passed_over)
     say_passed_over(passed_over)
@@ -994,8 +997,7 @@ def _media_and_config(data_dir: Path, start: _Start, options: TrainOptions) -> t
         raise VQCodecError(f"{_option('adversarial', True)} is for audio models only")
     if options.noise and kind != "audio":
         raise VQCodecError(f"{_option('noise')} is for audio models only")
-    weight_average = options.weight_average or start.meta.get("weight_average", 0.0)  # resuming keeps it
-    return cfg, kind, files, weight_average
+    return cfg, kind, files
 
 
 def _build_model(run: _Run, start: _Start, cfg: ModelConfig) -> tuple[VQVAE, str | None]:
