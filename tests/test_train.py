@@ -24,15 +24,16 @@ from conftest import Terminal, run_cli, start_cli, terminal_screen, terminal_sho
 from test_cli import assert_one_line_error
 from vqcodec import Codec, VQCodecError
 from vqcodec import format as vqformat
-from vqcodec.config import MAX_PARAMETERS, AudioConfig, ImageConfig, config_from_dict, config_to_dict, parameter_count
+from vqcodec.config import (MAX_PARAMETERS, AudioConfig, ImageConfig, config_from_dict, config_to_dict,
+                            network_parameter_counts, parameter_count)
 from vqcodec.modelfile import (compute_model_id, read_model_files, read_safetensors_metadata, storage_form,
                                write_model_files)
 from vqcodec.models import VQVAE, widen, widths_differ_only
 from vqcodec.registry import find_model
 from vqcodec.data import NOISE_SNR_DB, AudioCrops, add_background_noise
 from vqcodec.losses import ReconstructionLoss
-from vqcodec.train import (DEFAULT_LR, WARMUP_STEPS, TrainOptions, WeightAverage, resolve_precision, train,
-                           training_state_bytes, validate)
+from vqcodec.train import (DEFAULT_LR, WARMUP_STEPS, TrainOptions, WeightAverage, freeze_for_decoder_only,
+                           resolve_precision, train, training_state_bytes, validate)
 
 CFG = AudioConfig(sample_rate=8000, base_channels=4, strides=(2, 4), res_blocks=1, latent_dim=8, num_codebooks=4,
                   codebook_size=16, context_frames=16)
@@ -1123,7 +1124,22 @@ def run_in_process(args: list, capsys) -> tuple[int, str]:
     ImageConfig(channels=(5, 7, 9), decoder_channels=(11, 3, 6), patch=3, res_blocks=2, latent_dim=5),
     ImageConfig(channels=(8,), res_blocks=0, latent_dim=48)])
 def test_parameter_count_is_that_of_the_networks(cfg):
-    assert parameter_count(cfg) == sum(p.numel() for p in VQVAE(cfg).parameters()) <= MAX_PARAMETERS
+    model = VQVAE(cfg)
+    assert parameter_count(cfg) == sum(p.numel() for p in model.parameters()) <= MAX_PARAMETERS
+    assert network_parameter_counts(cfg) == {network: sum(p.numel() for p in getattr(model, network).parameters())
+                                             for network in ("encoder", "decoder")}
+
+
+@pytest.mark.parametrize("cfg", [CFG, ImageConfig(channels=(8, 12), res_blocks=1, latent_dim=4)])
+def test_decoder_only_training_state_counts_the_gradients_and_moments_of_the_decoder_alone(cfg):
+    model = VQVAE(cfg)
+    freeze_for_decoder_only(model)
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)  # what the optimiser gets (_optimisation)
+    encoder = sum(p.numel() for p in model.encoder.parameters())
+    assert trained == parameter_count(cfg) - encoder > 0
+    # a float32 gradient and two AdamW moments of each weight fewer
+    assert training_state_bytes(cfg, decoder_only=True) == training_state_bytes(cfg) - 12 * encoder
+    assert training_state_bytes(cfg, decoder_only=True, checkpoint_bytes=1000) == 1000 + 4 * trained  # resumed
 
 
 @pytest.mark.parametrize("name", ["speech16k", "image"])

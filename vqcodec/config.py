@@ -112,9 +112,10 @@ def config_from_dict(data: dict, strict: bool = False) -> ModelConfig:
     return config
 
 
-def parameter_count(config: ModelConfig) -> int:
-    """The weights and biases of the encoder and decoder that vqcodec.models builds for `config` (the
-    codebooks are buffers), counted without building them; tests/test_train.py checks it against the networks."""
+def network_parameter_counts(config: ModelConfig) -> dict[str, int]:
+    """The weights and biases of the encoder and of the decoder that vqcodec.models builds for `config`, by
+    the name of the VQVAE module that holds them (the codebooks are buffers), counted without building them;
+    tests/test_train.py checks them against the networks."""
     def conv(inputs: int, outputs: int, kernel: int) -> int:  # kernel: the number of taps (k, or k*k in 2-D)
         return inputs * outputs * kernel + outputs
 
@@ -122,30 +123,37 @@ def parameter_count(config: ModelConfig) -> int:
         def block(c: int) -> int:
             return conv(c, c // 2, 3) + conv(c // 2, c, 1)
 
-        width, total = config.base_channels, conv(1, config.base_channels, 7)
+        width, encoder = config.base_channels, conv(1, config.base_channels, 7)
         for stride in config.strides:
-            total += config.res_blocks * block(width) + conv(width, 2 * width, 2 * stride)
+            encoder += config.res_blocks * block(width) + conv(width, 2 * width, 2 * stride)
             width *= 2
-        total += conv(width, config.latent_dim, 3)
+        encoder += conv(width, config.latent_dim, 3)
         width = config.decoder_base_channels << len(config.strides)
-        total += conv(config.latent_dim, width, 7)
+        decoder = conv(config.latent_dim, width, 7)
         for stride in reversed(config.strides):
-            total += conv(width, width // 2 * stride, 3)
+            decoder += conv(width, width // 2 * stride, 3)
             width //= 2
-            total += config.res_blocks * block(width)
-        return total + conv(width, 1, 7)
+            decoder += config.res_blocks * block(width)
+        return {"encoder": encoder, "decoder": decoder + conv(width, 1, 7)}
 
     def block2d(c: int) -> int:
         return conv(c, c // 2, 1) + conv(c // 2, c // 2, 9) + conv(c // 2, c, 1)
 
+    def levels(widths: tuple[int, ...]) -> int:  # their residual blocks, and the resampling between them
+        return (sum(config.res_blocks * block2d(width) for width in widths)
+                + sum(conv(wide, narrow, 16) for wide, narrow in zip(widths, widths[1:])))
+
     stem = 3 * config.patch ** 2
     encoder, decoder = config.channels, config.decoder_widths[::-1]
-    total = conv(stem, encoder[0], 9) + block2d(encoder[-1]) + conv(encoder[-1], config.latent_dim, 1)
-    total += conv(config.latent_dim, decoder[0], 9) + block2d(decoder[0]) + conv(decoder[-1], stem, 9)
-    for widths in (encoder, decoder):
-        total += sum(config.res_blocks * block2d(width) for width in widths)
-        total += sum(conv(wide, narrow, 16) for wide, narrow in zip(widths, widths[1:]))
-    return total
+    return {"encoder": conv(stem, encoder[0], 9) + levels(encoder) + block2d(encoder[-1])
+                       + conv(encoder[-1], config.latent_dim, 1),
+            "decoder": conv(config.latent_dim, decoder[0], 9) + block2d(decoder[0]) + levels(decoder)
+                       + conv(decoder[-1], stem, 9)}
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """The weights and biases of the networks that vqcodec.models builds for `config` (network_parameter_counts)."""
+    return sum(network_parameter_counts(config).values())
 
 
 def check_config(config: ModelConfig) -> None:

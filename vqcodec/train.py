@@ -21,7 +21,7 @@ import torch
 
 from . import memory, parallel, progressline
 from .config import (AudioConfig, ImageConfig, ModelConfig, config_from_dict, config_to_dict, load_config_file,
-                     parameter_count)
+                     network_parameter_counts)
 from .errors import Terminated, VQCodecError, is_out_of_memory
 from .devices import resolve_device
 from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, NoReadableMedia, decodes, default_batch_workers,
@@ -106,6 +106,9 @@ STEP_BYTES_PER_CROP_BYTE = {"audio": 120, "image": 10}
 # precision. Measured as above, with it: 1094 with base_channels 2 and strides (2,) and crops of 4000, 1155 with
 # crops of 16000, 1238 with the tests' tiny config (crops of 8000); the least, less the step's 120, rounded down.
 DISCRIMINATOR_BYTES_PER_CROP_BYTE = 950
+# The VQVAE modules --decoder-only freezes (freeze_for_decoder_only): the optimiser gets the other modules' weights,
+# and training_state_bytes counts their gradients and moments alone.
+DECODER_ONLY_FROZEN = ("encoder", "quantizer")
 CHECKPOINT_NAME = "checkpoint"  # checkpoint.safetensors + checkpoint.json in the output folder
 LOG_NAME = "train_log.jsonl"
 
@@ -527,8 +530,8 @@ def resolve_precision(precision: str, device: str) -> str:
 
 def freeze_for_decoder_only(model: VQVAE) -> None:
     """Freeze the encoder and the codebooks, so that the model makes the codes it made before."""
-    model.encoder.requires_grad_(False)
-    model.quantizer.requires_grad_(False)
+    for module in DECODER_ONLY_FROZEN:
+        getattr(model, module).requires_grad_(False)
 
 
 def set_training_mode(model: VQVAE, decoder_only: bool) -> None:
@@ -1067,10 +1070,11 @@ def training_state_bytes(cfg: ModelConfig, decoder_only: bool = False, weight_av
     moments of each trained weight and its gradient. A resumed run holds as much as its checkpoint's tensors
     (`checkpoint_bytes`): it keeps their moments, and lets their weights go once copied into its networks. Saving a
     checkpoint holds nothing more: it is written tensor by tensor (modelfile._tensors_writer). --decoder-only trains
-    the decoder alone, whose weights the config does not tell apart: none of its gradients or moments is counted, a
-    floor. The discriminator of --adversarial (72 387 weights, 1.2 MB with its gradients and moments) is left out."""
-    weights = parameter_count(cfg)
-    trained = 0 if decoder_only else weights
+    the decoder alone: the encoder's weights, frozen (DECODER_ONLY_FROZEN), have no gradients or moments. The
+    discriminator of --adversarial (72 387 weights, 1.2 MB with its gradients and moments) is left out."""
+    networks = network_parameter_counts(cfg)
+    weights = sum(networks.values())
+    trained = sum(count for module, count in networks.items() if not (decoder_only and module in DECODER_ONLY_FROZEN))
     codebooks = cfg.num_codebooks * cfg.codebook_size * (2 * cfg.latent_dim + 2)  # with their EMA sums and code counts
     models = 4 * (weights + codebooks) * (2 if weight_average else 1)
     if checkpoint_bytes is None:  # a new run's networks and moments, as it will save them
