@@ -2165,6 +2165,35 @@ def test_a_damaged_vq_file_given_by_path_is_named(codec, small_vq, tmp_path):
             call(small_vq[:-1])
 
 
+def test_damage_found_while_the_blocks_are_read_names_the_file(codec, two_chunk_vq, tmp_path):
+    """A second chunk whose CRC holds but whose codes do not (its payload a byte short) is found by code_blocks only
+    when its block is read: that error named no file, where read_codes and decode_audio name it; bytes name none.
+    decode_audio_blocks decodes its chunks before it returns, so refuses such a file, and one with a flipped byte,
+    named, before any block."""
+    import struct
+    import zlib
+
+    first_length = struct.unpack_from("<I", two_chunk_vq, vqformat.HEADER_SIZE)[0]
+    second = vqformat.HEADER_SIZE + 8 + first_length
+    payload = two_chunk_vq[second + 8:-1]
+    short = two_chunk_vq[:second] + struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
+    short_damage = rf"chunk holds {len(payload)} bytes where {len(payload) + 1} were expected"
+    flipped = bytearray(two_chunk_vq)
+    flipped[second + 8] ^= 0xFF
+    path = tmp_path / "damaged.vq"
+    for data, damage in ((short, short_damage), (bytes(flipped), r"corrupted .vq file \(chunk 1 CRC mismatch\)")):
+        path.write_bytes(data)
+        for given in (path, str(path)):
+            with pytest.raises(VQCodecError, match=f"^{re.escape(str(path))}: {damage}$"):
+                codec.decode_audio_blocks(given)
+    for given, named in ((path, f"{re.escape(str(path))}: "), (str(path), f"{re.escape(str(path))}: "), (short, "")):
+        path.write_bytes(short)
+        _, _, blocks = codec.code_blocks(given, max_codes=100)
+        next(blocks)  # the first chunk's codes
+        with pytest.raises(VQCodecError, match=f"^{named}{short_damage}$"):
+            next(blocks)
+
+
 def test_a_vq_file_given_as_media_is_refused_as_one(codec, small_vq, tmp_path):
     path = tmp_path / "a.vq"
     path.write_bytes(small_vq)

@@ -33,7 +33,7 @@ from .config import config_to_dict
 from .devices import resolve_device
 from .errors import ClippingWarning, VQCodecError, caller_stacklevel
 from .fileinfo import (TRAILING_STREAM_BYTES, FileInfo, UnendedStream, alpha_plane, colour_mode,  # noqa: F401
-                       naming_its_file, read_info, vq_bytes)  # (FileInfo, read_info: API)
+                       file_name, naming_damage_in, naming_its_file, read_info, vq_bytes)  # (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, PILLOW_READ_ERRORS,
                  SOUNDFILE_ERRORS, TIFF_ORIENTATION, as_displayed, audio_format_named, audio_format_of,
                  check_audio_output, check_destination, check_format_name, checked_flag,
@@ -1767,13 +1767,15 @@ class Codec:
         """read_codes a block at a time, so that a file's codes can be written out without being held
         whole: the header, the shape read_codes gives, and (first, codes) pairs, each a whole number of
         chunks of at most `max_codes` codes (or one chunk) from frame or row `first` on. The file, its
-        model and whether a block fits in memory are checked before this returns."""
+        model and whether a block fits in memory are checked before this returns; a chunk that
+        does not decode is found when its block is read, and named as the file is here (naming_its_file)."""
         max_codes = _checked_count("max_codes", max_codes)
         header, chunks, _ = self._parse_whole(vq_bytes(data))
         total, shape_of = self._checked_layout(header)
         per_block = max(1, max_codes // math.prod(shape_of(header.chunk_frames))) * header.chunk_frames
         self._check_chunk_fits(header, shape_of(min(total, header.chunk_frames)))  # a chunk may be 2^20 frames
-        return header, shape_of(total), self._blocks_of_codes(header, chunks, total, shape_of, per_block)
+        blocks = self._blocks_of_codes(header, chunks, total, shape_of, per_block)
+        return header, shape_of(total), naming_damage_in(blocks, file_name(data))
 
     def _parse_whole(self, data: bytes) -> tuple[vqformat.Header, list[bytes], bytes | None]:
         """parse_file, and for an image the colour mode and its alpha plane checked as decoding checks

@@ -6,6 +6,7 @@ import functools
 import inspect
 import io
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +125,13 @@ def naming_damage(name: str | None):
         if name is None or str(exc).startswith(f"{name}: "):
             raise
         raise type(exc)(f"{name}: {exc}") from None
+
+
+def naming_damage_in(items: Iterator, name: str | None) -> Iterator:
+    """`items`, with a FormatError raised while the caller reads them (damage a generator finds only when it decodes
+    that part of the file) naming the file, `name`, as naming_damage does."""
+    with naming_damage(name):
+        yield from items
 
 
 def naming_its_file(function):
