@@ -169,6 +169,16 @@ def test_resume_continues_to_the_total_step_count(trained, data_dir, tmp_path):
     assert_no_pickles(out)
 
 
+def test_a_resumed_runs_step_line_before_it_validates_has_no_empty_fields(trained, data_dir, tmp_path, capsys):
+    """A resumed run has no validation or code use of its own until its first validating step: its step
+    lines showed their empty places, 'step 20 | loss 1.2345 (...) |  | '."""
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    train(data_dir, None, options(out, max_steps=20, eval_every=100, resume=True, quiet=False, fit_prior=False))
+    steps = [line for line in capsys.readouterr().err.splitlines() if line.startswith("step ")]
+    assert len(steps) == 1 and re.fullmatch(r"step 20 \| loss [0-9.]+ \((\w+ [0-9.]+ ?)+\)", steps[0]), steps
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_precision_is_recorded_and_the_weights_stay_fp32(data_dir, tmp_path, precision):
     out = tmp_path / precision

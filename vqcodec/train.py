@@ -591,6 +591,13 @@ def validate(model: VQVAE, loss_fn: ReconstructionLoss, crops: torch.Tensor, bat
     return total / len(crops), {name: value / len(crops) for name, value in parts_total.items()}
 
 
+def _step_line(step: int, loss: float, parts: dict, *shown: str) -> str:
+    """The progress line of a step: its loss, then those of the last validation, code use and time left that
+    there are (a resumed run has no validation or code use of its own until its first validating step)."""
+    detail = " ".join(f"{k} {v:.3f}" for k, v in parts.items())
+    return " | ".join([f"step {step}", f"loss {loss:.4f} ({detail})", *(text for text in shown if text)])
+
+
 def _format_time(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -1387,10 +1394,8 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
                            "seconds": trained_seconds + time.monotonic() - began_run - validating, **parts}
             validated(unvalidated)
         if not run.quiet and (step % 10 == 0 or step == 1):
-            left = f" | {_format_time(budget - elapsed)} left" if budget else ""
-            detail = " ".join(f"{k} {v:.3f}" for k, v in parts.items())
-            _progress(f"step {step} | loss {loss_value:.4f} ({detail}) | {val_text} | {usage_text}{left}",
-                      in_place=True)
+            left = f"{_format_time(budget - elapsed)} left" if budget else ""
+            _progress(_step_line(step, loss_value, parts, val_text, usage_text, left), in_place=True)
         if main and time.monotonic() - last_checkpoint >= options.checkpoint_minutes * 60:
             seconds = trained_seconds + time.monotonic() - began_run
             _or_warn(lambda: save_checkpoint(checkpoint_path, training.modules, training.optimizers,
