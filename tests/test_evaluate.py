@@ -89,6 +89,8 @@ def test_eval_that_skips_a_file_prints_its_report_and_exits_1(cli, tiny_model_pa
             assert result.stdout.startswith(f"tiny ") and "on 1 file of" in result.stdout and "| q |" in result.stdout
     result = cli("eval", tiny_model_path, tmp_path / "speech" / "a.wav", "-q", "2", text=True)
     assert result.returncode == 0, result.stderr
+    # one file is named as itself, not as 'on 1 file of a.wav'
+    assert result.stdout.splitlines()[0].endswith(f") on {tmp_path / 'speech' / 'a.wav'}")
 
 def test_eval_of_a_recording_above_full_scale_warns_once_in_one_line_naming_it(cli, codec, tiny_model_path, tmp_path,
                                                                               signal):

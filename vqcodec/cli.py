@@ -2134,7 +2134,8 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
             click.echo(json.dumps(json_names(report), indent=1))
         else:
             unit = "file" if codec.kind == "audio" else "image"
-            click.echo(f"{codec.name} ({codec.model_id.hex()}) on {plural(len(report['files']), unit)} of {data_dir}"
+            what = f"{plural(len(report['files']), unit)} of {data_dir}" if Path(data_dir).is_dir() else data_dir
+            click.echo(f"{codec.name} ({codec.model_id.hex()}) on {what}"
                        + (f" ({len(report['skipped'])} skipped)" if report["skipped"] else ""))
             click.echo(table(report))
     _fail_if_skipped(len(report["skipped"]) + len(passed_over), len(measured) + len(passed_over), "measured")
