@@ -179,6 +179,13 @@ def test_a_resumed_runs_step_line_before_it_validates_has_no_empty_fields(traine
     assert len(steps) == 1 and re.fullmatch(r"step 20 \| loss [0-9.]+ \((\w+ [0-9.]+ ?)+\)", steps[0]), steps
 
 
+def test_the_first_line_gives_a_tiny_models_parameters_in_full(data_dir, tmp_path, capsys):
+    """A model of under ten thousand parameters was '0.00M parameters'."""
+    train(data_dir, CFG, options(tmp_path / "run", max_steps=1, quiet=False, fit_prior=False))
+    first = capsys.readouterr().err.splitlines()[0]
+    assert f"; {parameter_count(CFG):,} parameters; " in first and parameter_count(CFG) < 10_000, first
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_precision_is_recorded_and_the_weights_stay_fp32(data_dir, tmp_path, precision):
     out = tmp_path / precision

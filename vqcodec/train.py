@@ -1319,6 +1319,11 @@ def _warn_of_no_prior(run: _Run, cfg: ModelConfig) -> None:
                   f"says so)")
 
 
+def _parameter_count(count: int) -> str:
+    """In millions, '1.38M', but for a model too small for that to say anything ('1,412', not '0.00M')."""
+    return f"{count / 1e6:.2f}M" if count >= 10_000 else f"{count:,}"
+
+
 def _print_run(run: _Run, kind: str, model: VQVAE, data: _Data, decoder_only: bool) -> None:
     options = run.options
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -1326,8 +1331,8 @@ def _print_run(run: _Run, kind: str, model: VQVAE, data: _Data, decoder_only: bo
     spread = f"{run.processes} processes ({share} examples each)" if run.processes > 1 else f"device {run.device}"
     validation = data.val.describe() if data.val_files != data.train_files else "on the training file (none held out from one)"
     _progress(f"training {options.name} ({kind}) on {data.train.describe()}; validation {validation}; "
-              f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
-              f"{f' ({trained / 1e6:.2f}M trained: the decoder)' if decoder_only else ''}; batch {options.batch_size}; "
+              f"{_parameter_count(sum(p.numel() for p in model.parameters()))} parameters"
+              f"{f' ({_parameter_count(trained)} trained: the decoder)' if decoder_only else ''}; batch {options.batch_size}; "
               f"{spread}, {run.precision}")
 
 
