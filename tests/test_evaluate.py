@@ -266,6 +266,15 @@ def test_eval_table_shows_each_target_rate_as_given(cli, tiny_model_path, tmp_pa
     assert targets == ["0.075", "0.085", "1000"]  # not 0.07 / 0.09 / 1000.00: rounding hid which row is which
 
 
+def test_eval_table_shows_a_speed_below_one_image_a_second():
+    """A rate search on a large photo encodes well under one image a second: one decimal showed it as 0.0."""
+    from vqcodec.evaluate import table
+
+    row = {"quality": 20, "rate": 0.3, "psnr": 30.0, "encode_speed": 0.043, "decode_speed": 2.04}
+    speeds = [cell.strip() for cell in table({"kind": "image", "rows": [row]}).splitlines()[2].split("|")[-3:-1]]
+    assert speeds == ["0.043", "2.0"]
+
+
 def test_eval_codes_each_image_in_its_own_mode_as_encode_does(cli, tmp_path):
     # eval used to code every image converted to RGB: an RGBA photo's alpha was left out of the rate,
     # and 16-bit grey was clipped to white by Pillow's conversion before coding and measuring

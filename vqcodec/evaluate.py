@@ -186,6 +186,19 @@ COLUMNS = {  # key: (heading, digits; None: as given, e.g. 0.075)
 }
 
 
+def _cell(key: str, value) -> str:
+    """A table's cell: the column's digits, but for a speed below 1 (a slow image encode), which keeps two
+    significant ones, '0.043' where one decimal gave '0.0'."""
+    if value is None:
+        return "—"
+    digits = COLUMNS[key][1]
+    if digits is None:
+        return f"{value:g}"
+    if key.endswith("_speed") and 0 < value < 1:
+        return f"{value:.2g}"
+    return f"{value:.{digits}f}"
+
+
 def table(report: dict) -> str:
     """The report's rows as an aligned Markdown table."""
     rows = report["rows"]
@@ -195,8 +208,7 @@ def table(report: dict) -> str:
         headings = [{"kbps": "bpp", "target kbps": "target bpp", "encode xRT": "encode img/s",
                      "decode xRT": "decode img/s"}.get(h, h)
                     for h in headings]
-    cells = [[("—" if row.get(key) is None else f"{row[key]:g}" if COLUMNS[key][1] is None
-               else f"{row[key]:.{COLUMNS[key][1]}f}") for key in keys] for row in rows]
+    cells = [[_cell(key, row.get(key)) for key in keys] for row in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headings)]
     lines = ["| " + " | ".join(h.rjust(w) for h, w in zip(headings, widths)) + " |",
              "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"]
