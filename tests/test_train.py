@@ -1730,8 +1730,10 @@ def test_the_checkpoint_of_a_run_that_wrote_no_model_says_what_writes_it(trained
                                       f"`vqcodec train DIR --out {out} --resume --max-steps 12` writes it without "
                                       "training more")
     train(data_dir, None, options(out, resume=True, max_steps=12, fit_prior=False))
-    with pytest.raises(VQCodecError, match=r"is a training checkpoint \(its model files are NAME.safetensors beside it\)"):
+    with pytest.raises(VQCodecError) as caught:  # the model's files named, where it said 'NAME.safetensors'
         Codec.load(str(out / "checkpoint.safetensors"))
+    assert str(caught.value).endswith(f"is a training checkpoint, not a model: give the model beside it, "
+                                      f"{out / 'tiny.safetensors'}")
 
 
 def test_the_command_a_checkpoint_gives_names_a_folder_that_is_not_utf8_as_the_shell_reads_it(trained, tmp_path):

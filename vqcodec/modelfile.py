@@ -249,9 +249,10 @@ def _read_model_file(path: Path, read):
 def _checkpoint_kind(path: Path, meta: dict) -> str:
     """What a training checkpoint given as a model is, and where its run's model is: beside it, or, where its
     run has written none (stopped before its end), what writes it."""
-    if any(other.suffix == ".json" and other.stem != path.stem and other.with_suffix(".safetensors").exists()
-           for other in path.parent.iterdir()):
-        return "a training checkpoint (its model files are NAME.safetensors beside it)"
+    models = sorted(other.with_suffix(".safetensors") for other in path.parent.iterdir()
+                    if other.suffix == ".json" and other.stem != path.stem and other.with_suffix(".safetensors").exists())
+    if models:
+        return f"a training checkpoint, not a model: give the model beside it, {' or '.join(map(shell_word, models))}"
     return (f"a training checkpoint of step {meta['step']}, of a run that has written no model yet: `vqcodec train DIR "
             f"--out {shell_word(path.parent)} --resume --max-steps {meta['step']}` writes it without training more")
 
