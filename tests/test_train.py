@@ -1192,6 +1192,8 @@ def test_the_shipped_configs_are_within_the_parameter_bound(name):
     (["--name", "sub/x"], "model name 'sub/x' is not a plain file name (it holds a slash): pass another --name"),
     (["--name", ".."], "is not a plain file name (it is a hidden one)"),
     (["--name", " "], "model name ' ' is blank: pass another --name"),  # wrote ' .safetensors'
+    # the model is named after the --out folder, where '.' and '/' have no name: 'model name '' is blank'
+    (["--out", "/"], "--out / has no folder name to name the model after: pass --name"),
     (["--name", "\t "], "model name '\\t ' is blank"),
     (["--name", "a\nb"], "model name 'a\\nb' is not a plain file name (it holds a control character)"),
     # quoted as a shell takes it back (Python's repr, 'a\\udcffb', names no file there)

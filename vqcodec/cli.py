@@ -2031,6 +2031,8 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
         raise VQCodecError(f"--noise-snr takes two numbers, LOW,HIGH in dB (such as 10,40), not {noise_snr!r}") from None
     if resume and not name:  # the run it continues names its model
         name = checkpoint_name(Path(out))
+    if not name and not Path(out).name.strip():  # '.' or '/': its name would be '', 'model name '' is blank'
+        raise VQCodecError(f"--out {out} has no folder name to name the model after: pass --name")
     options = TrainOptions(out=Path(out), name=name or Path(out).name, device=resolve_device(device),
                            batch_size=batch_size, crop=crop, lr=lr, max_minutes=max_minutes, max_steps=max_steps,
                            eval_every=eval_every, threads=threads, resume=resume, replace=force, fit_prior=not no_prior,
