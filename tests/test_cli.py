@@ -2656,7 +2656,7 @@ def test_codes_resume_reads_no_manifest_larger_than_pack_reads(tmp_path, signal,
         tokens.code_folder(codec, folder, out, [folder / "a.wav"], resume=True)
 
 
-def test_codes_resume_of_a_folder_stopped_part_way(tmp_path, signal, cli, tiny_model_path, monkeypatch):
+def test_codes_resume_of_a_folder_stopped_part_way(tmp_path, signal, cli, tiny_model_path, monkeypatch, capsys):
     """`vqcodec codes FOLDER OUT --resume` goes on with a stopped run: only the files it did not finish are
     coded, into the arrays and codes.json of a run that was not stopped. Refused in one line with --force,
     for one file, with other options; a finished run is nothing to resume (status 0)."""
@@ -2676,6 +2676,9 @@ def test_codes_resume_of_a_folder_stopped_part_way(tmp_path, signal, cli, tiny_m
 
     monkeypatch.setattr(Codec, "media_to_codes", stopped_at_c)
     assert run(["codes", str(folder), str(out), "-m", str(tiny_model_path), "-q", "3"]) != 0
+    # what it wrote, as encode and decode of a folder say it (it said only 'vqcodec: interrupted')
+    assert capsys.readouterr().err.splitlines()[-2:] == ["wrote the codes of 2 files before the stop; 1 of 3 files not "
+                                                         "coded", "vqcodec: interrupted"]
     monkeypatch.setattr(Codec, "media_to_codes", real)
     assert json.loads((out / "codes.json").read_text())["stopped"] is True
     stopped = _arrays_and_manifest(out)

@@ -111,7 +111,8 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     run that was not stopped writes it; a finished run's
     manifest is returned as it is, and nothing done. `log(line)` is told, once, how many files a resume keeps and
     how many it codes (resumed_line); every 100 files, `progress` (else `log`) how many of those it codes are done
-    (coded or skipped), "coded 100/N files". It holds the
+    (coded or skipped), "coded 100/N files"; stopped by Ctrl-C or SIGTERM, what it wrote and how many files it did
+    not code, "wrote the codes of 2 files before the stop; 1 of 3 files not coded". It holds the
     codec's lock,
     as Codec's encoding methods do: another thread's rate search on the codec sets trial depth weights on it.
     A recording coded above full scale, beyond the level gain's reach, gets one warning naming it, given to
@@ -181,9 +182,14 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
             done += 1
             if progress and done % 100 == 0:
                 progress(f"coded {done}/{len(files) - len(finished)} files")
-    except BaseException:  # Ctrl-C, SIGTERM, out of memory, a callback's error: the arrays keep what restores them
+    except BaseException as stop:  # Ctrl-C, SIGTERM, out of memory, a callback's error: the arrays keep what
+        # restores them
         if entries or skipped:
             _write_manifest(codec, out, quality, entries, skipped, replace, stopped=True)
+        if log and isinstance(stop, KeyboardInterrupt):  # as a folder's encode and decode say it (folders._each_file)
+            log(f"wrote the codes of {plural(len(entries), 'file')} before the stop"
+                + (f" ({len(skipped)} skipped)" if skipped else "")
+                + f"; {len(files) - len(entries) - len(skipped)} of {plural(len(files), 'file')} not coded")
         raise
     return _write_manifest(codec, out, quality, entries, skipped, replace, written=bool(entries))
 
