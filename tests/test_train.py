@@ -765,6 +765,20 @@ def float32_copy(model_file: Path, out: Path) -> Path:
     return write_model_files(out / "tiny.safetensors", meta, tensors)
 
 
+def test_info_gives_the_id_of_a_fine_tune_that_decodes_the_file(trained, data_dir, tmp_path, cli, signal):
+    """`info -m` of a decoder-only fine-tune gave the file's model id as if it were the fine-tune's: 'model: dec
+    (id of the model the fine-tune was made from)'."""
+    out = tmp_path / "dec"
+    train(data_dir, None, options(out, name="dec", max_steps=1, init=str(trained / "tiny.safetensors"),
+                                  decoder_only=True, fit_prior=False))
+    (tmp_path / "a.vq").write_bytes(Codec.load(str(trained / "tiny.safetensors")).encode_audio(signal(1, 800, 8000),
+                                                                                               8000, 2))
+    tiny_id, dec_id = (json.loads(path.read_text())["model_id"] for path in (trained / "tiny.json", out / "dec.json"))
+    result = cli("info", tmp_path / "a.vq", "-m", out / "dec.safetensors", text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"model:     {out / 'dec.safetensors'} ({dec_id}, which decodes files of {tiny_id})" in result.stdout.splitlines()
+
+
 def test_decoder_only_keeps_the_codes_and_trains_the_decoder(trained, data_dir, tmp_path):
     (tmp_path / "fp32").mkdir()
     start = float32_copy(trained / "tiny.safetensors", tmp_path / "fp32")

@@ -1378,6 +1378,7 @@ def info(input_path, as_json, verbose, model_option):
     model = None if match is None else match["path"] if match.get("shadowed") else match["name"]  # a name would load another
     record = {k: v for k, v in vars(file_info).items()}
     record["model"] = model
+    decoder_id = None if match is None else match["model_id"]  # another than the file's: a fine-tune of its model
     report = None
     if verbose or model_option:
         from .codec import Codec
@@ -1387,6 +1388,7 @@ def info(input_path, as_json, verbose, model_option):
         codec.check_file(data)
         if model_option:
             record["model"] = model = model_option
+            decoder_id = codec.model_id.hex()
         if verbose:
             try:
                 report = codec.code_report(data)
@@ -1410,18 +1412,23 @@ def info(input_path, as_json, verbose, model_option):
         if as_json:
             click.echo(json.dumps(json_names(record), indent=2))
         else:
-            _print_info(file_info, model, report, other_prior)
+            _print_info(file_info, model, report, other_prior, decoder_id)
     if damage is not None:
         raise with_advice(damage, "`vqcodec decode --salvage` decodes what is intact")
 
 
-def _print_info(file_info, model: str | None, report: dict | None, other_prior: dict | None = None) -> None:
+def _print_info(file_info, model: str | None, report: dict | None, other_prior: dict | None = None,
+                decoder_id: str | None = None) -> None:
+    """info's text; `decoder_id`: the id of `model`, which, where it is not the file's, decodes files of that id."""
     from .io import mode_shown
 
     click.echo(f"kind:      {file_info.kind}")
-    click.echo(f"model:     {model or 'not installed'} ({file_info.model_id}"
-               + (f"; the installed {other_prior['name']} of that id has another prior than the copy that wrote "
-                  f"this file)" if other_prior and not model else ")"))
+    if model and decoder_id and decoder_id != file_info.model_id:
+        click.echo(f"model:     {model} ({decoder_id}, which decodes files of {file_info.model_id})")
+    else:
+        click.echo(f"model:     {model or 'not installed'} ({file_info.model_id}"
+                   + (f"; the installed {other_prior['name']} of that id has another prior than the copy that wrote "
+                      f"this file)" if other_prior and not model else ")"))
     if file_info.kind == "audio":
         seconds, kbps = file_info.duration, file_info.bitrate / 1000
         shared = f" (one signal, stored once, in {file_info.shared_chunks} of {plural(file_info.chunks, 'chunk')})" \
