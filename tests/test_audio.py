@@ -1811,6 +1811,18 @@ def test_check_codes_shape_refuses_what_codes_to_file_would_and_odd_shapes_in_on
             codec.check_codes_shape(shape, dtype, **settings)
 
 
+def test_check_codes_shape_takes_a_tensors_dtype(codec):
+    """Codes as a tensor, which every codes method takes, give their shape and dtype as torch's: check_codes_shape
+    refused torch.int16 as no integer type ("Cannot interpret 'torch.int16' as a data type")."""
+    codes = torch.zeros((1, 4, 5), dtype=torch.int16)
+    codec.check_codes_shape(codes.shape, codes.dtype)
+    codec.check_codes_shape(codes.shape, torch.int64, sample_rate=8000, samples=20)
+    with pytest.raises(VQCodecError, match="^codes must be integers, not float32$"):
+        codec.check_codes_shape(codes.shape, torch.float32)
+    with pytest.raises(VQCodecError, match="^codes must be integers, not bfloat16$"):
+        codec.check_codes_shape(codes.shape, torch.bfloat16)
+
+
 def test_a_quoted_home_folder_in_the_model_path_is_searched(monkeypatch, tiny_model_path):
     from vqcodec.registry import find_model
 

@@ -2485,7 +2485,12 @@ class Codec:
         """Refuse (VQCodecError) what codes_to_file refuses of codes of this `shape` and integer `dtype` whatever
         their values, given the same settings, before any of them is read: `vqcodec pack` checks a .npy
         file's header so, where the values of a header's shape of 40 levels, or of 100 hours, were read into
-        memory (gigabytes of a sparse file) before they were refused."""
+        memory (gigabytes of a sparse file) before they were refused. `dtype` may be a torch dtype, as a
+        tensor of codes gives it (`codes.dtype`)."""
+        if isinstance(dtype, torch.dtype):  # NumPy cannot interpret torch.int16
+            if dtype.is_floating_point:  # bfloat16 has no NumPy type to be named by
+                raise VQCodecError(f"codes must be integers, not {str(dtype).removeprefix('torch.')}")
+            dtype = _as_array(torch.empty((), dtype=dtype)).dtype
         try:  # a view of one value: nothing of the shape's size is allocated
             stand_in = np.broadcast_to(np.zeros((), dtype), shape)
         except (TypeError, ValueError) as exc:
