@@ -3046,8 +3046,10 @@ def test_image_api_takes_arrays_and_tensors_and_refuses_what_it_cannot(codec):
             codec.image_to_codes(bad, 2)
     with pytest.raises(VQCodecError, match="Pillow image or a uint8 array"):
         codec.encode_image("photo.png", 2)
-    with pytest.raises(VQCodecError, match="sample_rate is for audio"):  # not ignored: the array may be audio
-        codec.encode(rgb, 2, sample_rate=16000)
+    for media in (rgb, np.zeros(1600, np.float32)):  # not ignored: the array may be audio, given to the wrong model
+        with pytest.raises(VQCodecError, match=f"^sample_rate is for audio given as an array, and model {codec.name} "
+                                               "codes images, not audio$"):
+            codec.encode(media, 2, sample_rate=16000)
     codes, restore = codec.media_to_codes(rgb, 2)  # what encode takes: arrays, Pillow images, bytes
     assert restore == {"width": 30, "height": 20} and codec.codes_to_file(codes, **restore) == plain
     buffer = io.BytesIO()

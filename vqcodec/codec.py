@@ -832,6 +832,9 @@ class Codec:
             if sample_rate is None:
                 raise VQCodecError("audio given as an array needs its sample_rate")
             return self.encode_audio(media, sample_rate, quality, max_rate)
+        if sample_rate is not None and self.kind == "image":  # the array may be audio, given to the wrong model
+            raise VQCodecError(f"sample_rate is for audio given as an array, and model {self.name} codes images, "
+                               "not audio")
         if sample_rate is not None:
             raise VQCodecError("sample_rate is for audio given as an array; a file or image carries its own")
         if isinstance(media, np.ndarray):
