@@ -1761,15 +1761,33 @@ def test_codes_functions_check_their_input(codec, signal):
         with pytest.raises(VQCodecError, match="give its transpose"):
             codec.encode_audio(np.zeros(layout, np.float32), 16000, 2)
     codes = codec.audio_to_codes(signal(1, 1600, 16000), 2)
-    for bad in (codes + 0.5, codes[:, :0], codes[:0]):
+    for bad in (codes[:, :0], codes[:0]):
         with pytest.raises(VQCodecError, match="non-empty integer array"):
             codec.codes_to_audio(bad)
+    with pytest.raises(VQCodecError, match="codes must be integers, not float64"):
+        codec.codes_to_audio(codes + 0.5)
     with pytest.raises(VQCodecError, match="gain must be a number"):
         codec.codes_to_file(codes, gain="x")
     # a gain within half a step of 1 is no gain: the file is the one `info` and codes.json describe (gain 1)
     assert codec.codes_to_file(codes, gain=1 + 1e-7) == codec.codes_to_file(codes, gain=1.0) == codec.codes_to_file(codes)
     with pytest.raises(VQCodecError, match="sample rate must be a whole number"):
         codec.codes_to_file(codes, sample_rate=16000.7)
+
+
+def test_codes_of_no_integer_type_are_refused_naming_it(codec, golden_image_codec):
+    """codes_to_audio and codes_to_image refused float codes (of whole numbers too) as 'codes must be a non-empty
+    integer array (...) of at most 4 levels, each an index below 16 or -1', naming neither the type nor that it was
+    the type they refused, where codes_to_file named it."""
+    audio_codes = np.zeros((1, 2, 5))
+    for call in (codec.codes_to_audio, codec.codes_to_file):
+        with pytest.raises(VQCodecError, match="^codes must be integers, not float64$"):
+            call(audio_codes)
+        with pytest.raises(VQCodecError, match="^codes must be integers, not bool$"):
+            call(audio_codes > 0)
+    with pytest.raises(VQCodecError, match="^codes must be integers, not float32$"):
+        codec.codes_to_audio(torch.zeros((1, 2, 5)))
+    with pytest.raises(VQCodecError, match="^codes must be integers, not float64$"):
+        golden_image_codec.codes_to_image(np.zeros((2, 3, 4)))
 
 
 def test_codes_out_of_the_codebook_are_refused_naming_the_value_and_its_place(codec, golden_image_codec):

@@ -218,6 +218,13 @@ def _as_array(value) -> np.ndarray:
         raise VQCodecError(f"not an array of numbers: {exc}") from None
 
 
+def _integer_codes(codes: np.ndarray) -> np.ndarray:
+    """Codes as given, refused naming their type unless it is an integer one (float codes of whole numbers too)."""
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise VQCodecError(f"codes must be integers, not {codes.dtype}")
+    return codes
+
+
 def _tensor_kind(tensor: torch.Tensor) -> str:
     """What sets a tensor apart from a dense one NumPy can view: "quantized", "nested" or its layout."""
     if tensor.is_quantized:
@@ -1193,9 +1200,8 @@ class Codec:
         read, so that the size the shape makes is checked before the codes are scanned or copied (a
         broadcast array of a few bytes can be billions of codes)."""
         self._refuse_other_models_codes(codes)
-        codes = _as_array(codes)
-        if codes.dtype.kind not in "iu" or codes.ndim != 3 or not 1 <= codes.shape[level_axis] <= self.num_codebooks \
-                or 0 in codes.shape:
+        codes = _integer_codes(_as_array(codes))
+        if codes.ndim != 3 or not 1 <= codes.shape[level_axis] <= self.num_codebooks or 0 in codes.shape:
             raise self._bad_codes(layout)
         return codes
 
@@ -2511,9 +2517,7 @@ class Codec:
         """codes_to_file's checks of all but the values of the codes (of their type and shape as given,
         nothing read or copied): the codes as an array, and what packs them once their values are checked."""
         self._refuse_other_models_codes(codes)
-        array = _as_array(codes)
-        if not np.issubdtype(array.dtype, np.integer):
-            raise VQCodecError(f"codes must be integers, not {array.dtype}")
+        array = _integer_codes(_as_array(codes))
         if (self.kind == "audio" and (width, height) != (None, None)) or \
                 (self.kind == "image" and (sample_rate, samples, gain, channels) != (None, None, None, None)):
             raise VQCodecError(f"model {self.name} codes {self.kind}: a width and height are for images, "
