@@ -1774,6 +1774,20 @@ def test_codes_functions_check_their_input(codec, signal):
         codec.codes_to_file(codes, sample_rate=16000.7)
 
 
+def test_makes_codes_of_takes_the_hex_ids_a_codes_json_gives(codec):
+    """codes.json gives a model's ids as hex: makes_codes_of answered False for the codes id so given (a str is not
+    equal to bytes), and raised AttributeError ('str' object has no attribute 'hex') for a model id so given."""
+    other_model = "ff" * 8
+    assert codec.makes_codes_of(other_model, codec.codes_id.hex()) and codec.makes_codes_of(codec.model_id.hex())
+    assert codec.makes_codes_of(bytes.fromhex(other_model), bytearray(codec.codes_id))
+    assert codec.makes_codes_of(other_model.upper(), codec.codes_id.hex().upper())
+    assert not codec.makes_codes_of(other_model, "00" * 8) and not codec.makes_codes_of(other_model)
+    for name, ids in (("model_id", ("xyz",)), ("model_id", (b"abc",)), ("model_id", (None,)),
+                      ("codes_id", (other_model, 5))):
+        with pytest.raises(VQCodecError, match=f"^{name} is 8 bytes .* or their 16 hex digits"):
+            codec.makes_codes_of(*ids)
+
+
 def test_codes_of_no_integer_type_are_refused_naming_it(codec, golden_image_codec):
     """codes_to_audio and codes_to_image refused float codes (of whole numbers too) as 'codes must be a non-empty
     integer array (...) of at most 4 levels, each an index below 16 or -1', naming neither the type nor that it was

@@ -48,7 +48,7 @@ from .modelfile import build_model, compute_codes_id, inference_state, read_mode
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
 from .recode import FileCuts
 from .refine import LEARNING_RATE as REFINE_LEARNING_RATE, refine_codes
-from .registry import find_model, list_models, retired_model_hint
+from .registry import find_model, is_model_id, list_models, retired_model_hint
 from .wording import not_its_codes, plural, reason_of, setting, shown, shown_cut
 
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
@@ -216,6 +216,16 @@ def _as_array(value) -> np.ndarray:
         return np.asarray(value)
     except (ValueError, TypeError) as exc:
         raise VQCodecError(f"not an array of numbers: {exc}") from None
+
+
+def _id_bytes(name: str, value) -> bytes:
+    """A model id or codes id given to the API: its 8 bytes, or their 16 hex digits (a codes.json's), as bytes."""
+    if isinstance(value, str) and is_model_id(value.lower()):
+        return bytes.fromhex(value)
+    if isinstance(value, (bytes, bytearray, memoryview)) and memoryview(value).nbytes == 8:
+        return bytes(value)
+    raise VQCodecError(f"{name} is 8 bytes (as Codec.{name} gives it) or their 16 hex digits (as codes.json "
+                       f"writes it), not {shown_cut(value, 40)}")
 
 
 def _integer_codes(codes: np.ndarray) -> np.ndarray:
@@ -1237,7 +1247,10 @@ class Codec:
         `codes.codes_id` give it), the answer is exact: the codes ids are equal (or the model is this one, or one
         whose files this one decodes). Without it (codes pickled by an earlier release, a codes.json's model_id),
         it is the model's lineage as this model's and the installed models' "decodes" list it: this model, or
-        either is a decoder-only fine-tune of the other or of a model both were made from."""
+        either is a decoder-only fine-tune of the other or of a model both were made from. Either id may also be
+        given as its 16 hex digits, as codes.json and `vqcodec info` write it."""
+        model_id = _id_bytes("model_id", model_id)
+        codes_id = None if codes_id is None else _id_bytes("codes_id", codes_id)
         if self.decodes_files_of(model_id):
             return True
         if codes_id is not None:
