@@ -1786,6 +1786,9 @@ def test_makes_codes_of_takes_the_hex_ids_a_codes_json_gives(codec):
                       ("codes_id", (other_model, 5))):
         with pytest.raises(VQCodecError, match=f"^{name} is 8 bytes .* or their 16 hex digits"):
             codec.makes_codes_of(*ids)
+    assert codec.decodes_files_of(codec.model_id.hex()) and not codec.decodes_files_of(other_model)  # was False
+    with pytest.raises(VQCodecError, match="^model_id is 8 bytes"):
+        codec.decodes_files_of(b"abc")
 
 
 def test_codes_of_no_integer_type_are_refused_naming_it(codec, golden_image_codec):

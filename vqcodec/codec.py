@@ -1751,7 +1751,8 @@ class Codec:
 
     def decodes_files_of(self, model_id: bytes) -> bool:
         """Whether this model decodes the files of the model of `model_id` (a header's 8 bytes): its own, or those
-        of a model it lists under "decodes" (it is a decoder-only fine-tune of that one)."""
+        of a model it lists under "decodes" (it is a decoder-only fine-tune of that one); or their 16 hex digits."""
+        model_id = _id_bytes("model_id", model_id)
         return model_id == self.model_id or model_id in self.decodes
 
     def _check_file_model(self, header: vqformat.Header) -> None:
