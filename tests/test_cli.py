@@ -2803,6 +2803,10 @@ def test_codes_of_a_folder_take_a_list_of_files_and_refuse_one_path_or_a_generat
             code_folder(codec, folder, out, files)
     with pytest.raises(VQCodecError, match=r"a\.wav is not in the folder .*a\.wav$"):  # was pathlib's ValueError
         code_folder(codec, folder / "a.wav", out, [folder / "a.wav"])
+    # a name as os.listdir(folder) gives it was said not to be in the folder, and no more
+    with pytest.raises(VQCodecError, match=r"^a\.wav is not in the folder .*recordings \(a relative path is taken from "
+                                           rf"the current folder: give {re.escape(str(folder / 'a.wav'))}\)$"):
+        code_folder(codec, folder, out, ["a.wav"])
     assert not out.exists()
     assert [entry["file"] for entry in code_folder(codec, folder, out, (folder / "a.wav",))["files"]] == ["a.wav"]
 

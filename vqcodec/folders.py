@@ -20,6 +20,14 @@ DEFAULT_EXTENSIONS = {"audio": ".wav", "image": ".png"}
 IMAGE_EXTENSIONS = {"JPEG": ".jpg", "TIFF": ".tiff", "SPIDER": ".spider"}
 
 
+def _named_from_the_folder_note(folder: Path, path) -> str:
+    """What to say of a relative path that names a file of `folder` from the folder itself, as os.listdir(folder)
+    gives it: relative paths are the current folder's."""
+    if Path(path).is_absolute() or not (Path(folder) / path).exists():
+        return ""
+    return f" (a relative path is taken from the current folder: give {Path(folder) / path})"
+
+
 def mirrored_paths(folder: Path, out: Path, files: list[Path], suffix_of: Callable[[Path], str],
                    also: tuple[Path, ...] = ()) -> list[Path]:
     """Each file's path under `folder`, moved under `out`, with the suffix `suffix_of(file)` gives;
@@ -32,7 +40,7 @@ def mirrored_paths(folder: Path, out: Path, files: list[Path], suffix_of: Callab
         # not one in it (the folder was a ValueError of pathlib, "PosixPath('.') has an empty name")
         relative = Path(path).relative_to(folder) if Path(path).is_relative_to(folder) else None
         if relative is None or not relative.parts or ".." in relative.parts:
-            raise VQCodecError(f"{path} is not in the folder {folder}")
+            raise VQCodecError(f"{path} is not in the folder {folder}{_named_from_the_folder_note(folder, path)}")
         output = out / relative.with_suffix(suffix_of(path))
         if output in sources:
             raise VQCodecError(f"{sources[output]} and {path} would both write {output}")
