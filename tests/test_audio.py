@@ -1997,7 +1997,7 @@ def test_a_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec):
 def test_a_vq_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec, small_vq, tmp_path):
     """A read error of a .vq stream, at its header or midway through its chunks, came out as the bare OSError
     (with its traceback), where media's is 'cannot read the stream: Input/output error'; a stream open for writing
-    only, as io.UnsupportedOperation: 'read'."""
+    only, as io.UnsupportedOperation: 'read'; a closed one raised ValueError, 'read of closed file'."""
     class Failing(_Pipe):
         def readinto(self, buffer):
             if self.data.tell() >= self.fails_at:
@@ -2014,6 +2014,12 @@ def test_a_vq_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec
     refused = r"^cannot read the stream: it is not open for reading$"
     with open(tmp_path / "a.vq", "wb") as written, pytest.raises(VQCodecError, match=refused):
         read_info(written)  # was 'cannot read the stream: read'
+    (tmp_path / "a.vq").write_bytes(small_vq)
+    with open(tmp_path / "a.vq", "rb") as closed:
+        pass
+    for call in (read_info, codec.decode, codec.read_codes, lambda s: codec.recode(s, 1)):  # were ValueError
+        with pytest.raises(VQCodecError, match=r"^cannot read the stream: it is closed$"):
+            call(closed)
 
 
 def test_a_stream_whose_read_gives_more_than_asked_is_refused(codec, small_vq, signal):

@@ -88,6 +88,8 @@ def vq_bytes(data, salvage: bool = False) -> bytes:
     if hasattr(data, "read"):
         if isinstance(data, io.TextIOBase):  # read, its bytes would be decoded as text (UnicodeDecodeError)
             raise VQCodecError("a .vq file is read from a binary stream, not a text one (open the file with 'rb')")
+        if getattr(data, "closed", False) is True:  # its read's ValueError, 'read of closed file'
+            raise VQCodecError(f"cannot read {STREAM}: it is closed")
         try:
             return read_vq_stream(data, salvage)
         except io.UnsupportedOperation:  # its read's words: 'read'
