@@ -2680,9 +2680,9 @@ def test_write_image_refuses_a_path_named_as_a_folder(tmp_path):
 
 
 def test_write_image_refuses_what_is_no_path_or_binary_stream(tmp_path):
-    """write_image into a text stream raised a TypeError from its write, into a number one from Path(), and into
-    "" (Path("") is the current folder) said 'cannot write .: Device or resource busy': refused as
-    decode_audio_file refuses them."""
+    """write_image into a text stream raised a TypeError from its write, into a number one from Path(), into a
+    closed one a ValueError ('write to closed file'), and into "" (Path("") is the current folder) said 'cannot
+    write .: Device or resource busy': refused as decode_audio_file refuses them."""
     image = make_image("RGB", 6, 4)
     with open(tmp_path / "out.txt", "w") as text:
         for destination, message in (
@@ -2693,6 +2693,10 @@ def test_write_image_refuses_what_is_no_path_or_binary_stream(tmp_path):
                 write_image(image, destination, "png")
             assert str(refused.value) == message
     assert (tmp_path / "out.txt").stat().st_size == 0
+    with open(tmp_path / "out.png", "wb") as closed:
+        pass
+    with pytest.raises(VQCodecError, match="^cannot write the stream: it is closed$"):  # was write's ValueError
+        write_image(image, closed, "png")
 
 
 def test_write_image_refuses_an_image_or_format_hint_of_another_type(tmp_path):

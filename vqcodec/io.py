@@ -332,11 +332,13 @@ def copy_whole(source, stream, block_bytes: int = SPOOL_BLOCK_BYTES) -> None:
 
 def check_destination(destination, what: str) -> None:
     """Refuse where `what` ("audio", "an image") cannot be written: anything but a path or a binary stream (a
-    text stream), and an empty path (Path("") is the current folder)."""
+    text stream, a closed one), and an empty path (Path("") is the current folder)."""
     if isinstance(destination, TextIOBase):
         raise VQCodecError(f"{what} is written to a binary stream, not a text one (open the file with 'wb')")
     if not isinstance(destination, (str, Path)) and not callable(getattr(destination, "write", None)):
         raise VQCodecError(f"{what} is written to a path or a binary stream, not a {type(destination).__name__}")
+    if getattr(destination, "closed", False) is True:  # write_image's write raised ValueError, 'write to closed file'
+        raise VQCodecError("cannot write the stream: it is closed")
     if isinstance(destination, str) and not destination:
         raise VQCodecError("the path of the output is empty")
 
