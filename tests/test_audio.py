@@ -2142,6 +2142,11 @@ def test_decode_audio_file_writes_into_a_pipe_and_names_a_stream_that_fails(code
     with open("/dev/full", "wb", buffering=0) as full, pytest.raises(
             VQCodecError, match="^cannot write /dev/full: No space left on device$"):
         codec.decode_audio_file(data, full, format_hint="WAV")
+    with open("/dev/null", "rb") as read_only, pytest.raises(  # was 'cannot write /dev/null: write'
+            VQCodecError, match="^cannot write /dev/null: it is not open for writing$"):
+        codec.decode_audio_file(data, read_only, format_hint="WAV")
+    with pytest.raises(VQCodecError, match="^cannot write the stream: it is closed$"):  # was 'write to closed file'
+        codec.decode_audio_file(data, read_only, format_hint="WAV")
 
 
 def test_an_empty_path_is_refused_as_one(codec):

@@ -2697,6 +2697,9 @@ def test_write_image_refuses_what_is_no_path_or_binary_stream(tmp_path):
         pass
     with pytest.raises(VQCodecError, match="^cannot write the stream: it is closed$"):  # was write's ValueError
         write_image(image, closed, "png")
+    with open(tmp_path / "out.png", "rb") as read_only, \
+            pytest.raises(VQCodecError, match="^cannot write the stream: it is not open for writing$"):
+        write_image(image, read_only, "png")  # was io.UnsupportedOperation: write
 
 
 def test_write_image_refuses_an_image_or_format_hint_of_another_type(tmp_path):

@@ -2272,6 +2272,8 @@ class Codec:
         else:
             try:
                 decode_into(destination)
+            except io.UnsupportedOperation:  # its words: 'write'
+                raise VQCodecError(f"cannot write {where or 'the stream'}: it is not open for writing") from None
             except OSError as exc:  # named where the stream has a name (a file's); a spool's is left to its owner
                 if where is None:
                     raise

@@ -15,7 +15,7 @@ import struct
 import sys
 import threading
 import warnings
-from io import BytesIO, TextIOBase
+from io import BytesIO, TextIOBase, UnsupportedOperation
 from pathlib import Path
 from typing import Callable
 
@@ -2489,7 +2489,10 @@ def write_image(image, destination, format_hint: str | None = None) -> None:
         image = _with_gif_alpha(image)
     data = _saved(image, _format_name(name), name.upper() if name.lower() in NETPBM_VARIANTS else None)
     if hasattr(destination, "write"):
-        destination.write(data)
+        try:
+            destination.write(data)
+        except UnsupportedOperation:  # its words: 'write'
+            raise VQCodecError("cannot write the stream: it is not open for writing") from None
     else:
         write_file(destination, lambda stream: stream.write(data))
 
