@@ -2807,6 +2807,8 @@ def test_codes_of_a_folder_take_a_list_of_files_and_refuse_one_path_or_a_generat
     with pytest.raises(VQCodecError, match=r"^a\.wav is not in the folder .*recordings \(a relative path is taken from "
                                            rf"the current folder: give {re.escape(str(folder / 'a.wav'))}\)$"):
         code_folder(codec, folder, out, ["a.wav"])
+    with pytest.raises(VQCodecError, match=r"^x+ is not in the folder .*recordings$"):  # its lookup's OSError
+        code_folder(codec, folder, out, ["x" * 5000])
     assert not out.exists()
     assert [entry["file"] for entry in code_folder(codec, folder, out, (folder / "a.wav",))["files"]] == ["a.wav"]
 

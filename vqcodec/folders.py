@@ -23,9 +23,13 @@ IMAGE_EXTENSIONS = {"JPEG": ".jpg", "TIFF": ".tiff", "SPIDER": ".spider"}
 def _named_from_the_folder_note(folder: Path, path) -> str:
     """What to say of a relative path that names a file of `folder` from the folder itself, as os.listdir(folder)
     gives it: relative paths are the current folder's."""
-    if Path(path).is_absolute() or not (Path(folder) / path).exists():
+    named = Path(folder) / path
+    try:
+        if Path(path).is_absolute() or not named.exists():
+            return ""
+    except OSError:  # a name too long to look up
         return ""
-    return f" (a relative path is taken from the current folder: give {Path(folder) / path})"
+    return f" (a relative path is taken from the current folder: give {named})"
 
 
 def mirrored_paths(folder: Path, out: Path, files: list[Path], suffix_of: Callable[[Path], str],
