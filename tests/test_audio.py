@@ -657,6 +657,19 @@ def test_decode_audio_file_refuses_what_the_format_cannot_hold(codec, signal, tm
         assert soundfile.info(io.BytesIO(destination.getvalue())).channels == channels
 
 
+def test_decode_audio_file_refuses_a_subtype_the_format_lacks_naming_those_it_has(codec, signal, tmp_path):
+    """A subtype the format has not (PCM_99, FLAC's FLOAT) was refused as 'WAV PCM_99 cannot hold 1 channel at
+    16000 Hz here (libsndfile says: Unknown subtype ...): ... or pass rate=N', as if of the rate or channels."""
+    data = codec.encode_audio(signal(1, 160, 16000), 16000, 1)
+    for name, subtype, reason in (("out.wav", "PCM_99", "WAV has no subtype PCM_99: it takes PCM_16, PCM_24, "),
+                                  ("out.flac", "float", "FLAC has no subtype FLOAT: it takes PCM_S8, PCM_16, PCM_24")):
+        with pytest.raises(VQCodecError, match=f"^{re.escape(str(tmp_path / name))}: {reason}"):
+            codec.decode_audio_file(data, str(tmp_path / name), subtype=subtype)
+    assert os.listdir(tmp_path) == []
+    codec.decode_audio_file(data, str(tmp_path / "out.flac"), subtype="pcm_24")
+    assert soundfile.info(str(tmp_path / "out.flac")).subtype == "PCM_24"
+
+
 # ---------------------------------------------------------------- codes API
 
 def test_audio_to_codes_shape_dtype_range(codec, signal):

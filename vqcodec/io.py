@@ -993,6 +993,9 @@ def check_audio_output(format_name: str, subtype: str | None, sample_rate: int, 
         raise VQCodecError(f"{format_name} is bare samples, which keep neither the rate nor the channels, of a type it "
                            "must be told: write another format (.wav, .aiff, .flac)")
     subtype = (subtype or soundfile.default_subtype(format_name) or "").upper()
+    subtypes = soundfile.available_subtypes(format_name)
+    if subtype not in subtypes:  # libsndfile's refusal was worded as one of the rate and channels
+        raise VQCodecError(f"{format_name} has no subtype {subtype}: it takes {', '.join(subtypes)}")
     if format_name == "OGG" and subtype == "VORBIS" and sample_rate > VORBIS_MAX_RATE:
         raise VQCodecError(f"Ogg Vorbis holds at most {VORBIS_MAX_RATE} Hz, not {sample_rate}: "
                            f"write another format (.wav, .flac) or {setting('pass --rate', 'pass rate=N')}")
