@@ -7,6 +7,7 @@ whole file runs in about a minute on one CPU core.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import math
 import os
@@ -2700,6 +2701,38 @@ def test_write_image_refuses_what_is_no_path_or_binary_stream(tmp_path):
     with open(tmp_path / "out.png", "rb") as read_only, \
             pytest.raises(VQCodecError, match="^cannot write the stream: it is not open for writing$"):
         write_image(image, read_only, "png")  # was io.UnsupportedOperation: write
+
+
+def test_write_image_writes_every_byte_into_a_raw_stream_and_names_one_that_fails():
+    """write_image wrote into a stream with one write(), whose count it did not look at: a raw stream (unbuffered, a
+    pipe) that took part of it got a PNG cut short, silently; a write that failed came out as the bare OSError."""
+    image = make_image("RGB", 40, 30)
+    whole = io.BytesIO()
+    write_image(image, whole, "png")
+
+    class Trickle(io.RawIOBase):
+        def __init__(self):
+            self.got = bytearray()
+
+        def writable(self):
+            return True
+
+        def write(self, data):
+            self.got += bytes(data[:100])
+            return min(len(data), 100)
+
+    trickle = Trickle()
+    write_image(image, trickle, "png")
+    assert bytes(trickle.got) == whole.getvalue() and len(whole.getvalue()) > 100
+
+    class Full(Trickle):
+        name = "/mnt/full/out.png"
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(VQCodecError, match="^cannot write /mnt/full/out.png: No space left on device$"):
+        write_image(image, Full(), "png")
 
 
 def test_write_image_refuses_an_image_or_format_hint_of_another_type(tmp_path):

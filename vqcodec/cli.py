@@ -1186,10 +1186,10 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
                     data, stream, format_hint=audio_format, start=start or 0.0, duration=duration, salvage=salvage,
                     rate=output_rate), force)
         else:
-            from .io import write_image
+            from .io import save_image
 
             image = codec.decode_image(data, salvage=salvage)
-            _write_output(output_path, lambda stream: write_image(image, stream, image_format), force)
+            _write_output(output_path, lambda stream: save_image(image, stream, image_format), force)
     except VQCodecError as exc:
         from .folders import with_salvage_hint
 

@@ -328,7 +328,7 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
     codec of a file (reusing codecs across files); `write(path, write_stream)` writes one output;
     with `salvage`, `warn(path, damaged_parts, header)` reports what a damaged file lost."""
     from .fileinfo import read_vq_file
-    from .io import write_image
+    from .io import save_image
 
     def make(path: Path, output: Path) -> int:
         data = read_vq_file(path)
@@ -352,7 +352,7 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
             check_output_of(formats["image"], header, data)
             image = codec.decode_image(data, salvage=salvage)
             with folder_of(output):
-                write(output, lambda stream: write_image(image, stream, formats["image"]))
+                write(output, lambda stream: save_image(image, stream, formats["image"]))
         return output.stat().st_size
     return _each_file(files, outputs, make, FolderReport("mixed"), "decoded", log, progress)
 

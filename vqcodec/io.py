@@ -2467,8 +2467,21 @@ def write_image(image, destination, format_hint: str | None = None) -> None:
     When the format cannot hold the image's mode (CMYK or float as PNG, 16-bit as JPEG, ...), the
     nearest mode it can hold is written instead: RGBA, RGB, I;16 or L, deep values scaled to it.
     Alpha is never dropped: a format that cannot hold it is refused. A path is written through a temporary
-    file renamed into place (write_file).
+    file renamed into place (write_file); a stream's write that fails is refused naming it, as
+    decode_audio_file names it (the command line's own streams are left to it: save_image).
     """
+    try:
+        save_image(image, destination, format_hint)
+    except UnsupportedOperation:  # its words: 'write'
+        raise VQCodecError("cannot write the stream: it is not open for writing") from None
+    except OSError as exc:  # of a stream: a path's is worded by write_file
+        name = destination if isinstance(destination, (str, Path)) else getattr(destination, "name", None)
+        raise VQCodecError(f"cannot write {name if isinstance(name, (str, Path)) else 'the stream'}: "
+                           f"{reason_of(exc)}") from None
+
+
+def save_image(image, destination, format_hint: str | None = None) -> None:
+    """write_image, whose stream's errors are the caller's to word."""
     from PIL import Image
 
     if not isinstance(image, Image.Image):
@@ -2492,10 +2505,7 @@ def write_image(image, destination, format_hint: str | None = None) -> None:
         image = _with_gif_alpha(image)
     data = _saved(image, _format_name(name), name.upper() if name.lower() in NETPBM_VARIANTS else None)
     if hasattr(destination, "write"):
-        try:
-            destination.write(data)
-        except UnsupportedOperation:  # its words: 'write'
-            raise VQCodecError("cannot write the stream: it is not open for writing") from None
+        copy_whole(BytesIO(data), destination)  # a raw stream may take part of a write
     else:
         write_file(destination, lambda stream: stream.write(data))
 
