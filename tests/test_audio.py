@@ -2162,6 +2162,40 @@ def test_decode_audio_file_writes_into_a_pipe_and_names_a_stream_that_fails(code
         codec.decode_audio_file(data, read_only, format_hint="WAV")
 
 
+def test_decode_audio_file_writes_every_byte_into_a_raw_stream_that_can_seek(codec, signal, tmp_path):
+    """A raw stream that can seek (open(path, 'wb', buffering=0)) may take part of a write: soundfile's
+    `assert written == len(data)` failed, a bare AssertionError."""
+    data = codec.encode_audio(signal(1, 16000, 16000), 16000, 2)
+    whole = io.BytesIO()
+    codec.decode_audio_file(data, whole, format_hint="WAV")
+
+    class Trickle(io.RawIOBase):
+        def __init__(self):
+            self.got = io.BytesIO()
+
+        def writable(self):
+            return True
+
+        def seekable(self):
+            return True
+
+        def seek(self, offset, whence=0):
+            return self.got.seek(offset, whence)
+
+        def write(self, data):
+            return self.got.write(bytes(data[:100]))
+
+    trickle = Trickle()
+    codec.decode_audio_file(data, trickle, format_hint="WAV")
+    assert trickle.got.getvalue() == whole.getvalue()
+    with open(tmp_path / "out.wav", "wb", buffering=0) as raw:
+        codec.decode_audio_file(data, raw)
+    assert (tmp_path / "out.wav").read_bytes() == whole.getvalue()
+    with open(tmp_path / "out.wav", "rb", buffering=0) as raw, pytest.raises(
+            VQCodecError, match=f"^cannot write {re.escape(str(tmp_path / 'out.wav'))}: it is not open for writing$"):
+        codec.decode_audio_file(data, raw)
+
+
 def test_an_empty_path_is_refused_as_one(codec):
     with pytest.raises(VQCodecError, match="^the path of the media is empty$"):  # was 'cannot read audio .: Is a
         codec.encode("", 2)                                                     # directory', the current folder

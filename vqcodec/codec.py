@@ -362,9 +362,10 @@ def _is_vq_file(media) -> bool:
     return False
 
 
-def _through_spool(stream, write: Callable) -> None:
+def _through_spool(stream, write: Callable, where: str | None = None) -> None:
     """Call write(spool) into an anonymous temporary file, then copy what it wrote into a stream that
-    cannot seek: a failure writes nothing to the stream, and long output never sits in memory."""
+    cannot seek, or a raw one: a failure writes nothing to the stream, and long output never sits in memory.
+    `where`: the stream's name for its errors, if it has one."""
     import tempfile
 
     with tempfile.TemporaryFile() as spool:
@@ -372,8 +373,10 @@ def _through_spool(stream, write: Callable) -> None:
         spool.seek(0)
         try:
             copy_whole(spool, stream)
+        except io.UnsupportedOperation:  # its words: 'write'
+            raise VQCodecError(f"cannot write {where or 'the stream'}: it is not open for writing") from None
         except (OSError, ValueError) as exc:
-            raise VQCodecError(f"cannot write the stream: {reason_of(exc)}") from None
+            raise VQCodecError(f"cannot write {where or 'the stream'}: {reason_of(exc)}") from None
 
 
 def _blocks(total: int, block: int) -> Iterator[tuple[int, int]]:
@@ -2267,8 +2270,10 @@ class Codec:
             self._decode_audio_into(data, stream, where, format_hint, subtype, start, duration, salvage, rate)
         if isinstance(destination, (str, Path)):
             write_file(destination, decode_into)
-        elif not is_seekable(destination):  # a pipe or socket: soundfile seeks back to finish the header
-            _through_spool(destination, decode_into)
+        elif not is_seekable(destination) or isinstance(destination, io.RawIOBase):
+            # a pipe or socket: soundfile seeks back to finish the header; a raw stream (open(..., buffering=0)) may
+            # take part of a write, which soundfile asserts it does not
+            _through_spool(destination, decode_into, where)
         else:
             try:
                 decode_into(destination)
