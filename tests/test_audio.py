@@ -2196,6 +2196,26 @@ def test_decode_audio_file_writes_every_byte_into_a_raw_stream_that_can_seek(cod
         codec.decode_audio_file(data, raw)
 
 
+def test_decode_audio_file_refuses_a_raw_stream_that_would_block(codec, signal):
+    """A non-blocking raw stream's write returns None, it would block: copy_whole took it for 0 bytes written and
+    tried again for ever."""
+    data = codec.encode_audio(signal(1, 1600, 16000), 16000, 2)
+
+    class WouldBlock(io.RawIOBase):
+        name, calls = "/tmp/fifo.wav", 0
+
+        def writable(self):
+            return True
+
+        def write(self, data):
+            self.calls += 1
+            assert self.calls < 100, "copy_whole spun on a write that would block"
+            return None
+
+    with pytest.raises(VQCodecError, match=r"^cannot write /tmp/fifo.wav: it would block \(a non-blocking stream\)$"):
+        codec.decode_audio_file(data, WouldBlock(), format_hint="WAV")
+
+
 def test_an_empty_path_is_refused_as_one(codec):
     with pytest.raises(VQCodecError, match="^the path of the media is empty$"):  # was 'cannot read audio .: Is a
         codec.encode("", 2)                                                     # directory', the current folder

@@ -2735,6 +2735,41 @@ def test_write_image_writes_every_byte_into_a_raw_stream_and_names_one_that_fail
         write_image(image, Full(), "png")
 
 
+def test_write_image_refuses_a_raw_stream_that_would_block_and_takes_all_from_a_write_that_returns_nothing():
+    """A non-blocking raw stream's write returns None, it would block: copy_whole took it for 0 bytes written
+    and tried again for ever. Another object's write that returns None has taken all of it (Pillow's one write
+    did not look)."""
+    image = make_image("RGB", 40, 30)
+    whole = io.BytesIO()
+    write_image(image, whole, "png")
+
+    class WouldBlock(io.RawIOBase):
+        name, calls = "/tmp/fifo.png", 0
+
+        def writable(self):
+            return True
+
+        def write(self, data):
+            self.calls += 1
+            assert self.calls < 100, "copy_whole spun on a write that would block"
+            return None
+
+    with pytest.raises(VQCodecError, match=r"^cannot write /tmp/fifo.png: it would block \(a non-blocking stream\)$"):
+        write_image(image, WouldBlock(), "png")
+
+    class Silent:
+        def __init__(self):
+            self.got = bytearray()
+
+        def write(self, data):
+            self.got += data
+            assert len(self.got) < 1 << 20, "copy_whole wrote it again and again"
+
+    silent = Silent()
+    write_image(image, silent, "png")
+    assert bytes(silent.got) == whole.getvalue()
+
+
 def test_write_image_refuses_an_image_or_format_hint_of_another_type(tmp_path):
     """write_image of an array raised an AttributeError from Pillow's attributes, and a format_hint of 5 one from
     its lower(): refused in one line, as decode_audio_file refuses its format_hint."""

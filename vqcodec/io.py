@@ -15,7 +15,7 @@ import struct
 import sys
 import threading
 import warnings
-from io import BytesIO, TextIOBase, UnsupportedOperation
+from io import BytesIO, RawIOBase, TextIOBase, UnsupportedOperation
 from pathlib import Path
 from typing import Callable
 
@@ -327,7 +327,19 @@ def copy_whole(source, stream, block_bytes: int = SPOOL_BLOCK_BYTES) -> None:
     while block := source.read(block_bytes):
         view = memoryview(block)
         while view:
-            view = view[stream.write(view) or 0:]
+            view = view[_bytes_written(stream, view):]
+
+
+def _bytes_written(stream, view) -> int:
+    """What stream.write(view) took. Its None is, from a raw stream (io.RawIOBase), that it is non-blocking and
+    would block, where copy_whole spun for ever: raised as the BlockingIOError the caller words naming the stream;
+    from another object (a write that returns nothing), all of it, as soundfile takes it."""
+    written = stream.write(view)
+    if written is not None:
+        return written
+    if isinstance(stream, RawIOBase):
+        raise BlockingIOError(errno.EAGAIN, "it would block (a non-blocking stream)")
+    return len(view)
 
 
 def check_destination(destination, what: str) -> None:
