@@ -779,7 +779,7 @@ def test_a_model_path_folder_that_cannot_be_read_is_named_and_passed_over(tiny_m
     monkeypatch.setattr(os, "stat", stat)
     monkeypatch.setenv("VQCODEC_MODEL_PATH", str(locked))
     assert find_model("speech16k") == shipped_models_dir() / "speech16k.safetensors"
-    with pytest.raises(VQCodecError, match=re.escape(f"unknown model 'tiny' (installed: ") + ".*"
+    with pytest.raises(VQCodecError, match=re.escape("unknown model 'tiny' (installed: ") + ".*"
                        + re.escape(f"; VQCODEC_MODEL_PATH names {locked}: Permission denied")):
         find_model("tiny")
     capsys.readouterr()
@@ -3839,8 +3839,6 @@ def test_stdout_on_the_input_file_is_refused_as_an_output_named_as_the_input_is(
     """`encode - - < x.wav 1<> x.wav` wrote the .vq file over the start of its own input (exit status 0, a file of
     neither kind left), and `decode x.vq - >> x.vq` after its end: stdout on the input file is refused as an output
     that names it is."""
-    import subprocess
-
     source, audio = tmp_path / "talk.vq", tmp_path / "talk.wav"
     source.write_bytes((encoded / "out.vq").read_bytes())
     audio.write_bytes((encoded / "in.wav").read_bytes())
@@ -3984,8 +3982,6 @@ def test_stdout_on_a_models_file_is_refused(encoded, tiny_model_path, tmp_path):
 def test_info_refuses_stdout_on_its_input_file(encoded, tmp_path):
     """`info - < x.vq >> x.vq` (and `info x.vq >> x.vq`) appended its text to the .vq file it read, status 0: the
     check of an output on the input covered the commands writing files only."""
-    import subprocess
-
     source = tmp_path / "talk.vq"
     source.write_bytes((encoded / "out.vq").read_bytes())
     for args, stdin in ((["info", "-"], source), (["info", str(source), "--json"], None)):
