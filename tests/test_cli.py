@@ -2689,9 +2689,14 @@ def test_codes_resume_of_a_folder_stopped_part_way(tmp_path, signal, cli, tiny_m
     a_written = (out / "a.npy").stat().st_mtime_ns
     result = cli("codes", folder, out, "-m", tiny_model_path, "-q", "3", "--resume")
     assert result.returncode == 0, result.stderr.decode()
-    assert result.stderr.decode() == f"resumed: 2 files kept, 1 to code\nwrote the codes of 3 files to {out}\n"
+    # the summary of a folder of .vq files (test_codes_of_a_folder_of_vq_files), where it said 'wrote the codes of
+    # 3 files to OUT'
+    arrays = sum((out / name).stat().st_size for name in ("a.npy", "b.npy", "c.npy"))
+    summary = f"coded 3 files, {arrays} bytes into "
+    assert result.stderr.decode() == f"resumed: 2 files kept, 1 to code\n{summary}{out}\n"
     assert (out / "a.npy").stat().st_mtime_ns == a_written
-    assert cli("codes", folder, tmp_path / "whole", "-m", tiny_model_path, "-q", "3").returncode == 0
+    whole = cli("codes", folder, tmp_path / "whole", "-m", tiny_model_path, "-q", "3")
+    assert whole.returncode == 0 and whole.stderr.decode() == f"{summary}{tmp_path / 'whole'}\n"
     assert _arrays_and_manifest(out) == _arrays_and_manifest(tmp_path / "whole")
     result = cli("codes", folder, out, "-m", tiny_model_path, "-q", "3", "--resume")
     assert result.returncode == 0 and result.stderr.decode() == \

@@ -1037,8 +1037,13 @@ def _finish_folder(report, verb: str, out: Path, total: int, missing: list[tuple
     if not report.written:
         _fail_if_skipped(max(skipped, total), total, verb, f": nothing was written to {out}")
         raise VQCodecError(f"no file was {verb}: nothing was written to {out}")
-    _progress(f"{verb} {report.summary()} into {out}")
+    _say_written(report, verb, out)
     _fail_if_skipped(skipped, total, verb)
+
+
+def _say_written(report, verb: str, out: Path) -> None:
+    """A folder command's summary line, "coded 3 files, 13200 bytes into tokens"."""
+    _progress(f"{verb} {report.summary()} into {out}")
 
 
 def _set_aside_missing_models(folder: Path, files: list[Path], model, refuse_all: bool = True
@@ -1651,6 +1656,7 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
     """`vqcodec codes FOLDER OUT`: vqcodec.tokens.code_folder, with the files and codec the options name; with
     `resume`, going on with the stopped run in OUT, whose outputs it may replace."""
     from .data import find_media
+    from .folders import FolderReport
     from .modelfile import model_kind
     from .tokens import MANIFEST, code_folder, code_paths, listed_name, stopped_run_manifest
 
@@ -1675,7 +1681,8 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
     total = len(files) + len(passed_over)
     if not manifest["files"]:
         _fail_if_skipped(total, total, "coded", f": nothing was written to {out}")
-    print(f"wrote the codes of {plural(len(manifest['files']), 'file')} to {out}", file=sys.stderr)
+    arrays = [out / listed_name(entry, "codes") for entry in manifest["files"]]
+    _say_written(FolderReport(kind, len(arrays), sum(path.stat().st_size for path in arrays)), "coded", out)
     _fail_if_skipped(len(skipped) + len(passed_over), total, "coded")
 
 
