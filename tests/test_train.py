@@ -263,10 +263,19 @@ def test_a_resumed_run_keeps_its_learning_rate_and_noise_unless_given(data_dir, 
     assert (training["lr"], training["noise"], training["noise_snr_db"]) == (3e-4, 0.5, [10.0, 60.0])
     assert "earlier_parts" not in training
     assert read_log(out)[-1]["step"] == 3 and read_log(out)[-1]["lr"] < 3e-4 / WARMUP_STEPS * 1.01  # warmed up to 3e-4
-    train(data_dir, None, options(out, max_steps=4, resume=True, fit_prior=False, lr=1e-3, noise=0.0))
+    # noise_snr_db not given is the run's, with another noise too (it was NOISE_SNR_DB); given, it is taken, NOISE_SNR_DB
+    # too (taken for not given, it kept the run's)
+    train(data_dir, None, options(out, max_steps=4, resume=True, fit_prior=False, noise=0.25))
+    training = json.loads((out / "tiny.json").read_text())["training"]
+    assert (training["noise"], training["noise_snr_db"]) == (0.25, [10.0, 60.0])
+    train(data_dir, None, options(out, max_steps=5, resume=True, fit_prior=False, noise_snr_db=NOISE_SNR_DB))
+    training = json.loads((out / "tiny.json").read_text())["training"]
+    assert (training["noise"], training["noise_snr_db"]) == (0.25, list(NOISE_SNR_DB))
+    train(data_dir, None, options(out, max_steps=6, resume=True, fit_prior=False, lr=1e-3, noise=0.0))
     training = json.loads((out / "tiny.json").read_text())["training"]
     assert (training["lr"], training["noise"], "noise_snr_db" in training) == (1e-3, 0.0, False)
-    assert [(p["steps"], p["lr"], p["noise"]) for p in training["earlier_parts"]] == [(3, 3e-4, 0.5)]
+    assert [(p["steps"], p["lr"], p["noise"], p["noise_snr_db"]) for p in training["earlier_parts"]] == \
+        [(3, 3e-4, 0.5, [10.0, 60.0]), (1, 3e-4, 0.25, [10.0, 60.0]), (1, 3e-4, 0.25, list(NOISE_SNR_DB))]
 
 
 def test_a_resumed_run_keeps_its_batch_crop_eval_every_and_precision_unless_given(data_dir, tmp_path):

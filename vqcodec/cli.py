@@ -1968,9 +1968,9 @@ def _refuse_stdout_as_out(out: str, what: str) -> None:
               help="Audio: share of training crops mixed with coloured noise (at --noise-snr), so that the codec "
                    "keeps background noise instead of gating it.  [default: 0.0; with --resume, the run's share "
                    "and --noise-snr]")
-@click.option("--noise-snr", default="10,40", show_default=True, metavar="LOW,HIGH",
+@click.option("--noise-snr", default=None, metavar="LOW,HIGH",
               help="Audio: the range of SNRs, in dB below the speech, that --noise draws its noise from (only with "
-                   "--noise).")
+                   "--noise).  [default: 10,40; with --resume, the run's]")
 @click.option("--weight-average", type=float, default=None, metavar="DECAY",
               help="Validate and write a moving average of the weights, updated each step with this decay (such as "
                    "0.999: about the last 1000 steps), instead of the last step's weights; 0: off (the default). "
@@ -2036,13 +2036,10 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
 
     _check_folder(data_dir)
     _refuse_stdout_as_out(out, "train writes a folder")
-    if not noise and click.get_current_context().get_parameter_source("noise_snr") != click.core.ParameterSource.DEFAULT:
+    if not noise and noise_snr is not None:
         raise VQCodecError("--noise-snr sets the SNR of the noise that --noise mixes in: give --noise SHARE (such as 0.5) "
                            "too, or leave --noise-snr out")
-    try:
-        low_snr, high_snr = (float(part) for part in noise_snr.split(","))
-    except ValueError:
-        raise VQCodecError(f"--noise-snr takes two numbers, LOW,HIGH in dB (such as 10,40), not {noise_snr!r}") from None
+    snr_range = None if noise_snr is None else _snr_range(noise_snr)
     if resume and not name:  # the run it continues names its model
         name = checkpoint_name(Path(out))
     if not name and not Path(out).name.strip():  # '.' or '/': its name would be '', 'model name '' is blank'
@@ -2050,11 +2047,20 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     options = TrainOptions(out=Path(out), name=name or Path(out).name, device=resolve_device(device),
                            batch_size=batch_size, crop=crop, lr=lr, max_minutes=max_minutes, max_steps=max_steps,
                            eval_every=eval_every, threads=threads, resume=resume, replace=force, fit_prior=not no_prior,
-                           adversarial=adversarial, precision=precision, noise=noise, noise_snr_db=(low_snr, high_snr),
+                           adversarial=adversarial, precision=precision, noise=noise, noise_snr_db=snr_range,
                            weight_average=weight_average, init=init_model, decoder_only=decoder_only,
                            stream_data=stream_data, data_workers=data_workers)
     train_command(Path(data_dir), options, config_path, kind, num_codebooks=codebooks, codebook_size=codebook_size,
                   sample_rate=sample_rate)
+
+
+def _snr_range(text: str) -> tuple[float, float]:
+    """--noise-snr LOW,HIGH as its two numbers."""
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise VQCodecError(f"--noise-snr takes two numbers, LOW,HIGH in dB (such as 10,40), not {text!r}") from None
+    return low, high
 
 
 def _comma_separated(text: str, kind, option: str, what: str) -> list:

@@ -62,8 +62,9 @@ class TrainOptions:
     adversarial: bool = False    # audio: add the STFT discriminator and feature-matching losses
     precision: str | None = None  # "bf16": the networks run under bfloat16 autocast; "auto" (None): see resolve_precision
     noise: float | None = None   # audio: share of training crops mixed with coloured noise (see add_background_noise;
-                                 # None: none, or resuming, the checkpoint's last part's share and its noise_snr_db)
-    noise_snr_db: tuple[float, float] = NOISE_SNR_DB  # audio: the range the noise's SNR is drawn from
+                                 # None: none, or resuming, the checkpoint's last part's share)
+    noise_snr_db: tuple[float, float] | None = None  # audio: the range the noise's SNR is drawn from (None:
+                                                     # NOISE_SNR_DB, or resuming, the checkpoint's last part's)
     init: str | None = None      # a trained model (name or path) whose weights and codebooks a new run starts from
     stream_data: bool = False    # read every crop from its file, even when the folder would fit in memory
     data_workers: int | None = None  # threads making batches (default: data.default_batch_workers)
@@ -220,15 +221,8 @@ def check_options(options: TrainOptions) -> None:
     if options.weight_average is not None and not 0.0 <= options.weight_average < 1.0:
         raise VQCodecError(f"{_option('weight_average')} must be a decay between 0 and 1, such as 0.999, not "
                            f"{options.weight_average}")
-    snr = options.noise_snr_db
-    if not (isinstance(snr, (tuple, list)) and len(snr) == 2 and all(isinstance(x, numbers.Real) and not isinstance(x, bool)
-                                                                     for x in snr)):
-        raise VQCodecError(f"{_option('noise_snr_db')} must be {setting('LOW,HIGH', '(LOW, HIGH)')} in dB, a pair of numbers, "
-                           f"not {shown(snr)}")
-    low_snr, high_snr = snr
-    if not -20.0 <= low_snr <= high_snr <= 100.0:
-        raise VQCodecError(f"{_option('noise_snr_db')} must be {setting('LOW,HIGH', '(LOW, HIGH)')} in dB with -20 <= LOW <= "
-                           f"HIGH <= 100, not {low_snr},{high_snr}")
+    if options.noise_snr_db is not None:
+        _check_noise_snr(options.noise_snr_db)
     if options.max_minutes is not None and options.max_minutes * 60 == math.inf:  # finite minutes, but not in seconds
         raise VQCodecError(f"{_option('max_minutes', options.max_minutes)} is too large a budget: leave it out and give "
                            f"{_option('max_steps')}")
@@ -878,23 +872,30 @@ def _start_processes(options: TrainOptions) -> _Run:
                 Path(options.out) / f"{CHECKPOINT_NAME}.safetensors", parallel.local_processes())
 
 
+def _check_noise_snr(snr) -> None:
+    if not (isinstance(snr, (tuple, list)) and len(snr) == 2 and all(isinstance(x, numbers.Real) and not isinstance(x, bool)
+                                                                     for x in snr)):
+        raise VQCodecError(f"{_option('noise_snr_db')} must be {setting('LOW,HIGH', '(LOW, HIGH)')} in dB, a pair of numbers, "
+                           f"not {shown(snr)}")
+    low_snr, high_snr = snr
+    if not -20.0 <= low_snr <= high_snr <= 100.0:
+        raise VQCodecError(f"{_option('noise_snr_db')} must be {setting('LOW,HIGH', '(LOW, HIGH)')} in dB with -20 <= LOW <= "
+                           f"HIGH <= 100, not {low_snr},{high_snr}")
+
+
 def _recipe_of(options: TrainOptions, meta: dict) -> TrainOptions:
     """The options with those that are not given taken from the last part of the run a --resume continues
     (`meta`, its checkpoint's record; a fresh run's is {}: the defaults): the learning rate, noise, batch and
-    crop of its settings, the --eval-every and --precision of its run_options (its settings hold the
+    crop and noise range of its settings, the --eval-every and --precision of its run_options (its settings hold the
     precision resolved for the device it ran on) and its weight average's decay, so that a resumed run goes on
     as it trained. A checkpoint
     written before a value was kept gives its default; values the checkpoint holds are checked as given ones are."""
     saved, kept = meta.get("settings", {}), meta.get("run_options", {})
     lr = options.lr if options.lr is not None else saved.get("lr", DEFAULT_LR)
-    noise, snr = options.noise, options.noise_snr_db
-    if noise is None:
-        noise = saved.get("noise", 0.0)
-        if noise and snr == NOISE_SNR_DB and "noise_snr_db" in saved:
-            snr = saved["noise_snr_db"]
-            snr = tuple(snr) if isinstance(snr, list) else snr
+    snr = options.noise_snr_db if options.noise_snr_db is not None else saved.get("noise_snr_db", NOISE_SNR_DB)
     recipe = dataclasses.replace(
-        options, lr=lr, noise=noise, noise_snr_db=snr,
+        options, lr=lr, noise=options.noise if options.noise is not None else saved.get("noise", 0.0),
+        noise_snr_db=tuple(snr) if isinstance(snr, list) else snr,
         batch_size=options.batch_size if options.batch_size is not None else saved.get("batch_size"),  # None: _sized's
         crop=options.crop if options.crop is not None else saved.get("crop"),
         eval_every=options.eval_every if options.eval_every is not None else kept.get("eval_every", DEFAULT_EVAL_EVERY),
