@@ -2294,6 +2294,31 @@ def test_codes_of_a_folder_stopped_part_way_keeps_a_manifest_of_what_it_wrote(tm
     assert "stopped" not in code_folder(codec, folder, tmp_path / "again", sorted(folder.iterdir()))
 
 
+def test_codes_of_a_folder_stopped_part_way_tells_log_what_it_skipped_and_wrote(tmp_path, signal, codec, monkeypatch):
+    """A stop told `log` 'wrote the codes of 1 file before the stop (1 skipped); ...', not which file was skipped
+    nor the bytes written: it tells them as a folder's encode does (folders.say_stopped)."""
+    from vqcodec.tokens import code_folder
+
+    folder, out = tmp_path / "recordings", tmp_path / "tokens"
+    folder.mkdir()
+    write_wav(folder / "a.wav", signal)
+    (folder / "b.wav").write_bytes(b"not a recording")
+    write_wav(folder / "c.wav", signal)
+    real = codec.media_to_codes
+
+    def stopped_at_c(path, quality):
+        if Path(path).name == "c.wav":
+            raise KeyboardInterrupt
+        return real(path, quality)
+
+    monkeypatch.setattr(codec, "media_to_codes", stopped_at_c)
+    said = []
+    with pytest.raises(KeyboardInterrupt):
+        code_folder(codec, folder, out, sorted(folder.iterdir()), log=said.append)
+    assert len(said) == 2 and said[0].startswith("skipping ") and str(folder / "b.wav") in said[0]
+    assert said[1] == f"coded 1 file, {(out / 'a.npy').stat().st_size} bytes before the stop; 1 of 3 files not coded"
+
+
 @pytest.mark.parametrize("error", [MemoryError, RuntimeError, "on_warning"])
 def test_codes_of_a_folder_that_fails_part_way_keeps_a_manifest_of_what_it_wrote(tmp_path, signal, codec, monkeypatch,
                                                                                  error):
@@ -2676,9 +2701,14 @@ def test_codes_resume_of_a_folder_stopped_part_way(tmp_path, signal, cli, tiny_m
 
     monkeypatch.setattr(Codec, "media_to_codes", stopped_at_c)
     assert run(["codes", str(folder), str(out), "-m", str(tiny_model_path), "-q", "3"]) != 0
-    # what it wrote, as encode and decode of a folder say it (it said only 'vqcodec: interrupted')
-    assert capsys.readouterr().err.splitlines()[-2:] == ["wrote the codes of 2 files before the stop; 1 of 3 files not "
-                                                         "coded", "vqcodec: interrupted"]
+    # what it wrote, as encode and decode of a folder say it (it said only 'vqcodec: interrupted', then 'wrote the
+    # codes of 2 files before the stop; ...')
+    coded_two = sum((out / name).stat().st_size for name in ("a.npy", "b.npy"))
+    said_stop = [f"coded 2 files, {coded_two} bytes before the stop; 1 of 3 files not coded", "vqcodec: interrupted"]
+    assert capsys.readouterr().err.splitlines()[-2:] == said_stop
+    # a resume stopped again counts the arrays it kept, as its summary does
+    assert run(["codes", str(folder), str(out), "-m", str(tiny_model_path), "-q", "3", "--resume"]) != 0
+    assert capsys.readouterr().err.splitlines()[-2:] == said_stop
     monkeypatch.setattr(Codec, "media_to_codes", real)
     assert json.loads((out / "codes.json").read_text())["stopped"] is True
     stopped = _arrays_and_manifest(out)

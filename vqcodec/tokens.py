@@ -14,7 +14,8 @@ from numpy.lib import format as npy
 
 from . import format as vqformat
 from .errors import VQCodecError
-from .folders import check_callbacks, check_file_list, folder_of, mirrored_paths, warn_of_level
+from .folders import (FolderReport, check_callbacks, check_file_list, folder_of, mirrored_paths, say_stopped,
+                      warn_of_level)
 from .io import MAX_JSON_BYTES, JSONFileTooLarge, checked_flag, open_regular_file, read_json_file, write_file
 from .registry import is_model_id
 from .wording import name_fields, not_its_codes, plural, reason_of, setting, shown, shown_cut, valid_text
@@ -111,9 +112,10 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     run that was not stopped writes it; a finished run's
     manifest is returned as it is, and nothing done. `log(line)` is told, once, how many files a resume keeps and
     how many it codes (resumed_line); every 100 files, `progress` (else `log`) how many of those it codes are done
-    (coded or skipped), "coded 100/N files"; stopped by Ctrl-C or SIGTERM, what it wrote and how many files it did
-    not code, "wrote the codes of 2 files before the stop; 1 of 3 files not coded". It holds the
-    codec's lock,
+    (coded or skipped), "coded 100/N files"; stopped by Ctrl-C or SIGTERM, the files it skipped, one line each, then
+    what it wrote and how many files it did not code, "coded 2 files, 48256 bytes before the stop; 1 of 3 files not
+    coded" (the bytes of the arrays, the kept ones' too), as a folder's encode says it (folders.say_stopped). It holds
+    the codec's lock,
     as Codec's encoding methods do: another thread's rate search on the codec sets trial depth weights on it.
     A recording coded above full scale, beyond the level gain's reach, gets one warning naming it, given to
     `on_warning(line)`, else a UserWarning (its codes are of its loud parts limited, as encode's are)."""
@@ -144,6 +146,7 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
     quality = _run_quality(codec, quality)
     codec.check_weights()  # a weight the codec cannot use would fail every file alike
     finished = {}
+    stop_report = FolderReport(codec.kind)  # what a stop by Ctrl-C or SIGTERM says was written (say_stopped)
     if resume:
         if stopped_run is None:
             stopped_run = stopped_run_manifest(codec, out, files, quality)
@@ -152,6 +155,9 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
         if stopped_run.get("stopped") is not True:
             return stopped_run
         finished = _finished_entries(stopped_run, folder, out, files, outputs)
+        # before any file is coded, as the arrays of a folder of .vq files that a resume keeps are counted
+        stop_report.bytes = sum(output.stat().st_size for path, output in zip(files, outputs)
+                                if _name_in(folder, path) in finished)
         replace = True  # the stopped run's manifest and arrays are this run's to write again
         if log:
             log(resumed_line(len(finished), len(files) - len(finished)))
@@ -174,11 +180,13 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
                     write_file(output, lambda stream: save_codes(stream, codes), replace)
             except (VQCodecError, OSError) as exc:
                 reason = str(exc) if isinstance(exc, VQCodecError) else f"cannot write {output} ({reason_of(exc)})"
+                stop_report.skipped.append((path, reason))
                 skipped.append({**name_fields("file", Path(path).relative_to(folder)), **name_fields("reason", reason)})
             else:
                 entries.append({**name_fields("file", Path(path).relative_to(folder)),
                                 **name_fields("codes", output.relative_to(out)), "shape": list(codes.shape),
                                 **restore, **stamp})
+                stop_report.bytes += output.stat().st_size
             done += 1
             if progress and done % 100 == 0:
                 progress(f"coded {done}/{len(files) - len(finished)} files")
@@ -187,9 +195,8 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
         if entries or skipped:
             _write_manifest(codec, out, quality, entries, skipped, replace, stopped=True)
         if log and isinstance(stop, KeyboardInterrupt):  # as a folder's encode and decode say it (folders._each_file)
-            log(f"wrote the codes of {plural(len(entries), 'file')} before the stop"
-                + (f" ({len(skipped)} skipped)" if skipped else "")
-                + f"; {len(files) - len(entries) - len(skipped)} of {plural(len(files), 'file')} not coded")
+            stop_report.written = len(entries)
+            say_stopped(log, stop_report, "coded", len(files) - len(entries) - len(skipped), len(files))
         raise
     return _write_manifest(codec, out, quality, entries, skipped, replace, written=bool(entries))
 
