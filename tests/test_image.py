@@ -3112,6 +3112,26 @@ def test_packing_codes_of_an_image_too_large_refuses_it_before_copying_them(code
     assert "exceeds the size limit" in str(error) and peak < 1_000_000, peak
 
 
+def test_media_of_the_other_kind_is_refused_naming_the_model(codec, golden_audio_codec):
+    """An image's path, stream or bytes given to an audio model, and audio's to an image model, are refused in the
+    words of a Pillow image given to an audio model (soundfile's "Format not recognised" and Pillow's "not an image
+    format Pillow reads" came out)."""
+    jpeg = io.BytesIO()
+    Image.fromarray(smooth_rgb(16, 16)).save(jpeg, "JPEG")
+    audio_model = f"^model {golden_audio_codec.name} codes audio, not images: "
+    speech = REPO / "tests" / "data" / "speech.flac"
+    with open(PHOTOS[0], "rb") as photo, open(speech, "rb") as sound:
+        for media, named in ((PHOTOS[0], PHOTOS[0]), (photo, PHOTOS[0]), (jpeg.getvalue(), "the input")):
+            with pytest.raises(VQCodecError, match=f"{audio_model}{re.escape(str(named))} is an image$"):
+                golden_audio_codec.encode(media)
+        for media in (speech, sound):
+            with pytest.raises(VQCodecError, match=f"^model {codec.name} codes images, not audio: "
+                                                   f"{re.escape(str(speech))} is audio$"):
+                codec.encode(media, 2)
+    with pytest.raises(VQCodecError, match="Format not recognised"):  # neither: the reader's words, as before
+        golden_audio_codec.encode(b"neither")
+
+
 def test_image_api_takes_arrays_and_tensors_and_refuses_what_it_cannot(codec):
     rgb = smooth_rgb(20, 30)
     plain = codec.encode(rgb, 2)

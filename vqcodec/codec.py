@@ -37,11 +37,12 @@ from .fileinfo import (TRAILING_STREAM_BYTES, FileInfo, UnendedStream, alpha_pla
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, PILLOW_READ_ERRORS,
                  SOUNDFILE_ERRORS, TIFF_ORIENTATION, as_displayed, audio_format_named, audio_format_of,
                  check_audio_output, check_destination, check_format_name, checked_flag,
-                 copy_whole, image_to_planes, in_srgb, input_name, is_seekable, is_whole, load_pixels,
-                 mode_shown,
+                 copy_whole, image_to_planes, in_srgb, input_name, is_image_signature, is_seekable, is_whole,
+                 load_pixels, mode_shown,
                  open_image, open_sound, pillow_reason, planes_to_image, rebuilt_image_bytes,
                  refuse_format_against_name, refuse_format_of_other_kind, scalar_of, SoundSink, sound_blocks,
-                 soundfile_format, spooled_stream, stops_held, unwritable_audio, warn_of_what_codes_leave_out,
+                 soundfile_format, spooled_stream, stops_held, STREAMED_HEAD_BYTES, unrecognised_audio,
+                 unrecognised_image, unwritable_audio, warn_of_what_codes_leave_out,
                  write_file)
 from .memory import memory_bound, refuse_beyond
 from .modelfile import build_model, compute_codes_id, inference_state, read_model_files
@@ -343,23 +344,36 @@ def _rate_target(max_rate: float, audio: bool, amount: float) -> tuple[int, str,
             lambda size: f"{ratecontrol.rate_that_fits(size, bits_per_rate):g} {unit}")
 
 
-def _is_vq_file(media) -> bool:
-    """Whether media given as the path of a file or a stream that can seek begins as a `.vq` file does
-    (the stream is left where it was; a FIFO is not read from)."""
+def _first_bytes(media, count: int) -> bytes:
+    """The first `count` bytes of media given as the path of a file or a stream that can seek (the stream is left
+    where it was; a FIFO is not read from); b"" where there are none to read so."""
     try:
         if isinstance(media, (str, Path)):
             if not os.path.isfile(media):
-                return False
+                return b""
             with open(media, "rb") as stream:
-                return stream.read(4) == vqformat.MAGIC
+                return stream.read(count)
         if is_seekable(media):
             position = media.tell()
-            head = media.read(4)
+            head = media.read(count)
             media.seek(position)
-            return head == vqformat.MAGIC
+            return head if isinstance(head, bytes) else b""
     except (OSError, ValueError):  # left to the reading to report
         pass
-    return False
+    return b""
+
+
+def _is_vq_file(media) -> bool:
+    """Whether media given as the path of a file or a stream that can seek begins as a `.vq` file does."""
+    return _first_bytes(media, 4) == vqformat.MAGIC
+
+
+def _holds_the_other_kind(head: bytes, kind: str) -> bool:
+    """Whether media that begins with `head`, which a model coding `kind` failed to read, holds the other kind:
+    an image's signature, for audio; audio that libsndfile recognises and Pillow does not, for images."""
+    if kind == "audio":
+        return is_image_signature(head[:16])
+    return bool(head) and unrecognised_image(head, None) is not None and unrecognised_audio(head, None) is None
 
 
 def _through_spool(stream, write: Callable, where: str | None = None) -> None:
@@ -874,13 +888,31 @@ class Codec:
         if self.kind == "audio":
             if is_image:
                 raise VQCodecError(f"model {self.name} codes audio, not images")
-            with self._lock:  # the level warning reads what this encoding left on the codec
+            # the lock: the level warning reads what this encoding left on the codec
+            with self._lock, self._refusing_the_other_kind(media):
                 data = self.encode_audio_file(media, quality, max_rate)
                 if warn:
                     self._warn_above_full_scale()
             return data
-        image = media if is_image else open_image(media, fits=self.check_image_encode_fits)
-        return self.encode_image(image, quality, max_rate)
+        if not is_image:
+            with self._refusing_the_other_kind(media):
+                media = open_image(media, fits=self.check_image_encode_fits)
+        return self.encode_image(media, quality, max_rate)
+
+    @contextlib.contextmanager
+    def _refusing_the_other_kind(self, media):
+        """Where reading media of the path or stream `media` fails, and it holds the other kind (an image given to
+        an audio model), an error that says so, not the reader's ("Format not recognised")."""
+        head = _first_bytes(media, 16 if self.kind == "audio" else STREAMED_HEAD_BYTES)  # a stream's, before it is read
+        try:
+            yield
+        except VQCodecError:
+            if not _holds_the_other_kind(head, self.kind):
+                raise
+            where = input_name(media) or "the input"
+            if self.kind == "audio":
+                raise VQCodecError(f"model {self.name} codes audio, not images: {where} is an image") from None
+            raise VQCodecError(f"model {self.name} codes images, not audio: {where} is audio") from None
 
     @naming_its_file
     def decode(self, data):
