@@ -1297,6 +1297,24 @@ def test_a_gif_cut_short_within_a_later_frame_says_so(tmp_path, cut_at, frame):
     assert [str(w.message) for w in caught] == [f"{path} holds 3 frames: only the first is coded"]
 
 
+@pytest.mark.parametrize("image_format", ["GIF", "PNG"])
+def test_a_pillow_image_of_several_frames_given_to_encode_warns_as_its_file_does(codec, image_format):
+    """An animated GIF or APNG opened with Pillow and given to encode coded its current frame without the 'holds N
+    frames' warning its path gets; the frame coded is the same (the GIF's frames counted from its blocks' headers,
+    not by seeking it)."""
+    frames = [Image.fromarray(smooth_rgb(16, 24, seed)) for seed in range(3)]
+    whole = io.BytesIO()
+    frames[0].save(whole, image_format, save_all=True, append_images=frames[1:])
+    for current, coded in ((0, "the first"), (1, "frame 2, the current one,")):
+        with Image.open(io.BytesIO(whole.getvalue())) as image, Image.open(io.BytesIO(whole.getvalue())) as same:
+            image.seek(current)
+            same.seek(current)
+            with pytest.warns(ImageReadWarning) as caught:
+                data = codec.encode(image, 2)
+            assert [str(w.message) for w in caught] == [f"the image holds 3 frames: only {coded} is coded"]
+            assert image.tell() == current and data == codec.encode(same.copy(), 2)  # a copy: one frame, no count
+
+
 def animated_webp(frames: int = 3) -> bytes:
     """A lossless animated WebP of `frames` frames of 16x24, each an ANMF chunk of its own."""
     pictures = [Image.fromarray(smooth_rgb(16, 24, seed)) for seed in range(frames)]
@@ -2208,7 +2226,8 @@ def test_an_apng_frame_after_the_first_is_not_taken_for_a_png_whose_data_ends_ea
     frames[0].save(buffer, "PNG", save_all=True, append_images=frames[1:])
     image = Image.open(io.BytesIO(buffer.getvalue()))
     image.seek(1)
-    assert read_info(codec.encode_image(image, 2)).height == 16
+    with pytest.warns(ImageReadWarning, match="^the image holds 2 frames: only frame 2, the current one, is coded$"):
+        assert read_info(codec.encode_image(image, 2)).height == 16
     assert np.asarray(image.convert("RGB"))[0, 0, 0] == 200  # the frame seeked to was coded
 
 

@@ -42,7 +42,7 @@ from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODE
                  open_image, open_sound, pillow_reason, planes_to_image, rebuilt_image_bytes,
                  refuse_format_against_name, refuse_format_of_other_kind, scalar_of, SoundSink, sound_blocks,
                  soundfile_format, spooled_stream, stops_held, STREAMED_HEAD_BYTES, unrecognised_audio,
-                 unrecognised_image, unwritable_audio, warn_of_what_codes_leave_out,
+                 unrecognised_image, unwritable_audio, warn_of_frames_left_out, warn_of_what_codes_leave_out,
                  write_file)
 from .memory import memory_bound, refuse_beyond
 from .modelfile import build_model, compute_codes_id, inference_state, read_model_files
@@ -2635,6 +2635,7 @@ class Codec:
         else:
             _check_image_size(image.width, image.height)
             self.check_image_encode_fits(image.width, image.height, image.mode)
+            warn_of_frames_left_out(image)
             if getattr(image, "tile", None) and getattr(image, "fp", None) is None:  # Pillow only asserts it
                 raise VQCodecError("cannot read the image: its file was closed before its pixels were read "
                                    "(Image.open is lazy: load() it)")

@@ -1651,9 +1651,19 @@ def _gif_frame_cut_within(stream) -> int | None:
     """The number of the frame within which a GIF in `stream` ends, read from its blocks' headers: Pillow counts a
     frame from its image descriptor alone, so a GIF cut short within its third frame's data held 3 frames; else
     None (whole, or cut short between frames, or of blocks Pillow itself refuses)."""
+    walked = _gif_blocks_walked(stream)
+    return walked[0] if walked is not None and walked[1] else None
+
+
+def _gif_blocks_walked(stream) -> tuple[int, bool] | None:
+    """How many frames a GIF that begins `stream` holds, read from its blocks' headers (the stream is left where
+    it was), and whether it ends within the last one's data; None where it cannot be read so."""
     start = stream.tell()
     try:
         size = stream.seek(0, os.SEEK_END)
+        stream.seek(0)
+        if stream.read(4) != b"GIF8":
+            return None
         stream.seek(GIF_SCREEN_DESCRIPTOR_END)
         stream.seek(_gif_colour_table_bytes(stream.read(1)) + 2, os.SEEK_CUR)  # the background colour, aspect ratio
         frame = 0
@@ -1667,12 +1677,38 @@ def _gif_frame_cut_within(stream) -> int | None:
             while (length := stream.read(1)) not in (b"", b"\0"):  # its data sub-blocks, to the empty one
                 stream.seek(length[0], os.SEEK_CUR)
             if stream.tell() > size or not length:
-                return frame if kind == b"," else None
+                return frame, kind == b","
     except (OSError, ValueError):
         return None  # unreadable here: Pillow says what is wrong
     finally:
         stream.seek(start)
-    return None
+    return frame, False
+
+
+def warn_of_frames_left_out(image) -> None:
+    """Warn, as open_image does of a file, that a Pillow image given to be coded holds more frames (pages) than the
+    one coded, its current one, where their count is cheap to know and leaves the image as it is (frames_known)."""
+    frames = frames_known(image)
+    if frames > 1:
+        unit = "pages" if image.format == "TIFF" else "frames"
+        coded = "the first" if image.tell() == 0 else f"{unit[:-1]} {image.tell() + 1}, the current one,"
+        warnings.warn(ImageReadWarning(f"the image holds {frames} {unit}: only {coded} is coded"),
+                      stacklevel=caller_stacklevel())
+
+
+def frames_known(image) -> int:
+    """How many frames (pages) a Pillow image holds where that is known without seeking it: Pillow's count from
+    the file's header (APNG, WebP, ...) or one it has made already (a TIFF's n_frames asked), and a GIF's from its
+    blocks' headers (Pillow's own count seeks it to each frame); 1 otherwise, and for MPO and PSD, which
+    _frame_count counts as one."""
+    if image.format in ("MPO", "PSD"):
+        return 1
+    held = vars(image)
+    known = held.get("n_frames", held.get("_n_frames"))
+    if known is None and image.format == "GIF" and getattr(image, "fp", None) is not None:
+        walked = _gif_blocks_walked(image.fp)
+        known = walked[0] if walked is not None else None
+    return known if isinstance(known, int) else 1
 
 
 GIF_SCREEN_DESCRIPTOR_END = 10  # the signature, version and logical screen size: the flags byte follows
