@@ -2105,7 +2105,7 @@ def test_a_part_of_an_image_file_asked_for_as_audio_is_refused_in_one_line(codec
                  lambda: codec.decode_audio_file(image_vq, io.BytesIO(), "WAV", start=1.0)):
         with pytest.raises(VQCodecError, match=r"^this \.vq file holds an image, not audio$"):
             call()
-    with pytest.raises(VQCodecError, match="codes image, not audio"):  # the image codec says what it codes
+    with pytest.raises(VQCodecError, match="^model golden_image codes images, not audio$"):  # says what it codes
         photo.decode_audio(image_vq, start=1.5)
 
 

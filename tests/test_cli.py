@@ -215,6 +215,23 @@ def test_decode_refuses_a_format_that_contradicts_the_extension(encoded, cli, ti
     assert "one that contradicts OUTPUT's extension is refused" in shown
 
 
+def test_encode_and_codes_refuse_media_of_the_other_kind_in_plain_words(cli, tmp_path):
+    """A photo given to an audio model, or audio to an image model, is refused saying what the model codes and
+    what the input is ("codes images, but the input is audio"; it said "codes image")."""
+    from conftest import GOLDEN
+
+    data = Path(__file__).parent / "data"
+    audio_model, image_model = GOLDEN / "golden_audio.safetensors", GOLDEN / "golden_image.safetensors"
+    cases = [(data / "photo.png", audio_model, "model golden_audio codes audio, but the input is an image"),
+             (data / "speech.flac", image_model, "model golden_image codes images, but the input is audio")]
+    for media, model, message in cases:
+        for command, output in (("encode", tmp_path / "out.vq"), ("codes", tmp_path / "out.npy")):
+            result = cli(command, media, output, "-m", model)
+            assert_one_line_error(result)
+            assert result.stderr.decode() == f"vqcodec: error: {message}\n"
+            assert not output.exists()
+
+
 def test_decode_refuses_a_format_of_the_other_media_kind(cli, tmp_path):
     """--format png for an audio file, or --format wav for an image, is refused in one line before
     anything is decoded or written; for a folder, one whose .vq files are all of the other kind."""

@@ -505,7 +505,9 @@ def _kind_refused(codec, kind: str, path: str | None, forced: str | None) -> VQC
     if codec.kind == "image" and path is not None and _audio_for_want_of_an_image(path, kind, forced):
         return VQCodecError(f"model {codec.name} codes images, but {'stdin' if path == '-' else path} is not named "
                             "or signed as an image: for an image of another format that Pillow reads, pass --kind image")
-    return VQCodecError(f"model {codec.name} codes {codec.kind}, but the input is {kind}")
+    what = {"audio": "audio", "image": "images"}
+    return VQCodecError(f"model {codec.name} codes {what[codec.kind]}, but the input is "
+                        f"{'an image' if kind == 'image' else kind}")
 
 
 @contextlib.contextmanager

@@ -1300,7 +1300,8 @@ class Codec:
 
     def _require(self, kind: str) -> None:
         if self.kind != kind:
-            raise VQCodecError(f"model {self.name} codes {self.kind}, not {kind}")
+            coded = {"audio": "audio", "image": "images"}
+            raise VQCodecError(f"model {self.name} codes {coded[self.kind]}, not {coded[kind]}")
 
     def _encoder_latents(self, x: torch.Tensor, block: tuple) -> torch.Tensor:
         """The encoder's latents of one block or tile. During a rate search every try codes the same
