@@ -592,3 +592,20 @@ def golden_audio_codec() -> Codec:
 @pytest.fixture(scope="session")
 def golden_image_codec() -> Codec:
     return Codec.load(str(GOLDEN / "golden_image.safetensors"))
+
+
+class WouldBlock(io.RawIOBase):
+    """A non-blocking raw output stream whose every write would block (returns None); it fails the test, not hangs,
+    where a writer keeps trying."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name, self.calls = name, 0
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        self.calls += 1
+        assert self.calls < 100, "copy_whole spun on a write that would block"
+        return None
