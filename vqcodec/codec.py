@@ -39,7 +39,7 @@ from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODE
                  check_audio_output, check_destination, check_format_name, checked_flag,
                  copy_whole, image_to_planes, in_srgb, input_name, is_image_signature, is_seekable, is_whole,
                  load_pixels, mode_shown,
-                 open_image, open_sound, pillow_reason, planes_to_image, rebuilt_image_bytes,
+                 open_image, open_sound, output_name, pillow_reason, planes_to_image, rebuilt_image_bytes,
                  refuse_format_against_name, refuse_format_of_other_kind, scalar_of, SoundSink, sound_blocks,
                  soundfile_format, spooled_stream, stops_held, STREAMED_HEAD_BYTES, unrecognised_audio,
                  unrecognised_image, unwritable_audio, warn_of_frames_left_out, warn_of_what_codes_leave_out,
@@ -2288,8 +2288,8 @@ class Codec:
         check_format_name("subtype", subtype, "PCM_16")
         if format_hint:
             refuse_format_of_other_kind(format_hint, True, "format_hint", "decode_audio_file writes audio")
-        name = destination if isinstance(destination, (str, Path)) else getattr(destination, "name", None)
-        named = isinstance(name, (str, Path))  # a path, or an open file's name (a BytesIO has none)
+        name = output_name(destination)
+        named = name is not None
         if format_hint and named:
             refuse_format_against_name(format_hint, name, "format_hint")
         format_hint = format_hint and (audio_format_named(format_hint) or format_hint)

@@ -638,6 +638,13 @@ def input_name(source) -> str | Path | None:
     return name if isinstance(name, (str, Path)) else "from stdin" if isinstance(name, int) else None
 
 
+def output_name(destination) -> str | Path | None:
+    """How an error names an output: its path, or an open file's name; None for a stream without one (a BytesIO, a
+    file opened on a descriptor)."""
+    name = destination if isinstance(destination, (str, Path)) else getattr(destination, "name", None)
+    return name if isinstance(name, (str, Path)) else None
+
+
 ID3V2_HEADER_BYTES = 10
 
 
@@ -2523,9 +2530,8 @@ def write_image(image, destination, format_hint: str | None = None) -> None:
     except UnsupportedOperation:  # its words: 'write'
         raise VQCodecError("cannot write the stream: it is not open for writing") from None
     except OSError as exc:  # of a stream: a path's is worded by write_file
-        name = destination if isinstance(destination, (str, Path)) else getattr(destination, "name", None)
-        raise VQCodecError(f"cannot write {name if isinstance(name, (str, Path)) else 'the stream'}: "
-                           f"{reason_of(exc)}") from None
+        name = output_name(destination)
+        raise VQCodecError(f"cannot write {name if name is not None else 'the stream'}: {reason_of(exc)}") from None
 
 
 def save_image(image, destination, format_hint: str | None = None) -> None:
@@ -2539,10 +2545,10 @@ def save_image(image, destination, format_hint: str | None = None) -> None:
     if format_hint:
         refuse_format_of_other_kind(format_hint, False, "format_hint", "write_image writes an image")
     refuse_folder_name(destination)
-    named = destination if isinstance(destination, (str, Path)) else getattr(destination, "name", None)
-    if format_hint and isinstance(named, (str, Path)):
+    named = output_name(destination)
+    if format_hint and named is not None:
         refuse_format_against_name(format_hint, named, "format_hint")
-    name = format_hint or (Path(named).suffix.lstrip(".") if isinstance(named, (str, Path)) else None)
+    name = format_hint or (Path(named).suffix.lstrip(".") if named is not None else None)
     if not name:
         raise VQCodecError("cannot write image: no format given, and no file name with an extension to take it from")
     if name.lower() in NETPBM_VARIANTS:
