@@ -2407,13 +2407,30 @@ def test_a_batch_beyond_memory_is_refused_before_the_model_is_built(data_dir, tm
     assert built == [] and sorted(p.name for p in tmp_path.iterdir()) == ["cfg.json", "photos"]
 
 
+def _run_of_16_crops(tmp_path, **given):
+    """A one-process CPU run of batches of 16 crops of 12000 samples, as the memory checks are shown."""
+    from vqcodec.train import _Run
+
+    return _Run(options(tmp_path, batch_size=16, crop=12000, **given), "cpu", processes=1, main=True, quiet=True,
+                precision="fp32", checkpoint_path=tmp_path / "checkpoint.safetensors")
+
+
+def _bound_memory_to_a_step_and(monkeypatch, held: int) -> None:
+    """The memory this process may use: that of a step and validation of _run_of_16_crops and `held` bytes, less
+    a byte."""
+    import vqcodec.memory
+
+    step_and_validation = 16 * 48000 * 120 + 64 * 48000
+    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: step_and_validation + held - 1)
+
+
 def test_the_batch_memory_check_counts_the_discriminator_and_the_training_files_held(data_dir, tmp_path, monkeypatch,
                                                                                     capsys):
     """The check left out --adversarial's discriminator, which needs about nine times the step's memory, and the
     decoded training files held in memory (up to 2 GiB)."""
     import vqcodec.memory
     from vqcodec import train as train_module
-    from vqcodec.train import _Run, _refuse_a_batch_beyond_memory
+    from vqcodec.train import _refuse_a_batch_beyond_memory
 
     class Built(Exception):
         pass
@@ -2435,11 +2452,9 @@ def test_the_batch_memory_check_counts_the_discriminator_and_the_training_files_
                               "this process may use (0.5 GB); lower --batch-size or --crop\n")
     assert built == [] and not (tmp_path / "run").exists()
 
-    run = _Run(options(tmp_path, batch_size=16, crop=12000), "cpu", processes=1, main=True, quiet=True,
-               precision="fp32", checkpoint_path=tmp_path / "checkpoint.safetensors")
+    run = _run_of_16_crops(tmp_path)
     _refuse_a_batch_beyond_memory(run, "audio", adversarial=False, held=10 ** 8)  # 92 + 3 + 100 MB
-    step_and_validation = 16 * 48000 * 120 + 64 * 48000
-    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: step_and_validation + 10 ** 9 - 1)
+    _bound_memory_to_a_step_and(monkeypatch, 10 ** 9)
     with pytest.raises(VQCodecError) as refused:
         _refuse_a_batch_beyond_memory(run, "audio", held=10 ** 9)
     assert str(refused.value) == ("a batch of 16 crops of 12000 samples with the 1.0 GB of training files it holds in "
@@ -2451,7 +2466,7 @@ def test_the_batch_memory_check_counts_the_discriminator_and_the_training_files_
     # training state, which both hold)
     held = 4 * 12000 * 4
     state = training_state_bytes(CFG)
-    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: step_and_validation + state + held - 1)
+    _bound_memory_to_a_step_and(monkeypatch, state + held)
     code, err = run_in_process(["train", data_dir, "--out", tmp_path / "run", *base], capsys)
     assert code == 1 and "more than the memory this process may use" in err and built == []
     with pytest.raises(Built):  # past the check
@@ -2625,8 +2640,7 @@ def test_the_training_state_counted_is_what_a_run_holds_and_names_itself_where_i
     AdamW's moments, nor the checkpoint a resumed run holds (README, Limits).
     training_state_bytes is checked against the tensors a run of the tests' config holds, and a refusal where they
     are most of the count says so, with what to do."""
-    import vqcodec.memory
-    from vqcodec.train import _Run, _refuse_a_batch_beyond_memory, load_checkpoint
+    from vqcodec.train import _refuse_a_batch_beyond_memory, load_checkpoint
 
     saved = load_checkpoint(trained / "checkpoint.safetensors", "cpu")[0]
     checkpoint = sum(tensor.nbytes for group in saved.values() for tensor in group.values())
@@ -2639,10 +2653,8 @@ def test_the_training_state_counted_is_what_a_run_holds_and_names_itself_where_i
     assert training_state_bytes(CFG) == pytest.approx(weights + gradients + moments, rel=0.01)
     assert training_state_bytes(CFG, checkpoint_bytes=checkpoint) == pytest.approx(gradients + checkpoint, rel=0.01)
 
-    run = _Run(options(tmp_path, batch_size=16, crop=12000, resume=True), "cpu", processes=1, main=True, quiet=True,
-               precision="fp32", checkpoint_path=tmp_path / "checkpoint.safetensors")
-    step_and_validation = 16 * 48000 * 120 + 64 * 48000
-    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: step_and_validation + 10 ** 9 - 1)
+    run = _run_of_16_crops(tmp_path, resume=True)
+    _bound_memory_to_a_step_and(monkeypatch, 10 ** 9)
     with pytest.raises(VQCodecError) as refused:
         _refuse_a_batch_beyond_memory(run, "audio", state=10 ** 9)
     assert str(refused.value) == ("a batch of 16 crops of 12000 samples with the 1.0 GB of model, gradients, optimiser "
