@@ -23,8 +23,8 @@ from . import __version__, progressline
 from . import format as vqformat
 from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
 from .errors import Terminated, VQCodecError, is_out_of_memory
-from .wording import (NAME_BYTES, command_line_wording, decimals_for, json_names, one_line, plural, reason_of, shown,
-                      skipping)
+from .wording import (NAME_BYTES, command_line_wording, decimals_for, json_names, kind_coded, kind_held, one_line,
+                      plural, reason_of, shown, skipping)
 
 DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
 
@@ -505,9 +505,7 @@ def _kind_refused(codec, kind: str, path: str | None, forced: str | None) -> VQC
     if codec.kind == "image" and path is not None and _audio_for_want_of_an_image(path, kind, forced):
         return VQCodecError(f"model {codec.name} codes images, but {'stdin' if path == '-' else path} is not named "
                             "or signed as an image: for an image of another format that Pillow reads, pass --kind image")
-    what = {"audio": "audio", "image": "images"}
-    return VQCodecError(f"model {codec.name} codes {what[codec.kind]}, but the input is "
-                        f"{'an image' if kind == 'image' else kind}")
+    return VQCodecError(f"model {codec.name} codes {kind_coded(codec.kind)}, but the input is {kind_held(kind)}")
 
 
 @contextlib.contextmanager
@@ -2140,7 +2138,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
             raise VQCodecError(f"{data_dir}: a .vq file; eval measures a model on the original media, which it codes")
         if media_kind_of(Path(data_dir)) not in (None, codec.kind):  # a name without a media extension is read, as encode does
             raise VQCodecError(f"{data_dir}: not {'an audio file' if codec.kind == 'audio' else 'an image'} "
-                               f"(model {codec.name} codes {'audio' if codec.kind == 'audio' else 'images'}) by its extension")
+                               f"(model {codec.name} codes {kind_coded(codec.kind)}) by its extension")
         paths = [Path(data_dir)]
     elif Path(data_dir).is_dir():
         paths = one_name_each(find_media(Path(data_dir), codec.kind, None, passed_over)[1])

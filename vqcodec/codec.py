@@ -50,7 +50,7 @@ from .prior import ABSENT, CodePrior, RateCosts, plane_depths
 from .recode import FileCuts
 from .refine import LEARNING_RATE as REFINE_LEARNING_RATE, refine_codes
 from .registry import find_model, is_model_id, list_models, retired_model_hint
-from .wording import not_its_codes, plural, reason_of, setting, shown, shown_cut
+from .wording import kind_coded, kind_held, not_its_codes, plural, reason_of, setting, shown, shown_cut
 
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
 IMAGE_CHUNK_ROWS = 16           # latent rows per container chunk
@@ -1255,10 +1255,9 @@ class Codec:
         not make this one's codes (codekind)."""
         made = kind_of(codes)
         if made is not None and made != self.kind:
-            raise VQCodecError(f"these are the codes of {'audio' if made == 'audio' else 'an image'}, made by a model "
-                               f"that codes {'audio' if made == 'audio' else 'images'}, but model {self.name} codes "
-                               f"{'audio' if self.kind == 'audio' else 'images'}: decode them with the model that "
-                               "made them")
+            raise VQCodecError(f"these are the codes of {kind_held(made)}, made by a model that codes "
+                               f"{kind_coded(made)}, but model {self.name} codes {kind_coded(self.kind)}: decode them "
+                               "with the model that made them")
         maker, codes_id = maker_of(codes)
         if maker is None or self.makes_codes_of(maker, codes_id):
             return
@@ -1300,8 +1299,7 @@ class Codec:
 
     def _require(self, kind: str) -> None:
         if self.kind != kind:
-            coded = {"audio": "audio", "image": "images"}
-            raise VQCodecError(f"model {self.name} codes {coded[self.kind]}, not {coded[kind]}")
+            raise VQCodecError(f"model {self.name} codes {kind_coded(self.kind)}, not {kind_coded(kind)}")
 
     def _encoder_latents(self, x: torch.Tensor, block: tuple) -> torch.Tensor:
         """The encoder's latents of one block or tile. During a rate search every try codes the same
@@ -1795,8 +1793,8 @@ class Codec:
         if not self.decodes_files_of(header.model_id):
             raise VQCodecError(self._another_models_file(header))
         if vqformat.KIND_NAMES[header.kind] != self.kind:
-            raise VQCodecError(f"this .vq file holds {'audio' if header.kind == vqformat.KIND_AUDIO else 'an image'}, "
-                               f"but model {self.name} codes {'audio' if self.kind == 'audio' else 'images'}")
+            raise VQCodecError(f"this .vq file holds {kind_held(vqformat.KIND_NAMES[header.kind])}, but model "
+                               f"{self.name} codes {kind_coded(self.kind)}")
         if header.quality > self.num_codebooks:
             raise VQCodecError(f"file uses {plural(header.quality, 'codebook')}; model {self.name} has {self.num_codebooks}")
         if header.coding in vqformat.PRIOR_CODINGS:

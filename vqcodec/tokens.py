@@ -18,7 +18,8 @@ from .folders import (FolderReport, check_callbacks, check_file_list, folder_of,
                       warn_of_level)
 from .io import MAX_JSON_BYTES, JSONFileTooLarge, checked_flag, open_regular_file, read_json_file, write_file
 from .registry import is_model_id
-from .wording import name_fields, not_its_codes, plural, reason_of, setting, shown, shown_cut, valid_text
+from .wording import (kind_coded, kind_held, name_fields, not_its_codes, plural, reason_of, setting, shown, shown_cut,
+                      valid_text)
 
 MANIFEST = "codes.json"
 MAX_MANIFEST_BYTES = 1 << 30  # read by listing_manifest and a resume: about 380 bytes a file, 2.8 million files
@@ -487,10 +488,9 @@ def check_listed_codes(codec, path) -> None:
     named = manifest.get("model")
     of_model = f"model {named} ({model_id})" if isinstance(named, str) else f"model {model_id}"
     if kind in ("audio", "image") and kind != codec.kind:
-        raise VQCodecError(f"{path} holds the codes of {'audio' if kind == 'audio' else 'an image'}, of {of_model}, as "
-                           f"{manifest_path} lists it, but model {codec.name} codes "
-                           f"{'audio' if codec.kind == 'audio' else 'images'}: pack it with the "
-                           "model that made it")
+        raise VQCodecError(f"{path} holds the codes of {kind_held(kind)}, of {of_model}, as {manifest_path} lists "
+                           f"it, but model {codec.name} codes {kind_coded(codec.kind)}: pack it with the model that "
+                           "made it")
     if not isinstance(model_id, str) or (is_model_id(model_id) and codec.makes_codes_of(bytes.fromhex(model_id),
                                                                                        codes_id)):
         return

@@ -16,6 +16,16 @@ import sys
 _command_line_running = contextvars.ContextVar("vqcodec_command_line_running", default=False)
 
 
+def kind_coded(kind: str) -> str:
+    """What a model of media `kind` ("audio", "image") codes, in words: "audio", "images"."""
+    return "audio" if kind == "audio" else "images"
+
+
+def kind_held(kind: str) -> str:
+    """One input of media `kind` in words: "audio", "an image"."""
+    return "audio" if kind == "audio" else "an image"
+
+
 def plural(count: int, noun: str) -> str:
     """`count` and `noun`, with an "s" unless count is 1."""
     return f"{count} {noun if count == 1 else noun + 's'}"
