@@ -883,6 +883,14 @@ def _check_noise_snr(snr) -> None:
                            f"HIGH <= 100, not {low_snr},{high_snr}")
 
 
+# The options a --resume keeps unless they are given again: the part of the checkpoint's record that holds each
+# (None: its top level) and the default where it holds none (a checkpoint written before it was kept; None: _sized's).
+KEPT_OPTIONS = {"lr": ("settings", DEFAULT_LR), "noise": ("settings", 0.0), "noise_snr_db": ("settings", NOISE_SNR_DB),
+                "batch_size": ("settings", None), "crop": ("settings", None),
+                "eval_every": ("run_options", DEFAULT_EVAL_EVERY), "precision": ("run_options", DEFAULT_PRECISION),
+                "weight_average": (None, 0.0)}
+
+
 def _recipe_of(options: TrainOptions, meta: dict) -> TrainOptions:
     """The options with those that are not given taken from the last part of the run a --resume continues
     (`meta`, its checkpoint's record; a fresh run's is {}: the defaults): the learning rate, noise, batch and
@@ -890,17 +898,11 @@ def _recipe_of(options: TrainOptions, meta: dict) -> TrainOptions:
     precision resolved for the device it ran on) and its weight average's decay, so that a resumed run goes on
     as it trained. A checkpoint
     written before a value was kept gives its default; values the checkpoint holds are checked as given ones are."""
-    saved, kept = meta.get("settings", {}), meta.get("run_options", {})
-    lr = options.lr if options.lr is not None else saved.get("lr", DEFAULT_LR)
-    snr = options.noise_snr_db if options.noise_snr_db is not None else saved.get("noise_snr_db", NOISE_SNR_DB)
-    recipe = dataclasses.replace(
-        options, lr=lr, noise=options.noise if options.noise is not None else saved.get("noise", 0.0),
-        noise_snr_db=tuple(snr) if isinstance(snr, list) else snr,
-        batch_size=options.batch_size if options.batch_size is not None else saved.get("batch_size"),  # None: _sized's
-        crop=options.crop if options.crop is not None else saved.get("crop"),
-        eval_every=options.eval_every if options.eval_every is not None else kept.get("eval_every", DEFAULT_EVAL_EVERY),
-        precision=options.precision if options.precision is not None else kept.get("precision", DEFAULT_PRECISION),
-        weight_average=options.weight_average if options.weight_average is not None else meta.get("weight_average", 0.0))
+    kept = {name: (meta if part is None else meta.get(part, {})).get(name, default)
+            for name, (part, default) in KEPT_OPTIONS.items() if getattr(options, name) is None}
+    recipe = dataclasses.replace(options, **kept)
+    if isinstance(recipe.noise_snr_db, list):  # as JSON holds it, or as given
+        recipe = dataclasses.replace(recipe, noise_snr_db=tuple(recipe.noise_snr_db))
     if recipe != options:
         check_options(recipe)
     return recipe
