@@ -903,11 +903,12 @@ class Codec:
     def _refusing_the_other_kind(self, media):
         """Where reading media of the path or stream `media` fails, and it holds the other kind (an image given to
         an audio model), an error that says so, not the reader's ("Format not recognised")."""
-        head = _first_bytes(media, 16 if self.kind == "audio" else STREAMED_HEAD_BYTES)  # a stream's, before it is read
+        count = 16 if self.kind == "audio" else STREAMED_HEAD_BYTES
+        head = None if isinstance(media, (str, Path)) else _first_bytes(media, count)  # a stream's, before it is read
         try:
             yield
         except VQCodecError:
-            if not _holds_the_other_kind(head, self.kind):
+            if not _holds_the_other_kind(_first_bytes(media, count) if head is None else head, self.kind):
                 raise
             where = input_name(media) or "the input"
             if self.kind == "audio":
