@@ -910,10 +910,9 @@ class Codec:
         except VQCodecError:
             if not _holds_the_other_kind(_first_bytes(media, count) if head is None else head, self.kind):
                 raise
-            where = input_name(media) or "the input"
-            if self.kind == "audio":
-                raise VQCodecError(f"model {self.name} codes audio, not images: {where} is an image") from None
-            raise VQCodecError(f"model {self.name} codes images, not audio: {where} is audio") from None
+            other = "image" if self.kind == "audio" else "audio"
+            raise VQCodecError(f"model {self.name} codes {kind_coded(self.kind)}, not {kind_coded(other)}: "
+                               f"{input_name(media) or 'the input'} is {kind_held(other)}") from None
 
     @naming_its_file
     def decode(self, data):
