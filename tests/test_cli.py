@@ -2367,11 +2367,26 @@ def test_codes_of_a_folder_that_fails_part_way_keeps_a_manifest_of_what_it_wrote
     assert manifest["stopped"] is True and [entry["file"] for entry in manifest["files"]] == ["a.wav", "b.wav"]
     assert sorted(p.name for p in out.iterdir()) == ["a.npy", "b.npy", "codes.json"]
 
-def test_codes_of_a_folder_keep_no_codes_of_a_file_changed_while_it_was_read(tmp_path, signal, codec, monkeypatch):
+def _rewritten_of_another_size(path: Path, signal) -> None:
+    write_wav(path, signal, samples=8000)
+
+
+def _rewritten_of_the_same_size_its_time_put_back(path: Path, signal) -> None:
+    """As cp -p or touch -d over it leaves it: only its inode change time tells it was written."""
+    before = path.stat()
+    write_wav(path, lambda *shape: -signal(*shape))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+@pytest.mark.parametrize("rewrite", [_rewritten_of_another_size, _rewritten_of_the_same_size_its_time_put_back])
+def test_codes_of_a_folder_keep_no_codes_of_a_file_changed_while_it_was_read(tmp_path, signal, codec, monkeypatch,
+                                                                             rewrite):
     """The size, time and hash codes.json records of a file are taken before it is coded, in a read of their own:
     a file rewritten between them was listed with the hash of bytes other than those coded (of no one version of
-    it, where it was rewritten while being read). Its size or time tells it changed: it is skipped, its codes not
-    written, as a file that cannot be read is (a stopped run's resume codes it again)."""
+    it, where it was rewritten while being read). Its size, time or inode change time tells it changed (the last
+    alone where its size is the same and its time put back): it is skipped, its codes not written, as a file that
+    cannot be read is (a stopped run's resume codes it again)."""
     from vqcodec.tokens import code_folder
 
     folder, out = tmp_path / "recordings", tmp_path / "tokens"
@@ -2382,7 +2397,7 @@ def test_codes_of_a_folder_keep_no_codes_of_a_file_changed_while_it_was_read(tmp
 
     def rewritten_as_it_is_read(path, quality):
         if Path(path).name == "b.wav":
-            write_wav(path, signal, samples=8000)
+            rewrite(Path(path), signal)
         return real(path, quality)
 
     monkeypatch.setattr(codec, "media_to_codes", rewritten_as_it_is_read)

@@ -99,8 +99,9 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     rate (or the stride in pixels) and axis order, and for each file its array's shape and the sample
     rate, length and level gain (or the width and height) that restore it, and the file's size,
     modification time and the hash of its bytes (input_stamp, taken before it is read); "skipped" lists the files
-    that could not be coded, and why, those whose size or time changed while they were read too. A weight the
-    codec cannot use (Codec.check_weights) raises VQCodecError before any file. A run stopped part way (Ctrl-C,
+    that could not be coded, and why, those whose size, time or inode change time changed while they were read too
+    (check_unchanged_since). A weight the codec cannot use (Codec.check_weights) raises VQCodecError before any
+    file. A run stopped part way (Ctrl-C,
     SIGTERM, or any error it raises, such as MemoryError or one that `log` or `on_warning` raises) writes the
     manifest of the files it finished, with "stopped": true, then raises; one that could code no file writes no
     manifest (nor makes `out`), and returns the one it would have written. With replace=False a manifest that exists is
@@ -173,9 +174,9 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
                 entries.append(finished[_name_in(folder, path)])
                 continue
             try:
-                stamp = input_stamp(path)  # before it is read: a change while it is coded is a change
+                stamp, change_time_ns = stamp_before_reading(path)  # a change while it is coded is a change
                 codes, restore = codec.media_to_codes(path, quality)
-                check_unchanged_since(path, stamp)
+                check_unchanged_since(path, stamp, change_time_ns)
                 warn_of_level(codec, path, on_warning)
                 with folder_of(output):
                     write_file(output, lambda stream: save_codes(stream, codes), replace)
@@ -338,26 +339,36 @@ def input_stamp(path) -> dict:
     modification time in ns, as make and rsync tell it, and the BLAKE2b-256 of its bytes (CONTENT_HASH, what
     `b2sum -l 256` prints), which tells a file replaced by another of the same size whose time was set back; {}
     where it cannot be had (the entry of such a file is coded again by a resume)."""
+    return stamp_before_reading(path)[0]
+
+
+def stamp_before_reading(path) -> tuple[dict, int | None]:
+    """The input_stamp of the file at `path`, and its inode change time in ns (None where the stamp cannot be had),
+    which check_unchanged_since compares once the file is read. Every write to the file, and every setting of its
+    time, sets its change time to now, and nothing sets it back; it is not recorded, as a copy elsewhere (cp -a)
+    does not keep it, so a resume tells a file by the recorded stamp alone."""
     try:
         with open_regular_file(path) as stream:
-            return {**_size_and_time(os.fstat(stream.fileno())), CONTENT_HASH: _content_hash(stream)}
+            found = os.fstat(stream.fileno())
+            return {**_size_and_time(found), CONTENT_HASH: _content_hash(stream)}, found.st_ctime_ns
     except OSError:
-        return {}
+        return {}, None
 
 
-def check_unchanged_since(path, stamp: dict) -> None:
-    """Refuse the codes just made of the file at `path` where its size or modification time is no longer what
-    `stamp` (input_stamp, taken before it was read) records: it changed while it was coded, so its codes may be of
-    bytes other than those hashed, or of no one version of it. Rereading it to hash it again would read it a third
-    time; its size and time are what a resume tells a changed file by first."""
+def check_unchanged_since(path, stamp: dict, change_time_ns: int | None) -> None:
+    """Refuse the codes just made of the file at `path` where its size, modification time or inode change time is
+    no longer what `stamp` and `change_time_ns` (stamp_before_reading, taken before it was read) record: it changed
+    while it was coded, so its codes may be of bytes other than those hashed, or of no one version of it. Rereading
+    it to hash it again would read it a third time; the change time tells a file rewritten with the same size and
+    its modification time put back (cp -p over it, touch -d)."""
     if not stamp:  # none could be had: its entry records none, and a resume codes it again
         return
     try:
-        now = _size_and_time(os.stat(path))
+        found = os.stat(path)
     except OSError as exc:
         raise VQCodecError(f"{path}: changed while it was read ({reason_of(exc)}), so its codes were not "
                            "kept") from None
-    if not _records(stamp, now):
+    if not _records(stamp, _size_and_time(found)) or found.st_ctime_ns != change_time_ns:
         raise VQCodecError(f"{path}: changed while it was read, so its codes were not kept")
 
 
