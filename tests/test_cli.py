@@ -2293,45 +2293,23 @@ def test_codes_of_a_folder_stopped_part_way_keeps_a_manifest_of_what_it_wrote(tm
     folder.mkdir()
     for name in ("a.wav", "b.wav", "c.wav"):
         write_wav(folder / name, signal)
-    real, calls = codec.media_to_codes, []
-
-    def stopped_at_the_second_file(path, quality):
-        calls.append(path)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(path, quality)
-
-    monkeypatch.setattr(codec, "media_to_codes", stopped_at_the_second_file)
-    with pytest.raises(KeyboardInterrupt):
-        code_folder(codec, folder, out, sorted(folder.iterdir()))
+    _stopped_codes_run(codec, folder, out, "b.wav", monkeypatch)
     manifest = json.loads((out / "codes.json").read_text())
     assert manifest["stopped"] is True and [entry["file"] for entry in manifest["files"]] == ["a.wav"]
     assert sorted(p.name for p in out.iterdir()) == ["a.npy", "codes.json"]
-    monkeypatch.setattr(codec, "media_to_codes", real)
     assert "stopped" not in code_folder(codec, folder, tmp_path / "again", sorted(folder.iterdir()))
 
 
 def test_codes_of_a_folder_stopped_part_way_tells_log_what_it_skipped_and_wrote(tmp_path, signal, codec, monkeypatch):
     """A stop told `log` 'wrote the codes of 1 file before the stop (1 skipped); ...', not which file was skipped
     nor the bytes written: it tells them as a folder's encode does (folders.say_stopped)."""
-    from vqcodec.tokens import code_folder
-
     folder, out = tmp_path / "recordings", tmp_path / "tokens"
     folder.mkdir()
     write_wav(folder / "a.wav", signal)
     (folder / "b.wav").write_bytes(b"not a recording")
     write_wav(folder / "c.wav", signal)
-    real = codec.media_to_codes
-
-    def stopped_at_c(path, quality):
-        if Path(path).name == "c.wav":
-            raise KeyboardInterrupt
-        return real(path, quality)
-
-    monkeypatch.setattr(codec, "media_to_codes", stopped_at_c)
     said = []
-    with pytest.raises(KeyboardInterrupt):
-        code_folder(codec, folder, out, sorted(folder.iterdir()), log=said.append)
+    _stopped_codes_run(codec, folder, out, "c.wav", monkeypatch, log=said.append)
     assert len(said) == 2 and said[0].startswith("skipping ") and str(folder / "b.wav") in said[0]
     assert said[1] == f"coded 1 file, {(out / 'a.npy').stat().st_size} bytes before the stop; 1 of 3 files not coded"
 
@@ -2713,6 +2691,22 @@ def test_codes_resume_reads_no_manifest_larger_than_pack_reads(tmp_path, signal,
         tokens.code_folder(codec, folder, out, [folder / "a.wav"], resume=True)
 
 
+def _codes_stop_at(name: str, monkeypatch):
+    """Make Codec.media_to_codes stop (Ctrl-C) when it reaches the file called `name`, as the user stops `codes
+    FOLDER OUT`; return the real one, to put back."""
+    from vqcodec.codec import Codec
+
+    real = Codec.media_to_codes
+
+    def stopped_at(self, path, quality=None):
+        if Path(path).name == name:
+            raise KeyboardInterrupt
+        return real(self, path, quality)
+
+    monkeypatch.setattr(Codec, "media_to_codes", stopped_at)
+    return real
+
+
 def test_codes_resume_of_a_folder_stopped_part_way(tmp_path, signal, cli, tiny_model_path, monkeypatch, capsys):
     """`vqcodec codes FOLDER OUT --resume` goes on with a stopped run: only the files it did not finish are
     coded, into the arrays and codes.json of a run that was not stopped. Refused in one line with --force,
@@ -2724,14 +2718,7 @@ def test_codes_resume_of_a_folder_stopped_part_way(tmp_path, signal, cli, tiny_m
     folder.mkdir()
     for name in ("a.wav", "b.wav", "c.wav"):
         write_wav(folder / name, signal)
-    real = Codec.media_to_codes
-
-    def stopped_at_c(self, path, quality=None):
-        if Path(path).name == "c.wav":
-            raise KeyboardInterrupt
-        return real(self, path, quality)
-
-    monkeypatch.setattr(Codec, "media_to_codes", stopped_at_c)
+    real = _codes_stop_at("c.wav", monkeypatch)
     assert run(["codes", str(folder), str(out), "-m", str(tiny_model_path), "-q", "3"]) != 0
     # what it wrote, as encode and decode of a folder say it (it said only 'vqcodec: interrupted', then 'wrote the
     # codes of 2 files before the stop; ...')
@@ -2778,14 +2765,7 @@ def test_codes_resume_reads_the_stopped_runs_manifest_once(tmp_path, signal, tin
     folder.mkdir()
     for name in ("a.wav", "b.wav"):
         write_wav(folder / name, signal)
-    real = Codec.media_to_codes
-
-    def stopped_at_b(self, path, quality=None):
-        if Path(path).name == "b.wav":
-            raise KeyboardInterrupt
-        return real(self, path, quality)
-
-    monkeypatch.setattr(Codec, "media_to_codes", stopped_at_b)
+    real = _codes_stop_at("b.wav", monkeypatch)
     assert run(["codes", str(folder), str(out), "-m", str(tiny_model_path)]) != 0
     monkeypatch.setattr(Codec, "media_to_codes", real)
     read, real_read = [], tokens.read_json_file

@@ -2424,6 +2424,19 @@ def _bound_memory_to_a_step_and(monkeypatch, held: int) -> None:
     monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: step_and_validation + held - 1)
 
 
+def _refused_at_a_step_and_a_gigabyte(run, monkeypatch, held_as: str, refusal: str) -> None:
+    """With the memory of a step and validation of _run_of_16_crops and 1 GB (less a byte) to use, `run` holding
+    1 GB more, given to _refuse_a_batch_beyond_memory as `held_as` (held= or state=), is refused, `refusal`, and
+    one byte less passes."""
+    from vqcodec.train import _refuse_a_batch_beyond_memory
+
+    _bound_memory_to_a_step_and(monkeypatch, 10 ** 9)
+    with pytest.raises(VQCodecError) as refused:
+        _refuse_a_batch_beyond_memory(run, "audio", **{held_as: 10 ** 9})
+    assert str(refused.value) == refusal
+    _refuse_a_batch_beyond_memory(run, "audio", **{held_as: 10 ** 9 - 1})
+
+
 def test_the_batch_memory_check_counts_the_discriminator_and_the_training_files_held(data_dir, tmp_path, monkeypatch,
                                                                                     capsys):
     """The check left out --adversarial's discriminator, which needs about nine times the step's memory, and the
@@ -2454,13 +2467,9 @@ def test_the_batch_memory_check_counts_the_discriminator_and_the_training_files_
 
     run = _run_of_16_crops(tmp_path)
     _refuse_a_batch_beyond_memory(run, "audio", adversarial=False, held=10 ** 8)  # 92 + 3 + 100 MB
-    _bound_memory_to_a_step_and(monkeypatch, 10 ** 9)
-    with pytest.raises(VQCodecError) as refused:
-        _refuse_a_batch_beyond_memory(run, "audio", held=10 ** 9)
-    assert str(refused.value) == ("a batch of 16 crops of 12000 samples with the 1.0 GB of training files it holds in "
-                                  "memory takes 1.1 GB, more than the memory this process may use (1.1 GB); pass "
-                                  "stream_data=True, or lower batch_size or crop")
-    _refuse_a_batch_beyond_memory(run, "audio", held=10 ** 9 - 1)
+    _refused_at_a_step_and_a_gigabyte(run, monkeypatch, "held", (
+        "a batch of 16 crops of 12000 samples with the 1.0 GB of training files it holds in memory takes 1.1 GB, more "
+        "than the memory this process may use (1.1 GB); pass stream_data=True, or lower batch_size or crop"))
 
     # through the command: the files held, a few bytes over, refuse what --stream-data trains (with the model's
     # training state, which both hold)
@@ -2654,13 +2663,10 @@ def test_the_training_state_counted_is_what_a_run_holds_and_names_itself_where_i
     assert training_state_bytes(CFG, checkpoint_bytes=checkpoint) == pytest.approx(gradients + checkpoint, rel=0.01)
 
     run = _run_of_16_crops(tmp_path, resume=True)
-    _bound_memory_to_a_step_and(monkeypatch, 10 ** 9)
-    with pytest.raises(VQCodecError) as refused:
-        _refuse_a_batch_beyond_memory(run, "audio", state=10 ** 9)
-    assert str(refused.value) == ("a batch of 16 crops of 12000 samples with the 1.0 GB of model, gradients, optimiser "
-                                  "state and checkpoints it holds takes 1.1 GB, more than the memory this process may "
-                                  "use (1.1 GB); resume it where the process may use more")
-    _refuse_a_batch_beyond_memory(run, "audio", state=10 ** 9 - 1)
+    _refused_at_a_step_and_a_gigabyte(run, monkeypatch, "state", (
+        "a batch of 16 crops of 12000 samples with the 1.0 GB of model, gradients, optimiser state and checkpoints it "
+        "holds takes 1.1 GB, more than the memory this process may use (1.1 GB); resume it where the process may use "
+        "more"))
     with pytest.raises(VQCodecError, match=r"; train where the process may use more, or a smaller model$"):
         _refuse_a_batch_beyond_memory(dataclasses.replace(run, options=options(tmp_path, batch_size=16, crop=12000)),
                                       "audio", state=10 ** 9)
