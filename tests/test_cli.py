@@ -3060,9 +3060,9 @@ def test_codes_of_a_folder_of_vq_files_stopped_part_way_keeps_a_manifest_of_what
     assert manifest["stopped"] is True and [entry["file"] for entry in manifest["files"]] == ["a.vq"]
 
 
-def _codes_stopped_at_the_photo(folder, out, monkeypatch):
-    """`codes FOLDER OUT` of a folder of .vq files stopped (Ctrl-C) when it reaches the image's file, as a run the
-    user stopped leaves OUT; Codec.code_blocks is as it was afterwards."""
+def _codes_stopped_at_the_photo(folder, out, monkeypatch, *options):
+    """`codes FOLDER OUT` of a folder of .vq files (with `options`, --resume say) stopped (Ctrl-C) when it reaches the
+    image's file, as a run the user stopped leaves OUT; Codec.code_blocks is as it was afterwards."""
     from vqcodec.cli import run
     from vqcodec.codec import Codec
 
@@ -3074,7 +3074,7 @@ def _codes_stopped_at_the_photo(folder, out, monkeypatch):
         return real(self, data)
 
     monkeypatch.setattr(Codec, "code_blocks", stopped_at_the_photo)
-    assert run(["codes", str(folder), str(out)]) != 0
+    assert run(["codes", str(folder), str(out), *options]) != 0
     monkeypatch.setattr(Codec, "code_blocks", real)
 
 
@@ -3102,6 +3102,21 @@ def test_codes_resume_of_a_folder_of_vq_files_stopped_part_way(cli, vq_folder, t
     result = cli("codes", vq_folder, whole, "--resume")  # a folder of media's
     assert_one_line_error(result)
     assert result.stderr.decode().endswith("it is not the codes.json of a folder of .vq files\n")
+
+
+def test_codes_resume_of_a_folder_of_vq_files_stopped_again_counts_the_arrays_it_kept(vq_folder, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """A resume of a folder of .vq files stopped again said only what it coded itself, 'coded 0 files, 0 bytes before
+    the stop; 1 of 2 files not coded', leaving out the array it kept, where a folder of media's counts it."""
+    out = tmp_path / "tokens"
+    capsys.readouterr()
+    _codes_stopped_at_the_photo(vq_folder, out, monkeypatch)
+    kept_bytes = (out / "a.npy").stat().st_size
+    said_stop = [f"skipping {vq_folder / 'bad.vq'}: truncated .vq file (chunk 0 cut short)",
+                 f"coded 1 file, {kept_bytes} bytes before the stop; 1 of 3 files not coded", "vqcodec: interrupted"]
+    assert capsys.readouterr().err.splitlines()[-3:] == said_stop
+    _codes_stopped_at_the_photo(vq_folder, out, monkeypatch, "--resume")  # stopped again where it stopped before
+    assert capsys.readouterr().err.splitlines()[-3:] == said_stop
 
 
 def test_codes_resume_of_a_folder_of_vq_files_writes_its_manifest_when_a_kept_array_goes_meanwhile(vq_folder, tmp_path,

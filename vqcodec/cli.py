@@ -1600,7 +1600,7 @@ def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str,
                         resume: bool = False) -> None:
     """`vqcodec codes FOLDER OUT` of a folder of .vq files: vqcodec.folders.codes_folder, one codec per model; with
     `resume`, of the files the stopped run in OUT did not finish, whose outputs it may replace."""
-    from .folders import codes_folder, find_vq_files, mirrored_paths, passed_over_of
+    from .folders import FolderReport, codes_folder, find_vq_files, mirrored_paths, passed_over_of
     from .tokens import MANIFEST, resumed_line, stopped_vq_run_entries, write_vq_manifest
 
     passed_over: list[tuple[Path, str]] = []
@@ -1621,7 +1621,7 @@ def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str,
     if resume:
         _progress(resumed_line(len(finished), len(to_do)))
     # before any file is coded: an array of these removed meanwhile left the run's codes.json unwritten
-    kept_bytes = sum(entry["codes"].stat().st_size for entry in finished.values())
+    kept = FolderReport("mixed", len(finished), sum(entry["codes"].stat().st_size for entry in finished.values()))
     codecs = _named_codec(model, device)
     report, entries = codes_folder(
         [path for path, _ in to_do], [output for _, output in to_do],
@@ -1630,9 +1630,7 @@ def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str,
         stopped=lambda report, entries: write_vq_manifest(folder, out, with_finished(entries),
                                                           _each_skipped(report, missing), stopped=True,
                                                           replace=force or resume),
-        progress=progressline.show)
-    report.written += len(finished)  # the summary is of the folder, as a run that was not stopped gives it
-    report.bytes += kept_bytes
+        progress=progressline.show, kept=kept)  # counted in the summary, and a stop's line, as the folder's
     if report.written:
         write_vq_manifest(folder, out, with_finished(entries), _each_skipped(report, missing), replace=force or resume)
     _finish_folder(report, "coded", out, len(files) + _count(missing), missing)

@@ -253,15 +253,17 @@ def _each_file(files: list[Path], outputs: list[Path], make: Callable[[Path, Pat
     write) and returns its size, for every file; a file that fails (VQCodecError, or an OSError) is
     added to report.skipped. Every 100 files, `progress` (else `log`) is told how many are done (written or
     skipped). When the run is stopped (Ctrl-C, SIGTERM), `log` is given the files skipped and what was written
-    before the stop."""
+    before the stop: `report` may start with files done before this run (those a resume keeps), which that line
+    counts among the folder's."""
     progress = progress or log
+    kept = report.written
     for number, (path, output) in enumerate(zip(files, outputs), 1):
         try:
             report.bytes += make(path, output)
             report.written += 1
         except KeyboardInterrupt:
             if log:
-                say_stopped(log, report, verb, len(files) - number + 1, len(files))
+                say_stopped(log, report, verb, len(files) - number + 1, kept + len(files))
             raise
         except VQCodecError as exc:
             report.skipped.append((path, str(exc)))
@@ -383,7 +385,8 @@ def with_salvage_hint(error: VQCodecError, codec, data: bytes) -> VQCodecError:
 def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[bytes], object],
                  write: Callable[[Path, Callable], None], log: Callable[[str], None] | None = None,
                  stopped: Callable[[FolderReport, list[dict]], None] | None = None,
-                 progress: Callable[[str], None] | None = None) -> tuple[FolderReport, list[dict]]:
+                 progress: Callable[[str], None] | None = None,
+                 kept: FolderReport | None = None) -> tuple[FolderReport, list[dict]]:
     """Write the codes of `.vq` files into `outputs` as int32 .npy files (Codec.code_blocks, a block
     at a time), and return the report and, for each file written, its codes' shape and what restores
     it (the model id and codes id, kind and quality, and the rate, length, channels and gain, or the size), and the
@@ -391,7 +394,8 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
     while it was read is skipped (tokens.check_unchanged_since).
     `codec_for(data)` gives the codec of a file; `write(path, write_stream)` writes one output;
     `stopped(report, entries)` is called with what was done when the run is stopped (Ctrl-C, SIGTERM, or
-    any error raised, MemoryError say), before that is raised again."""
+    any error raised, MemoryError say), before that is raised again. `kept` counts the arrays a resume keeps (files
+    and bytes), which the report, and the line a stop by Ctrl-C or SIGTERM gives `log`, count too."""
     from .fileinfo import read_vq_file
     from .io import warn_of_what_codes_leave_out
     from .tokens import check_unchanged_since, save_code_blocks, stamp_before_reading
@@ -411,7 +415,7 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
         entries.append({"file": path, "codes": output, "shape": list(shape), **header_entry(header, codec.codes_id),
                         **stamp})
         return output.stat().st_size
-    report = FolderReport("mixed")
+    report = FolderReport("mixed", kept.written, kept.bytes) if kept else FolderReport("mixed")
     try:
         return _each_file(files, outputs, make, report, "coded", log, progress), entries
     except BaseException:  # the arrays written keep the manifest that restores them
