@@ -2753,6 +2753,45 @@ def test_codes_resume_of_a_folder_stopped_part_way(tmp_path, signal, cli, tiny_m
     assert _arrays_and_manifest(out) == _arrays_and_manifest(tmp_path / "whole")
 
 
+@pytest.mark.parametrize("gone", ["removed", "a folder"])
+def test_codes_resume_of_a_folder_says_its_summary_when_a_kept_array_goes_meanwhile(tmp_path, signal, tiny_model_path,
+                                                                                   monkeypatch, capsys, gone):
+    """The summary's bytes were read from each array listed once code_folder had written codes.json: a kept array
+    removed meanwhile was a traceback (FileNotFoundError), one replaced by a folder counted the folder's size. It
+    counts the bytes each array had when it was kept or written."""
+    from vqcodec.cli import run
+    from vqcodec.codec import Codec
+
+    folder, out = tmp_path / "recordings", tmp_path / "tokens"
+    folder.mkdir()
+    for name in ("a.wav", "b.wav"):
+        write_wav(folder / name, signal)
+    real = Codec.media_to_codes
+
+    def stopped_at_b(self, path, quality=None):
+        if Path(path).name == "b.wav":
+            raise KeyboardInterrupt
+        return real(self, path, quality)
+
+    monkeypatch.setattr(Codec, "media_to_codes", stopped_at_b)
+    assert run(["codes", str(folder), str(out), "-m", str(tiny_model_path)]) != 0
+    kept_bytes = (out / "a.npy").stat().st_size
+
+    def removing_the_kept_array(self, path, quality=None):
+        (out / "a.npy").unlink()
+        if gone == "a folder":
+            (out / "a.npy").mkdir()
+        return real(self, path, quality)
+
+    monkeypatch.setattr(Codec, "media_to_codes", removing_the_kept_array)
+    capsys.readouterr()
+    assert run(["codes", str(folder), str(out), "-m", str(tiny_model_path), "--resume"]) == 0
+    arrays = kept_bytes + (out / "b.npy").stat().st_size
+    assert capsys.readouterr().err.splitlines() == ["resumed: 1 file kept, 1 to code",
+                                                    f"coded 2 files, {arrays} bytes into {out}"]
+    assert "stopped" not in json.loads((out / "codes.json").read_text())
+
+
 def test_codes_resume_reads_the_stopped_runs_manifest_once(tmp_path, signal, tiny_model_path, monkeypatch, capsys):
     """`codes FOLDER OUT --resume` read codes.json twice: to tell whether there was a run to resume, and again in
     code_folder. It reads it once, and gives it to code_folder(stopped_run=), which checks what it is given as it
@@ -2905,7 +2944,8 @@ def test_check_listed_codes_refuses_a_manifest_too_large_to_read(codec, tmp_path
     (dict(replace="no"), "replace must be True or False, not 'no'"),  # taken as True
     (dict(codec=None), "codec is a vqcodec Codec (Codec.load), not a NoneType"),  # an AttributeError
     (dict(log="coded.txt"), "log must be a function or None, not 'coded.txt'"),  # called at the 100th file, and
-    (dict(on_warning=5), "on_warning must be a function or None, not 5")])  # failed: the manifest was not written
+    (dict(on_warning=5), "on_warning must be a function or None, not 5"),  # failed: the manifest was not written
+    (dict(report={}), "report is a vqcodec.folders.FolderReport or None, not {}")])
 def test_codes_of_a_folder_refuse_odd_arguments_in_one_line(tmp_path, codec, arguments, told):
     from vqcodec import VQCodecError
     from vqcodec.tokens import code_folder

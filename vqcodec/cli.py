@@ -1670,8 +1670,10 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
     if stopped_run is not None and stopped_run.get("stopped") is not True:
         _say_nothing_to_resume(out)
         return
+    report = FolderReport(kind)  # the arrays as code_folder kept or wrote them: one removed since is not read again
     manifest = code_folder(codec, folder, out, files, quality, log=_progress, progress=progressline.show,
-                           replace=force or resume, on_warning=_print_warning, resume=resume, stopped_run=stopped_run)
+                           replace=force or resume, on_warning=_print_warning, resume=resume, stopped_run=stopped_run,
+                           report=report)
     # the names as they are, not as codes.json shows them (U+FFFD); those passed over (not regular files) are not in it
     skipped = [(folder / listed_name(entry, "file"), listed_name(entry, "reason")) for entry in manifest["skipped"]]
     for path, reason in sorted(skipped + passed_over, key=lambda entry: entry[0]):
@@ -1679,8 +1681,7 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
     total = len(files) + len(passed_over)
     if not manifest["files"]:
         _fail_if_skipped(total, total, "coded", f": nothing was written to {out}")
-    arrays = [out / listed_name(entry, "codes") for entry in manifest["files"]]
-    _say_written(FolderReport(kind, len(arrays), sum(path.stat().st_size for path in arrays)), "coded", out)
+    _say_written(report, "coded", out)
     _fail_if_skipped(len(skipped) + len(passed_over), total, "coded")
 
 

@@ -36,10 +36,12 @@ def file_codes_writer(codec, data: bytes):
     return lambda stream: save_code_blocks(stream, shape, 2 if header.kind == vqformat.KIND_AUDIO else 1, blocks)
 
 
-def save_codes(stream, codes: np.ndarray) -> None:
+def save_codes(stream, codes: np.ndarray) -> int:
     """Codes into a binary stream as the .npy file of CODE_TYPE, little-endian on every machine, as
-    save_code_blocks writes the codes of a .vq file."""
+    save_code_blocks writes the codes of a .vq file; the stream's position after them (the file's size, written
+    from its start)."""
     np.save(stream, np.asarray(codes).astype(CODE_TYPE), allow_pickle=False)
+    return stream.tell()
 
 
 def save_code_blocks(stream, shape: tuple, axis: int, blocks) -> None:
@@ -91,7 +93,7 @@ def code_paths(folder: Path, out: Path, files: list[Path]) -> list[Path]:
 
 def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int | None = None, log=None,
                 replace: bool = True, on_warning=None, resume: bool = False, stopped_run: dict | None = None,
-                progress=None) -> dict:
+                progress=None, report: FolderReport | None = None) -> dict:
     """Write the codes of `files` (media under `folder`) to `out`, and the manifest; return the manifest.
 
     Codes are as `codec.media_to_codes` gives them (all levels unless `quality`; per-cell depth as
@@ -116,13 +118,17 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     how many it codes (resumed_line); every 100 files, `progress` (else `log`) how many of those it codes are done
     (coded or skipped), "coded 100/N files"; stopped by Ctrl-C or SIGTERM, the files it skipped, one line each, then
     what it wrote and how many files it did not code, "coded 2 files, 48256 bytes before the stop; 1 of 3 files not
-    coded" (the bytes of the arrays, the kept ones' too), as a folder's encode says it (folders.say_stopped). It holds
+    coded" (the bytes of the arrays, the kept ones' too), as a folder's encode says it (folders.say_stopped).
+    `report`, a new folders.FolderReport where given, is told the arrays the manifest lists (written) and their
+    bytes, as they were when each was kept or written, whatever becomes of them since, and the files skipped. It holds
     the codec's lock,
     as Codec's encoding methods do: another thread's rate search on the codec sets trial depth weights on it.
     A recording coded above full scale, beyond the level gain's reach, gets one warning naming it, given to
     `on_warning(line)`, else a UserWarning (its codes are of its loud parts limited, as encode's are)."""
     check_file_list(files, "media under the folder")
     check_callbacks(log=log, on_warning=on_warning, progress=progress)
+    if report is not None and not isinstance(report, FolderReport):
+        raise VQCodecError(f"report is a vqcodec.folders.FolderReport or None, not {shown_cut(report)}")
     for name, path in (("folder", folder), ("out", out)):
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):  # "" stood for the current folder
             raise VQCodecError(f"{name} is the path of a folder (a str or Path, not empty), not {shown_cut(path)}")
@@ -139,16 +145,15 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
         raise VQCodecError(f"codec is a vqcodec Codec (Codec.load), not a {type(codec).__name__}")
     with codec._lock:
         return _code_folder(codec, Path(folder), Path(out), files, quality, log, replace, on_warning, resume,
-                            stopped_run, progress or log)
+                            stopped_run, progress or log, FolderReport(codec.kind) if report is None else report)
 
 
 def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int | None, log, replace: bool,
-                 on_warning, resume: bool, stopped_run: dict | None, progress) -> dict:
+                 on_warning, resume: bool, stopped_run: dict | None, progress, report: FolderReport) -> dict:
     outputs = code_paths(folder, out, files)
     quality = _run_quality(codec, quality)
     codec.check_weights()  # a weight the codec cannot use would fail every file alike
     finished = {}
-    stop_report = FolderReport(codec.kind)  # what a stop by Ctrl-C or SIGTERM says was written (say_stopped)
     if resume:
         if stopped_run is None:
             stopped_run = stopped_run_manifest(codec, out, files, quality)
@@ -157,9 +162,7 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
         if stopped_run.get("stopped") is not True:
             return stopped_run
         finished = _finished_entries(stopped_run, folder, out, files, outputs)
-        # before any file is coded, as the arrays of a folder of .vq files that a resume keeps are counted
-        stop_report.bytes = sum(output.stat().st_size for path, output in zip(files, outputs)
-                                if _name_in(folder, path) in finished)
+        report.bytes = sum(size for _, size in finished.values())  # as each array was when it was checked
         replace = True  # the stopped run's manifest and arrays are this run's to write again
         if log:
             log(resumed_line(len(finished), len(files) - len(finished)))
@@ -171,24 +174,25 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
     try:
         for path, output in zip(files, outputs):
             if _name_in(folder, path) in finished:  # by the stopped run that this one resumes
-                entries.append(finished[_name_in(folder, path)])
+                entries.append(finished[_name_in(folder, path)][0])
                 continue
             try:
                 stamp, change_time_ns = stamp_before_reading(path)  # a change while it is coded is a change
                 codes, restore = codec.media_to_codes(path, quality)
                 check_unchanged_since(path, stamp, change_time_ns)
                 warn_of_level(codec, path, on_warning)
+                sizes = []
                 with folder_of(output):
-                    write_file(output, lambda stream: save_codes(stream, codes), replace)
+                    write_file(output, lambda stream: sizes.append(save_codes(stream, codes)), replace)
             except (VQCodecError, OSError) as exc:
                 reason = str(exc) if isinstance(exc, VQCodecError) else f"cannot write {output} ({reason_of(exc)})"
-                stop_report.skipped.append((path, reason))
+                report.skipped.append((path, reason))
                 skipped.append({**name_fields("file", Path(path).relative_to(folder)), **name_fields("reason", reason)})
             else:
                 entries.append({**name_fields("file", Path(path).relative_to(folder)),
                                 **name_fields("codes", output.relative_to(out)), "shape": list(codes.shape),
                                 **restore, **stamp})
-                stop_report.bytes += output.stat().st_size
+                report.bytes += sizes[0]
             done += 1
             if progress and done % 100 == 0:
                 progress(f"coded {done}/{len(files) - len(finished)} files")
@@ -196,10 +200,11 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
         # restores them
         if entries or skipped:
             _write_manifest(codec, out, quality, entries, skipped, replace, stopped=True)
+        report.written = len(entries)
         if log and isinstance(stop, KeyboardInterrupt):  # as a folder's encode and decode say it (folders._each_file)
-            stop_report.written = len(entries)
-            say_stopped(log, stop_report, "coded", len(files) - len(entries) - len(skipped), len(files))
+            say_stopped(log, report, "coded", len(files) - len(entries) - len(skipped), len(files))
         raise
+    report.written = len(entries)
     return _write_manifest(codec, out, quality, entries, skipped, replace, written=bool(entries))
 
 
@@ -272,7 +277,7 @@ def stopped_vq_run_entries(folder: Path, out: Path, files: list[Path], outputs: 
     if manifest.get("stopped") is not True:
         return None
     finished = _finished_entries(manifest, folder, out, files, outputs)
-    kept = {path: {**finished[_name_in(folder, path)], "file": path, "codes": output}
+    kept = {path: {**finished[_name_in(folder, path)][0], "file": path, "codes": output}
             for path, output in zip(files, outputs) if _name_in(folder, path) in finished}
     headers, _ = read_headers(list(kept))  # one that cannot be read now is coded again, and fails as it does
     return {path: entry for path, entry in kept.items()
@@ -320,17 +325,20 @@ def resumed_line(kept: int, to_code: int) -> str:
 
 
 def _finished_entries(manifest: dict, folder: Path, out: Path, files: list[Path], outputs: list[Path]
-                      ) -> dict[str, dict]:
+                      ) -> dict[str, tuple[dict, int]]:
     """The entries of a stopped run's manifest of files still among `files`, unchanged since (input_stamp), whose
-    array is still at their output, with the shape the entry gives, by the name of their file: those a resume
-    keeps."""
+    array is still at their output, with the shape the entry gives, by the name of their file, each with the size
+    of its array as it was checked: those a resume keeps."""
     paths_of = {_name_in(folder, path): (path, output) for path, output in zip(files, outputs)}
     finished = {}
     for entry in manifest["files"]:
         path, output = paths_of.get(listed_file(entry), (None, None))
-        if output is not None and listed_name(entry, "codes") == str(output.relative_to(out)) \
-                and _input_unchanged(entry, path) and _holds_codes_of_shape(output, entry.get("shape")):
-            finished[listed_file(entry)] = entry
+        if output is None or listed_name(entry, "codes") != str(output.relative_to(out)) \
+                or not _input_unchanged(entry, path):
+            continue
+        size = _size_of_codes_of_shape(output, entry.get("shape"))
+        if size is not None:
+            finished[listed_file(entry)] = entry, size
     return finished
 
 
@@ -402,17 +410,18 @@ def _records(entry: dict, stamp: dict) -> bool:
                                for key, value in stamp.items())
 
 
-def _holds_codes_of_shape(path: Path, shape) -> bool:
-    """Whether the file at `path` is a whole .npy array of CODE_TYPE of `shape` (a list), from its header and
-    size alone."""
+def _size_of_codes_of_shape(path: Path, shape) -> int | None:
+    """The size in bytes of the file at `path` where it is a whole .npy array of CODE_TYPE of `shape` (a list),
+    from its header and size alone; None where it is not."""
     if not isinstance(shape, list) or not all(type(side) is int for side in shape):
-        return False
+        return None
     try:
         with open_regular_file(path) as stream:  # a FIFO is not waited on
-            found, fortran_order, dtype = npy_header(stream, os.fstat(stream.fileno()).st_size, str(path))
+            size = os.fstat(stream.fileno()).st_size
+            found, fortran_order, dtype = npy_header(stream, size, str(path))
     except (OSError, VQCodecError):
-        return False
-    return found == tuple(shape) and not fortran_order and dtype == CODE_TYPE
+        return None
+    return size if found == tuple(shape) and not fortran_order and dtype == CODE_TYPE else None
 
 
 def write_vq_manifest(folder: Path, out: Path, entries: list[dict], skipped: list[tuple[Path, str]],
