@@ -3159,6 +3159,35 @@ def test_codes_resume_of_a_folder_of_vq_files_stopped_again_counts_the_arrays_it
     assert capsys.readouterr().err.splitlines()[-3:] == said_stop
 
 
+def test_codes_resume_of_a_folder_of_vq_files_gives_its_kept_entries_the_codes_id(vq_folder, tmp_path, monkeypatch):
+    """A resume of a codes.json written before codes ids kept its entries without one, so pack checked those arrays
+    by model id alone. An entry it keeps gets the codes id of the model of the id it names, as a new run records it."""
+    from vqcodec.cli import run
+
+    out = tmp_path / "tokens"
+    _codes_stopped_at_the_photo(vq_folder, out, monkeypatch)
+    stopped = json.loads((out / "codes.json").read_text())
+    written = stopped["files"][0]
+    (out / "codes.json").write_text(json.dumps(stopped | {"files": [{key: value for key, value in written.items()
+                                                                       if key != "codes_id"}]}))
+    assert run(["codes", str(vq_folder), str(out), "--resume"]) == 1  # bad.vq
+    kept, coded = json.loads((out / "codes.json").read_text())["files"]
+    assert list(kept.items()) == list(written.items()) and "codes_id" in coded  # in its place, as a new run's
+
+
+def test_codes_resume_of_a_folder_of_vq_files_leaves_a_kept_entry_without_codes_id_read_by_another_model(vq_folder):
+    """With -m of another model id (a fine-tune that decodes the file's model's files, which may make other codes),
+    a kept entry written before codes ids stays without one: pack checks it by its model id, as before."""
+    from types import SimpleNamespace
+
+    from vqcodec.cli import _with_codes_id
+
+    fine_tune = SimpleNamespace(model_id=bytes(8), codes_id=bytes(range(8)), decodes_files_of=lambda model_id: True)
+    model_id = vqformat.parse_header((vq_folder / "a.vq").read_bytes()).model_id.hex()
+    entry = {"file": vq_folder / "a.vq", "model_id": model_id, "kind": "audio"}
+    assert _with_codes_id(entry, "fine-tune", "cpu", {"fine-tune": fine_tune}) == entry
+
+
 def test_codes_resume_of_a_folder_of_vq_files_writes_its_manifest_when_a_kept_array_goes_meanwhile(vq_folder, tmp_path,
                                                                                                   monkeypatch, capsys):
     """The summary's bytes of the files a resume kept were read from their arrays after the others were coded: one

@@ -1623,6 +1623,7 @@ def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str,
     # before any file is coded: an array of these removed meanwhile left the run's codes.json unwritten
     kept = FolderReport("mixed", len(finished), sum(entry["codes"].stat().st_size for entry in finished.values()))
     codecs = _named_codec(model, device)
+    finished = {path: _with_codes_id(entry, model, device, codecs) for path, entry in finished.items()}
     report, entries = codes_folder(
         [path for path, _ in to_do], [output for _, output in to_do],
         lambda data: _file_codec(data, model, device, codecs),
@@ -1634,6 +1635,28 @@ def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str,
     if report.written:
         write_vq_manifest(folder, out, with_finished(entries), _each_skipped(report, missing), replace=force or resume)
     _finish_folder(report, "coded", out, len(files) + _count(missing), missing)
+
+
+def _with_codes_id(entry: dict, model: str | None, device: str, codecs: dict) -> dict:
+    """An entry that `codes VQFOLDER OUT --resume` keeps from a codes.json written before codes ids, given the codes
+    id a new run records (after its model id), where the codec that reads its file (_file_codec) is of the model id
+    it names; as it is where it has one, or where that codec is another model's (a fine-tune given by -m, which may
+    make other codes) or cannot be had: pack then checks it by its model id, as before."""
+    if "codes_id" in entry:
+        return entry
+    try:
+        with open(entry["file"], "rb") as stream:
+            codec = _file_codec(stream.read(vqformat.HEADER_SIZE), model, device, codecs)
+    except (VQCodecError, OSError):
+        return entry
+    if codec.model_id.hex() != entry.get("model_id"):
+        return entry
+    with_id = {}
+    for key, value in entry.items():
+        with_id[key] = value
+        if key == "model_id":
+            with_id["codes_id"] = codec.codes_id.hex()
+    return with_id
 
 
 def _codes_codec(model: str | None, kind: str, depth_weight: float, device: str, input_path: str | None = None,
