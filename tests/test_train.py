@@ -439,6 +439,23 @@ def test_adversarial_fine_tuning_checkpoints_and_keeps_the_discriminator(trained
     assert_no_pickles(out)
 
 
+def test_a_resume_with_adversarial_false_trains_on_without_the_discriminator(trained, data_dir, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    train(data_dir, None, options(out, max_steps=14, resume=True, adversarial=True, fit_prior=False))
+    assert any(k.startswith("disc.") for k in load_file(str(out / "checkpoint.safetensors")))
+    train(data_dir, None, options(out, max_steps=16, resume=True, adversarial=False, eval_every=1, fit_prior=False))
+    meta = json.loads((out / "checkpoint.json").read_text())
+    assert meta["adversarial"] is False and meta["settings"]["adversarial"] is False
+    assert [(part["steps"], part["adversarial"]) for part in meta["earlier_parts"]] == [(12, False), (2, True)]
+    assert not any(k.startswith("disc") for k in load_file(str(out / "checkpoint.safetensors"))), "dropped"
+    records = [r for r in read_log(out) if r["step"] > 14]
+    assert [r["step"] for r in records] == [15, 16] and not any({"adv", "fm", "disc"} & set(r) for r in records)
+    train(data_dir, None, options(out, max_steps=17, resume=True, fit_prior=False))  # not given: stays off
+    assert json.loads((out / "checkpoint.json").read_text())["adversarial"] is False
+    assert not any(k.startswith("disc") for k in load_file(str(out / "checkpoint.safetensors")))
+
+
 def test_adversarial_is_refused_for_images(tmp_path):
     (tmp_path / "data").mkdir()
     Image.new("RGB", (32, 32), (10, 20, 30)).save(tmp_path / "data" / "a.png")
@@ -1140,14 +1157,15 @@ def test_cli_hands_the_batch_and_crop_given_to_training(data_dir, tmp_path, monk
 
     chosen = []
     monkeypatch.setattr(vqcodec.train, "_train_checked", lambda folder, config, options, kind: chosen.append(
-        (options.batch_size, options.crop, options.eval_every, options.precision, options.weight_average)))
+        (options.batch_size, options.crop, options.eval_every, options.precision, options.weight_average,
+         options.adversarial)))
     for extra in ([], ["--batch-size", "5", "--crop", "64", "--eval-every", "7", "--precision", "auto",
-                       "--weight-average", "0"]):
+                       "--weight-average", "0", "--no-adversarial"]):
         result = CliRunner().invoke(cli, ["train", str(data_dir), "--out", str(tmp_path / "run"), "--max-steps", "1",
                                           *extra])
         assert result.exit_code == 0, result.output
     # None: the default, or with --resume the run's
-    assert chosen == [(None, None, None, None, None), (5, 64, 7, "auto", 0.0)]
+    assert chosen == [(None, None, None, None, None, None), (5, 64, 7, "auto", 0.0, False)]
 
 
 def run_in_process(args: list, capsys) -> tuple[int, str]:

@@ -2020,9 +2020,11 @@ def _refuse_stdout_as_out(out: str, what: str) -> None:
 @click.option("--no-prior", is_flag=True,
               help="Skip fitting the entropy-coding prior at the end (vqcodec fit-prior can add it later). A "
                    "--decoder-only run keeps its starting model's prior all the same: its codes are that model's.")
-@click.option("--adversarial", is_flag=True,
+@click.option("--adversarial/--no-adversarial", default=None,
               help="Audio: add a multi-scale STFT discriminator and feature matching (best resumed from a model "
-                   "first trained without it). Kept on when resuming such a checkpoint.")
+                   "first trained without it). Kept on when resuming such a checkpoint, unless --no-adversarial: "
+                   "then it trains on without the discriminator, which its checkpoints no longer hold.  "
+                   "[default: off; with --resume, the run's]")
 def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, sample_rate, device, max_minutes,
           max_steps, batch_size, crop, lr, eval_every, threads, precision, noise, noise_snr, weight_average, resume,
           force, init_model, decoder_only, stream_data, data_workers, no_prior, adversarial):

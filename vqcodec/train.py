@@ -59,7 +59,8 @@ class TrainOptions:
     replace: bool = False        # a new run over another in `out`: its files are removed once training starts
     quiet: bool = False
     fit_prior: bool = True       # fit the entropy-coding prior on the training codes at the end (decoder-only: keep the start's)
-    adversarial: bool = False    # audio: add the STFT discriminator and feature-matching losses
+    adversarial: bool | None = None  # audio: add the STFT discriminator and feature-matching losses (None: off, or
+                                     # resuming, as the checkpoint trained; False: off, its discriminator dropped)
     precision: str | None = None  # "bf16": the networks run under bfloat16 autocast; "auto" (None): see resolve_precision
     noise: float | None = None   # audio: share of training crops mixed with coloured noise (see add_background_noise;
                                  # None: none, or resuming, the checkpoint's last part's share)
@@ -116,6 +117,8 @@ LOG_NAME = "train_log.jsonl"
 
 # The train command's options whose names are not those of the TrainOptions fields they set, with a dash
 _COMMAND_OPTIONS = {"replace": "--force", "noise_snr_db": "--noise-snr"}
+# The TrainOptions fields of the command's --X/--no-X options: None, not given, is off, or keeps a resumed run's setting
+ON_OFF_OPTIONS = ("adversarial",)
 
 
 def _option(field: str, value=None) -> str:
@@ -124,7 +127,8 @@ def _option(field: str, value=None) -> str:
     flag = _COMMAND_OPTIONS.get(field, "--" + field.replace("_", "-"))
     if value is None:
         return setting(flag, field)
-    return setting(flag if value is True else f"{flag} {value}", f"{field}={value!r}")
+    on_off = {True: flag, False: "--no-" + flag[2:]}  # --adversarial/--no-adversarial
+    return setting(on_off[value] if isinstance(value, bool) else f"{flag} {value}", f"{field}={value!r}")
 
 
 def model_name_problem(name: str) -> str | None:
@@ -198,6 +202,8 @@ def check_options(options: TrainOptions) -> None:
             named = field if field in ("seed", "checkpoint_minutes") else _option(field)  # the command sets neither
             raise VQCodecError(f"{named} must be a {'whole number' if whole else 'number'}, not {shown(value)}")
     for field in ("resume", "replace", "quiet", "fit_prior", "adversarial", "stream_data", "decoder_only"):
+        if field in ON_OFF_OPTIONS and getattr(options, field) is None:  # not given
+            continue
         checked_flag(_option(field), getattr(options, field))  # resume="no" resumed
     if not 0 <= options.seed < 2 ** 63:
         raise VQCodecError(f"seed must be a whole number from 0 to 2**63 - 1, not {options.seed}")
@@ -702,7 +708,6 @@ class _Start:
     """Where a run starts from: nothing, a trained model (--init) or the checkpoint it resumes."""
     cfg: ModelConfig | None
     kind: str | None
-    adversarial: bool
     decoder_only: bool = False
     saved: dict = field(default_factory=dict)         # the checkpoint's tensors, by module, until restored
     checkpoint_bytes: int | None = None               # theirs; None for a new run
@@ -760,7 +765,7 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     files = readable_files(kind, files)
     run.options = options = _crop_within_files(run, kind, cfg, files, given.crop, crop_whose)
     state = training_state_bytes(cfg, start.decoder_only, weight_average, start.checkpoint_bytes)
-    parallel.together(lambda: _refuse_a_batch_beyond_memory(run, kind, start.adversarial,
+    parallel.together(lambda: _refuse_a_batch_beyond_memory(run, kind, options.adversarial,
                                                             *_held_data_bytes(run, kind, cfg, data_dir, files,
                                                                               start.meta), state))
     model, codes_id = _build_model(run, start, cfg)
@@ -768,7 +773,7 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     data = parallel.together(lambda: _training_data(run, data_dir, kind, files, cfg, start.meta))
     training = _optimisation(run, model, start, weight_average)
     loss_fn = ReconstructionLoss(cfg).to(run.device)
-    settings = _part_settings(run, start, weight_average, data_dir, data.train_files)
+    settings = _part_settings(run, weight_average, data_dir, data.train_files)
     parts = _earlier_parts(start, settings)
     if not run.quiet:
         _print_run(run, kind, model, data, start.decoder_only)
@@ -777,7 +782,7 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     def checkpoint_meta(step: int, seconds: float, validated: float) -> dict:
         meta = {"step": step, "name": options.name, "trained_seconds": seconds, "validated_seconds": validated,
                 "config": config_to_dict(cfg),
-                "adversarial": start.adversarial, "decoder_only": start.decoder_only, "held_out": [relative_name(path, data_dir) for path in data.val_files],
+                "adversarial": options.adversarial, "decoder_only": start.decoder_only, "held_out": [relative_name(path, data_dir) for path in data.val_files],
                 "settings": settings, **({"earlier_parts": parts} if parts else {}),
                 "run_options": {"eval_every": options.eval_every, "precision": options.precision}}  # as given: _recipe_of
         if training.average is not None:
@@ -834,10 +839,10 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     return model_path
 
 
-def _part_settings(run: _Run, start: _Start, weight_average: float, data_dir: Path, train_files: list[Path]) -> dict:
+def _part_settings(run: _Run, weight_average: float, data_dir: Path, train_files: list[Path]) -> dict:
     """The settings this part of a run trains with, as its training record gives them."""
     options = run.options
-    return {"adversarial": start.adversarial, "precision": run.precision, "batch_size": options.batch_size,
+    return {"adversarial": options.adversarial, "precision": run.precision, "batch_size": options.batch_size,
             "crop": options.crop, "lr": options.lr, "noise": options.noise,
             **({"noise_snr_db": list(options.noise_snr_db)} if options.noise else {}),
             **({"weight_average": weight_average} if weight_average else {}),
@@ -888,15 +893,15 @@ def _check_noise_snr(snr) -> None:
 KEPT_OPTIONS = {"lr": ("settings", DEFAULT_LR), "noise": ("settings", 0.0), "noise_snr_db": ("settings", NOISE_SNR_DB),
                 "batch_size": ("settings", None), "crop": ("settings", None),
                 "eval_every": ("run_options", DEFAULT_EVAL_EVERY), "precision": ("run_options", DEFAULT_PRECISION),
-                "weight_average": (None, 0.0)}
+                "weight_average": (None, 0.0), "adversarial": (None, False)}
 
 
 def _recipe_of(options: TrainOptions, meta: dict) -> TrainOptions:
     """The options with those that are not given taken from the last part of the run a --resume continues
     (`meta`, its checkpoint's record; a fresh run's is {}: the defaults): the learning rate, noise, batch and
     crop and noise range of its settings, the --eval-every and --precision of its run_options (its settings hold the
-    precision resolved for the device it ran on) and its weight average's decay, so that a resumed run goes on
-    as it trained. A checkpoint
+    precision resolved for the device it ran on), its weight average's decay and whether it trained with the
+    discriminator of --adversarial, so that a resumed run goes on as it trained. A checkpoint
     written before a value was kept gives its default; values the checkpoint holds are checked as given ones are."""
     kept = {name: (meta if part is None else meta.get(part, {})).get(name, default)
             for name, (part, default) in KEPT_OPTIONS.items() if getattr(options, name) is None}
@@ -943,7 +948,7 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
     options = run.options
     if options.resume and not run.checkpoint_path.exists():
         raise VQCodecError(f"{_option('resume', True)}: no checkpoint in {Path(options.out)}")
-    start = _Start(cfg, kind, options.adversarial)
+    start = _Start(cfg, kind)
     if options.resume:
         start.saved, start.meta = load_checkpoint(run.checkpoint_path, run.device)
         start.checkpoint_bytes = sum(tensor.nbytes for group in start.saved.values() for tensor in group.values())
@@ -956,7 +961,6 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
         start.kind = start.cfg.kind
         _refuse_another_model(f"resume=True continues the {start.kind} model of the checkpoint in {Path(options.out)}",
                               start.cfg, cfg, kind)
-        start.adversarial = start.adversarial or start.meta.get("adversarial", False)  # resuming keeps the discriminator
         if options.decoder_only and not start.meta.get("decoder_only", False):
             raise VQCodecError(f"{_option('decoder_only', True)} cannot resume a checkpoint that trains the whole model")
     start.decoder_only = options.decoder_only or start.meta.get("decoder_only", False)
@@ -1006,7 +1010,7 @@ def _media_and_config(data_dir: Path, start: _Start, options: TrainOptions) -> t
     cfg = start.cfg if start.cfg is not None else AudioConfig() if kind == "audio" else ImageConfig()
     if cfg.kind != kind:
         raise VQCodecError(f"config is for {cfg.kind} but {data_dir} holds {kind} files")
-    if start.adversarial and kind != "audio":
+    if options.adversarial and kind != "audio":
         raise VQCodecError(f"{_option('adversarial', True)} is for audio models only")
     if options.noise and kind != "audio":
         raise VQCodecError(f"{_option('noise')} is for audio models only")
@@ -1192,7 +1196,7 @@ def _optimisation(run: _Run, model: VQVAE, start: _Start, weight_average: float)
         if "average" in saved:
             restore_state(checkpoint_path, training.average.model.load_state_dict, saved["average"])
         training.modules["average"] = training.average.model
-    if start.adversarial:
+    if options.adversarial:  # without it, a resumed checkpoint's discriminator is let go with the rest
         disc = MultiScaleSTFTDiscriminator().to(run.device)
         disc_optimizer = torch.optim.AdamW(disc.parameters(), lr=options.lr, betas=(0.8, 0.99), weight_decay=0.0)
         if "disc" in saved:  # a checkpoint trained without --adversarial starts a fresh discriminator
