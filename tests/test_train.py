@@ -805,7 +805,7 @@ def test_info_gives_the_id_of_a_fine_tune_that_decodes_the_file(trained, data_di
     assert f"model:     {out / 'dec.safetensors'} ({dec_id}, which decodes files of {tiny_id})" in result.stdout.splitlines()
 
 
-def test_decoder_only_keeps_the_codes_and_trains_the_decoder(trained, data_dir, tmp_path):
+def test_decoder_only_keeps_the_codes_and_trains_the_decoder(trained, data_dir, tmp_path, capsys):
     (tmp_path / "fp32").mkdir()
     start = float32_copy(trained / "tiny.safetensors", tmp_path / "fp32")
     out = tmp_path / "decoder"
@@ -832,6 +832,17 @@ def test_decoder_only_keeps_the_codes_and_trains_the_decoder(trained, data_dir, 
     train(data_dir, None, options(out, max_steps=6, resume=True, fit_prior=False, lr=1e-2))
     np.testing.assert_array_equal(Codec.load(str(out / "tiny.safetensors")).audio_to_codes(audio), codes)
     assert json.loads((out / "tiny.json").read_text())["training"]["steps"] == 6
+    whole = re.escape(f"decoder_only=False cannot resume a decoder-only checkpoint: its model decodes the files of the "
+                      f"model it started from, and makes its codes, only while the encoder and codebooks stay frozen; "
+                      f"to train the whole model, start a new run with init={str(out / 'tiny.safetensors')!r}")
+    with pytest.raises(VQCodecError, match=f"^{whole}$"):
+        train(data_dir, None, options(out, max_steps=7, resume=True, decoder_only=False))
+    code, err = run_in_process(["train", data_dir, "--out", out, "--resume", "--no-decoder-only", "--max-steps", 7], capsys)
+    assert code != 0 and err == (f"vqcodec: error: --no-decoder-only cannot resume a decoder-only checkpoint: its model "
+                                 f"decodes the files of the model it started from, and makes its codes, only while the "
+                                 f"encoder and codebooks stay frozen; to train the whole model, start a new run with "
+                                 f"--init {out / 'tiny.safetensors'}\n")
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 6
     with pytest.raises(VQCodecError, match="give init=MODEL"):
         train(data_dir, CFG, options(tmp_path / "scratch", decoder_only=True))
     with pytest.raises(VQCodecError, match="decoder_channels"):  # growing the encoder would change the codes
@@ -1158,14 +1169,14 @@ def test_cli_hands_the_batch_and_crop_given_to_training(data_dir, tmp_path, monk
     chosen = []
     monkeypatch.setattr(vqcodec.train, "_train_checked", lambda folder, config, options, kind: chosen.append(
         (options.batch_size, options.crop, options.eval_every, options.precision, options.weight_average,
-         options.adversarial)))
+         options.adversarial, options.decoder_only)))
     for extra in ([], ["--batch-size", "5", "--crop", "64", "--eval-every", "7", "--precision", "auto",
-                       "--weight-average", "0", "--no-adversarial"]):
+                       "--weight-average", "0", "--no-adversarial", "--no-decoder-only"]):
         result = CliRunner().invoke(cli, ["train", str(data_dir), "--out", str(tmp_path / "run"), "--max-steps", "1",
                                           *extra])
         assert result.exit_code == 0, result.output
     # None: the default, or with --resume the run's
-    assert chosen == [(None, None, None, None, None, None), (5, 64, 7, "auto", 0.0, False)]
+    assert chosen == [(None, None, None, None, None, None, None), (5, 64, 7, "auto", 0.0, False, False)]
 
 
 def run_in_process(args: list, capsys) -> tuple[int, str]:

@@ -2006,11 +2006,12 @@ def _refuse_stdout_as_out(out: str, what: str) -> None:
                    "instead of from scratch: fine-tuning. The model's config is kept, unless --config names the "
                    "same config with wider networks: then the model is widened without changing its output "
                    "(Net2Net) and trained on from there.")
-@click.option("--decoder-only", is_flag=True,
+@click.option("--decoder-only/--no-decoder-only", default=None,
               help="With --init: train the decoder alone. The encoder and codebooks stay as they are, so the new "
                    "model makes exactly the codes of the one it starts from (the same tokens, and a prior fitted "
                    "to them still fits). --config may widen the decoder alone (decoder_channels). Kept on when "
-                   "resuming such a checkpoint.")
+                   "resuming such a checkpoint: --no-decoder-only there is refused (train the whole model in a new "
+                   "run with --init from its model).")
 @click.option("--stream-data", is_flag=True,
               help="Read each training crop from its file when it is needed instead of holding the decoded folder "
                    "in memory (automatic for folders of over 2 GiB decoded).")

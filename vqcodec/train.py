@@ -69,7 +69,8 @@ class TrainOptions:
     init: str | None = None      # a trained model (name or path) whose weights and codebooks a new run starts from
     stream_data: bool = False    # read every crop from its file, even when the folder would fit in memory
     data_workers: int | None = None  # threads making batches (default: data.default_batch_workers)
-    decoder_only: bool = False   # train the decoder alone: encoder and codebooks frozen, so the codes do not change
+    decoder_only: bool | None = None  # train the decoder alone: encoder and codebooks frozen, so the codes do not
+                                      # change (None: off, or resuming, as the checkpoint trained, which False refuses)
     weight_average: float | None = None  # decay of the moving average of the weights that validation and the model
                                          # file use; 0: off (None: off, or resuming, the checkpoint's decay)
 
@@ -118,7 +119,7 @@ LOG_NAME = "train_log.jsonl"
 # The train command's options whose names are not those of the TrainOptions fields they set, with a dash
 _COMMAND_OPTIONS = {"replace": "--force", "noise_snr_db": "--noise-snr"}
 # The TrainOptions fields of the command's --X/--no-X options: None, not given, is off, or keeps a resumed run's setting
-ON_OFF_OPTIONS = ("adversarial",)
+ON_OFF_OPTIONS = ("adversarial", "decoder_only")
 
 
 def _option(field: str, value=None) -> str:
@@ -961,9 +962,8 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
         start.kind = start.cfg.kind
         _refuse_another_model(f"resume=True continues the {start.kind} model of the checkpoint in {Path(options.out)}",
                               start.cfg, cfg, kind)
-        if options.decoder_only and not start.meta.get("decoder_only", False):
-            raise VQCodecError(f"{_option('decoder_only', True)} cannot resume a checkpoint that trains the whole model")
-    start.decoder_only = options.decoder_only or start.meta.get("decoder_only", False)
+        _refuse_another_part(options, start.meta.get("decoder_only", False))
+    start.decoder_only = start.meta.get("decoder_only", False) if options.decoder_only is None else options.decoder_only
     start.init_id = start.meta.get("init")
     start.init_decodes, start.init_path = start.meta.get("init_decodes", []), start.meta.get("init_path")
     start.init_training, start.widened = start.meta.get("init_training", {}), start.meta.get("init_widened", {})
@@ -985,6 +985,20 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
                                + setting("; leave out the other size flags", ": pass cfg=None for its own"))
         start.model, start.cfg, start.kind = model, model.cfg, model.cfg.kind
     return start
+
+
+def _refuse_another_part(options: TrainOptions, resumed_decoder_only: bool) -> None:
+    """Refuse to resume a decoder-only checkpoint as a run of the whole model, or the other way round: its
+    model decodes the files of the model it started from, and makes its codes, only while its encoder and
+    codebooks stay as they were (a new run --init from its model file trains them)."""
+    if options.decoder_only is True and not resumed_decoder_only:
+        raise VQCodecError(f"{_option('decoder_only', True)} cannot resume a checkpoint that trains the whole model")
+    if options.decoder_only is False and resumed_decoder_only:
+        model_path = Path(options.out) / f"{options.name}.safetensors"
+        raise VQCodecError(f"{_option('decoder_only', False)} cannot resume a decoder-only checkpoint: its model decodes "
+                           "the files of the model it started from, and makes its codes, only while the encoder and "
+                           "codebooks stay frozen; to train the whole model, start a new run with "
+                           + setting(f"--init {shell_word(model_path)}", f"init={str(model_path)!r}"))
 
 
 def _refuse_another_model(model: str, held: ModelConfig, cfg: ModelConfig | None, kind: str | None,
