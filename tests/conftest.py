@@ -33,6 +33,7 @@ import torch
 from vqcodec import Codec, entropy
 from vqcodec import format as vqformat
 from vqcodec.config import AudioConfig
+from vqcodec.io import EMPTY_WRITES_ALLOWED
 from vqcodec.modelfile import compute_model_id, read_model_files, save_model, write_model_files
 from vqcodec.models import VQVAE
 
@@ -597,8 +598,9 @@ def golden_image_codec() -> Codec:
 class WouldBlock(io.RawIOBase):
     """A non-blocking raw output stream whose every write would block (returns None); it fails the test, not hangs,
     where a writer keeps trying."""
+    taken = None  # what each write returns
 
-    def __init__(self, name: str):
+    def __init__(self, name: str | None):
         super().__init__()
         self.name, self.calls = name, 0
 
@@ -607,5 +609,27 @@ class WouldBlock(io.RawIOBase):
 
     def write(self, data):
         self.calls += 1
-        assert self.calls < 100, "copy_whole spun on a write that would block"
-        return None
+        assert self.calls < 100, f"copy_whole spun on writes that returned {self.taken}"
+        return self.taken
+
+
+class TakesNothing(WouldBlock):
+    """A raw output stream whose every write takes no bytes (returns 0), as a user's raw wrapper might."""
+    taken = 0
+
+
+class Stalling(io.RawIOBase):
+    """A raw output stream that takes no bytes EMPTY_WRITES_ALLOWED - 1 writes in a row, then up to 100 bytes."""
+
+    def __init__(self):
+        super().__init__()
+        self.got, self.calls = io.BytesIO(), 0
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        self.calls += 1
+        if self.calls % EMPTY_WRITES_ALLOWED:
+            return 0
+        return self.got.write(bytes(data[:100]))

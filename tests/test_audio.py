@@ -23,6 +23,7 @@ from vqcodec import Codec, VQCodecError, read_info
 from vqcodec import format as vqformat
 from vqcodec import metrics  # the benchmarks' metric definitions, so tests and benches measure alike
 from vqcodec.config import AudioConfig
+from vqcodec.io import EMPTY_WRITES_ALLOWED
 from vqcodec.modelfile import save_model
 from vqcodec.models import VQVAE
 
@@ -2205,6 +2206,26 @@ def test_decode_audio_file_refuses_a_raw_stream_that_would_block(codec, signal):
 
     with pytest.raises(VQCodecError, match=r"^cannot write /tmp/fifo.wav: it would block \(a non-blocking stream\)$"):
         codec.decode_audio_file(data, WouldBlock("/tmp/fifo.wav"), format_hint="WAV")
+
+
+def test_decode_audio_file_refuses_a_raw_stream_that_takes_nothing_and_waits_on_one_that_stalls(codec, signal,
+                                                                                                 tmp_path):
+    """A raw stream's write that returns 0, again and again, was written to again for ever; one that returns 0 a few
+    times in a row and then takes bytes gets all of them."""
+    data = codec.encode_audio(signal(1, 1600, 16000), 16000, 2)
+    whole = io.BytesIO()
+    codec.decode_audio_file(data, whole, format_hint="WAV")
+
+    from conftest import Stalling, TakesNothing
+
+    for name, shown in ((str(tmp_path / "out.wav"), str(tmp_path / "out.wav")), (None, "the stream")):
+        with pytest.raises(VQCodecError, match=f"^cannot write {re.escape(shown)}: it takes no bytes "
+                                               fr"\({EMPTY_WRITES_ALLOWED} writes in a row wrote none\)$"):
+            codec.decode_audio_file(data, TakesNothing(name), format_hint="WAV")
+    assert os.listdir(tmp_path) == []
+    stalling = Stalling()
+    codec.decode_audio_file(data, stalling, format_hint="WAV")
+    assert stalling.got.getvalue() == whole.getvalue()
 
 
 def test_an_empty_path_is_refused_as_one(codec):

@@ -1446,6 +1446,18 @@ def test_stdout_gets_every_byte_when_unbuffered(encoded, tiny_model_path, monkey
     assert len(stdout.taken) > 1000 and rate == 22050 and audio.shape == (11025, 2)
 
 
+def test_an_unbuffered_stdout_that_takes_no_bytes_is_refused(encoded, tiny_model_path, monkeypatch, capsys):
+    """A raw stdout whose every write returns 0 was written to again for ever."""
+    from vqcodec.cli import run
+
+    from conftest import TakesNothing
+
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(TakesNothing("<stdout>"), write_through=True))
+    assert run(["decode", str(encoded / "out.vq"), "-", "-m", str(tiny_model_path)]) == 1
+    assert capsys.readouterr().err == ("vqcodec: error: cannot write stdout: it takes no bytes (8 writes in a row wrote "
+                                       "none)\n")
+
+
 def test_threads_reach_torch_in_encode_decode_and_codes(encoded, tiny_model_path, tmp_path, monkeypatch):
     """Only train, eval and fit-prior took --threads, and a .vq file is byte-identical between runs
     only at the same thread count: encode, decode and codes had no way to pin it."""

@@ -35,8 +35,8 @@ from vqcodec import Codec, VQCodecError, read_info  # noqa: E402
 from vqcodec import format as vqformat  # noqa: E402
 from vqcodec.config import ImageConfig  # noqa: E402
 from vqcodec.errors import ImageReadWarning  # noqa: E402
-from vqcodec.io import (IMAGE_MODES, MAX_PIXELS, image_to_planes, in_srgb, is_image_signature,  # noqa: E402
-                        media_kind_of, mode_shown, open_image, planes_to_image, write_image)
+from vqcodec.io import (EMPTY_WRITES_ALLOWED, IMAGE_MODES, MAX_PIXELS, image_to_planes, in_srgb,  # noqa: E402
+                        is_image_signature, media_kind_of, mode_shown, open_image, planes_to_image, write_image)
 from vqcodec.modelfile import save_model  # noqa: E402
 from vqcodec.models import VQVAE  # noqa: E402
 
@@ -2778,6 +2778,25 @@ def test_write_image_refuses_a_raw_stream_that_would_block_and_takes_all_from_a_
     silent = Silent()
     write_image(image, silent, "png")
     assert bytes(silent.got) == whole.getvalue()
+
+
+def test_write_image_refuses_a_raw_stream_that_takes_nothing_and_waits_on_one_that_stalls(tmp_path):
+    """A raw stream's write that returns 0, again and again, was written to again for ever; one that returns 0 a few
+    times in a row and then takes bytes gets all of them."""
+    image = make_image("RGB", 40, 30)
+    whole = io.BytesIO()
+    write_image(image, whole, "png")
+
+    from conftest import Stalling, TakesNothing
+
+    for name, shown in ((str(tmp_path / "out.png"), str(tmp_path / "out.png")), (None, "the stream")):
+        with pytest.raises(VQCodecError, match=f"^cannot write {re.escape(shown)}: it takes no bytes "
+                                               fr"\({EMPTY_WRITES_ALLOWED} writes in a row wrote none\)$"):
+            write_image(image, TakesNothing(name), "png")
+    assert os.listdir(tmp_path) == []
+    stalling = Stalling()
+    write_image(image, stalling, "png")
+    assert stalling.got.getvalue() == whole.getvalue()
 
 
 def test_write_image_refuses_an_image_or_format_hint_of_another_type(tmp_path):

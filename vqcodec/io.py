@@ -321,13 +321,28 @@ def checked_flag(name: str, value) -> bool:
     return bool(value)
 
 
+EMPTY_WRITES_ALLOWED = 8  # in a row, before copy_whole gives up on a stream that takes no bytes
+
+
 def copy_whole(source, stream, block_bytes: int = SPOOL_BLOCK_BYTES) -> None:
     """Copy what is left of `source` into `stream`, every byte: a raw stream (unbuffered stdout, an OS
     pipe) may take only part of a block at each write (a pipe closed early, a full disk)."""
     while block := source.read(block_bytes):
-        view = memoryview(block)
-        while view:
-            view = view[_bytes_written(stream, view):]
+        _write_every_byte(stream, memoryview(block))
+
+
+def _write_every_byte(stream, view) -> None:
+    """Write all of `view` into `stream`, however little each write takes. A stream whose writes take no bytes,
+    EMPTY_WRITES_ALLOWED in a row (a raw wrapper that takes nothing), is given up on with an OSError the caller
+    words naming the stream, where copy_whole wrote again for ever; CPython's BufferedWriter still does (3.11),
+    so it has no bound to follow."""
+    empty_writes = 0
+    while view:
+        written = _bytes_written(stream, view)
+        empty_writes = empty_writes + 1 if written == 0 else 0
+        if empty_writes == EMPTY_WRITES_ALLOWED:
+            raise OSError(errno.EIO, f"it takes no bytes ({EMPTY_WRITES_ALLOWED} writes in a row wrote none)")
+        view = view[written:]
 
 
 def _bytes_written(stream, view) -> int:
