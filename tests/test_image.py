@@ -2717,9 +2717,30 @@ def test_write_image_refuses_what_is_no_path_or_binary_stream(tmp_path):
         pass
     with pytest.raises(VQCodecError, match="^cannot write the stream: it is closed$"):  # was write's ValueError
         write_image(image, closed, "png")
-    with open(tmp_path / "out.png", "rb") as read_only, \
-            pytest.raises(VQCodecError, match="^cannot write the stream: it is not open for writing$"):
-        write_image(image, read_only, "png")  # was io.UnsupportedOperation: write
+    with open(tmp_path / "out.png", "rb") as read_only, pytest.raises(  # was io.UnsupportedOperation: write
+            VQCodecError, match=f"^cannot write {re.escape(str(tmp_path / 'out.png'))}: it is not open for writing$"):
+        write_image(image, read_only, "png")
+
+
+def test_a_stream_open_for_reading_only_is_named_alike_by_write_image_and_decode_audio_file(golden_audio_codec,
+                                                                                            signal, tmp_path):
+    """write_image said 'cannot write the stream' of a stream open for reading only that has a name, which
+    decode_audio_file names; both name one with a name, and call one without (opened on a descriptor) 'the stream'."""
+    image = make_image("RGB", 6, 4)
+    data = golden_audio_codec.encode_audio(signal(1, 1600, 16000), 16000, 2)
+    (tmp_path / "out").write_bytes(b"")  # no extension, which would ask for PNG or for WAV
+    writes = {"write_image": lambda stream: write_image(image, stream, "png"),
+              "decode_audio_file": lambda stream: golden_audio_codec.decode_audio_file(data, stream, format_hint="WAV")}
+    for buffering in (-1, 0):  # a buffered stream, and a raw one (which decode_audio_file writes through a spool)
+        for call, write in writes.items():
+            with open(tmp_path / "out", "rb", buffering=buffering) as named, pytest.raises(VQCodecError) as refused:
+                write(named)
+            assert str(refused.value) == f"cannot write {tmp_path / 'out'}: it is not open for writing", call
+            descriptor = os.open(tmp_path / "out", os.O_RDONLY)
+            with os.fdopen(descriptor, "rb", buffering=buffering) as unnamed, pytest.raises(VQCodecError) as refused:
+                write(unnamed)
+            assert str(refused.value) == "cannot write the stream: it is not open for writing", call
+    assert (tmp_path / "out").read_bytes() == b""
 
 
 def test_write_image_writes_every_byte_into_a_raw_stream_and_names_one_that_fails():

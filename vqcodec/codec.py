@@ -42,15 +42,15 @@ from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODE
                  open_image, open_sound, output_name, pillow_reason, planes_to_image, rebuilt_image_bytes,
                  refuse_format_against_name, refuse_format_of_other_kind, scalar_of, SoundSink, sound_blocks,
                  soundfile_format, spooled_stream, stops_held, STREAMED_HEAD_BYTES, unrecognised_audio,
-                 unrecognised_image, unwritable_audio, warn_of_frames_left_out, warn_of_what_codes_leave_out,
-                 write_file)
+                 unrecognised_image, unwritable_audio, unwritable_stream, warn_of_frames_left_out,
+                 warn_of_what_codes_leave_out, write_file)
 from .memory import memory_bound, refuse_beyond
 from .modelfile import build_model, compute_codes_id, inference_state, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
 from .recode import FileCuts
 from .refine import LEARNING_RATE as REFINE_LEARNING_RATE, refine_codes
 from .registry import find_model, is_model_id, list_models, retired_model_hint
-from .wording import kind_coded, kind_held, not_its_codes, plural, reason_of, setting, shown, shown_cut
+from .wording import kind_coded, kind_held, not_its_codes, plural, setting, shown, shown_cut
 
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
 IMAGE_CHUNK_ROWS = 16           # latent rows per container chunk
@@ -387,10 +387,8 @@ def _through_spool(stream, write: Callable, where: str | None = None) -> None:
         spool.seek(0)
         try:
             copy_whole(spool, stream)
-        except io.UnsupportedOperation:  # its words: 'write'
-            raise VQCodecError(f"cannot write {where or 'the stream'}: it is not open for writing") from None
         except (OSError, ValueError) as exc:
-            raise VQCodecError(f"cannot write {where or 'the stream'}: {reason_of(exc)}") from None
+            raise unwritable_stream(exc, where) from None
 
 
 def _blocks(total: int, block: int) -> Iterator[tuple[int, int]]:
@@ -2308,12 +2306,12 @@ class Codec:
         else:
             try:
                 decode_into(destination)
-            except io.UnsupportedOperation:  # its words: 'write'
-                raise VQCodecError(f"cannot write {where or 'the stream'}: it is not open for writing") from None
+            except io.UnsupportedOperation as exc:
+                raise unwritable_stream(exc, where) from None
             except OSError as exc:  # named where the stream has a name (a file's); a spool's is left to its owner
                 if where is None:
                     raise
-                raise VQCodecError(f"cannot write {where}: {reason_of(exc)}") from None
+                raise unwritable_stream(exc, where) from None
 
     def _decode_audio_into(self, data: bytes, destination, where: str | None, format_hint: str, subtype: str | None,
                            start: float, duration: float | None, salvage: bool, rate: int | None) -> None:

@@ -660,6 +660,14 @@ def output_name(destination) -> str | Path | None:
     return name if isinstance(name, (str, Path)) else None
 
 
+def unwritable_stream(exc: Exception, name: str | Path | None) -> VQCodecError:
+    """The error for a write into a stream that failed, naming it by `name` (output_name's), "the stream" where it
+    has none (or an empty one); a stream open for reading only is 'not open for writing', where its error's words
+    were 'write'."""
+    reason = "it is not open for writing" if isinstance(exc, UnsupportedOperation) else reason_of(exc)
+    return VQCodecError(f"cannot write {name or 'the stream'}: {reason}")
+
+
 ID3V2_HEADER_BYTES = 10
 
 
@@ -2542,11 +2550,8 @@ def write_image(image, destination, format_hint: str | None = None) -> None:
     """
     try:
         save_image(image, destination, format_hint)
-    except UnsupportedOperation:  # its words: 'write'
-        raise VQCodecError("cannot write the stream: it is not open for writing") from None
     except OSError as exc:  # of a stream: a path's is worded by write_file
-        name = output_name(destination)
-        raise VQCodecError(f"cannot write {name if name is not None else 'the stream'}: {reason_of(exc)}") from None
+        raise unwritable_stream(exc, output_name(destination)) from None
 
 
 def save_image(image, destination, format_hint: str | None = None) -> None:
