@@ -2820,6 +2820,23 @@ def test_write_image_refuses_a_raw_stream_that_takes_nothing_and_waits_on_one_th
     assert stalling.got.getvalue() == whole.getvalue()
 
 
+def test_write_image_refuses_a_stream_whose_write_returns_no_count_of_bytes():
+    """A write that returned -1 was written to again for ever (view[-1:]), one that returned True wrote all but the
+    first byte again at each write, and one that returned 2.5 or '100' raised a TypeError from the slice."""
+    image = make_image("RGB", 40, 30)
+
+    from conftest import WouldBlock
+
+    for taken, shown in ((-1, "-1"), (True, "True"), (2.5, "2.5"), ("100", "'100'")):
+        stream = WouldBlock("/tmp/out.png")
+        stream.taken = taken
+        with pytest.raises(VQCodecError) as refused:
+            write_image(image, stream, "png")
+        assert re.fullmatch(fr"cannot write /tmp/out.png: its write returned {re.escape(shown)} for [0-9]+ bytes, "
+                            "not a count of bytes taken", str(refused.value)), str(refused.value)
+        assert stream.calls == 1
+
+
 def test_write_image_refuses_an_image_or_format_hint_of_another_type(tmp_path):
     """write_image of an array raised an AttributeError from Pillow's attributes, and a format_hint of 5 one from
     its lower(): refused in one line, as decode_audio_file refuses its format_hint."""

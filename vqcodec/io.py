@@ -348,9 +348,14 @@ def _write_every_byte(stream, view) -> None:
 def _bytes_written(stream, view) -> int:
     """What stream.write(view) took. Its None is, from a raw stream (io.RawIOBase), that it is non-blocking and
     would block, where copy_whole spun for ever: raised as the BlockingIOError the caller words naming the stream;
-    from another object (a write that returns nothing), all of it, as soundfile takes it."""
+    from another object (a write that returns nothing), all of it, as soundfile takes it. A count below 0, or
+    no whole number (True, 2.5), is refused as CPython's BufferedWriter refuses it, where copy_whole wrote again
+    for ever, or wrote bytes twice; a count above the bytes given is taken as all of them, as it was."""
     written = stream.write(view)
     if written is not None:
+        if not is_whole(written) or written < 0:
+            raise OSError(errno.EIO, f"its write returned {shown_cut(written, 40)} for {len(view)} bytes, not a "
+                                     "count of bytes taken")
         return written
     if isinstance(stream, RawIOBase):
         raise BlockingIOError(errno.EAGAIN, "it would block (a non-blocking stream)")
