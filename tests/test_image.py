@@ -3908,11 +3908,11 @@ def test_a_cut_short_webp_says_its_data_cannot_be_decoded(tmp_path):
 
 
 def test_an_image_of_an_unlisted_format_is_not_called_audio(cli, tiny_model_path, tmp_path):
-    """A file of no image name or signature is read as audio, and an icon was refused as "cannot read audio
-    icon.ico: Format not recognised", from stdin too, or with an image model as "the input is audio";
+    """A file of no image name or signature is read as audio, and an icon so named was refused as "cannot read audio
+    icon.dat: Format not recognised", from stdin too, or with an image model as "the input is audio";
     --kind image reads it."""
-    icon = tmp_path / "icon.ico"
-    Image.new("RGB", (16, 16), (200, 30, 30)).save(icon)
+    icon = tmp_path / "icon.dat"
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(icon, "ICO")
     expected = ("not audio that soundfile reads (Format not recognised), nor an image by its name or signature: for "
                 "an image of another format that Pillow reads, pass --kind image\n")
     for command in ("encode", "codes"):  # with the default (audio) model
@@ -3925,8 +3925,65 @@ def test_an_image_of_an_unlisted_format_is_not_called_audio(cli, tiny_model_path
         assert (result.returncode, result.stderr) == (1, f"vqcodec: error: model tinyimg codes images, but {icon} is "
                                                          "not named or signed as an image: for an image of another "
                                                          "format that Pillow reads, pass --kind image\n")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["icon.ico"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["icon.dat"]
     assert cli("encode", icon, tmp_path / "icon.vq", "-m", tiny_model_path, "--kind", "image").returncode == 0
+
+
+def _icons_named_as_such(folder: Path) -> list[Path]:
+    """A TGA (a format of no signature) and an ICO (one of a signature is_image_signature does not know) of 16x16,
+    written by Pillow into `folder` under their formats' names."""
+    paths = [folder / "icon.tga", folder / "icon.ico"]
+    for path in paths:
+        Image.fromarray(smooth_rgb(16, 16)).save(path)
+    return paths
+
+
+def _audio_named_as_an_icon(folder: Path) -> Path:
+    """0.1 s of WAV under an ICO's name."""
+    path = folder / "sound.ico"
+    soundfile.write(path, np.zeros(1600, np.float32), 16000, format="WAV")
+    return path
+
+
+def test_an_image_known_by_its_name_alone_is_refused_as_an_image_by_an_audio_model(golden_audio_codec, tmp_path):
+    """A TGA or an ICO (a path, or a stream open on it) given to an audio model was refused in soundfile's words,
+    "Format not recognised" ("bad data offset" for the stream), where a PNG is refused as an image: its name says it
+    is one, where soundfile cannot open it. Audio that soundfile opens is audio whatever its name."""
+    audio_model = f"^model {golden_audio_codec.name} codes audio, not images: "
+    for path in _icons_named_as_such(tmp_path):
+        with open(path, "rb") as stream:
+            for media in (path, str(path), stream):
+                with pytest.raises(VQCodecError, match=f"{audio_model}{re.escape(str(path))} is an image$"):
+                    golden_audio_codec.encode(media)
+    sound = _audio_named_as_an_icon(tmp_path)
+    assert read_info(golden_audio_codec.encode(sound, 1)).samples == 1600
+
+
+def test_the_command_line_reads_an_image_known_by_its_name_alone_as_an_image(cli, tiny_model_path, tmp_path):
+    """encode and codes took a TGA or an ICO given to an audio model for audio ("cannot read icon.ico: not audio that
+    soundfile reads ..., nor an image by its name or signature"), and an ICO given to an image model too ("not named
+    or signed as an image"): each is an image by its name, as a PNG is, where soundfile cannot open it; eval refuses
+    it by its extension. Audio under an ICO's name is audio."""
+    from conftest import GOLDEN
+
+    audio_model, output = GOLDEN / "golden_audio.safetensors", tmp_path / "out.vq"
+    tga, ico = _icons_named_as_such(tmp_path)
+    for command, path, written in (("encode", tga, "out.vq"), ("encode", ico, "out.vq"), ("codes", ico, "out.npy")):
+        result = cli(command, path, tmp_path / written, "-m", audio_model, text=True)
+        assert (result.returncode, result.stderr) == (
+            1, "vqcodec: error: model golden_audio codes audio, but the input is an image\n")
+        assert not (tmp_path / written).exists()
+    for path in (tga, ico):
+        assert cli("encode", path, output, "-m", tiny_model_path).returncode == 0
+        output.unlink()
+    result = cli("eval", audio_model, ico, "-q", "1", text=True)
+    assert (result.returncode, result.stderr) == (
+        1, f"vqcodec: error: {ico}: not an audio file (model golden_audio codes audio) by its extension\n")
+    sound = _audio_named_as_an_icon(tmp_path)
+    assert cli("encode", sound, tmp_path / "sound.vq", "-m", audio_model, "-q", "1").returncode == 0
+    result = cli("encode", sound, output, "-m", tiny_model_path, text=True)
+    assert (result.returncode, result.stderr) == (1, "vqcodec: error: model tinyimg codes images, but the input is "
+                                                     "audio\n")
 
 
 def test_stderr_is_redirected_by_the_main_thread_only():

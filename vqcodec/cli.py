@@ -485,19 +485,29 @@ def _use_threads(threads: int | None) -> None:
 def _media_kind(data: bytes, path: str, forced: str | None) -> str:
     if forced:
         return forced
-    from .io import is_image_signature, media_kind_of
+    from .io import is_image_signature
 
-    kind = media_kind_of(Path(path)) if path != "-" else None
+    kind = _kind_by_name(path) if path != "-" else None
     if kind:
         return kind
     return "image" if is_image_signature(data) else "audio"
 
 
-def _audio_for_want_of_an_image(path: str, kind: str, forced: str | None) -> bool:
-    """Whether `path` was taken for audio only for want of an image's name or signature (an .ico or .heic photo)."""
-    from .io import media_kind_of
+def _kind_by_name(path: str) -> str | None:
+    """The media kind a file's extension gives (io.media_kind_of), or "image" for one of another image format Pillow
+    reads that soundfile cannot open (an .ico: io.image_by_its_name); None for neither."""
+    from .io import image_by_its_name, media_kind_of
 
-    return kind == "audio" and not forced and (path == "-" or media_kind_of(Path(path)) is None)
+    return media_kind_of(Path(path)) or ("image" if image_by_its_name(path) else None)
+
+
+def _audio_for_want_of_an_image(path: str, kind: str, forced: str | None) -> bool:
+    """Whether `path` was taken for audio only for want of an image's name or signature (stdin, or a .heic photo where
+    no plugin gives Pillow that format), not as audio soundfile opens under an image's name (an .ico)."""
+    from .io import media_kind_of, named_as_an_image
+
+    return kind == "audio" and not forced and (path == "-" or media_kind_of(Path(path)) is None
+                                               and not named_as_an_image(path))
 
 
 def _kind_refused(codec, kind: str, path: str | None, forced: str | None) -> VQCodecError:
@@ -2133,7 +2143,6 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     from .devices import resolve_device
     from .data import find_media, one_name_each, say_passed_over
     from .evaluate import table
-    from .io import media_kind_of
 
     _refuse_closed_stdout()
     if data_dir != "-":  # `eval speech16k talk.wav >> talk.wav` appended its table to the recording
@@ -2161,7 +2170,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     if Path(data_dir).is_file():
         if Path(data_dir).suffix.lower() == ".vq":
             raise VQCodecError(f"{data_dir}: a .vq file; eval measures a model on the original media, which it codes")
-        if media_kind_of(Path(data_dir)) not in (None, codec.kind):  # a name without a media extension is read, as encode does
+        if _kind_by_name(data_dir) not in (None, codec.kind):  # a name without a media extension is read, as encode does
             raise VQCodecError(f"{data_dir}: not {'an audio file' if codec.kind == 'audio' else 'an image'} "
                                f"(model {codec.name} codes {kind_coded(codec.kind)}) by its extension")
         paths = [Path(data_dir)]

@@ -37,8 +37,8 @@ from .fileinfo import (TRAILING_STREAM_BYTES, FileInfo, UnendedStream, alpha_pla
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, PILLOW_READ_ERRORS,
                  SOUNDFILE_ERRORS, TIFF_ORIENTATION, as_displayed, audio_format_named, audio_format_of,
                  check_audio_output, check_destination, check_format_name, checked_flag,
-                 copy_whole, image_to_planes, in_srgb, input_name, is_image_signature, is_seekable, is_whole,
-                 load_pixels, mode_shown,
+                 copy_whole, image_by_its_name, image_to_planes, in_srgb, input_name, is_image_signature, is_seekable,
+                 is_whole, load_pixels, mode_shown,
                  open_image, open_sound, output_name, pillow_reason, planes_to_image, rebuilt_image_bytes,
                  refuse_format_against_name, refuse_format_of_other_kind, scalar_of, SoundSink, sound_blocks,
                  soundfile_format, spooled_stream, stops_held, STREAMED_HEAD_BYTES, unrecognised_audio,
@@ -368,11 +368,13 @@ def _is_vq_file(media) -> bool:
     return _first_bytes(media, 4) == vqformat.MAGIC
 
 
-def _holds_the_other_kind(head: bytes, kind: str) -> bool:
-    """Whether media that begins with `head`, which a model coding `kind` failed to read, holds the other kind:
-    an image's signature, for audio; audio that libsndfile recognises and Pillow does not, for images."""
+def _holds_the_other_kind(media, head: bytes, kind: str, start: int) -> bool:
+    """Whether media that begins with `head` (a path, or a stream that begins at `start`), which a model coding `kind`
+    failed to read, holds the other kind: an image's signature, or an image's name that soundfile cannot open
+    (image_by_its_name: TGA has no signature, ICO none is_image_signature knows), for audio; audio that libsndfile
+    recognises and Pillow does not, for images."""
     if kind == "audio":
-        return is_image_signature(head[:16])
+        return is_image_signature(head[:16]) or image_by_its_name(media, start)
     return bool(head) and unrecognised_image(head, None) is not None and unrecognised_audio(head, None) is None
 
 
@@ -902,11 +904,13 @@ class Codec:
         """Where reading media of the path or stream `media` fails, and it holds the other kind (an image given to
         an audio model), an error that says so, not the reader's ("Format not recognised")."""
         count = 16 if self.kind == "audio" else STREAMED_HEAD_BYTES
-        head = None if isinstance(media, (str, Path)) else _first_bytes(media, count)  # a stream's, before it is read
+        start = None if isinstance(media, (str, Path)) else media.tell()  # a stream's, and its head, before it is read
+        head = None if start is None else _first_bytes(media, count)
         try:
             yield
         except VQCodecError:
-            if not _holds_the_other_kind(_first_bytes(media, count) if head is None else head, self.kind):
+            if not _holds_the_other_kind(media, _first_bytes(media, count) if head is None else head, self.kind,
+                                         start or 0):
                 raise
             other = "image" if self.kind == "audio" else "audio"
             raise VQCodecError(f"model {self.name} codes {kind_coded(self.kind)}, not {kind_coded(other)}: "

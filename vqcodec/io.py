@@ -651,6 +651,56 @@ def is_image_signature(head: bytes) -> bool:
             or (head[:1] == b"P" and head[1:2] in b"1234567fF" and head[2:3] in (b" ", b"\t", b"\n", b"\r")))
 
 
+def named_as_an_image(name) -> bool:
+    """Whether a file name (a str or Path; anything else is none) ends in the extension of an image format Pillow reads
+    the pixels of: one of IMAGE_EXTENSIONS, or another of Pillow's registry (ICO, PCX, PSD; HEIC where a plugin adds
+    it) that soundfile claims none of, but not MPEG's (a video, of which Pillow reads the size) nor a stub's (BUFR,
+    GRIB, HDF5, WMF off Windows, which read nothing without a handler a program installs)."""
+    from PIL import Image, ImageFile
+
+    suffix = Path(name).suffix.lower() if isinstance(name, (str, Path)) else ""
+    if suffix in IMAGE_EXTENSIONS or suffix in AUDIO_EXTENSIONS or not suffix:
+        return suffix in IMAGE_EXTENSIONS
+    named = image_format_of_suffix(suffix)  # which loads Pillow's registry
+    reader = Image.OPEN.get(named)
+    return reader is not None and named != "MPEG" and not (
+        isinstance(reader[0], type) and issubclass(reader[0], ImageFile.StubImageFile))
+
+
+def image_by_its_name(source, start: int = 0) -> bool:
+    """Whether media given as a path or a stream that can seek (read from `start`, and left where it was) is an image
+    by its name: named_as_an_image, and neither empty nor audio that soundfile opens (a file soundfile reads is audio
+    whatever its name). A FIFO is not read: its bytes would be gone."""
+    if not named_as_an_image(input_name(source)):
+        return False
+    if isinstance(source, (str, Path)):
+        return os.path.isfile(source) and os.path.getsize(source) > 0 and not _opens_as_audio(source)
+    if not is_seekable(source):
+        return False
+    try:
+        was = source.tell()
+        try:
+            source.seek(start)
+            if not source.read(1):
+                return False
+            source.seek(start)
+            return not _opens_as_audio(source)
+        finally:
+            source.seek(was)
+    except (OSError, ValueError):  # closed, or no longer readable: the reading's error stands
+        return False
+
+
+def _opens_as_audio(source) -> bool:
+    """Whether open_sound opens `source` (a path, or a stream from where it is); what the MP3 decoder says of it is
+    dropped."""
+    try:
+        open_sound(source, said=[]).close()
+    except VQCodecError:
+        return False
+    return True
+
+
 def input_name(source) -> str | Path | None:
     """How an error names an input: its path or name, "from stdin" for the command line's stdin (a file
     descriptor), or None for another stream."""
