@@ -1297,22 +1297,65 @@ def test_a_gif_cut_short_within_a_later_frame_says_so(tmp_path, cut_at, frame):
     assert [str(w.message) for w in caught] == [f"{path} holds 3 frames: only the first is coded"]
 
 
-@pytest.mark.parametrize("image_format", ["GIF", "PNG"])
-def test_a_pillow_image_of_several_frames_given_to_encode_warns_as_its_file_does(codec, image_format):
-    """An animated GIF or APNG opened with Pillow and given to encode coded its current frame without the 'holds N
-    frames' warning its path gets; the frame coded is the same (the GIF's frames counted from its blocks' headers,
-    not by seeking it)."""
+@pytest.mark.parametrize("image_format, options, unit", [
+    ("GIF", {}, "frames"), ("PNG", {}, "frames"), ("TIFF", {}, "pages"), ("TIFF", {"big_tiff": True}, "pages")])
+def test_a_pillow_image_of_several_frames_given_to_encode_warns_as_its_file_does(codec, image_format, options, unit):
+    """An animated GIF or APNG, or a TIFF (BigTIFF too) of pages Pillow had not counted yet, opened with Pillow and
+    given to encode coded its current frame without the 'holds N frames' warning its path gets; the frame coded is
+    the same (the GIF's frames counted from its blocks' headers, the TIFF's pages from its directories', not by
+    seeking it)."""
     frames = [Image.fromarray(smooth_rgb(16, 24, seed)) for seed in range(3)]
     whole = io.BytesIO()
-    frames[0].save(whole, image_format, save_all=True, append_images=frames[1:])
-    for current, coded in ((0, "the first"), (1, "frame 2, the current one,")):
+    frames[0].save(whole, image_format, save_all=True, append_images=frames[1:], **options)
+    for current, coded in ((0, "the first"), (1, f"{unit[:-1]} 2, the current one,")):
         with Image.open(io.BytesIO(whole.getvalue())) as image, Image.open(io.BytesIO(whole.getvalue())) as same:
             image.seek(current)
             same.seek(current)
             with pytest.warns(ImageReadWarning) as caught:
                 data = codec.encode(image, 2)
-            assert [str(w.message) for w in caught] == [f"the image holds 3 frames: only {coded} is coded"]
+            assert [str(w.message) for w in caught] == [f"the image holds 3 {unit}: only {coded} is coded"]
             assert image.tell() == current and data == codec.encode(same.copy(), 2)  # a copy: one frame, no count
+
+
+def test_a_pillow_tiff_whose_chain_of_pages_cannot_be_walked_gives_no_count(codec):
+    """A TIFF whose second directory lies past its end, or whose chain of directories comes back to its first, is
+    counted as Pillow counts it (1 page: no warning; 2 pages, the first read again ending the chain), its first page
+    coded as it is."""
+    import warnings
+
+    frames = [Image.fromarray(smooth_rgb(16, 24, seed)) for seed in range(2)]
+    whole = io.BytesIO()
+    frames[0].save(whole, "TIFF", save_all=True, append_images=frames[1:])
+    data = whole.getvalue()
+    first = struct.unpack_from("<I", data, 4)[0]
+    next_at = first + 2 + 12 * struct.unpack_from("<H", data, first)[0]  # where the first directory gives the next
+    second = struct.unpack_from("<I", data, next_at)[0]
+    second_next_at = second + 2 + 12 * struct.unpack_from("<H", data, second)[0]
+    past_end = data[:next_at] + struct.pack("<I", len(data) + 100) + data[next_at + 4:]
+    looped = data[:second_next_at] + struct.pack("<I", first) + data[second_next_at + 4:]
+    for changed, frames_said in ((past_end, []), (looped, ["the image holds 2 pages: only the first is coded"])):
+        with Image.open(io.BytesIO(changed)) as image, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            coded = codec.encode(image, 2)
+        assert [str(w.message) for w in caught] == frames_said
+        assert coded == codec.encode(frames[0], 2)
+
+
+def test_the_pages_of_a_tiff_are_counted_up_to_a_bound():
+    """The directories read to count a TIFF's pages are bounded (each may be 6 bytes: a chain of a million of them
+    in 6 MB): a chain of MAX_TIFF_PAGES_COUNTED is counted, one longer is not, and the stream is left where it was."""
+    from vqcodec import io as vqio
+
+    def chain(pages: int) -> io.BytesIO:  # classic TIFF directories of no entries, each pointing to the next
+        offsets = [8 + 6 * page for page in range(1, pages)] + [0]
+        stream = io.BytesIO(b"II*\0" + struct.pack("<I", 8) + b"".join(struct.pack("<HI", 0, o) for o in offsets))
+        stream.seek(5)
+        return stream
+
+    for pages, counted in ((vqio.MAX_TIFF_PAGES_COUNTED, vqio.MAX_TIFF_PAGES_COUNTED),
+                           (vqio.MAX_TIFF_PAGES_COUNTED + 1, None)):
+        stream = chain(pages)
+        assert (vqio._tiff_pages_walked(stream), stream.tell()) == (counted, 5)
 
 
 def animated_webp(frames: int = 3) -> bytes:

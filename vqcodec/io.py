@@ -1783,17 +1783,64 @@ def warn_of_frames_left_out(image) -> None:
 
 def frames_known(image) -> int:
     """How many frames (pages) a Pillow image holds where that is known without seeking it: Pillow's count from
-    the file's header (APNG, WebP, ...) or one it has made already (a TIFF's n_frames asked), and a GIF's from its
-    blocks' headers (Pillow's own count seeks it to each frame); 1 otherwise, and for MPO and PSD, which
-    _frame_count counts as one."""
+    the file's header (APNG, WebP, ...) or one it has made already (a TIFF's n_frames asked), a GIF's from its
+    blocks' headers and a TIFF's from its directories' (Pillow's own count seeks it to each frame); 1 otherwise, and
+    for MPO and PSD, which _frame_count counts as one."""
     if image.format in ("MPO", "PSD"):
         return 1
     held = vars(image)
     known = held.get("n_frames", held.get("_n_frames"))
-    if known is None and image.format == "GIF" and getattr(image, "fp", None) is not None:
-        walked = _gif_blocks_walked(image.fp)
-        known = walked[0] if walked is not None else None
+    if known is None and getattr(image, "fp", None) is not None:
+        known = _frames_walked(image.format, image.fp)
     return known if isinstance(known, int) else 1
+
+
+def _frames_walked(image_format: str, stream) -> int | None:
+    """How many frames a GIF, or pages a TIFF, that begins `stream` holds, read from the headers of its blocks or
+    directories (the stream left where it was); None for another format, or where they cannot be read so."""
+    if image_format == "GIF":
+        walked = _gif_blocks_walked(stream)
+        return walked[0] if walked is not None else None
+    return _tiff_pages_walked(stream) if image_format == "TIFF" else None
+
+
+# A TIFF's layout by the number its header gives after the byte order (42 classic, 43 BigTIFF): the format of a
+# directory's count of entries, the bytes of an entry, the format of an offset, and where the header gives the first
+# directory's
+TIFF_LAYOUTS = {42: ("H", 12, "I", 4), 43: ("Q", 20, "Q", 8)}
+MAX_TIFF_PAGES_COUNTED = 1 << 16  # a bound on the directories read to count them: each may be as small as 6 bytes
+
+
+def _tiff_pages_walked(stream) -> int | None:
+    """How many pages a TIFF that begins `stream` holds, as Pillow counts them: the directories along the chain of
+    next-directory offsets, to an offset of 0 or of one already read, each read from its count of entries and its
+    next offset (the stream left where it was); None where the chain cannot be read so (an offset past the end, a
+    directory cut short, more than MAX_TIFF_PAGES_COUNTED directories)."""
+    start = stream.tell()
+    try:
+        stream.seek(0)
+        header = stream.read(16)
+        order = {b"II": "<", b"MM": ">"}.get(header[:2])
+        layout = TIFF_LAYOUTS.get(struct.unpack(order + "H", header[2:4])[0]) if order and len(header) >= 4 else None
+        if layout is None:
+            return None
+        count_format, entry_bytes, offset_format, first_at = layout
+        count_size, offset_size = struct.calcsize(count_format), struct.calcsize(offset_format)
+        size = stream.seek(0, os.SEEK_END)
+        offset, read = struct.unpack_from(order + offset_format, header, first_at)[0], set()
+        while offset and offset not in read:
+            if len(read) == MAX_TIFF_PAGES_COUNTED or offset + count_size > size:
+                return None
+            read.add(offset)
+            stream.seek(offset)
+            entries = struct.unpack(order + count_format, stream.read(count_size))[0]
+            stream.seek(offset + count_size + entries * entry_bytes)
+            offset = struct.unpack(order + offset_format, stream.read(offset_size))[0]  # struct.error: cut short
+        return len(read)
+    except (OSError, ValueError, struct.error):
+        return None  # unreadable here: the coding of the page given says what is wrong
+    finally:
+        stream.seek(start)
 
 
 GIF_SCREEN_DESCRIPTOR_END = 10  # the signature, version and logical screen size: the flags byte follows
