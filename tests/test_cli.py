@@ -1501,18 +1501,25 @@ sys.exit(run(sys.argv[2:]))
 def test_sigterm_and_sighup_stop_like_ctrl_c_leaving_no_temporary_file(encoded, tiny_model_path, tmp_path, name,
                                                                        status, folder):
     """kill (SIGTERM) and a closed terminal (SIGHUP) ended the process where it stood, leaving the
-    hidden .part file of the output half written."""
+    hidden .part file of the output half written. A folder's stop line left out, and did not name, the files set
+    aside before the run (a name passed over, a header that cannot be read), which its summary names and counts."""
     source = tmp_path / "in"
     source.mkdir()
     (source / "a.vq").write_bytes((encoded / "out.vq").read_bytes())
+    set_aside = {"b.vq", "x.vq"} if folder else set()
+    if folder:
+        (source / "b.vq").write_bytes(b"not a .vq file")
+        (source / "x.vq").symlink_to(tmp_path / "gone.vq")
     out = tmp_path / "out"
     out.mkdir()
     args = [source, out] if folder else [source / "a.vq", out / "a.wav"]
     result = run_python("-c", SIGNAL_WHILE_WRITING, name, "decode", *args, "-m", tiny_model_path, timeout=300)
     lines = result.stderr.decode().splitlines()  # no blank line first (click's, for a terminal's ^C) in a pipe
-    summary = ["decoded 0 files, 0 bytes before the stop; 1 of 1 file not decoded"] if folder else []
+    summary = [f"skipping {source / 'x.vq'}: broken symbolic link (to {tmp_path / 'gone.vq'})",
+               f"skipping {source / 'b.vq'}: not a .vq file (bad magic)",
+               "decoded 0 files, 0 bytes before the stop; 1 of 3 files not decoded"] if folder else []
     assert result.returncode == status and lines == [*summary, f"vqcodec: stopped by {name}"], result.stderr.decode()
-    assert listing(out) == set() and listing(source) == {"a.vq"}
+    assert listing(out) == set() and listing(source) == {"a.vq", *set_aside}
 
 
 def test_a_stop_while_libsndfile_writes_stops_the_decoding(codec, small_vq, capfd):
@@ -2731,15 +2738,18 @@ def test_codes_resume_of_a_folder_stopped_part_way(tmp_path, signal, cli, tiny_m
     for name in ("a.wav", "b.wav", "c.wav"):
         write_wav(folder / name, signal)
     real = _codes_stop_at("c.wav", monkeypatch)
+    (folder / "x.wav").symlink_to(tmp_path / "gone.wav")  # passed over: named and counted, as the summary does
     assert run(["codes", str(folder), str(out), "-m", str(tiny_model_path), "-q", "3"]) != 0
     # what it wrote, as encode and decode of a folder say it (it said only 'vqcodec: interrupted', then 'wrote the
-    # codes of 2 files before the stop; ...')
+    # codes of 2 files before the stop; ...'; then '1 of 3 files', leaving out x.wav, which the summary counts)
     coded_two = sum((out / name).stat().st_size for name in ("a.npy", "b.npy"))
-    said_stop = [f"coded 2 files, {coded_two} bytes before the stop; 1 of 3 files not coded", "vqcodec: interrupted"]
-    assert capsys.readouterr().err.splitlines()[-2:] == said_stop
+    said_stop = [f"skipping {folder / 'x.wav'}: broken symbolic link (to {tmp_path / 'gone.wav'})",
+                 f"coded 2 files, {coded_two} bytes before the stop; 1 of 4 files not coded", "vqcodec: interrupted"]
+    assert capsys.readouterr().err.splitlines()[-3:] == said_stop
     # a resume stopped again counts the arrays it kept, as its summary does
     assert run(["codes", str(folder), str(out), "-m", str(tiny_model_path), "-q", "3", "--resume"]) != 0
-    assert capsys.readouterr().err.splitlines()[-2:] == said_stop
+    assert capsys.readouterr().err.splitlines()[-3:] == said_stop
+    (folder / "x.wav").unlink()
     monkeypatch.setattr(Codec, "media_to_codes", real)
     assert json.loads((out / "codes.json").read_text())["stopped"] is True
     stopped = _arrays_and_manifest(out)
@@ -3159,16 +3169,20 @@ def test_codes_resume_of_a_folder_of_vq_files_stopped_part_way(cli, vq_folder, t
 def test_codes_resume_of_a_folder_of_vq_files_stopped_again_counts_the_arrays_it_kept(vq_folder, tmp_path,
                                                                                       monkeypatch, capsys):
     """A resume of a folder of .vq files stopped again said only what it coded itself, 'coded 0 files, 0 bytes before
-    the stop; 1 of 2 files not coded', leaving out the array it kept, where a folder of media's counts it."""
-    out = tmp_path / "tokens"
+    the stop; 1 of 2 files not coded', leaving out the array it kept, where a folder of media's counts it. A stop
+    neither named nor counted a name passed over (a link to nothing), which the summary names and counts."""
+    folder, out = tmp_path / "files", tmp_path / "tokens"
+    shutil.copytree(vq_folder, folder)
+    (folder / "x.vq").symlink_to(tmp_path / "gone.vq")
     capsys.readouterr()
-    _codes_stopped_at_the_photo(vq_folder, out, monkeypatch)
+    _codes_stopped_at_the_photo(folder, out, monkeypatch)
     kept_bytes = (out / "a.npy").stat().st_size
-    said_stop = [f"skipping {vq_folder / 'bad.vq'}: truncated .vq file (chunk 0 cut short)",
-                 f"coded 1 file, {kept_bytes} bytes before the stop; 1 of 3 files not coded", "vqcodec: interrupted"]
-    assert capsys.readouterr().err.splitlines()[-3:] == said_stop
-    _codes_stopped_at_the_photo(vq_folder, out, monkeypatch, "--resume")  # stopped again where it stopped before
-    assert capsys.readouterr().err.splitlines()[-3:] == said_stop
+    said_stop = [f"skipping {folder / 'x.vq'}: broken symbolic link (to {tmp_path / 'gone.vq'})",
+                 f"skipping {folder / 'bad.vq'}: truncated .vq file (chunk 0 cut short)",
+                 f"coded 1 file, {kept_bytes} bytes before the stop; 1 of 4 files not coded", "vqcodec: interrupted"]
+    assert capsys.readouterr().err.splitlines()[-4:] == said_stop
+    _codes_stopped_at_the_photo(folder, out, monkeypatch, "--resume")  # stopped again where it stopped before
+    assert capsys.readouterr().err.splitlines()[-4:] == said_stop
 
 
 def test_codes_resume_of_a_folder_of_vq_files_gives_its_kept_entries_the_codes_id(vq_folder, tmp_path, monkeypatch):

@@ -406,8 +406,11 @@ def test_tokens_helpers_are_reached_from_a_plain_import():
 
 
 def test_a_stopped_folder_run_says_what_it_wrote(two_recordings, tmp_path, capsys, monkeypatch):
-    """Ctrl-C part way through a folder said only "interrupted": not which files were done and kept."""
+    """Ctrl-C part way through a folder said only "interrupted": not which files were done and kept. Nor did it
+    name or count a name passed over (a link to nothing), which the summary of a run not stopped names and counts:
+    it said '1 of 2 files', where that summary counts 3; recoding the .vq files said '1 of 1 file'."""
     out = tmp_path / "out"
+    (two_recordings / "x.wav").symlink_to(tmp_path / "gone.wav")
     real_encode = Codec.encode_audio_file
 
     def encode(self, path, *args, **kwargs):
@@ -418,9 +421,19 @@ def test_a_stopped_folder_run_says_what_it_wrote(two_recordings, tmp_path, capsy
     monkeypatch.setattr(Codec, "encode_audio_file", encode)
     code, err = _run(["encode", two_recordings, out, "-q", "1"], capsys)
     assert code == 130 and sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["a.vq"]
-    summary, last = [line for line in err.splitlines() if line][-2:]
-    assert summary.startswith("encoded 1 file, ") and summary.endswith(" before the stop; 1 of 2 files not encoded"), err
+    passed_over, summary, last = [line for line in err.splitlines() if line][-3:]
+    assert passed_over == f"skipping {two_recordings / 'x.wav'}: broken symbolic link (to {tmp_path / 'gone.wav'})"
+    assert summary.startswith("encoded 1 file, ") and summary.endswith(" before the stop; 1 of 3 files not encoded"), err
     assert last == "vqcodec: interrupted"
+
+    def recode(self, *args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Codec, "recode", recode)
+    (out / "x.vq").symlink_to(tmp_path / "gone.vq")
+    code, err = _run(["encode", out, tmp_path / "smaller", "-q", "1"], capsys)
+    assert code == 130 and err.splitlines()[-3:] == [
+        f"skipping {out / 'x.vq'}: broken symbolic link (to {tmp_path / 'gone.vq'})",
+        "recoded 0 files, 0 bytes before the stop; 1 of 2 files not recoded", "vqcodec: interrupted"], err
 
 
 @pytest.mark.parametrize("command", ["decode", "encode", "codes"])

@@ -929,10 +929,11 @@ def _encode_folder(folder: Path, output_path: str, quality, model, kind, device,
         _refuse_existing_output(str(existing), force)
     codec, quality = _encoder(kind, str(folder), quality, model, device, coding, beam, refine, rate_weight,
                               depth_weight, max_kbps, max_bpp)
+    set_aside = passed_over_of(passed_over)
     report = encode_folder(codec, files, outputs, quality, max_kbps if kind == "audio" else max_bpp,
                            lambda path, data: _write_output(str(path), lambda stream: stream.write(data), force),
-                           log=_progress, progress=progressline.show)
-    _finish_folder(report, "encoded", out, len(files) + len(passed_over), passed_over_of(passed_over))
+                           log=_progress, progress=progressline.show, set_aside=set_aside)
+    _finish_folder(report, "encoded", out, len(files) + len(passed_over), set_aside)
 
 
 def _recode_folder(folder: Path, out: Path, quality, model, device, force, coding, depth_weight, max_kbps,
@@ -966,7 +967,7 @@ def _recode_folder(folder: Path, out: Path, quality, model, device, force, codin
     changes: dict[Path, tuple[str, int, int]] = {}
     report = recode_folder(files, outputs, recode,
                            lambda path, data: _write_output(str(path), lambda stream: stream.write(data), force),
-                           log=_progress, progress=progressline.show)
+                           log=_progress, progress=progressline.show, set_aside=missing)
     _say_folder_codes_kept(changes, report.skipped)
     _finish_folder(report, "recoded", out, len(files) + _count(missing), missing)
 
@@ -1245,7 +1246,7 @@ def _decode_folder(folder: Path, output_path: str, model, format_name, device, f
     refused_paths = {path for paths, _ in refused for path in paths}
     readable, missing = _set_aside_missing_models(folder, [path for path in kinds if path not in refused_paths],
                                                   model, refuse_all=not (unreadable or refused))
-    missing = passed_over_of(passed_over) + refused + missing
+    missing = passed_over_of(passed_over) + refused + missing + [([path], reason) for path, reason in unreadable]
     outputs = mirrored_paths(folder, out, readable, lambda path: extensions[kinds[path]])
     for existing in outputs:
         _refuse_existing_output(str(existing), force)
@@ -1259,8 +1260,7 @@ def _decode_folder(folder: Path, output_path: str, model, format_name, device, f
             _write_output(str(path), write, force)
 
     report = decode_folder(readable, outputs, formats, lambda data: _file_codec(data, model, device, codecs),
-                           write_output, salvage, warn, _progress, rate, progress=progressline.show)
-    report.skipped[:0] = unreadable
+                           write_output, salvage, warn, _progress, rate, progress=progressline.show, set_aside=missing)
     _finish_folder(report, "decoded", out, len(files) + len(passed_over), missing)
 
 
@@ -1641,7 +1641,7 @@ def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str,
         stopped=lambda report, entries: write_vq_manifest(folder, out, with_finished(entries),
                                                           _each_skipped(report, missing), stopped=True,
                                                           replace=force or resume),
-        progress=progressline.show, kept=kept)  # counted in the summary, and a stop's line, as the folder's
+        progress=progressline.show, kept=kept, set_aside=missing)  # counted in the summary and a stop's lines alike
     if report.written:
         write_vq_manifest(folder, out, with_finished(entries), _each_skipped(report, missing), replace=force or resume)
     _finish_folder(report, "coded", out, len(files) + _count(missing), missing)
@@ -1687,7 +1687,7 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
     """`vqcodec codes FOLDER OUT`: vqcodec.tokens.code_folder, with the files and codec the options name; with
     `resume`, going on with the stopped run in OUT, whose outputs it may replace."""
     from .data import find_media
-    from .folders import FolderReport
+    from .folders import FolderReport, passed_over_of
     from .modelfile import model_kind
     from .tokens import MANIFEST, code_folder, code_paths, listed_name, stopped_run_manifest
 
@@ -1703,7 +1703,9 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
     if stopped_run is not None and stopped_run.get("stopped") is not True:
         _say_nothing_to_resume(out)
         return
-    report = FolderReport(kind)  # the arrays as code_folder kept or wrote them: one removed since is not read again
+    # the arrays as code_folder kept or wrote them (one removed since is not read again); those passed over, which a
+    # stop's lines name and count as the summary does
+    report = FolderReport(kind, set_aside=passed_over_of(passed_over))
     manifest = code_folder(codec, folder, out, files, quality, log=_progress, progress=progressline.show,
                            replace=force or resume, on_warning=_print_warning, resume=resume, stopped_run=stopped_run,
                            report=report)

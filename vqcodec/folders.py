@@ -213,13 +213,17 @@ def find_vq_files(folder: Path, leave_out: Path | None = None,
 @dataclass
 class FolderReport:
     """What a folder run did: the files written, their total size and the duration (seconds of
-    audio) or pixels they hold, and the files skipped, with why."""
+    audio) or pixels they hold, and the files skipped, with why; `set_aside`, the folder's files that the caller
+    left out of the run before it began (names passed over as not regular files, files of a model not installed,
+    .vq headers that cannot be read), in groups with why as its summary names them, which a stop's lines name and
+    count too (say_stopped)."""
     kind: str
     written: int = 0
     bytes: int = 0
     seconds: float = 0.0
     pixels: int = 0
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    set_aside: list[tuple[list[Path], str]] = field(default_factory=list)
 
     def summary(self) -> str:
         if self.kind == "audio" and self.seconds:
@@ -276,23 +280,29 @@ def _each_file(files: list[Path], outputs: list[Path], make: Callable[[Path, Pat
 
 
 def say_stopped(log: Callable[[str], None], report: FolderReport, verb: str, not_done: int, total: int) -> None:
-    """Tell `log` what a folder run stopped by Ctrl-C or SIGTERM did: the files it skipped, one line each, then
-    "coded 2 files, 48256 bytes before the stop; 1 of 3 files not coded"."""
+    """Tell `log` what a folder run stopped by Ctrl-C or SIGTERM did: the files set aside before it began (a line
+    for each group), and those it skipped, one line each, then "coded 2 files, 48256 bytes before the stop; 1 of 3
+    files not coded": `not_done` the files of the run it did not reach, of the `total` it was given and those set
+    aside, as its summary would count them had it finished."""
+    for paths, reason in report.set_aside:
+        log(skipping(paths[0] if len(paths) == 1 else plural(len(paths), "file"), reason))
     for skipped, reason in report.skipped:
         log(skipping(skipped, reason))
+    total += sum(len(paths) for paths, _ in report.set_aside)
     log(f"{verb} {report.summary()} before the stop; {not_done} of {plural(total, 'file')} not {verb}")
 
 
 def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, max_rate: float | None,
                   write: Callable[[Path, bytes], None], log: Callable[[str], None] | None = None,
-                  progress: Callable[[str], None] | None = None) -> FolderReport:
+                  progress: Callable[[str], None] | None = None,
+                  set_aside: list[tuple[list[Path], str]] = ()) -> FolderReport:
     """Encode `files` (media of codec.kind) into `outputs` with one codec; `max_rate` is --bitrate
     (kbps) for audio or --bpp for images. `write(path, data)` writes one output; `log` and `progress`
-    as for _each_file."""
+    as for _each_file; `set_aside` the report's (FolderReport)."""
     from .fileinfo import read_info
     from .io import open_image
 
-    report = FolderReport(codec.kind)
+    report = FolderReport(codec.kind, set_aside=list(set_aside))
 
     def make(path: Path, output: Path) -> int:
         if codec.kind == "audio":
@@ -313,8 +323,10 @@ def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, m
 
 def recode_folder(files: list[Path], outputs: list[Path], recode: Callable[[Path, bytes], bytes],
                   write: Callable[[Path, bytes], None], log: Callable[[str], None] | None = None,
-                  progress: Callable[[str], None] | None = None) -> FolderReport:
-    """Recode `.vq` files (`recode(path, data)` gives the smaller file) into `outputs`."""
+                  progress: Callable[[str], None] | None = None,
+                  set_aside: list[tuple[list[Path], str]] = ()) -> FolderReport:
+    """Recode `.vq` files (`recode(path, data)` gives the smaller file) into `outputs`; `set_aside` the report's
+    (FolderReport)."""
     from .fileinfo import read_vq_file
 
     def make(path: Path, output: Path) -> int:
@@ -322,18 +334,21 @@ def recode_folder(files: list[Path], outputs: list[Path], recode: Callable[[Path
         with folder_of(output):
             write(output, data)
         return len(data)
-    return _each_file(files, outputs, make, FolderReport("mixed"), "recoded", log, progress)
+    return _each_file(files, outputs, make, FolderReport("mixed", set_aside=list(set_aside)), "recoded", log,
+                      progress)
 
 
 def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str],
                   codec_for: Callable[[bytes], object], write: Callable[[Path, Callable], None],
                   salvage: bool = False, warn: Callable[[Path, list, vqformat.Header], None] | None = None,
                   log: Callable[[str], None] | None = None, rate: int | None = None,
-                  progress: Callable[[str], None] | None = None) -> FolderReport:
+                  progress: Callable[[str], None] | None = None,
+                  set_aside: list[tuple[list[Path], str]] = ()) -> FolderReport:
     """Decode `.vq` files into `outputs`, audio in the soundfile format formats["audio"] (at `rate`
     Hz, if given) and images in the Pillow format formats["image"]. `codec_for(data)` gives the
     codec of a file (reusing codecs across files); `write(path, write_stream)` writes one output;
-    with `salvage`, `warn(path, damaged_parts, header)` reports what a damaged file lost."""
+    with `salvage`, `warn(path, damaged_parts, header)` reports what a damaged file lost; `set_aside` the report's
+    (FolderReport)."""
     from .fileinfo import read_vq_file
     from .io import save_image
 
@@ -361,7 +376,8 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
             with folder_of(output):
                 write(output, lambda stream: save_image(image, stream, formats["image"]))
         return output.stat().st_size
-    return _each_file(files, outputs, make, FolderReport("mixed"), "decoded", log, progress)
+    return _each_file(files, outputs, make, FolderReport("mixed", set_aside=list(set_aside)), "decoded", log,
+                      progress)
 
 
 def salvageable(codec, data: bytes) -> bool:
@@ -386,7 +402,8 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
                  write: Callable[[Path, Callable], None], log: Callable[[str], None] | None = None,
                  stopped: Callable[[FolderReport, list[dict]], None] | None = None,
                  progress: Callable[[str], None] | None = None,
-                 kept: FolderReport | None = None) -> tuple[FolderReport, list[dict]]:
+                 kept: FolderReport | None = None,
+                 set_aside: list[tuple[list[Path], str]] = ()) -> tuple[FolderReport, list[dict]]:
     """Write the codes of `.vq` files into `outputs` as int32 .npy files (Codec.code_blocks, a block
     at a time), and return the report and, for each file written, its codes' shape and what restores
     it (the model id and codes id, kind and quality, and the rate, length, channels and gain, or the size), and the
@@ -395,7 +412,8 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
     `codec_for(data)` gives the codec of a file; `write(path, write_stream)` writes one output;
     `stopped(report, entries)` is called with what was done when the run is stopped (Ctrl-C, SIGTERM, or
     any error raised, MemoryError say), before that is raised again. `kept` counts the arrays a resume keeps (files
-    and bytes), which the report, and the line a stop by Ctrl-C or SIGTERM gives `log`, count too."""
+    and bytes), which the report, and the line a stop by Ctrl-C or SIGTERM gives `log`, count too; `set_aside` is the
+    report's (FolderReport)."""
     from .fileinfo import read_vq_file
     from .io import warn_of_what_codes_leave_out
     from .tokens import check_unchanged_since, save_code_blocks, stamp_before_reading
@@ -415,7 +433,7 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
         entries.append({"file": path, "codes": output, "shape": list(shape), **header_entry(header, codec.codes_id),
                         **stamp})
         return output.stat().st_size
-    report = FolderReport("mixed", kept.written, kept.bytes) if kept else FolderReport("mixed")
+    report = FolderReport("mixed", kept.written if kept else 0, kept.bytes if kept else 0, set_aside=list(set_aside))
     try:
         return _each_file(files, outputs, make, report, "coded", log, progress), entries
     except BaseException:  # the arrays written keep the manifest that restores them

@@ -120,9 +120,10 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     what it wrote and how many files it did not code, "coded 2 files, 48256 bytes before the stop; 1 of 3 files not
     coded" (the bytes of the arrays, the kept ones' too), as a folder's encode says it (folders.say_stopped).
     `report`, a new folders.FolderReport where given, is told the arrays the manifest lists (written) and their
-    bytes, as they were when each was kept or written, whatever becomes of them since, and the files skipped. It holds
-    the codec's lock,
-    as Codec's encoding methods do: another thread's rate search on the codec sets trial depth weights on it.
+    bytes, as they were when each was kept or written, whatever becomes of them since, and the files skipped; the
+    files its `set_aside` holds (those the caller left out of `files`, with why) a stop's lines name and count too.
+    It holds the codec's lock, as Codec's encoding methods do: another thread's rate search on the codec sets trial
+    depth weights on it.
     A recording coded above full scale, beyond the level gain's reach, gets one warning naming it, given to
     `on_warning(line)`, else a UserWarning (its codes are of its loud parts limited, as encode's are)."""
     check_file_list(files, "media under the folder")
