@@ -2159,8 +2159,12 @@ def test_decode_audio_file_writes_into_a_pipe_and_names_a_stream_that_fails(code
     with open("/dev/null", "rb") as read_only, pytest.raises(  # was 'cannot write /dev/null: write'
             VQCodecError, match="^cannot write /dev/null: it is not open for writing$"):
         codec.decode_audio_file(data, read_only, format_hint="WAV")
-    with pytest.raises(VQCodecError, match="^cannot write the stream: it is closed$"):  # was 'write to closed file'
+    with pytest.raises(VQCodecError, match="^cannot write /dev/null: it is closed$"):  # was 'write to closed file'
         codec.decode_audio_file(data, read_only, format_hint="WAV")
+    closed = io.BytesIO()
+    closed.close()
+    with pytest.raises(VQCodecError, match="^cannot write the stream: it is closed$"):
+        codec.decode_audio_file(data, closed, format_hint="WAV")
 
 
 def test_decode_audio_file_writes_every_byte_into_a_raw_stream_that_can_seek(codec, signal, tmp_path):

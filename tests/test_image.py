@@ -2758,7 +2758,12 @@ def test_write_image_refuses_what_is_no_path_or_binary_stream(tmp_path):
     assert (tmp_path / "out.txt").stat().st_size == 0
     with open(tmp_path / "out.png", "wb") as closed:
         pass
-    with pytest.raises(VQCodecError, match="^cannot write the stream: it is closed$"):  # was write's ValueError
+    with pytest.raises(VQCodecError,  # was write's ValueError
+                       match=f"^cannot write {re.escape(str(tmp_path / 'out.png'))}: it is closed$"):
+        write_image(image, closed, "png")
+    closed = io.BytesIO()
+    closed.close()
+    with pytest.raises(VQCodecError, match="^cannot write the stream: it is closed$"):
         write_image(image, closed, "png")
     with open(tmp_path / "out.png", "rb") as read_only, pytest.raises(  # was io.UnsupportedOperation: write
             VQCodecError, match=f"^cannot write {re.escape(str(tmp_path / 'out.png'))}: it is not open for writing$"):

@@ -370,7 +370,7 @@ def check_destination(destination, what: str) -> None:
     if not isinstance(destination, (str, Path)) and not callable(getattr(destination, "write", None)):
         raise VQCodecError(f"{what} is written to a path or a binary stream, not a {type(destination).__name__}")
     if getattr(destination, "closed", False) is True:  # write_image's write raised ValueError, 'write to closed file'
-        raise VQCodecError("cannot write the stream: it is closed")
+        raise cannot_write_stream(output_name(destination), "it is closed")
     if isinstance(destination, str) and not destination:
         raise VQCodecError("the path of the output is empty")
 
@@ -715,12 +715,17 @@ def output_name(destination) -> str | Path | None:
     return name if isinstance(name, (str, Path)) else None
 
 
-def unwritable_stream(exc: Exception, name: str | Path | None) -> VQCodecError:
-    """The error for a write into a stream that failed, naming it by `name` (output_name's), "the stream" where it
-    has none (or an empty one); a stream open for reading only is 'not open for writing', where its error's words
-    were 'write'."""
-    reason = "it is not open for writing" if isinstance(exc, UnsupportedOperation) else reason_of(exc)
+def cannot_write_stream(name: str | Path | None, reason: str) -> VQCodecError:
+    """'cannot write NAME: REASON', naming a stream by `name` (output_name's), "the stream" where it has none (or an
+    empty one)."""
     return VQCodecError(f"cannot write {name or 'the stream'}: {reason}")
+
+
+def unwritable_stream(exc: Exception, name: str | Path | None) -> VQCodecError:
+    """The error for a write into a stream that failed, named as cannot_write_stream names it; a stream open for
+    reading only is 'not open for writing', where its error's words were 'write'."""
+    reason = "it is not open for writing" if isinstance(exc, UnsupportedOperation) else reason_of(exc)
+    return cannot_write_stream(name, reason)
 
 
 ID3V2_HEADER_BYTES = 10
