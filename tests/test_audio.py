@@ -2167,6 +2167,36 @@ def test_decode_audio_file_writes_into_a_pipe_and_names_a_stream_that_fails(code
         codec.decode_audio_file(data, closed, format_hint="WAV")
 
 
+def test_decode_audio_file_names_a_users_stream_that_can_seek_and_fails_without_a_name(codec, signal):
+    """A stream of the user's that can seek and has no name, whose write fails (a full disk), raised the bare OSError
+    (a traceback), as the command line's own temporary files do for it to word ('cannot write a temporary file in
+    ...': test_a_temporary_file_of_stdin_or_stdout_that_cannot_grow_is_named_with_its_folder)."""
+    data = codec.encode_audio(signal(1, 1600, 16000), 16000, 2)
+
+    class Full:
+        def writable(self):
+            return True
+
+        def seekable(self):
+            return True
+
+        def seek(self, offset, whence=0):
+            return 0
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    class FullBuffered(Full, io.BufferedIOBase):  # written in place
+        pass
+
+    class FullRaw(Full, io.RawIOBase):  # written through a temporary file
+        pass
+
+    for full in (FullBuffered(), FullRaw()):
+        with pytest.raises(VQCodecError, match="^cannot write the stream: No space left on device$"):
+            codec.decode_audio_file(data, full, format_hint="WAV")
+
+
 def test_decode_audio_file_writes_every_byte_into_a_raw_stream_that_can_seek(codec, signal, tmp_path):
     """A raw stream that can seek (open(path, 'wb', buffering=0)) may take part of a write: soundfile's
     `assert written == len(data)` failed, a bare AssertionError."""

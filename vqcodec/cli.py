@@ -1198,9 +1198,9 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
     try:
         if header.kind == vqformat.KIND_AUDIO:
             with _clipping_warnings("stdout" if output_path == "-" else output_path):
-                _write_output(output_path, lambda stream: codec.decode_audio_file(
+                _write_output(output_path, lambda stream: codec._decode_audio_file(
                     data, stream, format_hint=audio_format, start=start or 0.0, duration=duration, salvage=salvage,
-                    rate=output_rate), force)
+                    rate=output_rate, own_temporary=True), force)
         else:
             from .io import save_image
 

@@ -2280,7 +2280,17 @@ class Codec:
         scale, with a ClippingWarning where samples were clipped (audio coded within full scale is
         clipped without one: its decoding can overshoot +-1.0 by the codec's error). A path
         is written through a temporary file renamed into place (io.write_file), so a failure leaves
-        what was there before."""
+        what was there before; a stream whose write fails is refused naming it ('cannot write NAME: REASON', 'the
+        stream' where it has none)."""
+        self._decode_audio_file(data, destination, format_hint, subtype, start, duration, salvage, rate)
+
+    def _decode_audio_file(self, data: bytes, destination, format_hint: str | None = None, subtype: str | None = None,
+                           start: float = 0.0, duration: float | None = None, salvage: bool = False,
+                           rate: int | None = None, own_temporary: bool = False) -> None:
+        """decode_audio_file; with `own_temporary`, for a caller that decodes into a temporary file of its own (the
+        command line's spool of stdout, io.write_file's), a failed write into one without a name (a full $TMPDIR) is
+        left as the OSError the caller words ('cannot write a temporary file in /tmp: ...'), not 'cannot write the
+        stream', which is a stream of the user's."""
         salvage = checked_flag("salvage", salvage)
         data = vq_bytes(data, salvage)
         check_destination(destination, "audio")
@@ -2312,8 +2322,8 @@ class Codec:
                 decode_into(destination)
             except io.UnsupportedOperation as exc:
                 raise unwritable_stream(exc, where) from None
-            except OSError as exc:  # named where the stream has a name (a file's); a spool's is left to its owner
-                if where is None:
+            except OSError as exc:
+                if own_temporary and where is None:
                     raise
                 raise unwritable_stream(exc, where) from None
 

@@ -346,7 +346,8 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
                   set_aside: list[tuple[list[Path], str]] = ()) -> FolderReport:
     """Decode `.vq` files into `outputs`, audio in the soundfile format formats["audio"] (at `rate`
     Hz, if given) and images in the Pillow format formats["image"]. `codec_for(data)` gives the
-    codec of a file (reusing codecs across files); `write(path, write_stream)` writes one output;
+    codec of a file (reusing codecs across files); `write(path, write_stream)` writes one output (the stream is
+    its own: a failed write into one without a name stays the OSError, which the file's skip line words);
     with `salvage`, `warn(path, damaged_parts, header)` reports what a damaged file lost; `set_aside` the report's
     (FolderReport)."""
     from .fileinfo import read_vq_file
@@ -368,8 +369,8 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
             warn(path, codec.damaged_parts(data), header)
         if header.kind == vqformat.KIND_AUDIO:
             with folder_of(output):
-                write(output, lambda stream: codec.decode_audio_file(data, stream, format_hint=formats["audio"],
-                                                                     salvage=salvage, rate=rate))
+                write(output, lambda stream: codec._decode_audio_file(data, stream, format_hint=formats["audio"],
+                                                                      salvage=salvage, rate=rate, own_temporary=True))
         else:
             check_output_of(formats["image"], header, data)
             image = codec.decode_image(data, salvage=salvage)
