@@ -436,6 +436,28 @@ def test_a_stopped_folder_run_says_what_it_wrote(two_recordings, tmp_path, capsy
         "recoded 0 files, 0 bytes before the stop; 1 of 2 files not recoded", "vqcodec: interrupted"], err
 
 
+def test_a_stopped_folder_run_names_a_file_whose_name_holds_a_line_break_in_one_line(two_recordings, tmp_path, capsys,
+                                                                                    monkeypatch):
+    """A stop's skipping lines were not made one line, as the summary's are: a name holding a line break (a file
+    skipped, a name passed over) split its line in two."""
+    (two_recordings / "x\ny.wav").symlink_to(tmp_path / "gone.wav")
+    (two_recordings / "bad\nname.wav").write_bytes(b"not a recording")
+    real_encode = Codec.encode_audio_file
+
+    def encode(self, path, *args, **kwargs):
+        if Path(path).name == "b.wav":
+            raise KeyboardInterrupt
+        return real_encode(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Codec, "encode_audio_file", encode)
+    code, err = _run(["encode", two_recordings, tmp_path / "out", "-q", "1"], capsys)
+    passed_over, skipped, summary, last = err.splitlines()[-4:]
+    assert code == 130 and last == "vqcodec: interrupted", err
+    assert passed_over == f"skipping {two_recordings}/x\\ny.wav: broken symbolic link (to {tmp_path / 'gone.wav'})", err
+    assert skipped == f"skipping cannot read audio {two_recordings}/bad\\nname.wav: Format not recognised.", err
+    assert summary.startswith("encoded 1 file, ") and summary.endswith(" before the stop; 1 of 4 files not encoded"), err
+
+
 @pytest.mark.parametrize("command", ["decode", "encode", "codes"])
 def test_files_of_a_model_not_installed_are_one_line_and_the_others_are_done(tiny_model_path, tmp_path, capsys,
                                                                              command):

@@ -1023,7 +1023,7 @@ def _terminal_progress():
 
 def _print_skipped(path, reason: str) -> None:
     """A folder command's line for a file it could not do (the rest go on)."""
-    _progress(one_line(skipping(path, reason)))
+    _progress(skipping(path, reason))
 
 
 def _print_warning(line: str) -> None:

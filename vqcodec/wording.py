@@ -176,8 +176,9 @@ def reason_of(exc: Exception) -> str:
 
 
 def skipping(path, reason: str) -> str:
-    """A folder command's line for a file it leaves out: its path once, whether or not `reason` names it."""
-    return f"skipping {reason}" if str(path) in reason else f"skipping {path}: {reason}"
+    """A folder command's line for a file it leaves out: its path once, whether or not `reason` names it, as one
+    line (one_line), its summary's and a stop's alike."""
+    return one_line(f"skipping {reason}" if str(path) in reason else f"skipping {path}: {reason}")
 
 
 def not_its_codes(whose: str, codes_id: bytes | None, codec, made: str, advice: str) -> str:
