@@ -2739,17 +2739,21 @@ def test_codes_resume_of_a_folder_stopped_part_way(tmp_path, signal, cli, tiny_m
         write_wav(folder / name, signal)
     real = _codes_stop_at("c.wav", monkeypatch)
     (folder / "x.wav").symlink_to(tmp_path / "gone.wav")  # passed over: named and counted, as the summary does
+    (folder / "bad.wav").write_bytes(b"not a recording")  # skipped
     assert run(["codes", str(folder), str(out), "-m", str(tiny_model_path), "-q", "3"]) != 0
     # what it wrote, as encode and decode of a folder say it (it said only 'vqcodec: interrupted', then 'wrote the
-    # codes of 2 files before the stop; ...'; then '1 of 3 files', leaving out x.wav, which the summary counts)
+    # codes of 2 files before the stop; ...'; then '1 of 3 files', leaving out x.wav, which the summary counts); the
+    # files skipped and passed over in the order of their paths, as the summary lists them (it gave x.wav first)
     coded_two = sum((out / name).stat().st_size for name in ("a.npy", "b.npy"))
-    said_stop = [f"skipping {folder / 'x.wav'}: broken symbolic link (to {tmp_path / 'gone.wav'})",
-                 f"coded 2 files, {coded_two} bytes before the stop; 1 of 4 files not coded", "vqcodec: interrupted"]
-    assert capsys.readouterr().err.splitlines()[-3:] == said_stop
+    said_stop = [f"skipping cannot read audio {folder / 'bad.wav'}: Format not recognised.",
+                 f"skipping {folder / 'x.wav'}: broken symbolic link (to {tmp_path / 'gone.wav'})",
+                 f"coded 2 files, {coded_two} bytes before the stop; 1 of 5 files not coded", "vqcodec: interrupted"]
+    assert capsys.readouterr().err.splitlines()[-4:] == said_stop
     # a resume stopped again counts the arrays it kept, as its summary does
     assert run(["codes", str(folder), str(out), "-m", str(tiny_model_path), "-q", "3", "--resume"]) != 0
-    assert capsys.readouterr().err.splitlines()[-3:] == said_stop
+    assert capsys.readouterr().err.splitlines()[-4:] == said_stop
     (folder / "x.wav").unlink()
+    (folder / "bad.wav").unlink()
     monkeypatch.setattr(Codec, "media_to_codes", real)
     assert json.loads((out / "codes.json").read_text())["stopped"] is True
     stopped = _arrays_and_manifest(out)

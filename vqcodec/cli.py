@@ -1040,10 +1040,10 @@ def _finish_folder(report, verb: str, out: Path, total: int, missing: list[tuple
     """The folder commands' last lines: the files skipped (those whose model is not installed, one line
     per model: _set_aside_missing_models), what was written, and status 1 if any was skipped; a run
     that wrote nothing says so in its error line instead of a summary of no files."""
-    for paths, reason in missing:
-        _print_skipped(paths[0] if len(paths) == 1 else plural(len(paths), "file"), reason)
-    for path, reason in report.skipped:
-        _print_skipped(path, reason)
+    from .folders import skipping_lines
+
+    for line in skipping_lines(missing, report.skipped):
+        _progress(line)
     skipped = len(report.skipped) + _count(missing)
     if not report.written:
         _fail_if_skipped(max(skipped, total), total, verb, f": nothing was written to {out}")
@@ -1687,7 +1687,7 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
     """`vqcodec codes FOLDER OUT`: vqcodec.tokens.code_folder, with the files and codec the options name; with
     `resume`, going on with the stopped run in OUT, whose outputs it may replace."""
     from .data import find_media
-    from .folders import FolderReport, passed_over_of
+    from .folders import FolderReport, passed_over_of, skipping_lines
     from .modelfile import model_kind
     from .tokens import MANIFEST, code_folder, code_paths, listed_name, stopped_run_manifest
 
@@ -1711,8 +1711,8 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
                            report=report)
     # the names as they are, not as codes.json shows them (U+FFFD); those passed over (not regular files) are not in it
     skipped = [(folder / listed_name(entry, "file"), listed_name(entry, "reason")) for entry in manifest["skipped"]]
-    for path, reason in sorted(skipped + passed_over, key=lambda entry: entry[0]):
-        _print_skipped(path, reason)
+    for line in skipping_lines(passed_over_of(passed_over), skipped, by_path=True):
+        _progress(line)
     total = len(files) + len(passed_over)
     if not manifest["files"]:
         _fail_if_skipped(total, total, "coded", f": nothing was written to {out}")

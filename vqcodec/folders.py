@@ -279,15 +279,26 @@ def _each_file(files: list[Path], outputs: list[Path], make: Callable[[Path, Pat
     return report
 
 
-def say_stopped(log: Callable[[str], None], report: FolderReport, verb: str, not_done: int, total: int) -> None:
-    """Tell `log` what a folder run stopped by Ctrl-C or SIGTERM did: the files set aside before it began (a line
-    for each group), and those it skipped, one line each, then "coded 2 files, 48256 bytes before the stop; 1 of 3
-    files not coded": `not_done` the files of the run it did not reach, of the `total` it was given and those set
-    aside, as its summary would count them had it finished."""
-    for paths, reason in report.set_aside:
-        log(skipping(paths[0] if len(paths) == 1 else plural(len(paths), "file"), reason))
-    for skipped, reason in report.skipped:
-        log(skipping(skipped, reason))
+def skipping_lines(set_aside: list[tuple[list[Path], str]], skipped: list[tuple[Path, str]],
+                   by_path: bool = False) -> list[str]:
+    """A folder command's skipping lines, its summary's and a stop's alike: a line for each group of files set aside
+    before the run began ("skipping 3 files: ..." for more than one), then one for each file skipped, in the order
+    it met them; `by_path`, all of them in the order of their (first) paths, as `codes` of a folder of media lists
+    them."""
+    groups = [*set_aside, *(([path], reason) for path, reason in skipped)]
+    if by_path:
+        groups.sort(key=lambda group: group[0][0])
+    return [skipping(paths[0] if len(paths) == 1 else plural(len(paths), "file"), reason) for paths, reason in groups]
+
+
+def say_stopped(log: Callable[[str], None], report: FolderReport, verb: str, not_done: int, total: int,
+                by_path: bool = False) -> None:
+    """Tell `log` what a folder run stopped by Ctrl-C or SIGTERM did: the skipping lines of the files set aside
+    before it began and of those it skipped, as its summary gives them (skipping_lines, `by_path` as there), then
+    "coded 2 files, 48256 bytes before the stop; 1 of 3 files not coded": `not_done` the files of the run it did not
+    reach, of the `total` it was given and those set aside, as its summary would count them had it finished."""
+    for line in skipping_lines(report.set_aside, report.skipped, by_path):
+        log(line)
     total += sum(len(paths) for paths, _ in report.set_aside)
     log(f"{verb} {report.summary()} before the stop; {not_done} of {plural(total, 'file')} not {verb}")
 

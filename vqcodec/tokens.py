@@ -116,7 +116,8 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     run that was not stopped writes it; a finished run's
     manifest is returned as it is, and nothing done. `log(line)` is told, once, how many files a resume keeps and
     how many it codes (resumed_line); every 100 files, `progress` (else `log`) how many of those it codes are done
-    (coded or skipped), "coded 100/N files"; stopped by Ctrl-C or SIGTERM, the files it skipped, one line each, then
+    (coded or skipped), "coded 100/N files"; stopped by Ctrl-C or SIGTERM, the files it skipped (and those `report`
+    sets aside), one line each in the order of their paths, as the summary of `vqcodec codes FOLDER` lists them, then
     what it wrote and how many files it did not code, "coded 2 files, 48256 bytes before the stop; 1 of 3 files not
     coded" (the bytes of the arrays, the kept ones' too), as a folder's encode says it (folders.say_stopped).
     `report`, a new folders.FolderReport where given, is told the arrays the manifest lists (written) and their
@@ -203,7 +204,7 @@ def _code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int
             _write_manifest(codec, out, quality, entries, skipped, replace, stopped=True)
         report.written = len(entries)
         if log and isinstance(stop, KeyboardInterrupt):  # as a folder's encode and decode say it (folders._each_file)
-            say_stopped(log, report, "coded", len(files) - len(entries) - len(skipped), len(files))
+            say_stopped(log, report, "coded", len(files) - len(entries) - len(skipped), len(files), by_path=True)
         raise
     report.written = len(entries)
     return _write_manifest(codec, out, quality, entries, skipped, replace, written=bool(entries))
