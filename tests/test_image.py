@@ -3560,7 +3560,8 @@ def test_a_netpbm_file_without_its_numbers_says_so(tmp_path, data, reason):
 
 def test_an_ico_whose_header_places_its_data_before_its_start_says_so(tmp_path):
     """An ICO whose directory gives its bitmap fewer bytes than its mask takes: Pillow seeks before the start, which
-    a path said as 'Invalid argument' (the seek's EINVAL) and a stream as 'negative seek value -38'."""
+    a path said as 'Invalid argument' (the seek's EINVAL) and a stream as 'negative seek value -38', as does one
+    part way (open_image reads it from where it is)."""
     image = Image.new("P", (16, 16))
     buffer = io.BytesIO()
     image.save(buffer, "ICO", sizes=[(16, 16)], bitmap_format="bmp")
@@ -3571,8 +3572,11 @@ def test_an_ico_whose_header_places_its_data_before_its_start_says_so(tmp_path):
     reason = "its header places its data before the file's start: damaged"
     with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: {reason}") + "$"):
         open_image(path)
-    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image from the stream: {reason}") + "$"):
-        open_image(io.BytesIO(bytes(data)))
+    part_way = io.BytesIO(bytes(100) + data)  # its seek goes before the image's start, not into the bytes before it
+    part_way.seek(100)
+    for stream in (io.BytesIO(bytes(data)), part_way):
+        with pytest.raises(VQCodecError, match=re.escape(f"cannot read image from the stream: {reason}") + "$"):
+            open_image(stream)
 
 
 def test_a_tiff_of_a_value_of_the_wrong_type_says_so(tmp_path):
@@ -4158,6 +4162,29 @@ def test_a_vq_file_given_as_a_stream_that_cannot_seek_is_refused_as_one(codec):
     for call in (codec.encode, codec.media_to_codes):
         with pytest.raises(VQCodecError, match=r"^the input is a .vq file, not media: Codec.recode makes it smaller"):
             call(_GeneratedStream(iter([data[:20], data[20:]])))
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG"])
+def test_an_image_stream_part_way_is_read_from_where_it_is(codec, tmp_path, image_format):
+    """Image.open reads a stream from its byte 0: an image after bytes of the caller's own (a header), in a BytesIO
+    or a file, the stream seeked past them, was refused as 'not an image format Pillow reads'. It is coded as the
+    image alone is, and so is one at its byte 0, as it was; one read to its end is refused, where Pillow read it
+    again."""
+    buffer = io.BytesIO()
+    make_image("RGB", 10, 9, seed=3).save(buffer, format=image_format)
+    image, header = buffer.getvalue(), bytes(range(100))
+    alone = codec.encode(image, 2)
+    (tmp_path / "held.bin").write_bytes(header + image)
+    with open(tmp_path / "held.bin", "rb") as held:
+        for stream in (io.BytesIO(header + image), held):
+            stream.seek(len(header))
+            assert codec.encode(stream, 2) == alone
+    (tmp_path / "alone.bin").write_bytes(image)
+    with open(tmp_path / "alone.bin", "rb") as at_start:
+        assert codec.encode(at_start, 2) == alone
+        at_start.read()  # no longer rewound, nor taken for empty: Pillow's words of no image
+        with pytest.raises(VQCodecError, match="^cannot read image .*alone.bin: not an image format Pillow reads$"):
+            codec.encode(at_start, 2)
 
 
 @pytest.mark.parametrize("bug", [NameError("name '_check_png' is not defined"), AttributeError("'NoneType' object "

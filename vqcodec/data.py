@@ -28,7 +28,8 @@ from . import progressline
 from .errors import VQCodecError
 from .io import (PILLOW_READ_ERRORS, SOUNDFILE_ERRORS, EmptyInput, check_pixel_count, decoder_lines, file_id,
                  image_opened, media_kind_of, open_sound, pillow_log_caught, pillow_refusal, read_audio, read_image_rgb,
-                 sound_blocks, unreadable_audio, unreadable_image, warn_decoder_lines, warnings_recorded)
+                 refuse_empty_media, sound_blocks, unreadable_audio, unreadable_image, warn_decoder_lines,
+                 warnings_recorded)
 from .wording import one_line, plural, setting
 
 IN_MEMORY_BYTES = 2 * 2**30      # decoded training media up to this size are held in memory
@@ -82,6 +83,7 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with warnings_recorded(ignore=(Image.DecompressionBombWarning,)) as caught, pillow_log_caught(logged), \
                 contextlib.ExitStack() as held:
+            refuse_empty_media(path)
             with image_opened(path, held)[0] as image:  # warnings_recorded, not catch_warnings: that is the process's
                 size = image.width, image.height
         check_pixel_count(*size)

@@ -961,6 +961,69 @@ class PatchedStream:
         return getattr(self.stream, name)
 
 
+class StreamFromHere(RawIOBase):
+    """A binary stream that can seek, read as a file that begins where the stream is: its seek and tell count from
+    there, and a seek before there is refused as one before a BytesIO's start is (Image.open reads a stream from
+    its byte 0). It gives no descriptor nor a BytesIO's getvalue, through which Pillow's libtiff reader would read
+    the stream from its byte 0 (it reads the rest of this one into memory instead); closing it leaves the stream
+    open."""
+
+    def __init__(self, stream):
+        super().__init__()
+        self.stream, self.start = stream, stream.tell()
+        if hasattr(stream, "name"):
+            self.name = stream.name
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self.stream.read(size)
+
+    def readinto(self, buffer) -> int:
+        data = self.stream.read(len(memoryview(buffer).cast("B")))
+        memoryview(buffer).cast("B")[:len(data)] = data
+        return len(data)
+
+    def tell(self) -> int:
+        return self.stream.tell() - self.start
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_SET:
+            target = self.start + offset
+        elif whence == os.SEEK_CUR:
+            target = self.stream.tell() + offset
+        elif whence == os.SEEK_END:
+            target = self._end() + offset
+        else:
+            raise ValueError(f"invalid whence ({whence})")
+        if target < self.start:
+            raise ValueError(f"negative seek value {target - self.start}")
+        return self.stream.seek(target) - self.start
+
+    def _end(self) -> int:
+        position = self.stream.tell()
+        try:
+            return self.stream.seek(0, os.SEEK_END)
+        finally:
+            self.stream.seek(position)
+
+
+def from_where_it_is(source):
+    """`source` as a reader of a file from its byte 0 (Image.open) reads it from where it is: a stream past its byte 0
+    as a StreamFromHere; a path, a stream at its byte 0, and one that cannot tell where it is (closed: its reader
+    says so), as they are."""
+    if isinstance(source, (str, os.PathLike)):
+        return source
+    try:
+        return StreamFromHere(source) if source.tell() else source
+    except (AttributeError, OSError, ValueError):
+        return source
+
+
 class _ClosingSoundFile(soundfile.SoundFile):
     """A SoundFile that reads `readable`, and closes `owned` (the file under it) when it is closed."""
 
@@ -1313,24 +1376,26 @@ def _check_side(width: int, height: int, max_side: int | None) -> None:
 
 
 def open_image(source, max_side: int | None = MAX_IMAGE_SIDE, fits: Callable[[int, int, str], None] | None = None):
-    """Open an image file (path or binary stream), apply EXIF orientation and an ICC profile (to sRGB), and refuse
-    bombs and, unless `max_side` is None, an image with a side longer than that (what a .vq file holds),
-    from its header: a PNG of 89 000 000 x 1 pixels took 1.2 GB and 6 s to be refused once read. `fits`, given,
-    is called with the width, height and Pillow mode the header gives, before the pixels are read, to refuse
-    (VQCodecError) an image that the work to come would not have the memory for. A stream that cannot seek (a
+    """Open an image file (path, or binary stream from where it is: from_where_it_is), apply EXIF orientation and an ICC
+    profile (to sRGB), and refuse bombs and, unless `max_side` is None, an image with a side longer than that (what a
+    .vq file holds), from its header: a PNG of 89 000 000 x 1 pixels took 1.2 GB and 6 s to be refused once read.
+    `fits`, given, is called with the width, height and Pillow mode the header gives, before the pixels are read, to
+    refuse (VQCodecError) an image that the work to come would not have the memory for. A stream that cannot seek (a
     pipe, a socket), which Pillow reads whole into memory, is copied into a temporary file first."""
     from PIL import Image
 
     if not isinstance(source, (str, os.PathLike)) and not is_seekable(source):
         with spooled_stream(source) as copy:
             return open_image(copy, max_side, fits)
+    refuse_empty_media(source)
+    readable = from_where_it_is(source)
     logged: list[str] = []
     try:
         # a bomb: check_pixel_count says it
         with warnings_recorded(ignore=(Image.DecompressionBombWarning,)) as caught, pillow_log_caught(logged), \
                 contextlib.ExitStack() as held:
             with TIFF_SETUP_LOCK:
-                opened, cut_short = image_opened(source, held)
+                opened, cut_short = image_opened(readable, held)
             with opened as image:
                 check_pixel_count(image.width, image.height)
                 _check_side(image.width, image.height, max_side)
@@ -1373,9 +1438,9 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE, fits: Callable[[in
     except VQCodecError:
         raise
     except Image.DecompressionBombError as exc:  # a refusal of its size, which names no file (check_pixel_count's)
-        raise VQCodecError(pillow_refusal(source, exc, logged)) from None
+        raise VQCodecError(pillow_refusal(readable, exc, logged)) from None
     except PILLOW_READ_ERRORS as exc:
-        raise unreadable_image(source, pillow_refusal(source, exc, logged)) from None
+        raise unreadable_image(source, pillow_refusal(readable, exc, logged)) from None
 
 
 
@@ -1885,13 +1950,12 @@ def _apng_frames_missing(stream, frames: int) -> str | None:
 
 
 def image_opened(source, held: contextlib.ExitStack):
-    """Image.open(source) (a path or a stream that can seek), and None; or where that fails for an animated WebP
-    cut short after its first frame, of which libwebp reads no frame ("could not create decoder object"), the
-    frames before the cut, opened with its RIFF size set to where they end (the file held open in `held`), and
-    why those after the first cannot be read, as _frame_count says it of a GIF or an APNG so cut."""
+    """Image.open(source) (a path or a stream that can seek, not empty: refuse_empty_media), and None; or where that
+    fails for an animated WebP cut short after its first frame, of which libwebp reads no frame ("could not create
+    decoder object"), the frames before the cut, opened with its RIFF size set to where they end (the file held open in
+    `held`), and why those after the first cannot be read, as _frame_count says it of a GIF or an APNG so cut."""
     from PIL import Image, UnidentifiedImageError
 
-    refuse_empty_media(source)
     try:
         return Image.open(source), None
     except OSError as exc:
