@@ -4806,19 +4806,23 @@ def test_omp_num_threads_that_names_no_thread_count_is_refused_or_empty_taken_as
         assert result.returncode == 0 and result.stderr == b"" and out.exists(), result.stderr.decode()
 
 
-@pytest.mark.parametrize("command", ["encode", "decode"])
+@pytest.mark.parametrize("command, source, stdin, max_bytes", [
+    ("encode", "in.wav", True, 1000),  # stdin's
+    ("encode", "in.wav", False, 1000),  # stdout's, 3 kB: all in the spool's buffer until its rewind
+    ("decode", "out.vq", False, io.DEFAULT_BUFFER_SIZE)])  # stdout's, 44 kB: the spool's close failed again
 def test_a_temporary_file_of_stdin_or_stdout_that_cannot_grow_is_named_with_its_folder(encoded, tiny_model_path,
-                                                                                      command):
+                                                                                      command, source, stdin,
+                                                                                      max_bytes):
     """stdin and stdout go through a temporary file in $TMPDIR; one that could not grow (a full or small
-    /tmp; here a file size limit) was reported as 'vqcodec: error: File too large' alone, naming nothing."""
+    /tmp; here a file size limit) was reported as 'vqcodec: error: File too large' alone, naming nothing.
+    Where the write of stdout's left bytes in its buffer, its close failed again with those words, which stood."""
     import tempfile
 
     from conftest import run_cli_with_file_size_limit
 
-    source = encoded / ("in.wav" if command == "encode" else "out.vq")
-    args = ["-", "-"] if command == "encode" else [source, "-"]
-    result = run_cli_with_file_size_limit(1000, command, *args, "-m", tiny_model_path,
-                                          input=source.read_bytes() if command == "encode" else None)
+    source = encoded / source
+    result = run_cli_with_file_size_limit(max_bytes, command, "-" if stdin else source, "-", "-m", tiny_model_path,
+                                          input=source.read_bytes() if stdin else None)
     assert result.returncode == 1 and result.stdout == b""
     assert result.stderr.decode() == (f"vqcodec: error: cannot write a temporary file in {tempfile.gettempdir()}: File "
                                       "too large (stdin and stdout go through one there: set TMPDIR to a folder with "

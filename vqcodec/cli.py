@@ -395,11 +395,11 @@ def _write_output(path: str, write, force: bool) -> None:
 
     if path == "-":
         # Written in full to a temporary file first, so a failure writes nothing to stdout and long
-        # output never sits in memory.
+        # output never sits in memory. Its room is checked around its rewind and its close too, which write
+        # what its buffer holds: the close's second failure replaced the first one's words.
         stdout = _stdout(force)
-        with tempfile.TemporaryFile() as spool:
-            with _spool_room():
-                write(spool)
+        with _spool_room(), tempfile.TemporaryFile() as spool:
+            write(spool)
             spool.seek(0)
             with _writing_stdout():
                 copy_whole(spool, stdout)  # unbuffered (python -u), stdout is a raw stream
