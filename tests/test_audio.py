@@ -2197,6 +2197,31 @@ def test_decode_audio_file_names_a_users_stream_that_can_seek_and_fails_without_
             codec.decode_audio_file(data, full, format_hint="WAV")
 
 
+@pytest.mark.parametrize("max_bytes", [1000, io.DEFAULT_BUFFER_SIZE])  # failed in a write; in the close
+def test_decode_audio_file_into_a_pipe_names_a_temporary_file_that_cannot_grow_with_its_folder(codec, signal,
+                                                                                               max_bytes):
+    """Output to a pipe goes through a temporary file in $TMPDIR; one that could not grow (a full /tmp; here a file
+    size limit) raised the bare OSError 'File too large' (a traceback), where the command line's names the folder.
+    The 16 kB output is more than the spool's buffer, whose close writes what it holds (and failed again)."""
+    import resource
+    import tempfile
+
+    data = codec.encode_audio(signal(1, 8000, 16000), 16000, 2)
+    read_end, write_end = os.pipe()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, hard))
+    try:
+        with os.fdopen(write_end, "wb") as pipe, pytest.raises(VQCodecError) as refused:
+            codec.decode_audio_file(data, pipe, format_hint="WAV")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    with os.fdopen(read_end, "rb") as received:
+        assert received.read() == b""  # nothing written into the pipe
+    assert str(refused.value) == (f"cannot write a temporary file in {tempfile.gettempdir()}: File too large (a stream "
+                                  "that cannot seek, or a raw one, is written through one there: set TMPDIR to a "
+                                  "folder with room)")
+
+
 def test_decode_audio_file_writes_every_byte_into_a_raw_stream_that_can_seek(codec, signal, tmp_path):
     """A raw stream that can seek (open(path, 'wb', buffering=0)) may take part of a write: soundfile's
     `assert written == len(data)` failed, a bare AssertionError."""

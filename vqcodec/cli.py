@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import errno
 import functools
 import io
 import json
@@ -209,17 +208,11 @@ def _refuse_unrecognised_media(head: bytes, path: str, forced: str | None, tags:
             raise refusal
 
 
-@contextlib.contextmanager
 def _spool_room():
-    """A temporary file of stdin or stdout (in $TMPDIR) that cannot grow (a full or small folder, a
-    file size limit) named as such: the error said only 'No space left on device'."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise
-        raise VQCodecError(f"cannot write a temporary file in {tempfile.gettempdir()}: {reason_of(exc)} (stdin and "
-                           "stdout go through one there: set TMPDIR to a folder with room)") from None
+    """A temporary file of stdin or stdout (in $TMPDIR) that cannot grow named as such (io.temporary_file_room)."""
+    from .io import temporary_file_room
+
+    return temporary_file_room("stdin and stdout go through one")
 
 
 def _naming_its_input(command):

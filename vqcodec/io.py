@@ -220,6 +220,22 @@ def spooled(stream, head: bytes = b"", name: str = "the stream"):
     return spool
 
 
+@contextlib.contextmanager
+def temporary_file_room(what_goes_through: str):
+    """A temporary file in $TMPDIR that cannot grow (a full or small folder, a file size limit) named as such, with
+    `what_goes_through` one there ("stdin and stdout go through one"): the error said only 'No space left on
+    device'."""
+    import tempfile
+
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        raise VQCodecError(f"cannot write a temporary file in {tempfile.gettempdir()}: {reason_of(exc)} "
+                           f"({what_goes_through} there: set TMPDIR to a folder with room)") from None
+
+
 def is_seekable(stream) -> bool:
     """Whether a binary stream can seek (soundfile and Pillow need to; a pipe, socket or HTTP
     response cannot). A text stream is refused."""
