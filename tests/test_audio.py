@@ -2011,7 +2011,8 @@ def test_a_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec):
 def test_a_vq_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec, small_vq, tmp_path):
     """A read error of a .vq stream, at its header or midway through its chunks, came out as the bare OSError
     (with its traceback), where media's is 'cannot read the stream: Input/output error'; a stream open for writing
-    only, as io.UnsupportedOperation: 'read'; a closed one raised ValueError, 'read of closed file'."""
+    only, as io.UnsupportedOperation: 'read'; a closed one raised ValueError, 'read of closed file', then was 'cannot
+    read the stream: it is closed' with a name too. A stream is named by its name, as a write's errors name it."""
     class Failing(_Pipe):
         def readinto(self, buffer):
             if self.data.tell() >= self.fails_at:
@@ -2025,15 +2026,24 @@ def test_a_vq_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec
             stream.fails_at = fails_at
             with pytest.raises(VQCodecError, match=r"^cannot read the stream: Input/output error$"):
                 call(stream)
-    refused = r"^cannot read the stream: it is not open for reading$"
-    with open(tmp_path / "a.vq", "wb") as written, pytest.raises(VQCodecError, match=refused):
+    stream = Failing(small_vq)
+    stream.fails_at, stream.name = 0, "piped.vq"
+    with pytest.raises(VQCodecError, match=r"^cannot read piped.vq: Input/output error$"):
+        read_info(stream)
+    name = re.escape(str(tmp_path / "a.vq"))
+    with open(tmp_path / "a.vq", "wb") as written, pytest.raises(
+            VQCodecError, match=rf"^cannot read {name}: it is not open for reading$"):
         read_info(written)  # was 'cannot read the stream: read'
     (tmp_path / "a.vq").write_bytes(small_vq)
     with open(tmp_path / "a.vq", "rb") as closed:
         pass
+    unnamed = io.BytesIO(small_vq)
+    unnamed.close()
     for call in (read_info, codec.decode, codec.read_codes, lambda s: codec.recode(s, 1)):  # were ValueError
-        with pytest.raises(VQCodecError, match=r"^cannot read the stream: it is closed$"):
+        with pytest.raises(VQCodecError, match=rf"^cannot read {name}: it is closed$"):
             call(closed)
+        with pytest.raises(VQCodecError, match=r"^cannot read the stream: it is closed$"):
+            call(unnamed)
 
 
 def test_a_stream_whose_read_gives_more_than_asked_is_refused(codec, small_vq, signal):

@@ -15,7 +15,8 @@ import numpy as np
 from . import format as vqformat
 from . import memory
 from .errors import VQCodecError
-from .io import ALPHA_MODES, IMAGE_MODE_NAMES, checked_flag, is_regular_stream, read_at_most, read_up_to
+from .io import (ALPHA_MODES, IMAGE_MODE_NAMES, cannot_read_stream, checked_flag, is_regular_stream, read_at_most,
+                 read_up_to, stream_name)
 from .memory import refuse_beyond
 from .wording import reason_of, shown_cut
 
@@ -80,7 +81,8 @@ class FileInfo:
 
 def vq_bytes(data, salvage: bool = False) -> bytes:
     """`.vq` file contents from bytes, a path or a binary stream (read_vq_stream, which does not refuse a stream to
-    be salvaged for going on past its chunks: other input is refused from its first bytes)."""
+    be salvaged for going on past its chunks: other input is refused from its first bytes). A stream that cannot be
+    read (closed, open for writing only, failing) is refused by its name, 'the stream' where it has none."""
     if isinstance(data, UnendedStream):
         return data
     if isinstance(data, (bytes, bytearray, memoryview)):
@@ -89,13 +91,13 @@ def vq_bytes(data, salvage: bool = False) -> bytes:
         if isinstance(data, io.TextIOBase):  # read, its bytes would be decoded as text (UnicodeDecodeError)
             raise VQCodecError("a .vq file is read from a binary stream, not a text one (open the file with 'rb')")
         if getattr(data, "closed", False) is True:  # its read's ValueError, 'read of closed file'
-            raise VQCodecError(f"cannot read {STREAM}: it is closed")
+            raise cannot_read_stream(stream_name(data), "it is closed")
         try:
             return read_vq_stream(data, salvage)
         except io.UnsupportedOperation:  # its read's words: 'read'
-            raise VQCodecError(f"cannot read {STREAM}: it is not open for reading") from None
+            raise cannot_read_stream(stream_name(data), "it is not open for reading") from None
         except OSError as exc:  # a read that fails midway (EIO)
-            raise VQCodecError(f"cannot read {STREAM}: {reason_of(exc)}") from None
+            raise cannot_read_stream(stream_name(data), reason_of(exc)) from None
     if not isinstance(data, (str, Path)):
         raise VQCodecError(f"a .vq file is given as bytes, a path or a binary stream, not a {type(data).__name__}")
     if data == "":  # Path("") is the current folder

@@ -725,16 +725,30 @@ def input_name(source) -> str | Path | None:
 
 
 def output_name(destination) -> str | Path | None:
-    """How an error names an output: its path, or an open file's name; None for a stream without one (a BytesIO, a
-    file opened on a descriptor)."""
-    name = destination if isinstance(destination, (str, Path)) else getattr(destination, "name", None)
+    """How an error names an output: its path, or an open file's name (stream_name)."""
+    return destination if isinstance(destination, (str, Path)) else stream_name(destination)
+
+
+def stream_name(stream) -> str | Path | None:
+    """How an error names a binary stream: an open file's name; None for a stream without one (a BytesIO, a file
+    opened on a descriptor)."""
+    name = getattr(stream, "name", None)
     return name if isinstance(name, (str, Path)) else None
 
 
 def cannot_write_stream(name: str | Path | None, reason: str) -> VQCodecError:
-    """'cannot write NAME: REASON', naming a stream by `name` (output_name's), "the stream" where it has none (or an
+    """'cannot write NAME: REASON', naming a stream by `name` (stream_name's), "the stream" where it has none (or an
     empty one)."""
-    return VQCodecError(f"cannot write {name or 'the stream'}: {reason}")
+    return _cannot_use_stream("write", name, reason)
+
+
+def cannot_read_stream(name: str | Path | None, reason: str) -> VQCodecError:
+    """'cannot read NAME: REASON', naming a stream as cannot_write_stream does."""
+    return _cannot_use_stream("read", name, reason)
+
+
+def _cannot_use_stream(verb: str, name: str | Path | None, reason: str) -> VQCodecError:
+    return VQCodecError(f"cannot {verb} {name or 'the stream'}: {reason}")
 
 
 def unwritable_stream(exc: Exception, name: str | Path | None) -> VQCodecError:
