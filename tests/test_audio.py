@@ -2142,6 +2142,22 @@ def test_streams_that_cannot_seek_are_encoded_and_text_streams_refused(codec, si
         codec.encode(io.StringIO("RIFF"), 2)
 
 
+@pytest.mark.parametrize("format_name", ["FLAC", "CAF"])
+def test_an_audio_stream_part_way_is_read_from_where_it_is(codec, signal, tmp_path, format_name):
+    """libsndfile reads a FLAC or CAF stream from its byte 0, where it reads a WAV from where the stream is: after
+    bytes of the caller's own (a header), the stream seeked past them, FLAC was refused ('flac decoder lost sync')
+    and CAF coded other samples. Both are coded as the audio alone is, from a BytesIO and from a file."""
+    buffer = io.BytesIO()
+    soundfile.write(buffer, signal(1, 1600, 16000).T, 16000, format=format_name, subtype="PCM_16")
+    audio, header = buffer.getvalue(), bytes(range(100))
+    alone = codec.encode(audio, 2)
+    (tmp_path / "held.bin").write_bytes(header + audio)
+    with open(tmp_path / "held.bin", "rb") as held:
+        for stream in (io.BytesIO(header + audio), held):
+            stream.seek(len(header))
+            assert codec.encode(stream, 2) == alone
+
+
 def test_decode_audio_file_writes_into_a_pipe_and_names_a_stream_that_fails(codec, signal, capfd):
     data = codec.encode_audio(signal(1, 1600, 16000), 16000, 2)
     whole = io.BytesIO()

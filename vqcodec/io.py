@@ -993,10 +993,10 @@ class PatchedStream:
 
 class StreamFromHere(RawIOBase):
     """A binary stream that can seek, read as a file that begins where the stream is: its seek and tell count from
-    there, and a seek before there is refused as one before a BytesIO's start is (Image.open reads a stream from
-    its byte 0). It gives no descriptor nor a BytesIO's getvalue, through which Pillow's libtiff reader would read
-    the stream from its byte 0 (it reads the rest of this one into memory instead); closing it leaves the stream
-    open."""
+    there, and a seek before there is refused as one before a BytesIO's start is (Image.open, and libsndfile's FLAC
+    and CAF readers, read a stream from its byte 0). It gives no descriptor nor a BytesIO's getvalue, through which
+    Pillow's libtiff reader would read the stream from its byte 0 (it reads the rest of this one into memory
+    instead); closing it leaves the stream open."""
 
     def __init__(self, stream):
         super().__init__()
@@ -1043,9 +1043,9 @@ class StreamFromHere(RawIOBase):
 
 
 def from_where_it_is(source):
-    """`source` as a reader of a file from its byte 0 (Image.open) reads it from where it is: a stream past its byte 0
-    as a StreamFromHere; a path, a stream at its byte 0, and one that cannot tell where it is (closed: its reader
-    says so), as they are."""
+    """`source` as a reader of a file from its byte 0 (Image.open, libsndfile) reads it from where it is: a stream past
+    its byte 0 as a StreamFromHere; a path, a stream at its byte 0, and one that cannot tell where it is (closed: its
+    reader says so), as they are."""
     if isinstance(source, (str, os.PathLike)):
         return source
     try:
@@ -1069,7 +1069,8 @@ class _ClosingSoundFile(soundfile.SoundFile):
 
 
 def open_sound(source, said: list[str] | None = None) -> soundfile.SoundFile:
-    """Open audio for reading: a path, or a binary stream that can seek, from where it is. A file whose
+    """Open audio for reading: a path, or a binary stream that can seek, from where it is (from_where_it_is:
+    libsndfile reads FLAC and CAF from the stream's byte 0), read through in blocks. A file whose
     writer could not set its length is read to its end (streamed_length_patches). What the MP3 decoder
     says on opening it is one warning (warn_decoder_lines), or goes into `said` where that is given;
     input that cannot be opened is one VQCodecError naming it, which says why (for a path: no such
@@ -1086,7 +1087,7 @@ def open_sound(source, said: list[str] | None = None) -> soundfile.SoundFile:
         patches = streamed_length_patches(head, size)
         with decoder_lines(None) as lines:
             if path is None:
-                sound = soundfile.SoundFile(PatchedStream(SoundStream(source), patches))
+                sound = soundfile.SoundFile(PatchedStream(SoundStream(from_where_it_is(source)), patches))
             elif patches:
                 sound = _ClosingSoundFile(PatchedStream(SoundStream(owned), patches), owned)
             else:
