@@ -2248,6 +2248,31 @@ def test_decode_audio_file_into_a_pipe_names_a_temporary_file_that_cannot_grow_w
                                   "folder with room)")
 
 
+@pytest.mark.parametrize("given", [io.DEFAULT_BUFFER_SIZE // 2, 1 << 15])  # failed in the rewind's flush; in a write
+def test_media_from_a_pipe_names_a_temporary_file_that_cannot_grow_with_its_folder(codec, golden_image_codec, signal,
+                                                                                  tmp_path, given):
+    """Media from a stream that cannot seek are copied into a temporary file in $TMPDIR; one that could not grow (a
+    full /tmp; here a file size limit) was taken for the stream's read failing, 'cannot read the stream: File too
+    large'. Under the spool's buffer, the write fails in the rewind's flush."""
+    import resource
+    import tempfile
+
+    soundfile.write(tmp_path / "a.wav", signal(1, 4000, 16000).T, 16000, subtype="FLOAT")  # 16 kB
+    audio, image = (tmp_path / "a.wav").read_bytes()[:given], (GOLDEN.parent / "photo.png").read_bytes()[:given]
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
+    try:
+        for call in (lambda: codec.encode_audio_file(_Pipe(audio), 2), lambda: codec.encode(_Pipe(audio), 2),
+                     lambda: golden_image_codec.encode(_Pipe(image), 2)):
+            with pytest.raises(VQCodecError) as refused:
+                call()
+            assert str(refused.value) == (f"cannot write a temporary file in {tempfile.gettempdir()}: File too large "
+                                          "(a stream that cannot seek is read through one there: set TMPDIR to a "
+                                          "folder with room)")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
 def test_decode_audio_file_writes_every_byte_into_a_raw_stream_that_can_seek(codec, signal, tmp_path):
     """A raw stream that can seek (open(path, 'wb', buffering=0)) may take part of a write: soundfile's
     `assert written == len(data)` failed, a bare AssertionError."""
