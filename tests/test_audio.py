@@ -1997,15 +1997,29 @@ def test_a_stream_that_cannot_seek_is_copied_up_to_a_bound_and_not_cut_where_it_
         os.close(write_end)
 
 
-def test_a_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec):
+def test_a_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec, golden_image_codec, tmp_path):
     """A read error of a stream that cannot seek, as it was copied, showed Python's form of it, 'cannot read the
-    stream: [Errno 5] Input/output error'."""
+    stream: [Errno 5] Input/output error'. A closed media stream, copied as one that cannot seek, was 'cannot read the
+    stream: read of closed file' (Python's words, unnamed): it is named, as a closed .vq stream is."""
     class Failing(_Pipe):
         def readinto(self, buffer):
             raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     with pytest.raises(VQCodecError, match=r"^cannot read the stream: Input/output error$"):
         codec.encode_audio_file(Failing(b""), 2)
+    with pytest.raises(VQCodecError, match=r"^cannot read piped.wav: Input/output error$"):
+        codec.encode_audio_file(_named(Failing(b""), "piped.wav"), 2)
+    (tmp_path / "a.wav").write_bytes(b"RIFF")
+    with open(tmp_path / "a.wav", "rb") as closed:
+        pass
+    unnamed = io.BytesIO(b"RIFF")
+    unnamed.close()
+    for stream, name in ((closed, re.escape(str(tmp_path / "a.wav"))), (unnamed, "the stream")):
+        for call in (lambda: codec.encode(stream, 2), lambda: codec.encode_audio_file(stream, 2),
+                     lambda: codec.media_to_codes(stream, 2), lambda: golden_image_codec.encode(stream, 2),
+                     lambda: golden_image_codec.media_to_codes(stream, 2)):
+            with pytest.raises(VQCodecError, match=rf"^cannot read {name}: it is closed$"):
+                call()
 
 
 def test_a_vq_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec, small_vq, tmp_path):

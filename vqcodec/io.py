@@ -250,12 +250,15 @@ def is_seekable(stream) -> bool:
 def spooled_stream(stream):
     """What is left of a stream that cannot seek (media), copied into an anonymous temporary file (spooled), named
     as a stream: its descriptor, an int, named it stdin (input_name). Nothing left is refused as the stream's
-    empty_input (a pipe as stdin: "stdin is empty"); a temporary file that cannot grow, by temporary_file_room."""
+    empty_input (a pipe as stdin: "stdin is empty"); a temporary file that cannot grow, by temporary_file_room. A
+    stream that cannot be read (closed, failing) is refused by its name (cannot_read_stream)."""
+    if getattr(stream, "closed", False) is True:  # its read's ValueError, 'read of closed file'
+        raise cannot_read_stream(stream_name(stream), "it is closed")
     try:
         with temporary_file_room("a stream that cannot seek is read through one"):
             spool = spooled(stream)
     except (OSError, ValueError, TypeError) as exc:
-        raise VQCodecError(f"cannot read the stream: {reason_of(exc)}") from None
+        raise cannot_read_stream(stream_name(stream), reason_of(exc)) from None
     if not spool.seek(0, os.SEEK_END):
         spool.close()
         raise empty_input(stream)
