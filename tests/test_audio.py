@@ -2262,6 +2262,37 @@ def test_decode_audio_file_into_a_pipe_names_a_temporary_file_that_cannot_grow_w
                                   "folder with room)")
 
 
+def test_output_to_a_descriptors_name_names_a_temporary_file_that_cannot_grow_with_its_folder(codec, signal):
+    """Output to a FIFO, a device or a descriptor's name (`decode x.vq /dev/stdout`) goes through a temporary file in
+    $TMPDIR (io.write_file); one that could not grow (a full /tmp; here a file size limit) was reported as the output's
+    failure, 'cannot write /dev/fd/N: File too large'. Under the spool's buffer, the write fails in the rewind's
+    flush. The output's own failure still names the output."""
+    import resource
+    import tempfile
+
+    from vqcodec import io as media_io
+
+    data = codec.encode_audio(signal(1, 8000, 16000), 16000, 2)
+    read_end, write_end = os.pipe()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
+    try:
+        for call in (lambda: codec.decode_audio_file(data, f"/dev/fd/{write_end}", format_hint="WAV"),  # 16 kB
+                     lambda: media_io.write_file(f"/dev/fd/{write_end}", lambda stream: stream.write(bytes(2000)))):
+            with pytest.raises(VQCodecError) as refused:
+                call()
+            assert str(refused.value) == (f"cannot write a temporary file in {tempfile.gettempdir()}: File too large "
+                                          "(output to a FIFO, a device, /dev/stdout or /dev/fd/N is written through "
+                                          "one there: set TMPDIR to a folder with room)")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        os.close(write_end)
+    with os.fdopen(read_end, "rb") as received:
+        assert received.read() == b""  # nothing written into the pipe
+    with pytest.raises(VQCodecError, match="^cannot write /dev/full: No space left on device$"):
+        codec.decode_audio_file(data, "/dev/full", format_hint="WAV")
+
+
 @pytest.mark.parametrize("given", [io.DEFAULT_BUFFER_SIZE // 2, 1 << 15])  # failed in the rewind's flush; in a write
 def test_media_from_a_pipe_names_a_temporary_file_that_cannot_grow_with_its_folder(codec, golden_image_codec, signal,
                                                                                   tmp_path, given):

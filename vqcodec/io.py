@@ -416,16 +416,13 @@ def write_file(path, write, replace: bool = True) -> None:
     file it names is replaced, and the link stays. With replace=False a file at `path` is never
     replaced, even one that another process wrote while this one ran (move_into_place)."""
     import shutil
-    import tempfile
 
     refuse_folder_name(path)
     descriptor = descriptor_named(path)
     if descriptor is not None or is_stream_file(path):  # a pipe's link (/dev/fd/N) resolves to no file
         target = Path(path)
         try:
-            with tempfile.TemporaryFile() as spool:
-                write(spool)
-                spool.seek(0)
+            with _written_into_spool(write) as spool:
                 if descriptor is None:
                     with open(target, "wb") as stream:
                         shutil.copyfileobj(spool, stream)
@@ -446,6 +443,22 @@ def write_file(path, write, replace: bool = True) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _written_into_spool(write):
+    """An anonymous temporary file in $TMPDIR that write(stream) wrote, rewound; one that cannot grow is named by
+    temporary_file_room, not as the output it is for."""
+    import tempfile
+
+    with temporary_file_room("output to a FIFO, a device, /dev/stdout or /dev/fd/N is written through one"):
+        spool = tempfile.TemporaryFile()
+        try:
+            write(spool)
+            spool.seek(0)  # writes what its buffer holds
+        except BaseException:
+            spool.close()
+            raise
+    return spool
 
 
 def _flush_python_streams_on(descriptor: int) -> None:
