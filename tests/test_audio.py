@@ -2062,7 +2062,8 @@ def test_a_vq_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec
 
 def test_a_stream_whose_read_gives_more_than_asked_is_refused(codec, small_vq, signal):
     """A .vq stream whose read(56) gave more than 56 bytes raised an UnboundLocalError ('header') from read_vq_stream,
-    and past the header its chunks were walked from the wrong place. Media, copied whole, are taken as given."""
+    and past the header its chunks were walked from the wrong place. Media, copied whole, are taken as given. A stream
+    with a name is named (it was 'the stream')."""
     class Generous(_Pipe):
         def read(self, size=-1):
             return self.data.read(-1 if size < 0 else 2 * size)
@@ -2071,6 +2072,8 @@ def test_a_stream_whose_read_gives_more_than_asked_is_refused(codec, small_vq, s
         with pytest.raises(VQCodecError, match=r"^cannot read the stream: its read\(56\) gave 65 bytes, more than "
                                                r"asked for$"):
             call(Generous(small_vq))
+    with pytest.raises(VQCodecError, match=r"^cannot read piped.vq: its read\(56\) gave 65 bytes, more than asked for$"):
+        read_info(_named(Generous(small_vq), "piped.vq"))
     buffer = io.BytesIO()
     soundfile.write(buffer, signal(1, 1600, 16000).T, 16000, format="WAV")
     assert codec.encode_audio_file(Generous(buffer.getvalue()), 2) == codec.encode(buffer.getvalue(), 2)
@@ -2100,7 +2103,7 @@ def test_a_vq_stream_whose_read_gives_bytes_like_objects_is_read(codec, small_vq
 def test_a_vq_stream_whose_read_gives_other_than_bytes_past_its_header_is_refused_in_one_line(codec, small_vq):
     """A stream that gave bytes for the header, then str (or a list) for the chunks, raised a TypeError from joining
     them (read_up_to); its header's str was refused as 'a .vq file is read from a binary stream, not a text one', and a
-    list as the same."""
+    list as the same. A stream with a name is named (it was 'the stream'), past its header as at it."""
     class Turning(_Pipe):
         def __init__(self, data, kind):
             super().__init__(data)
@@ -2115,6 +2118,8 @@ def test_a_vq_stream_whose_read_gives_other_than_bytes_past_its_header_is_refuse
             with pytest.raises(VQCodecError, match=rf"^cannot read the stream: its read gives {named}, not bytes \(a "
                                                    r"binary stream's, opened with 'rb'\)$"):
                 call(Turning(small_vq, kind))
+    with pytest.raises(VQCodecError, match=r"^cannot read piped.vq: its read gives str, not bytes"):
+        codec.decode_audio(_named(Turning(small_vq, lambda piece: piece.decode("latin-1")), "piped.vq"))
 
 
 def test_a_part_of_an_image_file_asked_for_as_audio_is_refused_in_one_line(codec):

@@ -172,10 +172,12 @@ def read_vq_stream(stream, salvage: bool = False, name=None) -> bytes:
     stream (a pipe) as far as its header's chunks go, then at most TRAILING_STREAM_BYTES more, past
     which it is refused (`cat talk.vq /dev/zero` was read until memory ran out), or, to be salvaged
     (`salvage`), not read further (an UnendedStream). A file that is not a .vq file is refused naming its path,
-    `name`, where one is given: "talk.wav: not a .vq file (bad magic)"."""
+    `name`, where one is given: "talk.wav: not a .vq file (bad magic)". A read that fails is refused naming the
+    stream by its own name (stream_name), 'the stream' where it has none."""
+    reading = str(stream_name(stream) or STREAM)
     head = b""
     while len(head) < vqformat.HEADER_SIZE and (piece := read_at_most(stream, vqformat.HEADER_SIZE - len(head),
-                                                                      STREAM)):
+                                                                      reading)):
         head += piece
     if head and (not head.startswith(vqformat.MAGIC) or len(head) == vqformat.HEADER_SIZE):
         header = _header_of(head, name)
@@ -185,8 +187,8 @@ def read_vq_stream(stream, salvage: bool = False, name=None) -> bytes:
         stream.seek(-len(head), os.SEEK_CUR)
         refuse_beyond(os.fstat(stream.fileno()).st_size - stream.tell(), memory.memory_bound(), "the .vq file takes",
                       WHOLE)
-        return read_at_most(stream, -1, STREAM)
-    return _read_framed(stream, header, head, salvage)
+        return read_at_most(stream, -1, reading)
+    return _read_framed(stream, header, head, salvage, reading)
 
 
 def _header_of(head: bytes, name) -> vqformat.Header:
@@ -199,16 +201,16 @@ def _header_of(head: bytes, name) -> vqformat.Header:
         raise vqformat.NotVQFile(f"{name}: {exc}") from None
 
 
-def _read_framed(stream, header: vqformat.Header, head: bytes, salvage: bool) -> bytes:
+def _read_framed(stream, header: vqformat.Header, head: bytes, salvage: bool, reading: str) -> bytes:
     """The rest of a `.vq` stream after its header: its chunks, read by their framing, and what follows them up
     to TRAILING_STREAM_BYTES (which parse_file refuses, and salvage ignores); more is refused, or with `salvage`
     left unread (an UnendedStream). A chunk of no bytes, which no file holds, ends the framing as one of too many
     does (frames_a_chunk): a header announcing millions of chunks, then zeros (`cat /dev/zero`), was read 8 bytes
-    a chunk."""
+    a chunk. `reading`: the stream, as a read's error names it."""
     data, bound = bytearray(head), memory.memory_bound()
     lost = None  # the chunk whose framing is lost, and its length, where one is
     for index in range(header.chunk_count + (1 if header.flags & vqformat.FLAG_ALPHA else 0)):
-        chunk_head = read_up_to(stream, vqformat.CHUNK_HEAD_SIZE, STREAM)
+        chunk_head = read_up_to(stream, vqformat.CHUNK_HEAD_SIZE, reading)
         data += chunk_head
         if len(chunk_head) < vqformat.CHUNK_HEAD_SIZE:
             return bytes(data)
@@ -216,12 +218,12 @@ def _read_framed(stream, header: vqformat.Header, head: bytes, salvage: bool) ->
         if not vqformat.frames_a_chunk(length):
             lost = index, length
             break
-        payload = read_up_to(stream, length, STREAM)
+        payload = read_up_to(stream, length, reading)
         data += payload
         if len(payload) < length:
             return bytes(data)
         refuse_beyond(len(data), bound, "the .vq stream takes over", WHOLE)
-    rest = read_up_to(stream, TRAILING_STREAM_BYTES + 1, STREAM)
+    rest = read_up_to(stream, TRAILING_STREAM_BYTES + 1, reading)
     if len(rest) > TRAILING_STREAM_BYTES and salvage:
         return UnendedStream(data + rest[:TRAILING_STREAM_BYTES])
     if len(rest) > TRAILING_STREAM_BYTES:
