@@ -2072,7 +2072,8 @@ def test_a_stream_whose_read_gives_more_than_asked_is_refused(codec, small_vq, s
         with pytest.raises(VQCodecError, match=r"^cannot read the stream: its read\(56\) gave 65 bytes, more than "
                                                r"asked for$"):
             call(Generous(small_vq))
-    with pytest.raises(VQCodecError, match=r"^cannot read piped.vq: its read\(56\) gave 65 bytes, more than asked for$"):
+    with pytest.raises(VQCodecError, match=r"^cannot read piped.vq: its read\(56\) gave 65 bytes, more than asked "
+                                           r"for$"):
         read_info(_named(Generous(small_vq), "piped.vq"))
     buffer = io.BytesIO()
     soundfile.write(buffer, signal(1, 1600, 16000).T, 16000, format="WAV")
