@@ -2178,6 +2178,23 @@ def test_an_audio_stream_part_way_is_read_from_where_it_is(codec, signal, tmp_pa
             assert codec.encode(stream, 2) == alone
 
 
+@pytest.mark.parametrize("format_name", ["WAV", "FLAC"])
+def test_a_rate_search_of_an_audio_stream_part_way_reads_each_try_from_where_it_was(codec, signal, format_name):
+    """encode_audio_file with max_kbps seeked the stream to its byte 0 for each try: audio after bytes of the
+    caller's own (a header), the stream seeked past them, was refused ('Format not recognised'). Each try reads
+    from where the stream was, as a plain encode does, and codes what the audio alone codes."""
+    buffer = io.BytesIO()
+    soundfile.write(buffer, signal(1, 1600, 16000).T, 16000, format=format_name, subtype="PCM_16")
+    audio, header = buffer.getvalue(), bytes(range(100))
+    alone = codec.encode(audio, 4, max_rate=30.0)
+    assert len(alone) < len(codec.encode(audio, 4))  # the search lands below quality 4
+    for encode in (lambda stream: codec.encode(stream, 4, max_rate=30.0),
+                   lambda stream: codec.encode_audio_file(stream, 4, max_kbps=30.0)):
+        stream = io.BytesIO(header + audio)
+        stream.seek(len(header))
+        assert encode(stream) == alone
+
+
 def test_decode_audio_file_writes_into_a_pipe_and_names_a_stream_that_fails(codec, signal, capfd):
     data = codec.encode_audio(signal(1, 1600, 16000), 16000, 2)
     whole = io.BytesIO()

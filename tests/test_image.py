@@ -4168,17 +4168,20 @@ def test_a_vq_file_given_as_a_stream_that_cannot_seek_is_refused_as_one(codec):
 def test_an_image_stream_part_way_is_read_from_where_it_is(codec, tmp_path, image_format):
     """Image.open reads a stream from its byte 0: an image after bytes of the caller's own (a header), in a BytesIO
     or a file, the stream seeked past them, was refused as 'not an image format Pillow reads'. It is coded as the
-    image alone is, and so is one at its byte 0, as it was; one read to its end is refused, where Pillow read it
-    again."""
+    image alone is, with a bpp target too (its rate search codes the image read once), and so is one at its byte 0,
+    as it was; one read to its end is refused, where Pillow read it again."""
     buffer = io.BytesIO()
     make_image("RGB", 10, 9, seed=3).save(buffer, format=image_format)
     image, header = buffer.getvalue(), bytes(range(100))
-    alone = codec.encode(image, 2)
+    alone, alone_in_bpp = codec.encode(image, 2), codec.encode(image, 3, max_rate=6.5)
+    assert len(alone_in_bpp) < len(codec.encode(image, 3))  # the rate search lands below quality 3
     (tmp_path / "held.bin").write_bytes(header + image)
     with open(tmp_path / "held.bin", "rb") as held:
         for stream in (io.BytesIO(header + image), held):
             stream.seek(len(header))
             assert codec.encode(stream, 2) == alone
+            stream.seek(len(header))
+            assert codec.encode(stream, 3, max_rate=6.5) == alone_in_bpp
     (tmp_path / "alone.bin").write_bytes(image)
     with open(tmp_path / "alone.bin", "rb") as at_start:
         assert codec.encode(at_start, 2) == alone

@@ -1641,17 +1641,18 @@ class Codec:
                 return self.encode_audio_file(copy, quality, max_kbps)
         if max_kbps is None:
             return self._encode_audio_source(source, quality)
+        start = None if isinstance(source, (str, Path)) else source.tell()  # where each try reads the stream from
         with open_sound(source) as sound:
             self._check_file_rate(sound.samplerate, source)
             channels, sample_rate = sound.channels, sound.samplerate
             samples = sum(block.shape[1] for block in self._sound_blocks(sound, source))
         self._check_samples_read(samples, source)
-        if not isinstance(source, (str, Path)):
+        if start is not None:
             source = _AsideOfSearch(source, self)
 
         def encode_at(q: int) -> bytes:
-            if not isinstance(source, (str, Path)):
-                source.seek(0)
+            if start is not None:
+                source.seek(start)
             return self._encode_audio_source(source, q)
         return self._fit_audio(encode_at, quality, max_kbps, channels, sample_rate, samples)
 
