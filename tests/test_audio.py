@@ -310,6 +310,30 @@ def test_read_audio_does_not_allocate_the_length_a_header_declares(signal, tmp_p
         assert rate == 16000 and data.dtype == np.float32 and np.array_equal(data, expected)
 
 
+def test_read_audio_reads_a_stream_from_where_it_is(signal, tmp_path):
+    """read_audio, which README lists among vqcodec.io's readers of media with the streams they take, raised a
+    TypeError from os.stat for every stream. It reads one as open_sound does, from where it is (after bytes of the
+    caller's own, in a BytesIO or a file), and one that cannot seek through a spool, to the samples of the path;
+    a read that fails names the stream as open_sound's reader does, not its repr."""
+    from vqcodec import io as vqio
+
+    path = tmp_path / "talk.flac"
+    soundfile.write(path, signal(2, 3000, 16000).T, 16000, format="FLAC")
+    expected, expected_rate = vqio.read_audio(path, 8000)
+    audio, header = path.read_bytes(), bytes(range(100))
+    (tmp_path / "held.bin").write_bytes(header + audio)
+    with open(tmp_path / "held.bin", "rb") as held:
+        held.seek(len(header))
+        part_way = io.BytesIO(header + audio)
+        part_way.seek(len(header))
+        for stream in (io.BytesIO(audio), part_way, held, _Pipe(audio)):
+            data, rate = vqio.read_audio(stream, 8000)
+            assert rate == expected_rate == 8000 and np.array_equal(data, expected)
+    lying = flac_declaring(tmp_path / "lying.flac", signal(1, 8000, 16000), 16000, 20000).read_bytes()
+    with pytest.raises(VQCodecError, match=r"^cannot read audio from the stream: .* after \d+ samples"):
+        vqio.read_audio(io.BytesIO(lying))
+
+
 @pytest.mark.parametrize("format_name", ["W64", "RF64"])
 def test_a_stream_declaring_an_impossible_size_is_read_without_a_traceback(codec, signal, tmp_path, monkeypatch,
                                                                           format_name):

@@ -1311,7 +1311,8 @@ def sound_blocks(sound: soundfile.SoundFile, where, block_frames: int = READ_BLO
 
 
 def read_audio(path, sample_rate: int | None = None, said: list[str] | None = None) -> tuple[np.ndarray, int]:
-    """Read a whole audio file as float32 (channels, samples), resampled to `sample_rate` if given.
+    """Read a whole audio file (a path, or a binary stream, from where it is, as open_sound reads one; a stream that
+    cannot seek is spooled first) as float32 (channels, samples), resampled to `sample_rate` if given.
     What the MP3 decoder says of damage that it reads past, opening and reading the file, is one
     warning naming it (warn_decoder_lines), or goes into `said` where that is given.
 
@@ -1319,13 +1320,13 @@ def read_audio(path, sample_rate: int | None = None, said: list[str] | None = No
     TRUSTED_FRAMES_PER_BYTE frames a byte of the file (a header that declares 2**36 samples had them
     allocated, 256 GiB); past that, the rest is read a block at a time. (libsndfile stops at the
     length a FLAC file's header declares, so one that declares too few is read that long.)"""
+    if not isinstance(path, (str, Path)) and not is_seekable(path):
+        with spooled_stream(path) as copy:
+            return read_audio(copy, sample_rate, said)
     lines_said: list[str] = []
+    size, where = _bytes_from_here(path), input_name(path)
     with open_sound(path, lines_said) as sound:
         rate, channels = sound.samplerate, sound.channels
-        try:
-            size = os.stat(path).st_size
-        except OSError:
-            size = 0
         trusted = min(max(sound.frames, 0), max(READ_BLOCK_FRAMES, size * TRUSTED_FRAMES_PER_BYTE // channels))
         buffer = np.empty((trusted, channels), dtype=np.float32)
         frames_read = 0
@@ -1337,11 +1338,11 @@ def read_audio(path, sample_rate: int | None = None, said: list[str] | None = No
                         break
                     frames_read += got
         except RuntimeError as exc:
-            raise sound_read_error(path, frames_read, sound.frames, exc) from None
+            raise sound_read_error(where, frames_read, sound.frames, exc) from None
         lines_said += lines
-        rest = [block.T for block in sound_blocks(sound, path, said=lines_said)]  # beyond what the header was trusted for
+        rest = [block.T for block in sound_blocks(sound, where, said=lines_said)]  # beyond what the header was trusted for
     if said is None:
-        warn_decoder_lines(lines_said, path)
+        warn_decoder_lines(lines_said, where)
     else:
         said += lines_said
     data = (np.concatenate([buffer[:frames_read], *rest]) if rest else buffer[:frames_read]).T
@@ -1349,6 +1350,19 @@ def read_audio(path, sample_rate: int | None = None, said: list[str] | None = No
         data = np.stack([soxr.resample(channel, rate, sample_rate) for channel in data]).astype(np.float32)
         rate = sample_rate
     return data, rate
+
+
+def _bytes_from_here(source) -> int:
+    """The size of a path's file, or of a stream from where it is (it is left there); 0 where it cannot be told."""
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            return os.stat(source).st_size
+        position = source.tell()
+        size = source.seek(0, os.SEEK_END) - position
+        source.seek(position)
+        return size
+    except (AttributeError, OSError, ValueError):
+        return 0
 
 
 def read_image_rgb(path) -> np.ndarray:
