@@ -2024,7 +2024,10 @@ def test_a_stream_that_cannot_seek_is_copied_up_to_a_bound_and_not_cut_where_it_
 def test_a_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec, golden_image_codec, tmp_path):
     """A read error of a stream that cannot seek, as it was copied, showed Python's form of it, 'cannot read the
     stream: [Errno 5] Input/output error'. A closed media stream, copied as one that cannot seek, was 'cannot read the
-    stream: read of closed file' (Python's words, unnamed): it is named, as a closed .vq stream is."""
+    stream: read of closed file' (Python's words, unnamed): it is named, as a closed .vq stream is; vqcodec.io's
+    open_sound and read_audio said 'cannot read audio from the stream: I/O operation on closed file.'."""
+    from vqcodec.io import open_sound, read_audio
+
     class Failing(_Pipe):
         def readinto(self, buffer):
             raise OSError(errno.EIO, os.strerror(errno.EIO))
@@ -2041,7 +2044,8 @@ def test_a_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec, g
     for stream, name in ((closed, re.escape(str(tmp_path / "a.wav"))), (unnamed, "the stream")):
         for call in (lambda: codec.encode(stream, 2), lambda: codec.encode_audio_file(stream, 2),
                      lambda: codec.media_to_codes(stream, 2), lambda: golden_image_codec.encode(stream, 2),
-                     lambda: golden_image_codec.media_to_codes(stream, 2)):
+                     lambda: golden_image_codec.media_to_codes(stream, 2), lambda: open_sound(stream),
+                     lambda: read_audio(stream)):
             with pytest.raises(VQCodecError, match=rf"^cannot read {name}: it is closed$"):
                 call()
 

@@ -16,7 +16,7 @@ from . import format as vqformat
 from . import memory
 from .errors import VQCodecError
 from .io import (ALPHA_MODES, IMAGE_MODE_NAMES, cannot_read_stream, checked_flag, is_regular_stream, read_at_most,
-                 read_up_to, stream_name)
+                 read_up_to, refuse_closed_stream, stream_name)
 from .memory import refuse_beyond
 from .wording import reason_of, shown_cut
 
@@ -90,8 +90,7 @@ def vq_bytes(data, salvage: bool = False) -> bytes:
     if hasattr(data, "read"):
         if isinstance(data, io.TextIOBase):  # read, its bytes would be decoded as text (UnicodeDecodeError)
             raise VQCodecError("a .vq file is read from a binary stream, not a text one (open the file with 'rb')")
-        if getattr(data, "closed", False) is True:  # its read's ValueError, 'read of closed file'
-            raise cannot_read_stream(stream_name(data), "it is closed")
+        refuse_closed_stream(data)
         try:
             return read_vq_stream(data, salvage)
         except io.UnsupportedOperation:  # its read's words: 'read'

@@ -252,8 +252,7 @@ def spooled_stream(stream):
     as a stream: its descriptor, an int, named it stdin (input_name). Nothing left is refused as the stream's
     empty_input (a pipe as stdin: "stdin is empty"); a temporary file that cannot grow, by temporary_file_room. A
     stream that cannot be read (closed, failing) is refused by its name (cannot_read_stream)."""
-    if getattr(stream, "closed", False) is True:  # its read's ValueError, 'read of closed file'
-        raise cannot_read_stream(stream_name(stream), "it is closed")
+    refuse_closed_stream(stream)
     try:
         with temporary_file_room("a stream that cannot seek is read through one"):
             spool = spooled(stream)
@@ -764,6 +763,13 @@ def cannot_read_stream(name: str | Path | None, reason: str) -> VQCodecError:
     return _cannot_use_stream("read", name, reason)
 
 
+def refuse_closed_stream(source) -> None:
+    """Refuse a closed stream by its name (cannot_read_stream), where its read's ValueError said Python's 'read of
+    closed file' ('I/O operation on closed file.' of a BytesIO); a path, or a stream that is open, passes."""
+    if getattr(source, "closed", False) is True:
+        raise cannot_read_stream(stream_name(source), "it is closed")
+
+
 def _cannot_use_stream(verb: str, name: str | Path | None, reason: str) -> VQCodecError:
     return VQCodecError(f"cannot {verb} {name or 'the stream'}: {reason}")
 
@@ -1091,7 +1097,8 @@ def open_sound(source, said: list[str] | None = None) -> soundfile.SoundFile:
     writer could not set its length is read to its end (streamed_length_patches). What the MP3 decoder
     says on opening it is one warning (warn_decoder_lines), or goes into `said` where that is given;
     input that cannot be opened is one VQCodecError naming it, which says why (for a path: no such
-    file, a folder, not readable)."""
+    file, a folder, not readable); a closed stream, by its name (refuse_closed_stream)."""
+    refuse_closed_stream(source)
     refuse_empty_media(source)
     path = source if isinstance(source, (str, Path)) else None
     owned = None
