@@ -1737,10 +1737,30 @@ def test_a_side_longer_than_a_vq_file_holds_is_refused_from_the_header():
     assert read_image_rgb(io.BytesIO(png_claiming(70_000, 1))).shape == (1, 70_000, 3)  # training crops it
 
 
-def test_read_image_rgb_names_a_stream_once():
+def test_read_image_rgb_names_a_stream_once(tmp_path):
     """A stream was named twice, the first time as Python's repr of it: 'cannot read image <_io.BytesIO object at
-    0x...>: cannot read image from the stream: not an image format Pillow reads'."""
+    0x...>: cannot read image from the stream: not an image format Pillow reads'. A stream that cannot be read was
+    refused twice over, 'cannot read image a.png: cannot read a.png: it is closed'."""
     from vqcodec.io import read_image_rgb
+
+    class Failing(io.RawIOBase):
+        name = "piped.png"
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    (tmp_path / "a.png").write_bytes(b"\x89PNG")
+    with open(tmp_path / "a.png", "rb") as closed:
+        pass
+    unnamed = io.BytesIO(b"\x89PNG")
+    unnamed.close()
+    for stream, refusal in ((closed, f"{tmp_path / 'a.png'}: it is closed"), (unnamed, "the stream: it is closed"),
+                            (Failing(), "piped.png: Input/output error")):
+        with pytest.raises(VQCodecError, match=f"^cannot read {re.escape(refusal)}$"):
+            read_image_rgb(stream)
 
     with pytest.raises(VQCodecError, match="^cannot read image from the stream: not an image format Pillow reads$"):
         read_image_rgb(io.BytesIO(b"no image" * 8))

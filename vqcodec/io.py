@@ -271,7 +271,7 @@ def read_ready(stream, size: int, name: str) -> bytes:
     come (taken for the end, it cut the input short). `name`: the stream, as the error names it."""
     block = stream.read(size)
     if block is None:
-        raise VQCodecError(f"cannot read {name}: it is non-blocking, and had no bytes ready")
+        raise cannot_read_stream(name, "it is non-blocking, and had no bytes ready")
     return block
 
 
@@ -283,10 +283,10 @@ def read_at_most(stream, size: int, name: str) -> bytes:
     if isinstance(block, (bytearray, memoryview)):
         block = bytes(block)
     if not isinstance(block, bytes):
-        raise VQCodecError(f"cannot read {name}: its read gives {type(block).__name__}, not bytes (a binary stream's, "
-                           "opened with 'rb')")
+        raise cannot_read_stream(name, f"its read gives {type(block).__name__}, not bytes (a binary stream's, opened "
+                                       "with 'rb')")
     if 0 <= size < len(block):
-        raise VQCodecError(f"cannot read {name}: its read({size}) gave {len(block)} bytes, more than asked for")
+        raise cannot_read_stream(name, f"its read({size}) gave {len(block)} bytes, more than asked for")
     return block
 
 
@@ -755,12 +755,17 @@ def stream_name(stream) -> str | Path | None:
 def cannot_write_stream(name: str | Path | None, reason: str) -> VQCodecError:
     """'cannot write NAME: REASON', naming a stream by `name` (stream_name's), "the stream" where it has none (or an
     empty one)."""
-    return _cannot_use_stream("write", name, reason)
+    return VQCodecError(f"cannot write {name or 'the stream'}: {reason}")
 
 
-def cannot_read_stream(name: str | Path | None, reason: str) -> VQCodecError:
+class UnreadableStream(VQCodecError):
+    """A stream that cannot be read, refused by its name (cannot_read_stream): its own words, not put in another
+    reader's ("cannot read image NAME: ..."), as EmptyInput's are."""
+
+
+def cannot_read_stream(name: str | Path | None, reason: str) -> UnreadableStream:
     """'cannot read NAME: REASON', naming a stream as cannot_write_stream does."""
-    return _cannot_use_stream("read", name, reason)
+    return UnreadableStream(f"cannot read {name or 'the stream'}: {reason}")
 
 
 def refuse_closed_stream(source) -> None:
@@ -770,8 +775,6 @@ def refuse_closed_stream(source) -> None:
         raise cannot_read_stream(stream_name(source), "it is closed")
 
 
-def _cannot_use_stream(verb: str, name: str | Path | None, reason: str) -> VQCodecError:
-    return VQCodecError(f"cannot {verb} {name or 'the stream'}: {reason}")
 
 
 def unwritable_stream(exc: Exception, name: str | Path | None) -> VQCodecError:
@@ -1377,7 +1380,7 @@ def read_image_rgb(path) -> np.ndarray:
     image_to_planes: EXIF orientation and an ICC profile applied, 16-bit and float grey scaled to 8 bits, not clipped)."""
     try:
         return image_to_planes(open_image(path, max_side=None))[0]  # training crops what encoding refuses
-    except EmptyInput:
+    except (EmptyInput, UnreadableStream):  # which name the stream
         raise
     except VQCodecError as exc:
         if str(exc).startswith(str(unreadable_image(path, ""))):  # open_image's, which names the input
