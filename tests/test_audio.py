@@ -1996,26 +1996,31 @@ class _Pipe(io.RawIOBase):
 def test_a_stream_that_cannot_seek_is_copied_up_to_a_bound_and_not_cut_where_it_has_no_bytes_ready(codec, signal,
                                                                                                    monkeypatch):
     """Such a stream was copied into a temporary file without bound (a stream that does not end filled $TMPDIR),
-    and a non-blocking one's read of None, before its bytes came, was taken for its end: what had come was coded."""
+    and a non-blocking one's read of None, before its bytes came, was taken for its end: what had come was coded. A
+    stream with a name was refused as 'the stream' in both."""
     import vqcodec.io
 
     buffer = io.BytesIO()
     soundfile.write(buffer, signal(1, 16000, 16000).T, 16000, format="WAV")
     monkeypatch.setattr(vqcodec.io, "MAX_SPOOL_BYTES", 16 << 10)
-    with pytest.raises(VQCodecError, match=r"^the stream goes on past 1.52588e-05 GiB, the most that is copied from "
-                                           r"a pipe: give the input as a file$"):
-        codec.encode_audio_file(_Pipe(buffer.getvalue()), 2)
+    for stream, name in ((_Pipe(buffer.getvalue()), "the stream"), (_named(_Pipe(buffer.getvalue()), "piped.wav"),
+                                                                    "piped.wav")):
+        with pytest.raises(VQCodecError, match=rf"^{name} goes on past 1.52588e-05 GiB, the most that is copied from "
+                                               r"a pipe: give the input as a file$"):
+            codec.encode_audio_file(stream, 2)
     monkeypatch.undo()
     with pytest.raises(VQCodecError, match="^cannot read audio from the stream: Format not recognised"):
         codec.encode_audio_file(_Pipe(bytes(1000)), 2)  # was 'from stdin'
     read_end, write_end = os.pipe()
     try:
-        os.write(write_end, buffer.getvalue()[:8000])  # the rest has not come yet
         os.set_blocking(read_end, False)
-        with open(read_end, "rb", buffering=0, closefd=False) as stream:
-            with pytest.raises(VQCodecError, match="^cannot read the stream: it is non-blocking, and had no bytes "
-                                                   "ready$"):
-                codec.encode_audio_file(stream, 2)
+        for name in (None, "fifo.wav"):
+            os.write(write_end, buffer.getvalue()[:8000])  # the rest has not come yet
+            with open(read_end, "rb", buffering=0, closefd=False) as stream:
+                stream.name = name or read_end
+                with pytest.raises(VQCodecError, match=f"^cannot read {name or 'the stream'}: it is non-blocking, and "
+                                                       "had no bytes ready$"):
+                    codec.encode_audio_file(stream, 2)
     finally:
         os.close(read_end)
         os.close(write_end)

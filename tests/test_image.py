@@ -4173,6 +4173,12 @@ def test_an_image_stream_that_cannot_seek_is_copied_up_to_a_bound_not_read_into_
                                            r"a pipe: give the input as a file$"):
         codec.encode(endless, 2)
     assert endless.read_bytes <= (16 << 10) + vqcodec.io.SPOOL_BLOCK_BYTES
+    for call in (codec.encode, vqcodec.io.open_image, vqcodec.io.read_image_rgb):
+        named = _GeneratedStream(iter([png] + [bytes(4096)] * 64))
+        named.name = "piped.png"  # was 'the stream' (read_image_rgb: 'cannot read image piped.png: the stream goes on')
+        with pytest.raises(VQCodecError, match=r"^piped.png goes on past 1.52588e-05 GiB, the most that is copied "
+                                               r"from a pipe: give the input as a file$"):
+            call(named)
 
 
 def test_a_vq_file_given_as_a_stream_that_cannot_seek_is_refused_as_one(codec):

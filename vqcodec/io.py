@@ -209,8 +209,8 @@ def spooled(stream, head: bytes = b"", name: str = "the stream"):
         while block:
             copied += len(block)
             if copied > limit:
-                raise VQCodecError(f"{name} goes on past {MAX_SPOOL_BYTES / (1 << 30):g} GiB, the most that is "
-                                   "copied from a pipe: give the input as a file")
+                raise UnreadableStream(f"{name} goes on past {MAX_SPOOL_BYTES / (1 << 30):g} GiB, the most that "
+                                       "is copied from a pipe: give the input as a file")
             spool.write(block)
             block = read_ready(stream, SPOOL_BLOCK_BYTES, name)
     except BaseException:
@@ -251,11 +251,12 @@ def spooled_stream(stream):
     """What is left of a stream that cannot seek (media), copied into an anonymous temporary file (spooled), named
     as a stream: its descriptor, an int, named it stdin (input_name). Nothing left is refused as the stream's
     empty_input (a pipe as stdin: "stdin is empty"); a temporary file that cannot grow, by temporary_file_room. A
-    stream that cannot be read (closed, failing) is refused by its name (cannot_read_stream)."""
+    stream that cannot be read (closed, failing, non-blocking with no bytes ready) or goes on past MAX_SPOOL_BYTES is
+    refused by its name (cannot_read_stream, spooled)."""
     refuse_closed_stream(stream)
     try:
         with temporary_file_room("a stream that cannot seek is read through one"):
-            spool = spooled(stream)
+            spool = spooled(stream, name=str(stream_name(stream) or "the stream"))
     except (OSError, ValueError, TypeError) as exc:
         raise cannot_read_stream(stream_name(stream), reason_of(exc)) from None
     if not spool.seek(0, os.SEEK_END):
@@ -759,8 +760,8 @@ def cannot_write_stream(name: str | Path | None, reason: str) -> VQCodecError:
 
 
 class UnreadableStream(VQCodecError):
-    """A stream that cannot be read, refused by its name (cannot_read_stream): its own words, not put in another
-    reader's ("cannot read image NAME: ..."), as EmptyInput's are."""
+    """A stream that cannot be read, or is read no further (spooled's bound), refused by its name (cannot_read_stream):
+    its own words, not put in another reader's ("cannot read image NAME: ..."), as EmptyInput's are."""
 
 
 def cannot_read_stream(name: str | Path | None, reason: str) -> UnreadableStream:
