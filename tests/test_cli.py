@@ -1549,13 +1549,16 @@ def test_a_stop_while_libsndfile_writes_stops_the_decoding(codec, small_vq, capf
 @pytest.mark.parametrize("output", ["out.wav", "-"])
 def test_a_full_disk_under_audio_output_is_one_line(encoded, tiny_model_path, tmp_path, output):
     """A write that failed inside soundfile's callbacks (a full disk; here a file size limit) printed a
-    traceback for each callback and libsndfile wrote on; to stdout, soundfile then failed an assertion."""
+    traceback for each callback and libsndfile wrote on; to stdout, soundfile then failed an assertion. A path's
+    error names it, as an image's does, not the hidden temporary file written in its place (.out.wav.XXXX.part)."""
     from conftest import run_cli_with_file_size_limit
 
     result = run_cli_with_file_size_limit(10000, "decode", encoded / "out.vq", output if output == "-" else
                                           tmp_path / output, "-m", tiny_model_path)
     assert_one_line_error(result)
     assert "File too large" in result.stderr.decode() and listing(tmp_path) == set()
+    if output != "-":
+        assert result.stderr.decode() == f"vqcodec: error: cannot write {tmp_path / output}: File too large\n"
 
 
 def test_an_output_name_of_up_to_255_bytes_is_written_alone_and_in_a_folder(encoded, tiny_model_path, tmp_path):

@@ -2291,8 +2291,9 @@ class Codec:
                            start: float = 0.0, duration: float | None = None, salvage: bool = False,
                            rate: int | None = None, own_temporary: bool = False) -> None:
         """decode_audio_file; with `own_temporary`, for a caller that decodes into a temporary file of its own (the
-        command line's spool of stdout, io.write_file's), a failed write into one without a name (a full $TMPDIR) is
-        left as the OSError the caller words ('cannot write a temporary file in /tmp: ...'), not 'cannot write the
+        command line's spool of stdout, io.write_file's), a failed write into it (a full disk or $TMPDIR) is left as
+        the OSError the caller words ('cannot write out.wav: ...', 'cannot write a temporary file in /tmp: ...'), not
+        'cannot write NAME' naming the temporary file (write_file's has a name: '.out.wav.XXXXXXXX.part') or 'the
         stream', which is a stream of the user's."""
         salvage = checked_flag("salvage", salvage)
         data = vq_bytes(data, salvage)
@@ -2326,7 +2327,7 @@ class Codec:
             except io.UnsupportedOperation as exc:
                 raise unwritable_stream(exc, where) from None
             except OSError as exc:
-                if own_temporary and where is None:
+                if own_temporary:
                     raise
                 raise unwritable_stream(exc, where) from None
 
