@@ -1317,6 +1317,20 @@ def test_a_pillow_image_of_several_frames_given_to_encode_warns_as_its_file_does
             assert image.tell() == current and data == codec.encode(same.copy(), 2)  # a copy: one frame, no count
 
 
+@pytest.mark.parametrize("image_format", ["GIF", "TIFF"])
+def test_a_pillow_image_of_several_frames_whose_file_was_closed_is_refused_in_one_line(codec, image_format):
+    """An animated GIF or a TIFF of pages Pillow had not counted, opened with Pillow from a file closed before it is
+    coded (`with open(path, "rb") as f: image = Image.open(f)`), raised a bare ValueError ('I/O operation on closed
+    file') from the count of its frames, where a PNG is refused as a VQCodecError."""
+    frames = [Image.fromarray(smooth_rgb(16, 24, seed)) for seed in range(3)]
+    whole = io.BytesIO()
+    frames[0].save(whole, image_format, save_all=True, append_images=frames[1:])
+    with io.BytesIO(whole.getvalue()) as stream:
+        image = Image.open(stream)
+    with pytest.raises(VQCodecError, match=r"^cannot read the image: I/O operation on closed file"):
+        codec.encode(image, 2)
+
+
 def test_a_pillow_tiff_whose_chain_of_pages_cannot_be_walked_gives_no_count(codec):
     """A TIFF whose second directory lies past its end, or whose chain of directories comes back to its first, is
     counted as Pillow counts it (1 page: no warning; 2 pages, the first read again ending the chain), its first page

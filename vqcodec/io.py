@@ -1940,7 +1940,12 @@ def frames_known(image) -> int:
 
 def _frames_walked(image_format: str, stream) -> int | None:
     """How many frames a GIF, or pages a TIFF, that begins `stream` holds, read from the headers of its blocks or
-    directories (the stream left where it was); None for another format, or where they cannot be read so."""
+    directories (the stream left where it was); None for another format, or where they cannot be read so (a file
+    closed under the image, `with open(path, "rb") as f: image = Image.open(f)`: reading its pixels says so)."""
+    try:
+        stream.tell()
+    except (OSError, ValueError):
+        return None
     if image_format == "GIF":
         walked = _gif_blocks_walked(stream)
         return walked[0] if walked is not None else None
