@@ -4015,6 +4015,29 @@ def test_an_image_of_an_unlisted_format_is_not_called_audio(cli, tiny_model_path
     assert cli("encode", icon, tmp_path / "icon.vq", "-m", tiny_model_path, "--kind", "image").returncode == 0
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_a_fifo_under_an_image_name_that_is_not_audio_says_to_pass_kind_image(cli, tmp_path):
+    """A FIFO named icon.ico is not read to tell an image by its name (its bytes would be gone), so it is read as
+    audio, as a name without a media extension is: its refusal lost the advice to pass --kind image once an .ico
+    file that soundfile opens was taken for audio whatever its name."""
+    fifo = tmp_path / "icon.ico"
+    os.mkfifo(fifo)
+    icon = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(icon, "ICO")
+    with ThreadPoolExecutor(1) as pool:
+        feeding = pool.submit(lambda: fifo.write_bytes(icon.getvalue()))
+        try:
+            result = cli("encode", fifo, tmp_path / "out.vq", "-m", GOLDEN / "golden_audio.safetensors", text=True,
+                         timeout=60)
+        finally:
+            if not feeding.done():  # let a writer still waiting for a reader go
+                os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+    assert (result.returncode, result.stderr) == (
+        1, f"vqcodec: error: cannot read {fifo}: not audio that soundfile reads (Format not recognised), nor an image "
+           "by its name or signature: for an image of another format that Pillow reads, pass --kind image\n")
+    assert not (tmp_path / "out.vq").exists()
+
+
 def _icons_named_as_such(folder: Path) -> list[Path]:
     """A TGA (a format of no signature) and an ICO (one of a signature is_image_signature does not know) of 16x16,
     written by Pillow into `folder` under their formats' names."""

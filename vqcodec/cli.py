@@ -496,11 +496,12 @@ def _kind_by_name(path: str) -> str | None:
 
 def _audio_for_want_of_an_image(path: str, kind: str, forced: str | None) -> bool:
     """Whether `path` was taken for audio only for want of an image's name or signature (stdin, or a .heic photo where
-    no plugin gives Pillow that format), not as audio soundfile opens under an image's name (an .ico)."""
+    no plugin gives Pillow that format, or a FIFO under an image's name, which io.image_by_its_name does not read),
+    not as audio soundfile opens under an image's name (a file named .ico)."""
     from .io import media_kind_of, named_as_an_image
 
     return kind == "audio" and not forced and (path == "-" or media_kind_of(Path(path)) is None
-                                               and not named_as_an_image(path))
+                                               and not (named_as_an_image(path) and os.path.isfile(path)))
 
 
 def _kind_refused(codec, kind: str, path: str | None, forced: str | None) -> VQCodecError:
