@@ -358,7 +358,8 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
     """Decode `.vq` files into `outputs`, audio in the soundfile format formats["audio"] (at `rate`
     Hz, if given) and images in the Pillow format formats["image"]. `codec_for(data)` gives the
     codec of a file (reusing codecs across files); `write(path, write_stream)` writes one output (the stream is
-    its own: a failed write into one without a name stays the OSError, which the file's skip line words);
+    its own, as an image's is: a failed write into it stays the OSError, which `write` words, io.write_file naming
+    the output, or else the file's skip line);
     with `salvage`, `warn(path, damaged_parts, header)` reports what a damaged file lost; `set_aside` the report's
     (FolderReport)."""
     from .fileinfo import read_vq_file
