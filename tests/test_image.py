@@ -4016,10 +4016,12 @@ def test_an_image_of_an_unlisted_format_is_not_called_audio(cli, tiny_model_path
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
-def test_a_fifo_under_an_image_name_that_is_not_audio_says_to_pass_kind_image(cli, tmp_path):
+def test_a_fifo_under_an_image_name_that_is_not_audio_says_to_pass_kind_image(tmp_path, capsys):
     """A FIFO named icon.ico is not read to tell an image by its name (its bytes would be gone), so it is read as
     audio, as a name without a media extension is: its refusal lost the advice to pass --kind image once an .ico
     file that soundfile opens was taken for audio whatever its name."""
+    from vqcodec.cli import run
+
     fifo = tmp_path / "icon.ico"
     os.mkfifo(fifo)
     icon = io.BytesIO()
@@ -4027,12 +4029,11 @@ def test_a_fifo_under_an_image_name_that_is_not_audio_says_to_pass_kind_image(cl
     with ThreadPoolExecutor(1) as pool:
         feeding = pool.submit(lambda: fifo.write_bytes(icon.getvalue()))
         try:
-            result = cli("encode", fifo, tmp_path / "out.vq", "-m", GOLDEN / "golden_audio.safetensors", text=True,
-                         timeout=60)
+            status = run(["encode", str(fifo), str(tmp_path / "out.vq"), "-m", str(GOLDEN / "golden_audio.safetensors")])
         finally:
             if not feeding.done():  # let a writer still waiting for a reader go
                 os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
-    assert (result.returncode, result.stderr) == (
+    assert (status, capsys.readouterr().err) == (
         1, f"vqcodec: error: cannot read {fifo}: not audio that soundfile reads (Format not recognised), nor an image "
            "by its name or signature: for an image of another format that Pillow reads, pass --kind image\n")
     assert not (tmp_path / "out.vq").exists()
