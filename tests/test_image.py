@@ -1355,6 +1355,25 @@ def test_a_pillow_tiff_whose_chain_of_pages_cannot_be_walked_gives_no_count(code
         assert coded == codec.encode(frames[0], 2)
 
 
+def test_a_pillow_bigtiff_whose_directory_counts_more_entries_than_it_holds_gives_no_count(codec):
+    """A BigTIFF counts a directory's entries in 8 bytes: a second directory that claims 2**64 - 1 of them made the
+    count of its pages seek past what Python can (OverflowError, a traceback from encode); its first page is coded
+    as it is, without a count, as one whose chain cannot be walked."""
+    import warnings
+
+    frames = [Image.fromarray(smooth_rgb(16, 24, seed)) for seed in range(2)]
+    whole = io.BytesIO()
+    frames[0].save(whole, "TIFF", save_all=True, append_images=frames[1:], big_tiff=True)
+    data = whole.getvalue()
+    first = struct.unpack_from("<Q", data, 8)[0]
+    second = struct.unpack_from("<Q", data, first + 8 + 20 * struct.unpack_from("<Q", data, first)[0])[0]
+    endless = data[:second] + struct.pack("<Q", 2 ** 64 - 1) + data[second + 8:]
+    with Image.open(io.BytesIO(endless)) as image, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        coded = codec.encode(image, 2)
+    assert caught == [] and coded == codec.encode(frames[0], 2)
+
+
 def test_the_pages_of_a_tiff_are_counted_up_to_a_bound():
     """The directories read to count a TIFF's pages are bounded (each may be 6 bytes: a chain of a million of them
     in 6 MB): a chain of MAX_TIFF_PAGES_COUNTED is counted, one longer is not, and the stream is left where it was."""

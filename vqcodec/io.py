@@ -1982,8 +1982,11 @@ def _tiff_pages_walked(stream) -> int | None:
             read.add(offset)
             stream.seek(offset)
             entries = struct.unpack(order + count_format, stream.read(count_size))[0]
-            stream.seek(offset + count_size + entries * entry_bytes)
-            offset = struct.unpack(order + offset_format, stream.read(offset_size))[0]  # struct.error: cut short
+            next_at = offset + count_size + entries * entry_bytes
+            if next_at + offset_size > size:  # a BigTIFF's count may be 2**64 - 1: seeking there overflowed
+                return None
+            stream.seek(next_at)
+            offset = struct.unpack(order + offset_format, stream.read(offset_size))[0]
         return len(read)
     except (OSError, ValueError, struct.error):
         return None  # unreadable here: the coding of the page given says what is wrong
