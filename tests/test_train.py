@@ -1771,18 +1771,23 @@ def test_a_checkpoint_given_as_a_model_is_named_so(trained):
         Codec.load(str(trained / "checkpoint.safetensors"))
 
 
-def test_the_checkpoint_of_a_run_that_wrote_no_model_says_what_writes_it(trained, data_dir, tmp_path):
-    """A stopped run's checkpoint given as a model (-m, --init) said its model files were beside it, where
-    there were none: it now gives the --resume that writes them."""
-    out = tmp_path / "stopped"
+def _refusal_of_a_stopped_runs_checkpoint_as_a_model(trained: Path, out: Path) -> str:
+    """Copies a run's checkpoint, without its model files, into a new folder `out` and gives it to Codec.load."""
     out.mkdir()
     for name in ("checkpoint.safetensors", "checkpoint.json"):
         shutil.copy(trained / name, out / name)
     with pytest.raises(VQCodecError) as caught:
         Codec.load(str(out / "checkpoint.safetensors"))
-    assert str(caught.value).endswith(f"is a training checkpoint of step 12, of a run that has written no model yet: "
-                                      f"`vqcodec train DIR --out {out} --resume --max-steps 12` writes it without "
-                                      "training more")
+    return str(caught.value)
+
+
+def test_the_checkpoint_of_a_run_that_wrote_no_model_says_what_writes_it(trained, data_dir, tmp_path):
+    """A stopped run's checkpoint given as a model (-m, --init) said its model files were beside it, where
+    there were none: it now gives the --resume that writes them."""
+    out = tmp_path / "stopped"
+    refusal = _refusal_of_a_stopped_runs_checkpoint_as_a_model(trained, out)
+    assert refusal.endswith(f"is a training checkpoint of step 12, of a run that has written no model yet: "
+                            f"`vqcodec train DIR --out {out} --resume --max-steps 12` writes it without training more")
     train(data_dir, None, options(out, resume=True, max_steps=12, fit_prior=False))
     with pytest.raises(VQCodecError) as caught:  # the model's files named, where it said 'NAME.safetensors'
         Codec.load(str(out / "checkpoint.safetensors"))
@@ -1794,12 +1799,8 @@ def test_the_command_a_checkpoint_gives_names_a_folder_that_is_not_utf8_as_the_s
     """shlex.quote wrote a folder name holding byte 0xff as its lone surrogate, which the shell cannot read back
     as that folder: it is now in ANSI-C quotes, $'stopped\\xff'."""
     out = tmp_path / "stopped\udcff"
-    out.mkdir()
-    for name in ("checkpoint.safetensors", "checkpoint.json"):
-        shutil.copy(trained / name, out / name)
-    with pytest.raises(VQCodecError) as caught:
-        Codec.load(str(out / "checkpoint.safetensors"))
-    word = str(caught.value).split("--out ")[1].split(" --resume")[0]
+    refusal = _refusal_of_a_stopped_runs_checkpoint_as_a_model(trained, out)
+    word = refusal.split("--out ")[1].split(" --resume")[0]
     assert word.endswith("stopped\\xff'")
     read_back = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, check=True).stdout
     assert read_back == os.fsencode(out)
