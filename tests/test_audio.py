@@ -2182,6 +2182,24 @@ def test_encode_audio_file_of_what_is_no_path_or_stream_is_refused(codec, source
         codec.encode_audio_file(source, 2)
 
 
+@pytest.mark.parametrize("source, told", [(None, "NoneType"), (3, "int"),
+                                           (b"RIFF", "bytes (io.BytesIO(data) is a stream of a file's bytes)")])
+def test_vqcodec_io_readers_of_what_is_no_path_or_stream_refuse_it(source, told):
+    """vqcodec.io's readers of media raised a bare AttributeError ('... has no attribute 'tell'') for what is neither a
+    path nor a stream; they refuse it in encode_audio_file's words, and a text stream as Codec.encode does, where
+    open_sound said 'Format not recognised.' and read_image_rgb put the refusal into its own."""
+    from vqcodec.io import open_image, open_sound, read_audio, read_image_rgb
+
+    for reader, what in ((open_sound, "audio"), (read_audio, "audio"), (open_image, "an image"),
+                         (read_image_rgb, "an image")):
+        with pytest.raises(VQCodecError, match=rf"^{what} is read from a path or a binary stream, not a "
+                                               rf"{re.escape(told)}$"):
+            reader(source)
+        with pytest.raises(VQCodecError, match=r"^media is read from a binary stream, not a text one \(open the file "
+                                               r"with 'rb'\)$"):
+            reader(io.StringIO("RIFF"))
+
+
 def test_streams_that_cannot_seek_are_encoded_and_text_streams_refused(codec, signal, tmp_path, capfd):
     buffer = io.BytesIO()
     soundfile.write(buffer, signal(1, 1600, 22050).T, 22050, format="FLAC")

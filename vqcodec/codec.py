@@ -36,7 +36,7 @@ from .fileinfo import (TRAILING_STREAM_BYTES, FileInfo, UnendedStream, alpha_pla
                        file_name, naming_damage_in, naming_its_file, read_info, vq_bytes)  # (FileInfo, read_info: API)
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, PILLOW_READ_ERRORS,
                  SOUNDFILE_ERRORS, TIFF_ORIENTATION, as_displayed, audio_format_named, audio_format_of,
-                 check_audio_output, check_destination, check_format_name, checked_flag,
+                 check_audio_output, check_destination, check_format_name, check_source, checked_flag,
                  copy_whole, image_by_its_name, image_to_planes, in_srgb, input_name, is_image_signature, is_seekable,
                  is_whole, load_pixels, mode_shown,
                  open_image, open_sound, output_name, pillow_reason, planes_to_image, rebuilt_image_bytes,
@@ -1632,10 +1632,7 @@ class Codec:
         file first.
 
         With `max_kbps`, the best file of at most that bitrate, as encode_audio."""
-        if not isinstance(source, (str, Path)) and not callable(getattr(source, "read", None)):
-            bytes_given = isinstance(source, (bytes, bytearray))
-            raise VQCodecError(f"audio is read from a path or a binary stream, not a {type(source).__name__}"
-                               + (" (Codec.encode takes a file's bytes)" if bytes_given else ""))
+        check_source(source, "audio", bytes_hint="Codec.encode takes a file's bytes")
         if not isinstance(source, (str, Path)) and not is_seekable(source):
             with spooled_stream(source) as copy:
                 return self.encode_audio_file(copy, quality, max_kbps)

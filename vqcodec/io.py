@@ -238,13 +238,18 @@ def temporary_file_room(what_goes_through: str):
 
 def is_seekable(stream) -> bool:
     """Whether a binary stream can seek (soundfile and Pillow need to; a pipe, socket or HTTP
-    response cannot). A text stream is refused."""
-    if isinstance(stream, TextIOBase):
-        raise VQCodecError("media is read from a binary stream, not a text one (open the file with 'rb')")
+    response cannot). A text stream is refused (refuse_text_stream)."""
+    refuse_text_stream(stream)
     try:
         return bool(stream.seekable())
     except (AttributeError, OSError, ValueError):
         return False
+
+
+def refuse_text_stream(stream) -> None:
+    """Refuse a text stream as media, whose read gives str."""
+    if isinstance(stream, TextIOBase):
+        raise VQCodecError("media is read from a binary stream, not a text one (open the file with 'rb')")
 
 
 def spooled_stream(stream):
@@ -393,6 +398,17 @@ def check_destination(destination, what: str) -> None:
         raise cannot_write_stream(output_name(destination), "it is closed")
     if isinstance(destination, str) and not destination:
         raise VQCodecError("the path of the output is empty")
+
+
+def check_source(source, what: str, paths: tuple = (str, Path),
+                 bytes_hint: str = "io.BytesIO(data) is a stream of a file's bytes") -> None:
+    """Refuse what `what` ("audio", "an image") cannot be read from: anything but a path (one of `paths`) or a binary
+    stream, such as bytes (told `bytes_hint`), None or an int, whose read was a bare AttributeError, and a text
+    stream (refuse_text_stream)."""
+    refuse_text_stream(source)
+    if not isinstance(source, paths) and not callable(getattr(source, "read", None)):
+        hint = f" ({bytes_hint})" if isinstance(source, (bytes, bytearray)) else ""
+        raise VQCodecError(f"{what} is read from a path or a binary stream, not a {type(source).__name__}{hint}")
 
 
 def check_format_name(name: str, value, example: str) -> None:
@@ -1101,7 +1117,9 @@ def open_sound(source, said: list[str] | None = None) -> soundfile.SoundFile:
     writer could not set its length is read to its end (streamed_length_patches). What the MP3 decoder
     says on opening it is one warning (warn_decoder_lines), or goes into `said` where that is given;
     input that cannot be opened is one VQCodecError naming it, which says why (for a path: no such
-    file, a folder, not readable); a closed stream, by its name (refuse_closed_stream)."""
+    file, a folder, not readable); a closed stream, by its name (refuse_closed_stream), and what is neither a path
+    nor a stream by check_source."""
+    check_source(source, "audio")
     refuse_closed_stream(source)
     refuse_empty_media(source)
     path = source if isinstance(source, (str, Path)) else None
@@ -1331,6 +1349,7 @@ def read_audio(path, sample_rate: int | None = None, said: list[str] | None = No
     TRUSTED_FRAMES_PER_BYTE frames a byte of the file (a header that declares 2**36 samples had them
     allocated, 256 GiB); past that, the rest is read a block at a time. (libsndfile stops at the
     length a FLAC file's header declares, so one that declares too few is read that long.)"""
+    check_source(path, "audio")
     if not isinstance(path, (str, Path)) and not is_seekable(path):
         with spooled_stream(path) as copy:
             return read_audio(copy, sample_rate, said)
@@ -1379,6 +1398,7 @@ def _bytes_from_here(source) -> int:
 def read_image_rgb(path) -> np.ndarray:
     """Read an image as the uint8 RGB (height, width, 3) that encoding it codes (open_image and
     image_to_planes: EXIF orientation and an ICC profile applied, 16-bit and float grey scaled to 8 bits, not clipped)."""
+    check_source(path, "an image", paths=(str, os.PathLike))  # outside the try: not put into "cannot read image"
     try:
         return image_to_planes(open_image(path, max_side=None))[0]  # training crops what encoding refuses
     except (EmptyInput, UnreadableStream):  # which name the stream
@@ -1457,6 +1477,7 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE, fits: Callable[[in
     pipe, a socket), which Pillow reads whole into memory, is copied into a temporary file first."""
     from PIL import Image
 
+    check_source(source, "an image", paths=(str, os.PathLike))
     if not isinstance(source, (str, os.PathLike)) and not is_seekable(source):
         with spooled_stream(source) as copy:
             return open_image(copy, max_side, fits)
