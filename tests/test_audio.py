@@ -2372,9 +2372,12 @@ def test_media_from_a_pipe_names_a_temporary_file_that_cannot_grow_with_its_fold
                                                                                   tmp_path, given):
     """Media from a stream that cannot seek are copied into a temporary file in $TMPDIR; one that could not grow (a
     full /tmp; here a file size limit) was taken for the stream's read failing, 'cannot read the stream: File too
-    large'. Under the spool's buffer, the write fails in the rewind's flush."""
+    large'. Under the spool's buffer, the write fails in the rewind's flush. vqcodec.io.read_image_rgb put the refusal
+    into its own, 'cannot read image piped.png: cannot write a temporary file in /tmp: ...'."""
     import resource
     import tempfile
+
+    from vqcodec.io import read_image_rgb
 
     soundfile.write(tmp_path / "a.wav", signal(1, 4000, 16000).T, 16000, subtype="FLOAT")  # 16 kB
     audio, image = (tmp_path / "a.wav").read_bytes()[:given], (GOLDEN.parent / "photo.png").read_bytes()[:given]
@@ -2382,7 +2385,8 @@ def test_media_from_a_pipe_names_a_temporary_file_that_cannot_grow_with_its_fold
     resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
     try:
         for call in (lambda: codec.encode_audio_file(_Pipe(audio), 2), lambda: codec.encode(_Pipe(audio), 2),
-                     lambda: golden_image_codec.encode(_Pipe(image), 2)):
+                     lambda: golden_image_codec.encode(_Pipe(image), 2),
+                     lambda: read_image_rgb(_named(_Pipe(image), "piped.png"))):
             with pytest.raises(VQCodecError) as refused:
                 call()
             assert str(refused.value) == (f"cannot write a temporary file in {tempfile.gettempdir()}: File too large "

@@ -220,6 +220,11 @@ def spooled(stream, head: bytes = b"", name: str = "the stream"):
     return spool
 
 
+class TemporaryFileFull(VQCodecError):
+    """A temporary file in $TMPDIR that cannot grow (temporary_file_room): its own words, not put in another reader's
+    ("cannot read image NAME: ..."), as EmptyInput's are."""
+
+
 @contextlib.contextmanager
 def temporary_file_room(what_goes_through: str):
     """A temporary file in $TMPDIR that cannot grow (a full or small folder, a file size limit) named as such, with
@@ -232,8 +237,8 @@ def temporary_file_room(what_goes_through: str):
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
-        raise VQCodecError(f"cannot write a temporary file in {tempfile.gettempdir()}: {reason_of(exc)} "
-                           f"({what_goes_through} there: set TMPDIR to a folder with room)") from None
+        raise TemporaryFileFull(f"cannot write a temporary file in {tempfile.gettempdir()}: {reason_of(exc)} "
+                                f"({what_goes_through} there: set TMPDIR to a folder with room)") from None
 
 
 def is_seekable(stream) -> bool:
@@ -1401,7 +1406,7 @@ def read_image_rgb(path) -> np.ndarray:
     check_source(path, "an image", paths=(str, os.PathLike))  # outside the try: not put into "cannot read image"
     try:
         return image_to_planes(open_image(path, max_side=None))[0]  # training crops what encoding refuses
-    except (EmptyInput, UnreadableStream):  # which name the stream
+    except (EmptyInput, UnreadableStream, TemporaryFileFull):  # which name the stream, or the folder at fault
         raise
     except VQCodecError as exc:
         if str(exc).startswith(str(unreadable_image(path, ""))):  # open_image's, which names the input
