@@ -797,8 +797,6 @@ def refuse_closed_stream(source) -> None:
         raise cannot_read_stream(stream_name(source), "it is closed")
 
 
-
-
 def unwritable_stream(exc: Exception, name: str | Path | None) -> VQCodecError:
     """The error for a write into a stream that failed, named as cannot_write_stream names it; a stream open for
     reading only is 'not open for writing', where its error's words were 'write'."""
