@@ -3689,6 +3689,27 @@ def test_a_bigtiff_whose_directory_lies_past_any_files_end_says_so(tmp_path):
         open_image(path)
 
 
+def test_a_bigtiff_part_way_whose_directory_lies_just_short_of_2_63_is_refused_in_one_line(tmp_path):
+    """A BigTIFF read from where a stream is (io.StreamFromHere), 100 bytes in, whose first directory's offset is
+    just short of 2**63, which Pillow seeks to, raised a bare OverflowError from a BytesIO's seek to 100 bytes further
+    ('cannot fit 'int' into an offset-sized integer' of a file's): it is refused as the BytesIO alone is."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 4)).save(buffer, "TIFF", big_tiff=True)
+    data = bytearray(buffer.getvalue())
+    data[8:16] = struct.pack("<Q", 2 ** 63 - 10)  # the offset of its first directory
+    header = bytes(range(100))
+    reason = "a TIFF file that Pillow does not read (its header is cut short or damaged)"
+    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image from the stream: {reason}") + "$"):
+        open_image(io.BytesIO(bytes(data)))
+    path = tmp_path / "held.bin"
+    path.write_bytes(header + data)
+    with open(path, "rb") as held:
+        for stream, name in ((io.BytesIO(header + data), "from the stream"), (held, str(path))):
+            stream.seek(len(header))
+            with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {name}: {reason}") + "$"):
+                open_image(stream)
+
+
 def test_a_tga_cut_short_is_not_called_a_cursor(tmp_path):
     """A TGA has no signature, and one of RGB pixels begins with a cursor's (CUR: 00 00 02 00): cut short, it was
     'a CUR file that Pillow does not read (No cursors were found)'. Its name names its format."""

@@ -1037,16 +1037,22 @@ class PatchedStream:
         return getattr(self.stream, name)
 
 
+MAX_STREAM_POSITION = 2**63 - 1  # the furthest a file's or a BytesIO's seek goes
+
+
 class StreamFromHere(RawIOBase):
     """A binary stream that can seek, read as a file that begins where the stream is: its seek and tell count from
     there, and a seek before there is refused as one before a BytesIO's start is (Image.open, and libsndfile's FLAC
-    and CAF readers, read a stream from its byte 0). It gives no descriptor nor a BytesIO's getvalue, through which
+    and CAF readers, read a stream from its byte 0). A seek to where the stream cannot go (its start and the offset
+    past 2**63 - 1, which a damaged header's offset short of 2**63 is) is taken, as a BytesIO's is, and reads nothing
+    there, where the stream raised an OverflowError. It gives no descriptor nor a BytesIO's getvalue, through which
     Pillow's libtiff reader would read the stream from its byte 0 (it reads the rest of this one into memory
     instead); closing it leaves the stream open."""
 
     def __init__(self, stream):
         super().__init__()
         self.stream, self.start = stream, stream.tell()
+        self.beyond: int | None = None  # where it was seeked to past where the stream can go, if it was
         if hasattr(stream, "name"):
             self.name = stream.name
 
@@ -1057,28 +1063,29 @@ class StreamFromHere(RawIOBase):
         return True
 
     def read(self, size: int = -1) -> bytes:
-        return self.stream.read(size)
+        return b"" if self.beyond is not None else self.stream.read(size)
 
     def readinto(self, buffer) -> int:
-        data = self.stream.read(len(memoryview(buffer).cast("B")))
+        data = self.read(len(memoryview(buffer).cast("B")))
         memoryview(buffer).cast("B")[:len(data)] = data
         return len(data)
 
     def tell(self) -> int:
-        return self.stream.tell() - self.start
+        return self.beyond if self.beyond is not None else self.stream.tell() - self.start
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         if whence == os.SEEK_SET:
-            target = self.start + offset
+            position = offset
         elif whence == os.SEEK_CUR:
-            target = self.stream.tell() + offset
+            position = self.tell() + offset
         elif whence == os.SEEK_END:
-            target = self._end() + offset
+            position = self._end() - self.start + offset
         else:
             raise ValueError(f"invalid whence ({whence})")
-        if target < self.start:
-            raise ValueError(f"negative seek value {target - self.start}")
-        return self.stream.seek(target) - self.start
+        if position < 0:
+            raise ValueError(f"negative seek value {position}")
+        self.beyond = position if self.start + position > MAX_STREAM_POSITION else None
+        return position if self.beyond is not None else self.stream.seek(self.start + position) - self.start
 
     def _end(self) -> int:
         position = self.stream.tell()
