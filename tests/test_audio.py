@@ -2055,6 +2055,44 @@ def test_a_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec, g
                 call()
 
 
+def test_a_stream_that_can_seek_and_fails_midway_is_refused_not_cut_short(codec, signal, capfd):
+    """A read error of a stream that can seek, which libsndfile reads through soundfile's callback, was printed there as
+    a traceback ('Exception ignored from cffi callback') and taken for the end: the audio was coded cut short, exit 0.
+    It is refused, with how far reading got, at byte 0 and part way, by encode (a rate search too), read_audio and
+    open_sound's reads; one in its header, as it opens."""
+    from vqcodec.io import open_sound, read_audio, sound_blocks
+
+    class Failing(io.BytesIO):
+        def read(self, size=-1):
+            if self.tell() > self.fails_at:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            return super().read(size)
+
+        def readinto(self, buffer):  # as read fails
+            data = self.read(len(buffer))
+            buffer[:len(data)] = data
+            return len(data)
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, signal(1, 20000, 16000).T, 16000, format="WAV", subtype="PCM_16")
+    audio, header = buffer.getvalue(), bytes(range(100))
+    cut = r"^cannot read audio from the stream: Input/output error after \d+ samples \(its header declares 20000\)$"
+    for before in (b"", header):
+        for call in (lambda s: codec.encode(s, 2), lambda s: codec.encode_audio_file(s, 2, 30.0), read_audio,
+                     lambda s: list(sound_blocks(open_sound(s), None))):
+            stream = Failing(before + audio)
+            stream.seek(len(before))
+            stream.fails_at = len(before) + 1000
+            with pytest.raises(VQCodecError, match=cut):
+                call(stream)
+        stream = Failing(before + audio)
+        stream.seek(len(before))
+        stream.fails_at = len(before) + 10
+        with pytest.raises(VQCodecError, match=r"^cannot read audio from the stream: Input/output error$"):
+            open_sound(stream)
+    assert capfd.readouterr().err == ""
+
+
 def test_a_vq_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec, small_vq, tmp_path):
     """A read error of a .vq stream, at its header or midway through its chunks, came out as the bare OSError
     (with its traceback), where media's is 'cannot read the stream: Input/output error'; a stream open for writing

@@ -886,10 +886,13 @@ class SoundStream:
     """A binary stream as soundfile reads it, whose seek to where the stream cannot go stays where it
     is: libsndfile skips a chunk by the size its header declares, and a size past what a file may
     hold (W64 and RF64 have 64-bit sizes) would raise inside soundfile's callback, which prints a
-    traceback (the samples are read all the same)."""
+    traceback (the samples are read all the same). A read that fails (EIO, a stream closed under it) reads
+    nothing more, and is kept for failure() to give, where soundfile's callback printed a traceback and libsndfile
+    took it for the end: the audio was cut short without a word."""
 
     def __init__(self, stream):
         self.stream = stream
+        self.error: Exception | None = None
 
     def seek(self, offset: int, whence: int = 0) -> int:
         try:
@@ -897,8 +900,31 @@ class SoundStream:
         except (OSError, ValueError, OverflowError):
             return self.stream.tell()
 
+    def read(self, size: int = -1) -> bytes:
+        return self._reading(lambda: self.stream.read(size), b"")
+
+    def readinto(self, buffer) -> int:
+        return self._reading(lambda: self.stream.readinto(buffer), 0)  # none (AttributeError): soundfile calls read
+
+    def _reading(self, read: Callable, nothing):
+        if self.error is not None:
+            return nothing
+        try:
+            return read()
+        except (OSError, ValueError) as exc:
+            self.error = exc
+            return nothing
+
+    def failure(self) -> RuntimeError | None:
+        """The first read that failed, as libsndfile's error of a read is (a RuntimeError); None where none did."""
+        return StreamReadError(reason_of(self.error)) if self.error is not None else None
+
     def __getattr__(self, name):
         return getattr(self.stream, name)
+
+
+class StreamReadError(RuntimeError):
+    """A read of a stream under a SoundFile that failed (SoundStream.failure), raised as libsndfile's errors are."""
 
 
 # How much of a file's start streamed_length_patches looks through for the chunk of its samples
@@ -1107,18 +1133,27 @@ def from_where_it_is(source):
         return source
 
 
-class _ClosingSoundFile(soundfile.SoundFile):
-    """A SoundFile that reads `readable`, and closes `owned` (the file under it) when it is closed."""
+class _StreamSoundFile(soundfile.SoundFile):
+    """A SoundFile that reads `readable`, a stream read through `reader` (its SoundStream), whose failed read is
+    raised by the read that met it (SoundStream.failure), and closes `owned` (the file under it), where there is one,
+    when it is closed."""
 
-    def __init__(self, readable, owned):
-        self._owned = owned
+    def __init__(self, readable, reader: SoundStream, owned=None):
+        self._reader, self._owned = reader, owned
         super().__init__(readable)
+
+    def read(self, *args, **kwargs):
+        data = super().read(*args, **kwargs)
+        if (failure := self._reader.failure()) is not None:
+            raise failure
+        return data
 
     def close(self) -> None:
         try:
             super().close()
         finally:
-            self._owned.close()
+            if self._owned is not None:
+                self._owned.close()
 
 
 def open_sound(source, said: list[str] | None = None) -> soundfile.SoundFile:
@@ -1133,7 +1168,7 @@ def open_sound(source, said: list[str] | None = None) -> soundfile.SoundFile:
     refuse_closed_stream(source)
     refuse_empty_media(source)
     path = source if isinstance(source, (str, Path)) else None
-    owned = None
+    owned = reader = None
     try:
         if path is not None and os.path.isfile(path):  # not a FIFO, whose head libsndfile must read
             owned = open(path, "rb")
@@ -1141,11 +1176,12 @@ def open_sound(source, said: list[str] | None = None) -> soundfile.SoundFile:
         head, size = _head_of(stream) if stream is not None else (b"", 0)
         _check_declared_rate(head, input_name(source))
         patches = streamed_length_patches(head, size)
+        reader = SoundStream(from_where_it_is(source) if path is None else owned)
         with decoder_lines(None) as lines:
             if path is None:
-                sound = soundfile.SoundFile(PatchedStream(SoundStream(from_where_it_is(source)), patches))
+                sound = _StreamSoundFile(PatchedStream(reader, patches), reader)
             elif patches:
-                sound = _ClosingSoundFile(PatchedStream(SoundStream(owned), patches), owned)
+                sound = _StreamSoundFile(PatchedStream(reader, patches), reader, owned)
             else:
                 sound = soundfile.SoundFile(os.fsencode(path))
     except VQCodecError:
@@ -1155,10 +1191,12 @@ def open_sound(source, said: list[str] | None = None) -> soundfile.SoundFile:
     except SOUNDFILE_ERRORS as exc:
         if owned is not None:
             owned.close()
-        raise _unopenable_audio(source, exc) from None
+        raise _unopenable_audio(source, (reader.failure() if reader is not None else None) or exc) from None
     if owned is not None and not patches:
         owned.close()
     try:
+        if (failure := reader.failure()) is not None:  # a read of its header, which libsndfile read past
+            raise unreadable_audio(input_name(source), failure)
         _check_declared_rate(head, input_name(source), sound.samplerate)
     except VQCodecError:
         sound.close()
