@@ -1585,8 +1585,6 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE, fits: Callable[[in
         raise unreadable_image(source, pillow_refusal(readable, exc, logged)) from None
 
 
-
-
 # What Pillow's errors that say nothing to the reader of an image mean: a broken TIFF tile, of which libtiff
 # says nothing, a WebP file that libwebp cannot read, as one cut short, a reader's read of what its header gives
 # past the file's end (ImageFile._safe_read), a reader that found no size (a JPEG that ends before its frame
