@@ -230,6 +230,11 @@ def terminal_moments(shown: str) -> list[list[str]]:
     return [terminal_screen(shown[:end + 1]) for end, char in enumerate(shown) if char == "\r"]
 
 
+class PanicException(BaseException):
+    """What pyo3 (safetensors' Rust code) raises where a Python object it makes cannot be allocated (named as pyo3's,
+    which vqcodec tells by its name)."""
+
+
 class Terminal(io.StringIO):
     """stderr as a terminal shows it: isatty, and `screen` what it shows (terminal_screen)."""
 

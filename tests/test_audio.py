@@ -27,7 +27,7 @@ from vqcodec.io import EMPTY_WRITES_ALLOWED
 from vqcodec.modelfile import save_model
 from vqcodec.models import VQVAE
 
-from conftest import GOLDEN, overflowing_model, scaled_model, shared_channel_file, traced_peak
+from conftest import GOLDEN, PanicException, overflowing_model, scaled_model, shared_channel_file, traced_peak
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # VQCODEC_TEST_SPEECH_MODEL=path/to/model.safetensors checks another model file (e.g. a checkpoint) instead.
@@ -1230,6 +1230,63 @@ def test_a_model_larger_than_the_memory_the_process_may_use_is_refused_before_it
     with pytest.raises(VQCodecError, match=re.escape(f"model {tiny_model_path} takes 0.0 GB, more than the memory "
                                                      "this process may use (0.0 GB); load it where")):
         Codec.load(str(tiny_model_path))
+
+
+@pytest.mark.parametrize("failure", [MemoryError, lambda: PanicException("PyObject pointer is null")],
+                         ids=["MemoryError", "PanicException"])
+def test_a_model_whose_reading_runs_out_of_memory_is_a_memory_error(tiny_model_path, monkeypatch, failure):
+    """Memory running out while a model's tensors were made (within the bound, but not free: under `ulimit -v`) was
+    'cannot read model PATH: ' (a MemoryError), or safetensors' panic and its traceback (pyo3's PanicException, a
+    BaseException, that its Rust code made of the MemoryError): a MemoryError now, which the command says in one
+    line, 'out of memory'."""
+    import vqcodec.modelfile
+
+    def out_of_memory(data):
+        raise failure()
+
+    monkeypatch.setattr(vqcodec.modelfile, "load", out_of_memory)
+    with pytest.raises(MemoryError):
+        Codec.load(str(tiny_model_path))
+
+
+def test_a_panic_of_safetensors_other_than_of_memory_goes_on_as_it_is(tiny_model_path, monkeypatch):
+    import vqcodec.modelfile
+
+    def panics(data):
+        raise PanicException("index out of bounds")
+
+    monkeypatch.setattr(vqcodec.modelfile, "load", panics)
+    with pytest.raises(PanicException, match="index out of bounds"):
+        Codec.load(str(tiny_model_path))
+
+
+def test_a_model_within_the_memory_bound_that_does_not_fit_what_is_left_ends_in_one_line(tiny_model_path, tmp_path):
+    """Under `ulimit -v`, a model counted within the limit (which the address space already in use is not taken
+    from) may still not fit: safetensors' Rust code panicked where it made its tensors, and the command ended in a
+    PanicException traceback. It ends in one line now, after what pyo3 and the panic print first (README, Limits)."""
+    import json
+    import shutil
+
+    from conftest import run_python
+
+    size = 64 << 20  # one tensor, in a sparse file: counted 128 MB, within the limit; its copy is past it
+    header = json.dumps({"weights": {"dtype": "U8", "shape": [size], "data_offsets": [0, size]}}).encode()
+    with open(tmp_path / "m.safetensors", "wb") as weights:
+        weights.write(len(header).to_bytes(8, "little") + header)
+        weights.truncate(8 + len(header) + size)
+    shutil.copy(tiny_model_path.with_suffix(".json"), tmp_path / "m.json")
+    limited = ("import resource, sys, torch\n"
+               "from vqcodec.cli import run\n"
+               "with open('/proc/self/statm') as statm:  # what the process maps now: the limit leaves 1.5 x the file\n"
+               "    mapped = int(statm.read().split()[0]) * resource.getpagesize()\n"
+               f"resource.setrlimit(resource.RLIMIT_AS, (mapped + {size * 3 // 2}, resource.RLIM_INFINITY))\n"
+               "sys.exit(run(sys.argv[1:]))")
+    speech, out = Path(__file__).parent / "data" / "speech.flac", tmp_path / "out.vq"
+    result = run_python("-c", limited, "encode", speech, out, "-m", tmp_path / "m.safetensors",
+                        env={"RUST_BACKTRACE": "0"}, timeout=120, text=True)  # with 1, the panic's backtrace may hang
+    assert "PyObject pointer is null" in result.stderr  # the panic this test is of
+    assert (result.returncode, result.stderr.splitlines()[-1]) == (1, "vqcodec: error: out of memory")
+    assert not out.exists()
 
 
 def test_a_model_whose_finite_weights_overflow_is_refused_at_decoding_not_written(tiny_model_path, tmp_path):

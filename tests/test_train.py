@@ -20,7 +20,7 @@ from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from conftest import Terminal, run_cli, start_cli, terminal_screen, terminal_shown
+from conftest import PanicException, Terminal, run_cli, start_cli, terminal_screen, terminal_shown
 from test_cli import assert_one_line_error
 from vqcodec import Codec, VQCodecError
 from vqcodec import format as vqformat
@@ -2060,10 +2060,6 @@ def test_a_run_that_diverges_at_its_first_step_leaves_no_empty_folder(data_dir, 
     assert not out.exists()
 
 
-class PanicException(BaseException):
-    """What pyo3 (safetensors' Rust code) raises where a Python object it makes cannot be allocated."""
-
-
 @pytest.mark.parametrize("failure", [MemoryError, lambda: PanicException("PyObject pointer is null")],
                          ids=["MemoryError", "PanicException"])
 def test_a_checkpoint_save_out_of_memory_is_a_write_failure_and_the_model_is_still_written(data_dir, tmp_path,
@@ -2640,6 +2636,21 @@ def test_a_checkpoint_larger_than_the_memory_the_process_may_use_is_refused_befo
     with pytest.raises(VQCodecError, match=f"^{refused}$"):
         train(data_dir, None, options(out, resume=True, max_steps=15))
     assert checkpoint.read_bytes() == before
+
+
+def test_a_checkpoint_whose_reading_runs_out_of_memory_is_not_called_damaged(trained, monkeypatch):
+    """Memory running out while a checkpoint's tensors were made (within the bound, but not free: under `ulimit -v`)
+    was 'the checkpoint PATH is damaged (MemoryError: )': the MemoryError goes on, and the command says 'out of
+    memory'."""
+    import vqcodec.modelfile
+    from vqcodec.train import load_checkpoint
+
+    def out_of_memory(data):
+        raise MemoryError
+
+    monkeypatch.setattr(vqcodec.modelfile, "load", out_of_memory)
+    with pytest.raises(MemoryError):
+        load_checkpoint(trained / "checkpoint.safetensors", "cpu")
 
 
 def test_a_resumed_run_lets_the_checkpoints_weights_go_once_restored(trained, data_dir, tmp_path, monkeypatch):

@@ -141,10 +141,16 @@ def _system_error_of(exc: SafetensorError) -> Exception:
 
 
 def _out_of_memory_serialising(exc: BaseException) -> bool:
-    """Whether safetensors' save ran out of memory: a MemoryError, or the panic of its Rust code (pyo3's
-    PanicException, "PyObject pointer is null", a BaseException) that the MemoryError it met becomes (seen when it
-    built the whole file's bytes, in a training run past its RLIMIT_DATA as it saved its last checkpoint)."""
-    return isinstance(exc, MemoryError) or type(exc).__name__ == "PanicException"
+    """Whether safetensors' save ran out of memory: a MemoryError, or the panic its Rust code makes of one (seen when
+    it built the whole file's bytes, in a training run past its RLIMIT_DATA as it saved its last checkpoint)."""
+    return isinstance(exc, MemoryError) or _is_allocation_panic(exc)
+
+
+def _is_allocation_panic(exc: BaseException) -> bool:
+    """Whether `exc` is the panic of safetensors' Rust code where a Python object it makes cannot be allocated: pyo3's
+    PanicException (a BaseException, which pyo3 exports nowhere to import), "PyObject pointer is null", raised in
+    place of the MemoryError met (which pyo3 prints first, and its panic hook the panic's text)."""
+    return type(exc).__name__ == "PanicException" and str(exc) == "PyObject pointer is null"
 
 
 def _json_writer(value):
@@ -213,8 +219,14 @@ def read_safetensors(path: Path, device: str = "cpu", held: str | None = None,
 def _tensors_read(stream, device: str = "cpu") -> dict[str, torch.Tensor]:
     """The tensors of the .safetensors file `stream` reads, by name in sorted order (as safetensors' load_file
     gives them; its load gives them in no fixed order), read through its bytes (held while the tensors are made
-    of them: twice the file's size, less than building the networks from them takes, _refuse_beyond_memory)."""
-    tensors = load(stream.read())
+    of them: twice the file's size, less than building the networks from them takes, _refuse_beyond_memory).
+    Memory running out is a MemoryError, as where safetensors' Rust code panicked at it (under `ulimit -v`)."""
+    try:
+        tensors = load(stream.read())
+    except BaseException as exc:
+        if not _is_allocation_panic(exc):
+            raise
+        raise MemoryError from None
     return {name: tensors[name].to(device) for name in sorted(tensors)}
 
 
@@ -235,9 +247,12 @@ def read_safetensors_metadata(path: Path) -> dict[str, str]:
 
 
 def _read_model_file(path: Path, read):
-    """read(), a missing or unreadable file of the model at `path` made one VQCodecError."""
+    """read(), a missing or unreadable file of the model at `path` made one VQCodecError (memory running out left
+    a MemoryError)."""
     try:
         return read()
+    except MemoryError:  # not the file's fault: the command says "out of memory"
+        raise
     except FileNotFoundError as exc:
         raise VQCodecError(f"model file missing: {exc.filename}") from None
     except OSError as exc:

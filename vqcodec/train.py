@@ -405,7 +405,7 @@ def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.
             groups.setdefault(name, {})[rest] = value
         if "model" not in groups:
             raise ValueError("it holds no model weights")
-    except VQCodecError:  # more than the memory this process may use: not damaged
+    except (VQCodecError, MemoryError):  # more than the memory this process may use, or than is free: not damaged
         raise
     except Exception as exc:  # JSON, safetensors and missing fields raise many types
         raise VQCodecError(f"the checkpoint {path} is damaged ({type(exc).__name__}: {exc})") from None
