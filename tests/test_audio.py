@@ -9,6 +9,7 @@ import math
 import re
 import os
 import pickle
+import sys
 import threading
 import time
 import warnings
@@ -2489,6 +2490,42 @@ def test_media_from_a_pipe_names_a_temporary_file_that_cannot_grow_with_its_fold
                                           "folder with room)")
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+class _FailingDisk(io.FileIO):
+    """A temporary file on a disk whose writes fail (EIO)."""
+
+    def write(self, data):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+
+@pytest.mark.parametrize("given", [io.DEFAULT_BUFFER_SIZE // 2, 1 << 15])  # failed in the rewind's flush; in a write
+def test_media_from_a_pipe_name_a_temporary_file_that_fails_otherwise_as_such_not_as_the_input(
+        codec, golden_image_codec, signal, tmp_path, monkeypatch, capsys, tiny_model_path, given):
+    """A temporary file of media from a stream that cannot seek whose write failed for a reason other than room (EIO)
+    was taken for the stream's read failing, 'cannot read the stream: Input/output error' (the command line's said
+    'vqcodec: error: Input/output error', naming nothing). Its close, which writes what its buffer holds, fails again
+    and is not what is said. The stream's own read failing still names the stream."""
+    import tempfile
+
+    from vqcodec.cli import run
+    from vqcodec.io import read_image_rgb
+
+    soundfile.write(tmp_path / "a.wav", signal(1, 4000, 16000).T, 16000, subtype="FLOAT")  # 16 kB
+    audio, image = (tmp_path / "a.wav").read_bytes()[:given], (GOLDEN.parent / "photo.png").read_bytes()[:given]
+    monkeypatch.setattr(tempfile, "TemporaryFile",
+                        lambda *args, **kwargs: io.BufferedRandom(_FailingDisk(tmp_path / "spool", "w+b")))
+    failed = f"cannot write a temporary file in {tempfile.gettempdir()}: Input/output error"
+    for call in (lambda: codec.encode_audio_file(_Pipe(audio), 2), lambda: codec.encode(_Pipe(audio), 2),
+                 lambda: golden_image_codec.encode(_Pipe(image), 2),
+                 lambda: read_image_rgb(_named(_Pipe(image), "piped.png"))):
+        with pytest.raises(VQCodecError) as refused:
+            call()
+        assert str(refused.value) == f"{failed} (a stream that cannot seek is read through one there)"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(_Pipe(audio))))
+    assert run(["encode", "-", str(tmp_path / "a.vq"), "-m", str(tiny_model_path)]) == 1
+    assert capsys.readouterr().err == f"vqcodec: error: {failed} (stdin and stdout go through one there)\n"
+    assert not (tmp_path / "a.vq").exists()
 
 
 def test_decode_audio_file_writes_every_byte_into_a_raw_stream_that_can_seek(codec, signal, tmp_path):

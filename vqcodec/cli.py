@@ -136,8 +136,7 @@ def _media_source(path: str, forced: str | None = None):
         _refuse_unrecognised_media(head, path, forced, tags)
         if in_place:
             return _stdin_in_place(stream)
-        with _spool_room():
-            spool = spooled(stream, head, "stdin" if path == "-" else path)
+        spool = spooled(stream, head, "stdin" if path == "-" else path, STDIO_THROUGH_SPOOL)
     if path != "-":  # errors and warnings name the FIFO or device (io.input_name), not "stdin"
         spool.raw.name = path
     return spool
@@ -208,11 +207,14 @@ def _refuse_unrecognised_media(head: bytes, path: str, forced: str | None, tags:
             raise refusal
 
 
+STDIO_THROUGH_SPOOL = "stdin and stdout go through one"  # a temporary file in $TMPDIR, as its errors say
+
+
 def _spool_room():
     """A temporary file of stdin or stdout (in $TMPDIR) that cannot grow named as such (io.temporary_file_room)."""
     from .io import temporary_file_room
 
-    return temporary_file_room("stdin and stdout go through one")
+    return temporary_file_room(STDIO_THROUGH_SPOOL)
 
 
 def _naming_its_input(command):

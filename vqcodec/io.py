@@ -195,15 +195,19 @@ MAX_SPOOL_BYTES = 32 << 30  # copied from a pipe (stdin, a socket), at most: a d
 SPOOL_BLOCK_BYTES = 1 << 20  # read at a time from a stream (stdin, a pipe) into a temporary file or memory, or written
 
 
-def spooled(stream, head: bytes = b"", name: str = "the stream"):
+def spooled(stream, head: bytes = b"", name: str = "the stream",
+            what_goes_through: str = "a stream that cannot seek is read through one"):
     """`head` (what was read of `stream` already), then the rest of `stream`, copied into an anonymous temporary
     file, rewound: soundfile and Pillow need to seek, and on disk long audio stays out of memory. Refused past
     MAX_SPOOL_BYTES unless `stream` reads a regular file, which ends (a pipe may not: `cat /dev/zero` filled
-    $TMPDIR), and where it is non-blocking and has no bytes ready (that read's None was taken for the end)."""
+    $TMPDIR), and where it is non-blocking and has no bytes ready (that read's None was taken for the end). The
+    temporary file's failures are its own (temporary_file_error, with `what_goes_through`); what comes out of
+    `stream`'s read (an OSError, a ValueError) is left to the caller to name as the stream's."""
     import tempfile
 
     limit = math.inf if is_regular_stream(stream) else MAX_SPOOL_BYTES
-    spool = tempfile.TemporaryFile()
+    with temporary_file_failures(what_goes_through):
+        spool = tempfile.TemporaryFile()
     try:
         block, copied = head or read_ready(stream, SPOOL_BLOCK_BYTES, name), 0
         while block:
@@ -211,12 +215,15 @@ def spooled(stream, head: bytes = b"", name: str = "the stream"):
             if copied > limit:
                 raise UnreadableStream(f"{name} goes on past {MAX_SPOOL_BYTES / (1 << 30):g} GiB, the most that "
                                        "is copied from a pipe: give the input as a file")
-            spool.write(block)
+            with temporary_file_failures(what_goes_through):
+                spool.write(block)
             block = read_ready(stream, SPOOL_BLOCK_BYTES, name)
+        with temporary_file_failures(what_goes_through):
+            spool.seek(0)  # writes what its buffer holds
     except BaseException:
-        spool.close()
+        with contextlib.suppress(OSError):  # its buffer's write failing again: the first error says why
+            spool.close()
         raise
-    spool.seek(0)
     return spool
 
 
@@ -225,20 +232,45 @@ class TemporaryFileFull(VQCodecError):
     ("cannot read image NAME: ..."), as EmptyInput's are."""
 
 
-@contextlib.contextmanager
-def temporary_file_room(what_goes_through: str):
-    """A temporary file in $TMPDIR that cannot grow (a full or small folder, a file size limit) named as such, with
-    `what_goes_through` one there ("stdin and stdout go through one"): the error said only 'No space left on
-    device'."""
+class TemporaryFileFailed(VQCodecError):
+    """A temporary file in $TMPDIR that failed otherwise (EIO: temporary_file_error), in its own words as
+    TemporaryFileFull's are."""
+
+
+NO_ROOM_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full or small folder, a file size limit
+
+
+def temporary_file_error(exc: OSError, what_goes_through: str) -> VQCodecError:
+    """A temporary file in $TMPDIR that failed, named with its folder and `what_goes_through` one there ("stdin and
+    stdout go through one"): TemporaryFileFull where it cannot grow, else TemporaryFileFailed."""
     import tempfile
 
+    failed = f"cannot write a temporary file in {tempfile.gettempdir()}: {reason_of(exc)} ({what_goes_through} there"
+    if exc.errno in NO_ROOM_ERRNOS:
+        return TemporaryFileFull(f"{failed}: set TMPDIR to a folder with room)")
+    return TemporaryFileFailed(f"{failed})")
+
+
+@contextlib.contextmanager
+def temporary_file_room(what_goes_through: str):
+    """A temporary file in $TMPDIR that cannot grow (NO_ROOM_ERRNOS) named as such (temporary_file_error), where the
+    block does more than write one: the error said only 'No space left on device'. Other OSErrors go on."""
     try:
         yield
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        if exc.errno not in NO_ROOM_ERRNOS:
             raise
-        raise TemporaryFileFull(f"cannot write a temporary file in {tempfile.gettempdir()}: {reason_of(exc)} "
-                                f"({what_goes_through} there: set TMPDIR to a folder with room)") from None
+        raise temporary_file_error(exc, what_goes_through) from None
+
+
+@contextlib.contextmanager
+def temporary_file_failures(what_goes_through: str):
+    """Every OSError of a block that uses a temporary file alone named as the temporary file's (temporary_file_error):
+    one of EIO was taken for the input's read failing."""
+    try:
+        yield
+    except OSError as exc:
+        raise temporary_file_error(exc, what_goes_through) from None
 
 
 def is_seekable(stream) -> bool:
@@ -260,13 +292,12 @@ def refuse_text_stream(stream) -> None:
 def spooled_stream(stream):
     """What is left of a stream that cannot seek (media), copied into an anonymous temporary file (spooled), named
     as a stream: its descriptor, an int, named it stdin (input_name). Nothing left is refused as the stream's
-    empty_input (a pipe as stdin: "stdin is empty"); a temporary file that cannot grow, by temporary_file_room. A
+    empty_input (a pipe as stdin: "stdin is empty"); a temporary file that fails, by temporary_file_error. A
     stream that cannot be read (closed, failing, non-blocking with no bytes ready) or goes on past MAX_SPOOL_BYTES is
     refused by its name (cannot_read_stream, spooled)."""
     refuse_closed_stream(stream)
     try:
-        with temporary_file_room("a stream that cannot seek is read through one"):
-            spool = spooled(stream, name=str(stream_name(stream) or "the stream"))
+        spool = spooled(stream, name=str(stream_name(stream) or "the stream"))
     except (OSError, ValueError, TypeError) as exc:
         raise cannot_read_stream(stream_name(stream), reason_of(exc)) from None
     if not spool.seek(0, os.SEEK_END):
@@ -1449,7 +1480,7 @@ def read_image_rgb(path) -> np.ndarray:
     check_source(path, "an image", paths=(str, os.PathLike))  # outside the try: not put into "cannot read image"
     try:
         return image_to_planes(open_image(path, max_side=None))[0]  # training crops what encoding refuses
-    except (EmptyInput, UnreadableStream, TemporaryFileFull):  # which name the stream, or the folder at fault
+    except (EmptyInput, UnreadableStream, TemporaryFileFull, TemporaryFileFailed):  # naming the stream, or the folder
         raise
     except VQCodecError as exc:
         if str(exc).startswith(str(unreadable_image(path, ""))):  # open_image's, which names the input
