@@ -2084,6 +2084,30 @@ def test_a_stream_that_cannot_seek_is_copied_up_to_a_bound_and_not_cut_where_it_
         os.close(write_end)
 
 
+def test_sys_stdin_buffer_is_named_stdin_as_when_it_is_empty(codec, tmp_path, monkeypatch):
+    """sys.stdin.buffer, named "<stdin>", was 'cannot read <stdin>: it is non-blocking, ...' and 'cannot read audio
+    <stdin>: [Errno 29] Illegal seek' through the API, where empty it is 'stdin is empty'. A path of that name
+    stays a path."""
+    from vqcodec import io as media_io
+
+    read_end, write_end = os.pipe()
+    try:
+        os.set_blocking(read_end, False)
+        with open(read_end, "rb", buffering=0, closefd=False) as stream:
+            stream.name = "<stdin>"  # sys.stdin.buffer's
+            with pytest.raises(VQCodecError, match="^cannot read stdin: it is non-blocking, and had no bytes ready$"):
+                codec.encode_audio_file(stream, 2)
+            with pytest.raises(VQCodecError, match=r"^cannot read audio from stdin: \[Errno 29\] Illegal seek$"):
+                media_io.open_sound(stream)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    monkeypatch.chdir(tmp_path)
+    Path("<stdin>").write_bytes(b"RIFF")
+    with pytest.raises(VQCodecError, match="^cannot read audio <stdin>: "):
+        media_io.open_sound("<stdin>")
+
+
 def test_a_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec, golden_image_codec, tmp_path):
     """A read error of a stream that cannot seek, as it was copied, showed Python's form of it, 'cannot read the
     stream: [Errno 5] Input/output error'. A closed media stream, copied as one that cannot seek, was 'cannot read the

@@ -153,12 +153,18 @@ class EmptyInput(VQCodecError):
     ("cannot read image X: ...")."""
 
 
+def is_stdin_buffer(source) -> bool:
+    """Whether `source` is a stream named as sys.stdin.buffer is, "<stdin>" (not a path of that name): errors call
+    it stdin (empty_input, stream_name, input_name), as the command line does."""
+    return not isinstance(source, (str, os.PathLike)) and getattr(source, "name", None) == "<stdin>"
+
+
 def empty_input(source) -> EmptyInput:
     """The error for media of no bytes: `source` is a path, or a stream named by its path, as stdin (a descriptor, an
-    int, as input_name takes it, or sys.stdin.buffer's "<stdin>"), or not at all. The command line words its own
+    int, as input_name takes it, or sys.stdin.buffer: is_stdin_buffer), or not at all. The command line words its own
     inputs so (cli._empty_input)."""
     name = source if isinstance(source, (str, os.PathLike)) else getattr(source, "name", None)
-    if isinstance(name, int) or (name == "<stdin>" and not isinstance(source, (str, os.PathLike))):
+    if isinstance(name, int) or is_stdin_buffer(source):
         return EmptyInput("stdin is empty")
     return EmptyInput(f"{name}: file is empty" if isinstance(name, (str, os.PathLike)) else "the stream is empty")
 
@@ -788,7 +794,9 @@ def _opens_as_audio(source) -> bool:
 
 def input_name(source) -> str | Path | None:
     """How an error names an input: its path or name, "from stdin" for the command line's stdin (a file
-    descriptor), or None for another stream."""
+    descriptor) and sys.stdin.buffer (is_stdin_buffer), or None for another stream."""
+    if is_stdin_buffer(source):
+        return "from stdin"
     name = source if isinstance(source, Path) else getattr(source, "name", source)  # a Path's .name is its last part
     return name if isinstance(name, (str, Path)) else "from stdin" if isinstance(name, int) else None
 
@@ -799,8 +807,10 @@ def output_name(destination) -> str | Path | None:
 
 
 def stream_name(stream) -> str | Path | None:
-    """How an error names a binary stream: an open file's name; None for a stream without one (a BytesIO, a file
-    opened on a descriptor)."""
+    """How an error names a binary stream: an open file's name, "stdin" for sys.stdin.buffer (is_stdin_buffer), as
+    empty_input says; None for a stream without one (a BytesIO, a file opened on a descriptor)."""
+    if is_stdin_buffer(stream):
+        return "stdin"
     name = getattr(stream, "name", None)
     return name if isinstance(name, (str, Path)) else None
 
