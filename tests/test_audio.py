@@ -494,6 +494,22 @@ def test_opening_audio_refuses_a_bad_file_and_lets_a_bug_of_its_own_out(tmp_path
         vqio.unrecognised_audio(b"not audio at all" * 4, "x")
 
 
+def test_the_head_of_a_cut_short_aiff_is_looked_at_without_a_traceback(monkeypatch):
+    """unrecognised_audio gave soundfile the head in a bare BytesIO: libsndfile seeks back one byte before the
+    start of an AIFF cut short after its COMM chunk begins (22 to 46 bytes), which raised inside soundfile's
+    callback, an unraisable exception with its traceback (which a Python hook saw, as pytest's does)."""
+    import sys
+
+    from vqcodec import io as vqio
+
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    aiff = io.BytesIO()
+    soundfile.write(aiff, np.zeros(100, "float32"), 16000, format="AIFF", subtype="PCM_16")
+    for cut in (22, 30, 46):
+        assert vqio.unrecognised_audio(aiff.getvalue()[:cut], "cut.aiff") is None  # cut short, not another format
+    assert not unraisable
+
 def test_an_aiff_rate_beyond_any_float_is_refused_saying_so(signal, tmp_path):
     """An AIFF header's 80-bit rate of an exponent beyond a 64-bit float's was refused in Python's words, 'cannot
     read audio PATH: math range error'."""

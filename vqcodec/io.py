@@ -893,7 +893,7 @@ def unrecognised_audio(head: bytes, where) -> VQCodecError | None:
     damaged, which the rest of the input may not be."""
     try:
         with decoder_lines(None):
-            soundfile.info(BytesIO(head))
+            soundfile.info(SoundStream(BytesIO(head)))
     except SOUNDFILE_ERRORS as exc:
         if _soundfile_reason(exc) == UNRECOGNISED_AUDIO:
             return unreadable_audio(where, exc)
@@ -926,10 +926,11 @@ def unrecognised_image(head: bytes, where) -> VQCodecError | None:
 class SoundStream:
     """A binary stream as soundfile reads it, whose seek to where the stream cannot go stays where it
     is: libsndfile skips a chunk by the size its header declares, and a size past what a file may
-    hold (W64 and RF64 have 64-bit sizes) would raise inside soundfile's callback, which prints a
-    traceback (the samples are read all the same). A read that fails (EIO, a stream closed under it) reads
-    nothing more, and is kept for failure() to give, where soundfile's callback printed a traceback and libsndfile
-    took it for the end: the audio was cut short without a word."""
+    hold (W64 and RF64 have 64-bit sizes), or one before byte 0 (of an AIFF cut short in its COMM
+    chunk), would raise inside soundfile's callback, which prints a traceback (the samples are read all the
+    same). A read that fails (EIO, a stream closed under it) reads nothing more, and is kept for failure() to give,
+    where soundfile's callback printed a traceback and libsndfile took it for the end: the audio was cut short
+    without a word."""
 
     def __init__(self, stream):
         self.stream = stream
