@@ -745,7 +745,7 @@ def test_an_array_of_more_channels_than_samples_is_refused_as_transposed(codec, 
     assert codec.decode_audio(data)[0].shape == (channels, samples)
     assert codec.encode_audio(audio, 16000, 2, channels=channels) == data  # told, it takes the layout as given
     assert codec.audio_to_codes(audio, 2, channels=np.int64(channels)).shape[0] == channels
-    for given, says in ((samples, f"looks like \\(samples, channels\\): give its transpose \\(audio.T\\)$"),
+    for given, says in ((samples, "looks like \\(samples, channels\\): give its transpose \\(audio.T\\)$"),
                         (channels + 1, f"^the audio has {channels} channels, not the {channels + 1} given$"),
                         (0, "^channels must be a whole number from 1 up, not 0$")):
         for call in (lambda: codec.encode_audio(audio, 16000, 2, channels=given),
@@ -2453,18 +2453,12 @@ def test_decode_audio_file_into_a_pipe_names_a_temporary_file_that_cannot_grow_w
     """Output to a pipe goes through a temporary file in $TMPDIR; one that could not grow (a full /tmp; here a file
     size limit) raised the bare OSError 'File too large' (a traceback), where the command line's names the folder.
     The 16 kB output is more than the spool's buffer, whose close writes what it holds (and failed again)."""
-    import resource
     import tempfile
 
     data = codec.encode_audio(signal(1, 8000, 16000), 16000, 2)
     read_end, write_end = os.pipe()
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, hard))
-    try:
-        with os.fdopen(write_end, "wb") as pipe, pytest.raises(VQCodecError) as refused:
-            codec.decode_audio_file(data, pipe, format_hint="WAV")
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    with _files_limited_to(max_bytes), os.fdopen(write_end, "wb") as pipe, pytest.raises(VQCodecError) as refused:
+        codec.decode_audio_file(data, pipe, format_hint="WAV")
     with os.fdopen(read_end, "rb") as received:
         assert received.read() == b""  # nothing written into the pipe
     assert str(refused.value) == (f"cannot write a temporary file in {tempfile.gettempdir()}: File too large (a stream "
@@ -2477,30 +2471,41 @@ def test_output_to_a_descriptors_name_names_a_temporary_file_that_cannot_grow_wi
     $TMPDIR (io.write_file); one that could not grow (a full /tmp; here a file size limit) was reported as the output's
     failure, 'cannot write /dev/fd/N: File too large'. Under the spool's buffer, the write fails in the rewind's
     flush. The output's own failure still names the output."""
-    import resource
     import tempfile
 
     from vqcodec import io as media_io
 
     data = codec.encode_audio(signal(1, 8000, 16000), 16000, 2)
     read_end, write_end = os.pipe()
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
     try:
-        for call in (lambda: codec.decode_audio_file(data, f"/dev/fd/{write_end}", format_hint="WAV"),  # 16 kB
-                     lambda: media_io.write_file(f"/dev/fd/{write_end}", lambda stream: stream.write(bytes(2000)))):
-            with pytest.raises(VQCodecError) as refused:
-                call()
-            assert str(refused.value) == (f"cannot write a temporary file in {tempfile.gettempdir()}: File too large "
-                                          "(output to a FIFO, a device, /dev/stdout or /dev/fd/N is written through "
-                                          "one there: set TMPDIR to a folder with room)")
+        with _files_limited_to(1000):
+            for call in (lambda: codec.decode_audio_file(data, f"/dev/fd/{write_end}", format_hint="WAV"),  # 16 kB
+                         lambda: media_io.write_file(f"/dev/fd/{write_end}", lambda stream: stream.write(bytes(2000)))):
+                with pytest.raises(VQCodecError) as refused:
+                    call()
+                assert str(refused.value) == (f"cannot write a temporary file in {tempfile.gettempdir()}: File too "
+                                              "large (output to a FIFO, a device, /dev/stdout or /dev/fd/N is written "
+                                              "through one there: set TMPDIR to a folder with room)")
     finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         os.close(write_end)
     with os.fdopen(read_end, "rb") as received:
         assert received.read() == b""  # nothing written into the pipe
     with pytest.raises(VQCodecError, match="^cannot write /dev/full: No space left on device$"):
         codec.decode_audio_file(data, "/dev/full", format_hint="WAV")
+
+
+@contextlib.contextmanager
+def _files_limited_to(max_bytes: int):
+    """No file this process writes may grow past `max_bytes` (RLIMIT_FSIZE) within the block: a write past that fails
+    (EFBIG, "File too large") as one on a full disk does."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
 @pytest.mark.parametrize("given", [io.DEFAULT_BUFFER_SIZE // 2, 1 << 15])  # failed in the rewind's flush; in a write
@@ -2510,16 +2515,13 @@ def test_media_from_a_pipe_names_a_temporary_file_that_cannot_grow_with_its_fold
     full /tmp; here a file size limit) was taken for the stream's read failing, 'cannot read the stream: File too
     large'. Under the spool's buffer, the write fails in the rewind's flush. vqcodec.io.read_image_rgb put the refusal
     into its own, 'cannot read image piped.png: cannot write a temporary file in /tmp: ...'."""
-    import resource
     import tempfile
 
     from vqcodec.io import read_image_rgb
 
     soundfile.write(tmp_path / "a.wav", signal(1, 4000, 16000).T, 16000, subtype="FLOAT")  # 16 kB
     audio, image = (tmp_path / "a.wav").read_bytes()[:given], (GOLDEN.parent / "photo.png").read_bytes()[:given]
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
-    try:
+    with _files_limited_to(1000):
         for call in (lambda: codec.encode_audio_file(_Pipe(audio), 2), lambda: codec.encode(_Pipe(audio), 2),
                      lambda: golden_image_codec.encode(_Pipe(image), 2),
                      lambda: read_image_rgb(_named(_Pipe(image), "piped.png"))):
@@ -2528,8 +2530,6 @@ def test_media_from_a_pipe_names_a_temporary_file_that_cannot_grow_with_its_fold
             assert str(refused.value) == (f"cannot write a temporary file in {tempfile.gettempdir()}: File too large "
                                           "(a stream that cannot seek is read through one there: set TMPDIR to a "
                                           "folder with room)")
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
 class _FailingDisk(io.FileIO):

@@ -55,7 +55,7 @@ def test_encode_folder_mirrors_the_tree_and_skips_what_it_cannot_read(recordings
     # the path once: the reason names it
     assert lines[0].startswith(f"skipping cannot read audio {recordings / 'broken.wav'}: ")
     assert lines[1] == f"skipping {recordings / 'empty' / 'silent.wav'}: file is empty"  # as encoding it says
-    assert lines[2].startswith(f"encoded 2 files, ") and lines[2].endswith(f"kbps over 7.5 s into {out}")
+    assert lines[2].startswith("encoded 2 files, ") and lines[2].endswith(f"kbps over 7.5 s into {out}")
     assert lines[-1] == "vqcodec: error: 2 of 4 files could not be encoded (listed above)"
     assert not (out / "empty").exists()  # no folder is made for what could not be coded
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["a.vq", "sub/b.vq"]
@@ -405,20 +405,25 @@ def test_tokens_helpers_are_reached_from_a_plain_import():
     assert result.stdout.strip() == "code_folder"
 
 
+def _stop_encoding_at(name: str, monkeypatch) -> None:
+    """Make Codec.encode_audio_file stop (Ctrl-C) when it reaches the file called `name`, as a user stops a folder."""
+    real_encode = Codec.encode_audio_file
+
+    def encode(self, path, *args, **kwargs):
+        if Path(path).name == name:
+            raise KeyboardInterrupt
+        return real_encode(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Codec, "encode_audio_file", encode)
+
+
 def test_a_stopped_folder_run_says_what_it_wrote(two_recordings, tmp_path, capsys, monkeypatch):
     """Ctrl-C part way through a folder said only "interrupted": not which files were done and kept. Nor did it
     name or count a name passed over (a link to nothing), which the summary of a run not stopped names and counts:
     it said '1 of 2 files', where that summary counts 3; recoding the .vq files said '1 of 1 file'."""
     out = tmp_path / "out"
     (two_recordings / "x.wav").symlink_to(tmp_path / "gone.wav")
-    real_encode = Codec.encode_audio_file
-
-    def encode(self, path, *args, **kwargs):
-        if Path(path).name == "b.wav":
-            raise KeyboardInterrupt
-        return real_encode(self, path, *args, **kwargs)
-
-    monkeypatch.setattr(Codec, "encode_audio_file", encode)
+    _stop_encoding_at("b.wav", monkeypatch)
     code, err = _run(["encode", two_recordings, out, "-q", "1"], capsys)
     assert code == 130 and sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["a.vq"]
     passed_over, summary, last = [line for line in err.splitlines() if line][-3:]
@@ -442,14 +447,7 @@ def test_a_stopped_folder_run_names_a_file_whose_name_holds_a_line_break_in_one_
     skipped, a name passed over) split its line in two."""
     (two_recordings / "x\ny.wav").symlink_to(tmp_path / "gone.wav")
     (two_recordings / "bad\nname.wav").write_bytes(b"not a recording")
-    real_encode = Codec.encode_audio_file
-
-    def encode(self, path, *args, **kwargs):
-        if Path(path).name == "b.wav":
-            raise KeyboardInterrupt
-        return real_encode(self, path, *args, **kwargs)
-
-    monkeypatch.setattr(Codec, "encode_audio_file", encode)
+    _stop_encoding_at("b.wav", monkeypatch)
     code, err = _run(["encode", two_recordings, tmp_path / "out", "-q", "1"], capsys)
     passed_over, skipped, summary, last = err.splitlines()[-4:]
     assert code == 130 and last == "vqcodec: interrupted", err
