@@ -1690,6 +1690,39 @@ def test_stdin_open_for_writing_only_is_named_as_unreadable_by_every_command(enc
     assert sorted(os.listdir(tmp_path)) == ["written"]
 
 
+class _FailingMidway(io.RawIOBase):
+    """A pipe whose read fails (EIO) once `fails_at` bytes are read: the reads before it stop there."""
+
+    def __init__(self, data: bytes, fails_at: int):
+        self.data, self.fails_at = io.BytesIO(data), fails_at
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if self.data.tell() >= self.fails_at:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return self.data.readinto(memoryview(buffer)[:self.fails_at - self.data.tell()])
+
+
+def test_stdin_whose_read_fails_midway_is_named_as_unreadable(encoded, tiny_model_path, tmp_path, monkeypatch,
+                                                              capsys):
+    """A read of stdin failing past its first block, as media are copied, as a .vq file is read on, as an MP3's ID3v2
+    tags are, said 'vqcodec: error: Input/output error', naming nothing, where one failing in the first block says
+    '-: cannot read (Input/output error)'."""
+    from vqcodec.cli import run
+
+    monkeypatch.chdir(tmp_path)
+    wav, vq = (encoded / "in.wav").read_bytes(), (encoded / "out.vq").read_bytes()
+    for data in (wav, vq, id3v2_tag(1000) + wav):
+        for command in ("encode", "codes"):
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(_FailingMidway(data, fails_at=100)))
+            assert run([command, "-", "out.x", "-m", str(tiny_model_path)]) == 1
+            said = capsys.readouterr().err
+            assert said == "vqcodec: error: -: cannot read (Input/output error)\n", (command, data[:4])
+    assert os.listdir(tmp_path) == []
+
+
 def test_closed_or_terminal_stdin_and_stdout_are_refused(encoded, tiny_model_path, monkeypatch, capsys):
     """Reading a terminal would wait, without a prompt, for media no one can type; binary output would
     garble it (written with --force, as gzip does); a closed stream (`<&-`, `>&-`) is None in Python."""

@@ -114,29 +114,37 @@ def _media_source(path: str, forced: str | None = None):
     before the rest is copied (`cat /dev/zero` filled $TMPDIR): a .vq file is read as read_vq_stream reads
     one, into memory; media of no format that reads its kind are refused as reading them would refuse them.
     Media on stdin redirected from a regular file, from its start, are read there (_stdin_in_place), not copied."""
-    from .io import SPOOL_BLOCK_BYTES, is_stream_file, spooled
+    from .io import is_stream_file
 
     if path != "-" and not is_stream_file(path):
         return _checked_path(path, FILE_OR_FOLDER_MISSING)
     with _input_stream(path) as stream:
-        in_place = path == "-" and _at_start_of_regular_file(stream)
         try:
-            head = stream.read(SPOOL_BLOCK_BYTES)
-        except OSError as exc:  # stdin opened for writing only (`0> file`): EBADF
+            return _media_of_stream(stream, path, forced)
+        except OSError as exc:  # stdin opened for writing only (`0> file`): EBADF; a read failing midway: EIO
             raise _unreadable_input(path, exc) from None
-        if head.startswith(vqformat.MAGIC):
-            from .fileinfo import read_vq_stream
 
-            data = io.BytesIO(read_vq_stream(_Prepended(head, stream)))
-            data.name = 0 if path == "-" else path  # as the spool's: warnings name stdin or the FIFO (io.input_name)
-            return data
-        tags = 0
-        if head and _media_kind(head[:16], path, forced) == "audio":
-            head, tags = _through_id3v2_tags(head, stream, "stdin" if path == "-" else path)
-        _refuse_unrecognised_media(head, path, forced, tags)
-        if in_place:
-            return _stdin_in_place(stream)
-        spool = spooled(stream, head, "stdin" if path == "-" else path, STDIO_THROUGH_SPOOL)
+
+def _media_of_stream(stream, path: str, forced: str | None):
+    """_media_source's input from stdin or a FIFO (`path`), `stream`: a .vq file in memory, stdin's regular file in
+    place, or a copy in a temporary file. What `stream`'s reads raise goes on."""
+    from .io import SPOOL_BLOCK_BYTES, spooled
+
+    in_place = path == "-" and _at_start_of_regular_file(stream)
+    head = stream.read(SPOOL_BLOCK_BYTES)
+    if head.startswith(vqformat.MAGIC):
+        from .fileinfo import read_vq_stream
+
+        data = io.BytesIO(read_vq_stream(_Prepended(head, stream)))
+        data.name = 0 if path == "-" else path  # as the spool's: warnings name stdin or the FIFO (io.input_name)
+        return data
+    tags = 0
+    if head and _media_kind(head[:16], path, forced) == "audio":
+        head, tags = _through_id3v2_tags(head, stream, "stdin" if path == "-" else path)
+    _refuse_unrecognised_media(head, path, forced, tags)
+    if in_place:
+        return _stdin_in_place(stream)
+    spool = spooled(stream, head, "stdin" if path == "-" else path, STDIO_THROUGH_SPOOL)
     if path != "-":  # errors and warnings name the FIFO or device (io.input_name), not "stdin"
         spool.raw.name = path
     return spool
