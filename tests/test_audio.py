@@ -2124,6 +2124,27 @@ def test_sys_stdin_buffer_is_named_stdin_as_when_it_is_empty(codec, tmp_path, mo
         media_io.open_sound("<stdin>")
 
 
+def test_sys_stdout_buffer_is_named_stdout_as_the_command_line_names_it(codec, small_vq, tmp_path, monkeypatch):
+    """sys.stdout.buffer, named "<stdout>", was 'cannot write <stdout>: ...' through the API, where the command line
+    says 'cannot write stdout: ...' (test_cli test_an_unbuffered_stdout_that_takes_no_bytes_is_refused). A path of
+    that name stays a path."""
+    import PIL.Image
+
+    from conftest import TakesNothing
+    from vqcodec import io as media_io
+
+    with pytest.raises(VQCodecError, match=r"^cannot write stdout: it takes no bytes \(8 writes in a row wrote "
+                                           r"none\)$"):
+        codec.decode_audio_file(small_vq, TakesNothing("<stdout>"), format_hint="WAV")
+    closed = TakesNothing("<stdout>")
+    closed.close()
+    with pytest.raises(VQCodecError, match="^cannot write stdout: it is closed$"):
+        media_io.write_image(PIL.Image.new("RGB", (4, 4)), closed, "PNG")
+    assert media_io.output_name(sys.__stdout__.buffer) == "stdout"
+    assert media_io.output_name(_named(io.BytesIO(), "<stderr>")) == "stderr"
+    assert media_io.output_name("<stdout>") == "<stdout>"
+
+
 def test_a_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec, golden_image_codec, tmp_path):
     """A read error of a stream that cannot seek, as it was copied, showed Python's form of it, 'cannot read the
     stream: [Errno 5] Input/output error'. A closed media stream, copied as one that cannot seek, was 'cannot read the

@@ -156,7 +156,14 @@ class EmptyInput(VQCodecError):
 def is_stdin_buffer(source) -> bool:
     """Whether `source` is a stream named as sys.stdin.buffer is, "<stdin>" (not a path of that name): errors call
     it stdin (empty_input, stream_name, input_name), as the command line does."""
-    return not isinstance(source, (str, os.PathLike)) and getattr(source, "name", None) == "<stdin>"
+    return standard_stream_name(source) == "stdin"
+
+
+def standard_stream_name(source) -> str | None:
+    """"stdin", "stdout" or "stderr" for a stream named as sys.stdin.buffer, sys.stdout.buffer or sys.stderr.buffer
+    is ("<stdin>", ...; not a path of that name), as the command line calls them; None for any other."""
+    name = None if isinstance(source, (str, os.PathLike)) else getattr(source, "name", None)
+    return name[1:-1] if isinstance(name, str) and name in ("<stdin>", "<stdout>", "<stderr>") else None
 
 
 def empty_input(source) -> EmptyInput:
@@ -802,15 +809,17 @@ def input_name(source) -> str | Path | None:
 
 
 def output_name(destination) -> str | Path | None:
-    """How an error names an output: its path, or an open file's name (stream_name)."""
+    """How an error names an output: its path, or an open file's name, "stdout" for sys.stdout.buffer
+    (stream_name)."""
     return destination if isinstance(destination, (str, Path)) else stream_name(destination)
 
 
 def stream_name(stream) -> str | Path | None:
-    """How an error names a binary stream: an open file's name, "stdin" for sys.stdin.buffer (is_stdin_buffer), as
-    empty_input says; None for a stream without one (a BytesIO, a file opened on a descriptor)."""
-    if is_stdin_buffer(stream):
-        return "stdin"
+    """How an error names a binary stream: an open file's name, "stdin", "stdout" or "stderr" for sys.stdin.buffer and
+    the others (standard_stream_name), as empty_input and the command line say; None for a stream without one (a
+    BytesIO, a file opened on a descriptor)."""
+    if standard := standard_stream_name(stream):
+        return standard
     name = getattr(stream, "name", None)
     return name if isinstance(name, (str, Path)) else None
 
