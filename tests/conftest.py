@@ -7,6 +7,7 @@ tested separately (tests/test_audio.py, skipped while they are not there).
 from __future__ import annotations
 
 import atexit
+import errno
 import io
 import json
 import os
@@ -621,6 +622,34 @@ class WouldBlock(io.RawIOBase):
 class TakesNothing(WouldBlock):
     """A raw output stream whose every write takes no bytes (returns 0), as a user's raw wrapper might."""
     taken = 0
+
+
+class Disk(io.RawIOBase):
+    """A raw output stream onto a disk, named `name`, that can seek or not; `full`, every write fails as a full disk's
+    (ENOSPC). Wrapped in io.BufferedWriter, as open(path, "wb") gives, what fits the buffer reaches it on a flush."""
+
+    def __init__(self, name: str, seekable: bool, full: bool = False):
+        super().__init__()
+        self.name, self.can_seek, self.full, self.got = name, seekable, full, io.BytesIO()
+
+    def writable(self):
+        return True
+
+    def seekable(self):
+        return self.can_seek
+
+    def seek(self, offset, whence=0):
+        if not self.can_seek:
+            raise io.UnsupportedOperation("seek")
+        return self.got.seek(offset, whence)
+
+    def tell(self):
+        return self.got.tell()
+
+    def write(self, data):
+        if self.full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self.got.write(bytes(data))
 
 
 class Stalling(io.RawIOBase):

@@ -2468,6 +2468,35 @@ def test_decode_audio_file_names_a_users_stream_that_can_seek_and_fails_without_
             codec.decode_audio_file(data, full, format_hint="WAV")
 
 
+@pytest.mark.parametrize("seekable", [True, False])  # written in place; through a temporary file
+@pytest.mark.parametrize("format_hint", ["WAV", "OGG"])
+def test_decode_audio_file_flushes_a_buffered_stream_so_a_full_disk_is_its_error(codec, signal, seekable, format_hint):
+    """Audio that fits a buffered stream's buffer (open(path, "wb")) sat in it: a full disk raised nothing until the
+    caller's flush or close, but for a stream that can seek in a format whose header libsndfile goes back to (WAV,
+    not Ogg), whose seek flushed it. The stream is flushed, not closed."""
+    from conftest import Disk
+
+    data = codec.encode_audio(signal(1, 1600, 16000), 16000, 2)
+    whole = io.BytesIO()
+    codec.decode_audio_file(data, whole, format_hint=format_hint)
+    assert len(whole.getvalue()) < io.DEFAULT_BUFFER_SIZE  # it fits the buffer
+
+    name = f"out.{format_hint.lower()}"
+    disk = Disk(f"/mnt/disk/{name}", seekable)
+    stream = io.BufferedWriter(disk)
+    codec.decode_audio_file(data, stream)
+    assert not stream.closed
+    if format_hint == "WAV":  # Ogg's stream serial number is random
+        assert disk.got.getvalue() == whole.getvalue()
+    else:
+        assert len(disk.got.getvalue()) == len(whole.getvalue())
+
+    full = io.BufferedWriter(Disk(f"/mnt/full/{name}", seekable, full=True))
+    with pytest.raises(VQCodecError, match=f"^cannot write /mnt/full/{name}: No space left on device$"):
+        codec.decode_audio_file(data, full)
+    assert not full.closed
+
+
 @pytest.mark.parametrize("max_bytes", [1000, io.DEFAULT_BUFFER_SIZE])  # failed in a write; in the close
 def test_decode_audio_file_into_a_pipe_names_a_temporary_file_that_cannot_grow_with_its_folder(codec, signal,
                                                                                                max_bytes):

@@ -2876,6 +2876,28 @@ def test_write_image_writes_every_byte_into_a_raw_stream_and_names_one_that_fail
         write_image(image, Full(), "png")
 
 
+@pytest.mark.parametrize("seekable", [True, False])
+def test_write_image_flushes_a_buffered_stream_so_a_full_disk_is_its_error(seekable):
+    """An image that fits a buffered stream's buffer (open(path, "wb")) sat in it: a full disk raised nothing, until
+    the caller's flush or close. The stream is flushed, not closed."""
+    from conftest import Disk
+
+    image = make_image("RGB", 40, 30)
+    whole = io.BytesIO()
+    write_image(image, whole, "png")
+    assert len(whole.getvalue()) < io.DEFAULT_BUFFER_SIZE  # it fits the buffer
+
+    disk = Disk("/mnt/disk/out.png", seekable)
+    stream = io.BufferedWriter(disk)
+    write_image(image, stream)
+    assert disk.got.getvalue() == whole.getvalue() and not stream.closed
+
+    full = io.BufferedWriter(Disk("/mnt/full/out.png", seekable, full=True))
+    with pytest.raises(VQCodecError, match="^cannot write /mnt/full/out.png: No space left on device$"):
+        write_image(image, full)
+    assert not full.closed
+
+
 def test_write_image_refuses_a_raw_stream_that_would_block_and_takes_all_from_a_write_that_returns_nothing():
     """A non-blocking raw stream's write returns None, it would block: copy_whole took it for 0 bytes written
     and tried again for ever. Another object's write that returns None has taken all of it (Pillow's one write

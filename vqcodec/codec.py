@@ -37,8 +37,8 @@ from .fileinfo import (TRAILING_STREAM_BYTES, FileInfo, UnendedStream, alpha_pla
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, PILLOW_READ_ERRORS,
                  SOUNDFILE_ERRORS, TIFF_ORIENTATION, as_displayed, audio_format_named, audio_format_of,
                  check_audio_output, check_destination, check_format_name, check_source, checked_flag,
-                 copy_whole, image_by_its_name, image_to_planes, in_srgb, input_name, is_image_signature, is_seekable,
-                 is_whole, load_pixels, mode_shown,
+                 copy_whole, flush_written, image_by_its_name, image_to_planes, in_srgb, input_name,
+                 is_image_signature, is_seekable, is_whole, load_pixels, mode_shown,
                  open_image, open_sound, output_name, pillow_reason, planes_to_image, rebuilt_image_bytes,
                  refuse_format_against_name, refuse_format_of_other_kind, scalar_of, SoundSink, sound_blocks,
                  soundfile_format, spooled_stream, stops_held, STREAMED_HEAD_BYTES, temporary_file_room,
@@ -391,6 +391,7 @@ def _through_spool(stream, write: Callable, where: str | None = None) -> None:
         spool.seek(0)
         try:
             copy_whole(spool, stream)
+            flush_written(stream)
         except (OSError, ValueError) as exc:
             raise unwritable_stream(exc, where) from None
 
@@ -2280,8 +2281,8 @@ class Codec:
         scale, with a ClippingWarning where samples were clipped (audio coded within full scale is
         clipped without one: its decoding can overshoot +-1.0 by the codec's error). A path
         is written through a temporary file renamed into place (io.write_file), so a failure leaves
-        what was there before; a stream whose write fails is refused naming it ('cannot write NAME: REASON', 'the
-        stream' where it has none)."""
+        what was there before; a stream is flushed (not closed) once written, and one whose write or flush fails is
+        refused naming it ('cannot write NAME: REASON', 'the stream' where it has none)."""
         self._decode_audio_file(data, destination, format_hint, subtype, start, duration, salvage, rate)
 
     def _decode_audio_file(self, data: bytes, destination, format_hint: str | None = None, subtype: str | None = None,
@@ -2321,6 +2322,7 @@ class Codec:
         else:
             try:
                 decode_into(destination)
+                flush_written(destination)
             except io.UnsupportedOperation as exc:
                 raise unwritable_stream(exc, where) from None
             except OSError as exc:

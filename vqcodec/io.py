@@ -405,6 +405,15 @@ def copy_whole(source, stream, block_bytes: int = SPOOL_BLOCK_BYTES) -> None:
         _write_every_byte(stream, memoryview(block))
 
 
+def flush_written(stream) -> None:
+    """Flush a caller's stream after writing into it, not closing it: a buffered one (open(path, "wb")) holds what
+    fits its buffer, whose failed write (a full disk) was only the caller's flush or close's. Its OSError is the
+    caller's to word as the write's. An object without a flush (one with a write alone) has nothing to flush."""
+    flush = getattr(stream, "flush", None)
+    if callable(flush):
+        flush()
+
+
 def _write_every_byte(stream, view) -> None:
     """Write all of `view` into `stream`, however little each write takes. A stream whose writes take no bytes,
     EMPTY_WRITES_ALLOWED in a row (a raw wrapper that takes nothing), is given up on with an OSError the caller
@@ -2915,8 +2924,9 @@ def write_image(image, destination, format_hint: str | None = None) -> None:
     When the format cannot hold the image's mode (CMYK or float as PNG, 16-bit as JPEG, ...), the
     nearest mode it can hold is written instead: RGBA, RGB, I;16 or L, deep values scaled to it.
     Alpha is never dropped: a format that cannot hold it is refused. A path is written through a temporary
-    file renamed into place (write_file); a stream's write that fails is refused naming it, as
-    decode_audio_file names it (the command line's own streams are left to it: save_image).
+    file renamed into place (write_file); a stream is flushed (not closed) once written, and its write or flush
+    that fails is refused naming it, as decode_audio_file names it (the command line's own streams are left to it:
+    save_image).
     """
     try:
         save_image(image, destination, format_hint)
@@ -2950,6 +2960,7 @@ def save_image(image, destination, format_hint: str | None = None) -> None:
     data = _saved(image, _format_name(name), name.upper() if name.lower() in NETPBM_VARIANTS else None)
     if hasattr(destination, "write"):
         copy_whole(BytesIO(data), destination)  # a raw stream may take part of a write
+        flush_written(destination)
     else:
         write_file(destination, lambda stream: stream.write(data))
 
