@@ -2212,6 +2212,30 @@ def test_a_stream_that_can_seek_and_fails_midway_is_refused_not_cut_short(codec,
     assert capfd.readouterr().err == ""
 
 
+def test_a_flac_stream_that_fails_midway_is_refused_with_the_read_error_not_libsndfiles(codec, signal):
+    """libsndfile's FLAC reader meets a failed read (EIO) of the stream after its header as 'Internal psf_fseek()
+    failed', which the refusal said in place of the read's error; it says the read's, as for WAV."""
+    from vqcodec.io import read_audio
+
+    class Failing(io.BytesIO):
+        def read(self, size=-1):
+            if self.tell() > 500:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            return super().read(size)
+
+        def readinto(self, buffer):  # as read fails
+            data = self.read(len(buffer))
+            buffer[:len(data)] = data
+            return len(data)
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, signal(1, 20000, 16000).T, 16000, format="FLAC")
+    cut = r"^cannot read audio from the stream: Input/output error after \d+ samples \(its header declares 20000\)$"
+    for call in (lambda s: codec.encode(s, 2), read_audio):
+        with pytest.raises(VQCodecError, match=cut):
+            call(Failing(buffer.getvalue()))
+
+
 def test_a_vq_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec, small_vq, tmp_path):
     """A read error of a .vq stream, at its header or midway through its chunks, came out as the bare OSError
     (with its traceback), where media's is 'cannot read the stream: Input/output error'; a stream open for writing

@@ -1203,7 +1203,12 @@ class _StreamSoundFile(soundfile.SoundFile):
         super().__init__(readable)
 
     def read(self, *args, **kwargs):
-        data = super().read(*args, **kwargs)
+        try:
+            data = super().read(*args, **kwargs)
+        except SOUNDFILE_ERRORS:  # FLAC's reader says 'Internal psf_fseek() failed' of the failed read it met
+            if (failure := self._reader.failure()) is None:
+                raise
+            raise failure from None
         if (failure := self._reader.failure()) is not None:
             raise failure
         return data
