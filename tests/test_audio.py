@@ -2124,6 +2124,20 @@ def test_sys_stdin_buffer_is_named_stdin_as_when_it_is_empty(codec, tmp_path, mo
         media_io.open_sound("<stdin>")
 
 
+def test_sys_stdin_buffer_of_a_vq_file_or_an_image_is_called_stdin(codec, small_vq, tmp_path):
+    """sys.stdin.buffer on a file (it can seek) of a .vq file, or of an image given to an audio model, was called
+    'from stdin' at the head of the refusal, 'from stdin is a .vq file, not media: ...', 'model tiny codes audio, not
+    images: from stdin is an image' (input_name's words for 'cannot read audio from stdin'); it is stdin."""
+    photo = (REPO_ROOT / "tests" / "data" / "photo.png").read_bytes()
+    for name, data, refusal in (("vq", small_vq, "^stdin is a .vq file, not media: "),
+                                ("png", photo, "^model tiny codes audio, not images: stdin is an image$")):
+        (tmp_path / name).write_bytes(data)
+        with open(tmp_path / name, "rb") as stream:
+            stream.raw.name = "<stdin>"  # sys.stdin.buffer's
+            with pytest.raises(VQCodecError, match=refusal):
+                codec.encode(stream, 2)
+
+
 def test_sys_stdout_buffer_is_named_stdout_as_the_command_line_names_it(codec, small_vq, tmp_path, monkeypatch):
     """sys.stdout.buffer, named "<stdout>", was 'cannot write <stdout>: ...' through the API, where the command line
     says 'cannot write stdout: ...' (test_cli test_an_unbuffered_stdout_that_takes_no_bytes_is_refused). A path of

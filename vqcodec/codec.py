@@ -37,7 +37,7 @@ from .fileinfo import (TRAILING_STREAM_BYTES, FileInfo, UnendedStream, alpha_pla
 from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, PILLOW_READ_ERRORS,
                  SOUNDFILE_ERRORS, TIFF_ORIENTATION, as_displayed, audio_format_named, audio_format_of,
                  check_audio_output, check_destination, check_format_name, check_source, checked_flag,
-                 copy_whole, flush_written, image_by_its_name, image_to_planes, in_srgb, input_name,
+                 copy_whole, flush_written, image_by_its_name, image_to_planes, in_srgb, input_called, input_name,
                  is_image_signature, is_seekable, is_whole, load_pixels, mode_shown,
                  open_image, open_sound, output_name, pillow_reason, planes_to_image, rebuilt_image_bytes,
                  refuse_format_against_name, refuse_format_of_other_kind, scalar_of, SoundSink, sound_blocks,
@@ -884,8 +884,7 @@ class Codec:
             with spooled_stream(media) as copy:  # to be looked at first (_is_vq_file)
                 return self._encode_media(copy, quality, sample_rate, max_rate, warn)
         if not is_image and _is_vq_file(media):  # "Format not recognised", said soundfile
-            name = input_name(media)
-            raise VQCodecError(f"{name if isinstance(name, (str, Path)) else 'the input'} is a .vq file, not media: "
+            raise VQCodecError(f"{input_called(media)} is a .vq file, not media: "
                                "Codec.recode makes it smaller (as `vqcodec encode` of a .vq file does), read_codes "
                                "gives its codes")
         if self.kind == "audio":
@@ -917,7 +916,7 @@ class Codec:
                 raise
             other = "image" if self.kind == "audio" else "audio"
             raise VQCodecError(f"model {self.name} codes {kind_coded(self.kind)}, not {kind_coded(other)}: "
-                               f"{input_name(media) or 'the input'} is {kind_held(other)}") from None
+                               f"{input_called(media)} is {kind_held(other)}") from None
 
     @naming_its_file
     def decode(self, data):

@@ -817,6 +817,13 @@ def input_name(source) -> str | Path | None:
     return name if isinstance(name, (str, Path)) else "from stdin" if isinstance(name, int) else None
 
 
+def input_called(source) -> str:
+    """How an error names an input as what its sentence is about: its path or name (input_name), "stdin" where
+    input_name says "from stdin", or "the input"."""
+    name = input_name(source)
+    return "the input" if name is None else "stdin" if name == "from stdin" else str(name)
+
+
 def output_name(destination) -> str | Path | None:
     """How an error names an output: its path, or an open file's name, "stdout" for sys.stdout.buffer
     (stream_name)."""
