@@ -1249,20 +1249,22 @@ def test_a_model_larger_than_the_memory_the_process_may_use_is_refused_before_it
         Codec.load(str(tiny_model_path))
 
 
-@pytest.mark.parametrize("failure", [MemoryError, lambda: PanicException("PyObject pointer is null")],
-                         ids=["MemoryError", "PanicException"])
+@pytest.mark.parametrize("failure", [MemoryError, lambda: PanicException("PyObject pointer is null"),
+                                     lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")],
+                         ids=["MemoryError", "PanicException", "torch.OutOfMemoryError"])
 def test_a_model_whose_reading_runs_out_of_memory_is_a_memory_error(tiny_model_path, monkeypatch, failure):
     """Memory running out while a model's tensors were made (within the bound, but not free: under `ulimit -v`) was
     'cannot read model PATH: ' (a MemoryError), or safetensors' panic and its traceback (pyo3's PanicException, a
     BaseException, that its Rust code made of the MemoryError): a MemoryError now, which the command says in one
-    line, 'out of memory'."""
+    line, 'out of memory'. A GPU's, torch's OutOfMemoryError, was 'cannot read model PATH: CUDA out of memory. ...':
+    it goes on, and the command says 'out of memory' too."""
     import vqcodec.modelfile
 
     def out_of_memory(data):
         raise failure()
 
     monkeypatch.setattr(vqcodec.modelfile, "load", out_of_memory)
-    with pytest.raises(MemoryError):
+    with pytest.raises((MemoryError, torch.OutOfMemoryError)):  # torch's (a GPU's) goes on as it is, not worded
         Codec.load(str(tiny_model_path))
 
 

@@ -2638,18 +2638,21 @@ def test_a_checkpoint_larger_than_the_memory_the_process_may_use_is_refused_befo
     assert checkpoint.read_bytes() == before
 
 
-def test_a_checkpoint_whose_reading_runs_out_of_memory_is_not_called_damaged(trained, monkeypatch):
-    """Memory running out while a checkpoint's tensors were made (within the bound, but not free: under `ulimit -v`)
-    was 'the checkpoint PATH is damaged (MemoryError: )': the MemoryError goes on, and the command says 'out of
-    memory'."""
+@pytest.mark.parametrize("failure", [MemoryError, lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to "
+                                                                                   "allocate 2.00 GiB")],
+                         ids=["MemoryError", "torch.OutOfMemoryError"])
+def test_a_checkpoint_whose_reading_runs_out_of_memory_is_not_called_damaged(trained, monkeypatch, failure):
+    """Memory running out while a checkpoint's tensors were made (within the bound, but not free: under `ulimit -v`;
+    a GPU's, torch's OutOfMemoryError) was 'the checkpoint PATH is damaged (MemoryError: )' ('(OutOfMemoryError: CUDA
+    out of memory. ...)'): the error goes on, and the command says 'out of memory'."""
     import vqcodec.modelfile
     from vqcodec.train import load_checkpoint
 
     def out_of_memory(data):
-        raise MemoryError
+        raise failure()
 
     monkeypatch.setattr(vqcodec.modelfile, "load", out_of_memory)
-    with pytest.raises(MemoryError):
+    with pytest.raises((MemoryError, torch.OutOfMemoryError)):
         load_checkpoint(trained / "checkpoint.safetensors", "cpu")
 
 

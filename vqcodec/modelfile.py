@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save_file
 
 from .config import FORMAT_VERSION, config_from_dict, config_to_dict, parameter_count
-from .errors import VQCodecError
+from .errors import VQCodecError, is_out_of_memory
 from .wording import plural, reason_of, shell_word
 from .io import open_regular_file, remove_leftover_temporaries, write_by_path, write_file, write_files
 from .memory import memory_bound, refuse_beyond
@@ -248,7 +248,7 @@ def read_safetensors_metadata(path: Path) -> dict[str, str]:
 
 def _read_model_file(path: Path, read):
     """read(), a missing or unreadable file of the model at `path` made one VQCodecError (memory running out left
-    a MemoryError)."""
+    as it is: a MemoryError, or torch's error of it)."""
     try:
         return read()
     except MemoryError:  # not the file's fault: the command says "out of memory"
@@ -258,6 +258,8 @@ def _read_model_file(path: Path, read):
     except OSError as exc:
         raise VQCodecError(f"cannot read model {path}: {exc.filename or path}: {reason_of(exc)}") from None
     except Exception as exc:
+        if is_out_of_memory(exc):  # torch's, making the tensors on a GPU (OutOfMemoryError) or on the CPU
+            raise
         raise VQCodecError(f"cannot read model {path}: {exc}") from None
 
 

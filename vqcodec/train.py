@@ -408,6 +408,8 @@ def load_checkpoint(path: Path, device: str) -> tuple[dict[str, dict[str, torch.
     except (VQCodecError, MemoryError):  # more than the memory this process may use, or than is free: not damaged
         raise
     except Exception as exc:  # JSON, safetensors and missing fields raise many types
+        if is_out_of_memory(exc):  # torch's, making the tensors on a GPU (OutOfMemoryError) or on the CPU
+            raise
         raise VQCodecError(f"the checkpoint {path} is damaged ({type(exc).__name__}: {exc})") from None
     return groups, meta
 
