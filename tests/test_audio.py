@@ -2658,6 +2658,39 @@ def test_media_from_a_pipe_name_a_temporary_file_that_fails_otherwise_as_such_no
     assert not (tmp_path / "a.vq").exists()
 
 
+def test_output_through_a_temporary_file_that_fails_otherwise_names_it_as_such(codec, signal, tmp_path, monkeypatch,
+                                                                                capsys, tiny_model_path):
+    """Output to a pipe (decode_audio_file), a descriptor's name (io.write_file) or stdout (the command line's) goes
+    through a temporary file in $TMPDIR; one whose write failed for a reason other than room (EIO) raised the bare
+    OSError (a traceback), was taken for the output's failure ('cannot write /dev/fd/N: Input/output error'), and the
+    command line said 'vqcodec: error: Input/output error', naming nothing. Nothing reaches the pipe or stdout."""
+    import tempfile
+
+    from vqcodec.cli import run
+
+    data = codec.encode_audio(signal(1, 8000, 16000), 16000, 2)
+    (tmp_path / "x.vq").write_bytes(data)
+    monkeypatch.setattr(tempfile, "TemporaryFile",
+                        lambda *args, **kwargs: io.BufferedRandom(_FailingDisk(tmp_path / "spool", "w+b")))
+    failed = f"cannot write a temporary file in {tempfile.gettempdir()}: Input/output error"
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "wb") as pipe:
+        with pytest.raises(VQCodecError) as refused:
+            codec.decode_audio_file(data, pipe, format_hint="WAV")
+        assert str(refused.value) == f"{failed} (a stream that cannot seek, or a raw one, is written through one there)"
+        with pytest.raises(VQCodecError) as refused:
+            codec.decode_audio_file(data, f"/dev/fd/{pipe.fileno()}", format_hint="WAV")
+        assert str(refused.value) == (f"{failed} (output to a FIFO, a device, /dev/stdout or /dev/fd/N is written "
+                                      "through one there)")
+    with os.fdopen(read_end, "rb") as received:
+        assert received.read() == b""
+    stdout = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(stdout))
+    assert run(["decode", str(tmp_path / "x.vq"), "-", "-m", str(tiny_model_path)]) == 1
+    assert capsys.readouterr().err == f"vqcodec: error: {failed} (stdin and stdout go through one there)\n"
+    assert stdout.getvalue() == b""
+
+
 def test_decode_audio_file_writes_every_byte_into_a_raw_stream_that_can_seek(codec, signal, tmp_path):
     """A raw stream that can seek (open(path, 'wb', buffering=0)) may take part of a write: soundfile's
     `assert written == len(data)` failed, a bare AssertionError."""

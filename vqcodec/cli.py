@@ -12,7 +12,6 @@ import os
 import signal
 import stat
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -218,13 +217,6 @@ def _refuse_unrecognised_media(head: bytes, path: str, forced: str | None, tags:
 STDIO_THROUGH_SPOOL = "stdin and stdout go through one"  # a temporary file in $TMPDIR, as its errors say
 
 
-def _spool_room():
-    """A temporary file of stdin or stdout (in $TMPDIR) that cannot grow named as such (io.temporary_file_room)."""
-    from .io import temporary_file_room
-
-    return temporary_file_room(STDIO_THROUGH_SPOOL)
-
-
 def _naming_its_input(command):
     """A command whose INPUT (`input_path`) is a file, a .vq file maybe, with the FormatError it raises (its .vq
     input cut short or corrupted) naming the file, as a bad magic's does: "t.vq: truncated .vq file (incomplete
@@ -394,14 +386,13 @@ def _refuse_missing_folder_of(path: str) -> None:
 
 def _write_output(path: str, write, force: bool) -> None:
     """Call write(stream) into a temporary file beside `path`, then rename it into place."""
-    from .io import copy_whole, write_file
+    from .io import copy_whole, TemporarySpool, write_file
 
     if path == "-":
         # Written in full to a temporary file first, so a failure writes nothing to stdout and long
-        # output never sits in memory. Its room is checked around its rewind and its close too, which write
-        # what its buffer holds: the close's second failure replaced the first one's words.
+        # output never sits in memory. Its own failures (room, EIO) are named as its (TemporarySpool).
         stdout = _stdout(force)
-        with _spool_room(), tempfile.TemporaryFile() as spool:
+        with TemporarySpool(STDIO_THROUGH_SPOOL) as spool:
             write(spool)
             spool.seek(0)
             with _writing_stdout():

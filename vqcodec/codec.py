@@ -41,7 +41,7 @@ from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODE
                  is_image_signature, is_seekable, is_whole, load_pixels, mode_shown,
                  open_image, open_sound, output_name, pillow_reason, planes_to_image, rebuilt_image_bytes,
                  refuse_format_against_name, refuse_format_of_other_kind, scalar_of, SoundSink, sound_blocks,
-                 soundfile_format, spooled_stream, stops_held, STREAMED_HEAD_BYTES, temporary_file_room,
+                 soundfile_format, spooled_stream, stops_held, STREAMED_HEAD_BYTES, TemporarySpool,
                  unrecognised_audio, unrecognised_image, unwritable_audio, unwritable_stream, warn_of_frames_left_out,
                  warn_of_what_codes_leave_out, write_file)
 from .memory import memory_bound, refuse_beyond
@@ -381,12 +381,9 @@ def _holds_the_other_kind(media, head: bytes, kind: str, start: int) -> bool:
 def _through_spool(stream, write: Callable, where: str | None = None) -> None:
     """Call write(spool) into an anonymous temporary file, then copy what it wrote into a stream that
     cannot seek, or a raw one: a failure writes nothing to the stream, and long output never sits in memory.
-    `where`: the stream's name for its errors, if it has one. A spool that cannot grow is named with its folder
-    (its close, which writes what its buffer holds, too)."""
-    import tempfile
-
-    with (temporary_file_room("a stream that cannot seek, or a raw one, is written through one"),
-          tempfile.TemporaryFile() as spool):
+    `where`: the stream's name for its errors, if it has one. The spool's own failures (room, EIO) are named as its,
+    with its folder (TemporarySpool)."""
+    with TemporarySpool("a stream that cannot seek, or a raw one, is written through one") as spool:
         write(spool)
         spool.seek(0)
         try:

@@ -241,7 +241,7 @@ def spooled(stream, head: bytes = b"", name: str = "the stream",
 
 
 class TemporaryFileFull(VQCodecError):
-    """A temporary file in $TMPDIR that cannot grow (temporary_file_room): its own words, not put in another reader's
+    """A temporary file in $TMPDIR that cannot grow (temporary_file_error): its own words, not put in another reader's
     ("cannot read image NAME: ..."), as EmptyInput's are."""
 
 
@@ -265,18 +265,6 @@ def temporary_file_error(exc: OSError, what_goes_through: str) -> VQCodecError:
 
 
 @contextlib.contextmanager
-def temporary_file_room(what_goes_through: str):
-    """A temporary file in $TMPDIR that cannot grow (NO_ROOM_ERRNOS) named as such (temporary_file_error), where the
-    block does more than write one: the error said only 'No space left on device'. Other OSErrors go on."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno not in NO_ROOM_ERRNOS:
-            raise
-        raise temporary_file_error(exc, what_goes_through) from None
-
-
-@contextlib.contextmanager
 def temporary_file_failures(what_goes_through: str):
     """Every OSError of a block that uses a temporary file alone named as the temporary file's (temporary_file_error):
     one of EIO was taken for the input's read failing."""
@@ -284,6 +272,56 @@ def temporary_file_failures(what_goes_through: str):
         yield
     except OSError as exc:
         raise temporary_file_error(exc, what_goes_through) from None
+
+
+class TemporarySpool:
+    """An anonymous temporary file in $TMPDIR that output is written into before it is copied on (into a pipe, stdout,
+    a FIFO), whose own failures (creating it, its write, flush, seek, read, close: no room, EIO) are named as its,
+    temporary_file_error with `what_goes_through`: one of EIO was the bare OSError, or taken for the output's. What
+    writes into it (which may read the input) and the stream it is copied into fail in their own words."""
+
+    def __init__(self, what_goes_through: str):
+        import tempfile
+
+        self.what_goes_through = what_goes_through
+        with temporary_file_failures(what_goes_through):
+            self.file = tempfile.TemporaryFile()
+
+    def _its_own(self, method, *args):
+        with temporary_file_failures(self.what_goes_through):
+            return method(*args)
+
+    def write(self, data) -> int:
+        return self._its_own(self.file.write, data)
+
+    def flush(self) -> None:
+        self._its_own(self.file.flush)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._its_own(self.file.seek, offset, whence)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._its_own(self.file.read, size)
+
+    def close(self) -> None:
+        self._its_own(self.file.close)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, traceback) -> None:
+        if exc is None:
+            self.close()
+        else:
+            self.discard()
+
+    def discard(self) -> None:
+        """Close it after a failure: its buffer's write failing again is not said, as the first error says why."""
+        with contextlib.suppress(OSError):
+            self.file.close()
 
 
 def is_seekable(stream) -> bool:
@@ -519,19 +557,16 @@ def write_file(path, write, replace: bool = True) -> None:
         raise
 
 
-def _written_into_spool(write):
-    """An anonymous temporary file in $TMPDIR that write(stream) wrote, rewound; one that cannot grow is named by
-    temporary_file_room, not as the output it is for."""
-    import tempfile
-
-    with temporary_file_room("output to a FIFO, a device, /dev/stdout or /dev/fd/N is written through one"):
-        spool = tempfile.TemporaryFile()
-        try:
-            write(spool)
-            spool.seek(0)  # writes what its buffer holds
-        except BaseException:
-            spool.close()
-            raise
+def _written_into_spool(write) -> TemporarySpool:
+    """An anonymous temporary file in $TMPDIR that write(stream) wrote, rewound; its own failures (room, EIO) are
+    named as its (TemporarySpool), not as the output it is for."""
+    spool = TemporarySpool("output to a FIFO, a device, /dev/stdout or /dev/fd/N is written through one")
+    try:
+        write(spool)
+        spool.seek(0)  # writes what its buffer holds
+    except BaseException:
+        spool.discard()
+        raise
     return spool
 
 
@@ -1293,10 +1328,10 @@ def _unopenable_audio(source, exc: Exception) -> VQCodecError:
 
 
 class SoundSink:
-    """A binary stream as soundfile writes it: an OSError (a full disk) inside soundfile's callbacks would
-    be printed as a traceback and lost while libsndfile wrote on, or soundfile would fail an assertion on
-    the short write. The first one is kept for check() to raise; nothing more is written after it, though
-    libsndfile, which cannot be told why, is told that all of it was."""
+    """A binary stream as soundfile writes it: an OSError (a full disk), or a TemporarySpool's own error, inside
+    soundfile's callbacks would be printed as a traceback and lost while libsndfile wrote on, or soundfile would fail
+    an assertion on the short write. The first one is kept for check() to raise; nothing more is written after it,
+    though libsndfile, which cannot be told why, is told that all of it was."""
 
     def __init__(self, stream):
         self.stream, self.error = stream, None
@@ -1305,7 +1340,7 @@ class SoundSink:
         if self.error is None:
             try:
                 return self.stream.write(data)
-            except OSError as exc:
+            except (OSError, TemporaryFileFull, TemporaryFileFailed) as exc:
                 self.error = exc
         return len(data)
 
@@ -1313,7 +1348,7 @@ class SoundSink:
         if self.error is None:
             try:
                 return self.stream.seek(offset, whence)
-            except OSError as exc:  # a buffered stream writes what it holds before it seeks
+            except (OSError, TemporaryFileFull, TemporaryFileFailed) as exc:  # a buffered one writes what it holds
                 self.error = exc
         return self.stream.tell()
 
