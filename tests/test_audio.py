@@ -2190,23 +2190,30 @@ def test_a_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec, g
                 call()
 
 
+class _FailingPast(io.BytesIO):
+    """A stream that can seek whose reads past byte `fails_at` fail (EIO), as a disk's or a network file's may."""
+
+    def __init__(self, fails_at: int, data: bytes):
+        super().__init__(data)
+        self.fails_at = fails_at
+
+    def read(self, size=-1):
+        if self.tell() > self.fails_at:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return super().read(size)
+
+    def readinto(self, buffer):  # as read fails
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
 def test_a_stream_that_can_seek_and_fails_midway_is_refused_not_cut_short(codec, signal, capfd):
     """A read error of a stream that can seek, which libsndfile reads through soundfile's callback, was printed there as
     a traceback ('Exception ignored from cffi callback') and taken for the end: the audio was coded cut short, exit 0.
     It is refused, with how far reading got, at byte 0 and part way, by encode (a rate search too), read_audio and
     open_sound's reads; one in its header, as it opens."""
     from vqcodec.io import open_sound, read_audio, sound_blocks
-
-    class Failing(io.BytesIO):
-        def read(self, size=-1):
-            if self.tell() > self.fails_at:
-                raise OSError(errno.EIO, os.strerror(errno.EIO))
-            return super().read(size)
-
-        def readinto(self, buffer):  # as read fails
-            data = self.read(len(buffer))
-            buffer[:len(data)] = data
-            return len(data)
 
     buffer = io.BytesIO()
     soundfile.write(buffer, signal(1, 20000, 16000).T, 16000, format="WAV", subtype="PCM_16")
@@ -2215,14 +2222,12 @@ def test_a_stream_that_can_seek_and_fails_midway_is_refused_not_cut_short(codec,
     for before in (b"", header):
         for call in (lambda s: codec.encode(s, 2), lambda s: codec.encode_audio_file(s, 2, 30.0), read_audio,
                      lambda s: list(sound_blocks(open_sound(s), None))):
-            stream = Failing(before + audio)
+            stream = _FailingPast(len(before) + 1000, before + audio)
             stream.seek(len(before))
-            stream.fails_at = len(before) + 1000
             with pytest.raises(VQCodecError, match=cut):
                 call(stream)
-        stream = Failing(before + audio)
+        stream = _FailingPast(len(before) + 10, before + audio)
         stream.seek(len(before))
-        stream.fails_at = len(before) + 10
         with pytest.raises(VQCodecError, match=r"^cannot read audio from the stream: Input/output error$"):
             open_sound(stream)
     assert capfd.readouterr().err == ""
@@ -2233,23 +2238,12 @@ def test_a_flac_stream_that_fails_midway_is_refused_with_the_read_error_not_libs
     failed', which the refusal said in place of the read's error; it says the read's, as for WAV."""
     from vqcodec.io import read_audio
 
-    class Failing(io.BytesIO):
-        def read(self, size=-1):
-            if self.tell() > 500:
-                raise OSError(errno.EIO, os.strerror(errno.EIO))
-            return super().read(size)
-
-        def readinto(self, buffer):  # as read fails
-            data = self.read(len(buffer))
-            buffer[:len(data)] = data
-            return len(data)
-
     buffer = io.BytesIO()
     soundfile.write(buffer, signal(1, 20000, 16000).T, 16000, format="FLAC")
     cut = r"^cannot read audio from the stream: Input/output error after \d+ samples \(its header declares 20000\)$"
     for call in (lambda s: codec.encode(s, 2), read_audio):
         with pytest.raises(VQCodecError, match=cut):
-            call(Failing(buffer.getvalue()))
+            call(_FailingPast(500, buffer.getvalue()))
 
 
 def test_a_vq_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec, small_vq, tmp_path):
