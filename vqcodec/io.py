@@ -216,28 +216,18 @@ def spooled(stream, head: bytes = b"", name: str = "the stream",
     $TMPDIR), and where it is non-blocking and has no bytes ready (that read's None was taken for the end). The
     temporary file's failures are its own (temporary_file_error, with `what_goes_through`); what comes out of
     `stream`'s read (an OSError, a ValueError) is left to the caller to name as the stream's."""
-    import tempfile
-
     limit = math.inf if is_regular_stream(stream) else MAX_SPOOL_BYTES
-    with temporary_file_failures(what_goes_through):
-        spool = tempfile.TemporaryFile()
-    try:
+
+    def copy(spool: TemporarySpool) -> None:
         block, copied = head or read_ready(stream, SPOOL_BLOCK_BYTES, name), 0
         while block:
             copied += len(block)
             if copied > limit:
                 raise UnreadableStream(f"{name} goes on past {MAX_SPOOL_BYTES / (1 << 30):g} GiB, the most that "
                                        "is copied from a pipe: give the input as a file")
-            with temporary_file_failures(what_goes_through):
-                spool.write(block)
+            spool.write(block)
             block = read_ready(stream, SPOOL_BLOCK_BYTES, name)
-        with temporary_file_failures(what_goes_through):
-            spool.seek(0)  # writes what its buffer holds
-    except BaseException:
-        with contextlib.suppress(OSError):  # its buffer's write failing again: the first error says why
-            spool.close()
-        raise
-    return spool
+    return _written_into_spool(copy, what_goes_through).file
 
 
 class TemporaryFileFull(VQCodecError):
@@ -557,10 +547,11 @@ def write_file(path, write, replace: bool = True) -> None:
         raise
 
 
-def _written_into_spool(write) -> TemporarySpool:
+def _written_into_spool(write, what_goes_through: str = "output to a FIFO, a device, /dev/stdout or /dev/fd/N is "
+                                                        "written through one") -> TemporarySpool:
     """An anonymous temporary file in $TMPDIR that write(stream) wrote, rewound; its own failures (room, EIO) are
-    named as its (TemporarySpool), not as the output it is for."""
-    spool = TemporarySpool("output to a FIFO, a device, /dev/stdout or /dev/fd/N is written through one")
+    named as its (TemporarySpool, with `what_goes_through`), not as the output or input it is for."""
+    spool = TemporarySpool(what_goes_through)
     try:
         write(spool)
         spool.seek(0)  # writes what its buffer holds
