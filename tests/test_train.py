@@ -2716,6 +2716,52 @@ def test_the_training_state_counted_is_what_a_run_holds_and_names_itself_where_i
                                       "audio", state=10 ** 9)
 
 
+class _StoppedAtTheMemoryCheck(Exception):
+    pass
+
+
+@pytest.mark.parametrize("given, kept", [({}, {"model", "optim", "disc", "disc_optim", "average"}),
+                                         ({"adversarial": False, "weight_average": 0.0}, {"model", "optim"})],
+                         ids=["kept", "dropped"])
+def test_a_resume_that_drops_the_discriminator_or_average_lets_them_go_and_counts_them_no_more(
+        trained, data_dir, tmp_path, monkeypatch, given, kept):
+    """A resume with --no-adversarial (--weight-average 0) held the checkpoint's discriminator and its moments (its
+    average) until the optimisers were made, and its memory check counted them (training_state_bytes of the whole
+    checkpoint): for the tests' config, 0.95 MB where the run keeps 61 kB. They are let go as soon as the run's
+    options are known, and the check counts the tensors the run keeps."""
+    import gc
+    import weakref
+
+    import vqcodec.train as train_module
+
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    train(data_dir, None, options(out, max_steps=13, resume=True, adversarial=True, weight_average=0.9,
+                                  fit_prior=False))
+    real_load, read, checked = train_module.load_checkpoint, {}, []
+
+    def load_checkpoint(*args, **kwargs):
+        groups, meta = real_load(*args, **kwargs)
+        read.update({group: [weakref.ref(tensor) for tensor in tensors.values()] for group, tensors in groups.items()})
+        return groups, meta
+
+    def refuse_a_batch_beyond_memory(run, kind, adversarial=False, held=0, held_out=0, state=0):
+        gc.collect()
+        checked.append((state, {group for group, refs in read.items() if any(ref() is not None for ref in refs)}))
+        raise _StoppedAtTheMemoryCheck
+
+    monkeypatch.setattr(train_module, "load_checkpoint", load_checkpoint)
+    monkeypatch.setattr(train_module, "_refuse_a_batch_beyond_memory", refuse_a_batch_beyond_memory)
+    with pytest.raises(_StoppedAtTheMemoryCheck):
+        train(data_dir, None, options(out, max_steps=14, resume=True, **given))
+    groups = {}
+    for name, tensor in load_file(str(out / "checkpoint.safetensors")).items():
+        groups[name.split(".")[0]] = groups.get(name.split(".")[0], 0) + tensor.nbytes
+    assert set(groups) == set(read) == {"model", "optim", "disc", "disc_optim", "average"}
+    kept_bytes = sum(size for group, size in groups.items() if group in kept)
+    assert checked == [(training_state_bytes(CFG, checkpoint_bytes=kept_bytes), kept)]
+
+
 def test_a_log_is_repaired_through_the_descriptor_it_was_read_from(tmp_path, monkeypatch, capsys):
     """train._repair_log read the log through a checked descriptor but truncated it by its path: a file put in
     the log's place between the two (another run's log) was cut at the length worked out for the one read. The

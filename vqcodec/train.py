@@ -713,7 +713,7 @@ class _Start:
     kind: str | None
     decoder_only: bool = False
     saved: dict = field(default_factory=dict)         # the checkpoint's tensors, by module, until restored
-    checkpoint_bytes: int | None = None               # theirs; None for a new run
+    checkpoint_bytes: int | None = None               # of those the run keeps; None for a new run
     meta: dict = field(default_factory=dict)          # the checkpoint's record
     step: int = 0
     trained_seconds: float = 0.0
@@ -758,6 +758,7 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     start = _starting_point(run, _checked_config(cfg), kind)
     given = options
     run.options = options = _recipe_of(options, start.meta)
+    _let_go_of_dropped_state(start, options)
     run.precision = resolve_precision(options.precision, run.device)
     rng = np.random.default_rng((options.seed, start.step, parallel.rank()))  # a resumed run continues with fresh crops
     cfg, kind, files = _media_and_config(data_dir, start, options)
@@ -989,6 +990,18 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
     return start
 
 
+def _let_go_of_dropped_state(start: _Start, options: TrainOptions) -> None:
+    """Let go of the resumed checkpoint's tensors that its run, with its options resolved (_recipe_of), drops:
+    the discriminator and its optimiser's moments without --adversarial, the weight average without
+    --weight-average. They were held until the optimisers were made, through the model's building and the
+    reading of the files, and counted in its training state (training_state_bytes)."""
+    dropped = (*(() if options.adversarial else ("disc", "disc_optim")), *(() if options.weight_average else ("average",)))
+    for group in dropped:
+        start.saved.pop(group, None)
+    if start.resumed:
+        start.checkpoint_bytes = sum(tensor.nbytes for group in start.saved.values() for tensor in group.values())
+
+
 def _refuse_another_part(options: TrainOptions, resumed_decoder_only: bool) -> None:
     """Refuse to resume a decoder-only checkpoint as a run of the whole model, or the other way round: its
     model decodes the files of the model it started from, and makes its codes, only while its encoder and
@@ -1097,9 +1110,9 @@ def training_state_bytes(cfg: ModelConfig, decoder_only: bool = False, weight_av
                          checkpoint_bytes: int | None = None) -> int:
     """What a run's process on the CPU holds besides its batch and files (README, Limits): the model's float32
     weights and codebooks (with their running sums and counts), a weight average's copy of them, AdamW's two
-    moments of each trained weight and its gradient. A resumed run holds as much as its checkpoint's tensors
-    (`checkpoint_bytes`): it keeps their moments, and lets their weights go once copied into its networks. Saving a
-    checkpoint holds nothing more: it is written tensor by tensor (modelfile._tensors_writer). --decoder-only trains
+    moments of each trained weight and its gradient. A resumed run holds as much as the tensors it keeps of its
+    checkpoint (`checkpoint_bytes`; not a discriminator or weight average it drops, _let_go_of_dropped_state): it
+    keeps their moments, and lets their weights go once copied into its networks. Saving a checkpoint holds nothing more: it is written tensor by tensor (modelfile._tensors_writer). --decoder-only trains
     the decoder alone: the encoder's weights, frozen (DECODER_ONLY_FROZEN), have no gradients or moments. The
     discriminator of --adversarial (72 387 weights, 1.2 MB with its gradients and moments) is left out."""
     networks = network_parameter_counts(cfg)
@@ -1212,7 +1225,7 @@ def _optimisation(run: _Run, model: VQVAE, start: _Start, weight_average: float)
         if "average" in saved:
             restore_state(checkpoint_path, training.average.model.load_state_dict, saved["average"])
         training.modules["average"] = training.average.model
-    if options.adversarial:  # without it, a resumed checkpoint's discriminator is let go with the rest
+    if options.adversarial:  # without it, a resumed checkpoint's discriminator is let go (_let_go_of_dropped_state)
         disc = MultiScaleSTFTDiscriminator().to(run.device)
         disc_optimizer = torch.optim.AdamW(disc.parameters(), lr=options.lr, betas=(0.8, 0.99), weight_decay=0.0)
         if "disc" in saved:  # a checkpoint trained without --adversarial starts a fresh discriminator
