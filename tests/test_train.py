@@ -2762,6 +2762,30 @@ def test_a_resume_that_drops_the_discriminator_or_average_lets_them_go_and_count
     assert checked == [(training_state_bytes(CFG, checkpoint_bytes=kept_bytes), kept)]
 
 
+def test_a_resume_that_starts_averaging_counts_the_average_it_makes(trained, data_dir, tmp_path, monkeypatch):
+    """A --resume --weight-average of a checkpoint that held no average makes one, a copy of the model, which its
+    memory check left out: it counted the checkpoint's tensors and the gradients alone."""
+    import vqcodec.train as train_module
+
+    checked = []
+
+    def refuse_a_batch_beyond_memory(run, kind, adversarial=False, held=0, held_out=0, state=0):
+        checked.append(state)
+        raise _StoppedAtTheMemoryCheck
+
+    monkeypatch.setattr(train_module, "_refuse_a_batch_beyond_memory", refuse_a_batch_beyond_memory)
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    with pytest.raises(_StoppedAtTheMemoryCheck):
+        train(data_dir, None, options(out, max_steps=13, resume=True, weight_average=0.9))
+    checkpoint = sum(tensor.nbytes for tensor in load_file(str(out / "checkpoint.safetensors")).values())
+    model = VQVAE(CFG)
+    average = sum(tensor.nbytes for tensor in model.state_dict().values())  # WeightAverage's copy of the model
+    gradients = sum(parameter.nbytes for parameter in model.parameters())
+    # within the few bytes of the codebooks' use counts, which the config's count leaves out
+    assert checked == [pytest.approx(checkpoint + average + gradients, rel=0.01)]
+
+
 def test_a_log_is_repaired_through_the_descriptor_it_was_read_from(tmp_path, monkeypatch, capsys):
     """train._repair_log read the log through a checked descriptor but truncated it by its path: a file put in
     the log's place between the two (another run's log) was cut at the length worked out for the one read. The

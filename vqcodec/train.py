@@ -418,7 +418,7 @@ def _resumed_bytes(cfg: ModelConfig, meta: dict):
     """read_safetensors' `needed` of a checkpoint resumed on the CPU (its `meta`, its config `cfg`): what the run
     holds with its tensors, the file's size of them (training_state_bytes)."""
     return lambda size: training_state_bytes(cfg, meta.get("decoder_only", False), meta.get("weight_average", 0.0),
-                                             size)
+                                             size, checkpoint_averaged=True)
 
 
 def diverged(what: str, checkpoint_path: Path) -> VQCodecError:
@@ -768,7 +768,8 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     run.options = options = _sized(run, kind, cfg, batch_kept=given.batch_size is None and options.batch_size is not None)
     files = readable_files(kind, files)
     run.options = options = _crop_within_files(run, kind, cfg, files, given.crop, crop_whose)
-    state = training_state_bytes(cfg, start.decoder_only, weight_average, start.checkpoint_bytes)
+    state = training_state_bytes(cfg, start.decoder_only, weight_average, start.checkpoint_bytes,
+                                 checkpoint_averaged="average" in start.saved)
     parallel.together(lambda: _refuse_a_batch_beyond_memory(run, kind, options.adversarial,
                                                             *_held_data_bytes(run, kind, cfg, data_dir, files,
                                                                               start.meta), state))
@@ -1107,22 +1108,24 @@ def _split(data_dir: Path, files: list[Path], saved_meta: dict, usable=lambda pa
 
 
 def training_state_bytes(cfg: ModelConfig, decoder_only: bool = False, weight_average: float = 0.0,
-                         checkpoint_bytes: int | None = None) -> int:
+                         checkpoint_bytes: int | None = None, checkpoint_averaged: bool = False) -> int:
     """What a run's process on the CPU holds besides its batch and files (README, Limits): the model's float32
     weights and codebooks (with their running sums and counts), a weight average's copy of them, AdamW's two
     moments of each trained weight and its gradient. A resumed run holds as much as the tensors it keeps of its
     checkpoint (`checkpoint_bytes`; not a discriminator or weight average it drops, _let_go_of_dropped_state): it
-    keeps their moments, and lets their weights go once copied into its networks. Saving a checkpoint holds nothing more: it is written tensor by tensor (modelfile._tensors_writer). --decoder-only trains
+    keeps their moments, and lets their weights go once copied into its networks; with `weight_average`, where
+    they hold no average (`checkpoint_averaged`), the average's new copy too. Saving a checkpoint holds nothing more: it is written tensor by tensor (modelfile._tensors_writer). --decoder-only trains
     the decoder alone: the encoder's weights, frozen (DECODER_ONLY_FROZEN), have no gradients or moments. The
     discriminator of --adversarial (72 387 weights, 1.2 MB with its gradients and moments) is left out."""
     networks = network_parameter_counts(cfg)
     weights = sum(networks.values())
     trained = sum(count for module, count in networks.items() if not (decoder_only and module in DECODER_ONLY_FROZEN))
     codebooks = cfg.num_codebooks * cfg.codebook_size * (2 * cfg.latent_dim + 2)  # with their EMA sums and code counts
-    models = 4 * (weights + codebooks) * (2 if weight_average else 1)
+    model = 4 * (weights + codebooks)
+    average = model if weight_average else 0
     if checkpoint_bytes is None:  # a new run's networks and moments, as it will save them
-        checkpoint_bytes = models + 8 * trained
-    return checkpoint_bytes + 4 * trained
+        checkpoint_bytes, checkpoint_averaged = model + average + 8 * trained, True
+    return checkpoint_bytes + (0 if checkpoint_averaged else average) + 4 * trained
 
 
 def _refuse_a_batch_beyond_memory(run: _Run, kind: str, adversarial: bool = False, held: int = 0,
