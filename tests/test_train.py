@@ -853,6 +853,17 @@ def test_decoder_only_keeps_the_codes_and_trains_the_decoder(trained, data_dir, 
         train(data_dir, None, options(tmp_path / "again", max_steps=2, resume=True, decoder_only=True))
 
 
+def test_a_resume_keeps_decoder_only_as_it_keeps_the_other_options(tmp_path):
+    """decoder_only not given is the resumed checkpoint's (off where it holds none, or for a new run), as the options
+    of KEPT_OPTIONS are: it was resolved by hand beside them, into a field of the run's start, and the run's options
+    kept None."""
+    from vqcodec.train import _recipe_of
+
+    assert _recipe_of(options(tmp_path, resume=True), {"decoder_only": True}).decoder_only is True
+    assert _recipe_of(options(tmp_path, resume=True), {}).decoder_only is False  # a checkpoint of the whole model
+    assert _recipe_of(options(tmp_path), {}).decoder_only is False
+
+
 def test_a_decoder_only_model_decodes_its_starting_models_files(trained, data_dir, tmp_path, monkeypatch):
     from vqcodec.registry import model_for_file
 

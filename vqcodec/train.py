@@ -711,7 +711,6 @@ class _Start:
     """Where a run starts from: nothing, a trained model (--init) or the checkpoint it resumes."""
     cfg: ModelConfig | None
     kind: str | None
-    decoder_only: bool = False
     saved: dict = field(default_factory=dict)         # the checkpoint's tensors, by module, until restored
     checkpoint_bytes: int | None = None               # of those the run keeps; None for a new run
     meta: dict = field(default_factory=dict)          # the checkpoint's record
@@ -768,7 +767,7 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     run.options = options = _sized(run, kind, cfg, batch_kept=given.batch_size is None and options.batch_size is not None)
     files = readable_files(kind, files)
     run.options = options = _crop_within_files(run, kind, cfg, files, given.crop, crop_whose)
-    state = training_state_bytes(cfg, start.decoder_only, weight_average, start.checkpoint_bytes,
+    state = training_state_bytes(cfg, options.decoder_only, weight_average, start.checkpoint_bytes,
                                  checkpoint_averaged="average" in start.saved)
     parallel.together(lambda: _refuse_a_batch_beyond_memory(run, kind, options.adversarial,
                                                             *_held_data_bytes(run, kind, cfg, data_dir, files,
@@ -781,18 +780,18 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     settings = _part_settings(run, weight_average, data_dir, data.train_files)
     parts = _earlier_parts(start, settings)
     if not run.quiet:
-        _print_run(run, kind, model, data, start.decoder_only)
+        _print_run(run, kind, model, data)
     parallel.together(lambda: _make_out(options, run.main))
 
     def checkpoint_meta(step: int, seconds: float, validated: float) -> dict:
         meta = {"step": step, "name": options.name, "trained_seconds": seconds, "validated_seconds": validated,
                 "config": config_to_dict(cfg),
-                "adversarial": options.adversarial, "decoder_only": start.decoder_only, "held_out": [relative_name(path, data_dir) for path in data.val_files],
+                "adversarial": options.adversarial, "decoder_only": options.decoder_only, "held_out": [relative_name(path, data_dir) for path in data.val_files],
                 "settings": settings, **({"earlier_parts": parts} if parts else {}),
                 "run_options": {"eval_every": options.eval_every, "precision": options.precision}}  # as given: _recipe_of
         if training.average is not None:
             meta.update(weight_average=weight_average, average_updates=training.average.updates)
-        if start.decoder_only:
+        if options.decoder_only:
             meta.update(codes_id=codes_id, init_decodes=start.init_decodes, init_path=start.init_path)
         if start.widened:
             meta.update(init_widened=start.widened)
@@ -898,15 +897,16 @@ def _check_noise_snr(snr) -> None:
 KEPT_OPTIONS = {"lr": ("settings", DEFAULT_LR), "noise": ("settings", 0.0), "noise_snr_db": ("settings", NOISE_SNR_DB),
                 "batch_size": ("settings", None), "crop": ("settings", None),
                 "eval_every": ("run_options", DEFAULT_EVAL_EVERY), "precision": ("run_options", DEFAULT_PRECISION),
-                "weight_average": (None, 0.0), "adversarial": (None, False)}
+                "weight_average": (None, 0.0), "adversarial": (None, False), "decoder_only": (None, False)}
 
 
 def _recipe_of(options: TrainOptions, meta: dict) -> TrainOptions:
     """The options with those that are not given taken from the last part of the run a --resume continues
     (`meta`, its checkpoint's record; a fresh run's is {}: the defaults): the learning rate, noise, batch and
     crop and noise range of its settings, the --eval-every and --precision of its run_options (its settings hold the
-    precision resolved for the device it ran on), its weight average's decay and whether it trained with the
-    discriminator of --adversarial, so that a resumed run goes on as it trained. A checkpoint
+    precision resolved for the device it ran on), its weight average's decay, whether it trained with the
+    discriminator of --adversarial and whether it trained the decoder alone (--decoder-only, which another value
+    given does not change: _refuse_another_part), so that a resumed run goes on as it trained. A checkpoint
     written before a value was kept gives its default; values the checkpoint holds are checked as given ones are."""
     kept = {name: (meta if part is None else meta.get(part, {})).get(name, default)
             for name, (part, default) in KEPT_OPTIONS.items() if getattr(options, name) is None}
@@ -967,7 +967,6 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
         _refuse_another_model(f"resume=True continues the {start.kind} model of the checkpoint in {Path(options.out)}",
                               start.cfg, cfg, kind)
         _refuse_another_part(options, start.meta.get("decoder_only", False))
-    start.decoder_only = start.meta.get("decoder_only", False) if options.decoder_only is None else options.decoder_only
     start.init_id = start.meta.get("init")
     start.init_decodes, start.init_path = start.meta.get("init_decodes", []), start.meta.get("init_path")
     start.init_training, start.widened = start.meta.get("init_training", {}), start.meta.get("init_widened", {})
@@ -979,7 +978,7 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
         if cfg is not None and widths_differ_only(model.cfg, cfg):
             start.widened = {f.name: getattr(model.cfg, f.name) for f in dataclasses.fields(cfg)
                              if getattr(model.cfg, f.name) != getattr(cfg, f.name)}
-            if start.decoder_only and not encoder_unchanged(model.cfg, cfg):  # a grown encoder makes the codes only to rounding
+            if options.decoder_only and not encoder_unchanged(model.cfg, cfg):  # a grown encoder makes the codes only to rounding
                 raise VQCodecError(f"{_option('decoder_only', True)} keeps the model's encoder and codebooks as they are: "
                                    f"its {setting('--config', 'cfg')} may widen the decoder alone (decoder_channels)")
             model = widen(model, cfg, seed=options.seed)
@@ -1054,7 +1053,7 @@ def _build_model(run: _Run, start: _Start, cfg: ModelConfig) -> tuple[VQVAE, str
     if start.resumed:  # the checkpoint's weights, copied into the model, are let go
         restore_state(run.checkpoint_path, model.load_state_dict, start.saved.pop("model"))
     parallel.broadcast_module_(model)  # the processes start from the first one's weights
-    if not start.decoder_only:
+    if not run.options.decoder_only:
         return model, None
     freeze_for_decoder_only(model)
     return model, start.meta.get("codes_id") or compute_codes_id(config_to_dict(cfg), inference_state(model))
@@ -1363,7 +1362,7 @@ def _parameter_count(count: int) -> str:
     return f"{count / 1e6:.2f}M" if count >= 10_000 else f"{count:,}"
 
 
-def _print_run(run: _Run, kind: str, model: VQVAE, data: _Data, decoder_only: bool) -> None:
+def _print_run(run: _Run, kind: str, model: VQVAE, data: _Data) -> None:
     options = run.options
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     share = options.batch_size // run.processes
@@ -1371,7 +1370,7 @@ def _print_run(run: _Run, kind: str, model: VQVAE, data: _Data, decoder_only: bo
     validation = data.val.describe() if data.val_files != data.train_files else "on the training file (none held out from one)"
     _progress(f"training {options.name} ({kind}) on {data.train.describe()}; validation {validation}; "
               f"{_parameter_count(sum(p.numel() for p in model.parameters()))} parameters"
-              f"{f' ({_parameter_count(trained)} trained: the decoder)' if decoder_only else ''}; batch {options.batch_size}; "
+              f"{f' ({_parameter_count(trained)} trained: the decoder)' if options.decoder_only else ''}; batch {options.batch_size}; "
               f"{spread}, {run.precision}")
 
 
@@ -1467,7 +1466,7 @@ def _step_loop(run: _Run, cfg: ModelConfig, model: VQVAE, training: _Optimisatio
                 for group in opt.param_groups:
                     group["lr"] = lr
 
-            set_training_mode(model, start.decoder_only)
+            set_training_mode(model, options.decoder_only)
             loss, parts, codes = train_step(model, training.optimizers["optim"], loss_fn, batch.to(device), autocast,
                                             *training.adversary)
             step += 1
@@ -1567,7 +1566,7 @@ def _write_model(run: _Run, model: VQVAE, model_path: Path, start: _Start, codes
                  trained_seconds: float, settings: dict, parts: list[dict]) -> Path:
     """Write the trained model's files, with the record of its training (the settings of its last part, and
     its earlier parts where a resumed run changed them) and of the models whose files it decodes."""
-    decoder_only = start.decoder_only
+    decoder_only = run.options.decoder_only
     unchanged = step == 0 and start.model is not None and not start.widened  # --max-steps 0: the model, kept to the bit
     if decoder_only:
         lineage = _decodes_record(model, codes_id, start.init_id, start.init_decodes)
@@ -1594,7 +1593,7 @@ def _add_prior(run: _Run, model_path: Path, cfg: ModelConfig, start: _Start, tra
     try:
         _attach_or_fit_prior(run, model_path, cfg, start, train_files)
     except KeyboardInterrupt:
-        if start.decoder_only:  # the starting model's prior, which a fit would not give back
+        if run.options.decoder_only:  # the starting model's prior, which a fit would not give back
             finish = _finishing_command(run, data_dir, step)
         else:
             finish = f"vqcodec fit-prior {shell_word(model_path)} {shell_word(data_dir)}"
@@ -1616,7 +1615,7 @@ def _attach_or_fit_prior(run: _Run, model_path: Path, cfg: ModelConfig, start: _
     (with fit_prior off too: the codes are the same, and the prior is part of the model it continues),
     another fits one to the training files (a failed fit leaves the model without one, with a warning)."""
     options, quiet = run.options, run.quiet
-    kept_prior = _initial_prior(start.init_path) if start.decoder_only else None
+    kept_prior = _initial_prior(start.init_path) if options.decoder_only else None
     if kept_prior is not None:
         attach_prior(model_path, kept_prior)
         if not quiet:
