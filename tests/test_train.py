@@ -864,6 +864,28 @@ def test_a_resume_keeps_decoder_only_as_it_keeps_the_other_options(tmp_path):
     assert _recipe_of(options(tmp_path), {}).decoder_only is False
 
 
+def test_a_refused_no_decoder_only_resume_names_the_model_file_only_where_there_is_one(trained, data_dir, tmp_path,
+                                                                                      capsys):
+    """--resume --no-decoder-only of a decoder-only run told to start a new run with --init OUT/NAME.safetensors,
+    which a run stopped before its end (Ctrl-C, kill) has not written: it says how to write it first (a --resume
+    that trains no more), and names the file alone once it is there."""
+    out = tmp_path / "decoder"
+    train(data_dir, None, options(out, max_steps=1, init=str(trained / "tiny.safetensors"), decoder_only=True,
+                                  fit_prior=False))
+    model_path = out / "tiny.safetensors"
+    for path in (model_path, model_path.with_suffix(".json")):  # as a run stopped before its end leaves the folder
+        path.unlink()
+    refused = ["train", data_dir, "--out", out, "--resume", "--no-decoder-only", "--max-steps", 2]
+    code, err = run_in_process(refused, capsys)
+    assert code != 0 and err.endswith(f"stay frozen; to train the whole model, write its model first (--resume "
+                                      f"--max-steps 1 writes {model_path} from the checkpoint), then start a new run "
+                                      f"with --init {model_path}\n")
+    train(data_dir, None, options(out, max_steps=1, resume=True))  # as it says
+    assert model_path.is_file()
+    code, err = run_in_process(refused, capsys)
+    assert code != 0 and err.endswith(f"stay frozen; to train the whole model, start a new run with --init {model_path}\n")
+
+
 def test_a_decoder_only_model_decodes_its_starting_models_files(trained, data_dir, tmp_path, monkeypatch):
     from vqcodec.registry import model_for_file
 

@@ -966,7 +966,7 @@ def _starting_point(run: _Run, cfg: ModelConfig | None, kind: str | None) -> _St
         start.kind = start.cfg.kind
         _refuse_another_model(f"resume=True continues the {start.kind} model of the checkpoint in {Path(options.out)}",
                               start.cfg, cfg, kind)
-        _refuse_another_part(options, start.meta.get("decoder_only", False))
+        _refuse_another_part(options, start.meta.get("decoder_only", False), start.step)
     start.init_id = start.meta.get("init")
     start.init_decodes, start.init_path = start.meta.get("init_decodes", []), start.meta.get("init_path")
     start.init_training, start.widened = start.meta.get("init_training", {}), start.meta.get("init_widened", {})
@@ -1002,18 +1002,28 @@ def _let_go_of_dropped_state(start: _Start, options: TrainOptions) -> None:
         start.checkpoint_bytes = sum(tensor.nbytes for group in start.saved.values() for tensor in group.values())
 
 
-def _refuse_another_part(options: TrainOptions, resumed_decoder_only: bool) -> None:
-    """Refuse to resume a decoder-only checkpoint as a run of the whole model, or the other way round: its
-    model decodes the files of the model it started from, and makes its codes, only while its encoder and
-    codebooks stay as they were (a new run --init from its model file trains them)."""
+def _refuse_another_part(options: TrainOptions, resumed_decoder_only: bool, step: int) -> None:
+    """Refuse to resume a decoder-only checkpoint (of `step` steps) as a run of the whole model, or the other
+    way round: its model decodes the files of the model it started from, and makes its codes, only while its
+    encoder and codebooks stay as they were (a new run --init from its model file trains them)."""
     if options.decoder_only is True and not resumed_decoder_only:
         raise VQCodecError(f"{_option('decoder_only', True)} cannot resume a checkpoint that trains the whole model")
     if options.decoder_only is False and resumed_decoder_only:
-        model_path = Path(options.out) / f"{options.name}.safetensors"
         raise VQCodecError(f"{_option('decoder_only', False)} cannot resume a decoder-only checkpoint: its model decodes "
                            "the files of the model it started from, and makes its codes, only while the encoder and "
-                           "codebooks stay frozen; to train the whole model, start a new run with "
-                           + setting(f"--init {shell_word(model_path)}", f"init={str(model_path)!r}"))
+                           f"codebooks stay frozen; to train the whole model, {_a_new_run_from_its_model(options, step)}")
+
+
+def _a_new_run_from_its_model(options: TrainOptions, step: int) -> str:
+    """How to train the whole model of the decoder-only run in --out whose checkpoint holds `step` steps: a new
+    run --init from its model file, which a --resume that trains no more writes first where the run has not
+    (stopped before its end: Ctrl-C, kill)."""
+    model_path = Path(options.out) / f"{options.name}.safetensors"
+    init = setting(f"--init {shell_word(model_path)}", f"init={str(model_path)!r}")
+    if model_path.is_file():
+        return f"start a new run with {init}"
+    finish = setting(f"--resume --max-steps {step}", f"resume=True, max_steps={step}")
+    return f"write its model first ({finish} writes {model_path} from the checkpoint), then start a new run with {init}"
 
 
 def _refuse_another_model(model: str, held: ModelConfig, cfg: ModelConfig | None, kind: str | None,
