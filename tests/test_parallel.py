@@ -128,7 +128,8 @@ def test_every_process_stops_with_the_first_ones_refusal_of_an_out_folder_in_use
         holder.kill()
         holder.wait()
         holder.stdout.close()
-    assert errors == {rank: f"vqcodec: error: {out} is in use by another training run\n" for rank in (0, 1)}, errors
+    refusal = f"vqcodec: error: {out} is in use by another run of vqcodec train or fit-prior\n"
+    assert errors == {rank: refusal for rank in (0, 1)}, errors
     assert_all_stopped(result)
 
 

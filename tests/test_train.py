@@ -3172,7 +3172,8 @@ def test_a_second_run_in_a_folder_in_use_is_refused_until_the_first_is_killed(tr
             result = cli("train", data_dir, "--out", out, "--name", "tiny", "--max-steps", "14", "--threads", "1",
                          *extra)
             assert_one_line_error(result)
-            assert result.stderr.decode() == f"vqcodec: error: {out} is in use by another training run\n"
+            assert result.stderr.decode() == \
+                f"vqcodec: error: {out} is in use by another run of vqcodec train or fit-prior\n"
         assert _folder_state(out) == held and not _lock_is_free(out)
     finally:
         holder.send_signal(signal.SIGKILL)
@@ -3181,6 +3182,59 @@ def test_a_second_run_in_a_folder_in_use_is_refused_until_the_first_is_killed(tr
     assert holder.returncode == -signal.SIGKILL
     train(data_dir, None, options(out, max_steps=13, resume=True, fit_prior=False))  # its lock file left, unlocked
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 13
+
+
+def test_fit_prior_is_refused_where_another_run_writes_and_holds_the_lock_while_it_fits(data_dir, tmp_path, cli,
+                                                                                        monkeypatch):
+    """Two fit-prior runs writing one model (or one while `train` wrote it) raced: each removed the other's
+    half-written files as a killed write's (`cannot write mine.json: No such file or directory`, its weights
+    already renamed into place), and their renames could pair one run's weights with the other's JSON, which
+    names another prior. fit-prior now takes the run lock of the folder it writes in, as train does."""
+    import signal
+
+    import vqcodec.train as train_module
+    from conftest import GOLDEN
+    from vqcodec.runlock import LOCK_NAME, lock_out, release_out
+
+    models, elsewhere = tmp_path / "models", tmp_path / "elsewhere"
+    for folder in (models, elsewhere):
+        folder.mkdir()
+        for suffix in (".safetensors", ".json"):
+            shutil.copy(GOLDEN / f"golden_audio{suffix}", folder / f"mine{suffix}")
+    (elsewhere / "linked.safetensors").symlink_to(models / "mine.safetensors")
+    (elsewhere / "linked.json").symlink_to(models / "mine.json")
+    holder = lock_holder(models)
+    try:
+        held, untouched = _folder_state(models), _folder_state(elsewhere)
+        for args in ([models / "mine.safetensors", data_dir], [elsewhere / "linked.safetensors", data_dir],
+                     [elsewhere / "mine.safetensors", data_dir, "--out", models / "copy"],
+                     [elsewhere / "mine.safetensors", data_dir, "--out", models / "mine", "--force"]):
+            result = cli("fit-prior", *args)
+            assert_one_line_error(result)
+            assert result.stderr.decode() == \
+                f"vqcodec: error: {models} is in use by another run of vqcodec train or fit-prior\n"
+        assert _folder_state(models) == held and _folder_state(elsewhere) == untouched and not _lock_is_free(models)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()
+
+    free_while_coding = []
+
+    def look_and_find_nothing(*args, **kwargs):
+        free_while_coding.append(_lock_is_free(models))
+        return [], []
+    monkeypatch.setattr(train_module, "collect_codes", look_and_find_nothing)
+    with pytest.raises(VQCodecError, match="no readable media"):
+        train_module.fit_prior_files(models / "mine.safetensors", [])
+    assert free_while_coding == [False] and not (models / LOCK_NAME).exists()
+    lock_out(models)  # as a training run holds it when it fits its prior: left held
+    try:
+        with pytest.raises(VQCodecError, match="no readable media"):
+            train_module.fit_prior_files(models / "mine.safetensors", [])
+        assert free_while_coding == [False, False] and not _lock_is_free(models)
+    finally:
+        release_out(models)
 
 
 @pytest.mark.parametrize("tail, warning", [

@@ -2237,7 +2237,8 @@ def fit_prior(model, data_dir, out, device, threads, force):
     down), which makes it fit new files better. The model id does not change, so existing .vq files
     keep decoding; files entropy coded with an earlier prior need that prior. A shipped model's
     prior is replaced only with --force (give --out for a copy), as is MODEL's own when --out names
-    its files. At the end it says, for each codebook level, the context it chose and the bits per
+    its files. Another fit-prior or a training run writing in the folder it writes in makes it stop
+    at once. At the end it says, for each codebook level, the context it chose and the bits per
     code that gives.
 
     \b
@@ -2247,7 +2248,7 @@ def fit_prior(model, data_dir, out, device, threads, force):
     """
     from .devices import resolve_device
     from .registry import find_model, shipped_models_dir
-    from .modelfile import read_model_files
+    from .modelfile import model_files_locked, read_model_files
     from .data import find_media, readable_files, say_passed_over
     from .prior import check_codebook_size
     from .train import fit_prior_files
@@ -2270,15 +2271,16 @@ def fit_prior(model, data_dir, out, device, threads, force):
     if target is not None and same(target, path) and not force:
         raise VQCodecError(f"--out {out} names {path.stem}'s own files, whose prior it would replace: leave --out "
                            f"out to replace it in place, give another --out for a copy, or pass --force")
-    if target is not None and not same(target, path):
-        for existing in (target, target.with_suffix(".json")):
-            _refuse_existing_output(str(existing), force)
-    passed_over: list[tuple[Path, str]] = []
-    kind, files = find_media(Path(data_dir), meta["config"]["kind"], None, passed_over)
-    say_passed_over(passed_over)
-    files = readable_files(kind, files, data_dir)  # one name per file: a second could be held out and fitted to
-    fit_prior_files(path, files, out=target, device=resolve_device(device),
-                    log=_progress, progress=progressline.show)
+    with model_files_locked(target or path):  # before the check of --out, which another run could write meanwhile
+        if target is not None and not same(target, path):
+            for existing in (target, target.with_suffix(".json")):
+                _refuse_existing_output(str(existing), force)
+        passed_over: list[tuple[Path, str]] = []
+        kind, files = find_media(Path(data_dir), meta["config"]["kind"], None, passed_over)
+        say_passed_over(passed_over)
+        files = readable_files(kind, files, data_dir)  # one name per file: a second could be held out and fitted to
+        fit_prior_files(path, files, out=target, device=resolve_device(device),
+                        log=_progress, progress=progressline.show)
 
 
 def _prior_copy_path(out: str) -> Path:

@@ -535,7 +535,7 @@ def write_file(path, write, replace: bool = True) -> None:
         except OSError as exc:
             raise VQCodecError(f"cannot write {target}: {reason_of(exc)}") from None
         return
-    target = _written_target(path)
+    target = written_target(path)
     temporary = _write_temporary(target, write)
     try:
         move_into_place(temporary, target, replace)
@@ -582,7 +582,7 @@ def write_files(writes: list) -> None:
     finished = []
     try:
         for path, write in writes:
-            target = _written_target(path)
+            target = written_target(path)
             finished.append((_write_temporary(target, write), target))
         with stops_held():
             for temporary, target in finished:
@@ -595,7 +595,7 @@ def write_files(writes: list) -> None:
             Path(temporary).unlink(missing_ok=True)
 
 
-def _written_target(path) -> Path:
+def written_target(path) -> Path:
     """The file that writing `path` replaces: the one a symbolic link names, else `path`."""
     target = Path(path)
     return Path(os.path.realpath(target)) if target.is_symlink() and target.exists() else target
@@ -687,7 +687,7 @@ def remove_leftover_temporaries(path) -> None:
     no other process writes `path`; for a symbolic link, beside the file it names, which the writes replace."""
     import glob
 
-    target = _written_target(path)
+    target = written_target(path)
     prefix = _temporary_prefix(target)
     for leftover in target.parent.glob(f"{glob.escape(prefix)}*.part"):
         if "." in leftover.name[len(prefix):-len(".part")]:  # the temporary of a longer name

@@ -5,6 +5,7 @@ model that wrote it. Nothing here uses pickle.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -20,10 +21,12 @@ from safetensors.torch import load, save_file
 from .config import FORMAT_VERSION, config_from_dict, config_to_dict, parameter_count
 from .errors import VQCodecError, is_out_of_memory
 from .wording import plural, reason_of, shell_word
-from .io import open_regular_file, remove_leftover_temporaries, write_by_path, write_file, write_files
+from .io import (open_regular_file, remove_leftover_temporaries, write_by_path, write_file, write_files,
+                 written_target)
 from .memory import memory_bound, refuse_beyond
 from .models import VQVAE
 from .registry import find_model, meta_problem, read_model_json
+from .runlock import folder_locked
 
 # Training-only state that a shipped model does not need.
 _TRAINING_BUFFERS = ("ema_count", "ema_sum", "idle_steps", "initialized")
@@ -192,15 +195,25 @@ def attach_prior(path: Path, prior, out: Path | None = None) -> Path:
     """Store a CodePrior in the model files at `path` (or in a copy at `out`), replacing any prior there.
 
     Prior tensors are left out of the model id, so the id, and every `.vq` file that names it, stays valid.
-    What a write of those files that was killed (kill -9) left half written beside them is removed first.
+    What a write of those files that was killed (kill -9) left half written beside them is removed first,
+    under the lock of their folder (model_files_locked): another run writing there is refused in one line.
     """
-    meta, tensors = read_model_files(path)
-    network = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
-    network.update(prior.to_tensors())
-    meta["prior"] = prior.describe()
     written = Path(out) if out is not None else Path(path)
-    remove_leftover_model_temporaries(written)
-    return write_model_files(written, meta, network)
+    with model_files_locked(written):
+        meta, tensors = read_model_files(path)
+        network = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
+        network.update(prior.to_tensors())
+        meta["prior"] = prior.describe()
+        remove_leftover_model_temporaries(written)
+        return write_model_files(written, meta, network)
+
+
+def model_files_locked(path):
+    """Hold the run lock (runlock) of the folder that the model files at `path` are written in (that of the
+    file a link names) while the block runs, so that one process at a time writes them: fit-prior's or a
+    training run's. A folder that is not there yet is not locked (the write names it as missing)."""
+    folder = written_target(Path(path).with_suffix(".safetensors")).parent
+    return folder_locked(folder) if folder.is_dir() else contextlib.nullcontext()
 
 
 def read_safetensors(path: Path, device: str = "cpu", held: str | None = None,

@@ -1,6 +1,8 @@
-"""One training run at a time in an output folder: `vqcodec train` holds an exclusive flock on a lock
-file in its --out folder while it runs. Two runs in one folder would overwrite each other's checkpoint,
-log and model files (a --resume of a run still going, the same command started twice).
+"""One run at a time that writes in a folder: `vqcodec train` holds an exclusive flock on a lock file
+in its --out folder while it runs, and `vqcodec fit-prior` (fit_prior_files, attach_prior) on the one
+in the folder of the model files it writes. Two runs in one folder would overwrite each other's
+checkpoint, log and model files (a --resume of a run still going, the same command started twice), and
+two writes of one model could pair one's weights with the other's JSON (which names another prior).
 
 The kernel releases a flock when its process ends, however it ends (kill -9 too), so a lock file a
 killed run left behind locks nothing; a run that ends removes its own. Where the file system has no
@@ -8,6 +10,7 @@ flock (ENOLCK, EOPNOTSUPP: some network file systems), or the system none, the r
 the lock."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from pathlib import Path
@@ -41,7 +44,7 @@ def lock_out(out: Path) -> None:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(descriptor)
-            raise VQCodecError(f"{out} is in use by another training run") from None
+            raise VQCodecError(f"{out} is in use by another run of vqcodec train or fit-prior") from None
         except OSError as exc:
             os.close(descriptor)
             if exc.errno in _UNSUPPORTED:
@@ -64,6 +67,19 @@ def release_out(out: Path) -> None:
         pass
     finally:
         os.close(descriptor)
+
+
+@contextlib.contextmanager
+def folder_locked(folder: Path):
+    """Hold the lock of `folder` (lock_out) while the block runs, and release it after, unless this process
+    held it before: a training run's fit of its prior (fit_prior_files) leaves the run's lock held."""
+    held_before = os.path.realpath(folder) in _held
+    lock_out(folder)
+    try:
+        yield
+    finally:
+        if not held_before:
+            release_out(folder)
 
 
 def _names(path: Path, descriptor: int) -> bool:

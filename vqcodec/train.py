@@ -31,8 +31,8 @@ from .io import checked_flag, open_regular_file, read_audio, read_image_rgb, rea
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from .models import VQVAE, encoder_unchanged, widen, widths_differ_only
-from .modelfile import (CODE_TENSORS, attach_prior, build_model, compute_codes_id, inference_state, model_kind,
-                        read_model_files, read_safetensors, read_safetensors_metadata,
+from .modelfile import (CODE_TENSORS, attach_prior, build_model, compute_codes_id, inference_state, model_files_locked,
+                        model_kind, read_model_files, read_safetensors, read_safetensors_metadata,
                         remove_leftover_model_temporaries, save_model, write_checkpoint_files, write_json)
 from .prior import MAX_CODEBOOK
 from .registry import find_model
@@ -1743,11 +1743,19 @@ def collect_codes(codec, files: list[Path], log=None, views: bool = False,
 def fit_prior_files(model_path: Path, files: list[Path], out: Path | None = None, device: str = "cpu", log=None,
                     progress=None) -> Path:
     """Fit a CodePrior to the codes the model gives `files` and store it in the model files (or at `out`); `log`
-    is told what is done, and `progress` (else `log`) how many files are coded, every 25."""
+    is told what is done, and `progress` (else `log`) how many files are coded, every 25. The lock of the folder
+    written in (model_files_locked) is held from the start, so that another run writing there is refused before
+    the fit, and the model cannot change between the fit and the write."""
+    model_path = find_model(str(model_path))
+    with model_files_locked(out if out is not None else model_path):
+        return _fit_and_attach_prior(model_path, files, out, device, log, progress)
+
+
+def _fit_and_attach_prior(model_path: Path, files: list[Path], out: Path | None, device: str, log, progress) -> Path:
+    """fit_prior_files, once the model is found and the folder locked."""
     from .codec import AUDIO_CHUNK_FRAMES, IMAGE_CHUNK_ROWS, Codec
     from .prior import CodePrior, check_codebook_size
 
-    model_path = find_model(str(model_path))
     codec = Codec.load(str(model_path), device=device, coding="fixed")
     check_codebook_size(codec.codebook_size)  # before coding the folder
     views = len(files) < PRIOR_VIEWS_MAX_FILES
