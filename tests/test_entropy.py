@@ -828,7 +828,8 @@ def test_fit_prior_fits_each_file_once_whatever_its_names(tmp_path, cli):
     assert not (tmp_path / "other.safetensors").exists()
 
 
-@pytest.mark.parametrize("out, message", [
+# fit-prior's --out (fit_prior_files' out) that names no model's files, and what the refusal says
+NO_MODEL_PATHS = [
     ("OUT", "names a folder: give the path of the model to write, such as OUT/NAME.safetensors"),
     ("OUT/", "names a folder"),
     ("OUT/new/", "names a folder"),  # was written as OUT/new.safetensors
@@ -841,7 +842,10 @@ def test_fit_prior_fits_each_file_once_whatever_its_names(tmp_path, cli):
     ("OUT/new\tline", "(it holds a control character)"),
     ("OUT/nosuch/copy", "OUT/nosuch: no such directory"),
     ("OUT/file.txt/copy", "OUT/file.txt is not a folder"),
-])
+]
+
+
+@pytest.mark.parametrize("out, message", NO_MODEL_PATHS)
 def test_fit_prior_refuses_an_out_that_is_no_model_path(tmp_path, capsys, out, message):
     """`fit-prior --out FOLDER` wrote FOLDER.safetensors beside the folder, and other names lost their
     last dotted part or made a model no name finds; each is refused in one line before any file is coded."""
@@ -868,6 +872,30 @@ def test_fit_prior_refuses_an_out_that_is_no_model_path(tmp_path, capsys, out, m
     assert message.replace("OUT", str(folder)) in err, err
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model", "out"]
+
+
+@pytest.mark.parametrize("out, message", NO_MODEL_PATHS)
+def test_fit_prior_files_refuses_an_out_that_is_no_model_path(tmp_path, out, message):
+    """fit_prior_files, the Python API under fit-prior, wrote whatever `out` named as NAME.safetensors: OUT/v1.2 as
+    OUT/v1.safetensors, a folder as a model beside it, OUT/checkpoint over a training run's checkpoint, which the
+    command refused (test above). It refuses them as the command does, before any file is coded; nothing is written."""
+    import shutil
+
+    from vqcodec.train import fit_prior_files
+
+    model = tmp_path / "model" / "golden_audio.safetensors"
+    model.parent.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy((GOLDEN / "golden_audio").with_suffix(suffix), model.with_suffix(suffix))
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "file.txt").write_text("not a folder")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(VQCodecError) as refused:
+        fit_prior_files(model, [tmp_path / "never_read.wav"], out=out.replace("OUT", str(folder)))
+    assert message.replace("OUT", str(folder)) in str(refused.value)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out"]
 
 
 def test_fit_prior_refuses_an_out_that_is_a_link_in_a_loop(tmp_path, capsys):

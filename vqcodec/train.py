@@ -1742,11 +1742,12 @@ def collect_codes(codec, files: list[Path], log=None, views: bool = False,
 
 def fit_prior_files(model_path: Path, files: list[Path], out: Path | None = None, device: str = "cpu", log=None,
                     progress=None) -> Path:
-    """Fit a CodePrior to the codes the model gives `files` and store it in the model files (or at `out`); `log`
-    is told what is done, and `progress` (else `log`) how many files are coded, every 25. The lock of the folder
-    written in (model_files_locked) is held from the start, so that another run writing there is refused before
-    the fit, and the model cannot change between the fit and the write."""
+    """Fit a CodePrior to the codes the model gives `files` and store it in the model files (or in a copy at `out`,
+    model_copy_path); `log` is told what is done, and `progress` (else `log`) how many files are coded, every 25.
+    The lock of the folder written in (model_files_locked) is held from the start, so that another run writing
+    there is refused before the fit, and the model cannot change between the fit and the write."""
     model_path = find_model(str(model_path))
+    out = None if out is None else model_copy_path(out)  # before the files are coded, which takes minutes
     with model_files_locked(out if out is not None else model_path):
         return _fit_and_attach_prior(model_path, files, out, device, log, progress)
 
@@ -1783,6 +1784,30 @@ def _fit_and_attach_prior(model_path: Path, files: list[Path], out: Path | None,
         log(f"prior {prior.prior_id:08x} fitted in {time.monotonic() - start:.0f} s: {per_level.sum() / codes:.3f} bits "
             f"per code on the fitting data (fixed width: {np.ceil(np.log2(codec.codebook_size)):.0f}); wrote {path}")
     return path
+
+
+def model_copy_path(out: str | Path) -> Path:
+    """The NAME.safetensors that fit_prior_files writes a model's copy to, given `out`: NAME, NAME.safetensors or
+    NAME.json in a folder that exists. A folder, another suffix (runs/v1.2 wrote runs/v1.safetensors, and a folder
+    wrote a model beside it) or a name no model can have (model_name_problem: runs/checkpoint replaced a training
+    run's checkpoint with a model) is refused, as `vqcodec fit-prior --out` refuses it (cli._prior_copy_path)."""
+    if not isinstance(out, (str, Path)):
+        raise VQCodecError(f"out is the path of the model to write, not {shown(out)}")
+    given, candidate = setting(f"--out {out}", f"out={shown(str(out))}"), Path(out)
+    if candidate.is_dir() or str(out).endswith(("/", os.sep)):
+        raise VQCodecError(f"{given} names a folder: give the path of the model to write, such as "
+                           f"{candidate / 'NAME'}.safetensors")
+    if candidate.suffix not in ("", ".safetensors", ".json"):
+        raise VQCodecError(f"{given} is not a model path (NAME or NAME.safetensors): give {out}.safetensors")
+    name = candidate.stem if candidate.suffix else candidate.name
+    problem = model_name_problem(name)
+    if problem:
+        raise VQCodecError(f"{given} is not a model path: the model name {shown(name)} {problem}")
+    target = candidate.with_suffix(".safetensors")
+    if not target.parent.is_dir():
+        raise VQCodecError(f"{given}: {target.parent} is not a folder" if target.parent.exists()
+                           else f"{target.parent}: no such directory")
+    return target
 
 
 def prior_summary(prior, fitting_bits) -> list[str]:
