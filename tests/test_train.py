@@ -2252,7 +2252,7 @@ def test_model_files_that_cannot_be_written_are_one_line_and_leave_nothing(train
 def test_fit_prior_does_not_replace_the_prior_of_a_shipped_model(data_dir, tmp_path, capsys, monkeypatch):
     """Every file entropy coded with a shipped model needs its prior: refitting one in place (forgetting
     --out, or --out naming it) rewrote the installed package's model, without --force, and those files
-    stopped decoding."""
+    stopped decoding. --force replaces it."""
     from conftest import GOLDEN
     from vqcodec import registry
 
@@ -2266,6 +2266,37 @@ def test_fit_prior_does_not_replace_the_prior_of_a_shipped_model(data_dir, tmp_p
         code, err = run_in_process(["fit-prior", "golden_audio", data_dir, *extra], capsys)
         assert code == 1 and "is a shipped model" in err and len(err.strip().splitlines()) == 1, err
     assert (shipped / "golden_audio.safetensors").read_bytes() == before
+    code, err = run_in_process(["fit-prior", "golden_audio", data_dir, "--force", "--threads", "1"], capsys)
+    assert code == 0 and (shipped / "golden_audio.safetensors").read_bytes() != before, err  # --force replaces it
+
+
+def test_fit_prior_files_does_not_replace_the_prior_of_a_shipped_model(data_dir, tmp_path, monkeypatch):
+    """fit_prior_files, the Python API under fit-prior, rewrote a shipped model in place (or where `out` named its
+    files) without a word, where the command refuses it without --force (test above): it does so too, before any
+    file is coded, unless replace_shipped=True, which the command's --force passes on."""
+    from conftest import GOLDEN
+    from vqcodec import registry
+    from vqcodec.train import fit_prior_files
+
+    shipped, mine = tmp_path / "shipped", tmp_path / "mine"
+    for folder in (shipped, mine):
+        folder.mkdir()
+        for suffix in (".safetensors", ".json"):
+            shutil.copy(GOLDEN / f"golden_audio{suffix}", folder / f"golden_audio{suffix}")
+    monkeypatch.setattr(registry, "shipped_models_dir", lambda: shipped)
+    files = sorted(data_dir.rglob("*.wav"))
+    before = {path: path.read_bytes() for path in shipped.iterdir()}
+    with pytest.raises(VQCodecError, match="^golden_audio is a shipped model, and every file entropy coded with it "
+                                           "needs its prior: give out= for a copy with the new prior, or "
+                                           "replace_shipped=True to replace it$"):
+        fit_prior_files("golden_audio", files)
+    with pytest.raises(VQCodecError, match="names the files of golden_audio, a shipped model"):
+        fit_prior_files(mine / "golden_audio.safetensors", files, out=shipped / "golden_audio")
+    with pytest.raises(VQCodecError, match="^replace_shipped must be True or False, not 'yes'$"):
+        fit_prior_files("golden_audio", files, replace_shipped="yes")
+    assert {path: path.read_bytes() for path in shipped.iterdir()} == before
+    assert fit_prior_files("golden_audio", files[:1], replace_shipped=True) == shipped / "golden_audio.safetensors"
+    assert (shipped / "golden_audio.json").read_bytes() != before[shipped / "golden_audio.json"]  # the new prior's
 
 
 def test_a_codebook_too_large_for_a_prior_is_trained_without_one(data_dir, tmp_path, capsys):

@@ -2280,7 +2280,7 @@ def fit_prior(model, data_dir, out, device, threads, force):
         say_passed_over(passed_over)
         files = readable_files(kind, files, data_dir)  # one name per file: a second could be held out and fitted to
         fit_prior_files(path, files, out=target, device=resolve_device(device),
-                        log=_progress, progress=progressline.show)
+                        log=_progress, progress=progressline.show, replace_shipped=force)
 
 
 def _prior_copy_path(out: str) -> Path:

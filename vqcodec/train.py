@@ -1741,13 +1741,15 @@ def collect_codes(codec, files: list[Path], log=None, views: bool = False,
 
 
 def fit_prior_files(model_path: Path, files: list[Path], out: Path | None = None, device: str = "cpu", log=None,
-                    progress=None) -> Path:
+                    progress=None, replace_shipped: bool = False) -> Path:
     """Fit a CodePrior to the codes the model gives `files` and store it in the model files (or in a copy at `out`,
     model_copy_path); `log` is told what is done, and `progress` (else `log`) how many files are coded, every 25.
-    The lock of the folder written in (model_files_locked) is held from the start, so that another run writing
-    there is refused before the fit, and the model cannot change between the fit and the write."""
+    A shipped model's files are written only with `replace_shipped` (refuse_replacing_a_shipped_model). The lock of
+    the folder written in (model_files_locked) is held from the start, so that another run writing there is refused
+    before the fit, and the model cannot change between the fit and the write."""
     model_path = find_model(str(model_path))
     out = None if out is None else model_copy_path(out)  # before the files are coded, which takes minutes
+    refuse_replacing_a_shipped_model(out or model_path, out is not None, replace_shipped)
     with model_files_locked(out if out is not None else model_path):
         return _fit_and_attach_prior(model_path, files, out, device, log, progress)
 
@@ -1808,6 +1810,25 @@ def model_copy_path(out: str | Path) -> Path:
         raise VQCodecError(f"{given}: {target.parent} is not a folder" if target.parent.exists()
                            else f"{target.parent}: no such directory")
     return target
+
+
+def refuse_replacing_a_shipped_model(written: Path, copy: bool, replace_shipped: bool) -> None:
+    """Refuse to write the files of a shipped model (`written`: the model refitted in place, or the `copy` that
+    fit_prior_files' out names) without `replace_shipped` (fit-prior's --force): every file entropy coded with it
+    needs its prior, and those files stopped decoding (as fit-prior refuses it, cli.fit_prior)."""
+    from .registry import shipped_models_dir
+
+    shipped = shipped_models_dir() / written.name
+    if checked_flag("replace_shipped", replace_shipped) or not shipped.exists() \
+            or os.path.realpath(written) != os.path.realpath(shipped):  # not Path.resolve: it raises for a link loop
+        return
+    force = setting("--force", "replace_shipped=True")
+    if copy:
+        raise VQCodecError(f"{setting('--out', 'out=')} {written} names the files of {written.stem}, a shipped model, "
+                           f"and every file entropy coded with it needs its prior: give another one, or {force} to "
+                           "replace them")
+    raise VQCodecError(f"{written.stem} is a shipped model, and every file entropy coded with it needs its prior: give "
+                       f"{setting('--out', 'out=')} for a copy with the new prior, or {force} to replace it")
 
 
 def prior_summary(prior, fitting_bits) -> list[str]:
