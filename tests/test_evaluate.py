@@ -321,6 +321,7 @@ def test_eval_measures_a_recording_of_more_channels_than_samples(codec, tmp_path
 
 
 def test_evaluate_refuses_no_qualities_and_targets_that_are_not_positive(codec, tmp_path, signal):
+    """... and several qualities with targets, of which it used the first alone, as `eval --rates` refuses them."""
     from vqcodec import VQCodecError
     from vqcodec.evaluate import evaluate
 
@@ -328,7 +329,10 @@ def test_evaluate_refuses_no_qualities_and_targets_that_are_not_positive(codec, 
     for qualities, targets, message in (([], None, "qualities must hold at least one quality level"),  # an IndexError
                                         ([2], [0.0], "targets must be positive numbers of kbps, not [0.0]"),  # each file
                                         ([2], [8, -3], "targets must be positive numbers of kbps, not [8, -3]"),  # skipped
-                                        ([2], ["8"], "targets must be positive numbers of kbps, not ['8']")):
+                                        ([2], ["8"], "targets must be positive numbers of kbps, not ['8']"),
+                                        # measured at 2 codebooks at most, 4 left out without a word (eval refuses it)
+                                        ([2, 4], [1.0], "with targets, qualities takes one level: the most codebooks "
+                                                        "a file may use, not [2, 4]")):
         with pytest.raises(VQCodecError) as refused:
             evaluate(codec, [tmp_path / "a.wav"], qualities, targets=targets)
         assert str(refused.value) == message

@@ -46,7 +46,7 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
     full scale (Codec.level_warning) gets one warning naming it, given to `on_warning(line)`, else a UserWarning.
 
     With `targets` (kbps for audio, bits per pixel for images), one row per target instead: every
-    file coded as `encode --bitrate` / `--bpp` would, at most the first of `qualities` codebooks.
+    file coded as `encode --bitrate` / `--bpp` would, at most `qualities`' one level of codebooks.
     A file too short to fit a target is left out of that row only (its `unreached` count); a row
     that no file reached has the fields of the others, None for its rate, speeds and measures."""
     check_file_list(files, "media")
@@ -59,6 +59,9 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
         raise VQCodecError("qualities must hold at least one quality level")
     if targets is not None:
         targets = _checked_targets(targets, "kbps" if codec.kind == "audio" else "bits per pixel")
+        if len(qualities) != 1:  # the levels after the first were left out without a word
+            raise VQCodecError(f"with targets, qualities takes one level: the most codebooks a file may use, not "
+                               f"{shown(qualities)}")
     settings = [(qualities[0], t) for t in targets] if targets else [(q, None) for q in qualities]
     measure = _measure_audio if codec.kind == "audio" else _measure_image
     if codec.kind == "audio":
