@@ -1348,6 +1348,17 @@ def test_train_refuses_bad_options_before_it_makes_anything(data_dir, tmp_path, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize("noise", [None, 0.0])
+def test_train_options_refuse_a_noise_snr_without_noise(data_dir, tmp_path, noise):
+    """TrainOptions(noise_snr_db=...) without a share of noise (or with none) was taken and ignored, as --noise-snr
+    was before it was refused (test above); a resumed run's own share may have some (test_a_resumed_run_keeps_its_learning_rate_and_noise_unless_given)."""
+    out = tmp_path / "run"
+    with pytest.raises(VQCodecError, match=r"^noise_snr_db sets the SNR of the noise that noise mixes in: give "
+                                           r"noise=SHARE \(such as 0.5\) too, or leave noise_snr_db out$"):
+        train(data_dir, CFG, options(out, noise=noise, noise_snr_db=(0.0, 20.0)))
+    assert not out.exists()
+
+
 def test_train_checks_a_config_built_in_python(data_dir, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(VQCodecError, match="bad config \\(num_codebooks must be a whole number from 1 to 64, not 65\\)"):

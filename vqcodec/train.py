@@ -183,12 +183,13 @@ def refuse_existing_run(out: Path, name: str, replace: bool) -> None:
                            f"it, {_option('replace', True)} to replace it, or another {_option('out')}")
 
 
-def check_options(options: TrainOptions) -> None:
+def check_options(options: TrainOptions, given: bool = True) -> None:
     """The checks of a run's options that need neither its data, a model nor its --out folder: a budget, a
     positive learning rate, counts (whole numbers) and shares within the command's bounds, a precision it
     takes, a seed, a plain model name, not both a model to start from and a run to resume, nor both a run
-    to resume and one to replace, and a model for --decoder-only to start from. A run checks them before
-    it locks or makes its --out folder."""
+    to resume and one to replace, a model for --decoder-only to start from, and, of the options as `given` (not
+    a run's recipe, _recipe_of, whose defaults and checkpoint's values fill in those not given), no noise range
+    without noise to set it for. A run checks them before it locks or makes its --out folder."""
     if options.max_minutes is None and options.max_steps is None:
         raise VQCodecError(f"give a budget: {_option('max_minutes')} or {_option('max_steps')}")
     if not isinstance(options.out, (str, Path)) or not isinstance(options.name, str):
@@ -230,6 +231,11 @@ def check_options(options: TrainOptions) -> None:
                            f"{options.weight_average}")
     if options.noise_snr_db is not None:
         _check_noise_snr(options.noise_snr_db)
+        if given and (options.noise == 0 or options.noise is None and not options.resume):  # a resumed run's share
+            # may be some; without one, the range was taken and ignored: no crop had noise to set it for
+            raise VQCodecError(f"{_option('noise_snr_db')} sets the SNR of the noise that {_option('noise')} mixes in: "
+                               f"give {setting('--noise SHARE', 'noise=SHARE')} (such as 0.5) too, or leave "
+                               f"{_option('noise_snr_db')} out")
     if options.max_minutes is not None and options.max_minutes * 60 == math.inf:  # finite minutes, but not in seconds
         raise VQCodecError(f"{_option('max_minutes', options.max_minutes)} is too large a budget: leave it out and give "
                            f"{_option('max_steps')}")
@@ -914,7 +920,7 @@ def _recipe_of(options: TrainOptions, meta: dict) -> TrainOptions:
     if isinstance(recipe.noise_snr_db, list):  # as JSON holds it, or as given
         recipe = dataclasses.replace(recipe, noise_snr_db=tuple(recipe.noise_snr_db))
     if recipe != options:
-        check_options(recipe)
+        check_options(recipe, given=False)
     return recipe
 
 
