@@ -107,7 +107,7 @@ def speech_ceiling(args) -> None:
     import torch
 
     from vqcodec import Codec
-    from vqcodec.io import read_audio
+    from vqcodec.soundio import read_audio
 
     torch.set_num_threads(1)
     codec = Codec.load(args.model)

@@ -157,7 +157,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from vqcodec import Codec
-    from vqcodec.io import open_image, read_audio
+    from vqcodec.imageio import open_image
+    from vqcodec.soundio import read_audio
 
     results = {"machine": common.machine_info(threads=1), "command": common.repro_command(), "sets": {}}
     tables = []

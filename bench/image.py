@@ -101,7 +101,7 @@ def mean_curve_at(rows: list[dict], target: float, key: str = "psnr") -> float |
 
 class Picture:
     def __init__(self, path: Path):
-        from vqcodec.io import open_image
+        from vqcodec.imageio import open_image
 
         self.path = path
         self.name = path.stem

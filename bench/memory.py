@@ -70,7 +70,7 @@ def own_peak():
 
 
 def speech_of_length(files: list[Path], seconds: int, rate: int) -> np.ndarray:
-    from vqcodec.io import read_audio
+    from vqcodec.soundio import read_audio
 
     pieces, total = [], 0
     while total < seconds * rate:

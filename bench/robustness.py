@@ -74,7 +74,7 @@ def main() -> None:
     import torch
 
     from vqcodec import Codec
-    from vqcodec.io import read_audio
+    from vqcodec.soundio import read_audio
 
     torch.set_num_threads(1)
     sets = {Path(args.data).name: [read_audio(p, 16000)[0][0] for p in common.list_files(args.data, ["flac", "wav"], args.files)],

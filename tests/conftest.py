@@ -34,7 +34,7 @@ import torch
 from vqcodec import Codec, entropy
 from vqcodec import format as vqformat
 from vqcodec.config import AudioConfig
-from vqcodec.io import EMPTY_WRITES_ALLOWED
+from vqcodec.streams import EMPTY_WRITES_ALLOWED
 from vqcodec.modelfile import compute_model_id, read_model_files, save_model, write_model_files
 from vqcodec.models import VQVAE
 

@@ -24,7 +24,7 @@ from vqcodec import Codec, VQCodecError, read_info
 from vqcodec import format as vqformat
 from vqcodec import metrics  # the benchmarks' metric definitions, so tests and benches measure alike
 from vqcodec.config import AudioConfig
-from vqcodec.io import EMPTY_WRITES_ALLOWED
+from vqcodec.streams import EMPTY_WRITES_ALLOWED
 from vqcodec.modelfile import save_model
 from vqcodec.models import VQVAE
 
@@ -280,7 +280,7 @@ def test_a_flac_whose_header_declares_more_samples_is_refused_in_one_line(codec,
     samples than it holds (or none: 0, a length not known when it was written), losing that read's
     samples. Encoding said only 'cannot read audio: Internal psf_fseek() failed.', without the file;
     eval (read_audio) allocated the declared length first (256 GiB for 2**36 - 1 samples)."""
-    from vqcodec.io import read_audio
+    from vqcodec.soundio import read_audio
 
     path = flac_declaring(tmp_path / "lying.flac", signal(1, 8000, 16000), 16000, total)
     for read in (lambda: codec.encode_audio_file(path, 2), lambda: codec.encode_audio_file(str(path), 2),
@@ -296,31 +296,31 @@ def test_a_flac_whose_header_declares_more_samples_is_refused_in_one_line(codec,
 def test_read_audio_does_not_allocate_the_length_a_header_declares(signal, tmp_path, monkeypatch):
     """read_audio takes a header's length on trust only up to TRUSTED_FRAMES_PER_BYTE frames a byte of
     the file, and reads the rest block by block, to the same samples as soundfile.read."""
-    from vqcodec import io as vqio
+    from vqcodec import soundio
 
     path = flac_declaring(tmp_path / "lying.flac", signal(1, 8000, 16000), 16000, 2**27)  # 512 MiB of float32
-    _, peak = traced_peak(lambda: pytest.raises(VQCodecError, vqio.read_audio, path))
+    _, peak = traced_peak(lambda: pytest.raises(VQCodecError, soundio.read_audio, path))
     assert peak < 2**27 * 4 / 8, peak
     honest = tmp_path / "honest.flac"
     soundfile.write(honest, signal(2, 30000, 16000).T, 16000, format="FLAC")
     expected = soundfile.read(honest, dtype="float32", always_2d=True)[0].T
-    for trusted, block in ((vqio.TRUSTED_FRAMES_PER_BYTE, vqio.READ_BLOCK_FRAMES), (0, 4096), (0, 7)):
-        monkeypatch.setattr(vqio, "TRUSTED_FRAMES_PER_BYTE", trusted)
-        monkeypatch.setattr(vqio, "READ_BLOCK_FRAMES", block)
-        data, rate = vqio.read_audio(honest)
+    for trusted, block in ((soundio.TRUSTED_FRAMES_PER_BYTE, soundio.READ_BLOCK_FRAMES), (0, 4096), (0, 7)):
+        monkeypatch.setattr(soundio, "TRUSTED_FRAMES_PER_BYTE", trusted)
+        monkeypatch.setattr(soundio, "READ_BLOCK_FRAMES", block)
+        data, rate = soundio.read_audio(honest)
         assert rate == 16000 and data.dtype == np.float32 and np.array_equal(data, expected)
 
 
 def test_read_audio_reads_a_stream_from_where_it_is(signal, tmp_path):
-    """read_audio, which README lists among vqcodec.io's readers of media with the streams they take, raised a
+    """read_audio, which README lists among vqcodec.soundio's readers of media with the streams they take, raised a
     TypeError from os.stat for every stream. It reads one as open_sound does, from where it is (after bytes of the
     caller's own, in a BytesIO or a file), and one that cannot seek through a spool, to the samples of the path;
     a read that fails names the stream as open_sound's reader does, not its repr."""
-    from vqcodec import io as vqio
+    from vqcodec import soundio
 
     path = tmp_path / "talk.flac"
     soundfile.write(path, signal(2, 3000, 16000).T, 16000, format="FLAC")
-    expected, expected_rate = vqio.read_audio(path, 8000)
+    expected, expected_rate = soundio.read_audio(path, 8000)
     audio, header = path.read_bytes(), bytes(range(100))
     (tmp_path / "held.bin").write_bytes(header + audio)
     with open(tmp_path / "held.bin", "rb") as held:
@@ -328,11 +328,11 @@ def test_read_audio_reads_a_stream_from_where_it_is(signal, tmp_path):
         part_way = io.BytesIO(header + audio)
         part_way.seek(len(header))
         for stream in (io.BytesIO(audio), part_way, held, _Pipe(audio)):
-            data, rate = vqio.read_audio(stream, 8000)
+            data, rate = soundio.read_audio(stream, 8000)
             assert rate == expected_rate == 8000 and np.array_equal(data, expected)
     lying = flac_declaring(tmp_path / "lying.flac", signal(1, 8000, 16000), 16000, 20000).read_bytes()
     with pytest.raises(VQCodecError, match=r"^cannot read audio from the stream: .* after \d+ samples"):
-        vqio.read_audio(io.BytesIO(lying))
+        soundio.read_audio(io.BytesIO(lying))
 
 
 @pytest.mark.parametrize("format_name", ["W64", "RF64"])
@@ -386,7 +386,7 @@ def test_a_file_whose_writer_could_not_set_its_length_is_read_to_its_end(codec, 
                                                                          riff_size):
     """libsndfile read such a WAV or RF64 file as no samples (encode: 'holds no samples'), and refused
     the CAF file as malformed."""
-    from vqcodec.io import read_audio
+    from vqcodec.soundio import read_audio
 
     audio = signal(1, 3000, 16000)
     honest = tmp_path / f"honest.{format_name.lower()}"
@@ -410,7 +410,7 @@ def test_a_wav_whose_riff_size_says_its_data_is_empty_holds_no_samples(codec, tm
     raw = bytearray(path.read_bytes())
     struct.pack_into("<I", raw, 4, len(raw) - 8)
     path.write_bytes(raw)
-    from vqcodec.io import read_audio
+    from vqcodec.soundio import read_audio
 
     assert read_audio(path)[0].shape == (1, 0)
     with pytest.raises(VQCodecError, match=f"^audio {re.escape(str(path))} holds no samples$"):
@@ -442,7 +442,7 @@ def declaring_rate(path: Path, audio: np.ndarray, format_name: str, rate: float)
 def test_a_header_giving_a_sample_rate_no_audio_has_is_refused_saying_so(codec, signal, tmp_path, format_name, rate):
     """libsndfile refused most of these as "SF_INFO struct incomplete.", and read AIFF's 0 Hz as 1 Hz (to be
     resampled 16 000-fold) and 2**31 Hz as 800 MHz."""
-    from vqcodec.io import read_audio
+    from vqcodec.soundio import read_audio
 
     path = declaring_rate(tmp_path / f"odd.{format_name.lower()}", signal(1, 1600, 16000), format_name, rate)
     shown = re.escape(f"{rate} Hz")
@@ -476,22 +476,22 @@ def test_opening_audio_refuses_a_bad_file_and_lets_a_bug_of_its_own_out(tmp_path
     """open_sound and unrecognised_audio caught every Exception as soundfile's refusal of the file, so a bug of
     vqcodec's own (a renamed helper's NameError) read 'cannot read audio PATH: name ... is not defined', or passed
     unseen."""
-    from vqcodec import io as vqio
+    from vqcodec import soundio
 
     (tmp_path / "noise.wav").write_bytes(b"not audio at all" * 4)
     with pytest.raises(VQCodecError, match="^cannot read audio .*noise.wav: Format not recognised.$"):
-        vqio.open_sound(tmp_path / "noise.wav")
-    assert "Format not recognised" in str(vqio.unrecognised_audio(b"not audio at all" * 4, "x"))
+        soundio.open_sound(tmp_path / "noise.wav")
+    assert "Format not recognised" in str(soundio.unrecognised_audio(b"not audio at all" * 4, "x"))
 
     def broken(*args):
         raise NameError("name '_patches' is not defined")
 
-    monkeypatch.setattr(vqio, "streamed_length_patches", broken)
+    monkeypatch.setattr(soundio, "streamed_length_patches", broken)
     with pytest.raises(NameError, match="_patches"):
-        vqio.open_sound(tmp_path / "noise.wav")
-    monkeypatch.setattr(vqio, "decoder_lines", broken)
+        soundio.open_sound(tmp_path / "noise.wav")
+    monkeypatch.setattr(soundio, "decoder_lines", broken)
     with pytest.raises(NameError, match="_patches"):
-        vqio.unrecognised_audio(b"not audio at all" * 4, "x")
+        soundio.unrecognised_audio(b"not audio at all" * 4, "x")
 
 
 def test_the_head_of_a_cut_short_aiff_is_looked_at_without_a_traceback(monkeypatch):
@@ -500,20 +500,20 @@ def test_the_head_of_a_cut_short_aiff_is_looked_at_without_a_traceback(monkeypat
     callback, an unraisable exception with its traceback (which a Python hook saw, as pytest's does)."""
     import sys
 
-    from vqcodec import io as vqio
+    from vqcodec import soundio
 
     unraisable = []
     monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
     aiff = io.BytesIO()
     soundfile.write(aiff, np.zeros(100, "float32"), 16000, format="AIFF", subtype="PCM_16")
     for cut in (22, 30, 46):
-        assert vqio.unrecognised_audio(aiff.getvalue()[:cut], "cut.aiff") is None  # cut short, not another format
+        assert soundio.unrecognised_audio(aiff.getvalue()[:cut], "cut.aiff") is None  # cut short, not another format
     assert not unraisable
 
 def test_an_aiff_rate_beyond_any_float_is_refused_saying_so(signal, tmp_path):
     """An AIFF header's 80-bit rate of an exponent beyond a 64-bit float's was refused in Python's words, 'cannot
     read audio PATH: math range error'."""
-    from vqcodec.io import read_audio
+    from vqcodec.soundio import read_audio
 
     path = declaring_rate(tmp_path / "odd.aiff", signal(1, 1600, 16000), "AIFF", 16000)
     raw = bytearray(path.read_bytes())
@@ -528,7 +528,7 @@ def test_an_aiff_rate_beyond_any_float_is_refused_saying_so(signal, tmp_path):
 def test_an_aiff_rate_libsndfile_misreads_is_refused_saying_so(codec, signal, tmp_path, rate):
     """libsndfile reads an AIFF header's rate of 2**30 Hz up to 2**31 as 800 MHz, which was refused as that rate
     (or, resampled from 800 MHz, coded as if it were)."""
-    from vqcodec.io import read_audio
+    from vqcodec.soundio import read_audio
 
     path = declaring_rate(tmp_path / "odd.aiff", signal(1, 1600, 16000), "AIFF", rate)
     for read, where in ((lambda: read_audio(path, 16000), path), (lambda: codec.encode(path, 2), path),
@@ -542,7 +542,7 @@ def test_an_aiff_rate_libsndfile_misreads_is_refused_saying_so(codec, signal, tm
                                                                                                     2**30 - 1)])
 def test_a_rate_libsndfile_rounds_to_whole_hz_is_read_as_it_reads_it(signal, tmp_path, format_name, rate, read):
     """The old Macintosh rate of 22 254.5454 Hz is read as 22 254 Hz, not refused as misread."""
-    from vqcodec.io import open_sound
+    from vqcodec.soundio import open_sound
 
     path = declaring_rate(tmp_path / f"odd.{format_name.lower()}", signal(1, 1600, 16000), format_name, rate)
     with open_sound(path) as sound:
@@ -2074,11 +2074,11 @@ def test_a_stream_that_cannot_seek_is_copied_up_to_a_bound_and_not_cut_where_it_
     """Such a stream was copied into a temporary file without bound (a stream that does not end filled $TMPDIR),
     and a non-blocking one's read of None, before its bytes came, was taken for its end: what had come was coded. A
     stream with a name was refused as 'the stream' in both."""
-    import vqcodec.io
+    import vqcodec.streams
 
     buffer = io.BytesIO()
     soundfile.write(buffer, signal(1, 16000, 16000).T, 16000, format="WAV")
-    monkeypatch.setattr(vqcodec.io, "MAX_SPOOL_BYTES", 16 << 10)
+    monkeypatch.setattr(vqcodec.streams, "MAX_SPOOL_BYTES", 16 << 10)
     for stream, name in ((_Pipe(buffer.getvalue()), "the stream"), (_named(_Pipe(buffer.getvalue()), "piped.wav"),
                                                                     "piped.wav")):
         with pytest.raises(VQCodecError, match=rf"^{name} goes on past 1.52588e-05 GiB, the most that is copied from "
@@ -2106,7 +2106,7 @@ def test_sys_stdin_buffer_is_named_stdin_as_when_it_is_empty(codec, tmp_path, mo
     """sys.stdin.buffer, named "<stdin>", was 'cannot read <stdin>: it is non-blocking, ...' and 'cannot read audio
     <stdin>: [Errno 29] Illegal seek' through the API, where empty it is 'stdin is empty'. A path of that name
     stays a path."""
-    from vqcodec import io as media_io
+    from vqcodec import soundio
 
     read_end, write_end = os.pipe()
     try:
@@ -2116,14 +2116,14 @@ def test_sys_stdin_buffer_is_named_stdin_as_when_it_is_empty(codec, tmp_path, mo
             with pytest.raises(VQCodecError, match="^cannot read stdin: it is non-blocking, and had no bytes ready$"):
                 codec.encode_audio_file(stream, 2)
             with pytest.raises(VQCodecError, match=r"^cannot read audio from stdin: \[Errno 29\] Illegal seek$"):
-                media_io.open_sound(stream)
+                soundio.open_sound(stream)
     finally:
         os.close(read_end)
         os.close(write_end)
     monkeypatch.chdir(tmp_path)
     Path("<stdin>").write_bytes(b"RIFF")
     with pytest.raises(VQCodecError, match="^cannot read audio <stdin>: "):
-        media_io.open_sound("<stdin>")
+        soundio.open_sound("<stdin>")
 
 
 def test_sys_stdin_buffer_of_a_vq_file_or_an_image_is_called_stdin(codec, small_vq, tmp_path):
@@ -2147,7 +2147,7 @@ def test_sys_stdout_buffer_is_named_stdout_as_the_command_line_names_it(codec, s
     import PIL.Image
 
     from conftest import TakesNothing
-    from vqcodec import io as media_io
+    from vqcodec import imageio, streams
 
     with pytest.raises(VQCodecError, match=r"^cannot write stdout: it takes no bytes \(8 writes in a row wrote "
                                            r"none\)$"):
@@ -2155,18 +2155,18 @@ def test_sys_stdout_buffer_is_named_stdout_as_the_command_line_names_it(codec, s
     closed = TakesNothing("<stdout>")
     closed.close()
     with pytest.raises(VQCodecError, match="^cannot write stdout: it is closed$"):
-        media_io.write_image(PIL.Image.new("RGB", (4, 4)), closed, "PNG")
-    assert media_io.output_name(sys.__stdout__.buffer) == "stdout"
-    assert media_io.output_name(_named(io.BytesIO(), "<stderr>")) == "stderr"
-    assert media_io.output_name("<stdout>") == "<stdout>"
+        imageio.write_image(PIL.Image.new("RGB", (4, 4)), closed, "PNG")
+    assert streams.output_name(sys.__stdout__.buffer) == "stdout"
+    assert streams.output_name(_named(io.BytesIO(), "<stderr>")) == "stderr"
+    assert streams.output_name("<stdout>") == "<stdout>"
 
 
 def test_a_stream_that_fails_to_be_read_is_refused_in_the_systems_words(codec, golden_image_codec, tmp_path):
     """A read error of a stream that cannot seek, as it was copied, showed Python's form of it, 'cannot read the
     stream: [Errno 5] Input/output error'. A closed media stream, copied as one that cannot seek, was 'cannot read the
-    stream: read of closed file' (Python's words, unnamed): it is named, as a closed .vq stream is; vqcodec.io's
+    stream: read of closed file' (Python's words, unnamed): it is named, as a closed .vq stream is; vqcodec.soundio's
     open_sound and read_audio said 'cannot read audio from the stream: I/O operation on closed file.'."""
-    from vqcodec.io import open_sound, read_audio
+    from vqcodec.soundio import open_sound, read_audio
 
     class Failing(_Pipe):
         def readinto(self, buffer):
@@ -2213,7 +2213,7 @@ def test_a_stream_that_can_seek_and_fails_midway_is_refused_not_cut_short(codec,
     a traceback ('Exception ignored from cffi callback') and taken for the end: the audio was coded cut short, exit 0.
     It is refused, with how far reading got, at byte 0 and part way, by encode (a rate search too), read_audio and
     open_sound's reads; one in its header, as it opens."""
-    from vqcodec.io import open_sound, read_audio, sound_blocks
+    from vqcodec.soundio import open_sound, read_audio, sound_blocks
 
     buffer = io.BytesIO()
     soundfile.write(buffer, signal(1, 20000, 16000).T, 16000, format="WAV", subtype="PCM_16")
@@ -2236,7 +2236,7 @@ def test_a_stream_that_can_seek_and_fails_midway_is_refused_not_cut_short(codec,
 def test_a_flac_stream_that_fails_midway_is_refused_with_the_read_error_not_libsndfiles(codec, signal):
     """libsndfile's FLAC reader meets a failed read (EIO) of the stream after its header as 'Internal psf_fseek()
     failed', which the refusal said in place of the read's error; it says the read's, as for WAV."""
-    from vqcodec.io import read_audio
+    from vqcodec.soundio import read_audio
 
     buffer = io.BytesIO()
     soundfile.write(buffer, signal(1, 20000, 16000).T, 16000, format="FLAC")
@@ -2376,10 +2376,11 @@ def test_encode_audio_file_of_what_is_no_path_or_stream_is_refused(codec, source
 @pytest.mark.parametrize("source, told", [(None, "NoneType"), (3, "int"),
                                            (b"RIFF", "bytes (io.BytesIO(data) is a stream of a file's bytes)")])
 def test_vqcodec_io_readers_of_what_is_no_path_or_stream_refuse_it(source, told):
-    """vqcodec.io's readers of media raised a bare AttributeError ('... has no attribute 'tell'') for what is neither a
+    """vqcodec's readers of media raised a bare AttributeError ('... has no attribute 'tell'') for what is neither a
     path nor a stream; they refuse it in encode_audio_file's words, and a text stream as Codec.encode does, where
     open_sound said 'Format not recognised.' and read_image_rgb put the refusal into its own."""
-    from vqcodec.io import open_image, open_sound, read_audio, read_image_rgb
+    from vqcodec.imageio import open_image, read_image_rgb
+    from vqcodec.soundio import open_sound, read_audio
 
     for reader, what in ((open_sound, "audio"), (read_audio, "audio"), (open_image, "an image"),
                          (read_image_rgb, "an image")):
@@ -2557,14 +2558,14 @@ def test_output_to_a_descriptors_name_names_a_temporary_file_that_cannot_grow_wi
     flush. The output's own failure still names the output."""
     import tempfile
 
-    from vqcodec import io as media_io
+    from vqcodec import streams
 
     data = codec.encode_audio(signal(1, 8000, 16000), 16000, 2)
     read_end, write_end = os.pipe()
     try:
         with _files_limited_to(1000):
             for call in (lambda: codec.decode_audio_file(data, f"/dev/fd/{write_end}", format_hint="WAV"),  # 16 kB
-                         lambda: media_io.write_file(f"/dev/fd/{write_end}", lambda stream: stream.write(bytes(2000)))):
+                         lambda: streams.write_file(f"/dev/fd/{write_end}", lambda stream: stream.write(bytes(2000)))):
                 with pytest.raises(VQCodecError) as refused:
                     call()
                 assert str(refused.value) == (f"cannot write a temporary file in {tempfile.gettempdir()}: File too "
@@ -2597,11 +2598,11 @@ def test_media_from_a_pipe_names_a_temporary_file_that_cannot_grow_with_its_fold
                                                                                   tmp_path, given):
     """Media from a stream that cannot seek are copied into a temporary file in $TMPDIR; one that could not grow (a
     full /tmp; here a file size limit) was taken for the stream's read failing, 'cannot read the stream: File too
-    large'. Under the spool's buffer, the write fails in the rewind's flush. vqcodec.io.read_image_rgb put the refusal
+    large'. Under the spool's buffer, the write fails in the rewind's flush. vqcodec.imageio.read_image_rgb put the refusal
     into its own, 'cannot read image piped.png: cannot write a temporary file in /tmp: ...'."""
     import tempfile
 
-    from vqcodec.io import read_image_rgb
+    from vqcodec.imageio import read_image_rgb
 
     soundfile.write(tmp_path / "a.wav", signal(1, 4000, 16000).T, 16000, subtype="FLOAT")  # 16 kB
     audio, image = (tmp_path / "a.wav").read_bytes()[:given], (GOLDEN.parent / "photo.png").read_bytes()[:given]
@@ -2633,7 +2634,7 @@ def test_media_from_a_pipe_name_a_temporary_file_that_fails_otherwise_as_such_no
     import tempfile
 
     from vqcodec.cli import run
-    from vqcodec.io import read_image_rgb
+    from vqcodec.imageio import read_image_rgb
 
     soundfile.write(tmp_path / "a.wav", signal(1, 4000, 16000).T, 16000, subtype="FLOAT")  # 16 kB
     audio, image = (tmp_path / "a.wav").read_bytes()[:given], (GOLDEN.parent / "photo.png").read_bytes()[:given]
@@ -3156,7 +3157,7 @@ def test_decode_audio_file_to_a_path_leaves_nothing_half_written(codec, signal, 
 
 
 WRITE_AFTER_PRINTING = """
-from vqcodec.io import write_file
+from vqcodec.streams import write_file
 print("printed first")
 write_file("/dev/stdout", lambda stream: stream.write(b"written second\\n"))
 """
@@ -3213,25 +3214,25 @@ def _encoded_from_open_file(model, path: Path) -> bytes:
 
 def test_every_reader_of_media_refuses_an_empty_file_as_empty(codec, golden_image_codec, tmp_path):
     """Codec.encode of a path alone said 'X: file is empty': encode_audio_file, encode of a stream, and the readers of
-    vqcodec.io and of training (data) said soundfile's 'cannot read audio X: Format not recognised.' or 'cannot read
+    vqcodec.soundio, vqcodec.imageio and of training (data) said soundfile's 'cannot read audio X: Format not recognised.' or 'cannot read
     image X: not an image format Pillow reads'."""
     from vqcodec import data
-    from vqcodec import io as media_io
+    from vqcodec import imageio, soundio
 
     audio, image = tmp_path / "empty.wav", tmp_path / "empty.png"
     audio.write_bytes(b"")
     image.write_bytes(b"")
     refusals = {f"{audio}: file is empty": [
         lambda: codec.encode_audio_file(audio, 2), lambda: codec.encode_audio_file(str(audio), 2, 8.0),
-        lambda: _encoded_from_open_file(codec, audio), lambda: media_io.open_sound(audio),
-        lambda: media_io.read_audio(str(audio)), lambda: data._audio_header(audio)],
+        lambda: _encoded_from_open_file(codec, audio), lambda: soundio.open_sound(audio),
+        lambda: soundio.read_audio(str(audio)), lambda: data._audio_header(audio)],
         f"{image}: file is empty": [
-        lambda: _encoded_from_open_file(golden_image_codec, image), lambda: media_io.open_image(image),
-        lambda: media_io.read_image_rgb(image), lambda: data.image_size(image)],
+        lambda: _encoded_from_open_file(golden_image_codec, image), lambda: imageio.open_image(image),
+        lambda: imageio.read_image_rgb(image), lambda: data.image_size(image)],
         "the stream is empty": [
         lambda: codec.encode(io.BytesIO(), 2), lambda: golden_image_codec.encode(io.BytesIO(), 2),
-        lambda: codec.encode_audio_file(io.BytesIO(), 2), lambda: media_io.open_image(_Pipe(b""))],
-        "stdin is empty": [lambda: media_io.open_sound(_named(io.BytesIO(), "<stdin>")),  # sys.stdin.buffer's name
+        lambda: codec.encode_audio_file(io.BytesIO(), 2), lambda: imageio.open_image(_Pipe(b""))],
+        "stdin is empty": [lambda: soundio.open_sound(_named(io.BytesIO(), "<stdin>")),  # sys.stdin.buffer's name
                            lambda: golden_image_codec.encode(_named(io.BytesIO(), 0), 2),  # open(0, "rb")'s
                            lambda: codec.encode(_named(_Pipe(b""), "<stdin>"), 2),  # stdin a pipe: spooled
                            lambda: golden_image_codec.encode(_named(_Pipe(b""), 0), 2)]}
@@ -3242,7 +3243,7 @@ def test_every_reader_of_media_refuses_an_empty_file_as_empty(codec, golden_imag
     with open(GOLDEN.parent / "speech.flac", "rb") as read_through:  # read to its end, not empty: its reader's words
         read_through.read()
         with pytest.raises(VQCodecError, match="^cannot read audio .*speech.flac: Format not recognised.$"):
-            media_io.open_sound(read_through)
+            soundio.open_sound(read_through)
 
 
 def test_a_file_coded_above_full_scale_warns_as_an_array_does(codec, signal, tmp_path):

@@ -354,7 +354,7 @@ def test_messages_name_the_apis_arguments_from_python_and_the_options_on_the_com
     import vqcodec
     from vqcodec import Codec, VQCodecError
     from vqcodec.cli import run
-    from vqcodec.io import write_file
+    from vqcodec.streams import write_file
 
     from vqcodec.data import find_media
 
@@ -919,7 +919,7 @@ def test_a_path_that_is_not_a_regular_file_is_refused_without_being_opened(tiny_
     opened (a tape rewinds, a watchdog starts) before it was refused, and a terminal was opened without O_NOCTTY
     (it could become the controlling terminal). The path is now checked first, and a regular file opened with
     O_NONBLOCK and O_NOCTTY."""
-    from vqcodec.io import open_regular_file
+    from vqcodec.streams import open_regular_file
 
     opened = []
     real_open = os.open
@@ -1249,7 +1249,7 @@ def test_a_long_value_a_message_quotes_is_cut_with_its_quote_closed_or_the_cut_t
     """Messages cut a value's repr at 40 or 60 characters ({value!r:.60}): a text's quote was left open and another
     value's cut was not told. Text is now cut before it is quoted; another value's repr ends '...' where cut."""
     from vqcodec.errors import VQCodecError
-    from vqcodec.io import checked_flag
+    from vqcodec.streams import checked_flag
     from vqcodec.registry import meta_problem
     from vqcodec.wording import command_line_wording, shown_cut
 
@@ -1810,11 +1810,11 @@ def test_stdin_redirected_from_a_regular_file_is_read_in_place_not_copied(tiny_m
                                                                           capsys):
     """`encode - x.vq < talk.flac` copied the file into $TMPDIR, which it can read where it is; stdin moved on from
     the file's start (`(head -c 10; encode - x.vq) < f`), whose offsets soundfile would misread, is still copied."""
-    import vqcodec.io
+    import vqcodec.streams
     from vqcodec.cli import run
 
-    made, spooled = [], vqcodec.io.spooled
-    monkeypatch.setattr(vqcodec.io, "spooled", lambda *a, **k: made.append(1) or spooled(*a, **k))
+    made, spooled = [], vqcodec.streams.spooled
+    monkeypatch.setattr(vqcodec.streams, "spooled", lambda *a, **k: made.append(1) or spooled(*a, **k))
     model = ["-m", str(tiny_model_path)]
     speech = Path(__file__).parent / "data" / "speech.flac"
     assert run(["encode", str(speech), str(tmp_path / "named.vq"), *model]) == 0 and made == []
@@ -1967,11 +1967,11 @@ def test_encode_and_codes_refuse_a_pipe_of_no_media_from_its_first_bytes_and_bou
     """`cat /dev/zero | vqcodec encode - out.vq` copied stdin into $TMPDIR until it was full: audio of no
     format libsndfile recognises is refused from its first MiB (as all of it would be), a .vq file is read
     no further than its chunks and 1 MiB past them, and media are copied up to MAX_SPOOL_BYTES."""
-    import vqcodec.io
+    import vqcodec.streams
     from conftest import GOLDEN
     from vqcodec.cli import run
 
-    monkeypatch.setattr(vqcodec.io, "MAX_SPOOL_BYTES", 8 << 20)
+    monkeypatch.setattr(vqcodec.streams, "MAX_SPOOL_BYTES", 8 << 20)
     wav, vq = (encoded / "in.wav").read_bytes(), (encoded / "out.vq").read_bytes()
     for command in ("encode", "codes"):
         args = [command, "-", "-", "-m", str(tiny_model_path)]
@@ -2027,10 +2027,10 @@ def test_an_mp3_on_stdin_whose_id3v2_tag_fills_the_first_mib_is_recognised(tiny_
 def test_stdin_redirected_from_a_regular_file_is_copied_whatever_its_size(encoded, tiny_model_path, tmp_path,
                                                                           monkeypatch, capsys):
     """The bound on what is copied from a pipe (MAX_SPOOL_BYTES) refused a file redirected into stdin, which ends."""
-    import vqcodec.io
+    import vqcodec.streams
     from vqcodec.cli import run
 
-    monkeypatch.setattr(vqcodec.io, "MAX_SPOOL_BYTES", 16 << 10)
+    monkeypatch.setattr(vqcodec.streams, "MAX_SPOOL_BYTES", 16 << 10)
     wav = (encoded / "in.wav").read_bytes()  # 44 KB
     args = ["encode", "-", str(tmp_path / "out.vq"), "-m", str(tiny_model_path), "-q", "3"]
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(wav))))
@@ -4131,7 +4131,7 @@ def test_stdout_on_an_input_is_refused_without_proc(encoded, tiny_model_path, tm
     a model's file that no command reads, which needs stdout's name, is not made without /proc."""
     from vqcodec.cli import run
     from vqcodec.folders import files_under
-    from vqcodec.io import descriptor_path
+    from vqcodec.streams import descriptor_path
 
     folder = tmp_path / "dir"
     folder.mkdir()

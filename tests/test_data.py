@@ -16,7 +16,7 @@ from test_train import CFG, CROP, options
 from vqcodec import data
 from vqcodec.data import AudioCrops, Batches, CropPlan, ImageCrops
 from vqcodec.errors import VQCodecError
-from vqcodec.io import MAX_PIXELS
+from vqcodec.imageio import MAX_PIXELS
 from vqcodec.train import train
 
 
@@ -102,7 +102,7 @@ def test_image_crops_read_from_disk_match_the_crops_of_the_whole_images(image_fi
 
 def test_image_crops_are_what_encoding_codes_in_every_colour_mode(tmp_path):
     """16-bit and float grey are scaled to 8 bits as the encoder scales them (Pillow's convert clips them: white)."""
-    from vqcodec.io import image_to_planes, open_image
+    from vqcodec.imageio import image_to_planes, open_image
 
     ramp = np.arange(32 * 32, dtype=np.float64).reshape(32, 32) / (32 * 32 - 1)
     Image.frombytes("I;16", (32, 32), np.round(ramp * 65535).astype("<u2").tobytes()).save(tmp_path / "a16.png")
@@ -412,7 +412,7 @@ def test_an_audio_path_that_cannot_be_opened_is_skipped_saying_why(tmp_path, cap
     of a file it may not read (training's and eval's reads; encoding said why already)."""
     import builtins
 
-    from vqcodec import io as vqio
+    from vqcodec import soundio
 
     soundfile.write(tmp_path / "good.wav", np.full(3000, 0.25, dtype=np.float32), 8000)
     (tmp_path / "folder.wav").mkdir()
@@ -422,12 +422,12 @@ def test_an_audio_path_that_cannot_be_opened_is_skipped_saying_why(tmp_path, cap
         if str(path).endswith("locked.wav"):
             raise PermissionError(13, "Permission denied", str(path))
         return builtins.open(path, *args, **kwargs)
-    monkeypatch.setattr(vqio, "open", open_but_the_locked_one, raising=False)  # root reads any file
+    monkeypatch.setattr(soundio, "open", open_but_the_locked_one, raising=False)  # root reads any file
     reasons = {"missing.wav": "No such file or directory", "folder.wav": "Is a directory",
                "locked.wav": "Permission denied"}
     for name, reason in reasons.items():
         with pytest.raises(VQCodecError, match=f"^cannot read audio {tmp_path / name}: {reason}$"):
-            vqio.read_audio(tmp_path / name)
+            soundio.read_audio(tmp_path / name)
     said = [f"skipping cannot read audio {tmp_path / name}: {reason}" for name, reason in reasons.items()]
     files = [tmp_path / name for name in reasons] + [tmp_path / "good.wav"]
     assert data.readable_files("audio", files) == [tmp_path / "good.wav"]
@@ -462,7 +462,7 @@ def test_what_the_mp3_decoder_says_of_a_training_or_eval_file_is_one_warning(tmp
     import warnings
 
     from vqcodec.errors import AudioReadWarning
-    from vqcodec.io import read_audio
+    from vqcodec.soundio import read_audio
 
     path = tmp_path / "damaged.mp3"
     soundfile.write(path, 0.3 * np.sin(np.arange(48000) / 7), 16000)
@@ -607,7 +607,7 @@ def test_reading_a_photo_of_several_frames_leaves_the_process_warnings_alone(tmp
     back (catch_warnings), in each batch worker at once: one worker put back what another had swapped in."""
     import warnings
 
-    from vqcodec.io import open_image
+    from vqcodec.imageio import open_image
 
     frames = [Image.new("RGB", (8, 8), (40 * i, 0, 0)) for i in range(3)]
     for name in ("a.gif", "a.tiff"):
@@ -654,7 +654,7 @@ def test_image_size_leaves_the_warnings_settings_as_they_were_beside_a_thread_re
     import threading
     import warnings
 
-    from vqcodec.io import warnings_recorded
+    from vqcodec.imageio import warnings_recorded
 
     path = tmp_path / "a.png"
     Image.new("L", (4, 6)).save(path)

@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import on_terminal, run_python, terminal_moments, terminal_screen
 from test_cli import assert_one_line_error
 from vqcodec import Codec, VQCodecError, metrics
-from vqcodec.io import read_audio
+from vqcodec.soundio import read_audio
 
 DATA = Path(__file__).resolve().parent / "data"
 GOLDEN_IMAGE = DATA / "golden" / "golden_image.safetensors"
@@ -278,7 +278,7 @@ def test_eval_table_shows_a_speed_below_one_image_a_second():
 def test_eval_codes_each_image_in_its_own_mode_as_encode_does(cli, tmp_path):
     # eval used to code every image converted to RGB: an RGBA photo's alpha was left out of the rate,
     # and 16-bit grey was clipped to white by Pillow's conversion before coding and measuring
-    from vqcodec.io import image_to_planes
+    from vqcodec.imageio import image_to_planes
 
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 256, (40, 48, 4), dtype=np.uint8)).save(tmp_path / "rgba.png")
@@ -459,16 +459,16 @@ def test_eval_refuses_an_image_whose_encoding_would_not_fit_in_memory_from_its_h
     before encode_image refused it. It is skipped from its header, as encode refuses it; what fits is measured."""
     from test_image import png_claiming
     from vqcodec import codec as codec_module
-    from vqcodec import io as io_module
+    from vqcodec import imageio
     from vqcodec.evaluate import evaluate
 
     (tmp_path / "large.png").write_bytes(png_claiming(3000, 3000))
     Image.new("RGB", (48, 40), "olive").save(tmp_path / "small.png")
     codec = Codec.load(str(GOLDEN_IMAGE))
     monkeypatch.setattr(codec_module, "memory_bound", lambda: 100_000_000)  # the large one takes 0.2 GB
-    read = io_module.load_pixels
+    read = imageio.load_pixels
     read_sizes = []
-    monkeypatch.setattr(io_module, "load_pixels", lambda image, *rest: read_sizes.append(image.size) or read(image, *rest))
+    monkeypatch.setattr(imageio, "load_pixels", lambda image, *rest: read_sizes.append(image.size) or read(image, *rest))
     report = evaluate(codec, [tmp_path / "large.png", tmp_path / "small.png"], [2])
     assert report["files"] == [str(tmp_path / "small.png")] and read_sizes == [(48, 40)]
     reason, = [entry["reason"] for entry in report["skipped"]]

@@ -502,7 +502,7 @@ def test_an_output_format_a_folders_files_cannot_have_is_found_before_any_model_
 
     import soundfile as soundfile_module
 
-    from vqcodec import io as vqio
+    from vqcodec import soundio
     from vqcodec.cli import run
 
     tiny = Codec.load(str(tiny_model_path))
@@ -518,9 +518,9 @@ def test_an_output_format_a_folders_files_cannot_have_is_found_before_any_model_
         if isinstance(file, io.BytesIO):
             probes.append(options.get("samplerate"))
         return real_sound_file(file, *args, **options)
-    monkeypatch.setattr(vqio.soundfile, "SoundFile", sound_file)
+    monkeypatch.setattr(soundio.soundfile, "SoundFile", sound_file)
     monkeypatch.setattr(Codec, "load", classmethod(lambda cls, *args, **kw: loads.append(args) or load(cls, *args, **kw)))
-    vqio._audio_write_refused.cache_clear()
+    soundio._audio_write_refused.cache_clear()
     code = run(["decode", str(folder), str(tmp_path / "out"), "--format", "opus", "--rate", "44100",
                 "-m", str(tiny_model_path)])
     assert (code, loads, probes) == (1, [], [])  # refused as Opus at 44.1 kHz without a probe

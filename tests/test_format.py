@@ -712,7 +712,7 @@ def test_format_md_header_table_matches_the_code():
     sizes = re.search(r"with 2 ≤ K ≤ (2\^\d+) and 1 ≤ levels ≤ (\d+)", doc)
     assert number(sizes.group(1)) == prior.MAX_CODEBOOK and int(sizes.group(2)) == 256
     assert number(re.search(r"a table of more than (2\^\d+) bytes", doc).group(1)) == prior.MAX_TABLE_BYTES
-    from vqcodec.io import ALPHA_MODES, IMAGE_MODES
+    from vqcodec.imageio import ALPHA_MODES, IMAGE_MODES
 
     codes = re.search(r"^\| code \|(.*)\|$", doc, flags=re.M).group(1).split("|")
     modes = re.search(r"^\| mode \|(.*)\|$", doc, flags=re.M).group(1).split("|")

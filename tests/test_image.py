@@ -35,8 +35,10 @@ from vqcodec import Codec, VQCodecError, read_info  # noqa: E402
 from vqcodec import format as vqformat  # noqa: E402
 from vqcodec.config import ImageConfig  # noqa: E402
 from vqcodec.errors import ImageReadWarning  # noqa: E402
-from vqcodec.io import (EMPTY_WRITES_ALLOWED, IMAGE_MODES, MAX_PIXELS, image_to_planes, in_srgb,  # noqa: E402
-                        is_image_signature, media_kind_of, mode_shown, open_image, planes_to_image, write_image)
+from vqcodec.imageio import (IMAGE_MODES, MAX_PIXELS, image_to_planes, in_srgb, mode_shown, open_image, planes_to_image,
+                             write_image)
+from vqcodec.io import is_image_signature, media_kind_of
+from vqcodec.streams import EMPTY_WRITES_ALLOWED
 from vqcodec.modelfile import save_model  # noqa: E402
 from vqcodec.models import VQVAE  # noqa: E402
 
@@ -215,7 +217,7 @@ def test_native_order_sixteen_bit_grey_is_coded_as_i16(codec):
 
 def test_32_bit_grey_of_0_to_255_is_read_as_8_bit_grey(codec, tmp_path):
     """Image.fromarray of int32 levels, or a 32-bit TIFF of them, was scaled as 16-bit: 255 became level 1."""
-    from vqcodec.io import image_to_planes
+    from vqcodec.imageio import image_to_planes
 
     levels = np.tile(np.arange(0, 256, 17, dtype=np.int32), (4, 1))  # 0 to 255 in 16 steps
     path = tmp_path / "levels.tif"
@@ -589,7 +591,7 @@ def test_deep_grey_is_scaled_a_strip_at_a_time_as_it_was_whole(mode, monkeypatch
     """Deep grey is scaled to 8 bits a strip at a time: the planes are those of the whole image
     scaled at once (values / 65535, or / 1.0 for F, times 255, rounded), alpha from a transparent
     value included."""
-    import vqcodec.io as vqio
+    from vqcodec import imageio
 
     rng = np.random.default_rng(3)
     values = rng.integers(0, 65536, (37, 29))
@@ -611,11 +613,11 @@ def test_deep_grey_is_scaled_a_strip_at_a_time_as_it_was_whole(mode, monkeypatch
     expected = np.clip(np.round(whole / (1.0 if mode == "F" else 65535.0) * 255.0), 0, 255).astype(np.uint8)
     def planes():
         if mode not in ("F", "I"):
-            return vqio.image_to_planes(image)
+            return imageio.image_to_planes(image)
         with pytest.warns(ImageReadWarning, match=f": {5 if mode == 'F' else 3} of its 1073 pixels lie beyond"):
-            return vqio.image_to_planes(image)
+            return imageio.image_to_planes(image)
 
-    monkeypatch.setattr(vqio, "DEEP_STRIP_PIXELS", 29 * 5 + 3)  # strips of 5 rows, the last of 2
+    monkeypatch.setattr(imageio, "DEEP_STRIP_PIXELS", 29 * 5 + 3)  # strips of 5 rows, the last of 2
     rgb, mode_code, alpha = planes()
     assert rgb.shape == (37, 29, 3) and rgb.dtype == np.uint8
     for channel in range(3):
@@ -625,7 +627,7 @@ def test_deep_grey_is_scaled_a_strip_at_a_time_as_it_was_whole(mode, monkeypatch
         np.testing.assert_array_equal(alpha, np.where(whole == 1000, 0, 255))
     else:
         assert mode_code == IMAGE_MODES[mode] and alpha is None
-    monkeypatch.setattr(vqio, "DEEP_STRIP_PIXELS", 1)  # a row at a time
+    monkeypatch.setattr(imageio, "DEEP_STRIP_PIXELS", 1)  # a row at a time
     np.testing.assert_array_equal(planes()[0], rgb)
 
 
@@ -718,11 +720,11 @@ def test_float_tiff_and_pfm_of_0_to_255_are_refused_on_the_command_line(cli, tin
 
 def test_deep_grey_is_never_held_whole_as_float64():
 
-    import vqcodec.io as vqio
+    from vqcodec import imageio
 
     side = 4096  # 128 MB as float64; strips of DEEP_STRIP_PIXELS take 8 MB each
     image = Image.frombytes("I;16", (side, side), (np.arange(side * side) % 65536).astype("<u2").tobytes())
-    rgb, peak = traced_peak(lambda: vqio.image_to_planes(image)[0])
+    rgb, peak = traced_peak(lambda: imageio.image_to_planes(image)[0])
     whole = side * side * 8  # the image's values as float64
     assert peak < rgb.nbytes + whole / 2, f"peak {peak / 1e6:.1f} MB for {rgb.nbytes / 1e6:.1f} MB of RGB"
 
@@ -731,9 +733,9 @@ def test_deep_grey_is_never_held_whole_as_float64():
 def test_decoded_deep_grey_is_never_held_whole_as_float64(mode, monkeypatch):
     """planes_to_image made the whole image's grey float64 (and its rounded copy): 28 bytes a pixel
     beside the RGB, 2.5 GB for the largest image a .vq file holds. Its values are as they were."""
-    import vqcodec.io as vqio
+    from vqcodec import imageio
 
-    monkeypatch.setattr(vqio, "DEEP_STRIP_PIXELS", 1 << 16)  # 16 strips
+    monkeypatch.setattr(imageio, "DEEP_STRIP_PIXELS", 1 << 16)  # 16 strips
     height, width = 1024, 1000
     rgb = smooth_rgb(height, width)
     image, peak = traced_peak(lambda: planes_to_image(rgb, IMAGE_MODES[mode], None))
@@ -1107,7 +1109,7 @@ def test_output_the_header_shows_cannot_be_written_is_refused_before_decoding(
 def test_alpha_an_output_format_cannot_hold_is_refused_before_decoding(codec, tiny_model_path, tmp_path, monkeypatch,
                                                                        capsys, output):
     """The alpha plane is in the file, losslessly: the image was decoded first, and refused after."""
-    import vqcodec.io as vqio
+    from vqcodec import imageio
     from vqcodec.cli import run
 
     source = tmp_path / "alpha.vq"
@@ -1115,7 +1117,7 @@ def test_alpha_an_output_format_cannot_hold_is_refused_before_decoding(codec, ti
     monkeypatch.setattr(codec_module.Codec, "decode_image", lambda *args, **kwargs: pytest.fail("decoded"))
     assert run(["decode", str(source), str(tmp_path / output), "-m", str(tiny_model_path)]) == 1
     format_name = {".jpg": "JPEG", ".bmp": "BMP", ".ppm": "PPM", ".pgm": "PGM"}[Path(output).suffix]
-    how = vqio._BMP_ALPHA_UNSEEN if output.endswith(".bmp") else ""
+    how = imageio._BMP_ALPHA_UNSEEN if output.endswith(".bmp") else ""
     assert capsys.readouterr().err == (f"vqcodec: error: {tmp_path / output}: {format_name} cannot hold the image's "
                                        f"alpha channel{how}: write .png, .webp or .tif\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alpha.vq"]
@@ -1377,7 +1379,7 @@ def test_a_pillow_bigtiff_whose_directory_counts_more_entries_than_it_holds_give
 def test_the_pages_of_a_tiff_are_counted_up_to_a_bound():
     """The directories read to count a TIFF's pages are bounded (each may be 6 bytes: a chain of a million of them
     in 6 MB): a chain of MAX_TIFF_PAGES_COUNTED is counted, one longer is not, and the stream is left where it was."""
-    from vqcodec import io as vqio
+    from vqcodec import imageio
 
     def chain(pages: int) -> io.BytesIO:  # classic TIFF directories of no entries, each pointing to the next
         offsets = [8 + 6 * page for page in range(1, pages)] + [0]
@@ -1385,10 +1387,10 @@ def test_the_pages_of_a_tiff_are_counted_up_to_a_bound():
         stream.seek(5)
         return stream
 
-    for pages, counted in ((vqio.MAX_TIFF_PAGES_COUNTED, vqio.MAX_TIFF_PAGES_COUNTED),
-                           (vqio.MAX_TIFF_PAGES_COUNTED + 1, None)):
+    for pages, counted in ((imageio.MAX_TIFF_PAGES_COUNTED, imageio.MAX_TIFF_PAGES_COUNTED),
+                           (imageio.MAX_TIFF_PAGES_COUNTED + 1, None)):
         stream = chain(pages)
-        assert (vqio._tiff_pages_walked(stream), stream.tell()) == (counted, 5)
+        assert (imageio._tiff_pages_walked(stream), stream.tell()) == (counted, 5)
 
 
 def animated_webp(frames: int = 3) -> bytes:
@@ -1707,21 +1709,21 @@ def test_a_pillow_image_given_in_memory_has_its_profile_applied_as_a_file_has(co
 def test_a_float_image_of_8_bit_levels_is_read_and_decoded_as_those_levels(codec, cli, tiny_model_path, tmp_path):
     """Image.fromarray(levels.astype(np.float32)) was read as 0.0 black to 1.0 white: refused, or, with
     half of it dark, mostly clipped to white. It is the L image of its levels, as 32-bit grey of 0-255 is."""
-    import vqcodec.io as vqio
+    from vqcodec import imageio
 
     levels = np.tile(np.arange(0, 256, 8), (8, 1))
     levels[4:] = 0  # half of it black: at most half beyond 1.0, which was clipped
     image = Image.fromarray(levels.astype(np.float32))
-    rgb, mode_code, alpha = vqio.image_to_planes(image)
+    rgb, mode_code, alpha = imageio.image_to_planes(image)
     assert mode_code == IMAGE_MODES["L"] and alpha is None
     np.testing.assert_array_equal(rgb, np.repeat(levels[:, :, None], 3, axis=2))
     assert roundtrip(codec, image).mode == "L"
     image.save(tmp_path / "levels.tif")
     assert cli("encode", tmp_path / "levels.tif", tmp_path / "levels.vq", "-m", tiny_model_path).stderr == b""
     # not whole numbers, or none above 1: read as 0.0 to 1.0, as before
-    assert vqio.image_to_planes(Image.fromarray(np.array([[0, 1]], np.float32)))[0][0, 1, 0] == 255
+    assert imageio.image_to_planes(Image.fromarray(np.array([[0, 1]], np.float32)))[0][0, 1, 0] == 255
     with pytest.raises(VQCodecError, match="^float image values span 200.5 to 200.5, and 100% of"):
-        vqio.image_to_planes(Image.fromarray(np.full((2, 2), 200.5, np.float32)))
+        imageio.image_to_planes(Image.fromarray(np.full((2, 2), 200.5, np.float32)))
 
 
 def test_sixteen_bit_grey_with_alpha_png_is_read_as_la(codec, tmp_path):
@@ -1762,7 +1764,7 @@ def test_decompression_bombs_are_refused(side):
 def test_a_side_longer_than_a_vq_file_holds_is_refused_from_the_header():
     """A PNG of 89 000 000 x 1 pixels (260 KB) was read whole, 1.2 GB, before encoding refused its side;
     open_image took it."""
-    from vqcodec.io import read_image_rgb
+    from vqcodec.imageio import read_image_rgb
 
     with pytest.raises(VQCodecError, match=f"^image 70000x1000 exceeds the size limit of {vqformat.MAX_IMAGE_SIDE} "
                                            "pixels a side"):
@@ -1774,7 +1776,7 @@ def test_read_image_rgb_names_a_stream_once(tmp_path):
     """A stream was named twice, the first time as Python's repr of it: 'cannot read image <_io.BytesIO object at
     0x...>: cannot read image from the stream: not an image format Pillow reads'. A stream that cannot be read was
     refused twice over, 'cannot read image a.png: cannot read a.png: it is closed'."""
-    from vqcodec.io import read_image_rgb
+    from vqcodec.imageio import read_image_rgb
 
     class Failing(io.RawIOBase):
         name = "piped.png"
@@ -1816,7 +1818,7 @@ def test_a_png_whose_data_ends_before_its_last_row_is_refused(codec, tmp_path, i
     """Pillow read a PNG whose header gives more rows than its image data holds (the zlib stream ends first)
     without a word, the rows it lacks black; encoding coded them, training trained on them."""
     from vqcodec.data import readable_files, ImageCrops
-    from vqcodec.io import read_image_rgb
+    from vqcodec.imageio import read_image_rgb
 
     whole, taller = _png_of_greater_height(interlace)
     assert read_image_rgb(io.BytesIO(whole)).shape == (16, 20, 3)
@@ -2088,7 +2090,7 @@ def test_a_jpeg_whose_data_ends_before_its_last_row_is_refused(codec, tmp_path, 
     """libjpeg decodes a baseline JPEG whose frame header gives more rows than its scan holds with the blocks
     it lacks as zeros (a grey band), and Pillow hides its warning: encoding coded them, training trained on them.
     So too a progressive JPEG whose scans hold fewer rows, which was read with the band."""
-    from vqcodec.io import read_image_rgb
+    from vqcodec.imageio import read_image_rgb
 
     whole, taller = _jpeg_of_greater_height(mode, extra, **options)
     assert read_image_rgb(io.BytesIO(whole)).shape == (32, 24, 3)
@@ -2278,9 +2280,12 @@ def test_io_and_imagedata_reach_no_private_name_of_pillow_but_the_guarded_ones()
     import ast
 
     import vqcodec.imagedata
+    import vqcodec.imageio
     import vqcodec.io
+    import vqcodec.soundio
+    import vqcodec.streams
 
-    for module in (vqcodec.io, vqcodec.imagedata):
+    for module in (vqcodec.streams, vqcodec.soundio, vqcodec.io, vqcodec.imageio, vqcodec.imagedata):
         reached = set()
         for node in ast.walk(ast.parse(Path(module.__file__).read_text())):
             if isinstance(node, ast.Attribute) and not (isinstance(node.value, ast.Name) and node.value.id == "self"):
@@ -2330,7 +2335,7 @@ def test_an_apng_frame_after_the_first_is_not_taken_for_a_png_whose_data_ends_ea
 def test_the_png_data_check_reads_the_tiles_of_pillow_before_11():
     """Pillow before 11 (setup.cfg takes 10) gives an image's tiles as plain tuples, which have no `offset`:
     the check of a PNG's data against its height raised AttributeError there."""
-    from vqcodec.io import load_pixels
+    from vqcodec.imageio import load_pixels
 
     whole, taller = _png_of_greater_height(0)
     for data, error in ((whole, None), (taller, "its image data ends before its last row")):
@@ -3183,13 +3188,13 @@ def test_an_image_whose_encoding_would_not_fit_in_memory_is_refused_from_its_hea
     """Encoding had no memory check: a header declaring a large image (this one's data is cut short after 8 rows)
     had its pixels, planes and the encoder's work allocated whatever the memory. It is refused from the header,
     before the pixels are read, given as a file, as Image.open gives it or as an array; what fits encodes."""
-    from vqcodec import io as io_module
+    from vqcodec import imageio
 
     path = tmp_path / "large.png"
     path.write_bytes(png_claiming(3000, 3000))
     monkeypatch.setattr(codec_module, "memory_bound", lambda: 100_000_000)  # the 1-bit image read alone: 9 MB
-    read = io_module.load_pixels
-    monkeypatch.setattr(io_module, "load_pixels", None)  # not called
+    read = imageio.load_pixels
+    monkeypatch.setattr(imageio, "load_pixels", None)  # not called
     refusal = (r"^encoding the 3000x3000 {} image takes 0\.\d GB, more than the memory this process may use "
                r"\(0\.1 GB\); crop or scale it to fewer pixels$")
     with pytest.raises(VQCodecError, match=refusal.format("1-bit")):
@@ -3198,7 +3203,7 @@ def test_an_image_whose_encoding_would_not_fit_in_memory_is_refused_from_its_hea
         codec.encode_image(lazy, 2)
     with pytest.raises(VQCodecError, match=refusal.format("L")):
         codec.encode(np.zeros((3000, 3000), dtype=np.uint8), 2)
-    monkeypatch.setattr(io_module, "load_pixels", read)
+    monkeypatch.setattr(imageio, "load_pixels", read)
     assert read_info(codec.encode(np.zeros((1000, 1000, 3), dtype=np.uint8), 2)).width == 1000
 
 
@@ -3750,11 +3755,11 @@ def test_a_formats_reader_refusal_is_said_and_a_bug_in_it_gets_out(monkeypatch):
     passes over only what Image.open does of a reader, which raised those on the file it did not identify."""
     from PIL import TiffImagePlugin, UnidentifiedImageError
 
-    import vqcodec.io
+    import vqcodec.imageio
 
     data = _cmyk_alpha_tiff()
     unidentified = UnidentifiedImageError("cannot identify image file")
-    assert vqcodec.io.pillow_refusal(io.BytesIO(data), unidentified, []) == (
+    assert vqcodec.imageio.pillow_refusal(io.BytesIO(data), unidentified, []) == (
         "a TIFF file that Pillow does not read (unknown pixel mode)")
 
     def renamed(self):
@@ -3762,14 +3767,14 @@ def test_a_formats_reader_refusal_is_said_and_a_bug_in_it_gets_out(monkeypatch):
 
     monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "_open", renamed)
     with pytest.raises(NameError, match="_tiff_setup"):
-        vqcodec.io.pillow_refusal(io.BytesIO(data), unidentified, [])
+        vqcodec.imageio.pillow_refusal(io.BytesIO(data), unidentified, [])
 
 
 def test_an_image_path_that_cannot_be_read_says_why_as_audio_does(codec, tmp_path):
     """A missing image was 'cannot read image /x.png: [Errno 2] No such file or directory: '/x.png'' (the path
     twice, the errno shown); audio's says 'cannot read audio /x.wav: No such file or directory'."""
     from vqcodec.data import image_size
-    from vqcodec.io import read_image_rgb
+    from vqcodec.imageio import read_image_rgb
 
     for path, reason in ((tmp_path / "missing.png", "No such file or directory"), (tmp_path, "Is a directory")):
         for call in (lambda: open_image(path), lambda: read_image_rgb(str(path)), lambda: image_size(path),
@@ -3789,7 +3794,7 @@ def test_unrecognised_image_leaves_a_damaged_header_to_the_reading_and_lets_a_bu
     NameError of its own (a renamed helper): a pipe of no image format was copied whole again. It passes over
     what Pillow's readers raise of a damaged header, and no other error; and refuses what no reader identifies
     with open_image's wording (io.pillow_refusal)."""
-    import vqcodec.io
+    import vqcodec.imageio
 
     rgb = Image.new("RGB", (13, 17))
     sgi, ico, dds, tga = _saved(rgb, "SGI"), _saved(rgb, "ICO")[:64], _saved(rgb, "DDS"), _saved(rgb, "TGA")
@@ -3800,18 +3805,18 @@ def test_unrecognised_image_leaves_a_damaged_header_to_the_reading_and_lets_a_bu
                          (tga, Image.DecompressionBombError), (avif, RuntimeError)):
         with pytest.raises(raised):
             Image.open(io.BytesIO(bytes(head)))
-        assert vqcodec.io.unrecognised_image(bytes(head), "x.img") is None
-    assert str(vqcodec.io.unrecognised_image(b"no image at all", "from stdin")) == (
+        assert vqcodec.imageio.unrecognised_image(bytes(head), "x.img") is None
+    assert str(vqcodec.imageio.unrecognised_image(b"no image at all", "from stdin")) == (
         "cannot read image from stdin: not an image format Pillow reads")
-    assert str(vqcodec.io.unrecognised_image(b"no image at all", None)) == (
+    assert str(vqcodec.imageio.unrecognised_image(b"no image at all", None)) == (
         "cannot read image from the stream: not an image format Pillow reads")
 
     def renamed(lines):
         raise NameError("name '_pillow_log_caught' is not defined")
 
-    monkeypatch.setattr(vqcodec.io, "pillow_log_caught", renamed)
+    monkeypatch.setattr(vqcodec.imageio, "pillow_log_caught", renamed)
     with pytest.raises(NameError):
-        vqcodec.io.unrecognised_image(bytes(sgi), "x.img")
+        vqcodec.imageio.unrecognised_image(bytes(sgi), "x.img")
 
 
 @pytest.mark.parametrize("name, options", [("cut.jpg", {}), ("progressive.jpg", {"progressive": True}),
@@ -3907,7 +3912,7 @@ def test_two_threads_reading_tiffs_of_planes_leave_pillows_libtiff_flag_as_it_wa
 
     from PIL import TiffImagePlugin
 
-    from vqcodec import io as io_module
+    from vqcodec import imageio
 
     planes = np.zeros((3, 4, 6), dtype=np.uint16)
     (tmp_path / "planes.tif").write_bytes(planar_tiff(planes, photometric=2))
@@ -3925,12 +3930,12 @@ def test_two_threads_reading_tiffs_of_planes_leave_pillows_libtiff_flag_as_it_wa
 
     with Image.open(tmp_path / "planes.tif") as first, Image.open(tmp_path / "planes.tif") as second:
         def read_first():
-            io_module._planes_through_libtiff(paused(first, first_in, second_in))
+            imageio._planes_through_libtiff(paused(first, first_in, second_in))
             first_done.set()
         thread = threading.Thread(target=read_first)
         thread.start()
         first_in.wait(5)
-        io_module._planes_through_libtiff(paused(second, second_in, first_done))
+        imageio._planes_through_libtiff(paused(second, second_in, first_done))
         thread.join()
         assert first.use_load_libtiff and second.use_load_libtiff
     assert TiffImagePlugin.READ_LIBTIFF is False
@@ -4017,7 +4022,7 @@ def test_what_pillow_logs_reaches_stderr_from_the_api_only_through_the_programs_
     tiff_of_99_samples_a_pixel(source)
     script = ("import logging, sys\n"
               "if sys.argv[2] == 'configured': logging.basicConfig(format='logged: %(name)s: %(message)s')\n"
-              "from vqcodec.io import open_image\n"
+              "from vqcodec.imageio import open_image\n"
               "try:\n    open_image(sys.argv[1])\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
               "print(logging.getLogger('PIL').handlers)\n")
     for logging_set_up in ("unconfigured", "configured"):
@@ -4163,7 +4168,7 @@ def test_stderr_is_redirected_by_the_main_thread_only():
     could leave it on another's deleted capture file."""
     import threading
 
-    from vqcodec import io as vqio
+    from vqcodec import streams
 
     def where_stderr_goes():
         status = os.fstat(2)
@@ -4172,7 +4177,7 @@ def test_stderr_is_redirected_by_the_main_thread_only():
     before, seen = where_stderr_goes(), []
 
     def in_a_worker():
-        with vqio._native_stderr_captured() as lines:
+        with streams.native_stderr_captured() as lines:
             seen.append(where_stderr_goes())
         seen.append(lines)
 
@@ -4180,7 +4185,7 @@ def test_stderr_is_redirected_by_the_main_thread_only():
     worker.start()
     worker.join()
     assert seen == [before, []]
-    with vqio._native_stderr_captured():
+    with streams.native_stderr_captured():
         in_main = where_stderr_goes()
     assert in_main != before and where_stderr_goes() == before
 
@@ -4190,10 +4195,10 @@ def test_what_pillow_logs_is_taken_for_the_image_of_the_thread_that_logs_it():
     import logging
     import threading
 
-    from vqcodec import io as vqio
+    from vqcodec import imageio
 
     logger = logging.getLogger("PIL.TiffImagePlugin")
-    with vqio.pillow_log_caught([]) as lines:
+    with imageio.pillow_log_caught([]) as lines:
         worker = threading.Thread(target=lambda: logger.error("of another thread's image"))
         worker.start()
         worker.join()
@@ -4208,7 +4213,7 @@ def test_what_pillow_logs_in_a_thread_reading_no_image_goes_where_it_went_while_
     They reach stderr once, or the program's own handler; a thread reading an image has them in its own list."""
     script = """if True:
         import logging, sys, threading
-        from vqcodec.io import pillow_log_caught
+        from vqcodec.imageio import pillow_log_caught
         logger = logging.getLogger("PIL.TiffImagePlugin")
         holding, done, lists = [threading.Event(), threading.Event()], threading.Event(), [[], []]
         def read(number):
@@ -4259,7 +4264,8 @@ class _GeneratedStream(io.RawIOBase):
 
 def test_an_image_stream_that_cannot_seek_is_copied_up_to_a_bound_not_read_into_memory(codec, monkeypatch):
     """Pillow read such a stream whole into memory (`Codec.encode(socket_file)`), however much it held."""
-    import vqcodec.io
+    import vqcodec.imageio
+    import vqcodec.streams
 
     buffer = io.BytesIO()
     make_image("RGB", 10, 9, seed=3).save(buffer, format="PNG")
@@ -4267,13 +4273,13 @@ def test_an_image_stream_that_cannot_seek_is_copied_up_to_a_bound_not_read_into_
     assert codec.encode(_GeneratedStream(iter([png[:20], png[20:]])), 2) == codec.encode(png, 2)
     assert open_image(_GeneratedStream(iter([png]))).tobytes() == open_image(io.BytesIO(png)).tobytes()
 
-    monkeypatch.setattr(vqcodec.io, "MAX_SPOOL_BYTES", 16 << 10)
+    monkeypatch.setattr(vqcodec.streams, "MAX_SPOOL_BYTES", 16 << 10)
     endless = _GeneratedStream(iter([png] + [bytes(4096)] * 64))  # 256 KiB past the image
     with pytest.raises(VQCodecError, match=r"^the stream goes on past 1.52588e-05 GiB, the most that is copied from "
                                            r"a pipe: give the input as a file$"):
         codec.encode(endless, 2)
-    assert endless.read_bytes <= (16 << 10) + vqcodec.io.SPOOL_BLOCK_BYTES
-    for call in (codec.encode, vqcodec.io.open_image, vqcodec.io.read_image_rgb):
+    assert endless.read_bytes <= (16 << 10) + vqcodec.streams.SPOOL_BLOCK_BYTES
+    for call in (codec.encode, vqcodec.imageio.open_image, vqcodec.imageio.read_image_rgb):
         named = _GeneratedStream(iter([png] + [bytes(4096)] * 64))
         named.name = "piped.png"  # was 'the stream' (read_image_rgb: 'cannot read image piped.png: the stream goes on')
         with pytest.raises(VQCodecError, match=r"^piped.png goes on past 1.52588e-05 GiB, the most that is copied "
@@ -4322,7 +4328,7 @@ def test_open_image_refuses_a_bad_file_and_lets_a_bug_of_its_own_out(monkeypatch
     """open_image caught every Exception as a refusal of the user's file, so a bug of its own (a renamed helper's
     NameError) read 'cannot read image x.png: name ... is not defined'. It turns into a refusal only what
     Pillow raises of a file it cannot read."""
-    import vqcodec.io
+    import vqcodec.imagedata
 
     source = tmp_path / "x.png"
     Image.new("RGB", (5, 4)).save(source)
@@ -4344,7 +4350,7 @@ def test_encode_image_refuses_a_bad_image_and_lets_a_bug_of_its_own_out(monkeypa
     """encode_image caught every Exception as it read a Pillow image's pixels, so a bug of vqcodec's own (a renamed
     helper's NameError) read 'cannot read the image: name ... is not defined'. An image whose file was closed before
     its pixels were read (which Pillow asserts against) and one cut short are still refused."""
-    import vqcodec.io
+    import vqcodec.imagedata
 
     buffer = io.BytesIO()
     Image.fromarray(smooth_rgb(20, 30)).save(buffer, "PNG")
@@ -4366,10 +4372,10 @@ def test_encode_image_refuses_a_bad_image_and_lets_a_bug_of_its_own_out(monkeypa
 def test_write_image_lets_a_bug_in_reading_back_what_it_wrote_out(monkeypatch, tmp_path):
     """write_image caught every Exception as it read back the image it wrote, as a format Pillow writes but cannot
     read (PDF), so a bug there (an AttributeError) wrote the file unchecked. A PDF is still written."""
-    import vqcodec.io
+    import vqcodec.imageio
 
     image = Image.fromarray(smooth_rgb(20, 30))
-    vqcodec.io.write_image(image, tmp_path / "x.pdf")
+    vqcodec.imageio.write_image(image, tmp_path / "x.pdf")
     assert (tmp_path / "x.pdf").read_bytes().startswith(b"%PDF")
 
     def broken(*args, **kwargs):
@@ -4377,5 +4383,5 @@ def test_write_image_lets_a_bug_in_reading_back_what_it_wrote_out(monkeypatch, t
 
     monkeypatch.setattr(Image, "open", broken)
     with pytest.raises(AttributeError, match="no attribute 'read'"):
-        vqcodec.io.write_image(image, tmp_path / "x.png")
+        vqcodec.imageio.write_image(image, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()

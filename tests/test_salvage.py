@@ -248,7 +248,7 @@ def test_salvage_of_a_stream_that_does_not_end_reads_1_mib_past_its_chunks(cli, 
     past that, then no further, and salvaged as the same bytes are by path; damaged_parts and the warning say that
     the stream went on, unread."""
     from vqcodec.fileinfo import TRAILING_STREAM_BYTES
-    from vqcodec.io import SPOOL_BLOCK_BYTES
+    from vqcodec.streams import SPOOL_BLOCK_BYTES
 
     data, whole = audio_file
     framed = with_framing_lost(data, 5, 0)

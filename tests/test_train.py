@@ -1704,10 +1704,10 @@ def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tm
 def test_a_config_or_checkpoint_record_larger_than_any_holds_is_not_read(trained, tmp_path, monkeypatch):
     """A --config file or a checkpoint's JSON record of more than io.MAX_JSON_BYTES (16 MiB; 1 MiB here) is refused
     from its size, before it is read (it was read whole, however large)."""
-    import vqcodec.io
+    import vqcodec.streams
     from vqcodec.train import checkpoint_record, read_config
 
-    monkeypatch.setattr(vqcodec.io, "MAX_JSON_BYTES", 1 << 20)
+    monkeypatch.setattr(vqcodec.streams, "MAX_JSON_BYTES", 1 << 20)
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps({**config_to_dict(CFG), "notes": "x" * (1 << 20)}))
     with pytest.raises(VQCodecError, match=re.escape("cfg.json takes more than 1 MiB, far more than a config holds")):
@@ -2419,16 +2419,16 @@ def ctrl_c_after_the_first_rename(monkeypatch):
     returns the names it renames, as it renames them, and the real move_into_place."""
     import signal
 
-    import vqcodec.io as io_module
+    from vqcodec import streams
 
-    real_move, moved = io_module.move_into_place, []
+    real_move, moved = streams.move_into_place, []
 
     def move_then_ctrl_c(finished, target, replace=True):
         real_move(finished, target, replace)
         moved.append(Path(target).name)
         if len(moved) == 1:
             signal.raise_signal(signal.SIGINT)
-    monkeypatch.setattr(io_module, "move_into_place", move_then_ctrl_c)
+    monkeypatch.setattr(streams, "move_into_place", move_then_ctrl_c)
     return moved, real_move
 
 
@@ -3043,7 +3043,7 @@ def test_a_checkpoint_save_stopped_or_failing_between_its_two_files_changes_neit
     """The weights and checkpoint.json were two separate writes: a Ctrl-C between their renames (in the
     final save, which nothing saves again) left the new weights beside the old JSON, and a full disk at the
     JSON left the new weights beside the old JSON too."""
-    import vqcodec.io as io_module
+    from vqcodec import streams
     from vqcodec.train import save_checkpoint
 
     path, modules = tmp_path / "checkpoint.safetensors", {"model": VQVAE(CFG)}
@@ -3053,15 +3053,15 @@ def test_a_checkpoint_save_stopped_or_failing_between_its_two_files_changes_neit
         save_checkpoint(path, modules, {}, {"step": 2})
     assert moved == ["checkpoint.safetensors", "checkpoint.json"]
     assert _checkpoint_pair(path) == ({"step": 2}, {"step": 2})
-    monkeypatch.setattr(io_module, "move_into_place", real_move)
+    monkeypatch.setattr(streams, "move_into_place", real_move)
 
-    real_temporary = io_module._write_temporary
+    real_temporary = streams._write_temporary
 
     def full_disk_at_the_json(target, write):
         if target.suffix == ".json":
             raise VQCodecError(f"cannot write {target}: No space left on device")
         return real_temporary(target, write)
-    monkeypatch.setattr(io_module, "_write_temporary", full_disk_at_the_json)
+    monkeypatch.setattr(streams, "_write_temporary", full_disk_at_the_json)
     with pytest.raises(VQCodecError, match="No space left"):
         save_checkpoint(path, modules, {}, {"step": 3})
     assert _checkpoint_pair(path) == ({"step": 2}, {"step": 2})

@@ -55,7 +55,7 @@ def _blocking(stream):
 def _refuse_closed_stdin_named(path: str) -> None:
     """Refuse stdin's name (/dev/stdin, /dev/fd/0) as the input where stdin is closed (`<&-`), as "-" is refused:
     it named no file ('/dev/stdin: no such file'), or the file this process opened next, on descriptor 0."""
-    from .io import descriptor_named
+    from .streams import descriptor_named
 
     if sys.stdin is None and (path == "/dev/stdin" or descriptor_named(path) == 0):
         _stdin()
@@ -109,11 +109,11 @@ def _writing_stdout():
 
 def _media_source(path: str, forced: str | None = None):
     """The input of encode and codes: a checked path, or for stdin and for a FIFO or device (a process
-    substitution, <(...)), a copy in an anonymous temporary file (io.spooled). Its first block decides,
+    substitution, <(...)), a copy in an anonymous temporary file (streams.spooled). Its first block decides,
     before the rest is copied (`cat /dev/zero` filled $TMPDIR): a .vq file is read as read_vq_stream reads
     one, into memory; media of no format that reads its kind are refused as reading them would refuse them.
     Media on stdin redirected from a regular file, from its start, are read there (_stdin_in_place), not copied."""
-    from .io import is_stream_file
+    from .streams import is_stream_file
 
     if path != "-" and not is_stream_file(path):
         return _checked_path(path, FILE_OR_FOLDER_MISSING)
@@ -127,7 +127,7 @@ def _media_source(path: str, forced: str | None = None):
 def _media_of_stream(stream, path: str, forced: str | None):
     """_media_source's input from stdin or a FIFO (`path`), `stream`: a .vq file in memory, stdin's regular file in
     place, or a copy in a temporary file. What `stream`'s reads raise goes on."""
-    from .io import SPOOL_BLOCK_BYTES, spooled
+    from .streams import SPOOL_BLOCK_BYTES, spooled
 
     in_place = path == "-" and _at_start_of_regular_file(stream)
     head = stream.read(SPOOL_BLOCK_BYTES)
@@ -135,7 +135,7 @@ def _media_of_stream(stream, path: str, forced: str | None):
         from .fileinfo import read_vq_stream
 
         data = io.BytesIO(read_vq_stream(_Prepended(head, stream)))
-        data.name = 0 if path == "-" else path  # as the spool's: warnings name stdin or the FIFO (io.input_name)
+        data.name = 0 if path == "-" else path  # as the spool's: warnings name stdin or the FIFO (streams.input_name)
         return data
     tags = 0
     if head and _media_kind(head[:16], path, forced) == "audio":
@@ -144,15 +144,15 @@ def _media_of_stream(stream, path: str, forced: str | None):
     if in_place:
         return _stdin_in_place(stream)
     spool = spooled(stream, head, "stdin" if path == "-" else path, STDIO_THROUGH_SPOOL)
-    if path != "-":  # errors and warnings name the FIFO or device (io.input_name), not "stdin"
+    if path != "-":  # errors and warnings name the FIFO or device (streams.input_name), not "stdin"
         spool.raw.name = path
     return spool
 
 
 def _at_start_of_regular_file(stream) -> bool:
-    """Whether `stream` reads a regular file (io.is_regular_stream) from its first byte: soundfile and Pillow
+    """Whether `stream` reads a regular file (streams.is_regular_stream) from its first byte: soundfile and Pillow
     seek to the file's offsets, which a stream moved on (`(head -c 10; vqcodec encode - x.vq) < f`) does not start at."""
-    from .io import is_regular_stream
+    from .streams import is_regular_stream
 
     try:
         return is_regular_stream(stream) and stream.seekable() and stream.tell() == 0
@@ -162,7 +162,7 @@ def _at_start_of_regular_file(stream) -> bool:
 
 def _stdin_in_place(stream):
     """stdin's regular file (_at_start_of_regular_file), read from its start through a stream of its own, which
-    leaves the descriptor open and is named by it, as the spool is (io.input_name: "from stdin")."""
+    leaves the descriptor open and is named by it, as the spool is (streams.input_name: "from stdin")."""
     reader = open(stream.fileno(), "rb", closefd=False)
     reader.seek(0)
     return reader
@@ -188,7 +188,8 @@ def _through_id3v2_tags(head: bytes, stream, name: str) -> tuple[bytes, int]:
     """`head` read on through the ID3v2 tags it begins with (an MP3's, which libsndfile skips: one holding a cover
     picture may fill the first block) to a block past them, and where they end (0: none). The tags are held in memory,
     which is checked before they are read."""
-    from .io import ID3V2_HEADER_BYTES, SPOOL_BLOCK_BYTES, id3v2_tag_bytes, read_up_to
+    from .soundio import ID3V2_HEADER_BYTES, id3v2_tag_bytes
+    from .streams import SPOOL_BLOCK_BYTES, read_up_to
     from .memory import memory_bound, refuse_beyond
 
     end = 0
@@ -203,7 +204,8 @@ def _through_id3v2_tags(head: bytes, stream, name: str) -> tuple[bytes, int]:
 def _refuse_unrecognised_media(head: bytes, path: str, forced: str | None, tags: int = 0) -> None:
     """Refuse input whose first bytes are of no format that reads its kind (libsndfile's, Pillow's), from them;
     audio from those after the ID3v2 tags that end at `tags` (_through_id3v2_tags)."""
-    from .io import unrecognised_audio, unrecognised_image
+    from .imageio import unrecognised_image
+    from .soundio import unrecognised_audio
 
     if not head:
         return
@@ -258,7 +260,7 @@ def _unreadable_input(path: str, exc: OSError) -> VQCodecError:
 
 
 def _empty_input(path: str) -> VQCodecError:
-    """The error for an input of no bytes: an empty file, or stdin ("-") that ends at once (as io.empty_input words
+    """The error for an input of no bytes: an empty file, or stdin ("-") that ends at once (as streams.empty_input words
     media's)."""
     return VQCodecError("stdin is empty" if path == "-" else f"{path}: file is empty")
 
@@ -284,7 +286,7 @@ def _refuse_missing_input(path: str) -> None:
     as eval words it, before the output is looked at: the input says whether the output is a file or a folder."""
     if path == "-":
         return
-    from .io import why_missing
+    from .streams import why_missing
 
     _refuse_closed_stdin_named(path)
     why = why_missing(path, FILE_OR_FOLDER_MISSING)
@@ -301,7 +303,7 @@ def _model_name(ctx, param, value):
 
 def _output_name(ctx, param, value):
     """An OUTPUT argument, with "-" for a name of stdout (/dev/stdout, /dev/fd/1): written as "-" is."""
-    from .io import descriptor_named
+    from .streams import descriptor_named
 
     return "-" if descriptor_named(value) == 1 else value
 
@@ -309,7 +311,7 @@ def _output_name(ctx, param, value):
 def _refuse_existing_output(path: str, force: bool) -> None:
     """Refuse to overwrite an existing output without --force (commands check this before their
     work as well as when they write, so that a refusal costs nothing)."""
-    from .io import descriptor_named, is_stream_file, refuse_folder_name
+    from .streams import descriptor_named, is_stream_file, refuse_folder_name
 
     if path == "-":
         _stdout(force)
@@ -341,7 +343,7 @@ def _refuse_output_file(path: str, force: bool, input_path: str) -> None:
 def _refuse_output_on_input(path: str, input_path: str) -> None:
     """Refuse an output (`-`: stdout, info's text too) that is the input file (`-`: stdin), by name, link or hard link,
     or by the shell's redirection."""
-    from .io import descriptor_file_id, file_id
+    from .streams import descriptor_file_id, file_id
 
     written = descriptor_file_id(1) if path == "-" else file_id(path)
     if written is not None and written == (descriptor_file_id(0) if input_path == "-" else file_id(input_path)):
@@ -354,7 +356,8 @@ def _refuse_output_on_input(path: str, input_path: str) -> None:
 def _refuse_stdout_on_media_in(folder: str) -> None:
     """Refuse stdout on a media file under `folder` (a folder walk leaves it out, as the run's log, but what is
     printed goes into it: `eval MODEL dir/ >> dir/talk.wav` appended its table to a recording it measured)."""
-    from .io import descriptor_file_id, file_id, media_kind_of
+    from .io import media_kind_of
+    from .streams import descriptor_file_id, file_id
 
     written = descriptor_file_id(1)
     for root, _, names in os.walk(folder) if written is not None else ():
@@ -370,7 +373,7 @@ def _refuse_stdout_on_a_model() -> None:
     """Refuse stdout on NAME.json or NAME.safetensors with the other beside it: what is written left the model
     unreadable (`encode x.wav - -m m.safetensors >> m.json`). It needs stdout's name, which only /proc gives:
     without /proc it is not made (stdout on an input file is still refused: _refuse_output_on_input)."""
-    from .io import descriptor_path
+    from .streams import descriptor_path
 
     target = descriptor_path(1)
     other = MODEL_FILE_PAIRS.get(target.suffix) if target else None
@@ -386,7 +389,7 @@ def _refuse_missing_folder_of(path: str) -> None:
 
 def _write_output(path: str, write, force: bool) -> None:
     """Call write(stream) into a temporary file beside `path`, then rename it into place."""
-    from .io import copy_whole, TemporarySpool, write_file
+    from .streams import TemporarySpool, copy_whole, write_file
 
     if path == "-":
         # Written in full to a temporary file first, so a failure writes nothing to stdout and long
@@ -684,7 +687,7 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
       vqcodec encode talk.vq small.vq --bitrate 1   # a smaller file from a .vq file alone
     """
     from .fileinfo import vq_bytes
-    from .io import open_image
+    from .imageio import open_image
 
     _use_threads(threads)
     _refuse_missing_input(input_path)
@@ -1174,7 +1177,7 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
         image_format = format_name or ("PNG" if output_path == "-" else _image_format_from_name(output_path))
     try:  # before the model loads and the file is decoded
         if header.kind == vqformat.KIND_AUDIO:
-            from .io import audio_format_named, check_audio_output, soundfile_format
+            from .soundio import audio_format_named, check_audio_output, soundfile_format
 
             check_audio_output(*soundfile_format(audio_format_named(audio_format) or audio_format, None),
                                output_rate or header.sample_rate, header.channels)
@@ -1197,7 +1200,7 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
                     data, stream, format_hint=audio_format, start=start or 0.0, duration=duration, salvage=salvage,
                     rate=output_rate, own_temporary=True), force)
         else:
-            from .io import save_image
+            from .imageio import save_image
 
             image = codec.decode_image(data, salvage=salvage)
             _write_output(output_path, lambda stream: save_image(image, stream, image_format), force)
@@ -1289,7 +1292,7 @@ def _damage_met(damaged: list[dict], start: float | None, duration: float | None
 
 def _warn_damage(damaged: list[dict], header, path=None) -> None:
     """One warning line for what a salvaged decoding lost (naming its file, in a folder)."""
-    from .io import ALPHA_MODES, IMAGE_MODE_NAMES, mode_shown
+    from .imageio import ALPHA_MODES, IMAGE_MODE_NAMES, mode_shown
 
     if not damaged:
         return
@@ -1328,7 +1331,7 @@ def _check_format_kind_in_folder(format_name: str, kinds: set[str], folder: Path
 
 
 def _format_from_name(path: str) -> str:
-    from .io import audio_format_of
+    from .soundio import audio_format_of
 
     found = audio_format_of(path)
     if found is None:
@@ -1430,7 +1433,7 @@ def info(input_path, as_json, verbose, model_option):
 def _print_info(file_info, model: str | None, report: dict | None, other_prior: dict | None = None,
                 decoder_id: str | None = None) -> None:
     """info's text; `decoder_id`: the id of `model`, which, where it is not the file's, decodes files of that id."""
-    from .io import mode_shown
+    from .imageio import mode_shown
 
     click.echo(f"kind:      {file_info.kind}")
     if model and decoder_id and decoder_id != file_info.model_id:
@@ -1513,7 +1516,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
     from .devices import resolve_device
     from .fileinfo import read_vq_stream
     from .folders import warn_of_level
-    from .io import warn_of_what_codes_leave_out
+    from .imageio import warn_of_what_codes_leave_out
     from .tokens import file_codes_writer, save_codes
 
     _use_threads(threads)
@@ -1943,7 +1946,7 @@ def _shadowing(model: dict) -> str:
 def _check_folder(data_dir) -> None:
     """A training or fitting folder that is not one is refused, saying whether it is missing (or why it cannot
     be looked at: a link to itself). `-` is a folder of that name, where there is one: stdin is not read."""
-    from .io import why_missing
+    from .streams import why_missing
 
     if not Path(data_dir).is_dir():
         if data_dir == "-" and not os.path.lexists(data_dir):
@@ -2177,7 +2180,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     elif os.path.exists(data_dir) or data_dir == "-":
         raise VQCodecError(f"{data_dir}: not a regular file or a directory (eval reads no stdin, pipes or devices)")
     else:
-        from .io import why_missing
+        from .streams import why_missing
 
         raise VQCodecError(f"{data_dir}: {why_missing(data_dir, FILE_OR_FOLDER_MISSING)}")
     measured = paths[:files]

@@ -34,22 +34,23 @@ from .devices import resolve_device
 from .errors import ClippingWarning, VQCodecError, caller_stacklevel
 from .fileinfo import (TRAILING_STREAM_BYTES, FileInfo, UnendedStream, alpha_plane, colour_mode,  # noqa: F401
                        file_name, naming_damage_in, naming_its_file, read_info, vq_bytes)  # (FileInfo, read_info: API)
-from .io import (ALPHA_MODES, FLOAT_CODEC_SUBTYPES, IMAGE_MODE_NAMES, IMAGE_MODES, PILLOW_READ_ERRORS,
-                 SOUNDFILE_ERRORS, TIFF_ORIENTATION, as_displayed, audio_format_named, audio_format_of,
-                 check_audio_output, check_destination, check_format_name, check_source, checked_flag,
-                 copy_whole, flush_written, image_by_its_name, image_to_planes, in_srgb, input_called, input_name,
-                 is_image_signature, is_seekable, is_whole, load_pixels, mode_shown,
-                 open_image, open_sound, output_name, pillow_reason, planes_to_image, rebuilt_image_bytes,
-                 refuse_format_against_name, refuse_format_of_other_kind, scalar_of, SoundSink, sound_blocks,
-                 soundfile_format, spooled_stream, stops_held, STREAMED_HEAD_BYTES, TemporarySpool,
-                 unrecognised_audio, unrecognised_image, unwritable_audio, unwritable_stream, warn_of_frames_left_out,
-                 warn_of_what_codes_leave_out, write_file)
+from .imagedata import PILLOW_READ_ERRORS
+from .imageio import (ALPHA_MODES, IMAGE_MODES, IMAGE_MODE_NAMES, TIFF_ORIENTATION, as_displayed, image_to_planes,
+                      in_srgb, load_pixels, mode_shown, open_image, pillow_reason, planes_to_image, rebuilt_image_bytes,
+                      unrecognised_image, warn_of_frames_left_out, warn_of_what_codes_leave_out)
+from .io import image_by_its_name, is_image_signature, refuse_format_against_name, refuse_format_of_other_kind
 from .memory import memory_bound, refuse_beyond
 from .modelfile import build_model, compute_codes_id, inference_state, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
 from .recode import FileCuts
 from .refine import LEARNING_RATE as REFINE_LEARNING_RATE, refine_codes
 from .registry import find_model, is_model_id, list_models, retired_model_hint
+from .soundio import (FLOAT_CODEC_SUBTYPES, SOUNDFILE_ERRORS, STREAMED_HEAD_BYTES, SoundSink, audio_format_named,
+                      audio_format_of, check_audio_output, open_sound, sound_blocks, soundfile_format,
+                      unrecognised_audio, unwritable_audio)
+from .streams import (TemporarySpool, check_destination, check_format_name, check_source, checked_flag, copy_whole,
+                      flush_written, input_called, input_name, is_seekable, is_whole, output_name, scalar_of,
+                      spooled_stream, stops_held, unwritable_stream, write_file)
 from .wording import kind_coded, kind_held, not_its_codes, plural, setting, shown, shown_cut
 
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
@@ -96,7 +97,7 @@ DECODER_PIXEL_BYTES = 64
 REFINE_DECODER_ACTIVATIONS = 32
 REFINE_DECODER_PIXEL_BYTES = 64
 # What encoding takes a pixel, by the mode Pillow reads the image in: the image read, the copies its EXIF
-# orientation and colour profile make, its RGB and alpha planes (peak resident memory of io.open_image and
+# orientation and colour profile make, its RGB and alpha planes (peak resident memory of imageio.open_image and
 # image_to_planes on 4 Mpx of noise with Pillow 13: 7 for 1 and L, 11 for LA and P, 13 to 16 for RGB, RGBA,
 # CMYK and deep grey, 16 for P with a transparent entry, 20 for PA; rounded up).
 READ_PIXEL_BYTES = {"1": 8, "L": 8, "LA": 12}
@@ -1675,7 +1676,7 @@ class Codec:
 
     @staticmethod
     def _sound_blocks(sound: soundfile.SoundFile, source) -> Iterator[np.ndarray]:
-        """(channels, n) float32 blocks of the samples the file really holds (io.sound_blocks); a read
+        """(channels, n) float32 blocks of the samples the file really holds (soundio.sound_blocks); a read
         that fails is refused naming `source` and how far reading got."""
         return sound_blocks(sound, input_name(source), STREAM_BLOCK_SAMPLES)
 
@@ -2276,7 +2277,7 @@ class Codec:
         FLOAT_CODEC_SUBTYPES); other formats (Opus too), and integer subtypes, are clipped to full
         scale, with a ClippingWarning where samples were clipped (audio coded within full scale is
         clipped without one: its decoding can overshoot +-1.0 by the codec's error). A path
-        is written through a temporary file renamed into place (io.write_file), so a failure leaves
+        is written through a temporary file renamed into place (streams.write_file), so a failure leaves
         what was there before; a stream is flushed (not closed) once written, and one whose write or flush fails is
         refused naming it ('cannot write NAME: REASON', 'the stream' where it has none)."""
         self._decode_audio_file(data, destination, format_hint, subtype, start, duration, salvage, rate)
@@ -2285,8 +2286,8 @@ class Codec:
                            start: float = 0.0, duration: float | None = None, salvage: bool = False,
                            rate: int | None = None, own_temporary: bool = False) -> None:
         """decode_audio_file; with `own_temporary`, for a caller that decodes into a temporary file of its own (the
-        command line's spool of stdout, io.write_file's), a failed write into it (a full disk or $TMPDIR) is left as
-        the OSError the caller words ('cannot write out.wav: ...', 'cannot write a temporary file in /tmp: ...'), not
+        command line's spool of stdout, streams.write_file's), a failed write into it (a full disk or $TMPDIR) is left
+        as the OSError the caller words ('cannot write out.wav: ...', 'cannot write a temporary file in /tmp: ...'), not
         'cannot write NAME' naming the temporary file (write_file's has a name: '.out.wav.XXXXXXXX.part') or 'the
         stream', which is a stream of the user's."""
         salvage = checked_flag("salvage", salvage)
@@ -2475,7 +2476,7 @@ class Codec:
                                  advice: str) -> None:
         """Refuse to decode a `width` x `height` image whose codes (twice: the chunks' and the whole), decoded
         RGB (whole cells), decoder work on one tile's window and, given its `mode_code`, the image rebuilt in
-        that mode (io.rebuilt_image_bytes) would not fit in the memory this process may use, before any of
+        that mode (imageio.rebuilt_image_bytes) would not fit in the memory this process may use, before any of
         them is allocated: a 12 KB header of 89 Mpx of 16-bit grey went on towards 2.5 GB."""
         hop = self.hop
         rows, cols = math.ceil(height / hop), math.ceil(width / hop)
@@ -2502,7 +2503,7 @@ class Codec:
     def check_image_encode_fits(self, width: int, height: int, mode: str) -> None:
         """Refuse (VQCodecError) to encode a `width` x `height` image that Pillow reads in `mode` where reading
         it, its planes and the encoder's work (and refinement's) would not fit in the memory this process may use:
-        io.open_image's `fits`, so that it is refused from the file's header, before its pixels are read."""
+        imageio.open_image's `fits`, so that it is refused from the file's header, before its pixels are read."""
         pixels = width * height
         size = pixels * READ_PIXEL_BYTES.get(mode, READ_PIXEL_BYTES_ELSE)
         if torch.device(self.device).type == "cpu":
@@ -2627,7 +2628,7 @@ class Codec:
     @_one_at_a_time
     def encode_image(self, image, quality: int, max_bpp: float | None = None) -> bytes:
         """Encode a Pillow image of any supported mode; alpha is kept losslessly. Its EXIF orientation and
-        ICC profile (info["icc_profile"]) are applied, as for a file (io.in_srgb); `image` is left as it is.
+        ICC profile (info["icc_profile"]) are applied, as for a file (imageio.in_srgb); `image` is left as it is.
 
         With `max_bpp`, the best file of at most that many bits per pixel (whole file, header and
         alpha included), with `quality` the most codebooks it may use (vqcodec.ratecontrol)."""

@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from .format import MAX_QUALITY
-from .io import read_json_file
+from .streams import read_json_file
 from .wording import plural
 
 FORMAT_VERSION = 1
@@ -217,5 +217,5 @@ def check_config(config: ModelConfig) -> None:
 
 
 def load_config_file(path) -> ModelConfig:
-    """The config in a JSON file of its fields; only a regular file of at most io.MAX_JSON_BYTES is read."""
+    """The config in a JSON file of its fields; only a regular file of at most streams.MAX_JSON_BYTES is read."""
     return config_from_dict(read_json_file(path, what="a config"), strict=True)

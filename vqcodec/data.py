@@ -26,10 +26,13 @@ import torch
 
 from . import progressline
 from .errors import VQCodecError
-from .io import (PILLOW_READ_ERRORS, SOUNDFILE_ERRORS, EmptyInput, check_pixel_count, decoder_lines, file_id,
-                 image_opened, media_kind_of, open_sound, pillow_log_caught, pillow_refusal, read_audio, read_image_rgb,
-                 refuse_empty_media, sound_blocks, unreadable_audio, unreadable_image, warn_decoder_lines,
-                 warnings_recorded)
+from .imagedata import PILLOW_READ_ERRORS
+from .imageio import (check_pixel_count, image_opened, pillow_log_caught, pillow_refusal, read_image_rgb,
+                      unreadable_image, warnings_recorded)
+from .io import media_kind_of
+from .soundio import (SOUNDFILE_ERRORS, decoder_lines, open_sound, read_audio, sound_blocks, unreadable_audio,
+                      warn_decoder_lines)
+from .streams import EmptyInput, file_id, refuse_empty_media
 from .wording import one_line, plural, setting
 
 IN_MEMORY_BYTES = 2 * 2**30      # decoded training media up to this size are held in memory
@@ -75,8 +78,8 @@ def find_media(folder: Path, kind: str | None, leave_out: Path | None = None,
 
 def image_size(path: Path) -> tuple[int, int]:
     """A photo's width and height, from its header. One that cannot be read raises VQCodecError naming it, which
-    says why as open_image does (io.pillow_refusal): what Pillow logs as it refuses it, and one that encoding
-    refuses (io.check_pixel_count) instead of Pillow's DecompressionBombWarning, a Python warning on stderr."""
+    says why as open_image does (imageio.pillow_refusal): what Pillow logs as it refuses it, and one that encoding
+    refuses (imageio.check_pixel_count) instead of Pillow's DecompressionBombWarning, a Python warning on stderr."""
     from PIL import Image
 
     logged: list[str] = []
@@ -105,7 +108,7 @@ _WARNED_AUDIO: set[str] = set()
 
 
 def _warn_once(said: list[str], path: Path) -> None:
-    """What the MP3 decoder `said` of `path` as one warning (io.warn_decoder_lines), the first time only."""
+    """What the MP3 decoder `said` of `path` as one warning (soundio.warn_decoder_lines), the first time only."""
     if said and str(path) not in _WARNED_AUDIO:
         _WARNED_AUDIO.add(str(path))
         warn_decoder_lines(said, path)
@@ -117,7 +120,7 @@ _WARNED_IMAGES: set[str] = set()
 
 
 def _read_photo(path: Path) -> np.ndarray:
-    """io.read_image_rgb, whose warnings (corrupt EXIF data, the frames of an animation) are given the first
+    """imageio.read_image_rgb, whose warnings (corrupt EXIF data, the frames of an animation) are given the first
     time only."""
     with warnings_recorded() as caught:
         image = read_image_rgb(path)
@@ -129,7 +132,7 @@ def _read_photo(path: Path) -> np.ndarray:
 
 
 def _audio_header(path: Path) -> tuple[int, int, int]:
-    """The frames, rate and channels that an audio file's header gives (io.open_sound)."""
+    """The frames, rate and channels that an audio file's header gives (soundio.open_sound)."""
     said: list[str] = []
     with open_sound(path, said) as sound:
         header = sound.frames, sound.samplerate, sound.channels

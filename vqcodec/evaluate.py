@@ -22,8 +22,9 @@ import numpy as np
 from . import metrics
 from .errors import VQCodecError
 from .folders import check_callbacks, check_file_list, warn_of_level
-from .io import image_to_planes, open_image, read_audio
+from .imageio import image_to_planes, open_image
 from .ratecontrol import RateUnreachable
+from .soundio import read_audio
 from .wording import shown
 
 LEVEL_WARNING = "the audio is coded at"  # how Codec.level_warning begins for audio given as an array

@@ -15,9 +15,10 @@ import numpy as np
 from . import format as vqformat
 from . import memory
 from .errors import VQCodecError
-from .io import (ALPHA_MODES, IMAGE_MODE_NAMES, cannot_read_stream, checked_flag, is_regular_stream, read_at_most,
-                 read_up_to, refuse_closed_stream, stream_name)
+from .imageio import ALPHA_MODES, IMAGE_MODE_NAMES
 from .memory import refuse_beyond
+from .streams import (cannot_read_stream, checked_flag, is_regular_stream, read_at_most, read_up_to,
+                      refuse_closed_stream, stream_name)
 from .wording import reason_of, shown_cut
 
 TRAILING_STREAM_BYTES = 1 << 20  # read after the last chunk of a .vq stream that is no regular file, at most

@@ -89,7 +89,7 @@ def warn_of_level(codec, path, on_warning=None) -> None:
 def _refuse_outputs_that_are_inputs(files: list[Path], outputs: list[Path]) -> None:
     """Refuse, even with --force, an output that is one of the input files (by name, link or hard link),
     as one file's output is: recoding a folder into itself replaced each .vq file with its recoding."""
-    from .io import file_id
+    from .streams import file_id
 
     inputs = {file_id(path): path for path in files}  # one that cannot be read is skipped when its turn comes
     inputs.pop(None, None)
@@ -128,7 +128,7 @@ def files_under(folder: Path, leave_out: Path | None = None,
     nothing, a FIFO, a socket or a device) is left out of the list, and added to `passed_over`, where
     given, with why (not_a_file_reason), sorted, for the caller to report. A subfolder that cannot be read
     is an error, not a silent gap."""
-    from .io import descriptor_file_id, file_id
+    from .streams import descriptor_file_id, file_id
 
     walked = False  # whether `folder` itself was read: an error naming no folder is then of one under it
 
@@ -311,7 +311,7 @@ def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, m
     (kbps) for audio or --bpp for images. `write(path, data)` writes one output; `log` and `progress`
     as for _each_file; `set_aside` the report's (FolderReport)."""
     from .fileinfo import read_info
-    from .io import open_image
+    from .imageio import open_image
 
     report = FolderReport(codec.kind, set_aside=list(set_aside))
 
@@ -358,12 +358,12 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
     """Decode `.vq` files into `outputs`, audio in the soundfile format formats["audio"] (at `rate`
     Hz, if given) and images in the Pillow format formats["image"]. `codec_for(data)` gives the
     codec of a file (reusing codecs across files); `write(path, write_stream)` writes one output (the stream is
-    its own, as an image's is: a failed write into it stays the OSError, which `write` words, io.write_file naming
+    its own, as an image's is: a failed write into it stays the OSError, which `write` words, streams.write_file naming
     the output, or else the file's skip line);
     with `salvage`, `warn(path, damaged_parts, header)` reports what a damaged file lost; `set_aside` the report's
     (FolderReport)."""
     from .fileinfo import read_vq_file
-    from .io import save_image
+    from .imageio import save_image
 
     def make(path: Path, output: Path) -> int:
         data = read_vq_file(path)
@@ -428,7 +428,7 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
     and bytes), which the report, and the line a stop by Ctrl-C or SIGTERM gives `log`, count too; `set_aside` is the
     report's (FolderReport)."""
     from .fileinfo import read_vq_file
-    from .io import warn_of_what_codes_leave_out
+    from .imageio import warn_of_what_codes_leave_out
     from .tokens import check_unchanged_since, save_code_blocks, stamp_before_reading
 
     entries = []
@@ -467,10 +467,10 @@ def header_entry(header: vqformat.Header, codes_id: bytes | None = None) -> dict
 
 
 def check_output_of(image_format: str, header: vqformat.Header, data: bytes) -> None:
-    """Refuse, before it is decoded, an image file's output that io.check_image_output shows cannot be
+    """Refuse, before it is decoded, an image file's output that imageio.check_image_output shows cannot be
     written in `image_format`, from the file's header and alpha plane."""
     from .fileinfo import alpha_plane
-    from .io import IMAGE_MODE_NAMES, check_image_output
+    from .imageio import IMAGE_MODE_NAMES, check_image_output
 
     if header.mode not in IMAGE_MODE_NAMES:
         return  # decoding says the mode is unknown
@@ -499,9 +499,9 @@ def read_headers(files: list[Path]) -> tuple[dict[Path, vqformat.Header], list[t
 def audio_outputs_refused(headers: dict[Path, vqformat.Header], audio_format: str, rate: int | None
                           ) -> list[tuple[list[Path], str]]:
     """The audio files of `headers` whose output `audio_format` cannot hold (at `rate` Hz, else at the
-    file's own rate, with its channels), grouped by why: io.check_audio_output, once for each rate and
+    file's own rate, with its channels), grouped by why: soundio.check_audio_output, once for each rate and
     channel count, from the headers alone, before any model is loaded or any file decoded."""
-    from .io import check_audio_output, soundfile_format
+    from .soundio import check_audio_output, soundfile_format
 
     container, subtype = soundfile_format(audio_format, None)
     reasons, refused = {}, {}
@@ -525,7 +525,8 @@ def output_formats(format_name: str | None) -> tuple[dict[str, str], dict[str, s
     format --format names (an audio format soundfile writes, or an image format Pillow writes)."""
     from PIL import Image
 
-    from .io import NETPBM_VARIANTS, audio_format_named, image_format_of_suffix
+    from .io import NETPBM_VARIANTS, image_format_of_suffix
+    from .soundio import audio_format_named
 
     formats, extensions = {"audio": "WAV", "image": "PNG"}, dict(DEFAULT_EXTENSIONS)
     if format_name is None:

@@ -67,7 +67,7 @@ class Header:
     width: int = 0           # image
     height: int = 0          # image
     channels: int = 0        # audio: channel count; image: colour planes coded (3)
-    mode: int = 0            # image: colour mode code (see io.IMAGE_MODES)
+    mode: int = 0            # image: colour mode code (see imageio.IMAGE_MODES)
     flags: int = 0
     chunk_frames: int = 0    # frames (audio) or latent rows (image) per chunk
     chunk_count: int = 0

@@ -1,7 +1,7 @@
 """Checks that an image file holds the pixels its header gives, where Pillow would read damage without a word:
 image data that ends before the last row (PNG, baseline or progressive JPEG, a PNG inside an ICO), a palette pixel
 whose index lies beyond its palette, a TIFF's offsets damaged to another type. Each raises an OSError of the file's
-fault (one of PILLOW_READ_ERRORS, which io.open_image turns into a refusal that names the file)."""
+fault (one of PILLOW_READ_ERRORS, which imageio.open_image turns into a refusal that names the file)."""
 from __future__ import annotations
 
 import os
@@ -35,7 +35,7 @@ def check_tiff_numbers(image) -> None:
     (a tag damaged to another type: fractions, text, signed numbers): Pillow read them as they came, and raised
     TypeError ("'IFDRational' object cannot be interpreted as an integer") or OverflowError, a traceback; or whose
     offsets (of type LONG8) lie past any file's end, 2**63 or more, which a seek in a file refuses in Python's words
-    and one in memory (io's reading of a channel of unspecified meaning as alpha) with an OverflowError."""
+    and one in memory (imageio's reading of a channel of unspecified meaning as alpha) with an OverflowError."""
     if image.format != "TIFF" or not image.tile:
         return
     for tag, name in TIFF_WHOLE_NUMBER_TAGS.items():
@@ -330,7 +330,7 @@ def _jpeg_decoded(image, data: bytes, scale: int) -> bytes:
     (Image.draft's DCT scaling); raises _ScanReadPast where its decoder reads past `data`."""
     from PIL import Image
 
-    from .io import warnings_recorded  # io imports this module
+    from .imageio import warnings_recorded  # imageio imports this module
 
     # what opening it warns of (corrupt EXIF data) was said when the image was opened
     with warnings_recorded(), Image.open(_ScanData(data), formats=["JPEG"]) as scaled:

@@ -21,8 +21,8 @@ from safetensors.torch import load, save_file
 from .config import FORMAT_VERSION, config_from_dict, config_to_dict, parameter_count
 from .errors import VQCodecError, is_out_of_memory
 from .wording import plural, reason_of, shell_word
-from .io import (open_regular_file, remove_leftover_temporaries, write_by_path, write_file, write_files,
-                 written_target)
+from .streams import (open_regular_file, remove_leftover_temporaries, write_by_path, write_file, write_files,
+                      written_target)
 from .memory import memory_bound, refuse_beyond
 from .models import VQVAE
 from .registry import find_model, meta_problem, read_model_json
@@ -120,10 +120,11 @@ def write_json(path: Path, value) -> None:
 
 
 def _tensors_writer(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
-    """A writer (io.write_files) of the tensors' safetensors file into the temporary file named by its stream, tensor
-    by tensor: safetensors' save_file writes the header and each tensor's bytes as they are, where its save built the
-    whole file's bytes in memory first (twice: a run's peak, README Limits). The bytes are the same. save_file writes
-    its own temporary file beside the path it is given, so it is given one in a private folder (io.write_by_path)."""
+    """A writer (streams.write_files) of the tensors' safetensors file into the temporary file named by its stream,
+    tensor by tensor: safetensors' save_file writes the header and each tensor's bytes as they are, where its save built
+    the whole file's bytes in memory first (twice: a run's peak, README Limits). The bytes are the same. save_file
+    writes its own temporary file beside the path it is given, so it is given one in a private folder
+    (streams.write_by_path)."""
     def write(stream) -> None:
         try:
             write_by_path(stream, lambda path: save_file(tensors, path, metadata=metadata))
@@ -161,7 +162,7 @@ def _json_writer(value):
 
 
 def write_model_files(path: Path, meta: dict, tensors: dict[str, torch.Tensor]) -> Path:
-    """Write NAME.safetensors and NAME.json together (io.write_files): a failure or a stop while they are
+    """Write NAME.safetensors and NAME.json together (streams.write_files): a failure or a stop while they are
     written leaves both as they were, so that the JSON always describes the weights (their prior)."""
     path = Path(path).with_suffix(".safetensors")
     meta = {**meta, "name": path.stem}
@@ -172,7 +173,7 @@ def write_model_files(path: Path, meta: dict, tensors: dict[str, torch.Tensor]) 
 
 def write_checkpoint_files(path: Path, tensors: dict[str, torch.Tensor], record: dict) -> Path:
     """Write a training checkpoint: NAME.safetensors, with `record` (its step, clock, config, ...) in its
-    header, and NAME.json, a readable copy of the record, together (io.write_files): a failure or a stop
+    header, and NAME.json, a readable copy of the record, together (streams.write_files): a failure or a stop
     (Ctrl-C, SIGTERM) while they are written leaves both as they were. Only kill -9 or a power cut between
     the two renames can leave the new weights beside the JSON of the save before (or none): the header's
     copy is the record that --resume reads, and it rewrites such a JSON file."""
@@ -185,7 +186,7 @@ def write_checkpoint_files(path: Path, tensors: dict[str, torch.Tensor], record:
 def remove_leftover_model_temporaries(path) -> None:
     """Remove what writes of the model files at `path` (NAME.safetensors and NAME.json: write_model_files,
     write_checkpoint_files) that were killed (kill -9, a power cut) left half written beside them
-    (io.remove_leftover_temporaries); call it only where no other process writes them."""
+    (streams.remove_leftover_temporaries); call it only where no other process writes them."""
     path = Path(path).with_suffix(".safetensors")
     for written in (path, path.with_suffix(".json")):
         remove_leftover_temporaries(written)
@@ -219,7 +220,7 @@ def model_files_locked(path):
 def read_safetensors(path: Path, device: str = "cpu", held: str | None = None,
                      advice: str = "read it where the process may use more", needed=None) -> dict[str, torch.Tensor]:
     """The tensors of a .safetensors file. Anything but a regular file (a FIFO, a device) is an OSError, before
-    it is read (io.open_regular_file); a file whose reading, which holds its bytes twice (_tensors_read), needs
+    it is read (streams.open_regular_file); a file whose reading, which holds its bytes twice (_tensors_read), needs
     more than the memory this process may use is a VQCodecError, before it is read: `held` says what it is
     ("the checkpoint PATH takes"), `advice` what to do (memory.refuse_beyond). `needed`, given the file's size,
     counts what the caller will hold with its tensors instead, where that is more (a resumed run's training)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from . import format as vqformat
 from .config import FORMAT_VERSION, config_from_dict
 from .errors import VQCodecError
-from .io import open_regular_file, read_json_file, why_missing
+from .streams import open_regular_file, read_json_file, why_missing
 from .wording import reason_of, setting, shown, shown_cut
 
 RETIRED_MODELS = "retired.json"  # in the shipped models' folder: earlier releases' models and where they are

@@ -16,8 +16,8 @@ from . import format as vqformat
 from .errors import VQCodecError
 from .folders import (FolderReport, check_callbacks, check_file_list, folder_of, mirrored_paths, say_stopped,
                       warn_of_level)
-from .io import MAX_JSON_BYTES, JSONFileTooLarge, checked_flag, open_regular_file, read_json_file, write_file
 from .registry import is_model_id
+from .streams import JSONFileTooLarge, MAX_JSON_BYTES, checked_flag, open_regular_file, read_json_file, write_file
 from .wording import (kind_coded, kind_held, name_fields, not_its_codes, plural, reason_of, setting, shown, shown_cut,
                       valid_text)
 

@@ -27,7 +27,9 @@ from .devices import resolve_device
 from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, NoReadableMedia, decodes, default_batch_workers,
                    find_media, held_bytes, longest_length, readable_files, relative_name, say_passed_over,
                    split_as_before, split_files)
-from .io import checked_flag, open_regular_file, read_audio, read_image_rgb, read_json_file
+from .imageio import read_image_rgb
+from .soundio import read_audio
+from .streams import checked_flag, open_regular_file, read_json_file
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from .models import VQVAE, encoder_unchanged, widen, widths_differ_only

@@ -47,7 +47,7 @@ def one_line(message: str) -> str:
 def shown(value) -> str:
     """`value` as a message quotes it, its repr, but a path as its name (not PosixPath('a.wav')) and a NumPy
     scalar as the Python number or flag it holds (not np.int64(9)). A 0-d array or tensor keeps its repr
-    (tensor(16000)): the checks of numbers take the number it holds first (io.scalar_of). While a command of the
+    (tensor(16000)): the checks of numbers take the number it holds first (streams.scalar_of). While a command of the
     command line runs, text holding a byte that is not UTF-8 is quoted as a shell takes it back, $'a\\xffb'
     (shell_quoted; its repr, 'a\\udcffb', names no file there)."""
     numpy = sys.modules.get("numpy")  # a NumPy scalar exists only once NumPy is imported
