@@ -2553,9 +2553,9 @@ def test_decode_audio_file_into_a_pipe_names_a_temporary_file_that_cannot_grow_w
 
 def test_output_to_a_descriptors_name_names_a_temporary_file_that_cannot_grow_with_its_folder(codec, signal):
     """Output to a FIFO, a device or a descriptor's name (`decode x.vq /dev/stdout`) goes through a temporary file in
-    $TMPDIR (io.write_file); one that could not grow (a full /tmp; here a file size limit) was reported as the output's
-    failure, 'cannot write /dev/fd/N: File too large'. Under the spool's buffer, the write fails in the rewind's
-    flush. The output's own failure still names the output."""
+    $TMPDIR (streams.write_file); one that could not grow (a full /tmp; here a file size limit) was reported as the
+    output's failure, 'cannot write /dev/fd/N: File too large'. Under the spool's buffer, the write fails in the
+    rewind's flush. The output's own failure still names the output."""
     import tempfile
 
     from vqcodec import streams
@@ -2655,8 +2655,8 @@ def test_media_from_a_pipe_name_a_temporary_file_that_fails_otherwise_as_such_no
 
 def test_output_through_a_temporary_file_that_fails_otherwise_names_it_as_such(codec, signal, tmp_path, monkeypatch,
                                                                                 capsys, tiny_model_path):
-    """Output to a pipe (decode_audio_file), a descriptor's name (io.write_file) or stdout (the command line's) goes
-    through a temporary file in $TMPDIR; one whose write failed for a reason other than room (EIO) raised the bare
+    """Output to a pipe (decode_audio_file), a descriptor's name (streams.write_file) or stdout (the command line's)
+    goes through a temporary file in $TMPDIR; one whose write failed for a reason other than room (EIO) raised the bare
     OSError (a traceback), was taken for the output's failure ('cannot write /dev/fd/N: Input/output error'), and the
     command line said 'vqcodec: error: Input/output error', naming nothing. Nothing reaches the pipe or stdout."""
     import tempfile
@@ -2777,7 +2777,7 @@ def test_a_vq_file_opened_as_text_is_refused_as_one(codec, small_vq, tmp_path):
 def test_a_non_blocking_stream_with_no_bytes_ready_is_refused_as_one(codec):
     """A raw non-blocking stream's read gives None before its bytes come: it was refused as 'read from a binary
     stream, not a text one', then in words of its own ('a .vq file is read from a blocking stream: ...'); a .vq
-    stream is refused as media's is (io.read_ready)."""
+    stream is refused as media's is (streams.read_ready)."""
     read_end, write_end = os.pipe()
     try:
         os.set_blocking(read_end, False)

@@ -915,7 +915,7 @@ def test_a_model_file_is_checked_and_read_through_one_descriptor(tiny_model_path
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
 def test_a_path_that_is_not_a_regular_file_is_refused_without_being_opened(tiny_model_path, tmp_path, monkeypatch):
-    """io.open_regular_file opened the path first and checked the descriptor: a device given as a model path was
+    """streams.open_regular_file opened the path first and checked the descriptor: a device given as a model path was
     opened (a tape rewinds, a watchdog starts) before it was refused, and a terminal was opened without O_NOCTTY
     (it could become the controlling terminal). The path is now checked first, and a regular file opened with
     O_NONBLOCK and O_NOCTTY."""

@@ -202,7 +202,7 @@ def test_image_size_of_a_file_pillow_refuses_raises_one_clean_error(tmp_path):
 
 
 def test_an_animated_webp_cut_short_after_its_first_frame_is_trained_on(tmp_path, capsys):
-    """Encoding it gives its first frame (io.image_opened), but reading its size for training refused it as Pillow
+    """Encoding it gives its first frame (imageio.image_opened), but reading its size for training refused it as Pillow
     does, 'skipping cannot read image cut.webp: its data cannot be decoded (damaged or cut short)'."""
     from test_image import animated_webp
 
@@ -649,7 +649,7 @@ def test_a_damaged_tiff_read_from_disk_says_libtiffs_reason_in_its_skipping_line
 
 def test_image_size_leaves_the_warnings_settings_as_they_were_beside_a_thread_recording_warnings(tmp_path, monkeypatch):
     """image_size set the process's warning filters with warnings.catch_warnings, which puts back at its end what
-    it found at its start: while another thread recorded warnings (io.warnings_recorded, a batch worker reading a
+    it found at its start: while another thread recorded warnings (imageio.warnings_recorded, a batch worker reading a
     photo) and ended meanwhile, that thread's settings stayed, every later warning sent to a list no one read."""
     import threading
     import warnings

@@ -1113,7 +1113,7 @@ def test_attach_prior_removes_the_half_written_files_of_a_killed_write_of_the_mo
 
 
 def test_fit_prior_of_a_linked_model_removes_the_leftovers_beside_the_files_it_names(tmp_path):
-    """The model files' writes replace the files a link names (io.write_file), so a killed one left its temporary
+    """The model files' writes replace the files a link names (streams.write_file), so a killed one left its temporary
     file beside those; the leftovers were looked for beside the links."""
     import shutil
 

@@ -734,7 +734,7 @@ def _with_hidden_files(folder: Path) -> None:
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
 def test_a_folder_walk_lists_no_pipe_or_device_for_the_checks_that_tell_files_by_io_file_id(two_recordings, tmp_path):
-    """data.one_name_each and folders._refuse_outputs_that_are_inputs tell files apart by io.file_id, which gives
+    """data.one_name_each and folders._refuse_outputs_that_are_inputs tell files apart by streams.file_id, which gives
     None for a FIFO or character device (as for a file it cannot look at, which they keep and pass over): they
     told a pipe's names apart by os.stat. The walk their files come from lists regular files only, so none
     reaches them: a FIFO, a link to it and a link to a device are left out."""

@@ -72,7 +72,7 @@ def smooth_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 
 def make_image(mode: str, width: int = 7, height: int = 13, seed: int = 0) -> Image.Image:
-    """A test image of any mode in io.IMAGE_MODES, plus "P+transparency"."""
+    """A test image of any mode in imageio.IMAGE_MODES, plus "P+transparency"."""
     rgb = Image.fromarray(smooth_rgb(height, width, seed))
     grey = np.asarray(rgb.convert("L"))
     alpha = Image.fromarray(np.random.default_rng(seed + 1).integers(0, 256, (height, width), dtype=np.uint8))
@@ -3717,7 +3717,7 @@ def test_a_bigtiff_whose_directory_lies_past_any_files_end_says_so(tmp_path):
 
 
 def test_a_bigtiff_part_way_whose_directory_lies_just_short_of_2_63_is_refused_in_one_line(tmp_path):
-    """A BigTIFF read from where a stream is (io.StreamFromHere), 100 bytes in, whose first directory's offset is
+    """A BigTIFF read from where a stream is (streams.StreamFromHere), 100 bytes in, whose first directory's offset is
     just short of 2**63, which Pillow seeks to, raised a bare OverflowError from a BytesIO's seek to 100 bytes further
     ('cannot fit 'int' into an offset-sized integer' of a file's): it is refused as the BytesIO alone is."""
     buffer = io.BytesIO()
@@ -3750,7 +3750,7 @@ def test_a_tga_cut_short_is_not_called_a_cursor(tmp_path):
 
 
 def test_a_formats_reader_refusal_is_said_and_a_bug_in_it_gets_out(monkeypatch):
-    """io._refusal_of_its_format caught every exception of the reader it ran again, and so called a bug (a
+    """imageio._refusal_of_its_format caught every exception of the reader it ran again, and so called a bug (a
     NameError of a renamed helper) "a TIFF file that Pillow does not read (name ... is not defined)". It
     passes over only what Image.open does of a reader, which raised those on the file it did not identify."""
     from PIL import TiffImagePlugin, UnidentifiedImageError
@@ -3790,10 +3790,10 @@ def _saved(image, format_name: str) -> bytearray:
 
 
 def test_unrecognised_image_leaves_a_damaged_header_to_the_reading_and_lets_a_bug_out(monkeypatch):
-    """io.unrecognised_image caught every exception as "recognised, cut short or damaged", and so hid a
+    """imageio.unrecognised_image caught every exception as "recognised, cut short or damaged", and so hid a
     NameError of its own (a renamed helper): a pipe of no image format was copied whole again. It passes over
     what Pillow's readers raise of a damaged header, and no other error; and refuses what no reader identifies
-    with open_image's wording (io.pillow_refusal)."""
+    with open_image's wording (imageio.pillow_refusal)."""
     import vqcodec.imageio
 
     rgb = Image.new("RGB", (13, 17))

@@ -1702,7 +1702,7 @@ def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tm
 
 
 def test_a_config_or_checkpoint_record_larger_than_any_holds_is_not_read(trained, tmp_path, monkeypatch):
-    """A --config file or a checkpoint's JSON record of more than io.MAX_JSON_BYTES (16 MiB; 1 MiB here) is refused
+    """A --config file or a checkpoint's JSON record of more than streams.MAX_JSON_BYTES (16 MiB; 1 MiB here) is refused
     from its size, before it is read (it was read whole, however large)."""
     import vqcodec.streams
     from vqcodec.train import checkpoint_record, read_config
@@ -2415,7 +2415,7 @@ def test_a_prior_that_cannot_be_written_at_the_end_of_training_is_said_so_and_no
 
 
 def ctrl_c_after_the_first_rename(monkeypatch):
-    """Make io.move_into_place raise Ctrl-C (SIGINT) right after the first file it renames into place;
+    """Make streams.move_into_place raise Ctrl-C (SIGINT) right after the first file it renames into place;
     returns the names it renames, as it renames them, and the real move_into_place."""
     import signal
 
