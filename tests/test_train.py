@@ -2263,7 +2263,8 @@ def test_model_files_that_cannot_be_written_are_one_line_and_leave_nothing(train
 def test_fit_prior_does_not_replace_the_prior_of_a_shipped_model(data_dir, tmp_path, capsys, monkeypatch):
     """Every file entropy coded with a shipped model needs its prior: refitting one in place (forgetting
     --out, or --out naming it) rewrote the installed package's model, without --force, and those files
-    stopped decoding. --force replaces it."""
+    stopped decoding. --force replaces it. The refusal is train.refuse_replacing_a_shipped_model's, worded
+    for the command line: --out naming the files was told to give --out."""
     from conftest import GOLDEN
     from vqcodec import registry
 
@@ -2273,9 +2274,14 @@ def test_fit_prior_does_not_replace_the_prior_of_a_shipped_model(data_dir, tmp_p
         shutil.copy(GOLDEN / f"golden_audio{suffix}", shipped / f"golden_audio{suffix}")
     before = (shipped / "golden_audio.safetensors").read_bytes()
     monkeypatch.setattr(registry, "shipped_models_dir", lambda: shipped)
-    for extra in ([], ["--out", shipped / "golden_audio.safetensors"]):
+    copy = shipped / "golden_audio.safetensors"
+    for extra, message in (([], "golden_audio is a shipped model, and every file entropy coded with it needs its "
+                                "prior: give --out for a copy with the new prior, or --force to replace it"),
+                           (["--out", copy], f"--out {copy} names the files of golden_audio, a shipped model, and "
+                                             "every file entropy coded with it needs its prior: give another one, or "
+                                             "--force to replace them")):
         code, err = run_in_process(["fit-prior", "golden_audio", data_dir, *extra], capsys)
-        assert code == 1 and "is a shipped model" in err and len(err.strip().splitlines()) == 1, err
+        assert code == 1 and err == f"vqcodec: error: {message}\n", err
     assert (shipped / "golden_audio.safetensors").read_bytes() == before
     code, err = run_in_process(["fit-prior", "golden_audio", data_dir, "--force", "--threads", "1"], capsys)
     assert code == 0 and (shipped / "golden_audio.safetensors").read_bytes() != before, err  # --force replaces it

@@ -22,7 +22,7 @@ from . import format as vqformat
 from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
 from .errors import Terminated, VQCodecError, is_out_of_memory
 from .wording import (NAME_BYTES, command_line_wording, decimals_for, json_names, kind_coded, kind_held, one_line,
-                      plural, reason_of, shown, skipping)
+                      plural, reason_of, skipping)
 
 DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
 
@@ -2250,11 +2250,11 @@ def fit_prior(model, data_dir, out, device, threads, force):
       vqcodec fit-prior speech16k more_speech/ --out models/speech16k_v2.safetensors
     """
     from .devices import resolve_device
-    from .registry import find_model, shipped_models_dir
+    from .registry import find_model
     from .modelfile import model_files_locked, read_model_files
     from .data import find_media, readable_files, say_passed_over
     from .prior import check_codebook_size
-    from .train import fit_prior_files
+    from .train import fit_prior_files, model_copy_path, refuse_replacing_a_shipped_model
 
     _use_threads(threads)
     _check_folder(data_dir)
@@ -2263,14 +2263,12 @@ def fit_prior(model, data_dir, out, device, threads, force):
     path = find_model(model)
     meta, _ = read_model_files(path)
     check_codebook_size(meta["config"]["codebook_size"])  # before the folder is read
-    target = _prior_copy_path(out) if out is not None else None
+    target = model_copy_path(out) if out is not None else None
 
     def same(one: Path, other: Path) -> bool:  # not Path.resolve, which raises for a link in a loop
         return os.path.realpath(one) == os.path.realpath(other)
 
-    if same(target or path, shipped_models_dir() / path.name) and not force:
-        raise VQCodecError(f"{path.stem} is a shipped model, and every file entropy coded with it needs its prior: "
-                           f"give --out for a copy with the new prior, or --force to replace it")
+    refuse_replacing_a_shipped_model(target or path, target is not None, force)
     if target is not None and same(target, path) and not force:
         raise VQCodecError(f"--out {out} names {path.stem}'s own files, whose prior it would replace: leave --out "
                            f"out to replace it in place, give another --out for a copy, or pass --force")
@@ -2284,29 +2282,6 @@ def fit_prior(model, data_dir, out, device, threads, force):
         files = readable_files(kind, files, data_dir)  # one name per file: a second could be held out and fitted to
         fit_prior_files(path, files, out=target, device=resolve_device(device),
                         log=_progress, progress=progressline.show, replace_shipped=force)
-
-
-def _prior_copy_path(out: str) -> Path:
-    """The NAME.safetensors that `fit-prior --out` names: a model path, NAME or NAME.safetensors (or
-    NAME.json) in a folder that exists. A folder, another suffix (which the model would silently
-    have lost: runs/v1.2 wrote runs/v1.safetensors) or a name no model can have is refused."""
-    candidate = Path(out)
-    if candidate.is_dir() or out.endswith(("/", os.sep)):
-        raise VQCodecError(f"--out {out} names a folder: give the path of the model to write, such as "
-                           f"{candidate / 'NAME'}.safetensors")
-    if candidate.suffix not in ("", ".safetensors", ".json"):
-        raise VQCodecError(f"--out {out} is not a model path (NAME or NAME.safetensors): give {out}.safetensors")
-    from .train import model_name_problem
-
-    name = candidate.stem if candidate.suffix else candidate.name
-    problem = model_name_problem(name)
-    if problem:
-        raise VQCodecError(f"--out {out} is not a model path: the model name {shown(name)} {problem}")
-    target = candidate.with_suffix(".safetensors")
-    if not target.parent.is_dir():
-        raise VQCodecError(f"--out {out}: {target.parent} is not a folder" if target.parent.exists()
-                           else f"{target.parent}: no such directory")
-    return target
 
 
 def _terminate(signum, frame):

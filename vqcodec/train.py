@@ -1800,7 +1800,7 @@ def model_copy_path(out: str | Path) -> Path:
     """The NAME.safetensors that fit_prior_files writes a model's copy to, given `out`: NAME, NAME.safetensors or
     NAME.json in a folder that exists. A folder, another suffix (runs/v1.2 wrote runs/v1.safetensors, and a folder
     wrote a model beside it) or a name no model can have (model_name_problem: runs/checkpoint replaced a training
-    run's checkpoint with a model) is refused, as `vqcodec fit-prior --out` refuses it (cli._prior_copy_path)."""
+    run's checkpoint with a model) is refused; `vqcodec fit-prior --out` is checked by it."""
     if not isinstance(out, (str, Path)):
         raise VQCodecError(f"out is the path of the model to write, not {shown(out)}")
     given, candidate = setting(f"--out {out}", f"out={shown(str(out))}"), Path(out)
@@ -1823,7 +1823,7 @@ def model_copy_path(out: str | Path) -> Path:
 def refuse_replacing_a_shipped_model(written: Path, copy: bool, replace_shipped: bool) -> None:
     """Refuse to write the files of a shipped model (`written`: the model refitted in place, or the `copy` that
     fit_prior_files' out names) without `replace_shipped` (fit-prior's --force): every file entropy coded with it
-    needs its prior, and those files stopped decoding (as fit-prior refuses it, cli.fit_prior)."""
+    needs its prior, and those files stopped decoding; `vqcodec fit-prior` is checked by it (--force)."""
     from .registry import shipped_models_dir
 
     shipped = shipped_models_dir() / written.name
