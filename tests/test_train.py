@@ -1359,6 +1359,29 @@ def test_train_options_refuse_a_noise_snr_without_noise(data_dir, tmp_path, nois
     assert not out.exists()
 
 
+def test_resume_with_a_noise_snr_alone_takes_it_for_a_run_with_noise_and_refuses_it_for_one_without(data_dir, tmp_path,
+                                                                                                     capsys):
+    """`train --resume --noise-snr` without --noise was refused by the command, where TrainOptions took it (the
+    resumed run's kept share draws from the new range). The command takes it now too; and where the resumed run
+    trains without noise, both refuse it in one line, before the run changes, where Python took it and ignored it."""
+    noisy, quiet = tmp_path / "noisy", tmp_path / "quiet"
+    train(data_dir, CFG, options(noisy, max_steps=1, noise=0.5, fit_prior=False))
+    train(data_dir, CFG, options(quiet, max_steps=1, fit_prior=False))
+    resume = ["--resume", "--max-steps", "2", "--noise-snr", "20,60", "--no-prior", "--threads", "1", "--device", "cpu"]
+    code, err = run_in_process(["train", data_dir, "--out", noisy, *resume], capsys)
+    training = json.loads((noisy / "tiny.json").read_text())["training"]
+    assert code == 0 and (training["steps"], training["noise"], training["noise_snr_db"]) == (2, 0.5, [20.0, 60.0]), err
+    before = {path: path.read_bytes() for path in quiet.iterdir()}
+    code, err = run_in_process(["train", data_dir, "--out", quiet, *resume], capsys)
+    assert code == 1 and err == ("vqcodec: error: --noise-snr sets the SNR of the noise that --noise mixes in, and the "
+                                 "resumed run trains without noise: give --noise SHARE (such as 0.5) too, or leave "
+                                 "--noise-snr out\n"), err
+    with pytest.raises(VQCodecError, match=r"^noise_snr_db sets the SNR of the noise that noise mixes in, and the "
+                                           r"resumed run trains without noise: give noise=SHARE \(such as 0.5\) too"):
+        train(data_dir, None, options(quiet, max_steps=2, resume=True, noise_snr_db=(20.0, 60.0), fit_prior=False))
+    assert {path: path.read_bytes() for path in quiet.iterdir()} == before
+
+
 def test_train_checks_a_config_built_in_python(data_dir, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(VQCodecError, match="bad config \\(num_codebooks must be a whole number from 1 to 64, not 65\\)"):

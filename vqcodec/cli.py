@@ -2001,8 +2001,8 @@ def _refuse_stdout_as_out(out: str, what: str) -> None:
                    "keeps background noise instead of gating it.  [default: 0.0; with --resume, the run's share "
                    "and --noise-snr]")
 @click.option("--noise-snr", default=None, metavar="LOW,HIGH",
-              help="Audio: the range of SNRs, in dB below the speech, that --noise draws its noise from (only with "
-                   "--noise).  [default: 10,40; with --resume, the run's]")
+              help="Audio: the range of SNRs, in dB below the speech, that --noise draws its noise from (with "
+                   "--noise, or --resume of a run that has noise).  [default: 10,40; with --resume, the run's]")
 @click.option("--weight-average", type=float, default=None, metavar="DECAY",
               help="Validate and write a moving average of the weights, updated each step with this decay (such as "
                    "0.999: about the last 1000 steps), instead of the last step's weights; 0: off (the default). "
@@ -2071,9 +2071,6 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
 
     _check_folder(data_dir)
     _refuse_stdout_as_out(out, "train writes a folder")
-    if not noise and noise_snr is not None:
-        raise VQCodecError("--noise-snr sets the SNR of the noise that --noise mixes in: give --noise SHARE (such as 0.5) "
-                           "too, or leave --noise-snr out")
     snr_range = None if noise_snr is None else _snr_range(noise_snr)
     if resume and not name:  # the run it continues names its model
         name = checkpoint_name(Path(out))

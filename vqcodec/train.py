@@ -234,10 +234,8 @@ def check_options(options: TrainOptions, given: bool = True) -> None:
     if options.noise_snr_db is not None:
         _check_noise_snr(options.noise_snr_db)
         if given and (options.noise == 0 or options.noise is None and not options.resume):  # a resumed run's share
-            # may be some; without one, the range was taken and ignored: no crop had noise to set it for
-            raise VQCodecError(f"{_option('noise_snr_db')} sets the SNR of the noise that {_option('noise')} mixes in: "
-                               f"give {setting('--noise SHARE', 'noise=SHARE')} (such as 0.5) too, or leave "
-                               f"{_option('noise_snr_db')} out")
+            # may be some (_recipe_of); without one, the range was taken and ignored: no crop had noise to set it for
+            _refuse_a_noise_range_without_noise()
     if options.max_minutes is not None and options.max_minutes * 60 == math.inf:  # finite minutes, but not in seconds
         raise VQCodecError(f"{_option('max_minutes', options.max_minutes)} is too large a budget: leave it out and give "
                            f"{_option('max_steps')}")
@@ -889,6 +887,15 @@ def _start_processes(options: TrainOptions) -> _Run:
                 Path(options.out) / f"{CHECKPOINT_NAME}.safetensors", parallel.local_processes())
 
 
+def _refuse_a_noise_range_without_noise(resumed: bool = False) -> None:
+    """Refuse a noise_snr_db (--noise-snr) given where no crop has noise: no share given, or 0, or none `resumed`
+    from the run a --resume continues, whose crops the range would have been taken for and ignored."""
+    because = ", and the resumed run trains without noise" if resumed else ""
+    raise VQCodecError(f"{_option('noise_snr_db')} sets the SNR of the noise that {_option('noise')} mixes in{because}: "
+                       f"give {setting('--noise SHARE', 'noise=SHARE')} (such as 0.5) too, or leave "
+                       f"{_option('noise_snr_db')} out")
+
+
 def _check_noise_snr(snr) -> None:
     if not (isinstance(snr, (tuple, list)) and len(snr) == 2 and all(isinstance(x, numbers.Real) and not isinstance(x, bool)
                                                                      for x in snr)):
@@ -919,6 +926,8 @@ def _recipe_of(options: TrainOptions, meta: dict) -> TrainOptions:
     kept = {name: (meta if part is None else meta.get(part, {})).get(name, default)
             for name, (part, default) in KEPT_OPTIONS.items() if getattr(options, name) is None}
     recipe = dataclasses.replace(options, **kept)
+    if options.noise_snr_db is not None and options.noise is None and not recipe.noise:  # the resumed run's share: 0
+        _refuse_a_noise_range_without_noise(resumed=True)
     if isinstance(recipe.noise_snr_db, list):  # as JSON holds it, or as given
         recipe = dataclasses.replace(recipe, noise_snr_db=tuple(recipe.noise_snr_db))
     if recipe != options:
