@@ -1934,6 +1934,10 @@ class Codec:
         The codes of an image are of its colour, as RGB: an alpha channel, and a colour mode other than RGB
         (grey, a palette), are left out, with an ImageReadWarning.
 
+        The codes follow this codec's depth settings, as the file's do: where it chooses depths (chooses_depths:
+        a depth weight above 0 and a prior, as a loaded codec has), each frame or cell has its own depth and -1
+        beyond it. Set `depth_weight = 0` for codes of every level, as `vqcodec codes` does unless --depth-weight.
+
         Audio is read, resampled and coded block by block, as `encode` does, so a long recording
         needs no more memory than its codes."""
         quality = self.num_codebooks if quality is None else quality
