@@ -405,6 +405,22 @@ def test_eval_of_one_file_without_a_media_extension_reads_it_as_encode_does(cli,
     assert "talk.vq: a .vq file; eval measures a model on the original media" in result.stderr.decode()
 
 
+def test_evaluate_names_a_vq_file_as_one_as_eval_does(codec, tmp_path, signal):
+    """evaluate skipped a .vq file as 'cannot read audio talk.vq: Format not recognised.', where eval says what it
+    is (test above); it says so too, of each such file it skips."""
+    from vqcodec.evaluate import evaluate
+
+    soundfile.write(tmp_path / "a.wav", signal(1, 4000, 16000).T, 16000, subtype="FLOAT")
+    (tmp_path / "talk.vq").write_bytes(codec.encode(tmp_path / "a.wav", 2))
+    said = f"{tmp_path / 'talk.vq'}: a .vq file; evaluate measures a model on the original media, which it codes"
+    skipped = []
+    report = evaluate(codec, [tmp_path / "a.wav", tmp_path / "talk.vq"], [2], on_skip=lambda *skip: skipped.append(skip))
+    assert report["skipped"] == [{"file": str(tmp_path / "talk.vq"), "reason": said}]
+    assert skipped == [(tmp_path / "talk.vq", said)]
+    with pytest.raises(VQCodecError, match=f"^no file could be measured \\({re.escape(said)}\\)$"):
+        evaluate(codec, [tmp_path / "talk.vq"], [2])
+
+
 def test_eval_measures_a_file_of_two_names_in_a_folder_once(cli, tiny_model_path, tmp_path, signal):
     """A link to a file of the folder (symbolic or hard) was measured again, weighing that file twice; left
     out, it gets the `skipping` line that train gives it (data.one_name_each), where eval said nothing."""

@@ -2139,7 +2139,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     from .codec import Codec
     from .devices import resolve_device
     from .data import find_media, one_name_each, say_passed_over
-    from .evaluate import table
+    from .evaluate import table, vq_file_given
 
     _refuse_closed_stdout()
     if data_dir != "-":  # `eval speech16k talk.wav >> talk.wav` appended its table to the recording
@@ -2166,7 +2166,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     passed_over: list[tuple[Path, str]] = []  # of a folder: names that are not regular files
     if Path(data_dir).is_file():
         if Path(data_dir).suffix.lower() == ".vq":
-            raise VQCodecError(f"{data_dir}: a .vq file; eval measures a model on the original media, which it codes")
+            raise VQCodecError(vq_file_given(data_dir))
         if _kind_by_name(data_dir) not in (None, codec.kind):  # a name without a media extension is read, as encode does
             raise VQCodecError(f"{data_dir}: not {'an audio file' if codec.kind == 'audio' else 'an image'} "
                                f"(model {codec.name} codes {kind_coded(codec.kind)}) by its extension")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics
+from . import metrics, wording
 from .errors import VQCodecError
 from .folders import check_callbacks, check_file_list, warn_of_level
 from .imageio import image_to_planes, open_image
@@ -76,6 +76,8 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
     used, skipped = [], []
     for number, path in enumerate(files, 1):
         try:
+            if Path(path).suffix.lower() == ".vq":  # read as audio, it said "Format not recognised"
+                raise VQCodecError(vq_file_given(path))
             media = (read_audio(path, codec.sample_rate)[0] if codec.kind == "audio"
                      else open_image(path, fits=codec.check_image_encode_fits))
             per_setting = {}
@@ -116,6 +118,12 @@ def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: 
         rows.append(row)
     return {"model": codec.name, "model_id": codec.model_id.hex(), "kind": codec.kind, "files": used,
             "skipped": skipped, "rows": rows}
+
+
+def vq_file_given(path) -> str:
+    """What eval (and evaluate, of each file it skips) says of a .vq file given as media to measure."""
+    return (f"{path}: a .vq file; {wording.setting('eval', 'evaluate')} measures a model on the original media, "
+            "which it codes")
 
 
 def _one_value(values) -> bool:
