@@ -3941,17 +3941,48 @@ def test_pack_checks_a_headers_shape_against_the_model_and_memory_before_reading
 @given(tail=st.binary(max_size=300), position=st.integers(0, 200), byte=st.integers(0, 255))
 def test_fuzz_pack_input(golden_audio_codec, tail, position, byte):
     """Random or mutated .npy bytes: reading and packing raise only our own error, or work."""
-    from vqcodec.cli import _read_npy
     from vqcodec.errors import VQCodecError
+    from vqcodec.tokens import read_codes_npy
 
     valid = bytearray(_valid_npy(np.zeros((1, 3, 20), dtype=np.int16)))
     mutated = bytes(valid[:position % len(valid)]) + bytes([byte]) + bytes(valid[position % len(valid) + 1:])
     for data in (b"\x93NUMPY\x01\x00" + tail, mutated, valid[:position] + tail):
         try:
-            codes = _read_npy(bytes(data), "fuzz.npy", np.int16, golden_audio_codec.codebook_size)
+            codes = read_codes_npy(bytes(data), golden_audio_codec)
             golden_audio_codec.codes_to_file(codes)
         except VQCodecError:
             pass
+
+
+def test_read_codes_npy_reads_codes_as_pack_does_from_python(codec, tmp_path, monkeypatch):
+    """pack's bounded, piecewise .npy reader is tokens.read_codes_npy, for Python (np.load of an untrusted file
+    allocates whatever its header says): codes from a path, bytes or a stream, as the codec's code type, the header
+    checked against the settings codes_to_file takes and the memory before a value is read."""
+    import vqcodec.memory
+    from vqcodec.errors import VQCodecError
+    from vqcodec.tokens import read_codes_npy
+
+    codes = np.arange(1 * 3 * 5).reshape(1, 3, 5) % codec.codebook_size  # int64, read as int16
+    path = tmp_path / "c.npy"
+    np.save(path, codes)
+    for source in (path, str(path), path.read_bytes(), io.BytesIO(path.read_bytes())):
+        read = read_codes_npy(source, codec)
+        assert read.dtype == codec.code_dtype and np.array_equal(read, codes)
+    assert codec.read_codes(codec.codes_to_file(read_codes_npy(path, codec, samples=40), samples=40))[0].length == 40
+    np.save(tmp_path / "wide.npy", np.full((1, 3, 5), 40000, np.int32))
+    np.save(tmp_path / "float.npy", codes.astype(np.float32))
+    os.mkfifo(tmp_path / "fifo.npy")  # refused unread: no writer to wait for
+    for source, message in (((path, dict(samples=5)), "5 samples at 16000 Hz make 1 frame, not 5"),
+                            ((tmp_path / "wide.npy", {}), f"{tmp_path / 'wide.npy'}: holds 40000, which is no code"),
+                            ((tmp_path / "float.npy", {}), "float.npy: codes must be integers, not float32"),
+                            ((tmp_path / "fifo.npy", {}), "fifo.npy: cannot read (not a regular file (a pipe or a device))"),
+                            ((tmp_path / "none.npy", {}), "none.npy: cannot read (No such file or directory)"),
+                            ((b"\x93NUMPY", {}), "^the input: not a NumPy .npy file")):
+        with pytest.raises(VQCodecError, match=message if message.startswith("^") else re.escape(message)):
+            read_codes_npy(source[0], codec, **source[1])
+    monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: 8)
+    with pytest.raises(VQCodecError, match="its header announces codes of 0.0 GB, more than the memory this process"):
+        read_codes_npy(path, codec)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import logging
 import math
 import os
 import signal
-import stat
 import sys
 import threading
 from pathlib import Path
@@ -1767,89 +1766,25 @@ def pack(input_path, output_path, model, rate, samples, width, height, gain, cod
     if input_path != "-":
         check_listed_codes(codec, input_path)
     settings = dict(sample_rate=rate, samples=samples, width=width, height=height, gain=gain)
-    array = _npy_codes(input_path, codec, lambda shape, dtype: codec.check_codes_shape(shape, dtype, **settings))
+    array = _npy_codes(input_path, codec, **settings)
     encoded = codec.codes_to_file(array, **settings)
     _write_output(output_path, lambda stream: stream.write(encoded), force)
 
 
-NPY_PIECE_BYTES = 1 << 24  # of a .npy file read at a time
+def _npy_codes(input_path: str, codec, **restore):
+    """`pack`'s codes (tokens.read_codes_npy), read a piece at a time from a regular file, stdin, a FIFO or a
+    device alike: never held whole."""
+    from .tokens import read_codes_npy
 
-
-def _npy_codes(input_path: str, codec, check=None):
-    """`pack`'s codes, read a piece at a time from a regular file, stdin, a FIFO or a device alike:
-    never held whole; `check(shape, dtype)` is called with the header's before any value is read."""
     if input_path != "-":
         _checked_path(input_path)
     try:
         with _input_stream(input_path) as stream:
             if hasattr(stream, "peek") and not stream.peek(1):  # else "-: not a NumPy .npy file"
                 raise _empty_input(input_path)
-            return _read_npy(stream, "stdin" if input_path == "-" else input_path, codec.code_dtype,
-                             codec.codebook_size, check)
+            return read_codes_npy(stream, codec, **restore)
     except OSError as exc:
         raise _unreadable_input(input_path, exc) from None
-
-
-def _read_npy(source, name: str, into, codebook_size: int, check=None):
-    """The array of a .npy file (its bytes, or a binary stream) as `into`, the codec's code type
-    (int16 for most models: a quarter of int64 codes), read a piece at a time; its header is checked
-    before anything is allocated (a header may claim any shape) against the bytes there, where a
-    stream says how many it holds, against the memory this process may use, and by `check(shape,
-    dtype)`. Arrays of anything but integers (pickles too) are refused, and so is a value `into` cannot
-    hold."""
-    import numpy as np
-
-    from .tokens import npy_header
-
-    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
-    size = len(source) if isinstance(source, (bytes, bytearray)) else _regular_file_size(stream)
-    shape, fortran_order, dtype = npy_header(stream, size, name)
-    _check_npy_fits(math.prod(shape) * np.dtype(into).itemsize, name)  # a sparse file's size costs no disk
-    if check is not None:
-        check(shape, dtype)
-    array = _narrowed(stream, shape, fortran_order, dtype, into, codebook_size, name)
-    if size is None and stream.read(1):
-        raise VQCodecError(f"{name}: holds more bytes than its header announces ({plural(math.prod(shape), 'value')} of "
-                           f"{plural(dtype.itemsize, 'byte')})")
-    return array
-
-
-def _regular_file_size(stream) -> int | None:
-    """The size of the regular file `stream` reads; None for a pipe, FIFO or device."""
-    status = os.fstat(stream.fileno())
-    return status.st_size if stat.S_ISREG(status.st_mode) else None
-
-
-def _check_npy_fits(size: int, name: str) -> None:
-    from .memory import memory_bound
-
-    memory = memory_bound()
-    if memory is not None and size > memory:
-        raise VQCodecError(f"{name}: its header announces codes of {size / 1e9:.1f} GB, more than the memory "
-                           f"this process may use ({memory / 1e9:.1f} GB)")
-
-
-def _narrowed(stream, shape: tuple, fortran_order: bool, dtype, into, codebook_size: int, name: str):
-    """The values of a .npy file after its header, read into an array of type `into` a piece at a time."""
-    import numpy as np
-
-    order = "F" if fortran_order else "C"
-    array = np.empty(shape, dtype=into, order=order)
-    flat, low, high = array.reshape(-1, order=order), np.iinfo(into).min, np.iinfo(into).max
-    piece = max(1, NPY_PIECE_BYTES // dtype.itemsize)
-    for start in range(0, flat.size, piece):
-        wanted = min(piece, flat.size - start) * dtype.itemsize
-        raw = stream.read(wanted)
-        if len(raw) < wanted:  # only a stream of unknown size can end early: a file's size was checked
-            raise VQCodecError(f"{name}: its header announces {plural(flat.size, 'value')} of {plural(dtype.itemsize, 'byte')}, "
-                               f"the stream ends after {plural(start * dtype.itemsize + len(raw), 'byte')} of them")
-        values = np.frombuffer(raw, dtype)
-        if values.min() < low or values.max() > high:
-            bad = values.min() if values.min() < low else values.max()
-            raise VQCodecError(f"{name}: holds {bad}, which is no code: codes are each an index below "
-                               f"{codebook_size} or -1")
-        flat[start:start + values.size] = values
-    return array
 
 
 def _print_code_report(report: dict) -> None:

@@ -4,9 +4,11 @@ writes)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,8 @@ from .errors import VQCodecError
 from .folders import (FolderReport, check_callbacks, check_file_list, folder_of, mirrored_paths, say_stopped,
                       warn_of_level)
 from .registry import is_model_id
-from .streams import JSONFileTooLarge, MAX_JSON_BYTES, checked_flag, open_regular_file, read_json_file, write_file
+from .streams import (JSONFileTooLarge, MAX_JSON_BYTES, checked_flag, input_called, open_regular_file, read_json_file,
+                      write_file)
 from .wording import (kind_coded, kind_held, name_fields, not_its_codes, plural, reason_of, setting, shown, shown_cut,
                       valid_text)
 
@@ -25,6 +28,7 @@ MANIFEST = "codes.json"
 MAX_MANIFEST_BYTES = 1 << 30  # read by listing_manifest and a resume: about 380 bytes a file, 2.8 million files
 CODE_TYPE = np.dtype("<i4")  # what the .npy files hold
 CONTENT_HASH = "file_blake2b"  # the key of codes.json that records an input's bytes (input_stamp)
+NPY_PIECE_BYTES = 1 << 24  # of a .npy file read at a time (read_codes_npy)
 
 
 def file_codes_writer(codec, data: bytes):
@@ -83,6 +87,76 @@ def npy_header(stream, size: int | None, name: str):
         raise VQCodecError(f"{name}: its header announces {plural(count, 'value')} of "
                            f"{plural(dtype.itemsize, 'byte')}, the file holds {plural(size - stream.tell(), 'byte')}")
     return shape, fortran_order, dtype
+
+
+def read_codes_npy(source, codec, **restore) -> np.ndarray:
+    """The codes of a .npy file, for `codec.codes_to_file(codes, **restore)` (`restore`: its sample_rate, samples,
+    width, height and gain), as `vqcodec pack` reads them: `source` is the file's path (a regular file), its bytes,
+    or a binary stream read from where it is (a pipe too). Nothing is allocated before the header is checked (a
+    header may claim any shape): against the bytes the file holds where that is known, the memory this process may
+    use, and codec.check_codes_shape(shape, dtype, **restore). Then the values are read a piece at a time into
+    codec.code_dtype (int16 for most models: a quarter of int64 codes), each checked to fit it: the file is never
+    held whole. Arrays of anything but integers (pickles too) are refused. np.load reads a trusted file as well."""
+    if not isinstance(source, (str, Path)):
+        return _read_codes_npy(source, input_called(source), codec, restore)
+    try:
+        with open_regular_file(source) as stream:
+            return _read_codes_npy(stream, str(source), codec, restore)
+    except OSError as exc:
+        raise VQCodecError(f"{source}: cannot read ({reason_of(exc)})") from None
+
+
+def _read_codes_npy(source, name: str, codec, restore: dict) -> np.ndarray:
+    """read_codes_npy of its bytes or an open stream, named `name` in errors."""
+    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    size = len(source) if isinstance(source, (bytes, bytearray)) else _regular_file_size(stream)
+    shape, fortran_order, dtype = npy_header(stream, size, name)
+    _check_npy_fits(math.prod(shape) * np.dtype(codec.code_dtype).itemsize, name)  # a sparse file's size costs no disk
+    codec.check_codes_shape(shape, dtype, **restore)
+    array = _narrowed(stream, shape, fortran_order, dtype, codec.code_dtype, codec.codebook_size, name)
+    if size is None and stream.read(1):
+        raise VQCodecError(f"{name}: holds more bytes than its header announces ({plural(math.prod(shape), 'value')} of "
+                           f"{plural(dtype.itemsize, 'byte')})")
+    return array
+
+
+def _regular_file_size(stream) -> int | None:
+    """The size of the regular file `stream` reads; None for a pipe, FIFO, device or a stream of no descriptor."""
+    try:
+        status = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # io.BytesIO has no descriptor (UnsupportedOperation)
+        return None
+    return status.st_size if stat.S_ISREG(status.st_mode) else None
+
+
+def _check_npy_fits(size: int, name: str) -> None:
+    from .memory import memory_bound
+
+    memory = memory_bound()
+    if memory is not None and size > memory:
+        raise VQCodecError(f"{name}: its header announces codes of {size / 1e9:.1f} GB, more than the memory "
+                           f"this process may use ({memory / 1e9:.1f} GB)")
+
+
+def _narrowed(stream, shape: tuple, fortran_order: bool, dtype, into, codebook_size: int, name: str) -> np.ndarray:
+    """The values of a .npy file after its header, read into an array of type `into` a piece at a time."""
+    order = "F" if fortran_order else "C"
+    array = np.empty(shape, dtype=into, order=order)
+    flat, low, high = array.reshape(-1, order=order), np.iinfo(into).min, np.iinfo(into).max
+    piece = max(1, NPY_PIECE_BYTES // dtype.itemsize)
+    for start in range(0, flat.size, piece):
+        wanted = min(piece, flat.size - start) * dtype.itemsize
+        raw = stream.read(wanted)
+        if len(raw) < wanted:  # only a stream of unknown size can end early: a file's size was checked
+            raise VQCodecError(f"{name}: its header announces {plural(flat.size, 'value')} of {plural(dtype.itemsize, 'byte')}, "
+                               f"the stream ends after {plural(start * dtype.itemsize + len(raw), 'byte')} of them")
+        values = np.frombuffer(raw, dtype)
+        if values.min() < low or values.max() > high:
+            bad = values.min() if values.min() < low else values.max()
+            raise VQCodecError(f"{name}: holds {bad}, which is no code: codes are each an index below "
+                               f"{codebook_size} or -1")
+        flat[start:start + values.size] = values
+    return array
 
 
 def code_paths(folder: Path, out: Path, files: list[Path]) -> list[Path]:
