@@ -140,6 +140,21 @@ def test_a_damaged_file_due_to_be_held_out_gives_its_place_to_the_next(tmp_path,
     assert data.split_files(recordings[:1], lambda path: False) == (recordings[:1],) * 2  # one file: not checked
 
 
+def test_a_recording_of_nan_alone_due_to_be_held_out_gives_its_place_to_the_next(tmp_path, capsys):
+    """It decoded, so it was held out, and its crops kept none of its channels: training stopped with 'no
+    readable audio in the held-out file', of a folder of readable recordings. A stereo file with one finite
+    channel still validates on it."""
+    tone = 0.3 * np.sin(np.arange(4000) / 5)
+    soundfile.write(tmp_path / "a.wav", np.full((4000, 2), np.nan, dtype=np.float32), 8000, subtype="FLOAT")
+    soundfile.write(tmp_path / "b.wav", np.stack([tone, np.full(4000, np.inf)], 1), 8000, subtype="FLOAT")
+    soundfile.write(tmp_path / "c.wav", tone, 8000)
+    recordings = data.readable_files("audio", sorted(tmp_path.glob("*.wav")))
+    train, held = data.split_files(recordings, lambda path: data.decodes("audio", path))
+    assert held == [tmp_path / "b.wav"] and train == [tmp_path / "c.wav"]
+    assert capsys.readouterr().err == f"skipping {tmp_path / 'a.wav'}: samples that are not finite\n"
+    assert [source.channel for source in AudioCrops(held, 8000, 3000, role="held-out").sources] == [0]
+
+
 def test_a_second_name_of_a_file_is_not_trained_on_twice(tmp_path, capsys):
     Image.new("L", (40, 40)).save(tmp_path / "a.png")
     Image.new("L", (40, 40)).save(tmp_path / "b.png")  # the same pixels, another file: kept

@@ -192,17 +192,20 @@ def longest_length(kind: str, files: list[Path], sample_rate: int = 0) -> int:
 
 
 def decodes(kind: str, path: Path) -> bool:
-    """Whether the whole file decodes (audio block by block, in bounded memory); one that does not (a
-    damaged file whose header reads) gets a `skipping` line."""
+    """Whether the whole file decodes (audio block by block, in bounded memory) into something AudioCrops
+    keeps, a channel of samples all finite; one that does not (a damaged file whose header reads, a
+    recording of NaN samples alone) gets a `skipping` line."""
+    if kind == "audio":
+        found = _channel_finiteness(path)
+        if found is None:
+            return False
+        samples, finite = found
+        problem = "no samples" if not samples else None if finite.any() else "samples that are not finite"
+        if problem:
+            _skip(f"{path}: {problem}")
+        return not problem
     try:
-        if kind == "audio":
-            said: list[str] = []
-            with open_sound(path, said) as sound:
-                for _ in sound_blocks(sound, path, said=said):
-                    pass
-            _warn_once(said, path)
-        else:
-            _read_photo(path)
+        _read_photo(path)
         return True
     except VQCodecError as exc:
         _skip(str(exc))
