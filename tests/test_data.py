@@ -470,14 +470,15 @@ def test_a_bug_in_reading_a_crop_from_disk_is_not_called_an_unreadable_file(tmp_
 
 
 @pytest.mark.skipif("MP3" not in soundfile.available_formats(), reason="this libsndfile has no MP3")
-def test_what_the_mp3_decoder_says_of_a_training_or_eval_file_is_one_warning(tmp_path, capfd):
+def test_what_the_mp3_decoder_says_of_a_training_or_eval_file_is_one_warning(tmp_path, capfd, codec):
     """libmpg123 wrote its own lines to stderr, opening a cut file ("Warning: Xing stream size off ...") and
     reading a garbled one ("Note: Illegal Audio-MPEG-Header ...", "Note: Trying to resync...", ...), at
-    each of training's reads of it and at eval's."""
+    each of training's reads of it and at eval's. Fitting the run's prior (collect_codes) then said it again."""
     import warnings
 
     from vqcodec.errors import AudioReadWarning
     from vqcodec.soundio import read_audio
+    from vqcodec.train import collect_codes
 
     path = tmp_path / "damaged.mp3"
     soundfile.write(path, 0.3 * np.sin(np.arange(48000) / 7), 16000)
@@ -491,6 +492,7 @@ def test_what_the_mp3_decoder_says_of_a_training_or_eval_file_is_one_warning(tmp
         assert data.decodes("audio", path)
         for in_memory_bytes in (None, 0):
             AudioCrops([path], 8000, CROP, in_memory_bytes=in_memory_bytes)
+        assert len(collect_codes(codec, [path])[0]) == 1
     said = [str(item.message) for item in caught if item.category is AudioReadWarning]
     assert said == [f"{path}: the MP3 decoder says: Warning: Xing stream size off by more than 1%, fuzzy seeking "
                     "may be even more fuzzy than by design!; read past it"] * 2, said  # eval's read, training's
@@ -598,12 +600,14 @@ def test_photos_read_in_batch_workers_leave_the_warnings_machinery_as_it_was(ima
     assert caught and {item.category for item in caught} == {ImageReadWarning}
 
 
-def test_what_reading_a_photo_passed_over_is_said_once_for_a_training_run(tmp_path):
+def test_what_reading_a_photo_passed_over_is_said_once_for_a_training_run(tmp_path, golden_image_codec):
     """A photo read from disk is decoded at each of its crops, and its warning ('Corrupt EXIF data') was given
-    at each: tens of lines for a short run (the MP3 decoder's is said once)."""
+    at each: tens of lines for a short run (the MP3 decoder's is said once); and once more as the run's prior
+    was fitted (collect_codes)."""
     import warnings
 
     from vqcodec.errors import ImageReadWarning
+    from vqcodec.train import collect_codes
 
     path = tmp_path / "exif.png"
     Image.new("RGB", (48, 48), (90, 20, 20)).save(path, exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\xff\xff")
@@ -613,6 +617,7 @@ def test_what_reading_a_photo_passed_over_is_said_once_for_a_training_run(tmp_pa
         for in_memory_bytes in (None, 0):
             crops = ImageCrops([path], 32, in_memory_bytes=in_memory_bytes)
             crops.batch(4, np.random.default_rng(0))
+        assert len(collect_codes(golden_image_codec, [path])[0]) == 1
     assert [str(item.message) for item in caught if item.category is ImageReadWarning] == [
         f"{path}: Corrupt EXIF data. Expecting to read 12 bytes but only got 2; read past it"]
 

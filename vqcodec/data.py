@@ -131,6 +131,17 @@ def _read_photo(path: Path) -> np.ndarray:
     return image
 
 
+def read_media(kind: str, path: Path, sample_rate: int = 0) -> np.ndarray:
+    """A whole file as training reads it, audio as float32 (channels, samples) at `sample_rate` or a photo as
+    uint8 RGB, what reading it passes over said the first time only (_warn_once, _read_photo)."""
+    if kind == "image":
+        return _read_photo(path)
+    said: list[str] = []
+    audio = read_audio(path, sample_rate, said)[0]
+    _warn_once(said, path)
+    return audio
+
+
 def _audio_header(path: Path) -> tuple[int, int, int]:
     """The frames, rate and channels that an audio file's header gives (soundio.open_sound)."""
     said: list[str] = []
@@ -472,10 +483,8 @@ class AudioCrops(Crops):
         clips, kept, loaded = [], [], {}
         for source in self.sources:
             if source.path not in loaded:
-                said: list[str] = []
                 try:
-                    loaded = {source.path: read_audio(source.path, self.sample_rate, said)[0]}
-                    _warn_once(said, source.path)
+                    loaded = {source.path: read_media("audio", source.path, self.sample_rate)}
                 except VQCodecError as exc:
                     _skip(str(exc))
                     loaded = {source.path: None}

@@ -25,10 +25,8 @@ from .config import (AudioConfig, ImageConfig, ModelConfig, config_from_dict, co
 from .errors import Terminated, VQCodecError, is_out_of_memory
 from .devices import resolve_device
 from .data import (NOISE_SNR_DB, AudioCrops, Batches, ImageCrops, NoReadableMedia, decodes, default_batch_workers,
-                   find_media, held_bytes, longest_length, readable_files, relative_name, say_passed_over,
+                   find_media, held_bytes, longest_length, read_media, readable_files, relative_name, say_passed_over,
                    split_as_before, split_files)
-from .imageio import read_image_rgb
-from .soundio import read_audio
 from .streams import checked_flag, open_regular_file, read_json_file
 from .losses import ReconstructionLoss
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
@@ -1736,10 +1734,7 @@ def collect_codes(codec, files: list[Path], log=None, views: bool = False,
     start = time.monotonic()
     for number, path in enumerate(files, 1):
         try:
-            if codec.kind == "audio":
-                media, _ = read_audio(path, codec.sample_rate)
-            else:
-                media = read_image_rgb(path)
+            media = read_media(codec.kind, path, codec.sample_rate)  # what a training run has said of it, not again
             coded = []
             for view in prior_views(media, codec.kind, codec.sample_rate) if views else [media]:
                 if codec.kind == "audio":
