@@ -1850,11 +1850,21 @@ def _refusal_of_a_stopped_runs_checkpoint_as_a_model(trained: Path, out: Path) -
 
 def test_the_checkpoint_of_a_run_that_wrote_no_model_says_what_writes_it(trained, data_dir, tmp_path):
     """A stopped run's checkpoint given as a model (-m, --init) said its model files were beside it, where
-    there were none: it now gives the --resume that writes them."""
+    there were none: it now gives the --resume that writes them. So does the run's folder given as the model
+    (-m runs/mine), which said 'expected one model (NAME.safetensors + NAME.json) in the folder' alone."""
     out = tmp_path / "stopped"
     refusal = _refusal_of_a_stopped_runs_checkpoint_as_a_model(trained, out)
-    assert refusal.endswith(f"is a training checkpoint of step 12, of a run that has written no model yet: "
-                            f"`vqcodec train DIR --out {out} --resume --max-steps 12` writes it without training more")
+    advice = (f"a training checkpoint of step 12, of a run that has written no model yet: "
+              f"`vqcodec train DIR --out {out} --resume --max-steps 12` writes it without training more")
+    assert refusal.endswith(f"is {advice}")
+    with pytest.raises(VQCodecError) as caught:
+        Codec.load(str(out))
+    assert str(caught.value) == f"{out} holds no model but {out / 'checkpoint.safetensors'}, {advice}"
+    (out / "checkpoint.json").write_text("[")  # not a checkpoint's record: a folder without a model, as before
+    with pytest.raises(VQCodecError, match=r"stopped: expected one model \(NAME.safetensors \+ NAME.json\) in the "
+                                           r"folder$"):
+        Codec.load(str(out))
+    shutil.copy(trained / "checkpoint.json", out / "checkpoint.json")
     train(data_dir, None, options(out, resume=True, max_steps=12, fit_prior=False))
     with pytest.raises(VQCodecError) as caught:  # the model's files named, where it said 'NAME.safetensors'
         Codec.load(str(out / "checkpoint.safetensors"))

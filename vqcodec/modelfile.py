@@ -277,7 +277,7 @@ def _read_model_file(path: Path, read):
         raise VQCodecError(f"cannot read model {path}: {exc}") from None
 
 
-def _checkpoint_kind(path: Path, meta: dict) -> str:
+def checkpoint_kind(path: Path, meta: dict) -> str:
     """What a training checkpoint given as a model is, and where its run's model is: beside it, or, where its
     run has written none (stopped before its end), what writes it."""
     models = sorted(other.with_suffix(".safetensors") for other in path.parent.iterdir()
@@ -293,7 +293,7 @@ def read_model_meta(path: Path) -> dict:
     path = Path(path).with_suffix(".safetensors")
     meta = _read_model_file(path, lambda: read_model_json(path.with_suffix(".json")))
     if not isinstance(meta, dict) or "model_id" not in meta or "config" not in meta:
-        kind = _checkpoint_kind(path, meta) if isinstance(meta, dict) and "step" in meta else "not a model's files"
+        kind = checkpoint_kind(path, meta) if isinstance(meta, dict) and "step" in meta else "not a model's files"
         raise VQCodecError(f"{path} is {kind}")
     problem = meta_problem(meta)
     if problem is not None:

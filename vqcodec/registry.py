@@ -111,7 +111,7 @@ def _find_model(name: str, wrote: bytes | None) -> Path:
         if candidate.is_dir():
             found = _folder_models(candidate)
             if not found:
-                raise VQCodecError(f"{candidate}: expected one model (NAME.safetensors + NAME.json) in the folder")
+                raise VQCodecError(_no_model_in(candidate))
             if len(found) > 1:
                 raise VQCodecError(f"{candidate}: expected one model (NAME.safetensors + NAME.json) in the folder, "
                                    f"found {len(found)} ({', '.join(p.stem for p in found)}): "
@@ -178,6 +178,20 @@ def folder_model_advice(paths: list[Path], wrote: bytes | None) -> str:
 def _folder_models(folder: Path) -> list[Path]:
     """The models in `folder`: its NAME.safetensors files with NAME.json beside them, but a checkpoint."""
     return [p for p in sorted(folder.glob("*.safetensors")) if p.with_suffix(".json").exists() and p.stem != "checkpoint"]
+
+
+def _no_model_in(folder: Path) -> str:
+    """The refusal of a folder that holds no model; of a training run's folder stopped before it wrote its model,
+    with what writes it, as its checkpoint given as a model says (modelfile.checkpoint_kind)."""
+    checkpoint = folder / "checkpoint.safetensors"
+    try:
+        record = read_model_json(checkpoint.with_suffix(".json")) if checkpoint.exists() else None
+    except (OSError, ValueError, RecursionError):  # not a checkpoint's record: the folder holds no model
+        record = None
+    if isinstance(record, dict) and "step" in record:
+        from .modelfile import checkpoint_kind  # modelfile imports this module
+        return f"{folder} holds no model but {checkpoint}, {checkpoint_kind(checkpoint, record)}"
+    return f"{folder}: expected one model (NAME.safetensors + NAME.json) in the folder"
 
 
 def _decoding(name: str, path: Path, wrote: bytes | None) -> Path:
