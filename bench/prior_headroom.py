@@ -108,7 +108,7 @@ def main() -> None:
     from vqcodec import Codec
     from vqcodec.codec import AUDIO_CHUNK_FRAMES
     from vqcodec.prior import CodePrior, holdout_mask
-    from vqcodec.train import collect_codes
+    from vqcodec.priorfit import collect_codes
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -37,7 +37,7 @@ def run_model(name: str, train_dir: Path, eval_dir: Path, eval_name: str, levels
     from vqcodec import Codec
     from vqcodec.codec import AUDIO_CHUNK_FRAMES, IMAGE_CHUNK_ROWS
     from vqcodec.prior import CodePrior
-    from vqcodec.train import collect_codes
+    from vqcodec.priorfit import collect_codes
 
     torch.set_num_threads(1)
     codec = Codec.load(name, coding="fixed")

@@ -1,4 +1,4 @@
-"""What fitting the prior to extra views of each training file saves (vqcodec.train.prior_views).
+"""What fitting the prior to extra views of each training file saves (vqcodec.priorfit.prior_views).
 
     python bench/prior_views.py [--skip-speech] [--skip-images] [--speech-model speech16k] [--image-model image]
                                 [--files N] [--out bench/out/prior_views.json]
@@ -35,7 +35,7 @@ def run_model(name: str, train_dir: Path, eval_dir: Path, eval_name: str, qualit
     from vqcodec.codec import AUDIO_CHUNK_FRAMES, IMAGE_CHUNK_ROWS
     from vqcodec.prior import CodePrior
     from vqcodec.data import split_files
-    from vqcodec.train import collect_codes
+    from vqcodec.priorfit import collect_codes
 
     codec = Codec.load(name, coding="fixed")
     chunk = AUDIO_CHUNK_FRAMES if codec.kind == "audio" else IMAGE_CHUNK_ROWS

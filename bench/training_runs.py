@@ -32,7 +32,8 @@ def train_briefly(kind: str, out: Path, steps: int, threads: int, **options) -> 
     """`steps` training steps of `kind`'s shipped config into `out`; `options` are further TrainOptions."""
     from vqcodec.registry import find_model
     from vqcodec.config import config_from_dict
-    from vqcodec.train import TrainOptions, train
+    from vqcodec.train import train
+    from vqcodec.trainoptions import TrainOptions
 
     model, data, batch, crop = SETUPS[kind]
     meta = json.loads(find_model(model).with_suffix(".json").read_text())

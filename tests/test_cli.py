@@ -3631,7 +3631,7 @@ def test_a_quoted_name_that_is_not_utf8_is_shown_as_a_shell_takes_it_back(cli, t
     import subprocess
 
     from vqcodec.errors import VQCodecError
-    from vqcodec.train import check_model_name
+    from vqcodec.trainoptions import check_model_name
     from vqcodec.wording import command_line_wording, shown
 
     result = cli("fit-prior", tiny_model_path, tmp_path, "--out", tmp_path / os.fsdecode(b"a\xffb"))

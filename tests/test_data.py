@@ -478,7 +478,7 @@ def test_what_the_mp3_decoder_says_of_a_training_or_eval_file_is_one_warning(tmp
 
     from vqcodec.errors import AudioReadWarning
     from vqcodec.soundio import read_audio
-    from vqcodec.train import collect_codes
+    from vqcodec.priorfit import collect_codes
 
     path = tmp_path / "damaged.mp3"
     soundfile.write(path, 0.3 * np.sin(np.arange(48000) / 7), 16000)
@@ -527,7 +527,7 @@ def test_crops_read_from_disk_in_worker_threads_keep_the_mp3_decoders_lines_off_
 def test_a_line_break_in_a_training_file_name_keeps_its_skipping_line_one_line(tmp_path, capsys, codec):
     """Training's and fit-prior's skipping lines printed the name as it is, a line break splitting the line
     in two (the other commands' lines show it as \\n, as ls does)."""
-    from vqcodec.train import collect_codes
+    from vqcodec.priorfit import collect_codes
 
     soundfile.write(tmp_path / "good.wav", np.full(3000, 0.25, dtype=np.float32), 8000)
     (tmp_path / "bad\nname.wav").write_bytes(b"not audio")
@@ -607,7 +607,7 @@ def test_what_reading_a_photo_passed_over_is_said_once_for_a_training_run(tmp_pa
     import warnings
 
     from vqcodec.errors import ImageReadWarning
-    from vqcodec.train import collect_codes
+    from vqcodec.priorfit import collect_codes
 
     path = tmp_path / "exif.png"
     Image.new("RGB", (48, 48), (90, 20, 20)).save(path, exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\xff\xff")

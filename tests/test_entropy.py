@@ -772,7 +772,7 @@ def test_no_prior_is_fitted_to_codebooks_the_reader_refuses(tmp_path):
 
     from conftest import make_tiny_model
     from vqcodec.prior import MAX_CODEBOOK, LevelPrior
-    from vqcodec.train import fit_prior_files
+    from vqcodec.priorfit import fit_prior_files
 
     largest = CodePrior([LevelPrior((), {}, quantize_rows(np.ones((1, MAX_CODEBOOK))))], MAX_CODEBOOK, "audio")
     assert CodePrior.from_tensors(largest.to_tensors()).prior_id == largest.prior_id  # the limit is the reader's
@@ -881,7 +881,7 @@ def test_fit_prior_files_refuses_an_out_that_is_no_model_path(tmp_path, out, mes
     command refused (test above). It refuses them as the command does, before any file is coded; nothing is written."""
     import shutil
 
-    from vqcodec.train import fit_prior_files
+    from vqcodec.priorfit import fit_prior_files
 
     model = tmp_path / "model" / "golden_audio.safetensors"
     model.parent.mkdir()
@@ -1015,7 +1015,7 @@ def test_holdout_keeps_each_group_together():
 
 
 def test_prior_views_of_a_photo_and_a_recording():
-    from vqcodec.train import prior_views
+    from vqcodec.priorfit import prior_views
 
     rgb = np.random.default_rng(0).integers(0, 256, (7, 13, 3), dtype=np.uint8)
     views = prior_views(rgb, "image")
@@ -1040,7 +1040,7 @@ def test_fit_prior_on_image_codes_in_process(tmp_path):
     from PIL import Image
 
     from vqcodec.modelfile import write_model_files
-    from vqcodec.train import collect_codes, fit_prior_files
+    from vqcodec.priorfit import collect_codes, fit_prior_files
 
     meta, tensors = read_model_files(GOLDEN / "golden_image.safetensors")
     model = tmp_path / "img.safetensors"
@@ -1071,7 +1071,7 @@ def test_fit_prior_removes_the_half_written_files_of_a_killed_fit_prior(tmp_path
 
     import soundfile
 
-    from vqcodec.train import fit_prior_files
+    from vqcodec.priorfit import fit_prior_files
 
     model = tmp_path / "mine.safetensors"
     for suffix in (".safetensors", ".json"):
@@ -1119,7 +1119,7 @@ def test_fit_prior_of_a_linked_model_removes_the_leftovers_beside_the_files_it_n
 
     import soundfile
 
-    from vqcodec.train import fit_prior_files
+    from vqcodec.priorfit import fit_prior_files
 
     real, links = tmp_path / "run", tmp_path / "models"
     real.mkdir()

@@ -127,7 +127,7 @@ def test_fit_rows_prefers_counts_where_they_are_plentiful():
 
 
 def test_fit_prior_files_tries_network_tables_and_the_model_codes_with_them(tmp_path):
-    """The fit-prior path (train.fit_prior_files) offers every single-source level a network-fitted
+    """The fit-prior path (priorfit.fit_prior_files) offers every single-source level a network-fitted
     table, and whatever it keeps, the stored prior loads and codes a file exactly."""
     import sys
     from pathlib import Path
@@ -139,7 +139,7 @@ def test_fit_prior_files_tries_network_tables_and_the_model_codes_with_them(tmp_
     from make_golden import AUDIO_RATE, golden_audio
 
     from vqcodec import Codec
-    from vqcodec.train import fit_prior_files
+    from vqcodec.priorfit import fit_prior_files
 
     data = tmp_path / "data"
     data.mkdir()

@@ -32,8 +32,9 @@ from vqcodec.models import VQVAE, widen, widths_differ_only
 from vqcodec.registry import find_model
 from vqcodec.data import NOISE_SNR_DB, AudioCrops, add_background_noise
 from vqcodec.losses import ReconstructionLoss
-from vqcodec.train import (DEFAULT_LR, WARMUP_STEPS, TrainOptions, WeightAverage, freeze_for_decoder_only,
-                           resolve_precision, train, training_state_bytes, validate)
+from vqcodec.train import WARMUP_STEPS, WeightAverage, freeze_for_decoder_only, resolve_precision, train, validate
+from vqcodec.trainmemory import training_state_bytes
+from vqcodec.trainoptions import DEFAULT_LR, TrainOptions
 
 CFG = AudioConfig(sample_rate=8000, base_channels=4, strides=(2, 4), res_blocks=1, latent_dim=8, num_codebooks=4,
                   codebook_size=16, context_frames=16)
@@ -857,11 +858,11 @@ def test_a_resume_keeps_decoder_only_as_it_keeps_the_other_options(tmp_path):
     """decoder_only not given is the resumed checkpoint's (off where it holds none, or for a new run), as the options
     of KEPT_OPTIONS are: it was resolved by hand beside them, into a field of the run's start, and the run's options
     kept None."""
-    from vqcodec.train import _recipe_of
+    from vqcodec.trainoptions import recipe_of
 
-    assert _recipe_of(options(tmp_path, resume=True), {"decoder_only": True}).decoder_only is True
-    assert _recipe_of(options(tmp_path, resume=True), {}).decoder_only is False  # a checkpoint of the whole model
-    assert _recipe_of(options(tmp_path), {}).decoder_only is False
+    assert recipe_of(options(tmp_path, resume=True), {"decoder_only": True}).decoder_only is True
+    assert recipe_of(options(tmp_path, resume=True), {}).decoder_only is False  # a checkpoint of the whole model
+    assert recipe_of(options(tmp_path), {}).decoder_only is False
 
 
 def test_a_refused_no_decoder_only_resume_names_the_model_file_only_where_there_is_one(trained, data_dir, tmp_path,
@@ -1161,9 +1162,10 @@ def test_runs_get_batches_and_crops_for_their_kind_and_device(tmp_path, device, 
     the CPU, and each of several processes the batch of one; from Python as from the command line."""
     import dataclasses
 
-    from vqcodec.train import _Run, _sized
+    from vqcodec.runstart import Run
+    from vqcodec.train import _sized
 
-    run = _Run(options(tmp_path, batch_size=None, crop=None), device, processes=1, main=True, quiet=True,
+    run = Run(options(tmp_path, batch_size=None, crop=None), device, processes=1, main=True, quiet=True,
                precision="fp32", checkpoint_path=tmp_path / "checkpoint.safetensors")
     configs = {"audio": AudioConfig(), "image": ImageConfig()}
     for kind, sizes in (("audio", audio), ("image", image)):
@@ -1180,9 +1182,10 @@ def test_runs_get_batches_and_crops_for_their_kind_and_device(tmp_path, device, 
 def test_a_batch_or_crop_kept_by_a_resume_is_named_as_the_runs(data_dir, tmp_path, capsys):
     """A batch or crop that a --resume keeps from its checkpoint is not the user's --batch-size or --crop:
     a refusal or warning of it says it is the run's."""
-    from vqcodec.train import _crop_within_files, _Run, _sized
+    from vqcodec.runstart import Run
+    from vqcodec.train import _crop_within_files, _sized
 
-    run = _Run(options(tmp_path, batch_size=5, crop=10 ** 7, quiet=False), "cpu", processes=2, main=True, quiet=False,
+    run = Run(options(tmp_path, batch_size=5, crop=10 ** 7, quiet=False), "cpu", processes=2, main=True, quiet=False,
                precision="fp32", checkpoint_path=tmp_path / "checkpoint.safetensors")
     with pytest.raises(VQCodecError, match=r"^the run's batch of 5, kept from its checkpoint, does not split evenly over "
                                            r"2 processes: give batch_size$"):
@@ -1649,7 +1652,7 @@ def test_auto_precision_asks_the_gpu_trained_on_not_the_current_one(monkeypatch)
 def test_a_checkpoint_whose_header_is_no_record_is_refused_as_damaged(tmp_path, header, problem):
     """read_safetensors_metadata called .get on the header's JSON, whatever it held: --resume of a checkpoint whose
     header was a list or whose __metadata__ was a string ended in an AttributeError traceback."""
-    from vqcodec.train import checkpoint_config
+    from vqcodec.checkpoint import checkpoint_config
 
     (tmp_path / "checkpoint.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
     with pytest.raises(ValueError, match=f"^{problem}$"):
@@ -1661,20 +1664,20 @@ def test_a_checkpoint_whose_header_is_no_record_is_refused_as_damaged(tmp_path, 
 def test_checkpoint_name_passes_over_a_damaged_checkpoint_and_lets_a_bug_of_its_own_out(monkeypatch, tmp_path):
     """checkpoint_name caught every Exception as a missing or damaged checkpoint, so a bug of vqcodec's own (a
     NameError) silently lost the name a --resume keeps."""
-    import vqcodec.train as train_module
+    import vqcodec.checkpoint as checkpoint_module
 
-    assert train_module.checkpoint_name(tmp_path) is None  # none there
+    assert checkpoint_module.checkpoint_name(tmp_path) is None  # none there
     for header in (b"{not json", b'{"__metadata__": {"checkpoint": "[1]"}}', b'{"__metadata__": {"checkpoint": 5}}',
                    b'{"__metadata__": {"checkpoint": "{\\"name\\": \\"tiny\\"}"}}'):
         (tmp_path / "checkpoint.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
-        assert train_module.checkpoint_name(tmp_path) == ("tiny" if b"name" in header else None), header
+        assert checkpoint_module.checkpoint_name(tmp_path) == ("tiny" if b"name" in header else None), header
 
     def broken(path):
         raise NameError("name '_read_record' is not defined")
 
-    monkeypatch.setattr(train_module, "checkpoint_record", broken)
+    monkeypatch.setattr(checkpoint_module, "checkpoint_record", broken)
     with pytest.raises(NameError, match="_read_record"):
-        train_module.checkpoint_name(tmp_path)
+        checkpoint_module.checkpoint_name(tmp_path)
 
 
 def test_a_damaged_or_half_checkpoint_is_refused_on_resume(trained, data_dir, tmp_path, capsys):
@@ -1728,7 +1731,8 @@ def test_a_config_or_checkpoint_record_larger_than_any_holds_is_not_read(trained
     """A --config file or a checkpoint's JSON record of more than streams.MAX_JSON_BYTES (16 MiB; 1 MiB here) is refused
     from its size, before it is read (it was read whole, however large)."""
     import vqcodec.streams
-    from vqcodec.train import checkpoint_record, read_config
+    from vqcodec.checkpoint import checkpoint_record
+    from vqcodec.runstart import read_config
 
     monkeypatch.setattr(vqcodec.streams, "MAX_JSON_BYTES", 1 << 20)
     config = tmp_path / "cfg.json"
@@ -2167,6 +2171,7 @@ def test_a_full_disk_during_training_loses_no_steps_and_the_model_is_still_writt
                                                                                       capsys):
     # a checkpoint or log record that could not be written stopped the run there, with no model: every step
     # since the last checkpoint was lost, and at the end the model, smaller than the checkpoint, went unwritten
+    import vqcodec.checkpoint as checkpoint_module
     import vqcodec.train as train_module
 
     def full_disk(path, *args, **kwargs):
@@ -2182,7 +2187,7 @@ def test_a_full_disk_during_training_loses_no_steps_and_the_model_is_still_writt
             return real_os_write(descriptor, data)
         return real_os_write(descriptor, data[:len(data) // 2])
 
-    monkeypatch.setattr(train_module, "write_checkpoint_files", full_disk)
+    monkeypatch.setattr(checkpoint_module, "write_checkpoint_files", full_disk)
     monkeypatch.setattr(train_module.os, "write", write_half_of_every_other_log_record)
     out = tmp_path / "run"
     with pytest.raises(VQCodecError) as failed:
@@ -2296,7 +2301,7 @@ def test_model_files_that_cannot_be_written_are_one_line_and_leave_nothing(train
 def test_fit_prior_does_not_replace_the_prior_of_a_shipped_model(data_dir, tmp_path, capsys, monkeypatch):
     """Every file entropy coded with a shipped model needs its prior: refitting one in place (forgetting
     --out, or --out naming it) rewrote the installed package's model, without --force, and those files
-    stopped decoding. --force replaces it. The refusal is train.refuse_replacing_a_shipped_model's, worded
+    stopped decoding. --force replaces it. The refusal is priorfit.refuse_replacing_a_shipped_model's, worded
     for the command line: --out naming the files was told to give --out."""
     from conftest import GOLDEN
     from vqcodec import registry
@@ -2326,7 +2331,7 @@ def test_fit_prior_files_does_not_replace_the_prior_of_a_shipped_model(data_dir,
     file is coded, unless replace_shipped=True, which the command's --force passes on."""
     from conftest import GOLDEN
     from vqcodec import registry
-    from vqcodec.train import fit_prior_files
+    from vqcodec.priorfit import fit_prior_files
 
     shipped, mine = tmp_path / "shipped", tmp_path / "mine"
     for folder in (shipped, mine):
@@ -2549,9 +2554,9 @@ def test_a_batch_beyond_memory_is_refused_before_the_model_is_built(data_dir, tm
 
 def _run_of_16_crops(tmp_path, **given):
     """A one-process CPU run of batches of 16 crops of 12000 samples, as the memory checks are shown."""
-    from vqcodec.train import _Run
+    from vqcodec.runstart import Run
 
-    return _Run(options(tmp_path, batch_size=16, crop=12000, **given), "cpu", processes=1, main=True, quiet=True,
+    return Run(options(tmp_path, batch_size=16, crop=12000, **given), "cpu", processes=1, main=True, quiet=True,
                 precision="fp32", checkpoint_path=tmp_path / "checkpoint.safetensors")
 
 
@@ -2630,13 +2635,14 @@ def test_a_batch_is_checked_against_the_memory_the_processes_of_one_machine_shar
     import dataclasses
 
     import vqcodec.memory
-    from vqcodec.train import _Run, _refuse_a_batch_beyond_memory
+    from vqcodec.runstart import Run
+    from vqcodec.train import _refuse_a_batch_beyond_memory
 
     monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: 8 * 10 ** 9)
     monkeypatch.setattr(vqcodec.memory, "shared_memory_bound", lambda: 8 * 10 ** 9)
     # 1024 crops a process of 8000 samples x 4 bytes x 120 (3.93 GB a process), and the first process's 4096
     # validation crops (0.13 GB)
-    run = _Run(options(tmp_path, batch_size=4096, crop=8000), "cpu", processes=4, main=True, quiet=True,
+    run = Run(options(tmp_path, batch_size=4096, crop=8000), "cpu", processes=4, main=True, quiet=True,
                precision="fp32", checkpoint_path=tmp_path / "checkpoint.safetensors", local_processes=4)
     with pytest.raises(VQCodecError) as refused:
         _refuse_a_batch_beyond_memory(run, "audio")
@@ -2659,10 +2665,11 @@ def test_every_process_on_a_machine_is_counted_with_its_own_copy_of_the_training
     processes each holding 1 GB of files passed against 2 GB of shared memory."""
     import vqcodec.memory
     from vqcodec.data import held_bytes
-    from vqcodec.train import _held_data_bytes, _Run, _refuse_a_batch_beyond_memory
+    from vqcodec.runstart import Run
+    from vqcodec.train import _held_data_bytes, _refuse_a_batch_beyond_memory
 
     cfg = CFG
-    run = _Run(options(tmp_path, crop=12000), "cpu", processes=4, main=False, quiet=True, precision="fp32",
+    run = Run(options(tmp_path, crop=12000), "cpu", processes=4, main=False, quiet=True, precision="fp32",
                checkpoint_path=tmp_path / "checkpoint.safetensors", local_processes=4)
     files = sorted(path for path in data_dir.rglob("*.wav"))  # every 20th file held out: a.wav
     trained = held_bytes("audio", [path for path in files if path.name != "a.wav"], 12000, cfg.sample_rate)
@@ -2676,7 +2683,7 @@ def test_every_process_on_a_machine_is_counted_with_its_own_copy_of_the_training
                             "audio", cfg, data_dir, files, {}) == (0, 0)
 
     # 1 crop a process of 8000 samples x 4 bytes x 120 (3.84 MB), 64 validation crops (2.05 MB)
-    run = _Run(options(tmp_path, batch_size=4, crop=8000), "cpu", processes=4, main=True, quiet=True,
+    run = Run(options(tmp_path, batch_size=4, crop=8000), "cpu", processes=4, main=True, quiet=True,
                precision="fp32", checkpoint_path=tmp_path / "checkpoint.safetensors", local_processes=4)
     step, validation = 8000 * 4 * 120, 64 * 8000 * 4
     monkeypatch.setattr(vqcodec.memory, "memory_bound", lambda: 10 ** 12)
@@ -2732,7 +2739,7 @@ def test_a_checkpoint_larger_than_the_memory_the_process_may_use_is_refused_befo
     moments, and its model in place of their weights) and its gradients (training_state_bytes), or the reading where
     that is more."""
     import vqcodec.modelfile
-    from vqcodec.train import load_checkpoint
+    from vqcodec.checkpoint import load_checkpoint
 
     out = tmp_path / "run"
     shutil.copytree(trained, out)
@@ -2760,7 +2767,7 @@ def test_a_checkpoint_whose_reading_runs_out_of_memory_is_not_called_damaged(tra
     a GPU's, torch's OutOfMemoryError) was 'the checkpoint PATH is damaged (MemoryError: )' ('(OutOfMemoryError: CUDA
     out of memory. ...)'): the error goes on, and the command says 'out of memory'."""
     import vqcodec.modelfile
-    from vqcodec.train import load_checkpoint
+    from vqcodec.checkpoint import load_checkpoint
 
     def out_of_memory(data):
         raise failure()
@@ -2777,9 +2784,10 @@ def test_a_resumed_run_lets_the_checkpoints_weights_go_once_restored(trained, da
     import gc
     import weakref
 
+    import vqcodec.runstart as runstart_module
     import vqcodec.train as train_module
 
-    real_load, real_step, read, alive_at_steps = train_module.load_checkpoint, train_module.train_step, {}, []
+    real_load, real_step, read, alive_at_steps = runstart_module.load_checkpoint, train_module.train_step, {}, []
 
     def load_checkpoint(*args, **kwargs):
         groups, meta = real_load(*args, **kwargs)
@@ -2791,7 +2799,7 @@ def test_a_resumed_run_lets_the_checkpoints_weights_go_once_restored(trained, da
         alive_at_steps.append({group: sum(ref() is not None for ref in refs) for group, refs in read.items()})
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "load_checkpoint", load_checkpoint)
+    monkeypatch.setattr(runstart_module, "load_checkpoint", load_checkpoint)
     monkeypatch.setattr(train_module, "train_step", train_step)
     out = tmp_path / "run"
     shutil.copytree(trained, out)
@@ -2807,7 +2815,8 @@ def test_the_training_state_counted_is_what_a_run_holds_and_names_itself_where_i
     AdamW's moments, nor the checkpoint a resumed run holds (README, Limits).
     training_state_bytes is checked against the tensors a run of the tests' config holds, and a refusal where they
     are most of the count says so, with what to do."""
-    from vqcodec.train import _refuse_a_batch_beyond_memory, load_checkpoint
+    from vqcodec.checkpoint import load_checkpoint
+    from vqcodec.train import _refuse_a_batch_beyond_memory
 
     saved = load_checkpoint(trained / "checkpoint.safetensors", "cpu")[0]
     checkpoint = sum(tensor.nbytes for group in saved.values() for tensor in group.values())
@@ -2846,13 +2855,14 @@ def test_a_resume_that_drops_the_discriminator_or_average_lets_them_go_and_count
     import gc
     import weakref
 
+    import vqcodec.runstart as runstart_module
     import vqcodec.train as train_module
 
     out = tmp_path / "run"
     shutil.copytree(trained, out)
     train(data_dir, None, options(out, max_steps=13, resume=True, adversarial=True, weight_average=0.9,
                                   fit_prior=False))
-    real_load, read, checked = train_module.load_checkpoint, {}, []
+    real_load, read, checked = runstart_module.load_checkpoint, {}, []
 
     def load_checkpoint(*args, **kwargs):
         groups, meta = real_load(*args, **kwargs)
@@ -2864,7 +2874,7 @@ def test_a_resume_that_drops_the_discriminator_or_average_lets_them_go_and_count
         checked.append((state, {group for group, refs in read.items() if any(ref() is not None for ref in refs)}))
         raise _StoppedAtTheMemoryCheck
 
-    monkeypatch.setattr(train_module, "load_checkpoint", load_checkpoint)
+    monkeypatch.setattr(runstart_module, "load_checkpoint", load_checkpoint)
     monkeypatch.setattr(train_module, "_refuse_a_batch_beyond_memory", refuse_a_batch_beyond_memory)
     with pytest.raises(_StoppedAtTheMemoryCheck):
         train(data_dir, None, options(out, max_steps=14, resume=True, **given))
@@ -3083,7 +3093,7 @@ def test_a_checkpoint_save_stopped_or_failing_between_its_two_files_changes_neit
     final save, which nothing saves again) left the new weights beside the old JSON, and a full disk at the
     JSON left the new weights beside the old JSON too."""
     from vqcodec import streams
-    from vqcodec.train import save_checkpoint
+    from vqcodec.checkpoint import save_checkpoint
 
     path, modules = tmp_path / "checkpoint.safetensors", {"model": VQVAE(CFG)}
     save_checkpoint(path, modules, {}, {"step": 1})
@@ -3273,7 +3283,7 @@ def test_fit_prior_is_refused_where_another_run_writes_and_holds_the_lock_while_
     names another prior. fit-prior now takes the run lock of the folder it writes in, as train does."""
     import signal
 
-    import vqcodec.train as train_module
+    import vqcodec.priorfit as priorfit_module
     from conftest import GOLDEN
     from vqcodec.runlock import LOCK_NAME, lock_out, release_out
 
@@ -3305,14 +3315,14 @@ def test_fit_prior_is_refused_where_another_run_writes_and_holds_the_lock_while_
     def look_and_find_nothing(*args, **kwargs):
         free_while_coding.append(_lock_is_free(models))
         return [], []
-    monkeypatch.setattr(train_module, "collect_codes", look_and_find_nothing)
+    monkeypatch.setattr(priorfit_module, "collect_codes", look_and_find_nothing)
     with pytest.raises(VQCodecError, match="no readable media"):
-        train_module.fit_prior_files(models / "mine.safetensors", [])
+        priorfit_module.fit_prior_files(models / "mine.safetensors", [])
     assert free_while_coding == [False] and not (models / LOCK_NAME).exists()
     lock_out(models)  # as a training run holds it when it fits its prior: left held
     try:
         with pytest.raises(VQCodecError, match="no readable media"):
-            train_module.fit_prior_files(models / "mine.safetensors", [])
+            priorfit_module.fit_prior_files(models / "mine.safetensors", [])
         assert free_while_coding == [False, False] and not _lock_is_free(models)
     finally:
         release_out(models)
@@ -3346,7 +3356,7 @@ def test_resume_drops_whole_lines_at_the_logs_end_that_are_not_records_with_a_wa
 def test_prior_fitting_codes_a_recording_of_more_channels_than_samples(codec, tmp_path, signal):
     """A file's audio is (channels, samples) whatever its shape: one of 4 channels of 2 samples was skipped as if it
     were an array given as (samples, channels)."""
-    from vqcodec.train import collect_codes
+    from vqcodec.priorfit import collect_codes
 
     soundfile.write(tmp_path / "a.wav", signal(4, 2, 16000).T, 16000, subtype="FLOAT")
     said = []

@@ -2002,7 +2002,9 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     Under torchrun each process (one per GPU) trains on its share of every batch.
     """
     from .devices import resolve_device
-    from .train import TrainOptions, checkpoint_name, train_command
+    from .checkpoint import checkpoint_name
+    from .train import train_command
+    from .trainoptions import TrainOptions
 
     _check_folder(data_dir)
     _refuse_stdout_as_out(out, "train writes a folder")
@@ -2186,7 +2188,7 @@ def fit_prior(model, data_dir, out, device, threads, force):
     from .modelfile import model_files_locked, read_model_files
     from .data import find_media, readable_files, say_passed_over
     from .prior import check_codebook_size
-    from .train import fit_prior_files, model_copy_path, refuse_replacing_a_shipped_model
+    from .priorfit import fit_prior_files, model_copy_path, refuse_replacing_a_shipped_model
 
     _use_threads(threads)
     _check_folder(data_dir)

@@ -819,7 +819,7 @@ class CodePrior:
                 sources, beta, single_classes = options[0], None, SINGLE_CLASSES[0]
             fitted, _ = _fit_level(data, sources, k, None, beta, single_classes=single_classes)
             fitted.info = {"heldout_bits": record, "chosen": chosen} if record else {}
-            if log and record:  # with none held out, the summary's line says so (train.prior_summary)
+            if log and record:  # with none held out, the summary's line says so (priorfit.prior_summary)
                 log(f"level {level}: {'+'.join(sources) or 'unigram'} "
                     + " ".join(f"{n} {b:.3f}" for n, b in record.items()))
             levels.append(fitted)
