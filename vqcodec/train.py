@@ -1,4 +1,8 @@
-"""Training loop for both media kinds: data, losses, checkpoints and the final model files."""
+"""A training run for both media kinds, to be read top down: train (or train_command, the command's) checks the
+options and locks the --out folder; _train sets the run up (where it starts, its data, model and optimisers),
+_step_loop trains it, saving checkpoints, and the model files are written, with their entropy-coding prior, at
+the end. Its options (trainoptions), checkpoint (checkpoint), starting point (runstart), memory estimates
+(trainmemory) and the prior's fit (priorfit) are modules of their own."""
 from __future__ import annotations
 
 import contextlib
@@ -49,147 +53,7 @@ VALIDATION_CROPS = 64  # crops of the held-out files each evaluation measures (a
 WARMUP_STEPS = 200  # linear learning-rate warm-up at the start of every run, resumed or not
 
 
-def diverged(what: str, checkpoint_path: Path) -> VQCodecError:
-    """The error that stops a run whose numbers stopped being finite, before it writes a model."""
-    kept = ", the last checkpoint is kept" if checkpoint_path.exists() else ""
-    return VQCodecError(f"training diverged: {what} (lower {setting('the --lr', 'lr')}); no model written{kept}")
-
-
-class WeightAverage:
-    """An exponential moving average of a model's trained parameters (Polyak averaging): validation and
-    the model file use it instead of the last step's weights, which carry the noise of small batches.
-    Buffers (the codebooks and their EMA statistics) are the live model's, copied in at each use."""
-
-    def __init__(self, model: VQVAE, decay: float, updates: int = 0):
-        self.decay, self.updates = decay, updates
-        self.model = copy.deepcopy(model).requires_grad_(False)
-        trained = [(average, live) for average, live in zip(self.model.parameters(), model.parameters())
-                   if live.requires_grad]
-        self._averaged, self._live = [average for average, _ in trained], [live for _, live in trained]
-
-    @torch.no_grad()
-    def update(self) -> None:
-        self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))  # the first steps count in full
-        torch._foreach_lerp_(self._averaged, self._live, 1.0 - decay)
-
-    @torch.no_grad()
-    def synced(self, model: VQVAE) -> VQVAE:
-        for average, live in zip(self.model.buffers(), model.buffers()):
-            average.copy_(live)
-        return self.model
-
-
-class CodebookUsage:
-    """Counts code use since the last report: perplexity and the share of codes in use, over every process."""
-
-    def __init__(self, cfg: ModelConfig, device: str = "cpu"):
-        self.counts = torch.zeros(cfg.num_codebooks, cfg.codebook_size, device=device)
-
-    def add(self, codes: torch.Tensor) -> None:
-        for level, indices in enumerate(codes):
-            self.counts[level] += torch.bincount(indices, minlength=self.counts.shape[1]).float()
-
-    def summary(self) -> tuple[float, float]:
-        """Perplexity and share of codes in use. Every process must call it at the same step."""
-        parallel.sum_(self.counts)
-        p = self.counts / self.counts.sum(1, keepdim=True).clamp_min(1)
-        perplexity = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum(1)).mean()
-        return float(perplexity), float((self.counts > 0).float().mean())
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    """"auto" -> "bf16" where the hardware makes it pay, else "fp32".
-
-    That is a CUDA GPU with bf16 support (Ampere and later; ROCm's), or a CPU with AMX tiles. A CPU
-    with AVX512-BF16 but no AMX computes bf16 natively too, but there bench/train_speed.py measured no
-    gain for speech and a 25 % loss for photos; elsewhere bf16 is emulated and slower still.
-    """
-    if precision != "auto":
-        return precision
-    if torch.device(device).type == "cuda":  # that GPU's support, not the current one's, and not emulated
-        return "bf16" if torch.version.hip or torch.cuda.get_device_properties(device).major >= 8 else "fp32"
-    try:
-        amx = torch.cpu._is_amx_tile_supported()
-    except AttributeError:  # a private helper: absent from some torch builds
-        amx = False
-    return "bf16" if amx else "fp32"
-
-
-def freeze_for_decoder_only(model: VQVAE) -> None:
-    """Freeze the encoder and the codebooks, so that the model makes the codes it made before."""
-    for module in DECODER_ONLY_FROZEN:
-        getattr(model, module).requires_grad_(False)
-
-
-def set_training_mode(model: VQVAE, decoder_only: bool) -> None:
-    """Training mode; with `decoder_only`, the codebooks stay in evaluation mode (no EMA updates, k-means
-    or restarts) while the residual quantiser keeps its dropout, so the decoder still learns every level."""
-    model.train()
-    if decoder_only:
-        model.encoder.eval()
-        for layer in model.quantizer.layers:
-            layer.eval()
-
-
-def train_step(model: VQVAE, optimizer: torch.optim.Optimizer, loss_fn: ReconstructionLoss, batch: torch.Tensor,
-               autocast, disc: MultiScaleSTFTDiscriminator | None = None,
-               disc_optimizer: torch.optim.Optimizer | None = None) -> tuple[torch.Tensor, dict, torch.Tensor]:
-    """One optimiser step on `batch`, this process's share of the step's examples.
-
-    Returns the loss, its parts and the codes. Under data-parallel training the gradients are
-    averaged over the processes before the step, so every process takes the step of the whole batch."""
-    with autocast:
-        estimate, codes, commitment = model(batch)
-    estimate = estimate.float()  # losses and the discriminator stay in fp32
-    reconstruction, parts = loss_fn(estimate, batch)
-    loss = reconstruction + COMMITMENT_WEIGHT * commitment
-    if disc is not None:
-        disc.requires_grad_(True)
-        disc_loss = discriminator_loss(disc, batch, estimate)
-        disc_optimizer.zero_grad(set_to_none=True)
-        disc_loss.backward()
-        parallel.average_gradients(disc.parameters())
-        disc_optimizer.step()
-        disc.requires_grad_(False)  # the generator's step must not touch the discriminator
-        fooling, matching = generator_losses(disc, batch, estimate)
-        loss = loss + ADVERSARIAL_WEIGHT * fooling + FEATURE_MATCHING_WEIGHT * matching
-        parts.update(adv=fooling.item(), fm=matching.item(), disc=disc_loss.item())
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    parallel.average_gradients(model.parameters())
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    return loss, parts, codes
-
-
-@torch.no_grad()
-def validate(model: VQVAE, loss_fn: ReconstructionLoss, crops: torch.Tensor, batch_size: int,
-             device: str) -> tuple[float, dict]:
-    """The reconstruction loss and its parts over `crops`, at full quality, in batches of `batch_size`."""
-    model.eval()
-    total, parts_total = 0.0, {}
-    for begin in range(0, len(crops), batch_size):
-        batch = crops[begin:begin + batch_size].to(device)
-        estimate, _, _ = model(batch)
-        loss, parts = loss_fn(estimate, batch)
-        total += float(loss) * len(batch)
-        for name, value in parts.items():
-            parts_total[name] = parts_total.get(name, 0.0) + value * len(batch)
-    return total / len(crops), {name: value / len(crops) for name, value in parts_total.items()}
-
-
-def _step_line(step: int, loss: float, parts: dict, *shown: str) -> str:
-    """The progress line of a step: its loss, then those of the last validation, code use and time left that
-    there are (a resumed run has no validation or code use of its own until its first validating step)."""
-    detail = " ".join(f"{k} {v:.3f}" for k, v in parts.items())
-    return " | ".join([f"step {step}", f"loss {loss:.4f} ({detail})", *(text for text in shown if text)])
-
-
-def _format_time(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
+# ---------------------------------------------------------------- entry points
 
 def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: str | None = None) -> Path:
     """Train a model on the media in `data_dir`; returns the path of the written model file.
@@ -267,15 +131,6 @@ def _callers_random_state_kept(device: str):
         if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=gpus, device_type="cuda"):
         yield
-
-
-def seed_torch(seed: int, device: str) -> None:
-    """Seed the generators of the CPU and of `device` alone: torch.manual_seed seeds every GPU, and where
-    CUDA has not started yet it queues that for whenever the caller starts it, after the run."""
-    torch.default_generator.manual_seed(int(seed))  # a NumPy integer too
-    if torch.device(device).type == "cuda":
-        with torch.cuda.device(device):
-            torch.cuda.manual_seed(int(seed))
 
 
 @dataclass
@@ -392,32 +247,7 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     return model_path
 
 
-def _part_settings(run: Run, weight_average: float, data_dir: Path, train_files: list[Path]) -> dict:
-    """The settings this part of a run trains with, as its training record gives them."""
-    options = run.options
-    return {"adversarial": options.adversarial, "precision": run.precision, "batch_size": options.batch_size,
-            "crop": options.crop, "lr": options.lr, "noise": options.noise,
-            **({"noise_snr_db": list(options.noise_snr_db)} if options.noise else {}),
-            **({"weight_average": weight_average} if weight_average else {}),
-            "data": str(Path(data_dir).resolve()), "files": len(train_files)}
-
-
-def _earlier_parts(start: Start, settings: dict) -> list[dict]:
-    """The parts of a resumed run that trained with other settings than its last, oldest first, each with
-    the steps and seconds it trained: the checkpoint's, and the part it ends where this one's `settings`
-    differ. A checkpoint from before its settings were kept ends a part of steps and seconds alone."""
-    if not start.resumed:
-        return []
-    parts = start.meta.get("earlier_parts", [])
-    steps = start.step - sum(part["steps"] for part in parts)
-    saved = start.meta.get("settings")
-    if isinstance(saved, dict) and "data" in saved:  # a folder named relatively (before paths were resolved)
-        saved = {**saved, "data": str(Path(saved["data"]).resolve())}
-    if saved == settings or steps <= 0:
-        return parts
-    seconds = round(start.trained_seconds) - sum(part["seconds"] for part in parts)
-    return [*parts, {"steps": steps, "seconds": seconds, **start.meta.get("settings", {})}]
-
+# ---------------------------------------------------------------- setting a run up, in _train's order
 
 def _start_processes(options: TrainOptions) -> Run:
     """Start this process's part of the run (vqcodec.parallel): threads, device and seed."""
@@ -428,6 +258,57 @@ def _start_processes(options: TrainOptions) -> Run:
     seed_torch(options.seed + rank, device)  # the processes draw different quantizer dropout
     return Run(options, device, processes, main, options.quiet or not main, None,
                 Path(options.out) / f"{CHECKPOINT_NAME}.safetensors", parallel.local_processes())
+
+
+def seed_torch(seed: int, device: str) -> None:
+    """Seed the generators of the CPU and of `device` alone: torch.manual_seed seeds every GPU, and where
+    CUDA has not started yet it queues that for whenever the caller starts it, after the run."""
+    torch.default_generator.manual_seed(int(seed))  # a NumPy integer too
+    if torch.device(device).type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(int(seed))
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """"auto" -> "bf16" where the hardware makes it pay, else "fp32".
+
+    That is a CUDA GPU with bf16 support (Ampere and later; ROCm's), or a CPU with AMX tiles. A CPU
+    with AVX512-BF16 but no AMX computes bf16 natively too, but there bench/train_speed.py measured no
+    gain for speech and a 25 % loss for photos; elsewhere bf16 is emulated and slower still.
+    """
+    if precision != "auto":
+        return precision
+    if torch.device(device).type == "cuda":  # that GPU's support, not the current one's, and not emulated
+        return "bf16" if torch.version.hip or torch.cuda.get_device_properties(device).major >= 8 else "fp32"
+    try:
+        amx = torch.cpu._is_amx_tile_supported()
+    except AttributeError:  # a private helper: absent from some torch builds
+        amx = False
+    return "bf16" if amx else "fp32"
+
+
+def _media_and_config(data_dir: Path, start: Start, options: TrainOptions) -> tuple[ModelConfig, str, list[Path]]:
+    """The media kind and files of `data_dir`, and the config; refuses options that do not fit the media."""
+    passed_over: list[tuple[Path, str]] = []
+    kind, files = find_media(data_dir, start.kind or (start.cfg.kind if start.cfg else None), None, passed_over)
+    say_passed_over(passed_over)
+    cfg = start.cfg if start.cfg is not None else AudioConfig() if kind == "audio" else ImageConfig()
+    if cfg.kind != kind:
+        raise VQCodecError(f"config is for {cfg.kind} but {data_dir} holds {kind} files")
+    if options.adversarial and kind != "audio":
+        raise VQCodecError(f"{option_name('adversarial', True)} is for audio models only")
+    if options.noise and kind != "audio":
+        raise VQCodecError(f"{option_name('noise')} is for audio models only")
+    return cfg, kind, files
+
+
+def _warn_of_no_prior(run: Run, cfg: ModelConfig) -> None:
+    """Say before training, and not only once it is done, that no prior will be fitted to codebooks larger
+    than a prior covers (prior.MAX_CODEBOOK): the run's files will be coded at fixed width."""
+    if run.main and run.options.fit_prior and cfg.codebook_size > MAX_CODEBOOK:
+        _progress(f"warning: no entropy-coding prior will be added: a prior covers codebooks of at most {MAX_CODEBOOK} "
+                  f"entries, not {cfg.codebook_size}; files will use fixed-width coding ({setting('--no-prior', 'fit_prior=False')} "
+                  f"says so)")
 
 
 def _sized(run: Run, kind: str, cfg: ModelConfig, batch_kept: bool = False) -> TrainOptions:
@@ -451,34 +332,6 @@ def _sized(run: Run, kind: str, cfg: ModelConfig, batch_kept: bool = False) -> T
     return dataclasses.replace(options, batch_size=batch_size, crop=crop)
 
 
-def _media_and_config(data_dir: Path, start: Start, options: TrainOptions) -> tuple[ModelConfig, str, list[Path]]:
-    """The media kind and files of `data_dir`, and the config; refuses options that do not fit the media."""
-    passed_over: list[tuple[Path, str]] = []
-    kind, files = find_media(data_dir, start.kind or (start.cfg.kind if start.cfg else None), None, passed_over)
-    say_passed_over(passed_over)
-    cfg = start.cfg if start.cfg is not None else AudioConfig() if kind == "audio" else ImageConfig()
-    if cfg.kind != kind:
-        raise VQCodecError(f"config is for {cfg.kind} but {data_dir} holds {kind} files")
-    if options.adversarial and kind != "audio":
-        raise VQCodecError(f"{option_name('adversarial', True)} is for audio models only")
-    if options.noise and kind != "audio":
-        raise VQCodecError(f"{option_name('noise')} is for audio models only")
-    return cfg, kind, files
-
-
-def _build_model(run: Run, start: Start, cfg: ModelConfig) -> tuple[VQVAE, str | None]:
-    """The model to train, on the device and the same in every process, and, for --decoder-only, the id
-    of the codes it makes (a resumed run: those it made in its first run), to check at the end."""
-    model = (start.model or VQVAE(cfg)).to(run.device)
-    if start.resumed:  # the checkpoint's weights, copied into the model, are let go
-        restore_state(run.checkpoint_path, model.load_state_dict, start.saved.pop("model"))
-    parallel.broadcast_module_(model)  # the processes start from the first one's weights
-    if not run.options.decoder_only:
-        return model, None
-    freeze_for_decoder_only(model)
-    return model, start.meta.get("codes_id") or compute_codes_id(config_to_dict(cfg), inference_state(model))
-
-
 def _crop_within_files(run: Run, kind: str, cfg: ModelConfig, files: list[Path],
                        given_crop: int | None, whose: str = "the default") -> TrainOptions:
     """The run's options (_sized) with a crop longer than every file (of readable_files) cut to the whole
@@ -498,32 +351,6 @@ def _crop_within_files(run: Run, kind: str, cfg: ModelConfig, files: list[Path],
         _progress(f"warning: {named} is larger than every training photo (the longest side is {longest} pixels): "
                   f"training on crops of {crop}")
     return dataclasses.replace(options, crop=crop)
-
-
-def _held_data_bytes(run: Run, kind: str, cfg: ModelConfig, data_dir: Path, files: list[Path],
-                     saved_meta: dict) -> tuple[int, int]:
-    """The bytes of decoded files (data.held_bytes, as their headers give them) that every process holds in memory,
-    the training files, and that the first one holds besides, the held-out files (each set held where it fits in
-    data.IN_MEMORY_BYTES on its own, as the crops decide), split as _training_data will split `files`
-    (readable_files') but without decoding them; (0, 0) for --stream-data."""
-    if run.options.stream_data:
-        return 0, 0
-    train_files, val_files = _split(data_dir, files, saved_meta)[:2]
-    sample_rate = getattr(cfg, "sample_rate", 0)
-    return (held_bytes(kind, train_files, run.options.crop, sample_rate),
-            held_bytes(kind, val_files, run.options.crop, sample_rate))
-
-
-def _split(data_dir: Path, files: list[Path], saved_meta: dict, usable=lambda path: True) \
-        -> tuple[list[Path], list[Path], bool]:
-    """The training and held-out files of `files` (split_files'; a resumed run's as its first run split them,
-    where any of the files its checkpoint held out is left and `usable`), and whether a resumed run's held-out
-    files are all gone, so that they are split anew."""
-    split = None
-    if "held_out" in saved_meta:  # a resumed run validates on the files its first run held out
-        split = split_as_before(files, data_dir, saved_meta["held_out"], usable)
-    train_files, val_files = split or split_files(files, usable)
-    return train_files, val_files, "held_out" in saved_meta and split is None
 
 
 def _refuse_a_batch_beyond_memory(run: Run, kind: str, adversarial: bool = False, held: int = 0,
@@ -577,6 +404,51 @@ def _files_named(files: int, size: int, whose: str, held_out: int, state: int = 
     held = "training and held-out files" if held_out else "training files"
     return (f" with the {files / 1e9:.1f} GB of {held} {whose} in memory",
             f"pass {option_name('stream_data', True)}, or lower {option_name('batch_size')} or {option_name('crop')}")
+
+
+def _held_data_bytes(run: Run, kind: str, cfg: ModelConfig, data_dir: Path, files: list[Path],
+                     saved_meta: dict) -> tuple[int, int]:
+    """The bytes of decoded files (data.held_bytes, as their headers give them) that every process holds in memory,
+    the training files, and that the first one holds besides, the held-out files (each set held where it fits in
+    data.IN_MEMORY_BYTES on its own, as the crops decide), split as _training_data will split `files`
+    (readable_files') but without decoding them; (0, 0) for --stream-data."""
+    if run.options.stream_data:
+        return 0, 0
+    train_files, val_files = _split(data_dir, files, saved_meta)[:2]
+    sample_rate = getattr(cfg, "sample_rate", 0)
+    return (held_bytes(kind, train_files, run.options.crop, sample_rate),
+            held_bytes(kind, val_files, run.options.crop, sample_rate))
+
+
+def _split(data_dir: Path, files: list[Path], saved_meta: dict, usable=lambda path: True) \
+        -> tuple[list[Path], list[Path], bool]:
+    """The training and held-out files of `files` (split_files'; a resumed run's as its first run split them,
+    where any of the files its checkpoint held out is left and `usable`), and whether a resumed run's held-out
+    files are all gone, so that they are split anew."""
+    split = None
+    if "held_out" in saved_meta:  # a resumed run validates on the files its first run held out
+        split = split_as_before(files, data_dir, saved_meta["held_out"], usable)
+    train_files, val_files = split or split_files(files, usable)
+    return train_files, val_files, "held_out" in saved_meta and split is None
+
+
+def _build_model(run: Run, start: Start, cfg: ModelConfig) -> tuple[VQVAE, str | None]:
+    """The model to train, on the device and the same in every process, and, for --decoder-only, the id
+    of the codes it makes (a resumed run: those it made in its first run), to check at the end."""
+    model = (start.model or VQVAE(cfg)).to(run.device)
+    if start.resumed:  # the checkpoint's weights, copied into the model, are let go
+        restore_state(run.checkpoint_path, model.load_state_dict, start.saved.pop("model"))
+    parallel.broadcast_module_(model)  # the processes start from the first one's weights
+    if not run.options.decoder_only:
+        return model, None
+    freeze_for_decoder_only(model)
+    return model, start.meta.get("codes_id") or compute_codes_id(config_to_dict(cfg), inference_state(model))
+
+
+def freeze_for_decoder_only(model: VQVAE) -> None:
+    """Freeze the encoder and the codebooks, so that the model makes the codes it made before."""
+    for module in DECODER_ONLY_FROZEN:
+        getattr(model, module).requires_grad_(False)
 
 
 def _training_data(run: Run, data_dir: Path, kind: str, readable: list[Path], cfg: ModelConfig,
@@ -636,6 +508,50 @@ def _optimisation(run: Run, model: VQVAE, start: Start, weight_average: float) -
         training.modules["disc"], training.optimizers["disc_optim"] = disc, disc_optimizer
     saved.clear()
     return training
+
+
+def _part_settings(run: Run, weight_average: float, data_dir: Path, train_files: list[Path]) -> dict:
+    """The settings this part of a run trains with, as its training record gives them."""
+    options = run.options
+    return {"adversarial": options.adversarial, "precision": run.precision, "batch_size": options.batch_size,
+            "crop": options.crop, "lr": options.lr, "noise": options.noise,
+            **({"noise_snr_db": list(options.noise_snr_db)} if options.noise else {}),
+            **({"weight_average": weight_average} if weight_average else {}),
+            "data": str(Path(data_dir).resolve()), "files": len(train_files)}
+
+
+def _earlier_parts(start: Start, settings: dict) -> list[dict]:
+    """The parts of a resumed run that trained with other settings than its last, oldest first, each with
+    the steps and seconds it trained: the checkpoint's, and the part it ends where this one's `settings`
+    differ. A checkpoint from before its settings were kept ends a part of steps and seconds alone."""
+    if not start.resumed:
+        return []
+    parts = start.meta.get("earlier_parts", [])
+    steps = start.step - sum(part["steps"] for part in parts)
+    saved = start.meta.get("settings")
+    if isinstance(saved, dict) and "data" in saved:  # a folder named relatively (before paths were resolved)
+        saved = {**saved, "data": str(Path(saved["data"]).resolve())}
+    if saved == settings or steps <= 0:
+        return parts
+    seconds = round(start.trained_seconds) - sum(part["seconds"] for part in parts)
+    return [*parts, {"steps": steps, "seconds": seconds, **start.meta.get("settings", {})}]
+
+
+def _print_run(run: Run, kind: str, model: VQVAE, data: _Data) -> None:
+    options = run.options
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    share = options.batch_size // run.processes
+    spread = f"{run.processes} processes ({share} examples each)" if run.processes > 1 else f"device {run.device}"
+    validation = data.val.describe() if data.val_files != data.train_files else "on the training file (none held out from one)"
+    _progress(f"training {options.name} ({kind}) on {data.train.describe()}; validation {validation}; "
+              f"{_parameter_count(sum(p.numel() for p in model.parameters()))} parameters"
+              f"{f' ({_parameter_count(trained)} trained: the decoder)' if options.decoder_only else ''}; batch {options.batch_size}; "
+              f"{spread}, {run.precision}")
+
+
+def _parameter_count(count: int) -> str:
+    """In millions, '1.38M', but for a model too small for that to say anything ('1,412', not '0.00M')."""
+    return f"{count / 1e6:.2f}M" if count >= 10_000 else f"{count:,}"
 
 
 def _make_out(options: TrainOptions, main: bool) -> None:
@@ -747,31 +663,7 @@ def _is_log_record(line: bytes) -> bool:
         return False
 
 
-def _warn_of_no_prior(run: Run, cfg: ModelConfig) -> None:
-    """Say before training, and not only once it is done, that no prior will be fitted to codebooks larger
-    than a prior covers (prior.MAX_CODEBOOK): the run's files will be coded at fixed width."""
-    if run.main and run.options.fit_prior and cfg.codebook_size > MAX_CODEBOOK:
-        _progress(f"warning: no entropy-coding prior will be added: a prior covers codebooks of at most {MAX_CODEBOOK} "
-                  f"entries, not {cfg.codebook_size}; files will use fixed-width coding ({setting('--no-prior', 'fit_prior=False')} "
-                  f"says so)")
-
-
-def _parameter_count(count: int) -> str:
-    """In millions, '1.38M', but for a model too small for that to say anything ('1,412', not '0.00M')."""
-    return f"{count / 1e6:.2f}M" if count >= 10_000 else f"{count:,}"
-
-
-def _print_run(run: Run, kind: str, model: VQVAE, data: _Data) -> None:
-    options = run.options
-    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    share = options.batch_size // run.processes
-    spread = f"{run.processes} processes ({share} examples each)" if run.processes > 1 else f"device {run.device}"
-    validation = data.val.describe() if data.val_files != data.train_files else "on the training file (none held out from one)"
-    _progress(f"training {options.name} ({kind}) on {data.train.describe()}; validation {validation}; "
-              f"{_parameter_count(sum(p.numel() for p in model.parameters()))} parameters"
-              f"{f' ({_parameter_count(trained)} trained: the decoder)' if options.decoder_only else ''}; batch {options.batch_size}; "
-              f"{spread}, {run.precision}")
-
+# ---------------------------------------------------------------- training
 
 def _step_loop(run: Run, cfg: ModelConfig, model: VQVAE, training: _Optimisation, loss_fn: ReconstructionLoss,
                data: _Data, rng: np.random.Generator, start: Start, checkpoint_meta) -> tuple[int, float, float]:
@@ -900,6 +792,131 @@ def _step_loop(run: Run, cfg: ModelConfig, model: VQVAE, training: _Optimisation
     return step, trained_seconds + time.monotonic() - began_run, validating
 
 
+def _learning_rate(options: TrainOptions, step: int, first_step: int, elapsed: float, budget: float | None) -> float:
+    """The learning rate of the step after `step`: a linear warm-up over the first WARMUP_STEPS steps of this
+    run, times a half cosine from --lr down to a tenth of it over the budget (time or steps, whichever is further)."""
+    progress = max(elapsed / budget if budget else 0.0, step / options.max_steps if options.max_steps else 0.0)
+    return options.lr * min(1.0, (step - first_step + 1) / WARMUP_STEPS) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def set_training_mode(model: VQVAE, decoder_only: bool) -> None:
+    """Training mode; with `decoder_only`, the codebooks stay in evaluation mode (no EMA updates, k-means
+    or restarts) while the residual quantiser keeps its dropout, so the decoder still learns every level."""
+    model.train()
+    if decoder_only:
+        model.encoder.eval()
+        for layer in model.quantizer.layers:
+            layer.eval()
+
+
+def train_step(model: VQVAE, optimizer: torch.optim.Optimizer, loss_fn: ReconstructionLoss, batch: torch.Tensor,
+               autocast, disc: MultiScaleSTFTDiscriminator | None = None,
+               disc_optimizer: torch.optim.Optimizer | None = None) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    """One optimiser step on `batch`, this process's share of the step's examples.
+
+    Returns the loss, its parts and the codes. Under data-parallel training the gradients are
+    averaged over the processes before the step, so every process takes the step of the whole batch."""
+    with autocast:
+        estimate, codes, commitment = model(batch)
+    estimate = estimate.float()  # losses and the discriminator stay in fp32
+    reconstruction, parts = loss_fn(estimate, batch)
+    loss = reconstruction + COMMITMENT_WEIGHT * commitment
+    if disc is not None:
+        disc.requires_grad_(True)
+        disc_loss = discriminator_loss(disc, batch, estimate)
+        disc_optimizer.zero_grad(set_to_none=True)
+        disc_loss.backward()
+        parallel.average_gradients(disc.parameters())
+        disc_optimizer.step()
+        disc.requires_grad_(False)  # the generator's step must not touch the discriminator
+        fooling, matching = generator_losses(disc, batch, estimate)
+        loss = loss + ADVERSARIAL_WEIGHT * fooling + FEATURE_MATCHING_WEIGHT * matching
+        parts.update(adv=fooling.item(), fm=matching.item(), disc=disc_loss.item())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    parallel.average_gradients(model.parameters())
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss, parts, codes
+
+
+@torch.no_grad()
+def validate(model: VQVAE, loss_fn: ReconstructionLoss, crops: torch.Tensor, batch_size: int,
+             device: str) -> tuple[float, dict]:
+    """The reconstruction loss and its parts over `crops`, at full quality, in batches of `batch_size`."""
+    model.eval()
+    total, parts_total = 0.0, {}
+    for begin in range(0, len(crops), batch_size):
+        batch = crops[begin:begin + batch_size].to(device)
+        estimate, _, _ = model(batch)
+        loss, parts = loss_fn(estimate, batch)
+        total += float(loss) * len(batch)
+        for name, value in parts.items():
+            parts_total[name] = parts_total.get(name, 0.0) + value * len(batch)
+    return total / len(crops), {name: value / len(crops) for name, value in parts_total.items()}
+
+
+class WeightAverage:
+    """An exponential moving average of a model's trained parameters (Polyak averaging): validation and
+    the model file use it instead of the last step's weights, which carry the noise of small batches.
+    Buffers (the codebooks and their EMA statistics) are the live model's, copied in at each use."""
+
+    def __init__(self, model: VQVAE, decay: float, updates: int = 0):
+        self.decay, self.updates = decay, updates
+        self.model = copy.deepcopy(model).requires_grad_(False)
+        trained = [(average, live) for average, live in zip(self.model.parameters(), model.parameters())
+                   if live.requires_grad]
+        self._averaged, self._live = [average for average, _ in trained], [live for _, live in trained]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))  # the first steps count in full
+        torch._foreach_lerp_(self._averaged, self._live, 1.0 - decay)
+
+    @torch.no_grad()
+    def synced(self, model: VQVAE) -> VQVAE:
+        for average, live in zip(self.model.buffers(), model.buffers()):
+            average.copy_(live)
+        return self.model
+
+
+class CodebookUsage:
+    """Counts code use since the last report: perplexity and the share of codes in use, over every process."""
+
+    def __init__(self, cfg: ModelConfig, device: str = "cpu"):
+        self.counts = torch.zeros(cfg.num_codebooks, cfg.codebook_size, device=device)
+
+    def add(self, codes: torch.Tensor) -> None:
+        for level, indices in enumerate(codes):
+            self.counts[level] += torch.bincount(indices, minlength=self.counts.shape[1]).float()
+
+    def summary(self) -> tuple[float, float]:
+        """Perplexity and share of codes in use. Every process must call it at the same step."""
+        parallel.sum_(self.counts)
+        p = self.counts / self.counts.sum(1, keepdim=True).clamp_min(1)
+        perplexity = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum(1)).mean()
+        return float(perplexity), float((self.counts > 0).float().mean())
+
+
+def diverged(what: str, checkpoint_path: Path) -> VQCodecError:
+    """The error that stops a run whose numbers stopped being finite, before it writes a model."""
+    kept = ", the last checkpoint is kept" if checkpoint_path.exists() else ""
+    return VQCodecError(f"training diverged: {what} (lower {setting('the --lr', 'lr')}); no model written{kept}")
+
+
+def _step_line(step: int, loss: float, parts: dict, *shown: str) -> str:
+    """The progress line of a step: its loss, then those of the last validation, code use and time left that
+    there are (a resumed run has no validation or code use of its own until its first validating step)."""
+    detail = " ".join(f"{k} {v:.3f}" for k, v in parts.items())
+    return " | ".join([f"step {step}", f"loss {loss:.4f} ({detail})", *(text for text in shown if text)])
+
+
+def _format_time(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 def _append_log(path: Path, record: dict) -> None:
     """Append `record` to the log as a line; one that cannot be written whole (a full disk) is taken back
     out, so that the records appended after it stay lines of their own."""
@@ -929,37 +946,7 @@ def _or_warn(save, step: int) -> None:
         _progress(f"warning: {exc} (step {step}); training goes on")
 
 
-def _say(line: str, in_place: bool = False) -> bool:
-    """Print `line` on stderr, as the step line (`in_place`: progressline.show) or a line that clears it
-    first (progressline.say; one that begins with a newline keeps it above); False where its pipe has
-    closed (`2>&1 | head`), after which what is left to say goes nowhere."""
-    try:
-        if in_place:
-            progressline.show(line)
-        elif line.startswith("\n"):
-            progressline.keep()
-            print(line, file=sys.stderr, flush=True)
-        else:
-            progressline.say(line)
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
-        return False
-    return True
-
-
-def _progress(line: str, in_place: bool = False) -> None:
-    """Say `line` (_say) before or during training, where a closed pipe (`2>&1 | head`) stops the run
-    as SIGPIPE would, but with what it trained saved in the checkpoint (Terminated)."""
-    if not _say(line, in_place):
-        raise Terminated(signal.SIGPIPE)
-
-
-def _learning_rate(options: TrainOptions, step: int, first_step: int, elapsed: float, budget: float | None) -> float:
-    """The learning rate of the step after `step`: a linear warm-up over the first WARMUP_STEPS steps of this
-    run, times a half cosine from --lr down to a tenth of it over the budget (time or steps, whichever is further)."""
-    progress = max(elapsed / budget if budget else 0.0, step / options.max_steps if options.max_steps else 0.0)
-    return options.lr * min(1.0, (step - first_step + 1) / WARMUP_STEPS) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
-
+# ---------------------------------------------------------------- the model's files and prior
 
 def _write_model(run: Run, model: VQVAE, model_path: Path, start: Start, codes_id: str | None, step: int,
                  trained_seconds: float, settings: dict, parts: list[dict]) -> Path:
@@ -985,6 +972,24 @@ def _write_model(run: Run, model: VQVAE, model_path: Path, start: Start, codes_i
     return model_path
 
 
+def _decodes_record(model: VQVAE, codes_id: str, initial_id: str | None, initial_decodes: list[str]) -> dict:
+    """For a decoder-only run: the models whose files the new model decodes (its starting model and those
+    that one decodes), once the frozen encoder and codebooks are checked to be, to the bit, what they were."""
+    if compute_codes_id(config_to_dict(model.cfg), inference_state(model)) != codes_id:
+        _say("warning: the encoder or codebooks changed in a decoder-only run; the model will not decode its "
+             "starting model's files")
+        return {}
+    return {"codes_id": codes_id, **({"decodes": [initial_id, *initial_decodes]} if initial_id else {})}
+
+
+def _finishing_command(run: Run, data_dir: Path, step: int) -> str:
+    """The command that writes the model of a run whose checkpoint holds all its `step` steps, and adds its
+    prior: a --resume that trains no more (and keeps the checkpoint's training record)."""
+    options = run.options
+    return (f"vqcodec train {shell_word(data_dir)} --out {shell_word(options.out)} --name "
+            f"{shell_word(options.name)} --resume --max-steps {step}{'' if options.fit_prior else ' --no-prior'}")
+
+
 def _add_prior(run: Run, model_path: Path, cfg: ModelConfig, start: Start, train_files: list[Path], data_dir: Path,
                step: int) -> None:
     """Add the entropy-coding prior to the written model (_attach_or_fit_prior); stopped meanwhile (Ctrl-C,
@@ -999,14 +1004,6 @@ def _add_prior(run: Run, model_path: Path, cfg: ModelConfig, start: Start, train
         _say(f"\ninterrupted before the prior was added: {model_path} is written without one (its files would be "
              f"fixed-width); add it with `{finish}`")
         raise
-
-
-def _finishing_command(run: Run, data_dir: Path, step: int) -> str:
-    """The command that writes the model of a run whose checkpoint holds all its `step` steps, and adds its
-    prior: a --resume that trains no more (and keeps the checkpoint's training record)."""
-    options = run.options
-    return (f"vqcodec train {shell_word(data_dir)} --out {shell_word(options.out)} --name "
-            f"{shell_word(options.name)} --resume --max-steps {step}{'' if options.fit_prior else ' --no-prior'}")
 
 
 def _attach_or_fit_prior(run: Run, model_path: Path, cfg: ModelConfig, start: Start, train_files: list[Path]) -> None:
@@ -1058,11 +1055,28 @@ def _initial_prior(path: str | None):
     return prior
 
 
-def _decodes_record(model: VQVAE, codes_id: str, initial_id: str | None, initial_decodes: list[str]) -> dict:
-    """For a decoder-only run: the models whose files the new model decodes (its starting model and those
-    that one decodes), once the frozen encoder and codebooks are checked to be, to the bit, what they were."""
-    if compute_codes_id(config_to_dict(model.cfg), inference_state(model)) != codes_id:
-        _say("warning: the encoder or codebooks changed in a decoder-only run; the model will not decode its "
-             "starting model's files")
-        return {}
-    return {"codes_id": codes_id, **({"decodes": [initial_id, *initial_decodes]} if initial_id else {})}
+# ---------------------------------------------------------------- what a run says
+
+def _say(line: str, in_place: bool = False) -> bool:
+    """Print `line` on stderr, as the step line (`in_place`: progressline.show) or a line that clears it
+    first (progressline.say; one that begins with a newline keeps it above); False where its pipe has
+    closed (`2>&1 | head`), after which what is left to say goes nowhere."""
+    try:
+        if in_place:
+            progressline.show(line)
+        elif line.startswith("\n"):
+            progressline.keep()
+            print(line, file=sys.stderr, flush=True)
+        else:
+            progressline.say(line)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
+        return False
+    return True
+
+
+def _progress(line: str, in_place: bool = False) -> None:
+    """Say `line` (_say) before or during training, where a closed pipe (`2>&1 | head`) stops the run
+    as SIGPIPE would, but with what it trained saved in the checkpoint (Terminated)."""
+    if not _say(line, in_place):
+        raise Terminated(signal.SIGPIPE)
