@@ -1481,15 +1481,13 @@ def check_image_output(name: str, mode: str, width: int, height: int, alpha: np.
     mode it falls back to (XBM, Palm: black and white only), a side over what the format holds, colour
     in a grey Netpbm variant, or `alpha` (the image's alpha plane, which a .vq file holds losslessly)
     that the format cannot hold. `mode`: the image's mode, as IMAGE_MODES names it."""
-    import io as _io
-
     _refuse_colour_in_grey_format(name, mode)
     _check_sides(_format_name(name), width, height)
     # What the format makes of alpha depends on its values alone: each of them, at least once.
     levels = np.unique(alpha) if alpha is not None else np.array([255], dtype=np.uint8)
     size = (height, width) if _format_name(name) == "ICNS" else (TRIAL_SIDE, TRIAL_SIDE)  # ICNS: 1024x1024 alone
     grey = np.full((*size, 3), 128, dtype=np.uint8)
-    write_image(planes_to_image(grey, IMAGE_MODES[mode], np.resize(levels, size)), _io.BytesIO(), name)
+    write_image(planes_to_image(grey, IMAGE_MODES[mode], np.resize(levels, size)), BytesIO(), name)
 
 
 # What the formats that hold grey alone hold: Netpbm variants, by their names, and SPIDER (electron microscopy)
@@ -1566,8 +1564,6 @@ def _saved(image, format_name: str | None, shown_as: str | None = None) -> bytes
     """The bytes of `image` in `format_name` (named `shown_as` in errors, if given), in the first of its
     mode and the fallback modes that the format really holds: Pillow converts some modes on its own
     (16-bit to 8-bit by clipping, alpha dropped), so each try is read back and checked."""
-    import io as _io
-
     from PIL import Image
 
     _check_sides(format_name, image.width, image.height)
@@ -1576,7 +1572,7 @@ def _saved(image, format_name: str | None, shown_as: str | None = None) -> bytes
     error = None
     for mode in dict.fromkeys([image.mode, *_fallback_modes(image, wants_alpha)]):
         candidate = image if mode == image.mode else _converted(image, mode)
-        buffer = _io.BytesIO()
+        buffer = BytesIO()
         try:
             candidate.save(buffer, format=format_name, **options)
         except (OSError, ValueError) as exc:  # written to memory: the format refused the mode
