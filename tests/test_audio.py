@@ -176,7 +176,7 @@ def test_a_stream_of_tiny_blocks_is_coded_in_large_ones_to_the_same_file(codec, 
     resampler and the window's join alone. They are joined first (STREAM_BLOCK_SAMPLES), into the same file."""
     import soxr
 
-    from vqcodec.codec import STREAM_BLOCK_SAMPLES
+    from vqcodec.audioblocks import STREAM_BLOCK_SAMPLES
 
     rate = 44100
     audio = signal(2, STREAM_BLOCK_SAMPLES + 4000 + 37, rate)  # joined blocks cross the first boundary
@@ -949,21 +949,21 @@ def test_codes_to_audio_refuses_audio_larger_than_memory_before_copying_the_code
     """Codes whose audio did not fit were copied to int16 and then decoded into an array that memory
     given as it is touched never refused with MemoryError: the process was killed part way. The check
     left out that copy of the codes, which is held beside the audio."""
-    import vqcodec.codec
+    import vqcodec.audioblocks
 
     codes = np.zeros((2, 4, 100_000), dtype=np.int64)  # 6.4 MB of codes, 1.6 MB as int16
     audio_bytes, copy_bytes = 2 * 100_000 * codec.hop * 4, codes.size * 2
-    monkeypatch.setattr(vqcodec.codec, "memory_bound", lambda: audio_bytes - 1)
+    monkeypatch.setattr(vqcodec.audioblocks, "memory_bound", lambda: audio_bytes - 1)
     monkeypatch.setattr(codec, "_decode_frames", lambda *args: pytest.fail("decoding started"))
     pytest.raises(VQCodecError, codec.codes_to_audio, codes)  # the first call's imports are not measured
     error, peak = traced_peak(lambda: pytest.raises(VQCodecError, codec.codes_to_audio, codes).value)
     assert str(error).startswith(f"2 channels of {100_000 * codec.hop} samples of decoded audio") and \
         "do not fit in memory" in str(error) and peak < 1_000_000, (str(error), peak)
-    monkeypatch.setattr(vqcodec.codec, "memory_bound", lambda: audio_bytes + copy_bytes - 1)
+    monkeypatch.setattr(vqcodec.audioblocks, "memory_bound", lambda: audio_bytes + copy_bytes - 1)
     error = pytest.raises(VQCodecError, codec.codes_to_audio, codes).value
     assert "GiB, and 0.0 GiB for a copy of the codes) do not fit in memory" in str(error), str(error)
     for given, bound in ((codes, audio_bytes + copy_bytes), (codes.astype(np.int16), audio_bytes)):  # int16: no copy
-        monkeypatch.setattr(vqcodec.codec, "memory_bound", lambda: bound)
+        monkeypatch.setattr(vqcodec.audioblocks, "memory_bound", lambda: bound)
         with pytest.raises(pytest.fail.Exception, match="decoding started"):
             codec.codes_to_audio(given)
 
@@ -1613,7 +1613,7 @@ def test_shipped_speech_model_codes_loud_and_quiet_recordings_at_a_level_gain(sp
 
 
 def test_level_gain_bounds():
-    from vqcodec.codec import level_gain
+    from vqcodec.audioblocks import level_gain
 
     one = vqformat.GAIN_ONE
     assert level_gain(0.0) == level_gain(0.1) == level_gain(0.5) == level_gain(0.7) == level_gain(float("nan")) == level_gain(float("inf")) == 0
@@ -1763,7 +1763,7 @@ def test_integer_pcm_arrays_are_scaled_as_soundfile_reads_them(codec, signal):
 
 
 def test_integer_pcm_arrays_are_scaled_in_float32_exactly():
-    from vqcodec.codec import _float32, _pcm_array
+    from vqcodec.audioblocks import as_float32, pcm_array
 
     rng = np.random.default_rng(0)
     for dtype in (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32):
@@ -1772,16 +1772,16 @@ def test_integer_pcm_arrays_are_scaled_in_float32_exactly():
         pcm[:2] = bounds.min, bounds.max
         offset = 2 ** (pcm.dtype.itemsize * 8 - 1)
         expected = ((pcm.astype(np.float64) - (offset if pcm.dtype.kind == "u" else 0)) / offset).astype(np.float32)
-        np.testing.assert_array_equal(_float32(_pcm_array(pcm))[0], expected)
+        np.testing.assert_array_equal(as_float32(pcm_array(pcm))[0], expected)
     long = np.ones(2_000_000, dtype=np.int16)
-    _, peak = traced_peak(lambda: _float32(_pcm_array(long)))
+    _, peak = traced_peak(lambda: as_float32(pcm_array(long)))
     assert peak < 1.5 * long.size * 4  # the float32 result, not float64 copies of the whole signal
 
 
 def test_arrays_of_other_types_are_coded_as_their_whole_float32_conversion(codec, signal):
     """Converted a block at a time, an int16, unsigned, int32 or float64 array (or tensor) gives the
     bytes its whole float32 conversion gives: the peak (so the level gain) and every block the same."""
-    from vqcodec.codec import STREAM_BLOCK_SAMPLES, _float32, _pcm_array
+    from vqcodec.audioblocks import STREAM_BLOCK_SAMPLES, as_float32, pcm_array
 
     samples = 3 * STREAM_BLOCK_SAMPLES + 123  # several blocks and a short last one
     loud = signal(2, samples, 16000)
@@ -1793,14 +1793,14 @@ def test_arrays_of_other_types_are_coded_as_their_whole_float32_conversion(codec
                   audio.astype(np.float64) * (1 + 1e-9)]  # float64 values that float32 rounds
         arrays.append(torch.from_numpy(arrays[0]))
         for array in arrays:
-            whole = _float32(_pcm_array(array))
+            whole = as_float32(pcm_array(array))
             assert whole.dtype == np.float32 and whole.shape == (2, samples)
             assert codec.encode_audio(array, 16000, 2) == codec.encode_audio(whole, 16000, 2), array.dtype
             assert codec.encode(array[0], 2, sample_rate=22050) == codec.encode(whole[0], 2, sample_rate=22050)
             np.testing.assert_array_equal(codec.audio_to_codes(array, 2), codec.audio_to_codes(whole, 2))
         pcm = arrays[0]
         assert codec.encode_audio(pcm, 16000, 3, max_kbps=20.0) == codec.encode_audio(
-            _float32(_pcm_array(pcm)), 16000, 3, max_kbps=20.0)
+            as_float32(pcm_array(pcm)), 16000, 3, max_kbps=20.0)
     broken = np.zeros((1, samples))
     broken[0, -1] = np.nan  # in the last block: refused all the same
     with pytest.raises(VQCodecError, match="NaN or infinite"):
@@ -1820,14 +1820,14 @@ def test_an_int16_array_is_never_converted_to_float32_whole(bighop_codec):
 
 
 def test_the_peak_of_an_array_is_found_without_copying_it(codec):
-    from vqcodec.codec import _peak
+    from vqcodec.audioblocks import peak_of
 
     audio = np.zeros((2, 1_000_000), dtype=np.float32)
     audio[1, 5], audio[0, 7] = 0.25, -0.5
-    result, peak = traced_peak(lambda: _peak([audio]))
+    result, peak = traced_peak(lambda: peak_of([audio]))
     assert result == 0.5
     assert peak < audio.nbytes / 10
-    assert _peak([]) == 0.0 and math.isnan(_peak([np.array([[0.1, np.nan]])]))
+    assert peak_of([]) == 0.0 and math.isnan(peak_of([np.array([[0.1, np.nan]])]))
 
 
 def test_vq_files_are_taken_as_bytes_paths_or_streams(codec, signal, tmp_path):
@@ -2963,7 +2963,7 @@ def test_a_stream_whose_peak_is_given_wrong_is_refused(codec, signal):
     within = audio * np.float32(0.5 / np.abs(audio).max())  # any peak within the level range codes it as it is
     assert codec.encode_audio_stream(iter([within]), 16000, 2, 1600, 2, peak=0.3) == codec.encode_audio(within, 16000, 2)
     # float64 samples whose peak's gain, rounded, differs from that of the peak as float32, the samples' coded type
-    from vqcodec.codec import level_gain
+    from vqcodec.audioblocks import level_gain
 
     wide = audio.astype(np.float64) * (0.8606300491347505 / np.abs(audio).max())
     peak = float(np.abs(wide).max())

@@ -299,7 +299,7 @@ def test_tiling_is_seamless(codec, monkeypatch):
 def test_tiles_are_padded_as_the_whole_image_padded_at_once(codec, monkeypatch):
     """Each tile is cut from the image and padded on its own (the whole image is never padded, so
     never copied): the same pixels, so the same codes, as the image padded to whole cells first."""
-    from vqcodec.codec import _edge_padded
+    from vqcodec.imageio import edge_padded
 
     rgb = smooth_rgb(157, 203, seed=5)  # 40 x 51 cells, the last row and column partly padding
     h, w = rgb.shape[:2]
@@ -307,7 +307,7 @@ def test_tiles_are_padded_as_the_whole_image_padded_at_once(codec, monkeypatch):
     for top, bottom, left, right in [(0, 40 * HOP, 0, 51 * HOP), (36 * HOP, 40 * HOP, 0, 8 * HOP),
                                      (0, 4 * HOP, 47 * HOP, 51 * HOP), (39 * HOP, 40 * HOP, 50 * HOP, 51 * HOP),
                                      (10 * HOP, 20 * HOP, 10 * HOP, 20 * HOP)]:
-        tile = _edge_padded(rgb, top, bottom, left, right)
+        tile = edge_padded(rgb, top, bottom, left, right)
         assert tile.flags.c_contiguous and np.array_equal(tile, padded[top:bottom, left:right])
     monkeypatch.setattr(codec_module, "IMAGE_TILE", 4)
     for variable_depth in (False, True):

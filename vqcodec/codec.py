@@ -14,7 +14,6 @@ import functools
 import io
 import math
 import os
-import numbers
 import threading
 import zlib
 from pathlib import Path
@@ -22,12 +21,17 @@ from typing import Callable, Iterator
 
 import numpy as np
 import soundfile
-import soxr
 import torch
 
 from . import entropy
 from . import format as vqformat
 from . import ratecontrol
+from .arguments import (as_array, checked_amount, checked_count, checked_peak, checked_rate, checked_setting,
+                        checked_weight, id_bytes, integer_codes, is_real)
+from .audioblocks import (LEVEL_TARGET_PEAK, STREAM_BLOCK_SAMPLES, SampleWindow, audio_array, block_iterator,
+                          check_audio_size, check_coded_level, check_decoded_fits, check_read_peak, checked_blocks,
+                          dropped_samples, float_blocks, joined_blocks, largest_magnitude, level_gain, peak_of,
+                          resampled_blocks, scaled_blocks)
 from .codekind import kind_of, kinded, maker_of
 from .config import config_to_dict
 from .devices import resolve_device
@@ -35,22 +39,23 @@ from .errors import ClippingWarning, VQCodecError, caller_stacklevel
 from .fileinfo import (TRAILING_STREAM_BYTES, FileInfo, UnendedStream, alpha_plane, colour_mode,  # noqa: F401
                        file_name, naming_damage_in, naming_its_file, read_info, vq_bytes)  # (FileInfo, read_info: API)
 from .imagedata import PILLOW_READ_ERRORS
-from .imageio import (ALPHA_MODES, IMAGE_MODES, IMAGE_MODE_NAMES, TIFF_ORIENTATION, as_displayed, image_to_planes,
-                      in_srgb, load_pixels, mode_shown, open_image, pillow_reason, planes_to_image, rebuilt_image_bytes,
-                      unrecognised_image, warn_of_frames_left_out, warn_of_what_codes_leave_out)
+from .imageio import (ALPHA_MODES, IMAGE_MODES, IMAGE_MODE_NAMES, TIFF_ORIENTATION, as_displayed, check_image_size,
+                      edge_padded, image_of_array, image_to_planes, in_srgb, load_pixels, mode_shown, open_image,
+                      pillow_reason, planes_to_image, rebuilt_image_bytes, unrecognised_image, warn_of_frames_left_out,
+                      warn_of_what_codes_leave_out)
 from .io import image_by_its_name, is_image_signature, refuse_format_against_name, refuse_format_of_other_kind
 from .memory import memory_bound, refuse_beyond
 from .modelfile import build_model, compute_codes_id, inference_state, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
 from .recode import FileCuts
 from .refine import LEARNING_RATE as REFINE_LEARNING_RATE, refine_codes
-from .registry import find_model, is_model_id, list_models, retired_model_hint
+from .registry import find_model, list_models, retired_model_hint
 from .soundio import (FLOAT_CODEC_SUBTYPES, SOUNDFILE_ERRORS, STREAMED_HEAD_BYTES, SoundSink, audio_format_named,
                       audio_format_of, check_audio_output, open_sound, sound_blocks, soundfile_format,
                       unrecognised_audio, unwritable_audio)
-from .streams import (TemporarySpool, check_destination, check_format_name, check_source, checked_flag, copy_whole,
-                      flush_written, input_called, input_name, is_seekable, is_whole, output_name, scalar_of,
-                      spooled_stream, stops_held, unwritable_stream, write_file)
+from .streams import (check_destination, check_format_name, check_source, checked_flag, flush_written, input_called,
+                      input_name, is_seekable, is_whole, output_name, scalar_of, spooled_stream, stops_held,
+                      through_spool, unwritable_stream, write_file)
 from .wording import kind_coded, kind_held, not_its_codes, plural, setting, shown, shown_cut
 
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
@@ -111,7 +116,6 @@ READ_PIXEL_BYTES_ELSE = 20
 # the window too (REFINE_DECODER_ACTIVATIONS).
 ENCODER_ACTIVATIONS = 12
 ENCODER_PIXEL_BYTES = 12
-STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
 CODE_BLOCK_CODES = 1 << 22      # codes of a file read at a time (Codec.code_blocks): 8 MB as int16
 HELD_CHUNK_CODES = 256          # the codes' worth of memory a decoded chunk's arrays take besides its codes
 CHECKED_CHUNK_BYTES = 1 << 26   # a chunk needing more to decode is checked against memory_bound (a few files read)
@@ -124,29 +128,15 @@ RESAMPLE_MARGIN_SAMPLES = 160   # and at least this many samples of the rate it 
 # context included, and their codes copied; the difference is far below the codec's own error at any
 # quality (where the context differs, next to a stretch whose channels do, so are a few codes).
 SAME_CHANNEL_TOLERANCE = 2.0 ** -10
-# Input level: audio whose peak (largest absolute sample) lies outside LEVEL_RANGE is divided by a
-# gain that brings its peak to LEVEL_TARGET_PEAK (the median peak of the speech training recordings)
-# before coding, and the decoder multiplies by it (FLAG_LEVEL_GAIN). Audio above full scale is then
-# not clipped, and quiet or loud recordings are coded as well as others: on 20 training recordings at
-# q1 / q8, log-mel L1 0.226 / 0.151 at peak 0.5, 0.231 / 0.153 at 0.7 and 0.240 / 0.158 at 0.99
-# (`python bench/robustness.py --data ../shared/data/speech/train --peaks 0.3,0.5,0.7,0.85,0.99`).
-LEVEL_RANGE = (0.1, 0.7)
-LEVEL_TARGET_PEAK = 0.5
 # The largest absolute value a decoder's output may hold (audio: samples at the coded level, before the level gain,
 # in units of full scale; images: pixels, 0 to 1): far beyond it, its weights are damaged (finite, of absurd size),
 # and what it gives would be written as full-scale noise or clamped pixels. The shipped models reach at most 0.90
 # (speech16k: a 0.7 square wave at -q 8; white noise 0.66; speech, music and random codes 0.54) and 1.24 (image:
 # Kodak at -q 20; the lowest -0.26, a tests/data photo; random codes 1.14): see README "Limits".
 DECODED_BOUND = 1e4
-# The most audio may reach as coded (after the level gain, which divides by at most 256), in units of full scale.
-# The decoder gives at most about 1 (times the gain), so such audio decodes 60 dB or more too quiet, and distorted:
-# on 6 speech files (tests/data, dev), coded at 1000 their log-mel L1 against the input was 1.5 to 2.3 at -q 1 and 8,
-# what white noise at their level gives (1.1 to 1.8) or another recording (1.0 to 3.0); at 0.5 it is 0.14 to 0.41, at
-# 4 0.22 to 0.54, and at 128 (16-bit values given as floats, which get the level warning) 1.0 to 1.5.
-CODED_LEVEL_BOUND = 1e3
 
 
-# ---------------------------------------------------------------- block-wise processing
+# ---------------------------------------------------------------- what the codec's methods share
 
 def fixed_width_cause(coding: str, has_prior: bool) -> str | None:
     """Why a codec of this coding ("auto", "prior" or "fixed") writes fixed-width files: "fixed
@@ -154,195 +144,6 @@ def fixed_width_cause(coding: str, has_prior: bool) -> str | None:
     if coding == "fixed":
         return "fixed coding"
     return None if has_prior else "no prior"
-
-
-def _is_real(value) -> bool:
-    """An int, float or NumPy number, but not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
-def _checked_setting(name: str, value, low: int, high: int) -> int:
-    value = scalar_of(value)
-    if not is_whole(value) or not low <= value <= high:
-        raise VQCodecError(f"{name} must be an integer from {low} to {high}, not {shown(value)}")
-    return int(value)
-
-
-def _checked_weight(name: str, value, high: float) -> float:
-    value = scalar_of(value)
-    if not _is_real(value) or not 0 <= value <= high:
-        raise VQCodecError(f"{name} must be a number from 0 to {high:g}, not {shown(value)}")
-    return float(value)
-
-
-def _checked_count(name: str, value, unit: str = "") -> int:
-    """A size given to the API (samples, channels, pixels): a whole number of at least 1, or a one-line
-    error naming it (a size of 0 or below read as 'audio is empty' or 'image 0x-5 is empty')."""
-    value = scalar_of(value)
-    if not is_whole(value) or value < 1:
-        raise VQCodecError(f"{name} must be a whole number{' of ' + unit if unit else ''} from 1 up, "
-                           f"not {shown(value)}")
-    return int(value)
-
-
-def _checked_rate(value) -> int:
-    """A sample rate given to the API: a whole number of Hz within the container's bounds."""
-    value = scalar_of(value)
-    if not is_whole(value) or not 1 <= value <= vqformat.MAX_SAMPLE_RATE:
-        raise VQCodecError(f"the sample rate must be a whole number of Hz from 1 to {vqformat.MAX_SAMPLE_RATE}, "
-                           f"not {shown(value)}")
-    return int(value)
-
-
-def _as_array(value) -> np.ndarray:
-    """An array given to the API (a NumPy array, a torch tensor on any device, with or without
-    gradients, or nested lists) as a NumPy array, or a one-line error."""
-    if isinstance(value, torch.Tensor):
-        if value.is_meta:
-            raise VQCodecError("a tensor on the meta device holds no data")
-        if value.layout != torch.strided or value.is_quantized or value.is_nested:
-            raise VQCodecError(f"a {_tensor_kind(value)} tensor is not an array of numbers: make it a dense one first "
-                               "(to_dense(), dequantize())")
-        value = value.detach().cpu().resolve_conj().resolve_neg()  # numpy() refuses lazy conjugate and negative views
-        if value.is_floating_point() and value.dtype not in (torch.float16, torch.float32, torch.float64):
-            value = value.float()  # bfloat16 and float8, which NumPy lacks
-        try:
-            value = value.numpy()
-        except TypeError:  # complex32, bits8, and integers of fewer than 8 bits (uint1 .. int7)
-            raise VQCodecError(f"a tensor of {str(value.dtype).removeprefix('torch.')} has no NumPy type: convert it "
-                               "to a float or integer type first (tensor.float(), tensor.to(torch.int16))") from None
-    if np.ma.is_masked(value):  # np.asarray would take the values under the mask as they are
-        raise VQCodecError("a masked array with masked values: fill them first (numpy.ma.filled; for codes, -1 "
-                           "leaves a level out)")
-    try:
-        return np.asarray(value)
-    except (ValueError, TypeError) as exc:
-        raise VQCodecError(f"not an array of numbers: {exc}") from None
-
-
-def _id_bytes(name: str, value) -> bytes:
-    """A model id or codes id given to the API: its 8 bytes, or their 16 hex digits (a codes.json's), as bytes."""
-    if isinstance(value, str) and is_model_id(value.lower()):
-        return bytes.fromhex(value)
-    if isinstance(value, (bytes, bytearray, memoryview)) and memoryview(value).nbytes == 8:
-        return bytes(value)
-    raise VQCodecError(f"{name} is 8 bytes (as Codec.{name} gives it) or their 16 hex digits (as codes.json "
-                       f"writes it), not {shown_cut(value, 40)}")
-
-
-def _integer_codes(codes: np.ndarray) -> np.ndarray:
-    """Codes as given, refused naming their type unless it is an integer one (float codes of whole numbers too)."""
-    if not np.issubdtype(codes.dtype, np.integer):
-        raise VQCodecError(f"codes must be integers, not {codes.dtype}")
-    return codes
-
-
-def _tensor_kind(tensor: torch.Tensor) -> str:
-    """What sets a tensor apart from a dense one NumPy can view: "quantized", "nested" or its layout."""
-    if tensor.is_quantized:
-        return "quantized"
-    return "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.").lstrip("_")
-
-
-def _pcm_array(audio, channels: int | None = None, whole: bool = False) -> np.ndarray:
-    """Audio given to the API as a (channels, samples) array of its own type, checked but not
-    converted: _float32 converts it, a block at a time where it is long.
-
-    Without `channels`, an array of more channels than samples is refused: that is how (samples,
-    channels), as soundfile.read gives it, looks, and a 40-sample stereo clip was coded as 40 channels
-    of 2 samples. Given `channels` (a stream's, for its blocks, or what the caller says of a whole
-    array), an array that is (samples, channels) of that many is refused, and, where `whole`, one of
-    another number of channels (a stream's blocks are checked for that as they come)."""
-    array = _as_array(audio)
-    if array.dtype.kind in "iu" and array.dtype.itemsize > 4:
-        # no PCM is 64-bit: such arrays (NumPy's and torch's default integers) hold 16- or 32-bit
-        # samples, which scaled by 2**63 would be coded as silence
-        raise VQCodecError(f"integer audio is PCM of 8, 16 or 32 bits, not {array.dtype}: "
-                           "convert it to the type its samples are (np.int16, np.int32) or to float")
-    if array.dtype.kind not in "iuf":
-        raise VQCodecError(f"audio must be a float or integer PCM array, not {array.dtype}")
-    if array.ndim == 1:
-        array = array[None]
-    if array.ndim != 2:
-        raise VQCodecError(f"audio must be (channels, samples) or (samples,), not {array.ndim}-D")
-    rows, cols = array.shape
-    if (rows > cols > 0) if channels is None else (rows != channels == cols):
-        raise VQCodecError(f"audio is (channels, samples), and a {rows} x {cols} array looks like (samples, channels): "
-                           "give its transpose (audio.T)" + ("; an array of more channels than samples is taken "
-                                                             "given its channels= (encode_audio, audio_to_codes)"
-                                                             if channels is None else ""))
-    if whole and channels is not None and rows != channels:
-        raise VQCodecError(f"the audio has {plural(rows, 'channel')}, not the {channels} given")
-    return array
-
-
-def _audio_array(audio, channels) -> np.ndarray:
-    """A whole recording given to encode_audio or audio_to_codes (_pcm_array), with the channels= it
-    takes, if any."""
-    return _pcm_array(audio, None if channels is None else _checked_count("channels", channels), whole=True)
-
-
-def _float32(array: np.ndarray) -> np.ndarray:
-    """Samples of a _pcm_array as float32: float ones as they are (float32 itself without a copy),
-    integer PCM scaled to +-1 as soundfile reads it (int16 by 2**15, uint8 around 128, ...)."""
-    if array.dtype.kind in "iu":
-        bits = array.dtype.itemsize * 8
-        if array.dtype.kind == "u":  # flipping the top bit subtracts 2 ** (bits - 1), exactly
-            array = (array ^ array.dtype.type(1 << (bits - 1))).view(f"i{array.dtype.itemsize}")
-        array = array.astype(np.float32)  # rounded once, then scaled by a power of two: exact
-        array *= np.float32(2.0 ** -(bits - 1))
-    return np.asarray(array, dtype=np.float32)
-
-
-def _float_blocks(audio: np.ndarray) -> Iterator[np.ndarray]:
-    """A _pcm_array as float32 blocks of STREAM_BLOCK_SAMPLES, each converted only when it is taken,
-    so that a long array of another type (int16, float64) is never copied whole. The conversion is
-    the same sample by sample, so the blocks hold what _float32 of the whole array would."""
-    for start in range(0, audio.shape[1], STREAM_BLOCK_SAMPLES):
-        yield _float32(audio[:, start:start + STREAM_BLOCK_SAMPLES])
-
-
-def _checked_peak(value) -> float:
-    """A stream's peak given to the API: its largest absolute sample, finite and not below 0."""
-    value = scalar_of(value)
-    if not _is_real(value) or not 0 <= value < math.inf:
-        raise VQCodecError("the peak must be the largest absolute sample, a finite number from 0 up, "
-                           f"not {shown(value)}")
-    return float(value)
-
-
-def _block_iterator(blocks, channels) -> Iterator:
-    """An iterator over a stream's blocks. An array of samples given whole, whose rows (or single samples)
-    cannot be the blocks of `channels` channels, is refused saying how to give it."""
-    if isinstance(blocks, (np.ndarray, torch.Tensor)) and (blocks.ndim < 2 or (blocks.ndim == 2 and channels != 1)):
-        raise VQCodecError(f"a stream of audio is an iterable of (channels, n) blocks, not one array of shape "
-                           f"{tuple(blocks.shape)}: give the array to encode_audio, or [array] as a stream of one "
-                           "block")
-    # text, bytes and a dict iterate as characters, small ints and keys, refused as blocks in words about those
-    if not isinstance(blocks, (str, bytes, bytearray, memoryview, dict)):
-        try:
-            return iter(blocks)
-        except TypeError:
-            pass
-    raise VQCodecError(f"a stream of audio is an iterable of (channels, n) blocks, not a {type(blocks).__name__}")
-
-
-def _checked_amount(name: str, value, unit: str, allow_zero: bool = False) -> float:
-    """A finite positive number (or zero, with allow_zero) of `unit`, or a one-line error."""
-    value = scalar_of(value)
-    if not _is_real(value) or not (
-            (0 <= value if allow_zero else 0 < value) and value < math.inf):
-        raise VQCodecError(f"the {name} must be a {'non-negative' if allow_zero else 'positive'} number of {unit}, "
-                           f"not {shown(value)}")
-    return float(value)
-
-
-def _rate_target(max_rate: float, audio: bool, amount: float) -> tuple[int, str, Callable[[int], str]]:
-    """A rate search's byte limit for `max_rate` (kbps over `amount` seconds of audio, or bits per pixel
-    over `amount` pixels), the target as its messages name it, and how a size in bytes reads in its unit."""
-    bits_per_rate, unit = (1000 * amount, "kbps") if audio else (amount, "bpp")
-    return (ratecontrol.byte_limit(max_rate * bits_per_rate), f"{max_rate:g} {unit}",
-            lambda size: f"{ratecontrol.rate_that_fits(size, bits_per_rate):g} {unit}")
 
 
 def _first_bytes(media, count: int) -> bytes:
@@ -379,49 +180,9 @@ def _holds_the_other_kind(media, head: bytes, kind: str, start: int) -> bool:
     return bool(head) and unrecognised_image(head, None) is not None and unrecognised_audio(head, None) is None
 
 
-def _through_spool(stream, write: Callable, where: str | None = None) -> None:
-    """Call write(spool) into an anonymous temporary file, then copy what it wrote into a stream that
-    cannot seek, or a raw one: a failure writes nothing to the stream, and long output never sits in memory.
-    `where`: the stream's name for its errors, if it has one. The spool's own failures (room, EIO) are named as its,
-    with its folder (TemporarySpool)."""
-    with TemporarySpool("a stream that cannot seek, or a raw one, is written through one") as spool:
-        write(spool)
-        spool.seek(0)
-        try:
-            copy_whole(spool, stream)
-            flush_written(stream)
-        except (OSError, ValueError) as exc:
-            raise unwritable_stream(exc, where) from None
-
-
 def _blocks(total: int, block: int) -> Iterator[tuple[int, int]]:
     for start in range(0, total, block):
         yield start, min(total, start + block)
-
-
-class _SampleWindow:
-    """Holds a sliding window over a stream of (channels, n) sample blocks."""
-
-    def __init__(self, blocks: Iterator[np.ndarray], channels: int, total: int):
-        self.blocks, self.total = blocks, total
-        self.buffer = np.zeros((channels, 0), dtype=np.float32)
-        self.start = 0   # stream position of buffer[:, 0]
-
-    def take(self, begin: int, end: int) -> np.ndarray:
-        """Samples [begin, end) of the stream, zero beyond its total; forgets everything before `begin`."""
-        while self.start + self.buffer.shape[1] < min(end, self.total):
-            block = next(self.blocks, None)
-            if block is None:
-                break
-            self.buffer = np.concatenate([self.buffer, block], axis=1)
-        drop = begin - self.start
-        if drop > 0:
-            self.buffer = self.buffer[:, drop:]
-            self.start = begin
-        out = self.buffer[:, :end - begin]
-        if out.shape[1] < end - begin:
-            out = np.pad(out, ((0, 0), (0, end - begin - out.shape[1])))
-        return out
 
 
 class _AsideOfSearch:
@@ -443,85 +204,9 @@ class _AsideOfSearch:
         return aside
 
 
-def _joined(blocks: Iterator[np.ndarray], channels: int, total: int) -> np.ndarray:
-    """`total` samples of (channels, n) float32 blocks, copied into one array as they come rather than
-    kept until the end and joined, which would hold the whole signal twice. An array too large for
-    memory (a long file's length, as its header declares it) is refused before any decoding."""
-    _check_decoded_fits(channels, total)
-    try:
-        audio = np.empty((channels, total), dtype=np.float32)
-    except MemoryError:  # within memory_bound, but not free
-        raise _decoded_too_large(channels, total) from None
-    position = 0
-    for block in blocks:
-        audio[:, position:position + block.shape[1]] = block
-        position += block.shape[1]
-    return audio[:, :position]
-
-
-def _check_decoded_fits(channels: int, total: int, codes_copy: int = 0) -> None:
-    """Refuse decoded audio larger than the memory this process may use before it is allocated: an
-    allocation past it may raise no MemoryError (memory is given as it is touched) and the process
-    is killed instead. `codes_copy`: the bytes of a copy of the codes held beside the audio."""
-    memory = memory_bound()
-    if memory is not None and channels * total * 4 + codes_copy > memory:
-        raise _decoded_too_large(channels, total, codes_copy)
-
-
-def _decoded_too_large(channels: int, total: int, codes_copy: int = 0) -> VQCodecError:
-    copy = f", and {codes_copy / 2**30:.1f} GiB for a copy of the codes" if codes_copy else ""
-    return VQCodecError(f"{plural(channels, 'channel')} of {plural(total, 'sample')} of decoded audio "
-                        f"({channels * total * 4 / 2**30:.1f} GiB{copy}) do not fit in memory: decode to a file "
-                        "(decode_audio_file, `vqcodec decode`) or a part at a time (start=, duration=)")
-
-
-def _resampled_blocks(blocks: Iterator[np.ndarray], source_rate: int, target_rate: int, channels: int,
-                      total_out: int) -> Iterator[np.ndarray]:
-    """Resample a stream of (channels, n) blocks with soxr, padded or trimmed to exactly `total_out`."""
-    stream = None if source_rate == target_rate else soxr.ResampleStream(source_rate, target_rate, channels, dtype="float32")
-    produced = 0
-
-    def emit(block: np.ndarray):
-        nonlocal produced
-        block = block[:, :max(0, total_out - produced)]
-        produced += block.shape[1]
-        return block
-
-    for block in blocks:
-        if stream is not None:
-            block = stream.resample_chunk(np.ascontiguousarray(block.T), last=False).T
-        yield emit(block)
-    if stream is not None:
-        yield emit(stream.resample_chunk(np.zeros((0, channels), dtype=np.float32), last=True).T)
-    if produced < total_out:
-        yield np.zeros((channels, total_out - produced), dtype=np.float32)
-        produced = total_out
-
-
-def _dropped(blocks: Iterator[np.ndarray], count: int) -> Iterator[np.ndarray]:
-    """The blocks without their first `count` samples."""
-    for block in blocks:
-        skip = min(count, block.shape[1])
-        count -= skip
-        if block.shape[1] > skip:
-            yield block[:, skip:]
-
-
 def _check_audio_file(header: vqformat.Header) -> None:
     if header.kind != vqformat.KIND_AUDIO:
         raise VQCodecError("this .vq file holds an image, not audio")
-
-
-def _check_audio_size(channels: int, sample_rate: int, samples: int) -> None:
-    """The container's bounds on a new audio file, checked before anything is coded."""
-    if not 1 <= channels <= vqformat.MAX_CHANNELS:
-        raise VQCodecError(f"{channels} channels: between 1 and {vqformat.MAX_CHANNELS} are supported")
-    if not 1 <= sample_rate <= vqformat.MAX_SAMPLE_RATE:
-        raise VQCodecError(f"sample rate {sample_rate} Hz is out of range")
-    if samples <= 0:
-        raise VQCodecError("audio is empty")
-    if samples > sample_rate * vqformat.MAX_AUDIO_SECONDS:
-        raise VQCodecError(f"audio longer than {vqformat.MAX_AUDIO_SECONDS // 3600} hours is not supported")
 
 
 class ChunkTooLarge(VQCodecError):
@@ -537,15 +222,6 @@ def _check_fits_memory(size: int, held: str = "the codes take",
     refuse_beyond(size, memory_bound(), held, advice, error)
 
 
-def _check_image_size(width: int, height: int) -> None:
-    """The container's bounds on a new image file, checked before anything is coded."""
-    if min(width, height) < 1:
-        raise VQCodecError(f"image {width}x{height} is empty")
-    if max(width, height) > vqformat.MAX_IMAGE_SIDE or width * height > vqformat.MAX_IMAGE_PIXELS:
-        raise VQCodecError(f"image {width}x{height} exceeds the size limit of {vqformat.MAX_IMAGE_SIDE} pixels "
-                           f"a side and {vqformat.MAX_IMAGE_PIXELS} pixels")
-
-
 def _same_channels(x: torch.Tensor, tolerance: float = SAME_CHANNEL_TOLERANCE) -> bool:
     """Whether every channel of (channels, 1, samples) is within `tolerance` of the first."""
     return x.shape[0] > 1 and bool((x - x[:1]).abs().max() <= tolerance)
@@ -554,136 +230,6 @@ def _same_channels(x: torch.Tensor, tolerance: float = SAME_CHANNEL_TOLERANCE) -
 def _codes_shared(codes: np.ndarray) -> bool:
     """Whether every channel of (channels, quality, frames) codes has the first one's codes."""
     return codes.shape[0] > 1 and bool((codes == codes[:1]).all())
-
-
-def _check_finite(audio: np.ndarray) -> None:
-    if not np.isfinite(audio).all():
-        raise VQCodecError("audio contains NaN or infinite samples (or samples beyond float32's range, 3.4e38)")
-
-
-def _checked(blocks: Iterator[np.ndarray], peak: list[float] | None, channels: int,
-             count: list[int] | None = None) -> Iterator[np.ndarray]:
-    """The blocks as float32 (channels, n), taken as _pcm_array and _float32 take arrays, refused if one has
-    another number of channels or any sample is NaN or infinite; peak[0], if given, becomes the
-    largest absolute sample, and count[0] the samples per channel taken. Short blocks are joined into
-    blocks of STREAM_BLOCK_SAMPLES (_gathered) before they are checked and coded, so that a stream of
-    tiny blocks costs no more than one of large ones; the samples are the same, and so is the file."""
-    for block in _gathered(_float32_blocks(blocks, channels), STREAM_BLOCK_SAMPLES):
-        _check_finite(block)
-        if peak is not None:
-            peak[0] = max(peak[0], _peak([block]))
-        if count is not None:
-            count[0] += block.shape[1]
-        yield block
-
-
-def _float32_blocks(blocks: Iterator[np.ndarray], channels: int) -> Iterator[np.ndarray]:
-    """A stream's blocks as float32 (channels, n) (_pcm_array, _float32), refused if one has another
-    number of channels."""
-    for block in blocks:
-        block = _float32(_pcm_array(block, channels))
-        if block.shape[0] != channels:
-            raise VQCodecError(f"a block of the stream has {plural(block.shape[0], 'channel')}, not {channels}")
-        yield block
-
-
-def _gathered(blocks: Iterator[np.ndarray], samples: int) -> Iterator[np.ndarray]:
-    """(channels, n) blocks joined until each holds at least `samples` (the last may hold fewer); a
-    block that long by itself is passed on as it is, uncopied."""
-    held, size = [], 0
-    for block in blocks:
-        if not held and block.shape[1] >= samples:
-            yield block
-            continue
-        held.append(block)
-        size += block.shape[1]
-        if size >= samples:
-            yield np.concatenate(held, axis=1)
-            held, size = [], 0
-    if held:
-        yield held[0] if len(held) == 1 else np.concatenate(held, axis=1)
-
-
-def _peak(blocks) -> float:
-    """The largest absolute sample of some (channels, n) blocks; 0 for none."""
-    return max((max(float(block.max()), -float(block.min())) for block in blocks if block.size), default=0.0)
-
-
-def _reach(values: torch.Tensor) -> float:
-    """The largest absolute value of `values` in one pass; NaN where one is NaN."""
-    low, high = torch.aminmax(values.detach())  # float() of a tensor that needs gradients warns
-    return float(torch.maximum(-low, high))
-
-
-def _check_coded_level(samples: torch.Tensor, gain: int) -> None:
-    """Refuse audio whose samples reach beyond CODED_LEVEL_BOUND as coded at level `gain` (0: none): it would decode
-    to garbage. With a gain the refusal gives the samples at the level they were read at, which the caller knows."""
-    reach = _reach(samples)
-    if reach <= CODED_LEVEL_BOUND:
-        return
-    if gain:  # beyond though the peak read was not (_check_read_peak): resampling overshot it, or a peak given is low
-        raise _too_loud(reach * gain / vqformat.GAIN_ONE, " at the model's sample rate")
-    raise VQCodecError(f"the audio's samples reach {reach:.3g} as coded (no level gain is applied), over "
-                       f"{CODED_LEVEL_BOUND:.0f} times the +-1.0 the codec is made for, and would decode to garbage: "
-                       "scale it down")
-
-
-def _check_read_peak(peak: float) -> None:
-    """Refuse audio whose peak, as read, even the largest level gain leaves beyond CODED_LEVEL_BOUND, before it is
-    coded (_check_coded_level refuses it too, but with the first such block's samples, not the audio's peak)."""
-    gain = level_gain(peak)
-    if gain and peak * vqformat.GAIN_ONE / gain > CODED_LEVEL_BOUND:
-        raise _too_loud(peak)
-
-
-def _too_loud(peak: float, where: str = "") -> VQCodecError:
-    """The refusal of audio read at `peak` that even the largest level gain leaves beyond CODED_LEVEL_BOUND."""
-    most = vqformat.MAX_GAIN // vqformat.GAIN_ONE
-    return VQCodecError(f"the audio's samples reach {peak:.3g}{where}, over {CODED_LEVEL_BOUND * most:.0f} (1000 times the "
-                        f"+-1.0 the codec is made for, after the level gain, which divides by at most {most}), and "
-                        "would decode to garbage: scale it down")
-
-
-def level_gain(peak: float) -> int:
-    """The level gain (in units of 1/GAIN_ONE) for audio of this peak: 0, no gain, within LEVEL_RANGE
-    (and for silence)."""
-    low, high = LEVEL_RANGE
-    if not (0 < peak < math.inf) or low <= peak <= high:  # NaN and inf samples are refused when read
-        return 0
-    gain = round(peak / LEVEL_TARGET_PEAK * vqformat.GAIN_ONE)
-    return min(max(gain, vqformat.MIN_GAIN), vqformat.MAX_GAIN)
-
-
-def _scaled(blocks: Iterator[np.ndarray], gain: int) -> Iterator[np.ndarray]:
-    if not gain:
-        yield from blocks
-        return
-    factor = np.float32(vqformat.GAIN_ONE / gain)
-    for block in blocks:
-        yield block * factor
-
-
-def _edge_padded(rgb: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
-    """Rows [top, bottom) and columns [left, right) of an (h, w, 3) image padded past its bottom and
-    right edges by repeating its last row and column (top < h, left < w): the tile of the whole image
-    padded so, made without padding (so copying) the whole image."""
-    h, w = rgb.shape[:2]
-    part = rgb[top:min(bottom, h), left:min(right, w)]
-    return np.ascontiguousarray(np.pad(part, ((0, max(0, bottom - h)), (0, max(0, right - w)), (0, 0)), mode="edge"))
-
-
-def _array_image(array: np.ndarray):
-    """A uint8 array (height, width), (height, width, 3) or (height, width, 4) as a Pillow image."""
-    from PIL import Image
-
-    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
-        raise VQCodecError("an image array must be uint8 (height, width), (height, width, 3) or (height, width, 4), "
-                           f"not {array.dtype} {array.shape}")
-    if min(array.shape[:2]) < 1:
-        raise VQCodecError(f"image of {array.shape[1]}x{array.shape[0]} pixels is empty")
-    _check_image_size(array.shape[1], array.shape[0])  # before Pillow copies it (a broadcast array: gigabytes)
-    return Image.fromarray(np.ascontiguousarray(array), {2: "L", 3: "RGB", 4: "RGBA"}[array.ndim if array.ndim == 2
-                                                                                    else array.shape[2]])
 
 
 def _one_at_a_time(method):
@@ -853,9 +399,9 @@ class Codec:
 
         quality = self.default_quality(max_rate is not None) if quality is None else quality
         if isinstance(media, (list, tuple)):
-            media = _as_array(media)  # a list of ints is refused as encode_audio refuses it, not taken as float
+            media = as_array(media)  # a list of ints is refused as encode_audio refuses it, not taken as float
         if isinstance(media, torch.Tensor):
-            media = _as_array(media)
+            media = as_array(media)
         is_image = isinstance(media, Image.Image)
         if not isinstance(media, (np.ndarray, str, Path, bytes, bytearray, memoryview)) and not is_image \
                 and not hasattr(media, "read"):
@@ -873,7 +419,7 @@ class Codec:
         if sample_rate is not None:
             raise VQCodecError("sample_rate is for audio given as an array; a file or image carries its own")
         if isinstance(media, np.ndarray):
-            return self.encode_image(_array_image(media), quality, max_rate)
+            return self.encode_image(image_of_array(media), quality, max_rate)
         if isinstance(media, (bytes, bytearray, memoryview)):
             if not memoryview(media).nbytes:  # soundfile said "Format not recognised"
                 raise VQCodecError("the media is empty (0 bytes)")
@@ -945,7 +491,7 @@ class Codec:
     @beam.setter
     @_between_encodings
     def beam(self, value: int) -> None:
-        self._beam = _checked_setting("beam", value, 1, MAX_BEAM)
+        self._beam = checked_setting("beam", value, 1, MAX_BEAM)
 
     @property
     def refine(self) -> int:
@@ -956,7 +502,7 @@ class Codec:
     @refine.setter
     @_between_encodings
     def refine(self, value: int) -> None:
-        self._refine = _checked_setting("refine", value, 0, MAX_REFINE)
+        self._refine = checked_setting("refine", value, 0, MAX_REFINE)
 
     @property
     def rate_weight(self) -> float:
@@ -972,7 +518,7 @@ class Codec:
     @rate_weight.setter
     @_between_encodings
     def rate_weight(self, value: float) -> None:
-        self._rate_weight = _checked_weight("rate weight", value, MAX_RATE_WEIGHT)
+        self._rate_weight = checked_weight("rate weight", value, MAX_RATE_WEIGHT)
         self._weights_set.add("rate weight")
 
     @property
@@ -989,7 +535,7 @@ class Codec:
     @depth_weight.setter
     @_between_encodings
     def depth_weight(self, value: float) -> None:
-        self._depth_weight = _checked_weight("depth weight", value, MAX_DEPTH_WEIGHT)
+        self._depth_weight = checked_weight("depth weight", value, MAX_DEPTH_WEIGHT)
         self._weights_set.add("depth weight")
 
     def check_weights(self, rate: bool = True, depth: bool = True) -> None:
@@ -1247,7 +793,7 @@ class Codec:
         read, so that the size the shape makes is checked before the codes are scanned or copied (a
         broadcast array of a few bytes can be billions of codes)."""
         self._refuse_other_models_codes(codes)
-        codes = _integer_codes(_as_array(codes))
+        codes = integer_codes(as_array(codes))
         if codes.ndim != 3 or not 1 <= codes.shape[level_axis] <= self.num_codebooks or 0 in codes.shape:
             raise self._bad_codes(layout)
         return codes
@@ -1285,8 +831,8 @@ class Codec:
         it is the model's lineage as this model's and the installed models' "decodes" list it: this model, or
         either is a decoder-only fine-tune of the other or of a model both were made from. Either id may also be
         given as its 16 hex digits, as codes.json and `vqcodec info` write it."""
-        model_id = _id_bytes("model_id", model_id)
-        codes_id = None if codes_id is None else _id_bytes("codes_id", codes_id)
+        model_id = id_bytes("model_id", model_id)
+        codes_id = None if codes_id is None else id_bytes("codes_id", codes_id)
         if self.decodes_files_of(model_id):
             return True
         if codes_id is not None:
@@ -1325,7 +871,7 @@ class Codec:
 
     # ------------------------------------------------------------ audio: codes
 
-    def _encode_frames(self, samples: _SampleWindow, total_frames: int, quality: int,
+    def _encode_frames(self, samples: SampleWindow, total_frames: int, quality: int,
                        variable_depth: bool = False, gain: int = 0) -> np.ndarray:
         """(channels, quality, frames) codes of a sample stream at the model rate (ABSENT beyond each
         frame's depth with `variable_depth`); a stream coded at level `gain` has its channels compared
@@ -1343,7 +889,7 @@ class Codec:
             x = torch.from_numpy(np.ascontiguousarray(samples.take(a * hop, b * hop)))[:, None].to(self.device)
             if _same_channels(x[:, :, (f0 - a) * hop:(f1 - a) * hop], tolerance):  # coded once, codes copied to every channel
                 x = x[:1]
-            _check_coded_level(x, gain)
+            check_coded_level(x, gain)
             window = self._encoder_latents(x, ("audio", a, b))
             if self.refine:
                 previous = out[:x.shape[0], :, a:f0].astype(np.int64)
@@ -1429,7 +975,7 @@ class Codec:
         DECODED_BOUND: weights of absurd size (finite, such as 1e30, which loading takes) overflow, or give values
         of that size, and the model, not the codes, is at fault."""
         output = self.model.decoder(latents)
-        reach = _reach(output)
+        reach = largest_magnitude(output)
         if reach <= DECODED_BOUND:
             return output
         if not math.isfinite(reach):
@@ -1461,12 +1007,12 @@ class Codec:
         the audio's: an array of more channels than samples is refused without it, as (samples, channels)."""
         self._require("audio")
         variable_depth = checked_flag("variable_depth", variable_depth)
-        audio = _audio_array(audio, channels)  # converted to float32 a block at a time, as it is coded
+        audio = audio_array(audio, channels)  # converted to float32 a block at a time, as it is coded
         channels, samples = audio.shape
-        _check_audio_size(channels, self.sample_rate, samples)
+        check_audio_size(channels, self.sample_rate, samples)
         quality = self.check_quality(self.num_codebooks if quality is None else quality)
         frames = math.ceil(samples / self.hop)
-        window = _SampleWindow(_checked(_float_blocks(audio), None, channels), channels, samples)
+        window = SampleWindow(checked_blocks(float_blocks(audio), None, channels), channels, samples)
         return kinded(self._encode_frames(window, frames, quality, variable_depth), "audio", self.model_id,
                       self.codes_id)
 
@@ -1477,9 +1023,9 @@ class Codec:
         self._require("audio")
         codes = self._code_array(codes, 1, "channels, quality, frames")
         copy = 0 if codes.dtype == self._code_dtype else codes.size * np.dtype(self._code_dtype).itemsize
-        _check_decoded_fits(codes.shape[0], codes.shape[2] * self.hop, copy)  # before the codes are copied
+        check_decoded_fits(codes.shape[0], codes.shape[2] * self.hop, copy)  # before the codes are copied
         codes = self._checked_codes(codes, 1, "channels, quality, frames")
-        return _joined(self._decode_frames(codes), codes.shape[0], codes.shape[2] * self.hop)
+        return joined_blocks(self._decode_frames(codes), codes.shape[0], codes.shape[2] * self.hop)
 
     # ------------------------------------------------------------ audio: files
 
@@ -1537,8 +1083,8 @@ class Codec:
         beyond 256) gets a UserWarning, as encode_audio gives it."""
         # the samples are coded as float32, and encode_audio measures their peak so: a float64 peak rounded
         # otherwise gave another gain now and then (one loud stream in a hundred), and was refused
-        data = self._encode_stream(_block_iterator(blocks, channels), sample_rate, channels, samples, quality,
-                                   None if peak is None else float(np.float32(_checked_peak(peak))))
+        data = self._encode_stream(block_iterator(blocks, channels), sample_rate, channels, samples, quality,
+                                   None if peak is None else float(np.float32(checked_peak(peak))))
         self._warn_above_full_scale()
         return data
 
@@ -1550,16 +1096,16 @@ class Codec:
         own check to refuse."""
         self._require("audio")
         quality = self.check_quality(quality)
-        sample_rate = _checked_rate(sample_rate)
-        channels, samples = _checked_count("channels", channels), _checked_count("samples", samples)
-        _check_audio_size(channels, sample_rate, samples)
+        sample_rate = checked_rate(sample_rate)
+        channels, samples = checked_count("channels", channels), checked_count("samples", samples)
+        check_audio_size(channels, sample_rate, samples)
         model_length = self._model_length(samples, sample_rate)
         gain = level_gain(peak) if peak is not None else 0
         seen = [0.0]  # a peak given is checked against the samples: a wrong one codes at a wrong level
         taken = [0]
-        checked = _checked(blocks, seen, channels, taken)
-        stream = _resampled_blocks(_scaled(checked, gain), sample_rate, self.sample_rate, channels, model_length)
-        window = _SampleWindow(stream, channels, model_length)
+        checked = checked_blocks(blocks, seen, channels, taken)
+        stream = resampled_blocks(scaled_blocks(checked, gain), sample_rate, self.sample_rate, channels, model_length)
+        window = SampleWindow(stream, channels, model_length)
         codes = self._encode_frames(window, math.ceil(model_length / self.hop), quality, variable_depth=True,
                                     gain=gain)
         next(checked, None)  # a block past the samples coded, if there is one: more than `samples`
@@ -1597,9 +1143,9 @@ class Codec:
         `quality` the most codebooks it may use (vqcodec.ratecontrol). Audio that is coded above full
         scale (level_warning: float samples beyond 256, such as 16-bit values given as floats) gets
         a UserWarning, as the command line's warning line."""
-        audio = _audio_array(audio, channels)  # converted to float32 a block at a time, as it is coded
-        sample_rate = _checked_rate(sample_rate)
-        _check_audio_size(audio.shape[0], sample_rate, audio.shape[1])  # "audio is empty", not "samples ... not 0"
+        audio = audio_array(audio, channels)  # converted to float32 a block at a time, as it is coded
+        sample_rate = checked_rate(sample_rate)
+        check_audio_size(audio.shape[0], sample_rate, audio.shape[1])  # "audio is empty", not "samples ... not 0"
         if max_kbps is not None:
             data = self._fit_audio(lambda q: self._encode_array(audio, sample_rate, q), quality, max_kbps,
                                    audio.shape[0], sample_rate, audio.shape[1])
@@ -1617,11 +1163,11 @@ class Codec:
             warnings.warn(warning, stacklevel=caller_stacklevel())
 
     def _encode_array(self, audio: np.ndarray, sample_rate: int, quality: int) -> bytes:
-        """Encode a _pcm_array, read twice a block at a time (for its peak, then to code it): an array
+        """Encode a pcm_array, read twice a block at a time (for its peak, then to code it): an array
         of another type than float32 is never held whole as float32."""
-        peak = max((_peak([block]) for block in _float_blocks(audio)), default=0.0)
-        _check_read_peak(peak)
-        return self._encode_stream(_float_blocks(audio), sample_rate, audio.shape[0], audio.shape[1], quality, peak)
+        peak = max((peak_of([block]) for block in float_blocks(audio)), default=0.0)
+        check_read_peak(peak)
+        return self._encode_stream(float_blocks(audio), sample_rate, audio.shape[0], audio.shape[1], quality, peak)
 
     @_one_at_a_time
     def encode_audio_file(self, source, quality: int, max_kbps: float | None = None) -> bytes:
@@ -1653,9 +1199,9 @@ class Codec:
 
     def _fit_audio(self, encode_at: Callable[[int], bytes], quality: int, max_kbps: float, channels: int,
                    sample_rate: int, samples: int) -> bytes:
-        max_kbps = _checked_amount("bitrate", max_kbps, "kbps")
-        _check_audio_size(channels, sample_rate, samples)
-        return self._fit_rate(encode_at, quality, *_rate_target(max_kbps, True, samples / sample_rate))
+        max_kbps = checked_amount("bitrate", max_kbps, "kbps")
+        check_audio_size(channels, sample_rate, samples)
+        return self._fit_rate(encode_at, quality, *ratecontrol.rate_target(max_kbps, True, samples / sample_rate))
 
     def _fit_rate(self, encode_at: Callable[[int], bytes], max_quality: int, limit_bytes: int, target: str,
                   describe: Callable[[int], str]) -> bytes:
@@ -1703,16 +1249,16 @@ class Codec:
             self._check_file_rate(sound.samplerate, source)
             if sound.frames * sound.channels <= WHOLE_READ_SAMPLES:
                 read = list(self._sound_blocks(sound, source))
-                stream, peak = iter(read), _peak(read)
+                stream, peak = iter(read), peak_of(read)
                 samples = sum(block.shape[1] for block in read)
             else:
                 peak, samples = 0.0, 0
                 for block in self._sound_blocks(sound, source):
-                    peak, samples = max(peak, _peak([block])), samples + block.shape[1]
+                    peak, samples = max(peak, peak_of([block])), samples + block.shape[1]
                 sound.seek(0)
                 stream = self._sound_blocks(sound, source)
             self._check_samples_read(samples, source)
-            _check_read_peak(peak)
+            check_read_peak(peak)
             return self._encode_stream(stream, sound.samplerate, sound.channels, samples, quality, peak)
 
     def _audio_parts(self, data: bytes, salvage: bool = False) -> tuple[vqformat.Header, list, int, int]:
@@ -1786,7 +1332,7 @@ class Codec:
     def decodes_files_of(self, model_id: bytes) -> bool:
         """Whether this model decodes the files of the model of `model_id` (a header's 8 bytes): its own, or those
         of a model it lists under "decodes" (it is a decoder-only fine-tune of that one); or their 16 hex digits."""
-        model_id = _id_bytes("model_id", model_id)
+        model_id = id_bytes("model_id", model_id)
         return model_id == self.model_id or model_id in self.decodes
 
     def _check_file_model(self, header: vqformat.Header) -> None:
@@ -1826,7 +1372,7 @@ class Codec:
         chunks of at most `max_codes` codes (or one chunk) from frame or row `first` on. The file, its
         model and whether a block fits in memory are checked before this returns; a chunk that
         does not decode is found when its block is read, and named as the file is here (naming_its_file)."""
-        max_codes = _checked_count("max_codes", max_codes)
+        max_codes = checked_count("max_codes", max_codes)
         header, chunks, _ = self._parse_whole(vq_bytes(data))
         total, shape_of = self._checked_layout(header)
         per_block = max(1, max_codes // math.prod(shape_of(header.chunk_frames))) * header.chunk_frames
@@ -1919,10 +1465,11 @@ class Codec:
         if max_rate is None:
             return pack(quality, weight if quality < stored else 0.0)
         if audio:
-            limit, target, describe = _rate_target(_checked_amount("bitrate", max_rate, "kbps"), True, header.duration)
+            limit, target, describe = ratecontrol.rate_target(checked_amount("bitrate", max_rate, "kbps"), True,
+                                                              header.duration)
         else:
-            limit, target, describe = _rate_target(_checked_amount("bits per pixel", max_rate, "bpp"), False,
-                                                   header.width * header.height)
+            limit, target, describe = ratecontrol.rate_target(checked_amount("bits per pixel", max_rate, "bpp"), False,
+                                                              header.width * header.height)
         return ratecontrol.fit_size(pack, limit, quality, weight, MAX_DEPTH_WEIGHT, variable_depth, target, describe)
 
     def media_to_codes(self, source, quality: int | None = None, *,
@@ -2188,9 +1735,9 @@ class Codec:
                 position += block.shape[1]
 
         # frame_blocks alone holds `held`, and drops each chunk once its blocks are decoded
-        blocks = _resampled_blocks(model_rate_blocks(frame_blocks(held)), self.sample_rate, rate, header.channels,
+        blocks = resampled_blocks(model_rate_blocks(frame_blocks(held)), self.sample_rate, rate, header.channels,
                                    lead + count)
-        return header, _dropped(blocks, lead)
+        return header, dropped_samples(blocks, lead)
 
     def _checked_chunks(self, header: vqformat.Header, chunks: list, total_frames: int, first: int,
                         last: int) -> dict[int, tuple[np.ndarray, bool]]:
@@ -2248,7 +1795,7 @@ class Codec:
         first, count = self._sample_range(data, start, duration, rate)
         header, blocks = self.decode_audio_blocks(data, first, count, salvage, rate)
         output_rate, length = self._output_timing(header, rate)
-        return _joined(blocks, header.channels, length if count is None else count), output_rate
+        return joined_blocks(blocks, header.channels, length if count is None else count), output_rate
 
     def _sample_range(self, data: bytes, start: float, duration: float | None,
                       rate: int | None = None) -> tuple[int, int | None]:
@@ -2259,7 +1806,7 @@ class Codec:
         header = vqformat.parse_header(data)
         _check_audio_file(header)  # an image's header has no rate to measure the range in
         rate, length = self._output_timing(header, rate)
-        start = _checked_amount("start", start, "seconds", allow_zero=True)
+        start = checked_amount("start", start, "seconds", allow_zero=True)
         if start * rate >= length:
             raise VQCodecError(f"{setting(f'--start {start} s', f'start={start}')} is not before the end of the audio "
                                f"({length / rate:.9g} s)")
@@ -2267,7 +1814,7 @@ class Codec:
         left = length - first
         if duration is None or duration == math.inf:
             return first, left
-        return first, max(1, round(min(_checked_amount("duration", duration, "seconds") * rate, left)))
+        return first, max(1, round(min(checked_amount("duration", duration, "seconds") * rate, left)))
 
     @naming_its_file
     def decode_audio_file(self, data: bytes, destination, format_hint: str | None = None, subtype: str | None = None,
@@ -2319,7 +1866,7 @@ class Codec:
         elif not is_seekable(destination) or isinstance(destination, io.RawIOBase):
             # a pipe or socket: soundfile seeks back to finish the header; a raw stream (open(..., buffering=0)) may
             # take part of a write, which soundfile asserts it does not
-            _through_spool(destination, decode_into, where)
+            through_spool(destination, decode_into, where)
         else:
             try:
                 decode_into(destination)
@@ -2371,7 +1918,7 @@ class Codec:
         try:
             for block in blocks:
                 if above_full_scale and not keeps_level:
-                    clipped = max(clipped, _peak([block]))
+                    clipped = max(clipped, peak_of([block]))
                 with stops_held():
                     output.write(np.clip(block, -limit, limit).T)
                 sink.check()  # stop at a full disk, not at the end
@@ -2403,12 +1950,12 @@ class Codec:
         levels that pay for their bits, as in files: the rest of its codes are -1."""
         self._require("image")
         variable_depth = checked_flag("variable_depth", variable_depth)
-        rgb = _as_array(rgb)
+        rgb = as_array(rgb)
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
             raise VQCodecError(f"an image's RGB is a uint8 array (height, width, 3), not {rgb.dtype} {rgb.shape}: "
                                "encode() also takes uint8 grey (height, width) and RGBA (height, width, 4) arrays, and "
                                "Pillow images")
-        _check_image_size(rgb.shape[1], rgb.shape[0])
+        check_image_size(rgb.shape[1], rgb.shape[0])
         quality = self.check_quality(self.num_codebooks if quality is None else quality)
         self.check_weights(rate=True, depth=variable_depth)
         hop, ctx = self.hop, self.cfg.context_frames
@@ -2427,7 +1974,7 @@ class Codec:
         for r0, r1, c0, c1 in self._tiles(rows, cols):
             a, b = max(0, r0 - ctx), min(rows, r1 + ctx)
             c, d = max(0, c0 - ctx), min(cols, c1 + ctx)
-            tile = torch.from_numpy(_edge_padded(rgb, a * hop, b * hop, c * hop, d * hop))
+            tile = torch.from_numpy(edge_padded(rgb, a * hop, b * hop, c * hop, d * hop))
             x = tile.to(self.device).permute(2, 0, 1)[None].float() / 255.0
             window = self._encoder_latents(x, ("image", a, b, c, d))
             inner = (slice(r0 - a, r1 - a), slice(c0 - c, c1 - c))
@@ -2470,9 +2017,9 @@ class Codec:
         hop = self.hop
         codes = self._code_array(codes, 0, "quality, rows, cols")
         quality, rows, cols = codes.shape
-        height = rows * hop if height is None else _checked_setting("height", height, (rows - 1) * hop + 1, rows * hop)
-        width = cols * hop if width is None else _checked_setting("width", width, (cols - 1) * hop + 1, cols * hop)
-        _check_image_size(width, height)  # before the codes are copied and the whole picture is allocated
+        height = rows * hop if height is None else checked_setting("height", height, (rows - 1) * hop + 1, rows * hop)
+        width = cols * hop if width is None else checked_setting("width", width, (cols - 1) * hop + 1, cols * hop)
+        check_image_size(width, height)  # before the codes are copied and the whole picture is allocated
         self._check_image_decode_fits(width, height, quality, None, "decode fewer rows of codes at a time")
         return self._pixels_of_codes(self._checked_codes(codes, 0, "quality, rows, cols"), height, width)
 
@@ -2567,7 +2114,7 @@ class Codec:
         if isinstance(dtype, torch.dtype):  # NumPy cannot interpret torch.int16
             if dtype.is_floating_point:  # bfloat16 has no NumPy type to be named by
                 raise VQCodecError(f"codes must be integers, not {str(dtype).removeprefix('torch.')}")
-            dtype = _as_array(torch.empty((), dtype=dtype)).dtype
+            dtype = as_array(torch.empty((), dtype=dtype)).dtype
         try:  # a view of one value: nothing of the shape's size is allocated
             stand_in = np.broadcast_to(np.zeros((), dtype), shape)
         except (TypeError, ValueError) as exc:
@@ -2585,13 +2132,13 @@ class Codec:
         """codes_to_file's checks of all but the values of the codes (of their type and shape as given,
         nothing read or copied): the codes as an array, and what packs them once their values are checked."""
         self._refuse_other_models_codes(codes)
-        array = _integer_codes(_as_array(codes))
+        array = integer_codes(as_array(codes))
         if (self.kind == "audio" and (width, height) != (None, None)) or \
                 (self.kind == "image" and (sample_rate, samples, gain, channels) != (None, None, None, None)):
             raise VQCodecError(f"model {self.name} codes {self.kind}: a width and height are for images, "
                                "a sample rate, sample count, gain and channel count for audio")
         stored_gain, gain = 0, scalar_of(gain)
-        if gain is not None and not _is_real(gain):
+        if gain is not None and not is_real(gain):
             raise VQCodecError(f"gain must be a number, not {shown(gain)}")
         if gain is not None and gain != 1.0:
             try:  # inf for a gain near the float limit (1e308), too large an int for a float
@@ -2606,20 +2153,20 @@ class Codec:
                                    f"{vqformat.MAX_GAIN // vqformat.GAIN_ONE})")
         array = self._code_array(array, *self._code_layout)  # copied (as _code_dtype) once the size it makes passes
         if self.kind == "audio":
-            if channels is not None and _checked_count("channels", channels) != array.shape[0]:
+            if channels is not None and checked_count("channels", channels) != array.shape[0]:
                 raise VQCodecError(f"the codes hold {plural(array.shape[0], 'channel')}, not {shown(channels)}")
             channels, quality, frames = array.shape
-            rate = self.sample_rate if sample_rate is None else _checked_rate(sample_rate)
-            samples = self._samples_of_frames(frames, rate) if samples is None else _checked_count("samples", samples)
-            _check_audio_size(channels, rate, samples)
+            rate = self.sample_rate if sample_rate is None else checked_rate(sample_rate)
+            samples = self._samples_of_frames(frames, rate) if samples is None else checked_count("samples", samples)
+            check_audio_size(channels, rate, samples)
             if self._frames_of_samples(samples, rate) != frames:
                 raise VQCodecError(f"{plural(samples, 'sample')} at {rate} Hz make "
                                    f"{plural(self._frames_of_samples(samples, rate), 'frame')}, not {frames}")
         else:
             quality, rows, cols = array.shape
-            width = cols * self.hop if width is None else _checked_count("width", width, "pixels")
-            height = rows * self.hop if height is None else _checked_count("height", height, "pixels")
-            _check_image_size(width, height)
+            width = cols * self.hop if width is None else checked_count("width", width, "pixels")
+            height = rows * self.hop if height is None else checked_count("height", height, "pixels")
+            check_image_size(width, height)
             cells = (math.ceil(height / self.hop), math.ceil(width / self.hop))
             if cells != (rows, cols):
                 raise VQCodecError(f"a {width}x{height} image has {cells[0]} x {cells[1]} latent cells, "
@@ -2640,15 +2187,15 @@ class Codec:
 
         self._require("image")
         if isinstance(image, torch.Tensor):
-            image = _as_array(image)
+            image = as_array(image)
         if isinstance(image, np.ndarray):
-            image = _array_image(image)
+            image = image_of_array(image)
             self.check_image_encode_fits(image.width, image.height, image.mode)
         elif not isinstance(image, Image.Image):
             raise VQCodecError(f"encode_image takes a Pillow image or a uint8 array, not a {type(image).__name__}: "
                                "encode() also takes paths and bytes")
         else:
-            _check_image_size(image.width, image.height)
+            check_image_size(image.width, image.height)
             self.check_image_encode_fits(image.width, image.height, image.mode)
             warn_of_frames_left_out(image)
             if getattr(image, "tile", None) and getattr(image, "fp", None) is None:  # Pillow only asserts it
@@ -2662,9 +2209,9 @@ class Codec:
                 image = as_displayed(image)
             image = in_srgb(image)
         if max_bpp is not None:
-            max_bpp = _checked_amount("bits per pixel", max_bpp, "bpp")
+            max_bpp = checked_amount("bits per pixel", max_bpp, "bpp")
             return self._fit_rate(lambda q: self._encode_image(image, q), quality,
-                                  *_rate_target(max_bpp, False, image.width * image.height))
+                                  *ratecontrol.rate_target(max_bpp, False, image.width * image.height))
         return self._encode_image(image, quality)
 
     def _encode_image(self, image, quality: int) -> bytes:
@@ -2672,7 +2219,7 @@ class Codec:
         quality = self.check_quality(quality)
         rgb, mode, alpha = image_to_planes(image)
         h, w, _ = rgb.shape
-        _check_image_size(w, h)
+        check_image_size(w, h)
         codes = np.asarray(self.image_to_codes(rgb, quality, variable_depth=True))
         alpha_bytes = zlib.compress(alpha.tobytes(), 9) if alpha is not None else None
         return self._pack_image(codes, w, h, mode, alpha_bytes)

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import imagedata
 from .errors import ImageReadWarning, VQCodecError, caller_stacklevel
-from .format import MAX_IMAGE_SIDE
+from .format import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
 from .imagedata import BMP_BITFIELDS, BMP_BI_RGB, PILLOW_READ_ERRORS
 from .io import (NETPBM_VARIANTS, image_format_of_suffix, is_image_signature, refuse_format_against_name,
                  refuse_format_of_other_kind)
@@ -1656,3 +1656,35 @@ def _fallback_modes(image, keep_alpha: bool) -> list[str]:
     if image.mode in _SIXTEEN_BIT:
         return ["I;16", "L", "RGB"]
     return ["RGB"]
+
+
+def check_image_size(width: int, height: int) -> None:
+    """The container's bounds on a new image file, checked before anything is coded."""
+    if min(width, height) < 1:
+        raise VQCodecError(f"image {width}x{height} is empty")
+    if max(width, height) > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
+        raise VQCodecError(f"image {width}x{height} exceeds the size limit of {MAX_IMAGE_SIDE} pixels "
+                           f"a side and {MAX_IMAGE_PIXELS} pixels")
+
+
+def edge_padded(rgb: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    """Rows [top, bottom) and columns [left, right) of an (h, w, 3) image padded past its bottom and
+    right edges by repeating its last row and column (top < h, left < w): the tile of the whole image
+    padded so, made without padding (so copying) the whole image."""
+    h, w = rgb.shape[:2]
+    part = rgb[top:min(bottom, h), left:min(right, w)]
+    return np.ascontiguousarray(np.pad(part, ((0, max(0, bottom - h)), (0, max(0, right - w)), (0, 0)), mode="edge"))
+
+
+def image_of_array(array: np.ndarray):
+    """A uint8 array (height, width), (height, width, 3) or (height, width, 4) as a Pillow image."""
+    from PIL import Image
+
+    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        raise VQCodecError("an image array must be uint8 (height, width), (height, width, 3) or (height, width, 4), "
+                           f"not {array.dtype} {array.shape}")
+    if min(array.shape[:2]) < 1:
+        raise VQCodecError(f"image of {array.shape[1]}x{array.shape[0]} pixels is empty")
+    check_image_size(array.shape[1], array.shape[0])  # before Pillow copies it (a broadcast array: gigabytes)
+    return Image.fromarray(np.ascontiguousarray(array), {2: "L", 3: "RGB", 4: "RGBA"}[array.ndim if array.ndim == 2
+                                                                                    else array.shape[2]])

@@ -119,3 +119,11 @@ def _search_weight(encode_at: Callable[[float], bytes], limit: int, fitting: flo
         else:
             best, fitting, fit_size = max(best, data, key=len), middle, len(data)
     return best
+
+
+def rate_target(max_rate: float, audio: bool, amount: float) -> tuple[int, str, Callable[[int], str]]:
+    """A rate search's byte limit for `max_rate` (kbps over `amount` seconds of audio, or bits per pixel
+    over `amount` pixels), the target as its messages name it, and how a size in bytes reads in its unit."""
+    bits_per_rate, unit = (1000 * amount, "kbps") if audio else (amount, "bpp")
+    return (byte_limit(max_rate * bits_per_rate), f"{max_rate:g} {unit}",
+            lambda size: f"{rate_that_fits(size, bits_per_rate):g} {unit}")

@@ -16,6 +16,7 @@ import sys
 import threading
 from io import RawIOBase, TextIOBase, UnsupportedOperation
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -928,3 +929,18 @@ def read_json_file(path, limit: int | None = None, what: str = "a JSON file of i
         if os.fstat(stream.fileno()).st_size > limit:
             raise JSONFileTooLarge(f"{Path(path).name} takes more than {limit >> 20} MiB, far more than {what} holds")
         return json.loads(stream.read(limit + 1))
+
+
+def through_spool(stream, write: Callable, where: str | None = None) -> None:
+    """Call write(spool) into an anonymous temporary file, then copy what it wrote into a stream that
+    cannot seek, or a raw one: a failure writes nothing to the stream, and long output never sits in memory.
+    `where`: the stream's name for its errors, if it has one. The spool's own failures (room, EIO) are named as its,
+    with its folder (TemporarySpool)."""
+    with TemporarySpool("a stream that cannot seek, or a raw one, is written through one") as spool:
+        write(spool)
+        spool.seek(0)
+        try:
+            copy_whole(spool, stream)
+            flush_written(stream)
+        except (OSError, ValueError) as exc:
+            raise unwritable_stream(exc, where) from None
