@@ -42,7 +42,7 @@ DATA = common.REPO_ROOT.parent / "shared" / "data"
 
 def cut_by_level(codec, top: bytes, target: float) -> bytes | None:
     """The highest -q whose plain cut (every cell keeping its levels) fits `target`."""
-    from vqcodec.codec import read_info
+    from vqcodec.fileinfo import read_info
 
     weight, codec.depth_weight = codec.depth_weight, 0.0
     try:

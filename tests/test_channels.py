@@ -15,7 +15,8 @@ from conftest import GOLDEN, make_signal
 from make_golden import AUDIO_RATE, shared_golden_audio
 from vqcodec import Codec
 from vqcodec import format as vqformat
-from vqcodec.codec import SAME_CHANNEL_TOLERANCE, read_info
+from vqcodec.codec import SAME_CHANNEL_TOLERANCE
+from vqcodec.fileinfo import read_info
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SPEECH = REPO_ROOT / "tests" / "data" / "speech.flac"

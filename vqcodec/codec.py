@@ -36,8 +36,8 @@ from .codekind import kind_of, kinded, maker_of
 from .config import config_to_dict
 from .devices import resolve_device
 from .errors import ClippingWarning, VQCodecError, caller_stacklevel
-from .fileinfo import (TRAILING_STREAM_BYTES, FileInfo, UnendedStream, alpha_plane, colour_mode,  # noqa: F401
-                       file_name, naming_damage_in, naming_its_file, read_info, vq_bytes)  # (FileInfo, read_info: API)
+from .fileinfo import (TRAILING_STREAM_BYTES, UnendedStream, alpha_plane, colour_mode, file_name, naming_damage_in,
+                       naming_its_file, vq_bytes)
 from .imagedata import PILLOW_READ_ERRORS
 from .imageio import (ALPHA_MODES, IMAGE_MODES, IMAGE_MODE_NAMES, TIFF_ORIENTATION, as_displayed, check_image_size,
                       edge_padded, image_of_array, image_to_planes, in_srgb, load_pixels, mode_shown, open_image,
