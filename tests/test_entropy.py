@@ -845,26 +845,32 @@ NO_MODEL_PATHS = [
 ]
 
 
-@pytest.mark.parametrize("out, message", NO_MODEL_PATHS)
-def test_fit_prior_refuses_an_out_that_is_no_model_path(tmp_path, capsys, out, message):
-    """`fit-prior --out FOLDER` wrote FOLDER.safetensors beside the folder, and other names lost their
-    last dotted part or made a model no name finds; each is refused in one line before any file is coded."""
+def _a_model_and_an_out_folder(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of golden_audio in tmp_path/model, and tmp_path/out holding a file, the folder NO_MODEL_PATHS name."""
     import shutil
-
-    import soundfile
-
-    from vqcodec.cli import run
 
     model = tmp_path / "model" / "golden_audio.safetensors"
     model.parent.mkdir()
     for suffix in (".safetensors", ".json"):
         shutil.copy((GOLDEN / "golden_audio").with_suffix(suffix), model.with_suffix(suffix))
-    data = tmp_path / "data"
-    data.mkdir()
-    soundfile.write(str(data / "clip.wav"), golden_audio(80, seconds=0.2).T, AUDIO_RATE)
     folder = tmp_path / "out"
     folder.mkdir()
     (folder / "file.txt").write_text("not a folder")
+    return model, folder
+
+
+@pytest.mark.parametrize("out, message", NO_MODEL_PATHS)
+def test_fit_prior_refuses_an_out_that_is_no_model_path(tmp_path, capsys, out, message):
+    """`fit-prior --out FOLDER` wrote FOLDER.safetensors beside the folder, and other names lost their
+    last dotted part or made a model no name finds; each is refused in one line before any file is coded."""
+    import soundfile
+
+    from vqcodec.cli import run
+
+    model, folder = _a_model_and_an_out_folder(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    soundfile.write(str(data / "clip.wav"), golden_audio(80, seconds=0.2).T, AUDIO_RATE)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     code = run(["fit-prior", str(model), str(data), "--out", out.replace("OUT", str(folder))])
     err = capsys.readouterr().err
@@ -879,17 +885,9 @@ def test_fit_prior_files_refuses_an_out_that_is_no_model_path(tmp_path, out, mes
     """fit_prior_files, the Python API under fit-prior, wrote whatever `out` named as NAME.safetensors: OUT/v1.2 as
     OUT/v1.safetensors, a folder as a model beside it, OUT/checkpoint over a training run's checkpoint, which the
     command refused (test above). It refuses them as the command does, before any file is coded; nothing is written."""
-    import shutil
-
     from vqcodec.priorfit import fit_prior_files
 
-    model = tmp_path / "model" / "golden_audio.safetensors"
-    model.parent.mkdir()
-    for suffix in (".safetensors", ".json"):
-        shutil.copy((GOLDEN / "golden_audio").with_suffix(suffix), model.with_suffix(suffix))
-    folder = tmp_path / "out"
-    folder.mkdir()
-    (folder / "file.txt").write_text("not a folder")
+    model, folder = _a_model_and_an_out_folder(tmp_path)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     with pytest.raises(VQCodecError) as refused:
         fit_prior_files(model, [tmp_path / "never_read.wav"], out=out.replace("OUT", str(folder)))
