@@ -35,7 +35,7 @@ from .losses import ReconstructionLoss
 from .modelfile import (CODE_TENSORS, attach_prior, compute_codes_id, inference_state, read_model_files,
                         read_safetensors_metadata, remove_leftover_model_temporaries, save_model, write_json)
 from .models import VQVAE
-from .prior import MAX_CODEBOOK
+from .prior import MAX_CODEBOOK, CodePrior
 from .priorfit import fit_prior_files
 from .runlock import lock_out, release_out
 from .runstart import Run, Start, checked_config, let_go_of_dropped_state, starting_point, training_config
@@ -1039,8 +1039,6 @@ def _fit_prior_in_memory(model_path: Path, files: list[Path], device: str, log, 
 
 def _initial_prior(path: str | None):
     """The prior of the model a decoder-only run started from (its files at `path`), or None."""
-    from .prior import CodePrior
-
     if path is None or not Path(path).exists():
         return None
     meta, tensors = read_model_files(Path(path))
