@@ -984,3 +984,56 @@ def test_a_folder_of_links_to_nothing_alone_says_so(tmp_path, capsys):
     assert (code, err) == (1, f"vqcodec: error: {folder}: no .vq files found ({folder / 'z.vq'}: broken symbolic "
                               f"link (to {moved / 'z.vq'}); {hidden})\n")
     assert not (tmp_path / "vq").exists() and not (tmp_path / "wav").exists() and not (tmp_path / "run").exists()
+
+
+def test_encode_tree_encodes_a_folder_as_the_command_does(codec, tiny_model_path, two_recordings, tmp_path):
+    """vqcodec.folders.encode_tree is `vqcodec encode FOLDER OUT` in Python: the walk, the mirrored .vq names and the
+    report, each file coded as the one-file encode codes it; a model's path is loaded as Codec.load loads it."""
+    from vqcodec.folders import encode_tree
+
+    (two_recordings / ".hidden.wav").write_bytes(b"left out")
+    report = encode_tree(codec, two_recordings, tmp_path / "out", quality=2)
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*"))
+    assert written == ["a.vq", "sub", "sub/b.vq"]
+    for name, source in (("a.vq", "a.flac"), ("sub/b.vq", "sub/b.wav")):
+        assert (tmp_path / "out" / name).read_bytes() == codec.encode_audio_file(two_recordings / source, 2)
+    assert (report.kind, report.written, report.skipped, report.set_aside) == ("audio", 2, [], [])
+    assert report.bytes == sum(p.stat().st_size for p in (tmp_path / "out").rglob("*.vq"))
+    assert report.seconds == pytest.approx(2.0)
+    by_path = encode_tree(str(tiny_model_path), two_recordings, tmp_path / "again", quality=2)
+    assert by_path.written == 2 and (tmp_path / "again" / "a.vq").read_bytes() == (tmp_path / "out" / "a.vq").read_bytes()
+
+
+def test_encode_tree_refuses_existing_outputs_before_any_model_loads(codec, two_recordings, tmp_path):
+    """An output that exists was refused before any work by the command alone (--force); encode_tree refuses it
+    as the command does, before it asks for the codec, and replaces it with replace=True."""
+    from vqcodec.folders import encode_tree
+
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "sub" / "b.vq").write_bytes(b"kept")
+    asked = []
+
+    def load(kind):
+        asked.append(kind)
+        return codec
+    with pytest.raises(VQCodecError, match=re.escape(f"{out / 'sub' / 'b.vq'} exists; pass replace=True to "
+                                                     "overwrite it")):
+        encode_tree(load, two_recordings, out, quality=1)
+    assert asked == [] and not (out / "a.vq").exists() and (out / "sub" / "b.vq").read_bytes() == b"kept"
+    report = encode_tree(load, two_recordings, out, quality=1, replace=True)
+    assert asked == ["audio"] and report.written == 2 and (out / "sub" / "b.vq").read_bytes() != b"kept"
+
+
+def test_encode_tree_refuses_a_codec_of_another_kind_and_a_file_as_out(codec, two_recordings, tmp_path):
+    """The refusals of `vqcodec encode FOLDER OUT`, worded alike, before anything is written."""
+    from vqcodec.folders import encode_tree
+
+    with pytest.raises(VQCodecError, match=r"^model tiny codes audio, but the input is an image$"):
+        encode_tree(lambda kind: codec, DATA, tmp_path / "out", kind="image")  # the photos of tests/data
+    with pytest.raises(VQCodecError, match=re.escape(f"{two_recordings}: no image files found (only audio files)")):
+        encode_tree(codec, two_recordings, tmp_path / "out", kind="image")
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(VQCodecError, match=re.escape(f"{tmp_path / 'file'} exists and is not a folder")):
+        encode_tree(codec, two_recordings, tmp_path / "file")
+    assert not (tmp_path / "out").exists()

@@ -310,23 +310,12 @@ def _output_name(ctx, param, value):
 def _refuse_existing_output(path: str, force: bool) -> None:
     """Refuse to overwrite an existing output without --force (commands check this before their
     work as well as when they write, so that a refusal costs nothing)."""
-    from .streams import descriptor_named, is_stream_file, refuse_folder_name
+    from .streams import refuse_existing_output
 
     if path == "-":
         _stdout(force)
         return
-    descriptor = descriptor_named(path)
-    if descriptor is not None:  # written into, where the shell's redirection chose to write
-        try:
-            os.fstat(descriptor)
-        except OSError:
-            raise VQCodecError(f"{path}: file descriptor {descriptor} is not open") from None
-        return
-    if Path(path).is_dir():
-        raise VQCodecError(f"{path}: is a directory")
-    refuse_folder_name(path)
-    if os.path.lexists(path) and not force and not is_stream_file(path):  # a dangling link too
-        raise VQCodecError(f"{path} exists; pass --force to overwrite it")
+    refuse_existing_output(path, force)
 
 
 def _refuse_output_file(path: str, force: bool, input_path: str) -> None:
@@ -906,9 +895,8 @@ def _refuse_weights(cause: str | None, model: str | None, rate_weight, depth_wei
 
 def _encode_folder(folder: Path, output_path: str, quality, model, kind, device, force, coding, beam, refine,
                    rate_weight, depth_weight, max_kbps, max_bpp) -> None:
-    """`vqcodec encode FOLDER OUT`: vqcodec.folders.encode_folder with the files and codec the options name."""
-    from .data import find_media
-    from .folders import encode_folder, files_under, mirrored_paths, passed_over_of
+    """`vqcodec encode FOLDER OUT`: vqcodec.folders.encode_tree with the codec the options set up."""
+    from .folders import encode_tree, files_under
     from .io import media_kind_of
     from .modelfile import model_kind
 
@@ -919,18 +907,13 @@ def _encode_folder(folder: Path, output_path: str, quality, model, kind, device,
         return _recode_folder(folder, out, quality, model, device, force, coding, depth_weight, max_kbps, max_bpp)
     if kind is None and model is not None:
         kind = model_kind(model)
-    passed_over: list[tuple[Path, str]] = []
-    kind, files = find_media(folder, kind, out, passed_over)
-    outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
-    for existing in outputs:
-        _refuse_existing_output(str(existing), force)
-    codec, quality = _encoder(kind, str(folder), quality, model, device, coding, beam, refine, rate_weight,
-                              depth_weight, max_kbps, max_bpp)
-    set_aside = passed_over_of(passed_over)
-    report = encode_folder(codec, files, outputs, quality, max_kbps if kind == "audio" else max_bpp,
-                           lambda path, data: _write_output(str(path), lambda stream: stream.write(data), force),
-                           log=_progress, progress=progressline.show, set_aside=set_aside)
-    _finish_folder(report, "encoded", out, len(files) + len(passed_over), set_aside)
+
+    def encoder(found: str):
+        return _encoder(found, str(folder), quality, model, device, coding, beam, refine, rate_weight, depth_weight,
+                        max_kbps, max_bpp)[0]
+    report = encode_tree(encoder, folder, out, quality, max_kbps if max_kbps is not None else max_bpp, kind, force,
+                         log=_progress, progress=progressline.show)
+    _finish_tree(report, "encoded", out)
 
 
 def _recode_folder(folder: Path, out: Path, quality, model, device, force, coding, depth_weight, max_kbps,
@@ -1000,12 +983,11 @@ def _codecs_the_files_name(files: list[Path], device, coding: str, codecs: dict)
 
 
 def _output_folder(output_path: str) -> Path:
+    from .folders import output_folder
+
     if output_path == "-":
         raise VQCodecError("a folder is coded into a folder, not to stdout")
-    out = Path(output_path)
-    if out.exists() and not out.is_dir():
-        raise VQCodecError(f"{out} exists and is not a folder")
-    return out
+    return output_folder(output_path)
 
 
 PROGRESS_MIN_BLOCKS = 6  # audio of fewer blocks (a minute of speech) is coded before a percentage would help
@@ -1047,6 +1029,12 @@ def _finish_folder(report, verb: str, out: Path, total: int, missing: list[tuple
         raise VQCodecError(f"no file was {verb}: nothing was written to {out}")
     _say_written(report, verb, out)
     _fail_if_skipped(skipped, total, verb)
+
+
+def _finish_tree(report, verb: str, out: Path) -> None:
+    """_finish_folder of the report of a folders.*_tree run, which went through all the files it did not set aside."""
+    _finish_folder(report, verb, out, report.written + len(report.skipped) + _count(report.set_aside),
+                   report.set_aside)
 
 
 def _say_written(report, verb: str, out: Path) -> None:

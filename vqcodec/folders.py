@@ -332,6 +332,94 @@ def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, m
     return _each_file(files, outputs, make, report, "encoded", log, progress)
 
 
+def encode_tree(codec, folder, out, quality: int | None = None, max_rate: float | None = None,
+                kind: str | None = None, replace: bool = False, log: Callable[[str], None] | None = None,
+                progress: Callable[[str], None] | None = None) -> FolderReport:
+    """Encode the audio files or images under `folder` into .vq files under `out`, each at its relative path
+    (a/b.flac -> OUT/a/b.vq), with one codec, and return the FolderReport: `vqcodec encode FOLDER OUT` of a folder of
+    media.
+
+    The folder is read as files_under reads it (recursively; names beginning with "." and what is under `out` left
+    out). `codec` is a Codec, a model name or path, or a function that, given the kind of the files, returns the Codec
+    (as the command sets one up from its options); a name or function is loaded only once the folder is walked and
+    the outputs checked. The files coded are those of `kind` ("audio" or "image"): by default the codec's (a name's,
+    read from its JSON), or, given a function, the one kind the folder holds. `quality` defaults to
+    codec.default_quality(targeted=max_rate is not None); `max_rate` is kbps for audio and bits per pixel for images.
+
+    Refused by VQCodecError before any file is coded (nothing written): `out` a file, no file of the kind (or of two
+    kinds and no kind chosen), two files that would write one output (a.wav and a.flac), an output that is an input
+    or would have to be a folder, a codec of another kind, and, unless `replace`, an output that exists. A file that
+    cannot be coded is skipped and listed in the report's `skipped`, and names that are not regular files (a link to
+    nothing) in its `set_aside`, and the others go on. `log(line)` is told a recording's level warning, and a stop's
+    lines (Ctrl-C); `progress(line)` (else `log`) how many files are done every 100 files."""
+    from .codec import Codec
+    from .data import find_media
+    from .modelfile import model_kind
+    from .streams import checked_flag
+
+    check_callbacks(log=log, progress=progress)
+    replace = checked_flag("replace", replace)
+    folder, out = Path(folder), output_folder(out)
+    if kind is None and isinstance(codec, (str, os.PathLike)):
+        kind = model_kind(str(codec))
+    elif kind is None and isinstance(codec, Codec):
+        kind = codec.kind
+    passed_over: list[tuple[Path, str]] = []
+    kind, files = find_media(folder, kind, out, passed_over)
+    outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
+    refuse_existing_outputs(outputs, replace)
+    codec = _codec_for_kind(codec, kind)
+    if quality is None:
+        quality = codec.default_quality(targeted=max_rate is not None)
+    return encode_folder(codec, files, outputs, quality, max_rate,
+                         lambda path, data: write_new_file(path, lambda stream: stream.write(data), replace),
+                         log=log, progress=progress, set_aside=passed_over_of(passed_over))
+
+
+def _codec_for_kind(codec, kind: str):
+    """The Codec that encode_tree codes `kind` with: `codec` itself, loaded (a model name or path) or made (a
+    function of the kind); one of another kind refused."""
+    from .codec import Codec
+    from .wording import kind_coded, kind_held
+
+    if isinstance(codec, (str, os.PathLike)):
+        codec = Codec.load(os.fspath(codec))
+    elif not isinstance(codec, Codec) and callable(codec):
+        codec = codec(kind)
+    if not isinstance(codec, Codec):
+        raise VQCodecError(f"codec is a vqcodec Codec, a model name or path, or a function of the kind that returns a "
+                           f"Codec, not {shown_cut(codec)}")
+    if codec.kind != kind:
+        raise VQCodecError(f"model {codec.name} codes {kind_coded(codec.kind)}, but the input is {kind_held(kind)}")
+    return codec
+
+
+def output_folder(out) -> Path:
+    """The output folder of a folder run, `out` as a Path: one that exists and is not a folder refused."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise VQCodecError(f"{out} exists and is not a folder")
+    return out
+
+
+def refuse_existing_outputs(outputs: list[Path], replace: bool) -> None:
+    """Refuse, before any file is coded, the outputs of a folder run that exist, unless `replace`, or are folders
+    (streams.refuse_existing_output)."""
+    from .streams import refuse_existing_output
+
+    for output in outputs:
+        refuse_existing_output(str(output), replace)
+
+
+def write_new_file(path: Path, write: Callable, replace: bool) -> None:
+    """streams.write_file of one output of a folder run, refused as refuse_existing_outputs refuses it (a file that
+    another process wrote since the run began, unless `replace`)."""
+    from .streams import refuse_existing_output, write_file
+
+    refuse_existing_output(str(path), replace)
+    write_file(path, write, replace=replace)
+
+
 def recode_folder(files: list[Path], outputs: list[Path], recode: Callable[[Path, bytes], bytes],
                   write: Callable[[Path, bytes], None], log: Callable[[str], None] | None = None,
                   progress: Callable[[str], None] | None = None,

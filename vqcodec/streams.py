@@ -485,6 +485,26 @@ def refuse_folder_name(path) -> None:
                            "(a single file's output is a file name)")
 
 
+def refuse_existing_output(path, replace: bool) -> None:
+    """Refuse an output file that exists unless `replace` (a FIFO or device excepted: it is written into), a folder
+    where it must go, or a single file's name that ends in / (refuse_folder_name): checked before the work that
+    makes it, as well as when it is written, so that a refusal costs nothing. A descriptor's name (/dev/fd/N) must
+    be of an open descriptor."""
+    descriptor = descriptor_named(path)
+    if descriptor is not None:  # written into, where the shell's redirection chose to write
+        try:
+            os.fstat(descriptor)
+        except OSError:
+            raise VQCodecError(f"{path}: file descriptor {descriptor} is not open") from None
+        return
+    if Path(path).is_dir():
+        raise VQCodecError(f"{path}: is a directory")
+    refuse_folder_name(path)
+    if os.path.lexists(path) and not replace and not is_stream_file(path):  # a dangling link too
+        raise VQCodecError(setting(f"{path} exists; pass --force to overwrite it",
+                                   f"{path} exists; pass replace=True to overwrite it"))
+
+
 def write_file(path, write, replace: bool = True) -> None:
     """Call write(stream) into a temporary file beside `path`, then rename it onto `path`: a failure
     leaves nothing behind, and readers never see half a file. A FIFO or device (is_stream_file), and
