@@ -1037,3 +1037,55 @@ def test_encode_tree_refuses_a_codec_of_another_kind_and_a_file_as_out(codec, tw
     with pytest.raises(VQCodecError, match=re.escape(f"{tmp_path / 'file'} exists and is not a folder")):
         encode_tree(codec, two_recordings, tmp_path / "file")
     assert not (tmp_path / "out").exists()
+
+
+def test_decode_tree_decodes_a_folder_as_the_command_does(codec, tiny_model_path, two_recordings, tmp_path):
+    """vqcodec.folders.decode_tree is `vqcodec decode FOLDER OUT` in Python: the .vq files walked, each decoded at
+    its relative path in the format asked for, as the one-file decode writes it."""
+    from vqcodec.folders import decode_tree, encode_tree
+
+    encode_tree(codec, two_recordings, tmp_path / "vq", quality=2)
+    report = decode_tree(tmp_path / "vq", tmp_path / "out", format="flac", model=tiny_model_path)
+    assert (report.written, report.skipped, report.set_aside) == (2, [], [])
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.*")) == [
+        "a.flac", "sub/b.flac"]
+    codec.decode_audio_file((tmp_path / "vq" / "sub" / "b.vq").read_bytes(), tmp_path / "one.flac")
+    assert (tmp_path / "out" / "sub" / "b.flac").read_bytes() == (tmp_path / "one.flac").read_bytes()
+    assert report.bytes == sum(p.stat().st_size for p in (tmp_path / "out").rglob("*.flac"))
+
+
+def test_decode_tree_refuses_before_any_work_as_the_command_does(codec, tiny_model_path, two_recordings, tmp_path):
+    """A format of another kind than the folder's files, and existing outputs, are refused before any model loads,
+    worded with the Python arguments."""
+    from vqcodec.folders import decode_tree, encode_tree
+
+    encode_tree(codec, two_recordings, tmp_path / "vq", quality=1)
+    with pytest.raises(VQCodecError, match=re.escape(f"format webp is an image format, and the .vq files of "
+                                                     f"{tmp_path / 'vq'} hold audio only")):
+        decode_tree(tmp_path / "vq", tmp_path / "out", format="webp", model=tiny_model_path)
+    (tmp_path / "photos").mkdir()
+    shutil.copy(DATA / "golden" / "golden_image_fixed.vq", tmp_path / "photos")
+    with pytest.raises(VQCodecError, match=re.escape(f"rate is for audio, and the .vq files of {tmp_path / 'photos'} "
+                                                     "hold images only")):
+        decode_tree(tmp_path / "photos", tmp_path / "out", rate=8000)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.wav").write_bytes(b"kept")
+    with pytest.raises(VQCodecError, match=re.escape(f"{tmp_path / 'out' / 'a.wav'} exists; pass replace=True")):
+        decode_tree(tmp_path / "vq", tmp_path / "out", model="not a model")  # before the model is looked for
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.wav"]
+
+
+def test_decode_tree_sets_aside_files_whose_model_is_not_installed(codec, two_recordings, tmp_path):
+    """Without model=, the files whose model is not installed were set aside, one group per model, by the command
+    alone: decode_tree does it, and refuses a folder all of whose files name one such model."""
+    from vqcodec.folders import decode_tree, encode_tree
+
+    encode_tree(codec, two_recordings, tmp_path / "vq", quality=1)
+    with pytest.raises(VQCodecError, match=re.escape(f"2 .vq files of {tmp_path / 'vq'}: no installed model has id "
+                                                     f"{codec.model_id.hex()}")):
+        decode_tree(tmp_path / "vq", tmp_path / "out")
+    (tmp_path / "vq" / "broken.vq").write_bytes(b"not a .vq file")
+    report = decode_tree(tmp_path / "vq", tmp_path / "out")
+    assert report.written == 0 and not (tmp_path / "out").exists()
+    assert [sorted(p.name for p in paths) for paths, _ in report.set_aside] == [["a.vq", "b.vq"], ["broken.vq"]]
+    assert report.set_aside[0][1].startswith(f"no installed model has id {codec.model_id.hex()}")

@@ -20,6 +20,8 @@ from . import __version__, progressline
 from . import format as vqformat
 from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
 from .errors import Terminated, VQCodecError, is_out_of_memory
+from .folders import decoding_model, file_codec, named_codecs, set_aside_missing_models
+from .folders import refuse_another_models_file as _refuse_another_models_file  # noqa: F401 (its old name)
 from .wording import (NAME_BYTES, command_line_wording, decimals_for, json_names, kind_coded, kind_held, one_line,
                       plural, reason_of, skipping)
 
@@ -803,52 +805,11 @@ def _recoder(data: bytes, model, device, coding, quality, depth_weight, max_kbps
     if depth_weight is not None and max_kbps is None and max_bpp is None and quality in (None, header.quality):
         raise VQCodecError(f"--depth-weight cuts a .vq file's levels only with a -q below its {header.quality} "
                            "codebooks or a --bitrate / --bpp: at its own quality its codes are kept as they are")
-    codec = _file_codec(data, model, device, codecs, coding)
+    codec = file_codec(data, model, device, codecs, coding)
     _refuse_weights_when_fixed_width(codec, None, depth_weight)
     if depth_weight is not None:
         codec.depth_weight = depth_weight
     return codec
-
-
-def _named_codec(model, device, coding: str = "auto") -> dict:
-    """The codecs of a folder's files as _file_codec keeps them: with -m, that model loaded before any
-    file, so that a model that cannot be loaded is one error and not one per file."""
-    from .codec import Codec
-
-    return {} if model is None else {model: Codec.load(model, device=device, coding=coding)}
-
-
-def _file_codec(data: bytes, model, device, codecs: dict, coding: str = "auto"):
-    """The codec of the model a .vq file names (or `model`), kept in `codecs` by model for the next file."""
-    from .codec import Codec
-    from .registry import model_for_file
-
-    name = model or model_for_file(data)
-    if name not in codecs:  # with -m, a single file's (a folder's was loaded first: _named_codec)
-        codecs[name] = Codec.load(name if model is None else _model_of_file(model, data), device=device, coding=coding)
-    elif model is not None:
-        _refuse_another_models_file(codecs[name], model, data, codecs)
-    return codecs[name]
-
-
-def _refuse_another_models_file(codec, model: str, data: bytes, codecs: dict) -> None:
-    """With -m, a folder's file that its model does not decode is refused as one file is (_model_of_file):
-    with the model that decodes it named, looked up once for each model id and prior among the files."""
-    try:
-        header = vqformat.parse_header(data)
-    except VQCodecError:
-        return  # the codec refuses it
-    if codec.decodes_files_of(header.model_id):
-        return
-    key = ("refusal", header.model_id, header.coded_prior_id)
-    if key not in codecs:
-        try:
-            _model_of_file(model, data)
-            codecs[key] = None  # no model found that decodes it: the codec's own refusal
-        except VQCodecError as exc:
-            codecs[key] = str(exc)
-    if codecs[key] is not None:
-        raise VQCodecError(codecs[key])
 
 
 def _encoder(kind, input_path, quality, model, device, coding, beam, refine, rate_weight, depth_weight, max_kbps,
@@ -922,12 +883,12 @@ def _recode_folder(folder: Path, out: Path, quality, model, device, force, codin
     from .folders import find_vq_files, mirrored_paths, passed_over_of, recode_folder
 
     passed_over: list[tuple[Path, str]] = []
-    files, missing = _set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model)
+    files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model)
     missing = passed_over_of(passed_over) + missing
     outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
     for existing in outputs:
         _refuse_existing_output(str(existing), force)
-    codecs = _named_codec(model, device, coding)
+    codecs = named_codecs(model, device, coding)
     _refuse_folder_depth_weight(codecs, files, model, device, coding, depth_weight)
 
     def recode(path: Path, data: bytes) -> bytes:
@@ -969,12 +930,12 @@ def _refuse_folder_depth_weight(codecs: dict, files: list[Path], model, device, 
 
 def _codecs_the_files_name(files: list[Path], device, coding: str, codecs: dict) -> list:
     """The codecs of the models that the headers of .vq files name, each loaded once into `codecs`
-    (_file_codec); a file whose header or model cannot be read is left to fail on its own."""
+    (folders.file_codec); a file whose header or model cannot be read is left to fail on its own."""
     found = []
     for path in files:
         try:
             with open(path, "rb") as stream:
-                codec = _file_codec(stream.read(vqformat.HEADER_SIZE), None, device, codecs, coding)
+                codec = file_codec(stream.read(vqformat.HEADER_SIZE), None, device, codecs, coding)
         except (OSError, VQCodecError):
             continue
         if codec not in found:
@@ -1017,7 +978,7 @@ def _progress(line: str) -> None:
 
 def _finish_folder(report, verb: str, out: Path, total: int, missing: list[tuple[list[Path], str]] = ()) -> None:
     """The folder commands' last lines: the files skipped (those whose model is not installed, one line
-    per model: _set_aside_missing_models), what was written, and status 1 if any was skipped; a run
+    per model: folders.set_aside_missing_models), what was written, and status 1 if any was skipped; a run
     that wrote nothing says so in its error line instead of a summary of no files."""
     from .folders import skipping_lines
 
@@ -1040,38 +1001,6 @@ def _finish_tree(report, verb: str, out: Path) -> None:
 def _say_written(report, verb: str, out: Path) -> None:
     """A folder command's summary line, "coded 3 files, 13200 bytes into tokens"."""
     _progress(f"{verb} {report.summary()} into {out}")
-
-
-def _set_aside_missing_models(folder: Path, files: list[Path], model, refuse_all: bool = True
-                              ) -> tuple[list[Path], list[tuple[list[Path], str]]]:
-    """Without -m, the .vq files whose model is installed (and those whose header cannot be read, left
-    to fail on their own), and the others grouped by the model id they name, each group with the line
-    that says no installed model has it: one line per model, not one per file. Where every file names
-    the same missing model (and `refuse_all`), that line is the error, before anything is done."""
-    from .registry import model_of_file, no_model_message
-
-    if model is not None:
-        return files, []
-    kept, missing, found = [], {}, {}
-    for path in files:
-        try:
-            with open(path, "rb") as stream:
-                header = stream.read(vqformat.HEADER_SIZE)
-            parsed = vqformat.parse_header(header)
-        except (OSError, VQCodecError):
-            kept.append(path)
-            continue
-        key = (parsed.model_id, parsed.coded_prior_id)
-        if key not in found:
-            found[key] = model_of_file(header) is not None
-        if found[key]:
-            kept.append(path)
-        else:
-            missing.setdefault(parsed.model_id, (header, []))[1].append(path)
-    groups = [(paths, no_model_message(header, len(paths))) for header, paths in missing.values()]
-    if refuse_all and not kept and len(groups) == 1:
-        raise VQCodecError(f"{plural(len(files), '.vq file')} of {folder}: {groups[0][1]}")
-    return kept, groups
 
 
 def _count(missing: list[tuple[list[Path], str]]) -> int:
@@ -1176,7 +1105,7 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
         raise VQCodecError(f"{'stdout' if output_path == '-' else output_path}: {exc}") from None
     from .codec import Codec  # imports torch: after input refused from its header (`< /dev/zero`), without it
 
-    codec = Codec.load(_model_of_file(model, data), device=device)
+    codec = Codec.load(decoding_model(model, data), device=device)
     codec.progress = _terminal_progress()
     if salvage:
         _warn_damage(_damage_met(codec.damaged_parts(data, start or 0.0, duration), start, duration), header)
@@ -1199,72 +1128,27 @@ def decode(input_path, output_path, model, format_name, device, threads, force, 
         raise with_salvage_hint(exc, codec, data) from None
 
 
-def _model_of_file(model: str | None, data: bytes) -> str:
-    """The model that a command on the `.vq` file `data` loads: -m's, or the installed one the file names.
-    A folder given as -m that holds several models is refused with the one among them that wrote the file,
-    and a model of another id with the one beside it or installed that decodes the file (find_model)."""
-    from .registry import find_model, model_for_file
-
-    if model is None:
-        return model_for_file(data)
-    return str(find_model(model, wrote=data))
-
-
 def _decode_folder(folder: Path, output_path: str, model, format_name, device, force, salvage, rate) -> None:
-    """`vqcodec decode FOLDER OUT`: vqcodec.folders.decode_folder, one codec per model."""
-    from .folders import (audio_outputs_refused, decode_folder, find_vq_files, mirrored_paths, output_formats,
-                          passed_over_of, read_headers)
+    """`vqcodec decode FOLDER OUT`: vqcodec.folders.decode_tree."""
+    from .folders import decode_tree
 
     out = _output_folder(output_path)
-    formats, extensions = output_formats(format_name)
-    passed_over: list[tuple[Path, str]] = []
-    files = find_vq_files(folder, out, passed_over)
-    headers, unreadable = read_headers(files)
-    kinds = {path: vqformat.KIND_NAMES[header.kind] for path, header in headers.items()}
-    if format_name is not None and kinds:
-        _check_format_kind_in_folder(format_name, set(kinds.values()), folder)
-    if rate is not None and kinds and "audio" not in kinds.values():  # as for one image file
-        raise VQCodecError(f"--rate is for audio, and the .vq files of {folder} hold images only")
-    refused = audio_outputs_refused(headers, formats["audio"], rate)  # before any model loads: one line per reason
-    if len(refused) == 1 and len(refused[0][0]) == len(files):
-        raise VQCodecError(f"{plural(len(files), '.vq file')} of {folder}: {refused[0][1]}")
-    refused_paths = {path for paths, _ in refused for path in paths}
-    readable, missing = _set_aside_missing_models(folder, [path for path in kinds if path not in refused_paths],
-                                                  model, refuse_all=not (unreadable or refused))
-    missing = passed_over_of(passed_over) + refused + missing + [([path], reason) for path, reason in unreadable]
-    outputs = mirrored_paths(folder, out, readable, lambda path: extensions[kinds[path]])
-    for existing in outputs:
-        _refuse_existing_output(str(existing), force)
-    codecs = _named_codec(model, device)
-
-    def warn(path, damaged, header):
-        _warn_damage(damaged, header, path)
-
-    def write_output(path, write):
-        with _clipping_warnings(path):
-            _write_output(str(path), write, force)
-
-    report = decode_folder(readable, outputs, formats, lambda data: _file_codec(data, model, device, codecs),
-                           write_output, salvage, warn, _progress, rate, progress=progressline.show, set_aside=missing)
-    _finish_folder(report, "decoded", out, len(files) + len(passed_over), missing)
+    report = decode_tree(folder, out, format_name, rate, salvage, model, device, force,
+                         on_damage=lambda path, damaged, header: _warn_damage(damaged, header, path),
+                         on_warning=_print_clipping, log=_progress, progress=progressline.show)
+    _finish_tree(report, "decoded", out)
 
 
-@contextlib.contextmanager
 def _clipping_warnings(name):
     """Print each ClippingWarning that decoding into `name` issues as one warning line naming it (other
-    warnings are shown as they would have been)."""
-    import warnings
+    warnings are shown as they would have been): folders.clipping_told."""
+    from .folders import clipping_told
 
-    from .errors import ClippingWarning
+    return clipping_told(name, _print_clipping)
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ClippingWarning)
-        yield
-    for item in caught:
-        if issubclass(item.category, ClippingWarning):
-            click.echo(f"vqcodec: warning: {name}: {item.message}", err=True)
-        else:
-            warnings.showwarning(item.message, item.category, item.filename, item.lineno)
+
+def _print_clipping(line: str) -> None:
+    click.echo(f"vqcodec: warning: {line}", err=True)
 
 
 def _damage_met(damaged: list[dict], start: float | None, duration: float | None) -> list[dict]:
@@ -1303,18 +1187,6 @@ def _warn_damage(damaged: list[dict], header, path=None) -> None:
                  f"{'where its chunks lose their framing' if d['framing_lost'] else 'its last chunk'}, not read"
                  for d in damaged if "unread_after" in d]
     click.echo(f"vqcodec: warning: {f'{path}: ' if path else ''}{'; '.join(warnings)}", err=True)
-
-
-def _check_format_kind_in_folder(format_name: str, kinds: set[str], folder: Path) -> None:
-    """Refuse a --format for a folder none of whose .vq files it applies to (an audio format for a folder
-    of images, or the reverse), which would have written them all in the default format of their kind."""
-    from .io import format_kind
-
-    kind = format_kind(format_name) or "image"
-    if kind not in kinds:
-        held = "images" if kinds == {"image"} else "audio"
-        raise VQCodecError(f"--format {format_name} is {'an audio' if kind == 'audio' else 'an image'} format, and the "
-                           f".vq files of {folder} hold {held} only")
 
 
 def _format_from_name(path: str) -> str:
@@ -1384,7 +1256,7 @@ def info(input_path, as_json, verbose, model_option):
         from .codec import Codec
         from .folders import salvageable
 
-        codec = Codec.load(_model_of_file(model_option, data))
+        codec = Codec.load(decoding_model(model_option, data))
         codec.check_file(data)
         if model_option:
             record["model"] = model = model_option
@@ -1534,7 +1406,7 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
             data = read_vq_stream(stream)
             from .codec import Codec  # imports torch: after input refused from its first bytes, without it
 
-            codec = Codec.load(_model_of_file(model, data), device=resolve_device(device))
+            codec = Codec.load(decoding_model(model, data), device=resolve_device(device))
             _write_output(output_path, file_codes_writer(codec, data), force)
             header = vqformat.parse_header(data)
             warn_of_what_codes_leave_out(header, source)
@@ -1599,7 +1471,7 @@ def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str,
     from .tokens import MANIFEST, resumed_line, stopped_vq_run_entries, write_vq_manifest
 
     passed_over: list[tuple[Path, str]] = []
-    files, missing = _set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model)
+    files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model)
     missing = passed_over_of(passed_over) + missing
     outputs = mirrored_paths(folder, out, files, lambda path: ".npy", also=(out / MANIFEST,))
     finished = stopped_vq_run_entries(folder, out, files, outputs) if resume else {}
@@ -1617,11 +1489,11 @@ def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str,
         _progress(resumed_line(len(finished), len(to_do)))
     # before any file is coded: an array of these removed meanwhile left the run's codes.json unwritten
     kept = FolderReport("mixed", len(finished), sum(entry["codes"].stat().st_size for entry in finished.values()))
-    codecs = _named_codec(model, device)
+    codecs = named_codecs(model, device)
     finished = {path: _with_codes_id(entry, model, device, codecs) for path, entry in finished.items()}
     report, entries = codes_folder(
         [path for path, _ in to_do], [output for _, output in to_do],
-        lambda data: _file_codec(data, model, device, codecs),
+        lambda data: file_codec(data, model, device, codecs),
         lambda path, write: _write_output(str(path), write, force or resume), _progress,
         stopped=lambda report, entries: write_vq_manifest(folder, out, with_finished(entries),
                                                           _each_skipped(report, missing), stopped=True,
@@ -1634,14 +1506,14 @@ def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str,
 
 def _with_codes_id(entry: dict, model: str | None, device: str, codecs: dict) -> dict:
     """An entry that `codes VQFOLDER OUT --resume` keeps from a codes.json written before codes ids, given the codes
-    id a new run records (after its model id), where the codec that reads its file (_file_codec) is of the model id
+    id a new run records (after its model id), where the codec that reads its file (folders.file_codec) is of the model id
     it names; as it is where it has one, or where that codec is another model's (a fine-tune given by -m, which may
     make other codes) or cannot be had: pack then checks it by its model id, as before."""
     if "codes_id" in entry:
         return entry
     try:
         with open(entry["file"], "rb") as stream:
-            codec = _file_codec(stream.read(vqformat.HEADER_SIZE), model, device, codecs)
+            codec = file_codec(stream.read(vqformat.HEADER_SIZE), model, device, codecs)
     except (VQCodecError, OSError):
         return entry
     if codec.model_id.hex() != entry.get("model_id"):

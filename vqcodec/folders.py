@@ -481,6 +481,179 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
                       progress)
 
 
+def decode_tree(folder, out, format: str | None = None, rate: int | None = None, salvage: bool = False,
+                model=None, device: str = "cpu", replace: bool = False,
+                on_damage: Callable[[Path, list, vqformat.Header], None] | None = None,
+                on_warning: Callable[[str], None] | None = None, log: Callable[[str], None] | None = None,
+                progress: Callable[[str], None] | None = None) -> FolderReport:
+    """Decode the .vq files under `folder` into files under `out`, each at its relative path, audio as WAV and
+    images as PNG unless `format` names a format of their kind (output_formats: "flac", "webp", ...), and return the
+    FolderReport: `vqcodec decode FOLDER OUT`.
+
+    The folder is read as files_under reads it. Each file is decoded by the installed model it names, loaded once
+    for all the files that name it, or by `model` (a model name or path; a folder of several models: the one that
+    wrote each file), loaded before any file; audio at `rate` Hz where given; with `salvage`, what is intact of a
+    damaged file, `on_damage(path, damaged_parts, header)` told what it lost (Codec.damaged_parts).
+
+    Refused by VQCodecError before any file is decoded (nothing written): `out` a file, no .vq file, a `format` of
+    a kind none of the files holds, a `rate` for images only, outputs that `format` cannot hold for every file (a
+    mono format for stereo, at the rate), every file naming one model not installed, two files that would write one
+    output, an output that is an input, and, unless `replace`, an output that exists. Set aside before the run, in
+    the report's `set_aside` with why (grouped as the command's lines say it): names that are not regular files,
+    files whose output `format` cannot hold, files whose model is not installed and files whose header cannot be
+    read. A file that fails to decode is skipped, in `skipped`, and the others go on. A ClippingWarning of a file's
+    output is given to `on_warning("PATH: warning")`, where given, else issued; `log(line)` is told a stop's lines
+    (Ctrl-C), `progress(line)` (else `log`) how many files are done every 100 files."""
+    from .streams import checked_flag
+
+    check_callbacks(on_damage=on_damage, on_warning=on_warning, log=log, progress=progress)
+    salvage, replace = checked_flag("salvage", salvage), checked_flag("replace", replace)
+    folder, out = Path(folder), output_folder(out)
+    formats, extensions = output_formats(format)
+    passed_over: list[tuple[Path, str]] = []
+    files = find_vq_files(folder, out, passed_over)
+    headers, unreadable = read_headers(files)
+    kinds = {path: vqformat.KIND_NAMES[header.kind] for path, header in headers.items()}
+    if format is not None and kinds:
+        check_format_kind_in_folder(format, set(kinds.values()), folder)
+    if rate is not None and kinds and "audio" not in kinds.values():  # as for one image file
+        raise VQCodecError(f"{setting('--rate', 'rate')} is for audio, and the .vq files of {folder} hold images only")
+    refused = audio_outputs_refused(headers, formats["audio"], rate)  # before any model loads: one line per reason
+    if len(refused) == 1 and len(refused[0][0]) == len(files):
+        raise VQCodecError(f"{plural(len(files), '.vq file')} of {folder}: {refused[0][1]}")
+    refused_paths = {path for paths, _ in refused for path in paths}
+    readable, missing = set_aside_missing_models(folder, [path for path in kinds if path not in refused_paths],
+                                                 model, refuse_all=not (unreadable or refused))
+    set_aside = passed_over_of(passed_over) + refused + missing + [([path], reason) for path, reason in unreadable]
+    outputs = mirrored_paths(folder, out, readable, lambda path: extensions[kinds[path]])
+    refuse_existing_outputs(outputs, replace)
+    codecs = named_codecs(model, device)
+
+    def write(path: Path, write_stream: Callable) -> None:
+        with clipping_told(path, on_warning):
+            write_new_file(path, write_stream, replace)
+    return decode_folder(readable, outputs, formats, lambda data: file_codec(data, model, device, codecs), write,
+                         salvage, on_damage, log, rate, progress=progress, set_aside=set_aside)
+
+
+def check_format_kind_in_folder(format_name: str, kinds: set[str], folder: Path) -> None:
+    """Refuse an output format for a folder none of whose .vq files it applies to (an audio format for a folder
+    of images, or the reverse), which would have written them all in the default format of their kind."""
+    from .io import format_kind
+
+    kind = format_kind(format_name) or "image"
+    if kind not in kinds:
+        held = "images" if kinds == {"image"} else "audio"
+        raise VQCodecError(f"{setting('--format', 'format')} {format_name} is "
+                           f"{'an audio' if kind == 'audio' else 'an image'} format, and the .vq files of {folder} "
+                           f"hold {held} only")
+
+
+@contextlib.contextmanager
+def clipping_told(name, on_warning: Callable[[str], None] | None):
+    """Give each ClippingWarning that decoding into `name` issues in the block to `on_warning("NAME: warning")`
+    (other warnings are shown as they would have been); with `on_warning` None, leave them to be issued."""
+    import warnings
+
+    from .errors import ClippingWarning
+
+    if on_warning is None:
+        yield
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ClippingWarning)
+        yield
+    for item in caught:
+        if issubclass(item.category, ClippingWarning):
+            on_warning(f"{name}: {item.message}")
+        else:
+            warnings.showwarning(item.message, item.category, item.filename, item.lineno)
+
+
+def set_aside_missing_models(folder: Path, files: list[Path], model, refuse_all: bool = True
+                             ) -> tuple[list[Path], list[tuple[list[Path], str]]]:
+    """Without `model`, the .vq files whose model is installed (and those whose header cannot be read, left
+    to fail on their own), and the others grouped by the model id they name, each group with the line
+    that says no installed model has it: one line per model, not one per file. Where every file names
+    the same missing model (and `refuse_all`), that line is the error, before anything is done."""
+    from .registry import model_of_file, no_model_message
+
+    if model is not None:
+        return files, []
+    kept, missing, found = [], {}, {}
+    for path in files:
+        try:
+            with open(path, "rb") as stream:
+                header = stream.read(vqformat.HEADER_SIZE)
+            parsed = vqformat.parse_header(header)
+        except (OSError, VQCodecError):
+            kept.append(path)
+            continue
+        key = (parsed.model_id, parsed.coded_prior_id)
+        if key not in found:
+            found[key] = model_of_file(header) is not None
+        if found[key]:
+            kept.append(path)
+        else:
+            missing.setdefault(parsed.model_id, (header, []))[1].append(path)
+    groups = [(paths, no_model_message(header, len(paths))) for header, paths in missing.values()]
+    if refuse_all and not kept and len(groups) == 1:
+        raise VQCodecError(f"{plural(len(files), '.vq file')} of {folder}: {groups[0][1]}")
+    return kept, groups
+
+
+def decoding_model(model, data: bytes) -> str:
+    """The model that decodes the `.vq` file `data`: `model`'s, or the installed one the file names. A folder given
+    as `model` that holds several models is refused with the one among them that wrote the file, and a model of
+    another id with the one beside it or installed that decodes the file (registry.find_model)."""
+    from .registry import find_model, model_for_file
+
+    if model is None:
+        return model_for_file(data)
+    return str(find_model(model, wrote=data))
+
+
+def named_codecs(model, device, coding: str = "auto") -> dict:
+    """The codecs of a folder's files as file_codec keeps them: with `model`, that model loaded before any
+    file, so that a model that cannot be loaded is one error and not one per file."""
+    from .codec import Codec
+
+    return {} if model is None else {model: Codec.load(model, device=device, coding=coding)}
+
+
+def file_codec(data: bytes, model, device, codecs: dict, coding: str = "auto"):
+    """The codec of the model a .vq file names (or `model`), kept in `codecs` by model for the next file."""
+    from .codec import Codec
+    from .registry import model_for_file
+
+    name = model or model_for_file(data)
+    if name not in codecs:  # with a model, a single file's (a folder's was loaded first: named_codecs)
+        codecs[name] = Codec.load(name if model is None else decoding_model(model, data), device=device, coding=coding)
+    elif model is not None:
+        refuse_another_models_file(codecs[name], model, data, codecs)
+    return codecs[name]
+
+
+def refuse_another_models_file(codec, model: str, data: bytes, codecs: dict) -> None:
+    """With a model, a folder's file that it does not decode is refused as one file is (decoding_model):
+    with the model that decodes it named, looked up once for each model id and prior among the files."""
+    try:
+        header = vqformat.parse_header(data)
+    except VQCodecError:
+        return  # the codec refuses it
+    if codec.decodes_files_of(header.model_id):
+        return
+    key = ("refusal", header.model_id, header.coded_prior_id)
+    if key not in codecs:
+        try:
+            decoding_model(model, data)
+            codecs[key] = None  # no model found that decodes it: the codec's own refusal
+        except VQCodecError as exc:
+            codecs[key] = str(exc)
+    if codecs[key] is not None:
+        raise VQCodecError(codecs[key])
+
+
 def salvageable(codec, data: bytes) -> bool:
     """Whether a file that failed to decode is damaged in its chunks only (so salvage can help)."""
     try:
