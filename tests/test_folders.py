@@ -1089,3 +1089,39 @@ def test_decode_tree_sets_aside_files_whose_model_is_not_installed(codec, two_re
     assert report.written == 0 and not (tmp_path / "out").exists()
     assert [sorted(p.name for p in paths) for paths, _ in report.set_aside] == [["a.vq", "b.vq"], ["broken.vq"]]
     assert report.set_aside[0][1].startswith(f"no installed model has id {codec.model_id.hex()}")
+
+
+def test_recode_tree_recodes_a_folder_of_vq_files_as_the_command_does(codec, tiny_model_path, two_recordings,
+                                                                      tmp_path):
+    """vqcodec.folders.recode_tree is `vqcodec encode FOLDER OUT` of a folder of .vq files in Python: quality is the
+    most codebooks a file keeps (one of fewer keeps its own, a rule of the command alone before), each file recoded as
+    Codec.recode recodes it."""
+    from vqcodec.folders import recode_tree
+
+    (tmp_path / "vq" / "sub").mkdir(parents=True)
+    (tmp_path / "vq" / "a.vq").write_bytes(codec.encode_audio_file(two_recordings / "a.flac", 3))
+    (tmp_path / "vq" / "sub" / "b.vq").write_bytes(codec.encode_audio_file(two_recordings / "sub" / "b.wav", 1))
+    report = recode_tree(tmp_path / "vq", tmp_path / "out", quality=2, model=tiny_model_path)
+    assert (report.written, report.skipped, report.set_aside) == (2, [], [])
+    assert (tmp_path / "out" / "a.vq").read_bytes() == codec.recode((tmp_path / "vq" / "a.vq").read_bytes(), 2)
+    assert vqformat.parse_header((tmp_path / "out" / "sub" / "b.vq").read_bytes()).quality == 1
+    assert report.bytes == sum(p.stat().st_size for p in (tmp_path / "out").rglob("*.vq"))
+
+
+def test_recode_tree_refuses_what_the_command_refuses(codec, tiny_model_path, two_recordings, tmp_path):
+    """A depth weight that fixed-width coding cannot use is refused before any file, worded with the Python
+    arguments; without a quality or a rate a recoding that would be a copy is skipped, saying what makes one."""
+    from vqcodec.folders import recode_tree
+
+    (tmp_path / "vq").mkdir()
+    (tmp_path / "vq" / "a.vq").write_bytes(codec.encode_audio_file(two_recordings / "a.flac", 2))
+    with pytest.raises(VQCodecError, match=re.escape("depth_weight weighs bits under the model's prior, for "
+                                                     "entropy-coded files, but these files are coded fixed-width: "
+                                                     "coding='fixed'")):
+        recode_tree(tmp_path / "vq", tmp_path / "out", quality=1, depth_weight=1.0, model=tiny_model_path,
+                    coding="fixed")
+    assert not (tmp_path / "out").exists()
+    report = recode_tree(tmp_path / "vq", tmp_path / "out", model=tiny_model_path)
+    assert report.written == 0 and report.skipped == [(tmp_path / "vq" / "a.vq", (
+        "its codes would be kept and coded as they are, and the output be a copy: recode_tree recodes a .vq file to a "
+        "lower quality, max_kbps or max_bpp"))]

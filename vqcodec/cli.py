@@ -20,7 +20,8 @@ from . import __version__, progressline
 from . import format as vqformat
 from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
 from .errors import Terminated, VQCodecError, is_out_of_memory
-from .folders import decoding_model, file_codec, named_codecs, set_aside_missing_models
+from .folders import (coding_change, decoding_model, file_codec, named_codecs, recoder, refuse_weights_when_fixed_width,
+                      set_aside_missing_models)
 from .folders import refuse_another_models_file as _refuse_another_models_file  # noqa: F401 (its old name)
 from .wording import (NAME_BYTES, command_line_wording, decimals_for, json_names, kind_coded, kind_held, one_line,
                       plural, reason_of, skipping)
@@ -700,7 +701,7 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
     if head[:4] == vqformat.MAGIC:
         _refuse_media_options(beam, refine, rate_weight, kind)
         data = vq_bytes(source) if isinstance(source, Path) else source.read()  # a stream's was read_vq_stream's
-        encoded = _recoder(data, model, device, coding, quality, depth_weight, max_kbps, max_bpp, {}).recode(
+        encoded = recoder(data, model, device, coding, quality, depth_weight, max_kbps, max_bpp, {}).recode(
             data, quality, max_kbps if max_bpp is None else max_bpp)
         if max_kbps is None and max_bpp is None and quality is None:  # -q at its own quality asks for the file
             _say_codes_kept("stdin" if input_path == "-" else input_path, data, encoded, coding)
@@ -722,32 +723,17 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
 
 def _say_codes_kept(name: str, data: bytes, encoded: bytes, coding: str) -> None:
     """A .vq file recoded without -q or a rate keeps its codes: a note says so where only their coding changed
-    (_coding_change)."""
-    how = _coding_change(name, data, encoded, coding)
+    (folders.coding_change)."""
+    how = coding_change(name, data, encoded, coding)
     if how is not None:
         click.echo(f"vqcodec: note: {name} is a .vq file: recoded at its own quality, its codes kept as they are and "
                    f"coded {how} ({len(data)} -> {len(encoded)} bytes); -q, --bitrate or --bpp make a smaller file",
                    err=True)
 
 
-def _coding_change(name: str | None, data: bytes, encoded: bytes, coding: str) -> str | None:
-    """How the coding of a .vq file recoded without -q or a rate changed ("from fixed-width to prior range
-    coding"), its codes kept; None where --coding asked for one. A copy of the file is refused (encode a.vq b.vq
-    wrote one without a word), in a folder (`name` None) as the file's reason to be skipped, which its line names."""
-    if encoded == data:
-        raise VQCodecError(("its codes would be kept and coded as they are, and the output be a copy: encode "
-                            "recodes a .vq file to a lower -q, --bitrate or --bpp") if name is None else
-                           (f"{name} is a .vq file, which encode recodes to a lower -q, --bitrate or --bpp: without "
-                            "one its codes are kept as they are, coded as they are, and the output would be a copy"))
-    if coding != "auto":
-        return None
-    before, after = (vqformat.CODING_NAMES[vqformat.parse_header(d).coding] for d in (data, encoded))
-    return f"from {before} to {after}" if before != after else f"in {after} again, under this model's prior"
-
-
 def _say_folder_codes_kept(changes: dict[Path, tuple[str, int, int]], skipped: list[tuple[Path, str]]) -> None:
     """The one note of a folder of .vq files recoded without -q or a rate, for the files written whose coding
-    changed (`changes`: each file's _coding_change and its size before and after), as _say_codes_kept's for one."""
+    changed (`changes`: each file's folders.coding_change and its size before and after), as _say_codes_kept's for one."""
     from collections import Counter
 
     left_out = {path for path, _ in skipped}
@@ -793,25 +779,6 @@ def _refuse_media_options(beam, refine, rate_weight, kind) -> None:
                            "file's codes are already chosen, and recoding only cuts levels")
 
 
-def _recoder(data: bytes, model, device, coding, quality, depth_weight, max_kbps, max_bpp, codecs: dict):
-    """The codec that recodes a .vq file (`encode FILE.vq`), set as the options say; `codecs` keeps
-    the codecs loaded so far, by model."""
-    header = vqformat.parse_header(data)
-    audio = header.kind == vqformat.KIND_AUDIO
-    if audio and max_bpp is not None:
-        raise VQCodecError("--bpp is for images, and this .vq file holds audio: use --bitrate (kbps)")
-    if not audio and max_kbps is not None:
-        raise VQCodecError("--bitrate is for audio, and this .vq file holds an image: use --bpp")
-    if depth_weight is not None and max_kbps is None and max_bpp is None and quality in (None, header.quality):
-        raise VQCodecError(f"--depth-weight cuts a .vq file's levels only with a -q below its {header.quality} "
-                           "codebooks or a --bitrate / --bpp: at its own quality its codes are kept as they are")
-    codec = file_codec(data, model, device, codecs, coding)
-    _refuse_weights_when_fixed_width(codec, None, depth_weight)
-    if depth_weight is not None:
-        codec.depth_weight = depth_weight
-    return codec
-
-
 def _encoder(kind, input_path, quality, model, device, coding, beam, refine, rate_weight, depth_weight, max_kbps,
              max_bpp, forced=None):
     """The codec `encode` codes `kind` with, set as the options say, and the quality to ask of it."""
@@ -820,7 +787,7 @@ def _encoder(kind, input_path, quality, model, device, coding, beam, refine, rat
     codec = Codec.load(model or DEFAULT_MODELS[kind], device=device, coding=coding, beam=beam)
     if codec.kind != kind:
         raise _kind_refused(codec, kind, input_path, forced)
-    _refuse_weights_when_fixed_width(codec, rate_weight, depth_weight)
+    refuse_weights_when_fixed_width(codec, rate_weight, depth_weight)
     codec.refine = refine
     if rate_weight is not None:
         codec.rate_weight = rate_weight
@@ -833,25 +800,6 @@ def _encoder(kind, input_path, quality, model, device, coding, beam, refine, rat
     if quality is None:
         quality = codec.default_quality(targeted=max_kbps is not None or max_bpp is not None)
     return codec, quality
-
-
-def _refuse_weights_when_fixed_width(codec, rate_weight, depth_weight,
-                                     coded: str = "these files are coded fixed-width") -> None:
-    """--rate-weight and --depth-weight weigh codes' bits under the model's prior: files coded
-    fixed-width (--coding fixed, or a model without a prior) have no such bits, and the weights
-    were taken and ignored (by encode, eval and codes)."""
-    _refuse_weights(codec.fixed_width_cause(), codec.name, rate_weight, depth_weight, coded)
-
-
-def _refuse_weights(cause: str | None, model: str | None, rate_weight, depth_weight,
-                    coded: str = "these files are coded fixed-width") -> None:
-    """_refuse_weights_when_fixed_width for a codec's fixed_width_cause (None: nothing refused)."""
-    given = [option for option, value in (("--rate-weight", rate_weight), ("--depth-weight", depth_weight))
-             if value is not None]
-    if given and cause:
-        why = "--coding fixed" if cause == "fixed coding" else f"model {model} has no prior (vqcodec fit-prior fits one)"
-        raise VQCodecError(f"{' and '.join(given)} {'weigh' if len(given) > 1 else 'weighs'} bits under the model's "
-                           f"prior, for entropy-coded files, but {coded}: {why}")
 
 
 def _encode_folder(folder: Path, output_path: str, quality, model, kind, device, force, coding, beam, refine,
@@ -879,68 +827,15 @@ def _encode_folder(folder: Path, output_path: str, quality, model, kind, device,
 
 def _recode_folder(folder: Path, out: Path, quality, model, device, force, coding, depth_weight, max_kbps,
                    max_bpp) -> None:
-    """`vqcodec encode FOLDER OUT` for a folder of .vq files: vqcodec.folders.recode_folder."""
-    from .folders import find_vq_files, mirrored_paths, passed_over_of, recode_folder
+    """`vqcodec encode FOLDER OUT` for a folder of .vq files: vqcodec.folders.recode_tree."""
+    from .folders import recode_tree
 
-    passed_over: list[tuple[Path, str]] = []
-    files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model)
-    missing = passed_over_of(passed_over) + missing
-    outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
-    for existing in outputs:
-        _refuse_existing_output(str(existing), force)
-    codecs = named_codecs(model, device, coding)
-    _refuse_folder_depth_weight(codecs, files, model, device, coding, depth_weight)
-
-    def recode(path: Path, data: bytes) -> bytes:
-        kbps, bpp = max_kbps, max_bpp
-        if kbps is not None and bpp is not None:  # a folder of audio and images: each file takes its own
-            audio = vqformat.parse_header(data).kind == vqformat.KIND_AUDIO
-            kbps, bpp = (kbps, None) if audio else (None, bpp)
-        # -q is the most codebooks a file of the folder keeps: one of fewer keeps its own
-        most = quality if quality is None else min(quality, vqformat.parse_header(data).quality)
-        codec = _recoder(data, model, device, coding, quality, depth_weight, kbps, bpp, codecs)
-        encoded = codec.recode(data, most, kbps if bpp is None else bpp)
-        if quality is None and kbps is None and bpp is None:  # as one file's (encode): a copy refused, a change noted
-            how = _coding_change(None, data, encoded, coding)
-            if how is not None:
-                changes[path] = how, len(data), len(encoded)
-        return encoded
     changes: dict[Path, tuple[str, int, int]] = {}
-    report = recode_folder(files, outputs, recode,
-                           lambda path, data: _write_output(str(path), lambda stream: stream.write(data), force),
-                           log=_progress, progress=progressline.show, set_aside=missing)
+    report = recode_tree(folder, out, quality, max_kbps, max_bpp, depth_weight, model, device, coding, force,
+                         on_coding_change=lambda path, how, before, after: changes.update({path: (how, before, after)}),
+                         log=_progress, progress=progressline.show)
     _say_folder_codes_kept(changes, report.skipped)
-    _finish_folder(report, "recoded", out, len(files) + _count(missing), missing)
-
-
-def _refuse_folder_depth_weight(codecs: dict, files: list[Path], model, device, coding: str, depth_weight) -> None:
-    """A --depth-weight that the files of a .vq folder would refuse, refused once before any is recoded:
-    -m's model decides, or without it --coding fixed, whatever model each file names, or else the models
-    the files name, where one has no prior."""
-    from .codec import fixed_width_cause
-
-    if model is not None:
-        _refuse_weights_when_fixed_width(codecs[model], None, depth_weight)
-        return
-    _refuse_weights(fixed_width_cause(coding, has_prior=True), None, None, depth_weight)
-    if depth_weight is not None:
-        for codec in _codecs_the_files_name(files, device, coding, codecs):
-            _refuse_weights_when_fixed_width(codec, None, depth_weight)
-
-
-def _codecs_the_files_name(files: list[Path], device, coding: str, codecs: dict) -> list:
-    """The codecs of the models that the headers of .vq files name, each loaded once into `codecs`
-    (folders.file_codec); a file whose header or model cannot be read is left to fail on its own."""
-    found = []
-    for path in files:
-        try:
-            with open(path, "rb") as stream:
-                codec = file_codec(stream.read(vqformat.HEADER_SIZE), None, device, codecs, coding)
-        except (OSError, VQCodecError):
-            continue
-        if codec not in found:
-            found.append(codec)
-    return found
+    _finish_tree(report, "recoded", out)
 
 
 def _output_folder(output_path: str) -> Path:
@@ -1534,7 +1429,7 @@ def _codes_codec(model: str | None, kind: str, depth_weight: float, device: str,
     codec = Codec.load(model or DEFAULT_MODELS[kind], device=device, coding="auto" if depth_weight else "fixed")
     if codec.kind != kind:
         raise _kind_refused(codec, kind, input_path, forced)
-    _refuse_weights_when_fixed_width(codec, None, depth_weight or None, "these codes would be chosen without one")
+    refuse_weights_when_fixed_width(codec, None, depth_weight or None, "these codes would be chosen without one")
     codec.depth_weight = depth_weight
     return codec
 
@@ -1944,7 +1839,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
         _refuse_stdout_on_media_in(data_dir)
     _use_threads(threads)
     codec = Codec.load(model, device=resolve_device(device))
-    _refuse_weights_when_fixed_width(codec, None, depth_weight)
+    refuse_weights_when_fixed_width(codec, None, depth_weight)
     if depth_weight is not None:
         codec.depth_weight = depth_weight
     targets = _comma_separated(rates, float, "--rates", "numbers") if rates else None

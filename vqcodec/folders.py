@@ -437,6 +437,150 @@ def recode_folder(files: list[Path], outputs: list[Path], recode: Callable[[Path
                       progress)
 
 
+def recode_tree(folder, out, quality: int | None = None, max_kbps: float | None = None, max_bpp: float | None = None,
+                depth_weight: float | None = None, model=None, device: str = "cpu", coding: str = "auto",
+                replace: bool = False, on_coding_change: Callable[[Path, str, int, int], None] | None = None,
+                log: Callable[[str], None] | None = None, progress: Callable[[str], None] | None = None
+                ) -> FolderReport:
+    """Recode the .vq files under `folder` from their codes alone (Codec.recode) into .vq files under `out`, each at
+    its relative path, and return the FolderReport: `vqcodec encode FOLDER OUT` of a folder of .vq files and no media.
+
+    Each file is recoded by the installed model it names, loaded once for all the files that name it, or by `model`
+    (a model name or path), loaded before any file, with `coding` ("auto", "prior", "fixed") and, where given,
+    `depth_weight`. `quality` is the most codebooks a file keeps (a file of fewer keeps its own); `max_kbps` is the
+    audio files' rate and `max_bpp` the images'. Without any of the three a file's codes are kept, and a recoding that
+    would be a copy of the file is skipped; one whose coding changes is told to `on_coding_change(path, how,
+    bytes_before, bytes_after)` ("from fixed-width to prior range coding").
+
+    Refused by VQCodecError before any file is recoded (nothing written): `out` a file, no .vq file, every file naming
+    one model not installed, a `depth_weight` that the files' coding cannot use (fixed-width), two files that would
+    write one output, an output that is an input, and, unless `replace`, an output that exists. Files whose model is
+    not installed are set aside (the report's `set_aside`, one group per model), as are names that are not regular
+    files; a file that cannot be recoded is skipped (`skipped`) and the others go on. `log(line)` is told a stop's
+    lines (Ctrl-C), `progress(line)` (else `log`) how many files are done every 100 files."""
+    from .streams import checked_flag
+
+    check_callbacks(on_coding_change=on_coding_change, log=log, progress=progress)
+    replace = checked_flag("replace", replace)
+    folder, out = Path(folder), output_folder(out)
+    passed_over: list[tuple[Path, str]] = []
+    files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model)
+    set_aside = passed_over_of(passed_over) + missing
+    outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
+    refuse_existing_outputs(outputs, replace)
+    codecs = named_codecs(model, device, coding)
+    _refuse_folder_depth_weight(codecs, files, model, device, coding, depth_weight)
+
+    def recode(path: Path, data: bytes) -> bytes:
+        header = vqformat.parse_header(data)
+        kbps, bpp = max_kbps, max_bpp
+        if kbps is not None and bpp is not None:  # a folder of audio and images: each file takes its own
+            kbps, bpp = (kbps, None) if header.kind == vqformat.KIND_AUDIO else (None, bpp)
+        most = quality if quality is None else min(quality, header.quality)  # a file of fewer keeps its own
+        codec = recoder(data, model, device, coding, quality, depth_weight, kbps, bpp, codecs)
+        encoded = codec.recode(data, most, kbps if bpp is None else bpp)
+        if quality is None and kbps is None and bpp is None:  # as one file's (encode): a copy refused, a change told
+            how = coding_change(None, data, encoded, coding)
+            if how is not None and on_coding_change:
+                on_coding_change(path, how, len(data), len(encoded))
+        return encoded
+    return recode_folder(files, outputs, recode,
+                         lambda path, data: write_new_file(path, lambda stream: stream.write(data), replace),
+                         log=log, progress=progress, set_aside=set_aside)
+
+
+def coding_change(name: str | None, data: bytes, encoded: bytes, coding: str) -> str | None:
+    """How the coding of a .vq file recoded without a quality or a rate changed ("from fixed-width to prior range
+    coding"), its codes kept; None where `coding` asked for one. A copy of the file is refused (encode a.vq b.vq
+    wrote one without a word), in a folder (`name` None) as the file's reason to be skipped, which its line names."""
+    if encoded == data:
+        raise VQCodecError(("its codes would be kept and coded as they are, and the output be a copy: " +
+                            setting("encode recodes a .vq file to a lower -q, --bitrate or --bpp",
+                                    "recode_tree recodes a .vq file to a lower quality, max_kbps or max_bpp"))
+                           if name is None else
+                           (f"{name} is a .vq file, which encode recodes to a lower -q, --bitrate or --bpp: without "
+                            "one its codes are kept as they are, coded as they are, and the output would be a copy"))
+    if coding != "auto":
+        return None
+    before, after = (vqformat.CODING_NAMES[vqformat.parse_header(d).coding] for d in (data, encoded))
+    return f"from {before} to {after}" if before != after else f"in {after} again, under this model's prior"
+
+
+def recoder(data: bytes, model, device, coding, quality, depth_weight, max_kbps, max_bpp, codecs: dict):
+    """The codec that recodes a .vq file (`encode FILE.vq`, recode_tree), set as the settings say; `codecs` keeps
+    the codecs loaded so far, by model (file_codec). A rate of the other kind than the file's is refused, and a
+    depth weight where its codes are kept (at its own quality and no rate)."""
+    header = vqformat.parse_header(data)
+    audio = header.kind == vqformat.KIND_AUDIO
+    if audio and max_bpp is not None:
+        raise VQCodecError(f"{setting('--bpp', 'max_bpp')} is for images, and this .vq file holds audio: use "
+                           f"{setting('--bitrate (kbps)', 'max_kbps')}")
+    if not audio and max_kbps is not None:
+        raise VQCodecError(f"{setting('--bitrate', 'max_kbps')} is for audio, and this .vq file holds an image: use "
+                           f"{setting('--bpp', 'max_bpp')}")
+    if depth_weight is not None and max_kbps is None and max_bpp is None and quality in (None, header.quality):
+        raise VQCodecError(f"{setting('--depth-weight', 'depth_weight')} cuts a .vq file's levels only with a "
+                           f"{setting('-q', 'quality')} below its {header.quality} codebooks or a "
+                           f"{setting('--bitrate / --bpp', 'max_kbps / max_bpp')}: at its own quality its codes are "
+                           "kept as they are")
+    codec = file_codec(data, model, device, codecs, coding)
+    refuse_weights_when_fixed_width(codec, None, depth_weight)
+    if depth_weight is not None:
+        codec.depth_weight = depth_weight
+    return codec
+
+
+def refuse_weights_when_fixed_width(codec, rate_weight, depth_weight,
+                                    coded: str = "these files are coded fixed-width") -> None:
+    """A rate weight and a depth weight weigh codes' bits under the model's prior: files coded fixed-width (fixed
+    coding, or a model without a prior) have no such bits, and the weights were taken and ignored (by encode, eval
+    and codes)."""
+    refuse_weights(codec.fixed_width_cause(), codec.name, rate_weight, depth_weight, coded)
+
+
+def refuse_weights(cause: str | None, model: str | None, rate_weight, depth_weight,
+                   coded: str = "these files are coded fixed-width") -> None:
+    """refuse_weights_when_fixed_width for a codec's fixed_width_cause (None: nothing refused)."""
+    given = [option for option, value in ((setting("--rate-weight", "rate_weight"), rate_weight),
+                                          (setting("--depth-weight", "depth_weight"), depth_weight))
+             if value is not None]
+    if given and cause:
+        why = setting("--coding fixed", "coding='fixed'") if cause == "fixed coding" else \
+            f"model {model} has no prior ({setting('vqcodec fit-prior', 'vqcodec.train.fit_prior_files')} fits one)"
+        raise VQCodecError(f"{' and '.join(given)} {'weigh' if len(given) > 1 else 'weighs'} bits under the model's "
+                           f"prior, for entropy-coded files, but {coded}: {why}")
+
+
+def _refuse_folder_depth_weight(codecs: dict, files: list[Path], model, device, coding: str, depth_weight) -> None:
+    """A depth weight that the files of a .vq folder would refuse, refused once before any is recoded:
+    `model` decides, or without it fixed coding, whatever model each file names, or else the models
+    the files name, where one has no prior."""
+    from .codec import fixed_width_cause
+
+    if model is not None:
+        refuse_weights_when_fixed_width(codecs[model], None, depth_weight)
+        return
+    refuse_weights(fixed_width_cause(coding, has_prior=True), None, None, depth_weight)
+    if depth_weight is not None:
+        for codec in _codecs_the_files_name(files, device, coding, codecs):
+            refuse_weights_when_fixed_width(codec, None, depth_weight)
+
+
+def _codecs_the_files_name(files: list[Path], device, coding: str, codecs: dict) -> list:
+    """The codecs of the models that the headers of .vq files name, each loaded once into `codecs`
+    (file_codec); a file whose header or model cannot be read is left to fail on its own."""
+    found = []
+    for path in files:
+        try:
+            with open(path, "rb") as stream:
+                codec = file_codec(stream.read(vqformat.HEADER_SIZE), None, device, codecs, coding)
+        except (OSError, VQCodecError):
+            continue
+        if codec not in found:
+            found.append(codec)
+    return found
+
+
 def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str],
                   codec_for: Callable[[bytes], object], write: Callable[[Path, Callable], None],
                   salvage: bool = False, warn: Callable[[Path, list, vqformat.Header], None] | None = None,
