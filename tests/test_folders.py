@@ -1125,3 +1125,39 @@ def test_recode_tree_refuses_what_the_command_refuses(codec, tiny_model_path, tw
     assert report.written == 0 and report.skipped == [(tmp_path / "vq" / "a.vq", (
         "its codes would be kept and coded as they are, and the output be a copy: recode_tree recodes a .vq file to a "
         "lower quality, max_kbps or max_bpp"))]
+
+
+def test_codes_tree_writes_the_codes_of_a_folder_of_vq_files_as_the_command_does(codec, tiny_model_path,
+                                                                                 two_recordings, tmp_path):
+    """vqcodec.folders.codes_tree is `vqcodec codes FOLDER OUT` of a folder of .vq files in Python: an array per file
+    at its relative path, the codes Codec.read_codes reads, and codes.json; a resume of a run that finished, a rule
+    of the command alone before, does nothing and says so."""
+    import json
+
+    from vqcodec.folders import codes_tree, encode_tree
+
+    encode_tree(codec, two_recordings, tmp_path / "vq", quality=2)
+    report = codes_tree(tmp_path / "vq", tmp_path / "tokens", model=tiny_model_path)
+    assert (report.written, report.skipped, report.set_aside) == (2, [], [])
+    _, codes = codec.read_codes((tmp_path / "vq" / "sub" / "b.vq").read_bytes())
+    assert np.array_equal(np.load(tmp_path / "tokens" / "sub" / "b.npy"), codes)
+    manifest = json.loads((tmp_path / "tokens" / "codes.json").read_text())
+    assert [entry["file"] for entry in manifest["files"]] == ["a.vq", "sub/b.vq"] and manifest["skipped"] == []
+    said = []
+    assert codes_tree(tmp_path / "vq", tmp_path / "tokens", model=tiny_model_path, resume=True, log=said.append) is None
+    assert said == [f"nothing to resume: {tmp_path / 'tokens' / 'codes.json'} is of a run that finished; replace=True "
+                    "codes the folder again"]
+
+
+def test_codes_tree_refuses_an_existing_codes_json_before_any_model_loads(codec, two_recordings, tmp_path):
+    from vqcodec.folders import codes_tree, encode_tree
+
+    encode_tree(codec, two_recordings, tmp_path / "vq", quality=1)
+    (tmp_path / "tokens").mkdir()
+    (tmp_path / "tokens" / "codes.json").write_text("{}")
+    with pytest.raises(VQCodecError, match=re.escape(f"{tmp_path / 'tokens' / 'codes.json'} exists; pass "
+                                                     "replace=True to overwrite it")):
+        codes_tree(tmp_path / "vq", tmp_path / "tokens", model="not a model")
+    with pytest.raises(VQCodecError, match="^resume=True goes on with a stopped run, replace=True starts again"):
+        codes_tree(tmp_path / "vq", tmp_path / "tokens", replace=True, resume=True)
+    assert sorted(os.listdir(tmp_path / "tokens")) == ["codes.json"]

@@ -20,9 +20,9 @@ from . import __version__, progressline
 from . import format as vqformat
 from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
 from .errors import Terminated, VQCodecError, is_out_of_memory
-from .folders import (coding_change, decoding_model, file_codec, named_codecs, recoder, refuse_weights_when_fixed_width,
-                      set_aside_missing_models)
+from .folders import coding_change, decoding_model, recoder, refuse_weights_when_fixed_width
 from .folders import refuse_another_models_file as _refuse_another_models_file  # noqa: F401 (its old name)
+from .folders import with_codes_id as _with_codes_id  # noqa: F401 (its old name)
 from .wording import (NAME_BYTES, command_line_wording, decimals_for, json_names, kind_coded, kind_held, one_line,
                       plural, reason_of, skipping)
 
@@ -902,11 +902,6 @@ def _count(missing: list[tuple[list[Path], str]]) -> int:
     return sum(len(paths) for paths, _ in missing)
 
 
-def _each_skipped(report, missing: list[tuple[list[Path], str]]) -> list[tuple[Path, str]]:
-    """The files a folder run skipped, with why, one by one (for a manifest), those of missing models too."""
-    return [(path, reason) for paths, reason in missing for path in paths] + report.skipped
-
-
 def _fail_if_skipped(skipped: int, total: int, verb: str, then: str = "") -> None:
     """Status 1 for a run over several files that skipped some (each listed above by then)."""
     if skipped:
@@ -1353,72 +1348,19 @@ def _holds_only_vq_files(folder: Path, output_path: str) -> bool:
 
 def _say_nothing_to_resume(out: Path) -> None:
     """What `codes FOLDER OUT --resume` says, exiting with status 0, where OUT's codes.json is of a finished run."""
-    from .tokens import MANIFEST
+    from .folders import nothing_to_resume_line
 
-    _progress(f"nothing to resume: {out / MANIFEST} is of a run that finished; --force codes the folder again")
+    _progress(nothing_to_resume_line(out))
 
 
 def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str, force: bool,
                         resume: bool = False) -> None:
-    """`vqcodec codes FOLDER OUT` of a folder of .vq files: vqcodec.folders.codes_folder, one codec per model; with
-    `resume`, of the files the stopped run in OUT did not finish, whose outputs it may replace."""
-    from .folders import FolderReport, codes_folder, find_vq_files, mirrored_paths, passed_over_of
-    from .tokens import MANIFEST, resumed_line, stopped_vq_run_entries, write_vq_manifest
+    """`vqcodec codes FOLDER OUT` of a folder of .vq files: vqcodec.folders.codes_tree."""
+    from .folders import codes_tree
 
-    passed_over: list[tuple[Path, str]] = []
-    files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model)
-    missing = passed_over_of(passed_over) + missing
-    outputs = mirrored_paths(folder, out, files, lambda path: ".npy", also=(out / MANIFEST,))
-    finished = stopped_vq_run_entries(folder, out, files, outputs) if resume else {}
-    if finished is None:
-        _say_nothing_to_resume(out)
-        return
-    for existing in [] if resume else [*outputs, out / MANIFEST]:
-        _refuse_existing_output(str(existing), force)
-    order = {path: number for number, path in enumerate(files)}
-
-    def with_finished(entries: list[dict]) -> list[dict]:
-        return sorted([*finished.values(), *entries], key=lambda entry: order[entry["file"]])
-    to_do = [(path, output) for path, output in zip(files, outputs) if path not in finished]
-    if resume:
-        _progress(resumed_line(len(finished), len(to_do)))
-    # before any file is coded: an array of these removed meanwhile left the run's codes.json unwritten
-    kept = FolderReport("mixed", len(finished), sum(entry["codes"].stat().st_size for entry in finished.values()))
-    codecs = named_codecs(model, device)
-    finished = {path: _with_codes_id(entry, model, device, codecs) for path, entry in finished.items()}
-    report, entries = codes_folder(
-        [path for path, _ in to_do], [output for _, output in to_do],
-        lambda data: file_codec(data, model, device, codecs),
-        lambda path, write: _write_output(str(path), write, force or resume), _progress,
-        stopped=lambda report, entries: write_vq_manifest(folder, out, with_finished(entries),
-                                                          _each_skipped(report, missing), stopped=True,
-                                                          replace=force or resume),
-        progress=progressline.show, kept=kept, set_aside=missing)  # counted in the summary and a stop's lines alike
-    if report.written:
-        write_vq_manifest(folder, out, with_finished(entries), _each_skipped(report, missing), replace=force or resume)
-    _finish_folder(report, "coded", out, len(files) + _count(missing), missing)
-
-
-def _with_codes_id(entry: dict, model: str | None, device: str, codecs: dict) -> dict:
-    """An entry that `codes VQFOLDER OUT --resume` keeps from a codes.json written before codes ids, given the codes
-    id a new run records (after its model id), where the codec that reads its file (folders.file_codec) is of the model id
-    it names; as it is where it has one, or where that codec is another model's (a fine-tune given by -m, which may
-    make other codes) or cannot be had: pack then checks it by its model id, as before."""
-    if "codes_id" in entry:
-        return entry
-    try:
-        with open(entry["file"], "rb") as stream:
-            codec = file_codec(stream.read(vqformat.HEADER_SIZE), model, device, codecs)
-    except (VQCodecError, OSError):
-        return entry
-    if codec.model_id.hex() != entry.get("model_id"):
-        return entry
-    with_id = {}
-    for key, value in entry.items():
-        with_id[key] = value
-        if key == "model_id":
-            with_id["codes_id"] = codec.codes_id.hex()
-    return with_id
+    report = codes_tree(folder, out, model, device, force, resume, log=_progress, progress=progressline.show)
+    if report is not None:  # None: nothing to resume, said by its log line
+        _finish_tree(report, "coded", out)
 
 
 def _codes_codec(model: str | None, kind: str, depth_weight: float, device: str, input_path: str | None = None,

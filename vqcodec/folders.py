@@ -860,6 +860,104 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
         raise
 
 
+def codes_tree(folder, out, model=None, device: str = "cpu", replace: bool = False, resume: bool = False,
+               log: Callable[[str], None] | None = None, progress: Callable[[str], None] | None = None
+               ) -> FolderReport | None:
+    """Write the codes of the .vq files under `folder` to .npy files under `out`, each at its relative path, and
+    codes.json, in which each file names its own model id, codes id, kind and quality and what restores its codes
+    (codes_folder), and return the FolderReport: `vqcodec codes FOLDER OUT` of a folder of .vq files and no media.
+
+    Each file is read by the installed model it names, loaded once for all the files that name it, or by `model`.
+    Refused by VQCodecError before any file is read (nothing written): `out` a file, no .vq file, every file naming
+    one model not installed, two files that would write one output, an output that is an input, and, unless
+    `replace`, an output or codes.json that exists. Files whose model is not installed are set aside (the report's
+    `set_aside`, and codes.json's "skipped"); a file that cannot be read is skipped and the others go on. A run stopped
+    part way (Ctrl-C, or any error) writes the codes.json of the files it finished, with "stopped": true; with
+    `resume`, the stopped run in `out` goes on (tokens.stopped_vq_run_entries: the files it finished, unchanged since,
+    are kept, the others coded, its outputs replaced), and where `out`'s codes.json is of a run that finished nothing
+    is done, `log` is told so, and None returned. `log(line)` is told what a resume keeps and codes, and a stop's
+    lines; `progress(line)` (else `log`) how many files are done every 100 files."""
+    from .streams import checked_flag
+    from .tokens import MANIFEST, resumed_line, stopped_vq_run_entries, write_vq_manifest
+
+    check_callbacks(log=log, progress=progress)
+    replace, resume = checked_flag("replace", replace), checked_flag("resume", resume)
+    if replace and resume:
+        raise VQCodecError(setting("--resume goes on with a stopped run, --force starts again: give one of them",
+                                   "resume=True goes on with a stopped run, replace=True starts again: give one of "
+                                   "them"))
+    folder, out = Path(folder), output_folder(out)
+    passed_over: list[tuple[Path, str]] = []
+    files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model)
+    missing = passed_over_of(passed_over) + missing
+    outputs = mirrored_paths(folder, out, files, lambda path: ".npy", also=(out / MANIFEST,))
+    finished = stopped_vq_run_entries(folder, out, files, outputs) if resume else {}
+    if finished is None:
+        if log:
+            log(nothing_to_resume_line(out))
+        return None
+    if not resume:
+        refuse_existing_outputs([*outputs, out / MANIFEST], replace)
+    order = {path: number for number, path in enumerate(files)}
+
+    def with_finished(entries: list[dict]) -> list[dict]:
+        return sorted([*finished.values(), *entries], key=lambda entry: order[entry["file"]])
+    to_do = [(path, output) for path, output in zip(files, outputs) if path not in finished]
+    if resume and log:
+        log(resumed_line(len(finished), len(to_do)))
+    # before any file is coded: an array of these removed meanwhile left the run's codes.json unwritten
+    kept = FolderReport("mixed", len(finished), sum(entry["codes"].stat().st_size for entry in finished.values()))
+    codecs = named_codecs(model, device)
+    finished = {path: with_codes_id(entry, model, device, codecs) for path, entry in finished.items()}
+    replace = replace or resume
+    report, entries = codes_folder(
+        [path for path, _ in to_do], [output for _, output in to_do],
+        lambda data: file_codec(data, model, device, codecs),
+        lambda path, write: write_new_file(path, write, replace), log,
+        stopped=lambda report, entries: write_vq_manifest(folder, out, with_finished(entries),
+                                                          _each_skipped(report, missing), stopped=True,
+                                                          replace=replace),
+        progress=progress, kept=kept, set_aside=missing)  # counted in the summary and a stop's lines alike
+    if report.written:
+        write_vq_manifest(folder, out, with_finished(entries), _each_skipped(report, missing), replace=replace)
+    return report
+
+
+def nothing_to_resume_line(out: Path) -> str:
+    """What a resume says where `out`'s codes.json is of a run that finished."""
+    from .tokens import MANIFEST
+
+    return (f"nothing to resume: {Path(out) / MANIFEST} is of a run that finished; "
+            f"{setting('--force', 'replace=True')} codes the folder again")
+
+
+def _each_skipped(report: FolderReport, missing: list[tuple[list[Path], str]]) -> list[tuple[Path, str]]:
+    """The files a folder run skipped, with why, one by one (for a manifest), those of missing models too."""
+    return [(path, reason) for paths, reason in missing for path in paths] + report.skipped
+
+
+def with_codes_id(entry: dict, model, device: str, codecs: dict) -> dict:
+    """An entry that a resumed codes_tree keeps from a codes.json written before codes ids, given the codes
+    id a new run records (after its model id), where the codec that reads its file (file_codec) is of the model id
+    it names; as it is where it has one, or where that codec is another model's (a fine-tune given as `model`, which
+    may make other codes) or cannot be had: pack then checks it by its model id, as before."""
+    if "codes_id" in entry:
+        return entry
+    try:
+        with open(entry["file"], "rb") as stream:
+            codec = file_codec(stream.read(vqformat.HEADER_SIZE), model, device, codecs)
+    except (VQCodecError, OSError):
+        return entry
+    if codec.model_id.hex() != entry.get("model_id"):
+        return entry
+    with_id = {}
+    for key, value in entry.items():
+        with_id[key] = value
+        if key == "model_id":
+            with_id["codes_id"] = codec.codes_id.hex()
+    return with_id
+
+
 def header_entry(header: vqformat.Header, codes_id: bytes | None = None) -> dict:
     """What the codes.json of a folder of .vq files records of a file from its header: the model id, kind and
     quality, and the rate, length, channels and gain, or the size, that restore its codes; and, where given, the codes
