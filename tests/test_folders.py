@@ -1161,3 +1161,17 @@ def test_codes_tree_refuses_an_existing_codes_json_before_any_model_loads(codec,
     with pytest.raises(VQCodecError, match="^resume=True goes on with a stopped run, replace=True starts again"):
         codes_tree(tmp_path / "vq", tmp_path / "tokens", replace=True, resume=True)
     assert sorted(os.listdir(tmp_path / "tokens")) == ["codes.json"]
+
+
+def test_holds_only_vq_files_leaves_out_the_output_folder(tmp_path):
+    """The rule by which encode and codes tell a folder of .vq files (recoded, or their codes read) from one of media,
+    written twice in cli.py before, is folders.holds_only_vq_files."""
+    from vqcodec.folders import holds_only_vq_files
+
+    (tmp_path / "in" / "out").mkdir(parents=True)
+    (tmp_path / "in" / "a.vq").write_bytes(b"")
+    (tmp_path / "in" / "notes.txt").write_text("not media")
+    (tmp_path / "in" / "out" / "a.wav").write_bytes(b"")
+    assert holds_only_vq_files(tmp_path / "in", tmp_path / "in" / "out")
+    assert not holds_only_vq_files(tmp_path / "in")
+    assert not holds_only_vq_files(tmp_path / "in" / "out")

@@ -805,13 +805,11 @@ def _encoder(kind, input_path, quality, model, device, coding, beam, refine, rat
 def _encode_folder(folder: Path, output_path: str, quality, model, kind, device, force, coding, beam, refine,
                    rate_weight, depth_weight, max_kbps, max_bpp) -> None:
     """`vqcodec encode FOLDER OUT`: vqcodec.folders.encode_tree with the codec the options set up."""
-    from .folders import encode_tree, files_under
-    from .io import media_kind_of
+    from .folders import encode_tree, holds_only_vq_files
     from .modelfile import model_kind
 
     out = _output_folder(output_path)
-    everything = files_under(folder, out)
-    if not any(media_kind_of(path) for path in everything) and any(path.suffix.lower() == ".vq" for path in everything):
+    if holds_only_vq_files(folder, out):
         _refuse_media_options(beam, refine, rate_weight, kind)
         return _recode_folder(folder, out, quality, model, device, force, coding, depth_weight, max_kbps, max_bpp)
     if kind is None and model is not None:
@@ -1336,14 +1334,10 @@ def _refuse_media_options_for_vq(quality, kind, depth_weight) -> None:
 
 
 def _holds_only_vq_files(folder: Path, output_path: str) -> bool:
-    """Whether a folder holds .vq files and no media (leaving out the output folder), as `encode` tells
-    a folder to recode from one to encode."""
-    from .folders import files_under
-    from .io import media_kind_of
+    """Whether a folder holds .vq files and no media (leaving out the output folder): folders.holds_only_vq_files."""
+    from .folders import holds_only_vq_files
 
-    everything = files_under(folder, Path(output_path) if output_path != "-" else None)
-    return not any(media_kind_of(path) for path in everything) and any(path.suffix.lower() == ".vq"
-                                                                       for path in everything)
+    return holds_only_vq_files(folder, Path(output_path) if output_path != "-" else None)
 
 
 def _say_nothing_to_resume(out: Path) -> None:

@@ -1,7 +1,9 @@
 """Whole folders in one run (`vqcodec encode DIR OUT`, `vqcodec decode DIR OUT`, `encode` of a
 folder of .vq files, which recodes them, and `codes` of one, which writes their codes): the
 networks are loaded once instead of once per file, each output goes to the input's relative path
-under OUT, and a file that cannot be coded is reported and skipped while the others go on."""
+under OUT, and a file that cannot be coded is reported and skipped while the others go on.
+encode_tree, decode_tree, recode_tree and codes_tree are those commands in Python (walk, refusals before any work,
+the run, its FolderReport); encode_folder, decode_folder, recode_folder and codes_folder their per-file loops."""
 from __future__ import annotations
 
 import contextlib
@@ -194,6 +196,16 @@ def left_out_note(folder: Path, passed_over: list[tuple[Path, str]] = ()) -> str
     elif count:
         notes.append(f"{count} files and folders whose names begin with '.' are left out")
     return f" ({'; '.join(notes)})" if notes else ""
+
+
+def holds_only_vq_files(folder: Path, leave_out: Path | None = None) -> bool:
+    """Whether `folder` holds .vq files and no media (files_under, without what is under `leave_out`), as the folder
+    commands tell a folder of .vq files (recoded, or their codes read) from one of media."""
+    from .io import media_kind_of
+
+    everything = files_under(folder, leave_out)
+    return not any(media_kind_of(path) for path in everything) and any(path.suffix.lower() == ".vq"
+                                                                       for path in everything)
 
 
 def find_vq_files(folder: Path, leave_out: Path | None = None,
