@@ -1175,3 +1175,30 @@ def test_holds_only_vq_files_leaves_out_the_output_folder(tmp_path):
     assert holds_only_vq_files(tmp_path / "in", tmp_path / "in" / "out")
     assert not holds_only_vq_files(tmp_path / "in")
     assert not holds_only_vq_files(tmp_path / "in" / "out")
+
+
+def test_code_media_tree_writes_the_codes_of_a_folder_of_media_as_the_command_does(codec, two_recordings, tmp_path):
+    """vqcodec.folders.code_media_tree is `vqcodec codes FOLDER OUT` of media in Python: the walk and the kind (the
+    codec's), the arrays as codec.media_to_codes gives them and codes.json (tokens.code_folder); an array that exists
+    is refused before the codec is asked for, and a resume of a run that finished does nothing and says so."""
+    from vqcodec.folders import code_media_tree
+
+    (tmp_path / "tokens" / "sub").mkdir(parents=True)
+    (tmp_path / "tokens" / "sub" / "b.npy").write_bytes(b"kept")
+    asked = []
+
+    def load(kind):
+        asked.append(kind)
+        return codec
+    with pytest.raises(VQCodecError, match=re.escape(f"{tmp_path / 'tokens' / 'sub' / 'b.npy'} exists; pass "
+                                                     "replace=True to overwrite it")):
+        code_media_tree(load, two_recordings, tmp_path / "tokens", quality=2)
+    assert asked == [] and (tmp_path / "tokens" / "sub" / "b.npy").read_bytes() == b"kept"
+    report, manifest = code_media_tree(load, two_recordings, tmp_path / "tokens", quality=2, replace=True)
+    assert asked == ["audio"] and report.written == 2 and len(manifest["files"]) == 2
+    codes, _ = codec.media_to_codes(two_recordings / "sub" / "b.wav", 2)
+    assert np.array_equal(np.load(tmp_path / "tokens" / "sub" / "b.npy"), codes)
+    said = []
+    assert code_media_tree(codec, two_recordings, tmp_path / "tokens", quality=2, resume=True, log=said.append) is None
+    assert said == [f"nothing to resume: {tmp_path / 'tokens' / 'codes.json'} is of a run that finished; replace=True "
+                    "codes the folder again"]

@@ -1372,40 +1372,30 @@ def _codes_codec(model: str | None, kind: str, depth_weight: float, device: str,
 
 def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | None, kind: str | None,
                      depth_weight: float, device: str, force: bool, resume: bool = False) -> None:
-    """`vqcodec codes FOLDER OUT`: vqcodec.tokens.code_folder, with the files and codec the options name; with
+    """`vqcodec codes FOLDER OUT`: vqcodec.folders.code_media_tree, with the codec the options set up; with
     `resume`, going on with the stopped run in OUT, whose outputs it may replace."""
-    from .data import find_media
-    from .folders import FolderReport, passed_over_of, skipping_lines
+    from .folders import code_media_tree, skipping_lines
     from .modelfile import model_kind
-    from .tokens import MANIFEST, code_folder, code_paths, listed_name, stopped_run_manifest
+    from .tokens import listed_name
 
     out = _output_folder(str(out))
     if kind is None and model is not None:
         kind = model_kind(model)
-    passed_over: list[tuple[Path, str]] = []
-    kind, files = find_media(folder, kind, out, passed_over)
-    for existing in [] if resume else [*code_paths(folder, out, files), out / MANIFEST]:
-        _refuse_existing_output(str(existing), force)
-    codec = _codes_codec(model, kind, depth_weight, device)
-    stopped_run = stopped_run_manifest(codec, out, files, quality) if resume else None
-    if stopped_run is not None and stopped_run.get("stopped") is not True:
-        _say_nothing_to_resume(out)
+    done = code_media_tree(lambda found: _codes_codec(model, found, depth_weight, device), folder, out, quality, kind,
+                           force, resume, log=_progress, progress=progressline.show, on_warning=_print_warning)
+    if done is None:  # nothing to resume, said by its log line
         return
-    # the arrays as code_folder kept or wrote them (one removed since is not read again); those passed over, which a
-    # stop's lines name and count as the summary does
-    report = FolderReport(kind, set_aside=passed_over_of(passed_over))
-    manifest = code_folder(codec, folder, out, files, quality, log=_progress, progress=progressline.show,
-                           replace=force or resume, on_warning=_print_warning, resume=resume, stopped_run=stopped_run,
-                           report=report)
+    report, manifest = done
     # the names as they are, not as codes.json shows them (U+FFFD); those passed over (not regular files) are not in it
     skipped = [(folder / listed_name(entry, "file"), listed_name(entry, "reason")) for entry in manifest["skipped"]]
-    for line in skipping_lines(passed_over_of(passed_over), skipped, by_path=True):
+    for line in skipping_lines(report.set_aside, skipped, by_path=True):
         _progress(line)
-    total = len(files) + len(passed_over)
+    passed_over = _count(report.set_aside)
+    total = len(manifest["files"]) + len(skipped) + passed_over
     if not manifest["files"]:
         _fail_if_skipped(total, total, "coded", f": nothing was written to {out}")
     _say_written(report, "coded", out)
-    _fail_if_skipped(len(skipped) + len(passed_over), total, "coded")
+    _fail_if_skipped(len(skipped) + passed_over, total, "coded")
 
 
 @cli.command()

@@ -2,7 +2,7 @@
 folder of .vq files, which recodes them, and `codes` of one, which writes their codes): the
 networks are loaded once instead of once per file, each output goes to the input's relative path
 under OUT, and a file that cannot be coded is reported and skipped while the others go on.
-encode_tree, decode_tree, recode_tree and codes_tree are those commands in Python (walk, refusals before any work,
+encode_tree, decode_tree, recode_tree, codes_tree and code_media_tree are those commands in Python (walk, refusals before any work,
 the run, its FolderReport); encode_folder, decode_folder, recode_folder and codes_folder their per-file loops."""
 from __future__ import annotations
 
@@ -364,20 +364,14 @@ def encode_tree(codec, folder, out, quality: int | None = None, max_rate: float 
     cannot be coded is skipped and listed in the report's `skipped`, and names that are not regular files (a link to
     nothing) in its `set_aside`, and the others go on. `log(line)` is told a recording's level warning, and a stop's
     lines (Ctrl-C); `progress(line)` (else `log`) how many files are done every 100 files."""
-    from .codec import Codec
     from .data import find_media
-    from .modelfile import model_kind
     from .streams import checked_flag
 
     check_callbacks(log=log, progress=progress)
     replace = checked_flag("replace", replace)
     folder, out = Path(folder), output_folder(out)
-    if kind is None and isinstance(codec, (str, os.PathLike)):
-        kind = model_kind(str(codec))
-    elif kind is None and isinstance(codec, Codec):
-        kind = codec.kind
     passed_over: list[tuple[Path, str]] = []
-    kind, files = find_media(folder, kind, out, passed_over)
+    kind, files = find_media(folder, _kind_of(codec, kind), out, passed_over)
     outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
     refuse_existing_outputs(outputs, replace)
     codec = _codec_for_kind(codec, kind)
@@ -386,6 +380,55 @@ def encode_tree(codec, folder, out, quality: int | None = None, max_rate: float 
     return encode_folder(codec, files, outputs, quality, max_rate,
                          lambda path, data: write_new_file(path, lambda stream: stream.write(data), replace),
                          log=log, progress=progress, set_aside=passed_over_of(passed_over))
+
+
+def code_media_tree(codec, folder, out, quality: int | None = None, kind: str | None = None, replace: bool = False,
+                    resume: bool = False, log: Callable[[str], None] | None = None,
+                    progress: Callable[[str], None] | None = None, on_warning: Callable[[str], None] | None = None
+                    ) -> tuple[FolderReport, dict] | None:
+    """Write the codes of the audio files or images under `folder` to .npy files under `out`, and codes.json
+    (tokens.code_folder), and return the FolderReport and the manifest: `vqcodec codes FOLDER OUT` of a folder of
+    media. The folder is walked and the kind chosen as encode_tree does, `codec` given alike (a Codec, a model name or
+    path, or a function of the kind, as the command sets up one of fixed-width codes unless a depth weight is given);
+    its codes are as codec.media_to_codes gives them. Refused before any file is coded (nothing written), besides
+    encode_tree's refusals: unless `replace` (or `resume`), an array or codes.json that exists. With `resume`, the
+    stopped run in `out` goes on (code_folder); where that run finished, nothing is done, `log` is told so, and None
+    returned. `log`, `progress` and `on_warning` are code_folder's."""
+    from .data import find_media
+    from .streams import checked_flag
+    from .tokens import MANIFEST, code_folder, code_paths, stopped_run_manifest
+
+    check_callbacks(log=log, progress=progress, on_warning=on_warning)
+    replace, resume = checked_flag("replace", replace), checked_flag("resume", resume)
+    folder, out = Path(folder), output_folder(out)
+    passed_over: list[tuple[Path, str]] = []
+    kind, files = find_media(folder, _kind_of(codec, kind), out, passed_over)
+    if not resume:
+        refuse_existing_outputs([*code_paths(folder, out, files), out / MANIFEST], replace)
+    codec = _codec_for_kind(codec, kind)
+    stopped_run = stopped_run_manifest(codec, out, files, quality) if resume else None
+    if stopped_run is not None and stopped_run.get("stopped") is not True:
+        if log:
+            log(nothing_to_resume_line(out))
+        return None
+    # the arrays as code_folder kept or wrote them (one removed since is not read again); those passed over, which a
+    # stop's lines name and count as the summary does
+    report = FolderReport(kind, set_aside=passed_over_of(passed_over))
+    manifest = code_folder(codec, folder, out, files, quality, log=log, progress=progress, replace=replace or resume,
+                           on_warning=on_warning, resume=resume, stopped_run=stopped_run, report=report)
+    return report, manifest
+
+
+def _kind_of(codec, kind: str | None) -> str | None:
+    """The kind of media a folder run codes: `kind`, else a model name's or a Codec's (None: the folder's own)."""
+    from .codec import Codec
+    from .modelfile import model_kind
+
+    if kind is None and isinstance(codec, (str, os.PathLike)):
+        return model_kind(os.fspath(codec))
+    if kind is None and isinstance(codec, Codec):
+        return codec.kind
+    return kind
 
 
 def _codec_for_kind(codec, kind: str):
