@@ -3246,12 +3246,12 @@ def test_codes_resume_of_a_folder_of_vq_files_leaves_a_kept_entry_without_codes_
     a kept entry written before codes ids stays without one: pack checks it by its model id, as before."""
     from types import SimpleNamespace
 
-    from vqcodec.cli import _with_codes_id
+    from vqcodec.folders import with_codes_id
 
     fine_tune = SimpleNamespace(model_id=bytes(8), codes_id=bytes(range(8)), decodes_files_of=lambda model_id: True)
     model_id = vqformat.parse_header((vq_folder / "a.vq").read_bytes()).model_id.hex()
     entry = {"file": vq_folder / "a.vq", "model_id": model_id, "kind": "audio"}
-    assert _with_codes_id(entry, "fine-tune", "cpu", {"fine-tune": fine_tune}) == entry
+    assert with_codes_id(entry, "fine-tune", "cpu", {"fine-tune": fine_tune}) == entry
 
 
 def test_codes_resume_of_a_folder_of_vq_files_writes_its_manifest_when_a_kept_array_goes_meanwhile(vq_folder, tmp_path,
@@ -4843,8 +4843,8 @@ def test_a_folder_run_asks_the_codec_whether_its_model_decodes_a_file(tiny_model
                                                                        monkeypatch):
     """With -m, a folder's file of another model was told by the command line's own copy of Codec._check_file_model's
     model-id test: it now asks the codec (Codec.decodes_files_of), the one place of the rule that refuses the file."""
-    from vqcodec import cli as cli_module
     from vqcodec.codec import Codec
+    from vqcodec.folders import refuse_another_models_file
 
     assert codec.decodes_files_of(codec.model_id) and not codec.decodes_files_of(other_codec.model_id)
     tuned = Codec(codec.model, {**codec.meta, "decodes": [other_codec.model_id.hex()]}, {})
@@ -4853,7 +4853,7 @@ def test_a_folder_run_asks_the_codec_whether_its_model_decodes_a_file(tiny_model
     for decodes, looked_up in ((True, False), (False, True)):
         monkeypatch.setattr(Codec, "decodes_files_of", lambda self, model_id: decodes)
         codecs = {}
-        cli_module._refuse_another_models_file(codec, str(tiny_model_path), data, codecs)
+        refuse_another_models_file(codec, str(tiny_model_path), data, codecs)
         assert any(key[0] == "refusal" for key in codecs) == looked_up  # the model that decodes it was looked for
 
 

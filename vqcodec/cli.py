@@ -21,8 +21,6 @@ from . import format as vqformat
 from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
 from .errors import Terminated, VQCodecError, is_out_of_memory
 from .folders import coding_change, decoding_model, recoder, refuse_weights_when_fixed_width
-from .folders import refuse_another_models_file as _refuse_another_models_file  # noqa: F401 (its old name)
-from .folders import with_codes_id as _with_codes_id  # noqa: F401 (its old name)
 from .wording import (NAME_BYTES, command_line_wording, decimals_for, json_names, kind_coded, kind_held, one_line,
                       plural, reason_of, skipping)
 
