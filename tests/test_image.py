@@ -674,14 +674,19 @@ def test_float_and_32_bit_grey_up_to_half_beyond_full_scale_is_clipped_with_a_wa
         codec.encode_image(Image.fromarray(values.astype(np.float32 if mode == "F" else np.int32), mode), 2)
 
 
-def test_a_float_image_with_nan_is_refused(cli, tiny_model_path, tmp_path):
+def test_a_float_image_with_nan_is_refused(cli, codec, tiny_model_path, tmp_path):
+    """Naming the file, as the other refusals of an image do (a folder's skipping line named it, the one file's
+    error did not)."""
     values = np.tile(np.linspace(0, 1, 16, dtype=np.float32), (16, 1))
     values[3, 3] = np.nan
     source, encoded = tmp_path / "nan.tif", tmp_path / "nan.vq"
     Image.fromarray(values, "F").save(source)
     result = cli("encode", source, encoded, "-m", tiny_model_path, text=True)
     assert result.returncode == 1 and not encoded.exists()
-    assert result.stderr == "vqcodec: error: float image holds NaN (not a number) values, which are no grey level\n"
+    refusal = f"cannot read image {source}: float image holds NaN (not a number) values, which are no grey level"
+    assert result.stderr == f"vqcodec: error: {refusal}\n"
+    with pytest.raises(VQCodecError, match="^" + re.escape(refusal) + "$"):
+        codec.encode(source)
 
 
 @pytest.mark.parametrize("infinity", [np.inf, -np.inf])
@@ -693,7 +698,8 @@ def test_a_float_image_with_infinity_is_refused(cli, tiny_model_path, tmp_path, 
     Image.fromarray(values, "F").save(source)
     result = cli("encode", source, encoded, "-m", tiny_model_path, text=True)
     assert result.returncode == 1 and not encoded.exists()
-    assert result.stderr == "vqcodec: error: float image holds infinite values, which are no grey level\n"
+    assert result.stderr == (f"vqcodec: error: cannot read image {source}: float image holds infinite values, "
+                             "which are no grey level\n")
 
 
 def test_a_float_image_clipped_on_the_command_line_says_so_in_one_line(cli, tiny_model_path, tmp_path):
@@ -703,8 +709,8 @@ def test_a_float_image_clipped_on_the_command_line_says_so_in_one_line(cli, tiny
     Image.fromarray(values, "F").save(source)
     result = cli("encode", source, encoded, "-m", tiny_model_path, text=True)
     assert result.returncode == 0 and encoded.exists()
-    assert result.stderr == ("vqcodec: warning: float image values span 0 to 1.5: 4 of its 256 pixels lie beyond "
-                             "0 to 1, the range read as black to white, and are clipped to it\n")
+    assert result.stderr == (f"vqcodec: warning: {source}: float image values span 0 to 1.5: 4 of its 256 pixels lie "
+                             "beyond 0 to 1, the range read as black to white, and are clipped to it\n")
 
 
 def test_float_tiff_and_pfm_of_0_to_255_are_refused_on_the_command_line(cli, tiny_model_path, tmp_path):
@@ -713,8 +719,8 @@ def test_float_tiff_and_pfm_of_0_to_255_are_refused_on_the_command_line(cli, tin
         Image.fromarray(np.tile(np.linspace(0, 255, 32, dtype=np.float32), (4, 1)), "F").save(source)
         result = cli("encode", source, encoded, "-m", tiny_model_path, text=True)
         assert result.returncode == 1 and not encoded.exists()
-        assert result.stderr.startswith("vqcodec: error: float image values span 0 to 255, and 97% of its pixels lie "
-                                        "beyond 0 to 1, the range read as black to white: scale it")
+        assert result.stderr.startswith(f"vqcodec: error: cannot read image {source}: float image values span 0 to 255, "
+                                        "and 97% of its pixels lie beyond 0 to 1, the range read as black to white: ")
         assert result.stderr.count("\n") == 1
 
 

@@ -715,7 +715,8 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
         if warning:
             click.echo(f"vqcodec: warning: {warning}", err=True)
     else:
-        encoded = codec.encode_image(open_image(source, fits=codec.check_image_encode_fits), quality, max_bpp)
+        encoded = codec.encode_image(open_image(source, fits=codec.check_image_encode_fits), quality, max_bpp,
+                                     source=source)
     _write_output(output_path, lambda stream: stream.write(encoded), force)
 
 

@@ -442,7 +442,8 @@ class Codec:
             return data
         if not is_image:
             with self._refusing_the_other_kind(media):
-                media = open_image(media, fits=self.check_image_encode_fits)
+                return self.encode_image(open_image(media, fits=self.check_image_encode_fits), quality, max_rate,
+                                         source=media)
         return self.encode_image(media, quality, max_rate)
 
     @contextlib.contextmanager
@@ -2177,12 +2178,13 @@ class Codec:
         return array, lambda checked: self._pack_image(checked, width, height, IMAGE_MODES["RGB"], None)
 
     @_one_at_a_time
-    def encode_image(self, image, quality: int, max_bpp: float | None = None) -> bytes:
+    def encode_image(self, image, quality: int, max_bpp: float | None = None, *, source=None) -> bytes:
         """Encode a Pillow image of any supported mode; alpha is kept losslessly. Its EXIF orientation and
         ICC profile (info["icc_profile"]) are applied, as for a file (imageio.in_srgb); `image` is left as it is.
 
         With `max_bpp`, the best file of at most that many bits per pixel (whole file, header and
-        alpha included), with `quality` the most codebooks it may use (vqcodec.ratecontrol)."""
+        alpha included), with `quality` the most codebooks it may use (vqcodec.ratecontrol). `source`, the path or
+        stream the image was read from, is named where its values are refused or clipped (float grey of NaN)."""
         from PIL import Image
 
         self._require("image")
@@ -2210,14 +2212,14 @@ class Codec:
             image = in_srgb(image)
         if max_bpp is not None:
             max_bpp = checked_amount("bits per pixel", max_bpp, "bpp")
-            return self._fit_rate(lambda q: self._encode_image(image, q), quality,
+            return self._fit_rate(lambda q: self._encode_image(image, q, source), quality,
                                   *ratecontrol.rate_target(max_bpp, False, image.width * image.height))
-        return self._encode_image(image, quality)
+        return self._encode_image(image, quality, source)
 
-    def _encode_image(self, image, quality: int) -> bytes:
+    def _encode_image(self, image, quality: int, source=None) -> bytes:
         """encode_image of a Pillow image whose orientation and ICC profile are applied."""
         quality = self.check_quality(quality)
-        rgb, mode, alpha = image_to_planes(image)
+        rgb, mode, alpha = image_to_planes(image, source)
         h, w, _ = rgb.shape
         check_image_size(w, h)
         codes = np.asarray(self.image_to_codes(rgb, quality, variable_depth=True))

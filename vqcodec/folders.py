@@ -334,7 +334,8 @@ def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, m
             if warning and log:
                 log(f"vqcodec: warning: {warning}")
         else:
-            data = codec.encode_image(open_image(path, fits=codec.check_image_encode_fits), quality, max_rate)
+            data = codec.encode_image(open_image(path, fits=codec.check_image_encode_fits), quality, max_rate,
+                                      source=path)
         with folder_of(output):
             write(output, data)
         info = read_info(data)

@@ -58,7 +58,7 @@ def read_image_rgb(path) -> np.ndarray:
     image_to_planes: EXIF orientation and an ICC profile applied, 16-bit and float grey scaled to 8 bits, not clipped)."""
     check_source(path, "an image", paths=(str, os.PathLike))  # outside the try: not put into "cannot read image"
     try:
-        return image_to_planes(open_image(path, max_side=None))[0]  # training crops what encoding refuses
+        return image_to_planes(open_image(path, max_side=None), path)[0]  # training crops what encoding refuses
     except (EmptyInput, UnreadableStream, TemporaryFileFull, TemporaryFileFailed):  # naming the stream, or the folder
         raise
     except VQCodecError as exc:
@@ -1159,8 +1159,9 @@ def _warn_once_each(caught: list, where: str) -> None:
             warnings.warn(ImageReadWarning(f"{where}: {reason}; read past it"), stacklevel=caller_stacklevel())
 
 
-def image_to_planes(image) -> tuple[np.ndarray, int, np.ndarray | None]:
-    """Split a Pillow image into uint8 RGB (h, w, 3), its mode code and a uint8 alpha plane or None."""
+def image_to_planes(image, source=None) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """Split a Pillow image into uint8 RGB (h, w, 3), its mode code and a uint8 alpha plane or None. `source`, the
+    path or stream it was read from where it was, is named in the refusal or warning of its values (_check_deep_range)."""
     image = with_standard_sixteen_bit(image)
     _check_transparency(image)
     if image.mode in ("La", "RGBa"):  # premultiplied alpha, which only images made in memory have
@@ -1168,7 +1169,7 @@ def image_to_planes(image) -> tuple[np.ndarray, int, np.ndarray | None]:
     if image.mode in _FULL_SCALE and _holds_eight_bits(image):
         image = image.convert("L")  # 0-255 values are 8-bit grey: scaled from 65535 (or 1.0), white was level 1
     if image.mode in _FULL_SCALE:
-        _check_deep_range(image)
+        _check_deep_range(image, source)
     mode = image.mode
     if mode == "P" and (with_alpha := _palette_alpha(image)) is not None:
         mode, image = "P;transparency", with_alpha
@@ -1345,11 +1346,12 @@ def _grey_with_transparent_value(image):
     return Image.merge("LA", (Image.fromarray(grey, "L"), Image.fromarray(alpha, "L")))
 
 
-def _check_deep_range(image) -> None:
+def _check_deep_range(image, source=None) -> None:
     """Refuse a float or 32-bit grey image of which over MAX_CLIPPED_SHARE of the pixels lie beyond
     its full scale (below 0, above 1.0 or 65535, where scaling to 8 bits would clip them), or any NaN
     or infinity: a float image of 0-255 values would be coded almost white. Fewer pixels beyond (the
-    highlights of an HDR image) are clipped, with a warning that says how many."""
+    highlights of an HDR image) are clipped, with a warning that says how many. Both name `source`, the path or stream
+    the image was read from, where it is given, as the other refusals and warnings of an image file do."""
     full_scale = _FULL_SCALE[image.mode]
     low, high, beyond, nan = math.inf, -math.inf, 0, False
     for _, values in _deep_grey_values(image):
@@ -1357,19 +1359,24 @@ def _check_deep_range(image) -> None:
         low, high = min(low, float(np.nanmin(values, initial=math.inf))), max(high, float(np.nanmax(values, initial=-math.inf)))
         beyond += int(np.count_nonzero(_beyond_full_scale(values, full_scale)))
     kind = "float" if image.mode == "F" else "32-bit"
-    if nan:
-        raise VQCodecError(f"{kind} image holds NaN (not a number) values, which are no grey level")
-    if math.isinf(low) or math.isinf(high):
-        raise VQCodecError(f"{kind} image holds infinite values, which are no grey level")
     pixels = image.width * image.height
-    if beyond > MAX_CLIPPED_SHARE * pixels:
-        raise VQCodecError(f"{kind} image values span {low:.6g} to {high:.6g}, and {beyond / pixels:.0%}"
-                           f" of its pixels lie beyond 0 to {full_scale:g}, the range read as black to white: "
-                           f"scale it to that range, or save it as 8 or 16 bits")
+    if nan:
+        refusal = f"{kind} image holds NaN (not a number) values, which are no grey level"
+    elif math.isinf(low) or math.isinf(high):
+        refusal = f"{kind} image holds infinite values, which are no grey level"
+    elif beyond > MAX_CLIPPED_SHARE * pixels:
+        refusal = (f"{kind} image values span {low:.6g} to {high:.6g}, and {beyond / pixels:.0%} of its pixels lie "
+                   f"beyond 0 to {full_scale:g}, the range read as black to white: scale it to that range, or save it "
+                   f"as 8 or 16 bits")
+    else:
+        refusal = None
+    if refusal is not None:
+        raise VQCodecError(refusal) if source is None else unreadable_image(source, refusal)
     if beyond:
-        warnings.warn(ImageReadWarning(f"{kind} image values span {low:.6g} to {high:.6g}: {beyond} of its {pixels} "
-                                       f"pixels lie beyond 0 to {full_scale:g}, the range read as black to white, "
-                                       f"and are clipped to it"), stacklevel=caller_stacklevel())
+        clipped = (f"{kind} image values span {low:.6g} to {high:.6g}: {beyond} of its {pixels} pixels lie beyond 0 "
+                   f"to {full_scale:g}, the range read as black to white, and are clipped to it")
+        warnings.warn(ImageReadWarning(clipped if source is None else f"{_image_called(source)}: {clipped}"),
+                      stacklevel=caller_stacklevel())
 
 
 def _beyond_full_scale(values: np.ndarray, full_scale: float) -> np.ndarray:
