@@ -104,9 +104,9 @@ def test_one_call_api_takes_paths_streams_and_arrays(codec, signal, tmp_path, ti
         codec.encode_audio(pcm, 22050, 3)
     with pytest.raises(VQCodecError, match="sample_rate"):
         codec.encode(audio)
-    with pytest.raises(VQCodecError, match="cannot encode a NoneType"):
+    with pytest.raises(VQCodecError, match="^cannot encode None: "):
         codec.encode(None)
-    with pytest.raises(VQCodecError, match="not a NoneType"):
+    with pytest.raises(VQCodecError, match="not None$"):
         codec.decode(None)
     with pytest.raises(VQCodecError, match="cannot read audio from the stream"):
         codec.encode(b"RIFF not audio")
@@ -2338,12 +2338,12 @@ def test_a_vq_stream_whose_read_gives_other_than_bytes_past_its_header_is_refuse
             piece = self.data.read(size)
             return piece if self.data.tell() <= vqformat.HEADER_SIZE else self.kind(piece)
 
-    for kind, named in ((lambda piece: piece.decode("latin-1"), "str"), (list, "list")):
+    for kind, named in ((lambda piece: piece.decode("latin-1"), "a str"), (list, "a list")):
         for call in (read_info, codec.decode_audio, lambda s: codec.decode_audio(s, salvage=True)):
             with pytest.raises(VQCodecError, match=rf"^cannot read the stream: its read gives {named}, not bytes \(a "
                                                    r"binary stream's, opened with 'rb'\)$"):
                 call(Turning(small_vq, kind))
-    with pytest.raises(VQCodecError, match=r"^cannot read piped.vq: its read gives str, not bytes"):
+    with pytest.raises(VQCodecError, match=r"^cannot read piped.vq: its read gives a str, not bytes"):
         codec.decode_audio(_named(Turning(small_vq, lambda piece: piece.decode("latin-1")), "piped.vq"))
 
 
@@ -2364,16 +2364,16 @@ def test_a_part_of_an_image_file_asked_for_as_audio_is_refused_in_one_line(codec
         photo.decode_audio(image_vq, start=1.5)
 
 
-@pytest.mark.parametrize("source, told", [(None, "NoneType"), (3, "int"),
+@pytest.mark.parametrize("source, told", [(None, "None"), (3, "an int"),
                                            (b"RIFF", "bytes (Codec.encode takes a file's bytes)")])
 def test_encode_audio_file_of_what_is_no_path_or_stream_is_refused(codec, source, told):
     """None or a file's bytes raised a bare AttributeError ('... has no attribute 'read'') from copying it
     into a temporary file, as a stream that cannot seek."""
-    with pytest.raises(VQCodecError, match=rf"^audio is read from a path or a binary stream, not a {re.escape(told)}$"):
+    with pytest.raises(VQCodecError, match=rf"^audio is read from a path or a binary stream, not {re.escape(told)}$"):
         codec.encode_audio_file(source, 2)
 
 
-@pytest.mark.parametrize("source, told", [(None, "NoneType"), (3, "int"),
+@pytest.mark.parametrize("source, told", [(None, "None"), (3, "an int"), (np.zeros(4), "an ndarray"),
                                            (b"RIFF", "bytes (io.BytesIO(data) is a stream of a file's bytes)")])
 def test_vqcodec_io_readers_of_what_is_no_path_or_stream_refuse_it(source, told):
     """vqcodec's readers of media raised a bare AttributeError ('... has no attribute 'tell'') for what is neither a
@@ -2384,7 +2384,7 @@ def test_vqcodec_io_readers_of_what_is_no_path_or_stream_refuse_it(source, told)
 
     for reader, what in ((open_sound, "audio"), (read_audio, "audio"), (open_image, "an image"),
                          (read_image_rgb, "an image")):
-        with pytest.raises(VQCodecError, match=rf"^{what} is read from a path or a binary stream, not a "
+        with pytest.raises(VQCodecError, match=rf"^{what} is read from a path or a binary stream, not "
                                                rf"{re.escape(told)}$"):
             reader(source)
         with pytest.raises(VQCodecError, match=r"^media is read from a binary stream, not a text one \(open the file "
@@ -2760,8 +2760,8 @@ def test_an_empty_path_is_refused_as_one(codec):
     data = codec.encode_audio(np.zeros(1600, np.float32), 16000, 2)
     with pytest.raises(VQCodecError, match="^the path of the output is empty$"):  # was 'cannot write .: Device or
         codec.decode_audio_file(data, "", format_hint="WAV")                     # resource busy'
-    for destination in (5, b"out.wav", None):  # 5 was an AttributeError from writing into it
-        with pytest.raises(VQCodecError, match="^audio is written to a path or a binary stream, not a "):
+    for destination, told in ((5, "an int"), (b"out.wav", "bytes"), (None, "None")):  # 5 was an AttributeError
+        with pytest.raises(VQCodecError, match=f"^audio is written to a path or a binary stream, not {told}$"):
             codec.decode_audio_file(data, destination, format_hint="WAV")
 
 
@@ -2929,12 +2929,12 @@ def test_a_stream_of_blocks_is_taken_as_arrays_are_and_checked(codec, signal):
     for peak in ("0.5", -0.1, math.nan, math.inf, True):  # a string was a TypeError, the others coded unscaled
         with pytest.raises(VQCodecError, match="^the peak must be the largest absolute sample, a finite number"):
             codec.encode_audio_stream(blocks(lambda b: b), 16000, 2, 1600, 2, peak=peak)
-    with pytest.raises(VQCodecError, match="^a stream of audio is an iterable of .* blocks, not a int$"):
+    with pytest.raises(VQCodecError, match="^a stream of audio is an iterable of .* blocks, not an int$"):
         codec.encode_audio_stream(5, 16000, 2, 1600, 2)  # was TypeError: 'int' object is not iterable
     # these were iterated as blocks of characters, small ints and keys, refused in words about those
-    for stream in ("talk.wav", b"\x00\x01", bytearray(4), {"left": audio[0]}):
-        with pytest.raises(VQCodecError, match=rf"^a stream of audio is an iterable of .* blocks, not a "
-                                               rf"{type(stream).__name__}$"):
+    for stream, told in (("talk.wav", "a str"), (b"\x00\x01", "bytes"), (bytearray(4), "a bytearray"),
+                         ({"left": audio[0]}, "a dict")):
+        with pytest.raises(VQCodecError, match=rf"^a stream of audio is an iterable of .* blocks, not {told}$"):
             codec.encode_audio_stream(stream, 16000, 2, 1600, 2)
     # an array given whole is iterated row by row: a stereo one was refused as blocks of 1 channel, a mono one as
     # 0-D blocks; rows that can be blocks (a mono stream's, or (channels, n) blocks of a 3-D array) are taken

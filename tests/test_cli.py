@@ -3004,7 +3004,7 @@ def test_check_listed_codes_refuses_a_manifest_too_large_to_read(codec, tmp_path
     (dict(out=None), "out is the path of a folder (a str or Path, not empty), not None"),
     (dict(folder=""), "folder is the path of a folder (a str or Path, not empty), not ''"),  # the current folder
     (dict(replace="no"), "replace must be True or False, not 'no'"),  # taken as True
-    (dict(codec=None), "codec is a vqcodec Codec (Codec.load), not a NoneType"),  # an AttributeError
+    (dict(codec=None), "codec is a vqcodec Codec (Codec.load), not None"),  # an AttributeError
     (dict(log="coded.txt"), "log must be a function or None, not 'coded.txt'"),  # called at the 100th file, and
     (dict(on_warning=5), "on_warning must be a function or None, not 5"),  # failed: the manifest was not written
     (dict(report={}), "report is a vqcodec.folders.FolderReport or None, not {}")])

@@ -2814,7 +2814,7 @@ def test_write_image_refuses_what_is_no_path_or_binary_stream(tmp_path):
     with open(tmp_path / "out.txt", "w") as text:
         for destination, message in (
                 (text, "an image is written to a binary stream, not a text one (open the file with 'wb')"),
-                (5, "an image is written to a path or a binary stream, not a int"),
+                (5, "an image is written to a path or a binary stream, not an int"),
                 ("", "the path of the output is empty")):
             with pytest.raises(VQCodecError) as refused:
                 write_image(image, destination, "png")
@@ -2975,7 +2975,7 @@ def test_write_image_refuses_an_image_or_format_hint_of_another_type(tmp_path):
     """write_image of an array raised an AttributeError from Pillow's attributes, and a format_hint of 5 one from
     its lower(): refused in one line, as decode_audio_file refuses its format_hint."""
     for image, hint, message in (
-            (np.zeros((4, 6, 3), np.uint8), "png", "image is a Pillow image, not a ndarray"),
+            (np.zeros((4, 6, 3), np.uint8), "png", "image is a Pillow image, not an ndarray"),
             (make_image("RGB", 6, 4), 5, "format_hint is a name such as PNG (a str), not 5"),
             (make_image("RGB", 6, 4), b"png", "format_hint is a name such as PNG (a str), not b'png'"),
             (make_image("RGB", 6, 4), "flac", "format_hint flac is an audio format, and write_image writes an image: "

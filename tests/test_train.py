@@ -1138,7 +1138,7 @@ def test_train_command_refuses_an_init_config_of_another_kind(trained, data_dir,
 @pytest.mark.parametrize("config, message", [
     ({**config_to_dict(CFG), "kind": []}, "has a bad config (unknown model kind []"),  # was "no [] files found"
     ({**config_to_dict(CFG), "kind": None}, "has a bad config (unknown model kind None"),
-    (None, "has a bad config (a config is a JSON object of fields, not NoneType)"),  # was "'NoneType' object is not ..."
+    (None, "has a bad config (a config is a JSON object of fields, not None)"),  # was "'NoneType' object is not ..."
     ({**config_to_dict(CFG), "res_blocks": True}, "has a bad config (res_blocks must be a whole number"),
 ])
 def test_a_model_with_a_bad_config_is_refused_where_its_kind_is_read(trained, data_dir, tmp_path, capsys, config, message):

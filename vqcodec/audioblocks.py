@@ -14,7 +14,7 @@ from . import format as vqformat
 from .arguments import as_array, checked_count
 from .errors import VQCodecError
 from .memory import memory_bound
-from .wording import plural
+from .wording import plural, type_of
 
 STREAM_BLOCK_SAMPLES = 1 << 16  # samples read or written per I/O call
 
@@ -106,7 +106,7 @@ def block_iterator(blocks, channels) -> Iterator:
             return iter(blocks)
         except TypeError:
             pass
-    raise VQCodecError(f"a stream of audio is an iterable of (channels, n) blocks, not a {type(blocks).__name__}")
+    raise VQCodecError(f"a stream of audio is an iterable of (channels, n) blocks, not {type_of(blocks)}")
 
 
 class SampleWindow:

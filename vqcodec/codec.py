@@ -56,7 +56,7 @@ from .soundio import (FLOAT_CODEC_SUBTYPES, SOUNDFILE_ERRORS, STREAMED_HEAD_BYTE
 from .streams import (check_destination, check_format_name, check_source, checked_flag, flush_written, input_called,
                       input_name, is_seekable, is_whole, output_name, scalar_of, spooled_stream, stops_held,
                       through_spool, unwritable_stream, write_file)
-from .wording import kind_coded, kind_held, not_its_codes, plural, setting, shown, shown_cut
+from .wording import kind_coded, kind_held, not_its_codes, plural, setting, shown, shown_cut, type_of
 
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
 IMAGE_CHUNK_ROWS = 16           # latent rows per container chunk
@@ -366,7 +366,7 @@ class Codec:
         for an unknown name, missing or damaged model files, an unknown device or coding, "cuda"
         without a GPU or "cuda:N" beyond the GPUs there are, or "prior" for a model that has none."""
         if not isinstance(name, (str, Path)):
-            raise VQCodecError(f"a model is named by a name or a path, not a {type(name).__name__}")
+            raise VQCodecError(f"a model is named by a name or a path, not {type_of(name)}")
         device = resolve_device(device)
         meta, tensors = read_model_files(find_model(name))
         return cls(build_model(meta, tensors), meta, tensors, device, coding, beam)
@@ -405,7 +405,7 @@ class Codec:
         is_image = isinstance(media, Image.Image)
         if not isinstance(media, (np.ndarray, str, Path, bytes, bytearray, memoryview)) and not is_image \
                 and not hasattr(media, "read"):
-            raise VQCodecError(f"cannot encode a {type(media).__name__}: give a path, a binary stream, bytes, "
+            raise VQCodecError(f"cannot encode {type_of(media)}: give a path, a binary stream, bytes, "
                                "a Pillow image or a NumPy array")
         if isinstance(media, str) and not media:  # Path("") is the current folder
             raise VQCodecError("the path of the media is empty")
@@ -2194,7 +2194,7 @@ class Codec:
             image = image_of_array(image)
             self.check_image_encode_fits(image.width, image.height, image.mode)
         elif not isinstance(image, Image.Image):
-            raise VQCodecError(f"encode_image takes a Pillow image or a uint8 array, not a {type(image).__name__}: "
+            raise VQCodecError(f"encode_image takes a Pillow image or a uint8 array, not {type_of(image)}: "
                                "encode() also takes paths and bytes")
         else:
             check_image_size(image.width, image.height)

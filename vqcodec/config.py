@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .format import MAX_QUALITY
 from .streams import read_json_file
-from .wording import plural
+from .wording import plural, type_of
 
 FORMAT_VERSION = 1
 
@@ -94,7 +94,7 @@ def config_from_dict(data: dict, strict: bool = False) -> ModelConfig:
     """The config a dict describes, its values checked. Unknown fields are ignored, or refused when
     `strict` (a config a user wrote, where one is most likely a typo)."""
     if not isinstance(data, dict):
-        raise ValueError(f"a config is a JSON object of fields, not {type(data).__name__}")
+        raise ValueError(f"a config is a JSON object of fields, not {type_of(data)}")
     kinds = {"audio": AudioConfig, "image": ImageConfig}
     if "kind" not in data:
         raise ValueError('a config names its media kind: "kind": "audio" or "image"')

@@ -19,7 +19,7 @@ from .imageio import ALPHA_MODES, IMAGE_MODE_NAMES
 from .memory import refuse_beyond
 from .streams import (cannot_read_stream, checked_flag, is_regular_stream, read_at_most, read_up_to,
                       refuse_closed_stream, stream_name)
-from .wording import reason_of, shown_cut
+from .wording import reason_of, shown_cut, type_of
 
 TRAILING_STREAM_BYTES = 1 << 20  # read after the last chunk of a .vq stream that is no regular file, at most
 WHOLE = "a .vq file is read into memory whole"
@@ -99,7 +99,7 @@ def vq_bytes(data, salvage: bool = False) -> bytes:
         except OSError as exc:  # a read that fails midway (EIO)
             raise cannot_read_stream(stream_name(data), reason_of(exc)) from None
     if not isinstance(data, (str, Path)):
-        raise VQCodecError(f"a .vq file is given as bytes, a path or a binary stream, not a {type(data).__name__}")
+        raise VQCodecError(f"a .vq file is given as bytes, a path or a binary stream, not {type_of(data)}")
     if data == "":  # Path("") is the current folder
         raise VQCodecError("the path of the .vq file is empty")
     try:

@@ -28,7 +28,7 @@ from .streams import (EmptyInput, PatchedStream, TemporaryFileFailed, TemporaryF
                       check_destination, check_format_name, check_source, copy_whole, flush_written, from_where_it_is,
                       input_name, is_seekable, is_whole, native_stderr_captured, output_name, refuse_empty_media,
                       refuse_folder_name, spooled_stream, unwritable_stream, write_file)
-from .wording import plural, reason_of, shown_cut
+from .wording import plural, reason_of, shown_cut, type_of
 
 def unrecognised_image(head: bytes, where) -> VQCodecError | None:
     """The error that reading an image which begins with `head` gives where no format Pillow reads recognises those
@@ -1453,7 +1453,7 @@ def save_image(image, destination, format_hint: str | None = None) -> None:
     from PIL import Image
 
     if not isinstance(image, Image.Image):
-        raise VQCodecError(f"image is a Pillow image, not a {type(image).__name__}")
+        raise VQCodecError(f"image is a Pillow image, not {type_of(image)}")
     check_destination(destination, "an image")
     check_format_name("format_hint", format_hint, "PNG")
     if format_hint:

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import VQCodecError
-from .wording import reason_of, setting, shown_cut
+from .wording import reason_of, setting, shown_cut, type_of
 
 def _umask() -> int:
     """The process's umask. os.umask reads it only by setting it, and while it is set to 0 a file that
@@ -340,7 +340,7 @@ def read_at_most(stream, size: int, name: str) -> bytes:
     if isinstance(block, (bytearray, memoryview)):
         block = bytes(block)
     if not isinstance(block, bytes):
-        raise cannot_read_stream(name, f"its read gives {type(block).__name__}, not bytes (a binary stream's, opened "
+        raise cannot_read_stream(name, f"its read gives {type_of(block)}, not bytes (a binary stream's, opened "
                                        "with 'rb')")
     if 0 <= size < len(block):
         raise cannot_read_stream(name, f"its read({size}) gave {len(block)} bytes, more than asked for")
@@ -453,7 +453,7 @@ def check_destination(destination, what: str) -> None:
     if isinstance(destination, TextIOBase):
         raise VQCodecError(f"{what} is written to a binary stream, not a text one (open the file with 'wb')")
     if not isinstance(destination, (str, Path)) and not callable(getattr(destination, "write", None)):
-        raise VQCodecError(f"{what} is written to a path or a binary stream, not a {type(destination).__name__}")
+        raise VQCodecError(f"{what} is written to a path or a binary stream, not {type_of(destination)}")
     if getattr(destination, "closed", False) is True:  # write_image's write raised ValueError, 'write to closed file'
         raise cannot_write_stream(output_name(destination), "it is closed")
     if isinstance(destination, str) and not destination:
@@ -468,7 +468,7 @@ def check_source(source, what: str, paths: tuple = (str, Path),
     refuse_text_stream(source)
     if not isinstance(source, paths) and not callable(getattr(source, "read", None)):
         hint = f" ({bytes_hint})" if isinstance(source, (bytes, bytearray)) else ""
-        raise VQCodecError(f"{what} is read from a path or a binary stream, not a {type(source).__name__}{hint}")
+        raise VQCodecError(f"{what} is read from a path or a binary stream, not {type_of(source)}{hint}")
 
 
 def check_format_name(name: str, value, example: str) -> None:

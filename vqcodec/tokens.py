@@ -22,7 +22,7 @@ from .registry import is_model_id
 from .streams import (JSONFileTooLarge, MAX_JSON_BYTES, checked_flag, input_called, open_regular_file, read_json_file,
                       write_file)
 from .wording import (kind_coded, kind_held, name_fields, not_its_codes, plural, reason_of, setting, shown, shown_cut,
-                      valid_text)
+                      type_of, valid_text)
 
 MANIFEST = "codes.json"
 MAX_MANIFEST_BYTES = 1 << 30  # read by listing_manifest and a resume: about 380 bytes a file, 2.8 million files
@@ -218,7 +218,7 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
             raise VQCodecError(f"stopped_run is a codes.json as stopped_run_manifest reads it (JSON data), not "
                                f"{shown_cut(stopped_run)}") from None
     if not callable(getattr(codec, "media_to_codes", None)):
-        raise VQCodecError(f"codec is a vqcodec Codec (Codec.load), not a {type(codec).__name__}")
+        raise VQCodecError(f"codec is a vqcodec Codec (Codec.load), not {type_of(codec)}")
     with codec._lock:
         return _code_folder(codec, Path(folder), Path(out), files, quality, log, replace, on_warning, resume,
                             stopped_run, progress or log, FolderReport(codec.kind) if report is None else report)

@@ -43,7 +43,7 @@ from .trainmemory import (DECODER_ONLY_FROZEN, DISCRIMINATOR_BYTES_PER_CROP_BYTE
                           training_state_bytes)
 from .trainoptions import (CHECKPOINT_NAME, DEFAULT_BATCH_AND_CROP, LOG_NAME, TrainOptions, check_options, option_name,
                            recipe_of, refuse_existing_run, run_files)
-from .wording import plural, reason_of, setting, shell_word
+from .wording import plural, reason_of, setting, shell_word, type_of
 
 
 COMMITMENT_WEIGHT = 0.25
@@ -66,7 +66,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     if kind not in (None, "audio", "image"):  # "no video files found", it said
         raise VQCodecError(f"kind must be 'audio' or 'image' (or None: the folder's), not {kind!r}")
     if cfg is not None and not isinstance(cfg, (AudioConfig, ImageConfig)):
-        raise VQCodecError(f"cfg must be an AudioConfig or ImageConfig (or None), not a {type(cfg).__name__}")
+        raise VQCodecError(f"cfg must be an AudioConfig or ImageConfig (or None), not {type_of(cfg)}")
     with _out_locked(options):
         return _train_checked(data_dir, cfg, options, kind)
 

@@ -26,6 +26,20 @@ def kind_held(kind: str) -> str:
     return "audio" if kind == "audio" else "an image"
 
 
+def type_of(value) -> str:
+    """What `value` is, as a message names it after "not": "None", "bytes", "an int", "a list", "an ndarray" (its
+    type's name with its article: "a int", "a bytes" and "a NoneType" were said)."""
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    if name == "bytes":
+        return name
+    return f"an {name}" if name[0].lower() in "aeiou" or name in _SAID_WITH_A_VOWEL else f"a {name}"
+
+
+_SAID_WITH_A_VOWEL = {"ndarray"}  # "en-dee-array", as NumPy's documentation says it
+
+
 def plural(count: int, noun: str) -> str:
     """`count` and `noun`, with an "s" unless count is 1."""
     return f"{count} {noun if count == 1 else noun + 's'}"
