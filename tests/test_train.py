@@ -1192,7 +1192,7 @@ def test_a_batch_or_crop_kept_by_a_resume_is_named_as_the_runs(data_dir, tmp_pat
         _sized(run, "audio", CFG, batch_kept=True)
     assert _crop_within_files(run, "audio", CFG, sorted(data_dir.rglob("*.wav")), None, "the run's").crop == 12000
     assert capsys.readouterr().err.splitlines() == [
-        "warning: the run's crop 10000000 is longer than every training file (the longest holds 12000 samples, "
+        "vqcodec: warning: the run's crop 10000000 is longer than every training file (the longest holds 12000 samples, "
         "1.50 s): training on crops of 12000"]
 
 
@@ -2197,7 +2197,7 @@ def test_a_full_disk_during_training_loses_no_steps_and_the_model_is_still_writt
                                  f"write {out / 'checkpoint.safetensors'}: No space left on device): there is no "
                                  "checkpoint to resume")
     err = capsys.readouterr().err
-    assert err.count("warning: cannot write") == 6 and "(step 4); training goes on" in err, err
+    assert err.count("vqcodec: warning: cannot write") == 6 and "(step 4); training goes on" in err, err
     assert json.loads((out / "tiny.json").read_text())["training"]["steps"] == 4
     assert not (out / "checkpoint.safetensors").exists()
     assert [record["step"] for record in read_log(out)] == [1, 3]  # whole lines: the half records taken back out
@@ -2240,7 +2240,7 @@ def test_running_out_of_memory_is_one_line_and_keeps_the_steps_trained(data_dir,
     monkeypatch.setattr(train_module, "fit_prior_files", lambda *a, **k: (_ for _ in ()).throw(RuntimeError(CPU_OUT_OF_MEMORY)))
     code, err = run_in_process([*base[:-1], "--out", tmp_path / "prior", "--max-steps", "1"], capsys)
     assert code == 0 and err.splitlines()[-1] == (  # the model is written; its prior, like any failed fit, is for later
-        f"warning: no entropy-coding prior added (out of memory); files will use fixed-width coding until `vqcodec "
+        f"vqcodec: warning: no entropy-coding prior added (out of memory); files will use fixed-width coding until `vqcodec "
         f"fit-prior {tmp_path / 'prior' / 'tiny.safetensors'} DIR` adds one"), err
     monkeypatch.setattr(train_module, "validate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError(CPU_OUT_OF_MEMORY)))
     code, err = run_in_process([*base, "--out", tmp_path / "other", "--max-steps", "1"], capsys)  # validating step 1
@@ -2361,7 +2361,7 @@ def test_a_codebook_too_large_for_a_prior_is_trained_without_one(data_dir, tmp_p
 
     big = dataclasses.replace(CFG, codebook_size=MAX_CODEBOOK + 1, num_codebooks=1)
     path = train(data_dir, big, options(tmp_path / "big", max_steps=1, eval_every=1))
-    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: no entropy")]
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vqcodec: warning: no entropy")]
     assert len(warning) == 1 and f"at most {MAX_CODEBOOK} entries" in warning[0] and "fit-prior" not in warning[0]
     codec = Codec.load(str(path))
     assert codec.prior is None and codec.codebook_size == MAX_CODEBOOK + 1
@@ -2452,7 +2452,7 @@ def test_a_prior_that_cannot_be_written_at_the_end_of_training_is_said_so_and_no
     code, err = run_in_process(["train", data_dir, "--out", out, "--name", "tiny", "--config", tmp_path / "cfg.json",
                                 "--max-steps", "1", "--batch-size", "4", "--crop", CROP, "--threads", "1"], capsys)
     assert code == 0 and err.splitlines()[-1] == (
-        f"warning: no entropy-coding prior added (cannot write {out / 'tiny.json'}: No space left on device); files "
+        f"vqcodec: warning: no entropy-coding prior added (cannot write {out / 'tiny.json'}: No space left on device); files "
         f"will use fixed-width coding until `vqcodec fit-prior {out / 'tiny.safetensors'} DIR` adds one"), err
     assert Codec.load(str(out / "tiny.safetensors")).prior is None
     assert "prior" not in json.loads((out / "tiny.json").read_text())
@@ -2495,7 +2495,7 @@ def test_a_crop_longer_than_every_file_is_cut_to_the_longest_with_a_warning(data
     began = time.monotonic()
     code, err = run_in_process(["train", data_dir, "--out", tmp_path / "audio", *base, "--crop", "10000000"], capsys)
     assert code == 0, err
-    assert "warning: --crop 10000000 is longer than every training file (the longest holds 12000 samples, 1.50 s): " \
+    assert "vqcodec: warning: --crop 10000000 is longer than every training file (the longest holds 12000 samples, 1.50 s): " \
            "training on crops of 12000" in err.splitlines()
     assert json.loads((tmp_path / "audio" / "tiny.json").read_text())["training"]["crop"] == 12000
     assert time.monotonic() - began < 30
@@ -2509,7 +2509,7 @@ def test_a_crop_longer_than_every_file_is_cut_to_the_longest_with_a_warning(data
     (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(image)))
     code, err = run_in_process(["train", photos, "--out", tmp_path / "image", *base, "--crop", "5000"], capsys)
     assert code == 0, err
-    assert "warning: --crop 5000 is larger than every training photo (the longest side is 60 pixels): training on " \
+    assert "vqcodec: warning: --crop 5000 is larger than every training photo (the longest side is 60 pixels): training on " \
            f"crops of {-(-60 // image.hop) * image.hop}" in err.splitlines()
     assert json.loads((tmp_path / "image" / "tiny.json").read_text())["training"]["crop"] == -(-60 // image.hop) * image.hop
 
@@ -2530,7 +2530,7 @@ def test_a_batch_beyond_memory_is_refused_before_the_model_is_built(data_dir, tm
                                 "--crop", "10000000"], capsys)
     # 12000 samples x 4 bytes x (4096 crops x 120 + 4096 validation crops)
     assert code == 1 and err.splitlines() == [
-        "warning: --crop 10000000 is longer than every training file (the longest holds 12000 samples, 1.50 s): "
+        "vqcodec: warning: --crop 10000000 is longer than every training file (the longest holds 12000 samples, 1.50 s): "
         "training on crops of 12000",
         "vqcodec: error: a batch of 4096 crops of 12000 samples takes 23.8 GB, more than the memory this process may "
         "use (8.0 GB); lower --batch-size or --crop"]
@@ -2722,7 +2722,7 @@ def test_resume_drops_a_partial_log_record_with_a_warning(trained, data_dir, tmp
     whole = (out / "train_log.jsonl").read_bytes()
     (out / "train_log.jsonl").write_bytes(whole + b'{"step": 13, "val_lo')
     train(data_dir, None, options(out, resume=True, max_steps=15))
-    assert f"warning: {out / 'train_log.jsonl'} ended in a partial record (20 bytes, written as a run stopped): " \
+    assert f"vqcodec: warning: {out / 'train_log.jsonl'} ended in a partial record (20 bytes, written as a run stopped): " \
            "removed" in capsys.readouterr().err.splitlines()
     records = read_log(out)
     assert (out / "train_log.jsonl").read_bytes().startswith(whole) and records[-1]["step"] == 15
@@ -2994,8 +2994,8 @@ def test_a_run_whose_log_may_not_be_written_resumes_and_warns_of_each_record_it_
     assert train(data_dir, None, options(out, resume=True, max_steps=15)) == out / "tiny.safetensors"
     assert log.read_bytes() == before
     assert _checkpoint_pair(out / "checkpoint.safetensors")[0]["step"] == 15
-    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
-    assert warnings and all(line.startswith(f"warning: cannot write {log}: Permission denied (step ")
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vqcodec: warning: ")]
+    assert warnings and all(line.startswith(f"vqcodec: warning: cannot write {log}: Permission denied (step ")
                             for line in warnings)
 
 
@@ -3145,7 +3145,7 @@ def test_resume_rewrites_a_checkpoint_json_that_a_kill_between_the_renames_left_
             train(data_dir, None, options(out, max_steps=16, resume=True, fit_prior=False))
         header, copy = _checkpoint_pair(out / "checkpoint.safetensors")
         assert header["step"] == 14 and copy == header
-        assert f"warning: {out / 'checkpoint.json'} was {found}, as a run stopped between the two files of a save " \
+        assert f"vqcodec: warning: {out / 'checkpoint.json'} was {found}, as a run stopped between the two files of a save " \
                "leaves it: rewritten from the record in the weights (step 14)" in capsys.readouterr().err.splitlines()
     capsys.readouterr()
     with pytest.raises(VQCodecError, match="stopped before the first step"):  # a whole pair: no warning
@@ -3346,7 +3346,7 @@ def test_resume_drops_whole_lines_at_the_logs_end_that_are_not_records_with_a_wa
     capsys.readouterr()
     train(data_dir, None, options(out, resume=True, max_steps=15, fit_prior=False))
     err = capsys.readouterr().err.splitlines()
-    assert f"warning: {out / 'train_log.jsonl'} ended in {warning}, written as a run stopped: removed" in err, err
+    assert f"vqcodec: warning: {out / 'train_log.jsonl'} ended in {warning}, written as a run stopped: removed" in err, err
     assert len([line for line in err if "train_log.jsonl" in line]) == 1
     records = read_log(out)  # parses
     assert (out / "train_log.jsonl").read_bytes().startswith(whole) and records[-1]["step"] == 15
@@ -3464,7 +3464,7 @@ def test_a_skipping_or_warning_line_during_training_clears_the_step_line_on_a_te
     train_module._progress("step 40", in_place=True)
     train_module._say("\nwrote run/run.safetensors")  # the last step line stays above the run's last lines
     assert stream.screen() == ["skipping a.wav: gone",
-                               "warning: cannot write run/checkpoint.json: No space left on device (step 20); "
+                               "vqcodec: warning: cannot write run/checkpoint.json: No space left on device (step 20); "
                                "training goes on",
                                "vqcodec: warning: a.mp3: the MP3 decoder passed over damage",
                                "step 40", "wrote run/run.safetensors", ""]
@@ -3477,7 +3477,7 @@ def test_a_codebook_too_large_for_a_prior_is_warned_of_before_training(data_dir,
     cfg = dataclasses.replace(CFG, codebook_size=MAX_CODEBOOK + 1, num_codebooks=1)
     train(data_dir, cfg, options(tmp_path / "run", max_steps=1, quiet=False))
     lines = capsys.readouterr().err.splitlines()
-    warning = (f"warning: no entropy-coding prior will be added: a prior covers codebooks of at most {MAX_CODEBOOK} "
+    warning = (f"vqcodec: warning: no entropy-coding prior will be added: a prior covers codebooks of at most {MAX_CODEBOOK} "
                f"entries, not {MAX_CODEBOOK + 1}; files will use fixed-width coding (fit_prior=False says so)")
     assert warning in lines and lines.index(warning) < [line.startswith("training ") for line in lines].index(True)
     train(data_dir, cfg, options(tmp_path / "quiet", max_steps=1, quiet=False, fit_prior=False))

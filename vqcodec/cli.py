@@ -21,8 +21,8 @@ from . import format as vqformat
 from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
 from .errors import Terminated, VQCodecError, is_out_of_memory
 from .folders import coding_change, decoding_model, recoder, refuse_weights_when_fixed_width
-from .wording import (NAME_BYTES, command_line_wording, decimals_for, json_names, kind_coded, kind_held, one_line,
-                      plural, reason_of, skipping)
+from .wording import (NAME_BYTES, WARNING_PREFIX, command_line_wording, decimals_for, json_names, kind_coded, kind_held,
+                      one_line, plural, reason_of, skipping)
 
 DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
 
@@ -713,7 +713,7 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
             encoded = codec.encode_audio_file(source, quality, max_kbps)
         warning = codec.level_warning("stdin" if input_path == "-" else input_path)
         if warning:
-            click.echo(f"vqcodec: warning: {warning}", err=True)
+            click.echo(f"{WARNING_PREFIX}{warning}", err=True)
     else:
         encoded = codec.encode_image(open_image(source, fits=codec.check_image_encode_fits), quality, max_bpp,
                                      source=source)
@@ -860,7 +860,7 @@ def _print_skipped(path, reason: str) -> None:
 
 def _print_warning(line: str) -> None:
     """A warning line, below the progress shown in place on a terminal."""
-    _progress(one_line(f"vqcodec: warning: {line}"))
+    _progress(one_line(f"{WARNING_PREFIX}{line}"))
 
 
 def _progress(line: str) -> None:
@@ -1035,7 +1035,7 @@ def _clipping_warnings(name):
 
 
 def _print_clipping(line: str) -> None:
-    click.echo(f"vqcodec: warning: {line}", err=True)
+    click.echo(f"{WARNING_PREFIX}{line}", err=True)
 
 
 def _damage_met(damaged: list[dict], start: float | None, duration: float | None) -> list[dict]:
@@ -1073,7 +1073,7 @@ def _warn_damage(damaged: list[dict], header, path=None) -> None:
     warnings += [f"the stream goes on for more than {d['unread_after'] >> 20} MiB past "
                  f"{'where its chunks lose their framing' if d['framing_lost'] else 'its last chunk'}, not read"
                  for d in damaged if "unread_after" in d]
-    click.echo(f"vqcodec: warning: {f'{path}: ' if path else ''}{'; '.join(warnings)}", err=True)
+    click.echo(f"{WARNING_PREFIX}{f'{path}: ' if path else ''}{'; '.join(warnings)}", err=True)
 
 
 def _format_from_name(path: str) -> str:
@@ -1522,11 +1522,11 @@ def models(as_json):
         for read in (*folder.glob("*.json"), *folder.glob("*.safetensors")):
             _refuse_output_on_input("-", str(read))
     for problem in model_path_problems():
-        click.echo(f"vqcodec: warning: {problem}; not searched", err=True)
+        click.echo(f"{WARNING_PREFIX}{problem}; not searched", err=True)
     problems = []
     found = list_models(shadowed=True, problems=problems)
     for problem in problems:
-        click.echo(f"vqcodec: warning: {problem}; not listed", err=True)
+        click.echo(f"{WARNING_PREFIX}{problem}; not listed", err=True)
     with _writing_stdout():
         _print_models(found, as_json)
 
@@ -1970,7 +1970,7 @@ def _run(args: list[str] | None) -> int:
     def show_read_warning_in_one_line(message, category, *rest, **options):
         progressline.clear()  # a progress line (train's steps, eval's files, a percentage) shown in place
         if issubclass(category, (ImageReadWarning, AudioReadWarning)):
-            click.echo(one_line(f"vqcodec: warning: {message}"), err=True)
+            click.echo(one_line(f"{WARNING_PREFIX}{message}"), err=True)
         else:
             show(message, category, *rest, **options)
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 from . import format as vqformat
 from .errors import VQCodecError
-from .wording import plural, reason_of, setting, shown_cut, skipping
+from .wording import WARNING_PREFIX, plural, reason_of, setting, shown_cut, skipping
 
 DEFAULT_EXTENSIONS = {"audio": ".wav", "image": ".png"}
 # where Pillow's first-registered extension is unusual, or (SPIDER) registered only once a file is saved,
@@ -332,7 +332,7 @@ def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, m
             data = codec.encode_audio_file(path, quality, max_rate)
             warning = codec.level_warning(path)
             if warning and log:
-                log(f"vqcodec: warning: {warning}")
+                log(f"{WARNING_PREFIX}{warning}")
         else:
             data = codec.encode_image(open_image(path, fits=codec.check_image_encode_fits), quality, max_rate,
                                       source=path)

@@ -43,7 +43,7 @@ from .trainmemory import (DECODER_ONLY_FROZEN, DISCRIMINATOR_BYTES_PER_CROP_BYTE
                           training_state_bytes)
 from .trainoptions import (CHECKPOINT_NAME, DEFAULT_BATCH_AND_CROP, LOG_NAME, TrainOptions, check_options, option_name,
                            recipe_of, refuse_existing_run, run_files)
-from .wording import plural, reason_of, setting, shell_word, type_of
+from .wording import WARNING_PREFIX, plural, reason_of, setting, shell_word, type_of
 
 
 COMMITMENT_WEIGHT = 0.25
@@ -306,7 +306,7 @@ def _warn_of_no_prior(run: Run, cfg: ModelConfig) -> None:
     """Say before training, and not only once it is done, that no prior will be fitted to codebooks larger
     than a prior covers (prior.MAX_CODEBOOK): the run's files will be coded at fixed width."""
     if run.main and run.options.fit_prior and cfg.codebook_size > MAX_CODEBOOK:
-        _progress(f"warning: no entropy-coding prior will be added: a prior covers codebooks of at most {MAX_CODEBOOK} "
+        _progress(f"{WARNING_PREFIX}no entropy-coding prior will be added: a prior covers codebooks of at most {MAX_CODEBOOK} "
                   f"entries, not {cfg.codebook_size}; files will use fixed-width coding ({setting('--no-prior', 'fit_prior=False')} "
                   f"says so)")
 
@@ -345,11 +345,11 @@ def _crop_within_files(run: Run, kind: str, cfg: ModelConfig, files: list[Path],
         return options
     named = option_name("crop", given_crop) if given_crop is not None else f"{whose} crop {options.crop}"
     if not run.quiet and kind == "audio":
-        _progress(f"warning: {named} is longer than every training file (the longest holds {longest} samples, "
+        _progress(f"{WARNING_PREFIX}{named} is longer than every training file (the longest holds {longest} samples, "
                   f"{longest / cfg.sample_rate:.2f} s): training on crops of {crop}")
     elif not run.quiet:
-        _progress(f"warning: {named} is larger than every training photo (the longest side is {longest} pixels): "
-                  f"training on crops of {crop}")
+        _progress(f"{WARNING_PREFIX}{named} is larger than every training photo (the longest side is {longest} "
+                  f"pixels): training on crops of {crop}")
     return dataclasses.replace(options, crop=crop)
 
 
@@ -600,7 +600,7 @@ def _rewrite_stale_checkpoint_json(path: Path) -> None:
     write_json(json_path, record)
     found = "missing" if copy is None else \
         f"left from an earlier save (step {copy['step']})" if isinstance(copy, dict) and "step" in copy else "damaged"
-    _progress(f"warning: {json_path} was {found}, as a run stopped between the two files of a save leaves it: "
+    _progress(f"{WARNING_PREFIX}{json_path} was {found}, as a run stopped between the two files of a save leaves it: "
               f"rewritten from the record in the weights (step {record['step']})")
 
 
@@ -635,10 +635,11 @@ def _repair_log(path: Path) -> None:
             raise VQCodecError(f"cannot repair {path}: {reason_of(exc)}") from None
     partial = plural(len(text) - whole, "byte")
     if not lines:
-        _progress(f"warning: {path} ended in a partial record ({partial}, written as a run stopped): removed")
+        _progress(f"{WARNING_PREFIX}{path} ended in a partial record ({partial}, written as a run stopped): removed")
         return
     bad = f"{plural(lines, 'line')} that {'is not a JSON record' if lines == 1 else 'are not JSON records'}"
-    _progress(f"warning: {path} ended in {bad}{f' and a partial record ({partial})' if whole < len(text) else ''}, "
+    partly = f" and a partial record ({partial})" if whole < len(text) else ""
+    _progress(f"{WARNING_PREFIX}{path} ended in {bad}{partly}, "
               "written as a run stopped: removed")
 
 
@@ -943,7 +944,7 @@ def _or_warn(save, step: int) -> None:
     try:
         save()
     except VQCodecError as exc:
-        _progress(f"warning: {exc} (step {step}); training goes on")
+        _progress(f"{WARNING_PREFIX}{exc} (step {step}); training goes on")
 
 
 # ---------------------------------------------------------------- the model's files and prior
@@ -976,7 +977,7 @@ def _decodes_record(model: VQVAE, codes_id: str, initial_id: str | None, initial
     """For a decoder-only run: the models whose files the new model decodes (its starting model and those
     that one decodes), once the frozen encoder and codebooks are checked to be, to the bit, what they were."""
     if compute_codes_id(config_to_dict(model.cfg), inference_state(model)) != codes_id:
-        _say("warning: the encoder or codebooks changed in a decoder-only run; the model will not decode its "
+        _say(f"{WARNING_PREFIX}the encoder or codebooks changed in a decoder-only run; the model will not decode its "
              "starting model's files")
         return {}
     return {"codes_id": codes_id, **({"decodes": [initial_id, *initial_decodes]} if initial_id else {})}
@@ -1023,7 +1024,7 @@ def _attach_or_fit_prior(run: Run, model_path: Path, cfg: ModelConfig, start: St
             _fit_prior_in_memory(model_path, train_files, run.device, None if quiet else _say,
                                  None if quiet else lambda line: _say(line, in_place=True))
         except VQCodecError as exc:  # the trained model is already written; a prior can be added later
-            _say(f"warning: no entropy-coding prior added ({exc}); files will use fixed-width coding until "
+            _say(f"{WARNING_PREFIX}no entropy-coding prior added ({exc}); files will use fixed-width coding until "
                  f"`vqcodec fit-prior {shell_word(model_path)} DIR` adds one")
 
 

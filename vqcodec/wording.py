@@ -16,6 +16,10 @@ import sys
 _command_line_running = contextvars.ContextVar("vqcodec_command_line_running", default=False)
 
 
+# What begins each warning line on stderr: a file's (the command line's warnings) and training's own alike
+WARNING_PREFIX = "vqcodec: warning: "
+
+
 def kind_coded(kind: str) -> str:
     """What a model of media `kind` ("audio", "image") codes, in words: "audio", "images"."""
     return "audio" if kind == "audio" else "images"
