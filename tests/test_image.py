@@ -3644,10 +3644,27 @@ def test_a_netpbm_file_without_its_numbers_says_so(tmp_path, data, reason):
         open_image(path)
 
 
+def test_a_seek_the_system_refuses_is_not_said_to_lie_before_the_start(tmp_path):
+    """A BigTIFF whose first directory lies at 2**50 (16 TiB past the largest file ext4 holds, whose seek there is
+    EINVAL, as one before the start is) was said to place its data before the file's start."""
+    data = b"II" + struct.pack("<HHHQ", 43, 8, 0, 2**50) + bytes(64)
+
+    class FileSystemLimit(io.BytesIO):  # a seek as a file system that holds files of at most 16 TiB refuses it
+        def seek(self, offset, whence=0):
+            if whence == 0 and offset > 2**44:
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+            return super().seek(offset, whence)
+
+    reason = "its header places its data before the file's start or past the largest size a file may have: damaged"
+    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image from the stream: {reason}") + "$"):
+        open_image(FileSystemLimit(data))
+
+
 def test_an_ico_whose_header_places_its_data_before_its_start_says_so(tmp_path):
     """An ICO whose directory gives its bitmap fewer bytes than its mask takes: Pillow seeks before the start, which
-    a path said as 'Invalid argument' (the seek's EINVAL) and a stream as 'negative seek value -38', as does one
-    part way (open_image reads it from where it is)."""
+    a path said as 'Invalid argument' (the seek's EINVAL, which does not tell a seek before the start from one past the
+    largest offset: test_a_seek_the_system_refuses_is_not_said_to_lie_before_the_start) and a stream as 'negative seek
+    value -38', as does one part way (open_image reads it from where it is)."""
     image = Image.new("P", (16, 16))
     buffer = io.BytesIO()
     image.save(buffer, "ICO", sizes=[(16, 16)], bitmap_format="bmp")
@@ -3656,7 +3673,8 @@ def test_an_ico_whose_header_places_its_data_before_its_start_says_so(tmp_path):
     path = tmp_path / "damaged.ico"
     path.write_bytes(bytes(data))
     reason = "its header places its data before the file's start: damaged"
-    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: {reason}") + "$"):
+    refused = "its header places its data before the file's start or past the largest size a file may have: damaged"
+    with pytest.raises(VQCodecError, match=re.escape(f"cannot read image {path}: {refused}") + "$"):
         open_image(path)
     part_way = io.BytesIO(bytes(100) + data)  # its seek goes before the image's start, not into the bytes before it
     part_way.seek(100)

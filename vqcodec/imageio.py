@@ -215,8 +215,11 @@ PILLOW_REASONS = {"decoder error -2": "its data cannot be decoded (damaged or cu
 TRUNCATED = re.compile(r"^image file is truncated \(\d+ bytes not processed\)$")  # Pillow's count of what it read past
 
 
-# Of a reader's seek before the file's start: a stream's ValueError, a file's OSError EINVAL ("Invalid argument")
+# Of a reader's seek before the file's start: a stream's ValueError ("negative seek value -38")
 SEEK_BEFORE_START = "its header places its data before the file's start: damaged"
+# Of a seek the system refuses, OSError EINVAL ("Invalid argument"): a file's seek before its start, or past the largest
+# offset its file system takes (a BigTIFF's directory at 2**50, 16 TiB past ext4's), which the error does not tell apart
+SEEK_REFUSED = "its header places its data before the file's start or past the largest size a file may have: damaged"
 
 
 # Pillow's errors in Python's words, or of bytes (b'...'), of a Netpbm file (PPM, PGM, PBM) whose header gives no
@@ -233,8 +236,8 @@ PILLOW_REASON_PATTERNS = (
 def pillow_reason(exc: Exception) -> str:
     """What Pillow's error `exc` on reading an image means to its reader (PILLOW_REASONS, PILLOW_REASON_PATTERNS),
     or its own words (wording.reason_of: a missing file's, "No such file or directory")."""
-    if isinstance(exc, OSError) and exc.errno == errno.EINVAL:  # a file's seek before its start
-        return SEEK_BEFORE_START
+    if isinstance(exc, OSError) and exc.errno == errno.EINVAL:
+        return SEEK_REFUSED
     said = TRUNCATED.sub("image file is truncated", str(exc))
     for pattern, reason in PILLOW_REASON_PATTERNS:
         if pattern.match(said):
