@@ -4156,8 +4156,17 @@ def test_an_image_known_by_its_name_alone_is_refused_as_an_image_by_an_audio_mod
             for media in (path, str(path), stream):
                 with pytest.raises(VQCodecError, match=f"{audio_model}{re.escape(str(path))} is an image$"):
                     golden_audio_codec.encode(media)
+        # without a name (its bytes, a BytesIO of them, part way into one), Pillow opening it tells it, where soundfile
+        # said "Format not recognised"
+        part_way = io.BytesIO(b"ab" + path.read_bytes())
+        part_way.seek(2)
+        for media in (path.read_bytes(), io.BytesIO(path.read_bytes()), part_way):
+            with pytest.raises(VQCodecError, match=f"{audio_model}the input is an image$"):
+                golden_audio_codec.encode(media)
     sound = _audio_named_as_an_icon(tmp_path)
     assert read_info(golden_audio_codec.encode(sound, 1)).samples == 1600
+    with pytest.raises(VQCodecError, match="^cannot read audio from the stream: Format not recognised"):
+        golden_audio_codec.encode(b"neither audio nor an image" * 20)  # no image either: soundfile's words stand
 
 
 def test_the_command_line_reads_an_image_known_by_its_name_alone_as_an_image(cli, tiny_model_path, tmp_path):

@@ -43,7 +43,8 @@ from .imageio import (ALPHA_MODES, IMAGE_MODES, IMAGE_MODE_NAMES, TIFF_ORIENTATI
                       edge_padded, image_of_array, image_to_planes, in_srgb, load_pixels, mode_shown, open_image,
                       pillow_reason, planes_to_image, rebuilt_image_bytes, unrecognised_image, warn_of_frames_left_out,
                       warn_of_what_codes_leave_out)
-from .io import image_by_its_name, is_image_signature, refuse_format_against_name, refuse_format_of_other_kind
+from .io import (identified_as_an_image, image_by_its_name, is_image_signature, refuse_format_against_name, 
+                 refuse_format_of_other_kind)
 from .memory import memory_bound, refuse_beyond
 from .modelfile import build_model, compute_codes_id, inference_state, read_model_files
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
@@ -173,10 +174,11 @@ def _is_vq_file(media) -> bool:
 def _holds_the_other_kind(media, head: bytes, kind: str, start: int) -> bool:
     """Whether media that begins with `head` (a path, or a stream that begins at `start`), which a model coding `kind`
     failed to read, holds the other kind: an image's signature, or an image's name that soundfile cannot open
-    (image_by_its_name: TGA has no signature, ICO none is_image_signature knows), for audio; audio that libsndfile
-    recognises and Pillow does not, for images."""
+    (image_by_its_name: TGA has no signature, ICO none is_image_signature knows), or one Pillow opens without a name
+    (identified_as_an_image: a stream of an ICO's bytes), for audio; audio that libsndfile recognises and Pillow does
+    not, for images."""
     if kind == "audio":
-        return is_image_signature(head[:16]) or image_by_its_name(media, start)
+        return is_image_signature(head[:16]) or image_by_its_name(media, start) or identified_as_an_image(media, start)
     return bool(head) and unrecognised_image(head, None) is not None and unrecognised_audio(head, None) is None
 
 

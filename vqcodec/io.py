@@ -5,8 +5,9 @@ import os
 from pathlib import Path
 
 from .errors import VQCodecError
+from .imagedata import PILLOW_READ_ERRORS
 from .soundio import AUDIO_EXTENSIONS, audio_format_named, open_sound
-from .streams import input_name, is_seekable
+from .streams import StreamFromHere, input_name, is_seekable
 
 # The Netpbm variants, whose extension says what they hold: PBM black and white, PGM grey, PPM colour,
 # PNM any of these three, PFM float
@@ -122,6 +123,31 @@ def image_by_its_name(source, start: int = 0) -> bool:
             source.seek(was)
     except (OSError, ValueError):  # closed, or no longer readable: the reading's error stands
         return False
+
+
+def identified_as_an_image(source, start: int = 0) -> bool:
+    """Whether Pillow opens media given as a path or a stream that can seek (read from `start`, and left where it was)
+    from its header: an image of a format without a signature is_image_signature knows (ICO, TGA, PCX) and without a
+    name to tell it by (a stream of its bytes). Its pixels are not read."""
+    import warnings
+
+    from PIL import Image
+
+    was = None if isinstance(source, (str, Path)) else source.tell()
+    try:
+        if was is not None:
+            source.seek(start)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Image.open(source if was is None else StreamFromHere(source)).close()  # which leaves the stream open
+        return True
+    except Image.DecompressionBombError:  # an image, and too large to code: its reading says so
+        return True
+    except PILLOW_READ_ERRORS:  # UnidentifiedImageError among them
+        return False
+    finally:
+        if was is not None:
+            source.seek(was)
 
 
 def _opens_as_audio(source) -> bool:
