@@ -174,11 +174,13 @@ def _is_vq_file(media) -> bool:
 def _holds_the_other_kind(media, head: bytes, kind: str, start: int) -> bool:
     """Whether media that begins with `head` (a path, or a stream that begins at `start`), which a model coding `kind`
     failed to read, holds the other kind: an image's signature, or an image's name that soundfile cannot open
-    (image_by_its_name: TGA has no signature, ICO none is_image_signature knows), or one Pillow opens without a name
-    (identified_as_an_image: a stream of an ICO's bytes), for audio; audio that libsndfile recognises and Pillow does
-    not, for images."""
+    (image_by_its_name: TGA has no signature, ICO none is_image_signature knows), or where it has no name (bytes, a
+    BytesIO), one Pillow opens (identified_as_an_image), for audio; audio that libsndfile recognises and Pillow does
+    not, for images. A file or stdin of no image name or signature is left to its refusal, which says to pass
+    --kind image."""
     if kind == "audio":
-        return is_image_signature(head[:16]) or image_by_its_name(media, start) or identified_as_an_image(media, start)
+        return is_image_signature(head[:16]) or image_by_its_name(media, start) or (
+            input_name(media) is None and identified_as_an_image(media, start))
     return bool(head) and unrecognised_image(head, None) is not None and unrecognised_audio(head, None) is None
 
 
