@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -1037,6 +1038,25 @@ def test_encode_tree_refuses_a_codec_of_another_kind_and_a_file_as_out(codec, tw
     with pytest.raises(VQCodecError, match=re.escape(f"{tmp_path / 'file'} exists and is not a folder")):
         encode_tree(codec, two_recordings, tmp_path / "file")
     assert not (tmp_path / "out").exists()
+
+
+def test_encode_tree_warns_of_a_recording_above_full_scale_as_code_folder_does(codec, signal, tmp_path):
+    """encode_tree without `log` dropped a recording's level warning, which code_folder (and Codec.encode) give as a
+    UserWarning; with `log`, the warning is the command's line."""
+    from vqcodec.folders import encode_tree
+
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    soundfile.write(folder / "loud.wav", signal(1, 1600, 16000).T * 2 ** 15, 16000, subtype="FLOAT")
+    soundfile.write(folder / "quiet.wav", signal(1, 1600, 16000).T, 16000, subtype="FLOAT")
+    with pytest.warns(UserWarning) as caught:
+        encode_tree(codec, folder, tmp_path / "warned", quality=1)
+    assert [str(item.message).split(" is coded at")[0] for item in caught] == [str(folder / "loud.wav")]
+    told = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # told, not also issued
+        encode_tree(codec, folder, tmp_path / "told", quality=1, log=told.append)
+    assert len(told) == 1 and told[0].startswith(f"vqcodec: warning: {folder / 'loud.wav'} is coded at")
 
 
 def test_decode_tree_decodes_a_folder_as_the_command_does(codec, tiny_model_path, two_recordings, tmp_path):

@@ -321,7 +321,8 @@ def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, m
                   set_aside: list[tuple[list[Path], str]] = ()) -> FolderReport:
     """Encode `files` (media of codec.kind) into `outputs` with one codec; `max_rate` is --bitrate
     (kbps) for audio or --bpp for images. `write(path, data)` writes one output; `log` and `progress`
-    as for _each_file; `set_aside` the report's (FolderReport)."""
+    as for _each_file, `log` also told a recording's level warning as a "vqcodec: warning: " line (without `log`, a
+    UserWarning: warn_of_level); `set_aside` the report's (FolderReport)."""
     from .fileinfo import read_info
     from .imageio import open_image
 
@@ -330,9 +331,7 @@ def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, m
     def make(path: Path, output: Path) -> int:
         if codec.kind == "audio":
             data = codec.encode_audio_file(path, quality, max_rate)
-            warning = codec.level_warning(path)
-            if warning and log:
-                log(f"{WARNING_PREFIX}{warning}")
+            warn_of_level(codec, path, (lambda warning: log(f"{WARNING_PREFIX}{warning}")) if log else None)
         else:
             data = codec.encode_image(open_image(path, fits=codec.check_image_encode_fits), quality, max_rate,
                                       source=path)
@@ -363,8 +362,9 @@ def encode_tree(codec, folder, out, quality: int | None = None, max_rate: float 
     kinds and no kind chosen), two files that would write one output (a.wav and a.flac), an output that is an input
     or would have to be a folder, a codec of another kind, and, unless `replace`, an output that exists. A file that
     cannot be coded is skipped and listed in the report's `skipped`, and names that are not regular files (a link to
-    nothing) in its `set_aside`, and the others go on. `log(line)` is told a recording's level warning, and a stop's
-    lines (Ctrl-C); `progress(line)` (else `log`) how many files are done every 100 files."""
+    nothing) in its `set_aside`, and the others go on. `log(line)` is told a recording's level warning (without
+    `log`, a UserWarning naming the file, as code_folder gives it), and a stop's lines (Ctrl-C); `progress(line)`
+    (else `log`) how many files are done every 100 files."""
     from .data import find_media
     from .streams import checked_flag
 
