@@ -619,6 +619,28 @@ def test_info_gives_the_bits_per_pixel_of_a_large_image_to_6_significant_digits(
     assert json.loads(cli("info", GOLDEN / "golden_image_depth.vq", "--json", text=True).stdout)["bits_per_pixel"] \
         == float(f"{len(data) * 8 / (60 * 96):.6g}")
 
+def test_file_info_as_dict_is_the_record_info_json_prints(cli, tmp_path):
+    """`info --json` rounded and chose its fields per kind in cli.py alone: FileInfo.as_dict() gives that record (all
+    but the installed model it names), so that Python and the command agree, the rounding of a duration of a few
+    samples (6 significant digits) and of the bits per pixel of a large image (6 significant) included."""
+    from conftest import GOLDEN
+
+    from vqcodec import read_info
+
+    data = (GOLDEN / "golden_image_depth.vq").read_bytes()
+    large = vqformat.parse_header(data)
+    large.width = large.height = 9000
+    (tmp_path / "large.vq").write_bytes(large.pack() + data[vqformat.HEADER_SIZE:])
+    for path in (GOLDEN / "golden_audio_shared.vq", GOLDEN / "golden_image_depth.vq", tmp_path / "large.vq"):
+        printed = json.loads(cli("info", path, "--json", text=True).stdout)
+        del printed["model"]
+        assert read_info(path).as_dict() == printed, path.name
+    seven = read_info(GOLDEN / "golden_audio_shared.vq")
+    seven.samples, seven.sample_rate = 7, 16000
+    assert seven.as_dict()["duration"] == 0.0004375  # to 6 significant digits, where 6 decimals gave 0.000438
+    assert "width" not in seven.as_dict() and "sample_rate" not in read_info(tmp_path / "large.vq").as_dict()
+
+
 def test_counts_of_one_are_singular(cli, tmp_path, tiny_model_path, codec, signal):
     """Messages said "1 files", "1 codebooks", "1 channel(s)", "1 of 1 chunks are" and "1 unexpected bytes"."""
     from vqcodec.errors import VQCodecError

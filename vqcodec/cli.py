@@ -1135,8 +1135,6 @@ def info(input_path, as_json, verbose, model_option):
     if other_prior is not None:  # the model of that id installed has another prior: its copy that wrote the file is not
         match = None
     model = None if match is None else match["path"] if match.get("shadowed") else match["name"]  # a name would load another
-    record = {k: v for k, v in vars(file_info).items()}
-    record["model"] = model
     decoder_id = None if match is None else match["model_id"]  # another than the file's: a fine-tune of its model
     report = None
     if verbose or model_option:
@@ -1146,7 +1144,7 @@ def info(input_path, as_json, verbose, model_option):
         codec = Codec.load(decoding_model(model_option, data))
         codec.check_file(data)
         if model_option:
-            record["model"] = model = model_option
+            model = model_option
             decoder_id = codec.model_id.hex()
         if verbose:
             try:
@@ -1155,16 +1153,7 @@ def info(input_path, as_json, verbose, model_option):
                 if not salvageable(codec, data):
                     raise
                 damage = exc
-    if file_info.kind == "audio":
-        # 6 decimals, or 6 significant digits where fewer: 1 sample at 768 kHz was 1e-06 s
-        record.update(duration=round(file_info.duration, decimals_for(file_info.duration, 6, 6)),
-                      bitrate_bps=round(file_info.bitrate, 2))
-        for key in ("width", "height", "mode", "has_alpha"):
-            record.pop(key)
-    else:
-        record.update(bits_per_pixel=float(f"{file_info.bitrate:.6g}"))  # 6 significant digits, however low
-        for key in ("sample_rate", "channels", "samples", "shared_chunks", "gain"):
-            record.pop(key)
+    record = _info_record(file_info, model)
     if with_payload:
         record["payload"] = report
     with _writing_stdout():
@@ -1174,6 +1163,15 @@ def info(input_path, as_json, verbose, model_option):
             _print_info(file_info, model, report, other_prior, decoder_id)
     if damage is not None:
         raise with_advice(damage, "`vqcodec decode --salvage` decodes what is intact")
+
+
+def _info_record(file_info, model: str | None) -> dict:
+    """What `info --json` prints: FileInfo.as_dict() with the model named after the header's fields, before the
+    duration and bitrate or bits per pixel, where the command has always put it."""
+    fields = file_info.as_dict()
+    measures = [key for key in ("duration", "bitrate_bps", "bits_per_pixel") if key in fields]
+    return {**{key: value for key, value in fields.items() if key not in measures}, "model": model,
+            **{key: fields[key] for key in measures}}
 
 
 def _print_info(file_info, model: str | None, report: dict | None, other_prior: dict | None = None,

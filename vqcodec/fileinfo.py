@@ -7,7 +7,7 @@ import inspect
 import io
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from .imageio import ALPHA_MODES, IMAGE_MODE_NAMES
 from .memory import refuse_beyond
 from .streams import (cannot_read_stream, checked_flag, is_regular_stream, read_at_most, read_up_to,
                       refuse_closed_stream, stream_name)
-from .wording import reason_of, shown_cut, type_of
+from .wording import decimals_for, reason_of, shown_cut, type_of
 
 TRAILING_STREAM_BYTES = 1 << 20  # read after the last chunk of a .vq stream that is no regular file, at most
 WHOLE = "a .vq file is read into memory whole"
@@ -78,6 +78,25 @@ class FileInfo:
         if self.kind == "audio":
             return self.size_bytes * 8 / self.duration if self.duration else 0.0
         return self.size_bytes * 8 / (self.width * self.height)
+
+    def as_dict(self) -> dict:
+        """The fields of this kind of file, as `vqcodec info --json` gives them but for the installed model it names:
+        the header's, and for audio `duration` (seconds, to 6 decimals, or to 6 significant digits where fewer) and
+        `bitrate_bps` (to 2 decimals), for images `bits_per_pixel` (to 6 significant digits, however low)."""
+        audio = self.kind == "audio"
+        other_kinds = IMAGE_FIELDS if audio else AUDIO_FIELDS
+        record = {field.name: getattr(self, field.name) for field in fields(self) if field.name not in other_kinds}
+        if audio:
+            # 6 decimals, or 6 significant digits where fewer: 1 sample at 768 kHz was 1e-06 s
+            record.update(duration=round(self.duration, decimals_for(self.duration, 6, 6)),
+                          bitrate_bps=round(self.bitrate, 2))
+        else:
+            record.update(bits_per_pixel=float(f"{self.bitrate:.6g}"))
+        return record
+
+
+AUDIO_FIELDS = ("sample_rate", "channels", "samples", "shared_chunks", "gain")  # FileInfo's fields of audio alone
+IMAGE_FIELDS = ("width", "height", "mode", "has_alpha")  # and of images alone
 
 
 def vq_bytes(data, salvage: bool = False) -> bytes:
