@@ -4106,6 +4106,31 @@ def test_an_image_of_an_unlisted_format_is_not_called_audio(cli, tiny_model_path
     assert cli("encode", icon, tmp_path / "icon.vq", "-m", tiny_model_path, "--kind", "image").returncode == 0
 
 
+def test_io_media_kind_chooses_an_input_s_kind_as_encode_does(tmp_path):
+    """The kind `encode` and `codes` give one input was cli.py's alone: vqcodec.io.media_kind is it in Python, by
+    --kind (forced), the name, an image's signature, else audio; without the first bytes, a file's are read."""
+    from vqcodec.io import audio_for_want_of_an_image, media_kind
+
+    photo, speech = PHOTOS[0], REPO / "tests" / "data" / "speech.flac"
+    icon = tmp_path / "icon.ico"
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(icon, "ICO")
+    (tmp_path / "photo").write_bytes(photo.read_bytes())
+    (tmp_path / "speech").write_bytes(speech.read_bytes())
+    png = photo.read_bytes()[:16]
+    # an .ico, which soundfile cannot open, by its name
+    assert [media_kind(photo), media_kind(speech), media_kind(icon)] == ["image", "audio", "image"]
+    assert [media_kind(tmp_path / "photo"), media_kind(tmp_path / "speech")] == ["image", "audio"]  # first bytes read
+    assert [media_kind(None, png), media_kind(None, b"fLaC"), media_kind(None, b"")] == ["image", "audio", "audio"]
+    assert media_kind(speech, png, "image") == "image" and media_kind(None, png, "audio") == "audio"
+    assert media_kind(tmp_path / "photo.wav", png) == "audio"  # the name first, as encode has it
+    with pytest.raises(VQCodecError, match=r"^forced is 'audio', 'image' or None, not 'video'$"):
+        media_kind(icon, forced="video")
+    assert audio_for_want_of_an_image(None, "audio") and audio_for_want_of_an_image(tmp_path / "speech", "audio")
+    assert not audio_for_want_of_an_image(speech, "audio")
+    assert not audio_for_want_of_an_image(None, "audio", forced="audio")
+    assert not audio_for_want_of_an_image(None, "image")
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
 def test_a_fifo_under_an_image_name_that_is_not_audio_says_to_pass_kind_image(tmp_path, capsys):
     """A FIFO named icon.ico is not read to tell an image by its name (its bytes would be gone), so it is read as

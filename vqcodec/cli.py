@@ -21,6 +21,7 @@ from . import format as vqformat
 from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
 from .errors import Terminated, VQCodecError, is_out_of_memory
 from .folders import coding_change, decoding_model, recoder, refuse_weights_when_fixed_width
+from .io import SIGNATURE_BYTES, audio_for_want_of_an_image, kind_by_name, media_kind
 from .wording import (NAME_BYTES, WARNING_PREFIX, command_line_wording, decimals_for, json_names, kind_coded, kind_held,
                       one_line, plural, reason_of, skipping)
 
@@ -138,7 +139,7 @@ def _media_of_stream(stream, path: str, forced: str | None):
         data.name = 0 if path == "-" else path  # as the spool's: warnings name stdin or the FIFO (streams.input_name)
         return data
     tags = 0
-    if head and _media_kind(head[:16], path, forced) == "audio":
+    if head and media_kind(_input_named(path), head[:SIGNATURE_BYTES], forced) == "audio":
         head, tags = _through_id3v2_tags(head, stream, "stdin" if path == "-" else path)
     _refuse_unrecognised_media(head, path, forced, tags)
     if in_place:
@@ -209,7 +210,7 @@ def _refuse_unrecognised_media(head: bytes, path: str, forced: str | None, tags:
 
     if not head:
         return
-    kind, where = _media_kind(head[:16], path, forced), "from stdin" if path == "-" else path
+    kind, where = media_kind(_input_named(path), head[:SIGNATURE_BYTES], forced), "from stdin" if path == "-" else path
     refusal = unrecognised_audio(head[tags:], where) if kind == "audio" else unrecognised_image(head, where)
     if refusal is not None:
         with _audio_by_default(path, kind, forced):
@@ -468,38 +469,14 @@ def _use_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _media_kind(data: bytes, path: str, forced: str | None) -> str:
-    if forced:
-        return forced
-    from .io import is_image_signature
-
-    kind = _kind_by_name(path) if path != "-" else None
-    if kind:
-        return kind
-    return "image" if is_image_signature(data) else "audio"
-
-
-def _kind_by_name(path: str) -> str | None:
-    """The media kind a file's extension gives (io.media_kind_of), or "image" for one of another image format Pillow
-    reads that soundfile cannot open (an .ico: io.image_by_its_name); None for neither."""
-    from .io import image_by_its_name, media_kind_of
-
-    return media_kind_of(Path(path)) or ("image" if image_by_its_name(path) else None)
-
-
-def _audio_for_want_of_an_image(path: str, kind: str, forced: str | None) -> bool:
-    """Whether `path` was taken for audio only for want of an image's name or signature (stdin, or a .heic photo where
-    no plugin gives Pillow that format, or a FIFO under an image's name, which io.image_by_its_name does not read),
-    not as audio soundfile opens under an image's name (a file named .ico)."""
-    from .io import media_kind_of, named_as_an_image
-
-    return kind == "audio" and not forced and (path == "-" or media_kind_of(Path(path)) is None
-                                               and not (named_as_an_image(path) and os.path.isfile(path)))
+def _input_named(path: str) -> str | None:
+    """INPUT's name as io.media_kind takes it: None for stdin ("-")."""
+    return None if path == "-" else path
 
 
 def _kind_refused(codec, kind: str, path: str | None, forced: str | None) -> VQCodecError:
     """The error for a model of another kind than the input's (`path`; None for a folder's)."""
-    if codec.kind == "image" and path is not None and _audio_for_want_of_an_image(path, kind, forced):
+    if codec.kind == "image" and path is not None and audio_for_want_of_an_image(_input_named(path), kind, forced):
         return VQCodecError(f"model {codec.name} codes images, but {'stdin' if path == '-' else path} is not named "
                             "or signed as an image: for an image of another format that Pillow reads, pass --kind image")
     return VQCodecError(f"model {codec.name} codes {kind_coded(codec.kind)}, but the input is {kind_held(kind)}")
@@ -512,7 +489,8 @@ def _audio_by_default(path: str, kind: str, forced: str | None):
     try:
         yield
     except VQCodecError as exc:
-        if _audio_for_want_of_an_image(path, kind, forced) and str(exc).endswith(": Format not recognised."):
+        if (audio_for_want_of_an_image(_input_named(path), kind, forced)
+                and str(exc).endswith(": Format not recognised.")):
             raise VQCodecError(f"cannot read {'stdin' if path == '-' else path}: not audio that soundfile reads "
                                "(Format not recognised), nor an image by its name or signature: for an image of "
                                "another format that Pillow reads, pass --kind image") from None
@@ -704,7 +682,7 @@ def encode(input_path, output_path, quality, model, kind, device, threads, force
         if max_kbps is None and max_bpp is None and quality is None:  # -q at its own quality asks for the file
             _say_codes_kept("stdin" if input_path == "-" else input_path, data, encoded, coding)
         return _write_output(output_path, lambda stream: stream.write(encoded), force)
-    forced, kind = kind, _media_kind(head, input_path, kind)
+    forced, kind = kind, media_kind(_input_named(input_path), head, kind)
     codec, quality = _encoder(kind, input_path, quality, model, device, coding, beam, refine, rate_weight,
                               depth_weight, max_kbps, max_bpp, forced)
     if kind == "audio":
@@ -1300,9 +1278,9 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
             return
         else:
             stream.seek(0)
-            media_kind = _media_kind(head, input_path, kind)
-            codec = _codes_codec(model, media_kind, depth_weight, resolve_device(device), input_path, kind)
-            with _audio_by_default(input_path, media_kind, kind):
+            kind_of_media = media_kind(_input_named(input_path), head, kind)
+            codec = _codes_codec(model, kind_of_media, depth_weight, resolve_device(device), input_path, kind)
+            with _audio_by_default(input_path, kind_of_media, kind):
                 array, restore = codec.media_to_codes(source if isinstance(source, Path) else stream, quality)
             warn_of_level(codec, "stdin" if input_path == "-" else input_path, _print_warning)
             if restore.get("gain", 1.0) != 1.0:  # nothing else records it for a single file (a folder's codes.json does)
@@ -1782,7 +1760,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     if Path(data_dir).is_file():
         if Path(data_dir).suffix.lower() == ".vq":
             raise VQCodecError(vq_file_given(data_dir))
-        if _kind_by_name(data_dir) not in (None, codec.kind):  # a name without a media extension is read, as encode does
+        if kind_by_name(data_dir) not in (None, codec.kind):  # a name without a media extension is read, as encode does
             raise VQCodecError(f"{data_dir}: not {'an audio file' if codec.kind == 'audio' else 'an image'} "
                                f"(model {codec.name} codes {kind_coded(codec.kind)}) by its extension")
         paths = [Path(data_dir)]

@@ -8,6 +8,7 @@ from .errors import VQCodecError
 from .imagedata import PILLOW_READ_ERRORS
 from .soundio import AUDIO_EXTENSIONS, audio_format_named, open_sound
 from .streams import StreamFromHere, input_name, is_seekable
+from .wording import shown_cut
 
 # The Netpbm variants, whose extension says what they hold: PBM black and white, PGM grey, PPM colour,
 # PNM any of these three, PFM float
@@ -74,6 +75,54 @@ def media_kind_of(path: Path) -> str | None:
     if suffix in IMAGE_EXTENSIONS:
         return "image"
     return None
+
+
+MEDIA_KINDS = ("audio", "image")
+SIGNATURE_BYTES = 16  # the first bytes of a file that is_image_signature reads
+
+
+def media_kind(name, head: bytes | None = None, forced: str | None = None) -> str:
+    """The media kind, "audio" or "image", of one input, as `vqcodec encode` and `codes` choose it: `forced` where
+    given, else its name's (kind_by_name), else "image" where its first bytes, `head`, are an image format's
+    signature (is_image_signature), else "audio". `name`: the input's path, or None for one without a name (stdin);
+    `head` None: read from the regular file `name` (nothing read from anything else, a FIFO's bytes being gone once
+    read)."""
+    if forced not in (None, *MEDIA_KINDS):
+        raise VQCodecError(f"forced is 'audio', 'image' or None, not {shown_cut(forced)}")
+    if forced:
+        return forced
+    by_name = kind_by_name(name) if name is not None else None
+    if by_name:
+        return by_name
+    if head is None:
+        head = _first_bytes(name)
+    return "image" if is_image_signature(head) else "audio"
+
+
+def _first_bytes(name) -> bytes:
+    """The SIGNATURE_BYTES a regular file `name` begins with; none for no name, or a file that is none or cannot be
+    read (its reading then says why)."""
+    if name is None or not os.path.isfile(name):
+        return b""
+    try:
+        with open(name, "rb") as file:
+            return file.read(SIGNATURE_BYTES)
+    except OSError:
+        return b""
+
+
+def kind_by_name(path) -> str | None:
+    """The media kind a file's extension gives (media_kind_of), or "image" for one of another image format Pillow
+    reads that soundfile cannot open (an .ico: image_by_its_name); None for neither."""
+    return media_kind_of(Path(path)) or ("image" if image_by_its_name(path) else None)
+
+
+def audio_for_want_of_an_image(name, kind: str, forced: str | None = None) -> bool:
+    """Whether media_kind took an input (`name`, None for stdin) for audio, `kind`, only for want of an image's name
+    or signature (stdin, or a .heic photo where no plugin gives Pillow that format, or a FIFO under an image's name,
+    which image_by_its_name does not read), not as audio soundfile opens under an image's name (a file named .ico)."""
+    return kind == "audio" and not forced and (name is None or media_kind_of(Path(name)) is None
+                                               and not (named_as_an_image(name) and os.path.isfile(name)))
 
 
 def is_image_signature(head: bytes) -> bool:
