@@ -167,12 +167,28 @@ def write_noise(path: Path, samples: int = 8000, nan_at: int | None = None) -> N
 
 def test_every_process_stops_with_the_first_ones_failure_to_read_the_validation_files(tmp_path):
     """Only the first process reads the held-out files: where it could not, the others waited for it at their
-    next exchange until it was gone, and died with torch.distributed's traceback."""
+    next exchange until it was gone, and died with torch.distributed's traceback. The held-out file decodes when
+    the files are split and is changed (to samples that are not numbers) just before the first process reads it:
+    a held-out file that does not decode at the split is not held out (data.split_files)."""
     data = tmp_path / "data"
-    write_noise(data / "a.wav", nan_at=100)  # held out: it reads, and decodes, but holds a sample that is not a number
-    for name in ("b.wav", "c.wav"):
-        write_noise(data / name)
-    result, errors = torchrun_apart(tmp_path / "logs", "-m", "vqcodec", "train", str(data), "--out",
+    for name in ("a.wav", "b.wav", "c.wav"):
+        write_noise(data / name)  # a.wav is held out
+    changed = tmp_path / "changed.wav"
+    write_noise(changed, nan_at=100)
+    launcher = tmp_path / "held_out_changes.py"
+    launcher.write_text(
+        "import os, sys\n"
+        "import vqcodec.train as train\n"
+        "from vqcodec.cli import main\n"
+        "crops = train.AudioCrops\n"
+        "def changed_before_read(files, *args, role='training', **kwargs):\n"
+        "    if role == 'held-out':\n"
+        f"        os.replace({str(changed)!r}, files[0])\n"
+        "    return crops(files, *args, role=role, **kwargs)\n"
+        "train.AudioCrops = changed_before_read\n"
+        "sys.argv[0] = 'vqcodec'\n"
+        "main()\n")
+    result, errors = torchrun_apart(tmp_path / "logs", str(launcher), "train", str(data), "--out",
                                     str(tmp_path / "run"), "--max-steps", "2", "--batch-size", "2", "--crop", "1024",
                                     "--device", "cpu", "--no-prior")
     assert_ends_in(errors, f"no readable audio in the held-out file {data / 'a.wav'}")
