@@ -1147,40 +1147,50 @@ def test_recode_tree_refuses_what_the_command_refuses(codec, tiny_model_path, tw
         "lower quality, max_kbps or max_bpp"))]
 
 
-def test_codes_tree_writes_the_codes_of_a_folder_of_vq_files_as_the_command_does(codec, tiny_model_path,
-                                                                                 two_recordings, tmp_path):
-    """vqcodec.folders.codes_tree is `vqcodec codes FOLDER OUT` of a folder of .vq files in Python: an array per file
-    at its relative path, the codes Codec.read_codes reads, and codes.json; a resume of a run that finished, a rule
+def test_codes_of_vq_tree_writes_the_codes_of_a_folder_of_vq_files_as_the_command_does(codec, tiny_model_path,
+                                                                                       two_recordings, tmp_path):
+    """vqcodec.folders.codes_of_vq_tree is `vqcodec codes FOLDER OUT` of a folder of .vq files in Python: an array
+    per file at its relative path, the codes Codec.read_codes reads, and codes.json; a resume of a run that finished, a rule
     of the command alone before, does nothing and says so."""
     import json
 
-    from vqcodec.folders import codes_tree, encode_tree
+    from vqcodec.folders import codes_of_vq_tree, encode_tree
 
     encode_tree(codec, two_recordings, tmp_path / "vq", quality=2)
-    report = codes_tree(tmp_path / "vq", tmp_path / "tokens", model=tiny_model_path)
+    report = codes_of_vq_tree(tmp_path / "vq", tmp_path / "tokens", model=tiny_model_path)
     assert (report.written, report.skipped, report.set_aside) == (2, [], [])
     _, codes = codec.read_codes((tmp_path / "vq" / "sub" / "b.vq").read_bytes())
     assert np.array_equal(np.load(tmp_path / "tokens" / "sub" / "b.npy"), codes)
     manifest = json.loads((tmp_path / "tokens" / "codes.json").read_text())
     assert [entry["file"] for entry in manifest["files"]] == ["a.vq", "sub/b.vq"] and manifest["skipped"] == []
     said = []
-    assert codes_tree(tmp_path / "vq", tmp_path / "tokens", model=tiny_model_path, resume=True, log=said.append) is None
+    assert codes_of_vq_tree(tmp_path / "vq", tmp_path / "tokens", model=tiny_model_path, resume=True,
+                            log=said.append) is None
     assert said == [f"nothing to resume: {tmp_path / 'tokens' / 'codes.json'} is of a run that finished; replace=True "
                     "codes the folder again"]
 
 
-def test_codes_tree_refuses_an_existing_codes_json_before_any_model_loads(codec, two_recordings, tmp_path):
-    from vqcodec.folders import codes_tree, encode_tree
+def test_codes_of_vq_tree_refuses_an_existing_codes_json_before_any_model_loads(codec, two_recordings, tmp_path):
+    from vqcodec.folders import codes_of_vq_tree, encode_tree
 
     encode_tree(codec, two_recordings, tmp_path / "vq", quality=1)
     (tmp_path / "tokens").mkdir()
     (tmp_path / "tokens" / "codes.json").write_text("{}")
     with pytest.raises(VQCodecError, match=re.escape(f"{tmp_path / 'tokens' / 'codes.json'} exists; pass "
                                                      "replace=True to overwrite it")):
-        codes_tree(tmp_path / "vq", tmp_path / "tokens", model="not a model")
+        codes_of_vq_tree(tmp_path / "vq", tmp_path / "tokens", model="not a model")
     with pytest.raises(VQCodecError, match="^resume=True goes on with a stopped run, replace=True starts again"):
-        codes_tree(tmp_path / "vq", tmp_path / "tokens", replace=True, resume=True)
+        codes_of_vq_tree(tmp_path / "vq", tmp_path / "tokens", replace=True, resume=True)
     assert sorted(os.listdir(tmp_path / "tokens")) == ["codes.json"]
+
+
+def test_the_folder_functions_are_named_for_their_command_and_what_the_folder_holds():
+    """One *_tree function per folder command, `codes` split by what the folder holds, media or .vq files; the names
+    codes_tree and code_media_tree, which said neither (and differed by one letter), are gone."""
+    import vqcodec.folders as folders
+
+    named = {"encode_tree", "decode_tree", "recode_tree", "codes_of_media_tree", "codes_of_vq_tree"}
+    assert {name for name in dir(folders) if name.endswith("_tree") and not name.startswith("_")} == named
 
 
 def test_holds_only_vq_files_leaves_out_the_output_folder(tmp_path):
@@ -1197,11 +1207,12 @@ def test_holds_only_vq_files_leaves_out_the_output_folder(tmp_path):
     assert not holds_only_vq_files(tmp_path / "in" / "out")
 
 
-def test_code_media_tree_writes_the_codes_of_a_folder_of_media_as_the_command_does(codec, two_recordings, tmp_path):
-    """vqcodec.folders.code_media_tree is `vqcodec codes FOLDER OUT` of media in Python: the walk and the kind (the
-    codec's), the arrays as codec.media_to_codes gives them and codes.json (tokens.code_folder); an array that exists
+def test_codes_of_media_tree_writes_the_codes_of_a_folder_of_media_as_the_command_does(codec, two_recordings,
+                                                                                      tmp_path):
+    """vqcodec.folders.codes_of_media_tree is `vqcodec codes FOLDER OUT` of media in Python: the walk and the kind
+    (the codec's), the arrays as codec.media_to_codes gives them and codes.json (tokens.code_folder); an array that exists
     is refused before the codec is asked for, and a resume of a run that finished does nothing and says so."""
-    from vqcodec.folders import code_media_tree
+    from vqcodec.folders import codes_of_media_tree
 
     (tmp_path / "tokens" / "sub").mkdir(parents=True)
     (tmp_path / "tokens" / "sub" / "b.npy").write_bytes(b"kept")
@@ -1212,13 +1223,14 @@ def test_code_media_tree_writes_the_codes_of_a_folder_of_media_as_the_command_do
         return codec
     with pytest.raises(VQCodecError, match=re.escape(f"{tmp_path / 'tokens' / 'sub' / 'b.npy'} exists; pass "
                                                      "replace=True to overwrite it")):
-        code_media_tree(load, two_recordings, tmp_path / "tokens", quality=2)
+        codes_of_media_tree(load, two_recordings, tmp_path / "tokens", quality=2)
     assert asked == [] and (tmp_path / "tokens" / "sub" / "b.npy").read_bytes() == b"kept"
-    report, manifest = code_media_tree(load, two_recordings, tmp_path / "tokens", quality=2, replace=True)
+    report, manifest = codes_of_media_tree(load, two_recordings, tmp_path / "tokens", quality=2, replace=True)
     assert asked == ["audio"] and report.written == 2 and len(manifest["files"]) == 2
     codes, _ = codec.media_to_codes(two_recordings / "sub" / "b.wav", 2)
     assert np.array_equal(np.load(tmp_path / "tokens" / "sub" / "b.npy"), codes)
     said = []
-    assert code_media_tree(codec, two_recordings, tmp_path / "tokens", quality=2, resume=True, log=said.append) is None
+    assert codes_of_media_tree(codec, two_recordings, tmp_path / "tokens", quality=2, resume=True,
+                               log=said.append) is None
     assert said == [f"nothing to resume: {tmp_path / 'tokens' / 'codes.json'} is of a run that finished; replace=True "
                     "codes the folder again"]

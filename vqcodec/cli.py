@@ -1324,10 +1324,11 @@ def _say_nothing_to_resume(out: Path) -> None:
 
 def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str, force: bool,
                         resume: bool = False) -> None:
-    """`vqcodec codes FOLDER OUT` of a folder of .vq files: vqcodec.folders.codes_tree."""
-    from .folders import codes_tree
+    """`vqcodec codes FOLDER OUT` of a folder of .vq files: vqcodec.folders.codes_of_vq_tree."""
+    from .folders import codes_of_vq_tree
 
-    report = codes_tree(folder, out, model, device, force, resume, log=_progress, progress=progressline.show)
+    report = codes_of_vq_tree(folder, out, model, device, force, resume, log=_progress,
+                              progress=progressline.show)
     if report is not None:  # None: nothing to resume, said by its log line
         _finish_tree(report, "coded", out)
 
@@ -1347,17 +1348,18 @@ def _codes_codec(model: str | None, kind: str, depth_weight: float, device: str,
 
 def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | None, kind: str | None,
                      depth_weight: float, device: str, force: bool, resume: bool = False) -> None:
-    """`vqcodec codes FOLDER OUT`: vqcodec.folders.code_media_tree, with the codec the options set up; with
+    """`vqcodec codes FOLDER OUT`: vqcodec.folders.codes_of_media_tree, with the codec the options set up; with
     `resume`, going on with the stopped run in OUT, whose outputs it may replace."""
-    from .folders import code_media_tree, skipping_lines
+    from .folders import codes_of_media_tree, skipping_lines
     from .modelfile import model_kind
     from .tokens import listed_name
 
     out = _output_folder(str(out))
     if kind is None and model is not None:
         kind = model_kind(model)
-    done = code_media_tree(lambda found: _codes_codec(model, found, depth_weight, device), folder, out, quality, kind,
-                           force, resume, log=_progress, progress=progressline.show, on_warning=_print_warning)
+    done = codes_of_media_tree(lambda found: _codes_codec(model, found, depth_weight, device), folder, out, quality,
+                               kind, force, resume, log=_progress, progress=progressline.show,
+                               on_warning=_print_warning)
     if done is None:  # nothing to resume, said by its log line
         return
     report, manifest = done

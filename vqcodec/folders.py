@@ -2,8 +2,9 @@
 folder of .vq files, which recodes them, and `codes` of one, which writes their codes): the
 networks are loaded once instead of once per file, each output goes to the input's relative path
 under OUT, and a file that cannot be coded is reported and skipped while the others go on.
-encode_tree, decode_tree, recode_tree, codes_tree and code_media_tree are those commands in Python (walk, refusals before any work,
-the run, its FolderReport); encode_folder, decode_folder, recode_folder and codes_folder their per-file loops."""
+encode_tree, decode_tree, recode_tree, codes_of_media_tree and codes_of_vq_tree are those commands in Python (walk,
+refusals before any work, the run, its FolderReport), each named for the command and, for `codes`, for what the folder
+holds; encode_folder, decode_folder, recode_folder and codes_folder their per-file loops."""
 from __future__ import annotations
 
 import contextlib
@@ -383,10 +384,10 @@ def encode_tree(codec, folder, out, quality: int | None = None, max_rate: float 
                          log=log, progress=progress, set_aside=passed_over_of(passed_over))
 
 
-def code_media_tree(codec, folder, out, quality: int | None = None, kind: str | None = None, replace: bool = False,
-                    resume: bool = False, log: Callable[[str], None] | None = None,
-                    progress: Callable[[str], None] | None = None, on_warning: Callable[[str], None] | None = None
-                    ) -> tuple[FolderReport, dict] | None:
+def codes_of_media_tree(codec, folder, out, quality: int | None = None, kind: str | None = None,
+                        replace: bool = False, resume: bool = False, log: Callable[[str], None] | None = None,
+                        progress: Callable[[str], None] | None = None, on_warning: Callable[[str], None] | None = None
+                        ) -> tuple[FolderReport, dict] | None:
     """Write the codes of the audio files or images under `folder` to .npy files under `out`, and codes.json
     (tokens.code_folder), and return the FolderReport and the manifest: `vqcodec codes FOLDER OUT` of a folder of
     media. The folder is walked and the kind chosen as encode_tree does, `codec` given alike (a Codec, a model name or
@@ -916,9 +917,9 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
         raise
 
 
-def codes_tree(folder, out, model=None, device: str = "cpu", replace: bool = False, resume: bool = False,
-               log: Callable[[str], None] | None = None, progress: Callable[[str], None] | None = None
-               ) -> FolderReport | None:
+def codes_of_vq_tree(folder, out, model=None, device: str = "cpu", replace: bool = False, resume: bool = False,
+                     log: Callable[[str], None] | None = None, progress: Callable[[str], None] | None = None
+                     ) -> FolderReport | None:
     """Write the codes of the .vq files under `folder` to .npy files under `out`, each at its relative path, and
     codes.json, in which each file names its own model id, codes id, kind and quality and what restores its codes
     (codes_folder), and return the FolderReport: `vqcodec codes FOLDER OUT` of a folder of .vq files and no media.
@@ -993,7 +994,7 @@ def _each_skipped(report: FolderReport, missing: list[tuple[list[Path], str]]) -
 
 
 def with_codes_id(entry: dict, model, device: str, codecs: dict) -> dict:
-    """An entry that a resumed codes_tree keeps from a codes.json written before codes ids, given the codes
+    """An entry that a resumed codes_of_vq_tree keeps from a codes.json written before codes ids, given the codes
     id a new run records (after its model id), where the codec that reads its file (file_codec) is of the model id
     it names; as it is where it has one, or where that codec is another model's (a fine-tune given as `model`, which
     may make other codes) or cannot be had: pack then checks it by its model id, as before."""
