@@ -1193,6 +1193,22 @@ def test_the_folder_functions_are_named_for_their_command_and_what_the_folder_ho
     assert {name for name in dir(folders) if name.endswith("_tree") and not name.startswith("_")} == named
 
 
+def test_the_folder_functions_take_all_but_codec_folder_and_out_by_name():
+    """A setting given by position (decode_tree(folder, out, "flac", 8000, True): which is the salvage?) is refused:
+    the *_tree functions take the codec, where they code media, the folder and `out` by position, the rest by name."""
+    import inspect
+
+    import vqcodec.folders as folders
+
+    for name, positional in (("encode_tree", ["codec", "folder", "out"]), ("decode_tree", ["folder", "out"]),
+                             ("recode_tree", ["folder", "out"]), ("codes_of_vq_tree", ["folder", "out"]),
+                             ("codes_of_media_tree", ["codec", "folder", "out"])):
+        parameters = inspect.signature(getattr(folders, name)).parameters.values()
+        assert [p.name for p in parameters if p.kind is not p.KEYWORD_ONLY] == positional, name
+    with pytest.raises(TypeError, match="positional"):
+        folders.decode_tree("in", "out", "flac")
+
+
 def test_holds_only_vq_files_leaves_out_the_output_folder(tmp_path):
     """The rule by which encode and codes tell a folder of .vq files (recoded, or their codes read) from one of media,
     written twice in cli.py before, is folders.holds_only_vq_files."""

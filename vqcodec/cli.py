@@ -795,7 +795,8 @@ def _encode_folder(folder: Path, output_path: str, quality, model, kind, device,
     def encoder(found: str):
         return _encoder(found, str(folder), quality, model, device, coding, beam, refine, rate_weight, depth_weight,
                         max_kbps, max_bpp)[0]
-    report = encode_tree(encoder, folder, out, quality, max_kbps if max_kbps is not None else max_bpp, kind, force,
+    report = encode_tree(encoder, folder, out, quality=quality,
+                         max_rate=max_kbps if max_kbps is not None else max_bpp, kind=kind, replace=force,
                          log=_progress, progress=progressline.show)
     _finish_tree(report, "encoded", out)
 
@@ -806,7 +807,8 @@ def _recode_folder(folder: Path, out: Path, quality, model, device, force, codin
     from .folders import recode_tree
 
     changes: dict[Path, tuple[str, int, int]] = {}
-    report = recode_tree(folder, out, quality, max_kbps, max_bpp, depth_weight, model, device, coding, force,
+    report = recode_tree(folder, out, quality=quality, max_kbps=max_kbps, max_bpp=max_bpp, depth_weight=depth_weight,
+                         model=model, device=device, coding=coding, replace=force,
                          on_coding_change=lambda path, how, before, after: changes.update({path: (how, before, after)}),
                          log=_progress, progress=progressline.show)
     _say_folder_codes_kept(changes, report.skipped)
@@ -998,7 +1000,8 @@ def _decode_folder(folder: Path, output_path: str, model, format_name, device, f
     from .folders import decode_tree
 
     out = _output_folder(output_path)
-    report = decode_tree(folder, out, format_name, rate, salvage, model, device, force,
+    report = decode_tree(folder, out, format=format_name, rate=rate, salvage=salvage, model=model, device=device,
+                         replace=force,
                          on_damage=lambda path, damaged, header: _warn_damage(damaged, header, path),
                          on_warning=_print_clipping, log=_progress, progress=progressline.show)
     _finish_tree(report, "decoded", out)
@@ -1327,7 +1330,7 @@ def _codes_of_vq_folder(folder: Path, out: Path, model: str | None, device: str,
     """`vqcodec codes FOLDER OUT` of a folder of .vq files: vqcodec.folders.codes_of_vq_tree."""
     from .folders import codes_of_vq_tree
 
-    report = codes_of_vq_tree(folder, out, model, device, force, resume, log=_progress,
+    report = codes_of_vq_tree(folder, out, model=model, device=device, replace=force, resume=resume, log=_progress,
                               progress=progressline.show)
     if report is not None:  # None: nothing to resume, said by its log line
         _finish_tree(report, "coded", out)
@@ -1357,9 +1360,9 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
     out = _output_folder(str(out))
     if kind is None and model is not None:
         kind = model_kind(model)
-    done = codes_of_media_tree(lambda found: _codes_codec(model, found, depth_weight, device), folder, out, quality,
-                               kind, force, resume, log=_progress, progress=progressline.show,
-                               on_warning=_print_warning)
+    done = codes_of_media_tree(lambda found: _codes_codec(model, found, depth_weight, device), folder, out,
+                               quality=quality, kind=kind, replace=force, resume=resume, log=_progress,
+                               progress=progressline.show, on_warning=_print_warning)
     if done is None:  # nothing to resume, said by its log line
         return
     report, manifest = done

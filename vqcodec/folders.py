@@ -345,7 +345,7 @@ def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, m
     return _each_file(files, outputs, make, report, "encoded", log, progress)
 
 
-def encode_tree(codec, folder, out, quality: int | None = None, max_rate: float | None = None,
+def encode_tree(codec, folder, out, *, quality: int | None = None, max_rate: float | None = None,
                 kind: str | None = None, replace: bool = False, log: Callable[[str], None] | None = None,
                 progress: Callable[[str], None] | None = None) -> FolderReport:
     """Encode the audio files or images under `folder` into .vq files under `out`, each at its relative path
@@ -384,7 +384,7 @@ def encode_tree(codec, folder, out, quality: int | None = None, max_rate: float 
                          log=log, progress=progress, set_aside=passed_over_of(passed_over))
 
 
-def codes_of_media_tree(codec, folder, out, quality: int | None = None, kind: str | None = None,
+def codes_of_media_tree(codec, folder, out, *, quality: int | None = None, kind: str | None = None,
                         replace: bool = False, resume: bool = False, log: Callable[[str], None] | None = None,
                         progress: Callable[[str], None] | None = None, on_warning: Callable[[str], None] | None = None
                         ) -> tuple[FolderReport, dict] | None:
@@ -494,9 +494,9 @@ def recode_folder(files: list[Path], outputs: list[Path], recode: Callable[[Path
                       progress)
 
 
-def recode_tree(folder, out, quality: int | None = None, max_kbps: float | None = None, max_bpp: float | None = None,
-                depth_weight: float | None = None, model=None, device: str = "cpu", coding: str = "auto",
-                replace: bool = False, on_coding_change: Callable[[Path, str, int, int], None] | None = None,
+def recode_tree(folder, out, *, quality: int | None = None, max_kbps: float | None = None,
+                max_bpp: float | None = None, depth_weight: float | None = None, model=None, device: str = "cpu",
+                coding: str = "auto", replace: bool = False, on_coding_change: Callable[[Path, str, int, int], None] | None = None,
                 log: Callable[[str], None] | None = None, progress: Callable[[str], None] | None = None
                 ) -> FolderReport:
     """Recode the .vq files under `folder` from their codes alone (Codec.recode) into .vq files under `out`, each at
@@ -682,7 +682,7 @@ def decode_folder(files: list[Path], outputs: list[Path], formats: dict[str, str
                       progress)
 
 
-def decode_tree(folder, out, format: str | None = None, rate: int | None = None, salvage: bool = False,
+def decode_tree(folder, out, *, format: str | None = None, rate: int | None = None, salvage: bool = False,
                 model=None, device: str = "cpu", replace: bool = False,
                 on_damage: Callable[[Path, list, vqformat.Header], None] | None = None,
                 on_warning: Callable[[str], None] | None = None, log: Callable[[str], None] | None = None,
@@ -917,7 +917,7 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
         raise
 
 
-def codes_of_vq_tree(folder, out, model=None, device: str = "cpu", replace: bool = False, resume: bool = False,
+def codes_of_vq_tree(folder, out, *, model=None, device: str = "cpu", replace: bool = False, resume: bool = False,
                      log: Callable[[str], None] | None = None, progress: Callable[[str], None] | None = None
                      ) -> FolderReport | None:
     """Write the codes of the .vq files under `folder` to .npy files under `out`, each at its relative path, and
