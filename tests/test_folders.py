@@ -1250,3 +1250,5 @@ def test_codes_of_media_tree_writes_the_codes_of_a_folder_of_media_as_the_comman
                                log=said.append) is None
     assert said == [f"nothing to resume: {tmp_path / 'tokens' / 'codes.json'} is of a run that finished; replace=True "
                     "codes the folder again"]
+    with pytest.raises(VQCodecError, match="^resume=True goes on with a stopped run, replace=True starts again"):
+        codes_of_media_tree(codec, two_recordings, tmp_path / "tokens", quality=2, replace=True, resume=True)

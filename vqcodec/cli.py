@@ -1240,14 +1240,13 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
     """
     from .devices import resolve_device
     from .fileinfo import read_vq_stream
-    from .folders import warn_of_level
+    from .folders import refuse_replace_with_resume, warn_of_level
     from .imageio import warn_of_what_codes_leave_out
     from .tokens import file_codes_writer, save_codes
 
     _use_threads(threads)
     _refuse_missing_input(input_path)
-    if resume and force:
-        raise VQCodecError("--resume goes on with a stopped run, --force starts again: give one of them")
+    refuse_replace_with_resume(force, resume)
     if input_path != "-" and Path(input_path).is_dir():
         if _holds_only_vq_files(Path(input_path), output_path):
             _refuse_media_options_for_vq(quality, kind, depth_weight)

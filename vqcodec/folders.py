@@ -394,14 +394,15 @@ def codes_of_media_tree(codec, folder, out, *, quality: int | None = None, kind:
     path, or a function of the kind, as the command sets up one of fixed-width codes unless a depth weight is given);
     its codes are as codec.media_to_codes gives them. Refused before any file is coded (nothing written), besides
     encode_tree's refusals: unless `replace` (or `resume`), an array or codes.json that exists. With `resume`, the
-    stopped run in `out` goes on (code_folder); where that run finished, nothing is done, `log` is told so, and None
-    returned. `log`, `progress` and `on_warning` are code_folder's."""
+    stopped run in `out` goes on (code_folder; `replace` with it refused); where that run finished, nothing is
+    done, `log` is told so, and None returned. `log`, `progress` and `on_warning` are code_folder's."""
     from .data import find_media
     from .streams import checked_flag
     from .tokens import MANIFEST, code_folder, code_paths, stopped_run_manifest
 
     check_callbacks(log=log, progress=progress, on_warning=on_warning)
     replace, resume = checked_flag("replace", replace), checked_flag("resume", resume)
+    refuse_replace_with_resume(replace, resume)
     folder, out = Path(folder), output_folder(out)
     passed_over: list[tuple[Path, str]] = []
     kind, files = find_media(folder, _kind_of(codec, kind), out, passed_over)
@@ -939,10 +940,7 @@ def codes_of_vq_tree(folder, out, *, model=None, device: str = "cpu", replace: b
 
     check_callbacks(log=log, progress=progress)
     replace, resume = checked_flag("replace", replace), checked_flag("resume", resume)
-    if replace and resume:
-        raise VQCodecError(setting("--resume goes on with a stopped run, --force starts again: give one of them",
-                                   "resume=True goes on with a stopped run, replace=True starts again: give one of "
-                                   "them"))
+    refuse_replace_with_resume(replace, resume)
     folder, out = Path(folder), output_folder(out)
     passed_over: list[tuple[Path, str]] = []
     files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model)
@@ -978,6 +976,14 @@ def codes_of_vq_tree(folder, out, *, model=None, device: str = "cpu", replace: b
     if report.written:
         write_vq_manifest(folder, out, with_finished(entries), _each_skipped(report, missing), replace=replace)
     return report
+
+
+def refuse_replace_with_resume(replace: bool, resume: bool) -> None:
+    """A codes run told both to go on with a stopped run and to start again, refused."""
+    if replace and resume:
+        raise VQCodecError(setting("--resume goes on with a stopped run, --force starts again: give one of them",
+                                   "resume=True goes on with a stopped run, replace=True starts again: give one of "
+                                   "them"))
 
 
 def nothing_to_resume_line(out: Path) -> str:
