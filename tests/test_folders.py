@@ -1141,6 +1141,12 @@ def test_recode_tree_refuses_what_the_command_refuses(codec, tiny_model_path, tw
         recode_tree(tmp_path / "vq", tmp_path / "out", quality=1, depth_weight=1.0, model=tiny_model_path,
                     coding="fixed")
     assert not (tmp_path / "out").exists()
+    for setting, value, said in (("quality", 0, "quality must be a whole number from 1 up, not 0"),
+                                 ("max_kbps", -1, "the max_kbps must be a positive number of kbps, not -1"),
+                                 ("max_bpp", float("nan"), "the max_bpp must be a positive number of bits per pixel")):
+        with pytest.raises(VQCodecError, match="^" + re.escape(said)):  # once, not every file skipped for it
+            recode_tree(tmp_path / "vq", tmp_path / "out", model=tiny_model_path, **{setting: value})
+    assert not (tmp_path / "out").exists()
     report = recode_tree(tmp_path / "vq", tmp_path / "out", model=tiny_model_path)
     assert report.written == 0 and report.skipped == [(tmp_path / "vq" / "a.vq", (
         "its codes would be kept and coded as they are, and the output be a copy: recode_tree recodes a .vq file to a "

@@ -510,7 +510,8 @@ def recode_tree(folder, out, *, quality: int | None = None, max_kbps: float | No
     would be a copy of the file is skipped; one whose coding changes is told to `on_coding_change(path, how,
     bytes_before, bytes_after)` ("from fixed-width to prior range coding").
 
-    Refused by VQCodecError before any file is recoded (nothing written): `out` a file, no .vq file, every file naming
+    Refused by VQCodecError before any file is recoded (nothing written): a `quality` below 1, a `max_kbps` or
+    `max_bpp` that is not a positive number, `out` a file, no .vq file, every file naming
     one model not installed, a `depth_weight` that the files' coding cannot use (fixed-width), two files that would
     write one output, an output that is an input, and, unless `replace`, an output that exists. Files whose model is
     not installed are set aside (the report's `set_aside`, one group per model), as are names that are not regular
@@ -520,6 +521,7 @@ def recode_tree(folder, out, *, quality: int | None = None, max_kbps: float | No
 
     check_callbacks(on_coding_change=on_coding_change, log=log, progress=progress)
     replace = checked_flag("replace", replace)
+    quality, max_kbps, max_bpp = _checked_recode_targets(quality, max_kbps, max_bpp)
     folder, out = Path(folder), output_folder(out)
     passed_over: list[tuple[Path, str]] = []
     files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model)
@@ -545,6 +547,16 @@ def recode_tree(folder, out, *, quality: int | None = None, max_kbps: float | No
     return recode_folder(files, outputs, recode,
                          lambda path, data: write_new_file(path, lambda stream: stream.write(data), replace),
                          log=log, progress=progress, set_aside=set_aside)
+
+
+def _checked_recode_targets(quality, max_kbps, max_bpp) -> tuple:
+    """recode_tree's quality and rates, each refused once, before any file, where it is no quality or rate (rather
+    than every file skipped for it)."""
+    from .arguments import checked_amount, checked_count
+
+    return (None if quality is None else checked_count(setting("-q", "quality"), quality),
+            None if max_kbps is None else checked_amount("max_kbps", max_kbps, "kbps"),
+            None if max_bpp is None else checked_amount("max_bpp", max_bpp, "bits per pixel"))
 
 
 def coding_change(name: str | None, data: bytes, encoded: bytes, coding: str) -> str | None:
