@@ -1156,8 +1156,8 @@ def test_recode_tree_refuses_what_the_command_refuses(codec, tiny_model_path, tw
 def test_codes_of_vq_tree_writes_the_codes_of_a_folder_of_vq_files_as_the_command_does(codec, tiny_model_path,
                                                                                        two_recordings, tmp_path):
     """vqcodec.folders.codes_of_vq_tree is `vqcodec codes FOLDER OUT` of a folder of .vq files in Python: an array
-    per file at its relative path, the codes Codec.read_codes reads, and codes.json; a resume of a run that finished, a rule
-    of the command alone before, does nothing and says so."""
+    per file at its relative path, the codes Codec.read_codes reads, and codes.json; a resume of a run that finished, a
+    rule of the command alone before, does nothing and says so."""
     import json
 
     from vqcodec.folders import codes_of_vq_tree, encode_tree

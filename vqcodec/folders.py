@@ -497,7 +497,8 @@ def recode_folder(files: list[Path], outputs: list[Path], recode: Callable[[Path
 
 def recode_tree(folder, out, *, quality: int | None = None, max_kbps: float | None = None,
                 max_bpp: float | None = None, depth_weight: float | None = None, model=None, device: str = "cpu",
-                coding: str = "auto", replace: bool = False, on_coding_change: Callable[[Path, str, int, int], None] | None = None,
+                coding: str = "auto", replace: bool = False,
+                on_coding_change: Callable[[Path, str, int, int], None] | None = None,
                 log: Callable[[str], None] | None = None, progress: Callable[[str], None] | None = None
                 ) -> FolderReport:
     """Recode the .vq files under `folder` from their codes alone (Codec.recode) into .vq files under `out`, each at
