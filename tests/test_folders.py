@@ -1034,6 +1034,9 @@ def test_encode_tree_refuses_a_codec_of_another_kind_and_a_file_as_out(codec, tw
         encode_tree(lambda kind: codec, DATA, tmp_path / "out", kind="image")  # the photos of tests/data
     with pytest.raises(VQCodecError, match=re.escape(f"{two_recordings}: no image files found (only audio files)")):
         encode_tree(codec, two_recordings, tmp_path / "out", kind="image")
+    with pytest.raises(VQCodecError, match=re.escape("kind must be 'audio' or 'image' (or None: the folder's), not "
+                                                     "'video'")):
+        encode_tree(codec, two_recordings, tmp_path / "out", kind="video")
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(VQCodecError, match=re.escape(f"{tmp_path / 'file'} exists and is not a folder")):
         encode_tree(codec, two_recordings, tmp_path / "file")

@@ -54,6 +54,8 @@ def find_media(folder: Path, kind: str | None, leave_out: Path | None = None,
     nothing, a FIFO) are added to `passed_over`, where given, with why."""
     from .folders import files_under, left_out_note
 
+    if kind not in (None, "audio", "image"):  # "no video files found", it said
+        raise VQCodecError(f"kind must be 'audio' or 'image' (or None: the folder's), not {kind!r}")
     others: list[tuple[Path, str]] = []
     files = [p for p in files_under(folder, leave_out, others) if media_kind_of(p)]
     others = [(path, reason) for path, reason in others if media_kind_of(path)]
