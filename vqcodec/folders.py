@@ -710,7 +710,8 @@ def decode_tree(folder, out, *, format: str | None = None, rate: int | None = No
     wrote each file), loaded before any file; audio at `rate` Hz where given; with `salvage`, what is intact of a
     damaged file, `on_damage(path, damaged_parts, header)` told what it lost (Codec.damaged_parts).
 
-    Refused by VQCodecError before any file is decoded (nothing written): `out` a file, no .vq file, a `format` of
+    Refused by VQCodecError before any file is decoded (nothing written): a `rate` that is no sample rate (as
+    Codec.decode's sample_rate), `out` a file, no .vq file, a `format` of
     a kind none of the files holds, a `rate` for images only, outputs that `format` cannot hold for every file (a
     mono format for stereo, at the rate), every file naming one model not installed, two files that would write one
     output, an output that is an input, and, unless `replace`, an output that exists. Set aside before the run, in
@@ -719,10 +720,12 @@ def decode_tree(folder, out, *, format: str | None = None, rate: int | None = No
     read. A file that fails to decode is skipped, in `skipped`, and the others go on. A ClippingWarning of a file's
     output is given to `on_warning("PATH: warning")`, where given, else issued; `log(line)` is told a stop's lines
     (Ctrl-C), `progress(line)` (else `log`) how many files are done every 100 files."""
+    from .arguments import checked_rate
     from .streams import checked_flag
 
     check_callbacks(on_damage=on_damage, on_warning=on_warning, log=log, progress=progress)
     salvage, replace = checked_flag("salvage", salvage), checked_flag("replace", replace)
+    rate = None if rate is None else checked_rate(rate)  # not "WAV cannot hold 1 channel at -5 Hz" per file
     folder, out = Path(folder), output_folder(out)
     formats, extensions = output_formats(format)
     passed_over: list[tuple[Path, str]] = []
