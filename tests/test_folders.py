@@ -1005,6 +1005,16 @@ def test_encode_tree_encodes_a_folder_as_the_command_does(codec, tiny_model_path
     assert by_path.written == 2 and (tmp_path / "again" / "a.vq").read_bytes() == (tmp_path / "out" / "a.vq").read_bytes()
 
 
+def _loader_that_records(codec):
+    """A codec loader for the *_tree functions that gives `codec` and records each kind it is asked for."""
+    asked = []
+
+    def load(kind):
+        asked.append(kind)
+        return codec
+    return load, asked
+
+
 def test_encode_tree_refuses_existing_outputs_before_any_model_loads(codec, two_recordings, tmp_path):
     """An output that exists was refused before any work by the command alone (--force); encode_tree refuses it
     as the command does, before it asks for the codec, and replaces it with replace=True."""
@@ -1013,11 +1023,7 @@ def test_encode_tree_refuses_existing_outputs_before_any_model_loads(codec, two_
     out = tmp_path / "out"
     (out / "sub").mkdir(parents=True)
     (out / "sub" / "b.vq").write_bytes(b"kept")
-    asked = []
-
-    def load(kind):
-        asked.append(kind)
-        return codec
+    load, asked = _loader_that_records(codec)
     with pytest.raises(VQCodecError, match=re.escape(f"{out / 'sub' / 'b.vq'} exists; pass replace=True to "
                                                      "overwrite it")):
         encode_tree(load, two_recordings, out, quality=1)
@@ -1243,11 +1249,7 @@ def test_codes_of_media_tree_writes_the_codes_of_a_folder_of_media_as_the_comman
 
     (tmp_path / "tokens" / "sub").mkdir(parents=True)
     (tmp_path / "tokens" / "sub" / "b.npy").write_bytes(b"kept")
-    asked = []
-
-    def load(kind):
-        asked.append(kind)
-        return codec
+    load, asked = _loader_that_records(codec)
     with pytest.raises(VQCodecError, match=re.escape(f"{tmp_path / 'tokens' / 'sub' / 'b.npy'} exists; pass "
                                                      "replace=True to overwrite it")):
         codes_of_media_tree(load, two_recordings, tmp_path / "tokens", quality=2)
