@@ -1032,7 +1032,7 @@ def test_encode_tree_refuses_existing_outputs_before_any_model_loads(codec, two_
     assert asked == ["audio"] and report.written == 2 and (out / "sub" / "b.vq").read_bytes() != b"kept"
 
 
-def test_encode_tree_refuses_a_codec_of_another_kind_and_a_file_as_out(codec, two_recordings, tmp_path):
+def test_encode_tree_refuses_a_codec_of_another_kind_a_file_as_out_and_a_level_or_rate_no_file_takes(codec, two_recordings, tmp_path):
     """The refusals of `vqcodec encode FOLDER OUT`, worded alike, before anything is written."""
     from vqcodec.folders import encode_tree
 
@@ -1046,6 +1046,11 @@ def test_encode_tree_refuses_a_codec_of_another_kind_and_a_file_as_out(codec, tw
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(VQCodecError, match=re.escape(f"{tmp_path / 'file'} exists and is not a folder")):
         encode_tree(codec, two_recordings, tmp_path / "file")
+    # a level or rate no file can take was refused by each file in turn: every file skipped, an empty report
+    with pytest.raises(VQCodecError, match=r"^quality must be a whole number 1\.\.\d+ for model tiny, got 99$"):
+        encode_tree(codec, two_recordings, tmp_path / "out", quality=99)
+    with pytest.raises(VQCodecError, match=r"^the bitrate must be a positive number of kbps, not -1$"):
+        encode_tree(codec, two_recordings, tmp_path / "out", max_rate=-1)
     assert not (tmp_path / "out").exists()
 
 

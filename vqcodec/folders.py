@@ -361,11 +361,13 @@ def encode_tree(codec, folder, out, *, quality: int | None = None, max_rate: flo
 
     Refused by VQCodecError before any file is coded (nothing written): `out` a file, no file of the kind (or of two
     kinds and no kind chosen), two files that would write one output (a.wav and a.flac), an output that is an input
-    or would have to be a folder, a codec of another kind, and, unless `replace`, an output that exists. A file that
-    cannot be coded is skipped and listed in the report's `skipped`, and names that are not regular files (a link to
-    nothing) in its `set_aside`, and the others go on. `log(line)` is told a recording's level warning (without
+    or would have to be a folder, a codec of another kind, a `quality` the codec has not or a `max_rate` that is no
+    positive number (each file refused them in turn: an empty report), and, unless `replace`, an output that exists. A
+    file that cannot be coded is skipped and listed in the report's `skipped`, and names that are not regular files (a
+    link to nothing) in its `set_aside`, and the others go on. `log(line)` is told a recording's level warning (without
     `log`, a UserWarning naming the file, as code_folder gives it), and a stop's lines (Ctrl-C); `progress(line)`
     (else `log`) how many files are done every 100 files."""
+    from .arguments import checked_amount
     from .data import find_media
     from .streams import checked_flag
 
@@ -377,8 +379,10 @@ def encode_tree(codec, folder, out, *, quality: int | None = None, max_rate: flo
     outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
     refuse_existing_outputs(outputs, replace)
     codec = _codec_for_kind(codec, kind)
-    if quality is None:
-        quality = codec.default_quality(targeted=max_rate is not None)
+    quality = codec.default_quality(targeted=max_rate is not None) if quality is None else codec.check_quality(quality)
+    if max_rate is not None:
+        checked_amount("bits per pixel" if codec.kind == "image" else "bitrate", max_rate,
+                       "bpp" if codec.kind == "image" else "kbps")
     return encode_folder(codec, files, outputs, quality, max_rate,
                          lambda path, data: write_new_file(path, lambda stream: stream.write(data), replace),
                          log=log, progress=progress, set_aside=passed_over_of(passed_over))
