@@ -120,3 +120,8 @@ def checked_amount(name: str, value, unit: str, allow_zero: bool = False) -> flo
         raise VQCodecError(f"the {name} must be a {'non-negative' if allow_zero else 'positive'} number of {unit}, "
                            f"not {shown(value)}")
     return float(value)
+
+
+def checked_max_rate(value, audio: bool) -> float:
+    """A rate target given to the API: kbps for audio, bits per pixel for an image (checked_amount)."""
+    return checked_amount("bitrate", value, "kbps") if audio else checked_amount("bits per pixel", value, "bpp")

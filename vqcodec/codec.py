@@ -26,8 +26,8 @@ import torch
 from . import entropy
 from . import format as vqformat
 from . import ratecontrol
-from .arguments import (as_array, checked_amount, checked_count, checked_peak, checked_rate, checked_setting,
-                        checked_weight, id_bytes, integer_codes, is_real)
+from .arguments import (as_array, checked_amount, checked_count, checked_max_rate, checked_peak, checked_rate,
+                        checked_setting, checked_weight, id_bytes, integer_codes, is_real)
 from .audioblocks import (LEVEL_TARGET_PEAK, STREAM_BLOCK_SAMPLES, SampleWindow, audio_array, block_iterator,
                           check_audio_size, check_coded_level, check_decoded_fits, check_read_peak, checked_blocks,
                           dropped_samples, float_blocks, joined_blocks, largest_magnitude, level_gain, peak_of,
@@ -1204,7 +1204,7 @@ class Codec:
 
     def _fit_audio(self, encode_at: Callable[[int], bytes], quality: int, max_kbps: float, channels: int,
                    sample_rate: int, samples: int) -> bytes:
-        max_kbps = checked_amount("bitrate", max_kbps, "kbps")
+        max_kbps = checked_max_rate(max_kbps, audio=True)
         check_audio_size(channels, sample_rate, samples)
         return self._fit_rate(encode_at, quality, *ratecontrol.rate_target(max_kbps, True, samples / sample_rate))
 
@@ -1469,12 +1469,8 @@ class Codec:
             quality = self._fixed_width_quality(cuts, quality, max_rate is not None)
         if max_rate is None:
             return pack(quality, weight if quality < stored else 0.0)
-        if audio:
-            limit, target, describe = ratecontrol.rate_target(checked_amount("bitrate", max_rate, "kbps"), True,
-                                                              header.duration)
-        else:
-            limit, target, describe = ratecontrol.rate_target(checked_amount("bits per pixel", max_rate, "bpp"), False,
-                                                              header.width * header.height)
+        limit, target, describe = ratecontrol.rate_target(checked_max_rate(max_rate, audio), audio,
+                                                          header.duration if audio else header.width * header.height)
         return ratecontrol.fit_size(pack, limit, quality, weight, MAX_DEPTH_WEIGHT, variable_depth, target, describe)
 
     def media_to_codes(self, source, quality: int | None = None, *,
@@ -2215,7 +2211,7 @@ class Codec:
                 image = as_displayed(image)
             image = in_srgb(image)
         if max_bpp is not None:
-            max_bpp = checked_amount("bits per pixel", max_bpp, "bpp")
+            max_bpp = checked_max_rate(max_bpp, audio=False)
             return self._fit_rate(lambda q: self._encode_image(image, q, source), quality,
                                   *ratecontrol.rate_target(max_bpp, False, image.width * image.height))
         return self._encode_image(image, quality, source)

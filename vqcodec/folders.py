@@ -367,7 +367,7 @@ def encode_tree(codec, folder, out, *, quality: int | None = None, max_rate: flo
     link to nothing) in its `set_aside`, and the others go on. `log(line)` is told a recording's level warning (without
     `log`, a UserWarning naming the file, as code_folder gives it), and a stop's lines (Ctrl-C); `progress(line)`
     (else `log`) how many files are done every 100 files."""
-    from .arguments import checked_amount
+    from .arguments import checked_max_rate
     from .data import find_media
     from .streams import checked_flag
 
@@ -381,8 +381,7 @@ def encode_tree(codec, folder, out, *, quality: int | None = None, max_rate: flo
     codec = _codec_for_kind(codec, kind)
     quality = codec.default_quality(targeted=max_rate is not None) if quality is None else codec.check_quality(quality)
     if max_rate is not None:
-        checked_amount("bits per pixel" if codec.kind == "image" else "bitrate", max_rate,
-                       "bpp" if codec.kind == "image" else "kbps")
+        checked_max_rate(max_rate, audio=codec.kind == "audio")
     return encode_folder(codec, files, outputs, quality, max_rate,
                          lambda path, data: write_new_file(path, lambda stream: stream.write(data), replace),
                          log=log, progress=progress, set_aside=passed_over_of(passed_over))
