@@ -43,7 +43,7 @@ from .imageio import (ALPHA_MODES, IMAGE_MODES, IMAGE_MODE_NAMES, TIFF_ORIENTATI
                       edge_padded, image_of_array, image_to_planes, in_srgb, load_pixels, mode_shown, open_image,
                       pillow_reason, planes_to_image, rebuilt_image_bytes, unrecognised_image, warn_of_frames_left_out,
                       warn_of_what_codes_leave_out)
-from .io import (identified_as_an_image, image_by_its_name, is_image_signature, refuse_format_against_name, 
+from .io import (identified_as_an_image, image_by_its_name, is_image_signature, refuse_format_against_name,
                  refuse_format_of_other_kind)
 from .memory import memory_bound, refuse_beyond
 from .modelfile import build_model, compute_codes_id, inference_state, read_model_files
