@@ -1054,23 +1054,32 @@ def test_encode_tree_refuses_a_codec_of_another_kind_a_file_as_out_and_a_level_o
     assert not (tmp_path / "out").exists()
 
 
-def test_encode_tree_warns_of_a_recording_above_full_scale_as_code_folder_does(codec, signal, tmp_path):
-    """encode_tree without `log` dropped a recording's level warning, which code_folder (and Codec.encode) give as a
-    UserWarning; with `log`, the warning is the command's line."""
+def test_encode_tree_warns_of_a_recording_above_full_scale_as_code_folder_does(codec, signal, tiny_model_path,
+                                                                             tmp_path, capsys):
+    """encode_tree gives a recording's level warning to `on_warning(line)`, else issues it as a UserWarning, as
+    code_folder, codes_of_media_tree and decode_tree give theirs; it took no on_warning, and gave the warning to
+    `log` as the command's line. The command's line is as it was."""
     from vqcodec.folders import encode_tree
 
     folder = tmp_path / "recordings"
     folder.mkdir()
     soundfile.write(folder / "loud.wav", signal(1, 1600, 16000).T * 2 ** 15, 16000, subtype="FLOAT")
     soundfile.write(folder / "quiet.wav", signal(1, 1600, 16000).T, 16000, subtype="FLOAT")
+    logged = []
     with pytest.warns(UserWarning) as caught:
-        encode_tree(codec, folder, tmp_path / "warned", quality=1)
+        encode_tree(codec, folder, tmp_path / "warned", quality=1, log=logged.append)
     assert [str(item.message).split(" is coded at")[0] for item in caught] == [str(folder / "loud.wav")]
+    assert logged == []
     told = []
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # told, not also issued
-        encode_tree(codec, folder, tmp_path / "told", quality=1, log=told.append)
-    assert len(told) == 1 and told[0].startswith(f"vqcodec: warning: {folder / 'loud.wav'} is coded at")
+        encode_tree(codec, folder, tmp_path / "told", quality=1, log=logged.append, on_warning=told.append)
+    assert len(told) == 1 and told[0].startswith(f"{folder / 'loud.wav'} is coded at") and logged == []
+    with pytest.raises(VQCodecError, match="^on_warning must be a function or None, not 'no'$"):
+        encode_tree(codec, folder, tmp_path / "refused", on_warning="no")
+    assert not (tmp_path / "refused").exists()
+    code, err = _run(["encode", folder, tmp_path / "cli", "-m", tiny_model_path, "-q", "1"], capsys)
+    assert code == 0 and err.splitlines()[:-1] == [f"vqcodec: warning: {told[0]}"], err
 
 
 def test_decode_tree_decodes_a_folder_as_the_command_does(codec, tiny_model_path, two_recordings, tmp_path):

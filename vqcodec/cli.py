@@ -797,7 +797,7 @@ def _encode_folder(folder: Path, output_path: str, quality, model, kind, device,
                         max_kbps, max_bpp)[0]
     report = encode_tree(encoder, folder, out, quality=quality,
                          max_rate=max_kbps if max_kbps is not None else max_bpp, kind=kind, replace=force,
-                         log=_progress, progress=progressline.show)
+                         log=_progress, progress=progressline.show, on_warning=_print_warning)
     _finish_tree(report, "encoded", out)
 
 

@@ -15,7 +15,7 @@ from typing import Callable
 
 from . import format as vqformat
 from .errors import VQCodecError
-from .wording import WARNING_PREFIX, plural, reason_of, setting, shown_cut, skipping
+from .wording import plural, reason_of, setting, shown_cut, skipping
 
 DEFAULT_EXTENSIONS = {"audio": ".wav", "image": ".png"}
 # where Pillow's first-registered extension is unusual, or (SPIDER) registered only once a file is saved,
@@ -319,11 +319,12 @@ def say_stopped(log: Callable[[str], None], report: FolderReport, verb: str, not
 def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, max_rate: float | None,
                   write: Callable[[Path, bytes], None], log: Callable[[str], None] | None = None,
                   progress: Callable[[str], None] | None = None,
-                  set_aside: list[tuple[list[Path], str]] = ()) -> FolderReport:
+                  set_aside: list[tuple[list[Path], str]] = (),
+                  on_warning: Callable[[str], None] | None = None) -> FolderReport:
     """Encode `files` (media of codec.kind) into `outputs` with one codec; `max_rate` is --bitrate
     (kbps) for audio or --bpp for images. `write(path, data)` writes one output; `log` and `progress`
-    as for _each_file, `log` also told a recording's level warning as a "vqcodec: warning: " line (without `log`, a
-    UserWarning: warn_of_level); `set_aside` the report's (FolderReport)."""
+    as for _each_file; a recording's level warning is given to `on_warning(line)`, else a UserWarning
+    (warn_of_level); `set_aside` the report's (FolderReport)."""
     from .fileinfo import read_info
     from .imageio import open_image
 
@@ -332,7 +333,7 @@ def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, m
     def make(path: Path, output: Path) -> int:
         if codec.kind == "audio":
             data = codec.encode_audio_file(path, quality, max_rate)
-            warn_of_level(codec, path, (lambda warning: log(f"{WARNING_PREFIX}{warning}")) if log else None)
+            warn_of_level(codec, path, on_warning)
         else:
             data = codec.encode_image(open_image(path, fits=codec.check_image_encode_fits), quality, max_rate,
                                       source=path)
@@ -347,7 +348,8 @@ def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, m
 
 def encode_tree(codec, folder, out, *, quality: int | None = None, max_rate: float | None = None,
                 kind: str | None = None, replace: bool = False, log: Callable[[str], None] | None = None,
-                progress: Callable[[str], None] | None = None) -> FolderReport:
+                progress: Callable[[str], None] | None = None, on_warning: Callable[[str], None] | None = None
+                ) -> FolderReport:
     """Encode the audio files or images under `folder` into .vq files under `out`, each at its relative path
     (a/b.flac -> OUT/a/b.vq), with one codec, and return the FolderReport: `vqcodec encode FOLDER OUT` of a folder of
     media.
@@ -364,14 +366,14 @@ def encode_tree(codec, folder, out, *, quality: int | None = None, max_rate: flo
     or would have to be a folder, a codec of another kind, a `quality` the codec has not or a `max_rate` that is no
     positive number (each file refused them in turn: an empty report), and, unless `replace`, an output that exists. A
     file that cannot be coded is skipped and listed in the report's `skipped`, and names that are not regular files (a
-    link to nothing) in its `set_aside`, and the others go on. `log(line)` is told a recording's level warning (without
-    `log`, a UserWarning naming the file, as code_folder gives it), and a stop's lines (Ctrl-C); `progress(line)`
-    (else `log`) how many files are done every 100 files."""
+    link to nothing) in its `set_aside`, and the others go on. A recording's level warning, naming its file, is given
+    to `on_warning(line)`, where given, else issued as a UserWarning, as code_folder gives it; `log(line)` is told a
+    stop's lines (Ctrl-C), `progress(line)` (else `log`) how many files are done every 100 files."""
     from .arguments import checked_max_rate
     from .data import find_media
     from .streams import checked_flag
 
-    check_callbacks(log=log, progress=progress)
+    check_callbacks(log=log, progress=progress, on_warning=on_warning)
     replace = checked_flag("replace", replace)
     folder, out = Path(folder), output_folder(out)
     passed_over: list[tuple[Path, str]] = []
@@ -384,7 +386,7 @@ def encode_tree(codec, folder, out, *, quality: int | None = None, max_rate: flo
         checked_max_rate(max_rate, audio=codec.kind == "audio")
     return encode_folder(codec, files, outputs, quality, max_rate,
                          lambda path, data: write_new_file(path, lambda stream: stream.write(data), replace),
-                         log=log, progress=progress, set_aside=passed_over_of(passed_over))
+                         log=log, progress=progress, set_aside=passed_over_of(passed_over), on_warning=on_warning)
 
 
 def codes_of_media_tree(codec, folder, out, *, quality: int | None = None, kind: str | None = None,
