@@ -1268,8 +1268,8 @@ def test_codes_of_media_tree_writes_the_codes_of_a_folder_of_media_as_the_comman
                                                      "replace=True to overwrite it")):
         codes_of_media_tree(load, two_recordings, tmp_path / "tokens", quality=2)
     assert asked == [] and (tmp_path / "tokens" / "sub" / "b.npy").read_bytes() == b"kept"
-    report, manifest = codes_of_media_tree(load, two_recordings, tmp_path / "tokens", quality=2, replace=True)
-    assert asked == ["audio"] and report.written == 2 and len(manifest["files"]) == 2
+    report = codes_of_media_tree(load, two_recordings, tmp_path / "tokens", quality=2, replace=True)
+    assert asked == ["audio"] and report.written == 2
     codes, _ = codec.media_to_codes(two_recordings / "sub" / "b.wav", 2)
     assert np.array_equal(np.load(tmp_path / "tokens" / "sub" / "b.npy"), codes)
     said = []
@@ -1279,3 +1279,28 @@ def test_codes_of_media_tree_writes_the_codes_of_a_folder_of_media_as_the_comman
                     "codes the folder again"]
     with pytest.raises(VQCodecError, match="^resume=True goes on with a stopped run, replace=True starts again"):
         codes_of_media_tree(codec, two_recordings, tmp_path / "tokens", quality=2, replace=True, resume=True)
+
+
+def test_the_codes_trees_return_a_folder_report_as_the_other_trees_do(codec, tiny_model_path, two_recordings,
+                                                                       tmp_path):
+    """codes_of_media_tree returned (report, manifest) and codes_of_vq_tree the report alone: both return the
+    FolderReport, written, bytes and skipped alike, its arrays' entries in codes.json."""
+    import json
+
+    from vqcodec.folders import FolderReport, codes_of_media_tree, codes_of_vq_tree, encode_tree
+
+    encode_tree(codec, two_recordings, tmp_path / "vq", quality=2)
+    (two_recordings / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio")
+    (tmp_path / "vq" / "broken.vq").write_bytes(b"not a .vq file")
+    of_media = codes_of_media_tree(codec, two_recordings, tmp_path / "of_media", quality=2)
+    of_vq = codes_of_vq_tree(tmp_path / "vq", tmp_path / "of_vq", model=tiny_model_path)
+    for report, folder, out in ((of_media, two_recordings, tmp_path / "of_media"), (of_vq, tmp_path / "vq",
+                                                                                   tmp_path / "of_vq")):
+        assert isinstance(report, FolderReport), report
+        manifest = json.loads((out / "codes.json").read_text())
+        assert report.written == len(manifest["files"]) == 2 and report.set_aside == []
+        assert report.bytes == sum(path.stat().st_size for path in out.rglob("*.npy"))
+        assert report.summary() == f"2 files, {report.bytes} bytes"
+        assert len(report.skipped) == 1 and report.skipped[0][0].stem == "broken"
+        assert report.skipped == [(folder / entry["file"], entry["reason"]) for entry in manifest["skipped"]]
+

@@ -848,13 +848,15 @@ def _progress(line: str) -> None:
     progressline.say(line)
 
 
-def _finish_folder(report, verb: str, out: Path, total: int, missing: list[tuple[list[Path], str]] = ()) -> None:
+def _finish_folder(report, verb: str, out: Path, total: int, missing: list[tuple[list[Path], str]] = (),
+                   by_path: bool = False) -> None:
     """The folder commands' last lines: the files skipped (those whose model is not installed, one line
-    per model: folders.set_aside_missing_models), what was written, and status 1 if any was skipped; a run
-    that wrote nothing says so in its error line instead of a summary of no files."""
+    per model: folders.set_aside_missing_models; `by_path` as folders.skipping_lines takes it), what was written, and
+    status 1 if any was skipped; a run that wrote nothing says so in its error line instead of a summary of no
+    files."""
     from .folders import skipping_lines
 
-    for line in skipping_lines(missing, report.skipped):
+    for line in skipping_lines(missing, report.skipped, by_path):
         _progress(line)
     skipped = len(report.skipped) + _count(missing)
     if not report.written:
@@ -864,10 +866,10 @@ def _finish_folder(report, verb: str, out: Path, total: int, missing: list[tuple
     _fail_if_skipped(skipped, total, verb)
 
 
-def _finish_tree(report, verb: str, out: Path) -> None:
+def _finish_tree(report, verb: str, out: Path, by_path: bool = False) -> None:
     """_finish_folder of the report of a folders.*_tree run, which went through all the files it did not set aside."""
     _finish_folder(report, verb, out, report.written + len(report.skipped) + _count(report.set_aside),
-                   report.set_aside)
+                   report.set_aside, by_path)
 
 
 def _say_written(report, verb: str, out: Path) -> None:
@@ -1352,29 +1354,17 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
                      depth_weight: float, device: str, force: bool, resume: bool = False) -> None:
     """`vqcodec codes FOLDER OUT`: vqcodec.folders.codes_of_media_tree, with the codec the options set up; with
     `resume`, going on with the stopped run in OUT, whose outputs it may replace."""
-    from .folders import codes_of_media_tree, skipping_lines
+    from .folders import codes_of_media_tree
     from .modelfile import model_kind
-    from .tokens import listed_name
 
     out = _output_folder(str(out))
     if kind is None and model is not None:
         kind = model_kind(model)
-    done = codes_of_media_tree(lambda found: _codes_codec(model, found, depth_weight, device), folder, out,
-                               quality=quality, kind=kind, replace=force, resume=resume, log=_progress,
-                               progress=progressline.show, on_warning=_print_warning)
-    if done is None:  # nothing to resume, said by its log line
-        return
-    report, manifest = done
-    # the names as they are, not as codes.json shows them (U+FFFD); those passed over (not regular files) are not in it
-    skipped = [(folder / listed_name(entry, "file"), listed_name(entry, "reason")) for entry in manifest["skipped"]]
-    for line in skipping_lines(report.set_aside, skipped, by_path=True):
-        _progress(line)
-    passed_over = _count(report.set_aside)
-    total = len(manifest["files"]) + len(skipped) + passed_over
-    if not manifest["files"]:
-        _fail_if_skipped(total, total, "coded", f": nothing was written to {out}")
-    _say_written(report, "coded", out)
-    _fail_if_skipped(len(skipped) + passed_over, total, "coded")
+    report = codes_of_media_tree(lambda found: _codes_codec(model, found, depth_weight, device), folder, out,
+                                 quality=quality, kind=kind, replace=force, resume=resume, log=_progress,
+                                 progress=progressline.show, on_warning=_print_warning)
+    if report is not None:  # None: nothing to resume, said by its log line
+        _finish_tree(report, "coded", out, by_path=True)
 
 
 @cli.command()

@@ -392,10 +392,10 @@ def encode_tree(codec, folder, out, *, quality: int | None = None, max_rate: flo
 def codes_of_media_tree(codec, folder, out, *, quality: int | None = None, kind: str | None = None,
                         replace: bool = False, resume: bool = False, log: Callable[[str], None] | None = None,
                         progress: Callable[[str], None] | None = None, on_warning: Callable[[str], None] | None = None
-                        ) -> tuple[FolderReport, dict] | None:
+                        ) -> FolderReport | None:
     """Write the codes of the audio files or images under `folder` to .npy files under `out`, and codes.json
-    (tokens.code_folder), and return the FolderReport and the manifest: `vqcodec codes FOLDER OUT` of a folder of
-    media. The folder is walked and the kind chosen as encode_tree does, `codec` given alike (a Codec, a model name or
+    (tokens.code_folder), and return the FolderReport, as codes_of_vq_tree does (the arrays' shapes and what restores
+    them are in codes.json): `vqcodec codes FOLDER OUT` of a folder of media. The folder is walked and the kind chosen as encode_tree does, `codec` given alike (a Codec, a model name or
     path, or a function of the kind, as the command sets up one of fixed-width codes unless a depth weight is given);
     its codes are as codec.media_to_codes gives them. Refused before any file is coded (nothing written), besides
     encode_tree's refusals: unless `replace` (or `resume`), an array or codes.json that exists. With `resume`, the
@@ -422,9 +422,9 @@ def codes_of_media_tree(codec, folder, out, *, quality: int | None = None, kind:
     # the arrays as code_folder kept or wrote them (one removed since is not read again); those passed over, which a
     # stop's lines name and count as the summary does
     report = FolderReport(kind, set_aside=passed_over_of(passed_over))
-    manifest = code_folder(codec, folder, out, files, quality, log=log, progress=progress, replace=replace or resume,
-                           on_warning=on_warning, resume=resume, stopped_run=stopped_run, report=report)
-    return report, manifest
+    code_folder(codec, folder, out, files, quality, log=log, progress=progress, replace=replace or resume,
+                on_warning=on_warning, resume=resume, stopped_run=stopped_run, report=report)
+    return report
 
 
 def _kind_of(codec, kind: str | None) -> str | None:
