@@ -1226,7 +1226,9 @@ def test_the_folder_functions_are_named_for_their_command_and_what_the_folder_ho
 
 def test_the_folder_functions_take_all_but_codec_folder_and_out_by_name():
     """A setting given by position (decode_tree(folder, out, "flac", 8000, True): which is the salvage?) is refused:
-    the *_tree functions take the codec, where they code media, the folder and `out` by position, the rest by name."""
+    the *_tree functions take the codec, where they code media, the folder and `out` by position, the rest by name,
+    the callbacks last, in one order: the function's own (on_damage, on_coding_change), on_warning, log, progress
+    (encode_tree and codes_of_media_tree had on_warning after progress)."""
     import inspect
 
     import vqcodec.folders as folders
@@ -1236,6 +1238,10 @@ def test_the_folder_functions_take_all_but_codec_folder_and_out_by_name():
                              ("codes_of_media_tree", ["codec", "folder", "out"])):
         parameters = inspect.signature(getattr(folders, name)).parameters.values()
         assert [p.name for p in parameters if p.kind is not p.KEYWORD_ONLY] == positional, name
+        names = [p.name for p in parameters]
+        callbacks = names[min(i for i, each in enumerate(names) if each.startswith("on_") or each == "log"):]
+        assert callbacks[-2:] == ["log", "progress"] and all(each.startswith("on_") for each in callbacks[:-2]), name
+        assert callbacks[:-2] == sorted(callbacks[:-2], key=lambda each: each == "on_warning"), name
     with pytest.raises(TypeError, match="positional"):
         folders.decode_tree("in", "out", "flac")
 

@@ -347,8 +347,8 @@ def encode_folder(codec, files: list[Path], outputs: list[Path], quality: int, m
 
 
 def encode_tree(codec, folder, out, *, quality: int | None = None, max_rate: float | None = None,
-                kind: str | None = None, replace: bool = False, log: Callable[[str], None] | None = None,
-                progress: Callable[[str], None] | None = None, on_warning: Callable[[str], None] | None = None
+                kind: str | None = None, replace: bool = False, on_warning: Callable[[str], None] | None = None,
+                log: Callable[[str], None] | None = None, progress: Callable[[str], None] | None = None
                 ) -> FolderReport:
     """Encode the audio files or images under `folder` into .vq files under `out`, each at its relative path
     (a/b.flac -> OUT/a/b.vq), with one codec, and return the FolderReport: `vqcodec encode FOLDER OUT` of a folder of
@@ -373,7 +373,7 @@ def encode_tree(codec, folder, out, *, quality: int | None = None, max_rate: flo
     from .data import find_media
     from .streams import checked_flag
 
-    check_callbacks(log=log, progress=progress, on_warning=on_warning)
+    check_callbacks(on_warning=on_warning, log=log, progress=progress)
     replace = checked_flag("replace", replace)
     folder, out = Path(folder), output_folder(out)
     passed_over: list[tuple[Path, str]] = []
@@ -390,22 +390,23 @@ def encode_tree(codec, folder, out, *, quality: int | None = None, max_rate: flo
 
 
 def codes_of_media_tree(codec, folder, out, *, quality: int | None = None, kind: str | None = None,
-                        replace: bool = False, resume: bool = False, log: Callable[[str], None] | None = None,
-                        progress: Callable[[str], None] | None = None, on_warning: Callable[[str], None] | None = None
+                        replace: bool = False, resume: bool = False, on_warning: Callable[[str], None] | None = None,
+                        log: Callable[[str], None] | None = None, progress: Callable[[str], None] | None = None
                         ) -> FolderReport | None:
     """Write the codes of the audio files or images under `folder` to .npy files under `out`, and codes.json
     (tokens.code_folder), and return the FolderReport, as codes_of_vq_tree does (the arrays' shapes and what restores
-    them are in codes.json): `vqcodec codes FOLDER OUT` of a folder of media. The folder is walked and the kind chosen as encode_tree does, `codec` given alike (a Codec, a model name or
-    path, or a function of the kind, as the command sets up one of fixed-width codes unless a depth weight is given);
-    its codes are as codec.media_to_codes gives them. Refused before any file is coded (nothing written), besides
-    encode_tree's refusals: unless `replace` (or `resume`), an array or codes.json that exists. With `resume`, the
-    stopped run in `out` goes on (code_folder; `replace` with it refused); where that run finished, nothing is
-    done, `log` is told so, and None returned. `log`, `progress` and `on_warning` are code_folder's."""
+    them are in codes.json): `vqcodec codes FOLDER OUT` of a folder of media. The folder is walked and the kind chosen
+    as encode_tree does, `codec` given alike (a Codec, a model name or path, or a function of the kind, as the command
+    sets up one of fixed-width codes unless a depth weight is given); its codes are as codec.media_to_codes gives
+    them. Refused by VQCodecError before any file is coded (nothing written), besides encode_tree's refusals: unless
+    `replace` (or `resume`), an array or codes.json that exists. With `resume`, the stopped run in `out` goes on
+    (code_folder; `replace` with it refused); where that run finished, nothing is done, `log` is told so, and None
+    returned. `on_warning`, `log` and `progress` are code_folder's."""
     from .data import find_media
     from .streams import checked_flag
     from .tokens import MANIFEST, code_folder, code_paths, stopped_run_manifest
 
-    check_callbacks(log=log, progress=progress, on_warning=on_warning)
+    check_callbacks(on_warning=on_warning, log=log, progress=progress)
     replace, resume = checked_flag("replace", replace), checked_flag("resume", resume)
     refuse_replace_with_resume(replace, resume)
     folder, out = Path(folder), output_folder(out)
