@@ -1310,3 +1310,27 @@ def test_the_codes_trees_return_a_folder_report_as_the_other_trees_do(codec, tin
         assert len(report.skipped) == 1 and report.skipped[0][0].stem == "broken"
         assert report.skipped == [(folder / entry["file"], entry["reason"]) for entry in manifest["skipped"]]
 
+
+def test_the_folder_functions_refuse_a_folder_or_out_that_is_no_path_or_empty(codec, two_recordings, tmp_path,
+                                                                                monkeypatch):
+    """folder=None or out=5 raised a bare TypeError from pathlib, and "" stood for the current folder: out="" wrote
+    the outputs there, folder="" coded whatever it held. Each *_tree refuses them, as code_folder does, naming the
+    argument, before anything is read or written."""
+    import vqcodec.folders as folders
+
+    monkeypatch.chdir(two_recordings)  # a folder of media and of .vq files alike: "" would find files here
+    shutil.copy(DATA / "golden" / "golden_audio_fixed.vq", two_recordings / "sub" / "c.vq")
+    before = sorted(two_recordings.rglob("*"))
+    calls = {"encode_tree": lambda folder, out: folders.encode_tree(codec, folder, out),
+             "codes_of_media_tree": lambda folder, out: folders.codes_of_media_tree(codec, folder, out),
+             "decode_tree": folders.decode_tree, "recode_tree": folders.recode_tree,
+             "codes_of_vq_tree": folders.codes_of_vq_tree}
+    wrong = [(None, tmp_path / "out", "folder", "None"), ("", tmp_path / "out", "folder", "''"),
+             (two_recordings, 5, "out", "5"), (two_recordings, "", "out", "''")]
+    for call in calls.values():
+        for folder, out, named, shown in wrong:
+            with pytest.raises(VQCodecError, match=re.escape(f"{named} is the path of a folder (a str or Path, not "
+                                                             f"empty), not {shown}")):
+                call(folder, out)
+    assert sorted(two_recordings.rglob("*")) == before and not (tmp_path / "out").exists()
+

@@ -75,6 +75,19 @@ def check_callbacks(**callbacks) -> None:
             raise VQCodecError(f"{name} must be a function or None, not {shown_cut(value)}")
 
 
+def checked_folder_path(name: str, path) -> Path:
+    """A folder given to the API's folder functions (`folder`, `out`), as a Path: a str or Path, not empty ("" stood
+    for the current folder, into which a run wrote its outputs), else refused naming the argument."""
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise VQCodecError(f"{name} is the path of a folder (a str or Path, not empty), not {shown_cut(path)}")
+    return Path(path)
+
+
+def _folder_and_out(folder, out) -> tuple[Path, Path]:
+    """The folder a *_tree function reads and the one it writes into (output_folder), each checked_folder_path."""
+    return checked_folder_path("folder", folder), output_folder(checked_folder_path("out", out))
+
+
 def warn_of_level(codec, path, on_warning=None) -> None:
     """The warning of a recording that the codec's last encoding coded above full scale (Codec.level_warning),
     naming its file: given to `on_warning(line)`, else a UserWarning."""
@@ -375,7 +388,7 @@ def encode_tree(codec, folder, out, *, quality: int | None = None, max_rate: flo
 
     check_callbacks(on_warning=on_warning, log=log, progress=progress)
     replace = checked_flag("replace", replace)
-    folder, out = Path(folder), output_folder(out)
+    folder, out = _folder_and_out(folder, out)
     passed_over: list[tuple[Path, str]] = []
     kind, files = find_media(folder, _kind_of(codec, kind), out, passed_over)
     outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
@@ -409,7 +422,7 @@ def codes_of_media_tree(codec, folder, out, *, quality: int | None = None, kind:
     check_callbacks(on_warning=on_warning, log=log, progress=progress)
     replace, resume = checked_flag("replace", replace), checked_flag("resume", resume)
     refuse_replace_with_resume(replace, resume)
-    folder, out = Path(folder), output_folder(out)
+    folder, out = _folder_and_out(folder, out)
     passed_over: list[tuple[Path, str]] = []
     kind, files = find_media(folder, _kind_of(codec, kind), out, passed_over)
     if not resume:
@@ -529,7 +542,7 @@ def recode_tree(folder, out, *, quality: int | None = None, max_kbps: float | No
     check_callbacks(on_coding_change=on_coding_change, log=log, progress=progress)
     replace = checked_flag("replace", replace)
     quality, max_kbps, max_bpp = _checked_recode_targets(quality, max_kbps, max_bpp)
-    folder, out = Path(folder), output_folder(out)
+    folder, out = _folder_and_out(folder, out)
     passed_over: list[tuple[Path, str]] = []
     files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model)
     set_aside = passed_over_of(passed_over) + missing
@@ -732,7 +745,7 @@ def decode_tree(folder, out, *, format: str | None = None, rate: int | None = No
     check_callbacks(on_damage=on_damage, on_warning=on_warning, log=log, progress=progress)
     salvage, replace = checked_flag("salvage", salvage), checked_flag("replace", replace)
     rate = None if rate is None else checked_rate(rate)  # not "WAV cannot hold 1 channel at -5 Hz" per file
-    folder, out = Path(folder), output_folder(out)
+    folder, out = _folder_and_out(folder, out)
     formats, extensions = output_formats(format)
     passed_over: list[tuple[Path, str]] = []
     files = find_vq_files(folder, out, passed_over)
@@ -963,7 +976,7 @@ def codes_of_vq_tree(folder, out, *, model=None, device: str = "cpu", replace: b
     check_callbacks(log=log, progress=progress)
     replace, resume = checked_flag("replace", replace), checked_flag("resume", resume)
     refuse_replace_with_resume(replace, resume)
-    folder, out = Path(folder), output_folder(out)
+    folder, out = _folder_and_out(folder, out)
     passed_over: list[tuple[Path, str]] = []
     files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model)
     missing = passed_over_of(passed_over) + missing

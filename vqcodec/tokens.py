@@ -16,8 +16,8 @@ from numpy.lib import format as npy
 
 from . import format as vqformat
 from .errors import VQCodecError
-from .folders import (FolderReport, check_callbacks, check_file_list, folder_of, mirrored_paths, say_stopped,
-                      warn_of_level)
+from .folders import (FolderReport, check_callbacks, check_file_list, checked_folder_path, folder_of, mirrored_paths,
+                      say_stopped, warn_of_level)
 from .registry import is_model_id
 from .streams import (JSONFileTooLarge, MAX_JSON_BYTES, checked_flag, input_called, open_regular_file, read_json_file,
                       write_file)
@@ -205,9 +205,8 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
     check_callbacks(log=log, on_warning=on_warning, progress=progress)
     if report is not None and not isinstance(report, FolderReport):
         raise VQCodecError(f"report is a vqcodec.folders.FolderReport or None, not {shown_cut(report)}")
-    for name, path in (("folder", folder), ("out", out)):
-        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):  # "" stood for the current folder
-            raise VQCodecError(f"{name} is the path of a folder (a str or Path, not empty), not {shown_cut(path)}")
+    checked_folder_path("folder", folder)
+    checked_folder_path("out", out)
     replace, resume = checked_flag("replace", replace), checked_flag("resume", resume)
     if stopped_run is not None:
         if not resume:
