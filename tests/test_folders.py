@@ -1113,6 +1113,8 @@ def test_decode_tree_refuses_before_any_work_as_the_command_does(codec, tiny_mod
         decode_tree(tmp_path / "photos", tmp_path / "out", rate=8000)
     with pytest.raises(VQCodecError, match=r"^the sample rate must be a whole number of Hz from 1 to \d+, not -5$"):
         decode_tree(tmp_path / "vq", tmp_path / "out", rate=-5, model=tiny_model_path)
+    with pytest.raises(VQCodecError, match=r"^format is a name such as FLAC \(a str\), not 5$"):  # an AttributeError
+        decode_tree(tmp_path / "vq", tmp_path / "out", format=5, model=tiny_model_path)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "a.wav").write_bytes(b"kept")
     with pytest.raises(VQCodecError, match=re.escape(f"{tmp_path / 'out' / 'a.wav'} exists; pass replace=True")):

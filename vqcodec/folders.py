@@ -740,10 +740,11 @@ def decode_tree(folder, out, *, format: str | None = None, rate: int | None = No
     output is given to `on_warning("PATH: warning")`, where given, else issued; `log(line)` is told a stop's lines
     (Ctrl-C), `progress(line)` (else `log`) how many files are done every 100 files."""
     from .arguments import checked_rate
-    from .streams import checked_flag
+    from .streams import check_format_name, checked_flag
 
     check_callbacks(on_damage=on_damage, on_warning=on_warning, log=log, progress=progress)
     salvage, replace = checked_flag("salvage", salvage), checked_flag("replace", replace)
+    check_format_name("format", format, "FLAC")
     rate = None if rate is None else checked_rate(rate)  # not "WAV cannot hold 1 channel at -5 Hz" per file
     folder, out = _folder_and_out(folder, out)
     formats, extensions = output_formats(format)
