@@ -1170,7 +1170,8 @@ def test_recode_tree_refuses_what_the_command_refuses(codec, tiny_model_path, tw
     assert not (tmp_path / "out").exists()
     for setting, value, said in (("quality", 0, "quality must be a whole number from 1 up, not 0"),
                                  ("max_kbps", -1, "the max_kbps must be a positive number of kbps, not -1"),
-                                 ("max_bpp", float("nan"), "the max_bpp must be a positive number of bits per pixel")):
+                                 ("max_bpp", float("nan"), "the max_bpp must be a positive number of bits per pixel"),
+                                 ("depth_weight", -1, "depth_weight must be a number from 0 to 100, not -1")):
         with pytest.raises(VQCodecError, match="^" + re.escape(said)):  # once, not every file skipped for it
             recode_tree(tmp_path / "vq", tmp_path / "out", model=tiny_model_path, **{setting: value})
     assert not (tmp_path / "out").exists()

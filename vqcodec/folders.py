@@ -531,17 +531,17 @@ def recode_tree(folder, out, *, quality: int | None = None, max_kbps: float | No
     bytes_before, bytes_after)` ("from fixed-width to prior range coding").
 
     Refused by VQCodecError before any file is recoded (nothing written): a `quality` below 1, a `max_kbps` or
-    `max_bpp` that is not a positive number, `out` a file, no .vq file, every file naming
-    one model not installed, a `depth_weight` that the files' coding cannot use (fixed-width), two files that would
-    write one output, an output that is an input, and, unless `replace`, an output that exists. Files whose model is
-    not installed are set aside (the report's `set_aside`, one group per model), as are names that are not regular
-    files; a file that cannot be recoded is skipped (`skipped`) and the others go on. `log(line)` is told a stop's
+    `max_bpp` that is not a positive number, a `depth_weight` that is no number from 0 to 100 or that the files'
+    coding cannot use (fixed-width), `out` a file, no .vq file, every file naming one model not installed, two files
+    that would write one output, an output that is an input, and, unless `replace`, an output that exists. Files whose
+    model is not installed are set aside (the report's `set_aside`, one group per model), as are names that are not
+    regular files; a file that cannot be recoded is skipped (`skipped`) and the others go on. `log(line)` is told a stop's
     lines (Ctrl-C), `progress(line)` (else `log`) how many files are done every 100 files."""
     from .streams import checked_flag
 
     check_callbacks(on_coding_change=on_coding_change, log=log, progress=progress)
     replace = checked_flag("replace", replace)
-    quality, max_kbps, max_bpp = _checked_recode_targets(quality, max_kbps, max_bpp)
+    quality, max_kbps, max_bpp, depth_weight = _checked_recode_targets(quality, max_kbps, max_bpp, depth_weight)
     folder, out = _folder_and_out(folder, out)
     passed_over: list[tuple[Path, str]] = []
     files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model)
@@ -569,14 +569,17 @@ def recode_tree(folder, out, *, quality: int | None = None, max_kbps: float | No
                          log=log, progress=progress, set_aside=set_aside)
 
 
-def _checked_recode_targets(quality, max_kbps, max_bpp) -> tuple:
-    """recode_tree's quality and rates, each refused once, before any file, where it is no quality or rate (rather
-    than every file skipped for it)."""
-    from .arguments import checked_amount, checked_count
+def _checked_recode_targets(quality, max_kbps, max_bpp, depth_weight) -> tuple:
+    """recode_tree's quality, rates and depth weight, each refused once, before any file, where it is no quality, rate
+    or weight (rather than every file skipped for it)."""
+    from .arguments import checked_amount, checked_count, checked_weight
+    from .codec import MAX_DEPTH_WEIGHT
 
     return (None if quality is None else checked_count(setting("-q", "quality"), quality),
             None if max_kbps is None else checked_amount("max_kbps", max_kbps, "kbps"),
-            None if max_bpp is None else checked_amount("max_bpp", max_bpp, "bits per pixel"))
+            None if max_bpp is None else checked_amount("max_bpp", max_bpp, "bits per pixel"),
+            None if depth_weight is None else checked_weight(setting("--depth-weight", "depth_weight"), depth_weight,
+                                                             MAX_DEPTH_WEIGHT))
 
 
 def coding_change(name: str | None, data: bytes, encoded: bytes, coding: str) -> str | None:
