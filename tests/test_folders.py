@@ -641,7 +641,8 @@ def test_codes_of_a_folder_keep_an_array_another_run_wrote_meanwhile_without_for
 
 def test_a_rate_for_a_folder_of_images_only_is_refused(tmp_path, capsys):
     """decode FOLDER OUT --rate 8000 of a folder of image .vq files decoded them and ignored the rate, where
-    one image file is refused it (and a folder, an audio --format)."""
+    one image file is refused it (and a folder, an audio --format); encode FOLDER OUT --bitrate 1 skipped each file
+    for it, in a line of its own, and wrote nothing."""
     folder = tmp_path / "photos"
     folder.mkdir()
     (folder / "p.vq").write_bytes(Codec.load(str(GOLDEN_IMAGE)).encode_image(
@@ -649,6 +650,9 @@ def test_a_rate_for_a_folder_of_images_only_is_refused(tmp_path, capsys):
     code, err = _run(["decode", folder, tmp_path / "out", "--rate", "8000"], capsys)
     assert code == 1 and err == f"vqcodec: error: --rate is for audio, and the .vq files of {folder} hold images " \
                                 "only\n", err
+    code, err = _run(["encode", folder, tmp_path / "out", "--bitrate", "1", "-m", GOLDEN_IMAGE], capsys)
+    assert code == 1 and err == f"vqcodec: error: --bitrate is for audio, and the .vq files of {folder} hold " \
+                                "images only: use --bpp\n", err
     assert not (tmp_path / "out").exists()
 
 
@@ -1171,7 +1175,9 @@ def test_recode_tree_refuses_what_the_command_refuses(codec, tiny_model_path, tw
     for setting, value, said in (("quality", 0, "quality must be a whole number from 1 up, not 0"),
                                  ("max_kbps", -1, "the max_kbps must be a positive number of kbps, not -1"),
                                  ("max_bpp", float("nan"), "the max_bpp must be a positive number of bits per pixel"),
-                                 ("depth_weight", -1, "depth_weight must be a number from 0 to 100, not -1")):
+                                 ("depth_weight", -1, "depth_weight must be a number from 0 to 100, not -1"),
+                                 ("max_bpp", 1.0, f"max_bpp is for images, and the .vq files of {tmp_path / 'vq'} "
+                                                  "hold audio only: use max_kbps")):
         with pytest.raises(VQCodecError, match="^" + re.escape(said)):  # once, not every file skipped for it
             recode_tree(tmp_path / "vq", tmp_path / "out", model=tiny_model_path, **{setting: value})
     assert not (tmp_path / "out").exists()

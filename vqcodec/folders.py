@@ -531,11 +531,12 @@ def recode_tree(folder, out, *, quality: int | None = None, max_kbps: float | No
     bytes_before, bytes_after)` ("from fixed-width to prior range coding").
 
     Refused by VQCodecError before any file is recoded (nothing written): a `quality` below 1, a `max_kbps` or
-    `max_bpp` that is not a positive number, a `depth_weight` that is no number from 0 to 100 or that the files'
-    coding cannot use (fixed-width), `out` a file, no .vq file, every file naming one model not installed, two files
-    that would write one output, an output that is an input, and, unless `replace`, an output that exists. Files whose
-    model is not installed are set aside (the report's `set_aside`, one group per model), as are names that are not
-    regular files; a file that cannot be recoded is skipped (`skipped`) and the others go on. `log(line)` is told a stop's
+    `max_bpp` that is not a positive number, a `max_kbps` alone where every file holds an image or a `max_bpp` alone
+    where every file holds audio, a `depth_weight` that is no number from 0 to 100 or that the files' coding cannot
+    use (fixed-width), `out` a file, no .vq file, every file naming one model not installed, two files that would
+    write one output, an output that is an input, and, unless `replace`, an output that exists. Files whose model is
+    not installed are set aside (the report's `set_aside`, one group per model), as are names that are not regular
+    files; a file that cannot be recoded is skipped (`skipped`) and the others go on. `log(line)` is told a stop's
     lines (Ctrl-C), `progress(line)` (else `log`) how many files are done every 100 files."""
     from .streams import checked_flag
 
@@ -546,6 +547,7 @@ def recode_tree(folder, out, *, quality: int | None = None, max_kbps: float | No
     passed_over: list[tuple[Path, str]] = []
     files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model)
     set_aside = passed_over_of(passed_over) + missing
+    _refuse_a_rate_of_no_files_kind(folder, files, max_kbps, max_bpp)
     outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
     refuse_existing_outputs(outputs, replace)
     codecs = named_codecs(model, device, coding)
@@ -580,6 +582,21 @@ def _checked_recode_targets(quality, max_kbps, max_bpp, depth_weight) -> tuple:
             None if max_bpp is None else checked_amount("max_bpp", max_bpp, "bits per pixel"),
             None if depth_weight is None else checked_weight(setting("--depth-weight", "depth_weight"), depth_weight,
                                                              MAX_DEPTH_WEIGHT))
+
+
+def _refuse_a_rate_of_no_files_kind(folder: Path, files: list[Path], max_kbps, max_bpp) -> None:
+    """A rate given alone for a kind none of a folder's .vq files holds (max_kbps for images only), refused once
+    before any file is recoded, as decode_tree refuses `rate` for images only, where each file was skipped for it
+    (recoder); files whose header cannot be read are left to fail on their own."""
+    if (max_kbps is None) == (max_bpp is None):
+        return
+    kinds = {header.kind for header in read_headers(files)[0].values()}
+    if max_kbps is not None and kinds == {vqformat.KIND_IMAGE}:
+        raise VQCodecError(f"{setting('--bitrate', 'max_kbps')} is for audio, and the .vq files of {folder} hold "
+                           f"images only: use {setting('--bpp', 'max_bpp')}")
+    if max_bpp is not None and kinds == {vqformat.KIND_AUDIO}:
+        raise VQCodecError(f"{setting('--bpp', 'max_bpp')} is for images, and the .vq files of {folder} hold audio "
+                           f"only: use {setting('--bitrate (kbps)', 'max_kbps')}")
 
 
 def coding_change(name: str | None, data: bytes, encoded: bytes, coding: str) -> str | None:
