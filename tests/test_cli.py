@@ -4861,6 +4861,27 @@ def test_a_folder_of_another_models_files_names_the_model_that_decodes_each(
     assert all((tmp_path / path).exists() for path in ("decoded/b.wav", "recoded/b.vq", "codes/b.npy"))
 
 
+def test_the_folder_functions_name_the_model_that_decodes_a_file_as_their_argument(
+        tiny_model_path, other_model_path, codec, other_codec, signal, tmp_path):
+    """decode_tree, recode_tree and codes_of_vq_tree with model= of a model that did not write a file skipped it saying
+    "pass --model X", the command's option: they name their argument, as the command names its option (above)."""
+    from vqcodec.folders import codes_of_vq_tree, decode_tree, recode_tree
+
+    models = models_in_one_folder(tmp_path / "runs", tiny_model_path, other_model_path)
+    folder = tmp_path / "coded"
+    folder.mkdir()
+    (folder / "a.vq").write_bytes(other_codec.encode_audio(signal(1, 1600, 16000), 16000, 2))
+    tiny = models / "tiny.safetensors"
+    reason = (f"file was written by model {other_codec.model_id.hex()}, not {tiny} ({codec.model_id.hex()}); pass "
+              f"model={str(models / 'other.safetensors')!r}, which decodes it")
+    for run in (lambda out: decode_tree(folder, out, model=tiny),
+                lambda out: recode_tree(folder, out, quality=1, model=tiny),
+                lambda out: codes_of_vq_tree(folder, out, model=tiny)):
+        report = run(tmp_path / "out")
+        assert report.written == 0 and report.skipped == [(folder / "a.vq", reason)]
+        assert not (tmp_path / "out").exists()
+
+
 def test_a_folder_run_asks_the_codec_whether_its_model_decodes_a_file(tiny_model_path, codec, other_codec, signal,
                                                                        monkeypatch):
     """With -m, a folder's file of another model was told by the command line's own copy of Codec._check_file_model's

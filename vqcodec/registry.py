@@ -207,8 +207,8 @@ def _decoding(name: str, path: Path, wrote: bytes | None) -> Path:
     advice = decoder_advice(wanted, header.coded_prior_id, path.parent if is_model_path(name) else None)
     if advice is None:
         return path
-    raise VQCodecError(f"file was written by model {wanted}, not {name} ({meta['model_id']}); pass --model {advice}, "
-                       "which decodes it")
+    raise VQCodecError(f"file was written by model {wanted}, not {name} ({meta['model_id']}); pass "
+                       f"{setting(f'--model {advice}', f'model={shown(advice)}')}, which decodes it")
 
 
 def decoder_advice(model_id: str, prior_id: int | None, folder: Path | None = None) -> str | None:
