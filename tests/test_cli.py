@@ -4865,6 +4865,7 @@ def test_the_folder_functions_name_the_model_that_decodes_a_file_as_their_argume
         tiny_model_path, other_model_path, codec, other_codec, signal, tmp_path):
     """decode_tree, recode_tree and codes_of_vq_tree with model= of a model that did not write a file skipped it saying
     "pass --model X", the command's option: they name their argument, as the command names its option (above)."""
+    from vqcodec.errors import VQCodecError
     from vqcodec.folders import codes_of_vq_tree, decode_tree, recode_tree
 
     models = models_in_one_folder(tmp_path / "runs", tiny_model_path, other_model_path)
@@ -4880,6 +4881,10 @@ def test_the_folder_functions_name_the_model_that_decodes_a_file_as_their_argume
         report = run(tmp_path / "out")
         assert report.written == 0 and report.skipped == [(folder / "a.vq", reason)]
         assert not (tmp_path / "out").exists()
+    with pytest.raises(VQCodecError, match=re.escape(f"{models}: expected one model (NAME.safetensors + NAME.json) "
+                                                     "in the folder, found 2 (other, tiny)")):
+        decode_tree(folder, tmp_path / "out", model=models)  # before any file, as decode_tree's docstring says
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_folder_run_asks_the_codec_whether_its_model_decodes_a_file(tiny_model_path, codec, other_codec, signal,
