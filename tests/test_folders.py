@@ -1053,8 +1053,10 @@ def test_encode_tree_refuses_a_codec_of_another_kind_a_file_as_out_and_a_level_o
     # a level or rate no file can take was refused by each file in turn: every file skipped, an empty report
     with pytest.raises(VQCodecError, match=r"^quality must be a whole number 1\.\.\d+ for model tiny, got 99$"):
         encode_tree(codec, two_recordings, tmp_path / "out", quality=99)
-    with pytest.raises(VQCodecError, match=r"^the bitrate must be a positive number of kbps, not -1$"):
-        encode_tree(codec, two_recordings, tmp_path / "out", max_rate=-1)
+    with pytest.raises(VQCodecError, match=r"^the max_rate must be a positive number of kbps, not -1$"):
+        encode_tree(codec, two_recordings, tmp_path / "out", max_rate=-1)  # "the bitrate" named no argument
+    with pytest.raises(VQCodecError, match=r"^the max_rate must be a positive number of bits per pixel, not 0$"):
+        encode_tree(str(GOLDEN_IMAGE), DATA, tmp_path / "out", max_rate=0)
     assert not (tmp_path / "out").exists()
 
 

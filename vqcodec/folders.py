@@ -382,7 +382,7 @@ def encode_tree(codec, folder, out, *, quality: int | None = None, max_rate: flo
     link to nothing) in its `set_aside`, and the others go on. A recording's level warning, naming its file, is given
     to `on_warning(line)`, where given, else issued as a UserWarning, as code_folder gives it; `log(line)` is told a
     stop's lines (Ctrl-C), `progress(line)` (else `log`) how many files are done every 100 files."""
-    from .arguments import checked_max_rate
+    from .arguments import checked_amount
     from .data import find_media
     from .streams import checked_flag
 
@@ -395,8 +395,8 @@ def encode_tree(codec, folder, out, *, quality: int | None = None, max_rate: flo
     refuse_existing_outputs(outputs, replace)
     codec = _codec_for_kind(codec, kind)
     quality = codec.default_quality(targeted=max_rate is not None) if quality is None else codec.check_quality(quality)
-    if max_rate is not None:
-        checked_max_rate(max_rate, audio=codec.kind == "audio")
+    if max_rate is not None:  # named as the argument, as recode_tree's max_kbps and max_bpp are
+        checked_amount("max_rate", max_rate, "kbps" if codec.kind == "audio" else "bits per pixel")
     return encode_folder(codec, files, outputs, quality, max_rate,
                          lambda path, data: write_new_file(path, lambda stream: stream.write(data), replace),
                          log=log, progress=progress, set_aside=passed_over_of(passed_over), on_warning=on_warning)
