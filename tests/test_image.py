@@ -516,9 +516,12 @@ def test_receptive_field_fits_in_the_tile_context(cfg):
 
 
 def test_image_over_the_side_limit_is_refused(codec):
-    with pytest.raises(VQCodecError, match="^image 65536x1 exceeds the size limit of 65535 pixels a side and "
-                                           f"{MAX_PIXELS} pixels$"):
-        codec.encode_image(Image.new("L", (vqformat.MAX_IMAGE_SIDE + 1, 1)), 1)
+    refusal = f"image 65536x1 exceeds the size limit of 65535 pixels a side and {MAX_PIXELS} pixels$"
+    wide = Image.new("L", (vqformat.MAX_IMAGE_SIDE + 1, 1))
+    with pytest.raises(VQCodecError, match=f"^{refusal}"):
+        codec.encode_image(wide, 1)
+    with pytest.raises(VQCodecError, match=f"^cannot read image wide.png: {refusal}"):  # the file it was read from
+        codec.encode_image(wide, 1, source="wide.png")
 
 
 def test_large_image_with_default_tiles(codec):
@@ -1760,11 +1763,18 @@ def png_claiming(width: int, height: int) -> bytes:
 
 
 @pytest.mark.parametrize("side", [10_000, 20_000])  # above Pillow's warning and its error limit
-def test_decompression_bombs_are_refused(side):
+def test_decompression_bombs_are_refused_naming_the_file(codec, side, tmp_path):
+    """A bomb's refusal named no file ('image exceeds the limit of ...'), where the image's other read errors, and
+    the folder commands, name it: `vqcodec encode big.png x.vq` did not say which file it refused."""
     assert side * side > MAX_PIXELS
     size = f"of {side}x{side} pixels " if side * side <= 2 * MAX_PIXELS else ""  # Pillow gives no size beyond
-    with pytest.raises(VQCodecError, match=f"^image {size}exceeds the limit of {MAX_PIXELS} pixels$"):
+    refusal = f"image {size}exceeds the limit of {MAX_PIXELS} pixels$"
+    (tmp_path / "big.png").write_bytes(png_claiming(side, side))
+    with pytest.raises(VQCodecError, match=f"^cannot read image from the stream: {refusal}"):
         open_image(io.BytesIO(png_claiming(side, side)))
+    for encode in (open_image, lambda path: codec.encode(path, 1)):
+        with pytest.raises(VQCodecError, match=f"^cannot read image {re.escape(str(tmp_path / 'big.png'))}: {refusal}"):
+            encode(tmp_path / "big.png")
 
 
 def test_a_side_longer_than_a_vq_file_holds_is_refused_from_the_header():
@@ -1772,8 +1782,8 @@ def test_a_side_longer_than_a_vq_file_holds_is_refused_from_the_header():
     open_image took it."""
     from vqcodec.imageio import read_image_rgb
 
-    with pytest.raises(VQCodecError, match=f"^image 70000x1000 exceeds the size limit of {vqformat.MAX_IMAGE_SIDE} "
-                                           "pixels a side"):
+    with pytest.raises(VQCodecError, match="^cannot read image from the stream: image 70000x1000 exceeds the size "
+                                           f"limit of {vqformat.MAX_IMAGE_SIDE} pixels a side"):
         open_image(io.BytesIO(png_claiming(70_000, 1000)))
     assert read_image_rgb(io.BytesIO(png_claiming(70_000, 1))).shape == (1, 70_000, 3)  # training crops it
 
@@ -2401,6 +2411,8 @@ def _bad_inputs(folder: Path, codec: Codec) -> dict[str, tuple[str, Path]]:
         "truncated.jpg": jpeg.getvalue()[:len(jpeg.getvalue()) // 2],
         "empty.png": b"",
         "bomb.png": png_claiming(20_000, 20_000),
+        "big.png": png_claiming(10_000, 10_000),
+        "wide.png": png_claiming(70_000, 1),
         "oversized.vq": _vq_with_header(valid_vq, width=100_000, height=100_000),
         "absurd.vq": _vq_with_header(valid_vq, width=9_000, height=9_000),   # within the header bounds
     }
@@ -2436,7 +2448,9 @@ BAD_INPUTS = {  # name: what its error says
     "corrupt.jpg": "corrupt.jpg: not an image format Pillow reads",
     "truncated.jpg": "truncated.jpg: its data ends early (cut short)",
     "empty.png": "empty.png: file is empty",
-    "bomb.png": "image exceeds the limit of 89478485 pixels",
+    "bomb.png": "bomb.png: image exceeds the limit of 89478485 pixels",
+    "big.png": "big.png: image of 10000x10000 pixels exceeds the limit of 89478485 pixels",
+    "wide.png": "wide.png: image 70000x1 exceeds the size limit of 65535 pixels a side",
     "oversized.vq": "image size 100000x100000 out of range",
     "absurd.vq": "corrupted .vq file: 1 chunk where 141 were expected",
 }

@@ -2197,7 +2197,7 @@ class Codec:
             raise VQCodecError(f"encode_image takes a Pillow image or a uint8 array, not {type_of(image)}: "
                                "encode() also takes paths and bytes")
         else:
-            check_image_size(image.width, image.height)
+            check_image_size(image.width, image.height, source)
             self.check_image_encode_fits(image.width, image.height, image.mode)
             warn_of_frames_left_out(image)
             if getattr(image, "tile", None) and getattr(image, "fp", None) is None:  # Pillow only asserts it

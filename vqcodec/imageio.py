@@ -125,6 +125,16 @@ def _check_side(width: int, height: int, max_side: int | None) -> None:
                            f"{MAX_PIXELS} pixels")
 
 
+def _check_header_size(source, width: int, height: int, max_side: int | None) -> None:
+    """Refuse the image `source` whose header gives more pixels than check_pixel_count takes, or a side longer than
+    `max_side` (_check_side), naming it as its other read errors do (unreadable_image)."""
+    try:
+        check_pixel_count(width, height)
+        _check_side(width, height, max_side)
+    except VQCodecError as exc:
+        raise unreadable_image(source, exc) from None
+
+
 def open_image(source, max_side: int | None = MAX_IMAGE_SIDE, fits: Callable[[int, int, str], None] | None = None):
     """Open an image file (path, or binary stream from where it is: from_where_it_is), apply EXIF orientation and an ICC
     profile (to sRGB), and refuse bombs and, unless `max_side` is None, an image with a side longer than that (what a
@@ -148,8 +158,7 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE, fits: Callable[[in
             with TIFF_SETUP_LOCK:
                 opened, cut_short = image_opened(readable, held)
             with opened as image:
-                check_pixel_count(image.width, image.height)
-                _check_side(image.width, image.height, max_side)
+                _check_header_size(source, image.width, image.height, max_side)
                 if fits is not None:
                     fits(image.width, image.height, image.mode)
                 opened_at = image.tell()
@@ -188,9 +197,7 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE, fits: Callable[[in
         return transposed
     except VQCodecError:
         raise
-    except Image.DecompressionBombError as exc:  # a refusal of its size, which names no file (check_pixel_count's)
-        raise VQCodecError(pillow_refusal(readable, exc, logged)) from None
-    except PILLOW_READ_ERRORS as exc:
+    except (Image.DecompressionBombError, *PILLOW_READ_ERRORS) as exc:  # a bomb past twice check_pixel_count's limit
         raise unreadable_image(source, pillow_refusal(readable, exc, logged)) from None
 
 
@@ -1668,13 +1675,17 @@ def _fallback_modes(image, keep_alpha: bool) -> list[str]:
     return ["RGB"]
 
 
-def check_image_size(width: int, height: int) -> None:
-    """The container's bounds on a new image file, checked before anything is coded."""
+def check_image_size(width: int, height: int, source=None) -> None:
+    """The container's bounds on a new image file, checked before anything is coded; `source`, the path or stream the
+    image was read from, is named where given (unreadable_image)."""
+    refusal = None
     if min(width, height) < 1:
-        raise VQCodecError(f"image {width}x{height} is empty")
-    if max(width, height) > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
-        raise VQCodecError(f"image {width}x{height} exceeds the size limit of {MAX_IMAGE_SIDE} pixels "
-                           f"a side and {MAX_IMAGE_PIXELS} pixels")
+        refusal = f"image {width}x{height} is empty"
+    elif max(width, height) > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
+        refusal = (f"image {width}x{height} exceeds the size limit of {MAX_IMAGE_SIDE} pixels a side and "
+                   f"{MAX_IMAGE_PIXELS} pixels")
+    if refusal is not None:
+        raise VQCodecError(refusal) if source is None else unreadable_image(source, refusal)
 
 
 def edge_padded(rgb: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
