@@ -3775,6 +3775,23 @@ def test_a_bigtiff_part_way_whose_directory_lies_just_short_of_2_63_is_refused_i
                 open_image(stream)
 
 
+def test_left_where_it_was_puts_a_stream_back_whether_the_block_ends_or_raises():
+    """streams.left_where_it_was, which the header walks of imageio, imagedata and io read a stream through."""
+    from vqcodec.io import identified_as_an_image
+    from vqcodec.streams import left_where_it_was
+
+    stream = io.BytesIO(b"GIF89a" + bytes(40))
+    stream.seek(3)
+    with left_where_it_was(stream) as where:
+        stream.seek(20)
+    assert where == 3 and stream.tell() == 3
+    with pytest.raises(struct.error), left_where_it_was(stream):
+        stream.seek(0, os.SEEK_END)
+        struct.unpack(">I", stream.read(4))
+    assert stream.tell() == 3
+    assert not identified_as_an_image(stream) and stream.tell() == 3
+
+
 def test_a_tga_cut_short_is_not_called_a_cursor(tmp_path):
     """A TGA has no signature, and one of RGB pixels begins with a cursor's (CUR: 00 00 02 00): cut short, it was
     'a CUR file that Pillow does not read (No cursors were found)'. Its name names its format."""

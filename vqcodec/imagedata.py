@@ -11,6 +11,7 @@ from io import BytesIO
 
 import numpy as np
 
+from .streams import left_where_it_was
 from .wording import plural
 
 # What Pillow raises of a file it cannot read, opened or loaded (ImageFile.load turns a tile's IndexError and
@@ -69,39 +70,37 @@ def check_png_data(image) -> None:
     stream = getattr(image, "fp", None)
     if image.format != "PNG" or not image.tile or stream is None or getattr(stream, "closed", False):
         return  # loaded already, or closed: load() says so
-    start = stream.tell()
-    try:
-        stream.seek(8)
-        ihdr = stream.read(25)
-        width, height, bits, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", ihdr[8:21])
-        if colour_type not in PNG_SAMPLES or interlace not in PNG_PASSES:
-            return  # Pillow refuses it
-        needed, inflated = _png_data_bytes(width, height, bits, colour_type, interlace), 0
-        inflate = zlib.decompressobj()
-        stream.seek(image.tile[0][2] - 8)  # the offset of its data (a tuple before Pillow 11)
-        while inflated < needed and not inflate.eof:
-            head = stream.read(8)
-            if len(head) < 8:
-                return  # cut short
-            length, kind = struct.unpack(">I4s", head)
-            if kind != b"IDAT":
-                if not inflated:
-                    return  # not the default image's data: an APNG frame after it, of a size of its own
-                break
-            left = length
-            while left and inflated < needed and not inflate.eof:
-                piece = stream.read(min(left, 1 << 20))
-                if not piece:
-                    return
-                left -= len(piece)
-                while piece and inflated < needed:
-                    inflated += len(inflate.decompress(piece, 1 << 20))
-                    piece = inflate.unconsumed_tail
-            stream.seek(left + 4, os.SEEK_CUR)  # the rest of the chunk, and its CRC
-    except (OSError, ValueError, struct.error, zlib.error):
-        return  # Pillow says what is wrong
-    finally:
-        stream.seek(start)
+    with left_where_it_was(stream):
+        try:
+            stream.seek(8)
+            ihdr = stream.read(25)
+            width, height, bits, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", ihdr[8:21])
+            if colour_type not in PNG_SAMPLES or interlace not in PNG_PASSES:
+                return  # Pillow refuses it
+            needed, inflated = _png_data_bytes(width, height, bits, colour_type, interlace), 0
+            inflate = zlib.decompressobj()
+            stream.seek(image.tile[0][2] - 8)  # the offset of its data (a tuple before Pillow 11)
+            while inflated < needed and not inflate.eof:
+                head = stream.read(8)
+                if len(head) < 8:
+                    return  # cut short
+                length, kind = struct.unpack(">I4s", head)
+                if kind != b"IDAT":
+                    if not inflated:
+                        return  # not the default image's data: an APNG frame after it, of a size of its own
+                    break
+                left = length
+                while left and inflated < needed and not inflate.eof:
+                    piece = stream.read(min(left, 1 << 20))
+                    if not piece:
+                        return
+                    left -= len(piece)
+                    while piece and inflated < needed:
+                        inflated += len(inflate.decompress(piece, 1 << 20))
+                        piece = inflate.unconsumed_tail
+                stream.seek(left + 4, os.SEEK_CUR)  # the rest of the chunk, and its CRC
+        except (OSError, ValueError, struct.error, zlib.error):
+            return  # Pillow says what is wrong
     if inflated < needed:
         raise _ends_before_last_row(width, height)
 
@@ -173,12 +172,9 @@ def _ico_entry_read(image) -> bytes | None:
     try:
         icons = image.ico
         entry = icons.entry[icons.getentryindex(image.size)]
-        start = icons.buf.tell()
-        try:
+        with left_where_it_was(icons.buf):
             icons.buf.seek(entry.offset)
             return icons.buf.read(entry.size)
-        finally:
-            icons.buf.seek(start)
     except (AttributeError, IndexError, TypeError, ValueError, OSError):
         return None
 
@@ -280,14 +276,12 @@ def check_jpeg_data(image) -> None:
     stream = getattr(image, "fp", None)
     if image.format != "JPEG" or len(image.tile) != 1 or stream is None or getattr(stream, "closed", False):
         return
-    start = stream.tell()
-    try:
-        stream.seek(0)
-        data = stream.read()
-    except (OSError, ValueError):
-        return
-    finally:
-        stream.seek(start)
+    with left_where_it_was(stream):
+        try:
+            stream.seek(0)
+            data = stream.read()
+        except (OSError, ValueError):
+            return
     scan = _jpeg_first_scan(data)
     if scan is None or scan[0] is None:
         return  # cut short: Pillow says so

@@ -26,8 +26,8 @@ from .io import (NETPBM_VARIANTS, image_format_of_suffix, is_image_signature, re
                  refuse_format_of_other_kind)
 from .streams import (EmptyInput, PatchedStream, TemporaryFileFailed, TemporaryFileFull, UnreadableStream,
                       check_destination, check_format_name, check_source, copy_whole, flush_written, from_where_it_is,
-                      input_name, is_seekable, is_whole, native_stderr_captured, output_name, refuse_empty_media,
-                      refuse_folder_name, spooled_stream, unwritable_stream, write_file)
+                      input_name, is_seekable, is_whole, left_where_it_was, native_stderr_captured, output_name,
+                      refuse_empty_media, refuse_folder_name, spooled_stream, unwritable_stream, write_file)
 from .wording import plural, reason_of, shown_cut, type_of
 
 def unrecognised_image(head: bytes, where) -> VQCodecError | None:
@@ -572,30 +572,28 @@ def _gif_frame_cut_within(stream) -> int | None:
 def _gif_blocks_walked(stream) -> tuple[int, bool] | None:
     """How many frames a GIF that begins `stream` holds, read from its blocks' headers (the stream is left where
     it was), and whether it ends within the last one's data; None where it cannot be read so."""
-    start = stream.tell()
-    try:
-        size = stream.seek(0, os.SEEK_END)
-        stream.seek(0)
-        if stream.read(4) != b"GIF8":
-            return None
-        stream.seek(GIF_SCREEN_DESCRIPTOR_END)
-        stream.seek(_gif_colour_table_bytes(stream.read(1)) + 2, os.SEEK_CUR)  # the background colour, aspect ratio
-        frame = 0
-        while (kind := stream.read(1)) in (b"!", b","):
-            if kind == b",":
-                frame += 1
-                descriptor = stream.read(GIF_IMAGE_DESCRIPTOR_BYTES)
-                stream.seek(_gif_colour_table_bytes(descriptor[-1:]) + 1, os.SEEK_CUR)  # and the LZW code size
-            else:
-                stream.seek(1, os.SEEK_CUR)  # the extension's label
-            while (length := stream.read(1)) not in (b"", b"\0"):  # its data sub-blocks, to the empty one
-                stream.seek(length[0], os.SEEK_CUR)
-            if stream.tell() > size or not length:
-                return frame, kind == b","
-    except (OSError, ValueError):
-        return None  # unreadable here: Pillow says what is wrong
-    finally:
-        stream.seek(start)
+    with left_where_it_was(stream):
+        try:
+            size = stream.seek(0, os.SEEK_END)
+            stream.seek(0)
+            if stream.read(4) != b"GIF8":
+                return None
+            stream.seek(GIF_SCREEN_DESCRIPTOR_END)
+            stream.seek(_gif_colour_table_bytes(stream.read(1)) + 2, os.SEEK_CUR)  # the background colour, aspect ratio
+            frame = 0
+            while (kind := stream.read(1)) in (b"!", b","):
+                if kind == b",":
+                    frame += 1
+                    descriptor = stream.read(GIF_IMAGE_DESCRIPTOR_BYTES)
+                    stream.seek(_gif_colour_table_bytes(descriptor[-1:]) + 1, os.SEEK_CUR)  # and the LZW code size
+                else:
+                    stream.seek(1, os.SEEK_CUR)  # the extension's label
+                while (length := stream.read(1)) not in (b"", b"\0"):  # its data sub-blocks, to the empty one
+                    stream.seek(length[0], os.SEEK_CUR)
+                if stream.tell() > size or not length:
+                    return frame, kind == b","
+        except (OSError, ValueError):
+            return None  # unreadable here: Pillow says what is wrong
     return frame, False
 
 
@@ -650,34 +648,33 @@ def _tiff_pages_walked(stream) -> int | None:
     next-directory offsets, to an offset of 0 or of one already read, each read from its count of entries and its
     next offset (the stream left where it was); None where the chain cannot be read so (an offset past the end, a
     directory cut short, more than MAX_TIFF_PAGES_COUNTED directories)."""
-    start = stream.tell()
-    try:
-        stream.seek(0)
-        header = stream.read(16)
-        order = {b"II": "<", b"MM": ">"}.get(header[:2])
-        layout = TIFF_LAYOUTS.get(struct.unpack(order + "H", header[2:4])[0]) if order and len(header) >= 4 else None
-        if layout is None:
-            return None
-        count_format, entry_bytes, offset_format, first_at = layout
-        count_size, offset_size = struct.calcsize(count_format), struct.calcsize(offset_format)
-        size = stream.seek(0, os.SEEK_END)
-        offset, read = struct.unpack_from(order + offset_format, header, first_at)[0], set()
-        while offset and offset not in read:
-            if len(read) == MAX_TIFF_PAGES_COUNTED or offset + count_size > size:
+    with left_where_it_was(stream):
+        try:
+            stream.seek(0)
+            header = stream.read(16)
+            order = {b"II": "<", b"MM": ">"}.get(header[:2])
+            version = struct.unpack(order + "H", header[2:4])[0] if order and len(header) >= 4 else None
+            layout = TIFF_LAYOUTS.get(version)
+            if layout is None:
                 return None
-            read.add(offset)
-            stream.seek(offset)
-            entries = struct.unpack(order + count_format, stream.read(count_size))[0]
-            next_at = offset + count_size + entries * entry_bytes
-            if next_at + offset_size > size:  # a BigTIFF's count may be 2**64 - 1: seeking there overflowed
-                return None
-            stream.seek(next_at)
-            offset = struct.unpack(order + offset_format, stream.read(offset_size))[0]
-        return len(read)
-    except (OSError, ValueError, struct.error):
-        return None  # unreadable here: the coding of the page given says what is wrong
-    finally:
-        stream.seek(start)
+            count_format, entry_bytes, offset_format, first_at = layout
+            count_size, offset_size = struct.calcsize(count_format), struct.calcsize(offset_format)
+            size = stream.seek(0, os.SEEK_END)
+            offset, read = struct.unpack_from(order + offset_format, header, first_at)[0], set()
+            while offset and offset not in read:
+                if len(read) == MAX_TIFF_PAGES_COUNTED or offset + count_size > size:
+                    return None
+                read.add(offset)
+                stream.seek(offset)
+                entries = struct.unpack(order + count_format, stream.read(count_size))[0]
+                next_at = offset + count_size + entries * entry_bytes
+                if next_at + offset_size > size:  # a BigTIFF's count may be 2**64 - 1: seeking there overflowed
+                    return None
+                stream.seek(next_at)
+                offset = struct.unpack(order + offset_format, stream.read(offset_size))[0]
+            return len(read)
+        except (OSError, ValueError, struct.error):
+            return None  # unreadable here: the coding of the page given says what is wrong
 
 
 GIF_SCREEN_DESCRIPTOR_END = 10  # the signature, version and logical screen size: the flags byte follows
@@ -695,20 +692,18 @@ def _apng_frames_missing(stream, frames: int) -> str | None:
     """Why an APNG whose header (acTL) gives `frames` frames lacks some of them, read from its chunks' headers in
     `stream`: a file cut short after its first frame, which Pillow counts from its header alone; else None.
     The default image (IDAT) is a frame of its own where no frame control chunk (fcTL) comes before it."""
-    start = stream.tell()
-    try:
-        size = stream.seek(0, os.SEEK_END)
-        stream.seek(8)
-        found = 0
-        while len(head := stream.read(8)) == 8 and head[4:] != b"IEND":
-            length, kind = struct.unpack(">I4s", head)
-            found += kind == b"fcTL" or (kind == b"IDAT" and not found)
-            stream.seek(length + 4, os.SEEK_CUR)  # its data and CRC: past the end where it is cut short
-        cut_short = stream.tell() > size
-    except (OSError, ValueError):
-        return None  # unreadable here: Pillow says what is wrong
-    finally:
-        stream.seek(start)
+    with left_where_it_was(stream):
+        try:
+            size = stream.seek(0, os.SEEK_END)
+            stream.seek(8)
+            found = 0
+            while len(head := stream.read(8)) == 8 and head[4:] != b"IEND":
+                length, kind = struct.unpack(">I4s", head)
+                found += kind == b"fcTL" or (kind == b"IDAT" and not found)
+                stream.seek(length + 4, os.SEEK_CUR)  # its data and CRC: past the end where it is cut short
+            cut_short = stream.tell() > size
+        except (OSError, ValueError):
+            return None  # unreadable here: Pillow says what is wrong
     if cut_short or (found < frames and len(head) < 8):  # a chunk cut short, or no IEND chunk
         return f"it ends before the last of its {frames} frames"
     if found < frames:
@@ -757,8 +752,7 @@ def _first_tiff_directory_of_planes(source) -> bool:
     try:
         with (open(source, "rb") if isinstance(source, (str, os.PathLike)) else contextlib.nullcontext(source)) \
                 as stream:
-            start = stream.tell()
-            try:
+            with left_where_it_was(stream):
                 stream.seek(0)
                 head = stream.read(8)
                 if (order := TIFF_ORDERS.get(head[:4])) is None:
@@ -766,8 +760,6 @@ def _first_tiff_directory_of_planes(source) -> bool:
                 stream.seek(struct.unpack(order + "I", head[4:])[0])
                 count = struct.unpack(order + "H", stream.read(2))[0]
                 entries = stream.read(12 * min(count, MAX_TIFF_ENTRIES_LOOKED_AT))
-            finally:
-                stream.seek(start)
     except (OSError, ValueError, struct.error):
         return False
     for at in range(0, len(entries) - 11, 12):
@@ -809,8 +801,7 @@ def _webp_frames_cut(stream) -> tuple[int, str] | None:
     (ANMF chunks) or more: where its whole chunks end, and where it ends ('it ends within its frame 3', 'it ends
     after its frame 2'), read from its chunks' headers; else None (whole, not an animated WebP, cut short within
     its first frame)."""
-    start = stream.tell()
-    try:
+    with left_where_it_was(stream):
         size = stream.seek(0, os.SEEK_END)
         stream.seek(0)
         head = stream.read(12)
@@ -824,8 +815,6 @@ def _webp_frames_cut(stream) -> tuple[int, str] | None:
                 break
             frames += kind == WEBP_FRAME
             at = stream.seek(end)
-    finally:
-        stream.seek(start)
     if not frames or (at == size and struct.unpack("<I", head[4:8])[0] + 8 <= size):
         return None
     within = at + 8 <= size and chunk[:4] == WEBP_FRAME

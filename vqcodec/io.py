@@ -1,13 +1,14 @@
 """Which media an input or output is: audio or an image, by its name, its first bytes or the format asked for."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 from .errors import VQCodecError
 from .imagedata import PILLOW_READ_ERRORS
 from .soundio import AUDIO_EXTENSIONS, audio_format_named, open_sound
-from .streams import StreamFromHere, input_name, is_seekable
+from .streams import StreamFromHere, input_name, is_seekable, left_where_it_was
 from .wording import shown_cut
 
 # The Netpbm variants, whose extension says what they hold: PBM black and white, PGM grey, PPM colour,
@@ -161,15 +162,12 @@ def image_by_its_name(source, start: int = 0) -> bool:
     if not is_seekable(source):
         return False
     try:
-        was = source.tell()
-        try:
+        with left_where_it_was(source):
             source.seek(start)
             if not source.read(1):
                 return False
             source.seek(start)
             return not _opens_as_audio(source)
-        finally:
-            source.seek(was)
     except (OSError, ValueError):  # closed, or no longer readable: the reading's error stands
         return False
 
@@ -182,21 +180,19 @@ def identified_as_an_image(source, start: int = 0) -> bool:
 
     from PIL import Image
 
-    was = None if isinstance(source, (str, Path)) else source.tell()
-    try:
-        if was is not None:
-            source.seek(start)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            Image.open(source if was is None else StreamFromHere(source)).close()  # which leaves the stream open
-        return True
-    except Image.DecompressionBombError:  # an image, and too large to code: its reading says so
-        return True
-    except PILLOW_READ_ERRORS:  # UnidentifiedImageError among them
-        return False
-    finally:
-        if was is not None:
-            source.seek(was)
+    is_path = isinstance(source, (str, Path))
+    with contextlib.nullcontext() if is_path else left_where_it_was(source):
+        try:
+            if not is_path:
+                source.seek(start)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                Image.open(source if is_path else StreamFromHere(source)).close()  # which leaves the stream open
+            return True
+        except Image.DecompressionBombError:  # an image, and too large to code: its reading says so
+            return True
+        except PILLOW_READ_ERRORS:  # UnidentifiedImageError among them
+            return False
 
 
 def _opens_as_audio(source) -> bool:

@@ -754,6 +754,17 @@ def unwritable_stream(exc: Exception, name: str | Path | None) -> VQCodecError:
     return cannot_write_stream(name, reason)
 
 
+@contextlib.contextmanager
+def left_where_it_was(stream):
+    """Where `stream` (one that can seek) is, yielded; the block may read it and seek it anywhere, and it is put back
+    there after, whether the block ends or raises. Its tell's error is the caller's, as is its seek's back."""
+    position = stream.tell()
+    try:
+        yield position
+    finally:
+        stream.seek(position)
+
+
 class PatchedStream:
     """A binary stream that can seek, read with `patches` ({offset from where it was: bytes}) put over
     what it holds."""
@@ -835,11 +846,8 @@ class StreamFromHere(RawIOBase):
         return position if self.beyond is not None else self.stream.seek(self.start + position) - self.start
 
     def _end(self) -> int:
-        position = self.stream.tell()
-        try:
+        with left_where_it_was(self.stream):
             return self.stream.seek(0, os.SEEK_END)
-        finally:
-            self.stream.seek(position)
 
 
 def from_where_it_is(source):
