@@ -2900,6 +2900,46 @@ def test_a_fifo_path_is_encoded_without_its_head_taken_first(codec, signal, tmp_
     assert data == codec.encode(buffer.getvalue(), 2)
 
 
+def _pipe_path_of(data: bytes) -> tuple[str, int]:
+    """/dev/fd/N of a pipe that a thread feeds `data` into, as bash's <(...) gives one, and N, for the caller to
+    close."""
+    reader, writer = os.pipe()
+
+    def feed() -> None:
+        with contextlib.suppress(OSError), open(writer, "wb") as stream:
+            stream.write(data)
+    threading.Thread(target=feed, daemon=True).start()
+    return f"/dev/fd/{reader}", reader
+
+
+@pytest.mark.skipif(not Path("/dev/fd").is_dir(), reason="no /dev/fd")
+def test_audio_through_a_pipes_path_is_copied_once_and_read_as_its_file_is(codec, tmp_path):
+    """A FLAC given by a pipe's path (<(...)'s /dev/fd/N, a named pipe) was 'cannot read audio /dev/fd/N: flac decoder
+    lost sync.' (libsndfile read it through the path), and a rate search, which opens its input again, found a WAV's
+    pipe drained ('Format not recognised.'): the pipe is copied once (streams.spooled_fifo), named by its path."""
+    from vqcodec.soundio import read_audio
+
+    flac = REPO_ROOT / "tests" / "data" / "speech.flac"
+    wav = tmp_path / "speech.wav"
+    soundfile.write(wav, soundfile.read(flac, frames=8000)[0], 16000)
+    calls = ((lambda source: codec.encode(source, 2), flac), (lambda source: codec.media_to_codes(source, 2)[0], flac),
+             (lambda source: read_audio(source)[0], flac),
+             (lambda source: codec.encode(source, 3, max_rate=500.0), wav),
+             (lambda source: codec.encode_audio_file(source, 3, max_kbps=500.0), wav))
+    for call, path in calls:
+        piped, descriptor = _pipe_path_of(path.read_bytes())
+        try:
+            np.testing.assert_array_equal(call(piped), call(path))  # bytes, or an array of codes or samples
+        finally:
+            os.close(descriptor)
+    piped, descriptor = _pipe_path_of(b"")
+    try:
+        with pytest.raises(VQCodecError, match=f"^{piped}: file is empty$"):
+            codec.encode(piped, 2)
+    finally:
+        os.close(descriptor)
+
+
 def test_an_audio_path_that_cannot_be_read_says_why(codec, tmp_path):
     for path, reason in ((tmp_path / "missing.flac", "No such file or directory"), (tmp_path, "Is a directory")):
         for call in (lambda: codec.encode(path, 2), lambda: codec.encode(str(path), 2),

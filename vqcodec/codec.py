@@ -55,8 +55,8 @@ from .soundio import (FLOAT_CODEC_SUBTYPES, SOUNDFILE_ERRORS, STREAMED_HEAD_BYTE
                       audio_format_of, check_audio_output, open_sound, sound_blocks, soundfile_format,
                       unrecognised_audio, unwritable_audio)
 from .streams import (check_destination, check_format_name, check_source, checked_flag, flush_written, input_called,
-                      input_name, is_seekable, is_whole, output_name, scalar_of, spooled_stream, stops_held,
-                      through_spool, unwritable_stream, write_file)
+                      input_name, is_fifo, is_seekable, is_whole, output_name, scalar_of, spooled_fifo, spooled_stream,
+                      stops_held, through_spool, unwritable_stream, write_file)
 from .wording import kind_coded, kind_held, not_its_codes, plural, setting, shown, shown_cut, type_of
 
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
@@ -430,6 +430,9 @@ class Codec:
             media = io.BytesIO(media)
         if hasattr(media, "read") and not is_seekable(media):  # copied, as encode_audio_file and open_image would,
             with spooled_stream(media) as copy:  # to be looked at first (_is_vq_file)
+                return self._encode_media(copy, quality, sample_rate, max_rate, warn)
+        if is_fifo(media):  # copied likewise, named by its path
+            with spooled_fifo(media) as copy:
                 return self._encode_media(copy, quality, sample_rate, max_rate, warn)
         if not is_image and _is_vq_file(media):  # "Format not recognised", said soundfile
             raise VQCodecError(f"{input_called(media)} is a .vq file, not media: "
@@ -1184,6 +1187,9 @@ class Codec:
         check_source(source, "audio", bytes_hint="Codec.encode takes a file's bytes")
         if not isinstance(source, (str, Path)) and not is_seekable(source):
             with spooled_stream(source) as copy:
+                return self.encode_audio_file(copy, quality, max_kbps)
+        if is_fifo(source):
+            with spooled_fifo(source) as copy:
                 return self.encode_audio_file(copy, quality, max_kbps)
         if max_kbps is None:
             return self._encode_audio_source(source, quality)

@@ -18,7 +18,8 @@ import soxr
 
 from .errors import AudioReadWarning, VQCodecError, caller_stacklevel
 from .streams import (PatchedStream, TemporaryFileFailed, TemporaryFileFull, check_source, from_where_it_is, input_name,
-                      is_seekable, native_stderr_captured, refuse_closed_stream, refuse_empty_media, spooled_stream)
+                      is_fifo, is_seekable, native_stderr_captured, refuse_closed_stream, refuse_empty_media,
+                      spooled_fifo, spooled_stream)
 from .wording import plural, reason_of, setting
 
 # Suffixes that name one of soundfile's formats (which it knows by name: WAV, AIFF, ...) otherwise
@@ -532,6 +533,9 @@ def read_audio(path, sample_rate: int | None = None, said: list[str] | None = No
     check_source(path, "audio")
     if not isinstance(path, (str, Path)) and not is_seekable(path):
         with spooled_stream(path) as copy:
+            return read_audio(copy, sample_rate, said)
+    if is_fifo(path):
+        with spooled_fifo(path) as copy:
             return read_audio(copy, sample_rate, said)
     lines_said: list[str] = []
     size, where = _bytes_from_here(path), input_name(path)

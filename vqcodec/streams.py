@@ -323,6 +323,33 @@ def spooled_stream(stream):
     return spool
 
 
+def is_fifo(path) -> bool:
+    """Whether `path` is the path of a FIFO, links followed: a named pipe, or a pipe's /dev/fd/N (what <(...) gives);
+    False for a stream."""
+    if not isinstance(path, (str, os.PathLike)):
+        return False
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def spooled_fifo(path):
+    """What the FIFO at `path` (is_fifo) holds, read once into an anonymous temporary file as spooled_stream copies
+    a stream that cannot seek, and named by `path` in its errors and warnings (input_name): libsndfile read a FLAC
+    through a FIFO's path as 'flac decoder lost sync.', and a reader that opens its input again (a rate search) found
+    it drained. Opening it waits for a writer, as reading it through its path did; one it cannot open is refused
+    naming it (cannot_read_stream)."""
+    try:
+        pipe = open(path, "rb")
+    except OSError as exc:
+        raise cannot_read_stream(path, reason_of(exc)) from None
+    with pipe:
+        spool = spooled_stream(pipe)
+    spool.raw.name = path
+    return spool
+
+
 def read_ready(stream, size: int, name: str) -> bytes:
     """What `stream.read(size)` gives; refused where that is None, a raw stream that is non-blocking before its bytes
     come (taken for the end, it cut the input short). `name`: the stream, as the error names it."""
