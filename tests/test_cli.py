@@ -4859,6 +4859,13 @@ def test_a_folder_of_another_models_files_names_the_model_that_decodes_each(
         for name in ("a", "c"):
             assert f"skipping {folder / name}.vq: {refusal}\n" in stderr, stderr
     assert all((tmp_path / path).exists() for path in ("decoded/b.wav", "recoded/b.vq", "codes/b.npy"))
+    advice = f"pass --model {models / 'other.safetensors'}, the one that wrote 2 of the 3 files (model {wrote})"
+    for args in (["decode", folder, tmp_path / "decoded2"], ["encode", folder, tmp_path / "recoded2", "-q", "1"],
+                 ["codes", folder, tmp_path / "codes2"]):  # -m of their folder, refused before any file
+        result = run_cli(*args, "-m", models)
+        assert_one_line_error(result)
+        assert result.stderr.decode().rstrip("\n").endswith(f"found 2 (other, tiny): {advice}"), result.stderr
+        assert not (tmp_path / args[2]).exists()
 
 
 def test_the_folder_functions_name_the_model_that_decodes_a_file_as_their_argument(
@@ -4881,9 +4888,26 @@ def test_the_folder_functions_name_the_model_that_decodes_a_file_as_their_argume
         report = run(tmp_path / "out")
         assert report.written == 0 and report.skipped == [(folder / "a.vq", reason)]
         assert not (tmp_path / "out").exists()
-    with pytest.raises(VQCodecError, match=re.escape(f"{models}: expected one model (NAME.safetensors + NAME.json) "
-                                                     "in the folder, found 2 (other, tiny)")):
-        decode_tree(folder, tmp_path / "out", model=models)  # before any file, as decode_tree's docstring says
+    for name in ("b", "c"):  # the folder's second model wrote most of them: named, not its first
+        (folder / f"{name}.vq").write_bytes(codec.encode_audio(signal(1, 1600, 16000), 16000, 2))
+    several = f"{models}: expected one model (NAME.safetensors + NAME.json) in the folder, found 2 (other, tiny): "
+    for run in (lambda out, model: decode_tree(folder, out, model=model),
+                lambda out, model: recode_tree(folder, out, quality=1, model=model),
+                lambda out, model: codes_of_vq_tree(folder, out, model=model)):
+        with pytest.raises(VQCodecError) as refused:
+            run(tmp_path / "out", models)  # before any file, as decode_tree's docstring says
+        assert str(refused.value) == (several + f"pass model={str(tiny)!r}, the one that wrote 2 of the 3 files "
+                                      f"(model {codec.model_id.hex()})")
+        assert not (tmp_path / "out").exists()
+    for suffix in (".json", ".safetensors"):  # neither wrote a.vq, the other's file
+        (models / f"other{suffix}").unlink()
+        (models / f"third{suffix}").write_bytes((models / f"tiny{suffix}").read_bytes())
+    (folder / "b.vq").unlink()
+    (folder / "c.vq").unlink()
+    with pytest.raises(VQCodecError) as refused:
+        decode_tree(folder, tmp_path / "out", model=models)
+    assert str(refused.value).endswith(f"found 2 (third, tiny): none of them wrote the files (model "
+                                       f"{other_codec.model_id.hex()}); pass the one that did as model")
     assert not (tmp_path / "out").exists()
 
 

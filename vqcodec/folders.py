@@ -11,7 +11,7 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from . import format as vqformat
 from .errors import VQCodecError
@@ -550,7 +550,7 @@ def recode_tree(folder, out, *, quality: int | None = None, max_kbps: float | No
     _refuse_a_rate_of_no_files_kind(folder, files, max_kbps, max_bpp)
     outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
     refuse_existing_outputs(outputs, replace)
-    codecs = named_codecs(model, device, coding)
+    codecs = named_codecs(model, device, files, coding)
     _refuse_folder_depth_weight(codecs, files, model, device, coding, depth_weight)
 
     def recode(path: Path, data: bytes) -> bytes:
@@ -746,9 +746,9 @@ def decode_tree(folder, out, *, format: str | None = None, rate: int | None = No
 
     The folder is read as files_under reads it. Each file is decoded by the installed model it names, loaded once
     for all the files that name it, or by `model` (a model name or path, or a folder that holds one model: one of
-    several is refused, as Codec.load refuses it), loaded before any file; audio at `rate` Hz where given; with
-    `salvage`, what is intact of a damaged file, `on_damage(path, damaged_parts, header)` told what it lost
-    (Codec.damaged_parts).
+    several is refused, naming the one among them that wrote the most files, or that none did), loaded before any
+    file; audio at `rate` Hz where given; with `salvage`, what is intact of a damaged file, `on_damage(path,
+    damaged_parts, header)` told what it lost (Codec.damaged_parts).
 
     Refused by VQCodecError before any file is decoded (nothing written): a `rate` that is no sample rate (as
     Codec.decode's sample_rate), `out` a file, no .vq file, a `format` of
@@ -786,7 +786,7 @@ def decode_tree(folder, out, *, format: str | None = None, rate: int | None = No
     set_aside = passed_over_of(passed_over) + refused + missing + [([path], reason) for path, reason in unreadable]
     outputs = mirrored_paths(folder, out, readable, lambda path: extensions[kinds[path]])
     refuse_existing_outputs(outputs, replace)
-    codecs = named_codecs(model, device)
+    codecs = named_codecs(model, device, files)
 
     def write(path: Path, write_stream: Callable) -> None:
         with clipping_told(path, on_warning):
@@ -872,12 +872,23 @@ def decoding_model(model, data: bytes) -> str:
     return str(find_model(model, wrote=data))
 
 
-def named_codecs(model, device, coding: str = "auto") -> dict:
+def named_codecs(model, device, files: list[Path], coding: str = "auto") -> dict:
     """The codecs of a folder's files as file_codec keeps them: with `model`, that model loaded before any
-    file, so that a model that cannot be loaded is one error and not one per file."""
+    file, so that a model that cannot be loaded is one error and not one per file. A folder of several models given
+    as `model` is refused naming the one among them that wrote the most of the .vq `files` (registry.find_model)."""
     from .codec import Codec
+    from .registry import find_model
 
-    return {} if model is None else {model: Codec.load(model, device=device, coding=coding)}
+    if model is None:
+        return {}
+    if isinstance(model, (str, Path)):  # else Codec.load's refusal of the type
+        find_model(model, wrote_files=_readable_headers(files))
+    return {model: Codec.load(model, device=device, coding=coding)}
+
+
+def _readable_headers(files: list[Path]) -> Iterator[vqformat.Header]:
+    """The headers of the .vq `files` that can be read, read only once asked for."""
+    yield from read_headers(files)[0].values()
 
 
 def file_codec(data: bytes, model, device, codecs: dict, coding: str = "auto"):
@@ -1019,7 +1030,7 @@ def codes_of_vq_tree(folder, out, *, model=None, device: str = "cpu", replace: b
         log(resumed_line(len(finished), len(to_do)))
     # before any file is coded: an array of these removed meanwhile left the run's codes.json unwritten
     kept = FolderReport("mixed", len(finished), sum(entry["codes"].stat().st_size for entry in finished.values()))
-    codecs = named_codecs(model, device)
+    codecs = named_codecs(model, device, files)
     finished = {path: with_codes_id(entry, model, device, codecs) for path, entry in finished.items()}
     replace = replace or resume
     report, entries = codes_folder(

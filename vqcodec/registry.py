@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 from . import format as vqformat
@@ -88,11 +90,12 @@ def is_model_path(name: str) -> bool:
             or Path(name).suffix in (".safetensors", ".json"))
 
 
-def find_model(name: str, wrote: bytes | None = None) -> Path:
+def find_model(name: str, wrote: bytes | None = None, wrote_files: Iterable[vqformat.Header] = ()) -> Path:
     """A model name (searched in $VQCODEC_MODEL_PATH, then the shipped models) or a path to its files
     (is_model_path: one with a folder or a model file's suffix in it). A folder must hold one model;
     where it holds several, the error lists them, and, given `wrote` (the start of a `.vq` file, its
-    header at least), names the one that decodes that file (folder_model_advice). Given `wrote`, a model
+    header at least), names the one that decodes that file, or given `wrote_files` (the headers of a folder's
+    `.vq` files, taken only there), the one that decodes most of them (folder_model_advice). Given `wrote`, a model
     of another id than the file's is refused where a model that decodes it is found (decoder_advice).
     A name the system cannot look up (too long a name or path) is one VQCodecError."""
     if not str(name).strip():
@@ -100,12 +103,12 @@ def find_model(name: str, wrote: bytes | None = None) -> Path:
     if "\0" in str(name):  # no file is named so: the error printed the NUL itself, within the path
         raise VQCodecError(f"a model name or path cannot hold a NUL character: {shown_cut(str(name))}")
     try:
-        return _find_model(name, wrote)
+        return _find_model(name, wrote, wrote_files)
     except OSError as exc:  # Path.exists and is_dir pass over a missing file, not ENAMETOOLONG
         raise VQCodecError(f"cannot look for the model {shown_cut(str(name))}: {reason_of(exc)}") from None
 
 
-def _find_model(name: str, wrote: bytes | None) -> Path:
+def _find_model(name: str, wrote: bytes | None, wrote_files: Iterable[vqformat.Header]) -> Path:
     candidate = Path(name)
     if is_model_path(name):
         if candidate.is_dir():
@@ -115,7 +118,7 @@ def _find_model(name: str, wrote: bytes | None) -> Path:
             if len(found) > 1:
                 raise VQCodecError(f"{candidate}: expected one model (NAME.safetensors + NAME.json) in the folder, "
                                    f"found {len(found)} ({', '.join(p.stem for p in found)}): "
-                                   + folder_model_advice(found, wrote))
+                                   + folder_model_advice(found, wrote, wrote_files))
             path = found[0]
         else:
             path = _weights_path(candidate)
@@ -156,13 +159,16 @@ def _weights_path(path: Path) -> Path:
     return path.with_name(path.name + ".safetensors")
 
 
-def folder_model_advice(paths: list[Path], wrote: bytes | None) -> str:
-    """Which of the models at `paths` (one folder's) to give: without `wrote`, any one by its path (for
-    whichever option named the folder: -m, --init, fit-prior's MODEL); with `wrote`, a `.vq` file's header,
-    the --model that decodes that file (its own id, or one that lists the id under "decodes"; of those,
-    the one with the file's prior first), or that none of them does."""
+def folder_model_advice(paths: list[Path], wrote: bytes | None,
+                        wrote_files: Iterable[vqformat.Header] = ()) -> str:
+    """Which of the models at `paths` (one folder's) to give: with `wrote`, a `.vq` file's header, the --model that
+    decodes that file (its own id, or one that lists the id under "decodes"; of those, the one with the file's
+    prior first), or that none of them does; with `wrote_files`, the headers of a folder's `.vq` files, the one that
+    decodes most of them alike (_advice_for_files); without either, any one by its path (for whichever option named
+    the folder: -m, --init, fit-prior's MODEL)."""
     if wrote is None:
-        return f"give one of them by its path, such as {paths[0]}"
+        headers = list(wrote_files)
+        return _advice_for_files(paths, headers) if headers else f"give one of them by its path, such as {paths[0]}"
     header = vqformat.parse_header(wrote)
     wanted, prior_id = header.model_id.hex(), header.coded_prior_id
     decoding = _decoders_among(paths, wanted)
@@ -173,6 +179,22 @@ def folder_model_advice(paths: list[Path], wrote: bytes | None) -> str:
         return (f"{decoding[0]['path']} has the id of the model that wrote this file ({wanted}) but another prior: "
                 f"pass the model files that wrote it")
     return f"none of them wrote this file (model {wanted}); pass --model with the one that did"
+
+
+def _advice_for_files(paths: list[Path], headers: list[vqformat.Header]) -> str:
+    """The model among `paths` that decodes the most of a folder's `.vq` files of `headers`, by model id and prior as
+    for one file, named as the folder function's argument (setting), or that none of them wrote the files."""
+    writers = Counter((header.model_id.hex(), header.coded_prior_id) for header in headers)
+    for (wanted, prior_id), count in writers.most_common():
+        chosen = _with_prior(_decoders_among(paths, wanted), prior_id)
+        if chosen is not None:
+            which = "the files" if count == len(headers) else f"{count} of the {len(headers)} files"
+            path = str(chosen["path"])
+            named = setting(f"--model {path}", f"model={shown(path)}")
+            return f"pass {named}, the one that wrote {which} (model {wanted})"
+    ids = list(dict.fromkeys(wanted for (wanted, _), _ in writers.most_common()))
+    return (f"none of them wrote the files ({'model' if len(ids) == 1 else 'models'} {', '.join(ids)}); "
+            + setting("pass --model with the one that did", "pass the one that did as model"))
 
 
 def _folder_models(folder: Path) -> list[Path]:
