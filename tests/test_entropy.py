@@ -432,6 +432,32 @@ def test_weights_set_for_fixed_width_files_are_refused_and_the_defaults_are_not(
         no_prior.encode_audio(short, AUDIO_RATE, 1)
 
 
+def test_the_refusals_of_weights_say_why_files_are_fixed_width_in_one_place(tiny_model_path, monkeypatch):
+    """Codec.check_weights (a weight set above 0, where it is used) and folders.refuse_weights (the command's and the
+    folder functions': any weight given, even 0) each worded why a codec writes fixed-width files: both now take it
+    from codec.fixed_width_why, each naming coding "fixed" its own way, the command's with what fits a prior."""
+    from vqcodec import codec as codec_module
+    from vqcodec.codec import fixed_width_why
+    from vqcodec.folders import refuse_weights
+    from vqcodec.wording import command_line_wording
+
+    assert fixed_width_why("fixed coding", "tiny", "its coding is 'fixed'") == "its coding is 'fixed'"
+    assert fixed_width_why("no prior", "tiny", "its coding is 'fixed'") == "model tiny has no prior"
+    assert (fixed_width_why("no prior", "tiny", "coding='fixed'", fit_prior_hint=True)
+            == "model tiny has no prior (vqcodec.train.fit_prior_files fits one)")
+    with command_line_wording():
+        assert (fixed_width_why("no prior", "tiny", "--coding fixed", fit_prior_hint=True)
+                == "model tiny has no prior (vqcodec fit-prior fits one)")
+    monkeypatch.setattr(codec_module, "fixed_width_why",
+                        lambda cause, model, fixed, fit_prior_hint=False: f"WHY {cause}, {model}, {fixed}")
+    codec = Codec.load(str(tiny_model_path))
+    codec.depth_weight = 1.0
+    with pytest.raises(VQCodecError, match=r"fixed-width files \(WHY no prior, tiny, its coding is 'fixed'\): set "):
+        codec.check_weights()
+    with pytest.raises(VQCodecError, match=r"coded fixed-width: WHY fixed coding, None, coding='fixed'$"):
+        refuse_weights("fixed coding", None, None, 0)
+
+
 def test_prior_file_needs_the_matching_prior(golden_audio_codec, tmp_path):
     data = golden_audio_codec.encode_audio(golden_audio(6, seconds=0.2), AUDIO_RATE, 2)
     # the same network with another prior: the id matches, the prior does not

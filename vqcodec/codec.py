@@ -147,6 +147,16 @@ def fixed_width_cause(coding: str, has_prior: bool) -> str | None:
     return None if has_prior else "no prior"
 
 
+def fixed_width_why(cause: str, model: str | None, fixed: str, fit_prior_hint: bool = False) -> str:
+    """Why files are coded fixed-width, as a refusal of a weight says it, for a `cause` of fixed_width_cause:
+    `fixed` (the caller's name for coding "fixed"), else that model `model` has no prior, with what fits one where
+    `fit_prior_hint`."""
+    if cause == "fixed coding":
+        return fixed
+    hint = f" ({setting('vqcodec fit-prior', 'vqcodec.train.fit_prior_files')} fits one)" if fit_prior_hint else ""
+    return f"model {model} has no prior{hint}"
+
+
 def _first_bytes(media, count: int) -> bytes:
     """The first `count` bytes of media given as the path of a file or a stream that can seek (the stream is left
     where it was; a FIFO is not read from); b"" where there are none to read so."""
@@ -558,7 +568,7 @@ class Codec:
             return
         for name, value, used in (("rate weight", self._rate_weight, rate), ("depth weight", self._depth_weight, depth)):
             if used and value > 0 and name in self._weights_set:
-                why = "its coding is 'fixed'" if cause == "fixed coding" else f"model {self.name} has no prior"
+                why = fixed_width_why(cause, self.name, "its coding is 'fixed'")
                 raise VQCodecError(f"{name} {value:g} weighs bits under the model's prior, but this codec writes "
                                    f"fixed-width files ({why}): set the {name} to 0 for them")
 

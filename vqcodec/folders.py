@@ -651,12 +651,13 @@ def refuse_weights_when_fixed_width(codec, rate_weight, depth_weight,
 def refuse_weights(cause: str | None, model: str | None, rate_weight, depth_weight,
                    coded: str = "these files are coded fixed-width") -> None:
     """refuse_weights_when_fixed_width for a codec's fixed_width_cause (None: nothing refused)."""
+    from .codec import fixed_width_why
+
     given = [option for option, value in ((setting("--rate-weight", "rate_weight"), rate_weight),
                                           (setting("--depth-weight", "depth_weight"), depth_weight))
              if value is not None]
     if given and cause:
-        why = setting("--coding fixed", "coding='fixed'") if cause == "fixed coding" else \
-            f"model {model} has no prior ({setting('vqcodec fit-prior', 'vqcodec.train.fit_prior_files')} fits one)"
+        why = fixed_width_why(cause, model, setting("--coding fixed", "coding='fixed'"), fit_prior_hint=True)
         raise VQCodecError(f"{' and '.join(given)} {'weigh' if len(given) > 1 else 'weighs'} bits under the model's "
                            f"prior, for entropy-coded files, but {coded}: {why}")
 
