@@ -988,6 +988,10 @@ def test_a_folder_of_links_to_nothing_alone_says_so(tmp_path, capsys):
     code, err = _run(["decode", folder, tmp_path / "wav"], capsys)
     assert (code, err) == (1, f"vqcodec: error: {folder}: no .vq files found ({folder / 'z.vq'}: broken symbolic "
                               f"link (to {moved / 'z.vq'}); {hidden})\n")
+    os.mkfifo(folder / "sub" / "z.flac")  # two others: the plural, as README quotes it
+    code, err = _run(["encode", folder, tmp_path / "vq"], capsys)
+    assert (code, err) == (1, f"vqcodec: error: {folder}: no audio or image files found ({first}, and 2 other names "
+                              f"that are not regular files; {hidden})\n")
     assert not (tmp_path / "vq").exists() and not (tmp_path / "wav").exists() and not (tmp_path / "run").exists()
 
 

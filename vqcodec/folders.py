@@ -200,7 +200,8 @@ def left_out_note(folder: Path, passed_over: list[tuple[Path, str]] = ()) -> str
     if passed_over:
         (first, reason), others = passed_over[0], len(passed_over) - 1
         notes.append(f"{first}: {reason}" + (f", and {plural(others, 'other name')} that "
-                                             f"{'is' if others == 1 else 'are'} not a regular file" if others else ""))
+                                             f"{'is not a regular file' if others == 1 else 'are not regular files'}"
+                                             if others else ""))
     count = 0
     for _, folders, names in os.walk(folder):
         count += sum(is_hidden(name) for name in folders + names)
