@@ -155,6 +155,34 @@ def test_a_recording_of_nan_alone_due_to_be_held_out_gives_its_place_to_the_next
     assert [source.channel for source in AudioCrops(held, 8000, 3000, role="held-out").sources] == [0]
 
 
+def test_a_silent_recording_or_a_photo_of_one_colour_due_to_be_held_out_trains_and_gives_its_place(tmp_path, capsys):
+    """Held out, such a file was the whole validation set of a small folder, and its loss (near 0 for any model)
+    measured nothing. Where no file holds more, the first is held out all the same."""
+    tone = 0.3 * np.sin(np.arange(4000) / 5)
+    soundfile.write(tmp_path / "a.wav", np.zeros((4000, 2)), 8000)
+    soundfile.write(tmp_path / "b.wav", np.full(4000, 0.25), 8000)
+    soundfile.write(tmp_path / "c.wav", tone, 8000)
+    soundfile.write(tmp_path / "d.wav", np.stack([np.zeros(4000), tone], 1), 8000)  # one silent channel: held out
+    recordings = data.readable_files("audio", sorted(tmp_path.glob("*.wav")))
+    usable, validates = (lambda path: data.decodes("audio", path)), (lambda path: data.holds_content("audio", path))
+    assert data.split_files(recordings, usable, validates) == ([tmp_path / n for n in ("a.wav", "b.wav", "d.wav")],
+                                                              [tmp_path / "c.wav"])
+    said = "which any model reconstructs; it trains, and the next file is held out instead\n"
+    assert capsys.readouterr().err == (f"not holding {tmp_path / 'a.wav'} out for validation: it is silent, {said}"
+                                       f"not holding {tmp_path / 'b.wav'} out for validation: every sample is the same, "
+                                       f"{said}")
+    assert data.split_files(recordings[:2], usable, validates) == ([tmp_path / "b.wav"], [tmp_path / "a.wav"])
+    assert capsys.readouterr().err.endswith(f"holding {tmp_path / 'a.wav'} out for validation all the same: no file "
+                                            "holds more to validate on\n")
+    Image.new("RGB", (1, 1), (10, 200, 30)).save(tmp_path / "a.png")
+    Image.new("RGB", (40, 40), (10, 200, 30)).save(tmp_path / "b.png")
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (2, 2, 3), dtype=np.uint8)).save(tmp_path / "c.png")
+    photos = sorted(tmp_path.glob("*.png"))
+    assert data.split_files(photos, lambda path: True, lambda path: data.holds_content("image", path)) == \
+        (photos[:2], photos[2:])
+    assert capsys.readouterr().err.count("out for validation: it is of one colour, which any model") == 2
+
+
 def test_a_second_name_of_a_file_is_not_trained_on_twice(tmp_path, capsys):
     Image.new("L", (40, 40)).save(tmp_path / "a.png")
     Image.new("L", (40, 40)).save(tmp_path / "b.png")  # the same pixels, another file: kept

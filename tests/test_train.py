@@ -350,6 +350,26 @@ def test_a_resumed_run_keeps_its_held_out_files_when_the_folder_changes(data_dir
     assert json.loads((out / "checkpoint.json").read_text())["held_out"] == ["0.wav"]
 
 
+def test_a_silent_file_due_to_be_held_out_trains_and_the_run_validates_on_the_next_as_it_resumes(tmp_path, signal,
+                                                                                                  capsys):
+    """The silent first file was the validation set, its loss near 0 whatever the model; its line says it is
+    passed over, and a resumed run validates on the same file, as does one whose checkpoint held out such a file."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    soundfile.write(folder / "a.wav", np.zeros(8000), 8000)
+    for seed, name in enumerate(("b.wav", "c.wav")):
+        soundfile.write(folder / name, signal(1, 8000, 8000, seed=seed).T, 8000)
+    out = tmp_path / "run"
+    train(folder, CFG, options(out, max_steps=1, fit_prior=False, quiet=False))
+    err = capsys.readouterr().err
+    assert f"not holding {folder / 'a.wav'} out for validation: it is silent" in err
+    assert "training tiny (audio) on 2 clips" in err  # a.wav and c.wav
+    assert json.loads((out / "checkpoint.json").read_text())["held_out"] == ["b.wav"]
+    train(folder, None, options(out, max_steps=2, resume=True, fit_prior=False, quiet=False))
+    assert "not holding" not in capsys.readouterr().err
+    assert json.loads((out / "checkpoint.json").read_text())["held_out"] == ["b.wav"]
+
+
 def test_a_run_in_a_folder_whose_name_is_not_utf8_resumes_and_its_model_loads(trained, data_dir, tmp_path):
     out = tmp_path / os.fsdecode(b"run\xff")  # safetensors refuses such paths: the checkpoint was 'damaged'
     shutil.copytree(trained, out)

@@ -225,20 +225,52 @@ def decodes(kind: str, path: Path) -> bool:
     return False
 
 
-def split_files(files: list[Path], usable=lambda path: True) -> tuple[list[Path], list[Path]]:
+def holds_content(kind: str, path: Path) -> bool:
+    """Whether a file that decodes (decodes') gives validation something to measure: not a recording whose
+    every channel holds one value throughout (silence) nor a photo of one colour (any 1x1 one), whose crops
+    any model reconstructs nearly perfectly. One that does not gets a line saying it is not held out."""
+    if kind == "audio":
+        with open_sound(path, []) as sound:
+            first, varies = None, False
+            for block in sound_blocks(sound, path, said=[]):  # said: decodes' read said it already
+                first = block[:, :1] if first is None else first
+                varies = varies or bool((block != first).any())
+        why = None if varies else "it is silent" if first is None or not first.any() else "every sample is the same"
+    else:
+        image = _read_photo(path)
+        why = None if (image != image[:1, :1]).any() else "it is of one colour"
+    if why:
+        progressline.say(one_line(f"not holding {path} out for validation: {why}, which any model reconstructs; "
+                                  "it trains, and the next file is held out instead"))
+    return why is None
+
+
+def split_files(files: list[Path], usable=lambda path: True, validates=lambda path: True) \
+        -> tuple[list[Path], list[Path]]:
     """Hold out every 20th file (at least one, when there are two or more) for validation. A file due
-    to be held out that is not `usable` is left out of both, and the next one is held out instead, so
-    that one damaged file does not leave the validation set empty."""
+    to be held out that is not `usable` is left out of both, and one that is but that gives validation
+    nothing to measure (not `validates`: holds_content) trains; either way the next one is held out instead,
+    so that one damaged or silent file does not leave the validation set empty, or its loss meaningless.
+    Where no file `validates`, the first of those passed over is held out all the same."""
     if len(files) < 2:
         return files, files
-    train, held, due = [], [], False
+    train, held, passed_over, due = [], [], [], False
     for index, path in enumerate(files):
         due = due or index % 20 == 0
         if not due:
             train.append(path)
-        elif usable(path):
+        elif not usable(path):
+            continue
+        elif validates(path):
             held.append(path)
             due = False
+        else:
+            train.append(path)
+            passed_over.append(path)
+    if not held and passed_over:
+        held = [passed_over[0]]
+        train.remove(held[0])
+        progressline.say(one_line(f"holding {held[0]} out for validation all the same: no file holds more to validate on"))
     return (train, held) if train else (held, held)
 
 

@@ -26,8 +26,8 @@ from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, genera
 from .checkpoint import UNVALIDATED_RECORD, restore_optimizer, restore_state, save_checkpoint
 from .config import AudioConfig, ImageConfig, ModelConfig, config_to_dict
 from .data import (AudioCrops, Batches, ImageCrops, NoReadableMedia, decodes, default_batch_workers, find_media,
-                   held_bytes, longest_length, readable_files, relative_name, say_passed_over, split_as_before,
-                   split_files)
+                   held_bytes, holds_content, longest_length, readable_files, relative_name, say_passed_over,
+                   split_as_before, split_files)
 from .devices import resolve_device
 from .errors import Terminated, VQCodecError, is_out_of_memory
 from .streams import open_regular_file, read_json_file
@@ -420,15 +420,15 @@ def _held_data_bytes(run: Run, kind: str, cfg: ModelConfig, data_dir: Path, file
             held_bytes(kind, val_files, run.options.crop, sample_rate))
 
 
-def _split(data_dir: Path, files: list[Path], saved_meta: dict, usable=lambda path: True) \
-        -> tuple[list[Path], list[Path], bool]:
+def _split(data_dir: Path, files: list[Path], saved_meta: dict, usable=lambda path: True,
+           validates=lambda path: True) -> tuple[list[Path], list[Path], bool]:
     """The training and held-out files of `files` (split_files'; a resumed run's as its first run split them,
     where any of the files its checkpoint held out is left and `usable`), and whether a resumed run's held-out
     files are all gone, so that they are split anew."""
     split = None
     if "held_out" in saved_meta:  # a resumed run validates on the files its first run held out
         split = split_as_before(files, data_dir, saved_meta["held_out"], usable)
-    train_files, val_files = split or split_files(files, usable)
+    train_files, val_files = split or split_files(files, usable, validates)
     return train_files, val_files, "held_out" in saved_meta and split is None
 
 
@@ -456,7 +456,8 @@ def _training_data(run: Run, data_dir: Path, kind: str, readable: list[Path], cf
     """The files (readable_files') split into training and held-out ones (a resumed run: as its first run
     split them), and their crops."""
     options = run.options
-    train_files, val_files, split_anew = _split(data_dir, readable, saved_meta, lambda path: decodes(kind, path))
+    train_files, val_files, split_anew = _split(data_dir, readable, saved_meta, lambda path: decodes(kind, path),
+                                                lambda path: holds_content(kind, path))
     if split_anew and not run.quiet:
         _progress(f"none of the files the checkpoint held out for validation is left in {data_dir}: others are "
                   "held out, and validation losses do not compare with the log's earlier ones")
