@@ -1872,6 +1872,26 @@ def _refusal_of_a_stopped_runs_checkpoint_as_a_model(trained: Path, out: Path) -
     return str(caught.value)
 
 
+def test_a_run_over_another_of_another_name_says_that_its_folder_holds_that_model_too(trained, data_dir, tmp_path,
+                                                                                      capsys):
+    """--force removes the files of the run's own name alone: the earlier run's model stays, and the folder given
+    as the model was refused as holding two, its advice naming the first by name (the earlier one), without a word
+    from the run that left it so."""
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    train(data_dir, CFG, options(out, name="v2", max_steps=1, replace=True, fit_prior=False, quiet=False))
+    assert (out / "tiny.safetensors").exists() and (out / "tiny.json").exists()  # not the run's to remove
+    assert capsys.readouterr().err.endswith(f"{out} holds 1 other model too, of earlier runs (tiny): give this one by "
+                                            f"its path, Codec.load({str(out / 'v2.safetensors')!r})\n")
+    with pytest.raises(VQCodecError) as refused:
+        find_model(str(out))
+    assert str(refused.value).endswith(f"found 2 (tiny, v2): give one of them by its path, such as "
+                                       f"{out / 'v2.safetensors'}, the model of the folder's last training run (its "
+                                       "checkpoint's)")
+    train(data_dir, None, options(out, name="v2", max_steps=1, resume=True, fit_prior=False, quiet=False))
+    assert "holds 1 other model too" in capsys.readouterr().err  # every run that writes its model says so
+
+
 def test_the_checkpoint_of_a_run_that_wrote_no_model_says_what_writes_it(trained, data_dir, tmp_path):
     """A stopped run's checkpoint given as a model (-m, --init) said its model files were beside it, where
     there were none: it now gives the --resume that writes them. So does the run's folder given as the model

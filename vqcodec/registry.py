@@ -112,7 +112,7 @@ def _find_model(name: str, wrote: bytes | None, wrote_files: Iterable[vqformat.H
     candidate = Path(name)
     if is_model_path(name):
         if candidate.is_dir():
-            found = _folder_models(candidate)
+            found = folder_models(candidate)
             if not found:
                 raise VQCodecError(_no_model_in(candidate))
             if len(found) > 1:
@@ -164,11 +164,15 @@ def folder_model_advice(paths: list[Path], wrote: bytes | None,
     """Which of the models at `paths` (one folder's) to give: with `wrote`, a `.vq` file's header, the --model that
     decodes that file (its own id, or one that lists the id under "decodes"; of those, the one with the file's
     prior first), or that none of them does; with `wrote_files`, the headers of a folder's `.vq` files, the one that
-    decodes most of them alike (_advice_for_files); without either, any one by its path (for whichever option named
-    the folder: -m, --init, fit-prior's MODEL)."""
+    decodes most of them alike (_advice_for_files); without either, any one by its path, the folder's last training
+    run's where it has one (for whichever option named the folder: -m, --init, fit-prior's MODEL)."""
     if wrote is None:
         headers = list(wrote_files)
-        return _advice_for_files(paths, headers) if headers else f"give one of them by its path, such as {paths[0]}"
+        if headers:
+            return _advice_for_files(paths, headers)
+        last = _last_runs_model(paths)
+        return (f"give one of them by its path, such as {last}, the model of the folder's last training run (its "
+                "checkpoint's)" if last else f"give one of them by its path, such as {paths[0]}")
     header = vqformat.parse_header(wrote)
     wanted, prior_id = header.model_id.hex(), header.coded_prior_id
     decoding = _decoders_among(paths, wanted)
@@ -197,9 +201,20 @@ def _advice_for_files(paths: list[Path], headers: list[vqformat.Header]) -> str:
             + setting("pass --model with the one that did", "pass the one that did as model"))
 
 
-def _folder_models(folder: Path) -> list[Path]:
+def folder_models(folder: Path) -> list[Path]:
     """The models in `folder`: its NAME.safetensors files with NAME.json beside them, but a checkpoint."""
     return [p for p in sorted(folder.glob("*.safetensors")) if p.with_suffix(".json").exists() and p.stem != "checkpoint"]
+
+
+def _last_runs_model(paths: list[Path]) -> Path | None:
+    """Of the models at `paths` (one folder's), the one the training run whose checkpoint is in that folder wrote
+    (a run over another's, with --force and another --name, leaves the earlier models there), or None."""
+    try:
+        record = read_model_json(paths[0].parent / "checkpoint.json")
+    except (OSError, ValueError, RecursionError):
+        return None
+    name = record.get("name") if isinstance(record, dict) else None
+    return next((path for path in paths if isinstance(name, str) and path.stem == name), None)
 
 
 def _no_model_in(folder: Path) -> str:
@@ -238,7 +253,7 @@ def decoder_advice(model_id: str, prior_id: int | None, folder: Path | None = No
     --model: the path of one in `folder` (that of the model given), else an installed one's name (its path
     where another of that name hides it); None where there is none."""
     if folder is not None:
-        chosen = _with_prior(_decoders_among(_folder_models(folder), model_id), prior_id)
+        chosen = _with_prior(_decoders_among(folder_models(folder), model_id), prior_id)
         if chosen is not None:
             return str(chosen["path"])
     installed = _with_prior(_decoders_of(list_models(shadowed=True), model_id), prior_id)

@@ -37,6 +37,7 @@ from .modelfile import (CODE_TENSORS, attach_prior, compute_codes_id, inference_
 from .models import VQVAE
 from .prior import MAX_CODEBOOK, CodePrior
 from .priorfit import fit_prior_files
+from .registry import folder_models
 from .runlock import lock_out, release_out
 from .runstart import Run, Start, checked_config, let_go_of_dropped_state, starting_point, training_config
 from .trainmemory import (DECODER_ONLY_FROZEN, DISCRIMINATOR_BYTES_PER_CROP_BYTE, STEP_BYTES_PER_CROP_BYTE,
@@ -240,6 +241,7 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     if not run.main:
         return model_path
     _add_prior(run, model_path, cfg, start, data.train.files(), data_dir, step)  # without the files skipped
+    _say_other_models(run, model_path)
     if unsaved is not None:
         earlier = (f"{option_name('resume', True)} would go back to the checkpoint saved before it" if run.checkpoint_path.exists()
                    else f"there is no checkpoint to {setting('--resume', 'resume')}")
@@ -972,6 +974,16 @@ def _write_model(run: Run, model: VQVAE, model_path: Path, start: Start, codes_i
     if not run.quiet:
         _say(f"\nwrote {model_path} after {plural(step, 'step')} ({trained_seconds / 60:.1f} min)")
     return model_path
+
+
+def _say_other_models(run: Run, model_path: Path) -> None:
+    """Say where the run's folder holds other models than its own, from earlier runs of other names (--force
+    removes the files of its own name alone): given as the model, the folder is refused as holding several."""
+    others = [path.stem for path in folder_models(model_path.parent) if path.stem != model_path.stem]
+    if others and not run.quiet:
+        model = setting(f"-m {shell_word(model_path)}", f"Codec.load({str(model_path)!r})")
+        _say(f"{model_path.parent} holds {plural(len(others), 'other model')} too, of earlier runs ({', '.join(others)}): "
+             f"give this one by its path, {model}")
 
 
 def _decodes_record(model: VQVAE, codes_id: str, initial_id: str | None, initial_decodes: list[str]) -> dict:
