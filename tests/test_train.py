@@ -35,6 +35,7 @@ from vqcodec.losses import ReconstructionLoss
 from vqcodec.train import WARMUP_STEPS, WeightAverage, freeze_for_decoder_only, resolve_precision, train, validate
 from vqcodec.trainmemory import training_state_bytes
 from vqcodec.trainoptions import DEFAULT_LR, TrainOptions
+from vqcodec.wording import names_of_json
 
 CFG = AudioConfig(sample_rate=8000, base_channels=4, strides=(2, 4), res_blocks=1, latent_dim=8, num_codebooks=4,
                   codebook_size=16, context_frames=16)
@@ -376,6 +377,53 @@ def test_a_run_in_a_folder_whose_name_is_not_utf8_resumes_and_its_model_loads(tr
     path = train(data_dir, None, options(out, max_steps=13, resume=True, fit_prior=False))
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 13
     assert Codec.load(str(path)).kind == "audio"
+
+
+def strictly_valid_json(path: Path):
+    """The JSON value of `path`, refused (UnicodeEncodeError) where it holds a lone surrogate ("\\udce9"), which
+    strict JSON and UTF-8 readers refuse, and Python's json module reads."""
+    value = json.loads(path.read_bytes().decode("utf-8"))
+    json.dumps(value, ensure_ascii=False).encode("utf-8")
+    return value
+
+
+def test_paths_that_are_not_utf8_are_valid_json_in_the_model_and_checkpoint_and_read_back(trained, data_dir, tmp_path):
+    """A training folder named b'caf\\xe9' (and a held-out file of such a name) were written into NAME.json and
+    checkpoint.json as lone surrogates, "caf\\udce9". Now as valid text with their bytes in hex beside them, which a
+    --resume reads back: it validates on the same file, and its earlier part names the folder; and a decoder-only
+    fine-tune of a model in such a folder keeps that model's prior, which it reads from the path in its checkpoint."""
+    folder, start = tmp_path / os.fsdecode(b"caf\xe9"), tmp_path / os.fsdecode(b"mod\xe8le")
+    try:
+        folder.mkdir()
+    except OSError as exc:  # a file system that takes only UTF-8 names (EILSEQ)
+        pytest.skip(f"this file system refuses a name that is not UTF-8 ({exc})")
+    shutil.copy(data_dir / "a.wav", folder / os.fsdecode(b"a\xe0.wav"))  # the first: held out
+    shutil.copy(data_dir / "c.wav", folder / "b.wav")
+    shutil.copytree(trained, start)
+    out = tmp_path / "run"
+    train(folder, None, options(out, max_steps=1, init=str(start / "tiny.safetensors"), decoder_only=True))
+    data = str(folder.resolve())
+    for name in ("checkpoint.json", "tiny.json"):
+        training = strictly_valid_json(out / name)["settings" if name == "checkpoint.json" else "training"]
+        assert training["data"] == data.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        assert training["data_hex"] == os.fsencode(data).hex()
+    record = strictly_valid_json(out / "checkpoint.json")
+    assert record["held_out"] == ["a\ufffd.wav"] and record["held_out_hex"] == ["61e02e776176"]
+    assert record["init_path_hex"] == os.fsencode(str((start / "tiny.safetensors").resolve())).hex()
+    shutil.copy(data_dir / "c.wav", folder / "0.wav")  # now the first, which a split anew would hold out
+    train(folder, None, options(out, max_steps=2, resume=True))
+    record = strictly_valid_json(out / "checkpoint.json")
+    assert record["held_out"] == ["a\ufffd.wav"] and record["step"] == 2  # the same file, not split anew
+    training = strictly_valid_json(out / "tiny.json")["training"]
+    assert [part["data_hex"] for part in training["earlier_parts"]] == [os.fsencode(data).hex()]  # 2 files, now 3
+    assert Codec.load(str(out / "tiny.safetensors")).prior.prior_id == Codec.load(str(start)).prior.prior_id
+    # a checkpoint written before, its record in the JSON file alone, with lone surrogates: read as it was
+    meta = names_of_json(json.loads((out / "checkpoint.json").read_text()))
+    save_file(load_file(str(out / "checkpoint.safetensors")), str(out / "checkpoint.safetensors"))
+    (out / "checkpoint.json").write_text(json.dumps(meta))
+    assert "\\udce0" in (out / "checkpoint.json").read_text()
+    train(folder, None, options(out, max_steps=3, resume=True))
+    assert strictly_valid_json(out / "checkpoint.json")["held_out_hex"] == ["61e02e776176"]
 
 
 def test_resumed_run_warms_its_learning_rate_up_again(trained, data_dir, tmp_path):

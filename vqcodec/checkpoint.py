@@ -14,7 +14,7 @@ from .streams import read_json_file
 from .modelfile import read_safetensors, read_safetensors_metadata, write_checkpoint_files
 from .trainmemory import training_state_bytes
 from .trainoptions import CHECKPOINT_NAME, MAX_STEPS
-from .wording import reason_of
+from .wording import names_of_json, reason_of
 
 
 UNVALIDATED_RECORD = "unvalidated_record"  # checkpoint field: the log record of a step stopped during its validation
@@ -49,11 +49,12 @@ def checkpoint_record(path: Path) -> dict:
     """A checkpoint's record (step, clock, config, held-out files, ...): the copy in its weights file's
     header, written with them. The JSON file beside it is a readable copy, renamed into place after the
     weights, so a run stopped between the two renames leaves it one save behind, or missing; checkpoints
-    written before the header copy have only the JSON file."""
+    written before the header copy have only the JSON file. Paths that are not UTF-8 are as this process
+    names them, not as the record holds them (names_of_json)."""
     stored = read_safetensors_metadata(path).get("checkpoint")
     if stored is None:
-        return read_json_file(path.with_suffix(".json"), what="a checkpoint's record")
-    return json.loads(stored)
+        return names_of_json(read_json_file(path.with_suffix(".json"), what="a checkpoint's record"))
+    return names_of_json(json.loads(stored))
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer, prefix: str) -> dict[str, torch.Tensor]:

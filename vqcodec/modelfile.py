@@ -20,7 +20,7 @@ from safetensors.torch import load, save_file
 
 from .config import FORMAT_VERSION, config_from_dict, config_to_dict, parameter_count
 from .errors import VQCodecError, is_out_of_memory
-from .wording import plural, reason_of, shell_word
+from .wording import json_names, plural, reason_of, shell_word
 from .streams import (open_regular_file, remove_leftover_temporaries, write_by_path, write_file, write_files,
                       written_target)
 from .memory import memory_bound, refuse_beyond
@@ -158,7 +158,9 @@ def _is_allocation_panic(exc: BaseException) -> bool:
 
 
 def _json_writer(value):
-    return lambda stream: stream.write((json.dumps(value, indent=2) + "\n").encode())
+    """A writer of `value` as JSON that strict readers take: a path that is not UTF-8 (a training folder's) is given
+    as valid text and exactly in hex beside it (json_names), where it was lone surrogates ("caf\\udce9")."""
+    return lambda stream: stream.write((json.dumps(json_names(value), indent=2) + "\n").encode())
 
 
 def write_model_files(path: Path, meta: dict, tensors: dict[str, torch.Tensor]) -> Path:
@@ -178,7 +180,7 @@ def write_checkpoint_files(path: Path, tensors: dict[str, torch.Tensor], record:
     the two renames can leave the new weights beside the JSON of the save before (or none): the header's
     copy is the record that --resume reads, and it rewrites such a JSON file."""
     path = Path(path).with_suffix(".safetensors")
-    write_files([(path, _tensors_writer(tensors, {"checkpoint": json.dumps(record)})),
+    write_files([(path, _tensors_writer(tensors, {"checkpoint": json.dumps(json_names(record))})),
                  (path.with_suffix(".json"), _json_writer(record))])
     return path
 

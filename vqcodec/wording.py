@@ -168,6 +168,35 @@ def _names_hex(items) -> list | None:
     return found if any(exact is not None for exact in found) else None
 
 
+def names_of_json(value):
+    """`value` as json_names had it before: each KEY beside which KEY_hex gives a name's bytes (a list of them, null
+    for a name that is valid text, for a list) holds that name again, as this process names files, and KEY_hex
+    goes; hex that is not hex, or not of the shape of KEY's value, leaves KEY as it reads."""
+    if isinstance(value, list):
+        return [names_of_json(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    ready = {key: names_of_json(item) for key, item in value.items()
+             if not (isinstance(key, str) and key.endswith("_hex") and key[:-4] in value)}
+    for key in ready:
+        if isinstance(key, str) and f"{key}_hex" in value:
+            ready[key] = _exact_names(ready[key], value[f"{key}_hex"])
+    return ready
+
+
+def _exact_names(shown, exact):
+    """The names whose bytes `exact` gives in hex (as _names_hex or name_fields wrote them), `shown` where it gives
+    none, or none that fits."""
+    if isinstance(shown, list) and isinstance(exact, list) and len(shown) == len(exact):
+        return [item if hex_ is None else _exact_names(item, hex_) for item, hex_ in zip(shown, exact)]
+    if isinstance(shown, str) and isinstance(exact, str):
+        try:
+            return os.fsdecode(bytes.fromhex(exact))
+        except ValueError:
+            return shown
+    return shown
+
+
 NAME_BYTES = "vqcodec-name-bytes"  # the error handler the command line writes its stdout and stderr with
 
 
