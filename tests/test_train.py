@@ -3416,6 +3416,53 @@ def test_fit_prior_is_refused_where_another_run_writes_and_holds_the_lock_while_
         release_out(models)
 
 
+def test_fit_prior_into_another_folder_holds_a_shared_lock_of_the_folder_it_reads_the_model_from(data_dir, tmp_path,
+                                                                                                   cli, monkeypatch):
+    """With --out elsewhere, the model was read without a lock, at the start (the codes it was fitted to) and again at
+    the end (the weights copied with the prior): a training run that wrote it meanwhile gave a copy whose prior was
+    fitted to other weights. Now a run writing there refuses the fit-prior, and a run started meanwhile is refused;
+    other readers share the lock, and the lock file is removed after."""
+    import signal
+    import subprocess
+    import sys
+
+    import vqcodec.priorfit as priorfit_module
+    from conftest import GOLDEN, REPO_ROOT, _base_environment
+    from vqcodec.runlock import LOCK_NAME
+
+    models, elsewhere = tmp_path / "models", tmp_path / "elsewhere"
+    for folder in (models, elsewhere):
+        folder.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(GOLDEN / f"golden_audio{suffix}", models / f"mine{suffix}")
+    holder = lock_holder(models)
+    try:
+        held = _folder_state(models)
+        result = cli("fit-prior", models / "mine.safetensors", data_dir, "--out", elsewhere / "copy")
+        assert_one_line_error(result)
+        assert result.stderr.decode() == f"vqcodec: error: {models} is in use by another run of vqcodec train or fit-prior\n"
+        assert _folder_state(models) == held and not any(elsewhere.iterdir())
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()
+
+    others = ("import sys\nfrom vqcodec.runlock import folder_read_locked, lock_out\nfrom vqcodec.errors import VQCodecError\n"
+              "with folder_read_locked(sys.argv[1]):\n    print('read')\n"
+              "try:\n    lock_out(sys.argv[1])\nexcept VQCodecError as exc:\n    print(exc)\n")
+    seen = []
+
+    def others_while_coding(*args, **kwargs):
+        seen.append(subprocess.run([sys.executable, "-c", others, str(models)], capture_output=True, cwd=REPO_ROOT,
+                                   env=_base_environment()).stdout.decode())
+        return [], []
+    monkeypatch.setattr(priorfit_module, "collect_codes", others_while_coding)
+    with pytest.raises(VQCodecError, match="no readable media"):
+        priorfit_module.fit_prior_files(models / "mine.safetensors", [], out=elsewhere / "copy")
+    assert seen == [f"read\n{models} is in use by another run of vqcodec train or fit-prior\n"]
+    assert not (models / LOCK_NAME).exists() and _lock_is_free(models)
+
+
 @pytest.mark.parametrize("tail, warning", [
     (b"\0\0\0\0\0\0\n", "1 line that is not a JSON record"),
     (b'{"step": 13, "val_lo\n\0\0\0\0\n', "2 lines that are not JSON records"),

@@ -26,7 +26,7 @@ from .streams import (open_regular_file, remove_leftover_temporaries, write_by_p
 from .memory import memory_bound, refuse_beyond
 from .models import VQVAE
 from .registry import find_model, meta_problem, read_model_json
-from .runlock import folder_locked
+from .runlock import folder_locked, folder_read_locked
 
 # Training-only state that a shipped model does not need.
 _TRAINING_BUFFERS = ("ema_count", "ema_sum", "idle_steps", "initialized")
@@ -202,7 +202,7 @@ def attach_prior(path: Path, prior, out: Path | None = None) -> Path:
     under the lock of their folder (model_files_locked): another run writing there is refused in one line.
     """
     written = Path(out) if out is not None else Path(path)
-    with model_files_locked(written):
+    with model_files_locked(written), model_files_read_locked(path):
         meta, tensors = read_model_files(path)
         network = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
         network.update(prior.to_tensors())
@@ -217,6 +217,15 @@ def model_files_locked(path):
     training run's. A folder that is not there yet is not locked (the write names it as missing)."""
     folder = written_target(Path(path).with_suffix(".safetensors")).parent
     return folder_locked(folder) if folder.is_dir() else contextlib.nullcontext()
+
+
+def model_files_read_locked(path):
+    """Hold a shared lock (runlock.folder_read_locked) of the folder that the model files at `path` are written in
+    (model_files_locked's) while the block reads them, so that no run writes them meanwhile; under the lock of that
+    folder, where this process holds it (a fit-prior that writes them), or where there is no such folder, nothing
+    more is taken."""
+    folder = written_target(Path(path).with_suffix(".safetensors")).parent
+    return folder_read_locked(folder) if folder.is_dir() else contextlib.nullcontext()
 
 
 def read_safetensors(path: Path, device: str = "cpu", held: str | None = None,

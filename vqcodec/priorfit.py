@@ -12,7 +12,7 @@ import soxr
 from .data import read_media
 from .errors import VQCodecError
 from .streams import checked_flag
-from .modelfile import attach_prior, model_files_locked
+from .modelfile import attach_prior, model_files_locked, model_files_read_locked
 from .registry import find_model
 from .trainoptions import model_name_problem
 from .wording import one_line, setting, shown
@@ -80,11 +80,12 @@ def fit_prior_files(model_path: Path, files: list[Path], out: Path | None = None
     model_copy_path); `log` is told what is done, and `progress` (else `log`) how many files are coded, every 25.
     A shipped model's files are written only with `replace_shipped` (refuse_replacing_a_shipped_model). The lock of
     the folder written in (model_files_locked) is held from the start, so that another run writing there is refused
-    before the fit, and the model cannot change between the fit and the write."""
+    before the fit, and the model cannot change between the fit and the write; a shared one of the folder the model
+    is read from where that is another (model_files_read_locked), so that no run replaces it meanwhile either."""
     model_path = find_model(str(model_path))
     out = None if out is None else model_copy_path(out)  # before the files are coded, which takes minutes
     refuse_replacing_a_shipped_model(out or model_path, out is not None, replace_shipped)
-    with model_files_locked(out if out is not None else model_path):
+    with model_files_locked(out if out is not None else model_path), model_files_read_locked(model_path):
         return _fit_and_attach_prior(model_path, files, out, device, log, progress)
 
 

@@ -3,6 +3,8 @@ in its --out folder while it runs, and `vqcodec fit-prior` (fit_prior_files, att
 in the folder of the model files it writes. Two runs in one folder would overwrite each other's
 checkpoint, log and model files (a --resume of a run still going, the same command started twice), and
 two writes of one model could pair one's weights with the other's JSON (which names another prior).
+`fit-prior` that writes its model elsewhere (--out) holds a shared flock in the folder it reads the model from, so
+that no run replaces that model while it is read, between the fit and the copy's write.
 
 The kernel releases a flock when its process ends, however it ends (kill -9 too), so a lock file a
 killed run left behind locks nothing; a run that ends removes its own. Where the file system has no
@@ -26,6 +28,7 @@ except ImportError:  # not a POSIX system: no flock, and runs go on without the 
 LOCK_NAME = ".vqcodec-train.lock"
 _UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 _held: dict[str, int] = {}  # the folders this process holds, by real path: their lock files' descriptors
+_read_held: dict[str, int] = {}  # those it holds a shared lock of, to read in them (folder_read_locked)
 
 
 def lock_out(out: Path) -> None:
@@ -34,25 +37,36 @@ def lock_out(out: Path) -> None:
     key = os.path.realpath(out)
     if key in _held or fcntl is None:
         return
-    path = Path(key) / LOCK_NAME
+    descriptor = _locked(out, fcntl.LOCK_EX)
+    if descriptor is not None:
+        _held[key] = descriptor
+
+
+def _locked(out: Path, operation: int) -> int | None:
+    """The descriptor of the lock file of the folder `out`, locked with `operation` (LOCK_EX to write in the folder,
+    LOCK_SH to read in it), or a refusal in one line where another run holds a lock that conflicts; None where the
+    file system has no flock or, to read, where the file cannot be made (a folder this user cannot write in, where
+    no run of theirs writes either: the installed models')."""
+    path = Path(os.path.realpath(out)) / LOCK_NAME
     while True:
         try:
             descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as exc:
+            if operation == fcntl.LOCK_SH:
+                return None
             raise VQCodecError(f"cannot write {Path(out) / LOCK_NAME}: {reason_of(exc)}") from None
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(descriptor, operation | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(descriptor)
             raise VQCodecError(f"{out} is in use by another run of vqcodec train or fit-prior") from None
         except OSError as exc:
             os.close(descriptor)
             if exc.errno in _UNSUPPORTED:
-                return
+                return None
             raise VQCodecError(f"cannot lock {Path(out) / LOCK_NAME}: {reason_of(exc)}") from None
         if _names(path, descriptor):
-            _held[key] = descriptor
-            return
+            return descriptor
         os.close(descriptor)  # a run that ended removed the file between the open and the lock: again
 
 
@@ -80,6 +94,41 @@ def folder_locked(folder: Path):
     finally:
         if not held_before:
             release_out(folder)
+
+
+@contextlib.contextmanager
+def folder_read_locked(folder: Path):
+    """Hold a shared lock of `folder` while the block reads files in it (fit-prior's model, written elsewhere), so that
+    a run writing there (which holds its lock, lock_out) cannot replace them between its reads: one that does is
+    refused in one line, as is such a run started meanwhile; readers share it. A folder this process holds a lock
+    of already is read under that one."""
+    key = os.path.realpath(folder)
+    if key in _held or key in _read_held or fcntl is None:
+        yield
+        return
+    descriptor = _locked(folder, fcntl.LOCK_SH)
+    if descriptor is None:
+        yield
+        return
+    _read_held[key] = descriptor
+    try:
+        yield
+    finally:
+        del _read_held[key]
+        _let_go_of_shared(Path(key) / LOCK_NAME, descriptor)
+
+
+def _let_go_of_shared(path: Path, descriptor: int) -> None:
+    """Release a shared lock of the lock file at `path`, removing the file where no other process holds it (as a run
+    that ends removes its own); one that opened it meanwhile finds it gone once it locks it (_names) and makes another."""
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if _names(path, descriptor):
+            path.unlink()
+    except OSError:  # another reader holds it still, or the file is gone: it stays as it is
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def _names(path: Path, descriptor: int) -> bool:
