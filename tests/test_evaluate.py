@@ -338,6 +338,25 @@ def test_evaluate_refuses_no_qualities_and_targets_that_are_not_positive(codec, 
         assert str(refused.value) == message
 
 
+def test_evaluate_without_qualities_measures_the_levels_eval_measures_without_q(codec, tiny_model_path, tmp_path,
+                                                                               signal, capsys):
+    """eval's default levels (1, 2, 4, ... and the highest; with --rates, the highest) were the command's alone:
+    evaluate required its qualities."""
+    from types import SimpleNamespace
+
+    from vqcodec.cli import run
+    from vqcodec.evaluate import default_levels, evaluate
+
+    assert [default_levels(SimpleNamespace(num_codebooks=n)) for n in (1, 2, 6, 16)] == [[1], [1, 2], [1, 2, 4, 6],
+                                                                                        [1, 2, 4, 8, 16]]
+    soundfile.write(tmp_path / "a.wav", signal(1, 4000, 16000).T, 16000, subtype="FLOAT")
+    assert [row["quality"] for row in evaluate(codec, [tmp_path / "a.wav"])["rows"]] == default_levels(codec) == [1, 2, 4]
+    assert [row["quality"] for row in evaluate(codec, [tmp_path / "a.wav"], targets=[1000.0])["rows"]] == [4]
+    for rates, levels in (([], [1, 2, 4]), (["--rates", "1000"], [4])):
+        assert run(["eval", str(tiny_model_path), str(tmp_path / "a.wav"), "--json", *rates]) == 0
+        assert [row["quality"] for row in json.loads(capsys.readouterr().out)["rows"]] == levels
+
+
 def test_evaluate_refuses_one_path_or_number_where_it_takes_a_list_in_one_line(codec, tmp_path, signal):
     """files="a.wav" was read as its characters, each skipped ('cannot read audio a: No such file or
     directory'), and qualities=2 or targets=1.5 raised a bare TypeError ('int' object is not iterable)."""

@@ -1741,15 +1741,11 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     if targets and not all(0 < t < math.inf for t in targets):
         unit = "kbps" if codec.kind == "audio" else "bits per pixel"
         raise VQCodecError(f"--rates must be positive numbers of {unit} (finite), not {rates!r}")
+    levels = None  # evaluate's default_levels, or with --rates the highest
     if qualities:
         levels = list(dict.fromkeys(_comma_separated(qualities, int, "-q", "integers")))  # each once
         if targets and len(levels) != 1:
             raise VQCodecError("with --rates, -q takes one level: the most codebooks a file may use")
-    elif targets:
-        levels = [codec.num_codebooks]
-    else:
-        levels = sorted({2 ** k for k in range(codec.num_codebooks.bit_length()) if 2 ** k <= codec.num_codebooks}
-                        | {codec.num_codebooks})
     passed_over: list[tuple[Path, str]] = []  # of a folder: names that are not regular files
     if Path(data_dir).is_file():
         if Path(data_dir).suffix.lower() == ".vq":

@@ -39,19 +39,27 @@ def _mean(values: list) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
-def evaluate(codec, files: list[Path], qualities: list[int], log=None, targets: list[float] | None = None,
-             on_skip=None, on_warning=None) -> dict:
-    """Per quality level, the mean rate and quality over the files that could be read, and speeds;
-    the files that could not, with the reason (each also given to `on_skip(path, reason)` as it is
+def default_levels(codec) -> list[int]:
+    """The quality levels measured where none are given: 1, 2, 4, 8, ... and the model's highest."""
+    highest = codec.num_codebooks
+    return sorted({2 ** k for k in range(highest.bit_length())} | {highest})
+
+
+def evaluate(codec, files: list[Path], qualities: list[int] | None = None, log=None,
+             targets: list[float] | None = None, on_skip=None, on_warning=None) -> dict:
+    """Per quality level (`qualities`, None: default_levels), the mean rate and quality over the files that could
+    be read, and speeds; the files that could not, with the reason (each also given to `on_skip(path, reason)` as it is
     skipped, before the error that no file could be measured where none could). A recording coded above
     full scale (Codec.level_warning) gets one warning naming it, given to `on_warning(line)`, else a UserWarning.
 
     With `targets` (kbps for audio, bits per pixel for images), one row per target instead: every
-    file coded as `encode --bitrate` / `--bpp` would, at most `qualities`' one level of codebooks.
+    file coded as `encode --bitrate` / `--bpp` would, at most `qualities`' one level of codebooks (None: all).
     A file too short to fit a target is left out of that row only (its `unreached` count); a row
     that no file reached has the fields of the others, None for its rate, speeds and measures."""
     check_file_list(files, "media")
     check_callbacks(log=log, on_skip=on_skip, on_warning=on_warning)
+    if qualities is None:
+        qualities = default_levels(codec) if targets is None else [codec.num_codebooks]
     for name, values in (("qualities", qualities), ("targets", targets)):
         if values is not None and _one_value(values):  # a number raised a bare TypeError
             raise VQCodecError(f"{name} is a list of numbers, not {shown(values)}: give [{shown(values)}] for one")
