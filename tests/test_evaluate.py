@@ -440,6 +440,38 @@ def test_evaluate_names_a_vq_file_as_one_as_eval_does(codec, tmp_path, signal):
         evaluate(codec, [tmp_path / "talk.vq"], [2])
 
 
+def test_files_of_gives_what_eval_measures_of_a_file_or_folder_and_refuses_what_it_refuses(codec, tmp_path, signal,
+                                                                                            capsys):
+    """eval's walk (one file or a folder, a .vq file or a file of the other kind refused, a second name of a file
+    left out) was the command's alone: evaluate took a list of files, and skipped a .vq file or a photo in it."""
+    from vqcodec.evaluate import evaluate, files_of
+
+    folder = tmp_path / "speech"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("b.wav", "sub/a.wav"):
+        soundfile.write(folder / name, signal(1, 1600, 16000).T, 16000)
+    (folder / "c.wav").symlink_to("b.wav")
+    (folder / "gone.wav").symlink_to("nowhere.wav")
+    (folder / ".hidden.wav").write_bytes((folder / "b.wav").read_bytes())
+    Image.new("RGB", (20, 20)).save(folder / "photo.png")
+    passed_over = []
+    assert files_of(codec, folder, passed_over) == [folder / "b.wav", folder / "sub" / "a.wav"]
+    assert capsys.readouterr().err == f"skipping {folder / 'c.wav'}: the same file as {folder / 'b.wav'}\n"
+    assert [path for path, _ in passed_over] == [folder / "gone.wav"]
+    assert files_of(codec, str(folder / "b.wav")) == [folder / "b.wav"]
+    assert evaluate(codec, files_of(codec, folder), [2])["files"] == [str(folder / "b.wav"), str(folder / "sub" / "a.wav")]
+
+    (tmp_path / "talk.vq").write_bytes(b"VQ")
+    (tmp_path / "only").mkdir()
+    for path, said in ((tmp_path / "talk.vq", "a .vq file; evaluate measures a model on the original media"),
+                       (folder / "photo.png", "not an audio file (model tiny codes audio) by its extension"),
+                       (tmp_path / "only", "no audio files found"),
+                       (tmp_path / "missing", "no such file or directory"),
+                       ("/dev/null", "not a regular file or a directory (evaluate reads no stdin, pipes or devices)")):
+        with pytest.raises(VQCodecError, match=f"^{re.escape(f'{path}: {said}')}"):
+            files_of(codec, path)
+
+
 def test_eval_measures_a_file_of_two_names_in_a_folder_once(cli, tiny_model_path, tmp_path, signal):
     """A link to a file of the folder (symbolic or hard) was measured again, weighing that file twice; left
     out, it gets the `skipping` line that train gives it (data.one_name_each), where eval said nothing."""

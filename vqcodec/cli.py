@@ -21,7 +21,7 @@ from . import format as vqformat
 from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_RATE
 from .errors import Terminated, VQCodecError, is_out_of_memory
 from .folders import coding_change, decoding_model, recoder, refuse_weights_when_fixed_width
-from .io import SIGNATURE_BYTES, audio_for_want_of_an_image, kind_by_name, media_kind
+from .io import SIGNATURE_BYTES, audio_for_want_of_an_image, media_kind
 from .wording import (NAME_BYTES, WARNING_PREFIX, command_line_wording, decimals_for, json_names, kind_coded, kind_held,
                       one_line, plural, reason_of, skipping)
 
@@ -1725,8 +1725,8 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
     """
     from .codec import Codec
     from .devices import resolve_device
-    from .data import find_media, one_name_each, say_passed_over
-    from .evaluate import table, vq_file_given
+    from .data import say_passed_over
+    from .evaluate import files_of, table
 
     _refuse_closed_stdout()
     if data_dir != "-":  # `eval speech16k talk.wav >> talk.wav` appended its table to the recording
@@ -1747,22 +1747,8 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
         if targets and len(levels) != 1:
             raise VQCodecError("with --rates, -q takes one level: the most codebooks a file may use")
     passed_over: list[tuple[Path, str]] = []  # of a folder: names that are not regular files
-    if Path(data_dir).is_file():
-        if Path(data_dir).suffix.lower() == ".vq":
-            raise VQCodecError(vq_file_given(data_dir))
-        if kind_by_name(data_dir) not in (None, codec.kind):  # a name without a media extension is read, as encode does
-            raise VQCodecError(f"{data_dir}: not {'an audio file' if codec.kind == 'audio' else 'an image'} "
-                               f"(model {codec.name} codes {kind_coded(codec.kind)}) by its extension")
-        paths = [Path(data_dir)]
-    elif Path(data_dir).is_dir():
-        paths = one_name_each(find_media(Path(data_dir), codec.kind, None, passed_over)[1])
-        say_passed_over(passed_over)
-    elif os.path.exists(data_dir) or data_dir == "-":
-        raise VQCodecError(f"{data_dir}: not a regular file or a directory (eval reads no stdin, pipes or devices)")
-    else:
-        from .streams import why_missing
-
-        raise VQCodecError(f"{data_dir}: {why_missing(data_dir, FILE_OR_FOLDER_MISSING)}")
+    paths = files_of(codec, data_dir, passed_over)
+    say_passed_over(passed_over)
     measured = paths[:files]
     report = _evaluate_listing_skipped(codec, measured, levels, targets, Path(data_dir).is_dir())
     with _writing_stdout():

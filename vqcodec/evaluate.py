@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import numbers
+import os
 import time
 import warnings
 from pathlib import Path
@@ -23,9 +24,11 @@ from . import metrics, wording
 from .errors import VQCodecError
 from .folders import check_callbacks, check_file_list, warn_of_level
 from .imageio import image_to_planes, open_image
+from .io import kind_by_name
 from .ratecontrol import RateUnreachable
 from .soundio import read_audio
-from .wording import shown
+from .streams import why_missing
+from .wording import kind_coded, shown
 
 LEVEL_WARNING = "the audio is coded at"  # how Codec.level_warning begins for audio given as an array
 
@@ -126,6 +129,30 @@ def evaluate(codec, files: list[Path], qualities: list[int] | None = None, log=N
         rows.append(row)
     return {"model": codec.name, "model_id": codec.model_id.hex(), "kind": codec.kind, "files": used,
             "skipped": skipped, "rows": rows}
+
+
+def files_of(codec, path, passed_over: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """The files that eval measures of `path`: the file itself, or a folder's files of the codec's kind, read
+    recursively and sorted (data.find_media: .NAME files and folders left out), a second name of one file left out
+    with a `skipping` line (data.one_name_each); names of that kind that are not regular files (a link to nothing, a
+    FIFO) are added to `passed_over`, where given, with why. Refused (VQCodecError): a .vq file, a file whose
+    extension names the other kind (one without a media extension is read, as encode reads it), anything else that
+    is not a file or a folder, and a folder without a file of the codec's kind."""
+    from .data import find_media, one_name_each
+
+    if Path(path).is_file():
+        if Path(path).suffix.lower() == ".vq":
+            raise VQCodecError(vq_file_given(path))
+        if kind_by_name(path) not in (None, codec.kind):
+            raise VQCodecError(f"{path}: not {'an audio file' if codec.kind == 'audio' else 'an image'} "
+                               f"(model {codec.name} codes {kind_coded(codec.kind)}) by its extension")
+        return [Path(path)]
+    if Path(path).is_dir():
+        return one_name_each(find_media(Path(path), codec.kind, None, passed_over)[1])
+    if os.path.exists(path) or str(path) == "-":
+        raise VQCodecError(f"{path}: not a regular file or a directory ({wording.setting('eval', 'evaluate')} reads "
+                           "no stdin, pipes or devices)")
+    raise VQCodecError(f"{path}: {why_missing(path, 'no such file or directory')}")
 
 
 def vq_file_given(path) -> str:
