@@ -1604,10 +1604,10 @@ def test_the_python_api_refuses_options_of_the_wrong_type_as_the_command_would(d
         with pytest.raises(VQCodecError) as refused:
             train(data_dir, CFG, options(tmp_path / "run", **changes))
         assert str(refused.value) == message
-    for call, message in ((lambda: train(data_dir, CFG, options(tmp_path / "run", name=None)),
-                           f"out is a folder's path and name a string, not {tmp_path / 'run'!r} and None"),
-                          (lambda: train(data_dir, CFG, options(None)), "out is a folder's path and name a string, not None "
-                                                                         "and 'tiny'"),
+    for call, message in ((lambda: train(data_dir, CFG, options(tmp_path / "run", name=5)),
+                           f"out is a folder's path and name a string (or None), not {tmp_path / 'run'!r} and 5"),
+                          (lambda: train(data_dir, CFG, options(None)), "out is a folder's path and name a string (or "
+                                                                         "None), not None and 'tiny'"),
                           (lambda: train(data_dir, None, options(tmp_path / "run"), kind="video"),
                            "kind must be 'audio' or 'image' (or None: the folder's), not 'video'"),  # "no video files found"
                           (lambda: train(data_dir, {"kind": "audio"}, options(tmp_path / "run")),
@@ -3566,6 +3566,31 @@ def test_a_resumed_run_keeps_its_model_name_without_name(trained, data_dir, tmp_
     assert sorted(p.name for p in out.glob("*.safetensors")) == ["checkpoint.safetensors", "tiny.safetensors"]
     assert json.loads((out / "tiny.json").read_text())["training"]["steps"] == 13
     assert json.loads((out / "checkpoint.json").read_text())["name"] == "tiny"
+
+
+def test_options_without_a_name_take_the_resumed_runs_else_the_out_folders_as_the_command_does(tmp_path,
+                                                                                               monkeypatch):
+    """The name of a run given none (the resumed run's, else --out's folder name; '.' and '/' refused) was the
+    command's alone: TrainOptions required one. check_options sets it."""
+    from vqcodec.trainoptions import check_options
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    header = b'{"__metadata__": {"checkpoint": "{\\"name\\": \\"tiny\\"}"}}'  # the run's record names it
+    (out / "checkpoint.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+    for folder, resume, name, named in ((out, True, None, "tiny"), (out, False, None, "mine"), (out, True, "x", "x"),
+                                        (tmp_path / "new", True, None, "new")):  # no checkpoint: --resume says so
+        given = TrainOptions(out=folder, name=name, max_steps=1, resume=resume)
+        check_options(given)
+        assert given.name == named
+    for folder in (Path("."), Path("/")):
+        with pytest.raises(VQCodecError, match=f"^out {re.escape(str(folder))} has no folder name to name the model "
+                                               f"after: pass name$"):
+            check_options(TrainOptions(out=folder, max_minutes=1))
+    monkeypatch.chdir(out)
+    given = TrainOptions(out=Path("."), max_steps=1, resume=True)  # the run in '.' names its model
+    check_options(given)
+    assert given.name == "tiny"
 
 
 def test_a_skipping_or_warning_line_during_training_clears_the_step_line_on_a_terminal(monkeypatch):

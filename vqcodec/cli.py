@@ -1652,18 +1652,13 @@ def train(data_dir, out, name, kind, config_path, codebooks, codebook_size, samp
     Under torchrun each process (one per GPU) trains on its share of every batch.
     """
     from .devices import resolve_device
-    from .checkpoint import checkpoint_name
     from .train import train_command
     from .trainoptions import TrainOptions
 
     _check_folder(data_dir)
     _refuse_stdout_as_out(out, "train writes a folder")
     snr_range = None if noise_snr is None else _snr_range(noise_snr)
-    if resume and not name:  # the run it continues names its model
-        name = checkpoint_name(Path(out))
-    if not name and not Path(out).name.strip():  # '.' or '/': its name would be '', 'model name '' is blank'
-        raise VQCodecError(f"--out {out} has no folder name to name the model after: pass --name")
-    options = TrainOptions(out=Path(out), name=name or Path(out).name, device=resolve_device(device),
+    options = TrainOptions(out=Path(out), name=name, device=resolve_device(device),
                            batch_size=batch_size, crop=crop, lr=lr, max_minutes=max_minutes, max_steps=max_steps,
                            eval_every=eval_every, threads=threads, resume=resume, replace=force, fit_prior=not no_prior,
                            adversarial=adversarial, precision=precision, noise=noise, noise_snr_db=snr_range,

@@ -19,7 +19,8 @@ from .wording import setting, shown
 @dataclass
 class TrainOptions:
     out: Path
-    name: str
+    name: str | None = None      # the model's, NAME.safetensors (None: resuming, the run's; else `out`'s folder name;
+                                 # check_options sets it)
     device: str = "cpu"          # "cpu", "cuda", "cuda:N", "auto" (cuda when there is one) or a torch.device
     batch_size: int | None = None  # examples per step over all processes (None: DEFAULT_BATCH_AND_CROP's, times them;
                                    # resuming, the checkpoint's last part's, as for crop, lr, eval_every and precision)
@@ -144,11 +145,15 @@ def check_options(options: TrainOptions, given: bool = True) -> None:
     takes, a seed, a plain model name, not both a model to start from and a run to resume, nor both a run
     to resume and one to replace, a model for --decoder-only to start from, and, of the options as `given` (not
     a run's recipe, recipe_of, whose defaults and checkpoint's values fill in those not given), no noise range
-    without noise to set it for. A run checks them before it locks or makes its --out folder."""
+    without noise to set it for. A run checks them before it locks or makes its --out folder. A name of None is
+    set here, in `options` (default_name)."""
+    if not isinstance(options.out, (str, Path)) or not isinstance(options.name, (str, type(None))):
+        raise VQCodecError(f"out is a folder's path and name a string (or None), not {options.out!r} and "
+                           f"{options.name!r}")
+    if options.name is None:
+        options.name = default_name(Path(options.out), checked_flag(option_name("resume"), options.resume))
     if options.max_minutes is None and options.max_steps is None:
         raise VQCodecError(f"give a budget: {option_name('max_minutes')} or {option_name('max_steps')}")
-    if not isinstance(options.out, (str, Path)) or not isinstance(options.name, str):
-        raise VQCodecError(f"out is a folder's path and name a string, not {options.out!r} and {options.name!r}")
     # TrainOptions from Python are not typed by the command's parser: a float count or a string number
     # failed deep in the run (torch.set_num_threads, the crops' seed, a comparison)
     for field, whole in (("max_minutes", False), ("lr", False), ("max_steps", True), ("batch_size", True), ("crop", True),
@@ -205,6 +210,18 @@ def check_options(options: TrainOptions, given: bool = True) -> None:
     if options.decoder_only and not (options.init or options.resume):
         raise VQCodecError(f"{option_name('decoder_only', True)} trains the decoder of a trained model: give "
                            + setting("--init MODEL", "init=MODEL"))
+
+
+def default_name(out: Path, resume: bool) -> str:
+    """The model name of a run given none: the name of the run a resume continues (its checkpoint's, where it has
+    one), else the --out folder's; refused where that folder has no name ('.' or '/')."""
+    from .checkpoint import checkpoint_name
+
+    name = checkpoint_name(out) if resume else None
+    if name is None and not out.name.strip():  # its name would be '': "model name '' is blank"
+        raise VQCodecError(f"{option_name('out')} {out} has no folder name to name the model after: pass "
+                           f"{option_name('name')}")
+    return out.name if name is None else name
 
 
 def _refuse_a_noise_range_without_noise(resumed: bool = False) -> None:
