@@ -321,12 +321,15 @@ def test_eval_measures_a_recording_of_more_channels_than_samples(codec, tmp_path
 
 
 def test_evaluate_refuses_no_qualities_and_targets_that_are_not_positive(codec, tmp_path, signal):
-    """... and several qualities with targets, of which it used the first alone, as `eval --rates` refuses them."""
+    """... and several qualities with targets, of which it used the first alone, as `eval --rates` refuses them;
+    no targets (or a generator, which the check used up) measured quality levels, where `--rates ""` is refused."""
     from vqcodec import VQCodecError
     from vqcodec.evaluate import evaluate
 
     soundfile.write(tmp_path / "a.wav", signal(1, 4000, 16000).T, 16000, subtype="FLOAT")
+    no_target = "targets must hold at least one rate (kbps); None measures quality levels instead"
     for qualities, targets, message in (([], None, "qualities must hold at least one quality level"),  # an IndexError
+                                        (None, [], no_target), ([2], (), no_target),
                                         ([2], [0.0], "targets must be positive numbers of kbps, not [0.0]"),  # each file
                                         ([2], [8, -3], "targets must be positive numbers of kbps, not [8, -3]"),  # skipped
                                         ([2], ["8"], "targets must be positive numbers of kbps, not ['8']"),
@@ -336,6 +339,8 @@ def test_evaluate_refuses_no_qualities_and_targets_that_are_not_positive(codec, 
         with pytest.raises(VQCodecError) as refused:
             evaluate(codec, [tmp_path / "a.wav"], qualities, targets=targets)
         assert str(refused.value) == message
+    rows = evaluate(codec, [tmp_path / "a.wav"], [2], targets=(t for t in [1000.0]))["rows"]
+    assert [(row["quality"], row["target"]) for row in rows] == [(2, 1000.0)]
 
 
 def test_evaluate_without_qualities_measures_the_levels_eval_measures_without_q(codec, tiny_model_path, tmp_path,

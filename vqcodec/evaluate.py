@@ -169,9 +169,13 @@ def _one_value(values) -> bool:
 
 def _checked_targets(targets, unit: str) -> list[float]:
     """The target rates as floats; refused unless each is a positive number (each file was skipped as if it
-    could not be read)."""
+    could not be read) and there is one at least (none, or a generator that the check used up, measured the quality
+    levels as if no targets were given)."""
+    targets = list(targets)
+    if not targets:
+        raise VQCodecError(f"targets must hold at least one rate ({unit}); None measures quality levels instead")
     if not all(isinstance(t, numbers.Real) and not isinstance(t, bool) and 0 < t < math.inf for t in targets):
-        raise VQCodecError(f"targets must be positive numbers of {unit}, not {list(targets)!r}")
+        raise VQCodecError(f"targets must be positive numbers of {unit}, not {targets!r}")
     return list(dict.fromkeys(float(t) for t in targets))  # each once: a repeated one counted its files twice
 
 
