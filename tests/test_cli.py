@@ -1637,8 +1637,12 @@ def test_stdins_name_as_the_input_while_stdin_is_closed_is_refused_as_dash_is(en
 
 def test_a_missing_input_is_named_as_what_the_command_takes(tmp_path, tiny_model_path, capsys):
     """encode, decode and codes take a file or a folder, as eval does, and name a missing input as eval names it:
-    they said 'no such file' (codes of a missing folder too); info and pack take a file alone."""
+    they said 'no such file' (codes of a missing folder too); info and pack take a file alone. The words are
+    wording.FILE_OR_FOLDER_MISSING, which evaluate.files_of says too (a literal of its own, and of cli's)."""
+    from vqcodec import Codec, VQCodecError
     from vqcodec.cli import run
+    from vqcodec.evaluate import files_of
+    from vqcodec.wording import FILE_OR_FOLDER_MISSING
 
     missing, model = str(tmp_path / "missing"), ["-m", str(tiny_model_path)]
     for args, said in ((["encode", missing, str(tmp_path / "x.vq")], "no such file or directory"),
@@ -1650,6 +1654,10 @@ def test_a_missing_input_is_named_as_what_the_command_takes(tmp_path, tiny_model
         code = run([*args, *model]) if args[0] != "eval" else run(args)
         assert (code, capsys.readouterr().err) == (1, f"vqcodec: error: {missing}: {said}\n"), args
     assert sorted(tmp_path.iterdir()) == []
+    assert FILE_OR_FOLDER_MISSING == "no such file or directory"
+    with pytest.raises(VQCodecError) as refused:
+        files_of(Codec.load(str(tiny_model_path)), missing)
+    assert str(refused.value) == f"{missing}: {FILE_OR_FOLDER_MISSING}"
 
 
 def test_a_missing_input_is_named_before_the_output_is_looked_at(tmp_path, tiny_model_path, capsys):

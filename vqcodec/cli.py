@@ -22,8 +22,8 @@ from .config import MAX_CODEBOOK_SIZE, MAX_CODEBOOKS, MAX_MODEL_RATE, MIN_MODEL_
 from .errors import Terminated, VQCodecError, is_out_of_memory
 from .folders import coding_change, decoding_model, recoder, refuse_weights_when_fixed_width
 from .io import SIGNATURE_BYTES, audio_for_want_of_an_image, media_kind
-from .wording import (NAME_BYTES, WARNING_PREFIX, command_line_wording, decimals_for, json_names, kind_coded, kind_held,
-                      one_line, plural, reason_of, skipping)
+from .wording import (FILE_OR_FOLDER_MISSING, NAME_BYTES, WARNING_PREFIX, command_line_wording, decimals_for,
+                      json_names, kind_coded, kind_held, one_line, plural, reason_of, skipping)
 
 DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
 
@@ -264,9 +264,6 @@ def _empty_input(path: str) -> VQCodecError:
     """The error for an input of no bytes: an empty file, or stdin ("-") that ends at once (as streams.empty_input words
     media's)."""
     return VQCodecError("stdin is empty" if path == "-" else f"{path}: file is empty")
-
-
-FILE_OR_FOLDER_MISSING = "no such file or directory"  # the input of encode, decode, codes and eval: either
 
 
 def _checked_path(path: str, missing: str = "no such file") -> Path:

@@ -152,7 +152,7 @@ def files_of(codec, path, passed_over: list[tuple[Path, str]] | None = None) -> 
     if os.path.exists(path) or str(path) == "-":
         raise VQCodecError(f"{path}: not a regular file or a directory ({wording.setting('eval', 'evaluate')} reads "
                            "no stdin, pipes or devices)")
-    raise VQCodecError(f"{path}: {why_missing(path, 'no such file or directory')}")
+    raise VQCodecError(f"{path}: {why_missing(path, wording.FILE_OR_FOLDER_MISSING)}")
 
 
 def vq_file_given(path) -> str:

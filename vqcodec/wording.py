@@ -19,6 +19,10 @@ _command_line_running = contextvars.ContextVar("vqcodec_command_line_running", d
 # What begins each warning line on stderr: a file's (the command line's warnings) and training's own alike
 WARNING_PREFIX = "vqcodec: warning: "
 
+# What an input that may be a file or a folder says where it is not there: encode's, decode's, codes' and eval's
+# (evaluate.files_of's); info's and pack's, a file alone, say "no such file"
+FILE_OR_FOLDER_MISSING = "no such file or directory"
+
 
 def kind_coded(kind: str) -> str:
     """What a model of media `kind` ("audio", "image") codes, in words: "audio", "images"."""
