@@ -4015,6 +4015,34 @@ def test_read_codes_npy_reads_codes_as_pack_does_from_python(codec, tmp_path, mo
         read_codes_npy(path, codec)
 
 
+def test_read_codes_npy_takes_what_read_codes_takes_and_refuses_the_rest_in_one_line(codec, tiny_model_path, tmp_path):
+    """A memoryview was 'not a NumPy .npy file' where read_info and read_codes take one; a text stream, codes already
+    loaded or None were 'not a NumPy .npy file' too (an int 'stdin: ...'), an empty path ': cannot read (No such file
+    or directory)', and a model's name given for the codec an AttributeError (check_listed_codes took it silently
+    where no codes.json lists the file)."""
+    from vqcodec.errors import VQCodecError
+    from vqcodec.tokens import check_listed_codes, read_codes_npy
+
+    codes = np.arange(1 * 3 * 5).reshape(1, 3, 5) % codec.codebook_size
+    path = tmp_path / "c.npy"
+    np.save(path, codes)
+    assert np.array_equal(read_codes_npy(memoryview(path.read_bytes()), codec), codes)
+    with open(path) as text:
+        for source, message in ((text, "a .npy file is read from a binary stream, not a text one (open the file with "
+                                       "'rb')"),
+                                (codes, "a .npy file is given as a path, bytes or a binary stream, not an ndarray "
+                                        "(codec.codes_to_file takes codes in memory)"),
+                                (None, "a .npy file is given as a path, bytes or a binary stream, not None"),
+                                (0, "a .npy file is given as a path, bytes or a binary stream, not an int"),
+                                ("", "the path of the .npy file is empty")):
+            with pytest.raises(VQCodecError) as refused:
+                read_codes_npy(source, codec)
+            assert str(refused.value) == message
+    for call in (lambda: read_codes_npy(path, str(tiny_model_path)), lambda: check_listed_codes("tiny", path)):
+        with pytest.raises(VQCodecError, match=r"^codec is a vqcodec Codec \(Codec.load\), not a str$"):
+            call()
+
+
 @pytest.fixture
 def umask_027():
     previous = os.umask(0o027)

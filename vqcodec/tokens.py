@@ -97,8 +97,11 @@ def read_codes_npy(source, codec, **restore) -> np.ndarray:
     use, and codec.check_codes_shape(shape, dtype, **restore). Then the values are read a piece at a time into
     codec.code_dtype (int16 for most models: a quarter of int64 codes), each checked to fit it: the file is never
     held whole. Arrays of anything but integers (pickles too) are refused. np.load reads a trusted file as well."""
-    if not isinstance(source, (str, Path)):
-        return _read_codes_npy(source, input_called(source), codec, restore)
+    check_codec(codec, "check_codes_shape")
+    if not isinstance(source, (str, os.PathLike)):
+        return _read_codes_npy(_checked_npy_source(source), input_called(source), codec, restore)
+    if not os.fspath(source):  # opened as no file: ': cannot read (No such file or directory)'
+        raise VQCodecError("the path of the .npy file is empty")
     try:
         with open_regular_file(source) as stream:
             return _read_codes_npy(stream, str(source), codec, restore)
@@ -106,10 +109,30 @@ def read_codes_npy(source, codec, **restore) -> np.ndarray:
         raise VQCodecError(f"{source}: cannot read ({reason_of(exc)})") from None
 
 
+def check_codec(codec, method: str) -> None:
+    """Refuse (VQCodecError) a `codec` that has no `method`, one of Codec's: a model's name given for a Codec raised
+    an AttributeError, or was not looked at where nothing called the method."""
+    if not callable(getattr(codec, method, None)):
+        raise VQCodecError(f"codec is a vqcodec Codec (Codec.load), not {type_of(codec)}")
+
+
+def _checked_npy_source(source):
+    """What read_codes_npy reads other than a path: bytes (a bytearray or memoryview too) or a binary stream; a text
+    stream, or anything else (codes already loaded, None), refused, where each was 'not a NumPy .npy file' (an int
+    'stdin: ...')."""
+    if isinstance(source, io.TextIOBase):
+        raise VQCodecError("a .npy file is read from a binary stream, not a text one (open the file with 'rb')")
+    if not isinstance(source, (bytes, bytearray, memoryview)) and not hasattr(source, "read"):
+        raise VQCodecError(f"a .npy file is given as a path, bytes or a binary stream, not {type_of(source)}"
+                           + (" (codec.codes_to_file takes codes in memory)" if isinstance(source, np.ndarray) else ""))
+    return source
+
+
 def _read_codes_npy(source, name: str, codec, restore: dict) -> np.ndarray:
     """read_codes_npy of its bytes or an open stream, named `name` in errors."""
-    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
-    size = len(source) if isinstance(source, (bytes, bytearray)) else _regular_file_size(stream)
+    given_bytes = isinstance(source, (bytes, bytearray, memoryview))
+    stream = io.BytesIO(source) if given_bytes else source
+    size = memoryview(source).nbytes if given_bytes else _regular_file_size(stream)
     shape, fortran_order, dtype = npy_header(stream, size, name)
     _check_npy_fits(math.prod(shape) * np.dtype(codec.code_dtype).itemsize, name)  # a sparse file's size costs no disk
     codec.check_codes_shape(shape, dtype, **restore)
@@ -216,8 +239,7 @@ def code_folder(codec, folder: Path, out: Path, files: list[Path], quality: int 
         except (TypeError, ValueError, RecursionError):
             raise VQCodecError(f"stopped_run is a codes.json as stopped_run_manifest reads it (JSON data), not "
                                f"{shown_cut(stopped_run)}") from None
-    if not callable(getattr(codec, "media_to_codes", None)):
-        raise VQCodecError(f"codec is a vqcodec Codec (Codec.load), not {type_of(codec)}")
+    check_codec(codec, "media_to_codes")
     with codec._lock:
         return _code_folder(codec, Path(folder), Path(out), files, quality, log, replace, on_warning, resume,
                             stopped_run, progress or log, FolderReport(codec.kind) if report is None else report)
@@ -572,6 +594,7 @@ def check_listed_codes(codec, path) -> None:
     codes id it records, else by the model id alone, as one written before codes_id). The arrays cannot tell: both
     kinds are 3-D integer codes, and image codes (quality, rows, cols) of a few rows fit an audio model's (channels,
     quality, frames), as audio codes fit an image model's, which made them a file of the other kind."""
+    check_codec(codec, "makes_codes_of")
     if not isinstance(path, (str, os.PathLike)):  # was a TypeError from Path()
         raise VQCodecError(f"path is the path of a .npy file of codes (a str or Path), not {shown_cut(path)}")
     listed = listing_manifest(Path(path))
