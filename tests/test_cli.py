@@ -715,6 +715,30 @@ def test_a_model_json_cannot_mark_its_model_shadowed(cli, tiny_model_path, tmp_p
     assert next(m for m in json.loads(result.stdout) if m["name"] == "mine")["shadowed"] is False
 
 
+def test_list_models_gives_what_models_lists_and_refuses_options_it_would_misread(tiny_model_path, tmp_path,
+                                                                                  monkeypatch, capsys):
+    """`vqcodec models --json` is list_models(shadowed=True); shadowed="no" listed the shadowed models (any value
+    Python takes as true), and problems=() raised an AttributeError at the first model left out."""
+    from vqcodec.cli import run
+    from vqcodec.errors import VQCodecError
+    from vqcodec.registry import list_models
+
+    for suffix in (".safetensors", ".json"):  # shadows the shipped speech16k
+        shutil.copy(tiny_model_path.with_suffix(suffix), (tmp_path / "speech16k").with_suffix(suffix))
+    monkeypatch.setenv("VQCODEC_MODEL_PATH", str(tmp_path))
+    assert run(["models", "--json"]) == 0
+    listed = [(m["name"], m["path"], m["shadowed"]) for m in json.loads(capsys.readouterr().out)]
+    assert listed == [(m["name"], m["path"], m.get("shadowed", False)) for m in list_models(shadowed=True)]
+    assert ("speech16k", str(tmp_path / "speech16k.safetensors"), False) in listed and \
+        [name for name, _, shadowed in listed if shadowed] == ["speech16k"]
+    for options, message in ((dict(shadowed="no"), "shadowed must be True or False, not 'no'"),
+                             (dict(problems=()), "problems is a list that why a model is left out is added to, or None, "
+                                                 "not ()")):
+        with pytest.raises(VQCodecError) as refused:
+            list_models(**options)
+        assert str(refused.value) == message
+
+
 def test_a_model_json_of_utf_8_text_is_read_whatever_the_locale(tmp_path):
     """NAME.json is JSON, which is UTF-8; it was read in the locale's encoding, so a model whose JSON holds
     a character beyond ASCII as it is (as jq or json.dump(ensure_ascii=False) write it) failed to load

@@ -12,7 +12,7 @@ from pathlib import Path
 from . import format as vqformat
 from .config import FORMAT_VERSION, config_from_dict
 from .errors import VQCodecError
-from .streams import open_regular_file, read_json_file, why_missing
+from .streams import checked_flag, open_regular_file, read_json_file, why_missing
 from .wording import reason_of, setting, shown, shown_cut
 
 RETIRED_MODELS = "retired.json"  # in the shipped models' folder: earlier releases' models and where they are
@@ -296,7 +296,11 @@ def list_models(shadowed: bool = False, problems: list[str] | None = None) -> li
     """The installed models, in search order. A name found again later in the search path is hidden by
     the first (which `Codec.load(name)` takes); with `shadowed`, those are listed too, marked "shadowed".
     A model whose NAME.json cannot be read or is not valid is left out, and why is added to `problems`.
-    "kind" and "sample_rate" are the config's."""
+    "kind" and "sample_rate" are the config's. `vqcodec models --json` lists them so, with shadowed=True."""
+    shadowed = checked_flag("shadowed", shadowed)  # "no" listed the shadowed ones
+    if problems is not None and not isinstance(problems, list):  # a tuple raised an AttributeError at a problem
+        raise VQCodecError(f"problems is a list that why a model is left out is added to, or None, not "
+                           f"{shown_cut(problems)}")
     models, seen, listed = [], set(), set()
     for folder in model_search_path():
         for meta_path in sorted(folder.glob("*.json")):
