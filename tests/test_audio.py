@@ -2233,6 +2233,34 @@ def test_a_stream_that_can_seek_and_fails_midway_is_refused_not_cut_short(codec,
     assert capfd.readouterr().err == ""
 
 
+def test_a_stream_is_left_where_it_was_when_its_head_or_size_cannot_be_read():
+    """The head and size read of a stream before its reader reads it from where it is (codec._first_bytes,
+    soundio._head_of and _bytes_from_here, streams._is_empty_stream) put it back there when a read or seek fails
+    after moving it, as when it succeeds (streams.left_where_it_was): they sought back only after a read that
+    succeeded, and the reader began where the failure left it."""
+    from vqcodec.codec import _first_bytes
+    from vqcodec.soundio import _bytes_from_here, _head_of
+    from vqcodec.streams import _is_empty_stream
+
+    class FailingAfterMoving(io.BytesIO):  # its reads and seeks to the end fail (EIO) where they got to
+        def read(self, size=-1):
+            super().read(size)
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        def seek(self, offset, whence=os.SEEK_SET):
+            where = super().seek(offset, whence)
+            if whence == os.SEEK_END:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            return where
+
+    stream = FailingAfterMoving(bytes(100))
+    stream.seek(7)
+    assert _first_bytes(stream, 16) == b"" and stream.tell() == 7
+    assert _head_of(stream) == (b"", 0) and stream.tell() == 7
+    assert _bytes_from_here(stream) == 0 and stream.tell() == 7
+    assert not _is_empty_stream(stream) and stream.tell() == 7
+
+
 def test_a_flac_stream_that_fails_midway_is_refused_with_the_read_error_not_libsndfiles(codec, signal):
     """libsndfile's FLAC reader meets a failed read (EIO) of the stream after its header as 'Internal psf_fseek()
     failed', which the refusal said in place of the read's error; it says the read's, as for WAV."""

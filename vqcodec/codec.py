@@ -55,8 +55,8 @@ from .soundio import (FLOAT_CODEC_SUBTYPES, SOUNDFILE_ERRORS, STREAMED_HEAD_BYTE
                       audio_format_of, check_audio_output, open_sound, sound_blocks, soundfile_format,
                       unrecognised_audio, unwritable_audio)
 from .streams import (check_destination, check_format_name, check_source, checked_flag, flush_written, input_called,
-                      input_name, is_fifo, is_seekable, is_whole, output_name, scalar_of, spooled_fifo, spooled_stream,
-                      stops_held, through_spool, unwritable_stream, write_file)
+                      input_name, is_fifo, is_seekable, is_whole, left_where_it_was, output_name, scalar_of,
+                      spooled_fifo, spooled_stream, stops_held, through_spool, unwritable_stream, write_file)
 from .wording import kind_coded, kind_held, not_its_codes, plural, setting, shown, shown_cut, type_of
 
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
@@ -167,9 +167,8 @@ def _first_bytes(media, count: int) -> bytes:
             with open(media, "rb") as stream:
                 return stream.read(count)
         if is_seekable(media):
-            position = media.tell()
-            head = media.read(count)
-            media.seek(position)
+            with left_where_it_was(media):
+                head = media.read(count)
             return head if isinstance(head, bytes) else b""
     except (OSError, ValueError):  # left to the reading to report
         pass

@@ -18,8 +18,8 @@ import soxr
 
 from .errors import AudioReadWarning, VQCodecError, caller_stacklevel
 from .streams import (PatchedStream, TemporaryFileFailed, TemporaryFileFull, check_source, from_where_it_is, input_name,
-                      is_fifo, is_seekable, native_stderr_captured, refuse_closed_stream, refuse_empty_media,
-                      spooled_fifo, spooled_stream)
+                      is_fifo, is_seekable, left_where_it_was, native_stderr_captured, refuse_closed_stream,
+                      refuse_empty_media, spooled_fifo, spooled_stream)
 from .wording import plural, reason_of, setting
 
 # Suffixes that name one of soundfile's formats (which it knows by name: WAV, AIFF, ...) otherwise
@@ -206,10 +206,9 @@ def _head_of(stream) -> tuple[bytes, int]:
     """The first STREAMED_HEAD_BYTES of a stream that can seek, from where it is, and its size from there
     (b"" and 0 where it cannot be read so); it is left where it was."""
     try:
-        position = stream.tell()
-        head = stream.read(STREAMED_HEAD_BYTES)
-        size = stream.seek(0, os.SEEK_END) - position
-        stream.seek(position)
+        with left_where_it_was(stream) as position:
+            head = stream.read(STREAMED_HEAD_BYTES)
+            size = stream.seek(0, os.SEEK_END) - position
     except (AttributeError, OSError, ValueError):
         return b"", 0
     return (head, size) if isinstance(head, bytes) else (b"", 0)
@@ -571,9 +570,7 @@ def _bytes_from_here(source) -> int:
     try:
         if isinstance(source, (str, os.PathLike)):
             return os.stat(source).st_size
-        position = source.tell()
-        size = source.seek(0, os.SEEK_END) - position
-        source.seek(position)
-        return size
+        with left_where_it_was(source) as position:
+            return source.seek(0, os.SEEK_END) - position
     except (AttributeError, OSError, ValueError):
         return 0

@@ -154,9 +154,8 @@ def _is_empty_stream(stream) -> bool:
     """Whether a stream that can seek holds no bytes at all (one read to its end is left to its reader, which says
     what it says of that); it is left where it was."""
     try:
-        position = stream.tell()
-        end = stream.seek(0, os.SEEK_END)
-        stream.seek(position)
+        with left_where_it_was(stream) as position:
+            end = stream.seek(0, os.SEEK_END)
     except (AttributeError, OSError, ValueError):
         return False
     return position == 0 and end == 0
