@@ -544,7 +544,8 @@ def test_eval_refuses_an_image_whose_encoding_would_not_fit_in_memory_from_its_h
     report = evaluate(codec, [tmp_path / "large.png", tmp_path / "small.png"], [2])
     assert report["files"] == [str(tmp_path / "small.png")] and read_sizes == [(48, 40)]
     reason, = [entry["reason"] for entry in report["skipped"]]
-    assert re.fullmatch(r"encoding the 3000x3000 1-bit image takes 0\.\d GB, more than the memory this process may use "
+    assert re.fullmatch(re.escape(f"cannot read image {tmp_path / 'large.png'}: ") +
+                        r"encoding the 3000x3000 1-bit image takes 0\.\d GB, more than the memory this process may use "
                         r"\(0\.1 GB\); crop or scale it to fewer pixels", reason), reason
 
 

@@ -3207,22 +3207,37 @@ def test_a_1_bit_image_too_large_to_decode_or_encode_is_named_1_bit_both_ways(co
 def test_an_image_whose_encoding_would_not_fit_in_memory_is_refused_from_its_header(codec, monkeypatch, tmp_path):
     """Encoding had no memory check: a header declaring a large image (this one's data is cut short after 8 rows)
     had its pixels, planes and the encoder's work allocated whatever the memory. It is refused from the header,
-    before the pixels are read, given as a file, as Image.open gives it or as an array; what fits encodes."""
+    before the pixels are read, given as a file, as Image.open gives it or as an array; what fits encodes. The
+    refusal names the file as the other refusals of an image do (it named none but in a folder's skipping line),
+    and a folder's line names it once."""
     from vqcodec import imageio
+    from vqcodec.folders import encode_tree
+    from vqcodec.wording import skipping
 
     path = tmp_path / "large.png"
     path.write_bytes(png_claiming(3000, 3000))
     monkeypatch.setattr(codec_module, "memory_bound", lambda: 100_000_000)  # the 1-bit image read alone: 9 MB
     read = imageio.load_pixels
     monkeypatch.setattr(imageio, "load_pixels", None)  # not called
-    refusal = (r"^encoding the 3000x3000 {} image takes 0\.\d GB, more than the memory this process may use "
+    refusal = (r"encoding the 3000x3000 {} image takes 0\.\d GB, more than the memory this process may use "
                r"\(0\.1 GB\); crop or scale it to fewer pixels$")
-    with pytest.raises(VQCodecError, match=refusal.format("1-bit")):
+    named = "^" + re.escape(f"cannot read image {path}: ") + refusal
+    with pytest.raises(VQCodecError, match=named.format("1-bit")):
         codec.encode(path, 2)
-    with Image.open(path) as lazy, pytest.raises(VQCodecError, match=refusal.format("1-bit")):
+    with open(path, "rb") as stream, pytest.raises(VQCodecError, match=named.format("1-bit")):
+        codec.encode(stream, 2)
+    with Image.open(path) as lazy, pytest.raises(VQCodecError, match=named.format("1-bit")):
+        codec.encode_image(lazy, 2, source=path)
+    with Image.open(path) as lazy, pytest.raises(VQCodecError, match="^" + refusal.format("1-bit")):
         codec.encode_image(lazy, 2)
-    with pytest.raises(VQCodecError, match=refusal.format("L")):
+    with pytest.raises(VQCodecError, match="^" + refusal.format("L")):
         codec.encode(np.zeros((3000, 3000), dtype=np.uint8), 2)
+    (tmp_path / "folder").mkdir()
+    path = path.rename(tmp_path / "folder" / path.name)
+    (skipped, reason), = encode_tree(codec, tmp_path / "folder", tmp_path / "out", quality=2).skipped
+    line = skipping(skipped, reason)
+    assert skipped == path and line.count(path.name) == 1, line
+    assert re.match(re.escape(f"skipping cannot read image {path}: ") + refusal.format("1-bit"), line), line
     monkeypatch.setattr(imageio, "load_pixels", read)
     assert read_info(codec.encode(np.zeros((1000, 1000, 3), dtype=np.uint8), 2)).width == 1000
 
@@ -3236,7 +3251,8 @@ def test_the_command_line_refuses_an_image_whose_encoding_would_not_fit_under_ul
                "from vqcodec.cli import run; sys.exit(run(sys.argv[1:]))")
     result = run_python("-c", limited, "encode", path, tmp_path / "large.vq", "-m", tiny_model_path, text=True)
     assert result.returncode == 1 and not (tmp_path / "large.vq").exists()
-    assert re.fullmatch(r"vqcodec: error: encoding the 9400x9400 1-bit image takes 1\.\d GB, more than the memory this "
+    assert re.fullmatch(re.escape(f"vqcodec: error: cannot read image {path}: ") +
+                        r"encoding the 9400x9400 1-bit image takes 1\.\d GB, more than the memory this "
                         r"process may use \(1\.6 GB\); crop or scale it to fewer pixels\n", result.stderr), result.stderr
 
 

@@ -40,9 +40,9 @@ from .fileinfo import (TRAILING_STREAM_BYTES, UnendedStream, alpha_plane, colour
                        naming_its_file, vq_bytes)
 from .imagedata import PILLOW_READ_ERRORS
 from .imageio import (ALPHA_MODES, IMAGE_MODES, IMAGE_MODE_NAMES, TIFF_ORIENTATION, as_displayed, check_image_size,
-                      edge_padded, image_of_array, image_to_planes, in_srgb, load_pixels, mode_shown, open_image,
-                      pillow_reason, planes_to_image, rebuilt_image_bytes, unrecognised_image, warn_of_frames_left_out,
-                      warn_of_what_codes_leave_out)
+                      edge_padded, image_of_array, image_to_planes, in_srgb, load_pixels, mode_shown, naming_the_image,
+                      open_image, pillow_reason, planes_to_image, rebuilt_image_bytes, unrecognised_image,
+                      warn_of_frames_left_out, warn_of_what_codes_leave_out)
 from .io import (identified_as_an_image, image_by_its_name, is_image_signature, refuse_format_against_name,
                  refuse_format_of_other_kind)
 from .memory import memory_bound, refuse_beyond
@@ -2213,7 +2213,8 @@ class Codec:
                                "encode() also takes paths and bytes")
         else:
             check_image_size(image.width, image.height, source)
-            self.check_image_encode_fits(image.width, image.height, image.mode)
+            with naming_the_image(source):
+                self.check_image_encode_fits(image.width, image.height, image.mode)
             warn_of_frames_left_out(image)
             if getattr(image, "tile", None) and getattr(image, "fp", None) is None:  # Pillow only asserts it
                 raise VQCodecError("cannot read the image: its file was closed before its pixels were read "

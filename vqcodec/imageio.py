@@ -125,13 +125,26 @@ def _check_side(width: int, height: int, max_side: int | None) -> None:
                            f"{MAX_PIXELS} pixels")
 
 
-def _check_header_size(source, width: int, height: int, max_side: int | None) -> None:
-    """Refuse the image `source` whose header gives more pixels than check_pixel_count takes, or a side longer than
-    `max_side` (_check_side), naming it as its other read errors do (unreadable_image)."""
+def _check_header_size(source, image, max_side: int | None, fits: Callable[[int, int, str], None] | None) -> None:
+    """Refuse the image `source`, opened by Pillow as `image` and not yet read, whose header gives more pixels than
+    check_pixel_count takes, a side longer than `max_side` (_check_side) or a size `fits` refuses (open_image's),
+    naming it as its other read errors do (naming_the_image)."""
+    with naming_the_image(source):
+        check_pixel_count(image.width, image.height)
+        _check_side(image.width, image.height, max_side)
+        if fits is not None:
+            fits(image.width, image.height, image.mode)
+
+
+@contextlib.contextmanager
+def naming_the_image(source):
+    """The refusal (VQCodecError) of the block, of an image read from `source` (a path or stream), naming it as its
+    read errors do (unreadable_image); as it is where `source` is None."""
     try:
-        check_pixel_count(width, height)
-        _check_side(width, height, max_side)
+        yield
     except VQCodecError as exc:
+        if source is None:
+            raise
         raise unreadable_image(source, exc) from None
 
 
@@ -158,9 +171,7 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE, fits: Callable[[in
             with TIFF_SETUP_LOCK:
                 opened, cut_short = image_opened(readable, held)
             with opened as image:
-                _check_header_size(source, image.width, image.height, max_side)
-                if fits is not None:
-                    fits(image.width, image.height, image.mode)
+                _check_header_size(source, image, max_side, fits)
                 opened_at = image.tell()
                 unit = "pages" if image.format == "TIFF" else "frames"
                 with TIFF_SETUP_LOCK:
