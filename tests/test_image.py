@@ -3228,8 +3228,11 @@ def test_an_image_whose_encoding_would_not_fit_in_memory_is_refused_from_its_hea
         codec.encode(stream, 2)
     with Image.open(path) as lazy, pytest.raises(VQCodecError, match=named.format("1-bit")):
         codec.encode_image(lazy, 2, source=path)
-    with Image.open(path) as lazy, pytest.raises(VQCodecError, match="^" + refusal.format("1-bit")):
-        codec.encode_image(lazy, 2)
+    with Image.open(str(path)) as lazy, pytest.raises(VQCodecError, match=named.format("1-bit")):
+        codec.encode_image(lazy, 2)  # named by its own filename
+    with open(path, "rb") as stream, Image.open(stream) as lazy, \
+            pytest.raises(VQCodecError, match="^" + refusal.format("1-bit")):
+        codec.encode_image(lazy, 2)  # a stream's image has no filename
     with pytest.raises(VQCodecError, match="^" + refusal.format("L")):
         codec.encode(np.zeros((3000, 3000), dtype=np.uint8), 2)
     (tmp_path / "folder").mkdir()

@@ -175,6 +175,12 @@ def _first_bytes(media, count: int) -> bytes:
     return b""
 
 
+def _opened_from(image) -> str | None:
+    """The path Image.open opened a Pillow image from (its filename), or None: it was given a stream, or made."""
+    filename = getattr(image, "filename", None)
+    return filename if isinstance(filename, str) and filename else None
+
+
 def _is_vq_file(media) -> bool:
     """Whether media given as the path of a file or a stream that can seek begins as a `.vq` file does."""
     return _first_bytes(media, 4) == vqformat.MAGIC
@@ -2199,7 +2205,8 @@ class Codec:
 
         With `max_bpp`, the best file of at most that many bits per pixel (whole file, header and
         alpha included), with `quality` the most codebooks it may use (vqcodec.ratecontrol). `source`, the path or
-        stream the image was read from, is named where its values are refused or clipped (float grey of NaN)."""
+        stream the image was read from, is named where its size or values are refused or clipped (float grey of NaN);
+        by default, the file Image.open opened it from (its filename)."""
         from PIL import Image
 
         self._require("image")
@@ -2212,6 +2219,7 @@ class Codec:
             raise VQCodecError(f"encode_image takes a Pillow image or a uint8 array, not {type_of(image)}: "
                                "encode() also takes paths and bytes")
         else:
+            source = _opened_from(image) if source is None else source
             check_image_size(image.width, image.height, source)
             with naming_the_image(source):
                 self.check_image_encode_fits(image.width, image.height, image.mode)
