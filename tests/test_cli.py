@@ -4971,6 +4971,24 @@ def test_the_folder_functions_name_the_model_that_decodes_a_file_as_their_argume
     assert not (tmp_path / "out").exists()
 
 
+def test_none_of_a_folders_models_wrote_its_files_names_the_first_few_model_ids(tiny_model_path, other_model_path,
+                                                                                small_vq, craft, tmp_path):
+    """-m FOLDER of several models, none of which wrote a folder's .vq files, listed the id of every model that wrote
+    one, however many: the line names the three that wrote the most and counts the others."""
+    from vqcodec import VQCodecError, format as vqformat
+    from vqcodec.registry import find_model
+
+    models = models_in_one_folder(tmp_path / "runs", tiny_model_path, other_model_path)
+    ids = [bytes([n]) * 8 for n in range(1, 8)]
+    headers = [vqformat.parse_header(craft.with_header(small_vq, model_id=model_id))
+               for count, model_id in enumerate(ids) for _ in range(len(ids) - count)]  # the first id wrote the most
+    with pytest.raises(VQCodecError) as refused:
+        find_model(str(models), wrote_files=headers)
+    assert str(refused.value).endswith(f"found 2 (other, tiny): none of them wrote the files (models "
+                                       f"{ids[0].hex()}, {ids[1].hex()}, {ids[2].hex()} and 4 more); pass the one that "
+                                       "did as model")
+
+
 def test_a_folder_run_asks_the_codec_whether_its_model_decodes_a_file(tiny_model_path, codec, other_codec, signal,
                                                                        monkeypatch):
     """With -m, a folder's file of another model was told by the command line's own copy of Codec._check_file_model's

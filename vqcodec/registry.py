@@ -13,7 +13,7 @@ from . import format as vqformat
 from .config import FORMAT_VERSION, config_from_dict
 from .errors import VQCodecError
 from .streams import checked_flag, open_regular_file, read_json_file, why_missing
-from .wording import reason_of, setting, shown, shown_cut
+from .wording import capped_list, reason_of, setting, shown, shown_cut
 
 RETIRED_MODELS = "retired.json"  # in the shipped models' folder: earlier releases' models and where they are
 # what list_models marks a model with, from where it is on the search path: never taken from its NAME.json
@@ -197,7 +197,7 @@ def _advice_for_files(paths: list[Path], headers: list[vqformat.Header]) -> str:
             named = setting(f"--model {path}", f"model={shown(path)}")
             return f"pass {named}, the one that wrote {which} (model {wanted})"
     ids = list(dict.fromkeys(wanted for (wanted, _), _ in writers.most_common()))
-    return (f"none of them wrote the files ({'model' if len(ids) == 1 else 'models'} {', '.join(ids)}); "
+    return (f"none of them wrote the files ({'model' if len(ids) == 1 else 'models'} {capped_list(ids)}); "
             + setting("pass --model with the one that did", "pass the one that did as model"))
 
 

@@ -53,6 +53,15 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun if count == 1 else noun + 's'}"
 
 
+def capped_list(items, limit: int = 3) -> str:
+    """`items` (text) joined by commas, no more than `limit` of them: the rest counted, "a, b, c and 4 more", so that
+    a line listing what a folder holds stays one readable line however many it holds."""
+    items = list(items)
+    if len(items) <= limit:
+        return ", ".join(items)
+    return f"{', '.join(items[:limit])} and {len(items) - limit} more"
+
+
 def decimals_for(value: float, decimals: int, significant: int = 3) -> int:
     """How many decimals show `value`: `decimals`, or more where those would keep fewer than `significant` digits of
     it (a duration of 7 samples at 16 kHz, 0.0004375 s, was shown as 0.000)."""
