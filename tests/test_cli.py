@@ -4989,6 +4989,34 @@ def test_none_of_a_folders_models_wrote_its_files_names_the_first_few_model_ids(
                                        "did as model")
 
 
+def test_a_folders_model_of_its_files_id_but_another_prior_is_named_as_for_one_file(
+        tiny_model_path, other_model_path, codec, small_vq, craft, tmp_path):
+    """-m FOLDER of several models, one of them of the id of the model that wrote a folder's .vq files but not of their
+    prior (a fit-prior --out copy wrote them), said that none of them wrote the files: it is named as the one-file
+    decode names it."""
+    from vqcodec import VQCodecError, format as vqformat
+    from vqcodec.folders import decode_tree
+    from vqcodec.registry import find_model
+
+    models = models_in_one_folder(tmp_path / "runs", tiny_model_path, other_model_path)
+    folder = tmp_path / "coded"
+    folder.mkdir()
+    another_prior = craft.with_header(small_vq, coding=vqformat.CODING_PRIOR, prior_id=77)  # tiny has no prior
+    for name, data in (("a", another_prior), ("b", another_prior), ("c", craft.with_header(small_vq, model_id=b"9" * 8))):
+        (folder / f"{name}.vq").write_bytes(data)
+    with pytest.raises(VQCodecError) as refused:
+        decode_tree(folder, tmp_path / "out", model=models)
+    assert str(refused.value).endswith(
+        f"found 2 (other, tiny): {models / 'tiny.safetensors'} has the id of the model that wrote 2 of the 3 files "
+        f"({codec.model_id.hex()}) but another prior: pass the model files that wrote them")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(VQCodecError) as refused:  # one such file, as decode, info and codes of it look for its model
+        find_model(str(models), wrote=another_prior)
+    assert str(refused.value).endswith(
+        f"found 2 (other, tiny): {models / 'tiny.safetensors'} has the id of the model that wrote this file "
+        f"({codec.model_id.hex()}) but another prior: pass the model files that wrote it")
+
+
 def test_a_folder_run_asks_the_codec_whether_its_model_decodes_a_file(tiny_model_path, codec, other_codec, signal,
                                                                        monkeypatch):
     """With -m, a folder's file of another model was told by the command line's own copy of Codec._check_file_model's

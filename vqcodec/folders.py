@@ -748,9 +748,9 @@ def decode_tree(folder, out, *, format: str | None = None, rate: int | None = No
 
     The folder is read as files_under reads it. Each file is decoded by the installed model it names, loaded once
     for all the files that name it, or by `model` (a model name or path, or a folder that holds one model: one of
-    several is refused, naming the one among them that wrote the most files, or that none did), loaded before any
-    file; audio at `rate` Hz where given; with `salvage`, what is intact of a damaged file, `on_damage(path,
-    damaged_parts, header)` told what it lost (Codec.damaged_parts).
+    several is refused, naming the one among them that wrote the most files, else one of their model's id but another
+    prior, or that none did), loaded before any file; audio at `rate` Hz where given; with `salvage`, what is intact
+    of a damaged file, `on_damage(path, damaged_parts, header)` told what it lost (Codec.damaged_parts).
 
     Refused by VQCodecError before any file is decoded (nothing written): a `rate` that is no sample rate (as
     Codec.decode's sample_rate), `out` a file, no .vq file, a `format` of

@@ -180,22 +180,37 @@ def folder_model_advice(paths: list[Path], wrote: bytes | None,
     if chosen is not None:
         return f"pass --model {chosen['path']}, the one that wrote this file (model {wanted})"
     if decoding:
-        return (f"{decoding[0]['path']} has the id of the model that wrote this file ({wanted}) but another prior: "
-                f"pass the model files that wrote it")
+        return _another_prior_advice(decoding[0], wanted, "this file", "it")
     return f"none of them wrote this file (model {wanted}); pass --model with the one that did"
+
+
+def _another_prior_advice(decoder: dict, wanted: str, which: str, them: str) -> str:
+    """That `decoder` (a model record with its "path") has the id `wanted` of the model that wrote `which` (the
+    file or files, `them`), but not their prior."""
+    return (f"{decoder['path']} has the id of the model that wrote {which} ({wanted}) but another prior: "
+            f"pass the model files that wrote {them}")
 
 
 def _advice_for_files(paths: list[Path], headers: list[vqformat.Header]) -> str:
     """The model among `paths` that decodes the most of a folder's `.vq` files of `headers`, by model id and prior as
-    for one file, named as the folder function's argument (setting), or that none of them wrote the files."""
+    for one file, named as the folder function's argument (setting); else one with the id of the model that wrote
+    the most of them but another prior, or that none of them wrote the files."""
     writers = Counter((header.model_id.hex(), header.coded_prior_id) for header in headers)
+    models = _models_at(paths)
+    decoders = {writer: _decoders_of(models, writer[0]) for writer in writers}
+
+    def files_of(count: int) -> str:
+        return "the files" if count == len(headers) else f"{count} of the {len(headers)} files"
+
     for (wanted, prior_id), count in writers.most_common():
-        chosen = _with_prior(_decoders_among(paths, wanted), prior_id)
+        chosen = _with_prior(decoders[wanted, prior_id], prior_id)
         if chosen is not None:
-            which = "the files" if count == len(headers) else f"{count} of the {len(headers)} files"
             path = str(chosen["path"])
             named = setting(f"--model {path}", f"model={shown(path)}")
-            return f"pass {named}, the one that wrote {which} (model {wanted})"
+            return f"pass {named}, the one that wrote {files_of(count)} (model {wanted})"
+    for writer, count in writers.most_common():
+        if decoders[writer]:
+            return _another_prior_advice(decoders[writer][0], writer[0], files_of(count), "them")
     ids = list(dict.fromkeys(wanted for (wanted, _), _ in writers.most_common()))
     return (f"none of them wrote the files ({'model' if len(ids) == 1 else 'models'} {capped_list(ids)}); "
             + setting("pass --model with the one that did", "pass the one that did as model"))
@@ -379,8 +394,13 @@ def _decoders_of(models: list[dict], model_id: str) -> list[dict]:
 
 
 def _decoders_among(paths: list[Path], model_id: str) -> list[dict]:
-    """_decoders_of the models at `paths` whose NAME.json is valid, each record with its "path"."""
-    return _decoders_of([{**meta, "path": path} for path in paths if (meta := _valid_meta(path)) is not None], model_id)
+    """_decoders_of the models at `paths` (_models_at)."""
+    return _decoders_of(_models_at(paths), model_id)
+
+
+def _models_at(paths: list[Path]) -> list[dict]:
+    """The NAME.json records of the models at `paths` whose NAME.json is valid, each with its "path"."""
+    return [{**meta, "path": path} for path in paths if (meta := _valid_meta(path)) is not None]
 
 
 def _with_prior(models: list[dict], prior_id: int | None) -> dict | None:
