@@ -592,12 +592,21 @@ def _refuse_a_rate_of_no_files_kind(folder: Path, files: list[Path], max_kbps, m
     if (max_kbps is None) == (max_bpp is None):
         return
     kinds = {header.kind for header in read_headers(files)[0].values()}
-    if max_kbps is not None and kinds == {vqformat.KIND_IMAGE}:
-        raise VQCodecError(f"{setting('--bitrate', 'max_kbps')} is for audio, and the .vq files of {folder} hold "
-                           f"images only: use {setting('--bpp', 'max_bpp')}")
-    if max_bpp is not None and kinds == {vqformat.KIND_AUDIO}:
-        raise VQCodecError(f"{setting('--bpp', 'max_bpp')} is for images, and the .vq files of {folder} hold audio "
-                           f"only: use {setting('--bitrate (kbps)', 'max_kbps')}")
+    if len(kinds) == 1:
+        audio = kinds == {vqformat.KIND_AUDIO}
+        _refuse_the_other_kinds_rate(audio, max_kbps, max_bpp,
+                                     f"the .vq files of {folder} hold {'audio' if audio else 'images'} only")
+
+
+def _refuse_the_other_kinds_rate(audio: bool, max_kbps, max_bpp, holding: str) -> None:
+    """A rate for the other kind of media than the .vq file or files hold (`audio` or not; `holding` says so: "this
+    .vq file holds an image"), refused, naming the rate for their kind."""
+    if audio and max_bpp is not None:
+        raise VQCodecError(f"{setting('--bpp', 'max_bpp')} is for images, and {holding}: use "
+                           f"{setting('--bitrate (kbps)', 'max_kbps')}")
+    if not audio and max_kbps is not None:
+        raise VQCodecError(f"{setting('--bitrate', 'max_kbps')} is for audio, and {holding}: use "
+                           f"{setting('--bpp', 'max_bpp')}")
 
 
 def coding_change(name: str | None, data: bytes, encoded: bytes, coding: str) -> str | None:
@@ -623,12 +632,7 @@ def recoder(data: bytes, model, device, coding, quality, depth_weight, max_kbps,
     depth weight where its codes are kept (at its own quality and no rate)."""
     header = vqformat.parse_header(data)
     audio = header.kind == vqformat.KIND_AUDIO
-    if audio and max_bpp is not None:
-        raise VQCodecError(f"{setting('--bpp', 'max_bpp')} is for images, and this .vq file holds audio: use "
-                           f"{setting('--bitrate (kbps)', 'max_kbps')}")
-    if not audio and max_kbps is not None:
-        raise VQCodecError(f"{setting('--bitrate', 'max_kbps')} is for audio, and this .vq file holds an image: use "
-                           f"{setting('--bpp', 'max_bpp')}")
+    _refuse_the_other_kinds_rate(audio, max_kbps, max_bpp, f"this .vq file holds {'audio' if audio else 'an image'}")
     if depth_weight is not None and max_kbps is None and max_bpp is None and quality in (None, header.quality):
         raise VQCodecError(f"{setting('--depth-weight', 'depth_weight')} cuts a .vq file's levels only with a "
                            f"{setting('-q', 'quality')} below its {header.quality} codebooks or a "
