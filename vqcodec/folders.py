@@ -688,8 +688,7 @@ def _codecs_the_files_name(files: list[Path], device, coding: str, codecs: dict)
     found = []
     for path in files:
         try:
-            with open(path, "rb") as stream:
-                codec = file_codec(stream.read(vqformat.HEADER_SIZE), None, device, codecs, coding)
+            codec = file_codec(_header_bytes(path), None, device, codecs, coding)
         except (OSError, VQCodecError):
             continue
         if codec not in found:
@@ -848,8 +847,7 @@ def set_aside_missing_models(folder: Path, files: list[Path], model, refuse_all:
     kept, missing, found = [], {}, {}
     for path in files:
         try:
-            with open(path, "rb") as stream:
-                header = stream.read(vqformat.HEADER_SIZE)
+            header = _header_bytes(path)
             parsed = vqformat.parse_header(header)
         except (OSError, VQCodecError):
             kept.append(path)
@@ -1081,8 +1079,7 @@ def with_codes_id(entry: dict, model, device: str, codecs: dict) -> dict:
     if "codes_id" in entry:
         return entry
     try:
-        with open(entry["file"], "rb") as stream:
-            codec = file_codec(stream.read(vqformat.HEADER_SIZE), model, device, codecs)
+        codec = file_codec(_header_bytes(entry["file"]), model, device, codecs)
     except (VQCodecError, OSError):
         return entry
     if codec.model_id.hex() != entry.get("model_id"):
@@ -1127,13 +1124,18 @@ def read_headers(files: list[Path]) -> tuple[dict[Path, vqformat.Header], list[t
     headers, unreadable = {}, []
     for path in files:
         try:
-            with open(path, "rb") as stream:
-                headers[path] = vqformat.parse_header(stream.read(vqformat.HEADER_SIZE))
+            headers[path] = vqformat.parse_header(_header_bytes(path))
         except VQCodecError as exc:
             unreadable.append((path, str(exc)))
         except OSError as exc:
             unreadable.append((path, f"cannot read ({reason_of(exc)})"))
     return headers, unreadable
+
+
+def _header_bytes(path: Path) -> bytes:
+    """The first vqformat.HEADER_SIZE bytes of the file at `path`, a .vq file's header where it is one."""
+    with open(path, "rb") as stream:
+        return stream.read(vqformat.HEADER_SIZE)
 
 
 def audio_outputs_refused(headers: dict[Path, vqformat.Header], audio_format: str, rate: int | None
