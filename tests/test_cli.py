@@ -5015,6 +5015,10 @@ def test_a_folders_model_of_its_files_id_but_another_prior_is_named_as_for_one_f
     assert str(refused.value).endswith(
         f"found 2 (other, tiny): {models / 'tiny.safetensors'} has the id of the model that wrote this file "
         f"({codec.model_id.hex()}) but another prior: pass the model files that wrote it")
+    with pytest.raises(VQCodecError) as refused:  # from Python, named as the argument, as for the folder's files
+        find_model(str(models), wrote=small_vq)
+    assert str(refused.value).endswith(f"pass model={str(models / 'tiny.safetensors')!r}, the one that wrote this file "
+                                       f"(model {codec.model_id.hex()})")
 
 
 def test_a_folder_run_asks_the_codec_whether_its_model_decodes_a_file(tiny_model_path, codec, other_codec, signal,

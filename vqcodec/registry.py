@@ -163,43 +163,32 @@ def folder_model_advice(paths: list[Path], wrote: bytes | None,
                         wrote_files: Iterable[vqformat.Header] = ()) -> str:
     """Which of the models at `paths` (one folder's) to give: with `wrote`, a `.vq` file's header, the --model that
     decodes that file (its own id, or one that lists the id under "decodes"; of those, the one with the file's
-    prior first), or that none of them does; with `wrote_files`, the headers of a folder's `.vq` files, the one that
-    decodes most of them alike (_advice_for_files); without either, any one by its path, the folder's last training
-    run's where it has one (for whichever option named the folder: -m, --init, fit-prior's MODEL)."""
-    if wrote is None:
-        headers = list(wrote_files)
-        if headers:
-            return _advice_for_files(paths, headers)
-        last = _last_runs_model(paths)
-        return (f"give one of them by its path, such as {last}, the model of the folder's last training run (its "
-                "checkpoint's)" if last else f"give one of them by its path, such as {paths[0]}")
-    header = vqformat.parse_header(wrote)
-    wanted, prior_id = header.model_id.hex(), header.coded_prior_id
-    decoding = _decoders_among(paths, wanted)
-    chosen = _with_prior(decoding, prior_id)
-    if chosen is not None:
-        return f"pass --model {chosen['path']}, the one that wrote this file (model {wanted})"
-    if decoding:
-        return _another_prior_advice(decoding[0], wanted, "this file", "it")
-    return f"none of them wrote this file (model {wanted}); pass --model with the one that did"
+    prior first), else one of its id but another prior, or that none of them does; with `wrote_files`, the headers
+    of a folder's `.vq` files, the one that decodes most of them alike; without either, any one by its path, the
+    folder's last training run's where it has one (for whichever option named the folder: -m, --init, fit-prior's
+    MODEL). Named as the option or argument (setting)."""
+    if wrote is not None:
+        return _advice_for_files(paths, [vqformat.parse_header(wrote)], one_file=True)
+    headers = list(wrote_files)
+    if headers:
+        return _advice_for_files(paths, headers)
+    last = _last_runs_model(paths)
+    return (f"give one of them by its path, such as {last}, the model of the folder's last training run (its "
+            "checkpoint's)" if last else f"give one of them by its path, such as {paths[0]}")
 
 
-def _another_prior_advice(decoder: dict, wanted: str, which: str, them: str) -> str:
-    """That `decoder` (a model record with its "path") has the id `wanted` of the model that wrote `which` (the
-    file or files, `them`), but not their prior."""
-    return (f"{decoder['path']} has the id of the model that wrote {which} ({wanted}) but another prior: "
-            f"pass the model files that wrote {them}")
-
-
-def _advice_for_files(paths: list[Path], headers: list[vqformat.Header]) -> str:
-    """The model among `paths` that decodes the most of a folder's `.vq` files of `headers`, by model id and prior as
-    for one file, named as the folder function's argument (setting); else one with the id of the model that wrote
+def _advice_for_files(paths: list[Path], headers: list[vqformat.Header], one_file: bool = False) -> str:
+    """The model among `paths` that decodes the most of the `.vq` files of `headers` (that of one file, `one_file`),
+    by model id and prior, named as the option or argument (setting); else one with the id of the model that wrote
     the most of them but another prior, or that none of them wrote the files."""
     writers = Counter((header.model_id.hex(), header.coded_prior_id) for header in headers)
     models = _models_at(paths)
     decoders = {writer: _decoders_of(models, writer[0]) for writer in writers}
+    them = "it" if one_file else "them"
 
     def files_of(count: int) -> str:
+        if one_file:
+            return "this file"
         return "the files" if count == len(headers) else f"{count} of the {len(headers)} files"
 
     for (wanted, prior_id), count in writers.most_common():
@@ -208,12 +197,13 @@ def _advice_for_files(paths: list[Path], headers: list[vqformat.Header]) -> str:
             path = str(chosen["path"])
             named = setting(f"--model {path}", f"model={shown(path)}")
             return f"pass {named}, the one that wrote {files_of(count)} (model {wanted})"
-    for writer, count in writers.most_common():
-        if decoders[writer]:
-            return _another_prior_advice(decoders[writer][0], writer[0], files_of(count), "them")
+    for (wanted, prior_id), count in writers.most_common():
+        if decoders[wanted, prior_id]:
+            return (f"{decoders[wanted, prior_id][0]['path']} has the id of the model that wrote {files_of(count)} "
+                    f"({wanted}) but another prior: pass the model files that wrote {them}")
     ids = list(dict.fromkeys(wanted for (wanted, _), _ in writers.most_common()))
-    return (f"none of them wrote the files ({'model' if len(ids) == 1 else 'models'} {capped_list(ids)}); "
-            + setting("pass --model with the one that did", "pass the one that did as model"))
+    return (f"none of them wrote {files_of(len(headers))} ({'model' if len(ids) == 1 else 'models'} "
+            f"{capped_list(ids)}); " + setting("pass --model with the one that did", "pass the one that did as model"))
 
 
 def folder_models(folder: Path) -> list[Path]:
