@@ -5002,7 +5002,8 @@ def test_a_folders_model_of_its_files_id_but_another_prior_is_named_as_for_one_f
     folder = tmp_path / "coded"
     folder.mkdir()
     another_prior = craft.with_header(small_vq, coding=vqformat.CODING_PRIOR, prior_id=77)  # tiny has no prior
-    for name, data in (("a", another_prior), ("b", another_prior), ("c", craft.with_header(small_vq, model_id=b"9" * 8))):
+    another_model = craft.with_header(small_vq, model_id=b"9" * 8)
+    for name, data in (("a", another_prior), ("b", another_prior), ("c", another_model)):
         (folder / f"{name}.vq").write_bytes(data)
     with pytest.raises(VQCodecError) as refused:
         decode_tree(folder, tmp_path / "out", model=models)
