@@ -948,17 +948,17 @@ def test_bmp_alpha_and_tiff_planes_are_refused_in_one_line_without_the_pillow_in
                 del image.tile
             else:
                 image.tile = [tuple(image.tile[0])[:3]]
-            with pytest.raises(VQCodecError, match=r"^cannot read the image: reading a BMP's alpha needs Pillow's "
-                                                   rf"BmpImageFile\.tile and \.fp, {lacking}PNG$"):
+            with pytest.raises(VQCodecError, match=rf"^cannot read image {re.escape(str(path))}: reading a BMP's "
+                                                   rf"alpha needs Pillow's BmpImageFile\.tile and \.fp, {lacking}PNG$"):
                 codec.encode_image(image, 2)
     rows, cols = np.mgrid[0:6, 0:10]
     planes = np.stack([rows * 40, cols * 25, rows * 10 + cols * 10]).astype(np.uint16) * 257
     (tmp_path / "rgb16.tif").write_bytes(planar_tiff(planes, photometric=2))
     with Image.open(tmp_path / "rgb16.tif") as image:
         del image.use_load_libtiff
-        with pytest.raises(VQCodecError, match=r"^cannot read the image: reading a TIFF stored as separate planes "
-                                               r"needs Pillow's TiffImageFile\._setup and \.use_load_libtiff and "
-                                               rf"TiffImagePlugin\.READ_LIBTIFF, {lacking}a TIFF of interleaved"):
+        with pytest.raises(VQCodecError, match=r"^cannot read image \S+rgb16\.tif: reading a TIFF stored as separate "
+                                               r"planes needs Pillow's TiffImageFile\._setup and \.use_load_libtiff "
+                                               rf"and TiffImagePlugin\.READ_LIBTIFF, {lacking}a TIFF of interleaved"):
             codec.encode_image(image, 2)
 
 
@@ -3904,8 +3904,9 @@ def test_an_image_cut_short_says_so_without_pillows_byte_count(codec, tmp_path, 
     with pytest.raises(VQCodecError, match=rf"^cannot read image {re.escape(str(cut))}: its data ends early "
                                            r"\(cut short\)$"):
         open_image(cut)
-    with Image.open(cut) as lazy, pytest.raises(VQCodecError, match=r"^cannot read the image: its data ends early"):
-        codec.encode_image(lazy, 2)
+    with Image.open(cut) as lazy, pytest.raises(VQCodecError, match=rf"^cannot read image {re.escape(str(cut))}: "
+                                                                    r"its data ends early \(cut short\)$"):
+        codec.encode_image(lazy, 2)  # the file Image.open opened it from, as open_image names it
 
 
 def test_a_format_whose_name_begins_with_a_vowel_is_an_avif_file_in_the_refusal(tmp_path):
@@ -3953,7 +3954,8 @@ def test_tiffs_of_separate_planes_read_right_or_are_refused(cli, codec, tmp_path
                                       np.asarray(codec.decode(codec.encode(tmp_path / "rgb16.tif", 2))))
     (tmp_path / "la.tif").write_bytes(planar_tiff(rgb[:2], photometric=1, extra_samples=(2,), deflate=True))
     with Image.open(tmp_path / "la.tif") as lazy:
-        with pytest.raises(VQCodecError, match="^cannot read the image: a TIFF of grey and alpha stored as separate"):
+        with pytest.raises(VQCodecError, match=r"^cannot read image \S+la\.tif: a TIFF of grey and alpha stored as "
+                                               "separate"):  # the file Image.open opened it from
             codec.encode_image(lazy, 2)
     result = cli("encode", tmp_path / "la.tif", tmp_path / "la.vq", text=True)
     assert result.returncode == 1
@@ -4454,10 +4456,11 @@ def test_open_image_refuses_a_bad_file_and_lets_a_bug_of_its_own_out(monkeypatch
 
 @pytest.mark.parametrize("bug", [NameError("name '_check_png' is not defined"), AttributeError("'NoneType' object "
                                  "has no attribute 'tell'"), TypeError("unsupported operand")])
-def test_encode_image_refuses_a_bad_image_and_lets_a_bug_of_its_own_out(monkeypatch, codec, bug):
+def test_encode_image_refuses_a_bad_image_and_lets_a_bug_of_its_own_out(monkeypatch, codec, tmp_path, bug):
     """encode_image caught every Exception as it read a Pillow image's pixels, so a bug of vqcodec's own (a renamed
     helper's NameError) read 'cannot read the image: name ... is not defined'. An image whose file was closed before
-    its pixels were read (which Pillow asserts against) and one cut short are still refused."""
+    its pixels were read (which Pillow asserts against) and one cut short are still refused, naming source= or the
+    file Image.open opened it from, as its size and memory refusals do (they named no file)."""
     import vqcodec.imagedata
 
     buffer = io.BytesIO()
@@ -4468,6 +4471,18 @@ def test_encode_image_refuses_a_bad_image_and_lets_a_bug_of_its_own_out(monkeypa
         codec.encode_image(lazy, 2)
     with pytest.raises(VQCodecError, match=r"^cannot read the image: its data ends early \(cut short\)$"):
         codec.encode_image(Image.open(io.BytesIO(buffer.getvalue()[:-40])), 2)
+    # source= named, as the size and memory refusals name it
+    with pytest.raises(VQCodecError, match=r"^cannot read image x.png: its file was closed before its pixels were "
+                                           r"read \(Image.open is lazy: load\(\) it\)$"):
+        codec.encode_image(lazy, 2, source="x.png")
+    with pytest.raises(VQCodecError, match=r"^cannot read image x.png: its data ends early \(cut short\)$"):
+        codec.encode_image(Image.open(io.BytesIO(buffer.getvalue()[:-40])), 2, source="x.png")
+    path = tmp_path / "closed.png"
+    path.write_bytes(buffer.getvalue())
+    with Image.open(path) as lazy:
+        pass
+    with pytest.raises(VQCodecError, match=rf"^cannot read image {re.escape(str(path))}: its file was closed before"):
+        codec.encode_image(lazy, 2)
 
     def broken(image):
         raise bug

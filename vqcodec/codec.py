@@ -41,8 +41,8 @@ from .fileinfo import (TRAILING_STREAM_BYTES, UnendedStream, alpha_plane, colour
 from .imagedata import PILLOW_READ_ERRORS
 from .imageio import (ALPHA_MODES, IMAGE_MODES, IMAGE_MODE_NAMES, TIFF_ORIENTATION, as_displayed, check_image_size,
                       edge_padded, image_of_array, image_to_planes, in_srgb, load_pixels, mode_shown, naming_the_image,
-                      open_image, pillow_reason, planes_to_image, rebuilt_image_bytes, unrecognised_image,
-                      warn_of_frames_left_out, warn_of_what_codes_leave_out)
+                      open_image, pillow_reason, planes_to_image, rebuilt_image_bytes, unreadable_unnamed_image,
+                      unrecognised_image, warn_of_frames_left_out, warn_of_what_codes_leave_out)
 from .io import (identified_as_an_image, image_by_its_name, is_image_signature, refuse_format_against_name,
                  refuse_format_of_other_kind)
 from .memory import memory_bound, refuse_beyond
@@ -179,6 +179,18 @@ def _opened_from(image) -> str | None:
     """The path Image.open opened a Pillow image from (its filename), or None: it was given a stream, or made."""
     filename = getattr(image, "filename", None)
     return filename if isinstance(filename, str) and filename else None
+
+
+def _pixels_read(image):
+    """load_pixels of a Pillow image given to encode, which Image.open may have left unread: refused
+    (unreadable_unnamed_image) where its file is closed or cut short."""
+    if getattr(image, "tile", None) and getattr(image, "fp", None) is None:  # Pillow only asserts it
+        raise unreadable_unnamed_image("its file was closed before its pixels were read "
+                                       "(Image.open is lazy: load() it)")
+    try:  # Image.open reads the pixels only now: the file may be cut short
+        return load_pixels(image)
+    except PILLOW_READ_ERRORS as exc:
+        raise unreadable_unnamed_image(pillow_reason(exc)) from None
 
 
 def _is_vq_file(media) -> bool:
@@ -2224,13 +2236,8 @@ class Codec:
             with naming_the_image(source):
                 self.check_image_encode_fits(image.width, image.height, image.mode)
             warn_of_frames_left_out(image)
-            if getattr(image, "tile", None) and getattr(image, "fp", None) is None:  # Pillow only asserts it
-                raise VQCodecError("cannot read the image: its file was closed before its pixels were read "
-                                   "(Image.open is lazy: load() it)")
-            try:  # Image.open reads the pixels only now: the file may be cut short
-                image = load_pixels(image)
-            except PILLOW_READ_ERRORS as exc:
-                raise VQCodecError(f"cannot read the image: {pillow_reason(exc)}") from None
+            with naming_the_image(source):
+                image = _pixels_read(image)
             if image.getexif().get(TIFF_ORIENTATION, 1) != 1:  # Image.open leaves it to the caller
                 image = as_displayed(image)
             image = in_srgb(image)

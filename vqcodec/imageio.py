@@ -139,13 +139,14 @@ def _check_header_size(source, image, max_side: int | None, fits: Callable[[int,
 @contextlib.contextmanager
 def naming_the_image(source):
     """The refusal (VQCodecError) of the block, of an image read from `source` (a path or stream), naming it as its
-    read errors do (unreadable_image); as it is where `source` is None."""
+    read errors do (unreadable_image), in place of "the image" where it says "cannot read the image: ..."
+    (unreadable_unnamed_image); as it is where `source` is None."""
     try:
         yield
     except VQCodecError as exc:
         if source is None:
             raise
-        raise unreadable_image(source, exc) from None
+        raise unreadable_image(source, str(exc).removeprefix(UNNAMED_IMAGE_UNREADABLE)) from None
 
 
 def open_image(source, max_side: int | None = MAX_IMAGE_SIDE, fits: Callable[[int, int, str], None] | None = None):
@@ -844,6 +845,15 @@ def _back_to_frame(image, frame: int) -> None:
 def unreadable_image(source, reason) -> VQCodecError:
     """The error for an image (path or stream) that cannot be read, and why."""
     return VQCodecError(f"cannot read image {input_name(source) or 'from the stream'}: {reason}")
+
+
+UNNAMED_IMAGE_UNREADABLE = "cannot read the image: "
+
+
+def unreadable_unnamed_image(reason) -> VQCodecError:
+    """The error for a Pillow image whose pixels cannot be read, of no file known, and why; naming_the_image names
+    the file where it is known, as unreadable_image does."""
+    return VQCodecError(f"{UNNAMED_IMAGE_UNREADABLE}{reason}")
 
 
 PLANAR_CONFIGURATION = 284  # the TIFF tag; 2: each channel stored as a plane of its own
