@@ -2232,8 +2232,8 @@ class Codec:
                                "encode() also takes paths and bytes")
         else:
             source = _opened_from(image) if source is None else source
-            check_image_size(image.width, image.height, source)
             with naming_the_image(source):
+                check_image_size(image.width, image.height)
                 self.check_image_encode_fits(image.width, image.height, image.mode)
             warn_of_frames_left_out(image)
             with naming_the_image(source):

@@ -1189,7 +1189,8 @@ def image_to_planes(image, source=None) -> tuple[np.ndarray, int, np.ndarray | N
     if image.mode in _FULL_SCALE and _holds_eight_bits(image):
         image = image.convert("L")  # 0-255 values are 8-bit grey: scaled from 65535 (or 1.0), white was level 1
     if image.mode in _FULL_SCALE:
-        _check_deep_range(image, source)
+        with naming_the_image(source):
+            _check_deep_range(image, source)
     mode = image.mode
     if mode == "P" and (with_alpha := _palette_alpha(image)) is not None:
         mode, image = "P;transparency", with_alpha
@@ -1370,8 +1371,9 @@ def _check_deep_range(image, source=None) -> None:
     """Refuse a float or 32-bit grey image of which over MAX_CLIPPED_SHARE of the pixels lie beyond
     its full scale (below 0, above 1.0 or 65535, where scaling to 8 bits would clip them), or any NaN
     or infinity: a float image of 0-255 values would be coded almost white. Fewer pixels beyond (the
-    highlights of an HDR image) are clipped, with a warning that says how many. Both name `source`, the path or stream
-    the image was read from, where it is given, as the other refusals and warnings of an image file do."""
+    highlights of an HDR image) are clipped, with a warning that says how many, naming `source`, the path or stream the
+    image was read from, where it is given, as the other warnings of an image file do (its caller names it in the
+    refusal: naming_the_image)."""
     full_scale = _FULL_SCALE[image.mode]
     low, high, beyond, nan = math.inf, -math.inf, 0, False
     for _, values in _deep_grey_values(image):
@@ -1391,7 +1393,7 @@ def _check_deep_range(image, source=None) -> None:
     else:
         refusal = None
     if refusal is not None:
-        raise VQCodecError(refusal) if source is None else unreadable_image(source, refusal)
+        raise VQCodecError(refusal)
     if beyond:
         clipped = (f"{kind} image values span {low:.6g} to {high:.6g}: {beyond} of its {pixels} pixels lie beyond 0 "
                    f"to {full_scale:g}, the range read as black to white, and are clipped to it")
@@ -1685,17 +1687,14 @@ def _fallback_modes(image, keep_alpha: bool) -> list[str]:
     return ["RGB"]
 
 
-def check_image_size(width: int, height: int, source=None) -> None:
-    """The container's bounds on a new image file, checked before anything is coded; `source`, the path or stream the
-    image was read from, is named where given (unreadable_image)."""
-    refusal = None
+def check_image_size(width: int, height: int) -> None:
+    """The container's bounds on a new image file, checked before anything is coded (naming_the_image names the file
+    the image was read from)."""
     if min(width, height) < 1:
-        refusal = f"image {width}x{height} is empty"
-    elif max(width, height) > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
-        refusal = (f"image {width}x{height} exceeds the size limit of {MAX_IMAGE_SIDE} pixels a side and "
-                   f"{MAX_IMAGE_PIXELS} pixels")
-    if refusal is not None:
-        raise VQCodecError(refusal) if source is None else unreadable_image(source, refusal)
+        raise VQCodecError(f"image {width}x{height} is empty")
+    if max(width, height) > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
+        raise VQCodecError(f"image {width}x{height} exceeds the size limit of {MAX_IMAGE_SIDE} pixels a side and "
+                           f"{MAX_IMAGE_PIXELS} pixels")
 
 
 def edge_padded(rgb: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
