@@ -55,7 +55,8 @@ def unrecognised_image(head: bytes, where) -> VQCodecError | None:
 
 def read_image_rgb(path) -> np.ndarray:
     """Read an image as the uint8 RGB (height, width, 3) that encoding it codes (open_image and
-    image_to_planes: EXIF orientation and an ICC profile applied, 16-bit and float grey scaled to 8 bits, not clipped)."""
+    image_to_planes: EXIF orientation and an ICC profile applied, 16-bit and float grey scaled to 8 bits, not
+    clipped)."""
     check_source(path, "an image", paths=(str, os.PathLike))  # outside the try: not put into "cannot read image"
     try:
         return image_to_planes(open_image(path, max_side=None), path)[0]  # training crops what encoding refuses
@@ -1131,7 +1132,8 @@ class _WarningRouter:
                 show, filters = self.saved
                 if warnings.showwarning == self.show:  # else another has replaced it since: theirs stays
                     warnings.showwarning = show
-                warnings.resetwarnings()  # and the registries of warnings shown once go stale, as catch_warnings leaves them
+                # and the registries of warnings shown once go stale, as catch_warnings leaves them
+                warnings.resetwarnings()
                 warnings.filters.extend(filters)
 
     def show(self, message, category, filename, lineno, file=None, line=None) -> None:
@@ -1181,7 +1183,8 @@ def _warn_once_each(caught: list, where: str) -> None:
 
 def image_to_planes(image, source=None) -> tuple[np.ndarray, int, np.ndarray | None]:
     """Split a Pillow image into uint8 RGB (h, w, 3), its mode code and a uint8 alpha plane or None. `source`, the
-    path or stream it was read from where it was, is named in the refusal or warning of its values (_check_deep_range)."""
+    path or stream it was read from where it was, is named in the refusal or warning of its values
+    (_check_deep_range)."""
     image = with_standard_sixteen_bit(image)
     _check_transparency(image)
     if image.mode in ("La", "RGBa"):  # premultiplied alpha, which only images made in memory have
@@ -1328,7 +1331,8 @@ def _check_transparency(image) -> None:
         fits, wanted = (isinstance(value, (bytes, bytearray)) and len(value) <= 256) or (
             is_whole(value) and 0 <= value < 256), "a palette index 0-255 or bytes of alpha per palette entry"
     elif image.mode == "RGB":  # levels above 255 matched no pixel: a 16-bit PNG's colour, read as 8 bits once loaded
-        fits, wanted = (isinstance(value, tuple) and len(value) == 3 and all(is_whole(v) and 0 <= v < 256 for v in value),
+        fits, wanted = (isinstance(value, tuple) and len(value) == 3
+                        and all(is_whole(v) and 0 <= v < 256 for v in value),
                         "an (r, g, b) tuple of levels 0-255 (a 16-bit PNG's, which Pillow reads as 8 bits: give "
                         "encode the file, or Image.open's image before it is loaded)")
     elif image.mode == "F":
@@ -1338,8 +1342,8 @@ def _check_transparency(image) -> None:
     else:
         fits, wanted = is_whole(value), "an int"
     if not fits:
-        raise VQCodecError(f"the {mode_shown(image.mode)} image's transparency, {shown_cut(value, 40)}, is not {wanted}: "
-                           "set image.info['transparency'] to one, or remove it")
+        raise VQCodecError(f"the {mode_shown(image.mode)} image's transparency, {shown_cut(value, 40)}, is not "
+                           f"{wanted}: set image.info['transparency'] to one, or remove it")
 
 
 def _transparent_colour_as_alpha(image):
@@ -1378,7 +1382,8 @@ def _check_deep_range(image, source=None) -> None:
     low, high, beyond, nan = math.inf, -math.inf, 0, False
     for _, values in _deep_grey_values(image):
         nan = nan or bool(np.isnan(values).any())
-        low, high = min(low, float(np.nanmin(values, initial=math.inf))), max(high, float(np.nanmax(values, initial=-math.inf)))
+        low, high = (min(low, float(np.nanmin(values, initial=math.inf))),
+                     max(high, float(np.nanmax(values, initial=-math.inf))))
         beyond += int(np.count_nonzero(_beyond_full_scale(values, full_scale)))
     kind = "float" if image.mode == "F" else "32-bit"
     pixels = image.width * image.height
@@ -1560,7 +1565,8 @@ def _as_netpbm_variant(image, variant: str):
     if _has_visible_alpha(image) or (variant == "pbm" and image.mode == "1"):
         return image
     if variant in ("ppm", "pnm"):  # PNM is PBM, PGM or PPM (Pillow would write float as PFM)
-        return _converted(image, "RGB") if variant == "ppm" else _converted(image, "I;16") if image.mode == "F" else image
+        return (_converted(image, "RGB") if variant == "ppm"
+                else _converted(image, "I;16") if image.mode == "F" else image)
     if variant == "pbm":
         return _converted(image, "L").convert("1", dither=Image.Dither.NONE)
     return _converted(image, "I;16" if image.mode in _SIXTEEN_BIT else "L")

@@ -451,7 +451,8 @@ class CodePrior:
         model = cache.get(context)
         if model is None:
             _require_constriction()
-            model = constriction.stream.model.Categorical(coder_weights(self.levels[level].table[context]), perfect=False)
+            model = constriction.stream.model.Categorical(coder_weights(self.levels[level].table[context]),
+                                                          perfect=False)
             cache[context] = model
         return model
 
@@ -592,7 +593,8 @@ class CodePrior:
         low = (1 << shift) - 1                        # coder_weights: (q << shift) - 1 = (floor << shift) + low
         spare = low * n
         increment, limit = DEPTH_INCREMENT, DEPTH_COUNT_LIMIT
-        categorical, decode, array, float64 = constriction.stream.model.Categorical, decoder.decode, np.array, np.float64
+        categorical, decode, array, float64 = (constriction.stream.model.Categorical, decoder.decode, np.array,
+                                               np.float64)
         states: dict[int, list] = {}                  # context -> [counts, their total, index of the first largest]
         models = {} if models is None else models
         cost, log2 = (bits[0] if bits is not None else 0.0), math.log2
@@ -614,7 +616,8 @@ class CodePrior:
                 model = models.get(key)
                 if model is None:
                     weights = [((count * budget // total) << shift) + low for count in counts]
-                    weights[top] += (budget - ((sum(weights) - spare) >> shift)) << shift  # the remainder, as counts_to_row
+                    # the remainder, as counts_to_row
+                    weights[top] += (budget - ((sum(weights) - spare) >> shift)) << shift
                     if len(models) >= DEPTH_MODELS_KEPT:
                         models.clear()
                     model = models[key] = categorical(array(weights, float64), perfect=False)
@@ -866,7 +869,8 @@ class CodePrior:
             if bits < table_bits * (1 - NETWORK_MIN_GAIN):
                 if log:
                     log(f"level {index}: kept the network-fitted {source} table")
-                info = {**level.info, "chosen": f"{source}/network", "network": {**record, "heldout_bits": round(bits, 4)}}
+                info = {**level.info, "chosen": f"{source}/network",
+                        "network": {**record, "heldout_bits": round(bits, 4)}}
                 level = LevelPrior((source,), {source: np.arange(k + 1, dtype=np.int64)}, quantize_rows(rows), info)
             levels.append(level)
         return CodePrior(levels, k, self.kind)
@@ -928,7 +932,8 @@ class RateCosts:
         if up is not None:
             context = up[coarser] if base is None else base[rows, None] + up[coarser]
         else:
-            context = base[rows, None] if base is not None else torch.zeros((rows.stop - rows.start, 1), dtype=torch.int64, device=table.device)
+            context = base[rows, None] if base is not None else torch.zeros((rows.stop - rows.start, 1),
+                                                                              dtype=torch.int64, device=table.device)
         return table[context]
 
 
@@ -1126,7 +1131,8 @@ def _fit_level(data: dict, sources: tuple[str, ...], k: int, test: dict | None, 
         stages.append((n_ctx, np.sort(ctx * k + x), _float_counts(ctx, n_ctx)))
 
     def counts_at(keys, where):
-        return (np.searchsorted(keys, where, side="right") - np.searchsorted(keys, where, side="left")).astype(np.float64)
+        return (np.searchsorted(keys, where, side="right")
+                - np.searchsorted(keys, where, side="left")).astype(np.float64)
 
     def probabilities_at(betas, contexts, values):
         """The probability of `values` in `contexts` (one array per stage), as probability_rows has them."""

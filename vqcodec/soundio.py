@@ -431,7 +431,8 @@ def check_audio_output(format_name: str, subtype: str | None, sample_rate: int, 
                            f"write another format (.wav, .flac) or {setting('pass --rate', 'pass rate=N')}")
     limit = FORMAT_MAX_CHANNELS.get(format_name)
     if limit is not None and channels > limit:
-        raise VQCodecError(f"{format_name} holds at most {plural(limit, 'channel')}, not {channels}: write .wav or .ogg")
+        raise VQCodecError(f"{format_name} holds at most {plural(limit, 'channel')}, not {channels}: "
+                           "write .wav or .ogg")
     reason = _audio_write_refused(format_name, subtype, sample_rate, channels)
     if reason is not None:
         raise VQCodecError(f"{format_name} {subtype} cannot hold {plural(channels, 'channel')} at {sample_rate} Hz "
@@ -473,8 +474,8 @@ def sound_read_error(where, frames_read: int, declared: int, exc: Exception) -> 
     where = where if where is not None else "from the stream"
     declared_text = ("its header gives no length" if declared >= UNKNOWN_FRAMES
                      else f"its header declares {declared}")
-    return VQCodecError(f"cannot read audio {where}: {_soundfile_reason(exc).rstrip('.')} after {plural(frames_read, 'sample')} "
-                        f"({declared_text})")
+    return VQCodecError(f"cannot read audio {where}: {_soundfile_reason(exc).rstrip('.')} after "
+                        f"{plural(frames_read, 'sample')} ({declared_text})")
 
 
 def decoder_lines(sound_format: str | None):
@@ -553,7 +554,8 @@ def read_audio(path, sample_rate: int | None = None, said: list[str] | None = No
         except RuntimeError as exc:
             raise sound_read_error(where, frames_read, sound.frames, exc) from None
         lines_said += lines
-        rest = [block.T for block in sound_blocks(sound, where, said=lines_said)]  # beyond what the header was trusted for
+        # beyond what the header was trusted for
+        rest = [block.T for block in sound_blocks(sound, where, said=lines_said)]
     if said is None:
         warn_decoder_lines(lines_said, where)
     else:

@@ -534,9 +534,10 @@ def refuse_existing_output(path, replace: bool) -> None:
 def write_file(path, write, replace: bool = True) -> None:
     """Call write(stream) into a temporary file beside `path`, then rename it onto `path`: a failure
     leaves nothing behind, and readers never see half a file. A FIFO or device (is_stream_file), and
-    a descriptor's name (descriptor_named), get the finished output written into them instead. A symbolic link to a file is written through: the
-    file it names is replaced, and the link stays. With replace=False a file at `path` is never
-    replaced, even one that another process wrote while this one ran (move_into_place)."""
+    a descriptor's name (descriptor_named), get the finished output written into them instead. A
+    symbolic link to a file is written through: the file it names is replaced, and the link stays.
+    With replace=False a file at `path` is never replaced, even one that another process wrote while
+    this one ran (move_into_place)."""
     import shutil
 
     refuse_folder_name(path)

@@ -138,8 +138,8 @@ def _read_codes_npy(source, name: str, codec, restore: dict) -> np.ndarray:
     codec.check_codes_shape(shape, dtype, **restore)
     array = _narrowed(stream, shape, fortran_order, dtype, codec.code_dtype, codec.codebook_size, name)
     if size is None and stream.read(1):
-        raise VQCodecError(f"{name}: holds more bytes than its header announces ({plural(math.prod(shape), 'value')} of "
-                           f"{plural(dtype.itemsize, 'byte')})")
+        raise VQCodecError(f"{name}: holds more bytes than its header announces "
+                           f"({plural(math.prod(shape), 'value')} of {plural(dtype.itemsize, 'byte')})")
     return array
 
 
@@ -171,8 +171,9 @@ def _narrowed(stream, shape: tuple, fortran_order: bool, dtype, into, codebook_s
         wanted = min(piece, flat.size - start) * dtype.itemsize
         raw = stream.read(wanted)
         if len(raw) < wanted:  # only a stream of unknown size can end early: a file's size was checked
-            raise VQCodecError(f"{name}: its header announces {plural(flat.size, 'value')} of {plural(dtype.itemsize, 'byte')}, "
-                               f"the stream ends after {plural(start * dtype.itemsize + len(raw), 'byte')} of them")
+            raise VQCodecError(f"{name}: its header announces {plural(flat.size, 'value')} of "
+                               f"{plural(dtype.itemsize, 'byte')}, the stream ends after "
+                               f"{plural(start * dtype.itemsize + len(raw), 'byte')} of them")
         values = np.frombuffer(raw, dtype)
         if values.min() < low or values.max() > high:
             bad = values.min() if values.min() < low else values.max()
@@ -528,7 +529,8 @@ def write_vq_manifest(folder: Path, out: Path, entries: list[dict], skipped: lis
     of several models), and its axes follow from its kind."""
     files = [{**name_fields("file", Path(entry["file"]).relative_to(folder)),
               **name_fields("codes", Path(entry["codes"]).relative_to(out)),
-              **{key: value for key, value in entry.items() if key not in ("file", "codes", "file_hex", "codes_hex")}} for entry in entries]
+              **{key: value for key, value in entry.items() if key not in ("file", "codes", "file_hex", "codes_hex")}}
+             for entry in entries]
     manifest = {"axes": {"audio": ["channel", "level", "frame"], "image": ["level", "row", "col"]}, "files": files,
                 "skipped": [{**name_fields("file", Path(path).relative_to(folder)), **name_fields("reason", reason)}
                             for path, reason in skipped],
