@@ -1185,6 +1185,23 @@ def test_a_few_bytes_cannot_claim_millions_of_codes(golden_audio_codec, coding):
         assert [(part["chunk"], part["count"]) for part in damaged] == [(0, 2)]
 
 
+@pytest.mark.parametrize("name", ["prior", "depth"])
+def test_no_entropy_coded_chunk_holds_zero_bytes(golden_audio_codec, name):
+    """The encoder writes at least one word for a chunk (it always has a code or a depth to code), and
+    salvage takes a chunk head of length 0 for lost framing (docs/FORMAT.md §7). An emptied chunk of a golden
+    file (its CRC valid) passed the too-short bound, which the golden prior's near-certain rows keep under
+    the 64 bits it allows, and decoded to codes, while damaged_parts called every chunk from it lost."""
+    data = (GOLDEN / f"golden_audio_{name}.vq").read_bytes()
+    header, chunks, _ = vqformat.parse_file(data)
+    smallest = golden_audio_codec.prior.encode_chunk(np.zeros((1, header.quality, 1), np.int64))
+    assert len(smallest) >= 4
+    emptied = vqformat.build_file(header, [b""] + [bytes(c) for c in chunks[1:]])
+    for read in (golden_audio_codec.read_codes, golden_audio_codec.decode_audio):
+        with pytest.raises(FormatError, match="payload of 0 bytes is too short for its"):
+            read(emptied)
+    assert [part["chunk"] for part in golden_audio_codec.damaged_parts(emptied)] == [0]
+
+
 def test_a_prior_fitted_to_few_files_does_not_code_worse_than_fixed_width():
     # Three recordings are too few to hold one in five out, so fitting holds out chunks instead; it
     # used to take the richest context with an unchecked smoothing, which cost 6.9 and 7.4 bits per

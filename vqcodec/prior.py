@@ -667,7 +667,10 @@ class CodePrior:
         if len(payload) % 4:
             raise FormatError("corrupted chunk: entropy-coded payload is not a whole number of words")
         cells = sum(rows * cols for _, rows, cols in plane_shapes)
-        if cells and 2 * (32 * len(payload) // 4 + 32) < self.min_bits(quality, cells, depths, len(plane_shapes)):
+        word_count = len(payload) // 4
+        # an encoder writes at least one word for any code or depth, so no payload is empty (a peaked prior's
+        # min_bits alone lets an empty one through)
+        if cells and (not word_count or 2 * (32 * word_count + 32) < self.min_bits(quality, cells, depths, len(plane_shapes))):
             raise FormatError(f"corrupted chunk: entropy-coded payload of {plural(len(payload), 'byte')} is too short "
                               f"for its {plural(cells * quality, 'code')}")
         words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
