@@ -475,6 +475,10 @@ def test_files_of_gives_what_eval_measures_of_a_file_or_folder_and_refuses_what_
                        ("/dev/null", "not a regular file or a directory (evaluate reads no stdin, pipes or devices)")):
         with pytest.raises(VQCodecError, match=f"^{re.escape(f'{path}: {said}')}"):
             files_of(codec, path)
+    for path in ("", None, 5):  # "" measured the current folder, the others were a bare TypeError
+        with pytest.raises(VQCodecError, match=r"^path is the path of a file or folder \(a str or Path, not empty\), "
+                                               f"not {re.escape(repr(path))}$"):
+            files_of(codec, path)
 
 
 def test_eval_measures_a_file_of_two_names_in_a_folder_once(cli, tiny_model_path, tmp_path, signal):

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import metrics, wording
 from .errors import VQCodecError
-from .folders import check_callbacks, check_file_list, warn_of_level
+from .folders import check_callbacks, check_file_list, checked_folder_path, warn_of_level
 from .imageio import image_to_planes, open_image
 from .io import kind_by_name
 from .ratecontrol import RateUnreachable
@@ -137,9 +137,11 @@ def files_of(codec, path, passed_over: list[tuple[Path, str]] | None = None) -> 
     with a `skipping` line (data.one_name_each); names of that kind that are not regular files (a link to nothing, a
     FIFO) are added to `passed_over`, where given, with why. Refused (VQCodecError): a .vq file, a file whose
     extension names the other kind (one without a media extension is read, as encode reads it), anything else that
-    is not a file or a folder, and a folder without a file of the codec's kind."""
+    is not a file or a folder, a folder without a file of the codec's kind, and a `path` that is no str or Path or is
+    empty ("" measured the current folder)."""
     from .data import find_media, one_name_each
 
+    checked_folder_path("path", path, "a file or folder")
     if Path(path).is_file():
         if Path(path).suffix.lower() == ".vq":
             raise VQCodecError(vq_file_given(path))

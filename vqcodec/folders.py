@@ -75,11 +75,12 @@ def check_callbacks(**callbacks) -> None:
             raise VQCodecError(f"{name} must be a function or None, not {shown_cut(value)}")
 
 
-def checked_folder_path(name: str, path) -> Path:
-    """A folder given to the API's folder functions (`folder`, `out`), as a Path: a str or Path, not empty ("" stood
-    for the current folder, into which a run wrote its outputs), else refused naming the argument."""
+def checked_folder_path(name: str, path, what: str = "a folder") -> Path:
+    """A folder given to the API's folder functions (`folder`, `out`), or `what` else the path names
+    (evaluate.files_of's "a file or folder"), as a Path: a str or Path, not empty ("" stood for the current folder,
+    into which a run wrote its outputs), else refused naming the argument."""
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-        raise VQCodecError(f"{name} is the path of a folder (a str or Path, not empty), not {shown_cut(path)}")
+        raise VQCodecError(f"{name} is the path of {what} (a str or Path, not empty), not {shown_cut(path)}")
     return Path(path)
 
 
