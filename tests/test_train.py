@@ -3593,6 +3593,19 @@ def test_options_without_a_name_take_the_resumed_runs_else_the_out_folders_as_th
     assert given.name == "tiny"
 
 
+def test_train_names_its_run_without_setting_the_name_of_the_options_it_is_given(tmp_path):
+    """check_options sets a None name in the options it checks: train and train_command set it in the caller's, so
+    the same TrainOptions given again for another --out (or replaced with another out) named that model after the
+    first folder."""
+    from vqcodec.train import train_command
+
+    given = TrainOptions(out=tmp_path / "first", max_steps=1)
+    for run in (lambda: train(tmp_path / "no data", None, given), lambda: train_command(tmp_path / "no data", given)):
+        with pytest.raises(VQCodecError, match="no data"):
+            run()
+        assert given.name is None
+
+
 def test_a_skipping_or_warning_line_during_training_clears_the_step_line_on_a_terminal(monkeypatch):
     """A skipping line (the threads that make batches), a failed checkpoint's warning or a read warning
     started over the step line, and the end of the longer step line stayed visible after it."""

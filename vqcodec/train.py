@@ -62,6 +62,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     Launched by torchrun, each process trains on its share of every batch (vqcodec.parallel) and
     the first one writes the files; the others return the same path once training ends. A run that
     fails before writing anything to the --out folder it made leaves no folder behind."""
+    options = dataclasses.replace(options)  # check_options sets a name left None: the run's, not the caller's options'
     check_options(options)
     options = dataclasses.replace(options, device=resolve_device(options.device))  # "auto"; cuda without a GPU refused
     if kind not in (None, "audio", "image"):  # "no video files found", it said
@@ -77,6 +78,7 @@ def train_command(data_dir: Path, options: TrainOptions, config_path: str | Path
                   sample_rate: int | None = None) -> Path:
     """`train` as the train command runs it: the options checked before the config and media kind are taken
     from its --config, --kind, --codebooks, --codebook-size and --sample-rate (training_config)."""
+    options = dataclasses.replace(options)  # as train's
     check_options(options)
     options = dataclasses.replace(options, device=resolve_device(options.device))
     if options.init and (num_codebooks or codebook_size or sample_rate):
