@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 
 from . import format as vqformat
 from .errors import VQCodecError
-from .wording import plural, reason_of, setting, shown_cut, skipping
+from .wording import kind_coded, kind_held, plural, reason_of, setting, shown_cut, skipping
 
 DEFAULT_EXTENSIONS = {"audio": ".wav", "image": ".png"}
 # where Pillow's first-registered extension is unusual, or (SPIDER) registered only once a file is saved,
@@ -459,7 +459,6 @@ def _codec_for_kind(codec, kind: str):
     """The Codec that encode_tree codes `kind` with: `codec` itself, loaded (a model name or path) or made (a
     function of the kind); one of another kind refused."""
     from .codec import Codec
-    from .wording import kind_coded, kind_held
 
     if isinstance(codec, (str, os.PathLike)):
         codec = Codec.load(os.fspath(codec))
@@ -592,11 +591,11 @@ def _refuse_a_rate_of_no_files_kind(folder: Path, files: list[Path], max_kbps, m
     (recoder); files whose header cannot be read are left to fail on their own."""
     if (max_kbps is None) == (max_bpp is None):
         return
-    kinds = {header.kind for header in read_headers(files)[0].values()}
+    kinds = {vqformat.KIND_NAMES[header.kind] for header in read_headers(files)[0].values()}
     if len(kinds) == 1:
-        audio = kinds == {vqformat.KIND_AUDIO}
-        _refuse_the_other_kinds_rate(audio, max_kbps, max_bpp,
-                                     f"the .vq files of {folder} hold {'audio' if audio else 'images'} only")
+        (kind,) = kinds
+        _refuse_the_other_kinds_rate(kind == "audio", max_kbps, max_bpp,
+                                     f"the .vq files of {folder} hold {kind_coded(kind)} only")
 
 
 def _refuse_the_other_kinds_rate(audio: bool, max_kbps, max_bpp, holding: str) -> None:
@@ -632,8 +631,8 @@ def recoder(data: bytes, model, device, coding, quality, depth_weight, max_kbps,
     the codecs loaded so far, by model (file_codec). A rate of the other kind than the file's is refused, and a
     depth weight where its codes are kept (at its own quality and no rate)."""
     header = vqformat.parse_header(data)
-    audio = header.kind == vqformat.KIND_AUDIO
-    _refuse_the_other_kinds_rate(audio, max_kbps, max_bpp, f"this .vq file holds {'audio' if audio else 'an image'}")
+    kind = vqformat.KIND_NAMES[header.kind]
+    _refuse_the_other_kinds_rate(kind == "audio", max_kbps, max_bpp, f"this .vq file holds {kind_held(kind)}")
     if depth_weight is not None and max_kbps is None and max_bpp is None and quality in (None, header.quality):
         raise VQCodecError(f"{setting('--depth-weight', 'depth_weight')} cuts a .vq file's levels only with a "
                            f"{setting('-q', 'quality')} below its {header.quality} codebooks or a "
@@ -808,10 +807,10 @@ def check_format_kind_in_folder(format_name: str, kinds: set[str], folder: Path)
 
     kind = format_kind(format_name) or "image"
     if kind not in kinds:
-        held = "images" if kinds == {"image"} else "audio"
+        (held,) = kinds  # the other kind alone
         raise VQCodecError(f"{setting('--format', 'format')} {format_name} is "
                            f"{'an audio' if kind == 'audio' else 'an image'} format, and the .vq files of {folder} "
-                           f"hold {held} only")
+                           f"hold {kind_coded(held)} only")
 
 
 @contextlib.contextmanager
