@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -162,6 +163,8 @@ class _Optimisation:
 def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: str | None) -> Path:
     run = _start_processes(options)
     start = starting_point(run, checked_config(cfg), kind)
+    if options.resume:  # its repair, which opens it, comes once the run has begun (_make_out)
+        parallel.together(lambda: _refuse_a_log_it_cannot_repair(Path(options.out) / LOG_NAME) if run.main else None)
     given = options
     run.options = options = recipe_of(options, start.meta)
     let_go_of_dropped_state(start, options)
@@ -609,24 +612,39 @@ def _rewrite_stale_checkpoint_json(path: Path) -> None:
               f"rewritten from the record in the weights (step {record['step']})")
 
 
+def _refuse_a_log_it_cannot_repair(path: Path) -> None:
+    """Refuse, before the run starts, the log that a --resume would fail to open for its repair (_repair_log)
+    once it has begun: a FIFO or a device in its place, a log it may not read."""
+    stream, _ = _opened_log(path)
+    if stream is not None:
+        stream.close()
+
+
+def _opened_log(path: Path) -> tuple[BinaryIO | None, OSError | None]:
+    """The log, opened to be repaired, and the error that denied writing it, where it can be read alone (a log
+    it may not write needs no repair to resume); no stream where there is no log."""
+    try:
+        try:  # a FIFO's read waited for ever, a device's (/dev/zero) never ended
+            return open_regular_file(path, writable=True), None
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            return open_regular_file(path), exc
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        raise VQCodecError(f"cannot repair {path}: {reason_of(exc)}") from None
+
+
 def _repair_log(path: Path) -> None:
     """Remove, with a one-line warning, what a run stopped while writing the log (a power cut) left at
     its end, which the records a resumed run appends would run into or follow: the start of a record
     after its last whole line, and the whole lines before that which are not JSON records (a file
     system that kept the log's new length but not its bytes reads back zeros). It is truncated through the
     descriptor it was read from, so that a file put in its place meanwhile is left as it is."""
-    denied = None
-    try:
-        try:  # a FIFO's read waited for ever, a device's (/dev/zero) never ended
-            stream = open_regular_file(path, writable=True)
-        except OSError as exc:
-            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-                raise
-            denied, stream = exc, open_regular_file(path)  # a log it may not write needs no repair to resume
-    except FileNotFoundError:
+    stream, denied = _opened_log(path)
+    if stream is None:
         return
-    except OSError as exc:
-        raise VQCodecError(f"cannot repair {path}: {reason_of(exc)}") from None
     with stream:
         text = stream.read()
         kept, whole, lines = _log_kept(text)
