@@ -371,6 +371,28 @@ def test_a_silent_file_due_to_be_held_out_trains_and_the_run_validates_on_the_ne
     assert json.loads((out / "checkpoint.json").read_text())["held_out"] == ["b.wav"]
 
 
+def test_the_first_process_alone_says_which_files_it_does_not_hold_out(tmp_path, signal, capsys):
+    """Under torchrun every process splits the files alike, and each said why a file due to be held out is not (a
+    recording of NaN samples alone, a silent one): the first process alone says it, as it says the run's other lines."""
+    import vqcodec.train as train_module
+    from vqcodec.runstart import Run
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    soundfile.write(folder / "a.wav", np.full(8000, np.nan, dtype=np.float32), 8000, subtype="FLOAT")
+    soundfile.write(folder / "b.wav", np.zeros(8000), 8000)
+    for seed, name in enumerate(("c.wav", "d.wav")):  # c.wav is held out in place of the two before it
+        soundfile.write(folder / name, signal(1, 8000, 8000, seed=seed).T, 8000)
+    files = sorted(folder.iterdir())
+    said = (f"skipping {folder / 'a.wav'}: samples that are not finite", f"not holding {folder / 'b.wav'} out")
+    for main in (True, False):
+        run = Run(options(tmp_path / "run"), "cpu", 2, main, not main, "fp32", tmp_path / "run" / "checkpoint.safetensors")
+        data = train_module._training_data(run, folder, "audio", files, CFG, {})
+        assert (data.train_files, data.val_files) == ([folder / "b.wav", folder / "d.wav"], [folder / "c.wav"])
+        err = capsys.readouterr().err
+        assert all(line in err for line in said) if main else err == "", err
+
+
 def test_a_run_in_a_folder_whose_name_is_not_utf8_resumes_and_its_model_loads(trained, data_dir, tmp_path):
     out = tmp_path / os.fsdecode(b"run\xff")  # safetensors refuses such paths: the checkpoint was 'damaged'
     shutil.copytree(trained, out)

@@ -204,31 +204,32 @@ def longest_length(kind: str, files: list[Path], sample_rate: int = 0) -> int:
     return max(lengths)
 
 
-def decodes(kind: str, path: Path) -> bool:
+def decodes(kind: str, path: Path, say=progressline.say) -> bool:
     """Whether the whole file decodes (audio block by block, in bounded memory) into something AudioCrops
     keeps, a channel of samples all finite; one that does not (a damaged file whose header reads, a
-    recording of NaN samples alone) gets a `skipping` line."""
+    recording of NaN samples alone) gets a `skipping` line, which `say` says."""
     if kind == "audio":
-        found = _channel_finiteness(path)
+        found = _channel_finiteness(path, say)
         if found is None:
             return False
         samples, finite = found
         problem = "no samples" if not samples else None if finite.any() else "samples that are not finite"
         if problem:
-            _skip(f"{path}: {problem}")
+            _skip(f"{path}: {problem}", say)
         return not problem
     try:
         _read_photo(path)
         return True
     except VQCodecError as exc:
-        _skip(str(exc))
+        _skip(str(exc), say)
     return False
 
 
-def holds_content(kind: str, path: Path) -> bool:
+def holds_content(kind: str, path: Path, say=progressline.say) -> bool:
     """Whether a file that decodes (decodes') gives validation something to measure: not a recording whose
     every channel holds one value throughout (silence) nor a photo of one colour (any 1x1 one), whose crops
-    any model reconstructs nearly perfectly. One that does not gets a line saying it is not held out."""
+    any model reconstructs nearly perfectly. One that does not gets a line, which `say` says, saying it is not
+    held out."""
     if kind == "audio":
         with open_sound(path, []) as sound:
             first, varies = None, False
@@ -240,18 +241,18 @@ def holds_content(kind: str, path: Path) -> bool:
         image = _read_photo(path)
         why = None if (image != image[:1, :1]).any() else "it is of one colour"
     if why:
-        progressline.say(one_line(f"not holding {path} out for validation: {why}, which any model reconstructs; "
-                                  "it trains, and the next file is held out instead"))
+        say(one_line(f"not holding {path} out for validation: {why}, which any model reconstructs; "
+                     "it trains, and the next file is held out instead"))
     return why is None
 
 
-def split_files(files: list[Path], usable=lambda path: True, validates=lambda path: True) \
+def split_files(files: list[Path], usable=lambda path: True, validates=lambda path: True, say=progressline.say) \
         -> tuple[list[Path], list[Path]]:
     """Hold out every 20th file (at least one, when there are two or more) for validation. A file due
     to be held out that is not `usable` is left out of both, and one that is but that gives validation
     nothing to measure (not `validates`: holds_content) trains; either way the next one is held out instead,
     so that one damaged or silent file does not leave the validation set empty, or its loss meaningless.
-    Where no file `validates`, the first of those passed over is held out all the same."""
+    Where no file `validates`, the first of those passed over is held out all the same, as `say` says."""
     if len(files) < 2:
         return files, files
     train, held, passed_over, due = [], [], [], False
@@ -270,7 +271,7 @@ def split_files(files: list[Path], usable=lambda path: True, validates=lambda pa
     if not held and passed_over:
         held = [passed_over[0]]
         train.remove(held[0])
-        progressline.say(one_line(f"holding {held[0]} out for validation all the same: no file holds more to validate on"))
+        say(one_line(f"holding {held[0]} out for validation all the same: no file holds more to validate on"))
     return (train, held) if train else (held, held)
 
 
@@ -319,8 +320,8 @@ def say_passed_over(passed_over: list[tuple[Path, str]]) -> None:
         _skip(f"{path}: {reason}")
 
 
-def _skip(message: str) -> None:
-    progressline.say(one_line(f"skipping {message}"))
+def _skip(message: str, say=progressline.say) -> None:
+    say(one_line(f"skipping {message}"))
 
 
 MAX_READ_ATTEMPTS = 8
@@ -409,9 +410,9 @@ def held_bytes(kind: str, files: list[Path], crop: int, sample_rate: int = 0,
     return held
 
 
-def _channel_finiteness(path: Path) -> tuple[int, np.ndarray] | None:
+def _channel_finiteness(path: Path, say=progressline.say) -> tuple[int, np.ndarray] | None:
     """The samples per channel a file holds and whether each channel's are all finite, read block by
-    block; None, after a `skipping` line, for a file that cannot be read."""
+    block; None, after a `skipping` line (`say`), for a file that cannot be read."""
     said: list[str] = []
     try:
         with open_sound(path, said) as sound:
@@ -420,7 +421,7 @@ def _channel_finiteness(path: Path) -> tuple[int, np.ndarray] | None:
                 samples += block.shape[1]
                 finite &= np.isfinite(block).all(axis=1)
     except VQCodecError as exc:
-        _skip(str(exc))
+        _skip(str(exc), say)
         return None
     _warn_once(said, path)
     return samples, finite

@@ -428,14 +428,14 @@ def _held_data_bytes(run: Run, kind: str, cfg: ModelConfig, data_dir: Path, file
 
 
 def _split(data_dir: Path, files: list[Path], saved_meta: dict, usable=lambda path: True,
-           validates=lambda path: True) -> tuple[list[Path], list[Path], bool]:
-    """The training and held-out files of `files` (split_files'; a resumed run's as its first run split them,
-    where any of the files its checkpoint held out is left and `usable`), and whether a resumed run's held-out
-    files are all gone, so that they are split anew."""
+           validates=lambda path: True, say=progressline.say) -> tuple[list[Path], list[Path], bool]:
+    """The training and held-out files of `files` (split_files', which `say`s a file held out all the same; a
+    resumed run's as its first run split them, where any of the files its checkpoint held out is left and
+    `usable`), and whether a resumed run's held-out files are all gone, so that they are split anew."""
     split = None
     if "held_out" in saved_meta:  # a resumed run validates on the files its first run held out
         split = split_as_before(files, data_dir, saved_meta["held_out"], usable)
-    train_files, val_files = split or split_files(files, usable, validates)
+    train_files, val_files = split or split_files(files, usable, validates, say)
     return train_files, val_files, "held_out" in saved_meta and split is None
 
 
@@ -463,8 +463,9 @@ def _training_data(run: Run, data_dir: Path, kind: str, readable: list[Path], cf
     """The files (readable_files') split into training and held-out ones (a resumed run: as its first run
     split them), and their crops."""
     options = run.options
-    train_files, val_files, split_anew = _split(data_dir, readable, saved_meta, lambda path: decodes(kind, path),
-                                                lambda path: holds_content(kind, path))
+    say = progressline.say if run.main else lambda line: None  # every process splits alike; the first says why
+    train_files, val_files, split_anew = _split(data_dir, readable, saved_meta, lambda path: decodes(kind, path, say),
+                                                lambda path: holds_content(kind, path, say), say)
     if split_anew and not run.quiet:
         _progress(f"none of the files the checkpoint held out for validation is left in {data_dir}: others are "
                   "held out, and validation losses do not compare with the log's earlier ones")
