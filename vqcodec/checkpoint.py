@@ -154,7 +154,8 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
         state.setdefault(int(index), {})[field] = value
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     for index, entry in state.items():  # optimizer.load_state_dict checks none of this, and the step fails
-        if not 0 <= index < len(parameters) or any(v.dim() and v.shape != parameters[index].shape for v in entry.values()):
+        if not 0 <= index < len(parameters) \
+                or any(v.dim() and v.shape != parameters[index].shape for v in entry.values()):
             raise ValueError(f"the optimiser state of parameter {index} does not fit the model's")
     full = optimizer.state_dict()
     full["state"] = state

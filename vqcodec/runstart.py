@@ -44,7 +44,8 @@ def training_config(data_dir: Path, options: TrainOptions, config_path: str | Pa
         if kind and kind != init_kind:
             raise VQCodecError(f"--init {options.init} is an {init_kind} model, not {kind}")
         if config and config.kind != init_kind:
-            raise VQCodecError(f"--init {options.init} is an {init_kind} model, not {config.kind} as --config {config_path}")
+            raise VQCodecError(f"--init {options.init} is an {init_kind} model, not {config.kind} as "
+                               f"--config {config_path}")
         kind, _ = find_media(data_dir, init_kind)
         return config, kind
     if options.resume:
@@ -148,8 +149,9 @@ def starting_point(run: Run, cfg: ModelConfig | None, kind: str | None) -> Start
         start.checkpoint_bytes = sum(tensor.nbytes for group in start.saved.values() for tensor in group.values())
         start.step, start.trained_seconds = start.meta["step"], start.meta["trained_seconds"]
         if options.max_steps is not None and options.max_steps < start.step:  # it would only write the model again
-            raise VQCodecError(f"{option_name('max_steps')} is the run's total, and the checkpoint in {Path(options.out)} holds "
-                               f"{plural(start.step, 'step')}: give {option_name('max_steps', start.step)} or more")
+            raise VQCodecError(f"{option_name('max_steps')} is the run's total, and the checkpoint in "
+                               f"{Path(options.out)} holds {plural(start.step, 'step')}: give "
+                               f"{option_name('max_steps', start.step)} or more")
         start.validated_seconds = start.meta.get("validated_seconds", 0.0)
         start.cfg = config_from_dict(start.meta["config"])
         start.kind = start.cfg.kind
@@ -167,13 +169,15 @@ def starting_point(run: Run, cfg: ModelConfig | None, kind: str | None) -> Start
         if cfg is not None and widths_differ_only(model.cfg, cfg):
             start.widened = {f.name: getattr(model.cfg, f.name) for f in dataclasses.fields(cfg)
                              if getattr(model.cfg, f.name) != getattr(cfg, f.name)}
-            if options.decoder_only and not encoder_unchanged(model.cfg, cfg):  # a grown encoder makes the codes only to rounding
-                raise VQCodecError(f"{option_name('decoder_only', True)} keeps the model's encoder and codebooks as they are: "
-                                   f"its {setting('--config', 'cfg')} may widen the decoder alone (decoder_channels)")
+            # a grown encoder makes the codes only to rounding
+            if options.decoder_only and not encoder_unchanged(model.cfg, cfg):
+                raise VQCodecError(f"{option_name('decoder_only', True)} keeps the model's encoder and codebooks as "
+                                   f"they are: its {setting('--config', 'cfg')} may widen the decoder alone "
+                                   "(decoder_channels)")
             model = widen(model, cfg, seed=options.seed)
         elif cfg is not None and cfg != model.cfg:
-            raise VQCodecError(f"{option_name('init')} takes the model's own config, or the same config with wider networks "
-                               "(base_channels or channels, decoder_channels)"
+            raise VQCodecError(f"{option_name('init')} takes the model's own config, or the same config with wider "
+                               "networks (base_channels or channels, decoder_channels)"
                                + setting("; leave out the other size flags", ": pass cfg=None for its own"))
         start.model, start.cfg, start.kind = model, model.cfg, model.cfg.kind
     return start
@@ -184,7 +188,8 @@ def let_go_of_dropped_state(start: Start, options: TrainOptions) -> None:
     the discriminator and its optimiser's moments without --adversarial, the weight average without
     --weight-average. They were held until the optimisers were made, through the model's building and the
     reading of the files, and counted in its training state (training_state_bytes)."""
-    dropped = (*(() if options.adversarial else ("disc", "disc_optim")), *(() if options.weight_average else ("average",)))
+    dropped = (*(() if options.adversarial else ("disc", "disc_optim")),
+               *(() if options.weight_average else ("average",)))
     for group in dropped:
         start.saved.pop(group, None)
     if start.resumed:
@@ -199,9 +204,10 @@ def _refuse_another_part(options: TrainOptions, resumed_decoder_only: bool, step
         raise VQCodecError(f"{option_name('decoder_only', True)} cannot resume a checkpoint that trains the whole "
                            "model")
     if options.decoder_only is False and resumed_decoder_only:
-        raise VQCodecError(f"{option_name('decoder_only', False)} cannot resume a decoder-only checkpoint: its model decodes "
-                           "the files of the model it started from, and makes its codes, only while the encoder and "
-                           f"codebooks stay frozen; to train the whole model, {_a_new_run_from_its_model(options, step)}")
+        raise VQCodecError(f"{option_name('decoder_only', False)} cannot resume a decoder-only checkpoint: its model "
+                           "decodes the files of the model it started from, and makes its codes, only while the "
+                           "encoder and codebooks stay frozen; to train the whole model, "
+                           f"{_a_new_run_from_its_model(options, step)}")
 
 
 def _a_new_run_from_its_model(options: TrainOptions, step: int) -> str:
@@ -228,4 +234,5 @@ def _refuse_another_model(model: str, held: ModelConfig, cfg: ModelConfig | None
         raise VQCodecError(f"{model}, not the {cfg.kind} model of the {type(cfg).__name__} given")
     if compare_fields and cfg is not None and cfg != held:
         differing = [f.name for f in dataclasses.fields(held) if getattr(held, f.name) != getattr(cfg, f.name)]
-        raise VQCodecError(f"{model}, which cfg would change ({', '.join(differing)}): pass cfg=None, or start a new run")
+        raise VQCodecError(f"{model}, which cfg would change ({', '.join(differing)}): pass cfg=None, "
+                           "or start a new run")

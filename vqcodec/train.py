@@ -174,7 +174,8 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     weight_average = options.weight_average
     _warn_of_no_prior(run, cfg)
     crop_whose = "the default" if options.crop is None else "the run's"  # a crop not given: or one a --resume keeps
-    run.options = options = _sized(run, kind, cfg, batch_kept=given.batch_size is None and options.batch_size is not None)
+    run.options = options = _sized(run, kind, cfg,
+                                   batch_kept=given.batch_size is None and options.batch_size is not None)
     files = readable_files(kind, files)
     run.options = options = _crop_within_files(run, kind, cfg, files, given.crop, crop_whose)
     state = training_state_bytes(cfg, options.decoder_only, weight_average, start.checkpoint_bytes,
@@ -196,9 +197,11 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     def checkpoint_meta(step: int, seconds: float, validated: float) -> dict:
         meta = {"step": step, "name": options.name, "trained_seconds": seconds, "validated_seconds": validated,
                 "config": config_to_dict(cfg),
-                "adversarial": options.adversarial, "decoder_only": options.decoder_only, "held_out": [relative_name(path, data_dir) for path in data.val_files],
+                "adversarial": options.adversarial, "decoder_only": options.decoder_only,
+                "held_out": [relative_name(path, data_dir) for path in data.val_files],
                 "settings": settings, **({"earlier_parts": parts} if parts else {}),
-                "run_options": {"eval_every": options.eval_every, "precision": options.precision}}  # as given: recipe_of
+                # as given: recipe_of
+                "run_options": {"eval_every": options.eval_every, "precision": options.precision}}
         if training.average is not None:
             meta.update(weight_average=weight_average, average_updates=training.average.updates)
         if options.decoder_only:
@@ -219,10 +222,12 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
         that could not be written, raised once the prior is added."""
         nonlocal settings, parts
         if step == 0 and not start.init_id:
-            raise VQCodecError(f"no training step ended within {option_name('max_minutes')}: no model written (give it more time)")
+            raise VQCodecError(f"no training step ended within {option_name('max_minutes')}: no model written "
+                               "(give it more time)")
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise diverged(f"the weights are not finite after step {step}", run.checkpoint_path)
-        if start.resumed and step == start.step and "settings" in start.meta:  # resumed to write the model: no part of its own
+        # resumed to write the model: no part of its own
+        if start.resumed and step == start.step and "settings" in start.meta:
             settings, parts = start.meta["settings"], start.meta.get("earlier_parts", [])
         try:
             save_checkpoint(run.checkpoint_path, training.modules, training.optimizers,
@@ -248,8 +253,8 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     _add_prior(run, model_path, cfg, start, data.train.files(), data_dir, step)  # without the files skipped
     _say_other_models(run, model_path)
     if unsaved is not None:
-        earlier = (f"{option_name('resume', True)} would go back to the checkpoint saved before it" if run.checkpoint_path.exists()
-                   else f"there is no checkpoint to {setting('--resume', 'resume')}")
+        earlier = (f"{option_name('resume', True)} would go back to the checkpoint saved before it"
+                   if run.checkpoint_path.exists() else f"there is no checkpoint to {setting('--resume', 'resume')}")
         raise VQCodecError(f"{model_path} is written, but not the checkpoint of its step {step} ({unsaved}): {earlier}")
     return model_path
 
@@ -313,9 +318,9 @@ def _warn_of_no_prior(run: Run, cfg: ModelConfig) -> None:
     """Say before training, and not only once it is done, that no prior will be fitted to codebooks larger
     than a prior covers (prior.MAX_CODEBOOK): the run's files will be coded at fixed width."""
     if run.main and run.options.fit_prior and cfg.codebook_size > MAX_CODEBOOK:
-        _progress(f"{WARNING_PREFIX}no entropy-coding prior will be added: a prior covers codebooks of at most {MAX_CODEBOOK} "
-                  f"entries, not {cfg.codebook_size}; files will use fixed-width coding ({setting('--no-prior', 'fit_prior=False')} "
-                  f"says so)")
+        _progress(f"{WARNING_PREFIX}no entropy-coding prior will be added: a prior covers codebooks of at most "
+                  f"{MAX_CODEBOOK} entries, not {cfg.codebook_size}; files will use fixed-width coding "
+                  f"({setting('--no-prior', 'fit_prior=False')} says so)")
 
 
 def _sized(run: Run, kind: str, cfg: ModelConfig, batch_kept: bool = False) -> TrainOptions:
@@ -393,7 +398,8 @@ def _refuse_a_batch_beyond_memory(run: Run, kind: str, adversarial: bool = False
                                          options.resume)
         memory.refuse_beyond(shared, memory.shared_memory_bound(),
                              f"a batch of {plural(share, 'crop')} a process of {crops}, in {run.local_processes} "
-                             f"processes on this machine{with_data}, takes", f"{advice}, or start fewer processes on it",
+                             f"processes on this machine{with_data}, takes",
+                             f"{advice}, or start fewer processes on it",
                              whose="the memory they share")
 
 
@@ -498,7 +504,8 @@ def _optimisation(run: Run, model: VQVAE, start: Start, weight_average: float) -
     as the checkpoint left them where the run resumes one. The checkpoint's tensors are let go once restored:
     the optimisers keep those of their moments, the networks copies of their weights."""
     options, saved, checkpoint_path = run.options, start.saved, run.checkpoint_path
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=options.lr, betas=(0.8, 0.99), weight_decay=0.0)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=options.lr,
+                                  betas=(0.8, 0.99), weight_decay=0.0)
     if start.resumed:
         restore_state(checkpoint_path, restore_optimizer, optimizer, saved.get("optim", {}))
     training = _Optimisation({"model": model}, {"optim": optimizer})
@@ -551,11 +558,12 @@ def _print_run(run: Run, kind: str, model: VQVAE, data: _Data) -> None:
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     share = options.batch_size // run.processes
     spread = f"{run.processes} processes ({share} examples each)" if run.processes > 1 else f"device {run.device}"
-    validation = data.val.describe() if data.val_files != data.train_files else "on the training file (none held out from one)"
+    validation = data.val.describe() if data.val_files != data.train_files \
+        else "on the training file (none held out from one)"
     _progress(f"training {options.name} ({kind}) on {data.train.describe()}; validation {validation}; "
               f"{_parameter_count(sum(p.numel() for p in model.parameters()))} parameters"
-              f"{f' ({_parameter_count(trained)} trained: the decoder)' if options.decoder_only else ''}; batch {options.batch_size}; "
-              f"{spread}, {run.precision}")
+              f"{f' ({_parameter_count(trained)} trained: the decoder)' if options.decoder_only else ''}; "
+              f"batch {options.batch_size}; {spread}, {run.precision}")
 
 
 def _parameter_count(count: int) -> str:
@@ -723,9 +731,10 @@ def _step_loop(run: Run, cfg: ModelConfig, model: VQVAE, training: _Optimisation
     def out_of_memory(exc: RuntimeError) -> VQCodecError:
         if not is_out_of_memory(exc):
             raise exc
-        kept = f"; checkpoint of step {step} saved: {option_name('resume', True)} with a smaller one continues" if keep() else ""
-        return VQCodecError(f"out of memory for batches of {plural(options.batch_size, 'crop')} of {options.crop}: lower "
-                            f"{option_name('batch_size')} or {option_name('crop')}{kept}")
+        kept = f"; checkpoint of step {step} saved: {option_name('resume', True)} with a smaller one continues" \
+            if keep() else ""
+        return VQCodecError(f"out of memory for batches of {plural(options.batch_size, 'crop')} of {options.crop}: "
+                            f"lower {option_name('batch_size')} or {option_name('crop')}{kept}")
 
     def validated(record: dict) -> None:
         """Validate the weights of `record`'s step and append it to the log, with the validation and its
@@ -808,7 +817,8 @@ def _step_loop(run: Run, cfg: ModelConfig, model: VQVAE, training: _Optimisation
                     raise out_of_memory(exc) from None
     except KeyboardInterrupt:
         if keep():
-            _say(f"\ninterrupted at step {step}: checkpoint saved in {Path(options.out)}; continue with {option_name('resume', True)}")
+            _say(f"\ninterrupted at step {step}: checkpoint saved in {Path(options.out)}; "
+                 f"continue with {option_name('resume', True)}")
         raise
     except RuntimeError as exc:
         raise out_of_memory(exc) from None
@@ -821,7 +831,8 @@ def _learning_rate(options: TrainOptions, step: int, first_step: int, elapsed: f
     """The learning rate of the step after `step`: a linear warm-up over the first WARMUP_STEPS steps of this
     run, times a half cosine from --lr down to a tenth of it over the budget (time or steps, whichever is further)."""
     progress = max(elapsed / budget if budget else 0.0, step / options.max_steps if options.max_steps else 0.0)
-    return options.lr * min(1.0, (step - first_step + 1) / WARMUP_STEPS) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
+    return options.lr * min(1.0, (step - first_step + 1) / WARMUP_STEPS) \
+        * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
 def set_training_mode(model: VQVAE, decoder_only: bool) -> None:
@@ -1003,8 +1014,8 @@ def _say_other_models(run: Run, model_path: Path) -> None:
     others = [path.stem for path in folder_models(model_path.parent) if path.stem != model_path.stem]
     if others and not run.quiet:
         model = setting(f"-m {shell_word(model_path)}", f"Codec.load({str(model_path)!r})")
-        _say(f"{model_path.parent} holds {plural(len(others), 'other model')} too, of earlier runs ({', '.join(others)}): "
-             f"give this one by its path, {model}")
+        _say(f"{model_path.parent} holds {plural(len(others), 'other model')} too, of earlier runs "
+             f"({', '.join(others)}): give this one by its path, {model}")
 
 
 def _decodes_record(model: VQVAE, codes_id: str, initial_id: str | None, initial_decodes: list[str]) -> dict:

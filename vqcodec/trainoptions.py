@@ -35,10 +35,12 @@ class TrainOptions:
     resume: bool = False
     replace: bool = False        # a new run over another in `out`: its files are removed once training starts
     quiet: bool = False
-    fit_prior: bool = True       # fit the entropy-coding prior on the training codes at the end (decoder-only: keep the start's)
+    fit_prior: bool = True       # fit the entropy-coding prior on the training codes at the end (decoder-only:
+                                 # keep the start's)
     adversarial: bool | None = None  # audio: add the STFT discriminator and feature-matching losses (None: off, or
                                      # resuming, as the checkpoint trained; False: off, its discriminator dropped)
-    precision: str | None = None  # "bf16": the networks run under bfloat16 autocast; "auto" (None): see resolve_precision
+    precision: str | None = None  # "bf16": the networks run under bfloat16 autocast; "auto" (None): see
+                                  # resolve_precision
     noise: float | None = None   # audio: share of training crops mixed with coloured noise (see add_background_noise;
                                  # None: none, or resuming, the checkpoint's last part's share)
     noise_snr_db: tuple[float, float] | None = None  # audio: the range the noise's SNR is drawn from (None:
@@ -135,8 +137,9 @@ def refuse_existing_run(out: Path, name: str, replace: bool) -> None:
         raise VQCodecError(f"{option_name('out')} {out} cannot be made: {nearest} is not a folder")
     earlier = run_files(out, name)
     if earlier and not replace:
-        raise VQCodecError(f"{out} holds a training run ({earlier[0].name}): pass {option_name('resume', True)} to continue "
-                           f"it, {option_name('replace', True)} to replace it, or another {option_name('out')}")
+        raise VQCodecError(f"{out} holds a training run ({earlier[0].name}): pass {option_name('resume', True)} to "
+                           f"continue it, {option_name('replace', True)} to replace it, "
+                           f"or another {option_name('out')}")
 
 
 def check_options(options: TrainOptions, given: bool = True) -> None:
@@ -156,11 +159,12 @@ def check_options(options: TrainOptions, given: bool = True) -> None:
         raise VQCodecError(f"give a budget: {option_name('max_minutes')} or {option_name('max_steps')}")
     # TrainOptions from Python are not typed by the command's parser: a float count or a string number
     # failed deep in the run (torch.set_num_threads, the crops' seed, a comparison)
-    for field, whole in (("max_minutes", False), ("lr", False), ("max_steps", True), ("batch_size", True), ("crop", True),
-                         ("eval_every", True), ("threads", True), ("data_workers", True), ("noise", False),
-                         ("weight_average", False), ("seed", True), ("checkpoint_minutes", False)):
+    for field, whole in (("max_minutes", False), ("lr", False), ("max_steps", True), ("batch_size", True),
+                         ("crop", True), ("eval_every", True), ("threads", True), ("data_workers", True),
+                         ("noise", False), ("weight_average", False), ("seed", True), ("checkpoint_minutes", False)):
         value = getattr(options, field)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral if whole else numbers.Real)):
+        if value is not None and (isinstance(value, bool)
+                                  or not isinstance(value, numbers.Integral if whole else numbers.Real)):
             named = field if field in ("seed", "checkpoint_minutes") else option_name(field)  # the command sets neither
             raise VQCodecError(f"{named} must be a {'whole number' if whole else 'number'}, not {shown(value)}")
     for field in ("resume", "replace", "quiet", "fit_prior", "adversarial", "stream_data", "decoder_only"):
@@ -170,7 +174,8 @@ def check_options(options: TrainOptions, given: bool = True) -> None:
     if not 0 <= options.seed < 2 ** 63:
         raise VQCodecError(f"seed must be a whole number from 0 to 2**63 - 1, not {options.seed}")
     if not 0 <= options.checkpoint_minutes < math.inf:
-        raise VQCodecError(f"checkpoint_minutes must be a number of minutes from 0 up, not {options.checkpoint_minutes}")
+        raise VQCodecError(f"checkpoint_minutes must be a number of minutes from 0 up, "
+                           f"not {options.checkpoint_minutes}")
     if options.precision is not None and options.precision not in ("auto", "fp32", "bf16"):
         raise VQCodecError(f"{option_name('precision')} must be auto, fp32 or bf16, not {shown(options.precision)}")
     for field in ("max_minutes", "lr"):
@@ -183,7 +188,8 @@ def check_options(options: TrainOptions, given: bool = True) -> None:
                              ("eval_every", 1, MAX_STEPS), ("threads", 1, 256), ("data_workers", 1, 256)):
         value = getattr(options, field)
         if value is not None and not low <= value <= (high or value):
-            raise VQCodecError(f"{option_name(field)} must be at least {low}{f' and at most {high}' if high else ''}, not {value}")
+            raise VQCodecError(f"{option_name(field)} must be at least {low}"
+                               f"{f' and at most {high}' if high else ''}, not {value}")
     if options.noise is not None and not 0.0 <= options.noise <= 1.0:
         raise VQCodecError(f"{option_name('noise')} must be a share between 0 and 1, not {options.noise}")
     if options.weight_average is not None and not 0.0 <= options.weight_average < 1.0:
@@ -195,18 +201,18 @@ def check_options(options: TrainOptions, given: bool = True) -> None:
             # may be some (recipe_of); without one, the range was taken and ignored: no crop had noise to set it for
             _refuse_a_noise_range_without_noise()
     if options.max_minutes is not None and options.max_minutes * 60 == math.inf:  # finite minutes, but not in seconds
-        raise VQCodecError(f"{option_name('max_minutes', options.max_minutes)} is too large a budget: leave it out and give "
-                           f"{option_name('max_steps')}")
+        raise VQCodecError(f"{option_name('max_minutes', options.max_minutes)} is too large a budget: leave it out "
+                           f"and give {option_name('max_steps')}")
     if options.max_steps == 0 and not options.init and not options.resume:
         raise VQCodecError(f"{option_name('max_steps', 0)} writes the starting model as it is: it needs "
                            + setting("--init MODEL", "init=MODEL"))
     check_model_name(options.name)
     if options.resume and options.replace:
-        raise VQCodecError(f"{option_name('resume', True)} continues the run in {option_name('out')} and {option_name('replace', True)} "
-                           "replaces it: give only one")
+        raise VQCodecError(f"{option_name('resume', True)} continues the run in {option_name('out')} and "
+                           f"{option_name('replace', True)} replaces it: give only one")
     if options.init and options.resume:
-        raise VQCodecError(f"{option_name('init')} starts a new run from a model and {option_name('resume', True)} continues one: "
-                           "give only one")
+        raise VQCodecError(f"{option_name('init')} starts a new run from a model and {option_name('resume', True)} "
+                           "continues one: give only one")
     if options.decoder_only and not (options.init or options.resume):
         raise VQCodecError(f"{option_name('decoder_only', True)} trains the decoder of a trained model: give "
                            + setting("--init MODEL", "init=MODEL"))
@@ -234,14 +240,14 @@ def _refuse_a_noise_range_without_noise(resumed: bool = False) -> None:
 
 
 def _check_noise_snr(snr) -> None:
-    if not (isinstance(snr, (tuple, list)) and len(snr) == 2 and all(isinstance(x, numbers.Real) and not isinstance(x, bool)
-                                                                     for x in snr)):
-        raise VQCodecError(f"{option_name('noise_snr_db')} must be {setting('LOW,HIGH', '(LOW, HIGH)')} in dB, a pair of numbers, "
-                           f"not {shown(snr)}")
+    if not (isinstance(snr, (tuple, list)) and len(snr) == 2
+            and all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in snr)):
+        raise VQCodecError(f"{option_name('noise_snr_db')} must be {setting('LOW,HIGH', '(LOW, HIGH)')} in dB, a pair "
+                           f"of numbers, not {shown(snr)}")
     low_snr, high_snr = snr
     if not -20.0 <= low_snr <= high_snr <= 100.0:
-        raise VQCodecError(f"{option_name('noise_snr_db')} must be {setting('LOW,HIGH', '(LOW, HIGH)')} in dB with -20 <= LOW <= "
-                           f"HIGH <= 100, not {low_snr},{high_snr}")
+        raise VQCodecError(f"{option_name('noise_snr_db')} must be {setting('LOW,HIGH', '(LOW, HIGH)')} in dB with "
+                           f"-20 <= LOW <= HIGH <= 100, not {low_snr},{high_snr}")
 
 
 # The options a --resume keeps unless they are given again: the part of the checkpoint's record that holds each
