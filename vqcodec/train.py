@@ -717,13 +717,16 @@ def _step_loop(run: Run, cfg: ModelConfig, model: VQVAE, training: _Optimisation
     batches = Batches(data.train, options.batch_size // run.processes, rng,
                       options.data_workers or default_batch_workers(run.processes))
 
+    def seconds_trained() -> float:
+        """The seconds trained up to now, over all the runs of the checkpoint's, validation included."""
+        return trained_seconds + time.monotonic() - began_run
+
     def keep() -> bool:
         """Save what this run trained, for --resume; False where it trained nothing. A stop while the step's
         log record waits for its validation saves the record, which the resumed run completes."""
         if not (main and (step > first_step or completed_stopped_record)):  # the latter: not to log it twice
             return False
-        seconds = trained_seconds + time.monotonic() - began_run
-        meta = checkpoint_meta(step, seconds, validating)
+        meta = checkpoint_meta(step, seconds_trained(), validating)
         save_checkpoint(checkpoint_path, training.modules, training.optimizers,
                         {**meta, UNVALIDATED_RECORD: unvalidated} if unvalidated else meta)
         return True
@@ -759,13 +762,13 @@ def _step_loop(run: Run, cfg: ModelConfig, model: VQVAE, training: _Optimisation
             perplexity, in_use = usage_summary
             usage_text = f"perplexity {perplexity:.0f} | codes in use {in_use:.0%}"
             unvalidated = {"step": step, "loss": loss_value, "perplexity": perplexity, "codes_in_use": in_use, "lr": lr,
-                           "seconds": trained_seconds + time.monotonic() - began_run - validating, **parts}
+                           "seconds": seconds_trained() - validating, **parts}
             validated(unvalidated)
         if not run.quiet and (step % 10 == 0 or step == 1):
             left = f"{_format_time(budget - elapsed)} left" if budget else ""
             _progress(_step_line(step, loss_value, parts, val_text, usage_text, left), in_place=True)
         if main and time.monotonic() - last_checkpoint >= options.checkpoint_minutes * 60:
-            seconds = trained_seconds + time.monotonic() - began_run
+            seconds = seconds_trained()
             _or_warn(lambda: save_checkpoint(checkpoint_path, training.modules, training.optimizers,
                                              checkpoint_meta(step, seconds, validating)), step)
             last_checkpoint = time.monotonic()
@@ -824,7 +827,7 @@ def _step_loop(run: Run, cfg: ModelConfig, model: VQVAE, training: _Optimisation
         raise out_of_memory(exc) from None
     finally:
         batches.close()
-    return step, trained_seconds + time.monotonic() - began_run, validating
+    return step, seconds_trained(), validating
 
 
 def _learning_rate(options: TrainOptions, step: int, first_step: int, elapsed: float, budget: float | None) -> float:
