@@ -790,9 +790,7 @@ def _step_loop(run: Run, cfg: ModelConfig, model: VQVAE, training: _Optimisation
             if done_by_time or done_by_steps or (budget is None and options.max_steps is None):
                 break
             lr = _learning_rate(options, step, first_step, elapsed, budget)
-            for opt in training.optimizers.values():
-                for group in opt.param_groups:
-                    group["lr"] = lr
+            _set_learning_rate(training.optimizers, lr)
 
             set_training_mode(model, options.decoder_only)
             loss, parts, codes = train_step(model, training.optimizers["optim"], loss_fn, batch.to(device), autocast,
@@ -809,10 +807,7 @@ def _step_loop(run: Run, cfg: ModelConfig, model: VQVAE, training: _Optimisation
             if step % options.eval_every == 0 or step == 1:
                 usage_summary = usage.summary()
                 usage = CodebookUsage(cfg, device)
-                losses = torch.tensor([loss_value, *parts.values()], dtype=torch.float64, device=device)
-                parallel.sum_(losses)  # the log gives the whole batch's loss, a mean over the processes' shares
-                losses = (losses / run.processes).tolist()
-                loss_value, parts = losses[0], dict(zip(parts, losses[1:]))
+                loss_value, parts = _whole_batch_losses(loss_value, parts, run.processes, device)
             with failure.held():  # raised in every process as the next step starts
                 try:
                     report(lr, elapsed, loss_value, parts, usage_summary)
@@ -828,6 +823,21 @@ def _step_loop(run: Run, cfg: ModelConfig, model: VQVAE, training: _Optimisation
     finally:
         batches.close()
     return step, seconds_trained(), validating
+
+
+def _whole_batch_losses(loss_value: float, parts: dict, processes: int, device: str) -> tuple[float, dict]:
+    """The step's loss and its parts as the log gives them: the whole batch's, a mean over the processes' shares."""
+    losses = torch.tensor([loss_value, *parts.values()], dtype=torch.float64, device=device)
+    parallel.sum_(losses)
+    losses = (losses / processes).tolist()
+    return losses[0], dict(zip(parts, losses[1:]))
+
+
+def _set_learning_rate(optimizers: dict[str, torch.optim.Optimizer], lr: float) -> None:
+    """Give every parameter group of every optimiser the learning rate `lr`."""
+    for optimizer in optimizers.values():
+        for group in optimizer.param_groups:
+            group["lr"] = lr
 
 
 def _learning_rate(options: TrainOptions, step: int, first_step: int, elapsed: float, budget: float | None) -> float:
