@@ -1,6 +1,7 @@
 """Training on a tiny config: the files it writes, resuming, learning at all, and the `train` command."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
@@ -371,11 +372,11 @@ def test_a_silent_file_due_to_be_held_out_trains_and_the_run_validates_on_the_ne
     assert json.loads((out / "checkpoint.json").read_text())["held_out"] == ["b.wav"]
 
 
-def test_the_first_process_alone_says_which_files_it_does_not_hold_out(tmp_path, signal, capsys):
-    """Under torchrun every process splits the files alike, and each said why a file due to be held out is not (a
-    recording of NaN samples alone, a silent one): the first process alone says it, as it says the run's other lines."""
-    import vqcodec.train as train_module
-    from vqcodec.runstart import Run
+def test_the_first_process_alone_says_which_files_it_does_not_hold_out(tmp_path, signal, capsys, monkeypatch):
+    """Under torchrun every process reads and splits the files alike, and each said why a file due to be held out is
+    not (a recording of NaN samples alone, a silent one), and which names it passed over (a FIFO, a file that does not
+    read): the first process alone says it, as it says the run's other lines."""
+    import vqcodec.parallel
 
     folder = tmp_path / "data"
     folder.mkdir()
@@ -383,12 +384,15 @@ def test_the_first_process_alone_says_which_files_it_does_not_hold_out(tmp_path,
     soundfile.write(folder / "b.wav", np.zeros(8000), 8000)
     for seed, name in enumerate(("c.wav", "d.wav")):  # c.wav is held out in place of the two before it
         soundfile.write(folder / name, signal(1, 8000, 8000, seed=seed).T, 8000)
-    files = sorted(folder.iterdir())
-    said = (f"skipping {folder / 'a.wav'}: samples that are not finite", f"not holding {folder / 'b.wav'} out")
-    for main in (True, False):
-        run = Run(options(tmp_path / "run"), "cpu", 2, main, not main, "fp32", tmp_path / "run" / "checkpoint.safetensors")
-        data = train_module._training_data(run, folder, "audio", files, CFG, {})
-        assert (data.train_files, data.val_files) == ([folder / "b.wav", folder / "d.wav"], [folder / "c.wav"])
+    (folder / "e.wav").write_bytes(b"not a recording")
+    os.mkfifo(folder / "f.wav")
+    said = (f"skipping {folder / 'a.wav'}: samples that are not finite", f"not holding {folder / 'b.wav'} out",
+            f"skipping cannot read audio {folder / 'e.wav'}", f"skipping {folder / 'f.wav'}: not a regular file")
+    for main in (True, False):  # the others: a process that is not the first, and writes nothing
+        monkeypatch.setattr(vqcodec.parallel, "is_main", lambda: main)
+        run = options(tmp_path / "run", max_steps=None, max_minutes=1e-9, batch_size=2)  # no step: quick
+        with pytest.raises(VQCodecError, match="no training step ended") if main else contextlib.nullcontext():
+            train(folder, CFG, run)
         err = capsys.readouterr().err
         assert all(line in err for line in said) if main else err == "", err
 

@@ -153,9 +153,9 @@ def _audio_header(path: Path) -> tuple[int, int, int]:
     return header
 
 
-def one_name_each(files: list[Path]) -> list[Path]:
+def one_name_each(files: list[Path], say=progressline.say) -> list[Path]:
     """`files` without a second name of one file (a link to it, symbolic or hard), each with a `skipping`
-    line: training would train on it twice as often, or hold it out and train on it, and eval weigh it
+    line (`say`): training would train on it twice as often, or hold it out and train on it, and eval weigh it
     twice in the means. A file that cannot be examined is kept: reading it says why it cannot be read."""
     kept, names = [], {}
     for path in files:
@@ -167,26 +167,27 @@ def one_name_each(files: list[Path]) -> list[Path]:
         if first == path:
             kept.append(path)
         else:
-            _skip(f"{path}: the same file as {first}")
+            _skip(f"{path}: the same file as {first}", say)
     return kept
 
 
-def readable_files(kind: str, files: list[Path], folder: str = "the training folder") -> list[Path]:
+def readable_files(kind: str, files: list[Path], folder: str = "the training folder",
+                   say=progressline.say) -> list[Path]:
     """The files whose header soundfile (audio, with samples) or Pillow (images) reads, one name each
-    (one_name_each); each other one gets a `skipping` line. Training splits these, so that an
+    (one_name_each); each other one gets a `skipping` line (`say`). Training splits these, so that an
     unreadable file is never the validation set; fit-prior fits to them (`folder` names the folder)."""
     kept = []
-    for path in one_name_each(files):
+    for path in one_name_each(files, say):
         try:
             if kind == "audio":
                 if _audio_header(path)[0] <= 0:
-                    _skip(f"{path}: no samples")
+                    _skip(f"{path}: no samples", say)
                     continue
             else:
                 image_size(path)
             kept.append(path)
         except VQCodecError as exc:
-            _skip(str(exc))
+            _skip(str(exc), say)
     if not kept:
         raise VQCodecError(f"no readable {kind} in {folder}")
     return kept
@@ -314,10 +315,11 @@ def add_background_noise(clip: np.ndarray, rng: np.random.Generator,
     return (clip + noise).astype(clip.dtype)
 
 
-def say_passed_over(passed_over: list[tuple[Path, str]]) -> None:
-    """A `skipping` line for each name of a training folder that find_media passed over (not a regular file)."""
+def say_passed_over(passed_over: list[tuple[Path, str]], say=progressline.say) -> None:
+    """A `skipping` line (`say`) for each name of a training folder that find_media passed over (not a regular
+    file)."""
     for path, reason in passed_over:
-        _skip(f"{path}: {reason}")
+        _skip(f"{path}: {reason}", say)
 
 
 def _skip(message: str, say=progressline.say) -> None:

@@ -170,13 +170,14 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     let_go_of_dropped_state(start, options)
     run.precision = resolve_precision(options.precision, run.device)
     rng = np.random.default_rng((options.seed, start.step, parallel.rank()))  # a resumed run continues with fresh crops
-    cfg, kind, files = _media_and_config(data_dir, start, options)
+    say = _first_process_says(run)
+    cfg, kind, files = _media_and_config(data_dir, start, options, say)
     weight_average = options.weight_average
     _warn_of_no_prior(run, cfg)
     crop_whose = "the default" if options.crop is None else "the run's"  # a crop not given: or one a --resume keeps
     run.options = options = _sized(run, kind, cfg,
                                    batch_kept=given.batch_size is None and options.batch_size is not None)
-    files = readable_files(kind, files)
+    files = readable_files(kind, files, say=say)
     run.options = options = _crop_within_files(run, kind, cfg, files, given.crop, crop_whose)
     state = training_state_bytes(cfg, options.decoder_only, weight_average, start.checkpoint_bytes,
                                  checkpoint_averaged="average" in start.saved)
@@ -299,11 +300,19 @@ def resolve_precision(precision: str, device: str) -> str:
     return "bf16" if amx else "fp32"
 
 
-def _media_and_config(data_dir: Path, start: Start, options: TrainOptions) -> tuple[ModelConfig, str, list[Path]]:
-    """The media kind and files of `data_dir`, and the config; refuses options that do not fit the media."""
+def _first_process_says(run: Run):
+    """What says the lines on the training files: progressline.say in the first process; nothing in the others,
+    which read the same files alike."""
+    return progressline.say if run.main else lambda line: None
+
+
+def _media_and_config(data_dir: Path, start: Start, options: TrainOptions,
+                      say=progressline.say) -> tuple[ModelConfig, str, list[Path]]:
+    """The media kind and files of `data_dir`, and the config; refuses options that do not fit the media. The
+    names passed over are said by `say`."""
     passed_over: list[tuple[Path, str]] = []
     kind, files = find_media(data_dir, start.kind or (start.cfg.kind if start.cfg else None), None, passed_over)
-    say_passed_over(passed_over)
+    say_passed_over(passed_over, say)
     cfg = start.cfg if start.cfg is not None else AudioConfig() if kind == "audio" else ImageConfig()
     if cfg.kind != kind:
         raise VQCodecError(f"config is for {cfg.kind} but {data_dir} holds {kind} files")
@@ -469,7 +478,7 @@ def _training_data(run: Run, data_dir: Path, kind: str, readable: list[Path], cf
     """The files (readable_files') split into training and held-out ones (a resumed run: as its first run
     split them), and their crops."""
     options = run.options
-    say = progressline.say if run.main else lambda line: None  # every process splits alike; the first says why
+    say = _first_process_says(run)  # every process splits alike
     train_files, val_files, split_anew = _split(data_dir, readable, saved_meta, lambda path: decodes(kind, path, say),
                                                 lambda path: holds_content(kind, path, say), say)
     if split_anew and not run.quiet:
