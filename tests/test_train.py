@@ -1869,11 +1869,9 @@ def test_a_run_file_that_is_a_pipe_or_a_device_is_refused_not_read(trained, data
     result = run_cli("train", data_dir, "--out", out, "--name", "tiny", "--max-steps", "20", "--device", "cpu",
                      "--threads", "1", *args, timeout=60, text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    error = result.stderr.splitlines()[-1]  # the rewritten copy of the record after the line on the run
+    # before the run starts: the log and the copy of a header's record too, which their repairs opened after its line
+    [error] = result.stderr.splitlines()
     assert error.startswith("vqcodec: error: ") and error.endswith(f"{path}: not a regular file (a pipe or a device)")
-    assert len([line for line in result.stderr.splitlines() if "error" in line]) == 1, result.stderr
-    if odd == "train_log.jsonl":  # refused before the run starts, as the rest are, where its repair opened it after
-        assert result.stderr.splitlines() == [error]
 
 
 def test_a_checkpoint_left_half_written_resumes_from_its_weights_own_record(trained, data_dir, tmp_path,

@@ -163,8 +163,8 @@ class _Optimisation:
 def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: str | None) -> Path:
     run = _start_processes(options)
     start = starting_point(run, checked_config(cfg), kind)
-    if options.resume:  # its repair, which opens it, comes once the run has begun (_make_out)
-        parallel.together(lambda: _refuse_a_log_it_cannot_repair(Path(options.out) / LOG_NAME) if run.main else None)
+    if options.resume:  # their repairs, which open them, come once the run has begun (_make_out)
+        parallel.together(lambda: _refuse_files_it_cannot_repair(Path(options.out)) if run.main else None)
     given = options
     run.options = options = recipe_of(options, start.meta)
     let_go_of_dropped_state(start, options)
@@ -630,12 +630,20 @@ def _rewrite_stale_checkpoint_json(path: Path) -> None:
               f"rewritten from the record in the weights (step {record['step']})")
 
 
-def _refuse_a_log_it_cannot_repair(path: Path) -> None:
-    """Refuse, before the run starts, the log that a --resume would fail to open for its repair (_repair_log)
-    once it has begun: a FIFO or a device in its place, a log it may not read."""
-    stream, _ = _opened_log(path)
+def _refuse_files_it_cannot_repair(out: Path) -> None:
+    """Refuse, before the run starts, the files that a --resume would fail to open for their repairs once it has
+    begun (_make_out): a FIFO or a device in place of the log (_repair_log) or of the checkpoint's JSON copy of its
+    record (_rewrite_stale_checkpoint_json), a log it may not read."""
+    stream, _ = _opened_log(out / LOG_NAME)
     if stream is not None:
         stream.close()
+    json_path = out / f"{CHECKPOINT_NAME}.json"
+    try:
+        open_regular_file(json_path).close()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise VQCodecError(f"cannot read {json_path}: {reason_of(exc)}") from None
 
 
 def _opened_log(path: Path) -> tuple[BinaryIO | None, OSError | None]:
