@@ -1310,11 +1310,12 @@ def test_a_gif_cut_short_within_a_later_frame_says_so(tmp_path, cut_at, frame):
 
 @pytest.mark.parametrize("image_format, options, unit", [
     ("GIF", {}, "frames"), ("PNG", {}, "frames"), ("TIFF", {}, "pages"), ("TIFF", {"big_tiff": True}, "pages")])
-def test_a_pillow_image_of_several_frames_given_to_encode_warns_as_its_file_does(codec, image_format, options, unit):
+def test_a_pillow_image_of_several_frames_given_to_encode_warns_as_its_file_does(codec, tmp_path, image_format,
+                                                                                 options, unit):
     """An animated GIF or APNG, or a TIFF (BigTIFF too) of pages Pillow had not counted yet, opened with Pillow and
     given to encode coded its current frame without the 'holds N frames' warning its path gets; the frame coded is
     the same (the GIF's frames counted from its blocks' headers, the TIFF's pages from its directories', not by
-    seeking it)."""
+    seeking it). The warning names encode_image's source=, else the file Image.open opened (it named neither)."""
     frames = [Image.fromarray(smooth_rgb(16, 24, seed)) for seed in range(3)]
     whole = io.BytesIO()
     frames[0].save(whole, image_format, save_all=True, append_images=frames[1:], **options)
@@ -1326,6 +1327,12 @@ def test_a_pillow_image_of_several_frames_given_to_encode_warns_as_its_file_does
                 data = codec.encode(image, 2)
             assert [str(w.message) for w in caught] == [f"the image holds 3 {unit}: only {coded} is coded"]
             assert image.tell() == current and data == codec.encode(same.copy(), 2)  # a copy: one frame, no count
+    path = tmp_path / "frames.img"
+    path.write_bytes(whole.getvalue())
+    for given, named in ((io.BytesIO(whole.getvalue()), "x.img"), (path, None)):
+        with Image.open(given) as image, pytest.warns(ImageReadWarning) as caught:
+            codec.encode_image(image, 2, source=named)
+        assert [str(w.message) for w in caught] == [f"{named or path} holds 3 {unit}: only the first is coded"]
 
 
 @pytest.mark.parametrize("image_format", ["GIF", "TIFF"])

@@ -2217,8 +2217,8 @@ class Codec:
 
         With `max_bpp`, the best file of at most that many bits per pixel (whole file, header and
         alpha included), with `quality` the most codebooks it may use (vqcodec.ratecontrol). `source`, the path or
-        stream the image was read from, is named where its size or values are refused or clipped (float grey of NaN);
-        by default, the file Image.open opened it from (its filename)."""
+        stream the image was read from, is named where its size or values are refused or clipped (float grey of NaN),
+        and in its warnings (frames left out); by default, the file Image.open opened it from (its filename)."""
         from PIL import Image
 
         self._require("image")
@@ -2235,7 +2235,7 @@ class Codec:
             with naming_the_image(source):
                 check_image_size(image.width, image.height)
                 self.check_image_encode_fits(image.width, image.height, image.mode)
-            warn_of_frames_left_out(image)
+            warn_of_frames_left_out(image, source)
             with naming_the_image(source):
                 image = _pixels_read(image)
             if image.getexif().get(TIFF_ORIENTATION, 1) != 1:  # Image.open leaves it to the caller

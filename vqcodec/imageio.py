@@ -610,14 +610,15 @@ def _gif_blocks_walked(stream) -> tuple[int, bool] | None:
     return frame, False
 
 
-def warn_of_frames_left_out(image) -> None:
+def warn_of_frames_left_out(image, source=None) -> None:
     """Warn, as open_image does of a file, that a Pillow image given to be coded holds more frames (pages) than the
-    one coded, its current one, where their count is cheap to know and leaves the image as it is (frames_known)."""
+    one coded, its current one, where their count is cheap to know and leaves the image as it is (frames_known),
+    naming `source`, the path or stream it was read from, where it is known."""
     frames = frames_known(image)
     if frames > 1:
         unit = "pages" if image.format == "TIFF" else "frames"
         coded = "the first" if image.tell() == 0 else f"{unit[:-1]} {image.tell() + 1}, the current one,"
-        warnings.warn(ImageReadWarning(f"the image holds {frames} {unit}: only {coded} is coded"),
+        warnings.warn(ImageReadWarning(f"{_image_called(source)} holds {frames} {unit}: only {coded} is coded"),
                       stacklevel=caller_stacklevel())
 
 
