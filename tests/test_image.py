@@ -2330,8 +2330,8 @@ def test_a_tiff_channel_of_unspecified_meaning_is_left_out_where_pillow_has_no_s
     source.write_bytes(interleaved_tiff(pixels, photometric=2, extra_samples=(0,)))
     with Image.open(source) as lazy:
         monkeypatch.delattr(TiffImagePlugin.TiffImageFile, "_setup")
-        with pytest.warns(ImageReadWarning, match=r"^the image: 1 channel of unspecified meaning \(TIFF ExtraSamples "
-                                                  r"0\) left out$"):
+        with pytest.warns(ImageReadWarning, match=f"^{re.escape(str(source))}: 1 channel of unspecified meaning "
+                                                  r"\(TIFF ExtraSamples 0\) left out$"):
             image = codec.decode_image(codec.encode_image(lazy, 2))
     assert image.mode == "RGB"
 
@@ -4048,9 +4048,11 @@ def test_a_tiff_channel_of_unspecified_meaning_is_read_as_alpha_or_said_to_be_le
     with pytest.warns(ImageReadWarning, match=f"^{re.escape(as_alpha)}$"):
         image = open_image(source)
     assert image.mode == "RGBA" and np.array_equal(np.asarray(image), pixels[..., :4])
-    for given in (io.BytesIO(source.read_bytes()), source):
-        with Image.open(given) as lazy, pytest.warns(ImageReadWarning, match="^the image: its last channel, of unspec"):
-            image = codec.decode_image(codec.encode_image(lazy, 2))
+    for given, named, called in ((io.BytesIO(source.read_bytes()), None, "the image"), (source, None, str(source)),
+                                 (io.BytesIO(source.read_bytes()), "x.tif", "x.tif")):  # source=, else Image.open's
+        with Image.open(given) as lazy, pytest.warns(ImageReadWarning) as caught:
+            image = codec.decode_image(codec.encode_image(lazy, 2, source=named))
+            assert [str(w.message) for w in caught] == [as_alpha.replace(str(source), called)]
             assert lazy.mode == "RGB"  # the caller's image is left as Pillow reads it
         assert image.mode == "RGBA" and np.array_equal(np.asarray(image.getchannel("A")), pixels[..., 3])
     result = cli("encode", source, tmp_path / "rgbx.vq", "-m", tiny_model_path, text=True)

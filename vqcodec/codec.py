@@ -181,14 +181,14 @@ def _opened_from(image) -> str | None:
     return filename if isinstance(filename, str) and filename else None
 
 
-def _pixels_read(image):
-    """load_pixels of a Pillow image given to encode, which Image.open may have left unread: refused
-    (unreadable_unnamed_image) where its file is closed or cut short."""
+def _pixels_read(image, source=None):
+    """load_pixels of a Pillow image given to encode, which Image.open may have left unread (its warnings naming
+    `source`): refused (unreadable_unnamed_image) where its file is closed or cut short."""
     if getattr(image, "tile", None) and getattr(image, "fp", None) is None:  # Pillow only asserts it
         raise unreadable_unnamed_image("its file was closed before its pixels were read "
                                        "(Image.open is lazy: load() it)")
     try:  # Image.open reads the pixels only now: the file may be cut short
-        return load_pixels(image)
+        return load_pixels(image, source)
     except PILLOW_READ_ERRORS as exc:
         raise unreadable_unnamed_image(pillow_reason(exc)) from None
 
@@ -2218,7 +2218,8 @@ class Codec:
         With `max_bpp`, the best file of at most that many bits per pixel (whole file, header and
         alpha included), with `quality` the most codebooks it may use (vqcodec.ratecontrol). `source`, the path or
         stream the image was read from, is named where its size or values are refused or clipped (float grey of NaN),
-        and in its warnings (frames left out); by default, the file Image.open opened it from (its filename)."""
+        and in its warnings (frames left out, TIFF channels of unspecified meaning); by default, the file Image.open
+        opened it from (its filename)."""
         from PIL import Image
 
         self._require("image")
@@ -2237,7 +2238,7 @@ class Codec:
                 self.check_image_encode_fits(image.width, image.height, image.mode)
             warn_of_frames_left_out(image, source)
             with naming_the_image(source):
-                image = _pixels_read(image)
+                image = _pixels_read(image, source)
             if image.getexif().get(TIFF_ORIENTATION, 1) != 1:  # Image.open leaves it to the caller
                 image = as_displayed(image)
             image = in_srgb(image)
