@@ -847,7 +847,8 @@ def test_exif_orientation_is_applied(codec, tmp_path):
 def test_an_exif_orientation_out_of_range_is_read_as_stored_with_one_warning_line(cli, tiny_model_path, codec,
                                                                                   tmp_path, suffix, orientation):
     """Pillow passes over an orientation that is none of EXIF's eight (1 to 8) without a word: the image was read as
-    stored and nothing said so, from a file, a Pillow image or the command line."""
+    stored and nothing said so, from a file, a Pillow image or the command line. A Pillow image's warning names
+    encode_image's source=, else the file Image.open opened it from, as a file's does."""
     stored = smooth_rgb(24, 40)  # 40 wide, 24 high as stored
     exif = Image.Exif()
     exif[0x0112] = orientation
@@ -860,9 +861,11 @@ def test_an_exif_orientation_out_of_range_is_read_as_stored_with_one_warning_lin
     assert image.size == (40, 24)
     if suffix != ".jpg":
         np.testing.assert_array_equal(np.asarray(image), stored)
-    with Image.open(path) as opened, pytest.warns(ImageReadWarning) as caught:
-        assert codec.encode_image(opened, 2) == codec.encode(np.asarray(image), 2)
-    assert [str(w.message) for w in caught] == [f"the image: {said}"]
+    for given, named, called in ((path, None, path), (io.BytesIO(path.read_bytes()), "x.img", "x.img"),
+                                 (io.BytesIO(path.read_bytes()), None, "the image")):
+        with Image.open(given) as opened, pytest.warns(ImageReadWarning) as caught:
+            assert codec.encode_image(opened, 2, source=named) == codec.encode(np.asarray(image), 2)
+        assert [str(w.message) for w in caught] == [f"{called}: {said}"]
     result = cli("encode", path, tmp_path / "odd.vq", "-m", tiny_model_path, text=True)
     assert result.returncode == 0 and result.stderr == f"vqcodec: warning: {path}: {said}\n"
 

@@ -2218,8 +2218,8 @@ class Codec:
         With `max_bpp`, the best file of at most that many bits per pixel (whole file, header and
         alpha included), with `quality` the most codebooks it may use (vqcodec.ratecontrol). `source`, the path or
         stream the image was read from, is named where its size or values are refused or clipped (float grey of NaN),
-        and in its warnings (frames left out, TIFF channels of unspecified meaning); by default, the file Image.open
-        opened it from (its filename)."""
+        and in its warnings (frames left out, TIFF channels of unspecified meaning, an EXIF orientation out of
+        range); by default, the file Image.open opened it from (its filename)."""
         from PIL import Image
 
         self._require("image")
@@ -2240,7 +2240,7 @@ class Codec:
             with naming_the_image(source):
                 image = _pixels_read(image, source)
             if image.getexif().get(TIFF_ORIENTATION, 1) != 1:  # Image.open leaves it to the caller
-                image = as_displayed(image)
+                image = as_displayed(image, source)
             image = in_srgb(image)
         if max_bpp is not None:
             max_bpp = checked_max_rate(max_bpp, audio=False)
