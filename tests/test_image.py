@@ -1708,7 +1708,8 @@ def test_a_transparent_colour_stays_transparent_when_its_profile_is_applied(tmp_
 
 
 def test_a_pillow_image_given_in_memory_has_its_profile_applied_as_a_file_has(codec, tmp_path):
-    """Codec.encode of an image from Image.open (or made in memory) coded its pixels as sRGB."""
+    """Codec.encode of an image from Image.open (or made in memory) coded its pixels as sRGB. The warning of a profile
+    that cannot be used names encode_image's source=, else the file Image.open opened it from, as a file's does."""
     rgb = smooth_rgb(16, 24)
     Image.fromarray(rgb).save(tmp_path / "adobe.png", icc_profile=adobe_rgb_profile())
     from_file = codec.encode(tmp_path / "adobe.png", 3)
@@ -1723,6 +1724,14 @@ def test_a_pillow_image_given_in_memory_has_its_profile_applied_as_a_file_has(co
     with pytest.warns(ImageReadWarning) as caught:
         codec.encode_image(unusable, 3, max_bpp=2)
     assert len(caught) == 1 and str(caught[0].message).startswith("the image: its ICC profile cannot be used (")
+    said = "its ICC profile cannot be used (cannot open profile from string); read as sRGB"
+    with pytest.warns(ImageReadWarning) as caught:
+        codec.encode_image(unusable, 3, source="x.png")
+    path = tmp_path / "unusable.png"
+    unusable.save(path, icc_profile=unusable.info["icc_profile"])
+    with Image.open(path) as image, pytest.warns(ImageReadWarning) as caught_of_file:
+        codec.encode_image(image, 3)
+    assert [str(w.message) for w in [*caught, *caught_of_file]] == [f"x.png: {said}", f"{path}: {said}"]
 
 
 def test_a_float_image_of_8_bit_levels_is_read_and_decoded_as_those_levels(codec, cli, tiny_model_path, tmp_path):

@@ -2219,7 +2219,7 @@ class Codec:
         alpha included), with `quality` the most codebooks it may use (vqcodec.ratecontrol). `source`, the path or
         stream the image was read from, is named where its size or values are refused or clipped (float grey of NaN),
         and in its warnings (frames left out, TIFF channels of unspecified meaning, an EXIF orientation out of
-        range); by default, the file Image.open opened it from (its filename)."""
+        range, an ICC profile that cannot be used); by default, the file Image.open opened it from (its filename)."""
         from PIL import Image
 
         self._require("image")
@@ -2241,7 +2241,7 @@ class Codec:
                 image = _pixels_read(image, source)
             if image.getexif().get(TIFF_ORIENTATION, 1) != 1:  # Image.open leaves it to the caller
                 image = as_displayed(image, source)
-            image = in_srgb(image)
+            image = in_srgb(image, source)
         if max_bpp is not None:
             max_bpp = checked_max_rate(max_bpp, audio=False)
             return self._fit_rate(lambda q: self._encode_image(image, q, source), quality,

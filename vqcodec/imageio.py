@@ -406,7 +406,7 @@ ORIENTATIONS = range(1, 9)  # EXIF's: 1 as stored, 2 to 8 flipped or turned
 def as_displayed(image, source=None):
     """A copy of `image` (loaded) turned as its EXIF orientation says it is displayed (ImageOps.exif_transpose).
     An orientation that is none of EXIF's eight (damaged), which Pillow passes over without a word, leaves it as
-    stored, with an ImageReadWarning naming `source` (open_image's, or None for a Pillow image) that says so."""
+    stored, with an ImageReadWarning naming `source` (open_image's or encode_image's, or None) that says so."""
     from PIL import ImageOps
 
     orientation = image.getexif().get(TIFF_ORIENTATION, 1)
@@ -429,7 +429,7 @@ def load_pixels(image, source=None):
     - a BMP whose alpha Pillow does not read has it (_bmp_with_alpha);
     - a TIFF of separate planes is read by libtiff (_planes_through_libtiff);
     - a TIFF channel of unspecified meaning after the colour is alpha, and others are said to be left out
-      (_unspecified_channel_as_alpha), in a warning naming `source` (open_image's).
+      (_unspecified_channel_as_alpha), in a warning naming `source` (open_image's or encode_image's).
 
     A TIFF turned by a quarter (orientation 5 to 8) is read rather than memory-mapped: Pillow maps the
     stored pixels at the size they are displayed at, so an uncompressed grey, palette, RGBA, CMYK or
@@ -944,7 +944,7 @@ def in_srgb(image, source=None):
     formula turns into those sRGB colours. A profile that moves no colour of a small grid (grey: no
     level) by more than a level (sRGB under another name) is left alone: a 3-megapixel conversion
     takes about 0.1 s, the check a few ms. An unusable profile is said in one warning naming
-    `source` (open_image's), and the pixels are read as sRGB. `image` itself is never changed; the
+    `source` (open_image's or encode_image's), and the pixels are read as sRGB. `image` itself is never changed; the
     result keeps the profile only where it was left alone or unusable."""
     image = with_standard_sixteen_bit(image)
     icc = image.info.get("icc_profile")
