@@ -114,7 +114,8 @@ def test_one_call_api_takes_paths_streams_and_arrays(codec, signal, tmp_path, ti
         codec.encode(path, sample_rate=8000)
     with pytest.raises(VQCodecError, match="cannot read"):
         codec.decode(tmp_path / "missing.vq")
-    with pytest.raises(VQCodecError):
+    missing = re.escape(str(tmp_path / "missing.wav"))
+    with pytest.raises(VQCodecError, match=f"^cannot read audio {missing}: No such file"):
         codec.encode(tmp_path / "missing.wav")
 
 
@@ -783,11 +784,14 @@ def test_channels_are_coded_independently(codec, signal):
     np.testing.assert_allclose(audio[1], codec.codes_to_audio(stereo[1:])[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("bad", [
-    np.full((1, 1, 5), -2), np.full((1, 1, 5), 16), np.zeros((1, 5, 5), np.int64), np.zeros((5, 5), np.int64),
+@pytest.mark.parametrize("bad, message", [
+    (np.full((1, 1, 5), -2), r"^codes hold -2 \(channel 0, level 0, frame 0\), which is no code"),
+    (np.full((1, 1, 5), 16), r"^codes hold 16 \(channel 0, level 0, frame 0\), which is no code"),
+    (np.zeros((1, 5, 5), np.int64), r"^codes must be .* of at most 4 levels"),
+    (np.zeros((5, 5), np.int64), r"^codes must be a non-empty integer array \(channels, quality, frames\)"),
 ])
-def test_codes_to_audio_rejects_invalid_codes(codec, bad):
-    with pytest.raises(VQCodecError):
+def test_codes_to_audio_rejects_invalid_codes(codec, bad, message):
+    with pytest.raises(VQCodecError, match=message):
         codec.codes_to_audio(bad)
 
 
@@ -1030,14 +1034,14 @@ def test_encode_rejects(codec, audio, rate, quality, message):
 def test_encode_rejects_non_finite_samples(codec, value, where, rate):
     audio = np.zeros((2, 80000), np.float32)
     audio[1, where] = value
-    with pytest.raises(VQCodecError):
+    with pytest.raises(VQCodecError, match="^audio contains NaN or infinite samples"):
         codec.encode_audio(audio, rate, 2)
 
 
 def test_audio_to_codes_rejects_bad_quality(codec, signal):
     audio = signal(1, 100, codec.sample_rate)
     for quality in (-1, codec.num_codebooks + 1):
-        with pytest.raises(VQCodecError):
+        with pytest.raises(VQCodecError, match=f"^quality must be a whole number 1..4 for model tiny, got {quality}$"):
             codec.audio_to_codes(audio, quality)
 
 
@@ -1211,7 +1215,7 @@ def test_a_file_of_more_codebooks_than_the_model_has_is_refused(codec, signal, c
 def test_audio_model_refuses_images(codec):
     from PIL import Image
 
-    with pytest.raises(VQCodecError):
+    with pytest.raises(VQCodecError, match="^model tiny codes audio, not images$"):
         codec.encode_image(Image.new("RGB", (8, 8)), 2)
 
 
@@ -1227,12 +1231,12 @@ def test_model_files_are_verified(tmp_path, tiny_model_path):
     data = bytearray((folder / "m.safetensors").read_bytes())
     data[-1] ^= 0x40  # inside the last tensor
     (folder / "m.safetensors").write_bytes(bytes(data))
-    with pytest.raises(VQCodecError):
+    with pytest.raises(VQCodecError, match="does not match its recorded id: the files are damaged or mismatched$"):
         Codec.load(str(folder / "m.safetensors"))
     (folder / "m.json").unlink()
-    with pytest.raises(VQCodecError):
+    with pytest.raises(VQCodecError, match=f"^model file missing: {re.escape(str(folder / 'm.json'))}$"):
         Codec.load(str(folder / "m.safetensors"))
-    with pytest.raises(VQCodecError):
+    with pytest.raises(VQCodecError, match="^model file not found: .*nowhere.safetensors$"):
         Codec.load(str(tmp_path / "nowhere.safetensors"))
 
 
