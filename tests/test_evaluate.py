@@ -56,6 +56,7 @@ def test_eval_table_and_photos(cli, tmp_path):
     rows = json.loads(result.stdout)["rows"]
     codec = Codec.load(str(GOLDEN_IMAGE))
     pixels = 48 * 64 + 200 * 180
+    assert [row["quality"] for row in rows] == [1, 2]  # one row a quality asked for, none left out
     for row in rows:
         size = sum(len(codec.encode_image(Image.open(folder / name), row["quality"])) for name in ("a.png", "b.png"))
         assert row["rate"] == 8 * size / pixels and np.isfinite(row["psnr"])
@@ -64,6 +65,7 @@ def test_eval_table_and_photos(cli, tmp_path):
     assert one.returncode == 0, one.stderr.decode()
     report = json.loads(one.stdout)
     assert report["files"] == [str(folder / "b.png")]
+    assert [row["quality"] for row in report["rows"]] == [1, 2]
     for row in report["rows"]:
         assert row["rate"] == 8 * len(codec.encode_image(Image.open(folder / "b.png"), row["quality"])) / (200 * 180)
     result = cli("eval", GOLDEN_IMAGE, folder, "-q", "2", "--files", "1")
