@@ -229,14 +229,15 @@ def test_pack_fixed_is_msb_first():
 
 def test_unpack_fixed_rejects_wrong_length_and_out_of_range_values():
     payload = entropy.pack_fixed(np.arange(10), 16)
-    with pytest.raises(FormatError):
+    with pytest.raises(FormatError, match="^chunk holds 6 bytes where 5 were expected$"):
         entropy.unpack_fixed(payload + b"\x00", 10, 16)
-    with pytest.raises(FormatError):
+    with pytest.raises(FormatError, match="^chunk holds 4 bytes where 5 were expected$"):
         entropy.unpack_fixed(payload[:-1], 10, 16)
-    with pytest.raises(FormatError):  # 10 bits can hold 1023, a codebook of 1000 cannot
+    # 10 bits can hold 1023, a codebook of 1000 cannot
+    with pytest.raises(FormatError, match="code index beyond the codebook"):
         entropy.unpack_fixed(b"\xff\xc0", 1, 1000)
     np.testing.assert_array_equal(entropy.unpack_fixed(b"\x50", 1, 16), [5])
-    with pytest.raises(FormatError):  # padding bits must be zero
+    with pytest.raises(FormatError, match="padding bits are not zero"):
         entropy.unpack_fixed(b"\x51", 1, 16)
 
 
@@ -520,7 +521,7 @@ def test_chunk_count_that_does_not_fit_the_length(two_chunk_vq, small_vq, craft,
 
 def test_image_file_given_to_audio_decoder(craft, codec):
     data = vqformat.build_file(image_header(width=8, height=8, model_id=codec.model_id), [b"\x00"])
-    with pytest.raises(VQCodecError):
+    with pytest.raises(VQCodecError, match="^this .vq file holds an image, not audio$"):
         codec.decode_audio(data)
 
 
