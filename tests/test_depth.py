@@ -90,7 +90,7 @@ def test_codes_must_be_present_up_to_the_depth(audio_prior, image_prior):
         image_prior.encode_chunk(gap, depths=True)
     below = codes.copy()
     below[2, 0, 0] = -2
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="code index out of range"):
         image_prior.encode_chunk(below, depths=True)
     above = codes.copy()
     above[1, 2, 3] = K
@@ -98,9 +98,10 @@ def test_codes_must_be_present_up_to_the_depth(audio_prior, image_prior):
         with pytest.raises(ValueError, match="code index out of range"):
             image_prior.encode_chunk(above, depths=depths)
     truncated = truncate(codes, np.full((4, 5), 1))
-    with pytest.raises(ValueError):  # plain prior coding has no way to say a code is absent
+    # plain prior coding has no way to say a code is absent
+    with pytest.raises(ValueError, match="code index out of range"):
         image_prior.encode_chunk(truncated)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="code index out of range"):
         audio_prior.encode_chunk(np.full((1, 2, 5), ABSENT), depths=False)
     assert plane_depths(truncated).tolist() == np.full((4, 5), 1).tolist()
 
