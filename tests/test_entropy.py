@@ -296,7 +296,7 @@ def test_a_bug_in_decoding_a_chunk_is_not_called_a_corrupted_chunk(monkeypatch, 
 def test_corrupt_prior_file_is_refused(golden_audio_codec):
     data = bytearray((GOLDEN / "golden_audio_prior.vq").read_bytes())
     data[vqformat.HEADER_SIZE + 12] ^= 0x10  # inside the first payload: the chunk CRC catches it
-    with pytest.raises(VQCodecError):
+    with pytest.raises(VQCodecError, match=r"^corrupted \.vq file \(chunk 0 CRC mismatch\)$"):
         golden_audio_codec.decode_audio(bytes(data))
 
 
