@@ -258,7 +258,7 @@ def test_recode_refusals(speech_codec, image_codec, recordings):
             speech_codec.recode(top, quality)
     with pytest.raises(RateUnreachable, match="smallest file"):
         speech_codec.recode(top, max_rate=0.05)
-    with pytest.raises(VQCodecError):
+    with pytest.raises(VQCodecError, match=r"^truncated \.vq file \(chunk 0 cut short\)$"):
         speech_codec.recode(top[:-2], 4)  # cut short
     with pytest.raises(VQCodecError, match="file was written by model"):
         image_codec.recode(top, 4)
