@@ -153,7 +153,7 @@ def test_a_damaged_image_chunk_comes_out_grey(golden_image_codec, image_file):
     data, whole = image_file
     damaged = flip_byte_in_chunk(data, 1)
     assert golden_image_codec.damaged_parts(damaged) == [{"chunk": 1, "count": 1, "from": 64, "to": 128}]
-    with pytest.raises(VQCodecError):
+    with pytest.raises(VQCodecError, match=r"^corrupted \.vq file \(chunk 1 CRC mismatch\)$"):
         golden_image_codec.decode_image(damaged)
     out = np.asarray(golden_image_codec.decode_image(damaged, salvage=True))
     assert out.shape == whole.shape
