@@ -2355,7 +2355,7 @@ def test_codes_of_a_folder(cli, tmp_path, signal, tiny_model_path, codec):
     result = cli("codes", folder, out, "-m", tiny_model_path)
     lines = result.stderr.decode().splitlines()
     assert result.returncode == 1 and "Traceback" not in result.stderr.decode()
-    assert lines[0].startswith(f"skipping cannot read audio {folder / 'bad.wav'}: ") and lines[-1].startswith("vqcodec: error: 1 of 3 files")
+    assert lines[0].startswith(f"skipping {folder / 'bad.wav'}: cannot read audio: ") and lines[-1].startswith("vqcodec: error: 1 of 3 files")
     manifest = json.loads((out / "codes.json").read_text())
     assert (manifest["model_id"], manifest["kind"], manifest["quality"]) == (codec.model_id.hex(), "audio", 4)
     assert manifest["frames_per_second"] == 16000 / 8 and manifest["axes"] == ["channel", "level", "frame"]
@@ -2835,7 +2835,7 @@ def test_codes_resume_of_a_folder_stopped_part_way(tmp_path, signal, cli, tiny_m
     # codes of 2 files before the stop; ...'; then '1 of 3 files', leaving out x.wav, which the summary counts); the
     # files skipped and passed over in the order of their paths, as the summary lists them (it gave x.wav first)
     coded_two = sum((out / name).stat().st_size for name in ("a.npy", "b.npy"))
-    said_stop = [f"skipping cannot read audio {folder / 'bad.wav'}: Format not recognised.",
+    said_stop = [f"skipping {folder / 'bad.wav'}: cannot read audio: Format not recognised.",
                  f"skipping {folder / 'x.wav'}: broken symbolic link (to {tmp_path / 'gone.wav'})",
                  f"coded 2 files, {coded_two} bytes before the stop; 1 of 5 files not coded", "vqcodec: interrupted"]
     assert capsys.readouterr().err.splitlines()[-4:] == said_stop
@@ -3588,7 +3588,7 @@ def test_a_file_name_that_is_not_utf8_is_written_to_stderr_with_its_own_bytes(cl
             result.stderr
         assert "\ufffd".encode() not in result.stderr, result.stderr
     assert result.stderr.decode("utf-8", "surrogateescape").splitlines() == [
-        f"skipping cannot read audio {bad}: Format not recognised.",
+        f"skipping {bad}: cannot read audio: Format not recognised.",
         f"vqcodec: error: 1 of 1 file could not be encoded (listed above): nothing was written to {out}"]
     assert run_python("-m", "vqcodec", *args).stderr == result.stderr
 

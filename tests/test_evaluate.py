@@ -83,7 +83,7 @@ def test_eval_that_skips_a_file_prints_its_report_and_exits_1(cli, tiny_model_pa
         result = cli("eval", tiny_model_path, tmp_path / "speech", "-q", "2", *extra, text=True)
         assert result.returncode == 1 and "Traceback" not in result.stderr
         lines = result.stderr.splitlines()
-        assert lines[0].startswith(f"skipping cannot read audio {tmp_path / 'speech' / 'broken.wav'}: ")
+        assert lines[0].startswith(f"skipping {tmp_path / 'speech' / 'broken.wav'}: cannot read audio: ")
         assert lines[-1] == "vqcodec: error: 1 of 2 files could not be measured (listed above)"
         if extra:
             assert json.loads(result.stdout)["files"] == [str(tmp_path / "speech" / "a.wav")]
@@ -161,7 +161,7 @@ def test_eval_of_a_folder_that_no_file_of_could_be_read_lists_each(cli, tiny_mod
     result = cli("eval", tiny_model_path, tmp_path, "-q", "2", text=True)
     assert result.returncode == 1 and result.stdout == "" and "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
-    assert [line.split(":")[0] for line in lines[:2]] == [f"skipping cannot read audio {tmp_path / name}"
+    assert [line.split(":")[0] for line in lines[:2]] == [f"skipping {tmp_path / name}"
                                                         for name in ("a.wav", "b.wav")]
     assert lines[2:] == ["vqcodec: error: 2 of 2 files could not be measured (listed above): nothing was measured"]
 

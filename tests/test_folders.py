@@ -16,6 +16,7 @@ from vqcodec import Codec
 from vqcodec import format as vqformat
 from vqcodec.errors import VQCodecError
 from vqcodec.folders import mirrored_paths, output_formats
+from vqcodec.wording import skipping
 
 DATA = Path(__file__).resolve().parent / "data"
 GOLDEN_IMAGE = DATA / "golden" / "golden_image.safetensors"
@@ -53,8 +54,8 @@ def test_encode_folder_mirrors_the_tree_and_skips_what_it_cannot_read(recordings
     out, result = encoded_folder
     lines = stderr_lines(result)
     assert result.returncode == 1
-    # the path once: the reason names it
-    assert lines[0].startswith(f"skipping cannot read audio {recordings / 'broken.wav'}: ")
+    # the path once, first: the reason names it
+    assert lines[0].startswith(f"skipping {recordings / 'broken.wav'}: cannot read audio: ")
     assert lines[1] == f"skipping {recordings / 'empty' / 'silent.wav'}: file is empty"  # as encoding it says
     assert lines[2].startswith("encoded 2 files, ") and lines[2].endswith(f"kbps over 7.5 s into {out}")
     assert lines[-1] == "vqcodec: error: 2 of 4 files could not be encoded (listed above)"
@@ -65,6 +66,28 @@ def test_encode_folder_mirrors_the_tree_and_skips_what_it_cannot_read(recordings
         assert (out / name).read_bytes() == codec.encode_audio_file(recordings / source, 4)
     header = vqformat.parse_header((out / "sub" / "b.vq").read_bytes())
     assert (header.sample_rate, header.channels, header.quality) == (8000, 2, 4)
+
+
+def test_every_folder_command_names_a_file_it_skips_first_then_why(tiny_model_path, small_vq, tmp_path, capsys):
+    """encode's and codes' line for a recording that cannot be read began with the reason, which names the file
+    ("skipping cannot read audio x.wav: Format not recognised."), where decode's and the others' read "skipping
+    PATH: WHY"."""
+    recordings, vq_files = tmp_path / "in", tmp_path / "vq"
+    recordings.mkdir(), vq_files.mkdir()
+    soundfile.write(recordings / "a.wav", np.zeros(800, np.float32), 16000)
+    (recordings / "bad.wav").write_bytes(b"not a recording")
+    (vq_files / "a.vq").write_bytes(small_vq)
+    (vq_files / "bad.vq").write_bytes(b"not a .vq file")
+    unreadable = f"skipping {recordings / 'bad.wav'}: cannot read audio: Format not recognised."
+    for args, line in ((["encode", recordings, tmp_path / "vq_out", "-q", "1"], unreadable),
+                       (["codes", recordings, tmp_path / "codes_out", "-q", "1"], unreadable),
+                       (["decode", vq_files, tmp_path / "decoded"],
+                        f"skipping {vq_files / 'bad.vq'}: not a .vq file (bad magic)")):
+        code, err = _run([*args, "-m", tiny_model_path], capsys)
+        assert code == 1 and err.splitlines()[0] == line, err
+    # a file that cannot be read or written (an OSError naming it) too
+    assert (skipping(Path("x.wav"), "cannot read or write x.wav (Permission denied)")
+            == "skipping x.wav: cannot read or write (Permission denied)")
 
 
 def test_decode_folder_at_another_rate(encoded_folder, tmp_path, capsys):
@@ -453,7 +476,7 @@ def test_a_stopped_folder_run_names_a_file_whose_name_holds_a_line_break_in_one_
     passed_over, skipped, summary, last = err.splitlines()[-4:]
     assert code == 130 and last == "vqcodec: interrupted", err
     assert passed_over == f"skipping {two_recordings}/x\\ny.wav: broken symbolic link (to {tmp_path / 'gone.wav'})", err
-    assert skipped == f"skipping cannot read audio {two_recordings}/bad\\nname.wav: Format not recognised.", err
+    assert skipped == f"skipping {two_recordings}/bad\\nname.wav: cannot read audio: Format not recognised.", err
     assert summary.startswith("encoded 1 file, ") and summary.endswith(" before the stop; 1 of 4 files not encoded"), err
 
 

@@ -8,6 +8,7 @@ import contextlib
 import contextvars
 import math
 import os
+import re
 import shlex
 import sys
 
@@ -236,9 +237,14 @@ def reason_of(exc: Exception) -> str:
 
 
 def skipping(path, reason: str) -> str:
-    """A folder command's line for a file it leaves out: its path once, whether or not `reason` names it, as one
-    line (one_line), its summary's and a stop's alike."""
-    return one_line(f"skipping {reason}" if str(path) in reason else f"skipping {path}: {reason}")
+    """A folder command's line for a file it leaves out, "skipping PATH: WHY", its path once, whether or not `reason`
+    names it ("cannot read audio x.wav: Format not recognised." gives "skipping x.wav: cannot read audio: Format not
+    recognised."), as one line (one_line), its summary's and a stop's alike."""
+    named = str(path)
+    if reason.startswith(f"{named}: "):
+        return one_line(f"skipping {reason}")
+    unnamed = re.sub(rf" {re.escape(named)}(?=[:\s)]|$)", "", reason, count=1)
+    return one_line(f"skipping {reason}" if named in unnamed else f"skipping {path}: {unnamed}")
 
 
 def not_its_codes(whose: str, codes_id: bytes | None, codec, made: str, advice: str) -> str:
