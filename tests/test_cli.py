@@ -5097,3 +5097,32 @@ def test_a_vq_file_by_path_beyond_the_memory_this_process_may_use_is_refused_by_
         assert code == 1 and err == ("vqcodec: error: the .vq file takes 0.0 GB, more than the memory this process "
                                      "may use (0.0 GB); a .vq file is read into memory whole\n"), (command, err)
         assert not output.exists()
+
+
+def test_a_count_of_one_is_said_in_the_singular(cli, codec, tiny_model_path, signal, tmp_path):
+    """Messages that put a count before a fixed plural said '1 sample at 16000 Hz make 1 frame', 'payload: 1 bytes
+    actual', 'over 1 pixels', 'below its 1 codebooks', 'covers 1 codebooks' and '(1 bytes, too few ...)'."""
+    from PIL import Image
+    from vqcodec.errors import VQCodecError
+    from vqcodec.prior import CodePrior, LevelPrior, quantize_rows
+    from vqcodec.registry import _weights_problem
+
+    with pytest.raises(VQCodecError, match="^1 sample at 16000 Hz makes 1 frame, not 2$"):
+        codec.check_codes_shape((1, 4, 2), np.int16, samples=1)
+    one_byte = tmp_path / "one.vq"  # 1 frame of 1 level of 4 bits
+    one_byte.write_bytes(codec.encode_audio(signal(1, 7, 16000), 16000, 1))
+    result = cli("info", one_byte, "-v", "-m", tiny_model_path, text=True)
+    assert "payload:   1 byte actual (fixed-width); fixed width would take 1 byte\n" in result.stdout, result.stdout
+    result = cli("encode", one_byte, tmp_path / "recoded.vq", "--depth-weight", "1", "-m", tiny_model_path, text=True)
+    assert "a -q below its 1 codebook or a --bitrate" in result.stderr, result.stderr
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (1, 1), (200, 30, 90)).save(tmp_path / "photos" / "dot.png")
+    result = cli("encode", tmp_path / "photos", tmp_path / "dots", "-m", GOLDEN / "golden_image.safetensors",
+                 "-q", "1", text=True)
+    assert result.returncode == 0 and result.stderr.rstrip().endswith(" over 1 pixel into " + str(tmp_path / "dots"))
+    one_level = CodePrior([LevelPrior((), {}, quantize_rows(np.ones((1, 16))))], 16, "audio")
+    with pytest.raises(VQCodecError, match="^the model's prior covers 1 codebook of 16, not 2 of 16$"):
+        one_level.check_shape(2, 16)
+    (tmp_path / "cut.safetensors").write_bytes(b"\x00")
+    assert _weights_problem(tmp_path / "cut.safetensors") == \
+        "weights cut short or in no safetensors file (1 byte, too few for their header)"

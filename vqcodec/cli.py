@@ -1453,9 +1453,9 @@ def _print_code_report(report: dict) -> None:
     actual = report["payload_bytes"]
     codes = sum(r["codes"] for r in report["levels"])
     every = "" if codes == report["cells"] * len(report["levels"]) else \
-        f" (all {len(report['levels'])} levels of every cell, not only the {codes} codes above)"
-    click.echo(f"payload:   {actual} bytes actual ({report['coding']}); fixed width would take "
-               f"{report['fixed_width_bytes']} bytes{every}")
+        f" (all {len(report['levels'])} levels of every cell, not only the {plural(codes, 'code')} above)"
+    click.echo(f"payload:   {plural(actual, 'byte')} actual ({report['coding']}); fixed width would take "
+               f"{plural(report['fixed_width_bytes'], 'byte')}{every}")
     if has_ideal and report["prior_id"] is None:
         ideal = report["ideal_bytes"]
         click.echo(f"ideal:     {ideal:.1f} bytes under the model's prior: entropy coding (--coding prior) would save "

@@ -2194,7 +2194,7 @@ class Codec:
             samples = self._samples_of_frames(frames, rate) if samples is None else checked_count("samples", samples)
             check_audio_size(channels, rate, samples)
             if self._frames_of_samples(samples, rate) != frames:
-                raise VQCodecError(f"{plural(samples, 'sample')} at {rate} Hz make "
+                raise VQCodecError(f"{plural(samples, 'sample')} at {rate} Hz {'makes' if samples == 1 else 'make'} "
                                    f"{plural(self._frames_of_samples(samples, rate), 'frame')}, not {frames}")
         else:
             quality, rows, cols = array.shape

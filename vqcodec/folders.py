@@ -259,7 +259,7 @@ class FolderReport:
                    f"over {self.seconds:.1f} s"
         if self.kind == "image" and self.pixels:
             return f"{plural(self.written, 'file')}, {self.bytes} bytes, {self.bytes * 8 / self.pixels:.4f} bpp " \
-                   f"over {self.pixels} pixels"
+                   f"over {plural(self.pixels, 'pixel')}"
         return f"{plural(self.written, 'file')}, {self.bytes} bytes"
 
 
@@ -635,7 +635,7 @@ def recoder(data: bytes, model, device, coding, quality, depth_weight, max_kbps,
     _refuse_the_other_kinds_rate(kind == "audio", max_kbps, max_bpp, f"this .vq file holds {kind_held(kind)}")
     if depth_weight is not None and max_kbps is None and max_bpp is None and quality in (None, header.quality):
         raise VQCodecError(f"{setting('--depth-weight', 'depth_weight')} cuts a .vq file's levels only with a "
-                           f"{setting('-q', 'quality')} below its {header.quality} codebooks or a "
+                           f"{setting('-q', 'quality')} below its {plural(header.quality, 'codebook')} or a "
                            f"{setting('--bitrate / --bpp', 'max_kbps / max_bpp')}: at its own quality its codes are "
                            "kept as they are")
     codec = file_codec(data, model, device, codecs, coding)

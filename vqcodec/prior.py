@@ -441,7 +441,7 @@ class CodePrior:
         from .errors import VQCodecError
 
         if codebook_size != self.codebook_size or quality > self.num_levels:
-            raise VQCodecError(f"the model's prior covers {self.num_levels} codebooks of {self.codebook_size}, "
+            raise VQCodecError(f"the model's prior covers {plural(self.num_levels, 'codebook')} of {self.codebook_size}, "
                                f"not {quality} of {codebook_size}")
 
     # ------------------------------------------------------------ probabilities

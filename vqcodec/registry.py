@@ -13,7 +13,7 @@ from . import format as vqformat
 from .config import FORMAT_VERSION, config_from_dict
 from .errors import VQCodecError
 from .streams import checked_flag, open_regular_file, read_json_file, why_missing
-from .wording import capped_list, reason_of, setting, shown, shown_cut
+from .wording import capped_list, plural, reason_of, setting, shown, shown_cut
 
 RETIRED_MODELS = "retired.json"  # in the shipped models' folder: earlier releases' models and where they are
 # what list_models marks a model with, from where it is on the search path: never taken from its NAME.json
@@ -350,7 +350,7 @@ def _weights_problem(path: Path) -> str | None:
             size = os.fstat(stream.fileno()).st_size
             header_size = int.from_bytes(stream.read(8), "little")
             if header_size > size - 8:
-                return f"weights cut short or in no safetensors file ({size} bytes, too few for their header)"
+                return f"weights cut short or in no safetensors file ({plural(size, 'byte')}, too few for their header)"
             header = json.loads(stream.read(header_size))
         ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
     except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:
