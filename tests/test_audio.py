@@ -3160,11 +3160,20 @@ def test_decode_audio_file_refuses_a_format_hint_that_contradicts_the_name(codec
 
 def test_decode_audio_file_refuses_a_path_named_as_a_folder(codec, small_vq, tmp_path):
     """decode_audio_file(data, "out.wav/") wrote a file out.wav (Path() drops the /), where decode refuses such an
-    output, in the same words."""
+    output, in the same words; a folder that is there, or a folder's name of no extension, is refused as decode
+    refuses it, where it said 'cannot tell an audio format from the name ...: give a format_hint', and given one,
+    'cannot write ...: Is a directory'."""
     with pytest.raises(VQCodecError) as refused:
         codec.decode_audio_file(small_vq, f"{tmp_path}/out.wav/")
     assert str(refused.value) == f"{tmp_path}/out.wav/: no such directory (a single file's output is a file name)"
     assert os.listdir(tmp_path) == []
+    (tmp_path / "decoded").mkdir()
+    for destination in (tmp_path / "decoded", str(tmp_path / "decoded"), f"{tmp_path}/decoded/"):
+        with pytest.raises(VQCodecError, match=f"^{re.escape(str(destination))}: is a directory$"):
+            codec.decode_audio_file(small_vq, destination)
+    with pytest.raises(VQCodecError, match=r"^\S*/out/: no such directory \(a single file's output is a file name\)$"):
+        codec.decode_audio_file(small_vq, f"{tmp_path}/out/")
+    assert os.listdir(tmp_path) == ["decoded"] and not os.listdir(tmp_path / "decoded")
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="the umask is read from /proc on Linux alone")

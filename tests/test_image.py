@@ -2834,6 +2834,9 @@ def test_write_image_refuses_a_path_named_as_a_folder(tmp_path):
             write_image(image, f"{tmp_path}/{name}")
         assert str(refused.value).endswith(f"/{name}: {why} (a single file's output is a file name)")
     assert sorted(os.listdir(tmp_path)) == ["here"]
+    (tmp_path / "folder").mkdir()  # as decode says it, where it said 'no format given, and no file name with ...'
+    with pytest.raises(VQCodecError, match=f"^{re.escape(str(tmp_path / 'folder'))}: is a directory$"):
+        write_image(image, tmp_path / "folder")
     write_image(image, str(tmp_path / "out.png"))
     with Image.open(tmp_path / "out.png") as back:
         assert back.format == "PNG"

@@ -27,7 +27,7 @@ from .io import (NETPBM_VARIANTS, image_format_of_suffix, is_image_signature, re
 from .streams import (EmptyInput, PatchedStream, TemporaryFileFailed, TemporaryFileFull, UnreadableStream,
                       check_destination, check_format_name, check_source, copy_whole, flush_written, from_where_it_is,
                       input_name, is_seekable, is_whole, left_where_it_was, native_stderr_captured, output_name,
-                      refuse_empty_media, refuse_folder_name, spooled_stream, unwritable_stream, write_file)
+                      refuse_empty_media, spooled_stream, unwritable_stream, write_file)
 from .wording import plural, reason_of, shown_cut, type_of
 
 def unrecognised_image(head: bytes, where) -> VQCodecError | None:
@@ -1486,7 +1486,6 @@ def save_image(image, destination, format_hint: str | None = None) -> None:
     check_format_name("format_hint", format_hint, "PNG")
     if format_hint:
         refuse_format_of_other_kind(format_hint, False, "format_hint", "write_image writes an image")
-    refuse_folder_name(destination)
     named = output_name(destination)
     if format_hint and named is not None:
         refuse_format_against_name(format_hint, named, "format_hint")

@@ -475,7 +475,9 @@ def _bytes_written(stream, view) -> int:
 
 def check_destination(destination, what: str) -> None:
     """Refuse where `what` ("audio", "an image") cannot be written: anything but a path or a binary stream (a
-    text stream, a closed one), and an empty path (Path("") is the current folder)."""
+    text stream, a closed one), an empty path (Path("") is the current folder), and a folder's path (an existing
+    folder, as the command line says it, or a name ending in /: refuse_folder_name), which decode_audio_file
+    refused as a name of no audio format ('give a format_hint'), and given one, as it could not write it."""
     if isinstance(destination, TextIOBase):
         raise VQCodecError(f"{what} is written to a binary stream, not a text one (open the file with 'wb')")
     if not isinstance(destination, (str, Path)) and not callable(getattr(destination, "write", None)):
@@ -484,6 +486,9 @@ def check_destination(destination, what: str) -> None:
         raise cannot_write_stream(output_name(destination), "it is closed")
     if isinstance(destination, str) and not destination:
         raise VQCodecError("the path of the output is empty")
+    if isinstance(destination, (str, Path)) and Path(destination).is_dir():
+        raise VQCodecError(f"{destination}: is a directory")
+    refuse_folder_name(destination)
 
 
 def check_source(source, what: str, paths: tuple = (str, Path),
