@@ -351,6 +351,21 @@ def test_a_folder_decode_gives_the_salvage_hint_for_a_damaged_file_only(cli, cod
     assert [reason for _, reason in report.skipped] == ["corrupted .vq file (chunk 2 CRC mismatch); salvage=True decodes what is intact"]
 
 
+def test_decode_audio_file_of_a_damaged_file_gives_the_salvage_hint_as_decode_does(codec, audio_file, tmp_path):
+    """decode_audio_file of a file damaged in its chunks said 'corrupted .vq file (chunk 2 CRC mismatch)' alone,
+    where `vqcodec decode` adds that --salvage decodes what is intact; one salvage cannot help gets no hint."""
+    damaged = tmp_path / "damaged.vq"
+    damaged.write_bytes(flip_byte_in_chunk(audio_file[0], 2))
+    hint = "corrupted .vq file (chunk 2 CRC mismatch); salvage=True decodes what is intact"
+    for data, said in ((damaged.read_bytes(), hint), (damaged, f"{damaged}: {hint}"),
+                       (b"VQC" + bytes(60), None)):
+        with pytest.raises(VQCodecError) as refused:
+            codec.decode_audio_file(data, tmp_path / "out.wav")
+        assert str(refused.value) == said if said else "salvage" not in str(refused.value), refused.value
+    codec.decode_audio_file(damaged, tmp_path / "out.wav", salvage=True)
+    assert sorted(os.listdir(tmp_path)) == ["damaged.vq", "out.wav"]
+
+
 def test_cli_salvage_of_a_part_names_the_lost_chunks_it_meets(cli, codec, audio_file, tiny_model_path, tmp_path):
     """The warning named every lost span of the file, as decoded as silence, whatever part was decoded:
     --start 0 --duration 0.4 said 0.500-0.750 s came out silent."""

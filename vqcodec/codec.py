@@ -1864,8 +1864,18 @@ class Codec:
         clipped without one: its decoding can overshoot +-1.0 by the codec's error). A path
         is written through a temporary file renamed into place (streams.write_file), so a failure leaves
         what was there before; a stream is flushed (not closed) once written, and one whose write or flush fails is
-        refused naming it ('cannot write NAME: REASON', 'the stream' where it has none)."""
-        self._decode_audio_file(data, destination, format_hint, subtype, start, duration, salvage, rate)
+        refused naming it ('cannot write NAME: REASON', 'the stream' where it has none). A file damaged in its chunks
+        alone is refused saying that salvage=True decodes what is intact, as `vqcodec decode` says --salvage."""
+        from .folders import with_salvage_hint
+
+        salvage = checked_flag("salvage", salvage)
+        data = vq_bytes(data, salvage)
+        try:
+            self._decode_audio_file(data, destination, format_hint, subtype, start, duration, salvage, rate)
+        except VQCodecError as exc:
+            if salvage:
+                raise
+            raise with_salvage_hint(exc, self, data) from None
 
     def _decode_audio_file(self, data: bytes, destination, format_hint: str | None = None, subtype: str | None = None,
                            start: float = 0.0, duration: float | None = None, salvage: bool = False,
