@@ -1190,19 +1190,28 @@ def test_grey_decodes_to_ppm_as_colour(cli, codec, tiny_model_path, tmp_path):
 CORRUPT_EXIF = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\xff\xff"  # 5 entries announced, 2 bytes of them
 
 
-def test_corrupt_exif_is_one_warning_line_naming_the_image(cli, tiny_model_path, tmp_path):
-    """Pillow's warning was printed twice, as Python shows warnings (its source path, then its code line)."""
-    from vqcodec.errors import ImageReadWarning
+def test_corrupt_exif_is_one_warning_line_naming_the_image(cli, codec, tiny_model_path, tmp_path):
+    """Pillow's warning was printed twice, as Python shows warnings (its source path, then its code line). An
+    Image.open image given to encode_image, whose EXIF Pillow parses only then, gave it raw, naming no file."""
+    import warnings
 
     source, encoded = tmp_path / "bad exif.png", tmp_path / "out.vq"
     Image.fromarray(smooth_rgb(8, 12)).save(source, exif=CORRUPT_EXIF)
     with pytest.warns(ImageReadWarning) as caught:
         assert open_image(source).size == (12, 8)
-    assert [str(w.message) for w in caught] == [f"{source}: Corrupt EXIF data. Expecting to read 12 bytes but only "
-                                                "got 2; read past it"]
+    said = "Corrupt EXIF data. Expecting to read 12 bytes but only got 2; read past it"
+    assert [str(w.message) for w in caught] == [f"{source}: {said}"]
     result = cli("encode", source, encoded, "-m", tiny_model_path, text=True)
     assert result.returncode == 0 and encoded.exists()
     assert result.stderr == f"vqcodec: warning: {caught[0].message}\n"
+    for opened_from, named, called in ((source, None, source), (source, "given.png", "given.png"),
+                                       (io.BytesIO(source.read_bytes()), None, "the image")):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with Image.open(opened_from) as image:
+                codec.encode_image(image, 2, source=named)
+        assert [(w.category, str(w.message), w.filename) for w in caught] == [
+            (ImageReadWarning, f"{called}: {said}", __file__)]
 
 
 @pytest.mark.parametrize("suffix, unit", [(".gif", "frames"), (".webp", "frames"), (".png", "frames"), (".tif", "pages")])

@@ -42,7 +42,8 @@ from .imagedata import PILLOW_READ_ERRORS
 from .imageio import (ALPHA_MODES, IMAGE_MODES, IMAGE_MODE_NAMES, TIFF_ORIENTATION, as_displayed, check_image_size,
                       edge_padded, image_of_array, image_to_planes, in_srgb, load_pixels, mode_shown, naming_the_image,
                       open_image, pillow_reason, planes_to_image, rebuilt_image_bytes, unreadable_unnamed_image,
-                      unrecognised_image, warn_of_frames_left_out, warn_of_what_codes_leave_out)
+                      unrecognised_image, warn_of_frames_left_out, warn_of_pillow_warnings, warn_of_what_codes_leave_out,
+                      warnings_recorded)
 from .io import (identified_as_an_image, image_by_its_name, is_image_signature, refuse_format_against_name,
                  refuse_format_of_other_kind)
 from .memory import memory_bound, refuse_beyond
@@ -2229,7 +2230,8 @@ class Codec:
         alpha included), with `quality` the most codebooks it may use (vqcodec.ratecontrol). `source`, the path or
         stream the image was read from, is named where its size or values are refused or clipped (float grey of NaN),
         and in its warnings (frames left out, TIFF channels of unspecified meaning, an EXIF orientation out of
-        range, an ICC profile that cannot be used); by default, the file Image.open opened it from (its filename)."""
+        range, an ICC profile that cannot be used, Pillow's own: corrupt EXIF data); by default, the file Image.open
+        opened it from (its filename)."""
         from PIL import Image
 
         self._require("image")
@@ -2246,12 +2248,14 @@ class Codec:
             with naming_the_image(source):
                 check_image_size(image.width, image.height)
                 self.check_image_encode_fits(image.width, image.height, image.mode)
-            warn_of_frames_left_out(image, source)
-            with naming_the_image(source):
-                image = _pixels_read(image, source)
-            if image.getexif().get(TIFF_ORIENTATION, 1) != 1:  # Image.open leaves it to the caller
-                image = as_displayed(image, source)
-            image = in_srgb(image, source)
+            with warnings_recorded() as caught:
+                warn_of_frames_left_out(image, source)
+                with naming_the_image(source):
+                    image = _pixels_read(image, source)
+                if image.getexif().get(TIFF_ORIENTATION, 1) != 1:  # Image.open leaves it to the caller
+                    image = as_displayed(image, source)
+                image = in_srgb(image, source)
+            warn_of_pillow_warnings(caught, source)
         if max_bpp is not None:
             max_bpp = checked_max_rate(max_bpp, audio=False)
             return self._fit_rate(lambda q: self._encode_image(image, q, source), quality,

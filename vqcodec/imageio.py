@@ -193,7 +193,7 @@ def open_image(source, max_side: int | None = MAX_IMAGE_SIDE, fits: Callable[[in
                                   stacklevel=caller_stacklevel())
                 transposed = as_displayed(image, source)  # a copy, so closing the file is safe
             transposed.info.pop("exif", None)  # applied, else kept no more: not parsed again (warning again)
-        _warn_once_each(caught, _image_called(source))
+        warn_of_pillow_warnings(caught, source)
         for line in dict.fromkeys(logged):
             warnings.warn(ImageReadWarning(f"{_image_called(source)}: {line}; read past it"),
                           stacklevel=caller_stacklevel())
@@ -1168,9 +1168,10 @@ def warnings_recorded(ignore: tuple = ()):
 PILLOW_WARNING_REASONS = {"Truncated File Read": "its metadata (EXIF or TIFF tags) is cut short or damaged"}
 
 
-def _warn_once_each(caught: list, where: str) -> None:
-    """Issue Pillow's warnings on reading an image (the same one comes from opening and transposing it)
-    as one ImageReadWarning each, naming the image, and any others as they were."""
+def warn_of_pillow_warnings(caught: list, source) -> None:
+    """Issue Pillow's warnings on reading an image from `source` (recorded by warnings_recorded; the same one comes
+    from opening and transposing it) as one ImageReadWarning each, naming the image, and any others as they were."""
+    where = _image_called(source)
     said = set()
     for item in caught:
         if item.category is not UserWarning:  # Pillow's are plain UserWarnings
