@@ -3271,7 +3271,7 @@ def test_an_image_whose_encoding_would_not_fit_in_memory_is_refused_from_its_hea
     (skipped, reason), = encode_tree(codec, tmp_path / "folder", tmp_path / "out", quality=2).skipped
     line = skipping(skipped, reason)
     assert skipped == path and line.count(path.name) == 1, line
-    assert re.match(re.escape(f"skipping cannot read image {path}: ") + refusal.format("1-bit"), line), line
+    assert re.match(re.escape(f"skipping {path}: cannot read image: ") + refusal.format("1-bit"), line), line
     monkeypatch.setattr(imageio, "load_pixels", read)
     assert read_info(codec.encode(np.zeros((1000, 1000, 3), dtype=np.uint8), 2)).width == 1000
 
