@@ -133,10 +133,10 @@ def test_a_damaged_file_due_to_be_held_out_gives_its_place_to_the_next(tmp_path,
     assert [p.name for p in held] == ["b.png"] and [p.name for p in train] == ["c.png", "d.png"]
     assert ImageCrops(held, 32).sources[0].path == tmp_path / "b.png"
     assert capsys.readouterr().err == \
-        f"skipping cannot read image {tmp_path / 'a.png'}: its data ends early (cut short)\n"
+        f"skipping {tmp_path / 'a.png'}: cannot read image: its data ends early (cut short)\n"
     recordings = data.readable_files("audio", [tmp_path / "cut.flac", tmp_path / "whole.flac"])
     assert data.split_files(recordings, lambda path: data.decodes("audio", path)) == ([tmp_path / "whole.flac"],) * 2
-    assert capsys.readouterr().err.startswith(f"skipping cannot read audio {tmp_path / 'cut.flac'}")
+    assert capsys.readouterr().err.startswith(f"skipping {tmp_path / 'cut.flac'}: cannot read audio")
     assert data.split_files(recordings[:1], lambda path: False) == (recordings[:1],) * 2  # one file: not checked
 
 
@@ -209,7 +209,7 @@ def test_a_photo_over_the_pixel_limit_is_skipped_in_one_line(tmp_path, capsys):
     Image.new("L", (40, 40)).save(tmp_path / "small.png")
     assert data.readable_files("image", sorted(tmp_path.iterdir())) == [tmp_path / "small.png"]
     assert capsys.readouterr().err == \
-        f"skipping cannot read image {tmp_path / 'big.png'}: image of 10000x9000 pixels exceeds the limit of 89478485 pixels\n"
+        f"skipping {tmp_path / 'big.png'}: cannot read image: image of 10000x9000 pixels exceeds the limit of 89478485 pixels\n"
 
 
 def test_a_photo_pillow_logs_an_error_for_is_skipped_in_one_line(tmp_path, capsys):
@@ -222,7 +222,7 @@ def test_a_photo_pillow_logs_an_error_for_is_skipped_in_one_line(tmp_path, capsy
     Image.new("L", (40, 40)).save(tmp_path / "small.png")
     assert data.readable_files("image", sorted(tmp_path.iterdir())) == [tmp_path / "small.png"]
     assert capsys.readouterr().err == \
-        f"skipping cannot read image {tmp_path / 'many.tif'}: More samples per pixel than can be decoded: 99\n"
+        f"skipping {tmp_path / 'many.tif'}: cannot read image: More samples per pixel than can be decoded: 99\n"
     with pytest.raises(VQCodecError, match=f"^cannot read image {re.escape(str(tmp_path / 'many.tif'))}: More samples "
                                            "per pixel than can be decoded: 99$"):
         data.image_size(tmp_path / "many.tif")
@@ -471,7 +471,7 @@ def test_an_audio_path_that_cannot_be_opened_is_skipped_saying_why(tmp_path, cap
     for name, reason in reasons.items():
         with pytest.raises(VQCodecError, match=f"^cannot read audio {tmp_path / name}: {reason}$"):
             soundio.read_audio(tmp_path / name)
-    said = [f"skipping cannot read audio {tmp_path / name}: {reason}" for name, reason in reasons.items()]
+    said = [f"skipping {tmp_path / name}: cannot read audio: {reason}" for name, reason in reasons.items()]
     files = [tmp_path / name for name in reasons] + [tmp_path / "good.wav"]
     assert data.readable_files("audio", files) == [tmp_path / "good.wav"]
     assert capsys.readouterr().err.splitlines() == said
@@ -564,10 +564,10 @@ def test_a_line_break_in_a_training_file_name_keeps_its_skipping_line_one_line(t
     assert data.readable_files("audio", files) == [tmp_path / "good.wav"]
     assert capsys.readouterr().err.splitlines() == [
         f"skipping {tmp_path}/li\\nnk.wav: the same file as {tmp_path / 'good.wav'}",
-        f"skipping cannot read audio {tmp_path}/bad\\nname.wav: Format not recognised."]
+        f"skipping {tmp_path}/bad\\nname.wav: cannot read audio: Format not recognised."]
     said = []
     collect_codes(codec, [tmp_path / "bad\nname.wav"], said.append)
-    assert said[0] == f"skipping cannot read audio {tmp_path}/bad\\nname.wav: Format not recognised."
+    assert said[0] == f"skipping {tmp_path}/bad\\nname.wav: cannot read audio: Format not recognised."
 
 
 def test_a_folder_of_the_other_media_kind_says_what_it_holds(tmp_path):
@@ -691,7 +691,7 @@ def test_a_damaged_tiff_read_from_disk_says_libtiffs_reason_in_its_skipping_line
     finally:
         batches.close()
     lines = capfd.readouterr().err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"skipping cannot read image {tmp_path / 'b.tif'}: "), lines
+    assert len(lines) == 1 and lines[0].startswith(f"skipping {tmp_path / 'b.tif'}: cannot read image: "), lines
     assert "cannot be decoded" not in lines[0] and "tempfile" not in lines[0]
 
 

@@ -387,7 +387,7 @@ def test_the_first_process_alone_says_which_files_it_does_not_hold_out(tmp_path,
     (folder / "e.wav").write_bytes(b"not a recording")
     os.mkfifo(folder / "f.wav")
     said = (f"skipping {folder / 'a.wav'}: samples that are not finite", f"not holding {folder / 'b.wav'} out",
-            f"skipping cannot read audio {folder / 'e.wav'}", f"skipping {folder / 'f.wav'}: not a regular file")
+            f"skipping {folder / 'e.wav'}: cannot read audio", f"skipping {folder / 'f.wav'}: not a regular file")
     for main in (True, False):  # the others: a process that is not the first, and writes nothing
         monkeypatch.setattr(vqcodec.parallel, "is_main", lambda: main)
         run = options(tmp_path / "run", max_steps=None, max_minutes=1e-9, batch_size=2)  # no step: quick
@@ -744,7 +744,7 @@ def test_unreadable_files_are_skipped(data_dir, tmp_path, capsys, name):
     train(folder, CFG, options(tmp_path / "run", max_steps=1, fit_prior=False))
     assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["step"] == 1
     assert [line for line in capsys.readouterr().err.splitlines() if name in line] == [
-        f"skipping cannot read audio {folder / name}: Format not recognised."]   # one line, the path once
+        f"skipping {folder / name}: cannot read audio: Format not recognised."]   # one line, the path once
 
 
 def test_a_file_that_fails_to_decode_is_skipped_once_and_not_fitted_to(data_dir, tmp_path, capsys):
@@ -3563,7 +3563,7 @@ def test_training_files_none_of_which_decodes_leave_the_held_out_ones_to_train_o
     path = train(folder, CFG, options(tmp_path / "run", max_steps=2, fit_prior=False, quiet=False))
     assert json.loads(path.with_suffix(".json").read_text())["training"]["files"] == 1
     err = capsys.readouterr().err
-    assert "skipping cannot read audio" in err and "b.flac" in err
+    assert f"skipping {folder / 'b.flac'}: cannot read audio" in err
     assert "training tiny (audio) on 1 clip, 0.0 min; validation on the training file" in err
 
 
@@ -3655,7 +3655,7 @@ def test_a_skipping_or_warning_line_during_training_clears_the_step_line_on_a_te
     monkeypatch.setattr(sys, "stderr", stream)
     step = "step 10 | loss 0.1234 (l1 0.100 mel 0.023) | val 0.2000 | perplexity 8 | codes in use 50%"
     train_module._progress(step, in_place=True)
-    data_module._skip("a.wav: gone")
+    data_module._skip("a.wav", "gone")
     train_module._progress(step.replace("10", "20"), in_place=True)
     train_module._or_warn(fail, 20)
     monkeypatch.setattr(cli_module.cli, "main", main)

@@ -33,7 +33,7 @@ from .io import media_kind_of
 from .soundio import (SOUNDFILE_ERRORS, decoder_lines, open_sound, read_audio, sound_blocks, unreadable_audio,
                       warn_decoder_lines)
 from .streams import EmptyInput, file_id, refuse_empty_media
-from .wording import one_line, plural, setting
+from .wording import one_line, plural, setting, skipping
 
 IN_MEMORY_BYTES = 2 * 2**30      # decoded training media up to this size are held in memory
 RESAMPLE_MARGIN_SECONDS = 0.02   # read on both sides of a crop that is resampled, for the filter's sake
@@ -167,7 +167,7 @@ def one_name_each(files: list[Path], say=progressline.say) -> list[Path]:
         if first == path:
             kept.append(path)
         else:
-            _skip(f"{path}: the same file as {first}", say)
+            _skip(path, f"the same file as {first}", say)
     return kept
 
 
@@ -181,13 +181,13 @@ def readable_files(kind: str, files: list[Path], folder: str = "the training fol
         try:
             if kind == "audio":
                 if _audio_header(path)[0] <= 0:
-                    _skip(f"{path}: no samples", say)
+                    _skip(path, "no samples", say)
                     continue
             else:
                 image_size(path)
             kept.append(path)
         except VQCodecError as exc:
-            _skip(str(exc), say)
+            _skip(path, str(exc), say)
     if not kept:
         raise VQCodecError(f"no readable {kind} in {folder}")
     return kept
@@ -216,13 +216,13 @@ def decodes(kind: str, path: Path, say=progressline.say) -> bool:
         samples, finite = found
         problem = "no samples" if not samples else None if finite.any() else "samples that are not finite"
         if problem:
-            _skip(f"{path}: {problem}", say)
+            _skip(path, problem, say)
         return not problem
     try:
         _read_photo(path)
         return True
     except VQCodecError as exc:
-        _skip(str(exc), say)
+        _skip(path, str(exc), say)
     return False
 
 
@@ -319,11 +319,11 @@ def say_passed_over(passed_over: list[tuple[Path, str]], say=progressline.say) -
     """A `skipping` line (`say`) for each name of a training folder that find_media passed over (not a regular
     file)."""
     for path, reason in passed_over:
-        _skip(f"{path}: {reason}", say)
+        _skip(path, reason, say)
 
 
-def _skip(message: str, say=progressline.say) -> None:
-    say(one_line(f"skipping {message}"))
+def _skip(path, reason: str, say=progressline.say) -> None:
+    say(skipping(path, reason))
 
 
 MAX_READ_ATTEMPTS = 8
@@ -345,7 +345,7 @@ def read_or_next(sources: list, index: int, read, unreadable: dict, role: str = 
             except VQCodecError as exc:
                 last = exc
                 if unreadable.setdefault(source.path, exc) is exc:  # the first thread to find it reports it
-                    _skip(f"{exc} (its crops come from the next file)")
+                    _skip(source.path, f"{exc} (its crops come from the next file)")
         tried += [source.path] if source.path not in tried else []
     if len(tried) == 1:  # a file of many channels is as many sources
         alone = all(source.path == tried[0] for source in sources)
@@ -423,7 +423,7 @@ def _channel_finiteness(path: Path, say=progressline.say) -> tuple[int, np.ndarr
                 samples += block.shape[1]
                 finite &= np.isfinite(block).all(axis=1)
     except VQCodecError as exc:
-        _skip(str(exc), say)
+        _skip(path, str(exc), say)
         return None
     _warn_once(said, path)
     return samples, finite
@@ -433,7 +433,7 @@ def _usable_channel(source: AudioSource, channels: int, samples: int, finite: bo
     """Whether a channel of `samples` samples trains; one that does not gets a `skipping` line."""
     problem = "no samples" if not samples else None if finite else "samples that are not finite"
     if problem:  # the file changed since it was listed, or holds NaN or infinity
-        _skip(f"{source.path}{f' channel {source.channel + 1}' if channels > 1 else ''}: {problem}")
+        _skip(f"{source.path}{f' channel {source.channel + 1}' if channels > 1 else ''}", problem)
     return not problem
 
 
@@ -488,7 +488,7 @@ class AudioCrops(Crops):
             try:
                 frames, rate, channels = _audio_header(path)
             except VQCodecError as exc:
-                _skip(str(exc))
+                _skip(path, str(exc))
                 continue
             if frames > 0 and rate > 0:
                 self.sources += [AudioSource(Path(path), c, frames, rate) for c in range(channels)]
@@ -523,7 +523,7 @@ class AudioCrops(Crops):
                 try:
                     loaded = {source.path: read_media("audio", source.path, self.sample_rate)}
                 except VQCodecError as exc:
-                    _skip(str(exc))
+                    _skip(source.path, str(exc))
                     loaded = {source.path: None}
             audio = loaded[source.path]
             if audio is None:
@@ -650,7 +650,7 @@ class ImageCrops(Crops):
             try:
                 self.sources.append(ImageSource(Path(path), *image_size(path)))
             except VQCodecError as exc:
-                _skip(str(exc))
+                _skip(path, str(exc))
         limit = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
         self.in_memory = _image_bytes(self.sources, crop) <= limit
         self.images: list[np.ndarray] | None = self._load() if self.in_memory else None
@@ -666,7 +666,7 @@ class ImageCrops(Crops):
                 images.append(self._padded(_read_photo(source.path)))
                 kept.append(source)
             except VQCodecError as exc:
-                _skip(str(exc))
+                _skip(source.path, str(exc))
         self.sources = kept
         return images
 

@@ -15,7 +15,7 @@ from .streams import checked_flag
 from .modelfile import attach_prior, model_files_locked, model_files_read_locked
 from .registry import find_model
 from .trainoptions import model_name_problem
-from .wording import one_line, setting, shown
+from .wording import setting, shown, skipping
 
 
 # Training folders are small: the tens of photos or the hour of speech that train a codec give too
@@ -65,7 +65,7 @@ def collect_codes(codec, files: list[Path], log=None, views: bool = False,
                     coded.append(np.asarray(codec.image_to_codes(view, codec.num_codebooks)))
         except VQCodecError as exc:
             if log:
-                log(one_line(f"skipping {exc}"))
+                log(skipping(path, str(exc)))
         else:
             planes.extend(coded)
             groups.extend([number - 1] * len(coded))

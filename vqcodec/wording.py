@@ -237,9 +237,9 @@ def reason_of(exc: Exception) -> str:
 
 
 def skipping(path, reason: str) -> str:
-    """A folder command's line for a file it leaves out, "skipping PATH: WHY", its path once, whether or not `reason`
-    names it ("cannot read audio x.wav: Format not recognised." gives "skipping x.wav: cannot read audio: Format not
-    recognised."), as one line (one_line), its summary's and a stop's alike."""
+    """A folder command's line (training's and fit-prior's too) for a file it leaves out, "skipping PATH: WHY", its
+    path once, whether or not `reason` names it ("cannot read audio x.wav: Format not recognised." gives "skipping
+    x.wav: cannot read audio: Format not recognised."), as one line (one_line), its summary's and a stop's alike."""
     named = str(path)
     if reason.startswith(f"{named}: "):
         return one_line(f"skipping {reason}")
