@@ -1625,7 +1625,7 @@ def test_32_bit_and_float_grey_with_a_grey_profile_is_read_as_srgb_grey(mode, tm
     np.testing.assert_array_equal(image_to_planes(in_srgb(image))[0], image_to_planes(in_srgb(as_l))[0])
     if mode == "F":
         image.putpixel((0, 0), 2.0)
-        with pytest.warns(ImageReadWarning, match="1 of its 156 pixels lie beyond 0 to 1"):
+        with pytest.warns(ImageReadWarning, match="1 of its 156 pixels lies beyond 0 to 1, the range read as black to white, and is clipped to it"):
             assert image_to_planes(in_srgb(image))[0][0, 0, 0] == 255
         image.info["icc_profile"] = adobe_rgb_profile()
         with pytest.warns(ImageReadWarning, match="it describes RGB pixels, and the image is F"):
@@ -3014,6 +3014,14 @@ def test_write_image_refuses_a_stream_whose_write_returns_no_count_of_bytes():
         assert re.fullmatch(fr"cannot write /tmp/out.png: its write returned {re.escape(shown)} for [0-9]+ bytes, "
                             "not a count of bytes taken", str(refused.value)), str(refused.value)
         assert stream.calls == 1
+
+    class TakesAllButTheLastByte(WouldBlock):
+        def write(self, data):
+            super().write(data)
+            return len(data) - 1 if len(data) > 1 else -1
+
+    with pytest.raises(VQCodecError, match="^cannot write /tmp/out.png: its write returned -1 for 1 byte, not a count "):
+        write_image(image, TakesAllButTheLastByte("/tmp/out.png"), "png")
 
 
 def test_write_image_refuses_an_image_or_format_hint_of_another_type(tmp_path):

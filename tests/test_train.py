@@ -1290,6 +1290,26 @@ def test_a_batch_or_crop_kept_by_a_resume_is_named_as_the_runs(data_dir, tmp_pat
         "1.50 s): training on crops of 12000"]
 
 
+def test_a_crop_beyond_a_training_file_of_one_sample_or_pixel_says_it_in_the_singular(tmp_path, capsys):
+    """The warning of a crop longer than every training file said 'the longest holds 1 samples' and 'the longest
+    side is 1 pixels'."""
+    from vqcodec.runstart import Run
+    from vqcodec.train import _crop_within_files
+
+    soundfile.write(tmp_path / "one.wav", np.full(1, 0.25, dtype=np.float32), 8000)
+    Image.new("RGB", (1, 1), (200, 30, 90)).save(tmp_path / "dot.png")
+    run = Run(options(tmp_path, crop=64, quiet=False), "cpu", processes=1, main=True, quiet=False, precision="fp32",
+              checkpoint_path=tmp_path / "checkpoint.safetensors")
+    image_cfg = ImageConfig(channels=(4,), patch=2, latent_dim=4, num_codebooks=1, codebook_size=4)
+    assert _crop_within_files(run, "audio", CFG, [tmp_path / "one.wav"], 64).crop == CFG.hop
+    assert _crop_within_files(run, "image", image_cfg, [tmp_path / "dot.png"], 64).crop == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "vqcodec: warning: crop=64 is longer than every training file (the longest holds 1 sample, 0.00 s): "
+        f"training on crops of {CFG.hop}",
+        "vqcodec: warning: crop=64 is larger than every training photo (the longest side is 1 pixel): training on "
+        "crops of 2"]
+
+
 def test_cli_hands_the_batch_and_crop_given_to_training(data_dir, tmp_path, monkeypatch):
     from click.testing import CliRunner
 

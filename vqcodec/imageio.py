@@ -1402,8 +1402,9 @@ def _check_deep_range(image, source=None) -> None:
     if refusal is not None:
         raise VQCodecError(refusal)
     if beyond:
-        clipped = (f"{kind} image values span {low:.6g} to {high:.6g}: {beyond} of its {pixels} pixels lie beyond 0 "
-                   f"to {full_scale:g}, the range read as black to white, and are clipped to it")
+        lie, are = ("lies", "is") if beyond == 1 else ("lie", "are")
+        clipped = (f"{kind} image values span {low:.6g} to {high:.6g}: {beyond} of its {pixels} pixels {lie} beyond 0 "
+                   f"to {full_scale:g}, the range read as black to white, and {are} clipped to it")
         warnings.warn(ImageReadWarning(clipped if source is None else f"{_image_called(source)}: {clipped}"),
                       stacklevel=caller_stacklevel())
 

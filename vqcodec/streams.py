@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import VQCodecError
-from .wording import reason_of, setting, shown_cut, type_of
+from .wording import plural, reason_of, setting, shown_cut, type_of
 
 def _umask() -> int:
     """The process's umask. os.umask reads it only by setting it, and while it is set to 0 a file that
@@ -465,8 +465,8 @@ def _bytes_written(stream, view) -> int:
     written = stream.write(view)
     if written is not None:
         if not is_whole(written) or written < 0:
-            raise OSError(errno.EIO, f"its write returned {shown_cut(written, 40)} for {len(view)} bytes, not a "
-                                     "count of bytes taken")
+            raise OSError(errno.EIO, f"its write returned {shown_cut(written, 40)} for {plural(len(view), 'byte')}, "
+                                     "not a count of bytes taken")
         return written
     if isinstance(stream, RawIOBase):
         raise BlockingIOError(errno.EAGAIN, "it would block (a non-blocking stream)")

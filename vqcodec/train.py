@@ -366,11 +366,11 @@ def _crop_within_files(run: Run, kind: str, cfg: ModelConfig, files: list[Path],
         return options
     named = option_name("crop", given_crop) if given_crop is not None else f"{whose} crop {options.crop}"
     if not run.quiet and kind == "audio":
-        _progress(f"{WARNING_PREFIX}{named} is longer than every training file (the longest holds {longest} samples, "
-                  f"{longest / cfg.sample_rate:.2f} s): training on crops of {crop}")
+        _progress(f"{WARNING_PREFIX}{named} is longer than every training file (the longest holds "
+                  f"{plural(longest, 'sample')}, {longest / cfg.sample_rate:.2f} s): training on crops of {crop}")
     elif not run.quiet:
-        _progress(f"{WARNING_PREFIX}{named} is larger than every training photo (the longest side is {longest} "
-                  f"pixels): training on crops of {crop}")
+        _progress(f"{WARNING_PREFIX}{named} is larger than every training photo (the longest side is "
+                  f"{plural(longest, 'pixel')}): training on crops of {crop}")
     return dataclasses.replace(options, crop=crop)
 
 
