@@ -3053,6 +3053,22 @@ def test_alpha_is_never_dropped_by_the_output_format(fmt, source):
         write_image(image, io.BytesIO(), fmt)
 
 
+def test_write_image_names_the_file_whose_format_refuses_the_image(tmp_path):
+    """write_image(rgba, "out.jpg") said "JPEG cannot hold the image's alpha channel" without naming out.jpg, where
+    decode names its output: "out.jpg: JPEG cannot hold ..."; so of a grey format given colour. A stream without a
+    name is not named."""
+    rgba = make_image("RGBA", 16, 12, seed=3)
+    for name, image, refusal in (("out.jpg", rgba, "JPEG cannot hold the image's alpha channel: "),
+                                 ("out.pgm", rgba.convert("RGB"), "PGM holds grey only, and the image is in colour")):
+        with pytest.raises(VQCodecError, match=f"^{re.escape(str(tmp_path / name))}: {re.escape(refusal)}"):
+            write_image(image, tmp_path / name)
+        with open(tmp_path / "named", "wb") as stream, pytest.raises(VQCodecError, match=f"^{tmp_path / 'named'}: "):
+            write_image(image, stream, Path(name).suffix[1:])
+    with pytest.raises(VQCodecError, match="^JPEG cannot hold the image's alpha channel: "):
+        write_image(rgba, io.BytesIO(), "jpeg")
+    assert os.listdir(tmp_path) == ["named"] and (tmp_path / "named").stat().st_size == 0
+
+
 def test_a_palettes_alpha_is_not_dropped_by_a_format_pillow_cannot_read_back(codec):
     """Pillow's PDF and Palm writers leave out the alpha of a palette's entries (a P image that a .vq file of
     one decodes to): the PDF had no soft mask, and nothing read it back to see. It is written as RGBA (PDF's

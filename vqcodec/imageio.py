@@ -1470,16 +1470,18 @@ def write_image(image, destination, format_hint: str | None = None) -> None:
     Alpha is never dropped: a format that cannot hold it is refused. A path is written through a temporary
     file renamed into place (write_file); a stream is flushed (not closed) once written, and its write or flush
     that fails is refused naming it, as decode_audio_file names it (the command line's own streams are left to it:
-    save_image).
+    save_image). A format's refusal of the image (alpha it cannot hold, colour in a grey format, a side too long)
+    names the path or named stream, as the command line names its output: "out.jpg: JPEG cannot hold ...".
     """
     try:
-        save_image(image, destination, format_hint)
+        save_image(image, destination, format_hint, refusals_name=output_name(destination))
     except OSError as exc:  # of a stream: a path's is worded by write_file
         raise unwritable_stream(exc, output_name(destination)) from None
 
 
-def save_image(image, destination, format_hint: str | None = None) -> None:
-    """write_image, whose stream's errors are the caller's to word."""
+def save_image(image, destination, format_hint: str | None = None, refusals_name=None) -> None:
+    """write_image, whose stream's errors are the caller's to word; a format's refusal of the image names
+    `refusals_name` where one is given (the command line names its output itself)."""
     from PIL import Image
 
     if not isinstance(image, Image.Image):
@@ -1494,18 +1496,28 @@ def save_image(image, destination, format_hint: str | None = None) -> None:
     name = format_hint or (Path(named).suffix.lstrip(".") if named is not None else None)
     if not name:
         raise VQCodecError("cannot write image: no format given, and no file name with an extension to take it from")
+    try:
+        data = _encoded_as(image, name)
+    except VQCodecError as exc:
+        if not refusals_name:
+            raise
+        raise VQCodecError(f"{refusals_name}: {exc}") from None
+    if hasattr(destination, "write"):
+        copy_whole(BytesIO(data), destination)  # a raw stream may take part of a write
+        flush_written(destination)
+    else:
+        write_file(destination, lambda stream: stream.write(data))
+
+
+def _encoded_as(image, name: str) -> bytes:
+    """The bytes of `image` in format `name` (a Pillow format or an extension), converted to what it holds."""
     if name.lower() in NETPBM_VARIANTS:
         image = _as_netpbm_variant(image, name.lower())
     elif _format_name(name) == "SPIDER":
         image = _as_float_grey(image, name)
     if _format_name(name) == "GIF":
         image = _with_gif_alpha(image)
-    data = _saved(image, _format_name(name), name.upper() if name.lower() in NETPBM_VARIANTS else None)
-    if hasattr(destination, "write"):
-        copy_whole(BytesIO(data), destination)  # a raw stream may take part of a write
-        flush_written(destination)
-    else:
-        write_file(destination, lambda stream: stream.write(data))
+    return _saved(image, _format_name(name), name.upper() if name.lower() in NETPBM_VARIANTS else None)
 
 
 TRIAL_SIDE = 16  # of the image check_image_output writes: room for each of the 256 alpha levels
