@@ -1292,7 +1292,7 @@ def test_a_batch_or_crop_kept_by_a_resume_is_named_as_the_runs(data_dir, tmp_pat
 
 def test_a_crop_beyond_a_training_file_of_one_sample_or_pixel_says_it_in_the_singular(tmp_path, capsys):
     """The warning of a crop longer than every training file said 'the longest holds 1 samples' and 'the longest
-    side is 1 pixels'."""
+    side is 1 pixels', and gave a recording of 1 sample as 0.00 s."""
     from vqcodec.runstart import Run
     from vqcodec.train import _crop_within_files
 
@@ -1304,7 +1304,7 @@ def test_a_crop_beyond_a_training_file_of_one_sample_or_pixel_says_it_in_the_sin
     assert _crop_within_files(run, "audio", CFG, [tmp_path / "one.wav"], 64).crop == CFG.hop
     assert _crop_within_files(run, "image", image_cfg, [tmp_path / "dot.png"], 64).crop == 2
     assert capsys.readouterr().err.splitlines() == [
-        "vqcodec: warning: crop=64 is longer than every training file (the longest holds 1 sample, 0.00 s): "
+        "vqcodec: warning: crop=64 is longer than every training file (the longest holds 1 sample, 0.000125 s): "
         f"training on crops of {CFG.hop}",
         "vqcodec: warning: crop=64 is larger than every training photo (the longest side is 1 pixel): training on "
         "crops of 2"]

@@ -45,7 +45,7 @@ from .trainmemory import (DECODER_ONLY_FROZEN, DISCRIMINATOR_BYTES_PER_CROP_BYTE
                           training_state_bytes)
 from .trainoptions import (CHECKPOINT_NAME, DEFAULT_BATCH_AND_CROP, LOG_NAME, TrainOptions, check_options, option_name,
                            recipe_of, refuse_existing_run, run_files)
-from .wording import WARNING_PREFIX, plural, reason_of, setting, shell_word, type_of
+from .wording import WARNING_PREFIX, decimals_for, plural, reason_of, setting, shell_word, type_of
 
 
 COMMITMENT_WEIGHT = 0.25
@@ -366,8 +366,10 @@ def _crop_within_files(run: Run, kind: str, cfg: ModelConfig, files: list[Path],
         return options
     named = option_name("crop", given_crop) if given_crop is not None else f"{whose} crop {options.crop}"
     if not run.quiet and kind == "audio":
+        seconds = longest / cfg.sample_rate
         _progress(f"{WARNING_PREFIX}{named} is longer than every training file (the longest holds "
-                  f"{plural(longest, 'sample')}, {longest / cfg.sample_rate:.2f} s): training on crops of {crop}")
+                  f"{plural(longest, 'sample')}, {seconds:.{decimals_for(seconds, 2)}f} s): "
+                  f"training on crops of {crop}")
     elif not run.quiet:
         _progress(f"{WARNING_PREFIX}{named} is larger than every training photo (the longest side is "
                   f"{plural(longest, 'pixel')}): training on crops of {crop}")
