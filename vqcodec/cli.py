@@ -23,7 +23,7 @@ from .errors import Terminated, VQCodecError, is_out_of_memory
 from .folders import coding_change, decoding_model, recoder, refuse_weights_when_fixed_width
 from .io import SIGNATURE_BYTES, audio_for_want_of_an_image, media_kind
 from .wording import (FILE_OR_FOLDER_MISSING, NAME_BYTES, WARNING_PREFIX, command_line_wording, decimals_for,
-                      json_names, kind_coded, kind_held, one_line, plural, reason_of, skipping)
+                      json_names, kind_coded, kind_held, one_line, plural, rate_unit, reason_of, skipping)
 
 DEFAULT_MODELS = {"audio": "speech16k", "image": "image"}
 
@@ -1731,8 +1731,7 @@ def eval_command(model, data_dir, qualities, rates, files, depth_weight, device,
         codec.depth_weight = depth_weight
     targets = _comma_separated(rates, float, "--rates", "numbers") if rates else None
     if targets and not all(0 < t < math.inf for t in targets):
-        unit = "kbps" if codec.kind == "audio" else "bits per pixel"
-        raise VQCodecError(f"--rates must be positive numbers of {unit} (finite), not {rates!r}")
+        raise VQCodecError(f"--rates must be positive numbers of {rate_unit(codec.kind)} (finite), not {rates!r}")
     levels = None  # evaluate's default_levels, or with --rates the highest
     if qualities:
         levels = list(dict.fromkeys(_comma_separated(qualities, int, "-q", "integers")))  # each once

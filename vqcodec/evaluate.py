@@ -28,7 +28,7 @@ from .io import kind_by_name
 from .ratecontrol import RateUnreachable
 from .soundio import read_audio
 from .streams import why_missing
-from .wording import kind_coded, shown
+from .wording import kind_coded, rate_unit, shown
 
 LEVEL_WARNING = "the audio is coded at"  # how Codec.level_warning begins for audio given as an array
 
@@ -70,7 +70,7 @@ def evaluate(codec, files: list[Path], qualities: list[int] | None = None, log=N
     if not qualities:
         raise VQCodecError("qualities must hold at least one quality level")
     if targets is not None:
-        targets = _checked_targets(targets, "kbps" if codec.kind == "audio" else "bits per pixel")
+        targets = _checked_targets(targets, rate_unit(codec.kind))
         if len(qualities) != 1:  # the levels after the first were left out without a word
             raise VQCodecError(f"with targets, qualities takes one level: the most codebooks a file may use, not "
                                f"{shown(qualities)}")

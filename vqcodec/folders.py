@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 
 from . import format as vqformat
 from .errors import VQCodecError
-from .wording import kind_coded, kind_held, plural, reason_of, setting, shown_cut, skipping
+from .wording import kind_coded, kind_held, plural, rate_unit, reason_of, setting, shown_cut, skipping
 
 DEFAULT_EXTENSIONS = {"audio": ".wav", "image": ".png"}
 # where Pillow's first-registered extension is unusual, or (SPIDER) registered only once a file is saved,
@@ -398,7 +398,7 @@ def encode_tree(codec, folder, out, *, quality: int | None = None, max_rate: flo
     codec = _codec_for_kind(codec, kind)
     quality = codec.default_quality(targeted=max_rate is not None) if quality is None else codec.check_quality(quality)
     if max_rate is not None:  # named as the argument, as recode_tree's max_kbps and max_bpp are
-        checked_amount("max_rate", max_rate, "kbps" if codec.kind == "audio" else "bits per pixel")
+        checked_amount("max_rate", max_rate, rate_unit(codec.kind))
     return encode_folder(codec, files, outputs, quality, max_rate,
                          lambda path, data: write_new_file(path, lambda stream: stream.write(data), replace),
                          log=log, progress=progress, set_aside=passed_over_of(passed_over), on_warning=on_warning)

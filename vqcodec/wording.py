@@ -49,6 +49,11 @@ def type_of(value) -> str:
 _SAID_WITH_A_VOWEL = {"ndarray"}  # "en-dee-array", as NumPy's documentation says it
 
 
+def rate_unit(kind: str) -> str:
+    """The unit a rate target of media `kind` ("audio", "image") is given in, in words: "kbps", "bits per pixel"."""
+    return "kbps" if kind == "audio" else "bits per pixel"
+
+
 def plural(count: int, noun: str) -> str:
     """`count` and `noun`, with an "s" unless count is 1."""
     return f"{count} {noun if count == 1 else noun + 's'}"
