@@ -169,7 +169,8 @@ def decoded_too_large(channels: int, total: int, codes_copy: int = 0) -> VQCodec
 def resampled_blocks(blocks: Iterator[np.ndarray], source_rate: int, target_rate: int, channels: int,
                       total_out: int) -> Iterator[np.ndarray]:
     """Resample a stream of (channels, n) blocks with soxr, padded or trimmed to exactly `total_out`."""
-    stream = None if source_rate == target_rate else soxr.ResampleStream(source_rate, target_rate, channels, dtype="float32")
+    stream = (None if source_rate == target_rate
+              else soxr.ResampleStream(source_rate, target_rate, channels, dtype="float32"))
     produced = 0
 
     def emit(block: np.ndarray):
@@ -293,7 +294,8 @@ def check_read_peak(peak: float) -> None:
 def too_loud(peak: float, where: str = "") -> VQCodecError:
     """The refusal of audio read at `peak` that even the largest level gain leaves beyond CODED_LEVEL_BOUND."""
     most = vqformat.MAX_GAIN // vqformat.GAIN_ONE
-    return VQCodecError(f"the audio's samples reach {peak:.3g}{where}, over {CODED_LEVEL_BOUND * most:.0f} (1000 times the "
+    return VQCodecError(f"the audio's samples reach {peak:.3g}{where}, over {CODED_LEVEL_BOUND * most:.0f} "
+                        "(1000 times the "
                         f"+-1.0 the codec is made for, after the level gain, which divides by at most {most}), and "
                         "would decode to garbage: scale it down")
 

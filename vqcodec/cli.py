@@ -152,7 +152,8 @@ def _media_of_stream(stream, path: str, forced: str | None):
 
 def _at_start_of_regular_file(stream) -> bool:
     """Whether `stream` reads a regular file (streams.is_regular_stream) from its first byte: soundfile and Pillow
-    seek to the file's offsets, which a stream moved on (`(head -c 10; vqcodec encode - x.vq) < f`) does not start at."""
+    seek to the file's offsets, which a stream moved on (`(head -c 10; vqcodec encode - x.vq) < f`) does not
+    start at."""
     from .streams import is_regular_stream
 
     try:
@@ -475,7 +476,8 @@ def _kind_refused(codec, kind: str, path: str | None, forced: str | None) -> VQC
     """The error for a model of another kind than the input's (`path`; None for a folder's)."""
     if codec.kind == "image" and path is not None and audio_for_want_of_an_image(_input_named(path), kind, forced):
         return VQCodecError(f"model {codec.name} codes images, but {'stdin' if path == '-' else path} is not named "
-                            "or signed as an image: for an image of another format that Pillow reads, pass --kind image")
+                            "or signed as an image: for an image of another format that Pillow reads, pass "
+                            "--kind image")
     return VQCodecError(f"model {codec.name} codes {kind_coded(codec.kind)}, but the input is {kind_held(kind)}")
 
 
@@ -588,7 +590,8 @@ for _version in (param for param in cli.params if "--version" in param.opts):
 @cli.command()
 @click.argument("input_path", metavar="INPUT")
 @click.argument("output_path", metavar="OUTPUT", callback=_output_name)
-@click.option("-q", "--quality", default=None, type=int, help="Number of codebooks (1..max). Default: 8, or all of a model of fewer "
+@click.option("-q", "--quality", default=None, type=int,
+              help="Number of codebooks (1..max). Default: 8, or all of a model of fewer "
               "(speech16k: about 2.6 kbps).")
 @click.option("-m", "--model", default=None, callback=_model_name,
               help="Model name or path (default: speech16k for audio, image for images).")
@@ -599,7 +602,8 @@ for _version in (param for param in cli.params if "--version" in param.opts):
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists (or, for -, write to stdout that is a "
               "terminal).")
 @click.option("--coding", type=click.Choice(["auto", "prior", "fixed"]), default="auto", show_default=True,
-              help="Payload coding: range coding with the model's prior (auto: when it has one) or fixed-width indices.")
+              help="Payload coding: range coding with the model's prior (auto: when it has one) or fixed-width "
+                   "indices.")
 @click.option("--beam", default=None, type=click.IntRange(1, 64),
               help="Beam width of the code search: wider lowers distortion at the same quality, for encoder time "
                    "(default: 4 for images, 1 for audio; decoding is unaffected).")
@@ -707,7 +711,8 @@ def _say_codes_kept(name: str, data: bytes, encoded: bytes, coding: str) -> None
 
 def _say_folder_codes_kept(changes: dict[Path, tuple[str, int, int]], skipped: list[tuple[Path, str]]) -> None:
     """The one note of a folder of .vq files recoded without -q or a rate, for the files written whose coding
-    changed (`changes`: each file's folders.coding_change and its size before and after), as _say_codes_kept's for one."""
+    changed (`changes`: each file's folders.coding_change and its size before and after), as _say_codes_kept's
+    for one."""
     from collections import Counter
 
     left_out = {path for path, _ in skipped}
@@ -1062,7 +1067,8 @@ def _format_from_name(path: str) -> str:
     found = audio_format_of(path)
     if found is None:
         suffix = Path(path).suffix.lstrip(".").upper()
-        raise VQCodecError(f"{path}: unknown audio format {suffix or '(no extension)'}; use .wav, .flac, .ogg, .opus or .mp3, or --format")
+        raise VQCodecError(f"{path}: unknown audio format {suffix or '(no extension)'}; use .wav, .flac, .ogg, "
+                           ".opus or .mp3, or --format")
     return found
 
 
@@ -1071,14 +1077,17 @@ def _image_format_from_name(path: str) -> str:
 
     suffix = Path(path).suffix.lower()
     if image_format_of_suffix(suffix) is None:
-        raise VQCodecError(f"{path}: unknown image format {suffix or '(no extension)'}; use .png, .webp, ..., or --format")
-    return suffix[1:] if suffix[1:] in NETPBM_VARIANTS else image_format_of_suffix(suffix)  # PPM's variants hold other modes
+        raise VQCodecError(f"{path}: unknown image format {suffix or '(no extension)'}; use .png, .webp, ..., or "
+                           "--format")
+    # PPM's variants hold other modes
+    return suffix[1:] if suffix[1:] in NETPBM_VARIANTS else image_format_of_suffix(suffix)
 
 
 @cli.command()
 @click.argument("input_path", metavar="FILE")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("-v", "--verbose", is_flag=True, help="Also show where the bits go: per codebook the fixed-width and the ideal bits under the prior, "
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also show where the bits go: per codebook the fixed-width and the ideal bits under the prior, "
                    "and the actual payload against their totals.")
 @click.option("-m", "--model", "model_option", default=None, callback=_model_name,
               help="Model to check the file against, and to report with under --verbose (default: the installed "
@@ -1114,7 +1123,8 @@ def info(input_path, as_json, verbose, model_option):
     other_prior = other_prior_model(data, match)
     if other_prior is not None:  # the model of that id installed has another prior: its copy that wrote the file is not
         match = None
-    model = None if match is None else match["path"] if match.get("shadowed") else match["name"]  # a name would load another
+    # a name would load another
+    model = None if match is None else match["path"] if match.get("shadowed") else match["name"]
     decoder_id = None if match is None else match["model_id"]  # another than the file's: a fine-tune of its model
     report = None
     if verbose or model_option:
@@ -1182,7 +1192,8 @@ def _print_info(file_info, model: str | None, report: dict | None, other_prior: 
                    + (" with alpha" if file_info.has_alpha else ""))
         click.echo(f"bitrate:   {file_info.bitrate:#.4g} bpp ({file_info.size_bytes} bytes)")
     click.echo(f"quality:   {plural(file_info.quality, 'codebook')}")
-    click.echo(f"coding:    {file_info.coding}" + (f" (prior {report['prior_id']})" if report and report["prior_id"] else ""))
+    click.echo(f"coding:    {file_info.coding}"
+               + (f" (prior {report['prior_id']})" if report and report["prior_id"] else ""))
     if report:
         _print_code_report(report)
 
@@ -1223,7 +1234,8 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
     one .npy file per media file (.vq files in it are left out), at the same relative path, and
     codes.json: the model, quality and frame rate or stride, and for each file its codes' shape and
     the rate, length and level gain (`pack --rate --samples --gain`) or the size (`--width
-    --height`) that restore it, and the file's size, time and content hash. A folder of .vq files and no media gets one .npy file per .vq file,
+    --height`) that restore it, and the file's size, time and content hash. A folder of .vq files and no media
+    gets one .npy file per .vq file,
     and a codes.json in which each file names its own model id, kind and quality. A file that cannot
     be read is reported and skipped, and the command then exits with status 1. A run stopped part way
     writes codes.json of the files it finished ("stopped": true), from which --resume goes on.
@@ -1284,7 +1296,8 @@ def codes(input_path, output_path, model, quality, kind, depth_weight, device, t
             with _audio_by_default(input_path, kind_of_media, kind):
                 array, restore = codec.media_to_codes(source if isinstance(source, Path) else stream, quality)
             warn_of_level(codec, "stdin" if input_path == "-" else input_path, _print_warning)
-            if restore.get("gain", 1.0) != 1.0:  # nothing else records it for a single file (a folder's codes.json does)
+            # nothing else records it for a single file (a folder's codes.json does)
+            if restore.get("gain", 1.0) != 1.0:
                 click.echo(f"vqcodec: note: coded divided by a level gain of {restore['gain']:.9g}; "
                            f"`vqcodec pack --gain {restore['gain']:.9g}` restores the level", err=True)
     _write_output(output_path, lambda out: save_codes(out, array), force)
@@ -1375,7 +1388,8 @@ def _codes_of_folder(folder: Path, out: Path, model: str | None, quality: int | 
               help="Audio: samples per channel to decode to (default: frames x hop at --rate).")
 @click.option("--width", type=click.IntRange(1), default=None,
               help="Image: width to decode to (default: cols x the model's stride).")
-@click.option("--height", type=click.IntRange(1), default=None, help="Image: height to decode to (default: rows x the stride).")
+@click.option("--height", type=click.IntRange(1), default=None,
+              help="Image: height to decode to (default: rows x the stride).")
 @click.option("--gain", type=click.FloatRange(0, min_open=True), default=None,
               help="Audio: what the decoded audio is multiplied by (default 1; for recordings coded at a level "
                    "gain, `vqcodec info` shows a .vq file's, and `vqcodec codes` prints a recording's and lists a "
@@ -1513,7 +1527,8 @@ def _print_models(found: list[dict], as_json: bool) -> None:
     for m in found:
         cfg = config_from_dict(m["config"])
         rate = f"{m['sample_rate']} Hz, " if m.get("sample_rate") else ""
-        click.echo(f"{m['name']:<12} {m['kind']:<6} {rate}{plural(cfg.num_codebooks, 'codebook')} x {cfg.codebook_size}  "
+        click.echo(f"{m['name']:<12} {m['kind']:<6} {rate}{plural(cfg.num_codebooks, 'codebook')} x "
+                   f"{cfg.codebook_size}  "
                    f"id {m['model_id']}  {m['path']}"
                    + (f"  (shadowed by {_shadowing(m)}; still decodes its files)" if m.get("shadowed") else "")
                    + (f"  (also decodes files of {', '.join(m['decodes'])})" if m.get("decodes") else ""))

@@ -42,8 +42,8 @@ from .imagedata import PILLOW_READ_ERRORS
 from .imageio import (ALPHA_MODES, IMAGE_MODES, IMAGE_MODE_NAMES, TIFF_ORIENTATION, as_displayed, check_image_size,
                       edge_padded, image_of_array, image_to_planes, in_srgb, load_pixels, mode_shown, naming_the_image,
                       open_image, pillow_reason, planes_to_image, rebuilt_image_bytes, unreadable_unnamed_image,
-                      unrecognised_image, warn_of_frames_left_out, warn_of_pillow_warnings, warn_of_what_codes_leave_out,
-                      warnings_recorded)
+                      unrecognised_image, warn_of_frames_left_out, warn_of_pillow_warnings,
+                      warn_of_what_codes_leave_out, warnings_recorded)
 from .io import (identified_as_an_image, image_by_its_name, is_image_signature, refuse_format_against_name,
                  refuse_format_of_other_kind)
 from .memory import memory_bound, refuse_beyond
@@ -584,7 +584,8 @@ class Codec:
         cause = self.fixed_width_cause()
         if cause is None:
             return
-        for name, value, used in (("rate weight", self._rate_weight, rate), ("depth weight", self._depth_weight, depth)):
+        for name, value, used in (("rate weight", self._rate_weight, rate),
+                                  ("depth weight", self._depth_weight, depth)):
             if used and value > 0 and name in self._weights_set:
                 why = fixed_width_why(cause, self.name, "its coding is 'fixed'")
                 raise VQCodecError(f"{name} {value:g} weighs bits under the model's prior, but this codec writes "
@@ -633,7 +634,8 @@ class Codec:
         """The depth weight the encoding under way uses: a rate search's current try's, else depth_weight."""
         return self._depth_weight if self._rate_search is None else self._rate_search.weight
 
-    def _choose_depths(self, latents: torch.Tensor, codes: torch.Tensor, depth_lambda: float | None = None) -> torch.Tensor:
+    def _choose_depths(self, latents: torch.Tensor, codes: torch.Tensor,
+                       depth_lambda: float | None = None) -> torch.Tensor:
         """Per-cell depth: codes (q, batch, *cells) of latents (batch, D, *cells), with each cell's levels
         from its depth d on set to ABSENT; d (0..q) minimises the cell's squared error after d levels plus
         lambda times the bits of its first d codes under the prior (with these codes as context).
@@ -923,7 +925,8 @@ class Codec:
         for f0, f1 in _blocks(total_frames, self.block_frames):
             a, b = max(0, f0 - ctx), min(total_frames, f1 + ctx)
             x = torch.from_numpy(np.ascontiguousarray(samples.take(a * hop, b * hop)))[:, None].to(self.device)
-            if _same_channels(x[:, :, (f0 - a) * hop:(f1 - a) * hop], tolerance):  # coded once, codes copied to every channel
+            # coded once, codes copied to every channel
+            if _same_channels(x[:, :, (f0 - a) * hop:(f1 - a) * hop], tolerance):
                 x = x[:1]
             check_coded_level(x, gain)
             window = self._encoder_latents(x, ("audio", a, b))
@@ -1381,7 +1384,8 @@ class Codec:
             raise VQCodecError(f"this .vq file holds {kind_held(vqformat.KIND_NAMES[header.kind])}, but model "
                                f"{self.name} codes {kind_coded(self.kind)}")
         if header.quality > self.num_codebooks:
-            raise VQCodecError(f"file uses {plural(header.quality, 'codebook')}; model {self.name} has {self.num_codebooks}")
+            raise VQCodecError(f"file uses {plural(header.quality, 'codebook')}; model {self.name} has "
+                               f"{self.num_codebooks}")
         if header.coding in vqformat.PRIOR_CODINGS:
             if self.prior is None:
                 raise VQCodecError(f"file is entropy coded with prior {header.prior_id:08x}, but model {self.name} "
@@ -1900,7 +1904,8 @@ class Codec:
         format_hint = format_hint and (audio_format_named(format_hint) or format_hint)
         format_hint = format_hint or (audio_format_of(name) if named else None)
         if format_hint is None:  # for a stream, soundfile's own error named it by its repr
-            raise VQCodecError(f"cannot tell an audio format from {f'the name {name}' if named else 'a stream without a name'}"
+            raise VQCodecError("cannot tell an audio format from "
+                               f"{f'the name {name}' if named else 'a stream without a name'}"
                                ": give a format_hint (WAV, FLAC, OGG, ...)")
         where = str(name) if named else None
 
@@ -1975,7 +1980,8 @@ class Codec:
             import warnings
 
             warnings.warn(ClippingWarning(
-                f"decoded audio above full scale (peak {clipped:.3g}, {20 * math.log10(clipped):+.1f} dB) is clipped to "
+                f"decoded audio above full scale (peak {clipped:.3g}, {20 * math.log10(clipped):+.1f} dB) is "
+                "clipped to "
                 f"+-1.0, as {output.format} {output.subtype} holds no more: write .wav (float), .ogg or .mp3 to keep "
                 "its level"), stacklevel=caller_stacklevel())
 
@@ -2125,7 +2131,8 @@ class Codec:
             window = torch.from_numpy(np.ascontiguousarray(codes[:, a:b, c:d], dtype=np.int64)).to(self.device)
             latents = self.model.quantizer.decode_cells(window[:, None])
             pixels = self._decoded(latents)[0, :, (r0 - a) * hop:(r1 - a) * hop, (c0 - c) * hop:(c1 - c) * hop]
-            out[r0 * hop:r1 * hop, c0 * hop:c1 * hop] = (pixels.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+            out[r0 * hop:r1 * hop, c0 * hop:c1 * hop] = (
+                (pixels.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy())
         return out[:height, :width]
 
     # ------------------------------------------------------------ codes: files

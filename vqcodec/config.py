@@ -82,7 +82,8 @@ MAX_CODEBOOK_SIZE = 1 << 16
 MAX_WIDTH = 4096
 MAX_CODEBOOK_ENTRIES = 1 << 27  # codebooks x size x latent_dim: 512 MB of float32 codebooks
 MAX_IMAGE_LEVELS = 8
-MAX_PARAMETERS = 1 << 28  # the encoder's and decoder's weights: 1 GiB of float32 (the shipped models have 1.4 M and 2.7 M)
+# the encoder's and decoder's weights: 1 GiB of float32 (the shipped models have 1.4 M and 2.7 M)
+MAX_PARAMETERS = 1 << 28
 MIN_MODEL_RATE, MAX_MODEL_RATE = 1000, 192_000  # a model's sample rate (files may have others)
 # samples (audio) or pixels (images) a side per code, and the most of them the context around a block
 # spans: a larger stride pads even a short input out to one enormous frame (shipped: 320 and 16)
@@ -193,8 +194,8 @@ def check_config(config: ModelConfig) -> None:
         for name, base in (("base_channels", config.base_channels), ("decoder_channels", config.decoder_channels)):
             widest = base << len(config.strides)  # the width doubles at each stride
             if widest > MAX_WIDTH:
-                raise ValueError(f"{name} {base} doubled at each of {plural(len(config.strides), 'stride')} makes layers "
-                                 f"{widest} wide, more than {MAX_WIDTH}")
+                raise ValueError(f"{name} {base} doubled at each of {plural(len(config.strides), 'stride')} makes "
+                                 f"layers {widest} wide, more than {MAX_WIDTH}")
     else:
         whole("patch", config.patch, 1, 64)
         widths("channels", config.channels, allow_empty=False)
@@ -205,7 +206,8 @@ def check_config(config: ModelConfig) -> None:
             raise ValueError(f"decoder_channels must have one width per level of channels ({len(config.channels)})")
     parameters = parameter_count(config)
     if parameters > MAX_PARAMETERS:
-        raise ValueError(f"the networks would have {parameters / 1e6:,.0f} M parameters ({parameters * 4 / 2**30:.1f} GiB "
+        raise ValueError(f"the networks would have {parameters / 1e6:,.0f} M parameters "
+                         f"({parameters * 4 / 2**30:.1f} GiB "
                          f"of float32 weights), more than {MAX_PARAMETERS / 1e6:.0f} M: narrower "
                          "channels or fewer res_blocks")
     unit = "samples" if config.kind == "audio" else "pixels"

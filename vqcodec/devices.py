@@ -36,6 +36,7 @@ def resolve_device(device) -> str:
         raise VQCodecError(f"{asked} asked for, but no CUDA device is available")
     index, count = torch.device(device).index, torch.cuda.device_count()
     if index is not None and index >= count:
-        raise VQCodecError(f"{asked} asked for, but there {'is' if count == 1 else 'are'} {plural(count, 'CUDA device')} "
+        raise VQCodecError(f"{asked} asked for, but there {'is' if count == 1 else 'are'} "
+                           f"{plural(count, 'CUDA device')} "
                            f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})")
     return device

@@ -42,7 +42,8 @@ def unpack_fixed(payload: bytes, count: int, codebook_size: int, dtype=np.int64)
     bits = bits_per_index(codebook_size)
     expected = math.ceil(count * bits / 8)
     if len(payload) != expected:
-        raise FormatError(f"chunk holds {plural(len(payload), 'byte')} where {expected} {'was' if expected == 1 else 'were'} expected")
+        raise FormatError(f"chunk holds {plural(len(payload), 'byte')} where {expected} "
+                          f"{'was' if expected == 1 else 'were'} expected")
     data = np.frombuffer(payload, dtype=np.uint8)
     if np.unpackbits(data[count * bits // 8:])[count * bits % 8:].any():
         raise FormatError("corrupted chunk: padding bits are not zero")

@@ -255,8 +255,8 @@ class FolderReport:
 
     def summary(self) -> str:
         if self.kind == "audio" and self.seconds:
-            return f"{plural(self.written, 'file')}, {self.bytes} bytes, {self.bytes * 8 / self.seconds / 1000:.3f} kbps " \
-                   f"over {self.seconds:.1f} s"
+            return (f"{plural(self.written, 'file')}, {self.bytes} bytes, "
+                    f"{self.bytes * 8 / self.seconds / 1000:.3f} kbps over {self.seconds:.1f} s")
         if self.kind == "image" and self.pixels:
             return f"{plural(self.written, 'file')}, {self.bytes} bytes, {self.bytes * 8 / self.pixels:.4f} bpp " \
                    f"over {plural(self.pixels, 'pixel')}"

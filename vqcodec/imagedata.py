@@ -202,7 +202,8 @@ JPEG_SEQUENTIAL_FRAMES = {0xC0, 0xC1}  # SOF0, SOF1: baseline and extended seque
 JPEG_PROGRESSIVE_FRAME = 0xC2  # SOF2: progressive, Huffman coded
 JPEG_SOS, JPEG_EOI = 0xDA, 0xD9
 JPEG_NOT_FRAMES = {0xC4, 0xC8, 0xCC}  # DHT, JPG, DAC: markers among the SOFs' that are none
-JPEG_ONES = b"\xff\x00" * 8  # 64 one bits (0xFF stuffed), which begin no Huffman code: the decoder's look-ahead, no data
+# 64 one bits (0xFF stuffed), which begin no Huffman code: the decoder's look-ahead, no data
+JPEG_ONES = b"\xff\x00" * 8
 # Bits after a scan's data that a decoder reads only where the scan lacks blocks, and most Huffman tables read
 # otherwise than one another: a scan decoded alike after each holds all its blocks
 JPEG_LOOK_AHEADS = (JPEG_ONES, b"\x00" * 8, b"\x55" * 8)

@@ -292,7 +292,8 @@ def checkpoint_kind(path: Path, meta: dict) -> str:
     """What a training checkpoint given as a model is, and where its run's model is: beside it, or, where its
     run has written none (stopped before its end), what writes it."""
     models = sorted(other.with_suffix(".safetensors") for other in path.parent.iterdir()
-                    if other.suffix == ".json" and other.stem != path.stem and other.with_suffix(".safetensors").exists())
+                    if other.suffix == ".json" and other.stem != path.stem
+                    and other.with_suffix(".safetensors").exists())
     if models:
         return f"a training checkpoint, not a model: give the model beside it, {' or '.join(map(shell_word, models))}"
     return (f"a training checkpoint of step {meta['step']}, of a run that has written no model yet: `vqcodec train DIR "

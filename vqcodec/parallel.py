@@ -78,7 +78,8 @@ def start(device: str) -> str:
         raise VQCodecError("this torch build has no torch.distributed: train in one process")
     processes, process = launched_processes(), _environment_number("RANK")
     if not 0 <= process < processes:
-        raise VQCodecError(f"RANK is {process}, not one of the {processes} processes of WORLD_SIZE (0 to {processes - 1})")
+        raise VQCodecError(f"RANK is {process}, not one of the {processes} processes of WORLD_SIZE "
+                           f"(0 to {processes - 1})")
     if not os.environ.get("MASTER_ADDR"):
         raise _not_set("MASTER_ADDR")
     _environment_number("MASTER_PORT")
@@ -94,7 +95,8 @@ def start(device: str) -> str:
         with _ended_by_sigterm():
             dist.init_process_group("nccl" if cuda else "gloo")
     except (RuntimeError, ValueError) as exc:  # the address taken or unreachable, a timeout
-        raise VQCodecError(f"cannot join the other training processes ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
+        raise VQCodecError("cannot join the other training processes "
+                           f"({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
     return f"cuda:{local_rank}" if cuda else device
 
 

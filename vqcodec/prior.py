@@ -441,8 +441,8 @@ class CodePrior:
         from .errors import VQCodecError
 
         if codebook_size != self.codebook_size or quality > self.num_levels:
-            raise VQCodecError(f"the model's prior covers {plural(self.num_levels, 'codebook')} of {self.codebook_size}, "
-                               f"not {quality} of {codebook_size}")
+            raise VQCodecError(f"the model's prior covers {plural(self.num_levels, 'codebook')} of "
+                               f"{self.codebook_size}, not {quality} of {codebook_size}")
 
     # ------------------------------------------------------------ probabilities
 
@@ -670,7 +670,8 @@ class CodePrior:
         word_count = len(payload) // 4
         # an encoder writes at least one word for any code or depth, so no payload is empty (a peaked prior's
         # min_bits alone lets an empty one through)
-        if cells and (not word_count or 2 * (32 * word_count + 32) < self.min_bits(quality, cells, depths, len(plane_shapes))):
+        if cells and (not word_count
+                      or 2 * (32 * word_count + 32) < self.min_bits(quality, cells, depths, len(plane_shapes))):
             raise FormatError(f"corrupted chunk: entropy-coded payload of {plural(len(payload), 'byte')} is too short "
                               f"for its {plural(cells * quality, 'code')}")
         words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)

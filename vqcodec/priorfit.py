@@ -118,8 +118,9 @@ def _fit_and_attach_prior(model_path: Path, files: list[Path], out: Path | None,
         per_level = sum(prior.ideal_bits(p[None] if codec.kind == "audio" else p) for p in planes)
         for line in prior_summary(prior, per_level / sum(p[0].size for p in planes)):
             log(line)
-        log(f"prior {prior.prior_id:08x} fitted in {time.monotonic() - start:.0f} s: {per_level.sum() / codes:.3f} bits "
-            f"per code on the fitting data (fixed width: {np.ceil(np.log2(codec.codebook_size)):.0f}); wrote {path}")
+        log(f"prior {prior.prior_id:08x} fitted in {time.monotonic() - start:.0f} s: "
+            f"{per_level.sum() / codes:.3f} bits per code on the fitting data "
+            f"(fixed width: {np.ceil(np.log2(codec.codebook_size)):.0f}); wrote {path}")
     return path
 
 

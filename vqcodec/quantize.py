@@ -28,7 +28,8 @@ def nearest_code(vectors: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts) if parts else vectors.new_zeros((0,), dtype=torch.long)
 
 
-def _nearest_rows(vectors: torch.Tensor, codebook: torch.Tensor, norms: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+def _nearest_rows(vectors: torch.Tensor, codebook: torch.Tensor, norms: torch.Tensor,
+                  out: torch.Tensor) -> torch.Tensor:
     # |v|^2 - 2 v.c + |c|^2, rounded as that expression is, left to right
     distances = torch.addmm(vectors.pow(2).sum(1, keepdim=True), vectors, codebook.t(), alpha=-2, out=out)
     return distances.add_(norms).argmin(1)
@@ -222,7 +223,8 @@ class ResidualVQ(nn.Module):
     @staticmethod
     def _score_columns(codebook: torch.Tensor) -> torch.Tensor:
         """[-2c, |c|^2, 1] for every code c: the beam search's scores are its rows' products with these."""
-        return torch.cat([-2 * codebook, codebook.pow(2).sum(1, keepdim=True), codebook.new_ones((codebook.shape[0], 1))], 1)
+        return torch.cat([-2 * codebook, codebook.pow(2).sum(1, keepdim=True),
+                          codebook.new_ones((codebook.shape[0], 1))], 1)
 
     def _beam_encode(self, latents: torch.Tensor, count: int, beam: int, bit_costs, first_row: int,
                      columns: list[torch.Tensor]) -> torch.Tensor:

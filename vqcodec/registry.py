@@ -35,7 +35,8 @@ def shipped_models_dir() -> Path:
 
 
 def _model_path_entries() -> list[Path]:
-    return [Path(p).expanduser() for p in os.environ.get("VQCODEC_MODEL_PATH", "").split(os.pathsep) if p]  # '~/m' quoted
+    # '~/m' quoted
+    return [Path(p).expanduser() for p in os.environ.get("VQCODEC_MODEL_PATH", "").split(os.pathsep) if p]
 
 
 def model_search_path() -> list[Path]:
@@ -208,7 +209,8 @@ def _advice_for_files(paths: list[Path], headers: list[vqformat.Header], one_fil
 
 def folder_models(folder: Path) -> list[Path]:
     """The models in `folder`: its NAME.safetensors files with NAME.json beside them, but a checkpoint."""
-    return [p for p in sorted(folder.glob("*.safetensors")) if p.with_suffix(".json").exists() and p.stem != "checkpoint"]
+    return [p for p in sorted(folder.glob("*.safetensors"))
+            if p.with_suffix(".json").exists() and p.stem != "checkpoint"]
 
 
 def _last_runs_model(paths: list[Path]) -> Path | None:
@@ -458,6 +460,7 @@ def retired_model_hint(model_id: str, prior_id: int | None = None) -> str:
     for entry in entries:
         if entry.get("model_id") == model_id and (prior_id is None or entry.get("prior_id") == f"{prior_id:08x}"):
             name, commit = entry.get("name"), entry.get("commit")
-            return (f" (it is {name} as shipped in vqcodec commit {commit}: `git show {commit}:models/{name}.safetensors`"
+            return (f" (it is {name} as shipped in vqcodec commit {commit}: "
+                    f"`git show {commit}:models/{name}.safetensors`"
                     f" and the same for .json give its files)")
     return ""

@@ -120,7 +120,8 @@ def folder_read_locked(folder: Path):
 
 def _let_go_of_shared(path: Path, descriptor: int) -> None:
     """Release a shared lock of the lock file at `path`, removing the file where no other process holds it (as a run
-    that ends removes its own); one that opened it meanwhile finds it gone once it locks it (_names) and makes another."""
+    that ends removes its own); one that opened it meanwhile finds it gone once it locks it (_names) and makes
+    another."""
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         if _names(path, descriptor):

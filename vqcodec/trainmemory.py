@@ -30,7 +30,8 @@ def training_state_bytes(cfg: ModelConfig, decoder_only: bool = False, weight_av
     moments of each trained weight and its gradient. A resumed run holds as much as the tensors it keeps of its
     checkpoint (`checkpoint_bytes`; not a discriminator or weight average it drops, let_go_of_dropped_state): it
     keeps their moments, and lets their weights go once copied into its networks; with `weight_average`, where
-    they hold no average (`checkpoint_averaged`), the average's new copy too. Saving a checkpoint holds nothing more: it is written tensor by tensor (modelfile._tensors_writer). --decoder-only trains
+    they hold no average (`checkpoint_averaged`), the average's new copy too. Saving a checkpoint holds nothing
+    more: it is written tensor by tensor (modelfile._tensors_writer). --decoder-only trains
     the decoder alone: the encoder's weights, frozen (DECODER_ONLY_FROZEN), have no gradients or moments. The
     discriminator of --adversarial (72 387 weights, 1.2 MB with its gradients and moments) is left out."""
     networks = network_parameter_counts(cfg)
