@@ -20,13 +20,14 @@ V1_FOLDER, V1_LIMIT = "memory", "memory.limit_in_bytes"  # cgroup v1 memory cont
 NO_LIMIT_BYTES = 1 << 60  # cgroup v1 writes "no limit" as about 2**63 (rounded to pages)
 
 
-def refuse_beyond(size: int, memory: int | None, held: str, advice: str,
+def refuse_beyond(size: int, memory: int | None, held: str, advice: str = "",
                   error: type[VQCodecError] = VQCodecError, whose: str = "the memory this process may use") -> None:
     """Refuse `size` bytes that `memory` (memory_bound's: None, no bound known) cannot hold, before they are
-    allocated; `held` says what they are ("the codes take"), `advice` what to do instead, `whose` what
-    `memory` is the bound of."""
+    allocated; `held` says what they are ("the codes take"), `advice` what to do instead (if anything), `whose`
+    what `memory` is the bound of."""
     if memory is not None and size > memory:
-        raise error(f"{held} {size / 1e9:.1f} GB, more than {whose} ({memory / 1e9:.1f} GB); {advice}")
+        raise error(f"{held} {size / 1e9:.1f} GB, more than {whose} ({memory / 1e9:.1f} GB)"
+                    + (f"; {advice}" if advice else ""))
 
 
 def memory_bound(root: str | Path | None = None, own: str | Path | None = None) -> int | None:

@@ -260,7 +260,7 @@ def decoder_advice(model_id: str, prior_id: int | None, folder: Path | None = No
     --model: the path of one in `folder` (that of the model given), else an installed one's name (its path
     where another of that name hides it); None where there is none."""
     if folder is not None:
-        chosen = _with_prior(_decoders_among(folder_models(folder), model_id), prior_id)
+        chosen = _with_prior(_decoders_of(_models_at(folder_models(folder)), model_id), prior_id)
         if chosen is not None:
             return str(chosen["path"])
     installed = _with_prior(_decoders_of(list_models(shadowed=True), model_id), prior_id)
@@ -383,11 +383,6 @@ def _decoders_of(models: list[dict], model_id: str) -> list[dict]:
     """The models of `models` that decode files of `model_id`: those of that id, then those that list it
     under "decodes" (decoder-only fine-tunes of it, which read the same codes)."""
     return [m for m in models if m["model_id"] == model_id] + [m for m in models if model_id in m.get("decodes", ())]
-
-
-def _decoders_among(paths: list[Path], model_id: str) -> list[dict]:
-    """_decoders_of the models at `paths` (_models_at)."""
-    return _decoders_of(_models_at(paths), model_id)
 
 
 def _models_at(paths: list[Path]) -> list[dict]:

@@ -8,19 +8,18 @@ import io
 import json
 import math
 import os
-import stat
 from pathlib import Path
 
 import numpy as np
 from numpy.lib import format as npy
 
-from . import format as vqformat
+from . import format as vqformat, memory
 from .errors import VQCodecError
 from .folders import (FolderReport, check_callbacks, check_file_list, checked_folder_path, folder_of, mirrored_paths,
                       say_stopped, warn_of_level)
 from .registry import is_model_id
-from .streams import (JSONFileTooLarge, MAX_JSON_BYTES, checked_flag, input_called, open_regular_file, read_json_file,
-                      write_file)
+from .streams import (JSONFileTooLarge, MAX_JSON_BYTES, checked_flag, input_called, is_regular_stream,
+                      open_regular_file, read_json_file, write_file)
 from .wording import (kind_coded, kind_held, name_fields, not_its_codes, plural, reason_of, setting, shown, shown_cut,
                       type_of, valid_text)
 
@@ -134,7 +133,9 @@ def _read_codes_npy(source, name: str, codec, restore: dict) -> np.ndarray:
     stream = io.BytesIO(source) if given_bytes else source
     size = memoryview(source).nbytes if given_bytes else _regular_file_size(stream)
     shape, fortran_order, dtype = npy_header(stream, size, name)
-    _check_npy_fits(math.prod(shape) * np.dtype(codec.code_dtype).itemsize, name)  # a sparse file's size costs no disk
+    # a sparse file's size costs no disk
+    memory.refuse_beyond(math.prod(shape) * np.dtype(codec.code_dtype).itemsize, memory.memory_bound(),
+                         f"{name}: its header announces codes of")
     codec.check_codes_shape(shape, dtype, **restore)
     array = _narrowed(stream, shape, fortran_order, dtype, codec.code_dtype, codec.codebook_size, name)
     if size is None and stream.read(1):
@@ -145,20 +146,7 @@ def _read_codes_npy(source, name: str, codec, restore: dict) -> np.ndarray:
 
 def _regular_file_size(stream) -> int | None:
     """The size of the regular file `stream` reads; None for a pipe, FIFO, device or a stream of no descriptor."""
-    try:
-        status = os.fstat(stream.fileno())
-    except (AttributeError, OSError, ValueError):  # io.BytesIO has no descriptor (UnsupportedOperation)
-        return None
-    return status.st_size if stat.S_ISREG(status.st_mode) else None
-
-
-def _check_npy_fits(size: int, name: str) -> None:
-    from .memory import memory_bound
-
-    memory = memory_bound()
-    if memory is not None and size > memory:
-        raise VQCodecError(f"{name}: its header announces codes of {size / 1e9:.1f} GB, more than the memory "
-                           f"this process may use ({memory / 1e9:.1f} GB)")
+    return os.fstat(stream.fileno()).st_size if is_regular_stream(stream) else None
 
 
 def _narrowed(stream, shape: tuple, fortran_order: bool, dtype, into, codebook_size: int, name: str) -> np.ndarray:
