@@ -54,8 +54,7 @@ def find_media(folder: Path, kind: str | None, leave_out: Path | None = None,
     nothing, a FIFO) are added to `passed_over`, where given, with why."""
     from .folders import files_under, left_out_note
 
-    if kind not in (None, "audio", "image"):  # "no video files found", it said
-        raise VQCodecError(f"kind must be 'audio' or 'image' (or None: the folder's), not {kind!r}")
+    check_media_kind(kind)
     others: list[tuple[Path, str]] = []
     files = [p for p in files_under(folder, leave_out, others) if media_kind_of(p)]
     others = [(path, reason) for path, reason in others if media_kind_of(path)]
@@ -131,6 +130,12 @@ def _read_photo(path: Path) -> np.ndarray:
         for item in caught:
             warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
     return image
+
+
+def check_media_kind(kind) -> None:
+    """Refuse a `kind` that is neither "audio", "image" nor None (the folder's): "no video files found", it said."""
+    if kind not in (None, "audio", "image"):
+        raise VQCodecError(f"kind must be 'audio' or 'image' (or None: the folder's), not {kind!r}")
 
 
 def read_media(kind: str, path: Path, sample_rate: int = 0) -> np.ndarray:
@@ -213,8 +218,7 @@ def decodes(kind: str, path: Path, say=progressline.say) -> bool:
         found = _channel_finiteness(path, say)
         if found is None:
             return False
-        samples, finite = found
-        problem = "no samples" if not samples else None if finite.any() else "samples that are not finite"
+        problem = _channel_problem(found[0], bool(found[1].any()))
         if problem:
             _skip(path, problem, say)
         return not problem
@@ -429,9 +433,14 @@ def _channel_finiteness(path: Path, say=progressline.say) -> tuple[int, np.ndarr
     return samples, finite
 
 
+def _channel_problem(samples: int, finite: bool) -> str | None:
+    """Why a channel of `samples` samples, all finite or not, cannot train; None where it can."""
+    return "no samples" if not samples else None if finite else "samples that are not finite"
+
+
 def _usable_channel(source: AudioSource, channels: int, samples: int, finite: bool) -> bool:
     """Whether a channel of `samples` samples trains; one that does not gets a `skipping` line."""
-    problem = "no samples" if not samples else None if finite else "samples that are not finite"
+    problem = _channel_problem(samples, finite)
     if problem:  # the file changed since it was listed, or holds NaN or infinity
         _skip(f"{source.path}{f' channel {source.channel + 1}' if channels > 1 else ''}", problem)
     return not problem

@@ -26,9 +26,9 @@ from . import memory, parallel, progressline
 from .adversarial import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from .checkpoint import UNVALIDATED_RECORD, restore_optimizer, restore_state, save_checkpoint
 from .config import AudioConfig, ImageConfig, ModelConfig, config_to_dict
-from .data import (AudioCrops, Batches, ImageCrops, NoReadableMedia, decodes, default_batch_workers, find_media,
-                   held_bytes, holds_content, longest_length, readable_files, relative_name, say_passed_over,
-                   split_as_before, split_files)
+from .data import (AudioCrops, Batches, ImageCrops, NoReadableMedia, check_media_kind, decodes, default_batch_workers,
+                   find_media, held_bytes, holds_content, longest_length, readable_files, relative_name,
+                   say_passed_over, split_as_before, split_files)
 from .devices import resolve_device
 from .errors import Terminated, VQCodecError, is_out_of_memory
 from .streams import open_regular_file, read_json_file
@@ -66,8 +66,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     options = dataclasses.replace(options)  # check_options sets a name left None: the run's, not the caller's options'
     check_options(options)
     options = dataclasses.replace(options, device=resolve_device(options.device))  # "auto"; cuda without a GPU refused
-    if kind not in (None, "audio", "image"):  # "no video files found", it said
-        raise VQCodecError(f"kind must be 'audio' or 'image' (or None: the folder's), not {kind!r}")
+    check_media_kind(kind)
     if cfg is not None and not isinstance(cfg, (AudioConfig, ImageConfig)):
         raise VQCodecError(f"cfg must be an AudioConfig or ImageConfig (or None), not {type_of(cfg)}")
     with _out_locked(options):
