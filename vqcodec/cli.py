@@ -850,28 +850,22 @@ def _progress(line: str) -> None:
     progressline.say(line)
 
 
-def _finish_folder(report, verb: str, out: Path, total: int, missing: list[tuple[list[Path], str]] = (),
-                   by_path: bool = False) -> None:
-    """The folder commands' last lines: the files skipped (those whose model is not installed, one line
-    per model: folders.set_aside_missing_models; `by_path` as folders.skipping_lines takes it), what was written, and
-    status 1 if any was skipped; a run that wrote nothing says so in its error line instead of a summary of no
-    files."""
+def _finish_tree(report, verb: str, out: Path, by_path: bool = False) -> None:
+    """The folder commands' last lines, from the report of a folders.*_tree run (which went through all the files it
+    did not set aside): the files skipped (those whose model is not installed, one line per model:
+    folders.set_aside_missing_models; `by_path` as folders.skipping_lines takes it), what was written, and status 1
+    if any was skipped; a run that wrote nothing says so in its error line instead of a summary of no files."""
     from .folders import skipping_lines
 
-    for line in skipping_lines(missing, report.skipped, by_path):
+    for line in skipping_lines(report.set_aside, report.skipped, by_path):
         _progress(line)
-    skipped = len(report.skipped) + _count(missing)
+    skipped = len(report.skipped) + _count(report.set_aside)
+    total = report.written + skipped
     if not report.written:
-        _fail_if_skipped(max(skipped, total), total, verb, f": nothing was written to {out}")
+        _fail_if_skipped(skipped, total, verb, f": nothing was written to {out}")
         raise VQCodecError(f"no file was {verb}: nothing was written to {out}")
     _say_written(report, verb, out)
     _fail_if_skipped(skipped, total, verb)
-
-
-def _finish_tree(report, verb: str, out: Path, by_path: bool = False) -> None:
-    """_finish_folder of the report of a folders.*_tree run, which went through all the files it did not set aside."""
-    _finish_folder(report, verb, out, report.written + len(report.skipped) + _count(report.set_aside),
-                   report.set_aside, by_path)
 
 
 def _say_written(report, verb: str, out: Path) -> None:
