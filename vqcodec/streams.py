@@ -486,9 +486,7 @@ def check_destination(destination, what: str) -> None:
         raise cannot_write_stream(output_name(destination), "it is closed")
     if isinstance(destination, str) and not destination:
         raise VQCodecError("the path of the output is empty")
-    if isinstance(destination, (str, Path)) and Path(destination).is_dir():
-        raise VQCodecError(f"{destination}: is a directory")
-    refuse_folder_name(destination)
+    refuse_a_folder(destination)
 
 
 def check_source(source, what: str, paths: tuple = (str, Path),
@@ -506,6 +504,13 @@ def check_format_name(name: str, value, example: str) -> None:
     """Refuse a format or subtype name (format_hint=, subtype=) that is not a str, such as `example`."""
     if value is not None and not isinstance(value, str):  # were AttributeErrors and TypeErrors
         raise VQCodecError(f"{name} is a name such as {example} (a str), not {shown_cut(value, 40)}")
+
+
+def refuse_a_folder(path) -> None:
+    """Refuse a single file's output that is a folder, or whose name is a folder's (refuse_folder_name)."""
+    if isinstance(path, (str, Path)) and Path(path).is_dir():
+        raise VQCodecError(f"{path}: is a directory")
+    refuse_folder_name(path)
 
 
 def refuse_folder_name(path) -> None:
@@ -528,9 +533,7 @@ def refuse_existing_output(path, replace: bool) -> None:
         except OSError:
             raise VQCodecError(f"{path}: file descriptor {descriptor} is not open") from None
         return
-    if Path(path).is_dir():
-        raise VQCodecError(f"{path}: is a directory")
-    refuse_folder_name(path)
+    refuse_a_folder(path)
     if os.path.lexists(path) and not replace and not is_stream_file(path):  # a dangling link too
         raise VQCodecError(setting(f"{path} exists; pass --force to overwrite it",
                                    f"{path} exists; pass replace=True to overwrite it"))
