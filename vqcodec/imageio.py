@@ -1390,17 +1390,13 @@ def _check_deep_range(image, source=None) -> None:
     kind = "float" if image.mode == "F" else "32-bit"
     pixels = image.width * image.height
     if nan:
-        refusal = f"{kind} image holds NaN (not a number) values, which are no grey level"
-    elif math.isinf(low) or math.isinf(high):
-        refusal = f"{kind} image holds infinite values, which are no grey level"
-    elif beyond > MAX_CLIPPED_SHARE * pixels:
-        refusal = (f"{kind} image values span {low:.6g} to {high:.6g}, and {beyond / pixels:.0%} of its pixels lie "
-                   f"beyond 0 to {full_scale:g}, the range read as black to white: scale it to that range, or save it "
-                   f"as 8 or 16 bits")
-    else:
-        refusal = None
-    if refusal is not None:
-        raise VQCodecError(refusal)
+        raise VQCodecError(f"{kind} image holds NaN (not a number) values, which are no grey level")
+    if math.isinf(low) or math.isinf(high):
+        raise VQCodecError(f"{kind} image holds infinite values, which are no grey level")
+    if beyond > MAX_CLIPPED_SHARE * pixels:
+        raise VQCodecError(f"{kind} image values span {low:.6g} to {high:.6g}, and {beyond / pixels:.0%} of its pixels "
+                           f"lie beyond 0 to {full_scale:g}, the range read as black to white: scale it to that range, "
+                           f"or save it as 8 or 16 bits")
     if beyond:
         lie, are = ("lies", "is") if beyond == 1 else ("lie", "are")
         clipped = (f"{kind} image values span {low:.6g} to {high:.6g}: {beyond} of its {pixels} pixels {lie} beyond 0 "
