@@ -4832,6 +4832,24 @@ def models_in_one_folder(folder: Path, *models: Path) -> Path:
     return folder
 
 
+def test_a_model_folder_of_many_models_names_a_few_and_counts_the_others(tmp_path):
+    """-m FOLDER of 500 models listed every one of their names in "found 500 (...)", one line of thousands of
+    characters: it names the first three and counts the others, as the list of the ids that wrote a folder's files."""
+    from vqcodec import VQCodecError
+    from vqcodec.registry import find_model
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    for number in range(500):  # found by their names alone: nothing in them is read
+        for suffix in (".safetensors", ".json"):
+            (folder / f"run{number:03d}{suffix}").write_bytes(b"")
+    with pytest.raises(VQCodecError) as refused:
+        find_model(str(folder))
+    assert str(refused.value) == (f"{folder}: expected one model (NAME.safetensors + NAME.json) in the folder, found "
+                                  "500 (run000, run001, run002 and 497 more): give one of them by its path, such as "
+                                  f"{folder / 'run000.safetensors'}")
+
+
 def test_a_model_folder_of_several_models_names_the_one_that_wrote_the_file(tiny_model_path, other_model_path,
                                                                             other_codec, signal, tmp_path):
     """-m FOLDER where the folder holds models of different ids (a run's model beside a fine-tune of it

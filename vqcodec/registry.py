@@ -118,7 +118,7 @@ def _find_model(name: str, wrote: bytes | None, wrote_files: Iterable[vqformat.H
                 raise VQCodecError(_no_model_in(candidate))
             if len(found) > 1:
                 raise VQCodecError(f"{candidate}: expected one model (NAME.safetensors + NAME.json) in the folder, "
-                                   f"found {len(found)} ({', '.join(p.stem for p in found)}): "
+                                   f"found {len(found)} ({capped_list(p.stem for p in found)}): "
                                    + folder_model_advice(found, wrote, wrote_files))
             path = found[0]
         else:
