@@ -588,6 +588,39 @@ def test_a_folder_runs_count_of_files_done_is_shown_in_place_on_a_terminal(tiny_
                                                                 summary + str(tmp_path / "logged")]
 
 
+def test_a_clipping_warning_clears_the_progress_line_and_stays_one_line(codec, tiny_model_path, signal, tmp_path,
+                                                                       monkeypatch):
+    """decode's warning that a file's audio is clipped was echoed past the progress line: a folder's count of files
+    done, shown in place on a terminal, was not cleared first, as it is for encode's and codes' warnings; and a line
+    break in the output's name split the warning in two lines, where the others show it as \\n."""
+    import sys
+
+    from conftest import Terminal
+    from vqcodec import progressline
+    from vqcodec.cli import run
+
+    audio = signal(1, 8000, 8000)
+    soundfile.write(tmp_path / "hot.wav", (audio * 2.5 / np.abs(audio).max()).T, 8000, subtype="FLOAT")
+    folder = tmp_path / "vq"
+    folder.mkdir()
+    (folder / "two\nlines.vq").write_bytes(codec.encode_audio_file(tmp_path / "hot.wav", 2))
+    clipped = "decoded audio above full scale (peak "
+    stream = Terminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+    progressline.show("decoded 100/200 files")  # as a run shows it before its 101st file, which clips
+    assert run(["decode", str(folder), str(tmp_path / "out"), "-m", str(tiny_model_path), "--format", "flac"]) == 0
+    warning = f"vqcodec: warning: {tmp_path / 'out'}/two\\nlines.flac: {clipped}"
+    assert stream.getvalue().startswith("decoded 100/200 files\r" + " " * 21 + "\r" + warning), stream.getvalue()
+    screen = stream.screen()
+    assert len(screen) == 3 and screen[0].startswith(warning) and screen[1].startswith("decoded 1 file, ")
+    stream = Terminal()  # one file's decode alike
+    monkeypatch.setattr(sys, "stderr", stream)
+    assert run(["decode", str(folder / "two\nlines.vq"), str(tmp_path / "one\nfile.flac"),
+                "-m", str(tiny_model_path)]) == 0
+    screen = stream.screen()
+    assert len(screen) == 2 and screen[0].startswith(f"vqcodec: warning: {tmp_path}/one\\nfile.flac: {clipped}")
+
+
 def test_a_folder_runs_count_of_files_done_counts_the_files_skipped(tmp_path):
     """The count of files done was told only where the file at a hundredth place was written: a 100th file
     skipped said nothing, and the count jumped from none to 200/250. A file skipped is done too."""

@@ -1001,20 +1001,16 @@ def _decode_folder(folder: Path, output_path: str, model, format_name, device, f
     report = decode_tree(folder, out, format=format_name, rate=rate, salvage=salvage, model=model, device=device,
                          replace=force,
                          on_damage=lambda path, damaged, header: _warn_damage(damaged, header, path),
-                         on_warning=_print_clipping, log=_progress, progress=progressline.show)
+                         on_warning=_print_warning, log=_progress, progress=progressline.show)
     _finish_tree(report, "decoded", out)
 
 
 def _clipping_warnings(name):
-    """Print each ClippingWarning that decoding into `name` issues as one warning line naming it (other
-    warnings are shown as they would have been): folders.clipping_told."""
+    """Print each ClippingWarning that decoding into `name` issues as one warning line naming it (_print_warning;
+    other warnings are shown as they would have been): folders.clipping_told."""
     from .folders import clipping_told
 
-    return clipping_told(name, _print_clipping)
-
-
-def _print_clipping(line: str) -> None:
-    click.echo(f"{WARNING_PREFIX}{line}", err=True)
+    return clipping_told(name, _print_warning)
 
 
 def _damage_met(damaged: list[dict], start: float | None, duration: float | None) -> list[dict]:
