@@ -1204,6 +1204,48 @@ def test_decode_tree_sets_aside_files_whose_model_is_not_installed(codec, two_re
     assert report.set_aside[0][1].startswith(f"no installed model has id {codec.model_id.hex()}")
 
 
+def test_each_folder_command_of_vq_files_reads_each_header_once(codec, tiny_model_path, other_model_path,
+                                                                two_recordings, tmp_path, monkeypatch):
+    """decode_tree, recode_tree and codes_of_vq_tree read the header of each .vq file two or three times before their
+    run (for the kinds and formats, the models set aside, a rate's kind, a depth weight's codecs, the advice of a model
+    folder): once now, whatever they go on to do."""
+    from collections import Counter
+
+    from vqcodec import folders
+
+    vq = tmp_path / "vq"
+    folders.encode_tree(codec, two_recordings, vq, quality=2)
+    (vq / "broken.vq").write_bytes(b"not a .vq file")
+    files = sorted(vq.rglob("*.vq"))
+    models = tmp_path / "models"  # a folder of two models, refused naming the one that wrote the files
+    models.mkdir()
+    for path in (tiny_model_path, other_model_path):
+        for suffix in (".safetensors", ".json"):
+            shutil.copy(path.with_suffix(suffix), models)
+    monkeypatch.setenv("VQCODEC_MODEL_PATH", str(tiny_model_path.parent))
+    reads = Counter()
+    read = folders._header_bytes
+    monkeypatch.setattr(folders, "_header_bytes", lambda path: reads.update([path]) or read(path))
+    done = {"decode": lambda: folders.decode_tree(vq, tmp_path / "decoded"),
+            "recode at a rate": lambda: folders.recode_tree(vq, tmp_path / "recoded", max_kbps=12.0),
+            "codes": lambda: folders.codes_of_vq_tree(vq, tmp_path / "codes")}
+    refused = {"decode -m FOLDER": lambda: folders.decode_tree(vq, tmp_path / "refused", model=models),
+               "recode with a depth weight": lambda: folders.recode_tree(vq, tmp_path / "refused", max_kbps=12.0,
+                                                                          depth_weight=1.0)}  # tiny has no prior
+    for name, run in done.items():
+        reads.clear()
+        report = run()
+        left = [path for path, _ in report.skipped] + [path for paths, _ in report.set_aside for path in paths]
+        assert (report.written, left) == (2, [vq / "broken.vq"]), name
+        assert reads == Counter(files), name
+    for name, run in refused.items():
+        reads.clear()
+        with pytest.raises(VQCodecError):
+            run()
+        assert reads == Counter(files), name
+    assert not (tmp_path / "refused").exists()
+
+
 def test_recode_tree_recodes_a_folder_of_vq_files_as_the_command_does(codec, tiny_model_path, two_recordings,
                                                                       tmp_path):
     """vqcodec.folders.recode_tree is `vqcodec encode FOLDER OUT` of a folder of .vq files in Python: quality is the

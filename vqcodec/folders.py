@@ -546,13 +546,14 @@ def recode_tree(folder, out, *, quality: int | None = None, max_kbps: float | No
     quality, max_kbps, max_bpp, depth_weight = _checked_recode_targets(quality, max_kbps, max_bpp, depth_weight)
     folder, out = _folder_and_out(folder, out)
     passed_over: list[tuple[Path, str]] = []
-    files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model)
+    header_bytes = HeaderBytes()
+    files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model, header_bytes)
     set_aside = passed_over_of(passed_over) + missing
-    _refuse_a_rate_of_no_files_kind(folder, files, max_kbps, max_bpp)
+    _refuse_a_rate_of_no_files_kind(folder, files, max_kbps, max_bpp, header_bytes)
     outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
     refuse_existing_outputs(outputs, replace)
-    codecs = named_codecs(model, device, files, coding)
-    _refuse_folder_depth_weight(codecs, files, model, device, coding, depth_weight)
+    codecs = named_codecs(model, device, files, header_bytes, coding)
+    _refuse_folder_depth_weight(codecs, files, model, device, coding, depth_weight, header_bytes)
 
     def recode(path: Path, data: bytes) -> bytes:
         header = vqformat.parse_header(data)
@@ -585,13 +586,14 @@ def _checked_recode_targets(quality, max_kbps, max_bpp, depth_weight) -> tuple:
                                                              MAX_DEPTH_WEIGHT))
 
 
-def _refuse_a_rate_of_no_files_kind(folder: Path, files: list[Path], max_kbps, max_bpp) -> None:
+def _refuse_a_rate_of_no_files_kind(folder: Path, files: list[Path], max_kbps, max_bpp, header_bytes: HeaderBytes
+                                     ) -> None:
     """A rate given alone for a kind none of a folder's .vq files holds (max_kbps for images only), refused once
     before any file is recoded, as decode_tree refuses `rate` for images only, where each file was skipped for it
     (recoder); files whose header cannot be read are left to fail on their own."""
     if (max_kbps is None) == (max_bpp is None):
         return
-    kinds = {vqformat.KIND_NAMES[header.kind] for header in read_headers(files)[0].values()}
+    kinds = {vqformat.KIND_NAMES[header.kind] for header in read_headers(files, header_bytes)[0].values()}
     if len(kinds) == 1:
         (kind,) = kinds
         _refuse_the_other_kinds_rate(kind == "audio", max_kbps, max_bpp,
@@ -667,7 +669,8 @@ def refuse_weights(cause: str | None, model: str | None, rate_weight, depth_weig
                            f"prior, for entropy-coded files, but {coded}: {why}")
 
 
-def _refuse_folder_depth_weight(codecs: dict, files: list[Path], model, device, coding: str, depth_weight) -> None:
+def _refuse_folder_depth_weight(codecs: dict, files: list[Path], model, device, coding: str, depth_weight,
+                                header_bytes: HeaderBytes) -> None:
     """A depth weight that the files of a .vq folder would refuse, refused once before any is recoded:
     `model` decides, or without it fixed coding, whatever model each file names, or else the models
     the files name, where one has no prior."""
@@ -678,17 +681,17 @@ def _refuse_folder_depth_weight(codecs: dict, files: list[Path], model, device, 
         return
     refuse_weights(fixed_width_cause(coding, has_prior=True), None, None, depth_weight)
     if depth_weight is not None:
-        for codec in _codecs_the_files_name(files, device, coding, codecs):
+        for codec in _codecs_the_files_name(files, device, coding, codecs, header_bytes):
             refuse_weights_when_fixed_width(codec, None, depth_weight)
 
 
-def _codecs_the_files_name(files: list[Path], device, coding: str, codecs: dict) -> list:
+def _codecs_the_files_name(files: list[Path], device, coding: str, codecs: dict, header_bytes: HeaderBytes) -> list:
     """The codecs of the models that the headers of .vq files name, each loaded once into `codecs`
     (file_codec); a file whose header or model cannot be read is left to fail on its own."""
     found = []
     for path in files:
         try:
-            codec = file_codec(_header_bytes(path), None, device, codecs, coding)
+            codec = file_codec(header_bytes.of(path), None, device, codecs, coding)
         except (OSError, VQCodecError):
             continue
         if codec not in found:
@@ -776,7 +779,8 @@ def decode_tree(folder, out, *, format: str | None = None, rate: int | None = No
     formats, extensions = output_formats(format)
     passed_over: list[tuple[Path, str]] = []
     files = find_vq_files(folder, out, passed_over)
-    headers, unreadable = read_headers(files)
+    header_bytes = HeaderBytes()
+    headers, unreadable = read_headers(files, header_bytes)
     kinds = {path: vqformat.KIND_NAMES[header.kind] for path, header in headers.items()}
     if format is not None and kinds:
         check_format_kind_in_folder(format, set(kinds.values()), folder)
@@ -787,11 +791,11 @@ def decode_tree(folder, out, *, format: str | None = None, rate: int | None = No
         raise VQCodecError(f"{plural(len(files), '.vq file')} of {folder}: {refused[0][1]}")
     refused_paths = {path for paths, _ in refused for path in paths}
     readable, missing = set_aside_missing_models(folder, [path for path in kinds if path not in refused_paths],
-                                                 model, refuse_all=not (unreadable or refused))
+                                                 model, header_bytes, refuse_all=not (unreadable or refused))
     set_aside = passed_over_of(passed_over) + refused + missing + [([path], reason) for path, reason in unreadable]
     outputs = mirrored_paths(folder, out, readable, lambda path: extensions[kinds[path]])
     refuse_existing_outputs(outputs, replace)
-    codecs = named_codecs(model, device, files)
+    codecs = named_codecs(model, device, files, header_bytes)
 
     def write(path: Path, write_stream: Callable) -> None:
         with clipping_told(path, on_warning):
@@ -834,12 +838,13 @@ def clipping_told(name, on_warning: Callable[[str], None] | None):
             warnings.showwarning(item.message, item.category, item.filename, item.lineno)
 
 
-def set_aside_missing_models(folder: Path, files: list[Path], model, refuse_all: bool = True
-                             ) -> tuple[list[Path], list[tuple[list[Path], str]]]:
+def set_aside_missing_models(folder: Path, files: list[Path], model, header_bytes: HeaderBytes,
+                             refuse_all: bool = True) -> tuple[list[Path], list[tuple[list[Path], str]]]:
     """Without `model`, the .vq files whose model is installed (and those whose header cannot be read, left
     to fail on their own), and the others grouped by the model id they name, each group with the line
     that says no installed model has it: one line per model, not one per file. Where every file names
-    the same missing model (and `refuse_all`), that line is the error, before anything is done."""
+    the same missing model (and `refuse_all`), that line is the error, before anything is done. The headers are
+    read into `header_bytes`, or taken from it."""
     from .registry import model_of_file, no_model_message
 
     if model is not None:
@@ -847,7 +852,7 @@ def set_aside_missing_models(folder: Path, files: list[Path], model, refuse_all:
     kept, missing, found = [], {}, {}
     for path in files:
         try:
-            header = _header_bytes(path)
+            header = header_bytes.of(path)
             parsed = vqformat.parse_header(header)
         except (OSError, VQCodecError):
             kept.append(path)
@@ -876,23 +881,24 @@ def decoding_model(model, data: bytes) -> str:
     return str(find_model(model, wrote=data))
 
 
-def named_codecs(model, device, files: list[Path], coding: str = "auto") -> dict:
+def named_codecs(model, device, files: list[Path], header_bytes: HeaderBytes, coding: str = "auto") -> dict:
     """The codecs of a folder's files as file_codec keeps them: with `model`, that model loaded before any
     file, so that a model that cannot be loaded is one error and not one per file. A folder of several models given
-    as `model` is refused naming the one among them that wrote the most of the .vq `files` (registry.find_model)."""
+    as `model` is refused naming the one among them that wrote the most of the .vq `files` (registry.find_model),
+    whose headers are read into `header_bytes`, or taken from it."""
     from .codec import Codec
     from .registry import find_model
 
     if model is None:
         return {}
     if isinstance(model, (str, Path)):  # else Codec.load's refusal of the type
-        find_model(model, wrote_files=_readable_headers(files))
+        find_model(model, wrote_files=_readable_headers(files, header_bytes))
     return {model: Codec.load(model, device=device, coding=coding)}
 
 
-def _readable_headers(files: list[Path]) -> Iterator[vqformat.Header]:
-    """The headers of the .vq `files` that can be read, read only once asked for."""
-    yield from read_headers(files)[0].values()
+def _readable_headers(files: list[Path], header_bytes: HeaderBytes) -> Iterator[vqformat.Header]:
+    """The headers of the .vq `files` that can be read, read (into `header_bytes`) only once asked for."""
+    yield from read_headers(files, header_bytes)[0].values()
 
 
 def file_codec(data: bytes, model, device, codecs: dict, coding: str = "auto"):
@@ -1015,7 +1021,8 @@ def codes_of_vq_tree(folder, out, *, model=None, device: str = "cpu", replace: b
     refuse_replace_with_resume(replace, resume)
     folder, out = _folder_and_out(folder, out)
     passed_over: list[tuple[Path, str]] = []
-    files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model)
+    header_bytes = HeaderBytes()
+    files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model, header_bytes)
     missing = passed_over_of(passed_over) + missing
     outputs = mirrored_paths(folder, out, files, lambda path: ".npy", also=(out / MANIFEST,))
     finished = stopped_vq_run_entries(folder, out, files, outputs) if resume else {}
@@ -1034,8 +1041,8 @@ def codes_of_vq_tree(folder, out, *, model=None, device: str = "cpu", replace: b
         log(resumed_line(len(finished), len(to_do)))
     # before any file is coded: an array of these removed meanwhile left the run's codes.json unwritten
     kept = FolderReport("mixed", len(finished), sum(entry["codes"].stat().st_size for entry in finished.values()))
-    codecs = named_codecs(model, device, files)
-    finished = {path: with_codes_id(entry, model, device, codecs) for path, entry in finished.items()}
+    codecs = named_codecs(model, device, files, header_bytes)
+    finished = {path: with_codes_id(entry, model, device, codecs, header_bytes) for path, entry in finished.items()}
     replace = replace or resume
     report, entries = codes_folder(
         [path for path, _ in to_do], [output for _, output in to_do],
@@ -1071,15 +1078,17 @@ def _each_skipped(report: FolderReport, missing: list[tuple[list[Path], str]]) -
     return [(path, reason) for paths, reason in missing for path in paths] + report.skipped
 
 
-def with_codes_id(entry: dict, model, device: str, codecs: dict) -> dict:
+def with_codes_id(entry: dict, model, device: str, codecs: dict, header_bytes: HeaderBytes | None = None) -> dict:
     """An entry that a resumed codes_of_vq_tree keeps from a codes.json written before codes ids, given the codes
     id a new run records (after its model id), where the codec that reads its file (file_codec) is of the model id
     it names; as it is where it has one, or where that codec is another model's (a fine-tune given as `model`, which
-    may make other codes) or cannot be had: pack then checks it by its model id, as before."""
+    may make other codes) or cannot be had: pack then checks it by its model id, as before. Its file's header is
+    read into `header_bytes`, where given, or taken from it."""
     if "codes_id" in entry:
         return entry
+    header_bytes = HeaderBytes() if header_bytes is None else header_bytes
     try:
-        codec = file_codec(_header_bytes(entry["file"]), model, device, codecs)
+        codec = file_codec(header_bytes.of(entry["file"]), model, device, codecs)
     except (VQCodecError, OSError):
         return entry
     if codec.model_id.hex() != entry.get("model_id"):
@@ -1118,13 +1127,15 @@ def check_output_of(image_format: str, header: vqformat.Header, data: bytes) -> 
     check_image_output(image_format, IMAGE_MODE_NAMES[header.mode], header.width, header.height, alpha)
 
 
-def read_headers(files: list[Path]) -> tuple[dict[Path, vqformat.Header], list[tuple[Path, str]]]:
-    """The header of each `.vq` file, read alone, and the files whose header cannot be read or is not
-    valid, with why."""
+def read_headers(files: list[Path], header_bytes: HeaderBytes | None = None
+                 ) -> tuple[dict[Path, vqformat.Header], list[tuple[Path, str]]]:
+    """The header of each `.vq` file, read alone (into `header_bytes`, where given, or taken from it), and the files
+    whose header cannot be read or is not valid, with why."""
+    header_bytes = HeaderBytes() if header_bytes is None else header_bytes
     headers, unreadable = {}, []
     for path in files:
         try:
-            headers[path] = vqformat.parse_header(_header_bytes(path))
+            headers[path] = vqformat.parse_header(header_bytes.of(path))
         except VQCodecError as exc:
             unreadable.append((path, str(exc)))
         except OSError as exc:
@@ -1136,6 +1147,26 @@ def _header_bytes(path: Path) -> bytes:
     """The first vqformat.HEADER_SIZE bytes of the file at `path`, a .vq file's header where it is one."""
     with open(path, "rb") as stream:
         return stream.read(vqformat.HEADER_SIZE)
+
+
+class HeaderBytes(dict):
+    """The headers of a folder's .vq files (_header_bytes) by path, each file read once, when first asked for, for
+    all the steps of a folder command before its run (the refusals, the models set aside, the codecs loaded), or the
+    OSError that reading it raised."""
+
+    def __missing__(self, path: Path) -> bytes | OSError:
+        try:
+            self[path] = _header_bytes(path)
+        except OSError as exc:
+            self[path] = exc
+        return self[path]
+
+    def of(self, path: Path) -> bytes:
+        """The header bytes of `path`, read where they were not yet; the OSError of reading them raised again."""
+        read = self[path]
+        if isinstance(read, OSError):
+            raise read
+        return read
 
 
 def audio_outputs_refused(headers: dict[Path, vqformat.Header], audio_format: str, rate: int | None
