@@ -4850,6 +4850,23 @@ def test_a_model_folder_of_many_models_names_a_few_and_counts_the_others(tmp_pat
                                   f"{folder / 'run000.safetensors'}")
 
 
+def test_an_unknown_models_error_names_ten_installed_models_and_counts_the_others(tiny_model_path, tmp_path,
+                                                                                   monkeypatch):
+    """An unknown model's name listed every installed model, however many $VQCODEC_MODEL_PATH's folders hold (a
+    folder of training runs): it names the first ten, enough to find a mistyped name among the usual few."""
+    from vqcodec import VQCodecError
+    from vqcodec.registry import find_model
+
+    for number in range(12):
+        for suffix in (".safetensors", ".json"):
+            shutil.copy(tiny_model_path.with_suffix(suffix), tmp_path / f"run{number:02d}{suffix}")
+    monkeypatch.setenv("VQCODEC_MODEL_PATH", str(tmp_path))
+    with pytest.raises(VQCodecError) as refused:
+        find_model("nosuch")
+    names = ", ".join(f"run{number:02d}" for number in range(10))
+    assert str(refused.value) == f"unknown model 'nosuch' (installed: {names} and 4 more)"  # and the 2 shipped
+
+
 def test_a_model_folder_of_several_models_names_the_one_that_wrote_the_file(tiny_model_path, other_model_path,
                                                                             other_codec, signal, tmp_path):
     """-m FOLDER where the folder holds models of different ids (a run's model beside a fine-tune of it

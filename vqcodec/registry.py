@@ -19,6 +19,9 @@ RETIRED_MODELS = "retired.json"  # in the shipped models' folder: earlier releas
 # what list_models marks a model with, from where it is on the search path: never taken from its NAME.json
 LISTING_MARKS = ("shadowed", "shadowed_by_unlisted")
 MAX_MODEL_JSON_BYTES = 1 << 24  # a NAME.json holds a config, ids and records: the shipped ones take 3 and 8 KB
+# how many installed models an unknown name's error names, the others counted: enough to find a mistyped name
+# among the usual few, not a line of thousands of characters where $VQCODEC_MODEL_PATH names a folder of runs
+INSTALLED_NAMED = 10
 
 
 def read_model_json(path: Path):
@@ -138,7 +141,7 @@ def _find_model(name: str, wrote: bytes | None, wrote_files: Iterable[vqformat.H
     if half is not None:
         missing = half.with_suffix(".json" if half.suffix == ".safetensors" else ".safetensors")
         raise VQCodecError(f"model {shown(name)}: {half} has no {missing.name} beside it")
-    available = ", ".join(m["name"] for m in list_models()) or "none"
+    available = capped_list((m["name"] for m in list_models()), INSTALLED_NAMED) or "none"
     local = f"; for the model in {name}, give it as a path: ./{name}" if candidate.exists() else ""
     raise VQCodecError(f"unknown model {shown(name)} (installed: {available}){local}"
                        + "".join(f"; {problem}" for problem in model_path_problems()))
