@@ -655,6 +655,41 @@ def test_image_read_warnings_name_the_line_that_called_the_api(codec):
     assert [Path(w.filename).name for w in caught] == [Path(__file__).name]
 
 
+def _counting(calls: list, function):
+    """`function`, appending its positional arguments to `calls` as it is called."""
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return function(*args, **kwargs)
+    return counted
+
+
+def test_a_rate_search_splits_the_image_and_compresses_its_alpha_once(monkeypatch, codec):
+    """encode_image with max_bpp ran image_to_planes and zlib-compressed the alpha plane again for each quality
+    it tried; now once, for the same file."""
+    rgba = np.dstack([smooth_rgb(32, 40, 7), np.tile(np.linspace(0, 255, 40).astype(np.uint8), (32, 1))])
+    image = Image.fromarray(rgba, "RGBA")
+    expected = codec.encode_image(image, 1)  # the largest of qualities 1 to 3 within 1.2 bpp (192 bytes)
+    tries, splits, compressions = [], [], []
+    monkeypatch.setattr(codec, "image_to_codes", _counting(tries, codec.image_to_codes))
+    monkeypatch.setattr(codec_module, "image_to_planes", _counting(splits, codec_module.image_to_planes))
+    monkeypatch.setattr(zlib, "compress", _counting(compressions, zlib.compress))
+    assert codec.encode_image(image, 3, max_bpp=1.2) == expected
+    assert [quality for _, quality in tries] == [3, 2, 1]
+    assert len(splits) == 1 and len(compressions) == 1
+
+
+def test_a_rate_search_warns_of_clipped_values_once(codec):
+    """The clipping warning of a float image came once for each quality a rate search tried."""
+    values = np.random.default_rng(5).random((64, 80))
+    values[:2, :3], values[-1, -1] = 1.5, 0
+    with pytest.warns(ImageReadWarning) as caught:
+        data = codec.encode_image(Image.fromarray(values.astype(np.float32), "F"), 3, max_bpp=0.7)
+    assert read_info(data).quality < 3  # qualities above it were tried and did not fit
+    assert [str(w.message) for w in caught] == [
+        "float image values span 0 to 1.5: 6 of its 5120 pixels lie beyond 0 to 1, the range read as black to white, "
+        "and are clipped to it"]
+
+
 @pytest.mark.parametrize("mode, full_scale", [("F", 1.0), ("I", 65535)])
 def test_float_and_32_bit_grey_up_to_half_beyond_full_scale_is_clipped_with_a_warning(mode, full_scale, codec):
     """An HDR image's highlights (over 1 % of its pixels beyond 1.0) were refused; up to half of the pixels

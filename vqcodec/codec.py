@@ -217,6 +217,14 @@ def _blocks(total: int, block: int) -> Iterator[tuple[int, int]]:
         yield start, min(total, start + block)
 
 
+def _coded_planes(image, source=None) -> tuple[np.ndarray, int, bytes | None]:
+    """The RGB plane, mode code and compressed alpha plane (or None) that a .vq file of a Pillow image whose
+    orientation and ICC profile are applied holds (imageio.image_to_planes)."""
+    rgb, mode, alpha = image_to_planes(image, source)
+    check_image_size(rgb.shape[1], rgb.shape[0])
+    return rgb, mode, zlib.compress(alpha.tobytes(), 9) if alpha is not None else None
+
+
 class _AsideOfSearch:
     """A stream read by a rate search's tries, whose methods (the caller's code: a stream's read may encode on the
     same codec) run with the search set aside (Codec._search_set_aside)."""
@@ -2265,19 +2273,17 @@ class Codec:
             warn_of_pillow_warnings(caught, source)
         if max_bpp is not None:
             max_bpp = checked_max_rate(max_bpp, audio=False)
-            return self._fit_rate(lambda q: self._encode_image(image, q, source), quality,
-                                  *ratecontrol.rate_target(max_bpp, False, image.width * image.height))
-        return self._encode_image(image, quality, source)
-
-    def _encode_image(self, image, quality: int, source=None) -> bytes:
-        """encode_image of a Pillow image whose orientation and ICC profile are applied."""
         quality = self.check_quality(quality)
-        rgb, mode, alpha = image_to_planes(image, source)
-        h, w, _ = rgb.shape
-        check_image_size(w, h)
+        rgb, mode, alpha_bytes = _coded_planes(image, source)
+        if max_bpp is not None:  # each quality tried codes the same planes: their warnings were given once
+            return self._fit_rate(lambda q: self._encode_planes(rgb, mode, alpha_bytes, q), quality,
+                                  *ratecontrol.rate_target(max_bpp, False, image.width * image.height))
+        return self._encode_planes(rgb, mode, alpha_bytes, quality)
+
+    def _encode_planes(self, rgb: np.ndarray, mode: int, alpha_bytes: bytes | None, quality: int) -> bytes:
+        """encode_image of an image's _coded_planes."""
         codes = np.asarray(self.image_to_codes(rgb, quality, variable_depth=True))
-        alpha_bytes = zlib.compress(alpha.tobytes(), 9) if alpha is not None else None
-        return self._pack_image(codes, w, h, mode, alpha_bytes)
+        return self._pack_image(codes, rgb.shape[1], rgb.shape[0], mode, alpha_bytes)
 
     def _pack_image(self, codes: np.ndarray, width: int, height: int, mode: int, alpha_bytes: bytes | None,
                     model_id: bytes | None = None) -> bytes:
