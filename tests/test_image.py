@@ -1249,6 +1249,31 @@ def test_corrupt_exif_is_one_warning_line_naming_the_image(cli, codec, tiny_mode
             (ImageReadWarning, f"{called}: {said}", __file__)]
 
 
+@pytest.mark.parametrize("suffix", [".png", ".webp"])
+@pytest.mark.parametrize("exif", [b"Exif\x00\x00XX\x00*\x00\x00\x00\x08", b"Exif\x00\x00MM"])
+def test_exif_pillow_cannot_parse_is_one_warning_and_read_as_stored(codec, tmp_path, suffix, exif):
+    """EXIF whose TIFF header is damaged (a byte order of neither II nor MM) or cut short, which a JPEG's Image.open
+    reads past without a word: its PNG or WebP was refused ('not a TIFF file (header b'XX...' not valid)'), and
+    given as a Pillow image to encode_image, Pillow's SyntaxError came out raw. Now one warning naming the image, as
+    for a damaged orientation, and the image is coded as stored."""
+    import warnings
+
+    source, plain = tmp_path / f"bad exif{suffix}", tmp_path / f"plain{suffix}"
+    Image.fromarray(smooth_rgb(8, 12)).save(source, exif=exif, lossless=True)
+    Image.fromarray(smooth_rgb(8, 12)).save(plain, lossless=True)
+    as_stored = codec.encode(plain, 2)
+    said = "its EXIF data cannot be read (damaged): read as stored, not turned"
+    with pytest.warns(ImageReadWarning) as caught:
+        assert codec.encode(source, 2) == as_stored
+    assert [str(w.message) for w in caught] == [f"{source}: {said}"]
+    for opened_from, called in ((source, source), (io.BytesIO(source.read_bytes()), "the image")):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with Image.open(opened_from) as image:
+                assert codec.encode_image(image, 2) == as_stored
+        assert [(w.category, str(w.message)) for w in caught] == [(ImageReadWarning, f"{called}: {said}")]
+
+
 @pytest.mark.parametrize("suffix, unit", [(".gif", "frames"), (".webp", "frames"), (".png", "frames"), (".tif", "pages")])
 def test_animated_gif_gives_its_first_frame(tmp_path, suffix, unit):
     """And says that it leaves the others out: they were dropped without a word."""

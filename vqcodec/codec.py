@@ -41,7 +41,8 @@ from .fileinfo import (TRAILING_STREAM_BYTES, UnendedStream, alpha_plane, colour
 from .imagedata import PILLOW_READ_ERRORS
 from .imageio import (ALPHA_MODES, IMAGE_MODES, IMAGE_MODE_NAMES, TIFF_ORIENTATION, as_displayed, check_image_size,
                       edge_padded, image_of_array, image_to_planes, in_srgb, load_pixels, mode_shown, naming_the_image,
-                      open_image, pillow_reason, planes_to_image, rebuilt_image_bytes, unreadable_unnamed_image,
+                      open_image, pillow_reason, planes_to_image, readable_exif, rebuilt_image_bytes,
+                      unreadable_unnamed_image,
                       unrecognised_image, warn_of_frames_left_out, warn_of_pillow_warnings,
                       warn_of_what_codes_leave_out, warnings_recorded)
 from .io import (identified_as_an_image, image_by_its_name, is_image_signature, refuse_format_against_name,
@@ -2267,7 +2268,8 @@ class Codec:
                 warn_of_frames_left_out(image, source)
                 with naming_the_image(source):
                     image = _pixels_read(image, source)
-                if image.getexif().get(TIFF_ORIENTATION, 1) != 1:  # Image.open leaves it to the caller
+                exif = readable_exif(image, source)
+                if exif is not None and exif.get(TIFF_ORIENTATION, 1) != 1:  # Image.open leaves it to the caller
                     image = as_displayed(image, source)
                 image = in_srgb(image, source)
             warn_of_pillow_warnings(caught, source)

@@ -403,13 +403,29 @@ SIDE_SWAPPING_ORIENTATIONS = {5, 6, 7, 8}  # turned by a quarter: width and heig
 ORIENTATIONS = range(1, 9)  # EXIF's: 1 as stored, 2 to 8 flipped or turned
 
 
+def readable_exif(image, source=None):
+    """image.getexif(), or None where Pillow cannot parse its EXIF block at all (a TIFF header damaged or cut short,
+    which a JPEG's Image.open reads past without a word and getexif of a PNG's or WebP's raised), with an
+    ImageReadWarning naming `source` (as as_displayed's) that says it is read as stored."""
+    try:
+        return image.getexif()
+    except (SyntaxError, struct.error):
+        warnings.warn(ImageReadWarning(f"{_image_called(source)}: its EXIF data cannot be read (damaged): read as "
+                                       "stored, not turned"), stacklevel=caller_stacklevel())
+        return None
+
+
 def as_displayed(image, source=None):
     """A copy of `image` (loaded) turned as its EXIF orientation says it is displayed (ImageOps.exif_transpose).
-    An orientation that is none of EXIF's eight (damaged), which Pillow passes over without a word, leaves it as
-    stored, with an ImageReadWarning naming `source` (open_image's or encode_image's, or None) that says so."""
+    An orientation that is none of EXIF's eight (damaged), which Pillow passes over without a word, or EXIF data
+    that cannot be read (readable_exif) leaves it as stored, with an ImageReadWarning naming `source` (open_image's or
+    encode_image's, or None) that says so."""
     from PIL import ImageOps
 
-    orientation = image.getexif().get(TIFF_ORIENTATION, 1)
+    exif = readable_exif(image, source)
+    if exif is None:
+        return image.copy()
+    orientation = exif.get(TIFF_ORIENTATION, 1)
     if orientation not in ORIENTATIONS:
         shown = orientation if isinstance(orientation, int) else repr(orientation)
         warnings.warn(ImageReadWarning(f"{_image_called(source)}: its EXIF orientation, {shown}, is none of 1 to 8 "
