@@ -1250,7 +1250,7 @@ def test_corrupt_exif_is_one_warning_line_naming_the_image(cli, codec, tiny_mode
 
 
 @pytest.mark.parametrize("suffix", [".png", ".webp"])
-@pytest.mark.parametrize("exif", [b"Exif\x00\x00XX\x00*\x00\x00\x00\x08", b"Exif\x00\x00MM"])
+@pytest.mark.parametrize("exif", [b"Exif\x00\x00XX\x00*\x00\x00\x00\x08", b"Exif\x00\x00MM\x00*\x00\x00"])
 def test_exif_pillow_cannot_parse_is_one_warning_and_read_as_stored(codec, tmp_path, suffix, exif):
     """EXIF whose TIFF header is damaged (a byte order of neither II nor MM) or cut short, which a JPEG's Image.open
     reads past without a word: its PNG or WebP was refused ('not a TIFF file (header b'XX...' not valid)'), and
