@@ -1491,9 +1491,11 @@ def write_image(image, destination, format_hint: str | None = None) -> None:
         raise unwritable_stream(exc, output_name(destination)) from None
 
 
-def save_image(image, destination, format_hint: str | None = None, refusals_name=None) -> None:
+def save_image(image, destination, format_hint: str | None = None, *,
+               refusals_name: str | Path | None = None) -> None:
     """write_image, whose stream's errors are the caller's to word; a format's refusal of the image names
-    `refusals_name` where one is given (the command line names its output itself)."""
+    `refusals_name`, the output as write_image names it (output_name), where it is given and not empty (the command
+    line names its output itself)."""
     from PIL import Image
 
     if not isinstance(image, Image.Image):
