@@ -3129,6 +3129,26 @@ def test_write_image_names_the_file_whose_format_refuses_the_image(tmp_path):
     assert os.listdir(tmp_path) == ["named"] and (tmp_path / "named").stat().st_size == 0
 
 
+@pytest.mark.parametrize("name", ["gif", "png"])
+def test_a_writer_that_fails_part_way_leaves_the_stream_untouched(monkeypatch, tmp_path, name):
+    """Every format, GIF among them, is made whole in memory (imageio._saved) and then written to the stream at once:
+    Pillow's writer failing part way, after its header, leaves nothing in a stream, nor a file at a path."""
+    def fails_part_way(image, stream, filename):
+        stream.write(b"GIF89a" if name == "gif" else b"\x89PNG\r\n\x1a\n")
+        raise OSError("failed part way")
+
+    monkeypatch.setitem(Image.SAVE, name.upper(), fails_part_way)
+    image = make_image("RGB", 12, 8)
+    with open(tmp_path / "named", "wb") as named:
+        for stream in (io.BytesIO(), named):
+            with pytest.raises(VQCodecError, match="cannot write image: failed part way$"):
+                write_image(image, stream, name)
+            assert stream.tell() == 0
+    with pytest.raises(VQCodecError, match="cannot write image: failed part way$"):
+        write_image(image, tmp_path / f"out.{name}")
+    assert os.listdir(tmp_path) == ["named"] and (tmp_path / "named").stat().st_size == 0
+
+
 def test_a_palettes_alpha_is_not_dropped_by_a_format_pillow_cannot_read_back(codec):
     """Pillow's PDF and Palm writers leave out the alpha of a palette's entries (a P image that a .vq file of
     one decodes to): the PDF had no soft mask, and nothing read it back to see. It is written as RGBA (PDF's
