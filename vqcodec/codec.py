@@ -2245,9 +2245,9 @@ class Codec:
         With `max_bpp`, the best file of at most that many bits per pixel (whole file, header and
         alpha included), with `quality` the most codebooks it may use (vqcodec.ratecontrol). `source`, the path or
         stream the image was read from, is named where its size or values are refused or clipped (float grey of NaN),
-        and in its warnings (frames left out, TIFF channels of unspecified meaning, an EXIF orientation out of
-        range, an ICC profile that cannot be used, Pillow's own: corrupt EXIF data); by default, the file Image.open
-        opened it from (its filename)."""
+        and in its warnings (frames left out, TIFF channels of unspecified meaning, EXIF data that cannot be read or
+        an EXIF orientation out of range, an ICC profile that cannot be used, Pillow's own: corrupt EXIF data); by
+        default, the file Image.open opened it from (its filename)."""
         from PIL import Image
 
         self._require("image")
