@@ -372,6 +372,26 @@ def test_a_silent_file_due_to_be_held_out_trains_and_the_run_validates_on_the_ne
     assert json.loads((out / "checkpoint.json").read_text())["held_out"] == ["b.wav"]
 
 
+def test_each_file_due_to_be_held_out_is_decoded_once(tmp_path, signal, capsys, monkeypatch):
+    """Each file due to be held out was decoded whole twice, once to see that it decodes and again to see that it
+    is not silent; a silent one still trains, with its line, and the next is held out in its place."""
+    import vqcodec.data
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    soundfile.write(folder / "a.wav", np.zeros(8000), 8000)
+    for seed, name in enumerate(("b.wav", "c.wav")):
+        soundfile.write(folder / name, signal(1, 8000, 8000, seed=seed).T, 8000)
+    decoded = []
+    blocks = vqcodec.data.sound_blocks
+    monkeypatch.setattr(vqcodec.data, "sound_blocks",
+                        lambda sound, path, **kw: decoded.append(Path(path).name) or blocks(sound, path, **kw))
+    with pytest.raises(VQCodecError, match="no training step ended"):  # no step: quick
+        train(folder, CFG, options(tmp_path / "run", max_steps=None, max_minutes=1e-9, batch_size=2, quiet=False))
+    assert sorted(decoded) == ["a.wav", "b.wav"]  # c.wav, which trains, is read whole as its crops are made
+    assert f"not holding {folder / 'a.wav'} out for validation: it is silent" in capsys.readouterr().err
+
+
 def test_the_first_process_alone_says_which_files_it_does_not_hold_out(tmp_path, signal, capsys, monkeypatch):
     """Under torchrun every process reads and splits the files alike, and each said why a file due to be held out is
     not (a recording of NaN samples alone, a silent one), and which names it passed over (a FIFO, a file that does not

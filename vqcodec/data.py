@@ -210,41 +210,59 @@ def longest_length(kind: str, files: list[Path], sample_rate: int = 0) -> int:
     return max(lengths)
 
 
-def decodes(kind: str, path: Path, say=progressline.say) -> bool:
+def decodes(kind: str, path: Path, say=progressline.say, decoded: dict[Path, str | None] | None = None) -> bool:
     """Whether the whole file decodes (audio block by block, in bounded memory) into something AudioCrops
     keeps, a channel of samples all finite; one that does not (a damaged file whose header reads, a
-    recording of NaN samples alone) gets a `skipping` line, which `say` says."""
+    recording of NaN samples alone) gets a `skipping` line, which `say` says. Where `decoded` is given, what
+    holds_content finds of a file that decodes goes into it, so that holds_content need not decode it again."""
     if kind == "audio":
-        found = _channel_finiteness(path, say)
+        variation = _Variation()
+        found = _channel_finiteness(path, say, variation)
         if found is None:
             return False
         problem = _channel_problem(found[0], bool(found[1].any()))
         if problem:
             _skip(path, problem, say)
+        elif decoded is not None:
+            decoded[path] = variation.why_same()
         return not problem
     try:
-        _read_photo(path)
-        return True
+        image = _read_photo(path)
     except VQCodecError as exc:
         _skip(path, str(exc), say)
-    return False
+        return False
+    if decoded is not None:
+        decoded[path] = None if (image != image[:1, :1]).any() else "it is of one colour"
+    return True
 
 
-def holds_content(kind: str, path: Path, say=progressline.say) -> bool:
+class _Variation:
+    """Whether the (channels, n) blocks of a recording, seen one by one, hold more than one value."""
+
+    def __init__(self):
+        self.first, self.varies = None, False
+
+    def __call__(self, block: np.ndarray) -> None:
+        self.first = block[:, :1] if self.first is None else self.first
+        self.varies = self.varies or bool((block != self.first).any())
+
+    def why_same(self) -> str | None:
+        """Why the recording gives validation nothing to measure; None where it varies."""
+        if self.varies:
+            return None
+        return "it is silent" if self.first is None or not self.first.any() else "every sample is the same"
+
+
+def holds_content(kind: str, path: Path, say=progressline.say, decoded: dict[Path, str | None] | None = None) \
+        -> bool:
     """Whether a file that decodes (decodes') gives validation something to measure: not a recording whose
     every channel holds one value throughout (silence) nor a photo of one colour (any 1x1 one), whose crops
     any model reconstructs nearly perfectly. One that does not gets a line, which `say` says, saying it is not
-    held out."""
-    if kind == "audio":
-        with open_sound(path, []) as sound:
-            first, varies = None, False
-            for block in sound_blocks(sound, path, said=[]):  # said: decodes' read said it already
-                first = block[:, :1] if first is None else first
-                varies = varies or bool((block != first).any())
-        why = None if varies else "it is silent" if first is None or not first.any() else "every sample is the same"
-    else:
-        image = _read_photo(path)
-        why = None if (image != image[:1, :1]).any() else "it is of one colour"
+    held out. What decodes put in `decoded` of the file is taken from there; a file not there is decoded."""
+    decoded = {} if decoded is None else decoded
+    if path not in decoded and not decodes(kind, path, say, decoded):
+        return False
+    why = decoded.pop(path)
     if why:
         say(one_line(f"not holding {path} out for validation: {why}, which any model reconstructs; "
                      "it trains, and the next file is held out instead"))
@@ -416,9 +434,11 @@ def held_bytes(kind: str, files: list[Path], crop: int, sample_rate: int = 0,
     return held
 
 
-def _channel_finiteness(path: Path, say=progressline.say) -> tuple[int, np.ndarray] | None:
+def _channel_finiteness(path: Path, say=progressline.say, each_block=lambda block: None) \
+        -> tuple[int, np.ndarray] | None:
     """The samples per channel a file holds and whether each channel's are all finite, read block by
-    block; None, after a `skipping` line (`say`), for a file that cannot be read."""
+    block (each block passed to `each_block` besides); None, after a `skipping` line (`say`), for a file that
+    cannot be read."""
     said: list[str] = []
     try:
         with open_sound(path, said) as sound:
@@ -426,6 +446,7 @@ def _channel_finiteness(path: Path, say=progressline.say) -> tuple[int, np.ndarr
             for block in sound_blocks(sound, path, said=said):
                 samples += block.shape[1]
                 finite &= np.isfinite(block).all(axis=1)
+                each_block(block)
     except VQCodecError as exc:
         _skip(path, str(exc), say)
         return None

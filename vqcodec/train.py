@@ -480,8 +480,10 @@ def _training_data(run: Run, data_dir: Path, kind: str, readable: list[Path], cf
     split them), and their crops."""
     options = run.options
     say = _first_process_says(run)  # every process splits alike
-    train_files, val_files, split_anew = _split(data_dir, readable, saved_meta, lambda path: decodes(kind, path, say),
-                                                lambda path: holds_content(kind, path, say), say)
+    decoded: dict[Path, str | None] = {}  # what decodes found of a file due to be held out, for holds_content
+    train_files, val_files, split_anew = _split(data_dir, readable, saved_meta,
+                                                lambda path: decodes(kind, path, say, decoded),
+                                                lambda path: holds_content(kind, path, say, decoded), say)
     if split_anew and not run.quiet:
         _progress(f"none of the files the checkpoint held out for validation is left in {data_dir}: others are "
                   "held out, and validation losses do not compare with the log's earlier ones")
