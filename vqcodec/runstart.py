@@ -127,6 +127,10 @@ class Start:
     def resumed(self) -> bool:
         return self.checkpoint_bytes is not None
 
+    def count_checkpoint_bytes(self) -> None:
+        """checkpoint_bytes: those of the checkpoint's tensors still held, every group's."""
+        self.checkpoint_bytes = sum(tensor.nbytes for group in self.saved.values() for tensor in group.values())
+
 
 def checked_config(cfg: ModelConfig | None) -> ModelConfig | None:
     """`cfg` as reading it from a model file would check it."""
@@ -146,7 +150,7 @@ def starting_point(run: Run, cfg: ModelConfig | None, kind: str | None) -> Start
     start = Start(cfg, kind)
     if options.resume:
         start.saved, start.meta = load_checkpoint(run.checkpoint_path, run.device)
-        start.checkpoint_bytes = sum(tensor.nbytes for group in start.saved.values() for tensor in group.values())
+        start.count_checkpoint_bytes()
         start.step, start.trained_seconds = start.meta["step"], start.meta["trained_seconds"]
         if options.max_steps is not None and options.max_steps < start.step:  # it would only write the model again
             raise VQCodecError(f"{option_name('max_steps')} is the run's total, and the checkpoint in "
@@ -193,7 +197,7 @@ def let_go_of_dropped_state(start: Start, options: TrainOptions) -> None:
     for group in dropped:
         start.saved.pop(group, None)
     if start.resumed:
-        start.checkpoint_bytes = sum(tensor.nbytes for group in start.saved.values() for tensor in group.values())
+        start.count_checkpoint_bytes()
 
 
 def _refuse_another_part(options: TrainOptions, resumed_decoder_only: bool, step: int) -> None:
