@@ -3637,30 +3637,34 @@ def test_a_resumed_run_keeps_its_model_name_without_name(trained, data_dir, tmp_
 def test_options_without_a_name_take_the_resumed_runs_else_the_out_folders_as_the_command_does(tmp_path,
                                                                                                monkeypatch):
     """The name of a run given none (the resumed run's, else --out's folder name; '.' and '/' refused) was the
-    command's alone: TrainOptions required one. check_options sets it."""
-    from vqcodec.trainoptions import check_options
+    command's alone: TrainOptions required one. with_default_name sets it in a copy; check_options, which set it in
+    the options it checked, leaves them as they are."""
+    from vqcodec.trainoptions import check_options, with_default_name
+
+    def named(given: TrainOptions) -> str:
+        before = dataclasses.replace(given)
+        check_options(given)
+        name = with_default_name(given).name
+        assert given == before
+        return name
 
     out = tmp_path / "mine"
     out.mkdir()
     header = b'{"__metadata__": {"checkpoint": "{\\"name\\": \\"tiny\\"}"}}'  # the run's record names it
     (out / "checkpoint.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
-    for folder, resume, name, named in ((out, True, None, "tiny"), (out, False, None, "mine"), (out, True, "x", "x"),
-                                        (tmp_path / "new", True, None, "new")):  # no checkpoint: --resume says so
-        given = TrainOptions(out=folder, name=name, max_steps=1, resume=resume)
-        check_options(given)
-        assert given.name == named
+    for folder, resume, name, expected in ((out, True, None, "tiny"), (out, False, None, "mine"), (out, True, "x", "x"),
+                                           (tmp_path / "new", True, None, "new")):  # no checkpoint: --resume says so
+        assert named(TrainOptions(out=folder, name=name, max_steps=1, resume=resume)) == expected
     for folder in (Path("."), Path("/")):
         with pytest.raises(VQCodecError, match=f"^out {re.escape(str(folder))} has no folder name to name the model "
                                                f"after: pass name$"):
-            check_options(TrainOptions(out=folder, max_minutes=1))
+            named(TrainOptions(out=folder, max_minutes=1))
     monkeypatch.chdir(out)
-    given = TrainOptions(out=Path("."), max_steps=1, resume=True)  # the run in '.' names its model
-    check_options(given)
-    assert given.name == "tiny"
+    assert named(TrainOptions(out=Path("."), max_steps=1, resume=True)) == "tiny"  # the run in '.' names its model
 
 
 def test_train_names_its_run_without_setting_the_name_of_the_options_it_is_given(tmp_path):
-    """check_options sets a None name in the options it checks: train and train_command set it in the caller's, so
+    """check_options set a None name in the options it checked: train and train_command set it in the caller's, so
     the same TrainOptions given again for another --out (or replaced with another out) named that model after the
     first folder."""
     from vqcodec.train import train_command

@@ -44,7 +44,7 @@ from .runstart import Run, Start, checked_config, let_go_of_dropped_state, start
 from .trainmemory import (DECODER_ONLY_FROZEN, DISCRIMINATOR_BYTES_PER_CROP_BYTE, STEP_BYTES_PER_CROP_BYTE,
                           training_state_bytes)
 from .trainoptions import (CHECKPOINT_NAME, DEFAULT_BATCH_AND_CROP, LOG_NAME, TrainOptions, check_options, option_name,
-                           recipe_of, refuse_existing_run, run_files)
+                           recipe_of, refuse_existing_run, run_files, with_default_name)
 from .wording import WARNING_PREFIX, decimals_for, plural, reason_of, setting, shell_word, type_of
 
 
@@ -63,7 +63,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     Launched by torchrun, each process trains on its share of every batch (vqcodec.parallel) and
     the first one writes the files; the others return the same path once training ends. A run that
     fails before writing anything to the --out folder it made leaves no folder behind."""
-    options = dataclasses.replace(options)  # check_options sets a name left None: the run's, not the caller's options'
+    options = with_default_name(options)
     check_options(options)
     options = dataclasses.replace(options, device=resolve_device(options.device))  # "auto"; cuda without a GPU refused
     check_media_kind(kind)
@@ -78,7 +78,7 @@ def train_command(data_dir: Path, options: TrainOptions, config_path: str | Path
                   sample_rate: int | None = None) -> Path:
     """`train` as the train command runs it: the options checked before the config and media kind are taken
     from its --config, --kind, --codebooks, --codebook-size and --sample-rate (training_config)."""
-    options = dataclasses.replace(options)  # as train's
+    options = with_default_name(options)
     check_options(options)
     options = dataclasses.replace(options, device=resolve_device(options.device))
     if options.init and (num_codebooks or codebook_size or sample_rate):

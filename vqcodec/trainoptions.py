@@ -20,7 +20,7 @@ from .wording import setting, shown
 class TrainOptions:
     out: Path
     name: str | None = None      # the model's, NAME.safetensors (None: resuming, the run's; else `out`'s folder name;
-                                 # check_options sets it)
+                                 # with_default_name sets it)
     device: str = "cpu"          # "cpu", "cuda", "cuda:N", "auto" (cuda when there is one) or a torch.device
     batch_size: int | None = None  # examples per step over all processes (None: DEFAULT_BATCH_AND_CROP's, times them;
                                    # resuming, the checkpoint's last part's, as for crop, lr, eval_every and precision)
@@ -148,13 +148,9 @@ def check_options(options: TrainOptions, given: bool = True) -> None:
     takes, a seed, a plain model name, not both a model to start from and a run to resume, nor both a run
     to resume and one to replace, a model for --decoder-only to start from, and, of the options as `given` (not
     a run's recipe, recipe_of, whose defaults and checkpoint's values fill in those not given), no noise range
-    without noise to set it for. A run checks them before it locks or makes its --out folder. A name of None is
-    set here, in `options` (default_name)."""
-    if not isinstance(options.out, (str, Path)) or not isinstance(options.name, (str, type(None))):
-        raise VQCodecError(f"out is a folder's path and name a string (or None), not {options.out!r} and "
-                           f"{options.name!r}")
-    if options.name is None:
-        options.name = default_name(Path(options.out), checked_flag(option_name("resume"), options.resume))
+    without noise to set it for. A run checks them before it locks or makes its --out folder, once
+    with_default_name has named it (a name of None is not checked here). `options` are left as they are."""
+    _check_out_and_name(options)
     if options.max_minutes is None and options.max_steps is None:
         raise VQCodecError(f"give a budget: {option_name('max_minutes')} or {option_name('max_steps')}")
     # TrainOptions from Python are not typed by the command's parser: a float count or a string number
@@ -206,7 +202,8 @@ def check_options(options: TrainOptions, given: bool = True) -> None:
     if options.max_steps == 0 and not options.init and not options.resume:
         raise VQCodecError(f"{option_name('max_steps', 0)} writes the starting model as it is: it needs "
                            + setting("--init MODEL", "init=MODEL"))
-    check_model_name(options.name)
+    if options.name is not None:
+        check_model_name(options.name)
     if options.resume and options.replace:
         raise VQCodecError(f"{option_name('resume', True)} continues the run in {option_name('out')} and "
                            f"{option_name('replace', True)} replaces it: give only one")
@@ -216,6 +213,22 @@ def check_options(options: TrainOptions, given: bool = True) -> None:
     if options.decoder_only and not (options.init or options.resume):
         raise VQCodecError(f"{option_name('decoder_only', True)} trains the decoder of a trained model: give "
                            + setting("--init MODEL", "init=MODEL"))
+
+
+def with_default_name(options: TrainOptions) -> TrainOptions:
+    """`options`, or where their name is None a copy of them named as the run is (default_name); their out and
+    name are checked first, as check_options checks them."""
+    _check_out_and_name(options)
+    if options.name is not None:
+        return options
+    resume = checked_flag(option_name("resume"), options.resume)
+    return dataclasses.replace(options, name=default_name(Path(options.out), resume))
+
+
+def _check_out_and_name(options: TrainOptions) -> None:
+    if not isinstance(options.out, (str, Path)) or not isinstance(options.name, (str, type(None))):
+        raise VQCodecError(f"out is a folder's path and name a string (or None), not {options.out!r} and "
+                           f"{options.name!r}")
 
 
 def default_name(out: Path, resume: bool) -> str:
