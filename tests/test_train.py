@@ -3307,6 +3307,39 @@ def test_resume_rewrites_a_checkpoint_json_that_a_kill_between_the_renames_left_
     assert "warning" not in capsys.readouterr().err
 
 
+class _Killed(BaseException):
+    """A kill -9, simulated: nothing after it runs but what Python's own unwinding runs."""
+
+
+def test_a_save_killed_between_its_renames_resumes_from_the_new_weights_and_rewrites_their_json(trained, data_dir,
+                                                                                               tmp_path, monkeypatch,
+                                                                                               capsys):
+    """The save sequence itself, stopped where a kill between its renames stops it (the weights renamed into place,
+    the JSON not): the resumed run takes the step of the weights on disk, never the stale JSON's."""
+    import vqcodec.streams as streams_module
+    import vqcodec.train as train_module
+
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    real_move = streams_module.move_into_place
+
+    def killed_before_the_json(temporary, target, *args):
+        if Path(target).name == "checkpoint.json":
+            raise _Killed
+        real_move(temporary, target, *args)
+    monkeypatch.setattr(streams_module, "move_into_place", killed_before_the_json)
+    with pytest.raises(_Killed):
+        train(data_dir, None, options(out, max_steps=13, resume=True, fit_prior=False))
+    assert [record["step"] for record in _checkpoint_pair(out / "checkpoint.safetensors")] == [13, 12]
+    monkeypatch.setattr(streams_module, "move_into_place", real_move)
+    monkeypatch.setattr(train_module, "train_step", lambda *a, **k: (_ for _ in ()).throw(_Killed()))
+    capsys.readouterr()
+    with pytest.raises(_Killed):  # the resumed run's first step: its start is what is checked
+        train(data_dir, None, options(out, max_steps=14, resume=True, fit_prior=False))
+    assert [record["step"] for record in _checkpoint_pair(out / "checkpoint.safetensors")] == [13, 13]
+    assert f"{out / 'checkpoint.json'} was left from an earlier save (step 12)" in capsys.readouterr().err
+
+
 def _lock_is_free(folder: Path) -> bool:
     """Whether a flock on the folder's run lock file can be taken now (through a file description of its own,
     so a lock this process holds counts as taken). Makes no lock file where there is none."""
