@@ -12,7 +12,7 @@ import soundfile
 import torch
 from PIL import Image
 
-from test_train import CFG, CROP, options
+from test_train import CFG, CROP, options, write_damaged_mp3
 from vqcodec import data
 from vqcodec.data import AudioCrops, Batches, CropPlan, ImageCrops
 from vqcodec.errors import VQCodecError
@@ -508,11 +508,7 @@ def test_what_the_mp3_decoder_says_of_a_training_or_eval_file_is_one_warning(tmp
     from vqcodec.soundio import read_audio
     from vqcodec.priorfit import collect_codes
 
-    path = tmp_path / "damaged.mp3"
-    soundfile.write(path, 0.3 * np.sin(np.arange(48000) / 7), 16000)
-    whole = path.read_bytes()
-    middle = len(whole) // 2
-    path.write_bytes(whole[:middle] + bytes(range(200, 256)) * 5 + whole[middle + 280:len(whole) * 3 // 4])
+    path = write_damaged_mp3(tmp_path / "damaged.mp3")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         read_audio(path, 8000)
@@ -527,6 +523,28 @@ def test_what_the_mp3_decoder_says_of_a_training_or_eval_file_is_one_warning(tmp
     assert capfd.readouterr().err == ""
 
 
+def test_the_first_process_alone_warns_of_what_reading_a_training_photo_passes_over(tmp_path, monkeypatch):
+    """As of a damaged MP3 (test_train): under torchrun every process warned that a photo's other frames are left
+    out, and the first alone does; the others note the photo as warned of all the same."""
+    import warnings
+
+    import vqcodec.parallel
+    from vqcodec.errors import ImageReadWarning
+
+    path = tmp_path / "animated.gif"
+    frames = [Image.new("RGB", (20, 20), (shade, 0, 0)) for shade in (0, 80, 160)]
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    for main in (True, False):
+        monkeypatch.setattr(vqcodec.parallel, "is_main", lambda: main)
+        monkeypatch.setattr(data, "_WARNED_IMAGES", set())  # as a process of its own starts
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert data.read_media("image", path).shape == (20, 20, 3)
+        said = [str(item.message) for item in caught if item.category is ImageReadWarning]
+        assert said == ([f"{path} holds 3 frames: only the first is coded"] if main else []), said
+        assert data._WARNED_IMAGES == {str(path)}
+
+
 @pytest.mark.skipif("MP3" not in soundfile.available_formats(), reason="this libsndfile has no MP3")
 def test_crops_read_from_disk_in_worker_threads_keep_the_mp3_decoders_lines_off_stderr(tmp_path, capfd):
     """In a batch worker, where stderr cannot be caught, libmpg123 wrote its lines of a damaged file ("Warning:
@@ -535,11 +553,7 @@ def test_crops_read_from_disk_in_worker_threads_keep_the_mp3_decoders_lines_off_
 
     from vqcodec.errors import AudioReadWarning
 
-    path = tmp_path / "damaged.mp3"
-    soundfile.write(path, 0.3 * np.sin(np.arange(48000) / 7), 16000)
-    whole = path.read_bytes()
-    middle = len(whole) // 2
-    path.write_bytes(whole[:middle] + bytes(range(200, 256)) * 5 + whole[middle + 280:len(whole) * 3 // 4])
+    path = write_damaged_mp3(tmp_path / "damaged.mp3")
     soundfile.write(tmp_path / "clean.wav", 0.3 * np.sin(np.arange(16000) / 5), 16000)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -57,6 +57,15 @@ def data_dir(tmp_path_factory, signal) -> Path:
     return folder
 
 
+def write_damaged_mp3(path: Path) -> Path:
+    """An MP3 of 3 s, cut short and garbled in its middle, which the MP3 decoder reads past, saying so."""
+    soundfile.write(path, 0.3 * np.sin(np.arange(48000) / 7), 16000)
+    whole = path.read_bytes()
+    middle = len(whole) // 2
+    path.write_bytes(whole[:middle] + bytes(range(200, 256)) * 5 + whole[middle + 280:len(whole) * 3 // 4])
+    return path
+
+
 def options(out: Path, **changes) -> TrainOptions:
     values = dict(out=out, name="tiny", max_steps=12, batch_size=4, crop=CROP, eval_every=5, threads=1, quiet=True)
     values.update(changes)
@@ -415,6 +424,38 @@ def test_the_first_process_alone_says_which_files_it_does_not_hold_out(tmp_path,
             train(folder, CFG, run)
         err = capsys.readouterr().err
         assert all(line in err for line in said) if main else err == "", err
+
+
+@pytest.mark.skipif("MP3" not in soundfile.available_formats(), reason="this libsndfile has no MP3")
+def test_the_first_process_alone_warns_of_what_the_mp3_decoder_says_of_a_training_file(tmp_path, signal, capsys,
+                                                                                     monkeypatch):
+    """Under torchrun every process reads the training files alike, and each warned of what the MP3 decoder said of
+    a damaged one: the first alone warns, as it says the files' skipping lines. The others still note the file, whose
+    crops read from disk they make in their main thread, where the decoder's own lines are caught."""
+    import warnings
+
+    import vqcodec.data
+    import vqcodec.parallel
+    from vqcodec.errors import AudioReadWarning
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_damaged_mp3(folder / "b.mp3")
+    for seed, name in enumerate(("a.wav", "c.wav")):
+        soundfile.write(folder / name, signal(1, 8000, 8000, seed=seed).T, 8000)
+    for main in (True, False):
+        monkeypatch.setattr(vqcodec.parallel, "is_main", lambda: main)
+        monkeypatch.setattr(vqcodec.data, "_WARNED_AUDIO", set())  # as a process of its own starts
+        run = options(tmp_path / "run", max_steps=None, max_minutes=1e-9, batch_size=2)  # no step: quick
+        with warnings.catch_warnings(record=True) as caught, \
+                pytest.raises(VQCodecError, match="no training step ended") if main else contextlib.nullcontext():
+            warnings.simplefilter("always")
+            train(folder, CFG, run)
+        said = [str(item.message) for item in caught if item.category is AudioReadWarning]
+        assert said == ([f"{folder / 'b.mp3'}: the MP3 decoder says: Warning: Xing stream size off by more than 1%, "
+                         "fuzzy seeking may be even more fuzzy than by design!; read past it"] if main else []), said
+        assert vqcodec.data._WARNED_AUDIO == {str(folder / "b.mp3")}
+        assert capsys.readouterr().err == ""
 
 
 def test_a_run_in_a_folder_whose_name_is_not_utf8_resumes_and_its_model_loads(trained, data_dir, tmp_path):

@@ -24,7 +24,7 @@ import numpy as np
 import soxr
 import torch
 
-from . import progressline
+from . import parallel, progressline
 from .errors import VQCodecError
 from .imagedata import PILLOW_READ_ERRORS
 from .imageio import (check_pixel_count, image_opened, pillow_log_caught, pillow_refusal, read_image_rgb,
@@ -109,10 +109,18 @@ _WARNED_AUDIO: set[str] = set()
 
 
 def _warn_once(said: list[str], path: Path) -> None:
-    """What the MP3 decoder `said` of `path` as one warning (soundio.warn_decoder_lines), the first time only."""
+    """What the MP3 decoder `said` of `path` as one warning (soundio.warn_decoder_lines), the first time only,
+    and in the first process alone (_gives_read_warnings)."""
     if said and str(path) not in _WARNED_AUDIO:
         _WARNED_AUDIO.add(str(path))
-        warn_decoder_lines(said, path)
+        if _gives_read_warnings():
+            warn_decoder_lines(said, path)
+
+
+def _gives_read_warnings() -> bool:
+    """Whether this process warns of what reading a training file passed over: under torchrun every process reads
+    the files alike, and the first alone says so, as it says their skipping lines (train._first_process_says)."""
+    return parallel.is_main()
 
 
 # The photos whose warnings have been given: training decodes a photo at each of its crops read from disk
@@ -122,12 +130,12 @@ _WARNED_IMAGES: set[str] = set()
 
 def _read_photo(path: Path) -> np.ndarray:
     """imageio.read_image_rgb, whose warnings (corrupt EXIF data, the frames of an animation) are given the first
-    time only."""
+    time only, in the first process alone (_gives_read_warnings)."""
     with warnings_recorded() as caught:
         image = read_image_rgb(path)
     if caught and str(path) not in _WARNED_IMAGES:
         _WARNED_IMAGES.add(str(path))
-        for item in caught:
+        for item in caught if _gives_read_warnings() else ():
             warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
     return image
 
