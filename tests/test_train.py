@@ -2047,6 +2047,21 @@ def test_a_run_over_another_of_another_name_says_that_its_folder_holds_that_mode
     assert "holds 1 other model too" in capsys.readouterr().err  # every run that writes its model says so
 
 
+def test_a_run_beside_many_other_models_names_a_few_and_counts_the_others(tmp_path, capsys):
+    """A run's folder holding 40 models of earlier runs listed every one of their names in "holds 40 other models
+    too (...)": it names the first three and counts the others, as -m FOLDER's "found N (...)" does."""
+    from types import SimpleNamespace
+    from vqcodec.train import _say_other_models
+
+    for number in range(40):  # found by their names alone: nothing in them is read
+        for suffix in (".safetensors", ".json"):
+            (tmp_path / f"run{number:02d}{suffix}").write_bytes(b"")
+    _say_other_models(SimpleNamespace(quiet=False), tmp_path / "run00.safetensors")
+    assert capsys.readouterr().err == (f"{tmp_path} holds 39 other models too, of earlier runs (run01, run02, run03 "
+                                       f"and 36 more): give this one by its path, "
+                                       f"Codec.load({str(tmp_path / 'run00.safetensors')!r})\n")
+
+
 def test_the_checkpoint_of_a_run_that_wrote_no_model_says_what_writes_it(trained, data_dir, tmp_path):
     """A stopped run's checkpoint given as a model (-m, --init) said its model files were beside it, where
     there were none: it now gives the --resume that writes them. So does the run's folder given as the model

@@ -45,7 +45,7 @@ from .trainmemory import (DECODER_ONLY_FROZEN, DISCRIMINATOR_BYTES_PER_CROP_BYTE
                           training_state_bytes)
 from .trainoptions import (CHECKPOINT_NAME, DEFAULT_BATCH_AND_CROP, LOG_NAME, TrainOptions, check_options, option_name,
                            recipe_of, refuse_existing_run, run_files, with_default_name)
-from .wording import WARNING_PREFIX, decimals_for, plural, reason_of, setting, shell_word, type_of
+from .wording import WARNING_PREFIX, capped_list, decimals_for, plural, reason_of, setting, shell_word, type_of
 
 
 COMMITMENT_WEIGHT = 0.25
@@ -1048,7 +1048,7 @@ def _say_other_models(run: Run, model_path: Path) -> None:
     if others and not run.quiet:
         model = setting(f"-m {shell_word(model_path)}", f"Codec.load({str(model_path)!r})")
         _say(f"{model_path.parent} holds {plural(len(others), 'other model')} too, of earlier runs "
-             f"({', '.join(others)}): give this one by its path, {model}")
+             f"({capped_list(others)}): give this one by its path, {model}")
 
 
 def _decodes_record(model: VQVAE, codes_id: str, initial_id: str | None, initial_decodes: list[str]) -> dict:
