@@ -594,6 +594,51 @@ def test_decode_audio_file_writes_ogg_opus(codec, signal, tmp_path):
         assert (info.format, info.subtype, info.samplerate, info.channels, info.frames) == ("OGG", "OPUS", 48000, 2, 4800)
 
 
+@pytest.mark.parametrize("name", ["out.ogg", "out.opus"])
+def test_ogg_output_is_the_same_bytes_each_time(codec, signal, tmp_path, monkeypatch, name):
+    """libsndfile gives each Ogg stream a random serial number: two decodings of one file differed in it and in the
+    CRC of each page. The serial is derived from the pages (oggpages), each CRC set to match, and the samples read
+    back are those of libsndfile's own bytes."""
+    from vqcodec.soundio import SoundSink
+
+    data = codec.encode_audio(signal(2, 4800, 48000), 48000, 2)
+    codec.decode_audio_file(data, tmp_path / name)
+    buffer = io.BytesIO()
+    codec.decode_audio_file(data, buffer, format_hint=Path(name).suffix)
+    assert buffer.getvalue() == (tmp_path / name).read_bytes()
+    monkeypatch.setattr(SoundSink, "_settle_serial", lambda sink: None)
+    libsndfiles = io.BytesIO()
+    codec.decode_audio_file(data, libsndfiles, format_hint=Path(name).suffix)
+    assert buffer.getvalue() != libsndfiles.getvalue()
+    np.testing.assert_array_equal(soundfile.read(tmp_path / name)[0],
+                                  soundfile.read(io.BytesIO(libsndfiles.getvalue()))[0])
+
+
+def test_ogg_pages_not_as_expected_are_left_as_libsndfile_wrote_them():
+    """The serial is set only where every page is whole, of one stream, in order, its CRC right, and the last one
+    ends the output; a seek or write after that puts libsndfile's bytes back."""
+    from vqcodec.soundio import SoundSink
+
+    ogg = io.BytesIO()
+    soundfile.write(ogg, np.zeros((4800, 1)), 48000, format="OGG")
+    written = ogg.getvalue()
+    damaged = written[:-1] + bytes([written[-1] ^ 1])  # the last page's CRC is wrong
+
+    def through_sink(data: bytes, then=lambda sink: None) -> bytes:
+        out = io.BytesIO()
+        sink = SoundSink(out)
+        for start in range(0, len(data), 1000):
+            sink.write(data[start:start + 1000])
+        then(sink)
+        sink.check()
+        return out.getvalue()
+    assert through_sink(written) != written  # the serial was set
+    for left_alone in (damaged, written[:-10], written + written, written[:58] + written[59:]):
+        assert through_sink(left_alone) == left_alone
+    assert through_sink(written, lambda sink: sink.seek(0)) == written
+    assert through_sink(written, lambda sink: sink.write(b"?")) == written + b"?"
+
+
 @pytest.mark.parametrize("rate", [16000, 48000])
 @pytest.mark.parametrize("name, subtype", [("hot.ogg", "VORBIS"), ("hot.mp3", "MPEG_LAYER_III"), ("hot.wav", "FLOAT"),
                                            ("hot.flac", "PCM_16"), ("hot.opus", "OPUS")])

@@ -17,6 +17,7 @@ import soundfile
 import soxr
 
 from .errors import AudioReadWarning, VQCodecError, caller_stacklevel
+from .oggpages import OggPages
 from .streams import (PatchedStream, TemporaryFileFailed, TemporaryFileFull, check_source, from_where_it_is, input_name,
                       is_fifo, is_seekable, left_where_it_was, native_stderr_captured, refuse_closed_stream,
                       refuse_empty_media, spooled_fifo, spooled_stream)
@@ -356,15 +357,24 @@ class SoundSink:
     """A binary stream as soundfile writes it: an OSError (a full disk), or a TemporarySpool's own error, inside
     soundfile's callbacks would be printed as a traceback and lost while libsndfile wrote on, or soundfile would fail
     an assertion on the short write. The first one is kept for check() to raise; nothing more is written after it,
-    though libsndfile, which cannot be told why, is told that all of it was."""
+    though libsndfile, which cannot be told why, is told that all of it was. Ogg pages get a serial derived from their
+    content once the last is written (oggpages), not libsndfile's random one, for the same audio to be the same
+    bytes; put back as libsndfile wrote them where it writes or seeks anywhere after that."""
 
     def __init__(self, stream):
         self.stream, self.error = stream, None
+        self.pages: OggPages | None = None
+        self.serial_set = False
 
     def write(self, data) -> int:
         if self.error is None:
             try:
-                return self.stream.write(data)
+                if self.pages is None:
+                    self.pages = OggPages(self.stream.tell())
+                written = self.stream.write(data)
+                self.pages.wrote(bytes(data))
+                self._settle_serial()
+                return written
             except (OSError, TemporaryFileFull, TemporaryFileFailed) as exc:
                 self.error = exc
         return len(data)
@@ -372,10 +382,29 @@ class SoundSink:
     def seek(self, offset: int, whence: int = 0) -> int:
         if self.error is None:
             try:
-                return self.stream.seek(offset, whence)
+                position = self.stream.seek(offset, whence)
+                if self.pages is not None:
+                    self.pages.moved_to(position)
+                    self._settle_serial()
+                return position
             except (OSError, TemporaryFileFull, TemporaryFileFailed) as exc:  # a buffered one writes what it holds
                 self.error = exc
         return self.stream.tell()
+
+    def _settle_serial(self) -> None:
+        """Set the Ogg pages' serial once the last is written, or put back libsndfile's where it went on; the stream
+        is left where it was."""
+        if self.pages.finished and not self.pages.given_up and not self.serial_set:
+            patches, self.serial_set = self.pages.patches(), True
+        elif self.pages.given_up and self.serial_set:
+            patches, self.serial_set = self.pages.originals(), False
+        else:
+            return
+        position = self.stream.tell()
+        for offset, patch in patches:
+            self.stream.seek(offset)
+            self.stream.write(patch)
+        self.stream.seek(position)
 
     def check(self) -> None:
         if self.error is not None:
