@@ -288,6 +288,11 @@ class _StreamSoundFile(soundfile.SoundFile):
             if self._owned is not None:
                 self._owned.close()
 
+    def closing_too(self, owned) -> _StreamSoundFile:
+        """This, closing `owned` (the file under its stream) when it is closed; it owns none yet."""
+        self._owned = owned
+        return self
+
 
 def open_sound(source, said: list[str] | None = None) -> soundfile.SoundFile:
     """Open audio for reading: a path, or a binary stream that can seek, from where it is (from_where_it_is:
@@ -296,8 +301,16 @@ def open_sound(source, said: list[str] | None = None) -> soundfile.SoundFile:
     says on opening it is one warning (warn_decoder_lines), or goes into `said` where that is given;
     input that cannot be opened is one VQCodecError naming it, which says why (for a path: no such
     file, a folder, not readable); a closed stream, by its name (refuse_closed_stream), and what is neither a path
-    nor a stream by check_source."""
+    nor a stream by check_source. The path of a FIFO is read once into a temporary file, which is read instead
+    (spooled_fifo): libsndfile waited for ever on a FLAC read through the FIFO's path."""
     check_source(source, "audio")
+    if is_fifo(source):
+        spool = spooled_fifo(source)
+        try:
+            return open_sound(spool, said).closing_too(spool)
+        except BaseException:
+            spool.close()
+            raise
     refuse_closed_stream(source)
     refuse_empty_media(source)
     path = source if isinstance(source, (str, Path)) else None
