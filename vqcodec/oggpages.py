@@ -37,6 +37,7 @@ class OggPages:
         self.given_up = self.finished = False
 
     def wrote(self, data: bytes) -> None:
+        """`data` was written where the last write ended."""
         self.end += len(data)
         if self.given_up or self.finished:
             self.given_up = self.given_up or bool(data)  # libsndfile writes nothing after the last page
