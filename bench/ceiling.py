@@ -46,7 +46,8 @@ def main() -> None:
                         help="default: 8,12,16,20, or 1,4,8 with --speech")
     parser.add_argument("--images", "--files", dest="limit", type=common.positive_int, default=None,
                         help="first N files only")
-    parser.add_argument("--out", default=None, help="JSON of every file's numbers ('' for none)")
+    parser.add_argument("--out", default=None, help="JSON of every file's numbers ('' for none; default: "
+                                                    "bench/out/ceiling.json, or ceiling_speech.json with --speech)")
     args = parser.parse_args()
     data = REPO_ROOT.parent / "shared" / "data"
     args.data = args.data or str(data / "speech" / "dev" if args.speech else data / "images" / "kodak")

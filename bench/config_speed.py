@@ -1,7 +1,7 @@
 """Coding speed of larger speech networks: would they still meet the 20x real-time target?
 
     python bench/config_speed.py [--files 8] [--runs 3] [--threads 1] [--quality 8]
-                                 [--configs "base_channels=24;base_channels=32;res_blocks=3"]
+                                 [--configs "base_channels=24;base_channels=32;res_blocks=3;base_channels=24,res_blocks=3"]
 
 Encodes and decodes the first N speech dev files (joined into one recording) with the shipped
 speech16k and with untrained networks of other AudioConfig sizes, on one thread, and prints each
@@ -67,7 +67,8 @@ def main() -> None:
     parser.add_argument("--quality", type=int, default=8, help="quality level to encode at (default: %(default)s)")
     parser.add_argument("--configs", type=audio_configs,
                         default="base_channels=24;base_channels=32;res_blocks=3;base_channels=24,res_blocks=3",
-                        help="';'-separated AudioConfig overrides, each 'field=value,field=value'")
+                        help="';'-separated AudioConfig overrides, each 'field=value,field=value' "
+                             "(default: %(default)s)")
     args = parser.parse_args()
 
     import soundfile

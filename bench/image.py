@@ -257,21 +257,27 @@ DESCRIPTION = ("Measures the image codec's real bits per pixel, PSNR, MS-SSIM an
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
-    parser.add_argument("--data", default="../shared/data/images/kodak", help="folder of PNG images")
-    parser.add_argument("--model", default="image", help="model name or .safetensors path")
+    parser.add_argument("--data", default="../shared/data/images/kodak",
+                        help="folder of PNG images (default: %(default)s, from the repository root)")
+    parser.add_argument("--model", default="image", help="model name or .safetensors path (default: %(default)s)")
     parser.add_argument("--qualities", default=None, type=common.number_list(int),
                         help="e.g. 1,2,4,8,12 (default: every quality of the model)")
     parser.add_argument("--images", type=common.positive_int, default=None, help="first N images only (sorted by name)")
-    parser.add_argument("--runs", type=common.positive_int, default=3, help="timing runs of our codec (median)")
-    parser.add_argument("--threads", type=common.positive_int, default=2, help="torch CPU threads")
+    parser.add_argument("--runs", type=common.positive_int, default=3,
+                        help="timing runs of our codec (median; default: %(default)s)")
+    parser.add_argument("--threads", type=common.positive_int, default=2,
+                        help="torch CPU threads (default: %(default)s)")
     parser.add_argument("--refine", type=common.at_least(0), default=0,
                         help="also run our codec with this many refinement steps (encode --refine), one timing run")
     parser.add_argument("--depth-weights", default="", type=common.number_list(empty=True),
                         help="also run our codec at these depth weights (encode --depth-weight), one timing run")
-    parser.add_argument("--baselines", default="JPEG,WebP,AVIF", help="baselines to run ('' for none)")
+    parser.add_argument("--baselines", default="JPEG,WebP,AVIF",
+                        help="baselines to run, comma-separated ('' for none; default: %(default)s)")
     parser.add_argument("--skip-baselines", action="store_true", help="our codec only (same as --baselines '')")
-    parser.add_argument("--out", default="bench/out/image.json", help="JSON with every point ('' for none)")
-    parser.add_argument("--plot", default="bench/out/image_rd.png", help="RD plot PNG ('' for none)")
+    parser.add_argument("--out", default="bench/out/image.json",
+                        help="JSON with every point ('' for none; default: %(default)s)")
+    parser.add_argument("--plot", default="bench/out/image_rd.png",
+                        help="RD plot PNG, which needs matplotlib ('' for none; default: %(default)s)")
     args = parser.parse_args(argv)
     common.require_modules(*(["matplotlib"] if args.plot else []))
     wanted = [] if args.skip_baselines else [b.strip() for b in args.baselines.split(",") if b.strip()]

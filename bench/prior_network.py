@@ -77,7 +77,8 @@ DESCRIPTION = ("Measures the bits per code that network-fitted tables (CodePrior
 def main() -> None:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
     common.add_model_options(parser, "bench/out/prior_network.json")
-    parser.add_argument("--levels", type=common.positive_int, default=4, help="levels to list one by one")
+    parser.add_argument("--levels", type=common.positive_int, default=4,
+                        help="the first N levels, each listed in its own row (default: %(default)s)")
     parser.add_argument("--files", type=common.positive_int, default=None,
                         help="first N files of each folder (at least 10)")
     args = parser.parse_args()

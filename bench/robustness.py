@@ -59,14 +59,16 @@ def main() -> None:
                              "(default %(default)s).")
     parser.add_argument("--files", type=common.positive_int, default=20,
                         help="Use the first N files of --data, sorted by path (default 20).")
-    parser.add_argument("--models", default="speech16k", help="Comma-separated model names or paths.")
+    parser.add_argument("--models", default="speech16k",
+                        help="Comma-separated model names or paths (default %(default)s).")
     parser.add_argument("--qualities", default="1,6", type=common.number_list(int),
                         help="Comma-separated quality levels (default 1,6).")
-    parser.add_argument("--levels", default="0,-12,-24", type=common.number_list(), help="Input gains in dB.")
+    parser.add_argument("--levels", default="0,-12,-24", type=common.number_list(),
+                        help="Comma-separated input gains in dB (default %(default)s).")
     parser.add_argument("--peaks", default=None, type=common.number_list(),
                         help="Comma-separated sample peaks to scale each clip to (replaces --levels).")
     parser.add_argument("--depth-weights", default="default",
-                        help="Comma-separated encoder depth weights, or 'default' for the codec's own.")
+                        help="Comma-separated encoder depth weights, or 'default' for the codec's own (the default).")
     parser.add_argument("--out", default=str(common.REPO_ROOT / "bench" / "out" / "robustness.json"),
                         help="JSON file of every row, '' for none (default %(default)s).")
     args = parser.parse_args()

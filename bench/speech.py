@@ -2,7 +2,8 @@
 
     python bench/speech.py [--data ../shared/data/speech/dev] [--model speech16k] [--files N]
                            [--runs 3] [--qualities 1,2,4] [--refine N] [--refine-qualities 1,6]
-                           [--skip-ours] [--out bench/out/speech.json]
+                           [--skip-ours | --skip-baselines] [--max-shift 1] [--out bench/out/speech.json]
+                           [--plot bench/out/speech_rd.png]
 
 Prints a Markdown table, one row per codec setting:
 
@@ -297,19 +298,20 @@ DESCRIPTION = ("Measures the speech codec's real bitrate, PESQ-WB, STOI, log-mel
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
     parser.add_argument("--data", default="../shared/data/speech/dev",
-                        help="folder of speech files (relative paths: to the repository root)")
-    parser.add_argument("--model", default="speech16k", help="model name or .safetensors path")
+                        help="folder of speech files (relative paths: to the repository root; default: %(default)s)")
+    parser.add_argument("--model", default="speech16k", help="model name or .safetensors path (default: %(default)s)")
     parser.add_argument("--files", type=common.positive_int, default=None, help="first N files only (sorted)")
-    parser.add_argument("--runs", type=common.positive_int, default=3, help="timing runs (median)")
+    parser.add_argument("--runs", type=common.positive_int, default=3,
+                        help="timing runs (median; default: %(default)s)")
     parser.add_argument("--qualities", default=None, type=common.number_list(int), help="e.g. 1,2,4,6,8 (default: all)")
     parser.add_argument("--refine", type=common.at_least(0), default=0,
                         help="also run ours with this many refinement steps")
     parser.add_argument("--refine-qualities", default="1,6", type=common.number_list(int),
-                        help="qualities of the --refine rows")
+                        help="qualities of the --refine rows (default: %(default)s)")
     parser.add_argument("--skip-ours", action="store_true", help="baselines only")
     parser.add_argument("--skip-baselines", action="store_true", help="our codec only")
     parser.add_argument("--max-shift", type=common.at_least(0), default=1,
-                        help="largest residual alignment shift in samples, per row (0: none)")
+                        help="largest residual alignment shift in samples, per row (0: none; default: %(default)s)")
     parser.add_argument("--out", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--plot", default=None, help="also draw PESQ and STOI against kbps to this PNG")
     args = parser.parse_args(argv)
