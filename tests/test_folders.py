@@ -1,6 +1,7 @@
 """`vqcodec encode DIR OUT` and `vqcodec decode DIR OUT`: whole folders in one run."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -1208,7 +1209,7 @@ def test_each_folder_command_of_vq_files_reads_each_header_once(codec, tiny_mode
                                                                 two_recordings, tmp_path, monkeypatch):
     """decode_tree, recode_tree and codes_of_vq_tree read the header of each .vq file two or three times before their
     run (for the kinds and formats, the models set aside, a rate's kind, a depth weight's codecs, the advice of a model
-    folder): once now, whatever they go on to do."""
+    folder, the files a resume keeps): once now, whatever they go on to do."""
     from collections import Counter
 
     from vqcodec import folders
@@ -1238,6 +1239,14 @@ def test_each_folder_command_of_vq_files_reads_each_header_once(codec, tiny_mode
         left = [path for path, _ in report.skipped] + [path for paths, _ in report.set_aside for path in paths]
         assert (report.written, left) == (2, [vq / "broken.vq"]), name
         assert reads == Counter(files), name
+    manifest = json.loads((tmp_path / "codes" / "codes.json").read_text())  # as a run stopped after a.vq leaves it
+    (tmp_path / "codes" / "codes.json").write_text(json.dumps({**manifest, "files": manifest["files"][:1],
+                                                               "stopped": True}))
+    reads.clear()
+    said = []
+    report = folders.codes_of_vq_tree(vq, tmp_path / "codes", resume=True, log=said.append)
+    assert said == ["resumed: 1 file kept, 2 to code"] and report.written == 2  # broken.vq again
+    assert reads == Counter(files), "codes --resume"
     for name, run in refused.items():
         reads.clear()
         with pytest.raises(VQCodecError):

@@ -1025,7 +1025,7 @@ def codes_of_vq_tree(folder, out, *, model=None, device: str = "cpu", replace: b
     files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model, header_bytes)
     missing = passed_over_of(passed_over) + missing
     outputs = mirrored_paths(folder, out, files, lambda path: ".npy", also=(out / MANIFEST,))
-    finished = stopped_vq_run_entries(folder, out, files, outputs) if resume else {}
+    finished = stopped_vq_run_entries(folder, out, files, outputs, header_bytes) if resume else {}
     if finished is None:
         if log:
             log(nothing_to_resume_line(out))

@@ -15,8 +15,8 @@ from numpy.lib import format as npy
 
 from . import format as vqformat, memory
 from .errors import VQCodecError
-from .folders import (FolderReport, check_callbacks, check_file_list, checked_folder_path, folder_of, mirrored_paths,
-                      say_stopped, warn_of_level)
+from .folders import (FolderReport, HeaderBytes, check_callbacks, check_file_list, checked_folder_path, folder_of,
+                      mirrored_paths, say_stopped, warn_of_level)
 from .registry import is_model_id
 from .streams import (JSONFileTooLarge, MAX_JSON_BYTES, checked_flag, input_called, is_regular_stream,
                       open_regular_file, read_json_file, write_file)
@@ -349,13 +349,15 @@ def _checked_run(codec, path: Path, manifest, quality: int | None) -> dict:
     return manifest
 
 
-def stopped_vq_run_entries(folder: Path, out: Path, files: list[Path], outputs: list[Path]) -> dict[Path, dict] | None:
+def stopped_vq_run_entries(folder: Path, out: Path, files: list[Path], outputs: list[Path],
+                           header_bytes: HeaderBytes | None = None) -> dict[Path, dict] | None:
     """For `vqcodec codes FOLDER OUT --resume` of a folder of .vq files: the entries of the stopped run's
     codes.json in `out` that it keeps (the files of `files` it finished, of the size, time and content listed, whose
     array is still at their output of `outputs`, with the shape listed, and whose header still gives what the entry
     records of it), by the path of their file, with their file and array as paths, as vqcodec.folders.codes_folder
     gives them; None where that run finished. Refused (VQCodecError) as stopped_run_manifest refuses, where it is
-    not the codes.json of a folder of .vq files."""
+    not the codes.json of a folder of .vq files. The headers are read into `header_bytes`, where given, or taken
+    from it."""
     from .folders import header_entry, read_headers
 
     path, manifest = _manifest_to_resume(out, files)
@@ -365,7 +367,8 @@ def stopped_vq_run_entries(folder: Path, out: Path, files: list[Path], outputs: 
     finished = _finished_entries(manifest, folder, out, files, outputs)
     kept = {path: {**finished[_name_in(folder, path)][0], "file": path, "codes": output}
             for path, output in zip(files, outputs) if _name_in(folder, path) in finished}
-    headers, _ = read_headers(list(kept))  # one that cannot be read now is coded again, and fails as it does
+    # one that cannot be read now is coded again, and fails as it does
+    headers, _ = read_headers(list(kept), header_bytes)
     return {path: entry for path, entry in kept.items()
             if path in headers and all(entry.get(key) == value for key, value in header_entry(headers[path]).items())}
 
