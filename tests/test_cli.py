@@ -2497,23 +2497,24 @@ def test_codes_of_a_folder_keep_no_codes_of_a_file_changed_while_it_was_read(tmp
 
 def test_codes_of_a_folder_of_vq_files_keep_no_codes_of_a_file_changed_while_it_was_read(small_vq, tmp_path, codec,
                                                                                          signal, monkeypatch):
-    """As of a folder of media: a .vq file written again between its hash and its read is skipped."""
+    """As of a folder of media: a .vq file written again as it is read (once opened, its size and times taken) is
+    skipped."""
     import vqcodec.fileinfo
     from vqcodec.folders import codes_folder
 
     (tmp_path / "vq").mkdir()
     source = tmp_path / "vq" / "a.vq"
     source.write_bytes(small_vq)
-    real, another = vqcodec.fileinfo.read_vq_file, codec.encode_audio(signal(1, 1600, 16000), 16000, 2)
+    real, another = vqcodec.fileinfo.read_vq_stream, codec.encode_audio(signal(1, 1600, 16000), 16000, 2)
 
-    def rewritten_as_it_is_read(path, salvage=False):
-        Path(path).write_bytes(another)
-        return real(path, salvage)
+    def rewritten_as_it_is_read(stream, salvage=False, name=None):
+        Path(name).write_bytes(another)
+        return real(stream, salvage, name)
 
     def write(path, write_stream):
         with open(path, "wb") as stream:
             write_stream(stream)
-    monkeypatch.setattr(vqcodec.fileinfo, "read_vq_file", rewritten_as_it_is_read)
+    monkeypatch.setattr(vqcodec.fileinfo, "read_vq_stream", rewritten_as_it_is_read)
     report, entries = codes_folder([source], [tmp_path / "a.npy"], lambda data: codec, write)
     assert entries == [] and report.skipped == [(source, f"{source}: changed while it was read, so its codes were "
                                                          "not kept")]

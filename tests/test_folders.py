@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -1253,6 +1254,40 @@ def test_each_folder_command_of_vq_files_reads_each_header_once(codec, tiny_mode
             run()
         assert reads == Counter(files), name
     assert not (tmp_path / "refused").exists()
+
+
+def _opens_counted(monkeypatch) -> Counter:
+    """A Counter of the files opened from now on (by builtins.open and os.open), by path."""
+    import builtins
+
+    opens = Counter()
+    for module, real in ((builtins, builtins.open), (os, os.open)):
+        def counted(path, *args, real=real, **kwargs):
+            if isinstance(path, (str, os.PathLike)):
+                opens.update([Path(os.fsdecode(path))])
+            return real(path, *args, **kwargs)
+        monkeypatch.setattr(module, "open", counted)
+    return opens
+
+
+def test_codes_of_vq_tree_opens_each_file_once_as_it_codes_it(codec, tiny_model_path, two_recordings, tmp_path,
+                                                                monkeypatch):
+    """codes_folder opened each .vq file twice, reading it whole both times: to hash it for codes.json
+    (tokens.stamp_before_reading), then to code it. It reads it once now, the hash of the bytes it codes; codes.json
+    records the same stamp of each file, and a resume keeps them."""
+    from vqcodec import folders
+    from vqcodec.tokens import input_stamp
+
+    vq = tmp_path / "vq"
+    folders.encode_tree(codec, two_recordings, vq, quality=2)
+    files = sorted(vq.rglob("*.vq"))
+    opens = _opens_counted(monkeypatch)
+    report = folders.codes_of_vq_tree(vq, tmp_path / "codes", model=tiny_model_path)  # no header read before the run
+    monkeypatch.undo()
+    assert report.written == 2 and {path: opens[path] for path in files} == dict.fromkeys(files, 1)
+    entries = json.loads((tmp_path / "codes" / "codes.json").read_text())["files"]
+    stamps = [{key: entry[key] for key in ("file_size", "file_mtime_ns", "file_blake2b")} for entry in entries]
+    assert stamps == [input_stamp(path) for path in files]
 
 
 def test_recode_tree_recodes_a_folder_of_vq_files_as_the_command_does(codec, tiny_model_path, two_recordings,

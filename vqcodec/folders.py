@@ -961,23 +961,22 @@ def codes_folder(files: list[Path], outputs: list[Path], codec_for: Callable[[by
     """Write the codes of `.vq` files into `outputs` as int32 .npy files (Codec.code_blocks, a block
     at a time), and return the report and, for each file written, its codes' shape and what restores
     it (the model id and codes id, kind and quality, and the rate, length, channels and gain, or the size), and the
-    .vq file's size, time and content hash (tokens.input_stamp); a file whose size, time or inode change time changed
-    while it was read is skipped (tokens.check_unchanged_since).
+    .vq file's size, time and content hash (tokens.input_stamp, of the bytes coded: tokens.read_vq_file_stamped reads
+    the file once); a file whose size, time or inode change time changed while it was read is skipped
+    (tokens.check_unchanged_since).
     `codec_for(data)` gives the codec of a file; `write(path, write_stream)` writes one output;
     `stopped(report, entries)` is called with what was done when the run is stopped (Ctrl-C, SIGTERM, or
     any error raised, MemoryError say), before that is raised again. `kept` counts the arrays a resume keeps (files
     and bytes), which the report, and the line a stop by Ctrl-C or SIGTERM gives `log`, count too; `set_aside` is the
     report's (FolderReport)."""
-    from .fileinfo import read_vq_file
     from .imageio import warn_of_what_codes_leave_out
-    from .tokens import check_unchanged_since, save_code_blocks, stamp_before_reading
+    from .tokens import check_unchanged_since, read_vq_file_stamped, save_code_blocks
 
     entries = []
 
     def make(path: Path, output: Path) -> int:
-        stamp, change_time_ns = stamp_before_reading(path)  # a change while it is coded is a change
-        data = read_vq_file(path)
-        check_unchanged_since(path, stamp, change_time_ns)
+        data, stamp, change_time_ns = read_vq_file_stamped(path)
+        check_unchanged_since(path, stamp, change_time_ns)  # a change while it was read is a change
         codec = codec_for(data)
         header, shape, blocks = codec.code_blocks(data)
         audio = header.kind == vqformat.KIND_AUDIO

@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -452,6 +453,21 @@ def stamp_before_reading(path) -> tuple[dict, int | None]:
         return {}, None
 
 
+def read_vq_file_stamped(path) -> tuple[bytes, dict, int | None]:
+    """The bytes of the .vq file at `path`, as fileinfo.read_vq_file reads them, and its stamp_before_reading, from
+    the one reading: its size and times from the file opened, before it is read, and its content hash of the bytes
+    read (a regular file's, whole), where the file was read whole to hash it, then again to code it. A file that is
+    not a regular one has no stamp, as stamp_before_reading gives it none."""
+    from .fileinfo import read_vq_stream
+
+    with open(path, "rb") as stream:
+        found = os.fstat(stream.fileno())
+        data = read_vq_stream(stream, name=path)
+    if not stat.S_ISREG(found.st_mode):
+        return data, {}, None
+    return data, {**_size_and_time(found), CONTENT_HASH: _digest(data).hexdigest()}, found.st_ctime_ns
+
+
 def check_unchanged_since(path, stamp: dict, change_time_ns: int | None) -> None:
     """Refuse the codes just made of the file at `path` where its size, modification time or inode change time is
     no longer what `stamp` and `change_time_ns` (stamp_before_reading, taken before it was read) record: it changed
@@ -473,8 +489,13 @@ def _size_and_time(found: os.stat_result) -> dict:
     return {"file_size": found.st_size, "file_mtime_ns": found.st_mtime_ns}
 
 
+def _digest(data: bytes = b""):
+    """The CONTENT_HASH of `data`, to be updated with the bytes that follow it."""
+    return hashlib.blake2b(data, digest_size=32)
+
+
 def _content_hash(stream) -> str:
-    digest = hashlib.blake2b(digest_size=32)
+    digest = _digest()
     for block in iter(lambda: stream.read(1 << 20), b""):  # hashlib.file_digest is of Python 3.11
         digest.update(block)
     return digest.hexdigest()
