@@ -1256,6 +1256,29 @@ def test_each_folder_command_of_vq_files_reads_each_header_once(codec, tiny_mode
     assert not (tmp_path / "refused").exists()
 
 
+def test_each_folder_command_of_vq_files_looks_up_the_installed_model_once_for_its_files(codec, tiny_model_path,
+                                                                                        two_recordings, tmp_path,
+                                                                                        monkeypatch):
+    """Without a model given, the model that reads each .vq file was looked up for every file in the run
+    (registry.model_for_file, which lists the installed models: their NAME.json and weights' header read again): once
+    for the files of each model id and prior now, as the models set aside before the run are."""
+    from vqcodec import folders, registry
+
+    vq = tmp_path / "vq"
+    folders.encode_tree(codec, two_recordings, vq, quality=2)
+    shutil.copy(vq / "a.vq", vq / "c.vq")
+    monkeypatch.setenv("VQCODEC_MODEL_PATH", str(tiny_model_path.parent))
+    listings = []
+    listed = registry.list_models
+    monkeypatch.setattr(registry, "list_models", lambda *args, **kwargs: listings.append(1) or listed(*args, **kwargs))
+    for name, run in {"decode": lambda: folders.decode_tree(vq, tmp_path / "decoded"),
+                      "recode": lambda: folders.recode_tree(vq, tmp_path / "recoded", quality=1),
+                      "codes": lambda: folders.codes_of_vq_tree(vq, tmp_path / "codes")}.items():
+        listings.clear()
+        assert run().written == 3, name
+        assert len(listings) == 2, name  # one model: the models set aside, then the run's
+
+
 def _opens_counted(monkeypatch) -> Counter:
     """A Counter of the files opened from now on (by builtins.open and os.open), by path."""
     import builtins

@@ -904,14 +904,26 @@ def _readable_headers(files: list[Path], header_bytes: HeaderBytes) -> Iterator[
 def file_codec(data: bytes, model, device, codecs: dict, coding: str = "auto"):
     """The codec of the model a .vq file names (or `model`), kept in `codecs` by model for the next file."""
     from .codec import Codec
-    from .registry import model_for_file
 
-    name = model or model_for_file(data)
+    name = model or installed_model_for(data, codecs)
     if name not in codecs:  # with a model, a single file's (a folder's was loaded first: named_codecs)
         codecs[name] = Codec.load(name if model is None else decoding_model(model, data), device=device, coding=coding)
     elif model is not None:
         refuse_another_models_file(codecs[name], model, data, codecs)
     return codecs[name]
+
+
+def installed_model_for(data: bytes, codecs: dict) -> str:
+    """registry.model_for_file of a .vq file, looked up once for each model id and prior among a folder's files and
+    kept in `codecs` (file_codec's): each lookup lists the installed models, reading their NAME.json and weights'
+    header."""
+    from .registry import model_for_file
+
+    header = vqformat.parse_header(data)
+    key = ("installed", header.model_id, header.coded_prior_id)
+    if key not in codecs:
+        codecs[key] = model_for_file(data)
+    return codecs[key]
 
 
 def refuse_another_models_file(codec, model: str, data: bytes, codecs: dict) -> None:
