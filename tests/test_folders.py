@@ -1279,6 +1279,30 @@ def test_each_folder_command_of_vq_files_looks_up_the_installed_model_once_for_i
         assert len(listings) == 2, name  # one model: the models set aside, then the run's
 
 
+def test_codes_resume_of_vq_files_counts_the_kept_arrays_as_it_checked_them(codec, tiny_model_path, two_recordings,
+                                                                             tmp_path, monkeypatch):
+    """A resume of codes_of_vq_tree checked each kept array (its header and size), then took its size again (stat):
+    an array removed in between stopped the run with a FileNotFoundError. Its size as checked is counted now, as a
+    resume of a folder of media counts it."""
+    from vqcodec import folders, tokens
+
+    vq, out = tmp_path / "vq", tmp_path / "codes"
+    folders.encode_tree(codec, two_recordings, vq, quality=2)
+    folders.codes_of_vq_tree(vq, out, model=tiny_model_path)
+    kept_bytes = (out / "a.npy").stat().st_size
+    manifest = json.loads((out / "codes.json").read_text())  # as a run stopped after a.vq leaves it
+    (out / "codes.json").write_text(json.dumps({**manifest, "files": manifest["files"][:1], "stopped": True}))
+    checked = tokens.stopped_vq_run_entries
+
+    def removed_once_checked(*args, **kwargs):
+        entries = checked(*args, **kwargs)
+        (out / "a.npy").unlink()
+        return entries
+    monkeypatch.setattr(tokens, "stopped_vq_run_entries", removed_once_checked)
+    report = folders.codes_of_vq_tree(vq, out, model=tiny_model_path, resume=True)
+    assert report.written == 2 and report.bytes == kept_bytes + (out / "sub" / "b.npy").stat().st_size
+
+
 def _opens_counted(monkeypatch) -> Counter:
     """A Counter of the files opened from now on (by builtins.open and os.open), by path."""
     import builtins

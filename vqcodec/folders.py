@@ -1036,11 +1036,12 @@ def codes_of_vq_tree(folder, out, *, model=None, device: str = "cpu", replace: b
     files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model, header_bytes)
     missing = passed_over_of(passed_over) + missing
     outputs = mirrored_paths(folder, out, files, lambda path: ".npy", also=(out / MANIFEST,))
-    finished = stopped_vq_run_entries(folder, out, files, outputs, header_bytes) if resume else {}
-    if finished is None:
+    stopped_run = stopped_vq_run_entries(folder, out, files, outputs, header_bytes) if resume else {}
+    if stopped_run is None:
         if log:
             log(nothing_to_resume_line(out))
         return None
+    finished = {path: entry for path, (entry, _) in stopped_run.items()}
     if not resume:
         refuse_existing_outputs([*outputs, out / MANIFEST], replace)
     order = {path: number for number, path in enumerate(files)}
@@ -1050,8 +1051,8 @@ def codes_of_vq_tree(folder, out, *, model=None, device: str = "cpu", replace: b
     to_do = [(path, output) for path, output in zip(files, outputs) if path not in finished]
     if resume and log:
         log(resumed_line(len(finished), len(to_do)))
-    # before any file is coded: an array of these removed meanwhile left the run's codes.json unwritten
-    kept = FolderReport("mixed", len(finished), sum(entry["codes"].stat().st_size for entry in finished.values()))
+    # each array as it was checked: one removed since is not read again
+    kept = FolderReport("mixed", len(finished), sum(size for _, size in stopped_run.values()))
     codecs = named_codecs(model, device, files, header_bytes)
     finished = {path: with_codes_id(entry, model, device, codecs, header_bytes) for path, entry in finished.items()}
     replace = replace or resume

@@ -351,12 +351,12 @@ def _checked_run(codec, path: Path, manifest, quality: int | None) -> dict:
 
 
 def stopped_vq_run_entries(folder: Path, out: Path, files: list[Path], outputs: list[Path],
-                           header_bytes: HeaderBytes | None = None) -> dict[Path, dict] | None:
+                           header_bytes: HeaderBytes | None = None) -> dict[Path, tuple[dict, int]] | None:
     """For `vqcodec codes FOLDER OUT --resume` of a folder of .vq files: the entries of the stopped run's
     codes.json in `out` that it keeps (the files of `files` it finished, of the size, time and content listed, whose
     array is still at their output of `outputs`, with the shape listed, and whose header still gives what the entry
     records of it), by the path of their file, with their file and array as paths, as vqcodec.folders.codes_folder
-    gives them; None where that run finished. Refused (VQCodecError) as stopped_run_manifest refuses, where it is
+    gives them, each with the size of its array as it was checked; None where that run finished. Refused (VQCodecError) as stopped_run_manifest refuses, where it is
     not the codes.json of a folder of .vq files. The headers are read into `header_bytes`, where given, or taken
     from it."""
     from .folders import header_entry, read_headers
@@ -366,11 +366,12 @@ def stopped_vq_run_entries(folder: Path, out: Path, files: list[Path], outputs: 
     if manifest.get("stopped") is not True:
         return None
     finished = _finished_entries(manifest, folder, out, files, outputs)
-    kept = {path: {**finished[_name_in(folder, path)][0], "file": path, "codes": output}
+    kept = {path: ({**finished[_name_in(folder, path)][0], "file": path, "codes": output},
+                   finished[_name_in(folder, path)][1])
             for path, output in zip(files, outputs) if _name_in(folder, path) in finished}
     # one that cannot be read now is coded again, and fails as it does
     headers, _ = read_headers(list(kept), header_bytes)
-    return {path: entry for path, entry in kept.items()
+    return {path: (entry, size) for path, (entry, size) in kept.items()
             if path in headers and all(entry.get(key) == value for key, value in header_entry(headers[path]).items())}
 
 
