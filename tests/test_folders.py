@@ -1260,8 +1260,9 @@ def test_each_folder_command_of_vq_files_looks_up_the_installed_model_once_for_i
                                                                                         two_recordings, tmp_path,
                                                                                         monkeypatch):
     """Without a model given, the model that reads each .vq file was looked up for every file in the run
-    (registry.model_for_file, which lists the installed models: their NAME.json and weights' header read again): once
-    for the files of each model id and prior now, as the models set aside before the run are."""
+    (registry.model_for_file, which lists the installed models: their NAME.json and weights' header read again), after
+    the lookup that sets aside the files of models not installed: once for the files of each model id and prior now,
+    for both."""
     from vqcodec import folders, registry
 
     vq = tmp_path / "vq"
@@ -1276,7 +1277,7 @@ def test_each_folder_command_of_vq_files_looks_up_the_installed_model_once_for_i
                       "codes": lambda: folders.codes_of_vq_tree(vq, tmp_path / "codes")}.items():
         listings.clear()
         assert run().written == 3, name
-        assert len(listings) == 2, name  # one model: the models set aside, then the run's
+        assert len(listings) == 1, name  # the files' one model
 
 
 def test_codes_resume_of_vq_files_counts_the_kept_arrays_as_it_checked_them(codec, tiny_model_path, two_recordings,

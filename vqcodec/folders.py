@@ -546,13 +546,14 @@ def recode_tree(folder, out, *, quality: int | None = None, max_kbps: float | No
     quality, max_kbps, max_bpp, depth_weight = _checked_recode_targets(quality, max_kbps, max_bpp, depth_weight)
     folder, out = _folder_and_out(folder, out)
     passed_over: list[tuple[Path, str]] = []
-    header_bytes = HeaderBytes()
-    files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model, header_bytes)
+    header_bytes, codecs = HeaderBytes(), {}
+    files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model, header_bytes,
+                                              codecs)
     set_aside = passed_over_of(passed_over) + missing
     _refuse_a_rate_of_no_files_kind(folder, files, max_kbps, max_bpp, header_bytes)
     outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
     refuse_existing_outputs(outputs, replace)
-    codecs = named_codecs(model, device, files, header_bytes, coding)
+    codecs = named_codecs(model, device, files, header_bytes, codecs, coding)
     _refuse_folder_depth_weight(codecs, files, model, device, coding, depth_weight, header_bytes)
 
     def recode(path: Path, data: bytes) -> bytes:
@@ -779,7 +780,7 @@ def decode_tree(folder, out, *, format: str | None = None, rate: int | None = No
     formats, extensions = output_formats(format)
     passed_over: list[tuple[Path, str]] = []
     files = find_vq_files(folder, out, passed_over)
-    header_bytes = HeaderBytes()
+    header_bytes, codecs = HeaderBytes(), {}
     headers, unreadable = read_headers(files, header_bytes)
     kinds = {path: vqformat.KIND_NAMES[header.kind] for path, header in headers.items()}
     if format is not None and kinds:
@@ -791,11 +792,11 @@ def decode_tree(folder, out, *, format: str | None = None, rate: int | None = No
         raise VQCodecError(f"{plural(len(files), '.vq file')} of {folder}: {refused[0][1]}")
     refused_paths = {path for paths, _ in refused for path in paths}
     readable, missing = set_aside_missing_models(folder, [path for path in kinds if path not in refused_paths],
-                                                 model, header_bytes, refuse_all=not (unreadable or refused))
+                                                 model, header_bytes, codecs, refuse_all=not (unreadable or refused))
     set_aside = passed_over_of(passed_over) + refused + missing + [([path], reason) for path, reason in unreadable]
     outputs = mirrored_paths(folder, out, readable, lambda path: extensions[kinds[path]])
     refuse_existing_outputs(outputs, replace)
-    codecs = named_codecs(model, device, files, header_bytes)
+    codecs = named_codecs(model, device, files, header_bytes, codecs)
 
     def write(path: Path, write_stream: Callable) -> None:
         with clipping_told(path, on_warning):
@@ -838,18 +839,19 @@ def clipping_told(name, on_warning: Callable[[str], None] | None):
             warnings.showwarning(item.message, item.category, item.filename, item.lineno)
 
 
-def set_aside_missing_models(folder: Path, files: list[Path], model, header_bytes: HeaderBytes,
+def set_aside_missing_models(folder: Path, files: list[Path], model, header_bytes: HeaderBytes, codecs: dict,
                              refuse_all: bool = True) -> tuple[list[Path], list[tuple[list[Path], str]]]:
     """Without `model`, the .vq files whose model is installed (and those whose header cannot be read, left
     to fail on their own), and the others grouped by the model id they name, each group with the line
     that says no installed model has it: one line per model, not one per file. Where every file names
     the same missing model (and `refuse_all`), that line is the error, before anything is done. The headers are
-    read into `header_bytes`, or taken from it."""
-    from .registry import model_of_file, no_model_message
+    read into `header_bytes`, or taken from it, and the installed models looked up kept in `codecs`, file_codec's
+    (installed_model_of)."""
+    from .registry import no_model_message
 
     if model is not None:
         return files, []
-    kept, missing, found = [], {}, {}
+    kept, missing = [], {}
     for path in files:
         try:
             header = header_bytes.of(path)
@@ -857,10 +859,7 @@ def set_aside_missing_models(folder: Path, files: list[Path], model, header_byte
         except (OSError, VQCodecError):
             kept.append(path)
             continue
-        key = (parsed.model_id, parsed.coded_prior_id)
-        if key not in found:
-            found[key] = model_of_file(header) is not None
-        if found[key]:
+        if installed_model_of(header, codecs) is not None:
             kept.append(path)
         else:
             missing.setdefault(parsed.model_id, (header, []))[1].append(path)
@@ -881,19 +880,21 @@ def decoding_model(model, data: bytes) -> str:
     return str(find_model(model, wrote=data))
 
 
-def named_codecs(model, device, files: list[Path], header_bytes: HeaderBytes, coding: str = "auto") -> dict:
-    """The codecs of a folder's files as file_codec keeps them: with `model`, that model loaded before any
-    file, so that a model that cannot be loaded is one error and not one per file. A folder of several models given
+def named_codecs(model, device, files: list[Path], header_bytes: HeaderBytes, codecs: dict, coding: str = "auto"
+                 ) -> dict:
+    """`codecs`, the codecs of a folder's files as file_codec keeps them (and the models set_aside_missing_models
+    looked up), with `model`, where given, loaded before any file, so that a model that cannot be loaded is one error
+    and not one per file. A folder of several models given
     as `model` is refused naming the one among them that wrote the most of the .vq `files` (registry.find_model),
     whose headers are read into `header_bytes`, or taken from it."""
     from .codec import Codec
     from .registry import find_model
 
     if model is None:
-        return {}
+        return codecs
     if isinstance(model, (str, Path)):  # else Codec.load's refusal of the type
         find_model(model, wrote_files=_readable_headers(files, header_bytes))
-    return {model: Codec.load(model, device=device, coding=coding)}
+    return {**codecs, model: Codec.load(model, device=device, coding=coding)}
 
 
 def _readable_headers(files: list[Path], header_bytes: HeaderBytes) -> Iterator[vqformat.Header]:
@@ -914,15 +915,25 @@ def file_codec(data: bytes, model, device, codecs: dict, coding: str = "auto"):
 
 
 def installed_model_for(data: bytes, codecs: dict) -> str:
-    """registry.model_for_file of a .vq file, looked up once for each model id and prior among a folder's files and
-    kept in `codecs` (file_codec's): each lookup lists the installed models, reading their NAME.json and weights'
-    header."""
-    from .registry import model_for_file
+    """registry.model_for_file of a .vq file, from installed_model_of."""
+    from .registry import no_model_message
+
+    found = installed_model_of(data, codecs)
+    if found is None:
+        raise VQCodecError(no_model_message(data))
+    return found["path"]
+
+
+def installed_model_of(data: bytes, codecs: dict) -> dict | None:
+    """registry.model_of_file of a .vq file (`data`, its header at least), looked up once for each model id and prior
+    among a folder's files, for the models set aside and the run alike, and kept in `codecs` (file_codec's): each
+    lookup lists the installed models, reading their NAME.json and weights' header."""
+    from .registry import model_of_file
 
     header = vqformat.parse_header(data)
     key = ("installed", header.model_id, header.coded_prior_id)
     if key not in codecs:
-        codecs[key] = model_for_file(data)
+        codecs[key] = model_of_file(data)
     return codecs[key]
 
 
@@ -1032,8 +1043,9 @@ def codes_of_vq_tree(folder, out, *, model=None, device: str = "cpu", replace: b
     refuse_replace_with_resume(replace, resume)
     folder, out = _folder_and_out(folder, out)
     passed_over: list[tuple[Path, str]] = []
-    header_bytes = HeaderBytes()
-    files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model, header_bytes)
+    header_bytes, codecs = HeaderBytes(), {}
+    files, missing = set_aside_missing_models(folder, find_vq_files(folder, out, passed_over), model, header_bytes,
+                                              codecs)
     missing = passed_over_of(passed_over) + missing
     outputs = mirrored_paths(folder, out, files, lambda path: ".npy", also=(out / MANIFEST,))
     stopped_run = stopped_vq_run_entries(folder, out, files, outputs, header_bytes) if resume else {}
@@ -1053,7 +1065,7 @@ def codes_of_vq_tree(folder, out, *, model=None, device: str = "cpu", replace: b
         log(resumed_line(len(finished), len(to_do)))
     # each array as it was checked: one removed since is not read again
     kept = FolderReport("mixed", len(finished), sum(size for _, size in stopped_run.values()))
-    codecs = named_codecs(model, device, files, header_bytes)
+    codecs = named_codecs(model, device, files, header_bytes, codecs)
     finished = {path: with_codes_id(entry, model, device, codecs, header_bytes) for path, entry in finished.items()}
     replace = replace or resume
     report, entries = codes_folder(
