@@ -884,9 +884,8 @@ def named_codecs(model, device, files: list[Path], header_bytes: HeaderBytes, co
                  ) -> dict:
     """`codecs`, the codecs of a folder's files as file_codec keeps them (and the models set_aside_missing_models
     looked up), with `model`, where given, loaded before any file, so that a model that cannot be loaded is one error
-    and not one per file. A folder of several models given
-    as `model` is refused naming the one among them that wrote the most of the .vq `files` (registry.find_model),
-    whose headers are read into `header_bytes`, or taken from it."""
+    and not one per file. A folder of several models given as `model` is refused naming the one among them that wrote
+    the most of the .vq `files` (registry.find_model), whose headers are read into `header_bytes`, or taken from it."""
     from .codec import Codec
     from .registry import find_model
 

@@ -455,10 +455,10 @@ def stamp_before_reading(path) -> tuple[dict, int | None]:
 
 
 def read_vq_file_stamped(path) -> tuple[bytes, dict, int | None]:
-    """The bytes of the .vq file at `path`, as fileinfo.read_vq_file reads them, and its stamp_before_reading, from
-    the one reading: its size and times from the file opened, before it is read, and its content hash of the bytes
-    read (a regular file's, whole), where the file was read whole to hash it, then again to code it. A file that is
-    not a regular one has no stamp, as stamp_before_reading gives it none."""
+    """The bytes of the .vq file at `path`, as fileinfo.read_vq_file reads them, and its stamp_before_reading, taken
+    from that one reading (not a reading of its own, which read the file whole a second time): its size and times
+    from the file opened, before it is read, and its content hash of the bytes read (a regular file's, whole). A file
+    that is not a regular one has no stamp, as stamp_before_reading gives it none."""
     from .fileinfo import read_vq_stream
 
     with open(path, "rb") as stream:
