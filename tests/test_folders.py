@@ -180,6 +180,26 @@ def test_folder_refusals_leave_everything_as_it_was(recordings, encoded_folder, 
     assert not (tmp_path / "clash_vq").exists() and not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+def test_mirrored_paths_looks_at_each_output_folder_once(tmp_path, monkeypatch):
+    """The folders an output goes in (to refuse a file or a link to nothing where one must be made) were looked at
+    again for every output in them: three stats a file of a folder of 20 000, 1.3 s of a second. Each folder is
+    looked at once now, however many files go in it."""
+    def stats_for(count: int) -> Counter:
+        folder, out = tmp_path / f"in{count}", tmp_path / f"out{count}"
+        files = [folder / "sub" / f"{number}.wav" for number in range(count)]
+        stats = Counter()
+        for name in ("stat", "lstat"):
+            real = getattr(os, name)
+            monkeypatch.setattr(os, name, lambda path, *args, real=real, **kwargs: stats.update([Path(path)])
+                                or real(path, *args, **kwargs))
+        mirrored_paths(folder, out, files, lambda path: ".vq")
+        monkeypatch.undo()
+        return Counter({path.relative_to(out).parts: number for path, number in stats.items()
+                        if path.is_relative_to(out) and path.suffix != ".vq"})  # not the outputs themselves
+
+    assert stats_for(50) == stats_for(1) == {(): 2, ("sub",): 2}  # exists() and is_symlink() of each
+
+
 def test_mirrored_paths_and_output_formats(tmp_path):
     files = [tmp_path / "a.wav", tmp_path / "d" / "b.flac"]
     assert mirrored_paths(tmp_path, tmp_path / "o", files, lambda p: ".vq") == \

@@ -120,19 +120,23 @@ def _refuse_outputs_that_are_inputs(files: list[Path], outputs: list[Path]) -> N
 def _check_output_tree(outputs: list[Path]) -> None:
     """Refuse, before anything is written, outputs whose folder cannot be made: a file, or a link to
     nothing, stands where it must go, or one output is the folder of another (x.vq for x.flac, and
-    x.vq/ for x.vq/y.flac)."""
-    taken = set(outputs)
+    x.vq/ for x.vq/y.flac). Each folder is looked at once, for the first output in it."""
+    taken, fit = set(outputs), set()  # fit: the folders already found fit to hold an output, and so the next ones
     for output in outputs:
         for parent in output.parents:
+            if parent in fit:
+                break
             if parent in taken:
                 raise VQCodecError(f"{parent} would be both an output file and the folder of {output}")
             if parent.exists():
                 if not parent.is_dir():
                     raise VQCodecError(f"{parent} is a file, where the folder of {output} must go")
+                fit.add(parent)
                 break
             if parent.is_symlink():
                 raise VQCodecError(f"{parent} is a link to {os.readlink(parent)}, which is not there, where the "
                                    f"folder of {output} must go")
+            fit.add(parent)
 
 
 def files_under(folder: Path, leave_out: Path | None = None,
