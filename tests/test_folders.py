@@ -200,6 +200,24 @@ def test_mirrored_paths_looks_at_each_output_folder_once(tmp_path, monkeypatch):
     assert stats_for(50) == stats_for(1) == {(): 2, ("sub",): 2}  # exists() and is_symlink() of each
 
 
+def test_folder_of_looks_no_higher_than_the_first_folder_there(tmp_path, monkeypatch):
+    """folder_of, around each output a folder run writes, looked at every folder above the output, up to the root, to
+    know those it makes: a stat of each for every file. It stops at the first that is there now, above which all
+    are, and still removes the folders it made where the block fails."""
+    from vqcodec.folders import folder_of
+
+    stats = Counter()
+    real = os.stat
+    monkeypatch.setattr(os, "stat", lambda path, *args, **kwargs: stats.update([Path(path)]) or real(path, *args,
+                                                                                                      **kwargs))
+    with pytest.raises(KeyboardInterrupt), folder_of(tmp_path / "new" / "deeper" / "x.vq"):
+        assert (tmp_path / "new" / "deeper").is_dir()
+        raise KeyboardInterrupt
+    monkeypatch.undo()
+    assert not (tmp_path / "new").exists()
+    assert tmp_path in stats and not any(path in stats for path in tmp_path.parents)
+
+
 def test_mirrored_paths_and_output_formats(tmp_path):
     files = [tmp_path / "a.wav", tmp_path / "d" / "b.flac"]
     assert mirrored_paths(tmp_path, tmp_path / "o", files, lambda p: ".vq") == \

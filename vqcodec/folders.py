@@ -271,7 +271,11 @@ class FolderReport:
 def folder_of(output: Path):
     """Make the folder `output` goes in for the block; when the block fails, remove the folders it made
     that are still empty, so that a file that could not be written leaves no empty folder behind."""
-    made = [folder for folder in output.parents if not folder.exists()]  # deepest first
+    made = []  # deepest first
+    for folder in output.parents:
+        if folder.exists():  # and so are all above it
+            break
+        made.append(folder)
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         yield
