@@ -270,6 +270,22 @@ def test_the_chunks_the_encoder_writes_are_decoded_without_a_memory_check(codec,
             codec._check_chunk_fits(header, (64, 64, 32 * codec_module.AUDIO_CHUNK_FRAMES))
 
 
+def test_the_widest_chunk_of_the_shipped_image_model_is_decoded_without_a_memory_check(monkeypatch):
+    """README Limits: the largest chunk the shipped models write, a band of IMAGE_CHUNK_ROWS rows of cells of an
+    image 65 535 pixels wide at the top quality, range decoded as one plane, needs 55 MB, under CHECKED_CHUNK_BYTES:
+    no machine refuses it (the README said 6 MB, audio's alone)."""
+    from vqcodec import format as vqformat
+
+    photos = codec_module.Codec.load("image")
+    quality, cols = photos.cfg.num_codebooks, math.ceil(vqformat.MAX_IMAGE_SIDE / photos.hop)
+    monkeypatch.setattr(codec_module, "memory_bound", lambda: 0)
+    header = vqformat.Header(kind=vqformat.KIND_IMAGE, coding=vqformat.CODING_PRIOR_DEPTH, quality=quality,
+                             model_id=photos.model_id)
+    photos._check_chunk_fits(header, (quality, codec_module.IMAGE_CHUNK_ROWS, cols))
+    with pytest.raises(VQCodecError, match=r"^the 2621440 codes of a chunk take 0\.1 GB, more than the memory"):
+        photos._check_chunk_fits(header, (quality, 2 * codec_module.IMAGE_CHUNK_ROWS, cols))
+
+
 def test_code_blocks_of_many_chunks_are_not_refused_for_the_work_of_decoding_one(codec, monkeypatch):
     """Blocks of many chunks were counted as if each code were decoded as int64 at once (10 bytes a
     code at fixed width), so that max_codes of a block that fits in memory five times over was refused."""
