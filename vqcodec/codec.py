@@ -263,6 +263,17 @@ def _check_fits_memory(size: int, held: str = "the codes take",
     refuse_beyond(size, memory_bound(), held, advice, error)
 
 
+def _integer_codes(codes) -> np.ndarray:
+    """Codes given to the API as a NumPy array of an integer type, refused in one line otherwise: what is no array
+    of numbers at all (a path, which np.asarray made a 0-d array of text, 'codes must be integers, not <U9'; None;
+    a stream) is refused naming what it is and what reads a file of codes."""
+    if codes is None or isinstance(codes, (str, bytes, bytearray, os.PathLike, dict)) or hasattr(codes, "read"):
+        raise VQCodecError(f"codes are an integer array (NumPy, a torch tensor or nested lists), not {type_of(codes)}: "
+                           "vqcodec.tokens.read_codes_npy(path, codec) reads a .npy file of codes, "
+                           "codec.read_codes(path) a .vq file's")
+    return integer_codes(as_array(codes))
+
+
 def _same_channels(x: torch.Tensor, tolerance: float = SAME_CHANNEL_TOLERANCE) -> bool:
     """Whether every channel of (channels, 1, samples) is within `tolerance` of the first."""
     return x.shape[0] > 1 and bool((x - x[:1]).abs().max() <= tolerance)
@@ -840,7 +851,7 @@ class Codec:
         read, so that the size the shape makes is checked before the codes are scanned or copied (a
         broadcast array of a few bytes can be billions of codes)."""
         self._refuse_other_models_codes(codes)
-        codes = integer_codes(as_array(codes))
+        codes = _integer_codes(codes)
         if codes.ndim != 3 or not 1 <= codes.shape[level_axis] <= self.num_codebooks or 0 in codes.shape:
             raise self._bad_codes(layout)
         return codes
@@ -2193,7 +2204,7 @@ class Codec:
         """codes_to_file's checks of all but the values of the codes (of their type and shape as given,
         nothing read or copied): the codes as an array, and what packs them once their values are checked."""
         self._refuse_other_models_codes(codes)
-        array = integer_codes(as_array(codes))
+        array = _integer_codes(codes)
         if (self.kind == "audio" and (width, height) != (None, None)) or \
                 (self.kind == "image" and (sample_rate, samples, gain, channels) != (None, None, None, None)):
             raise VQCodecError(f"model {self.name} codes {self.kind}: a width and height are for images, "
