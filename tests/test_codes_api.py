@@ -21,3 +21,31 @@ def test_codes_that_are_no_array_are_refused_naming_what_they_are_and_what_reads
         with pytest.raises(VQCodecError, match=r"^codes are an integer array \(NumPy, a torch tensor or nested lists\), "
                                                r"not .*: vqcodec\.tokens\.read_codes_npy\(path, codec\) reads a \.npy"):
             call(given)
+
+
+@pytest.mark.parametrize("shape, fault", [
+    ((3, 5), r"int16 \(3, 5\): 2-D, as one channel's codes are \(codes\[None\] adds that axis\)"),
+    ((2, 1, 3, 5), r"int16 \(2, 1, 3, 5\): 4-D, as a batch of codes is \(decode each: codes\[i\]\)"),
+    ((5,), r"int16 \(5,\): 1-D"),
+    ((1, 3, 0), r"int16 \(1, 3, 0\): it has no frames"),
+    ((0, 3, 5), r"int16 \(0, 3, 5\): it has no channels"),
+    ((1, 0, 5), r"int16 \(1, 0, 5\): it has no levels"),
+    ((1, 7, 5), r"int16 \(1, 7, 5\): it has 7 levels"),
+])
+def test_codes_of_a_wrong_shape_are_refused_naming_their_shape_and_its_fault(codec, shape, fault):
+    """Codes of a shape the model cannot take were refused saying the layout wanted alone, the same line for an empty
+    time axis, a level too many, one channel's 2-D codes and a batch: the user was left to find which."""
+    message = (r"^codes must be a non-empty integer array \(channels, quality, frames\) of at most 4 levels, each an "
+               rf"index below 16 or -1, not {fault}$")
+    for call in (codec.codes_to_audio, codec.codes_to_file):
+        with pytest.raises(VQCodecError, match=message):
+            call(np.zeros(shape, np.int16))
+    with pytest.raises(VQCodecError, match=message):
+        codec.check_codes_shape(shape, np.int16)
+
+
+def test_image_codes_of_a_wrong_shape_name_the_image_axes(golden_image_codec):
+    for shape, fault in (((3, 5), "2-D, as one level's codes are"), ((2, 0, 5), "it has no rows")):
+        with pytest.raises(VQCodecError, match=rf"^codes must be .* \(quality, rows, cols\) .*, not int16 "
+                                               rf"\({shape[0]}, {shape[1]}.*\): {fault}"):
+            golden_image_codec.codes_to_image(np.zeros(shape, np.int16))

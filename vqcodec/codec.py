@@ -274,6 +274,26 @@ def _integer_codes(codes) -> np.ndarray:
     return integer_codes(as_array(codes))
 
 
+def _axis_noun(axis: str) -> str:
+    """One index along an axis of codes as a layout names it ("channels", "quality", "rows"): "channel", "level"."""
+    return "level" if axis == "quality" else axis.rstrip("s")
+
+
+def _shape_fault(shape: tuple, layout: str, level_axis: int) -> str:
+    """What is wrong with codes of `shape` for a model whose codes are of `layout` (their axes' names) with the
+    levels on `level_axis`, given that something is: their dimensions, an empty axis, or too many levels."""
+    if len(shape) == 2:
+        return f"2-D, as one {_axis_noun(layout.split(', ')[0])}'s codes are (codes[None] adds that axis)"
+    if len(shape) == 4:
+        return "4-D, as a batch of codes is (decode each: codes[i])"
+    if len(shape) != 3:
+        return f"{len(shape)}-D"
+    for size, axis in zip(shape, layout.split(", ")):
+        if size == 0:
+            return f"it has no {_axis_noun(axis)}s"
+    return f"it has {plural(shape[level_axis], 'level')}"
+
+
 def _same_channels(x: torch.Tensor, tolerance: float = SAME_CHANNEL_TOLERANCE) -> bool:
     """Whether every channel of (channels, 1, samples) is within `tolerance` of the first."""
     return x.shape[0] > 1 and bool((x - x[:1]).abs().max() <= tolerance)
@@ -835,7 +855,7 @@ class Codec:
         if low < ABSENT or high >= self.codebook_size:
             bad = low if low < ABSENT else high
             where = np.unravel_index(np.argmax(codes == bad), codes.shape)  # its first place
-            place = ", ".join(f"{'level' if axis == 'quality' else axis.rstrip('s')} {int(index)}"
+            place = ", ".join(f"{_axis_noun(axis)} {int(index)}"
                               for axis, index in zip(layout.split(", "), where))
             raise VQCodecError(f"codes hold {int(bad)} ({place}), which is no code: codes are each an index below "
                                f"{self.codebook_size} or -1")
@@ -853,7 +873,7 @@ class Codec:
         self._refuse_other_models_codes(codes)
         codes = _integer_codes(codes)
         if codes.ndim != 3 or not 1 <= codes.shape[level_axis] <= self.num_codebooks or 0 in codes.shape:
-            raise self._bad_codes(layout)
+            raise self._bad_codes(layout, codes, level_axis)
         return codes
 
     def _refuse_other_models_codes(self, codes) -> None:
@@ -899,9 +919,11 @@ class Codec:
         return any(lineage & {model_id.hex(), *model.get("decodes", ())}
                    for model in list_models(shadowed=True) if model["model_id"] == model_id.hex())
 
-    def _bad_codes(self, layout: str) -> VQCodecError:
+    def _bad_codes(self, layout: str, codes: np.ndarray, level_axis: int) -> VQCodecError:
+        """The refusal of codes of a shape this model cannot take, naming their shape and what is wrong with it."""
         return VQCodecError(f"codes must be a non-empty integer array ({layout}) of at most {self.num_codebooks} "
-                            f"levels, each an index below {self.codebook_size} or -1")
+                            f"levels, each an index below {self.codebook_size} or -1, not {codes.dtype} "
+                            f"{tuple(codes.shape)}: {_shape_fault(codes.shape, layout, level_axis)}")
 
     def _require(self, kind: str) -> None:
         if self.kind != kind:
