@@ -49,3 +49,22 @@ def test_image_codes_of_a_wrong_shape_name_the_image_axes(golden_image_codec):
         with pytest.raises(VQCodecError, match=rf"^codes must be .* \(quality, rows, cols\) .*, not int16 "
                                                rf"\({shape[0]}, {shape[1]}.*\): {fault}"):
             golden_image_codec.codes_to_image(np.zeros(shape, np.int16))
+
+
+def test_codes_that_leave_a_level_out_below_one_they_hold_are_refused_naming_the_first_such_place(
+        codec, golden_image_codec):
+    """Codes edited to leave a level out (-1) below one they still hold were refused as 'codes must be present from
+    the first level up to a cell's depth, then -1' alone: of thousands of frames, the user was not told which."""
+    codes = np.full((2, 4, 30), 5, np.int16)
+    codes[:, 3, 20:] = -1  # left out from some level up to the top: taken
+    codes[1, 1, 12] = -1
+    codes[1, 0, 15] = -1
+    message = (r"^codes must be present from the first level up to a cell's depth, then -1: channel 1, frame 12 "
+               r"leaves level 1 out \(-1\) and holds level 2 \(5\)$")
+    for call in (codec.codes_to_audio, codec.codes_to_file):
+        with pytest.raises(VQCodecError, match=message):
+            call(codes)
+    image_codes = np.full((3, 2, 4), 9, np.int16)
+    image_codes[0, 1, 2] = -1
+    with pytest.raises(VQCodecError, match=r"then -1: row 1, col 2 leaves level 0 out \(-1\) and holds level 1 \(9\)$"):
+        golden_image_codec.codes_to_image(image_codes)

@@ -294,6 +294,18 @@ def _shape_fault(shape: tuple, layout: str, level_axis: int) -> str:
     return f"it has {plural(shape[level_axis], 'level')}"
 
 
+def _first_hole(codes: np.ndarray, level_axis: int, layout: str) -> str:
+    """Where codes of `layout`, their levels on `level_axis`, first leave a level out (-1) below one they hold:
+    the first such frame or cell in the array's order, and its levels, in words."""
+    planes = np.moveaxis(codes, level_axis, 0)
+    holes = (planes[:-1] == ABSENT) & (planes[1:] != ABSENT)
+    cell = np.unravel_index(np.argmax(holes.any(axis=0)), holes.shape[1:])
+    level = int(np.argmax(holes[(slice(None), *cell)]))
+    axes = [axis for number, axis in enumerate(layout.split(", ")) if number != level_axis]
+    place = ", ".join(f"{_axis_noun(axis)} {int(index)}" for axis, index in zip(axes, cell))
+    return f"{place} leaves level {level} out (-1) and holds level {level + 1} ({int(planes[(level + 1, *cell)])})"
+
+
 def _same_channels(x: torch.Tensor, tolerance: float = SAME_CHANNEL_TOLERANCE) -> bool:
     """Whether every channel of (channels, 1, samples) is within `tolerance` of the first."""
     return x.shape[0] > 1 and bool((x - x[:1]).abs().max() <= tolerance)
@@ -863,7 +875,7 @@ class Codec:
             try:
                 plane_depths(np.moveaxis(codes, level_axis, 0))
             except ValueError as exc:  # a level left out below one that is present: no file can hold it
-                raise VQCodecError(str(exc)) from None
+                raise VQCodecError(f"{exc}: {_first_hole(codes, level_axis, layout)}") from None
         return codes.astype(self._code_dtype, copy=False)  # int64 only for the networks, a window at a time
 
     def _code_array(self, codes, level_axis: int, layout: str) -> np.ndarray:
