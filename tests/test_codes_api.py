@@ -68,3 +68,12 @@ def test_codes_that_leave_a_level_out_below_one_they_hold_are_refused_naming_the
     image_codes[0, 1, 2] = -1
     with pytest.raises(VQCodecError, match=r"then -1: row 1, col 2 leaves level 0 out \(-1\) and holds level 1 \(9\)$"):
         golden_image_codec.codes_to_image(image_codes)
+
+
+def test_settings_of_the_other_kind_of_media_are_refused_naming_what_the_model_codes(codec, golden_image_codec):
+    """codes_to_file of an image model given audio's settings said 'model golden_image codes image: ...'."""
+    with pytest.raises(VQCodecError, match=r"^model golden_image codes images: a width and height are for images, a "
+                                           r"sample rate, sample count, gain and channel count for audio$"):
+        golden_image_codec.codes_to_file(np.zeros((2, 3, 4), np.int16), sample_rate=16000)
+    with pytest.raises(VQCodecError, match=r"^model tiny codes audio: a width and height are for images"):
+        codec.codes_to_file(np.zeros((1, 2, 4), np.int16), width=32)

@@ -2241,7 +2241,7 @@ class Codec:
         array = _integer_codes(codes)
         if (self.kind == "audio" and (width, height) != (None, None)) or \
                 (self.kind == "image" and (sample_rate, samples, gain, channels) != (None, None, None, None)):
-            raise VQCodecError(f"model {self.name} codes {self.kind}: a width and height are for images, "
+            raise VQCodecError(f"model {self.name} codes {kind_coded(self.kind)}: a width and height are for images, "
                                "a sample rate, sample count, gain and channel count for audio")
         stored_gain, gain = 0, scalar_of(gain)
         if gain is not None and not is_real(gain):
