@@ -77,3 +77,21 @@ def test_settings_of_the_other_kind_of_media_are_refused_naming_what_the_model_c
         golden_image_codec.codes_to_file(np.zeros((2, 3, 4), np.int16), sample_rate=16000)
     with pytest.raises(VQCodecError, match=r"^model tiny codes audio: a width and height are for images"):
         codec.codes_to_file(np.zeros((1, 2, 4), np.int16), width=32)
+
+
+def test_the_codec_says_what_its_codes_are_as_attributes_that_hold_it(codec, golden_image_codec):
+    """help(vqcodec.Codec) named none of the attributes a user of the codes needs (the codebook size, the levels,
+    the hop): they were found by reading the source."""
+    import vqcodec
+
+    for attribute in ("kind", "name", "model_id", "num_codebooks", "codebook_size", "hop", "sample_rate",
+                      "code_dtype"):
+        assert f"`{attribute}`" in vqcodec.Codec.__doc__, attribute
+    second = np.random.default_rng(0).standard_normal(codec.sample_rate).astype(np.float32) * 0.1
+    codes = codec.audio_to_codes(second, codec.num_codebooks)
+    assert codes.shape == (1, codec.num_codebooks, codec.sample_rate // codec.hop)
+    assert codes.dtype == codec.code_dtype and 0 <= codes.min() and codes.max() < codec.codebook_size
+    assert (codec.kind, codec.name, len(codec.model_id)) == ("audio", "tiny", 8)
+    assert golden_image_codec.sample_rate == 0
+    image_codes = golden_image_codec.image_to_codes(np.zeros((40, 24, 3), np.uint8), 2)
+    assert image_codes.shape == (2, -(-40 // golden_image_codec.hop), -(-24 // golden_image_codec.hop))

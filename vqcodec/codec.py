@@ -377,7 +377,13 @@ class Codec:
 
     A rate search and the level warning keep state on the object, so the encoding methods hold a
     lock: threads sharing one Codec encode one at a time (a Codec each runs them in parallel). The
-    encoder settings (beam, depth_weight, ...) are the object's, for every thread."""
+    encoder settings (beam, depth_weight, ...) are the object's, for every thread.
+
+    What the model's codes are, as attributes: `kind`, "audio" or "image"; `name`; `model_id`, the 8 bytes a `.vq`
+    header names it by; `num_codebooks`, the most levels its codes have (the highest quality); `codebook_size`,
+    each code an index below it (or -1, a level left out); `hop`, the samples of a frame of audio at `sample_rate`
+    (so `sample_rate / hop` frames a second), or the pixels of a side of an image's latent cell; `sample_rate`, 0
+    for images; and `code_dtype`, the type of the codes it gives."""
 
     def __init__(self, model, meta: dict, tensors: dict, device: str = "cpu", coding: str = "auto",
                  beam: int | None = None):
