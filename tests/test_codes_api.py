@@ -95,3 +95,22 @@ def test_the_codec_says_what_its_codes_are_as_attributes_that_hold_it(codec, gol
     assert golden_image_codec.sample_rate == 0
     image_codes = golden_image_codec.image_to_codes(np.zeros((40, 24, 3), np.uint8), 2)
     assert image_codes.shape == (2, -(-40 // golden_image_codec.hop), -(-24 // golden_image_codec.hop))
+
+
+def test_a_list_of_files_given_as_one_medium_is_refused_as_a_batch(codec, golden_image_codec, tmp_path):
+    """A list of paths given to media_to_codes or encode, to code several files at once, was taken for an array of
+    samples: 'audio given as an array needs its sample_rate', then, given one, 'audio must be a float or integer PCM
+    array, not <U36'; an image model said 'an image array must be uint8 ..., not <U33 (1,)'."""
+    from PIL import Image
+
+    message = (r"^media is one file, stream, image or array, not a list of 2 items \(the first {}\): code each in "
+               r"turn \(a folder: vqcodec\.folders' encode_tree and codes_of_media_tree\)$")
+    paths = [tmp_path / "a.wav", tmp_path / "b.wav"]
+    for given, first in (([str(path) for path in paths], "a str"), (paths, f"a {type(paths[0]).__name__}"),
+                         ([io.BytesIO(), io.BytesIO()], "a BytesIO")):
+        for call in (codec.media_to_codes, codec.encode):
+            with pytest.raises(VQCodecError, match=message.format(first)):
+                call(given, sample_rate=16000)
+    with pytest.raises(VQCodecError, match=message.format("an Image")):
+        golden_image_codec.media_to_codes([Image.new("RGB", (8, 8))] * 2)
+    assert codec.media_to_codes([0.25, -0.25] * 8, sample_rate=16000)[0].shape[1:] == (4, 2)  # samples: taken

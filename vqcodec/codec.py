@@ -306,6 +306,18 @@ def _first_hole(codes: np.ndarray, level_axis: int, layout: str) -> str:
     return f"{place} leaves level {level} out (-1) and holds level {level + 1} ({int(planes[(level + 1, *cell)])})"
 
 
+def _refuse_a_batch_of_media(media: list | tuple) -> None:
+    """Refuse a list or tuple of files, streams or Pillow images given as one medium, which was taken for an
+    array of samples ('audio given as an array needs its sample_rate', then 'not <U36')."""
+    from PIL import Image
+
+    first = media[0] if media else None
+    if isinstance(first, (str, os.PathLike, bytes, bytearray, Image.Image)) or hasattr(first, "read"):
+        raise VQCodecError(f"media is one file, stream, image or array, not {type_of(media)} of "
+                           f"{plural(len(media), 'item')} (the first {type_of(first)}): code each in turn "
+                           "(a folder: vqcodec.folders' encode_tree and codes_of_media_tree)")
+
+
 def _same_channels(x: torch.Tensor, tolerance: float = SAME_CHANNEL_TOLERANCE) -> bool:
     """Whether every channel of (channels, 1, samples) is within `tolerance` of the first."""
     return x.shape[0] > 1 and bool((x - x[:1]).abs().max() <= tolerance)
@@ -489,6 +501,7 @@ class Codec:
 
         quality = self.default_quality(max_rate is not None) if quality is None else quality
         if isinstance(media, (list, tuple)):
+            _refuse_a_batch_of_media(media)
             media = as_array(media)  # a list of ints is refused as encode_audio refuses it, not taken as float
         if isinstance(media, torch.Tensor):
             media = as_array(media)
