@@ -114,3 +114,23 @@ def test_a_list_of_files_given_as_one_medium_is_refused_as_a_batch(codec, golden
     with pytest.raises(VQCodecError, match=message.format("an Image")):
         golden_image_codec.media_to_codes([Image.new("RGB", (8, 8))] * 2)
     assert codec.media_to_codes([0.25, -0.25] * 8, sample_rate=16000)[0].shape[1:] == (4, 2)  # samples: taken
+
+
+def test_the_codes_methods_docstrings_give_the_layout_and_sizes_they_take(codec, golden_image_codec):
+    """help(codec.media_to_codes) said neither the axes of the codes it gives nor their frame rate, and
+    codes_to_image neither what height and width default to nor the range they take."""
+    from vqcodec import Codec
+
+    assert "audio's (channels, quality, frames), sample_rate / hop frames a second" in " ".join(
+        Codec.media_to_codes.__doc__.split())
+    assert "an image's (quality, rows, cols)" in " ".join(Codec.media_to_codes.__doc__.split())
+    assert "of 1 to num_codebooks levels" in " ".join(Codec.codes_to_audio.__doc__.split())
+    assert "(rows - 1) x hop + 1 up to rows x hop" in " ".join(Codec.codes_to_image.__doc__.split())
+    codes, restore = codec.media_to_codes(np.zeros((2, 3 * codec.hop), np.float32), sample_rate=codec.sample_rate)
+    assert codes.shape == (2, codec.num_codebooks, 3) and restore["channels"] == 2
+    image, hop = golden_image_codec, golden_image_codec.hop
+    cells = np.zeros((2, 3, 4), np.int16)
+    assert image.codes_to_image(cells).shape == (3 * hop, 4 * hop, 3)
+    assert image.codes_to_image(cells, 2 * hop + 1, 3 * hop + 1).shape == (2 * hop + 1, 3 * hop + 1, 3)
+    with pytest.raises(VQCodecError, match=rf"^height must be an integer from {2 * hop + 1} to {3 * hop}, not {2 * hop}$"):
+        image.codes_to_image(cells, 2 * hop)

@@ -1131,7 +1131,10 @@ class Codec:
     @torch.inference_mode()
     def codes_to_audio(self, codes: np.ndarray) -> np.ndarray:
         """(channels, quality, frames) codes -> float32 (channels, frames * hop) at the model rate; a code of
-        -1 leaves its level out of that frame, from some level up to the top."""
+        -1 leaves its level out of that frame, from some level up to the top.
+
+        `codes`: of any integer type, a NumPy array, a torch tensor or nested lists, each an index below
+        codebook_size or -1, of 1 to num_codebooks levels (fewer decode as a lower quality does)."""
         self._require("audio")
         codes = self._code_array(codes, 1, "channels, quality, frames")
         copy = 0 if codes.dtype == self._code_dtype else codes.size * np.dtype(self._code_dtype).itemsize
@@ -1590,6 +1593,9 @@ class Codec:
         a Pillow image, or an array, with `sample_rate` for audio), as a `.vq` file of it made with
         this codec's settings holds them (all of the model's codebooks unless `quality` says), and
         what restores the media: {"sample_rate", "samples", "channels", "gain"} or {"width", "height"}.
+        The codes are of code_dtype, audio's (channels, quality, frames), sample_rate / hop frames a second
+        of the model's rate, an image's (quality, rows, cols), a latent cell of hop x hop pixels each; level
+        0 is the coarsest, each next one codes what the levels below it leave.
         The codes of an image are of its colour, as RGB: an alpha channel, and a colour mode other than RGB
         (grey, a palette), are left out, with an ImageReadWarning.
 
@@ -2136,7 +2142,11 @@ class Codec:
     @torch.inference_mode()
     def codes_to_image(self, codes: np.ndarray, height: int | None = None, width: int | None = None) -> np.ndarray:
         """(quality, rows, cols) codes -> uint8 RGB (height, width, 3), decoded in tiles; a code of -1
-        leaves its level out of that cell, from some level up to the top."""
+        leaves its level out of that cell, from some level up to the top.
+
+        `codes`: as codes_to_audio takes them, of 1 to num_codebooks levels. `height` and `width` default to
+        rows x hop and cols x hop; given, each is of the last row or column of cells: (rows - 1) x hop + 1 up
+        to rows x hop."""
         self._require("image")
         hop = self.hop
         codes = self._code_array(codes, 0, "quality, rows, cols")
