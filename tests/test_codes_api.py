@@ -31,6 +31,8 @@ def test_codes_that_are_no_array_are_refused_naming_what_they_are_and_what_reads
     ((0, 3, 5), r"int16 \(0, 3, 5\): it has no channels"),
     ((1, 0, 5), r"int16 \(1, 0, 5\): it has no levels"),
     ((1, 7, 5), r"int16 \(1, 7, 5\): it has 7 levels"),
+    ((1, 30, 3), r"int16 \(1, 30, 3\): it has 30 levels \(where its last axis holds the levels, "
+                 r"np\.moveaxis\(codes, -1, 1\), or a tensor's movedim\(-1, 1\), puts them in place\)"),
 ])
 def test_codes_of_a_wrong_shape_are_refused_naming_their_shape_and_its_fault(codec, shape, fault):
     """Codes of a shape the model cannot take were refused saying the layout wanted alone, the same line for an empty
@@ -45,7 +47,9 @@ def test_codes_of_a_wrong_shape_are_refused_naming_their_shape_and_its_fault(cod
 
 
 def test_image_codes_of_a_wrong_shape_name_the_image_axes(golden_image_codec):
-    for shape, fault in (((3, 5), "2-D, as one level's codes are"), ((2, 0, 5), "it has no rows")):
+    for shape, fault in (((3, 5), "2-D, as one level's codes are"), ((2, 0, 5), "it has no rows"),
+                         ((40, 30, 3), r"it has 40 levels \(where its last axis holds the levels, "
+                                       r"np\.moveaxis\(codes, -1, 0\)")):
         with pytest.raises(VQCodecError, match=rf"^codes must be .* \(quality, rows, cols\) .*, not int16 "
                                                rf"\({shape[0]}, {shape[1]}.*\): {fault}"):
             golden_image_codec.codes_to_image(np.zeros(shape, np.int16))

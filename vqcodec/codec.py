@@ -279,9 +279,11 @@ def _axis_noun(axis: str) -> str:
     return "level" if axis == "quality" else axis.rstrip("s")
 
 
-def _shape_fault(shape: tuple, layout: str, level_axis: int) -> str:
+def _shape_fault(shape: tuple, layout: str, level_axis: int, most_levels: int) -> str:
     """What is wrong with codes of `shape` for a model whose codes are of `layout` (their axes' names) with the
-    levels on `level_axis`, given that something is: their dimensions, an empty axis, or too many levels."""
+    levels on `level_axis`, at most `most_levels`, given that something is: their dimensions, an empty axis, or
+    too many levels (with how to move them where the last axis could be the levels, as a sequence model's
+    (..., frames, levels) are)."""
     if len(shape) == 2:
         return f"2-D, as one {_axis_noun(layout.split(', ')[0])}'s codes are (codes[None] adds that axis)"
     if len(shape) == 4:
@@ -291,7 +293,11 @@ def _shape_fault(shape: tuple, layout: str, level_axis: int) -> str:
     for size, axis in zip(shape, layout.split(", ")):
         if size == 0:
             return f"it has no {_axis_noun(axis)}s"
-    return f"it has {plural(shape[level_axis], 'level')}"
+    fault = f"it has {plural(shape[level_axis], 'level')}"
+    if 1 <= shape[-1] <= most_levels:
+        fault += (f" (where its last axis holds the levels, np.moveaxis(codes, -1, {level_axis}), or a tensor's "
+                  f"movedim(-1, {level_axis}), puts them in place)")
+    return fault
 
 
 def _first_hole(codes: np.ndarray, level_axis: int, layout: str) -> str:
@@ -954,7 +960,7 @@ class Codec:
         """The refusal of codes of a shape this model cannot take, naming their shape and what is wrong with it."""
         return VQCodecError(f"codes must be a non-empty integer array ({layout}) of at most {self.num_codebooks} "
                             f"levels, each an index below {self.codebook_size} or -1, not {codes.dtype} "
-                            f"{tuple(codes.shape)}: {_shape_fault(codes.shape, layout, level_axis)}")
+                            f"{tuple(codes.shape)}: {_shape_fault(codes.shape, layout, level_axis, self.num_codebooks)}")
 
     def _require(self, kind: str) -> None:
         if self.kind != kind:
