@@ -3,6 +3,7 @@ edited or mistook: each wrong input refused in one line that names what is wrong
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +139,26 @@ def test_the_codes_methods_docstrings_give_the_layout_and_sizes_they_take(codec,
     assert image.codes_to_image(cells, 2 * hop + 1, 3 * hop + 1).shape == (2 * hop + 1, 3 * hop + 1, 3)
     with pytest.raises(VQCodecError, match=rf"^height must be an integer from {2 * hop + 1} to {3 * hop}, not {2 * hop}$"):
         image.codes_to_image(cells, 2 * hop)
+
+
+def test_an_image_tensor_as_torchvision_gives_it_is_refused_saying_how_to_make_it_uint8_channels_last(
+        golden_image_codec):
+    """A (3, height, width) float tensor of 0..1, torchvision's image, or a batch of them, or an int64 image, was refused
+    naming its type and shape alone: the fixes (channels last, uint8 of 0..255, one image) were the user's to find."""
+    import torch
+
+    image = torch.rand(3, 20, 24)
+    channels = r"channels last, not first: a tensor's permute\(1, 2, 0\) or np\.moveaxis\(image, 0, -1\)"
+    floats = r"uint8 of 0\.\.255, not floats: \(image \* 255\)\.round\(\) as uint8 for floats of 0\.\.1, as torchvision's"
+    for given, fixes in ((image, f"{channels}; {floats}"), (image[None], f"one image at a time, not a batch: image\\[i\\]; "
+                                                                          f"{channels}; {floats}"),
+                         ((image * 255).long().permute(1, 2, 0),
+                          r"uint8 of 0\.\.255: image\.astype\(np\.uint8\) or a tensor's to\(torch\.uint8\)")):
+        shape = re.escape(str(tuple(given.shape)))
+        with pytest.raises(VQCodecError, match=rf"^an image's RGB is a uint8 array \(height, width, 3\), not \w+ {shape} "
+                                               rf"\({fixes}\): encode\(\) also takes uint8 grey"):
+            golden_image_codec.image_to_codes(given)
+        with pytest.raises(VQCodecError, match=rf"^an image array must be uint8 .*, not \w+ {shape} \({fixes}\)$"):
+            golden_image_codec.media_to_codes(given)
+    taken = (image.permute(1, 2, 0) * 255).round().to(torch.uint8)
+    assert golden_image_codec.image_to_codes(taken, 2).shape[0] == 2

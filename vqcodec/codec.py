@@ -40,8 +40,8 @@ from .fileinfo import (TRAILING_STREAM_BYTES, UnendedStream, alpha_plane, colour
                        naming_its_file, vq_bytes)
 from .imagedata import PILLOW_READ_ERRORS
 from .imageio import (ALPHA_MODES, IMAGE_MODES, IMAGE_MODE_NAMES, TIFF_ORIENTATION, as_displayed, check_image_size,
-                      edge_padded, image_of_array, image_to_planes, in_srgb, load_pixels, mode_shown, naming_the_image,
-                      open_image, pillow_reason, planes_to_image, readable_exif, rebuilt_image_bytes,
+                      edge_padded, image_array_fixes, image_of_array, image_to_planes, in_srgb, load_pixels, mode_shown,
+                      naming_the_image, open_image, pillow_reason, planes_to_image, readable_exif, rebuilt_image_bytes,
                       unreadable_unnamed_image,
                       unrecognised_image, warn_of_frames_left_out, warn_of_pillow_warnings,
                       warn_of_what_codes_leave_out, warnings_recorded)
@@ -2088,9 +2088,9 @@ class Codec:
         variable_depth = checked_flag("variable_depth", variable_depth)
         rgb = as_array(rgb)
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
-            raise VQCodecError(f"an image's RGB is a uint8 array (height, width, 3), not {rgb.dtype} {rgb.shape}: "
-                               "encode() also takes uint8 grey (height, width) and RGBA (height, width, 4) arrays, and "
-                               "Pillow images")
+            raise VQCodecError(f"an image's RGB is a uint8 array (height, width, 3), not {rgb.dtype} {rgb.shape}"
+                               f"{image_array_fixes(rgb)}: encode() also takes uint8 grey (height, width) and RGBA "
+                               "(height, width, 4) arrays, and Pillow images")
         check_image_size(rgb.shape[1], rgb.shape[0])
         quality = self.check_quality(self.num_codebooks if quality is None else quality)
         self.check_weights(rate=True, depth=variable_depth)

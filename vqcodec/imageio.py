@@ -1740,13 +1740,29 @@ def edge_padded(rgb: np.ndarray, top: int, bottom: int, left: int, right: int) -
     return np.ascontiguousarray(np.pad(part, ((0, max(0, bottom - h)), (0, max(0, right - w)), (0, 0)), mode="edge"))
 
 
+def image_array_fixes(array: np.ndarray) -> str:
+    """What would make `array`, refused as an image, one of the uint8 (height, width[, channels]) arrays taken,
+    where it looks like an image in another layout or type (a torch image batch, channels first, floats of 0..1):
+    ' (' and the fixes ')', or nothing."""
+    fixes = []
+    if array.ndim == 4:
+        fixes.append("one image at a time, not a batch: image[i]")
+    if array.ndim in (3, 4) and array.shape[-3] in (1, 3, 4) and array.shape[-1] not in (3, 4):
+        fixes.append("channels last, not first: a tensor's permute(1, 2, 0) or np.moveaxis(image, 0, -1)")
+    if np.issubdtype(array.dtype, np.floating):
+        fixes.append("uint8 of 0..255, not floats: (image * 255).round() as uint8 for floats of 0..1, as torchvision's")
+    elif array.dtype != np.uint8 and np.issubdtype(array.dtype, np.integer):
+        fixes.append("uint8 of 0..255: image.astype(np.uint8) or a tensor's to(torch.uint8)")
+    return f" ({'; '.join(fixes)})" if fixes else ""
+
+
 def image_of_array(array: np.ndarray):
     """A uint8 array (height, width), (height, width, 3) or (height, width, 4) as a Pillow image."""
     from PIL import Image
 
     if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
         raise VQCodecError("an image array must be uint8 (height, width), (height, width, 3) or (height, width, 4), "
-                           f"not {array.dtype} {array.shape}")
+                           f"not {array.dtype} {array.shape}{image_array_fixes(array)}")
     if min(array.shape[:2]) < 1:
         raise VQCodecError(f"image of {array.shape[1]}x{array.shape[0]} pixels is empty")
     check_image_size(array.shape[1], array.shape[0])  # before Pillow copies it (a broadcast array: gigabytes)
