@@ -162,3 +162,17 @@ def test_an_image_tensor_as_torchvision_gives_it_is_refused_saying_how_to_make_i
             golden_image_codec.media_to_codes(given)
     taken = (image.permute(1, 2, 0) * 255).round().to(torch.uint8)
     assert golden_image_codec.image_to_codes(taken, 2).shape[0] == 2
+
+
+def test_another_models_file_names_the_installed_model_that_decodes_it(codec, other_codec, other_model_path, signal,
+                                                                       monkeypatch):
+    """read_codes and decode of a file another model wrote said 'decode it with a Codec of the model that wrote it',
+    naming that model by its id alone, where an installed model of that id decodes it (the command line named it)."""
+    data = other_codec.encode_audio(signal(1, 160, 16000), 16000, 2)
+    wrote = f"^file was written by model {other_codec.model_id.hex()}, not tiny \\({codec.model_id.hex()}\\); "
+    with pytest.raises(VQCodecError, match=wrote + "decode it with a Codec of the model that wrote it$"):
+        codec.read_codes(data)
+    monkeypatch.setenv("VQCODEC_MODEL_PATH", str(other_model_path.parent))
+    for call in (codec.read_codes, codec.decode):
+        with pytest.raises(VQCodecError, match=wrote + r"Codec\.load\('other'\) decodes it$"):
+            call(data)

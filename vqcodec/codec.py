@@ -52,7 +52,7 @@ from .modelfile import build_model, compute_codes_id, inference_state, read_mode
 from .prior import ABSENT, CodePrior, RateCosts, plane_depths
 from .recode import FileCuts
 from .refine import LEARNING_RATE as REFINE_LEARNING_RATE, refine_codes
-from .registry import find_model, list_models, retired_model_hint
+from .registry import decoder_advice, find_model, list_models, retired_model_hint
 from .soundio import (FLOAT_CODEC_SUBTYPES, SOUNDFILE_ERRORS, STREAMED_HEAD_BYTES, SoundSink, audio_format_named,
                       audio_format_of, check_audio_output, open_sound, sound_blocks, soundfile_format,
                       unrecognised_audio, unwritable_audio)
@@ -1443,7 +1443,9 @@ class Codec:
         """Why this model refuses a file that another wrote, whose files it does not decode, and what decodes it."""
         wrote = f"file was written by model {header.model_id.hex()}, not {self.name} ({self.model_id.hex()})"
         retired = retired_model_hint(header.model_id.hex(), header.coded_prior_id)
-        advice = setting("pass the matching --model", "decode it with a Codec of the model that wrote it")
+        installed = decoder_advice(header.model_id.hex(), header.coded_prior_id)
+        advice = setting("pass the matching --model", "decode it with a Codec of the model that wrote it"
+                         if installed is None else f"Codec.load({shown(installed)}) decodes it")
         if retired or self.prior is None or header.coded_prior_id != self.prior.prior_id:
             return f"{wrote}; {advice}{retired}"
         # A decoder-only fine-tune keeps the prior of the model it was made from, and makes its codes, but its files
