@@ -3,6 +3,7 @@ edited or mistook: each wrong input refused in one line that names what is wrong
 from __future__ import annotations
 
 import io
+import os
 import re
 from pathlib import Path
 
@@ -176,3 +177,21 @@ def test_another_models_file_names_the_installed_model_that_decodes_it(codec, ot
     for call in (codec.read_codes, codec.decode):
         with pytest.raises(VQCodecError, match=wrote + r"Codec\.load\('other'\) decodes it$"):
             call(data)
+
+
+def test_codes_of_another_model_name_the_installed_model_that_made_them(codec, other_codec, other_model_path,
+                                                                        golden_image_codec, monkeypatch):
+    """Codes another model made, or an image model's given to an audio model, were refused saying 'decode them with
+    the model that made them', naming that model by its id alone where it is installed."""
+    from conftest import GOLDEN
+
+    made = r"decode them with the model that made them"
+    audio_codes = other_codec.audio_to_codes(np.zeros(64, np.float32), 2)
+    image_codes = golden_image_codec.image_to_codes(np.zeros((8, 8, 3), np.uint8), 2)
+    with pytest.raises(VQCodecError, match=rf": {made} \(or a decoder-only fine-tune of it\)$"):
+        codec.codes_to_audio(audio_codes)
+    monkeypatch.setenv("VQCODEC_MODEL_PATH", os.pathsep.join([str(other_model_path.parent), str(GOLDEN)]))
+    with pytest.raises(VQCodecError, match=rf": {made}, Codec\.load\('other'\) \(or a decoder-only fine-tune of it\)$"):
+        codec.codes_to_audio(audio_codes)
+    with pytest.raises(VQCodecError, match=rf"^these are the codes of an image, .*: {made}, Codec\.load\('golden_image'\)$"):
+        codec.codes_to_file(image_codes)

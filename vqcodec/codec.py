@@ -324,6 +324,12 @@ def _refuse_a_batch_of_media(media: list | tuple) -> None:
                            "(a folder: vqcodec.folders' encode_tree and codes_of_media_tree)")
 
 
+def _decode_with_maker(model_id: bytes | None) -> str:
+    """What decodes codes that the model of `model_id` made: that model, named as it is installed where it is."""
+    installed = None if model_id is None else decoder_advice(model_id.hex(), None)
+    return "decode them with the model that made them" + ("" if installed is None else f", Codec.load({shown(installed)})")
+
+
 def _same_channels(x: torch.Tensor, tolerance: float = SAME_CHANNEL_TOLERANCE) -> bool:
     """Whether every channel of (channels, 1, samples) is within `tolerance` of the first."""
     return x.shape[0] > 1 and bool((x - x[:1]).abs().max() <= tolerance)
@@ -919,13 +925,13 @@ class Codec:
         made = kind_of(codes)
         if made is not None and made != self.kind:
             raise VQCodecError(f"these are the codes of {kind_held(made)}, made by a model that codes "
-                               f"{kind_coded(made)}, but model {self.name} codes {kind_coded(self.kind)}: decode them "
-                               "with the model that made them")
+                               f"{kind_coded(made)}, but model {self.name} codes {kind_coded(self.kind)}: "
+                               f"{_decode_with_maker(maker_of(codes)[0])}")
         maker, codes_id = maker_of(codes)
         if maker is None or self.makes_codes_of(maker, codes_id):
             return
         raise VQCodecError(not_its_codes(f"these codes were made by model {maker.hex()}", codes_id, self, "by",
-                                         "decode them with the model that made them"))
+                                         _decode_with_maker(maker)))
 
     @property
     def codes_id(self) -> bytes:
