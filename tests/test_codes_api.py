@@ -13,8 +13,7 @@ import pytest
 from vqcodec import VQCodecError
 
 
-@pytest.mark.parametrize("given", ["codes.npy", Path("codes.npy"), None, b"\x93NUMPY", io.BytesIO(b"\x93NUMPY"),
-                                   {"codes": [1, 2]}])
+@pytest.mark.parametrize("given", ["codes.npy", Path("codes.npy"), b"\x93NUMPY", io.BytesIO(b"\x93NUMPY")])
 def test_codes_that_are_no_array_are_refused_naming_what_they_are_and_what_reads_a_file(codec, golden_image_codec,
                                                                                       given):
     """A path given for codes was refused as 'codes must be integers, not <U9' (np.asarray's 0-d array of text),
@@ -22,6 +21,15 @@ def test_codes_that_are_no_array_are_refused_naming_what_they_are_and_what_reads
     for call in (codec.codes_to_audio, codec.codes_to_file, golden_image_codec.codes_to_image):
         with pytest.raises(VQCodecError, match=r"^codes are an integer array \(NumPy, a torch tensor or nested lists\), "
                                                r"not .*: vqcodec\.tokens\.read_codes_npy\(path, codec\) reads a \.npy"):
+            call(given)
+
+
+@pytest.mark.parametrize("given, named", [(None, "None"), ({"codes": [1, 2]}, "a dict")])
+def test_codes_of_none_or_a_dict_are_refused_naming_them_alone(codec, given, named):
+    """None and a dict were 'codes must be integers, not object'; they are no file, so no reader is named."""
+    for call in (codec.codes_to_audio, codec.codes_to_file):
+        with pytest.raises(VQCodecError, match=rf"^codes are an integer array \(NumPy, a torch tensor or nested lists\), "
+                                               rf"not {named}$"):
             call(given)
 
 

@@ -268,9 +268,10 @@ def _integer_codes(codes) -> np.ndarray:
     of numbers at all (a path, which np.asarray made a 0-d array of text, 'codes must be integers, not <U9'; None;
     a stream) is refused naming what it is and what reads a file of codes."""
     if codes is None or isinstance(codes, (str, bytes, bytearray, os.PathLike, dict)) or hasattr(codes, "read"):
-        raise VQCodecError(f"codes are an integer array (NumPy, a torch tensor or nested lists), not {type_of(codes)}: "
-                           "vqcodec.tokens.read_codes_npy(path, codec) reads a .npy file of codes, "
-                           "codec.read_codes(path) a .vq file's")
+        a_file = codes is not None and not isinstance(codes, dict)  # its path, bytes or stream
+        raise VQCodecError(f"codes are an integer array (NumPy, a torch tensor or nested lists), not {type_of(codes)}"
+                           + (": vqcodec.tokens.read_codes_npy(path, codec) reads a .npy file of codes, "
+                              "codec.read_codes(path) a .vq file's" if a_file else ""))
     return integer_codes(as_array(codes))
 
 
