@@ -203,3 +203,18 @@ def test_codes_of_another_model_name_the_installed_model_that_made_them(codec, o
         codec.codes_to_audio(audio_codes)
     with pytest.raises(VQCodecError, match=rf"^these are the codes of an image, .*: {made}, Codec\.load\('golden_image'\)$"):
         codec.codes_to_file(image_codes)
+
+
+@pytest.mark.parametrize("given, message", [
+    ([[[1, None]]], r"^codes must be integers, not None \(at \[0, 0, 1\]\)$"),
+    ([[[1, 2], [3, "4"]]], None),  # NumPy makes text of it: 'not <U21', as before
+    (np.array([[[3, 2.5]]], dtype=object), r"^codes must be integers, not a float \(2\.5 at \[0, 0, 1\]\)$"),
+    ([[[1, 2 ** 70]]], r"^codes hold 1180591620717411303424 \(at \[0, 0, 1\]\), which is no code$"),
+])
+def test_nested_lists_that_numpy_makes_objects_of_are_refused_naming_the_first_item_that_is_no_code(
+        codec, given, message):
+    """Codes as nested lists holding None, or an int beyond int64, were refused as 'codes must be integers, not
+    object', naming neither the item nor where it is."""
+    for call in (codec.codes_to_audio, codec.codes_to_file):
+        with pytest.raises(VQCodecError, match=message or r"^codes must be integers, not <U21$"):
+            call(given)

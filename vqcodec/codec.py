@@ -272,7 +272,22 @@ def _integer_codes(codes) -> np.ndarray:
         raise VQCodecError(f"codes are an integer array (NumPy, a torch tensor or nested lists), not {type_of(codes)}"
                            + (": vqcodec.tokens.read_codes_npy(path, codec) reads a .npy file of codes, "
                               "codec.read_codes(path) a .vq file's" if a_file else ""))
-    return integer_codes(as_array(codes))
+    array = as_array(codes)
+    if array.dtype == object:  # nested lists holding something that is no int64: named, not 'not object'
+        _refuse_what_is_no_code(array)
+    return integer_codes(array)
+
+
+def _refuse_what_is_no_code(array: np.ndarray) -> None:
+    """Refuse codes of NumPy's object type (nested lists that NumPy made no array of numbers of), naming the first
+    item that is no integer, or no int64 (as [0, 0, 1])."""
+    for index, item in np.ndenumerate(array):
+        place = list(index)
+        if isinstance(item, bool) or not isinstance(item, (int, np.integer)):
+            shown_item = "" if item is None else f"{shown_cut(item, 40)} "
+            raise VQCodecError(f"codes must be integers, not {type_of(item)} ({shown_item}at {place})")
+        if not -2 ** 63 <= item < 2 ** 63:
+            raise VQCodecError(f"codes hold {shown_cut(item, 40)} (at {place}), which is no code")
 
 
 def _axis_noun(axis: str) -> str:
