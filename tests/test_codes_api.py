@@ -139,6 +139,9 @@ def test_the_codes_methods_docstrings_give_the_layout_and_sizes_they_take(codec,
         Codec.media_to_codes.__doc__.split())
     assert "an image's (quality, rows, cols)" in " ".join(Codec.media_to_codes.__doc__.split())
     assert "of 1 to num_codebooks levels" in " ".join(Codec.codes_to_audio.__doc__.split())
+    assert "or (samples,) for mono, -> (channels, quality, frames) codes, frames = ceil(samples / hop)" in " ".join(
+        Codec.audio_to_codes.__doc__.split())
+    assert codec.audio_to_codes(np.zeros(2 * codec.hop + 1, np.float32), 1).shape == (1, 1, 3)
     assert "(rows - 1) x hop + 1 up to rows x hop" in " ".join(Codec.codes_to_image.__doc__.split())
     codes, restore = codec.media_to_codes(np.zeros((2, 3 * codec.hop), np.float32), sample_rate=codec.sample_rate)
     assert codes.shape == (2, codec.num_codebooks, 3) and restore["channels"] == 2

@@ -1137,9 +1137,9 @@ class Codec:
     @torch.no_grad()  # not inference_mode: refinement needs gradients through the decoder
     def audio_to_codes(self, audio: np.ndarray, quality: int | None = None, variable_depth: bool = False, *,
                        channels: int | None = None) -> np.ndarray:
-        """Codes of audio already at the model rate: (channels, samples) -> (channels, quality, frames) codes of
-        code_dtype (int16, or int32 for a codebook of more than 32 768 codes), made in that type as they are
-        found, with no int64 copy of the whole recording's.
+        """Codes of audio already at the model rate: (channels, samples), or (samples,) for mono, -> (channels,
+        quality, frames) codes, frames = ceil(samples / hop), of code_dtype (int16, or int32 for a codebook of
+        more than 32 768 codes), made in that type as they are found, with no int64 copy of the whole recording's.
 
         The samples are coded as given: unlike encoding and media_to_codes, no level gain is applied.
         With `variable_depth` (and a depth weight, for entropy coding) each frame keeps only the levels
