@@ -19,7 +19,8 @@ def test_codes_that_are_no_array_are_refused_naming_what_they_are_and_what_reads
     """A path given for codes was refused as 'codes must be integers, not <U9' (np.asarray's 0-d array of text),
     None and a stream as 'not object', bytes as 'not |S6'."""
     for call in (codec.codes_to_audio, codec.codes_to_file, golden_image_codec.codes_to_image):
-        with pytest.raises(VQCodecError, match=r"^codes are an integer array \(NumPy, a torch tensor or nested lists\), "
+        with pytest.raises(VQCodecError, match=r"^codes are an integer array \(NumPy, a torch tensor or nested "
+                                               r"lists\), "
                                                r"not .*: vqcodec\.tokens\.read_codes_npy\(path, codec\) reads a \.npy"):
             call(given)
 
@@ -28,7 +29,8 @@ def test_codes_that_are_no_array_are_refused_naming_what_they_are_and_what_reads
 def test_codes_of_none_or_a_dict_are_refused_naming_them_alone(codec, given, named):
     """None and a dict were 'codes must be integers, not object'; they are no file, so no reader is named."""
     for call in (codec.codes_to_audio, codec.codes_to_file):
-        with pytest.raises(VQCodecError, match=rf"^codes are an integer array \(NumPy, a torch tensor or nested lists\), "
+        with pytest.raises(VQCodecError, match=rf"^codes are an integer array \(NumPy, a torch tensor or nested "
+                                               rf"lists\), "
                                                rf"not {named}$"):
             call(given)
 
@@ -149,26 +151,29 @@ def test_the_codes_methods_docstrings_give_the_layout_and_sizes_they_take(codec,
     cells = np.zeros((2, 3, 4), np.int16)
     assert image.codes_to_image(cells).shape == (3 * hop, 4 * hop, 3)
     assert image.codes_to_image(cells, 2 * hop + 1, 3 * hop + 1).shape == (2 * hop + 1, 3 * hop + 1, 3)
-    with pytest.raises(VQCodecError, match=rf"^height must be an integer from {2 * hop + 1} to {3 * hop}, not {2 * hop}$"):
+    with pytest.raises(VQCodecError, match=rf"^height must be an integer from {2 * hop + 1} to {3 * hop}, "
+                                           rf"not {2 * hop}$"):
         image.codes_to_image(cells, 2 * hop)
 
 
 def test_an_image_tensor_as_torchvision_gives_it_is_refused_saying_how_to_make_it_uint8_channels_last(
         golden_image_codec):
-    """A (3, height, width) float tensor of 0..1, torchvision's image, or a batch of them, or an int64 image, was refused
-    naming its type and shape alone: the fixes (channels last, uint8 of 0..255, one image) were the user's to find."""
+    """A (3, height, width) float tensor of 0..1, torchvision's image, or a batch of them, or an int64 image, was
+    refused naming its type and shape alone: the fixes (channels last, uint8 of 0..255, one image) were the user's
+    to find."""
     import torch
 
     image = torch.rand(3, 20, 24)
     channels = r"channels last, not first: a tensor's permute\(1, 2, 0\) or np\.moveaxis\(image, 0, -1\)"
-    floats = r"uint8 of 0\.\.255, not floats: \(image \* 255\)\.round\(\) as uint8 for floats of 0\.\.1, as torchvision's"
-    for given, fixes in ((image, f"{channels}; {floats}"), (image[None], f"one image at a time, not a batch: image\\[i\\]; "
-                                                                          f"{channels}; {floats}"),
+    floats = (r"uint8 of 0\.\.255, not floats: \(image \* 255\)\.round\(\) as uint8 for floats of 0\.\.1, "
+              r"as torchvision's")
+    batch = r"one image at a time, not a batch: image\[i\]"
+    for given, fixes in ((image, f"{channels}; {floats}"), (image[None], f"{batch}; {channels}; {floats}"),
                          ((image * 255).long().permute(1, 2, 0),
                           r"uint8 of 0\.\.255: image\.astype\(np\.uint8\) or a tensor's to\(torch\.uint8\)")):
         shape = re.escape(str(tuple(given.shape)))
-        with pytest.raises(VQCodecError, match=rf"^an image's RGB is a uint8 array \(height, width, 3\), not \w+ {shape} "
-                                               rf"\({fixes}\): encode\(\) also takes uint8 grey"):
+        with pytest.raises(VQCodecError, match=rf"^an image's RGB is a uint8 array \(height, width, 3\), "
+                                               rf"not \w+ {shape} \({fixes}\): encode\(\) also takes uint8 grey"):
             golden_image_codec.image_to_codes(given)
         with pytest.raises(VQCodecError, match=rf"^an image array must be uint8 .*, not \w+ {shape} \({fixes}\)$"):
             golden_image_codec.media_to_codes(given)
@@ -204,7 +209,8 @@ def test_codes_of_another_model_name_the_installed_model_that_made_them(codec, o
     monkeypatch.setenv("VQCODEC_MODEL_PATH", os.pathsep.join([str(other_model_path.parent), str(GOLDEN)]))
     with pytest.raises(VQCodecError, match=rf": {made}, Codec\.load\('other'\) \(or a decoder-only fine-tune of it\)$"):
         codec.codes_to_audio(audio_codes)
-    with pytest.raises(VQCodecError, match=rf"^these are the codes of an image, .*: {made}, Codec\.load\('golden_image'\)$"):
+    with pytest.raises(VQCodecError, match=rf"^these are the codes of an image, .*: {made}, "
+                                           rf"Codec\.load\('golden_image'\)$"):
         codec.codes_to_file(image_codes)
 
 

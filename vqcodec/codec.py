@@ -343,7 +343,8 @@ def _refuse_a_batch_of_media(media: list | tuple) -> None:
 def _decode_with_maker(model_id: bytes | None) -> str:
     """What decodes codes that the model of `model_id` made: that model, named as it is installed where it is."""
     installed = None if model_id is None else decoder_advice(model_id.hex(), None)
-    return "decode them with the model that made them" + ("" if installed is None else f", Codec.load({shown(installed)})")
+    named = "" if installed is None else f", Codec.load({shown(installed)})"
+    return f"decode them with the model that made them{named}"
 
 
 def _same_channels(x: torch.Tensor, tolerance: float = SAME_CHANNEL_TOLERANCE) -> bool:
@@ -980,9 +981,10 @@ class Codec:
 
     def _bad_codes(self, layout: str, codes: np.ndarray, level_axis: int) -> VQCodecError:
         """The refusal of codes of a shape this model cannot take, naming their shape and what is wrong with it."""
+        fault = _shape_fault(codes.shape, layout, level_axis, self.num_codebooks)
         return VQCodecError(f"codes must be a non-empty integer array ({layout}) of at most {self.num_codebooks} "
                             f"levels, each an index below {self.codebook_size} or -1, not {codes.dtype} "
-                            f"{tuple(codes.shape)}: {_shape_fault(codes.shape, layout, level_axis, self.num_codebooks)}")
+                            f"{tuple(codes.shape)}: {fault}")
 
     def _require(self, kind: str) -> None:
         if self.kind != kind:
