@@ -227,3 +227,18 @@ def test_nested_lists_that_numpy_makes_objects_of_are_refused_naming_the_first_i
     for call in (codec.codes_to_audio, codec.codes_to_file):
         with pytest.raises(VQCodecError, match=message or r"^codes must be integers, not <U21$"):
             call(given)
+
+
+def test_codes_given_where_media_is_wanted_are_refused_naming_what_takes_codes(codec, golden_image_codec):
+    """Codes from audio_to_codes given back to encode, media_to_codes or audio_to_codes were refused as 3-D audio
+    ('audio must be (channels, samples) or (samples,), not 3-D'), an image's codes as an image of another type."""
+    audio_codes = codec.audio_to_codes(np.zeros(64, np.float32), 2)
+    image_codes = golden_image_codec.image_to_codes(np.zeros((8, 8, 3), np.uint8), 3)
+    audio = r"^these are codes \(of audio\), not media: codes_to_file makes a \.vq file of them, codes_to_audio decodes"
+    for call in (lambda: codec.encode(audio_codes, sample_rate=16000), lambda: codec.media_to_codes(audio_codes),
+                 lambda: codec.audio_to_codes(audio_codes)):
+        with pytest.raises(VQCodecError, match=audio):
+            call()
+    for call in (golden_image_codec.encode, golden_image_codec.media_to_codes, golden_image_codec.image_to_codes):
+        with pytest.raises(VQCodecError, match=r"^these are codes \(of an image\), not media: .* codes_to_image decodes"):
+            call(image_codes)

@@ -340,6 +340,15 @@ def _refuse_a_batch_of_media(media: list | tuple) -> None:
                            "(a folder: vqcodec.folders' encode_tree and codes_of_media_tree)")
 
 
+def _refuse_codes_as_media(media) -> None:
+    """Refuse codes that the codes methods gave (KindedCodes) where media is wanted: encoded, they were taken for
+    3-D audio or an image of another type ('audio must be (channels, samples) or (samples,), not 3-D')."""
+    made = kind_of(media)
+    if made is not None:
+        raise VQCodecError(f"these are codes (of {kind_held(made)}), not media: codes_to_file makes a .vq file of them, "
+                           f"{'codes_to_audio' if made == 'audio' else 'codes_to_image'} decodes them")
+
+
 def _decode_with_maker(model_id: bytes | None) -> str:
     """What decodes codes that the model of `model_id` made: that model, named as it is installed where it is."""
     installed = None if model_id is None else decoder_advice(model_id.hex(), None)
@@ -529,6 +538,7 @@ class Codec:
         from PIL import Image
 
         quality = self.default_quality(max_rate is not None) if quality is None else quality
+        _refuse_codes_as_media(media)
         if isinstance(media, (list, tuple)):
             _refuse_a_batch_of_media(media)
             media = as_array(media)  # a list of ints is refused as encode_audio refuses it, not taken as float
@@ -1148,6 +1158,7 @@ class Codec:
         that pay for their bits, as in files: the rest of its codes are -1. `channels`, if given, must be
         the audio's: an array of more channels than samples is refused without it, as (samples, channels)."""
         self._require("audio")
+        _refuse_codes_as_media(audio)
         variable_depth = checked_flag("variable_depth", variable_depth)
         audio = audio_array(audio, channels)  # converted to float32 a block at a time, as it is coded
         channels, samples = audio.shape
@@ -2111,6 +2122,7 @@ class Codec:
         With `variable_depth` (and a depth weight, for entropy coding) each latent cell keeps only the
         levels that pay for their bits, as in files: the rest of its codes are -1."""
         self._require("image")
+        _refuse_codes_as_media(rgb)
         variable_depth = checked_flag("variable_depth", variable_depth)
         rgb = as_array(rgb)
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
