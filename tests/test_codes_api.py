@@ -229,6 +229,15 @@ def test_nested_lists_that_numpy_makes_objects_of_are_refused_naming_the_first_i
             call(given)
 
 
+def test_codes_of_numpys_object_type_holding_ints_are_taken_as_those_ints(codec):
+    """np.array(codes, dtype=object) of Python ints (as pandas gives them) was refused as 'codes must be integers,
+    not object', though nested lists of the same ints were taken."""
+    codes = [[[1, 2, 3], [4, 5, -1]]]
+    np.testing.assert_array_equal(codec.codes_to_audio(np.array(codes, dtype=object)), codec.codes_to_audio(codes))
+    whole = [[[1, 2, 3], [4, 5, 6]]]  # the tiny model has no prior to code a -1 with
+    assert codec.codes_to_file(np.array(whole, dtype=object)) == codec.codes_to_file(whole)
+
+
 def test_codes_given_where_media_is_wanted_are_refused_naming_what_takes_codes(codec, golden_image_codec):
     """Codes from audio_to_codes given back to encode, media_to_codes or audio_to_codes were refused as 3-D audio
     ('audio must be (channels, samples) or (samples,), not 3-D'), an image's codes as an image of another type."""

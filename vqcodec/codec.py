@@ -274,13 +274,14 @@ def _integer_codes(codes) -> np.ndarray:
                               "codec.read_codes(path) a .vq file's" if a_file else ""))
     array = as_array(codes)
     if array.dtype == object:  # nested lists holding something that is no int64: named, not 'not object'
-        _refuse_what_is_no_code(array)
+        array = _object_codes_as_int64(array)
     return integer_codes(array)
 
 
-def _refuse_what_is_no_code(array: np.ndarray) -> None:
-    """Refuse codes of NumPy's object type (nested lists that NumPy made no array of numbers of), naming the first
-    item that is no integer, or no int64 (as [0, 0, 1])."""
+def _object_codes_as_int64(array: np.ndarray) -> np.ndarray:
+    """Codes of NumPy's object type as int64 where each is an int (np.array(codes, dtype=object) of Python ints), or
+    refused naming the first item that is no integer, or no int64 (nested lists that NumPy made no array of numbers
+    of, holding None or an int beyond int64), and where it is (as [0, 0, 1])."""
     for index, item in np.ndenumerate(array):
         place = list(index)
         if isinstance(item, bool) or not isinstance(item, (int, np.integer)):
@@ -288,6 +289,7 @@ def _refuse_what_is_no_code(array: np.ndarray) -> None:
             raise VQCodecError(f"codes must be integers, not {type_of(item)} ({shown_item}at {place})")
         if not -2 ** 63 <= item < 2 ** 63:
             raise VQCodecError(f"codes hold {shown_cut(item, 40)} (at {place}), which is no code")
+    return array.astype(np.int64)
 
 
 def _axis_noun(axis: str) -> str:
