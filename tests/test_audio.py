@@ -2546,6 +2546,26 @@ def test_a_rate_search_of_an_audio_stream_part_way_reads_each_try_from_where_it_
         assert encode(stream) == alone
 
 
+@pytest.mark.parametrize("format_hint", ["WAV", "FLAC", "OGG", "OPUS"])
+def test_decode_audio_file_into_a_stream_that_appends_adds_the_file_after_what_it_held(codec, signal, tmp_path,
+                                                                                       format_hint):
+    """A file opened with 'ab' (or a descriptor opened O_APPEND) writes at its end whatever it seeks to: soundfile's
+    seek back to finish a WAV or FLAC header, and SoundSink's over each Ogg page's serial, added those bytes after
+    the file (19332 bytes for 19244, and Ogg pages with libsndfile's random serial). It is written through a spool."""
+    data = codec.encode_audio(signal(1, 16000, 16000), 16000, 2)
+    alone = io.BytesIO()
+    codec.decode_audio_file(data, alone, format_hint=format_hint)
+    opened = tmp_path / "opened_to_append"
+    opened.write_bytes(b"held")
+    with open(opened, "ab") as stream:
+        codec.decode_audio_file(data, stream, format_hint=format_hint)
+    assert opened.read_bytes() == b"held" + alone.getvalue()
+    descriptor = os.open(tmp_path / "descriptor", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    with open(descriptor, "wb") as stream:  # its mode says 'wb': its descriptor appends
+        codec.decode_audio_file(data, stream, format_hint=format_hint)
+    assert (tmp_path / "descriptor").read_bytes() == alone.getvalue()
+
+
 def test_decode_audio_file_writes_into_a_pipe_and_names_a_stream_that_fails(codec, signal, capfd):
     data = codec.encode_audio(signal(1, 1600, 16000), 16000, 2)
     whole = io.BytesIO()

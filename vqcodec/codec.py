@@ -56,9 +56,9 @@ from .registry import decoder_advice, find_model, list_models, retired_model_hin
 from .soundio import (FLOAT_CODEC_SUBTYPES, SOUNDFILE_ERRORS, STREAMED_HEAD_BYTES, SoundSink, audio_format_named,
                       audio_format_of, check_audio_output, open_sound, sound_blocks, soundfile_format,
                       unrecognised_audio, unwritable_audio)
-from .streams import (check_destination, check_format_name, check_source, checked_flag, flush_written, input_called,
-                      input_name, is_fifo, is_seekable, is_whole, left_where_it_was, output_name, scalar_of,
-                      spooled_fifo, spooled_stream, stops_held, through_spool, unwritable_stream, write_file)
+from .streams import (appends, check_destination, check_format_name, check_source, checked_flag, flush_written,
+                      input_called, input_name, is_fifo, is_seekable, is_whole, left_where_it_was, output_name,
+                      scalar_of, spooled_fifo, spooled_stream, stops_held, through_spool, unwritable_stream, write_file)
 from .wording import kind_coded, kind_held, not_its_codes, plural, setting, shown, shown_cut, type_of
 
 AUDIO_CHUNK_FRAMES = 500        # frames per container chunk: 10 s at 50 frames/s
@@ -347,8 +347,8 @@ def _refuse_codes_as_media(media) -> None:
     3-D audio or an image of another type ('audio must be (channels, samples) or (samples,), not 3-D')."""
     made = kind_of(media)
     if made is not None:
-        raise VQCodecError(f"these are codes (of {kind_held(made)}), not media: codes_to_file makes a .vq file of them, "
-                           f"{'codes_to_audio' if made == 'audio' else 'codes_to_image'} decodes them")
+        raise VQCodecError(f"these are codes (of {kind_held(made)}), not media: codes_to_file makes a .vq file of "
+                           f"them, {'codes_to_audio' if made == 'audio' else 'codes_to_image'} decodes them")
 
 
 def _decode_with_maker(model_id: bytes | None) -> str:
@@ -2037,9 +2037,9 @@ class Codec:
             self._decode_audio_into(data, stream, where, format_hint, subtype, start, duration, salvage, rate)
         if isinstance(destination, (str, Path)):
             write_file(destination, decode_into)
-        elif not is_seekable(destination) or isinstance(destination, io.RawIOBase):
-            # a pipe or socket: soundfile seeks back to finish the header; a raw stream (open(..., buffering=0)) may
-            # take part of a write, which soundfile asserts it does not
+        elif not is_seekable(destination) or isinstance(destination, io.RawIOBase) or appends(destination):
+            # a pipe or socket: soundfile seeks back to finish the header (a stream that appends writes that at its
+            # end); a raw stream (open(..., buffering=0)) may take part of a write, which soundfile asserts it does not
             through_spool(destination, decode_into, where)
         else:
             try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import math
 import numbers
@@ -294,6 +295,18 @@ def is_seekable(stream) -> bool:
     try:
         return bool(stream.seekable())
     except (AttributeError, OSError, ValueError):
+        return False
+
+
+def appends(stream) -> bool:
+    """Whether every write to a stream lands at its end (opened with 'a', or its descriptor O_APPEND), whatever
+    it seeks to: a writer that seeks back to finish what it wrote (soundfile's WAV, FLAC and MP3 headers, the Ogg
+    serials of SoundSink) would add those bytes at the end instead."""
+    if "a" in str(getattr(stream, "mode", "")):
+        return True
+    try:
+        return bool(fcntl.fcntl(stream.fileno(), fcntl.F_GETFL) & os.O_APPEND)
+    except (AttributeError, OSError, ValueError):  # no descriptor: BytesIO and the like write where they seek
         return False
 
 
