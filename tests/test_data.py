@@ -536,13 +536,13 @@ def test_the_first_process_alone_warns_of_what_reading_a_training_photo_passes_o
     frames[0].save(path, save_all=True, append_images=frames[1:])
     for main in (True, False):
         monkeypatch.setattr(vqcodec.parallel, "is_main", lambda: main)
-        monkeypatch.setattr(data, "_WARNED_IMAGES", set())  # as a process of its own starts
+        monkeypatch.setattr(data, "_WARNED_IMAGES", {})  # as a process of its own starts
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             assert data.read_media("image", path).shape == (20, 20, 3)
         said = [str(item.message) for item in caught if item.category is ImageReadWarning]
         assert said == ([f"{path} holds 3 frames: only the first is coded"] if main else []), said
-        assert data._WARNED_IMAGES == {str(path)}
+        assert list(data._WARNED_IMAGES) == [str(path)]
 
 
 @pytest.mark.skipif("MP3" not in soundfile.available_formats(), reason="this libsndfile has no MP3")

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -455,6 +456,49 @@ def test_the_first_process_alone_warns_of_what_the_mp3_decoder_says_of_a_trainin
         assert said == ([f"{folder / 'b.mp3'}: the MP3 decoder says: Warning: Xing stream size off by more than 1%, "
                          "fuzzy seeking may be even more fuzzy than by design!; read past it"] if main else []), said
         assert vqcodec.data._WARNED_AUDIO == {str(folder / "b.mp3")}
+        assert capsys.readouterr().err == ""
+
+
+def write_invalid_apng(path: Path) -> Path:
+    """A PNG with an acTL chunk of 0 frames, which Pillow warns of at every Image.open ("Invalid APNG ...")."""
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(path)
+    whole, after_ihdr = path.read_bytes(), 8 + 25
+    body = b"acTL" + bytes(8)
+    chunk = len(body[4:]).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+    path.write_bytes(whole[:after_ihdr] + chunk + whole[after_ihdr:])
+    return path
+
+
+def test_what_pillow_warns_of_a_training_photo_is_said_once_by_the_first_process_alone(tmp_path, capsys,
+                                                                                       monkeypatch):
+    """image_size passed on what Pillow warned of as it opened a photo (a raw UserWarning, not naming it) at each of
+    its calls, 4 a photo in a run (readable_files, longest_length, held_bytes, ImageCrops), before reading it warned
+    once: 5 lines of one thing. It is one ImageReadWarning naming the photo, from the first process alone (as of a
+    damaged MP3), the others noting it as given."""
+    import warnings
+
+    import vqcodec.data
+    import vqcodec.parallel
+    from vqcodec.errors import ImageReadWarning
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_invalid_apng(folder / "a.png")
+    for seed, name in enumerate(("b.png", "c.png")):
+        Image.fromarray(np.full((40, 40, 3), 60 * seed, dtype=np.uint8)).save(folder / name)
+    cfg = ImageConfig(channels=(8,), latent_dim=4, num_codebooks=1, codebook_size=4)
+    for main in (True, False):
+        monkeypatch.setattr(vqcodec.parallel, "is_main", lambda: main)
+        monkeypatch.setattr(vqcodec.data, "_WARNED_IMAGES", {})  # as a process of its own starts
+        run = options(tmp_path / "run", max_steps=None, max_minutes=1e-9, batch_size=2, crop=16)  # no step: quick
+        with warnings.catch_warnings(record=True) as caught, \
+                pytest.raises(VQCodecError, match="no training step ended") if main else contextlib.nullcontext():
+            warnings.simplefilter("always")
+            train(folder, cfg, run)
+        said = [f"{item.category.__name__}: {item.message}" for item in caught]
+        assert said == ([f"ImageReadWarning: {folder / 'a.png'}: Invalid APNG, will use default PNG image if possible;"
+                         " read past it"] if main else []), said
+        assert list(vqcodec.data._WARNED_IMAGES) == [str(folder / "a.png")]
         assert capsys.readouterr().err == ""
 
 

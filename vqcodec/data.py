@@ -28,7 +28,7 @@ from . import parallel, progressline
 from .errors import VQCodecError
 from .imagedata import PILLOW_READ_ERRORS
 from .imageio import (check_pixel_count, image_opened, pillow_log_caught, pillow_refusal, read_image_rgb,
-                      unreadable_image, warnings_recorded)
+                      unreadable_image, warn_of_pillow_warnings, warnings_recorded)
 from .io import media_kind_of
 from .soundio import (SOUNDFILE_ERRORS, decoder_lines, open_sound, read_audio, sound_blocks, unreadable_audio,
                       warn_decoder_lines)
@@ -80,7 +80,8 @@ def find_media(folder: Path, kind: str | None, leave_out: Path | None = None,
 def image_size(path: Path) -> tuple[int, int]:
     """A photo's width and height, from its header. One that cannot be read raises VQCodecError naming it, which
     says why as open_image does (imageio.pillow_refusal): what Pillow logs as it refuses it, and one that encoding
-    refuses (imageio.check_pixel_count) instead of Pillow's DecompressionBombWarning, a Python warning on stderr."""
+    refuses (imageio.check_pixel_count) instead of Pillow's DecompressionBombWarning, a Python warning on stderr.
+    What Pillow warns of as it opens it is said as reading it says it, the first time only (_warn_of_photo)."""
     from PIL import Image
 
     logged: list[str] = []
@@ -97,8 +98,9 @@ def image_size(path: Path) -> tuple[int, int]:
         raise unreadable_image(path, exc) from None
     except (Image.DecompressionBombError, *PILLOW_READ_ERRORS) as exc:  # what Pillow raises of a file it cannot read
         raise unreadable_image(path, pillow_refusal(path, exc, logged)) from None
-    for item in caught:
-        warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+    with warnings_recorded() as named:
+        warn_of_pillow_warnings(caught, path)
+    _warn_of_photo(named, path)
     return size
 
 
@@ -123,21 +125,32 @@ def _gives_read_warnings() -> bool:
     return parallel.is_main()
 
 
-# The photos whose warnings have been given: training decodes a photo at each of its crops read from disk
-# (and a held-out one to check it first), and says what reading it passed over once.
-_WARNED_IMAGES: set[str] = set()
+# What has been warned of each photo (its path's): training opens a photo for its size several times
+# (readable_files, longest_length, held_bytes, ImageCrops) and decodes it at each of its crops read from disk
+# (and a held-out one to check it first), and says each thing reading it passed over once.
+_WARNED_IMAGES: dict[str, set[str]] = {}
 
 
 def _read_photo(path: Path) -> np.ndarray:
     """imageio.read_image_rgb, whose warnings (corrupt EXIF data, the frames of an animation) are given the first
-    time only, in the first process alone (_gives_read_warnings)."""
+    time only (_warn_of_photo)."""
     with warnings_recorded() as caught:
         image = read_image_rgb(path)
-    if caught and str(path) not in _WARNED_IMAGES:
-        _WARNED_IMAGES.add(str(path))
-        for item in caught if _gives_read_warnings() else ():
-            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+    _warn_of_photo(caught, path)
     return image
+
+
+def _warn_of_photo(caught: list, path: Path) -> None:
+    """Give the warnings `caught` while reading `path` that no read of it gave before, in the first process alone
+    (_gives_read_warnings); every process notes them as given."""
+    if not caught:
+        return
+    given = _WARNED_IMAGES.setdefault(str(path), set())
+    for item in caught:
+        if str(item.message) not in given:
+            given.add(str(item.message))
+            if _gives_read_warnings():
+                warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
 
 
 def check_media_kind(kind) -> None:
