@@ -74,8 +74,8 @@ def test_train_command_under_torchrun_writes_one_model_that_resumes_in_one_proce
     assert result.stderr.count("wrote ") == 1  # only the first process writes
     assert json.loads((out / "checkpoint.json").read_text())["step"] == 4
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert [record["step"] for record in log] == [1]
-    assert 0 < log[0]["codes_in_use"] <= 1 and np.isfinite(log[0]["loss"])
+    assert [record["step"] for record in log] == [1, 4]  # 4: the last step
+    assert all(0 < record["codes_in_use"] <= 1 and np.isfinite(record["loss"]) for record in log)
 
     codec = Codec.load(str(out / "run.safetensors"))
     audio = np.random.default_rng(0).standard_normal(4000).astype(np.float32) * 0.1

@@ -128,8 +128,11 @@ def test_checkpoint_json(trained):
 
 
 def test_training_log(trained):
+    """Records at step 1, every --eval-every and the last step, whose weights the model holds: a run whose budget
+    ended between two validations (any --max-minutes run) logged and showed none of them, the progress line
+    repeating step 1's validation to the end of a short run."""
     log = read_log(trained)
-    assert [r["step"] for r in log] == [1, 5, 10]
+    assert [r["step"] for r in log] == [1, 5, 10, 12]
     for record in log:
         assert 1 <= record["perplexity"] <= 16
         assert 0 < record["codes_in_use"] <= 1
@@ -189,7 +192,10 @@ def test_a_resumed_runs_step_line_before_it_validates_has_no_empty_fields(traine
     shutil.copytree(trained, out)
     train(data_dir, None, options(out, max_steps=20, eval_every=100, resume=True, quiet=False, fit_prior=False))
     steps = [line for line in capsys.readouterr().err.splitlines() if line.startswith("step ")]
-    assert len(steps) == 1 and re.fullmatch(r"step 20 \| loss [0-9.]+ \((\w+ [0-9.]+ ?)+\)", steps[0]), steps
+    assert len(steps) == 2 and re.fullmatch(r"step 20 \| loss [0-9.]+ \((\w+ [0-9.]+ ?)+\)", steps[0]), steps
+    # then the last step's validation, once its budget is spent
+    assert re.fullmatch(r"step 20 \| loss [0-9.]+ \((\w+ [0-9.]+ ?)+\) \| val [0-9.]+ \| perplexity [0-9]+ \| "
+                        r"codes in use [0-9]+%", steps[1]), steps
 
 
 def test_the_first_line_gives_a_tiny_models_parameters_in_full(data_dir, tmp_path, capsys):
@@ -319,12 +325,12 @@ def test_a_checkpoint_without_its_settings_resumes_with_the_defaults(trained, da
     del meta["settings"], meta["run_options"]
     save_file(load_file(str(old / "checkpoint.safetensors")), str(old / "checkpoint.safetensors"))  # no header copy
     (old / "checkpoint.json").write_text(json.dumps(meta))
-    train(data_dir, None, options(old, max_steps=13, resume=True, fit_prior=False, batch_size=None, crop=None,
+    train(data_dir, None, options(old, max_steps=16, resume=True, fit_prior=False, batch_size=None, crop=None,
                                   eval_every=None))
     training = json.loads((old / "tiny.json").read_text())["training"]
-    assert (training["steps"], training["batch_size"], training["crop"]) == (13, 16, 8000)  # longest file: 8000
+    assert (training["steps"], training["batch_size"], training["crop"]) == (16, 16, 8000)  # longest file: 8000
     assert training["precision"] == resolve_precision("auto", "cpu")
-    assert [r["step"] for r in read_log(old)] == [1, 5, 10]  # none at 13: every 200 steps
+    assert [r["step"] for r in read_log(old)] == [1, 5, 10, 12, 16]  # none at 15: every 200 steps; 16, the last
 
 
 def test_a_run_resumed_on_its_folder_by_another_path_is_one_part(trained, data_dir, tmp_path, monkeypatch):
@@ -2193,7 +2199,7 @@ def test_a_run_stopped_while_it_validates_logs_that_steps_record_when_resumed(da
             train(data_dir, None, options(out, max_steps=6, resume=True, fit_prior=False))
     train(data_dir, None, options(out, max_steps=6, resume=True, fit_prior=False))
     logged, expected = read_log(out), read_log(whole)
-    assert [r["step"] for r in logged] == [1, 5]
+    assert [r["step"] for r in logged] == [1, 5, 6]  # 6: the last step
     for key in ("loss", "val", "perplexity", "codes_in_use", "lr"):
         assert logged[1][key] == pytest.approx(expected[1][key], rel=1e-6), key
     assert list(logged[1]) == list(expected[1])
@@ -2324,6 +2330,7 @@ def test_a_run_whose_progress_pipe_closes_after_training_still_fits_its_prior(da
     with open(reader, "rb") as stderr:
         assert stderr.readline().startswith(b"training tiny (audio)")
         assert stderr.readline().startswith(b"step 1 |")
+        assert stderr.readline().startswith(b"step 2 |")  # the last step's validation: training's last line
     assert process.wait(timeout=120) == 0
     meta = json.loads((out / "tiny.json").read_text())
     assert meta["training"]["steps"] == 2 and "prior" in meta
@@ -3684,7 +3691,7 @@ def test_resume_drops_whole_lines_at_the_logs_end_that_are_not_records_with_a_wa
     assert len([line for line in err if "train_log.jsonl" in line]) == 1
     records = read_log(out)  # parses
     assert (out / "train_log.jsonl").read_bytes().startswith(whole) and records[-1]["step"] == 15
-    assert [record["step"] for record in records] == [1, 5, 10, 15]
+    assert [record["step"] for record in records] == [1, 5, 10, 12, 15]
 
 
 def test_prior_fitting_codes_a_recording_of_more_channels_than_samples(codec, tmp_path, signal):

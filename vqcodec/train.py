@@ -774,9 +774,11 @@ def _step_loop(run: Run, cfg: ModelConfig, model: VQVAE, training: _Optimisation
         _or_warn(lambda: _append_log(log_path, record), record["step"])
         unvalidated = None
 
-    def report(lr: float, elapsed: float, loss_value: float, parts: dict, usage_summary: tuple | None) -> None:
+    def report(lr: float, elapsed: float, loss_value: float, parts: dict, usage_summary: tuple | None,
+               last: bool = False) -> None:
         """After a step: the progress line, the first process's checkpoint and, with the step's `usage_summary`
-        (perplexity, codes in use) where it is one the log records, its validation and log record."""
+        (perplexity, codes in use) where it is one the log records, its validation and log record. The `last`
+        step's line is shown whatever its number, without a time left, and its checkpoint is the run's end's."""
         nonlocal usage_text, last_checkpoint, unvalidated
         if main and usage_summary is not None:
             perplexity, in_use = usage_summary
@@ -784,9 +786,11 @@ def _step_loop(run: Run, cfg: ModelConfig, model: VQVAE, training: _Optimisation
             unvalidated = {"step": step, "loss": loss_value, "perplexity": perplexity, "codes_in_use": in_use, "lr": lr,
                            "seconds": seconds_trained() - validating, **parts}
             validated(unvalidated)
-        if not run.quiet and (step % 10 == 0 or step == 1):
-            left = f"{_format_time(budget - elapsed)} left" if budget else ""
+        if not run.quiet and (step % 10 == 0 or step == 1 or last):
+            left = f"{_format_time(budget - elapsed)} left" if budget and not last else ""
             _progress(_step_line(step, loss_value, parts, val_text, usage_text, left), in_place=True)
+        if last:
+            return
         if main and time.monotonic() - last_checkpoint >= options.checkpoint_minutes * 60:
             seconds = seconds_trained()
             _or_warn(lambda: save_checkpoint(checkpoint_path, training.modules, training.optimizers,
@@ -824,7 +828,7 @@ def _step_loop(run: Run, cfg: ModelConfig, model: VQVAE, training: _Optimisation
                 raise diverged(f"the loss is not finite at step {step}", checkpoint_path)
 
             usage_summary = None
-            if step % options.eval_every == 0 or step == 1:
+            if _validated_at(step, options.eval_every):
                 usage_summary = usage.summary()
                 usage = CodebookUsage(cfg, device)
                 loss_value, parts = _whole_batch_losses(loss_value, parts, run.processes, device)
@@ -833,6 +837,10 @@ def _step_loop(run: Run, cfg: ModelConfig, model: VQVAE, training: _Optimisation
                     report(lr, elapsed, loss_value, parts, usage_summary)
                 except RuntimeError as exc:
                     raise out_of_memory(exc) from None
+        if step > first_step and not _validated_at(step, options.eval_every):  # the weights the run writes
+            loss_value, parts = _whole_batch_losses(loss_value, parts, run.processes, device)
+            usage_summary = usage.summary()
+            parallel.together(lambda: report(lr, elapsed, loss_value, parts, usage_summary, last=True))
     except KeyboardInterrupt:
         if keep():
             _say(f"\ninterrupted at step {step}: checkpoint saved in {Path(options.out)}; "
@@ -843,6 +851,12 @@ def _step_loop(run: Run, cfg: ModelConfig, model: VQVAE, training: _Optimisation
     finally:
         batches.close()
     return step, seconds_trained(), validating
+
+
+def _validated_at(step: int, eval_every: int) -> bool:
+    """Whether the run validates and logs `step` as it trains: the first and every `eval_every`th (the last step,
+    which a run validates all the same, comes once its budget is spent)."""
+    return step % eval_every == 0 or step == 1
 
 
 def _whole_batch_losses(loss_value: float, parts: dict, processes: int, device: str) -> tuple[float, dict]:
