@@ -205,6 +205,14 @@ def test_the_first_line_gives_a_tiny_models_parameters_in_full(data_dir, tmp_pat
     assert f"; {parameter_count(CFG):,} parameters; " in first and parameter_count(CFG) < 10_000, first
 
 
+def test_the_first_line_gives_an_audio_models_sample_rate(data_dir, tmp_path, capsys):
+    """'training music (audio) on 106 clips' said nothing of the rate the files are resampled to: music at 44.1 kHz
+    trained a 16 kHz model (the default config's) without a word, and no later line says it either."""
+    train(data_dir, CFG, options(tmp_path / "run", max_steps=1, quiet=False, fit_prior=False))
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("training tiny (audio at 8000 Hz) on "), first
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_precision_is_recorded_and_the_weights_stay_fp32(data_dir, tmp_path, precision):
     out = tmp_path / precision
@@ -361,7 +369,7 @@ def test_a_resumed_run_keeps_its_held_out_files_when_the_folder_changes(data_dir
     soundfile.write(folder / "0.wav", signal(1, 8000, 8000, seed=5).T, 8000)  # now the first file
     train(folder, None, options(out, max_steps=2, resume=True, fit_prior=False, quiet=False))
     assert json.loads((out / "checkpoint.json").read_text())["held_out"] == ["a.wav"]
-    assert "training tiny (audio) on 3 clips" in capsys.readouterr().err  # 0.wav, b.wav and c.wav train
+    assert "training tiny (audio at 8000 Hz) on 3 clips" in capsys.readouterr().err  # 0.wav, b.wav and c.wav train
     (folder / "a.wav").unlink()
     train(folder, None, options(out, max_steps=3, resume=True, fit_prior=False, quiet=False))
     assert "none of the files the checkpoint held out for validation is left" in capsys.readouterr().err
@@ -381,7 +389,7 @@ def test_a_silent_file_due_to_be_held_out_trains_and_the_run_validates_on_the_ne
     train(folder, CFG, options(out, max_steps=1, fit_prior=False, quiet=False))
     err = capsys.readouterr().err
     assert f"not holding {folder / 'a.wav'} out for validation: it is silent" in err
-    assert "training tiny (audio) on 2 clips" in err  # a.wav and c.wav
+    assert "training tiny (audio at 8000 Hz) on 2 clips" in err  # a.wav and c.wav
     assert json.loads((out / "checkpoint.json").read_text())["held_out"] == ["b.wav"]
     train(folder, None, options(out, max_steps=2, resume=True, fit_prior=False, quiet=False))
     assert "not holding" not in capsys.readouterr().err
@@ -2284,7 +2292,7 @@ def test_a_run_whose_progress_pipe_closes_stops_with_a_checkpoint(data_dir, tmp_
     finally:
         os.close(writer)
     with open(reader, "rb") as stderr:
-        assert stderr.readline().startswith(b"training run (audio)")
+        assert stderr.readline().startswith(b"training run (audio at 8000 Hz)")
     assert process.wait(timeout=120) == 128 + 13
     assert json.loads((out / "checkpoint.json").read_text())["step"] >= 1
     assert not (out / "tiny.safetensors").exists() and not (out / "run.safetensors").exists()
@@ -2328,7 +2336,7 @@ def test_a_run_whose_progress_pipe_closes_after_training_still_fits_its_prior(da
     finally:
         os.close(writer)
     with open(reader, "rb") as stderr:
-        assert stderr.readline().startswith(b"training tiny (audio)")
+        assert stderr.readline().startswith(b"training tiny (audio at 8000 Hz)")
         assert stderr.readline().startswith(b"step 1 |")
         assert stderr.readline().startswith(b"step 2 |")  # the last step's validation: training's last line
     assert process.wait(timeout=120) == 0
@@ -3744,7 +3752,7 @@ def test_training_files_none_of_which_decodes_leave_the_held_out_ones_to_train_o
     assert json.loads(path.with_suffix(".json").read_text())["training"]["files"] == 1
     err = capsys.readouterr().err
     assert f"skipping {folder / 'b.flac'}: cannot read audio" in err
-    assert "training tiny (audio) on 1 clip, 0.0 min; validation on the training file" in err
+    assert "training tiny (audio at 8000 Hz) on 1 clip, 0.0 min; validation on the training file" in err
 
 
 def test_fit_prior_refuses_a_codebook_too_large_for_a_prior_before_it_reads_the_folder(trained, tmp_path, capsys,

@@ -572,7 +572,8 @@ def _print_run(run: Run, kind: str, model: VQVAE, data: _Data) -> None:
     spread = f"{run.processes} processes ({share} examples each)" if run.processes > 1 else f"device {run.device}"
     validation = data.val.describe() if data.val_files != data.train_files \
         else "on the training file (none held out from one)"
-    _progress(f"training {options.name} ({kind}) on {data.train.describe()}; validation {validation}; "
+    media = f"audio at {model.cfg.sample_rate} Hz" if kind == "audio" else kind  # files at other rates: resampled
+    _progress(f"training {options.name} ({media}) on {data.train.describe()}; validation {validation}; "
               f"{_parameter_count(sum(p.numel() for p in model.parameters()))} parameters"
               f"{f' ({_parameter_count(trained)} trained: the decoder)' if options.decoder_only else ''}; "
               f"batch {options.batch_size}; {spread}, {run.precision}")
