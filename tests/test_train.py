@@ -2105,6 +2105,19 @@ def test_a_run_over_another_of_another_name_says_that_its_folder_holds_that_mode
     assert "holds 1 other model too" in capsys.readouterr().err  # every run that writes its model says so
 
 
+def test_a_runs_last_line_says_how_to_use_its_model(data_dir, tmp_path, capsys):
+    """A run ended at 'wrote OUT/NAME.safetensors' (or its prior's line) without a word of how to use the model:
+    its folder, given to -m (or Codec.load), takes the one model in it."""
+    out = tmp_path / "my run"
+    (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(CFG)))
+    code, err = run_in_process(["train", data_dir, "--out", out, "--config", tmp_path / "cfg.json", "--max-steps", "1",
+                                "--batch-size", "4", "--crop", CROP, "--threads", "1", "--no-prior"], capsys)
+    assert code == 0 and err.splitlines()[-1] == f"use it: vqcodec encode IN OUT.vq -m '{out}'", err
+    train(data_dir, None, options(out, name=None, max_steps=2, resume=True, fit_prior=False, quiet=False))
+    assert capsys.readouterr().err.splitlines()[-1] == f"use it: Codec.load({str(out)!r})"
+    assert Codec.load(str(out)).kind == "audio"
+
+
 def test_a_run_beside_many_other_models_names_a_few_and_counts_the_others(tmp_path, capsys):
     """A run's folder holding 40 models of earlier runs listed every one of their names in "holds 40 other models
     too (...)": it names the first three and counts the others, as -m FOLDER's "found N (...)" does."""
@@ -2508,7 +2521,7 @@ def test_running_out_of_memory_is_one_line_and_keeps_the_steps_trained(data_dir,
     assert json.loads((out / "tiny.json").read_text())["training"]["steps"] == 3
     monkeypatch.setattr(train_module, "fit_prior_files", lambda *a, **k: (_ for _ in ()).throw(RuntimeError(CPU_OUT_OF_MEMORY)))
     code, err = run_in_process([*base[:-1], "--out", tmp_path / "prior", "--max-steps", "1"], capsys)
-    assert code == 0 and err.splitlines()[-1] == (  # the model is written; its prior, like any failed fit, is for later
+    assert code == 0 and err.splitlines()[-2] == (  # the model is written; its prior, like any failed fit, is for later
         f"vqcodec: warning: no entropy-coding prior added (out of memory); files will use fixed-width coding until `vqcodec "
         f"fit-prior {tmp_path / 'prior' / 'tiny.safetensors'} DIR` adds one"), err
     monkeypatch.setattr(train_module, "validate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError(CPU_OUT_OF_MEMORY)))
@@ -2720,7 +2733,7 @@ def test_a_prior_that_cannot_be_written_at_the_end_of_training_is_said_so_and_no
     (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(CFG)))
     code, err = run_in_process(["train", data_dir, "--out", out, "--name", "tiny", "--config", tmp_path / "cfg.json",
                                 "--max-steps", "1", "--batch-size", "4", "--crop", CROP, "--threads", "1"], capsys)
-    assert code == 0 and err.splitlines()[-1] == (
+    assert code == 0 and err.splitlines()[-2] == (  # before how to use the model
         f"vqcodec: warning: no entropy-coding prior added (cannot write {out / 'tiny.json'}: No space left on device); files "
         f"will use fixed-width coding until `vqcodec fit-prior {out / 'tiny.safetensors'} DIR` adds one"), err
     assert Codec.load(str(out / "tiny.safetensors")).prior is None

@@ -1057,13 +1057,19 @@ def _write_model(run: Run, model: VQVAE, model_path: Path, start: Start, codes_i
 
 
 def _say_other_models(run: Run, model_path: Path) -> None:
-    """Say where the run's folder holds other models than its own, from earlier runs of other names (--force
-    removes the files of its own name alone): given as the model, the folder is refused as holding several."""
+    """The run's last line, how to use its model: by its folder, or where the folder holds other models than its
+    own, from earlier runs of other names (--force removes the files of its own name alone), by its path, saying
+    so: given as the model, the folder is refused as holding several."""
+    if run.quiet:
+        return
     others = [path.stem for path in folder_models(model_path.parent) if path.stem != model_path.stem]
-    if others and not run.quiet:
-        model = setting(f"-m {shell_word(model_path)}", f"Codec.load({str(model_path)!r})")
-        _say(f"{model_path.parent} holds {plural(len(others), 'other model')} too, of earlier runs "
-             f"({capped_list(others)}): give this one by its path, {model}")
+    if not others:
+        folder = model_path.parent
+        _say("use it: " + setting(f"vqcodec encode IN OUT.vq -m {shell_word(folder)}", f"Codec.load({str(folder)!r})"))
+        return
+    model = setting(f"-m {shell_word(model_path)}", f"Codec.load({str(model_path)!r})")
+    _say(f"{model_path.parent} holds {plural(len(others), 'other model')} too, of earlier runs "
+         f"({capped_list(others)}): give this one by its path, {model}")
 
 
 def _decodes_record(model: VQVAE, codes_id: str, initial_id: str | None, initial_decodes: list[str]) -> dict:
