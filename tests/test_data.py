@@ -584,6 +584,21 @@ def test_a_line_break_in_a_training_file_name_keeps_its_skipping_line_one_line(t
     assert said[0] == f"skipping {tmp_path}/bad\\nname.wav: cannot read audio: Format not recognised."
 
 
+def test_fitting_a_prior_says_how_far_it_is_at_least_every_ten_seconds(tmp_path, codec, monkeypatch):
+    """collect_codes said 'coded N/M files' every 25 files alone: a training run's prior, fitted to a folder of
+    whole songs, showed nothing for 2 to 3 minutes after 'fitting the prior ...'. Here each file takes 6 s."""
+    import itertools
+
+    import vqcodec.priorfit as priorfit
+
+    clock = itertools.count(0, 6)
+    monkeypatch.setattr(priorfit.time, "monotonic", lambda: next(clock))
+    soundfile.write(tmp_path / "a.wav", np.full(3000, 0.25, dtype=np.float32), 8000)
+    said = []
+    priorfit.collect_codes(codec, [tmp_path / "a.wav"] * 5, progress=said.append)
+    assert said == ["coded 2/5 files (12 s)", "coded 4/5 files (24 s)", "coded 5/5 files (30 s)"]
+
+
 def test_a_folder_of_the_other_media_kind_says_what_it_holds(tmp_path):
     """A folder of photos given to an audio model or checkpoint (fit-prior, eval, train --resume or --kind) was
     'no audio files found', as if it were empty."""

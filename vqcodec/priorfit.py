@@ -45,6 +45,10 @@ def prior_views(media: np.ndarray, kind: str, sample_rate: int = 0) -> list[np.n
     return views
 
 
+# A progress line every 25 files, and at least this often: a folder of whole songs took minutes for its first 25
+PROGRESS_SECONDS = 10
+
+
 def collect_codes(codec, files: list[Path], log=None, views: bool = False,
                   progress=None) -> tuple[list[np.ndarray], list[int]]:
     """Code planes of every file at full quality, and the index of the file each plane comes from.
@@ -53,7 +57,7 @@ def collect_codes(codec, files: list[Path], log=None, views: bool = False,
     each file also gives the planes of its prior_views."""
     planes, groups = [], []
     progress = progress or log
-    start = time.monotonic()
+    start = said = time.monotonic()
     for number, path in enumerate(files, 1):
         try:
             media = read_media(codec.kind, path, codec.sample_rate)  # what a training run has said of it, not again
@@ -69,8 +73,10 @@ def collect_codes(codec, files: list[Path], log=None, views: bool = False,
         else:
             planes.extend(coded)
             groups.extend([number - 1] * len(coded))
-        if progress and (number % 25 == 0 or number == len(files)):
-            progress(f"coded {number}/{len(files)} files ({time.monotonic() - start:.0f} s)")
+        now = time.monotonic()
+        if progress and (number % 25 == 0 or number == len(files) or now - said >= PROGRESS_SECONDS):
+            progress(f"coded {number}/{len(files)} files ({now - start:.0f} s)")
+            said = now
     return planes, groups
 
 
