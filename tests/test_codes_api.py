@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from vqcodec import VQCodecError
 
@@ -251,3 +252,20 @@ def test_codes_given_where_media_is_wanted_are_refused_naming_what_takes_codes(c
     for call in (golden_image_codec.encode, golden_image_codec.media_to_codes, golden_image_codec.image_to_codes):
         with pytest.raises(VQCodecError, match=r"^these are codes \(of an image\), not media: .* codes_to_image decodes"):
             call(image_codes)
+
+
+def test_codes_given_where_a_vq_file_is_wanted_are_refused_naming_what_takes_codes(codec, golden_image_codec):
+    """Codes given to decode were refused as not bytes, a path or a stream, with no word of what takes them."""
+    audio_codes = codec.audio_to_codes(np.zeros(64, np.float32), 2)
+    image_codes = golden_image_codec.image_to_codes(np.zeros((8, 8, 3), np.uint8), 3)
+    given = r"^a \.vq file is given as bytes, a path or a binary stream, not an? \w+ \(codes: "
+    made = r" decodes them, codes_to_file makes a \.vq file of them\)$"
+    with pytest.raises(VQCodecError, match=given + "codes_to_audio" + made):
+        codec.decode(audio_codes)
+    with pytest.raises(VQCodecError, match=given + "codes_to_image" + made):
+        golden_image_codec.decode(image_codes)
+    for plain in (np.asarray(audio_codes), torch.from_numpy(np.asarray(audio_codes))):
+        with pytest.raises(VQCodecError, match=given + "codes_to_audio or codes_to_image" + made):
+            codec.decode(plain)
+    with pytest.raises(VQCodecError, match=r"binary stream, not an int$"):
+        codec.decode(5)

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import format as vqformat
 from . import memory
+from .codekind import kind_of
 from .errors import VQCodecError
 from .imageio import ALPHA_MODES, IMAGE_MODE_NAMES
 from .memory import refuse_beyond
@@ -99,6 +100,19 @@ AUDIO_FIELDS = ("sample_rate", "channels", "samples", "shared_chunks", "gain")  
 IMAGE_FIELDS = ("width", "height", "mode", "has_alpha")  # and of images alone
 
 
+def _codes_advice(data) -> str:
+    """What takes `data` where it may be codes (an array or a tensor, as the codes methods give them), in a
+    message's closing words; "" for anything else."""
+    made = kind_of(data)
+    if made is not None:
+        decoder = "codes_to_audio" if made == "audio" else "codes_to_image"
+    elif hasattr(data, "shape") and hasattr(data, "dtype"):
+        decoder = "codes_to_audio or codes_to_image"
+    else:
+        return ""
+    return f" (codes: {decoder} decodes them, codes_to_file makes a .vq file of them)"
+
+
 def vq_bytes(data, salvage: bool = False) -> bytes:
     """`.vq` file contents from bytes, a path or a binary stream (read_vq_stream, which does not refuse a stream to
     be salvaged for going on past its chunks: other input is refused from its first bytes). A stream that cannot be
@@ -118,7 +132,8 @@ def vq_bytes(data, salvage: bool = False) -> bytes:
         except OSError as exc:  # a read that fails midway (EIO)
             raise cannot_read_stream(stream_name(data), reason_of(exc)) from None
     if not isinstance(data, (str, Path)):
-        raise VQCodecError(f"a .vq file is given as bytes, a path or a binary stream, not {type_of(data)}")
+        raise VQCodecError(f"a .vq file is given as bytes, a path or a binary stream, not {type_of(data)}"
+                           f"{_codes_advice(data)}")
     if data == "":  # Path("") is the current folder
         raise VQCodecError("the path of the .vq file is empty")
     try:
