@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -258,6 +259,22 @@ def test_empty_input_and_a_cut_magic_are_named_so(small_vq, codec):
             codec.decode_audio(small_vq[:length])
     with pytest.raises(FormatError, match="bad magic"):
         vqformat.parse_header(b"VQX")
+
+
+def test_a_npy_file_given_for_a_vq_file_is_named_with_what_reads_it(small_vq, codec, tmp_path):
+    """Codes saved as .npy, given to read_codes or decode, were refused as any other file was: 'not a .vq file (bad
+    magic)'."""
+    codes = codec.read_codes(small_vq)[1]
+    np.save(tmp_path / "codes.npy", np.asarray(codes))
+    advice = (r"not a \.vq file \(bad magic\) but a NumPy \.npy file: vqcodec\.tokens\.read_codes_npy reads its codes, "
+              r"vqcodec pack makes a \.vq file of them$")
+    with pytest.raises(FormatError, match=rf"^{re.escape(str(tmp_path / 'codes.npy'))}: {advice}"):
+        codec.read_codes(tmp_path / "codes.npy")
+    with pytest.raises(FormatError, match=f"^{advice}"):
+        codec.decode((tmp_path / "codes.npy").read_bytes())
+    for other in (b"RIFF" + small_vq[4:], b"\x93NUMP"):  # not .npy: as before
+        with pytest.raises(FormatError, match=r"^not a \.vq file \(bad magic\)$"):
+            vqformat.parse_header(other)
 
 
 def test_unknown_version_even_with_a_valid_crc(small_vq, craft):

@@ -16,6 +16,7 @@ from .errors import VQCodecError
 from .wording import plural
 
 MAGIC = b"VQCD"
+NPY_MAGIC = b"\x93NUMPY"  # a NumPy .npy file's first bytes: codes given where their .vq file is wanted
 VERSION = 1
 HEADER_SIZE = 56
 _HEADER = struct.Struct("<4sBBBB8sIIQIIHBBII")  # everything before the header CRC
@@ -103,10 +104,19 @@ def _check(condition: bool, message: str) -> None:
         raise FormatError(message)
 
 
+def _npy_advice(data: bytes) -> str:
+    """What reads `data` where it is a NumPy .npy file (codes, as `vqcodec codes` writes them), in a message's words;
+    "" for anything else."""
+    if bytes(data[:len(NPY_MAGIC)]) != NPY_MAGIC:
+        return ""
+    return (" but a NumPy .npy file: vqcodec.tokens.read_codes_npy reads its codes, vqcodec pack makes a .vq file "
+            "of them")
+
+
 def parse_header(data: bytes) -> Header:
     _check(len(data) > 0, "empty .vq input (no bytes)")
     if not (len(data) >= 4 and data[:4] == MAGIC or MAGIC.startswith(bytes(data[:4]))):
-        raise NotVQFile("not a .vq file (bad magic)")
+        raise NotVQFile(f"not a .vq file (bad magic){_npy_advice(data)}")
     _check(len(data) >= HEADER_SIZE, "truncated .vq file (incomplete header)")
     fields = _HEADER.unpack_from(data)
     _check(fields[1] == VERSION, f"unsupported .vq format version {fields[1]} (this vqcodec reads version {VERSION})")
