@@ -1944,6 +1944,19 @@ def test_codes_of_a_file_pack_back_into_its_vq_file(codec, signal, tmp_path):
         codec.media_to_codes(audio, 3)
 
 
+def test_a_batch_of_audio_is_refused_saying_one_recording_at_a_time(codec):
+    """A (batch, channels, samples) array or tensor, as a DataLoader gives it, was refused as 'not 3-D', no more."""
+    batch = r"^audio must be \(channels, samples\) or \(samples,\), not 3-D \(one recording at a time, not a batch " \
+            r"\(batch, channels, samples\): audio\[i\]\)$"
+    for given in (np.zeros((2, 1, 320), np.float32), torch.zeros(4, 2, 320)):
+        with pytest.raises(VQCodecError, match=batch):
+            codec.audio_to_codes(given)
+        with pytest.raises(VQCodecError, match=batch):
+            codec.encode_audio(given, 16000, 2)
+    with pytest.raises(VQCodecError, match=r"^audio must be \(channels, samples\) or \(samples,\), not 4-D$"):
+        codec.encode_audio(np.zeros((1, 2, 1, 320), np.float32), 16000, 2)
+
+
 def test_codes_functions_check_their_input(codec, signal):
     with pytest.raises(VQCodecError, match="NaN"):
         codec.audio_to_codes(np.full((1, 320), np.nan, np.float32))

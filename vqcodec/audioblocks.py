@@ -55,7 +55,9 @@ def pcm_array(audio, channels: int | None = None, whole: bool = False) -> np.nda
     if array.ndim == 1:
         array = array[None]
     if array.ndim != 2:
-        raise VQCodecError(f"audio must be (channels, samples) or (samples,), not {array.ndim}-D")
+        batch = (" (one recording at a time, not a batch (batch, channels, samples): audio[i])" if array.ndim == 3
+                 else "")
+        raise VQCodecError(f"audio must be (channels, samples) or (samples,), not {array.ndim}-D{batch}")
     rows, cols = array.shape
     if (rows > cols > 0) if channels is None else (rows != channels == cols):
         raise VQCodecError(f"audio is (channels, samples), and a {rows} x {cols} array looks like (samples, channels): "
