@@ -912,23 +912,14 @@ def _readable_headers(files: list[Path], header_bytes: HeaderBytes) -> Iterator[
 def file_codec(data: bytes, model, device, codecs: dict, coding: str = "auto"):
     """The codec of the model a .vq file names (or `model`), kept in `codecs` by model for the next file."""
     from .codec import Codec
+    from .registry import model_for_file
 
-    name = model or installed_model_for(data, codecs)
+    name = model or model_for_file(data, lambda header: installed_model_of(header, codecs))
     if name not in codecs:  # with a model, a single file's (a folder's was loaded first: named_codecs)
         codecs[name] = Codec.load(name if model is None else decoding_model(model, data), device=device, coding=coding)
     elif model is not None:
         refuse_another_models_file(codecs[name], model, data, codecs)
     return codecs[name]
-
-
-def installed_model_for(data: bytes, codecs: dict) -> str:
-    """registry.model_for_file of a .vq file, from installed_model_of."""
-    from .registry import no_model_message
-
-    found = installed_model_of(data, codecs)
-    if found is None:
-        raise VQCodecError(no_model_message(data))
-    return found["path"]
 
 
 def installed_model_of(data: bytes, codecs: dict) -> dict | None:

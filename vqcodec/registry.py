@@ -6,7 +6,7 @@ import importlib.util
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from . import format as vqformat
@@ -423,9 +423,9 @@ def other_prior_model(data: bytes, found: dict | None) -> dict | None:
     return found if found is not None and prior_id is not None and _prior_id(found) != prior_id else None
 
 
-def model_for_file(data: bytes) -> str:
-    """Path of the installed model that decodes a `.vq` file (model_of_file)."""
-    found = model_of_file(data)
+def model_for_file(data: bytes, lookup: Callable[[bytes], dict | None] = model_of_file) -> str:
+    """Path of the installed model that decodes a `.vq` file, as `lookup` finds it (model_of_file)."""
+    found = lookup(data)
     if found is not None:
         return found["path"]
     raise VQCodecError(no_model_message(data))
