@@ -3301,12 +3301,12 @@ def test_codes_resume_of_a_folder_of_vq_files_leaves_a_kept_entry_without_codes_
     a kept entry written before codes ids stays without one: pack checks it by its model id, as before."""
     from types import SimpleNamespace
 
-    from vqcodec.folders import with_codes_id
+    from vqcodec.folders import HeaderBytes, with_codes_id
 
     fine_tune = SimpleNamespace(model_id=bytes(8), codes_id=bytes(range(8)), decodes_files_of=lambda model_id: True)
     model_id = vqformat.parse_header((vq_folder / "a.vq").read_bytes()).model_id.hex()
     entry = {"file": vq_folder / "a.vq", "model_id": model_id, "kind": "audio"}
-    assert with_codes_id(entry, "fine-tune", "cpu", {"fine-tune": fine_tune}) == entry
+    assert with_codes_id(entry, "fine-tune", "cpu", {"fine-tune": fine_tune}, HeaderBytes()) == entry
 
 
 def test_codes_resume_of_a_folder_of_vq_files_writes_its_manifest_when_a_kept_array_goes_meanwhile(vq_folder, tmp_path,

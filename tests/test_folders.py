@@ -1010,7 +1010,7 @@ def test_a_system_error_without_an_errno_is_named_by_its_words_not_none(tmp_path
         read_info(source)
     assert str(raised.value) == f"cannot read {source}: custom"
     monkeypatch.setattr(folders, "open", refuse, raising=False)
-    assert folders.read_headers([source]) == ({}, [(source, "cannot read (custom)")])
+    assert folders.read_headers([source], folders.HeaderBytes()) == ({}, [(source, "cannot read (custom)")])
 
 
 def test_a_folder_run_leaves_out_the_files_its_stdout_and_stderr_go_to(two_recordings, tiny_model_path, tmp_path):

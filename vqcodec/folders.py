@@ -1100,15 +1100,14 @@ def _each_skipped(report: FolderReport, missing: list[tuple[list[Path], str]]) -
     return [(path, reason) for paths, reason in missing for path in paths] + report.skipped
 
 
-def with_codes_id(entry: dict, model, device: str, codecs: dict, header_bytes: HeaderBytes | None = None) -> dict:
+def with_codes_id(entry: dict, model, device: str, codecs: dict, header_bytes: HeaderBytes) -> dict:
     """An entry that a resumed codes_of_vq_tree keeps from a codes.json written before codes ids, given the codes
     id a new run records (after its model id), where the codec that reads its file (file_codec) is of the model id
     it names; as it is where it has one, or where that codec is another model's (a fine-tune given as `model`, which
     may make other codes) or cannot be had: pack then checks it by its model id, as before. Its file's header is
-    read into `header_bytes`, where given, or taken from it."""
+    read into `header_bytes`, or taken from it."""
     if "codes_id" in entry:
         return entry
-    header_bytes = HeaderBytes() if header_bytes is None else header_bytes
     try:
         codec = file_codec(header_bytes.of(entry["file"]), model, device, codecs)
     except (VQCodecError, OSError):
@@ -1149,11 +1148,10 @@ def check_output_of(image_format: str, header: vqformat.Header, data: bytes) -> 
     check_image_output(image_format, IMAGE_MODE_NAMES[header.mode], header.width, header.height, alpha)
 
 
-def read_headers(files: list[Path], header_bytes: HeaderBytes | None = None
+def read_headers(files: list[Path], header_bytes: HeaderBytes
                  ) -> tuple[dict[Path, vqformat.Header], list[tuple[Path, str]]]:
-    """The header of each `.vq` file, read alone (into `header_bytes`, where given, or taken from it), and the files
-    whose header cannot be read or is not valid, with why."""
-    header_bytes = HeaderBytes() if header_bytes is None else header_bytes
+    """The header of each `.vq` file, read alone (into `header_bytes`, or taken from it), and the files whose header
+    cannot be read or is not valid, with why."""
     headers, unreadable = {}, []
     for path in files:
         try:

@@ -351,14 +351,14 @@ def _checked_run(codec, path: Path, manifest, quality: int | None) -> dict:
 
 
 def stopped_vq_run_entries(folder: Path, out: Path, files: list[Path], outputs: list[Path],
-                           header_bytes: HeaderBytes | None = None) -> dict[Path, tuple[dict, int]] | None:
+                           header_bytes: HeaderBytes) -> dict[Path, tuple[dict, int]] | None:
     """For `vqcodec codes FOLDER OUT --resume` of a folder of .vq files: the entries of the stopped run's
     codes.json in `out` that it keeps (the files of `files` it finished, of the size, time and content listed, whose
     array is still at their output of `outputs`, with the shape listed, and whose header still gives what the entry
     records of it), by the path of their file, with their file and array as paths, as vqcodec.folders.codes_folder
     gives them, each with the size of its array as it was checked; None where that run finished. Refused
     (VQCodecError) as stopped_run_manifest refuses, where it is not the codes.json of a folder of .vq files. The
-    headers are read into `header_bytes`, where given, or taken from it."""
+    headers are read into `header_bytes`, or taken from it."""
     from .folders import header_entry, read_headers
 
     path, manifest = _manifest_to_resume(out, files)
