@@ -561,7 +561,7 @@ def recode_tree(folder, out, *, quality: int | None = None, max_kbps: float | No
     _refuse_a_rate_of_no_files_kind(folder, files, max_kbps, max_bpp, header_bytes)
     outputs = mirrored_paths(folder, out, files, lambda path: ".vq")
     refuse_existing_outputs(outputs, replace)
-    codecs = named_codecs(model, device, files, header_bytes, codecs, coding)
+    load_given_model(model, device, files, header_bytes, codecs, coding)
     _refuse_folder_depth_weight(codecs, files, model, device, coding, depth_weight, header_bytes)
 
     def recode(path: Path, data: bytes) -> bytes:
@@ -804,7 +804,7 @@ def decode_tree(folder, out, *, format: str | None = None, rate: int | None = No
     set_aside = passed_over_of(passed_over) + refused + missing + [([path], reason) for path, reason in unreadable]
     outputs = mirrored_paths(folder, out, readable, lambda path: extensions[kinds[path]])
     refuse_existing_outputs(outputs, replace)
-    codecs = named_codecs(model, device, files, header_bytes, codecs)
+    load_given_model(model, device, files, header_bytes, codecs)
 
     def write(path: Path, write_stream: Callable) -> None:
         with clipping_told(path, on_warning):
@@ -888,20 +888,20 @@ def decoding_model(model, data: bytes) -> str:
     return str(find_model(model, wrote=data))
 
 
-def named_codecs(model, device, files: list[Path], header_bytes: HeaderBytes, codecs: dict, coding: str = "auto"
-                 ) -> dict:
-    """`codecs`, the codecs of a folder's files as file_codec keeps them (and the models set_aside_missing_models
-    looked up), with `model`, where given, loaded before any file, so that a model that cannot be loaded is one error
+def load_given_model(model, device, files: list[Path], header_bytes: HeaderBytes, codecs: dict,
+                     coding: str = "auto") -> None:
+    """Load `model`, where given, into `codecs`, the codecs of a folder's files as file_codec keeps them (and the
+    models set_aside_missing_models looked up), before any file, so that a model that cannot be loaded is one error
     and not one per file. A folder of several models given as `model` is refused naming the one among them that wrote
     the most of the .vq `files` (registry.find_model), whose headers are read into `header_bytes`, or taken from it."""
     from .codec import Codec
     from .registry import find_model
 
     if model is None:
-        return codecs
+        return
     if isinstance(model, (str, Path)):  # else Codec.load's refusal of the type
         find_model(model, wrote_files=_readable_headers(files, header_bytes))
-    return {**codecs, model: Codec.load(model, device=device, coding=coding)}
+    codecs[model] = Codec.load(model, device=device, coding=coding)
 
 
 def _readable_headers(files: list[Path], header_bytes: HeaderBytes) -> Iterator[vqformat.Header]:
@@ -915,7 +915,7 @@ def file_codec(data: bytes, model, device, codecs: dict, coding: str = "auto"):
     from .registry import model_for_file
 
     name = model or model_for_file(data, lambda header: installed_model_of(header, codecs))
-    if name not in codecs:  # with a model, a single file's (a folder's was loaded first: named_codecs)
+    if name not in codecs:  # with a model, a single file's (a folder's was loaded first: load_given_model)
         codecs[name] = Codec.load(name if model is None else decoding_model(model, data), device=device, coding=coding)
     elif model is not None:
         refuse_another_models_file(codecs[name], model, data, codecs)
@@ -1063,7 +1063,7 @@ def codes_of_vq_tree(folder, out, *, model=None, device: str = "cpu", replace: b
         log(resumed_line(len(finished), len(to_do)))
     # each array as it was checked: one removed since is not read again
     kept = FolderReport("mixed", len(finished), sum(size for _, size in stopped_run.values()))
-    codecs = named_codecs(model, device, files, header_bytes, codecs)
+    load_given_model(model, device, files, header_bytes, codecs)
     finished = {path: with_codes_id(entry, model, device, codecs, header_bytes) for path, entry in finished.items()}
     replace = replace or resume
     report, entries = codes_folder(
