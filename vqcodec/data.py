@@ -112,17 +112,12 @@ _WARNED_AUDIO: set[str] = set()
 
 def _warn_once(said: list[str], path: Path) -> None:
     """What the MP3 decoder `said` of `path` as one warning (soundio.warn_decoder_lines), the first time only,
-    and in the first process alone (_gives_read_warnings)."""
+    and in the first process alone: under torchrun every process reads the files alike, and the first alone says so,
+    as it says their skipping lines (train._first_process_says)."""
     if said and str(path) not in _WARNED_AUDIO:
         _WARNED_AUDIO.add(str(path))
-        if _gives_read_warnings():
+        if parallel.is_main():
             warn_decoder_lines(said, path)
-
-
-def _gives_read_warnings() -> bool:
-    """Whether this process warns of what reading a training file passed over: under torchrun every process reads
-    the files alike, and the first alone says so, as it says their skipping lines (train._first_process_says)."""
-    return parallel.is_main()
 
 
 # What has been warned of each photo (its path's): training opens a photo for its size several times
@@ -142,14 +137,14 @@ def _read_photo(path: Path) -> np.ndarray:
 
 def _warn_of_photo(caught: list, path: Path) -> None:
     """Give the warnings `caught` while reading `path` that no read of it gave before, in the first process alone
-    (_gives_read_warnings); every process notes them as given."""
+    (as _warn_once); every process notes them as given."""
     if not caught:
         return
     given = _WARNED_IMAGES.setdefault(str(path), set())
     for item in caught:
         if str(item.message) not in given:
             given.add(str(item.message))
-            if _gives_read_warnings():
+            if parallel.is_main():
                 warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
 
 
