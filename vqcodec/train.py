@@ -63,9 +63,7 @@ def train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind: 
     Launched by torchrun, each process trains on its share of every batch (vqcodec.parallel) and
     the first one writes the files; the others return the same path once training ends. A run that
     fails before writing anything to the --out folder it made leaves no folder behind."""
-    options = with_default_name(options)
-    check_options(options)
-    options = dataclasses.replace(options, device=resolve_device(options.device))  # "auto"; cuda without a GPU refused
+    options = _checked_options(options)
     check_media_kind(kind)
     if cfg is not None and not isinstance(cfg, (AudioConfig, ImageConfig)):
         raise VQCodecError(f"cfg must be an AudioConfig or ImageConfig (or None), not {type_of(cfg)}")
@@ -78,15 +76,21 @@ def train_command(data_dir: Path, options: TrainOptions, config_path: str | Path
                   sample_rate: int | None = None) -> Path:
     """`train` as the train command runs it: the options checked before the config and media kind are taken
     from its --config, --kind, --codebooks, --codebook-size and --sample-rate (training_config)."""
-    options = with_default_name(options)
-    check_options(options)
-    options = dataclasses.replace(options, device=resolve_device(options.device))
+    options = _checked_options(options)
     if options.init and (num_codebooks or codebook_size or sample_rate):
         raise VQCodecError("--init keeps the model's own config: leave out --codebooks, --codebook-size and "
                            "--sample-rate (--config may name the same config with wider networks)")
     with _out_locked(options):
         cfg, kind = training_config(data_dir, options, config_path, kind, num_codebooks, codebook_size, sample_rate)
         return _train_checked(data_dir, cfg, options, kind)
+
+
+def _checked_options(options: TrainOptions) -> TrainOptions:
+    """`options` with their default name, checked, on the device they resolve to ("auto"; cuda without a GPU
+    refused)."""
+    options = with_default_name(options)
+    check_options(options)
+    return dataclasses.replace(options, device=resolve_device(options.device))
 
 
 @contextlib.contextmanager
