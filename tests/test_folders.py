@@ -180,6 +180,16 @@ def test_folder_refusals_leave_everything_as_it_was(recordings, encoded_folder, 
     assert not (tmp_path / "clash_vq").exists() and not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+def _counted_stats(monkeypatch, names: tuple[str, ...] = ("stat",)) -> Counter:
+    """The paths that os.stat (and the other os functions `names`) are called on from now, counted."""
+    stats = Counter()
+    for name in names:
+        real = getattr(os, name)
+        monkeypatch.setattr(os, name, lambda path, *args, real=real, **kwargs: stats.update([Path(path)])
+                            or real(path, *args, **kwargs))
+    return stats
+
+
 def test_mirrored_paths_looks_at_each_output_folder_once(tmp_path, monkeypatch):
     """The folders an output goes in (to refuse a file or a link to nothing where one must be made) were looked at
     again for every output in them: three stats a file of a folder of 20 000, 1.3 s of a second. Each folder is
@@ -187,11 +197,7 @@ def test_mirrored_paths_looks_at_each_output_folder_once(tmp_path, monkeypatch):
     def stats_for(count: int) -> Counter:
         folder, out = tmp_path / f"in{count}", tmp_path / f"out{count}"
         files = [folder / "sub" / f"{number}.wav" for number in range(count)]
-        stats = Counter()
-        for name in ("stat", "lstat"):
-            real = getattr(os, name)
-            monkeypatch.setattr(os, name, lambda path, *args, real=real, **kwargs: stats.update([Path(path)])
-                                or real(path, *args, **kwargs))
+        stats = _counted_stats(monkeypatch, ("stat", "lstat"))
         mirrored_paths(folder, out, files, lambda path: ".vq")
         monkeypatch.undo()
         return Counter({path.relative_to(out).parts: number for path, number in stats.items()
@@ -206,10 +212,7 @@ def test_folder_of_looks_no_higher_than_the_first_folder_there(tmp_path, monkeyp
     are, and still removes the folders it made where the block fails."""
     from vqcodec.folders import folder_of
 
-    stats = Counter()
-    real = os.stat
-    monkeypatch.setattr(os, "stat", lambda path, *args, **kwargs: stats.update([Path(path)]) or real(path, *args,
-                                                                                                      **kwargs))
+    stats = _counted_stats(monkeypatch)
     with pytest.raises(KeyboardInterrupt), folder_of(tmp_path / "new" / "deeper" / "x.vq"):
         assert (tmp_path / "new" / "deeper").is_dir()
         raise KeyboardInterrupt
