@@ -1468,6 +1468,24 @@ def test_a_model_whose_finite_codebooks_overflow_the_code_search_is_refused_when
         Codec.load(str(path))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_model_with_a_non_finite_weight_is_refused_when_it_loads_in_any_float_dtype(tiny_model_path, tmp_path,
+                                                                                    dtype, value):
+    """A weight holding NaN or an infinity is refused when the model loads, naming it, whatever floating-point type
+    the file stores (build_model checks them through NumPy, which has no bfloat16: that one is checked as float32)."""
+    from vqcodec.modelfile import compute_model_id, read_model_files, write_model_files
+
+    meta, tensors = read_model_files(tiny_model_path)
+    tensors = {name: tensor.to(dtype) if tensor.is_floating_point() else tensor for name, tensor in tensors.items()}
+    tensors["decoder.net.0.weight"].view(-1)[3] = value
+    meta = {**meta, "model_id": compute_model_id(meta["config"], tensors)}
+    path = write_model_files(tmp_path / "bad.safetensors", meta, tensors)
+    with pytest.raises(VQCodecError, match="^model weights are damaged: decoder.net.0.weight holds NaN or infinite "
+                                           "values$"):
+        Codec.load(str(path))
+
+
 def test_audio_far_beyond_full_scale_is_refused_before_it_is_coded(cli, codec, tiny_model_path, signal,
                                                                  tmp_path):
     """Float samples of 1e30 (which read, where NaN and infinite ones are refused) overflowed a sane model's latents,

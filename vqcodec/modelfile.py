@@ -14,6 +14,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save_file
@@ -353,6 +354,20 @@ def _tensor_form(tensor: torch.Tensor) -> str:
     return f"{'floating-point' if tensor.is_floating_point() else str(tensor.dtype)[6:]} {list(tensor.shape)}"
 
 
+def _float_array(tensor: torch.Tensor) -> np.ndarray:
+    """A floating-point weight as a NumPy array (bfloat16, which NumPy lacks, as float32), for build_model's checks:
+    NumPy's run on one thread, where each of torch's small operations waited on its thread pool, which took seconds
+    on a busy machine (bench/startup.py)."""
+    tensor = tensor.detach().cpu()
+    return (tensor if tensor.dtype in (torch.float16, torch.float32, torch.float64) else tensor.float()).numpy()
+
+
+def _squared_lengths_finite(codebook: torch.Tensor) -> bool:
+    """Whether each code's squared length is finite in float32, as the quantiser's distances add it."""
+    with np.errstate(over="ignore", invalid="ignore"):  # overflowing is what is asked about, not a warning
+        return bool(np.isfinite(np.square(_float_array(codebook), dtype=np.float32).sum(1)).all())
+
+
 def build_model(meta: dict, tensors: dict[str, torch.Tensor]) -> VQVAE:
     config = config_from_dict(meta["config"])
     network = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
@@ -367,10 +382,10 @@ def build_model(meta: dict, tensors: dict[str, torch.Tensor]) -> VQVAE:
         if want is not None and (tensor.shape != want.shape or tensor.is_floating_point() != want.is_floating_point()):
             raise VQCodecError(f"model weights do not fit its config ({name} is {_tensor_form(tensor)}, "
                                f"not {_tensor_form(want)})")
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        if tensor.is_floating_point() and not np.isfinite(_float_array(tensor)).all():
             raise VQCodecError(f"model weights are damaged: {name} holds NaN or infinite values")
         # the quantiser's distances add each code's squared length: one that overflows makes every distance infinite
-        if name.endswith(".codebook") and not torch.isfinite(tensor.float().square().sum(1)).all():
+        if name.endswith(".codebook") and not _squared_lengths_finite(tensor):
             raise VQCodecError(f"model weights are damaged: {name} holds codes whose squared length is infinite in "
                                "float32 (values far beyond those of a trained model)")
     missing = [k for k in expected if k not in network and not k.endswith(_TRAINING_BUFFERS)]
