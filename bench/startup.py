@@ -14,16 +14,20 @@ speech, and tests/data/photo.png) and the `.vq` files the first source encodes o
 - `encode-speech`, `decode-speech`: speech16k, default settings, FLAC to `.vq` and `.vq` to WAV.
 - `encode-image`, `decode-image`: the image model, PNG to `.vq` and `.vq` to PNG.
 
-The table gives the median seconds, the range, and whether every run of every source wrote the same bytes
-(SHA-256 of the output file). `--threads N` passes `--threads N` to the commands (default none: torch's
-default, as a user gets it). `--source DIR` runs the vqcodec package found in DIR instead of this checkout
-(a `git worktree` of an earlier commit); given more than once, each is measured in the same run.
+The table gives the median seconds, the range, the median CPU seconds of the process (user and system, all
+its threads: less shaken by other work on the machine than the wall time, though a thread waiting on a busy
+pool spins some of it; for `load-*`, the whole process's, its import included), and whether every run of every
+source wrote the same bytes (SHA-256 of the output file). `--threads N` passes `--threads N` to the commands,
+and sets torch's threads for `load-*` (default none: torch's default, as a user gets it). `--source DIR` runs
+the vqcodec package found in DIR instead of this checkout (a `git worktree` of an earlier commit); given more
+than once, each is measured in the same run.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -37,8 +41,8 @@ from memory import source_label  # noqa: E402
 
 SAMPLES = common.REPO_ROOT / "tests" / "data"
 # load-*: the seconds Codec.load takes, printed by the process itself
-LOAD = ("import sys, time; import vqcodec.codec; start = time.perf_counter(); vqcodec.codec.Codec.load(sys.argv[1]); "
-        "print('SECONDS', time.perf_counter() - start)")
+LOAD = ("import sys, time, torch; import vqcodec.codec; int(sys.argv[2]) and torch.set_num_threads(int(sys.argv[2])); "
+        "start = time.perf_counter(); vqcodec.codec.Codec.load(sys.argv[1]); print('SECONDS', time.perf_counter() - start)")
 CASES = ("import", "load-speech", "load-image", "encode-speech", "decode-speech", "encode-image", "decode-image")
 
 
@@ -47,7 +51,7 @@ def command_of(case: str, folder: Path, threads: int | None) -> tuple[list[str],
     if case == "import":
         return [sys.executable, "-c", "import vqcodec.codec"], None
     if case.startswith("load-"):
-        return [sys.executable, "-c", LOAD, "speech16k" if case == "load-speech" else "image"], None
+        return [sys.executable, "-c", LOAD, "speech16k" if case == "load-speech" else "image", str(threads or 0)], None
     action, media = case.split("-")
     source = {("encode", "speech"): SAMPLES / "speech.flac", ("encode", "image"): SAMPLES / "photo.png",
               ("decode", "speech"): folder / "speech.vq", ("decode", "image"): folder / "image.vq"}[action, media]
@@ -56,18 +60,24 @@ def command_of(case: str, folder: Path, threads: int | None) -> tuple[list[str],
     return [sys.executable, "-m", "vqcodec", action, str(source), str(out), "--force", *extra], out
 
 
-def timed_run(command: list[str], out: Path | None, source: Path) -> tuple[float, str]:
+def cpu_seconds_of_children() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def timed_run(command: list[str], out: Path | None, source: Path) -> tuple[float, float, str]:
     """Wall seconds of one run of `command` with the vqcodec package of `source` (those it prints on a line
-    `SECONDS S`, where it times itself), and its output's SHA-256."""
+    `SECONDS S`, where it times itself), its CPU seconds (user and system, all its threads) and its output's
+    SHA-256."""
     env = dict(os.environ, PYTHONPATH=str(source))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds_of_children()
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=source)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, cpu_seconds_of_children() - cpu
     if result.returncode != 0:
         sys.exit(f"startup.py: {' '.join(command[1:])} with {source} failed: {result.stderr[-800:]}")
     timed = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("SECONDS ")]
     seconds = float(timed[-1]) if timed else seconds
-    return seconds, hashlib.sha256(out.read_bytes()).hexdigest() if out else ""
+    return seconds, cpu, hashlib.sha256(out.read_bytes()).hexdigest() if out else ""
 
 
 def _cases(text: str) -> list[str]:
@@ -111,19 +121,20 @@ def main() -> None:
             measured = {label: [] for label in labels}
             for _ in range(args.runs):
                 for source, label in zip(sources, labels):
-                    seconds, digest = timed_run(command, out, source)
-                    measured[label].append((seconds, digest))
-                    print(f"  {case}, {label}: {seconds:.2f} s", file=sys.stderr, flush=True)
-            first = measured[labels[0]][0][1]
+                    seconds, cpu, digest = timed_run(command, out, source)
+                    measured[label].append((seconds, cpu, digest))
+                    print(f"  {case}, {label}: {seconds:.2f} s, {cpu:.2f} s CPU", file=sys.stderr, flush=True)
+            first = measured[labels[0]][0][2]
             for label in labels:
-                seconds = sorted(s for s, _ in measured[label])
+                seconds = sorted(s for s, _, _ in measured[label])
                 rows.append({"case": case, "source": label, "seconds": statistics.median(seconds),
-                             "all_seconds": seconds, "sha256": measured[label][0][1],
-                             "same": all(digest == first for _, digest in measured[label])})
+                             "all_seconds": seconds, "cpu_seconds": statistics.median(c for _, c, _ in measured[label]),
+                             "sha256": measured[label][0][2],
+                             "same": all(digest == first for _, _, digest in measured[label])})
     print(common.markdown_table(
-        ["case", "code", "seconds (median)", "range", "same output"],
+        ["case", "code", "seconds (median)", "range", "CPU seconds (median)", "same output"],
         [[r["case"], r["source"], r["seconds"], f"{r['all_seconds'][0]:.2f}–{r['all_seconds'][-1]:.2f}",
-          "yes" if r["same"] else "NO"] for r in rows], digits=2))
+          r["cpu_seconds"], "yes" if r["same"] else "NO"] for r in rows], digits=2))
     if args.out:
         common.save_json(args.out, {"machine": common.machine_info(threads=args.threads),
                                     "command": common.repro_command(),
