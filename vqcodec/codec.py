@@ -2013,7 +2013,8 @@ class Codec:
         command line's spool of stdout, streams.write_file's), a failed write into it (a full disk or $TMPDIR) is left
         as the OSError the caller words ('cannot write out.wav: ...', 'cannot write a temporary file in /tmp: ...'), not
         'cannot write NAME' naming the temporary file (write_file's has a name: '.out.wav.XXXXXXXX.part') or 'the
-        stream', which is a stream of the user's."""
+        stream', which is a stream of the user's; and the temporary's name is not checked against format_hint (which
+        asked Pillow to load every image plugin, to learn that 'part' names no image format)."""
         salvage = checked_flag("salvage", salvage)
         data = vq_bytes(data, salvage)
         check_destination(destination, "audio")
@@ -2023,7 +2024,7 @@ class Codec:
             refuse_format_of_other_kind(format_hint, True, "format_hint", "decode_audio_file writes audio")
         name = output_name(destination)
         named = name is not None
-        if format_hint and named:
+        if format_hint and named and not own_temporary:  # its caller chose the format for the name it writes
             refuse_format_against_name(format_hint, name, "format_hint")
         format_hint = format_hint and (audio_format_named(format_hint) or format_hint)
         format_hint = format_hint or (audio_format_of(name) if named else None)
