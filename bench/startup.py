@@ -5,8 +5,10 @@
 
 Each case is the command line as a user runs it, in a fresh process (`python -m vqcodec ...`), timed from
 start to exit (wall clock), `--runs` times for each `--source` in turn, the sources alternating run by run so
-that a busy machine slows them alike. The inputs are the test samples (tests/data/speech.flac, 3.5 s of
-speech, and tests/data/photo.png) and the `.vq` files the first source encodes of them:
+that a busy machine slows them alike, after one untimed run of each (which writes the modules' bytecode, as
+installing the package does, even under PYTHONDONTWRITEBYTECODE, and reads the files into memory). The
+inputs are the test samples (tests/data/speech.flac, 3.5 s of speech, and tests/data/photo.png) and the
+`.vq` files the first source encodes of them:
 
 - `import`: `python -c "import vqcodec.codec"`, the start-up every coding command pays (torch most of it).
 - `load-speech`, `load-image`: `Codec.load` of speech16k or the image model, timed inside the process once
@@ -70,6 +72,7 @@ def timed_run(command: list[str], out: Path | None, source: Path) -> tuple[float
     `SECONDS S`, where it times itself), its CPU seconds (user and system, all its threads) and its output's
     SHA-256."""
     env = dict(os.environ, PYTHONPATH=str(source))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed package has its bytecode: compiling is no part of a run
     start, cpu = time.perf_counter(), cpu_seconds_of_children()
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=source)
     seconds, cpu = time.perf_counter() - start, cpu_seconds_of_children() - cpu
@@ -119,6 +122,8 @@ def main() -> None:
         for case in args.cases:
             command, out = command_of(case, folder, args.threads)
             measured = {label: [] for label in labels}
+            for source in sources:  # untimed: writes the bytecode, reads the files into the page cache
+                timed_run(command, out, source)
             for _ in range(args.runs):
                 for source, label in zip(sources, labels):
                     seconds, cpu, digest = timed_run(command, out, source)
