@@ -216,6 +216,9 @@ def test_a_kind_that_is_not_one_is_refused_before_any_run(script):
     ("train_speed.py", ["--runs", "0"], "argument --runs: not a whole number of at least 1: '0'"),
     ("train_data.py", ["--runs", "0"], "argument --runs: not a whole number of at least 1: '0'"),
     ("train_parallel.py", ["--runs", "0"], "argument --runs: not a whole number of at least 1: '0'"),
+    ("startup.py", ["--runs", "0"], "argument --runs: not a whole number of at least 1: '0'"),
+    ("startup.py", ["--cases", "encode"], "argument --cases: cases are import, load-speech, load-image, "
+                                          "encode-speech, decode-speech, encode-image, decode-image, not 'encode'"),
     ("train_parallel.py", ["--processes", "0,2"], "argument --processes: not a whole number of at least 1: '0'"),
     ("train_speed.py", ["--steps", "1", "--kinds", "image", "--runs", "1"],
      "argument --steps: not a whole number of at least 2: '1'"),
@@ -370,7 +373,7 @@ def test_a_config_that_is_not_one_is_refused_as_an_argument(value, message):
         f"config_speed.py: error: argument --configs: {message}"), result.stderr[-2000:]
 
 
-@pytest.mark.parametrize("script", ["hot_paths.py", "memory.py"])
+@pytest.mark.parametrize("script", ["hot_paths.py", "memory.py", "startup.py"])
 def test_a_source_that_is_not_a_checkout_is_refused_as_an_argument(script, tmp_path):
     """--source of a folder that is not there (the old checkout the README's commands compare with, not yet
     made) stopped in a traceback (FileNotFoundError) once its first process started, after memory.py had
