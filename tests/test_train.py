@@ -493,7 +493,6 @@ def test_what_pillow_warns_of_a_training_photo_is_said_once_by_the_first_process
 
     import vqcodec.data
     import vqcodec.parallel
-    from vqcodec.errors import ImageReadWarning
 
     folder = tmp_path / "data"
     folder.mkdir()
