@@ -606,7 +606,7 @@ def test_ogg_output_is_the_same_bytes_each_time(codec, signal, tmp_path, monkeyp
     buffer = io.BytesIO()
     codec.decode_audio_file(data, buffer, format_hint=Path(name).suffix)
     assert buffer.getvalue() == (tmp_path / name).read_bytes()
-    monkeypatch.setattr(SoundSink, "_settle_serial", lambda sink: None)
+    monkeypatch.setattr(SoundSink, "finish", lambda sink: None)
     libsndfiles = io.BytesIO()
     codec.decode_audio_file(data, libsndfiles, format_hint=Path(name).suffix)
     assert buffer.getvalue() != libsndfiles.getvalue()
@@ -616,7 +616,7 @@ def test_ogg_output_is_the_same_bytes_each_time(codec, signal, tmp_path, monkeyp
 
 def test_ogg_pages_not_as_expected_are_left_as_libsndfile_wrote_them():
     """The serial is set only where every page is whole, of one stream, in order, its CRC right, and the last one
-    ends the output; a seek or write after that puts libsndfile's bytes back."""
+    ends the output; a seek or write after that leaves libsndfile's bytes."""
     from vqcodec.soundio import SoundSink
 
     ogg = io.BytesIO()
@@ -630,12 +630,16 @@ def test_ogg_pages_not_as_expected_are_left_as_libsndfile_wrote_them():
         for start in range(0, len(data), 1000):
             sink.write(data[start:start + 1000])
         then(sink)
+        where = out.tell()
+        sink.finish()
         sink.check()
+        assert out.tell() == where  # the serial set, the stream is left where libsndfile left it
         return out.getvalue()
     assert through_sink(written) != written  # the serial was set
     for left_alone in (damaged, written[:-10], written + written, written[:58] + written[59:]):
         assert through_sink(left_alone) == left_alone
     assert through_sink(written, lambda sink: sink.seek(0)) == written
+    assert through_sink(written, lambda sink: sink.seek(0, io.SEEK_END)) == through_sink(written)  # where it was
     assert through_sink(written, lambda sink: sink.write(b"?")) == written + b"?"
 
 

@@ -2100,6 +2100,8 @@ class Codec:
         finally:
             with stops_held():
                 output.close()
+        with stops_held():
+            sink.finish()
         sink.check()
         if clipped > 1.0:
             import warnings

@@ -98,10 +98,6 @@ class OggPages:
             patches.append((offset + SERIAL_AT, new.to_bytes(4, "little") + written[4:8] + crc.to_bytes(4, "little")))
         return patches
 
-    def originals(self) -> list[tuple[int, bytes]]:
-        """(offset, bytes) to write over each page for it to be as libsndfile wrote it, after patches()."""
-        return [(offset + SERIAL_AT, written) for offset, _, written in self.pages]
-
 
 def _as_its_crc_covers(page: bytes, serial: int) -> bytes:
     """The page with its serial `serial` and its CRC field 0, as its CRC is computed over it."""

@@ -371,13 +371,12 @@ class SoundSink:
     soundfile's callbacks would be printed as a traceback and lost while libsndfile wrote on, or soundfile would fail
     an assertion on the short write. The first one is kept for check() to raise; nothing more is written after it,
     though libsndfile, which cannot be told why, is told that all of it was. Ogg pages get a serial derived from their
-    content once the last is written (oggpages), not libsndfile's random one, for the same audio to be the same
-    bytes; put back as libsndfile wrote them where it writes or seeks anywhere after that."""
+    content at finish() (oggpages), not libsndfile's random one, for the same audio to be the same bytes; left as
+    libsndfile wrote them where it wrote or sought anywhere after the last page."""
 
     def __init__(self, stream):
         self.stream, self.error = stream, None
         self.pages: OggPages | None = None
-        self.serial_set = False
 
     def write(self, data) -> int:
         if self.error is None:
@@ -386,7 +385,6 @@ class SoundSink:
                     self.pages = OggPages(self.stream.tell())
                 written = self.stream.write(data)
                 self.pages.wrote(bytes(data))
-                self._settle_serial()
                 return written
             except (OSError, TemporaryFileFull, TemporaryFileFailed) as exc:
                 self.error = exc
@@ -398,26 +396,24 @@ class SoundSink:
                 position = self.stream.seek(offset, whence)
                 if self.pages is not None:
                     self.pages.moved_to(position)
-                    self._settle_serial()
                 return position
             except (OSError, TemporaryFileFull, TemporaryFileFailed) as exc:  # a buffered one writes what it holds
                 self.error = exc
         return self.stream.tell()
 
-    def _settle_serial(self) -> None:
-        """Set the Ogg pages' serial once the last is written, or put back libsndfile's where it went on; the stream
-        is left where it was."""
-        if self.pages.finished and not self.pages.given_up and not self.serial_set:
-            patches, self.serial_set = self.pages.patches(), True
-        elif self.pages.given_up and self.serial_set:
-            patches, self.serial_set = self.pages.originals(), False
-        else:
+    def finish(self) -> None:
+        """Once soundfile has closed its output: set the Ogg pages' serial where the last page ended what was written;
+        the stream is left where it was."""
+        if self.error is not None or self.pages is None or not self.pages.finished or self.pages.given_up:
             return
-        position = self.stream.tell()
-        for offset, patch in patches:
-            self.stream.seek(offset)
-            self.stream.write(patch)
-        self.stream.seek(position)
+        try:
+            position = self.stream.tell()
+            for offset, patch in self.pages.patches():
+                self.stream.seek(offset)
+                self.stream.write(patch)
+            self.stream.seek(position)
+        except (OSError, TemporaryFileFull, TemporaryFileFailed) as exc:
+            self.error = exc
 
     def check(self) -> None:
         if self.error is not None:
