@@ -60,6 +60,19 @@ def number_list(kind=float, empty: bool = False) -> Callable[[str], str]:
     return checked
 
 
+def case_list(names: Sequence[str]) -> Callable[[str], list[str]]:
+    """An argparse type for --cases: a comma-separated list of some of `names`, as a list; one that is not among
+    them, or none at all, is refused as the argument."""
+    import argparse
+
+    def cases(text: str) -> list[str]:
+        chosen = [case.strip() for case in text.split(",") if case.strip()]
+        if not chosen or any(case not in names for case in chosen):
+            raise argparse.ArgumentTypeError(f"cases are {', '.join(names)}, not {text!r}")
+        return chosen
+    return cases
+
+
 def at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: a whole number of at least `minimum`."""
     import argparse

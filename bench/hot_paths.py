@@ -143,14 +143,6 @@ def run_case(case: str, source: Path, vq: Path | None) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def _cases(text: str) -> list[str]:
-    cases = [case.strip() for case in text.split(",") if case.strip()]
-    unknown = [case for case in cases if case not in CASES]
-    if unknown or not cases:
-        raise argparse.ArgumentTypeError(f"cases are {', '.join(CASES)}, not {text!r}")
-    return cases
-
-
 # --help's description: one sentence saying what the script measures (the docstring starts with a title)
 DESCRIPTION = ("Measures the time and peak memory of depth-map decoding, prior fitting for codebooks of 2**15 "
                "and beam search, for one or more vqcodec sources in the same run, and whether their outputs are "
@@ -159,7 +151,7 @@ DESCRIPTION = ("Measures the time and peak memory of depth-map decoding, prior f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
-    parser.add_argument("--cases", default=",".join(CASES), type=_cases,
+    parser.add_argument("--cases", default=",".join(CASES), type=common.case_list(CASES),
                         help=f"What to measure, comma-separated, of {', '.join(CASES)} (default all).")
     parser.add_argument("--runs", type=common.positive_int, default=3,
                         help="Fresh processes per case and source; the table gives the medians (default 3).")

@@ -83,14 +83,6 @@ def timed_run(command: list[str], out: Path | None, source: Path) -> tuple[float
     return seconds, cpu, hashlib.sha256(out.read_bytes()).hexdigest() if out else ""
 
 
-def _cases(text: str) -> list[str]:
-    cases = [case.strip() for case in text.split(",") if case.strip()]
-    unknown = [case for case in cases if case not in CASES]
-    if unknown or not cases:
-        raise argparse.ArgumentTypeError(f"cases are {', '.join(CASES)}, not {text!r}")
-    return cases
-
-
 # --help's description: one sentence saying what the script measures (the docstring starts with a title)
 DESCRIPTION = ("Measures the wall time of `vqcodec encode` and `decode` of a short speech file and a small image, "
                "each in a fresh process, for one or more vqcodec sources in the same run, and whether their "
@@ -99,7 +91,7 @@ DESCRIPTION = ("Measures the wall time of `vqcodec encode` and `decode` of a sho
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
-    parser.add_argument("--cases", default=",".join(CASES), type=_cases,
+    parser.add_argument("--cases", default=",".join(CASES), type=common.case_list(CASES),
                         help=f"What to measure, comma-separated, of {', '.join(CASES)} (default all).")
     parser.add_argument("--runs", type=common.positive_int, default=5,
                         help="Fresh processes per case and source; the table gives the medians (default 5).")

@@ -219,6 +219,8 @@ def test_a_kind_that_is_not_one_is_refused_before_any_run(script):
     ("startup.py", ["--runs", "0"], "argument --runs: not a whole number of at least 1: '0'"),
     ("startup.py", ["--cases", "encode"], "argument --cases: cases are import, load-speech, load-image, "
                                           "encode-speech, decode-speech, encode-image, decode-image, not 'encode'"),
+    ("hot_paths.py", ["--cases", ","], "argument --cases: cases are depth, fit-audio, fit-image, fit-spread, beam-q4, "
+                                       "beam-16, beam-1024, not ','"),
     ("train_parallel.py", ["--processes", "0,2"], "argument --processes: not a whole number of at least 1: '0'"),
     ("train_speed.py", ["--steps", "1", "--kinds", "image", "--runs", "1"],
      "argument --steps: not a whole number of at least 2: '1'"),
