@@ -2121,12 +2121,12 @@ def test_a_run_beside_many_other_models_names_a_few_and_counts_the_others(tmp_pa
     """A run's folder holding 40 models of earlier runs listed every one of their names in "holds 40 other models
     too (...)": it names the first three and counts the others, as -m FOLDER's "found N (...)" does."""
     from types import SimpleNamespace
-    from vqcodec.train import _say_other_models
+    from vqcodec.train import _say_how_to_use_the_model
 
     for number in range(40):  # found by their names alone: nothing in them is read
         for suffix in (".safetensors", ".json"):
             (tmp_path / f"run{number:02d}{suffix}").write_bytes(b"")
-    _say_other_models(SimpleNamespace(quiet=False), tmp_path / "run00.safetensors")
+    _say_how_to_use_the_model(SimpleNamespace(quiet=False), tmp_path / "run00.safetensors")
     assert capsys.readouterr().err == (f"{tmp_path} holds 39 other models too, of earlier runs (run01, run02, run03 "
                                        f"and 36 more): give this one by its path, "
                                        f"Codec.load({str(tmp_path / 'run00.safetensors')!r})\n")

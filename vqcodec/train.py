@@ -255,7 +255,7 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     if not run.main:
         return model_path
     _add_prior(run, model_path, cfg, start, data.train.files(), data_dir, step)  # without the files skipped
-    _say_other_models(run, model_path)
+    _say_how_to_use_the_model(run, model_path)
     if unsaved is not None:
         earlier = (f"{option_name('resume', True)} would go back to the checkpoint saved before it"
                    if run.checkpoint_path.exists() else f"there is no checkpoint to {setting('--resume', 'resume')}")
@@ -1060,7 +1060,7 @@ def _write_model(run: Run, model: VQVAE, model_path: Path, start: Start, codes_i
     return model_path
 
 
-def _say_other_models(run: Run, model_path: Path) -> None:
+def _say_how_to_use_the_model(run: Run, model_path: Path) -> None:
     """The run's last line, how to use its model: by its folder, or where the folder holds other models than its
     own, from earlier runs of other names (--force removes the files of its own name alone), by its path, saying
     so: given as the model, the folder is refused as holding several."""
