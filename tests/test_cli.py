@@ -477,6 +477,24 @@ def test_info_json_has_the_fields_the_readme_lists(cli):
     for name, fields in (("golden_audio_shared.vq", common | audio), ("golden_image_depth.vq", common | image)):
         assert json.loads(cli("info", GOLDEN / name, "--json", text=True).stdout).keys() == fields, name
 
+def test_codes_json_has_the_keys_the_readme_names(tmp_path, signal, codec):
+    """Each key that `vqcodec codes FOLDER OUT` writes in codes.json is named in the README's account of it: `model`,
+    `kind`, `depth_weight`, `channels`, `skipped`... were told in words alone, or not at all."""
+    from vqcodec import Codec
+    from vqcodec.tokens import _manifest_head, code_folder
+
+    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    told = readme[readme.index("writes `tokens/codes.json`"):readme.index("`vqcodec pack` of a `.npy` file that")]
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    write_wav(folder / "a.wav", signal)
+    (folder / "b.wav").write_bytes(b"not a recording")
+    manifest = code_folder(codec, folder, tmp_path / "tokens", sorted(folder.iterdir()), log=lambda line: None)
+    written = {*manifest, *manifest["files"][0], *manifest["skipped"][0], *_manifest_head(Codec.load("image"), 1),
+               "stopped"}
+    assert written - set(re.findall(r'`"?(\w+)', told)) == set()
+
+
 DOCS = [Path(__file__).resolve().parent.parent / "README.md",
         *sorted((Path(__file__).resolve().parent.parent / "docs").glob("*.md"))]
 
