@@ -4058,6 +4058,34 @@ def test_read_codes_npy_reads_codes_as_pack_does_from_python(codec, tmp_path, mo
         read_codes_npy(path, codec)
 
 
+@pytest.mark.parametrize("version, length_field", [(1, b"\xff\xff"), (2, b"\xff\xff\xff\x7f"),
+                                                   (3, b"\xff\xff\xff\xff")])
+def test_read_codes_npy_reads_no_header_longer_than_np_load_takes(codec, version, length_field):
+    """numpy reads all the header a .npy file's length field announces (4 GiB at most) before it checks it against
+    its bound: 2 GiB of a stream's zeros after such a field took 4.4 GB of memory to be refused. The field is checked
+    first now, and the header not read."""
+    from vqcodec.errors import VQCodecError
+    from vqcodec.tokens import read_codes_npy
+
+    class Zeros(io.RawIOBase):
+        """A .npy magic and header length field, then zeros, up to 1 MiB in all; counts what it gives."""
+        def __init__(self):
+            self.given = 0
+
+        def read(self, size=-1):
+            start = b"\x93NUMPY" + bytes([version, 0]) + length_field
+            piece = (start + bytes(1 << 16))[self.given:self.given + min(size, 1 << 16)] if self.given < len(start) \
+                else bytes(max(0, min(size, 1 << 16, (1 << 20) - self.given)))
+            self.given += len(piece)
+            return piece
+
+    stream, length = Zeros(), int.from_bytes(length_field, "little")
+    with pytest.raises(VQCodecError, match=f"^the input: announces a .npy header of {length} bytes, more than the "
+                                           "10000 np.load takes"):
+        read_codes_npy(stream, codec)
+    assert stream.given <= 12
+
+
 def test_read_codes_npy_takes_what_read_codes_takes_and_refuses_the_rest_in_one_line(codec, tiny_model_path, tmp_path):
     """A memoryview was 'not a NumPy .npy file' where read_info and read_codes take one; a text stream, codes already
     loaded or None were 'not a NumPy .npy file' too (an int 'stdin: ...'), an empty path ': cannot read (No such file

@@ -29,6 +29,9 @@ MAX_MANIFEST_BYTES = 1 << 30  # read by listing_manifest and a resume: about 380
 CODE_TYPE = np.dtype("<i4")  # what the .npy files hold
 CONTENT_HASH = "file_blake2b"  # the key of codes.json that records an input's bytes (input_stamp)
 NPY_PIECE_BYTES = 1 << 24  # of a .npy file read at a time (read_codes_npy)
+# np.load's bound (max_header_size), checked before the header is read: numpy reads all that the header's length
+# field announces, up to 4 GiB, before it checks its length. A header of codes takes about 120 bytes.
+MAX_NPY_HEADER_BYTES = 10_000
 
 
 def file_codes_writer(codec, data: bytes):
@@ -65,15 +68,24 @@ def save_code_blocks(stream, shape: tuple, axis: int, blocks) -> None:
 def npy_header(stream, size: int | None, name: str):
     """The shape, order and type a .npy file's header gives, checked against the `size` bytes of the
     file where it is known."""
+    not_npy = VQCodecError(f"{name}: not a NumPy .npy file (version 1, 2 or 3)")
     try:
         version = npy.read_magic(stream)
         # Version 3 is version 2 with a UTF-8 header (for non-ASCII field names, which codes lack), which
         # numpy writes when latin-1 cannot hold it; an integer array's header is ASCII, read alike.
         read_header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0,
                        (3, 0): npy.read_array_header_2_0}[version]
-        shape, fortran_order, dtype = read_header(stream)
+        length_field = stream.read(2 if version == (1, 0) else 4)
+    except Exception:
+        raise not_npy from None
+    length = int.from_bytes(length_field, "little")
+    if length > MAX_NPY_HEADER_BYTES:
+        raise VQCodecError(f"{name}: announces a .npy header of {plural(length, 'byte')}, more than the "
+                           f"{MAX_NPY_HEADER_BYTES} np.load takes (one of codes takes about 120)")
+    try:
+        shape, fortran_order, dtype = read_header(io.BytesIO(length_field + stream.read(length)))
     except Exception:  # numpy's header parser raises many kinds (ValueError, SyntaxError, TokenError...)
-        raise VQCodecError(f"{name}: not a NumPy .npy file (version 1, 2 or 3)") from None
+        raise not_npy from None
     if dtype.hasobject:
         raise VQCodecError(f"{name}: an array of Python objects (pickles are refused)")
     if dtype.kind not in "iu":
