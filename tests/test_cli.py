@@ -3778,6 +3778,23 @@ def test_pack_refuses_codes_a_manifest_lists_as_another_kinds_or_models(cli, tmp
     assert cli("pack", tmp_path / "unlisted.npy", tmp_path / "other.vq", "-m", image_model).returncode == 0
 
 
+def test_check_listed_codes_takes_the_ids_of_a_manifest_in_upper_case(codec, tmp_path):
+    """A codes.json whose ids are in upper case hex (edited, or written by another tool) gave the codes of 'model
+    320BC802BEF6511A, ... not of model speech16k (320bc802bef6511a)', and its codes id was 'not 16 hex digits', where
+    Codec.makes_codes_of takes either case."""
+    from vqcodec.errors import VQCodecError
+    from vqcodec.tokens import check_listed_codes
+
+    listed = {"kind": codec.kind, "files": [{"codes": "a.npy"}]}
+    for ids in ({"model_id": codec.model_id.hex().upper()},
+                {"model_id": "ff" * 8, "codes_id": codec.codes_id.hex().upper()}):
+        (tmp_path / "codes.json").write_text(json.dumps({**listed, **ids}))
+        check_listed_codes(codec, tmp_path / "a.npy")
+    (tmp_path / "codes.json").write_text(json.dumps({**listed, "model_id": "FF" * 8}))
+    with pytest.raises(VQCodecError, match="holds the codes of model ffffffffffffffff, as"):
+        check_listed_codes(codec, tmp_path / "a.npy")
+
+
 def test_pack_takes_codes_a_manifest_lists_with_a_model_of_the_same_codes(cli, tmp_path, tiny_model_path):
     """A decoder-only fine-tune makes its starting model's codes: codes.json's model and the one given to pack may
     be either. codes.json said only the model id, and the starting model refused the codes of a fine-tune loaded by

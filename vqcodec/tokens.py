@@ -628,7 +628,7 @@ def check_listed_codes(codec, path) -> None:
     if listed is None:
         return
     manifest_path, manifest, entry = listed
-    kind, model_id = entry.get("kind", manifest.get("kind")), entry.get("model_id", manifest.get("model_id"))
+    kind, model_id = entry.get("kind", manifest.get("kind")), _lowered(entry.get("model_id", manifest.get("model_id")))
     codes_id = _listed_codes_id(manifest_path, manifest, entry)
     named = manifest.get("model")
     of_model = f"model {named} ({model_id})" if isinstance(named, str) else f"model {model_id}"
@@ -646,8 +646,14 @@ def check_listed_codes(codec, path) -> None:
 def _listed_codes_id(manifest_path: Path, manifest: dict, entry: dict) -> bytes | None:
     """The codes id that a codes.json gives beside the model id of an entry (the entry's own, as a folder of .vq files
     records them, else the manifest's); None where it gives none, as one written before codes_id."""
-    codes_id = entry.get("codes_id") if "model_id" in entry else manifest.get("codes_id")
+    codes_id = _lowered(entry.get("codes_id") if "model_id" in entry else manifest.get("codes_id"))
     if codes_id is not None and not is_model_id(codes_id):
         raise VQCodecError(f"{manifest_path} gives a bad codes_id ({shown_cut(codes_id)}: not 16 hex digits) for the "
                            "codes it lists: write it again with `vqcodec codes`, or remove codes_id from it")
     return None if codes_id is None else bytes.fromhex(codes_id)
+
+
+def _lowered(listed_id):
+    """A model or codes id as codes.json gives it, its hex digits in lower case (as Codec.makes_codes_of takes them:
+    one edited to upper case was another model's, or 'not 16 hex digits'); anything else as it is."""
+    return listed_id.lower() if isinstance(listed_id, str) else listed_id
