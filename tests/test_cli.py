@@ -484,7 +484,7 @@ def test_codes_json_has_the_keys_the_readme_names(tmp_path, signal, codec):
     from vqcodec.tokens import _manifest_head, code_folder
 
     readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
-    told = readme[readme.index("writes `tokens/codes.json`"):readme.index("`vqcodec pack` of a `.npy` file that")]
+    told = readme[readme.index("writes `tokens/codes.json`"):readme.index("`vqcodec pack` takes one `.npy` file")]
     folder = tmp_path / "recordings"
     folder.mkdir()
     write_wav(folder / "a.wav", signal)
@@ -3793,6 +3793,19 @@ def test_check_listed_codes_takes_the_ids_of_a_manifest_in_upper_case(codec, tmp
     (tmp_path / "codes.json").write_text(json.dumps({**listed, "model_id": "FF" * 8}))
     with pytest.raises(VQCodecError, match="holds the codes of model ffffffffffffffff, as"):
         check_listed_codes(codec, tmp_path / "a.npy")
+
+
+def test_pack_of_a_folder_says_it_takes_one_file(cli, tmp_path, tiny_model_path):
+    """`codes FOLDER OUT` writes a folder of codes, which pack refused as '{folder}: is a directory' alone, after
+    loading the model, not saying that it packs one file."""
+    (tmp_path / "tokens").mkdir()
+    np.save(tmp_path / "tokens" / "a.npy", np.zeros((1, 2, 3), np.int32))
+    for out in ("out.vq", "out"):
+        result = cli("pack", tmp_path / "tokens", tmp_path / out, "-m", tiny_model_path)
+        assert_one_line_error(result)
+        assert result.stderr.decode().endswith("tokens: is a directory; pack takes one .npy file (pack each file of "
+                                               "a folder of codes in turn)\n")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["tokens"]
 
 
 def test_pack_takes_codes_a_manifest_lists_with_a_model_of_the_same_codes(cli, tmp_path, tiny_model_path):

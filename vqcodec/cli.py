@@ -1410,6 +1410,9 @@ def pack(input_path, output_path, model, rate, samples, width, height, gain, cod
     from .tokens import check_listed_codes, manifests_above
 
     _refuse_media_output_name(output_path, "pack")
+    if input_path != "-" and os.path.isdir(input_path):  # as `codes FOLDER OUT` writes, unlike pack
+        raise VQCodecError(f"{input_path}: is a directory; pack takes one .npy file (pack each file of a folder of "
+                           "codes in turn)")
     _refuse_output_file(output_path, force, input_path)
     for manifest in manifests_above(input_path) if input_path != "-" else []:  # read by check_listed_codes
         _refuse_output_on_input(output_path, str(manifest))
