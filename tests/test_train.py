@@ -213,6 +213,15 @@ def test_the_first_line_gives_an_audio_models_sample_rate(data_dir, tmp_path, ca
     assert first.startswith("training tiny (audio at 8000 Hz) on "), first
 
 
+def test_a_resumed_runs_first_line_gives_the_step_it_resumes_at(trained, data_dir, tmp_path, capsys):
+    """A resumed run's first line was a new run's: nothing said it went on from its checkpoint's step 12."""
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    train(data_dir, None, options(out, max_steps=13, resume=True, quiet=False, fit_prior=False))
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("training tiny (audio at 8000 Hz), resuming at step 12, on "), first
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_precision_is_recorded_and_the_weights_stay_fp32(data_dir, tmp_path, precision):
     out = tmp_path / precision

@@ -195,7 +195,7 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
     settings = _part_settings(run, weight_average, data_dir, data.train_files)
     parts = _earlier_parts(start, settings)
     if not run.quiet:
-        _print_run(run, kind, model, data)
+        _print_run(run, kind, model, data, start)
     parallel.together(lambda: _make_out(options, run.main))
 
     def checkpoint_meta(step: int, seconds: float, validated: float) -> dict:
@@ -569,7 +569,7 @@ def _earlier_parts(start: Start, settings: dict) -> list[dict]:
     return [*parts, {"steps": steps, "seconds": seconds, **start.meta.get("settings", {})}]
 
 
-def _print_run(run: Run, kind: str, model: VQVAE, data: _Data) -> None:
+def _print_run(run: Run, kind: str, model: VQVAE, data: _Data, start: Start) -> None:
     options = run.options
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     share = options.batch_size // run.processes
@@ -577,7 +577,8 @@ def _print_run(run: Run, kind: str, model: VQVAE, data: _Data) -> None:
     validation = data.val.describe() if data.val_files != data.train_files \
         else "on the training file (none held out from one)"
     media = f"audio at {model.cfg.sample_rate} Hz" if kind == "audio" else kind  # files at other rates: resampled
-    _progress(f"training {options.name} ({media}) on {data.train.describe()}; validation {validation}; "
+    resuming = f", resuming at step {start.step}," if start.resumed else ""
+    _progress(f"training {options.name} ({media}){resuming} on {data.train.describe()}; validation {validation}; "
               f"{_parameter_count(sum(p.numel() for p in model.parameters()))} parameters"
               f"{f' ({_parameter_count(trained)} trained: the decoder)' if options.decoder_only else ''}; "
               f"batch {options.batch_size}; {spread}, {run.precision}")
