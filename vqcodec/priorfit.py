@@ -100,6 +100,7 @@ def _fit_and_attach_prior(model_path: Path, files: list[Path], out: Path | None,
     from .codec import AUDIO_CHUNK_FRAMES, IMAGE_CHUNK_ROWS, Codec
     from .prior import CodePrior, check_codebook_size
 
+    began = time.monotonic()
     codec = Codec.load(str(model_path), device=device, coding="fixed")
     check_codebook_size(codec.codebook_size)  # before coding the folder
     views = len(files) < PRIOR_VIEWS_MAX_FILES
@@ -110,10 +111,11 @@ def _fit_and_attach_prior(model_path: Path, files: list[Path], out: Path | None,
         else:
             scales = " and ".join(f"{scale:.0%}" for scale in PRIOR_VIEW_SCALES)
             log(f"fitting the prior to each photo, a quarter turn of it, and it scaled to {scales}")
+    coding_began = time.monotonic()
     planes, groups = collect_codes(codec, files, log, views=views, progress=progress)
+    coding_seconds = time.monotonic() - coding_began
     if not planes:
         raise VQCodecError("no readable media to fit the prior to")
-    start = time.monotonic()
     chunk = AUDIO_CHUNK_FRAMES if codec.kind == "audio" else IMAGE_CHUNK_ROWS
     prior = CodePrior.fit(planes, codec.codebook_size, codec.kind, chunk, log=log, groups=groups)
     codebooks = [layer.codebook.detach().float().cpu().numpy() for layer in codec.model.quantizer.layers]
@@ -124,7 +126,8 @@ def _fit_and_attach_prior(model_path: Path, files: list[Path], out: Path | None,
         per_level = sum(prior.ideal_bits(p[None] if codec.kind == "audio" else p) for p in planes)
         for line in prior_summary(prior, per_level / sum(p[0].size for p in planes)):
             log(line)
-        log(f"prior {prior.prior_id:08x} fitted in {time.monotonic() - start:.0f} s: "
+        log(f"prior {prior.prior_id:08x} fitted in {time.monotonic() - began:.0f} s "
+            f"(coding the files: {coding_seconds:.0f} s): "
             f"{per_level.sum() / codes:.3f} bits per code on the fitting data "
             f"(fixed width: {np.ceil(np.log2(codec.codebook_size)):.0f}); wrote {path}")
     return path
