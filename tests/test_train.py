@@ -222,6 +222,31 @@ def test_a_resumed_runs_first_line_gives_the_step_it_resumes_at(trained, data_di
     assert first.startswith("training tiny (audio at 8000 Hz), resuming at step 12, on "), first
 
 
+def test_the_written_models_minutes_say_what_they_cover_and_why_they_pass_the_budget(data_dir, tmp_path, capsys):
+    """'wrote ... (0.6 min)' after --max-minutes 0.5 read as a budget overrun: the minutes are training with its
+    validation (a resumed run's over all its runs), and the last step and its validation finish after the budget."""
+    train(data_dir, CFG, options(tmp_path / "run", max_steps=1, quiet=False, fit_prior=False))
+    wrote = [line for line in capsys.readouterr().err.splitlines() if line.startswith("wrote ")]
+    assert re.fullmatch(r"wrote \S+ after 1 step \(\d+\.\d min of training and validation\)", wrote[0]), wrote
+    from vqcodec.runstart import Run, Start
+    from vqcodec.train import _time_trained
+
+    def said(seconds: float, max_minutes: float | None = None, resumed_from: float | None = None) -> str:
+        run = Run(options(tmp_path, max_minutes=max_minutes), "cpu", processes=1, main=True, quiet=False,
+                  precision="fp32", checkpoint_path=tmp_path / "checkpoint.safetensors")
+        start = Start(CFG, "audio")
+        if resumed_from is not None:
+            start.checkpoint_bytes, start.trained_seconds = 0, resumed_from
+        return _time_trained(run, start, seconds)
+
+    assert said(36, 0.5) == ("0.6 min of training and validation: max_minutes=0.5 ends the steps, the last one and "
+                             "its validation finish after it")
+    assert said(31, 0.5) == "0.5 min of training and validation"  # as the line shows it, within the budget
+    assert said(96, 1, resumed_from=60) == "1.6 min of training and validation, 0.6 of them in this run"
+    assert said(96, 0.5, resumed_from=60).endswith(", 0.6 of them in this run: max_minutes=0.5 ends the steps, the "
+                                                   "last one and its validation finish after it")
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_precision_is_recorded_and_the_weights_stay_fp32(data_dir, tmp_path, precision):
     out = tmp_path / precision

@@ -1057,8 +1057,23 @@ def _write_model(run: Run, model: VQVAE, model_path: Path, start: Start, codes_i
                                       **({"earlier": start.init_training} if start.init_training else {})},
                             extra=lineage, exact=CODE_TENSORS if decoder_only else ("",) if unchanged else ())
     if not run.quiet:
-        _say(f"\nwrote {model_path} after {plural(step, 'step')} ({trained_seconds / 60:.1f} min)")
+        _say(f"\nwrote {model_path} after {plural(step, 'step')} ({_time_trained(run, start, trained_seconds)})")
     return model_path
+
+
+def _time_trained(run: Run, start: Start, trained_seconds: float) -> str:
+    """What the written model's minutes cover, for its line: the run's training with its validation (this run's
+    too, where it resumed a checkpoint), and why they may be more than --max-minutes, this run's budget."""
+    minutes = trained_seconds / 60
+    this_run = (trained_seconds - start.trained_seconds) / 60
+    said = f"{minutes:.1f} min of training and validation"
+    if start.resumed:
+        said += f", {this_run:.1f} of them in this run"
+    budget = run.options.max_minutes
+    if budget and round(this_run, 1) > budget:  # as the line shows them
+        said += (f": {option_name('max_minutes', budget)} ends the steps, the last one and its validation "
+                 "finish after it")
+    return said
 
 
 def _say_how_to_use_the_model(run: Run, model_path: Path) -> None:
