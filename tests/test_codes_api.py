@@ -239,6 +239,27 @@ def test_codes_of_numpys_object_type_holding_ints_are_taken_as_those_ints(codec)
     assert codec.codes_to_file(np.array(whole, dtype=object)) == codec.codes_to_file(whole)
 
 
+def test_codes_of_numpys_object_type_are_refused_for_their_shape_and_size_before_their_items_are_read(
+        codec, monkeypatch):
+    """A broadcast object array of a few bytes was read item by item (30 s for 30 levels of 10^6 frames here)
+    before its shape or size was refused, and check_codes_shape of dtype object read as many stand-ins."""
+    import vqcodec.codec
+
+    monkeypatch.setattr(vqcodec.codec, "_object_codes_as_int64", lambda array: pytest.fail("the items were read"))
+    shape = (1, 30, 10 ** 6)
+    wrong_shape = r"^codes must be .*, not int64 \(1, 30, 1000000\): it has 30 levels"
+    for call in (codec.codes_to_audio, codec.codes_to_file):
+        with pytest.raises(VQCodecError, match=wrong_shape):
+            call(np.broadcast_to(np.array(0, dtype=object), shape))
+    with pytest.raises(VQCodecError, match=wrong_shape):
+        codec.check_codes_shape(shape, object)
+    years = np.broadcast_to(np.array(0, dtype=object), (1, 4, 10 ** 11))
+    with pytest.raises(VQCodecError, match=r"^1 channel of 800000000000 samples of decoded audio .* do not fit"):
+        codec.codes_to_audio(years)
+    with pytest.raises(VQCodecError, match=r"^audio longer than 24 hours is not supported$"):
+        codec.codes_to_file(years)
+
+
 def test_codes_given_where_media_is_wanted_are_refused_naming_what_takes_codes(codec, golden_image_codec):
     """Codes from audio_to_codes given back to encode, media_to_codes or audio_to_codes were refused as 3-D audio
     ('audio must be (channels, samples) or (samples,), not 3-D'), an image's codes as an image of another type."""

@@ -266,16 +266,16 @@ def _check_fits_memory(size: int, held: str = "the codes take",
 def _integer_codes(codes) -> np.ndarray:
     """Codes given to the API as a NumPy array of an integer type, refused in one line otherwise: what is no array
     of numbers at all (a path, which np.asarray made a 0-d array of text, 'codes must be integers, not <U9'; None;
-    a stream) is refused naming what it is and what reads a file of codes."""
+    a stream) is refused naming what it is and what reads a file of codes. An array of NumPy's object type is given
+    back with its items unread, for _checked_codes to take as int64 once its shape and size are checked (a broadcast
+    array of a few bytes can be billions of items, read one by one)."""
     if codes is None or isinstance(codes, (str, bytes, bytearray, os.PathLike, dict)) or hasattr(codes, "read"):
         a_file = codes is not None and not isinstance(codes, dict)  # its path, bytes or stream
         raise VQCodecError(f"codes are an integer array (NumPy, a torch tensor or nested lists), not {type_of(codes)}"
                            + (": vqcodec.tokens.read_codes_npy(path, codec) reads a .npy file of codes, "
                               "codec.read_codes(path) a .vq file's" if a_file else ""))
     array = as_array(codes)
-    if array.dtype == object:  # nested lists holding something that is no int64: named, not 'not object'
-        array = _object_codes_as_int64(array)
-    return integer_codes(array)
+    return array if array.dtype == object else integer_codes(array)
 
 
 def _object_codes_as_int64(array: np.ndarray) -> np.ndarray:
@@ -923,6 +923,8 @@ class Codec:
         `level_axis`, each an index below K or -1 (a level the cell leaves out, as files do: from
         some level up to the top)."""
         codes = self._code_array(codes, level_axis, layout)
+        if codes.dtype == object:  # nested lists holding something that is no int64: named, not 'not object'
+            codes = _object_codes_as_int64(codes)
         low, high = codes.min(), codes.max()
         if low < ABSENT or high >= self.codebook_size:
             bad = low if low < ABSENT else high
@@ -941,7 +943,8 @@ class Codec:
     def _code_array(self, codes, level_axis: int, layout: str) -> np.ndarray:
         """_checked_codes' checks of shape and type alone, on the array as given: nothing is allocated or
         read, so that the size the shape makes is checked before the codes are scanned or copied (a
-        broadcast array of a few bytes can be billions of codes)."""
+        broadcast array of a few bytes can be billions of codes): an array of NumPy's object type is given
+        back as it is, its items unread."""
         self._refuse_other_models_codes(codes)
         codes = _integer_codes(codes)
         if codes.ndim != 3 or not 1 <= codes.shape[level_axis] <= self.num_codebooks or 0 in codes.shape:
@@ -994,8 +997,9 @@ class Codec:
     def _bad_codes(self, layout: str, codes: np.ndarray, level_axis: int) -> VQCodecError:
         """The refusal of codes of a shape this model cannot take, naming their shape and what is wrong with it."""
         fault = _shape_fault(codes.shape, layout, level_axis, self.num_codebooks)
+        dtype = np.dtype(np.int64) if codes.dtype == object else codes.dtype  # as _checked_codes takes its items
         return VQCodecError(f"codes must be a non-empty integer array ({layout}) of at most {self.num_codebooks} "
-                            f"levels, each an index below {self.codebook_size} or -1, not {codes.dtype} "
+                            f"levels, each an index below {self.codebook_size} or -1, not {dtype} "
                             f"{tuple(codes.shape)}: {fault}")
 
     def _require(self, kind: str) -> None:
@@ -2299,6 +2303,8 @@ class Codec:
             if dtype.is_floating_point:  # bfloat16 has no NumPy type to be named by
                 raise VQCodecError(f"codes must be integers, not {str(dtype).removeprefix('torch.')}")
             dtype = as_array(torch.empty((), dtype=dtype)).dtype
+        if np.dtype(object) == dtype:  # of ints, each taken as an int64; nothing of the shape's size is read
+            dtype = np.int64
         try:  # a view of one value: nothing of the shape's size is allocated
             stand_in = np.broadcast_to(np.zeros((), dtype), shape)
         except (TypeError, ValueError) as exc:
