@@ -261,16 +261,18 @@ def test_codes_of_numpys_object_type_are_refused_for_their_shape_and_size_before
 
 
 def test_codes_given_where_media_is_wanted_are_refused_naming_what_takes_codes(codec, golden_image_codec):
-    """Codes from audio_to_codes given back to encode, media_to_codes or audio_to_codes were refused as 3-D audio
-    ('audio must be (channels, samples) or (samples,), not 3-D'), an image's codes as an image of another type."""
+    """Codes from audio_to_codes given back to encode, encode_audio, media_to_codes or audio_to_codes were refused as
+    3-D audio ('audio must be (channels, samples) or (samples,), not 3-D'), an image's codes as an image of another
+    type."""
     audio_codes = codec.audio_to_codes(np.zeros(64, np.float32), 2)
     image_codes = golden_image_codec.image_to_codes(np.zeros((8, 8, 3), np.uint8), 3)
     audio = r"^these are codes \(of audio\), not media: codes_to_file makes a \.vq file of them, codes_to_audio decodes"
     for call in (lambda: codec.encode(audio_codes, sample_rate=16000), lambda: codec.media_to_codes(audio_codes),
-                 lambda: codec.audio_to_codes(audio_codes)):
+                 lambda: codec.audio_to_codes(audio_codes), lambda: codec.encode_audio(audio_codes, 16000, 2)):
         with pytest.raises(VQCodecError, match=audio):
             call()
-    for call in (golden_image_codec.encode, golden_image_codec.media_to_codes, golden_image_codec.image_to_codes):
+    for call in (golden_image_codec.encode, golden_image_codec.media_to_codes, golden_image_codec.image_to_codes,
+                 lambda codes: golden_image_codec.encode_image(codes, 3)):
         with pytest.raises(VQCodecError, match=r"^these are codes \(of an image\), not media: .* codes_to_image decodes"):
             call(image_codes)
 

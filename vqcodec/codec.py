@@ -1305,6 +1305,7 @@ class Codec:
         `quality` the most codebooks it may use (vqcodec.ratecontrol). Audio that is coded above full
         scale (level_warning: float samples beyond 256, such as 16-bit values given as floats) gets
         a UserWarning, as the command line's warning line."""
+        _refuse_codes_as_media(audio)
         audio = audio_array(audio, channels)  # converted to float32 a block at a time, as it is coded
         sample_rate = checked_rate(sample_rate)
         check_audio_size(audio.shape[0], sample_rate, audio.shape[1])  # "audio is empty", not "samples ... not 0"
@@ -2380,6 +2381,7 @@ class Codec:
         from PIL import Image
 
         self._require("image")
+        _refuse_codes_as_media(image)
         if isinstance(image, torch.Tensor):
             image = as_array(image)
         if isinstance(image, np.ndarray):
