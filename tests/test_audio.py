@@ -1977,6 +1977,8 @@ def test_a_batch_of_audio_is_refused_saying_one_recording_at_a_time(codec):
             codec.encode_audio(given, 16000, 2)
     with pytest.raises(VQCodecError, match=r"^audio must be \(channels, samples\) or \(samples,\), not 4-D$"):
         codec.encode_audio(np.zeros((1, 2, 1, 320), np.float32), 16000, 2)
+    with pytest.raises(VQCodecError, match=r"^audio must be \(channels, samples\) or \(samples,\), not 3-D$"):
+        codec.encode_audio_stream([np.zeros((2, 1, 320), np.float32)], 16000, 1, 320, 2)  # a block, no recording
 
 
 def test_codes_functions_check_their_input(codec, signal):

@@ -55,8 +55,8 @@ def pcm_array(audio, channels: int | None = None, whole: bool = False) -> np.nda
     if array.ndim == 1:
         array = array[None]
     if array.ndim != 2:
-        batch = (" (one recording at a time, not a batch (batch, channels, samples): audio[i])" if array.ndim == 3
-                 else "")
+        batch = (" (one recording at a time, not a batch (batch, channels, samples): audio[i])"
+                 if whole and array.ndim == 3 else "")  # a stream's block is no recording of a batch
         raise VQCodecError(f"audio must be (channels, samples) or (samples,), not {array.ndim}-D{batch}")
     rows, cols = array.shape
     if (rows > cols > 0) if channels is None else (rows != channels == cols):
