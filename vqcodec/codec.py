@@ -955,11 +955,11 @@ class Codec:
         """Refuse codes that say they were made by a model of the other kind of media, or by a model that does
         not make this one's codes (codekind)."""
         made = kind_of(codes)
+        maker, codes_id = maker_of(codes)
         if made is not None and made != self.kind:
             raise VQCodecError(f"these are the codes of {kind_held(made)}, made by a model that codes "
                                f"{kind_coded(made)}, but model {self.name} codes {kind_coded(self.kind)}: "
-                               f"{_decode_with_maker(maker_of(codes)[0])}")
-        maker, codes_id = maker_of(codes)
+                               f"{_decode_with_maker(maker)}")
         if maker is None or self.makes_codes_of(maker, codes_id):
             return
         raise VQCodecError(not_its_codes(f"these codes were made by model {maker.hex()}", codes_id, self, "by",
