@@ -260,6 +260,22 @@ def test_codes_of_numpys_object_type_are_refused_for_their_shape_and_size_before
         codec.codes_to_file(years)
 
 
+def test_codes_to_audios_memory_check_counts_the_int64_copy_of_codes_of_numpys_object_type(codec, monkeypatch):
+    """Codes of NumPy's object type are taken as int64 (8 bytes a code) before the copy as int16: the memory
+    check counted the int16 copy alone beside the audio."""
+    import vqcodec.audioblocks
+
+    codes = np.broadcast_to(np.array(0, dtype=object), (1, 4, 1000))
+    audio_bytes, copies_bytes = 1000 * codec.hop * 4, codes.size * (2 + 8)
+    monkeypatch.setattr(codec, "_decode_frames", lambda *args: pytest.fail("decoding started"))
+    monkeypatch.setattr(vqcodec.audioblocks, "memory_bound", lambda: audio_bytes + copies_bytes - 1)
+    with pytest.raises(VQCodecError, match=r"do not fit in memory"):
+        codec.codes_to_audio(codes)
+    monkeypatch.setattr(vqcodec.audioblocks, "memory_bound", lambda: audio_bytes + copies_bytes)
+    with pytest.raises(pytest.fail.Exception, match="decoding started"):
+        codec.codes_to_audio(codes)
+
+
 def test_codes_given_where_media_is_wanted_are_refused_naming_what_takes_codes(codec, golden_image_codec):
     """Codes from audio_to_codes given back to encode, encode_audio, media_to_codes or audio_to_codes were refused as
     3-D audio ('audio must be (channels, samples) or (samples,), not 3-D'), an image's codes as an image of another

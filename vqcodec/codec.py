@@ -1185,6 +1185,8 @@ class Codec:
         self._require("audio")
         codes = self._code_array(codes, 1, "channels, quality, frames")
         copy = 0 if codes.dtype == self._code_dtype else codes.size * np.dtype(self._code_dtype).itemsize
+        if codes.dtype == object:  # its items are taken as int64 first, and that copy made of them
+            copy += codes.size * np.dtype(np.int64).itemsize
         check_decoded_fits(codes.shape[0], codes.shape[2] * self.hop, copy)  # before the codes are copied
         codes = self._checked_codes(codes, 1, "channels, quality, frames")
         return joined_blocks(self._decode_frames(codes), codes.shape[0], codes.shape[2] * self.hop)
