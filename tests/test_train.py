@@ -222,6 +222,22 @@ def test_a_resumed_runs_first_line_gives_the_step_it_resumes_at(trained, data_di
     assert first.startswith("training tiny (audio at 8000 Hz), resuming at step 12, on "), first
 
 
+def test_a_fine_tunes_first_line_names_the_model_it_started_from(trained, data_dir, tmp_path, capsys):
+    """A run from --init, and its resume, said nothing of the model they started from."""
+    out, source_id = tmp_path / "tuned", json.loads((trained / "tiny.json").read_text())["model_id"]
+    train(data_dir, None, options(out, max_steps=1, init=str(trained), quiet=False, fit_prior=False))
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith(f"training tiny (audio at 8000 Hz) from {trained} ({source_id[:8]}) on "), first
+    train(data_dir, None, options(out, max_steps=2, resume=True, quiet=False, fit_prior=False))
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith(f"training tiny (audio at 8000 Hz) from {trained} ({source_id[:8]}), resuming at step 1, "
+                            "on "), first
+    from vqcodec.runstart import Start
+    from vqcodec.train import _starting_model
+    # a checkpoint written before the name was kept gives the id alone
+    assert _starting_model(Start(None, "audio", init_id=source_id)) == f" from model {source_id[:8]}"
+
+
 def test_the_written_models_minutes_say_what_they_cover_and_why_they_pass_the_budget(data_dir, tmp_path, capsys):
     """'wrote ... (0.6 min)' after --max-minutes 0.5 read as a budget overrun: the minutes are training with its
     validation (a resumed run's over all its runs), and the last step and its validation finish after the budget."""

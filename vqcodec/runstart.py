@@ -3,6 +3,7 @@ resumes or the trained model (--init) it starts from, refused where they do not 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,6 +120,7 @@ class Start:
     model: VQVAE | None = None                        # --init's model, widened where the config widens it
     widened: dict = field(default_factory=dict)        # the starting model's widths that the config widened, by field
     init_id: str | None = None                        # a resumed fine-tune keeps its starting model's id
+    init_name: str | None = None                      # and --init as given, which its first line names
     init_decodes: list[str] = field(default_factory=list)
     init_path: str | None = None
     init_training: dict = field(default_factory=dict)  # the starting model's record, kept as the new one's "earlier"
@@ -163,10 +165,12 @@ def starting_point(run: Run, cfg: ModelConfig | None, kind: str | None) -> Start
                               start.cfg, cfg, kind)
         _refuse_another_part(options, start.meta.get("decoder_only", False), start.step)
     start.init_id = start.meta.get("init")
+    start.init_name = start.meta.get("init_name") if isinstance(start.meta.get("init_name"), str) else None
     start.init_decodes, start.init_path = start.meta.get("init_decodes", []), start.meta.get("init_path")
     start.init_training, start.widened = start.meta.get("init_training", {}), start.meta.get("init_widened", {})
     if options.init and not start.resumed:
         model, start.init_id, start.init_decodes, start.init_training = load_initial_model(options.init)
+        start.init_name = os.fspath(options.init)
         _refuse_another_model(f"init={shown(options.init)} is an {model.cfg.kind} model", model.cfg, cfg, kind,
                               compare_fields=False)
         start.init_path = str(find_model(options.init).resolve())

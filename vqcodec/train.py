@@ -212,7 +212,8 @@ def _train(data_dir: Path, cfg: ModelConfig | None, options: TrainOptions, kind:
             meta.update(codes_id=codes_id, init_decodes=start.init_decodes, init_path=start.init_path)
         if start.widened:
             meta.update(init_widened=start.widened)
-        return {**meta, "init": start.init_id, "init_training": start.init_training} if start.init_id else meta
+        return {**meta, "init": start.init_id, "init_name": start.init_name, "init_training": start.init_training} \
+            if start.init_id else meta
 
     if start.step:  # fresh quantizer dropout too, not the draws the run's first part began with
         seed_torch(int(np.random.SeedSequence((options.seed, start.step, run.processes, parallel.rank()))
@@ -578,10 +579,19 @@ def _print_run(run: Run, kind: str, model: VQVAE, data: _Data, start: Start) -> 
         else "on the training file (none held out from one)"
     media = f"audio at {model.cfg.sample_rate} Hz" if kind == "audio" else kind  # files at other rates: resampled
     resuming = f", resuming at step {start.step}," if start.resumed else ""
-    _progress(f"training {options.name} ({media}){resuming} on {data.train.describe()}; validation {validation}; "
+    _progress(f"training {options.name} ({media}){_starting_model(start)}{resuming} on {data.train.describe()}; validation {validation}; "
               f"{_parameter_count(sum(p.numel() for p in model.parameters()))} parameters"
               f"{f' ({_parameter_count(trained)} trained: the decoder)' if options.decoder_only else ''}; "
               f"batch {options.batch_size}; {spread}, {run.precision}")
+
+
+def _starting_model(start: Start) -> str:
+    """' from speech16k (320bc802)': the model a fine-tune (--init, or a resumed one) started from, for its first
+    line; its id alone where a checkpoint written before the name was kept gives none."""
+    if not start.init_id:
+        return ""
+    short_id = str(start.init_id)[:8]
+    return f" from {shell_word(start.init_name)} ({short_id})" if start.init_name else f" from model {short_id}"
 
 
 def _parameter_count(count: int) -> str:
