@@ -1256,6 +1256,7 @@ def test_widen_the_decoder_alone_keeps_the_encoder_to_the_bit():
     assert all(torch.equal(tensor, narrow_state[name]) for name, tensor in wide.state_dict().items()
                if not name.startswith("decoder."))
     with torch.no_grad():
+        assert torch.equal(wide.encoder(audio), narrow.encoder(audio))
         assert torch.allclose(wide.decoder(latents), narrow.decoder(latents), rtol=1e-4, atol=1e-6)
     image = ImageConfig(channels=(8, 12, 16), latent_dim=8, num_codebooks=2, codebook_size=16)
     narrow = VQVAE(image).eval()
