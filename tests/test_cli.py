@@ -4116,6 +4116,32 @@ def test_read_codes_npy_reads_no_header_longer_than_np_load_takes(codec, version
     assert stream.given <= 12
 
 
+def test_read_codes_npy_reads_a_header_that_comes_a_few_bytes_at_a_time(codec):
+    """A raw stream (a pipe read unbuffered) may give fewer bytes than a read asks for: the header's length field and
+    the header, each read with one read() since the header length check, were cut short, and the file refused as
+    'not a NumPy .npy file', where numpy's reader had read on until it had them."""
+    from vqcodec.tokens import read_codes_npy
+
+    codes = np.arange(1 * 3 * 5).reshape(1, 3, 5) % codec.codebook_size
+    saved = io.BytesIO()
+    np.save(saved, codes)
+
+    class Trickle(io.RawIOBase):
+        """The file three bytes at most a read, as a pipe whose writer sends it in pieces."""
+        def __init__(self, data: bytes):
+            self.data = data
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            piece, self.data = self.data[:min(3, len(buffer))], self.data[min(3, len(buffer)):]
+            buffer[:len(piece)] = piece
+            return len(piece)
+
+    assert np.array_equal(read_codes_npy(Trickle(saved.getvalue()), codec), codes)
+
+
 def test_read_codes_npy_takes_what_read_codes_takes_and_refuses_the_rest_in_one_line(codec, tiny_model_path, tmp_path):
     """A memoryview was 'not a NumPy .npy file' where read_info and read_codes take one; a text stream, codes already
     loaded or None were 'not a NumPy .npy file' too (an int 'stdin: ...'), an empty path ': cannot read (No such file

@@ -20,7 +20,7 @@ from .folders import (FolderReport, HeaderBytes, check_callbacks, check_file_lis
                       mirrored_paths, say_stopped, warn_of_level)
 from .registry import is_model_id
 from .streams import (JSONFileTooLarge, MAX_JSON_BYTES, checked_flag, input_called, is_regular_stream,
-                      open_regular_file, read_json_file, write_file)
+                      open_regular_file, read_json_file, read_up_to, write_file)
 from .wording import (kind_coded, kind_held, name_fields, not_its_codes, plural, reason_of, setting, shown, shown_cut,
                       type_of, valid_text)
 
@@ -75,7 +75,7 @@ def npy_header(stream, size: int | None, name: str):
         # numpy writes when latin-1 cannot hold it; an integer array's header is ASCII, read alike.
         read_header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0,
                        (3, 0): npy.read_array_header_2_0}[version]
-        length_field = stream.read(2 if version == (1, 0) else 4)
+        length_field = read_up_to(stream, 2 if version == (1, 0) else 4, name)
     except Exception:
         raise not_npy from None
     length = int.from_bytes(length_field, "little")
@@ -83,7 +83,7 @@ def npy_header(stream, size: int | None, name: str):
         raise VQCodecError(f"{name}: announces a .npy header of {plural(length, 'byte')}, more than the "
                            f"{MAX_NPY_HEADER_BYTES} np.load takes (one of codes takes about 120)")
     try:
-        shape, fortran_order, dtype = read_header(io.BytesIO(length_field + stream.read(length)))
+        shape, fortran_order, dtype = read_header(io.BytesIO(length_field + read_up_to(stream, length, name)))
     except Exception:  # numpy's header parser raises many kinds (ValueError, SyntaxError, TokenError...)
         raise not_npy from None
     if dtype.hasobject:
@@ -170,7 +170,7 @@ def _narrowed(stream, shape: tuple, fortran_order: bool, dtype, into, codebook_s
     piece = max(1, NPY_PIECE_BYTES // dtype.itemsize)
     for start in range(0, flat.size, piece):
         wanted = min(piece, flat.size - start) * dtype.itemsize
-        raw = stream.read(wanted)
+        raw = read_up_to(stream, wanted, name)
         if len(raw) < wanted:  # only a stream of unknown size can end early: a file's size was checked
             raise VQCodecError(f"{name}: its header announces {plural(flat.size, 'value')} of "
                                f"{plural(dtype.itemsize, 'byte')}, the stream ends after "
