@@ -588,11 +588,12 @@ def test_fitting_a_prior_says_how_far_it_is_at_least_every_ten_seconds(tmp_path,
     """collect_codes said 'coded N/M files' every 25 files alone: a training run's prior, fitted to a folder of
     whole songs, showed nothing for 2 to 3 minutes after 'fitting the prior ...'. Here each file takes 6 s."""
     import itertools
+    import types
 
     import vqcodec.priorfit as priorfit
 
-    clock = itertools.count(0, 6)
-    monkeypatch.setattr(priorfit.time, "monotonic", lambda: next(clock))
+    clock = itertools.count(0, 6)  # priorfit's clock alone: time.monotonic of every other caller is left as it is
+    monkeypatch.setattr(priorfit, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
     soundfile.write(tmp_path / "a.wav", np.full(3000, 0.25, dtype=np.float32), 8000)
     said = []
     priorfit.collect_codes(codec, [tmp_path / "a.wav"] * 5, progress=said.append)
