@@ -378,9 +378,11 @@ def stopped_vq_run_entries(folder: Path, out: Path, files: list[Path], outputs: 
     if manifest.get("stopped") is not True:
         return None
     finished = _finished_entries(manifest, folder, out, files, outputs)
-    kept = {path: ({**finished[_name_in(folder, path)][0], "file": path, "codes": output},
-                   finished[_name_in(folder, path)][1])
-            for path, output in zip(files, outputs) if _name_in(folder, path) in finished}
+    kept = {}
+    for path, output in zip(files, outputs):
+        if (found := finished.get(_name_in(folder, path))) is not None:
+            entry, size = found
+            kept[path] = ({**entry, "file": path, "codes": output}, size)
     # one that cannot be read now is coded again, and fails as it does
     headers, _ = read_headers(list(kept), header_bytes)
     return {path: (entry, size) for path, (entry, size) in kept.items()
