@@ -32,7 +32,7 @@ from .audioblocks import (LEVEL_TARGET_PEAK, STREAM_BLOCK_SAMPLES, SampleWindow,
                           check_audio_size, check_coded_level, check_decoded_fits, check_read_peak, checked_blocks,
                           dropped_samples, float_blocks, joined_blocks, largest_magnitude, level_gain, peak_of,
                           resampled_blocks, scaled_blocks)
-from .codekind import kind_of, kinded, maker_of
+from .codekind import decoder_of, kind_of, kinded, maker_of
 from .config import config_to_dict
 from .devices import resolve_device
 from .errors import ClippingWarning, VQCodecError, caller_stacklevel
@@ -358,7 +358,7 @@ def _refuse_codes_as_media(media) -> None:
     made = kind_of(media)
     if made is not None:
         raise VQCodecError(f"these are codes (of {kind_held(made)}), not media: codes_to_file makes a .vq file of "
-                           f"them, {'codes_to_audio' if made == 'audio' else 'codes_to_image'} decodes them")
+                           f"them, {decoder_of(made)} decodes them")
 
 
 def _decode_with_maker(model_id: bytes | None) -> str:

@@ -56,6 +56,11 @@ def kind_of(codes) -> str | None:
     return codes.kind if isinstance(codes, KindedCodes) else None
 
 
+def decoder_of(kind: str) -> str:
+    """The Codec method that decodes codes of `kind` ("audio" or "image")."""
+    return "codes_to_audio" if kind == "audio" else "codes_to_image"
+
+
 def maker_of(codes) -> tuple[bytes | None, bytes | None]:
     """The model id and the codes id of the model that made `codes`, where they say them."""
     return (codes.model_id, codes.codes_id) if isinstance(codes, KindedCodes) else (None, None)

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import format as vqformat
 from . import memory
-from .codekind import kind_of
+from .codekind import decoder_of, kind_of
 from .errors import VQCodecError
 from .imageio import ALPHA_MODES, IMAGE_MODE_NAMES
 from .memory import refuse_beyond
@@ -105,7 +105,7 @@ def _codes_advice(data) -> str:
     message's closing words; "" for anything else."""
     made = kind_of(data)
     if made is not None:
-        decoder = "codes_to_audio" if made == "audio" else "codes_to_image"
+        decoder = decoder_of(made)
     elif hasattr(data, "shape") and hasattr(data, "dtype"):
         decoder = "codes_to_audio or codes_to_image"
     else:
