@@ -384,7 +384,8 @@ class SoundSink:
                 if self.pages is None:
                     self.pages = OggPages(self.stream.tell())
                 written = self.stream.write(data)
-                self.pages.wrote(bytes(data))
+                if not self.pages.given_up:  # a WAV's or FLAC's blocks are not copied to be followed
+                    self.pages.wrote(bytes(data))
                 return written
             except (OSError, TemporaryFileFull, TemporaryFileFailed) as exc:
                 self.error = exc
